@@ -1,0 +1,230 @@
+package program
+
+// Program is a checked .moe file (with its imports): every value resolved after
+// inheritance, expressions and defaults. Maps are keyed by declaration name; the *Order
+// slices keep source order so that output is deterministic.
+type Program struct {
+	Models      map[string]*Model
+	Clusters    map[string]*Cluster
+	Trains      map[string]*Train
+	Serves      map[string]*Serve
+	Compresses  map[string]*Compress
+	Experiments map[string]*Experiment
+
+	ModelOrder, ClusterOrder, TrainOrder, ServeOrder, CompressOrder, ExperimentOrder []string
+
+	// Explain lists every resolved value with where it came from, in declaration order.
+	Explain []Provenance
+}
+
+// SourceKind says where a resolved value came from.
+type SourceKind string
+
+const (
+	Written   SourceKind = "written"   // written in this declaration
+	Inherited SourceKind = "inherited" // from the base model (Provenance.From names it)
+	Default   SourceKind = "default"   // moec's default
+	Derived   SourceKind = "derived"   // computed from other values (e.g. head_dim = d_model / heads)
+)
+
+// Provenance records one resolved value for `moec check --explain`.
+type Provenance struct {
+	Path   string     // e.g. "model hunyuan_tiny.attention.heads"
+	Value  string     // canonical text of the resolved value
+	Source SourceKind //
+	From   string     // for Inherited: the declaration it came from; for Written: "file:line:col"
+}
+
+// Norm is a normalisation kind.
+type Norm string
+
+const (
+	RMSNorm   Norm = "rmsnorm"
+	LayerNorm Norm = "layernorm"
+)
+
+// NormPlacement says where norms sit in a block.
+type NormPlacement string
+
+const (
+	PreNorm      NormPlacement = "pre"      // x + f(norm(x))
+	PostNorm     NormPlacement = "post"     // norm(x + f(x))
+	SandwichNorm NormPlacement = "sandwich" // x + norm(f(norm(x)))
+)
+
+// Position is a position encoding.
+type Position string
+
+const (
+	Rotary     Position = "rotary"
+	Learned    Position = "learned"
+	NoPosition Position = "none"
+	Relative   Position = "relative" // T5-style bucketed relative bias (Switch Transformer)
+)
+
+// Activation of an FFN or expert.
+type Activation string
+
+const (
+	ReLU   Activation = "relu"
+	GELU   Activation = "gelu"
+	SiLU   Activation = "silu"
+	SwiGLU Activation = "swiglu"
+	GeGLU  Activation = "geglu"
+)
+
+// Gated reports whether the activation has a gate projection (three matrices, not two).
+func (a Activation) Gated() bool { return a == SwiGLU || a == GeGLU }
+
+// Model is a resolved model declaration.
+type Model struct {
+	Name    string
+	Extends string // base model name, "" when none
+
+	Vocab      int64 // vocabulary as written
+	VocabPadTo int64 // the embedding rows are padded to a multiple of this (1 = no padding)
+	DModel     int64
+	Layers     int   // decoder layers (the only stack of a decoder-only model)
+	Encoder    int   // encoder layers of an encoder-decoder model (0 = decoder-only)
+	SeqLen     int64 // training/serving sequence length
+
+	Norm          Norm
+	NormEps       float64
+	NormPlacement NormPlacement
+	FinalNorm     bool // a norm before the output head
+
+	Position    Position
+	RopeBase    float64 // rotary base (theta); meaningful when Position == Rotary
+	MaxPosition int64   // learned position table rows (defaults to SeqLen)
+
+	TieEmbeddings bool // output head shares the input embedding matrix
+	MTPDepth      int  // DeepSeek-style multi-token-prediction modules (not counted in headline total)
+
+	Attention Attention
+	FFN       FFN
+	MoE       *MoE // nil for a dense model
+}
+
+// PaddedVocab is the number of embedding rows after padding.
+func (m *Model) PaddedVocab() int64 {
+	if m.VocabPadTo <= 1 {
+		return m.Vocab
+	}
+	return (m.Vocab + m.VocabPadTo - 1) / m.VocabPadTo * m.VocabPadTo
+}
+
+// IsMoELayer reports whether decoder layer i (0-based) has an MoE FFN.
+func (m *Model) IsMoELayer(i int) bool {
+	if m.MoE == nil || m.MoE.Experts <= 0 {
+		return false
+	}
+	return m.MoE.IsMoELayer(i)
+}
+
+// Attention is the attention block of every layer.
+type Attention struct {
+	Heads   int
+	KVHeads int   // = Heads for MHA, 1 for MQA, a divisor of Heads for GQA
+	HeadDim int64 // defaults to DModel / Heads
+
+	// Multi-head latent attention (DeepSeek-V2/V3). MLA is true when KVLoraRank > 0.
+	MLA           bool
+	QLoraRank     int64 // 0 = full-rank query projection
+	KVLoraRank    int64
+	QKNopeHeadDim int64
+	QKRopeHeadDim int64
+	VHeadDim      int64
+
+	QKNorm       bool    // norms on queries and keys
+	TalkingHeads bool    // learned head-mixing matrices before and after the softmax
+	ShareWeights float64 // probability of recomputing attention weights per layer (1 = always)
+	ShareKV      int     // cross-layer attention: adjacent groups of this many layers share K/V projections (1 = none)
+	Sinks        bool    // learned per-head attention sink logits
+	Window       int64   // sliding window (0 = full causal)
+
+	BiasQKV bool
+	BiasOut bool
+}
+
+// FFN is the dense feed-forward block.
+type FFN struct {
+	Hidden     int64
+	Activation Activation
+	Bias       bool
+}
+
+// RouterInput is what the router reads.
+type RouterInput string
+
+const (
+	RouteHidden         RouterInput = "hidden"          // the layer's hidden state (usual)
+	RouteTokenEmbedding RouterInput = "token_embedding" // a dedicated per-token vector (HunYuan)
+)
+
+// Score is the router's score function.
+type Score string
+
+const (
+	Softmax Score = "softmax"
+	Sigmoid Score = "sigmoid"
+)
+
+// MoE describes the mixture-of-experts FFN.
+type MoE struct {
+	Experts      int        // routed experts
+	TopK         int        // experts per token
+	ExpertHidden int64      // each expert's FFN width (defaults to FFN.Hidden)
+	Activation   Activation // expert activation (defaults to FFN.Activation)
+	ExpertBias   bool
+
+	SharedExperts int   // always-on experts
+	SharedHidden  int64 // each shared expert's width (defaults to ExpertHidden)
+
+	// Which decoder layers are MoE: if Layers is non-empty it is the explicit list;
+	// otherwise layer i is MoE when i >= FirstDense and (i-FirstDense) % Every == Every-1
+	// for Every > 1 ... see IsMoELayer for the exact rule.
+	Every         int
+	FirstDense    int
+	Layers        []int
+	ParallelDense bool // a dense FFN runs in parallel with the MoE in MoE layers (residual MoE)
+	EncoderMoE    bool // encoder layers follow the same rule (encoder-decoder models)
+
+	Router         RouterInput
+	RouterDim      int64 // width of the dedicated token-embedding router table (defaults to DModel)
+	Score          Score
+	Normalize      bool    // renormalise the top-k gates to sum to one
+	RouterBias     bool    // a bias on the router projection
+	CapacityFactor float64 // 0 = dropless
+	DroplessSkew   float64 // for dropless planning: worst-case load of one expert / mean load
+	BalanceLoss    float64 // Switch-style load-balance loss coefficient
+	ZLoss          float64 // router z-loss coefficient
+	AuxFreeBias    float64 // auxiliary-loss-free bias update rate (0 = off)
+	Groups         int     // node-limited routing: expert groups (0 = none)
+	TopKGroups     int     // groups a token may use
+}
+
+// IsMoELayer reports whether layer i (0-based) is an MoE layer.
+// With an explicit list, membership decides. Otherwise layers before FirstDense are dense
+// and, counting from FirstDense, every Every-th layer is MoE, the last of each group
+// (Every = 2 makes layers 1, 3, 5, ... MoE, as GShard and Switch do).
+func (m *MoE) IsMoELayer(i int) bool {
+	if len(m.Layers) > 0 {
+		for _, l := range m.Layers {
+			if l == i {
+				return true
+			}
+		}
+		return false
+	}
+	if i < m.FirstDense {
+		return false
+	}
+	every := m.Every
+	if every <= 1 {
+		return true
+	}
+	return (i-m.FirstDense)%every == every-1
+}
+
+// Dropless reports whether tokens are never dropped.
+func (m *MoE) Dropless() bool { return m.CapacityFactor <= 0 }

@@ -1,0 +1,125 @@
+package program
+
+// Optimizer settings.
+type Optimizer struct {
+	Kind        string  // "adamw", "adam", "sgd"
+	LR          float64 //
+	MinLR       float64 // floor of the cosine schedule
+	WeightDecay float64
+	Beta1       float64
+	Beta2       float64
+	Eps         float64
+	Warmup      int64   // warmup steps
+	Schedule    string  // "cosine", "constant", "linear"
+	ClipNorm    float64 // 0 = no clipping
+}
+
+// MemoryStrategy says how model states are partitioned and where they live.
+type MemoryStrategy struct {
+	Kind      string // "zero" or "unified_cache"
+	ZeROStage int    // 0..3 (for unified_cache: 3)
+	Offload   string // "none", "cpu", "nvme"
+	Recompute string // "none", "selective", "full"
+	CachePage int64  // unified cache page size in bytes
+	Eviction  string // unified cache eviction policy: "lru", "lfu", "fifo"
+}
+
+// Grow says how a stage's new experts are initialised from the previous stage's.
+type Grow struct {
+	Kind  string  // "copy" (copies of existing experts) or "random"
+	Noise float64 // relative Gaussian noise added to copies
+}
+
+// Stage is one step of a curriculum.
+type Stage struct {
+	Name    string
+	From    string // previous stage ("" for the first)
+	Experts int    // routed experts in this stage (1 = dense)
+	TopK    int    // experts per token in this stage (0 = model's)
+	Grow    Grow
+	Tokens  int64  // token budget
+	Steps   int64  // explicit step count (0 = Tokens / TokensPerBatch)
+	LR      float64 // 0 = the train block's
+}
+
+// Train is a resolved `train MODEL on CLUSTER { ... }` block.
+type Train struct {
+	Name           string // the model name it trains (train blocks are named by their model)
+	Model          string
+	Cluster        string
+	TokensPerBatch int64
+	MicroBatch     int   // sequences per micro-batch per data-parallel rank (0 = planner chooses)
+	SeqLen         int64 // 0 = model's
+	Precision      Precision
+	Optimizer      Optimizer
+	Memory         MemoryStrategy
+	Data           string // glob of training text
+	ValData        string // glob of validation text ("" = hold out a slice of Data)
+	Seed           int64
+	CheckpointEvery int64 // steps between checkpoints
+	Stages         []*Stage
+}
+
+// StageModel returns the model as it is in stage s: the base model with the stage's
+// expert count (experts = 1 is dense: no MoE) and top-k.
+func StageModel(base *Model, s *Stage) *Model {
+	m := *base
+	if base.MoE != nil {
+		moe := *base.MoE
+		if s.Experts > 0 {
+			moe.Experts = s.Experts
+		}
+		if s.TopK > 0 {
+			moe.TopK = s.TopK
+		}
+		if moe.TopK > moe.Experts {
+			moe.TopK = moe.Experts
+		}
+		m.MoE = &moe
+		if moe.Experts <= 1 && moe.SharedExperts == 0 {
+			// One expert is an ordinary FFN of the expert's width.
+			m.FFN.Hidden = moe.ExpertHidden
+			m.FFN.Activation = moe.Activation
+			m.MoE = nil
+		}
+	}
+	return &m
+}
+
+// Serve is a resolved `serve MODEL on CLUSTER { ... }` block.
+type Serve struct {
+	Name       string
+	Model      string
+	Cluster    string
+	Precision  Precision
+	Batch      int   // concurrent sequences
+	ContextLen int64 // tokens of KV cache per sequence (0 = model's SeqLen)
+	Layout     string // "auto", "expert" (experts spread, dense replicated), "tensor_pipeline"
+	Stage      string // which train stage's model is served ("" = the base model)
+}
+
+// Compress is a resolved `compress MODEL { ... }` block.
+type Compress struct {
+	Name         string
+	Model        string
+	DistillInto  string  // student model name ("" = none)
+	QuantBits    int     // 0 = none; 8 or 4
+	PruneExperts float64 // fraction of experts pruned (0 = none)
+}
+
+// Experiment is a resolved `experiment NAME { ... }` block (see issue on experiments).
+type Experiment struct {
+	Name     string
+	Train    string
+	Stage    string
+	Tokens   int64
+	Seeds    []int64
+	Baseline map[string]string   // overrides as "path" -> canonical value text
+	Variants []ExperimentVariant
+}
+
+// ExperimentVariant is one arm of an experiment.
+type ExperimentVariant struct {
+	Name      string
+	Overrides map[string]string
+}
