@@ -43,18 +43,19 @@ type Device struct {
 
 // Cluster is a resolved cluster declaration.
 type Cluster struct {
-	Name        string
-	Nodes       int
-	GPUsPerNode int
-	Device      Device
-	HostMemory  int64   // bytes per node
-	HostUsable  float64 // fraction of host memory usable for model states (rest: OS, data, pinned buffers)
-	Network     float64 // bytes/s per node inter-node bandwidth (declared in bits/s, stored as bytes/s)
-	NetLatency  float64 // seconds per message, inter-node
-	NVMe        int64   // bytes per node (0 = none)
-	NVMeBW      float64 // bytes/s per node
-	Ranks       int     // for a local CPU cluster: in-process ranks (0 = not local)
+	Name            string
+	Nodes           int
+	GPUsPerNode     int
+	Device          Device
+	HostMemory      int64   // bytes per node
+	HostUsable      float64 // fraction of host memory usable for model states (rest: OS, data, pinned buffers)
+	Network         float64 // bytes/s per node inter-node bandwidth (declared in bits/s, stored as bytes/s)
+	NetLatency      float64 // seconds per message, inter-node
+	NVMe            int64   // bytes per node (0 = none)
+	NVMeBW          float64 // bytes/s per node
+	Ranks           int     // for a local CPU cluster: in-process ranks (0 = not local)
 	PricePerGPUHour float64 // for objective = cost (0 = unknown)
+	Decl            Source  // the `cluster` declaration (set by compiler/check; zero when built in Go)
 }
 
 // GPUs is the total device count.

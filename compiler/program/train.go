@@ -37,27 +37,29 @@ type Stage struct {
 	Experts int    // routed experts in this stage (1 = dense)
 	TopK    int    // experts per token in this stage (0 = model's)
 	Grow    Grow
-	Tokens  int64  // token budget
-	Steps   int64  // explicit step count (0 = Tokens / TokensPerBatch)
+	Tokens  int64   // token budget
+	Steps   int64   // explicit step count (0 = Tokens / TokensPerBatch)
 	LR      float64 // 0 = the train block's
+	Decl    Source  // the `stage` declaration (set by compiler/check; zero when built in Go)
 }
 
 // Train is a resolved `train MODEL on CLUSTER { ... }` block.
 type Train struct {
-	Name           string // the model name it trains (train blocks are named by their model)
-	Model          string
-	Cluster        string
-	TokensPerBatch int64
-	MicroBatch     int   // sequences per micro-batch per data-parallel rank (0 = planner chooses)
-	SeqLen         int64 // 0 = model's
-	Precision      Precision
-	Optimizer      Optimizer
-	Memory         MemoryStrategy
-	Data           string // glob of training text
-	ValData        string // glob of validation text ("" = hold out a slice of Data)
-	Seed           int64
+	Name            string // the model name it trains (train blocks are named by their model)
+	Model           string
+	Cluster         string
+	TokensPerBatch  int64
+	MicroBatch      int   // sequences per micro-batch per data-parallel rank (0 = planner chooses)
+	SeqLen          int64 // 0 = model's
+	Precision       Precision
+	Optimizer       Optimizer
+	Memory          MemoryStrategy
+	Data            string // glob of training text
+	ValData         string // glob of validation text ("" = hold out a slice of Data)
+	Seed            int64
 	CheckpointEvery int64 // steps between checkpoints
-	Stages         []*Stage
+	Stages          []*Stage
+	Decl            Source // the `train` declaration (set by compiler/check; zero when built in Go)
 }
 
 // StageModel returns the model as it is in stage s: the base model with the stage's
@@ -92,10 +94,11 @@ type Serve struct {
 	Model      string
 	Cluster    string
 	Precision  Precision
-	Batch      int   // concurrent sequences
-	ContextLen int64 // tokens of KV cache per sequence (0 = model's SeqLen)
+	Batch      int    // concurrent sequences
+	ContextLen int64  // tokens of KV cache per sequence (0 = model's SeqLen)
 	Layout     string // "auto", "expert" (experts spread, dense replicated), "tensor_pipeline"
 	Stage      string // which train stage's model is served ("" = the base model)
+	Decl       Source // the `serve` declaration (set by compiler/check; zero when built in Go)
 }
 
 // Compress is a resolved `compress MODEL { ... }` block.
@@ -114,7 +117,7 @@ type Experiment struct {
 	Stage    string
 	Tokens   int64
 	Seeds    []int64
-	Baseline map[string]string   // overrides as "path" -> canonical value text
+	Baseline map[string]string // overrides as "path" -> canonical value text
 	Variants []ExperimentVariant
 }
 

@@ -1,3 +1,14 @@
 package diag
 
-var planCodes = []Info{}
+// planCodes are the planner's codes (compiler/plan).
+var planCodes = []Info{
+	{"E0501", "no layout fits the devices' memory; the message names the device tier, the overflow in bytes, the largest component and the smallest change that fits"},
+	{"E0502", "the global batch is smaller than one sequence"},
+	{"E0503", "the train or serve block names a model or cluster that is not declared"},
+	{"E0504", "a planning option (--gpus, --nodes, --memory, --objective) is invalid"},
+	{"E0505", "no parallel layout divides the model on the devices available"},
+	{"E0506", "the served model does not fit the cluster in any layout"},
+	{"E0507", "local CPU ranks cannot be laid out for this stage"},
+	{"E0508", "the cluster's device lacks a value the planner needs (peak FLOP/s at the precision, memory bandwidth)"},
+	{"E0599", "internal planner error (a bug in moec: please report it)"},
+}

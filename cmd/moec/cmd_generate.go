@@ -1,0 +1,48 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+
+	"github.com/spf13/cobra"
+
+	"github.com/moec-dev/moec/runtime/generate"
+)
+
+func newGenerateCommand(stdout, stderr io.Writer) *cobra.Command {
+	opt := generate.Options{MaxTokens: 256, Temperature: 0.8, TopK: 40, Seed: 1}
+	cmd := &cobra.Command{
+		Use:   "generate --checkpoint DIR --prompt TEXT",
+		Short: "Stream text from a trained checkpoint (with a KV cache)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if opt.Checkpoint == "" {
+				return fmt.Errorf("generate: --checkpoint is required")
+			}
+			if opt.MaxTokens < 0 || opt.Temperature < 0 || opt.TopK < 0 {
+				return fmt.Errorf("generate: --max-tokens, --temperature and --top-k must not be negative")
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+			defer stop()
+			if _, err := io.WriteString(stdout, opt.Prompt); err != nil {
+				return err
+			}
+			if err := generate.Run(ctx, opt, stdout); err != nil {
+				return err
+			}
+			_, err := fmt.Fprintln(stdout)
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&opt.Checkpoint, "checkpoint", "", "a checkpoint folder, or a run folder (its newest checkpoint)")
+	f.StringVar(&opt.Prompt, "prompt", "", "text to continue")
+	f.IntVar(&opt.MaxTokens, "max-tokens", opt.MaxTokens, "tokens to generate")
+	f.Float64Var(&opt.Temperature, "temperature", opt.Temperature, "sampling temperature (0 = greedy)")
+	f.IntVar(&opt.TopK, "top-k", opt.TopK, "sample among the k most likely tokens (0 = all)")
+	f.Int64Var(&opt.Seed, "seed", opt.Seed, "sampling seed")
+	return cmd
+}

@@ -1,0 +1,69 @@
+package main
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+
+	"github.com/moec-dev/moec/compiler/plan"
+	"github.com/moec-dev/moec/internal/driver"
+)
+
+func newPlanCommand(stdout, stderr io.Writer) *cobra.Command {
+	var (
+		opt          plan.Options
+		train, stage string
+		serve        string
+		asJSON       bool
+	)
+	cmd := &cobra.Command{
+		Use:   "plan FILE.moe --stage S [--gpus N | --nodes N] [--memory M] [--objective O]",
+		Short: "Plan a stage (or a serve block) as a what-if, printed to the terminal",
+		Long: "Plan searches data x expert x tensor x pipeline parallel sizes, ZeRO stage, offload,\n" +
+			"micro-batch and recompute for one stage, and prints the chosen layout, the per-device\n" +
+			"memory table, communication, predicted step time and the runners-up.\n" +
+			"--memory: zero0..zero3, zero1-offload, zero2-offload, zero3-offload, zero3-nvme, unified_cache, auto.\n" +
+			"--objective: time, gpus or cost.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if opt.GPUs > 0 && opt.Nodes > 0 {
+				return fmt.Errorf("plan: give --gpus or --nodes, not both")
+			}
+			loaded := driver.Load(args[0])
+			loaded.Render(stderr)
+			if loaded.Diags.HasErrors() {
+				return errDiagnostics
+			}
+			p, diags, err := driver.Plan(loaded, driver.PlanRequest{Train: train, Stage: stage, Serve: serve, Options: opt})
+			loaded.RenderList(stderr, diags)
+			if err != nil {
+				return err
+			}
+			if diags.HasErrors() || p == nil {
+				return errDiagnostics
+			}
+			if asJSON {
+				js, err := p.JSON()
+				if err != nil {
+					return err
+				}
+				_, err = stdout.Write(js)
+				return err
+			}
+			fmt.Fprintf(stdout, "# %s\n\n%s", p.Title(), p.Markdown())
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&stage, "stage", "", "the stage to plan (required unless the train block has one stage or --serve is given)")
+	f.StringVar(&train, "train", "", "the train block (default: the file's only one)")
+	f.StringVar(&serve, "serve", "", "plan this serve block instead of a stage")
+	f.IntVar(&opt.GPUs, "gpus", 0, "plan for at most N devices")
+	f.IntVar(&opt.Nodes, "nodes", 0, "plan for N nodes of the cluster's kind")
+	f.StringVar(&opt.Memory, "memory", "", "memory strategy (default: as the file declares)")
+	f.StringVar(&opt.Objective, "objective", "", "time, gpus or cost")
+	f.IntVar(&opt.Alternatives, "alternatives", 3, "runners-up to show")
+	f.BoolVar(&asJSON, "json", false, "print the plan as JSON")
+	return cmd
+}

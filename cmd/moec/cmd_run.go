@@ -1,0 +1,149 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/moec-dev/moec/internal/driver"
+	"github.com/moec-dev/moec/runtime/train"
+)
+
+func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
+	var (
+		opt       train.Options
+		seed      int64
+		allStages bool
+	)
+	cmd := &cobra.Command{
+		Use:   "run --stage NAME FILE.moe | run --resume DIR | run --all-stages FILE.moe",
+		Short: "Train a stage here, starting from the previous stage's checkpoint",
+		Long: "Run trains one stage of a train block on this machine. A stage declared `from OTHER`\n" +
+			"starts from OTHER's final checkpoint, growing the experts as the stage says. The run\n" +
+			"folder (default out/<train>/<stage>/run) gets a JSONL log of every step, checkpoints,\n" +
+			"a loss-curve PNG and the final validation perplexity. A killed run continues with\n" +
+			"--resume DIR. --all-stages trains the whole curriculum in order, resuming or skipping\n" +
+			"stages that have already run.",
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if cmd.Flags().Changed("seed") {
+				opt.Seed = &seed
+			}
+			opt.Progress = stderr
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			if opt.Resume != "" {
+				if len(args) > 0 {
+					return fmt.Errorf("run: --resume takes the run folder only, not a .moe file")
+				}
+				return runAndReport(ctx, stdout, opt)
+			}
+			if len(args) != 1 {
+				return fmt.Errorf("run: give the .moe file (and --stage NAME, or --all-stages)")
+			}
+			loaded := driver.Load(args[0])
+			loaded.Render(stderr)
+			if loaded.Diags.HasErrors() {
+				return errDiagnostics
+			}
+			opt.Program = loaded.Program
+			opt.BaseDir = filepath.Dir(args[0])
+			if !allStages {
+				return runAndReport(ctx, stdout, opt)
+			}
+			if opt.StageName != "" || opt.OutDir != "" || opt.From != "" {
+				return fmt.Errorf("run: --all-stages trains every stage in its own folder; drop --stage, --out and --from")
+			}
+			stages, err := driver.CurriculumOrder(loaded.Program, opt.TrainName)
+			if err != nil {
+				return err
+			}
+			for _, st := range stages {
+				o := opt
+				o.TrainName, o.StageName = st.Train, st.Stage
+				dir := train.StageDir(o.OutRoot, st.Train, st.Stage)
+				if _, err := os.Stat(filepath.Join(dir, "run.json")); err == nil {
+					fmt.Fprintf(stderr, "stage %s: %s exists; continuing it\n", st.Stage, dir)
+					o = train.Options{Resume: dir, Progress: stderr, MaxTime: opt.MaxTime}
+				}
+				fmt.Fprintf(stderr, "== stage %s\n", st.Stage)
+				if err := runAndReport(ctx, stdout, o); err != nil {
+					return fmt.Errorf("stage %s: %w", st.Stage, err)
+				}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&opt.StageName, "stage", "", "the stage to train")
+	f.StringVar(&opt.TrainName, "train", "", "the train block (default: the file's only one)")
+	f.BoolVar(&allStages, "all-stages", false, "train every stage of the curriculum in order")
+	f.Int64Var(&opt.Steps, "steps", 0, "optimizer steps (default: the stage's tokens / tokens per batch)")
+	f.StringVar(&opt.OutDir, "out", "", "run folder (default out/<train>/<stage>/run)")
+	f.StringVar(&opt.OutRoot, "out-root", "out", "root of the conventional run folders")
+	f.StringVar(&opt.Resume, "resume", "", "continue the run in this folder")
+	f.StringVar(&opt.From, "from", "", "checkpoint or run folder to grow from (default: the from stage's final checkpoint)")
+	f.BoolVar(&opt.Force, "force", false, "start afresh in a run folder that already holds a run")
+	f.Int64Var(&seed, "seed", 0, "override the train block's seed")
+	f.DurationVar(&opt.MaxTime, "max-time", 0, "stop (with a checkpoint) after this long; resume later")
+	f.IntVar(&opt.MicroBatch, "micro-batch", 0, "sequences per micro-batch (default: the train block's, else 8)")
+	f.Int64Var(&opt.CheckpointEvery, "checkpoint-every", 0, "steps between checkpoints (default: the train block's)")
+	return cmd
+}
+
+func runAndReport(ctx context.Context, stdout io.Writer, opt train.Options) error {
+	res, err := train.Run(ctx, opt)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, res.String())
+	if res.Stopped {
+		if errors.Is(ctx.Err(), context.Canceled) {
+			return fmt.Errorf("interrupted; continue with: moec run --resume %s", res.Dir)
+		}
+		fmt.Fprintf(stdout, "stopped early; continue with: moec run --resume %s\n", res.Dir)
+	}
+	return nil
+}
+
+func newEvalCommand(stdout, stderr io.Writer) *cobra.Command {
+	var opt train.EvalOptions
+	cmd := &cobra.Command{
+		Use:   "eval --checkpoint DIR [FILE.moe]",
+		Short: "Print a checkpoint's validation perplexity",
+		Long: "Eval measures mean cross-entropy and perplexity on the validation split. The data comes\n" +
+			"from FILE.moe's train block when given, else from the run the checkpoint belongs to.",
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if opt.Checkpoint == "" {
+				return fmt.Errorf("eval: --checkpoint is required")
+			}
+			if len(args) == 1 {
+				loaded := driver.Load(args[0])
+				loaded.Render(stderr)
+				if loaded.Diags.HasErrors() {
+					return errDiagnostics
+				}
+				opt.Program = loaded.Program
+				opt.BaseDir = filepath.Dir(args[0])
+			}
+			res, err := train.Eval(cmd.Context(), opt)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "%s (step %d): validation loss %.4f nats/token, perplexity %.3f over %d tokens\n",
+				res.Checkpoint, res.Step, res.Loss, res.PPL, res.Tokens)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&opt.Checkpoint, "checkpoint", "", "a checkpoint folder, or a run folder (its newest checkpoint)")
+	cmd.Flags().IntVar(&opt.Windows, "windows", 0, "validation windows (default 64)")
+	return cmd
+}

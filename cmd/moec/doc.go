@@ -1,0 +1,12 @@
+// Command moec is the compiler for Mixture-of-Experts language models. It is a set of thin cobra commands that each call one library function.
+//
+//	moec check [--explain] FILE.moe   every error at once, or the fully resolved program
+//	moec fmt [-w] FILE.moe...         canonical layout, comments kept
+//	moec build FILE.moe               check, count, plan, generate code into out/<name>/
+//	moec plan FILE.moe --stage S      a what-if plan printed to the terminal
+//	moec run --stage S FILE.moe       train a stage here, from the previous stage's checkpoint
+//	moec generate --checkpoint DIR    sample text with a KV cache
+//	moec eval --checkpoint DIR        validation perplexity
+//
+// Exit status: 0 success, 1 the input has errors, 2 wrong usage or another failure.
+package main

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// Exit statuses: 0 success, 1 the input has errors (diagnostics were printed), 2 the
+// command was used wrongly or failed for another reason.
+const (
+	exitOK    = 0
+	exitDiags = 1
+	exitUsage = 2
+)
+
+// errDiagnostics says the diagnostics were already printed; main only sets the status.
+var errDiagnostics = errors.New("input has errors")
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+// run executes the CLI with args and returns the exit status. It never calls os.Exit, so
+// tests (and the testscript harness) drive it as a user would.
+func run(args []string, stdout, stderr io.Writer) (status int) {
+	defer func() {
+		if r := recover(); r != nil {
+			fmt.Fprintf(stderr, "moec: internal error: %v\nplease report this with the input that caused it\n", r)
+			status = exitUsage
+		}
+	}()
+	root := newRootCommand(stdout, stderr)
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.Execute()
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, errDiagnostics):
+		return exitDiags
+	default:
+		fmt.Fprintf(stderr, "moec: %v\n", err)
+		return exitUsage
+	}
+}
+
+func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "moec",
+		Short:         "moec compiles Mixture-of-Experts language models",
+		Long:          "moec checks, counts, plans, generates code for and trains Mixture-of-Experts language models\nwritten in the .moe language.",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(
+		newCheckCommand(stdout, stderr),
+		newFmtCommand(stdout, stderr),
+		newBuildCommand(stdout, stderr),
+		newPlanCommand(stdout, stderr),
+		newRunCommand(stdout, stderr),
+		newGenerateCommand(stdout, stderr),
+		newEvalCommand(stdout, stderr),
+		newVersionCommand(stdout),
+	)
+	return root
+}
+
+func newVersionCommand(stdout io.Writer) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print moec's version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			fmt.Fprintln(stdout, "moec", version)
+			return nil
+		},
+	}
+}
+
+const version = "0.1.0-dev"

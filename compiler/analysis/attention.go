@@ -1,0 +1,114 @@
+package analysis
+
+// attnParts is one attention block (self- or cross-attention) of one layer.
+type attnParts struct {
+	params int64 // every parameter
+	matmul int64 // matmul weights (FLOPs: 2 per weight per token)
+	qk     int64 // of matmul: the weights a layer skips when it reuses the attention weights of the layer below
+	qkDim  int64 // per-head query/key width of QK^T
+	vDim   int64 // per-head value width of AV
+}
+
+// attention counts one attention block. ownsKV is false in a layer that reuses the K/V
+// projections of an earlier layer of its group (cross-layer KV sharing, share_kv > 1).
+func (s *spec) attention(ownsKV bool) attnParts {
+	if s.mla {
+		return s.latentAttention(ownsKV)
+	}
+	a := &s.m.Attention
+	var p attnParts
+	qOut := s.heads * s.headDim
+	kvOut := s.kvHeads * s.headDim
+	p.qkDim, p.vDim = s.headDim, s.headDim
+
+	q := s.d * qOut
+	p.matmul += q
+	p.qk += q
+	if a.BiasQKV {
+		p.params += qOut
+	}
+	if ownsKV {
+		k, v := s.d*kvOut, s.d*kvOut
+		p.matmul += k + v
+		p.qk += k
+		if a.BiasQKV {
+			p.params += 2 * kvOut
+		}
+	}
+	p.matmul += qOut * s.d // output projection
+	if a.BiasOut {
+		p.params += s.d
+	}
+	if a.QKNorm {
+		// Per-head norms over head_dim shared by all heads (Qwen3, Gemma 3); the key norm
+		// belongs with the key projection, so a layer that shares K/V shares it too.
+		p.params += s.normParams(s.headDim)
+		if ownsKV {
+			p.params += s.normParams(s.headDim)
+		}
+	}
+	p.params += p.matmul + s.attentionExtras()
+	return p
+}
+
+// latentAttention is DeepSeek-V2/V3 multi-head latent attention, laid out as the Hugging
+// Face DeepseekV3Attention module: q_a_proj d→q_lora_rank, q_a_layernorm, q_b_proj
+// q_lora_rank→heads·(nope+rope) (or one q_proj d→heads·(nope+rope) when q_lora_rank = 0);
+// kv_a_proj_with_mqa d→kv_lora_rank+rope, kv_a_layernorm, kv_b_proj
+// kv_lora_rank→heads·(nope+v); o_proj heads·v→d. As there, the attention bias sits on
+// q_a_proj and kv_a_proj_with_mqa only (q_proj, q_b_proj and kv_b_proj never have one).
+func (s *spec) latentAttention(ownsKV bool) attnParts {
+	a := &s.m.Attention
+	var p attnParts
+	qDim := a.QKNopeHeadDim + a.QKRopeHeadDim
+	p.qkDim, p.vDim = qDim, a.VHeadDim
+
+	if a.QLoraRank > 0 {
+		qa, qb := s.d*a.QLoraRank, a.QLoraRank*s.heads*qDim
+		p.matmul += qa + qb
+		p.qk += qa + qb
+		p.params += s.normParams(a.QLoraRank)
+		if a.BiasQKV {
+			p.params += a.QLoraRank
+		}
+	} else {
+		q := s.d * s.heads * qDim
+		p.matmul += q
+		p.qk += q
+	}
+	if ownsKV {
+		kvA := s.d * (a.KVLoraRank + a.QKRopeHeadDim)
+		kvB := a.KVLoraRank * s.heads * (a.QKNopeHeadDim + a.VHeadDim)
+		p.matmul += kvA + kvB
+		p.params += s.normParams(a.KVLoraRank)
+		if a.BiasQKV {
+			p.params += a.KVLoraRank + a.QKRopeHeadDim
+		}
+	}
+	p.matmul += s.heads * a.VHeadDim * s.d
+	if a.BiasOut {
+		p.params += s.d
+	}
+	if a.QKNorm {
+		p.params += s.normParams(qDim)
+		if ownsKV {
+			p.params += s.normParams(qDim)
+		}
+	}
+	p.params += p.matmul + s.attentionExtras()
+	return p
+}
+
+// attentionExtras are the per-head parameters that are neither projections nor norms:
+// talking-heads mixers (Shazeer et al. 2020: one heads×heads matrix before the softmax and
+// one after) and learned sink logits (one per head).
+func (s *spec) attentionExtras() int64 {
+	var n int64
+	if s.m.Attention.TalkingHeads {
+		n += 2 * s.heads * s.heads
+	}
+	if s.m.Attention.Sinks {
+		n += s.heads
+	}
+	return n
+}

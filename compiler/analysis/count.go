@@ -1,0 +1,201 @@
+package analysis
+
+import "github.com/moec-dev/moec/compiler/program"
+
+// RelativeBuckets is the number of T5 relative-position buckets per head (T5's
+// relative_attention_num_buckets). Each stack (encoder, decoder) holds one
+// RelativeBuckets × heads bias table, in its first layer, shared by all its layers.
+const RelativeBuckets = 32
+
+// layerPart is one layer's counts plus what the FLOPs count needs from it.
+type layerPart struct {
+	LayerCounts
+	self, cross attnParts // cross is zero without cross-attention
+	matmul      int64     // active matmul weights, router and attention projections included
+	qk          int64     // of matmul: skipped when the layer reuses attention weights
+	router      int64     // router matmul weights (E × input width)
+}
+
+// layer counts layer i of a stack. cross adds cross-attention (a decoder layer of an
+// encoder-decoder model); moe says whether its FFN is a mixture of experts.
+func (s *spec) layer(i int, encoder, cross, moe bool) layerPart {
+	lp := layerPart{LayerCounts: LayerCounts{Index: i, Encoder: encoder, Cross: cross, MoE: moe}}
+	lc := &lp.LayerCounts
+	lc.OwnsKV = i%s.shareKV == 0
+	lp.self = s.attention(lc.OwnsKV)
+	lc.Attention = lp.self.params
+	lp.matmul, lp.qk = lp.self.matmul, lp.self.qk
+	blocks := int64(2) // attention and FFN
+	if cross {
+		// Cross-attention has the same projections as self-attention (queries from the
+		// decoder, keys and values from the encoder output) and never shares K/V across layers.
+		lp.cross = s.attention(true)
+		lc.Attention += lp.cross.params
+		lp.matmul += lp.cross.matmul
+		blocks++
+	}
+	lc.Norms = blocks * s.normsPerBlock() * s.normParams(s.d)
+
+	dense := s.ffn(s.m.FFN.Hidden, s.m.FFN.Activation, s.m.FFN.Bias)
+	if !moe {
+		lc.DenseFFN = dense.total()
+		lp.matmul += dense.weights
+	} else {
+		e := s.moe
+		lc.TopK = e.TopK
+		expert := s.ffn(e.ExpertHidden, e.Activation, e.ExpertBias)
+		shared := s.ffn(e.SharedHidden, e.Activation, e.ExpertBias)
+		lc.PerExpert = expert.total()
+		lc.Experts = int64(e.Experts) * lc.PerExpert
+		lc.Shared = int64(e.SharedExperts) * shared.total()
+		in := s.d
+		if e.Router == program.RouteTokenEmbedding {
+			in = e.RouterDim
+		}
+		lp.router = int64(e.Experts) * in
+		lc.Router = lp.router
+		if e.RouterBias {
+			lc.Router += int64(e.Experts)
+		}
+		lp.matmul += lp.router + int64(e.TopK)*expert.weights + int64(e.SharedExperts)*shared.weights
+		if e.ParallelDense {
+			lc.DenseFFN = dense.total()
+			lp.matmul += dense.weights
+		}
+	}
+	lc.Total = lc.Attention + lc.DenseFFN + lc.Experts + lc.Shared + lc.Router + lc.Norms
+	lc.Active = lc.Attention + lc.DenseFFN + int64(lc.TopK)*lc.PerExpert + lc.Shared + lc.Router + lc.Norms
+	return lp
+}
+
+// layers returns every layer of the model: the encoder stack first, then the decoder.
+func (s *spec) layers() []layerPart {
+	var out []layerPart
+	for i := 0; i < s.m.Encoder; i++ {
+		out = append(out, s.layer(i, true, false, s.isMoE(i, true)))
+	}
+	for i := 0; i < s.m.Layers; i++ {
+		out = append(out, s.layer(i, false, s.m.Encoder > 0, s.isMoE(i, false)))
+	}
+	return out
+}
+
+// stacks is 2 for an encoder-decoder model, else 1.
+func (s *spec) stacks() int64 {
+	if s.m.Encoder > 0 {
+		return 2
+	}
+	return 1
+}
+
+// mtpModule is one DeepSeek-V3 multi-token-prediction module: a transformer layer of the
+// model's kind (MoE when the model has one), eh_proj 2d→d, the two input norms (enorm over
+// the embedding, hnorm over the previous depth's hidden state) and, when the model has a
+// final norm, the module's own norm before the shared head (shared_head.norm in the
+// released checkpoint). The embedding and the output head are shared with the main model.
+func (s *spec) mtpModule(k int) (lp layerPart, total, active int64) {
+	// Index 0: a module is a stack of its own, so it holds its own K/V projections.
+	lp = s.layer(0, false, false, s.moe != nil)
+	lp.Index = k
+	extra := 2*s.d*s.d + 2*s.normParams(s.d)
+	if s.m.FinalNorm {
+		extra += s.normParams(s.d)
+	}
+	lp.matmul += 2 * s.d * s.d
+	return lp, lp.Total + extra, lp.Active + extra
+}
+
+func (s *spec) count() Counts {
+	var c Counts
+	m := &s.m
+	emb := s.vocab * s.d
+	c.Total.Embedding = emb
+	switch m.Position {
+	case program.Learned:
+		c.Total.Position = m.MaxPosition * s.d
+	case program.Relative:
+		c.Total.Position = s.stacks() * RelativeBuckets * s.heads
+	}
+	if !m.TieEmbeddings {
+		c.Total.Head = emb
+	}
+	if m.FinalNorm {
+		c.Total.Norms = s.stacks() * s.normParams(s.d)
+	}
+	c.Active = c.Total
+
+	anyMoE := false
+	for _, lp := range s.layers() {
+		lc := lp.LayerCounts
+		c.Layers = append(c.Layers, lc)
+		if lc.Encoder {
+			c.EncoderCount++
+		}
+		for _, comp := range []*Components{&c.Total, &c.Active} {
+			comp.Attention += lc.Attention
+			comp.DenseFFN += lc.DenseFFN
+			comp.SharedExperts += lc.Shared
+			comp.Router += lc.Router
+			comp.Norms += lc.Norms
+		}
+		c.Total.RoutedExperts += lc.Experts
+		c.Active.RoutedExperts += int64(lc.TopK) * lc.PerExpert
+		if lc.MoE {
+			anyMoE = true
+			if s.moe.AuxFreeBias > 0 {
+				c.Buffers += int64(s.moe.Experts)
+			}
+		}
+	}
+	if anyMoE && s.moe.Router == program.RouteTokenEmbedding {
+		// One table for the model: a token's routing vector does not depend on the layer;
+		// each MoE layer's own projection makes the choice layer-specific.
+		c.Total.RouterEmbedding = s.vocab * s.moe.RouterDim
+		c.Active.RouterEmbedding = c.Total.RouterEmbedding
+	}
+
+	for k := 0; k < m.MTPDepth; k++ {
+		lp, total, active := s.mtpModule(k)
+		c.MTPLayers = append(c.MTPLayers, lp.LayerCounts)
+		c.MTP += total
+		c.MTPActive += active
+	}
+
+	c.TotalAll = c.Total.Sum()
+	c.ActiveAll = c.Active.Sum()
+	c.TotalNoEmbedding = c.TotalAll - c.Total.lookups() - c.Total.Head
+	c.ActiveNoEmbedding = c.ActiveAll - c.Active.lookups() - c.Active.Head
+	return c
+}
+
+// Convention is one way of stating a model's size.
+type Convention struct {
+	Name        string // stable identifier (report.json)
+	Description string
+	Total       int64
+	Active      int64
+}
+
+// Conventions lists the counts under each convention papers use, headline first.
+func (c Counts) Conventions() []Convention {
+	out := []Convention{
+		{
+			Name:        "all",
+			Description: "every trainable parameter: input embedding and output head included (a tied matrix once), MTP modules and buffers excluded; active counts whole lookup tables",
+			Total:       c.TotalAll, Active: c.ActiveAll,
+		},
+		{
+			Name:        "non_embedding",
+			Description: "without the token embedding, learned positions, the router's token table and the output head",
+			Total:       c.TotalNoEmbedding, Active: c.ActiveNoEmbedding,
+		},
+	}
+	if c.MTP > 0 {
+		out = append(out, Convention{
+			Name:        "with_mtp",
+			Description: "all, plus the multi-token-prediction modules (as a released checkpoint stores them, shared embedding and head once)",
+			Total:       c.TotalAll + c.MTP, Active: c.ActiveAll + c.MTPActive,
+		})
+	}
+	return out
+}

@@ -1,0 +1,260 @@
+package check
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+
+	"golang.org/x/tools/txtar"
+
+	"github.com/moec-dev/moec/lang/diag"
+	"github.com/moec-dev/moec/lang/parse"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden sections of testdata/*.txtar")
+
+// A golden case is a txtar archive: `input.moe` (the file checked) and any files it
+// imports, then `check` (rendered diagnostics, or "ok") and, for inputs without errors,
+// `explain` (the Explain rendering). Expected diagnostics are also written inline on the
+// offending line as `// ERROR E0201` (several codes may follow), and every diagnostic
+// must be expected there: the golden holds the wording, the inline marks hold the
+// positions, and neither can drift silently.
+func TestGolden(t *testing.T) {
+	paths, err := filepath.Glob(filepath.Join("testdata", "*.txtar"))
+	if err != nil || len(paths) == 0 {
+		t.Fatalf("no golden files: %v", err)
+	}
+	for _, path := range paths {
+		t.Run(strings.TrimSuffix(filepath.Base(path), ".txtar"), func(t *testing.T) {
+			runGolden(t, path)
+		})
+	}
+}
+
+func runGolden(t *testing.T, path string) {
+	ar, err := txtar.ParseFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string][]byte{}
+	for _, f := range ar.Files {
+		if strings.HasSuffix(f.Name, ".moe") {
+			files[f.Name] = f.Data
+		}
+	}
+	if files["input.moe"] == nil {
+		t.Fatalf("%s has no input.moe", path)
+	}
+	prog, sources, diags := Load("input.moe", func(name string) ([]byte, error) {
+		if src, ok := files[filepath.ToSlash(name)]; ok {
+			return src, nil
+		}
+		return nil, fs.ErrNotExist
+	})
+
+	var check bytes.Buffer
+	if len(diags) == 0 {
+		check.WriteString("ok\n")
+	} else {
+		diag.RenderAll(&check, diags, sources)
+	}
+	var explain bytes.Buffer
+	if !diags.HasErrors() {
+		Explain(&explain, prog)
+	}
+	want := map[string]string{"check": check.String()}
+	if !diags.HasErrors() {
+		want["explain"] = explain.String()
+	}
+
+	checkInline(t, files, diags)
+
+	if *update {
+		var kept []txtar.File
+		for _, f := range ar.Files {
+			if _, golden := want[f.Name]; !golden && f.Name != "check" && f.Name != "explain" {
+				kept = append(kept, f)
+			}
+		}
+		kept = append(kept, txtar.File{Name: "check", Data: []byte(want["check"])})
+		if e, ok := want["explain"]; ok {
+			kept = append(kept, txtar.File{Name: "explain", Data: []byte(e)})
+		}
+		ar.Files = kept
+		if err := os.WriteFile(path, txtar.Format(ar), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	got := map[string]bool{}
+	for _, f := range ar.Files {
+		if w, ok := want[f.Name]; ok {
+			got[f.Name] = true
+			if string(f.Data) != w {
+				t.Errorf("section %s differs (run go test -update):\n--- want\n%s\n--- got\n%s", f.Name, f.Data, w)
+			}
+		} else if f.Name == "explain" {
+			t.Errorf("explain section present but the input has errors")
+		}
+	}
+	for name := range want {
+		if !got[name] {
+			t.Errorf("missing section %s (run go test -update)", name)
+		}
+	}
+}
+
+var inlineRE = regexp.MustCompile(`//\s*ERROR((?:\s+[EW]\d{4})+)`)
+
+type lineKey struct {
+	file string
+	line int
+}
+
+// checkInline matches `// ERROR CODE...` marks against the diagnostics' lines.
+func checkInline(t *testing.T, files map[string][]byte, diags diag.List) {
+	t.Helper()
+	expected := map[lineKey][]string{}
+	for name, src := range files {
+		for i, line := range strings.Split(string(src), "\n") {
+			if m := inlineRE.FindStringSubmatch(line); m != nil {
+				expected[lineKey{name, i + 1}] = strings.Fields(m[1])
+			}
+		}
+	}
+	got := map[lineKey][]string{}
+	for _, d := range diags {
+		k := lineKey{filepath.ToSlash(d.Range.File), d.Range.Start.Line}
+		got[k] = append(got[k], string(d.Code))
+	}
+	for k, codes := range expected {
+		for _, c := range codes {
+			if !containsStr(got[k], c) {
+				t.Errorf("%s:%d: expected %s, got %v", k.file, k.line, c, got[k])
+			}
+		}
+	}
+	for k, codes := range got {
+		for _, c := range codes {
+			if !containsStr(expected[k], c) {
+				t.Errorf("%s:%d: unexpected %s (no inline `// ERROR %s`)", k.file, k.line, c, c)
+			}
+		}
+	}
+}
+
+func containsStr(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// TestEveryCodeHasAGolden holds the registry and the goldens together: each code the
+// checker owns is produced by at least one golden input.
+func TestEveryCodeHasAGolden(t *testing.T) {
+	seen := map[string]bool{}
+	paths, _ := filepath.Glob(filepath.Join("testdata", "*.txtar"))
+	codeRE := regexp.MustCompile(`(?:error|warning)\[([EW]\d{4})\]`)
+	for _, path := range paths {
+		ar, err := txtar.ParseFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range ar.Files {
+			if f.Name == "check" {
+				for _, m := range codeRE.FindAllStringSubmatch(string(f.Data), -1) {
+					seen[m[1]] = true
+				}
+			}
+		}
+	}
+	// E0299 reports a bug in the checker; no valid or invalid input should produce it.
+	unreachable := map[string]bool{"E0299": true}
+	var missing []string
+	for _, info := range diag.Registry() {
+		c := string(info.Code)
+		owned := strings.HasPrefix(c, "E02") || strings.HasPrefix(c, "E03") || strings.HasPrefix(c, "E04") || strings.HasPrefix(c, "W92")
+		if owned && !unreachable[c] && !seen[c] {
+			missing = append(missing, c)
+		}
+	}
+	sort.Strings(missing)
+	if len(missing) > 0 {
+		t.Errorf("codes with no golden test: %v", missing)
+	}
+}
+
+// FuzzCheck parses and checks arbitrary input: the checker must never panic (which
+// Check turns into E0299) whatever the parser hands it.
+func FuzzCheck(f *testing.F) {
+	paths, _ := filepath.Glob(filepath.Join("testdata", "*.txtar"))
+	for _, path := range paths {
+		ar, err := txtar.ParseFile(path)
+		if err != nil {
+			f.Fatal(err)
+		}
+		for _, file := range ar.Files {
+			if strings.HasSuffix(file.Name, ".moe") {
+				f.Add(file.Data)
+			}
+		}
+	}
+	f.Fuzz(func(t *testing.T, src []byte) {
+		file, _ := parse.File("fuzz.moe", src)
+		_, diags := Check(file)
+		for _, d := range diags {
+			if d.Code == "E0299" {
+				t.Fatalf("checker panicked: %s", d.Message)
+			}
+		}
+		var b bytes.Buffer
+		diag.RenderAll(&b, diags, map[string][]byte{"fuzz.moe": src})
+		_ = fmt.Sprint(b.Len())
+	})
+}
+
+// TestExampleChecksClean holds the embedded CPU example to a clean check: it is the
+// file a new user runs first.
+func TestExampleChecksClean(t *testing.T) {
+	path := filepath.Join("..", "..", "examples", "hunyuan_tiny.moe")
+	prog, sources, diags := Load(path, os.ReadFile)
+	if len(diags) > 0 {
+		var b bytes.Buffer
+		diag.RenderAll(&b, diags, sources)
+		t.Fatalf("%s does not check clean:\n%s", path, b.String())
+	}
+	tr := prog.Trains["hunyuan_tiny"]
+	if tr == nil || len(tr.Stages) != 3 {
+		t.Fatalf("want one train with three stages, got %+v", tr)
+	}
+	var total int64
+	var experts []int
+	for _, s := range tr.Stages {
+		total += s.Tokens
+		experts = append(experts, s.Experts)
+	}
+	if total != 1536000 || fmt.Sprint(experts) != "[1 4 8]" || tr.TokensPerBatch != 1024 {
+		t.Errorf("curriculum: %d tokens, experts %v, batch %d", total, experts, tr.TokensPerBatch)
+	}
+}
+
+// TestLoadMissingRoot: an unreadable root file is one diagnostic naming it, not a panic.
+func TestLoadMissingRoot(t *testing.T) {
+	prog, sources, diags := Load("absent.moe", func(string) ([]byte, error) { return nil, fs.ErrNotExist })
+	if len(diags) != 1 || diags[0].Code != diag.ImportUnreadable || diags[0].Range.File != "absent.moe" {
+		t.Fatalf("diags = %v", diags)
+	}
+	if prog == nil || len(sources) != 0 {
+		t.Errorf("prog = %v, sources = %v", prog, sources)
+	}
+}

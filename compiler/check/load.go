@@ -1,0 +1,83 @@
+package check
+
+import (
+	"path/filepath"
+	"strings"
+
+	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/lang/ast"
+	"github.com/moec-dev/moec/lang/diag"
+	"github.com/moec-dev/moec/lang/parse"
+)
+
+// Load parses the file at path and every file it imports (transitively; import paths
+// are relative to the importing file), then checks them together. read supplies file
+// contents (os.ReadFile, an fs.FS, an in-memory map in tests). It returns the program,
+// the source of every file read (keyed by the name diagnostics use, for rendering) and
+// every diagnostic: unreadable files and import cycles point at the import that names
+// them.
+func Load(path string, read func(string) ([]byte, error)) (*program.Program, map[string][]byte, diag.List) {
+	l := &loader{read: read, sources: map[string][]byte{}, state: map[string]int{}}
+	l.load(path, nil, "")
+	prog, diags := Check(l.files...)
+	all := append(l.diags, diags...)
+	all.Sort()
+	return prog, l.sources, all
+}
+
+type loader struct {
+	read    func(string) ([]byte, error)
+	sources map[string][]byte
+	files   []*ast.File
+	diags   diag.List
+	state   map[string]int // 1: loading (on the import stack), 2: loaded
+	stack   []string
+}
+
+// load reads and parses one file and, depth first, its imports. imp is the import that
+// named it (nil for the root) in file from.
+func (l *loader) load(path string, imp *ast.Import, from string) {
+	path = filepath.Clean(path)
+	switch l.state[path] {
+	case 1:
+		i := 0
+		for j, p := range l.stack {
+			if p == path {
+				i = j
+			}
+		}
+		cycle := append(append([]string{}, l.stack[i:]...), path)
+		d := l.diags.Errorf(diag.ImportCycle, diag.RangeOf(from, imp), "files import each other in a cycle: %s", strings.Join(cycle, " imports "))
+		d.Suggestion = "move the shared declarations into a file both import"
+		return
+	case 2:
+		return // already loaded through another import
+	}
+	src, err := l.read(path)
+	if err != nil {
+		if imp == nil {
+			l.diags.Errorf(diag.ImportUnreadable, diag.Range{File: path}, "cannot read %s: %v", path, err)
+		} else {
+			d := l.diags.Errorf(diag.ImportUnreadable, diag.RangeOf(from, imp.Path), "cannot import %q: %v", imp.Path.Value, err)
+			d.Notes = append(d.Notes, "imports are relative to the importing file: "+path)
+		}
+		l.state[path] = 2
+		return
+	}
+	l.state[path] = 1
+	l.stack = append(l.stack, path)
+	l.sources[path] = src
+	f, diags := parse.File(path, src)
+	l.diags = append(l.diags, diags...)
+	if f != nil {
+		l.files = append(l.files, f)
+		for _, im := range f.Imports {
+			if im == nil || im.Path == nil {
+				continue
+			}
+			l.load(filepath.Join(filepath.Dir(path), im.Path.Value), im, path)
+		}
+	}
+	l.stack = l.stack[:len(l.stack)-1]
+	l.state[path] = 2
+}

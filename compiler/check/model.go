@@ -1,0 +1,287 @@
+package check
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/lang/ast"
+	"github.com/moec-dev/moec/lang/diag"
+)
+
+// flatten merges a model's entries with its base's, key by key and section by section.
+// Inherited entries keep their expressions (re-evaluated in the child) and name the
+// model that wrote them.
+func (c *checker) flatten(d *decl, chain []string) *flatBlock {
+	if d.flat != nil {
+		return d.flat
+	}
+	fb := newFlatBlock()
+	if d.flatting {
+		return fb // the cycle is reported by the model that closes it
+	}
+	d.flatting = true
+	defer func() { d.flatting = false }()
+	chain = append(chain, d.name)
+	if ext := d.block.Extends; ext != nil {
+		base := c.lookupDecl("model", ext.Name, diag.UnknownBase, d.file, ext, "model "+d.name+" extends")
+		switch {
+		case base == nil:
+			fb.incomplete = true
+		case base.flatting:
+			fb.incomplete = true
+			i := indexOf(chain, base.name)
+			cycle := append(append([]string{}, chain[i:]...), base.name)
+			dg := c.errorf(diag.ExtendsCycle, diag.RangeOf(d.file, ext), "models extend each other in a cycle: %s", strings.Join(cycle, " extends "))
+			dg.Suggestion = "remove one `extends`"
+		default:
+			bf := c.flatten(base, chain)
+			fb.incomplete = bf.incomplete
+			inherit := func(dst, src map[string]*entry) {
+				for k, e := range src {
+					ie := *e
+					if e.source == program.Written {
+						ie.source, ie.from = program.Inherited, "model "+base.name
+					}
+					dst[k] = &ie
+				}
+			}
+			inherit(fb.entries, bf.entries)
+			for name, s := range bf.sections {
+				// No position yet: diagnostics about the section point at the child's
+				// own block if it writes one (readBody sets it), else at its name.
+				fs := &flatSection{entries: map[string]*entry{}}
+				fb.sections[name] = fs
+				inherit(fs.entries, s.entries)
+			}
+		}
+	}
+	c.readBody(d.spec, "model "+d.name, d.block.Body, d.file, fb)
+	d.flat = fb
+	return fb
+}
+
+func indexOf(list []string, s string) int {
+	for i, x := range list {
+		if x == s {
+			return i
+		}
+	}
+	return 0
+}
+
+// resolveModels evaluates every model and checks its cross-field rules.
+func (c *checker) resolveModels() {
+	for _, d := range c.declsOf("model") {
+		fb := c.flatten(d, nil)
+		root := newScope("model "+d.name, d.spec, d.file, d.block.Name, fb.entries, nil)
+		root.incomplete = fb.incomplete
+		for _, sec := range d.spec.sections {
+			fs := fb.sections[sec]
+			if fs == nil && sec == "moe" {
+				continue // no moe block anywhere in the chain: a dense model
+			}
+			var at ast.Node = d.block.Name
+			file, entries := d.file, map[string]*entry(nil)
+			if fs != nil {
+				entries = fs.entries
+				if fs.at != nil {
+					at, file = fs.at, fs.file
+				}
+			}
+			root.sections[sec] = newScope(root.path+"."+sec, c.schema.blocks[sec], file, at, entries, root)
+		}
+		d.scope = root
+		c.r.evalAll(root)
+		m := buildModel(d, root)
+		c.validateModel(root, m)
+		c.prog.Models[d.name] = m
+		c.prog.ModelOrder = append(c.prog.ModelOrder, d.name)
+		d.prov = root.provenance(nil)
+	}
+}
+
+// buildModel reads the resolved scope into a program.Model.
+func buildModel(d *decl, s *scope) *program.Model {
+	m := &program.Model{
+		Name:          d.name,
+		Vocab:         s.i64("vocab"),
+		VocabPadTo:    s.i64("vocab_pad_to"),
+		DModel:        s.i64("d_model"),
+		Layers:        s.int("layers"),
+		Encoder:       s.int("encoder_layers"),
+		SeqLen:        s.i64("seq_len"),
+		Norm:          program.Norm(s.str("norm")),
+		NormEps:       s.f64("norm_eps"),
+		NormPlacement: program.NormPlacement(s.str("norm_placement")),
+		FinalNorm:     s.boolean("final_norm"),
+		Position:      program.Position(s.str("position")),
+		RopeBase:      s.f64("rope_base"),
+		MaxPosition:   s.i64("max_position"),
+		TieEmbeddings: s.boolean("tie_embeddings"),
+		MTPDepth:      s.int("mtp_depth"),
+	}
+	if d.block.Extends != nil {
+		m.Extends = d.block.Extends.Name
+	}
+	if a := s.sections["attention"]; a != nil {
+		m.Attention = program.Attention{
+			Heads: a.int("heads"), KVHeads: a.int("kv_heads"), HeadDim: a.i64("head_dim"),
+			QLoraRank: a.i64("q_lora_rank"), KVLoraRank: a.i64("kv_lora_rank"),
+			QKNopeHeadDim: a.i64("qk_nope_head_dim"), QKRopeHeadDim: a.i64("qk_rope_head_dim"), VHeadDim: a.i64("v_head_dim"),
+			QKNorm: a.boolean("qk_norm"), TalkingHeads: a.boolean("talking_heads"),
+			ShareWeights: a.f64("share_weights"), ShareKV: a.int("share_kv"), Sinks: a.boolean("sinks"),
+			Window: a.i64("window"), BiasQKV: a.boolean("qkv_bias"), BiasOut: a.boolean("out_bias"),
+		}
+		m.Attention.MLA = m.Attention.KVLoraRank > 0
+	}
+	if f := s.sections["ffn"]; f != nil {
+		m.FFN = program.FFN{Hidden: f.i64("hidden"), Activation: program.Activation(f.str("activation")), Bias: f.boolean("bias")}
+	}
+	if e := s.sections["moe"]; e != nil {
+		m.MoE = &program.MoE{
+			Experts: e.int("experts"), TopK: e.int("top_k"), ExpertHidden: e.i64("expert_hidden"),
+			Activation: program.Activation(e.str("activation")), ExpertBias: e.boolean("expert_bias"),
+			SharedExperts: e.int("shared_experts"), SharedHidden: e.i64("shared_hidden"),
+			Every: e.int("every"), FirstDense: e.int("first_dense"), Layers: e.ints("layers"),
+			ParallelDense: e.boolean("parallel_dense"), EncoderMoE: e.boolean("encoder"),
+			Router: program.RouterInput(e.str("router")), RouterDim: e.i64("router_dim"),
+			Score: program.Score(e.str("score")), Normalize: e.boolean("normalize"), RouterBias: e.boolean("router_bias"),
+			CapacityFactor: e.f64("capacity_factor"), DroplessSkew: e.f64("dropless_skew"),
+			BalanceLoss: e.f64("balance_loss"), ZLoss: e.f64("z_loss"), AuxFreeBias: e.f64("aux_free_bias"),
+			Groups: e.int("groups"), TopKGroups: e.int("topk_groups"),
+		}
+	}
+	return m
+}
+
+// ok reports whether every named key of s resolved, so a rule is only checked on
+// values that are themselves valid (their errors are already reported).
+func ok(s *scope, keys ...string) bool {
+	for _, k := range keys {
+		if _, ok := s.val(k); !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// validateModel checks the rules that tie a model's keys together.
+func (c *checker) validateModel(s *scope, m *program.Model) {
+	a := s.sections["attention"]
+	if ok(a, "heads", "kv_heads") && m.Attention.Heads%m.Attention.KVHeads != 0 {
+		d := c.errorf(diag.KVHeadsDivide, a.rangeOf("kv_heads"), "kv_heads (%d) must divide heads (%d)", m.Attention.KVHeads, m.Attention.Heads)
+		d.Suggestion = "choose kv_heads among " + divisors(int64(m.Attention.Heads))
+	}
+	c.validateMLA(a, m)
+	if m.Position == program.Rotary && ok(s, "position") {
+		dim, key := m.Attention.HeadDim, "head_dim"
+		if m.Attention.MLA {
+			dim, key = m.Attention.QKRopeHeadDim, "qk_rope_head_dim"
+		}
+		if ok(a, key) && dim%2 != 0 {
+			d := c.errorf(diag.OddRotaryDim, a.rangeOf(key), "rotary positions rotate pairs of dimensions, but %s = %d is odd", key, dim)
+			d.Suggestion = "use an even " + key + ", or `position = learned`"
+		}
+	}
+	if m.Position == program.Learned && ok(s, "max_position", "seq_len") && m.MaxPosition < m.SeqLen {
+		d := c.errorf(diag.ShortPositionTable, s.rangeOf("max_position"), "learned positions need max_position >= seq_len, got %d < %d", m.MaxPosition, m.SeqLen)
+		d.Suggestion = fmt.Sprintf("set max_position = %d or more", m.SeqLen)
+	}
+	if e := s.sections["moe"]; e != nil && m.MoE != nil {
+		c.validateMoE(s, e, m)
+	}
+}
+
+func (c *checker) validateMLA(a *scope, m *program.Model) {
+	at := &m.Attention
+	mlaKeys := []string{"qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"}
+	if !ok(a, append(mlaKeys, "kv_lora_rank", "q_lora_rank")...) {
+		return
+	}
+	if at.KVLoraRank > 0 {
+		var missing []string
+		for _, k := range mlaKeys {
+			if a.i64(k) == 0 {
+				missing = append(missing, k)
+			}
+		}
+		if len(missing) > 0 {
+			d := c.errorf(diag.PartialMLA, a.rangeOf("kv_lora_rank"), "kv_lora_rank > 0 turns on latent attention, which also needs %s", strings.Join(missing, ", "))
+			d.Suggestion = "set " + strings.Join(missing, ", ") + " in the attention block"
+		}
+		return
+	}
+	for _, k := range append(mlaKeys, "q_lora_rank") {
+		if a.i64(k) != 0 {
+			d := c.errorf(diag.PartialMLA, a.rangeOf(k), "%s is a latent-attention field, but kv_lora_rank is 0", k)
+			d.Suggestion = "set kv_lora_rank > 0 to use latent attention, or remove " + k
+			return
+		}
+	}
+}
+
+func (c *checker) validateMoE(s, e *scope, m *program.Model) {
+	moe := m.MoE
+	if ok(e, "top_k", "experts") && moe.TopK > moe.Experts {
+		d := c.errorf(diag.TopKExceedsExperts, e.rangeOf("top_k"), "top_k (%d) exceeds experts (%d)", moe.TopK, moe.Experts)
+		d.Suggestion = fmt.Sprintf("use top_k <= %d", moe.Experts)
+	}
+	if ok(e, "groups", "topk_groups", "experts") {
+		switch {
+		case moe.TopKGroups > 0 && moe.Groups == 0:
+			c.errorf(diag.BadRoutingGroups, e.rangeOf("topk_groups"), "topk_groups needs groups > 0")
+		case moe.Groups > 0 && moe.Experts%moe.Groups != 0:
+			d := c.errorf(diag.BadRoutingGroups, e.rangeOf("groups"), "groups (%d) must divide experts (%d)", moe.Groups, moe.Experts)
+			d.Suggestion = "choose groups among " + divisors(int64(moe.Experts))
+		case moe.TopKGroups > moe.Groups:
+			c.errorf(diag.BadRoutingGroups, e.rangeOf("topk_groups"), "topk_groups (%d) exceeds groups (%d)", moe.TopKGroups, moe.Groups)
+		}
+	}
+	if !ok(s, "layers") || !ok(e, "layers", "every", "first_dense") {
+		return
+	}
+	if len(moe.Layers) > 0 {
+		for _, k := range []string{"every", "first_dense"} {
+			if e.written(k) {
+				d := c.errorf(diag.LayersWithEvery, e.rangeOf(k), "%s has no effect with an explicit moe.layers list", k)
+				d.Suggestion = "remove " + k + " or the layers list"
+			}
+		}
+		for i, l := range moe.Layers {
+			switch {
+			case l < 0 || l >= m.Layers:
+				d := c.errorf(diag.BadMoELayers, e.rangeOf("layers"), "moe.layers names layer %d, but the model has layers 0..%d", l, m.Layers-1)
+				d.Suggestion = "layers are numbered from 0"
+				return
+			case i > 0 && l <= moe.Layers[i-1]:
+				c.errorf(diag.BadMoELayers, e.rangeOf("layers"), "moe.layers must be sorted and without repeats (%d after %d)", l, moe.Layers[i-1])
+				return
+			}
+		}
+		return
+	}
+	if moe.FirstDense >= m.Layers {
+		d := c.errorf(diag.FirstDenseTooLarge, e.rangeOf("first_dense"), "first_dense (%d) leaves no layer for the MoE: the model has %d layers", moe.FirstDense, m.Layers)
+		d.Suggestion = fmt.Sprintf("use first_dense < %d", m.Layers)
+		return
+	}
+	// The first MoE layer is first_dense + every - 1 (program.MoE.IsMoELayer); computed,
+	// not searched, because layers may be any size a user writes.
+	if int64(moe.FirstDense)+int64(moe.Every)-1 < int64(m.Layers) {
+		return
+	}
+	d := c.errorf(diag.NoMoELayer, e.rangeOf("every"), "every = %d places no MoE layer in %d layers after first_dense = %d", moe.Every, m.Layers, moe.FirstDense)
+	d.Suggestion = fmt.Sprintf("use every <= %d", m.Layers-moe.FirstDense)
+}
+
+// divisors lists n's divisors for a suggestion ("1, 2, 4, 8").
+func divisors(n int64) string {
+	var out []string
+	for i := int64(1); i <= n && i <= 1<<16 && len(out) < 12; i++ {
+		if n%i == 0 {
+			out = append(out, fmt.Sprint(i))
+		}
+	}
+	return strings.Join(out, ", ")
+}

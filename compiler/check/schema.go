@@ -1,0 +1,382 @@
+package check
+
+import (
+	"strings"
+
+	"github.com/moec-dev/moec/lang/diag"
+)
+
+// typeKind is the declared type of a key.
+type typeKind int
+
+const (
+	tyInt     typeKind = iota + 1 // a plain integer; count suffixes allowed (150k)
+	tyFloat                       // a plain number
+	tyBool                        // true or false
+	tyEnum                        // one of keyType.enums
+	tyBytes                       // a size with a byte suffix
+	tyRate                        // a bit or byte rate, stored as bytes/s
+	tyFLOPS                       // FLOP/s
+	tyString                      // a double-quoted string
+	tyIntList                     // [1, 2, 3]
+	tyCtor                        // a constructor: one of keyType.ctors
+	tyName                        // a declaration name, written as an identifier or string
+)
+
+// keyType is a key's type; enums also lists the words a float key accepts (dropless).
+type keyType struct {
+	kind  typeKind
+	enums []string
+	ctors []*blockSpec
+}
+
+func (t keyType) String() string {
+	switch t.kind {
+	case tyInt:
+		return "an integer"
+	case tyFloat:
+		if len(t.enums) > 0 {
+			return "a number or " + strings.Join(t.enums, " | ")
+		}
+		return "a number"
+	case tyBool:
+		return "true or false"
+	case tyEnum:
+		return "one of " + strings.Join(t.enums, " | ")
+	case tyBytes:
+		return "a size in bytes (e.g. 16GiB)"
+	case tyRate:
+		return "a rate (e.g. 200Gbps or 25GB/s)"
+	case tyFLOPS:
+		return "FLOP/s (e.g. 312TFLOPS)"
+	case tyString:
+		return "a string"
+	case tyIntList:
+		return "a list of integers"
+	case tyCtor:
+		names := make([]string, len(t.ctors))
+		for i, c := range t.ctors {
+			names[i] = c.kind
+		}
+		return "one of " + strings.Join(names, " | ")
+	case tyName:
+		return "a name"
+	}
+	return "a value"
+}
+
+// unitHint is the suffix a diagnostic suggests for a unitless number of this type.
+func (t keyType) unitHint() string {
+	switch t.kind {
+	case tyBytes:
+		return "GiB"
+	case tyRate:
+		return "Gbps"
+	case tyFLOPS:
+		return "TFLOPS"
+	}
+	return ""
+}
+
+// limit is a range rule on a number.
+type limit int
+
+const (
+	anyValue     limit = iota
+	positive           // > 0
+	nonNegative        // >= 0
+	probability        // in (0, 1]
+	fraction           // in [0, 1]
+	openFraction       // in [0, 1)
+	atLeastOne         // >= 1 (floats)
+)
+
+func (l limit) String() string {
+	switch l {
+	case positive:
+		return "must be > 0"
+	case nonNegative:
+		return "must be >= 0"
+	case probability:
+		return "must be in (0, 1]"
+	case fraction:
+		return "must be in [0, 1]"
+	case openFraction:
+		return "must be in [0, 1)"
+	case atLeastOne:
+		return "must be >= 1"
+	}
+	return ""
+}
+
+// computedDefault computes a default that no expression can state (a catalog entry, a
+// rule that depends on whether a section exists). It returns the value and a note saying
+// where it came from; ok is false when the default cannot be computed.
+type computedDefault func(r *resolver, s *scope) (v value, from string, ok bool)
+
+// keySpec is one key of a block: its type, default and range.
+type keySpec struct {
+	name     string
+	typ      keyType
+	def      string          // default as an expression over other keys ("" = see required/optional)
+	defFn    computedDefault // instead of def
+	required bool            // no default: the user must write it
+	optional bool            // no default: absent unless written (no provenance)
+	limit    limit
+	oneOf    []int64 // allowed integer values, when only a few are meaningful
+	// defCode is the diagnostic code for a default that cannot be evaluated; it names
+	// the rule the user broke (heads dividing d_model) rather than the key's type.
+	defCode diag.Code
+	// rangeCode replaces E0221 for range errors that have a rule of their own.
+	rangeCode diag.Code
+	doc       string
+}
+
+// blockSpec is the schema of one block kind or constructor.
+type blockSpec struct {
+	kind       string
+	keys       []*keySpec
+	sections   []string // nested unnamed blocks, at most one each (attention, ffn, moe)
+	named      []string // nested named blocks, any number (stage, variant)
+	positional []string // constructor parameters in positional order
+	headerName bool     // NAME required in the header
+	headerOn   bool     // "on CLUSTER" required
+	extends    bool     // "extends BASE" allowed
+	from       bool     // "from OTHER" allowed
+}
+
+func (b *blockSpec) key(name string) *keySpec {
+	for _, k := range b.keys {
+		if k.name == name {
+			return k
+		}
+	}
+	return nil
+}
+
+func (b *blockSpec) keyNames() []string {
+	names := make([]string, len(b.keys))
+	for i, k := range b.keys {
+		names[i] = k.name
+	}
+	return names
+}
+
+func (b *blockSpec) hasSection(kind string) bool {
+	for _, s := range b.sections {
+		if s == kind {
+			return true
+		}
+	}
+	return false
+}
+
+func (b *blockSpec) hasNamed(kind string) bool {
+	for _, s := range b.named {
+		if s == kind {
+			return true
+		}
+	}
+	return false
+}
+
+// schema holds every block table. It is built fresh per Check (no package state).
+type schema struct {
+	blocks   map[string]*blockSpec // by kind, for top-level, sections and named nested blocks
+	topLevel []string              // declaration kinds in the order Explain lists them
+}
+
+// Helpers that keep the tables below readable.
+func integer(name, def string, l limit, doc string) *keySpec {
+	return &keySpec{name: name, typ: keyType{kind: tyInt}, def: def, limit: l, doc: doc}
+}
+func float(name, def string, l limit, doc string) *keySpec {
+	return &keySpec{name: name, typ: keyType{kind: tyFloat}, def: def, limit: l, doc: doc}
+}
+func boolean(name, def, doc string) *keySpec {
+	return &keySpec{name: name, typ: keyType{kind: tyBool}, def: def, doc: doc}
+}
+func enum(name, def string, values []string, doc string) *keySpec {
+	return &keySpec{name: name, typ: keyType{kind: tyEnum, enums: values}, def: def, doc: doc}
+}
+func required(k *keySpec) *keySpec { k.required = true; return k }
+func optional(k *keySpec) *keySpec { k.optional = true; return k }
+
+func newSchema() *schema {
+	s := &schema{blocks: map[string]*blockSpec{}, topLevel: []string{"model", "cluster", "train", "serve", "compress", "experiment"}}
+	add := func(b *blockSpec) { s.blocks[b.kind] = b }
+	activations := []string{"relu", "gelu", "silu", "swiglu", "geglu"}
+
+	add(&blockSpec{kind: "model", headerName: true, extends: true, sections: []string{"attention", "ffn", "moe"}, keys: []*keySpec{
+		required(integer("vocab", "", positive, "vocabulary size")),
+		integer("vocab_pad_to", "1", positive, "pad embedding rows to a multiple of this"),
+		required(integer("d_model", "", positive, "hidden size")),
+		required(integer("layers", "", positive, "decoder layers")),
+		integer("encoder_layers", "0", nonNegative, "encoder layers"),
+		required(integer("seq_len", "", positive, "sequence length")),
+		enum("norm", "rmsnorm", []string{"rmsnorm", "layernorm"}, "normalisation"),
+		float("norm_eps", "1e-5", positive, "norm epsilon"),
+		enum("norm_placement", "pre", []string{"pre", "post", "sandwich"}, "where norms sit"),
+		boolean("final_norm", "true", "norm before the output head"),
+		enum("position", "rotary", []string{"rotary", "learned", "none", "relative"}, "position encoding"),
+		float("rope_base", "10000", positive, "rotary base"),
+		integer("max_position", "seq_len", positive, "learned position rows"),
+		boolean("tie_embeddings", "false", "output head shares the embedding"),
+		integer("mtp_depth", "0", nonNegative, "multi-token-prediction modules"),
+	}})
+	add(&blockSpec{kind: "attention", keys: []*keySpec{
+		required(integer("heads", "", positive, "query heads")),
+		integer("kv_heads", "heads", positive, "key/value heads"),
+		{name: "head_dim", typ: keyType{kind: tyInt}, def: "d_model / heads", limit: positive, defCode: diag.HeadsDivide, doc: "per-head dimension"},
+		integer("q_lora_rank", "0", nonNegative, "MLA query low rank"),
+		integer("kv_lora_rank", "0", nonNegative, "MLA key/value latent rank"),
+		integer("qk_nope_head_dim", "0", nonNegative, "MLA non-rotary query/key dim"),
+		integer("qk_rope_head_dim", "0", nonNegative, "MLA rotary query/key dim"),
+		integer("v_head_dim", "0", nonNegative, "MLA value dim"),
+		boolean("qk_norm", "false", "norms on queries and keys"),
+		boolean("talking_heads", "false", "head-mixing matrices"),
+		float("share_weights", "1", probability, "probability a layer recomputes attention weights"),
+		integer("share_kv", "1", positive, "adjacent layers sharing K/V projections"),
+		boolean("sinks", "false", "learned attention sinks"),
+		integer("window", "0", nonNegative, "sliding window"),
+		boolean("bias", "false", "bias on Q/K/V and output"),
+		boolean("qkv_bias", "bias", "bias on Q/K/V"),
+		boolean("out_bias", "bias", "bias on the output projection"),
+	}})
+	add(&blockSpec{kind: "ffn", keys: []*keySpec{
+		integer("hidden", "4 * d_model", positive, "FFN width"),
+		enum("activation", "gelu", activations, "activation"),
+		boolean("bias", "false", "FFN biases"),
+	}})
+	add(&blockSpec{kind: "moe", keys: []*keySpec{
+		required(integer("experts", "", positive, "routed experts")),
+		integer("top_k", "1", positive, "experts per token"),
+		integer("expert_hidden", "ffn.hidden", positive, "each expert's width"),
+		enum("activation", "ffn.activation", activations, "expert activation"),
+		boolean("expert_bias", "false", "expert biases"),
+		integer("shared_experts", "0", nonNegative, "always-on experts"),
+		integer("shared_hidden", "expert_hidden", positive, "each shared expert's width"),
+		integer("every", "1", positive, "MoE in every Nth layer"),
+		integer("first_dense", "0", nonNegative, "leading dense layers"),
+		{name: "layers", typ: keyType{kind: tyIntList}, def: "[]", doc: "explicit MoE layers"},
+		boolean("parallel_dense", "false", "dense FFN in parallel with the MoE"),
+		boolean("encoder", "encoder_layers > 0", "encoder layers follow the same rule"),
+		enum("router", "hidden", []string{"hidden", "token_embedding"}, "what the router reads"),
+		integer("router_dim", "d_model", positive, "token-embedding router width"),
+		enum("score", "softmax", []string{"softmax", "sigmoid"}, "router score"),
+		boolean("normalize", "top_k > 1", "renormalise the top-k gates"),
+		boolean("router_bias", "false", "router bias"),
+		{name: "capacity_factor", typ: keyType{kind: tyFloat, enums: []string{"dropless"}}, def: "1.25", limit: positive, doc: "expert capacity / mean load"},
+		float("dropless_skew", "2.0", atLeastOne, "worst expert load / mean load"),
+		float("balance_loss", "0.01", nonNegative, "load-balance loss coefficient"),
+		float("z_loss", "0", nonNegative, "router z-loss coefficient"),
+		float("aux_free_bias", "0", nonNegative, "auxiliary-loss-free bias update rate"),
+		integer("groups", "0", nonNegative, "expert groups for node-limited routing"),
+		integer("topk_groups", "0", nonNegative, "groups a token may use"),
+	}})
+
+	catalogKey := func(name string, kind typeKind, doc string) *keySpec {
+		return &keySpec{name: name, typ: keyType{kind: kind}, defFn: catalogDefault(name), limit: positive, doc: doc}
+	}
+	add(&blockSpec{kind: "cluster", headerName: true, keys: []*keySpec{
+		integer("nodes", "1", positive, "nodes"),
+		integer("gpus_per_node", "1", positive, "devices per node"),
+		required(&keySpec{name: "gpu", typ: keyType{kind: tyName}, doc: "device catalog entry"}),
+		catalogKey("gpu_memory", tyBytes, "device memory"),
+		catalogKey("peak_flops", tyFLOPS, "dense peak FLOP/s (overrides every precision)"),
+		catalogKey("hbm_bandwidth", tyRate, "device memory bandwidth"),
+		catalogKey("intra_link", tyRate, "device-to-peer bandwidth, one direction"),
+		catalogKey("host_link", tyRate, "host-device bandwidth, one direction"),
+		{name: "gpu_reserve", typ: keyType{kind: tyBytes}, defFn: catalogDefault("gpu_reserve"), limit: nonNegative, doc: "framework reserve per device"},
+		required(&keySpec{name: "host_memory", typ: keyType{kind: tyBytes}, limit: positive, doc: "host memory per node"}),
+		float("host_usable", "0.8", probability, "fraction of host memory for model states"),
+		{name: "network", typ: keyType{kind: tyRate}, def: "0Gbps", limit: nonNegative, doc: "inter-node bandwidth per node (0 = single node)"},
+		float("net_latency", "5e-6", nonNegative, "inter-node latency in seconds"),
+		{name: "nvme", typ: keyType{kind: tyBytes}, def: "0GB", limit: nonNegative, doc: "NVMe per node"},
+		{name: "nvme_bandwidth", typ: keyType{kind: tyRate}, def: "0GB/s", limit: nonNegative, doc: "NVMe bandwidth per node"},
+		integer("ranks", "0", nonNegative, "local CPU ranks"),
+		float("price_per_gpu_hour", "0", nonNegative, "price per device hour"),
+	}})
+
+	optimizerKeys := func(wd string) []*keySpec {
+		return []*keySpec{
+			float("lr", "3e-4", positive, "peak learning rate"),
+			float("min_lr", "lr / 10", nonNegative, "floor of the schedule"),
+			float("weight_decay", wd, nonNegative, "decoupled weight decay"),
+			float("beta1", "0.9", openFraction, "first-moment decay"),
+			float("beta2", "0.95", openFraction, "second-moment decay"),
+			float("eps", "1e-8", positive, "denominator epsilon"),
+			integer("warmup", "0", nonNegative, "warmup steps"),
+			enum("schedule", "cosine", []string{"cosine", "constant", "linear"}, "learning-rate schedule"),
+			float("clip", "1.0", nonNegative, "gradient-norm clip (0 = none)"),
+		}
+	}
+	adamw := &blockSpec{kind: "adamw", keys: optimizerKeys("0.1"), positional: []string{"lr"}}
+	adam := &blockSpec{kind: "adam", keys: optimizerKeys("0"), positional: []string{"lr"}}
+	sgd := &blockSpec{kind: "sgd", positional: []string{"lr"}, keys: []*keySpec{
+		float("lr", "0.1", positive, "peak learning rate"),
+		float("min_lr", "lr / 10", nonNegative, "floor of the schedule"),
+		float("weight_decay", "0", nonNegative, "weight decay"),
+		float("momentum", "0", openFraction, "momentum (stored as beta1)"),
+		integer("warmup", "0", nonNegative, "warmup steps"),
+		enum("schedule", "cosine", []string{"cosine", "constant", "linear"}, "learning-rate schedule"),
+		float("clip", "1.0", nonNegative, "gradient-norm clip (0 = none)"),
+	}}
+	zero := &blockSpec{kind: "zero", positional: []string{"stage", "offload"}, keys: []*keySpec{
+		{name: "stage", typ: keyType{kind: tyInt}, def: "1", oneOf: []int64{0, 1, 2, 3}, rangeCode: diag.BadMemory, doc: "ZeRO stage"},
+		enum("offload", "none", []string{"none", "cpu", "nvme"}, "where optimizer states live"),
+	}}
+	unified := &blockSpec{kind: "unified_cache", positional: []string{"page", "eviction"}, keys: []*keySpec{
+		{name: "page", typ: keyType{kind: tyBytes}, def: "4MiB", limit: positive, doc: "cache page size"},
+		enum("eviction", "lru", []string{"lru", "lfu", "fifo"}, "eviction policy"),
+	}}
+	copyGrow := &blockSpec{kind: "copy", positional: []string{"noise"}, keys: []*keySpec{
+		float("noise", "0", nonNegative, "relative noise added to copies"),
+	}}
+	// random starts new experts from the model's initialiser: it takes no arguments.
+	randomGrow := &blockSpec{kind: "random"}
+	for _, c := range []*blockSpec{adamw, adam, sgd, zero, unified, copyGrow, randomGrow} {
+		add(c)
+	}
+
+	add(&blockSpec{kind: "train", headerName: true, headerOn: true, named: []string{"stage"}, keys: []*keySpec{
+		required(integer("tokens_per_batch", "", positive, "global batch in tokens")),
+		integer("micro_batch", "0", nonNegative, "sequences per micro-batch (0 = planner)"),
+		integer("seq_len", "model.seq_len", positive, "training sequence length"),
+		enum("precision", "bf16", []string{"fp32", "bf16", "fp16"}, "training precision"),
+		{name: "optimizer", typ: keyType{kind: tyCtor, ctors: []*blockSpec{adamw, adam, sgd}}, def: "adamw", doc: "optimizer"},
+		{name: "memory", typ: keyType{kind: tyCtor, ctors: []*blockSpec{zero, unified}}, def: "zero(1)", doc: "memory strategy"},
+		enum("recompute", "selective", []string{"none", "selective", "full"}, "activation recomputation"),
+		required(&keySpec{name: "data", typ: keyType{kind: tyString}, doc: "training text glob"}),
+		{name: "val_data", typ: keyType{kind: tyString}, def: `""`, doc: "validation text glob"},
+		integer("seed", "1234", nonNegative, "random seed"),
+		integer("checkpoint_every", "0", nonNegative, "steps between checkpoints (0 = end only)"),
+	}})
+	add(&blockSpec{kind: "stage", headerName: true, from: true, keys: []*keySpec{
+		{name: "experts", typ: keyType{kind: tyInt}, defFn: stageExpertsDefault, limit: positive, doc: "routed experts in this stage"},
+		integer("top_k", "0", nonNegative, "experts per token (0 = model's)"),
+		optional(&keySpec{name: "grow", typ: keyType{kind: tyCtor, ctors: []*blockSpec{copyGrow, randomGrow}}, doc: "how new experts start"}),
+		integer("tokens", "0", nonNegative, "token budget"),
+		integer("steps", "0", nonNegative, "step count (0 = tokens / tokens_per_batch)"),
+		float("lr", "0", nonNegative, "learning rate (0 = the optimizer's)"),
+	}})
+	add(&blockSpec{kind: "serve", headerName: true, headerOn: true, keys: []*keySpec{
+		enum("precision", "fp16", []string{"fp32", "bf16", "fp16", "fp8", "int8", "int4"}, "serving precision"),
+		integer("batch", "1", positive, "concurrent sequences"),
+		integer("context", "model.seq_len", positive, "KV-cache tokens per sequence"),
+		enum("layout", "auto", []string{"auto", "expert", "tensor_pipeline"}, "parallel layout"),
+		{name: "stage", typ: keyType{kind: tyName}, def: `""`, doc: "train stage whose model is served"},
+	}})
+	add(&blockSpec{kind: "compress", headerName: true, keys: []*keySpec{
+		{name: "distill_into", typ: keyType{kind: tyName}, def: `""`, doc: "student model"},
+		{name: "quantize", typ: keyType{kind: tyInt}, def: "0", oneOf: []int64{0, 4, 8}, doc: "weight bits (0 = none)"},
+		float("prune_experts", "0", openFraction, "fraction of experts pruned"),
+	}})
+	add(&blockSpec{kind: "experiment", headerName: true, named: []string{"baseline", "variant"}, keys: []*keySpec{
+		required(&keySpec{name: "train", typ: keyType{kind: tyName}, doc: "train declaration (its model's name)"}),
+		{name: "stage", typ: keyType{kind: tyName}, def: `""`, doc: "stage to run (\"\" = the whole curriculum)"},
+		integer("tokens", "0", nonNegative, "token budget per run (0 = the stage's)"),
+		{name: "seeds", typ: keyType{kind: tyIntList}, def: "[1]", doc: "seeds, one run each"},
+	}})
+	return s
+}

@@ -1,0 +1,282 @@
+package check
+
+import (
+	"fmt"
+	"math/big"
+	"strings"
+
+	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/lang/ast"
+	"github.com/moec-dev/moec/lang/diag"
+)
+
+// stageExpertsDefault: a stage keeps the experts of the stage it starts from; a first
+// stage has the model's (1 for a dense model).
+func stageExpertsDefault(r *resolver, s *scope) (value, string, bool) {
+	if prev := s.links["from"]; prev != nil {
+		v, ok := r.get(prev, "experts")
+		return v, prev.path + ".experts", ok
+	}
+	train := s.parent
+	if train == nil || train.links["model"] == nil {
+		return value{}, "", false
+	}
+	model := train.links["model"]
+	if moe := model.sections["moe"]; moe != nil {
+		v, ok := r.get(moe, "experts")
+		return v, model.path + ".moe.experts", ok
+	}
+	return numValue(big.NewRat(1, 1), dimNone), model.path + " (dense)", true
+}
+
+// stageInfo is one stage while the curriculum is checked.
+type stageInfo struct {
+	block  *ast.Block
+	scope  *scope
+	from   *stageInfo
+	cyclic bool
+	leaf   bool
+}
+
+// resolveTrains evaluates every train block and its curriculum.
+func (c *checker) resolveTrains() {
+	for _, d := range c.declsOf("train") {
+		fb := newFlatBlock()
+		path := "train " + d.name
+		c.readBody(d.spec, path, d.block.Body, d.file, fb)
+		s := newScope(path, d.spec, d.file, d.block.Name, fb.entries, nil)
+		d.scope = s
+		model := c.lookupDecl("model", d.name, diag.UnknownModel, d.file, d.block.Name, path)
+		if model != nil && model.scope != nil {
+			s.links["model"] = model.scope
+		}
+		var cluster *decl
+		if d.block.On != nil {
+			cluster = c.lookupDecl("cluster", d.block.On.Name, diag.UnknownCluster, d.file, d.block.On, path)
+			if cluster != nil && cluster.scope != nil {
+				s.links["cluster"] = cluster.scope
+			}
+		}
+		c.r.evalAll(s)
+		t := &program.Train{
+			Name: d.name, Model: d.name,
+			TokensPerBatch: s.i64("tokens_per_batch"), MicroBatch: s.int("micro_batch"), SeqLen: s.i64("seq_len"),
+			Precision: program.Precision(s.str("precision")), Data: s.str("data"), ValData: s.str("val_data"),
+			Seed: s.i64("seed"), CheckpointEvery: s.i64("checkpoint_every"), Decl: declSource(d.file, d.block),
+		}
+		if d.block.On != nil {
+			t.Cluster = d.block.On.Name
+		}
+		if o := s.call("optimizer"); o != nil {
+			t.Optimizer = program.Optimizer{Kind: o.spec.kind, LR: o.f64("lr"), MinLR: o.f64("min_lr"),
+				WeightDecay: o.f64("weight_decay"), Beta1: o.f64("beta1"), Beta2: o.f64("beta2"), Eps: o.f64("eps"),
+				Warmup: o.i64("warmup"), Schedule: o.str("schedule"), ClipNorm: o.f64("clip")}
+			if o.spec.kind == "sgd" {
+				t.Optimizer.Beta1 = o.f64("momentum")
+			}
+		}
+		if m := s.call("memory"); m != nil {
+			t.Memory = program.MemoryStrategy{Kind: m.spec.kind, ZeROStage: m.int("stage"), Offload: m.str("offload"),
+				CachePage: m.i64("page"), Eviction: m.str("eviction")}
+			if m.spec.kind == "unified_cache" {
+				// AngelPTM's unified cache pages every model state between GPU and CPU
+				// memory: partitioned like ZeRO-3, with the CPU as the backing store.
+				t.Memory.ZeROStage, t.Memory.Offload = 3, "cpu"
+			}
+			if t.Memory.Offload == "nvme" && cluster != nil && cluster.scope != nil && ok(cluster.scope, "nvme") &&
+				cluster.scope.i64("nvme") == 0 {
+				dg := c.errorf(diag.BadMemory, s.rangeOf("memory"), "offload = nvme, but cluster %s has no nvme", cluster.name)
+				dg.Suggestion = "add `nvme = 4TB` to the cluster, or offload = cpu"
+			}
+		}
+		t.Memory.Recompute = s.str("recompute")
+		if ok(s, "tokens_per_batch", "seq_len") && t.SeqLen > 0 && t.TokensPerBatch%t.SeqLen != 0 {
+			n := t.TokensPerBatch / t.SeqLen
+			dg := c.r.diags.Warnf(diag.PartialBatch, s.rangeOf("tokens_per_batch"), "tokens_per_batch (%d) is not a whole number of sequences of seq_len %d", t.TokensPerBatch, t.SeqLen)
+			dg.Notes = append(dg.Notes, fmt.Sprintf("a batch holds whole sequences: %d x %d = %d tokens", n, t.SeqLen, n*t.SeqLen))
+			dg.Suggestion = fmt.Sprintf("write %d * %d or %d * %d", n, t.SeqLen, n+1, t.SeqLen)
+		}
+		if model != nil && model.scope != nil {
+			c.checkLearnedLength(model, s, "seq_len", t.SeqLen)
+		}
+		d.prov = s.provenance(nil)
+		t.Stages = c.resolveStages(d, s, fb.named, model)
+		c.prog.Trains[d.name] = t
+		c.prog.TrainOrder = append(c.prog.TrainOrder, d.name)
+	}
+}
+
+// resolveStages checks a curriculum: names, the `from` graph (known stages, no cycle),
+// expert counts that only grow (with a grow rule when they do), and budgets. It returns
+// the stages parents first.
+func (c *checker) resolveStages(d *decl, train *scope, blocks []*ast.Block, model *decl) []*program.Stage {
+	spec := c.schema.blocks["stage"]
+	var stages []*stageInfo
+	byName := map[string]*stageInfo{}
+	for _, b := range blocks {
+		c.checkHeader(spec, b, d.file)
+		if b.Name == nil {
+			continue
+		}
+		if prev := byName[b.Name.Name]; prev != nil {
+			dg := c.errorf(diag.DuplicateDecl, diag.RangeOf(d.file, b.Name), "stage %s is declared twice in train %s", b.Name.Name, d.name)
+			dg.Notes = append(dg.Notes, "first declared at "+fmt.Sprintf("%s:%s", d.file, prev.block.Name.Pos()))
+			continue
+		}
+		fb := newFlatBlock()
+		path := train.path + ".stage " + b.Name.Name
+		c.readBody(spec, path, b.Body, d.file, fb)
+		st := &stageInfo{block: b, scope: newScope(path, spec, d.file, b.Name, fb.entries, train), leaf: true}
+		byName[b.Name.Name] = st
+		stages = append(stages, st)
+	}
+	var names []string
+	for _, st := range stages {
+		names = append(names, st.block.Name.Name)
+	}
+	for _, st := range stages {
+		if f := st.block.From; f != nil {
+			if st.from = byName[f.Name]; st.from == nil {
+				dg := c.errorf(diag.UnknownFromStage, diag.RangeOf(d.file, f), "stage %s starts from unknown stage `%s`", st.block.Name.Name, f.Name)
+				dg.Suggestion = didYouMean(f.Name, names)
+			}
+		}
+	}
+	c.findStageCycles(d, stages)
+	for _, st := range stages {
+		if st.from != nil && !st.cyclic {
+			st.scope.links["from"] = st.from.scope
+			st.from.leaf = false
+		}
+	}
+	ordered := topoStages(stages)
+	var out []*program.Stage
+	for _, st := range ordered {
+		c.r.evalAll(st.scope)
+		d.prov = st.scope.provenance(d.prov)
+		out = append(out, c.checkStage(st, model))
+	}
+	if last := lastLeaf(ordered); last != nil && model != nil && model.scope != nil {
+		if moe := model.scope.sections["moe"]; moe != nil && ok(moe, "experts") && ok(last.scope, "experts") &&
+			moe.i64("experts") != last.scope.i64("experts") {
+			dg := c.r.diags.Warnf(diag.LastStageSize, diag.RangeOf(d.file, last.block.Name), "the last stage %s ends with %d experts, but model %s has moe.experts = %d",
+				last.block.Name.Name, last.scope.i64("experts"), model.name, moe.i64("experts"))
+			dg.Notes = append(dg.Notes, "the model's moe.experts is the size it is counted, planned and served at")
+		}
+	}
+	return out
+}
+
+// findStageCycles marks stages whose `from` chain loops and reports each loop once.
+func (c *checker) findStageCycles(d *decl, stages []*stageInfo) {
+	reported := map[*stageInfo]bool{}
+	for _, st := range stages {
+		seen := map[*stageInfo]int{}
+		var walk []*stageInfo
+		for cur := st; cur != nil; cur = cur.from {
+			if i, ok := seen[cur]; ok {
+				loop := walk[i:]
+				if reported[cur] {
+					break
+				}
+				var names []string
+				for _, l := range loop {
+					reported[l], l.cyclic = true, true
+					names = append(names, l.block.Name.Name)
+				}
+				names = append(names, cur.block.Name.Name)
+				head := loop[0]
+				dg := c.errorf(diag.StageCycle, diag.RangeOf(d.file, head.block.From), "stages start from each other in a cycle: %s", strings.Join(names, " from "))
+				dg.Suggestion = "one stage must start the curriculum without `from`"
+				break
+			}
+			if cur.cyclic {
+				break
+			}
+			seen[cur] = len(walk)
+			walk = append(walk, cur)
+		}
+	}
+}
+
+// topoStages orders stages so each comes after the stage it starts from, keeping
+// declaration order otherwise. Cyclic stages come last, in declaration order.
+func topoStages(stages []*stageInfo) []*stageInfo {
+	placed := map[*stageInfo]bool{}
+	var out []*stageInfo
+	for len(out) < len(stages) {
+		progress := false
+		for _, st := range stages {
+			if placed[st] {
+				continue
+			}
+			if st.cyclic || st.from == nil || placed[st.from] {
+				placed[st] = true
+				out = append(out, st)
+				progress = true
+			}
+		}
+		if !progress {
+			break
+		}
+	}
+	return out
+}
+
+func lastLeaf(stages []*stageInfo) *stageInfo {
+	for i := len(stages) - 1; i >= 0; i-- {
+		if stages[i].leaf && !stages[i].cyclic {
+			return stages[i]
+		}
+	}
+	return nil
+}
+
+// checkStage builds a program.Stage and checks it against the stage it starts from.
+func (c *checker) checkStage(st *stageInfo, model *decl) *program.Stage {
+	s := st.scope
+	out := &program.Stage{Name: st.block.Name.Name, Experts: s.int("experts"), TopK: s.int("top_k"),
+		Tokens: s.i64("tokens"), Steps: s.i64("steps"), LR: s.f64("lr"), Decl: declSource(s.file, st.block)}
+	if st.from != nil {
+		out.From = st.from.block.Name.Name
+	}
+	if g := s.call("grow"); g != nil {
+		out.Grow = program.Grow{Kind: g.spec.kind, Noise: g.f64("noise")}
+	}
+	nameRange := diag.RangeOf(s.file, st.block.Name)
+	if st.from != nil && !st.cyclic && ok(s, "experts") && ok(st.from.scope, "experts") {
+		prev := st.from.scope.int("experts")
+		switch {
+		case out.Experts < prev:
+			dg := c.errorf(diag.ExpertsShrink, s.rangeOf("experts"), "stage %s has %d experts, fewer than the %d of stage %s it starts from", out.Name, out.Experts, prev, out.From)
+			dg.Suggestion = "experts can only grow along a curriculum"
+		case out.Experts > prev && !s.written("grow"):
+			dg := c.errorf(diag.GrowMissing, nameRange, "stage %s grows experts from %d to %d but says not how", out.Name, prev, out.Experts)
+			dg.Suggestion = "add `grow = copy(noise = 0.01)` or `grow = random`"
+		}
+	}
+	if model != nil && model.scope != nil && model.scope.sections["moe"] == nil && ok(s, "experts") && out.Experts > 1 {
+		dg := c.errorf(diag.StageExpertsOnDense, s.rangeOf("experts"), "stage %s has %d experts, but model %s has no moe block", out.Name, out.Experts, model.name)
+		dg.Suggestion = "add a `moe { experts = ... }` block to the model"
+	}
+	if ok(s, "top_k", "experts") && out.TopK > out.Experts {
+		dg := c.errorf(diag.StageTopK, s.rangeOf("top_k"), "stage %s routes each token to %d experts but has only %d", out.Name, out.TopK, out.Experts)
+		dg.Suggestion = fmt.Sprintf("use top_k <= %d", out.Experts)
+	}
+	if ok(s, "tokens", "steps") && out.Tokens == 0 && out.Steps == 0 {
+		dg := c.errorf(diag.NoBudget, nameRange, "stage %s has no budget", out.Name)
+		dg.Suggestion = "add `tokens = 100M` (or `steps = ...`)"
+	}
+	return out
+}
+
+// checkLearnedLength: a learned position table has max_position rows, so a train or
+// serve block may not run longer sequences than that.
+func (c *checker) checkLearnedLength(model *decl, s *scope, key string, length int64) {
+	m := c.prog.Models[model.name]
+	if m == nil || m.Position != program.Learned || !ok(model.scope, "max_position") || !ok(s, key) || length <= m.MaxPosition {
+		return
+	}
+	dg := c.errorf(diag.ShortPositionTable, s.rangeOf(key), "%s %d exceeds model %s's learned position table (max_position = %d)", key, length, m.Name, m.MaxPosition)
+	dg.Suggestion = fmt.Sprintf("use %s <= %d, or raise the model's max_position", key, m.MaxPosition)
+}

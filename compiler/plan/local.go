@@ -1,0 +1,165 @@
+package plan
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/moec-dev/moec/compiler/catalog"
+	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/lang/diag"
+)
+
+// Placement is what each in-process rank of a local run holds and allocates: the
+// runtime reads it to build its communicators, place experts and size its arenas.
+type Placement struct {
+	TokensPerMicroBatch int64  `json:"tokens_per_micro_batch"` // per rank
+	ExpertCapacity      int64  `json:"expert_capacity"`        // tokens one rank may send to one expert per micro-batch and MoE layer
+	DispatchRows        int64  `json:"dispatch_rows"`          // rows of a rank's receive buffer per MoE layer: experts × capacity
+	Ranks               []Rank `json:"ranks"`
+}
+
+// Rank is one rank's share.
+type Rank struct {
+	Rank        int     `json:"rank"`
+	DPRank      int     `json:"dp_rank"`
+	EPRank      int     `json:"ep_rank"`      // position in its expert-parallel group
+	EPGroup     []int   `json:"ep_group"`     // ranks exchanging tokens with this one
+	EDPGroup    []int   `json:"edp_group"`    // ranks holding the same experts (ZeRO group of expert states)
+	ExpertFirst int     `json:"expert_first"` // first routed expert held, in every MoE layer
+	ExpertCount int     `json:"expert_count"` // routed experts held per MoE layer
+	Params      int64   `json:"params"`       // parameters held before ZeRO partitioning
+	Bytes       []Bytes `json:"bytes"`        // predicted bytes per component
+	Predicted   int64   `json:"predicted_total"`
+}
+
+// Local plans a stage for ranks in-process CPU ranks: data parallel over all of them, the
+// largest expert-parallel group that divides both ranks and experts, the declared ZeRO
+// stage (the unified cache and offload become ZeRO-3 in memory: host and device are the
+// same memory), and the micro-batch the search picks for the host's memory.
+func Local(prog *program.Program, train *program.Train, stage *program.Stage, ranks int) (p *Plan, ds diag.List) {
+	defer func() {
+		if r := recover(); r != nil {
+			p = nil
+			ds.Errorf(CodeInternal, rangeOf(train.Decl), "internal error planning %s stage %s locally: %v", train.Name, stage.Name, r)
+		}
+	}()
+	if ranks < 1 {
+		ds.Errorf(CodeLocal, rangeOf(train.Decl), "local plan for %d ranks: need at least one", ranks)
+		return nil, ds
+	}
+	local := *prog
+	clusters := map[string]*program.Cluster{}
+	for k, v := range prog.Clusters {
+		clusters[k] = v
+	}
+	c := localCluster(prog.Clusters[train.Cluster], ranks)
+	clusters[train.Cluster] = c
+	local.Clusters = clusters
+	tr := *train
+	tr.Memory.Offload = "none"
+	if tr.Memory.Kind == "unified_cache" {
+		tr.Memory.Kind, tr.Memory.ZeROStage = "zero", 3
+	}
+	s, ds := setupTrain(&local, &tr, stage, Options{})
+	if ds.HasErrors() {
+		return nil, ds
+	}
+	sp := s.space
+	sp.tp, sp.pp, sp.dp = 1, 1, ranks
+	if s.env.w.isMoE() {
+		sp.ep = gcd(ranks, s.env.w.experts)
+	}
+	// Local batches are small: any per-rank share is allowed, rounded to whole sequences.
+	s.env.a.BatchTolerance = math.Inf(1)
+	res := s.env.search(sp)
+	if res.best == nil {
+		if res.miss != nil {
+			ds.Errorf(CodeLocal, s.at, "%s stage %s does not fit %d local ranks: %s", train.Name, stage.Name, ranks, overflowText(res.miss)).
+				Suggestion = "lower micro_batch or seq_len, or use fewer ranks"
+		} else {
+			ds.Errorf(CodeLocal, s.at, "%s stage %s: %d local ranks do not divide the batch of %d sequences", train.Name, stage.Name, ranks, s.env.w.sequences)
+		}
+		return nil, ds
+	}
+	p = s.env.buildPlan(res, sp)
+	p.Kind, p.Model, p.Train, p.Stage = "local", train.Model, train.Name, stage.Name
+	p.Workload.TokensPerBatch = train.TokensPerBatch
+	p.Workload.Tokens = stage.Tokens
+	if stage.Steps > 0 {
+		p.Workload.Tokens = stage.Steps * p.Workload.BatchTokens
+	}
+	p.Totals = totals(p.Workload.Tokens, p.Workload.BatchTokens, p.GPUs, p.Time, 0)
+	p.Placement = s.env.placement(res.best)
+	if train.Memory.Kind == "unified_cache" || train.Memory.Offload != "none" && train.Memory.Offload != "" {
+		p.Notes = append(p.Notes, "on CPU ranks host and device memory are one: offload and the unified cache run as ZeRO-3")
+	}
+	return p, ds
+}
+
+// localCluster is the CPU host as a cluster of ranks devices sharing its memory.
+func localCluster(c *program.Cluster, ranks int) *program.Cluster {
+	out := program.Cluster{Name: "local", Nodes: 1, GPUsPerNode: ranks, HostUsable: 0.8, Ranks: ranks}
+	if c != nil {
+		out = *c
+		out.Nodes, out.GPUsPerNode, out.Ranks = 1, ranks, ranks
+	}
+	if out.Device.Name != "cpu" {
+		d, _ := catalog.Lookup("cpu")
+		out.Device = d
+	}
+	// The ranks share the host: each gets its share of memory, none is reserved twice.
+	if out.HostMemory > 0 {
+		usable := out.HostUsable
+		if usable <= 0 {
+			usable = 0.8
+		}
+		out.Device.Memory = int64(float64(out.HostMemory) * usable / float64(ranks))
+	} else {
+		out.Device.Memory /= int64(ranks)
+	}
+	out.HostMemory, out.NVMe = 0, 0
+	return &out
+}
+
+// placement spells out each rank's experts, groups and buffers.
+func (e *env) placement(c *candidate) *Placement {
+	w, l := e.w, c.l
+	p := &Placement{TokensPerMicroBatch: int64(l.MicroBatch) * w.seqLen}
+	if w.isMoE() {
+		p.ExpertCapacity = int64(math.Ceil(w.routeFactor * float64(w.topK) * float64(p.TokensPerMicroBatch) / float64(w.experts)))
+		p.DispatchRows = p.ExpertCapacity * int64(w.experts)
+	}
+	per := max(1, w.experts/l.EP)
+	st := e.stageShapes(1)[0]
+	for r := 0; r < l.World(); r++ {
+		epRank, edpRank := r%l.EP, r/l.EP
+		rk := Rank{Rank: r, DPRank: r, EPRank: epRank}
+		for i := 0; i < l.EP; i++ {
+			rk.EPGroup = append(rk.EPGroup, edpRank*l.EP+i)
+		}
+		for i := 0; i < l.EDP; i++ {
+			rk.EDPGroup = append(rk.EDPGroup, i*l.EP+epRank)
+		}
+		if w.isMoE() {
+			rk.ExpertFirst, rk.ExpertCount = epRank*per, per
+		}
+		rk.Params = st.dense + st.experts/int64(l.EP)
+		var total int64
+		for k := component(0); k < nComp; k++ {
+			b := int64(math.Ceil(c.mem.gpu[k]))
+			if k == compReserve {
+				continue
+			}
+			rk.Bytes = append(rk.Bytes, Bytes{componentNames[k], b})
+			total += b
+		}
+		rk.Predicted = total
+		p.Ranks = append(p.Ranks, rk)
+	}
+	return p
+}
+
+// String names a rank for messages.
+func (r Rank) String() string {
+	return fmt.Sprintf("rank %d (dp %d, ep %d, experts %d..%d)", r.Rank, r.DPRank, r.EPRank, r.ExpertFirst, r.ExpertFirst+r.ExpertCount-1)
+}

@@ -1,0 +1,352 @@
+package plan
+
+import (
+	"math"
+
+	"github.com/moec-dev/moec/compiler/program"
+)
+
+// Layout is one point of the search space.
+type Layout struct {
+	DP         int    `json:"dp"`          // data-parallel ranks (the expert-parallel group lives inside them)
+	EP         int    `json:"ep"`          // expert-parallel ranks: each holds experts/ep experts per MoE layer
+	EDP        int    `json:"edp"`         // expert-data-parallel ranks (dp/ep): the ZeRO group of expert states
+	TP         int    `json:"tp"`          // tensor-parallel ranks (inside a node)
+	PP         int    `json:"pp"`          // pipeline stages
+	Memory     string `json:"memory"`      // "zero" or "unified_cache"
+	ZeRO       int    `json:"zero"`        // ZeRO stage 0..3 (unified cache: 3)
+	Offload    string `json:"offload"`     // "none", "cpu", "nvme"
+	MicroBatch int    `json:"micro_batch"` // sequences per micro-batch per data-parallel rank
+	GradAccum  int    `json:"grad_accum"`  // micro-batches per step per data-parallel rank
+	Batch      int    `json:"batch"`       // sequences per step: dp × micro_batch × grad_accum
+	Recompute  string `json:"recompute"`   // "none", "selective", "full"
+}
+
+// World is the number of devices the layout uses.
+func (l Layout) World() int { return l.DP * l.TP * l.PP }
+
+// Component indexes the parts of a device's memory.
+type component int
+
+const (
+	compParams component = iota
+	compGrads
+	compOptimizer
+	compActivations
+	compDispatch
+	compTemp
+	compReserve
+	nComp
+)
+
+var componentNames = [nComp]string{"parameters", "gradients", "optimizer states", "activations", "moe dispatch buffers", "temporary buffers", "reserve"}
+
+// tierBytes is one tier's use by component.
+type tierBytes [nComp]float64
+
+func (t *tierBytes) sum() float64 {
+	var s float64
+	for _, v := range t {
+		s += v
+	}
+	return s
+}
+
+// largest returns the component holding the most bytes.
+func (t *tierBytes) largest() component {
+	best := component(0)
+	for c := component(1); c < nComp; c++ {
+		if t[c] > t[best] {
+			best = c
+		}
+	}
+	return best
+}
+
+// memoryUse is a candidate's memory on the worst device of each tier: GPU bytes per device,
+// host and NVMe bytes per node.
+type memoryUse struct {
+	gpu, host, nvme          tierBytes
+	gpuCap, hostCap, nvmeCap float64
+	cachedFraction           float64 // unified cache: share of the rank's states resident on the GPU
+	stage                    int     // pipeline stage of the worst GPU
+}
+
+// overflow returns the worst tier's excess ratio (used/capacity; > 1 does not fit) and
+// which tier it is.
+func (m *memoryUse) overflow() (ratio float64, tier string) {
+	ratio, tier = ratioOf(m.gpu.sum(), m.gpuCap), "gpu"
+	if r := ratioOf(m.host.sum(), m.hostCap); r > ratio {
+		ratio, tier = r, "host"
+	}
+	if r := ratioOf(m.nvme.sum(), m.nvmeCap); r > ratio {
+		ratio, tier = r, "nvme"
+	}
+	return ratio, tier
+}
+
+func ratioOf(used, capacity float64) float64 {
+	if used <= 0 {
+		return 0
+	}
+	if capacity <= 0 {
+		return math.Inf(1)
+	}
+	return used / capacity
+}
+
+func (m *memoryUse) fits() bool {
+	r, _ := m.overflow()
+	return r <= 1
+}
+
+// env is what memory and time need besides the layout: the workload, the cluster, the
+// assumptions and the training precision.
+type env struct {
+	w      *workload
+	c      *program.Cluster
+	a      *Assumptions
+	prec   program.Precision
+	train  bool
+	stages map[int][]stageShape // by pipeline size
+	divs   map[int][]int        // divisors, memoised for the search
+	peak   float64              // dense FLOP/s per device at prec
+}
+
+func newEnv(w *workload, c *program.Cluster, a *Assumptions, prec program.Precision, train bool) *env {
+	e := &env{w: w, c: c, a: a, prec: prec, train: train, stages: map[int][]stageShape{}, divs: map[int][]int{}}
+	e.peak = c.Device.PeakFLOPs[prec]
+	if e.peak == 0 {
+		e.peak = c.Device.PeakFLOPs[program.FP32]
+	}
+	return e
+}
+
+func (e *env) stageShapes(pp int) []stageShape {
+	s, ok := e.stages[pp]
+	if !ok {
+		s = e.w.stages(pp)
+		e.stages[pp] = s
+	}
+	return s
+}
+
+// memory evaluates the worst device of each tier for training with layout l.
+func (e *env) memory(l Layout) memoryUse {
+	var best memoryUse
+	bestRatio := -1.0
+	for _, st := range e.stageShapes(l.PP) {
+		m := e.stageMemory(l, st)
+		if r, _ := m.overflow(); r > bestRatio {
+			best, bestRatio = m, r
+		}
+	}
+	return best
+}
+
+// stageMemory is the memory of a device in pipeline stage st. The formulas are those of
+// the ZeRO paper (Rajbhandari et al. 2020, §5: (2+2+K)Ψ/Nd at stage 3) applied per group:
+// dense parameters shard over the data-parallel group, routed experts over the
+// expert-data-parallel group (DeepSpeed-MoE), each after tensor and expert slicing.
+func (e *env) stageMemory(l Layout, st stageShape) memoryUse {
+	a, c := e.a, e.c
+	m := memoryUse{
+		gpuCap:  float64(c.Device.Memory),
+		hostCap: float64(c.HostMemory) * a.HostUsable,
+		nvmeCap: float64(c.NVMe) * a.NVMeUsable,
+		stage:   st.index,
+	}
+	tp, ep := float64(l.TP), float64(l.EP)
+	dp, edp := float64(l.DP), float64(l.EDP)
+	dense := float64(st.dense) / tp
+	experts := float64(st.experts) / (tp * ep)
+	// sharded is the rank's share of the stage's parameters once partitioned over the
+	// data-parallel groups.
+	sharded := dense/dp + experts/edp
+	full := dense + experts
+	at := func(stage int) float64 {
+		if l.ZeRO >= stage {
+			return sharded
+		}
+		return full
+	}
+	wb, gb, ob := a.WeightBytes, a.GradBytes, a.OptimizerBytes()
+	gpn := float64(c.GPUsPerNode)
+
+	act, dispatch := e.activations(l, st)
+	m.gpu[compActivations] = act
+	m.gpu[compDispatch] = dispatch
+	m.gpu[compReserve] = float64(a.Reserve)
+	m.gpu[compTemp] = e.tempBuffers(l, st)
+
+	switch {
+	case l.Memory == "unified_cache":
+		// AngelPTM: states live in one page pool over GPU and host memory; what the GPU
+		// has left after working memory caches the hottest pages.
+		// Per parameter: 16-bit weights and gradients, the fp32 gradient CPU-Adam reads,
+		// and the optimizer states (2+2+4+12 = 20 bytes in mixed precision).
+		per := wb + gb + a.HostGradBytes + ob
+		states := sharded * per
+		free := m.gpuCap - m.gpu.sum()
+		cached := math.Max(0, math.Min(states, free))
+		if states > 0 {
+			m.cachedFraction = cached / states
+		}
+		m.gpu[compParams] = cached
+		host := (states - cached) * gpn
+		// The host side splits the same way as the rank's states.
+		m.host[compParams] = host * wb / per
+		m.host[compGrads] = host * (gb + a.HostGradBytes) / per
+		m.host[compOptimizer] = host * ob / per
+	case l.Offload != "none" && l.ZeRO == 3:
+		// ZeRO-Infinity: weights, gradients (the 16-bit partition lands in a host buffer
+		// before CPU-Adam's fp32 copy) and optimizer states leave the GPU; gathered layers
+		// live in temporary buffers.
+		frag := a.OffloadFragmentation
+		grads := sharded * (gb + a.HostGradBytes) * gpn * frag
+		if l.Offload == "nvme" {
+			m.nvme[compParams] = sharded * wb * gpn
+			m.nvme[compOptimizer] = sharded * ob * gpn
+			m.host[compGrads] = grads
+		} else {
+			m.host[compParams] = sharded * wb * gpn * frag
+			m.host[compGrads] = grads
+			m.host[compOptimizer] = sharded * ob * gpn * frag
+		}
+	case l.Offload != "none":
+		// ZeRO-Offload (stages 1-2): weights stay on the GPU; gradients stream to the
+		// host bucket by bucket, the CPU updates the partitioned optimizer states.
+		frag := a.OffloadFragmentation
+		m.gpu[compParams] = full * wb
+		if l.ZeRO < 2 {
+			m.gpu[compGrads] = full * gb
+		}
+		m.host[compGrads] = sharded * (gb + a.HostGradBytes) * gpn * frag
+		if l.Offload == "nvme" {
+			m.nvme[compOptimizer] = sharded * ob * gpn
+		} else {
+			m.host[compOptimizer] = sharded * ob * gpn * frag
+		}
+	default:
+		m.gpu[compParams] = at(3) * wb
+		m.gpu[compGrads] = at(2) * gb
+		m.gpu[compOptimizer] = at(1) * ob
+	}
+	return m
+}
+
+// tempBuffers are the GPU's transient buffers: ZeRO-3's gathered layers, the gradient
+// reduce bucket, and the output logits on the last stage.
+func (e *env) tempBuffers(l Layout, st stageShape) float64 {
+	a := e.a
+	var t float64
+	if l.ZeRO >= 3 {
+		layer := float64(st.maxDense)/float64(l.TP) + float64(st.maxExperts)/float64(l.TP*l.EP)
+		t += a.LiveLayers * layer * a.WeightBytes
+	}
+	if l.DP > 1 || l.Offload != "none" {
+		// A bucket is never larger than the gradients it carries.
+		grads := (float64(st.dense)/float64(l.TP) + float64(st.experts)/float64(l.TP*l.EP)) * a.GradBytes
+		t += math.Min(float64(a.GradBucketBytes), grads)
+	}
+	if st.last {
+		tokens := float64(l.MicroBatch) * float64(e.w.seqLen)
+		t += tokens * float64(e.w.vocab) / float64(l.TP) * a.LogitsBytes
+	}
+	return t
+}
+
+// activations returns the activation bytes a device of stage st holds at peak, and the MoE
+// dispatch/combine buffers, following Korthikanti et al. 2022 (Table 2): per layer
+// sbh(34 + 5as/h) bytes without recompute for a standard layer (4h MLP, 2-byte activations,
+// 1-byte dropout masks), split by t under tensor + sequence parallelism; selective recompute
+// drops the 5as²b attention-score term; full recompute keeps only each layer's input.
+// Under 1F1B the first stage holds min(pp, micro-batches) micro-batches in flight.
+func (e *env) activations(l Layout, st stageShape) (act, dispatch float64) {
+	w, a := e.w, e.a
+	s, b := float64(w.seqLen), float64(l.MicroBatch)
+	sb := s * b
+	inFlight := float64(min(l.PP-st.index, l.GradAccum))
+	if inFlight < 1 {
+		inFlight = 1
+	}
+	dense, score, moeExtra, disp := e.layerActivations(l)
+	// Attention sharing: a layer that reuses the layer below's weights stores no new scores.
+	scoreLayers := float64(st.layers)
+	if w.share < 1 && st.layers > 1 {
+		scoreLayers = math.Ceil(1 + float64(st.layers-1)*w.share)
+	}
+	perMB := func(withScores bool) (float64, float64) {
+		v := float64(st.layers)*dense + float64(st.moeLayers)*moeExtra
+		if withScores {
+			v += scoreLayers * score
+		}
+		return v, float64(st.moeLayers) * disp
+	}
+	switch l.Recompute {
+	case "none":
+		v, d := perMB(true)
+		return v * inFlight, d * inFlight
+	case "selective":
+		v, d := perMB(false)
+		// One layer's scores exist while it is being recomputed.
+		return v*inFlight + score, d * inFlight
+	default: // full: each layer keeps its input; one layer's working set is rebuilt at a time
+		in := a.ActivationBytes * sb * float64(w.d) / e.tpSplit(l)
+		one := dense + score + moeExtra
+		return float64(st.layers)*in*inFlight + one, disp
+	}
+}
+
+// tpSplit is how many ways the sbh-sized activations split: t with sequence parallelism.
+func (e *env) tpSplit(l Layout) float64 {
+	if e.a.SequenceParallel {
+		return float64(l.TP)
+	}
+	return 1
+}
+
+// layerActivations returns, per micro-batch and per layer, the bytes of a dense layer
+// without the attention scores, the scores (the as²b terms), what an MoE layer adds over a
+// dense layer, and the MoE dispatch + combine buffers.
+func (e *env) layerActivations(l Layout) (dense, score, moeExtra, dispatch float64) {
+	w, a := e.w, e.a
+	s, b := float64(w.seqLen), float64(l.MicroBatch)
+	sb := s * b
+	h := float64(w.d)
+	t := float64(l.TP)
+	ab := a.ActivationBytes
+	mask := 0.0
+	if a.DropoutMasks {
+		mask = 1
+	}
+	sp := e.tpSplit(l)
+	// Replicated across TP without sequence parallelism: two norm inputs, the QKV and MLP
+	// inputs, and two dropout masks (Korthikanti's 10sbh).
+	repl := sb * h * (2*ab + 2*ab + 2*mask)
+	// Split by TP: Q, K, V and the attention output (QKV input counted above).
+	attn := sb * ab * (float64(w.qDim) + 2*float64(w.kvDim) + float64(w.qDim)) / t
+	ffn := func(f float64, gated bool) float64 {
+		k := 2.0
+		if gated {
+			k = 3
+		}
+		return sb * ab * k * f / t
+	}
+	score = (2*ab + mask) * float64(w.heads) * s * s * b / t
+	dense = repl/sp + attn + ffn(float64(w.ffnHidden), w.gated)
+	if w.isMoE() {
+		// An MoE layer swaps the dense MLP for routed experts over top_k × capacity copies
+		// of each token, plus router logits and probabilities in fp32.
+		c := float64(w.topK) * w.routeFactor
+		experts := c * ffn(float64(w.expertHidden), w.expertGated)
+		shared := float64(w.sharedExperts) * ffn(float64(w.sharedHidden), w.expertGated)
+		router := 2 * 4 * sb * float64(w.experts) / sp
+		moeExtra = experts + shared + router - ffn(float64(w.ffnHidden), w.gated)
+		if w.parallelDense {
+			moeExtra += ffn(float64(w.ffnHidden), w.gated)
+		}
+		dispatch = 2 * ab * c * sb * h / sp
+	}
+	return dense, score, moeExtra, dispatch
+}

@@ -1,0 +1,157 @@
+package plan
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Title names the plan in one line ("hunyuan_1t, stage trillion", "serve hunyuan_1t"),
+// for the heading Markdown goes under.
+func (p *Plan) Title() string {
+	switch p.Kind {
+	case "serve":
+		return fmt.Sprintf("serve %s (%s)", p.Serve, p.Model)
+	case "local":
+		return fmt.Sprintf("%s, stage %s (local CPU ranks)", p.Train, p.Stage)
+	}
+	return fmt.Sprintf("%s, stage %s", p.Train, p.Stage)
+}
+
+// Markdown is the body of the plan's section of report.md (and what `moec plan` prints
+// under a heading with Title): the layout, the memory table per tier, the communication
+// table, time and totals, the alternatives and every assumption with its value. Its
+// subsections are level-3 headings, to sit under a level-2 section heading.
+func (p *Plan) Markdown() string {
+	var b strings.Builder
+	c := p.Cluster
+	fmt.Fprintf(&b, "Cluster `%s`: %d × %d × %s (%s, %s peak at %s), host %s per node, network %s/s per node.\n\n",
+		c.Name, c.Nodes, c.GPUsPerNode, c.Device, fmtBytes(c.GPUMemory), fmtFLOPs(c.PeakFLOPs), p.Workload.Precision,
+		fmtBytes(c.HostMemory), fmtRate(c.Network))
+	wl := p.Workload
+	fmt.Fprintf(&b, "Model: %s parameters (%s active per token", fmtCount(float64(wl.Params)), fmtCount(float64(wl.ActiveParams)))
+	if wl.Experts > 1 {
+		fmt.Fprintf(&b, "; %d experts, top-%d, %s in experts", wl.Experts, wl.TopK, fmtCount(float64(wl.ExpertParams)))
+	}
+	fmt.Fprintf(&b, "), sequence %d.\n\n", wl.SeqLen)
+
+	l := p.Layout
+	fmt.Fprintf(&b, "**Layout** (objective: %s, %d layouts evaluated): %d GPUs on %d nodes — ", p.Objective, p.Searched, p.GPUs, p.Nodes)
+	if p.Kind == "serve" {
+		fmt.Fprintf(&b, "%s, batch %d.\n\n", serveLayoutText(l), l.Batch)
+	} else {
+		fmt.Fprintf(&b, "%s; expert-data-parallel group %d; %d sequences per step.\n\n", layoutText(l), l.EDP, l.Batch)
+	}
+
+	b.WriteString("### Memory\n\n| component |")
+	for _, t := range p.Memory {
+		fmt.Fprintf(&b, " %s (per %s) |", t.Tier, t.Per)
+	}
+	b.WriteString("\n|---|")
+	for range p.Memory {
+		b.WriteString("---:|")
+	}
+	b.WriteString("\n")
+	if len(p.Memory) > 0 {
+		for i, comp := range p.Memory[0].Components {
+			fmt.Fprintf(&b, "| %s |", comp.Name)
+			for _, t := range p.Memory {
+				v := int64(0)
+				if i < len(t.Components) {
+					v = t.Components[i].Bytes
+				}
+				fmt.Fprintf(&b, " %s |", fmtBytes(v))
+			}
+			b.WriteString("\n")
+		}
+	}
+	b.WriteString("| **used / capacity** |")
+	for _, t := range p.Memory {
+		pct := 0.0
+		if t.Capacity > 0 {
+			pct = 100 * float64(t.Used) / float64(t.Capacity)
+		}
+		fmt.Fprintf(&b, " %s / %s (%.0f%%) |", fmtBytes(t.Used), fmtBytes(t.Capacity), pct)
+	}
+	b.WriteString("\n\n")
+
+	if len(p.Comm) > 0 {
+		b.WriteString("### Communication per step (per device)\n\n| collective | purpose | group | tier | bytes | seconds | on critical path |\n|---|---|---:|---|---:|---:|---|\n")
+		for _, cm := range p.Comm {
+			fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %.4g | %t |\n", cm.Collective, cm.Purpose, cm.Group, cm.Tier, fmtBytes(int64(cm.Bytes)), cm.Seconds, cm.Exposed)
+		}
+		b.WriteString("\nOverlap: data-parallel/ZeRO traffic hides behind `overlap_dp` of the backward pass (all compute under ZeRO-3); offload traffic behind `overlap_offload` of compute; tensor, expert and pipeline traffic is on the critical path.\n\n")
+	}
+
+	t := p.Time
+	b.WriteString("### Time\n\n")
+	if p.Kind == "serve" {
+		fmt.Fprintf(&b, "Decoding step (one token per sequence): %.4g s (weights and KV cache from HBM %.4g s, tensor %.3g s, expert %.3g s, pipeline %.3g s): %.4g tokens/s.\n\n",
+			t.StepSeconds, t.ComputeSeconds, t.TPSeconds, t.EPSeconds, t.PPSeconds, t.TokensPerSecond)
+	} else {
+		fmt.Fprintf(&b, "| part | seconds |\n|---|---:|\n")
+		for _, part := range stepParts(t) {
+			fmt.Fprintf(&b, "| %s | %.4g |\n", part[0], part[1])
+		}
+		fmt.Fprintf(&b, "| data-parallel traffic (total, before overlap) | %.4g |\n| offload traffic (total) | %.4g |\n| **step** | **%.4g** |\n\n", t.DPSeconds, t.OffloadSeconds, t.StepSeconds)
+		tt := p.Totals
+		fmt.Fprintf(&b, "%.4g tokens/s, MFU %.1f%%. Stage budget %s tokens: %d steps, %.3g days, %.4g GPU-hours",
+			t.TokensPerSecond, 100*t.MFU, fmtCount(float64(wl.Tokens)), tt.Steps, tt.Days, tt.GPUHours)
+		if tt.Cost > 0 {
+			fmt.Fprintf(&b, ", cost %.4g", tt.Cost)
+		}
+		b.WriteString(".\n\n")
+	}
+
+	if len(p.Alternatives) > 0 {
+		b.WriteString("### Alternatives\n\n| layout | GPUs | step s | why it lost |\n|---|---:|---:|---|\n")
+		for _, a := range p.Alternatives {
+			lt := layoutText(a.Layout)
+			if p.Kind == "serve" {
+				lt = serveLayoutText(a.Layout)
+			}
+			fmt.Fprintf(&b, "| %s | %d | %.4g | %s |\n", lt, a.GPUs, a.StepSeconds, a.Why)
+		}
+		b.WriteString("\n")
+	}
+	for _, n := range p.Notes {
+		fmt.Fprintf(&b, "Note: %s\n\n", n)
+	}
+	b.WriteString(assumptionTable(p.Assumptions))
+	return b.String()
+}
+
+func assumptionTable(as []Assumption) string {
+	var b strings.Builder
+	b.WriteString("### Assumptions\n\n| name | value | meaning |\n|---|---|---|\n")
+	for _, a := range as {
+		fmt.Fprintf(&b, "| `%s` | %s | %s |\n", a.Name, a.Value, a.Why)
+	}
+	b.WriteString("\n")
+	return b.String()
+}
+
+func fmtCount(v float64) string {
+	switch {
+	case v >= 1e12:
+		return fmt.Sprintf("%.3gT", v/1e12)
+	case v >= 1e9:
+		return fmt.Sprintf("%.3gB", v/1e9)
+	case v >= 1e6:
+		return fmt.Sprintf("%.3gM", v/1e6)
+	case v >= 1e3:
+		return fmt.Sprintf("%.3gk", v/1e3)
+	}
+	return fmt.Sprintf("%.0f", v)
+}
+
+func fmtFLOPs(v float64) string { return fmtCount(v) + "FLOP/s" }
+
+func fmtRate(v float64) string {
+	switch {
+	case v >= 1e12:
+		return fmt.Sprintf("%.3g TB", v/1e12)
+	case v >= 1e9:
+		return fmt.Sprintf("%.3g GB", v/1e9)
+	}
+	return fmt.Sprintf("%.3g MB", v/1e6)
+}

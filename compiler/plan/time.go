@@ -1,0 +1,189 @@
+package plan
+
+import "math"
+
+// Timing is a training step's predicted time, by part.
+type Timing struct {
+	ComputeSeconds   float64 `json:"compute_seconds"`    // FLOPs / (peak × efficiency), recompute included, per step
+	BubbleFraction   float64 `json:"bubble_fraction"`    // pipeline bubble: (pp-1)/micro-batches
+	TPSeconds        float64 `json:"tp_seconds"`         // tensor-parallel all-reduces (exposed)
+	EPSeconds        float64 `json:"ep_seconds"`         // expert all-to-alls (exposed)
+	PPSeconds        float64 `json:"pp_seconds"`         // pipeline sends (exposed)
+	DPSeconds        float64 `json:"dp_seconds"`         // data-parallel / ZeRO traffic (total)
+	DPExposed        float64 `json:"dp_exposed_seconds"` // the part not hidden by the backward pass
+	OffloadSeconds   float64 `json:"offload_seconds"`    // PCIe and NVMe traffic (total)
+	OffloadExposed   float64 `json:"offload_exposed_seconds"`
+	OptimizerSeconds float64 `json:"optimizer_seconds"` // optimizer step (GPU HBM-bound or CPU-Adam)
+	StepSeconds      float64 `json:"step_seconds"`
+	TokensPerSecond  float64 `json:"tokens_per_second"`
+	MFU              float64 `json:"mfu"` // model FLOPs (no recompute) / (peak × devices × step)
+}
+
+// stepTime models one training step of layout l whose memory is mem. When comm is not
+// nil it receives the communication table.
+func (e *env) stepTime(l Layout, mem *memoryUse, comm *[]Comm) Timing {
+	w, a := e.w, e.a
+	lk := e.link()
+	var t Timing
+	world := float64(l.World())
+	tokens := float64(l.Batch) * float64(w.seqLen)
+	mbs := float64(l.GradAccum)
+
+	// Compute, by op class.
+	f := w.flops
+	attn := f.AttentionPerToken
+	expert := w.expertFLOPsPerToken
+	dense := f.ForwardPerToken + f.MTPPerToken - attn - expert
+	fwdMul, attnMul := 3.0, 3.0
+	switch l.Recompute {
+	case "full":
+		fwdMul, attnMul = 4, 4
+	case "selective":
+		attnMul = 4
+	}
+	expEff := a.ExpertEfficiency
+	if w.isMoE() {
+		perExpert := float64(l.MicroBatch) * float64(w.seqLen) * float64(w.topK) * w.routeFactor * float64(l.EP) / float64(w.experts)
+		expEff *= math.Min(1, perExpert/a.ExpertSaturation)
+		expEff = math.Max(expEff, 0.01)
+	}
+	perDevice := tokens / world
+	t.ComputeSeconds = perDevice / e.peak * (dense*fwdMul/a.MatmulEfficiency + expert*fwdMul/expEff + attn*attnMul/a.AttentionEfficiency)
+	t.BubbleFraction = float64(l.PP-1) / mbs
+
+	// The stage with the most parameters sets the data-parallel traffic, the one with the
+	// most MoE layers the all-to-alls.
+	shapes := e.stageShapes(l.PP)
+	st := shapes[0]
+	layers := float64(len(w.layers) / l.PP)
+	moeLayers := 0.0
+	for _, s := range shapes {
+		moeLayers = math.Max(moeLayers, float64(s.moeLayers))
+		if s.dense+s.experts > st.dense+st.experts {
+			st = s
+		}
+	}
+	add := func(c Comm) {
+		if comm != nil && c.Bytes > 0 {
+			*comm = append(*comm, c)
+		}
+	}
+	sp := e.tpSplit(l)
+	actBytes := a.ActivationBytes * float64(l.MicroBatch) * float64(w.seqLen) * float64(w.d)
+
+	// Tensor parallel: two all-reduces forward, two backward per layer (plus two more when
+	// the forward is recomputed), of a full activation.
+	if l.TP > 1 {
+		n := 4.0
+		if l.Recompute == "full" {
+			n = 6
+		}
+		g := group{l.TP, 1}
+		count := n * layers * mbs
+		t.TPSeconds = count * lk.allReduce(actBytes, g)
+		add(Comm{"all-reduce", "tensor-parallel activations", l.TP, lk.tier(g), count * ringVolume(actBytes, l.TP), t.TPSeconds, true})
+	}
+	// Expert parallel: dispatch and combine forward, their transposes backward.
+	if l.EP > 1 && w.isMoE() {
+		n := 4.0
+		if l.Recompute == "full" {
+			n = 6
+		}
+		g := group{l.EP, l.TP}
+		b := actBytes / sp * float64(w.topK) * w.routeFactor
+		count := n * moeLayers * mbs
+		t.EPSeconds = count * lk.allToAll(b, g)
+		add(Comm{"all-to-all", "expert dispatch + combine (fwd, bwd)", l.EP, lk.tier(g), count * b * float64(l.EP-1) / float64(l.EP), t.EPSeconds, true})
+	}
+	// Pipeline: activations forward, their gradients backward, per micro-batch.
+	if l.PP > 1 {
+		g := group{l.PP, l.TP * l.DP}
+		b := actBytes / sp
+		t.PPSeconds = 2 * mbs * lk.p2p(b, g)
+		add(Comm{"send-recv", "pipeline activations + gradients", 2, lk.tier(g), 2 * mbs * b, t.PPSeconds, true})
+	}
+
+	// Data parallel and ZeRO, over the data-parallel group for dense parameters and the
+	// expert-data-parallel group for experts.
+	denseParams := float64(st.dense) / float64(l.TP)
+	expertParams := float64(st.experts) / float64(l.TP*l.EP)
+	dg, eg := group{l.DP, l.TP}, group{l.EDP, l.TP * l.EP}
+	dpColl := func(params float64, g group, what string) {
+		if g.size <= 1 || params <= 0 {
+			return
+		}
+		if l.ZeRO >= 3 {
+			pb, gb := params*a.WeightBytes, params*a.GradBytes
+			ag := 2 * mbs * lk.allGather(pb, g)
+			rs := mbs * lk.allGather(gb, g)
+			t.DPSeconds += ag + rs
+			if comm != nil {
+				add(Comm{"all-gather", what + " weights (ZeRO-3, fwd + bwd)", g.size, lk.tier(g), 2 * mbs * ringVolume(pb, g.size) / 2, ag, false})
+				add(Comm{"reduce-scatter", what + " gradients (ZeRO-3)", g.size, lk.tier(g), mbs * ringVolume(gb, g.size) / 2, rs, false})
+			}
+			return
+		}
+		gb := params * a.GradBytes
+		ar := lk.allReduce(gb, g)
+		t.DPSeconds += ar
+		name := "all-reduce"
+		if l.ZeRO == 2 || l.Offload != "none" {
+			name = "reduce-scatter + all-gather"
+		}
+		if comm != nil {
+			add(Comm{name, what + " gradients", g.size, lk.tier(g), ringVolume(gb, g.size), ar, false})
+		}
+	}
+	dpColl(denseParams, dg, "dense")
+	dpColl(expertParams, eg, "expert")
+	window := t.ComputeSeconds * a.OverlapDP
+	if l.ZeRO < 3 {
+		window *= 2.0 / 3 // only the backward pass hides gradient reduction
+	}
+	t.DPExposed = math.Max(0, t.DPSeconds-window)
+
+	// Offload traffic over PCIe (and NVMe), and the optimizer step.
+	sharded := denseParams/float64(l.DP) + expertParams/float64(l.EDP)
+	optShard := sharded
+	if l.ZeRO == 0 {
+		optShard = denseParams + expertParams
+	}
+	hostShare := 0.0 // fraction of the rank's states updated on the CPU
+	switch {
+	case l.Memory == "unified_cache":
+		hostShare = 1 - mem.cachedFraction
+	case l.Offload != "none":
+		hostShare = 1
+	}
+	if hostShare > 0 {
+		var b float64
+		if l.ZeRO >= 3 {
+			b = mbs * sharded * (2*a.WeightBytes + a.GradBytes) * hostShare
+		} else {
+			b = sharded * (a.WeightBytes + a.GradBytes)
+		}
+		pcie := b / e.c.Device.HostLink
+		add(Comm{"pcie", "offload: weights in, gradients out", 0, "pcie", b, pcie, false})
+		t.OffloadSeconds += pcie
+		if l.Offload == "nvme" && e.c.NVMeBW > 0 {
+			nb := sharded * (2*a.OptimizerBytes() + a.WeightBytes) * float64(e.c.GPUsPerNode)
+			nv := nb / e.c.NVMeBW
+			add(Comm{"nvme", "optimizer states read + written", 0, "nvme", nb / float64(e.c.GPUsPerNode), nv, false})
+			t.OffloadSeconds += nv
+		}
+		t.OffloadExposed = math.Max(0, t.OffloadSeconds-a.OverlapOffload*t.ComputeSeconds)
+		t.OptimizerSeconds = sharded * hostShare * float64(e.c.GPUsPerNode) / a.CPUAdamRate
+	}
+	// The GPU updates what it holds while the CPUs update the rest.
+	gpuOpt := optShard * (1 - hostShare) * 2 * (a.WeightBytes + a.GradBytes + a.OptimizerBytes()) / e.c.Device.HBMBandwidth
+	t.OptimizerSeconds = math.Max(t.OptimizerSeconds, gpuOpt)
+
+	perMB := (t.TPSeconds + t.EPSeconds + t.PPSeconds) / mbs
+	critical := t.ComputeSeconds + perMB*mbs
+	t.StepSeconds = critical*(1+t.BubbleFraction) + t.DPExposed + t.OffloadExposed + t.OptimizerSeconds
+	if t.StepSeconds > 0 {
+		t.TokensPerSecond = tokens / t.StepSeconds
+		t.MFU = tokens * f.TrainPerToken / (e.peak * world * t.StepSeconds)
+	}
+	return t
+}

@@ -1,0 +1,172 @@
+package plan
+
+import (
+	"github.com/moec-dev/moec/compiler/analysis"
+	"github.com/moec-dev/moec/compiler/program"
+)
+
+// workload is what the planner needs to know about a model, computed once per plan so
+// that the search evaluates each candidate with a few dozen multiplications.
+type workload struct {
+	model  *program.Model
+	counts analysis.Counts
+	flops  analysis.FLOPs
+
+	seqLen    int64
+	sequences int64 // sequences per global batch (train) or concurrent sequences (serve)
+
+	d, qDim, kvDim, ffnHidden, expertHidden, sharedHidden int64
+	heads, kvHeads                                        int64
+	vocab                                                 int64
+	gated, expertGated                                    bool
+	experts, topK, sharedExperts                          int
+	parallelDense                                         bool
+	routeFactor                                           float64 // capacity factor, or the dropless skew bound
+	share                                                 float64 // probability a layer computes its own attention weights
+
+	layers []layerParams // encoder layers first, then decoder layers
+	embed  int64         // first pipeline stage: embeddings, positions, router table
+	head   int64         // last pipeline stage: output head and final norms
+
+	expertFLOPsPerToken float64 // forward FLOPs of routed and shared experts per token
+}
+
+// layerParams is one layer's parameters split by how ZeRO shards them.
+type layerParams struct {
+	dense   int64 // everything replicated across expert-parallel ranks
+	experts int64 // routed experts (sharded over the expert-data-parallel group)
+	moe     bool
+}
+
+// newWorkload counts m. seqLen <= 0 means the model's.
+func newWorkload(m *program.Model, seqLen int64, a *Assumptions) *workload {
+	if seqLen <= 0 {
+		seqLen = m.SeqLen
+	}
+	w := &workload{
+		model:  m,
+		counts: analysis.Count(m),
+		flops:  analysis.CountFLOPs(m, seqLen),
+		seqLen: seqLen,
+		d:      m.DModel,
+		heads:  int64(m.Attention.Heads),
+		vocab:  m.PaddedVocab(),
+		share:  1,
+	}
+	w.kvHeads = int64(m.Attention.KVHeads)
+	if w.kvHeads <= 0 {
+		w.kvHeads = w.heads
+	}
+	hd := m.Attention.HeadDim
+	if hd <= 0 && w.heads > 0 {
+		hd = m.DModel / w.heads
+	}
+	w.qDim, w.kvDim = w.heads*hd, w.kvHeads*hd
+	if m.Attention.MLA {
+		// MLA caches the latent, but training stores the expanded keys and values.
+		w.qDim = w.heads * (m.Attention.QKNopeHeadDim + m.Attention.QKRopeHeadDim)
+		w.kvDim = w.heads * m.Attention.VHeadDim
+	}
+	if s := m.Attention.ShareWeights; s > 0 && s < 1 {
+		w.share = s
+	}
+	w.ffnHidden, w.gated = m.FFN.Hidden, m.FFN.Activation.Gated()
+	if moe := m.MoE; moe != nil && moe.Experts > 0 {
+		w.experts, w.topK = moe.Experts, moe.TopK
+		if w.topK <= 0 {
+			w.topK = 1
+		}
+		w.expertHidden, w.expertGated = moe.ExpertHidden, moe.Activation.Gated()
+		if w.expertHidden <= 0 {
+			w.expertHidden, w.expertGated = w.ffnHidden, w.gated
+		}
+		w.sharedExperts, w.sharedHidden = moe.SharedExperts, moe.SharedHidden
+		if w.sharedHidden <= 0 {
+			w.sharedHidden = w.expertHidden
+		}
+		w.parallelDense = moe.ParallelDense
+		w.routeFactor = moe.CapacityFactor
+		if moe.Dropless() {
+			w.routeFactor = a.DroplessSkew
+		}
+	}
+	c := w.counts
+	for _, l := range c.Layers {
+		dense := l.Total - l.Experts
+		w.layers = append(w.layers, layerParams{dense: dense, experts: l.Experts, moe: l.MoE})
+	}
+	// What the layers do not hold sits on the first stage (tables) or the last (head, final
+	// norms); the split keeps the sum exact whatever the counter's convention for norms.
+	var inLayers int64
+	for _, l := range c.Layers {
+		inLayers += l.Total
+	}
+	w.embed = c.Total.Embedding + c.Total.Position + c.Total.RouterEmbedding
+	w.head = c.TotalAll - inLayers - w.embed
+	if w.head < 0 {
+		w.head = 0
+	}
+	w.expertFLOPsPerToken = 2 * float64(c.Active.RoutedExperts+c.Active.SharedExperts)
+	return w
+}
+
+// totalParams and expertParams are the model's totals.
+func (w *workload) totalParams() int64 { return w.counts.TotalAll }
+
+func (w *workload) expertParams() int64 { return w.counts.Total.RoutedExperts }
+
+// isMoE reports whether the model has routed experts.
+func (w *workload) isMoE() bool { return w.experts > 1 }
+
+// stageShape is one pipeline stage's share of the model.
+type stageShape struct {
+	index      int
+	dense      int64 // parameters replicated over expert parallelism
+	experts    int64 // routed-expert parameters
+	layers     int
+	moeLayers  int
+	maxDense   int64 // largest layer's dense parameters (ZeRO-3 gathers a layer at a time)
+	maxExperts int64 // largest layer's routed-expert parameters
+	first      bool
+	last       bool
+}
+
+// stages splits the layers into pp contiguous stages (pp divides the layer count) and
+// returns the distinct shapes: stages with equal counts are evaluated once.
+func (w *workload) stages(pp int) []stageShape {
+	n := len(w.layers)
+	per := n / pp
+	var out []stageShape
+	for s := 0; s < pp; s++ {
+		st := stageShape{index: s, first: s == 0, last: s == pp-1}
+		for _, l := range w.layers[s*per : (s+1)*per] {
+			st.dense += l.dense
+			st.experts += l.experts
+			st.layers++
+			if l.moe {
+				st.moeLayers++
+			}
+			st.maxDense = max(st.maxDense, l.dense)
+			st.maxExperts = max(st.maxExperts, l.experts)
+		}
+		if st.first {
+			st.dense += w.embed
+		}
+		if st.last {
+			st.dense += w.head
+		}
+		dup := false
+		for _, o := range out {
+			if o.dense == st.dense && o.experts == st.experts && o.layers == st.layers &&
+				o.moeLayers == st.moeLayers && o.maxDense == st.maxDense && o.maxExperts == st.maxExperts &&
+				o.first == st.first && o.last == st.last {
+				dup = true
+				break
+			}
+		}
+		if !dup {
+			out = append(out, st)
+		}
+	}
+	return out
+}

@@ -1,0 +1,12 @@
+package program
+
+import "github.com/moec-dev/moec/lang/ast"
+
+// Source is where a declaration is written, so that later phases (the planner's "nothing
+// fits" errors) can point at it. The zero Source means "built in Go, no file": phases then
+// report without a position.
+type Source struct {
+	File  string
+	Start ast.Pos
+	End   ast.Pos
+}

@@ -1,0 +1,189 @@
+package report
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Markdown renders the report for people. It is deterministic: the same Report gives the
+// same bytes.
+func Markdown(r *Report, extra []Section) []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# moec build report: %s\n", r.Source)
+	for i := range r.Models {
+		writeModel(&b, &r.Models[i])
+	}
+	for i := range r.Trains {
+		writeTrain(&b, &r.Trains[i])
+	}
+	if len(r.Serves) > 0 {
+		b.WriteString("\n## Serving\n\n")
+		b.WriteString("| model | stage | on | precision | parameters | weights | active per token |\n")
+		b.WriteString("|---|---|---|---|---:|---:|---:|\n")
+		for _, s := range r.Serves {
+			stage := s.Stage
+			if stage == "" {
+				stage = "as declared"
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", s.Model, stage, s.Cluster, s.Precision,
+				count(s.Params), bytesIEC(s.WeightBytes), count(s.ActiveParams))
+		}
+	}
+	for _, s := range extra {
+		fmt.Fprintf(&b, "\n## %s\n\n", s.Title)
+		b.WriteString(strings.TrimRight(s.Markdown, "\n"))
+		b.WriteString("\n")
+	}
+	return []byte(b.String())
+}
+
+func writeModel(b *strings.Builder, m *ModelReport) {
+	fmt.Fprintf(b, "\n## Model `%s`", m.Name)
+	if m.Extends != "" {
+		fmt.Fprintf(b, " (extends `%s`)", m.Extends)
+	}
+	b.WriteString("\n\n")
+	head := m.Conventions[0]
+	fmt.Fprintf(b, "**%s parameters, %s active per token.** Convention: %s.\n\n",
+		count(head.Total), count(head.Active), head.Description)
+	b.WriteString("| convention | total | active per token |\n|---|---:|---:|\n")
+	for _, c := range m.Conventions {
+		fmt.Fprintf(b, "| %s | %s | %s |\n", c.Name, both(c.Total), both(c.Active))
+	}
+
+	b.WriteString("\n### Parameters by component\n\n")
+	b.WriteString("| component | total | active per token |\n|---|---:|---:|\n")
+	for _, c := range m.Components {
+		fmt.Fprintf(b, "| %s | %s | %s |\n", strings.ReplaceAll(c.Name, "_", " "), both(c.Total), both(c.Active))
+	}
+	fmt.Fprintf(b, "| **total** | **%s** | **%s** |\n", both(head.Total), both(head.Active))
+	if m.MTP > 0 {
+		fmt.Fprintf(b, "\nMulti-token-prediction modules: %s parameters (%s active), not in the total; "+
+			"they share the embedding and the output head.\n", both(m.MTP), both(m.MTPActive))
+	}
+	if m.Buffers > 0 {
+		fmt.Fprintf(b, "\nBuffers (non-trainable, not counted above): %s auxiliary-loss-free routing biases.\n", exact(m.Buffers))
+	}
+
+	b.WriteString("\n### Layers\n\n")
+	writeLayerSummary(b, m)
+	b.WriteString("\n| stack | layers | kind | per layer | active per layer | attention | dense FFN | experts | shared | router | norms |\n")
+	b.WriteString("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, g := range m.Layers {
+		kind := g.Kind
+		if g.Kind == "moe" {
+			kind = fmt.Sprintf("MoE top-%d", g.TopK)
+		}
+		if g.Cross {
+			kind += ", cross-attn"
+		}
+		if !g.OwnsKV {
+			kind += ", shared K/V"
+		}
+		experts := "-"
+		if g.Experts > 0 {
+			experts = fmt.Sprintf("%s (%d × %s)", count(g.Experts), g.Experts/max(g.PerExpert, 1), count(g.PerExpert))
+		}
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+			g.Stack, g.Range, kind, both(g.Total), count(g.Active), count(g.Attention), dash(g.DenseFFN),
+			experts, dash(g.Shared), dash(g.Router), count(g.Norms))
+	}
+
+	f := m.FLOPs
+	fmt.Fprintf(b, "\n### FLOPs per token (seq_len %d)\n\n", f.SeqLen)
+	b.WriteString("| | FLOPs per token |\n|---|---:|\n")
+	fmt.Fprintf(b, "| forward | %s |\n", flops(f.Forward))
+	fmt.Fprintf(b, "| &nbsp;&nbsp;matmuls (2 × active weights, head included) | %s |\n", flops(f.Matmul))
+	fmt.Fprintf(b, "| &nbsp;&nbsp;&nbsp;&nbsp;of which output head | %s |\n", flops(f.Head))
+	if f.Router > 0 {
+		fmt.Fprintf(b, "| &nbsp;&nbsp;&nbsp;&nbsp;of which router | %s |\n", flops(f.Router))
+	}
+	fmt.Fprintf(b, "| &nbsp;&nbsp;attention (QK^T, AV) | %s |\n", flops(f.Attention))
+	if f.MTP > 0 {
+		fmt.Fprintf(b, "| MTP modules, forward | %s |\n", flops(f.MTP))
+	}
+	fmt.Fprintf(b, "| train (3 × forward, no recompute) | %s |\n", flops(f.Train))
+	b.WriteString("\nCausal attention is counted at the mean context over a sequence, (seq_len+1)/2 keys per query; " +
+		"embedding lookups are free; a multiply-add is 2 FLOPs.\n")
+	if len(m.Notes) > 0 {
+		b.WriteString("\nNotes:\n\n")
+		for _, n := range m.Notes {
+			fmt.Fprintf(b, "- %s.\n", n)
+		}
+	}
+}
+
+// writeLayerSummary says in one line per stack which layers are dense and which are MoE.
+func writeLayerSummary(b *strings.Builder, m *ModelReport) {
+	for _, stack := range []string{"encoder", "decoder", "mtp"} {
+		var dense, moe []int
+		n := 0
+		for _, g := range m.Layers {
+			if g.Stack != stack {
+				continue
+			}
+			n += len(g.Indices)
+			if g.Kind == "moe" {
+				moe = append(moe, g.Indices...)
+			} else {
+				dense = append(dense, g.Indices...)
+			}
+		}
+		if n == 0 {
+			continue
+		}
+		slices.Sort(dense)
+		slices.Sort(moe)
+		var parts []string
+		denseText := ""
+		if len(dense) > 0 {
+			denseText = describeIndices(dense) + " dense"
+		}
+		moeText := ""
+		if len(moe) > 0 {
+			moeText = describeIndices(moe) + " MoE"
+		}
+		if len(moe) > 0 && (len(dense) == 0 || moe[0] < dense[0]) {
+			parts = append(parts, moeText, denseText)
+		} else {
+			parts = append(parts, denseText, moeText)
+		}
+		name := map[string]string{"encoder": "Encoder", "decoder": "Decoder", "mtp": "MTP modules"}[stack]
+		fmt.Fprintf(b, "- %s (%d): layers %s\n", name, n, joinNonEmpty(parts, ", "))
+	}
+}
+
+func writeTrain(b *strings.Builder, t *TrainReport) {
+	fmt.Fprintf(b, "\n## Train `%s` on `%s`\n\n", t.Model, t.Cluster)
+	fmt.Fprintf(b, "Sequence length %d, %s tokens per batch. Training FLOPs = train FLOPs per token × tokens.\n\n",
+		t.SeqLen, count(t.TokensPerBatch))
+	b.WriteString("| stage | from | experts | top-k | parameters | active | tokens | steps | train FLOPs / token | training FLOPs |\n")
+	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, s := range t.Stages {
+		from := s.From
+		if from == "" {
+			from = "-"
+		}
+		fmt.Fprintf(b, "| %s | %s | %d | %d | %s | %s | %s | %d | %s | %s |\n", s.Name, from, s.Experts, s.TopK,
+			both(s.Total), count(s.Active), count(s.Tokens), s.Steps, flops(s.FLOPsPerToken), sci(s.TrainFLOPs))
+	}
+	fmt.Fprintf(b, "| **all stages** | | | | | | **%s** | | | **%s** |\n", count(t.Tokens), sci(t.TrainFLOPs))
+}
+
+func dash(n int64) string {
+	if n == 0 {
+		return "-"
+	}
+	return count(n)
+}
+
+func joinNonEmpty(parts []string, sep string) string {
+	var out []string
+	for _, p := range parts {
+		if p != "" {
+			out = append(out, p)
+		}
+	}
+	return strings.Join(out, sep)
+}

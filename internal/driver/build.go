@@ -1,0 +1,131 @@
+package driver
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/moec-dev/moec/codegen"
+	"github.com/moec-dev/moec/compiler/plan"
+	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/compiler/report"
+	"github.com/moec-dev/moec/internal/atomicfile"
+	"github.com/moec-dev/moec/lang/diag"
+)
+
+// BuildOptions configure `moec build`.
+type BuildOptions struct {
+	OutRoot string // default "out"
+	NoCode  bool   // skip code generation
+}
+
+// BuildResult lists what a build wrote.
+type BuildResult struct {
+	OutDir string
+	Report string   // report.md
+	Files  []string // every file written
+	Notes  []string // things a person should know (e.g. clang not found)
+}
+
+// Build checks the file at path, counts, plans every train stage and serve block, generates
+// code for every stage and writes the report. Diagnostics (including plans that do not fit)
+// come back in the list; files are written only for what succeeded. The error is for
+// failures that are not the input's fault (a file that cannot be written).
+func Build(l *Loaded, opt BuildOptions) (*BuildResult, diag.List, error) {
+	var diags diag.List
+	if l.Diags.HasErrors() {
+		return nil, nil, fmt.Errorf("build: %s has errors", l.Path)
+	}
+	root := opt.OutRoot
+	if root == "" {
+		root = "out"
+	}
+	name := strings.TrimSuffix(filepath.Base(l.Path), filepath.Ext(l.Path))
+	outDir := filepath.Join(root, codegen.SanitizePath(name))
+	res := &BuildResult{OutDir: outDir}
+	prog := l.Program
+
+	var sections []report.Section
+	for _, tn := range prog.TrainOrder {
+		tr := prog.Trains[tn]
+		for _, st := range tr.Stages {
+			p, pd := plan.ForStage(prog, tr, st, plan.Options{Alternatives: 3})
+			diags = append(diags, pd...)
+			if p == nil {
+				continue
+			}
+			stageDir := filepath.Join(outDir, codegen.SanitizePath(st.Name))
+			if err := writePlan(stageDir, p, res); err != nil {
+				return res, diags, err
+			}
+			sections = append(sections, report.Section{
+				Title:    fmt.Sprintf("Plan: %s, stage %s", tr.Name, st.Name),
+				Markdown: p.Markdown(),
+			})
+			if !opt.NoCode {
+				m := program.StageModel(prog.Models[tr.Model], st)
+				cg, err := codegen.Emit(stageDir, tr.Model, st.Name, m, codegen.Options{})
+				if err != nil {
+					return res, diags, fmt.Errorf("code generation for stage %s: %w", st.Name, err)
+				}
+				res.Files = append(res.Files, cg.Files...)
+				res.Files = append(res.Files, cg.Compiled...)
+				for _, n := range cg.Notes {
+					res.Notes = appendOnce(res.Notes, n)
+				}
+			}
+		}
+		if cl, ok := prog.Clusters[tr.Cluster]; ok && cl.GPUs() > 1 {
+			seed, err := plan.SeedTable(prog, tr, cl)
+			if err != nil {
+				return res, diags, fmt.Errorf("seed table: %w", err)
+			}
+			sections = append(sections, report.Section{Title: "Memory and GPU count: the seed's table", Markdown: seed.Markdown()})
+		}
+	}
+	for _, sn := range prog.ServeOrder {
+		sv := prog.Serves[sn]
+		p, pd := plan.ForServe(prog, sv, plan.Options{Alternatives: 3})
+		diags = append(diags, pd...)
+		if p == nil {
+			continue
+		}
+		dir := filepath.Join(outDir, "serve-"+codegen.SanitizePath(sv.Name))
+		if err := writePlan(dir, p, res); err != nil {
+			return res, diags, err
+		}
+		sections = append(sections, report.Section{Title: "Serving plan: " + sv.Name, Markdown: p.Markdown()})
+	}
+	if err := report.Write(outDir, prog, l.Path, sections); err != nil {
+		return res, diags, err
+	}
+	res.Report = filepath.Join(outDir, "report.md")
+	res.Files = append(res.Files, res.Report, filepath.Join(outDir, "report.json"))
+	return res, diags, nil
+}
+
+func appendOnce(list []string, s string) []string {
+	for _, x := range list {
+		if x == s {
+			return list
+		}
+	}
+	return append(list, s)
+}
+
+func writePlan(dir string, p *plan.Plan, res *BuildResult) error {
+	js, err := p.JSON()
+	if err != nil {
+		return fmt.Errorf("encoding plan: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	path := filepath.Join(dir, "plan.json")
+	if err := atomicfile.WriteFile(path, js, 0o644); err != nil {
+		return err
+	}
+	res.Files = append(res.Files, path)
+	return nil
+}

@@ -1,0 +1,93 @@
+package diag
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"strings"
+	"unicode/utf8"
+)
+
+// Render writes d for a person to read:
+//
+//	model.moe:3:3: error[E0201]: unknown key `haeds` in block `attention`
+//	    3 |   haeds = 32
+//	      |   ^~~~~
+//	  = note: ...
+//	  = help: did you mean `heads`?
+//
+// src is the file d points into; without it (or when the position lies outside it) only
+// the first line and the notes are written. The caret line marks exactly the diagnostic's
+// range; a range that runs over several lines is marked to the end of its first line.
+// Write errors are ignored, as fmt.Fprintf callers usually do, because rendering goes to
+// a terminal or a buffer; use a bytes.Buffer to check them.
+func Render(w io.Writer, d Diagnostic, src []byte) {
+	fmt.Fprintln(w, d.String())
+	if line, ok := sourceLine(src, d.Range.Start.Line); ok && d.Range.Start.IsValid() {
+		num := fmt.Sprint(d.Range.Start.Line)
+		gutter := strings.Repeat(" ", len(num)+1)
+		fmt.Fprintf(w, " %s | %s\n", num, line)
+		fmt.Fprintf(w, "%s | %s\n", gutter, caretLine(line, d.Range))
+	}
+	for _, n := range d.Notes {
+		fmt.Fprintf(w, "  = note: %s\n", strings.ReplaceAll(n, "\n", "\n          "))
+	}
+	if d.Suggestion != "" {
+		fmt.Fprintf(w, "  = help: %s\n", d.Suggestion)
+	}
+}
+
+// RenderAll renders every diagnostic in list, taking each one's source from sources by
+// file name, with a blank line between diagnostics.
+func RenderAll(w io.Writer, list List, sources map[string][]byte) {
+	for i, d := range list {
+		if i > 0 {
+			fmt.Fprintln(w)
+		}
+		Render(w, d, sources[d.Range.File])
+	}
+}
+
+// sourceLine returns line n (1-based) of src without its line ending.
+func sourceLine(src []byte, n int) (string, bool) {
+	if src == nil || n < 1 {
+		return "", false
+	}
+	for i := 1; i < n; i++ {
+		j := bytes.IndexByte(src, '\n')
+		if j < 0 {
+			return "", false
+		}
+		src = src[j+1:]
+	}
+	if j := bytes.IndexByte(src, '\n'); j >= 0 {
+		src = src[:j]
+	}
+	return strings.TrimRight(string(src), "\r"), true
+}
+
+// caretLine builds the `^~~~` marker for r under line. Columns count bytes, the marker
+// counts characters, and tabs before the range are copied so the marker lines up however
+// the terminal expands them.
+func caretLine(line string, r Range) string {
+	start := min(max(r.Start.Col-1, 0), len(line))
+	end := start
+	if r.End.Line == r.Start.Line && r.End.Col > r.Start.Col {
+		end = min(r.End.Col-1, len(line))
+	} else if r.End.Line > r.Start.Line {
+		end = len(line)
+	}
+	var b strings.Builder
+	for _, c := range line[:start] {
+		if c == '\t' {
+			b.WriteByte('\t')
+		} else {
+			b.WriteByte(' ')
+		}
+	}
+	b.WriteByte('^')
+	if width := utf8.RuneCountInString(line[start:end]); width > 1 {
+		b.WriteString(strings.Repeat("~", width-1))
+	}
+	return b.String()
+}

@@ -1,0 +1,255 @@
+package parse
+
+import (
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"strings"
+
+	"github.com/alecthomas/participle/v2"
+	"github.com/alecthomas/participle/v2/lexer"
+
+	"github.com/moec-dev/moec/lang/ast"
+	"github.com/moec-dev/moec/lang/diag"
+)
+
+// MaxDepth is how deeply brackets may nest. Real files nest a handful of levels; the cap
+// keeps hostile input from exhausting the stack of the parser or of later phases.
+const MaxDepth = 64
+
+// File parses one .moe file. It always returns a File holding every declaration it could
+// read, and diagnostics for every syntax error in the file: after an error the parser
+// resynchronises at the next entry, block or declaration and goes on.
+func File(name string, src []byte) (f *ast.File, diags diag.List) {
+	f = &ast.File{Name: name}
+	p := &parser{name: name}
+	defer func() {
+		if r := recover(); r != nil {
+			// A bug in moec, not in the user's file: say so rather than crash the tool,
+			// keeping what was found before it.
+			diags = append(p.diags, diag.Diagnostic{
+				Severity: diag.Error, Code: diag.InternalParserError,
+				Range:   diag.Range{File: name, Start: ast.Pos{Offset: 0, Line: 1, Col: 1}},
+				Message: fmt.Sprintf("internal parser error: %v", r),
+				Notes:   []string{"please report this with the input file", firstLines(string(debug.Stack()), 12)},
+			})
+		}
+	}()
+	lx := scan(name, src)
+	f.Comments = lx.comments
+	f.Span = ast.Span{Start: ast.Pos{Offset: 0, Line: 1, Col: 1}, End: astPos(lx.eof)}
+	p.lx = lx
+	p.conv = newConverter(name, lx, &p.diags)
+	p.diags = append(p.diags, lx.diags...)
+	// Lexical errors leave usable tokens (a number with a bad suffix is still a number), so
+	// the one-pass parse is tried whatever the scanner said.
+	if maxDepth(lx.toks) <= MaxDepth {
+		if g, err := run(grammar().file, lx.toks, lx.eof); err == nil {
+			p.conv.file(g, f)
+			p.diags.Sort()
+			return f, p.diags
+		}
+	}
+	p.recoverFile(f)
+	p.diags.Sort()
+	return f, p.diags
+}
+
+// Expr parses a single expression, such as `4 * d_model` or `zero(3, offload = cpu)`.
+func Expr(src string) (x ast.Expr, diags diag.List) {
+	defer func() {
+		if r := recover(); r != nil {
+			x = nil
+			diags = append(diags, diag.Diagnostic{Severity: diag.Error, Code: diag.InternalParserError,
+				Message: fmt.Sprintf("internal parser error: %v", r)})
+		}
+	}()
+	lx := scan("", []byte(src))
+	p := &parser{lx: lx}
+	p.conv = newConverter("", lx, &p.diags)
+	p.diags = append(p.diags, lx.diags...)
+	toks := lx.toks
+	for len(toks) > 0 && toks[len(toks)-1].Type == tokNL {
+		toks = toks[:len(toks)-1]
+	}
+	for len(toks) > 0 && toks[0].Type == tokNL {
+		toks = toks[1:]
+	}
+	if len(toks) == 0 {
+		p.diags.Errorf(diag.MissingValue, diag.Range{Start: astPos(lx.eof), End: astPos(lx.eof)}, "expected an expression")
+		return nil, p.diags
+	}
+	if d := maxDepth(toks); d > MaxDepth {
+		p.tooDeep(toks)
+		return nil, p.diags
+	}
+	if p.brackets(toks) {
+		return nil, p.diags
+	}
+	g, err := run(grammar().expr, toks, lx.eof)
+	if err != nil {
+		p.syntaxError(err, chunk{toks: toks, end: lexer.EOFToken(lx.eof)}, "in expression")
+		return nil, p.diags
+	}
+	return p.conv.expr(g), p.diags
+}
+
+func firstLines(s string, n int) string {
+	lines := strings.SplitN(s, "\n", n+1)
+	if len(lines) > n {
+		lines = lines[:n]
+	}
+	return strings.Join(lines, "\n")
+}
+
+type parser struct {
+	name  string
+	lx    *lexed
+	conv  *converter
+	diags diag.List
+}
+
+// chunk is a run of tokens parsed on its own during recovery; end is the token that
+// stopped it (a newline, `;`, `}` or EOF), which is where "missing ..." errors point.
+type chunk struct {
+	toks []lexer.Token
+	end  lexer.Token
+}
+
+func (c chunk) eofPos() lexer.Position { return c.end.Pos }
+
+func (p *parser) rng(start, end ast.Pos) diag.Range {
+	return diag.Range{File: p.name, Start: start, End: end}
+}
+
+func (p *parser) tokRange(t lexer.Token) diag.Range {
+	if t.Type == tokEOF {
+		return p.rng(astPos(t.Pos), astPos(t.Pos))
+	}
+	return p.rng(astPos(t.Pos), tokenEnd(t))
+}
+
+func isPunct(t lexer.Token, s string) bool { return t.Type == tokPunct && t.Value == s }
+func isSep(t lexer.Token) bool             { return t.Type == tokNL || isPunct(t, ";") }
+
+func isOpener(t lexer.Token) bool {
+	return t.Type == tokPunct && (t.Value == "{" || t.Value == "(" || t.Value == "[")
+}
+
+func isCloser(t lexer.Token) bool {
+	return t.Type == tokPunct && (t.Value == "}" || t.Value == ")" || t.Value == "]")
+}
+
+func maxDepth(toks []lexer.Token) int {
+	d, m := 0, 0
+	for _, t := range toks {
+		switch {
+		case isOpener(t):
+			d++
+			m = max(m, d)
+		case isCloser(t) && d > 0:
+			d--
+		}
+	}
+	return m
+}
+
+func (p *parser) tooDeep(toks []lexer.Token) {
+	d := 0
+	for _, t := range toks {
+		switch {
+		case isOpener(t):
+			d++
+			if d > MaxDepth {
+				dg := p.diags.Errorf(diag.NestingTooDeep, p.tokRange(t), "brackets nest more than %d levels deep", MaxDepth)
+				dg.Notes = append(dg.Notes, "this declaration is skipped")
+				return
+			}
+		case isCloser(t) && d > 0:
+			d--
+		}
+	}
+}
+
+// syntaxError turns a participle error into a moec diagnostic.
+func (p *parser) syntaxError(err error, c chunk, where string) {
+	var ute *participle.UnexpectedTokenError
+	if errors.As(err, &ute) {
+		t := ute.Unexpected
+		if t.Type == tokEOF {
+			t = c.end
+		}
+		msg := "unexpected " + describe(t)
+		if where != "" {
+			msg += " " + where
+		}
+		exp := expected(ute)
+		if exp != "" {
+			msg += ": expected " + exp
+		}
+		d := p.diags.Errorf(diag.UnexpectedToken, p.tokRange(t), "%s", msg)
+		switch {
+		case !isValueStart(t):
+		case exp == "`)`" || exp == "`]`":
+			d.Suggestion = "a `,` is missing before it"
+		case strings.HasPrefix(where, "in the value"):
+			d.Suggestion = "an operator or a separator (newline or `;`) is missing before it"
+		}
+		if where == "in block header" {
+			d.Notes = append(d.Notes, "a block starts `KIND [NAME] [extends BASE] [on CLUSTER] [from STAGE] {`, on one line")
+		}
+		return
+	}
+	var pe participle.Error
+	if errors.As(err, &pe) {
+		pos := astPos(pe.Position())
+		if !pos.IsValid() {
+			pos = astPos(c.end.Pos)
+		}
+		p.diags.Errorf(diag.UnexpectedToken, p.rng(pos, pos), "%s", pe.Message())
+		return
+	}
+	p.diags.Errorf(diag.InternalParserError, p.tokRange(c.end), "internal parser error: %v", err)
+}
+
+func isValueStart(t lexer.Token) bool {
+	return t.Type == tokIdent || t.Type == tokNumber || t.Type == tokString
+}
+
+// expected renders participle's expectation, when it gave one, in moec's words.
+func expected(ute *participle.UnexpectedTokenError) string {
+	msg := ute.Message()
+	i := strings.Index(msg, "(expected ")
+	if i < 0 || !strings.HasSuffix(msg, ")") {
+		return ""
+	}
+	e := msg[i+len("(expected ") : len(msg)-1]
+	// Participle writes the rest of the rule it was in; the first element is what was
+	// expected next, the rest would only confuse.
+	if j := strings.IndexAny(e, " (*?"); j > 0 && !strings.HasPrefix(e, "(") {
+		e = e[:j]
+	}
+	r := strings.NewReplacer("GIdent", "a name", "GPrimary", "a value", "GExpr", "a value", "GUnary", "a value",
+		"GTerm", "a value", "GEntry", "an entry", "GAssign", "`key = value`", "GString", "a string",
+		"GHeader", "a block kind", "GBlock", "a block", "<ident>", "a name", "<number>", "a number",
+		"<string>", "a string", "<nl>", "a newline", `"`, "`")
+	return r.Replace(e)
+}
+
+// describe names a token for a message.
+func describe(t lexer.Token) string {
+	switch t.Type {
+	case tokEOF:
+		return "end of file"
+	case tokNL:
+		return "end of line"
+	case tokNumber:
+		return "number `" + t.Value + "`"
+	case tokString:
+		return "string " + t.Value
+	case tokIdent:
+		return "name `" + t.Value + "`"
+	default:
+		return "`" + t.Value + "`"
+	}
+}

@@ -1,0 +1,9 @@
+// Package blas is the runtime's matrix product: C = alpha·op(A)·op(B) + beta·C on row-major
+// float32 or float64 slices.
+//
+// In: row-major operands with leading dimensions, as in CBLAS.
+// Out: C updated in place. With cgo the product goes to OpenBLAS (cblas_sgemm/cblas_dgemm),
+// pinned to one thread because Gemm itself splits large products over GOMAXPROCS goroutines
+// (so OpenBLAS and our own goroutines never oversubscribe the cores). Built with
+// `-tags noopenblas` or without cgo, a pure-Go kernel gives the same numbers within rounding.
+package blas

@@ -1,0 +1,199 @@
+package data
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/moec-dev/moec/lang/diag"
+	"github.com/moec-dev/moec/runtime/rng"
+)
+
+// Vocab is the number of byte-level token ids.
+const Vocab = 256
+
+// HoldOutEvery is the validation split when no validation glob is given: file i (in sorted
+// order) is held out when i % HoldOutEvery == HoldOutEvery-1.
+const HoldOutEvery = 20
+
+// Options says where the text is.
+type Options struct {
+	Glob    string // training text
+	ValGlob string // validation text; "" holds out every HoldOutEvery-th training file
+	// BaseDir is the .moe file's directory. A relative glob is taken relative to it, like
+	// an import; when that matches nothing it is taken relative to the working directory,
+	// where a user running moec from a project root expects it.
+	BaseDir string
+}
+
+// globFiles expands pattern relative to base, then, when that finds nothing, relative to
+// the working directory.
+func globFiles(pattern, base string) ([]string, error) {
+	files, err := Glob(pattern, base)
+	if err != nil || len(files) > 0 || base == "" || base == "." {
+		return files, err
+	}
+	return Glob(pattern, "")
+}
+
+// Corpus is the loaded text. Token ids are byte values.
+type Corpus struct {
+	Train, Val  []byte
+	TrainFiles  int
+	ValFiles    int
+	Skipped     int      // binary files (with a NUL byte) left out
+	SkippedName []string // the first few of them, for messages
+	Fingerprint string   // SHA-256 of the training and validation text
+}
+
+// Open reads the corpus.
+func Open(opt Options) (*Corpus, error) {
+	files, err := globFiles(opt.Glob, opt.BaseDir)
+	if err != nil {
+		return nil, err
+	}
+	if len(files) == 0 {
+		return nil, diag.Runtimef(diag.ErrEmptyCorpus, "data glob %s matches no files%s", describeGlob(opt.Glob), where(opt.Glob, opt.BaseDir))
+	}
+	c := &Corpus{}
+	var trainFiles, valFiles []string
+	if opt.ValGlob == "" {
+		for i, f := range files {
+			if i%HoldOutEvery == HoldOutEvery-1 {
+				valFiles = append(valFiles, f)
+			} else {
+				trainFiles = append(trainFiles, f)
+			}
+		}
+		if len(valFiles) == 0 {
+			// Too few files for the split: hold out the last file, or nothing when there is one.
+			if len(trainFiles) > 1 {
+				valFiles, trainFiles = trainFiles[len(trainFiles)-1:], trainFiles[:len(trainFiles)-1]
+			}
+		}
+	} else {
+		trainFiles = files
+		if valFiles, err = globFiles(opt.ValGlob, opt.BaseDir); err != nil {
+			return nil, err
+		}
+		if len(valFiles) == 0 {
+			return nil, diag.Runtimef(diag.ErrEmptyCorpus, "validation glob %s matches no files%s", describeGlob(opt.ValGlob), where(opt.ValGlob, opt.BaseDir))
+		}
+	}
+	if c.Train, c.TrainFiles, err = c.read(trainFiles); err != nil {
+		return nil, err
+	}
+	if c.Val, c.ValFiles, err = c.read(valFiles); err != nil {
+		return nil, err
+	}
+	if len(c.Train) == 0 {
+		msg := fmt.Sprintf("data glob %s matches %d files but none holds text", describeGlob(opt.Glob), len(files))
+		if c.Skipped > 0 {
+			msg += fmt.Sprintf(" (%d binary files skipped, e.g. %s)", c.Skipped, c.SkippedName[0])
+		}
+		return nil, diag.Runtimef(diag.ErrEmptyCorpus, "%s", msg)
+	}
+	if len(c.Val) == 0 {
+		// A single-file corpus: validate on its last 1%, train on the rest.
+		cut := len(c.Train) - max(len(c.Train)/100, 1)
+		c.Train, c.Val = c.Train[:cut], c.Train[cut:]
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "train %d\n", len(c.Train))
+	h.Write(c.Train)
+	fmt.Fprintf(h, "val %d\n", len(c.Val))
+	h.Write(c.Val)
+	c.Fingerprint = hex.EncodeToString(h.Sum(nil))
+	return c, nil
+}
+
+// where says which directories a relative glob was tried in.
+func where(pattern, base string) string {
+	if p, err := ExpandVars(pattern); err != nil || filepath.IsAbs(p) {
+		return ""
+	}
+	if base == "" || base == "." {
+		return " in the working directory"
+	}
+	return fmt.Sprintf(" in %s or the working directory", base)
+}
+
+// read concatenates the text files, skipping binary ones.
+func (c *Corpus) read(files []string) ([]byte, int, error) {
+	var buf bytes.Buffer
+	n := 0
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, 0, diag.RuntimeWrap(diag.ErrBadDataFile, err, "reading data file %s", f)
+		}
+		if bytes.IndexByte(b, 0) >= 0 {
+			c.Skipped++
+			if len(c.SkippedName) < 3 {
+				c.SkippedName = append(c.SkippedName, f)
+			}
+			continue
+		}
+		if len(b) == 0 {
+			continue
+		}
+		buf.Write(b)
+		if b[len(b)-1] != '\n' {
+			buf.WriteByte('\n')
+		}
+		n++
+	}
+	return buf.Bytes(), n, nil
+}
+
+// Batch returns windows first .. first+B-1 of step's sequence of windows, each T+1
+// tokens, row-major. Window i of a step depends only on (seed, step, i) and the corpus:
+// never on earlier calls, and not on how a step is split into micro-batches, so a run
+// sees the same text whatever its micro-batch size and after any resume.
+func (c *Corpus) Batch(seed, step int64, first, B, T int) ([]int32, error) {
+	w := T + 1
+	if len(c.Train) < w {
+		return nil, diag.Runtimef(diag.ErrEmptyCorpus, "training text has %d bytes, fewer than one window of %d tokens", len(c.Train), w)
+	}
+	s := rng.New(rng.Key(seed, step, 0, rng.PurposeDataOrder))
+	out := make([]int32, B*w)
+	for b := 0; b < B; b++ {
+		// Each window takes one draw, so window i is the stream's value i.
+		s.Counter = uint64(first + b)
+		start := s.Intn(len(c.Train) - w + 1)
+		for i, ch := range c.Train[start : start+w] {
+			out[b*w+i] = int32(ch)
+		}
+	}
+	return out, nil
+}
+
+// ValWindows returns up to limit windows of T+1 validation tokens, evenly spaced over the
+// validation text without overlapping, always the same for the same corpus.
+func (c *Corpus) ValWindows(T, limit int) ([][]int32, error) {
+	w := T + 1
+	if len(c.Val) < w {
+		return nil, diag.Runtimef(diag.ErrEmptyCorpus, "validation text has %d bytes, fewer than one window of %d tokens", len(c.Val), w)
+	}
+	n := len(c.Val) / w
+	if limit > 0 && n > limit {
+		n = limit
+	}
+	stride := len(c.Val) / n
+	if n > 1 {
+		stride = (len(c.Val) - w) / (n - 1)
+	}
+	out := make([][]int32, n)
+	for i := range out {
+		start := i * stride
+		win := make([]int32, w)
+		for j, ch := range c.Val[start : start+w] {
+			win[j] = int32(ch)
+		}
+		out[i] = win
+	}
+	return out, nil
+}

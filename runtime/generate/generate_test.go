@@ -1,0 +1,145 @@
+package generate
+
+import (
+	"bytes"
+	"context"
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/lang/diag"
+	"github.com/moec-dev/moec/runtime/checkpoint"
+	"github.com/moec-dev/moec/runtime/nn"
+	"github.com/moec-dev/moec/runtime/train"
+)
+
+func tinyModel() *program.Model {
+	return &program.Model{
+		Name: "tiny", Vocab: 260, VocabPadTo: 8, DModel: 32, Layers: 2, SeqLen: 32,
+		Norm: program.RMSNorm, NormEps: 1e-5, NormPlacement: program.PreNorm, FinalNorm: true,
+		Position: program.Rotary, RopeBase: 10000, MaxPosition: 32,
+		Attention: program.Attention{Heads: 2, KVHeads: 2, HeadDim: 16, ShareWeights: 1, ShareKV: 1},
+		FFN:       program.FFN{Hidden: 64, Activation: program.SwiGLU},
+		MoE: &program.MoE{Experts: 4, TopK: 1, ExpertHidden: 64, Activation: program.SwiGLU,
+			Every: 2, Router: program.RouteTokenEmbedding, RouterDim: 16, Score: program.Softmax,
+			CapacityFactor: 1.25, DroplessSkew: 2, BalanceLoss: 0.01},
+	}
+}
+
+// saveModel writes a freshly initialised model as a checkpoint, the way train does.
+func saveModel(t *testing.T) (string, *nn.Model) {
+	t.Helper()
+	m, err := nn.New(tinyModel(), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := checkpoint.Writer{}.Save(t.TempDir(), &checkpoint.Checkpoint{
+		Manifest: checkpoint.Manifest{Train: "tiny", Stage: "s", Step: 1, Final: true, Model: tinyModel(), Seed: 3},
+		Model:    train.ParamTensors(m.Params()),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir, m
+}
+
+func TestRun(t *testing.T) {
+	dir, _ := saveModel(t)
+	gen := func(opt Options) string {
+		t.Helper()
+		opt.Checkpoint = dir
+		var b bytes.Buffer
+		if err := Run(context.Background(), opt, &b); err != nil {
+			t.Fatal(err)
+		}
+		return b.String()
+	}
+	a := gen(Options{Prompt: "func main() {", MaxTokens: 100, Temperature: 0.8, TopK: 40, Seed: 1})
+	if len(a) != 100 {
+		t.Fatalf("generated %d bytes, want 100 (past seq_len 32, so the context was re-read)", len(a))
+	}
+	if b := gen(Options{Prompt: "func main() {", MaxTokens: 100, Temperature: 0.8, TopK: 40, Seed: 1}); b != a {
+		t.Error("same seed, different text")
+	}
+	if b := gen(Options{Prompt: "func main() {", MaxTokens: 100, Temperature: 0.8, TopK: 40, Seed: 2}); b == a {
+		t.Error("different seeds, same text")
+	}
+	g1 := gen(Options{Prompt: strings.Repeat("x", 80), MaxTokens: 20})
+	g2 := gen(Options{Prompt: strings.Repeat("x", 80), MaxTokens: 20, Seed: 9})
+	if g1 != g2 || len(g1) != 20 {
+		t.Errorf("greedy decoding depends on the seed: %q vs %q", g1, g2)
+	}
+}
+
+// TestGreedyMatchesForward checks the first greedy token against a full forward pass of
+// the same prompt (so Generate feeds the decoder the prompt it was given).
+func TestGreedyMatchesForward(t *testing.T) {
+	dir, m := saveModel(t)
+	prompt := "package main\n"
+	var b bytes.Buffer
+	if err := Run(context.Background(), Options{Checkpoint: dir, Prompt: prompt, MaxTokens: 1}, &b); err != nil {
+		t.Fatal(err)
+	}
+	toks := make([]int32, 0, len(prompt)+1)
+	for _, c := range []byte(prompt) {
+		toks = append(toks, int32(c))
+	}
+	toks = append(toks, 0) // the target of the last position; unused
+	T := len(prompt)
+	logits, err := m.Logits(nn.Batch{B: 1, T: T, Tokens: toks}, nn.StepOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	V := int(tinyModel().PaddedVocab())
+	last := logits[(T-1)*V : T*V]
+	best := 0
+	for i := range 256 {
+		if last[i] > last[best] {
+			best = i
+		}
+	}
+	if b.Bytes()[0] != byte(best) {
+		t.Errorf("greedy token %d, forward argmax %d", b.Bytes()[0], best)
+	}
+}
+
+func TestSample(t *testing.T) {
+	logits := []float32{float32(math.Log(0.7)), float32(math.Log(0.2)), float32(math.Log(0.1)), -50}
+	probs := make([]float64, 4)
+	order := make([]int, 4)
+	counts := make([]int, 4)
+	const n = 20000
+	for i := 0; i < n; i++ {
+		counts[sample(logits, probs, order, Sampler{Temperature: 1, Seed: 5}, int64(i))]++
+	}
+	for i, want := range []float64{0.7, 0.2, 0.1, 0} {
+		if got := float64(counts[i]) / n; math.Abs(got-want) > 0.015 {
+			t.Errorf("token %d drawn %.3f of the time, want %.2f", i, got, want)
+		}
+	}
+	for i := 0; i < 100; i++ {
+		if tok := sample(logits, probs, order, Sampler{Temperature: 1, TopK: 1, Seed: 5}, int64(i)); tok != 0 {
+			t.Fatalf("top-1 sampled %d", tok)
+		}
+		if tok := sample(logits, probs, order, Sampler{Temperature: 2, TopK: 2, Seed: 5}, int64(i)); tok > 1 {
+			t.Fatalf("top-2 sampled %d", tok)
+		}
+	}
+}
+
+func TestErrors(t *testing.T) {
+	dir, _ := saveModel(t)
+	var b bytes.Buffer
+	if err := Run(context.Background(), Options{Checkpoint: t.TempDir()}, &b); diag.CodeOf(err) != diag.ErrCorruptCheckpoint {
+		t.Errorf("empty dir: %v", err)
+	}
+	if err := Run(context.Background(), Options{Checkpoint: dir, Temperature: -1}, &b); diag.CodeOf(err) != diag.ErrBadRunOption {
+		t.Errorf("negative temperature: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := Run(ctx, Options{Checkpoint: dir}, &b); err != context.Canceled {
+		t.Errorf("cancelled: %v", err)
+	}
+}

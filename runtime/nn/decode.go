@@ -1,0 +1,211 @@
+package nn
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/moec-dev/moec/compiler/program"
+)
+
+// Decoder generates incrementally: each Step feeds one token per sequence and returns the
+// next-token logits, keeping keys and values of earlier positions in a cache. It always
+// recomputes attention weights (no stochastic sharing) and routes without capacity limits,
+// so its logits equal those of Logits on the same prefix with StepOptions{} on a dropless
+// model. A Decoder belongs to one goroutine; it reads the Model's weights at each Step.
+type Decoder struct {
+	c             *core[float32]
+	batch, maxLen int
+	pos           int
+	kc, vc        [][]float32 // per layer [batch, maxLen, KV·Dh]
+	tok           []int32
+	x, h, tmp     []float32 // [batch, D]
+	xhat, rstd    []float32
+	q, k, v, o    []float32   // [batch, H·Dh] / [batch, KV·Dh]
+	qkHat, qkRstd []float32   // qk_norm scratch
+	scores        [][]float32 // per worker: 2·H·maxLen
+	ffn           []*ffnWS[float32]
+	moe           []*moeWS[float32]
+	rope          *ropeTable[float32]
+	logits        []float32 // [batch, V]
+}
+
+// NewDecoder prepares a decoder for batch sequences of up to maxLen positions.
+func (m *Model) NewDecoder(batch, maxLen int) *Decoder {
+	c := m.c
+	d := c.d
+	batch, maxLen = max(batch, 1), max(maxLen, 1)
+	dec := &Decoder{c: c, batch: batch, maxLen: maxLen, tok: make([]int32, batch),
+		x: make([]float32, batch*d.D), h: make([]float32, batch*d.D), tmp: make([]float32, batch*d.D), xhat: make([]float32, batch*d.D),
+		rstd: make([]float32, batch), q: make([]float32, batch*d.qDim), k: make([]float32, batch*d.kvDim),
+		v: make([]float32, batch*d.kvDim), o: make([]float32, batch*d.qDim), logits: make([]float32, batch*d.V)}
+	if c.cfg.Attention.QKNorm {
+		dec.qkHat, dec.qkRstd = make([]float32, batch*d.qDim), make([]float32, batch*d.H)
+	}
+	for _, l := range c.layers {
+		dec.kc = append(dec.kc, make([]float32, batch*maxLen*d.kvDim))
+		dec.vc = append(dec.vc, make([]float32, batch*maxLen*d.kvDim))
+		var mw *moeWS[float32]
+		var fw *ffnWS[float32]
+		if l.moe != nil {
+			mw = newMoEWS(d, l.moe, batch)
+		}
+		if l.dense != nil {
+			fw = newFFNWS(l.dense, batch)
+		}
+		dec.moe, dec.ffn = append(dec.moe, mw), append(dec.ffn, fw)
+	}
+	for range batch {
+		dec.scores = append(dec.scores, make([]float32, 2*d.H*maxLen))
+	}
+	if c.cfg.Position == program.Rotary {
+		base := c.cfg.RopeBase
+		if base == 0 {
+			base = 10000
+		}
+		dec.rope = newRope[float32](maxLen, d.Dh, base)
+	}
+	return dec
+}
+
+// Reset forgets every position so the decoder starts new sequences.
+func (dec *Decoder) Reset() { dec.pos = 0 }
+
+// Pos is the number of positions already fed.
+func (dec *Decoder) Pos() int { return dec.pos }
+
+// Step feeds tokens[i] to sequence i at the next position and returns batch·vocab logits
+// (vocab after padding). The returned slice is reused by the next Step.
+func (dec *Decoder) Step(tokens []int32) ([]float32, error) {
+	c, d := dec.c, dec.c.d
+	if len(tokens) != dec.batch {
+		return nil, fmt.Errorf("nn: decoder step got %d tokens for %d sequences", len(tokens), dec.batch)
+	}
+	if dec.pos >= dec.maxLen {
+		return nil, fmt.Errorf("nn: decoder is full at %d positions", dec.maxLen)
+	}
+	if d.MaxPos > 0 && dec.pos >= d.MaxPos {
+		return nil, fmt.Errorf("nn: position %d exceeds the %d learned positions", dec.pos, d.MaxPos)
+	}
+	for i, t := range tokens {
+		if t < 0 || int64(t) >= c.cfg.Vocab {
+			return nil, fmt.Errorf("nn: token %d of sequence %d is outside the vocabulary [0, %d)", t, i, c.cfg.Vocab)
+		}
+	}
+	copy(dec.tok, tokens)
+	n, pos := dec.batch, dec.pos
+	for i, id := range tokens {
+		copy(dec.x[i*d.D:(i+1)*d.D], c.embed.w[int(id)*d.D:(int(id)+1)*d.D])
+		if c.pos != nil {
+			axpy(dec.x[i*d.D:(i+1)*d.D], 1, c.pos.w[pos*d.D:(pos+1)*d.D])
+		}
+	}
+	ln := c.cfg.Norm == program.LayerNorm
+	sandwich := isSandwich(c.cfg)
+	eps := c.cfg.NormEps
+	if eps == 0 {
+		eps = 1e-6
+	}
+	for li, l := range c.layers {
+		sublayerIn(dec.h, dec.xhat, dec.rstd, dec.x, n, d.D, l.norm1, l.norm1b, ln, eps)
+		linear(dec.q, dec.h, n, l.attn.q, l.attn.qb, false)
+		linear(dec.k, dec.h, n, l.attn.k, l.attn.kb, false)
+		linear(dec.v, dec.h, n, l.attn.v, l.attn.vb, false)
+		if l.attn.qNorm != nil {
+			normFwd(dec.q, dec.qkHat, dec.qkRstd, dec.q, n*d.H, d.Dh, l.attn.qNorm, nil, false, eps)
+			normFwd(dec.k, dec.qkHat, dec.qkRstd, dec.k, n*d.KV, d.Dh, l.attn.kNorm, nil, false, eps)
+		}
+		kc, vc := dec.kc[li], dec.vc[li]
+		for i := 0; i < n; i++ {
+			if dec.rope != nil {
+				dec.rope.rotate(dec.q[i*d.qDim:(i+1)*d.qDim], d.H, pos, false)
+				dec.rope.rotate(dec.k[i*d.kvDim:(i+1)*d.kvDim], d.KV, pos, false)
+			}
+			at := (i*dec.maxLen + pos) * d.kvDim
+			copy(kc[at:at+d.kvDim], dec.k[i*d.kvDim:(i+1)*d.kvDim])
+			copy(vc[at:at+d.kvDim], dec.v[i*d.kvDim:(i+1)*d.kvDim])
+		}
+		parallel(n, func(_, lo, hi int) {
+			for i := lo; i < hi; i++ {
+				dec.attend(l, li, i)
+			}
+		})
+		target := sublayerTarget(sandwich, l.postA, dec.x, dec.tmp)
+		linear(target, dec.o, n, l.attn.o, l.attn.ob, true)
+		sublayerOut(sandwich, dec.x, dec.tmp, dec.xhat, dec.rstd, n, d.D, l.postA, l.postAb, ln, eps)
+		sublayerIn(dec.h, dec.xhat, dec.rstd, dec.x, n, d.D, l.norm2, l.norm2b, ln, eps)
+		target = sublayerTarget(sandwich, l.postF, dec.x, dec.tmp)
+		if l.moe != nil {
+			c.moeForward(l.moe, dec.moe[li], dec.h, dec.tok, target, n, routeOptions{dropless: true})
+		}
+		if l.dense != nil {
+			ffnForward(l.dense, dec.ffn[li], dec.h, target, n)
+		}
+		sublayerOut(sandwich, dec.x, dec.tmp, dec.xhat, dec.rstd, n, d.D, l.postF, l.postFb, ln, eps)
+	}
+	hF := dec.x
+	if c.normF != nil {
+		normFwd(dec.h, dec.xhat, dec.rstd, dec.x, n, d.D, c.normF, c.normFb, ln, eps)
+		hF = dec.h
+	}
+	head := c.head
+	if head == nil {
+		head = c.embed
+	}
+	linear(dec.logits, hF, n, head, nil, false)
+	dec.pos++
+	return dec.logits, nil
+}
+
+// attend computes sequence i's attention output at the current position from the cache.
+func (dec *Decoder) attend(l *layer[float32], li, i int) {
+	d := dec.c.d
+	pos := dec.pos
+	lo, hi := validRange(pos, d.Window)
+	span := hi - lo
+	sc := dec.scores[i][:d.H*span]
+	mix := dec.scores[i][d.H*dec.maxLen : d.H*dec.maxLen+d.H*span]
+	scale := float32(1 / math.Sqrt(float64(d.Dh)))
+	kc, vc := dec.kc[li][i*dec.maxLen*d.kvDim:], dec.vc[li][i*dec.maxLen*d.kvDim:]
+	for h := 0; h < d.H; h++ {
+		g := h / d.headsPerKV
+		qh := dec.q[i*d.qDim+h*d.Dh : i*d.qDim+(h+1)*d.Dh]
+		for j := lo; j < hi; j++ {
+			sc[h*span+j-lo] = scale * dot(qh, kc[j*d.kvDim+g*d.Dh:j*d.kvDim+(g+1)*d.Dh])
+		}
+	}
+	probs := sc
+	if l.attn.thPre != nil {
+		mixHeads(mix, sc, l.attn.thPre.w, d.H, span)
+		probs = mix
+	}
+	for h := 0; h < d.H; h++ {
+		var sink float32
+		if l.attn.sinks != nil {
+			sink = l.attn.sinks.w[h]
+		}
+		softmaxRowSink(probs[h*span:(h+1)*span], 0, span, l.attn.sinks != nil, sink)
+	}
+	if l.attn.thPost != nil {
+		mixHeads(sc, probs, l.attn.thPost.w, d.H, span)
+		probs = sc
+	}
+	o := dec.o[i*d.qDim : (i+1)*d.qDim]
+	clear(o)
+	for h := 0; h < d.H; h++ {
+		g := h / d.headsPerKV
+		oh := o[h*d.Dh : (h+1)*d.Dh]
+		for j := lo; j < hi; j++ {
+			axpy(oh, probs[h*span+j-lo], vc[j*d.kvDim+g*d.Dh:j*d.kvDim+(g+1)*d.Dh])
+		}
+	}
+}
+
+// mixHeads sets dst[h] = Σ_h' w[h,h']·src[h'] for rows of length span.
+func mixHeads(dst, src, w []float32, heads, span int) {
+	clear(dst[:heads*span])
+	for h := 0; h < heads; h++ {
+		for g := 0; g < heads; g++ {
+			axpy(dst[h*span:(h+1)*span], w[h*heads+g], src[g*span:(g+1)*span])
+		}
+	}
+}

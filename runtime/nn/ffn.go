@@ -1,0 +1,47 @@
+package nn
+
+// ffnWS holds one feed-forward network's activations for up to n rows.
+type ffnWS[F Float] struct {
+	a, u, h []F // pre-activation, gated branch (nil when not gated), activated
+}
+
+func newFFNWS[F Float](f *ffnParams[F], n int) *ffnWS[F] {
+	w := &ffnWS[F]{a: make([]F, n*f.hidden), h: make([]F, n*f.hidden)}
+	if f.up != nil {
+		w.u = make([]F, n*f.hidden)
+	}
+	return w
+}
+
+// ffnForward adds second(act(first·x) [· up·x]) to y for n rows of x.
+func ffnForward[F Float](f *ffnParams[F], w *ffnWS[F], x, y []F, n int) {
+	m := n * f.hidden
+	linear(w.a[:m], x, n, f.first, f.firstB, false)
+	var u []F
+	if f.up != nil {
+		u = w.u[:m]
+		linear(u, x, n, f.up, f.upB, false)
+	}
+	activate(f.act, w.h[:m], w.a[:m], u)
+	linear(y, w.h[:m], n, f.second, f.secondB, true)
+}
+
+// ffnBackward accumulates the weight gradients and adds the gradient of x to dx (or
+// overwrites dx when accumulate is false). It consumes w: the activations are overwritten
+// by their gradients, since each forward is followed by at most one backward.
+func ffnBackward[F Float](f *ffnParams[F], w *ffnWS[F], x, dy, dx []F, n int, accumulate bool) {
+	m := n * f.hidden
+	h := w.h[:m]
+	// linearBack forms dW from h before it overwrites h with dh.
+	linearBack(h, dy, h, n, f.second, f.secondB, false)
+	var u []F
+	if f.up != nil {
+		u = w.u[:m]
+	}
+	a := w.a[:m]
+	activateBack(f.act, a, u, h, a, u)
+	linearBack(dx, a, x, n, f.first, f.firstB, accumulate)
+	if f.up != nil {
+		linearBack(dx, u, x, n, f.up, f.upB, true)
+	}
+}

@@ -1,0 +1,82 @@
+package nn
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/moec-dev/moec/compiler/program"
+	"golang.org/x/tools/txtar"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/params.txtar")
+
+// TestParamsGolden pins the parameter names, shapes and order: they are the checkpoint
+// contract with the trainer (and with anyone loading the safetensors files).
+func TestParamsGolden(t *testing.T) {
+	configs := []struct {
+		name string
+		mk   func() *program.Model
+	}{
+		{"dense", tinyDense},
+		{"moe", func() *program.Model {
+			m := tinyMoE()
+			m.Layers, m.MoE.Every, m.MoE.SharedExperts = 2, 2, 1
+			m.Attention.TalkingHeads, m.Attention.QKNorm, m.Attention.Sinks = true, true, true
+			return m
+		}},
+		{"sandwich_norm", func() *program.Model {
+			m := tinyDense()
+			m.Layers, m.NormPlacement, m.Norm = 1, program.SandwichNorm, program.LayerNorm
+			return m
+		}},
+		{"post_norm", func() *program.Model {
+			m := tinyDense()
+			m.Layers, m.NormPlacement, m.FinalNorm = 1, program.PostNorm, false
+			return m
+		}},
+		{"hunyuan_style", func() *program.Model {
+			m := tinyMoE()
+			m.Norm, m.Position, m.MaxPosition, m.TieEmbeddings = program.LayerNorm, program.Learned, 8, true
+			m.FFN.Activation, m.MoE.Activation, m.MoE.TopK = program.GELU, program.GELU, 1
+			m.MoE.Router, m.MoE.RouterDim, m.MoE.RouterBias = program.RouteTokenEmbedding, 4, true
+			m.Attention.BiasQKV, m.Attention.BiasOut = true, true
+			return m
+		}},
+	}
+	var got txtar.Archive
+	got.Comment = []byte("Parameter names and shapes, in Params() order. Rewrite with go test ./runtime/nn -run ParamsGolden -update.\n")
+	for _, c := range configs {
+		m, err := New(c.mk(), 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		for _, p := range m.Params() {
+			fmt.Fprintf(&buf, "%s %v\n", p.Name, p.Shape)
+		}
+		got.Files = append(got.Files, txtar.File{Name: c.name, Data: buf.Bytes()})
+	}
+	path := filepath.Join("testdata", "params.txtar")
+	if *update {
+		if err := os.WriteFile(path, txtar.Format(&got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := txtar.ParseFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	if len(want.Files) != len(got.Files) {
+		t.Fatalf("golden has %d sections, want %d; run with -update", len(want.Files), len(got.Files))
+	}
+	for i, f := range got.Files {
+		if want.Files[i].Name != f.Name || !bytes.Equal(want.Files[i].Data, f.Data) {
+			t.Errorf("section %s differs from the golden file (run with -update and review the diff):\n%s", f.Name, f.Data)
+		}
+	}
+}

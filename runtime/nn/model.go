@@ -1,0 +1,505 @@
+package nn
+
+import (
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/runtime/blas"
+	"github.com/moec-dev/moec/runtime/rng"
+)
+
+// Float is the element type the kernels are instantiated with.
+type Float = blas.Float
+
+// Param is one trainable tensor: row-major weights and their accumulated gradient.
+// Projection shapes are [out, in] as in Hugging Face checkpoints.
+type Param struct {
+	Name  string
+	Shape []int
+	W, G  []float32
+}
+
+// tensor is a parameter inside the generic core.
+type tensor[F Float] struct {
+	name  string
+	shape []int
+	w, g  []F
+}
+
+// dims are the sizes every kernel needs, resolved once from program.Model.
+type dims struct {
+	V, D, L     int // padded vocabulary, model width, layers
+	H, KV, Dh   int // query heads, key/value heads, head width
+	MaxPos      int // learned position rows (0 when positions are not learned)
+	Window      int // sliding window (0 = full causal)
+	E, K        int // routed experts and experts per token (0 for dense models)
+	Hidden      int // dense FFN width
+	EHidden     int // routed expert width
+	SHidden     int // shared expert width
+	Shared      int // shared experts per MoE layer
+	RouterIn    int // width of what the router reads
+	headsPerKV  int
+	qDim, kvDim int // H*Dh and KV*Dh
+}
+
+// ffnParams is one feed-forward network: a dense FFN, a routed expert or a shared expert.
+// first is the matrix whose output goes through the activation (gate_proj/w1 when gated,
+// up_proj/w1 otherwise); up is the gated branch's linear matrix (nil when not gated).
+type ffnParams[F Float] struct {
+	act               program.Activation
+	hidden            int
+	first, up, second *tensor[F] // second is down_proj/w2
+	firstB, upB       *tensor[F] // biases, nil without ffn.bias / moe.expert_bias
+	secondB           *tensor[F]
+}
+
+type attnParams[F Float] struct {
+	q, k, v, o     *tensor[F]
+	qb, kb, vb, ob *tensor[F] // nil without biases
+	thPre, thPost  *tensor[F] // talking heads [H,H], nil when off
+	qNorm, kNorm   *tensor[F] // RMSNorm scales over head_dim, nil without qk_norm
+	sinks          *tensor[F] // per-head sink logits [H], nil when off
+}
+
+type moeParams[F Float] struct {
+	gate, gateB *tensor[F] // router [E, RouterIn] and its optional bias [E]
+	routerEmbed *tensor[F] // [V, RouterIn] for token-embedding routing, else nil
+	// w1, w3, w2 hold all experts contiguously ([E,h,D], [E,h,D], [E,D,h]) so one backing
+	// array serves the grouped products; the experts' tensors are slices of them.
+	w1, w3, w2 *tensor[F]
+	experts    []*ffnParams[F]
+	shared     []*ffnParams[F]
+}
+
+type layer[F Float] struct {
+	// norm1/norm2 normalise the attention/FFN input (pre and sandwich placement); postA/
+	// postF normalise their output (sandwich) or the residual sum (post). Biases only for
+	// layernorm; nil where the placement has no such norm.
+	norm1, norm1b, norm2, norm2b *tensor[F]
+	postA, postAb, postF, postFb *tensor[F]
+	attn                         attnParams[F]
+	dense                        *ffnParams[F] // nil in MoE layers unless parallel_dense
+	moe                          *moeParams[F] // nil in dense layers
+}
+
+// core is the generic model: parameters plus the buffers of the last (B, T) it ran.
+type core[F Float] struct {
+	cfg    *program.Model
+	d      dims
+	embed  *tensor[F]
+	pos    *tensor[F] // learned positions, else nil
+	normF  *tensor[F] // final norm, nil when FinalNorm is false
+	normFb *tensor[F]
+	head   *tensor[F] // lm_head; nil when tied (the embedding is used)
+	layers []*layer[F]
+	params []*tensor[F]
+	ws     *workspace[F]
+}
+
+// Model is a trainable float32 model.
+type Model struct {
+	c      *core[float32]
+	params []*Param
+}
+
+// New checks that the runtime computes everything m describes and initialises weights:
+// normal(0, 0.02) for matrices, with output projections scaled by 1/sqrt(2·layers) as GPT-2
+// does so the residual stream does not grow with depth; ones for norm scales; zeros for
+// biases. Initialisation draws from rng.PurposeInit streams keyed by the parameter's index.
+func New(m *program.Model, seed int64) (*Model, error) {
+	c, err := newCore[float32](m, seed)
+	if err != nil {
+		return nil, err
+	}
+	out := &Model{c: c}
+	for _, t := range c.params {
+		out.params = append(out.params, &Param{Name: t.name, Shape: t.shape, W: t.w, G: t.g})
+	}
+	return out, nil
+}
+
+// Config returns the model description the Model was built from.
+func (m *Model) Config() *program.Model { return m.c.cfg }
+
+// Params lists every trainable tensor exactly once, in a stable order (embedding, layers in
+// order, final norm, head). A tied head is not listed: its weights are the embedding's.
+func (m *Model) Params() []*Param { return m.params }
+
+// ZeroGrad clears every accumulated gradient.
+func (m *Model) ZeroGrad() { m.c.zeroGrad() }
+
+func (c *core[F]) zeroGrad() {
+	for _, t := range c.params {
+		clear(t.g)
+	}
+}
+
+// checkSupported refuses what the runtime does not compute, naming the feature.
+func checkSupported(m *program.Model) error {
+	a := m.Attention
+	unsupported := []struct {
+		on      bool
+		feature string
+	}{
+		{m.Encoder > 0, "encoder-decoder models (encoder layers)"},
+		{a.MLA || a.KVLoraRank > 0, "multi-head latent attention (MLA)"},
+		{a.ShareKV > 1, "cross-layer KV sharing (attention.share_kv)"},
+		{m.Position == program.Relative, "relative position bias (position = relative)"},
+		{m.NormPlacement != "" && m.NormPlacement != program.PreNorm && m.NormPlacement != program.PostNorm &&
+			m.NormPlacement != program.SandwichNorm, fmt.Sprintf("norm placement %q", m.NormPlacement)},
+		{m.MTPDepth > 0, "multi-token prediction (mtp_depth)"},
+	}
+	if moe := m.MoE; moe != nil && moe.Experts > 0 {
+		unsupported = append(unsupported, []struct {
+			on      bool
+			feature string
+		}{
+			{moe.AuxFreeBias > 0, "auxiliary-loss-free bias balancing (moe.aux_free_bias)"},
+			{moe.Groups > 0, "node-limited group routing (moe.groups)"},
+			{moe.EncoderMoE, "encoder MoE layers"},
+		}...)
+	}
+	for _, u := range unsupported {
+		if u.on {
+			return &UnsupportedError{Feature: u.feature}
+		}
+	}
+	return nil
+}
+
+func resolveDims(m *program.Model) (dims, error) {
+	a := m.Attention
+	d := dims{V: int(m.PaddedVocab()), D: int(m.DModel), L: m.Layers, H: a.Heads, KV: a.KVHeads,
+		Dh: int(a.HeadDim), Window: int(a.Window), Hidden: int(m.FFN.Hidden)}
+	if d.KV == 0 {
+		d.KV = d.H
+	}
+	if d.Dh == 0 && d.H > 0 {
+		d.Dh = d.D / d.H
+	}
+	var errs []error
+	if d.V <= 0 || d.D <= 0 || d.L <= 0 || d.H <= 0 || d.Dh <= 0 {
+		errs = append(errs, fmt.Errorf("vocab %d, d_model %d, layers %d, heads %d and head_dim %d must all be positive", d.V, d.D, d.L, d.H, d.Dh))
+	}
+	if d.KV <= 0 || d.H%max(d.KV, 1) != 0 {
+		errs = append(errs, fmt.Errorf("kv_heads %d must divide heads %d", d.KV, d.H))
+	}
+	if m.Position == program.Rotary && d.Dh%2 != 0 {
+		errs = append(errs, fmt.Errorf("rotary positions need an even head_dim, got %d", d.Dh))
+	}
+	if m.Position == program.Learned {
+		d.MaxPos = int(m.MaxPosition)
+		if d.MaxPos <= 0 {
+			d.MaxPos = int(m.SeqLen)
+		}
+		if d.MaxPos <= 0 {
+			errs = append(errs, errors.New("learned positions need max_position or seq_len"))
+		}
+	}
+	if !knownActivation(m.FFN.Activation) {
+		errs = append(errs, fmt.Errorf("unknown FFN activation %q", m.FFN.Activation))
+	}
+	if m.Norm != program.RMSNorm && m.Norm != program.LayerNorm {
+		errs = append(errs, fmt.Errorf("unknown norm %q", m.Norm))
+	}
+	if moe := m.MoE; moe != nil && moe.Experts > 0 {
+		d.E, d.K, d.Shared = moe.Experts, moe.TopK, moe.SharedExperts
+		d.EHidden = int(moe.ExpertHidden)
+		if d.EHidden == 0 {
+			d.EHidden = d.Hidden
+		}
+		d.SHidden = int(moe.SharedHidden)
+		if d.SHidden == 0 {
+			d.SHidden = d.EHidden
+		}
+		d.RouterIn = d.D
+		if moe.Router == program.RouteTokenEmbedding && moe.RouterDim > 0 {
+			d.RouterIn = int(moe.RouterDim)
+		}
+		if d.K <= 0 || d.K > d.E {
+			errs = append(errs, fmt.Errorf("top_k %d must be in [1, experts %d]", d.K, d.E))
+		}
+		if d.EHidden <= 0 {
+			errs = append(errs, fmt.Errorf("expert_hidden must be positive, got %d", d.EHidden))
+		}
+		if !knownActivation(expertActivation(m)) {
+			errs = append(errs, fmt.Errorf("unknown expert activation %q", expertActivation(m)))
+		}
+		if moe.Score != program.Softmax && moe.Score != program.Sigmoid {
+			errs = append(errs, fmt.Errorf("unknown router score %q", moe.Score))
+		}
+		if moe.Router != program.RouteHidden && moe.Router != program.RouteTokenEmbedding && moe.Router != "" {
+			errs = append(errs, fmt.Errorf("unknown router input %q", moe.Router))
+		}
+	}
+	for i := 0; i < d.L; i++ {
+		if !m.IsMoELayer(i) && d.Hidden <= 0 {
+			errs = append(errs, fmt.Errorf("dense layer %d needs ffn.hidden > 0", i))
+			break
+		}
+	}
+	d.headsPerKV = d.H / max(d.KV, 1)
+	d.qDim, d.kvDim = d.H*d.Dh, d.KV*d.Dh
+	if err := errors.Join(errs...); err != nil {
+		return d, fmt.Errorf("nn: model %s: %w", m.Name, err)
+	}
+	return d, nil
+}
+
+func knownActivation(a program.Activation) bool {
+	switch a {
+	case program.ReLU, program.GELU, program.SiLU, program.SwiGLU, program.GeGLU:
+		return true
+	}
+	return false
+}
+
+func expertActivation(m *program.Model) program.Activation {
+	if m.MoE != nil && m.MoE.Activation != "" {
+		return m.MoE.Activation
+	}
+	return m.FFN.Activation
+}
+
+// initKind says how a tensor starts.
+type initKind int
+
+const (
+	initNormal initKind = iota
+	initResidual
+	initOnes
+	initZeros
+	initIdentity // talking-heads mixing starts as the identity: plain attention
+)
+
+// builder creates tensors in parameter order and draws their initial values.
+type builder[F Float] struct {
+	seed   int64
+	c      *core[F]
+	layers int
+}
+
+func (b *builder[F]) add(name string, kind initKind, listed bool, shape ...int) *tensor[F] {
+	n := 1
+	for _, s := range shape {
+		n *= s
+	}
+	t := &tensor[F]{name: name, shape: shape, w: make([]F, n), g: make([]F, n)}
+	b.fill(t, kind, len(b.c.params))
+	if listed {
+		b.c.params = append(b.c.params, t)
+	}
+	return t
+}
+
+func (b *builder[F]) fill(t *tensor[F], kind initKind, index int) {
+	switch kind {
+	case initOnes:
+		for i := range t.w {
+			t.w[i] = 1
+		}
+	case initIdentity:
+		n := t.shape[0]
+		for i := 0; i < n; i++ {
+			t.w[i*n+i] = 1
+		}
+	case initNormal, initResidual:
+		std := 0.02
+		if kind == initResidual {
+			std /= math.Sqrt(2 * float64(b.layers))
+		}
+		s := rng.New(rng.Key(b.seed, 0, index, rng.PurposeInit))
+		for i := range t.w {
+			t.w[i] = F(std * s.Normal())
+		}
+	}
+}
+
+// slice makes a listed tensor that views part of a contiguous buffer.
+func (b *builder[F]) slice(all *tensor[F], name string, off int, shape ...int) *tensor[F] {
+	n := 1
+	for _, s := range shape {
+		n *= s
+	}
+	t := &tensor[F]{name: name, shape: shape, w: all.w[off : off+n : off+n], g: all.g[off : off+n : off+n]}
+	b.c.params = append(b.c.params, t)
+	return t
+}
+
+func newCore[F Float](m *program.Model, seed int64) (*core[F], error) {
+	if m == nil {
+		return nil, errors.New("nn: nil model")
+	}
+	if err := checkSupported(m); err != nil {
+		return nil, err
+	}
+	d, err := resolveDims(m)
+	if err != nil {
+		return nil, err
+	}
+	c := &core[F]{cfg: m, d: d}
+	b := &builder[F]{seed: seed, c: c, layers: d.L}
+	ln := m.Norm == program.LayerNorm
+	c.embed = b.add("model.embed_tokens.weight", initNormal, true, d.V, d.D)
+	if d.MaxPos > 0 {
+		c.pos = b.add("model.embed_positions.weight", initNormal, true, d.MaxPos, d.D)
+	}
+	for i := 0; i < d.L; i++ {
+		p := fmt.Sprintf("model.layers.%d.", i)
+		l := &layer[F]{}
+		if placement(m) != program.PostNorm {
+			l.norm1, l.norm1b = b.norm(p+"input_layernorm", ln)
+		}
+		a := &l.attn
+		a.q = b.add(p+"self_attn.q_proj.weight", initNormal, true, d.qDim, d.D)
+		if m.Attention.BiasQKV {
+			a.qb = b.add(p+"self_attn.q_proj.bias", initZeros, true, d.qDim)
+		}
+		a.k = b.add(p+"self_attn.k_proj.weight", initNormal, true, d.kvDim, d.D)
+		if m.Attention.BiasQKV {
+			a.kb = b.add(p+"self_attn.k_proj.bias", initZeros, true, d.kvDim)
+		}
+		a.v = b.add(p+"self_attn.v_proj.weight", initNormal, true, d.kvDim, d.D)
+		if m.Attention.BiasQKV {
+			a.vb = b.add(p+"self_attn.v_proj.bias", initZeros, true, d.kvDim)
+		}
+		a.o = b.add(p+"self_attn.o_proj.weight", initResidual, true, d.D, d.qDim)
+		if m.Attention.BiasOut {
+			a.ob = b.add(p+"self_attn.o_proj.bias", initZeros, true, d.D)
+		}
+		if m.Attention.QKNorm {
+			a.qNorm = b.add(p+"self_attn.q_norm.weight", initOnes, true, d.Dh)
+			a.kNorm = b.add(p+"self_attn.k_norm.weight", initOnes, true, d.Dh)
+		}
+		if m.Attention.Sinks {
+			a.sinks = b.add(p+"self_attn.sinks", initZeros, true, d.H)
+		}
+		if m.Attention.TalkingHeads {
+			a.thPre = b.add(p+"self_attn.talking_heads_pre.weight", initIdentity, true, d.H, d.H)
+			a.thPost = b.add(p+"self_attn.talking_heads_post.weight", initIdentity, true, d.H, d.H)
+		}
+		// Names follow Llama for pre-norm (its post_attention_layernorm is the FFN's input
+		// norm) and Gemma 2 for sandwich norm (four norms per layer).
+		switch placement(m) {
+		case program.PreNorm:
+			l.norm2, l.norm2b = b.norm(p+"post_attention_layernorm", ln)
+		case program.SandwichNorm:
+			l.postA, l.postAb = b.norm(p+"post_attention_layernorm", ln)
+			l.norm2, l.norm2b = b.norm(p+"pre_feedforward_layernorm", ln)
+		case program.PostNorm:
+			l.postA, l.postAb = b.norm(p+"post_attention_layernorm", ln)
+		}
+		moeLayer := m.IsMoELayer(i)
+		if !moeLayer || m.MoE.ParallelDense {
+			// A residual-MoE layer keeps its dense FFN next to the experts.
+			l.dense = b.ffn(p+"mlp.", m.FFN.Activation, d.Hidden, m.FFN.Bias, "gate_proj", "up_proj", "down_proj", "up_proj")
+		}
+		if moeLayer {
+			l.moe = b.moe(p+"block_sparse_moe.", m)
+		}
+		if placement(m) != program.PreNorm {
+			l.postF, l.postFb = b.norm(p+"post_feedforward_layernorm", ln)
+		}
+		c.layers = append(c.layers, l)
+	}
+	if m.FinalNorm {
+		c.normF = b.add("model.norm.weight", initOnes, true, d.D)
+		if ln {
+			c.normFb = b.add("model.norm.bias", initZeros, true, d.D)
+		}
+	}
+	if !m.TieEmbeddings {
+		c.head = b.add("lm_head.weight", initNormal, true, d.V, d.D)
+	}
+	return c, nil
+}
+
+// ffn creates a feed-forward network's matrices under the given names: gate, up and down
+// when gated; plain (up_proj for a dense FFN, w1 for an expert) and down when not.
+func (b *builder[F]) ffn(prefix string, act program.Activation, hidden int, bias bool, gate, up, down, plain string) *ffnParams[F] {
+	d := b.c.d.D
+	f := &ffnParams[F]{act: act, hidden: hidden}
+	if act.Gated() {
+		f.first, f.firstB = b.weightBias(prefix+gate, initNormal, bias, hidden, d)
+		f.up, f.upB = b.weightBias(prefix+up, initNormal, bias, hidden, d)
+	} else {
+		f.first, f.firstB = b.weightBias(prefix+plain, initNormal, bias, hidden, d)
+	}
+	f.second, f.secondB = b.weightBias(prefix+down, initResidual, bias, d, hidden)
+	return f
+}
+
+// weightBias adds name.weight [out, in] and, when bias, name.bias [out].
+func (b *builder[F]) weightBias(name string, kind initKind, bias bool, out, in int) (*tensor[F], *tensor[F]) {
+	w := b.add(name+".weight", kind, true, out, in)
+	if !bias {
+		return w, nil
+	}
+	return w, b.add(name+".bias", initZeros, true, out)
+}
+
+func (b *builder[F]) moe(prefix string, m *program.Model) *moeParams[F] {
+	d := b.c.d
+	mp := &moeParams[F]{}
+	mp.gate = b.add(prefix+"gate.weight", initNormal, true, d.E, d.RouterIn)
+	if m.MoE.RouterBias {
+		mp.gateB = b.add(prefix+"gate.bias", initZeros, true, d.E)
+	}
+	if m.MoE.Router == program.RouteTokenEmbedding {
+		mp.routerEmbed = b.add(prefix+"router_embed.weight", initNormal, true, d.V, d.RouterIn)
+	}
+	act := expertActivation(m)
+	h := d.EHidden
+	// The contiguous buffers are not listed themselves; each expert's slices are. They are
+	// still drawn per expert slice (below) so an expert's start does not depend on E.
+	mp.w1 = b.add(prefix+"experts.w1", initZeros, false, d.E, h, d.D)
+	if act.Gated() {
+		mp.w3 = b.add(prefix+"experts.w3", initZeros, false, d.E, h, d.D)
+	}
+	mp.w2 = b.add(prefix+"experts.w2", initZeros, false, d.E, d.D, h)
+	for e := 0; e < d.E; e++ {
+		ep := fmt.Sprintf("%sexperts.%d.", prefix, e)
+		f := &ffnParams[F]{act: act, hidden: h}
+		f.first = b.slice(mp.w1, ep+"w1.weight", e*h*d.D, h, d.D)
+		b.fill(f.first, initNormal, len(b.c.params)-1)
+		if m.MoE.ExpertBias {
+			f.firstB = b.add(ep+"w1.bias", initZeros, true, h)
+		}
+		f.second = b.slice(mp.w2, ep+"w2.weight", e*h*d.D, d.D, h)
+		b.fill(f.second, initResidual, len(b.c.params)-1)
+		if m.MoE.ExpertBias {
+			f.secondB = b.add(ep+"w2.bias", initZeros, true, d.D)
+		}
+		if act.Gated() {
+			f.up = b.slice(mp.w3, ep+"w3.weight", e*h*d.D, h, d.D)
+			b.fill(f.up, initNormal, len(b.c.params)-1)
+			if m.MoE.ExpertBias {
+				f.upB = b.add(ep+"w3.bias", initZeros, true, h)
+			}
+		}
+		mp.experts = append(mp.experts, f)
+	}
+	for s := 0; s < d.Shared; s++ {
+		mp.shared = append(mp.shared, b.ffn(fmt.Sprintf("%sshared_experts.%d.", prefix, s), act, d.SHidden, m.MoE.ExpertBias, "w1", "w3", "w2", "w1"))
+	}
+	return mp
+}
+
+// placement is the model's norm placement, pre-norm when unset.
+func placement(m *program.Model) program.NormPlacement {
+	if m.NormPlacement == "" {
+		return program.PreNorm
+	}
+	return m.NormPlacement
+}
+
+// norm adds a norm's scale (ones) and, for layernorm, its bias (zeros).
+func (b *builder[F]) norm(name string, layerNorm bool) (*tensor[F], *tensor[F]) {
+	w := b.add(name+".weight", initOnes, true, b.c.d.D)
+	if !layerNorm {
+		return w, nil
+	}
+	return w, b.add(name+".bias", initZeros, true, b.c.d.D)
+}

@@ -1,0 +1,356 @@
+package nn
+
+import (
+	"math"
+
+	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/runtime/blas"
+)
+
+// moeWS holds one MoE layer's routing and expert activations for up to n tokens.
+type moeWS[F Float] struct {
+	rIn     []F     // [n, RouterIn] gathered router embeddings (token-embedding routing)
+	z, s    []F     // [n, E] router logits and scores
+	lse     []F     // [n] log-sum-exp of z (z-loss)
+	idx     []int32 // [n, K] chosen experts, best first
+	gate    []F     // [n, K] combine weights after renormalisation
+	rowOf   []int32 // [n, K] row of the assignment in the expert-sorted buffers, -1 if dropped
+	rowTok  []int32 // [n·K] token of each sorted row
+	routed  []int   // [E] assignments before capacity
+	cursor  []int   // [E] next free sorted row of each expert while dispatching
+	fe      []float64
+	kept    []int // [E] assignments the expert processed
+	offs    []int // [E+1] first sorted row of each expert
+	xs, out []F   // [n·K, D] expert inputs and outputs, sorted by expert
+	ex      ffnWS[F]
+	shared  []*ffnWS[F]
+	ds      []F // [n, E] gradient of the scores
+	dg      []F // [n, K] gradient of the gates
+	dr      []F // [n, RouterIn]
+
+	balance, zloss float64
+	dropped        int
+}
+
+func newMoEWS[F Float](d dims, mp *moeParams[F], n int) *moeWS[F] {
+	nk := n * d.K
+	w := &moeWS[F]{
+		z: make([]F, n*d.E), s: make([]F, n*d.E), lse: make([]F, n), ds: make([]F, n*d.E),
+		idx: make([]int32, nk), gate: make([]F, nk), rowOf: make([]int32, nk), rowTok: make([]int32, nk),
+		dg: make([]F, nk), routed: make([]int, d.E), cursor: make([]int, d.E), fe: make([]float64, d.E), kept: make([]int, d.E), offs: make([]int, d.E+1),
+		xs: make([]F, nk*d.D), out: make([]F, nk*d.D), dr: make([]F, n*d.RouterIn),
+	}
+	if mp.routerEmbed != nil {
+		w.rIn = make([]F, n*d.RouterIn)
+	}
+	w.ex = *newFFNWS(mp.experts[0], nk)
+	for _, s := range mp.shared {
+		w.shared = append(w.shared, newFFNWS(s, n))
+	}
+	return w
+}
+
+// routeOptions fixes the discrete choices of one MoE forward.
+type routeOptions struct {
+	dropless bool // ignore capacity_factor (generation)
+}
+
+// moeForward routes n tokens (hidden state x, token ids tok), runs the chosen experts on
+// their tokens only and adds the weighted combination, plus shared experts, to y.
+func (c *core[F]) moeForward(mp *moeParams[F], w *moeWS[F], x []F, tok []int32, y []F, n int, ro routeOptions) {
+	d := c.d
+	cfg := c.cfg.MoE
+	r := x
+	if mp.routerEmbed != nil {
+		r = w.rIn[:n*d.RouterIn]
+		for t := 0; t < n; t++ {
+			copy(r[t*d.RouterIn:(t+1)*d.RouterIn], mp.routerEmbed.w[int(tok[t])*d.RouterIn:])
+		}
+	}
+	z, s := w.z[:n*d.E], w.s[:n*d.E]
+	linear(z, r, n, mp.gate, mp.gateB, false)
+	clear(w.routed)
+	clear(w.kept)
+	w.balance, w.zloss, w.dropped = 0, 0, 0
+	for t := 0; t < n; t++ {
+		zt, st := z[t*d.E:(t+1)*d.E], s[t*d.E:(t+1)*d.E]
+		mx := math.Inf(-1)
+		for _, v := range zt {
+			mx = math.Max(mx, float64(v))
+		}
+		var sum float64
+		for _, v := range zt {
+			sum += math.Exp(float64(v) - mx)
+		}
+		lse := mx + math.Log(sum)
+		w.lse[t] = F(lse)
+		w.zloss += lse * lse
+		for e, v := range zt {
+			if cfg.Score == program.Sigmoid {
+				st[e] = F(1 / (1 + math.Exp(-float64(v))))
+			} else {
+				st[e] = F(math.Exp(float64(v) - lse))
+			}
+		}
+		idx, gate := w.idx[t*d.K:(t+1)*d.K], w.gate[t*d.K:(t+1)*d.K]
+		topK(st, idx)
+		var gs F
+		for j, e := range idx {
+			gate[j] = st[e]
+			gs += st[e]
+			w.routed[e]++
+		}
+		if cfg.Normalize {
+			for j := range gate {
+				gate[j] /= gs
+			}
+		}
+	}
+	w.zloss /= float64(n)
+	// Capacity: first choices of all tokens are placed before second choices, in token
+	// order, so a token loses its less preferred experts first (GShard's priority).
+	capacity := n * d.K
+	if !ro.dropless && !cfg.Dropless() {
+		capacity = int(math.Ceil(cfg.CapacityFactor * float64(n*d.K) / float64(d.E)))
+	}
+	for j := 0; j < d.K; j++ {
+		for t := 0; t < n; t++ {
+			e := w.idx[t*d.K+j]
+			if w.kept[e] < capacity {
+				w.kept[e]++
+				w.rowOf[t*d.K+j] = 0
+			} else {
+				w.rowOf[t*d.K+j] = -1
+				w.dropped++
+			}
+		}
+	}
+	w.offs[0] = 0
+	for e := 0; e < d.E; e++ {
+		w.offs[e+1] = w.offs[e] + w.kept[e]
+	}
+	var bal float64
+	for e := 0; e < d.E; e++ {
+		var pe float64
+		for t := 0; t < n; t++ {
+			pe += float64(s[t*d.E+e])
+		}
+		bal += float64(w.routed[e]) / float64(n*d.K) * pe / float64(n)
+	}
+	w.balance = float64(d.E) * bal
+	cursor := w.cursor
+	copy(cursor, w.offs[:d.E])
+	for t := 0; t < n; t++ {
+		for j := 0; j < d.K; j++ {
+			if w.rowOf[t*d.K+j] < 0 {
+				continue
+			}
+			e := w.idx[t*d.K+j]
+			row := cursor[e]
+			cursor[e]++
+			w.rowOf[t*d.K+j] = int32(row)
+			w.rowTok[row] = int32(t)
+			copy(w.xs[row*d.D:(row+1)*d.D], x[t*d.D:(t+1)*d.D])
+		}
+	}
+	clear(w.out[:w.offs[d.E]*d.D]) // ffnForward adds its output
+	parallel(d.E, func(_, lo, hi int) {
+		for e := lo; e < hi; e++ {
+			r0, r1 := w.offs[e], w.offs[e+1]
+			if r0 == r1 {
+				continue
+			}
+			ffnForward(mp.experts[e], c.expertWS(w, r0, r1), w.xs[r0*d.D:r1*d.D], w.out[r0*d.D:r1*d.D], r1-r0)
+		}
+	})
+	parallel(n, func(_, lo, hi int) {
+		for t := lo; t < hi; t++ {
+			yt := y[t*d.D : (t+1)*d.D]
+			for j := 0; j < d.K; j++ {
+				if row := w.rowOf[t*d.K+j]; row >= 0 {
+					axpy(yt, w.gate[t*d.K+j], w.out[int(row)*d.D:(int(row)+1)*d.D])
+				}
+			}
+		}
+	})
+	for i, sp := range mp.shared {
+		ffnForward(sp, w.shared[i], x, y, n)
+	}
+}
+
+// expertWS is the window of the sorted expert activations that rows [r0, r1) use.
+func (c *core[F]) expertWS(w *moeWS[F], r0, r1 int) *ffnWS[F] {
+	h := c.d.EHidden
+	v := &ffnWS[F]{a: w.ex.a[r0*h : r1*h], h: w.ex.h[r0*h : r1*h]}
+	if w.ex.u != nil {
+		v.u = w.ex.u[r0*h : r1*h]
+	}
+	return v
+}
+
+// topK writes the indices of the len(idx) largest scores, best first; ties go to the lower
+// index, so the choice is deterministic.
+func topK[F Float](s []F, idx []int32) {
+	for j := range idx {
+		best := -1
+		for e, v := range s {
+			taken := false
+			for _, p := range idx[:j] {
+				if int(p) == e {
+					taken = true
+					break
+				}
+			}
+			if !taken && (best < 0 || v > s[best]) {
+				best = e
+			}
+		}
+		idx[j] = int32(best)
+	}
+}
+
+// moeBackward takes dy (gradient of the layer output) and writes the gradient of the hidden
+// input x into dx (overwriting it), accumulating expert, router and router-embedding
+// gradients. balanceCoef and zCoef scale the auxiliary losses' gradients.
+func (c *core[F]) moeBackward(mp *moeParams[F], w *moeWS[F], x []F, tok []int32, dy, dx []F, n int, balanceCoef, zCoef float64) {
+	d := c.d
+	cfg := c.cfg.MoE
+	// Gate gradients and the scaled output gradient of every kept row (out becomes dout).
+	parallel(n, func(_, lo, hi int) {
+		for t := lo; t < hi; t++ {
+			dyt := dy[t*d.D : (t+1)*d.D]
+			for j := 0; j < d.K; j++ {
+				w.dg[t*d.K+j] = 0
+				row := int(w.rowOf[t*d.K+j])
+				if row < 0 {
+					continue
+				}
+				o := w.out[row*d.D : (row+1)*d.D]
+				w.dg[t*d.K+j] = dot(dyt, o)
+				g := w.gate[t*d.K+j]
+				for i, v := range dyt {
+					o[i] = g * v
+				}
+			}
+		}
+	})
+	parallel(d.E, func(_, lo, hi int) {
+		for e := lo; e < hi; e++ {
+			r0, r1 := w.offs[e], w.offs[e+1]
+			if r0 == r1 {
+				continue
+			}
+			// The expert's dx overwrites its xs rows only after its weight gradients used
+			// them, so xs doubles as the input-gradient buffer.
+			xs := w.xs[r0*d.D : r1*d.D]
+			ffnBackwardInPlace(mp.experts[e], c.expertWS(w, r0, r1), xs, w.out[r0*d.D:r1*d.D], r1-r0)
+		}
+	})
+	clear(dx[:n*d.D])
+	parallel(n, func(_, lo, hi int) {
+		for t := lo; t < hi; t++ {
+			dxt := dx[t*d.D : (t+1)*d.D]
+			for j := 0; j < d.K; j++ {
+				if row := int(w.rowOf[t*d.K+j]); row >= 0 {
+					axpy(dxt, 1, w.xs[row*d.D:(row+1)*d.D])
+				}
+			}
+		}
+	})
+	for i, sp := range mp.shared {
+		ffnBackward(sp, w.shared[i], x, dy, dx, n, true)
+	}
+	// Router: scores get the gates' gradient and the balance loss's; logits get the
+	// score function's Jacobian plus the z-loss.
+	ds, z, s := w.ds[:n*d.E], w.z[:n*d.E], w.s[:n*d.E]
+	fe := w.fe // the balance loss's gradient per score column, the same for every token
+	for e := range fe {
+		fe[e] = balanceCoef * float64(d.E) * float64(w.routed[e]) / float64(n*d.K) / float64(n)
+	}
+	for t := 0; t < n; t++ {
+		dst, st, zt := ds[t*d.E:(t+1)*d.E], s[t*d.E:(t+1)*d.E], z[t*d.E:(t+1)*d.E]
+		for e := range dst {
+			dst[e] = F(fe[e])
+		}
+		idx, gate, dg := w.idx[t*d.K:(t+1)*d.K], w.gate[t*d.K:(t+1)*d.K], w.dg[t*d.K:(t+1)*d.K]
+		if cfg.Normalize {
+			var sum, gdot F
+			for j, e := range idx {
+				sum += st[e]
+				gdot += dg[j] * gate[j]
+			}
+			for j, e := range idx {
+				dst[e] += (dg[j] - gdot) / sum
+			}
+		} else {
+			for j, e := range idx {
+				dst[e] += dg[j]
+			}
+		}
+		// dz, written over ds.
+		if cfg.Score == program.Sigmoid {
+			for e, v := range st {
+				dst[e] *= v * (1 - v)
+			}
+		} else {
+			sd := dot(dst, st)
+			for e, v := range st {
+				dst[e] = v * (dst[e] - sd)
+			}
+		}
+		if zCoef != 0 {
+			k := zCoef * 2 * float64(w.lse[t]) / float64(n)
+			for e, v := range zt {
+				dst[e] += F(k * math.Exp(float64(v)-float64(w.lse[t])))
+			}
+		}
+	}
+	if mp.routerEmbed == nil {
+		linearBack(dx, ds, x, n, mp.gate, mp.gateB, true)
+		return
+	}
+	r := w.rIn[:n*d.RouterIn]
+	dr := w.dr[:n*d.RouterIn]
+	linearBack(dr, ds, r, n, mp.gate, mp.gateB, false)
+	for t := 0; t < n; t++ {
+		axpy(mp.routerEmbed.g[int(tok[t])*d.RouterIn:(int(tok[t])+1)*d.RouterIn], 1, dr[t*d.RouterIn:(t+1)*d.RouterIn])
+	}
+}
+
+// ffnBackwardInPlace is ffnBackward for an expert whose input buffer x receives its own
+// gradient: the weight gradients are formed from x before x is overwritten.
+func ffnBackwardInPlace[F Float](f *ffnParams[F], w *ffnWS[F], x, dy []F, n int) {
+	m := n * f.hidden
+	h := w.h[:m]
+	linearBack(h, dy, h, n, f.second, f.secondB, false)
+	var u []F
+	if f.up != nil {
+		u = w.u[:m]
+	}
+	a := w.a[:m]
+	activateBack(f.act, a, u, h, a, u)
+	addRows(f.firstB, a, n)
+	if u != nil {
+		addRows(f.upB, u, n)
+	}
+	d := f.first.shape[1]
+	blas.Gemm(true, false, f.hidden, d, n, 1, a, f.hidden, x, d, 1, f.first.g, d)
+	if u != nil {
+		blas.Gemm(true, false, f.hidden, d, n, 1, u, f.hidden, x, d, 1, f.up.g, d)
+	}
+	blas.Gemm(false, false, n, d, f.hidden, 1, a, f.hidden, f.first.w, d, 0, x, d)
+	if u != nil {
+		blas.Gemm(false, false, n, d, f.hidden, 1, u, f.hidden, f.up.w, d, 1, x, d)
+	}
+}
+
+// addRows accumulates the sum of the n rows of g into a bias gradient (nil: no bias).
+func addRows[F Float](bias *tensor[F], g []F, n int) {
+	if bias == nil {
+		return
+	}
+	k := len(bias.g)
+	for i := 0; i < n; i++ {
+		axpy(bias.g, 1, g[i*k:(i+1)*k])
+	}
+}

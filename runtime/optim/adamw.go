@@ -1,0 +1,265 @@
+package optim
+
+import (
+	"fmt"
+	"math"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/runtime/safetensors"
+)
+
+// Param is one tensor the optimizer updates. W and G alias the model's memory.
+type Param struct {
+	Name  string
+	Shape []int
+	W, G  []float32
+}
+
+// Config holds the optimizer's settings for one stage.
+type Config struct {
+	LR, MinLR   float64
+	WeightDecay float64
+	Beta1       float64
+	Beta2       float64
+	Eps         float64
+	Warmup      int64  // warmup steps (linear from LR/Warmup to LR)
+	TotalSteps  int64  // steps of the stage; the schedule reaches MinLR at the last
+	Schedule    string // "cosine", "linear" or "constant"
+	ClipNorm    float64
+}
+
+// FromProgram returns the Config of a train block's optimizer for a stage of total steps;
+// lr overrides the learning rate when non-zero (a stage's own lr), scaling MinLR with it.
+func FromProgram(o program.Optimizer, lr float64, total int64) Config {
+	c := Config{LR: o.LR, MinLR: o.MinLR, WeightDecay: o.WeightDecay, Beta1: o.Beta1, Beta2: o.Beta2,
+		Eps: o.Eps, Warmup: o.Warmup, TotalSteps: total, Schedule: o.Schedule, ClipNorm: o.ClipNorm}
+	if lr > 0 && o.LR > 0 {
+		c.MinLR = o.MinLR * lr / o.LR
+		c.LR = lr
+	} else if lr > 0 {
+		c.LR = lr
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	switch {
+	case !(c.LR > 0) || math.IsInf(c.LR, 0):
+		return fmt.Errorf("optim: learning rate %v must be positive", c.LR)
+	case c.MinLR < 0 || c.MinLR > c.LR:
+		return fmt.Errorf("optim: min_lr %v must be in [0, lr = %v]", c.MinLR, c.LR)
+	case c.Beta1 < 0 || c.Beta1 >= 1 || c.Beta2 < 0 || c.Beta2 >= 1:
+		return fmt.Errorf("optim: betas (%v, %v) must be in [0, 1)", c.Beta1, c.Beta2)
+	case !(c.Eps > 0):
+		return fmt.Errorf("optim: eps %v must be positive", c.Eps)
+	case c.WeightDecay < 0 || c.ClipNorm < 0 || c.Warmup < 0:
+		return fmt.Errorf("optim: weight_decay, clip and warmup must not be negative")
+	}
+	switch c.Schedule {
+	case "", "cosine", "linear", "constant":
+		return nil
+	}
+	return fmt.Errorf("optim: unknown schedule %q (want cosine, linear or constant)", c.Schedule)
+}
+
+// LRAt returns the learning rate of update number step (0-based).
+func (c Config) LRAt(step int64) float64 {
+	if c.Warmup > 0 && step < c.Warmup {
+		return c.LR * float64(step+1) / float64(c.Warmup)
+	}
+	if c.Schedule == "constant" {
+		return c.LR
+	}
+	span := c.TotalSteps - c.Warmup - 1
+	if span <= 0 {
+		return c.LR
+	}
+	p := math.Min(float64(step-c.Warmup)/float64(span), 1)
+	if c.Schedule == "linear" {
+		return c.LR + (c.MinLR-c.LR)*p
+	}
+	return c.MinLR + 0.5*(c.LR-c.MinLR)*(1+math.Cos(math.Pi*p))
+}
+
+// AdamW is the optimizer with its state.
+type AdamW struct {
+	cfg    Config
+	params []Param
+	m, v   [][]float32
+	decay  []bool
+	step   int64 // updates applied
+}
+
+// NewAdamW returns an optimizer over params with zero moments.
+func NewAdamW(cfg Config, params []Param) (*AdamW, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	o := &AdamW{cfg: cfg, params: params}
+	for _, p := range params {
+		if len(p.W) != len(p.G) {
+			return nil, fmt.Errorf("optim: %s has %d weights but %d gradients", p.Name, len(p.W), len(p.G))
+		}
+		o.m = append(o.m, make([]float32, len(p.W)))
+		o.v = append(o.v, make([]float32, len(p.W)))
+		o.decay = append(o.decay, len(p.Shape) >= 2)
+	}
+	return o, nil
+}
+
+// StepCount is the number of updates applied.
+func (o *AdamW) StepCount() int64 { return o.step }
+
+// Config returns the optimizer's settings.
+func (o *AdamW) Config() Config { return o.cfg }
+
+// StepInfo reports one update.
+type StepInfo struct {
+	LR       float64
+	GradNorm float64 // global L2 norm of the (scaled) gradient before clipping
+	Clipped  bool
+}
+
+// Step scales the gradients by gradScale (1/micro-batches turns accumulated sums into
+// means), clips them to the global norm ClipNorm, and applies one AdamW update. A
+// non-finite gradient norm is an error and leaves weights and state untouched.
+func (o *AdamW) Step(gradScale float64) (StepInfo, error) {
+	// Per-tensor sums of squares run in parallel and are added in tensor order, so the
+	// norm does not depend on how many workers there are.
+	sqs := make([]float64, len(o.params))
+	forEach(len(o.params), func(i int) {
+		var sq float64
+		for _, g := range o.params[i].G {
+			x := float64(g) * gradScale
+			sq += x * x
+		}
+		sqs[i] = sq
+	})
+	var sq float64
+	for _, v := range sqs {
+		sq += v
+	}
+	norm := math.Sqrt(sq)
+	info := StepInfo{LR: o.cfg.LRAt(o.step), GradNorm: norm}
+	if math.IsNaN(norm) || math.IsInf(norm, 0) {
+		return info, fmt.Errorf("optim: gradient norm is %v at step %d", norm, o.step)
+	}
+	scale := gradScale
+	if o.cfg.ClipNorm > 0 && norm > o.cfg.ClipNorm {
+		scale *= o.cfg.ClipNorm / norm
+		info.Clipped = true
+	}
+	o.step++
+	lr, b1, b2, eps := info.LR, o.cfg.Beta1, o.cfg.Beta2, o.cfg.Eps
+	bc1 := 1 - math.Pow(b1, float64(o.step))
+	bc2 := 1 - math.Pow(b2, float64(o.step))
+	forEach(len(o.params), func(i int) {
+		p, m, v := o.params[i], o.m[i], o.v[i]
+		wd := 0.0
+		if o.decay[i] {
+			wd = lr * o.cfg.WeightDecay
+		}
+		for j, g32 := range p.G {
+			g := float64(g32) * scale
+			mj := b1*float64(m[j]) + (1-b1)*g
+			vj := b2*float64(v[j]) + (1-b2)*g*g
+			m[j], v[j] = float32(mj), float32(vj)
+			w := float64(p.W[j])
+			w -= wd * w
+			w -= lr * (mj / bc1) / (math.Sqrt(vj/bc2) + eps)
+			p.W[j] = float32(w)
+		}
+	})
+	return info, nil
+}
+
+// forEach calls f(0..n-1) on up to GOMAXPROCS goroutines. Each index is handled by exactly
+// one call, so results written per index are the same whatever the scheduling.
+func forEach(n int, f func(i int)) {
+	workers := min(runtime.GOMAXPROCS(0), n)
+	if workers <= 1 {
+		for i := 0; i < n; i++ {
+			f(i)
+		}
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				f(i)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// Moment tensor name suffixes, as PyTorch names AdamW's state.
+const (
+	ExpAvg   = ".exp_avg"
+	ExpAvgSq = ".exp_avg_sq"
+)
+
+// State returns the moments as tensors named "<param>.exp_avg" and "<param>.exp_avg_sq".
+// They alias the optimizer's memory; encode them before the next Step.
+func (o *AdamW) State() []safetensors.Tensor {
+	out := make([]safetensors.Tensor, 0, 2*len(o.params))
+	for i, p := range o.params {
+		out = append(out,
+			safetensors.Tensor{Name: p.Name + ExpAvg, Shape: p.Shape, Data: o.m[i]},
+			safetensors.Tensor{Name: p.Name + ExpAvgSq, Shape: p.Shape, Data: o.v[i]})
+	}
+	return out
+}
+
+// LoadState restores moments saved by State and the update count. Every parameter must
+// have both moments with its shape; extra tensors are an error too, since they mean the
+// state belongs to a different model.
+func (o *AdamW) LoadState(ts []safetensors.Tensor, step int64) error {
+	byName := make(map[string]safetensors.Tensor, len(ts))
+	for _, t := range ts {
+		byName[t.Name] = t
+	}
+	for i, p := range o.params {
+		for _, s := range []struct {
+			suffix string
+			dst    []float32
+		}{{ExpAvg, o.m[i]}, {ExpAvgSq, o.v[i]}} {
+			t, ok := byName[p.Name+s.suffix]
+			if !ok {
+				return fmt.Errorf("optimizer state has no %s%s", p.Name, s.suffix)
+			}
+			if !sameShape(t.Shape, p.Shape) {
+				return fmt.Errorf("optimizer state %s%s has shape %v, parameter has %v", p.Name, s.suffix, t.Shape, p.Shape)
+			}
+			copy(s.dst, t.Data)
+			delete(byName, p.Name+s.suffix)
+		}
+	}
+	for name := range byName {
+		return fmt.Errorf("optimizer state has %s, which matches no parameter", name)
+	}
+	if step < 0 {
+		return fmt.Errorf("optimizer step %d is negative", step)
+	}
+	o.step = step
+	return nil
+}
+
+func sameShape(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}

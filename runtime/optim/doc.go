@@ -1,0 +1,18 @@
+// Package optim updates parameters from their gradients: AdamW with decoupled weight
+// decay, global-norm gradient clipping and a warmup + cosine (or linear, or constant)
+// learning-rate schedule.
+//
+// In: the parameters (weights and accumulated gradients, sharing the model's memory), the
+// train block's optimizer settings and the number of steps the stage runs.
+// Out: updated weights, the step's learning rate and gradient norm, and the optimizer
+// state (first and second moments, step count) as named tensors for a checkpoint.
+//
+// Conventions: weight decay applies to tensors with two or more dimensions (projections,
+// experts, routers, embeddings and the output head) and not to norm scales and biases.
+// Gradient accumulation is the caller's: ForwardBackward over several micro-batches adds
+// gradients, and Step's gradScale (1/micro-batches) turns the sum into the mean before
+// the norm is measured, so clipping sees the same gradient however the batch was split.
+// Arithmetic is in float64 per element; tensors are updated in parallel, each by one
+// goroutine, and the gradient norm is summed in tensor order, so results are bit-identical
+// from run to run and across core counts.
+package optim

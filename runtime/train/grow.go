@@ -1,0 +1,254 @@
+package train
+
+import (
+	"fmt"
+	"math"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/lang/diag"
+	"github.com/moec-dev/moec/runtime/nn"
+	"github.com/moec-dev/moec/runtime/rng"
+	"github.com/moec-dev/moec/runtime/safetensors"
+)
+
+// GrowReport says what Grow did.
+type GrowReport struct {
+	Copied int  // tensors copied unchanged
+	Grown  int  // expert and router tensors built from the previous stage's
+	Fresh  int  // tensors left at their fresh initialisation (no counterpart to grow from)
+	Exact  bool // with zero noise the grown model computes the same function (see Grow)
+	Why    string
+}
+
+var (
+	expertRE = regexp.MustCompile(`^model\.layers\.(\d+)\.block_sparse_moe\.experts\.(\d+)\.(w1|w2|w3)\.weight$`)
+	routerRE = regexp.MustCompile(`^model\.layers\.(\d+)\.block_sparse_moe\.gate\.(weight|bias)$`)
+)
+
+// Grow initialises params, the new stage's model (already freshly initialised), from the
+// tensors of the previous stage's final checkpoint.
+//
+// Tensors whose name and shape are unchanged are copied. With grow = copy, routed expert e
+// of an MoE layer is a copy of old expert e mod E_old (from a dense layer: of its FFN,
+// mlp.gate_proj→w1, up_proj→w3, down_proj→w2; non-gated up_proj→w1), with Gaussian noise
+// of standard deviation noise·rms(tensor) added to every copy but the first. Router rows
+// are copied the same way; from a dense layer they start at zero, so every expert scores
+// the same. The down projections are then scaled so that, with zero noise, each token's
+// output is unchanged:
+//
+//   - softmax scores, gates not renormalised, from E_old experts: each of the m = E/E_old
+//     copies of an expert gets gate p/m, so w2 is scaled by m (exact for top-1 when E_old
+//     divides E);
+//   - from dense with zero router rows: every gate is 1/E (softmax) or 1/2 (sigmoid) and k
+//     experts, all copies of the FFN, are chosen, so w2 is scaled by 1/(k·gate) (exact for
+//     every top_k);
+//   - renormalised gates or sigmoid scores from an MoE: no scaling (exact for top-1; from
+//     dense exact for every top_k, since the k chosen experts are copies of one FFN).
+//
+// Exactness also needs the capacity not to drop tokens: with equal router rows every token
+// ties and goes to the same experts, so exactness holds for dropless routing (or a capacity
+// the batch does not reach). Top-k > 1 from an MoE is not exact: copies tie and the top-k
+// set changes. With noise > 0 the router rows get noise too, which breaks the ties.
+// grow = random keeps the fresh initialisation of experts and router rows that have no
+// counterpart; old experts keep their weights.
+func Grow(from []safetensors.Tensor, fromCfg, toCfg *program.Model, params []*nn.Param, g program.Grow, seed int64) (GrowReport, error) {
+	rep := GrowReport{Exact: true}
+	src := make(map[string]safetensors.Tensor, len(from))
+	for _, t := range from {
+		src[t.Name] = t
+	}
+	notExact := func(why string) {
+		if rep.Exact {
+			rep.Exact, rep.Why = false, why
+		}
+	}
+	if g.Noise != 0 {
+		notExact(fmt.Sprintf("noise %g", g.Noise))
+	}
+	oldE, oldK := 1, 1
+	if fromCfg.MoE != nil {
+		oldE, oldK = fromCfg.MoE.Experts, fromCfg.MoE.TopK
+	}
+	var moe program.MoE
+	if toCfg.MoE != nil {
+		moe = *toCfg.MoE
+	}
+	gated := moe.Activation.Gated()
+	if moe.Activation == "" {
+		gated = toCfg.FFN.Activation.Gated()
+	}
+	if toCfg.MoE != nil && !moe.Dropless() {
+		notExact("capacity_factor can drop tokens; growth is exact only when no token is dropped")
+	}
+	for idx, p := range params {
+		noise := rng.New(rng.Key(seed, 0, idx, rng.PurposeGrowNoise))
+		// Experts and routers are rebuilt even where a tensor of the same name and shape
+		// exists: the old experts' down projections are rescaled too.
+		_, isRouter := routerName(p.Name)
+		if t, ok := src[p.Name]; ok && sameShape(t.Shape, p.Shape) && !expertRE.MatchString(p.Name) && !isRouter {
+			copy(p.W, t.Data)
+			rep.Copied++
+			continue
+		}
+		if m := expertRE.FindStringSubmatch(p.Name); m != nil {
+			layer, _ := strconv.Atoi(m[1])
+			e, _ := strconv.Atoi(m[2])
+			which := m[3]
+			var name string
+			var copyIdx int // 0 for the first copy of a source expert
+			scale := 1.0
+			if fromCfg.IsMoELayer(layer) {
+				if g.Kind == "random" && e >= oldE {
+					rep.Fresh++
+					continue
+				}
+				name = fmt.Sprintf("model.layers.%d.block_sparse_moe.experts.%d.%s.weight", layer, e%oldE, which)
+				copyIdx = e / oldE
+				if moe.Score != program.Sigmoid && !moe.Normalize {
+					if moe.Experts%oldE != 0 {
+						notExact(fmt.Sprintf("%d experts is not a multiple of %d", moe.Experts, oldE))
+					}
+					scale = float64(moe.Experts) / float64(oldE)
+				}
+				if moe.TopK > 1 || oldK > 1 {
+					notExact("top_k > 1 when growing from an MoE: copies tie and change the top-k set")
+				}
+			} else {
+				if g.Kind == "random" {
+					rep.Fresh++
+					continue
+				}
+				dense := map[string]string{"w1": "gate_proj", "w3": "up_proj", "w2": "down_proj"}
+				if !gated {
+					dense["w1"] = "up_proj"
+				}
+				name = fmt.Sprintf("model.layers.%d.mlp.%s.weight", layer, dense[which])
+				copyIdx = e
+				if !moe.Normalize {
+					gate := 1 / float64(moe.Experts)
+					if moe.Score == program.Sigmoid {
+						gate = 0.5
+					}
+					scale = 1 / (float64(moe.TopK) * gate)
+				}
+			}
+			t, ok := src[name]
+			if !ok {
+				return rep, diag.Runtimef(diag.ErrBadGrowth, "cannot grow %s: the previous stage has no %s", p.Name, name)
+			}
+			if !sameShape(t.Shape, p.Shape) {
+				return rep, diag.Runtimef(diag.ErrBadGrowth, "cannot grow %s (shape %v) from %s (shape %v)", p.Name, p.Shape, name, t.Shape)
+			}
+			if which != "w2" {
+				scale = 1
+			}
+			sigma := 0.0
+			if copyIdx > 0 {
+				sigma = g.Noise * rms(t.Data)
+			}
+			for i, v := range t.Data {
+				w := float64(v) * scale
+				if sigma != 0 {
+					w += sigma * scale * noise.Normal()
+				}
+				p.W[i] = float32(w)
+			}
+			rep.Grown++
+			continue
+		}
+		if m := routerRE.FindStringSubmatch(p.Name); m != nil {
+			layer, _ := strconv.Atoi(m[1])
+			rows := p.Shape[0]
+			cols := 1
+			if len(p.Shape) == 2 {
+				cols = p.Shape[1]
+			}
+			if fromCfg.IsMoELayer(layer) {
+				t, ok := src[p.Name]
+				if !ok || len(t.Shape) != len(p.Shape) || t.Shape[0] != oldE || (len(p.Shape) == 2 && t.Shape[1] != cols) {
+					return rep, diag.Runtimef(diag.ErrBadGrowth, "cannot grow router %s (shape %v) from the previous stage's (shape %v)", p.Name, p.Shape, shapeOf(t, ok))
+				}
+				sigma := g.Noise * rms(t.Data)
+				for e := 0; e < rows; e++ {
+					if g.Kind == "random" && e >= oldE {
+						continue
+					}
+					row := t.Data[(e%oldE)*cols : (e%oldE+1)*cols]
+					for j, v := range row {
+						w := float64(v)
+						if e >= oldE && sigma != 0 {
+							w += sigma * noise.Normal()
+						}
+						p.W[e*cols+j] = float32(w)
+					}
+				}
+			} else {
+				if g.Kind == "random" {
+					rep.Fresh++
+					continue
+				}
+				// Zero rows make every expert score the same; noise, when asked for, is sized
+				// like the fresh initialisation so that ties break.
+				sigma := g.Noise * rms(p.W)
+				for i := range p.W {
+					p.W[i] = float32(sigma * noise.Normal())
+				}
+			}
+			rep.Grown++
+			continue
+		}
+		if t, ok := src[p.Name]; ok {
+			return rep, diag.Runtimef(diag.ErrBadGrowth, "cannot grow %s: shape %v, previous stage has %v", p.Name, p.Shape, t.Shape)
+		}
+		// A tensor with no counterpart (a token-embedding router table, a shared expert)
+		// keeps its fresh initialisation. A fresh router table is harmless (the router rows
+		// are zero); a fresh shared expert adds its output, so the function changes.
+		if strings.Contains(p.Name, ".shared_experts.") {
+			notExact("shared experts have no counterpart in a dense stage")
+		}
+		rep.Fresh++
+	}
+	return rep, nil
+}
+
+func routerName(name string) (int, bool) {
+	m := routerRE.FindStringSubmatch(name)
+	if m == nil {
+		return 0, false
+	}
+	l, _ := strconv.Atoi(m[1])
+	return l, true
+}
+
+func shapeOf(t safetensors.Tensor, ok bool) any {
+	if !ok {
+		return "none"
+	}
+	return t.Shape
+}
+
+func rms(x []float32) float64 {
+	if len(x) == 0 {
+		return 0
+	}
+	var s float64
+	for _, v := range x {
+		s += float64(v) * float64(v)
+	}
+	return math.Sqrt(s / float64(len(x)))
+}
+
+func sameShape(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}

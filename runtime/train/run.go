@@ -1,0 +1,416 @@
+package train
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/lang/diag"
+	"github.com/moec-dev/moec/runtime/checkpoint"
+	"github.com/moec-dev/moec/runtime/data"
+	"github.com/moec-dev/moec/runtime/nn"
+	"github.com/moec-dev/moec/runtime/optim"
+	"github.com/moec-dev/moec/runtime/plot"
+	"github.com/moec-dev/moec/runtime/safetensors"
+)
+
+// Files of a run directory.
+const (
+	SpecFile       = "run.json"
+	LogFile        = "log.jsonl"
+	PlotFile       = "loss.png"
+	ResultFile     = "result.json"
+	CheckpointsDir = "checkpoints"
+)
+
+// Run trains one stage. See the package documentation for what it writes.
+func Run(ctx context.Context, opt Options) (*Result, error) {
+	start := time.Now()
+	var spec *Spec
+	var stage *program.Stage
+	var err error
+	dir := opt.OutDir
+	if opt.Resume != "" {
+		dir = opt.Resume
+		if spec, err = readSpec(dir); err != nil {
+			return nil, err
+		}
+		if opt.Program != nil {
+			o := opt
+			o.TrainName, o.StageName = spec.Train.Name, spec.Stage
+			o.Seed, o.BaseDir, o.OutRoot = &spec.Seed, spec.BaseDir, spec.OutRoot
+			o.MicroBatch = spec.MicroBatch
+			if o.Steps == 0 {
+				o.Steps = spec.Steps
+			}
+			now, _, err := resolve(&o)
+			if err != nil {
+				return nil, err
+			}
+			h1, _ := now.Hash()
+			h2, _ := spec.Hash()
+			if h1 != h2 {
+				return nil, diag.Runtimef(diag.ErrCheckpointMismatch, "cannot resume %s: the program's train %s / stage %s differs from the one the run started with", dir, spec.Train.Name, spec.Stage)
+			}
+		}
+		if stage, err = lookupStage(spec.Train, spec.Stage); err != nil {
+			return nil, err
+		}
+	} else {
+		if spec, stage, err = resolve(&opt); err != nil {
+			return nil, err
+		}
+		if dir == "" {
+			dir = StageDir(spec.OutRoot, spec.Train.Name, spec.Stage)
+		}
+		if err := prepareDir(dir, opt.Force); err != nil {
+			return nil, err
+		}
+	}
+	hash, err := spec.Hash()
+	if err != nil {
+		return nil, err
+	}
+	prog := newProgress(opt.Progress, spec.Steps)
+
+	corpus, err := data.Open(data.Options{Glob: spec.Train.Data, ValGlob: spec.Train.ValData, BaseDir: spec.BaseDir})
+	if err != nil {
+		return nil, err
+	}
+	if corpus.Skipped > 0 {
+		prog.printf("data: skipped %d binary files (e.g. %s)\n", corpus.Skipped, corpus.SkippedName[0])
+	}
+	newNet := opt.NewNet
+	if newNet == nil {
+		newNet = newNNNet
+	}
+	net, err := newNet(spec.Model, spec.Seed)
+	if err != nil {
+		var ue *nn.UnsupportedError
+		if errors.As(err, &ue) {
+			return nil, diag.RuntimeWrap(diag.ErrUnsupportedFeature, err, "cannot train model %s", spec.Model.Name)
+		}
+		return nil, fmt.Errorf("train: building model %s: %w", spec.Model.Name, err)
+	}
+	params := net.Params()
+	oparams := make([]optim.Param, len(params))
+	for i, p := range params {
+		oparams[i] = optim.Param{Name: p.Name, Shape: p.Shape, W: p.W, G: p.G}
+	}
+	opt2 := optim.FromProgram(spec.Train.Optimizer, stage.LR, spec.Steps)
+	adam, err := optim.NewAdamW(opt2, oparams)
+	if err != nil {
+		return nil, diag.RuntimeWrap(diag.ErrBadRunOption, err, "train %s", spec.Train.Name)
+	}
+
+	ckptDir := filepath.Join(dir, CheckpointsDir)
+	res := &Result{Dir: dir, TotalSteps: spec.Steps, LogPath: filepath.Join(dir, LogFile), PlotPath: filepath.Join(dir, PlotFile)}
+	var step int64 // steps completed
+	var records []StepRecord
+	latest := ""
+	if opt.Resume != "" {
+		if err := checkpoint.CleanTemp(ckptDir); err != nil {
+			return nil, err
+		}
+		if latest, err = checkpoint.Latest(ckptDir); err != nil {
+			return nil, err
+		}
+	}
+	if latest != "" {
+		c, err := checkpoint.Load(latest, true)
+		if err != nil {
+			return nil, err
+		}
+		m := c.Manifest
+		if m.ConfigHash != hash {
+			return nil, diag.Runtimef(diag.ErrCheckpointMismatch, "checkpoint %s was made for a different configuration (config hash %s, run has %s)", latest, m.ConfigHash, hash)
+		}
+		if m.DataFingerprint != corpus.Fingerprint {
+			return nil, diag.Runtimef(diag.ErrCheckpointMismatch, "checkpoint %s was trained on different data (fingerprint %s, corpus now %s); the resumed run would not see the same batches", latest, m.DataFingerprint[:12], corpus.Fingerprint[:12])
+		}
+		if err := LoadParams(params, c.Model, latest); err != nil {
+			return nil, err
+		}
+		if err := adam.LoadState(c.Optimizer, m.Optimizer.Step); err != nil {
+			return nil, diag.RuntimeWrap(diag.ErrCheckpointMismatch, err, "checkpoint %s", latest)
+		}
+		step = m.Step
+		res.Resumed = true
+		res.Checkpoint = latest
+		prog.printf("resuming %s at step %d/%d\n", dir, step, spec.Steps)
+	} else if stage.From != "" {
+		if err := growFrom(spec, stage, params); err != nil {
+			return nil, err
+		}
+	}
+	if opt.Resume == "" {
+		b, err := json.MarshalIndent(spec, "", "  ")
+		if err != nil {
+			return nil, fmt.Errorf("train: %w", err)
+		}
+		if err := writeFileAtomic(filepath.Join(dir, SpecFile), append(b, '\n')); err != nil {
+			return nil, fmt.Errorf("train: %w", err)
+		}
+	}
+	if records, err = truncateLog(res.LogPath, step); err != nil {
+		return nil, fmt.Errorf("train: %w", err)
+	}
+	tokens := step * spec.TokensPerStep()
+	if n := len(records); n > 0 {
+		tokens = records[n-1].Tokens
+	}
+	lf, err := os.OpenFile(res.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("train: %w", err)
+	}
+	defer lf.Close()
+	logw := bufio.NewWriter(lf)
+
+	writer := checkpoint.Writer{Hook: opt.CheckpointHook}
+	// A resumed run that has nothing left to do must not rewrite its checkpoint: replacing
+	// a complete checkpoint with an identical one only opens a window for losing it.
+	savedStep, savedFinal := int64(-1), false
+	if latest != "" {
+		m, err := checkpoint.LoadManifest(latest)
+		if err != nil {
+			return nil, err
+		}
+		savedStep, savedFinal = m.Step, m.Final
+	}
+	save := func(final bool) error {
+		if step == savedStep && final == savedFinal {
+			return nil
+		}
+		c := &checkpoint.Checkpoint{
+			Manifest: checkpoint.Manifest{Train: spec.Train.Name, Stage: spec.Stage, Step: step, TotalSteps: spec.Steps,
+				TokensSeen: tokens, Final: final, Model: spec.Model, ConfigHash: hash, Seed: spec.Seed,
+				DataCursor: step, DataFingerprint: corpus.Fingerprint,
+				Optimizer: checkpoint.OptimizerState{Kind: "adamw", Step: adam.StepCount()}},
+			Model:     ParamTensors(params),
+			Optimizer: adam.State(),
+		}
+		p, err := writer.Save(ckptDir, c)
+		if err != nil {
+			return err
+		}
+		res.Checkpoint, savedStep, savedFinal = p, step, final
+		return checkpoint.Prune(ckptDir, spec.Keep)
+	}
+
+	prog.start(step)
+	firstStep := step
+	loopStart := time.Now() // throughput counts training, not loading the corpus
+	B, T := spec.MicroBatch, spec.SeqLen
+	var cancelled error
+	for step < spec.Steps {
+		if cancelled = ctx.Err(); cancelled != nil {
+			res.Stopped = true
+			prog.printf("interrupted at step %d/%d; resume with --resume %s\n", step, spec.Steps, dir)
+			break
+		}
+		if opt.MaxTime > 0 && time.Since(start) > opt.MaxTime {
+			res.Stopped = true
+			prog.printf("stopping after %s at step %d/%d\n", fmtDuration(time.Since(start)), step, spec.Steps)
+			break
+		}
+		t0 := time.Now()
+		net.ZeroGrad()
+		var rec StepRecord
+		for micro := 0; micro < spec.Accum; micro++ {
+			toks, err := corpus.Batch(spec.Seed, step, micro*B, B, T)
+			if err != nil {
+				return res, err
+			}
+			st, err := net.ForwardBackward(nn.Batch{B: B, T: T, Tokens: toks}, nn.StepOptions{Seed: spec.Seed, Step: step, Train: true})
+			if err != nil {
+				return res, fmt.Errorf("train: step %d: %w", step+1, err)
+			}
+			addStats(&rec, st, spec.Accum)
+		}
+		if math.IsNaN(rec.Loss) || math.IsInf(rec.Loss, 0) {
+			return res, diag.Runtimef(diag.ErrNonFiniteLoss, "loss is %v at step %d; lower the learning rate or check the data", rec.Loss, step+1)
+		}
+		info, err := adam.Step(1 / float64(spec.Accum))
+		if err != nil {
+			return res, diag.RuntimeWrap(diag.ErrNonFiniteLoss, err, "step %d", step+1)
+		}
+		step++
+		tokens += spec.TokensPerStep()
+		rec.Step, rec.Tokens, rec.LR, rec.GradNorm, rec.Clipped = step, tokens, info.LR, info.GradNorm, info.Clipped
+		rec.StepTime = time.Since(t0).Seconds()
+		rec.Elapsed = time.Since(loopStart).Seconds()
+		rec.TokensPerSec = float64(spec.TokensPerStep()*(step-firstStep)) / rec.Elapsed
+		if err := writeLine(logw, rec); err != nil {
+			return res, fmt.Errorf("train: writing log: %w", err)
+		}
+		records = append(records, rec)
+		prog.update(rec, false)
+		if spec.CheckpointEvery > 0 && step%spec.CheckpointEvery == 0 && step < spec.Steps {
+			if err := save(false); err != nil {
+				return res, err
+			}
+		}
+	}
+	res.Steps, res.Tokens = step, tokens
+	if n := len(records); n > 0 {
+		res.Loss = records[n-1].Loss
+		prog.update(records[n-1], true)
+	}
+	if step > firstStep {
+		res.TokensPerSec = float64(spec.TokensPerStep()*(step-firstStep)) / time.Since(loopStart).Seconds()
+	}
+	if err := save(step >= spec.Steps); err != nil {
+		return res, errors.Join(cancelled, err)
+	}
+	if err := plotLog(records, res.PlotPath, fmt.Sprintf("%s / %s", spec.Train.Name, spec.Stage)); err != nil {
+		return res, errors.Join(cancelled, err)
+	}
+	if res.Stopped {
+		return res, cancelled
+	}
+	ev, err := evaluate(net, corpus, spec.Seed, spec.SeqLen, spec.MicroBatch, spec.ValWindows)
+	if err != nil {
+		return res, err
+	}
+	res.ValLoss, res.ValPPL = ev.Loss, ev.PPL
+	prog.printf("validation: loss %.4f, perplexity %.3f over %d tokens\n", ev.Loss, ev.PPL, ev.Tokens)
+	b, _ := json.MarshalIndent(res, "", "  ")
+	if err := writeFileAtomic(filepath.Join(dir, ResultFile), append(b, '\n')); err != nil {
+		return res, fmt.Errorf("train: %w", err)
+	}
+	return res, nil
+}
+
+// String summarises the result in one line for the CLI.
+func (r *Result) String() string {
+	s := fmt.Sprintf("%s: %d/%d steps, %s tokens, loss %.4f, %.0f tokens/s", r.Dir, r.Steps, r.TotalSteps, fmtCount(float64(r.Tokens)), r.Loss, r.TokensPerSec)
+	if r.ValPPL > 0 {
+		s += fmt.Sprintf(", validation perplexity %.3f", r.ValPPL)
+	}
+	if r.Stopped {
+		s += " (stopped early; continue with --resume " + r.Dir + ")"
+	}
+	return s
+}
+
+func addStats(rec *StepRecord, st nn.Stats, accum int) {
+	k := float64(accum)
+	rec.Loss += st.Loss / k
+	rec.CE += st.CE / k
+	rec.Balance += st.Balance / k
+	rec.ZLoss += st.ZLoss / k
+	rec.Dropped += st.Dropped
+	rec.SharedLayers += st.SharedLayers
+	if rec.ExpertTokens == nil && st.ExpertTokens != nil {
+		rec.ExpertTokens = make([][]int, len(st.ExpertTokens))
+		for i, l := range st.ExpertTokens {
+			rec.ExpertTokens[i] = make([]int, len(l))
+		}
+	}
+	for i, l := range st.ExpertTokens {
+		for e, n := range l {
+			if i < len(rec.ExpertTokens) && e < len(rec.ExpertTokens[i]) {
+				rec.ExpertTokens[i][e] += n
+			}
+		}
+	}
+}
+
+// growFrom initialises params from the final checkpoint of the stage's `from` stage.
+func growFrom(spec *Spec, stage *program.Stage, params []*nn.Param) error {
+	fromDir := filepath.Join(StageDir(spec.OutRoot, spec.Train.Name, stage.From), CheckpointsDir)
+	var latest string
+	var err error
+	if spec.From != "" {
+		fromDir = spec.From
+		latest, err = ResolveCheckpoint(spec.From)
+	} else {
+		latest, err = checkpoint.Latest(fromDir)
+	}
+	if err != nil {
+		return err
+	}
+	noFinal := &diag.RuntimeError{Code: diag.ErrNoFromCheckpoint,
+		Message:    fmt.Sprintf("stage %s starts from stage %s, which has no final checkpoint in %s yet", stage.Name, stage.From, fromDir),
+		Suggestion: fmt.Sprintf("run stage %s to the end first (moec run --stage %s)", stage.From, stage.From)}
+	if latest == "" {
+		return noFinal
+	}
+	c, err := checkpoint.Load(latest, false)
+	if err != nil {
+		return err
+	}
+	if !c.Manifest.Final {
+		return noFinal
+	}
+	if c.Manifest.Train != spec.Train.Name || c.Manifest.Stage != stage.From {
+		return diag.Runtimef(diag.ErrBadGrowth, "stage %s grows from stage %s, but checkpoint %s is of train %s stage %s", stage.Name, stage.From, latest, c.Manifest.Train, c.Manifest.Stage)
+	}
+	if _, err := Grow(c.Model, c.Manifest.Model, spec.Model, params, stage.Grow, spec.Seed); err != nil {
+		return err
+	}
+	return nil
+}
+
+// ParamTensors returns the parameters as tensors for a checkpoint; they alias the weights.
+func ParamTensors(params []*nn.Param) []safetensors.Tensor {
+	out := make([]safetensors.Tensor, len(params))
+	for i, p := range params {
+		out[i] = safetensors.Tensor{Name: p.Name, Shape: p.Shape, Data: p.W}
+	}
+	return out
+}
+
+// LoadParams copies checkpoint tensors into params. Every parameter must be present with
+// its shape and every tensor must be a parameter; the error names the first that is not.
+func LoadParams(params []*nn.Param, ts []safetensors.Tensor, dir string) error {
+	byName := make(map[string]safetensors.Tensor, len(ts))
+	for _, t := range ts {
+		byName[t.Name] = t
+	}
+	for _, p := range params {
+		t, ok := byName[p.Name]
+		if !ok {
+			return diag.Runtimef(diag.ErrCheckpointMismatch, "checkpoint %s has no tensor %s (shape %v) that the model needs", dir, p.Name, p.Shape)
+		}
+		if !sameShape(t.Shape, p.Shape) {
+			return diag.Runtimef(diag.ErrCheckpointMismatch, "checkpoint %s: tensor %s has shape %v, the model expects %v", dir, p.Name, t.Shape, p.Shape)
+		}
+		copy(p.W, t.Data)
+		delete(byName, p.Name)
+	}
+	for _, t := range ts {
+		if _, extra := byName[t.Name]; extra {
+			return diag.Runtimef(diag.ErrCheckpointMismatch, "checkpoint %s has tensor %s (shape %v), which the model does not have", dir, t.Name, t.Shape)
+		}
+	}
+	return nil
+}
+
+func plotLog(recs []StepRecord, path, title string) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	loss := plot.Series{Name: "loss"}
+	ce := plot.Series{Name: "cross-entropy"}
+	differ := false
+	for _, r := range recs {
+		loss.X = append(loss.X, float64(r.Step))
+		loss.Y = append(loss.Y, r.Loss)
+		ce.X = append(ce.X, float64(r.Step))
+		ce.Y = append(ce.Y, r.CE)
+		differ = differ || r.CE != r.Loss
+	}
+	series := []plot.Series{loss}
+	if differ {
+		series = append(series, ce)
+	}
+	return plot.WriteFile(path, plot.Chart{Title: title, XLabel: "step", YLabel: "loss (nats/token)", Series: series})
+}

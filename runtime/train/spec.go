@@ -1,0 +1,179 @@
+package train
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/lang/diag"
+	"github.com/moec-dev/moec/runtime/checkpoint"
+	"github.com/moec-dev/moec/runtime/data"
+)
+
+// Spec is a run's resolved configuration, saved as run.json so that a run can be resumed
+// from its directory alone.
+type Spec struct {
+	Format          int            `json:"format"`
+	Train           *program.Train `json:"train"`
+	Stage           string         `json:"stage"`
+	Model           *program.Model `json:"model"` // the stage's model
+	Steps           int64          `json:"steps"`
+	Seed            int64          `json:"seed"`
+	SeqLen          int            `json:"seq_len"`
+	MicroBatch      int            `json:"micro_batch"` // sequences per micro-batch
+	Accum           int            `json:"accum"`       // micro-batches per step
+	CheckpointEvery int64          `json:"checkpoint_every"`
+	Keep            int            `json:"keep"`
+	ValWindows      int            `json:"val_windows"`
+	BaseDir         string         `json:"base_dir"`
+	OutRoot         string         `json:"out_root"`
+	From            string         `json:"from,omitempty"` // Options.From
+}
+
+// TokensPerStep is the training tokens of one optimizer step.
+func (s *Spec) TokensPerStep() int64 { return int64(s.SeqLen) * int64(s.MicroBatch) * int64(s.Accum) }
+
+// Hash covers everything that determines the numbers a run computes, and not where it
+// writes or where its declarations are in the source (so a run resumes with the .moe file
+// edited elsewhere, or read through another relative path).
+func (s *Spec) Hash() (string, error) {
+	b, err := json.Marshal(struct {
+		Train                     *program.Train
+		Stage                     string
+		Model                     *program.Model
+		Steps, Seed               int64
+		SeqLen, MicroBatch, Accum int
+	}{s.Train, s.Stage, s.Model, s.Steps, s.Seed, s.SeqLen, s.MicroBatch, s.Accum})
+	if err != nil {
+		return "", fmt.Errorf("train: hashing the run config: %w", err)
+	}
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		return "", fmt.Errorf("train: hashing the run config: %w", err)
+	}
+	return checkpoint.ConfigHash(dropKey(v, "Decl"))
+}
+
+// dropKey removes every object member called key from a decoded JSON value.
+func dropKey(v any, key string) any {
+	switch x := v.(type) {
+	case map[string]any:
+		delete(x, key)
+		for k, e := range x {
+			x[k] = dropKey(e, key)
+		}
+	case []any:
+		for i, e := range x {
+			x[i] = dropKey(e, key)
+		}
+	}
+	return v
+}
+
+// resolve builds the Spec of a new run from the program.
+func resolve(opt *Options) (*Spec, *program.Stage, error) {
+	t, err := lookupTrain(opt.Program, opt.TrainName)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := lookupStage(t, opt.StageName)
+	if err != nil {
+		return nil, nil, err
+	}
+	base, ok := opt.Program.Models[t.Model]
+	if !ok {
+		return nil, nil, diag.Runtimef(diag.ErrUnknownTrain, "train %s trains model %q, which the program does not declare", t.Name, t.Model)
+	}
+	m := program.StageModel(base, st)
+	if m.Vocab < data.Vocab {
+		return nil, nil, diag.Runtimef(diag.ErrVocabTooSmall, "model %s has vocab %d; byte-level training data needs at least %d", m.Name, m.Vocab, data.Vocab)
+	}
+	s := &Spec{Format: 1, Train: t, Stage: st.Name, Model: m, Seed: t.Seed, BaseDir: opt.BaseDir,
+		OutRoot: opt.OutRoot, From: opt.From, Keep: opt.Keep, ValWindows: opt.ValWindows, CheckpointEvery: t.CheckpointEvery}
+	if s.OutRoot == "" {
+		s.OutRoot = "out"
+	}
+	if s.Keep <= 0 {
+		s.Keep = 2
+	}
+	if s.ValWindows <= 0 {
+		s.ValWindows = 64
+	}
+	if opt.CheckpointEvery > 0 {
+		s.CheckpointEvery = opt.CheckpointEvery
+	}
+	if opt.Seed != nil {
+		s.Seed = *opt.Seed
+	}
+	s.SeqLen = int(t.SeqLen)
+	if s.SeqLen <= 0 {
+		s.SeqLen = int(m.SeqLen)
+	}
+	if s.SeqLen <= 0 {
+		return nil, nil, diag.Runtimef(diag.ErrBadRunOption, "train %s has no sequence length", t.Name)
+	}
+	s.MicroBatch = opt.MicroBatch
+	if s.MicroBatch <= 0 {
+		s.MicroBatch = t.MicroBatch
+	}
+	seqs := max(t.TokensPerBatch/int64(s.SeqLen), 1) // sequences per optimizer step
+	if s.MicroBatch <= 0 {
+		s.MicroBatch = int(min(seqs, 8))
+	}
+	s.Accum = int(max((seqs+int64(s.MicroBatch)-1)/int64(s.MicroBatch), 1))
+	s.Steps = opt.Steps
+	if s.Steps <= 0 {
+		s.Steps = st.Steps
+	}
+	if s.Steps <= 0 && st.Tokens > 0 {
+		s.Steps = max(st.Tokens/s.TokensPerStep(), 1)
+	}
+	if s.Steps <= 0 {
+		return nil, nil, diag.Runtimef(diag.ErrBadRunOption, "stage %s sets neither steps nor tokens; pass --steps", st.Name)
+	}
+	return s, st, nil
+}
+
+func readSpec(dir string) (*Spec, error) {
+	b, err := os.ReadFile(filepath.Join(dir, SpecFile))
+	if err != nil {
+		return nil, diag.RuntimeWrap(diag.ErrBadRunOption, err, "cannot resume %s: not a run directory", dir)
+	}
+	var s Spec
+	if err := json.Unmarshal(b, &s); err != nil || s.Train == nil || s.Model == nil {
+		if err == nil {
+			err = errors.New("missing train or model")
+		}
+		return nil, diag.RuntimeWrap(diag.ErrCorruptCheckpoint, err, "cannot resume %s: bad %s", dir, SpecFile)
+	}
+	return &s, nil
+}
+
+// prepareDir makes sure a new run may write to dir.
+func prepareDir(dir string, force bool) error {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return os.MkdirAll(dir, 0o755)
+	}
+	if err != nil {
+		return fmt.Errorf("train: %w", err)
+	}
+	if len(ents) == 0 {
+		return nil
+	}
+	if !force {
+		return &diag.RuntimeError{Code: diag.ErrOutputExists,
+			Message:    fmt.Sprintf("run directory %s is not empty", dir),
+			Suggestion: fmt.Sprintf("use --resume %s to continue it, --force to start over, or --out for another directory", dir)}
+	}
+	// Replace only what a run writes; leave anything else the user put there.
+	for _, name := range []string{SpecFile, LogFile, PlotFile, ResultFile, CheckpointsDir, LogFile + ".tmp"} {
+		if err := os.RemoveAll(filepath.Join(dir, name)); err != nil {
+			return fmt.Errorf("train: %w", err)
+		}
+	}
+	return nil
+}

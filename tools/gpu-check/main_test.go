@@ -1,0 +1,66 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/moec-dev/moec/codegen/cuda"
+	"github.com/moec-dev/moec/kernels"
+)
+
+// TestPrepare builds the whole GPU check with a small bench shape and compiles every
+// harness and kernel file to PTX with clang, so the nvcc run on a GPU machine starts
+// from sources that are known to compile.
+func TestPrepare(t *testing.T) {
+	out := t.TempDir()
+	sh := benchShape()
+	sh.DModel, sh.Hidden, sh.RouterDim, sh.Experts = 64, 32, 64, 8
+	if err := prepare(config{out: out, tokens: 13, benchTokens: 100, reps: 2, bench: sh}); err != nil {
+		t.Fatal(err)
+	}
+	dirs, _ := filepath.Glob(filepath.Join(out, "*"))
+	if len(dirs) != 4 {
+		t.Fatalf("want 3 check dirs and bench, have %v", dirs)
+	}
+	// Every check case has input and expected-output files of the sizes the harness reads.
+	ks, _ := kernels.Set(kernels.SmallShapes()["swiglu"])
+	for _, k := range ks {
+		for _, ext := range []string{".in", ".want"} {
+			if _, err := os.Stat(filepath.Join(out, "check_swiglu", "data", k.Name+ext)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	src, err := os.ReadFile(filepath.Join(out, "bench", "moe_check.cu"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range benchKernels() {
+		if !strings.Contains(string(src), "moe_launch_"+k+"(") {
+			t.Errorf("bench harness does not launch %s", k)
+		}
+	}
+	clang := cuda.FindClang()
+	if clang == "" {
+		t.Skip("no clang++: harness not compiled")
+	}
+	for _, d := range dirs {
+		// The harness and kernels compile; the harness's includes resolve from cuda/.
+		for _, f := range []string{filepath.Join(d, "cuda", "moe_kernels.cu")} {
+			if _, err := cuda.CompilePTX(context.Background(), clang, f, "sm_80"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		harness := filepath.Join(d, "cuda", "moe_check.cu")
+		data, _ := os.ReadFile(filepath.Join(d, "moe_check.cu"))
+		if err := os.WriteFile(harness, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cuda.CompilePTX(context.Background(), clang, harness, "sm_80"); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
