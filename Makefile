@@ -51,6 +51,9 @@ lint: deps
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.6.1 ./...
 
+experiments: build
+	./scripts/experiments.sh
+
 gpu-check: build
 	./scripts/gpu-check.sh
 

@@ -18,6 +18,13 @@ type Contraction struct {
 	Accs                   []string // accumulator names, in order
 	Terms                  []Term
 	Epilogue               []Stmt
+
+	// The batched form (Batch != ""): one product per Batch in [0, Batches) whose depth
+	// runs over [DepthLo, DepthHi), expressions of Batch; Group, GroupOf and DepthN are
+	// unused. The expert weight gradients are this form: per expert, a sum over its slots.
+	Batch            string
+	Batches          Expr
+	DepthLo, DepthHi Expr
 }
 
 // Term adds A*B to the accumulator Acc.
@@ -30,7 +37,14 @@ type Term struct {
 func contract(k *Kernel, c *Contraction) *Kernel {
 	k.Contraction = c
 	k.Grid = []Dim{dim(c.Row, c.Rows), dim(c.Col, c.Cols)}
-	body := []Stmt{local(c.Group, c.GroupOf)}
+	var body []Stmt
+	lo, hi := ic(0), c.DepthN
+	if c.Batch != "" {
+		k.Grid = append([]Dim{dim(c.Batch, c.Batches)}, k.Grid...)
+		lo, hi = c.DepthLo, c.DepthHi
+	} else {
+		body = append(body, local(c.Group, c.GroupOf))
+	}
 	for _, acc := range c.Accs {
 		body = append(body, local(acc, fc(0)))
 	}
@@ -38,7 +52,7 @@ func contract(k *Kernel, c *Contraction) *Kernel {
 	for _, t := range c.Terms {
 		sums = append(sums, set(t.Acc, add(v(t.Acc), mul(t.A, t.B))))
 	}
-	body = append(body, vloop(c.Depth, ic(0), c.DepthN, sums...))
+	body = append(body, vloop(c.Depth, lo, hi, sums...))
 	k.Body = append(body, c.Epilogue...)
 	return k
 }

@@ -279,19 +279,17 @@ func (sh Shape) expertUpBwd() *Kernel {
 // the weight gradients of both projections. Each expert's slots() are contiguous
 // (route_index), so the sum runs over [offset, offset+count).
 func (sh Shape) expertWeightGrad(name, dw, dy, x string, rowsA, rowsB Expr, ref func(Env) error) *Kernel {
-	ex, a, b := v("ex"), v("ra"), v("rb")
-	return &Kernel{Name: name, Doc: "Expert weight gradient, summed over the expert's slots() in slot order.",
+	off := func() Expr { return ld("expert_offset", v("ex")) }
+	return contract(&Kernel{Name: name, Doc: "Expert weight gradient, summed over the expert's slots in slot order.",
 		Consts: sh.moeConsts(),
 		Params: []Param{in(dy, F32, mul(slots(), rowsA)), in(x, F32, mul(slots(), rowsB)), in("expert_offset", I32, cE()),
 			in("expert_count", I32, cE()), out(dw, F32, mul3(cE(), rowsA, rowsB)), scalar("n", I64)},
-		Grid: []Dim{dim("ex", cE()), dim("ra", rowsA), dim("rb", rowsB)},
-		Body: []Stmt{
-			local("lo", ld("expert_offset", ex)),
-			local("acc", fc(0)),
-			vloop("s", v("lo"), add(v("lo"), ld("expert_count", ex)),
-				set("acc", add(v("acc"), mul(ld(dy, at2(v("s"), rowsA, a)), ld(x, at2(v("s"), rowsB, b)))))),
-			store(dw, at2(at2(ex, rowsA, a), rowsB, b), v("acc"))},
-		Ref: ref}
+		Ref: ref},
+		&Contraction{Batch: "ex", Batches: cE(), Row: "ra", Col: "rb", Depth: "s", Rows: rowsA, Cols: rowsB,
+			DepthLo: off(), DepthHi: add(off(), ld("expert_count", v("ex"))),
+			Accs:     []string{"acc"},
+			Terms:    []Term{{Acc: "acc", A: ld(dy, at2(v("s"), rowsA, v("ra"))), B: ld(x, at2(v("s"), rowsB, v("rb")))}},
+			Epilogue: []Stmt{store(dw, at2(at2(v("ex"), rowsA, v("ra")), rowsB, v("rb")), v("acc"))}})
 }
 
 // routerBwd turns gate gradients into router-logit gradients through the (optional)

@@ -63,6 +63,10 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newRunCommand(stdout, stderr),
 		newGenerateCommand(stdout, stderr),
 		newEvalCommand(stdout, stderr),
+		newExperimentCommand(stdout, stderr),
+		newImportCommand(stdout, stderr),
+		newExportCommand(stdout, stderr),
+		newServeCommand(stdout, stderr),
 		newVersionCommand(stdout),
 	)
 	return root

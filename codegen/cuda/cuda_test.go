@@ -82,7 +82,8 @@ func TestPTXForSM80AndSM90(t *testing.T) {
 			}
 			// The expert GEMMs are tiled: shared-memory staging with block barriers, and
 			// the micro-tile reads its operands from shared memory four floats at a time.
-			for _, k := range []string{"router_logits", "expert_up_fwd", "expert_down_fwd", "expert_down_bwd", "expert_up_bwd"} {
+			for _, k := range []string{"router_logits", "router_w_grad", "router_in_grad", "expert_up_fwd", "expert_down_fwd",
+				"expert_down_bwd", "expert_up_bwd", "expert_w1_grad", "expert_w2_grad"} {
 				e := entry(t, ptx, k)
 				for _, want := range []string{"bar.sync", "st.shared.f32", "ld.shared.v4.f32", "fma.rn.f32"} {
 					if !strings.Contains(e, want) {

@@ -16,6 +16,16 @@ import (
 //go:embed moec_clang_prelude.h
 var prelude string
 
+// Emulation runs the generated CUDA on the CPU for tests (codegen/cuda's and the GPU
+// check's): compile the .cu files as C++ with -include of this header. Blocks run one
+// after another, a block's threads as real threads.
+//
+//go:embed moec_cpu_emu.h
+var emulation string
+
+// EmulationHeader returns the text of the CPU emulation header (moec_cpu_emu.h).
+func EmulationHeader() string { return emulation }
+
 // PreludeName is the file name the prelude is written under.
 const PreludeName = "moec_clang_prelude.h"
 
@@ -56,6 +66,13 @@ static __device__ __forceinline__ float moe_sqrtf_(float x) { return __nvvm_sqrt
 static __device__ __forceinline__ float moe_fmaxf_(float a, float b) { return __nvvm_fmax_f(a, b); }
 static __device__ __forceinline__ float moe_fminf_(float a, float b) { return __nvvm_fmin_f(a, b); }
 #endif
+// Kernel launch: <<<...>>> on a GPU; threads on the CPU under the test emulation.
+#if defined(MOEC_CPU_EMULATION)
+#define MOEC_LAUNCH(kernel, blocks, threads, stream, ...) moec_emu_launch(blocks, threads, [=] { kernel(__VA_ARGS__); })
+#else
+#define MOEC_LAUNCH(kernel, blocks, threads, stream, ...) kernel<<<blocks, threads, 0, stream>>>(__VA_ARGS__)
+#endif
+
 // Four floats at once: the tiled GEMM's shared-memory reads and its accumulators.
 #if defined(__NVCC__)
 typedef float4 moe_f4_;
@@ -139,12 +156,12 @@ func Host(title string, ks []*kernels.Kernel) (string, error) {
 		lw.line("if (total_ <= 0) return cudaSuccess;")
 		if k.Contraction != nil {
 			// One block per output tile, capped: the kernel loops over tiles grid-stride.
-			lw.line("const long long tiles_ = %s;", tiles(ext[0], ext[1]))
+			lw.line("const long long tiles_ = %s;", tiles(ext))
 			lw.line("const unsigned blocks_ = (unsigned)(tiles_ < (1LL << 20) ? tiles_ : (1LL << 20));")
 		} else {
 			lw.line("const unsigned blocks_ = (unsigned)((total_ + %d) / %d);", BlockSize-1, BlockSize)
 		}
-		lw.line("moe_%s<<<blocks_, %d, 0, stream>>>(%s, total_);", k.Name, BlockSize, strings.Join(args, ", "))
+		lw.line("MOEC_LAUNCH(moe_%s, blocks_, %d, stream, %s, total_);", k.Name, BlockSize, strings.Join(args, ", "))
 		lw.line("return cudaGetLastError();")
 		w.WriteString("}\n")
 	}

@@ -52,35 +52,64 @@ func tiledKernel(w *strings.Builder, k *kernels.Kernel) error {
 	if err != nil {
 		return err
 	}
-	depth, err := ex(c.DepthN)
-	if err != nil {
-		return err
-	}
-	group, err := ex(c.GroupOf)
-	if err != nil {
-		return err
-	}
-	row, col, dep, grp := cname(c.Row), cname(c.Col), cname(c.Depth), cname(c.Group)
+	batched := c.Batch != ""
+	row, col, dep := cname(c.Row), cname(c.Col), cname(c.Depth)
 	lw.line("(void)total_;")
-	lw.line("const long long rows_ = %s, cols_ = %s, depth_ = %s;", rows, cols, depth)
+	lw.line("const long long rows_ = %s, cols_ = %s;", rows, cols)
 	lw.line("const long long tiles_n_ = (cols_ + %d) / %d;", TileN-1, TileN)
-	lw.line("const long long tiles_ = (rows_ + %d) / %d * tiles_n_;", TileM-1, TileM)
+	lw.line("const long long tiles_mn_ = (rows_ + %d) / %d * tiles_n_;", TileM-1, TileM)
+	if batched {
+		batches, err := ex(c.Batches)
+		if err != nil {
+			return err
+		}
+		lw.line("const long long tiles_ = (%s) * tiles_mn_;", batches)
+	} else {
+		lw.line("const long long tiles_ = tiles_mn_;")
+	}
 	lw.line("__shared__ float as_[%d][%d] __attribute__((aligned(16)));", TileK, TileM+4)
 	lw.line("__shared__ float bs_[%d][%d] __attribute__((aligned(16)));", TileK, TileN+4)
 	lw.line("const int tx_ = threadIdx.x %% %d, ty_ = threadIdx.x / %d;", TileN/4, TileN/4)
 	lw.line("for (long long tile_ = blockIdx.x; tile_ < tiles_; tile_ += gridDim.x) {")
 	lw.depth++
-	lw.line("const long long row0_ = tile_ / tiles_n_ * %d, col0_ = tile_ %% tiles_n_ * %d;", TileM, TileN)
-	lw.line("const long long row_last_ = (row0_ + %d < rows_ ? row0_ + %d : rows_) - 1;", TileM, TileM)
-	lw.line("long long group_first_, group_last_;")
-	lw.line("{ const long long %s = row0_; group_first_ = %s; }", row, group)
-	lw.line("{ const long long %s = row_last_; group_last_ = %s; }", row, group)
+	lw.line("const long long tile_mn_ = tile_ %% tiles_mn_;")
+	lw.line("const long long row0_ = tile_mn_ / tiles_n_ * %d, col0_ = tile_mn_ %% tiles_n_ * %d;", TileM, TileN)
+	// Depth range and the groups present in the tile. Batched: the batch index is fixed
+	// per tile and bounds the depth. Grouped: rows of several groups may share the tile.
+	var group, grp string
+	if batched {
+		lo, err := ex(c.DepthLo)
+		if err != nil {
+			return err
+		}
+		hi, err := ex(c.DepthHi)
+		if err != nil {
+			return err
+		}
+		lw.line("const long long %s = tile_ / tiles_mn_;", cname(c.Batch))
+		lw.line("const long long lo_ = %s, hi_ = %s;", lo, hi)
+		lw.line("const long long group_first_ = 0, group_last_ = 0;")
+	} else {
+		depth, err := ex(c.DepthN)
+		if err != nil {
+			return err
+		}
+		if group, err = ex(c.GroupOf); err != nil {
+			return err
+		}
+		grp = cname(c.Group)
+		lw.line("const long long lo_ = 0, hi_ = %s;", depth)
+		lw.line("const long long row_last_ = (row0_ + %d < rows_ ? row0_ + %d : rows_) - 1;", TileM, TileM)
+		lw.line("long long group_first_, group_last_;")
+		lw.line("{ const long long %s = row0_; group_first_ = %s; }", row, group)
+		lw.line("{ const long long %s = row_last_; group_last_ = %s; }", row, group)
+	}
 	for _, acc := range c.Accs {
 		lw.line("moe_f4_ %s_t_[4] = {};", cname(acc))
 	}
 	lw.line("for (long long group_ = group_first_; group_ <= group_last_; ++group_) {")
 	lw.depth++
-	lw.line("for (long long k0_ = 0; k0_ < depth_; k0_ += %d) {", TileK)
+	lw.line("for (long long k0_ = lo_; k0_ < hi_; k0_ += %d) {", TileK)
 	lw.depth++
 	for _, t := range c.Terms {
 		a, err := ex(t.A)
@@ -96,12 +125,20 @@ func tiledKernel(w *strings.Builder, k *kernels.Kernel) error {
 		lw.line("for (int l_ = threadIdx.x; l_ < %d; l_ += %d) {", TileM*TileK, BlockSize)
 		lw.line("  const long long %s = row0_ + l_ / %d, %s = k0_ + l_ %% %d;", row, TileK, dep, TileK)
 		lw.line("  float v_ = 0.0f;")
-		lw.line("  if (%s < rows_ && %s < depth_ && (long long)(%s) == group_) v_ = %s;", row, dep, group, a)
+		mask := fmt.Sprintf("%s < rows_ && %s < hi_", row, dep)
+		if !batched {
+			mask += fmt.Sprintf(" && (long long)(%s) == group_", group)
+		}
+		lw.line("  if (%s) v_ = %s;", mask, a)
 		lw.line("  as_[l_ %% %d][l_ / %d] = v_;", TileK, TileK)
 		lw.line("}")
 		lw.line("for (int l_ = threadIdx.x; l_ < %d; l_ += %d) {", TileN*TileK, BlockSize)
-		lw.line("  const long long %s = group_, %s = col0_ + l_ / %d, %s = k0_ + l_ %% %d;", grp, col, TileK, dep, TileK)
-		lw.line("  bs_[l_ %% %d][l_ / %d] = (%s < cols_ && %s < depth_) ? %s : 0.0f;", TileK, TileK, col, dep, b)
+		if batched {
+			lw.line("  const long long %s = col0_ + l_ / %d, %s = k0_ + l_ %% %d;", col, TileK, dep, TileK)
+		} else {
+			lw.line("  const long long %s = group_, %s = col0_ + l_ / %d, %s = k0_ + l_ %% %d;", grp, col, TileK, dep, TileK)
+		}
+		lw.line("  bs_[l_ %% %d][l_ / %d] = (%s < cols_ && %s < hi_) ? %s : 0.0f;", TileK, TileK, col, dep, b)
 		lw.line("}")
 		lw.line("__syncthreads();")
 		lw.line("#pragma unroll")
@@ -128,7 +165,9 @@ func tiledKernel(w *strings.Builder, k *kernels.Kernel) error {
 	lw.line("const long long %s = row0_ + ty_ * 4 + i_, %s = col0_ + tx_ * 4 + j_;", row, col)
 	lw.line("if (%s < rows_ && %s < cols_) {", row, col)
 	lw.depth++
-	lw.line("const long long %s = %s;", grp, group)
+	if !batched {
+		lw.line("const long long %s = %s;", grp, group)
+	}
 	for _, acc := range c.Accs {
 		lw.line("float %s = moe_f4_get_(%s_t_[i_], j_);", cname(acc), cname(acc))
 	}
@@ -147,7 +186,13 @@ func tiledKernel(w *strings.Builder, k *kernels.Kernel) error {
 }
 
 // tiles is the C expression of the number of output tiles of a contraction kernel (the
-// launcher's block count), given the C spellings of its row and column extents.
-func tiles(rows, cols string) string {
-	return fmt.Sprintf("((%s) + %d) / %d * (((%s) + %d) / %d)", rows, TileM-1, TileM, cols, TileN-1, TileN)
+// launcher's block count), given the C spellings of its grid extents: rows and columns,
+// preceded by the batch count for the batched form.
+func tiles(ext []string) string {
+	n := len(ext)
+	t := fmt.Sprintf("((%s) + %d) / %d * (((%s) + %d) / %d)", ext[n-2], TileM-1, TileM, ext[n-1], TileN-1, TileN)
+	if n == 3 {
+		t = fmt.Sprintf("(%s) * %s", ext[0], t)
+	}
+	return t
 }

@@ -71,8 +71,9 @@ func checkLen[F Float](name string, x []F, trans bool, rows, cols, ld int) {
 }
 
 // gemmGo is the portable kernel. The loop orders keep the innermost loop running along
-// contiguous rows of B and C (or a dot product of two contiguous rows for A·Bᵀ), which is
-// what lets the compiler keep it in registers.
+// contiguous rows (of B and C, or of A and B for A·Bᵀ, four rows of B at a time so each
+// element of A feeds four multiply-adds), with slices re-cut to the loop length so the
+// compiler drops the bounds checks.
 func gemmGo[F Float](transA, transB bool, m, n, k int, alpha F, a []F, lda int, b []F, ldb int, beta F, c []F, ldc int) {
 	for i := 0; i < m; i++ {
 		ci := c[i*ldc : i*ldc+n]
@@ -85,26 +86,57 @@ func gemmGo[F Float](transA, transB bool, m, n, k int, alpha F, a []F, lda int, 
 		}
 		switch {
 		case !transB:
-			for p := 0; p < k; p++ {
-				var av F
+			// Four rows of B per pass: one load and store of C per four multiply-adds.
+			aAt := func(p int) F {
 				if transA {
-					av = a[p*lda+i]
-				} else {
-					av = a[i*lda+p]
+					return alpha * a[p*lda+i]
 				}
-				av *= alpha
-				if av == 0 {
-					continue
+				return alpha * a[i*lda+p]
+			}
+			p := 0
+			for ; p+4 <= k; p += 4 {
+				a0, a1, a2, a3 := aAt(p), aAt(p+1), aAt(p+2), aAt(p+3)
+				b0 := b[p*ldb : p*ldb+n]
+				b1 := b[(p+1)*ldb : (p+1)*ldb+n]
+				b2 := b[(p+2)*ldb : (p+2)*ldb+n]
+				b3 := b[(p+3)*ldb : (p+3)*ldb+n]
+				b0, b1, b2, b3 = b0[:len(ci)], b1[:len(ci)], b2[:len(ci)], b3[:len(ci)]
+				for j := range ci {
+					ci[j] += a0*b0[j] + a1*b1[j] + a2*b2[j] + a3*b3[j]
 				}
+			}
+			for ; p < k; p++ {
+				av := aAt(p)
 				bp := b[p*ldb : p*ldb+n]
+				bp = bp[:len(ci)]
 				for j, bv := range bp {
 					ci[j] += av * bv
 				}
 			}
 		case !transA:
 			ai := a[i*lda : i*lda+k]
-			for j := 0; j < n; j++ {
+			j := 0
+			for ; j+4 <= n; j += 4 {
+				b0 := b[j*ldb : j*ldb+k]
+				b1 := b[(j+1)*ldb : (j+1)*ldb+k]
+				b2 := b[(j+2)*ldb : (j+2)*ldb+k]
+				b3 := b[(j+3)*ldb : (j+3)*ldb+k]
+				b0, b1, b2, b3 = b0[:len(ai)], b1[:len(ai)], b2[:len(ai)], b3[:len(ai)]
+				var s0, s1, s2, s3 F
+				for p, av := range ai {
+					s0 += av * b0[p]
+					s1 += av * b1[p]
+					s2 += av * b2[p]
+					s3 += av * b3[p]
+				}
+				ci[j] += alpha * s0
+				ci[j+1] += alpha * s1
+				ci[j+2] += alpha * s2
+				ci[j+3] += alpha * s3
+			}
+			for ; j < n; j++ {
 				bj := b[j*ldb : j*ldb+k]
+				bj = bj[:len(ai)]
 				var s F
 				for p, av := range ai {
 					s += av * bj[p]

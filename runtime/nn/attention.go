@@ -16,6 +16,8 @@ type attnWS[F Float] struct {
 	p          []F // [B, H, T, T] softmax probabilities
 	a          []F // [B, H, T, T] weights applied to V: p, or p mixed by talking_heads_post
 	dAacc      []F // [B, H, T, T] gradient of a from later layers that reused it
+	dkAcc      []F // [N, KV·Dh] gradients of k and v from the later layers of its
+	dvAcc      []F // cross-layer attention group (share_kv owners only)
 }
 
 // validRange is the span of keys query i attends to: causal, optionally windowed.

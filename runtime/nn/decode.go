@@ -41,9 +41,13 @@ func (m *Model) NewDecoder(batch, maxLen int) *Decoder {
 	if c.cfg.Attention.QKNorm {
 		dec.qkHat, dec.qkRstd = make([]float32, batch*d.qDim), make([]float32, batch*d.H)
 	}
-	for _, l := range c.layers {
-		dec.kc = append(dec.kc, make([]float32, batch*maxLen*d.kvDim))
-		dec.vc = append(dec.vc, make([]float32, batch*maxLen*d.kvDim))
+	for li, l := range c.layers {
+		if l.kvOwner == li {
+			dec.kc = append(dec.kc, make([]float32, batch*maxLen*d.kvDim))
+			dec.vc = append(dec.vc, make([]float32, batch*maxLen*d.kvDim))
+		} else { // cross-layer attention: one cache per group
+			dec.kc, dec.vc = append(dec.kc, dec.kc[l.kvOwner]), append(dec.vc, dec.vc[l.kvOwner])
+		}
 		var mw *moeWS[float32]
 		var fw *ffnWS[float32]
 		if l.moe != nil {
@@ -107,22 +111,31 @@ func (dec *Decoder) Step(tokens []int32) ([]float32, error) {
 	}
 	for li, l := range c.layers {
 		sublayerIn(dec.h, dec.xhat, dec.rstd, dec.x, n, d.D, l.norm1, l.norm1b, ln, eps)
+		owns := l.kvOwner == li
 		linear(dec.q, dec.h, n, l.attn.q, l.attn.qb, false)
-		linear(dec.k, dec.h, n, l.attn.k, l.attn.kb, false)
-		linear(dec.v, dec.h, n, l.attn.v, l.attn.vb, false)
 		if l.attn.qNorm != nil {
 			normFwd(dec.q, dec.qkHat, dec.qkRstd, dec.q, n*d.H, d.Dh, l.attn.qNorm, nil, false, eps)
-			normFwd(dec.k, dec.qkHat, dec.qkRstd, dec.k, n*d.KV, d.Dh, l.attn.kNorm, nil, false, eps)
+		}
+		if owns {
+			linear(dec.k, dec.h, n, l.attn.k, l.attn.kb, false)
+			linear(dec.v, dec.h, n, l.attn.v, l.attn.vb, false)
+			if l.attn.kNorm != nil {
+				normFwd(dec.k, dec.qkHat, dec.qkRstd, dec.k, n*d.KV, d.Dh, l.attn.kNorm, nil, false, eps)
+			}
 		}
 		kc, vc := dec.kc[li], dec.vc[li]
 		for i := 0; i < n; i++ {
 			if dec.rope != nil {
 				dec.rope.rotate(dec.q[i*d.qDim:(i+1)*d.qDim], d.H, pos, false)
-				dec.rope.rotate(dec.k[i*d.kvDim:(i+1)*d.kvDim], d.KV, pos, false)
 			}
-			at := (i*dec.maxLen + pos) * d.kvDim
-			copy(kc[at:at+d.kvDim], dec.k[i*d.kvDim:(i+1)*d.kvDim])
-			copy(vc[at:at+d.kvDim], dec.v[i*d.kvDim:(i+1)*d.kvDim])
+			if owns {
+				if dec.rope != nil {
+					dec.rope.rotate(dec.k[i*d.kvDim:(i+1)*d.kvDim], d.KV, pos, false)
+				}
+				at := (i*dec.maxLen + pos) * d.kvDim
+				copy(kc[at:at+d.kvDim], dec.k[i*d.kvDim:(i+1)*d.kvDim])
+				copy(vc[at:at+d.kvDim], dec.v[i*d.kvDim:(i+1)*d.kvDim])
+			}
 		}
 		parallel(n, func(_, lo, hi int) {
 			for i := lo; i < hi; i++ {

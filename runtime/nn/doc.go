@@ -14,8 +14,10 @@
 // Computed: token embedding (rows padded to vocab_pad_to; the padded logits take part in
 // the softmax as in Hugging Face models); learned or rotary positions (rotate-half layout);
 // RMSNorm or LayerNorm, placed pre, post or sandwich (Gemma 2 names); causal attention with GQA/MQA, optional sliding
-// window, Q/K/V/output biases, qk_norm (RMSNorm over head_dim), learned sinks and talking
-// heads (mixing before and after the softmax); stochastic attention-weight sharing; dense
+// window, Q/K/V/output biases, qk_norm (RMSNorm over head_dim), learned sinks, talking
+// heads (mixing before and after the softmax) and cross-layer attention (share_kv: the
+// first layer of each group projects keys and values for the group; the others have no
+// k_proj/v_proj); stochastic attention-weight sharing; dense
 // FFNs and experts with ReLU, GELU (erf), SiLU, SwiGLU or GeGLU, with optional biases; the
 // MoE layer described below; a tied or untied head; mean cross-entropy.
 //
@@ -39,9 +41,11 @@
 // Decoder always recomputes. In the backward pass the gradient of reused weights flows to
 // the layer that computed them.
 //
+// With groups (node-limited routing, as DeepSeek-V2) a group scores its best expert and a
+// token chooses among the experts of its top_k_groups best groups.
+//
 // Not computed, refused by New with *UnsupportedError: encoder-decoder models, MLA,
-// cross-layer KV sharing, relative position bias, multi-token prediction,
-// auxiliary-loss-free bias balancing, node-limited group routing.
+// relative position bias, multi-token prediction, auxiliary-loss-free bias balancing.
 //
 // Everything random (initialisation, the sharing dice) comes from runtime/rng. A Model
 // keeps the activation buffers of the last (B, T) it ran, so steps of one shape allocate

@@ -25,6 +25,7 @@ func TestParamsGolden(t *testing.T) {
 		{"moe", func() *program.Model {
 			m := tinyMoE()
 			m.Layers, m.MoE.Every, m.MoE.SharedExperts = 2, 2, 1
+			m.Attention.ShareKV = 2
 			m.Attention.TalkingHeads, m.Attention.QKNorm, m.Attention.Sinks = true, true, true
 			return m
 		}},

@@ -37,6 +37,18 @@ func TestGradCheckModels(t *testing.T) {
 			m.Attention.Window = 4
 			return m
 		},
+		"share_kv_2_with_share_weights_qk_norm": func() *program.Model {
+			m := tinyDense()
+			m.Layers = 4
+			m.Attention.ShareKV, m.Attention.ShareWeights, m.Attention.QKNorm = 2, 0.5, true
+			return m
+		},
+		"share_kv_3": func() *program.Model {
+			m := tinyDense()
+			m.Layers = 3
+			m.Attention.ShareKV, m.Attention.BiasQKV = 3, true
+			return m
+		},
 		"share_weights_half": func() *program.Model {
 			m := tinyDense()
 			m.Layers = 4
@@ -45,6 +57,11 @@ func TestGradCheckModels(t *testing.T) {
 			return m
 		},
 		"moe_softmax_top2": tinyMoE,
+		"moe_group_routing": func() *program.Model {
+			m := tinyMoE()
+			m.MoE.Experts, m.MoE.Groups, m.MoE.TopKGroups = 6, 3, 2
+			return m
+		},
 		"moe_sandwich_norm_layernorm": func() *program.Model {
 			m := tinyMoE()
 			m.NormPlacement, m.Norm = program.SandwichNorm, program.LayerNorm
@@ -86,7 +103,7 @@ func TestGradCheckModels(t *testing.T) {
 				}
 			}
 			b := randBatch(r, cfg.Vocab, 2, 5)
-			opts := StepOptions{Seed: 11, Step: 3, Train: true}
+			opts := StepOptions{Seed: 2, Step: 3, Train: true} // dice [t t f t]: a KV owner reuses weights, the next layer recomputes
 			st, w, err := c.forward(b, opts)
 			if err != nil {
 				t.Fatal(err)

@@ -39,6 +39,9 @@ type dims struct {
 	EHidden     int // routed expert width
 	SHidden     int // shared expert width
 	Shared      int // shared experts per MoE layer
+	Groups      int // expert groups for node-limited routing (0 = none)
+	ShareKV     int // layers per cross-layer attention group (1 = none)
+	TopKGroups  int // groups a token may use
 	RouterIn    int // width of what the router reads
 	headsPerKV  int
 	qDim, kvDim int // H*Dh and KV*Dh
@@ -79,6 +82,7 @@ type layer[F Float] struct {
 	// layernorm; nil where the placement has no such norm.
 	norm1, norm1b, norm2, norm2b *tensor[F]
 	postA, postAb, postF, postFb *tensor[F]
+	kvOwner                      int // the layer whose keys and values this one uses (itself without share_kv)
 	attn                         attnParams[F]
 	dense                        *ffnParams[F] // nil in MoE layers unless parallel_dense
 	moe                          *moeParams[F] // nil in dense layers
@@ -145,7 +149,6 @@ func checkSupported(m *program.Model) error {
 	}{
 		{m.Encoder > 0, "encoder-decoder models (encoder layers)"},
 		{a.MLA || a.KVLoraRank > 0, "multi-head latent attention (MLA)"},
-		{a.ShareKV > 1, "cross-layer KV sharing (attention.share_kv)"},
 		{m.Position == program.Relative, "relative position bias (position = relative)"},
 		{m.NormPlacement != "" && m.NormPlacement != program.PreNorm && m.NormPlacement != program.PostNorm &&
 			m.NormPlacement != program.SandwichNorm, fmt.Sprintf("norm placement %q", m.NormPlacement)},
@@ -157,7 +160,6 @@ func checkSupported(m *program.Model) error {
 			feature string
 		}{
 			{moe.AuxFreeBias > 0, "auxiliary-loss-free bias balancing (moe.aux_free_bias)"},
-			{moe.Groups > 0, "node-limited group routing (moe.groups)"},
 			{moe.EncoderMoE, "encoder MoE layers"},
 		}...)
 	}
@@ -221,6 +223,13 @@ func resolveDims(m *program.Model) (dims, error) {
 		if d.K <= 0 || d.K > d.E {
 			errs = append(errs, fmt.Errorf("top_k %d must be in [1, experts %d]", d.K, d.E))
 		}
+		if moe.Groups > 0 {
+			d.Groups, d.TopKGroups = moe.Groups, moe.TopKGroups
+			if d.E%d.Groups != 0 || d.TopKGroups <= 0 || d.TopKGroups > d.Groups || d.K > d.TopKGroups*(d.E/d.Groups) {
+				errs = append(errs, fmt.Errorf("groups %d must divide experts %d, and top_k_groups %d must be in [1, groups] with room for top_k %d",
+					d.Groups, d.E, d.TopKGroups, d.K))
+			}
+		}
 		if d.EHidden <= 0 {
 			errs = append(errs, fmt.Errorf("expert_hidden must be positive, got %d", d.EHidden))
 		}
@@ -240,6 +249,7 @@ func resolveDims(m *program.Model) (dims, error) {
 			break
 		}
 	}
+	d.ShareKV = max(a.ShareKV, 1)
 	d.headsPerKV = d.H / max(d.KV, 1)
 	d.qDim, d.kvDim = d.H*d.Dh, d.KV*d.Dh
 	if err := errors.Join(errs...); err != nil {
@@ -357,13 +367,18 @@ func newCore[F Float](m *program.Model, seed int64) (*core[F], error) {
 		if m.Attention.BiasQKV {
 			a.qb = b.add(p+"self_attn.q_proj.bias", initZeros, true, d.qDim)
 		}
-		a.k = b.add(p+"self_attn.k_proj.weight", initNormal, true, d.kvDim, d.D)
-		if m.Attention.BiasQKV {
-			a.kb = b.add(p+"self_attn.k_proj.bias", initZeros, true, d.kvDim)
-		}
-		a.v = b.add(p+"self_attn.v_proj.weight", initNormal, true, d.kvDim, d.D)
-		if m.Attention.BiasQKV {
-			a.vb = b.add(p+"self_attn.v_proj.bias", initZeros, true, d.kvDim)
+		// Cross-layer attention: only the first layer of each group of share_kv layers
+		// projects keys and values; the others attend to that layer's.
+		l.kvOwner = i - i%d.ShareKV
+		if l.kvOwner == i {
+			a.k = b.add(p+"self_attn.k_proj.weight", initNormal, true, d.kvDim, d.D)
+			if m.Attention.BiasQKV {
+				a.kb = b.add(p+"self_attn.k_proj.bias", initZeros, true, d.kvDim)
+			}
+			a.v = b.add(p+"self_attn.v_proj.weight", initNormal, true, d.kvDim, d.D)
+			if m.Attention.BiasQKV {
+				a.vb = b.add(p+"self_attn.v_proj.bias", initZeros, true, d.kvDim)
+			}
 		}
 		a.o = b.add(p+"self_attn.o_proj.weight", initResidual, true, d.D, d.qDim)
 		if m.Attention.BiasOut {
@@ -371,7 +386,9 @@ func newCore[F Float](m *program.Model, seed int64) (*core[F], error) {
 		}
 		if m.Attention.QKNorm {
 			a.qNorm = b.add(p+"self_attn.q_norm.weight", initOnes, true, d.Dh)
-			a.kNorm = b.add(p+"self_attn.k_norm.weight", initOnes, true, d.Dh)
+			if l.kvOwner == i {
+				a.kNorm = b.add(p+"self_attn.k_norm.weight", initOnes, true, d.Dh)
+			}
 		}
 		if m.Attention.Sinks {
 			a.sinks = b.add(p+"self_attn.sinks", initZeros, true, d.H)

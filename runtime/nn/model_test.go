@@ -15,11 +15,9 @@ func TestNewRefusesUnsupported(t *testing.T) {
 	cases := map[string]func(m *program.Model){
 		"encoder-decoder":        func(m *program.Model) { m.Encoder = 2 },
 		"latent attention":       func(m *program.Model) { m.Attention.MLA, m.Attention.KVLoraRank = true, 16 },
-		"cross-layer KV sharing": func(m *program.Model) { m.Attention.ShareKV = 2 },
 		"relative position":      func(m *program.Model) { m.Position = program.Relative },
 		"multi-token prediction": func(m *program.Model) { m.MTPDepth = 1 },
 		"auxiliary-loss-free":    func(m *program.Model) { m.MoE.AuxFreeBias = 0.001 },
-		"group routing":          func(m *program.Model) { m.MoE.Groups, m.MoE.TopKGroups = 2, 1 },
 	}
 	for feature, mod := range cases {
 		m := tinyMoE()
@@ -255,5 +253,35 @@ func TestForwardBackwardDeterministic(t *testing.T) {
 	}
 	if kept+st.Dropped != 3*30*2 {
 		t.Errorf("kept %d + dropped %d assignments, want %d", kept, st.Dropped, 3*30*2)
+	}
+}
+
+// With node-limited routing every token's experts lie in its top_k_groups best groups, and
+// its best expert overall is always among them (its group scores at least as high).
+func TestGroupRouting(t *testing.T) {
+	cfg := tinyMoE()
+	cfg.MoE.Experts, cfg.MoE.TopK, cfg.MoE.Groups, cfg.MoE.TopKGroups = 8, 2, 4, 1
+	c, err := newCore[float64](cfg, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := randBatch(rand.New(rand.NewPCG(4, 4)), cfg.Vocab, 3, 6)
+	if _, _, err := c.forward(b, StepOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w := c.ws.layers[0].moe
+	for tok := 0; tok < 18; tok++ {
+		e0, e1 := w.idx[tok*2], w.idx[tok*2+1]
+		if e0/2 != e1/2 {
+			t.Fatalf("token %d routed to experts %d and %d in different groups", tok, e0, e1)
+		}
+		s := w.s[tok*8 : tok*8+8]
+		if best := slices.Index(s, slices.Max(s)); int32(best) != e0 {
+			t.Errorf("token %d: first choice %d, best expert %d", tok, e0, best)
+		}
+	}
+	cfg.MoE.TopKGroups = 5
+	if _, err := New(cfg, 1); err == nil {
+		t.Error("top_k_groups > groups accepted")
 	}
 }

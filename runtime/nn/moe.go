@@ -2,6 +2,7 @@ package nn
 
 import (
 	"math"
+	"slices"
 
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/runtime/blas"
@@ -15,9 +16,10 @@ type moeWS[F Float] struct {
 	idx     []int32 // [n, K] chosen experts, best first
 	gate    []F     // [n, K] combine weights after renormalisation
 	rowOf   []int32 // [n, K] row of the assignment in the expert-sorted buffers, -1 if dropped
-	rowTok  []int32 // [n·K] token of each sorted row
 	routed  []int   // [E] assignments before capacity
 	cursor  []int   // [E] next free sorted row of each expert while dispatching
+	gScore  []F     // [groups] group scores of one token (group routing)
+	gIdx    []int32 // [top_k_groups] its chosen groups
 	fe      []float64
 	kept    []int // [E] assignments the expert processed
 	offs    []int // [E+1] first sorted row of each expert
@@ -36,12 +38,15 @@ func newMoEWS[F Float](d dims, mp *moeParams[F], n int) *moeWS[F] {
 	nk := n * d.K
 	w := &moeWS[F]{
 		z: make([]F, n*d.E), s: make([]F, n*d.E), lse: make([]F, n), ds: make([]F, n*d.E),
-		idx: make([]int32, nk), gate: make([]F, nk), rowOf: make([]int32, nk), rowTok: make([]int32, nk),
+		idx: make([]int32, nk), gate: make([]F, nk), rowOf: make([]int32, nk),
 		dg: make([]F, nk), routed: make([]int, d.E), cursor: make([]int, d.E), fe: make([]float64, d.E), kept: make([]int, d.E), offs: make([]int, d.E+1),
 		xs: make([]F, nk*d.D), out: make([]F, nk*d.D), dr: make([]F, n*d.RouterIn),
 	}
 	if mp.routerEmbed != nil {
 		w.rIn = make([]F, n*d.RouterIn)
+	}
+	if d.Groups > 0 {
+		w.gScore, w.gIdx = make([]F, d.Groups), make([]int32, d.TopKGroups)
 	}
 	w.ex = *newFFNWS(mp.experts[0], nk)
 	for _, s := range mp.shared {
@@ -93,7 +98,18 @@ func (c *core[F]) moeForward(mp *moeParams[F], w *moeWS[F], x []F, tok []int32, 
 			}
 		}
 		idx, gate := w.idx[t*d.K:(t+1)*d.K], w.gate[t*d.K:(t+1)*d.K]
-		topK(st, idx)
+		if d.Groups > 0 {
+			// Node-limited routing (DeepSeek-V2): a group scores its best expert; the token
+			// chooses among the experts of its top_k_groups best groups only.
+			size := d.E / d.Groups
+			for g := range w.gScore {
+				w.gScore[g] = slices.Max(st[g*size : (g+1)*size])
+			}
+			topK(w.gScore, w.gIdx)
+			topKIn(st, idx, size, w.gIdx)
+		} else {
+			topK(st, idx)
+		}
 		var gs F
 		for j, e := range idx {
 			gate[j] = st[e]
@@ -149,7 +165,6 @@ func (c *core[F]) moeForward(mp *moeParams[F], w *moeWS[F], x []F, tok []int32, 
 			row := cursor[e]
 			cursor[e]++
 			w.rowOf[t*d.K+j] = int32(row)
-			w.rowTok[row] = int32(t)
 			copy(w.xs[row*d.D:(row+1)*d.D], x[t*d.D:(t+1)*d.D])
 		}
 	}
@@ -190,10 +205,17 @@ func (c *core[F]) expertWS(w *moeWS[F], r0, r1 int) *ffnWS[F] {
 
 // topK writes the indices of the len(idx) largest scores, best first; ties go to the lower
 // index, so the choice is deterministic.
-func topK[F Float](s []F, idx []int32) {
+func topK[F Float](s []F, idx []int32) { topKIn(s, idx, 1, nil) }
+
+// topKIn is topK restricted to the experts of the listed groups (groups of size
+// consecutive experts); a nil list allows every expert.
+func topKIn[F Float](s []F, idx []int32, size int, groups []int32) {
 	for j := range idx {
 		best := -1
 		for e, v := range s {
+			if groups != nil && !slices.Contains(groups, int32(e/size)) {
+				continue
+			}
 			taken := false
 			for _, p := range idx[:j] {
 				if int(p) == e {

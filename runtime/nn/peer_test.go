@@ -55,8 +55,10 @@ func peerCases() map[string]func() *program.Model {
 			m.Attention.QKNorm, m.Attention.Sinks = true, true
 			return m
 		},
-		"moe_softmax_top2_talking_heads_share_half": func() *program.Model {
+		"moe_softmax_top2_talking_heads_share_half_groups_share_kv": func() *program.Model {
 			m := moe()
+			m.Attention.ShareKV, m.Attention.QKNorm = 2, true
+			m.MoE.Experts, m.MoE.Groups, m.MoE.TopKGroups = 6, 3, 1
 			m.Layers = 4
 			m.Attention.TalkingHeads, m.Attention.ShareWeights = true, 0.5
 			return m
@@ -121,7 +123,7 @@ func TestPeerPyTorch(t *testing.T) {
 			}
 		}
 		b := randBatch(r, cfg.Vocab, 3, 7)
-		opts := StepOptions{Seed: 21, Step: 4, Train: true}
+		opts := StepOptions{Seed: 7, Step: 4, Train: true} // dice [t t f t] for four layers
 		logits, err := m.Logits(b, opts)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
@@ -215,8 +217,8 @@ func writePeerInputs(t *testing.T, dir string, m *Model, b Batch, logits []float
 		"talking_heads": cfg.Attention.TalkingHeads, "window": c.d.Window,
 		"bias_qkv": cfg.Attention.BiasQKV, "bias_out": cfg.Attention.BiasOut,
 		"qk_norm": cfg.Attention.QKNorm, "sinks": cfg.Attention.Sinks, "parallel_dense": false,
-		"placement": string(placement(cfg)),
-		"ffn_act":   string(cfg.FFN.Activation), "moe_layers": moeLayers,
+		"placement": string(placement(cfg)), "share_kv": c.d.ShareKV,
+		"ffn_act": string(cfg.FFN.Activation), "moe_layers": moeLayers,
 		"recompute": shareDice(cfg.Attention.ShareWeights, c.d.L, o.Seed, o.Step, o.Train || o.AttnShare),
 		"tolerance": 1e-4, "balance_loss": 0.0, "z_loss": 0.0,
 		"go": map[string]float64{"loss": st.Loss, "ce": st.CE, "balance": st.Balance, "zloss": st.ZLoss},
@@ -227,6 +229,7 @@ func writePeerInputs(t *testing.T, dir string, m *Model, b Batch, logits []float
 		conf["router_bias"], conf["capacity_factor"] = mo.RouterBias, mo.CapacityFactor
 		conf["balance_loss"], conf["z_loss"] = mo.BalanceLoss, mo.ZLoss
 		conf["parallel_dense"] = mo.ParallelDense
+		conf["groups"], conf["topk_groups"] = mo.Groups, mo.TopKGroups
 	}
 	js, err := json.Marshal(conf)
 	if err != nil {

@@ -94,10 +94,20 @@ func (c *core[F]) workspaceFor(B, T int) *workspace[F] {
 			lw.xhatPF, lw.rstdPF = make([]F, n*d.D), make([]F, n)
 		}
 		a := &lw.attn
-		a.q, a.k, a.v, a.o = make([]F, n*d.qDim), make([]F, n*d.kvDim), make([]F, n*d.kvDim), make([]F, n*d.qDim)
+		a.q, a.o = make([]F, n*d.qDim), make([]F, n*d.qDim)
+		if li := len(w.layers); l.kvOwner == li {
+			a.k, a.v = make([]F, n*d.kvDim), make([]F, n*d.kvDim)
+			if d.ShareKV > 1 {
+				a.dkAcc, a.dvAcc = make([]F, n*d.kvDim), make([]F, n*d.kvDim)
+			}
+		} else { // a later layer of a cross-layer group reads its owner's keys and values
+			a.k, a.v = w.layers[l.kvOwner].attn.k, w.layers[l.kvOwner].attn.v
+		}
 		if l.attn.qNorm != nil {
-			a.qhat, a.khat = make([]F, n*d.qDim), make([]F, n*d.kvDim)
-			a.qrstd, a.krstd = make([]F, n*d.H), make([]F, n*d.KV)
+			a.qhat, a.qrstd = make([]F, n*d.qDim), make([]F, n*d.H)
+		}
+		if l.attn.kNorm != nil {
+			a.khat, a.krstd = make([]F, n*d.kvDim), make([]F, n*d.KV)
 		}
 		a.p = make([]F, bhtt)
 		a.a = a.p
@@ -194,24 +204,40 @@ func (c *core[F]) forward(b Batch, o StepOptions) (Stats, *workspace[F], error) 
 		if !w.recompute[li] {
 			w.owner[li] = w.owner[li-1]
 			st.SharedLayers++
-		} else {
+		}
+		// Queries when this layer computes its weights; keys and values in the layer that
+		// owns them, keys also when only later layers of its group will use them.
+		doQ := w.recompute[li]
+		doKV := l.kvOwner == li
+		doK := doKV && (doQ || d.ShareKV > 1)
+		if doQ {
 			linear(a.q, lw.h1, n, l.attn.q, l.attn.qb, false)
-			linear(a.k, lw.h1, n, l.attn.k, l.attn.kb, false)
 			if l.attn.qNorm != nil {
 				// Each head's vector is one row of the norm: [N·H, Dh].
 				normFwd(a.q, a.qhat, a.qrstd, a.q, n*d.H, d.Dh, l.attn.qNorm, nil, false, eps)
-				normFwd(a.k, a.khat, a.krstd, a.k, n*d.KV, d.Dh, l.attn.kNorm, nil, false, eps)
-			}
-			if w.rope != nil {
-				parallel(n, func(_, lo, hi int) {
-					for t := lo; t < hi; t++ {
-						w.rope.rotate(a.q[t*d.qDim:(t+1)*d.qDim], d.H, t%T, false)
-						w.rope.rotate(a.k[t*d.kvDim:(t+1)*d.kvDim], d.KV, t%T, false)
-					}
-				})
 			}
 		}
-		linear(a.v, lw.h1, n, l.attn.v, l.attn.vb, false)
+		if doK {
+			linear(a.k, lw.h1, n, l.attn.k, l.attn.kb, false)
+			if l.attn.kNorm != nil {
+				normFwd(a.k, a.khat, a.krstd, a.k, n*d.KV, d.Dh, l.attn.kNorm, nil, false, eps)
+			}
+		}
+		if w.rope != nil && (doQ || doK) {
+			parallel(n, func(_, lo, hi int) {
+				for t := lo; t < hi; t++ {
+					if doQ {
+						w.rope.rotate(a.q[t*d.qDim:(t+1)*d.qDim], d.H, t%T, false)
+					}
+					if doK {
+						w.rope.rotate(a.k[t*d.kvDim:(t+1)*d.kvDim], d.KV, t%T, false)
+					}
+				}
+			})
+		}
+		if doKV {
+			linear(a.v, lw.h1, n, l.attn.v, l.attn.vb, false)
+		}
 		weights := w.layers[w.owner[li]].attn.a
 		recompute := w.recompute[li]
 		parallel(B, func(_, b0, b1 int) {
@@ -316,9 +342,10 @@ func (c *core[F]) backward(b Batch, w *workspace[F]) {
 		balanceCoef, zCoef = m.BalanceLoss, m.ZLoss
 	}
 	for li := range c.layers {
-		if a := w.layers[li].attn.dAacc; a != nil {
-			clear(a)
-		}
+		a := &w.layers[li].attn
+		clear(a.dAacc)
+		clear(a.dkAcc)
+		clear(a.dvAcc)
 	}
 	g := &w.grads
 	for li := len(c.layers) - 1; li >= 0; li-- {
@@ -357,25 +384,57 @@ func (c *core[F]) backward(b Batch, w *workspace[F]) {
 				}
 			}
 		}
-		linearBack(w.dh, g.dv, lw.h1, n, l.attn.v, l.attn.vb, false)
-		if !reused {
-			if w.rope != nil {
-				parallel(n, func(_, lo, hi int) {
-					for t := lo; t < hi; t++ {
+		// Keys and values used by later layers of a cross-layer group add their gradients
+		// into the owner, which back-propagates the sum through its projections.
+		owns := l.kvOwner == li
+		if !owns {
+			own := &w.layers[l.kvOwner].attn
+			axpy(own.dvAcc, 1, g.dv)
+			if !reused {
+				axpy(own.dkAcc, 1, g.dk)
+			}
+		} else if d.ShareKV > 1 {
+			axpy(g.dv, 1, a.dvAcc)
+			if reused {
+				clear(g.dk)
+			}
+			axpy(g.dk, 1, a.dkAcc)
+		}
+		doQ := !reused
+		doK := owns && (doQ || d.ShareKV > 1)
+		if owns {
+			linearBack(w.dh, g.dv, lw.h1, n, l.attn.v, l.attn.vb, false)
+		} else {
+			clear(w.dh)
+		}
+		if w.rope != nil && (doQ || doK) {
+			parallel(n, func(_, lo, hi int) {
+				for t := lo; t < hi; t++ {
+					if doQ {
 						w.rope.rotate(g.dq[t*d.qDim:(t+1)*d.qDim], d.H, t%T, true)
+					}
+					if doK {
 						w.rope.rotate(g.dk[t*d.kvDim:(t+1)*d.kvDim], d.KV, t%T, true)
 					}
-				})
-			}
-			dq, dk := g.dq, g.dk
+				}
+			})
+		}
+		if doQ {
+			dq := g.dq
 			if l.attn.qNorm != nil {
-				dq, dk = g.dqPre, g.dkPre
+				dq = g.dqPre
 				clear(dq)
-				clear(dk)
 				normBack(dq, g.dq, a.qhat, a.qrstd, n*d.H, d.Dh, l.attn.qNorm, nil, false)
-				normBack(dk, g.dk, a.khat, a.krstd, n*d.KV, d.Dh, l.attn.kNorm, nil, false)
 			}
 			linearBack(w.dh, dq, lw.h1, n, l.attn.q, l.attn.qb, true)
+		}
+		if doK {
+			dk := g.dk
+			if l.attn.kNorm != nil {
+				dk = g.dkPre
+				clear(dk)
+				normBack(dk, g.dk, a.khat, a.krstd, n*d.KV, d.Dh, l.attn.kNorm, nil, false)
+			}
 			linearBack(w.dh, dk, lw.h1, n, l.attn.k, l.attn.kb, true)
 		}
 		sublayerGradIn(w.dx, w.dh, lw.xhat1, lw.rstd1, n, d.D, l.norm1, l.norm1b, ln)

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -61,6 +62,54 @@ func TestPrepare(t *testing.T) {
 		}
 		if _, err := cuda.CompilePTX(context.Background(), clang, harness, "sm_80"); err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// TestHarnessRunsUnderEmulation compiles every harness with its kernels as C++ under the
+// CPU emulation of CUDA and runs it on the prepared data: the whole GPU check (file
+// layout, offsets, launch arguments, comparisons, the bench pipeline) runs here, so only
+// nvcc and the GPU itself are new on a CUDA machine.
+func TestHarnessRunsUnderEmulation(t *testing.T) {
+	clang := cuda.FindClang()
+	if clang == "" {
+		t.Skip("no clang++ on PATH")
+	}
+	out := t.TempDir()
+	sh := benchShape()
+	sh.DModel, sh.Hidden, sh.RouterDim, sh.Experts = 64, 32, 64, 8
+	if err := prepare(config{out: out, tokens: 13, benchTokens: 100, reps: 1, bench: sh}); err != nil {
+		t.Fatal(err)
+	}
+	emu := filepath.Join(out, "moec_cpu_emu.h")
+	if err := os.WriteFile(emu, []byte(cuda.EmulationHeader()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dirs, _ := filepath.Glob(filepath.Join(out, "*", "moe_check.cu"))
+	if len(dirs) != 4 {
+		t.Fatalf("harnesses: %v", dirs)
+	}
+	for _, src := range dirs {
+		d := filepath.Dir(src)
+		bin := filepath.Join(d, "moe_check_emu")
+		cmd := exec.Command(clang, "-std=c++17", "-O1", "-include", emu, "-I", filepath.Join(d, "cuda"), "-x", "c++",
+			src, filepath.Join(d, "cuda", "moe_kernels.cu"), filepath.Join(d, "cuda", "moe_host.cu"), "-o", bin, "-lpthread")
+		if msg, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", d, err, msg)
+		}
+		msg, err := exec.Command(bin, filepath.Join(d, "data")).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", filepath.Base(d), err, msg)
+		}
+		text := string(msg)
+		if !strings.Contains(text, "0 kernel(s) failed") {
+			t.Fatalf("%s:\n%s", filepath.Base(d), text)
+		}
+		if filepath.Base(d) == "bench" && !strings.Contains(text, "bench moec moe_layer_total") {
+			t.Fatalf("bench printed no timing:\n%s", text)
+		}
+		if strings.HasPrefix(filepath.Base(d), "check_") && strings.Count(text, "ok   ") < 20 {
+			t.Fatalf("%s: too few kernels checked:\n%s", filepath.Base(d), text)
 		}
 	}
 }

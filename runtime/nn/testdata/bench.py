@@ -9,16 +9,17 @@ import time
 
 import torch
 
+sys.dont_write_bytecode = True  # keep testdata free of __pycache__
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 import peer  # noqa: E402
 
 CFG = {
     "B": 16, "T": 128, "V": 256, "D": 256, "H": 4, "KV": 4, "Dh": 64, "L": 4,
     "norm": "rmsnorm", "eps": 1e-5, "final_norm": True, "position": "rotary", "rope_base": 10000.0,
-    "tie": False, "talking_heads": False, "window": 0, "bias_qkv": False, "bias_out": False, "qk_norm": False, "sinks": False, "parallel_dense": False, "placement": "pre",
+    "tie": False, "talking_heads": False, "window": 0, "bias_qkv": False, "bias_out": False, "qk_norm": False, "sinks": False, "parallel_dense": False, "placement": "pre", "share_kv": 1,
     "ffn_act": "swiglu", "moe_layers": [0, 1, 2, 3], "recompute": [True] * 4,
     "E": 8, "K": 2, "expert_act": "swiglu", "shared": 0, "router": "hidden", "score": "softmax",
-    "normalize": True, "router_bias": False, "capacity_factor": 1.25, "balance_loss": 0.01, "z_loss": 0.0,
+    "normalize": True, "groups": 0, "topk_groups": 0, "router_bias": False, "capacity_factor": 1.25, "balance_loss": 0.01, "z_loss": 0.0,
 }
 
 

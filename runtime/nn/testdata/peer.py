@@ -91,7 +91,14 @@ def moe_layer(cfg, p, pre, h2, inp, N, D, dtype):
     if cfg["router_bias"]:
         z = z + p(m + "gate.bias")
     s = torch.sigmoid(z) if cfg["score"] == "sigmoid" else torch.softmax(z, dim=-1)
-    idx = torch.topk(s.detach(), K, dim=-1).indices
+    sel = s.detach()
+    if cfg["groups"] > 0:  # node-limited: only experts of the top_k_groups best groups
+        G = cfg["groups"]
+        size = E // G
+        best = torch.topk(sel.view(N, G, size).max(-1).values, cfg["topk_groups"], dim=-1).indices
+        allowed = torch.zeros(N, G, dtype=torch.bool).scatter_(1, best, True)
+        sel = sel.masked_fill(~allowed.repeat_interleave(size, dim=1), float("-inf"))
+    idx = torch.topk(sel, K, dim=-1).indices
     gates = s.gather(1, idx)
     if cfg["normalize"]:
         gates = gates / gates.sum(-1, keepdim=True)
@@ -145,25 +152,30 @@ def forward(cfg, W, toks):
             h1 = x
         else:
             h1 = norm(cfg, x, p(pre + "input_layernorm.weight"), p(pre + "input_layernorm.bias"))
-        v = h1 @ p(pre + "self_attn.v_proj.weight").T
-        if cfg["bias_qkv"]:
-            v = v + p(pre + "self_attn.v_proj.bias")
-        v = v.view(B, T, KV, Dh).transpose(1, 2).repeat_interleave(H // KV, dim=1)
-        if cfg["recompute"][li]:
-            q = h1 @ p(pre + "self_attn.q_proj.weight").T
+        if li % cfg["share_kv"] == 0:  # this layer owns the keys and values of its group
+            v = h1 @ p(pre + "self_attn.v_proj.weight").T
             k = h1 @ p(pre + "self_attn.k_proj.weight").T
             if cfg["bias_qkv"]:
-                q = q + p(pre + "self_attn.q_proj.bias")
+                v = v + p(pre + "self_attn.v_proj.bias")
                 k = k + p(pre + "self_attn.k_proj.bias")
-            q = q.view(B, T, H, Dh).transpose(1, 2)
+            v = v.view(B, T, KV, Dh).transpose(1, 2).repeat_interleave(H // KV, dim=1)
             k = k.view(B, T, KV, Dh).transpose(1, 2)
             if cfg["qk_norm"]:
-                rms = {"norm": "rmsnorm", "eps": cfg["eps"]}
-                q = norm(rms, q, p(pre + "self_attn.q_norm.weight"), None)
-                k = norm(rms, k, p(pre + "self_attn.k_norm.weight"), None)
+                k = norm({"norm": "rmsnorm", "eps": cfg["eps"]}, k, p(pre + "self_attn.k_norm.weight"), None)
             if cfg["position"] == "rotary":
-                q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+                k = rotate(k, cos, sin)
             k = k.repeat_interleave(H // KV, dim=1)
+            kv = (k, v)
+        k, v = kv
+        if cfg["recompute"][li]:
+            q = h1 @ p(pre + "self_attn.q_proj.weight").T
+            if cfg["bias_qkv"]:
+                q = q + p(pre + "self_attn.q_proj.bias")
+            q = q.view(B, T, H, Dh).transpose(1, 2)
+            if cfg["qk_norm"]:
+                q = norm({"norm": "rmsnorm", "eps": cfg["eps"]}, q, p(pre + "self_attn.q_norm.weight"), None)
+            if cfg["position"] == "rotary":
+                q = rotate(q, cos, sin)
             S = q @ k.transpose(-1, -2) / math.sqrt(Dh)
             if cfg["talking_heads"]:
                 S = torch.einsum("gh,bhij->bgij", p(pre + "self_attn.talking_heads_pre.weight"), S)
