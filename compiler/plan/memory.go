@@ -192,7 +192,11 @@ func (e *env) stageMemory(l Layout, st stageShape) memoryUse {
 		if states > 0 {
 			m.cachedFraction = cached / states
 		}
-		m.gpu[compParams] = cached
+		// Cached pages hold the same mix of weights, gradients and optimizer states as
+		// the rank's whole share, so the table splits them in that proportion.
+		m.gpu[compParams] = cached * wb / per
+		m.gpu[compGrads] = cached * (gb + a.HostGradBytes) / per
+		m.gpu[compOptimizer] = cached * ob / per
 		host := (states - cached) * gpn
 		// The host side splits the same way as the rank's states.
 		m.host[compParams] = host * wb / per

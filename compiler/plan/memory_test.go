@@ -164,7 +164,7 @@ func TestOffloadAccounting(t *testing.T) {
 	uc := inf
 	uc.Memory, uc.Offload = "unified_cache", "none"
 	mem = e.memory(uc)
-	near(t, "unified cache states per rank", mem.gpu[compParams]+mem.host.sum()/gpn, 20*psi/n)
+	near(t, "unified cache states per rank", mem.gpu[compParams]+mem.gpu[compGrads]+mem.gpu[compOptimizer]+mem.host.sum()/gpn, 20*psi/n)
 	if mem.gpu.sum() > mem.gpuCap*(1+1e-12) {
 		t.Errorf("unified cache overfills the GPU: %g of %g", mem.gpu.sum(), mem.gpuCap)
 	}
@@ -176,7 +176,7 @@ func TestOffloadAccounting(t *testing.T) {
 	psi = float64(big.w.totalParams())
 	uc.DP, uc.EDP, uc.Batch = 8, 8, 8
 	mem = big.memory(uc)
-	near(t, "spilled unified cache states per rank", mem.gpu[compParams]+mem.host.sum()/gpn, 20*psi/8)
+	near(t, "spilled unified cache states per rank", mem.gpu[compParams]+mem.gpu[compGrads]+mem.gpu[compOptimizer]+mem.host.sum()/gpn, 20*psi/8)
 	if mem.cachedFraction <= 0 || mem.cachedFraction >= 1 || mem.host.sum() <= 0 {
 		t.Errorf("cached fraction %g, host %g: want a split", mem.cachedFraction, mem.host.sum())
 	}
