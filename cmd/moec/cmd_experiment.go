@@ -1,19 +1,71 @@
 package main
 
 import (
-	"errors"
+	"context"
+	"fmt"
 	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/moec-dev/moec/internal/driver"
+	"github.com/moec-dev/moec/runtime/experiment"
 )
 
 func newExperimentCommand(stdout, stderr io.Writer) *cobra.Command {
-	return &cobra.Command{
-		Use:    "experiment",
-		Short:  "experiment (not available yet)",
-		Hidden: true,
+	var (
+		opt   experiment.Options
+		quiet bool
+	)
+	cmd := &cobra.Command{
+		Use:   "experiment FILE.moe",
+		Short: "Run the experiments a file declares and write results.md with tables and plots",
+		Long: "Experiment runs every `experiment` block of FILE.moe (or those named by --only): each arm\n" +
+			"(the baseline and every variant, written into the train and its model as overrides) once\n" +
+			"per seed, each stage chain grown stage by stage. It then writes results.md in the output\n" +
+			"folder: per experiment a table of validation loss and step time (mean ± spread over\n" +
+			"seeds, and whether a difference from the baseline is beyond the spread), routing\n" +
+			"stability per MoE layer, a scaling table when the arms vary one number, and PNG plots of\n" +
+			"loss against tokens, wall-clock time and training FLOPs.",
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return errors.New("experiment is not available yet")
+			loaded := driver.Load(args[0])
+			loaded.Render(stderr)
+			if loaded.Diags.HasErrors() {
+				return errDiagnostics
+			}
+			files, diags := experiment.ParseSources(loaded.Sources)
+			if diags.HasErrors() {
+				loaded.RenderList(stderr, diags)
+				return errDiagnostics
+			}
+			opt.Program, opt.Files, opt.BaseDir = loaded.Program, files, filepath.Dir(args[0])
+			if !quiet {
+				opt.Progress = stderr
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			res, err := experiment.Run(ctx, opt)
+			if err != nil {
+				return err
+			}
+			path, err := experiment.Report(res, opt.OutDir)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "%d experiments, results in %s\n", len(res.Experiments), path)
+			return nil
 		},
 	}
+	f := cmd.Flags()
+	f.StringSliceVar(&opt.Only, "only", nil, "run only these experiments (comma-separated)")
+	f.StringVar(&opt.OutDir, "out", "out/experiments", "folder for the runs, results.md and the plots")
+	f.Int64Var(&opt.Tokens, "tokens", 0, "token budget per baseline run, replacing each experiment's (a reduced run)")
+	f.Int64SliceVar(&opt.Seeds, "seeds", nil, "seeds, replacing each experiment's (comma-separated)")
+	f.IntVar(&opt.ValWindows, "val-windows", 0, "validation windows for the final loss and routing stability (default 64)")
+	f.BoolVar(&quiet, "quiet", false, "no line per finished run")
+	return cmd
 }

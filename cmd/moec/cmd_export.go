@@ -2,18 +2,106 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"io"
 
 	"github.com/spf13/cobra"
+
+	"github.com/moec-dev/moec/compiler/plan"
+	"github.com/moec-dev/moec/interop/hf"
+	"github.com/moec-dev/moec/interop/megatron"
+	"github.com/moec-dev/moec/internal/driver"
 )
 
 func newExportCommand(stdout, stderr io.Writer) *cobra.Command {
-	return &cobra.Command{
-		Use:    "export",
-		Short:  "export (not available yet)",
-		Hidden: true,
+	cmd := &cobra.Command{
+		Use:   "export",
+		Short: "Export a checkpoint or a training plan to another framework",
+	}
+	cmd.AddCommand(newExportHFCommand(stdout, stderr), newExportMegatronCommand(stdout, stderr))
+	return cmd
+}
+
+func newExportHFCommand(stdout, stderr io.Writer) *cobra.Command {
+	var ckpt, out string
+	cmd := &cobra.Command{
+		Use:   "hf --checkpoint DIR -o OUT",
+		Short: "Write a checkpoint as a Hugging Face folder (config.json + model.safetensors)",
+		Long: "hf writes the checkpoint (a checkpoint directory, or a run directory whose newest\n" +
+			"checkpoint is taken) in the layout the matching transformers class loads: Mixtral for a\n" +
+			"Mixtral-shaped model, Qwen3-MoE for one with q/k norms, Llama (or Qwen3) for a dense one.\n" +
+			"A model with features no such class has is written in moec's layout, and hf says which\n" +
+			"features. export_manifest.json records every tensor's hash and each expert's tensors.",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return errors.New("export is not available yet")
+			if ckpt == "" || out == "" {
+				return errors.New("export hf needs --checkpoint DIR and -o OUT")
+			}
+			man, err := hf.Export(ckpt, out)
+			if err != nil {
+				return importFailed(stderr, err)
+			}
+			if _, err := hf.VerifyExport(out); err != nil {
+				return fmt.Errorf("the export in %s does not verify: %w", out, err)
+			}
+			if man.Layout == hf.LayoutMoec {
+				fmt.Fprintf(stderr, "no transformers class holds this model; wrote moec's layout (%s, %s) instead. It uses:\n", hf.WeightsFile, hf.MoecConfigFile)
+				for _, u := range man.Unsupported {
+					fmt.Fprintf(stderr, "  - %s\n", u)
+				}
+			}
+			class := man.Class
+			if class == "" {
+				class = "moec layout"
+			}
+			fmt.Fprintf(stdout, "wrote %s: %s, %d tensors, %d expert tensor sets each carried once\n", out, class, len(man.Tensors), len(man.Experts))
+			return nil
 		},
 	}
+	cmd.Flags().StringVar(&ckpt, "checkpoint", "", "a checkpoint directory or a run directory")
+	cmd.Flags().StringVarP(&out, "output", "o", "", "the folder to write (absent or empty)")
+	return cmd
+}
+
+func newExportMegatronCommand(stdout, stderr io.Writer) *cobra.Command {
+	var trainName, stage string
+	cmd := &cobra.Command{
+		Use:   "megatron FILE.moe --stage S [--train MODEL]",
+		Short: "Print the Megatron-Core launch arguments that realise moec's plan for a stage",
+		Long: "megatron plans the stage as `moec plan` does and prints a torchrun command for\n" +
+			"Megatron-LM's pretrain_gpt.py with the model, MoE routing, parallel sizes, recompute,\n" +
+			"optimizer and batch of that plan. What moec trains that Megatron cannot is listed\n" +
+			"in comments above the command, never dropped silently.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			loaded := driver.Load(args[0])
+			loaded.Render(stderr)
+			if loaded.Diags.HasErrors() {
+				return errDiagnostics
+			}
+			p, ds, err := driver.Plan(loaded, driver.PlanRequest{Train: trainName, Stage: stage, Options: plan.Options{}})
+			if err != nil {
+				return err
+			}
+			loaded.RenderList(stderr, ds)
+			if ds.HasErrors() || p == nil {
+				return errDiagnostics
+			}
+			prog := loaded.Program
+			tr := prog.Trains[p.Train]
+			for _, st := range tr.Stages {
+				if st.Name == p.Stage {
+					l, err := megatron.ForStage(prog, tr, st, p)
+					if err != nil {
+						return err
+					}
+					return l.Write(stdout)
+				}
+			}
+			return fmt.Errorf("internal error: planned stage %s not in train %s", p.Stage, p.Train)
+		},
+	}
+	cmd.Flags().StringVar(&trainName, "train", "", "the train block (its model's name), when the file has several")
+	cmd.Flags().StringVar(&stage, "stage", "", "the curriculum stage")
+	return cmd
 }

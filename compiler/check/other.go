@@ -1,6 +1,7 @@
 package check
 
 import (
+	"fmt"
 	"strings"
 
 	"github.com/moec-dev/moec/compiler/program"
@@ -118,7 +119,7 @@ func (c *checker) resolveExperiments() {
 		d.scope = s
 		c.r.evalAll(s)
 		ex := &program.Experiment{Name: d.name, Train: s.str("train"), Stage: s.str("stage"), Tokens: s.i64("tokens"),
-			Seeds: s.ints64("seeds"), Baseline: map[string]string{}}
+			Seeds: s.ints64("seeds"), Baseline: map[string]string{}, Equal: s.str("equal")}
 		if v, ok := s.val("seeds"); ok {
 			c.checkSeeds(s, v)
 		}
@@ -147,6 +148,7 @@ func (c *checker) resolveExperiments() {
 			kind := b.Kind.Name
 			var written []override
 			c.readOverrides(d, b.Body, "", targets, order, &written)
+			c.checkArmStage(d.file, ex, written)
 			overrides := map[string]string{}
 			for _, o := range written {
 				overrides[o.path] = o.value
@@ -186,6 +188,7 @@ func (c *checker) resolveExperiments() {
 // override is one checked `path = value` of a baseline or variant.
 type override struct {
 	path, value, where string
+	at                 ast.Node // the value (set for an arm's stage, which is checked later)
 }
 
 func appendOverrides(out []program.Provenance, path string, written []override) []program.Provenance {
@@ -214,6 +217,23 @@ func (c *checker) readOverrides(d *decl, body []ast.Entry, prefix string, target
 				continue
 			}
 			path := prefix + en.Key.Name
+			if path == ArmStage {
+				// Not a key but the stage the arm's runs end at (resolveExperiments checks
+				// the name against the train's stages).
+				id, isIdent := en.Value.(*ast.Ident)
+				if !isIdent {
+					dg := c.errorf(diag.WrongType, diag.RangeOf(d.file, en.Value), "an arm's stage is the name of a stage of the experiment's train")
+					dg.Suggestion = "write `stage = NAME`"
+					continue
+				}
+				if dup := findOverride(*out, path); dup != nil {
+					dg := c.errorf(diag.DuplicateKey, diag.RangeOf(d.file, en.Key), "`%s` is overridden twice", path)
+					dg.Notes = append(dg.Notes, "first overridden at "+dup.where)
+					continue
+				}
+				*out = append(*out, override{path: path, value: id.Name, where: fmt.Sprintf("%s:%s", d.file, en.Key.Pos()), at: id})
+				continue
+			}
 			spec := targets[path]
 			if spec == nil {
 				dg := c.errorf(diag.UnknownOverride, diag.RangeOf(d.file, en.Key), "an experiment cannot override `%s`: no model or train key has that path", path)
@@ -264,4 +284,22 @@ func (c *checker) checkSeeds(s *scope, v value) {
 		}
 		seen[e.String()] = true
 	}
+}
+
+// checkArmStage reports an arm's `stage = NAME` that names no stage of the train.
+func (c *checker) checkArmStage(file string, ex *program.Experiment, written []override) {
+	o := findOverride(written, ArmStage)
+	t := c.prog.Trains[ex.Train]
+	if o == nil || t == nil {
+		return
+	}
+	var names []string
+	for _, st := range t.Stages {
+		if st.Name == o.value {
+			return
+		}
+		names = append(names, st.Name)
+	}
+	dg := c.errorf(diag.UnknownExperimentRef, diag.RangeOf(file, o.at), "train %s has no stage `%s`", ex.Train, o.value)
+	dg.Suggestion = didYouMean(o.value, names)
 }

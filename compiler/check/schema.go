@@ -377,6 +377,7 @@ func newSchema() *schema {
 		{name: "stage", typ: keyType{kind: tyName}, def: `""`, doc: "stage to run (\"\" = the whole curriculum)"},
 		integer("tokens", "0", nonNegative, "token budget per run (0 = the stage's)"),
 		{name: "seeds", typ: keyType{kind: tyIntList}, def: "[1]", doc: "seeds, one run each"},
+		enum("equal", "tokens", []string{"tokens", "flops"}, "what every arm gets as much of as the baseline: tokens or training FLOPs"),
 	}})
 	return s
 }

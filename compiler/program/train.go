@@ -119,6 +119,9 @@ type Experiment struct {
 	Seeds    []int64
 	Baseline map[string]string // overrides as "path" -> canonical value text
 	Variants []ExperimentVariant
+	// Equal is what every arm gets as much of as the baseline: "tokens" (the token budget)
+	// or "flops" (training FLOPs: an arm's token budget is scaled to match). Additive.
+	Equal string
 }
 
 // ExperimentVariant is one arm of an experiment.

@@ -10,6 +10,7 @@ import (
 	"github.com/moec-dev/moec/compiler/plan"
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/report"
+	reporthtml "github.com/moec-dev/moec/compiler/report/html"
 	"github.com/moec-dev/moec/internal/atomicfile"
 	"github.com/moec-dev/moec/lang/diag"
 )
@@ -71,6 +72,9 @@ func Build(l *Loaded, opt BuildOptions) (*BuildResult, diag.List, error) {
 				}
 				res.Files = append(res.Files, cg.Files...)
 				res.Files = append(res.Files, cg.Compiled...)
+				if err := emitGo(prog, tr, st, stageDir, res); err != nil {
+					return res, diags, fmt.Errorf("Go program for stage %s: %w", st.Name, err)
+				}
 				for _, n := range cg.Notes {
 					res.Notes = appendOnce(res.Notes, n)
 				}
@@ -98,6 +102,9 @@ func Build(l *Loaded, opt BuildOptions) (*BuildResult, diag.List, error) {
 		sections = append(sections, report.Section{Title: "Serving plan: " + sv.Name, Markdown: p.Markdown()})
 	}
 	if err := report.Write(outDir, prog, l.Path, sections); err != nil {
+		return res, diags, err
+	}
+	if err := reporthtml.Write(outDir, prog, l.Path); err != nil {
 		return res, diags, err
 	}
 	res.Report = filepath.Join(outDir, "report.md")

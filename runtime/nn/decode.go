@@ -16,6 +16,7 @@ type Decoder struct {
 	c             *core[float32]
 	batch, maxLen int
 	pos           int
+	slotPos       []int       // Step's positions, all dec.pos
 	kc, vc        [][]float32 // per layer [batch, maxLen, KV·Dh]
 	tok           []int32
 	x, h, tmp     []float32 // [batch, D]
@@ -80,15 +81,51 @@ func (dec *Decoder) Pos() int { return dec.pos }
 // Step feeds tokens[i] to sequence i at the next position and returns batch·vocab logits
 // (vocab after padding). The returned slice is reused by the next Step.
 func (dec *Decoder) Step(tokens []int32) ([]float32, error) {
+	if dec.pos >= dec.maxLen {
+		return nil, fmt.Errorf("nn: decoder is full at %d positions", dec.maxLen)
+	}
+	if len(dec.slotPos) != dec.batch {
+		dec.slotPos = make([]int, dec.batch)
+	}
+	for i := range dec.slotPos {
+		dec.slotPos[i] = dec.pos
+	}
+	logits, err := dec.step(tokens, dec.slotPos)
+	if err != nil {
+		return nil, err
+	}
+	dec.pos++
+	return logits, nil
+}
+
+// StepSlots feeds tokens[i] to sequence i at position pos[i] and returns batch·vocab
+// logits, like Step, but every sequence keeps its own position: continuous batching
+// starts a new sequence in a slot (pos 0) while the others go on. Sequence i attends to
+// the cached positions [0, pos[i]) its earlier steps wrote; whatever a slot held beyond
+// that is ignored, so a slot is reused without clearing. The caller tracks positions;
+// Pos and Reset concern Step only.
+func (dec *Decoder) StepSlots(tokens []int32, pos []int) ([]float32, error) {
+	if len(pos) != dec.batch {
+		return nil, fmt.Errorf("nn: decoder step got %d positions for %d sequences", len(pos), dec.batch)
+	}
+	for i, p := range pos {
+		if p < 0 || p >= dec.maxLen {
+			return nil, fmt.Errorf("nn: position %d of sequence %d is outside the decoder's [0, %d)", p, i, dec.maxLen)
+		}
+	}
+	return dec.step(tokens, pos)
+}
+
+// step runs one decoding step with sequence i at position pos[i].
+func (dec *Decoder) step(tokens []int32, positions []int) ([]float32, error) {
 	c, d := dec.c, dec.c.d
 	if len(tokens) != dec.batch {
 		return nil, fmt.Errorf("nn: decoder step got %d tokens for %d sequences", len(tokens), dec.batch)
 	}
-	if dec.pos >= dec.maxLen {
-		return nil, fmt.Errorf("nn: decoder is full at %d positions", dec.maxLen)
-	}
-	if d.MaxPos > 0 && dec.pos >= d.MaxPos {
-		return nil, fmt.Errorf("nn: position %d exceeds the %d learned positions", dec.pos, d.MaxPos)
+	for i, p := range positions {
+		if d.MaxPos > 0 && p >= d.MaxPos {
+			return nil, fmt.Errorf("nn: position %d of sequence %d exceeds the %d learned positions", p, i, d.MaxPos)
+		}
 	}
 	for i, t := range tokens {
 		if t < 0 || int64(t) >= c.cfg.Vocab {
@@ -96,10 +133,11 @@ func (dec *Decoder) Step(tokens []int32) ([]float32, error) {
 		}
 	}
 	copy(dec.tok, tokens)
-	n, pos := dec.batch, dec.pos
+	n := dec.batch
 	for i, id := range tokens {
 		copy(dec.x[i*d.D:(i+1)*d.D], c.embed.w[int(id)*d.D:(int(id)+1)*d.D])
 		if c.pos != nil {
+			pos := positions[i]
 			axpy(dec.x[i*d.D:(i+1)*d.D], 1, c.pos.w[pos*d.D:(pos+1)*d.D])
 		}
 	}
@@ -125,6 +163,7 @@ func (dec *Decoder) Step(tokens []int32) ([]float32, error) {
 		}
 		kc, vc := dec.kc[li], dec.vc[li]
 		for i := 0; i < n; i++ {
+			pos := positions[i]
 			if dec.rope != nil {
 				dec.rope.rotate(dec.q[i*d.qDim:(i+1)*d.qDim], d.H, pos, false)
 			}
@@ -139,7 +178,7 @@ func (dec *Decoder) Step(tokens []int32) ([]float32, error) {
 		}
 		parallel(n, func(_, lo, hi int) {
 			for i := lo; i < hi; i++ {
-				dec.attend(l, li, i)
+				dec.attend(l, li, i, positions[i])
 			}
 		})
 		target := sublayerTarget(sandwich, l.postA, dec.x, dec.tmp)
@@ -165,14 +204,12 @@ func (dec *Decoder) Step(tokens []int32) ([]float32, error) {
 		head = c.embed
 	}
 	linear(dec.logits, hF, n, head, nil, false)
-	dec.pos++
 	return dec.logits, nil
 }
 
-// attend computes sequence i's attention output at the current position from the cache.
-func (dec *Decoder) attend(l *layer[float32], li, i int) {
+// attend computes sequence i's attention output at position pos from the cache.
+func (dec *Decoder) attend(l *layer[float32], li, i, pos int) {
 	d := dec.c.d
-	pos := dec.pos
 	lo, hi := validRange(pos, d.Window)
 	span := hi - lo
 	sc := dec.scores[i][:d.H*span]

@@ -39,7 +39,9 @@ func linear[F Float](y, x []F, n int, w *tensor[F], bias *tensor[F], accumulate 
 	if accumulate {
 		beta = 1
 	}
-	blas.Gemm(false, true, n, out, in, 1, x, in, w.w, in, beta, y, out)
+	if !linearSmall(y, x, n, w, accumulate) { // a few rows (generation): stream W once
+		blas.Gemm(false, true, n, out, in, 1, x, in, w.w, in, beta, y, out)
+	}
 	if bias != nil {
 		for i := 0; i < n; i++ {
 			row := y[i*out : (i+1)*out]
@@ -147,7 +149,7 @@ func activate[F Float](act program.Activation, h, a, u []F) {
 	if act == program.SiLU || act == program.SwiGLU {
 		if a32, ok := any(a).([]float32); ok {
 			u32, _ := any(u).([]float32)
-			siluForward32(any(h).([]float32), a32, u32)
+			siluForwardFast(any(h).([]float32), a32, u32)
 			return
 		}
 	}
@@ -179,7 +181,7 @@ func activateBack[F Float](act program.Activation, da, du, dh, a, u []F) {
 		if a32, ok := any(a).([]float32); ok {
 			u32, _ := any(u).([]float32)
 			du32, _ := any(du).([]float32)
-			siluBackward32(any(da).([]float32), du32, any(dh).([]float32), a32, u32)
+			siluBackwardFast(any(da).([]float32), du32, any(dh).([]float32), a32, u32)
 			return
 		}
 	}

@@ -24,6 +24,9 @@ type StepOptions struct {
 	// that wants the training-time computation). Training always applies it, as the model
 	// declares; generation (Decoder) never does.
 	AttnShare bool
+	// Assignments asks Stats to carry every token's chosen experts (routing-stability
+	// measurements); off in training, where the copy would only cost time.
+	Assignments bool
 }
 
 // Stats are the loss terms and routing counts of one forward.
@@ -36,6 +39,9 @@ type Stats struct {
 	ExpertTokens [][]int // per MoE layer, per expert: assignments the expert processed
 	Dropped      int     // token-expert assignments dropped by capacity, all layers
 	SharedLayers int     // layers that reused the previous layer's attention weights
+	// Assignments, only when StepOptions.Assignments is set: per MoE layer, the top_k
+	// experts each of the B·T tokens chose, best first ([B·T·top_k], before capacity).
+	Assignments [][]int32
 }
 
 // layerWS is one layer's activations.
@@ -257,6 +263,9 @@ func (c *core[F]) forward(b Batch, o StepOptions) (Stats, *workspace[F], error) 
 			st.ZLoss += lw.moe.zloss
 			st.Dropped += lw.moe.dropped
 			st.ExpertTokens = append(st.ExpertTokens, append([]int(nil), lw.moe.kept...))
+			if o.Assignments {
+				st.Assignments = append(st.Assignments, append([]int32(nil), lw.moe.idx...))
+			}
 		}
 		if l.dense != nil {
 			ffnForward(l.dense, lw.ffn, lw.h2, target, n)

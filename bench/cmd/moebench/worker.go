@@ -1,0 +1,248 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"time"
+
+	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/runtime/blas"
+	"github.com/moec-dev/moec/runtime/nn"
+	"github.com/moec-dev/moec/runtime/optim"
+)
+
+// Shapes of the benchmark, shared with bench/peer/moe_peer.py.
+const (
+	benchBatch = 16
+	benchSeq   = 128
+	benchVocab = 256
+)
+
+// benchModel is the model both sides build.
+func benchModel() *program.Model {
+	return &program.Model{
+		Name: "moebench", Vocab: benchVocab, VocabPadTo: 1, DModel: 256, Layers: 4, SeqLen: benchSeq,
+		Norm: program.RMSNorm, NormEps: 1e-5, NormPlacement: program.PreNorm, FinalNorm: true,
+		Position:  program.Learned,
+		Attention: program.Attention{Heads: 4, KVHeads: 4, HeadDim: 64, ShareWeights: 1},
+		FFN:       program.FFN{Hidden: 512, Activation: program.SwiGLU},
+		MoE: &program.MoE{Experts: 8, TopK: 2, ExpertHidden: 512, Activation: program.SwiGLU,
+			Router: program.RouteHidden, Score: program.Softmax, Normalize: true,
+			BalanceLoss: 0.01, Every: 1},
+	}
+}
+
+// adamConfig matches torch.optim.AdamW(lr=1e-3, weight_decay=0.1) with its default betas.
+func adamConfig() optim.Config {
+	return optim.Config{LR: 1e-3, WeightDecay: 0.1, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, Schedule: "constant"}
+}
+
+// result is one worker's measurement, the JSON line a worker (moec or the peer) prints.
+type result struct {
+	Mode       string  `json:"mode"`
+	TokensPerS float64 `json:"tokens_per_s,omitempty"`
+	GFLOPS     float64 `json:"gflops,omitempty"`
+	Iters      int     `json:"iters,omitempty"`
+	Seconds    float64 `json:"seconds,omitempty"`
+	Loss       float64 `json:"loss,omitempty"`
+	FirstLoss  float64 `json:"first_loss,omitempty"`
+}
+
+// timed runs fn once to warm up (sizing every buffer), then until at least minIters calls
+// and seconds have passed; it returns the calls and the time they took.
+func timed(seconds float64, minIters int, fn func() error) (int, float64, error) {
+	if err := fn(); err != nil {
+		return 0, 0, err
+	}
+	n, t0 := 0, time.Now()
+	for n < minIters || time.Since(t0).Seconds() < seconds {
+		if err := fn(); err != nil {
+			return n, 0, err
+		}
+		n++
+	}
+	return n, time.Since(t0).Seconds(), nil
+}
+
+// benchTokens is the fixed batch of both training and forward workloads.
+func benchTokens() nn.Batch {
+	r := rand.New(rand.NewPCG(1, 2))
+	toks := make([]int32, benchBatch*(benchSeq+1))
+	for i := range toks {
+		toks[i] = int32(r.IntN(benchVocab))
+	}
+	return nn.Batch{B: benchBatch, T: benchSeq, Tokens: toks}
+}
+
+// trainer is the moec training step: zero the gradients, forward + backward, AdamW.
+type trainer struct {
+	m     *nn.Model
+	adam  *optim.AdamW
+	batch nn.Batch
+	step  int64
+	loss  float64
+}
+
+func newTrainer() (*trainer, error) {
+	m, err := nn.New(benchModel(), 1)
+	if err != nil {
+		return nil, fmt.Errorf("building the model: %w", err)
+	}
+	var ps []optim.Param
+	for _, p := range m.Params() {
+		ps = append(ps, optim.Param{Name: p.Name, Shape: p.Shape, W: p.W, G: p.G})
+	}
+	adam, err := optim.NewAdamW(adamConfig(), ps)
+	if err != nil {
+		return nil, fmt.Errorf("building AdamW: %w", err)
+	}
+	return &trainer{m: m, adam: adam, batch: benchTokens()}, nil
+}
+
+func (t *trainer) Step() error {
+	t.m.ZeroGrad()
+	st, err := t.m.ForwardBackward(t.batch, nn.StepOptions{Step: t.step, Train: true})
+	if err != nil {
+		return fmt.Errorf("step %d: %w", t.step, err)
+	}
+	if _, err := t.adam.Step(1); err != nil {
+		return fmt.Errorf("AdamW at step %d: %w", t.step, err)
+	}
+	t.step++
+	t.loss = st.Loss
+	return nil
+}
+
+// runWorker measures one mode of moec for about seconds and writes a result line to w.
+func runWorker(mode string, seconds float64, w io.Writer) error {
+	res := result{Mode: mode}
+	var err error
+	switch mode {
+	case "sgemm":
+		res.GFLOPS = sgemmPeak(seconds)
+	case "check":
+		err = checkTraining(&res)
+	case "train":
+		var t *trainer
+		if t, err = newTrainer(); err != nil {
+			return err
+		}
+		res.Iters, res.Seconds, err = timed(seconds, 2, t.Step)
+		res.TokensPerS = float64(benchBatch*benchSeq*res.Iters) / res.Seconds
+		res.Loss = t.loss
+	case "forward":
+		err = measureForward(&res, seconds)
+	case "gen1", "gen16":
+		batch := 1
+		if mode == "gen16" {
+			batch = 16
+		}
+		err = measureGenerate(&res, batch, seconds)
+	default:
+		return fmt.Errorf("unknown worker mode %q (want train, forward, gen1, gen16, sgemm or check)", mode)
+	}
+	if err != nil {
+		return fmt.Errorf("moec %s: %w", mode, err)
+	}
+	return json.NewEncoder(w).Encode(res)
+}
+
+// checkSteps is how many AdamW steps the correctness check takes on one batch.
+const checkSteps = 8
+
+// checkTraining trains checkSteps steps on the fixed batch: the loss must fall, as it must for the
+// peer's --check, so a speed-up that breaks the math shows up in the benchmark itself.
+func checkTraining(res *result) error {
+	t, err := newTrainer()
+	if err != nil {
+		return err
+	}
+	st, err := t.m.Forward(t.batch, nn.StepOptions{})
+	if err != nil {
+		return err
+	}
+	res.FirstLoss = st.Loss
+	for range checkSteps {
+		if err := t.Step(); err != nil {
+			return err
+		}
+	}
+	res.Loss = t.loss
+	if math.IsNaN(res.Loss) || !(res.Loss < res.FirstLoss) {
+		return fmt.Errorf("loss went from %.4f to %.4f in %d steps on one batch", res.FirstLoss, res.Loss, checkSteps)
+	}
+	return nil
+}
+
+func measureForward(res *result, seconds float64) error {
+	m, err := nn.New(benchModel(), 1)
+	if err != nil {
+		return err
+	}
+	batch := benchTokens()
+	res.Iters, res.Seconds, err = timed(seconds, 2, func() error {
+		st, err := m.Forward(batch, nn.StepOptions{})
+		res.Loss = st.Loss
+		return err
+	})
+	res.TokensPerS = float64(benchBatch*benchSeq*res.Iters) / res.Seconds
+	return err
+}
+
+// measureGenerate decodes benchSeq tokens greedily for batch sequences with the KV cache.
+func measureGenerate(res *result, batch int, seconds float64) error {
+	m, err := nn.New(benchModel(), 1)
+	if err != nil {
+		return err
+	}
+	dec := m.NewDecoder(batch, benchSeq)
+	toks := make([]int32, batch)
+	res.Iters, res.Seconds, err = timed(seconds, 2, func() error {
+		dec.Reset()
+		clear(toks)
+		for range benchSeq {
+			logits, err := dec.Step(toks)
+			if err != nil {
+				return err
+			}
+			for i := range toks {
+				toks[i] = int32(argmax(logits[i*benchVocab : (i+1)*benchVocab]))
+			}
+		}
+		return nil
+	})
+	res.TokensPerS = float64(batch*benchSeq*res.Iters) / res.Seconds
+	return err
+}
+
+func argmax(x []float32) int {
+	best := 0
+	for i, v := range x {
+		if v > x[best] {
+			best = i
+		}
+	}
+	return best
+}
+
+// sgemmPeak is the best GFLOP/s of runtime/blas on a 1024³ float32 product, the kernel and
+// threading every moec matrix product goes through; best of five rounds.
+func sgemmPeak(seconds float64) float64 {
+	const n = 1024
+	a, b, c := make([]float32, n*n), make([]float32, n*n), make([]float32, n*n)
+	for i := range a {
+		a[i], b[i] = float32(i%7)-3, float32(i%5)-2
+	}
+	best := 0.0
+	for range 5 {
+		iters, dt, _ := timed(seconds/5, 3, func() error {
+			blas.Gemm(false, false, n, n, n, 1, a, n, b, n, 0, c, n)
+			return nil
+		})
+		best = max(best, 2*n*n*n*float64(iters)/dt/1e9)
+	}
+	return best
+}

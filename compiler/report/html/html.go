@@ -1,0 +1,340 @@
+package html
+
+import (
+	"bytes"
+	"fmt"
+	stdhtml "html"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/moec-dev/moec/compiler/plan"
+	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/compiler/report"
+	"github.com/moec-dev/moec/internal/atomicfile"
+)
+
+// Page is what report.html shows.
+type Page struct {
+	Report *report.Report
+	Plans  []*plan.Plan // train stages in curriculum order, then serve blocks
+}
+
+// Write plans every train stage and serve block of prog as `moec build` does and writes
+// report.html into outDir. Stages or serve blocks that do not fit are left out: their
+// diagnostics are the build's to report.
+func Write(outDir string, prog *program.Program, srcName string) error {
+	pg := Page{Report: report.Build(prog, srcName, nil)}
+	for _, tn := range prog.TrainOrder {
+		tr := prog.Trains[tn]
+		for _, st := range tr.Stages {
+			if p, _ := plan.ForStage(prog, tr, st, plan.Options{Alternatives: 3}); p != nil {
+				pg.Plans = append(pg.Plans, p)
+			}
+		}
+	}
+	for _, sn := range prog.ServeOrder {
+		if p, _ := plan.ForServe(prog, prog.Serves[sn], plan.Options{Alternatives: 3}); p != nil {
+			pg.Plans = append(pg.Plans, p)
+		}
+	}
+	if err := os.MkdirAll(outDir, 0o755); err != nil {
+		return fmt.Errorf("report.html: %w", err)
+	}
+	if err := atomicfile.WriteFile(filepath.Join(outDir, "report.html"), Render(pg), 0o644); err != nil {
+		return fmt.Errorf("report.html: %w", err)
+	}
+	return nil
+}
+
+// palette colours memory components and pipeline stages; chosen to stay apart in print.
+func palette(i int) string {
+	colors := [...]string{"#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948",
+		"#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"}
+	return colors[i%len(colors)]
+}
+
+const style = `body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}h3{margin-bottom:.3em}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:.25em .6em;text-align:right}
+th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
+.legend span{display:inline-block;margin-right:1em}.sw{display:inline-block;width:.9em;height:.9em;margin-right:.3em;vertical-align:-.1em}
+.exposed{color:#b00}.muted{color:#777}svg{display:block;margin:.5em 0;max-width:100%}svg text{font:11px system-ui,sans-serif}
+.plan{border:1px solid #e4e4e4;border-radius:6px;padding:0 1em 1em;margin:1.2em 0}`
+
+// Render writes the page. Everything the source or the plans name is escaped.
+func Render(pg Page) []byte {
+	var b bytes.Buffer
+	r := pg.Report
+	title := "moec report"
+	if r != nil && r.Source != "" {
+		title += ": " + filepath.Base(r.Source)
+	}
+	fmt.Fprintf(&b, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\"/>\n<title>%s</title>\n<style>%s</style>\n</head>\n<body>\n<h1>%s</h1>\n",
+		esc(title), style, esc(title))
+	if r != nil {
+		models(&b, r)
+		for _, t := range r.Trains {
+			curriculum(&b, t)
+		}
+	}
+	if len(pg.Plans) > 0 {
+		b.WriteString("<h2>Plans</h2>\n")
+	}
+	for _, p := range pg.Plans {
+		planSection(&b, p)
+	}
+	b.WriteString("</body>\n</html>\n")
+	return b.Bytes()
+}
+
+func esc(s string) string { return stdhtml.EscapeString(s) }
+
+func models(b *bytes.Buffer, r *report.Report) {
+	if len(r.Models) == 0 {
+		return
+	}
+	b.WriteString("<h2>Models</h2>\n<table>\n<tr><th>model</th><th>total parameters</th><th>active per token</th><th>train FLOPs per token</th></tr>\n")
+	for _, m := range r.Models {
+		var total, active int64
+		if len(m.Conventions) > 0 {
+			total, active = m.Conventions[0].Total, m.Conventions[0].Active
+		}
+		fmt.Fprintf(b, "<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>\n", esc(m.Name), count(float64(total)), count(float64(active)), count(m.FLOPs.Train))
+	}
+	b.WriteString("</table>\n")
+}
+
+// count writes a number with a k/M/B/T suffix and three significant digits.
+func count(v float64) string {
+	for _, u := range []struct {
+		s string
+		f float64
+	}{{"", 1e15}, {"T", 1e12}, {"B", 1e9}, {"M", 1e6}, {"k", 1e3}} {
+		if u.s == "" && v >= u.f {
+			return fmt.Sprintf("%.3g", v) // beyond T a suffix helps less than the exponent
+		}
+		if v >= u.f {
+			return fmt.Sprintf("%.3g%s", v/u.f, u.s)
+		}
+	}
+	return fmt.Sprintf("%.3g", v)
+}
+
+// bytesIEC writes a size in binary units.
+func bytesIEC(v float64) string {
+	units := []string{"B", "KiB", "MiB", "GiB", "TiB", "PiB"}
+	i := 0
+	for v >= 1024 && i < len(units)-1 {
+		v /= 1024
+		i++
+	}
+	if i == 0 {
+		return fmt.Sprintf("%.0f B", v)
+	}
+	return fmt.Sprintf("%.3g %s", v, units[i])
+}
+
+func seconds(s float64) string {
+	switch {
+	case s == 0:
+		return "0"
+	case s < 1e-3:
+		return fmt.Sprintf("%.3g µs", s*1e6)
+	case s < 1:
+		return fmt.Sprintf("%.3g ms", s*1e3)
+	}
+	return fmt.Sprintf("%.3g s", s)
+}
+
+func planSection(b *bytes.Buffer, p *plan.Plan) {
+	what := p.Model
+	switch {
+	case p.Serve != "":
+		what = "serve " + p.Serve
+	case p.Train != "":
+		what = fmt.Sprintf("%s, stage %s", p.Train, p.Stage)
+	}
+	l := p.Layout
+	fmt.Fprintf(b, "<div class=\"plan\">\n<h3>%s</h3>\n<p>%d × %s on %d node(s); dp %d, ep %d, tp %d, pp %d; %s (ZeRO %d, offload %s); micro-batch %d × %d accumulation; recompute %s. Step %s, %s tokens/s, MFU %.1f%%.</p>\n",
+		esc(what), p.GPUs, esc(p.Cluster.Device), p.Nodes, l.DP, l.EP, l.TP, l.PP, esc(l.Memory), l.ZeRO, esc(l.Offload),
+		l.MicroBatch, l.GradAccum, esc(l.Recompute), seconds(p.Time.StepSeconds), count(p.Time.TokensPerSecond), 100*p.Time.MFU)
+	memoryChart(b, p)
+	meshPicture(b, p)
+	commTable(b, p)
+	b.WriteString("</div>\n")
+}
+
+// memoryChart draws one horizontal bar per tier, its components stacked, against a
+// dashed line at the tier's capacity.
+func memoryChart(b *bytes.Buffer, p *plan.Plan) {
+	if len(p.Memory) == 0 {
+		return
+	}
+	b.WriteString("<h4>Memory per device (GPU) and per node (host, NVMe)</h4>\n")
+	const left, width, barH, gap, right = 110, 620, 26, 14, 230
+	h := len(p.Memory)*(barH+gap) + 20
+	fmt.Fprintf(b, "<svg role=\"img\" aria-label=\"memory per tier\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\">\n", left+width+right, h, left+width+right, h)
+	names := map[string]int{}
+	var order []string
+	for ti, t := range p.Memory {
+		scale := float64(max(t.Capacity, t.Used))
+		if scale <= 0 {
+			scale = 1
+		}
+		y := 10 + ti*(barH+gap)
+		fmt.Fprintf(b, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">%s per %s</text>\n", left-8, y+barH/2+4, esc(t.Tier), esc(t.Per))
+		x := float64(left)
+		for _, c := range t.Components {
+			if c.Bytes <= 0 {
+				continue
+			}
+			ci, ok := names[c.Name]
+			if !ok {
+				ci = len(order)
+				names[c.Name] = ci
+				order = append(order, c.Name)
+			}
+			w := float64(c.Bytes) / scale * width
+			fmt.Fprintf(b, "<rect x=\"%.1f\" y=\"%d\" width=\"%.1f\" height=\"%d\" fill=\"%s\"><title>%s: %s</title></rect>\n",
+				x, y, w, barH, palette(ci), esc(c.Name), bytesIEC(float64(c.Bytes)))
+			x += w
+		}
+		if t.Capacity > 0 {
+			cx := float64(left) + float64(t.Capacity)/scale*width
+			fmt.Fprintf(b, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%d\" y2=\"%d\" stroke=\"#000\" stroke-dasharray=\"4 3\"><title>capacity %s</title></line>\n",
+				cx, cx, y-4, y+barH+4, bytesIEC(float64(t.Capacity)))
+		}
+		label := bytesIEC(float64(t.Used))
+		if t.Capacity > 0 {
+			label += fmt.Sprintf(" of %s (%.0f%%)", bytesIEC(float64(t.Capacity)), 100*float64(t.Used)/float64(t.Capacity))
+		}
+		fmt.Fprintf(b, "<text x=\"%d\" y=\"%d\">%s</text>\n", left+width+6, y+barH/2+4, esc(label))
+	}
+	b.WriteString("</svg>\n<div class=\"legend\">")
+	for i, n := range order {
+		fmt.Fprintf(b, "<span><i class=\"sw\" style=\"background:%s\"></i>%s</span>", palette(i), esc(n))
+	}
+	b.WriteString("</div>\n")
+}
+
+// meshPicture draws the devices as a grid, one row per node, coloured by pipeline stage,
+// with each tensor-parallel group outlined. Ranks are numbered tp fastest, then dp, then
+// pp (Megatron's order), so a node holds consecutive ranks. Past maxNodes rows the
+// picture stops and says how many nodes it left out.
+func meshPicture(b *bytes.Buffer, p *plan.Plan) {
+	per := max(p.Cluster.GPUsPerNode, 1)
+	l := p.Layout
+	world := max(l.DP*l.TP*l.PP, 1)
+	nodes := (world + per - 1) / per
+	const maxNodes, cell, pad, left = 8, 22, 3, 70
+	shown := min(nodes, maxNodes)
+	fmt.Fprintf(b, "<h4>Device mesh: %d device(s) on %d node(s) of %d</h4>\n", world, nodes, per)
+	w := left + per*(cell+pad) + 10
+	h := shown*(cell+pad) + 10
+	fmt.Fprintf(b, "<svg role=\"img\" aria-label=\"device mesh\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\">\n", w, h, w, h)
+	tp, dp := max(l.TP, 1), max(l.DP, 1)
+	ep := max(l.EP, 1)
+	for n := 0; n < shown; n++ {
+		y := 5 + n*(cell+pad)
+		fmt.Fprintf(b, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">node %d</text>\n", left-6, y+cell/2+4, n)
+		for g := 0; g < per; g++ {
+			rank := n*per + g
+			if rank >= world {
+				break
+			}
+			tpRank := rank % tp
+			dpRank := (rank / tp) % dp
+			ppRank := rank / (tp * dp)
+			x := left + g*(cell+pad)
+			fmt.Fprintf(b, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" rx=\"3\" fill=\"%s\" fill-opacity=\"%.2f\"><title>rank %d: pp %d, dp %d (ep %d), tp %d</title></rect>\n",
+				x, y, cell, cell, palette(ppRank), 0.45+0.55*float64(dpRank%ep+1)/float64(ep), rank, ppRank, dpRank, dpRank%ep, tpRank)
+		}
+		if tp > 1 {
+			for g := 0; g+tp <= per; g += tp {
+				if n*per+g >= world {
+					break
+				}
+				fmt.Fprintf(b, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" rx=\"4\" fill=\"none\" stroke=\"#222\" stroke-width=\"1.5\"/>\n",
+					left+g*(cell+pad)-2, y-1, tp*(cell+pad)-pad+4, cell+2)
+			}
+		}
+	}
+	b.WriteString("</svg>\n")
+	fmt.Fprintf(b, "<p class=\"muted\">Colour: pipeline stage (%d); shade: position in the expert-parallel group of %d (each holds %s of the experts); outlines: tensor-parallel groups of %d. Ranks run tp fastest, then dp, then pp.",
+		l.PP, ep, expertShare(p, ep), tp)
+	if nodes > shown {
+		fmt.Fprintf(b, " The picture shows %d of %d nodes; the rest repeat the pattern.", shown, nodes)
+	}
+	b.WriteString("</p>\n")
+}
+
+func expertShare(p *plan.Plan, ep int) string {
+	if p.Workload.Experts > 0 {
+		return fmt.Sprintf("%d of %d", p.Workload.Experts/ep, p.Workload.Experts)
+	}
+	return "all"
+}
+
+// commTable lists the collectives of one step with a bar for each one's time.
+func commTable(b *bytes.Buffer, p *plan.Plan) {
+	if len(p.Comm) == 0 {
+		b.WriteString("<p class=\"muted\">No communication per step.</p>\n")
+		return
+	}
+	var longest float64
+	for _, c := range p.Comm {
+		longest = max(longest, c.Seconds)
+	}
+	if longest <= 0 {
+		longest = 1
+	}
+	b.WriteString("<h4>Communication per step</h4>\n<table>\n<tr><th>collective</th><th>purpose</th><th>group</th><th>link</th><th>bytes per device</th><th>time</th><th></th></tr>\n")
+	for _, c := range p.Comm {
+		cls, fill := "", "#76b7b2"
+		if c.Exposed {
+			cls, fill = " class=\"exposed\"", "#e15759"
+		}
+		fmt.Fprintf(b, "<tr%s><td>%s</td><td>%s</td><td>%d</td><td>%s</td><td>%s</td><td>%s</td><td><svg width=\"160\" height=\"12\"><rect width=\"%.1f\" height=\"12\" fill=\"%s\"/></svg></td></tr>\n",
+			cls, esc(c.Collective), esc(c.Purpose), c.Group, esc(c.Tier), bytesIEC(c.Bytes), seconds(c.Seconds), 160*c.Seconds/longest, fill)
+	}
+	b.WriteString("</table>\n<p class=\"muted\">Red rows are on the critical path (not hidden behind compute).</p>\n")
+}
+
+// curriculum draws a train block's stages along the token axis, each labelled with its
+// experts and parameters, arrows for the `from` edges that grow experts.
+func curriculum(b *bytes.Buffer, t report.TrainReport) {
+	if len(t.Stages) == 0 || t.Tokens <= 0 {
+		return
+	}
+	fmt.Fprintf(b, "<h2>Curriculum: %s on %s</h2>\n<p>%s tokens in %d stage(s), %s training FLOPs.</p>\n",
+		esc(t.Model), esc(t.Cluster), count(float64(t.Tokens)), len(t.Stages), count(t.TrainFLOPs))
+	const left, width, barY, barH = 10, 1000, 30, 34
+	fmt.Fprintf(b, "<svg role=\"img\" aria-label=\"curriculum timeline\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\">\n", left+width+10, 120, left+width+10, 120)
+	x := float64(left)
+	var labels []string
+	for i, s := range t.Stages {
+		w := float64(s.Tokens) / float64(t.Tokens) * width
+		fmt.Fprintf(b, "<rect x=\"%.1f\" y=\"%d\" width=\"%.1f\" height=\"%d\" fill=\"%s\" stroke=\"#fff\"><title>%s: %s tokens, %d steps, %d experts (top-%d), %s parameters, %s active</title></rect>\n",
+			x, barY, max(w, 2), barH, palette(i), esc(s.Name), count(float64(s.Tokens)), s.Steps, s.Experts, s.TopK, count(float64(s.Total)), count(float64(s.Active)))
+		// Labels alternate above and below so narrow stages stay readable.
+		ly := barY - 8
+		if i%2 == 1 {
+			ly = barY + barH + 16
+		}
+		// A label wider than its stage would run into the next one: the table below names it.
+		if label := fmt.Sprintf("%s: %d experts, %s params", s.Name, s.Experts, count(float64(s.Total))); float64(len(label))*6.2 < w {
+			fmt.Fprintf(b, "<text x=\"%.1f\" y=\"%d\">%s</text>\n", x+2, ly, esc(label))
+		} else if float64(len(s.Name))*6.2 < w {
+			fmt.Fprintf(b, "<text x=\"%.1f\" y=\"%d\">%s</text>\n", x+2, ly, esc(s.Name))
+		}
+		labels = append(labels, fmt.Sprintf("<tr><td>%s</td><td>%s</td><td>%s</td><td>%d</td><td>%d</td><td>%s</td><td>%s</td></tr>",
+			esc(s.Name), esc(s.From), count(float64(s.Tokens)), s.Steps, s.Experts, count(float64(s.Total)), count(float64(s.Active))))
+		x += w
+	}
+	fmt.Fprintf(b, "<text x=\"%d\" y=\"%d\" class=\"muted\">0</text><text x=\"%d\" y=\"%d\" text-anchor=\"end\">%s tokens</text>\n",
+		left, barY+barH+34, left+width, barY+barH+34, count(float64(t.Tokens)))
+	b.WriteString("</svg>\n<table>\n<tr><th>stage</th><th>from</th><th>tokens</th><th>steps</th><th>experts</th><th>parameters</th><th>active</th></tr>\n")
+	b.WriteString(strings.Join(labels, "\n"))
+	b.WriteString("\n</table>\n")
+}

@@ -1,0 +1,353 @@
+package hf
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/moec-dev/moec/lang/diag"
+)
+
+// Arch is a Hugging Face architecture moec imports.
+type Arch string
+
+const (
+	Mixtral  Arch = "mixtral"
+	Qwen2MoE Arch = "qwen2_moe"
+	Qwen3MoE Arch = "qwen3_moe"
+	DeepSeek Arch = "deepseek_v2" // also deepseek_v3: the same config keys
+	OLMoE    Arch = "olmoe"
+	Llama    Arch = "llama" // dense; also mistral, qwen2, qwen3 dense configs
+)
+
+// archOf maps config.json's model_type to the importer that reads it and the transformers
+// class that loads such a checkpoint.
+var archOf = map[string]struct {
+	arch  Arch
+	class string
+}{
+	"mixtral":     {Mixtral, "MixtralForCausalLM"},
+	"qwen2_moe":   {Qwen2MoE, "Qwen2MoeForCausalLM"},
+	"qwen3_moe":   {Qwen3MoE, "Qwen3MoeForCausalLM"},
+	"deepseek_v2": {DeepSeek, "DeepseekV2ForCausalLM"},
+	"deepseek_v3": {DeepSeek, "DeepseekV3ForCausalLM"},
+	"olmoe":       {OLMoE, "OlmoeForCausalLM"},
+	"llama":       {Llama, "LlamaForCausalLM"},
+	"mistral":     {Llama, "MistralForCausalLM"},
+	"qwen2":       {Llama, "Qwen2ForCausalLM"},
+	"qwen3":       {Llama, "Qwen3ForCausalLM"},
+}
+
+// spec is the model a config describes, in moec's terms, before it is written as source.
+type spec struct {
+	modelType, class string
+	arch             Arch
+
+	vocab, dModel, seqLen int64
+	layers                int
+	normEps, ropeBase     float64
+	tie                   bool
+	mtp                   int
+
+	heads, kvHeads   int
+	headDim          int64 // 0: d_model / heads
+	qkvBias, outBias bool
+	qkNorm           bool
+	window           int64
+	qLora, kvLora    int64
+	nope, rope, vDim int64
+
+	ffnHidden  int64
+	activation string // swiglu or geglu
+	ffnBias    bool
+
+	moe *moeSpec
+}
+
+type moeSpec struct {
+	experts, topK int
+	expertHidden  int64 // 0: ffn.hidden
+	shared        int
+	sharedHidden  int64 // 0: expert_hidden
+	moeLayers     []int // the layers HF makes MoE
+	score         string
+	normalize     bool
+	balance, z    float64
+	auxFree       float64
+	groups, topkG int
+}
+
+// readSpec reads a config into a spec, collecting every refusal in r.
+func readSpec(r *reader) (*spec, error) {
+	mt := r.str("model_type", "")
+	entry, ok := archOf[mt]
+	if !ok {
+		known := make([]string, 0, len(archOf))
+		for k := range archOf {
+			known = append(known, k)
+		}
+		sort.Strings(known)
+		e := diag.Runtimef(ErrUnknownArchitecture, "config.json: model_type %q is not an architecture moec imports (known: %s)", mt, strings.Join(known, ", "))
+		if c, ok := diag.Closest(mt, known); ok {
+			e.Suggestion = fmt.Sprintf("did you mean %q?", c)
+		}
+		return nil, e
+	}
+	s := &spec{modelType: mt, class: entry.class, arch: entry.arch}
+	s.vocab = r.required("vocab_size")
+	s.dModel = r.required("hidden_size")
+	s.layers = int(r.required("num_hidden_layers"))
+	s.heads = int(r.required("num_attention_heads"))
+	s.kvHeads = int(r.integer("num_key_value_heads", int64(s.heads)))
+	s.headDim = r.integer("head_dim", 0)
+	s.normEps = r.float("rms_norm_eps", 1e-6)
+	s.ropeBase = r.float("rope_theta", 10000)
+	s.seqLen = r.integer("max_position_embeddings", 0)
+	if s.seqLen == 0 {
+		r.bad("max_position_embeddings", "missing: moec needs the sequence length")
+	}
+	// PretrainedConfig ties embeddings unless told otherwise; the classes imported here
+	// (except the dense ones, which inherit that default) all default to untied.
+	s.tie = r.boolean("tie_word_embeddings", entry.arch == Llama && mt != "llama")
+	if act := r.str("hidden_act", "silu"); act == "silu" || act == "swish" {
+		s.activation = "swiglu"
+	} else if act == "gelu" {
+		s.activation = "geglu" // erf GELU, as moec's
+	} else {
+		r.inexpressible("hidden_act", fmt.Sprintf("activation %q", act), "moec's gated activations are SiLU (swiglu) and erf GELU (geglu)", 0)
+		s.activation = "swiglu"
+	}
+	r.zero("attention_dropout", "attention dropout")
+	r.zero("hidden_dropout", "hidden dropout")
+	r.zero("router_jitter_noise", "router jitter noise")
+	if tp := r.integer("pretraining_tp", 1); tp != 1 {
+		r.inexpressible("pretraining_tp", fmt.Sprintf("pretraining_tp %d slices the matmuls", tp), "results differ in rounding only, but moec computes them whole", 0)
+	}
+	if r.present("quantization_config") {
+		r.inexpressible("quantization_config", "a quantized checkpoint", "moec imports float weights only", 0)
+	}
+	s.ropeScaling(r)
+	s.slidingWindow(r)
+	s.attentionBias(r)
+
+	switch entry.arch {
+	case Mixtral:
+		s.ffnHidden = r.required("intermediate_size")
+		s.moe = &moeSpec{
+			experts: int(r.required("num_local_experts")), topK: int(r.integer("num_experts_per_tok", 2)),
+			score: "softmax", normalize: true, // Mixtral renormalises its top-k softmax
+			balance: r.float("router_aux_loss_coef", 0.001),
+		}
+		s.moe.allLayers(s.layers, 0, 1)
+	case Qwen2MoE, Qwen3MoE:
+		s.qwenMoE(r)
+	case OLMoE:
+		s.ffnHidden = r.required("intermediate_size")
+		s.moe = &moeSpec{
+			experts: int(r.required("num_experts")), topK: int(r.integer("num_experts_per_tok", 8)),
+			score: "softmax", normalize: r.boolean("norm_topk_prob", false),
+			balance: r.float("router_aux_loss_coef", 0.01), z: r.float("router_z_loss_coef", 0.001),
+		}
+		s.moe.allLayers(s.layers, 0, 1)
+		if r.present("clip_qkv") {
+			r.inexpressible("clip_qkv", "clipping of the Q/K/V projections", "moec does not clip activations", 0)
+		}
+		// OLMoE normalises the whole query and key projections (q_norm over hidden_size, k_norm
+		// over kv_heads·head_dim); moec's qk_norm is one norm over head_dim shared by all heads.
+		hd := s.dModel / int64(max(s.heads, 1))
+		full := s.dModel + int64(s.kvHeads)*hd
+		r.used["q_norm"] = true
+		r.inexpressible("q_norm", "OLMoE normalises the whole query and key projections (weights of width hidden_size and kv_heads·head_dim)",
+			"the import uses moec's per-head qk_norm (weights of width head_dim) instead, which computes something else",
+			int64(s.layers)*(full-2*hd))
+		s.qkNorm = true
+	case DeepSeek:
+		s.deepseek(r)
+	case Llama:
+		s.ffnHidden = r.required("intermediate_size")
+		if r.boolean("mlp_bias", false) {
+			s.ffnBias = true
+		}
+		if mt == "qwen3" {
+			s.qkNorm = true
+		}
+		if mt == "qwen2" {
+			s.qkvBias = true // Qwen2 always biases Q, K and V
+		}
+	}
+	r.leftovers()
+	if len(r.issues) > 0 {
+		return nil, &Error{Source: "config.json", Issues: r.issues}
+	}
+	return s, nil
+}
+
+func (s *spec) ropeScaling(r *reader) {
+	raw := r.take("rope_scaling")
+	if raw == nil {
+		return
+	}
+	var rs map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &rs); err != nil {
+		r.bad("rope_scaling", "want an object or null, have %s", compact(raw))
+		return
+	}
+	var kind string
+	for _, k := range []string{"rope_type", "type"} {
+		if v, ok := rs[k]; ok {
+			_ = json.Unmarshal(v, &kind)
+			break
+		}
+	}
+	known := []string{"default", "linear", "dynamic", "yarn", "longrope", "llama3"}
+	if kind == "default" {
+		return
+	}
+	found := false
+	for _, k := range known {
+		found = found || k == kind
+	}
+	if !found {
+		r.issues = append(r.issues, Issue{Field: "rope_scaling", Code: ErrBadConfig,
+			Message: fmt.Sprintf("unknown rope_scaling type %q (transformers knows %s)", kind, strings.Join(known, ", "))})
+		return
+	}
+	effect := "moec imports the model at max_position_embeddings without the extension"
+	if v, ok := rs["original_max_position_embeddings"]; ok {
+		var orig int64
+		if json.Unmarshal(v, &orig) == nil && orig > 0 && r.drop["rope_scaling"] {
+			s.seqLen = orig
+		}
+		effect = fmt.Sprintf("moec imports the model at its original context, seq_len = original_max_position_embeddings = %s", v)
+	}
+	r.inexpressible("rope_scaling", fmt.Sprintf("%s rotary scaling %s", kind, compact(raw)), effect, 0)
+}
+
+func (s *spec) slidingWindow(r *reader) {
+	use := r.boolean("use_sliding_window", true)
+	w := r.integer("sliding_window", 0)
+	if !use {
+		return
+	}
+	if w > 0 && w < s.seqLen {
+		s.window = w
+	}
+}
+
+func (s *spec) attentionBias(r *reader) {
+	if r.boolean("attention_bias", false) {
+		s.qkvBias, s.outBias = true, true
+	}
+}
+
+// allLayers makes every layer from first on, every every-th, an MoE layer (the rule of
+// DeepSeek's moe_layer_freq and Qwen's decoder_sparse_step, expressed as HF computes it).
+func (m *moeSpec) allLayers(layers, first, every int) {
+	m.moeLayers = nil
+	for i := first; i < layers; i++ {
+		if (i-first)%every == 0 {
+			m.moeLayers = append(m.moeLayers, i)
+		}
+	}
+}
+
+func (s *spec) qwenMoE(r *reader) {
+	s.ffnHidden = r.required("intermediate_size")
+	m := &moeSpec{
+		experts: int(r.required("num_experts")), topK: int(r.integer("num_experts_per_tok", 4)),
+		expertHidden: r.required("moe_intermediate_size"),
+		score:        "softmax", normalize: r.boolean("norm_topk_prob", s.arch == Qwen3MoE),
+		balance: r.float("router_aux_loss_coef", 0.001),
+	}
+	s.moe = m
+	step := int(r.integer("decoder_sparse_step", 1))
+	if step < 1 {
+		r.bad("decoder_sparse_step", "must be at least 1")
+		step = 1
+	}
+	dense := map[int64]bool{}
+	for _, l := range r.ints("mlp_only_layers") {
+		dense[l] = true
+	}
+	// Qwen: layer i is sparse when i is not in mlp_only_layers and (i+1) % step == 0.
+	for i := 0; i < s.layers; i++ {
+		if !dense[int64(i)] && (i+1)%step == 0 {
+			m.moeLayers = append(m.moeLayers, i)
+		}
+	}
+	if s.arch == Qwen2MoE {
+		s.qkvBias = true // Qwen2-MoE always biases Q, K and V
+		if sh := r.integer("shared_expert_intermediate_size", 0); sh > 0 {
+			m.shared, m.sharedHidden = 1, sh
+			r.used["shared_expert_gate"] = true
+			r.inexpressible("shared_expert_gate", "Qwen2-MoE scales its shared expert by a learned sigmoid gate (a hidden_size-wide weight per MoE layer)",
+				"the import keeps the shared expert ungated", int64(len(m.moeLayers))*s.dModel)
+		}
+	} else {
+		s.qkNorm = true // Qwen3 has per-head q_norm and k_norm
+	}
+}
+
+func (s *spec) deepseek(r *reader) {
+	s.ffnHidden = r.required("intermediate_size")
+	s.qLora = r.integer("q_lora_rank", 0)
+	s.kvLora = r.required("kv_lora_rank")
+	s.nope = r.required("qk_nope_head_dim")
+	s.rope = r.required("qk_rope_head_dim")
+	s.vDim = r.required("v_head_dim")
+	s.mtp = int(r.integer("num_nextn_predict_layers", 0))
+	m := &moeSpec{
+		experts: int(r.integer("n_routed_experts", 0)), topK: int(r.integer("num_experts_per_tok", 1)),
+		expertHidden: r.integer("moe_intermediate_size", 0),
+		shared:       int(r.integer("n_shared_experts", 0)),
+		score:        r.str("scoring_func", "softmax"),
+		normalize:    r.boolean("norm_topk_prob", false),
+		balance:      r.float("aux_loss_alpha", 0.001),
+	}
+	if m.experts == 0 {
+		r.bad("n_routed_experts", "missing: a DeepSeek model without routed experts is not an MoE model")
+		return
+	}
+	if m.expertHidden == 0 {
+		r.bad("moe_intermediate_size", "missing (required with n_routed_experts)")
+	}
+	if m.score != "softmax" && m.score != "sigmoid" {
+		r.inexpressible("scoring_func", fmt.Sprintf("router score %q", m.score), "moec's router scores are softmax or sigmoid", 0)
+		m.score = "softmax"
+	}
+	first := int(r.integer("first_k_dense_replace", 0))
+	freq := int(r.integer("moe_layer_freq", 1))
+	if freq < 1 {
+		r.bad("moe_layer_freq", "must be at least 1")
+		freq = 1
+	}
+	// DeepSeek: layer i is MoE when i >= first_k_dense_replace and i % moe_layer_freq == 0.
+	for i := first; i < s.layers; i++ {
+		if i%freq == 0 {
+			m.moeLayers = append(m.moeLayers, i)
+		}
+	}
+	switch method := r.str("topk_method", "greedy"); method {
+	case "greedy":
+	case "group_limited_greedy", "noaux_tc":
+		if g := int(r.integer("n_group", 1)); g > 1 {
+			m.groups, m.topkG = g, int(r.integer("topk_group", 1))
+		}
+		if method == "noaux_tc" {
+			// The bias update rate is a training setting config.json does not hold; 0.001 is
+			// the DeepSeek-V3 report's (arXiv:2412.19437, section 4.2).
+			m.auxFree = 0.001
+		}
+	default:
+		r.inexpressible("topk_method", fmt.Sprintf("top-k method %q", method), "moec routes greedily, group-limited, or with the auxiliary-loss-free bias", 0)
+	}
+	r.used["n_group"], r.used["topk_group"] = true, true
+	if f := r.float("routed_scaling_factor", 1); f != 1 {
+		r.inexpressible("routed_scaling_factor", fmt.Sprintf("routed expert outputs are scaled by %v", f), "moec leaves the gates unscaled, so the routed experts' share of the output differs", 0)
+	}
+	if r.boolean("seq_aux", false) {
+		r.notes = append(r.notes, "seq_aux = true: DeepSeek computes its balance loss per sequence; moec's balance_loss is per batch")
+	}
+	s.moe = m
+}

@@ -1,0 +1,25 @@
+// Package hf converts between Hugging Face transformers checkpoints and moec.
+//
+// Import: a Hugging Face config.json of a Mixtral, Qwen2-MoE, Qwen3-MoE, DeepSeek-V2/V3,
+// OLMoE or dense Llama-style model goes in; out comes canonical .moe source (printed by
+// lang/format, checked by compiler/check before it is returned) whose model has exactly the
+// checkpoint's parameters, with a header comment naming the source architecture. A config
+// field moec cannot express is never dropped silently: ImportConfig returns an *Error that
+// lists every such field. A user who accepts losing some of them names them in
+// Options.Drop, and each dropped field is then written into the header comment with what it
+// changes (a parameter-count difference is stated exactly).
+//
+// Weights: ImportCheckpoint reads a Hugging Face folder (config.json and *.safetensors) and
+// writes a moec checkpoint directory (runtime/checkpoint) whose tensors carry moec's names.
+// Export reads a moec checkpoint and writes config.json plus model.safetensors in the layout
+// the matching transformers class loads (MixtralForCausalLM for a Mixtral-shaped model,
+// LlamaForCausalLM for a dense one). A model using features transformers has no class for
+// (token-embedding routing, attention-weight sharing, talking heads, ...) is exported in the
+// moec layout instead, with the reasons returned and written down. Every export writes
+// export_manifest.json: each tensor's source and destination name, shape and SHA-256, and
+// for each MoE layer the one tensor set each expert went to, so a reader can prove every
+// expert tensor is carried exactly once.
+//
+// Tensor data is copied bit for bit: an import → export → import round trip returns the
+// same float32 values. Half-precision safetensors are widened to float32 on import (exact).
+package hf

@@ -1,0 +1,315 @@
+package hf
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+
+	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/lang/diag"
+	"github.com/moec-dev/moec/runtime/checkpoint"
+	"github.com/moec-dev/moec/runtime/safetensors"
+	"github.com/moec-dev/moec/runtime/train"
+)
+
+// Files an export writes.
+const (
+	ConfigFile         = "config.json"          // transformers' config (transformers layouts)
+	MoecConfigFile     = "moec_config.json"     // the model config (moec layout)
+	WeightsFile        = "model.safetensors"    // every tensor, float32
+	ExportManifestFile = "export_manifest.json" // what went where, with hashes
+	ManifestFormat     = "moec.hf-export/v1"
+)
+
+// ExportManifest records an export so that a reader can check it without trusting moec.
+type ExportManifest struct {
+	Format      string         `json:"format"`
+	Layout      Layout         `json:"layout"`
+	Class       string         `json:"class,omitempty"`       // the transformers class; "" for the moec layout
+	Unsupported []string       `json:"unsupported,omitempty"` // why no transformers class holds the model
+	Source      ExportSource   `json:"source"`
+	Tensors     []TensorEntry  `json:"tensors"`
+	Experts     []ExpertEntry  `json:"experts"`
+	Files       []FileEntry    `json:"files"`
+	Model       *program.Model `json:"model"`
+}
+
+// ExportSource names the checkpoint an export came from.
+type ExportSource struct {
+	Train      string `json:"train"`
+	Stage      string `json:"stage"`
+	Step       int64  `json:"step"`
+	ConfigHash string `json:"config_hash"`
+}
+
+// TensorEntry is one exported tensor: its name in the export, its name in the checkpoint,
+// its shape and the SHA-256 of its little-endian float32 data.
+type TensorEntry struct {
+	Name   string `json:"name"`
+	From   string `json:"from"`
+	Shape  []int  `json:"shape"`
+	SHA256 string `json:"sha256"`
+}
+
+// ExpertEntry lists the exported tensors of one routed expert of one MoE layer.
+type ExpertEntry struct {
+	Layer   int      `json:"layer"`
+	Expert  int      `json:"expert"`
+	Tensors []string `json:"tensors"`
+}
+
+// FileEntry is one written file.
+type FileEntry struct {
+	Name   string `json:"name"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// Export writes the checkpoint ckpt (a checkpoint directory or a run directory, whose
+// newest checkpoint is taken) to the empty or absent directory out. It returns the
+// manifest it wrote; Manifest.Unsupported says why a model went out in the moec layout.
+func Export(ckpt, out string) (*ExportManifest, error) {
+	dir, err := train.ResolveCheckpoint(ckpt)
+	if err != nil {
+		return nil, err
+	}
+	c, err := checkpoint.Load(dir, false)
+	if err != nil {
+		return nil, err
+	}
+	m := c.Manifest.Model
+	layout, gaps := layoutFor(m)
+	man := &ExportManifest{
+		Format: ManifestFormat, Layout: layout, Class: classOf[layout], Unsupported: gaps, Model: m,
+		Source: ExportSource{Train: c.Manifest.Train, Stage: c.Manifest.Stage, Step: c.Manifest.Step, ConfigHash: c.Manifest.ConfigHash},
+	}
+	tensors := c.Model
+	if layout != LayoutMoec {
+		if tensors, err = arrange(c.Model, m, layout); err != nil {
+			return nil, diag.RuntimeWrap(ErrExport, err, "checkpoint %s does not hold the tensors of its model", dir)
+		}
+	}
+	outTensors := make([]safetensors.Tensor, len(tensors))
+	for i, t := range tensors {
+		name := fromMoec(layout, t.Name)
+		outTensors[i] = safetensors.Tensor{Name: name, Shape: t.Shape, Data: t.Data}
+		man.Tensors = append(man.Tensors, TensorEntry{Name: name, From: t.Name, Shape: t.Shape, SHA256: tensorHash(t.Data)})
+	}
+	man.Experts = expertSets(man.Tensors)
+	if err := emptyDir(out); err != nil {
+		return nil, err
+	}
+	write := func(name string, b []byte) error {
+		if err := os.WriteFile(filepath.Join(out, name), b, 0o644); err != nil {
+			return diag.RuntimeWrap(ErrExport, err, "writing %s", name)
+		}
+		sum := sha256.Sum256(b)
+		man.Files = append(man.Files, FileEntry{Name: name, Size: int64(len(b)), SHA256: hex.EncodeToString(sum[:])})
+		return nil
+	}
+	weights, err := safetensors.Encode(outTensors, map[string]string{"format": "pt"})
+	if err != nil {
+		return nil, diag.RuntimeWrap(ErrExport, err, "encoding %s", WeightsFile)
+	}
+	if err := write(WeightsFile, weights); err != nil {
+		return nil, err
+	}
+	var cfg any = m
+	cfgName := MoecConfigFile
+	if layout != LayoutMoec {
+		cfg, cfgName = hfConfig(m, layout), ConfigFile
+	}
+	cb, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("hf: encoding %s: %w", cfgName, err)
+	}
+	if err := write(cfgName, append(cb, '\n')); err != nil {
+		return nil, err
+	}
+	mb, err := json.MarshalIndent(man, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("hf: encoding %s: %w", ExportManifestFile, err)
+	}
+	if err := os.WriteFile(filepath.Join(out, ExportManifestFile), append(mb, '\n'), 0o644); err != nil {
+		return nil, diag.RuntimeWrap(ErrExport, err, "writing %s", ExportManifestFile)
+	}
+	return man, nil
+}
+
+// arrange checks that ts are exactly the tensors of m in layout l and returns them in the
+// order transformers' state dict has them.
+func arrange(ts []safetensors.Tensor, m *program.Model, l Layout) ([]safetensors.Tensor, error) {
+	byName := make(map[string]safetensors.Tensor, len(ts))
+	for _, t := range ts {
+		if _, dup := byName[t.Name]; dup {
+			return nil, fmt.Errorf("tensor %s appears twice", t.Name)
+		}
+		byName[t.Name] = t
+	}
+	want := expected(m, l)
+	out := make([]safetensors.Tensor, 0, len(want))
+	for _, w := range want {
+		t, ok := byName[w.name]
+		if !ok {
+			return nil, fmt.Errorf("tensor %s is missing", w.name)
+		}
+		if !sameDims(t.Shape, w.dims) {
+			return nil, fmt.Errorf("tensor %s has shape %v, the model needs %v", w.name, t.Shape, w.dims)
+		}
+		out = append(out, t)
+		delete(byName, w.name)
+	}
+	if len(byName) > 0 {
+		extra := make([]string, 0, len(byName))
+		for n := range byName {
+			extra = append(extra, n)
+		}
+		sort.Strings(extra)
+		return nil, fmt.Errorf("%d tensor(s) the model does not have, first %s", len(extra), extra[0])
+	}
+	return out, nil
+}
+
+func sameDims(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// expertSets groups the routed experts' tensors by (layer, expert).
+func expertSets(ts []TensorEntry) []ExpertEntry {
+	idx := map[[2]int]int{}
+	var out []ExpertEntry
+	for _, t := range ts {
+		m := expertOf.FindStringSubmatch(t.Name)
+		if m == nil {
+			continue
+		}
+		l, _ := strconv.Atoi(m[1])
+		e, _ := strconv.Atoi(m[2])
+		k := [2]int{l, e}
+		i, ok := idx[k]
+		if !ok {
+			i = len(out)
+			idx[k] = i
+			out = append(out, ExpertEntry{Layer: l, Expert: e})
+		}
+		out[i].Tensors = append(out[i].Tensors, t.Name)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Layer != out[j].Layer {
+			return out[i].Layer < out[j].Layer
+		}
+		return out[i].Expert < out[j].Expert
+	})
+	return out
+}
+
+func tensorHash(data []float32) string {
+	h := sha256.New()
+	buf := make([]byte, 4*1024)
+	for len(data) > 0 {
+		n := min(len(data), len(buf)/4)
+		for i, v := range data[:n] {
+			binary.LittleEndian.PutUint32(buf[4*i:], math.Float32bits(v))
+		}
+		h.Write(buf[:4*n])
+		data = data[n:]
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// emptyDir makes dir, or accepts it when it exists and is empty: an export never
+// overwrites files.
+func emptyDir(dir string) error {
+	ents, err := os.ReadDir(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return diag.RuntimeWrap(ErrExport, err, "creating %s", dir)
+		}
+		return nil
+	case err != nil:
+		return diag.RuntimeWrap(ErrExport, err, "output %s", dir)
+	case len(ents) > 0:
+		return &diag.RuntimeError{Code: ErrExport, Message: fmt.Sprintf("output directory %s is not empty", dir), Suggestion: "name a new directory"}
+	}
+	return nil
+}
+
+// hfConfig is the config.json transformers reads for m in layout l.
+func hfConfig(m *program.Model, l Layout) map[string]any {
+	a := m.Attention
+	act := "silu"
+	if m.FFN.Activation == program.GeGLU {
+		act = "gelu"
+	}
+	cfg := map[string]any{
+		"architectures":           []string{classOf[l]},
+		"model_type":              string(l),
+		"vocab_size":              m.PaddedVocab(),
+		"hidden_size":             m.DModel,
+		"intermediate_size":       m.FFN.Hidden,
+		"num_hidden_layers":       m.Layers,
+		"num_attention_heads":     a.Heads,
+		"num_key_value_heads":     a.KVHeads,
+		"head_dim":                a.HeadDim,
+		"hidden_act":              act,
+		"max_position_embeddings": m.SeqLen,
+		"rms_norm_eps":            m.NormEps,
+		"rope_theta":              m.RopeBase,
+		"rope_scaling":            nil,
+		"tie_word_embeddings":     m.TieEmbeddings,
+		"attention_dropout":       0.0,
+		"torch_dtype":             "float32",
+		"use_cache":               true,
+	}
+	switch l {
+	case LayoutLlama:
+		cfg["attention_bias"] = a.BiasQKV
+		cfg["mlp_bias"] = m.FFN.Bias
+	case LayoutQwen3:
+		cfg["attention_bias"] = a.BiasQKV
+		cfg["use_sliding_window"] = false
+		cfg["sliding_window"] = nil
+	case LayoutMixtral:
+		e := m.MoE
+		cfg["intermediate_size"] = e.ExpertHidden
+		cfg["num_local_experts"] = e.Experts
+		cfg["num_experts_per_tok"] = e.TopK
+		cfg["router_aux_loss_coef"] = e.BalanceLoss
+		cfg["router_jitter_noise"] = 0.0
+		cfg["sliding_window"] = nil
+		if a.Window > 0 {
+			cfg["sliding_window"] = a.Window
+		}
+	case LayoutQwen3MoE:
+		e := m.MoE
+		cfg["attention_bias"] = a.BiasQKV
+		cfg["num_experts"] = e.Experts
+		cfg["num_experts_per_tok"] = e.TopK
+		cfg["moe_intermediate_size"] = e.ExpertHidden
+		cfg["decoder_sparse_step"] = max(e.Every, 1)
+		cfg["mlp_only_layers"] = []int{}
+		cfg["norm_topk_prob"] = e.Normalize
+		cfg["router_aux_loss_coef"] = e.BalanceLoss
+		cfg["use_sliding_window"] = false
+		cfg["sliding_window"] = nil
+	}
+	return cfg
+}

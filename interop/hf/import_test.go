@@ -1,0 +1,200 @@
+package hf
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"golang.org/x/tools/txtar"
+
+	"github.com/moec-dev/moec/lang/diag"
+	"github.com/moec-dev/moec/lang/format"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/import.txtar with the current output")
+
+// published holds each fixture's known checkpoint parameter count and where it comes from.
+// The fixtures in testdata/configs are the released config.json files of those models.
+var published = []struct {
+	file   string
+	drop   []string
+	params int64 // parameters of the released checkpoint
+	delta  int64 // parameters a dropped field removes from the imported model
+	source string
+}{
+	{"mixtral-8x7b.json", nil, 46_702_792_704, 0,
+		"mistralai/Mixtral-8x7B-v0.1: sum of the safetensors tensor sizes (the Hub's 46.7B); also models/mixtral-8x7b.moe"},
+	{"qwen1.5-moe-a2.7b.json", []string{"shared_expert_gate"}, 14_315_784_192, 24 * 2048,
+		"Qwen/Qwen1.5-MoE-A2.7B: the Hub's 14.3B; exact sum of its tensors (24 layers of 570,560,512, embedding and head 311,164,928 each, final norm 2,048)"},
+	{"qwen3-30b-a3b.json", nil, 30_532_122_624, 0,
+		"Qwen/Qwen3-30B-A3B: the Hub's 30.5B; exact sum of its tensors"},
+	{"deepseek-v2-lite.json", []string{"rope_scaling"}, 15_706_484_224, 0,
+		"deepseek-ai/DeepSeek-V2-Lite: the model card's 15.7B; exact sum of its tensors"},
+	{"deepseek-v3.json", []string{"rope_scaling", "routed_scaling_factor"}, 671_026_404_352, 0,
+		"deepseek-ai/DeepSeek-V3: the report's 671B main model (MTP module apart); exact figure as compiler/analysis derives it for models/deepseek-v3.moe"},
+	{"olmoe-1b-7b.json", []string{"q_norm"}, 6_919_161_856, 16 * (2048 + 2048 - 2*128),
+		"allenai/OLMoE-1B-7B-0924: the paper's 6.9B; exact sum of its tensors"},
+	{"llama-3-8b.json", nil, 8_030_261_248, 0,
+		"meta-llama/Meta-Llama-3-8B: the Hub's 8.03B; exact sum of its tensors"},
+}
+
+func readConfig(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", "configs", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestImportPublished imports every fixture and checks that moec counts the checkpoint's
+// parameters, that the output is canonical (formatting it again changes nothing) and that
+// it matches the golden file.
+func TestImportPublished(t *testing.T) {
+	goldenPath := filepath.Join("testdata", "import.txtar")
+	golden := &txtar.Archive{Comment: []byte("Golden output of ImportConfig for testdata/configs (go test ./interop/hf -update).\n")}
+	if !*update {
+		var err error
+		if golden, err = txtar.ParseFile(goldenPath); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := map[string][]byte{}
+	for _, f := range golden.Files {
+		want[f.Name] = f.Data
+	}
+	var out []txtar.File
+	for _, p := range published {
+		t.Run(p.file, func(t *testing.T) {
+			res, err := ImportConfig(readConfig(t, p.file), Options{Drop: p.drop})
+			if err != nil {
+				t.Fatalf("import: %v", err)
+			}
+			if res.Counts.TotalAll+res.ParamDelta != p.params {
+				t.Errorf("moec total %d + dropped %d = %d, want the checkpoint's %d (%s)",
+					res.Counts.TotalAll, res.ParamDelta, res.Counts.TotalAll+res.ParamDelta, p.params, p.source)
+			}
+			if res.ParamDelta != p.delta {
+				t.Errorf("dropped parameters %d, want %d", res.ParamDelta, p.delta)
+			}
+			again, ds := format.File("x.moe", res.Source)
+			if ds.HasErrors() || !bytes.Equal(again, res.Source) {
+				t.Errorf("output is not canonical:\n%s", cmp.Diff(string(res.Source), string(again)))
+			}
+			if !bytes.Contains(res.Source, []byte(res.Class)) {
+				t.Errorf("header does not name %s:\n%s", res.Class, res.Source)
+			}
+			name := strings.TrimSuffix(p.file, ".json") + ".moe"
+			out = append(out, txtar.File{Name: name, Data: res.Source})
+			if !*update {
+				if d := cmp.Diff(string(want[name]), string(res.Source)); d != "" {
+					t.Errorf("%s differs from %s (-want +got):\n%s", name, goldenPath, d)
+				}
+			}
+		})
+	}
+	if *update {
+		golden.Files = out
+		if err := os.WriteFile(goldenPath, txtar.Format(golden), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestImportRefusesWhatItCannotExpress checks that inexpressible fields are errors that
+// name the field, never silently dropped, and that the error lists all of them.
+func TestImportRefusesWhatItCannotExpress(t *testing.T) {
+	for _, tc := range []struct {
+		file   string
+		fields []string // every field the error must name
+	}{
+		{"deepseek-v3.json", []string{"rope_scaling", "routed_scaling_factor"}},
+		{"deepseek-v2-lite.json", []string{"rope_scaling"}},
+		{"olmoe-1b-7b.json", []string{"q_norm"}},
+		{"qwen1.5-moe-a2.7b.json", []string{"shared_expert_gate"}},
+	} {
+		_, err := ImportConfig(readConfig(t, tc.file), Options{})
+		e, ok := err.(*Error)
+		if !ok {
+			t.Fatalf("%s: err = %v, want *Error", tc.file, err)
+		}
+		var got []string
+		for _, is := range e.Issues {
+			got = append(got, is.Field)
+			if is.Code != ErrInexpressible || !is.Droppable {
+				t.Errorf("%s: %s: code %s droppable %v", tc.file, is.Field, is.Code, is.Droppable)
+			}
+		}
+		if d := cmp.Diff(tc.fields, got); d != "" {
+			t.Errorf("%s: fields (-want +got):\n%s", tc.file, d)
+		}
+		if !strings.Contains(e.Error(), "--drop "+strings.Join(tc.fields, ",")) {
+			t.Errorf("%s: error does not suggest --drop:\n%v", tc.file, e)
+		}
+	}
+}
+
+func TestImportErrors(t *testing.T) {
+	mixtral := string(readConfig(t, "mixtral-8x7b.json"))
+	edit := func(old, new string) []byte {
+		if !strings.Contains(mixtral, old) {
+			t.Fatalf("fixture lacks %q", old)
+		}
+		return []byte(strings.Replace(mixtral, old, new, 1))
+	}
+	for _, tc := range []struct {
+		name   string
+		config []byte
+		code   diag.Code
+		want   []string // substrings of the message
+	}{
+		{"unknown rope type", edit(`"sliding_window": null`, `"sliding_window": null, "rope_scaling": {"type": "wobbly", "factor": 2}`),
+			ErrBadConfig, []string{"rope_scaling", `unknown rope_scaling type "wobbly"`, "yarn"}},
+		{"known rope type", edit(`"sliding_window": null`, `"sliding_window": null, "rope_scaling": {"rope_type": "llama3", "factor": 8, "original_max_position_embeddings": 8192}`),
+			ErrInexpressible, []string{"rope_scaling", "llama3 rotary scaling", "--drop rope_scaling"}},
+		{"unknown field", edit(`"use_cache": true`, `"use_cache": true, "expert_dropout": 0.1`),
+			ErrInexpressible, []string{"expert_dropout", "unknown field (value 0.1)"}},
+		{"activation", edit(`"silu"`, `"gelu_new"`), ErrInexpressible, []string{"hidden_act", `"gelu_new"`}},
+		{"dropout", edit(`"attention_dropout": 0.0`, `"attention_dropout": 0.1`), ErrInexpressible, []string{"attention_dropout"}},
+		{"type", edit(`"num_hidden_layers": 32`, `"num_hidden_layers": "32"`), ErrBadConfig, []string{"num_hidden_layers: want a number"}},
+		{"missing", edit(`"num_local_experts": 8,`, ``), ErrBadConfig, []string{"num_local_experts: missing"}},
+		{"architecture", edit(`"model_type": "mixtral"`, `"model_type": "mixtrall"`), ErrUnknownArchitecture, []string{`"mixtrall"`, `did you mean "mixtral"?`}},
+		{"not json", []byte(`[1, 2]`), ErrBadConfig, []string{"not a JSON object"}},
+		{"moec rule", edit(`"num_attention_heads": 32`, `"num_attention_heads": 30`), ErrBadConfig, []string{"does not pass moec check"}},
+	} {
+		_, err := ImportConfig(tc.config, Options{})
+		if err == nil {
+			t.Errorf("%s: no error", tc.name)
+			continue
+		}
+		code := diag.CodeOf(err)
+		if e, ok := err.(*Error); ok {
+			code = e.Code()
+		}
+		if code != tc.code {
+			t.Errorf("%s: code %s, want %s (%v)", tc.name, code, tc.code, err)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: error lacks %q:\n%v", tc.name, w, err)
+			}
+		}
+	}
+}
+
+// TestDropNotesTheField checks that a dropped field is written into the header.
+func TestDropNotesTheField(t *testing.T) {
+	res, err := ImportConfig(readConfig(t, "deepseek-v2-lite.json"), Options{Drop: []string{"rope_scaling"}, Name: "lite"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{"// dropped rope_scaling: yarn rotary scaling", "seq_len = 4096", "model lite {", "seq_aux = true"} {
+		if !bytes.Contains(res.Source, []byte(w)) {
+			t.Errorf("output lacks %q:\n%s", w, res.Source)
+		}
+	}
+}

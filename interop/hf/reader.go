@@ -1,0 +1,252 @@
+package hf
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+
+	"github.com/moec-dev/moec/lang/diag"
+)
+
+// Issue is one config field moec refuses, with why.
+type Issue struct {
+	Field     string    // the config.json key ("rope_scaling")
+	Code      diag.Code // ErrBadConfig or ErrInexpressible
+	Message   string    // what is wrong
+	Droppable bool      // Options.Drop may name Field to import without it
+}
+
+// Error lists every config field an import refused, so one run reports them all.
+type Error struct {
+	Source string // the config's name for messages ("config.json")
+	Issues []Issue
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: %d field(s) cannot be imported:", e.Source, len(e.Issues))
+	var droppable []string
+	for _, is := range e.Issues {
+		fmt.Fprintf(&b, "\n  error[%s]: %s: %s", is.Code, is.Field, is.Message)
+		if is.Droppable {
+			droppable = append(droppable, is.Field)
+		}
+	}
+	if len(droppable) > 0 {
+		fmt.Fprintf(&b, "\n  to import without them, at the cost stated above, pass --drop %s", strings.Join(droppable, ","))
+	}
+	return b.String()
+}
+
+// Code returns the code of the first issue, so diag.CodeOf-style checks have one answer.
+func (e *Error) Code() diag.Code {
+	if len(e.Issues) == 0 {
+		return ""
+	}
+	return e.Issues[0].Code
+}
+
+// metadataKeys are config.json keys that do not describe the network: tokenizer ids,
+// bookkeeping, inference switches, initialisation of a model trained from scratch.
+var metadataKeys = map[string]bool{
+	"_name_or_path": true, "architectures": true, "model_type": true, "torch_dtype": true,
+	"transformers_version": true, "bos_token_id": true, "eos_token_id": true,
+	"pad_token_id": true, "initializer_range": true, "use_cache": true,
+	"output_router_logits": true, "auto_map": true, "tokenizer_class": true,
+	"return_dict": true, "output_hidden_states": true, "output_attentions": true,
+	"is_encoder_decoder": false, "dtype": true, "ep_size": true, "max_window_layers": true,
+}
+
+// reader hands out config fields and remembers which were read, so that every field left
+// over at the end can be reported instead of ignored.
+type reader struct {
+	fields map[string]json.RawMessage
+	used   map[string]bool
+	drop   map[string]bool
+	issues []Issue
+	notes  []string // header comment lines for dropped fields and approximations
+	delta  int64    // parameters the checkpoint has that the imported model does not
+}
+
+func newReader(src []byte, drop []string) (*reader, error) {
+	var fields map[string]json.RawMessage
+	dec := json.NewDecoder(bytes.NewReader(src))
+	dec.UseNumber()
+	if err := dec.Decode(&fields); err != nil || fields == nil {
+		if err == nil {
+			err = fmt.Errorf("not a JSON object")
+		}
+		return nil, diag.RuntimeWrap(ErrBadConfig, err, "config.json is not a JSON object")
+	}
+	r := &reader{fields: fields, used: map[string]bool{}, drop: map[string]bool{}}
+	for _, d := range drop {
+		r.drop[d] = true
+	}
+	return r, nil
+}
+
+func (r *reader) bad(field, format string, args ...any) {
+	r.issues = append(r.issues, Issue{Field: field, Code: ErrBadConfig, Message: fmt.Sprintf(format, args...)})
+}
+
+// inexpressible reports a field moec cannot express, or with Options.Drop naming it, notes
+// it in the header with its effect and the parameters the imported model lacks.
+func (r *reader) inexpressible(field, what, effect string, paramDelta int64) {
+	r.used[field] = true
+	if r.drop[field] {
+		note := fmt.Sprintf("dropped %s: %s; %s", field, what, effect)
+		if paramDelta != 0 {
+			note += fmt.Sprintf(" (%d parameters fewer than the checkpoint)", paramDelta)
+		}
+		r.notes = append(r.notes, note)
+		r.delta += paramDelta
+		return
+	}
+	r.issues = append(r.issues, Issue{Field: field, Code: ErrInexpressible, Message: what + "; " + effect, Droppable: true})
+}
+
+func (r *reader) present(key string) bool {
+	v, ok := r.fields[key]
+	return ok && !bytes.Equal(bytes.TrimSpace(v), []byte("null"))
+}
+
+// take marks key read and returns its raw value; nil when absent or null.
+func (r *reader) take(key string) json.RawMessage {
+	r.used[key] = true
+	if !r.present(key) {
+		return nil
+	}
+	return r.fields[key]
+}
+
+func (r *reader) number(key string) (float64, bool) {
+	raw := r.take(key)
+	if raw == nil {
+		return 0, false
+	}
+	var n json.Number
+	// json.Number also accepts a quoted number; config.json must say 32, not "32".
+	if err := json.Unmarshal(raw, &n); err != nil || raw[0] == '"' {
+		r.bad(key, "want a number, have %s", raw)
+		return 0, false
+	}
+	f, err := n.Float64()
+	if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
+		r.bad(key, "want a finite number, have %s", raw)
+		return 0, false
+	}
+	return f, true
+}
+
+// integer returns key as a non-negative integer, def when absent.
+func (r *reader) integer(key string, def int64) int64 {
+	f, ok := r.number(key)
+	if !ok {
+		return def
+	}
+	if f != math.Trunc(f) || f < 0 || f > 1<<53 {
+		r.bad(key, "want a non-negative integer, have %v", f)
+		return def
+	}
+	return int64(f)
+}
+
+// required returns key as a positive integer and reports it when missing.
+func (r *reader) required(key string) int64 {
+	if !r.present(key) {
+		r.used[key] = true
+		r.bad(key, "missing (required for this architecture)")
+		return 0
+	}
+	v := r.integer(key, 0)
+	if v <= 0 {
+		r.bad(key, "must be positive")
+	}
+	return v
+}
+
+func (r *reader) float(key string, def float64) float64 {
+	if f, ok := r.number(key); ok {
+		return f
+	}
+	return def
+}
+
+func (r *reader) boolean(key string, def bool) bool {
+	raw := r.take(key)
+	if raw == nil {
+		return def
+	}
+	var b bool
+	if err := json.Unmarshal(raw, &b); err != nil {
+		r.bad(key, "want true or false, have %s", raw)
+		return def
+	}
+	return b
+}
+
+func (r *reader) str(key, def string) string {
+	raw := r.take(key)
+	if raw == nil {
+		return def
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		r.bad(key, "want a string, have %s", raw)
+		return def
+	}
+	return s
+}
+
+func (r *reader) ints(key string) []int64 {
+	raw := r.take(key)
+	if raw == nil {
+		return nil
+	}
+	var v []int64
+	if err := json.Unmarshal(raw, &v); err != nil {
+		r.bad(key, "want a list of integers, have %s", raw)
+		return nil
+	}
+	return v
+}
+
+// zero requires a numeric key to be absent or zero: dropout and noise moec does not model.
+func (r *reader) zero(key, what string) {
+	if f, ok := r.number(key); ok && f != 0 {
+		r.inexpressible(key, fmt.Sprintf("%s %v", what, f), "moec trains without it", 0)
+	}
+}
+
+// leftovers reports every field nobody read.
+func (r *reader) leftovers() {
+	keys := make([]string, 0, len(r.fields))
+	for k := range r.fields {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if r.used[k] || metadataKeys[k] {
+			continue
+		}
+		if !r.present(k) {
+			continue // an explicit null is the absence of the feature
+		}
+		r.inexpressible(k, fmt.Sprintf("unknown field (value %s)", compact(r.fields[k])), "moec does not know what it changes", 0)
+	}
+}
+
+func compact(raw json.RawMessage) string {
+	var b bytes.Buffer
+	if err := json.Compact(&b, raw); err != nil {
+		return string(raw)
+	}
+	s := b.String()
+	if len(s) > 60 {
+		s = s[:57] + "..."
+	}
+	return s
+}

@@ -1,0 +1,242 @@
+package hf
+
+import (
+	"bytes"
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/moec-dev/moec/compiler/check"
+	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/lang/diag"
+	"github.com/moec-dev/moec/lang/parse"
+	"github.com/moec-dev/moec/runtime/checkpoint"
+	"github.com/moec-dev/moec/runtime/nn"
+	"github.com/moec-dev/moec/runtime/safetensors"
+	"github.com/moec-dev/moec/runtime/train"
+)
+
+// Tiny models of each layout; the runtime can build all of them.
+const tinyModels = `
+model tiny_mixtral {
+  vocab = 300; d_model = 32; layers = 3; seq_len = 16; norm_eps = 1e-5; rope_base = 1e6
+  attention { heads = 4; kv_heads = 2 }
+  ffn { hidden = 48; activation = swiglu }
+  moe { experts = 4; top_k = 2; capacity_factor = dropless; balance_loss = 0.02 }
+}
+model tiny_llama {
+  vocab = 300; d_model = 32; layers = 2; seq_len = 16; tie_embeddings = true
+  attention { heads = 4; kv_heads = 1 }
+  ffn { hidden = 64; activation = swiglu }
+}
+model tiny_qwen3_moe {
+  vocab = 300; d_model = 32; layers = 4; seq_len = 16
+  attention { heads = 4; kv_heads = 2; head_dim = 16; qk_norm = true }
+  ffn { hidden = 64; activation = swiglu }
+  moe { experts = 6; top_k = 2; expert_hidden = 24; every = 2; normalize = false; capacity_factor = dropless }
+}
+model tiny_hunyuan {
+  vocab = 300; d_model = 32; layers = 2; seq_len = 16
+  attention { heads = 4; talking_heads = true; share_weights = 0.5 }
+  ffn { hidden = 64; activation = gelu }
+  moe { experts = 4; top_k = 1; router = token_embedding }
+}
+`
+
+func tinyModel(t *testing.T, name string) *program.Model {
+	t.Helper()
+	f, ds := parse.File("tiny.moe", []byte(tinyModels))
+	prog, ds2 := check.Check(f)
+	if ds = append(ds, ds2...); ds.HasErrors() {
+		t.Fatal(ds.Err())
+	}
+	return prog.Models[name]
+}
+
+// saveCheckpoint writes a freshly initialised runtime model as a moec checkpoint and
+// returns its directory and tensors.
+func saveCheckpoint(t *testing.T, m *program.Model) (string, []safetensors.Tensor) {
+	t.Helper()
+	net, err := nn.New(m, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := train.ParamTensors(net.Params())
+	hash, _ := checkpoint.ConfigHash(m)
+	dir, err := checkpoint.Writer{}.Save(filepath.Join(t.TempDir(), "run", train.CheckpointsDir), &checkpoint.Checkpoint{
+		Manifest: checkpoint.Manifest{Train: m.Name, Stage: "s", Step: 3, Final: true, Model: m, ConfigHash: hash, Seed: 7},
+		Model:    ts,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir, ts
+}
+
+func bitsEqual(a, b []float32) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if math.Float32bits(a[i]) != math.Float32bits(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// TestRoundTrip exports a checkpoint, imports the export, and exports that again: every
+// tensor must come back bit for bit, and the second export must equal the first byte for
+// byte. The imported checkpoint must load into the runtime.
+func TestRoundTrip(t *testing.T) {
+	for _, tc := range []struct {
+		model  string
+		layout Layout
+	}{
+		{"tiny_mixtral", LayoutMixtral},
+		{"tiny_llama", LayoutLlama},
+		{"tiny_qwen3_moe", LayoutQwen3MoE},
+	} {
+		t.Run(tc.model, func(t *testing.T) {
+			m := tinyModel(t, tc.model)
+			dir, orig := saveCheckpoint(t, m)
+			out1 := filepath.Join(t.TempDir(), "hf1")
+			man, err := Export(filepath.Dir(filepath.Dir(dir)), out1) // the run directory
+			if err != nil {
+				t.Fatal(err)
+			}
+			if man.Layout != tc.layout || len(man.Unsupported) != 0 {
+				t.Fatalf("layout %s (unsupported %v), want %s", man.Layout, man.Unsupported, tc.layout)
+			}
+			if _, err := VerifyExport(out1); err != nil {
+				t.Fatal(err)
+			}
+			imp, err := ImportCheckpoint(out1, filepath.Join(t.TempDir(), "imported"), Options{Name: tc.model})
+			if err != nil {
+				t.Fatal(err)
+			}
+			back, err := checkpoint.Load(imp.Checkpoint, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(back.Model) != len(orig) {
+				t.Fatalf("%d tensors back, %d out", len(back.Model), len(orig))
+			}
+			byName := map[string]safetensors.Tensor{}
+			for _, tn := range back.Model {
+				byName[tn.Name] = tn
+			}
+			for _, o := range orig {
+				b, ok := byName[o.Name]
+				if !ok || !sameDims(o.Shape, b.Shape) || !bitsEqual(o.Data, b.Data) {
+					t.Fatalf("tensor %s did not come back bit-exact", o.Name)
+				}
+			}
+			// The imported model is the original one: same counts, and the runtime loads it.
+			if _, _, err := train.LoadNet(imp.Checkpoint, nil); err != nil {
+				t.Fatalf("runtime cannot load the imported checkpoint: %v", err)
+			}
+			out2 := filepath.Join(t.TempDir(), "hf2")
+			if _, err := Export(imp.Checkpoint, out2); err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range []string{WeightsFile, ConfigFile} {
+				a, _ := os.ReadFile(filepath.Join(out1, f))
+				b, _ := os.ReadFile(filepath.Join(out2, f))
+				if !bytes.Equal(a, b) {
+					t.Errorf("%s differs between the first and the second export", f)
+				}
+			}
+		})
+	}
+}
+
+// TestExportMoecLayout checks that a model with features transformers has no class for is
+// exported in moec's layout, with the features named.
+func TestExportMoecLayout(t *testing.T) {
+	dir, orig := saveCheckpoint(t, tinyModel(t, "tiny_hunyuan"))
+	out := filepath.Join(t.TempDir(), "x")
+	man, err := Export(dir, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if man.Layout != LayoutMoec || man.Class != "" {
+		t.Fatalf("layout %s class %q, want moec", man.Layout, man.Class)
+	}
+	all := strings.Join(man.Unsupported, "; ")
+	for _, w := range []string{"talking heads", "attention-weight sharing", "token-embedding routing", "ffn activation gelu"} {
+		if !strings.Contains(all, w) {
+			t.Errorf("unsupported list lacks %q: %s", w, all)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(out, ConfigFile)); err == nil {
+		t.Errorf("a moec-layout export wrote %s, which transformers would misread", ConfigFile)
+	}
+	v, err := VerifyExport(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(v.Tensors) != len(orig) || len(v.Experts) != 2*4 {
+		t.Errorf("%d tensors (want %d), %d expert sets (want 8)", len(v.Tensors), len(orig), len(v.Experts))
+	}
+}
+
+// TestVerifyCatchesTampering checks that the manifest proof fails when an expert tensor is
+// carried twice, is missing, or its data changed.
+func TestVerifyCatchesTampering(t *testing.T) {
+	dir, _ := saveCheckpoint(t, tinyModel(t, "tiny_mixtral"))
+	out := filepath.Join(t.TempDir(), "x")
+	if _, err := Export(dir, out); err != nil {
+		t.Fatal(err)
+	}
+	manPath := filepath.Join(out, ExportManifestFile)
+	good, _ := os.ReadFile(manPath)
+	edit := func(f func(m *ExportManifest)) {
+		var m ExportManifest
+		if err := json.Unmarshal(good, &m); err != nil {
+			t.Fatal(err)
+		}
+		f(&m)
+		b, _ := json.Marshal(&m)
+		os.WriteFile(manPath, b, 0o644)
+	}
+	for name, f := range map[string]func(m *ExportManifest){
+		"expert twice":   func(m *ExportManifest) { m.Experts[1].Tensors = m.Experts[0].Tensors },
+		"expert missing": func(m *ExportManifest) { m.Experts = m.Experts[1:] },
+		"duplicate set":  func(m *ExportManifest) { m.Experts[1].Expert = m.Experts[0].Expert },
+		"data changed":   func(m *ExportManifest) { m.Tensors[5].SHA256 = strings.Repeat("0", 64) },
+		"tensor twice":   func(m *ExportManifest) { m.Tensors[2].From = m.Tensors[1].From },
+	} {
+		edit(f)
+		if _, err := VerifyExport(out); err == nil || diag.CodeOf(err) != ErrExport {
+			t.Errorf("%s: VerifyExport = %v, want an %s error", name, err, ErrExport)
+		}
+	}
+	os.WriteFile(manPath, good, 0o644)
+	if _, err := VerifyExport(out); err != nil {
+		t.Fatalf("untampered export: %v", err)
+	}
+	if _, err := Export(dir, out); diag.CodeOf(err) != ErrExport {
+		t.Errorf("export into a non-empty directory: %v", err)
+	}
+}
+
+// TestImportCheckpointRefusesMismatch checks that weights that do not fit the config are
+// refused with the tensor named.
+func TestImportCheckpointRefusesMismatch(t *testing.T) {
+	dir, _ := saveCheckpoint(t, tinyModel(t, "tiny_mixtral"))
+	out := filepath.Join(t.TempDir(), "hf")
+	if _, err := Export(dir, out); err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(out, ConfigFile)
+	cfg, _ := os.ReadFile(cfgPath)
+	os.WriteFile(cfgPath, bytes.Replace(cfg, []byte(`"num_local_experts": 4`), []byte(`"num_local_experts": 5`), 1), 0o644)
+	_, err := ImportCheckpoint(out, filepath.Join(t.TempDir(), "imp"), Options{})
+	if diag.CodeOf(err) != ErrWeights || !strings.Contains(err.Error(), "gate.weight has shape [4 32], the model needs [5 32]") {
+		t.Errorf("err = %v, want %s naming the router of the wrong shape", err, ErrWeights)
+	}
+}

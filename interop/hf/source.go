@@ -1,0 +1,233 @@
+package hf
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/moec-dev/moec/compiler/analysis"
+	"github.com/moec-dev/moec/compiler/check"
+	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/lang/diag"
+	"github.com/moec-dev/moec/lang/format"
+	"github.com/moec-dev/moec/lang/parse"
+)
+
+// Options steer an import.
+type Options struct {
+	Name string   // the model's name in the .moe file ("" = derived from model_type)
+	Drop []string // config fields the user accepts losing (each is noted in the header)
+	// Source names the config in messages ("" = "config.json").
+	Source string
+}
+
+// Result is an imported config.
+type Result struct {
+	Source    []byte         // canonical .moe text; it passes moec check
+	Model     *program.Model // the checked model
+	ModelType string         // config.json's model_type
+	Class     string         // the transformers class that loads such a checkpoint
+	Counts    analysis.Counts
+	// ParamDelta is how many parameters the checkpoint has beyond Counts.TotalAll: 0 unless
+	// a dropped field removed some (Options.Drop).
+	ParamDelta int64
+	Notes      []string // what the header says about dropped fields and approximations
+}
+
+var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// ImportConfig turns a Hugging Face config.json into a .moe model. Fields moec cannot
+// express make it return an *Error listing all of them.
+func ImportConfig(configJSON []byte, opt Options) (*Result, error) {
+	r, err := newReader(configJSON, opt.Drop)
+	if err != nil {
+		return nil, err
+	}
+	s, err := readSpec(r)
+	if err != nil {
+		var list *Error
+		if errors.As(err, &list) && opt.Source != "" {
+			list.Source = opt.Source
+		}
+		return nil, err
+	}
+	name := opt.Name
+	if name == "" {
+		name = s.modelType
+	}
+	if !identRE.MatchString(name) {
+		return nil, diag.Runtimef(ErrBadConfig, "model name %q is not an identifier (letters, digits and _)", name)
+	}
+	src := s.source(name, r.notes)
+	file := name + ".moe"
+	formatted, ds := format.File(file, src)
+	if ds.HasErrors() {
+		return nil, fmt.Errorf("hf: internal error: generated source does not parse: %v\n%s", ds.Err(), src)
+	}
+	f, ds := parse.File(file, formatted)
+	if ds.HasErrors() {
+		return nil, fmt.Errorf("hf: internal error: formatted source does not parse: %v", ds.Err())
+	}
+	prog, ds := check.Check(f)
+	if ds.HasErrors() {
+		// The config's values break a rule of moec's (heads not dividing d_model, say):
+		// that is the user's input, so it is reported as such, with moec's own words.
+		return nil, diag.RuntimeWrap(ErrBadConfig, ds.Err(), "the imported model does not pass moec check")
+	}
+	m := prog.Models[name]
+	if m == nil {
+		return nil, fmt.Errorf("hf: internal error: model %s missing after check", name)
+	}
+	return &Result{
+		Source: formatted, Model: m, ModelType: s.modelType, Class: s.class,
+		Counts: analysis.Count(m), ParamDelta: r.delta, Notes: r.notes,
+	}, nil
+}
+
+// source writes the spec as .moe text; lang/format makes it canonical afterwards.
+func (s *spec) source(name string, notes []string) []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, "// Imported from a Hugging Face config.json: %s (model_type %s).\n", s.class, s.modelType)
+	if s.moe == nil || len(s.moe.moeLayers) == 0 {
+		b.WriteString("// A dense model: one expert per layer. A train stage may grow it (grow = copy).\n")
+	}
+	for _, n := range notes {
+		fmt.Fprintf(&b, "// %s\n", n)
+	}
+	fmt.Fprintf(&b, "model %s {\n", name)
+	kv := func(indent, k string, v any) { fmt.Fprintf(&b, "%s%s = %s\n", indent, k, value(v)) }
+	kv("", "vocab", s.vocab)
+	kv("", "d_model", s.dModel)
+	kv("", "layers", s.layers)
+	kv("", "seq_len", s.seqLen)
+	b.WriteString("norm = rmsnorm\n")
+	kv("", "norm_eps", s.normEps)
+	b.WriteString("position = rotary\n")
+	kv("", "rope_base", s.ropeBase)
+	kv("", "tie_embeddings", s.tie)
+	if s.mtp > 0 {
+		kv("", "mtp_depth", s.mtp)
+	}
+	b.WriteString("attention {\n")
+	kv("", "heads", s.heads)
+	if s.kvHeads != s.heads {
+		kv("", "kv_heads", s.kvHeads)
+	}
+	if s.kvLora > 0 {
+		if s.qLora > 0 {
+			kv("", "q_lora_rank", s.qLora)
+		}
+		kv("", "kv_lora_rank", s.kvLora)
+		kv("", "qk_nope_head_dim", s.nope)
+		kv("", "qk_rope_head_dim", s.rope)
+		kv("", "v_head_dim", s.vDim)
+	} else if s.headDim > 0 && s.headDim*int64(s.heads) != s.dModel {
+		kv("", "head_dim", s.headDim)
+	}
+	if s.qkNorm {
+		kv("", "qk_norm", true)
+	}
+	if s.qkvBias {
+		kv("", "qkv_bias", true)
+	}
+	if s.outBias {
+		kv("", "out_bias", true)
+	}
+	if s.window > 0 {
+		kv("", "window", s.window)
+	}
+	b.WriteString("}\nffn {\n")
+	kv("", "hidden", s.ffnHidden)
+	fmt.Fprintf(&b, "activation = %s\n", s.activation)
+	if s.ffnBias {
+		kv("", "bias", true)
+	}
+	b.WriteString("}\n")
+	if m := s.moe; m != nil && len(m.moeLayers) > 0 {
+		b.WriteString("moe {\n")
+		kv("", "experts", m.experts)
+		kv("", "top_k", m.topK)
+		if m.expertHidden > 0 && m.expertHidden != s.ffnHidden {
+			kv("", "expert_hidden", m.expertHidden)
+		}
+		if m.shared > 0 {
+			kv("", "shared_experts", m.shared)
+			if m.sharedHidden > 0 && m.sharedHidden != m.expertHidden {
+				kv("", "shared_hidden", m.sharedHidden)
+			}
+		}
+		every, first, ok := ruleFor(m.moeLayers, s.layers)
+		switch {
+		case !ok:
+			parts := make([]string, len(m.moeLayers))
+			for i, l := range m.moeLayers {
+				parts[i] = strconv.Itoa(l)
+			}
+			fmt.Fprintf(&b, "layers = [%s]\n", strings.Join(parts, ", "))
+		default:
+			if every > 1 {
+				kv("", "every", every)
+			}
+			if first > 0 {
+				kv("", "first_dense", first)
+			}
+		}
+		fmt.Fprintf(&b, "score = %s\n", m.score)
+		kv("", "normalize", m.normalize)
+		b.WriteString("capacity_factor = dropless // Hugging Face MoE layers drop no token\n")
+		kv("", "balance_loss", m.balance)
+		if m.z > 0 {
+			kv("", "z_loss", m.z)
+		}
+		if m.auxFree > 0 {
+			kv("", "aux_free_bias", m.auxFree)
+		}
+		if m.groups > 0 {
+			kv("", "groups", m.groups)
+			kv("", "topk_groups", m.topkG)
+		}
+		b.WriteString("}\n")
+	}
+	b.WriteString("}\n")
+	return []byte(b.String())
+}
+
+// ruleFor finds every and first_dense that make exactly layers MoE by moec's rule.
+func ruleFor(layers []int, n int) (every, first int, ok bool) {
+	in := map[int]bool{}
+	for _, l := range layers {
+		in[l] = true
+	}
+	for every = 1; every <= n; every++ {
+		for first = 0; first < n; first++ {
+			m := &program.MoE{Experts: 2, Every: every, FirstDense: first}
+			match := true
+			for i := 0; i < n && match; i++ {
+				match = m.IsMoELayer(i) == in[i]
+			}
+			if match {
+				return every, first, true
+			}
+		}
+	}
+	return 0, 0, false
+}
+
+// value writes a Go value as .moe text: floats in their shortest exact form.
+func value(v any) string {
+	switch x := v.(type) {
+	case float64:
+		s := strconv.FormatFloat(x, 'g', -1, 64)
+		s = strings.Replace(s, "e+0", "e", 1)
+		s = strings.Replace(s, "e+", "e", 1)
+		s = strings.Replace(s, "e-0", "e-", 1)
+		if !strings.ContainsAny(s, ".e") {
+			s += ".0"
+		}
+		return s
+	default:
+		return fmt.Sprint(x)
+	}
+}

@@ -1,0 +1,108 @@
+package hf
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/moec-dev/moec/lang/diag"
+	"github.com/moec-dev/moec/runtime/safetensors"
+)
+
+// VerifyExport reads an export folder back and checks its manifest against the files: every
+// file's size and SHA-256, every tensor's shape and data hash, that each checkpoint tensor
+// went to exactly one exported tensor, and that each routed expert of each MoE layer
+// (0..experts-1 in every MoE layer of the model) has exactly one tensor set, of the same
+// size as every other's, no tensor belonging to two.
+func VerifyExport(dir string) (*ExportManifest, error) {
+	fail := func(format string, args ...any) error {
+		return diag.Runtimef(ErrExport, "export %s: %s", dir, fmt.Sprintf(format, args...))
+	}
+	b, err := os.ReadFile(filepath.Join(dir, ExportManifestFile))
+	if err != nil {
+		return nil, diag.RuntimeWrap(ErrExport, err, "export %s", dir)
+	}
+	var man ExportManifest
+	if err := json.Unmarshal(b, &man); err != nil {
+		return nil, fail("%s: %v", ExportManifestFile, err)
+	}
+	if man.Format != ManifestFormat {
+		return nil, fail("manifest format %q, want %q", man.Format, ManifestFormat)
+	}
+	if man.Model == nil {
+		return nil, fail("manifest has no model")
+	}
+	for _, f := range man.Files {
+		fb, err := os.ReadFile(filepath.Join(dir, filepath.Base(f.Name)))
+		if err != nil {
+			return nil, fail("%v", err)
+		}
+		sum := sha256.Sum256(fb)
+		if int64(len(fb)) != f.Size || hex.EncodeToString(sum[:]) != f.SHA256 {
+			return nil, fail("%s does not match the manifest (size or SHA-256)", f.Name)
+		}
+	}
+	wf, err := safetensors.ReadFile(filepath.Join(dir, WeightsFile))
+	if err != nil {
+		return nil, diag.RuntimeWrap(ErrExport, err, "export %s", dir)
+	}
+	if len(wf.Tensors) != len(man.Tensors) {
+		return nil, fail("%s holds %d tensors, the manifest lists %d", WeightsFile, len(wf.Tensors), len(man.Tensors))
+	}
+	names, froms := map[string]bool{}, map[string]bool{}
+	for _, e := range man.Tensors {
+		if names[e.Name] || froms[e.From] {
+			return nil, fail("tensor %s (from %s) is listed twice", e.Name, e.From)
+		}
+		names[e.Name], froms[e.From] = true, true
+		t, ok := wf.Get(e.Name)
+		if !ok {
+			return nil, fail("tensor %s is in the manifest but not in %s", e.Name, WeightsFile)
+		}
+		if !sameDims(t.Shape, e.Shape) || tensorHash(t.Data) != e.SHA256 {
+			return nil, fail("tensor %s differs from the manifest (shape or data)", e.Name)
+		}
+	}
+	m := man.Model
+	seen := map[string]bool{}
+	sets := map[[2]int]bool{}
+	size := -1
+	for _, x := range man.Experts {
+		k := [2]int{x.Layer, x.Expert}
+		if sets[k] {
+			return nil, fail("layer %d expert %d has two tensor sets", x.Layer, x.Expert)
+		}
+		sets[k] = true
+		if size >= 0 && len(x.Tensors) != size {
+			return nil, fail("layer %d expert %d has %d tensors, others %d", x.Layer, x.Expert, len(x.Tensors), size)
+		}
+		size = len(x.Tensors)
+		for _, n := range x.Tensors {
+			if seen[n] || !names[n] {
+				return nil, fail("expert tensor %s is carried twice or not at all", n)
+			}
+			seen[n] = true
+		}
+	}
+	want := 0
+	if m.MoE != nil && m.MoE.Experts > 0 {
+		for l := 0; l < m.Layers; l++ {
+			if !m.IsMoELayer(l) {
+				continue
+			}
+			for e := 0; e < m.MoE.Experts; e++ {
+				if !sets[[2]int{l, e}] {
+					return nil, fail("layer %d expert %d is missing", l, e)
+				}
+				want++
+			}
+		}
+	}
+	if want != len(sets) {
+		return nil, fail("%d expert sets, the model has %d routed experts in all", len(sets), want)
+	}
+	return &man, nil
+}

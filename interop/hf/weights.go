@@ -1,0 +1,112 @@
+package hf
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/moec-dev/moec/lang/diag"
+	"github.com/moec-dev/moec/runtime/checkpoint"
+	"github.com/moec-dev/moec/runtime/safetensors"
+	"github.com/moec-dev/moec/runtime/train"
+)
+
+// weightLayouts are the model types whose weights ImportCheckpoint converts: those whose
+// tensors moec's runtime holds one for one.
+var weightLayouts = map[string]Layout{
+	"llama": LayoutLlama, "mistral": LayoutLlama, "qwen2": LayoutLlama,
+	"qwen3": LayoutQwen3, "mixtral": LayoutMixtral, "qwen3_moe": LayoutQwen3MoE,
+}
+
+// CheckpointResult is an imported Hugging Face folder.
+type CheckpointResult struct {
+	*Result
+	Checkpoint string // the checkpoint directory written
+	SourceFile string // the .moe file written beside it
+	Tensors    int
+}
+
+// ImportCheckpoint converts the Hugging Face folder hfDir (config.json and *.safetensors)
+// into out: out/NAME.moe (the imported model) and a moec checkpoint under
+// out/checkpoints, which `moec eval`, `moec generate` and Export read. Every tensor of the
+// folder must be one of the model's, with its shape, and every one of the model's present.
+func ImportCheckpoint(hfDir, out string, opt Options) (*CheckpointResult, error) {
+	cfg, err := os.ReadFile(filepath.Join(hfDir, ConfigFile))
+	if err != nil {
+		return nil, diag.RuntimeWrap(ErrWeights, err, "reading the Hugging Face folder %s", hfDir)
+	}
+	res, err := ImportConfig(cfg, opt)
+	if err != nil {
+		return nil, err
+	}
+	layout, ok := weightLayouts[res.ModelType]
+	if !ok {
+		known := make([]string, 0, len(weightLayouts))
+		for k := range weightLayouts {
+			known = append(known, k)
+		}
+		sort.Strings(known)
+		return nil, diag.Runtimef(ErrWeights, "weights of model_type %s cannot be imported yet: moec's runtime holds the tensors of %s; import the config alone (without --checkpoint) to count and plan it", res.ModelType, strings.Join(known, ", "))
+	}
+	if res.ParamDelta != 0 {
+		return nil, diag.Runtimef(ErrWeights, "a dropped field removed %d parameters, so the weights do not fit the imported model", res.ParamDelta)
+	}
+	files, err := filepath.Glob(filepath.Join(hfDir, "*.safetensors"))
+	if err != nil || len(files) == 0 {
+		return nil, diag.Runtimef(ErrWeights, "%s has no *.safetensors file", hfDir)
+	}
+	sort.Strings(files)
+	var ts []safetensors.Tensor
+	for _, f := range files {
+		sf, err := safetensors.ReadFile(f)
+		if err != nil {
+			return nil, diag.RuntimeWrap(diag.ErrBadSafetensors, err, "reading weights")
+		}
+		for _, t := range sf.Tensors {
+			// Rotary inverse frequencies are a buffer some older checkpoints saved; tied
+			// models sometimes save the head too. Neither is a parameter of its own.
+			if strings.HasSuffix(t.Name, "rotary_emb.inv_freq") || (res.Model.TieEmbeddings && t.Name == "lm_head.weight") {
+				continue
+			}
+			t.Name = toMoec(layout, t.Name)
+			ts = append(ts, t)
+		}
+	}
+	ts, err = arrange(ts, res.Model, layout)
+	if err != nil {
+		return nil, diag.RuntimeWrap(ErrWeights, err, "the weights in %s do not fit its config.json", hfDir)
+	}
+	var n int64
+	for _, t := range ts {
+		n += int64(len(t.Data))
+	}
+	if n != res.Counts.TotalAll {
+		return nil, fmt.Errorf("hf: internal error: the weights hold %d parameters, moec counts %d", n, res.Counts.TotalAll)
+	}
+	hash, err := checkpoint.ConfigHash(res.Model)
+	if err != nil {
+		return nil, err
+	}
+	name := res.Model.Name
+	c := &checkpoint.Checkpoint{
+		Manifest: checkpoint.Manifest{
+			Train: name, Stage: "import", Final: true, Model: res.Model, ConfigHash: hash,
+			Optimizer: checkpoint.OptimizerState{Kind: "none"},
+		},
+		Model: ts,
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return nil, diag.RuntimeWrap(ErrWeights, err, "creating %s", out)
+	}
+	srcFile := filepath.Join(out, name+".moe")
+	if err := os.WriteFile(srcFile, res.Source, 0o644); err != nil {
+		return nil, diag.RuntimeWrap(ErrWeights, err, "writing %s", srcFile)
+	}
+	dir, err := checkpoint.Writer{}.Save(filepath.Join(out, train.CheckpointsDir), c)
+	if err != nil {
+		return nil, err
+	}
+	return &CheckpointResult{Result: res, Checkpoint: dir, SourceFile: srcFile, Tensors: len(ts)}, nil
+}

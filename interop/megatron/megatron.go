@@ -1,0 +1,429 @@
+package megatron
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"github.com/moec-dev/moec/compiler/plan"
+	"github.com/moec-dev/moec/compiler/program"
+)
+
+// Arg is one Megatron-Core command-line argument. Value is "" for a switch.
+type Arg struct {
+	Flag  string
+	Value string
+}
+
+// Launch is the Megatron-Core launch that realises one stage's plan.
+type Launch struct {
+	Train, Stage string
+	GPUs, Nodes  int
+	GPUsPerNode  int
+	Layout       plan.Layout
+	Args         []Arg
+	// Unsupported lists what moec's model or training does that these arguments cannot
+	// express: a Megatron run with them trains something else in those respects.
+	Unsupported []string
+	// Notes say what the user must still supply or what differs only in how, not what.
+	Notes []string
+}
+
+type builder struct {
+	l          *Launch
+	stageModel *program.Model // the stage's model
+}
+
+func (b *builder) add(flag string, v any) {
+	var s string
+	switch x := v.(type) {
+	case nil:
+	case float64:
+		s = strconv.FormatFloat(x, 'g', -1, 64)
+	default:
+		s = fmt.Sprint(x)
+	}
+	b.l.Args = append(b.l.Args, Arg{Flag: flag, Value: s})
+}
+
+func (b *builder) flag(flag string) { b.add(flag, nil) }
+
+func (b *builder) unsupported(cond bool, format string, args ...any) {
+	if cond {
+		b.l.Unsupported = append(b.l.Unsupported, fmt.Sprintf(format, args...))
+	}
+}
+
+func (b *builder) note(format string, args ...any) {
+	b.l.Notes = append(b.l.Notes, fmt.Sprintf(format, args...))
+}
+
+// ForStage returns the Megatron-Core arguments for stage st of train t, laid out as p (the
+// plan moec chose for that stage: compiler/plan.ForStage).
+func ForStage(prog *program.Program, t *program.Train, st *program.Stage, p *plan.Plan) (*Launch, error) {
+	base := prog.Models[t.Model]
+	if base == nil {
+		return nil, fmt.Errorf("megatron: train %s names model %s, which the program lacks", t.Name, t.Model)
+	}
+	if p == nil {
+		return nil, fmt.Errorf("megatron: no plan for stage %s", st.Name)
+	}
+	m := program.StageModel(base, st)
+	l := &Launch{Train: t.Name, Stage: st.Name, GPUs: p.GPUs, Nodes: p.Nodes, Layout: p.Layout}
+	if p.Nodes > 0 {
+		l.GPUsPerNode = p.GPUs / p.Nodes
+	}
+	b := &builder{l: l, stageModel: m}
+	b.model(m, t)
+	b.moe(m, t, st, prog)
+	b.parallel(p, t)
+	b.optimizer(t, st, p)
+	return l, nil
+}
+
+func (b *builder) model(m *program.Model, t *program.Train) {
+	a := m.Attention
+	b.add("--num-layers", m.Layers)
+	b.add("--hidden-size", m.DModel)
+	b.add("--ffn-hidden-size", m.FFN.Hidden)
+	b.add("--num-attention-heads", a.Heads)
+	if a.KVHeads != a.Heads && !a.MLA {
+		b.flag("--group-query-attention")
+		b.add("--num-query-groups", a.KVHeads)
+	}
+	if !a.MLA && a.HeadDim*int64(a.Heads) != m.DModel {
+		b.add("--kv-channels", a.HeadDim)
+	}
+	if a.MLA {
+		b.flag("--multi-latent-attention")
+		if a.QLoraRank > 0 {
+			b.add("--q-lora-rank", a.QLoraRank)
+		}
+		b.add("--kv-lora-rank", a.KVLoraRank)
+		b.add("--qk-head-dim", a.QKNopeHeadDim)
+		b.add("--qk-pos-emb-head-dim", a.QKRopeHeadDim)
+		b.add("--v-head-dim", a.VHeadDim)
+	}
+	seq := t.SeqLen
+	if seq <= 0 {
+		seq = m.SeqLen
+	}
+	b.add("--seq-length", seq)
+	maxPos := m.SeqLen
+	if m.Position == program.Learned && m.MaxPosition > 0 {
+		maxPos = m.MaxPosition
+	}
+	b.add("--max-position-embeddings", maxPos)
+	switch m.Position {
+	case program.Rotary:
+		b.add("--position-embedding-type", "rope")
+		b.add("--rotary-base", strconv.FormatFloat(m.RopeBase, 'f', -1, 64))
+	case program.Learned:
+		b.add("--position-embedding-type", "learned_absolute")
+	case program.NoPosition:
+		b.add("--position-embedding-type", "none")
+	default:
+		b.unsupported(true, "position = %s (Megatron's GPT model has rope, learned_absolute or none)", m.Position)
+	}
+	if m.Norm == program.RMSNorm {
+		b.add("--normalization", "RMSNorm")
+	} else {
+		b.add("--normalization", "LayerNorm")
+	}
+	b.add("--norm-epsilon", m.NormEps)
+	switch m.FFN.Activation {
+	case program.SwiGLU:
+		b.flag("--swiglu")
+	case program.GELU:
+		// Megatron's default activation is GELU.
+	default:
+		b.unsupported(true, "ffn activation %s (Megatron's launch arguments give GELU or --swiglu)", m.FFN.Activation)
+	}
+	if m.MoE != nil && m.MoE.Activation != m.FFN.Activation {
+		b.unsupported(true, "experts with activation %s while the dense FFN uses %s (one activation for both in Megatron)", m.MoE.Activation, m.FFN.Activation)
+	}
+	if !m.TieEmbeddings {
+		b.flag("--untie-embeddings-and-output-weights")
+	}
+	anyBias := a.BiasQKV || a.BiasOut || m.FFN.Bias || (m.MoE != nil && (m.MoE.ExpertBias || m.MoE.RouterBias))
+	switch {
+	case !anyBias:
+		b.flag("--disable-bias-linear")
+	case a.BiasQKV && !a.BiasOut && !m.FFN.Bias && (m.MoE == nil || !m.MoE.ExpertBias):
+		b.flag("--disable-bias-linear")
+		b.flag("--add-qkv-bias")
+	case a.BiasQKV && a.BiasOut && m.FFN.Bias && (m.MoE == nil || m.MoE.ExpertBias):
+		// Megatron's default: a bias on every linear layer.
+	default:
+		b.unsupported(true, "biases on some linear layers but not others (Megatron biases all, none, or Q/K/V only)")
+	}
+	if m.MoE != nil && m.MoE.RouterBias {
+		b.unsupported(true, "a router bias")
+	}
+	if a.QKNorm {
+		b.flag("--qk-layernorm")
+	}
+	b.add("--attention-dropout", 0)
+	b.add("--hidden-dropout", 0)
+	pad := m.VocabPadTo
+	if pad < 1 {
+		pad = 1
+	}
+	b.add("--vocab-size", m.Vocab)
+	b.add("--make-vocab-size-divisible-by", pad)
+	if m.MTPDepth > 0 {
+		b.add("--mtp-num-layers", m.MTPDepth)
+	}
+	b.unsupported(m.Encoder > 0, "an encoder-decoder stack (pretrain_gpt.py trains decoder-only models)")
+	b.unsupported(m.NormPlacement == program.PostNorm || m.NormPlacement == program.SandwichNorm, "norm_placement = %s (Megatron's GPT layers are pre-norm)", m.NormPlacement)
+	b.unsupported(!m.FinalNorm, "final_norm = false")
+	b.unsupported(a.TalkingHeads, "talking heads (head-mixing matrices around the softmax)")
+	b.unsupported(a.ShareWeights < 1, "stochastic attention-weight sharing (share_weights = %v)", a.ShareWeights)
+	b.unsupported(a.ShareKV > 1, "cross-layer K/V sharing (share_kv = %d)", a.ShareKV)
+	b.unsupported(a.Sinks, "learned attention sinks")
+	b.unsupported(a.Window > 0, "a sliding attention window (window = %d)", a.Window)
+}
+
+func (b *builder) moe(m *program.Model, t *program.Train, st *program.Stage, prog *program.Program) {
+	if st.From != "" {
+		var from *program.Stage
+		for _, s := range t.Stages {
+			if s.Name == st.From {
+				from = s
+			}
+		}
+		if from != nil {
+			fm := program.StageModel(prog.Models[t.Model], from)
+			switch {
+			case fm.MoE == nil && m.MoE != nil:
+				b.flag("--moe-use-upcycling")
+				b.note("stage %s starts from the dense stage %s: --moe-use-upcycling converts its checkpoint (load it with --load) into copies of the dense FFN", st.Name, st.From)
+				b.unsupported(st.Grow.Kind == "copy" && st.Grow.Noise > 0, "noise on the copied experts (grow = copy(noise = %v)): upcycling copies exactly", st.Grow.Noise)
+				b.unsupported(st.Grow.Kind == "random", "random initialisation of the new experts (grow = random): upcycling copies the dense FFN")
+			case fm.MoE != nil && m.MoE != nil && fm.MoE.Experts != m.MoE.Experts:
+				b.unsupported(true, "growing the experts from %d (stage %s) to %d: Megatron has no expert growth between MoE checkpoints", fm.MoE.Experts, st.From, m.MoE.Experts)
+			}
+		}
+	}
+	e := m.MoE
+	if e == nil {
+		return
+	}
+	b.add("--num-experts", e.Experts)
+	b.add("--moe-router-topk", e.TopK)
+	b.add("--moe-ffn-hidden-size", e.ExpertHidden)
+	if e.SharedExperts > 0 {
+		// Megatron holds the shared experts as one FFN of their summed width, which has the
+		// same parameters and computes the same sum.
+		b.add("--moe-shared-expert-intermediate-size", int64(e.SharedExperts)*e.SharedHidden)
+	}
+	if freq := layerFreq(m); freq != "" {
+		b.add("--moe-layer-freq", freq)
+	}
+	b.add("--moe-router-score-function", string(e.Score))
+	switch {
+	case e.Score == program.Softmax && !e.Normalize && e.TopK > 1:
+		// Softmax over every expert, then the top k unrenormalised.
+		b.flag("--moe-router-pre-softmax")
+	case e.Score == program.Sigmoid && !e.Normalize && e.TopK > 1:
+		b.unsupported(true, "sigmoid scores without renormalising the top-k gates (Megatron renormalises sigmoid top-k scores)")
+	}
+	if e.BalanceLoss > 0 {
+		b.add("--moe-router-load-balancing-type", "aux_loss")
+		b.add("--moe-aux-loss-coeff", e.BalanceLoss)
+	} else {
+		b.add("--moe-router-load-balancing-type", "none")
+	}
+	if e.ZLoss > 0 {
+		b.add("--moe-z-loss-coeff", e.ZLoss)
+	}
+	if e.AuxFreeBias > 0 {
+		b.flag("--moe-router-enable-expert-bias")
+		b.add("--moe-router-bias-update-rate", e.AuxFreeBias)
+	}
+	if e.Groups > 0 {
+		b.add("--moe-router-num-groups", e.Groups)
+		b.add("--moe-router-group-topk", e.TopKGroups)
+	}
+	if !e.Dropless() {
+		b.add("--moe-expert-capacity-factor", e.CapacityFactor)
+		b.note("capacity: moec admits assignments rank-major in token order; Megatron's --moe-token-drop-policy probs drops the lowest-probability ones, so which tokens drop differs")
+	}
+	b.flag("--moe-grouped-gemm")
+	b.unsupported(e.Router == program.RouteTokenEmbedding, "token-embedding routing (router = token_embedding: the router reads a per-token table, not the hidden state)")
+	b.unsupported(e.ParallelDense, "a dense FFN in parallel with the experts (parallel_dense)")
+	b.unsupported(e.ExpertBias && !m.FFN.Bias, "biases in the experts only")
+}
+
+// layerFreq is the --moe-layer-freq pattern of m's MoE layers, "" when every layer is MoE
+// (Megatron's default). Megatron's integer form puts MoE in layers 0, N, 2N..., moec's
+// every = N in layers N-1, 2N-1..., so the list form is always used.
+func layerFreq(m *program.Model) string {
+	var runs []string
+	all := true
+	for i := 0; i < m.Layers; {
+		v := m.IsMoELayer(i)
+		j := i
+		for j < m.Layers && m.IsMoELayer(j) == v {
+			j++
+		}
+		bit := 0
+		if v {
+			bit = 1
+		} else {
+			all = false
+		}
+		runs = append(runs, fmt.Sprintf("[%d]*%d", bit, j-i))
+		i = j
+	}
+	if all {
+		return ""
+	}
+	// A repeating group (every = N from layer 0) reads better as "([0]*1+[1]*1)*16".
+	if n := len(runs); n >= 4 && n%2 == 0 {
+		same := true
+		for i := 2; i < n; i++ {
+			same = same && runs[i] == runs[i%2]
+		}
+		if same {
+			return fmt.Sprintf("(%s+%s)*%d", runs[0], runs[1], n/2)
+		}
+	}
+	return "(" + strings.Join(runs, "+") + ")"
+}
+
+func (b *builder) parallel(p *plan.Plan, t *program.Train) {
+	ly := p.Layout
+	if m := b.stageModel; m != nil {
+		pad := max(m.VocabPadTo, 1)
+		if rows := m.PaddedVocab(); rows%(pad*int64(ly.TP)) != 0 {
+			b.note("Megatron pads the vocabulary to a multiple of make-vocab-size-divisible-by × tensor-model-parallel-size = %d: %d embedding rows instead of moec's %d",
+				pad*int64(ly.TP), (rows+pad*int64(ly.TP)-1)/(pad*int64(ly.TP))*pad*int64(ly.TP), rows)
+		}
+	}
+	b.add("--tensor-model-parallel-size", ly.TP)
+	b.add("--pipeline-model-parallel-size", ly.PP)
+	if ly.EP > 1 {
+		b.add("--expert-model-parallel-size", ly.EP)
+		b.add("--moe-token-dispatcher-type", "alltoall")
+	}
+	if ly.TP > 1 {
+		// Megatron requires sequence parallelism for MoE with tensor parallelism; it only
+		// shards activations outside the matmuls, so the math is the same.
+		b.flag("--sequence-parallel")
+	}
+	b.add("--micro-batch-size", ly.MicroBatch)
+	b.add("--global-batch-size", ly.Batch)
+	switch ly.Recompute {
+	case "full":
+		b.add("--recompute-granularity", "full")
+		b.add("--recompute-method", "uniform")
+		b.add("--recompute-num-layers", 1)
+	case "selective":
+		b.add("--recompute-granularity", "selective")
+	}
+	switch {
+	case ly.Memory == "unified_cache":
+		b.flag("--use-distributed-optimizer")
+		b.unsupported(true, "AngelPTM's unified GPU/CPU cache (memory = unified_cache): the nearest Megatron setting, the distributed optimizer, partitions only gradients and optimizer states and keeps them on the GPU")
+	case ly.ZeRO >= 1:
+		b.flag("--use-distributed-optimizer")
+		if ly.ZeRO == 3 {
+			b.unsupported(true, "ZeRO-3 partitioning of the parameters themselves (Megatron's distributed optimizer partitions gradients and optimizer states, as ZeRO-2)")
+		}
+	}
+	switch ly.Offload {
+	case "cpu":
+		b.flag("--optimizer-cpu-offload")
+	case "nvme":
+		b.unsupported(true, "offload to NVMe")
+	}
+	switch t.Precision {
+	case program.BF16:
+		b.flag("--bf16")
+	case program.FP16:
+		b.flag("--fp16")
+	}
+}
+
+func (b *builder) optimizer(t *program.Train, st *program.Stage, p *plan.Plan) {
+	o := t.Optimizer
+	lr := o.LR
+	if st.LR > 0 {
+		lr = st.LR
+	}
+	switch o.Kind {
+	case "adamw", "adam":
+		b.add("--optimizer", "adam")
+		b.add("--adam-beta1", o.Beta1)
+		b.add("--adam-beta2", o.Beta2)
+		b.add("--adam-eps", o.Eps)
+		b.unsupported(o.Kind == "adam" && o.WeightDecay > 0, "Adam with L2 weight decay in the gradient (Megatron's adam decays decoupled, as AdamW)")
+	case "sgd":
+		b.add("--optimizer", "sgd")
+		b.add("--sgd-momentum", o.Beta1)
+	}
+	b.add("--lr", lr)
+	minLR := o.MinLR
+	if st.LR > 0 && o.LR > 0 {
+		minLR = o.MinLR * st.LR / o.LR
+	}
+	b.add("--min-lr", minLR)
+	b.add("--weight-decay", o.WeightDecay)
+	b.add("--clip-grad", o.ClipNorm)
+	b.add("--lr-warmup-iters", o.Warmup)
+	sched := o.Schedule
+	if sched == "" {
+		sched = "cosine"
+	}
+	b.add("--lr-decay-style", sched)
+	if steps := p.Totals.Steps; steps > 0 {
+		b.add("--train-iters", steps)
+		b.add("--lr-decay-iters", steps)
+	}
+	b.add("--seed", t.Seed)
+	b.note("data: moec reads text files (%q); Megatron reads a preprocessed --data-path built with tools/preprocess_data.py and a --tokenizer-type of your choice", t.Data)
+}
+
+// Write prints the launch as a shell command with comments for what it cannot express.
+func (l *Launch) Write(w io.Writer) error {
+	var b strings.Builder
+	ly := l.Layout
+	fmt.Fprintf(&b, "# Megatron-Core launch for train %s, stage %s: %d GPUs (%d nodes × %d), dp %d, ep %d, tp %d, pp %d, micro-batch %d, %d sequences per step.\n",
+		l.Train, l.Stage, l.GPUs, l.Nodes, l.GPUsPerNode, ly.DP, ly.EP, ly.TP, ly.PP, ly.MicroBatch, ly.Batch)
+	if len(l.Unsupported) > 0 {
+		b.WriteString("#\n# NOT EXPRESSED: moec trains these, the arguments below do not:\n")
+		for _, u := range l.Unsupported {
+			fmt.Fprintf(&b, "#   - %s\n", u)
+		}
+	}
+	if len(l.Notes) > 0 {
+		b.WriteString("#\n# Notes:\n")
+		for _, n := range l.Notes {
+			fmt.Fprintf(&b, "#   - %s\n", n)
+		}
+	}
+	fmt.Fprintf(&b, "torchrun --nnodes %d --nproc-per-node %d pretrain_gpt.py", l.Nodes, l.GPUsPerNode)
+	for _, a := range l.Args {
+		b.WriteString(" \\\n  ")
+		b.WriteString(a.Flag)
+		if a.Value != "" {
+			b.WriteString(" ")
+			b.WriteString(shellQuote(a.Value))
+		}
+	}
+	b.WriteString("\n")
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// shellQuote quotes a value that a shell would otherwise expand ("[0]*3" is a glob).
+func shellQuote(s string) string {
+	if strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_.+/:=,", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}

@@ -1,0 +1,260 @@
+package megatron
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"golang.org/x/tools/txtar"
+
+	"github.com/moec-dev/moec/compiler/check"
+	"github.com/moec-dev/moec/compiler/plan"
+	"github.com/moec-dev/moec/compiler/program"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/launch.txtar")
+
+// documented is every Megatron-LM argument this package may write, each checked against
+// megatron/training/arguments.py (NVIDIA/Megatron-LM, core_r0.12+ with MoE, MLA and MTP
+// argument groups). A flag outside this list fails the test: a misspelt flag would make
+// torchrun exit with "unrecognized arguments" on the user's cluster, not here.
+var documented = map[string]bool{
+	// network size
+	"--num-layers": true, "--hidden-size": true, "--ffn-hidden-size": true,
+	"--num-attention-heads": true, "--kv-channels": true, "--group-query-attention": true,
+	"--num-query-groups": true, "--max-position-embeddings": true, "--seq-length": true,
+	"--position-embedding-type": true, "--rotary-base": true, "--normalization": true,
+	"--norm-epsilon": true, "--swiglu": true, "--untie-embeddings-and-output-weights": true,
+	"--disable-bias-linear": true, "--add-qkv-bias": true, "--qk-layernorm": true,
+	"--make-vocab-size-divisible-by": true, "--vocab-size": true,
+	// regularisation and optimizer
+	"--attention-dropout": true, "--hidden-dropout": true, "--weight-decay": true,
+	"--clip-grad": true, "--adam-beta1": true, "--adam-beta2": true, "--adam-eps": true,
+	"--sgd-momentum": true, "--optimizer": true,
+	// learning rate and training
+	"--lr": true, "--min-lr": true, "--lr-decay-style": true, "--lr-warmup-iters": true,
+	"--lr-decay-iters": true, "--train-iters": true, "--micro-batch-size": true,
+	"--global-batch-size": true, "--seed": true, "--bf16": true, "--fp16": true,
+	"--recompute-granularity": true, "--recompute-method": true, "--recompute-num-layers": true,
+	// distributed
+	"--tensor-model-parallel-size": true, "--pipeline-model-parallel-size": true,
+	"--sequence-parallel": true, "--use-distributed-optimizer": true,
+	"--optimizer-cpu-offload": true,
+	// MoE
+	"--num-experts": true, "--expert-model-parallel-size": true, "--moe-router-topk": true,
+	"--moe-ffn-hidden-size": true, "--moe-shared-expert-intermediate-size": true,
+	"--moe-layer-freq": true, "--moe-router-score-function": true, "--moe-router-pre-softmax": true,
+	"--moe-router-load-balancing-type": true, "--moe-aux-loss-coeff": true,
+	"--moe-z-loss-coeff": true, "--moe-router-enable-expert-bias": true,
+	"--moe-router-bias-update-rate": true, "--moe-router-num-groups": true,
+	"--moe-router-group-topk": true, "--moe-expert-capacity-factor": true,
+	"--moe-grouped-gemm": true, "--moe-token-dispatcher-type": true, "--moe-use-upcycling": true,
+	// MLA and MTP
+	"--multi-latent-attention": true, "--q-lora-rank": true, "--kv-lora-rank": true,
+	"--qk-head-dim": true, "--qk-pos-emb-head-dim": true, "--v-head-dim": true,
+	"--mtp-num-layers": true,
+}
+
+func load(t *testing.T, path string) *program.Program {
+	t.Helper()
+	prog, _, ds := check.Load(path, os.ReadFile)
+	if ds.HasErrors() {
+		t.Fatal(ds.Err())
+	}
+	return prog
+}
+
+func launch(t *testing.T, prog *program.Program, train, stage string) *Launch {
+	t.Helper()
+	tr := prog.Trains[train]
+	for _, st := range tr.Stages {
+		if st.Name != stage {
+			continue
+		}
+		p, ds := plan.ForStage(prog, tr, st, plan.Options{})
+		if ds.HasErrors() {
+			t.Fatal(ds.Err())
+		}
+		l, err := ForStage(prog, tr, st, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Every flag documented, none twice, and the layout is the plan's.
+		seen := map[string]bool{}
+		for _, a := range l.Args {
+			if !documented[a.Flag] {
+				t.Errorf("%s/%s: %s is not a documented Megatron-LM argument", train, stage, a.Flag)
+			}
+			if seen[a.Flag] {
+				t.Errorf("%s/%s: %s written twice", train, stage, a.Flag)
+			}
+			seen[a.Flag] = true
+		}
+		if ly := l.Layout; ly != p.Layout || l.GPUs != ly.World() {
+			t.Errorf("launch layout %+v on %d GPUs, plan %+v", ly, l.GPUs, p.Layout)
+		}
+		return l
+	}
+	t.Fatalf("no stage %s", stage)
+	return nil
+}
+
+func arg(l *Launch, flag string) (string, bool) {
+	for _, a := range l.Args {
+		if a.Flag == flag {
+			return a.Value, true
+		}
+	}
+	return "", false
+}
+
+func TestLaunchGolden(t *testing.T) {
+	models := load(t, filepath.Join("testdata", "models.moe"))
+	hunyuan := load(t, filepath.Join("..", "..", "models", "hunyuan1t.moe"))
+	cases := []struct {
+		name         string
+		prog         *program.Program
+		train, stage string
+	}{
+		{"mixtral", models, "mixtral_8x7b", "main"},
+		{"deepseek_v3", models, "deepseek_v3", "main"},
+		{"hunyuan_dense", hunyuan, "hunyuan_1t", "dense"},
+		{"hunyuan_hundred_billion", hunyuan, "hunyuan_1t", "hundred_billion"},
+		{"hunyuan_trillion", hunyuan, "hunyuan_1t", "trillion"},
+	}
+	goldenPath := filepath.Join("testdata", "launch.txtar")
+	golden := &txtar.Archive{Comment: []byte("Golden launches (go test ./interop/megatron -update).\n")}
+	if !*update {
+		var err error
+		if golden, err = txtar.ParseFile(goldenPath); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := map[string]string{}
+	for _, f := range golden.Files {
+		want[f.Name] = string(f.Data)
+	}
+	var files []txtar.File
+	for _, c := range cases {
+		l := launch(t, c.prog, c.train, c.stage)
+		var b bytes.Buffer
+		if err := l.Write(&b); err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, txtar.File{Name: c.name + ".sh", Data: b.Bytes()})
+		if !*update {
+			if d := cmp.Diff(want[c.name+".sh"], b.String()); d != "" {
+				t.Errorf("%s (-want +got):\n%s", c.name, d)
+			}
+		}
+	}
+	if *update {
+		golden.Files = files
+		if err := os.WriteFile(goldenPath, txtar.Format(golden), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestLaunchValues checks the arguments that carry moec's numbers.
+func TestLaunchValues(t *testing.T) {
+	models := load(t, filepath.Join("testdata", "models.moe"))
+	mx := launch(t, models, "mixtral_8x7b", "main")
+	for flag, want := range map[string]string{
+		"--num-layers": "32", "--hidden-size": "4096", "--num-attention-heads": "32",
+		"--num-query-groups": "8", "--num-experts": "8", "--moe-router-topk": "2",
+		"--moe-ffn-hidden-size": "14336", "--moe-aux-loss-coeff": "0.02", "--seq-length": "4096",
+		"--rotary-base": "1000000", "--lr": "0.0003", "--min-lr": "3e-05", "--global-batch-size": "1024",
+		"--normalization": "RMSNorm", "--recompute-granularity": "selective",
+	} {
+		if got, ok := arg(mx, flag); !ok || got != want {
+			t.Errorf("mixtral %s = %q (present %v), want %q", flag, got, ok, want)
+		}
+	}
+	if _, ok := arg(mx, "--moe-layer-freq"); ok {
+		t.Errorf("mixtral: --moe-layer-freq written although every layer is MoE")
+	}
+	if len(mx.Unsupported) != 0 {
+		t.Errorf("mixtral: unsupported %v, want none", mx.Unsupported)
+	}
+	ds := launch(t, models, "deepseek_v3", "main")
+	for flag, want := range map[string]string{
+		"--moe-layer-freq": "([0]*3+[1]*58)", "--moe-router-score-function": "sigmoid",
+		"--moe-router-num-groups": "8", "--moe-router-group-topk": "4",
+		"--moe-shared-expert-intermediate-size": "2048", "--kv-lora-rank": "512",
+		"--q-lora-rank": "1536", "--qk-pos-emb-head-dim": "64", "--mtp-num-layers": "1",
+		"--moe-router-bias-update-rate": "0.001", "--recompute-granularity": "full",
+	} {
+		if got, ok := arg(ds, flag); !ok || got != want {
+			t.Errorf("deepseek %s = %q (present %v), want %q", flag, got, ok, want)
+		}
+	}
+	hy := load(t, filepath.Join("..", "..", "models", "hunyuan1t.moe"))
+	tr := launch(t, hy, "hunyuan_1t", "trillion")
+	all := strings.Join(tr.Unsupported, "\n")
+	for _, w := range []string{"token-embedding routing", "talking heads", "attention-weight sharing", "unified GPU/CPU cache", "growing the experts from 144"} {
+		if !strings.Contains(all, w) {
+			t.Errorf("hunyuan trillion: unsupported list lacks %q:\n%s", w, all)
+		}
+	}
+	// 26 layers, MoE in every second one: 1, 3, ..., 25.
+	if got, _ := arg(tr, "--moe-layer-freq"); got != "([0]*1+[1]*1)*13" {
+		t.Errorf("hunyuan --moe-layer-freq = %q, want ([0]*1+[1]*1)*13 (MoE in every second layer)", got)
+	}
+	hb := launch(t, hy, "hunyuan_1t", "hundred_billion")
+	if _, ok := arg(hb, "--moe-use-upcycling"); !ok {
+		t.Errorf("hundred_billion grows from the dense stage: want --moe-use-upcycling")
+	}
+}
+
+func TestLayerFreqMatchesModel(t *testing.T) {
+	for _, m := range []*program.Model{
+		{Layers: 8, MoE: &program.MoE{Experts: 4, Every: 3}},
+		{Layers: 7, MoE: &program.MoE{Experts: 4, FirstDense: 2, Every: 2}},
+		{Layers: 5, MoE: &program.MoE{Experts: 4, Layers: []int{0, 4}}},
+	} {
+		f := layerFreq(m)
+		// Evaluate Megatron's pattern the way its _eval_pattern does, for these shapes.
+		got := evalPattern(t, f)
+		for i := 0; i < m.Layers; i++ {
+			if (got[i] == 1) != m.IsMoELayer(i) {
+				t.Errorf("pattern %s layer %d: %d, model says MoE=%v", f, i, got[i], m.IsMoELayer(i))
+			}
+		}
+	}
+}
+
+// evalPattern evaluates "(a+b+...)" or "(a+b)*n" with a = "[bit]*count".
+func evalPattern(t *testing.T, s string) []int {
+	t.Helper()
+	rep := 1
+	if i := strings.LastIndex(s, ")*"); i >= 0 {
+		var err error
+		if rep, err = strconv.Atoi(s[i+2:]); err != nil {
+			t.Fatal(err)
+		}
+		s = s[:i+1]
+	}
+	s = strings.TrimSuffix(strings.TrimPrefix(s, "("), ")")
+	var one []int
+	for _, run := range strings.Split(s, "+") {
+		var bit, n int
+		if _, err := fmt.Sscanf(run, "[%d]*%d", &bit, &n); err != nil {
+			t.Fatalf("run %q: %v", run, err)
+		}
+		for j := 0; j < n; j++ {
+			one = append(one, bit)
+		}
+	}
+	var out []int
+	for i := 0; i < rep; i++ {
+		out = append(out, one...)
+	}
+	return out
+}

@@ -1,0 +1,412 @@
+package experiment
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/moec-dev/moec/compiler/analysis"
+	"github.com/moec-dev/moec/compiler/check"
+	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/lang/ast"
+	"github.com/moec-dev/moec/lang/diag"
+	"github.com/moec-dev/moec/lang/parse"
+	"github.com/moec-dev/moec/runtime/train"
+)
+
+// Options configure Run.
+type Options struct {
+	Program *program.Program // the checked program (its experiments are what runs)
+	Files   []*ast.File      // the program's parsed files: arms are these plus overrides
+	BaseDir string           // relative data globs are relative to this
+	OutDir  string           // runs go to OutDir/<experiment>/<arm>/seed-<n>/<stage> ["out/experiments"]
+	Only    []string         // experiments to run [all, in declaration order]
+	Tokens  int64            // > 0: replaces every experiment's token budget per run
+	Seeds   []int64          // non-empty: replaces every experiment's seeds
+	// ValWindows is the number of validation windows each run's final loss and routing
+	// stability are measured on [64].
+	ValWindows int
+	Progress   io.Writer // one line per run; nil = quiet
+}
+
+// Result holds every experiment that ran.
+type Result struct {
+	Experiments []*Outcome
+}
+
+// Outcome is one experiment: its arms, baseline first.
+type Outcome struct {
+	Experiment *program.Experiment
+	Tokens     int64   // the token budget per baseline run
+	Seeds      []int64 //
+	Arms       []*Arm
+}
+
+// Arm is the baseline or one variant with the runs of every seed.
+type Arm struct {
+	Name      string
+	Overrides map[string]string // what this arm changes (a variant includes the baseline's)
+	Stages    []string          // the stages each run trains, in order
+	Steps     []int64           // optimizer steps per stage
+	Experts   int               // routed experts of the final stage's model (1 = dense)
+	Trials    []*Trial
+}
+
+// Trial is one seed of one arm.
+type Trial struct {
+	Seed      int64
+	Dir       string  // the last stage's run directory
+	Curve     []Point // one point per optimizer step, all stages in order
+	ValLoss   float64 // final validation cross-entropy (nats/token)
+	StepTime  float64 // median seconds per optimizer step of the last stage (first step excluded)
+	Tokens    int64   // training tokens over all stages
+	FLOPs     float64 // training FLOPs over all stages (analysis: 3 × forward per token)
+	Seconds   float64 // training wall-clock time over all stages
+	Stability []float64
+}
+
+// Point is the training loss after one optimizer step.
+type Point struct {
+	Tokens, FLOPs, Seconds, Loss float64
+}
+
+// Load checks the file at path with its imports (check.Load) and parses the same sources
+// again into the ASTs Run writes overrides into.
+func Load(path string, read func(string) ([]byte, error)) (*program.Program, []*ast.File, map[string][]byte, diag.List) {
+	prog, sources, diags := check.Load(path, read)
+	if diags.HasErrors() {
+		return prog, nil, sources, diags
+	}
+	files, d := ParseSources(sources)
+	return prog, files, sources, append(diags, d...)
+}
+
+// ParseSources parses every source (as check.Load returns them) in name order.
+func ParseSources(sources map[string][]byte) ([]*ast.File, diag.List) {
+	names := make([]string, 0, len(sources))
+	for name := range sources {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var diags diag.List
+	files := make([]*ast.File, 0, len(names))
+	for _, name := range names {
+		f, d := parse.File(name, sources[name])
+		diags = append(diags, d...)
+		if f != nil {
+			files = append(files, f)
+		}
+	}
+	return files, diags
+}
+
+// Run runs the selected experiments. Cancelling ctx stops after the current step of the
+// current run.
+func Run(ctx context.Context, opt Options) (*Result, error) {
+	if opt.Program == nil {
+		return nil, diag.Runtimef(diag.ErrBadRunOption, "no program given")
+	}
+	names := opt.Only
+	if len(names) == 0 {
+		names = opt.Program.ExperimentOrder
+	}
+	if len(names) == 0 {
+		return nil, diag.Runtimef(diag.ErrBadRunOption, "the program declares no experiment")
+	}
+	if opt.OutDir == "" {
+		opt.OutDir = filepath.Join("out", "experiments")
+	}
+	res := &Result{}
+	corpora := &corpusCache{baseDir: opt.BaseDir}
+	for _, name := range names {
+		ex := opt.Program.Experiments[name]
+		if ex == nil {
+			e := diag.Runtimef(diag.ErrBadRunOption, "no experiment %q (declared: %v)", name, opt.Program.ExperimentOrder)
+			return nil, e
+		}
+		o, err := runExperiment(ctx, opt, ex, corpora)
+		if err != nil {
+			return res, fmt.Errorf("experiment %s: %w", name, err)
+		}
+		res.Experiments = append(res.Experiments, o)
+	}
+	return res, nil
+}
+
+// armSpec is an arm before it runs: its checked program and the stages it trains.
+type armSpec struct {
+	arm   *Arm
+	prog  *program.Program
+	train *program.Train
+	chain []*program.Stage
+	fpt   []float64 // training FLOPs per token of each stage's model
+	tps   int64     // tokens per optimizer step
+}
+
+func runExperiment(ctx context.Context, opt Options, ex *program.Experiment, corpora *corpusCache) (*Outcome, error) {
+	out := &Outcome{Experiment: ex, Seeds: ex.Seeds}
+	if len(opt.Seeds) > 0 {
+		out.Seeds = opt.Seeds
+	}
+	budget := ex.Tokens
+	if opt.Tokens > 0 {
+		budget = opt.Tokens
+	}
+	arms := []struct {
+		name string
+		ov   map[string]string
+	}{{"baseline", ex.Baseline}}
+	for _, v := range ex.Variants {
+		ov := map[string]string{}
+		for k, x := range ex.Baseline {
+			ov[k] = x
+		}
+		for k, x := range v.Overrides {
+			ov[k] = x
+		}
+		arms = append(arms, struct {
+			name string
+			ov   map[string]string
+		}{v.Name, ov})
+	}
+	var specs []*armSpec
+	for _, a := range arms {
+		s, err := prepareArm(opt, ex, a.name, a.ov, budget)
+		if err != nil {
+			return nil, err
+		}
+		specs = append(specs, s)
+	}
+	if ex.Equal == "flops" {
+		equalizeFLOPs(specs)
+	}
+	out.Tokens = specs[0].tokens()
+	// Seeds outside, arms inside: a change in machine load during the experiment then
+	// falls on every arm alike instead of on whichever arm ran last.
+	for _, seed := range out.Seeds {
+		for _, s := range specs {
+			r, err := runArm(ctx, opt, ex, s, seed, corpora)
+			if err != nil {
+				return nil, fmt.Errorf("arm %s, seed %d: %w", s.arm.Name, seed, err)
+			}
+			s.arm.Trials = append(s.arm.Trials, r)
+		}
+	}
+	for _, s := range specs {
+		out.Arms = append(out.Arms, s.arm)
+	}
+	return out, nil
+}
+
+// prepareArm writes the arm's overrides into the program, checks it again and plans the
+// stages and steps of its runs.
+func prepareArm(opt Options, ex *program.Experiment, name string, ov map[string]string, budget int64) (*armSpec, error) {
+	files, err := check.ApplyOverrides(opt.Files, ex.Train, ov)
+	if err != nil {
+		return nil, fmt.Errorf("arm %s: %w", name, err)
+	}
+	prog, diags := check.Check(files...)
+	if diags.HasErrors() {
+		return nil, fmt.Errorf("arm %s does not check: %w", name, diags.Err())
+	}
+	t := prog.Trains[ex.Train]
+	base := prog.Models[t.Model]
+	if t == nil || base == nil {
+		return nil, fmt.Errorf("arm %s: train %s or its model is missing", name, ex.Train)
+	}
+	stage := ex.Stage
+	if s, ok := ov[check.ArmStage]; ok {
+		stage = s
+	}
+	chain, err := stageChain(t, stage)
+	if err != nil {
+		return nil, fmt.Errorf("arm %s: %w", name, err)
+	}
+	s := &armSpec{arm: &Arm{Name: name, Overrides: ov}, prog: prog, train: t, chain: chain, tps: tokensPerStep(t, base)}
+	var declared int64
+	for _, st := range chain {
+		s.arm.Stages = append(s.arm.Stages, st.Name)
+		s.fpt = append(s.fpt, analysis.StageFLOPs(base, t, st).TrainPerToken)
+		declared += stageTokens(st, s.tps)
+	}
+	if declared <= 0 && budget <= 0 {
+		return nil, fmt.Errorf("arm %s: neither the experiment nor stage %s gives a token budget", name, stage)
+	}
+	for _, st := range chain {
+		tok := float64(stageTokens(st, s.tps))
+		if budget > 0 {
+			if declared > 0 {
+				tok = tok * float64(budget) / float64(declared)
+			} else {
+				tok = float64(budget) / float64(len(chain))
+			}
+		}
+		s.arm.Steps = append(s.arm.Steps, max(int64(math.Round(tok/float64(s.tps))), 1))
+	}
+	last := program.StageModel(base, chain[len(chain)-1])
+	s.arm.Experts = 1
+	if last.MoE != nil {
+		s.arm.Experts = last.MoE.Experts
+	}
+	return s, nil
+}
+
+func (s *armSpec) tokens() int64 {
+	var n int64
+	for _, st := range s.arm.Steps {
+		n += st * s.tps
+	}
+	return n
+}
+
+func (s *armSpec) flops() float64 {
+	var f float64
+	for i, st := range s.arm.Steps {
+		f += float64(st*s.tps) * s.fpt[i]
+	}
+	return f
+}
+
+// equalizeFLOPs scales every variant's steps so that its training FLOPs match the
+// baseline's (as closely as whole steps allow).
+func equalizeFLOPs(specs []*armSpec) {
+	target := specs[0].flops()
+	for _, s := range specs[1:] {
+		f := s.flops()
+		if f <= 0 {
+			continue
+		}
+		scale := target / f
+		for i := range s.arm.Steps {
+			s.arm.Steps[i] = max(int64(math.Round(float64(s.arm.Steps[i])*scale)), 1)
+		}
+	}
+}
+
+// stageChain is the stages a run ending at stage trains, in order: its `from` ancestors
+// first. An empty stage is the whole curriculum in declaration order.
+func stageChain(t *program.Train, stage string) ([]*program.Stage, error) {
+	if stage == "" {
+		if len(t.Stages) == 0 {
+			return nil, fmt.Errorf("train %s has no stages", t.Name)
+		}
+		return t.Stages, nil
+	}
+	byName := map[string]*program.Stage{}
+	for _, s := range t.Stages {
+		byName[s.Name] = s
+	}
+	var chain []*program.Stage
+	for name := stage; name != ""; {
+		s := byName[name]
+		if s == nil {
+			return nil, fmt.Errorf("train %s has no stage %q", t.Name, name)
+		}
+		if len(chain) > len(t.Stages) {
+			return nil, fmt.Errorf("train %s: stages start from each other in a cycle", t.Name)
+		}
+		chain = append([]*program.Stage{s}, chain...)
+		name = s.From
+	}
+	return chain, nil
+}
+
+// tokensPerStep is what runtime/train trains per optimizer step for t: whole sequences
+// of seq_len, micro-batches of at most 8 sequences, accumulated to tokens_per_batch.
+func tokensPerStep(t *program.Train, m *program.Model) int64 {
+	seq := t.SeqLen
+	if seq <= 0 {
+		seq = m.SeqLen
+	}
+	seqs := max(t.TokensPerBatch/seq, 1)
+	micro := int64(t.MicroBatch)
+	if micro <= 0 {
+		micro = min(seqs, 8)
+	}
+	accum := max((seqs+micro-1)/micro, 1)
+	return seq * micro * accum
+}
+
+func stageTokens(st *program.Stage, tps int64) int64 {
+	if st.Steps > 0 {
+		return st.Steps * tps
+	}
+	return st.Tokens
+}
+
+// runArm trains one seed of an arm through its stages and measures it.
+func runArm(ctx context.Context, opt Options, ex *program.Experiment, s *armSpec, seed int64, corpora *corpusCache) (*Trial, error) {
+	run := &Trial{Seed: seed}
+	root := filepath.Join(opt.OutDir, ex.Name, s.arm.Name, fmt.Sprintf("seed-%d", seed))
+	var prevDir, ckpt string
+	var last *train.Result
+	var stepTimes []float64
+	start := time.Now()
+	for i, st := range s.chain {
+		dir := filepath.Join(root, st.Name)
+		sd := seed
+		steps := s.arm.Steps[i]
+		r, err := train.Run(ctx, train.Options{Program: s.prog, TrainName: ex.Train, StageName: st.Name, BaseDir: opt.BaseDir,
+			Steps: steps, OutDir: dir, Force: true, From: prevDir, Seed: &sd, CheckpointEvery: steps, Keep: 1,
+			ValWindows: opt.ValWindows})
+		if err != nil {
+			return nil, fmt.Errorf("stage %s: %w", st.Name, err)
+		}
+		if r.Stopped {
+			if err := ctx.Err(); err != nil {
+				return nil, fmt.Errorf("stage %s stopped: %w", st.Name, err)
+			}
+			return nil, fmt.Errorf("stage %s stopped after %d of %d steps", st.Name, r.Steps, r.TotalSteps)
+		}
+		recs, err := train.ReadLog(r.LogPath)
+		if err != nil {
+			return nil, fmt.Errorf("stage %s: %w", st.Name, err)
+		}
+		base := Point{Tokens: float64(run.Tokens), FLOPs: run.FLOPs, Seconds: run.Seconds}
+		stepTimes = stepTimes[:0]
+		for j, rec := range recs {
+			run.Curve = append(run.Curve, Point{Tokens: base.Tokens + float64(rec.Tokens), FLOPs: base.FLOPs + float64(rec.Tokens)*s.fpt[i],
+				Seconds: base.Seconds + rec.Elapsed, Loss: rec.CE})
+			if j > 0 {
+				stepTimes = append(stepTimes, rec.StepTime)
+			}
+		}
+		if n := len(recs); n > 0 {
+			run.Tokens += recs[n-1].Tokens
+			run.FLOPs += float64(recs[n-1].Tokens) * s.fpt[i]
+			run.Seconds += recs[n-1].Elapsed
+		}
+		prevDir, ckpt, last = r.Dir, r.Checkpoint, r
+	}
+	run.Dir, run.ValLoss = last.Dir, last.ValLoss
+	run.StepTime = median(stepTimes)
+	if s.arm.Experts > 1 {
+		stab, err := routingStability(ckpt, s.train, corpora, opt.ValWindows)
+		if err != nil {
+			return nil, err
+		}
+		run.Stability = stab
+	}
+	if opt.Progress != nil {
+		fmt.Fprintf(opt.Progress, "%s/%s seed %d: %d tokens in %.1fs, val loss %.4f, %.1f ms/step\n",
+			ex.Name, s.arm.Name, seed, run.Tokens, time.Since(start).Seconds(), run.ValLoss, 1000*run.StepTime)
+	}
+	return run, nil
+}
+
+func median(x []float64) float64 {
+	if len(x) == 0 {
+		return math.NaN()
+	}
+	y := append([]float64(nil), x...)
+	sort.Float64s(y)
+	if n := len(y); n%2 == 1 {
+		return y[n/2]
+	} else {
+		return (y[n/2-1] + y[n/2]) / 2
+	}
+}

@@ -1,0 +1,418 @@
+package nn
+
+import (
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/moec-dev/moec/compiler/program"
+)
+
+// A Schedule is one training step taken apart into the schedule that the generated Go
+// program (codegen/gogen) unrolls: the embedding, each layer's forward in order, the
+// head and loss, then the head's backward, each layer's backward in reverse order and
+// the embedding's backward. Running the parts in that order computes exactly what
+// ForwardBackward computes (same kernels, same order of floating-point operations), so a
+// generated program trains to the same losses as `moec run`.
+//
+// A Schedule checks the order it is driven in and returns an error for a part called out of
+// turn, rather than reading activations that were never written.
+type Schedule struct {
+	c     *core[float32]
+	b     Batch
+	o     StepOptions
+	w     *workspace[float32]
+	st    Stats
+	phase stepPhase
+	next  int // the layer the next LayerForward or LayerBackward must name
+}
+
+type stepPhase int
+
+const (
+	phaseLayersFwd stepPhase = iota
+	phaseHeadBack
+	phaseLayersBack
+	phaseEmbedBack
+	phaseDone
+)
+
+// BeginStep checks b, fills the residual stream with the token (and learned position)
+// embeddings and rolls this step's attention-sharing dice. The returned Schedule uses the
+// Model's workspace: a Model runs one Schedule at a time, and a new BeginStep (or a
+// ForwardBackward) invalidates the previous Schedule.
+func (m *Model) BeginStep(b Batch, o StepOptions) (*Schedule, error) {
+	c := m.c
+	if err := c.checkBatch(b); err != nil {
+		return nil, err
+	}
+	w := c.embedForward(b, o)
+	return &Schedule{c: c, b: b, o: o, w: w, st: Stats{Tokens: b.B * b.T}}, nil
+}
+
+// Layers is the number of transformer layers the schedule walks.
+func (s *Schedule) Layers() int { return len(s.c.layers) }
+
+// LayerForward runs layer l's attention and feed-forward sublayers; l must be the next
+// layer in order, starting from 0.
+func (s *Schedule) LayerForward(l int) error {
+	if s.phase != phaseLayersFwd || l != s.next || l >= len(s.c.layers) {
+		return s.outOfTurn(fmt.Sprintf("LayerForward(%d)", l))
+	}
+	s.c.layerForward(l, s.w, s.o, &s.st)
+	s.next++
+	return nil
+}
+
+// HeadForward runs the final norm, the head and the cross-entropy after the last layer,
+// and returns the step's loss terms.
+func (s *Schedule) HeadForward() (Stats, error) {
+	if s.phase != phaseLayersFwd || s.next != len(s.c.layers) {
+		return s.st, s.outOfTurn("HeadForward")
+	}
+	s.c.headForward(s.b, s.w, &s.st)
+	s.phase = phaseHeadBack
+	if math.IsNaN(s.st.Loss) || math.IsInf(s.st.Loss, 0) {
+		s.phase = phaseDone
+		return s.st, errors.New("nn: the loss is not finite")
+	}
+	return s.st, nil
+}
+
+// HeadBackward starts the backward pass: the loss gradient through the head and final
+// norm into the residual stream.
+func (s *Schedule) HeadBackward() error {
+	if s.phase != phaseHeadBack {
+		return s.outOfTurn("HeadBackward")
+	}
+	s.c.headBackward(s.b, s.w)
+	s.phase, s.next = phaseLayersBack, len(s.c.layers)-1
+	return nil
+}
+
+// LayerBackward accumulates layer l's weight gradients and carries the residual gradient
+// below it; l must be the next layer in reverse order, starting from the last.
+func (s *Schedule) LayerBackward(l int) error {
+	if s.phase != phaseLayersBack || l != s.next {
+		return s.outOfTurn(fmt.Sprintf("LayerBackward(%d)", l))
+	}
+	s.c.layerBackward(l, s.w)
+	s.next--
+	if s.next < 0 {
+		s.phase = phaseEmbedBack
+	}
+	return nil
+}
+
+// EmbedBackward accumulates the embedding (and learned position) gradients and ends the
+// step.
+func (s *Schedule) EmbedBackward() error {
+	if s.phase != phaseEmbedBack {
+		return s.outOfTurn("EmbedBackward")
+	}
+	s.c.embedBackward(s.w)
+	s.phase = phaseDone
+	return nil
+}
+
+func (s *Schedule) outOfTurn(call string) error {
+	want := [...]string{phaseLayersFwd: "LayerForward", phaseHeadBack: "HeadBackward",
+		phaseLayersBack: "LayerBackward", phaseEmbedBack: "EmbedBackward", phaseDone: "nothing (the step is done)"}[s.phase]
+	switch s.phase {
+	case phaseLayersFwd:
+		if s.next == len(s.c.layers) {
+			want = "HeadForward"
+		} else {
+			want = fmt.Sprintf("LayerForward(%d)", s.next)
+		}
+	case phaseLayersBack:
+		want = fmt.Sprintf("LayerBackward(%d)", s.next)
+	}
+	return fmt.Errorf("nn: step schedule: %s called out of turn; the next call must be %s", call, want)
+}
+
+// The methods below are forward and backward of step.go cut at layer boundaries. They
+// must stay operation-for-operation equal to it: TestStepMatchesForwardBackward compares
+// the two on models that exercise every branch.
+
+func (c *core[F]) embedForward(b Batch, o StepOptions) *workspace[F] {
+	d := c.d
+	B, T := b.B, b.T
+	w := c.workspaceFor(B, T)
+	for r := 0; r < B; r++ {
+		copy(w.tok[r*T:(r+1)*T], b.Tokens[r*(T+1):r*(T+1)+T])
+	}
+	for t, id := range w.tok {
+		copy(w.x[t*d.D:(t+1)*d.D], c.embed.w[int(id)*d.D:(int(id)+1)*d.D])
+		if c.pos != nil {
+			axpy(w.x[t*d.D:(t+1)*d.D], 1, c.pos.w[(t%T)*d.D:(t%T+1)*d.D])
+		}
+	}
+	rec := shareDice(c.cfg.Attention.ShareWeights, d.L, o.Seed, o.Step, o.Train || o.AttnShare)
+	copy(w.recompute, rec)
+	return w
+}
+
+func (c *core[F]) normEps() float64 {
+	if c.cfg.NormEps == 0 {
+		return 1e-6
+	}
+	return c.cfg.NormEps
+}
+
+func (c *core[F]) layerForward(li int, w *workspace[F], o StepOptions, st *Stats) {
+	d := c.d
+	B, T := w.B, w.T
+	n := B * T
+	ln := c.cfg.Norm == program.LayerNorm
+	sandwich := isSandwich(c.cfg)
+	eps := c.normEps()
+	l, lw := c.layers[li], w.layers[li]
+	sublayerIn(lw.h1, lw.xhat1, lw.rstd1, w.x, n, d.D, l.norm1, l.norm1b, ln, eps)
+	a := &lw.attn
+	w.owner[li] = li
+	if !w.recompute[li] {
+		w.owner[li] = w.owner[li-1]
+		st.SharedLayers++
+	}
+	doQ := w.recompute[li]
+	doKV := l.kvOwner == li
+	doK := doKV && (doQ || d.ShareKV > 1)
+	if doQ {
+		linear(a.q, lw.h1, n, l.attn.q, l.attn.qb, false)
+		if l.attn.qNorm != nil {
+			normFwd(a.q, a.qhat, a.qrstd, a.q, n*d.H, d.Dh, l.attn.qNorm, nil, false, eps)
+		}
+	}
+	if doK {
+		linear(a.k, lw.h1, n, l.attn.k, l.attn.kb, false)
+		if l.attn.kNorm != nil {
+			normFwd(a.k, a.khat, a.krstd, a.k, n*d.KV, d.Dh, l.attn.kNorm, nil, false, eps)
+		}
+	}
+	if w.rope != nil && (doQ || doK) {
+		parallel(n, func(_, lo, hi int) {
+			for t := lo; t < hi; t++ {
+				if doQ {
+					w.rope.rotate(a.q[t*d.qDim:(t+1)*d.qDim], d.H, t%T, false)
+				}
+				if doK {
+					w.rope.rotate(a.k[t*d.kvDim:(t+1)*d.kvDim], d.KV, t%T, false)
+				}
+			}
+		})
+	}
+	if doKV {
+		linear(a.v, lw.h1, n, l.attn.v, l.attn.vb, false)
+	}
+	weights := w.layers[w.owner[li]].attn.a
+	recompute := w.recompute[li]
+	parallel(B, func(_, b0, b1 int) {
+		if recompute {
+			c.attnScores(l, a, B, T, b0, b1)
+		}
+		c.attnApply(weights, a, T, b0, b1)
+	})
+	target := sublayerTarget(sandwich, l.postA, w.x, w.tmp)
+	linear(target, a.o, n, l.attn.o, l.attn.ob, true)
+	sublayerOut(sandwich, w.x, w.tmp, lw.xhatPA, lw.rstdPA, n, d.D, l.postA, l.postAb, ln, eps)
+	sublayerIn(lw.h2, lw.xhat2, lw.rstd2, w.x, n, d.D, l.norm2, l.norm2b, ln, eps)
+	target = sublayerTarget(sandwich, l.postF, w.x, w.tmp)
+	if l.moe != nil {
+		c.moeForward(l.moe, lw.moe, lw.h2, w.tok, target, n, routeOptions{})
+		st.Balance += lw.moe.balance
+		st.ZLoss += lw.moe.zloss
+		st.Dropped += lw.moe.dropped
+		st.ExpertTokens = append(st.ExpertTokens, append([]int(nil), lw.moe.kept...))
+		if o.Assignments {
+			st.Assignments = append(st.Assignments, append([]int32(nil), lw.moe.idx...))
+		}
+	}
+	if l.dense != nil {
+		ffnForward(l.dense, lw.ffn, lw.h2, target, n)
+	}
+	sublayerOut(sandwich, w.x, w.tmp, lw.xhatPF, lw.rstdPF, n, d.D, l.postF, l.postFb, ln, eps)
+}
+
+func (c *core[F]) headForward(b Batch, w *workspace[F], st *Stats) {
+	d := c.d
+	B, T := b.B, b.T
+	n := B * T
+	hF := w.x
+	if c.normF != nil {
+		normFwd(w.hF, w.xhatF, w.rstdF, w.x, n, d.D, c.normF, c.normFb, c.cfg.Norm == program.LayerNorm, c.normEps())
+		hF = w.hF
+	}
+	head := c.head
+	if head == nil {
+		head = c.embed
+	}
+	linear(w.logits, hF, n, head, nil, false)
+	var ce float64
+	for r := 0; r < B; r++ {
+		for t := 0; t < T; t++ {
+			i := r*T + t
+			target := int(b.Tokens[r*(T+1)+t+1])
+			row := w.logits[i*d.V : (i+1)*d.V]
+			mx := math.Inf(-1)
+			for _, v := range row {
+				mx = math.Max(mx, float64(v))
+			}
+			var s float64
+			for _, v := range row {
+				s += math.Exp(float64(v) - mx)
+			}
+			ce += mx + math.Log(s) - float64(row[target])
+		}
+	}
+	st.CE = ce / float64(n)
+	st.Loss = st.CE
+	if m := c.cfg.MoE; m != nil {
+		st.Loss += m.BalanceLoss*st.Balance + m.ZLoss*st.ZLoss
+	}
+}
+
+func (c *core[F]) headBackward(b Batch, w *workspace[F]) {
+	d := c.d
+	T := b.T
+	n := b.B * T
+	parallel(n, func(_, lo, hi int) {
+		for i := lo; i < hi; i++ {
+			row := w.logits[i*d.V : (i+1)*d.V]
+			target := int(b.Tokens[(i/T)*(T+1)+i%T+1])
+			softmaxRow(row, 0, d.V)
+			row[target]--
+			for j := range row {
+				row[j] /= F(n)
+			}
+		}
+	})
+	head := c.head
+	if head == nil {
+		head = c.embed
+	}
+	if c.normF != nil {
+		linearBack(w.dh, w.logits, w.hF, n, head, nil, false)
+		clear(w.dx)
+		normBack(w.dx, w.dh, w.xhatF, w.rstdF, n, d.D, c.normF, c.normFb, c.cfg.Norm == program.LayerNorm)
+	} else {
+		linearBack(w.dx, w.logits, w.x, n, head, nil, false)
+	}
+	for li := range c.layers {
+		a := &w.layers[li].attn
+		clear(a.dAacc)
+		clear(a.dkAcc)
+		clear(a.dvAcc)
+	}
+}
+
+func (c *core[F]) layerBackward(li int, w *workspace[F]) {
+	d := c.d
+	B, T := w.B, w.T
+	n := B * T
+	ln := c.cfg.Norm == program.LayerNorm
+	sandwich := isSandwich(c.cfg)
+	var balanceCoef, zCoef float64
+	if m := c.cfg.MoE; m != nil {
+		balanceCoef, zCoef = m.BalanceLoss, m.ZLoss
+	}
+	g := &w.grads
+	l, lw := c.layers[li], w.layers[li]
+	dy := sublayerGradOut(sandwich, w.dx, w.tmp, lw.xhatPF, lw.rstdPF, n, d.D, l.postF, l.postFb, ln)
+	if l.moe != nil {
+		c.moeBackward(l.moe, lw.moe, lw.h2, w.tok, dy, w.dh, n, balanceCoef, zCoef)
+	}
+	if l.dense != nil {
+		ffnBackward(l.dense, lw.ffn, lw.h2, dy, w.dh, n, l.moe != nil)
+	}
+	sublayerGradIn(w.dx, w.dh, lw.xhat2, lw.rstd2, n, d.D, l.norm2, l.norm2b, ln)
+
+	a := &lw.attn
+	dy = sublayerGradOut(sandwich, w.dx, w.tmp, lw.xhatPA, lw.rstdPA, n, d.D, l.postA, l.postAb, ln)
+	linearBack(g.do, dy, a.o, n, l.attn.o, l.attn.ob, false)
+	owner := w.owner[li]
+	reused := owner != li
+	weights := w.layers[owner].attn.a
+	ownerAcc := w.layers[owner].attn.dAacc
+	for _, t := range w.thG {
+		clear(t)
+	}
+	parallel(B, func(worker, b0, b1 int) {
+		s := w.scratch[worker]
+		c.attnBackward(l, a, g, weights, reused, ownerAcc, T, b0, b1, s[:len(s)/2], s[len(s)/2:], w.thG[worker])
+	})
+	if !reused {
+		for _, t := range w.thG {
+			if l.attn.thPre != nil {
+				axpy(l.attn.thPre.g, 1, t[:d.H*d.H])
+				axpy(l.attn.thPost.g, 1, t[d.H*d.H:2*d.H*d.H])
+			}
+			if l.attn.sinks != nil {
+				axpy(l.attn.sinks.g, 1, t[2*d.H*d.H:])
+			}
+		}
+	}
+	owns := l.kvOwner == li
+	if !owns {
+		own := &w.layers[l.kvOwner].attn
+		axpy(own.dvAcc, 1, g.dv)
+		if !reused {
+			axpy(own.dkAcc, 1, g.dk)
+		}
+	} else if d.ShareKV > 1 {
+		axpy(g.dv, 1, a.dvAcc)
+		if reused {
+			clear(g.dk)
+		}
+		axpy(g.dk, 1, a.dkAcc)
+	}
+	doQ := !reused
+	doK := owns && (doQ || d.ShareKV > 1)
+	if owns {
+		linearBack(w.dh, g.dv, lw.h1, n, l.attn.v, l.attn.vb, false)
+	} else {
+		clear(w.dh)
+	}
+	if w.rope != nil && (doQ || doK) {
+		parallel(n, func(_, lo, hi int) {
+			for t := lo; t < hi; t++ {
+				if doQ {
+					w.rope.rotate(g.dq[t*d.qDim:(t+1)*d.qDim], d.H, t%T, true)
+				}
+				if doK {
+					w.rope.rotate(g.dk[t*d.kvDim:(t+1)*d.kvDim], d.KV, t%T, true)
+				}
+			}
+		})
+	}
+	if doQ {
+		dq := g.dq
+		if l.attn.qNorm != nil {
+			dq = g.dqPre
+			clear(dq)
+			normBack(dq, g.dq, a.qhat, a.qrstd, n*d.H, d.Dh, l.attn.qNorm, nil, false)
+		}
+		linearBack(w.dh, dq, lw.h1, n, l.attn.q, l.attn.qb, true)
+	}
+	if doK {
+		dk := g.dk
+		if l.attn.kNorm != nil {
+			dk = g.dkPre
+			clear(dk)
+			normBack(dk, g.dk, a.khat, a.krstd, n*d.KV, d.Dh, l.attn.kNorm, nil, false)
+		}
+		linearBack(w.dh, dk, lw.h1, n, l.attn.k, l.attn.kb, true)
+	}
+	sublayerGradIn(w.dx, w.dh, lw.xhat1, lw.rstd1, n, d.D, l.norm1, l.norm1b, ln)
+}
+
+func (c *core[F]) embedBackward(w *workspace[F]) {
+	d := c.d
+	T := w.T
+	for t, id := range w.tok {
+		axpy(c.embed.g[int(id)*d.D:(int(id)+1)*d.D], 1, w.dx[t*d.D:(t+1)*d.D])
+		if c.pos != nil {
+			axpy(c.pos.g[(t%T)*d.D:(t%T+1)*d.D], 1, w.dx[t*d.D:(t+1)*d.D])
+		}
+	}
+}

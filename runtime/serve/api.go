@@ -1,0 +1,187 @@
+package serve
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"strings"
+)
+
+// completionRequest is the body of POST /v1/completions. Fields OpenAI defines that a
+// byte-level sampler cannot honour (n > 1, logprobs, best_of > 1) are refused rather than
+// ignored; the rest are ignored as OpenAI clients send them by default.
+type completionRequest struct {
+	Model       string          `json:"model"`
+	Prompt      json.RawMessage `json:"prompt"` // a string, or a list of one string
+	MaxTokens   *int            `json:"max_tokens"`
+	Temperature *float64        `json:"temperature"`
+	TopK        *int            `json:"top_k"` // not OpenAI's; the sampler's top-k
+	Seed        *int64          `json:"seed"`
+	Stream      bool            `json:"stream"`
+	Stop        json.RawMessage `json:"stop"` // a string or a list of up to 4
+	N           *int            `json:"n"`
+	BestOf      *int            `json:"best_of"`
+	Logprobs    json.RawMessage `json:"logprobs"`
+	Echo        bool            `json:"echo"`
+}
+
+// chatRequest is the body of POST /v1/chat/completions.
+type chatRequest struct {
+	Model               string          `json:"model"`
+	Messages            []chatMessage   `json:"messages"`
+	MaxTokens           *int            `json:"max_tokens"`
+	MaxCompletionTokens *int            `json:"max_completion_tokens"`
+	Temperature         *float64        `json:"temperature"`
+	TopK                *int            `json:"top_k"`
+	Seed                *int64          `json:"seed"`
+	Stream              bool            `json:"stream"`
+	Stop                json.RawMessage `json:"stop"`
+	N                   *int            `json:"n"`
+	Logprobs            bool            `json:"logprobs"`
+}
+
+type chatMessage struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+// apiError is OpenAI's error object.
+type apiError struct {
+	Message string `json:"message"`
+	Type    string `json:"type"`
+	Param   string `json:"param,omitempty"`
+	Code    string `json:"code,omitempty"`
+}
+
+// requestError is a refusal with its HTTP status.
+type requestError struct {
+	status int
+	apiError
+}
+
+func (e *requestError) Error() string { return e.Message }
+
+func badRequest(param, format string, args ...any) *requestError {
+	return &requestError{status: 400, apiError: apiError{Message: fmt.Sprintf(format, args...), Type: "invalid_request_error", Param: param}}
+}
+
+// sampling is what a request asks of the scheduler, after defaults and limits.
+type sampling struct {
+	prompt      []byte
+	maxTokens   int
+	temperature float64
+	topK        int
+	seed        int64
+	stop        []string
+	stream      bool
+}
+
+// common validates the fields both endpoints share.
+func (s *Server) common(model string, maxTokens *int, temperature *float64, topK *int, seed *int64, stop json.RawMessage, n *int) (sampling, *requestError) {
+	sp := sampling{maxTokens: s.opt.DefaultMaxTokens, temperature: 1, seed: 0}
+	if model != "" && model != s.name {
+		return sp, &requestError{status: 404, apiError: apiError{
+			Message: fmt.Sprintf("model %q is not served here; this server serves %q", model, s.name),
+			Type:    "invalid_request_error", Param: "model", Code: "model_not_found"}}
+	}
+	if n != nil && *n != 1 {
+		return sp, badRequest("n", "n = %d: this server returns one choice per request", *n)
+	}
+	if maxTokens != nil {
+		if *maxTokens < 1 || *maxTokens > s.opt.MaxTokens {
+			return sp, badRequest("max_tokens", "max_tokens = %d: it must be between 1 and %d", *maxTokens, s.opt.MaxTokens)
+		}
+		sp.maxTokens = *maxTokens
+	}
+	if temperature != nil {
+		t := *temperature
+		if t < 0 || t > 2 || math.IsNaN(t) {
+			return sp, badRequest("temperature", "temperature = %g: it must be between 0 and 2", t)
+		}
+		sp.temperature = t
+	}
+	if topK != nil {
+		if *topK < 0 {
+			return sp, badRequest("top_k", "top_k = %d: it must not be negative (0 = all tokens)", *topK)
+		}
+		sp.topK = *topK
+	}
+	if seed != nil {
+		sp.seed = *seed
+	}
+	var err *requestError
+	sp.stop, err = parseStop(stop)
+	return sp, err
+}
+
+// parseStop reads OpenAI's stop: null, a string, or a list of up to 4 non-empty strings.
+func parseStop(raw json.RawMessage) ([]string, *requestError) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, nil
+	}
+	var one string
+	if json.Unmarshal(raw, &one) == nil {
+		if one == "" {
+			return nil, nil
+		}
+		return []string{one}, nil
+	}
+	var list []string
+	if err := json.Unmarshal(raw, &list); err != nil {
+		return nil, badRequest("stop", "stop must be a string or a list of strings")
+	}
+	if len(list) > 4 {
+		return nil, badRequest("stop", "stop has %d strings; at most 4 are allowed", len(list))
+	}
+	var out []string
+	for _, s := range list {
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+// parsePrompt reads a prompt: a string or a list holding one string.
+func parsePrompt(raw json.RawMessage) (string, *requestError) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return "", nil
+	}
+	var one string
+	if json.Unmarshal(raw, &one) == nil {
+		return one, nil
+	}
+	var list []string
+	if err := json.Unmarshal(raw, &list); err != nil {
+		return "", badRequest("prompt", "prompt must be a string or a list of one string (token ids are not accepted: the model reads bytes)")
+	}
+	if len(list) != 1 {
+		return "", badRequest("prompt", "prompt is a list of %d strings; this server answers one prompt per request", len(list))
+	}
+	return list[0], nil
+}
+
+// chatStop ends an assistant turn where the template would start the next user turn.
+const chatStop = "\nuser:"
+
+// renderChat applies the chat template: "<role>: <content>\n" per message, then
+// "assistant:". Roles are system, user and assistant (developer is read as system).
+func renderChat(msgs []chatMessage) (string, *requestError) {
+	if len(msgs) == 0 {
+		return "", badRequest("messages", "messages is empty; give at least one message")
+	}
+	var b strings.Builder
+	for i, m := range msgs {
+		role := m.Role
+		switch role {
+		case "system", "user", "assistant":
+		case "developer":
+			role = "system"
+		default:
+			return "", badRequest(fmt.Sprintf("messages[%d].role", i), "role %q is not one of system, user, assistant", m.Role)
+		}
+		fmt.Fprintf(&b, "%s: %s\n", role, m.Content)
+	}
+	b.WriteString("assistant:")
+	return b.String(), nil
+}
