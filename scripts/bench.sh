@@ -1,26 +1,55 @@
 #!/usr/bin/env bash
-# make bench: every benchmark moec keeps, printed as one table. Peers (PyTorch) are
-# measured in the same run where a benchmark has one.
+# make bench: every benchmark moec keeps, then moec against PyTorch on the issue's MoE
+# (bench/cmd/moebench, whose Markdown table docs/performance.md carries).
+#
+# Environment: BENCH_COUNT (repetitions of the Go benchmarks, default 3), MOEBENCH_REPS
+# (interleaved moec/PyTorch repetitions, default 3), MOEBENCH_SECONDS (seconds per
+# measurement, default 4), MOEBENCH_OUT (also write the comparison's Markdown there),
+# BENCH_ONLY=moebench (skip the Go benchmarks). OPENBLAS_CORETYPE, when set, is the only
+# OpenBLAS setting measured; unset, moebench compares the default against SkylakeX on
+# AVX-512 CPUs and against Haswell elsewhere (SkylakeX kernels die with SIGILL without
+# AVX-512).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ -z "${OPENBLAS_CORETYPE:-}" ] && grep -q avx512f /proc/cpuinfo; then
-	export OPENBLAS_CORETYPE=SkylakeX # see the Makefile: only where the CPU has AVX-512
-fi
-echo "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-<auto>}  cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
+echo "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-<auto>}  cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)  load: $(cut -d' ' -f1-3 /proc/loadavg)"
 out=$(mktemp)
-trap 'rm -f "$out"' EXIT
+bin=$(mktemp -d)
+trap 'rm -rf "$out" "$bin"' EXIT
 
 run() { # package, benchmark regexp
 	go test "$1" -run '^$' -bench "$2" -benchmem -count "${BENCH_COUNT:-3}" 2>&1 | tee -a "$out" | grep -E '^(Benchmark|ok|FAIL|---)' || true
 }
 
-echo "== front end and counting"
-run ./compiler/report 'BenchmarkFrontEndHunyuan1T'
-echo "== planner"
-run ./compiler/plan 'BenchmarkSearchHunyuan1T2000GPUs'
-echo "== runtime"
-run ./runtime/nn 'Benchmark'
-run ./runtime/train 'Benchmark'
-echo "== kernels"
-run ./codegen/... 'Benchmark'
-run ./kernels/... 'Benchmark'
+if [ "${BENCH_ONLY:-}" != moebench ]; then
+	echo "== front end and counting"
+	run ./compiler/report 'BenchmarkFrontEndHunyuan1T'
+	echo "== planner"
+	run ./compiler/plan 'BenchmarkSearchHunyuan1T2000GPUs'
+	echo "== runtime"
+	run ./runtime/nn 'Benchmark(TrainStep|Decode)$'
+	run ./runtime/train 'Benchmark'
+	echo "== serving (load test on 127.0.0.1: requests/s, p50/p99 latency; slots=1 is the unbatched peer)"
+	run ./runtime/serve 'BenchmarkServeLoad'
+	echo "== kernels"
+	run ./codegen/... 'Benchmark'
+	run ./kernels/... 'Benchmark'
+fi
+
+echo "== moec vs PyTorch (bench/cmd/moebench)"
+coretypes=auto
+if [ -n "${OPENBLAS_CORETYPE:-}" ]; then
+	coretypes=$OPENBLAS_CORETYPE
+fi
+# The numbers only count if the math is right under every OpenBLAS setting measured: the
+# gradient checks and the PyTorch peer check run under each first.
+for ct in $(go run ./bench/cmd/moebench -list-coretypes -coretypes "$coretypes"); do
+	if [ "$ct" = default ]; then
+		env -u OPENBLAS_CORETYPE go test -count 1 -run 'Grad|Peer|SiLUFast|LinearSmall' ./runtime/nn/ >/dev/null
+	else
+		OPENBLAS_CORETYPE=$ct go test -count 1 -run 'Grad|Peer|SiLUFast|LinearSmall' ./runtime/nn/ >/dev/null
+	fi
+	echo "correctness tests pass under OPENBLAS_CORETYPE=$ct"
+done
+go build -o "$bin/moebench" ./bench/cmd/moebench
+"$bin/moebench" -coretypes "$coretypes" -reps "${MOEBENCH_REPS:-3}" -seconds "${MOEBENCH_SECONDS:-4}" |
+	tee "${MOEBENCH_OUT:-/dev/null}"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what moec's build, tests and benchmarks need, only where it is missing:
 # Go modules, and Debian's clang-16/llvm-16 (LLVM IR and CUDA-to-PTX), OpenBLAS (sgemm),
-# python3-torch (the numeric and speed peer), OpenMPI and pkg-config.
+# python3-torch (the numeric and speed peer), OpenMPI, pkg-config and Chromium (headless
+# browser test of report.html).
 set -euo pipefail
 
 missing=()
@@ -12,6 +13,7 @@ command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 /usr/bin/python3 -c 'import torch' >/dev/null 2>&1 || missing+=(python3-torch)
 command -v mpirun >/dev/null 2>&1 || missing+=(openmpi-bin)
 pkg-config --exists ompi-c 2>/dev/null || missing+=(libopenmpi-dev)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium) # report.html browser test
 
 if [ ${#missing[@]} -gt 0 ]; then
 	echo "deps: installing ${missing[*]}"

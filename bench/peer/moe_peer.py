@@ -173,8 +173,10 @@ def main():
             out.update(first_loss=first, loss=last["loss"])
             print(json.dumps(out))
             return
+        c0 = time.process_time()
         n, dt = timed(step, args.seconds)
-        out.update(tokens_per_s=B * T * n / dt, iters=n, seconds=dt, loss=last["loss"])
+        cpu = (time.process_time() - c0) * n / (n + 1)  # the warm-up step is inside: scale it out
+        out.update(tokens_per_s=B * T * n / dt, iters=n, seconds=dt, cpu_seconds=cpu, loss=last["loss"])
     elif args.mode == "forward":
         with torch.inference_mode():
             res = {}

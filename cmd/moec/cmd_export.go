@@ -8,9 +8,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/moec-dev/moec/compiler/plan"
+	"github.com/moec-dev/moec/internal/driver"
 	"github.com/moec-dev/moec/interop/hf"
 	"github.com/moec-dev/moec/interop/megatron"
-	"github.com/moec-dev/moec/internal/driver"
 )
 
 func newExportCommand(stdout, stderr io.Writer) *cobra.Command {
@@ -49,6 +49,9 @@ func newExportHFCommand(stdout, stderr io.Writer) *cobra.Command {
 				for _, u := range man.Unsupported {
 					fmt.Fprintf(stderr, "  - %s\n", u)
 				}
+			}
+			for _, n := range man.Notes {
+				fmt.Fprintf(stderr, "note: %s\n", n)
 			}
 			class := man.Class
 			if class == "" {

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/moec-dev/moec/internal/driver"
+	"github.com/moec-dev/moec/runtime/kernelsel"
 	"github.com/moec-dev/moec/runtime/train"
 )
 
@@ -21,6 +22,7 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 		opt       train.Options
 		seed      int64
 		allStages bool
+		llvmLib   string
 	)
 	cmd := &cobra.Command{
 		Use:   "run --stage NAME FILE.moe | run --resume DIR | run --all-stages FILE.moe",
@@ -37,6 +39,9 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 				opt.Seed = &seed
 			}
 			opt.Progress = stderr
+			if llvmLib != "" {
+				opt.NewNet = kernelsel.NewNet(llvmLib)
+			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			if opt.Resume != "" {
@@ -94,6 +99,7 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 	f.Int64Var(&seed, "seed", 0, "override the train block's seed")
 	f.DurationVar(&opt.MaxTime, "max-time", 0, "stop (with a checkpoint) after this long; resume later")
 	f.IntVar(&opt.MicroBatch, "micro-batch", 0, "sequences per micro-batch (default: the train block's, else 8)")
+	f.StringVar(&llvmLib, "llvm", "", "run norms, cross-entropy and AdamW in the compiled LLVM kernels of this library (<stage>/llvm/libmoe_kernels.so from moec build)")
 	f.Int64Var(&opt.CheckpointEvery, "checkpoint-every", 0, "steps between checkpoints (default: the train block's)")
 	return cmd
 }

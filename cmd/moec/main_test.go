@@ -11,9 +11,9 @@ import (
 // TestMain lets the testscript files run `moec` as a user types it: the test binary
 // re-executes itself as the moec command.
 func TestMain(m *testing.M) {
-	os.Exit(testscript.RunMain(m, map[string]func() int{
-		"moec": func() int { return run(os.Args[1:], os.Stdout, os.Stderr) },
-	}))
+	testscript.Main(m, map[string]func(){
+		"moec": func() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) },
+	})
 }
 
 // TestScripts runs testdata/script/*.txtar: commands, their output and exit statuses.

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,16 +16,21 @@ import (
 
 	"golang.org/x/tools/txtar"
 
+	"github.com/moec-dev/moec/codegen"
 	"github.com/moec-dev/moec/codegen/gogen"
+	"github.com/moec-dev/moec/codegen/llvm"
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/runtime/train"
 )
 
-const stepsCompared = 20
+const (
+	stepsCompared = 20
+	llvmTol       = 1e-5 // relative, per step, LLVM kernels against Go kernels
+)
 
 // buildProgram emits the stage's program into a temporary directory and builds it with
 // the go command, against this checkout of moec.
-func buildProgram(t *testing.T, gobin string, prog *program.Program, stage string) string {
+func buildProgram(t *testing.T, gobin string, prog *program.Program, stage string) (exe, stageDir string, cfg gogen.Config) {
 	t.Helper()
 	tr := prog.Trains[prog.TrainOrder[0]]
 	var st *program.Stage
@@ -45,14 +51,19 @@ func buildProgram(t *testing.T, gobin string, prog *program.Program, stage strin
 	if len(res.Files) != 3 || len(res.Notes) != 0 {
 		t.Fatalf("Emit: %+v", res)
 	}
-	exe := filepath.Join(dir, "prog")
+	exe = filepath.Join(dir, "prog")
 	cmd := exec.Command(gobin, "build", "-o", exe, ".")
 	cmd.Dir = filepath.Join(dir, gogen.Dir)
 	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=readonly")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build of the generated %s program: %v\n%s", stage, err, out)
 	}
-	return exe
+	vet := exec.Command(gobin, "vet", ".")
+	vet.Dir, vet.Env = cmd.Dir, cmd.Env
+	if out, err := vet.CombinedOutput(); err != nil {
+		t.Errorf("go vet of the generated %s program: %v\n%s", stage, err, out)
+	}
+	return exe, dir, cfg
 }
 
 // runProgram runs a built program and returns the losses it printed, per step.
@@ -133,8 +144,8 @@ func TestProgramMatchesRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	prog := loadArchive(t, ar)
-	denseExe := buildProgram(t, gobin, prog, "dense")
-	moeExe := buildProgram(t, gobin, prog, "moe")
+	denseExe, denseDir, denseCfg := buildProgram(t, gobin, prog, "dense")
+	moeExe, _, _ := buildProgram(t, gobin, prog, "moe")
 	t.Logf("built both programs in %s", time.Since(start).Round(time.Millisecond))
 
 	ctx := context.Background()
@@ -146,9 +157,32 @@ func TestProgramMatchesRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, out := runProgram(t, denseExe, "-steps", strconv.Itoa(stepsCompared), "-generate", "16", "-prompt", "func ")
-	sameLosses(t, "dense", got, runLosses(t, dense))
+	want := runLosses(t, dense)
+	sameLosses(t, "dense", got, want)
 	if _, text, ok := strings.Cut(out, "generated: "); !ok || len(strings.TrimSuffix(text, "\n")) != 16 {
 		t.Errorf("the program did not generate 16 bytes:\n%s", out)
+	}
+
+	// With the LLVM kernels moec build compiles next to the program (when clang is here),
+	// the same steps agree within llvmTol: the compiled norms and cross-entropy sum in
+	// float32 where the Go kernels sum in float64.
+	if clang := llvm.FindClang(); clang != "" {
+		if _, err := codegen.Emit(denseDir, "tiny", "dense", denseCfg.Model, codegen.Options{Clang: clang}); err != nil {
+			t.Fatal(err)
+		}
+		got, out := runProgram(t, denseExe, "-steps", strconv.Itoa(stepsCompared), "-generate", "0",
+			"-llvm", filepath.Join(denseDir, codegen.LLVMDir, codegen.LLVMLibrary))
+		if !strings.Contains(out, "kernels: compiled") || len(got) != stepsCompared {
+			t.Fatalf("the program did not run the compiled kernels:\n%s", out)
+		}
+		worst := 0.0
+		for i := range got {
+			worst = max(worst, math.Abs(got[i]-want[i])/want[i])
+		}
+		if worst > llvmTol {
+			t.Errorf("with LLVM kernels the losses differ from moec run's by up to %.2g relative, more than %g", worst, llvmTol)
+		}
+		t.Logf("20 steps with LLVM kernels: losses within %.2g relative of moec run's", worst)
 	}
 
 	// The second stage starts from the first one's final checkpoint and grows 1 -> 4 experts.

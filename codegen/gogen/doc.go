@@ -6,7 +6,9 @@
 // backward schedule of a micro-batch unrolled layer by layer into calls to
 // nn.Schedule, and a main that trains the stage with runtime/data and runtime/optim
 // (the same batches, optimizer and seeds as runtime/train, so the same losses) and then
-// generates text. Emit writes outDir/go/{main.go, go.mod, go.sum}.
+// generates text. With -llvm LIBRARY (the stage's llvm/libmoe_kernels.so) the program
+// runs the compiled LLVM kernels through runtime/kernelsel in place of the Go ones for the
+// norms, the cross-entropy and AdamW. Emit writes outDir/go/{main.go, go.mod, go.sum}.
 //
 // How it builds: go/ is its own module (module moecgen/<name>) that requires moec and
 // replaces it with the local checkout, as a relative path when the output lies inside

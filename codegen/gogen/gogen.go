@@ -14,14 +14,15 @@ import (
 
 // Import paths of the runtime the generated program calls.
 const (
-	module      = "github.com/moec-dev/moec"
-	pkgNN       = module + "/runtime/nn"
-	pkgData     = module + "/runtime/data"
-	pkgOptim    = module + "/runtime/optim"
-	pkgProgram  = module + "/compiler/program"
-	pkgGenerate = module + "/runtime/generate"
-	pkgTrain    = module + "/runtime/train"
-	pkgCkpt     = module + "/runtime/checkpoint"
+	module       = "github.com/moec-dev/moec"
+	pkgNN        = module + "/runtime/nn"
+	pkgData      = module + "/runtime/data"
+	pkgOptim     = module + "/runtime/optim"
+	pkgProgram   = module + "/compiler/program"
+	pkgGenerate  = module + "/runtime/generate"
+	pkgTrain     = module + "/runtime/train"
+	pkgCkpt      = module + "/runtime/checkpoint"
+	pkgKernelSel = module + "/runtime/kernelsel"
 )
 
 // MainSource returns the generated program's main.go for cfg. It is deterministic byte
@@ -48,9 +49,9 @@ func MainSource(cfg Config) (string, error) {
 		"It is one training step of the stage's plan unrolled into calls to the moec runtime: the\n"+
 		"forward pass layer by layer, the loss, the backward pass in reverse, then AdamW. It reads\n"+
 		"the same data in the same order as `moec run` and prints the same losses.\n\n"+
-		"Usage: go run . [-steps N] [-seed S] [-data GLOB] [-generate N] [-prompt TEXT]", cfg.Name))
+		"Usage: go run . [-steps N] [-seed S] [-data GLOB] [-llvm LIBRARY] [-generate N] [-prompt TEXT]", cfg.Name))
 	for path, name := range map[string]string{pkgNN: "nn", pkgData: "data", pkgOptim: "optim", pkgProgram: "program",
-		pkgGenerate: "generate", pkgTrain: "train", pkgCkpt: "checkpoint"} {
+		pkgGenerate: "generate", pkgTrain: "train", pkgCkpt: "checkpoint", pkgKernelSel: "kernelsel"} {
 		f.ImportName(path, name)
 	}
 

@@ -2,6 +2,7 @@ package gogen_test
 
 import (
 	"flag"
+	"go/format"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -72,6 +73,9 @@ func TestGolden(t *testing.T) {
 					src, err := gogen.MainSource(cfg)
 					if err != nil {
 						t.Fatal(err)
+					}
+					if formatted, err := format.Source([]byte(src)); err != nil || string(formatted) != src {
+						t.Fatalf("stage %s: the program is not gofmt-formatted (%v)", st.Name, err)
 					}
 					again, _ := gogen.MainSource(cfg)
 					if again != src {

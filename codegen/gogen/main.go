@@ -12,10 +12,11 @@ func genSchedule(f *jen.File, cfg Config, lay *layout) {
 	stats := jen.Qual(pkgNN, "Stats").Values()
 	f.Comment("forwardBackward runs one micro-batch: the forward pass layer by layer, the loss, then")
 	f.Comment("the backward pass in reverse order, accumulating every parameter's gradient.")
-	f.Func().Id("forwardBackward").Params(jen.Id("m").Op("*").Qual(pkgNN, "Model"), jen.Id("b").Qual(pkgNN, "Batch"), jen.Id("o").Qual(pkgNN, "StepOptions")).
+	f.Comment("With k set, the kernels it covers run compiled (nn.Kernels); nil runs the Go kernels.")
+	f.Func().Id("forwardBackward").Params(jen.Id("m").Op("*").Qual(pkgNN, "Model"), jen.Id("b").Qual(pkgNN, "Batch"), jen.Id("o").Qual(pkgNN, "StepOptions"), jen.Id("k").Qual(pkgNN, "Kernels")).
 		Params(jen.Qual(pkgNN, "Stats"), jen.Error()).BlockFunc(func(g *jen.Group) {
 		g.Comment("Token embeddings into the residual stream; this step's attention-sharing dice.")
-		g.List(jen.Id("s"), jen.Err()).Op(":=").Id("m").Dot("BeginStep").Call(jen.Id("b"), jen.Id("o"))
+		g.List(jen.Id("s"), jen.Err()).Op(":=").Id("m").Dot("BeginStepWith").Call(jen.Id("b"), jen.Id("o"), jen.Id("k"))
 		g.If(jen.Err().Op("!=").Nil()).Block(jen.Return(stats, jen.Err()))
 		for li := range lay.layers {
 			g.Comment(layerSummary(cfg, li))
@@ -47,11 +48,13 @@ func genMain(f *jen.File, cfg Config) {
 		} else {
 			g.Id("from").Op(":=").Id("new").Call(jen.String())
 		}
+		g.Id("lib").Op(":=").Qual("flag", "String").Call(jen.Lit("llvm"), jen.Lit(""),
+			jen.Lit("compiled kernel library to use in place of the Go kernels, e.g. ../llvm/libmoe_kernels.so, which moec build compiles when clang is installed"))
 		g.Id("gen").Op(":=").Qual("flag", "Int").Call(jen.Lit("generate"), jen.Lit(128), jen.Lit("bytes to generate after training (0 = none)"))
 		g.Id("prompt").Op(":=").Qual("flag", "String").Call(jen.Lit("prompt"), jen.Lit("\n"), jen.Lit("prompt for generation"))
 		g.Qual("flag", "Parse").Call()
 		g.If(jen.Err().Op(":=").Id("run").Call(jen.Op("*").Id("steps"), jen.Op("*").Id("seed"), jen.Op("*").Id("glob"), jen.Op("*").Id("base"),
-			jen.Op("*").Id("from"), jen.Op("*").Id("gen"), jen.Op("*").Id("prompt")), jen.Err().Op("!=").Nil()).Block(
+			jen.Op("*").Id("from"), jen.Op("*").Id("lib"), jen.Op("*").Id("gen"), jen.Op("*").Id("prompt")), jen.Err().Op("!=").Nil()).Block(
 			jen.Qual("fmt", "Fprintln").Call(jen.Qual("os", "Stderr"), jen.Lit(cfg.Name+":"), jen.Err()),
 			jen.Qual("os", "Exit").Call(jen.Lit(1)),
 		)
@@ -59,7 +62,7 @@ func genMain(f *jen.File, cfg Config) {
 	f.Line()
 	f.Comment("run trains the stage as `moec run` does and prints each step's loss with every digit,")
 	f.Comment("so the two can be compared exactly.")
-	f.Func().Id("run").Params(jen.List(jen.Id("steps"), jen.Id("seed")).Int64(), jen.List(jen.Id("glob"), jen.Id("base"), jen.Id("from")).String(),
+	f.Func().Id("run").Params(jen.List(jen.Id("steps"), jen.Id("seed")).Int64(), jen.List(jen.Id("glob"), jen.Id("base"), jen.Id("from"), jen.Id("lib")).String(),
 		jen.Id("gen").Int(), jen.Id("prompt").String()).Error().BlockFunc(func(g *jen.Group) {
 		g.Var().Id("cfg").Qual(pkgProgram, "Model")
 		g.If(jen.Err().Op(":=").Qual("encoding/json", "Unmarshal").Call(jen.Index().Byte().Parens(jen.Id("modelJSON")), jen.Op("&").Id("cfg")), jen.Err().Op("!=").Nil()).Block(
@@ -88,8 +91,22 @@ func genMain(f *jen.File, cfg Config) {
 		g.Id("op").Op(":=").Make(jen.Index().Qual(pkgOptim, "Param"), jen.Len(jen.Id("ps")))
 		g.For(jen.List(jen.Id("i"), jen.Id("q")).Op(":=").Range().Id("ps")).Block(
 			jen.Id("op").Index(jen.Id("i")).Op("=").Qual(pkgOptim, "Param").Values(jen.Dict{jen.Id("Name"): jen.Id("q").Dot("Name"), jen.Id("Shape"): jen.Id("q").Dot("Shape"), jen.Id("W"): jen.Id("q").Dot("W"), jen.Id("G"): jen.Id("q").Dot("G")}))
-		g.List(jen.Id("adam"), jen.Err()).Op(":=").Qual(pkgOptim, "NewAdamW").Call(jen.Id("optimizerConfig").Call(jen.Id("steps")), jen.Id("op"))
-		g.If(jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Err()))
+		g.Comment("The Go kernels and optim.AdamW, or with -llvm the compiled kernels and AdamW.")
+		g.Var().Id("k").Qual(pkgNN, "Kernels")
+		g.Var().Id("adam").Id("optimizer")
+		g.If(jen.Id("lib").Op("==").Lit("")).Block(
+			jen.List(jen.Id("a"), jen.Err()).Op(":=").Qual(pkgOptim, "NewAdamW").Call(jen.Id("optimizerConfig").Call(jen.Id("steps")), jen.Id("op")),
+			jen.If(jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Err())),
+			jen.Id("adam").Op("=").Id("a"),
+		).Else().Block(
+			jen.List(jen.Id("l"), jen.Err()).Op(":=").Qual(pkgKernelSel, "Open").Call(jen.Id("lib"), jen.Op("&").Id("cfg")),
+			jen.If(jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Err())),
+			jen.Defer().Id("l").Dot("Close").Call(),
+			jen.List(jen.Id("a"), jen.Err()).Op(":=").Id("l").Dot("NewAdamW").Call(jen.Id("optimizerConfig").Call(jen.Id("steps")), jen.Id("op")),
+			jen.If(jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Err())),
+			jen.List(jen.Id("k"), jen.Id("adam")).Op("=").List(jen.Id("l"), jen.Id("a")),
+			jen.Qual("fmt", "Printf").Call(jen.Lit("kernels: compiled (%s)\n"), jen.Id("lib")),
+		)
 		g.Qual("fmt", "Printf").Call(jen.Lit(cfg.Name+": %d parameters in %d layers; %d steps of %d x %d x %d tokens\n"),
 			jen.Id("paramCount"), jen.Id("layers"), jen.Id("steps"), jen.Id("accum"), jen.Id("microBatch"), jen.Id("seqLen"))
 		g.For(jen.Id("step").Op(":=").Int64().Parens(jen.Lit(0)), jen.Id("step").Op("<").Id("steps"), jen.Id("step").Op("++")).BlockFunc(func(g *jen.Group) {
@@ -100,7 +117,7 @@ func genMain(f *jen.File, cfg Config) {
 				jen.If(jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Err())),
 				jen.List(jen.Id("st"), jen.Err()).Op(":=").Id("forwardBackward").Call(jen.Id("m"),
 					jen.Qual(pkgNN, "Batch").Values(jen.Dict{jen.Id("B"): jen.Id("microBatch"), jen.Id("T"): jen.Id("seqLen"), jen.Id("Tokens"): jen.Id("toks")}),
-					jen.Qual(pkgNN, "StepOptions").Values(jen.Dict{jen.Id("Seed"): jen.Id("seed"), jen.Id("Step"): jen.Id("step"), jen.Id("Train"): jen.True()})),
+					jen.Qual(pkgNN, "StepOptions").Values(jen.Dict{jen.Id("Seed"): jen.Id("seed"), jen.Id("Step"): jen.Id("step"), jen.Id("Train"): jen.True()}), jen.Id("k")),
 				jen.If(jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Qual("fmt", "Errorf").Call(jen.Lit("step %d: %w"), jen.Id("step").Op("+").Lit(1), jen.Err()))),
 				jen.Id("loss").Op("+=").Id("st").Dot("Loss").Op("/").Id("accum"),
 				jen.Id("ce").Op("+=").Id("st").Dot("CE").Op("/").Id("accum"),
@@ -121,6 +138,9 @@ func genMain(f *jen.File, cfg Config) {
 		g.Qual("fmt", "Fprintln").Call(jen.Id("out"))
 		g.Return(jen.Qual("errors", "Join").Call(jen.Err(), jen.Id("out").Dot("Flush").Call()))
 	})
+	f.Line()
+	f.Comment("optimizer is what the loop needs of optim.AdamW or kernelsel's compiled AdamW.")
+	f.Type().Id("optimizer").Interface(jen.Id("Step").Params(jen.Id("gradScale").Float64()).Params(jen.Qual(pkgOptim, "StepInfo"), jen.Error()))
 	f.Line()
 	f.Comment("full prints a float with the fewest digits that read back to the same value.")
 	f.Func().Id("full").Params(jen.Id("x").Float64()).String().Block(

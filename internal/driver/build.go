@@ -73,7 +73,7 @@ func Build(l *Loaded, opt BuildOptions) (*BuildResult, diag.List, error) {
 				res.Files = append(res.Files, cg.Files...)
 				res.Files = append(res.Files, cg.Compiled...)
 				if err := emitGo(prog, tr, st, stageDir, res); err != nil {
-					return res, diags, fmt.Errorf("Go program for stage %s: %w", st.Name, err)
+					return res, diags, fmt.Errorf("generating the Go program for stage %s: %w", st.Name, err)
 				}
 				for _, n := range cg.Notes {
 					res.Notes = appendOnce(res.Notes, n)

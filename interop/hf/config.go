@@ -39,6 +39,10 @@ var archOf = map[string]struct {
 	"qwen3":       {Llama, "Qwen3ForCausalLM"},
 }
 
+// maxLayers bounds num_hidden_layers: far above any released model, low enough that a
+// mistyped config cannot make the import allocate per-layer tables without end.
+const maxLayers = 100_000
+
 // spec is the model a config describes, in moec's terms, before it is written as source.
 type spec struct {
 	modelType, class string
@@ -98,6 +102,10 @@ func readSpec(r *reader) (*spec, error) {
 	s.vocab = r.required("vocab_size")
 	s.dModel = r.required("hidden_size")
 	s.layers = int(r.required("num_hidden_layers"))
+	if s.layers > maxLayers {
+		r.bad("num_hidden_layers", "%d layers is more than moec imports (%d)", s.layers, maxLayers)
+		s.layers = 0
+	}
 	s.heads = int(r.required("num_attention_heads"))
 	s.kvHeads = int(r.integer("num_key_value_heads", int64(s.heads)))
 	s.headDim = r.integer("head_dim", 0)
@@ -117,6 +125,9 @@ func readSpec(r *reader) (*spec, error) {
 	} else {
 		r.inexpressible("hidden_act", fmt.Sprintf("activation %q", act), "moec's gated activations are SiLU (swiglu) and erf GELU (geglu)", 0)
 		s.activation = "swiglu"
+	}
+	if r.boolean("is_encoder_decoder", false) {
+		r.inexpressible("is_encoder_decoder", "an encoder-decoder model", "the architectures imported here are decoder-only", 0)
 	}
 	r.zero("attention_dropout", "attention dropout")
 	r.zero("hidden_dropout", "hidden dropout")
@@ -221,18 +232,38 @@ func (s *spec) ropeScaling(r *reader) {
 		}
 		effect = fmt.Sprintf("moec imports the model at its original context, seq_len = original_max_position_embeddings = %s", v)
 	}
-	r.inexpressible("rope_scaling", fmt.Sprintf("%s rotary scaling %s", kind, compact(raw)), effect, 0)
+	r.inexpressible("rope_scaling", fmt.Sprintf("%s rotary scaling %s", kind, compactFull(raw)), effect, 0)
 }
 
 func (s *spec) slidingWindow(r *reader) {
 	use := r.boolean("use_sliding_window", true)
 	w := r.integer("sliding_window", 0)
-	if !use {
+	// Qwen applies the window only from layer max_window_layers on; newer configs spell
+	// the same per layer in layer_types.
+	from := int(r.integer("max_window_layers", 0))
+	var types []string
+	if raw := r.take("layer_types"); raw != nil {
+		if err := json.Unmarshal(raw, &types); err != nil {
+			r.bad("layer_types", "want a list of strings, have %s", compact(raw))
+		}
+	}
+	windowed := 0
+	for _, t := range types {
+		if t != "full_attention" {
+			windowed++
+		}
+	}
+	if !use || w <= 0 || w >= s.seqLen || (from >= s.layers && r.present("max_window_layers")) {
+		if windowed > 0 {
+			r.inexpressible("layer_types", fmt.Sprintf("%d layers of kind other than full_attention", windowed), "moec's layers all attend alike", 0)
+		}
 		return
 	}
-	if w > 0 && w < s.seqLen {
-		s.window = w
+	if from > 0 && from < s.layers {
+		r.inexpressible("max_window_layers", fmt.Sprintf("a sliding window of %d only from layer %d on", w, from), "moec's window applies to every layer", 0)
+		return
 	}
+	s.window = w
 }
 
 func (s *spec) attentionBias(r *reader) {

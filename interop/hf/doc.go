@@ -9,11 +9,13 @@
 // Options.Drop, and each dropped field is then written into the header comment with what it
 // changes (a parameter-count difference is stated exactly).
 //
-// Weights: ImportCheckpoint reads a Hugging Face folder (config.json and *.safetensors) and
-// writes a moec checkpoint directory (runtime/checkpoint) whose tensors carry moec's names.
+// Weights: ImportCheckpoint reads a Hugging Face folder (config.json and *.safetensors,
+// sharded or not, F32/BF16/F16) of a Llama, Mistral, Qwen2, Qwen3, Mixtral or Qwen3-MoE model
+// and writes a moec checkpoint (runtime/checkpoint) whose tensors carry moec's names.
 // Export reads a moec checkpoint and writes config.json plus model.safetensors in the layout
 // the matching transformers class loads (MixtralForCausalLM for a Mixtral-shaped model,
-// LlamaForCausalLM for a dense one). A model using features transformers has no class for
+// Qwen3MoeForCausalLM for one with per-head q/k norms, LlamaForCausalLM or
+// Qwen3ForCausalLM for a dense one). A model using features transformers has no class for
 // (token-embedding routing, attention-weight sharing, talking heads, ...) is exported in the
 // moec layout instead, with the reasons returned and written down. Every export writes
 // export_manifest.json: each tensor's source and destination name, shape and SHA-256, and

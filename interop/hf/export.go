@@ -36,6 +36,7 @@ type ExportManifest struct {
 	Layout      Layout         `json:"layout"`
 	Class       string         `json:"class,omitempty"`       // the transformers class; "" for the moec layout
 	Unsupported []string       `json:"unsupported,omitempty"` // why no transformers class holds the model
+	Notes       []string       `json:"notes,omitempty"`       // where the class computes differently from moec's training
 	Source      ExportSource   `json:"source"`
 	Tensors     []TensorEntry  `json:"tensors"`
 	Experts     []ExpertEntry  `json:"experts"`
@@ -92,6 +93,9 @@ func Export(ckpt, out string) (*ExportManifest, error) {
 		Format: ManifestFormat, Layout: layout, Class: classOf[layout], Unsupported: gaps, Model: m,
 		Source: ExportSource{Train: c.Manifest.Train, Stage: c.Manifest.Stage, Step: c.Manifest.Step, ConfigHash: c.Manifest.ConfigHash},
 	}
+	if layout != LayoutMoec {
+		man.Notes = exportNotes(m)
+	}
 	tensors := c.Model
 	if layout != LayoutMoec {
 		if tensors, err = arrange(c.Model, m, layout); err != nil {
@@ -105,7 +109,7 @@ func Export(ckpt, out string) (*ExportManifest, error) {
 		man.Tensors = append(man.Tensors, TensorEntry{Name: name, From: t.Name, Shape: t.Shape, SHA256: tensorHash(t.Data)})
 	}
 	man.Experts = expertSets(man.Tensors)
-	if err := emptyDir(out); err != nil {
+	if err := emptyDir(out, ErrExport); err != nil {
 		return nil, err
 	}
 	write := func(name string, b []byte) error {
@@ -236,18 +240,18 @@ func tensorHash(data []float32) string {
 
 // emptyDir makes dir, or accepts it when it exists and is empty: an export never
 // overwrites files.
-func emptyDir(dir string) error {
+func emptyDir(dir string, code diag.Code) error {
 	ents, err := os.ReadDir(dir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return diag.RuntimeWrap(ErrExport, err, "creating %s", dir)
+			return diag.RuntimeWrap(code, err, "creating %s", dir)
 		}
 		return nil
 	case err != nil:
-		return diag.RuntimeWrap(ErrExport, err, "output %s", dir)
+		return diag.RuntimeWrap(code, err, "output %s", dir)
 	case len(ents) > 0:
-		return &diag.RuntimeError{Code: ErrExport, Message: fmt.Sprintf("output directory %s is not empty", dir), Suggestion: "name a new directory"}
+		return &diag.RuntimeError{Code: code, Message: fmt.Sprintf("output directory %s is not empty", dir), Suggestion: "name a new directory"}
 	}
 	return nil
 }
@@ -312,4 +316,17 @@ func hfConfig(m *program.Model, l Layout) map[string]any {
 		cfg["sliding_window"] = nil
 	}
 	return cfg
+}
+
+// exportNotes says where the transformers class computes differently from how moec
+// trained m, although it holds the same weights.
+func exportNotes(m *program.Model) []string {
+	var notes []string
+	if e := m.MoE; e != nil && e.Experts > 0 && !e.Dropless() {
+		notes = append(notes, fmt.Sprintf("moec trained with capacity_factor %v (assignments over an expert's capacity dropped); transformers drops no token", e.CapacityFactor))
+	}
+	if m.PaddedVocab() != m.Vocab {
+		notes = append(notes, fmt.Sprintf("vocab_size is the padded %d rows (vocab %d padded to a multiple of %d)", m.PaddedVocab(), m.Vocab, m.VocabPadTo))
+	}
+	return notes
 }

@@ -164,6 +164,9 @@ func TestImportErrors(t *testing.T) {
 		{"missing", edit(`"num_local_experts": 8,`, ``), ErrBadConfig, []string{"num_local_experts: missing"}},
 		{"architecture", edit(`"model_type": "mixtral"`, `"model_type": "mixtrall"`), ErrUnknownArchitecture, []string{`"mixtrall"`, `did you mean "mixtral"?`}},
 		{"not json", []byte(`[1, 2]`), ErrBadConfig, []string{"not a JSON object"}},
+		{"partial window", edit(`"sliding_window": null`, `"sliding_window": 4096, "max_window_layers": 28`),
+			ErrInexpressible, []string{"max_window_layers", "a sliding window of 4096 only from layer 28 on"}},
+		{"encoder-decoder", edit(`"use_cache": true`, `"use_cache": true, "is_encoder_decoder": true`), ErrInexpressible, []string{"is_encoder_decoder"}},
 		{"moec rule", edit(`"num_attention_heads": 32`, `"num_attention_heads": 30`), ErrBadConfig, []string{"does not pass moec check"}},
 	} {
 		_, err := ImportConfig(tc.config, Options{})
@@ -197,4 +200,58 @@ func TestDropNotesTheField(t *testing.T) {
 			t.Errorf("output lacks %q:\n%s", w, res.Source)
 		}
 	}
+}
+
+// TestImportWindow checks that a sliding window on every layer is imported as window.
+func TestImportWindow(t *testing.T) {
+	cfg := strings.Replace(string(readConfig(t, "mixtral-8x7b.json")), `"sliding_window": null`, `"sliding_window": 4096`, 1)
+	res, err := ImportConfig([]byte(cfg), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Model.Attention.Window != 4096 {
+		t.Errorf("window = %d, want 4096", res.Model.Attention.Window)
+	}
+}
+
+func TestRuleFor(t *testing.T) {
+	for _, tc := range []struct {
+		layers       []int
+		n            int
+		every, first int
+		ok           bool
+	}{
+		{[]int{0, 1, 2, 3}, 4, 1, 0, true},
+		{[]int{3, 4, 5}, 6, 1, 3, true},
+		{[]int{1, 3, 5}, 6, 2, 0, true},
+		{[]int{2, 5}, 6, 3, 0, true},
+		{[]int{0, 2, 4}, 6, 0, 0, false}, // DeepSeek's moe_layer_freq 2: layer 0 is MoE
+		{[]int{5}, 6, 1, 5, true},
+		{[]int{2}, 6, 0, 0, false},
+		{[]int{1, 2, 4}, 6, 0, 0, false},
+	} {
+		every, first, ok := ruleFor(tc.layers, tc.n)
+		if every != tc.every || first != tc.first || ok != tc.ok {
+			t.Errorf("ruleFor(%v, %d) = %d, %d, %v; want %d, %d, %v", tc.layers, tc.n, every, first, ok, tc.every, tc.first, tc.ok)
+		}
+	}
+}
+
+// FuzzImportConfig checks that no config.json makes the import panic: every outcome is a
+// result that passed moec check or an error.
+func FuzzImportConfig(f *testing.F) {
+	for _, p := range published {
+		b, err := os.ReadFile(filepath.Join("testdata", "configs", p.file))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte(`{"model_type": "mixtral", "num_hidden_layers": 1e300}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		res, err := ImportConfig(b, Options{Drop: []string{"rope_scaling"}})
+		if err == nil && (res == nil || res.Model == nil || len(res.Source) == 0) {
+			t.Fatalf("no error and no result")
+		}
+	})
 }

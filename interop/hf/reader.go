@@ -57,7 +57,7 @@ var metadataKeys = map[string]bool{
 	"pad_token_id": true, "initializer_range": true, "use_cache": true,
 	"output_router_logits": true, "auto_map": true, "tokenizer_class": true,
 	"return_dict": true, "output_hidden_states": true, "output_attentions": true,
-	"is_encoder_decoder": false, "dtype": true, "ep_size": true, "max_window_layers": true,
+	"dtype": true, "ep_size": true,
 }
 
 // reader hands out config fields and remembers which were read, so that every field left
@@ -105,7 +105,11 @@ func (r *reader) inexpressible(field, what, effect string, paramDelta int64) {
 		r.delta += paramDelta
 		return
 	}
-	r.issues = append(r.issues, Issue{Field: field, Code: ErrInexpressible, Message: what + "; " + effect, Droppable: true})
+	msg := what + "; without it, " + effect
+	if paramDelta != 0 {
+		msg += fmt.Sprintf(" (%d checkpoint parameters would have no place)", paramDelta)
+	}
+	r.issues = append(r.issues, Issue{Field: field, Code: ErrInexpressible, Message: msg, Droppable: true})
 }
 
 func (r *reader) present(key string) bool {
@@ -239,14 +243,20 @@ func (r *reader) leftovers() {
 	}
 }
 
+// compact is raw without spaces, shortened for a message.
 func compact(raw json.RawMessage) string {
-	var b bytes.Buffer
-	if err := json.Compact(&b, raw); err != nil {
-		return string(raw)
-	}
-	s := b.String()
+	s := compactFull(raw)
 	if len(s) > 60 {
 		s = s[:57] + "..."
 	}
 	return s
+}
+
+// compactFull is raw without spaces.
+func compactFull(raw json.RawMessage) string {
+	var b bytes.Buffer
+	if err := json.Compact(&b, raw); err != nil {
+		return string(raw)
+	}
+	return b.String()
 }

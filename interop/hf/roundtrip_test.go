@@ -2,6 +2,7 @@ package hf
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"math"
 	"os"
@@ -238,5 +239,74 @@ func TestImportCheckpointRefusesMismatch(t *testing.T) {
 	_, err := ImportCheckpoint(out, filepath.Join(t.TempDir(), "imp"), Options{})
 	if diag.CodeOf(err) != ErrWeights || !strings.Contains(err.Error(), "gate.weight has shape [4 32], the model needs [5 32]") {
 		t.Errorf("err = %v, want %s naming the router of the wrong shape", err, ErrWeights)
+	}
+}
+
+// encodeBF16 writes tensors as a BF16 safetensors file (as Hugging Face releases are),
+// truncating each value to its top 16 bits; it returns the values the file holds.
+func encodeBF16(t *testing.T, ts []safetensors.Tensor) ([]byte, map[string][]float32) {
+	t.Helper()
+	header := map[string]any{"__metadata__": map[string]string{"format": "pt"}}
+	var data []byte
+	held := map[string][]float32{}
+	for _, tn := range ts {
+		begin := len(data)
+		vals := make([]float32, len(tn.Data))
+		for i, v := range tn.Data {
+			hi := math.Float32bits(v) >> 16
+			data = append(data, byte(hi), byte(hi>>8))
+			vals[i] = math.Float32frombits(hi << 16)
+		}
+		held[tn.Name] = vals
+		header[tn.Name] = map[string]any{"dtype": "BF16", "shape": tn.Shape, "data_offsets": []int{begin, len(data)}}
+	}
+	hj, err := json.Marshal(header)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]byte, 8, 8+len(hj)+len(data))
+	binary.LittleEndian.PutUint64(out, uint64(len(hj)))
+	return append(append(out, hj...), data...), held
+}
+
+// TestImportShardedBF16 imports a folder whose weights are split over two files, one of
+// them BF16: every value arrives exactly (BF16 widens to float32 without rounding).
+func TestImportShardedBF16(t *testing.T) {
+	dir, _ := saveCheckpoint(t, tinyModel(t, "tiny_mixtral"))
+	out := filepath.Join(t.TempDir(), "hf")
+	if _, err := Export(dir, out); err != nil {
+		t.Fatal(err)
+	}
+	f, err := safetensors.ReadFile(filepath.Join(out, WeightsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	half := len(f.Tensors) / 2
+	first, held := encodeBF16(t, f.Tensors[:half])
+	second, err := safetensors.Encode(f.Tensors[half:], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, t2 := range f.Tensors[half:] {
+		held[t2.Name] = t2.Data
+	}
+	os.Remove(filepath.Join(out, WeightsFile))
+	os.WriteFile(filepath.Join(out, "model-00001-of-00002.safetensors"), first, 0o644)
+	os.WriteFile(filepath.Join(out, "model-00002-of-00002.safetensors"), second, 0o644)
+	imp, err := ImportCheckpoint(out, filepath.Join(t.TempDir(), "imp"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := checkpoint.Load(imp.Checkpoint, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(back.Model) != len(f.Tensors) {
+		t.Fatalf("%d tensors imported, %d in the folder", len(back.Model), len(f.Tensors))
+	}
+	for _, tn := range back.Model {
+		if !bitsEqual(tn.Data, held[tn.Name]) {
+			t.Errorf("tensor %s differs from the folder's values", tn.Name)
+		}
 	}
 }

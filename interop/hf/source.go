@@ -94,7 +94,9 @@ func (s *spec) source(name string, notes []string) []byte {
 		b.WriteString("// A dense model: one expert per layer. A train stage may grow it (grow = copy).\n")
 	}
 	for _, n := range notes {
-		fmt.Fprintf(&b, "// %s\n", n)
+		for _, line := range wrap(n, 96) {
+			fmt.Fprintf(&b, "// %s\n", line)
+		}
 	}
 	fmt.Fprintf(&b, "model %s {\n", name)
 	kv := func(indent, k string, v any) { fmt.Fprintf(&b, "%s%s = %s\n", indent, k, value(v)) }
@@ -194,25 +196,32 @@ func (s *spec) source(name string, notes []string) []byte {
 	return []byte(b.String())
 }
 
-// ruleFor finds every and first_dense that make exactly layers MoE by moec's rule.
+// ruleFor finds every and first_dense that make exactly layers (sorted) MoE by moec's rule:
+// the gap between the first two MoE layers is every, and first_dense puts the first one
+// last in its group. Anything else is written as an explicit list.
 func ruleFor(layers []int, n int) (every, first int, ok bool) {
-	in := map[int]bool{}
+	if len(layers) == 0 {
+		return 0, 0, false
+	}
+	every = 1
+	if len(layers) > 1 {
+		every = layers[1] - layers[0]
+	}
+	first = layers[0] - (every - 1)
+	if every < 1 || first < 0 {
+		return 0, 0, false
+	}
+	in := make(map[int]bool, len(layers))
 	for _, l := range layers {
 		in[l] = true
 	}
-	for every = 1; every <= n; every++ {
-		for first = 0; first < n; first++ {
-			m := &program.MoE{Experts: 2, Every: every, FirstDense: first}
-			match := true
-			for i := 0; i < n && match; i++ {
-				match = m.IsMoELayer(i) == in[i]
-			}
-			if match {
-				return every, first, true
-			}
+	m := &program.MoE{Experts: 2, Every: every, FirstDense: first}
+	for i := 0; i < n; i++ {
+		if m.IsMoELayer(i) != in[i] {
+			return 0, 0, false
 		}
 	}
-	return 0, 0, false
+	return every, first, true
 }
 
 // value writes a Go value as .moe text: floats in their shortest exact form.
@@ -230,4 +239,26 @@ func value(v any) string {
 	default:
 		return fmt.Sprint(x)
 	}
+}
+
+// wrap breaks text into lines of at most width bytes at spaces (a longer word stays whole);
+// continuation lines are indented so a note reads as one item.
+func wrap(text string, width int) []string {
+	var lines []string
+	line := ""
+	for _, w := range strings.Fields(text) {
+		switch {
+		case line == "":
+			line = w
+		case len(line)+1+len(w) > width:
+			lines = append(lines, line)
+			line = "  " + w
+		default:
+			line += " " + w
+		}
+	}
+	if line != "" {
+		lines = append(lines, line)
+	}
+	return lines
 }

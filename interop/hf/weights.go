@@ -30,7 +30,8 @@ type CheckpointResult struct {
 
 // ImportCheckpoint converts the Hugging Face folder hfDir (config.json and *.safetensors)
 // into out: out/NAME.moe (the imported model) and a moec checkpoint under
-// out/checkpoints, which `moec eval`, `moec generate` and Export read. Every tensor of the
+// out/checkpoints, which `moec eval`, `moec generate` and Export read. out must be absent
+// or empty. Every tensor of the
 // folder must be one of the model's, with its shape, and every one of the model's present.
 func ImportCheckpoint(hfDir, out string, opt Options) (*CheckpointResult, error) {
 	cfg, err := os.ReadFile(filepath.Join(hfDir, ConfigFile))
@@ -97,8 +98,8 @@ func ImportCheckpoint(hfDir, out string, opt Options) (*CheckpointResult, error)
 		},
 		Model: ts,
 	}
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		return nil, diag.RuntimeWrap(ErrWeights, err, "creating %s", out)
+	if err := emptyDir(out, ErrWeights); err != nil {
+		return nil, err
 	}
 	srcFile := filepath.Join(out, name+".moe")
 	if err := os.WriteFile(srcFile, res.Source, 0o644); err != nil {

@@ -222,12 +222,17 @@ func (b *builder) moe(m *program.Model, t *program.Train, st *program.Stage, pro
 		b.add("--moe-layer-freq", freq)
 	}
 	b.add("--moe-router-score-function", string(e.Score))
+	// Megatron's softmax router takes the top k logits and then a softmax over them (moec's
+	// normalize = true), or with --moe-router-pre-softmax a softmax over every expert and
+	// then the top k as they are (normalize = false; for top-1 the Switch gate). Its sigmoid
+	// router renormalises the top k when k > 1 and not when k = 1.
 	switch {
-	case e.Score == program.Softmax && !e.Normalize && e.TopK > 1:
-		// Softmax over every expert, then the top k unrenormalised.
+	case e.Score == program.Softmax && !e.Normalize:
 		b.flag("--moe-router-pre-softmax")
 	case e.Score == program.Sigmoid && !e.Normalize && e.TopK > 1:
 		b.unsupported(true, "sigmoid scores without renormalising the top-k gates (Megatron renormalises sigmoid top-k scores)")
+	case e.Score == program.Sigmoid && e.Normalize && e.TopK == 1:
+		b.unsupported(true, "a renormalised top-1 sigmoid gate (always 1; Megatron keeps the sigmoid score)")
 	}
 	if e.BalanceLoss > 0 {
 		b.add("--moe-router-load-balancing-type", "aux_loss")

@@ -207,6 +207,13 @@ func TestLaunchValues(t *testing.T) {
 	if got, _ := arg(tr, "--moe-layer-freq"); got != "([0]*1+[1]*1)*13" {
 		t.Errorf("hunyuan --moe-layer-freq = %q, want ([0]*1+[1]*1)*13 (MoE in every second layer)", got)
 	}
+	// Top-1 softmax without renormalising is the Switch gate: the softmax comes first.
+	if _, ok := arg(tr, "--moe-router-pre-softmax"); !ok {
+		t.Errorf("hunyuan (top-1, normalize = false): want --moe-router-pre-softmax")
+	}
+	if _, ok := arg(mx, "--moe-router-pre-softmax"); ok {
+		t.Errorf("mixtral (renormalised top-2): --moe-router-pre-softmax written")
+	}
 	hb := launch(t, hy, "hunyuan_1t", "hundred_billion")
 	if _, ok := arg(hb, "--moe-use-upcycling"); !ok {
 		t.Errorf("hundred_billion grows from the dense stage: want --moe-use-upcycling")
@@ -257,4 +264,43 @@ func evalPattern(t *testing.T, s string) []int {
 		out = append(out, one...)
 	}
 	return out
+}
+
+// TestUnsupportedListed checks that each feature Megatron's arguments cannot express is
+// listed, not dropped.
+func TestUnsupportedListed(t *testing.T) {
+	const src = `
+model odd {
+  vocab = 1000; d_model = 256; layers = 4; seq_len = 512
+  norm_placement = sandwich; position = relative
+  attention { heads = 4; window = 128; sinks = true; share_kv = 2; qkv_bias = true }
+  ffn { hidden = 512; activation = geglu; bias = true }
+  moe { experts = 8; top_k = 2; score = sigmoid; normalize = false; parallel_dense = true; router_bias = true }
+}
+cluster c { nodes = 2; gpus_per_node = 8; gpu = a100_80gb; host_memory = 1TB; network = 200Gbps; nvme = 4TB; nvme_bandwidth = 5GB/s }
+train odd on c {
+  tokens_per_batch = 64 * 512
+  optimizer = adam { lr = 1e-3; weight_decay = 0.01 }
+  memory = zero(3, offload = nvme)
+  data = "x/*.txt"
+  stage a { experts = 8; tokens = 1B }
+}
+`
+	dir := t.TempDir()
+	path := filepath.Join(dir, "odd.moe")
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l := launch(t, load(t, path), "odd", "a")
+	all := strings.Join(l.Unsupported, "\n")
+	for _, w := range []string{
+		"norm_placement = sandwich", "position = relative", "sliding attention window",
+		"attention sinks", "cross-layer K/V sharing", "ffn activation geglu",
+		"sigmoid scores without renormalising", "parallel_dense", "a router bias",
+		"biases on some linear layers", "ZeRO-3", "offload to NVMe", "Adam with L2 weight decay",
+	} {
+		if !strings.Contains(all, w) {
+			t.Errorf("unsupported list lacks %q:\n%s", w, all)
+		}
+	}
 }

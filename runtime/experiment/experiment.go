@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"path/filepath"
 	"sort"
 	"time"
@@ -31,6 +32,10 @@ type Options struct {
 	// stability are measured on [64].
 	ValWindows int
 	Progress   io.Writer // one line per run; nil = quiet
+	// Fresh retrains every run. Otherwise a run directory left by an earlier invocation
+	// with the same configuration is continued (or, when finished, only read), so an
+	// interrupted `make experiments` picks up where it stopped.
+	Fresh bool
 }
 
 // Result holds every experiment that ran.
@@ -346,13 +351,22 @@ func runArm(ctx context.Context, opt Options, ex *program.Experiment, s *armSpec
 	var last *train.Result
 	var stepTimes []float64
 	start := time.Now()
+	fresh := opt.Fresh
 	for i, st := range s.chain {
 		dir := filepath.Join(root, st.Name)
 		sd := seed
 		steps := s.arm.Steps[i]
-		r, err := train.Run(ctx, train.Options{Program: s.prog, TrainName: ex.Train, StageName: st.Name, BaseDir: opt.BaseDir,
-			Steps: steps, OutDir: dir, Force: true, From: prevDir, Seed: &sd, CheckpointEvery: steps, Keep: 1,
-			ValWindows: opt.ValWindows})
+		var r *train.Result
+		var err error
+		if !fresh {
+			r, err = reuse(ctx, s.prog, dir, steps, opt)
+			fresh = r == nil && err == nil // a stage retrained: the stages grown from it must be too
+		}
+		if r == nil && err == nil {
+			r, err = train.Run(ctx, train.Options{Program: s.prog, TrainName: ex.Train, StageName: st.Name, BaseDir: opt.BaseDir,
+				Steps: steps, OutDir: dir, Force: true, From: prevDir, Seed: &sd, CheckpointEvery: steps, Keep: 1,
+				ValWindows: opt.ValWindows})
+		}
 		if err != nil {
 			return nil, fmt.Errorf("stage %s: %w", st.Name, err)
 		}
@@ -398,15 +412,35 @@ func runArm(ctx context.Context, opt Options, ex *program.Experiment, s *armSpec
 	return run, nil
 }
 
+// reuse continues the run in dir when an earlier invocation left one with the same
+// configuration (runtime/train compares the configuration hash); it returns nil, nil when
+// the run must start afresh.
+func reuse(ctx context.Context, prog *program.Program, dir string, steps int64, opt Options) (*train.Result, error) {
+	if _, err := os.Stat(filepath.Join(dir, train.SpecFile)); err != nil {
+		return nil, nil
+	}
+	r, err := train.Run(ctx, train.Options{Program: prog, Resume: dir, Steps: steps, ValWindows: opt.ValWindows})
+	if err != nil {
+		if diag.CodeOf(err) == diag.ErrCheckpointMismatch {
+			return nil, nil // another budget or configuration: retrain
+		}
+		return nil, err
+	}
+	if r.Steps != steps {
+		return nil, nil
+	}
+	return r, nil
+}
+
 func median(x []float64) float64 {
 	if len(x) == 0 {
 		return math.NaN()
 	}
 	y := append([]float64(nil), x...)
 	sort.Float64s(y)
-	if n := len(y); n%2 == 1 {
+	n := len(y)
+	if n%2 == 1 {
 		return y[n/2]
-	} else {
-		return (y[n/2-1] + y[n/2]) / 2
 	}
+	return (y[n/2-1] + y[n/2]) / 2
 }

@@ -137,3 +137,38 @@ func TestBadOverrideIsAnError(t *testing.T) {
 		t.Fatalf("experts = 0 override: %v", err)
 	}
 }
+
+// TestReuse: a second invocation reads finished runs instead of retraining them (their
+// measured step times come back unchanged), a changed budget retrains, and Fresh retrains.
+func TestReuse(t *testing.T) {
+	opt := load(t, "testdata/tiny.moe")
+	opt.Only, opt.Seeds = []string{"growth"}, []int64{1}
+	first, err := Run(context.Background(), opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := Run(context.Background(), opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := first.Experiments[0].Arms[1].Trials[0], again.Experiments[0].Arms[1].Trials[0]
+	if a.StepTime != b.StepTime || a.ValLoss != b.ValLoss || a.Seconds != b.Seconds {
+		t.Errorf("finished curriculum was not reused: %+v vs %+v", a, b)
+	}
+	opt.Fresh = true
+	fresh, err := Run(context.Background(), opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := fresh.Experiments[0].Arms[1].Trials[0]; c.Seconds == a.Seconds || c.ValLoss != a.ValLoss {
+		t.Errorf("fresh run: %v s (was %v), val loss %v (was %v): want retrained, same numbers", c.Seconds, a.Seconds, c.ValLoss, a.ValLoss)
+	}
+	opt.Fresh, opt.Tokens = false, 4*128
+	smaller, err := Run(context.Background(), opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := smaller.Experiments[0].Arms[0].Trials[0]; c.Tokens != 4*128 {
+		t.Errorf("changed budget: %d tokens, want %d", c.Tokens, 4*128)
+	}
+}

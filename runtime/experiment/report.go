@@ -151,6 +151,7 @@ func writeExperiment(b *bytes.Buffer, o *Outcome, dir string) error {
 		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", a.Name, overrides(a.Overrides), strings.Join(stages, " → "),
 			count(tok.Mean), count(fl.Mean), fmtSummary(v, 4, 1), dv, vv, fmtSummary(t, 1, 1000), dt, vt)
 	}
+	writeReach(b, o)
 	if hasStability(o) {
 		b.WriteString("\nRouting stability (fraction of a token's occurrences routed to its most frequent expert, first choice, validation text), per MoE layer:\n\n")
 		b.WriteString("| arm | experts | per layer |\n|---|---|---|\n")
@@ -219,6 +220,13 @@ func meanCurve(a *Arm, xf func(Point) float64) plot.Series {
 		x[i] /= float64(len(a.Trials))
 		y[i] /= float64(len(a.Trials))
 	}
+	return plot.Series{Name: a.Name, X: x, Y: smooth(y)}
+}
+
+// smooth is a trailing mean over about 4% of the points: single steps are too noisy to
+// read a curve from, and a trailing window never borrows from the future.
+func smooth(y []float64) []float64 {
+	n := len(y)
 	w := max(1, n/25)
 	sm := make([]float64, n)
 	sum := 0.0
@@ -229,7 +237,60 @@ func meanCurve(a *Arm, xf func(Point) float64) plot.Series {
 		}
 		sm[i] = sum / float64(min(i+1, w))
 	}
-	return plot.Series{Name: a.Name, X: x, Y: sm}
+	return sm
+}
+
+// writeReach reports how much training each arm needed to reach the baseline's final
+// training loss (smoothed; the highest over the baseline's seeds): convergence speed in
+// tokens and FLOPs, as a fraction of what the baseline spent.
+func writeReach(b *bytes.Buffer, o *Outcome) {
+	base := o.Arms[0]
+	var finals []float64
+	for _, t := range base.Trials {
+		if sm := smooth(losses(t.Curve)); len(sm) > 0 {
+			finals = append(finals, sm[len(sm)-1])
+		}
+	}
+	if len(o.Arms) < 2 || len(finals) == 0 {
+		return
+	}
+	// The worst baseline seed's final loss: a level every baseline seed reached.
+	target := summarize(finals).Max
+	baseTok := base.summary(func(t *Trial) float64 { return float64(t.Tokens) }).Mean
+	baseFL := base.summary(func(t *Trial) float64 { return t.FLOPs }).Mean
+	fmt.Fprintf(b, "\nTraining needed to reach the baseline's final training loss (%.4f: smoothed, the highest over its seeds), as a share of the baseline's tokens and FLOPs:\n\n", target)
+	b.WriteString("| arm | seeds that reached it | tokens | FLOPs |\n|---|---|---|---|\n")
+	for _, a := range o.Arms {
+		var tok, fl []float64
+		for _, t := range a.Trials {
+			sm := smooth(losses(t.Curve))
+			for i, v := range sm {
+				if v <= target {
+					tok, fl = append(tok, t.Curve[i].Tokens/baseTok), append(fl, t.Curve[i].FLOPs/baseFL)
+					break
+				}
+			}
+		}
+		fmt.Fprintf(b, "| %s | %d of %d | %s | %s |\n", a.Name, len(tok), len(a.Trials), fmtShare(summarize(tok)), fmtShare(summarize(fl)))
+	}
+}
+
+func losses(c []Point) []float64 {
+	y := make([]float64, len(c))
+	for i, p := range c {
+		y[i] = p.Loss
+	}
+	return y
+}
+
+func fmtShare(s Summary) string {
+	if s.N == 0 {
+		return "not reached"
+	}
+	if s.N == 1 {
+		return fmt.Sprintf("%.0f%%", 100*s.Mean)
+	}
+	return fmt.Sprintf("%.0f%% [%.0f%%, %.0f%%]", 100*s.Mean, 100*s.Min, 100*s.Max)
 }
 
 // writeScaling adds a scaling table and plot when the arms differ in exactly one key and
@@ -251,7 +312,7 @@ func writeScaling(b *bytes.Buffer, o *Outcome, dir string) error {
 	}
 	sort.Slice(pts, func(i, j int) bool { return pts[i].v < pts[j].v })
 	fmt.Fprintf(b, "\nScaling in `%s`:\n\n| %s | val loss | gain over previous | verdict |\n|---|---|---|---|\n", key, key)
-	flat := ""
+	flat, firstFlat := "", false
 	var xs, mean, lo, hi []float64
 	for i, p := range pts {
 		s := p.a.ValLoss()
@@ -262,16 +323,19 @@ func writeScaling(b *bytes.Buffer, o *Outcome, dir string) error {
 			cmp := Compare(s, prev)
 			verdict = cmp.String()
 			if cmp != Lower && flat == "" {
-				flat = fmt.Sprintf("%g → %g", pts[i-1].v, p.v)
+				flat, firstFlat = fmt.Sprintf("%g → %g", pts[i-1].v, p.v), i == 1
 			}
 		}
 		fmt.Fprintf(b, "| %g | %s | %s | %s |\n", p.v, fmtSummary(s, 4, 1), gain, verdict)
 		xs = append(xs, math.Log2(p.v))
 		mean, lo, hi = append(mean, s.Mean), append(lo, s.Min), append(hi, s.Max)
 	}
-	if flat == "" {
+	switch {
+	case flat == "":
 		fmt.Fprintf(b, "\nEvery step in %s gave a real gain: no flattening within this range.\n", key)
-	} else {
+	case firstFlat:
+		fmt.Fprintf(b, "\nNot even the first step (%s = %s) gave a gain beyond the spread over seeds: at this scale and budget no flattening point can be told apart.\n", key, flat)
+	default:
 		fmt.Fprintf(b, "\nThe first step without a real gain is %s = %s: the curve flattens there at this scale and budget.\n", key, flat)
 	}
 	name := o.Experiment.Name + "-scaling.png"

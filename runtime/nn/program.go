@@ -25,6 +25,9 @@ type Schedule struct {
 	st    Stats
 	phase stepPhase
 	next  int // the layer the next LayerForward or LayerBackward must name
+	// k, when set (BeginStepWith), runs the kernels it covers in place of the Go ones.
+	k  Kernels
+	kx *kernelScratch
 }
 
 type stepPhase int
@@ -59,7 +62,10 @@ func (s *Schedule) LayerForward(l int) error {
 	if s.phase != phaseLayersFwd || l != s.next || l >= len(s.c.layers) {
 		return s.outOfTurn(fmt.Sprintf("LayerForward(%d)", l))
 	}
-	s.c.layerForward(l, s.w, s.o, &s.st)
+	if err := s.c.layerForward(l, s.w, s.o, &s.st, s.k); err != nil {
+		s.phase = phaseDone
+		return err
+	}
 	s.next++
 	return nil
 }
@@ -70,7 +76,10 @@ func (s *Schedule) HeadForward() (Stats, error) {
 	if s.phase != phaseLayersFwd || s.next != len(s.c.layers) {
 		return s.st, s.outOfTurn("HeadForward")
 	}
-	s.c.headForward(s.b, s.w, &s.st)
+	if err := s.c.headForward(s.b, s.w, &s.st, s.k, s.kx); err != nil {
+		s.phase = phaseDone
+		return s.st, err
+	}
 	s.phase = phaseHeadBack
 	if math.IsNaN(s.st.Loss) || math.IsInf(s.st.Loss, 0) {
 		s.phase = phaseDone
@@ -85,7 +94,10 @@ func (s *Schedule) HeadBackward() error {
 	if s.phase != phaseHeadBack {
 		return s.outOfTurn("HeadBackward")
 	}
-	s.c.headBackward(s.b, s.w)
+	if err := s.c.headBackward(s.b, s.w, s.k, s.kx); err != nil {
+		s.phase = phaseDone
+		return err
+	}
 	s.phase, s.next = phaseLayersBack, len(s.c.layers)-1
 	return nil
 }
@@ -160,7 +172,16 @@ func (c *core[F]) normEps() float64 {
 	return c.cfg.NormEps
 }
 
-func (c *core[F]) layerForward(li int, w *workspace[F], o StepOptions, st *Stats) {
+// preNorm is sublayerIn, through k when it covers the norm.
+func preNorm[F Float](k Kernels, h, xhat, rstd, x []F, n, d int, w, b *tensor[F], ln bool, eps float64) error {
+	if done, err := kernelNorm(k, h, xhat, rstd, x, n, d, w, b, ln); done || err != nil {
+		return err
+	}
+	sublayerIn(h, xhat, rstd, x, n, d, w, b, ln, eps)
+	return nil
+}
+
+func (c *core[F]) layerForward(li int, w *workspace[F], o StepOptions, st *Stats, k Kernels) error {
 	d := c.d
 	B, T := w.B, w.T
 	n := B * T
@@ -168,7 +189,9 @@ func (c *core[F]) layerForward(li int, w *workspace[F], o StepOptions, st *Stats
 	sandwich := isSandwich(c.cfg)
 	eps := c.normEps()
 	l, lw := c.layers[li], w.layers[li]
-	sublayerIn(lw.h1, lw.xhat1, lw.rstd1, w.x, n, d.D, l.norm1, l.norm1b, ln, eps)
+	if err := preNorm(k, lw.h1, lw.xhat1, lw.rstd1, w.x, n, d.D, l.norm1, l.norm1b, ln, eps); err != nil {
+		return err
+	}
 	a := &lw.attn
 	w.owner[li] = li
 	if !w.recompute[li] {
@@ -216,7 +239,9 @@ func (c *core[F]) layerForward(li int, w *workspace[F], o StepOptions, st *Stats
 	target := sublayerTarget(sandwich, l.postA, w.x, w.tmp)
 	linear(target, a.o, n, l.attn.o, l.attn.ob, true)
 	sublayerOut(sandwich, w.x, w.tmp, lw.xhatPA, lw.rstdPA, n, d.D, l.postA, l.postAb, ln, eps)
-	sublayerIn(lw.h2, lw.xhat2, lw.rstd2, w.x, n, d.D, l.norm2, l.norm2b, ln, eps)
+	if err := preNorm(k, lw.h2, lw.xhat2, lw.rstd2, w.x, n, d.D, l.norm2, l.norm2b, ln, eps); err != nil {
+		return err
+	}
 	target = sublayerTarget(sandwich, l.postF, w.x, w.tmp)
 	if l.moe != nil {
 		c.moeForward(l.moe, lw.moe, lw.h2, w.tok, target, n, routeOptions{})
@@ -232,15 +257,21 @@ func (c *core[F]) layerForward(li int, w *workspace[F], o StepOptions, st *Stats
 		ffnForward(l.dense, lw.ffn, lw.h2, target, n)
 	}
 	sublayerOut(sandwich, w.x, w.tmp, lw.xhatPF, lw.rstdPF, n, d.D, l.postF, l.postFb, ln, eps)
+	return nil
 }
 
-func (c *core[F]) headForward(b Batch, w *workspace[F], st *Stats) {
+func (c *core[F]) headForward(b Batch, w *workspace[F], st *Stats, k Kernels, kx *kernelScratch) error {
 	d := c.d
 	B, T := b.B, b.T
 	n := B * T
 	hF := w.x
 	if c.normF != nil {
-		normFwd(w.hF, w.xhatF, w.rstdF, w.x, n, d.D, c.normF, c.normFb, c.cfg.Norm == program.LayerNorm, c.normEps())
+		ln := c.cfg.Norm == program.LayerNorm
+		if done, err := kernelNorm(k, w.hF, w.xhatF, w.rstdF, w.x, n, d.D, c.normF, c.normFb, ln); err != nil {
+			return err
+		} else if !done {
+			normFwd(w.hF, w.xhatF, w.rstdF, w.x, n, d.D, c.normF, c.normFb, ln, c.normEps())
+		}
 		hF = w.hF
 	}
 	head := c.head
@@ -249,7 +280,16 @@ func (c *core[F]) headForward(b Batch, w *workspace[F], st *Stats) {
 	}
 	linear(w.logits, hF, n, head, nil, false)
 	var ce float64
-	for r := 0; r < B; r++ {
+	logits32, ok := any(w.logits).([]float32)
+	if k != nil && ok {
+		if err := k.CrossEntropy(kx.loss, kx.lse, logits32, kx.targets, n); err != nil {
+			return fmt.Errorf("nn: compiled cross-entropy: %w", err)
+		}
+		for _, l := range kx.loss {
+			ce += float64(l)
+		}
+	}
+	for r := 0; r < B && (k == nil || !ok); r++ {
 		for t := 0; t < T; t++ {
 			i := r*T + t
 			target := int(b.Tokens[r*(T+1)+t+1])
@@ -270,23 +310,31 @@ func (c *core[F]) headForward(b Batch, w *workspace[F], st *Stats) {
 	if m := c.cfg.MoE; m != nil {
 		st.Loss += m.BalanceLoss*st.Balance + m.ZLoss*st.ZLoss
 	}
+	return nil
 }
 
-func (c *core[F]) headBackward(b Batch, w *workspace[F]) {
+func (c *core[F]) headBackward(b Batch, w *workspace[F], k Kernels, kx *kernelScratch) error {
 	d := c.d
 	T := b.T
 	n := b.B * T
-	parallel(n, func(_, lo, hi int) {
-		for i := lo; i < hi; i++ {
-			row := w.logits[i*d.V : (i+1)*d.V]
-			target := int(b.Tokens[(i/T)*(T+1)+i%T+1])
-			softmaxRow(row, 0, d.V)
-			row[target]--
-			for j := range row {
-				row[j] /= F(n)
-			}
+	if logits32, ok := any(w.logits).([]float32); k != nil && ok {
+		if err := k.CrossEntropyGrad(kx.dlogits, logits32, kx.lse, kx.targets, n, 1/float32(n)); err != nil {
+			return fmt.Errorf("nn: compiled cross-entropy gradient: %w", err)
 		}
-	})
+		copy(logits32, kx.dlogits)
+	} else {
+		parallel(n, func(_, lo, hi int) {
+			for i := lo; i < hi; i++ {
+				row := w.logits[i*d.V : (i+1)*d.V]
+				target := int(b.Tokens[(i/T)*(T+1)+i%T+1])
+				softmaxRow(row, 0, d.V)
+				row[target]--
+				for j := range row {
+					row[j] /= F(n)
+				}
+			}
+		})
+	}
 	head := c.head
 	if head == nil {
 		head = c.embed
@@ -304,6 +352,7 @@ func (c *core[F]) headBackward(b Batch, w *workspace[F]) {
 		clear(a.dkAcc)
 		clear(a.dvAcc)
 	}
+	return nil
 }
 
 func (c *core[F]) layerBackward(li int, w *workspace[F]) {

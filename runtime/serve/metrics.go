@@ -8,8 +8,14 @@ import (
 	"time"
 )
 
-// latencyBuckets are the upper bounds (seconds) of the request duration histogram.
-var latencyBuckets = [...]float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
+// nBuckets is the number of finite buckets of the request duration histogram.
+const nBuckets = 12
+
+// latencyBuckets are the upper bounds (seconds) of the request duration histogram; a
+// function, not a variable, so nothing can change them under a running server.
+func latencyBuckets() [nBuckets]float64 {
+	return [nBuckets]float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
+}
 
 // metrics are the server's counters, written in the Prometheus text format. One mutex is
 // enough: the scheduler updates them once per decoding step, handlers once per request.
@@ -36,7 +42,7 @@ type requestKey struct {
 }
 
 type histogram struct {
-	counts [len(latencyBuckets)]int64
+	counts [nBuckets]int64
 	count  int64
 	sum    float64
 }
@@ -57,7 +63,7 @@ func (m *metrics) observeRequest(endpoint string, code int, d time.Duration, pro
 		m.durations[endpoint] = h
 	}
 	s := d.Seconds()
-	for i, le := range latencyBuckets {
+	for i, le := range latencyBuckets() {
 		if s <= le {
 			h.counts[i]++
 		}
@@ -122,7 +128,7 @@ func (m *metrics) write(w io.Writer) error {
 	sort.Strings(eps)
 	for _, e := range eps {
 		h := m.durations[e]
-		for i, le := range latencyBuckets {
+		for i, le := range latencyBuckets() {
 			p("moec_request_duration_seconds_bucket{endpoint=%q,le=\"%g\"} %d\n", e, le, h.counts[i])
 		}
 		p("moec_request_duration_seconds_bucket{endpoint=%q,le=\"+Inf\"} %d\n", e, h.count)
@@ -135,7 +141,7 @@ func (m *metrics) write(w io.Writer) error {
 	gauge := func(name, help string, v any) {
 		p("# HELP %s %s\n# TYPE %s gauge\n%s %v\n", name, help, name, name, v)
 	}
-	counter("moec_prompt_tokens_total", "Prompt tokens (bytes) of answered requests.", m.tokensIn)
+	counter("moec_prompt_tokens_total", "Prompt tokens (bytes) of requests that reached the scheduler.", m.tokensIn)
 	counter("moec_generated_tokens_total", "Tokens (bytes) generated.", m.tokensOut)
 	counter("moec_decode_steps_total", "Batched decoding steps.", m.steps)
 	counter("moec_decode_step_seconds_total", "Time spent in batched decoding steps.", m.stepSeconds)

@@ -336,3 +336,38 @@ func TestClose(t *testing.T) {
 		t.Fatal("request still running 10 s after Close")
 	}
 }
+
+// A client that hangs up mid-stream frees its slot: the next request on a one-slot server
+// is answered instead of waiting behind a generation nobody reads.
+func TestDisconnectFreesSlot(t *testing.T) {
+	_, ts := startServer(t, newModel(t), Options{Slots: 1, MaxTokens: 1000000, Timeout: time.Minute})
+	ctx, cancel := context.WithCancel(context.Background())
+	r, err := http.NewRequestWithContext(ctx, "POST", ts.URL+"/v1/completions",
+		strings.NewReader(`{"prompt":"a","max_tokens":1000000,"stream":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 256)
+	if _, err := resp.Body.Read(buf); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	resp.Body.Close()
+	done := make(chan int)
+	go func() {
+		code, _ := post(t, ts.URL+"/v1/completions", map[string]any{"prompt": "b", "max_tokens": 2})
+		done <- code
+	}()
+	select {
+	case code := <-done:
+		if code != 200 {
+			t.Errorf("next request: %d", code)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the slot was not freed after the client left")
+	}
+}

@@ -33,6 +33,7 @@ type options struct {
 	tune      bool
 	jsonOut   string
 	profile   string
+	list      bool
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
@@ -47,6 +48,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.peer, "peer", "bench/peer/moe_peer.py", "the PyTorch peer script")
 	fs.BoolVar(&o.tune, "tune", true, "pick PyTorch's best thread setting before measuring")
 	fs.StringVar(&o.jsonOut, "json", "", "also write every raw measurement to this `file`")
+	fs.BoolVar(&o.list, "list-coretypes", false, "print the OPENBLAS_CORETYPE settings -coretypes expands to, one a line, and exit")
 	fs.StringVar(&o.profile, "cpuprofile", "", "with -worker: write a pprof CPU profile of the measurement to this `file`")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -64,6 +66,13 @@ func run(args []string, stdout, stderr io.Writer) error {
 			defer pprof.StopCPUProfile()
 		}
 		return runWorker(o.worker, o.seconds, stdout)
+	}
+	if o.list {
+		_, avx512 := cpuInfo()
+		for _, ct := range coretypes(o.coretypes, avx512) {
+			fmt.Fprintln(stdout, ct)
+		}
+		return nil
 	}
 	if o.reps < 1 || !(o.seconds > 0) {
 		return fmt.Errorf("-reps must be at least 1 and -seconds positive")
@@ -269,7 +278,7 @@ func (d *driver) compare(coretype string, stdout io.Writer) error {
 	}
 	fmt.Fprintln(stdout)
 	vals := map[string]map[string][]float64{"moec": {}, "torch": {}}
-	rss := map[string][]float64{}
+	rss, cpuRate := map[string][]float64{}, map[string][]float64{}
 	for rep := range d.o.reps {
 		sides := []string{"moec", "torch"}
 		if rep%2 == 1 { // alternate who goes first so neither always meets the same load
@@ -287,6 +296,7 @@ func (d *driver) compare(coretype string, stdout io.Writer) error {
 				}
 				vals[side][mode] = append(vals[side][mode], v)
 				if mode == "train" {
+					cpuRate[side] = append(cpuRate[side], float64(benchBatch*benchSeq*m.Result.Iters)/m.Result.CPUSeconds)
 					rss[side] = append(rss[side], float64(m.MaxRSSKiB)/1024)
 				}
 			}
@@ -299,6 +309,7 @@ func (d *driver) compare(coretype string, stdout io.Writer) error {
 	}
 	rows := []row{
 		{Name: "training step, fwd+bwd+AdamW", Unit: "tokens/s", Moec: vals["moec"]["train"], Torch: vals["torch"]["train"], Target: 2},
+		{Name: "training step per CPU-second (load-independent)", Unit: "tokens/CPU-s", Moec: cpuRate["moec"], Torch: cpuRate["torch"]},
 		{Name: "inference forward", Unit: "tokens/s", Moec: vals["moec"]["forward"], Torch: vals["torch"]["forward"], Target: 2},
 		{Name: "generation, KV cache, batch 1", Unit: "tokens/s", Moec: vals["moec"]["gen1"], Torch: vals["torch"]["gen1"], Target: 3},
 		{Name: "generation, KV cache, batch 16", Unit: "tokens/s", Moec: vals["moec"]["gen16"], Torch: vals["torch"]["gen16"]},

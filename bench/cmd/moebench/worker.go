@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"syscall"
 	"time"
 
 	"github.com/moec-dev/moec/compiler/program"
@@ -47,6 +48,9 @@ type result struct {
 	GFLOPS     float64 `json:"gflops,omitempty"`
 	Iters      int     `json:"iters,omitempty"`
 	Seconds    float64 `json:"seconds,omitempty"`
+	// CPUSeconds is the process's user+system time over the timed iterations: on a
+	// shared machine tokens per CPU-second says what wall time cannot.
+	CPUSeconds float64 `json:"cpu_seconds,omitempty"`
 	Loss       float64 `json:"loss,omitempty"`
 	FirstLoss  float64 `json:"first_loss,omitempty"`
 }
@@ -65,6 +69,15 @@ func timed(seconds float64, minIters int, fn func() error) (int, float64, error)
 		n++
 	}
 	return n, time.Since(t0).Seconds(), nil
+}
+
+// cpuSeconds is this process's user+system CPU time.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return math.NaN()
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
 // benchTokens is the fixed batch of both training and forward workloads.
@@ -130,7 +143,10 @@ func runWorker(mode string, seconds float64, w io.Writer) error {
 		if t, err = newTrainer(); err != nil {
 			return err
 		}
+		c0 := cpuSeconds()
 		res.Iters, res.Seconds, err = timed(seconds, 2, t.Step)
+		res.CPUSeconds = cpuSeconds() - c0 // includes the warm-up step: scaled below
+		res.CPUSeconds *= float64(res.Iters) / float64(res.Iters+1)
 		res.TokensPerS = float64(benchBatch*benchSeq*res.Iters) / res.Seconds
 		res.Loss = t.loss
 	case "forward":

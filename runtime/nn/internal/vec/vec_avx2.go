@@ -1,6 +1,6 @@
 //go:build cgo && amd64 && !noopenblas
 
-package nn
+package vec
 
 /*
 #cgo CFLAGS: -O2
@@ -89,23 +89,59 @@ __attribute__((target("avx2,fma"))) static void moec_silu_bwd(float *da, float *
 		da[i] = g * sg * (1 + x * (1 - sg));
 	}
 }
+
+
+// y[i·out + o] (+)= Σ_p x[i·in + p]·w[o·in + p] for rows i < n and outputs o in [o0, o1).
+// Each weight row is read from memory once and reused from L1 for the n inputs, which is
+// what generation (one to a few rows per product) needs: sgemm would pack the whole
+// weight matrix on every call, moving it through memory twice.
+__attribute__((target("avx2,fma"))) static void moec_rows_dot(float *y, const float *x, const float *w,
+		long n, long out, long in, long o0, long o1, int accumulate) {
+	for (long o = o0; o < o1; o++) {
+		const float *wr = w + o * in;
+		for (long i = 0; i < n; i++) {
+			const float *xr = x + i * in;
+			__m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+			__m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+			long p = 0;
+			for (; p + 32 <= in; p += 32) {
+				a0 = _mm256_fmadd_ps(_mm256_loadu_ps(wr + p), _mm256_loadu_ps(xr + p), a0);
+				a1 = _mm256_fmadd_ps(_mm256_loadu_ps(wr + p + 8), _mm256_loadu_ps(xr + p + 8), a1);
+				a2 = _mm256_fmadd_ps(_mm256_loadu_ps(wr + p + 16), _mm256_loadu_ps(xr + p + 16), a2);
+				a3 = _mm256_fmadd_ps(_mm256_loadu_ps(wr + p + 24), _mm256_loadu_ps(xr + p + 24), a3);
+			}
+			for (; p + 8 <= in; p += 8) {
+				a0 = _mm256_fmadd_ps(_mm256_loadu_ps(wr + p), _mm256_loadu_ps(xr + p), a0);
+			}
+			__m256 s8 = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
+			__m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+			s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+			s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
+			float s = _mm_cvtss_f32(s4);
+			for (; p < in; p++) {
+				s += wr[p] * xr[p];
+			}
+			float *yo = y + i * out + o;
+			*yo = accumulate ? *yo + s : s;
+		}
+	}
+}
 */
 import "C"
 
 import "unsafe"
 
-// haveAVX2 is fixed at start-up by the CPU: the vector kernels need AVX2 and FMA.
-var haveAVX2 = C.moec_have_avx2() != 0
+// have is fixed at start-up by the CPU: the kernels need AVX2 and FMA.
+var have = C.moec_have_avx2() != 0
 
-// siluVecMin is the length below which the cgo call costs more than the Go loop saves.
-const siluVecMin = 256
+// Available reports whether this build and CPU have the vector kernels.
+func Available() bool { return have }
 
-// siluForwardFast is siluForward32 on AVX2 lanes where the CPU has them.
-func siluForwardFast(h, a, u []float32) {
+// SiLUForward sets h = silu(a)·u (u nil: h = silu(a)) and reports whether it did.
+func SiLUForward(h, a, u []float32) bool {
 	n := len(a)
-	if !haveAVX2 || n < siluVecMin {
-		siluForward32(h, a, u)
-		return
+	if !have || n == 0 {
+		return false
 	}
 	h = h[:n]
 	var up *C.float
@@ -113,14 +149,15 @@ func siluForwardFast(h, a, u []float32) {
 		up = (*C.float)(unsafe.Pointer(&u[:n][0]))
 	}
 	C.moec_silu_fwd((*C.float)(unsafe.Pointer(&h[0])), (*C.float)(unsafe.Pointer(&a[0])), up, C.long(n))
+	return true
 }
 
-// siluBackwardFast is siluBackward32 on AVX2 lanes where the CPU has them.
-func siluBackwardFast(da, du, dh, a, u []float32) {
+// SiLUBackward turns dh into da (and du when u is not nil) for h = silu(a)·u; da may
+// alias a and du may alias u. It reports whether it did.
+func SiLUBackward(da, du, dh, a, u []float32) bool {
 	n := len(a)
-	if !haveAVX2 || n < siluVecMin {
-		siluBackward32(da, du, dh, a, u)
-		return
+	if !have || n == 0 {
+		return false
 	}
 	da, dh = da[:n], dh[:n]
 	var up, dup *C.float
@@ -130,4 +167,21 @@ func siluBackwardFast(da, du, dh, a, u []float32) {
 	}
 	C.moec_silu_bwd((*C.float)(unsafe.Pointer(&da[0])), dup, (*C.float)(unsafe.Pointer(&dh[0])),
 		(*C.float)(unsafe.Pointer(&a[0])), up, C.long(n))
+	return true
+}
+
+// RowsDot sets y[i·out+o] = x[i·in:]·w[o·in:] (accumulate: adds it) for i < n and o in
+// [o0, o1), with w [out, in] row-major, and reports whether it did.
+func RowsDot(y, x, w []float32, n, out, in, o0, o1 int, accumulate bool) bool {
+	if !have || n <= 0 || o0 >= o1 || in <= 0 {
+		return false
+	}
+	_, _, _ = y[n*out-1], x[n*in-1], w[out*in-1] // bounds, as sgemm's checks would
+	acc := C.int(0)
+	if accumulate {
+		acc = 1
+	}
+	C.moec_rows_dot((*C.float)(unsafe.Pointer(&y[0])), (*C.float)(unsafe.Pointer(&x[0])),
+		(*C.float)(unsafe.Pointer(&w[0])), C.long(n), C.long(out), C.long(in), C.long(o0), C.long(o1), acc)
+	return true
 }

@@ -1,0 +1,90 @@
+package hf
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/moec-dev/moec/runtime/nn"
+)
+
+// TestExportedLayoutComputesTheSame runs an independent torch implementation of the
+// transformers classes (testdata/hf_forward.py, reading the exported folder with its own
+// safetensors reader) and checks its logits against moec's runtime on the same weights:
+// the names, shapes, orientation and config of the export mean to transformers what they
+// mean to moec.
+func TestExportedLayoutComputesTheSame(t *testing.T) {
+	// The interpreter with torch, found as runtime/nn's PyTorch peer finds it.
+	py := os.Getenv("MOEC_PEER_PYTHON")
+	if py == "" {
+		py = "python3"
+		if _, err := os.Stat("/usr/bin/python3"); err == nil {
+			py = "/usr/bin/python3"
+		}
+	}
+	if out, err := exec.Command(py, "-c", "import torch").CombinedOutput(); err != nil {
+		t.Skipf("torch reference skipped: %s cannot import torch: %s", py, out)
+	}
+	ids := []int32{5, 17, 250, 3, 99, 42, 7, 128}
+	var idText []string
+	for _, id := range ids {
+		idText = append(idText, fmt.Sprint(id))
+	}
+	for _, name := range []string{"tiny_mixtral", "tiny_llama", "tiny_qwen3_moe"} {
+		t.Run(name, func(t *testing.T) {
+			m := tinyModel(t, name)
+			dir, _ := saveCheckpoint(t, m)
+			out := filepath.Join(t.TempDir(), "hf")
+			if _, err := Export(dir, out); err != nil {
+				t.Fatal(err)
+			}
+			net, err := nn.New(m, 7) // the same seed: the weights saveCheckpoint wrote
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := net.Logits(nn.Batch{B: 1, T: len(ids), Tokens: append(append([]int32(nil), ids...), 0)}, nn.StepOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			compareLogits(t, py, "hf_forward.py", out, strings.Join(idText, ","), want)
+			// transformers itself, where it is installed.
+			if exec.Command(py, "-c", "import transformers").Run() == nil {
+				compareLogits(t, py, "hf_transformers.py", out, strings.Join(idText, ","), want)
+			} else {
+				t.Log("transformers not installed: AutoModelForCausalLM check skipped")
+			}
+		})
+	}
+}
+
+// compareLogits runs testdata/script on the exported folder and checks its logits against
+// moec's. The check is relative to the logits' own scale so it means the same whatever the
+// initialisation's magnitude; moec computes in float32, the references in float64.
+func compareLogits(t *testing.T, py, script, folder, ids string, want []float32) {
+	t.Helper()
+	b, err := exec.Command(py, filepath.Join("testdata", script), folder, ids).Output()
+	if err != nil {
+		t.Fatalf("%s: %v", script, err)
+	}
+	var got []float64
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d logits, moec %d", script, len(got), len(want))
+	}
+	scale, worst := 0.0, 0.0
+	for i := range got {
+		scale = math.Max(scale, math.Abs(got[i]))
+		worst = math.Max(worst, math.Abs(got[i]-float64(want[i])))
+	}
+	if scale == 0 || worst > 1e-5*scale {
+		t.Errorf("%s: logits differ: worst %.3g at scale %.3g", script, worst, scale)
+	}
+	t.Logf("%s: %d logits agree within %.2g of %.2g", script, len(got), worst, scale)
+}

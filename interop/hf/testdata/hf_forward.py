@@ -1,0 +1,93 @@
+# An independent forward pass of the transformers classes moec exports to (Llama, Qwen3,
+# Mixtral, Qwen3-MoE), written from transformers' modeling code with torch, reading an
+# exported folder (config.json, model.safetensors) with its own safetensors reader. It
+# prints the logits of the token ids given on the command line as JSON.
+#
+# transformers itself is not needed; where it is installed, the test also loads the folder
+# with AutoModelForCausalLM (see hf_transformers.py).
+import json, struct, sys
+import torch
+
+folder, ids = sys.argv[1], [int(t) for t in sys.argv[2].split(",")]
+cfg = json.load(open(folder + "/config.json"))
+raw = open(folder + "/model.safetensors", "rb").read()
+(n,) = struct.unpack("<Q", raw[:8])
+header = json.loads(raw[8:8 + n])
+header.pop("__metadata__", None)
+data = raw[8 + n:]
+W = {}
+for name, e in header.items():
+    assert e["dtype"] == "F32", (name, e["dtype"])
+    lo, hi = e["data_offsets"]
+    W[name] = torch.frombuffer(bytearray(data[lo:hi]), dtype=torch.float32).reshape(e["shape"]).double()
+
+mt = cfg["model_type"]
+D, H, KV = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
+hd = cfg.get("head_dim") or D // H
+eps, base = cfg["rms_norm_eps"], cfg["rope_theta"]
+T = len(ids)
+
+
+def rms(x, w):
+    return w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
+
+
+def rotate_half(x):
+    x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2:]
+    return torch.cat((-x2, x1), dim=-1)
+
+
+inv = 1.0 / (base ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd))
+freqs = torch.outer(torch.arange(T, dtype=torch.float64), inv)
+emb = torch.cat((freqs, freqs), dim=-1)
+cos, sin = emb.cos()[:, None, :], emb.sin()[:, None, :]
+
+
+def lin(x, p):
+    y = x @ W[p + ".weight"].T
+    if p + ".bias" in W:
+        y = y + W[p + ".bias"]
+    return y
+
+
+def mlp(x, p, gate, up, down):
+    return lin(torch.nn.functional.silu(lin(x, p + gate)) * lin(x, p + up), p + down)
+
+
+x = W["model.embed_tokens.weight"][ids]
+mask = torch.full((T, T), float("-inf"), dtype=torch.float64).triu(1)
+for i in range(cfg["num_hidden_layers"]):
+    p = "model.layers.%d." % i
+    h = rms(x, W[p + "input_layernorm.weight"])
+    q = lin(h, p + "self_attn.q_proj").view(T, H, hd)
+    k = lin(h, p + "self_attn.k_proj").view(T, KV, hd)
+    v = lin(h, p + "self_attn.v_proj").view(T, KV, hd)
+    if p + "self_attn.q_norm.weight" in W:
+        q, k = rms(q, W[p + "self_attn.q_norm.weight"]), rms(k, W[p + "self_attn.k_norm.weight"])
+    q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+    k, v = k.repeat_interleave(H // KV, dim=1), v.repeat_interleave(H // KV, dim=1)
+    att = torch.einsum("thd,shd->hts", q, k) / hd ** 0.5 + mask
+    o = torch.einsum("hts,shd->thd", att.softmax(-1), v).reshape(T, H * hd)
+    x = x + lin(o, p + "self_attn.o_proj")
+    h = rms(x, W[p + "post_attention_layernorm.weight"])
+    moe = mt == "mixtral" or (mt == "qwen3_moe" and (i + 1) % cfg["decoder_sparse_step"] == 0)
+    if not moe:
+        x = x + mlp(h, p + "mlp.", "gate_proj", "up_proj", "down_proj")
+        continue
+    if mt == "mixtral":
+        router, ep, names, k_, norm = p + "block_sparse_moe.gate", p + "block_sparse_moe.experts.", ("w1", "w3", "w2"), cfg["num_experts_per_tok"], True
+    else:
+        router, ep, names, k_, norm = p + "mlp.gate", p + "mlp.experts.", ("gate_proj", "up_proj", "down_proj"), cfg["num_experts_per_tok"], cfg["norm_topk_prob"]
+    probs = lin(h, router).softmax(-1)
+    wts, sel = probs.topk(k_, dim=-1)
+    if norm:
+        wts = wts / wts.sum(-1, keepdim=True)
+    out = torch.zeros_like(h)
+    for t in range(T):
+        for j in range(k_):
+            e = int(sel[t, j])
+            out[t] += wts[t, j] * mlp(h[t], ep + "%d." % e, *names)
+    x = x + out
+x = rms(x, W["model.norm.weight"])
+head = W["lm_head.weight"] if not cfg["tie_word_embeddings"] else W["model.embed_tokens.weight"]
+print(json.dumps((x @ head.T).flatten().tolist()))

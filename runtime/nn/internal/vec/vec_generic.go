@@ -1,0 +1,17 @@
+//go:build !cgo || !amd64 || noopenblas
+
+package vec
+
+// This build has no vector kernels: every function declines and callers use Go loops.
+
+// Available reports whether this build and CPU have the vector kernels.
+func Available() bool { return false }
+
+// SiLUForward declines.
+func SiLUForward(h, a, u []float32) bool { return false }
+
+// SiLUBackward declines.
+func SiLUBackward(da, du, dh, a, u []float32) bool { return false }
+
+// RowsDot declines.
+func RowsDot(y, x, w []float32, n, out, in, o0, o1 int, accumulate bool) bool { return false }
