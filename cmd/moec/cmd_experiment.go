@@ -66,6 +66,7 @@ func newExperimentCommand(stdout, stderr io.Writer) *cobra.Command {
 	f.Int64Var(&opt.Tokens, "tokens", 0, "token budget per baseline run, replacing each experiment's (a reduced run)")
 	f.Int64SliceVar(&opt.Seeds, "seeds", nil, "seeds, replacing each experiment's (comma-separated)")
 	f.IntVar(&opt.ValWindows, "val-windows", 0, "validation windows for the final loss and routing stability (default 64)")
+	f.StringToStringVar(&opt.Set, "set", nil, "override PATH=VALUE in every arm, as an experiment block would (e.g. data='\"small/*.txt\"')")
 	f.BoolVar(&opt.Fresh, "fresh", false, "retrain every run (default: continue or reuse runs an earlier invocation left with the same configuration)")
 	f.BoolVar(&quiet, "quiet", false, "no line per finished run")
 	return cmd

@@ -7,6 +7,10 @@
 //	moec run --stage S FILE.moe       train a stage here, from the previous stage's checkpoint
 //	moec generate --checkpoint DIR    sample text with a KV cache
 //	moec eval --checkpoint DIR        validation perplexity
+//	moec experiment FILE.moe          the experiments a file declares, with a results page
+//	moec serve --checkpoint DIR       OpenAI-compatible HTTP serving with continuous batching
+//	moec import hf config.json        a Hugging Face config (and weights) as a .moe model
+//	moec export hf|megatron ...       Hugging Face checkpoints, Megatron-Core launch arguments
 //
 // Exit status: 0 success, 1 the input has errors, 2 wrong usage or another failure.
 package main

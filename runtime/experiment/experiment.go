@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/moec-dev/moec/compiler/analysis"
@@ -32,6 +33,9 @@ type Options struct {
 	// stability are measured on [64].
 	ValWindows int
 	Progress   io.Writer // one line per run; nil = quiet
+	// Set holds overrides applied to every arm after its own (path -> value text, as in an
+	// experiment block): a smaller data set or another glob for a quick check of a file.
+	Set map[string]string
 	// Fresh retrains every run. Otherwise a run directory left by an earlier invocation
 	// with the same configuration is continued (or, when finished, only read), so an
 	// interrupted `make experiments` picks up where it stopped.
@@ -130,7 +134,10 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	for _, name := range names {
 		ex := opt.Program.Experiments[name]
 		if ex == nil {
-			e := diag.Runtimef(diag.ErrBadRunOption, "no experiment %q (declared: %v)", name, opt.Program.ExperimentOrder)
+			e := diag.Runtimef(diag.ErrBadRunOption, "no experiment %q (declared: %s)", name, strings.Join(opt.Program.ExperimentOrder, ", "))
+			if s := closest(name, opt.Program.ExperimentOrder); s != "" {
+				e.Suggestion = fmt.Sprintf("did you mean `%s`?", s)
+			}
 			return nil, e
 		}
 		o, err := runExperiment(ctx, opt, ex, corpora)
@@ -161,10 +168,14 @@ func runExperiment(ctx context.Context, opt Options, ex *program.Experiment, cor
 	if opt.Tokens > 0 {
 		budget = opt.Tokens
 	}
+	baseline := map[string]string{}
+	for k, x := range ex.Baseline {
+		baseline[k] = x
+	}
 	arms := []struct {
 		name string
 		ov   map[string]string
-	}{{"baseline", ex.Baseline}}
+	}{{"baseline", baseline}}
 	for _, v := range ex.Variants {
 		ov := map[string]string{}
 		for k, x := range ex.Baseline {
@@ -180,6 +191,9 @@ func runExperiment(ctx context.Context, opt Options, ex *program.Experiment, cor
 	}
 	var specs []*armSpec
 	for _, a := range arms {
+		for k, x := range opt.Set {
+			a.ov[k] = x
+		}
 		s, err := prepareArm(opt, ex, a.name, a.ov, budget)
 		if err != nil {
 			return nil, err
@@ -443,4 +457,34 @@ func median(x []float64) float64 {
 		return y[n/2]
 	}
 	return (y[n/2-1] + y[n/2]) / 2
+}
+
+// closest is the candidate within a small edit distance of name, for a "did you mean".
+func closest(name string, candidates []string) string {
+	best, bestD := "", len(name)/2+2
+	for _, c := range candidates {
+		if d := editDistance(name, c); d < bestD {
+			best, bestD = c, d
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev, cur := make([]int, len(b)+1), make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }

@@ -172,3 +172,29 @@ func TestReuse(t *testing.T) {
 		t.Errorf("changed budget: %d tokens, want %d", c.Tokens, 4*128)
 	}
 }
+
+// TestSeedClaimsTiny runs every experiment of examples/seed-claims.moe as declared (arms,
+// stages, equal-FLOPs budgets) at a tiny budget, one seed, on a small slice of the data:
+// the full run is `make experiments`.
+func TestSeedClaimsTiny(t *testing.T) {
+	opt := load(t, "../../examples/seed-claims.moe")
+	opt.Tokens, opt.Seeds, opt.ValWindows = 1024, []int64{1}, 2
+	opt.Set = map[string]string{"data": `"$GOROOT/src/strings/*.go"`}
+	res, err := Run(context.Background(), opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int{"attention_sharing": 2, "routing": 2, "warm_start": 2, "expert_scaling": 6}
+	for _, o := range res.Experiments {
+		if len(o.Arms) != want[o.Experiment.Name] {
+			t.Errorf("%s: %d arms, want %d", o.Experiment.Name, len(o.Arms), want[o.Experiment.Name])
+		}
+		delete(want, o.Experiment.Name)
+	}
+	if len(want) != 0 {
+		t.Errorf("experiments not run: %v", want)
+	}
+	if _, err := Report(res, opt.OutDir); err != nil {
+		t.Fatal(err)
+	}
+}
