@@ -133,3 +133,20 @@ func TestWorkerForward(t *testing.T) {
 		t.Fatal("an unknown mode was accepted")
 	}
 }
+
+// TestRunFlags: the listing mode prints the expansion, and nonsense is refused before any
+// child process starts.
+func TestRunFlags(t *testing.T) {
+	var out, errb bytes.Buffer
+	if err := run([]string{"-list-coretypes", "-coretypes", "default,Zen"}, &out, &errb); err != nil {
+		t.Fatal(err)
+	}
+	if out.String() != "default\nZen\n" {
+		t.Fatalf("-list-coretypes printed %q", out.String())
+	}
+	for _, args := range [][]string{{"-reps", "0"}, {"-seconds", "-1"}, {"-bogus"}} {
+		if err := run(args, &out, &errb); err == nil {
+			t.Errorf("%v was accepted", args)
+		}
+	}
+}
