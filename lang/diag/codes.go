@@ -9,6 +9,7 @@ package diag
 //	E04xx  cluster, train, stage, serve, compress, experiment rules (compiler/check)
 //	E05xx  planning (compiler/plan)
 //	E06xx  runtime refusals (runtime)
+//	E09xx  import and export (interop)
 //	W9xxx  warnings
 //
 // Every code is registered with a one-line summary in the Codes table (one file per
@@ -24,7 +25,7 @@ type Info struct {
 // Registry returns every registered code with its summary, in code order.
 func Registry() []Info {
 	var out []Info
-	for _, group := range [][]Info{syntaxCodes, checkCodes, planCodes, runtimeCodes} {
+	for _, group := range [][]Info{syntaxCodes, checkCodes, planCodes, runtimeCodes, interopCodes} {
 		out = append(out, group...)
 	}
 	return out
