@@ -233,10 +233,10 @@ func prepareArm(opt Options, ex *program.Experiment, name string, ov map[string]
 		return nil, fmt.Errorf("arm %s does not check: %w", name, diags.Err())
 	}
 	t := prog.Trains[ex.Train]
-	base := prog.Models[t.Model]
-	if t == nil || base == nil {
+	if t == nil || prog.Models[t.Model] == nil {
 		return nil, fmt.Errorf("arm %s: train %s or its model is missing", name, ex.Train)
 	}
+	base := prog.Models[t.Model]
 	stage := ex.Stage
 	if s, ok := ov[check.ArmStage]; ok {
 		stage = s

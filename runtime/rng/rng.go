@@ -6,13 +6,13 @@ import "math"
 type Purpose uint64
 
 const (
-	PurposeInit         Purpose = 1 // parameter initialisation
-	PurposeAttnShare    Purpose = 2 // stochastic attention-weight sharing dice
-	PurposeRouterNoise  Purpose = 3 // router jitter, if any
-	PurposeDataOrder    Purpose = 4 // corpus shuffling and window sampling
-	PurposeGrowNoise    Purpose = 5 // noise added to copied experts on growth
-	PurposeSample       Purpose = 6 // token sampling during generation
-	PurposeDropout      Purpose = 7
+	PurposeInit        Purpose = 1 // parameter initialisation
+	PurposeAttnShare   Purpose = 2 // stochastic attention-weight sharing dice
+	PurposeRouterNoise Purpose = 3 // router jitter, if any
+	PurposeDataOrder   Purpose = 4 // corpus shuffling and window sampling
+	PurposeGrowNoise   Purpose = 5 // noise added to copied experts on growth
+	PurposeSample      Purpose = 6 // token sampling during generation
+	PurposeDropout     Purpose = 7
 )
 
 // mix is SplitMix64's finaliser: a bijective avalanche on 64 bits.
