@@ -180,7 +180,7 @@ func writeExperiment(b *bytes.Buffer, o *Outcome, dir string) error {
 		{"flops", "training FLOPs", func(p Point) float64 { return p.FLOPs }},
 	} {
 		name := fmt.Sprintf("%s-loss-vs-%s.png", ex.Name, p.suffix)
-		c := plot.Chart{Title: fmt.Sprintf("%s: training loss (mean over %d seeds, smoothed)", ex.Name, len(o.Seeds)), XLabel: p.xlabel, YLabel: "cross-entropy (nats/token)"}
+		c := plot.Chart{Title: fmt.Sprintf("%s: training loss (mean over %d seeds, band: min-max, smoothed)", ex.Name, len(o.Seeds)), XLabel: p.xlabel, YLabel: "cross-entropy (nats/token)"}
 		for _, a := range o.Arms {
 			c.Series = append(c.Series, meanCurve(a, p.x))
 		}
@@ -220,7 +220,26 @@ func meanCurve(a *Arm, xf func(Point) float64) plot.Series {
 		x[i] /= float64(len(a.Trials))
 		y[i] /= float64(len(a.Trials))
 	}
-	return plot.Series{Name: a.Name, X: x, Y: smooth(y)}
+	series := plot.Series{Name: a.Name, X: x, Y: smooth(y)}
+	if len(a.Trials) > 1 && n > 0 {
+		// The band is the spread over seeds: at each step the lowest and highest of the
+		// seeds' smoothed curves.
+		lo, hi := make([]float64, n), make([]float64, n)
+		for i := range n {
+			lo[i], hi[i] = math.Inf(1), math.Inf(-1)
+		}
+		for _, t := range a.Trials {
+			ys := make([]float64, n)
+			for i := range n {
+				ys[i] = t.Curve[i].Loss
+			}
+			for i, v := range smooth(ys) {
+				lo[i], hi[i] = math.Min(lo[i], v), math.Max(hi[i], v)
+			}
+		}
+		series.Low, series.High = lo, hi
+	}
+	return series
 }
 
 // smooth is a trailing mean over about 4% of the points: single steps are too noisy to

@@ -17,6 +17,9 @@ import (
 type Series struct {
 	Name string
 	X, Y []float64
+	// Low and High, when set (same length as X), draw a translucent band around the line:
+	// the spread over seeds, for example.
+	Low, High []float64
 }
 
 // Chart describes a line chart.
@@ -58,17 +61,26 @@ func (c Chart) Image() (*image.RGBA, error) {
 		if len(s.X) != len(s.Y) {
 			return nil, fmt.Errorf("plot: series %q has %d x values and %d y values", s.Name, len(s.X), len(s.Y))
 		}
+		if (s.Low != nil || s.High != nil) && (len(s.Low) != len(s.X) || len(s.High) != len(s.X)) {
+			return nil, fmt.Errorf("plot: series %q has a band of %d/%d values for %d points", s.Name, len(s.Low), len(s.High), len(s.X))
+		}
 		for i := range s.X {
-			x, y := s.X[i], s.Y[i]
-			if !finite(x) || !finite(y) || (c.LogY && y <= 0) {
-				continue // a diverged value is left out rather than flattening the chart
+			x := s.X[i]
+			ys := []float64{s.Y[i]}
+			if s.Low != nil {
+				ys = append(ys, s.Low[i], s.High[i])
 			}
-			if c.LogY {
-				y = math.Log10(y)
+			for _, y := range ys {
+				if !finite(x) || !finite(y) || (c.LogY && y <= 0) {
+					continue // a diverged value is left out rather than flattening the chart
+				}
+				if c.LogY {
+					y = math.Log10(y)
+				}
+				xmin, xmax = math.Min(xmin, x), math.Max(xmax, x)
+				ymin, ymax = math.Min(ymin, y), math.Max(ymax, y)
+				points++
 			}
-			xmin, xmax = math.Min(xmin, x), math.Max(xmax, x)
-			ymin, ymax = math.Min(ymin, y), math.Max(ymax, y)
-			points++
 		}
 	}
 	if points == 0 {
@@ -138,8 +150,36 @@ func (c Chart) Image() (*image.RGBA, error) {
 		drawTextVertical(img, 16, (top+bottom+textWidth(c.YLabel, scale))/2, c.YLabel, scale, ink)
 	}
 
-	// Lines, clipped to the plot area.
+	// Bands first, so every line stays visible on top of them.
 	area := image.Rect(left+1, top, right+1, bottom)
+	yOf := func(v float64) (float64, bool) {
+		if !finite(v) || (c.LogY && v <= 0) {
+			return 0, false
+		}
+		if c.LogY {
+			v = math.Log10(v)
+		}
+		return py(v), true
+	}
+	for si, s := range c.Series {
+		if s.Low == nil {
+			continue
+		}
+		band := newBandRaster(area)
+		for i := 0; i+1 < len(s.X); i++ {
+			lo0, ok0 := yOf(s.Low[i])
+			hi0, ok1 := yOf(s.High[i])
+			lo1, ok2 := yOf(s.Low[i+1])
+			hi1, ok3 := yOf(s.High[i+1])
+			if !ok0 || !ok1 || !ok2 || !ok3 || !finite(s.X[i]) || !finite(s.X[i+1]) {
+				continue
+			}
+			band.add(px(s.X[i]), px(s.X[i+1]), lo0, hi0, lo1, hi1)
+		}
+		band.fill(img, palette[si%len(palette)])
+	}
+
+	// Lines, clipped to the plot area.
 	for si, s := range c.Series {
 		col := palette[si%len(palette)]
 		havePrev := false
@@ -305,4 +345,55 @@ func blend(img *image.RGBA, x, y int, c color.RGBA, a float64) {
 	o := img.RGBAAt(x, y)
 	mix := func(dst, src uint8) uint8 { return uint8(math.Round(float64(dst)*(1-a) + float64(src)*a)) }
 	img.SetRGBA(x, y, color.RGBA{mix(o.R, c.R), mix(o.G, c.G), mix(o.B, c.B), 255})
+}
+
+// bandRaster collects, per pixel column, the lowest and highest y a band reaches, so that
+// each column is shaded once however many segments touch it.
+type bandRaster struct {
+	clip   image.Rectangle
+	lo, hi []float64
+}
+
+func newBandRaster(clip image.Rectangle) *bandRaster {
+	b := &bandRaster{clip: clip, lo: make([]float64, clip.Dx()), hi: make([]float64, clip.Dx())}
+	for i := range b.lo {
+		b.lo[i], b.hi[i] = math.Inf(1), math.Inf(-1)
+	}
+	return b
+}
+
+// add widens the columns a segment from (xa, loA..hiA) to (xb, loB..hiB) covers.
+func (b *bandRaster) add(xa, xb, loA, hiA, loB, hiB float64) {
+	if xb < xa {
+		xa, xb, loA, loB, hiA, hiB = xb, xa, loB, loA, hiB, hiA
+	}
+	for x := int(math.Floor(xa)); x <= int(math.Ceil(xb)); x++ {
+		col := x - b.clip.Min.X
+		if col < 0 || col >= len(b.lo) {
+			continue
+		}
+		t := 0.0
+		if xb > xa {
+			t = math.Min(1, math.Max(0, (float64(x)-xa)/(xb-xa)))
+		}
+		y0, y1 := loA+t*(loB-loA), hiA+t*(hiB-hiA)
+		b.lo[col] = math.Min(b.lo[col], math.Min(y0, y1))
+		b.hi[col] = math.Max(b.hi[col], math.Max(y0, y1))
+	}
+}
+
+// fill blends col at a quarter of its strength into every covered pixel, so overlapping
+// bands of different series stay readable.
+func (b *bandRaster) fill(img *image.RGBA, col color.RGBA) {
+	blend := func(o, n uint8) uint8 { return uint8((3*int(o) + int(n)) / 4) }
+	for i := range b.lo {
+		if b.lo[i] > b.hi[i] {
+			continue
+		}
+		x := b.clip.Min.X + i
+		for y := max(b.clip.Min.Y, int(math.Floor(b.lo[i]))); y <= min(b.clip.Max.Y-1, int(math.Ceil(b.hi[i]))); y++ {
+			old := img.RGBAAt(x, y)
+			img.SetRGBA(x, y, color.RGBA{blend(old.R, col.R), blend(old.G, col.G), blend(old.B, col.B), 255})
+		}
+	}
 }
