@@ -132,33 +132,11 @@ func StageDir(outRoot, train, stage string) string {
 	return filepath.Join(outRoot, train, stage, "run")
 }
 
-// didYouMean returns the candidate closest to name when it is a plausible typo.
+// didYouMean returns the candidate closest to name when it is a plausible typo, by the
+// same rule the checker uses for every other "did you mean".
 func didYouMean(name string, candidates []string) string {
-	best, bestD := "", len(name)/2+2
-	for _, c := range candidates {
-		if d := editDistance(strings.ToLower(name), strings.ToLower(c)); d < bestD {
-			best, bestD = c, d
-		}
+	if c, ok := diag.Closest(name, candidates); ok {
+		return c
 	}
-	return best
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
+	return ""
 }
