@@ -143,9 +143,9 @@ func (s *Schedule) outOfTurn(call string) error {
 	return fmt.Errorf("nn: step schedule: %s called out of turn; the next call must be %s", call, want)
 }
 
-// The methods below are forward and backward of step.go cut at layer boundaries. They
-// must stay operation-for-operation equal to it: TestStepMatchesForwardBackward compares
-// the two on models that exercise every branch.
+// The methods below are the one implementation of a step, cut at layer boundaries:
+// core.forward and core.backward (step.go) run them in order, and a Schedule lets the
+// generated program run them one call at a time.
 
 func (c *core[F]) embedForward(b Batch, o StepOptions) *workspace[F] {
 	d := c.d
@@ -401,6 +401,8 @@ func (c *core[F]) layerBackward(li int, w *workspace[F]) {
 			}
 		}
 	}
+	// Keys and values used by later layers of a cross-layer group add their gradients into
+	// the owner, which back-propagates the sum through its projections.
 	owns := l.kvOwner == li
 	if !owns {
 		own := &w.layers[l.kvOwner].attn

@@ -41,13 +41,15 @@ func runSchedule(t *testing.T, m *Model, b Batch, o StepOptions) Stats {
 	return st
 }
 
-// TestStepMatchesForwardBackward checks that the layer-by-layer schedule computes what
-// ForwardBackward computes, on models that take every branch the schedule copies:
+// TestStepMatchesForwardBackward checks that the Schedule, driven one public call at a
+// time, computes what ForwardBackward computes (the two share the layer functions; this
+// guards the Schedule's own state: its phases, the Stats it carries between calls and the
+// workspace it holds), on models that take every branch:
 // sharing dice, cross-layer K/V, qk_norm, talking heads, sinks, sandwich and post norms,
 // layernorm with learned positions, token-embedding routing, shared experts, a dense
 // layer beside MoE layers and a tied head without a final norm. The two paths run the
 // same operations in the same order, so the loss and every gradient must agree to the
-// last bit; a tolerance would hide a schedule that drifted from step.go.
+// last bit; a tolerance would hide a schedule that drifted.
 func TestStepMatchesForwardBackward(t *testing.T) {
 	cases := map[string]func() *program.Model{
 		"moe": tinyMoE,

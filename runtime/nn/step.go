@@ -175,136 +175,21 @@ func (c *core[F]) checkBatch(b Batch) error {
 }
 
 // forward runs the model on b and returns the loss terms; the activations stay in the
-// workspace for backward.
+// workspace for backward. It is the Schedule's parts (program.go) run in order, so the
+// step and the generated program share one implementation.
 func (c *core[F]) forward(b Batch, o StepOptions) (Stats, *workspace[F], error) {
 	if err := c.checkBatch(b); err != nil {
 		return Stats{}, nil, err
 	}
-	d := c.d
-	B, T := b.B, b.T
-	n := B * T
-	w := c.workspaceFor(B, T)
-	for r := 0; r < B; r++ {
-		copy(w.tok[r*T:(r+1)*T], b.Tokens[r*(T+1):r*(T+1)+T])
-	}
-	for t, id := range w.tok {
-		copy(w.x[t*d.D:(t+1)*d.D], c.embed.w[int(id)*d.D:(int(id)+1)*d.D])
-		if c.pos != nil {
-			axpy(w.x[t*d.D:(t+1)*d.D], 1, c.pos.w[(t%T)*d.D:(t%T+1)*d.D])
+	w := c.embedForward(b, o)
+	st := Stats{Tokens: b.B * b.T}
+	for li := range c.layers {
+		if err := c.layerForward(li, w, o, &st, nil); err != nil {
+			return st, w, err
 		}
 	}
-	rec := shareDice(c.cfg.Attention.ShareWeights, d.L, o.Seed, o.Step, o.Train || o.AttnShare)
-	copy(w.recompute, rec)
-	st := Stats{Tokens: n}
-	ln := c.cfg.Norm == program.LayerNorm
-	sandwich := isSandwich(c.cfg)
-	eps := c.cfg.NormEps
-	if eps == 0 {
-		eps = 1e-6
-	}
-	for li, l := range c.layers {
-		lw := w.layers[li]
-		sublayerIn(lw.h1, lw.xhat1, lw.rstd1, w.x, n, d.D, l.norm1, l.norm1b, ln, eps)
-		a := &lw.attn
-		w.owner[li] = li
-		if !w.recompute[li] {
-			w.owner[li] = w.owner[li-1]
-			st.SharedLayers++
-		}
-		// Queries when this layer computes its weights; keys and values in the layer that
-		// owns them, keys also when only later layers of its group will use them.
-		doQ := w.recompute[li]
-		doKV := l.kvOwner == li
-		doK := doKV && (doQ || d.ShareKV > 1)
-		if doQ {
-			linear(a.q, lw.h1, n, l.attn.q, l.attn.qb, false)
-			if l.attn.qNorm != nil {
-				// Each head's vector is one row of the norm: [N·H, Dh].
-				normFwd(a.q, a.qhat, a.qrstd, a.q, n*d.H, d.Dh, l.attn.qNorm, nil, false, eps)
-			}
-		}
-		if doK {
-			linear(a.k, lw.h1, n, l.attn.k, l.attn.kb, false)
-			if l.attn.kNorm != nil {
-				normFwd(a.k, a.khat, a.krstd, a.k, n*d.KV, d.Dh, l.attn.kNorm, nil, false, eps)
-			}
-		}
-		if w.rope != nil && (doQ || doK) {
-			parallel(n, func(_, lo, hi int) {
-				for t := lo; t < hi; t++ {
-					if doQ {
-						w.rope.rotate(a.q[t*d.qDim:(t+1)*d.qDim], d.H, t%T, false)
-					}
-					if doK {
-						w.rope.rotate(a.k[t*d.kvDim:(t+1)*d.kvDim], d.KV, t%T, false)
-					}
-				}
-			})
-		}
-		if doKV {
-			linear(a.v, lw.h1, n, l.attn.v, l.attn.vb, false)
-		}
-		weights := w.layers[w.owner[li]].attn.a
-		recompute := w.recompute[li]
-		parallel(B, func(_, b0, b1 int) {
-			if recompute {
-				c.attnScores(l, a, B, T, b0, b1)
-			}
-			c.attnApply(weights, a, T, b0, b1)
-		})
-		target := sublayerTarget(sandwich, l.postA, w.x, w.tmp)
-		linear(target, a.o, n, l.attn.o, l.attn.ob, true)
-		sublayerOut(sandwich, w.x, w.tmp, lw.xhatPA, lw.rstdPA, n, d.D, l.postA, l.postAb, ln, eps)
-		sublayerIn(lw.h2, lw.xhat2, lw.rstd2, w.x, n, d.D, l.norm2, l.norm2b, ln, eps)
-		target = sublayerTarget(sandwich, l.postF, w.x, w.tmp)
-		if l.moe != nil {
-			c.moeForward(l.moe, lw.moe, lw.h2, w.tok, target, n, routeOptions{})
-			st.Balance += lw.moe.balance
-			st.ZLoss += lw.moe.zloss
-			st.Dropped += lw.moe.dropped
-			st.ExpertTokens = append(st.ExpertTokens, append([]int(nil), lw.moe.kept...))
-			if o.Assignments {
-				st.Assignments = append(st.Assignments, append([]int32(nil), lw.moe.idx...))
-			}
-		}
-		if l.dense != nil {
-			ffnForward(l.dense, lw.ffn, lw.h2, target, n)
-		}
-		sublayerOut(sandwich, w.x, w.tmp, lw.xhatPF, lw.rstdPF, n, d.D, l.postF, l.postFb, ln, eps)
-	}
-	hF := w.x
-	if c.normF != nil {
-		normFwd(w.hF, w.xhatF, w.rstdF, w.x, n, d.D, c.normF, c.normFb, ln, eps)
-		hF = w.hF
-	}
-	head := c.head
-	if head == nil {
-		head = c.embed
-	}
-	linear(w.logits, hF, n, head, nil, false)
-	// Cross-entropy per token; the logits become dLoss/dlogits in place during backward,
-	// so the loss is taken here while they are intact.
-	var ce float64
-	for r := 0; r < B; r++ {
-		for t := 0; t < T; t++ {
-			i := r*T + t
-			target := int(b.Tokens[r*(T+1)+t+1])
-			row := w.logits[i*d.V : (i+1)*d.V]
-			mx := math.Inf(-1)
-			for _, v := range row {
-				mx = math.Max(mx, float64(v))
-			}
-			var s float64
-			for _, v := range row {
-				s += math.Exp(float64(v) - mx)
-			}
-			ce += mx + math.Log(s) - float64(row[target])
-		}
-	}
-	st.CE = ce / float64(n)
-	st.Loss = st.CE
-	if m := c.cfg.MoE; m != nil {
-		st.Loss += m.BalanceLoss*st.Balance + m.ZLoss*st.ZLoss
+	if err := c.headForward(b, w, &st, nil, nil); err != nil {
+		return st, w, err
 	}
 	if math.IsNaN(st.Loss) || math.IsInf(st.Loss, 0) {
 		return st, w, errors.New("nn: the loss is not finite")
@@ -312,148 +197,14 @@ func (c *core[F]) forward(b Batch, o StepOptions) (Stats, *workspace[F], error) 
 	return st, w, nil
 }
 
-// backward accumulates dLoss/dW for the forward that just ran on b.
+// backward accumulates dLoss/dW for the forward that just ran on b. With no compiled
+// kernels the head's backward cannot fail.
 func (c *core[F]) backward(b Batch, w *workspace[F]) {
-	d := c.d
-	B, T := b.B, b.T
-	n := B * T
-	// dlogits = (softmax − onehot) / N, in place.
-	parallel(n, func(_, lo, hi int) {
-		for i := lo; i < hi; i++ {
-			row := w.logits[i*d.V : (i+1)*d.V]
-			target := int(b.Tokens[(i/T)*(T+1)+i%T+1])
-			softmaxRow(row, 0, d.V)
-			row[target]--
-			for j := range row {
-				row[j] /= F(n)
-			}
-		}
-	})
-	head := c.head
-	if head == nil {
-		head = c.embed
-	}
-	ln := c.cfg.Norm == program.LayerNorm
-	sandwich := isSandwich(c.cfg)
-	hF := w.x
-	if c.normF != nil {
-		hF = w.hF
-	}
-	if c.normF != nil {
-		linearBack(w.dh, w.logits, hF, n, head, nil, false)
-		clear(w.dx)
-		normBack(w.dx, w.dh, w.xhatF, w.rstdF, n, d.D, c.normF, c.normFb, ln)
-	} else {
-		linearBack(w.dx, w.logits, hF, n, head, nil, false)
-	}
-	var balanceCoef, zCoef float64
-	if m := c.cfg.MoE; m != nil {
-		balanceCoef, zCoef = m.BalanceLoss, m.ZLoss
-	}
-	for li := range c.layers {
-		a := &w.layers[li].attn
-		clear(a.dAacc)
-		clear(a.dkAcc)
-		clear(a.dvAcc)
-	}
-	g := &w.grads
+	_ = c.headBackward(b, w, nil, nil)
 	for li := len(c.layers) - 1; li >= 0; li-- {
-		l, lw := c.layers[li], w.layers[li]
-		dy := sublayerGradOut(sandwich, w.dx, w.tmp, lw.xhatPF, lw.rstdPF, n, d.D, l.postF, l.postFb, ln)
-		if l.moe != nil {
-			c.moeBackward(l.moe, lw.moe, lw.h2, w.tok, dy, w.dh, n, balanceCoef, zCoef)
-		}
-		if l.dense != nil {
-			ffnBackward(l.dense, lw.ffn, lw.h2, dy, w.dh, n, l.moe != nil)
-		}
-		sublayerGradIn(w.dx, w.dh, lw.xhat2, lw.rstd2, n, d.D, l.norm2, l.norm2b, ln)
-
-		a := &lw.attn
-		dy = sublayerGradOut(sandwich, w.dx, w.tmp, lw.xhatPA, lw.rstdPA, n, d.D, l.postA, l.postAb, ln)
-		linearBack(g.do, dy, a.o, n, l.attn.o, l.attn.ob, false)
-		owner := w.owner[li]
-		reused := owner != li
-		weights := w.layers[owner].attn.a
-		ownerAcc := w.layers[owner].attn.dAacc
-		for _, t := range w.thG {
-			clear(t)
-		}
-		parallel(B, func(worker, b0, b1 int) {
-			s := w.scratch[worker]
-			c.attnBackward(l, a, g, weights, reused, ownerAcc, T, b0, b1, s[:len(s)/2], s[len(s)/2:], w.thG[worker])
-		})
-		if !reused {
-			for _, t := range w.thG {
-				if l.attn.thPre != nil {
-					axpy(l.attn.thPre.g, 1, t[:d.H*d.H])
-					axpy(l.attn.thPost.g, 1, t[d.H*d.H:2*d.H*d.H])
-				}
-				if l.attn.sinks != nil {
-					axpy(l.attn.sinks.g, 1, t[2*d.H*d.H:])
-				}
-			}
-		}
-		// Keys and values used by later layers of a cross-layer group add their gradients
-		// into the owner, which back-propagates the sum through its projections.
-		owns := l.kvOwner == li
-		if !owns {
-			own := &w.layers[l.kvOwner].attn
-			axpy(own.dvAcc, 1, g.dv)
-			if !reused {
-				axpy(own.dkAcc, 1, g.dk)
-			}
-		} else if d.ShareKV > 1 {
-			axpy(g.dv, 1, a.dvAcc)
-			if reused {
-				clear(g.dk)
-			}
-			axpy(g.dk, 1, a.dkAcc)
-		}
-		doQ := !reused
-		doK := owns && (doQ || d.ShareKV > 1)
-		if owns {
-			linearBack(w.dh, g.dv, lw.h1, n, l.attn.v, l.attn.vb, false)
-		} else {
-			clear(w.dh)
-		}
-		if w.rope != nil && (doQ || doK) {
-			parallel(n, func(_, lo, hi int) {
-				for t := lo; t < hi; t++ {
-					if doQ {
-						w.rope.rotate(g.dq[t*d.qDim:(t+1)*d.qDim], d.H, t%T, true)
-					}
-					if doK {
-						w.rope.rotate(g.dk[t*d.kvDim:(t+1)*d.kvDim], d.KV, t%T, true)
-					}
-				}
-			})
-		}
-		if doQ {
-			dq := g.dq
-			if l.attn.qNorm != nil {
-				dq = g.dqPre
-				clear(dq)
-				normBack(dq, g.dq, a.qhat, a.qrstd, n*d.H, d.Dh, l.attn.qNorm, nil, false)
-			}
-			linearBack(w.dh, dq, lw.h1, n, l.attn.q, l.attn.qb, true)
-		}
-		if doK {
-			dk := g.dk
-			if l.attn.kNorm != nil {
-				dk = g.dkPre
-				clear(dk)
-				normBack(dk, g.dk, a.khat, a.krstd, n*d.KV, d.Dh, l.attn.kNorm, nil, false)
-			}
-			linearBack(w.dh, dk, lw.h1, n, l.attn.k, l.attn.kb, true)
-		}
-		sublayerGradIn(w.dx, w.dh, lw.xhat1, lw.rstd1, n, d.D, l.norm1, l.norm1b, ln)
+		c.layerBackward(li, w)
 	}
-	for t, id := range w.tok {
-		axpy(c.embed.g[int(id)*d.D:(int(id)+1)*d.D], 1, w.dx[t*d.D:(t+1)*d.D])
-		if c.pos != nil {
-			axpy(c.pos.g[(t%T)*d.D:(t%T+1)*d.D], 1, w.dx[t*d.D:(t+1)*d.D])
-		}
-	}
+	c.embedBackward(w)
 }
 
 // ForwardBackward runs a step and accumulates dLoss/dW into every Param.G, where Loss is
