@@ -2,7 +2,6 @@ package codegen
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,6 +9,7 @@ import (
 	"github.com/moec-dev/moec/codegen/cuda"
 	"github.com/moec-dev/moec/codegen/llvm"
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/internal/atomicfile"
 	"github.com/moec-dev/moec/kernels"
 )
 
@@ -138,30 +138,11 @@ func Generate(name string, sh kernels.Shape) ([]File, error) {
 	}, nil
 }
 
-// WriteFileAtomic writes data to path through a temporary file in the same directory and
-// a rename, creating the directory if needed.
+// WriteFileAtomic writes data to path through a synced temporary file in the same
+// directory and a rename (internal/atomicfile), creating the directory if needed.
 func WriteFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return err
-	}
-	_, werr := tmp.Write(data)
-	cerr := tmp.Close()
-	if werr != nil || cerr != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("write %s: %w", path, errors.Join(werr, cerr))
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	return nil
+	return atomicfile.WriteFile(path, data, 0o644)
 }
