@@ -40,11 +40,17 @@ func (s *spec) attention(ownsKV bool) attnParts {
 		p.params += s.d
 	}
 	if a.QKNorm {
-		// Per-head norms over head_dim shared by all heads (Qwen3, Gemma 3); the key norm
-		// belongs with the key projection, so a layer that shares K/V shares it too.
-		p.params += s.normParams(s.headDim)
+		// Per-head norms over head_dim shared by all heads (Qwen3, Gemma 3), or with
+		// qk_norm = full one norm over each whole projection (OLMoE: q_norm of heads·head_dim,
+		// k_norm of kv_heads·head_dim). The key norm belongs with the key projection, so a
+		// layer that shares K/V shares it too.
+		qw, kw := s.headDim, s.headDim
+		if a.QKNormFull {
+			qw, kw = qOut, kvOut
+		}
+		p.params += s.normParams(qw)
 		if ownsKV {
-			p.params += s.normParams(s.headDim)
+			p.params += s.normParams(kw)
 		}
 	}
 	p.params += p.matmul + s.attentionExtras()

@@ -48,6 +48,13 @@ func (s *spec) layer(i int, encoder, cross, moe bool) layerPart {
 		lc.PerExpert = expert.total()
 		lc.Experts = int64(e.Experts) * lc.PerExpert
 		lc.Shared = int64(e.SharedExperts) * shared.total()
+		var gate int64
+		if e.SharedGate && e.SharedExperts > 0 {
+			// Qwen2-MoE's shared_expert_gate: one d_model → 1 projection per MoE layer, read
+			// by every token, so it is active and a matmul like the experts it scales.
+			gate = s.d
+			lc.Shared += gate
+		}
 		in := s.d
 		if e.Router == program.RouteTokenEmbedding {
 			in = e.RouterDim
@@ -57,7 +64,7 @@ func (s *spec) layer(i int, encoder, cross, moe bool) layerPart {
 		if e.RouterBias {
 			lc.Router += int64(e.Experts)
 		}
-		lp.matmul += lp.router + int64(e.TopK)*expert.weights + int64(e.SharedExperts)*shared.weights
+		lp.matmul += lp.router + int64(e.TopK)*expert.weights + int64(e.SharedExperts)*shared.weights + gate
 		if e.ParallelDense {
 			lc.DenseFFN = dense.total()
 			lp.matmul += dense.weights

@@ -80,6 +80,17 @@ func TestFeatureToggles(t *testing.T) {
 		{"head_dim 32", func(m *program.Model) { m.Attention.HeadDim = 32 }, baseTotal + L*4*d*(H*32-d), 0},
 		{"qk norm", func(m *program.Model) { m.Attention.QKNorm = true }, baseTotal + L*2*hd, 0},
 		{"qk norm layernorm", func(m *program.Model) { m.Attention.QKNorm = true; m.Norm = program.LayerNorm }, baseTotal + L*4*hd + (2*L+1)*d, 0},
+		{"qk norm full", func(m *program.Model) { m.Attention.QKNorm, m.Attention.QKNormFull = true, true }, baseTotal + L*2*d, 0},
+		{"qk norm full GQA", func(m *program.Model) {
+			m.Attention.QKNorm, m.Attention.QKNormFull, m.Attention.KVHeads = true, true, 2
+		}, baseTotal - L*2*d*(d-2*hd) + L*(d+2*hd), 0},
+		{"qk norm full layernorm", func(m *program.Model) {
+			m.Attention.QKNorm, m.Attention.QKNormFull, m.Norm = true, true, program.LayerNorm
+		}, baseTotal + L*4*d + (2*L+1)*d, 0},
+		{"qk norm full with share_kv 4", func(m *program.Model) {
+			m.Attention.QKNorm, m.Attention.QKNormFull, m.Attention.ShareKV = true, true, 4
+		}, baseTotal - 3*2*d*d + L*d + 1*d, 0},
+		{"qk norm full off without qk norm", func(m *program.Model) { m.Attention.QKNormFull = true }, baseTotal, 0},
 		{"talking heads", func(m *program.Model) { m.Attention.TalkingHeads = true }, baseTotal + L*2*H*H, 0},
 		{"sinks", func(m *program.Model) { m.Attention.Sinks = true }, baseTotal + L*H, 0},
 		{"share_kv 2", func(m *program.Model) { m.Attention.ShareKV = 2 }, baseTotal - (L/2)*2*d*d, 0},
@@ -153,6 +164,9 @@ func TestMoEToggles(t *testing.T) {
 		{"router bias", func(m *program.Model) { m.MoE.RouterBias = true }, []int{1, 3}, moeTotal + 2*E, moeInactive, 0},
 		{"shared experts", func(m *program.Model) { m.MoE.SharedExperts = 2; m.MoE.SharedHidden = 64 }, []int{1, 3},
 			moeTotal + 2*2*3*d*64, moeInactive, 0},
+		{"shared experts with a gate", func(m *program.Model) { m.MoE.SharedExperts, m.MoE.SharedHidden, m.MoE.SharedGate = 2, 64, true },
+			[]int{1, 3}, moeTotal + 2*2*3*d*64 + 2*d, moeInactive, 0},
+		{"shared gate without shared experts", func(m *program.Model) { m.MoE.SharedGate = true }, []int{1, 3}, moeTotal, moeInactive, 0},
 		{"parallel dense", func(m *program.Model) { m.MoE.ParallelDense = true }, []int{1, 3}, moeTotal + 2*dense, moeInactive, 0},
 		{"aux-free bias is a buffer", func(m *program.Model) { m.MoE.AuxFreeBias = 0.001 }, []int{1, 3}, moeTotal, moeInactive, 2 * E},
 		{"token-embedding router", func(m *program.Model) { m.MoE.Router = program.RouteTokenEmbedding; m.MoE.RouterDim = 32 }, []int{1, 3},

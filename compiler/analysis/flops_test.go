@@ -40,6 +40,12 @@ func TestFLOPs(t *testing.T) {
 			m.MoE = &program.MoE{Experts: 8, TopK: 2, ExpertHidden: 128, Activation: program.SwiGLU, Every: 2}
 		}, 0,
 			2*(L*4*d*d+2*2*d*F+2*(2*3*d*128+8*d)) + head + L*attn(causal), L * attn(causal), 2 * 2 * 8 * d},
+		{"gated shared expert", func(m *program.Model) {
+			m.MoE = &program.MoE{Experts: 8, TopK: 2, ExpertHidden: 128, Activation: program.SwiGLU, Every: 2,
+				SharedExperts: 1, SharedHidden: 64, SharedGate: true}
+		}, 0,
+			// The gate is one d-wide dot product per token per MoE layer, beside the shared expert.
+			2*(L*4*d*d+2*2*d*F+2*(2*3*d*128+8*d+3*d*64+d)) + head + L*attn(causal), L * attn(causal), 2 * 2 * 8 * d},
 		{"token-embedding router", func(m *program.Model) {
 			m.MoE = &program.MoE{Experts: 8, TopK: 1, Every: 1, Router: program.RouteTokenEmbedding, RouterDim: 16}
 		}, 0,

@@ -24,7 +24,7 @@ func randomModel(r *rand.Rand) *program.Model {
 			Heads: heads, KVHeads: []int{heads, 1, max(heads/2, 1)}[pick(3)], HeadDim: int64([]int{0, 4, 16}[pick(3)]),
 			QKNorm: pick(2) == 0, TalkingHeads: pick(2) == 0, ShareWeights: []float64{1, 0.5, 0.25}[pick(3)],
 			ShareKV: 1 + pick(3), Sinks: pick(2) == 0, Window: int64(pick(2) * pick(64)),
-			BiasQKV: pick(2) == 0, BiasOut: pick(2) == 0,
+			BiasQKV: pick(2) == 0, BiasOut: pick(2) == 0, QKNormFull: pick(2) == 0,
 		},
 		FFN: program.FFN{Hidden: int64(4 * (1 + pick(32))),
 			Activation: []program.Activation{program.ReLU, program.GELU, program.SiLU, program.SwiGLU, program.GeGLU}[pick(5)],
@@ -42,6 +42,7 @@ func randomModel(r *rand.Rand) *program.Model {
 			SharedExperts: pick(3), Every: 1 + pick(3), FirstDense: pick(2), ParallelDense: pick(4) == 0, EncoderMoE: pick(2) == 0,
 			Router:    []program.RouterInput{program.RouteHidden, program.RouteTokenEmbedding}[pick(2)],
 			RouterDim: int64(pick(2) * 8), RouterBias: pick(2) == 0, AuxFreeBias: float64(pick(2)) * 0.001,
+			SharedGate: pick(2) == 0,
 		}
 		if pick(4) == 0 {
 			m.MoE.Layers = []int{0, 2}

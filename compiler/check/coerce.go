@@ -68,6 +68,9 @@ func (r *resolver) coerce(s *scope, spec *keySpec, v value, rng diag.Range) (val
 			return value{}, false
 		}
 	case tyBool:
+		if v.kind == kindIdent && contains(t.enums, v.s) {
+			return v, true
+		}
 		if v.kind != kindBool {
 			return wrong()
 		}

@@ -134,6 +134,7 @@ func buildModel(d *decl, s *scope) *program.Model {
 			Window: a.i64("window"), BiasQKV: a.boolean("qkv_bias"), BiasOut: a.boolean("out_bias"),
 		}
 		m.Attention.MLA = m.Attention.KVLoraRank > 0
+		m.Attention.QKNormFull = a.str("qk_norm") == "full"
 	}
 	if f := s.sections["ffn"]; f != nil {
 		m.FFN = program.FFN{Hidden: f.i64("hidden"), Activation: program.Activation(f.str("activation")), Bias: f.boolean("bias")}
@@ -142,7 +143,7 @@ func buildModel(d *decl, s *scope) *program.Model {
 		m.MoE = &program.MoE{
 			Experts: e.int("experts"), TopK: e.int("top_k"), ExpertHidden: e.i64("expert_hidden"),
 			Activation: program.Activation(e.str("activation")), ExpertBias: e.boolean("expert_bias"),
-			SharedExperts: e.int("shared_experts"), SharedHidden: e.i64("shared_hidden"),
+			SharedExperts: e.int("shared_experts"), SharedHidden: e.i64("shared_hidden"), SharedGate: e.boolean("shared_gate"),
 			Every: e.int("every"), FirstDense: e.int("first_dense"), Layers: e.ints("layers"),
 			ParallelDense: e.boolean("parallel_dense"), EncoderMoE: e.boolean("encoder"),
 			Router: program.RouterInput(e.str("router")), RouterDim: e.i64("router_dim"),
@@ -174,6 +175,12 @@ func (c *checker) validateModel(s *scope, m *program.Model) {
 		d.Suggestion = "choose kv_heads among " + divisors(int64(m.Attention.Heads))
 	}
 	c.validateMLA(a, m)
+	if m.Attention.QKNormFull && m.Attention.MLA && ok(a, "qk_norm", "kv_lora_rank") {
+		// Latent attention's queries and keys are rebuilt per head from low-rank latents,
+		// which have norms of their own; there is no whole projection for one norm to span.
+		d := c.errorf(diag.PartialMLA, a.rangeOf("qk_norm"), "qk_norm = full norms the whole query and key projections, which latent attention (kv_lora_rank > 0) does not have")
+		d.Suggestion = "use qk_norm = true (per head) with latent attention"
+	}
 	if m.Position == program.Rotary && ok(s, "position") {
 		dim, key := m.Attention.HeadDim, "head_dim"
 		if m.Attention.MLA {
@@ -223,6 +230,11 @@ func (c *checker) validateMLA(a *scope, m *program.Model) {
 
 func (c *checker) validateMoE(s, e *scope, m *program.Model) {
 	moe := m.MoE
+	if moe.SharedGate && moe.SharedExperts == 0 && ok(e, "shared_gate", "shared_experts") {
+		// A gate with nothing to scale would be a parameter that computes nothing.
+		d := c.errorf(diag.OutOfRange, e.rangeOf("shared_gate"), "shared_gate scales the shared experts' output, but shared_experts is 0")
+		d.Suggestion = "set shared_experts >= 1, or remove shared_gate"
+	}
 	if ok(e, "top_k", "experts") && moe.TopK > moe.Experts {
 		d := c.errorf(diag.TopKExceedsExperts, e.rangeOf("top_k"), "top_k (%d) exceeds experts (%d)", moe.TopK, moe.Experts)
 		d.Suggestion = fmt.Sprintf("use top_k <= %d", moe.Experts)

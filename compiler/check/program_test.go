@@ -152,3 +152,31 @@ train m on c { tokens_per_batch = 256; memory = unified_cache; data = "x" }
 		t.Errorf("cpu device memory = %d, want host_memory 8GiB", got)
 	}
 }
+
+// TestQKNormAndSharedGateFields holds qk_norm's words and shared_gate to their program
+// fields: true and per_head are the per-head norm, full the whole-projection one.
+func TestQKNormAndSharedGateFields(t *testing.T) {
+	for _, tc := range []struct {
+		qk         string
+		norm, full bool
+	}{{"false", false, false}, {"true", true, false}, {"per_head", true, false}, {"full", true, true}} {
+		prog := checkSource(t, `
+model m {
+  vocab = 256; d_model = 64; layers = 2; seq_len = 64
+  attention { heads = 2; qk_norm = `+tc.qk+` }
+}`)
+		a := prog.Models["m"].Attention
+		if a.QKNorm != tc.norm || a.QKNormFull != tc.full {
+			t.Errorf("qk_norm = %s: QKNorm %v QKNormFull %v, want %v %v", tc.qk, a.QKNorm, a.QKNormFull, tc.norm, tc.full)
+		}
+	}
+	gated := checkSource(t, `model m { vocab = 256; d_model = 64; layers = 2; seq_len = 64
+  attention { heads = 2 }
+  moe { experts = 2; shared_experts = 1; shared_gate = true } }`)
+	plain := checkSource(t, `model m { vocab = 256; d_model = 64; layers = 2; seq_len = 64
+  attention { heads = 2 }
+  moe { experts = 2; shared_experts = 1 } }`)
+	if !gated.Models["m"].MoE.SharedGate || plain.Models["m"].MoE.SharedGate {
+		t.Errorf("SharedGate: written true gives %v, default gives %v", gated.Models["m"].MoE.SharedGate, plain.Models["m"].MoE.SharedGate)
+	}
+}

@@ -23,7 +23,8 @@ const (
 	tyName                        // a declaration name, written as an identifier or string
 )
 
-// keyType is a key's type; enums also lists the words a float key accepts (dropless).
+// keyType is a key's type; enums also lists the words a float key accepts (dropless) or,
+// for a bool key, the words that say how it is on (qk_norm = full).
 type keyType struct {
 	kind  typeKind
 	enums []string
@@ -40,6 +41,9 @@ func (t keyType) String() string {
 		}
 		return "a number"
 	case tyBool:
+		if len(t.enums) > 0 {
+			return "true, false, " + strings.Join(t.enums, " or ")
+		}
 		return "true or false"
 	case tyEnum:
 		return "one of " + strings.Join(t.enums, " | ")
@@ -233,7 +237,10 @@ func newSchema() *schema {
 		integer("qk_nope_head_dim", "0", nonNegative, "MLA non-rotary query/key dim"),
 		integer("qk_rope_head_dim", "0", nonNegative, "MLA rotary query/key dim"),
 		integer("v_head_dim", "0", nonNegative, "MLA value dim"),
-		boolean("qk_norm", "false", "norms on queries and keys"),
+		// true is per_head: one head_dim-wide norm shared by all heads (Qwen3); full norms
+		// the whole projections, heads·head_dim and kv_heads·head_dim wide (OLMoE).
+		{name: "qk_norm", typ: keyType{kind: tyBool, enums: []string{"per_head", "full"}}, def: "false",
+			doc: "norms on queries and keys: per head (true, per_head) or over the whole projection (full)"},
 		boolean("talking_heads", "false", "head-mixing matrices"),
 		float("share_weights", "1", probability, "probability a layer recomputes attention weights"),
 		integer("share_kv", "1", positive, "adjacent layers sharing K/V projections"),
@@ -256,6 +263,7 @@ func newSchema() *schema {
 		boolean("expert_bias", "false", "expert biases"),
 		integer("shared_experts", "0", nonNegative, "always-on experts"),
 		integer("shared_hidden", "expert_hidden", positive, "each shared expert's width"),
+		boolean("shared_gate", "false", "a learned sigmoid gate per token on the shared experts' output"),
 		integer("every", "1", positive, "MoE in every Nth layer"),
 		integer("first_dense", "0", nonNegative, "leading dense layers"),
 		{name: "layers", typ: keyType{kind: tyIntList}, def: "[]", doc: "explicit MoE layers"},

@@ -147,9 +147,11 @@ func (s *scope) f64(key string) float64 {
 	return f
 }
 
+// boolean reads a bool key; a word the key accepts (qk_norm = full) says how it is on, so
+// it reads as true.
 func (s *scope) boolean(key string) bool {
 	v, ok := s.val(key)
-	return ok && v.kind == kindBool && v.b
+	return ok && (v.kind == kindBool && v.b || v.kind == kindIdent)
 }
 
 func (s *scope) str(key string) string {

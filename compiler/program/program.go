@@ -144,6 +144,12 @@ type Attention struct {
 
 	BiasQKV bool
 	BiasOut bool
+
+	// QKNormFull makes the QKNorm norms span the whole projection (heads·head_dim for
+	// queries, kv_heads·head_dim for keys), as OLMoE does, instead of one head_dim-wide norm
+	// shared by all heads (Qwen3, Gemma 3). Meaningful only with QKNorm. omitempty keeps the
+	// JSON, and so the config hash, of every model without it as it was.
+	QKNormFull bool `json:",omitempty"`
 }
 
 // FFN is the dense feed-forward block.
@@ -179,6 +185,11 @@ type MoE struct {
 
 	SharedExperts int   // always-on experts
 	SharedHidden  int64 // each shared expert's width (defaults to ExpertHidden)
+
+	// SharedGate scales the shared experts' summed output per token by sigmoid(x·g), g a
+	// learned d_model vector (Qwen2-MoE's shared_expert_gate, Linear(d_model, 1) without
+	// bias). Meaningful only with SharedExperts > 0; omitempty as for QKNormFull.
+	SharedGate bool `json:",omitempty"`
 
 	// Which decoder layers are MoE: if Layers is non-empty it is the explicit list;
 	// otherwise layer i is MoE when i >= FirstDense and (i-FirstDense) % Every == Every-1

@@ -58,6 +58,7 @@ type spec struct {
 	headDim          int64 // 0: d_model / heads
 	qkvBias, outBias bool
 	qkNorm           bool
+	qkNormFull       bool // qk_norm = full: the norms span the whole projections (OLMoE)
 	window           int64
 	qLora, kvLora    int64
 	nope, rope, vDim int64
@@ -74,6 +75,7 @@ type moeSpec struct {
 	expertHidden  int64 // 0: ffn.hidden
 	shared        int
 	sharedHidden  int64 // 0: expert_hidden
+	sharedGate    bool  // a sigmoid gate on the shared expert (Qwen2-MoE's shared_expert_gate)
 	moeLayers     []int // the layers HF makes MoE
 	score         string
 	normalize     bool
@@ -164,15 +166,9 @@ func readSpec(r *reader) (*spec, error) {
 		if r.present("clip_qkv") {
 			r.inexpressible("clip_qkv", "clipping of the Q/K/V projections", "moec does not clip activations", 0)
 		}
-		// OLMoE normalises the whole query and key projections (q_norm over hidden_size, k_norm
-		// over kv_heads·head_dim); moec's qk_norm is one norm over head_dim shared by all heads.
-		hd := s.dModel / int64(max(s.heads, 1))
-		full := s.dModel + int64(s.kvHeads)*hd
-		r.used["q_norm"] = true
-		r.inexpressible("q_norm", "OLMoE normalises the whole query and key projections (weights of width hidden_size and kv_heads·head_dim)",
-			"the import uses moec's per-head qk_norm (weights of width head_dim) instead, which computes something else",
-			int64(s.layers)*(full-2*hd))
-		s.qkNorm = true
+		// OLMoE normalises the whole query and key projections (q_norm over
+		// heads·head_dim = hidden_size, k_norm over kv_heads·head_dim): qk_norm = full.
+		s.qkNorm, s.qkNormFull = true, true
 	case DeepSeek:
 		s.deepseek(r)
 	case Llama:
@@ -309,11 +305,10 @@ func (s *spec) qwenMoE(r *reader) {
 	}
 	if s.arch == Qwen2MoE {
 		s.qkvBias = true // Qwen2-MoE always biases Q, K and V
+		// Qwen2-MoE's one shared expert is always scaled by sigmoid(shared_expert_gate(x)),
+		// a hidden_size → 1 projection per MoE layer: shared_gate.
 		if sh := r.integer("shared_expert_intermediate_size", 0); sh > 0 {
-			m.shared, m.sharedHidden = 1, sh
-			r.used["shared_expert_gate"] = true
-			r.inexpressible("shared_expert_gate", "Qwen2-MoE scales its shared expert by a learned sigmoid gate (a hidden_size-wide weight per MoE layer)",
-				"the import keeps the shared expert ungated", int64(len(m.moeLayers))*s.dModel)
+			m.shared, m.sharedHidden, m.sharedGate = 1, sh, true
 		}
 	} else {
 		s.qkNorm = true // Qwen3 has per-head q_norm and k_norm

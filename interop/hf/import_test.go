@@ -28,7 +28,7 @@ var published = []struct {
 }{
 	{"mixtral-8x7b.json", nil, 46_702_792_704, 0,
 		"mistralai/Mixtral-8x7B-v0.1: sum of the safetensors tensor sizes (the Hub's 46.7B); also models/mixtral-8x7b.moe"},
-	{"qwen1.5-moe-a2.7b.json", []string{"shared_expert_gate"}, 14_315_784_192, 24 * 2048,
+	{"qwen1.5-moe-a2.7b.json", nil, 14_315_784_192, 0,
 		"Qwen/Qwen1.5-MoE-A2.7B: the Hub's 14.3B; exact sum of its tensors (24 layers of 570,560,512, embedding and head 311,164,928 each, final norm 2,048)"},
 	{"qwen3-30b-a3b.json", nil, 30_532_122_624, 0,
 		"Qwen/Qwen3-30B-A3B: the Hub's 30.5B; exact sum of its tensors"},
@@ -36,7 +36,7 @@ var published = []struct {
 		"deepseek-ai/DeepSeek-V2-Lite: the model card's 15.7B; exact sum of its tensors"},
 	{"deepseek-v3.json", []string{"rope_scaling", "routed_scaling_factor"}, 671_026_404_352, 0,
 		"deepseek-ai/DeepSeek-V3: the report's 671B main model (MTP module apart); exact figure as compiler/analysis derives it for models/deepseek-v3.moe"},
-	{"olmoe-1b-7b.json", []string{"q_norm"}, 6_919_161_856, 16 * (2048 + 2048 - 2*128),
+	{"olmoe-1b-7b.json", nil, 6_919_161_856, 0,
 		"allenai/OLMoE-1B-7B-0924: the paper's 6.9B; exact sum of its tensors"},
 	{"llama-3-8b.json", nil, 8_030_261_248, 0,
 		"meta-llama/Meta-Llama-3-8B: the Hub's 8.03B; exact sum of its tensors"},
@@ -105,6 +105,34 @@ func TestImportPublished(t *testing.T) {
 	}
 }
 
+// TestImportFullQKNormAndSharedGate checks that OLMoE's whole-projection q/k norms and
+// Qwen1.5/Qwen2-MoE's shared-expert gate arrive as qk_norm = full and shared_gate, and
+// that neither appears where the architecture has no such thing.
+func TestImportFullQKNormAndSharedGate(t *testing.T) {
+	for _, tc := range []struct {
+		file                      string
+		qkNorm, qkNormFull, gated bool
+	}{
+		{"olmoe-1b-7b.json", true, true, false},
+		{"qwen1.5-moe-a2.7b.json", false, false, true},
+		{"qwen3-30b-a3b.json", true, false, false},
+		{"mixtral-8x7b.json", false, false, false},
+	} {
+		res, err := ImportConfig(readConfig(t, tc.file), Options{})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.file, err)
+		}
+		a, e := res.Model.Attention, res.Model.MoE
+		if a.QKNorm != tc.qkNorm || a.QKNormFull != tc.qkNormFull || e == nil || e.SharedGate != tc.gated {
+			t.Errorf("%s: qk_norm %v full %v, shared_gate %v; want %v %v %v", tc.file, a.QKNorm, a.QKNormFull, e != nil && e.SharedGate,
+				tc.qkNorm, tc.qkNormFull, tc.gated)
+		}
+		if res.ParamDelta != 0 {
+			t.Errorf("%s: %d parameters dropped", tc.file, res.ParamDelta)
+		}
+	}
+}
+
 // TestImportRefusesWhatItCannotExpress checks that inexpressible fields are errors that
 // name the field, never silently dropped, and that the error lists all of them.
 func TestImportRefusesWhatItCannotExpress(t *testing.T) {
@@ -114,8 +142,6 @@ func TestImportRefusesWhatItCannotExpress(t *testing.T) {
 	}{
 		{"deepseek-v3.json", []string{"rope_scaling", "routed_scaling_factor"}},
 		{"deepseek-v2-lite.json", []string{"rope_scaling"}},
-		{"olmoe-1b-7b.json", []string{"q_norm"}},
-		{"qwen1.5-moe-a2.7b.json", []string{"shared_expert_gate"}},
 	} {
 		_, err := ImportConfig(readConfig(t, tc.file), Options{})
 		e, ok := err.(*Error)

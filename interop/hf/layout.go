@@ -149,6 +149,7 @@ func layoutFor(m *program.Model) (Layout, []string) {
 	gap(a.ShareWeights < 1, "stochastic attention-weight sharing (share_weights < 1)")
 	gap(a.ShareKV > 1, "cross-layer K/V sharing (share_kv > 1)")
 	gap(a.Sinks, "attention sinks")
+	gap(a.QKNorm && a.QKNormFull, "q/k norms over the whole projections (qk_norm = full, OLMoE's; the classes moec writes norm per head)")
 	gap(a.BiasQKV != a.BiasOut, "a bias on Q/K/V but not on the output, or the reverse (attention_bias sets both)")
 	gap(m.FFN.Activation != program.SwiGLU && m.FFN.Activation != program.GeGLU, fmt.Sprintf("ffn activation %s (the classes gate their FFNs: swiglu or geglu)", m.FFN.Activation))
 	if e := m.MoE; e != nil && e.Experts > 0 {
@@ -158,6 +159,7 @@ func layoutFor(m *program.Model) (Layout, []string) {
 		gap(e.RouterBias, "a router bias")
 		gap(e.Score != program.Softmax, fmt.Sprintf("score = %s (the classes route with a softmax)", e.Score))
 		gap(e.SharedExperts > 0, "shared experts")
+		gap(e.SharedGate && e.SharedExperts > 0, "a gated shared expert (shared_gate, Qwen2-MoE's; not among the classes moec writes)")
 		gap(e.ParallelDense, "a dense FFN in parallel with the experts (parallel_dense)")
 		gap(e.Groups > 0, "node-limited routing (groups)")
 		gap(e.AuxFreeBias > 0, "auxiliary-loss-free bias balancing")

@@ -39,6 +39,12 @@ model tiny_qwen3_moe {
   ffn { hidden = 64; activation = swiglu }
   moe { experts = 6; top_k = 2; expert_hidden = 24; every = 2; normalize = false; capacity_factor = dropless }
 }
+model tiny_gated {
+  vocab = 300; d_model = 32; layers = 2; seq_len = 16
+  attention { heads = 4; kv_heads = 2; qk_norm = full }
+  ffn { hidden = 64; activation = swiglu }
+  moe { experts = 4; top_k = 2; expert_hidden = 24; shared_experts = 1; shared_hidden = 40; shared_gate = true; capacity_factor = dropless }
+}
 model tiny_hunyuan {
   vocab = 300; d_model = 32; layers = 2; seq_len = 16
   attention { heads = 4; talking_heads = true; share_weights = 0.5 }
@@ -308,5 +314,58 @@ func TestImportShardedBF16(t *testing.T) {
 		if !bitsEqual(tn.Data, held[tn.Name]) {
 			t.Errorf("tensor %s differs from the folder's values", tn.Name)
 		}
+	}
+}
+
+// TestExportGatedAndFullNorm checks that OLMoE's whole-projection q/k norms and
+// Qwen2-MoE's shared-expert gate, which no class moec writes holds, go out in moec's layout
+// with both named, their tensors at their Hugging Face shapes and both fields in the
+// written model config.
+func TestExportGatedAndFullNorm(t *testing.T) {
+	dir, orig := saveCheckpoint(t, tinyModel(t, "tiny_gated"))
+	out := filepath.Join(t.TempDir(), "x")
+	man, err := Export(dir, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if man.Layout != LayoutMoec {
+		t.Fatalf("layout %s, want moec", man.Layout)
+	}
+	all := strings.Join(man.Unsupported, "; ")
+	for _, w := range []string{"qk_norm = full", "shared_gate"} {
+		if !strings.Contains(all, w) {
+			t.Errorf("unsupported list lacks %q: %s", w, all)
+		}
+	}
+	v, err := VerifyExport(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(v.Tensors) != len(orig) {
+		t.Errorf("%d tensors exported, checkpoint has %d", len(v.Tensors), len(orig))
+	}
+	shapes := map[string][]int{}
+	for _, e := range v.Tensors {
+		shapes[e.Name] = e.Shape
+	}
+	for name, want := range map[string][]int{
+		"model.layers.1.self_attn.q_norm.weight":                    {32}, // heads·head_dim
+		"model.layers.1.self_attn.k_norm.weight":                    {16}, // kv_heads·head_dim
+		"model.layers.1.block_sparse_moe.shared_expert_gate.weight": {1, 32},
+	} {
+		if !sameDims(shapes[name], want) {
+			t.Errorf("%s: shape %v, want %v", name, shapes[name], want)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(out, MoecConfigFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m program.Model
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	if !m.Attention.QKNorm || !m.Attention.QKNormFull || m.MoE == nil || !m.MoE.SharedGate {
+		t.Errorf("%s lost qk_norm = full or shared_gate: attention %+v, moe %+v", MoecConfigFile, m.Attention, m.MoE)
 	}
 }

@@ -128,7 +128,10 @@ func (s *spec) source(name string, notes []string) []byte {
 	} else if s.headDim > 0 && s.headDim*int64(s.heads) != s.dModel {
 		kv("", "head_dim", s.headDim)
 	}
-	if s.qkNorm {
+	switch {
+	case s.qkNormFull:
+		b.WriteString("qk_norm = full\n")
+	case s.qkNorm:
 		kv("", "qk_norm", true)
 	}
 	if s.qkvBias {
@@ -158,6 +161,9 @@ func (s *spec) source(name string, notes []string) []byte {
 			kv("", "shared_experts", m.shared)
 			if m.sharedHidden > 0 && m.sharedHidden != m.expertHidden {
 				kv("", "shared_hidden", m.sharedHidden)
+			}
+			if m.sharedGate {
+				kv("", "shared_gate", true)
 			}
 		}
 		every, first, ok := ruleFor(m.moeLayers, s.layers)

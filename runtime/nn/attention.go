@@ -3,6 +3,7 @@ package nn
 import (
 	"math"
 
+	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/runtime/blas"
 )
 
@@ -160,4 +161,35 @@ func (c *core[F]) attnBackward(l *layer[F], w *attnWS[F], g *attnGrads[F], a []F
 				1, g.dk[b*T*d.kvDim+kv*d.Dh:], d.kvDim)
 		}
 	}
+}
+
+// qkNormWidths is the width of the q and k norm scales: head_dim, one norm shared by all
+// heads (qk_norm = true, Qwen3), or the whole projections (qk_norm = full, OLMoE).
+func qkNormWidths(m *program.Model, d dims) (q, k int) {
+	if m.Attention.QKNormFull {
+		return d.qDim, d.kvDim
+	}
+	return d.Dh, d.Dh
+}
+
+// qkNormFwd normalises the queries (heads = H) or keys (heads = KV) of n tokens in place:
+// per head over head_dim, or with qk_norm = full over each token's whole projection. xhat
+// holds n·heads·Dh values and rstd n·heads (full uses the first n), as the backward reads.
+func (c *core[F]) qkNormFwd(x, xhat, rstd []F, n, heads int, scale *tensor[F], eps float64) {
+	rows, width := c.qkNormRows(n, heads)
+	normFwd(x, xhat, rstd, x, rows, width, scale, nil, false, eps)
+}
+
+// qkNormBack adds the gradient before qkNormFwd to dx, given dy after it, and accumulates
+// the scale's gradient.
+func (c *core[F]) qkNormBack(dx, dy, xhat, rstd []F, n, heads int, scale *tensor[F]) {
+	rows, width := c.qkNormRows(n, heads)
+	normBack(dx, dy, xhat, rstd, rows, width, scale, nil, false)
+}
+
+func (c *core[F]) qkNormRows(n, heads int) (rows, width int) {
+	if c.cfg.Attention.QKNormFull {
+		return n, heads * c.d.Dh
+	}
+	return n * heads, c.d.Dh
 }

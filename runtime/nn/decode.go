@@ -152,13 +152,13 @@ func (dec *Decoder) step(tokens []int32, positions []int) ([]float32, error) {
 		owns := l.kvOwner == li
 		linear(dec.q, dec.h, n, l.attn.q, l.attn.qb, false)
 		if l.attn.qNorm != nil {
-			normFwd(dec.q, dec.qkHat, dec.qkRstd, dec.q, n*d.H, d.Dh, l.attn.qNorm, nil, false, eps)
+			c.qkNormFwd(dec.q, dec.qkHat, dec.qkRstd, n, d.H, l.attn.qNorm, eps)
 		}
 		if owns {
 			linear(dec.k, dec.h, n, l.attn.k, l.attn.kb, false)
 			linear(dec.v, dec.h, n, l.attn.v, l.attn.vb, false)
 			if l.attn.kNorm != nil {
-				normFwd(dec.k, dec.qkHat, dec.qkRstd, dec.k, n*d.KV, d.Dh, l.attn.kNorm, nil, false, eps)
+				c.qkNormFwd(dec.k, dec.qkHat, dec.qkRstd, n, d.KV, l.attn.kNorm, eps)
 			}
 		}
 		kc, vc := dec.kc[li], dec.vc[li]

@@ -3,8 +3,10 @@ package nn
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
+	"github.com/moec-dev/moec/compiler/analysis"
 	"github.com/moec-dev/moec/compiler/program"
 )
 
@@ -41,6 +43,19 @@ func TestGradCheckModels(t *testing.T) {
 			m := tinyDense()
 			m.Layers = 4
 			m.Attention.ShareKV, m.Attention.ShareWeights, m.Attention.QKNorm = 2, 0.5, true
+			return m
+		},
+		"qk_norm_full_gqa_share_kv_2": func() *program.Model {
+			m := tinyDense()
+			m.Layers = 3
+			m.Attention.Heads, m.Attention.KVHeads, m.Attention.HeadDim = 4, 2, 2
+			m.Attention.QKNorm, m.Attention.QKNormFull, m.Attention.ShareKV = true, true, 2
+			return m
+		},
+		"moe_shared_gate_two_shared_qk_norm_full": func() *program.Model {
+			m := tinyMoE()
+			m.Attention.QKNorm, m.Attention.QKNormFull = true, true
+			m.MoE.SharedExperts, m.MoE.SharedHidden, m.MoE.SharedGate = 2, 5, true
 			return m
 		},
 		"share_kv_3": func() *program.Model {
@@ -156,4 +171,55 @@ func sampleIndices(r *rand.Rand, n, k int) []int {
 		return idx
 	}
 	return r.Perm(n)[:k]
+}
+
+// TestQKNormFullAndSharedGateTensors holds the tensors of qk_norm = full (OLMoE) and
+// moe.shared_gate (Qwen2-MoE) to their Hugging Face widths, Layout to New, and the
+// runtime's parameter count to the compiler's.
+func TestQKNormFullAndSharedGateTensors(t *testing.T) {
+	cfg := tinyMoE()
+	cfg.Layers = 3
+	cfg.Attention.Heads, cfg.Attention.KVHeads, cfg.Attention.HeadDim = 4, 2, 4
+	cfg.Attention.QKNorm, cfg.Attention.QKNormFull, cfg.Attention.ShareKV = true, true, 2
+	cfg.MoE.SharedExperts, cfg.MoE.SharedGate, cfg.MoE.Every = 1, true, 2
+	m, err := New(cfg, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shapes := map[string][]int{}
+	var n int64
+	for _, p := range m.Params() {
+		shapes[p.Name] = p.Shape
+		n += int64(len(p.W))
+	}
+	for name, want := range map[string][]int{
+		"model.layers.0.self_attn.q_norm.weight":                    {16}, // heads·head_dim
+		"model.layers.0.self_attn.k_norm.weight":                    {8},  // kv_heads·head_dim
+		"model.layers.1.self_attn.q_norm.weight":                    {16},
+		"model.layers.1.block_sparse_moe.shared_expert_gate.weight": {1, 8},
+	} {
+		if !slices.Equal(shapes[name], want) {
+			t.Errorf("%s: shape %v, want %v", name, shapes[name], want)
+		}
+	}
+	for _, absent := range []string{"model.layers.1.self_attn.k_norm.weight", "model.layers.0.block_sparse_moe.shared_expert_gate.weight"} {
+		if _, ok := shapes[absent]; ok {
+			t.Errorf("%s exists: a K/V-sharing layer has no key norm, a dense layer no shared gate", absent)
+		}
+	}
+	lay, err := Layout(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lay) != len(m.Params()) {
+		t.Fatalf("Layout has %d parameters, New %d", len(lay), len(m.Params()))
+	}
+	for i, p := range m.Params() {
+		if lay[i].Name != p.Name || !slices.Equal(lay[i].Shape, p.Shape) {
+			t.Errorf("parameter %d: Layout %s %v, New %s %v", i, lay[i].Name, lay[i].Shape, p.Name, p.Shape)
+		}
+	}
+	if c := analysis.Count(cfg); c.TotalAll != n {
+		t.Errorf("runtime holds %d parameters, compiler/analysis counts %d", n, c.TotalAll)
+	}
 }

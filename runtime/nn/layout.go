@@ -69,9 +69,10 @@ func Layout(m *program.Model) ([]ParamInfo, error) {
 		}
 		weightBias(p+"self_attn.o_proj", a.BiasOut, d.D, d.qDim)
 		if a.QKNorm {
-			add(p+"self_attn.q_norm.weight", d.Dh)
+			qw, kw := qkNormWidths(m, d)
+			add(p+"self_attn.q_norm.weight", qw)
 			if owner {
-				add(p+"self_attn.k_norm.weight", d.Dh)
+				add(p+"self_attn.k_norm.weight", kw)
 			}
 		}
 		if a.Sinks {
@@ -112,6 +113,9 @@ func Layout(m *program.Model) ([]ParamInfo, error) {
 			}
 			for s := 0; s < d.Shared; s++ {
 				ffn(fmt.Sprintf("%sshared_experts.%d.", mp, s), expertActivation(m), d.SHidden, bias, "w1", "w3", "w2", "w1")
+			}
+			if hasSharedGate(m) {
+				add(mp+sharedGateName, 1, d.D)
 			}
 		}
 		if placement(m) != program.PreNorm {

@@ -19,6 +19,9 @@ type Param struct {
 	Name  string
 	Shape []int
 	W, G  []float32
+	// Expert marks a routed expert's tensor: in a sharded run it is held by the rank that
+	// owns the expert and its gradient is reduced over the ranks holding the same experts.
+	Expert bool
 }
 
 // tensor is a parameter inside the generic core.
@@ -26,6 +29,15 @@ type tensor[F Float] struct {
 	name  string
 	shape []int
 	w, g  []F
+	// base and off say that w and g are views of base's buffers at off (an expert's slice
+	// of the contiguous expert weights); nil for a tensor with its own storage.
+	base *tensor[F]
+	off  int
+	// expert is true for a routed expert's tensors (and their contiguous storage): they
+	// are held by the expert-parallel rank that owns the expert and reduced over the
+	// ranks that hold the same experts, not over all ranks.
+	expert bool
+	unit   int // the Unit the tensor belongs to (units.go)
 }
 
 // dims are the sizes every kernel needs, resolved once from program.Model.
@@ -62,7 +74,7 @@ type attnParams[F Float] struct {
 	q, k, v, o     *tensor[F]
 	qb, kb, vb, ob *tensor[F] // nil without biases
 	thPre, thPost  *tensor[F] // talking heads [H,H], nil when off
-	qNorm, kNorm   *tensor[F] // RMSNorm scales over head_dim, nil without qk_norm
+	qNorm, kNorm   *tensor[F] // RMSNorm scales over head_dim (qk_norm = full: the whole projection), nil without qk_norm
 	sinks          *tensor[F] // per-head sink logits [H], nil when off
 }
 
@@ -74,6 +86,7 @@ type moeParams[F Float] struct {
 	w1, w3, w2 *tensor[F]
 	experts    []*ffnParams[F]
 	shared     []*ffnParams[F]
+	sharedGate *tensor[F] // [1, D] shared_expert_gate (shared_gate.go), nil without moe.shared_gate
 }
 
 type layer[F Float] struct {
@@ -100,6 +113,13 @@ type core[F Float] struct {
 	layers []*layer[F]
 	params []*tensor[F]
 	ws     *workspace[F]
+	// expertFirst and expertCount are the routed experts this core holds: all of them
+	// unless it is an expert-parallel rank's share (see shard.go).
+	expertFirst, expertCount int
+	shard                    *shardState[F] // nil for a model that runs alone
+	// storage lists every tensor that owns its buffers (listed or not), in creation
+	// order: what a Unit's flat buffers are made of.
+	storage []*tensor[F]
 }
 
 // Model is a trainable float32 model.
@@ -119,7 +139,7 @@ func New(m *program.Model, seed int64) (*Model, error) {
 	}
 	out := &Model{c: c}
 	for _, t := range c.params {
-		out.params = append(out.params, &Param{Name: t.name, Shape: t.shape, W: t.w, G: t.g})
+		out.params = append(out.params, &Param{Name: t.name, Shape: t.shape, W: t.w, G: t.g, Expert: t.expert})
 	}
 	return out, nil
 }
@@ -289,6 +309,13 @@ type builder[F Float] struct {
 	seed   int64
 	c      *core[F]
 	layers int
+	// index is the position the next listed tensor has in the whole model's parameter
+	// list. It keys the tensor's initial values, so a rank that holds only some experts
+	// draws exactly the values the single-rank model draws for them.
+	index int
+	// first and count are the routed experts this model holds (all when count is 0).
+	first, count int
+	unit         int // the Unit tensors being added belong to
 }
 
 func (b *builder[F]) add(name string, kind initKind, listed bool, shape ...int) *tensor[F] {
@@ -296,10 +323,12 @@ func (b *builder[F]) add(name string, kind initKind, listed bool, shape ...int) 
 	for _, s := range shape {
 		n *= s
 	}
-	t := &tensor[F]{name: name, shape: shape, w: make([]F, n), g: make([]F, n)}
-	b.fill(t, kind, len(b.c.params))
+	t := &tensor[F]{name: name, shape: shape, w: make([]F, n), g: make([]F, n), unit: b.unit}
+	b.c.storage = append(b.c.storage, t)
+	b.fill(t, kind, b.index)
 	if listed {
 		b.c.params = append(b.c.params, t)
+		b.index++
 	}
 	return t
 }
@@ -333,12 +362,19 @@ func (b *builder[F]) slice(all *tensor[F], name string, off int, shape ...int) *
 	for _, s := range shape {
 		n *= s
 	}
-	t := &tensor[F]{name: name, shape: shape, w: all.w[off : off+n : off+n], g: all.g[off : off+n : off+n]}
+	t := &tensor[F]{name: name, shape: shape, w: all.w[off : off+n : off+n], g: all.g[off : off+n : off+n], base: all, off: off, expert: all.expert, unit: all.unit}
 	b.c.params = append(b.c.params, t)
+	b.index++
 	return t
 }
 
 func newCore[F Float](m *program.Model, seed int64) (*core[F], error) {
+	return newCoreExperts[F](m, seed, 0, 0)
+}
+
+// newCoreExperts builds the model holding only routed experts [first, first+count) of
+// every MoE layer (all of them when count is 0): an expert-parallel rank's share.
+func newCoreExperts[F Float](m *program.Model, seed int64, first, count int) (*core[F], error) {
 	if m == nil {
 		return nil, errors.New("nn: nil model")
 	}
@@ -350,13 +386,21 @@ func newCore[F Float](m *program.Model, seed int64) (*core[F], error) {
 		return nil, err
 	}
 	c := &core[F]{cfg: m, d: d}
-	b := &builder[F]{seed: seed, c: c, layers: d.L}
+	if count == 0 {
+		first, count = 0, d.E
+	}
+	if d.E > 0 && (first < 0 || count < 1 || first+count > d.E) {
+		return nil, fmt.Errorf("nn: experts %d..%d are not among the model's %d", first, first+count-1, d.E)
+	}
+	c.expertFirst, c.expertCount = first, count
+	b := &builder[F]{seed: seed, c: c, layers: d.L, first: first, count: count}
 	ln := m.Norm == program.LayerNorm
 	c.embed = b.add("model.embed_tokens.weight", initNormal, true, d.V, d.D)
 	if d.MaxPos > 0 {
 		c.pos = b.add("model.embed_positions.weight", initNormal, true, d.MaxPos, d.D)
 	}
 	for i := 0; i < d.L; i++ {
+		b.unit = i + 1
 		p := fmt.Sprintf("model.layers.%d.", i)
 		l := &layer[F]{}
 		if placement(m) != program.PostNorm {
@@ -385,9 +429,10 @@ func newCore[F Float](m *program.Model, seed int64) (*core[F], error) {
 			a.ob = b.add(p+"self_attn.o_proj.bias", initZeros, true, d.D)
 		}
 		if m.Attention.QKNorm {
-			a.qNorm = b.add(p+"self_attn.q_norm.weight", initOnes, true, d.Dh)
+			qw, kw := qkNormWidths(m, d)
+			a.qNorm = b.add(p+"self_attn.q_norm.weight", initOnes, true, qw)
 			if l.kvOwner == i {
-				a.kNorm = b.add(p+"self_attn.k_norm.weight", initOnes, true, d.Dh)
+				a.kNorm = b.add(p+"self_attn.k_norm.weight", initOnes, true, kw)
 			}
 		}
 		if m.Attention.Sinks {
@@ -421,6 +466,7 @@ func newCore[F Float](m *program.Model, seed int64) (*core[F], error) {
 		}
 		c.layers = append(c.layers, l)
 	}
+	b.unit = d.L + 1
 	if m.FinalNorm {
 		c.normF = b.add("model.norm.weight", initOnes, true, d.D)
 		if ln {
@@ -471,35 +517,58 @@ func (b *builder[F]) moe(prefix string, m *program.Model) *moeParams[F] {
 	h := d.EHidden
 	// The contiguous buffers are not listed themselves; each expert's slices are. They are
 	// still drawn per expert slice (below) so an expert's start does not depend on E.
-	mp.w1 = b.add(prefix+"experts.w1", initZeros, false, d.E, h, d.D)
+	nE := b.count
+	mp.w1 = b.add(prefix+"experts.w1", initZeros, false, nE, h, d.D)
 	if act.Gated() {
-		mp.w3 = b.add(prefix+"experts.w3", initZeros, false, d.E, h, d.D)
+		mp.w3 = b.add(prefix+"experts.w3", initZeros, false, nE, h, d.D)
 	}
-	mp.w2 = b.add(prefix+"experts.w2", initZeros, false, d.E, d.D, h)
-	for e := 0; e < d.E; e++ {
+	mp.w2 = b.add(prefix+"experts.w2", initZeros, false, nE, d.D, h)
+	for _, t := range []*tensor[F]{mp.w1, mp.w2, mp.w3} {
+		if t != nil {
+			t.expert = true
+		}
+	}
+	// Listed tensors per expert: w1, w2 and (gated) w3 weights, each with its bias.
+	perExpert := 2
+	if act.Gated() {
+		perExpert = 3
+	}
+	if m.MoE.ExpertBias {
+		perExpert *= 2
+	}
+	b.index += b.first * perExpert
+	for le := 0; le < nE; le++ {
+		e := b.first + le
 		ep := fmt.Sprintf("%sexperts.%d.", prefix, e)
 		f := &ffnParams[F]{act: act, hidden: h}
-		f.first = b.slice(mp.w1, ep+"w1.weight", e*h*d.D, h, d.D)
-		b.fill(f.first, initNormal, len(b.c.params)-1)
+		f.first = b.slice(mp.w1, ep+"w1.weight", le*h*d.D, h, d.D)
+		b.fill(f.first, initNormal, b.index-1)
 		if m.MoE.ExpertBias {
 			f.firstB = b.add(ep+"w1.bias", initZeros, true, h)
+			f.firstB.expert = true
 		}
-		f.second = b.slice(mp.w2, ep+"w2.weight", e*h*d.D, d.D, h)
-		b.fill(f.second, initResidual, len(b.c.params)-1)
+		f.second = b.slice(mp.w2, ep+"w2.weight", le*h*d.D, d.D, h)
+		b.fill(f.second, initResidual, b.index-1)
 		if m.MoE.ExpertBias {
 			f.secondB = b.add(ep+"w2.bias", initZeros, true, d.D)
+			f.secondB.expert = true
 		}
 		if act.Gated() {
-			f.up = b.slice(mp.w3, ep+"w3.weight", e*h*d.D, h, d.D)
-			b.fill(f.up, initNormal, len(b.c.params)-1)
+			f.up = b.slice(mp.w3, ep+"w3.weight", le*h*d.D, h, d.D)
+			b.fill(f.up, initNormal, b.index-1)
 			if m.MoE.ExpertBias {
 				f.upB = b.add(ep+"w3.bias", initZeros, true, h)
+				f.upB.expert = true
 			}
 		}
 		mp.experts = append(mp.experts, f)
 	}
+	b.index += (d.E - b.first - nE) * perExpert
 	for s := 0; s < d.Shared; s++ {
 		mp.shared = append(mp.shared, b.ffn(fmt.Sprintf("%sshared_experts.%d.", prefix, s), act, d.SHidden, m.MoE.ExpertBias, "w1", "w3", "w2", "w1"))
+	}
+	if hasSharedGate(m) {
+		mp.sharedGate = b.add(prefix+sharedGateName, initNormal, true, 1, d.D)
 	}
 	return mp
 }

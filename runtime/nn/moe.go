@@ -32,6 +32,8 @@ type moeWS[F Float] struct {
 
 	balance, zloss float64
 	dropped        int
+
+	gated *sharedGateWS[F] // the shared gate's buffers (shared_gate.go), nil without one
 }
 
 func newMoEWS[F Float](d dims, mp *moeParams[F], n int) *moeWS[F] {
@@ -63,6 +65,107 @@ type routeOptions struct {
 // moeForward routes n tokens (hidden state x, token ids tok), runs the chosen experts on
 // their tokens only and adds the weighted combination, plus shared experts, to y.
 func (c *core[F]) moeForward(mp *moeParams[F], w *moeWS[F], x []F, tok []int32, y []F, n int, ro routeOptions) {
+	d := c.d
+	c.route(mp, w, x, tok, n)
+	w.zloss /= float64(n)
+	// Capacity: first choices of all tokens are placed before second choices, in token
+	// order, so a token loses its less preferred experts first (GShard's priority).
+	capacity := c.capacity(n, ro)
+	for j := 0; j < d.K; j++ {
+		for t := 0; t < n; t++ {
+			e := w.idx[t*d.K+j]
+			if w.kept[e] < capacity {
+				w.kept[e]++
+				w.rowOf[t*d.K+j] = 0
+			} else {
+				w.rowOf[t*d.K+j] = -1
+				w.dropped++
+			}
+		}
+	}
+	s := w.s[:n*d.E]
+	var bal float64
+	for e := 0; e < d.E; e++ {
+		var pe float64
+		for t := 0; t < n; t++ {
+			pe += float64(s[t*d.E+e])
+		}
+		bal += float64(w.routed[e]) / float64(n*d.K) * pe / float64(n)
+	}
+	w.balance = float64(d.E) * bal
+	c.sortRows(w, x, n)
+	c.runExperts(mp, w, 0, d.E)
+	c.combine(w, y, n)
+	c.sharedForward(mp, w, x, y, n)
+}
+
+// capacity is how many assignments an expert takes from the n tokens of a forward.
+func (c *core[F]) capacity(n int, ro routeOptions) int {
+	cfg, d := c.cfg.MoE, c.d
+	if ro.dropless || cfg.Dropless() {
+		return n * d.K
+	}
+	return int(math.Ceil(cfg.CapacityFactor * float64(n*d.K) / float64(d.E)))
+}
+
+// sortRows copies the kept assignments' inputs into xs, grouped by expert (offs from
+// kept), and records each assignment's row in rowOf.
+func (c *core[F]) sortRows(w *moeWS[F], x []F, n int) {
+	d := c.d
+	w.offs[0] = 0
+	for e := 0; e < d.E; e++ {
+		w.offs[e+1] = w.offs[e] + w.kept[e]
+	}
+	cursor := w.cursor
+	copy(cursor, w.offs[:d.E])
+	for t := 0; t < n; t++ {
+		for j := 0; j < d.K; j++ {
+			if w.rowOf[t*d.K+j] < 0 {
+				continue
+			}
+			e := w.idx[t*d.K+j]
+			row := cursor[e]
+			cursor[e]++
+			w.rowOf[t*d.K+j] = int32(row)
+			copy(w.xs[row*d.D:(row+1)*d.D], x[t*d.D:(t+1)*d.D])
+		}
+	}
+}
+
+// runExperts runs experts [e0, e1) on their sorted rows of xs into out.
+func (c *core[F]) runExperts(mp *moeParams[F], w *moeWS[F], e0, e1 int) {
+	d := c.d
+	clear(w.out[w.offs[e0]*d.D : w.offs[e1]*d.D]) // ffnForward adds its output
+	parallel(e1-e0, func(_, lo, hi int) {
+		for e := e0 + lo; e < e0+hi; e++ {
+			r0, r1 := w.offs[e], w.offs[e+1]
+			if r0 == r1 {
+				continue
+			}
+			ffnForward(mp.experts[e-c.expertFirst], c.expertWS(w, r0, r1), w.xs[r0*d.D:r1*d.D], w.out[r0*d.D:r1*d.D], r1-r0)
+		}
+	})
+}
+
+// combine adds each token's gate-weighted expert outputs to y.
+func (c *core[F]) combine(w *moeWS[F], y []F, n int) {
+	d := c.d
+	parallel(n, func(_, lo, hi int) {
+		for t := lo; t < hi; t++ {
+			yt := y[t*d.D : (t+1)*d.D]
+			for j := 0; j < d.K; j++ {
+				if row := w.rowOf[t*d.K+j]; row >= 0 {
+					axpy(yt, w.gate[t*d.K+j], w.out[int(row)*d.D:(int(row)+1)*d.D])
+				}
+			}
+		}
+	})
+}
+
+// route scores n tokens and chooses their experts: router logits z, scores s, the chosen
+// experts idx and their gates, the per-expert assignment counts routed, and the sum of
+// squared log-sum-exps in zloss (the caller divides by the tokens it averages over).
+func (c *core[F]) route(mp *moeParams[F], w *moeWS[F], x []F, tok []int32, n int) {
 	d := c.d
 	cfg := c.cfg.MoE
 	r := x
@@ -122,75 +225,6 @@ func (c *core[F]) moeForward(mp *moeParams[F], w *moeWS[F], x []F, tok []int32, 
 			}
 		}
 	}
-	w.zloss /= float64(n)
-	// Capacity: first choices of all tokens are placed before second choices, in token
-	// order, so a token loses its less preferred experts first (GShard's priority).
-	capacity := n * d.K
-	if !ro.dropless && !cfg.Dropless() {
-		capacity = int(math.Ceil(cfg.CapacityFactor * float64(n*d.K) / float64(d.E)))
-	}
-	for j := 0; j < d.K; j++ {
-		for t := 0; t < n; t++ {
-			e := w.idx[t*d.K+j]
-			if w.kept[e] < capacity {
-				w.kept[e]++
-				w.rowOf[t*d.K+j] = 0
-			} else {
-				w.rowOf[t*d.K+j] = -1
-				w.dropped++
-			}
-		}
-	}
-	w.offs[0] = 0
-	for e := 0; e < d.E; e++ {
-		w.offs[e+1] = w.offs[e] + w.kept[e]
-	}
-	var bal float64
-	for e := 0; e < d.E; e++ {
-		var pe float64
-		for t := 0; t < n; t++ {
-			pe += float64(s[t*d.E+e])
-		}
-		bal += float64(w.routed[e]) / float64(n*d.K) * pe / float64(n)
-	}
-	w.balance = float64(d.E) * bal
-	cursor := w.cursor
-	copy(cursor, w.offs[:d.E])
-	for t := 0; t < n; t++ {
-		for j := 0; j < d.K; j++ {
-			if w.rowOf[t*d.K+j] < 0 {
-				continue
-			}
-			e := w.idx[t*d.K+j]
-			row := cursor[e]
-			cursor[e]++
-			w.rowOf[t*d.K+j] = int32(row)
-			copy(w.xs[row*d.D:(row+1)*d.D], x[t*d.D:(t+1)*d.D])
-		}
-	}
-	clear(w.out[:w.offs[d.E]*d.D]) // ffnForward adds its output
-	parallel(d.E, func(_, lo, hi int) {
-		for e := lo; e < hi; e++ {
-			r0, r1 := w.offs[e], w.offs[e+1]
-			if r0 == r1 {
-				continue
-			}
-			ffnForward(mp.experts[e], c.expertWS(w, r0, r1), w.xs[r0*d.D:r1*d.D], w.out[r0*d.D:r1*d.D], r1-r0)
-		}
-	})
-	parallel(n, func(_, lo, hi int) {
-		for t := lo; t < hi; t++ {
-			yt := y[t*d.D : (t+1)*d.D]
-			for j := 0; j < d.K; j++ {
-				if row := w.rowOf[t*d.K+j]; row >= 0 {
-					axpy(yt, w.gate[t*d.K+j], w.out[int(row)*d.D:(int(row)+1)*d.D])
-				}
-			}
-		}
-	})
-	for i, sp := range mp.shared {
-		ffnForward(sp, w.shared[i], x, y, n)
-	}
 }
 
 // expertWS is the window of the sorted expert activations that rows [r0, r1) use.
@@ -236,59 +270,27 @@ func topKIn[F Float](s []F, idx []int32, size int, groups []int32) {
 // gradients. balanceCoef and zCoef scale the auxiliary losses' gradients.
 func (c *core[F]) moeBackward(mp *moeParams[F], w *moeWS[F], x []F, tok []int32, dy, dx []F, n int, balanceCoef, zCoef float64) {
 	d := c.d
-	cfg := c.cfg.MoE
-	// Gate gradients and the scaled output gradient of every kept row (out becomes dout).
-	parallel(n, func(_, lo, hi int) {
-		for t := lo; t < hi; t++ {
-			dyt := dy[t*d.D : (t+1)*d.D]
-			for j := 0; j < d.K; j++ {
-				w.dg[t*d.K+j] = 0
-				row := int(w.rowOf[t*d.K+j])
-				if row < 0 {
-					continue
-				}
-				o := w.out[row*d.D : (row+1)*d.D]
-				w.dg[t*d.K+j] = dot(dyt, o)
-				g := w.gate[t*d.K+j]
-				for i, v := range dyt {
-					o[i] = g * v
-				}
-			}
-		}
-	})
-	parallel(d.E, func(_, lo, hi int) {
-		for e := lo; e < hi; e++ {
-			r0, r1 := w.offs[e], w.offs[e+1]
-			if r0 == r1 {
-				continue
-			}
-			// The expert's dx overwrites its xs rows only after its weight gradients used
-			// them, so xs doubles as the input-gradient buffer.
-			xs := w.xs[r0*d.D : r1*d.D]
-			ffnBackwardInPlace(mp.experts[e], c.expertWS(w, r0, r1), xs, w.out[r0*d.D:r1*d.D], r1-r0)
-		}
-	})
-	clear(dx[:n*d.D])
-	parallel(n, func(_, lo, hi int) {
-		for t := lo; t < hi; t++ {
-			dxt := dx[t*d.D : (t+1)*d.D]
-			for j := 0; j < d.K; j++ {
-				if row := int(w.rowOf[t*d.K+j]); row >= 0 {
-					axpy(dxt, 1, w.xs[row*d.D:(row+1)*d.D])
-				}
-			}
-		}
-	})
-	for i, sp := range mp.shared {
-		ffnBackward(sp, w.shared[i], x, dy, dx, n, true)
+	c.gateGrads(w, dy, n)
+	c.runExpertsBack(mp, w, 0, d.E)
+	c.combineBack(w, dx, n)
+	c.sharedBackward(mp, w, x, dy, dx, n)
+	// The balance loss's gradient per score column, the same for every token.
+	for e := range w.fe {
+		w.fe[e] = balanceCoef * float64(d.E) * float64(w.routed[e]) / float64(n*d.K) / float64(n)
 	}
-	// Router: scores get the gates' gradient and the balance loss's; logits get the
+	c.routerBack(mp, w, x, tok, dx, n, zCoef)
+}
+
+// routerBack back-propagates the gates' gradients (dg), the balance loss's (w.fe, per
+// expert) and the z-loss's through the scores and the router into dx, or into the router
+// embedding for token-embedding routing.
+func (c *core[F]) routerBack(mp *moeParams[F], w *moeWS[F], x []F, tok []int32, dx []F, n int, zCoef float64) {
+	d := c.d
+	cfg := c.cfg.MoE
+	// Scores get the gates' gradient and the balance loss's; logits get the
 	// score function's Jacobian plus the z-loss.
 	ds, z, s := w.ds[:n*d.E], w.z[:n*d.E], w.s[:n*d.E]
-	fe := w.fe // the balance loss's gradient per score column, the same for every token
-	for e := range fe {
-		fe[e] = balanceCoef * float64(d.E) * float64(w.routed[e]) / float64(n*d.K) / float64(n)
-	}
+	fe := w.fe
 	for t := 0; t < n; t++ {
 		dst, st, zt := ds[t*d.E:(t+1)*d.E], s[t*d.E:(t+1)*d.E], z[t*d.E:(t+1)*d.E]
 		for e := range dst {
@@ -337,6 +339,62 @@ func (c *core[F]) moeBackward(mp *moeParams[F], w *moeWS[F], x []F, tok []int32,
 	for t := 0; t < n; t++ {
 		axpy(mp.routerEmbed.g[int(tok[t])*d.RouterIn:(int(tok[t])+1)*d.RouterIn], 1, dr[t*d.RouterIn:(t+1)*d.RouterIn])
 	}
+}
+
+// gateGrads writes each kept assignment's gate gradient into dg and turns its out row into
+// the gradient of the expert's output (gate · dy).
+func (c *core[F]) gateGrads(w *moeWS[F], dy []F, n int) {
+	d := c.d
+	parallel(n, func(_, lo, hi int) {
+		for t := lo; t < hi; t++ {
+			dyt := dy[t*d.D : (t+1)*d.D]
+			for j := 0; j < d.K; j++ {
+				w.dg[t*d.K+j] = 0
+				row := int(w.rowOf[t*d.K+j])
+				if row < 0 {
+					continue
+				}
+				o := w.out[row*d.D : (row+1)*d.D]
+				w.dg[t*d.K+j] = dot(dyt, o)
+				g := w.gate[t*d.K+j]
+				for i, v := range dyt {
+					o[i] = g * v
+				}
+			}
+		}
+	})
+}
+
+// runExpertsBack runs experts [e0, e1) backward on their rows: out holds the output
+// gradients, and xs receives the input gradients once the weight gradients used it.
+func (c *core[F]) runExpertsBack(mp *moeParams[F], w *moeWS[F], e0, e1 int) {
+	d := c.d
+	parallel(e1-e0, func(_, lo, hi int) {
+		for e := e0 + lo; e < e0+hi; e++ {
+			r0, r1 := w.offs[e], w.offs[e+1]
+			if r0 == r1 {
+				continue
+			}
+			xs := w.xs[r0*d.D : r1*d.D]
+			ffnBackwardInPlace(mp.experts[e-c.expertFirst], c.expertWS(w, r0, r1), xs, w.out[r0*d.D:r1*d.D], r1-r0)
+		}
+	})
+}
+
+// combineBack writes into dx the sum of each token's rows of input gradient.
+func (c *core[F]) combineBack(w *moeWS[F], dx []F, n int) {
+	d := c.d
+	clear(dx[:n*d.D])
+	parallel(n, func(_, lo, hi int) {
+		for t := lo; t < hi; t++ {
+			dxt := dx[t*d.D : (t+1)*d.D]
+			for j := 0; j < d.K; j++ {
+				if row := int(w.rowOf[t*d.K+j]); row >= 0 {
+					axpy(dxt, 1, w.xs[row*d.D:(row+1)*d.D])
+				}
+			}
+		}
+	})
 }
 
 // ffnBackwardInPlace is ffnBackward for an expert whose input buffer x receives its own

@@ -72,6 +72,16 @@ func peerCases() map[string]func() *program.Model {
 			m.MoE.ExpertBias, m.FFN.Bias = true, true
 			return m
 		},
+		// OLMoE's whole-projection q/k norms and Qwen2-MoE's gated shared expert (two
+		// shared experts here, so the gate is seen to scale their sum).
+		"moe_qk_norm_full_shared_gate_share_kv": func() *program.Model {
+			m := moe()
+			m.Layers = 3
+			m.Attention.QKNorm, m.Attention.QKNormFull, m.Attention.ShareKV = true, true, 2
+			m.MoE.SharedExperts, m.MoE.SharedHidden, m.MoE.SharedGate = 2, 7, true
+			m.MoE.CapacityFactor = 0
+			return m
+		},
 		"moe_capacity_top1_gelu_window_dense_first": func() *program.Model {
 			m := moe()
 			m.Layers = 3
@@ -216,7 +226,7 @@ func writePeerInputs(t *testing.T, dir string, m *Model, b Batch, logits []float
 		"position": string(cfg.Position), "rope_base": cfg.RopeBase, "tie": cfg.TieEmbeddings,
 		"talking_heads": cfg.Attention.TalkingHeads, "window": c.d.Window,
 		"bias_qkv": cfg.Attention.BiasQKV, "bias_out": cfg.Attention.BiasOut,
-		"qk_norm": cfg.Attention.QKNorm, "sinks": cfg.Attention.Sinks, "parallel_dense": false,
+		"qk_norm": cfg.Attention.QKNorm, "qk_norm_full": cfg.Attention.QKNormFull, "sinks": cfg.Attention.Sinks, "parallel_dense": false,
 		"placement": string(placement(cfg)), "share_kv": c.d.ShareKV,
 		"ffn_act": string(cfg.FFN.Activation), "moe_layers": moeLayers,
 		"recompute": shareDice(cfg.Attention.ShareWeights, c.d.L, o.Seed, o.Step, o.Train || o.AttnShare),
@@ -228,7 +238,7 @@ func writePeerInputs(t *testing.T, dir string, m *Model, b Batch, logits []float
 		conf["router"], conf["score"], conf["normalize"] = string(mo.Router), string(mo.Score), mo.Normalize
 		conf["router_bias"], conf["capacity_factor"] = mo.RouterBias, mo.CapacityFactor
 		conf["balance_loss"], conf["z_loss"] = mo.BalanceLoss, mo.ZLoss
-		conf["parallel_dense"] = mo.ParallelDense
+		conf["parallel_dense"], conf["shared_gate"] = mo.ParallelDense, mo.SharedGate
 		conf["groups"], conf["topk_groups"] = mo.Groups, mo.TopKGroups
 	}
 	js, err := json.Marshal(conf)

@@ -108,7 +108,10 @@ func (s *Schedule) LayerBackward(l int) error {
 	if s.phase != phaseLayersBack || l != s.next {
 		return s.outOfTurn(fmt.Sprintf("LayerBackward(%d)", l))
 	}
-	s.c.layerBackward(l, s.w)
+	if err := s.c.layerBackward(l, s.w); err != nil {
+		s.phase = phaseDone
+		return err
+	}
 	s.next--
 	if s.next < 0 {
 		s.phase = phaseEmbedBack
@@ -204,13 +207,13 @@ func (c *core[F]) layerForward(li int, w *workspace[F], o StepOptions, st *Stats
 	if doQ {
 		linear(a.q, lw.h1, n, l.attn.q, l.attn.qb, false)
 		if l.attn.qNorm != nil {
-			normFwd(a.q, a.qhat, a.qrstd, a.q, n*d.H, d.Dh, l.attn.qNorm, nil, false, eps)
+			c.qkNormFwd(a.q, a.qhat, a.qrstd, n, d.H, l.attn.qNorm, eps)
 		}
 	}
 	if doK {
 		linear(a.k, lw.h1, n, l.attn.k, l.attn.kb, false)
 		if l.attn.kNorm != nil {
-			normFwd(a.k, a.khat, a.krstd, a.k, n*d.KV, d.Dh, l.attn.kNorm, nil, false, eps)
+			c.qkNormFwd(a.k, a.khat, a.krstd, n, d.KV, l.attn.kNorm, eps)
 		}
 	}
 	if w.rope != nil && (doQ || doK) {
@@ -244,11 +247,22 @@ func (c *core[F]) layerForward(li int, w *workspace[F], o StepOptions, st *Stats
 	}
 	target = sublayerTarget(sandwich, l.postF, w.x, w.tmp)
 	if l.moe != nil {
-		c.moeForward(l.moe, lw.moe, lw.h2, w.tok, target, n, routeOptions{})
+		kept, dropped := lw.moe.kept, 0
+		if c.shard != nil {
+			if err := c.moeForwardSharded(li, l.moe, lw.moe, lw.h2, w.tok, target, n); err != nil {
+				return err
+			}
+			// The statistics are the whole batch's, as a single rank would report them.
+			L := c.shard.layer(li)
+			kept, dropped = L.keptG, L.dropped
+		} else {
+			c.moeForward(l.moe, lw.moe, lw.h2, w.tok, target, n, routeOptions{})
+			dropped = lw.moe.dropped
+		}
 		st.Balance += lw.moe.balance
 		st.ZLoss += lw.moe.zloss
-		st.Dropped += lw.moe.dropped
-		st.ExpertTokens = append(st.ExpertTokens, append([]int(nil), lw.moe.kept...))
+		st.Dropped += dropped
+		st.ExpertTokens = append(st.ExpertTokens, append([]int(nil), kept...))
 		if o.Assignments {
 			st.Assignments = append(st.Assignments, append([]int32(nil), lw.moe.idx...))
 		}
@@ -355,7 +369,7 @@ func (c *core[F]) headBackward(b Batch, w *workspace[F], k Kernels, kx *kernelSc
 	return nil
 }
 
-func (c *core[F]) layerBackward(li int, w *workspace[F]) {
+func (c *core[F]) layerBackward(li int, w *workspace[F]) error {
 	d := c.d
 	B, T := w.B, w.T
 	n := B * T
@@ -368,7 +382,11 @@ func (c *core[F]) layerBackward(li int, w *workspace[F]) {
 	g := &w.grads
 	l, lw := c.layers[li], w.layers[li]
 	dy := sublayerGradOut(sandwich, w.dx, w.tmp, lw.xhatPF, lw.rstdPF, n, d.D, l.postF, l.postFb, ln)
-	if l.moe != nil {
+	if l.moe != nil && c.shard != nil {
+		if err := c.moeBackwardSharded(li, l.moe, lw.moe, lw.h2, w.tok, dy, w.dh, n, balanceCoef, zCoef); err != nil {
+			return err
+		}
+	} else if l.moe != nil {
 		c.moeBackward(l.moe, lw.moe, lw.h2, w.tok, dy, w.dh, n, balanceCoef, zCoef)
 	}
 	if l.dense != nil {
@@ -441,7 +459,7 @@ func (c *core[F]) layerBackward(li int, w *workspace[F]) {
 		if l.attn.qNorm != nil {
 			dq = g.dqPre
 			clear(dq)
-			normBack(dq, g.dq, a.qhat, a.qrstd, n*d.H, d.Dh, l.attn.qNorm, nil, false)
+			c.qkNormBack(dq, g.dq, a.qhat, a.qrstd, n, d.H, l.attn.qNorm)
 		}
 		linearBack(w.dh, dq, lw.h1, n, l.attn.q, l.attn.qb, true)
 	}
@@ -450,11 +468,12 @@ func (c *core[F]) layerBackward(li int, w *workspace[F]) {
 		if l.attn.kNorm != nil {
 			dk = g.dkPre
 			clear(dk)
-			normBack(dk, g.dk, a.khat, a.krstd, n*d.KV, d.Dh, l.attn.kNorm, nil, false)
+			c.qkNormBack(dk, g.dk, a.khat, a.krstd, n, d.KV, l.attn.kNorm)
 		}
 		linearBack(w.dh, dk, lw.h1, n, l.attn.k, l.attn.kb, true)
 	}
 	sublayerGradIn(w.dx, w.dh, lw.xhat1, lw.rstd1, n, d.D, l.norm1, l.norm1b, ln)
+	return nil
 }
 
 func (c *core[F]) embedBackward(w *workspace[F]) {

@@ -198,13 +198,16 @@ func (c *core[F]) forward(b Batch, o StepOptions) (Stats, *workspace[F], error) 
 }
 
 // backward accumulates dLoss/dW for the forward that just ran on b. With no compiled
-// kernels the head's backward cannot fail.
-func (c *core[F]) backward(b Batch, w *workspace[F]) {
+// kernels the head's backward cannot fail; a sharded layer's exchange can.
+func (c *core[F]) backward(b Batch, w *workspace[F]) error {
 	_ = c.headBackward(b, w, nil, nil)
 	for li := len(c.layers) - 1; li >= 0; li-- {
-		c.layerBackward(li, w)
+		if err := c.layerBackward(li, w); err != nil {
+			return err
+		}
 	}
 	c.embedBackward(w)
+	return nil
 }
 
 // ForwardBackward runs a step and accumulates dLoss/dW into every Param.G, where Loss is
@@ -214,8 +217,7 @@ func (m *Model) ForwardBackward(b Batch, o StepOptions) (Stats, error) {
 	if err != nil {
 		return st, err
 	}
-	m.c.backward(b, w)
-	return st, nil
+	return st, m.c.backward(b, w)
 }
 
 // Forward runs the model and returns the loss terms without computing gradients.

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/runtime/optim/internal/fused"
 	"github.com/moec-dev/moec/runtime/safetensors"
 )
 
@@ -127,6 +128,15 @@ type StepInfo struct {
 // means), clips them to the global norm ClipNorm, and applies one AdamW update. A
 // non-finite gradient norm is an error and leaves weights and state untouched.
 func (o *AdamW) Step(gradScale float64) (StepInfo, error) {
+	return o.StepReduced(gradScale, nil)
+}
+
+// StepReduced is Step for an optimizer that holds one shard of a model's parameters (ZeRO):
+// the sum of squares of this shard's scaled gradients goes through reduce, which returns
+// the sum over all shards, so every rank measures and clips by the same global norm.
+// A nil reduce is the identity, which makes StepReduced(s, nil) exactly Step(s). An error
+// from reduce is returned wrapped and leaves weights and state untouched.
+func (o *AdamW) StepReduced(gradScale float64, reduce func(localSumSquares float64) (float64, error)) (StepInfo, error) {
 	// Per-tensor sums of squares run in parallel and are added in tensor order, so the
 	// norm does not depend on how many workers there are.
 	sqs := make([]float64, len(o.params))
@@ -142,6 +152,13 @@ func (o *AdamW) Step(gradScale float64) (StepInfo, error) {
 	for _, v := range sqs {
 		sq += v
 	}
+	if reduce != nil {
+		global, err := reduce(sq)
+		if err != nil {
+			return StepInfo{LR: o.cfg.LRAt(o.step)}, fmt.Errorf("optim: reducing the gradient norm at step %d: %w", o.step, err)
+		}
+		sq = global
+	}
 	norm := math.Sqrt(sq)
 	info := StepInfo{LR: o.cfg.LRAt(o.step), GradNorm: norm}
 	if math.IsNaN(norm) || math.IsInf(norm, 0) {
@@ -153,28 +170,40 @@ func (o *AdamW) Step(gradScale float64) (StepInfo, error) {
 		info.Clipped = true
 	}
 	o.step++
-	lr, b1, b2, eps := info.LR, o.cfg.Beta1, o.cfg.Beta2, o.cfg.Eps
-	bc1 := 1 - math.Pow(b1, float64(o.step))
-	bc2 := 1 - math.Pow(b2, float64(o.step))
-	forEach(len(o.params), func(i int) {
-		p, m, v := o.params[i], o.m[i], o.v[i]
-		wd := 0.0
-		if o.decay[i] {
-			wd = lr * o.cfg.WeightDecay
-		}
-		for j, g32 := range p.G {
-			g := float64(g32) * scale
-			mj := b1*float64(m[j]) + (1-b1)*g
-			vj := b2*float64(v[j]) + (1-b2)*g*g
-			m[j], v[j] = float32(mj), float32(vj)
-			w := float64(p.W[j])
-			w -= wd * w
-			w -= lr * (mj / bc1) / (math.Sqrt(vj/bc2) + eps)
-			p.W[j] = float32(w)
-		}
-	})
+	o.update(info.LR, scale)
 	return info, nil
 }
+
+// update applies one AdamW update with the learning rate lr to gradients multiplied by
+// scale (gradScale and clipping together); o.step already counts it. The arithmetic is
+// float32 (package fused: the constants are computed in float64 and rounded once), and
+// the work is cut into chunks of at most updateChunk elements so that two workers share
+// a model whose parameters sit in a few large tensors evenly. Every element is updated
+// on its own, so the chunking does not change any result.
+func (o *AdamW) update(lr, scale float64) {
+	noDecay := fused.NewCoeffs(scale, lr, o.cfg.Beta1, o.cfg.Beta2, o.cfg.Eps, 0, o.step)
+	decay := fused.NewCoeffs(scale, lr, o.cfg.Beta1, o.cfg.Beta2, o.cfg.Eps, o.cfg.WeightDecay, o.step)
+	type chunk struct{ param, lo, hi int }
+	var chunks []chunk
+	for i, p := range o.params {
+		for lo := 0; lo < len(p.W); lo += updateChunk {
+			chunks = append(chunks, chunk{i, lo, min(lo+updateChunk, len(p.W))})
+		}
+	}
+	forEach(len(chunks), func(k int) {
+		ch := chunks[k]
+		p, c := o.params[ch.param], noDecay
+		if o.decay[ch.param] {
+			c = decay
+		}
+		fused.Update(p.W[ch.lo:ch.hi], p.G[ch.lo:ch.hi], o.m[ch.param][ch.lo:ch.hi], o.v[ch.param][ch.lo:ch.hi], c)
+	})
+}
+
+// updateChunk is the most elements one call of the update handles: large enough that the
+// call and the scheduling cost nothing next to it (1 MiB of each of the four arrays),
+// small enough to balance the workers.
+const updateChunk = 1 << 18
 
 // forEach calls f(0..n-1) on up to GOMAXPROCS goroutines. Each index is handled by exactly
 // one call, so results written per index are the same whatever the scheduling.

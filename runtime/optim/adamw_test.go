@@ -2,7 +2,10 @@ package optim
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"math"
+	"math/rand/v2"
 	"os"
 	"strings"
 	"testing"
@@ -194,4 +197,121 @@ func BenchmarkAdamW(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// TestStepReduced checks the ZeRO entry point: Step equals StepReduced with no reduce
+// and with the identity; two shards whose reduce adds their local sums update exactly as
+// one optimizer over all tensors (clipping included, so the global norm is what clips);
+// and a failing reduce leaves weights, moments and the step count untouched.
+func TestStepReduced(t *testing.T) {
+	mk := func() []Param {
+		r := rand.New(rand.NewPCG(3, 4))
+		var ps []Param
+		for i, shape := range [][]int{{4, 5}, {5}, {3, 2, 2}} {
+			n := 1
+			for _, s := range shape {
+				n *= s
+			}
+			p := Param{Name: fmt.Sprint("p", i), Shape: shape, W: make([]float32, n), G: make([]float32, n)}
+			for j := range p.W {
+				p.W[j] = float32(r.NormFloat64())
+			}
+			ps = append(ps, p)
+		}
+		return ps
+	}
+	cfg := Config{LR: 1e-2, Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1, ClipNorm: 1, TotalSteps: 10}
+	plain, viaNil, viaID, sharded := mk(), mk(), mk(), mk()
+	oPlain, _ := NewAdamW(cfg, plain)
+	oNil, _ := NewAdamW(cfg, viaNil)
+	oID, _ := NewAdamW(cfg, viaID)
+	oA, _ := NewAdamW(cfg, sharded[:2])
+	oB, _ := NewAdamW(cfg, sharded[2:])
+	r := rand.New(rand.NewPCG(5, 6))
+	clipped := false
+	for step := 0; step < 4; step++ {
+		for i := range plain {
+			for j := range plain[i].G {
+				g := float32(r.NormFloat64() * 0.4)
+				plain[i].G[j], viaNil[i].G[j], viaID[i].G[j], sharded[i].G[j] = g, g, g, g
+			}
+		}
+		want, err := oPlain.Step(0.5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		clipped = clipped || want.Clipped
+		if got, err := oNil.StepReduced(0.5, nil); err != nil || got != want {
+			t.Fatalf("step %d: StepReduced(nil) = %+v, %v; Step = %+v", step, got, err, want)
+		}
+		id := func(s float64) (float64, error) { return s, nil }
+		if got, err := oID.StepReduced(0.5, id); err != nil || got != want {
+			t.Fatalf("step %d: StepReduced(identity) = %+v, %v; Step = %+v", step, got, err, want)
+		}
+		// Each shard's reduce sees its own local sum; both return the total, in the order
+		// one optimizer over all tensors adds them.
+		var local [2]float64
+		if _, err := oA.StepReduced(0.5, func(s float64) (float64, error) { local[0] = s; return s + sumSquares(sharded[2:], 0.5), nil }); err != nil {
+			t.Fatal(err)
+		}
+		gotB, err := oB.StepReduced(0.5, func(s float64) (float64, error) { local[1] = s; return local[0] + s, nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if gotB.GradNorm != want.GradNorm || gotB.Clipped != want.Clipped {
+			t.Fatalf("step %d: sharded norm %+v, whole %+v", step, gotB, want)
+		}
+		for i := range plain {
+			for j := range plain[i].W {
+				if viaNil[i].W[j] != plain[i].W[j] || viaID[i].W[j] != plain[i].W[j] || sharded[i].W[j] != plain[i].W[j] {
+					t.Fatalf("step %d: %s[%d]: Step %v, nil %v, identity %v, sharded %v", step, plain[i].Name, j,
+						plain[i].W[j], viaNil[i].W[j], viaID[i].W[j], sharded[i].W[j])
+				}
+			}
+		}
+	}
+	if !clipped {
+		t.Error("no step clipped: the test does not exercise the global norm")
+	}
+
+	before := make([][]float32, len(sharded))
+	for i, p := range sharded {
+		before[i] = append([]float32(nil), p.W...)
+	}
+	m0 := append([]float32(nil), oA.State()[0].Data...)
+	boom := errors.New("rank 3 went away")
+	_, err := oA.StepReduced(1, func(float64) (float64, error) { return 0, boom })
+	if !errors.Is(err, boom) || !strings.Contains(err.Error(), "gradient norm") {
+		t.Fatalf("reduce error: %v", err)
+	}
+	if oA.StepCount() != 4 {
+		t.Errorf("failed reduce counted a step: %d", oA.StepCount())
+	}
+	for i, p := range sharded[:2] {
+		for j := range p.W {
+			if p.W[j] != before[i][j] {
+				t.Fatalf("failed reduce changed %s[%d]", p.Name, j)
+			}
+		}
+	}
+	for j, x := range oA.State()[0].Data {
+		if x != m0[j] {
+			t.Fatalf("failed reduce changed exp_avg[%d]", j)
+		}
+	}
+}
+
+// sumSquares is the sum of squares of the scaled gradients of ps, tensor by tensor in
+// order, as the optimizer measures it.
+func sumSquares(ps []Param, scale float64) float64 {
+	var total float64
+	for _, p := range ps {
+		var sq float64
+		for _, g := range p.G {
+			x := float64(g) * scale
+			sq += x * x
+		}
+		total += sq
+	}
+	return total
 }

@@ -65,7 +65,7 @@ func parseLog(b []byte, path string) ([]StepRecord, error) {
 
 // truncateLog keeps the records of steps <= step, rewriting the file atomically, and
 // returns the kept records. A missing log is empty.
-func truncateLog(path string, step int64) ([]StepRecord, error) {
+func truncateLog(path string, step int64, write bool) ([]StepRecord, error) {
 	recs, err := ReadLog(path)
 	if err != nil {
 		if os.IsNotExist(err) {
@@ -86,6 +86,9 @@ func truncateLog(path string, step int64) ([]StepRecord, error) {
 		}
 		buf.Write(line)
 		buf.WriteByte('\n')
+	}
+	if !write { // a rank that does not write the run's files only reads them
+		return kept, nil
 	}
 	if err := writeFileAtomic(path, buf.Bytes()); err != nil {
 		return nil, err

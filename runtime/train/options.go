@@ -9,6 +9,7 @@ import (
 
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/lang/diag"
+	"github.com/moec-dev/moec/runtime/dist"
 	"github.com/moec-dev/moec/runtime/nn"
 )
 
@@ -57,6 +58,15 @@ type Options struct {
 
 	Progress io.Writer // live progress; nil = none. A terminal gets a redrawn bar, else lines.
 
+	// Layout shards the run over ranks (nil or one rank: a single model). The ranks are
+	// goroutines of this process unless Comm is set.
+	Layout *Layout
+	// Comm is this process's world communicator when every rank is its own process
+	// (MPI); the run then has Comm.Size() ranks and rank 0 writes the run's files.
+	Comm dist.Comm
+	// CollectiveTimeout bounds every collective of a sharded run [dist.DefaultTimeout].
+	CollectiveTimeout time.Duration
+
 	// NewNet builds the model [nn.New]; tests substitute instrumented models.
 	NewNet NewNetFunc
 	// CheckpointHook is called at named points inside a checkpoint save (fault injection).
@@ -78,6 +88,8 @@ type Result struct {
 	Stopped      bool // stopped early by MaxTime or cancellation
 	LogPath      string
 	PlotPath     string
+	// Memory is, for a sharded run, each rank's peak bytes per component.
+	Memory []RankMemory `json:",omitempty"`
 }
 
 func lookupTrain(p *program.Program, name string) (*program.Train, error) {

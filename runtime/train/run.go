@@ -6,7 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
+	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -87,28 +87,12 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	if corpus.Skipped > 0 {
 		prog.printf("data: skipped %d binary files (e.g. %s)\n", corpus.Skipped, corpus.SkippedName[0])
 	}
-	newNet := opt.NewNet
-	if newNet == nil {
-		newNet = newNNNet
-	}
-	net, err := newNet(spec.Model, spec.Seed)
-	if err != nil {
-		var ue *nn.UnsupportedError
-		if errors.As(err, &ue) {
-			return nil, diag.RuntimeWrap(diag.ErrUnsupportedFeature, err, "cannot train model %s", spec.Model.Name)
-		}
-		return nil, fmt.Errorf("train: building model %s: %w", spec.Model.Name, err)
-	}
-	params := net.Params()
-	oparams := make([]optim.Param, len(params))
-	for i, p := range params {
-		oparams[i] = optim.Param{Name: p.Name, Shape: p.Shape, W: p.W, G: p.G}
-	}
 	opt2 := optim.FromProgram(spec.Train.Optimizer, stage.LR, spec.Steps)
-	adam, err := optim.NewAdamW(opt2, oparams)
+	eng, err := newEngine(opt, spec, opt2)
 	if err != nil {
-		return nil, diag.RuntimeWrap(diag.ErrBadRunOption, err, "train %s", spec.Train.Name)
+		return nil, err
 	}
+	lead := eng.leader()
 
 	ckptDir := filepath.Join(dir, CheckpointsDir)
 	res := &Result{Dir: dir, TotalSteps: spec.Steps, LogPath: filepath.Join(dir, LogFile), PlotPath: filepath.Join(dir, PlotFile)}
@@ -135,10 +119,7 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		if m.DataFingerprint != corpus.Fingerprint {
 			return nil, diag.Runtimef(diag.ErrCheckpointMismatch, "checkpoint %s was trained on different data (fingerprint %s, corpus now %s); the resumed run would not see the same batches", latest, m.DataFingerprint[:12], corpus.Fingerprint[:12])
 		}
-		if err := LoadParams(params, c.Model, latest); err != nil {
-			return nil, err
-		}
-		if err := adam.LoadState(c.Optimizer, m.Optimizer.Step); err != nil {
+		if err := eng.load(c.Model, c.Optimizer, m.Optimizer.Step); err != nil {
 			return nil, diag.RuntimeWrap(diag.ErrCheckpointMismatch, err, "checkpoint %s", latest)
 		}
 		step = m.Step
@@ -146,11 +127,11 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		res.Checkpoint = latest
 		prog.printf("resuming %s at step %d/%d\n", dir, step, spec.Steps)
 	} else if stage.From != "" {
-		if err := growFrom(spec, stage, params); err != nil {
+		if err := growFrom(spec, stage, eng, opt.NewNet); err != nil {
 			return nil, err
 		}
 	}
-	if opt.Resume == "" {
+	if opt.Resume == "" && lead {
 		b, err := json.MarshalIndent(spec, "", "  ")
 		if err != nil {
 			return nil, fmt.Errorf("train: %w", err)
@@ -159,19 +140,22 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 			return nil, fmt.Errorf("train: %w", err)
 		}
 	}
-	if records, err = truncateLog(res.LogPath, step); err != nil {
+	if records, err = truncateLog(res.LogPath, step, lead); err != nil {
 		return nil, fmt.Errorf("train: %w", err)
 	}
 	tokens := step * spec.TokensPerStep()
 	if n := len(records); n > 0 {
 		tokens = records[n-1].Tokens
 	}
-	lf, err := os.OpenFile(res.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("train: %w", err)
+	logw := bufio.NewWriter(io.Discard)
+	if lead {
+		lf, err := os.OpenFile(res.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("train: %w", err)
+		}
+		defer lf.Close()
+		logw = bufio.NewWriter(lf)
 	}
-	defer lf.Close()
-	logw := bufio.NewWriter(lf)
 
 	writer := checkpoint.Writer{Hook: opt.CheckpointHook}
 	// A resumed run that has nothing left to do must not rewrite its checkpoint: replacing
@@ -188,13 +172,17 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		if step == savedStep && final == savedFinal {
 			return nil
 		}
+		model, moments, err := eng.tensors()
+		if err != nil || !lead {
+			return err
+		}
 		c := &checkpoint.Checkpoint{
 			Manifest: checkpoint.Manifest{Train: spec.Train.Name, Stage: spec.Stage, Step: step, TotalSteps: spec.Steps,
 				TokensSeen: tokens, Final: final, Model: spec.Model, ConfigHash: hash, Seed: spec.Seed,
 				DataCursor: step, DataFingerprint: corpus.Fingerprint,
-				Optimizer: checkpoint.OptimizerState{Kind: "adamw", Step: adam.StepCount()}},
-			Model:     ParamTensors(params),
-			Optimizer: adam.State(),
+				Optimizer: checkpoint.OptimizerState{Kind: "adamw", Step: eng.optStep()}},
+			Model:     model,
+			Optimizer: moments,
 		}
 		p, err := writer.Save(ckptDir, c)
 		if err != nil {
@@ -207,39 +195,42 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	prog.start(step)
 	firstStep := step
 	loopStart := time.Now() // throughput counts training, not loading the corpus
-	B, T := spec.MicroBatch, spec.SeqLen
 	var cancelled error
 	for step < spec.Steps {
-		if cancelled = ctx.Err(); cancelled != nil {
+		cancelled = ctx.Err()
+		overTime := opt.MaxTime > 0 && time.Since(start) > opt.MaxTime
+		// Every rank stops at the same step, or the ranks' collectives would part ways.
+		stop, err := eng.stop(cancelled != nil || overTime)
+		if err != nil {
+			return res, err
+		}
+		if stop && cancelled == nil && !overTime {
+			cancelled = context.Canceled // another rank was interrupted
+		}
+		if stop && cancelled != nil {
 			res.Stopped = true
 			prog.printf("interrupted at step %d/%d; resume with --resume %s\n", step, spec.Steps, dir)
 			break
 		}
-		if opt.MaxTime > 0 && time.Since(start) > opt.MaxTime {
+		if stop {
 			res.Stopped = true
 			prog.printf("stopping after %s at step %d/%d\n", fmtDuration(time.Since(start)), step, spec.Steps)
 			break
 		}
 		t0 := time.Now()
-		net.ZeroGrad()
-		var rec StepRecord
-		for micro := 0; micro < spec.Accum; micro++ {
-			toks, err := corpus.Batch(spec.Seed, step, micro*B, B, T)
-			if err != nil {
-				return res, err
-			}
-			st, err := net.ForwardBackward(nn.Batch{B: B, T: T, Tokens: toks}, nn.StepOptions{Seed: spec.Seed, Step: step, Train: true})
-			if err != nil {
-				return res, fmt.Errorf("train: step %d: %w", step+1, err)
-			}
-			addStats(&rec, st, spec.Accum)
+		rec, info, err := eng.step(step, spec, corpus)
+		if err != nil && !finite(rec.Loss) {
+			err = nil // reported as a non-finite loss below
 		}
-		if math.IsNaN(rec.Loss) || math.IsInf(rec.Loss, 0) {
-			return res, diag.Runtimef(diag.ErrNonFiniteLoss, "loss is %v at step %d; lower the learning rate or check the data", rec.Loss, step+1)
-		}
-		info, err := adam.Step(1 / float64(spec.Accum))
 		if err != nil {
-			return res, diag.RuntimeWrap(diag.ErrNonFiniteLoss, err, "step %d", step+1)
+			var ne *updateError
+			if errors.As(err, &ne) {
+				return res, diag.RuntimeWrap(diag.ErrNonFiniteLoss, err, "step %d", step+1)
+			}
+			return res, err
+		}
+		if !finite(rec.Loss) {
+			return res, diag.Runtimef(diag.ErrNonFiniteLoss, "loss is %v at step %d; lower the learning rate or check the data", rec.Loss, step+1)
 		}
 		step++
 		tokens += spec.TokensPerStep()
@@ -269,11 +260,21 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	if err := save(step >= spec.Steps); err != nil {
 		return res, errors.Join(cancelled, err)
 	}
-	if err := plotLog(records, res.PlotPath, fmt.Sprintf("%s / %s", spec.Train.Name, spec.Stage)); err != nil {
-		return res, errors.Join(cancelled, err)
+	if lead {
+		if err := plotLog(records, res.PlotPath, fmt.Sprintf("%s / %s", spec.Train.Name, spec.Stage)); err != nil {
+			return res, errors.Join(cancelled, err)
+		}
 	}
+	res.Memory = eng.report()
 	if res.Stopped {
 		return res, cancelled
+	}
+	if !lead {
+		return res, nil
+	}
+	net, err := eng.evalNet(opt.NewNet, spec)
+	if err != nil {
+		return res, err
 	}
 	ev, err := evaluate(net, corpus, spec.Seed, spec.SeqLen, spec.MicroBatch, spec.ValWindows)
 	if err != nil {
@@ -324,7 +325,7 @@ func addStats(rec *StepRecord, st nn.Stats, accum int) {
 }
 
 // growFrom initialises params from the final checkpoint of the stage's `from` stage.
-func growFrom(spec *Spec, stage *program.Stage, params []*nn.Param) error {
+func growFrom(spec *Spec, stage *program.Stage, eng engine, newNet NewNetFunc) error {
 	fromDir := filepath.Join(StageDir(spec.OutRoot, spec.Train.Name, stage.From), CheckpointsDir)
 	var latest string
 	var err error
@@ -353,10 +354,23 @@ func growFrom(spec *Spec, stage *program.Stage, params []*nn.Param) error {
 	if c.Manifest.Train != spec.Train.Name || c.Manifest.Stage != stage.From {
 		return diag.Runtimef(diag.ErrBadGrowth, "stage %s grows from stage %s, but checkpoint %s is of train %s stage %s", stage.Name, stage.From, latest, c.Manifest.Train, c.Manifest.Stage)
 	}
-	if _, err := Grow(c.Model, c.Manifest.Model, spec.Model, params, stage.Grow, spec.Seed); err != nil {
+	// The grown weights are made in the single-rank layout and loaded into the engine, so
+	// a sharded run grows exactly as a single rank does.
+	if s, ok := eng.(*single); ok {
+		_, err := Grow(c.Model, c.Manifest.Model, spec.Model, s.params, stage.Grow, spec.Seed)
 		return err
 	}
-	return nil
+	if newNet == nil {
+		newNet = newNNNet
+	}
+	full, err := newNet(spec.Model, spec.Seed)
+	if err != nil {
+		return err
+	}
+	if _, err := Grow(c.Model, c.Manifest.Model, spec.Model, full.Params(), stage.Grow, spec.Seed); err != nil {
+		return err
+	}
+	return eng.load(ParamTensors(full.Params()), nil, 0)
 }
 
 // ParamTensors returns the parameters as tensors for a checkpoint; they alias the weights.

@@ -119,9 +119,13 @@ def moe_layer(cfg, p, pre, h2, inp, N, D, dtype):
         ep = f"{m}experts.{e}."
         ye = ffn(cfg["expert_act"], xs[tok], p, ep + "w1", ep + "w3", ep + "w2")
         out = out.index_add(0, tok, gates[tok, slot][:, None] * ye)
+    shared = torch.zeros(N, D, dtype=dtype)
     for si in range(cfg["shared"]):
         sp = f"{m}shared_experts.{si}."
-        out = out + ffn(cfg["expert_act"], xs, p, sp + "w1", sp + "w3", sp + "w2")
+        shared = shared + ffn(cfg["expert_act"], xs, p, sp + "w1", sp + "w3", sp + "w2")
+    if cfg.get("shared_gate"):  # Qwen2-MoE: sigmoid(shared_expert_gate(x)) scales the shared output
+        shared = torch.sigmoid(xs @ p(m + "shared_expert_gate.weight").T) * shared
+    out = out + shared
     routed = torch.bincount(idx.reshape(-1), minlength=E).to(dtype) / (N * K)
     return out, E * (routed * s.mean(0)).sum(), (torch.logsumexp(z, dim=-1) ** 2).mean()
 
@@ -159,8 +163,10 @@ def forward(cfg, W, toks):
                 v = v + p(pre + "self_attn.v_proj.bias")
                 k = k + p(pre + "self_attn.k_proj.bias")
             v = v.view(B, T, KV, Dh).transpose(1, 2).repeat_interleave(H // KV, dim=1)
+            if cfg["qk_norm"] and cfg.get("qk_norm_full"):  # OLMoE: one norm over all KV·Dh
+                k = norm({"norm": "rmsnorm", "eps": cfg["eps"]}, k, p(pre + "self_attn.k_norm.weight"), None)
             k = k.view(B, T, KV, Dh).transpose(1, 2)
-            if cfg["qk_norm"]:
+            if cfg["qk_norm"] and not cfg.get("qk_norm_full"):
                 k = norm({"norm": "rmsnorm", "eps": cfg["eps"]}, k, p(pre + "self_attn.k_norm.weight"), None)
             if cfg["position"] == "rotary":
                 k = rotate(k, cos, sin)
@@ -171,8 +177,10 @@ def forward(cfg, W, toks):
             q = h1 @ p(pre + "self_attn.q_proj.weight").T
             if cfg["bias_qkv"]:
                 q = q + p(pre + "self_attn.q_proj.bias")
+            if cfg["qk_norm"] and cfg.get("qk_norm_full"):
+                q = norm({"norm": "rmsnorm", "eps": cfg["eps"]}, q, p(pre + "self_attn.q_norm.weight"), None)
             q = q.view(B, T, H, Dh).transpose(1, 2)
-            if cfg["qk_norm"]:
+            if cfg["qk_norm"] and not cfg.get("qk_norm_full"):
                 q = norm({"norm": "rmsnorm", "eps": cfg["eps"]}, q, p(pre + "self_attn.q_norm.weight"), None)
             if cfg["position"] == "rotary":
                 q = rotate(q, cos, sin)

@@ -1,0 +1,136 @@
+package dist
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"time"
+)
+
+// Comm is one rank's handle on a group of ranks. Every rank of the group must call the same
+// collectives in the same order with matching sizes; a mismatch is an error, not a hang.
+// Buffers are owned by the caller and are not retained after a call returns.
+type Comm interface {
+	// Rank is this rank's index in the group, Size the number of ranks in it.
+	Rank() int
+	Size() int
+	// Name names the group in errors ("world", "ep", "edp").
+	Name() string
+	// AllReduceF32 and AllReduceF64 replace x on every rank by the element-wise sum of
+	// every rank's x. The sum runs in rank order, so every rank gets the same bits.
+	AllReduceF32(x []float32) error
+	AllReduceF64(x []float64) error
+	// AllGather writes every rank's send (all of one length) into recv in rank order:
+	// len(recv) = Size()·len(send).
+	AllGather(send, recv []byte) error
+	// AllToAllV sends send[sendOff[p]:sendOff[p]+sendCount[p]] to rank p and receives
+	// rank p's block for this rank into recv[recvOff[p]:recvOff[p]+recvCount[p]]. Counts
+	// and offsets are in bytes; the receiver must know the sizes (exchange them first).
+	AllToAllV(send []byte, sendCount, sendOff []int, recv []byte, recvCount, recvOff []int) error
+	// Barrier returns once every rank has called it.
+	Barrier() error
+	// Split partitions the group: ranks that pass the same color form a new group, ordered
+	// by key (then by rank). name labels the new group in errors.
+	Split(color, key int, name string) (Comm, error)
+	// Abort tells every rank of the world that this rank failed with err; their pending
+	// and later collectives fail with an error that names this rank.
+	Abort(err error)
+}
+
+// Error is a failed collective: which rank saw it, in which op on which group, and why.
+type Error struct {
+	Rank    int    // world rank that reports it
+	Op      string // "all_reduce", "all_gather", "all_to_all", "barrier", "split"
+	Group   string
+	Timeout time.Duration // set when the op timed out
+	Missing []int         // group ranks that had not arrived when it timed out
+	Failed  int           // world rank that aborted, or -1
+	Err     error
+}
+
+func (e *Error) Error() string {
+	switch {
+	case e.Timeout > 0:
+		return fmt.Sprintf("rank %d: %s on group %s timed out after %s waiting for rank(s) %v", e.Rank, e.Op, e.Group, e.Timeout, e.Missing)
+	case e.Failed >= 0:
+		return fmt.Sprintf("rank %d: %s on group %s: rank %d failed: %v", e.Rank, e.Op, e.Group, e.Failed, e.Err)
+	}
+	return fmt.Sprintf("rank %d: %s on group %s: %v", e.Rank, e.Op, e.Group, e.Err)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// DefaultTimeout bounds every collective unless a transport is told otherwise: long
+// enough for the slowest step of a CPU run, short enough that a dead rank is noticed.
+const DefaultTimeout = 5 * time.Minute
+
+// F32Bytes and the helpers below view numeric slices as bytes for the byte-level
+// collectives, in little-endian order (the order of every machine moec runs on; the
+// encoding is explicit so a big-endian host would still agree with itself).
+func F32Bytes(x []float32) []byte {
+	b := make([]byte, 4*len(x))
+	for i, v := range x {
+		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
+	}
+	return b
+}
+
+// PutF32 writes x into b (len(b) ≥ 4·len(x)).
+func PutF32(b []byte, x []float32) {
+	for i, v := range x {
+		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
+	}
+}
+
+// GetF32 reads len(x) floats from b.
+func GetF32(x []float32, b []byte) {
+	for i := range x {
+		x[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+	}
+}
+
+// AllGatherInts all-gathers one int64 vector per rank: out[r] is rank r's local.
+func AllGatherInts(c Comm, local []int64) ([][]int64, error) {
+	send := make([]byte, 8*len(local))
+	for i, v := range local {
+		binary.LittleEndian.PutUint64(send[8*i:], uint64(v))
+	}
+	recv := make([]byte, c.Size()*len(send))
+	if err := c.AllGather(send, recv); err != nil {
+		return nil, err
+	}
+	out := make([][]int64, c.Size())
+	for r := range out {
+		out[r] = make([]int64, len(local))
+		for i := range local {
+			out[r][i] = int64(binary.LittleEndian.Uint64(recv[r*len(send)+8*i:]))
+		}
+	}
+	return out, nil
+}
+
+// AllGatherF32 all-gathers equal-length float32 shards into out (len = Size()·len(shard)).
+func AllGatherF32(c Comm, shard, out []float32) error {
+	recv := make([]byte, 4*len(out))
+	if err := c.AllGather(F32Bytes(shard), recv); err != nil {
+		return err
+	}
+	GetF32(out, recv)
+	return nil
+}
+
+// ReduceScatterF32 sums x across the group and leaves rank r's block of the sum,
+// x[r·len(x)/Size() : (r+1)·len(x)/Size()], in out; len(x) must be a multiple of Size().
+// It is an all-reduce followed by taking the block: a transport with a native
+// reduce-scatter can do better, the result is the same.
+func ReduceScatterF32(c Comm, x, out []float32) error {
+	n := len(x) / c.Size()
+	if n*c.Size() != len(x) || len(out) != n {
+		return fmt.Errorf("dist: reduce-scatter of %d floats over %d ranks into %d", len(x), c.Size(), len(out))
+	}
+	if err := c.AllReduceF32(x); err != nil {
+		return err
+	}
+	copy(out, x[c.Rank()*n:(c.Rank()+1)*n])
+	return nil
+}

@@ -1,0 +1,664 @@
+package train
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"regexp"
+	"strconv"
+
+	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/runtime/dist"
+	"github.com/moec-dev/moec/runtime/nn"
+	"github.com/moec-dev/moec/runtime/optim"
+	"github.com/moec-dev/moec/runtime/safetensors"
+)
+
+// Layout is how a sharded run places the model on its ranks: the plan's choice for them.
+type Layout struct {
+	Ranks   int  // ranks of the run (in-process ranks unless a Comm is given)
+	EP      int  // expert-parallel group size (1 = none); must divide Ranks and the experts
+	ZeRO    int  // 0: replicated states; 1: optimizer states, 2: + gradients, 3: + parameters partitioned
+	Offload bool // optimizer states (with fp32 gradient and weight copies) live in the host tier
+}
+
+func (l Layout) String() string {
+	s := fmt.Sprintf("%d ranks, ep %d, zero %d", l.Ranks, max(l.EP, 1), l.ZeRO)
+	if l.Offload {
+		s += ", optimizer offloaded to host"
+	}
+	return s
+}
+
+// part is one unit's dense or expert parameters on one rank, flat, with the rank's shard
+// of them: a contiguous range of the flat vector padded to a multiple of the group size.
+type part struct {
+	unit   int
+	expert bool
+	comm   dist.Comm // the ranks that hold the same tensors: all ranks (dense) or the expert-data-parallel group
+	n      int       // floats
+	shard  int       // floats per rank after padding
+	lo, hi int       // this rank's range, clipped to n
+	w      []float32 // full weights (ZeRO < 3), else nil
+	wShard []float32 // ZeRO 3: the rank's weights; else w[lo:hi]
+	g      []float32 // full gradients (ZeRO < 2), else nil
+	gShard []float32 // ZeRO ≥ 2: the rank's accumulated gradient shard
+	host   []float32 // offload: fp32 master weights in the host tier
+	hostG  []float32 // offload: the gradient shard copied to the host
+	tmpW   []float32 // ZeRO 3: the gathered weights while the unit is in use
+	tmpG   []float32 // ZeRO ≥ 2: the unit's gradients while its backward runs
+}
+
+// rank is one rank of a sharded run: its model, its shard of the states, and its meter.
+type rank struct {
+	layout  Layout
+	world   dist.Comm
+	ep, edp dist.Comm
+	model   *nn.Model
+	units   []nn.Unit
+	parts   [][]*part // per unit: dense and expert part (nil when empty)
+	opt     *optim.AdamW
+	pieces  []piece
+	meter   *dist.Meter
+	tied    bool
+}
+
+// piece is the optimizer's view of one parameter's slice of a shard.
+type piece struct {
+	p      *part
+	param  int // index into model.Params()
+	lo, hi int // range within the part
+}
+
+// newRank builds rank world.Rank()'s model and states. world is the run's communicator.
+func newRank(m *program.Model, seed int64, cfg optim.Config, world dist.Comm, l Layout) (*rank, error) {
+	r := &rank{layout: l, world: world, meter: &dist.Meter{}, tied: m.TieEmbeddings}
+	ep := max(l.EP, 1)
+	if world.Size()%ep != 0 {
+		return nil, fmt.Errorf("train: expert-parallel size %d does not divide %d ranks", ep, world.Size())
+	}
+	if l.ZeRO < 0 || l.ZeRO > 3 {
+		return nil, fmt.Errorf("train: ZeRO stage %d is not 0..3", l.ZeRO)
+	}
+	me := world.Rank()
+	var err error
+	// Expert-parallel groups are consecutive ranks; the ranks holding the same experts
+	// (same position in their group) form the expert-data-parallel group.
+	if r.ep, err = world.Split(me/ep, me%ep, "ep"); err != nil {
+		return nil, err
+	}
+	if r.edp, err = world.Split(me%ep, me/ep, "edp"); err != nil {
+		return nil, err
+	}
+	sh := nn.Shard{World: world}
+	if ep > 1 {
+		sh.EP = r.ep
+	}
+	if r.model, err = nn.NewSharded(m, seed, sh); err != nil {
+		return nil, err
+	}
+	r.units = r.model.Units()
+	params := r.model.Params()
+	for u, unit := range r.units {
+		var ps []*part
+		for _, expert := range []bool{false, true} {
+			n, comm := unit.DenseLen, world
+			if expert {
+				n, comm = unit.ExpertLen, r.edp
+			}
+			if n == 0 {
+				ps = append(ps, nil)
+				continue
+			}
+			p := &part{unit: u, expert: expert, comm: comm, n: n}
+			p.shard = (n + comm.Size() - 1) / comm.Size()
+			p.lo, p.hi = min(n, comm.Rank()*p.shard), min(n, (comm.Rank()+1)*p.shard)
+			// Start from the model's initial values.
+			full := make([]float32, n)
+			for _, up := range unit.Params {
+				if up.Expert == expert {
+					copy(full[up.Offset:], params[up.Index].W)
+				}
+			}
+			if l.ZeRO >= 3 {
+				p.wShard = append([]float32(nil), full[p.lo:p.hi]...)
+				r.meter.Alloc(dist.Device, dist.Params, 4*int64(len(p.wShard)))
+			} else {
+				p.w = full
+				p.wShard = full[p.lo:p.hi]
+				r.meter.Alloc(dist.Device, dist.Params, 4*int64(n))
+			}
+			if l.ZeRO >= 2 {
+				p.gShard = make([]float32, p.hi-p.lo)
+				r.meter.Alloc(dist.Device, dist.Grads, 4*int64(len(p.gShard)))
+			} else {
+				p.g = make([]float32, n)
+				r.meter.Alloc(dist.Device, dist.Grads, 4*int64(n))
+			}
+			if l.Offload {
+				p.host = append([]float32(nil), full[p.lo:p.hi]...)
+				p.hostG = make([]float32, p.hi-p.lo)
+				r.meter.Alloc(dist.Host, dist.Params, 4*int64(len(p.host)))
+				r.meter.Alloc(dist.Host, dist.Grads, 4*int64(len(p.hostG)))
+			}
+			ps = append(ps, p)
+		}
+		r.parts = append(r.parts, ps)
+		r.release(u, false)
+	}
+	// The optimizer updates the rank's shard (all of it without ZeRO): one piece per
+	// parameter that meets the shard, keeping the parameter's name and shape so weight
+	// decay and the checkpoint names follow the parameter.
+	var ops []optim.Param
+	for u, unit := range r.units {
+		for _, up := range unit.Params {
+			p := r.parts[u][b2i(up.Expert)]
+			n := len(params[up.Index].G)
+			if n == 0 {
+				n = elems(params[up.Index].Shape)
+			}
+			lo, hi := p.lo, p.hi
+			if l.ZeRO == 0 {
+				lo, hi = 0, p.n
+			}
+			a, b := max(lo, up.Offset), min(hi, up.Offset+n)
+			if a >= b {
+				continue
+			}
+			w, g := r.optBuffers(p)
+			base := lo
+			r.pieces = append(r.pieces, piece{p: p, param: up.Index, lo: a, hi: b})
+			ops = append(ops, optim.Param{Name: params[up.Index].Name, Shape: params[up.Index].Shape, W: w[a-base : b-base], G: g[a-base : b-base]})
+		}
+	}
+	if r.opt, err = optim.NewAdamW(cfg, ops); err != nil {
+		return nil, err
+	}
+	var moments int64
+	for _, op := range ops {
+		moments += 8 * int64(len(op.W))
+	}
+	tier := dist.Device
+	if l.Offload {
+		tier = dist.Host
+	}
+	r.meter.Alloc(tier, dist.Optimizer, moments)
+	return r, nil
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func elems(shape []int) int {
+	n := 1
+	for _, s := range shape {
+		n *= s
+	}
+	return n
+}
+
+// optBuffers are the weights and gradients the optimizer updates for p: the host copies
+// under offload, else the rank's shard (or, without ZeRO, the whole part).
+func (r *rank) optBuffers(p *part) (w, g []float32) {
+	switch {
+	case r.layout.Offload:
+		if r.layout.ZeRO == 0 {
+			panic("train: offload needs ZeRO ≥ 1") // refused by the caller's checks
+		}
+		return p.host, p.hostG
+	case r.layout.ZeRO == 0:
+		return p.w, p.g
+	case r.layout.ZeRO >= 2:
+		return p.wShard, p.gShard
+	}
+	return p.wShard, p.g[p.lo:p.hi]
+}
+
+// acquire makes unit u's weights (and, for backward, gradient buffers) usable: under
+// ZeRO 3 the weights are all-gathered into a temporary buffer, under ZeRO ≥ 2 the
+// gradients get a temporary full-size buffer until release reduce-scatters them.
+func (r *rank) acquire(u int, grads bool) error {
+	var bufs [2][2][]float32
+	for i, p := range r.parts[u] {
+		if p == nil {
+			continue
+		}
+		w, g := p.w, p.g
+		if r.layout.ZeRO >= 3 {
+			if p.tmpW == nil {
+				p.tmpW = make([]float32, p.shard*p.comm.Size())
+				r.meter.Alloc(dist.Device, dist.Temp, 4*int64(len(p.tmpW)))
+				sh := make([]float32, p.shard)
+				copy(sh, p.wShard)
+				if err := dist.AllGatherF32(p.comm, sh, p.tmpW); err != nil {
+					return fmt.Errorf("train: gathering %s: %w", r.units[u].Name, err)
+				}
+			}
+			w = p.tmpW[:p.n]
+		}
+		if r.layout.ZeRO >= 2 {
+			g = nil
+			if grads {
+				if p.tmpG == nil {
+					p.tmpG = make([]float32, p.shard*p.comm.Size())
+					r.meter.Alloc(dist.Device, dist.Temp, 4*int64(len(p.tmpG)))
+				}
+				g = p.tmpG[:p.n]
+			}
+		}
+		bufs[i] = [2][]float32{w, g}
+	}
+	r.model.Bind(u, bufs[0][0], bufs[0][1], bufs[1][0], bufs[1][1])
+	return nil
+}
+
+// release ends unit u's use: under ZeRO ≥ 2 its gradients are reduce-scattered into the
+// rank's shard, and temporary buffers are dropped (the tensors are unbound, so a stray
+// use fails loudly).
+func (r *rank) release(u int, grads bool) error {
+	var bufs [2][2][]float32
+	for i, p := range r.parts[u] {
+		if p == nil {
+			continue
+		}
+		if grads && p.tmpG != nil {
+			out := make([]float32, p.shard)
+			if err := dist.ReduceScatterF32(p.comm, p.tmpG, out); err != nil {
+				return fmt.Errorf("train: reducing %s: %w", r.units[u].Name, err)
+			}
+			for j := range p.gShard {
+				p.gShard[j] += out[j]
+			}
+		}
+		if p.tmpG != nil {
+			r.meter.Free(dist.Device, dist.Temp, 4*int64(len(p.tmpG)))
+			p.tmpG = nil
+		}
+		if p.tmpW != nil {
+			r.meter.Free(dist.Device, dist.Temp, 4*int64(len(p.tmpW)))
+			p.tmpW = nil
+		}
+		bufs[i] = [2][]float32{p.w, p.g}
+	}
+	r.model.Bind(u, bufs[0][0], bufs[0][1], bufs[1][0], bufs[1][1])
+	return nil
+}
+
+// zeroGrad clears the rank's gradients before a step.
+func (r *rank) zeroGrad() {
+	for _, ps := range r.parts {
+		for _, p := range ps {
+			if p != nil {
+				clear(p.g)
+				clear(p.gShard)
+			}
+		}
+	}
+}
+
+// forwardBackward runs one micro-batch unit by unit, so ZeRO can gather and release
+// around each part of the schedule.
+func (r *rank) forwardBackward(b nn.Batch, o nn.StepOptions) (nn.Stats, error) {
+	last := len(r.units) - 1
+	around := func(units []int, grads bool, f func() error) error {
+		for _, u := range units {
+			if err := r.acquire(u, grads); err != nil {
+				return err
+			}
+		}
+		err := f()
+		for _, u := range units {
+			if e := r.release(u, grads); e != nil && err == nil {
+				err = e
+			}
+		}
+		return err
+	}
+	head := []int{last}
+	if r.tied {
+		head = []int{last, 0}
+	}
+	var s *nn.Schedule
+	var st nn.Stats
+	err := around([]int{0}, false, func() (err error) { s, err = r.model.BeginStep(b, o); return err })
+	for l := 0; err == nil && l < s.Layers(); l++ {
+		err = around([]int{l + 1}, false, func() error { return s.LayerForward(l) })
+	}
+	if err == nil {
+		err = around(head, false, func() (err error) { st, err = s.HeadForward(); return err })
+	}
+	if err == nil {
+		err = around(head, true, s.HeadBackward)
+	}
+	for l := s.Layers() - 1; err == nil && l >= 0; l-- {
+		err = around([]int{l + 1}, true, func() error { return s.LayerBackward(l) })
+	}
+	if err == nil {
+		err = around([]int{0}, true, s.EmbedBackward)
+	}
+	if err == nil {
+		act, disp := r.model.WorkspaceBytes()
+		r.setWorkspace(act-disp, disp)
+	}
+	return st, err
+}
+
+// setWorkspace records the activation and dispatch buffers the model holds now.
+func (r *rank) setWorkspace(act, disp int64) {
+	r.meter.Alloc(dist.Device, dist.Activations, act-r.meter.Current(dist.Device, dist.Activations))
+	r.meter.Alloc(dist.Device, dist.Dispatch, disp-r.meter.Current(dist.Device, dist.Dispatch))
+}
+
+// update reduces the gradients, clips them by the global norm and applies AdamW to the
+// rank's shard, then brings every rank's weights up to date.
+func (r *rank) update(accum int) (optim.StepInfo, error) {
+	R := r.world.Size()
+	if r.layout.ZeRO < 2 {
+		for _, ps := range r.parts {
+			for _, p := range ps {
+				if p != nil {
+					if err := p.comm.AllReduceF32(p.g); err != nil {
+						return optim.StepInfo{}, fmt.Errorf("train: gradient all-reduce: %w", err)
+					}
+				}
+			}
+		}
+	}
+	scale := 1 / float64(accum*R)
+	// The global norm: every float counted once, by the rank whose shard holds it.
+	var sq float64
+	for _, ps := range r.parts {
+		for _, p := range ps {
+			if p == nil {
+				continue
+			}
+			g := p.gShard
+			if g == nil {
+				g = p.g[p.lo:p.hi]
+			}
+			for _, v := range g {
+				x := float64(v) * scale
+				sq += x * x
+			}
+			if r.layout.Offload {
+				copy(p.hostG, g)
+			}
+		}
+	}
+	reduce := func(float64) (float64, error) {
+		v := []float64{sq}
+		if err := r.world.AllReduceF64(v); err != nil {
+			return 0, fmt.Errorf("train: gradient norm: %w", err)
+		}
+		return v[0], nil
+	}
+	info, err := r.opt.StepReduced(scale, reduce)
+	if err != nil {
+		return info, err
+	}
+	for _, ps := range r.parts {
+		for _, p := range ps {
+			if p == nil {
+				continue
+			}
+			if r.layout.Offload {
+				copy(p.wShard, p.host)
+			}
+			if r.layout.ZeRO >= 1 && r.layout.ZeRO < 3 {
+				sh := make([]float32, p.shard)
+				copy(sh, p.wShard)
+				full := make([]float32, p.shard*p.comm.Size())
+				if err := dist.AllGatherF32(p.comm, sh, full); err != nil {
+					return info, fmt.Errorf("train: weight all-gather: %w", err)
+				}
+				copy(p.w, full[:p.n])
+			}
+		}
+	}
+	return info, nil
+}
+
+// expertIndex matches the expert number in a parameter name.
+var expertIndex = regexp.MustCompile(`\.experts\.(\d+)\.`)
+
+// tensors assembles the whole model's weights and optimizer moments on world rank 0, in
+// the single-rank checkpoint layout (every rank must call it; the others get nil). Each
+// expert tensor comes from exactly one rank; a missing, duplicated or mis-shaped tensor
+// is an error, never a checkpoint.
+func (r *rank) tensors() (model, moments []safetensors.Tensor, err error) {
+	params := r.model.Params()
+	first, _ := r.model.ExpertRange()
+	info, err := dist.AllGatherInts(r.world, []int64{int64(first), int64(r.edp.Rank())})
+	if err != nil {
+		return nil, nil, err
+	}
+	state := r.opt.State()
+	var out, outM []safetensors.Tensor
+	have := map[string]int{} // name → world rank that supplied it
+	for u, unit := range r.units {
+		for i, p := range r.parts[u] {
+			if p == nil {
+				continue
+			}
+			full := func(local []float32) ([]float32, error) { // the whole part from shards
+				if r.layout.ZeRO == 0 && local != nil && len(local) == p.n {
+					return local, nil
+				}
+				sh := make([]float32, p.shard)
+				copy(sh, local)
+				all := make([]float32, p.shard*p.comm.Size())
+				if err := dist.AllGatherF32(p.comm, sh, all); err != nil {
+					return nil, err
+				}
+				return all[:p.n], nil
+			}
+			w := p.w
+			if w == nil {
+				if w, err = full(p.wShard); err != nil {
+					return nil, nil, err
+				}
+			}
+			m, v := make([]float32, p.hi-p.lo), make([]float32, p.hi-p.lo)
+			if r.layout.ZeRO == 0 {
+				m, v = make([]float32, p.n), make([]float32, p.n)
+			}
+			base := p.lo
+			if r.layout.ZeRO == 0 {
+				base = 0
+			}
+			for k, pc := range r.pieces {
+				if pc.p == p {
+					copy(m[pc.lo-base:], state[2*k].Data)
+					copy(v[pc.lo-base:], state[2*k+1].Data)
+				}
+			}
+			if m, err = full(m); err != nil {
+				return nil, nil, err
+			}
+			if v, err = full(v); err != nil {
+				return nil, nil, err
+			}
+			// Dense parts are the same on every rank; expert parts differ by expert-parallel
+			// rank and travel to rank 0 from every rank.
+			blocks := [][3][]float32{{w, m, v}}
+			owners := []int{r.world.Rank()}
+			if i == 1 {
+				blocks, owners = nil, nil
+				for k, x := range [][]float32{w, m, v} {
+					all := make([]float32, len(x)*r.world.Size())
+					if err := dist.AllGatherF32(r.world, x, all); err != nil {
+						return nil, nil, err
+					}
+					for q := 0; q < r.world.Size(); q++ {
+						if k == 0 {
+							blocks = append(blocks, [3][]float32{})
+							owners = append(owners, q)
+						}
+						blocks[q][k] = all[q*len(x) : (q+1)*len(x)]
+					}
+				}
+			}
+			if r.world.Rank() != 0 {
+				continue
+			}
+			for bi, blk := range blocks {
+				q := owners[bi]
+				if i == 1 && info[q][1] != 0 {
+					continue // a replica of experts another rank already supplies
+				}
+				for _, up := range unit.Params {
+					if up.Expert != (i == 1) {
+						continue
+					}
+					prm := params[up.Index]
+					name := prm.Name
+					if i == 1 {
+						name = expertIndex.ReplaceAllStringFunc(name, func(s string) string {
+							e, _ := strconv.Atoi(s[len(".experts.") : len(s)-1])
+							return fmt.Sprintf(".experts.%d.", e-first+int(info[q][0]))
+						})
+					}
+					if prev, dup := have[name]; dup {
+						return nil, nil, fmt.Errorf("train: tensor %s is supplied by ranks %d and %d", name, prev, q)
+					}
+					have[name] = q
+					n := elems(prm.Shape)
+					out = append(out, safetensors.Tensor{Name: name, Shape: prm.Shape, Data: append([]float32(nil), blk[0][up.Offset:up.Offset+n]...)})
+					outM = append(outM,
+						safetensors.Tensor{Name: name + optim.ExpAvg, Shape: prm.Shape, Data: append([]float32(nil), blk[1][up.Offset:up.Offset+n]...)},
+						safetensors.Tensor{Name: name + optim.ExpAvgSq, Shape: prm.Shape, Data: append([]float32(nil), blk[2][up.Offset:up.Offset+n]...)})
+				}
+			}
+		}
+	}
+	if r.world.Rank() != 0 {
+		return nil, nil, nil
+	}
+	if err := checkManifest(r.model.Config(), out); err != nil {
+		return nil, nil, err
+	}
+	return out, outM, nil
+}
+
+// checkManifest holds assembled tensors against the whole model's layout: every tensor
+// exactly once, with its shape.
+func checkManifest(m *program.Model, ts []safetensors.Tensor) error {
+	want, err := nn.Layout(m)
+	if err != nil {
+		return err
+	}
+	got := map[string]safetensors.Tensor{}
+	for _, t := range ts {
+		if _, dup := got[t.Name]; dup {
+			return fmt.Errorf("train: checkpoint manifest: tensor %s appears twice", t.Name)
+		}
+		got[t.Name] = t
+	}
+	var errs []error
+	for _, p := range want {
+		t, ok := got[p.Name]
+		switch {
+		case !ok:
+			errs = append(errs, fmt.Errorf("tensor %s (shape %v) is missing", p.Name, p.Shape))
+		case !sameShape(t.Shape, p.Shape):
+			errs = append(errs, fmt.Errorf("tensor %s has shape %v, the model expects %v", p.Name, t.Shape, p.Shape))
+		}
+		delete(got, p.Name)
+	}
+	for name := range got {
+		errs = append(errs, fmt.Errorf("tensor %s is not part of the model", name))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("train: checkpoint manifest check failed: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// load sets the rank's weights (and moments, when given) from single-rank-layout tensors:
+// any layout's checkpoint loads into any other.
+func (r *rank) load(model, moments []safetensors.Tensor, step int64) error {
+	byName := map[string][]float32{}
+	for _, t := range model {
+		byName[t.Name] = t.Data
+	}
+	for _, t := range moments {
+		byName[t.Name] = t.Data
+	}
+	params := r.model.Params()
+	state := r.opt.State()
+	for u, unit := range r.units {
+		for i, p := range r.parts[u] {
+			if p == nil {
+				continue
+			}
+			w := make([]float32, p.n)
+			for _, up := range unit.Params {
+				if up.Expert != (i == 1) {
+					continue
+				}
+				prm := params[up.Index]
+				src, ok := byName[prm.Name]
+				if !ok || len(src) != elems(prm.Shape) {
+					return fmt.Errorf("train: checkpoint has no tensor %s of shape %v", prm.Name, prm.Shape)
+				}
+				copy(w[up.Offset:], src)
+			}
+			if p.w != nil {
+				copy(p.w, w)
+			} else {
+				copy(p.wShard, w[p.lo:p.hi])
+			}
+			if p.host != nil {
+				copy(p.host, w[p.lo:p.hi])
+			}
+		}
+	}
+	for k, pc := range r.pieces {
+		name := params[pc.param].Name
+		var off int
+		for _, up := range r.units[pc.p.unit].Params {
+			if up.Index == pc.param {
+				off = up.Offset
+			}
+		}
+		for j, suffix := range []string{optim.ExpAvg, optim.ExpAvgSq} {
+			dst := state[2*k+j].Data
+			if moments == nil {
+				clear(dst)
+				continue
+			}
+			src, ok := byName[name+suffix]
+			if !ok {
+				return fmt.Errorf("train: checkpoint has no optimizer state %s%s", name, suffix)
+			}
+			copy(dst, src[pc.lo-off:pc.hi-off])
+		}
+	}
+	if moments == nil {
+		step = 0
+	}
+	return r.opt.LoadState(state, step)
+}
+
+// ValidLayout checks a layout against a model before any rank starts.
+func ValidLayout(m *program.Model, l Layout) error {
+	switch {
+	case l.Ranks < 1:
+		return fmt.Errorf("%d ranks: need at least one", l.Ranks)
+	case l.EP < 1 || l.Ranks%l.EP != 0:
+		return fmt.Errorf("expert-parallel size %d must divide the %d ranks", l.EP, l.Ranks)
+	case l.EP > 1 && (m.MoE == nil || m.MoE.Experts%l.EP != 0):
+		return fmt.Errorf("expert-parallel size %d must divide the model's experts", l.EP)
+	case l.ZeRO < 0 || l.ZeRO > 3:
+		return fmt.Errorf("ZeRO stage %d is not 0..3", l.ZeRO)
+	case l.Offload && l.ZeRO < 1:
+		return fmt.Errorf("offloading optimizer states needs ZeRO stage 1 or more (the states are partitioned before they move)")
+	}
+	return nil
+}
+
+var _ = math.Inf

@@ -1,0 +1,202 @@
+package train
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/runtime/checkpoint"
+	"github.com/moec-dev/moec/runtime/dist"
+	"github.com/moec-dev/moec/runtime/optim"
+	"github.com/moec-dev/moec/runtime/safetensors"
+)
+
+// shardProgram is the tiny MoE program with one MoE stage of the given steps, a top-2
+// router with capacity (so layouts must agree on which assignments drop) and a z-loss.
+func shardProgram(steps int64) *program.Program {
+	p := tinyProgram()
+	m := p.Models["tiny"]
+	m.MoE.TopK, m.MoE.CapacityFactor, m.MoE.ZLoss = 2, 1.0, 1e-3
+	tr := p.Trains["tiny"]
+	tr.MicroBatch, tr.TokensPerBatch = 8, 512 // two micro-batches of 8 sequences of 32
+	tr.CheckpointEvery = 0
+	tr.Stages = []*program.Stage{{Name: "moe", Experts: 4, Steps: steps}}
+	return p
+}
+
+// TestLayoutInvariance trains the same stage under every layout the runtime executes for
+// 1, 2 and 4 ranks and holds each to the single rank: the same losses, balance loss,
+// gradient norms and drops at every step, and the same final weights.
+func TestLayoutInvariance(t *testing.T) {
+	steps := int64(50)
+	if testing.Short() {
+		steps = 12
+	}
+	p := shardProgram(steps)
+	ref, refW := trainLayout(t, p, nil)
+	layouts := []Layout{
+		{Ranks: 2, EP: 1, ZeRO: 0},
+		{Ranks: 2, EP: 2, ZeRO: 0},
+		{Ranks: 2, EP: 2, ZeRO: 3},
+		{Ranks: 4, EP: 2, ZeRO: 1},
+		{Ranks: 4, EP: 4, ZeRO: 2},
+		{Ranks: 4, EP: 2, ZeRO: 3},
+		{Ranks: 4, EP: 1, ZeRO: 2, Offload: true},
+		{Ranks: 4, EP: 4, ZeRO: 3, Offload: true},
+	}
+	for _, l := range layouts {
+		t.Run(fmt.Sprintf("ranks%d-ep%d-zero%d-offload%v", l.Ranks, l.EP, l.ZeRO, l.Offload), func(t *testing.T) {
+			recs, w := trainLayout(t, p, &l)
+			for i := range ref {
+				a, b := ref[i], recs[i]
+				if !close(a.Loss, b.Loss, 2e-4) || !close(a.Balance, b.Balance, 2e-4) || !close(a.GradNorm, b.GradNorm, 2e-3) || a.Dropped != b.Dropped {
+					t.Fatalf("step %d: loss %.6f balance %.6f grad norm %.5f dropped %d; single rank %.6f %.6f %.5f %d",
+						a.Step, b.Loss, b.Balance, b.GradNorm, b.Dropped, a.Loss, a.Balance, a.GradNorm, a.Dropped)
+				}
+			}
+			if ref[0].Dropped == 0 {
+				t.Error("the case is meant to drop assignments")
+			}
+			var worst float64
+			for name, want := range refW {
+				got := w[name]
+				if len(got) != len(want) {
+					t.Fatalf("tensor %s: %d values, single rank %d", name, len(got), len(want))
+				}
+				for i := range want {
+					worst = math.Max(worst, math.Abs(float64(got[i]-want[i])))
+				}
+			}
+			if worst > 2e-3 {
+				t.Errorf("final weights differ from the single rank's by up to %g", worst)
+			}
+			t.Logf("worst final weight difference %.2g after %d steps", worst, steps)
+		})
+	}
+}
+
+func close(a, b, rel float64) bool { return math.Abs(a-b) <= rel*math.Max(1, math.Abs(a)) }
+
+// trainLayout runs the program's stage under l (nil: one rank) and returns its log and
+// final weights.
+func trainLayout(t *testing.T, p *program.Program, l *Layout) ([]StepRecord, map[string][]float32) {
+	t.Helper()
+	res, err := Run(context.Background(), Options{Program: p, OutRoot: t.TempDir(), Layout: l, ValWindows: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := ReadLog(res.LogPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := checkpoint.Load(res.Checkpoint, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := map[string][]float32{}
+	for _, ts := range c.Model {
+		w[ts.Name] = ts.Data
+	}
+	if l != nil {
+		if len(res.Memory) != l.Ranks {
+			t.Errorf("memory report for %d ranks, want %d", len(res.Memory), l.Ranks)
+		}
+	}
+	return recs, w
+}
+
+// TestCrossLayoutResume writes checkpoints under one layout and continues under another:
+// 2 ranks with expert parallelism → 1 rank, and 1 rank → 4 ranks with ZeRO-3. The
+// continued run must match the run that never changed layout.
+func TestCrossLayoutResume(t *testing.T) {
+	p := shardProgram(8)
+	p.Trains["tiny"].CheckpointEvery = 4
+	whole, _ := trainLayout(t, p, nil)
+	for _, c := range []struct {
+		name          string
+		first, second *Layout
+	}{
+		{"ep2-to-1", &Layout{Ranks: 2, EP: 2}, nil},
+		{"1-to-zero3x4", nil, &Layout{Ranks: 4, EP: 2, ZeRO: 3}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			root := t.TempDir()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			// Stop the first run after its step-4 checkpoint, as a killed run would.
+			var stopped bool
+			hook := func(point string) {
+				if point == "renamed" && !stopped {
+					stopped = true
+					cancel()
+				}
+			}
+			res, err := Run(ctx, Options{Program: p, OutRoot: root, Layout: c.first, CheckpointHook: hook, ValWindows: 4})
+			if err == nil || !res.Stopped || res.Steps != 5 && res.Steps != 4 {
+				t.Fatalf("first run: %+v, %v", res, err)
+			}
+			res2, err := Run(context.Background(), Options{Program: p, Resume: res.Dir, Layout: c.second, ValWindows: 4})
+			if err != nil {
+				t.Fatal(err)
+			}
+			recs, _ := ReadLog(res2.LogPath)
+			for i := range whole {
+				if !close(whole[i].Loss, recs[i].Loss, 2e-4) {
+					t.Fatalf("step %d: loss %.6f after changing layout, %.6f without", i+1, recs[i].Loss, whole[i].Loss)
+				}
+			}
+		})
+	}
+}
+
+// TestManifestCheck: an assembled checkpoint with a missing, duplicated or mis-shaped
+// expert tensor is refused, naming it.
+func TestManifestCheck(t *testing.T) {
+	m := shardProgram(1).Models["tiny"]
+	r, err := newTestRank(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	full, _, err := r.tensors()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := checkManifest(m, full); err != nil {
+		t.Fatalf("the whole model fails its own manifest: %v", err)
+	}
+	expert := -1
+	for i, ts := range full {
+		if strings.Contains(ts.Name, ".experts.2.w2.") {
+			expert = i
+		}
+	}
+	cases := map[string][]safetensors.Tensor{
+		"is missing":     append(append([]safetensors.Tensor(nil), full[:expert]...), full[expert+1:]...),
+		"appears twice":  append(append([]safetensors.Tensor(nil), full...), full[expert]),
+		"has shape [64]": replaceShape(full, expert, []int{64}),
+	}
+	for want, ts := range cases {
+		err := checkManifest(m, ts)
+		if err == nil || !strings.Contains(err.Error(), full[expert].Name) || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v", want, err)
+		}
+	}
+}
+
+func replaceShape(ts []safetensors.Tensor, i int, shape []int) []safetensors.Tensor {
+	out := append([]safetensors.Tensor(nil), ts...)
+	out[i].Shape = shape
+	return out
+}
+
+func newTestRank(m *program.Model) (*rank, error) {
+	comms, err := dist.Local(1, 0)
+	if err != nil {
+		return nil, err
+	}
+	p := shardProgram(1)
+	return newRank(m, 1, optim.FromProgram(p.Trains["tiny"].Optimizer, 0, 1), comms[0], Layout{Ranks: 1, EP: 1})
+}
