@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/moec-dev/moec/compiler/plan"
 	"github.com/moec-dev/moec/internal/driver"
 	"github.com/moec-dev/moec/runtime/kernelsel"
 	"github.com/moec-dev/moec/runtime/train"
@@ -23,6 +24,7 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 		seed      int64
 		allStages bool
 		llvmLib   string
+		rf        rankFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "run --stage NAME FILE.moe | run --resume DIR | run --all-stages FILE.moe",
@@ -44,11 +46,30 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			rf.zeroSet = cmd.Flags().Changed("zero")
+			world, finalize, err := mpiWorld(rf.timeout)
+			if err != nil {
+				return err
+			}
+			defer finalize()
+			worldSize := 0
+			if world != nil {
+				opt.Comm, worldSize = world, world.Size()
+				if world.Rank() != 0 { // rank 0 speaks for the run
+					stdout, stderr, opt.Progress = io.Discard, io.Discard, nil
+				}
+			}
+			opt.CollectiveTimeout = rf.timeout
 			if opt.Resume != "" {
 				if len(args) > 0 {
 					return fmt.Errorf("run: --resume takes the run folder only, not a .moe file")
 				}
-				return runAndReport(ctx, stdout, opt)
+				l, _, err := rf.layout(nil, "", "", worldSize)
+				if err != nil {
+					return err
+				}
+				opt.Layout = l
+				return runAndReport(ctx, stdout, opt, nil)
 			}
 			if len(args) != 1 {
 				return fmt.Errorf("run: give the .moe file (and --stage NAME, or --all-stages)")
@@ -61,7 +82,12 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 			opt.Program = loaded.Program
 			opt.BaseDir = filepath.Dir(args[0])
 			if !allStages {
-				return runAndReport(ctx, stdout, opt)
+				l, p, err := rf.layout(opt.Program, opt.TrainName, opt.StageName, worldSize)
+				if err != nil {
+					return err
+				}
+				opt.Layout = l
+				return runAndReport(ctx, stdout, opt, p)
 			}
 			if opt.StageName != "" || opt.OutDir != "" || opt.From != "" {
 				return fmt.Errorf("run: --all-stages trains every stage in its own folder; drop --stage, --out and --from")
@@ -79,7 +105,12 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 					o = train.Options{Resume: dir, Progress: stderr, MaxTime: opt.MaxTime}
 				}
 				fmt.Fprintf(stderr, "== stage %s\n", st.Stage)
-				if err := runAndReport(ctx, stdout, o); err != nil {
+				l, p, err := rf.layout(opt.Program, st.Train, st.Stage, worldSize)
+				if err != nil {
+					return err
+				}
+				o.Layout, o.Comm, o.CollectiveTimeout = l, opt.Comm, opt.CollectiveTimeout
+				if err := runAndReport(ctx, stdout, o, p); err != nil {
 					return fmt.Errorf("stage %s: %w", st.Stage, err)
 				}
 			}
@@ -101,15 +132,23 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 	f.IntVar(&opt.MicroBatch, "micro-batch", 0, "sequences per micro-batch (default: the train block's, else 8)")
 	f.StringVar(&llvmLib, "llvm", "", "run norms, cross-entropy and AdamW in the compiled LLVM kernels of this library (<stage>/llvm/libmoe_kernels.so from moec build)")
 	f.Int64Var(&opt.CheckpointEvery, "checkpoint-every", 0, "steps between checkpoints (default: the train block's)")
+	f.IntVar(&rf.ranks, "ranks", 0, "run the plan for N in-process ranks (default: the cluster's ranks; under mpirun, one rank per process)")
+	f.IntVar(&rf.ep, "ep", 0, "expert-parallel size (default: the plan's)")
+	f.IntVar(&rf.zero, "zero", 0, "ZeRO stage 0-3 (default: the plan's)")
+	f.BoolVar(&rf.offload, "offload", false, "keep optimizer states in the host tier (default: the train block's memory.offload)")
+	f.DurationVar(&rf.timeout, "collective-timeout", 0, "fail a collective that waits longer than this for another rank (default 5m)")
 	return cmd
 }
 
-func runAndReport(ctx context.Context, stdout io.Writer, opt train.Options) error {
+func runAndReport(ctx context.Context, stdout io.Writer, opt train.Options, p *plan.Plan) error {
 	res, err := train.Run(ctx, opt)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintln(stdout, res.String())
+	if opt.Layout != nil {
+		printMemory(stdout, opt.Layout, res.Memory, p)
+	}
 	if res.Stopped {
 		if errors.Is(ctx.Err(), context.Canceled) {
 			return fmt.Errorf("interrupted; continue with: moec run --resume %s", res.Dir)

@@ -2,8 +2,6 @@ package blas
 
 import (
 	"fmt"
-	"os"
-	"strconv"
 	"runtime"
 	"sync"
 )
@@ -13,13 +11,7 @@ type Float interface{ ~float32 | ~float64 }
 
 // parallelMinWork is the m·n·k below which splitting a product over goroutines costs more
 // than it saves (goroutine start plus cache warm-up dominate a product this small).
-var parallelMinWork = func() int {
-	if v := os.Getenv("H3_MIN"); v != "" {
-		n, _ := strconv.Atoi(v)
-		return n
-	}
-	return 1 << 18
-}()
+const parallelMinWork = 1 << 18
 
 // Gemm computes C = alpha·op(A)·op(B) + beta·C where op(A) is m×k, op(B) is k×n and C is
 // m×n, all row-major. transA means A is stored k×m (op(A) = Aᵀ); likewise transB.

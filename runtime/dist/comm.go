@@ -17,7 +17,8 @@ type Comm interface {
 	// Name names the group in errors ("world", "ep", "edp").
 	Name() string
 	// AllReduceF32 and AllReduceF64 replace x on every rank by the element-wise sum of
-	// every rank's x. The sum runs in rank order, so every rank gets the same bits.
+	// every rank's x; every rank gets the same bits (in-process ranks add in rank order;
+	// MPI picks its own order, so its last bits may differ from the in-process sum).
 	AllReduceF32(x []float32) error
 	AllReduceF64(x []float64) error
 	// AllGather writes every rank's send (all of one length) into recv in rank order:
@@ -43,13 +44,15 @@ type Error struct {
 	Op      string // "all_reduce", "all_gather", "all_to_all", "barrier", "split"
 	Group   string
 	Timeout time.Duration // set when the op timed out
-	Missing []int         // group ranks that had not arrived when it timed out
+	Missing []int         // world ranks that had not arrived when it timed out (empty under MPI)
 	Failed  int           // world rank that aborted, or -1
 	Err     error
 }
 
 func (e *Error) Error() string {
 	switch {
+	case e.Timeout > 0 && len(e.Missing) == 0: // MPI cannot say who is missing
+		return fmt.Sprintf("rank %d: %s on group %s timed out after %s waiting for the other ranks", e.Rank, e.Op, e.Group, e.Timeout)
 	case e.Timeout > 0:
 		return fmt.Sprintf("rank %d: %s on group %s timed out after %s waiting for rank(s) %v", e.Rank, e.Op, e.Group, e.Timeout, e.Missing)
 	case e.Failed >= 0:

@@ -265,7 +265,7 @@ func (c *localComm) AllToAllV(send []byte, sendCount, sendOff []int, recv []byte
 			if cnt != recvCount[q] {
 				return fmt.Errorf("rank %d sends %d bytes to rank %d, which expects %d", q, cnt, c.rank, recvCount[q])
 			}
-			if off < 0 || off+cnt > len(p.send) || recvOff[q] < 0 || recvOff[q]+cnt > len(recv) {
+			if cnt < 0 || off < 0 || off+cnt > len(p.send) || recvOff[q] < 0 || recvOff[q]+cnt > len(recv) {
 				return fmt.Errorf("block %d→%d of %d bytes is out of its buffer", q, c.rank, cnt)
 			}
 			copy(recv[recvOff[q]:recvOff[q]+cnt], p.send[off:off+cnt])

@@ -1,0 +1,150 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/moec-dev/moec/compiler/plan"
+	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/runtime/dist"
+	"github.com/moec-dev/moec/runtime/dist/mpi"
+	"github.com/moec-dev/moec/runtime/train"
+)
+
+// rankFlags are `moec run`'s options for a sharded run.
+type rankFlags struct {
+	ranks   int
+	ep      int
+	zero    int
+	zeroSet bool // --zero was given (0 is a valid choice)
+	offload bool
+	timeout time.Duration
+}
+
+// layout decides how the run is sharded: the ranks come from --ranks, from mpirun, or from
+// the train block's `cluster local { ranks = N }`; the expert-parallel size and ZeRO stage
+// are the plan's choice for those ranks (plan.Local) unless flags override them. It
+// returns nil for a single-rank run, and the plan (nil when none applies) for the
+// memory report.
+func (f rankFlags) layout(prog *program.Program, trainName, stageName string, worldSize int) (*train.Layout, *plan.Plan, error) {
+	ranks := f.ranks
+	if worldSize > 0 {
+		if ranks > 0 && ranks != worldSize {
+			return nil, nil, fmt.Errorf("run: --ranks %d under mpirun with %d processes; drop --ranks", ranks, worldSize)
+		}
+		ranks = worldSize
+	}
+	var tr *program.Train
+	var st *program.Stage
+	if prog != nil {
+		tr, st = pickStage(prog, trainName, stageName)
+		if ranks == 0 && tr != nil {
+			if c := prog.Clusters[tr.Cluster]; c != nil && c.Ranks > 1 {
+				ranks = c.Ranks
+			}
+		}
+	}
+	if ranks <= 1 && f.ep <= 1 && f.zero == 0 && !f.offload {
+		return nil, nil, nil
+	}
+	l := &train.Layout{Ranks: max(ranks, 1), EP: 1, ZeRO: f.zero, Offload: f.offload}
+	var p *plan.Plan
+	if tr != nil && st != nil {
+		if p0, ds := plan.Local(prog, tr, st, l.Ranks); !ds.HasErrors() && p0 != nil {
+			p = p0
+			l.EP, l.ZeRO = max(p.Layout.EP, 1), p.Layout.ZeRO
+			// The plan folds offload into ZeRO-3 on CPU ranks; the runtime still moves
+			// the optimizer states to the host tier when the train block asks for it.
+			if off := tr.Memory.Offload; off != "" && off != "none" {
+				l.Offload = true
+			}
+		}
+	}
+	if f.ep > 0 {
+		l.EP = f.ep
+	}
+	if f.zeroSet {
+		l.ZeRO = f.zero
+	}
+	if f.offload {
+		l.Offload = true
+	}
+	if l.Offload && l.ZeRO == 0 {
+		l.ZeRO = 1
+	}
+	return l, p, nil
+}
+
+// pickStage finds the train block and stage a run names (or the only ones).
+func pickStage(prog *program.Program, trainName, stageName string) (*program.Train, *program.Stage) {
+	tr := prog.Trains[trainName]
+	if trainName == "" && len(prog.TrainOrder) == 1 {
+		tr = prog.Trains[prog.TrainOrder[0]]
+	}
+	if tr == nil {
+		return nil, nil
+	}
+	for _, s := range tr.Stages {
+		if s.Name == stageName || stageName == "" && len(tr.Stages) == 1 {
+			return tr, s
+		}
+	}
+	return tr, nil
+}
+
+// mpiWorld starts MPI when mpirun launched this process.
+func mpiWorld(timeout time.Duration) (dist.Comm, func(), error) {
+	if !mpi.InRun() {
+		return nil, func() {}, nil
+	}
+	c, err := mpi.Init(timeout)
+	if err != nil {
+		return nil, nil, fmt.Errorf("run: starting MPI: %w", err)
+	}
+	return c, func() { _ = mpi.Finalize() }, nil
+}
+
+// printMemory writes each rank's peak bytes per component next to the plan's prediction.
+func printMemory(w io.Writer, l *train.Layout, mem []train.RankMemory, p *plan.Plan) {
+	if len(mem) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "memory per rank (%s): measured peak vs plan\n", l)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "rank\tcomponent\tdevice\thost\tplan\tmeasured/plan\t")
+	for _, rm := range mem {
+		predicted := map[string]int64{}
+		if p != nil && p.Placement != nil && rm.Rank < len(p.Placement.Ranks) {
+			for _, b := range p.Placement.Ranks[rm.Rank].Bytes {
+				predicted[b.Name] = b.Bytes
+			}
+		}
+		for c := dist.Component(0); c < dist.NumComponents; c++ {
+			dev, host := rm.Measured[dist.Device][c], rm.Measured[dist.Host][c]
+			pr, ratio := "-", "-"
+			if v, ok := predicted[c.String()]; ok {
+				pr = fmtBytes(v)
+				if v > 0 {
+					ratio = fmt.Sprintf("%.2f", float64(dev+host)/float64(v))
+				}
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t\n", rm.Rank, c, fmtBytes(dev), fmtBytes(host), pr, ratio)
+		}
+	}
+	tw.Flush()
+}
+
+func fmtBytes(b int64) string {
+	switch {
+	case b >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(b)/(1<<30))
+	case b >= 1<<20:
+		return fmt.Sprintf("%.2f MiB", float64(b)/(1<<20))
+	case b >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(b)/(1<<10))
+	}
+	return strings.TrimSpace(fmt.Sprintf("%d B", b))
+}
