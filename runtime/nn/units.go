@@ -112,15 +112,18 @@ func elems(shape []int) int {
 	return n
 }
 
-// WorkspaceBytes returns the bytes of the activation buffers the last step used and, of
-// those, the MoE dispatch and combine buffers (the expert-sorted rows and, on an
-// expert-parallel rank, the rows it received): what a rank holds besides its parameters,
-// gradients and optimizer states. Buffers shared by several layers count once.
-func (m *Model) WorkspaceBytes() (activations, dispatch int64) {
+// WorkspaceBytes splits the buffers the last step used the way the plan names a rank's
+// memory: activations (everything kept for backward and the gradient scratch), the MoE
+// dispatch and combine buffers (the expert-sorted rows and, on an expert-parallel rank,
+// the rows it received and their outputs), and the logits (the plan's temporary
+// buffers). Buffers shared by several layers count once.
+func (m *Model) WorkspaceBytes() (activations, dispatch, logits int64) {
 	c := m.c
 	seen := map[uintptr]bool{}
+	var all int64
 	if c.ws != nil {
-		activations = sliceBytes(reflect.ValueOf(c.ws), seen)
+		all = sliceBytes(reflect.ValueOf(c.ws), seen)
+		logits = int64(cap(c.ws.logits)) * int64(reflect.TypeOf(c.ws.logits).Elem().Size())
 		for _, l := range c.ws.layers {
 			if l.moe != nil {
 				dispatch += int64(4 * (cap(l.moe.xs) + cap(l.moe.out)))
@@ -129,12 +132,11 @@ func (m *Model) WorkspaceBytes() (activations, dispatch int64) {
 	}
 	if c.shard != nil {
 		for _, L := range c.shard.layers {
-			d := sliceBytes(reflect.ValueOf(L), seen)
-			activations += d
+			all += sliceBytes(reflect.ValueOf(L), seen)
 			dispatch += int64(4 * (cap(L.recv) + cap(L.recvOut)))
 		}
 	}
-	return activations, dispatch
+	return all - dispatch - logits, dispatch, logits
 }
 
 // sliceBytes sums the capacity in bytes of every slice reachable from v through structs,

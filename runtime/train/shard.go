@@ -61,6 +61,7 @@ type rank struct {
 	pieces  []piece
 	meter   *dist.Meter
 	tied    bool
+	logits  int64 // bytes of the logits buffer already metered under Temp
 }
 
 // piece is the optimizer's view of one parameter's slice of a shard.
@@ -341,16 +342,19 @@ func (r *rank) forwardBackward(b nn.Batch, o nn.StepOptions) (nn.Stats, error) {
 		err = around([]int{0}, true, s.EmbedBackward)
 	}
 	if err == nil {
-		act, disp := r.model.WorkspaceBytes()
-		r.setWorkspace(act-disp, disp)
+		r.setWorkspace(r.model.WorkspaceBytes())
 	}
 	return st, err
 }
 
-// setWorkspace records the activation and dispatch buffers the model holds now.
-func (r *rank) setWorkspace(act, disp int64) {
+// setWorkspace records the activation, dispatch and logits buffers the model holds now.
+// The logits are what the plan calls temporary buffers, with ZeRO's gathered units and
+// gradient buffers (metered as they come and go).
+func (r *rank) setWorkspace(act, disp, logits int64) {
 	r.meter.Alloc(dist.Device, dist.Activations, act-r.meter.Current(dist.Device, dist.Activations))
 	r.meter.Alloc(dist.Device, dist.Dispatch, disp-r.meter.Current(dist.Device, dist.Dispatch))
+	r.meter.Alloc(dist.Device, dist.Temp, logits-r.logits)
+	r.logits = logits
 }
 
 // update reduces the gradients, clips them by the global norm and applies AdamW to the
