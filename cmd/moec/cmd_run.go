@@ -136,6 +136,7 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 	f.IntVar(&rf.ep, "ep", 0, "expert-parallel size (default: the plan's)")
 	f.IntVar(&rf.zero, "zero", 0, "ZeRO stage 0-3 (default: the plan's)")
 	f.BoolVar(&rf.offload, "offload", false, "keep optimizer states in the host tier (default: the train block's memory.offload)")
+	f.StringVar(&rf.budget, "cache-budget", "", "run the unified cache with this device budget per rank, e.g. 8MiB (default with memory = unified_cache: a quarter of a rank's weights)")
 	f.DurationVar(&rf.timeout, "collective-timeout", 0, "fail a collective that waits longer than this for another rank (default 5m)")
 	return cmd
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -22,6 +23,7 @@ type rankFlags struct {
 	zeroSet bool // --zero was given (0 is a valid choice)
 	offload bool
 	timeout time.Duration
+	budget  string // unified cache device budget ("" = a quarter of a rank's weights)
 }
 
 // layout decides how the run is sharded: the ranks come from --ranks, from mpirun, or from
@@ -47,7 +49,7 @@ func (f rankFlags) layout(prog *program.Program, trainName, stageName string, wo
 			}
 		}
 	}
-	if ranks <= 1 && f.ep <= 1 && f.zero == 0 && !f.offload {
+	if ranks <= 1 && f.ep <= 1 && f.zero == 0 && !f.offload && f.budget == "" {
 		return nil, nil, nil
 	}
 	l := &train.Layout{Ranks: max(ranks, 1), EP: 1, ZeRO: f.zero, Offload: f.offload}
@@ -56,10 +58,19 @@ func (f rankFlags) layout(prog *program.Program, trainName, stageName string, wo
 		if p0, ds := plan.Local(prog, tr, st, l.Ranks); !ds.HasErrors() && p0 != nil {
 			p = p0
 			l.EP, l.ZeRO = max(p.Layout.EP, 1), p.Layout.ZeRO
-			// The plan folds offload into ZeRO-3 on CPU ranks; the runtime still moves
-			// the optimizer states to the host tier when the train block asks for it.
+			// The plan folds offload and the unified cache into ZeRO-3 on CPU ranks; the
+			// runtime still runs them: optimizer states in the host tier, and for the
+			// unified cache a device page pool of gathered units over a small budget.
 			if off := tr.Memory.Offload; off != "" && off != "none" {
 				l.Offload = true
+			}
+			if tr.Memory.Kind == "unified_cache" {
+				budget := int64(0)
+				if len(p.Placement.Ranks) > 0 {
+					budget = p.Placement.Ranks[0].Params // a quarter of its fp32 weights
+				}
+				l.ZeRO, l.Offload = 3, true
+				l.Cache = &train.CacheConfig{Budget: budget, Page: tr.Memory.CachePage, Eviction: tr.Memory.Eviction}
 			}
 		}
 	}
@@ -71,6 +82,16 @@ func (f rankFlags) layout(prog *program.Program, trainName, stageName string, wo
 	}
 	if f.offload {
 		l.Offload = true
+	}
+	if f.budget != "" {
+		b, err := parseBytes(f.budget)
+		if err != nil {
+			return nil, nil, fmt.Errorf("run: --cache-budget: %w", err)
+		}
+		if l.Cache == nil {
+			l.Cache = &train.CacheConfig{Eviction: "lru"}
+		}
+		l.Cache.Budget, l.ZeRO, l.Offload = b, 3, true
 	}
 	if l.Offload && l.ZeRO == 0 {
 		l.ZeRO = 1
@@ -126,25 +147,34 @@ func printMemory(w io.Writer, l *train.Layout, mem []train.RankMemory, p *plan.P
 			dev, host := rm.Measured[dist.Device][c], rm.Measured[dist.Host][c]
 			pr, ratio := "-", "-"
 			if v, ok := predicted[c.String()]; ok {
-				pr = fmtBytes(v)
+				pr = train.FormatBytes(v)
 				if v > 0 {
 					ratio = fmt.Sprintf("%.2f", float64(dev+host)/float64(v))
 				}
 			}
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t\n", rm.Rank, c, fmtBytes(dev), fmtBytes(host), pr, ratio)
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t\n", rm.Rank, c, train.FormatBytes(dev), train.FormatBytes(host), pr, ratio)
+		}
+		if n := rm.CacheHits + rm.CacheMisses; n > 0 {
+			fmt.Fprintf(tw, "%d\tunified cache\t%d hits\t%d misses\t%d evictions\t%.0f%% hit\t\n", rm.Rank, rm.CacheHits, rm.CacheMisses, rm.CacheEvictions, 100*float64(rm.CacheHits)/float64(n))
 		}
 	}
 	tw.Flush()
 }
 
-func fmtBytes(b int64) string {
-	switch {
-	case b >= 1<<30:
-		return fmt.Sprintf("%.2f GiB", float64(b)/(1<<30))
-	case b >= 1<<20:
-		return fmt.Sprintf("%.2f MiB", float64(b)/(1<<20))
-	case b >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(b)/(1<<10))
+// parseBytes reads a size such as 8MiB, 512KiB, 1GiB or a plain number of bytes.
+func parseBytes(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}, {"", 1}}
+	for _, u := range units {
+		if num, ok := strings.CutSuffix(s, u.suffix); ok {
+			v, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
+			if err != nil || v < 0 {
+				return 0, fmt.Errorf("%q is not a size (e.g. 8MiB)", s)
+			}
+			return v * u.mult, nil
+		}
 	}
-	return strings.TrimSpace(fmt.Sprintf("%d B", b))
+	return 0, fmt.Errorf("%q is not a size", s)
 }

@@ -302,12 +302,18 @@ type RankMemory struct {
 	Rank      int
 	Measured  [dist.NumTiers][dist.NumComponents]int64
 	Predicted map[string]int64 // by the plan's component name; nil without a plan
+	// The unified cache's device page pool: unit lookups that hit and missed, and the
+	// units it evicted (zero without the cache).
+	CacheHits, CacheMisses, CacheEvictions int64
 }
 
 func (g *group) report() []RankMemory {
 	var out []RankMemory
 	for i, r := range g.ranks {
 		rm := RankMemory{Rank: g.comms[i].Rank()}
+		if c := r.cache; c != nil {
+			rm.CacheHits, rm.CacheMisses, rm.CacheEvictions = c.hits, c.misses, c.evicted
+		}
 		for t := dist.Tier(0); t < dist.NumTiers; t++ {
 			for c := dist.Component(0); c < dist.NumComponents; c++ {
 				rm.Measured[t][c] = r.meter.Peak(t, c)

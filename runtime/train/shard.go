@@ -20,11 +20,16 @@ type Layout struct {
 	EP      int  // expert-parallel group size (1 = none); must divide Ranks and the experts
 	ZeRO    int  // 0: replicated states; 1: optimizer states, 2: + gradients, 3: + parameters partitioned
 	Offload bool // optimizer states (with fp32 gradient and weight copies) live in the host tier
+	// Cache runs the unified cache: ZeRO-3 with offload, the partitioned states in the host
+	// tier, and a device page pool of gathered units.
+	Cache *CacheConfig
 }
 
 func (l Layout) String() string {
 	s := fmt.Sprintf("%d ranks, ep %d, zero %d", l.Ranks, max(l.EP, 1), l.ZeRO)
-	if l.Offload {
+	if l.Cache != nil {
+		s += fmt.Sprintf(", unified cache of %s in %s pages (%s)", FormatBytes(l.Cache.Budget), FormatBytes(l.Cache.Page), l.Cache.Eviction)
+	} else if l.Offload {
 		s += ", optimizer offloaded to host"
 	}
 	return s
@@ -60,6 +65,7 @@ type rank struct {
 	opt     *optim.AdamW
 	pieces  []piece
 	meter   *dist.Meter
+	cache   *unitCache // nil unless the layout runs the unified cache
 	tied    bool
 	logits  int64 // bytes of the logits buffer already metered under Temp
 }
@@ -74,6 +80,16 @@ type piece struct {
 // newRank builds rank world.Rank()'s model and states. world is the run's communicator.
 func newRank(m *program.Model, seed int64, cfg optim.Config, world dist.Comm, l Layout) (*rank, error) {
 	r := &rank{layout: l, world: world, meter: &dist.Meter{}, tied: m.TieEmbeddings}
+	// The unified cache's backing store is the host: the partitioned weights and gradients
+	// live there, and only cached pages and working buffers take device memory.
+	stateTier := dist.Device
+	if l.Cache != nil {
+		var err error
+		if r.cache, err = newUnitCache(*l.Cache); err != nil {
+			return nil, err
+		}
+		stateTier = dist.Host
+	}
 	ep := max(l.EP, 1)
 	if world.Size()%ep != 0 {
 		return nil, fmt.Errorf("train: expert-parallel size %d does not divide %d ranks", ep, world.Size())
@@ -123,7 +139,7 @@ func newRank(m *program.Model, seed int64, cfg optim.Config, world dist.Comm, l 
 			}
 			if l.ZeRO >= 3 {
 				p.wShard = append([]float32(nil), full[p.lo:p.hi]...)
-				r.meter.Alloc(dist.Device, dist.Params, 4*int64(len(p.wShard)))
+				r.meter.Alloc(stateTier, dist.Params, 4*int64(len(p.wShard)))
 			} else {
 				p.w = full
 				p.wShard = full[p.lo:p.hi]
@@ -131,7 +147,7 @@ func newRank(m *program.Model, seed int64, cfg optim.Config, world dist.Comm, l 
 			}
 			if l.ZeRO >= 2 {
 				p.gShard = make([]float32, p.hi-p.lo)
-				r.meter.Alloc(dist.Device, dist.Grads, 4*int64(len(p.gShard)))
+				r.meter.Alloc(stateTier, dist.Grads, 4*int64(len(p.gShard)))
 			} else {
 				p.g = make([]float32, n)
 				r.meter.Alloc(dist.Device, dist.Grads, 4*int64(n))
@@ -224,12 +240,18 @@ func (r *rank) optBuffers(p *part) (w, g []float32) {
 // gradients get a temporary full-size buffer until release reduce-scatters them.
 func (r *rank) acquire(u int, grads bool) error {
 	var bufs [2][2][]float32
+	var hit *cached
+	if r.cache != nil {
+		hit = r.cache.get(u)
+	}
 	for i, p := range r.parts[u] {
 		if p == nil {
 			continue
 		}
 		w, g := p.w, p.g
-		if r.layout.ZeRO >= 3 {
+		if hit != nil {
+			w = hit.bufs[i][:p.n]
+		} else if r.layout.ZeRO >= 3 {
 			if p.tmpW == nil {
 				p.tmpW = make([]float32, p.shard*p.comm.Size())
 				r.meter.Alloc(dist.Device, dist.Temp, 4*int64(len(p.tmpW)))
@@ -253,8 +275,38 @@ func (r *rank) acquire(u int, grads bool) error {
 		}
 		bufs[i] = [2][]float32{w, g}
 	}
+	if r.cache != nil && hit == nil {
+		r.cachePut(u)
+	}
 	r.model.Bind(u, bufs[0][0], bufs[0][1], bufs[1][0], bufs[1][1])
 	return nil
+}
+
+// cachePut moves unit u's freshly gathered weights from temporary buffers into the device
+// page pool, evicting what the policy says; a unit larger than the pool stays temporary.
+func (r *rank) cachePut(u int) {
+	var gathered [2][]float32
+	var bytes int64
+	for i, p := range r.parts[u] {
+		if p != nil {
+			gathered[i] = p.tmpW
+			bytes += 4 * int64(len(p.tmpW))
+		}
+	}
+	ok, evicted := r.cache.put(u, bytes, gathered)
+	for _, e := range evicted {
+		r.meter.Free(dist.Device, dist.Params, e.pages*r.cache.cfg.Page)
+	}
+	if !ok {
+		return
+	}
+	r.meter.Alloc(dist.Device, dist.Params, r.cache.pagesFor(bytes)*r.cache.cfg.Page)
+	for _, p := range r.parts[u] {
+		if p != nil {
+			r.meter.Free(dist.Device, dist.Temp, 4*int64(len(p.tmpW)))
+			p.tmpW = nil // owned by the cache now
+		}
+	}
 }
 
 // release ends unit u's use: under ZeRO ≥ 2 its gradients are reduce-scattered into the
@@ -284,6 +336,9 @@ func (r *rank) release(u int, grads bool) error {
 			p.tmpW = nil
 		}
 		bufs[i] = [2][]float32{p.w, p.g}
+	}
+	if r.cache != nil {
+		r.cache.unpin(u)
 	}
 	r.model.Bind(u, bufs[0][0], bufs[0][1], bufs[1][0], bufs[1][1])
 	return nil
@@ -403,6 +458,11 @@ func (r *rank) update(accum int) (optim.StepInfo, error) {
 	info, err := r.opt.StepReduced(scale, reduce)
 	if err != nil {
 		return info, err
+	}
+	if r.cache != nil { // the cached pages hold the old weights
+		for _, e := range r.cache.drop() {
+			r.meter.Free(dist.Device, dist.Params, e.pages*r.cache.cfg.Page)
+		}
 	}
 	for _, ps := range r.parts {
 		for _, p := range ps {
@@ -659,6 +719,8 @@ func ValidLayout(m *program.Model, l Layout) error {
 		return fmt.Errorf("expert-parallel size %d must divide the model's experts", l.EP)
 	case l.ZeRO < 0 || l.ZeRO > 3:
 		return fmt.Errorf("ZeRO stage %d is not 0..3", l.ZeRO)
+	case l.Cache != nil && (l.ZeRO != 3 || !l.Offload):
+		return fmt.Errorf("the unified cache partitions every state (ZeRO 3) with the host as backing store (offload)")
 	case l.Offload && l.ZeRO < 1:
 		return fmt.Errorf("offloading optimizer states needs ZeRO stage 1 or more (the states are partitioned before they move)")
 	}

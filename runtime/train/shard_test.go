@@ -46,10 +46,30 @@ func TestLayoutInvariance(t *testing.T) {
 		{Ranks: 4, EP: 2, ZeRO: 3},
 		{Ranks: 4, EP: 1, ZeRO: 2, Offload: true},
 		{Ranks: 4, EP: 4, ZeRO: 3, Offload: true},
+		{Ranks: 2, EP: 2, ZeRO: 3, Offload: true, Cache: &CacheConfig{Budget: 160 << 10, Page: 16 << 10, Eviction: "lru"}},
+		{Ranks: 4, EP: 2, ZeRO: 3, Offload: true, Cache: &CacheConfig{Budget: 96 << 10, Page: 8 << 10, Eviction: "lfu"}},
+		{Ranks: 2, EP: 1, ZeRO: 3, Offload: true, Cache: &CacheConfig{Budget: 1 << 20, Page: 64 << 10, Eviction: "fifo"}},
 	}
 	for _, l := range layouts {
-		t.Run(fmt.Sprintf("ranks%d-ep%d-zero%d-offload%v", l.Ranks, l.EP, l.ZeRO, l.Offload), func(t *testing.T) {
-			recs, w := trainLayout(t, p, &l)
+		name := fmt.Sprintf("ranks%d-ep%d-zero%d-offload%v", l.Ranks, l.EP, l.ZeRO, l.Offload)
+		if l.Cache != nil {
+			name += "-cache-" + l.Cache.Eviction
+		}
+		t.Run(name, func(t *testing.T) {
+			recs, w, mem := trainLayoutMem(t, p, &l)
+			if l.Cache != nil {
+				m := mem[0]
+				if m.CacheHits == 0 || m.CacheMisses == 0 {
+					t.Errorf("cache: %d hits, %d misses; the case should have both", m.CacheHits, m.CacheMisses)
+				}
+				if l.Cache.Budget < 1<<20 && m.CacheEvictions == 0 {
+					t.Error("cache: nothing evicted under a small budget")
+				}
+				if got := m.Measured[dist.Device][dist.Params]; got > l.Cache.Budget {
+					t.Errorf("cached pages peaked at %d bytes over the %d budget", got, l.Cache.Budget)
+				}
+				t.Logf("cache: %d hits, %d misses, %d evictions", m.CacheHits, m.CacheMisses, m.CacheEvictions)
+			}
 			for i := range ref {
 				a, b := ref[i], recs[i]
 				if !close(a.Loss, b.Loss, 2e-4) || !close(a.Balance, b.Balance, 2e-4) || !close(a.GradNorm, b.GradNorm, 2e-3) || a.Dropped != b.Dropped {
@@ -84,6 +104,12 @@ func close(a, b, rel float64) bool { return math.Abs(a-b) <= rel*math.Max(1, mat
 // final weights.
 func trainLayout(t *testing.T, p *program.Program, l *Layout) ([]StepRecord, map[string][]float32) {
 	t.Helper()
+	recs, w, _ := trainLayoutMem(t, p, l)
+	return recs, w
+}
+
+func trainLayoutMem(t *testing.T, p *program.Program, l *Layout) ([]StepRecord, map[string][]float32, []RankMemory) {
+	t.Helper()
 	res, err := Run(context.Background(), Options{Program: p, OutRoot: t.TempDir(), Layout: l, ValWindows: 4})
 	if err != nil {
 		t.Fatal(err)
@@ -105,7 +131,7 @@ func trainLayout(t *testing.T, p *program.Program, l *Layout) ([]StepRecord, map
 			t.Errorf("memory report for %d ranks, want %d", len(res.Memory), l.Ranks)
 		}
 	}
-	return recs, w
+	return recs, w, res.Memory
 }
 
 // TestCrossLayoutResume writes checkpoints under one layout and continues under another:
@@ -199,4 +225,47 @@ func newTestRank(m *program.Model) (*rank, error) {
 	}
 	p := shardProgram(1)
 	return newRank(m, 1, optim.FromProgram(p.Trains["tiny"].Optimizer, 0, 1), comms[0], Layout{Ranks: 1, EP: 1})
+}
+
+// TestCachePolicies checks which unit each eviction policy gives up.
+func TestCachePolicies(t *testing.T) {
+	for _, c := range []struct {
+		policy string
+		want   int // the unit evicted when unit 9 arrives
+	}{{"lru", 2}, {"lfu", 3}, {"fifo", 1}} {
+		uc, err := newUnitCache(CacheConfig{Budget: 3 * 1024, Page: 1024, Eviction: c.policy})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Units 1, 2, 3 fill the pool, then 2 is used twice, 3 and 1 once each: 2 is the
+		// least recent (lru), 3 the least used with the older last use (lfu), 1 the first
+		// in (fifo).
+		for _, u := range []int{1, 2, 3} {
+			if uc.get(u) != nil {
+				t.Fatal("hit in an empty cache")
+			}
+			if ok, _ := uc.put(u, 1000, [2][]float32{}); !ok {
+				t.Fatal("unit does not fit")
+			}
+			uc.unpin(u)
+		}
+		for _, u := range []int{2, 2, 3, 1} {
+			if uc.get(u) == nil {
+				t.Fatalf("%s: unit %d missed", c.policy, u)
+			}
+			uc.unpin(u)
+		}
+		uc.get(9)
+		ok, ev := uc.put(9, 1000, [2][]float32{})
+		if !ok || len(ev) != 1 || ev[0].unit != c.want {
+			t.Errorf("%s: evicted %v, want unit %d", c.policy, ev, c.want)
+		}
+		// A pinned unit is never evicted, and a unit larger than the free pool stays out.
+		if ok, _ := uc.put(10, 4000, [2][]float32{}); ok {
+			t.Errorf("%s: a unit larger than the pool was cached", c.policy)
+		}
+	}
+	if _, err := newUnitCache(CacheConfig{Eviction: "random"}); err == nil {
+		t.Error("unknown policy accepted")
+	}
 }
