@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,6 +21,29 @@ func TestMPIMatchesSingleRank(t *testing.T) {
 	if err != nil {
 		t.Skip("mpirun not found (Debian: openmpi-bin)")
 	}
+	shardedRunMatchesSingle(t, func(bin string, args ...string) (string, []string) {
+		return mpirun, append([]string{"--allow-run-as-root", "--oversubscribe", "--mca", "btl", "self,vader", "-np", "2", bin}, args...)
+	})
+}
+
+// TestRanksFlagMatchesSingleRank is the same with in-process ranks (`--ranks 2`) and the
+// unified cache, and checks the per-rank memory table is printed.
+func TestRanksFlagMatchesSingleRank(t *testing.T) {
+	out := shardedRunMatchesSingle(t, func(bin string, args ...string) (string, []string) {
+		return bin, append(args, "--ranks", "2", "--cache-budget", "2MiB")
+	})
+	for _, want := range []string{"memory per rank (2 ranks, ep 2, zero 3, unified cache", "optimizer states", "unified cache"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// shardedRunMatchesSingle trains the tiny curriculum's MoE stage on one rank and as the
+// command launch builds, and compares the logs step by step; it returns the sharded
+// run's output.
+func shardedRunMatchesSingle(t *testing.T, launch func(bin string, args ...string) (string, []string)) string {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("builds moec and starts MPI processes")
 	}
@@ -35,21 +59,23 @@ func TestMPIMatchesSingleRank(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	root := filepath.Join(dir, "out")
-	runCmd := func(name string, args ...string) {
+	runCmd := func(name string, args ...string) string {
 		t.Helper()
 		cmd := exec.CommandContext(ctx, name, args...)
 		cmd.Env = append(os.Environ(), "OMPI_MCA_btl_vader_single_copy_mechanism=none", "OMPI_MCA_mpi_yield_when_idle=1")
-		if out, err := cmd.CombinedOutput(); err != nil {
+		out, err := cmd.CombinedOutput()
+		if err != nil {
 			t.Fatalf("%s %v: %v\n%s", name, args, err, out)
 		}
+		return string(out)
 	}
 	runCmd(bin, "run", "--stage", "dense", file, "--steps", "3", "--out-root", root)
 	from := train.StageDir(root, "hunyuan_tiny", "dense")
 	single := filepath.Join(dir, "single")
 	runCmd(bin, "run", "--stage", "four", file, "--steps", "5", "--out-root", root, "--from", from, "--out", single)
-	sharded := filepath.Join(dir, "mpi")
-	runCmd(mpirun, "--allow-run-as-root", "--oversubscribe", "--mca", "btl", "self,vader", "-np", "2",
-		bin, "run", "--stage", "four", file, "--steps", "5", "--out-root", root, "--from", from, "--out", sharded, "--collective-timeout", "1m")
+	sharded := filepath.Join(dir, "sharded")
+	name, args := launch(bin, "run", "--stage", "four", file, "--steps", "5", "--out-root", root, "--from", from, "--out", sharded, "--collective-timeout", "1m")
+	out := runCmd(name, args...)
 	want, err := train.ReadLog(filepath.Join(single, train.LogFile))
 	if err != nil {
 		t.Fatal(err)
@@ -59,11 +85,12 @@ func TestMPIMatchesSingleRank(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(got) != len(want) || len(want) != 5 {
-		t.Fatalf("%d steps under MPI, %d on one rank", len(got), len(want))
+		t.Fatalf("%d steps sharded, %d on one rank", len(got), len(want))
 	}
 	for i := range want {
 		if d := got[i].Loss - want[i].Loss; d > 2e-4 || d < -2e-4 || got[i].Dropped != want[i].Dropped {
-			t.Errorf("step %d: loss %.6f dropped %d under MPI, %.6f %d on one rank", i+1, got[i].Loss, got[i].Dropped, want[i].Loss, want[i].Dropped)
+			t.Errorf("step %d: loss %.6f dropped %d sharded, %.6f %d on one rank", i+1, got[i].Loss, got[i].Dropped, want[i].Loss, want[i].Dropped)
 		}
 	}
+	return out
 }

@@ -89,9 +89,14 @@ func (f rankFlags) layout(prog *program.Program, trainName, stageName string, wo
 			return nil, nil, fmt.Errorf("run: --cache-budget: %w", err)
 		}
 		if l.Cache == nil {
-			l.Cache = &train.CacheConfig{Eviction: "lru"}
+			// No unified_cache in the file: pages small enough that the budget holds
+			// a few units of a small model.
+			l.Cache = &train.CacheConfig{Eviction: "lru", Page: max(4<<10, b/16)}
 		}
 		l.Cache.Budget, l.ZeRO, l.Offload = b, 3, true
+	}
+	if l.Cache != nil && l.Cache.Page <= 0 {
+		l.Cache.Page = 4 << 20 // the language's default page
 	}
 	if l.Offload && l.ZeRO == 0 {
 		l.ZeRO = 1

@@ -79,6 +79,11 @@ type piece struct {
 
 // newRank builds rank world.Rank()'s model and states. world is the run's communicator.
 func newRank(m *program.Model, seed int64, cfg optim.Config, world dist.Comm, l Layout) (*rank, error) {
+	if l.Cache != nil && l.Cache.Page <= 0 {
+		c := *l.Cache
+		c.Page = 4 << 20
+		l.Cache = &c
+	}
 	r := &rank{layout: l, world: world, meter: &dist.Meter{}, tied: m.TieEmbeddings}
 	// The unified cache's backing store is the host: the partitioned weights and gradients
 	// live there, and only cached pages and working buffers take device memory.
@@ -152,7 +157,10 @@ func newRank(m *program.Model, seed int64, cfg optim.Config, world dist.Comm, l 
 				p.g = make([]float32, n)
 				r.meter.Alloc(dist.Device, dist.Grads, 4*int64(n))
 			}
-			if l.Offload {
+			// Offload keeps fp32 master weights and gradients in the host tier, as
+			// ZeRO-Offload does next to the device's working copy. Under the unified cache
+			// the shards already live in the host tier and are updated in place.
+			if l.Offload && l.Cache == nil {
 				p.host = append([]float32(nil), full[p.lo:p.hi]...)
 				p.hostG = make([]float32, p.hi-p.lo)
 				r.meter.Alloc(dist.Host, dist.Params, 4*int64(len(p.host)))
@@ -222,6 +230,8 @@ func elems(shape []int) int {
 // under offload, else the rank's shard (or, without ZeRO, the whole part).
 func (r *rank) optBuffers(p *part) (w, g []float32) {
 	switch {
+	case r.layout.Cache != nil:
+		return p.wShard, p.gShard
 	case r.layout.Offload:
 		if r.layout.ZeRO == 0 {
 			panic("train: offload needs ZeRO ≥ 1") // refused by the caller's checks
@@ -443,7 +453,7 @@ func (r *rank) update(accum int) (optim.StepInfo, error) {
 				x := float64(v) * scale
 				sq += x * x
 			}
-			if r.layout.Offload {
+			if p.hostG != nil {
 				copy(p.hostG, g)
 			}
 		}
@@ -469,7 +479,7 @@ func (r *rank) update(accum int) (optim.StepInfo, error) {
 			if p == nil {
 				continue
 			}
-			if r.layout.Offload {
+			if p.host != nil {
 				copy(p.wShard, p.host)
 			}
 			if r.layout.ZeRO >= 1 && r.layout.ZeRO < 3 {
