@@ -44,13 +44,15 @@ func (s *spec) attention(ownsKV bool) attnParts {
 		// qk_norm = full one norm over each whole projection (OLMoE: q_norm of heads·head_dim,
 		// k_norm of kv_heads·head_dim). The key norm belongs with the key projection, so a
 		// layer that shares K/V shares it too.
+		// Whatever the model's norm, these are RMSNorm scales with no bias (OLMoE's and
+		// Qwen3's q_norm/k_norm, and what the runtime and the Hugging Face export build).
 		qw, kw := s.headDim, s.headDim
 		if a.QKNormFull {
 			qw, kw = qOut, kvOut
 		}
-		p.params += s.normParams(qw)
+		p.params += qw
 		if ownsKV {
-			p.params += s.normParams(kw)
+			p.params += kw
 		}
 	}
 	p.params += p.matmul + s.attentionExtras()
@@ -96,9 +98,10 @@ func (s *spec) latentAttention(ownsKV bool) attnParts {
 		p.params += s.d
 	}
 	if a.QKNorm {
-		p.params += s.normParams(qDim)
+		// Scale-only RMSNorms over each head's query and key width, as in attention.
+		p.params += qDim
 		if ownsKV {
-			p.params += s.normParams(qDim)
+			p.params += qDim
 		}
 	}
 	p.params += p.matmul + s.attentionExtras()

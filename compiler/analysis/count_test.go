@@ -79,14 +79,15 @@ func TestFeatureToggles(t *testing.T) {
 		{"MQA", func(m *program.Model) { m.Attention.KVHeads = 1 }, baseTotal - L*2*d*(d-hd), 0},
 		{"head_dim 32", func(m *program.Model) { m.Attention.HeadDim = 32 }, baseTotal + L*4*d*(H*32-d), 0},
 		{"qk norm", func(m *program.Model) { m.Attention.QKNorm = true }, baseTotal + L*2*hd, 0},
-		{"qk norm layernorm", func(m *program.Model) { m.Attention.QKNorm = true; m.Norm = program.LayerNorm }, baseTotal + L*4*hd + (2*L+1)*d, 0},
+		// q/k norms are RMSNorm scales whatever the model's norm: no bias on a LayerNorm model.
+		{"qk norm layernorm", func(m *program.Model) { m.Attention.QKNorm = true; m.Norm = program.LayerNorm }, baseTotal + L*2*hd + (2*L+1)*d, 0},
 		{"qk norm full", func(m *program.Model) { m.Attention.QKNorm, m.Attention.QKNormFull = true, true }, baseTotal + L*2*d, 0},
 		{"qk norm full GQA", func(m *program.Model) {
 			m.Attention.QKNorm, m.Attention.QKNormFull, m.Attention.KVHeads = true, true, 2
 		}, baseTotal - L*2*d*(d-2*hd) + L*(d+2*hd), 0},
 		{"qk norm full layernorm", func(m *program.Model) {
 			m.Attention.QKNorm, m.Attention.QKNormFull, m.Norm = true, true, program.LayerNorm
-		}, baseTotal + L*4*d + (2*L+1)*d, 0},
+		}, baseTotal + L*2*d + (2*L+1)*d, 0},
 		{"qk norm full with share_kv 4", func(m *program.Model) {
 			m.Attention.QKNorm, m.Attention.QKNormFull, m.Attention.ShareKV = true, true, 4
 		}, baseTotal - 3*2*d*d + L*d + 1*d, 0},

@@ -130,3 +130,27 @@ func FuzzCount(f *testing.F) {
 		_ = CountFLOPs(m, int64(seed%4096))
 	})
 }
+
+// TestQKNormScaleOnly holds that the q/k norms add the same parameters whatever the model's
+// norm: they are RMSNorm scales with no bias (OLMoE, Qwen3), which is what the runtime
+// builds (runtime/nn: q_norm.weight and k_norm.weight only), so a LayerNorm model must not
+// count a bias for them.
+func TestQKNormScaleOnly(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for i := 0; i < 500; i++ {
+		m := randomModel(r)
+		qkNormAdds := func(norm program.Norm) int64 {
+			with, without := *m, *m
+			with.Norm, without.Norm = norm, norm
+			with.Attention.QKNorm, without.Attention.QKNorm = true, false
+			return Count(&with).TotalAll - Count(&without).TotalAll
+		}
+		rms, ln := qkNormAdds(program.RMSNorm), qkNormAdds(program.LayerNorm)
+		if rms != ln {
+			t.Fatalf("model %d: q/k norms add %d parameters under rmsnorm, %d under layernorm: %+v", i, rms, ln, m)
+		}
+		if m.Layers > 0 && rms <= 0 {
+			t.Fatalf("model %d: q/k norms add %d parameters to %d layers", i, rms, m.Layers)
+		}
+	}
+}

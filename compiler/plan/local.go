@@ -32,11 +32,32 @@ type Rank struct {
 	Predicted   int64   `json:"predicted_total"`
 }
 
+// LocalOptions fix what a local plan would otherwise choose, so that the plan describes
+// the layout a run actually uses (`moec run --ep E --zero Z --offload`).
+type LocalOptions struct {
+	EP      int  // expert-parallel size (0: the largest that divides both ranks and experts)
+	ZeRO    int  // ZeRO stage, when ZeROSet
+	ZeROSet bool // ZeRO overrides the declared stage (0 is a valid choice)
+	// Offload keeps the optimizer states with fp32 copies of the rank's weight and gradient
+	// shards in the host tier, as the runtime does when the train block offloads; it needs
+	// ZeRO ≥ 1 and raises stage 0 to 1, as the runtime does.
+	Offload bool
+	// Workers is the number of kernel workers each rank runs (the runtime's GOMAXPROCS),
+	// which sizes per-worker attention scratch; 0 assumes 2.
+	Workers int
+}
+
 // Local plans a stage for ranks in-process CPU ranks: data parallel over all of them, the
 // largest expert-parallel group that divides both ranks and experts, the declared ZeRO
-// stage (the unified cache and offload become ZeRO-3 in memory: host and device are the
-// same memory), and the micro-batch the search picks for the host's memory.
+// stage (the unified cache becomes ZeRO-3: host and device are the same memory; declared
+// offload keeps the optimizer states in the host tier), and the micro-batch the runtime
+// runs. In fp32 each rank's memory is the CPU runtime's own buffers (local_memory.go).
 func Local(prog *program.Program, train *program.Train, stage *program.Stage, ranks int) (p *Plan, ds diag.List) {
+	return LocalWith(prog, train, stage, ranks, LocalOptions{})
+}
+
+// LocalWith is Local with the layout's choices fixed by o.
+func LocalWith(prog *program.Program, train *program.Train, stage *program.Stage, ranks int, o LocalOptions) (p *Plan, ds diag.List) {
 	defer func() {
 		if r := recover(); r != nil {
 			p = nil
@@ -56,9 +77,16 @@ func Local(prog *program.Program, train *program.Train, stage *program.Stage, ra
 	clusters[train.Cluster] = c
 	local.Clusters = clusters
 	tr := *train
+	offload := o.Offload || train.Memory.Offload != "" && train.Memory.Offload != "none"
 	tr.Memory.Offload = "none"
 	if tr.Memory.Kind == "unified_cache" {
 		tr.Memory.Kind, tr.Memory.ZeROStage = "zero", 3
+	}
+	if o.ZeROSet {
+		tr.Memory.Kind, tr.Memory.ZeROStage = "zero", o.ZeRO
+	}
+	if offload && tr.Memory.ZeROStage == 0 {
+		tr.Memory.ZeROStage = 1 // the runtime partitions the states before they move
 	}
 	s, ds := setupTrain(&local, &tr, stage, Options{})
 	if ds.HasErrors() {
@@ -68,6 +96,33 @@ func Local(prog *program.Program, train *program.Train, stage *program.Stage, ra
 	sp.tp, sp.pp, sp.dp = 1, 1, ranks
 	if s.env.w.isMoE() {
 		sp.ep = gcd(ranks, s.env.w.experts)
+	}
+	if o.EP > 0 {
+		if ranks%o.EP != 0 || s.env.w.experts%o.EP != 0 && o.EP > 1 {
+			ds.Errorf(CodeLocal, s.at, "%s stage %s: expert-parallel size %d must divide the %d ranks and the %d experts", train.Name, stage.Name, o.EP, ranks, s.env.w.experts)
+			return nil, ds
+		}
+		sp.ep = o.EP
+	}
+	workers := o.Workers
+	if workers <= 0 {
+		workers = defaultCPUWorkers
+	}
+	if train.Precision == program.FP32 {
+		// The runtime runs each rank on an equal slice of every micro-batch (the train
+		// block's micro_batch, else up to 8 sequences) and never recomputes activations.
+		micro := int(train.MicroBatch)
+		if micro <= 0 {
+			micro = int(min(max(s.env.w.sequences, 1), 8))
+		}
+		if micro%ranks != 0 {
+			ds.Errorf(CodeLocal, s.at, "%s stage %s: %d local ranks do not divide the micro-batch of %d sequences; each rank runs an equal slice of it",
+				train.Name, stage.Name, ranks, micro).Suggestion = "use a number of ranks that divides micro_batch"
+			return nil, ds
+		}
+		sp.microBatch = micro / ranks
+		sp.recompute = []string{"none"}
+		s.env.cpu = newCPUModel(s.env.w.model, ranks, workers, offload, s.env.a)
 	}
 	// Local batches are small: any per-rank share is allowed, rounded to whole sequences.
 	s.env.a.BatchTolerance = math.Inf(1)
@@ -90,8 +145,14 @@ func Local(prog *program.Program, train *program.Train, stage *program.Stage, ra
 	}
 	p.Totals = totals(p.Workload.Tokens, p.Workload.BatchTokens, p.GPUs, p.Time, 0)
 	p.Placement = s.env.placement(res.best)
-	if train.Memory.Kind == "unified_cache" || train.Memory.Offload != "none" && train.Memory.Offload != "" {
-		p.Notes = append(p.Notes, "on CPU ranks host and device memory are one: offload and the unified cache run as ZeRO-3")
+	if train.Memory.Kind == "unified_cache" {
+		p.Notes = append(p.Notes, "on CPU ranks host and device memory are one: the unified cache runs as ZeRO-3")
+	}
+	if offload {
+		p.Notes = append(p.Notes, "offload keeps the optimizer states and fp32 copies of each rank's weight and gradient shards in the host tier of the same memory")
+	}
+	if s.env.cpu != nil {
+		p.Assumptions = append(p.Assumptions, Assumption{"cpu_workers", fmt.Sprint(workers), "kernel workers per rank (GOMAXPROCS): per-worker attention scratch"})
 	}
 	return p, ds
 }
@@ -144,9 +205,18 @@ func (e *env) placement(c *candidate) *Placement {
 			rk.ExpertFirst, rk.ExpertCount = epRank*per, per
 		}
 		rk.Params = st.dense + st.experts/int64(l.EP)
+		bytes := c.mem.gpu
+		if e.cpu != nil {
+			// Ranks differ by their ZeRO shards and expert groups: each gets its own
+			// prediction, device and host tiers together (what the runtime meters).
+			dev, host := e.cpu.rankBytes(l, w.seqLen, r)
+			for k := range bytes {
+				bytes[k] = dev[k] + host[k]
+			}
+		}
 		var total int64
 		for k := component(0); k < nComp; k++ {
-			b := int64(math.Ceil(c.mem.gpu[k]))
+			b := int64(math.Ceil(bytes[k]))
 			if k == compReserve {
 				continue
 			}

@@ -111,6 +111,7 @@ type env struct {
 	stages map[int][]stageShape // by pipeline size
 	divs   map[int][]int        // divisors, memoised for the search
 	peak   float64              // dense FLOP/s per device at prec
+	cpu    *cpuModel            // local CPU plans: the runtime's own buffers (local_memory.go), else nil
 }
 
 func newEnv(w *workload, c *program.Cluster, a *Assumptions, prec program.Precision, train bool) *env {
@@ -133,6 +134,9 @@ func (e *env) stageShapes(pp int) []stageShape {
 
 // memory evaluates the worst device of each tier for training with layout l.
 func (e *env) memory(l Layout) memoryUse {
+	if e.cpu != nil {
+		return e.cpu.memory(l, e.w.seqLen, float64(e.c.Device.Memory))
+	}
 	var best memoryUse
 	bestRatio := -1.0
 	for _, st := range e.stageShapes(l.PP) {

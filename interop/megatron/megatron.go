@@ -161,9 +161,7 @@ func (b *builder) model(m *program.Model, t *program.Train) {
 	if m.MoE != nil && m.MoE.RouterBias {
 		b.unsupported(true, "a router bias")
 	}
-	if a.QKNorm {
-		b.flag("--qk-layernorm")
-	}
+	b.qkNorm(m)
 	b.add("--attention-dropout", 0)
 	b.add("--hidden-dropout", 0)
 	pad := m.VocabPadTo
@@ -183,6 +181,30 @@ func (b *builder) model(m *program.Model, t *program.Train) {
 	b.unsupported(a.ShareKV > 1, "cross-layer K/V sharing (share_kv = %d)", a.ShareKV)
 	b.unsupported(a.Sinks, "learned attention sinks")
 	b.unsupported(a.Window > 0, "a sliding attention window (window = %d)", a.Window)
+}
+
+// qkNorm writes Megatron's --qk-layernorm where it builds the norms moec trains, and lists
+// the q/k norms it cannot build. Megatron's switch means two things: in standard attention
+// one norm over head_dim shared by every head, for queries and for keys (Qwen3's q_norm and
+// k_norm), of the --normalization kind; in multi-latent attention the norms of the query and
+// key/value latents (DeepSeek's q_a_layernorm and kv_a_layernorm), which are identities
+// without it.
+func (b *builder) qkNorm(m *program.Model) {
+	a := m.Attention
+	switch {
+	case a.MLA:
+		// moec's latent attention always has the latent norms (compiler/analysis counts them).
+		b.flag("--qk-layernorm")
+		b.unsupported(a.QKNorm, "qk_norm on latent attention (norms on each head's queries and keys; Megatron's MLA norms only the latents)")
+	case !a.QKNorm:
+	case a.QKNormFull:
+		// Not --qk-layernorm: a per-head norm has other weights (head_dim, not heads·head_dim)
+		// and normalises each head on its own, so it would train a different model.
+		b.unsupported(true, "qk_norm = full (one RMSNorm over the whole query and key projections, as OLMoE; Megatron's --qk-layernorm norms each head over head_dim)")
+	default:
+		b.flag("--qk-layernorm")
+		b.unsupported(m.Norm != program.RMSNorm, "RMSNorm q/k norms in a %s model (moec's q/k norms are RMSNorm scales; Megatron's --qk-layernorm uses the --normalization kind, here LayerNorm with a bias)", m.Norm)
+	}
 }
 
 func (b *builder) moe(m *program.Model, t *program.Train, st *program.Stage, prog *program.Program) {
@@ -217,6 +239,12 @@ func (b *builder) moe(m *program.Model, t *program.Train, st *program.Stage, pro
 		// Megatron holds the shared experts as one FFN of their summed width, which has the
 		// same parameters and computes the same sum.
 		b.add("--moe-shared-expert-intermediate-size", int64(e.SharedExperts)*e.SharedHidden)
+		if e.SharedGate {
+			// Megatron-Core's SharedExpertMLP gate is Qwen2-MoE's: a [1, hidden] weight without
+			// bias, sigmoid(x·g) scaling the summed shared output per token.
+			b.flag("--moe-shared-expert-gate")
+			b.note("--moe-shared-expert-gate needs a Megatron-LM whose TransformerConfig has moe_shared_expert_gate (the releases with Qwen3-Next support); older ones exit with \"unrecognized arguments\"")
+		}
 	}
 	if freq := layerFreq(m); freq != "" {
 		b.add("--moe-layer-freq", freq)

@@ -55,6 +55,9 @@ var documented = map[string]bool{
 	"--moe-router-bias-update-rate": true, "--moe-router-num-groups": true,
 	"--moe-router-group-topk": true, "--moe-expert-capacity-factor": true,
 	"--moe-grouped-gemm": true, "--moe-token-dispatcher-type": true, "--moe-use-upcycling": true,
+	// TransformerConfig.moe_shared_expert_gate, a command-line argument in the releases that
+	// build MoE arguments from TransformerConfig (Qwen3-Next support); core_r0.12 lacks it.
+	"--moe-shared-expert-gate": true,
 	// MLA and MTP
 	"--multi-latent-attention": true, "--q-lora-rank": true, "--kv-lora-rank": true,
 	"--qk-head-dim": true, "--qk-pos-emb-head-dim": true, "--v-head-dim": true,
@@ -303,4 +306,87 @@ train odd on c {
 			t.Errorf("unsupported list lacks %q:\n%s", w, all)
 		}
 	}
+}
+
+// TestQKNormAndSharedGate holds how the q/k norms and the shared-expert gate translate:
+// to Megatron's argument where it builds the same weights and computes the same function,
+// and to the unsupported list otherwise, never silently.
+func TestQKNormAndSharedGate(t *testing.T) {
+	const head = `
+cluster c { nodes = 1; gpus_per_node = 8; gpu = h100_80gb; host_memory = 1TB; network = 400Gbps }
+train m on c {
+  tokens_per_batch = 64 * 512
+  optimizer = adamw { lr = 1e-3 }
+  data = "x/*.txt"
+  stage a { tokens = 1B }
+}
+model m {
+  vocab = 1000; d_model = 256; layers = 4; seq_len = 512
+`
+	const moeShared = `moe { experts = 8; top_k = 2; shared_experts = 2; expert_hidden = 128 }`
+	cases := []struct {
+		name  string
+		model string // the model body after its sizes
+		flags []string
+		no    []string
+		unsup string // a fragment of the unsupported list, "" for none about these features
+		note  string // a fragment of the notes, "" for none needed
+	}{
+		{name: "no qk norm", model: `norm = rmsnorm; attention { heads = 4 }`,
+			no: []string{"--qk-layernorm"}},
+		{name: "qk norm per head", model: `norm = rmsnorm; attention { heads = 4; qk_norm = true }`,
+			flags: []string{"--qk-layernorm"}},
+		{name: "qk norm per_head", model: `norm = rmsnorm; attention { heads = 4; qk_norm = per_head }`,
+			flags: []string{"--qk-layernorm"}},
+		{name: "qk norm full", model: `norm = rmsnorm; attention { heads = 4; kv_heads = 2; qk_norm = full }`,
+			no: []string{"--qk-layernorm"}, unsup: "qk_norm = full"},
+		{name: "qk norm in a layernorm model", model: `norm = layernorm; attention { heads = 4; qk_norm = true }`,
+			flags: []string{"--qk-layernorm"}, unsup: "RMSNorm q/k norms in a layernorm model"},
+		{name: "latent attention has latent norms", model: `norm = rmsnorm; attention { heads = 4; q_lora_rank = 64; kv_lora_rank = 32; qk_nope_head_dim = 32; qk_rope_head_dim = 16; v_head_dim = 32 }`,
+			flags: []string{"--multi-latent-attention", "--qk-layernorm"}},
+		{name: "qk norm on latent attention", model: `norm = rmsnorm; attention { heads = 4; kv_lora_rank = 32; qk_nope_head_dim = 32; qk_rope_head_dim = 16; v_head_dim = 32; qk_norm = true }`,
+			flags: []string{"--qk-layernorm"}, unsup: "qk_norm on latent attention"},
+		{name: "shared experts without gate", model: `norm = rmsnorm; attention { heads = 4 }; ` + moeShared,
+			flags: []string{"--moe-shared-expert-intermediate-size"}, no: []string{"--moe-shared-expert-gate"}},
+		{name: "shared experts with gate", model: `norm = rmsnorm; attention { heads = 4 }; moe { experts = 8; top_k = 2; shared_experts = 2; expert_hidden = 128; shared_gate = true }`,
+			flags: []string{"--moe-shared-expert-intermediate-size", "--moe-shared-expert-gate"}, note: "moe_shared_expert_gate"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			l := launch(t, load(t, writeModel(t, head+"  "+c.model+"\n}\n")), "m", "a")
+			for _, f := range c.flags {
+				if _, ok := arg(l, f); !ok {
+					t.Errorf("%s missing", f)
+				}
+			}
+			for _, f := range c.no {
+				if _, ok := arg(l, f); ok {
+					t.Errorf("%s written", f)
+				}
+			}
+			all := strings.Join(l.Unsupported, "\n")
+			about := strings.Contains(all, "qk_norm") || strings.Contains(all, "q/k norm") || strings.Contains(all, "shared")
+			switch {
+			case c.unsup == "" && about:
+				t.Errorf("unsupported list names these features although Megatron expresses them:\n%s", all)
+			case c.unsup != "" && !strings.Contains(all, c.unsup):
+				t.Errorf("unsupported list lacks %q:\n%s", c.unsup, all)
+			}
+			if notes := strings.Join(l.Notes, "\n"); c.note != "" && !strings.Contains(notes, c.note) {
+				t.Errorf("notes lack %q:\n%s", c.note, notes)
+			}
+		})
+	}
+	if v, _ := arg(launch(t, load(t, writeModel(t, head+"  norm = rmsnorm; attention { heads = 4 }; "+moeShared+"\n}\n")), "m", "a"), "--moe-shared-expert-intermediate-size"); v != "256" {
+		t.Errorf("--moe-shared-expert-intermediate-size = %q, want 256 (2 shared experts of 128)", v)
+	}
+}
+
+func writeModel(t *testing.T, src string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "m.moe")
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

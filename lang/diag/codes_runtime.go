@@ -25,6 +25,7 @@ const (
 	ErrBadGrowth          Code = "E0612" // a stage cannot be grown from its `from` stage
 	ErrNonFiniteLoss      Code = "E0613" // training diverged (NaN or Inf loss)
 	ErrBadSafetensors     Code = "E0614" // a safetensors file is malformed
+	ErrRankFailed         Code = "E0615" // a rank of a sharded run failed, or a collective timed out
 )
 
 var runtimeCodes = []Info{
@@ -42,6 +43,7 @@ var runtimeCodes = []Info{
 	{ErrBadGrowth, "a stage cannot be grown from its `from` stage"},
 	{ErrNonFiniteLoss, "training diverged: the loss is NaN or infinite"},
 	{ErrBadSafetensors, "a safetensors file is malformed"},
+	{ErrRankFailed, "a rank of a sharded run failed or a collective timed out; the other ranks stopped"},
 }
 
 // RuntimeError is a coded refusal from the runtime. Err, when set, is the underlying cause

@@ -14,7 +14,9 @@
 // Computed: token embedding (rows padded to vocab_pad_to; the padded logits take part in
 // the softmax as in Hugging Face models); learned or rotary positions (rotate-half layout);
 // RMSNorm or LayerNorm, placed pre, post or sandwich (Gemma 2 names); causal attention with GQA/MQA, optional sliding
-// window, Q/K/V/output biases, qk_norm (RMSNorm over head_dim), learned sinks, talking
+// window, Q/K/V/output biases, qk_norm (scale-only RMSNorm whatever the model's norm: per
+// head over head_dim, shared by all heads, or with qk_norm = full over the whole query and
+// key projections, as OLMoE), learned sinks, talking
 // heads (mixing before and after the softmax) and cross-layer attention (share_kv: the
 // first layer of each group projects keys and values for the group; the others have no
 // k_proj/v_proj); stochastic attention-weight sharing; dense

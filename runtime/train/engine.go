@@ -116,6 +116,9 @@ func newEngine(opt Options, spec *Spec, cfg optim.Config) (engine, error) {
 		}
 	}
 	g, err := newGroup(spec, cfg, comms, l)
+	if g != nil {
+		g.hook = opt.RankHook
+	}
 	if err != nil {
 		var ue *nn.UnsupportedError
 		if errors.As(err, &ue) {
@@ -154,7 +157,7 @@ type group struct {
 	lead   bool
 	last   []safetensors.Tensor // the leader's last assembled weights (evaluation)
 	layout Layout
-	plan   []RankMemory // predicted bytes per rank, when a plan was given
+	hook   func(rank int, step int64) error
 }
 
 // newGroup builds the ranks this process runs: comms are their world communicators.
@@ -215,6 +218,11 @@ func (g *group) step(step int64, spec *Spec, corpus *data.Corpus) (StepRecord, o
 		r.zeroGrad()
 		var rec StepRecord
 		for micro := 0; micro < spec.Accum; micro++ {
+			if g.hook != nil {
+				if err := g.hook(c.Rank(), step); err != nil {
+					return fmt.Errorf("train: rank %d step %d: %w", c.Rank(), step+1, err)
+				}
+			}
 			// Rank k takes the k-th slice of the micro-batch the single rank would run.
 			toks, err := corpus.Batch(spec.Seed, step, micro*B+c.Rank()*per, per, T)
 			if err != nil {

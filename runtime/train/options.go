@@ -69,6 +69,9 @@ type Options struct {
 
 	// NewNet builds the model [nn.New]; tests substitute instrumented models.
 	NewNet NewNetFunc
+	// RankHook, when set, is called by every rank of a sharded run before each of its
+	// micro-batches (fault injection: a rank that fails or stalls mid-step).
+	RankHook func(rank int, step int64) error
 	// CheckpointHook is called at named points inside a checkpoint save (fault injection).
 	CheckpointHook func(point string)
 }

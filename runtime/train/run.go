@@ -227,6 +227,11 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 			if errors.As(err, &ne) {
 				return res, diag.RuntimeWrap(diag.ErrNonFiniteLoss, err, "step %d", step+1)
 			}
+			if _, sharded := eng.(*group); sharded {
+				e := diag.RuntimeWrap(diag.ErrRankFailed, err, "the sharded run stopped at step %d", step+1)
+				e.Suggestion = "fix the failing rank's error; if a rank is only slow, raise --collective-timeout; resume with --resume " + dir
+				return res, e
+			}
 			return res, err
 		}
 		if !finite(rec.Loss) {

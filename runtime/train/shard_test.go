@@ -2,12 +2,15 @@ package train
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/lang/diag"
 	"github.com/moec-dev/moec/runtime/checkpoint"
 	"github.com/moec-dev/moec/runtime/dist"
 	"github.com/moec-dev/moec/runtime/optim"
@@ -267,5 +270,58 @@ func TestCachePolicies(t *testing.T) {
 	}
 	if _, err := newUnitCache(CacheConfig{Eviction: "random"}); err == nil {
 		t.Error("unknown policy accepted")
+	}
+}
+
+// TestRankFailure: a rank that fails mid-step stops the others with an error naming it,
+// and a rank that stalls past the collective timeout makes the others fail naming the op
+// and the missing rank; neither hangs.
+func TestRankFailure(t *testing.T) {
+	p := shardProgram(6)
+	for _, c := range []struct {
+		name string
+		hook func(rank int, step int64) error
+		want []string
+	}{
+		{"dies", func(rank int, step int64) error {
+			if rank == 1 && step == 2 {
+				return errors.New("out of memory (injected)")
+			}
+			return nil
+		}, []string{"rank 1 step 3", "out of memory (injected)"}},
+		{"panics", func(rank int, step int64) error {
+			if rank == 2 && step == 1 {
+				panic("injected")
+			}
+			return nil
+		}, []string{"rank 2 panicked", "injected"}},
+		{"stalls", func(rank int, step int64) error {
+			if rank == 3 && step == 1 {
+				time.Sleep(1500 * time.Millisecond)
+			}
+			return nil
+		}, []string{"timed out after 300ms", "waiting for rank(s) [3]"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			start := time.Now()
+			_, err := Run(context.Background(), Options{Program: p, OutRoot: t.TempDir(), ValWindows: 4,
+				Layout: &Layout{Ranks: 4, EP: 2, ZeRO: 2}, RankHook: c.hook, CollectiveTimeout: 300 * time.Millisecond})
+			if err == nil {
+				t.Fatal("the run succeeded")
+			}
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q: %v", w, err)
+				}
+			}
+			if d := time.Since(start); d > 20*time.Second {
+				t.Errorf("took %s to stop", d)
+			}
+			var re *diag.RuntimeError
+			if !errors.As(err, &re) || re.Code != diag.ErrRankFailed {
+				t.Errorf("error is not %s: %v", diag.ErrRankFailed, err)
+			}
+			t.Log(err)
+		})
 	}
 }

@@ -1,0 +1,428 @@
+package plan
+
+import (
+	"math"
+
+	"github.com/moec-dev/moec/compiler/program"
+)
+
+// The CPU runtime's memory, mirrored. A local plan (plan.Local, fp32 on the "cpu" device)
+// predicts what each in-process rank of `moec run --ranks N` holds from the model's shapes
+// alone, buffer by buffer, instead of the GPU formulas of memory.go (16-bit activations,
+// Korthikanti's per-layer terms, gradient buckets), which do not describe it. The compiler
+// does not depend on the runtime, so the sizes below restate the runtime's allocations;
+// each term names the buffer it stands for (runtime/nn: step.go workspaceFor, moe.go
+// newMoEWS, ffn.go newFFNWS, shard.go expertsParallel, units.go Units and WorkspaceBytes;
+// runtime/train/shard.go: newRank, acquire, setWorkspace). runtime/train's memory test
+// holds the two against each other.
+
+// defaultCPUWorkers is the number of kernel workers a rank is assumed to run when the
+// caller does not say (the runtime sizes per-worker attention scratch by GOMAXPROCS): the
+// two cores the project's examples are timed on.
+const defaultCPUWorkers = 2
+
+// Sizes of the runtime's element types: float32 for every tensor and activation, int32
+// token and routing indices, Go's 64-bit int and float64 for routing counts.
+const (
+	f32Bytes = 4
+	i32Bytes = 4
+	intBytes = 8
+	f64Bytes = 8
+)
+
+// cpuUnit is one of the runtime's parameter units (nn.Units: the embedding, each layer,
+// the head) as flat float counts.
+type cpuUnit struct {
+	dense     int64 // the dense part, replicated over all ranks
+	perExpert int64 // the expert part per routed expert the rank holds
+}
+
+// cpuModel is what the CPU runtime allocates for one stage's model.
+type cpuModel struct {
+	m       *program.Model // the stage's model
+	ranks   int
+	workers int64
+	offload bool // optimizer states and fp32 weight and gradient copies in the host tier
+	moments float64
+	units   []cpuUnit
+	d       cpuDims
+}
+
+// cpuDims are the model's shapes as the runtime resolves them (nn's dims).
+type cpuDims struct {
+	V, D, L, H, KV, Dh, qDim, kvDim int64
+	maxPos                          int64
+	E, K                            int64
+	hidden, eHidden, sHidden        int64
+	shared, groups, topKGroups      int64
+	routerIn                        int64
+	shareKV                         int
+	gated, expertGated              bool
+	layerNorm                       bool
+	placement                       program.NormPlacement
+}
+
+func newCPUModel(m *program.Model, ranks, workers int, offload bool, a *Assumptions) *cpuModel {
+	if workers <= 0 {
+		workers = defaultCPUWorkers
+	}
+	c := &cpuModel{m: m, ranks: ranks, workers: int64(workers), offload: offload,
+		moments: float64(a.Moments) * a.MomentBytes}
+	c.d = cpuDimsOf(m)
+	c.units = c.unitSizes()
+	return c
+}
+
+func cpuDimsOf(m *program.Model) cpuDims {
+	at := m.Attention
+	d := cpuDims{V: m.PaddedVocab(), D: m.DModel, L: int64(m.Layers), H: int64(at.Heads), KV: int64(at.KVHeads),
+		Dh: at.HeadDim, hidden: m.FFN.Hidden, gated: m.FFN.Activation.Gated(),
+		layerNorm: m.Norm == program.LayerNorm, placement: m.NormPlacement, shareKV: max(at.ShareKV, 1)}
+	if d.KV == 0 {
+		d.KV = d.H
+	}
+	if d.Dh == 0 && d.H > 0 {
+		d.Dh = d.D / d.H
+	}
+	if d.placement == "" {
+		d.placement = program.PreNorm
+	}
+	if m.Position == program.Learned {
+		d.maxPos = m.MaxPosition
+		if d.maxPos <= 0 {
+			d.maxPos = m.SeqLen
+		}
+	}
+	if moe := m.MoE; moe != nil && moe.Experts > 0 {
+		d.E, d.K, d.shared = int64(moe.Experts), int64(moe.TopK), int64(moe.SharedExperts)
+		d.eHidden = moe.ExpertHidden
+		if d.eHidden == 0 {
+			d.eHidden = d.hidden
+		}
+		d.sHidden = moe.SharedHidden
+		if d.sHidden == 0 {
+			d.sHidden = d.eHidden
+		}
+		d.routerIn = d.D
+		if moe.Router == program.RouteTokenEmbedding && moe.RouterDim > 0 {
+			d.routerIn = moe.RouterDim
+		}
+		if moe.Groups > 0 {
+			d.groups, d.topKGroups = int64(moe.Groups), int64(moe.TopKGroups)
+		}
+		act := moe.Activation
+		if act == "" {
+			act = m.FFN.Activation
+		}
+		d.expertGated = act.Gated()
+	}
+	d.qDim, d.kvDim = d.H*d.Dh, d.KV*d.Dh
+	return d
+}
+
+// unitSizes mirrors the tensors nn's builder creates, unit by unit.
+func (c *cpuModel) unitSizes() []cpuUnit {
+	m, d := c.m, c.d
+	units := make([]cpuUnit, d.L+2)
+	norm := d.D
+	if d.layerNorm {
+		norm *= 2 // scale and bias
+	}
+	bias := func(on bool, n int64) int64 {
+		if on {
+			return n
+		}
+		return 0
+	}
+	ffn := func(hidden int64, gated, withBias bool) int64 {
+		mats := int64(2)
+		if gated {
+			mats = 3
+		}
+		n := mats * hidden * d.D
+		if withBias {
+			n += (mats-1)*hidden + d.D
+		}
+		return n
+	}
+	units[0].dense = d.V*d.D + d.maxPos*d.D // embed_tokens, embed_positions
+	for i := 0; i < int(d.L); i++ {
+		u := &units[i+1]
+		at := m.Attention
+		owner := i%c.d.shareKV == 0 // the first layer of a share_kv group projects K and V
+		if d.placement != program.PostNorm {
+			u.dense += norm // input_layernorm
+		}
+		u.dense += d.qDim*d.D + bias(at.BiasQKV, d.qDim)
+		if owner {
+			u.dense += 2 * (d.kvDim*d.D + bias(at.BiasQKV, d.kvDim))
+		}
+		u.dense += d.D*d.qDim + bias(at.BiasOut, d.D)
+		if at.QKNorm {
+			qw, kw := d.Dh, d.Dh
+			if at.QKNormFull {
+				qw, kw = d.qDim, d.kvDim
+			}
+			u.dense += qw
+			if owner {
+				u.dense += kw
+			}
+		}
+		u.dense += bias(at.Sinks, d.H)
+		if at.TalkingHeads {
+			u.dense += 2 * d.H * d.H
+		}
+		switch d.placement {
+		case program.SandwichNorm:
+			u.dense += 2 * norm // post_attention and pre_feedforward
+		default:
+			u.dense += norm // pre-norm's post_attention_layernorm (the FFN input), post-norm's
+		}
+		moeLayer := m.IsMoELayer(i)
+		if !moeLayer || m.MoE.ParallelDense {
+			u.dense += ffn(d.hidden, d.gated, m.FFN.Bias)
+		}
+		if moeLayer {
+			moe := m.MoE
+			u.dense += d.E*d.routerIn + bias(moe.RouterBias, d.E) // gate
+			if moe.Router == program.RouteTokenEmbedding {
+				u.dense += d.V * d.routerIn // router_embed, one table per MoE layer
+			}
+			u.perExpert = ffn(d.eHidden, d.expertGated, moe.ExpertBias)
+			u.dense += d.shared * ffn(d.sHidden, d.expertGated, moe.ExpertBias)
+			if moe.SharedGate && moe.SharedExperts > 0 {
+				u.dense += d.D
+			}
+		}
+		if d.placement != program.PreNorm {
+			u.dense += norm // post_feedforward_layernorm
+		}
+	}
+	head := &units[d.L+1]
+	if m.FinalNorm {
+		head.dense += norm
+	}
+	if !m.TieEmbeddings {
+		head.dense += d.V * d.D // lm_head
+	}
+	return units
+}
+
+// cpuPart is one unit part on one rank (runtime/train's part): n floats sharded over a
+// group of size ranks, this rank holding [lo, hi).
+type cpuPart struct {
+	n, shard, lo, hi int64
+}
+
+func newCPUPart(n int64, size, rank int) cpuPart {
+	p := cpuPart{n: n, shard: (n + int64(size) - 1) / int64(size)}
+	p.lo, p.hi = min(n, int64(rank)*p.shard), min(n, int64(rank+1)*p.shard)
+	return p
+}
+
+// padded is the gathered buffer (ZeRO-3 weights, ZeRO ≥ 2 gradients): shard × group size.
+func (p cpuPart) padded(size int) int64 { return p.shard * int64(size) }
+
+// rankBytes returns rank r's peak bytes per component in the device and host tiers under
+// layout l (l.MicroBatch sequences per rank).
+func (c *cpuModel) rankBytes(l Layout, seqLen int64, r int) (dev, host tierBytes) {
+	ep := max(l.EP, 1)
+	R := c.ranks
+	edp := R / ep
+	perRank := int64(0)
+	if c.d.E > 0 {
+		perRank = c.d.E / int64(ep)
+	}
+	var held, shard float64 // floats held whole and this rank's shard
+	var phase float64       // the largest set of gathered buffers at once (floats)
+	wGather, gGather := 0.0, 0.0
+	if l.ZeRO >= 3 {
+		wGather = 1 // acquire: tmpW, the unit's all-gathered weights
+	}
+	if l.ZeRO >= 2 {
+		gGather = 1 // acquire(grads): tmpG, the unit's full gradients until reduce-scatter
+	}
+	padded := make([]float64, len(c.units))
+	for u, cu := range c.units {
+		for _, part := range []struct {
+			n          int64
+			size, rank int
+		}{{cu.dense, R, r}, {cu.perExpert * perRank, edp, r / ep}} {
+			if part.n == 0 {
+				continue
+			}
+			p := newCPUPart(part.n, part.size, part.rank)
+			held += float64(p.n)
+			shard += float64(p.hi - p.lo)
+			padded[u] += float64(p.padded(part.size))
+		}
+	}
+	// forwardBackward's phases: each layer alone, the embedding alone, the head with the
+	// embedding when they are tied. Backward phases gather weights and gradients.
+	for u := range padded {
+		set := padded[u]
+		if u == len(padded)-1 && c.m.TieEmbeddings {
+			set += padded[0]
+		}
+		phase = math.Max(phase, set*(wGather+gGather))
+	}
+	at := func(stage int) float64 {
+		if l.ZeRO >= stage {
+			return shard
+		}
+		return held
+	}
+	dev[compParams] = f32Bytes * at(3)
+	dev[compGrads] = f32Bytes * at(2)
+	states := c.moments * at(1)
+	if c.offload {
+		// The fp32 master weights and the gradient shard the optimizer reads (part.host,
+		// part.hostG), and the moments, live in the host tier.
+		host[compParams] = f32Bytes * shard
+		host[compGrads] = f32Bytes * shard
+		host[compOptimizer] = states
+	} else {
+		dev[compOptimizer] = states
+	}
+	act, disp, logits := c.workspace(int64(l.MicroBatch), seqLen, ep)
+	dev[compActivations] = act
+	dev[compDispatch] = disp
+	dev[compTemp] = logits + f32Bytes*phase
+	return dev, host
+}
+
+// workspace returns the bytes of one rank's step buffers for a micro-batch of B sequences
+// of T tokens, split as nn's WorkspaceBytes splits them: activations (everything kept for
+// backward, gradient scratch, routing state), MoE dispatch buffers (expert-sorted rows and,
+// with expert parallelism, the rows received and their outputs) and the logits.
+func (c *cpuModel) workspace(B, T int64, ep int) (act, disp, logits float64) {
+	m, d := c.m, c.d
+	n := B * T
+	bhtt := B * d.H * T * T
+	var f, other int64 // float32 elements; bytes of other element types
+	// workspace: x, the final norm (xhatF, rstdF, hF), dx, dh, tmp; tok; the step's flags.
+	f += n*d.D + n*d.D + n + n*d.D + 3*n*d.D
+	other += i32Bytes*n + d.L /* recompute []bool */ + intBytes*d.L /* owner []int */
+	// attnGrads: do, dq, dk, dv (+ dqPre, dkPre with qk_norm).
+	f += 2*n*d.qDim + 2*n*d.kvDim
+	if m.Attention.QKNorm {
+		f += n*d.qDim + n*d.kvDim
+	}
+	sharing := m.Attention.ShareWeights > 0 && m.Attention.ShareWeights < 1
+	var dispF int64
+	for i := 0; i < int(d.L); i++ {
+		// layerWS: the two norms' xhat, rstd and outputs, kept whatever the placement.
+		f += 4*n*d.D + 2*n
+		if d.placement != program.PreNorm {
+			f += 2 * (n*d.D + n) // xhatPA/rstdPA and xhatPF/rstdPF
+		}
+		// attnWS: q and o; k and v (and their cross-layer gradient sums) on owners only.
+		owner := i%d.shareKV == 0
+		f += 2 * n * d.qDim
+		if owner {
+			f += 2 * n * d.kvDim
+			if d.shareKV > 1 {
+				f += 2 * n * d.kvDim
+			}
+		}
+		if m.Attention.QKNorm {
+			f += n*d.qDim + n*d.H // qhat, qrstd
+			if owner {
+				f += n*d.kvDim + n*d.KV // khat, krstd
+			}
+		}
+		f += bhtt // p (also a without talking heads)
+		if m.Attention.TalkingHeads {
+			f += 2 * bhtt // sRaw and the mixed weights a
+		}
+		if sharing {
+			f += bhtt // dAacc
+		}
+		moeLayer := m.IsMoELayer(i)
+		if !moeLayer || m.MoE.ParallelDense {
+			f += ffnWSFloats(n, d.hidden, d.gated) // newFFNWS
+		}
+		if moeLayer {
+			nk := n * d.K
+			// newMoEWS: router logits, scores, their gradient, log-sum-exp; gates and
+			// their gradient; the router input's gradient (and gathered router
+			// embeddings); the experts' activations over all n·K sorted rows; shared experts.
+			f += 3*n*d.E + n + 2*nk + n*d.routerIn
+			if m.MoE.Router == program.RouteTokenEmbedding {
+				f += n * d.routerIn
+			}
+			f += d.groups
+			other += i32Bytes*d.topKGroups + 2*i32Bytes*nk /* idx, rowOf */ +
+				intBytes*(4*d.E+1) /* routed, cursor, kept, offs */ + f64Bytes*d.E /* fe */
+			f += ffnWSFloats(nk, d.eHidden, d.expertGated)
+			f += d.shared * ffnWSFloats(n, d.sHidden, d.expertGated)
+			dispF += 2 * nk * d.D // xs, out
+			// shard.go's per-layer routing state over all ranks: routedG, keptBy, keptG.
+			R := int64(c.ranks)
+			other += f64Bytes*d.E + intBytes*R*d.E + intBytes*d.E
+			if ep > 1 {
+				P, per := int64(ep), d.E/int64(ep)
+				// sendCnt, sendOf, recvCnt, recvOf; seg and segN per source and expert.
+				other += intBytes * (4*P + 2*P*per)
+				rows := c.receivedRows(n)
+				dispF += 2 * rows * d.D // recv, recvOut
+				f += ffnWSFloats(rows, d.eHidden, d.expertGated)
+			}
+		}
+	}
+	// Per worker: two [H, T, T] attention scratch buffers and the talking-heads gradients.
+	f += c.workers * (2*d.H*T*T + 2*d.H*d.H + d.H)
+	if m.Position == program.Rotary {
+		f += T * (d.Dh / 2) * 2 // rope cos and sin
+	}
+	logits = float64(f32Bytes * n * d.V)
+	return float64(f32Bytes*f + other), float64(f32Bytes * dispF), logits
+}
+
+// receivedRows is the rows an expert-parallel rank receives for its experts per MoE layer
+// (shard.go's recv, sized by the largest exchange seen): with balanced routing every rank
+// sends each expert n·K/E assignments, of which the capacity keeps at most capacity_factor
+// of the mean, so the rank's E/ep experts receive n·K·min(1, capacity_factor) rows from
+// its ep group.
+func (c *cpuModel) receivedRows(n int64) int64 {
+	moe := c.m.MoE
+	rows := float64(n * c.d.K)
+	if !moe.Dropless() && moe.CapacityFactor < 1 {
+		rows *= moe.CapacityFactor
+	}
+	return int64(math.Ceil(rows))
+}
+
+// ffnWSFloats is newFFNWS: pre-activation and activated rows, and the gated branch.
+func ffnWSFloats(rows, hidden int64, gated bool) int64 {
+	if gated {
+		return 3 * rows * hidden
+	}
+	return 2 * rows * hidden
+}
+
+// memory is the worst rank's use for the search; capacities are each rank's share of the
+// host (the device tier) and the whole usable host (the host tier, summed over ranks).
+// Host-tier bytes come out of the same memory as the device tier, so they shrink it.
+func (c *cpuModel) memory(l Layout, seqLen int64, share float64) memoryUse {
+	var best memoryUse
+	bestRatio := -1.0
+	var hostAll tierBytes
+	for r := 0; r < c.ranks; r++ {
+		_, host := c.rankBytes(l, seqLen, r)
+		for k := range hostAll {
+			hostAll[k] += host[k]
+		}
+	}
+	for r := 0; r < c.ranks; r++ {
+		dev, host := c.rankBytes(l, seqLen, r)
+		m := memoryUse{gpu: dev, host: hostAll, gpuCap: share - host.sum()}
+		if c.offload {
+			m.hostCap = share * float64(c.ranks)
+		}
+		if ratio, _ := m.overflow(); ratio > bestRatio {
+			best, bestRatio = m, ratio
+		}
+	}
+	return best
+}
