@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"runtime"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -52,36 +53,18 @@ func (f rankFlags) layout(prog *program.Program, trainName, stageName string, wo
 	if ranks <= 1 && f.ep <= 1 && f.zero == 0 && !f.offload && f.budget == "" {
 		return nil, nil, nil
 	}
-	l := &train.Layout{Ranks: max(ranks, 1), EP: 1, ZeRO: f.zero, Offload: f.offload}
-	var p *plan.Plan
-	if tr != nil && st != nil {
-		if p0, ds := plan.Local(prog, tr, st, l.Ranks); !ds.HasErrors() && p0 != nil {
-			p = p0
-			l.EP, l.ZeRO = max(p.Layout.EP, 1), p.Layout.ZeRO
-			// The plan folds offload and the unified cache into ZeRO-3 on CPU ranks; the
-			// runtime still runs them: optimizer states in the host tier, and for the
-			// unified cache a device page pool of gathered units over a small budget.
-			if off := tr.Memory.Offload; off != "" && off != "none" {
-				l.Offload = true
-			}
-			if tr.Memory.Kind == "unified_cache" {
-				budget := int64(0)
-				if len(p.Placement.Ranks) > 0 {
-					budget = p.Placement.Ranks[0].Params // a quarter of its fp32 weights
-				}
-				l.ZeRO, l.Offload = 3, true
-				l.Cache = &train.CacheConfig{Budget: budget, Page: tr.Memory.CachePage, Eviction: tr.Memory.Eviction}
-			}
+	l := &train.Layout{Ranks: max(ranks, 1), EP: max(f.ep, 1), ZeRO: f.zero, Offload: f.offload}
+	// The file's memory block: offload keeps the optimizer states in the host tier, and the
+	// unified cache partitions every state (ZeRO-3, host as backing store) with a device
+	// page pool of gathered units over a small budget.
+	zeroSet := f.zeroSet
+	if tr != nil {
+		if off := tr.Memory.Offload; off != "" && off != "none" {
+			l.Offload = true
 		}
-	}
-	if f.ep > 0 {
-		l.EP = f.ep
-	}
-	if f.zeroSet {
-		l.ZeRO = f.zero
-	}
-	if f.offload {
-		l.Offload = true
+		if tr.Memory.Kind == "unified_cache" {
+			l.Cache = &train.CacheConfig{Page: tr.Memory.CachePage, Eviction: tr.Memory.Eviction}
+		}
 	}
 	if f.budget != "" {
 		b, err := parseBytes(f.budget)
@@ -93,13 +76,39 @@ func (f rankFlags) layout(prog *program.Program, trainName, stageName string, wo
 			// a few units of a small model.
 			l.Cache = &train.CacheConfig{Eviction: "lru", Page: max(4<<10, b/16)}
 		}
-		l.Cache.Budget, l.ZeRO, l.Offload = b, 3, true
+		l.Cache.Budget = b
 	}
-	if l.Cache != nil && l.Cache.Page <= 0 {
-		l.Cache.Page = 4 << 20 // the language's default page
+	if l.Cache != nil {
+		l.ZeRO, l.Offload, zeroSet = 3, true, true
+		if l.Cache.Page <= 0 {
+			l.Cache.Page = 4 << 20 // the language's default page
+		}
 	}
 	if l.Offload && l.ZeRO == 0 {
 		l.ZeRO = 1
+	}
+	// The plan for exactly this layout: its choice of expert-parallel size and ZeRO stage
+	// where the flags leave them open, and the per-rank bytes the run is held against.
+	var p *plan.Plan
+	if tr != nil && st != nil {
+		opts := plan.LocalOptions{EP: f.ep, ZeRO: l.ZeRO, ZeROSet: zeroSet, Offload: l.Offload, Workers: runtime.GOMAXPROCS(0)}
+		if p0, ds := plan.LocalWith(prog, tr, st, l.Ranks, opts); !ds.HasErrors() && p0 != nil {
+			p = p0
+			l.EP, l.ZeRO = max(p.Layout.EP, 1), p.Layout.ZeRO
+			if l.Cache != nil {
+				if l.Cache.Budget == 0 && len(p.Placement.Ranks) > 0 {
+					l.Cache.Budget = p.Placement.Ranks[0].Params // a quarter of a rank's fp32 weights
+				}
+				opts.EP = l.EP
+				opts.Cache = &plan.CacheOptions{Budget: l.Cache.Budget, Page: l.Cache.Page, Eviction: l.Cache.Eviction}
+				if p1, ds := plan.LocalWith(prog, tr, st, l.Ranks, opts); !ds.HasErrors() && p1 != nil {
+					p = p1
+				}
+			}
+		}
+	}
+	if l.Cache != nil && l.Cache.Budget == 0 {
+		return nil, nil, fmt.Errorf("run: the unified cache needs a device budget; pass --cache-budget (e.g. 64MiB)")
 	}
 	return l, p, nil
 }

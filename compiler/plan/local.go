@@ -42,6 +42,9 @@ type LocalOptions struct {
 	// shards in the host tier, as the runtime does when the train block offloads; it needs
 	// ZeRO ≥ 1 and raises stage 0 to 1, as the runtime does.
 	Offload bool
+	// Cache runs the unified cache: every state partitioned (ZeRO-3) in the host tier, and a
+	// device page pool of gathered units; nil keeps the declared memory block's meaning.
+	Cache *CacheOptions
 	// Workers is the number of kernel workers each rank runs (the runtime's GOMAXPROCS),
 	// which sizes per-worker attention scratch; 0 assumes 2.
 	Workers int
@@ -85,6 +88,9 @@ func LocalWith(prog *program.Program, train *program.Train, stage *program.Stage
 	if o.ZeROSet {
 		tr.Memory.Kind, tr.Memory.ZeROStage = "zero", o.ZeRO
 	}
+	if o.Cache != nil {
+		tr.Memory.Kind, tr.Memory.ZeROStage = "zero", 3
+	}
 	if offload && tr.Memory.ZeROStage == 0 {
 		tr.Memory.ZeROStage = 1 // the runtime partitions the states before they move
 	}
@@ -123,6 +129,16 @@ func LocalWith(prog *program.Program, train *program.Train, stage *program.Stage
 		sp.microBatch = micro / ranks
 		sp.recompute = []string{"none"}
 		s.env.cpu = newCPUModel(s.env.w.model, ranks, workers, offload, s.env.a)
+		if o.Cache != nil {
+			if o.Cache.Budget <= 0 || o.Cache.Page <= 0 {
+				ds.Errorf(CodeLocal, s.at, "%s stage %s: the unified cache needs a positive device budget and page size", train.Name, stage.Name)
+				return nil, ds
+			}
+			cc := *o.Cache
+			cc.accum = max(1, int(s.env.w.sequences)/micro)
+			s.env.cpu.cache = &cc
+			s.env.cpu.offload = false // the shards themselves live in the host tier
+		}
 	}
 	// Local batches are small: any per-rank share is allowed, rounded to whole sequences.
 	s.env.a.BatchTolerance = math.Inf(1)

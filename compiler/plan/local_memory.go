@@ -43,6 +43,7 @@ type cpuModel struct {
 	ranks   int
 	workers int64
 	offload bool // optimizer states and fp32 weight and gradient copies in the host tier
+	cache   *CacheOptions
 	moments float64
 	units   []cpuUnit
 	d       cpuDims
@@ -275,7 +276,17 @@ func (c *cpuModel) rankBytes(l Layout, seqLen int64, r int) (dev, host tierBytes
 	dev[compParams] = f32Bytes * at(3)
 	dev[compGrads] = f32Bytes * at(2)
 	states := c.moments * at(1)
-	if c.offload {
+	if c.cache != nil {
+		// The unified cache: the rank's weight and gradient shards and the moments are the
+		// host-tier backing store; the device holds the page pool of gathered units.
+		host[compParams] = f32Bytes * shard
+		host[compGrads] = f32Bytes * shard
+		host[compOptimizer] = states
+		pages, temp := c.cache.replay(padded, c.m.TieEmbeddings)
+		dev[compParams] = float64(pages * c.cache.Page)
+		dev[compGrads] = 0
+		phase = temp // gathered units leave the temporary buffers once cached
+	} else if c.offload {
 		// The fp32 master weights and the gradient shard the optimizer reads (part.host,
 		// part.hostG), and the moments, live in the host tier.
 		host[compParams] = f32Bytes * shard
@@ -417,7 +428,7 @@ func (c *cpuModel) memory(l Layout, seqLen int64, share float64) memoryUse {
 	for r := 0; r < c.ranks; r++ {
 		dev, host := c.rankBytes(l, seqLen, r)
 		m := memoryUse{gpu: dev, host: hostAll, gpuCap: share - host.sum()}
-		if c.offload {
+		if c.offload || c.cache != nil {
 			m.hostCap = share * float64(c.ranks)
 		}
 		if ratio, _ := m.overflow(); ratio > bestRatio {
@@ -425,4 +436,125 @@ func (c *cpuModel) memory(l Layout, seqLen int64, share float64) memoryUse {
 		}
 	}
 	return best
+}
+
+// CacheOptions is the unified cache a local run executes: a device page pool of Budget
+// bytes in pages of Page bytes, evicting by Eviction ("lru", "lfu", "fifo").
+type CacheOptions struct {
+	Budget, Page int64
+	Eviction     string
+	accum        int // micro-batches per step (the pool empties at each update)
+}
+
+// replay plays one step's unit requests through the runtime's page pool
+// (runtime/train/cache.go: same requests, same pinning, same eviction keys) and returns
+// the most pages it held and the most floats of temporary buffers at once (a unit's
+// gathered weights until the pool takes them, its gradients until its backward ends).
+// units are the gathered units' floats (padded); the requests are
+// those of forwardBackward: embedding, each layer, the head (with the embedding when tied)
+// forward, then the head, the layers in reverse and the embedding backward, once per
+// micro-batch, with the pool emptied after the optimizer update.
+func (o *CacheOptions) replay(units []float64, tied bool) (int64, float64) {
+	capacity := o.Budget / o.Page
+	type entry struct {
+		pages, inserted, lastUse, uses int64
+		pinned                         bool
+	}
+	entries := map[int]*entry{}
+	var used, peak, tick int64
+	pagesOf := func(u int) int64 { return (int64(units[u])*f32Bytes + o.Page - 1) / o.Page }
+	key := func(u int, e *entry) [3]int64 {
+		switch o.Eviction {
+		case "lfu":
+			return [3]int64{e.uses, e.lastUse, int64(u)}
+		case "fifo":
+			return [3]int64{e.inserted, int64(u), int64(u)}
+		}
+		return [3]int64{e.lastUse, int64(u), int64(u)}
+	}
+	less := func(a, b [3]int64) bool {
+		for i := range a {
+			if a[i] != b[i] {
+				return a[i] < b[i]
+			}
+		}
+		return false
+	}
+	var temp, tempPeak float64
+	// acquire returns whether u's gathered weights stay in a temporary buffer.
+	acquire := func(u int, grads bool) bool {
+		tick++
+		if grads {
+			temp += units[u]
+		}
+		if e := entries[u]; e != nil {
+			e.lastUse, e.uses, e.pinned = tick, e.uses+1, true
+			tempPeak = max(tempPeak, temp)
+			return false
+		}
+		temp += units[u]
+		tempPeak = max(tempPeak, temp)
+		pages := pagesOf(u)
+		var pinned int64
+		for _, e := range entries {
+			if e.pinned {
+				pinned += e.pages
+			}
+		}
+		if pages > capacity-pinned {
+			return true
+		}
+		for used+pages > capacity {
+			victim := -1
+			for v, e := range entries {
+				if !e.pinned && (victim < 0 || less(key(v, e), key(victim, entries[victim]))) {
+					victim = v
+				}
+			}
+			used -= entries[victim].pages
+			delete(entries, victim)
+		}
+		entries[u] = &entry{pages: pages, inserted: tick, lastUse: tick, uses: 1, pinned: true}
+		used += pages
+		peak = max(peak, used)
+		temp -= units[u]
+		return false
+	}
+	phase := func(grads bool, us ...int) {
+		var kept []int
+		for _, u := range us {
+			if acquire(u, grads) {
+				kept = append(kept, u)
+			}
+		}
+		for _, u := range us {
+			if e := entries[u]; e != nil {
+				e.pinned = false
+			}
+			if grads {
+				temp -= units[u]
+			}
+		}
+		for _, u := range kept {
+			temp -= units[u]
+		}
+	}
+	last := len(units) - 1
+	head := []int{last}
+	if tied {
+		head = append(head, 0)
+	}
+	for range max(o.accum, 1) {
+		phase(false, 0)
+		for u := 1; u < last; u++ {
+			phase(false, u)
+		}
+		phase(false, head...)
+		phase(true, head...)
+		for u := last - 1; u >= 1; u-- {
+			phase(true, u)
+		}
+		phase(true, 0)
+	}
+	return peak, tempPeak
 }

@@ -208,9 +208,7 @@ func (c *core[F]) moeForwardSharded(li int, mp *moeParams[F], w *moeWS[F], x []F
 		return err
 	}
 	c.combine(w, y, n)
-	for i, sp := range mp.shared {
-		ffnForward(sp, w.shared[i], x, y, n)
-	}
+	c.sharedForward(mp, w, x, y, n)
 	return nil
 }
 
@@ -310,9 +308,7 @@ func (c *core[F]) moeBackwardSharded(li int, mp *moeParams[F], w *moeWS[F], x []
 		}
 	}
 	c.combineBack(w, dx, n)
-	for i, sp := range mp.shared {
-		ffnBackward(sp, w.shared[i], x, dy, dx, n, true)
-	}
+	c.sharedBackward(mp, w, x, dy, dx, n)
 	// Each rank's loss is its own tokens' mean and the trainer averages over ranks, so a
 	// token's share of the whole batch's balance gradient is scaled by ranks / ng.
 	R := float64(sh.world.Size())

@@ -26,6 +26,11 @@ func TestShardedMatchesSingle(t *testing.T) {
 			m.MoE.BalanceLoss, m.MoE.ZLoss = 20, 0.5
 			return m
 		},
+		"shared-gated-expert": func() *program.Model {
+			m := tinyMoE()
+			m.MoE.SharedExperts, m.MoE.SharedGate = 1, true
+			return m
+		},
 		"top1-token-embedding-dropless": func() *program.Model {
 			m := tinyMoE()
 			m.MoE.TopK, m.MoE.Router, m.MoE.RouterDim = 1, program.RouteTokenEmbedding, 4

@@ -23,10 +23,17 @@ func TestPlanPredictsMemory(t *testing.T) {
 		{Ranks: 4, EP: 2, ZeRO: 2},
 		{Ranks: 4, EP: 4, ZeRO: 3},
 		{Ranks: 4, EP: 1, ZeRO: 2, Offload: true},
+		{Ranks: 2, EP: 2, ZeRO: 3, Offload: true, Cache: &CacheConfig{Budget: 160 << 10, Page: 16 << 10, Eviction: "lru"}},
+		{Ranks: 4, EP: 2, ZeRO: 3, Offload: true, Cache: &CacheConfig{Budget: 96 << 10, Page: 8 << 10, Eviction: "lfu"}},
+		{Ranks: 2, EP: 1, ZeRO: 3, Offload: true, Cache: &CacheConfig{Budget: 1 << 20, Page: 64 << 10, Eviction: "fifo"}},
 	}
 	exact := map[dist.Component]bool{dist.Params: true, dist.Grads: true, dist.Optimizer: true}
 	for _, l := range layouts {
-		t.Run(fmt.Sprintf("ranks%d-ep%d-zero%d-offload%v", l.Ranks, l.EP, l.ZeRO, l.Offload), func(t *testing.T) {
+		name := fmt.Sprintf("ranks%d-ep%d-zero%d-offload%v", l.Ranks, l.EP, l.ZeRO, l.Offload)
+		if l.Cache != nil {
+			name += "-cache-" + l.Cache.Eviction
+		}
+		t.Run(name, func(t *testing.T) {
 			p := shardProgram(3)
 			cpu, ok := catalog.Lookup("cpu")
 			if !ok {
@@ -36,8 +43,11 @@ func TestPlanPredictsMemory(t *testing.T) {
 				Ranks: l.Ranks, HostMemory: 16 << 30, HostUsable: 0.8}}
 			tr := p.Trains["tiny"]
 			st := tr.Stages[len(tr.Stages)-1]
-			pl, ds := plan.LocalWith(p, tr, st, l.Ranks, plan.LocalOptions{
-				EP: l.EP, ZeRO: l.ZeRO, ZeROSet: true, Offload: l.Offload, Workers: runtime.GOMAXPROCS(0)})
+			opts := plan.LocalOptions{EP: l.EP, ZeRO: l.ZeRO, ZeROSet: true, Offload: l.Offload, Workers: runtime.GOMAXPROCS(0)}
+			if c := l.Cache; c != nil {
+				opts.Cache = &plan.CacheOptions{Budget: c.Budget, Page: c.Page, Eviction: c.Eviction}
+			}
+			pl, ds := plan.LocalWith(p, tr, st, l.Ranks, opts)
 			if pl == nil || ds.HasErrors() {
 				t.Fatalf("local plan: %v", ds.Err())
 			}
