@@ -271,6 +271,11 @@ func (g *group) tensors() ([]safetensors.Tensor, []safetensors.Tensor, error) {
 func (g *group) optStep() int64 { return g.ranks[0].opt.StepCount() }
 
 func (g *group) load(model, moments []safetensors.Tensor, step int64) error {
+	// Each rank reads only its own tensors, so the whole set is checked first: a tensor
+	// missing, duplicated, mis-shaped or foreign fails loudly instead of being skipped.
+	if err := checkManifest(g.ranks[0].model.Config(), model); err != nil {
+		return err
+	}
 	return g.each(func(i int, _ dist.Comm) error { return g.ranks[i].load(model, moments, step) })
 }
 

@@ -212,6 +212,11 @@ func TestManifestCheck(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), full[expert].Name) || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: %v", want, err)
 		}
+		// Loading into ranks checks the same before any rank reads its share.
+		g := &group{ranks: []*rank{r}, comms: []dist.Comm{r.world}}
+		if err := g.load(ts, nil, 0); err == nil || !strings.Contains(err.Error(), full[expert].Name) {
+			t.Errorf("loading a checkpoint whose expert tensor %s: %v", want, err)
+		}
 	}
 }
 
