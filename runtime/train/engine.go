@@ -3,8 +3,8 @@ package train
 import (
 	"errors"
 	"fmt"
+	"math"
 	"sync"
-	"time"
 
 	"github.com/moec-dev/moec/lang/diag"
 	"github.com/moec-dev/moec/runtime/data"
@@ -342,6 +342,4 @@ func isDist(err error) bool {
 	return errors.As(err, &de)
 }
 
-func finite(x float64) bool { return x == x && x < 1e308 && x > -1e308 }
-
-var _ = time.Second
+func finite(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }

@@ -3,7 +3,6 @@ package train
 import (
 	"errors"
 	"fmt"
-	"math"
 	"regexp"
 	"strconv"
 
@@ -736,5 +735,3 @@ func ValidLayout(m *program.Model, l Layout) error {
 	}
 	return nil
 }
-
-var _ = math.Inf
