@@ -42,11 +42,14 @@ if [ -n "${OPENBLAS_CORETYPE:-}" ]; then
 fi
 # The numbers only count if the math is right under every OpenBLAS setting measured: the
 # gradient checks and the PyTorch peer check run under each first.
+# runtime/blas and runtime/optim hold the products' own kernels and AdamW's fused update.
 for ct in $(go run ./bench/cmd/moebench -list-coretypes -coretypes "$coretypes"); do
 	if [ "$ct" = default ]; then
 		env -u OPENBLAS_CORETYPE go test -count 1 -run 'Grad|Peer|SiLUFast|LinearSmall' ./runtime/nn/ >/dev/null
+		env -u OPENBLAS_CORETYPE go test -count 1 ./runtime/blas/ ./runtime/optim/... >/dev/null
 	else
 		OPENBLAS_CORETYPE=$ct go test -count 1 -run 'Grad|Peer|SiLUFast|LinearSmall' ./runtime/nn/ >/dev/null
+		OPENBLAS_CORETYPE=$ct go test -count 1 ./runtime/blas/ ./runtime/optim/... >/dev/null
 	fi
 	echo "correctness tests pass under OPENBLAS_CORETYPE=$ct"
 done

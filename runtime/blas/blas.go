@@ -24,6 +24,9 @@ func Gemm[F Float](transA, transB bool, m, n, k int, alpha F, a []F, lda int, b 
 	checkLen("A", a, transA, m, k, lda)
 	checkLen("B", b, transB, k, n, ldb)
 	checkLen("C", c, false, m, n, ldc)
+	if !transA && transB && m <= smallRows && k > 0 && gemmSmall(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) {
+		return
+	}
 	workers := runtime.GOMAXPROCS(0)
 	if workers > m {
 		workers = m
@@ -52,6 +55,40 @@ func Gemm[F Float](transA, transB bool, m, n, k int, alpha F, a []F, lda int, b 
 		}()
 	}
 	wg.Wait()
+}
+
+// smallRows is the most rows of C that gemmSmall takes. Below it sgemm spends more time
+// copying B into its packed layout than multiplying (the profile of generation at batch 16
+// showed OpenBLAS's copy routine at twice its kernel's time); above it the packing pays
+// for itself. BenchmarkSmallRows measures the crossover.
+const smallRows = 24
+
+// gemmSmall computes C = alpha·A·Bᵀ + beta·C for float32 operands with m ≤ smallRows rows,
+// streaming B once instead of packing it, and reports whether it did. Large products are
+// split by columns of C (rows of B), so each goroutine reads its own part of B.
+func gemmSmall[F Float](m, n, k int, alpha F, a []F, lda int, b []F, ldb int, beta F, c []F, ldc int) bool {
+	a32, ok := any(a).([]float32)
+	if !ok || !haveSmall {
+		return false
+	}
+	b32, c32 := any(b).([]float32), any(c).([]float32)
+	al, be := float32(alpha), float32(beta)
+	workers := min(runtime.GOMAXPROCS(0), n/8)
+	if workers <= 1 || m*n*k < parallelMinWork {
+		return gemmSmallNT(m, k, al, a32, lda, b32, ldb, be, c32, ldc, 0, n)
+	}
+	var wg sync.WaitGroup
+	cols := (n + workers - 1) / workers
+	for j0 := cols; j0 < n; j0 += cols {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			gemmSmallNT(m, k, al, a32, lda, b32, ldb, be, c32, ldc, j0, min(j0+cols, n))
+		}()
+	}
+	gemmSmallNT(m, k, al, a32, lda, b32, ldb, be, c32, ldc, 0, cols)
+	wg.Wait()
+	return true
 }
 
 // checkLen panics when a stored matrix of rows×cols (before transposition) does not fit.

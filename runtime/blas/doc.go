@@ -6,4 +6,8 @@
 // pinned to one thread because Gemm itself splits large products over GOMAXPROCS goroutines
 // (so OpenBLAS and our own goroutines never oversubscribe the cores). Built with
 // `-tags noopenblas` or without cgo, a pure-Go kernel gives the same numbers within rounding.
+// One shape skips OpenBLAS: float32 C = alpha·A·Bᵀ + beta·C with at most smallRows rows (a
+// linear layer at generation time, batch 16) runs as an AVX2 kernel that reads B once
+// instead of copying it into sgemm's packed layout first, which cost sgemm twice its
+// multiply time there.
 package blas
