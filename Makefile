@@ -47,7 +47,7 @@ fuzz: deps
 	$(GO) test ./runtime/safetensors -run '^$$' -fuzz FuzzSafetensors -fuzztime $(FUZZTIME)
 
 lint: deps
-	gofmt -l . | tee /dev/stderr | (! read)
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.6.1 ./...
 

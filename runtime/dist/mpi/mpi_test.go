@@ -56,10 +56,10 @@ func mpiProgram(t *testing.T) string {
 	return bin
 }
 
-// mpirun runs bin on np ranks and returns its combined output, exit error and duration.
+// mpirun runs bin on np ranks and returns its combined output, duration and exit error.
 // The flags and environment are what Open MPI needs in a container: root, more ranks
 // than cores, and shared memory without cross-memory attach (see the package doc).
-func mpirun(t *testing.T, np int, bin string, args ...string) (string, error, time.Duration) {
+func mpirun(t *testing.T, np int, bin string, args ...string) (string, time.Duration, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), mpiRunTimeout)
 	defer cancel()
@@ -74,7 +74,7 @@ func mpirun(t *testing.T, np int, bin string, args ...string) (string, error, ti
 	if ctx.Err() != nil {
 		t.Fatalf("mpirun -np %d %s hung for %s and was killed:\n%s", np, strings.Join(args, " "), mpiRunTimeout, out.String())
 	}
-	return out.String(), err, took
+	return out.String(), took, err
 }
 
 // TestConformance runs the dist conformance suite on 2 and 3 MPI processes.
@@ -82,7 +82,7 @@ func TestConformance(t *testing.T) {
 	bin := mpiProgram(t)
 	for _, np := range []int{2, 3} {
 		t.Run(fmt.Sprintf("np=%d", np), func(t *testing.T) {
-			out, err, took := mpirun(t, np, bin)
+			out, took, err := mpirun(t, np, bin)
 			t.Logf("mpirun -np %d: %s", np, took.Round(time.Millisecond))
 			if err != nil {
 				t.Fatalf("mpirun -np %d: %v\n%s", np, err, out)
@@ -118,7 +118,7 @@ func TestFailureStopsJob(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.fail, func(t *testing.T) {
-			out, err, took := mpirun(t, 3, bin, "-fail", tc.fail, "-timeout", "2s")
+			out, took, err := mpirun(t, 3, bin, "-fail", tc.fail, "-timeout", "2s")
 			t.Logf("mpirun -np 3 -fail %s: stopped after %s", tc.fail, took.Round(time.Millisecond))
 			var exit *exec.ExitError
 			if !errors.As(err, &exit) || exit.ExitCode() == 0 {
