@@ -12,46 +12,45 @@ import (
 	"github.com/moec-dev/moec/runtime/train"
 )
 
-// TestMPIMatchesSingleRank runs the tiny curriculum's MoE stage as 2 MPI processes
-// (`mpirun -np 2 moec run …`, expert parallelism over the processes) and holds its loss
-// curve and final weights to the same stage run as one rank. It needs Open MPI's mpirun,
-// which scripts/deps.sh installs.
-func TestMPIMatchesSingleRank(t *testing.T) {
-	mpirun, err := exec.LookPath("mpirun")
-	if err != nil {
-		t.Skip("mpirun not found (Debian: openmpi-bin)")
+// TestShardedRunsMatchSingleRank runs the tiny curriculum's MoE stage sharded over two
+// ranks, as `mpirun -np 2 moec run …` (one rank per process through Open MPI, which
+// scripts/deps.sh installs) and as `moec run --ranks 2` with the unified cache, and holds
+// each loss curve to the same stage run as one rank.
+func TestShardedRunsMatchSingleRank(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds moec and starts processes")
 	}
-	shardedRunMatchesSingle(t, func(bin string, args ...string) (string, []string) {
-		return mpirun, append([]string{"--allow-run-as-root", "--oversubscribe", "--mca", "btl", "self,vader", "-np", "2", bin}, args...)
-	})
-}
-
-// TestRanksFlagMatchesSingleRank is the same with in-process ranks (`--ranks 2`) and the
-// unified cache, and checks the per-rank memory table is printed.
-func TestRanksFlagMatchesSingleRank(t *testing.T) {
-	out := shardedRunMatchesSingle(t, func(bin string, args ...string) (string, []string) {
-		return bin, append(args, "--ranks", "2", "--cache-budget", "2MiB")
-	})
-	for _, want := range []string{"memory per rank (2 ranks, ep 2, zero 3, unified cache", "optimizer states", "unified cache"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("output lacks %q:\n%s", want, out)
+	bin := filepath.Join(t.TempDir(), "moec")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	t.Run("mpirun", func(t *testing.T) {
+		mpirun, err := exec.LookPath("mpirun")
+		if err != nil {
+			t.Skip("mpirun not found (Debian: openmpi-bin)")
 		}
-	}
+		shardedRunMatchesSingle(t, bin, func(args ...string) (string, []string) {
+			return mpirun, append([]string{"--allow-run-as-root", "--oversubscribe", "--mca", "btl", "self,vader", "-np", "2", bin}, args...)
+		})
+	})
+	t.Run("ranks", func(t *testing.T) {
+		out := shardedRunMatchesSingle(t, bin, func(args ...string) (string, []string) {
+			return bin, append(args, "--ranks", "2", "--cache-budget", "2MiB")
+		})
+		for _, want := range []string{"memory per rank (2 ranks, ep 2, zero 3, unified cache", "optimizer states", "unified cache"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("output lacks %q:\n%s", want, out)
+			}
+		}
+	})
 }
 
 // shardedRunMatchesSingle trains the tiny curriculum's MoE stage on one rank and as the
 // command launch builds, and compares the logs step by step; it returns the sharded
 // run's output.
-func shardedRunMatchesSingle(t *testing.T, launch func(bin string, args ...string) (string, []string)) string {
+func shardedRunMatchesSingle(t *testing.T, bin string, launch func(args ...string) (string, []string)) string {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("builds moec and starts MPI processes")
-	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "moec")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
 	file, err := filepath.Abs("../../examples/hunyuan_tiny.moe")
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +73,7 @@ func shardedRunMatchesSingle(t *testing.T, launch func(bin string, args ...strin
 	single := filepath.Join(dir, "single")
 	runCmd(bin, "run", "--stage", "four", file, "--steps", "5", "--out-root", root, "--from", from, "--out", single)
 	sharded := filepath.Join(dir, "sharded")
-	name, args := launch(bin, "run", "--stage", "four", file, "--steps", "5", "--out-root", root, "--from", from, "--out", sharded, "--collective-timeout", "1m")
+	name, args := launch("run", "--stage", "four", file, "--steps", "5", "--out-root", root, "--from", from, "--out", sharded, "--collective-timeout", "1m")
 	out := runCmd(name, args...)
 	want, err := train.ReadLog(filepath.Join(single, train.LogFile))
 	if err != nil {
