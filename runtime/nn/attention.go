@@ -56,10 +56,7 @@ func (c *core[F]) attnScores(l *layer[F], w *attnWS[F], B, T, b0, b1 int) {
 			if l.attn.sinks != nil {
 				sink = l.attn.sinks.w[h]
 			}
-			for i := 0; i < T; i++ {
-				lo, hi := validRange(i, d.Window)
-				softmaxRowSink(p[h*tt+i*T:h*tt+(i+1)*T], lo, hi, l.attn.sinks != nil, sink)
-			}
+			softmaxCausal(p[h*tt:(h+1)*tt], T, d.Window, l.attn.sinks != nil, sink)
 		}
 		if l.attn.thPost != nil {
 			blas.Gemm(false, false, d.H, tt, d.H, 1, l.attn.thPost.w, d.H, p, tt, 0, w.a[base:base+d.H*tt], tt)

@@ -55,6 +55,31 @@ func BenchmarkTrainStep(b *testing.B) {
 	b.ReportMetric(tokens/(cpuSeconds()-cpu0), "tokens/cpu-s")
 }
 
+// BenchmarkForward measures the inference forward pass (forward and loss, no gradients) of
+// 16×128 tokens, the workload of moebench's "inference forward" row.
+func BenchmarkForward(b *testing.B) {
+	cfg := benchModel()
+	m, err := New(cfg, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	batch := randBatch(rand.New(rand.NewPCG(1, 2)), cfg.Vocab, 16, 128)
+	if _, err := m.Forward(batch, StepOptions{}); err != nil { // size the buffers
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 := cpuSeconds()
+	for b.Loop() {
+		if _, err := m.Forward(batch, StepOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	tokens := float64(16*128) * float64(b.N)
+	b.ReportMetric(tokens/b.Elapsed().Seconds(), "tokens/s")
+	b.ReportMetric(tokens/(cpuSeconds()-cpu0), "tokens/cpu-s")
+}
+
 // cpuSeconds is the user+system CPU time of this process.
 func cpuSeconds() float64 {
 	var ru syscall.Rusage

@@ -5,6 +5,8 @@ import (
 	"math"
 
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/runtime/blas"
+	"github.com/moec-dev/moec/runtime/nn/internal/vec"
 )
 
 // Decoder generates incrementally: each Step feeds one token per sequence and returns the
@@ -218,10 +220,11 @@ func (dec *Decoder) attend(l *layer[float32], li, i, pos int) {
 	kc, vc := dec.kc[li][i*dec.maxLen*d.kvDim:], dec.vc[li][i*dec.maxLen*d.kvDim:]
 	for h := 0; h < d.H; h++ {
 		g := h / d.headsPerKV
-		qh := dec.q[i*d.qDim+h*d.Dh : i*d.qDim+(h+1)*d.Dh]
-		for j := lo; j < hi; j++ {
-			sc[h*span+j-lo] = scale * dot(qh, kc[j*d.kvDim+g*d.Dh:j*d.kvDim+(g+1)*d.Dh])
-		}
+		// One product per head, q·Kᵀ over the cached keys: a single row against the keys'
+		// strided rows, which blas streams (its kernel for few rows) instead of looping
+		// over dot products.
+		blas.Gemm(false, true, 1, span, d.Dh, scale, dec.q[i*d.qDim+h*d.Dh:], d.Dh,
+			kc[lo*d.kvDim+g*d.Dh:], d.kvDim, 0, sc[h*span:], span)
 	}
 	probs := sc
 	if l.attn.thPre != nil {
@@ -240,12 +243,18 @@ func (dec *Decoder) attend(l *layer[float32], li, i, pos int) {
 		probs = sc
 	}
 	o := dec.o[i*d.qDim : (i+1)*d.qDim]
-	clear(o)
 	for h := 0; h < d.H; h++ {
 		g := h / d.headsPerKV
 		oh := o[h*d.Dh : (h+1)*d.Dh]
+		ph := probs[h*span : (h+1)*span]
+		// The weighted sum of the values, Σ_j p_j·v_j, with the head's output held in
+		// registers across all keys (vec), or key by key in Go.
+		if vec.WeightedRows(oh, ph, vc[lo*d.kvDim+g*d.Dh:], d.Dh, d.kvDim) {
+			continue
+		}
+		clear(oh)
 		for j := lo; j < hi; j++ {
-			axpy(oh, probs[h*span+j-lo], vc[j*d.kvDim+g*d.Dh:j*d.kvDim+(g+1)*d.Dh])
+			axpy(oh, ph[j-lo], vc[j*d.kvDim+g*d.Dh:j*d.kvDim+(g+1)*d.Dh])
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/runtime/blas"
+	"github.com/moec-dev/moec/runtime/nn/internal/vec"
 )
 
 // parallel runs f over [0, n) split into one contiguous chunk per core. Work items must be
@@ -259,9 +260,33 @@ func softmaxRow[F Float](x []F, lo, hi int) {
 	softmaxRowSink(x, lo, hi, false, 0)
 }
 
+// softmaxVecMin is the row length below which a cgo call costs more than the eight-lane
+// kernel saves over the Go loop.
+const softmaxVecMin = 16
+
+// softmaxCausal applies softmaxRowSink to the T causal attention rows of one head's
+// [T, T] scores p: row i covers validRange(i, window) and the rest is zeroed. For float32
+// it is one call of the eight-lane kernel (vec.SoftmaxRows), which computes the same
+// function (exp32's algorithm, the sum in float64) within float32 rounding.
+func softmaxCausal[F Float](p []F, T, window int, hasSink bool, sink F) {
+	if p32, ok := any(p).([]float32); ok && vec.SoftmaxRows(p32, T, T, T, true, window, hasSink, float32(sink)) {
+		return
+	}
+	for i := 0; i < T; i++ {
+		lo, hi := validRange(i, window)
+		softmaxRowSink(p[i*T:(i+1)*T], lo, hi, hasSink, sink)
+	}
+}
+
 // softmaxRowSink is softmaxRow with, when hasSink, one more logit in the denominator
 // whose probability is discarded (a learned attention sink).
 func softmaxRowSink[F Float](x []F, lo, hi int, hasSink bool, sink F) {
+	if x32, ok := any(x).([]float32); ok && hi-lo >= softmaxVecMin &&
+		vec.SoftmaxRows(x32[lo:hi], 1, hi-lo, hi-lo, false, 0, hasSink, float32(sink)) {
+		clear(x[:lo])
+		clear(x[hi:])
+		return
+	}
 	mx := x[lo]
 	for _, v := range x[lo:hi] {
 		mx = max(mx, v)

@@ -6,6 +6,7 @@ import (
 	"math"
 
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/runtime/nn/internal/vec"
 )
 
 // A Schedule is one training step taken apart into the schedule that the generated Go
@@ -303,11 +304,41 @@ func (c *core[F]) headForward(b Batch, w *workspace[F], st *Stats, k Kernels, kx
 			ce += float64(l)
 		}
 	}
-	for r := 0; r < B && (k == nil || !ok); r++ {
-		for t := 0; t < T; t++ {
-			i := r*T + t
-			target := int(b.Tokens[r*(T+1)+t+1])
-			row := w.logits[i*d.V : (i+1)*d.V]
+	if k == nil || !ok {
+		ce = crossEntropy(w.logits, b.Tokens, n, T, d.V)
+	}
+	st.CE = ce / float64(n)
+	st.Loss = st.CE
+	if m := c.cfg.MoE; m != nil {
+		st.Loss += m.BalanceLoss*st.Balance + m.ZLoss*st.ZLoss
+	}
+	return nil
+}
+
+// crossEntropy is Σ_i logsumexp(logits_i) − logits_i[target_i] over the n = B·T rows of
+// logits ([n, V]), the targets read from tokens ([B, T+1], shifted by one). Rows are
+// spread over the cores; each row's term is kept and the terms are summed in row order
+// in float64, so the loss does not depend on how the rows were split. For float32 the
+// exponentials are eight lanes at a time (vec.ExpSumRows, exp32's algorithm) with the sum
+// in float64; the float64 instantiation (gradient checks) keeps math.Exp.
+func crossEntropy[F Float](logits []F, tokens []int32, n, T, V int) float64 {
+	terms := make([]float64, n)
+	l32, is32 := any(logits).([]float32)
+	parallel(n, func(_, lo, hi int) {
+		var mx32 []float32
+		if is32 {
+			mx32 = make([]float32, hi-lo)
+			if !vec.ExpSumRows(l32[lo*V:hi*V], hi-lo, V, V, mx32, terms[lo:hi]) {
+				mx32 = nil
+			}
+		}
+		for i := lo; i < hi; i++ {
+			row := logits[i*V : (i+1)*V]
+			target := int(tokens[(i/T)*(T+1)+i%T+1])
+			if mx32 != nil {
+				terms[i] = float64(mx32[i-lo]) + math.Log(terms[i]) - float64(row[target])
+				continue
+			}
 			mx := math.Inf(-1)
 			for _, v := range row {
 				mx = math.Max(mx, float64(v))
@@ -316,15 +347,14 @@ func (c *core[F]) headForward(b Batch, w *workspace[F], st *Stats, k Kernels, kx
 			for _, v := range row {
 				s += math.Exp(float64(v) - mx)
 			}
-			ce += mx + math.Log(s) - float64(row[target])
+			terms[i] = mx + math.Log(s) - float64(row[target])
 		}
+	})
+	var ce float64
+	for _, t := range terms {
+		ce += t
 	}
-	st.CE = ce / float64(n)
-	st.Loss = st.CE
-	if m := c.cfg.MoE; m != nil {
-		st.Loss += m.BalanceLoss*st.Balance + m.ZLoss*st.ZLoss
-	}
-	return nil
+	return ce
 }
 
 func (c *core[F]) headBackward(b Batch, w *workspace[F], k Kernels, kx *kernelScratch) error {
@@ -338,10 +368,14 @@ func (c *core[F]) headBackward(b Batch, w *workspace[F], k Kernels, kx *kernelSc
 		copy(logits32, kx.dlogits)
 	} else {
 		parallel(n, func(_, lo, hi int) {
+			l32, is32 := any(w.logits).([]float32)
+			vecDone := is32 && vec.SoftmaxRows(l32[lo*d.V:hi*d.V], hi-lo, d.V, d.V, false, 0, false, 0)
 			for i := lo; i < hi; i++ {
 				row := w.logits[i*d.V : (i+1)*d.V]
 				target := int(b.Tokens[(i/T)*(T+1)+i%T+1])
-				softmaxRow(row, 0, d.V)
+				if !vecDone {
+					softmaxRow(row, 0, d.V)
+				}
 				row[target]--
 				for j := range row {
 					row[j] /= F(n)

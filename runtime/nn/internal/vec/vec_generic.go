@@ -15,3 +15,17 @@ func SiLUBackward(da, du, dh, a, u []float32) bool { return false }
 
 // RowsDot declines.
 func RowsDot(y, x, w []float32, n, out, in, o0, o1 int, accumulate bool) bool { return false }
+
+// SoftmaxRows declines.
+func SoftmaxRows(x []float32, rows, n, ld int, causal bool, window int, hasSink bool, sink float32) bool {
+	return false
+}
+
+// ExpSumRows declines.
+func ExpSumRows(x []float32, rows, n, ld int, mx []float32, sum []float64) bool { return false }
+
+// WeightedRows declines.
+func WeightedRows(y, p, v []float32, n, ldv int) bool { return false }
+
+// Exp declines.
+func Exp(x []float32) bool { return false }
