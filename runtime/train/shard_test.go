@@ -330,3 +330,29 @@ func TestRankFailure(t *testing.T) {
 		})
 	}
 }
+
+// TestLayoutInvarianceTiedSharedGate covers what the main invariance test's model lacks: a
+// head tied to the embedding (ZeRO-3 gathers the embedding again at the head, and its
+// gradient arrives from two places) and a gated shared expert next to routed ones.
+func TestLayoutInvarianceTiedSharedGate(t *testing.T) {
+	p := shardProgram(6)
+	m := p.Models["tiny"]
+	m.TieEmbeddings = true
+	m.MoE.SharedExperts, m.MoE.SharedGate = 1, true
+	ref, refW := trainLayout(t, p, nil)
+	for _, l := range []Layout{{Ranks: 2, EP: 2, ZeRO: 3}, {Ranks: 4, EP: 2, ZeRO: 2, Offload: true}} {
+		recs, w := trainLayout(t, p, &l)
+		for i := range ref {
+			if !close(ref[i].Loss, recs[i].Loss, 2e-4) {
+				t.Fatalf("%s: step %d loss %.6f, single rank %.6f", l, i+1, recs[i].Loss, ref[i].Loss)
+			}
+		}
+		for name, want := range refW {
+			for i := range want {
+				if d := math.Abs(float64(w[name][i] - want[i])); d > 1e-4 {
+					t.Fatalf("%s: %s[%d] differs by %g", l, name, i, d)
+				}
+			}
+		}
+	}
+}
