@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moec-dev/moec/runtime/checkpoint"
 	"github.com/moec-dev/moec/runtime/train"
 )
 
@@ -51,6 +53,8 @@ func TestShardedRunsMatchSingleRank(t *testing.T) {
 func shardedRunMatchesSingle(t *testing.T, bin string, launch func(args ...string) (string, []string)) string {
 	t.Helper()
 	dir := t.TempDir()
+	const nSteps = 50 // as the in-process invariance tests run
+	steps := fmt.Sprint(nSteps)
 	file, err := filepath.Abs("../../examples/hunyuan_tiny.moe")
 	if err != nil {
 		t.Fatal(err)
@@ -71,9 +75,9 @@ func shardedRunMatchesSingle(t *testing.T, bin string, launch func(args ...strin
 	runCmd(bin, "run", "--stage", "dense", file, "--steps", "3", "--out-root", root)
 	from := train.StageDir(root, "hunyuan_tiny", "dense")
 	single := filepath.Join(dir, "single")
-	runCmd(bin, "run", "--stage", "four", file, "--steps", "5", "--out-root", root, "--from", from, "--out", single)
+	runCmd(bin, "run", "--stage", "four", file, "--steps", steps, "--out-root", root, "--from", from, "--out", single)
 	sharded := filepath.Join(dir, "sharded")
-	name, args := launch("run", "--stage", "four", file, "--steps", "5", "--out-root", root, "--from", from, "--out", sharded, "--collective-timeout", "1m")
+	name, args := launch("run", "--stage", "four", file, "--steps", steps, "--out-root", root, "--from", from, "--out", sharded, "--collective-timeout", "1m")
 	out := runCmd(name, args...)
 	want, err := train.ReadLog(filepath.Join(single, train.LogFile))
 	if err != nil {
@@ -83,13 +87,43 @@ func shardedRunMatchesSingle(t *testing.T, bin string, launch func(args ...strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != len(want) || len(want) != 5 {
+	if len(got) != len(want) || len(want) != nSteps {
 		t.Fatalf("%d steps sharded, %d on one rank", len(got), len(want))
 	}
 	for i := range want {
 		if d := got[i].Loss - want[i].Loss; d > 2e-4 || d < -2e-4 || got[i].Dropped != want[i].Dropped {
 			t.Errorf("step %d: loss %.6f dropped %d sharded, %.6f %d on one rank", i+1, got[i].Loss, got[i].Dropped, want[i].Loss, want[i].Dropped)
 		}
+	}
+	// The final weights, as each run's last checkpoint holds them.
+	wantW, gotW := finalWeights(t, single), finalWeights(t, sharded)
+	for name, w := range wantW {
+		g := gotW[name]
+		if len(g) != len(w) {
+			t.Fatalf("tensor %s: %d values sharded, %d on one rank", name, len(g), len(w))
+		}
+		for i := range w {
+			if d := g[i] - w[i]; d > 1e-3 || d < -1e-3 {
+				t.Fatalf("%s[%d] = %g sharded, %g on one rank", name, i, g[i], w[i])
+			}
+		}
+	}
+	return out
+}
+
+func finalWeights(t *testing.T, runDir string) map[string][]float32 {
+	t.Helper()
+	dir, err := train.ResolveCheckpoint(runDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := checkpoint.Load(dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]float32{}
+	for _, ts := range c.Model {
+		out[ts.Name] = ts.Data
 	}
 	return out
 }
