@@ -49,7 +49,7 @@ type Train struct {
 	Model           string
 	Cluster         string
 	TokensPerBatch  int64
-	MicroBatch      int   // sequences per micro-batch; a sharded CPU run splits it over its ranks (0 = planner chooses)
+	MicroBatch      int   // sequences per micro-batch: per data-parallel rank in cluster plans; a local CPU run splits it over its ranks (0 = planner chooses)
 	SeqLen          int64 // 0 = model's
 	Precision       Precision
 	Optimizer       Optimizer
