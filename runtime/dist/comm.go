@@ -1,10 +1,9 @@
 package dist
 
 import (
-	"encoding/binary"
 	"fmt"
-	"math"
 	"time"
+	"unsafe"
 )
 
 // Comm is one rank's handle on a group of ranks. Every rank of the group must call the same
@@ -67,59 +66,35 @@ func (e *Error) Unwrap() error { return e.Err }
 // enough for the slowest step of a CPU run, short enough that a dead rank is noticed.
 const DefaultTimeout = 5 * time.Minute
 
-// F32Bytes and the helpers below view numeric slices as bytes for the byte-level
-// collectives, in little-endian order (the order of every machine moec runs on; the
-// encoding is explicit so a big-endian host would still agree with itself).
-func F32Bytes(x []float32) []byte {
-	b := make([]byte, 4*len(x))
-	for i, v := range x {
-		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
+// Number is an element type the typed helpers move through the byte-level collectives.
+type Number interface{ ~float32 | ~float64 | ~int64 }
+
+// AsBytes views x as its bytes without copying, so rows move through the collectives
+// where they lie. The bytes are the host's order: little-endian on every machine moec
+// runs on, and the same on every rank of a job.
+func AsBytes[T Number](x []T) []byte {
+	if len(x) == 0 {
+		return nil
 	}
-	return b
+	return unsafe.Slice((*byte)(unsafe.Pointer(&x[0])), len(x)*int(unsafe.Sizeof(x[0])))
 }
 
-// PutF32 writes x into b (len(b) ≥ 4·len(x)).
-func PutF32(b []byte, x []float32) {
-	for i, v := range x {
-		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
-	}
+// AllGatherOf all-gathers equal-length shards into out (len = Size()·len(shard)).
+func AllGatherOf[T Number](c Comm, shard, out []T) error {
+	return c.AllGather(AsBytes(shard), AsBytes(out))
 }
 
-// GetF32 reads len(x) floats from b.
-func GetF32(x []float32, b []byte) {
-	for i := range x {
-		x[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
-	}
-}
-
-// AllGatherInts all-gathers one int64 vector per rank: out[r] is rank r's local.
-func AllGatherInts(c Comm, local []int64) ([][]int64, error) {
-	send := make([]byte, 8*len(local))
-	for i, v := range local {
-		binary.LittleEndian.PutUint64(send[8*i:], uint64(v))
-	}
-	recv := make([]byte, c.Size()*len(send))
-	if err := c.AllGather(send, recv); err != nil {
+// AllGatherRows all-gathers one vector per rank: rows[r] is rank r's local.
+func AllGatherRows[T Number](c Comm, local []T) ([][]T, error) {
+	all := make([]T, c.Size()*len(local))
+	if err := AllGatherOf(c, local, all); err != nil {
 		return nil, err
 	}
-	out := make([][]int64, c.Size())
-	for r := range out {
-		out[r] = make([]int64, len(local))
-		for i := range local {
-			out[r][i] = int64(binary.LittleEndian.Uint64(recv[r*len(send)+8*i:]))
-		}
+	rows := make([][]T, c.Size())
+	for r := range rows {
+		rows[r] = all[r*len(local) : (r+1)*len(local) : (r+1)*len(local)]
 	}
-	return out, nil
-}
-
-// AllGatherF32 all-gathers equal-length float32 shards into out (len = Size()·len(shard)).
-func AllGatherF32(c Comm, shard, out []float32) error {
-	recv := make([]byte, 4*len(out))
-	if err := c.AllGather(F32Bytes(shard), recv); err != nil {
-		return err
-	}
-	GetF32(out, recv)
-	return nil
+	return rows, nil
 }
 
 // ReduceScatterF32 sums x across the group and leaves rank r's block of the sum,

@@ -85,8 +85,7 @@ type round struct {
 
 type part struct {
 	op        string
-	f32       []float32
-	f64       []float64
+	vals      any // []float32 or []float64 of a reduction
 	send      []byte
 	sendCount []int
 	sendOff   []int
@@ -95,8 +94,9 @@ type part struct {
 }
 
 type localComm struct {
-	g    *group
-	rank int // in g
+	g       *group
+	rank    int // in g
+	scratch any // the last reduction's sum buffer ([]float32 or []float64), reused
 }
 
 func (c *localComm) Rank() int    { return c.rank }
@@ -192,43 +192,33 @@ func (c *localComm) wait(ch chan struct{}, deadline *time.Timer, op string, miss
 	}
 }
 
-func (c *localComm) AllReduceF32(x []float32) error {
-	sum := make([]float32, len(x))
-	err := c.meet(part{op: "all_reduce", f32: x}, func(_ int64, parts []part) error {
-		for q, p := range parts {
-			if len(p.f32) != len(x) {
-				return fmt.Errorf("rank %d reduces %d floats, rank %d %d", c.rank, len(x), q, len(p.f32))
-			}
-		}
-		for i := range sum {
-			var s float32
-			for _, p := range parts {
-				s += p.f32[i]
-			}
-			sum[i] = s
-		}
-		return nil
-	})
-	if err == nil {
-		copy(x, sum)
-	}
-	return err
-}
+func (c *localComm) AllReduceF32(x []float32) error { return allReduce(c, "all_reduce", x) }
 
-func (c *localComm) AllReduceF64(x []float64) error {
-	sum := make([]float64, len(x))
-	err := c.meet(part{op: "all_reduce_f64", f64: x}, func(_ int64, parts []part) error {
+func (c *localComm) AllReduceF64(x []float64) error { return allReduce(c, "all_reduce_f64", x) }
+
+// allReduce sums every rank's x in rank order into a scratch buffer the rank keeps, and
+// copies the sum into x once every rank has read x (meet waits for that).
+func allReduce[T float32 | float64](c *localComm, op string, x []T) error {
+	sum, _ := c.scratch.([]T)
+	if cap(sum) < len(x) {
+		sum = make([]T, len(x))
+		c.scratch = sum
+	}
+	sum = sum[:len(x)]
+	err := c.meet(part{op: op, vals: x}, func(_ int64, parts []part) error {
+		xs := make([][]T, len(parts))
 		for q, p := range parts {
-			if len(p.f64) != len(x) {
-				return fmt.Errorf("rank %d reduces %d values, rank %d %d", c.rank, len(x), q, len(p.f64))
+			xs[q] = p.vals.([]T)
+			if len(xs[q]) != len(x) {
+				return fmt.Errorf("rank %d reduces %d values, rank %d %d", c.rank, len(x), q, len(xs[q]))
 			}
 		}
 		for i := range sum {
-			var s float64
-			for _, p := range parts {
-				s += p.f64[i]
+			var v T
+			for _, y := range xs {
+				v += y[i]
 			}
-			sum[i] = s
+			sum[i] = v
 		}
 		return nil
 	})

@@ -1,9 +1,7 @@
 package nn
 
 import (
-	"encoding/binary"
 	"fmt"
-	"math"
 	"unsafe"
 
 	"github.com/moec-dev/moec/compiler/program"
@@ -81,7 +79,7 @@ func NewSharded(m *program.Model, seed int64, sh Shard) (*Model, error) {
 		}
 		st.ep, st.per = sh.EP, d.E/p
 		first, count = sh.EP.Rank()*st.per, st.per
-		ws, err := dist.AllGatherInts(sh.EP, []int64{int64(sh.World.Rank())})
+		ws, err := dist.AllGatherRows(sh.EP, []int64{int64(sh.World.Rank())})
 		if err != nil {
 			return nil, fmt.Errorf("nn: expert-parallel group: %w", err)
 		}
@@ -136,7 +134,7 @@ func (c *core[F]) moeForwardSharded(li int, mp *moeParams[F], w *moeWS[F], x []F
 		}
 	}
 	local[K*E+E], local[K*E+E+1] = w.zloss, float64(n)
-	all, err := allGatherF64(sh.world, local)
+	all, err := dist.AllGatherRows(sh.world, local)
 	if err != nil {
 		return fmt.Errorf("nn: layer %d routing statistics: %w", li, err)
 	}
@@ -248,7 +246,7 @@ func (c *core[F]) expertsParallel(li int, L *epLayer[F], mp *moeParams[F], w *mo
 		}
 	}
 	L.recv, L.recvOut = L.recv[:rows*d.D], L.recvOut[:rows*d.D]
-	if err := sh.ep.AllToAllV(asBytes(w.xs), L.sendCnt, L.sendOf, asBytes(L.recv), L.recvCnt, L.recvOf); err != nil {
+	if err := sh.ep.AllToAllV(dist.AsBytes(w.xs), L.sendCnt, L.sendOf, dist.AsBytes(L.recv), L.recvCnt, L.recvOf); err != nil {
 		return fmt.Errorf("nn: layer %d dispatch: %w", li, err)
 	}
 	clear(L.recvOut)
@@ -263,7 +261,7 @@ func (c *core[F]) expertsParallel(li int, L *epLayer[F], mp *moeParams[F], w *mo
 			}
 		}
 	})
-	if err := sh.ep.AllToAllV(asBytes(L.recvOut), L.recvCnt, L.recvOf, asBytes(w.out), L.sendCnt, L.sendOf); err != nil {
+	if err := sh.ep.AllToAllV(dist.AsBytes(L.recvOut), L.recvCnt, L.recvOf, dist.AsBytes(w.out), L.sendCnt, L.sendOf); err != nil {
 		return fmt.Errorf("nn: layer %d combine: %w", li, err)
 	}
 	return nil
@@ -289,7 +287,7 @@ func (c *core[F]) moeBackwardSharded(li int, mp *moeParams[F], w *moeWS[F], x []
 		c.runExpertsBack(mp, w, 0, d.E)
 	} else {
 		P, per, h := sh.ep.Size(), sh.per, d.EHidden
-		if err := sh.ep.AllToAllV(asBytes(w.out), L.sendCnt, L.sendOf, asBytes(L.recvOut), L.recvCnt, L.recvOf); err != nil {
+		if err := sh.ep.AllToAllV(dist.AsBytes(w.out), L.sendCnt, L.sendOf, dist.AsBytes(L.recvOut), L.recvCnt, L.recvOf); err != nil {
 			return fmt.Errorf("nn: layer %d gradient dispatch: %w", li, err)
 		}
 		parallel(per, func(_, lo, hi int) {
@@ -303,7 +301,7 @@ func (c *core[F]) moeBackwardSharded(li int, mp *moeParams[F], w *moeWS[F], x []
 				}
 			}
 		})
-		if err := sh.ep.AllToAllV(asBytes(L.recv), L.recvCnt, L.recvOf, asBytes(w.xs), L.sendCnt, L.sendOf); err != nil {
+		if err := sh.ep.AllToAllV(dist.AsBytes(L.recv), L.recvCnt, L.recvOf, dist.AsBytes(w.xs), L.sendCnt, L.sendOf); err != nil {
 			return fmt.Errorf("nn: layer %d gradient combine: %w", li, err)
 		}
 	}
@@ -317,32 +315,4 @@ func (c *core[F]) moeBackwardSharded(li int, mp *moeParams[F], w *moeWS[F], x []
 	}
 	c.routerBack(mp, w, x, tok, dx, n, zCoef)
 	return nil
-}
-
-// asBytes views a float slice as its bytes (little-endian hosts, as every host moec runs
-// on), so the collectives move rows without copying them first.
-func asBytes[F Float](x []F) []byte {
-	if len(x) == 0 {
-		return nil
-	}
-	return unsafe.Slice((*byte)(unsafe.Pointer(&x[0])), len(x)*int(unsafe.Sizeof(x[0])))
-}
-
-func allGatherF64(c dist.Comm, local []float64) ([][]float64, error) {
-	send := make([]byte, 8*len(local))
-	for i, v := range local {
-		binary.LittleEndian.PutUint64(send[8*i:], math.Float64bits(v))
-	}
-	recv := make([]byte, c.Size()*len(send))
-	if err := c.AllGather(send, recv); err != nil {
-		return nil, err
-	}
-	out := make([][]float64, c.Size())
-	for r := range out {
-		out[r] = make([]float64, len(local))
-		for i := range local {
-			out[r][i] = math.Float64frombits(binary.LittleEndian.Uint64(recv[r*len(send)+8*i:]))
-		}
-	}
-	return out, nil
 }

@@ -25,9 +25,13 @@ type engine interface {
 	tensors() (model, moments []safetensors.Tensor, err error)
 	optStep() int64
 	load(model, moments []safetensors.Tensor, optStep int64) error
+	// initialise sets the weights by fill, which writes the whole model's parameters in
+	// the single-rank layout (growing a stage from the one before).
+	initialise(newNet NewNetFunc, spec *Spec, fill func(params []*nn.Param) error) error
 	// stop agrees on whether to stop: true on every rank when any rank asks.
 	stop(local bool) (bool, error)
-	// evalNet returns a model holding the trained weights for validation (leader only).
+	// evalNet returns a model holding the trained weights for validation on the leader
+	// (nil elsewhere); collective, as it may assemble the weights.
 	evalNet(newNet NewNetFunc, spec *Spec) (Net, error)
 	report() []RankMemory
 }
@@ -145,6 +149,10 @@ func (s *single) load(model, moments []safetensors.Tensor, step int64) error {
 	return s.adam.LoadState(moments, step)
 }
 
+func (s *single) initialise(_ NewNetFunc, _ *Spec, fill func([]*nn.Param) error) error {
+	return fill(s.params)
+}
+
 func (s *single) stop(local bool) (bool, error)          { return local, nil }
 func (s *single) evalNet(NewNetFunc, *Spec) (Net, error) { return s.net, nil }
 func (s *single) report() []RankMemory                   { return nil }
@@ -152,12 +160,15 @@ func (s *single) report() []RankMemory                   { return nil }
 // group runs the ranks of a sharded run that live in this process: all of them for
 // in-process ranks, one under MPI.
 type group struct {
-	ranks  []*rank
-	comms  []dist.Comm
-	lead   bool
-	last   []safetensors.Tensor // the leader's last assembled weights (evaluation)
-	layout Layout
-	hook   func(rank int, step int64) error
+	ranks []*rank
+	comms []dist.Comm
+	lead  bool
+	last  []safetensors.Tensor // the leader's last assembled weights (evaluation)
+	// assembled is set on every rank once the weights have been assembled, so all ranks
+	// agree whether evaluation has to assemble them first.
+	assembled bool
+	layout    Layout
+	hook      func(rank int, step int64) error
 }
 
 // newGroup builds the ranks this process runs: comms are their world communicators.
@@ -262,8 +273,8 @@ func (g *group) tensors() ([]safetensors.Tensor, []safetensors.Tensor, error) {
 		}
 		return err
 	})
-	if err == nil && model != nil {
-		g.last = model
+	if err == nil {
+		g.last, g.assembled = model, true
 	}
 	return model, moments, err
 }
@@ -277,6 +288,22 @@ func (g *group) load(model, moments []safetensors.Tensor, step int64) error {
 		return err
 	}
 	return g.each(func(i int, _ dist.Comm) error { return g.ranks[i].load(model, moments, step) })
+}
+
+// initialise fills a whole single-rank model and loads it into the ranks, so a sharded
+// run starts exactly where a single rank would.
+func (g *group) initialise(newNet NewNetFunc, spec *Spec, fill func([]*nn.Param) error) error {
+	if newNet == nil {
+		newNet = newNNNet
+	}
+	full, err := newNet(spec.Model, spec.Seed)
+	if err != nil {
+		return err
+	}
+	if err := fill(full.Params()); err != nil {
+		return err
+	}
+	return g.load(ParamTensors(full.Params()), nil, 0)
 }
 
 func (g *group) stop(local bool) (bool, error) {
@@ -296,6 +323,14 @@ func (g *group) stop(local bool) (bool, error) {
 }
 
 func (g *group) evalNet(newNet NewNetFunc, spec *Spec) (Net, error) {
+	if !g.assembled { // a resumed run that had nothing left to train saved nothing
+		if _, _, err := g.tensors(); err != nil {
+			return nil, err
+		}
+	}
+	if !g.lead {
+		return nil, nil
+	}
 	if newNet == nil {
 		newNet = newNNNet
 	}
@@ -303,18 +338,14 @@ func (g *group) evalNet(newNet NewNetFunc, spec *Spec) (Net, error) {
 	if err != nil {
 		return nil, err
 	}
-	if g.last == nil {
-		return nil, errors.New("train: no assembled weights to evaluate")
-	}
 	return net, LoadParams(net.Params(), g.last, "the sharded run")
 }
 
-// RankMemory is what one rank held at most, per component and tier, next to what the
-// plan predicted for it.
+// RankMemory is what one rank held at most, per component and tier (the CLI sets it next
+// to the plan's prediction).
 type RankMemory struct {
-	Rank      int
-	Measured  [dist.NumTiers][dist.NumComponents]int64
-	Predicted map[string]int64 // by the plan's component name; nil without a plan
+	Rank     int
+	Measured [dist.NumTiers][dist.NumComponents]int64
 	// The unified cache's device page pool: unit lookups that hit and missed, and the
 	// units it evicted (zero without the cache).
 	CacheHits, CacheMisses, CacheEvictions int64

@@ -219,9 +219,6 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		}
 		t0 := time.Now()
 		rec, info, err := eng.step(step, spec, corpus)
-		if err != nil && !finite(rec.Loss) {
-			err = nil // reported as a non-finite loss below
-		}
 		if err != nil {
 			var ne *updateError
 			if errors.As(err, &ne) {
@@ -274,11 +271,10 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	if res.Stopped {
 		return res, cancelled
 	}
-	if !lead {
-		return res, nil
-	}
+	// Every rank takes part (a sharded run may have to assemble its weights), the leader
+	// validates.
 	net, err := eng.evalNet(opt.NewNet, spec)
-	if err != nil {
+	if err != nil || !lead {
 		return res, err
 	}
 	ev, err := evaluate(net, corpus, spec.Seed, spec.SeqLen, spec.MicroBatch, spec.ValWindows)
@@ -359,23 +355,10 @@ func growFrom(spec *Spec, stage *program.Stage, eng engine, newNet NewNetFunc) e
 	if c.Manifest.Train != spec.Train.Name || c.Manifest.Stage != stage.From {
 		return diag.Runtimef(diag.ErrBadGrowth, "stage %s grows from stage %s, but checkpoint %s is of train %s stage %s", stage.Name, stage.From, latest, c.Manifest.Train, c.Manifest.Stage)
 	}
-	// The grown weights are made in the single-rank layout and loaded into the engine, so
-	// a sharded run grows exactly as a single rank does.
-	if s, ok := eng.(*single); ok {
-		_, err := Grow(c.Model, c.Manifest.Model, spec.Model, s.params, stage.Grow, spec.Seed)
+	return eng.initialise(newNet, spec, func(params []*nn.Param) error {
+		_, err := Grow(c.Model, c.Manifest.Model, spec.Model, params, stage.Grow, spec.Seed)
 		return err
-	}
-	if newNet == nil {
-		newNet = newNNNet
-	}
-	full, err := newNet(spec.Model, spec.Seed)
-	if err != nil {
-		return err
-	}
-	if _, err := Grow(c.Model, c.Manifest.Model, spec.Model, full.Params(), stage.Grow, spec.Seed); err != nil {
-		return err
-	}
-	return eng.load(ParamTensors(full.Params()), nil, 0)
+	})
 }
 
 // ParamTensors returns the parameters as tensors for a checkpoint; they alias the weights.

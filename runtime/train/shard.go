@@ -266,7 +266,7 @@ func (r *rank) acquire(u int, grads bool) error {
 				r.meter.Alloc(dist.Device, dist.Temp, 4*int64(len(p.tmpW)))
 				sh := make([]float32, p.shard)
 				copy(sh, p.wShard)
-				if err := dist.AllGatherF32(p.comm, sh, p.tmpW); err != nil {
+				if err := dist.AllGatherOf(p.comm, sh, p.tmpW); err != nil {
 					return fmt.Errorf("train: gathering %s: %w", r.units[u].Name, err)
 				}
 			}
@@ -485,7 +485,7 @@ func (r *rank) update(accum int) (optim.StepInfo, error) {
 				sh := make([]float32, p.shard)
 				copy(sh, p.wShard)
 				full := make([]float32, p.shard*p.comm.Size())
-				if err := dist.AllGatherF32(p.comm, sh, full); err != nil {
+				if err := dist.AllGatherOf(p.comm, sh, full); err != nil {
 					return info, fmt.Errorf("train: weight all-gather: %w", err)
 				}
 				copy(p.w, full[:p.n])
@@ -505,7 +505,7 @@ var expertIndex = regexp.MustCompile(`\.experts\.(\d+)\.`)
 func (r *rank) tensors() (model, moments []safetensors.Tensor, err error) {
 	params := r.model.Params()
 	first, _ := r.model.ExpertRange()
-	info, err := dist.AllGatherInts(r.world, []int64{int64(first), int64(r.edp.Rank())})
+	info, err := dist.AllGatherRows(r.world, []int64{int64(first), int64(r.edp.Rank())})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -524,7 +524,7 @@ func (r *rank) tensors() (model, moments []safetensors.Tensor, err error) {
 				sh := make([]float32, p.shard)
 				copy(sh, local)
 				all := make([]float32, p.shard*p.comm.Size())
-				if err := dist.AllGatherF32(p.comm, sh, all); err != nil {
+				if err := dist.AllGatherOf(p.comm, sh, all); err != nil {
 					return nil, err
 				}
 				return all[:p.n], nil
@@ -563,7 +563,7 @@ func (r *rank) tensors() (model, moments []safetensors.Tensor, err error) {
 				blocks, owners = nil, nil
 				for k, x := range [][]float32{w, m, v} {
 					all := make([]float32, len(x)*r.world.Size())
-					if err := dist.AllGatherF32(r.world, x, all); err != nil {
+					if err := dist.AllGatherOf(r.world, x, all); err != nil {
 						return nil, nil, err
 					}
 					for q := 0; q < r.world.Size(); q++ {

@@ -356,3 +356,21 @@ func TestLayoutInvarianceTiedSharedGate(t *testing.T) {
 		}
 	}
 }
+
+// TestResumeFinishedSharded: resuming a sharded run that has nothing left to train saves
+// nothing new, and still assembles its weights to report the validation loss.
+func TestResumeFinishedSharded(t *testing.T) {
+	p := shardProgram(3)
+	l := &Layout{Ranks: 2, EP: 2, ZeRO: 3}
+	res, err := Run(context.Background(), Options{Program: p, OutRoot: t.TempDir(), Layout: l, ValWindows: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := Run(context.Background(), Options{Program: p, Resume: res.Dir, Layout: l, ValWindows: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.ValLoss != res.ValLoss || again.Steps != 3 {
+		t.Errorf("resumed finished run: validation loss %v after %d steps, first run %v", again.ValLoss, again.Steps, res.ValLoss)
+	}
+}

@@ -140,7 +140,7 @@ func checkReduceBits(c dist.Comm) error {
 				return fmt.Errorf("%d values: element %d is %v, want about %v", n, i, y[i], want)
 			}
 		}
-		mine := append(dist.F32Bytes(x), f64Bytes(y)...)
+		mine := append(append([]byte(nil), dist.AsBytes(x)...), f64Bytes(y)...)
 		all := make([]byte, c.Size()*len(mine))
 		if err := c.AllGather(mine, all); err != nil {
 			return fmt.Errorf("%d floats: gathering the sums: %w", n, err)
@@ -365,7 +365,7 @@ func checkMembers(sub dist.Comm, name string, want []int64, me int) error {
 	if at := slices.Index(want, int64(me)); sub.Rank() != at {
 		return fmt.Errorf("rank %d is rank %d of sub-group %q, want %d", me, sub.Rank(), name, at)
 	}
-	got, err := dist.AllGatherInts(sub, []int64{int64(me)})
+	got, err := dist.AllGatherRows(sub, []int64{int64(me)})
 	if err != nil {
 		return fmt.Errorf("gathering the members of %q: %w", name, err)
 	}
@@ -386,7 +386,7 @@ func intsOf(r int64, k int) []int64 {
 func checkAllGatherInts(c dist.Comm) error {
 	for k := range 3 {
 		local := intsOf(int64(c.Rank()), k)
-		got, err := dist.AllGatherInts(c, local)
+		got, err := dist.AllGatherRows(c, local)
 		if err != nil {
 			return fmt.Errorf("%d ints: %w", len(local), err)
 		}
@@ -409,7 +409,7 @@ func checkAllGatherF32(c dist.Comm) error {
 			shard[i] = float32(c.Rank()) + float32(i)/8
 		}
 		out := make([]float32, c.Size()*n)
-		if err := dist.AllGatherF32(c, shard, out); err != nil {
+		if err := dist.AllGatherOf(c, shard, out); err != nil {
 			return fmt.Errorf("%d floats: %w", n, err)
 		}
 		for r := range c.Size() {
