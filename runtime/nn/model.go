@@ -120,6 +120,11 @@ type core[F Float] struct {
 	// storage lists every tensor that owns its buffers (listed or not), in creation
 	// order: what a Unit's flat buffers are made of.
 	storage []*tensor[F]
+	// buffers counts the times step buffers were (re)allocated; WorkspaceBytes measures
+	// them again only when it moves.
+	buffers   int
+	measured  int
+	wsMeasure [3]int64
 }
 
 // Model is a trainable float32 model.

@@ -254,7 +254,7 @@ func (c *core[F]) layerForward(li int, w *workspace[F], o StepOptions, st *Stats
 				return err
 			}
 			// The statistics are the whole batch's, as a single rank would report them.
-			L := c.shard.layer(li)
+			L := c.shard.layer(li, c.d)
 			kept, dropped = L.keptG, L.dropped
 		} else {
 			c.moeForward(l.moe, lw.moe, lw.h2, w.tok, target, n, routeOptions{})

@@ -40,14 +40,22 @@ type shardState[F Float] struct {
 }
 
 // epLayer is one MoE layer's routing statistics over all ranks and, with expert
-// parallelism, the rows this rank received for its experts.
+// parallelism, the rows this rank received for its experts. Its buffers are sized once,
+// for the layer's experts and the run's ranks, and reused by every step.
 type epLayer[F Float] struct {
 	ng       int       // tokens of the global batch
 	routedG  []float64 // [E] assignments of every rank, before capacity
+	scoreG   []float64 // [E] score sums of every rank
 	keptBy   [][]int   // [world rank][E] assignments each rank's tokens keep
 	keptG    []int     // [E] kept over all ranks
 	dropped  int
 	capacity int
+	// stats is this rank's contribution to the routing all-gather (per choice and expert
+	// the assignment counts, per expert the score sums, the z-loss sum, the token count),
+	// gathered every rank's; base and seen place this rank's assignments in the global
+	// priority order, pos counts per expert while doing so.
+	stats, gathered []float64
+	base, seen, pos []int
 	// Owner side: rows received from each expert-parallel rank, grouped by source and then
 	// by expert ([source][local expert][rows]), their outputs and expert activations.
 	rows            int
@@ -102,26 +110,54 @@ func NewSharded(m *program.Model, seed int64, sh Shard) (*Model, error) {
 // ExpertRange returns the routed experts the model holds per MoE layer.
 func (m *Model) ExpertRange() (first, count int) { return m.c.expertFirst, m.c.expertCount }
 
-func (s *shardState[F]) layer(li int) *epLayer[F] {
-	l := s.layers[li]
-	if l == nil {
-		l = &epLayer[F]{}
-		s.layers[li] = l
+// layer returns MoE layer li's state, sizing its buffers on first use.
+func (s *shardState[F]) layer(li int, d dims) *epLayer[F] {
+	if l := s.layers[li]; l != nil {
+		return l
 	}
+	R, K, E := s.world.Size(), d.K, d.E
+	l := &epLayer[F]{routedG: make([]float64, E), scoreG: make([]float64, E), keptG: make([]int, E),
+		stats: make([]float64, K*E+E+2), gathered: make([]float64, R*(K*E+E+2)),
+		base: make([]int, K*E), seen: make([]int, K*E), pos: make([]int, E), keptBy: make([][]int, R)}
+	for r := range l.keptBy {
+		l.keptBy[r] = make([]int, E)
+	}
+	if s.ep != nil {
+		P := s.ep.Size()
+		l.sendCnt, l.sendOf, l.recvCnt, l.recvOf = make([]int, P), make([]int, P), make([]int, P), make([]int, P)
+		l.seg, l.segN = make([][]int, P), make([][]int, P)
+		for p := range l.seg {
+			l.seg[p], l.segN[p] = make([]int, s.per), make([]int, s.per)
+		}
+	}
+	s.layers[li] = l
 	return l
+}
+
+// eachSegment calls f for every block of received rows, a local expert per worker, so an
+// expert's blocks (and the weight gradients they add up) stay on one goroutine.
+func (L *epLayer[F]) eachSegment(per int, f func(le, r0, k int)) {
+	parallel(per, func(_, lo, hi int) {
+		for le := lo; le < hi; le++ {
+			for p := range L.seg {
+				if k := L.segN[p][le]; k > 0 {
+					f(le, L.seg[p][le], k)
+				}
+			}
+		}
+	})
 }
 
 // moeForwardSharded is moeForward for a rank of a sharded run.
 func (c *core[F]) moeForwardSharded(li int, mp *moeParams[F], w *moeWS[F], x []F, tok []int32, y []F, n int) error {
 	d := c.d
 	sh := c.shard
-	L := sh.layer(li)
+	L := sh.layer(li, d)
 	c.route(mp, w, x, tok, n)
-	// One all-gather carries what the whole batch's capacity and balance loss need: per
-	// choice and expert the assignment counts, per expert the score sums, the z-loss sum
-	// and the token count.
+	// One all-gather carries what the whole batch's capacity and balance loss need.
 	K, E := d.K, d.E
-	local := make([]float64, K*E+E+2)
+	local := L.stats
+	clear(local)
 	for t := 0; t < n; t++ {
 		for j := 0; j < K; j++ {
 			local[j*E+int(w.idx[t*K+j])]++
@@ -134,20 +170,21 @@ func (c *core[F]) moeForwardSharded(li int, mp *moeParams[F], w *moeWS[F], x []F
 		}
 	}
 	local[K*E+E], local[K*E+E+1] = w.zloss, float64(n)
-	all, err := dist.AllGatherRows(sh.world, local)
-	if err != nil {
+	if err := dist.AllGatherOf(sh.world, local, L.gathered); err != nil {
 		return fmt.Errorf("nn: layer %d routing statistics: %w", li, err)
 	}
-	R, me := len(all), sh.world.Rank()
+	R, me, width := sh.world.Size(), sh.world.Rank(), len(local)
+	row := func(r int) []float64 { return L.gathered[r*width : (r+1)*width] }
 	L.ng = 0
 	var zsum float64
-	pg := make([]float64, E)
-	L.routedG = make([]float64, E)
-	for _, v := range all {
+	clear(L.scoreG)
+	clear(L.routedG)
+	for r := 0; r < R; r++ {
+		v := row(r)
 		L.ng += int(v[K*E+E+1])
 		zsum += v[K*E+E]
 		for e := 0; e < E; e++ {
-			pg[e] += v[K*E+e]
+			L.scoreG[e] += v[K*E+e]
 			for j := 0; j < K; j++ {
 				L.routedG[e] += v[j*E+e]
 			}
@@ -156,47 +193,45 @@ func (c *core[F]) moeForwardSharded(li int, mp *moeParams[F], w *moeWS[F], x []F
 	L.capacity = c.capacity(L.ng, routeOptions{})
 	// Positions in the single-rank priority order: choice j of every rank before choice
 	// j+1, ranks in order within a choice.
-	base := make([]int, K*E)
-	pos := make([]int, E)
-	L.keptBy = make([][]int, R)
+	clear(L.pos)
 	for r := range L.keptBy {
-		L.keptBy[r] = make([]int, E)
+		clear(L.keptBy[r])
 	}
 	for j := 0; j < K; j++ {
 		for r := 0; r < R; r++ {
+			v := row(r)
 			for e := 0; e < E; e++ {
-				cnt := int(all[r][j*E+e])
+				cnt := int(v[j*E+e])
 				if r == me {
-					base[j*E+e] = pos[e]
+					L.base[j*E+e] = L.pos[e]
 				}
-				L.keptBy[r][e] += max(0, min(cnt, L.capacity-pos[e]))
-				pos[e] += cnt
+				L.keptBy[r][e] += max(0, min(cnt, L.capacity-L.pos[e]))
+				L.pos[e] += cnt
 			}
 		}
 	}
-	L.keptG = make([]int, E)
 	L.dropped = 0
 	var bal float64
 	for e := 0; e < E; e++ {
-		L.keptG[e] = min(L.capacity, pos[e])
-		L.dropped += pos[e] - L.keptG[e]
-		bal += L.routedG[e] / float64(L.ng*K) * pg[e] / float64(L.ng)
+		L.keptG[e] = min(L.capacity, L.pos[e])
+		L.dropped += L.pos[e] - L.keptG[e]
+		bal += L.routedG[e] / float64(L.ng*K) * L.scoreG[e] / float64(L.ng)
 	}
 	w.balance = float64(E) * bal
 	w.zloss = zsum / float64(L.ng)
 	clear(w.kept)
-	seen := make([]int, K*E)
+	clear(L.seen)
 	w.dropped = 0
 	for j := 0; j < K; j++ {
 		for t := 0; t < n; t++ {
 			e := int(w.idx[t*K+j])
-			if base[j*E+e]+seen[j*E+e] < L.capacity {
+			if L.base[j*E+e]+L.seen[j*E+e] < L.capacity {
 				w.kept[e]++
 				w.rowOf[t*K+j] = 0
 			} else {
 				w.rowOf[t*K+j] = -1
 			}
-			seen[j*E+e]++
+			L.seen[j*E+e]++
 		}
 	}
 	c.sortRows(w, x, n)
@@ -219,15 +254,11 @@ func (c *core[F]) expertsParallel(li int, L *epLayer[F], mp *moeParams[F], w *mo
 	var z F
 	sz := int(unsafe.Sizeof(z))
 	row := d.D * sz
-	L.sendCnt, L.sendOf = make([]int, P), make([]int, P)
-	L.recvCnt, L.recvOf = make([]int, P), make([]int, P)
-	L.seg, L.segN = make([][]int, P), make([][]int, P)
 	rows := 0
 	for p := 0; p < P; p++ {
 		L.sendOf[p] = w.offs[p*per] * row
 		L.sendCnt[p] = (w.offs[(p+1)*per] - w.offs[p*per]) * row
 		L.recvOf[p] = rows * row
-		L.seg[p], L.segN[p] = make([]int, per), make([]int, per)
 		src := sh.epWorld[p]
 		for le := 0; le < per; le++ {
 			k := L.keptBy[src][c.expertFirst+le]
@@ -239,6 +270,7 @@ func (c *core[F]) expertsParallel(li int, L *epLayer[F], mp *moeParams[F], w *mo
 	L.rows = rows
 	h := d.EHidden
 	if cap(L.recv) < rows*d.D {
+		c.buffers++
 		L.recv, L.recvOut = make([]F, rows*d.D), make([]F, rows*d.D)
 		L.ex = ffnWS[F]{a: make([]F, rows*h), h: make([]F, rows*h)}
 		if mp.experts[0].up != nil {
@@ -250,16 +282,8 @@ func (c *core[F]) expertsParallel(li int, L *epLayer[F], mp *moeParams[F], w *mo
 		return fmt.Errorf("nn: layer %d dispatch: %w", li, err)
 	}
 	clear(L.recvOut)
-	parallel(per, func(_, lo, hi int) {
-		for le := lo; le < hi; le++ {
-			for p := 0; p < P; p++ {
-				r0, k := L.seg[p][le], L.segN[p][le]
-				if k == 0 {
-					continue
-				}
-				ffnForward(mp.experts[le], L.window(r0, k, h), L.recv[r0*d.D:(r0+k)*d.D], L.recvOut[r0*d.D:(r0+k)*d.D], k)
-			}
-		}
+	L.eachSegment(per, func(le, r0, k int) {
+		ffnForward(mp.experts[le], L.window(r0, k, h), L.recv[r0*d.D:(r0+k)*d.D], L.recvOut[r0*d.D:(r0+k)*d.D], k)
 	})
 	if err := sh.ep.AllToAllV(dist.AsBytes(L.recvOut), L.recvCnt, L.recvOf, dist.AsBytes(w.out), L.sendCnt, L.sendOf); err != nil {
 		return fmt.Errorf("nn: layer %d combine: %w", li, err)
@@ -281,25 +305,17 @@ func (L *epLayer[F]) window(r0, k, h int) *ffnWS[F] {
 func (c *core[F]) moeBackwardSharded(li int, mp *moeParams[F], w *moeWS[F], x []F, tok []int32, dy, dx []F, n int, balanceCoef, zCoef float64) error {
 	d := c.d
 	sh := c.shard
-	L := sh.layer(li)
+	L := sh.layer(li, d)
 	c.gateGrads(w, dy, n)
 	if sh.ep == nil {
 		c.runExpertsBack(mp, w, 0, d.E)
 	} else {
-		P, per, h := sh.ep.Size(), sh.per, d.EHidden
+		h := d.EHidden
 		if err := sh.ep.AllToAllV(dist.AsBytes(w.out), L.sendCnt, L.sendOf, dist.AsBytes(L.recvOut), L.recvCnt, L.recvOf); err != nil {
 			return fmt.Errorf("nn: layer %d gradient dispatch: %w", li, err)
 		}
-		parallel(per, func(_, lo, hi int) {
-			for le := lo; le < hi; le++ {
-				for p := 0; p < P; p++ {
-					r0, k := L.seg[p][le], L.segN[p][le]
-					if k == 0 {
-						continue
-					}
-					ffnBackwardInPlace(mp.experts[le], L.window(r0, k, h), L.recv[r0*d.D:(r0+k)*d.D], L.recvOut[r0*d.D:(r0+k)*d.D], k)
-				}
-			}
+		L.eachSegment(sh.per, func(le, r0, k int) {
+			ffnBackwardInPlace(mp.experts[le], L.window(r0, k, h), L.recv[r0*d.D:(r0+k)*d.D], L.recvOut[r0*d.D:(r0+k)*d.D], k)
 		})
 		if err := sh.ep.AllToAllV(dist.AsBytes(L.recv), L.recvCnt, L.recvOf, dist.AsBytes(w.xs), L.sendCnt, L.sendOf); err != nil {
 			return fmt.Errorf("nn: layer %d gradient combine: %w", li, err)

@@ -143,6 +143,7 @@ func (c *core[F]) workspaceFor(B, T int) *workspace[F] {
 		w.rope = newRope[F](T, d.Dh, base)
 	}
 	c.ws = w
+	c.buffers++
 	return w
 }
 

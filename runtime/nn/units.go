@@ -119,6 +119,13 @@ func elems(shape []int) int {
 // buffers). Buffers shared by several layers count once.
 func (m *Model) WorkspaceBytes() (activations, dispatch, logits int64) {
 	c := m.c
+	if c.measured == c.buffers && c.buffers > 0 {
+		r := c.wsMeasure
+		return r[0], r[1], r[2]
+	}
+	defer func() {
+		c.measured, c.wsMeasure = c.buffers, [3]int64{activations, dispatch, logits}
+	}()
 	seen := map[uintptr]bool{}
 	var all int64
 	if c.ws != nil {

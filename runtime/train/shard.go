@@ -51,6 +51,40 @@ type part struct {
 	hostG  []float32 // offload: the gradient shard copied to the host
 	tmpW   []float32 // ZeRO 3: the gathered weights while the unit is in use
 	tmpG   []float32 // ZeRO ≥ 2: the unit's gradients while its backward runs
+	pad    []float32 // the rank's shard padded to the group's shard size (collective scratch)
+}
+
+// padded is the floats of the whole part once padded to a multiple of the group size.
+func (p *part) padded() int { return p.shard * p.comm.Size() }
+
+// gather all-gathers every rank's local shard of a part-shaped vector (at most p.shard
+// floats) into dst (p.padded() floats).
+func (p *part) gather(local, dst []float32) error {
+	if p.pad == nil {
+		p.pad = make([]float32, p.shard)
+	}
+	clear(p.pad[copy(p.pad, local):])
+	return dist.AllGatherOf(p.comm, p.pad, dst)
+}
+
+// buffers keeps released temporary buffers by length, so the next unit of the same size
+// reuses one instead of allocating: the meter counts what is in use, this keeps what the
+// peak needed.
+type buffers map[int][][]float32
+
+func (b buffers) take(n int) []float32 {
+	if l := b[n]; len(l) > 0 {
+		buf := l[len(l)-1]
+		b[n] = l[:len(l)-1]
+		return buf
+	}
+	return make([]float32, n)
+}
+
+func (b buffers) give(buf []float32) {
+	if buf != nil {
+		b[len(buf)] = append(b[len(buf)], buf)
+	}
 }
 
 // rank is one rank of a sharded run: its model, its shard of the states, and its meter.
@@ -65,6 +99,7 @@ type rank struct {
 	pieces  []piece
 	meter   *dist.Meter
 	cache   *unitCache // nil unless the layout runs the unified cache
+	spare   buffers    // released temporary buffers, by length
 	tied    bool
 	logits  int64 // bytes of the logits buffer already metered under Temp
 }
@@ -83,7 +118,7 @@ func newRank(m *program.Model, seed int64, cfg optim.Config, world dist.Comm, l 
 		c.Page = 4 << 20
 		l.Cache = &c
 	}
-	r := &rank{layout: l, world: world, meter: &dist.Meter{}, tied: m.TieEmbeddings}
+	r := &rank{layout: l, world: world, meter: &dist.Meter{}, tied: m.TieEmbeddings, spare: buffers{}}
 	// The unified cache's backing store is the host: the partitioned weights and gradients
 	// live there, and only cached pages and working buffers take device memory.
 	stateTier := dist.Device
@@ -262,11 +297,9 @@ func (r *rank) acquire(u int, grads bool) error {
 			w = hit.bufs[i][:p.n]
 		} else if r.layout.ZeRO >= 3 {
 			if p.tmpW == nil {
-				p.tmpW = make([]float32, p.shard*p.comm.Size())
+				p.tmpW = r.spare.take(p.padded())
 				r.meter.Alloc(dist.Device, dist.Temp, 4*int64(len(p.tmpW)))
-				sh := make([]float32, p.shard)
-				copy(sh, p.wShard)
-				if err := dist.AllGatherOf(p.comm, sh, p.tmpW); err != nil {
+				if err := p.gather(p.wShard, p.tmpW); err != nil {
 					return fmt.Errorf("train: gathering %s: %w", r.units[u].Name, err)
 				}
 			}
@@ -276,7 +309,8 @@ func (r *rank) acquire(u int, grads bool) error {
 			g = nil
 			if grads {
 				if p.tmpG == nil {
-					p.tmpG = make([]float32, p.shard*p.comm.Size())
+					p.tmpG = r.spare.take(p.padded())
+					clear(p.tmpG)
 					r.meter.Alloc(dist.Device, dist.Temp, 4*int64(len(p.tmpG)))
 				}
 				g = p.tmpG[:p.n]
@@ -303,9 +337,7 @@ func (r *rank) cachePut(u int) {
 		}
 	}
 	ok, evicted := r.cache.put(u, bytes, gathered)
-	for _, e := range evicted {
-		r.meter.Free(dist.Device, dist.Params, e.pages*r.cache.cfg.Page)
-	}
+	r.uncache(evicted)
 	if !ok {
 		return
 	}
@@ -314,6 +346,17 @@ func (r *rank) cachePut(u int) {
 		if p != nil {
 			r.meter.Free(dist.Device, dist.Temp, 4*int64(len(p.tmpW)))
 			p.tmpW = nil // owned by the cache now
+		}
+	}
+}
+
+// uncache returns evicted or dropped units' pages to the meter and their buffers to the
+// spares.
+func (r *rank) uncache(gone []*cached) {
+	for _, e := range gone {
+		r.meter.Free(dist.Device, dist.Params, e.pages*r.cache.cfg.Page)
+		for _, b := range e.bufs {
+			r.spare.give(b)
 		}
 	}
 }
@@ -328,20 +371,24 @@ func (r *rank) release(u int, grads bool) error {
 			continue
 		}
 		if grads && p.tmpG != nil {
-			out := make([]float32, p.shard)
-			if err := dist.ReduceScatterF32(p.comm, p.tmpG, out); err != nil {
+			if p.pad == nil {
+				p.pad = make([]float32, p.shard)
+			}
+			if err := dist.ReduceScatterF32(p.comm, p.tmpG, p.pad); err != nil {
 				return fmt.Errorf("train: reducing %s: %w", r.units[u].Name, err)
 			}
 			for j := range p.gShard {
-				p.gShard[j] += out[j]
+				p.gShard[j] += p.pad[j]
 			}
 		}
 		if p.tmpG != nil {
 			r.meter.Free(dist.Device, dist.Temp, 4*int64(len(p.tmpG)))
+			r.spare.give(p.tmpG)
 			p.tmpG = nil
 		}
 		if p.tmpW != nil {
 			r.meter.Free(dist.Device, dist.Temp, 4*int64(len(p.tmpW)))
+			r.spare.give(p.tmpW)
 			p.tmpW = nil
 		}
 		bufs[i] = [2][]float32{p.w, p.g}
@@ -469,9 +516,7 @@ func (r *rank) update(accum int) (optim.StepInfo, error) {
 		return info, err
 	}
 	if r.cache != nil { // the cached pages hold the old weights
-		for _, e := range r.cache.drop() {
-			r.meter.Free(dist.Device, dist.Params, e.pages*r.cache.cfg.Page)
-		}
+		r.uncache(r.cache.drop())
 	}
 	for _, ps := range r.parts {
 		for _, p := range ps {
@@ -482,13 +527,13 @@ func (r *rank) update(accum int) (optim.StepInfo, error) {
 				copy(p.wShard, p.host)
 			}
 			if r.layout.ZeRO >= 1 && r.layout.ZeRO < 3 {
-				sh := make([]float32, p.shard)
-				copy(sh, p.wShard)
-				full := make([]float32, p.shard*p.comm.Size())
-				if err := dist.AllGatherOf(p.comm, sh, full); err != nil {
+				full := r.spare.take(p.padded())
+				err := p.gather(p.wShard, full)
+				copy(p.w, full[:p.n])
+				r.spare.give(full)
+				if err != nil {
 					return info, fmt.Errorf("train: weight all-gather: %w", err)
 				}
-				copy(p.w, full[:p.n])
 			}
 		}
 	}
@@ -521,10 +566,8 @@ func (r *rank) tensors() (model, moments []safetensors.Tensor, err error) {
 				if r.layout.ZeRO == 0 && local != nil && len(local) == p.n {
 					return local, nil
 				}
-				sh := make([]float32, p.shard)
-				copy(sh, local)
-				all := make([]float32, p.shard*p.comm.Size())
-				if err := dist.AllGatherOf(p.comm, sh, all); err != nil {
+				all := make([]float32, p.padded())
+				if err := p.gather(local, all); err != nil {
 					return nil, err
 				}
 				return all[:p.n], nil

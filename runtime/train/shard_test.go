@@ -268,9 +268,15 @@ func TestCachePolicies(t *testing.T) {
 		if !ok || len(ev) != 1 || ev[0].unit != c.want {
 			t.Errorf("%s: evicted %v, want unit %d", c.policy, ev, c.want)
 		}
-		// A pinned unit is never evicted, and a unit larger than the free pool stays out.
-		if ok, _ := uc.put(10, 4000, [2][]float32{}); ok {
-			t.Errorf("%s: a unit larger than the pool was cached", c.policy)
+		// Unit 9 is still pinned: a two-page unit must evict the two others, never 9, and
+		// a unit that needs 9's page as well stays out.
+		ok, ev = uc.put(10, 2000, [2][]float32{})
+		if !ok || len(ev) != 2 || uc.entries[9] == nil {
+			t.Errorf("%s: caching a two-page unit next to a pinned one: ok %v, evicted %d, unit 9 kept %v", c.policy, ok, len(ev), uc.entries[9] != nil)
+		}
+		uc.unpin(10)
+		if ok, _ := uc.put(11, 3000, [2][]float32{}); ok {
+			t.Errorf("%s: a unit that needs the pinned unit's page was cached", c.policy)
 		}
 	}
 	if _, err := newUnitCache(CacheConfig{Eviction: "random"}); err == nil {
