@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/tools/txtar"
 
+	"github.com/moec-dev/moec/internal/golden"
 	"github.com/moec-dev/moec/lang/diag"
 	"github.com/moec-dev/moec/lang/format"
 )
@@ -55,18 +56,6 @@ func readConfig(t *testing.T, name string) []byte {
 // parameters, that the output is canonical (formatting it again changes nothing) and that
 // it matches the golden file.
 func TestImportPublished(t *testing.T) {
-	goldenPath := filepath.Join("testdata", "import.txtar")
-	golden := &txtar.Archive{Comment: []byte("Golden output of ImportConfig for testdata/configs (go test ./interop/hf -update).\n")}
-	if !*update {
-		var err error
-		if golden, err = txtar.ParseFile(goldenPath); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want := map[string][]byte{}
-	for _, f := range golden.Files {
-		want[f.Name] = f.Data
-	}
 	var out []txtar.File
 	for _, p := range published {
 		t.Run(p.file, func(t *testing.T) {
@@ -90,19 +79,11 @@ func TestImportPublished(t *testing.T) {
 			}
 			name := strings.TrimSuffix(p.file, ".json") + ".moe"
 			out = append(out, txtar.File{Name: name, Data: res.Source})
-			if !*update {
-				if d := cmp.Diff(string(want[name]), string(res.Source)); d != "" {
-					t.Errorf("%s differs from %s (-want +got):\n%s", name, goldenPath, d)
-				}
-			}
 		})
 	}
-	if *update {
-		golden.Files = out
-		if err := os.WriteFile(goldenPath, txtar.Format(golden), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	golden.Archive(t, filepath.Join("testdata", "import.txtar"), &txtar.Archive{
+		Comment: []byte("Golden output of ImportConfig for testdata/configs (go test ./interop/hf -update).\n"),
+		Files:   out}, *update)
 }
 
 // TestImportFullQKNormAndSharedGate checks that OLMoE's whole-projection q/k norms and

@@ -10,12 +10,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/google/go-cmp/cmp"
 	"golang.org/x/tools/txtar"
 
 	"github.com/moec-dev/moec/compiler/check"
 	"github.com/moec-dev/moec/compiler/plan"
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/internal/golden"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/launch.txtar")
@@ -131,38 +131,16 @@ func TestLaunchGolden(t *testing.T) {
 		{"hunyuan_hundred_billion", hunyuan, "hunyuan_1t", "hundred_billion"},
 		{"hunyuan_trillion", hunyuan, "hunyuan_1t", "trillion"},
 	}
-	goldenPath := filepath.Join("testdata", "launch.txtar")
-	golden := &txtar.Archive{Comment: []byte("Golden launches (go test ./interop/megatron -update).\n")}
-	if !*update {
-		var err error
-		if golden, err = txtar.ParseFile(goldenPath); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want := map[string]string{}
-	for _, f := range golden.Files {
-		want[f.Name] = string(f.Data)
-	}
-	var files []txtar.File
+	got := &txtar.Archive{Comment: []byte("Golden launches (go test ./interop/megatron -update).\n")}
 	for _, c := range cases {
 		l := launch(t, c.prog, c.train, c.stage)
 		var b bytes.Buffer
 		if err := l.Write(&b); err != nil {
 			t.Fatal(err)
 		}
-		files = append(files, txtar.File{Name: c.name + ".sh", Data: b.Bytes()})
-		if !*update {
-			if d := cmp.Diff(want[c.name+".sh"], b.String()); d != "" {
-				t.Errorf("%s (-want +got):\n%s", c.name, d)
-			}
-		}
+		got.Files = append(got.Files, txtar.File{Name: c.name + ".sh", Data: b.Bytes()})
 	}
-	if *update {
-		golden.Files = files
-		if err := os.WriteFile(goldenPath, txtar.Format(golden), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	golden.Archive(t, filepath.Join("testdata", "launch.txtar"), got, *update)
 }
 
 // TestLaunchValues checks the arguments that carry moec's numbers.

@@ -7,10 +7,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/google/go-cmp/cmp"
 	"golang.org/x/tools/txtar"
 
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/internal/golden"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/report.txtar")
@@ -63,24 +63,9 @@ func TestReportGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	golden := filepath.Join("testdata", "report.txtar")
-	if *update {
-		ar := &txtar.Archive{Comment: []byte("results.md written by Report for synthetic(); go test -update rewrites it.\n"),
-			Files: []txtar.File{{Name: "results.md", Data: got}}}
-		if err := os.WriteFile(golden, txtar.Format(ar), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ar, err := txtar.ParseFile(golden)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(ar.Files) != 1 {
-		t.Fatalf("%s: want one section", golden)
-	}
-	if diff := cmp.Diff(string(ar.Files[0].Data), string(got)); diff != "" {
-		t.Errorf("results.md differs (go test -update rewrites it):\n%s", diff)
-	}
+	golden.Archive(t, filepath.Join("testdata", "report.txtar"), &txtar.Archive{
+		Comment: []byte("results.md written by Report for synthetic(); go test -update rewrites it.\n"),
+		Files:   []txtar.File{{Name: "results.md", Data: got}}}, *update)
 	for _, must := range []string{"within spread", "real (lower)", "moe.experts = 4 → 8"} {
 		if !strings.Contains(string(got), must) {
 			t.Errorf("results.md lacks %q", must)

@@ -4,12 +4,13 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
-	"os"
 	"path/filepath"
 	"testing"
 
-	"github.com/moec-dev/moec/compiler/program"
 	"golang.org/x/tools/txtar"
+
+	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/internal/golden"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/params.txtar")
@@ -61,23 +62,5 @@ func TestParamsGolden(t *testing.T) {
 		}
 		got.Files = append(got.Files, txtar.File{Name: c.name, Data: buf.Bytes()})
 	}
-	path := filepath.Join("testdata", "params.txtar")
-	if *update {
-		if err := os.WriteFile(path, txtar.Format(&got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := txtar.ParseFile(path)
-	if err != nil {
-		t.Fatalf("%v (run with -update to create it)", err)
-	}
-	if len(want.Files) != len(got.Files) {
-		t.Fatalf("golden has %d sections, want %d; run with -update", len(want.Files), len(got.Files))
-	}
-	for i, f := range got.Files {
-		if want.Files[i].Name != f.Name || !bytes.Equal(want.Files[i].Data, f.Data) {
-			t.Errorf("section %s differs from the golden file (run with -update and review the diff):\n%s", f.Name, f.Data)
-		}
-	}
+	golden.Archive(t, filepath.Join("testdata", "params.txtar"), &got, *update)
 }
