@@ -345,18 +345,9 @@ func (in *interp) bin(fr *frame, e *Bin) (value, error) {
 			return value{f: max(x, y)}, nil
 		case Min:
 			return value{f: min(x, y)}, nil
-		case Lt:
-			return value{b: x < y}, nil
-		case Le:
-			return value{b: x <= y}, nil
-		case Gt:
-			return value{b: x > y}, nil
-		case Ge:
-			return value{b: x >= y}, nil
-		case Eq:
-			return value{b: x == y}, nil
-		case Ne:
-			return value{b: x != y}, nil
+		}
+		if b, ok := compare(e.Op, x, y); ok {
+			return value{b: b}, nil
 		}
 		return value{}, fmt.Errorf("float %v", e.Op)
 	}
@@ -380,18 +371,28 @@ func (in *interp) bin(fr *frame, e *Bin) (value, error) {
 		return value{i: max(x, y)}, nil
 	case Min:
 		return value{i: min(x, y)}, nil
-	case Lt:
-		return value{b: x < y}, nil
-	case Le:
-		return value{b: x <= y}, nil
-	case Gt:
-		return value{b: x > y}, nil
-	case Ge:
-		return value{b: x >= y}, nil
-	case Eq:
-		return value{b: x == y}, nil
-	case Ne:
-		return value{b: x != y}, nil
+	}
+	if b, ok := compare(e.Op, x, y); ok {
+		return value{b: b}, nil
 	}
 	return value{}, fmt.Errorf("integer %v", e.Op)
+}
+
+// compare evaluates a comparison; ok is false when op is not one.
+func compare[T float32 | int64](op Op, x, y T) (b, ok bool) {
+	switch op {
+	case Lt:
+		return x < y, true
+	case Le:
+		return x <= y, true
+	case Gt:
+		return x > y, true
+	case Ge:
+		return x >= y, true
+	case Eq:
+		return x == y, true
+	case Ne:
+		return x != y, true
+	}
+	return false, false
 }
