@@ -98,38 +98,39 @@ func TestConformance(t *testing.T) {
 
 // TestFailureStopsJob: a rank that aborts, exits or never arrives mid-collective stops
 // the whole job (non-zero exit, no hang), and the output names the rank.
+//
+// Only moec's own messages are required. mpirun's banners ("MPI_ABORT was invoked on rank
+// 2", "exited with non-zero status") go through its help-message relay, which under load
+// can print "ORTE_ERROR_LOG: Out of resource in file show_help.c" instead (Open MPI 4.1);
+// the test logs whether they came.
 func TestFailureStopsJob(t *testing.T) {
 	bin := mpiProgram(t)
 	for _, tc := range []struct {
-		fail string
-		want []*regexp.Regexp
+		fail       string
+		want       *regexp.Regexp // moec's message naming the rank
+		fromMpirun *regexp.Regexp // mpirun's banner, logged when present
 	}{
-		// The aborting rank names itself, and so does mpirun.
-		{"abort", []*regexp.Regexp{
-			regexp.MustCompile(`MPI rank 2 of 3 .*failed: injected failure on rank 2`),
-			regexp.MustCompile(`MPI_ABORT was invoked on rank 2`),
-		}},
-		// mpirun reports the process that exited: [[job,1],2].
-		{"exit", []*regexp.Regexp{regexp.MustCompile(`(?s)exited with non-zero status.*\[\[\d+,\d+\],2\]`)}},
-		// The waiting ranks time out, say so, and abort. Only moec's own message is
-		// required: when two ranks call MPI_Abort at once, mpirun's "MPI_ABORT was
-		// invoked" banner can be lost to a race in its help-message relay (Open MPI 4.1
-		// prints "ORTE_ERROR_LOG: Data unpack would read past end of buffer" instead).
-		{"stall", []*regexp.Regexp{
+		{"abort",
+			regexp.MustCompile(`MPI rank 2 of 3 .*failed: injected failure on rank 2; aborting the job`),
+			regexp.MustCompile(`MPI_ABORT was invoked on rank 2`)},
+		{"exit",
+			// The exiting rank's last words, or mpirun naming it: [[job,1],2].
+			regexp.MustCompile(`(?s)mpicheck: rank 2 exits mid-run|exited with non-zero status.*\[\[\d+,\d+\],2\]`),
+			regexp.MustCompile(`(?s)exited with non-zero status.*\[\[\d+,\d+\],2\]`)},
+		{"stall",
 			regexp.MustCompile(`MPI rank [01] of 3: rank [01]: all_reduce on group world timed out after 2s waiting for the other ranks; aborting the job`),
-		}},
+			regexp.MustCompile(`MPI_ABORT was invoked on rank [01]`)},
 	} {
 		t.Run(tc.fail, func(t *testing.T) {
 			out, took, err := mpirun(t, 3, bin, "-fail", tc.fail, "-timeout", "2s")
-			t.Logf("mpirun -np 3 -fail %s: stopped after %s", tc.fail, took.Round(time.Millisecond))
+			t.Logf("mpirun -np 3 -fail %s: stopped after %s; mpirun's own report present: %v",
+				tc.fail, took.Round(time.Millisecond), tc.fromMpirun.MatchString(out))
 			var exit *exec.ExitError
 			if !errors.As(err, &exit) || exit.ExitCode() == 0 {
 				t.Fatalf("mpirun: got %v, want a non-zero exit\n%s", err, out)
 			}
-			for _, re := range tc.want {
-				if !re.MatchString(out) {
-					t.Errorf("output does not match %q:\n%s", re, out)
-				}
+			if !tc.want.MatchString(out) {
+				t.Errorf("output does not match %q:\n%s", tc.want, out)
 			}
 		})
 	}
