@@ -29,7 +29,9 @@ func newExportHFCommand(stdout, stderr io.Writer) *cobra.Command {
 		Short: "Write a checkpoint as a Hugging Face folder (config.json + model.safetensors)",
 		Long: "hf writes the checkpoint (a checkpoint directory, or a run directory whose newest\n" +
 			"checkpoint is taken) in the layout the matching transformers class loads: Mixtral for a\n" +
-			"Mixtral-shaped model, Qwen3-MoE for one with q/k norms, Llama (or Qwen3) for a dense one.\n" +
+			"Mixtral-shaped model, Qwen3-MoE for per-head q/k norms, OLMoE for whole-projection q/k\n" +
+			"norms (qk_norm = full), Qwen2-MoE for one gated shared expert, Llama (or Qwen3) for a\n" +
+			"dense one.\n" +
 			"A model with features no such class has is written in moec's layout, and hf says which\n" +
 			"features. export_manifest.json records every tensor's hash and each expert's tensors.",
 		Args: cobra.NoArgs,

@@ -36,7 +36,7 @@ func newImportHFCommand(stdout, stderr io.Writer) *cobra.Command {
 			"--drop FIELD,... imports without them and notes each in the header.\n" +
 			"With --checkpoint HFDIR (config.json and *.safetensors), hf converts the weights too:\n" +
 			"OUTDIR/NAME.moe and a moec checkpoint under OUTDIR/checkpoints that eval, generate and\n" +
-			"export read.",
+			"export read (Llama, Mistral, Qwen2/3, Mixtral, Qwen2-MoE, Qwen3-MoE and OLMoE weights).",
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opt := hf.Options{Name: name, Drop: drop}

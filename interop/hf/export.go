@@ -314,6 +314,36 @@ func hfConfig(m *program.Model, l Layout) map[string]any {
 		cfg["router_aux_loss_coef"] = e.BalanceLoss
 		cfg["use_sliding_window"] = false
 		cfg["sliding_window"] = nil
+	case LayoutOlmoe:
+		// OlmoeConfig: every layer is sparse, intermediate_size is each expert's width and
+		// q_norm/k_norm span hidden_size and kv_heads·head_dim (no field says so).
+		e := m.MoE
+		cfg["intermediate_size"] = e.ExpertHidden
+		cfg["attention_bias"] = false
+		cfg["clip_qkv"] = nil
+		cfg["num_experts"] = e.Experts
+		cfg["num_experts_per_tok"] = e.TopK
+		cfg["norm_topk_prob"] = e.Normalize
+		cfg["router_aux_loss_coef"] = e.BalanceLoss
+		cfg["router_z_loss_coef"] = e.ZLoss
+	case LayoutQwen2MoE:
+		// Qwen2MoeConfig has no attention_bias: its Q/K/V always carry biases, its output
+		// projection never does. intermediate_size is the dense layers' width.
+		e := m.MoE
+		sh := e.SharedHidden
+		if sh == 0 {
+			sh = e.ExpertHidden
+		}
+		cfg["num_experts"] = e.Experts
+		cfg["num_experts_per_tok"] = e.TopK
+		cfg["moe_intermediate_size"] = e.ExpertHidden
+		cfg["shared_expert_intermediate_size"] = sh
+		cfg["decoder_sparse_step"] = max(e.Every, 1)
+		cfg["mlp_only_layers"] = []int{}
+		cfg["norm_topk_prob"] = e.Normalize
+		cfg["router_aux_loss_coef"] = e.BalanceLoss
+		cfg["use_sliding_window"] = false
+		cfg["sliding_window"] = nil
 	}
 	return cfg
 }

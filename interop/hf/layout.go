@@ -17,6 +17,8 @@ const (
 	LayoutQwen3    Layout = "qwen3"     // Qwen3ForCausalLM: dense with per-head q/k norms
 	LayoutMixtral  Layout = "mixtral"   // MixtralForCausalLM
 	LayoutQwen3MoE Layout = "qwen3_moe" // Qwen3MoeForCausalLM: experts under mlp.
+	LayoutOlmoe    Layout = "olmoe"     // OlmoeForCausalLM: experts under mlp., whole-projection q/k norms
+	LayoutQwen2MoE Layout = "qwen2_moe" // Qwen2MoeForCausalLM: experts under mlp., one gated shared expert
 	LayoutMoec     Layout = "moec"      // moec's names; no transformers class
 )
 
@@ -24,37 +26,58 @@ const (
 var classOf = map[Layout]string{
 	LayoutLlama: "LlamaForCausalLM", LayoutQwen3: "Qwen3ForCausalLM",
 	LayoutMixtral: "MixtralForCausalLM", LayoutQwen3MoE: "Qwen3MoeForCausalLM",
+	LayoutOlmoe: "OlmoeForCausalLM", LayoutQwen2MoE: "Qwen2MoeForCausalLM",
 }
 
 // moecNames rewrites between moec's names (runtime/nn, Mixtral-style block_sparse_moe) and
-// the Qwen3-MoE names. Dense layers' mlp.gate_proj etc. are the same in both.
+// the names of the classes that keep their experts under mlp. (Qwen3-MoE, OLMoE,
+// Qwen2-MoE). Dense layers' mlp.gate_proj etc. are the same in all of them. Qwen2-MoE's one
+// shared expert is moec's shared_experts.0 and its shared_expert_gate keeps its name.
 var (
 	qwenExpert = regexp.MustCompile(`^(model\.layers\.\d+\.)mlp\.(gate\.weight|experts\.\d+\.(gate_proj|up_proj|down_proj)\.weight)$`)
 	moecExpert = regexp.MustCompile(`^(model\.layers\.\d+\.)block_sparse_moe\.(gate\.weight|experts\.\d+\.(w1|w3|w2)\.weight)$`)
+	qwenShared = regexp.MustCompile(`^(model\.layers\.\d+\.)mlp\.(shared_expert\.(gate_proj|up_proj|down_proj)\.weight|shared_expert_gate\.weight)$`)
+	moecShared = regexp.MustCompile(`^(model\.layers\.\d+\.)block_sparse_moe\.(shared_experts\.0\.(w1|w3|w2)\.weight|shared_expert_gate\.weight)$`)
 	expertOf   = regexp.MustCompile(`^model\.layers\.(\d+)\.(?:block_sparse_moe|mlp)\.experts\.(\d+)\.`)
 )
 
-var qwenToMoec = strings.NewReplacer("gate_proj", "w1", "up_proj", "w3", "down_proj", "w2")
-var moecToQwen = strings.NewReplacer(".w1.", ".gate_proj.", ".w3.", ".up_proj.", ".w2.", ".down_proj.")
+var (
+	qwenToMoec = strings.NewReplacer("gate_proj", "w1", "up_proj", "w3", "down_proj", "w2")
+	moecToQwen = strings.NewReplacer(".w1.", ".gate_proj.", ".w3.", ".up_proj.", ".w2.", ".down_proj.")
+	// The shared expert's projections: shared_expert.gate_proj is shared_experts.0.w1.
+	qwenSharedToMoec = strings.NewReplacer("shared_expert.gate_proj.", "shared_experts.0.w1.", "shared_expert.up_proj.", "shared_experts.0.w3.", "shared_expert.down_proj.", "shared_experts.0.w2.")
+	moecSharedToQwen = strings.NewReplacer("shared_experts.0.w1.", "shared_expert.gate_proj.", "shared_experts.0.w3.", "shared_expert.up_proj.", "shared_experts.0.w2.", "shared_expert.down_proj.")
+)
+
+// expertsUnderMLP reports whether layout l keeps its router and experts under mlp.
+func expertsUnderMLP(l Layout) bool {
+	return l == LayoutQwen3MoE || l == LayoutOlmoe || l == LayoutQwen2MoE
+}
 
 // toMoec returns the moec name of a tensor of layout l.
 func toMoec(l Layout, name string) string {
-	if l != LayoutQwen3MoE {
+	if !expertsUnderMLP(l) {
 		return name
 	}
 	if m := qwenExpert.FindStringSubmatch(name); m != nil {
 		return m[1] + "block_sparse_moe." + qwenToMoec.Replace(m[2])
+	}
+	if m := qwenShared.FindStringSubmatch(name); m != nil && l == LayoutQwen2MoE {
+		return m[1] + "block_sparse_moe." + qwenSharedToMoec.Replace(m[2])
 	}
 	return name
 }
 
 // fromMoec returns the name layout l gives moec's tensor name.
 func fromMoec(l Layout, name string) string {
-	if l != LayoutQwen3MoE {
+	if !expertsUnderMLP(l) {
 		return name
 	}
 	if m := moecExpert.FindStringSubmatch(name); m != nil {
 		return m[1] + "mlp." + moecToQwen.Replace(m[2])
+	}
+	if m := moecShared.FindStringSubmatch(name); m != nil && l == LayoutQwen2MoE {
+		return m[1] + "mlp." + moecSharedToQwen.Replace(m[2])
 	}
 	return name
 }
@@ -93,8 +116,13 @@ func expected(m *program.Model, l Layout) []shape {
 			add(p+"self_attn.o_proj.bias", d)
 		}
 		if a.QKNorm {
-			add(p+"self_attn.q_norm.weight", hd)
-			add(p+"self_attn.k_norm.weight", hd)
+			// Qwen3's norms are per head; OLMoE's (qk_norm = full) span the whole projections.
+			qw, kw := hd, hd
+			if a.QKNormFull {
+				qw, kw = a.Heads*hd, a.KVHeads*hd
+			}
+			add(p+"self_attn.q_norm.weight", qw)
+			add(p+"self_attn.k_norm.weight", kw)
 		}
 		add(p+"post_attention_layernorm.weight", d)
 		if !m.IsMoELayer(i) {
@@ -120,6 +148,21 @@ func expected(m *program.Model, l Layout) []shape {
 			add(ep+"w2.weight", d, h)
 			add(ep+"w3.weight", h, d)
 		}
+		// Qwen2-MoE's shared expert (gate_proj, up_proj, down_proj) and the Linear(d, 1)
+		// that gates it.
+		sh := int(e.SharedHidden)
+		if sh == 0 {
+			sh = h
+		}
+		for x := 0; x < e.SharedExperts; x++ {
+			sp := fmt.Sprintf("%sblock_sparse_moe.shared_experts.%d.", p, x)
+			add(sp+"w1.weight", sh, d)
+			add(sp+"w3.weight", sh, d)
+			add(sp+"w2.weight", d, sh)
+		}
+		if e.SharedGate && e.SharedExperts > 0 {
+			add(p+"block_sparse_moe.shared_expert_gate.weight", 1, d)
+		}
 	}
 	add("model.norm.weight", d)
 	if !m.TieEmbeddings {
@@ -129,7 +172,7 @@ func expected(m *program.Model, l Layout) []shape {
 }
 
 // layoutFor chooses the transformers layout that holds m exactly, or LayoutMoec and the
-// features that no transformers class of those four has.
+// features that none of the classes moec writes has.
 func layoutFor(m *program.Model) (Layout, []string) {
 	var gaps []string
 	gap := func(cond bool, what string) {
@@ -149,8 +192,6 @@ func layoutFor(m *program.Model) (Layout, []string) {
 	gap(a.ShareWeights < 1, "stochastic attention-weight sharing (share_weights < 1)")
 	gap(a.ShareKV > 1, "cross-layer K/V sharing (share_kv > 1)")
 	gap(a.Sinks, "attention sinks")
-	gap(a.QKNorm && a.QKNormFull, "q/k norms over the whole projections (qk_norm = full, OLMoE's; the classes moec writes norm per head)")
-	gap(a.BiasQKV != a.BiasOut, "a bias on Q/K/V but not on the output, or the reverse (attention_bias sets both)")
 	gap(m.FFN.Activation != program.SwiGLU && m.FFN.Activation != program.GeGLU, fmt.Sprintf("ffn activation %s (the classes gate their FFNs: swiglu or geglu)", m.FFN.Activation))
 	if e := m.MoE; e != nil && e.Experts > 0 {
 		gap(e.Router == program.RouteTokenEmbedding, "token-embedding routing (router = token_embedding)")
@@ -158,8 +199,8 @@ func layoutFor(m *program.Model) (Layout, []string) {
 		gap(e.ExpertBias || m.FFN.Bias, "biases in the FFNs of an MoE model")
 		gap(e.RouterBias, "a router bias")
 		gap(e.Score != program.Softmax, fmt.Sprintf("score = %s (the classes route with a softmax)", e.Score))
-		gap(e.SharedExperts > 0, "shared experts")
-		gap(e.SharedGate && e.SharedExperts > 0, "a gated shared expert (shared_gate, Qwen2-MoE's; not among the classes moec writes)")
+		gap(e.SharedExperts > 1, fmt.Sprintf("%d shared experts (Qwen2-MoE, the one class with a shared expert, has one)", e.SharedExperts))
+		gap(e.SharedExperts == 1 && !e.SharedGate, "an ungated shared expert (Qwen2-MoE scales its shared expert by sigmoid(shared_expert_gate(x)): shared_gate = true)")
 		gap(e.ParallelDense, "a dense FFN in parallel with the experts (parallel_dense)")
 		gap(e.Groups > 0, "node-limited routing (groups)")
 		gap(e.AuxFreeBias > 0, "auxiliary-loss-free bias balancing")
@@ -167,16 +208,10 @@ func layoutFor(m *program.Model) (Layout, []string) {
 		if len(gaps) > 0 {
 			return LayoutMoec, gaps
 		}
-		// Mixtral always renormalises its top-k and has no q/k norms and MoE in every layer;
-		// Qwen3-MoE has q/k norms, an optional renormalisation and MoE every N layers.
-		if !a.QKNorm && e.Normalize && (e.Every <= 1) && !a.BiasQKV && m.FFN.Activation == program.SwiGLU {
-			return LayoutMixtral, nil
-		}
-		if a.QKNorm && m.FFN.Activation == program.SwiGLU && a.Window == 0 {
-			return LayoutQwen3MoE, nil
-		}
-		return LayoutMoec, []string{"this combination of q/k norms, top-k renormalisation, MoE step and attention bias (Mixtral: no q/k norm, renormalised, every layer, no bias; Qwen3-MoE: q/k norms)"}
+		return moeLayoutFor(m)
 	}
+	gap(a.QKNorm && a.QKNormFull, "q/k norms over the whole projections in a dense model (qk_norm = full; Qwen3 norms per head)")
+	gap(a.BiasQKV != a.BiasOut, "a bias on Q/K/V but not on the output, or the reverse (attention_bias sets both)")
 	gap(a.Window > 0, "a sliding window in a dense model")
 	if len(gaps) > 0 {
 		return LayoutMoec, gaps
@@ -185,4 +220,78 @@ func layoutFor(m *program.Model) (Layout, []string) {
 		return LayoutQwen3, nil
 	}
 	return LayoutLlama, nil
+}
+
+// moeLayoutFor chooses among the MoE classes for an MoE model each of whose features one
+// of them has: the class that needs nothing m lacks (their needs exclude one another), or
+// LayoutMoec and, for each class, what m would need to be for it.
+func moeLayoutFor(m *program.Model) (Layout, []string) {
+	a, e := m.Attention, m.MoE
+	swiglu := m.FFN.Activation == program.SwiGLU
+	// OLMoE and Qwen2-MoE take head_dim as hidden_size / num_attention_heads.
+	wholeHeads := a.HeadDim*int64(a.Heads) == m.DModel
+	gated := e.SharedExperts == 1 && e.SharedGate
+	type need struct {
+		ok   bool   // m meets it
+		what string // what the class needs, as a reader would fix the model
+	}
+	classes := []struct {
+		layout Layout
+		needs  []need
+	}{
+		// Mixtral always renormalises its top-k, has no q/k norms, no bias, no shared expert
+		// and MoE in every layer; it alone has a sliding window.
+		{LayoutMixtral, []need{
+			{!a.QKNorm, "no q/k norms"},
+			{e.Normalize, "a renormalised top-k (normalize = true)"},
+			{e.Every <= 1, "MoE in every layer"},
+			{!a.BiasQKV && !a.BiasOut, "no attention bias"},
+			{e.SharedExperts == 0, "no shared expert"},
+			{swiglu, "swiglu"},
+		}},
+		// Qwen3-MoE: per-head q/k norms, optional renormalisation, MoE every N layers.
+		{LayoutQwen3MoE, []need{
+			{a.QKNorm && !a.QKNormFull, "per-head q/k norms (qk_norm = true)"},
+			{a.BiasQKV == a.BiasOut, "attention biases on Q/K/V and the output or on none (attention_bias sets both)"},
+			{e.SharedExperts == 0, "no shared expert"},
+			{swiglu, "swiglu"},
+			{a.Window == 0, "no sliding window"},
+		}},
+		// OLMoE: q/k norms over the whole projections, MoE in every layer, no biases,
+		// optional renormalisation.
+		{LayoutOlmoe, []need{
+			{a.QKNorm && a.QKNormFull, "q/k norms over the whole projections (qk_norm = full)"},
+			{e.Every <= 1, "MoE in every layer"},
+			{!a.BiasQKV && !a.BiasOut, "no attention bias"},
+			{e.SharedExperts == 0, "no shared expert"},
+			{swiglu, "swiglu"},
+			{a.Window == 0, "no sliding window"},
+			{wholeHeads, "head_dim = d_model / heads"},
+		}},
+		// Qwen2-MoE: biases on Q, K and V only, one shared expert scaled by
+		// sigmoid(shared_expert_gate(x)), no q/k norms, optional renormalisation, MoE every
+		// N layers.
+		{LayoutQwen2MoE, []need{
+			{!a.QKNorm, "no q/k norms"},
+			{a.BiasQKV && !a.BiasOut, "biases on Q, K and V only (qkv_bias = true, out_bias = false)"},
+			{gated, "one gated shared expert (shared_experts = 1, shared_gate = true)"},
+			{swiglu, "swiglu"},
+			{a.Window == 0, "no sliding window"},
+			{wholeHeads, "head_dim = d_model / heads"},
+		}},
+	}
+	var why []string
+	for _, c := range classes {
+		var unmet []string
+		for _, n := range c.needs {
+			if !n.ok {
+				unmet = append(unmet, n.what)
+			}
+		}
+		if len(unmet) == 0 {
+			return c.layout, nil
+		}
+		why = append(why, fmt.Sprintf("%s needs %s", classOf[c.layout], strings.Join(unmet, ", ")))
+	}
+	return LayoutMoec, []string{"no class moec writes holds this combination of features: " + strings.Join(why, "; ")}
 }

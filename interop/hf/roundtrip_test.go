@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"math"
+	"math/rand"
 	"os"
 	"path/filepath"
 	"strings"
@@ -45,6 +46,18 @@ model tiny_gated {
   ffn { hidden = 64; activation = swiglu }
   moe { experts = 4; top_k = 2; expert_hidden = 24; shared_experts = 1; shared_hidden = 40; shared_gate = true; capacity_factor = dropless }
 }
+model tiny_olmoe {
+  vocab = 300; d_model = 32; layers = 2; seq_len = 16; norm_eps = 1e-5
+  attention { heads = 4; kv_heads = 2; qk_norm = full }
+  ffn { hidden = 24; activation = swiglu }
+  moe { experts = 6; top_k = 3; normalize = false; capacity_factor = dropless; balance_loss = 0.01; z_loss = 0.001 }
+}
+model tiny_qwen2_moe {
+  vocab = 300; d_model = 32; layers = 4; seq_len = 16; rope_base = 1e6
+  attention { heads = 4; kv_heads = 2; qkv_bias = true }
+  ffn { hidden = 64; activation = swiglu }
+  moe { experts = 6; top_k = 2; expert_hidden = 24; shared_experts = 1; shared_hidden = 40; shared_gate = true; every = 2; normalize = true; capacity_factor = dropless }
+}
 model tiny_hunyuan {
   vocab = 300; d_model = 32; layers = 2; seq_len = 16
   attention { heads = 4; talking_heads = true; share_weights = 0.5 }
@@ -63,14 +76,36 @@ func tinyModel(t *testing.T, name string) *program.Model {
 	return prog.Models[name]
 }
 
-// saveCheckpoint writes a freshly initialised runtime model as a moec checkpoint and
-// returns its directory and tensors.
-func saveCheckpoint(t *testing.T, m *program.Model) (string, []safetensors.Tensor) {
+// tinyNet builds m with seed 7 and gives every tensor the initialisation leaves constant
+// (norm scales of ones, biases of zeros) seeded random values around the same level: a
+// mapping that swapped two norms or two biases, or dropped one, must change the logits.
+func tinyNet(t *testing.T, m *program.Model) *nn.Model {
 	t.Helper()
 	net, err := nn.New(m, 7)
 	if err != nil {
 		t.Fatal(err)
 	}
+	for i, p := range net.Params() {
+		constant := true
+		for _, v := range p.W {
+			constant = constant && v == p.W[0]
+		}
+		if !constant {
+			continue
+		}
+		rng := rand.New(rand.NewSource(int64(i)))
+		for j := range p.W {
+			p.W[j] += float32(0.2 * rng.NormFloat64())
+		}
+	}
+	return net
+}
+
+// saveCheckpoint writes the runtime model tinyNet makes as a moec checkpoint and returns
+// its directory and tensors.
+func saveCheckpoint(t *testing.T, m *program.Model) (string, []safetensors.Tensor) {
+	t.Helper()
+	net := tinyNet(t, m)
 	ts := train.ParamTensors(net.Params())
 	hash, _ := checkpoint.ConfigHash(m)
 	dir, err := checkpoint.Writer{}.Save(filepath.Join(t.TempDir(), "run", train.CheckpointsDir), &checkpoint.Checkpoint{
@@ -106,6 +141,8 @@ func TestRoundTrip(t *testing.T) {
 		{"tiny_mixtral", LayoutMixtral},
 		{"tiny_llama", LayoutLlama},
 		{"tiny_qwen3_moe", LayoutQwen3MoE},
+		{"tiny_olmoe", LayoutOlmoe},
+		{"tiny_qwen2_moe", LayoutQwen2MoE},
 	} {
 		t.Run(tc.model, func(t *testing.T) {
 			m := tinyModel(t, tc.model)
@@ -120,6 +157,22 @@ func TestRoundTrip(t *testing.T) {
 			}
 			if _, err := VerifyExport(out1); err != nil {
 				t.Fatal(err)
+			}
+			// Each routed expert of each MoE layer went out as one set of its three
+			// projections, and nothing else (a shared expert, a router) joined a set.
+			sets := 0
+			for i := 0; i < m.Layers; i++ {
+				if m.IsMoELayer(i) {
+					sets += m.MoE.Experts
+				}
+			}
+			if len(man.Experts) != sets {
+				t.Errorf("%d expert sets in the manifest, the model has %d routed experts", len(man.Experts), sets)
+			}
+			for _, x := range man.Experts {
+				if len(x.Tensors) != 3 {
+					t.Errorf("layer %d expert %d carries %v", x.Layer, x.Expert, x.Tensors)
+				}
 			}
 			imp, err := ImportCheckpoint(out1, filepath.Join(t.TempDir(), "imported"), Options{Name: tc.model})
 			if err != nil {
@@ -142,7 +195,13 @@ func TestRoundTrip(t *testing.T) {
 					t.Fatalf("tensor %s did not come back bit-exact", o.Name)
 				}
 			}
-			// The imported model is the original one: same counts, and the runtime loads it.
+			// The imported model is the original one: the same config, and the runtime loads it.
+			h1, _ := checkpoint.ConfigHash(m)
+			if h2, _ := checkpoint.ConfigHash(imp.Model); h1 != h2 {
+				a, _ := json.Marshal(m)
+				b, _ := json.Marshal(imp.Model)
+				t.Errorf("the imported model differs from the exported one:\n%s\n%s", a, b)
+			}
 			if _, _, err := train.LoadNet(imp.Checkpoint, nil); err != nil {
 				t.Fatalf("runtime cannot load the imported checkpoint: %v", err)
 			}
@@ -317,55 +376,136 @@ func TestImportShardedBF16(t *testing.T) {
 	}
 }
 
-// TestExportGatedAndFullNorm checks that OLMoE's whole-projection q/k norms and
-// Qwen2-MoE's shared-expert gate, which no class moec writes holds, go out in moec's layout
-// with both named, their tensors at their Hugging Face shapes and both fields in the
-// written model config.
+// TestExportGatedAndFullNorm checks where OLMoE's whole-projection q/k norms and
+// Qwen2-MoE's shared-expert gate go: each alone into its class, with the tensors at the
+// class's names and shapes; both together, which no class holds, into moec's layout with
+// what each class would need named and both fields kept in the written model config.
 func TestExportGatedAndFullNorm(t *testing.T) {
-	dir, orig := saveCheckpoint(t, tinyModel(t, "tiny_gated"))
-	out := filepath.Join(t.TempDir(), "x")
-	man, err := Export(dir, out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if man.Layout != LayoutMoec {
-		t.Fatalf("layout %s, want moec", man.Layout)
-	}
-	all := strings.Join(man.Unsupported, "; ")
-	for _, w := range []string{"qk_norm = full", "shared_gate"} {
-		if !strings.Contains(all, w) {
-			t.Errorf("unsupported list lacks %q: %s", w, all)
-		}
-	}
-	v, err := VerifyExport(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(v.Tensors) != len(orig) {
-		t.Errorf("%d tensors exported, checkpoint has %d", len(v.Tensors), len(orig))
-	}
-	shapes := map[string][]int{}
-	for _, e := range v.Tensors {
-		shapes[e.Name] = e.Shape
-	}
-	for name, want := range map[string][]int{
-		"model.layers.1.self_attn.q_norm.weight":                    {32}, // heads·head_dim
-		"model.layers.1.self_attn.k_norm.weight":                    {16}, // kv_heads·head_dim
-		"model.layers.1.block_sparse_moe.shared_expert_gate.weight": {1, 32},
+	for _, tc := range []struct {
+		model  string
+		layout Layout
+		shapes map[string][]int
+	}{
+		{"tiny_olmoe", LayoutOlmoe, map[string][]int{
+			"model.layers.1.self_attn.q_norm.weight":        {32}, // heads·head_dim
+			"model.layers.1.self_attn.k_norm.weight":        {16}, // kv_heads·head_dim
+			"model.layers.1.mlp.gate.weight":                {6, 32},
+			"model.layers.1.mlp.experts.5.down_proj.weight": {32, 24},
+		}},
+		{"tiny_qwen2_moe", LayoutQwen2MoE, map[string][]int{
+			"model.layers.1.self_attn.q_proj.bias":              {32},
+			"model.layers.1.self_attn.k_proj.bias":              {16},
+			"model.layers.1.mlp.shared_expert.gate_proj.weight": {40, 32},
+			"model.layers.1.mlp.shared_expert.down_proj.weight": {32, 40},
+			"model.layers.1.mlp.shared_expert_gate.weight":      {1, 32},
+			"model.layers.1.mlp.experts.5.up_proj.weight":       {24, 32},
+			"model.layers.0.mlp.up_proj.weight":                 {64, 32}, // a dense layer
+		}},
+		{"tiny_gated", LayoutMoec, map[string][]int{
+			"model.layers.1.self_attn.q_norm.weight":                    {32},
+			"model.layers.1.self_attn.k_norm.weight":                    {16},
+			"model.layers.1.block_sparse_moe.shared_expert_gate.weight": {1, 32},
+		}},
 	} {
-		if !sameDims(shapes[name], want) {
-			t.Errorf("%s: shape %v, want %v", name, shapes[name], want)
+		t.Run(tc.model, func(t *testing.T) {
+			dir, orig := saveCheckpoint(t, tinyModel(t, tc.model))
+			out := filepath.Join(t.TempDir(), "x")
+			man, err := Export(dir, out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if man.Layout != tc.layout {
+				t.Fatalf("layout %s (unsupported %v), want %s", man.Layout, man.Unsupported, tc.layout)
+			}
+			v, err := VerifyExport(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(v.Tensors) != len(orig) {
+				t.Errorf("%d tensors exported, checkpoint has %d", len(v.Tensors), len(orig))
+			}
+			shapes := map[string][]int{}
+			for _, e := range v.Tensors {
+				shapes[e.Name] = e.Shape
+			}
+			for name, want := range tc.shapes {
+				if !sameDims(shapes[name], want) {
+					t.Errorf("%s: shape %v, want %v", name, shapes[name], want)
+				}
+			}
+			if tc.layout != LayoutMoec {
+				if len(man.Unsupported) != 0 {
+					t.Errorf("unsupported %v", man.Unsupported)
+				}
+				return
+			}
+			all := strings.Join(man.Unsupported, "; ")
+			for _, w := range []string{
+				"OlmoeForCausalLM needs no shared expert",
+				"Qwen2MoeForCausalLM needs no q/k norms, biases on Q, K and V only",
+				"Qwen3MoeForCausalLM needs per-head q/k norms (qk_norm = true)",
+			} {
+				if !strings.Contains(all, w) {
+					t.Errorf("unsupported list lacks %q: %s", w, all)
+				}
+			}
+			b, err := os.ReadFile(filepath.Join(out, MoecConfigFile))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var m program.Model
+			if err := json.Unmarshal(b, &m); err != nil {
+				t.Fatal(err)
+			}
+			if !m.Attention.QKNorm || !m.Attention.QKNormFull || m.MoE == nil || !m.MoE.SharedGate {
+				t.Errorf("%s lost qk_norm = full or shared_gate: attention %+v, moe %+v", MoecConfigFile, m.Attention, m.MoE)
+			}
+		})
+	}
+}
+
+// TestLayoutChoice checks which class each published config's model is exported as (the
+// class it came from), and that a model one feature away from OLMoE or Qwen2-MoE is not
+// forced into that class but goes out in moec's layout with the feature named.
+func TestLayoutChoice(t *testing.T) {
+	for file, want := range map[string]Layout{
+		"mixtral-8x7b.json":      LayoutMixtral,
+		"qwen3-30b-a3b.json":     LayoutQwen3MoE,
+		"llama-3-8b.json":        LayoutLlama,
+		"olmoe-1b-7b.json":       LayoutOlmoe,
+		"qwen1.5-moe-a2.7b.json": LayoutQwen2MoE,
+	} {
+		res, err := ImportConfig(readConfig(t, file), Options{Drop: []string{"rope_scaling"}})
+		if err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		if got, gaps := layoutFor(res.Model); got != want {
+			t.Errorf("%s: layout %s (%v), want %s", file, got, gaps, want)
 		}
 	}
-	b, err := os.ReadFile(filepath.Join(out, MoecConfigFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m program.Model
-	if err := json.Unmarshal(b, &m); err != nil {
-		t.Fatal(err)
-	}
-	if !m.Attention.QKNorm || !m.Attention.QKNormFull || m.MoE == nil || !m.MoE.SharedGate {
-		t.Errorf("%s lost qk_norm = full or shared_gate: attention %+v, moe %+v", MoecConfigFile, m.Attention, m.MoE)
+	for _, tc := range []struct {
+		model  string
+		change func(m *program.Model)
+		want   Layout
+		named  string // in the reasons when want is LayoutMoec
+	}{
+		{"tiny_olmoe", func(m *program.Model) { m.MoE.Normalize = true }, LayoutOlmoe, ""},
+		{"tiny_olmoe", func(m *program.Model) { m.MoE.Every = 2 }, LayoutMoec, "OlmoeForCausalLM needs MoE in every layer"},
+		{"tiny_olmoe", func(m *program.Model) { m.Attention.HeadDim = 16 }, LayoutMoec, "head_dim = d_model / heads"},
+		{"tiny_olmoe", func(m *program.Model) { m.Attention.BiasQKV, m.Attention.BiasOut = true, true }, LayoutMoec, "OlmoeForCausalLM needs no attention bias"},
+		{"tiny_qwen2_moe", func(m *program.Model) { m.MoE.Normalize = false }, LayoutQwen2MoE, ""},
+		{"tiny_qwen2_moe", func(m *program.Model) { m.Attention.BiasOut = true }, LayoutMoec, "biases on Q, K and V only"},
+		{"tiny_qwen2_moe", func(m *program.Model) { m.MoE.SharedGate = false }, LayoutMoec, "an ungated shared expert"},
+		{"tiny_qwen2_moe", func(m *program.Model) { m.MoE.SharedExperts = 2 }, LayoutMoec, "2 shared experts"},
+		{"tiny_qwen2_moe", func(m *program.Model) { m.Attention.BiasQKV = false }, LayoutMoec, "Qwen2MoeForCausalLM needs biases on Q, K and V only"},
+		{"tiny_qwen3_moe", func(m *program.Model) { m.Attention.QKNormFull = true }, LayoutMoec, "Qwen3MoeForCausalLM needs per-head q/k norms"},
+		{"tiny_mixtral", func(m *program.Model) { m.MoE.Normalize = false }, LayoutMoec, "MixtralForCausalLM needs a renormalised top-k"},
+	} {
+		m := tinyModel(t, tc.model)
+		tc.change(m)
+		got, gaps := layoutFor(m)
+		if got != tc.want || (tc.named != "" && !strings.Contains(strings.Join(gaps, "; "), tc.named)) {
+			t.Errorf("%s changed: layout %s (%v), want %s naming %q", tc.model, got, gaps, tc.want, tc.named)
+		}
 	}
 }

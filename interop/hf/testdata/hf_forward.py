@@ -1,6 +1,6 @@
 # An independent forward pass of the transformers classes moec exports to (Llama, Qwen3,
-# Mixtral, Qwen3-MoE), written from transformers' modeling code with torch, reading an
-# exported folder (config.json, model.safetensors) with its own safetensors reader. It
+# Mixtral, Qwen3-MoE, OLMoE, Qwen2-MoE), written from transformers' modeling code with torch,
+# reading an exported folder (config.json, model.safetensors) with its own safetensors reader. It
 # prints the logits of the token ids given on the command line as JSON.
 #
 # transformers itself is not needed; where it is installed, the test also loads the folder
@@ -23,7 +23,8 @@ for name, e in header.items():
 
 mt = cfg["model_type"]
 D, H, KV = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
-hd = cfg.get("head_dim") or D // H
+# OlmoeAttention and Qwen2MoeAttention take head_dim as hidden_size // num_attention_heads.
+hd = D // H if mt in ("olmoe", "qwen2_moe") else cfg.get("head_dim") or D // H
 eps, base = cfg["rms_norm_eps"], cfg["rope_theta"]
 T = len(ids)
 
@@ -59,10 +60,14 @@ mask = torch.full((T, T), float("-inf"), dtype=torch.float64).triu(1)
 for i in range(cfg["num_hidden_layers"]):
     p = "model.layers.%d." % i
     h = rms(x, W[p + "input_layernorm.weight"])
-    q = lin(h, p + "self_attn.q_proj").view(T, H, hd)
-    k = lin(h, p + "self_attn.k_proj").view(T, KV, hd)
-    v = lin(h, p + "self_attn.v_proj").view(T, KV, hd)
-    if p + "self_attn.q_norm.weight" in W:
+    q, k, v = lin(h, p + "self_attn.q_proj"), lin(h, p + "self_attn.k_proj"), lin(h, p + "self_attn.v_proj")
+    if mt == "olmoe":
+        # OlmoeAttention: q_norm over hidden_size and k_norm over kv_heads * head_dim, on
+        # the whole projections, before they are split into heads.
+        q, k = rms(q, W[p + "self_attn.q_norm.weight"]), rms(k, W[p + "self_attn.k_norm.weight"])
+    q, k, v = q.view(T, H, hd), k.view(T, KV, hd), v.view(T, KV, hd)
+    if mt in ("qwen3", "qwen3_moe"):
+        # Qwen3Attention: q_norm and k_norm over head_dim, per head.
         q, k = rms(q, W[p + "self_attn.q_norm.weight"]), rms(k, W[p + "self_attn.k_norm.weight"])
     q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
     k, v = k.repeat_interleave(H // KV, dim=1), v.repeat_interleave(H // KV, dim=1)
@@ -70,14 +75,21 @@ for i in range(cfg["num_hidden_layers"]):
     o = torch.einsum("hts,shd->thd", att.softmax(-1), v).reshape(T, H * hd)
     x = x + lin(o, p + "self_attn.o_proj")
     h = rms(x, W[p + "post_attention_layernorm.weight"])
-    moe = mt == "mixtral" or (mt == "qwen3_moe" and (i + 1) % cfg["decoder_sparse_step"] == 0)
+    if mt in ("mixtral", "olmoe"):
+        moe = True  # every layer is sparse
+    elif mt in ("qwen3_moe", "qwen2_moe"):
+        moe = i not in cfg["mlp_only_layers"] and (i + 1) % cfg["decoder_sparse_step"] == 0
+    else:
+        moe = False
     if not moe:
         x = x + mlp(h, p + "mlp.", "gate_proj", "up_proj", "down_proj")
         continue
+    k_ = cfg["num_experts_per_tok"]
     if mt == "mixtral":
-        router, ep, names, k_, norm = p + "block_sparse_moe.gate", p + "block_sparse_moe.experts.", ("w1", "w3", "w2"), cfg["num_experts_per_tok"], True
+        router, ep, names, norm = p + "block_sparse_moe.gate", p + "block_sparse_moe.experts.", ("w1", "w3", "w2"), True
     else:
-        router, ep, names, k_, norm = p + "mlp.gate", p + "mlp.experts.", ("gate_proj", "up_proj", "down_proj"), cfg["num_experts_per_tok"], cfg["norm_topk_prob"]
+        router, ep, names, norm = p + "mlp.gate", p + "mlp.experts.", ("gate_proj", "up_proj", "down_proj"), cfg["norm_topk_prob"]
+    # A softmax over all experts, then the top k, renormalised only where the class does.
     probs = lin(h, router).softmax(-1)
     wts, sel = probs.topk(k_, dim=-1)
     if norm:
@@ -87,6 +99,11 @@ for i in range(cfg["num_hidden_layers"]):
         for j in range(k_):
             e = int(sel[t, j])
             out[t] += wts[t, j] * mlp(h[t], ep + "%d." % e, *names)
+    if mt == "qwen2_moe":
+        # Qwen2MoeSparseMoeBlock: sigmoid(shared_expert_gate(x)) * shared_expert(x) joins
+        # the routed output.
+        shared = mlp(h, p + "mlp.shared_expert.", "gate_proj", "up_proj", "down_proj")
+        out = out + torch.sigmoid(lin(h, p + "mlp.shared_expert_gate")) * shared
     x = x + out
 x = rms(x, W["model.norm.weight"])
 head = W["lm_head.weight"] if not cfg["tie_word_embeddings"] else W["model.embed_tokens.weight"]
