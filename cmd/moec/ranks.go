@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/moec-dev/moec/internal/human"
 	"io"
 	"runtime"
 	"strconv"
@@ -161,12 +162,12 @@ func printMemory(w io.Writer, l *train.Layout, mem []train.RankMemory, p *plan.P
 			dev, host := rm.Measured[dist.Device][c], rm.Measured[dist.Host][c]
 			pr, ratio := "-", "-"
 			if v, ok := predicted[c.String()]; ok {
-				pr = train.FormatBytes(v)
+				pr = human.Bytes(v)
 				if v > 0 {
 					ratio = fmt.Sprintf("%.2f", float64(dev+host)/float64(v))
 				}
 			}
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t\n", rm.Rank, c, train.FormatBytes(dev), train.FormatBytes(host), pr, ratio)
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t\n", rm.Rank, c, human.Bytes(dev), human.Bytes(host), pr, ratio)
 		}
 		if n := rm.CacheHits + rm.CacheMisses; n > 0 {
 			fmt.Fprintf(tw, "%d\tunified cache\t%d hits\t%d misses\t%d evictions\t%.0f%% hit\t\n", rm.Rank, rm.CacheHits, rm.CacheMisses, rm.CacheEvictions, 100*float64(rm.CacheHits)/float64(n))

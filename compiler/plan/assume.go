@@ -2,6 +2,7 @@ package plan
 
 import (
 	"fmt"
+	"github.com/moec-dev/moec/internal/human"
 
 	"github.com/moec-dev/moec/compiler/program"
 )
@@ -152,9 +153,9 @@ func (a *Assumptions) List() []Assumption {
 		{"offload_fragmentation", f(a.OffloadFragmentation), "host overhead of static ZeRO offload (pinned staging, fragmentation); calibrated to the seed's 30B per node"},
 		{"host_usable", f(a.HostUsable), "fraction of host memory for model states"},
 		{"nvme_usable", f(a.NVMeUsable), "fraction of NVMe for offloaded states"},
-		{"gpu_reserve", fmtBytes(a.Reserve), "per device: CUDA context, allocator slack"},
+		{"gpu_reserve", human.Bytes(a.Reserve), "per device: CUDA context, allocator slack"},
 		{"zero3_live_layers", f(a.LiveLayers), "ZeRO-3 layers gathered at once (current + prefetch)"},
-		{"grad_bucket", fmtBytes(a.GradBucketBytes), "gradient reduce bucket"},
+		{"grad_bucket", human.Bytes(a.GradBucketBytes), "gradient reduce bucket"},
 		{"logits_bytes", f(a.LogitsBytes), "bytes per output logit kept for the loss"},
 		{"activation_bytes", f(a.ActivationBytes), "bytes per activation element"},
 		{"dropout_masks", b(a.DropoutMasks), "count dropout masks as Korthikanti et al. do"},
@@ -171,22 +172,6 @@ func (a *Assumptions) List() []Assumption {
 		{"cpu_adam_rate", f(a.CPUAdamRate), "parameters/s one node updates with CPU-Adam"},
 		{"tp_max", fmt.Sprint(a.TPMax), "tensor parallelism stays inside a node"},
 		{"batch_tolerance", f(a.BatchTolerance), "relative rounding of tokens_per_batch to dp × micro_batch × grad_accum sequences"},
-		{"serve_workspace", fmtBytes(a.ServeWorkspace), "per device decoding workspace"},
+		{"serve_workspace", human.Bytes(a.ServeWorkspace), "per device decoding workspace"},
 	}
-}
-
-// fmtBytes prints a byte count in GiB/MiB with three significant digits.
-func fmtBytes(n int64) string {
-	v := float64(n)
-	switch {
-	case v >= 1<<40:
-		return fmt.Sprintf("%.3g TiB", v/(1<<40))
-	case v >= 1<<30:
-		return fmt.Sprintf("%.3g GiB", v/(1<<30))
-	case v >= 1<<20:
-		return fmt.Sprintf("%.3g MiB", v/(1<<20))
-	case v >= 1<<10:
-		return fmt.Sprintf("%.3g KiB", v/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }

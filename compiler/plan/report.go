@@ -2,6 +2,7 @@ package plan
 
 import (
 	"fmt"
+	"github.com/moec-dev/moec/internal/human"
 	"strings"
 )
 
@@ -25,12 +26,12 @@ func (p *Plan) Markdown() string {
 	var b strings.Builder
 	c := p.Cluster
 	fmt.Fprintf(&b, "Cluster `%s`: %d × %d × %s (%s, %s peak at %s), host %s per node, network %s/s per node.\n\n",
-		c.Name, c.Nodes, c.GPUsPerNode, c.Device, fmtBytes(c.GPUMemory), fmtFLOPs(c.PeakFLOPs), p.Workload.Precision,
-		fmtBytes(c.HostMemory), fmtRate(c.Network))
+		c.Name, c.Nodes, c.GPUsPerNode, c.Device, human.Bytes(c.GPUMemory), human.SI(c.PeakFLOPs, "FLOP/s"), p.Workload.Precision,
+		human.Bytes(c.HostMemory), human.SI(c.Network, "B"))
 	wl := p.Workload
-	fmt.Fprintf(&b, "Model: %s parameters (%s active per token", fmtCount(float64(wl.Params)), fmtCount(float64(wl.ActiveParams)))
+	fmt.Fprintf(&b, "Model: %s parameters (%s active per token", human.Count(float64(wl.Params)), human.Count(float64(wl.ActiveParams)))
 	if wl.Experts > 1 {
-		fmt.Fprintf(&b, "; %d experts, top-%d, %s in experts", wl.Experts, wl.TopK, fmtCount(float64(wl.ExpertParams)))
+		fmt.Fprintf(&b, "; %d experts, top-%d, %s in experts", wl.Experts, wl.TopK, human.Count(float64(wl.ExpertParams)))
 	}
 	fmt.Fprintf(&b, "), sequence %d.\n\n", wl.SeqLen)
 
@@ -59,7 +60,7 @@ func (p *Plan) Markdown() string {
 				if i < len(t.Components) {
 					v = t.Components[i].Bytes
 				}
-				fmt.Fprintf(&b, " %s |", fmtBytes(v))
+				fmt.Fprintf(&b, " %s |", human.Bytes(v))
 			}
 			b.WriteString("\n")
 		}
@@ -70,14 +71,14 @@ func (p *Plan) Markdown() string {
 		if t.Capacity > 0 {
 			pct = 100 * float64(t.Used) / float64(t.Capacity)
 		}
-		fmt.Fprintf(&b, " %s / %s (%.0f%%) |", fmtBytes(t.Used), fmtBytes(t.Capacity), pct)
+		fmt.Fprintf(&b, " %s / %s (%.0f%%) |", human.Bytes(t.Used), human.Bytes(t.Capacity), pct)
 	}
 	b.WriteString("\n\n")
 
 	if len(p.Comm) > 0 {
 		b.WriteString("### Communication per step (per device)\n\n| collective | purpose | group | tier | bytes | seconds | on critical path |\n|---|---|---:|---|---:|---:|---|\n")
 		for _, cm := range p.Comm {
-			fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %.4g | %t |\n", cm.Collective, cm.Purpose, cm.Group, cm.Tier, fmtBytes(int64(cm.Bytes)), cm.Seconds, cm.Exposed)
+			fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %.4g | %t |\n", cm.Collective, cm.Purpose, cm.Group, cm.Tier, human.Bytes(int64(cm.Bytes)), cm.Seconds, cm.Exposed)
 		}
 		b.WriteString("\nOverlap: data-parallel/ZeRO traffic hides behind `overlap_dp` of the backward pass (all compute under ZeRO-3); offload traffic behind `overlap_offload` of compute; tensor, expert and pipeline traffic is on the critical path.\n\n")
 	}
@@ -95,7 +96,7 @@ func (p *Plan) Markdown() string {
 		fmt.Fprintf(&b, "| data-parallel traffic (total, before overlap) | %.4g |\n| offload traffic (total) | %.4g |\n| **step** | **%.4g** |\n\n", t.DPSeconds, t.OffloadSeconds, t.StepSeconds)
 		tt := p.Totals
 		fmt.Fprintf(&b, "%.4g tokens/s, MFU %.1f%%. Stage budget %s tokens: %d steps, %.3g days, %.4g GPU-hours",
-			t.TokensPerSecond, 100*t.MFU, fmtCount(float64(wl.Tokens)), tt.Steps, tt.Days, tt.GPUHours)
+			t.TokensPerSecond, 100*t.MFU, human.Count(float64(wl.Tokens)), tt.Steps, tt.Days, tt.GPUHours)
 		if tt.Cost > 0 {
 			fmt.Fprintf(&b, ", cost %.4g", tt.Cost)
 		}
@@ -128,30 +129,4 @@ func assumptionTable(as []Assumption) string {
 	}
 	b.WriteString("\n")
 	return b.String()
-}
-
-func fmtCount(v float64) string {
-	switch {
-	case v >= 1e12:
-		return fmt.Sprintf("%.3gT", v/1e12)
-	case v >= 1e9:
-		return fmt.Sprintf("%.3gB", v/1e9)
-	case v >= 1e6:
-		return fmt.Sprintf("%.3gM", v/1e6)
-	case v >= 1e3:
-		return fmt.Sprintf("%.3gk", v/1e3)
-	}
-	return fmt.Sprintf("%.0f", v)
-}
-
-func fmtFLOPs(v float64) string { return fmtCount(v) + "FLOP/s" }
-
-func fmtRate(v float64) string {
-	switch {
-	case v >= 1e12:
-		return fmt.Sprintf("%.3g TB", v/1e12)
-	case v >= 1e9:
-		return fmt.Sprintf("%.3g GB", v/1e9)
-	}
-	return fmt.Sprintf("%.3g MB", v/1e6)
 }

@@ -2,6 +2,7 @@ package plan
 
 import (
 	"fmt"
+	"github.com/moec-dev/moec/internal/human"
 	"math"
 	"sort"
 	"strings"
@@ -61,7 +62,7 @@ func SeedTable(prog *program.Program, train *program.Train, cluster *program.Clu
 	r.Rows = append(r.Rows, SeedRow{Figure: "model states of the full model", Unit: "GB", Seed: 17000, Ours: states / 1e9,
 		Within: math.Abs(states/1e9/17000-1) <= seedTolerance || states/1e9 >= 17000,
 		Note: fmt.Sprintf("%s parameters × %g bytes (weights %g + gradients %g + optimizer %g); the seed says \"over 17,000 GB\", a bound",
-			fmtCount(float64(w.totalParams())), a.WeightBytes+a.GradBytes+a.OptimizerBytes(), a.WeightBytes, a.GradBytes, a.OptimizerBytes())})
+			human.Count(float64(w.totalParams())), a.WeightBytes+a.GradBytes+a.OptimizerBytes(), a.WeightBytes, a.GradBytes, a.OptimizerBytes())})
 
 	// 2. The largest dense model of the same shape one machine trains.
 	one := *cluster
@@ -230,7 +231,7 @@ func gpusToServe(prog *program.Program, train *program.Train, c *program.Cluster
 		return 0, "does not fit: " + ds.Err().Error()
 	}
 	mem := p.Memory[0]
-	note := fmt.Sprintf("%s %s, batch %d, context %d: %s of %s per device", serveLayoutText(p.Layout), p.Workload.Precision, s.Batch, p.Workload.SeqLen, fmtBytes(mem.Used), fmtBytes(mem.Capacity))
+	note := fmt.Sprintf("%s %s, batch %d, context %d: %s of %s per device", serveLayoutText(p.Layout), p.Workload.Precision, s.Batch, p.Workload.SeqLen, human.Bytes(mem.Used), human.Bytes(mem.Capacity))
 	// Say what the next smaller layout lacks: that is what the rounding cost.
 	if _, ds := ForServe(&p2, s, Options{GPUs: p.GPUs - 1}); len(ds) > 0 {
 		for _, n := range ds[0].Notes {
@@ -264,7 +265,7 @@ func gpusToServe(prog *program.Program, train *program.Train, c *program.Cluster
 // heading, to sit under the caller's.
 func (r SeedResult) Markdown() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "The seed's figures from model `%s` (%s parameters) on cluster `%s`.\n\n", r.Model, fmtCount(float64(r.Params)), r.Cluster)
+	fmt.Fprintf(&b, "The seed's figures from model `%s` (%s parameters) on cluster `%s`.\n\n", r.Model, human.Count(float64(r.Params)), r.Cluster)
 	b.WriteString("| # | figure | seed | moec | within 15% | how |\n|---|---|---:|---:|---|---|\n")
 	for i, row := range r.Rows {
 		fmt.Fprintf(&b, "| %d | %s | %.5g %s | %.5g %s | %s | %s |\n", i+1, row.Figure, row.Seed, row.Unit, row.Ours, row.Unit, yesNo(row.Within), row.Note)

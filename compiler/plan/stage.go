@@ -2,6 +2,7 @@ package plan
 
 import (
 	"fmt"
+	"github.com/moec-dev/moec/internal/human"
 	"math"
 	"sort"
 	"strings"
@@ -249,8 +250,8 @@ func overflowText(c *candidate) string {
 		names = serveNames
 	}
 	return fmt.Sprintf("%s per %s needs %s of %s (over by %d bytes), largest component %s %s",
-		c.tier, per, fmtBytes(int64(used)), fmtBytes(int64(capacity)), int64(math.Ceil(used-capacity)),
-		names[big], fmtBytes(int64(tb[big])))
+		c.tier, per, human.Bytes(int64(used)), human.Bytes(int64(capacity)), int64(math.Ceil(used-capacity)),
+		names[big], human.Bytes(int64(tb[big])))
 }
 
 // layoutText is a layout in one line.

@@ -2,6 +2,7 @@ package report
 
 import (
 	"fmt"
+	"github.com/moec-dev/moec/internal/human"
 	"slices"
 	"strings"
 )
@@ -27,7 +28,7 @@ func Markdown(r *Report, extra []Section) []byte {
 				stage = "as declared"
 			}
 			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", s.Model, stage, s.Cluster, s.Precision,
-				count(s.Params), bytesIEC(s.WeightBytes), count(s.ActiveParams))
+				count(s.Params), human.Bytes(int64(s.WeightBytes)), count(s.ActiveParams))
 		}
 	}
 	for _, s := range extra {
@@ -63,7 +64,7 @@ func writeModel(b *strings.Builder, m *ModelReport) {
 			"they share the embedding and the output head.\n", both(m.MTP), both(m.MTPActive))
 	}
 	if m.Buffers > 0 {
-		fmt.Fprintf(b, "\nBuffers (non-trainable, not counted above): %s auxiliary-loss-free routing biases.\n", exact(m.Buffers))
+		fmt.Fprintf(b, "\nBuffers (non-trainable, not counted above): %s auxiliary-loss-free routing biases.\n", human.Exact(m.Buffers))
 	}
 
 	b.WriteString("\n### Layers\n\n")
@@ -93,17 +94,17 @@ func writeModel(b *strings.Builder, m *ModelReport) {
 	f := m.FLOPs
 	fmt.Fprintf(b, "\n### FLOPs per token (seq_len %d)\n\n", f.SeqLen)
 	b.WriteString("| | FLOPs per token |\n|---|---:|\n")
-	fmt.Fprintf(b, "| forward | %s |\n", flops(f.Forward))
-	fmt.Fprintf(b, "| &nbsp;&nbsp;matmuls (2 × active weights, head included) | %s |\n", flops(f.Matmul))
-	fmt.Fprintf(b, "| &nbsp;&nbsp;&nbsp;&nbsp;of which output head | %s |\n", flops(f.Head))
+	fmt.Fprintf(b, "| forward | %s |\n", human.SI(f.Forward, "FLOP"))
+	fmt.Fprintf(b, "| &nbsp;&nbsp;matmuls (2 × active weights, head included) | %s |\n", human.SI(f.Matmul, "FLOP"))
+	fmt.Fprintf(b, "| &nbsp;&nbsp;&nbsp;&nbsp;of which output head | %s |\n", human.SI(f.Head, "FLOP"))
 	if f.Router > 0 {
-		fmt.Fprintf(b, "| &nbsp;&nbsp;&nbsp;&nbsp;of which router | %s |\n", flops(f.Router))
+		fmt.Fprintf(b, "| &nbsp;&nbsp;&nbsp;&nbsp;of which router | %s |\n", human.SI(f.Router, "FLOP"))
 	}
-	fmt.Fprintf(b, "| &nbsp;&nbsp;attention (QK^T, AV) | %s |\n", flops(f.Attention))
+	fmt.Fprintf(b, "| &nbsp;&nbsp;attention (QK^T, AV) | %s |\n", human.SI(f.Attention, "FLOP"))
 	if f.MTP > 0 {
-		fmt.Fprintf(b, "| MTP modules, forward | %s |\n", flops(f.MTP))
+		fmt.Fprintf(b, "| MTP modules, forward | %s |\n", human.SI(f.MTP, "FLOP"))
 	}
-	fmt.Fprintf(b, "| train (3 × forward, no recompute) | %s |\n", flops(f.Train))
+	fmt.Fprintf(b, "| train (3 × forward, no recompute) | %s |\n", human.SI(f.Train, "FLOP"))
 	b.WriteString("\nCausal attention is counted at the mean context over a sequence, (seq_len+1)/2 keys per query; " +
 		"embedding lookups are free; a multiply-add is 2 FLOPs.\n")
 	if len(m.Notes) > 0 {
@@ -166,7 +167,7 @@ func writeTrain(b *strings.Builder, t *TrainReport) {
 			from = "-"
 		}
 		fmt.Fprintf(b, "| %s | %s | %d | %d | %s | %s | %s | %d | %s | %s |\n", s.Name, from, s.Experts, s.TopK,
-			both(s.Total), count(s.Active), count(s.Tokens), s.Steps, flops(s.FLOPsPerToken), sci(s.TrainFLOPs))
+			both(s.Total), count(s.Active), count(s.Tokens), s.Steps, human.SI(s.FLOPsPerToken, "FLOP"), sci(s.TrainFLOPs))
 	}
 	fmt.Fprintf(b, "| **all stages** | | | | | | **%s** | | | **%s** |\n", count(t.Tokens), sci(t.TrainFLOPs))
 }

@@ -188,20 +188,10 @@ func TestWriteUnwritableDir(t *testing.T) {
 
 func TestFormat(t *testing.T) {
 	for _, tt := range []struct{ got, want string }{
-		{count(46702792704), "46.70B"},
-		{count(12879925248), "12.88B"},
-		{count(1571375798688), "1.57T"},
-		{count(337920), "337.92k"},
-		{count(999), "999"},
-		{exact(46702792704), "46,702,792,704"},
-		{exact(-1234), "-1,234"},
-		{exact(100), "100"},
-		{both(46702792704), "46.70B (46,702,792,704)"},
-		{flops(2.576e10), "25.76 GFLOP"},
-		{flops(3.14e23), "314.00 ZFLOP"},
+		{both(46702792704), "46.7B (46,702,792,704)"},
+		{both(999), "999"},
 		{sci(3.14159e23), "3.14e23"},
 		{sci(0), "0"},
-		{bytesIEC(2 * (1 << 40)), "2.00 TiB"},
 		{describeIndices([]int{0, 1, 2}), "0-2"},
 		{describeIndices([]int{1, 3, 5, 7}), "1-7 step 2"},
 		{describeIndices([]int{0, 2, 3, 4, 9}), "0, 2-4, 9"},

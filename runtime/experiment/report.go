@@ -3,6 +3,7 @@ package experiment
 import (
 	"bytes"
 	"fmt"
+	"github.com/moec-dev/moec/internal/human"
 	"math"
 	"os"
 	"path/filepath"
@@ -131,7 +132,7 @@ func writeExperiment(b *bytes.Buffer, o *Outcome, dir string) error {
 		seeds[i] = strconv.FormatInt(sd, 10)
 	}
 	fmt.Fprintf(b, "train `%s`; %s tokens per baseline run; seeds %s; every arm gets as many %s as the baseline.\n\n",
-		ex.Train, count(float64(o.Tokens)), strings.Join(seeds, ", "), equalWhat(ex.Equal))
+		ex.Train, human.Count(float64(o.Tokens)), strings.Join(seeds, ", "), equalWhat(ex.Equal))
 	b.WriteString("| arm | overrides | stages (steps) | tokens | train FLOPs | val loss | Δ val loss | verdict | ms/step | Δ step time | verdict |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
 	base := o.Arms[0]
@@ -149,7 +150,7 @@ func writeExperiment(b *bytes.Buffer, o *Outcome, dir string) error {
 			dt, vt = fmt.Sprintf("%+.1f%%", 100*(t.Mean/bt.Mean-1)), Compare(t, bt).String()
 		}
 		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", a.Name, overrides(a.Overrides), strings.Join(stages, " → "),
-			count(tok.Mean), count(fl.Mean), fmtSummary(v, 4, 1), dv, vv, fmtSummary(t, 1, 1000), dt, vt)
+			human.Count(tok.Mean), human.SI(fl.Mean, "FLOP"), fmtSummary(v, 4, 1), dv, vv, fmtSummary(t, 1, 1000), dt, vt)
 	}
 	writeReach(b, o)
 	if hasStability(o) {
@@ -426,20 +427,6 @@ func overrides(ov map[string]string) string {
 		parts[i] = fmt.Sprintf("`%s = %s`", k, ov[k])
 	}
 	return strings.Join(parts, ", ")
-}
-
-func count(x float64) string {
-	switch a := math.Abs(x); {
-	case a >= 1e12:
-		return fmt.Sprintf("%.2fT", x/1e12)
-	case a >= 1e9:
-		return fmt.Sprintf("%.2fG", x/1e9)
-	case a >= 1e6:
-		return fmt.Sprintf("%.2fM", x/1e6)
-	case a >= 1e3:
-		return fmt.Sprintf("%.1fk", x/1e3)
-	}
-	return fmt.Sprintf("%.0f", x)
 }
 
 func equalWhat(equal string) string {

@@ -142,16 +142,3 @@ func (c *unitCache) drop() []*cached {
 	c.used = 0
 	return out
 }
-
-// FormatBytes writes a byte count with a binary unit, as the run's reports print sizes.
-func FormatBytes(b int64) string {
-	switch {
-	case b >= 1<<30:
-		return fmt.Sprintf("%.2f GiB", float64(b)/(1<<30))
-	case b >= 1<<20:
-		return fmt.Sprintf("%.2f MiB", float64(b)/(1<<20))
-	case b >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(b)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", b)
-}

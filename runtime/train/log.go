@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/moec-dev/moec/internal/human"
 	"io"
 	"math"
 	"os"
@@ -139,7 +140,7 @@ func (p *progress) update(r StepRecord, force bool) {
 	}
 	frac := float64(r.Step) / float64(max(p.total, 1))
 	stats := fmt.Sprintf("step %d/%d  tokens %s  loss %.4f  %s tok/s  ETA %s",
-		r.Step, p.total, fmtCount(float64(r.Tokens)), r.Loss, fmtCount(r.TokensPerSec), eta)
+		r.Step, p.total, human.Count(float64(r.Tokens)), r.Loss, human.Count(r.TokensPerSec), eta)
 	if p.tty {
 		const barWidth = 24
 		filled := int(math.Round(frac * barWidth))
@@ -175,18 +176,6 @@ func (p *progress) printf(format string, args ...any) {
 		p.width = 0
 	}
 	fmt.Fprintf(p.w, format, args...)
-}
-
-func fmtCount(x float64) string {
-	switch {
-	case x >= 1e9:
-		return fmt.Sprintf("%.2fB", x/1e9)
-	case x >= 1e6:
-		return fmt.Sprintf("%.2fM", x/1e6)
-	case x >= 1e3:
-		return fmt.Sprintf("%.1fk", x/1e3)
-	}
-	return fmt.Sprintf("%.0f", x)
 }
 
 func fmtDuration(d time.Duration) string {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/moec-dev/moec/internal/human"
 	"io"
 	"os"
 	"path/filepath"
@@ -292,7 +293,7 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 
 // String summarises the result in one line for the CLI.
 func (r *Result) String() string {
-	s := fmt.Sprintf("%s: %d/%d steps, %s tokens, loss %.4f, %.0f tokens/s", r.Dir, r.Steps, r.TotalSteps, fmtCount(float64(r.Tokens)), r.Loss, r.TokensPerSec)
+	s := fmt.Sprintf("%s: %d/%d steps, %s tokens, loss %.4f, %.0f tokens/s", r.Dir, r.Steps, r.TotalSteps, human.Count(float64(r.Tokens)), r.Loss, r.TokensPerSec)
 	if r.ValPPL > 0 {
 		s += fmt.Sprintf(", validation perplexity %.3f", r.ValPPL)
 	}

@@ -3,6 +3,7 @@ package train
 import (
 	"errors"
 	"fmt"
+	"github.com/moec-dev/moec/internal/human"
 	"regexp"
 	"strconv"
 
@@ -27,7 +28,7 @@ type Layout struct {
 func (l Layout) String() string {
 	s := fmt.Sprintf("%d ranks, ep %d, zero %d", l.Ranks, max(l.EP, 1), l.ZeRO)
 	if l.Cache != nil {
-		s += fmt.Sprintf(", unified cache of %s in %s pages (%s)", FormatBytes(l.Cache.Budget), FormatBytes(l.Cache.Page), l.Cache.Eviction)
+		s += fmt.Sprintf(", unified cache of %s in %s pages (%s)", human.Bytes(l.Cache.Budget), human.Bytes(l.Cache.Page), l.Cache.Eviction)
 	} else if l.Offload {
 		s += ", optimizer offloaded to host"
 	}

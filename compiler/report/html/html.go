@@ -3,6 +3,7 @@ package html
 import (
 	"bytes"
 	"fmt"
+	"github.com/moec-dev/moec/internal/human"
 	stdhtml "html"
 	"os"
 	"path/filepath"
@@ -100,39 +101,9 @@ func models(b *bytes.Buffer, r *report.Report) {
 		if len(m.Conventions) > 0 {
 			total, active = m.Conventions[0].Total, m.Conventions[0].Active
 		}
-		fmt.Fprintf(b, "<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>\n", esc(m.Name), count(float64(total)), count(float64(active)), count(m.FLOPs.Train))
+		fmt.Fprintf(b, "<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>\n", esc(m.Name), human.Count(float64(total)), human.Count(float64(active)), human.Count(m.FLOPs.Train))
 	}
 	b.WriteString("</table>\n")
-}
-
-// count writes a number with a k/M/B/T suffix and three significant digits.
-func count(v float64) string {
-	for _, u := range []struct {
-		s string
-		f float64
-	}{{"", 1e15}, {"T", 1e12}, {"B", 1e9}, {"M", 1e6}, {"k", 1e3}} {
-		if u.s == "" && v >= u.f {
-			return fmt.Sprintf("%.3g", v) // beyond T a suffix helps less than the exponent
-		}
-		if v >= u.f {
-			return fmt.Sprintf("%.3g%s", v/u.f, u.s)
-		}
-	}
-	return fmt.Sprintf("%.3g", v)
-}
-
-// bytesIEC writes a size in binary units.
-func bytesIEC(v float64) string {
-	units := []string{"B", "KiB", "MiB", "GiB", "TiB", "PiB"}
-	i := 0
-	for v >= 1024 && i < len(units)-1 {
-		v /= 1024
-		i++
-	}
-	if i == 0 {
-		return fmt.Sprintf("%.0f B", v)
-	}
-	return fmt.Sprintf("%.3g %s", v, units[i])
 }
 
 func seconds(s float64) string {
@@ -158,7 +129,7 @@ func planSection(b *bytes.Buffer, p *plan.Plan) {
 	l := p.Layout
 	fmt.Fprintf(b, "<div class=\"plan\">\n<h3>%s</h3>\n<p>%d × %s on %d node(s); dp %d, ep %d, tp %d, pp %d; %s (ZeRO %d, offload %s); micro-batch %d × %d accumulation; recompute %s. Step %s, %s tokens/s, MFU %.1f%%.</p>\n",
 		esc(what), p.GPUs, esc(p.Cluster.Device), p.Nodes, l.DP, l.EP, l.TP, l.PP, esc(l.Memory), l.ZeRO, esc(l.Offload),
-		l.MicroBatch, l.GradAccum, esc(l.Recompute), seconds(p.Time.StepSeconds), count(p.Time.TokensPerSecond), 100*p.Time.MFU)
+		l.MicroBatch, l.GradAccum, esc(l.Recompute), seconds(p.Time.StepSeconds), human.Count(p.Time.TokensPerSecond), 100*p.Time.MFU)
 	memoryChart(b, p)
 	meshPicture(b, p)
 	commTable(b, p)
@@ -197,17 +168,17 @@ func memoryChart(b *bytes.Buffer, p *plan.Plan) {
 			}
 			w := float64(c.Bytes) / scale * width
 			fmt.Fprintf(b, "<rect x=\"%.1f\" y=\"%d\" width=\"%.1f\" height=\"%d\" fill=\"%s\"><title>%s: %s</title></rect>\n",
-				x, y, w, barH, palette(ci), esc(c.Name), bytesIEC(float64(c.Bytes)))
+				x, y, w, barH, palette(ci), esc(c.Name), human.Bytes(int64(float64(c.Bytes))))
 			x += w
 		}
 		if t.Capacity > 0 {
 			cx := float64(left) + float64(t.Capacity)/scale*width
 			fmt.Fprintf(b, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%d\" y2=\"%d\" stroke=\"#000\" stroke-dasharray=\"4 3\"><title>capacity %s</title></line>\n",
-				cx, cx, y-4, y+barH+4, bytesIEC(float64(t.Capacity)))
+				cx, cx, y-4, y+barH+4, human.Bytes(int64(float64(t.Capacity))))
 		}
-		label := bytesIEC(float64(t.Used))
+		label := human.Bytes(int64(float64(t.Used)))
 		if t.Capacity > 0 {
-			label += fmt.Sprintf(" of %s (%.0f%%)", bytesIEC(float64(t.Capacity)), 100*float64(t.Used)/float64(t.Capacity))
+			label += fmt.Sprintf(" of %s (%.0f%%)", human.Bytes(int64(float64(t.Capacity))), 100*float64(t.Used)/float64(t.Capacity))
 		}
 		fmt.Fprintf(b, "<text x=\"%d\" y=\"%d\">%s</text>\n", left+width+6, y+barH/2+4, esc(label))
 	}
@@ -296,7 +267,7 @@ func commTable(b *bytes.Buffer, p *plan.Plan) {
 			cls, fill = " class=\"exposed\"", "#e15759"
 		}
 		fmt.Fprintf(b, "<tr%s><td>%s</td><td>%s</td><td>%d</td><td>%s</td><td>%s</td><td>%s</td><td><svg width=\"160\" height=\"12\"><rect width=\"%.1f\" height=\"12\" fill=\"%s\"/></svg></td></tr>\n",
-			cls, esc(c.Collective), esc(c.Purpose), c.Group, esc(c.Tier), bytesIEC(c.Bytes), seconds(c.Seconds), 160*c.Seconds/longest, fill)
+			cls, esc(c.Collective), esc(c.Purpose), c.Group, esc(c.Tier), human.Bytes(int64(c.Bytes)), seconds(c.Seconds), 160*c.Seconds/longest, fill)
 	}
 	b.WriteString("</table>\n<p class=\"muted\">Red rows are on the critical path (not hidden behind compute).</p>\n")
 }
@@ -308,7 +279,7 @@ func curriculum(b *bytes.Buffer, t report.TrainReport) {
 		return
 	}
 	fmt.Fprintf(b, "<h2>Curriculum: %s on %s</h2>\n<p>%s tokens in %d stage(s), %s training FLOPs.</p>\n",
-		esc(t.Model), esc(t.Cluster), count(float64(t.Tokens)), len(t.Stages), count(t.TrainFLOPs))
+		esc(t.Model), esc(t.Cluster), human.Count(float64(t.Tokens)), len(t.Stages), human.Count(t.TrainFLOPs))
 	const left, width, barY, barH = 10, 1000, 30, 34
 	fmt.Fprintf(b, "<svg role=\"img\" aria-label=\"curriculum timeline\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\">\n", left+width+10, 120, left+width+10, 120)
 	x := float64(left)
@@ -316,24 +287,24 @@ func curriculum(b *bytes.Buffer, t report.TrainReport) {
 	for i, s := range t.Stages {
 		w := float64(s.Tokens) / float64(t.Tokens) * width
 		fmt.Fprintf(b, "<rect x=\"%.1f\" y=\"%d\" width=\"%.1f\" height=\"%d\" fill=\"%s\" stroke=\"#fff\"><title>%s: %s tokens, %d steps, %d experts (top-%d), %s parameters, %s active</title></rect>\n",
-			x, barY, max(w, 2), barH, palette(i), esc(s.Name), count(float64(s.Tokens)), s.Steps, s.Experts, s.TopK, count(float64(s.Total)), count(float64(s.Active)))
+			x, barY, max(w, 2), barH, palette(i), esc(s.Name), human.Count(float64(s.Tokens)), s.Steps, s.Experts, s.TopK, human.Count(float64(s.Total)), human.Count(float64(s.Active)))
 		// Labels alternate above and below so narrow stages stay readable.
 		ly := barY - 8
 		if i%2 == 1 {
 			ly = barY + barH + 16
 		}
 		// A label wider than its stage would run into the next one: the table below names it.
-		if label := fmt.Sprintf("%s: %d experts, %s params", s.Name, s.Experts, count(float64(s.Total))); float64(len(label))*6.2 < w {
+		if label := fmt.Sprintf("%s: %d experts, %s params", s.Name, s.Experts, human.Count(float64(s.Total))); float64(len(label))*6.2 < w {
 			fmt.Fprintf(b, "<text x=\"%.1f\" y=\"%d\">%s</text>\n", x+2, ly, esc(label))
 		} else if float64(len(s.Name))*6.2 < w {
 			fmt.Fprintf(b, "<text x=\"%.1f\" y=\"%d\">%s</text>\n", x+2, ly, esc(s.Name))
 		}
 		labels = append(labels, fmt.Sprintf("<tr><td>%s</td><td>%s</td><td>%s</td><td>%d</td><td>%d</td><td>%s</td><td>%s</td></tr>",
-			esc(s.Name), esc(s.From), count(float64(s.Tokens)), s.Steps, s.Experts, count(float64(s.Total)), count(float64(s.Active))))
+			esc(s.Name), esc(s.From), human.Count(float64(s.Tokens)), s.Steps, s.Experts, human.Count(float64(s.Total)), human.Count(float64(s.Active))))
 		x += w
 	}
 	fmt.Fprintf(b, "<text x=\"%d\" y=\"%d\" class=\"muted\">0</text><text x=\"%d\" y=\"%d\" text-anchor=\"end\">%s tokens</text>\n",
-		left, barY+barH+34, left+width, barY+barH+34, count(float64(t.Tokens)))
+		left, barY+barH+34, left+width, barY+barH+34, human.Count(float64(t.Tokens)))
 	b.WriteString("</svg>\n<table>\n<tr><th>stage</th><th>from</th><th>tokens</th><th>steps</th><th>experts</th><th>parameters</th><th>active</th></tr>\n")
 	b.WriteString(strings.Join(labels, "\n"))
 	b.WriteString("\n</table>\n")
