@@ -44,7 +44,9 @@ func (f rankFlags) layout(prog *program.Program, trainName, stageName string, wo
 	var tr *program.Train
 	var st *program.Stage
 	if prog != nil {
-		tr, st = pickStage(prog, trainName, stageName)
+		// A train or stage that is not there is left to train.Run, which reports it
+		// with its diagnostic; the layout only needs them when they exist.
+		tr, st, _ = train.Lookup(prog, trainName, stageName)
 		if ranks == 0 && tr != nil {
 			if c := prog.Clusters[tr.Cluster]; c != nil && c.Ranks > 1 {
 				ranks = c.Ranks
@@ -112,23 +114,6 @@ func (f rankFlags) layout(prog *program.Program, trainName, stageName string, wo
 		return nil, nil, fmt.Errorf("run: the unified cache needs a device budget; pass --cache-budget (e.g. 64MiB)")
 	}
 	return l, p, nil
-}
-
-// pickStage finds the train block and stage a run names (or the only ones).
-func pickStage(prog *program.Program, trainName, stageName string) (*program.Train, *program.Stage) {
-	tr := prog.Trains[trainName]
-	if trainName == "" && len(prog.TrainOrder) == 1 {
-		tr = prog.Trains[prog.TrainOrder[0]]
-	}
-	if tr == nil {
-		return nil, nil
-	}
-	for _, s := range tr.Stages {
-		if s.Name == stageName || stageName == "" && len(tr.Stages) == 1 {
-			return tr, s
-		}
-	}
-	return tr, nil
 }
 
 // mpiWorld starts MPI when mpirun launched this process.

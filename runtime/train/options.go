@@ -95,6 +95,18 @@ type Result struct {
 	Memory []RankMemory `json:",omitempty"`
 }
 
+// Lookup finds the train block and stage a run names: the only ones when the names are
+// empty and the program has just one, with a diagnostic (and a did-you-mean) otherwise.
+// The train block is returned when only the stage is missing.
+func Lookup(p *program.Program, trainName, stageName string) (*program.Train, *program.Stage, error) {
+	t, err := lookupTrain(p, trainName)
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := lookupStage(t, stageName)
+	return t, s, err
+}
+
 func lookupTrain(p *program.Program, name string) (*program.Train, error) {
 	if p == nil {
 		return nil, diag.Runtimef(diag.ErrBadRunOption, "no program given")
