@@ -3,16 +3,12 @@ package codegen_test
 import (
 	"encoding/json"
 	"flag"
-	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
-
-	"golang.org/x/tools/txtar"
 
 	"github.com/moec-dev/moec/codegen"
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/internal/golden"
 	"github.com/moec-dev/moec/kernels"
 )
 
@@ -26,88 +22,34 @@ var sections = [][2]string{
 	{"llvm/moe_kernels.ll", "ll"},
 }
 
-func readModel(t *testing.T, ar *txtar.Archive) *program.Model {
-	t.Helper()
-	for _, f := range ar.Files {
-		if f.Name == "model.json" {
-			var m program.Model
-			if err := json.Unmarshal(f.Data, &m); err != nil {
-				t.Fatalf("model.json: %v", err)
-			}
-			return &m
-		}
-	}
-	t.Fatal("no model.json section")
-	return nil
-}
-
+// TestGolden generates the kernels for each testdata/*.txtar's `-- model.json --` and
+// compares every generated file with its section.
 func TestGolden(t *testing.T) {
-	paths, err := filepath.Glob("testdata/*.txtar")
-	if err != nil || len(paths) == 0 {
-		t.Fatalf("no golden files: %v", err)
-	}
-	for _, path := range paths {
-		t.Run(filepath.Base(path), func(t *testing.T) {
-			ar, err := txtar.ParseFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			m := readModel(t, ar)
-			sh, err := kernels.ShapeOf(m)
-			if err != nil {
-				t.Fatal(err)
-			}
-			files, err := codegen.Generate(codegen.Ident(m.Name, "s"), sh)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got := map[string]string{}
-			for _, f := range files {
-				got[filepath.ToSlash(f.Path)] = f.Text
-			}
-			if *update {
-				out := &txtar.Archive{Comment: ar.Comment}
-				for _, f := range ar.Files {
-					if f.Name == "model.json" {
-						out.Files = append(out.Files, f)
-					}
-				}
-				for _, s := range sections {
-					out.Files = append(out.Files, txtar.File{Name: s[1], Data: []byte(got[s[0]])})
-				}
-				if err := os.WriteFile(path, txtar.Format(out), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want := map[string]string{}
-			for _, f := range ar.Files {
-				want[f.Name] = string(f.Data)
-			}
-			for _, s := range sections {
-				w, ok := want[s[1]]
-				if !ok {
-					t.Errorf("section -- %s -- missing; run go test ./codegen -update", s[1])
-					continue
-				}
-				if w != got[s[0]] {
-					t.Errorf("%s is stale (section -- %s --): %s; run go test ./codegen -update and review the diff",
-						s[0], s[1], firstDiff(w, got[s[0]]))
-				}
-			}
-		})
-	}
-}
-
-func firstDiff(want, got string) string {
-	wl, gl := strings.Split(want, "\n"), strings.Split(got, "\n")
-	for i := 0; i < len(wl) && i < len(gl); i++ {
-		if wl[i] != gl[i] {
-			return "line " + itoa(i+1) + ": want " + quote(wl[i]) + ", got " + quote(gl[i])
+	golden.Files(t, "testdata/*.txtar", *update, func(t *testing.T, in map[string][]byte) []golden.Section {
+		data, ok := in["model.json"]
+		if !ok {
+			t.Fatal("no model.json section")
 		}
-	}
-	return "lengths differ: want " + itoa(len(wl)) + " lines, got " + itoa(len(gl))
+		var m program.Model
+		if err := json.Unmarshal(data, &m); err != nil {
+			t.Fatalf("model.json: %v", err)
+		}
+		sh, err := kernels.ShapeOf(&m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files, err := codegen.Generate(codegen.Ident(m.Name, "s"), sh)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]string{}
+		for _, f := range files {
+			got[filepath.ToSlash(f.Path)] = f.Text
+		}
+		var out []golden.Section
+		for _, s := range sections {
+			out = append(out, golden.Section{Name: s[1], Data: []byte(got[s[0]])})
+		}
+		return out
+	})
 }
-
-func itoa(i int) string     { return strconv.Itoa(i) }
-func quote(s string) string { return strconv.Quote(s) }

@@ -14,6 +14,7 @@ import (
 	"github.com/moec-dev/moec/codegen/gogen"
 	"github.com/moec-dev/moec/compiler/check"
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/internal/golden"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -25,6 +26,12 @@ func loadArchive(t *testing.T, ar *txtar.Archive) *program.Program {
 	for _, f := range ar.Files {
 		files[f.Name] = f.Data
 	}
+	return loadSections(t, files)
+}
+
+// loadSections checks files["input.moe"], reading its imports from files too.
+func loadSections(t *testing.T, files map[string][]byte) *program.Program {
+	t.Helper()
 	read := func(name string) ([]byte, error) {
 		if b, ok := files[filepath.ToSlash(filepath.Clean(name))]; ok {
 			return b, nil
@@ -49,78 +56,40 @@ func stageSection(tr *program.Train, st *program.Stage) string {
 // goldenReplace is the replace path the golden go.mod is written with.
 const goldenReplace = "../../../.."
 
+// TestGolden generates the program of every train stage of each testdata/*.txtar's
+// input.moe (section "go", or "go <stage>" when there are several) and the go.mod.
 func TestGolden(t *testing.T) {
-	paths, err := filepath.Glob("testdata/*.txtar")
-	if err != nil || len(paths) == 0 {
-		t.Fatalf("no golden files: %v", err)
-	}
-	for _, path := range paths {
-		t.Run(filepath.Base(path), func(t *testing.T) {
-			ar, err := txtar.ParseFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			prog := loadArchive(t, ar)
-			got := map[string]string{}
-			var order []string
-			for _, tn := range prog.TrainOrder {
-				tr := prog.Trains[tn]
-				for _, st := range tr.Stages {
-					cfg, err := gogen.ConfigFor(prog, tr, st)
-					if err != nil {
-						t.Fatal(err)
-					}
-					src, err := gogen.MainSource(cfg)
-					if err != nil {
-						t.Fatal(err)
-					}
-					if formatted, err := format.Source([]byte(src)); err != nil || string(formatted) != src {
-						t.Fatalf("stage %s: the program is not gofmt-formatted (%v)", st.Name, err)
-					}
-					again, _ := gogen.MainSource(cfg)
-					if again != src {
-						t.Fatalf("stage %s: two generations differ", st.Name)
-					}
-					name := stageSection(tr, st)
-					got[name] = src
-					order = append(order, name)
-					if _, ok := got["go.mod"]; !ok {
-						got["go.mod"] = gogen.GoMod(cfg.Name, "1.26", goldenReplace)
-						order = append(order, "go.mod")
-					}
-				}
-			}
-			if *update {
-				out := &txtar.Archive{Comment: ar.Comment}
-				for _, f := range ar.Files {
-					if _, generated := got[f.Name]; !generated {
-						out.Files = append(out.Files, f)
-					}
-				}
-				for _, name := range order {
-					out.Files = append(out.Files, txtar.File{Name: name, Data: []byte(got[name])})
-				}
-				if err := os.WriteFile(path, txtar.Format(out), 0o644); err != nil {
+	golden.Files(t, "testdata/*.txtar", *update, func(t *testing.T, in map[string][]byte) []golden.Section {
+		prog := loadSections(t, in)
+		var out []golden.Section
+		haveMod := false
+		for _, tn := range prog.TrainOrder {
+			tr := prog.Trains[tn]
+			for _, st := range tr.Stages {
+				cfg, err := gogen.ConfigFor(prog, tr, st)
+				if err != nil {
 					t.Fatal(err)
 				}
-				return
-			}
-			want := map[string]string{}
-			for _, f := range ar.Files {
-				want[f.Name] = string(f.Data)
-			}
-			for _, name := range order {
-				w, ok := want[name]
-				if !ok {
-					t.Errorf("%s: no -- %s -- section; run go test ./codegen/gogen -update", path, name)
-					continue
+				src, err := gogen.MainSource(cfg)
+				if err != nil {
+					t.Fatal(err)
 				}
-				if w != got[name] {
-					t.Errorf("%s: section %s is stale:\n%s\nrun go test ./codegen/gogen -update and review the diff", path, name, firstDiff(w, got[name]))
+				if formatted, err := format.Source([]byte(src)); err != nil || string(formatted) != src {
+					t.Fatalf("stage %s: the program is not gofmt-formatted (%v)", st.Name, err)
+				}
+				again, _ := gogen.MainSource(cfg)
+				if again != src {
+					t.Fatalf("stage %s: two generations differ", st.Name)
+				}
+				out = append(out, golden.Section{Name: stageSection(tr, st), Data: []byte(src)})
+				if !haveMod {
+					out = append(out, golden.Section{Name: "go.mod", Data: []byte(gogen.GoMod(cfg.Name, "1.26", goldenReplace))})
+					haveMod = true
 				}
 			}
-		})
-	}
+		}
+		return out
+	})
 }
 
 // firstDiff shows the first line where want and got differ.

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/tools/txtar"
 
+	"github.com/moec-dev/moec/internal/golden"
 	"github.com/moec-dev/moec/lang/diag"
 	"github.com/moec-dev/moec/lang/parse"
 )
@@ -27,88 +28,38 @@ var update = flag.Bool("update", false, "rewrite the golden sections of testdata
 // must be expected there: the golden holds the wording, the inline marks hold the
 // positions, and neither can drift silently.
 func TestGolden(t *testing.T) {
-	paths, err := filepath.Glob(filepath.Join("testdata", "*.txtar"))
-	if err != nil || len(paths) == 0 {
-		t.Fatalf("no golden files: %v", err)
-	}
-	for _, path := range paths {
-		t.Run(strings.TrimSuffix(filepath.Base(path), ".txtar"), func(t *testing.T) {
-			runGolden(t, path)
+	golden.Files(t, filepath.Join("testdata", "*.txtar"), *update, func(t *testing.T, in map[string][]byte) []golden.Section {
+		files := map[string][]byte{}
+		for name, data := range in {
+			if strings.HasSuffix(name, ".moe") {
+				files[name] = data
+			}
+		}
+		if files["input.moe"] == nil {
+			t.Fatal("no input.moe")
+		}
+		prog, sources, diags := Load("input.moe", func(name string) ([]byte, error) {
+			if src, ok := files[filepath.ToSlash(name)]; ok {
+				return src, nil
+			}
+			return nil, fs.ErrNotExist
 		})
-	}
-}
+		checkInline(t, files, diags)
 
-func runGolden(t *testing.T, path string) {
-	ar, err := txtar.ParseFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	files := map[string][]byte{}
-	for _, f := range ar.Files {
-		if strings.HasSuffix(f.Name, ".moe") {
-			files[f.Name] = f.Data
+		var check bytes.Buffer
+		if len(diags) == 0 {
+			check.WriteString("ok\n")
+		} else {
+			diag.RenderAll(&check, diags, sources)
 		}
-	}
-	if files["input.moe"] == nil {
-		t.Fatalf("%s has no input.moe", path)
-	}
-	prog, sources, diags := Load("input.moe", func(name string) ([]byte, error) {
-		if src, ok := files[filepath.ToSlash(name)]; ok {
-			return src, nil
+		out := []golden.Section{{Name: "check", Data: check.Bytes()}}
+		if !diags.HasErrors() {
+			var explain bytes.Buffer
+			Explain(&explain, prog)
+			out = append(out, golden.Section{Name: "explain", Data: explain.Bytes()})
 		}
-		return nil, fs.ErrNotExist
+		return out
 	})
-
-	var check bytes.Buffer
-	if len(diags) == 0 {
-		check.WriteString("ok\n")
-	} else {
-		diag.RenderAll(&check, diags, sources)
-	}
-	var explain bytes.Buffer
-	if !diags.HasErrors() {
-		Explain(&explain, prog)
-	}
-	want := map[string]string{"check": check.String()}
-	if !diags.HasErrors() {
-		want["explain"] = explain.String()
-	}
-
-	checkInline(t, files, diags)
-
-	if *update {
-		var kept []txtar.File
-		for _, f := range ar.Files {
-			if _, golden := want[f.Name]; !golden && f.Name != "check" && f.Name != "explain" {
-				kept = append(kept, f)
-			}
-		}
-		kept = append(kept, txtar.File{Name: "check", Data: []byte(want["check"])})
-		if e, ok := want["explain"]; ok {
-			kept = append(kept, txtar.File{Name: "explain", Data: []byte(e)})
-		}
-		ar.Files = kept
-		if err := os.WriteFile(path, txtar.Format(ar), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	got := map[string]bool{}
-	for _, f := range ar.Files {
-		if w, ok := want[f.Name]; ok {
-			got[f.Name] = true
-			if string(f.Data) != w {
-				t.Errorf("section %s differs (run go test -update):\n--- want\n%s\n--- got\n%s", f.Name, f.Data, w)
-			}
-		} else if f.Name == "explain" {
-			t.Errorf("explain section present but the input has errors")
-		}
-	}
-	for name := range want {
-		if !got[name] {
-			t.Errorf("missing section %s (run go test -update)", name)
-		}
-	}
 }
 
 var inlineRE = regexp.MustCompile(`//\s*ERROR((?:\s+[EW]\d{4})+)`)

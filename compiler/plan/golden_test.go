@@ -3,16 +3,13 @@ package plan
 import (
 	"flag"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/google/go-cmp/cmp"
-	"golang.org/x/tools/txtar"
-
 	"github.com/moec-dev/moec/compiler/check"
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/internal/golden"
 	"github.com/moec-dev/moec/lang/diag"
 )
 
@@ -23,65 +20,32 @@ var update = flag.Bool("update", false, "rewrite the golden sections of testdata
 // `-- seed --` (when present) the seed table of the first train block, and `-- local --`
 // (when present) the plan for two local CPU ranks of the first train block's last stage.
 func TestGolden(t *testing.T) {
-	files, err := filepath.Glob("testdata/*.txtar")
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no golden files: %v", err)
-	}
-	for _, file := range files {
-		t.Run(strings.TrimSuffix(filepath.Base(file), ".txtar"), func(t *testing.T) {
-			ar, err := txtar.ParseFile(file)
+	golden.Files(t, "testdata/*.txtar", *update, func(t *testing.T, in map[string][]byte) []golden.Section {
+		prog, _, ds := check.Load("input.moe", func(name string) ([]byte, error) {
+			if b, ok := in[filepath.ToSlash(filepath.Clean(name))]; ok {
+				return b, nil
+			}
+			return nil, fmt.Errorf("%s: not in the archive", name)
+		})
+		if ds.HasErrors() {
+			t.Fatalf("input does not check:\n%v", ds.Err())
+		}
+		out := []golden.Section{{Name: "plan", Data: []byte(goldenPlans(t, prog))}}
+		if _, ok := in["seed"]; ok {
+			tr := prog.Trains[prog.TrainOrder[0]]
+			r, err := SeedTable(prog, tr, prog.Clusters[tr.Cluster])
 			if err != nil {
 				t.Fatal(err)
 			}
-			inputs := map[string][]byte{}
-			for _, f := range ar.Files {
-				inputs[f.Name] = f.Data
-			}
-			prog, _, ds := check.Load("input.moe", func(name string) ([]byte, error) {
-				if b, ok := inputs[filepath.ToSlash(filepath.Clean(name))]; ok {
-					return b, nil
-				}
-				return nil, fmt.Errorf("%s: not in the archive", name)
-			})
-			if ds.HasErrors() {
-				t.Fatalf("input does not check:\n%v", ds.Err())
-			}
-			got := map[string]string{"plan": goldenPlans(t, prog)}
-			if _, ok := inputs["seed"]; ok {
-				tr := prog.Trains[prog.TrainOrder[0]]
-				r, err := SeedTable(prog, tr, prog.Clusters[tr.Cluster])
-				if err != nil {
-					t.Fatal(err)
-				}
-				got["seed"] = r.Markdown()
-			}
-			if _, ok := inputs["local"]; ok {
-				tr := prog.Trains[prog.TrainOrder[0]]
-				p, ds := Local(prog, tr, tr.Stages[len(tr.Stages)-1], 2)
-				got["local"] = planText(t, p, ds)
-			}
-			changed := false
-			for i, f := range ar.Files {
-				want, ok := got[f.Name]
-				if !ok {
-					continue
-				}
-				if string(f.Data) != want {
-					if *update {
-						ar.Files[i].Data = []byte(want)
-						changed = true
-						continue
-					}
-					t.Errorf("section %s differs (-want +got):\n%s", f.Name, cmp.Diff(string(f.Data), want))
-				}
-			}
-			if changed {
-				if err := os.WriteFile(file, txtar.Format(ar), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-		})
-	}
+			out = append(out, golden.Section{Name: "seed", Data: []byte(r.Markdown())})
+		}
+		if _, ok := in["local"]; ok {
+			tr := prog.Trains[prog.TrainOrder[0]]
+			p, ds := Local(prog, tr, tr.Stages[len(tr.Stages)-1], 2)
+			out = append(out, golden.Section{Name: "local", Data: []byte(planText(t, p, ds))})
+		}
+		return out
+	})
 }
 
 func goldenPlans(t *testing.T, prog *program.Program) string {

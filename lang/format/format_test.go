@@ -3,7 +3,6 @@ package format
 import (
 	"bytes"
 	"flag"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"golang.org/x/tools/txtar"
 
+	"github.com/moec-dev/moec/internal/golden"
 	"github.com/moec-dev/moec/lang/ast"
 	"github.com/moec-dev/moec/lang/diag"
 	"github.com/moec-dev/moec/lang/parse"
@@ -55,39 +55,12 @@ func render(l diag.List, src []byte) string {
 	return b.String()
 }
 
+// TestGolden formats the `input.moe` section of every testdata/*.txtar file and compares
+// the result with `fmt`.
 func TestGolden(t *testing.T) {
-	files, err := filepath.Glob("testdata/*.txtar")
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no golden files: %v", err)
-	}
-	for _, path := range files {
-		t.Run(strings.TrimSuffix(filepath.Base(path), ".txtar"), func(t *testing.T) {
-			ar, err := txtar.ParseFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var src, want []byte
-			for _, f := range ar.Files {
-				switch f.Name {
-				case "input.moe":
-					src = f.Data
-				case "fmt":
-					want = f.Data
-				}
-			}
-			got := check(t, src)
-			if *update {
-				ar.Files = []txtar.File{{Name: "input.moe", Data: src}, {Name: "fmt", Data: got}}
-				if err := os.WriteFile(path, txtar.Format(ar), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			if !bytes.Equal(got, want) {
-				t.Errorf("fmt differs (run with -update to accept):\n--- got\n%s--- want\n%s", got, want)
-			}
-		})
-	}
+	golden.Files(t, "testdata/*.txtar", *update, func(t *testing.T, in map[string][]byte) []golden.Section {
+		return []golden.Section{{Name: "fmt", Data: check(t, in["input.moe"])}}
+	})
 }
 
 // TestParserCorpus checks the properties on every error-free input of the parser's

@@ -5,12 +5,12 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"golang.org/x/tools/txtar"
-
+	"github.com/moec-dev/moec/internal/golden"
 	"github.com/moec-dev/moec/lang/ast"
 	"github.com/moec-dev/moec/lang/diag"
 )
@@ -20,57 +20,21 @@ var update = flag.Bool("update", false, "rewrite golden files in testdata")
 // TestGolden parses the `input.moe` section of every testdata/*.txtar file and compares
 // the rendered diagnostics (`errors`) and the tree with its spans (`ast`).
 func TestGolden(t *testing.T) {
-	files, err := filepath.Glob("testdata/*.txtar")
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no golden files: %v", err)
-	}
-	for _, path := range files {
-		t.Run(strings.TrimSuffix(filepath.Base(path), ".txtar"), func(t *testing.T) {
-			ar, err := txtar.ParseFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			src := section(t, ar, "input.moe")
-			f, diags := File("input.moe", src)
-			checkSpans(t, f, src)
-			var errs bytes.Buffer
-			diag.RenderAll(&errs, diags, map[string][]byte{"input.moe": src})
-			got := map[string]string{"errors": errs.String(), "ast": dump(f)}
-			if *update {
-				ar.Files = []txtar.File{{Name: "input.moe", Data: src}}
-				for _, name := range []string{"errors", "ast"} {
-					ar.Files = append(ar.Files, txtar.File{Name: name, Data: []byte(got[name])})
-				}
-				if err := os.WriteFile(path, txtar.Format(ar), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			for _, name := range []string{"errors", "ast"} {
-				if want := string(section(t, ar, name)); got[name] != want {
-					t.Errorf("%s differs (run with -update to accept):\n--- got\n%s--- want\n%s", name, got[name], want)
-				}
-			}
-			wantErrors := strings.HasPrefix(filepath.Base(path), "err_")
-			if wantErrors != diags.HasErrors() {
-				t.Errorf("file name says errors=%v but parse reported %d diagnostics", wantErrors, len(diags))
-			}
-		})
-	}
-}
-
-func section(t *testing.T, ar *txtar.Archive, name string) []byte {
-	t.Helper()
-	for _, f := range ar.Files {
-		if f.Name == name {
-			return f.Data
+	golden.Files(t, "testdata/*.txtar", *update, func(t *testing.T, in map[string][]byte) []golden.Section {
+		src, ok := in["input.moe"]
+		if !ok {
+			t.Fatal("no -- input.moe -- section")
 		}
-	}
-	if *update && name != "input.moe" {
-		return nil
-	}
-	t.Fatalf("no -- %s -- section", name)
-	return nil
+		f, diags := File("input.moe", src)
+		checkSpans(t, f, src)
+		wantErrors := strings.HasPrefix(path.Base(t.Name()), "err_")
+		if wantErrors != diags.HasErrors() {
+			t.Errorf("file name says errors=%v but parse reported %d diagnostics", wantErrors, len(diags))
+		}
+		var errs bytes.Buffer
+		diag.RenderAll(&errs, diags, map[string][]byte{"input.moe": src})
+		return []golden.Section{{Name: "errors", Data: errs.Bytes()}, {Name: "ast", Data: []byte(dump(f))}}
+	})
 }
 
 // checkSpans verifies the span invariants every later phase relies on: each node's

@@ -16,6 +16,7 @@ import (
 	"github.com/moec-dev/moec/compiler/report"
 	reporthtml "github.com/moec-dev/moec/compiler/report/html"
 	"github.com/moec-dev/moec/internal/driver"
+	"github.com/moec-dev/moec/internal/golden"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -23,16 +24,24 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 // build loads the txtar's input.moe, writes report.html like `moec build` and returns it.
 func build(t *testing.T, archive *txtar.Archive) []byte {
 	t.Helper()
-	dir := t.TempDir()
-	src := filepath.Join(dir, "input.moe")
 	for _, f := range archive.Files {
 		if f.Name == "input.moe" {
-			if err := os.WriteFile(src, f.Data, 0o644); err != nil {
-				t.Fatal(err)
-			}
+			return buildSource(t, f.Data)
 		}
 	}
-	l := driver.Load(src)
+	t.Fatal("no -- input.moe -- section")
+	return nil
+}
+
+// buildSource writes src as input.moe, writes report.html like `moec build` and returns it.
+func buildSource(t *testing.T, src []byte) []byte {
+	t.Helper()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "input.moe")
+	if err := os.WriteFile(path, src, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l := driver.Load(path)
 	if l.Diags.HasErrors() {
 		var b bytes.Buffer
 		l.Render(&b)
@@ -59,51 +68,23 @@ func goldenFiles(t *testing.T) []string {
 
 // TestGolden compares report.html with the txtar's `-- report.html --` section.
 func TestGolden(t *testing.T) {
-	for _, path := range goldenFiles(t) {
-		t.Run(filepath.Base(path), func(t *testing.T) {
-			archive, err := txtar.ParseFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got := build(t, archive)
-			if again := build(t, archive); !bytes.Equal(got, again) {
-				t.Fatal("two renderings of the same input differ")
-			}
-			i := slicesIndex(archive.Files, "report.html")
-			if *update {
-				if i < 0 {
-					archive.Files = append(archive.Files, txtar.File{Name: "report.html"})
-					i = len(archive.Files) - 1
-				}
-				archive.Files[i].Data = got
-				if err := os.WriteFile(path, txtar.Format(archive), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			if i < 0 {
-				t.Fatalf("%s has no -- report.html -- section; run go test -update", path)
-			}
-			if want := archive.Files[i].Data; !bytes.Equal(got, want) {
-				t.Errorf("report.html differs from %s (run go test -update and read the diff)", path)
-			}
-			checkSelfContained(t, got)
-			for _, want := range []string{"aria-label=\"memory per tier\"", "aria-label=\"device mesh\"", "Communication per step", "aria-label=\"curriculum timeline\"", "serve small", "small, stage all"} {
-				if !bytes.Contains(got, []byte(want)) {
-					t.Errorf("report.html lacks %q", want)
-				}
-			}
-		})
-	}
-}
-
-func slicesIndex(files []txtar.File, name string) int {
-	for i, f := range files {
-		if f.Name == name {
-			return i
+	golden.Files(t, filepath.Join("testdata", "*.txtar"), *update, func(t *testing.T, in map[string][]byte) []golden.Section {
+		src, ok := in["input.moe"]
+		if !ok {
+			t.Fatal("no -- input.moe -- section")
 		}
-	}
-	return -1
+		got := buildSource(t, src)
+		if again := buildSource(t, src); !bytes.Equal(got, again) {
+			t.Fatal("two renderings of the same input differ")
+		}
+		checkSelfContained(t, got)
+		for _, want := range []string{"aria-label=\"memory per tier\"", "aria-label=\"device mesh\"", "Communication per step", "aria-label=\"curriculum timeline\"", "serve small", "small, stage all"} {
+			if !bytes.Contains(got, []byte(want)) {
+				t.Errorf("report.html lacks %q", want)
+			}
+		}
+		return []golden.Section{{Name: "report.html", Data: got}}
+	})
 }
 
 // checkSelfContained fails unless page is well-formed markup that loads nothing and runs
