@@ -230,8 +230,43 @@ func (p *printer) block(b *ast.Block) {
 		p.lastLine = b.EndPos().Line
 		return
 	}
+	if p.inline(b) {
+		p.write(" { ")
+		for i, e := range b.Body {
+			if i > 0 {
+				p.write("; ")
+			}
+			p.assign(e.(*ast.Assign), 0)
+		}
+		p.write(" ")
+		p.token("}", before(b.EndPos()))
+		return
+	}
 	p.write(" {")
 	p.body(b.Body, b.RBrace, b.EndPos())
+}
+
+// inline reports whether block b stays on one line, `stage dense { experts = 1; tokens =
+// 300B }`: it is nested (declarations always open their own lines), was written on one
+// line, holds only assignments and no comment, and fits.
+// Both ways of writing it are canonical; the source chooses, and the choice survives
+// formatting.
+func (p *printer) inline(b *ast.Block) bool {
+	if p.indent == 0 || !b.RBrace.IsValid() || b.Pos().Line != b.RBrace.Line || p.hasComment(b.Pos().Offset, b.EndPos().Offset) {
+		return false
+	}
+	width := p.col + len(" {  }")
+	for i, e := range b.Body {
+		a, ok := e.(*ast.Assign)
+		if !ok {
+			return false
+		}
+		if i > 0 {
+			width += len("; ")
+		}
+		width += len(a.Key.Name) + len(" = ") + len(flat(a.Value))
+	}
+	return width <= maxWidth
 }
 
 // body prints entries one a line between `{` (already written) and `}`.
@@ -242,13 +277,14 @@ func (p *printer) body(entries []ast.Entry, rbrace, end ast.Pos) {
 	}
 	p.indent++
 	p.noBlank = true
-	for _, e := range entries {
+	pad := p.alignment(entries)
+	for i, e := range entries {
 		p.trailing(e.Pos().Offset)
 		p.comment(e.Pos().Offset, true)
 		p.lineStart(e.Pos().Line, true)
 		switch e := e.(type) {
 		case *ast.Assign:
-			p.assign(e)
+			p.assign(e, pad[i])
 		case *ast.Block:
 			p.block(e)
 		}
@@ -261,8 +297,72 @@ func (p *printer) body(entries []ast.Entry, rbrace, end ast.Pos) {
 	p.token("}", closeAt)
 }
 
-func (p *printer) assign(a *ast.Assign) {
+// alignment returns, for each entry, the width its key is padded to so that the `=` of
+// a run of one-line assignments line up, as in terraform fmt: a run is broken by a
+// block, a blank line, a comment on a line of its own, or an assignment that does not fit
+// on one line. Every input to the decision (key lengths, flat widths, comments, blank
+// lines) survives formatting, so formatting stays idempotent.
+func (p *printer) alignment(entries []ast.Entry) []int {
+	pad := make([]int, len(entries))
+	indent := 2 * p.indent
+	oneLine := func(e ast.Entry, width int) bool {
+		a, ok := e.(*ast.Assign)
+		return ok && !p.hasComment(a.Pos().Offset, a.EndPos().Offset) &&
+			indent+max(width, len(a.Key.Name))+3+len(flat(a.Value)) <= maxWidth
+	}
+	// joined reports whether nothing but a trailing comment separates entries i-1 and i.
+	joined := func(i int) bool {
+		prevEnd, next := entries[i-1].EndPos(), entries[i].Pos()
+		if p.blankBetween(prevEnd.Line, next.Line) {
+			return false
+		}
+		k := sort.Search(len(p.comments), func(k int) bool { return p.comments[k].Start.Offset >= prevEnd.Offset })
+		for ; k < len(p.comments) && p.comments[k].Start.Offset < next.Offset; k++ {
+			if p.comments[k].Start.Line != prevEnd.Line {
+				return false
+			}
+		}
+		return true
+	}
+	for start := 0; start < len(entries); {
+		end := start + 1
+		if oneLine(entries[start], 0) {
+			for end < len(entries) && joined(end) && oneLine(entries[end], 0) {
+				end++
+			}
+		}
+		// Padding can push a member past the width; such a member ends the run.
+		for end-start > 1 {
+			width := 0
+			for _, e := range entries[start:end] {
+				width = max(width, len(e.(*ast.Assign).Key.Name))
+			}
+			cut := end
+			for i := start; i < end; i++ {
+				if !oneLine(entries[i], width) {
+					cut = max(i, start+1)
+					break
+				}
+			}
+			if cut == end {
+				for i := start; i < end; i++ {
+					pad[i] = width
+				}
+				break
+			}
+			end = cut
+		}
+		start = end
+	}
+	return pad
+}
+
+// assign prints key = value, the key padded to width.
+func (p *printer) assign(a *ast.Assign, width int) {
 	p.token(a.Key.Name, a.Key.Pos())
+	if n := width - len(a.Key.Name); n > 0 {
+		p.write(strings.Repeat(" ", n))
+	}
 	p.sp()
 	p.token("=", a.Key.EndPos())
 	p.sp()
@@ -380,7 +480,7 @@ func args(c *ast.Call) []ast.Node {
 func (p *printer) node(n ast.Node) {
 	switch n := n.(type) {
 	case *ast.Assign:
-		p.assign(n)
+		p.assign(n, 0)
 	case ast.Expr:
 		p.expr(n)
 	}
@@ -420,7 +520,7 @@ func (p *printer) braceCall(c *ast.Call) {
 			if i > 0 {
 				p.write("; ")
 			}
-			p.assign(a)
+			p.assign(a, 0)
 		}
 		p.write(" ")
 		p.token("}", before(c.EndPos()))

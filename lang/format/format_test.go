@@ -3,6 +3,7 @@ package format
 import (
 	"bytes"
 	"flag"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -135,5 +136,30 @@ func TestLineEndings(t *testing.T) {
 	}
 	if got := check(t, []byte("\n\n// only a comment\n\n")); string(got) != "// only a comment\n" {
 		t.Errorf("comment-only file formats as %q", got)
+	}
+}
+
+// TestShippedFilesAreCanonical: the models and examples moec ships are what `moec fmt`
+// writes, so a user's first `moec fmt -l` over them lists nothing.
+func TestShippedFilesAreCanonical(t *testing.T) {
+	var files []string
+	for _, pattern := range []string{"../../models/*.moe", "../../examples/*.moe"} {
+		m, err := filepath.Glob(pattern)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, m...)
+	}
+	if len(files) == 0 {
+		t.Fatal("no shipped .moe files found")
+	}
+	for _, path := range files {
+		src, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out := check(t, src); !bytes.Equal(out, src) {
+			t.Errorf("%s is not in canonical layout; run moec fmt -w %s", path, filepath.Base(path))
+		}
 	}
 }
