@@ -84,6 +84,9 @@ func newExportMegatronCommand(stdout, stderr io.Writer) *cobra.Command {
 			if loaded.Diags.HasErrors() {
 				return errDiagnostics
 			}
+			if err := needTrain(loaded.Program, args[0], "export megatron writes the launch arguments of a training plan, so it needs the train block (data, batch, optimizer, stages) to plan"); err != nil {
+				return err
+			}
 			p, ds, err := driver.Plan(loaded, driver.PlanRequest{Train: trainName, Stage: stage, Options: plan.Options{}})
 			if err != nil {
 				return err

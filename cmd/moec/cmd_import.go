@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -47,6 +48,7 @@ func newImportHFCommand(stdout, stderr io.Writer) *cobra.Command {
 				if out == "" {
 					return errors.New("import hf --checkpoint: say where the checkpoint goes with -o OUTDIR")
 				}
+				opt.Source = filepath.Join(ckpt, hf.ConfigFile)
 				res, err := hf.ImportCheckpoint(ckpt, out, opt)
 				if err != nil {
 					return importFailed(stderr, err)

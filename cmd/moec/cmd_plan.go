@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -23,7 +24,7 @@ func newPlanCommand(stdout, stderr io.Writer) *cobra.Command {
 		Long: "Plan searches data x expert x tensor x pipeline parallel sizes, ZeRO stage, offload,\n" +
 			"micro-batch and recompute for one stage, and prints the chosen layout, the per-device\n" +
 			"memory table, communication, predicted step time and the runners-up.\n" +
-			"--memory: zero0..zero3, zero1-offload, zero2-offload, zero3-offload, zero3-nvme, unified_cache, auto.\n" +
+			"--memory: " + strings.Join(plan.MemoryOptions(), ", ") + ".\n" +
 			"--objective: time, gpus or cost.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -34,6 +35,11 @@ func newPlanCommand(stdout, stderr io.Writer) *cobra.Command {
 			loaded.Render(stderr)
 			if loaded.Diags.HasErrors() {
 				return errDiagnostics
+			}
+			if serve == "" {
+				if err := needTrain(loaded.Program, args[0], "plan lays out a stage of a train block (or a serve block, with --serve)"); err != nil {
+					return err
+				}
 			}
 			p, diags, err := driver.Plan(loaded, driver.PlanRequest{Train: train, Stage: stage, Serve: serve, Options: opt})
 			loaded.RenderList(stderr, diags)

@@ -13,7 +13,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/moec-dev/moec/compiler/plan"
+	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/internal/driver"
+	"github.com/moec-dev/moec/lang/diag"
 	"github.com/moec-dev/moec/runtime/kernelsel"
 	"github.com/moec-dev/moec/runtime/train"
 )
@@ -37,6 +39,9 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 			"stages that have already run.",
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkRunFlags(cmd, opt, rf); err != nil {
+				return err
+			}
 			if cmd.Flags().Changed("seed") {
 				opt.Seed = &seed
 			}
@@ -92,6 +97,9 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 			if opt.StageName != "" || opt.OutDir != "" || opt.From != "" {
 				return fmt.Errorf("run: --all-stages trains every stage in its own folder; drop --stage, --out and --from")
 			}
+			if err := needTrain(loaded.Program, args[0], "run --all-stages trains a train block's curriculum"); err != nil {
+				return err
+			}
 			stages, err := driver.CurriculumOrder(loaded.Program, opt.TrainName)
 			if err != nil {
 				return err
@@ -121,28 +129,34 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 	f.StringVar(&opt.StageName, "stage", "", "the stage to train")
 	f.StringVar(&opt.TrainName, "train", "", "the train block (default: the file's only one)")
 	f.BoolVar(&allStages, "all-stages", false, "train every stage of the curriculum in order")
-	f.Int64Var(&opt.Steps, "steps", 0, "optimizer steps (default: the stage's tokens / tokens per batch)")
+	f.Int64Var(&opt.Steps, "steps", 0, "optimizer steps, at least 1 (default: the stage's tokens / tokens per batch)")
 	f.StringVar(&opt.OutDir, "out", "", "run folder (default out/<train>/<stage>/run)")
 	f.StringVar(&opt.OutRoot, "out-root", "out", "root of the conventional run folders")
 	f.StringVar(&opt.Resume, "resume", "", "continue the run in this folder")
 	f.StringVar(&opt.From, "from", "", "checkpoint or run folder to grow from (default: the from stage's final checkpoint)")
 	f.BoolVar(&opt.Force, "force", false, "start afresh in a run folder that already holds a run")
 	f.Int64Var(&seed, "seed", 0, "override the train block's seed")
-	f.DurationVar(&opt.MaxTime, "max-time", 0, "stop (with a checkpoint) after this long; resume later")
-	f.IntVar(&opt.MicroBatch, "micro-batch", 0, "sequences per micro-batch (default: the train block's, else 8)")
+	f.DurationVar(&opt.MaxTime, "max-time", 0, "stop (with a checkpoint) after this long, e.g. 30m; resume later (default: no limit)")
+	f.IntVar(&opt.MicroBatch, "micro-batch", 0, "sequences per micro-batch; it must divide the batch's sequences (tokens_per_batch / seq_len), so the batch stays as declared and only memory changes (default: the train block's, else up to 8)")
 	f.StringVar(&llvmLib, "llvm", "", "run norms, cross-entropy and AdamW in the compiled LLVM kernels of this library (<stage>/llvm/libmoe_kernels.so from moec build)")
-	f.Int64Var(&opt.CheckpointEvery, "checkpoint-every", 0, "steps between checkpoints (default: the train block's)")
-	f.IntVar(&rf.ranks, "ranks", 0, "run the plan for N in-process ranks (default: the cluster's ranks; under mpirun, one rank per process)")
-	f.IntVar(&rf.ep, "ep", 0, "expert-parallel size (default: the plan's)")
+	f.Int64Var(&opt.CheckpointEvery, "checkpoint-every", 0, "steps between checkpoints, at least 1 (default: the train block's)")
+	f.IntVar(&rf.ranks, "ranks", 0, "run the plan for N ≥ 1 in-process ranks (default: the cluster's ranks; under mpirun, one rank per process)")
+	f.IntVar(&rf.ep, "ep", 0, "expert-parallel size; it must divide the ranks and the stage's experts (default: the plan's)")
 	f.IntVar(&rf.zero, "zero", 0, "ZeRO stage 0-3 (default: the plan's)")
 	f.BoolVar(&rf.offload, "offload", false, "keep optimizer states in the host tier (default: the train block's memory.offload)")
 	f.StringVar(&rf.budget, "cache-budget", "", "run the unified cache with this device budget per rank, e.g. 8MiB (default with memory = unified_cache: a quarter of a rank's weights)")
-	f.DurationVar(&rf.timeout, "collective-timeout", 0, "fail a collective that waits longer than this for another rank (default 5m)")
+	f.DurationVar(&rf.timeout, "collective-timeout", 0, "fail a collective that waits longer than this for another rank; positive (default 5m)")
 	return cmd
 }
 
 func runAndReport(ctx context.Context, stdout io.Writer, opt train.Options, p *plan.Plan) error {
 	res, err := train.Run(ctx, opt)
+	if res != nil && res.Stopped && errors.Is(err, context.Canceled) {
+		// The run saved a checkpoint and its progress said "interrupted at step N/M;
+		// resume with --resume DIR": that is the whole story, and the cancellation
+		// itself is no error to report on top.
+		return errInterrupted
+	}
 	if err != nil {
 		return err
 	}
@@ -151,12 +165,59 @@ func runAndReport(ctx context.Context, stdout io.Writer, opt train.Options, p *p
 		printMemory(stdout, opt.Layout, res.Memory, p)
 	}
 	if res.Stopped {
-		if errors.Is(ctx.Err(), context.Canceled) {
-			return fmt.Errorf("interrupted; continue with: moec run --resume %s", res.Dir)
-		}
 		fmt.Fprintf(stdout, "stopped early; continue with: moec run --resume %s\n", res.Dir)
 	}
 	return nil
+}
+
+// checkRunFlags refuses, before anything is loaded, a numeric flag out of its range. A
+// flag left out keeps its default; one given explicitly must be a value the run can use,
+// so --steps 0 is an error rather than "the stage's steps".
+func checkRunFlags(cmd *cobra.Command, opt train.Options, rf rankFlags) error {
+	f := cmd.Flags()
+	type check struct {
+		flag string
+		bad  bool
+		val  any
+		want string
+	}
+	checks := []check{
+		{"steps", opt.Steps < 1, opt.Steps, "want at least 1 step; leave it out to run the stage's steps"},
+		{"micro-batch", opt.MicroBatch < 1, opt.MicroBatch, "want at least 1 sequence; leave it out for the train block's"},
+		{"checkpoint-every", opt.CheckpointEvery < 1, opt.CheckpointEvery, "want at least 1 step; leave it out for the train block's"},
+		{"max-time", opt.MaxTime <= 0, opt.MaxTime, "want a positive duration such as 30m; leave it out for no limit"},
+		{"collective-timeout", rf.timeout <= 0, rf.timeout, "want a positive duration such as 5m; leave it out for the default"},
+		{"ranks", rf.ranks < 1, rf.ranks, "want at least 1 rank"},
+		{"ep", rf.ep < 1, rf.ep, "want an expert-parallel size of at least 1 (1 = none)"},
+		{"zero", rf.zero < 0 || rf.zero > 3, rf.zero, "ZeRO stages are 0, 1, 2 and 3"},
+	}
+	for _, c := range checks {
+		if f.Changed(c.flag) && c.bad {
+			return diag.Runtimef(diag.ErrBadRunOption, "--%s %v: %s", c.flag, c.val, c.want)
+		}
+	}
+	if opt.Resume != "" {
+		// A resumed run continues exactly as it started: its run.json fixes these.
+		for _, name := range []string{"stage", "train", "all-stages", "steps", "seed", "micro-batch", "checkpoint-every", "from", "out", "force"} {
+			if f.Changed(name) {
+				e := diag.Runtimef(diag.ErrBadRunOption, "--%s with --resume: a resumed run continues as it started, with the settings in %s", name, filepath.Join(opt.Resume, train.SpecFile))
+				e.Suggestion = "drop --" + name + ", or start a new run with --out"
+				return e
+			}
+		}
+	}
+	return nil
+}
+
+// needTrain refuses a file without a train block for a command that needs one, saying
+// what the command needs it for.
+func needTrain(prog *program.Program, file, what string) error {
+	if len(prog.TrainOrder) > 0 {
+		return nil
+	}
+	e := diag.Runtimef(diag.ErrUnknownTrain, "%s has no train block; %s", file, what)
+	e.Suggestion = "add a `train MODEL on CLUSTER { ... }` block with its stages, as examples/hunyuan_tiny.moe does"
+	return e
 }
 
 func newEvalCommand(stdout, stderr io.Writer) *cobra.Command {
@@ -170,6 +231,9 @@ func newEvalCommand(stdout, stderr io.Writer) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if opt.Checkpoint == "" {
 				return fmt.Errorf("eval: --checkpoint is required")
+			}
+			if cmd.Flags().Changed("windows") && opt.Windows < 1 {
+				return diag.Runtimef(diag.ErrBadRunOption, "--windows %d: want at least 1 validation window; leave it out for 64", opt.Windows)
 			}
 			if len(args) == 1 {
 				loaded := driver.Load(args[0])
@@ -190,6 +254,6 @@ func newEvalCommand(stdout, stderr io.Writer) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&opt.Checkpoint, "checkpoint", "", "a checkpoint folder, or a run folder (its newest checkpoint)")
-	cmd.Flags().IntVar(&opt.Windows, "windows", 0, "validation windows (default 64)")
+	cmd.Flags().IntVar(&opt.Windows, "windows", 0, "validation windows, at least 1 (default 64)")
 	return cmd
 }

@@ -10,15 +10,21 @@ import (
 )
 
 // Exit statuses: 0 success, 1 the input has errors (diagnostics were printed), 2 the
-// command was used wrongly or failed for another reason.
+// command was used wrongly or failed for another reason, 130 interrupted (what shells
+// report for a command stopped by SIGINT, so scripts can tell it from a failure).
 const (
-	exitOK    = 0
-	exitDiags = 1
-	exitUsage = 2
+	exitOK          = 0
+	exitDiags       = 1
+	exitUsage       = 2
+	exitInterrupted = 130
 )
 
 // errDiagnostics says the diagnostics were already printed; main only sets the status.
 var errDiagnostics = errors.New("input has errors")
+
+// errInterrupted says a command stopped cleanly on an interrupt and has already said where
+// it stopped and how to continue; main only sets the status.
+var errInterrupted = errors.New("interrupted")
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
@@ -41,6 +47,8 @@ func run(args []string, stdout, stderr io.Writer) (status int) {
 		return exitOK
 	case errors.Is(err, errDiagnostics):
 		return exitDiags
+	case errors.Is(err, errInterrupted):
+		return exitInterrupted
 	default:
 		fmt.Fprintf(stderr, "moec: %v\n", err)
 		return exitUsage
@@ -69,7 +77,32 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newServeCommand(stdout, stderr),
 		newVersionCommand(stdout),
 	)
+	withUsageOnMisuse(root)
 	return root
+}
+
+// withUsageOnMisuse makes a wrong number of arguments or a bad flag name the command's
+// usage line after the error, for root and every command under it. The root silences
+// cobra's own usage dump (a page of flags after every failure, a missing file included),
+// so misuse alone gets the line that says how the command is called.
+func withUsageOnMisuse(c *cobra.Command) {
+	if args := c.Args; args != nil {
+		c.Args = func(cmd *cobra.Command, a []string) error {
+			if err := args(cmd, a); err != nil {
+				return usageError(cmd, err)
+			}
+			return nil
+		}
+	}
+	c.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usageError(cmd, err) })
+	for _, sub := range c.Commands() {
+		withUsageOnMisuse(sub)
+	}
+}
+
+// usageError is err followed by how cmd is called and where the full help is.
+func usageError(cmd *cobra.Command, err error) error {
+	return fmt.Errorf("%s: %w\nusage: %s\nrun '%s --help' for more", cmd.Name(), err, cmd.UseLine(), cmd.CommandPath())
 }
 
 func newVersionCommand(stdout io.Writer) *cobra.Command {

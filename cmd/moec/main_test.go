@@ -1,6 +1,7 @@
 package main
 
 import (
+	"flag"
 	"os"
 	"path/filepath"
 	"testing"
@@ -16,6 +17,8 @@ func TestMain(m *testing.M) {
 	})
 }
 
+var update = flag.Bool("update", false, "rewrite the files that cmp compares stdout or stderr with in testdata/script/*.txtar")
+
 // TestScripts runs testdata/script/*.txtar: commands, their output and exit statuses.
 func TestScripts(t *testing.T) {
 	repo, err := filepath.Abs("../..")
@@ -23,7 +26,8 @@ func TestScripts(t *testing.T) {
 		t.Fatal(err)
 	}
 	testscript.Run(t, testscript.Params{
-		Dir: "testdata/script",
+		Dir:           "testdata/script",
+		UpdateScripts: *update,
 		Setup: func(env *testscript.Env) error {
 			env.Setenv("REPO", repo)
 			return nil

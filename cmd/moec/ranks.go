@@ -12,6 +12,7 @@ import (
 
 	"github.com/moec-dev/moec/compiler/plan"
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/lang/diag"
 	"github.com/moec-dev/moec/runtime/dist"
 	"github.com/moec-dev/moec/runtime/dist/mpi"
 	"github.com/moec-dev/moec/runtime/train"
@@ -52,6 +53,12 @@ func (f rankFlags) layout(prog *program.Program, trainName, stageName string, wo
 				ranks = c.Ranks
 			}
 		}
+	}
+	if f.ep > 1 && max(ranks, 1)%f.ep != 0 {
+		// Expert parallelism spreads the experts over ranks: the group must fit the run.
+		e := diag.Runtimef(diag.ErrBadRunOption, "--ep %d: an expert-parallel group of %d ranks does not divide the run's %d rank(s)", f.ep, f.ep, max(ranks, 1))
+		e.Suggestion = fmt.Sprintf("pass --ranks %d or a multiple of it, or drop --ep", f.ep)
+		return nil, nil, e
 	}
 	if ranks <= 1 && f.ep <= 1 && f.zero == 0 && !f.offload && f.budget == "" {
 		return nil, nil, nil
@@ -98,6 +105,11 @@ func (f rankFlags) layout(prog *program.Program, trainName, stageName string, wo
 		if p0, ds := plan.LocalWith(prog, tr, st, l.Ranks, opts); !ds.HasErrors() && p0 != nil {
 			p = p0
 			l.EP, l.ZeRO = max(p.Layout.EP, 1), p.Layout.ZeRO
+			if f.ep > 0 {
+				// An explicit --ep is the run's, never the plan's rewriting of it: the
+				// run refuses one the stage cannot use, naming the stage's experts.
+				l.EP = f.ep
+			}
 			if l.Cache != nil {
 				if l.Cache.Budget == 0 && len(p.Placement.Ranks) > 0 {
 					l.Cache.Budget = p.Placement.Ranks[0].Params // a quarter of a rank's fp32 weights

@@ -63,8 +63,8 @@ func ConfigFor(prog *program.Program, tr *program.Train, st *program.Stage) (Con
 	}
 	c.Accum = int(max((seqs+int64(c.MicroBatch)-1)/int64(c.MicroBatch), 1))
 	c.Steps = st.Steps
-	if c.Steps <= 0 && st.Tokens > 0 {
-		c.Steps = max(st.Tokens/(int64(c.SeqLen)*int64(c.MicroBatch)*int64(c.Accum)), 1)
+	if c.Steps <= 0 {
+		c.Steps = program.StepsFor(st.Tokens, int64(c.SeqLen)*int64(c.MicroBatch)*int64(c.Accum))
 	}
 	if c.Steps <= 0 {
 		return c, fmt.Errorf("gogen: stage %s sets neither steps nor tokens", c.Name)

@@ -17,27 +17,27 @@ func (s *spec) attention(ownsKV bool) attnParts {
 	}
 	a := &s.m.Attention
 	var p attnParts
-	qOut := s.heads * s.headDim
-	kvOut := s.kvHeads * s.headDim
+	qOut := s.mul(s.heads, s.headDim)
+	kvOut := s.mul(s.kvHeads, s.headDim)
 	p.qkDim, p.vDim = s.headDim, s.headDim
 
-	q := s.d * qOut
-	p.matmul += q
-	p.qk += q
+	q := s.mul(s.d, qOut)
+	p.matmul = s.add(p.matmul, q)
+	p.qk = s.add(p.qk, q)
 	if a.BiasQKV {
-		p.params += qOut
+		p.params = s.add(p.params, qOut)
 	}
 	if ownsKV {
-		k, v := s.d*kvOut, s.d*kvOut
-		p.matmul += k + v
-		p.qk += k
+		k := s.mul(s.d, kvOut)
+		p.matmul = s.add(p.matmul, k, k) // keys and values
+		p.qk = s.add(p.qk, k)
 		if a.BiasQKV {
-			p.params += 2 * kvOut
+			p.params = s.add(p.params, s.mul(2, kvOut))
 		}
 	}
-	p.matmul += qOut * s.d // output projection
+	p.matmul = s.add(p.matmul, s.mul(qOut, s.d)) // output projection
 	if a.BiasOut {
-		p.params += s.d
+		p.params = s.add(p.params, s.d)
 	}
 	if a.QKNorm {
 		// Per-head norms over head_dim shared by all heads (Qwen3, Gemma 3), or with
@@ -50,12 +50,12 @@ func (s *spec) attention(ownsKV bool) attnParts {
 		if a.QKNormFull {
 			qw, kw = qOut, kvOut
 		}
-		p.params += qw
+		p.params = s.add(p.params, qw)
 		if ownsKV {
-			p.params += kw
+			p.params = s.add(p.params, kw)
 		}
 	}
-	p.params += p.matmul + s.attentionExtras()
+	p.params = s.add(p.params, p.matmul, s.attentionExtras())
 	return p
 }
 
@@ -68,43 +68,43 @@ func (s *spec) attention(ownsKV bool) attnParts {
 func (s *spec) latentAttention(ownsKV bool) attnParts {
 	a := &s.m.Attention
 	var p attnParts
-	qDim := a.QKNopeHeadDim + a.QKRopeHeadDim
+	qDim := s.add(a.QKNopeHeadDim, a.QKRopeHeadDim)
 	p.qkDim, p.vDim = qDim, a.VHeadDim
 
 	if a.QLoraRank > 0 {
-		qa, qb := s.d*a.QLoraRank, a.QLoraRank*s.heads*qDim
-		p.matmul += qa + qb
-		p.qk += qa + qb
-		p.params += s.normParams(a.QLoraRank)
+		qa, qb := s.mul(s.d, a.QLoraRank), s.mul(a.QLoraRank, s.heads, qDim)
+		p.matmul = s.add(p.matmul, qa, qb)
+		p.qk = s.add(p.qk, qa, qb)
+		p.params = s.add(p.params, s.normParams(a.QLoraRank))
 		if a.BiasQKV {
-			p.params += a.QLoraRank
+			p.params = s.add(p.params, a.QLoraRank)
 		}
 	} else {
-		q := s.d * s.heads * qDim
-		p.matmul += q
-		p.qk += q
+		q := s.mul(s.d, s.heads, qDim)
+		p.matmul = s.add(p.matmul, q)
+		p.qk = s.add(p.qk, q)
 	}
 	if ownsKV {
-		kvA := s.d * (a.KVLoraRank + a.QKRopeHeadDim)
-		kvB := a.KVLoraRank * s.heads * (a.QKNopeHeadDim + a.VHeadDim)
-		p.matmul += kvA + kvB
-		p.params += s.normParams(a.KVLoraRank)
+		kvA := s.mul(s.d, s.add(a.KVLoraRank, a.QKRopeHeadDim))
+		kvB := s.mul(a.KVLoraRank, s.heads, s.add(a.QKNopeHeadDim, a.VHeadDim))
+		p.matmul = s.add(p.matmul, kvA, kvB)
+		p.params = s.add(p.params, s.normParams(a.KVLoraRank))
 		if a.BiasQKV {
-			p.params += a.KVLoraRank + a.QKRopeHeadDim
+			p.params = s.add(p.params, a.KVLoraRank, a.QKRopeHeadDim)
 		}
 	}
-	p.matmul += s.heads * a.VHeadDim * s.d
+	p.matmul = s.add(p.matmul, s.mul(s.heads, a.VHeadDim, s.d))
 	if a.BiasOut {
-		p.params += s.d
+		p.params = s.add(p.params, s.d)
 	}
 	if a.QKNorm {
 		// Scale-only RMSNorms over each head's query and key width, as in attention.
-		p.params += qDim
+		p.params = s.add(p.params, qDim)
 		if ownsKV {
-			p.params += qDim
+			p.params = s.add(p.params, qDim)
 		}
 	}
-	p.params += p.matmul + s.attentionExtras()
+	p.params = s.add(p.params, p.matmul, s.attentionExtras())
 	return p
 }
 
@@ -114,10 +114,10 @@ func (s *spec) latentAttention(ownsKV bool) attnParts {
 func (s *spec) attentionExtras() int64 {
 	var n int64
 	if s.m.Attention.TalkingHeads {
-		n += 2 * s.heads * s.heads
+		n = s.add(n, s.mul(2, s.heads, s.heads))
 	}
 	if s.m.Attention.Sinks {
-		n += s.heads
+		n = s.add(n, s.heads)
 	}
 	return n
 }

@@ -22,6 +22,7 @@ func (s *spec) layer(i int, encoder, cross, moe bool) layerPart {
 	lp := layerPart{LayerCounts: LayerCounts{Index: i, Encoder: encoder, Cross: cross, MoE: moe}}
 	lc := &lp.LayerCounts
 	lc.OwnsKV = i%s.shareKV == 0
+	s.part = "attention"
 	lp.self = s.attention(lc.OwnsKV)
 	lc.Attention = lp.self.params
 	lp.matmul, lp.qk = lp.self.matmul, lp.self.qk
@@ -30,62 +31,71 @@ func (s *spec) layer(i int, encoder, cross, moe bool) layerPart {
 		// Cross-attention has the same projections as self-attention (queries from the
 		// decoder, keys and values from the encoder output) and never shares K/V across layers.
 		lp.cross = s.attention(true)
-		lc.Attention += lp.cross.params
-		lp.matmul += lp.cross.matmul
+		lc.Attention = s.add(lc.Attention, lp.cross.params)
+		lp.matmul = s.add(lp.matmul, lp.cross.matmul)
 		blocks++
 	}
-	lc.Norms = blocks * s.normsPerBlock() * s.normParams(s.d)
+	s.part = "norm"
+	lc.Norms = s.mul(blocks, s.normsPerBlock(), s.normParams(s.d))
 
+	s.part = "dense FFN"
 	dense := s.ffn(s.m.FFN.Hidden, s.m.FFN.Activation, s.m.FFN.Bias)
 	if !moe {
 		lc.DenseFFN = dense.total()
-		lp.matmul += dense.weights
+		lp.matmul = s.add(lp.matmul, dense.weights)
 	} else {
 		e := s.moe
 		lc.TopK = e.TopK
+		s.part = "routed expert"
 		expert := s.ffn(e.ExpertHidden, e.Activation, e.ExpertBias)
-		shared := s.ffn(e.SharedHidden, e.Activation, e.ExpertBias)
 		lc.PerExpert = expert.total()
-		lc.Experts = int64(e.Experts) * lc.PerExpert
-		lc.Shared = int64(e.SharedExperts) * shared.total()
+		lc.Experts = s.mul(int64(e.Experts), lc.PerExpert)
+		s.part = "shared expert"
+		shared := s.ffn(e.SharedHidden, e.Activation, e.ExpertBias)
+		lc.Shared = s.mul(int64(e.SharedExperts), shared.total())
 		var gate int64
 		if e.SharedGate && e.SharedExperts > 0 {
 			// Qwen2-MoE's shared_expert_gate: one d_model → 1 projection per MoE layer, read
 			// by every token, so it is active and a matmul like the experts it scales.
 			gate = s.d
-			lc.Shared += gate
+			lc.Shared = s.add(lc.Shared, gate)
 		}
+		s.part = "router"
 		in := s.d
 		if e.Router == program.RouteTokenEmbedding {
 			in = e.RouterDim
 		}
-		lp.router = int64(e.Experts) * in
+		lp.router = s.mul(int64(e.Experts), in)
 		lc.Router = lp.router
 		if e.RouterBias {
-			lc.Router += int64(e.Experts)
+			lc.Router = s.add(lc.Router, int64(e.Experts))
 		}
-		lp.matmul += lp.router + int64(e.TopK)*expert.weights + int64(e.SharedExperts)*shared.weights + gate
+		s.part = "active"
+		lp.matmul = s.add(lp.matmul, lp.router, s.mul(int64(e.TopK), expert.weights), s.mul(int64(e.SharedExperts), shared.weights), gate)
 		if e.ParallelDense {
 			lc.DenseFFN = dense.total()
-			lp.matmul += dense.weights
+			lp.matmul = s.add(lp.matmul, dense.weights)
 		}
 	}
-	lc.Total = lc.Attention + lc.DenseFFN + lc.Experts + lc.Shared + lc.Router + lc.Norms
-	lc.Active = lc.Attention + lc.DenseFFN + int64(lc.TopK)*lc.PerExpert + lc.Shared + lc.Router + lc.Norms
+	s.part = "layer"
+	lc.Total = s.add(lc.Attention, lc.DenseFFN, lc.Experts, lc.Shared, lc.Router, lc.Norms)
+	lc.Active = s.add(lc.Attention, lc.DenseFFN, s.mul(int64(lc.TopK), lc.PerExpert), lc.Shared, lc.Router, lc.Norms)
 	return lp
 }
 
-// layers returns every layer of the model: the encoder stack first, then the decoder.
-func (s *spec) layers() []layerPart {
-	var out []layerPart
+// eachLayer calls f with every layer of the model, the encoder stack first, then the
+// decoder. It builds no list: layers may be many, and FLOPs need only a running sum.
+func (s *spec) eachLayer(f func(layerPart)) {
 	for i := 0; i < s.m.Encoder; i++ {
-		out = append(out, s.layer(i, true, false, s.isMoE(i, true)))
+		f(s.layer(i, true, false, s.isMoE(i, true)))
 	}
 	for i := 0; i < s.m.Layers; i++ {
-		out = append(out, s.layer(i, false, s.m.Encoder > 0, s.isMoE(i, false)))
+		f(s.layer(i, false, s.m.Encoder > 0, s.isMoE(i, false)))
 	}
-	return out
 }
+
+// layerCount is the number of layers eachLayer visits.
+func (s *spec) layerCount() int { return max(s.m.Encoder, 0) + max(s.m.Layers, 0) }
 
 // stacks is 2 for an encoder-decoder model, else 1.
 func (s *spec) stacks() int64 {
@@ -104,75 +114,95 @@ func (s *spec) mtpModule(k int) (lp layerPart, total, active int64) {
 	// Index 0: a module is a stack of its own, so it holds its own K/V projections.
 	lp = s.layer(0, false, false, s.moe != nil)
 	lp.Index = k
-	extra := 2*s.d*s.d + 2*s.normParams(s.d)
+	s.part = "MTP module"
+	eh := s.mul(2, s.d, s.d)
+	extra := s.add(eh, s.mul(2, s.normParams(s.d)))
 	if s.m.FinalNorm {
-		extra += s.normParams(s.d)
+		extra = s.add(extra, s.normParams(s.d))
 	}
-	lp.matmul += 2 * s.d * s.d
-	return lp, lp.Total + extra, lp.Active + extra
+	lp.matmul = s.add(lp.matmul, eh)
+	return lp, s.add(lp.Total, extra), s.add(lp.Active, extra)
 }
 
 func (s *spec) count() Counts {
 	var c Counts
 	m := &s.m
-	emb := s.vocab * s.d
+	s.part = "embedding"
+	emb := s.mul(s.vocab, s.d)
 	c.Total.Embedding = emb
+	s.part = "position"
 	switch m.Position {
 	case program.Learned:
-		c.Total.Position = m.MaxPosition * s.d
+		c.Total.Position = s.mul(m.MaxPosition, s.d)
 	case program.Relative:
-		c.Total.Position = s.stacks() * RelativeBuckets * s.heads
+		c.Total.Position = s.mul(s.stacks(), RelativeBuckets, s.heads)
 	}
 	if !m.TieEmbeddings {
 		c.Total.Head = emb
 	}
 	if m.FinalNorm {
-		c.Total.Norms = s.stacks() * s.normParams(s.d)
+		s.part = "norm"
+		c.Total.Norms = s.mul(s.stacks(), s.normParams(s.d))
 	}
 	c.Active = c.Total
 
 	anyMoE := false
-	for _, lp := range s.layers() {
+	c.Layers = make([]LayerCounts, 0, s.layerCount())
+	s.eachLayer(func(lp layerPart) {
 		lc := lp.LayerCounts
 		c.Layers = append(c.Layers, lc)
 		if lc.Encoder {
 			c.EncoderCount++
 		}
+		s.part = "total"
 		for _, comp := range []*Components{&c.Total, &c.Active} {
-			comp.Attention += lc.Attention
-			comp.DenseFFN += lc.DenseFFN
-			comp.SharedExperts += lc.Shared
-			comp.Router += lc.Router
-			comp.Norms += lc.Norms
+			comp.Attention = s.add(comp.Attention, lc.Attention)
+			comp.DenseFFN = s.add(comp.DenseFFN, lc.DenseFFN)
+			comp.SharedExperts = s.add(comp.SharedExperts, lc.Shared)
+			comp.Router = s.add(comp.Router, lc.Router)
+			comp.Norms = s.add(comp.Norms, lc.Norms)
 		}
-		c.Total.RoutedExperts += lc.Experts
-		c.Active.RoutedExperts += int64(lc.TopK) * lc.PerExpert
+		s.part = "routed expert"
+		c.Total.RoutedExperts = s.add(c.Total.RoutedExperts, lc.Experts)
+		c.Active.RoutedExperts = s.add(c.Active.RoutedExperts, s.mul(int64(lc.TopK), lc.PerExpert))
 		if lc.MoE {
 			anyMoE = true
 			if s.moe.AuxFreeBias > 0 {
-				c.Buffers += int64(s.moe.Experts)
+				c.Buffers = s.add(c.Buffers, int64(s.moe.Experts))
 			}
 		}
-	}
+	})
 	if anyMoE && s.moe.Router == program.RouteTokenEmbedding {
 		// One table for the model: a token's routing vector does not depend on the layer;
 		// each MoE layer's own projection makes the choice layer-specific.
-		c.Total.RouterEmbedding = s.vocab * s.moe.RouterDim
+		s.part = "router"
+		c.Total.RouterEmbedding = s.mul(s.vocab, s.moe.RouterDim)
 		c.Active.RouterEmbedding = c.Total.RouterEmbedding
 	}
 
 	for k := 0; k < m.MTPDepth; k++ {
 		lp, total, active := s.mtpModule(k)
 		c.MTPLayers = append(c.MTPLayers, lp.LayerCounts)
-		c.MTP += total
-		c.MTPActive += active
+		c.MTP = s.add(c.MTP, total)
+		c.MTPActive = s.add(c.MTPActive, active)
 	}
 
-	c.TotalAll = c.Total.Sum()
-	c.ActiveAll = c.Active.Sum()
+	s.part = "total"
+	c.TotalAll = s.sum(c.Total)
+	c.ActiveAll = s.sum(c.Active)
+	// The with_mtp convention (Conventions) adds the MTP modules: it must fit as well.
+	s.add(c.TotalAll, c.MTP)
+	s.add(c.ActiveAll, c.MTPActive)
 	c.TotalNoEmbedding = c.TotalAll - c.Total.lookups() - c.Total.Head
 	c.ActiveNoEmbedding = c.ActiveAll - c.Active.lookups() - c.Active.Head
 	return c
+}
+
+// sum is Components.Sum with overflow detection. With it passed, lookups (a part of the
+// same sum) cannot overflow either.
+func (s *spec) sum(c Components) int64 {
+	return s.add(c.Embedding, c.Position, c.Head, c.Attention, c.DenseFFN, c.RoutedExperts,
+		c.SharedExperts, c.Router, c.RouterEmbedding, c.Norms)
 }
 
 // Convention is one way of stating a model's size.

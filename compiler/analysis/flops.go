@@ -11,7 +11,7 @@ func (s *spec) flops(seqLen int64) FLOPs {
 	causal := causalContext(seqLen, s.m.Attention.Window)
 	full := float64(seqLen)
 
-	for _, lp := range s.layers() {
+	s.eachLayer(func(lp layerPart) {
 		ctx := causal
 		if lp.Encoder {
 			ctx = full
@@ -23,9 +23,9 @@ func (s *spec) flops(seqLen int64) FLOPs {
 		f.MatmulPerToken += mat
 		f.AttentionPerToken += att
 		f.RouterPerToken += 2 * float64(lp.router)
-	}
+	})
 	// The head multiplies by the (padded) vocabulary matrix whether or not it is tied.
-	f.HeadPerToken = 2 * float64(s.vocab*s.d)
+	f.HeadPerToken = 2 * float64(s.vocab) * float64(s.d)
 	f.MatmulPerToken += f.HeadPerToken
 	f.ForwardPerToken = f.MatmulPerToken + f.AttentionPerToken
 

@@ -17,6 +17,10 @@ type spec struct {
 	mla     bool
 	shareKV int
 	share   float64 // probability a layer recomputes its attention weights
+
+	// Overflow detection (see mul and add): part names what is being counted, overflow the
+	// first part whose count left int64 ("" while every count fits).
+	part, overflow string
 }
 
 func resolve(in *program.Model) *spec {
@@ -94,7 +98,7 @@ func resolve(in *program.Model) *spec {
 // normParams is one norm over width w: RMSNorm has a weight, LayerNorm a weight and a bias.
 func (s *spec) normParams(w int64) int64 {
 	if s.m.Norm == program.LayerNorm {
-		return 2 * w
+		return s.mul(2, w)
 	}
 	return w
 }
@@ -132,9 +136,9 @@ func (s *spec) ffn(hidden int64, act program.Activation, bias bool) ffnParts {
 	if act.Gated() {
 		mats = 3
 	}
-	p.weights = mats * s.d * hidden
+	p.weights = s.mul(mats, s.d, hidden)
 	if bias {
-		p.biases = (mats-1)*hidden + s.d
+		p.biases = s.add(s.mul(mats-1, hidden), s.d)
 	}
 	return p
 }

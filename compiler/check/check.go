@@ -73,6 +73,7 @@ type decl struct {
 	// Models only: the merged entries after inheritance.
 	flat     *flatBlock
 	flatting bool
+	counted  bool // checked clean and its parameter count fits in 64 bits
 }
 
 func (d *decl) String() string { return d.kind + " " + d.name }

@@ -26,7 +26,8 @@ var update = flag.Bool("update", false, "rewrite the golden sections of testdata
 // `explain` (the Explain rendering). Expected diagnostics are also written inline on the
 // offending line as `// ERROR E0201` (several codes may follow), and every diagnostic
 // must be expected there: the golden holds the wording, the inline marks hold the
-// positions, and neither can drift silently.
+// positions, and neither can drift silently. A diagnostic about a whole file (no line) is
+// expected by `// FILE CODE` anywhere in that file.
 func TestGolden(t *testing.T) {
 	golden.Files(t, filepath.Join("testdata", "*.txtar"), *update, func(t *testing.T, in map[string][]byte) []golden.Section {
 		files := map[string][]byte{}
@@ -64,6 +65,9 @@ func TestGolden(t *testing.T) {
 
 var inlineRE = regexp.MustCompile(`//\s*ERROR((?:\s+[EW]\d{4})+)`)
 
+// fileRE marks a diagnostic about the whole file, which has no line: `// FILE W9203`.
+var fileRE = regexp.MustCompile(`//\s*FILE((?:\s+[EW]\d{4})+)`)
+
 type lineKey struct {
 	file string
 	line int
@@ -77,6 +81,9 @@ func checkInline(t *testing.T, files map[string][]byte, diags diag.List) {
 		for i, line := range strings.Split(string(src), "\n") {
 			if m := inlineRE.FindStringSubmatch(line); m != nil {
 				expected[lineKey{name, i + 1}] = strings.Fields(m[1])
+			}
+			if m := fileRE.FindStringSubmatch(line); m != nil {
+				expected[lineKey{name, 0}] = append(expected[lineKey{name, 0}], strings.Fields(m[1])...)
 			}
 		}
 	}

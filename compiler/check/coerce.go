@@ -1,6 +1,7 @@
 package check
 
 import (
+	"fmt"
 	"math/big"
 	"strings"
 
@@ -162,6 +163,27 @@ func (r *resolver) inRange(spec *keySpec, v value, rng diag.Range) bool {
 	}
 	if bad {
 		r.errorf(code, rng, "%s = %s is out of range: it %s", spec.name, v, spec.limit)
+		return false
 	}
-	return !bad
+	if spec.max > 0 && v.num.Cmp(big.NewRat(spec.max, 1)) > 0 {
+		d := r.errorf(code, rng, "%s = %s is above the limit of %s", spec.name, v, shortCount(spec.max))
+		d.Notes = append(d.Notes, spec.maxWhy)
+		d.Suggestion = fmt.Sprintf("use %s <= %s", spec.name, shortCount(spec.max))
+		return false
+	}
+	return true
+}
+
+// shortCount writes n with the largest count suffix that divides it exactly (100k, 10M,
+// 1B), as a person would write the number in a .moe file.
+func shortCount(n int64) string {
+	for _, u := range []struct {
+		suffix string
+		mul    int64
+	}{{"T", 1e12}, {"B", 1e9}, {"M", 1e6}, {"k", 1e3}} {
+		if n != 0 && n%u.mul == 0 {
+			return fmt.Sprintf("%d%s", n/u.mul, u.suffix)
+		}
+	}
+	return fmt.Sprint(n)
 }

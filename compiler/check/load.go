@@ -1,6 +1,8 @@
 package check
 
 import (
+	"errors"
+	"io/fs"
 	"path/filepath"
 	"strings"
 
@@ -55,6 +57,12 @@ func (l *loader) load(path string, imp *ast.Import, from string) {
 	}
 	src, err := l.read(path)
 	if err != nil {
+		// os.ReadFile's error repeats the path ("open x.moe: ..."), which the message
+		// already names: keep the cause alone.
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
 		if imp == nil {
 			l.diags.Errorf(diag.ImportUnreadable, diag.Range{File: path}, "cannot read %s: %v", path, err)
 		} else {
@@ -69,6 +77,12 @@ func (l *loader) load(path string, imp *ast.Import, from string) {
 	l.sources[path] = src
 	f, diags := parse.File(path, src)
 	l.diags = append(l.diags, diags...)
+	if f != nil && !diags.HasErrors() && len(f.Decls) == 0 && len(f.Imports) == 0 {
+		// Likely the wrong file, or one saved empty: checking it says "ok" and building it
+		// writes an empty report, so say why.
+		d := l.diags.Warnf(diag.EmptyFile, diag.Range{File: path}, "%s declares nothing", path)
+		d.Suggestion = "add a declaration (`model NAME { ... }`, `cluster`, `train`, ...) or an import"
+	}
 	if f != nil {
 		l.files = append(l.files, f)
 		for _, im := range f.Imports {

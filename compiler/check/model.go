@@ -1,9 +1,11 @@
 package check
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
+	"github.com/moec-dev/moec/compiler/analysis"
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/lang/ast"
 	"github.com/moec-dev/moec/lang/diag"
@@ -92,9 +94,13 @@ func (c *checker) resolveModels() {
 			root.sections[sec] = newScope(root.path+"."+sec, c.schema.blocks[sec], file, at, entries, root)
 		}
 		d.scope = root
+		before := c.errorCount()
 		c.r.evalAll(root)
 		m := buildModel(d, root)
 		c.validateModel(root, m)
+		if c.errorCount() == before && !fb.incomplete {
+			d.counted = c.countModel(m, diag.RangeOf(d.file, d.block.Name), "model "+d.name)
+		}
 		c.prog.Models[d.name] = m
 		c.prog.ModelOrder = append(c.prog.ModelOrder, d.name)
 		d.prov = root.provenance(nil)
@@ -296,4 +302,37 @@ func divisors(n int64) string {
 		}
 	}
 	return strings.Join(out, ", ")
+}
+
+// errorCount is the number of errors reported so far.
+func (c *checker) errorCount() int {
+	n := 0
+	for _, d := range c.r.diags {
+		if d.Severity == diag.Error {
+			n++
+		}
+	}
+	return n
+}
+
+// countModel counts m's parameters and reports, at rng, a count that does not fit in 64
+// bits: every later phase (the planner, the report, code generation) reads the counts as
+// int64, and a wrapped count would be a negative model that "fits" anywhere. Each size is
+// accepted on its own; only their product overflows, so the note names the sizes.
+//
+// It reports whether the counts fit.
+func (c *checker) countModel(m *program.Model, rng diag.Range, what string) bool {
+	_, err := analysis.CountChecked(m)
+	var ovf *analysis.OverflowError
+	if !errors.As(err, &ovf) {
+		return true
+	}
+	d := c.errorf(diag.ParamCountOverflow, rng, "%s has more than %s parameters: its %s count overflows a 64-bit integer", what, analysis.MaxCountText, ovf.Part)
+	sizes := fmt.Sprintf("vocab = %d, d_model = %d, layers = %d, ffn.hidden = %d", m.Vocab, m.DModel, m.Layers+m.Encoder, m.FFN.Hidden)
+	if m.MoE != nil {
+		sizes += fmt.Sprintf(", moe.experts = %d, moe.expert_hidden = %d", m.MoE.Experts, m.MoE.ExpertHidden)
+	}
+	d.Notes = append(d.Notes, "its sizes: "+sizes)
+	d.Suggestion = "check the sizes for a suffix too many (4M written for 4k)"
+	return false
 }

@@ -133,8 +133,49 @@ type keySpec struct {
 	defCode diag.Code
 	// rangeCode replaces E0221 for range errors that have a rule of their own.
 	rangeCode diag.Code
-	doc       string
+	// max, when > 0, is the largest value the key accepts, and maxWhy says why (see the
+	// size bounds below).
+	max    int64
+	maxWhy string
+	doc    string
 }
+
+// Upper bounds on the sizes that the compiler turns into per-item work: a count entry per
+// layer, a loop over experts or heads, a placement entry per rank, in the counter, the
+// planner, code generation and the exporters. Each lies orders of magnitude above every
+// published model, so only a slip (100M written for 100) reaches one, and it gets a
+// positioned error instead of running out of memory minutes later. Sizes that enter only
+// arithmetic (d_model, hidden) have no bound: the parameter count is checked for overflow
+// instead (countModel).
+const (
+	// DeepSeek-V3 has 61 layers, GPT-3 96; the deepest trained transformers (DeepNet) 1,000.
+	maxLayers = 100_000
+	whyLayers = "the compiler keeps one entry per layer; the deepest trained transformers have about 1,000 layers"
+	// Switch-C has 2,048 experts, HunYuan-NLP 1T 1,536, DeepSeek-V3 256; PEER's product-key
+	// experts, the most published, are 1,048,576.
+	maxExperts = 10_000_000
+	whyExperts = "the compiler and the exporters handle experts one by one; the largest published expert counts are about 1M (PEER)"
+	// DeepSeek-V3 and the other wide models use 128 query heads.
+	maxHeads = 100_000
+	whyHeads = "the planner and the kernels work head by head; published models use at most a few hundred heads"
+	// The largest vocabularies are about 256k entries (Gemma).
+	maxVocab = 1_000_000_000
+	whyVocab = "published vocabularies have at most about 256k entries"
+	// The longest published contexts are about 10M tokens.
+	maxPositions = 1_000_000_000
+	whyPositions = "the longest published contexts are about 10M tokens"
+	// The largest clusters built have about 100k devices; GB200 NVL576 puts 576 in one system.
+	maxNodes = 1_000_000
+	whyNodes = "the largest clusters built have about 100k devices"
+	maxGPUs  = 4096
+	whyGPUs  = "the largest single systems (NVL576) hold 576 devices"
+	// The CPU planner lays out every rank's expert and data groups (ranks² entries).
+	maxRanks = 4096
+	whyRanks = "the CPU planner lays out every rank's groups (ranks² entries), and the largest CPU hosts have a few hundred cores"
+)
+
+// atMost sets k's upper bound.
+func atMost(max int64, why string, k *keySpec) *keySpec { k.max, k.maxWhy = max, why; return k }
 
 // blockSpec is the schema of one block kind or constructor.
 type blockSpec struct {
@@ -212,25 +253,25 @@ func newSchema() *schema {
 	activations := []string{"relu", "gelu", "silu", "swiglu", "geglu"}
 
 	add(&blockSpec{kind: "model", headerName: true, extends: true, sections: []string{"attention", "ffn", "moe"}, keys: []*keySpec{
-		required(integer("vocab", "", positive, "vocabulary size")),
-		integer("vocab_pad_to", "1", positive, "pad embedding rows to a multiple of this"),
+		atMost(maxVocab, whyVocab, required(integer("vocab", "", positive, "vocabulary size"))),
+		atMost(maxVocab, whyVocab, integer("vocab_pad_to", "1", positive, "pad embedding rows to a multiple of this")),
 		required(integer("d_model", "", positive, "hidden size")),
-		required(integer("layers", "", positive, "decoder layers")),
-		integer("encoder_layers", "0", nonNegative, "encoder layers"),
-		required(integer("seq_len", "", positive, "sequence length")),
+		atMost(maxLayers, whyLayers, required(integer("layers", "", positive, "decoder layers"))),
+		atMost(maxLayers, whyLayers, integer("encoder_layers", "0", nonNegative, "encoder layers")),
+		atMost(maxPositions, whyPositions, required(integer("seq_len", "", positive, "sequence length"))),
 		enum("norm", "rmsnorm", []string{"rmsnorm", "layernorm"}, "normalisation"),
 		float("norm_eps", "1e-5", positive, "norm epsilon"),
 		enum("norm_placement", "pre", []string{"pre", "post", "sandwich"}, "where norms sit"),
 		boolean("final_norm", "true", "norm before the output head"),
 		enum("position", "rotary", []string{"rotary", "learned", "none", "relative"}, "position encoding"),
 		float("rope_base", "10000", positive, "rotary base"),
-		integer("max_position", "seq_len", positive, "learned position rows"),
+		atMost(maxPositions, whyPositions, integer("max_position", "seq_len", positive, "learned position rows")),
 		boolean("tie_embeddings", "false", "output head shares the embedding"),
-		integer("mtp_depth", "0", nonNegative, "multi-token-prediction modules"),
+		atMost(maxLayers, whyLayers, integer("mtp_depth", "0", nonNegative, "multi-token-prediction modules")),
 	}})
 	add(&blockSpec{kind: "attention", keys: []*keySpec{
-		required(integer("heads", "", positive, "query heads")),
-		integer("kv_heads", "heads", positive, "key/value heads"),
+		atMost(maxHeads, whyHeads, required(integer("heads", "", positive, "query heads"))),
+		atMost(maxHeads, whyHeads, integer("kv_heads", "heads", positive, "key/value heads")),
 		{name: "head_dim", typ: keyType{kind: tyInt}, def: "d_model / heads", limit: positive, defCode: diag.HeadsDivide, doc: "per-head dimension"},
 		integer("q_lora_rank", "0", nonNegative, "MLA query low rank"),
 		integer("kv_lora_rank", "0", nonNegative, "MLA key/value latent rank"),
@@ -256,12 +297,12 @@ func newSchema() *schema {
 		boolean("bias", "false", "FFN biases"),
 	}})
 	add(&blockSpec{kind: "moe", keys: []*keySpec{
-		required(integer("experts", "", positive, "routed experts")),
+		atMost(maxExperts, whyExperts, required(integer("experts", "", positive, "routed experts"))),
 		integer("top_k", "1", positive, "experts per token"),
 		integer("expert_hidden", "ffn.hidden", positive, "each expert's width"),
 		enum("activation", "ffn.activation", activations, "expert activation"),
 		boolean("expert_bias", "false", "expert biases"),
-		integer("shared_experts", "0", nonNegative, "always-on experts"),
+		atMost(maxExperts, whyExperts, integer("shared_experts", "0", nonNegative, "always-on experts")),
 		integer("shared_hidden", "expert_hidden", positive, "each shared expert's width"),
 		boolean("shared_gate", "false", "a learned sigmoid gate per token on the shared experts' output"),
 		integer("every", "1", positive, "MoE in every Nth layer"),
@@ -287,8 +328,8 @@ func newSchema() *schema {
 		return &keySpec{name: name, typ: keyType{kind: kind}, defFn: catalogDefault(name), limit: positive, doc: doc}
 	}
 	add(&blockSpec{kind: "cluster", headerName: true, keys: []*keySpec{
-		integer("nodes", "1", positive, "nodes"),
-		integer("gpus_per_node", "1", positive, "devices per node"),
+		atMost(maxNodes, whyNodes, integer("nodes", "1", positive, "nodes")),
+		atMost(maxGPUs, whyGPUs, integer("gpus_per_node", "1", positive, "devices per node")),
 		required(&keySpec{name: "gpu", typ: keyType{kind: tyName}, doc: "device catalog entry"}),
 		catalogKey("gpu_memory", tyBytes, "device memory"),
 		catalogKey("peak_flops", tyFLOPS, "dense peak FLOP/s (overrides every precision)"),
@@ -302,7 +343,7 @@ func newSchema() *schema {
 		float("net_latency", "5e-6", nonNegative, "inter-node latency in seconds"),
 		{name: "nvme", typ: keyType{kind: tyBytes}, def: "0GB", limit: nonNegative, doc: "NVMe per node"},
 		{name: "nvme_bandwidth", typ: keyType{kind: tyRate}, def: "0GB/s", limit: nonNegative, doc: "NVMe bandwidth per node"},
-		integer("ranks", "0", nonNegative, "local CPU ranks"),
+		atMost(maxRanks, whyRanks, integer("ranks", "0", nonNegative, "local CPU ranks")),
 		float("price_per_gpu_hour", "0", nonNegative, "price per device hour"),
 	}})
 
@@ -350,7 +391,7 @@ func newSchema() *schema {
 	add(&blockSpec{kind: "train", headerName: true, headerOn: true, named: []string{"stage"}, keys: []*keySpec{
 		required(integer("tokens_per_batch", "", positive, "global batch in tokens")),
 		integer("micro_batch", "0", nonNegative, "sequences per micro-batch (0 = planner)"),
-		integer("seq_len", "model.seq_len", positive, "training sequence length"),
+		atMost(maxPositions, whyPositions, integer("seq_len", "model.seq_len", positive, "training sequence length")),
 		enum("precision", "bf16", []string{"fp32", "bf16", "fp16"}, "training precision"),
 		{name: "optimizer", typ: keyType{kind: tyCtor, ctors: []*blockSpec{adamw, adam, sgd}}, def: "adamw", doc: "optimizer"},
 		{name: "memory", typ: keyType{kind: tyCtor, ctors: []*blockSpec{zero, unified}}, def: "zero(1)", doc: "memory strategy"},
@@ -361,7 +402,7 @@ func newSchema() *schema {
 		integer("checkpoint_every", "0", nonNegative, "steps between checkpoints (0 = end only)"),
 	}})
 	add(&blockSpec{kind: "stage", headerName: true, from: true, keys: []*keySpec{
-		{name: "experts", typ: keyType{kind: tyInt}, defFn: stageExpertsDefault, limit: positive, doc: "routed experts in this stage"},
+		{name: "experts", typ: keyType{kind: tyInt}, defFn: stageExpertsDefault, limit: positive, max: maxExperts, maxWhy: whyExperts, doc: "routed experts in this stage"},
 		integer("top_k", "0", nonNegative, "experts per token (0 = model's)"),
 		optional(&keySpec{name: "grow", typ: keyType{kind: tyCtor, ctors: []*blockSpec{copyGrow, randomGrow}}, doc: "how new experts start"}),
 		integer("tokens", "0", nonNegative, "token budget"),
@@ -371,7 +412,7 @@ func newSchema() *schema {
 	add(&blockSpec{kind: "serve", headerName: true, headerOn: true, keys: []*keySpec{
 		enum("precision", "fp16", []string{"fp32", "bf16", "fp16", "fp8", "int8", "int4"}, "serving precision"),
 		integer("batch", "1", positive, "concurrent sequences"),
-		integer("context", "model.seq_len", positive, "KV-cache tokens per sequence"),
+		atMost(maxPositions, whyPositions, integer("context", "model.seq_len", positive, "KV-cache tokens per sequence")),
 		enum("layout", "auto", []string{"auto", "expert", "tensor_pipeline"}, "parallel layout"),
 		{name: "stage", typ: keyType{kind: tyName}, def: `""`, doc: "train stage whose model is served"},
 	}})

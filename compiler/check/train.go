@@ -152,9 +152,16 @@ func (c *checker) resolveStages(d *decl, train *scope, blocks []*ast.Block, mode
 	ordered := topoStages(stages)
 	var out []*program.Stage
 	for _, st := range ordered {
+		before := c.errorCount()
 		c.r.evalAll(st.scope)
 		d.prov = st.scope.provenance(d.prov)
-		out = append(out, c.checkStage(st, model))
+		ps := c.checkStage(st, model)
+		out = append(out, ps)
+		// A stage with more experts than the model's moe block is a model of its own size
+		// (program.StageModel): it is counted, and planned, at that size.
+		if m := c.prog.Models[d.name]; model != nil && model.counted && m != nil && m.MoE != nil && ps.Experts > m.MoE.Experts && c.errorCount() == before {
+			c.countModel(program.StageModel(m, ps), st.scope.rangeOf("experts"), "stage "+ps.Name+" of model "+m.Name)
+		}
 	}
 	if last := lastLeaf(ordered); last != nil && model != nil && model.scope != nil {
 		if moe := model.scope.sections["moe"]; moe != nil && ok(moe, "experts") && ok(last.scope, "experts") &&
@@ -271,10 +278,12 @@ func (c *checker) checkStage(st *stageInfo, model *decl) *program.Stage {
 }
 
 // checkLearnedLength: a learned position table has max_position rows, so a train or
-// serve block may not run longer sequences than that.
+// serve block may not run longer sequences than that. Only a length the block writes is
+// checked: an unwritten one is the model's seq_len, and a model whose seq_len exceeds its
+// own table is reported once, by the model (validateModel).
 func (c *checker) checkLearnedLength(model *decl, s *scope, key string, length int64) {
 	m := c.prog.Models[model.name]
-	if m == nil || m.Position != program.Learned || !ok(model.scope, "max_position") || !ok(s, key) || length <= m.MaxPosition {
+	if m == nil || m.Position != program.Learned || !s.written(key) || !ok(model.scope, "max_position") || !ok(s, key) || length <= m.MaxPosition {
 		return
 	}
 	dg := c.errorf(diag.ShortPositionTable, s.rangeOf(key), "%s %d exceeds model %s's learned position table (max_position = %d)", key, length, m.Name, m.MaxPosition)

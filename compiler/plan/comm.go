@@ -1,6 +1,9 @@
 package plan
 
-import "math"
+import (
+	"math"
+	"strconv"
+)
 
 // group is a communicator as ranks are numbered: tensor parallel innermost (stride 1),
 // then expert parallel, then the rest of data parallel, pipeline outermost (Megatron's
@@ -107,6 +110,15 @@ type Comm struct {
 	Bytes      float64 `json:"bytes"`   // bytes each device sends per step
 	Seconds    float64 `json:"seconds"` // time per step if nothing overlapped it
 	Exposed    bool    `json:"exposed"` // on the critical path (not hidden behind compute)
+}
+
+// GroupText is the group column for people: the communicator's size, or "-" for host
+// (PCIe) and NVMe transfers, which each device makes alone, in no communicator.
+func (c Comm) GroupText() string {
+	if c.Group <= 0 {
+		return "-"
+	}
+	return strconv.Itoa(c.Group)
 }
 
 // ringVolume is what one device sends in a ring all-reduce of b bytes over n ranks.

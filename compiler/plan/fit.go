@@ -101,10 +101,14 @@ func (s *trainSetup) fixes() []string {
 		}
 		sp := base
 		sp.strategies = alt.strats
-		if n, c := s.nodesToFit(sp, nodes); c != nil {
-			text := fmt.Sprintf("plan for %d nodes (%d GPUs; %s)", n, n*gpn, layoutText(c.l))
+		if _, c := s.nodesToFit(sp, nodes); c != nil {
+			// Say what the layout uses, which may be fewer devices than the nodes hold.
+			world := c.l.World()
+			n := (world + gpn - 1) / gpn
+			at := fmt.Sprintf("%s (%s; %s)", plural(n, "node"), devices(world, s.cluster.Device.Name), layoutText(c.l))
+			text := "plan for " + at
 			if alt.text != "" {
-				text = fmt.Sprintf("%s on %d nodes (%d GPUs; %s)", alt.text, n, n*gpn, layoutText(c.l))
+				text = alt.text + " on " + at
 			}
 			more = append(more, grown{n, text})
 		}
@@ -116,14 +120,18 @@ func (s *trainSetup) fixes() []string {
 	return out
 }
 
-// nodesToFit returns the fewest nodes (up to maxGrowth times the current count) on which
-// sp finds a layout, and that layout.
+// nodesToFit returns the fewest nodes (more than the current count, up to maxGrowth times
+// it) on which sp finds a layout, and that layout. A strategy that already fits on the
+// current nodes needs no more of them: nothing is returned, the strategy is its own fix.
 func (s *trainSetup) nodesToFit(sp space, nodes int) (int, *candidate) {
 	gpn := max(1, s.cluster.GPUsPerNode)
 	sp.keep = 0
 	fitsAt := func(n int) *candidate {
 		sp.budget = n * gpn
 		return s.env.search(&sp).best
+	}
+	if sp.budget > 0 && s.env.search(&sp).best != nil {
+		return 0, nil
 	}
 	lo, hi := nodes, 0
 	for n := nodes * 2; n <= nodes*maxGrowth; n *= 2 {

@@ -154,12 +154,7 @@ func LocalWith(prog *program.Program, train *program.Train, stage *program.Stage
 	}
 	p = s.env.buildPlan(res, sp)
 	p.Kind, p.Model, p.Train, p.Stage = "local", train.Model, train.Name, stage.Name
-	p.Workload.TokensPerBatch = train.TokensPerBatch
-	p.Workload.Tokens = stage.Tokens
-	if stage.Steps > 0 {
-		p.Workload.Tokens = stage.Steps * p.Workload.BatchTokens
-	}
-	p.Totals = totals(p.Workload.Tokens, p.Workload.BatchTokens, p.GPUs, p.Time, 0)
+	p.setBudget(train, stage, 0)
 	p.Placement = s.env.placement(res.best)
 	if train.Memory.Kind == "unified_cache" {
 		p.Notes = append(p.Notes, "on CPU ranks host and device memory are one: the unified cache runs as ZeRO-3")
@@ -194,7 +189,10 @@ func localCluster(c *program.Cluster, ranks int) *program.Cluster {
 	} else {
 		out.Device.Memory /= int64(ranks)
 	}
-	out.HostMemory, out.NVMe = 0, 0
+	// HostMemory stays as declared: it is what the plan shows, and the host tier (offload,
+	// the unified cache) is that same memory; env.sharedHost keeps the two tiers from
+	// counting it twice. Calling localCluster on its own result changes nothing.
+	out.NVMe = 0
 	return &out
 }
 

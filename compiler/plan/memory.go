@@ -70,6 +70,7 @@ type memoryUse struct {
 	gpuCap, hostCap, nvmeCap float64
 	cachedFraction           float64 // unified cache: share of the rank's states resident on the GPU
 	stage                    int     // pipeline stage of the worst GPU
+	hostShare                float64 // sharedHost: bytes of the device's share the host tier holds (gpuCap is net of them)
 }
 
 // overflow returns the worst tier's excess ratio (used/capacity; > 1 does not fit) and
@@ -112,6 +113,9 @@ type env struct {
 	divs   map[int][]int        // divisors, memoised for the search
 	peak   float64              // dense FLOP/s per device at prec
 	cpu    *cpuModel            // local CPU plans: the runtime's own buffers (local_memory.go), else nil
+	// sharedHost says the device tier is the host's memory (CPU ranks, see localCluster):
+	// what the host tier holds comes out of the devices' shares.
+	sharedHost bool
 }
 
 func newEnv(w *workload, c *program.Cluster, a *Assumptions, prec program.Precision, train bool) *env {
@@ -239,6 +243,12 @@ func (e *env) stageMemory(l Layout, st stageShape) memoryUse {
 		m.gpu[compParams] = at(3) * wb
 		m.gpu[compGrads] = at(2) * gb
 		m.gpu[compOptimizer] = at(1) * ob
+	}
+	if e.sharedHost {
+		// Offloaded or cached-out states stay in the same memory: each rank's share of
+		// the node's host bytes leaves that much less for its device tier.
+		m.hostShare = m.host.sum() / gpn
+		m.gpuCap -= m.hostShare
 	}
 	return m
 }

@@ -151,8 +151,9 @@ func roundTiming(t Timing) Timing {
 	return t
 }
 
-// tiers turns a memory evaluation into the plan's table.
-func tiers(m *memoryUse) []Tier {
+// tiers turns a memory evaluation into the plan's table. A host tier that is the devices'
+// own memory (sharedHost: CPU ranks) is shown only when it holds something.
+func tiers(m *memoryUse, sharedHost bool) []Tier {
 	mk := func(name, per string, capacity float64, b *tierBytes) Tier {
 		t := Tier{Tier: name, Per: per, Capacity: int64(capacity), Used: int64(math.Ceil(b.sum()))}
 		for c := component(0); c < nComp; c++ {
@@ -161,7 +162,7 @@ func tiers(m *memoryUse) []Tier {
 		return t
 	}
 	out := []Tier{mk("gpu", "device", m.gpuCap, &m.gpu)}
-	if m.host.sum() > 0 || m.hostCap > 0 {
+	if m.host.sum() > 0 || m.hostCap > 0 && !sharedHost {
 		out = append(out, mk("host", "node", m.hostCap, &m.host))
 	}
 	if m.nvme.sum() > 0 || m.nvmeCap > 0 {
@@ -170,9 +171,44 @@ func tiers(m *memoryUse) []Tier {
 	return out
 }
 
+// namedStrategies are the values of Options.Memory (`moec plan --memory`) that name one
+// strategy, in the order help and diagnostics list them. With "auto" (see MemoryOptions)
+// they are every value strategies accepts: one list, so that what is listed is what is
+// accepted.
+func namedStrategies() []struct {
+	name string
+	s    strategy
+} {
+	return []struct {
+		name string
+		s    strategy
+	}{
+		{"zero0", strategy{"zero", 0, "none"}},
+		{"zero1", strategy{"zero", 1, "none"}},
+		{"zero2", strategy{"zero", 2, "none"}},
+		{"zero3", strategy{"zero", 3, "none"}},
+		{"zero1-offload", strategy{"zero", 1, "cpu"}},
+		{"zero2-offload", strategy{"zero", 2, "cpu"}},
+		{"zero3-offload", strategy{"zero", 3, "cpu"}},
+		{"zero3-nvme", strategy{"zero", 3, "nvme"}},
+		{"unified_cache", strategy{"unified_cache", 3, "none"}},
+	}
+}
+
+// MemoryOptions lists every value Options.Memory accepts besides "" (as declared): for
+// `moec plan --help` and the diagnostic of an unknown value.
+func MemoryOptions() []string {
+	out := []string{"auto"}
+	for _, n := range namedStrategies() {
+		out = append(out, n.name)
+	}
+	return out
+}
+
 // strategies parses Options.Memory against the declared strategy.
 func strategies(opt string, declared program.MemoryStrategy, nvme bool) ([]strategy, error) {
-	switch strings.ToLower(opt) {
+	name := strings.ReplaceAll(strings.ToLower(opt), "unified-cache", "unified_cache")
+	switch name {
 	case "":
 		if declared.Kind == "unified_cache" {
 			return []strategy{{"unified_cache", 3, "none"}}, nil
@@ -189,14 +225,11 @@ func strategies(opt string, declared program.MemoryStrategy, nvme bool) ([]strat
 			s = append(s, strategy{"zero", 3, "nvme"})
 		}
 		return s, nil
-	case "zero0", "zero1", "zero2", "zero3":
-		return []strategy{{"zero", int(opt[4] - '0'), "none"}}, nil
-	case "zero1-offload", "zero2-offload", "zero3-offload":
-		return []strategy{{"zero", int(opt[4] - '0'), "cpu"}}, nil
-	case "zero3-nvme":
-		return []strategy{{"zero", 3, "nvme"}}, nil
-	case "unified_cache", "unified-cache":
-		return []strategy{{"unified_cache", 3, "none"}}, nil
+	}
+	for _, n := range namedStrategies() {
+		if n.name == name {
+			return []strategy{n.s}, nil
+		}
 	}
 	return nil, fmt.Errorf("unknown memory strategy %q", opt)
 }

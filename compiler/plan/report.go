@@ -36,7 +36,8 @@ func (p *Plan) Markdown() string {
 	fmt.Fprintf(&b, "), sequence %d.\n\n", wl.SeqLen)
 
 	l := p.Layout
-	fmt.Fprintf(&b, "**Layout** (objective: %s, %d layouts evaluated): %d GPUs on %d nodes — ", p.Objective, p.Searched, p.GPUs, p.Nodes)
+	fmt.Fprintf(&b, "**Layout** (objective: %s, %d layouts evaluated): %s on %s — ", p.Objective, p.Searched,
+		devices(p.GPUs, c.Device), plural(p.Nodes, "node"))
 	if p.Kind == "serve" {
 		fmt.Fprintf(&b, "%s, batch %d.\n\n", serveLayoutText(l), l.Batch)
 	} else {
@@ -45,7 +46,12 @@ func (p *Plan) Markdown() string {
 
 	b.WriteString("### Memory\n\n| component |")
 	for _, t := range p.Memory {
-		fmt.Fprintf(&b, " %s (per %s) |", t.Tier, t.Per)
+		name, per := t.Tier, t.Per
+		if c.Device == "cpu" && name == "gpu" {
+			// CPU ranks have no GPU: their device tier is each rank's share of the host.
+			name, per = "device", "rank"
+		}
+		fmt.Fprintf(&b, " %s (per %s) |", name, per)
 	}
 	b.WriteString("\n|---|")
 	for range p.Memory {
@@ -78,9 +84,14 @@ func (p *Plan) Markdown() string {
 	if len(p.Comm) > 0 {
 		b.WriteString("### Communication per step (per device)\n\n| collective | purpose | group | tier | bytes | seconds | on critical path |\n|---|---|---:|---|---:|---:|---|\n")
 		for _, cm := range p.Comm {
-			fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %.4g | %t |\n", cm.Collective, cm.Purpose, cm.Group, cm.Tier, human.Bytes(int64(cm.Bytes)), cm.Seconds, cm.Exposed)
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %.4g | %t |\n", cm.Collective, cm.Purpose, cm.GroupText(), cm.Tier, human.Bytes(int64(cm.Bytes)), cm.Seconds, cm.Exposed)
 		}
-		b.WriteString("\nOverlap: data-parallel/ZeRO traffic hides behind `overlap_dp` of the backward pass (all compute under ZeRO-3); offload traffic behind `overlap_offload` of compute; tensor, expert and pipeline traffic is on the critical path.\n\n")
+		if p.Kind == "serve" {
+			// Decoding has no backward pass and no optimizer: nothing hides the traffic.
+			b.WriteString("\nOverlap: none; a decoding step waits for its tensor, expert and pipeline traffic.\n\n")
+		} else {
+			b.WriteString("\nOverlap: data-parallel/ZeRO traffic hides behind `overlap_dp` of the backward pass (all compute under ZeRO-3); offload traffic behind `overlap_offload` of compute; tensor, expert and pipeline traffic is on the critical path.\n\n")
+		}
 	}
 
 	t := p.Time
@@ -95,8 +106,8 @@ func (p *Plan) Markdown() string {
 		}
 		fmt.Fprintf(&b, "| data-parallel traffic (total, before overlap) | %.4g |\n| offload traffic (total) | %.4g |\n| **step** | **%.4g** |\n\n", t.DPSeconds, t.OffloadSeconds, t.StepSeconds)
 		tt := p.Totals
-		fmt.Fprintf(&b, "%.4g tokens/s, MFU %.1f%%. Stage budget %s tokens: %d steps, %.3g days, %.4g GPU-hours",
-			t.TokensPerSecond, 100*t.MFU, human.Count(float64(wl.Tokens)), tt.Steps, tt.Days, tt.GPUHours)
+		fmt.Fprintf(&b, "%.4g tokens/s, MFU %.1f%%. Stage budget %s tokens at %s: %s steps (rounded down), %.3g days, %.4g GPU-hours",
+			t.TokensPerSecond, 100*t.MFU, human.Count(float64(wl.Tokens)), batchText(wl), human.Exact(tt.Steps), tt.Days, tt.GPUHours)
 		if tt.Cost > 0 {
 			fmt.Fprintf(&b, ", cost %.4g", tt.Cost)
 		}
@@ -104,7 +115,7 @@ func (p *Plan) Markdown() string {
 	}
 
 	if len(p.Alternatives) > 0 {
-		b.WriteString("### Alternatives\n\n| layout | GPUs | step s | why it lost |\n|---|---:|---:|---|\n")
+		b.WriteString("### Alternatives\n\n| layout | devices | step s | why it lost |\n|---|---:|---:|---|\n")
 		for _, a := range p.Alternatives {
 			lt := layoutText(a.Layout)
 			if p.Kind == "serve" {
@@ -119,6 +130,23 @@ func (p *Plan) Markdown() string {
 	}
 	b.WriteString(assumptionTable(p.Assumptions))
 	return b.String()
+}
+
+// plural is "1 node", "2 nodes".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// devices counts devices of a kind for people: "192 GPUs", "1 GPU", "2 CPU ranks"
+// (a cpu cluster's devices are ranks sharing the host).
+func devices(n int, device string) string {
+	if device == "cpu" {
+		return plural(n, "CPU rank")
+	}
+	return plural(n, "GPU")
 }
 
 func assumptionTable(as []Assumption) string {

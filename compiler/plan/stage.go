@@ -42,17 +42,34 @@ func ForStage(prog *program.Program, train *program.Train, stage *program.Stage,
 	}
 	p = s.env.buildPlan(res, s.space)
 	p.Kind, p.Model, p.Train, p.Stage = "train", train.Model, train.Name, stage.Name
-	p.Workload.TokensPerBatch = train.TokensPerBatch
-	p.Workload.Tokens = stage.Tokens
-	if stage.Steps > 0 {
-		p.Workload.Tokens = stage.Steps * p.Workload.BatchTokens
-	}
-	p.Totals = totals(p.Workload.Tokens, p.Workload.BatchTokens, p.GPUs, p.Time, s.cluster.PricePerGPUHour)
-	if p.Workload.BatchTokens != train.TokensPerBatch {
-		p.Notes = append(p.Notes, fmt.Sprintf("tokens_per_batch %d runs as %d sequences of %d tokens (%d tokens): dp × micro_batch × grad_accum must be whole sequences",
-			train.TokensPerBatch, p.Layout.Batch, p.Workload.SeqLen, p.Workload.BatchTokens))
-	}
+	p.setBudget(train, stage, s.cluster.PricePerGPUHour)
 	return p, ds
+}
+
+// setBudget fills the workload's batch and budget and the totals: the stage's steps are
+// counted at the batch the layout runs (program.Stage.StepsAt), and a batch that differs
+// from tokens_per_batch as written is said in a note.
+func (p *Plan) setBudget(train *program.Train, stage *program.Stage, price float64) {
+	p.Workload.TokensPerBatch = train.TokensPerBatch
+	p.Workload.Tokens = stage.TokensAt(p.Workload.BatchTokens)
+	p.Totals = totals(stage.StepsAt(p.Workload.BatchTokens), p.GPUs, p.Time, price)
+	if p.Workload.BatchTokens != train.TokensPerBatch {
+		l := p.Layout
+		p.Notes = append(p.Notes, fmt.Sprintf("the batch runs as %s sequences (dp %d × micro-batch %s × grad_accum %d) of %d tokens, %s tokens per step, not tokens_per_batch = %s as written: each data-parallel rank runs whole sequences, and the steps that train the stage's tokens are counted at the realised batch",
+			human.Exact(int64(l.Batch)), l.DP, plural(l.MicroBatch, "sequence"), l.GradAccum, p.Workload.SeqLen,
+			human.Exact(p.Workload.BatchTokens), human.Exact(train.TokensPerBatch)))
+	}
+}
+
+// batchText is the batch the steps are counted at, and how it differs from what was
+// written: "1,966,080 tokens per step (realised; requested 2,097,152, -6.2%)".
+func batchText(w WorkloadInfo) string {
+	s := human.Exact(w.BatchTokens) + " tokens per step"
+	if w.TokensPerBatch > 0 && w.BatchTokens != w.TokensPerBatch {
+		s += fmt.Sprintf(" (realised; requested %s, %+.1f%%)", human.Exact(w.TokensPerBatch),
+			100*(float64(w.BatchTokens)/float64(w.TokensPerBatch)-1))
+	}
+	return s
 }
 
 func setupTrain(prog *program.Program, train *program.Train, stage *program.Stage, opt Options) (*trainSetup, diag.List) {
@@ -66,7 +83,8 @@ func setupTrain(prog *program.Program, train *program.Train, stage *program.Stag
 		ds.Errorf(CodeUnresolved, rangeOf(train.Decl), "train %s: model %q or cluster %q is not declared", train.Name, train.Model, train.Cluster)
 		return nil, ds
 	}
-	if cluster.Device.Name == "cpu" && cluster.HostMemory > 0 {
+	shared := cluster.Device.Name == "cpu" && cluster.HostMemory > 0
+	if shared {
 		// A CPU "cluster" is one host whose ranks share its memory.
 		cluster = localCluster(cluster, max(cluster.Ranks, cluster.GPUsPerNode, 1))
 	}
@@ -89,7 +107,7 @@ func setupTrain(prog *program.Program, train *program.Train, stage *program.Stag
 	strats, err := strategies(opt.Memory, train.Memory, cc.NVMe > 0)
 	if err != nil {
 		d := ds.Errorf(CodeOptions, at, "planning %s stage %s: %v", train.Name, stage.Name, err)
-		d.Suggestion = "use one of auto, zero0, zero1, zero2, zero3, zero2-offload, zero3-offload, zero3-nvme, unified_cache"
+		d.Suggestion = "use one of " + strings.Join(MemoryOptions(), ", ")
 		return nil, ds
 	}
 	obj, err := objectiveOf(opt.Objective, "time")
@@ -114,16 +132,17 @@ func setupTrain(prog *program.Program, train *program.Train, stage *program.Stag
 	}
 	sp := &space{budget: budget, strategies: strats, recompute: rc, microBatch: train.MicroBatch, objective: obj, keep: keep}
 	e := newEnv(w, cc, &a, train.Precision, true)
+	e.sharedHost = shared
 	return &trainSetup{prog: prog, train: train, stage: stage, model: model, cluster: cc, env: e, space: sp, at: at}, ds
 }
 
-// totals turns a step time into the stage's budget in days, GPU-hours and money.
-func totals(tokens, batchTokens int64, gpus int, t Timing, price float64) Totals {
+// totals turns a step time and the stage's steps into days, GPU-hours and money.
+func totals(steps int64, gpus int, t Timing, price float64) Totals {
 	var out Totals
-	if batchTokens <= 0 || t.TokensPerSecond <= 0 {
+	if steps <= 0 || t.TokensPerSecond <= 0 {
 		return out
 	}
-	out.Steps = (tokens + batchTokens - 1) / batchTokens
+	out.Steps = steps
 	secs := float64(out.Steps) * t.StepSeconds
 	out.Days = round9(secs / 86400)
 	out.GPUHours = round9(secs / 3600 * float64(gpus))
@@ -147,7 +166,7 @@ func (e *env) buildPlan(res result, sp *space) *Plan {
 		GPUs:      b.l.World(),
 		Nodes:     (b.l.World() + gpn - 1) / gpn,
 		Layout:    b.l,
-		Memory:    tiers(&b.mem),
+		Memory:    tiers(&b.mem, e.sharedHost),
 		Comm:      comm,
 		Time:      roundTiming(t),
 		Searched:  res.evaluated,
@@ -249,8 +268,13 @@ func overflowText(c *candidate) string {
 	if c.l.Memory == "weights" {
 		names = serveNames
 	}
-	return fmt.Sprintf("%s per %s needs %s of %s (over by %d bytes), largest component %s %s",
-		c.tier, per, human.Bytes(int64(used)), human.Bytes(int64(capacity)), int64(math.Ceil(used-capacity)),
+	of := human.Bytes(int64(capacity))
+	if c.tier == "gpu" && m.hostShare > 0 {
+		// CPU ranks: the host tier's bytes come out of the same share of memory.
+		of = fmt.Sprintf("the %s left of its share once the host tier holds %s", human.Bytes(int64(max(capacity, 0))), human.Bytes(int64(m.hostShare)))
+	}
+	return fmt.Sprintf("%s per %s needs %s of %s (over by %s), largest component %s %s",
+		c.tier, per, human.Bytes(int64(used)), of, human.Bytes(int64(math.Ceil(used-capacity))),
 		names[big], human.Bytes(int64(tb[big])))
 }
 
@@ -263,5 +287,5 @@ func layoutText(l Layout) string {
 			mem += " offload " + l.Offload
 		}
 	}
-	return fmt.Sprintf("dp=%d ep=%d tp=%d pp=%d, %s, micro-batch %d × %d, recompute %s", l.DP, l.EP, l.TP, l.PP, mem, l.MicroBatch, l.GradAccum, l.Recompute)
+	return fmt.Sprintf("dp=%d ep=%d tp=%d pp=%d, %s, micro-batch %s × grad_accum %d, recompute %s", l.DP, l.EP, l.TP, l.PP, mem, plural(l.MicroBatch, "sequence"), l.GradAccum, l.Recompute)
 }

@@ -38,7 +38,7 @@ type Stage struct {
 	TopK    int    // experts per token in this stage (0 = model's)
 	Grow    Grow
 	Tokens  int64   // token budget
-	Steps   int64   // explicit step count (0 = Tokens / TokensPerBatch)
+	Steps   int64   // explicit step count (0 = StepsFor(Tokens, the batch the stage runs))
 	LR      float64 // 0 = the train block's
 	Decl    Source  // the `stage` declaration (set by compiler/check; zero when built in Go)
 }
@@ -60,6 +60,38 @@ type Train struct {
 	CheckpointEvery int64 // steps between checkpoints
 	Stages          []*Stage
 	Decl            Source // the `train` declaration (set by compiler/check; zero when built in Go)
+}
+
+// StepsFor is the number of optimizer steps that train a budget of tokens at batchTokens
+// tokens per step: floor(tokens / batchTokens), at least 1, so a stage never trains past
+// its budget (it stops less than one batch short), as Megatron-Core turns train-samples
+// into iterations. Every count of steps (report, plan, exports, the runtime and the
+// generated program) comes from here; batchTokens is the batch as it runs (a plan's dp ×
+// micro_batch × grad_accum sequences), which may differ from tokens_per_batch as
+// written. No tokens, or no batch, is no steps.
+func StepsFor(tokens, batchTokens int64) int64 {
+	if tokens <= 0 || batchTokens <= 0 {
+		return 0
+	}
+	return max(tokens/batchTokens, 1)
+}
+
+// StepsAt is the stage's step count at batchTokens tokens per step: its explicit steps,
+// else StepsFor(Tokens, batchTokens).
+func (s *Stage) StepsAt(batchTokens int64) int64 {
+	if s.Steps > 0 {
+		return s.Steps
+	}
+	return StepsFor(s.Tokens, batchTokens)
+}
+
+// TokensAt is what the stage trains at batchTokens tokens per step: its budget, or its
+// explicit steps × batchTokens when it states steps instead.
+func (s *Stage) TokensAt(batchTokens int64) int64 {
+	if s.Steps > 0 {
+		return s.Steps * batchTokens
+	}
+	return s.Tokens
 }
 
 // StageModel returns the model as it is in stage s: the base model with the stage's

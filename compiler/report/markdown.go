@@ -157,19 +157,35 @@ func writeLayerSummary(b *strings.Builder, m *ModelReport) {
 
 func writeTrain(b *strings.Builder, t *TrainReport) {
 	fmt.Fprintf(b, "\n## Train `%s` on `%s`\n\n", t.Model, t.Cluster)
-	fmt.Fprintf(b, "Sequence length %d, %s tokens per batch. Training FLOPs = train FLOPs per token × tokens.\n\n",
-		t.SeqLen, count(t.TokensPerBatch))
-	b.WriteString("| stage | from | experts | top-k | parameters | active | tokens | steps | train FLOPs / token | training FLOPs |\n")
-	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	fmt.Fprintf(b, "Sequence length %d, %s tokens per batch as written (tokens_per_batch). "+
+		"Steps = floor(tokens / batch) (at least 1), the batch as the stage's plan runs it where the stage was planned. "+
+		"Training FLOPs = train FLOPs per token × tokens.\n\n",
+		t.SeqLen, human.Exact(t.TokensPerBatch))
+	b.WriteString("| stage | from | experts | top-k | parameters | active | tokens | batch (tokens) | steps | train FLOPs / token | training FLOPs |\n")
+	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, s := range t.Stages {
 		from := s.From
 		if from == "" {
 			from = "-"
 		}
-		fmt.Fprintf(b, "| %s | %s | %d | %d | %s | %s | %s | %d | %s | %s |\n", s.Name, from, s.Experts, s.TopK,
-			both(s.Total), count(s.Active), count(s.Tokens), s.Steps, human.SI(s.FLOPsPerToken, "FLOP"), sci(s.TrainFLOPs))
+		fmt.Fprintf(b, "| %s | %s | %d | %d | %s | %s | %s | %s | %s | %s | %s |\n", s.Name, from, s.Experts, s.TopK,
+			both(s.Total), count(s.Active), count(s.Tokens), batchCell(s, t.TokensPerBatch), human.Exact(s.Steps),
+			human.SI(s.FLOPsPerToken, "FLOP"), sci(s.TrainFLOPs))
 	}
-	fmt.Fprintf(b, "| **all stages** | | | | | | **%s** | | | **%s** |\n", count(t.Tokens), sci(t.TrainFLOPs))
+	fmt.Fprintf(b, "| **all stages** | | | | | | **%s** | | | | **%s** |\n", count(t.Tokens), sci(t.TrainFLOPs))
+}
+
+// batchCell is the batch a stage's steps are counted at, and how far the plan moved it
+// from what was written: "1,966,080 (plan, -6.2%)".
+func batchCell(s StageReport, written int64) string {
+	out := human.Exact(s.BatchTokens)
+	switch {
+	case s.Planned && s.BatchTokens != written && written > 0:
+		out += fmt.Sprintf(" (plan, %+.1f%%)", 100*(float64(s.BatchTokens)/float64(written)-1))
+	case s.Planned:
+		out += " (plan)"
+	}
+	return out
 }
 
 func dash(n int64) string {

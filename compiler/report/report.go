@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/moec-dev/moec/compiler/analysis"
+	"github.com/moec-dev/moec/compiler/plan"
 	"github.com/moec-dev/moec/compiler/program"
 )
 
@@ -16,6 +17,9 @@ type Section struct {
 	Title    string
 	Markdown string
 	JSON     any
+	// Plan is the plan the section shows, if any. A train stage's plan gives the train
+	// table the batch the stage runs at and so its steps: one step count per stage.
+	Plan *plan.Plan
 }
 
 // Report is everything report.json holds. Field names are a contract: add, never rename.
@@ -116,9 +120,11 @@ type StageReport struct {
 	Total         int64   `json:"total"`
 	Active        int64   `json:"active"`
 	Tokens        int64   `json:"tokens"`
-	Steps         int64   `json:"steps"`
+	Steps         int64   `json:"steps"` // program.Stage.StepsAt(BatchTokens)
 	FLOPsPerToken float64 `json:"train_flops_per_token"`
 	TrainFLOPs    float64 `json:"train_flops"`
+	BatchTokens   int64   `json:"batch_tokens"` // the batch Steps are counted at: the stage plan's (dp × micro_batch × grad_accum sequences) when Planned, else tokens_per_batch
+	Planned       bool    `json:"planned"`
 }
 
 // ServeReport is one serve block's weights.
@@ -142,6 +148,22 @@ type SectionReport struct {
 // not hold (which a checked program never does) are reported by name with zero counts
 // rather than dropped, so nothing vanishes silently.
 func Build(prog *program.Program, srcName string, extra []Section) *Report {
+	var plans []*plan.Plan
+	for _, s := range extra {
+		if s.Plan != nil {
+			plans = append(plans, s.Plan)
+		}
+	}
+	return build(prog, srcName, extra, plans)
+}
+
+// BuildPlanned is Build for a report without sections whose train stages were planned:
+// the train tables count each planned stage's steps at its plan's batch.
+func BuildPlanned(prog *program.Program, srcName string, plans []*plan.Plan) *Report {
+	return build(prog, srcName, nil, plans)
+}
+
+func build(prog *program.Program, srcName string, extra []Section, plans []*plan.Plan) *Report {
 	r := &Report{Source: srcName, Models: []ModelReport{}, Trains: []TrainReport{}, Serves: []ServeReport{}, Sections: []SectionReport{}}
 	if prog == nil {
 		prog = &program.Program{}
@@ -150,7 +172,7 @@ func Build(prog *program.Program, srcName string, extra []Section) *Report {
 		r.Models = append(r.Models, modelReport(prog.Models[name]))
 	}
 	for _, name := range ordered(prog.TrainOrder, prog.Trains) {
-		r.Trains = append(r.Trains, trainReport(prog, prog.Trains[name]))
+		r.Trains = append(r.Trains, trainReport(prog, prog.Trains[name], plans))
 	}
 	for _, name := range ordered(prog.ServeOrder, prog.Serves) {
 		r.Serves = append(r.Serves, serveReport(prog, prog.Serves[name]))
@@ -299,7 +321,7 @@ func describeRuns(rs []Run) string {
 // describeIndices writes sorted layer indices compactly (see runs).
 func describeIndices(idx []int) string { return describeRuns(runs(idx)) }
 
-func trainReport(prog *program.Program, t *program.Train) TrainReport {
+func trainReport(prog *program.Program, t *program.Train, plans []*plan.Plan) TrainReport {
 	tr := TrainReport{Model: t.Model, Cluster: t.Cluster, SeqLen: t.SeqLen, TokensPerBatch: t.TokensPerBatch, Stages: []StageReport{}}
 	base := prog.Models[t.Model]
 	if base == nil {
@@ -325,12 +347,13 @@ func trainReport(prog *program.Program, t *program.Train) TrainReport {
 		if sm.MoE != nil {
 			sr.Experts, sr.TopK = sm.MoE.Experts, sm.MoE.TopK
 		}
-		if sr.Steps == 0 && t.TokensPerBatch > 0 {
-			sr.Steps = (st.Tokens + t.TokensPerBatch - 1) / t.TokensPerBatch
+		sr.BatchTokens = t.TokensPerBatch
+		for _, p := range plans {
+			if p.Kind == "train" && p.Train == t.Name && p.Stage == st.Name && p.Workload.BatchTokens > 0 {
+				sr.BatchTokens, sr.Planned = p.Workload.BatchTokens, true
+			}
 		}
-		if sr.Tokens == 0 && sr.Steps > 0 {
-			sr.Tokens = sr.Steps * t.TokensPerBatch
-		}
+		sr.Steps, sr.Tokens = st.StepsAt(sr.BatchTokens), st.TokensAt(sr.BatchTokens)
 		sr.TrainFLOPs = sr.FLOPsPerToken * float64(sr.Tokens)
 		tr.Tokens += sr.Tokens
 		tr.TrainFLOPs += sr.TrainFLOPs

@@ -63,6 +63,7 @@ func Build(l *Loaded, opt BuildOptions) (*BuildResult, diag.List, error) {
 			sections = append(sections, report.Section{
 				Title:    fmt.Sprintf("Plan: %s, stage %s", tr.Name, st.Name),
 				Markdown: p.Markdown(),
+				Plan:     p,
 			})
 			if !opt.NoCode {
 				m := program.StageModel(prog.Models[tr.Model], st)

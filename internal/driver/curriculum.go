@@ -12,15 +12,9 @@ type StageRef struct{ Train, Stage string }
 // CurriculumOrder lists a train block's stages so that every stage comes after the stage
 // it grows from (the checker has already refused cycles).
 func CurriculumOrder(prog *program.Program, trainName string) ([]StageRef, error) {
-	if trainName == "" {
-		if len(prog.TrainOrder) != 1 {
-			return nil, fmt.Errorf("the file has %d train blocks (%v): say which with --train", len(prog.TrainOrder), prog.TrainOrder)
-		}
-		trainName = prog.TrainOrder[0]
-	}
-	tr, ok := prog.Trains[trainName]
-	if !ok {
-		return nil, fmt.Errorf("no train block for model %q%s", trainName, suggest(trainName, prog.TrainOrder))
+	tr, err := prog.LookupTrain(trainName)
+	if err != nil {
+		return nil, err
 	}
 	done := map[string]bool{}
 	var out []StageRef

@@ -24,29 +24,16 @@ func Plan(l *Loaded, req PlanRequest) (*plan.Plan, diag.List, error) {
 		p, d := plan.ForServe(prog, sv, req.Options)
 		return p, d, nil
 	}
-	tn := req.Train
-	if tn == "" {
-		if len(prog.TrainOrder) != 1 {
-			return nil, nil, fmt.Errorf("the file has %d train blocks (%v): say which with --train", len(prog.TrainOrder), prog.TrainOrder)
-		}
-		tn = prog.TrainOrder[0]
+	tr, err := prog.LookupTrain(req.Train)
+	if err != nil {
+		return nil, nil, err
 	}
-	tr, ok := prog.Trains[tn]
-	if !ok {
-		return nil, nil, fmt.Errorf("no train block for model %q%s", tn, suggest(tn, prog.TrainOrder))
+	st, err := tr.LookupStage(req.Stage)
+	if err != nil {
+		return nil, nil, err
 	}
-	var names []string
-	for _, s := range tr.Stages {
-		names = append(names, s.Name)
-		if s.Name == req.Stage || (req.Stage == "" && len(tr.Stages) == 1) {
-			p, d := plan.ForStage(prog, tr, s, req.Options)
-			return p, d, nil
-		}
-	}
-	if req.Stage == "" {
-		return nil, nil, fmt.Errorf("train %s has stages %v: say which with --stage", tn, names)
-	}
-	return nil, nil, fmt.Errorf("train %s has no stage %q (stages: %v)%s", tn, req.Stage, names, suggest(req.Stage, names))
+	p, d := plan.ForStage(prog, tr, st, req.Options)
+	return p, d, nil
 }
 
 func suggest(name string, candidates []string) string {

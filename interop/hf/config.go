@@ -94,7 +94,10 @@ func readSpec(r *reader) (*spec, error) {
 			known = append(known, k)
 		}
 		sort.Strings(known)
-		e := diag.Runtimef(ErrUnknownArchitecture, "config.json: model_type %q is not an architecture moec imports (known: %s)", mt, strings.Join(known, ", "))
+		if mt == "" {
+			return nil, diag.Runtimef(ErrUnknownArchitecture, "%s has no model_type: moec needs it to know the architecture (known: %s)", r.source, strings.Join(known, ", "))
+		}
+		e := diag.Runtimef(ErrUnknownArchitecture, "%s: model_type %q is not an architecture moec imports (known: %s)", r.source, mt, strings.Join(known, ", "))
 		if c, ok := diag.Closest(mt, known); ok {
 			e.Suggestion = fmt.Sprintf("did you mean %q?", c)
 		}
@@ -184,8 +187,9 @@ func readSpec(r *reader) (*spec, error) {
 		}
 	}
 	r.leftovers()
+	r.checkDrops()
 	if len(r.issues) > 0 {
-		return nil, &Error{Source: "config.json", Issues: r.issues}
+		return nil, &Error{Source: r.source, Issues: r.issues}
 	}
 	return s, nil
 }

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -196,14 +197,63 @@ func TestImportErrors(t *testing.T) {
 	}
 }
 
+// Refusals name the file the user gave, say each problem once, and a --drop that names
+// nothing droppable is an error listing what can be dropped.
+func TestImportMessages(t *testing.T) {
+	mixtral := string(readConfig(t, "mixtral-8x7b.json"))
+	edit := func(old, new string) []byte {
+		if !strings.Contains(mixtral, old) {
+			t.Fatalf("fixture lacks %q", old)
+		}
+		return []byte(strings.Replace(mixtral, old, new, 1))
+	}
+	for _, tc := range []struct {
+		name   string
+		config []byte
+		drop   []string
+		want   []string
+		issues int // 0: not an *Error
+	}{
+		{"array", []byte(`[1, 2]`), nil, []string{"imp/bad.json is not a JSON object", "a JSON array"}, 0},
+		{"empty model_type", edit(`"model_type": "mixtral"`, `"model_type": ""`), nil, []string{"imp/bad.json has no model_type"}, 0},
+		{"negative", edit(`"hidden_size": 4096`, `"hidden_size": -5`), nil, []string{"imp/bad.json:", "hidden_size: want a positive integer, have -5"}, 1},
+		{"drop absent", []byte(mixtral), []string{"bogus_field"}, []string{"bogus_field: --drop names a field imp/bad.json does not have", "no field to drop"}, 1},
+		{"drop imported", []byte(mixtral), []string{"hidden_size"}, []string{"hidden_size: --drop names a field moec imports as it is"}, 1},
+		{"drop lists", edit(`"attention_dropout": 0.0`, `"attention_dropout": 0.1`), []string{"attention_dropout", "bogus"}, []string{"this config can drop attention_dropout"}, 1},
+	} {
+		_, err := ImportConfig(tc.config, Options{Source: "imp/bad.json", Drop: tc.drop})
+		if err == nil {
+			t.Errorf("%s: no error", tc.name)
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: error lacks %q:\n%v", tc.name, w, err)
+			}
+		}
+		if strings.Contains(err.Error(), "config.json") {
+			t.Errorf("%s: names config.json, not the file given:\n%v", tc.name, err)
+		}
+		if e, ok := err.(*Error); ok != (tc.issues > 0) || ok && len(e.Issues) != tc.issues {
+			t.Errorf("%s: want %d issue(s):\n%v", tc.name, tc.issues, err)
+		}
+	}
+	// Dropping a field the config holds as null changes nothing and is accepted.
+	if _, err := ImportConfig(readConfig(t, "llama-3-8b.json"), Options{Drop: []string{"rope_scaling"}}); err != nil {
+		t.Errorf("drop of a null field: %v", err)
+	}
+}
+
 // TestDropNotesTheField checks that a dropped field is written into the header.
 func TestDropNotesTheField(t *testing.T) {
 	res, err := ImportConfig(readConfig(t, "deepseek-v2-lite.json"), Options{Drop: []string{"rope_scaling"}, Name: "lite"})
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Runs of spaces are the formatter's alignment of `=`, not content.
+	src := regexp.MustCompile(` +`).ReplaceAll(res.Source, []byte(" "))
 	for _, w := range []string{"// dropped rope_scaling: yarn rotary scaling", "seq_len = 4096", "model lite {", "seq_aux = true"} {
-		if !bytes.Contains(res.Source, []byte(w)) {
+		if !bytes.Contains(src, []byte(w)) {
 			t.Errorf("output lacks %q:\n%s", w, res.Source)
 		}
 	}

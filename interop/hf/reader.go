@@ -3,6 +3,7 @@ package hf
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"sort"
@@ -63,29 +64,83 @@ var metadataKeys = map[string]bool{
 // reader hands out config fields and remembers which were read, so that every field left
 // over at the end can be reported instead of ignored.
 type reader struct {
-	fields map[string]json.RawMessage
-	used   map[string]bool
-	drop   map[string]bool
-	issues []Issue
-	notes  []string // header comment lines for dropped fields and approximations
-	delta  int64    // parameters the checkpoint has that the imported model does not
+	source    string // the config's name in messages: the file the user gave
+	fields    map[string]json.RawMessage
+	used      map[string]bool
+	drop      map[string]bool
+	dropOrder []string        // Options.Drop as given, for messages in the user's order
+	refusable map[string]bool // fields moec cannot express: the ones Options.Drop may name
+	issues    []Issue
+	notes     []string // header comment lines for dropped fields and approximations
+	delta     int64    // parameters the checkpoint has that the imported model does not
 }
 
-func newReader(src []byte, drop []string) (*reader, error) {
+// newReader reads src, which messages call source ("" = "config.json").
+func newReader(src []byte, drop []string, source string) (*reader, error) {
+	if source == "" {
+		source = "config.json"
+	}
 	var fields map[string]json.RawMessage
 	dec := json.NewDecoder(bytes.NewReader(src))
 	dec.UseNumber()
 	if err := dec.Decode(&fields); err != nil || fields == nil {
-		if err == nil {
-			err = fmt.Errorf("not a JSON object")
+		var wrongType *json.UnmarshalTypeError
+		if errors.As(err, &wrongType) {
+			err = fmt.Errorf("it holds a JSON %s", wrongType.Value) // not Go's type names
+		} else if err == nil {
+			err = fmt.Errorf("it holds %s", compact(bytes.TrimSpace(src)))
 		}
-		return nil, diag.RuntimeWrap(ErrBadConfig, err, "config.json is not a JSON object")
+		return nil, diag.RuntimeWrap(ErrBadConfig, err, "%s is not a JSON object", source)
 	}
-	r := &reader{fields: fields, used: map[string]bool{}, drop: map[string]bool{}}
+	r := &reader{source: source, fields: fields, used: map[string]bool{}, drop: map[string]bool{}, refusable: map[string]bool{}}
 	for _, d := range drop {
+		if !r.drop[d] {
+			r.dropOrder = append(r.dropOrder, d)
+		}
 		r.drop[d] = true
 	}
 	return r, nil
+}
+
+// checkDrops reports every Options.Drop name that does not name a field this config has
+// and moec cannot express: dropping a field moec imports, or one that is not there, would
+// otherwise pass silently, and the user would believe something was left out. A field
+// present as null is the feature's absence; dropping it changes nothing and is accepted.
+func (r *reader) checkDrops() {
+	var can []string
+	for f := range r.refusable {
+		can = append(can, f)
+	}
+	sort.Strings(can)
+	list := "this config has no field to drop"
+	if len(can) > 0 {
+		list = "this config can drop " + strings.Join(can, ", ")
+	}
+	for _, d := range r.dropOrder {
+		raw, in := r.fields[d]
+		switch {
+		case r.refusable[d]:
+		case !in:
+			msg := fmt.Sprintf("--drop names a field %s does not have; %s", r.source, list)
+			if c, ok := diag.Closest(d, keysOf(r.fields)); ok {
+				msg += fmt.Sprintf(" (did you mean %s?)", c)
+			}
+			r.issues = append(r.issues, Issue{Field: d, Code: ErrBadConfig, Message: msg})
+		case !r.present(d):
+		default:
+			r.issues = append(r.issues, Issue{Field: d, Code: ErrBadConfig, Message: fmt.Sprintf(
+				"--drop names a field moec imports as it is (value %s); only fields moec cannot express can be dropped, and %s", compact(raw), list)})
+		}
+	}
+}
+
+func keysOf(m map[string]json.RawMessage) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 func (r *reader) bad(field, format string, args ...any) {
@@ -96,6 +151,7 @@ func (r *reader) bad(field, format string, args ...any) {
 // it in the header with its effect and the parameters the imported model lacks.
 func (r *reader) inexpressible(field, what, effect string, paramDelta int64) {
 	r.used[field] = true
+	r.refusable[field] = true
 	if r.drop[field] {
 		note := fmt.Sprintf("dropped %s: %s; %s", field, what, effect)
 		if paramDelta != 0 {
@@ -158,18 +214,23 @@ func (r *reader) integer(key string, def int64) int64 {
 	return int64(f)
 }
 
-// required returns key as a positive integer and reports it when missing.
+// required returns key as a positive integer and reports it, once, when it is missing or
+// is anything else.
 func (r *reader) required(key string) int64 {
 	if !r.present(key) {
 		r.used[key] = true
 		r.bad(key, "missing (required for this architecture)")
 		return 0
 	}
-	v := r.integer(key, 0)
-	if v <= 0 {
-		r.bad(key, "must be positive")
+	f, ok := r.number(key) // reports a value that is no number
+	if !ok {
+		return 0
 	}
-	return v
+	if f != math.Trunc(f) || f <= 0 || f > 1<<53 {
+		r.bad(key, "want a positive integer, have %v", f)
+		return 0
+	}
+	return int64(f)
 }
 
 func (r *reader) float(key string, def float64) float64 {

@@ -475,7 +475,7 @@ func TestLayoutChoice(t *testing.T) {
 		"olmoe-1b-7b.json":       LayoutOlmoe,
 		"qwen1.5-moe-a2.7b.json": LayoutQwen2MoE,
 	} {
-		res, err := ImportConfig(readConfig(t, file), Options{Drop: []string{"rope_scaling"}})
+		res, err := ImportConfig(readConfig(t, file), Options{})
 		if err != nil {
 			t.Fatalf("%s: %v", file, err)
 		}

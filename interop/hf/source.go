@@ -1,7 +1,6 @@
 package hf
 
 import (
-	"errors"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -41,16 +40,12 @@ var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 // ImportConfig turns a Hugging Face config.json into a .moe model. Fields moec cannot
 // express make it return an *Error listing all of them.
 func ImportConfig(configJSON []byte, opt Options) (*Result, error) {
-	r, err := newReader(configJSON, opt.Drop)
+	r, err := newReader(configJSON, opt.Drop, opt.Source)
 	if err != nil {
 		return nil, err
 	}
 	s, err := readSpec(r)
 	if err != nil {
-		var list *Error
-		if errors.As(err, &list) && opt.Source != "" {
-			list.Source = opt.Source
-		}
 		return nil, err
 	}
 	name := opt.Name

@@ -40,6 +40,7 @@ const (
 	LayersWithEvery      Code = "E0309"
 	BadRoutingGroups     Code = "E0310"
 	NoMoELayer           Code = "E0311"
+	ParamCountOverflow   Code = "E0312"
 	UnknownModel         Code = "E0401"
 	UnknownCluster       Code = "E0402"
 	UnknownDevice        Code = "E0403"
@@ -57,6 +58,7 @@ const (
 	UnknownOverride      Code = "E0415"
 	LastStageSize        Code = "W9201"
 	PartialBatch         Code = "W9202"
+	EmptyFile            Code = "W9203"
 )
 
 var checkCodes = []Info{
@@ -93,6 +95,7 @@ var checkCodes = []Info{
 	{LayersWithEvery, "moe.layers cannot be combined with every or first_dense"},
 	{BadRoutingGroups, "node-limited routing: topk_groups needs groups, groups must divide experts"},
 	{NoMoELayer, "moe block places no MoE layer"},
+	{ParamCountOverflow, "the model's parameter count does not fit in 64 bits (more than 9.2e18 parameters)"},
 	{UnknownModel, "train, serve or compress refers to an unknown model"},
 	{UnknownCluster, "train or serve refers to an unknown cluster"},
 	{UnknownDevice, "cluster gpu is not in the device catalog"},
@@ -110,4 +113,5 @@ var checkCodes = []Info{
 	{UnknownOverride, "experiment override names an unknown key"},
 	{LastStageSize, "the last stage's experts differ from the model's moe.experts"},
 	{PartialBatch, "tokens_per_batch is not a whole number of sequences"},
+	{EmptyFile, "the file declares nothing (no declaration and no import)"},
 }

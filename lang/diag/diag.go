@@ -53,8 +53,13 @@ type Diagnostic struct {
 
 func (d Diagnostic) String() string {
 	var b strings.Builder
-	if d.Range.File != "" || d.Range.Start.IsValid() {
+	switch {
+	case d.Range.Start.IsValid():
 		fmt.Fprintf(&b, "%s:%d:%d: ", d.Range.File, d.Range.Start.Line, d.Range.Start.Col)
+	case d.Range.File != "":
+		// About a whole file (one that cannot be read, one that declares nothing): no
+		// line or column to point at, and 0:0 would send an editor to a place that is not.
+		fmt.Fprintf(&b, "%s: ", d.Range.File)
 	}
 	fmt.Fprintf(&b, "%s[%s]: %s", d.Severity, d.Code, d.Message)
 	return b.String()

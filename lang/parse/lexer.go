@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/alecthomas/participle/v2/lexer"
@@ -138,7 +139,7 @@ func (s *scanner) run() {
 			s.advance(1)
 		case c == '/' && s.off+1 < len(s.src) && s.src[s.off+1] == '/':
 			s.comment()
-		case isLetter(c):
+		case isLetter(c) || s.letterAt(s.off):
 			s.ident()
 		case isDigit(c):
 			s.number()
@@ -187,10 +188,38 @@ func (s *scanner) comment() {
 func (s *scanner) ident() {
 	start := s.pos()
 	end := s.off
-	for end < len(s.src) && (isLetter(s.src[end]) || isDigit(s.src[end])) {
-		end++
+	foreign := -1 // offset of the first non-ASCII letter, if any
+	for end < len(s.src) {
+		if c := s.src[end]; isLetter(c) || isDigit(c) {
+			end++
+			continue
+		}
+		if !s.letterAt(end) {
+			break
+		}
+		if foreign < 0 {
+			foreign = end
+		}
+		_, size := utf8.DecodeRune(s.src[end:])
+		end += size
 	}
 	text := string(s.src[s.off:end])
+	if foreign >= 0 {
+		// One error for the whole word, at the first foreign letter. The word stays one
+		// identifier token, so the parser does not also report a missing name and a stray
+		// rest of the word.
+		r, size := utf8.DecodeRune(s.src[foreign:])
+		at := start
+		at.Offset, at.Column = foreign, start.Column+foreign-s.off
+		to := at
+		to.Offset, to.Column = at.Offset+size, at.Column+size
+		d := s.errorf(diag.IllegalCharacter, at, to, "character %q is not allowed in the name `%s`: names are ASCII letters, digits and _", r, text)
+		if alt := asciiName(text); strings.Trim(alt, "_") != "" {
+			d.Suggestion = fmt.Sprintf("write `%s`", alt)
+		} else {
+			d.Suggestion = "name it with ASCII letters, digits and _"
+		}
+	}
 	if start.Column == 1 && len(s.stack) > 0 && declKinds[text] && !s.followedByEquals(end) {
 		// Resynchronise: a declaration keyword at the start of a line ends whatever was
 		// left open before it. The parser reports the unclosed bracket.
@@ -451,7 +480,49 @@ func appendRune(b []byte, r rune, multibyte bool) []byte {
 }
 
 func isLetter(c byte) bool { return c == '_' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' }
-func isDigit(c byte) bool  { return '0' <= c && c <= '9' }
+
+// letterAt reports whether a non-ASCII letter, digit or combining mark starts at off: not
+// allowed in a name, but part of the word a person meant as one (mödel, naïve, 模型).
+func (s *scanner) letterAt(off int) bool {
+	if off >= len(s.src) || s.src[off] < utf8.RuneSelf {
+		return false
+	}
+	r, _ := utf8.DecodeRune(s.src[off:])
+	return r != utf8.RuneError && (unicode.IsLetter(r) || unicode.IsDigit(r) || unicode.Is(unicode.Mn, r))
+}
+
+// asciiName suggests an ASCII spelling of name: accented Latin letters lose the accent
+// (mödel: model, straße: strasse), combining marks are dropped and anything else becomes _.
+func asciiName(name string) string {
+	var b strings.Builder
+	for _, r := range name {
+		switch {
+		case r < utf8.RuneSelf:
+			b.WriteRune(r)
+		case unicode.Is(unicode.Mn, r):
+		default:
+			b.WriteString(foldLatin(r))
+		}
+	}
+	return b.String()
+}
+
+// foldLatin is the ASCII letter(s) an accented Latin letter is written with, or "_".
+func foldLatin(r rune) string {
+	for _, g := range [...]struct{ from, to string }{
+		{"àáâãäåāă", "a"}, {"ÀÁÂÃÄÅĀĂ", "A"}, {"çćč", "c"}, {"ÇĆČ", "C"}, {"ď", "d"}, {"Ď", "D"},
+		{"èéêëēěę", "e"}, {"ÈÉÊËĒĚĘ", "E"}, {"ìíîïī", "i"}, {"ÌÍÎÏĪ", "I"}, {"ł", "l"}, {"Ł", "L"},
+		{"ñńň", "n"}, {"ÑŃŇ", "N"}, {"òóôõöøō", "o"}, {"ÒÓÔÕÖØŌ", "O"}, {"ř", "r"}, {"Ř", "R"},
+		{"śšş", "s"}, {"ŚŠŞ", "S"}, {"ťţ", "t"}, {"ŤŢ", "T"}, {"ùúûüūů", "u"}, {"ÙÚÛÜŪŮ", "U"},
+		{"ýÿ", "y"}, {"Ý", "Y"}, {"źżž", "z"}, {"ŹŻŽ", "Z"}, {"ß", "ss"}, {"æ", "ae"}, {"Æ", "AE"},
+	} {
+		if strings.ContainsRune(g.from, r) {
+			return g.to
+		}
+	}
+	return "_"
+}
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 
 func astPos(p lexer.Position) ast.Pos {
 	return ast.Pos{Offset: p.Offset, Line: p.Line, Col: p.Column}

@@ -250,13 +250,13 @@ func prepareArm(opt Options, ex *program.Experiment, name string, ov map[string]
 	for _, st := range chain {
 		s.arm.Stages = append(s.arm.Stages, st.Name)
 		s.fpt = append(s.fpt, analysis.StageFLOPs(base, t, st).TrainPerToken)
-		declared += stageTokens(st, s.tps)
+		declared += st.TokensAt(s.tps)
 	}
 	if declared <= 0 && budget <= 0 {
 		return nil, fmt.Errorf("arm %s: neither the experiment nor stage %s gives a token budget", name, stage)
 	}
 	for _, st := range chain {
-		tok := float64(stageTokens(st, s.tps))
+		tok := float64(st.TokensAt(s.tps))
 		if budget > 0 {
 			if declared > 0 {
 				tok = tok * float64(budget) / float64(declared)
@@ -348,13 +348,6 @@ func tokensPerStep(t *program.Train, m *program.Model) int64 {
 	}
 	accum := max((seqs+micro-1)/micro, 1)
 	return seq * micro * accum
-}
-
-func stageTokens(st *program.Stage, tps int64) int64 {
-	if st.Steps > 0 {
-		return st.Steps * tps
-	}
-	return st.Tokens
 }
 
 // runArm trains one seed of an arm through its stages and measures it.

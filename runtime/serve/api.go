@@ -7,37 +7,62 @@ import (
 	"strings"
 )
 
-// completionRequest is the body of POST /v1/completions. Fields OpenAI defines that a
-// byte-level sampler cannot honour (n > 1, logprobs, best_of > 1) are refused rather than
-// ignored; the rest are ignored as OpenAI clients send them by default.
+// completionRequest is the body of POST /v1/completions. As OpenAI does, a field the
+// endpoint does not know is refused (400), never ignored: a client that asks for
+// something must not get an answer made without it. Of the fields OpenAI defines, the
+// ones a byte-level sampler cannot honour (n > 1, logprobs, best_of > 1, penalties) are
+// refused unless they hold their neutral value; user is metadata and is accepted.
 type completionRequest struct {
-	Model       string          `json:"model"`
-	Prompt      json.RawMessage `json:"prompt"` // a string, or a list of one string
-	MaxTokens   *int            `json:"max_tokens"`
-	Temperature *float64        `json:"temperature"`
-	TopK        *int            `json:"top_k"` // not OpenAI's; the sampler's top-k
-	Seed        *int64          `json:"seed"`
-	Stream      bool            `json:"stream"`
-	Stop        json.RawMessage `json:"stop"` // a string or a list of up to 4
-	N           *int            `json:"n"`
-	BestOf      *int            `json:"best_of"`
-	Logprobs    json.RawMessage `json:"logprobs"`
-	Echo        bool            `json:"echo"`
+	Model            string          `json:"model"`
+	Prompt           json.RawMessage `json:"prompt"` // a string, or a list of one string
+	MaxTokens        *int            `json:"max_tokens"`
+	Temperature      *float64        `json:"temperature"`
+	TopP             *float64        `json:"top_p"`
+	TopK             *int            `json:"top_k"` // not OpenAI's; the sampler's top-k
+	Seed             *int64          `json:"seed"`
+	Stream           bool            `json:"stream"`
+	Stop             json.RawMessage `json:"stop"` // a string or a list of up to 4
+	N                *int            `json:"n"`
+	BestOf           *int            `json:"best_of"`
+	Logprobs         json.RawMessage `json:"logprobs"`
+	Echo             bool            `json:"echo"`
+	PresencePenalty  *float64        `json:"presence_penalty"`
+	FrequencyPenalty *float64        `json:"frequency_penalty"`
+	User             string          `json:"user"`
 }
 
-// chatRequest is the body of POST /v1/chat/completions.
+// chatRequest is the body of POST /v1/chat/completions; unknown fields are refused as for
+// completionRequest.
 type chatRequest struct {
 	Model               string          `json:"model"`
 	Messages            []chatMessage   `json:"messages"`
 	MaxTokens           *int            `json:"max_tokens"`
 	MaxCompletionTokens *int            `json:"max_completion_tokens"`
 	Temperature         *float64        `json:"temperature"`
+	TopP                *float64        `json:"top_p"`
 	TopK                *int            `json:"top_k"`
 	Seed                *int64          `json:"seed"`
 	Stream              bool            `json:"stream"`
 	Stop                json.RawMessage `json:"stop"`
 	N                   *int            `json:"n"`
 	Logprobs            bool            `json:"logprobs"`
+	PresencePenalty     *float64        `json:"presence_penalty"`
+	FrequencyPenalty    *float64        `json:"frequency_penalty"`
+	User                string          `json:"user"`
+}
+
+// samplingFields are the fields both endpoints validate alike.
+type samplingFields struct {
+	model            string
+	maxTokens        *int
+	temperature      *float64
+	topP             *float64
+	topK             *int
+	seed             *int64
+	stop             json.RawMessage
+	n                *int
+	presencePenalty  *float64
+	frequencyPenalty *float64
 }
 
 type chatMessage struct {
@@ -71,14 +96,16 @@ type sampling struct {
 	maxTokens   int
 	temperature float64
 	topK        int
+	topP        float64
 	seed        int64
 	stop        []string
 	stream      bool
 }
 
 // common validates the fields both endpoints share.
-func (s *Server) common(model string, maxTokens *int, temperature *float64, topK *int, seed *int64, stop json.RawMessage, n *int) (sampling, *requestError) {
-	sp := sampling{maxTokens: s.opt.DefaultMaxTokens, temperature: 1, seed: 0}
+func (s *Server) common(f samplingFields) (sampling, *requestError) {
+	model, maxTokens, temperature, topK, seed, stop, n := f.model, f.maxTokens, f.temperature, f.topK, f.seed, f.stop, f.n
+	sp := sampling{maxTokens: s.opt.DefaultMaxTokens, temperature: 1, topP: 1, seed: 0}
 	if model != "" && model != s.name {
 		return sp, &requestError{status: 404, apiError: apiError{
 			Message: fmt.Sprintf("model %q is not served here; this server serves %q", model, s.name),
@@ -99,6 +126,21 @@ func (s *Server) common(model string, maxTokens *int, temperature *float64, topK
 			return sp, badRequest("temperature", "temperature = %g: it must be between 0 and 2", t)
 		}
 		sp.temperature = t
+	}
+	if f.topP != nil {
+		p := *f.topP
+		if p < 0 || p > 1 || math.IsNaN(p) {
+			return sp, badRequest("top_p", "top_p = %g: it must be between 0 and 1", p)
+		}
+		sp.topP = p
+	}
+	for _, pen := range []struct {
+		name string
+		v    *float64
+	}{{"presence_penalty", f.presencePenalty}, {"frequency_penalty", f.frequencyPenalty}} {
+		if pen.v != nil && *pen.v != 0 {
+			return sp, badRequest(pen.name, "%s = %g: this server does not apply penalties; leave it out or send 0", pen.name, *pen.v)
+		}
 	}
 	if topK != nil {
 		if *topK < 0 {
@@ -142,10 +184,11 @@ func parseStop(raw json.RawMessage) ([]string, *requestError) {
 	return out, nil
 }
 
-// parsePrompt reads a prompt: a string or a list holding one string.
+// parsePrompt reads a prompt: a string or a list holding one string. A missing prompt is
+// a mistake (the empty string is a prompt: the start of a document).
 func parsePrompt(raw json.RawMessage) (string, *requestError) {
 	if len(raw) == 0 || string(raw) == "null" {
-		return "", nil
+		return "", badRequest("prompt", "prompt is missing; give a string (\"\" starts a new document)")
 	}
 	var one string
 	if json.Unmarshal(raw, &one) == nil {

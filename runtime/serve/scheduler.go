@@ -21,6 +21,7 @@ type job struct {
 	maxTokens   int
 	temperature float64
 	topK        int
+	topP        float64 // nucleus: sample among the most likely tokens holding this mass [1]
 	seed        int64
 	events      chan event
 	queued      time.Time
@@ -33,8 +34,8 @@ type event struct {
 	err  error // nil: the job generated maxTokens bytes
 }
 
-func newJob(ctx context.Context, prompt []byte, maxTokens int, temperature float64, topK int, seed int64) *job {
-	return &job{ctx: ctx, prompt: prompt, maxTokens: maxTokens, temperature: temperature, topK: topK,
+func newJob(ctx context.Context, prompt []byte, maxTokens int, temperature float64, topK int, topP float64, seed int64) *job {
+	return &job{ctx: ctx, prompt: prompt, maxTokens: maxTokens, temperature: temperature, topK: topK, topP: topP,
 		seed: seed, events: make(chan event, maxTokens+1), queued: time.Now()}
 }
 
@@ -190,7 +191,7 @@ func (s *scheduler) advance(i int, logits []float32) {
 		return // still reading the prompt
 	}
 	j := sl.job
-	tok := sl.sampler.sample(logits, j.temperature, j.topK, j.seed, int64(sl.generated))
+	tok := sl.sampler.sample(logits, j.temperature, j.topK, j.topP, j.seed, int64(sl.generated))
 	j.events <- event{tok: byte(tok)}
 	sl.generated++
 	s.m.addTokens(1)

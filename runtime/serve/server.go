@@ -6,11 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/moec-dev/moec/lang/diag"
 	"github.com/moec-dev/moec/runtime/nn"
 	"github.com/moec-dev/moec/runtime/train"
 )
@@ -134,7 +137,8 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, kindCompletion, start, e)
 		return
 	}
-	sp, e := s.common(req.Model, req.MaxTokens, req.Temperature, req.TopK, req.Seed, req.Stop, req.N)
+	sp, e := s.common(samplingFields{model: req.Model, maxTokens: req.MaxTokens, temperature: req.Temperature, topP: req.TopP, topK: req.TopK,
+		seed: req.Seed, stop: req.Stop, n: req.N, presencePenalty: req.PresencePenalty, frequencyPenalty: req.FrequencyPenalty})
 	if e == nil && req.BestOf != nil && *req.BestOf != 1 {
 		e = badRequest("best_of", "best_of = %d: this server returns one choice per request", *req.BestOf)
 	}
@@ -164,7 +168,8 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 	if req.MaxCompletionTokens != nil {
 		maxTokens = req.MaxCompletionTokens
 	}
-	sp, e := s.common(req.Model, maxTokens, req.Temperature, req.TopK, req.Seed, req.Stop, req.N)
+	sp, e := s.common(samplingFields{model: req.Model, maxTokens: maxTokens, temperature: req.Temperature, topP: req.TopP, topK: req.TopK,
+		seed: req.Seed, stop: req.Stop, n: req.N, presencePenalty: req.PresencePenalty, frequencyPenalty: req.FrequencyPenalty})
 	if e == nil && req.Logprobs {
 		e = badRequest("logprobs", "logprobs are not supported")
 	}
@@ -184,16 +189,46 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 // decode reads a JSON body within the size limit.
 func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) *requestError {
 	r.Body = http.MaxBytesReader(w, r.Body, s.opt.MaxBodyBytes)
-	if err := json.NewDecoder(r.Body).Decode(v); err != nil {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			return &requestError{status: http.StatusRequestEntityTooLarge, apiError: apiError{
 				Message: fmt.Sprintf("the request body is larger than the limit of %d bytes", s.opt.MaxBodyBytes),
 				Type:    "invalid_request_error", Code: "request_too_large"}}
 		}
+		// encoding/json has no typed error for an unknown field; its message is
+		// `json: unknown field "NAME"`.
+		if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+			name = strings.Trim(name, `"`)
+			e := badRequest(name, "Unrecognized request argument supplied: %s", name)
+			if c, ok := diag.Closest(name, jsonFields(v)); ok {
+				e.Message += fmt.Sprintf(" (did you mean %s?)", c)
+			}
+			return e
+		}
 		return badRequest("", "the request body is not valid JSON for this endpoint: %v", err)
 	}
 	return nil
+}
+
+// jsonFields lists the JSON names of the fields of the struct v points to.
+func jsonFields(v any) []string {
+	t := reflect.TypeOf(v)
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct {
+		return nil
+	}
+	var names []string
+	for i := 0; i < t.NumField(); i++ {
+		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ","); name != "" && name != "-" {
+			names = append(names, name)
+		}
+	}
+	return names
 }
 
 // serve runs one request through the scheduler and writes the answer, streamed or whole.
@@ -206,7 +241,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, kind string, star
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.opt.Timeout)
 	defer cancel()
-	j := newJob(ctx, sp.prompt, sp.maxTokens, sp.temperature, sp.topK, sp.seed)
+	j := newJob(ctx, sp.prompt, sp.maxTokens, sp.temperature, sp.topK, sp.topP, sp.seed)
 	if !s.sched.submit(j) {
 		w.Header().Set("Retry-After", "1")
 		s.fail(w, kind, start, &requestError{status: http.StatusTooManyRequests, apiError: apiError{

@@ -214,6 +214,11 @@ func TestLimits(t *testing.T) {
 		{"two prompts", map[string]any{"prompt": []string{"a", "b"}}, 400, "one prompt"},
 		{"stop list", map[string]any{"prompt": "a", "stop": []string{"a", "b", "c", "d", "e"}}, 400, "at most 4"},
 		{"unknown model", map[string]any{"prompt": "a", "model": "gpt-4"}, 404, `model_not_found`},
+		{"top_p out of range", map[string]any{"prompt": "x", "max_tokens": 3, "top_p": 5}, 400, "top_p = 5: it must be between 0 and 1"},
+		{"unknown field", map[string]any{"prompt": "x", "top_q": 0.5}, 400, `Unrecognized request argument supplied: top_q (did you mean top_p?)`},
+		{"chat body", map[string]any{"messages": []any{}, "max_tokens": 3}, 400, `"param":"messages"`},
+		{"no prompt", map[string]any{"max_tokens": 3}, 400, "prompt is missing"},
+		{"penalty", map[string]any{"prompt": "x", "presence_penalty": 1}, 400, "does not apply penalties"},
 	}
 	for _, c := range cases {
 		code, body := post(t, url, c.body)
@@ -379,5 +384,30 @@ func TestDisconnectFreesSlot(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("the slot was not freed after the client left")
+	}
+}
+
+// top_p keeps the fewest most likely tokens reaching that mass: 0 is greedy, a mass below
+// the top token's is greedy too, and 1 leaves the draw exactly as without it.
+func TestSampleTopP(t *testing.T) {
+	logits := []float32{0.5, 2, 1.9, -1}
+	s := newSampler(len(logits))
+	seen := map[int]bool{}
+	for seed := int64(0); seed < 200; seed++ {
+		if got := s.sample(logits, 1, 0, 0, seed, 0); got != 1 {
+			t.Fatalf("top_p 0, seed %d: token %d, want the argmax 1", seed, got)
+		}
+		// p(1) ≈ 0.46, p(2) ≈ 0.42: a mass of 0.8 keeps exactly tokens 1 and 2.
+		got := s.sample(logits, 1, 0, 0.8, seed, 0)
+		if got != 1 && got != 2 {
+			t.Fatalf("top_p 0.8, seed %d: token %d outside the nucleus {1, 2}", seed, got)
+		}
+		seen[got] = true
+		if a, b := s.sample(logits, 1, 0, 1, seed, 0), s.sample(logits, 1, 0, 1, seed, 0); a != b {
+			t.Fatalf("top_p 1 is not deterministic per seed")
+		}
+	}
+	if !seen[1] || !seen[2] {
+		t.Errorf("top_p 0.8 drew only %v over 200 seeds; both nucleus tokens should appear", seen)
 	}
 }

@@ -19,7 +19,7 @@ func hunyuanTiny(tb testing.TB, stage string) (*program.Model, *program.Train) {
 		tb.Fatal(diags.Err())
 	}
 	t := prog.Trains["hunyuan_tiny"]
-	st, err := lookupStage(t, stage)
+	st, err := t.LookupStage(stage)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -86,7 +86,7 @@ func Eval(ctx context.Context, opt EvalOptions) (*EvalResult, error) {
 	var glob, valGlob, base string
 	seqLen := int(m.Model.SeqLen)
 	if opt.Program != nil {
-		t, err := lookupTrain(opt.Program, m.Train)
+		t, err := opt.Program.LookupTrain(m.Train)
 		if err != nil {
 			return nil, err
 		}

@@ -99,56 +99,15 @@ type Result struct {
 // empty and the program has just one, with a diagnostic (and a did-you-mean) otherwise.
 // The train block is returned when only the stage is missing.
 func Lookup(p *program.Program, trainName, stageName string) (*program.Train, *program.Stage, error) {
-	t, err := lookupTrain(p, trainName)
+	if p == nil {
+		return nil, nil, diag.Runtimef(diag.ErrBadRunOption, "no program given")
+	}
+	t, err := p.LookupTrain(trainName)
 	if err != nil {
 		return nil, nil, err
 	}
-	s, err := lookupStage(t, stageName)
+	s, err := t.LookupStage(stageName)
 	return t, s, err
-}
-
-func lookupTrain(p *program.Program, name string) (*program.Train, error) {
-	if p == nil {
-		return nil, diag.Runtimef(diag.ErrBadRunOption, "no program given")
-	}
-	if name == "" {
-		if len(p.TrainOrder) == 1 {
-			return p.Trains[p.TrainOrder[0]], nil
-		}
-		if len(p.Trains) == 0 {
-			return nil, diag.Runtimef(diag.ErrUnknownTrain, "the program has no train block")
-		}
-		return nil, diag.Runtimef(diag.ErrUnknownTrain, "the program has %d train blocks (%s); say which", len(p.TrainOrder), strings.Join(p.TrainOrder, ", "))
-	}
-	if t, ok := p.Trains[name]; ok {
-		return t, nil
-	}
-	e := diag.Runtimef(diag.ErrUnknownTrain, "no train block %q", name)
-	if s := didYouMean(name, p.TrainOrder); s != "" {
-		e.Suggestion = fmt.Sprintf("did you mean `%s`?", s)
-	}
-	return nil, e
-}
-
-func lookupStage(t *program.Train, name string) (*program.Stage, error) {
-	var names []string
-	for _, s := range t.Stages {
-		if s.Name == name {
-			return s, nil
-		}
-		names = append(names, s.Name)
-	}
-	if name == "" {
-		if len(t.Stages) == 1 {
-			return t.Stages[0], nil
-		}
-		return nil, diag.Runtimef(diag.ErrUnknownStage, "train %s has %d stages (%s); say which with --stage", t.Name, len(names), strings.Join(names, ", "))
-	}
-	e := diag.Runtimef(diag.ErrUnknownStage, "train %s has no stage %q (stages: %s)", t.Name, name, strings.Join(names, ", "))
-	if s := didYouMean(name, names); s != "" {
-		e.Suggestion = fmt.Sprintf("did you mean `%s`?", s)
-	}
-	return nil, e
 }
 
 // StageDir is the conventional run directory of a stage.
@@ -159,11 +118,83 @@ func StageDir(outRoot, train, stage string) string {
 	return filepath.Join(outRoot, train, stage, "run")
 }
 
-// didYouMean returns the candidate closest to name when it is a plausible typo, by the
-// same rule the checker uses for every other "did you mean".
-func didYouMean(name string, candidates []string) string {
-	if c, ok := diag.Closest(name, candidates); ok {
-		return c
+// validate refuses options out of range before anything is read or written. Zero keeps
+// each option's default, so only negative values are mistakes here; the CLI also refuses
+// an explicit zero, since a user who types --steps 0 does not mean "the stage's steps".
+func (o *Options) validate() error {
+	bad := func(flag string, v any, want string) error {
+		return diag.Runtimef(diag.ErrBadRunOption, "--%s %v: %s", flag, v, want)
 	}
-	return ""
+	switch {
+	case o.Steps < 0:
+		return bad("steps", o.Steps, "want at least 1 step (leave it out to run the stage's steps)")
+	case o.MicroBatch < 0:
+		return bad("micro-batch", o.MicroBatch, "want at least 1 sequence (leave it out for the train block's)")
+	case o.CheckpointEvery < 0:
+		return bad("checkpoint-every", o.CheckpointEvery, "want at least 1 step (leave it out for the train block's)")
+	case o.MaxTime < 0:
+		return bad("max-time", o.MaxTime, "want a positive duration such as 30m (leave it out for no limit)")
+	case o.CollectiveTimeout < 0:
+		return bad("collective-timeout", o.CollectiveTimeout, "want a positive duration such as 5m")
+	case o.Keep < 0:
+		return diag.Runtimef(diag.ErrBadRunOption, "keep %d: want at least 1 checkpoint", o.Keep)
+	case o.ValWindows < 0:
+		return diag.Runtimef(diag.ErrBadRunOption, "%d validation windows: want at least 1", o.ValWindows)
+	}
+	return nil
+}
+
+// checkMicroBatch refuses a micro-batch the user chose that does not divide the train
+// block's batch: the step would otherwise run more sequences than tokens_per_batch says
+// (rounded up to whole micro-batches), silently changing the batch, the tokens per step
+// and so the schedule the stage was declared with.
+func checkMicroBatch(spec *Spec, chosen int) error {
+	if chosen <= 0 {
+		return nil
+	}
+	seqs := max(spec.Train.TokensPerBatch/int64(spec.SeqLen), 1)
+	if seqs%int64(chosen) == 0 {
+		return nil
+	}
+	var divisors []string
+	for d := int64(1); d <= seqs; d++ {
+		if seqs%d == 0 {
+			divisors = append(divisors, fmt.Sprint(d))
+		}
+	}
+	e := diag.Runtimef(diag.ErrBadRunOption, "--micro-batch %d does not divide train %s's batch of %d sequences (tokens_per_batch %d / seq_len %d): a step would run %d sequences instead",
+		chosen, spec.Train.Name, seqs, spec.Train.TokensPerBatch, spec.SeqLen, (seqs+int64(chosen)-1)/int64(chosen)*int64(chosen))
+	e.Suggestion = "use one of " + strings.Join(divisors, ", ")
+	return e
+}
+
+// checkLayoutExperts refuses an expert-parallel size that does not divide the experts of
+// the stage being trained. The stage's count is what matters: a curriculum's model block
+// declares the size the last stage reaches, and an early stage may have fewer experts (or
+// be dense).
+func checkLayoutExperts(spec *Spec, l *Layout) error {
+	if l == nil || l.EP <= 1 {
+		return nil
+	}
+	experts := 0
+	if spec.Model.MoE != nil {
+		experts = spec.Model.MoE.Experts
+	}
+	if experts <= 1 {
+		e := diag.Runtimef(diag.ErrBadRunOption, "expert-parallel size %d: stage %s of train %s is dense (one expert), so there are no experts to spread", l.EP, spec.Stage, spec.Train.Name)
+		e.Suggestion = "drop --ep for this stage"
+		return e
+	}
+	if experts%l.EP == 0 {
+		return nil
+	}
+	var fits []string
+	for d := 1; d <= experts; d++ {
+		if experts%d == 0 && l.Ranks%d == 0 {
+			fits = append(fits, fmt.Sprint(d))
+		}
+	}
+	e := diag.Runtimef(diag.ErrBadRunOption, "expert-parallel size %d does not divide the %d experts of stage %s (train %s)", l.EP, experts, spec.Stage, spec.Train.Name)
+	e.Suggestion = fmt.Sprintf("with %d ranks, --ep can be %s", l.Ranks, strings.Join(fits, ", "))
+	return e
 }

@@ -34,6 +34,9 @@ const (
 // Run trains one stage. See the package documentation for what it writes.
 func Run(ctx context.Context, opt Options) (*Result, error) {
 	start := time.Now()
+	if err := opt.validate(); err != nil {
+		return nil, err
+	}
 	var spec *Spec
 	var stage *program.Stage
 	var err error
@@ -61,11 +64,20 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 				return nil, diag.Runtimef(diag.ErrCheckpointMismatch, "cannot resume %s: the program's train %s / stage %s differs from the one the run started with", dir, spec.Train.Name, spec.Stage)
 			}
 		}
-		if stage, err = lookupStage(spec.Train, spec.Stage); err != nil {
+		if stage, err = spec.Train.LookupStage(spec.Stage); err != nil {
+			return nil, err
+		}
+		if err := checkLayoutExperts(spec, opt.Layout); err != nil {
 			return nil, err
 		}
 	} else {
 		if spec, stage, err = resolve(&opt); err != nil {
+			return nil, err
+		}
+		if err := checkMicroBatch(spec, opt.MicroBatch); err != nil {
+			return nil, err
+		}
+		if err := checkLayoutExperts(spec, opt.Layout); err != nil {
 			return nil, err
 		}
 		if dir == "" {
@@ -255,7 +267,9 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	res.Steps, res.Tokens = step, tokens
 	if n := len(records); n > 0 {
 		res.Loss = records[n-1].Loss
-		prog.update(records[n-1], true)
+		if step > firstStep { // a finished run resumed trained nothing: no progress to show
+			prog.update(records[n-1], true)
+		}
 	}
 	if step > firstStep {
 		res.TokensPerSec = float64(spec.TokensPerStep()*(step-firstStep)) / time.Since(loopStart).Seconds()
@@ -293,9 +307,18 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 
 // String summarises the result in one line for the CLI.
 func (r *Result) String() string {
-	s := fmt.Sprintf("%s: %d/%d steps, %s tokens, loss %.4f, %.0f tokens/s", r.Dir, r.Steps, r.TotalSteps, human.Count(float64(r.Tokens)), r.Loss, r.TokensPerSec)
+	s := fmt.Sprintf("%s: %d/%d steps, %s tokens, loss %.4f", r.Dir, r.Steps, r.TotalSteps, human.Count(float64(r.Tokens)), r.Loss)
+	// A throughput needs steps trained by this invocation; a resumed run that had already
+	// finished trained none, and "0 tokens/s" would read as a stalled run.
+	nothingLeft := r.Resumed && r.TokensPerSec == 0 && r.Steps >= r.TotalSteps
+	if !nothingLeft {
+		s += fmt.Sprintf(", %.0f tokens/s", r.TokensPerSec)
+	}
 	if r.ValPPL > 0 {
 		s += fmt.Sprintf(", validation perplexity %.3f", r.ValPPL)
+	}
+	if nothingLeft {
+		s += "; the run had already finished: nothing left to train"
 	}
 	if r.Stopped {
 		s += " (stopped early; continue with --resume " + r.Dir + ")"

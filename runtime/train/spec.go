@@ -75,11 +75,7 @@ func dropKey(v any, key string) any {
 
 // resolve builds the Spec of a new run from the program.
 func resolve(opt *Options) (*Spec, *program.Stage, error) {
-	t, err := lookupTrain(opt.Program, opt.TrainName)
-	if err != nil {
-		return nil, nil, err
-	}
-	st, err := lookupStage(t, opt.StageName)
+	t, st, err := Lookup(opt.Program, opt.TrainName, opt.StageName)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -128,8 +124,8 @@ func resolve(opt *Options) (*Spec, *program.Stage, error) {
 	if s.Steps <= 0 {
 		s.Steps = st.Steps
 	}
-	if s.Steps <= 0 && st.Tokens > 0 {
-		s.Steps = max(st.Tokens/s.TokensPerStep(), 1)
+	if s.Steps <= 0 {
+		s.Steps = program.StepsFor(st.Tokens, s.TokensPerStep())
 	}
 	if s.Steps <= 0 {
 		return nil, nil, diag.Runtimef(diag.ErrBadRunOption, "stage %s sets neither steps nor tokens; pass --steps", st.Name)

@@ -25,7 +25,7 @@ type Page struct {
 // report.html into outDir. Stages or serve blocks that do not fit are left out: their
 // diagnostics are the build's to report.
 func Write(outDir string, prog *program.Program, srcName string) error {
-	pg := Page{Report: report.Build(prog, srcName, nil)}
+	var pg Page
 	for _, tn := range prog.TrainOrder {
 		tr := prog.Trains[tn]
 		for _, st := range tr.Stages {
@@ -39,6 +39,8 @@ func Write(outDir string, prog *program.Program, srcName string) error {
 			pg.Plans = append(pg.Plans, p)
 		}
 	}
+	// The curriculum's steps are counted at the batch each stage's plan runs.
+	pg.Report = report.BuildPlanned(prog, srcName, pg.Plans)
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
 		return fmt.Errorf("report.html: %w", err)
 	}
@@ -127,13 +129,21 @@ func planSection(b *bytes.Buffer, p *plan.Plan) {
 		what = fmt.Sprintf("%s, stage %s", p.Train, p.Stage)
 	}
 	l := p.Layout
-	fmt.Fprintf(b, "<div class=\"plan\">\n<h3>%s</h3>\n<p>%d × %s on %d node(s); dp %d, ep %d, tp %d, pp %d; %s (ZeRO %d, offload %s); micro-batch %d × %d accumulation; recompute %s. Step %s, %s tokens/s, MFU %.1f%%.</p>\n",
+	fmt.Fprintf(b, "<div class=\"plan\">\n<h3>%s</h3>\n<p>%d × %s on %d node(s); dp %d, ep %d, tp %d, pp %d; %s (ZeRO %d, offload %s); micro-batch %s × grad_accum %d; recompute %s. Step %s, %s tokens/s, MFU %.1f%%.</p>\n",
 		esc(what), p.GPUs, esc(p.Cluster.Device), p.Nodes, l.DP, l.EP, l.TP, l.PP, esc(l.Memory), l.ZeRO, esc(l.Offload),
-		l.MicroBatch, l.GradAccum, esc(l.Recompute), seconds(p.Time.StepSeconds), human.Count(p.Time.TokensPerSecond), 100*p.Time.MFU)
+		sequences(l.MicroBatch), l.GradAccum, esc(l.Recompute), seconds(p.Time.StepSeconds), human.Count(p.Time.TokensPerSecond), 100*p.Time.MFU)
 	memoryChart(b, p)
 	meshPicture(b, p)
 	commTable(b, p)
 	b.WriteString("</div>\n")
+}
+
+// sequences is "1 sequence", "8 sequences".
+func sequences(n int) string {
+	if n == 1 {
+		return "1 sequence"
+	}
+	return fmt.Sprintf("%d sequences", n)
 }
 
 // memoryChart draws one horizontal bar per tier, its components stacked, against a
@@ -266,8 +276,8 @@ func commTable(b *bytes.Buffer, p *plan.Plan) {
 		if c.Exposed {
 			cls, fill = " class=\"exposed\"", "#e15759"
 		}
-		fmt.Fprintf(b, "<tr%s><td>%s</td><td>%s</td><td>%d</td><td>%s</td><td>%s</td><td>%s</td><td><svg width=\"160\" height=\"12\"><rect width=\"%.1f\" height=\"12\" fill=\"%s\"/></svg></td></tr>\n",
-			cls, esc(c.Collective), esc(c.Purpose), c.Group, esc(c.Tier), human.Bytes(int64(c.Bytes)), seconds(c.Seconds), 160*c.Seconds/longest, fill)
+		fmt.Fprintf(b, "<tr%s><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td><svg width=\"160\" height=\"12\"><rect width=\"%.1f\" height=\"12\" fill=\"%s\"/></svg></td></tr>\n",
+			cls, esc(c.Collective), esc(c.Purpose), c.GroupText(), esc(c.Tier), human.Bytes(int64(c.Bytes)), seconds(c.Seconds), 160*c.Seconds/longest, fill)
 	}
 	b.WriteString("</table>\n<p class=\"muted\">Red rows are on the critical path (not hidden behind compute).</p>\n")
 }

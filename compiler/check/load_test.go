@@ -1,0 +1,74 @@
+package check
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/moec-dev/moec/lang/diag"
+)
+
+// TestLoadUnreadableRoot: a root file that cannot be read (missing, a directory) is one
+// diagnostic about the file, written without a 0:0 position and naming the cause once.
+func TestLoadUnreadableRoot(t *testing.T) {
+	dir := t.TempDir()
+	asDir := filepath.Join(dir, "dir.moe")
+	if err := os.Mkdir(asDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		path, cause string
+	}{
+		{asDir, "is a directory"},
+		{filepath.Join(dir, "missing.moe"), "no such file or directory"},
+	} {
+		_, _, diags := Load(tc.path, os.ReadFile)
+		if len(diags) != 1 || diags[0].Code != diag.ImportUnreadable {
+			t.Fatalf("%s: diags = %v", tc.path, diags)
+		}
+		want := filepath.Clean(tc.path) + ": error[E0218]: cannot read " + filepath.Clean(tc.path) + ": " + tc.cause
+		if got := diags[0].String(); got != want {
+			t.Errorf("got  %q\nwant %q", got, want)
+		}
+		if strings.Count(diags[0].Message, filepath.Base(tc.path)) != 1 {
+			t.Errorf("the path is repeated in %q", diags[0].Message)
+		}
+	}
+}
+
+// TestLoadEmptyFile: a file that declares nothing is a warning; one that only imports is
+// not (it gathers other files), and neither is a file whose parse failed.
+func TestLoadEmptyFile(t *testing.T) {
+	files := map[string]string{
+		"empty.moe":   "",
+		"comment.moe": "// nothing here\n",
+		"imports.moe": `import "m.moe"` + "\n",
+		"m.moe":       "model m {\n  vocab = 256; d_model = 128; layers = 4; seq_len = 128\n  attention { heads = 4 }\n}\n",
+		"broken.moe":  "model {\n",
+	}
+	read := func(name string) ([]byte, error) {
+		if src, ok := files[filepath.ToSlash(name)]; ok {
+			return []byte(src), nil
+		}
+		return nil, os.ErrNotExist
+	}
+	for _, tc := range []struct {
+		path string
+		warn bool
+	}{{"empty.moe", true}, {"comment.moe", true}, {"imports.moe", false}, {"m.moe", false}, {"broken.moe", false}} {
+		_, _, diags := Load(tc.path, read)
+		got := false
+		for _, d := range diags {
+			if d.Code == diag.EmptyFile {
+				got = true
+				if d.Severity != diag.Warning || d.Range.File != tc.path || d.Range.Start.IsValid() {
+					t.Errorf("%s: %+v", tc.path, d)
+				}
+			}
+		}
+		if got != tc.warn {
+			t.Errorf("%s: W9203 reported = %v, want %v (%v)", tc.path, got, tc.warn, diags)
+		}
+	}
+}
