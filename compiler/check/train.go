@@ -96,6 +96,15 @@ func (c *checker) resolveTrains() {
 			dg.Notes = append(dg.Notes, fmt.Sprintf("a batch holds whole sequences: %d x %d = %d tokens", n, t.SeqLen, n*t.SeqLen))
 			dg.Suggestion = fmt.Sprintf("write %d * %d or %d * %d", n, t.SeqLen, n+1, t.SeqLen)
 		}
+		if seqs := t.TokensPerBatch / max(t.SeqLen, 1); ok(s, "micro_batch") && t.MicroBatch > 0 && t.SeqLen > 0 && seqs > 0 && seqs%int64(t.MicroBatch) != 0 {
+			// grad_accum is whole micro-batches, so the step would run more sequences than
+			// the batch holds: a different batch, tokens per step and schedule.
+			m := int64(t.MicroBatch)
+			accum := (seqs + m - 1) / m
+			dg := c.r.diags.Warnf(diag.RaggedMicroBatch, s.rangeOf("micro_batch"), "micro_batch (%d) does not divide the %d sequences of a batch", t.MicroBatch, seqs)
+			dg.Notes = append(dg.Notes, fmt.Sprintf("a step runs whole micro-batches: %d x %d = %d sequences, not %d", accum, m, accum*m, seqs))
+			dg.Suggestion = "use a micro_batch that divides " + fmt.Sprint(seqs) + divisorsNote(seqs)
+		}
 		if model != nil && model.scope != nil {
 			c.checkLearnedLength(model, s, "seq_len", t.SeqLen)
 		}
@@ -288,4 +297,18 @@ func (c *checker) checkLearnedLength(model *decl, s *scope, key string, length i
 	}
 	dg := c.errorf(diag.ShortPositionTable, s.rangeOf(key), "%s %d exceeds model %s's learned position table (max_position = %d)", key, length, m.Name, m.MaxPosition)
 	dg.Suggestion = fmt.Sprintf("use %s <= %d, or raise the model's max_position", key, m.MaxPosition)
+}
+
+// divisorsNote lists the small divisors of n, for a suggestion: " (1, 2, 4 or 8)".
+func divisorsNote(n int64) string {
+	var ds []string
+	for d := int64(1); d <= n && d <= 64 && len(ds) < 8; d++ {
+		if n%d == 0 {
+			ds = append(ds, fmt.Sprint(d))
+		}
+	}
+	if len(ds) < 2 {
+		return ""
+	}
+	return " (" + strings.Join(ds[:len(ds)-1], ", ") + " or " + ds[len(ds)-1] + ")"
 }

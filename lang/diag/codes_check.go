@@ -59,6 +59,7 @@ const (
 	LastStageSize        Code = "W9201"
 	PartialBatch         Code = "W9202"
 	EmptyFile            Code = "W9203"
+	RaggedMicroBatch     Code = "W9204"
 )
 
 var checkCodes = []Info{
@@ -114,4 +115,5 @@ var checkCodes = []Info{
 	{LastStageSize, "the last stage's experts differ from the model's moe.experts"},
 	{PartialBatch, "tokens_per_batch is not a whole number of sequences"},
 	{EmptyFile, "the file declares nothing (no declaration and no import)"},
+	{RaggedMicroBatch, "micro_batch does not divide the sequences of a batch, so the batch runs rounded up to whole micro-batches"},
 }
