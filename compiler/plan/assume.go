@@ -139,6 +139,21 @@ type Assumption struct {
 	Why   string `json:"why"`
 }
 
+// ServeList returns the assumptions a serving plan reads (weights, decode workspace,
+// efficiency and latency), in List's order: a decoding step has no gradients, optimizer
+// or backward pass for the training assumptions to describe.
+func (a *Assumptions) ServeList() []Assumption {
+	used := map[string]bool{"weight_bytes": true, "activation_bytes": true, "gpu_reserve": true,
+		"serve_workspace": true, "matmul_efficiency": true, "intra_latency": true, "net_latency": true, "tp_max": true}
+	var out []Assumption
+	for _, x := range a.List() {
+		if used[x.Name] {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
 // List returns the assumptions in a fixed order for the plan and the report.
 func (a *Assumptions) List() []Assumption {
 	f := func(v float64) string { return fmt.Sprintf("%g", v) }

@@ -91,7 +91,7 @@ func ForServe(prog *program.Program, s *program.Serve, opt Options) (p *Plan, ds
 		},
 		GPUs: best.l.World(), Nodes: (best.l.World() + gpn - 1) / gpn, Layout: best.l,
 		Memory: serveTiers(&best.mem), Comm: comm, Time: roundTiming(t), Searched: evaluated,
-		Assumptions: ss.env.a.List(),
+		Assumptions: ss.env.a.ServeList(),
 	}
 	p.Alternatives = []Alternative{}
 	seen := map[string]bool{serveKind(best.l): true}
@@ -100,7 +100,7 @@ func ForServe(prog *program.Program, s *program.Serve, opt Options) (p *Plan, ds
 		if k := serveKind(c.l); !seen[k] || len(p.Alternatives) < 2 {
 			seen[k] = true
 			p.Alternatives = append(p.Alternatives, Alternative{Layout: c.l, GPUs: c.l.World(), Fits: true,
-				StepSeconds: round9(c.t.StepSeconds), Why: serveLayoutText(c.l) + ": " + whyLost(obj, best, c)})
+				StepSeconds: round9(c.t.StepSeconds), Why: serveLayoutText(c.l) + ": " + whyLost(obj, ss.cluster.Device.Name, best, c)})
 		}
 		if len(p.Alternatives) >= 3 {
 			break

@@ -181,7 +181,7 @@ func (e *env) buildPlan(res result, sp *space) *Plan {
 	for _, alt := range res.alts {
 		p.Alternatives = append(p.Alternatives, Alternative{
 			Layout: alt.l, GPUs: alt.l.World(), Fits: true, StepSeconds: round9(alt.t.StepSeconds),
-			Why: whyLost(sp.objective, b, alt),
+			Why: whyLost(sp.objective, e.c.Device.Name, b, alt),
 		})
 	}
 	if m := res.fastMiss; m != nil && m.perSeq() < b.perSeq() {
@@ -212,12 +212,12 @@ func stepParts(t Timing) [][2]any {
 	}
 }
 
-// whyLost explains in one line why alt ranked below best.
-func whyLost(objective string, best, alt *candidate) string {
+// whyLost explains in one line why alt ranked below best; device is the cluster's.
+func whyLost(objective, device string, best, alt *candidate) string {
 	var lead string
 	switch {
 	case objective == "gpus" && alt.l.World() > best.l.World():
-		lead = fmt.Sprintf("needs %d GPUs, %d more; ", alt.l.World(), alt.l.World()-best.l.World())
+		lead = fmt.Sprintf("needs %s, %d more; ", devices(alt.l.World(), device), alt.l.World()-best.l.World())
 	case objective == "cost" && alt.cost() > best.cost():
 		lead = fmt.Sprintf("%.0f%% more GPU-hours; ", 100*(alt.cost()/best.cost()-1))
 	}
