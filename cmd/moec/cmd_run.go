@@ -69,7 +69,7 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 				if len(args) > 0 {
 					return fmt.Errorf("run: --resume takes the run folder only, not a .moe file")
 				}
-				l, _, err := rf.layout(nil, "", "", worldSize)
+				l, _, err := rf.layout(nil, "", "", worldSize, stderr)
 				if err != nil {
 					return err
 				}
@@ -87,7 +87,7 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 			opt.Program = loaded.Program
 			opt.BaseDir = filepath.Dir(args[0])
 			if !allStages {
-				l, p, err := rf.layout(opt.Program, opt.TrainName, opt.StageName, worldSize)
+				l, p, err := rf.layout(opt.Program, opt.TrainName, opt.StageName, worldSize, stderr)
 				if err != nil {
 					return err
 				}
@@ -113,7 +113,7 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 					o = train.Options{Resume: dir, Progress: stderr, MaxTime: opt.MaxTime}
 				}
 				fmt.Fprintf(stderr, "== stage %s\n", st.Stage)
-				l, p, err := rf.layout(opt.Program, st.Train, st.Stage, worldSize)
+				l, p, err := rf.layout(opt.Program, st.Train, st.Stage, worldSize, stderr)
 				if err != nil {
 					return err
 				}

@@ -34,7 +34,7 @@ type rankFlags struct {
 // are the plan's choice for those ranks (plan.Local) unless flags override them. It
 // returns nil for a single-rank run, and the plan (nil when none applies) for the
 // memory report.
-func (f rankFlags) layout(prog *program.Program, trainName, stageName string, worldSize int) (*train.Layout, *plan.Plan, error) {
+func (f rankFlags) layout(prog *program.Program, trainName, stageName string, worldSize int, warn io.Writer) (*train.Layout, *plan.Plan, error) {
 	ranks := f.ranks
 	if worldSize > 0 {
 		if ranks > 0 && ranks != worldSize {
@@ -102,7 +102,12 @@ func (f rankFlags) layout(prog *program.Program, trainName, stageName string, wo
 	var p *plan.Plan
 	if tr != nil && st != nil {
 		opts := plan.LocalOptions{EP: f.ep, ZeRO: l.ZeRO, ZeROSet: zeroSet, Offload: l.Offload, Workers: runtime.GOMAXPROCS(0)}
-		if p0, ds := plan.LocalWith(prog, tr, st, l.Ranks, opts); !ds.HasErrors() && p0 != nil {
+		p0, ds := plan.LocalWith(prog, tr, st, l.Ranks, opts)
+		if ds.HasErrors() || p0 == nil {
+			// The run does not need the plan; the user should still learn why there is no
+			// prediction to hold the measured memory against.
+			fmt.Fprintf(warn, "moec: no memory prediction for this layout: %v\n", ds.Err())
+		} else {
 			p = p0
 			l.EP, l.ZeRO = max(p.Layout.EP, 1), p.Layout.ZeRO
 			if f.ep > 0 {
@@ -116,7 +121,9 @@ func (f rankFlags) layout(prog *program.Program, trainName, stageName string, wo
 				}
 				opts.EP = l.EP
 				opts.Cache = &plan.CacheOptions{Budget: l.Cache.Budget, Page: l.Cache.Page, Eviction: l.Cache.Eviction}
-				if p1, ds := plan.LocalWith(prog, tr, st, l.Ranks, opts); !ds.HasErrors() && p1 != nil {
+				if p1, ds := plan.LocalWith(prog, tr, st, l.Ranks, opts); ds.HasErrors() || p1 == nil {
+					fmt.Fprintf(warn, "moec: no memory prediction for the unified cache: %v\n", ds.Err())
+				} else {
 					p = p1
 				}
 			}

@@ -148,7 +148,11 @@ func LocalWith(prog *program.Program, train *program.Train, stage *program.Stage
 			ds.Errorf(CodeLocal, s.at, "%s stage %s does not fit %d local ranks: %s", train.Name, stage.Name, ranks, overflowText(res.miss)).
 				Suggestion = "lower micro_batch or seq_len, or use fewer ranks"
 		} else {
-			ds.Errorf(CodeLocal, s.at, "%s stage %s: %d local ranks do not divide the batch of %d sequences", train.Name, stage.Name, ranks, s.env.w.sequences)
+			d := ds.Errorf(CodeLocal, s.at, "%s stage %s: %d local ranks cannot run the batch of %d sequences as equal whole micro-batches", train.Name, stage.Name, ranks, s.env.w.sequences)
+			if train.MicroBatch > 0 {
+				d.Notes = append(d.Notes, fmt.Sprintf("micro_batch = %d per rank: ranks × micro_batch × grad_accum must be %d", train.MicroBatch, s.env.w.sequences))
+			}
+			d.Suggestion = "use a number of ranks and a micro_batch whose product divides the batch's sequences"
 		}
 		return nil, ds
 	}
