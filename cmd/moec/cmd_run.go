@@ -46,8 +46,20 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 				opt.Seed = &seed
 			}
 			opt.Progress = stderr
+			var spec *train.Spec // run.json of the run --resume continues
+			if opt.Resume != "" {
+				var err error
+				if spec, err = train.ReadSpec(opt.Resume); err != nil {
+					return err
+				}
+				if rec := spec.Layout; rec != nil && rec.LLVM != "" && !cmd.Flags().Changed("llvm") {
+					// The run started with these kernels; `--llvm ""` returns to Go's.
+					llvmLib = rec.LLVM
+					fmt.Fprintf(stderr, "moec: running the LLVM kernels %s recorded in %s (--llvm \"\" for the Go kernels)\n", llvmLib, filepath.Join(opt.Resume, train.SpecFile))
+				}
+			}
 			if llvmLib != "" {
-				opt.NewNet = kernelsel.NewNet(llvmLib)
+				opt.NewNet, opt.LLVM = kernelsel.NewNet(llvmLib), llvmLib
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -69,12 +81,12 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 				if len(args) > 0 {
 					return fmt.Errorf("run: --resume takes the run folder only, not a .moe file")
 				}
-				l, _, err := rf.layout(nil, "", "", worldSize, stderr)
+				l, p, err := rf.resumeLayout(spec, layoutFlagsChanged(cmd), worldSize, stderr)
 				if err != nil {
 					return err
 				}
 				opt.Layout = l
-				return runAndReport(ctx, stdout, opt, nil)
+				return runAndReport(ctx, stdout, opt, p)
 			}
 			if len(args) != 1 {
 				return fmt.Errorf("run: give the .moe file (and --stage NAME, or --all-stages)")
@@ -87,7 +99,7 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 			opt.Program = loaded.Program
 			opt.BaseDir = filepath.Dir(args[0])
 			if !allStages {
-				l, p, err := rf.layout(opt.Program, opt.TrainName, opt.StageName, worldSize, stderr)
+				l, p, err := rf.layout(opt.Program, opt.TrainName, opt.StageName, opt.MicroBatch, worldSize, stderr)
 				if err != nil {
 					return err
 				}
@@ -108,14 +120,27 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 				o := opt
 				o.TrainName, o.StageName = st.Train, st.Stage
 				dir := train.StageDir(o.OutRoot, st.Train, st.Stage)
-				if _, err := os.Stat(filepath.Join(dir, "run.json")); err == nil {
+				var l *train.Layout
+				var p *plan.Plan
+				if _, err := os.Stat(filepath.Join(dir, train.SpecFile)); err == nil {
+					spec, err := train.ReadSpec(dir)
+					if err != nil {
+						return fmt.Errorf("stage %s: %w", st.Stage, err)
+					}
+					if err := checkContinued(cmd, opt, spec, dir); err != nil {
+						return err
+					}
 					fmt.Fprintf(stderr, "stage %s: %s exists; continuing it\n", st.Stage, dir)
-					o = train.Options{Resume: dir, Progress: stderr, MaxTime: opt.MaxTime}
-				}
-				fmt.Fprintf(stderr, "== stage %s\n", st.Stage)
-				l, p, err := rf.layout(opt.Program, st.Train, st.Stage, worldSize, stderr)
-				if err != nil {
-					return err
+					o = train.Options{Resume: dir, Progress: stderr, MaxTime: opt.MaxTime, NewNet: opt.NewNet, LLVM: opt.LLVM}
+					fmt.Fprintf(stderr, "== stage %s\n", st.Stage)
+					if l, p, err = rf.resumeLayout(spec, layoutFlagsChanged(cmd), worldSize, stderr); err != nil {
+						return err
+					}
+				} else {
+					fmt.Fprintf(stderr, "== stage %s\n", st.Stage)
+					if l, p, err = rf.layout(opt.Program, st.Train, st.Stage, opt.MicroBatch, worldSize, stderr); err != nil {
+						return err
+					}
 				}
 				o.Layout, o.Comm, o.CollectiveTimeout = l, opt.Comm, opt.CollectiveTimeout
 				if err := runAndReport(ctx, stdout, o, p); err != nil {
@@ -132,13 +157,14 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 	f.Int64Var(&opt.Steps, "steps", 0, "optimizer steps, at least 1 (default: the stage's tokens / tokens per batch)")
 	f.StringVar(&opt.OutDir, "out", "", "run folder (default out/<train>/<stage>/run)")
 	f.StringVar(&opt.OutRoot, "out-root", "out", "root of the conventional run folders")
-	f.StringVar(&opt.Resume, "resume", "", "continue the run in this folder")
+	f.StringVar(&opt.Resume, "resume", "", "continue the run in this folder, under the layout its run.json records unless --ranks/--ep/--zero/--offload/--cache-budget say otherwise")
+	f.BoolVar(&opt.Restart, "restart", false, "with --resume: start the run over from step 0 when its folder shows progress but holds no complete checkpoint (replaces its log.jsonl)")
 	f.StringVar(&opt.From, "from", "", "checkpoint or run folder to grow from (default: the from stage's final checkpoint)")
 	f.BoolVar(&opt.Force, "force", false, "start afresh in a run folder that already holds a run")
 	f.Int64Var(&seed, "seed", 0, "override the train block's seed")
 	f.DurationVar(&opt.MaxTime, "max-time", 0, "stop (with a checkpoint) after this long, e.g. 30m; resume later (default: no limit)")
-	f.IntVar(&opt.MicroBatch, "micro-batch", 0, "sequences per micro-batch; it must divide the batch's sequences (tokens_per_batch / seq_len), so the batch stays as declared and only memory changes (default: the train block's, else up to 8)")
-	f.StringVar(&llvmLib, "llvm", "", "run norms, cross-entropy and AdamW in the compiled LLVM kernels of this library (<stage>/llvm/libmoe_kernels.so from moec build)")
+	f.IntVar(&opt.MicroBatch, "micro-batch", 0, "sequences per micro-batch; it must divide the batch's sequences (tokens_per_batch / seq_len), so the batch stays as declared; memory changes, and so does the loss of an MoE stage, whose expert capacity is per micro-batch (default: the train block's, else up to 8)")
+	f.StringVar(&llvmLib, "llvm", "", "run norms, cross-entropy and AdamW in the compiled LLVM kernels of this library (<stage>/llvm/libmoe_kernels.so from moec build); one rank only, sharded ranks run the Go kernels")
 	f.Int64Var(&opt.CheckpointEvery, "checkpoint-every", 0, "steps between checkpoints, at least 1 (default: the train block's)")
 	f.IntVar(&rf.ranks, "ranks", 0, "run the plan for N ≥ 1 in-process ranks (default: the cluster's ranks; under mpirun, one rank per process)")
 	f.IntVar(&rf.ep, "ep", 0, "expert-parallel size; it must divide the ranks and the stage's experts (default: the plan's)")
@@ -196,6 +222,18 @@ func checkRunFlags(cmd *cobra.Command, opt train.Options, rf rankFlags) error {
 			return diag.Runtimef(diag.ErrBadRunOption, "--%s %v: %s", c.flag, c.val, c.want)
 		}
 	}
+	if opt.Restart && opt.Resume == "" {
+		e := diag.Runtimef(diag.ErrBadRunOption, "--restart without --resume: it starts a run folder that shows progress over from step 0")
+		e.Suggestion = "to start a new run in a folder that holds one, use --force"
+		return e
+	}
+	if f.Changed("cache-budget") {
+		if b, err := parseBytes(rf.budget); err == nil && b == 0 {
+			e := diag.Runtimef(diag.ErrBadRunOption, "--cache-budget %s: the unified cache needs a positive device budget", rf.budget)
+			e.Suggestion = "pass a size such as 8MiB, or leave it out for a quarter of a rank's weights"
+			return e
+		}
+	}
 	if opt.Resume != "" {
 		// A resumed run continues exactly as it started: its run.json fixes these.
 		for _, name := range []string{"stage", "train", "all-stages", "steps", "seed", "micro-batch", "checkpoint-every", "from", "out", "force"} {
@@ -205,6 +243,50 @@ func checkRunFlags(cmd *cobra.Command, opt train.Options, rf rankFlags) error {
 				return e
 			}
 		}
+	}
+	return nil
+}
+
+// layoutFlags are the flags that choose a run's layout.
+var layoutFlags = []string{"ranks", "ep", "zero", "offload", "cache-budget"}
+
+// layoutFlagsChanged says whether any layout flag was given.
+func layoutFlagsChanged(cmd *cobra.Command) bool {
+	for _, name := range layoutFlags {
+		if cmd.Flags().Changed(name) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkContinued refuses, for a stage --all-stages continues from its folder, a setting
+// that would change the run: a continued run keeps its run.json, and dropping the flag
+// would train something other than what the user asked for.
+func checkContinued(cmd *cobra.Command, opt train.Options, spec *train.Spec, dir string) error {
+	f := cmd.Flags()
+	type fixed struct {
+		flag      string
+		differ    bool
+		got, want any
+	}
+	checks := []fixed{
+		{"steps", opt.Steps != spec.Steps, opt.Steps, spec.Steps},
+		{"micro-batch", opt.MicroBatch != spec.MicroBatch, opt.MicroBatch, spec.MicroBatch},
+		{"checkpoint-every", opt.CheckpointEvery != spec.CheckpointEvery, opt.CheckpointEvery, spec.CheckpointEvery},
+		{"seed", opt.Seed != nil && *opt.Seed != spec.Seed, opt.Seed, spec.Seed},
+	}
+	for _, c := range checks {
+		if !f.Changed(c.flag) || !c.differ {
+			continue
+		}
+		if c.flag == "seed" {
+			c.got = *opt.Seed
+		}
+		e := diag.Runtimef(diag.ErrBadRunOption, "--%s %v: stage %s already ran in %s with %s %v, and a run continues with the settings in its %s",
+			c.flag, c.got, spec.Stage, dir, c.flag, c.want, train.SpecFile)
+		e.Suggestion = fmt.Sprintf("drop --%s to continue the stages as they started, or pass --out-root NEW to run the curriculum with --%s %v in a new folder", c.flag, c.flag, c.got)
+		return e
 	}
 	return nil
 }

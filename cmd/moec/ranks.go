@@ -33,8 +33,9 @@ type rankFlags struct {
 // the train block's `cluster local { ranks = N }`; the expert-parallel size and ZeRO stage
 // are the plan's choice for those ranks (plan.Local) unless flags override them. It
 // returns nil for a single-rank run, and the plan (nil when none applies) for the
-// memory report.
-func (f rankFlags) layout(prog *program.Program, trainName, stageName string, worldSize int, warn io.Writer) (*train.Layout, *plan.Plan, error) {
+// memory report. micro is the run's micro-batch (0: the train block's), which the plan
+// must share to predict the activations.
+func (f rankFlags) layout(prog *program.Program, trainName, stageName string, micro, worldSize int, warn io.Writer) (*train.Layout, *plan.Plan, error) {
 	ranks := f.ranks
 	if worldSize > 0 {
 		if ranks > 0 && ranks != worldSize {
@@ -79,7 +80,10 @@ func (f rankFlags) layout(prog *program.Program, trainName, stageName string, wo
 	if f.budget != "" {
 		b, err := parseBytes(f.budget)
 		if err != nil {
-			return nil, nil, fmt.Errorf("run: --cache-budget: %w", err)
+			return nil, nil, diag.RuntimeWrap(diag.ErrBadRunOption, err, "--cache-budget")
+		}
+		if b <= 0 {
+			return nil, nil, diag.Runtimef(diag.ErrBadRunOption, "--cache-budget %s: the unified cache needs a positive device budget", f.budget)
 		}
 		if l.Cache == nil {
 			// No unified_cache in the file: pages small enough that the budget holds
@@ -101,7 +105,7 @@ func (f rankFlags) layout(prog *program.Program, trainName, stageName string, wo
 	// where the flags leave them open, and the per-rank bytes the run is held against.
 	var p *plan.Plan
 	if tr != nil && st != nil {
-		opts := plan.LocalOptions{EP: f.ep, ZeRO: l.ZeRO, ZeROSet: zeroSet, Offload: l.Offload, Workers: runtime.GOMAXPROCS(0)}
+		opts := plan.LocalOptions{EP: f.ep, ZeRO: l.ZeRO, ZeROSet: zeroSet, Offload: l.Offload, Workers: runtime.GOMAXPROCS(0), MicroBatch: micro}
 		p0, ds := plan.LocalWith(prog, tr, st, l.Ranks, opts)
 		if ds.HasErrors() || p0 == nil {
 			// The run does not need the plan; the user should still learn why there is no
@@ -133,6 +137,27 @@ func (f rankFlags) layout(prog *program.Program, trainName, stageName string, wo
 		return nil, nil, fmt.Errorf("run: the unified cache needs a device budget; pass --cache-budget (e.g. 64MiB)")
 	}
 	return l, p, nil
+}
+
+// resumeLayout decides the layout of a resumed run: the one its run.json records unless a
+// layout flag (or mpirun) gives another, which is legal since checkpoints load under any
+// layout. The plan is made again from the program the run folder stores, for the run's
+// own micro-batch.
+func (f rankFlags) resumeLayout(spec *train.Spec, flagsGiven bool, worldSize int, warn io.Writer) (*train.Layout, *plan.Plan, error) {
+	prog, tr, st, err := spec.Program()
+	if err != nil {
+		return nil, nil, err
+	}
+	if rec := spec.Layout; rec != nil && !flagsGiven && worldSize == 0 {
+		f.ranks, f.ep, f.zero, f.zeroSet, f.offload, f.budget = rec.Ranks, rec.EP, rec.ZeRO, true, rec.Offload, ""
+		if rec.CacheBudget > 0 {
+			f.budget = strconv.FormatInt(rec.CacheBudget, 10)
+		}
+		if rec.Ranks <= 1 && rec.EP <= 1 && rec.ZeRO == 0 && !rec.Offload && rec.CacheBudget == 0 {
+			return nil, nil, nil
+		}
+	}
+	return f.layout(prog, tr.Name, st.Name, spec.MicroBatch, worldSize, warn)
 }
 
 // mpiWorld starts MPI when mpirun launched this process.
@@ -173,11 +198,14 @@ func printMemory(w io.Writer, l *train.Layout, mem []train.RankMemory, p *plan.P
 			}
 			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t\n", rm.Rank, c, human.Bytes(dev), human.Bytes(host), pr, ratio)
 		}
-		if n := rm.CacheHits + rm.CacheMisses; n > 0 {
-			fmt.Fprintf(tw, "%d\tunified cache\t%d hits\t%d misses\t%d evictions\t%.0f%% hit\t\n", rm.Rank, rm.CacheHits, rm.CacheMisses, rm.CacheEvictions, 100*float64(rm.CacheHits)/float64(n))
-		}
 	}
 	tw.Flush()
+	// The cache's counts are not bytes: they get their own lines, not the byte columns.
+	for _, rm := range mem {
+		if n := rm.CacheHits + rm.CacheMisses; n > 0 {
+			fmt.Fprintf(w, "rank %d unified cache: %d hits, %d misses, %d evictions (%.0f%% hit)\n", rm.Rank, rm.CacheHits, rm.CacheMisses, rm.CacheEvictions, 100*float64(rm.CacheHits)/float64(n))
+		}
+	}
 }
 
 // parseBytes reads a size such as 8MiB, 512KiB, 1GiB or a plain number of bytes.

@@ -48,6 +48,9 @@ type LocalOptions struct {
 	// Workers is the number of kernel workers each rank runs (the runtime's GOMAXPROCS),
 	// which sizes per-worker attention scratch; 0 assumes 2.
 	Workers int
+	// MicroBatch is the run's micro-batch in sequences over all ranks (`moec run
+	// --micro-batch`); 0 keeps the train block's, else up to 8, as the runtime does.
+	MicroBatch int
 }
 
 // Local plans a stage for ranks in-process CPU ranks: data parallel over all of them, the
@@ -117,7 +120,10 @@ func LocalWith(prog *program.Program, train *program.Train, stage *program.Stage
 	if train.Precision == program.FP32 {
 		// The runtime runs each rank on an equal slice of every micro-batch (the train
 		// block's micro_batch, else up to 8 sequences) and never recomputes activations.
-		micro := int(train.MicroBatch)
+		micro := o.MicroBatch
+		if micro <= 0 {
+			micro = int(train.MicroBatch)
+		}
 		if micro <= 0 {
 			micro = int(min(max(s.env.w.sequences, 1), 8))
 		}

@@ -78,7 +78,9 @@ func (e *updateError) Unwrap() error { return e.err }
 
 // newEngine builds the engine opt asks for: a single model, or the ranks of its layout.
 func newEngine(opt Options, spec *Spec, cfg optim.Config) (engine, error) {
-	if opt.Layout == nil || (opt.Layout.Ranks <= 1 && opt.Comm == nil) {
+	// Any layout, even of one rank, runs as a group: offload and the unified cache are
+	// the group's, and it meters the memory the CLI reports.
+	if opt.Layout == nil && opt.Comm == nil {
 		newNet := opt.NewNet
 		if newNet == nil {
 			newNet = newNNNet
@@ -102,7 +104,10 @@ func newEngine(opt Options, spec *Spec, cfg optim.Config) (engine, error) {
 		}
 		return &single{net: net, params: params, adam: adam}, nil
 	}
-	l := *opt.Layout
+	l := Layout{Ranks: 1, EP: 1}
+	if opt.Layout != nil {
+		l = *opt.Layout
+	}
 	comms := []dist.Comm{opt.Comm}
 	if opt.Comm != nil {
 		l.Ranks = opt.Comm.Size()

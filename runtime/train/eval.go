@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/lang/diag"
@@ -45,6 +46,18 @@ func ResolveCheckpoint(dir string) (string, error) {
 		return "", err
 	}
 	if latest == "" {
+		// Say what is missing when the folder looks like a checkpoint or holds step
+		// directories: "neither a checkpoint nor a run" hides a deleted manifest.
+		if _, err := os.Stat(filepath.Join(dir, checkpoint.ModelFile)); err == nil {
+			return "", diag.Runtimef(diag.ErrCorruptCheckpoint, "checkpoint %s has no %s (an interrupted save?)", dir, checkpoint.ManifestFile)
+		}
+		if ents, _ := os.ReadDir(filepath.Join(dir, CheckpointsDir)); len(ents) > 0 {
+			for i := len(ents) - 1; i >= 0; i-- {
+				if name := ents[i].Name(); ents[i].IsDir() && strings.HasPrefix(name, "step-") {
+					return "", diag.Runtimef(diag.ErrCorruptCheckpoint, "%s has no complete checkpoint: %s has no %s (an interrupted save?)", dir, filepath.Join(CheckpointsDir, name), checkpoint.ManifestFile)
+				}
+			}
+		}
 		return "", diag.Runtimef(diag.ErrCorruptCheckpoint, "%s is neither a checkpoint nor a run directory with a checkpoint", dir)
 	}
 	return latest, nil
@@ -96,7 +109,7 @@ func Eval(ctx context.Context, opt EvalOptions) (*EvalResult, error) {
 		}
 	} else {
 		// checkpoints/step-N is two levels below the run directory.
-		spec, err := readSpec(filepath.Dir(filepath.Dir(dir)))
+		spec, err := ReadSpec(filepath.Dir(filepath.Dir(dir)))
 		if err != nil {
 			return nil, fmt.Errorf("%w; pass the .moe file so the validation data can be found", err)
 		}

@@ -43,7 +43,11 @@ type Options struct {
 	OutRoot string // root of the conventional layout OutRoot/<train>/<stage>/run ["out"]
 	OutDir  string // this run's directory ["" = the conventional one]
 	Resume  string // a run directory to continue; Program may then be nil
-	Force   bool   // start afresh in a non-empty OutDir, replacing the files a run writes
+	// Restart lets a resumed run whose folder shows progress (log records, checkpoint
+	// directories) but holds no complete checkpoint start over from step 0, replacing its
+	// log. Without it such a resume is refused: it would silently retrain from scratch.
+	Restart bool
+	Force   bool // start afresh in a non-empty OutDir, replacing the files a run writes
 	// From is the checkpoint (or run directory) a stage with `from` grows from
 	// ["" = the final checkpoint in the from stage's conventional directory].
 	From string
@@ -69,6 +73,9 @@ type Options struct {
 
 	// NewNet builds the model [nn.New]; tests substitute instrumented models.
 	NewNet NewNetFunc
+	// LLVM names the kernel library NewNet runs (recorded in run.json; "" = Go kernels).
+	// A sharded run cannot use it: its ranks run the Go kernels.
+	LLVM string
 	// RankHook, when set, is called by every rank of a sharded run before each of its
 	// micro-batches (fault injection: a rank that fails or stalls mid-step).
 	RankHook func(rank int, step int64) error
@@ -87,10 +94,14 @@ type Result struct {
 	ValLoss      float64 // mean validation cross-entropy (nats/token); 0 when not reached
 	ValPPL       float64 // exp(ValLoss)
 	TokensPerSec float64 // training throughput of this invocation
-	Resumed      bool
-	Stopped      bool // stopped early by MaxTime or cancellation
-	LogPath      string
-	PlotPath     string
+	Trained      int64   // optimizer steps this invocation trained
+	// LossKnown says Loss is a logged step's loss; a resumed run whose log.jsonl is gone
+	// and that trains nothing has no loss to report.
+	LossKnown bool `json:"-"`
+	Resumed   bool
+	Stopped   bool // stopped early by MaxTime or cancellation
+	LogPath   string
+	PlotPath  string
 	// Memory is, for a sharded run, each rank's peak bytes per component.
 	Memory []RankMemory `json:",omitempty"`
 }

@@ -79,8 +79,13 @@ func TestResultStringNothingLeft(t *testing.T) {
 	if s := done.String(); strings.Contains(s, "tokens/s") || !strings.Contains(s, "nothing left to train") {
 		t.Errorf("finished run resumed: %q", s)
 	}
-	ran := &Result{Dir: "d", Steps: 3, TotalSteps: 3, Resumed: true, TokensPerSec: 1000}
+	ran := &Result{Dir: "d", Steps: 3, TotalSteps: 3, Resumed: true, Trained: 2, TokensPerSec: 1000, Loss: 2, LossKnown: true}
 	if s := ran.String(); !strings.Contains(s, "1000 tokens/s") || strings.Contains(s, "nothing left") {
 		t.Errorf("resumed run that trained: %q", s)
+	}
+	// Stopped (or resumed without its log) before a step: no loss or rate of 0 to show.
+	none := &Result{Dir: "d", Steps: 1, TotalSteps: 3, Resumed: true, Stopped: true}
+	if s := none.String(); strings.Contains(s, "loss") || strings.Contains(s, "tokens/s") || !strings.Contains(s, "no step was trained") {
+		t.Errorf("resumed run that trained nothing: %q", s)
 	}
 }

@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"github.com/moec-dev/moec/internal/human"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/moec-dev/moec/compiler/program"
@@ -43,7 +45,7 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	dir := opt.OutDir
 	if opt.Resume != "" {
 		dir = opt.Resume
-		if spec, err = readSpec(dir); err != nil {
+		if spec, err = ReadSpec(dir); err != nil {
 			return nil, err
 		}
 		if opt.Program != nil {
@@ -91,6 +93,15 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	if opt.LLVM != "" && (opt.Layout != nil || opt.Comm != nil) {
+		// The ranks of a sharded run build their own models with the Go kernels; taking
+		// the library and then not running it would be a flag silently ignored.
+		e := diag.Runtimef(diag.ErrBadRunOption, "--llvm with a sharded run (%s): the ranks run the Go kernels only", layoutSpec(opt.Layout, opt.Comm, "").String())
+		e.Suggestion = "drop --llvm, or run on one rank without --ranks/--ep/--zero/--offload/--cache-budget"
+		return nil, e
+	}
+	recorded := spec.Layout
+	spec.Layout = layoutSpec(opt.Layout, opt.Comm, opt.LLVM)
 	prog := newProgress(opt.Progress, spec.Steps)
 
 	corpus, err := data.Open(data.Options{Glob: spec.Train.Data, ValGlob: spec.Train.ValData, BaseDir: spec.BaseDir})
@@ -119,6 +130,9 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		if latest, err = checkpoint.Latest(ckptDir); err != nil {
 			return nil, err
 		}
+		if err := checkResumable(dir, latest, opt.Restart, prog); err != nil {
+			return nil, err
+		}
 	}
 	if latest != "" {
 		c, err := checkpoint.Load(latest, true)
@@ -138,13 +152,19 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		step = m.Step
 		res.Resumed = true
 		res.Checkpoint = latest
-		prog.printf("resuming %s at step %d/%d\n", dir, step, spec.Steps)
+		how := ""
+		if recorded != nil && *recorded != *spec.Layout {
+			how = fmt.Sprintf(" under %s (it last ran under %s; a checkpoint loads under any layout)", spec.Layout, recorded)
+		}
+		prog.printf("resuming %s at step %d/%d%s\n", dir, step, spec.Steps, how)
 	} else if stage.From != "" {
-		if err := growFrom(spec, stage, eng, opt.NewNet); err != nil {
+		if spec.GrownFrom, err = growFrom(spec, stage, eng, opt.NewNet); err != nil {
 			return nil, err
 		}
 	}
-	if opt.Resume == "" && lead {
+	// run.json is (re)written once the run is known to start: on resume it records the
+	// layout this invocation runs under, which the next resume reuses.
+	if lead {
 		b, err := json.MarshalIndent(spec, "", "  ")
 		if err != nil {
 			return nil, fmt.Errorf("train: %w", err)
@@ -264,9 +284,9 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 			}
 		}
 	}
-	res.Steps, res.Tokens = step, tokens
+	res.Steps, res.Tokens, res.Trained = step, tokens, step-firstStep
 	if n := len(records); n > 0 {
-		res.Loss = records[n-1].Loss
+		res.Loss, res.LossKnown = records[n-1].Loss, true
 		if step > firstStep { // a finished run resumed trained nothing: no progress to show
 			prog.update(records[n-1], true)
 		}
@@ -307,12 +327,17 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 
 // String summarises the result in one line for the CLI.
 func (r *Result) String() string {
-	s := fmt.Sprintf("%s: %d/%d steps, %s tokens, loss %.4f", r.Dir, r.Steps, r.TotalSteps, human.Count(float64(r.Tokens)), r.Loss)
+	s := fmt.Sprintf("%s: %d/%d steps, %s tokens", r.Dir, r.Steps, r.TotalSteps, human.Count(float64(r.Tokens)))
+	if r.LossKnown || r.Trained > 0 {
+		s += fmt.Sprintf(", loss %.4f", r.Loss)
+	}
 	// A throughput needs steps trained by this invocation; a resumed run that had already
 	// finished trained none, and "0 tokens/s" would read as a stalled run.
-	nothingLeft := r.Resumed && r.TokensPerSec == 0 && r.Steps >= r.TotalSteps
-	if !nothingLeft {
+	nothingLeft := r.Resumed && r.Trained == 0 && r.Steps >= r.TotalSteps
+	if r.Trained > 0 {
 		s += fmt.Sprintf(", %.0f tokens/s", r.TokensPerSec)
+	} else if !nothingLeft {
+		s += "; no step was trained"
 	}
 	if r.ValPPL > 0 {
 		s += fmt.Sprintf(", validation perplexity %.3f", r.ValPPL)
@@ -350,7 +375,8 @@ func addStats(rec *StepRecord, st nn.Stats, accum int) {
 }
 
 // growFrom initialises params from the final checkpoint of the stage's `from` stage.
-func growFrom(spec *Spec, stage *program.Stage, eng engine, newNet NewNetFunc) error {
+// It returns the checkpoint grown from.
+func growFrom(spec *Spec, stage *program.Stage, eng engine, newNet NewNetFunc) (string, error) {
 	fromDir := filepath.Join(StageDir(spec.OutRoot, spec.Train.Name, stage.From), CheckpointsDir)
 	var latest string
 	var err error
@@ -361,28 +387,107 @@ func growFrom(spec *Spec, stage *program.Stage, eng engine, newNet NewNetFunc) e
 		latest, err = checkpoint.Latest(fromDir)
 	}
 	if err != nil {
-		return err
+		return "", err
 	}
 	noFinal := &diag.RuntimeError{Code: diag.ErrNoFromCheckpoint,
 		Message:    fmt.Sprintf("stage %s starts from stage %s, which has no final checkpoint in %s yet", stage.Name, stage.From, fromDir),
-		Suggestion: fmt.Sprintf("run stage %s to the end first (moec run --stage %s)", stage.From, stage.From)}
+		Suggestion: finishHint(spec, stage, fromDir)}
 	if latest == "" {
-		return noFinal
+		return "", noFinal
 	}
 	c, err := checkpoint.Load(latest, false)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if !c.Manifest.Final {
-		return noFinal
+		return "", noFinal
 	}
 	if c.Manifest.Train != spec.Train.Name || c.Manifest.Stage != stage.From {
-		return diag.Runtimef(diag.ErrBadGrowth, "stage %s grows from stage %s, but checkpoint %s is of train %s stage %s", stage.Name, stage.From, latest, c.Manifest.Train, c.Manifest.Stage)
+		return "", diag.Runtimef(diag.ErrBadGrowth, "stage %s grows from stage %s, but checkpoint %s is of train %s stage %s", stage.Name, stage.From, latest, c.Manifest.Train, c.Manifest.Stage)
 	}
-	return eng.initialise(newNet, spec, func(params []*nn.Param) error {
+	return latest, eng.initialise(newNet, spec, func(params []*nn.Param) error {
 		_, err := Grow(c.Model, c.Manifest.Model, spec.Model, params, stage.Grow, spec.Seed)
 		return err
 	})
+}
+
+// finishHint is the command that gives stage's from stage its final checkpoint: resuming
+// the from stage's run when one was started (its folder has a run.json), else running the
+// from stage into the same out root.
+func finishHint(spec *Spec, stage *program.Stage, fromDir string) string {
+	runDir := fromDir
+	if filepath.Base(runDir) == CheckpointsDir {
+		runDir = filepath.Dir(runDir)
+	}
+	for _, d := range []string{fromDir, runDir} {
+		if _, err := os.Stat(filepath.Join(d, SpecFile)); err == nil {
+			return fmt.Sprintf("finish stage %s's run first: moec run --resume %s", stage.From, d)
+		}
+	}
+	file := spec.Train.Decl.File
+	if file == "" {
+		file = "FILE.moe"
+	}
+	cmd := fmt.Sprintf("moec run --stage %s %s", stage.From, file)
+	if spec.OutRoot != "" && spec.OutRoot != "out" {
+		cmd += " --out-root " + spec.OutRoot
+	}
+	return fmt.Sprintf("run stage %s to the end first: %s", stage.From, cmd)
+}
+
+// checkResumable refuses to resume a run from step 0 when its folder shows it had made
+// progress: with no complete checkpoint to load, the resume would retrain from scratch and
+// replace the log without a word. An incomplete checkpoint directory newer than the one
+// resumed from is reported, since its steps will be trained again.
+func checkResumable(dir, latest string, restart bool, prog *progress) error {
+	ckptDir := filepath.Join(dir, CheckpointsDir)
+	var broken []string // step directories without a manifest, oldest first
+	ents, err := os.ReadDir(ckptDir)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("train: %w", err)
+	}
+	for _, e := range ents {
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), "step-") {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(ckptDir, e.Name(), checkpoint.ManifestFile)); err != nil {
+			broken = append(broken, e.Name())
+		}
+	}
+	rel := func(name string) string { return filepath.Join(CheckpointsDir, name) }
+	if latest != "" {
+		if restart {
+			e := diag.Runtimef(diag.ErrBadRunOption, "--restart: %s has a complete checkpoint (%s) to resume from", dir, rel(filepath.Base(latest)))
+			e.Suggestion = "drop --restart to continue from it"
+			return e
+		}
+		for _, b := range broken {
+			if b > filepath.Base(latest) {
+				prog.printf("warning: %s has no %s (an interrupted save?); resuming from %s, so its steps are trained again\n", rel(b), checkpoint.ManifestFile, rel(filepath.Base(latest)))
+			}
+		}
+		return nil
+	}
+	if restart {
+		return nil
+	}
+	recs, err := ReadLog(filepath.Join(dir, LogFile))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return diag.RuntimeWrap(diag.ErrCorruptCheckpoint, err, "cannot resume %s: reading %s", dir, LogFile)
+	}
+	var why string
+	switch {
+	case len(broken) > 0:
+		b := broken[len(broken)-1]
+		why = fmt.Sprintf("%s has no %s (an interrupted save?) and there is no other complete checkpoint", rel(b), checkpoint.ManifestFile)
+	case len(recs) > 0:
+		why = fmt.Sprintf("%s records %d steps but there is no checkpoint in %s (killed before its first checkpoint?)", LogFile, len(recs), CheckpointsDir)
+	default:
+		return nil // nothing was trained: starting from step 0 loses nothing
+	}
+	e := diag.Runtimef(diag.ErrCorruptCheckpoint, "cannot resume %s: %s; resuming would retrain from step 0", dir, why)
+	e.Suggestion = fmt.Sprintf("restore the checkpoint, or start this run over from step 0 with moec run --resume %s --restart (this replaces its log.jsonl)", dir)
+	return e
 }
 
 // ParamTensors returns the parameters as tensors for a checkpoint; they alias the weights.

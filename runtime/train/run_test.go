@@ -319,3 +319,42 @@ func TestDivergence(t *testing.T) {
 		t.Errorf("resume after divergence: %v", err)
 	}
 }
+
+// TestResumeRefusesLostProgress: a run folder with logged steps but no complete checkpoint
+// (a manifest deleted, or killed before its first checkpoint) is not retrained from step 0
+// on --resume; its log stays as it was, and Restart is the explicit way to start over.
+func TestResumeRefusesLostProgress(t *testing.T) {
+	p := tinyProgram()
+	dir := filepath.Join(t.TempDir(), "run")
+	if _, err := Run(context.Background(), Options{Program: p, StageName: "dense", Steps: 3, OutDir: dir, ValWindows: 2}); err != nil {
+		t.Fatal(err)
+	}
+	logBefore, err := os.ReadFile(filepath.Join(dir, LogFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, want string
+		damage     func(t *testing.T)
+	}{
+		{"manifest deleted", "has no manifest.json", func(t *testing.T) {
+			os.Remove(filepath.Join(dir, CheckpointsDir, checkpoint.DirName(3), checkpoint.ManifestFile))
+		}},
+		{"no checkpoint", "records 3 steps but there is no checkpoint", func(t *testing.T) {
+			os.RemoveAll(filepath.Join(dir, CheckpointsDir))
+		}},
+	} {
+		c.damage(t)
+		_, err := Run(context.Background(), Options{Resume: dir})
+		if diag.CodeOf(err) != diag.ErrCorruptCheckpoint || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: resume gave %v, want %s naming %q", c.name, err, diag.ErrCorruptCheckpoint, c.want)
+		}
+		if b, _ := os.ReadFile(filepath.Join(dir, LogFile)); string(b) != string(logBefore) {
+			t.Errorf("%s: the refused resume changed log.jsonl", c.name)
+		}
+	}
+	res, err := Run(context.Background(), Options{Resume: dir, Restart: true, ValWindows: 2})
+	if err != nil || res.Steps != 3 || res.Trained != 3 {
+		t.Fatalf("restart: %+v, %v", res, err)
+	}
+}

@@ -29,8 +29,81 @@ type Spec struct {
 	Keep            int            `json:"keep"`
 	ValWindows      int            `json:"val_windows"`
 	BaseDir         string         `json:"base_dir"`
-	OutRoot         string         `json:"out_root"`
-	From            string         `json:"from,omitempty"` // Options.From
+	// OutRoot is the root of the conventional run folders; a stage with `from` finds its
+	// from stage's checkpoint there, also when this run's own folder was chosen with --out.
+	OutRoot string `json:"out_root"`
+	OutDir  string `json:"out_dir,omitempty"` // the run folder --out chose ("" = the conventional one)
+	From    string `json:"from,omitempty"`    // Options.From
+	// GrownFrom is the checkpoint the stage's weights were grown from (set whether it came
+	// from --from or from the from stage's conventional folder).
+	GrownFrom string `json:"grown_from,omitempty"`
+	// Cluster is the train block's cluster, so the memory plan can be made again on resume
+	// from the run folder alone.
+	Cluster *program.Cluster `json:"cluster,omitempty"`
+	// Layout is how the run was last sharded; a resume without layout flags runs it again.
+	Layout *LayoutSpec `json:"layout,omitempty"`
+}
+
+// LayoutSpec records a run's layout and kernels in run.json. It is not part of the
+// config hash: checkpoints are written in the single-rank layout and load under any.
+type LayoutSpec struct {
+	Ranks         int    `json:"ranks"`
+	EP            int    `json:"ep"`
+	ZeRO          int    `json:"zero"`
+	Offload       bool   `json:"offload,omitempty"`
+	CacheBudget   int64  `json:"cache_budget,omitempty"` // unified cache device bytes per rank (0 = no cache)
+	CachePage     int64  `json:"cache_page,omitempty"`
+	CacheEviction string `json:"cache_eviction,omitempty"`
+	LLVM          string `json:"llvm,omitempty"` // the LLVM kernel library (--llvm), "" = Go kernels
+}
+
+// layoutSpec describes the layout a run uses: l (nil = one rank) with comm's world size
+// when every rank is its own process.
+func layoutSpec(l *Layout, comm interface{ Size() int }, llvm string) *LayoutSpec {
+	ls := &LayoutSpec{Ranks: 1, EP: 1, LLVM: llvm}
+	if l != nil {
+		ls.Ranks, ls.EP, ls.ZeRO, ls.Offload = max(l.Ranks, 1), max(l.EP, 1), l.ZeRO, l.Offload
+		if l.Cache != nil {
+			ls.CacheBudget, ls.CachePage, ls.CacheEviction = l.Cache.Budget, l.Cache.Page, l.Cache.Eviction
+		}
+	}
+	if comm != nil {
+		ls.Ranks = comm.Size()
+	}
+	return ls
+}
+
+// Layout returns the recorded layout (nil for a plain single-rank run or none recorded).
+func (ls *LayoutSpec) Layout() *Layout {
+	if ls == nil || ls.Ranks <= 1 && ls.EP <= 1 && ls.ZeRO == 0 && !ls.Offload && ls.CacheBudget == 0 {
+		return nil
+	}
+	l := &Layout{Ranks: max(ls.Ranks, 1), EP: max(ls.EP, 1), ZeRO: ls.ZeRO, Offload: ls.Offload}
+	if ls.CacheBudget > 0 {
+		l.Cache = &CacheConfig{Budget: ls.CacheBudget, Page: ls.CachePage, Eviction: ls.CacheEviction}
+	}
+	return l
+}
+
+// Program rebuilds, from run.json alone, a program holding the run's train block, its
+// stage model and cluster: enough to plan the stage again (the memory prediction of a
+// resumed run). The stage model is its own base: growing it by the stage changes nothing.
+func (s *Spec) Program() (*program.Program, *program.Train, *program.Stage, error) {
+	st, err := s.Train.LookupStage(s.Stage)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	p := &program.Program{
+		Models:     map[string]*program.Model{s.Train.Model: s.Model},
+		Clusters:   map[string]*program.Cluster{},
+		Trains:     map[string]*program.Train{s.Train.Name: s.Train},
+		ModelOrder: []string{s.Train.Model}, TrainOrder: []string{s.Train.Name},
+	}
+	if s.Cluster != nil {
+		p.Clusters[s.Train.Cluster] = s.Cluster
+		p.ClusterOrder = []string{s.Train.Cluster}
+	}
+	return p, s.Train, st, nil
 }
 
 // TokensPerStep is the training tokens of one optimizer step.
@@ -88,7 +161,7 @@ func resolve(opt *Options) (*Spec, *program.Stage, error) {
 		return nil, nil, diag.Runtimef(diag.ErrVocabTooSmall, "model %s has vocab %d; byte-level training data needs at least %d", m.Name, m.Vocab, data.Vocab)
 	}
 	s := &Spec{Format: 1, Train: t, Stage: st.Name, Model: m, Seed: t.Seed, BaseDir: opt.BaseDir,
-		OutRoot: opt.OutRoot, From: opt.From, Keep: opt.Keep, ValWindows: opt.ValWindows, CheckpointEvery: t.CheckpointEvery}
+		OutRoot: opt.OutRoot, OutDir: opt.OutDir, From: opt.From, Cluster: opt.Program.Clusters[t.Cluster], Keep: opt.Keep, ValWindows: opt.ValWindows, CheckpointEvery: t.CheckpointEvery}
 	if s.OutRoot == "" {
 		s.OutRoot = "out"
 	}
@@ -133,7 +206,8 @@ func resolve(opt *Options) (*Spec, *program.Stage, error) {
 	return s, st, nil
 }
 
-func readSpec(dir string) (*Spec, error) {
+// ReadSpec reads the run.json of run directory dir.
+func ReadSpec(dir string) (*Spec, error) {
 	b, err := os.ReadFile(filepath.Join(dir, SpecFile))
 	if err != nil {
 		return nil, diag.RuntimeWrap(diag.ErrBadRunOption, err, "cannot resume %s: not a run directory", dir)
@@ -172,4 +246,30 @@ func prepareDir(dir string, force bool) error {
 		}
 	}
 	return nil
+}
+
+// String describes the layout as progress lines name it.
+func (ls *LayoutSpec) String() string {
+	if ls == nil {
+		return "1 rank"
+	}
+	s := "1 rank"
+	if ls.Ranks > 1 {
+		s = fmt.Sprintf("%d ranks", ls.Ranks)
+	}
+	if ls.EP > 1 {
+		s += fmt.Sprintf(", ep %d", ls.EP)
+	}
+	if ls.ZeRO > 0 {
+		s += fmt.Sprintf(", zero %d", ls.ZeRO)
+	}
+	if ls.CacheBudget > 0 {
+		s += fmt.Sprintf(", unified cache of %d bytes", ls.CacheBudget)
+	} else if ls.Offload {
+		s += ", offload"
+	}
+	if ls.LLVM != "" {
+		s += ", LLVM kernels " + ls.LLVM
+	}
+	return s
 }
