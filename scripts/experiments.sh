@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make experiments: the seed's four claims (examples/seed-claims.moe) measured at CPU scale,
-# three seeds per arm; about 30 minutes on two idle cores. Writes out/experiments/results.md
+# three seeds per arm; about 22 minutes on two idle cores (docs/results.md). Writes out/experiments/results.md
 # and its plots. Extra arguments go to `moec experiment` (a quicker, reduced run:
 # `./scripts/experiments.sh --tokens 24576 --seeds 1,2`). An interrupted run continues where it
 # stopped when started again; --fresh retrains everything.

@@ -15,8 +15,12 @@ func newBuildCommand(stdout, stderr io.Writer) *cobra.Command {
 		Use:   "build FILE.moe",
 		Short: "Check, count, plan and generate code into out/<name>/",
 		Long: "Build checks the file, counts parameters and FLOPs, plans every train stage and serve\n" +
-			"block on its cluster, generates CUDA and LLVM kernels for every stage, and writes\n" +
-			"out/<name>/report.md (for people), report.json and <stage>/plan.json (for programs).",
+			"block on its cluster, generates code for every stage, and writes into out/<name>/:\n" +
+			"report.md and report.html (for people), report.json (for programs), and per stage\n" +
+			"<stage>/plan.json, cuda/ (CUDA kernels and host API), llvm/ (LLVM IR, compiled with\n" +
+			"clang when present) and go/ (a Go program that trains the stage and generates; its\n" +
+			"relative data globs are taken from the .moe file's folder). --no-code writes only the\n" +
+			"reports and plans.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			loaded := driver.Load(args[0])
@@ -40,6 +44,6 @@ func newBuildCommand(stdout, stderr io.Writer) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&opt.OutRoot, "out", "o", "out", "output root; files go to OUT/<file name>/")
-	cmd.Flags().BoolVar(&opt.NoCode, "no-code", false, "skip CUDA and LLVM code generation")
+	cmd.Flags().BoolVar(&opt.NoCode, "no-code", false, "skip code generation (cuda/, llvm/ and go/)")
 	return cmd
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/moec-dev/moec/internal/driver"
+	"github.com/moec-dev/moec/lang/diag"
 	"github.com/moec-dev/moec/runtime/experiment"
 )
 
@@ -32,6 +33,16 @@ func newExperimentCommand(stdout, stderr io.Writer) *cobra.Command {
 			"loss against tokens, wall-clock time and training FLOPs.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// Out-of-range flags are refused before anything is loaded. A flag left out keeps
+			// the experiment's value; one given must be usable, so --tokens 0 is an error
+			// rather than "the experiment's budget".
+			f := cmd.Flags()
+			switch {
+			case f.Changed("tokens") && opt.Tokens < 1:
+				return diag.Runtimef(diag.ErrBadRunOption, "--tokens %d: want a budget of at least 1 token per baseline run; leave it out for each experiment's", opt.Tokens)
+			case f.Changed("val-windows") && opt.ValWindows < 1:
+				return diag.Runtimef(diag.ErrBadRunOption, "--val-windows %d: want at least 1 validation window; leave it out for 64", opt.ValWindows)
+			}
 			loaded := driver.Load(args[0])
 			loaded.Render(stderr)
 			if loaded.Diags.HasErrors() {
@@ -63,9 +74,9 @@ func newExperimentCommand(stdout, stderr io.Writer) *cobra.Command {
 	f := cmd.Flags()
 	f.StringSliceVar(&opt.Only, "only", nil, "run only these experiments (comma-separated)")
 	f.StringVar(&opt.OutDir, "out", "out/experiments", "folder for the runs, results.md and the plots")
-	f.Int64Var(&opt.Tokens, "tokens", 0, "token budget per baseline run, replacing each experiment's (a reduced run)")
+	f.Int64Var(&opt.Tokens, "tokens", 0, "token budget per baseline run, at least 1, replacing each experiment's (a reduced run)")
 	f.Int64SliceVar(&opt.Seeds, "seeds", nil, "seeds, replacing each experiment's (comma-separated)")
-	f.IntVar(&opt.ValWindows, "val-windows", 0, "validation windows for the final loss and routing stability (default 64)")
+	f.IntVar(&opt.ValWindows, "val-windows", 0, "validation windows for the final loss and routing stability, at least 1 (default 64)")
 	f.StringToStringVar(&opt.Set, "set", nil, "override PATH=VALUE in every arm, as an experiment block would (e.g. data='\"small/*.txt\"')")
 	f.BoolVar(&opt.Fresh, "fresh", false, "retrain every run (default: continue or reuse runs an earlier invocation left with the same configuration)")
 	f.BoolVar(&quiet, "quiet", false, "no line per finished run")

@@ -22,14 +22,15 @@ func newGenerateCommand(stdout, stderr io.Writer) *cobra.Command {
 			if opt.Checkpoint == "" {
 				return fmt.Errorf("generate: --checkpoint is required")
 			}
-			if opt.MaxTokens < 0 || opt.Temperature < 0 || opt.TopK < 0 {
-				return fmt.Errorf("generate: --max-tokens, --temperature and --top-k must not be negative")
+			// Out-of-range flags are refused before the checkpoint is read.
+			if err := opt.Check(); err != nil {
+				return err
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 			defer stop()
-			if _, err := io.WriteString(stdout, opt.Prompt); err != nil {
-				return err
-			}
+			// Run echoes the prompt only once the checkpoint has loaded, so a refusal prints
+			// nothing on stdout.
+			opt.EchoPrompt = true
 			if err := generate.Run(ctx, opt, stdout); err != nil {
 				return err
 			}
@@ -40,9 +41,9 @@ func newGenerateCommand(stdout, stderr io.Writer) *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&opt.Checkpoint, "checkpoint", "", "a checkpoint folder, or a run folder (its newest checkpoint)")
 	f.StringVar(&opt.Prompt, "prompt", "", "text to continue")
-	f.IntVar(&opt.MaxTokens, "max-tokens", opt.MaxTokens, "tokens to generate")
-	f.Float64Var(&opt.Temperature, "temperature", opt.Temperature, "sampling temperature (0 = greedy)")
-	f.IntVar(&opt.TopK, "top-k", opt.TopK, "sample among the k most likely tokens (0 = all)")
+	f.IntVar(&opt.MaxTokens, "max-tokens", opt.MaxTokens, "tokens to generate, at least 1")
+	f.Float64Var(&opt.Temperature, "temperature", opt.Temperature, "sampling temperature, at least 0 (0 = greedy)")
+	f.IntVar(&opt.TopK, "top-k", opt.TopK, "sample among the k most likely tokens, at least 0 (0 = all)")
 	f.Int64Var(&opt.Seed, "seed", opt.Seed, "sampling seed")
 	return cmd
 }

@@ -26,6 +26,12 @@ type Config struct {
 	// grows from ("" for a first stage); the program then starts from -from CHECKPOINT.
 	Grow      program.Grow
 	FromStage string
+	// SourceDir is the .moe file's folder as seen from the generated go/ folder (slash-
+	// separated; absolute only when no relative path exists), which the program takes
+	// relative data globs from unless -base says otherwise, as `moec run` takes them from
+	// the .moe file's folder. "" (ConfigFor leaves it so; Emit sets it from
+	// Options.SourceDir) makes the working directory the default base.
+	SourceDir string
 }
 
 // ConfigFor resolves a stage as `moec run` does (runtime/train): sequence length, micro-

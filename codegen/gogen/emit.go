@@ -26,6 +26,12 @@ type Options struct {
 	// it can be, so an out/ tree inside a clone builds wherever the clone lives. "" =
 	// look upwards from outDir, then from the working directory.
 	ModuleDir string
+	// SourceDir is the folder of the .moe file the stage comes from. Emit records it in the
+	// program relative to outDir/go (Config.SourceDir), like the go.mod's replace path, so
+	// the output and the .moe file can move together (a clone moved elsewhere still
+	// works); an output folder moved away from the .moe file needs -base. "" keeps
+	// cfg.SourceDir.
+	SourceDir string
 }
 
 // Result says what Emit wrote.
@@ -39,6 +45,10 @@ type Result struct {
 // it) is not an error of the build: Emit writes nothing and says why in a note.
 func Emit(outDir string, cfg Config, opt Options) (Result, error) {
 	var res Result
+	dir := filepath.Join(outDir, Dir)
+	if opt.SourceDir != "" {
+		cfg.SourceDir = relativeDir(dir, opt.SourceDir)
+	}
 	src, err := MainSource(cfg)
 	if err != nil {
 		var ue *nn.UnsupportedError
@@ -48,7 +58,6 @@ func Emit(outDir string, cfg Config, opt Options) (Result, error) {
 		}
 		return res, err
 	}
-	dir := filepath.Join(outDir, Dir)
 	modDir := opt.ModuleDir
 	if modDir == "" {
 		modDir = FindModule(dir)
@@ -131,6 +140,21 @@ func replacePath(dir, modDir string) string {
 		rel = "./" + rel
 	}
 	return rel
+}
+
+// relativeDir is target as seen from dir, slash-separated, or target made absolute when
+// there is no relative path between them (another volume).
+func relativeDir(dir, target string) string {
+	absDir, err1 := filepath.Abs(dir)
+	absTarget, err2 := filepath.Abs(target)
+	if err1 != nil || err2 != nil {
+		return filepath.ToSlash(target)
+	}
+	rel, err := filepath.Rel(absDir, absTarget)
+	if err != nil {
+		return filepath.ToSlash(absTarget)
+	}
+	return filepath.ToSlash(rel)
 }
 
 // FindModule returns the nearest directory at or above dir whose go.mod declares the

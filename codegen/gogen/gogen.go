@@ -49,7 +49,7 @@ func MainSource(cfg Config) (string, error) {
 		"It is one training step of the stage's plan unrolled into calls to the moec runtime: the\n"+
 		"forward pass layer by layer, the loss, the backward pass in reverse, then AdamW. It reads\n"+
 		"the same data in the same order as `moec run` and prints the same losses.\n\n"+
-		"Usage: go run . [-steps N] [-seed S] [-data GLOB] [-llvm LIBRARY] [-generate N] [-prompt TEXT]", cfg.Name))
+		"%s", cfg.Name, usage(cfg)))
 	for path, name := range map[string]string{pkgNN: "nn", pkgData: "data", pkgOptim: "optim", pkgProgram: "program",
 		pkgGenerate: "generate", pkgTrain: "train", pkgCkpt: "checkpoint", pkgKernelSel: "kernelsel"} {
 		f.ImportName(path, name)
@@ -63,8 +63,11 @@ func MainSource(cfg Config) (string, error) {
 		g.Id("stageSteps").Op("=").Lit(cfg.Steps).Comment("optimizer steps of the stage")
 		g.Id("stageSeed").Op("=").Lit(cfg.Seed)
 		g.Id("stageLR").Op("=").Lit(cfg.StageLR).Comment("the stage's own learning rate (0 = the optimizer's)")
-		g.Id("dataGlob").Op("=").Lit(cfg.Data)
+		g.Id("dataGlob").Op("=").Lit(cfg.Data).Comment("relative globs are taken from -base")
 		g.Id("valGlob").Op("=").Lit(cfg.ValData)
+		if cfg.SourceDir != "" {
+			g.Id("sourceDir").Op("=").Lit(cfg.SourceDir).Comment("the .moe file's folder, from this file's folder")
+		}
 		g.Id("layers").Op("=").Lit(cfg.Model.Layers)
 		g.Id("paramCount").Op("=").Lit(lay.total).Comment("trainable scalars")
 	})
@@ -102,6 +105,21 @@ func MainSource(cfg Config) (string, error) {
 		return "", fmt.Errorf("gogen: %s: rendering: %w", cfg.Name, err)
 	}
 	return buf.String(), nil
+}
+
+// usage is the program's usage line: every flag main defines, -from first and required
+// when the stage grows from another.
+func usage(cfg Config) string {
+	from := ""
+	if cfg.FromStage != "" {
+		from = " -from CHECKPOINT"
+	}
+	base := "the working directory."
+	if cfg.SourceDir != "" {
+		base = "the .moe file's folder\n(" + cfg.SourceDir + " from this file's folder; pass -base when the output has moved away from it)."
+	}
+	return "Usage: go run ." + from + " [-steps N] [-seed S] [-data GLOB] [-base DIR] [-llvm LIBRARY] [-generate N] [-prompt TEXT]\n\n" +
+		"Relative data globs are taken from -base, by default " + base
 }
 
 // stageModelJSON is the model as the generated program embeds it: the names and the

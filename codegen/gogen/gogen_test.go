@@ -70,6 +70,8 @@ func TestGolden(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
+				// As Emit records it for input.moe at the root of a clone built into out/.
+				cfg.SourceDir = goldenReplace
 				src, err := gogen.MainSource(cfg)
 				if err != nil {
 					t.Fatal(err)

@@ -41,7 +41,11 @@ func genMain(f *jen.File, cfg Config) {
 		g.Id("steps").Op(":=").Qual("flag", "Int64").Call(jen.Lit("steps"), jen.Id("stageSteps"), jen.Lit("optimizer steps to train"))
 		g.Id("seed").Op(":=").Qual("flag", "Int64").Call(jen.Lit("seed"), jen.Id("stageSeed"), jen.Lit("seed of initialisation, data order and sharing dice"))
 		g.Id("glob").Op(":=").Qual("flag", "String").Call(jen.Lit("data"), jen.Id("dataGlob"), jen.Lit("training text glob"))
-		g.Id("base").Op(":=").Qual("flag", "String").Call(jen.Lit("base"), jen.Lit("."), jen.Lit("directory that relative data globs are taken from (the .moe file's)"))
+		if cfg.SourceDir != "" {
+			g.Id("base").Op(":=").Qual("flag", "String").Call(jen.Lit("base"), jen.Id("defaultBase").Call(), jen.Lit("directory that relative data globs are taken from (default: the .moe file's folder)"))
+		} else {
+			g.Id("base").Op(":=").Qual("flag", "String").Call(jen.Lit("base"), jen.Lit("."), jen.Lit("directory that relative data globs are taken from"))
+		}
 		if grows {
 			g.Id("from").Op(":=").Qual("flag", "String").Call(jen.Lit("from"), jen.Lit(""),
 				jen.Lit(fmt.Sprintf("final checkpoint (or run directory) of stage %s, which this stage grows from", cfg.FromStage)))
@@ -60,6 +64,19 @@ func genMain(f *jen.File, cfg Config) {
 		)
 	})
 	f.Line()
+	if cfg.SourceDir != "" {
+		f.Comment("defaultBase is the .moe file's folder, the base `moec run` takes relative data globs")
+		f.Comment("from: sourceDir joined to the folder this file was compiled from, so the program")
+		f.Comment("finds it from any working directory. Built with -trimpath the folder is unknown,")
+		f.Comment("and sourceDir is taken from the working directory.")
+		f.Func().Id("defaultBase").Params().String().Block(
+			jen.List(jen.Id("_"), jen.Id("file"), jen.Id("_"), jen.Id("ok")).Op(":=").Qual("runtime", "Caller").Call(jen.Lit(0)),
+			jen.If(jen.Op("!").Id("ok").Op("||").Op("!").Qual("path/filepath", "IsAbs").Call(jen.Id("file")).Op("||").Qual("path/filepath", "IsAbs").Call(jen.Id("sourceDir"))).Block(
+				jen.Return(jen.Qual("path/filepath", "FromSlash").Call(jen.Id("sourceDir")))),
+			jen.Return(jen.Qual("path/filepath", "Join").Call(jen.Qual("path/filepath", "Dir").Call(jen.Id("file")), jen.Qual("path/filepath", "FromSlash").Call(jen.Id("sourceDir")))),
+		)
+		f.Line()
+	}
 	f.Comment("run trains the stage as `moec run` does and prints each step's loss with every digit,")
 	f.Comment("so the two can be compared exactly.")
 	f.Func().Id("run").Params(jen.List(jen.Id("steps"), jen.Id("seed")).Int64(), jen.List(jen.Id("glob"), jen.Id("base"), jen.Id("from"), jen.Id("lib")).String(),

@@ -73,7 +73,7 @@ func Build(l *Loaded, opt BuildOptions) (*BuildResult, diag.List, error) {
 				}
 				res.Files = append(res.Files, cg.Files...)
 				res.Files = append(res.Files, cg.Compiled...)
-				if err := emitGo(prog, tr, st, stageDir, res); err != nil {
+				if err := emitGo(prog, tr, st, filepath.Dir(l.Path), stageDir, res); err != nil {
 					return res, diags, fmt.Errorf("generating the Go program for stage %s: %w", st.Name, err)
 				}
 				for _, n := range cg.Notes {
@@ -109,7 +109,8 @@ func Build(l *Loaded, opt BuildOptions) (*BuildResult, diag.List, error) {
 		return res, diags, err
 	}
 	res.Report = filepath.Join(outDir, "report.md")
-	res.Files = append(res.Files, res.Report, filepath.Join(outDir, "report.json"))
+	// The three reports: report.Write writes the Markdown and JSON, reporthtml.Write the HTML.
+	res.Files = append(res.Files, res.Report, filepath.Join(outDir, "report.json"), filepath.Join(outDir, "report.html"))
 	return res, diags, nil
 }
 

@@ -6,8 +6,9 @@ import (
 )
 
 // emitGo writes stageDir/go: the stage's generated Go program (codegen/gogen), whose
-// go.mod points at the moec checkout above the output (or the working) directory.
-func emitGo(prog *program.Program, tr *program.Train, st *program.Stage, stageDir string, res *BuildResult) error {
+// go.mod points at the moec checkout above the output (or the working) directory and whose
+// default -base is srcDir, the .moe file's folder, where `moec run` takes data globs from.
+func emitGo(prog *program.Program, tr *program.Train, st *program.Stage, srcDir, stageDir string, res *BuildResult) error {
 	cfg, err := gogen.ConfigFor(prog, tr, st)
 	if err != nil {
 		// A stage `moec run` could not train either (no steps, too small a vocabulary)
@@ -15,7 +16,7 @@ func emitGo(prog *program.Program, tr *program.Train, st *program.Stage, stageDi
 		res.Notes = appendOnce(res.Notes, "go/ not generated: "+err.Error())
 		return nil
 	}
-	g, err := gogen.Emit(stageDir, cfg, gogen.Options{})
+	g, err := gogen.Emit(stageDir, cfg, gogen.Options{SourceDir: srcDir})
 	if err != nil {
 		return err
 	}

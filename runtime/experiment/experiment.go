@@ -119,6 +119,10 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	if opt.Program == nil {
 		return nil, diag.Runtimef(diag.ErrBadRunOption, "no program given")
 	}
+	// 0 means "not given" here (the experiments' own values); below 0 is a mistake.
+	if opt.Tokens < 0 || opt.ValWindows < 0 {
+		return nil, diag.Runtimef(diag.ErrBadRunOption, "token budget %d and validation windows %d must not be negative", opt.Tokens, opt.ValWindows)
+	}
 	names := opt.Only
 	if len(names) == 0 {
 		names = opt.Program.ExperimentOrder
@@ -200,9 +204,7 @@ func runExperiment(ctx context.Context, opt Options, ex *program.Experiment, cor
 		}
 		specs = append(specs, s)
 	}
-	if ex.Equal == "flops" {
-		equalizeFLOPs(specs)
-	}
+	equalize(specs, ex.Equal == "flops")
 	out.Tokens = specs[0].tokens()
 	// Seeds outside, arms inside: a change in machine load during the experiment then
 	// falls on every arm alike instead of on whichever arm ran last.
@@ -282,28 +284,64 @@ func (s *armSpec) tokens() int64 {
 	return n
 }
 
-func (s *armSpec) flops() float64 {
-	var f float64
-	for i, st := range s.arm.Steps {
-		f += float64(st*s.tps) * s.fpt[i]
+// BudgetTolerance is how far (relative) an arm's training budget, tokens or FLOPs as the
+// experiment says, may be from the baseline's before its verdicts are withheld. Whole
+// steps make the budgets differ by up to half a step of each arm's last stage: a few
+// tenths of a percent in the seed's full runs, several percent in a reduced one.
+const BudgetTolerance = 0.02
+
+// stepCosts is the budget one optimizer step of each stage spends: tokens, or FLOPs.
+func (s *armSpec) stepCosts(flops bool) []float64 {
+	c := make([]float64, len(s.arm.Steps))
+	for i := range c {
+		c[i] = float64(s.tps)
+		if flops {
+			c[i] *= s.fpt[i]
+		}
 	}
-	return f
+	return c
 }
 
-// equalizeFLOPs scales every variant's steps so that its training FLOPs match the
-// baseline's (as closely as whole steps allow).
-func equalizeFLOPs(specs []*armSpec) {
-	target := specs[0].flops()
+// equalize gives every variant the baseline's budget (FLOPs with flops, else tokens):
+// its stages keep their proportions, and the last stage takes what the earlier ones left,
+// rounded to the nearest whole step. Rounding each stage on its own instead can miss the
+// budget by more than a step on a reduced run (dense 3 → four 2 → sixteen 2 spent 13% fewer
+// FLOPs than its baseline). Report states each arm's ratio and withholds the verdicts of
+// an arm beyond BudgetTolerance.
+func equalize(specs []*armSpec, flops bool) {
+	spend := func(s *armSpec) float64 {
+		var f float64
+		for i, c := range s.stepCosts(flops) {
+			f += float64(s.arm.Steps[i]) * c
+		}
+		return f
+	}
+	target := spend(specs[0])
 	for _, s := range specs[1:] {
-		f := s.flops()
-		if f <= 0 {
+		f := spend(s)
+		if f <= 0 || target <= 0 {
 			continue
 		}
 		scale := target / f
-		for i := range s.arm.Steps {
+		costs := s.stepCosts(flops)
+		last := len(s.arm.Steps) - 1
+		left := target
+		for i := range last {
 			s.arm.Steps[i] = max(int64(math.Round(float64(s.arm.Steps[i])*scale)), 1)
+			left -= float64(s.arm.Steps[i]) * costs[i]
+		}
+		if costs[last] > 0 {
+			s.arm.Steps[last] = max(int64(math.Round(left/costs[last])), 1)
 		}
 	}
+}
+
+// Budget is what the experiment holds equal for a trial: its FLOPs or its tokens.
+func (t *Trial) Budget(flops bool) float64 {
+	if flops {
+		return t.FLOPs
+	}
+	return float64(t.Tokens)
 }
 
 // stageChain is the stages a run ending at stage trains, in order: its `from` ancestors

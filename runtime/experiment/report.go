@@ -131,11 +131,34 @@ func writeExperiment(b *bytes.Buffer, o *Outcome, dir string) error {
 	for i, sd := range o.Seeds {
 		seeds[i] = strconv.FormatInt(sd, 10)
 	}
-	fmt.Fprintf(b, "train `%s`; %s tokens per baseline run; seeds %s; every arm gets as many %s as the baseline.\n\n",
-		ex.Train, human.Count(float64(o.Tokens)), strings.Join(seeds, ", "), equalWhat(ex.Equal))
-	b.WriteString("| arm | overrides | stages (steps) | tokens | train FLOPs | val loss | Δ val loss | verdict | ms/step | Δ step time | verdict |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
+	flops := ex.Equal == "flops"
 	base := o.Arms[0]
+	budget := base.summary(func(t *Trial) float64 { return t.Budget(flops) }).Mean
+	// ratio is an arm's budget over the baseline's; off says it is beyond the tolerance,
+	// where a difference in loss may be the budget's and no verdict is given.
+	ratio := func(a *Arm) float64 {
+		return a.summary(func(t *Trial) float64 { return t.Budget(flops) }).Mean / budget
+	}
+	off := func(a *Arm) bool { r := ratio(a); return !(math.Abs(r-1) <= BudgetTolerance) }
+	var offArms []string
+	for _, a := range o.Arms[1:] {
+		if off(a) {
+			offArms = append(offArms, fmt.Sprintf("%s (%+.1f%%)", a.Name, 100*(ratio(a)-1)))
+		}
+	}
+	fmt.Fprintf(b, "train `%s`; %s tokens per baseline run; seeds %s; every arm gets as many %s as the baseline, to within %g%% "+
+		"(whole steps; an arm's last stage takes what its earlier stages left).",
+		ex.Train, human.Count(float64(o.Tokens)), strings.Join(seeds, ", "), equalWhat(ex.Equal), 100*BudgetTolerance)
+	if len(offArms) > 0 {
+		them := "it"
+		if len(offArms) > 1 {
+			them = "them"
+		}
+		fmt.Fprintf(b, " **Not held here:** %s, so no loss verdict is given for %s (a longer run, more --tokens, rounds closer).", strings.Join(offArms, ", "), them)
+	}
+	b.WriteString("\n\n")
+	fmt.Fprintf(b, "| arm | overrides | stages (steps) | tokens | train FLOPs | %s vs baseline | val loss | Δ val loss | verdict | ms/step | Δ step time | verdict |\n", equalWhat(ex.Equal))
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	bv, bt := base.ValLoss(), base.StepTime()
 	for _, a := range o.Arms {
 		v, t := a.ValLoss(), a.StepTime()
@@ -148,9 +171,12 @@ func writeExperiment(b *bytes.Buffer, o *Outcome, dir string) error {
 		if a != base {
 			dv, vv = fmt.Sprintf("%+.4f", v.Mean-bv.Mean), Compare(v, bv).String()
 			dt, vt = fmt.Sprintf("%+.1f%%", 100*(t.Mean/bt.Mean-1)), Compare(t, bt).String()
+			if off(a) {
+				vv = fmt.Sprintf("not judged (%s differ by more than %g%%)", equalWhat(ex.Equal), 100*BudgetTolerance)
+			}
 		}
-		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", a.Name, overrides(a.Overrides), strings.Join(stages, " → "),
-			human.Count(tok.Mean), human.SI(fl.Mean, "FLOP"), fmtSummary(v, 4, 1), dv, vv, fmtSummary(t, 1, 1000), dt, vt)
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %.3f | %s | %s | %s | %s | %s | %s |\n", a.Name, overrides(a.Overrides), strings.Join(stages, " → "),
+			human.Count(tok.Mean), human.SI(fl.Mean, "FLOP"), ratio(a), fmtSummary(v, 4, 1), dv, vv, fmtSummary(t, 1, 1000), dt, vt)
 	}
 	writeReach(b, o)
 	if hasStability(o) {
@@ -243,11 +269,24 @@ func meanCurve(a *Arm, xf func(Point) float64) plot.Series {
 	return series
 }
 
-// smooth is a trailing mean over about 4% of the points: single steps are too noisy to
-// read a curve from, and a trailing window never borrows from the future.
+// smooth is a trailing mean over about 4% of the points, for the plots: single steps are
+// too noisy to read a curve from, and a trailing window never borrows from the future.
 func smooth(y []float64) []float64 {
+	return smoothOver(y, max(1, len(y)/25))
+}
+
+// reachShare is the share of a run's steps the reach table's trailing mean spans. The
+// plots' 4% (8 steps of a 192-step run) is within batch noise: over the seed claims'
+// runs the baseline "reached" its own final loss at 42–65% of its tokens with it. Over
+// 20% of the steps it reaches it at 84–94%, so a level crossed earlier is a real gain.
+const reachShare = 5 // 1/5 of the steps
+
+// reachWindow is the reach table's window for a curve of n steps.
+func reachWindow(n int) int { return max(1, n/reachShare) }
+
+// smoothOver is a trailing mean over w points (fewer at the start).
+func smoothOver(y []float64, w int) []float64 {
 	n := len(y)
-	w := max(1, n/25)
 	sm := make([]float64, n)
 	sum := 0.0
 	for i := range n {
@@ -266,8 +305,10 @@ func smooth(y []float64) []float64 {
 func writeReach(b *bytes.Buffer, o *Outcome) {
 	base := o.Arms[0]
 	var finals []float64
+	window := 0
 	for _, t := range base.Trials {
-		if sm := smooth(losses(t.Curve)); len(sm) > 0 {
+		window = max(window, reachWindow(len(t.Curve)))
+		if sm := smoothOver(losses(t.Curve), reachWindow(len(t.Curve))); len(sm) > 0 {
 			finals = append(finals, sm[len(sm)-1])
 		}
 	}
@@ -278,12 +319,13 @@ func writeReach(b *bytes.Buffer, o *Outcome) {
 	target := summarize(finals).Max
 	baseTok := base.summary(func(t *Trial) float64 { return float64(t.Tokens) }).Mean
 	baseFL := base.summary(func(t *Trial) float64 { return t.FLOPs }).Mean
-	fmt.Fprintf(b, "\nTraining needed to reach the baseline's final training loss (%.4f: smoothed, the highest over its seeds), as a share of the baseline's tokens and FLOPs:\n\n", target)
+	fmt.Fprintf(b, "\nTraining needed to reach the baseline's final training loss (%.4f: the highest over its seeds), as a share of the baseline's tokens and FLOPs. "+
+		"Every curve here is a trailing mean over %d%% of its run's steps (%d for the baseline), wide enough that batch noise does not reach the level early:\n\n", target, 100/reachShare, window)
 	b.WriteString("| arm | seeds that reached it | tokens | FLOPs |\n|---|---|---|---|\n")
 	for _, a := range o.Arms {
 		var tok, fl []float64
 		for _, t := range a.Trials {
-			sm := smooth(losses(t.Curve))
+			sm := smoothOver(losses(t.Curve), reachWindow(len(t.Curve)))
 			for i, v := range sm {
 				if v <= target {
 					tok, fl = append(tok, t.Curve[i].Tokens/baseTok), append(fl, t.Curve[i].FLOPs/baseFL)

@@ -48,7 +48,16 @@ func synthetic() *Result {
 			arm("e4", map[string]string{"moe.experts": "4"}, 4, []float64{3.0, 3.1}, []float64{0.1, 0.1}, [][]float64{{0.9}, {0.9}}),
 			arm("e8", map[string]string{"moe.experts": "8"}, 8, []float64{3.05, 3.08}, []float64{0.1, 0.1}, [][]float64{{0.9}, {0.9}}),
 		}}
-	return &Result{Experiments: []*Outcome{sharing, scaling}}
+	// An equal-FLOPs experiment whose variant spent 13% fewer FLOPs than the baseline (a
+	// reduced run's rounding): its ratio is printed and its loss verdict withheld.
+	curriculum := arm("curriculum", map[string]string{"stage": "sixteen"}, 4, []float64{2.0, 2.01}, []float64{0.1, 0.1}, [][]float64{{1}, {1}})
+	curriculum.Stages, curriculum.Steps = []string{"dense", "four", "sixteen"}, []int64{3, 2, 2}
+	for _, t := range curriculum.Trials {
+		t.FLOPs = 0.87 * 5e10
+	}
+	warm := &Outcome{Experiment: &program.Experiment{Name: "warm", Train: "tiny", Equal: "flops"}, Tokens: 51200, Seeds: []int64{1, 2},
+		Arms: []*Arm{arm("baseline", map[string]string{"stage": "scratch"}, 4, []float64{3.0, 3.01}, []float64{0.1, 0.1}, [][]float64{{1}, {1}}), curriculum}}
+	return &Result{Experiments: []*Outcome{sharing, scaling, warm}}
 }
 
 // TestReportGolden checks results.md for synthetic numbers: means, spreads, deltas, the
@@ -66,7 +75,9 @@ func TestReportGolden(t *testing.T) {
 	golden.Archive(t, filepath.Join("testdata", "report.txtar"), &txtar.Archive{
 		Comment: []byte("results.md written by Report for synthetic(); go test -update rewrites it.\n"),
 		Files:   []txtar.File{{Name: "results.md", Data: got}}}, *update)
-	for _, must := range []string{"within spread", "real (lower)", "moe.experts = 4 → 8"} {
+	for _, must := range []string{"within spread", "real (lower)", "moe.experts = 4 → 8",
+		"| 0.870 |", "not judged (training FLOPs differ by more than 2%)", "**Not held here:** curriculum (-13.0%), so no loss verdict",
+		"trailing mean over 20% of its run's steps (10 for the baseline)"} {
 		if !strings.Contains(string(got), must) {
 			t.Errorf("results.md lacks %q", must)
 		}

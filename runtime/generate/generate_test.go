@@ -131,15 +131,41 @@ func TestSample(t *testing.T) {
 func TestErrors(t *testing.T) {
 	dir, _ := saveModel(t)
 	var b bytes.Buffer
-	if err := Run(context.Background(), Options{Checkpoint: t.TempDir()}, &b); diag.CodeOf(err) != diag.ErrCorruptCheckpoint {
+	if err := Run(context.Background(), Options{Checkpoint: t.TempDir(), MaxTokens: 4}, &b); diag.CodeOf(err) != diag.ErrCorruptCheckpoint {
 		t.Errorf("empty dir: %v", err)
 	}
-	if err := Run(context.Background(), Options{Checkpoint: dir, Temperature: -1}, &b); diag.CodeOf(err) != diag.ErrBadRunOption {
-		t.Errorf("negative temperature: %v", err)
+	// Every option out of range is refused by its flag's name, before anything is written;
+	// in particular 0 tokens is not "the default".
+	for _, c := range []struct {
+		opt  Options
+		flag string
+	}{
+		{Options{MaxTokens: 0}, "--max-tokens 0"},
+		{Options{MaxTokens: -5}, "--max-tokens -5"},
+		{Options{MaxTokens: 4, Temperature: -1}, "--temperature -1"},
+		{Options{MaxTokens: 4, Temperature: math.NaN()}, "--temperature NaN"},
+		{Options{MaxTokens: 4, Temperature: math.Inf(1)}, "--temperature +Inf"},
+		{Options{MaxTokens: 4, TopK: -1}, "--top-k -1"},
+	} {
+		c.opt.Checkpoint, c.opt.Prompt, c.opt.EchoPrompt = dir, "hi", true
+		b.Reset()
+		err := Run(context.Background(), c.opt, &b)
+		if diag.CodeOf(err) != diag.ErrBadRunOption || !strings.Contains(err.Error(), c.flag) || b.Len() != 0 {
+			t.Errorf("%+v: %v, wrote %q; want E0611 naming %s and nothing written", c.opt, err, b.String(), c.flag)
+		}
+	}
+	// A checkpoint that does not load is refused before the prompt is echoed.
+	b.Reset()
+	if err := Run(context.Background(), Options{Checkpoint: t.TempDir(), MaxTokens: 4, Prompt: "hi", EchoPrompt: true}, &b); err == nil || b.Len() != 0 {
+		t.Errorf("bad checkpoint with EchoPrompt: %v, wrote %q", err, b.String())
+	}
+	b.Reset()
+	if err := Run(context.Background(), Options{Checkpoint: dir, MaxTokens: 4, Prompt: "hi", EchoPrompt: true}, &b); err != nil || b.Len() != 6 || !strings.HasPrefix(b.String(), "hi") {
+		t.Errorf("EchoPrompt: %v, wrote %q; want the prompt and 4 bytes", err, b.String())
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := Run(ctx, Options{Checkpoint: dir}, &b); err != context.Canceled {
+	if err := Run(ctx, Options{Checkpoint: dir, MaxTokens: 4}, &b); err != context.Canceled {
 		t.Errorf("cancelled: %v", err)
 	}
 }
