@@ -147,6 +147,9 @@ func (c *cpuModel) unitSizes() []cpuUnit {
 		return n
 	}
 	units[0].dense = d.V*d.D + d.maxPos*d.D // embed_tokens, embed_positions
+	if c.tokenRouted() {
+		units[0].dense += d.V * d.routerIn // router_embed: one table for the model, in the embedding unit
+	}
 	for i := 0; i < int(d.L); i++ {
 		u := &units[i+1]
 		at := m.Attention
@@ -186,9 +189,6 @@ func (c *cpuModel) unitSizes() []cpuUnit {
 		if moeLayer {
 			moe := m.MoE
 			u.dense += d.E*d.routerIn + bias(moe.RouterBias, d.E) // gate
-			if moe.Router == program.RouteTokenEmbedding {
-				u.dense += d.V * d.routerIn // router_embed, one table per MoE layer
-			}
 			u.perExpert = ffn(d.eHidden, d.expertGated, moe.ExpertBias)
 			u.dense += d.shared * ffn(d.sHidden, d.expertGated, moe.ExpertBias)
 			if moe.SharedGate && moe.SharedExperts > 0 {
@@ -314,6 +314,9 @@ func (c *cpuModel) workspace(B, T int64, ep int) (act, disp, logits float64) {
 	// workspace: x, the final norm (xhatF, rstdF, hF), dx, dh, tmp; tok; the step's flags.
 	f += n*d.D + n*d.D + n + n*d.D + 3*n*d.D
 	other += i32Bytes*n + d.L /* recompute []bool */ + intBytes*d.L /* owner []int */
+	if c.tokenRouted() {
+		f += 2 * n * d.routerIn // the tokens' router-table rows and their gradient, shared by the layers
+	}
 	// attnGrads: do, dq, dk, dv (+ dqPre, dkPre with qk_norm).
 	f += 2*n*d.qDim + 2*n*d.kvDim
 	if m.Attention.QKNorm {
@@ -359,9 +362,6 @@ func (c *cpuModel) workspace(B, T int64, ep int) (act, disp, logits float64) {
 			// their gradient; the router input's gradient (and gathered router
 			// embeddings); the experts' activations over all n·K sorted rows; shared experts.
 			f += 3*n*d.E + n + 2*nk + n*d.routerIn
-			if m.MoE.Router == program.RouteTokenEmbedding {
-				f += n * d.routerIn
-			}
 			f += d.groups
 			other += i32Bytes*d.topKGroups + 2*i32Bytes*nk /* idx, rowOf */ +
 				intBytes*(4*d.E+1) /* routed, cursor, kept, offs */ + f64Bytes*d.E /* fe */
@@ -557,4 +557,19 @@ func (o *CacheOptions) replay(units []float64, tied bool) (int64, float64) {
 		phase(true, 0)
 	}
 	return peak, tempPeak
+}
+
+// tokenRouted reports whether the model routes on its token-embedding router table (and
+// has an MoE layer to use it).
+func (c *cpuModel) tokenRouted() bool {
+	m := c.m
+	if m.MoE == nil || m.MoE.Router != program.RouteTokenEmbedding {
+		return false
+	}
+	for i := 0; i < int(c.d.L); i++ {
+		if m.IsMoELayer(i) {
+			return true
+		}
+	}
+	return false
 }

@@ -21,6 +21,7 @@ type Decoder struct {
 	slotPos       []int       // Step's positions, all dec.pos
 	kc, vc        [][]float32 // per layer [batch, maxLen, KV·Dh]
 	tok           []int32
+	rows          []float32 // [batch, RouterIn] the tokens' router-table rows (token-embedding routing)
 	x, h, tmp     []float32 // [batch, D]
 	xhat, rstd    []float32
 	q, k, v, o    []float32   // [batch, H·Dh] / [batch, KV·Dh]
@@ -41,6 +42,9 @@ func (m *Model) NewDecoder(batch, maxLen int) *Decoder {
 		x: make([]float32, batch*d.D), h: make([]float32, batch*d.D), tmp: make([]float32, batch*d.D), xhat: make([]float32, batch*d.D),
 		rstd: make([]float32, batch), q: make([]float32, batch*d.qDim), k: make([]float32, batch*d.kvDim),
 		v: make([]float32, batch*d.kvDim), o: make([]float32, batch*d.qDim), logits: make([]float32, batch*d.V)}
+	if c.routerEmbed != nil {
+		dec.rows = make([]float32, batch*d.RouterIn)
+	}
 	if c.cfg.Attention.QKNorm {
 		dec.qkHat, dec.qkRstd = make([]float32, batch*d.qDim), make([]float32, batch*d.H)
 	}
@@ -55,6 +59,7 @@ func (m *Model) NewDecoder(batch, maxLen int) *Decoder {
 		var fw *ffnWS[float32]
 		if l.moe != nil {
 			mw = newMoEWS(d, l.moe, batch)
+			mw.rows = dec.rows
 		}
 		if l.dense != nil {
 			fw = newFFNWS(l.dense, batch)
@@ -135,6 +140,9 @@ func (dec *Decoder) step(tokens []int32, positions []int) ([]float32, error) {
 		}
 	}
 	copy(dec.tok, tokens)
+	if c.routerEmbed != nil {
+		c.gatherRouterRows(dec.rows, dec.tok)
+	}
 	n := dec.batch
 	for i, id := range tokens {
 		copy(dec.x[i*d.D:(i+1)*d.D], c.embed.w[int(id)*d.D:(int(id)+1)*d.D])

@@ -98,9 +98,6 @@ func Layout(m *program.Model) ([]ParamInfo, error) {
 		if moeLayer {
 			mp := p + "block_sparse_moe."
 			weightBias(mp+"gate", m.MoE.RouterBias, d.E, d.RouterIn)
-			if m.MoE.Router == program.RouteTokenEmbedding {
-				add(mp+"router_embed.weight", d.V, d.RouterIn)
-			}
 			gated := expertActivation(m).Gated()
 			bias := m.MoE.ExpertBias
 			for e := 0; e < d.E; e++ {
@@ -120,6 +117,15 @@ func Layout(m *program.Model) ([]ParamInfo, error) {
 		}
 		if placement(m) != program.PreNorm {
 			norm(p + "post_feedforward_layernorm")
+		}
+	}
+	if m.MoE != nil && m.MoE.Router == program.RouteTokenEmbedding {
+		// The model's one router table (see core.routerEmbed), after the layers.
+		for i := 0; i < d.L; i++ {
+			if m.IsMoELayer(i) {
+				add("model.router_embed.weight", d.V, d.RouterIn)
+				break
+			}
 		}
 	}
 	if m.FinalNorm {

@@ -80,7 +80,7 @@ type attnParams[F Float] struct {
 
 type moeParams[F Float] struct {
 	gate, gateB *tensor[F] // router [E, RouterIn] and its optional bias [E]
-	routerEmbed *tensor[F] // [V, RouterIn] for token-embedding routing, else nil
+	routerEmbed *tensor[F] // the model's token-embedding router table (core.routerEmbed), else nil
 	// w1, w3, w2 hold all experts contiguously ([E,h,D], [E,h,D], [E,D,h]) so one backing
 	// array serves the grouped products; the experts' tensors are slices of them.
 	w1, w3, w2 *tensor[F]
@@ -113,6 +113,13 @@ type core[F Float] struct {
 	layers []*layer[F]
 	params []*tensor[F]
 	ws     *workspace[F]
+	// routerEmbed is the token-embedding router table [V, RouterIn], one for the model
+	// and read by every MoE layer's router (nil for hidden-state routing). It lives in
+	// the embedding unit: the rows a step needs are gathered once with the token
+	// embeddings (workspace.rows, which every layer's moeWS shares), and every layer's
+	// gradient for them collects in workspace.dRows until the embedding's backward
+	// scatters it into the table.
+	routerEmbed *tensor[F]
 	// expertFirst and expertCount are the routed experts this core holds: all of them
 	// unless it is an expert-parallel rank's share (see shard.go).
 	expertFirst, expertCount int
@@ -471,6 +478,20 @@ func newCoreExperts[F Float](m *program.Model, seed int64, first, count int) (*c
 		}
 		c.layers = append(c.layers, l)
 	}
+	if m.MoE != nil && m.MoE.Router == program.RouteTokenEmbedding {
+		// Created after the layers so that no other tensor's initial values move, but in
+		// the embedding unit, whose gather it shares.
+		for _, l := range c.layers {
+			if l.moe == nil {
+				continue
+			}
+			if c.routerEmbed == nil {
+				b.unit = 0
+				c.routerEmbed = b.add("model.router_embed.weight", initNormal, true, d.V, d.RouterIn)
+			}
+			l.moe.routerEmbed = c.routerEmbed
+		}
+	}
 	b.unit = d.L + 1
 	if m.FinalNorm {
 		c.normF = b.add("model.norm.weight", initOnes, true, d.D)
@@ -514,9 +535,6 @@ func (b *builder[F]) moe(prefix string, m *program.Model) *moeParams[F] {
 	mp.gate = b.add(prefix+"gate.weight", initNormal, true, d.E, d.RouterIn)
 	if m.MoE.RouterBias {
 		mp.gateB = b.add(prefix+"gate.bias", initZeros, true, d.E)
-	}
-	if m.MoE.Router == program.RouteTokenEmbedding {
-		mp.routerEmbed = b.add(prefix+"router_embed.weight", initNormal, true, d.V, d.RouterIn)
 	}
 	act := expertActivation(m)
 	h := d.EHidden

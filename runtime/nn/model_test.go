@@ -74,7 +74,7 @@ func TestParamsNamesAndSharing(t *testing.T) {
 	for _, want := range []string{
 		"model.embed_tokens.weight", "model.layers.0.input_layernorm.weight", "model.layers.0.self_attn.q_proj.weight",
 		"model.layers.0.mlp.gate_proj.weight", "model.layers.0.mlp.up_proj.weight", "model.layers.0.mlp.down_proj.weight",
-		"model.layers.1.block_sparse_moe.gate.weight", "model.layers.1.block_sparse_moe.router_embed.weight",
+		"model.layers.1.block_sparse_moe.gate.weight", "model.router_embed.weight",
 		"model.layers.1.block_sparse_moe.experts.3.w1.weight", "model.layers.1.block_sparse_moe.experts.3.w2.weight",
 		"model.layers.1.block_sparse_moe.experts.3.w3.weight", "model.layers.1.block_sparse_moe.shared_experts.0.w1.weight",
 		"model.norm.weight",

@@ -10,7 +10,6 @@ import (
 
 // moeWS holds one MoE layer's routing and expert activations for up to n tokens.
 type moeWS[F Float] struct {
-	rIn     []F     // [n, RouterIn] gathered router embeddings (token-embedding routing)
 	z, s    []F     // [n, E] router logits and scores
 	lse     []F     // [n] log-sum-exp of z (z-loss)
 	idx     []int32 // [n, K] chosen experts, best first
@@ -29,6 +28,10 @@ type moeWS[F Float] struct {
 	ds      []F // [n, E] gradient of the scores
 	dg      []F // [n, K] gradient of the gates
 	dr      []F // [n, RouterIn]
+	// rows and dRows are the tokens' router-table rows and the sum of every layer's
+	// gradient for them (token-embedding routing): shared by the layers of one workspace
+	// or decoder, set by its owner.
+	rows, dRows []F
 
 	balance, zloss float64
 	dropped        int
@@ -43,9 +46,6 @@ func newMoEWS[F Float](d dims, mp *moeParams[F], n int) *moeWS[F] {
 		idx: make([]int32, nk), gate: make([]F, nk), rowOf: make([]int32, nk),
 		dg: make([]F, nk), routed: make([]int, d.E), cursor: make([]int, d.E), fe: make([]float64, d.E), kept: make([]int, d.E), offs: make([]int, d.E+1),
 		xs: make([]F, nk*d.D), out: make([]F, nk*d.D), dr: make([]F, n*d.RouterIn),
-	}
-	if mp.routerEmbed != nil {
-		w.rIn = make([]F, n*d.RouterIn)
 	}
 	if d.Groups > 0 {
 		w.gScore, w.gIdx = make([]F, d.Groups), make([]int32, d.TopKGroups)
@@ -170,10 +170,7 @@ func (c *core[F]) route(mp *moeParams[F], w *moeWS[F], x []F, tok []int32, n int
 	cfg := c.cfg.MoE
 	r := x
 	if mp.routerEmbed != nil {
-		r = w.rIn[:n*d.RouterIn]
-		for t := 0; t < n; t++ {
-			copy(r[t*d.RouterIn:(t+1)*d.RouterIn], mp.routerEmbed.w[int(tok[t])*d.RouterIn:])
-		}
+		r = w.rows[:n*d.RouterIn] // the tokens' rows of the router table, gathered once
 	}
 	z, s := w.z[:n*d.E], w.s[:n*d.E]
 	linear(z, r, n, mp.gate, mp.gateB, false)
@@ -333,12 +330,12 @@ func (c *core[F]) routerBack(mp *moeParams[F], w *moeWS[F], x []F, tok []int32, 
 		linearBack(dx, ds, x, n, mp.gate, mp.gateB, true)
 		return
 	}
-	r := w.rIn[:n*d.RouterIn]
+	r := w.rows[:n*d.RouterIn]
 	dr := w.dr[:n*d.RouterIn]
 	linearBack(dr, ds, r, n, mp.gate, mp.gateB, false)
-	for t := 0; t < n; t++ {
-		axpy(mp.routerEmbed.g[int(tok[t])*d.RouterIn:(int(tok[t])+1)*d.RouterIn], 1, dr[t*d.RouterIn:(t+1)*d.RouterIn])
-	}
+	// Every MoE layer reads the same rows; their gradients meet in dRows, which the
+	// embedding's backward scatters into the table.
+	axpy(w.dRows[:n*d.RouterIn], 1, dr)
 }
 
 // gateGrads writes each kept assignment's gate gradient into dg and turns its out row into

@@ -164,6 +164,10 @@ func (c *core[F]) embedForward(b Batch, o StepOptions) *workspace[F] {
 			axpy(w.x[t*d.D:(t+1)*d.D], 1, c.pos.w[(t%T)*d.D:(t%T+1)*d.D])
 		}
 	}
+	if c.routerEmbed != nil {
+		c.gatherRouterRows(w.rows, w.tok)
+		clear(w.dRows)
+	}
 	rec := shareDice(c.cfg.Attention.ShareWeights, d.L, o.Seed, o.Step, o.Train || o.AttnShare)
 	copy(w.recompute, rec)
 	return w
@@ -518,5 +522,18 @@ func (c *core[F]) embedBackward(w *workspace[F]) {
 		if c.pos != nil {
 			axpy(c.pos.g[(t%T)*d.D:(t%T+1)*d.D], 1, w.dx[t*d.D:(t+1)*d.D])
 		}
+		if c.routerEmbed != nil {
+			r := d.RouterIn
+			axpy(c.routerEmbed.g[int(id)*r:(int(id)+1)*r], 1, w.dRows[t*r:(t+1)*r])
+		}
+	}
+}
+
+// gatherRouterRows copies the router-table row of each token into rows ([len(tok),
+// RouterIn]); every MoE layer's router reads them.
+func (c *core[F]) gatherRouterRows(rows []F, tok []int32) {
+	r := c.d.RouterIn
+	for t, id := range tok {
+		copy(rows[t*r:(t+1)*r], c.routerEmbed.w[int(id)*r:(int(id)+1)*r])
 	}
 }

@@ -60,6 +60,7 @@ type workspace[F Float] struct {
 	B, T             int
 	tok              []int32 // [N] inputs
 	x                []F     // [N, D] residual stream
+	rows, dRows      []F     // [N, RouterIn] the tokens' router-table rows and their gradient (token-embedding routing)
 	layers           []*layerWS[F]
 	xhatF, rstdF, hF []F
 	logits           []F // [N, V]
@@ -85,6 +86,9 @@ func (c *core[F]) workspaceFor(B, T int) *workspace[F] {
 		xhatF: make([]F, n*d.D), rstdF: make([]F, n), hF: make([]F, n*d.D),
 		logits: make([]F, n*d.V), dx: make([]F, n*d.D), dh: make([]F, n*d.D), tmp: make([]F, n*d.D),
 		recompute: make([]bool, d.L), owner: make([]int, d.L)}
+	if c.routerEmbed != nil {
+		w.rows, w.dRows = make([]F, n*d.RouterIn), make([]F, n*d.RouterIn)
+	}
 	w.grads = attnGrads[F]{do: make([]F, n*d.qDim), dq: make([]F, n*d.qDim), dk: make([]F, n*d.kvDim), dv: make([]F, n*d.kvDim)}
 	if c.cfg.Attention.QKNorm {
 		w.grads.dqPre, w.grads.dkPre = make([]F, n*d.qDim), make([]F, n*d.kvDim)
@@ -125,6 +129,7 @@ func (c *core[F]) workspaceFor(B, T int) *workspace[F] {
 		}
 		if l.moe != nil {
 			lw.moe = newMoEWS(d, l.moe, n)
+			lw.moe.rows, lw.moe.dRows = w.rows, w.dRows
 		}
 		if l.dense != nil {
 			lw.ffn = newFFNWS(l.dense, n)

@@ -86,7 +86,7 @@ def moe_layer(cfg, p, pre, h2, inp, N, D, dtype):
     m = pre + "block_sparse_moe."
     E, K = cfg["E"], cfg["K"]
     xs = h2.reshape(N, D)
-    r = p(m + "router_embed.weight")[inp.reshape(N)] if cfg["router"] == "token_embedding" else xs
+    r = p("model.router_embed.weight")[inp.reshape(N)] if cfg["router"] == "token_embedding" else xs
     z = r @ p(m + "gate.weight").T
     if cfg["router_bias"]:
         z = z + p(m + "gate.bias")
