@@ -169,6 +169,9 @@ func LocalWith(prog *program.Program, train *program.Train, stage *program.Stage
 	if train.Memory.Kind == "unified_cache" {
 		p.Notes = append(p.Notes, "on CPU ranks host and device memory are one: the unified cache runs as ZeRO-3")
 	}
+	if r := train.Memory.Recompute; r != "" && r != "none" && recomputeWritten(prog, train) {
+		p.Notes = append(p.Notes, fmt.Sprintf("recompute = %s is not run on CPU ranks: the runtime keeps every activation, and the plan counts them kept", r))
+	}
 	if offload {
 		p.Notes = append(p.Notes, "offload keeps the optimizer states and fp32 copies of each rank's weight and gradient shards in the host tier of the same memory")
 	}

@@ -31,6 +31,17 @@ func ForStage(prog *program.Program, train *program.Train, stage *program.Stage,
 			ds.Errorf(CodeInternal, rangeOf(train.Decl), "internal error planning %s stage %s: %v", train.Name, stage.Name, r)
 		}
 	}()
+	if c := prog.Clusters[train.Cluster]; c != nil && c.Device.Name == "cpu" && c.HostMemory > 0 && train.Precision == program.FP32 &&
+		opt.GPUs == 0 && opt.Nodes == 0 && opt.Memory == "" && opt.Objective == "" {
+		// A CPU cluster's fp32 stage is what `moec run` executes: plan exactly that
+		// layout (the runtime's micro-batch, no recompute, the cluster's ranks) rather than
+		// searching what a GPU cluster could do, so the report describes the run. What-if
+		// options (--gpus, --memory, ...) still search.
+		if p, ds = LocalWith(prog, train, stage, max(c.Ranks, 1), LocalOptions{}); p != nil {
+			p.Kind = "train"
+		}
+		return p, ds
+	}
 	s, ds := setupTrain(prog, train, stage, opt)
 	if ds.HasErrors() {
 		return nil, ds
