@@ -99,9 +99,11 @@ func Eval(ctx context.Context, opt EvalOptions) (*EvalResult, error) {
 	var glob, valGlob, base string
 	seqLen := int(m.Model.SeqLen)
 	if opt.Program != nil {
-		t, err := opt.Program.LookupTrain(m.Train)
-		if err != nil {
-			return nil, err
+		t, ok := opt.Program.Trains[m.Train]
+		if !ok {
+			// The checkpoint names its train block; there is no flag to choose another.
+			return nil, diag.Runtimef(diag.ErrCheckpointMismatch, "the checkpoint was trained by train block %q, which the given .moe file does not have (it has: %s); pass the file the run used, or leave the .moe file out to use the run's own",
+				m.Train, strings.Join(opt.Program.TrainOrder, ", "))
 		}
 		glob, valGlob, base = t.Data, t.ValData, opt.BaseDir
 		if t.SeqLen > 0 {

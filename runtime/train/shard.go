@@ -26,7 +26,11 @@ type Layout struct {
 }
 
 func (l Layout) String() string {
-	s := fmt.Sprintf("%d ranks, ep %d, zero %d", l.Ranks, max(l.EP, 1), l.ZeRO)
+	ranks := fmt.Sprintf("%d ranks", l.Ranks)
+	if l.Ranks == 1 {
+		ranks = "1 rank"
+	}
+	s := fmt.Sprintf("%s, ep %d, zero %d", ranks, max(l.EP, 1), l.ZeRO)
 	if l.Cache != nil {
 		s += fmt.Sprintf(", unified cache of %s in %s pages (%s)", human.Bytes(l.Cache.Budget), human.Bytes(l.Cache.Page), l.Cache.Eviction)
 	} else if l.Offload {
