@@ -303,17 +303,8 @@ func hfConfig(m *program.Model, l Layout) map[string]any {
 			cfg["sliding_window"] = a.Window
 		}
 	case LayoutQwen3MoE:
-		e := m.MoE
 		cfg["attention_bias"] = a.BiasQKV
-		cfg["num_experts"] = e.Experts
-		cfg["num_experts_per_tok"] = e.TopK
-		cfg["moe_intermediate_size"] = e.ExpertHidden
-		cfg["decoder_sparse_step"] = max(e.Every, 1)
-		cfg["mlp_only_layers"] = []int{}
-		cfg["norm_topk_prob"] = e.Normalize
-		cfg["router_aux_loss_coef"] = e.BalanceLoss
-		cfg["use_sliding_window"] = false
-		cfg["sliding_window"] = nil
+		qwenMoEConfig(cfg, m.MoE)
 	case LayoutOlmoe:
 		// OlmoeConfig: every layer is sparse, intermediate_size is each expert's width and
 		// q_norm/k_norm span hidden_size and kv_heads·head_dim (no field says so).
@@ -334,18 +325,24 @@ func hfConfig(m *program.Model, l Layout) map[string]any {
 		if sh == 0 {
 			sh = e.ExpertHidden
 		}
-		cfg["num_experts"] = e.Experts
-		cfg["num_experts_per_tok"] = e.TopK
-		cfg["moe_intermediate_size"] = e.ExpertHidden
+		qwenMoEConfig(cfg, e)
 		cfg["shared_expert_intermediate_size"] = sh
-		cfg["decoder_sparse_step"] = max(e.Every, 1)
-		cfg["mlp_only_layers"] = []int{}
-		cfg["norm_topk_prob"] = e.Normalize
-		cfg["router_aux_loss_coef"] = e.BalanceLoss
-		cfg["use_sliding_window"] = false
-		cfg["sliding_window"] = nil
 	}
 	return cfg
+}
+
+// qwenMoEConfig sets the MoE fields Qwen2MoeConfig and Qwen3MoeConfig share: experts
+// under mlp. every decoder_sparse_step layers, an optional top-k renormalisation.
+func qwenMoEConfig(cfg map[string]any, e *program.MoE) {
+	cfg["num_experts"] = e.Experts
+	cfg["num_experts_per_tok"] = e.TopK
+	cfg["moe_intermediate_size"] = e.ExpertHidden
+	cfg["decoder_sparse_step"] = max(e.Every, 1)
+	cfg["mlp_only_layers"] = []int{}
+	cfg["norm_topk_prob"] = e.Normalize
+	cfg["router_aux_loss_coef"] = e.BalanceLoss
+	cfg["use_sliding_window"] = false
+	cfg["sliding_window"] = nil
 }
 
 // exportNotes says where the transformers class computes differently from how moec

@@ -147,13 +147,7 @@ func TestImportRefusesWhatItCannotExpress(t *testing.T) {
 }
 
 func TestImportErrors(t *testing.T) {
-	mixtral := string(readConfig(t, "mixtral-8x7b.json"))
-	edit := func(old, new string) []byte {
-		if !strings.Contains(mixtral, old) {
-			t.Fatalf("fixture lacks %q", old)
-		}
-		return []byte(strings.Replace(mixtral, old, new, 1))
-	}
+	edit := mixtralEdit(t)
 	for _, tc := range []struct {
 		name   string
 		config []byte
@@ -200,13 +194,7 @@ func TestImportErrors(t *testing.T) {
 // Refusals name the file the user gave, say each problem once, and a --drop that names
 // nothing droppable is an error listing what can be dropped.
 func TestImportMessages(t *testing.T) {
-	mixtral := string(readConfig(t, "mixtral-8x7b.json"))
-	edit := func(old, new string) []byte {
-		if !strings.Contains(mixtral, old) {
-			t.Fatalf("fixture lacks %q", old)
-		}
-		return []byte(strings.Replace(mixtral, old, new, 1))
-	}
+	edit := mixtralEdit(t)
 	for _, tc := range []struct {
 		name   string
 		config []byte
@@ -217,8 +205,8 @@ func TestImportMessages(t *testing.T) {
 		{"array", []byte(`[1, 2]`), nil, []string{"imp/bad.json is not a JSON object", "a JSON array"}, 0},
 		{"empty model_type", edit(`"model_type": "mixtral"`, `"model_type": ""`), nil, []string{"imp/bad.json has no model_type"}, 0},
 		{"negative", edit(`"hidden_size": 4096`, `"hidden_size": -5`), nil, []string{"imp/bad.json:", "hidden_size: want a positive integer, have -5"}, 1},
-		{"drop absent", []byte(mixtral), []string{"bogus_field"}, []string{"bogus_field: --drop names a field imp/bad.json does not have", "no field to drop"}, 1},
-		{"drop imported", []byte(mixtral), []string{"hidden_size"}, []string{"hidden_size: --drop names a field moec imports as it is"}, 1},
+		{"drop absent", readConfig(t, "mixtral-8x7b.json"), []string{"bogus_field"}, []string{"bogus_field: --drop names a field imp/bad.json does not have", "no field to drop"}, 1},
+		{"drop imported", readConfig(t, "mixtral-8x7b.json"), []string{"hidden_size"}, []string{"hidden_size: --drop names a field moec imports as it is"}, 1},
 		{"drop lists", edit(`"attention_dropout": 0.0`, `"attention_dropout": 0.1`), []string{"attention_dropout", "bogus"}, []string{"this config can drop attention_dropout"}, 1},
 	} {
 		_, err := ImportConfig(tc.config, Options{Source: "imp/bad.json", Drop: tc.drop})
@@ -311,4 +299,16 @@ func FuzzImportConfig(f *testing.F) {
 			t.Fatalf("no error and no result")
 		}
 	})
+}
+
+// mixtralEdit returns the Mixtral fixture with one substring replaced, failing the test
+// when the fixture lacks it.
+func mixtralEdit(t *testing.T) func(old, new string) []byte {
+	mixtral := string(readConfig(t, "mixtral-8x7b.json"))
+	return func(old, new string) []byte {
+		if !strings.Contains(mixtral, old) {
+			t.Fatalf("fixture lacks %q", old)
+		}
+		return []byte(strings.Replace(mixtral, old, new, 1))
+	}
 }
