@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/moec-dev/moec/runtime/dist/mpi"
 	"io"
 	"os"
 	"os/signal"
@@ -53,9 +54,14 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 					return err
 				}
 				if rec := spec.Layout; rec != nil && rec.LLVM != "" && !cmd.Flags().Changed("llvm") {
-					// The run started with these kernels; `--llvm ""` returns to Go's.
-					llvmLib = rec.LLVM
-					fmt.Fprintf(stderr, "moec: running the LLVM kernels %s recorded in %s (--llvm \"\" for the Go kernels)\n", llvmLib, filepath.Join(opt.Resume, train.SpecFile))
+					if layoutFlagsChanged(cmd) || mpi.InRun() {
+						// A new layout runs sharded ranks, which run the Go kernels only.
+						fmt.Fprintf(stderr, "moec: the LLVM kernels %s recorded in %s are not used under the new layout; its ranks run the Go kernels\n", rec.LLVM, filepath.Join(opt.Resume, train.SpecFile))
+					} else {
+						// The run started with these kernels; `--llvm ""` returns to Go's.
+						llvmLib = rec.LLVM
+						fmt.Fprintf(stderr, "moec: running the LLVM kernels %s recorded in %s (--llvm \"\" for the Go kernels)\n", llvmLib, filepath.Join(opt.Resume, train.SpecFile))
+					}
 				}
 			}
 			if llvmLib != "" {
