@@ -66,7 +66,7 @@ type routeOptions struct {
 // their tokens only and adds the weighted combination, plus shared experts, to y.
 func (c *core[F]) moeForward(mp *moeParams[F], w *moeWS[F], x []F, tok []int32, y []F, n int, ro routeOptions) {
 	d := c.d
-	c.route(mp, w, x, tok, n)
+	c.route(mp, w, x, n)
 	w.zloss /= float64(n)
 	// Capacity: first choices of all tokens are placed before second choices, in token
 	// order, so a token loses its less preferred experts first (GShard's priority).
@@ -165,7 +165,7 @@ func (c *core[F]) combine(w *moeWS[F], y []F, n int) {
 // route scores n tokens and chooses their experts: router logits z, scores s, the chosen
 // experts idx and their gates, the per-expert assignment counts routed, and the sum of
 // squared log-sum-exps in zloss (the caller divides by the tokens it averages over).
-func (c *core[F]) route(mp *moeParams[F], w *moeWS[F], x []F, tok []int32, n int) {
+func (c *core[F]) route(mp *moeParams[F], w *moeWS[F], x []F, n int) {
 	d := c.d
 	cfg := c.cfg.MoE
 	r := x
@@ -275,13 +275,13 @@ func (c *core[F]) moeBackward(mp *moeParams[F], w *moeWS[F], x []F, tok []int32,
 	for e := range w.fe {
 		w.fe[e] = balanceCoef * float64(d.E) * float64(w.routed[e]) / float64(n*d.K) / float64(n)
 	}
-	c.routerBack(mp, w, x, tok, dx, n, zCoef)
+	c.routerBack(mp, w, x, dx, n, zCoef)
 }
 
 // routerBack back-propagates the gates' gradients (dg), the balance loss's (w.fe, per
 // expert) and the z-loss's through the scores and the router into dx, or into the router
-// embedding for token-embedding routing.
-func (c *core[F]) routerBack(mp *moeParams[F], w *moeWS[F], x []F, tok []int32, dx []F, n int, zCoef float64) {
+// rows' gradient (w.dRows) for token-embedding routing.
+func (c *core[F]) routerBack(mp *moeParams[F], w *moeWS[F], x []F, dx []F, n int, zCoef float64) {
 	d := c.d
 	cfg := c.cfg.MoE
 	// Scores get the gates' gradient and the balance loss's; logits get the

@@ -153,7 +153,7 @@ func (c *core[F]) moeForwardSharded(li int, mp *moeParams[F], w *moeWS[F], x []F
 	d := c.d
 	sh := c.shard
 	L := sh.layer(li, d)
-	c.route(mp, w, x, tok, n)
+	c.route(mp, w, x, n)
 	// One all-gather carries what the whole batch's capacity and balance loss need.
 	K, E := d.K, d.E
 	local := L.stats
@@ -329,6 +329,6 @@ func (c *core[F]) moeBackwardSharded(li int, mp *moeParams[F], w *moeWS[F], x []
 	for e := range w.fe {
 		w.fe[e] = balanceCoef * float64(d.E) * L.routedG[e] / float64(L.ng*d.K) * R / float64(L.ng)
 	}
-	c.routerBack(mp, w, x, tok, dx, n, zCoef)
+	c.routerBack(mp, w, x, dx, n, zCoef)
 	return nil
 }
