@@ -67,7 +67,7 @@ func ShapeOf(m *program.Model) (Shape, error) {
 		sh.HeadDim = m.DModel / sh.Heads
 	}
 	if sh.NormEps <= 0 {
-		sh.NormEps = 1e-6
+		sh.NormEps = program.DefaultNormEps
 	}
 	return sh, sh.Validate()
 }

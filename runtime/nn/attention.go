@@ -42,9 +42,9 @@ func (c *core[F]) attnScores(l *layer[F], w *attnWS[F], B, T, b0, b1 int) {
 			raw = w.sRaw[base : base+d.H*tt]
 		}
 		for h := 0; h < d.H; h++ {
-			g := h / d.headsPerKV
-			blas.Gemm(false, true, T, T, d.Dh, scale, w.q[b*T*d.qDim+h*d.Dh:], d.qDim,
-				w.k[b*T*d.kvDim+g*d.Dh:], d.kvDim, 0, raw[h*tt:], T)
+			g := h / d.HeadsPerKV
+			blas.Gemm(false, true, T, T, d.Dh, scale, w.q[b*T*d.QDim+h*d.Dh:], d.QDim,
+				w.k[b*T*d.KVDim+g*d.Dh:], d.KVDim, 0, raw[h*tt:], T)
 		}
 		p := w.p[base : base+d.H*tt]
 		if l.attn.thPre != nil {
@@ -70,9 +70,9 @@ func (c *core[F]) attnApply(a []F, w *attnWS[F], T, b0, b1 int) {
 	tt := T * T
 	for b := b0; b < b1; b++ {
 		for h := 0; h < d.H; h++ {
-			g := h / d.headsPerKV
-			blas.Gemm(false, false, T, d.Dh, T, 1, a[(b*d.H+h)*tt:], T, w.v[b*T*d.kvDim+g*d.Dh:], d.kvDim,
-				0, w.o[b*T*d.qDim+h*d.Dh:], d.qDim)
+			g := h / d.HeadsPerKV
+			blas.Gemm(false, false, T, d.Dh, T, 1, a[(b*d.H+h)*tt:], T, w.v[b*T*d.KVDim+g*d.Dh:], d.KVDim,
+				0, w.o[b*T*d.QDim+h*d.Dh:], d.QDim)
 		}
 	}
 }
@@ -94,15 +94,15 @@ func (c *core[F]) attnBackward(l *layer[F], w *attnWS[F], g *attnGrads[F], a []F
 	n := d.H * tt
 	scale := F(1 / math.Sqrt(float64(d.Dh)))
 	for b := b0; b < b1; b++ {
-		clear(g.dv[b*T*d.kvDim : (b+1)*T*d.kvDim])
+		clear(g.dv[b*T*d.KVDim : (b+1)*T*d.KVDim])
 		dA := scratch1[:n]
 		ab := a[b*n : (b+1)*n]
 		for h := 0; h < d.H; h++ {
-			kv := h / d.headsPerKV
-			doh := g.do[b*T*d.qDim+h*d.Dh:]
-			vg := w.v[b*T*d.kvDim+kv*d.Dh:]
-			blas.Gemm(false, true, T, T, d.Dh, 1, doh, d.qDim, vg, d.kvDim, 0, dA[h*tt:], T)
-			blas.Gemm(true, false, T, d.Dh, T, 1, ab[h*tt:], T, doh, d.qDim, 1, g.dv[b*T*d.kvDim+kv*d.Dh:], d.kvDim)
+			kv := h / d.HeadsPerKV
+			doh := g.do[b*T*d.QDim+h*d.Dh:]
+			vg := w.v[b*T*d.KVDim+kv*d.Dh:]
+			blas.Gemm(false, true, T, T, d.Dh, 1, doh, d.QDim, vg, d.KVDim, 0, dA[h*tt:], T)
+			blas.Gemm(true, false, T, d.Dh, T, 1, ab[h*tt:], T, doh, d.QDim, 1, g.dv[b*T*d.KVDim+kv*d.Dh:], d.KVDim)
 		}
 		if reused {
 			axpy(ownerAcc[b*n:(b+1)*n], 1, dA)
@@ -149,13 +149,13 @@ func (c *core[F]) attnBackward(l *layer[F], w *attnWS[F], g *attnGrads[F], a []F
 			blas.Gemm(false, true, d.H, d.H, tt, 1, dP, tt, raw, tt, 1, thG[:d.H*d.H], d.H)
 			blas.Gemm(true, false, d.H, tt, d.H, 1, l.attn.thPre.w, d.H, dP, tt, 0, dS, tt)
 		}
-		clear(g.dk[b*T*d.kvDim : (b+1)*T*d.kvDim])
+		clear(g.dk[b*T*d.KVDim : (b+1)*T*d.KVDim])
 		for h := 0; h < d.H; h++ {
-			kv := h / d.headsPerKV
-			blas.Gemm(false, false, T, d.Dh, T, scale, dS[h*tt:], T, w.k[b*T*d.kvDim+kv*d.Dh:], d.kvDim,
-				0, g.dq[b*T*d.qDim+h*d.Dh:], d.qDim)
-			blas.Gemm(true, false, T, d.Dh, T, scale, dS[h*tt:], T, w.q[b*T*d.qDim+h*d.Dh:], d.qDim,
-				1, g.dk[b*T*d.kvDim+kv*d.Dh:], d.kvDim)
+			kv := h / d.HeadsPerKV
+			blas.Gemm(false, false, T, d.Dh, T, scale, dS[h*tt:], T, w.k[b*T*d.KVDim+kv*d.Dh:], d.KVDim,
+				0, g.dq[b*T*d.QDim+h*d.Dh:], d.QDim)
+			blas.Gemm(true, false, T, d.Dh, T, scale, dS[h*tt:], T, w.q[b*T*d.QDim+h*d.Dh:], d.QDim,
+				1, g.dk[b*T*d.KVDim+kv*d.Dh:], d.KVDim)
 		}
 	}
 }
@@ -164,7 +164,7 @@ func (c *core[F]) attnBackward(l *layer[F], w *attnWS[F], g *attnGrads[F], a []F
 // heads (qk_norm = true, Qwen3), or the whole projections (qk_norm = full, OLMoE).
 func qkNormWidths(m *program.Model, d dims) (q, k int) {
 	if m.Attention.QKNormFull {
-		return d.qDim, d.kvDim
+		return d.QDim, d.KVDim
 	}
 	return d.Dh, d.Dh
 }

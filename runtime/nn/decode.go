@@ -40,18 +40,18 @@ func (m *Model) NewDecoder(batch, maxLen int) *Decoder {
 	batch, maxLen = max(batch, 1), max(maxLen, 1)
 	dec := &Decoder{c: c, batch: batch, maxLen: maxLen, tok: make([]int32, batch),
 		x: make([]float32, batch*d.D), h: make([]float32, batch*d.D), tmp: make([]float32, batch*d.D), xhat: make([]float32, batch*d.D),
-		rstd: make([]float32, batch), q: make([]float32, batch*d.qDim), k: make([]float32, batch*d.kvDim),
-		v: make([]float32, batch*d.kvDim), o: make([]float32, batch*d.qDim), logits: make([]float32, batch*d.V)}
+		rstd: make([]float32, batch), q: make([]float32, batch*d.QDim), k: make([]float32, batch*d.KVDim),
+		v: make([]float32, batch*d.KVDim), o: make([]float32, batch*d.QDim), logits: make([]float32, batch*d.V)}
 	if c.routerEmbed != nil {
 		dec.rows = make([]float32, batch*d.RouterIn)
 	}
 	if c.cfg.Attention.QKNorm {
-		dec.qkHat, dec.qkRstd = make([]float32, batch*d.qDim), make([]float32, batch*d.H)
+		dec.qkHat, dec.qkRstd = make([]float32, batch*d.QDim), make([]float32, batch*d.H)
 	}
 	for li, l := range c.layers {
 		if l.kvOwner == li {
-			dec.kc = append(dec.kc, make([]float32, batch*maxLen*d.kvDim))
-			dec.vc = append(dec.vc, make([]float32, batch*maxLen*d.kvDim))
+			dec.kc = append(dec.kc, make([]float32, batch*maxLen*d.KVDim))
+			dec.vc = append(dec.vc, make([]float32, batch*maxLen*d.KVDim))
 		} else { // cross-layer attention: one cache per group
 			dec.kc, dec.vc = append(dec.kc, dec.kc[l.kvOwner]), append(dec.vc, dec.vc[l.kvOwner])
 		}
@@ -153,10 +153,7 @@ func (dec *Decoder) step(tokens []int32, positions []int) ([]float32, error) {
 	}
 	ln := c.cfg.Norm == program.LayerNorm
 	sandwich := isSandwich(c.cfg)
-	eps := c.cfg.NormEps
-	if eps == 0 {
-		eps = 1e-6
-	}
+	eps := c.d.NormEps
 	for li, l := range c.layers {
 		sublayerIn(dec.h, dec.xhat, dec.rstd, dec.x, n, d.D, l.norm1, l.norm1b, ln, eps)
 		owns := l.kvOwner == li
@@ -175,15 +172,15 @@ func (dec *Decoder) step(tokens []int32, positions []int) ([]float32, error) {
 		for i := 0; i < n; i++ {
 			pos := positions[i]
 			if dec.rope != nil {
-				dec.rope.rotate(dec.q[i*d.qDim:(i+1)*d.qDim], d.H, pos, false)
+				dec.rope.rotate(dec.q[i*d.QDim:(i+1)*d.QDim], d.H, pos, false)
 			}
 			if owns {
 				if dec.rope != nil {
-					dec.rope.rotate(dec.k[i*d.kvDim:(i+1)*d.kvDim], d.KV, pos, false)
+					dec.rope.rotate(dec.k[i*d.KVDim:(i+1)*d.KVDim], d.KV, pos, false)
 				}
-				at := (i*dec.maxLen + pos) * d.kvDim
-				copy(kc[at:at+d.kvDim], dec.k[i*d.kvDim:(i+1)*d.kvDim])
-				copy(vc[at:at+d.kvDim], dec.v[i*d.kvDim:(i+1)*d.kvDim])
+				at := (i*dec.maxLen + pos) * d.KVDim
+				copy(kc[at:at+d.KVDim], dec.k[i*d.KVDim:(i+1)*d.KVDim])
+				copy(vc[at:at+d.KVDim], dec.v[i*d.KVDim:(i+1)*d.KVDim])
 			}
 		}
 		parallel(n, func(_, lo, hi int) {
@@ -225,14 +222,14 @@ func (dec *Decoder) attend(l *layer[float32], li, i, pos int) {
 	sc := dec.scores[i][:d.H*span]
 	mix := dec.scores[i][d.H*dec.maxLen : d.H*dec.maxLen+d.H*span]
 	scale := float32(1 / math.Sqrt(float64(d.Dh)))
-	kc, vc := dec.kc[li][i*dec.maxLen*d.kvDim:], dec.vc[li][i*dec.maxLen*d.kvDim:]
+	kc, vc := dec.kc[li][i*dec.maxLen*d.KVDim:], dec.vc[li][i*dec.maxLen*d.KVDim:]
 	for h := 0; h < d.H; h++ {
-		g := h / d.headsPerKV
+		g := h / d.HeadsPerKV
 		// One product per head, q·Kᵀ over the cached keys: a single row against the keys'
 		// strided rows, which blas streams (its kernel for few rows) instead of looping
 		// over dot products.
-		blas.Gemm(false, true, 1, span, d.Dh, scale, dec.q[i*d.qDim+h*d.Dh:], d.Dh,
-			kc[lo*d.kvDim+g*d.Dh:], d.kvDim, 0, sc[h*span:], span)
+		blas.Gemm(false, true, 1, span, d.Dh, scale, dec.q[i*d.QDim+h*d.Dh:], d.Dh,
+			kc[lo*d.KVDim+g*d.Dh:], d.KVDim, 0, sc[h*span:], span)
 	}
 	probs := sc
 	if l.attn.thPre != nil {
@@ -250,19 +247,19 @@ func (dec *Decoder) attend(l *layer[float32], li, i, pos int) {
 		mixHeads(sc, probs, l.attn.thPost.w, d.H, span)
 		probs = sc
 	}
-	o := dec.o[i*d.qDim : (i+1)*d.qDim]
+	o := dec.o[i*d.QDim : (i+1)*d.QDim]
 	for h := 0; h < d.H; h++ {
-		g := h / d.headsPerKV
+		g := h / d.HeadsPerKV
 		oh := o[h*d.Dh : (h+1)*d.Dh]
 		ph := probs[h*span : (h+1)*span]
 		// The weighted sum of the values, Σ_j p_j·v_j, with the head's output held in
 		// registers across all keys (vec), or key by key in Go.
-		if vec.WeightedRows(oh, ph, vc[lo*d.kvDim+g*d.Dh:], d.Dh, d.kvDim) {
+		if vec.WeightedRows(oh, ph, vc[lo*d.KVDim+g*d.Dh:], d.Dh, d.KVDim) {
 			continue
 		}
 		clear(oh)
 		for j := lo; j < hi; j++ {
-			axpy(oh, ph[j-lo], vc[j*d.kvDim+g*d.Dh:j*d.kvDim+(g+1)*d.Dh])
+			axpy(oh, ph[j-lo], vc[j*d.KVDim+g*d.Dh:j*d.KVDim+(g+1)*d.Dh])
 		}
 	}
 }

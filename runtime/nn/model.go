@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/moec-dev/moec/compiler/params"
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/runtime/blas"
 	"github.com/moec-dev/moec/runtime/rng"
@@ -16,6 +17,7 @@ type Float = blas.Float
 // Param is one trainable tensor: row-major weights and their accumulated gradient.
 // Projection shapes are [out, in] as in Hugging Face checkpoints.
 type Param struct {
+	ID    params.ID // the structured identity (compiler/params); code reads it, not Name
 	Name  string
 	Shape []int
 	W, G  []float32
@@ -40,24 +42,8 @@ type tensor[F Float] struct {
 	unit   int // the Unit the tensor belongs to (units.go)
 }
 
-// dims are the sizes every kernel needs, resolved once from program.Model.
-type dims struct {
-	V, D, L     int // padded vocabulary, model width, layers
-	H, KV, Dh   int // query heads, key/value heads, head width
-	MaxPos      int // learned position rows (0 when positions are not learned)
-	Window      int // sliding window (0 = full causal)
-	E, K        int // routed experts and experts per token (0 for dense models)
-	Hidden      int // dense FFN width
-	EHidden     int // routed expert width
-	SHidden     int // shared expert width
-	Shared      int // shared experts per MoE layer
-	Groups      int // expert groups for node-limited routing (0 = none)
-	ShareKV     int // layers per cross-layer attention group (1 = none)
-	TopKGroups  int // groups a token may use
-	RouterIn    int // width of what the router reads
-	headsPerKV  int
-	qDim, kvDim int // H*Dh and KV*Dh
-}
+// dims are the sizes every kernel needs, resolved once by program.Model.Dims.
+type dims = program.Dims
 
 // ffnParams is one feed-forward network: a dense FFN, a routed expert or a shared expert.
 // first is the matrix whose output goes through the activation (gate_proj/w1 when gated,
@@ -149,9 +135,21 @@ func New(m *program.Model, seed int64) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
+	layout, err := params.Walk(m)
+	if err != nil {
+		return nil, fmt.Errorf("nn: %w", err)
+	}
+	ids := make(map[string]params.ID, len(layout))
+	for _, p := range layout {
+		ids[p.Name] = p.ID
+	}
 	out := &Model{c: c}
 	for _, t := range c.params {
-		out.params = append(out.params, &Param{Name: t.name, Shape: t.shape, W: t.w, G: t.g, Expert: t.expert})
+		id, ok := ids[t.name]
+		if !ok {
+			return nil, fmt.Errorf("nn: internal error: parameter %s is not in the model's parameter walk", t.name)
+		}
+		out.params = append(out.params, &Param{ID: id, Name: t.name, Shape: t.shape, W: t.w, G: t.g, Expert: t.expert})
 	}
 	return out, nil
 }
@@ -204,98 +202,11 @@ func checkSupported(m *program.Model) error {
 }
 
 func resolveDims(m *program.Model) (dims, error) {
-	a := m.Attention
-	d := dims{V: int(m.PaddedVocab()), D: int(m.DModel), L: m.Layers, H: a.Heads, KV: a.KVHeads,
-		Dh: int(a.HeadDim), Window: int(a.Window), Hidden: int(m.FFN.Hidden)}
-	if d.KV == 0 {
-		d.KV = d.H
-	}
-	if d.Dh == 0 && d.H > 0 {
-		d.Dh = d.D / d.H
-	}
-	var errs []error
-	if d.V <= 0 || d.D <= 0 || d.L <= 0 || d.H <= 0 || d.Dh <= 0 {
-		errs = append(errs, fmt.Errorf("vocab %d, d_model %d, layers %d, heads %d and head_dim %d must all be positive", d.V, d.D, d.L, d.H, d.Dh))
-	}
-	if d.KV <= 0 || d.H%max(d.KV, 1) != 0 {
-		errs = append(errs, fmt.Errorf("kv_heads %d must divide heads %d", d.KV, d.H))
-	}
-	if m.Position == program.Rotary && d.Dh%2 != 0 {
-		errs = append(errs, fmt.Errorf("rotary positions need an even head_dim, got %d", d.Dh))
-	}
-	if m.Position == program.Learned {
-		d.MaxPos = int(m.MaxPosition)
-		if d.MaxPos <= 0 {
-			d.MaxPos = int(m.SeqLen)
-		}
-		if d.MaxPos <= 0 {
-			errs = append(errs, errors.New("learned positions need max_position or seq_len"))
-		}
-	}
-	if !knownActivation(m.FFN.Activation) {
-		errs = append(errs, fmt.Errorf("unknown FFN activation %q", m.FFN.Activation))
-	}
-	if m.Norm != program.RMSNorm && m.Norm != program.LayerNorm {
-		errs = append(errs, fmt.Errorf("unknown norm %q", m.Norm))
-	}
-	if moe := m.MoE; moe != nil && moe.Experts > 0 {
-		d.E, d.K, d.Shared = moe.Experts, moe.TopK, moe.SharedExperts
-		d.EHidden = int(moe.ExpertHidden)
-		if d.EHidden == 0 {
-			d.EHidden = d.Hidden
-		}
-		d.SHidden = int(moe.SharedHidden)
-		if d.SHidden == 0 {
-			d.SHidden = d.EHidden
-		}
-		d.RouterIn = d.D
-		if moe.Router == program.RouteTokenEmbedding && moe.RouterDim > 0 {
-			d.RouterIn = int(moe.RouterDim)
-		}
-		if d.K <= 0 || d.K > d.E {
-			errs = append(errs, fmt.Errorf("top_k %d must be in [1, experts %d]", d.K, d.E))
-		}
-		if moe.Groups > 0 {
-			d.Groups, d.TopKGroups = moe.Groups, moe.TopKGroups
-			if d.E%d.Groups != 0 || d.TopKGroups <= 0 || d.TopKGroups > d.Groups || d.K > d.TopKGroups*(d.E/d.Groups) {
-				errs = append(errs, fmt.Errorf("groups %d must divide experts %d, and top_k_groups %d must be in [1, groups] with room for top_k %d",
-					d.Groups, d.E, d.TopKGroups, d.K))
-			}
-		}
-		if d.EHidden <= 0 {
-			errs = append(errs, fmt.Errorf("expert_hidden must be positive, got %d", d.EHidden))
-		}
-		if !knownActivation(expertActivation(m)) {
-			errs = append(errs, fmt.Errorf("unknown expert activation %q", expertActivation(m)))
-		}
-		if moe.Score != program.Softmax && moe.Score != program.Sigmoid {
-			errs = append(errs, fmt.Errorf("unknown router score %q", moe.Score))
-		}
-		if moe.Router != program.RouteHidden && moe.Router != program.RouteTokenEmbedding && moe.Router != "" {
-			errs = append(errs, fmt.Errorf("unknown router input %q", moe.Router))
-		}
-	}
-	for i := 0; i < d.L; i++ {
-		if !m.IsMoELayer(i) && d.Hidden <= 0 {
-			errs = append(errs, fmt.Errorf("dense layer %d needs ffn.hidden > 0", i))
-			break
-		}
-	}
-	d.ShareKV = max(a.ShareKV, 1)
-	d.headsPerKV = d.H / max(d.KV, 1)
-	d.qDim, d.kvDim = d.H*d.Dh, d.KV*d.Dh
-	if err := errors.Join(errs...); err != nil {
-		return d, fmt.Errorf("nn: model %s: %w", m.Name, err)
+	d, err := m.Dims()
+	if err != nil {
+		return d, fmt.Errorf("nn: %w", err)
 	}
 	return d, nil
-}
-
-func knownActivation(a program.Activation) bool {
-	switch a {
-	case program.ReLU, program.GELU, program.SiLU, program.SwiGLU, program.GeGLU:
-		return true
-	}
-	return false
 }
 
 func expertActivation(m *program.Model) program.Activation {
@@ -419,24 +330,24 @@ func newCoreExperts[F Float](m *program.Model, seed int64, first, count int) (*c
 			l.norm1, l.norm1b = b.norm(p+"input_layernorm", ln)
 		}
 		a := &l.attn
-		a.q = b.add(p+"self_attn.q_proj.weight", initNormal, true, d.qDim, d.D)
+		a.q = b.add(p+"self_attn.q_proj.weight", initNormal, true, d.QDim, d.D)
 		if m.Attention.BiasQKV {
-			a.qb = b.add(p+"self_attn.q_proj.bias", initZeros, true, d.qDim)
+			a.qb = b.add(p+"self_attn.q_proj.bias", initZeros, true, d.QDim)
 		}
 		// Cross-layer attention: only the first layer of each group of share_kv layers
 		// projects keys and values; the others attend to that layer's.
 		l.kvOwner = i - i%d.ShareKV
 		if l.kvOwner == i {
-			a.k = b.add(p+"self_attn.k_proj.weight", initNormal, true, d.kvDim, d.D)
+			a.k = b.add(p+"self_attn.k_proj.weight", initNormal, true, d.KVDim, d.D)
 			if m.Attention.BiasQKV {
-				a.kb = b.add(p+"self_attn.k_proj.bias", initZeros, true, d.kvDim)
+				a.kb = b.add(p+"self_attn.k_proj.bias", initZeros, true, d.KVDim)
 			}
-			a.v = b.add(p+"self_attn.v_proj.weight", initNormal, true, d.kvDim, d.D)
+			a.v = b.add(p+"self_attn.v_proj.weight", initNormal, true, d.KVDim, d.D)
 			if m.Attention.BiasQKV {
-				a.vb = b.add(p+"self_attn.v_proj.bias", initZeros, true, d.kvDim)
+				a.vb = b.add(p+"self_attn.v_proj.bias", initZeros, true, d.KVDim)
 			}
 		}
-		a.o = b.add(p+"self_attn.o_proj.weight", initResidual, true, d.D, d.qDim)
+		a.o = b.add(p+"self_attn.o_proj.weight", initResidual, true, d.D, d.QDim)
 		if m.Attention.BiasOut {
 			a.ob = b.add(p+"self_attn.o_proj.bias", initZeros, true, d.D)
 		}

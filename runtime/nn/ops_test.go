@@ -151,7 +151,7 @@ func TestOpAttention(t *testing.T) {
 	for _, x := range [][]float64{a.q, a.k, a.v, l.attn.thPre.w, l.attn.thPost.w, l.attn.sinks.w} {
 		copy(x, randVec(r, len(x)))
 	}
-	dout := randVec(r, B*T*d.qDim)
+	dout := randVec(r, B*T*d.QDim)
 	loss := func() float64 {
 		c.attnScores(l, a, B, T, 0, B)
 		c.attnApply(a.a, a, T, 0, B)

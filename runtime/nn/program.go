@@ -173,12 +173,7 @@ func (c *core[F]) embedForward(b Batch, o StepOptions) *workspace[F] {
 	return w
 }
 
-func (c *core[F]) normEps() float64 {
-	if c.cfg.NormEps == 0 {
-		return 1e-6
-	}
-	return c.cfg.NormEps
-}
+func (c *core[F]) normEps() float64 { return c.d.NormEps }
 
 // preNorm is sublayerIn, through k when it covers the norm.
 func preNorm[F Float](k Kernels, h, xhat, rstd, x []F, n, d int, w, b *tensor[F], ln bool, eps float64) error {
@@ -225,10 +220,10 @@ func (c *core[F]) layerForward(li int, w *workspace[F], o StepOptions, st *Stats
 		parallel(n, func(_, lo, hi int) {
 			for t := lo; t < hi; t++ {
 				if doQ {
-					w.rope.rotate(a.q[t*d.qDim:(t+1)*d.qDim], d.H, t%T, false)
+					w.rope.rotate(a.q[t*d.QDim:(t+1)*d.QDim], d.H, t%T, false)
 				}
 				if doK {
-					w.rope.rotate(a.k[t*d.kvDim:(t+1)*d.kvDim], d.KV, t%T, false)
+					w.rope.rotate(a.k[t*d.KVDim:(t+1)*d.KVDim], d.KV, t%T, false)
 				}
 			}
 		})
@@ -484,10 +479,10 @@ func (c *core[F]) layerBackward(li int, w *workspace[F]) error {
 		parallel(n, func(_, lo, hi int) {
 			for t := lo; t < hi; t++ {
 				if doQ {
-					w.rope.rotate(g.dq[t*d.qDim:(t+1)*d.qDim], d.H, t%T, true)
+					w.rope.rotate(g.dq[t*d.QDim:(t+1)*d.QDim], d.H, t%T, true)
 				}
 				if doK {
-					w.rope.rotate(g.dk[t*d.kvDim:(t+1)*d.kvDim], d.KV, t%T, true)
+					w.rope.rotate(g.dk[t*d.KVDim:(t+1)*d.KVDim], d.KV, t%T, true)
 				}
 			}
 		})

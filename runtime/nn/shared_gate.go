@@ -3,13 +3,14 @@ package nn
 import (
 	"math"
 
+	"github.com/moec-dev/moec/compiler/params"
 	"github.com/moec-dev/moec/compiler/program"
 )
 
 // sharedGateName is the tensor, under an MoE layer's prefix (block_sparse_moe.), of the
 // shared-expert gate: Qwen1.5/Qwen2-MoE's shared_expert_gate, a Linear(d_model, 1) without
 // bias, stored as its [1, D] weight.
-const sharedGateName = "shared_expert_gate.weight"
+const sharedGateName = params.SharedGateName
 
 // hasSharedGate reports whether m's MoE layers gate their shared experts. A gate with no
 // shared expert to scale is no parameter at all (the checker refuses writing one).

@@ -89,9 +89,9 @@ func (c *core[F]) workspaceFor(B, T int) *workspace[F] {
 	if c.routerEmbed != nil {
 		w.rows, w.dRows = make([]F, n*d.RouterIn), make([]F, n*d.RouterIn)
 	}
-	w.grads = attnGrads[F]{do: make([]F, n*d.qDim), dq: make([]F, n*d.qDim), dk: make([]F, n*d.kvDim), dv: make([]F, n*d.kvDim)}
+	w.grads = attnGrads[F]{do: make([]F, n*d.QDim), dq: make([]F, n*d.QDim), dk: make([]F, n*d.KVDim), dv: make([]F, n*d.KVDim)}
 	if c.cfg.Attention.QKNorm {
-		w.grads.dqPre, w.grads.dkPre = make([]F, n*d.qDim), make([]F, n*d.kvDim)
+		w.grads.dqPre, w.grads.dkPre = make([]F, n*d.QDim), make([]F, n*d.KVDim)
 	}
 	sharing := c.cfg.Attention.ShareWeights > 0 && c.cfg.Attention.ShareWeights < 1
 	for _, l := range c.layers {
@@ -104,20 +104,20 @@ func (c *core[F]) workspaceFor(B, T int) *workspace[F] {
 			lw.xhatPF, lw.rstdPF = make([]F, n*d.D), make([]F, n)
 		}
 		a := &lw.attn
-		a.q, a.o = make([]F, n*d.qDim), make([]F, n*d.qDim)
+		a.q, a.o = make([]F, n*d.QDim), make([]F, n*d.QDim)
 		if li := len(w.layers); l.kvOwner == li {
-			a.k, a.v = make([]F, n*d.kvDim), make([]F, n*d.kvDim)
+			a.k, a.v = make([]F, n*d.KVDim), make([]F, n*d.KVDim)
 			if d.ShareKV > 1 {
-				a.dkAcc, a.dvAcc = make([]F, n*d.kvDim), make([]F, n*d.kvDim)
+				a.dkAcc, a.dvAcc = make([]F, n*d.KVDim), make([]F, n*d.KVDim)
 			}
 		} else { // a later layer of a cross-layer group reads its owner's keys and values
 			a.k, a.v = w.layers[l.kvOwner].attn.k, w.layers[l.kvOwner].attn.v
 		}
 		if l.attn.qNorm != nil {
-			a.qhat, a.qrstd = make([]F, n*d.qDim), make([]F, n*d.H)
+			a.qhat, a.qrstd = make([]F, n*d.QDim), make([]F, n*d.H)
 		}
 		if l.attn.kNorm != nil {
-			a.khat, a.krstd = make([]F, n*d.kvDim), make([]F, n*d.KV)
+			a.khat, a.krstd = make([]F, n*d.KVDim), make([]F, n*d.KV)
 		}
 		a.p = make([]F, bhtt)
 		a.a = a.p

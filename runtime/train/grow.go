@@ -3,10 +3,8 @@ package train
 import (
 	"fmt"
 	"math"
-	"regexp"
-	"strconv"
-	"strings"
 
+	mparams "github.com/moec-dev/moec/compiler/params"
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/lang/diag"
 	"github.com/moec-dev/moec/runtime/nn"
@@ -22,11 +20,6 @@ type GrowReport struct {
 	Exact  bool // with zero noise the grown model computes the same function (see Grow)
 	Why    string
 }
-
-var (
-	expertRE = regexp.MustCompile(`^model\.layers\.(\d+)\.block_sparse_moe\.experts\.(\d+)\.(w1|w2|w3)\.weight$`)
-	routerRE = regexp.MustCompile(`^model\.layers\.(\d+)\.block_sparse_moe\.gate\.(weight|bias)$`)
-)
 
 // Grow initialises params, the new stage's model (already freshly initialised), from the
 // tensors of the previous stage's final checkpoint.
@@ -60,6 +53,16 @@ func Grow(from []safetensors.Tensor, fromCfg, toCfg *program.Model, params []*nn
 	for _, t := range from {
 		src[t.Name] = t
 	}
+	// The previous stage's tensors by identity: growth matches experts, routers and their
+	// biases by what they are, never by parsing names.
+	oldLayout, err := nn.Layout(fromCfg)
+	if err != nil {
+		return rep, diag.Runtimef(diag.ErrBadGrowth, "cannot list the previous stage's parameters: %v", err)
+	}
+	oldName := make(map[mparams.ID]string, len(oldLayout))
+	for _, p := range oldLayout {
+		oldName[p.ID] = p.Name
+	}
 	notExact := func(why string) {
 		if rep.Exact {
 			rep.Exact, rep.Why = false, why
@@ -76,37 +79,27 @@ func Grow(from []safetensors.Tensor, fromCfg, toCfg *program.Model, params []*nn
 	if toCfg.MoE != nil {
 		moe = *toCfg.MoE
 	}
-	gated := moe.Activation.Gated()
-	if moe.Activation == "" {
-		gated = toCfg.FFN.Activation.Gated()
-	}
 	if toCfg.MoE != nil && !moe.Dropless() {
 		notExact("capacity_factor can drop tokens; growth is exact only when no token is dropped")
 	}
 	for idx, p := range params {
 		noise := rng.New(rng.Key(seed, 0, idx, rng.PurposeGrowNoise))
-		// Experts and routers are rebuilt even where a tensor of the same name and shape
-		// exists: the old experts' down projections are rescaled too.
-		_, isRouter := routerName(p.Name)
-		if t, ok := src[p.Name]; ok && sameShape(t.Shape, p.Shape) && !expertRE.MatchString(p.Name) && !isRouter {
-			copy(p.W, t.Data)
-			rep.Copied++
-			continue
-		}
-		if m := expertRE.FindStringSubmatch(p.Name); m != nil {
-			layer, _ := strconv.Atoi(m[1])
-			e, _ := strconv.Atoi(m[2])
-			which := m[3]
-			var name string
+		id := p.ID
+		switch {
+		case id.Role.Routed():
+			// Experts are rebuilt even where a tensor of the same name and shape exists: the
+			// old experts' down projections (and their biases) are rescaled too.
+			var srcID mparams.ID
 			var copyIdx int // 0 for the first copy of a source expert
 			scale := 1.0
-			if fromCfg.IsMoELayer(layer) {
-				if g.Kind == "random" && e >= oldE {
+			if fromCfg.IsMoELayer(id.Layer) {
+				if g.Kind == "random" && id.Expert >= oldE {
 					rep.Fresh++
 					continue
 				}
-				name = fmt.Sprintf("model.layers.%d.block_sparse_moe.experts.%d.%s.weight", layer, e%oldE, which)
-				copyIdx = e / oldE
+				srcID = id
+				srcID.Expert = id.Expert % oldE
+				copyIdx = id.Expert / oldE
 				if moe.Score != program.Sigmoid && !moe.Normalize {
 					if moe.Experts%oldE != 0 {
 						notExact(fmt.Sprintf("%d experts is not a multiple of %d", moe.Experts, oldE))
@@ -121,12 +114,9 @@ func Grow(from []safetensors.Tensor, fromCfg, toCfg *program.Model, params []*nn
 					rep.Fresh++
 					continue
 				}
-				dense := map[string]string{"w1": "gate_proj", "w3": "up_proj", "w2": "down_proj"}
-				if !gated {
-					dense["w1"] = "up_proj"
-				}
-				name = fmt.Sprintf("model.layers.%d.mlp.%s.weight", layer, dense[which])
-				copyIdx = e
+				role, _ := id.Role.DenseCounterpart()
+				srcID = mparams.ID{Role: role, Layer: id.Layer, Expert: -1, Bias: id.Bias}
+				copyIdx = id.Expert
 				if !moe.Normalize {
 					gate := 1 / float64(moe.Experts)
 					if moe.Score == program.Sigmoid {
@@ -135,14 +125,16 @@ func Grow(from []safetensors.Tensor, fromCfg, toCfg *program.Model, params []*nn
 					scale = 1 / (float64(moe.TopK) * gate)
 				}
 			}
-			t, ok := src[name]
-			if !ok {
-				return rep, diag.Runtimef(diag.ErrBadGrowth, "cannot grow %s: the previous stage has no %s", p.Name, name)
+			name, ok := oldName[srcID]
+			t, have := src[name]
+			if !ok || !have {
+				return rep, diag.Runtimef(diag.ErrBadGrowth, "cannot grow %s (%s): the previous stage has no %s", p.Name, id, srcID)
 			}
 			if !sameShape(t.Shape, p.Shape) {
 				return rep, diag.Runtimef(diag.ErrBadGrowth, "cannot grow %s (shape %v) from %s (shape %v)", p.Name, p.Shape, name, t.Shape)
 			}
-			if which != "w2" {
+			// Only the down projection's output is gated: its weight and bias carry the scale.
+			if id.Role != mparams.RoleExpertDown {
 				scale = 1
 			}
 			sigma := 0.0
@@ -157,17 +149,14 @@ func Grow(from []safetensors.Tensor, fromCfg, toCfg *program.Model, params []*nn
 				p.W[i] = float32(w)
 			}
 			rep.Grown++
-			continue
-		}
-		if m := routerRE.FindStringSubmatch(p.Name); m != nil {
-			layer, _ := strconv.Atoi(m[1])
+		case id.Role == mparams.RoleRouter:
 			rows := p.Shape[0]
 			cols := 1
 			if len(p.Shape) == 2 {
 				cols = p.Shape[1]
 			}
-			if fromCfg.IsMoELayer(layer) {
-				t, ok := src[p.Name]
+			if fromCfg.IsMoELayer(id.Layer) {
+				t, ok := src[oldName[id]]
 				if !ok || len(t.Shape) != len(p.Shape) || t.Shape[0] != oldE || (len(p.Shape) == 2 && t.Shape[1] != cols) {
 					return rep, diag.Runtimef(diag.ErrBadGrowth, "cannot grow router %s (shape %v) from the previous stage's (shape %v)", p.Name, p.Shape, shapeOf(t, ok))
 				}
@@ -198,29 +187,26 @@ func Grow(from []safetensors.Tensor, fromCfg, toCfg *program.Model, params []*nn
 				}
 			}
 			rep.Grown++
-			continue
+		default:
+			if t, ok := src[p.Name]; ok {
+				if !sameShape(t.Shape, p.Shape) {
+					return rep, diag.Runtimef(diag.ErrBadGrowth, "cannot grow %s: shape %v, previous stage has %v", p.Name, p.Shape, t.Shape)
+				}
+				copy(p.W, t.Data)
+				rep.Copied++
+				continue
+			}
+			// A tensor with no counterpart (a token-embedding router table, a shared expert)
+			// keeps its fresh initialisation. A fresh router table is harmless (the router
+			// rows are zero); a fresh shared expert adds its output, so the function changes.
+			switch id.Role {
+			case mparams.RoleSharedIn, mparams.RoleSharedUp, mparams.RoleSharedDown, mparams.RoleSharedGate:
+				notExact("shared experts have no counterpart in a dense stage")
+			}
+			rep.Fresh++
 		}
-		if t, ok := src[p.Name]; ok {
-			return rep, diag.Runtimef(diag.ErrBadGrowth, "cannot grow %s: shape %v, previous stage has %v", p.Name, p.Shape, t.Shape)
-		}
-		// A tensor with no counterpart (a token-embedding router table, a shared expert)
-		// keeps its fresh initialisation. A fresh router table is harmless (the router rows
-		// are zero); a fresh shared expert adds its output, so the function changes.
-		if strings.Contains(p.Name, ".shared_experts.") {
-			notExact("shared experts have no counterpart in a dense stage")
-		}
-		rep.Fresh++
 	}
 	return rep, nil
-}
-
-func routerName(name string) (int, bool) {
-	m := routerRE.FindStringSubmatch(name)
-	if m == nil {
-		return 0, false
-	}
-	l, _ := strconv.Atoi(m[1])
-	return l, true
 }
 
 func shapeOf(t safetensors.Tensor, ok bool) any {

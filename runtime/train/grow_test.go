@@ -30,17 +30,24 @@ func TestGrowPreservesFunction(t *testing.T) {
 		router       program.RouterInput
 		capacity     float64
 		wantExact    bool
+		biases       bool // FFN and expert biases, trained (non-zero) before growing
 	}{
-		{"dense to top-1", 1, 1, 4, 1, false, program.Softmax, program.RouteHidden, 0, true},
-		{"dense to top-2 renormalised", 1, 1, 4, 2, true, program.Softmax, program.RouteHidden, 0, true},
-		{"dense to top-2 unnormalised", 1, 1, 4, 2, false, program.Softmax, program.RouteHidden, 0, true},
-		{"dense to top-1 sigmoid", 1, 1, 4, 1, false, program.Sigmoid, program.RouteHidden, 0, true},
-		{"dense to token-embedding router", 1, 1, 8, 1, false, program.Softmax, program.RouteTokenEmbedding, 0, true},
-		{"2 to 4 top-1", 2, 1, 4, 1, false, program.Softmax, program.RouteHidden, 0, true},
-		{"2 to 6 top-1 renormalised", 2, 1, 6, 1, true, program.Softmax, program.RouteHidden, 0, true},
-		{"4 to 8 top-1 token embedding", 4, 1, 8, 1, false, program.Softmax, program.RouteTokenEmbedding, 0, true},
-		{"2 to 4 top-2 (not exact)", 2, 2, 4, 2, true, program.Softmax, program.RouteHidden, 0, false},
-		{"capacity drops (not exact)", 1, 1, 4, 1, false, program.Softmax, program.RouteHidden, 1.25, false},
+		{"dense to top-1", 1, 1, 4, 1, false, program.Softmax, program.RouteHidden, 0, true, false},
+		{"dense to top-2 renormalised", 1, 1, 4, 2, true, program.Softmax, program.RouteHidden, 0, true, false},
+		{"dense to top-2 unnormalised", 1, 1, 4, 2, false, program.Softmax, program.RouteHidden, 0, true, false},
+		{"dense to top-1 sigmoid", 1, 1, 4, 1, false, program.Sigmoid, program.RouteHidden, 0, true, false},
+		{"dense to token-embedding router", 1, 1, 8, 1, false, program.Softmax, program.RouteTokenEmbedding, 0, true, false},
+		{"2 to 4 top-1", 2, 1, 4, 1, false, program.Softmax, program.RouteHidden, 0, true, false},
+		{"2 to 6 top-1 renormalised", 2, 1, 6, 1, true, program.Softmax, program.RouteHidden, 0, true, false},
+		{"4 to 8 top-1 token embedding", 4, 1, 8, 1, false, program.Softmax, program.RouteTokenEmbedding, 0, true, false},
+		{"2 to 4 top-2 (not exact)", 2, 2, 4, 2, true, program.Softmax, program.RouteHidden, 0, false, false},
+		{"capacity drops (not exact)", 1, 1, 4, 1, false, program.Softmax, program.RouteHidden, 1.25, false, false},
+		// With biases every w2.bias is scaled like w2 and new experts copy their source's
+		// biases (from a dense layer: mlp.*.bias).
+		{"dense to top-1 with biases", 1, 1, 4, 1, false, program.Softmax, program.RouteHidden, 0, true, true},
+		{"dense to top-2 unnormalised with biases", 1, 1, 4, 2, false, program.Softmax, program.RouteHidden, 0, true, true},
+		{"2 to 4 top-1 with biases", 2, 1, 4, 1, false, program.Softmax, program.RouteHidden, 0, true, true},
+		{"4 to 8 top-1 token embedding with biases", 4, 1, 8, 1, false, program.Softmax, program.RouteTokenEmbedding, 0, true, true},
 	}
 	batch := randomBatch(3, 16)
 	for _, c := range cases {
@@ -52,11 +59,26 @@ func TestGrowPreservesFunction(t *testing.T) {
 			base.MoE.Router = c.router
 			base.MoE.RouterDim = 16
 			base.MoE.CapacityFactor = c.capacity
+			base.FFN.Bias = c.biases
+			base.MoE.ExpertBias = c.biases
+			base.MoE.RouterBias = c.biases
 			from := program.StageModel(base, &program.Stage{Experts: c.fromE, TopK: c.fromK})
 			to := program.StageModel(base, &program.Stage{Experts: c.toE, TopK: c.toK})
 			src, err := nn.New(from, 1)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if c.biases {
+				// Biases start at zero; training moves them. Give them values so that a
+				// bias grown wrongly changes the function.
+				r := rng.New(rng.Key(5, 0, 0, rng.PurposeInit))
+				for _, p := range src.Params() {
+					if p.ID.Bias {
+						for i := range p.W {
+							p.W[i] = float32(0.05 * r.Normal())
+						}
+					}
+				}
 			}
 			dst, err := nn.New(to, 2)
 			if err != nil {
