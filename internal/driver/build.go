@@ -1,6 +1,7 @@
 package driver
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/report"
 	reporthtml "github.com/moec-dev/moec/compiler/report/html"
+	"github.com/moec-dev/moec/compiler/step"
 	"github.com/moec-dev/moec/internal/atomicfile"
 	"github.com/moec-dev/moec/lang/diag"
 )
@@ -79,6 +81,13 @@ func Build(l *Loaded, opt BuildOptions) (*BuildResult, diag.List, error) {
 				for _, n := range cg.Notes {
 					res.Notes = appendOnce(res.Notes, n)
 				}
+				note, err := writeStepProgram(stageDir, m, tr, st, p, res)
+				if err != nil {
+					return res, diags, fmt.Errorf("the step program of stage %s: %w", st.Name, err)
+				}
+				if note != "" {
+					res.Notes = appendOnce(res.Notes, note)
+				}
 			}
 		}
 		if cl, ok := prog.Clusters[tr.Cluster]; ok && cl.GPUs() > 1 {
@@ -137,4 +146,32 @@ func writePlan(dir string, p *plan.Plan, res *BuildResult) error {
 	}
 	res.Files = append(res.Files, path)
 	return nil
+}
+
+// writeStepProgram lowers the plan's layout for stage st to the step program of rank 0
+// and writes its listing (program.txt). A layout or feature the step program does not
+// lower yet is a note saying why, not a failed build.
+func writeStepProgram(dir string, m *program.Model, tr *program.Train, st *program.Stage, p *plan.Plan, res *BuildResult) (string, error) {
+	seq := tr.SeqLen
+	if seq <= 0 {
+		seq = m.SeqLen
+	}
+	pl := p.Layout
+	l := step.Layout{DP: pl.DP, EP: max(pl.EP, 1), TP: pl.TP, PP: pl.PP, ZeRO: pl.ZeRO, OffloadOpt: pl.Offload == "cpu" || pl.Memory == "unified_cache"}
+	b := step.Batch{MicroBatch: pl.MicroBatch, SeqLen: int(seq), Micro: max(pl.GradAccum, 1)}
+	prog, err := step.LowerRank(m, b, l, 0)
+	if err != nil {
+		return fmt.Sprintf("stage %s: no program.txt: %v", st.Name, err), nil
+	}
+	prog.Stage = st.Name
+	var buf bytes.Buffer
+	if err := step.Format(&buf, prog); err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, "program.txt")
+	if err := atomicfile.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		return "", err
+	}
+	res.Files = append(res.Files, path)
+	return "", nil
 }

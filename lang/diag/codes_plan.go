@@ -10,5 +10,7 @@ var planCodes = []Info{
 	{"E0506", "the served model does not fit the cluster in any layout"},
 	{"E0507", "local CPU ranks cannot be laid out for this stage"},
 	{"E0508", "the cluster's device lacks a value the planner needs (peak FLOP/s at the precision, memory bandwidth)"},
+	{"E0509", "a parallel layout does not divide what it splits (tp and heads, pp and layers, ep and experts, ranks and the batch); the message names the axis, the size and what it must divide"},
+	{"E0510", "the step program cannot lower a model feature for this backend; the message names the feature and the backend"},
 	{"E0599", "internal planner error (a bug in moec: please report it)"},
 }

@@ -1,0 +1,328 @@
+package step
+
+import (
+	"fmt"
+
+	"github.com/moec-dev/moec/compiler/params"
+	"github.com/moec-dev/moec/compiler/program"
+)
+
+// tapeEntry is a forward op as its backward rule reads it. tpCopy marks Megatron's f
+// operator: identity forward, all-reduce of the gradient over tp backward (the input of
+// column-parallel products); the forward emits nothing for it.
+type tapeEntry struct {
+	op     Op
+	tpCopy bool
+	// share records an attention-sharing select: In[0] the layer's own weights (written
+	// only when its die says recompute), In[1] the layer below's selected weights.
+	share bool
+}
+
+// fwd emits a forward op and records it for the backward.
+func (lw *lowerer) fwd(op Op) {
+	op.Phase = Forward
+	lw.emit(op)
+	lw.tape = append(lw.tape, tapeEntry{op: lw.p.Ops[len(lw.p.Ops)-1]})
+}
+
+// markTPCopy records that buf feeds column-parallel products.
+func (lw *lowerer) markTPCopy(buf, layer int) {
+	if lw.l.TP > 1 {
+		lw.tape = append(lw.tape, tapeEntry{op: Op{Layer: layer, In: []int{buf}}, tpCopy: true})
+	}
+}
+
+// reduceTP emits the forward all-reduce of a row-parallel product's partial sums
+// (Megatron's g operator; its backward is the identity).
+func (lw *lowerer) reduceTP(buf, layer int) {
+	if lw.l.TP > 1 {
+		lw.emit(Op{Kind: OpAllReduce, Phase: Forward, Layer: layer, In: []int{buf}, Out: []int{buf}, Group: "tp",
+			Bytes: lw.p.Buffers[buf].Bytes(), Attr: "sum"})
+	}
+}
+
+// matmul emits y = x·Wᵀ (+ b) for the parameter role at layer (expert -1), with rows
+// output features on this rank.
+func (lw *lowerer) matmul(name string, x int, id params.ID, layer int) int {
+	n := lw.b.Tokens()
+	wShape := lw.shapes[id]
+	out := wShape[0]
+	y := lw.act(name, KindActivation, n, out)
+	in := []int{x, lw.w(id)}
+	attr := ""
+	bias := id
+	bias.Bias = true
+	if lw.has(bias) {
+		in = append(in, lw.w(bias))
+		attr = "bias"
+	}
+	lw.fwd(Op{Kind: OpMatMul, Layer: layer, In: in, Out: []int{y}, Attr: attr,
+		FLOPs: 2 * int64(n) * int64(wShape[0]) * int64(wShape[1])})
+	return y
+}
+
+func (lw *lowerer) norm(name string, x int, role params.Role, layer int) int {
+	n, d := lw.b.Tokens(), lw.d.D
+	id := params.ID{Role: role, Layer: layer, Expert: -1}
+	h := lw.act(name, KindActivation, n, d)
+	rstd := lw.act(name+".rstd", KindActivation, n)
+	in := []int{x, lw.w(id)}
+	kind := "rmsnorm"
+	if lw.m.Norm == program.LayerNorm {
+		kind = "layernorm"
+		b := id
+		b.Bias = true
+		in = append(in, lw.w(b))
+	}
+	lw.fwd(Op{Kind: OpNorm, Layer: layer, In: in, Out: []int{h, rstd}, Attr: fmt.Sprintf("%s eps=%g", kind, lw.d.NormEps),
+		FLOPs: 5 * int64(n) * int64(d)})
+	return h
+}
+
+func (lw *lowerer) add(name string, a, b, layer int) int {
+	n, d := lw.b.Tokens(), lw.d.D
+	y := lw.act(name, KindActivation, n, d)
+	lw.fwd(Op{Kind: OpAdd, Layer: layer, In: []int{a, b}, Out: []int{y}, FLOPs: int64(n) * int64(d)})
+	return y
+}
+
+// embed emits the token embedding (and learned positions, and the router table's rows).
+func (lw *lowerer) embed(tokens int) (x, routerRows int) {
+	n, d := lw.b.Tokens(), lw.d.D
+	x = lw.act("x0", KindActivation, n, d)
+	in := []int{tokens, lw.w(params.ID{Role: params.RoleEmbed, Layer: -1, Expert: -1})}
+	attr := ""
+	if lw.l.TP > 1 {
+		attr = "vocab-parallel"
+	}
+	lw.fwd(Op{Kind: OpEmbed, Layer: -1, In: in, Out: []int{x}, Attr: attr})
+	lw.reduceTP(x, -1)
+	if lw.d.MaxPos > 0 {
+		pos := lw.act("pos", KindActivation, n, d)
+		lw.fwd(Op{Kind: OpEmbed, Layer: -1, In: []int{tokens, lw.w(params.ID{Role: params.RolePositions, Layer: -1, Expert: -1})},
+			Out: []int{pos}, Attr: "positions"})
+		x = lw.add("x0+pos", x, pos, -1)
+	}
+	routerRows = -1
+	if id := (params.ID{Role: params.RoleRouterEmbed, Layer: -1, Expert: -1}); lw.has(id) {
+		routerRows = lw.act("router_rows", KindActivation, n, lw.d.RouterIn)
+		lw.fwd(Op{Kind: OpEmbed, Layer: -1, In: []int{tokens, lw.w(id)}, Out: []int{routerRows}, Attr: "router table"})
+	}
+	return x, routerRows
+}
+
+// attention emits layer l's attention sublayer on the residual stream x; prevProbs is
+// the layer below's attention weights (-1 for the first), for attention-weight sharing.
+func (lw *lowerer) attention(l, x, prevProbs int) (out, probs int) {
+	n, T, B := lw.b.Tokens(), lw.b.SeqLen, lw.b.MicroBatch
+	at := func(r params.Role) params.ID { return params.ID{Role: r, Layer: l, Expert: -1} }
+	pre := fmt.Sprintf("L%d.", l)
+	h := lw.norm(pre+"attn_in", x, params.RoleAttnInNorm, l)
+	lw.markTPCopy(h, l)
+	share := lw.m.Attention.ShareWeights
+	sharing := share < 1 && prevProbs >= 0
+	cond := ""
+	if sharing {
+		cond = fmt.Sprintf("when=recompute(p=%g)", share)
+	}
+	v := lw.matmul(pre+"v", h, at(params.RoleV), l)
+	var q, k int
+	q = lw.matmul(pre+"q", h, at(params.RoleQ), l)
+	k = lw.matmul(pre+"k", h, at(params.RoleK), l)
+	if sharing {
+		lw.p.Ops[len(lw.p.Ops)-1].Attr = join(lw.p.Ops[len(lw.p.Ops)-1].Attr, cond)
+		lw.p.Ops[len(lw.p.Ops)-2].Attr = join(lw.p.Ops[len(lw.p.Ops)-2].Attr, cond)
+		lw.tape[len(lw.tape)-1].op.Attr = lw.p.Ops[len(lw.p.Ops)-1].Attr
+		lw.tape[len(lw.tape)-2].op.Attr = lw.p.Ops[len(lw.p.Ops)-2].Attr
+	}
+	hs := lw.hLocal
+	scoreFLOPs := 2 * int64(B) * int64(hs) * int64(T) * int64(T) * int64(lw.d.Dh)
+	if lw.m.Position == program.Rotary {
+		lw.fwd(Op{Kind: OpRotary, Layer: l, In: []int{q, k}, Out: []int{q, k}, Attr: join(fmt.Sprintf("base=%g", lw.m.RopeBase), cond),
+			FLOPs: 3 * int64(n) * int64(lw.qLocal+lw.kvDimLocal)})
+	}
+	s := lw.act(pre+"scores", KindActivation, B, hs, T, T)
+	lw.fwd(Op{Kind: OpScores, Layer: l, In: []int{q, k}, Out: []int{s}, Attr: join("causal", cond), FLOPs: scoreFLOPs / 2})
+	if lw.m.Attention.TalkingHeads {
+		s2 := lw.act(pre+"scores_mixed", KindActivation, B, hs, T, T)
+		lw.fwd(Op{Kind: OpHeadMix, Layer: l, In: []int{s, lw.w(at(params.RoleTalkingPre))}, Out: []int{s2}, Attr: join("pre-softmax", cond),
+			FLOPs: 2 * int64(B) * int64(hs) * int64(hs) * int64(T) * int64(T) / 2})
+		s = s2
+	}
+	p := lw.act(pre+"probs", KindActivation, B, hs, T, T)
+	lw.fwd(Op{Kind: OpSoftmax, Layer: l, In: []int{s}, Out: []int{p}, Attr: join("causal", cond), FLOPs: 3 * int64(B) * int64(hs) * int64(T) * int64(T) / 2})
+	if lw.m.Attention.TalkingHeads {
+		p2 := lw.act(pre+"probs_mixed", KindActivation, B, hs, T, T)
+		lw.fwd(Op{Kind: OpHeadMix, Layer: l, In: []int{p, lw.w(at(params.RoleTalkingPost))}, Out: []int{p2}, Attr: join("post-softmax", cond),
+			FLOPs: 2 * int64(B) * int64(hs) * int64(hs) * int64(T) * int64(T) / 2})
+		p = p2
+	}
+	if sharing {
+		sel := lw.act(pre+"probs_used", KindActivation, B, hs, T, T)
+		op := Op{Kind: "share_select", Phase: Forward, Layer: l, In: []int{p, prevProbs}, Out: []int{sel},
+			Attr: fmt.Sprintf("recompute with p=%g, else the weights of L%d", share, l-1), Bytes: 0}
+		lw.p.Ops = append(lw.p.Ops, op)
+		lw.p.Ops[len(lw.p.Ops)-1].Micro = lw.micro
+		lw.tape = append(lw.tape, tapeEntry{op: lw.p.Ops[len(lw.p.Ops)-1], share: true})
+		p = sel
+	}
+	a := lw.act(pre+"attn", KindActivation, n, lw.qLocal)
+	lw.fwd(Op{Kind: OpAttnAV, Layer: l, In: []int{p, v}, Out: []int{a}, FLOPs: scoreFLOPs / 2})
+	o := lw.matmul(pre+"attn_out", a, at(params.RoleO), l)
+	lw.reduceTP(o, l)
+	return lw.add(pre+"x_attn", x, o, l), p
+}
+
+// ffn emits a dense FFN or a shared expert on h (already marked for tp), returning its
+// output (reduced over tp).
+func (lw *lowerer) ffn(name string, h int, in, up, down params.ID, act program.Activation, l int) int {
+	n := lw.b.Tokens()
+	g := lw.matmul(name+".in", h, in, l)
+	ins := []int{g}
+	if act.Gated() {
+		ins = append(ins, lw.matmul(name+".up", h, up, l))
+	}
+	width := lw.shapes[in][0]
+	a := lw.act(name+".act", KindActivation, n, width)
+	lw.fwd(Op{Kind: OpAct, Layer: l, In: ins, Out: []int{a}, Attr: string(act), FLOPs: 8 * int64(n) * int64(width)})
+	y := lw.matmul(name+".out", a, down, l)
+	lw.reduceTP(y, l)
+	return y
+}
+
+// moe emits layer l's MoE FFN on h (the normalised stream); routerIn is what the router
+// reads (h, or the token-embedding router table's rows).
+func (lw *lowerer) moe(l, h, routerIn int) int {
+	n, d := lw.b.Tokens(), lw.d.D
+	moe := lw.m.MoE
+	pre := fmt.Sprintf("L%d.", l)
+	at := func(r params.Role) params.ID { return params.ID{Role: r, Layer: l, Expert: -1} }
+	logits := lw.matmul(pre+"router_logits", routerIn, at(params.RoleRouter), l)
+	idx := lw.act(pre+"route_index", KindDispatch, n, lw.d.K)
+	gates := lw.act(pre+"gates", KindDispatch, n, lw.d.K)
+	aux := lw.act(pre+"router_loss", KindScalar, 2)
+	capAttr := "dropless"
+	if moe.CapacityFactor > 0 {
+		capAttr = fmt.Sprintf("capacity_factor=%g", moe.CapacityFactor)
+	}
+	lw.fwd(Op{Kind: OpRouter, Layer: l, In: []int{logits}, Out: []int{idx, gates, aux},
+		Attr:  fmt.Sprintf("%s top_k=%d %s slots=%d normalize=%v balance=%g z=%g", moe.Score, lw.d.K, capAttr, lw.capacity, moe.Normalize, moe.BalanceLoss, moe.ZLoss),
+		FLOPs: 6 * int64(n) * int64(lw.d.E)})
+	C, E, ep := lw.capacity, lw.d.E, lw.l.EP
+	send := lw.act(pre+"dispatch", KindDispatch, E, C, d)
+	lw.fwd(Op{Kind: OpPermute, Layer: l, In: []int{h, idx}, Out: []int{send}})
+	recv := send
+	if ep > 1 {
+		recv = lw.act(pre+"dispatch_recv", KindDispatch, lw.eLocal, ep*C, d)
+		lw.fwd(Op{Kind: OpAllToAllV, Layer: l, In: []int{send}, Out: []int{recv}, Group: "ep", Attr: "tokens to their experts' ranks",
+			Bytes: lw.p.Buffers[send].Bytes() * int64(ep-1) / int64(ep)})
+	}
+	lw.markTPCopy(recv, l)
+	rows := ep * C
+	expertIDs := func(r params.Role) []int {
+		var out []int
+		for e := lw.firstExpert; e < lw.firstExpert+lw.eLocal; e++ {
+			id := params.ID{Role: r, Layer: l, Expert: e}
+			out = append(out, lw.w(id))
+			if b := (params.ID{Role: r, Layer: l, Expert: e, Bias: true}); lw.has(b) {
+				out = append(out, lw.w(b))
+			}
+		}
+		return out
+	}
+	ehl := lw.eHiddenLocal
+	mmFLOPs := func(outDim, inDim int) int64 {
+		return 2 * int64(lw.eLocal) * int64(rows) * int64(outDim) * int64(inDim)
+	}
+	g := lw.act(pre+"experts.in", KindActivation, lw.eLocal, rows, ehl)
+	lw.fwd(Op{Kind: OpGroupedMM, Layer: l, In: append([]int{recv}, expertIDs(params.RoleExpertIn)...), Out: []int{g},
+		Attr: fmt.Sprintf("experts %d..%d", lw.firstExpert, lw.firstExpert+lw.eLocal-1), FLOPs: mmFLOPs(ehl, d)})
+	actIn := []int{g}
+	if lw.d.ExpertActivation.Gated() {
+		u := lw.act(pre+"experts.up", KindActivation, lw.eLocal, rows, ehl)
+		lw.fwd(Op{Kind: OpGroupedMM, Layer: l, In: append([]int{recv}, expertIDs(params.RoleExpertUp)...), Out: []int{u},
+			Attr: fmt.Sprintf("experts %d..%d", lw.firstExpert, lw.firstExpert+lw.eLocal-1), FLOPs: mmFLOPs(ehl, d)})
+		actIn = append(actIn, u)
+	}
+	a := lw.act(pre+"experts.act", KindActivation, lw.eLocal, rows, ehl)
+	lw.fwd(Op{Kind: OpAct, Layer: l, In: actIn, Out: []int{a}, Attr: string(lw.d.ExpertActivation), FLOPs: 8 * int64(lw.eLocal*rows*ehl)})
+	eo := lw.act(pre+"experts.out", KindActivation, lw.eLocal, rows, d)
+	lw.fwd(Op{Kind: OpGroupedMM, Layer: l, In: append([]int{a}, expertIDs(params.RoleExpertDown)...), Out: []int{eo},
+		Attr: fmt.Sprintf("experts %d..%d", lw.firstExpert, lw.firstExpert+lw.eLocal-1), FLOPs: mmFLOPs(d, ehl)})
+	lw.reduceTP(eo, l)
+	back := eo
+	if ep > 1 {
+		back = lw.act(pre+"combine_recv", KindDispatch, E, C, d)
+		lw.fwd(Op{Kind: OpAllToAllV, Layer: l, In: []int{eo}, Out: []int{back}, Group: "ep", Attr: "expert outputs back to their tokens",
+			Bytes: lw.p.Buffers[eo].Bytes() * int64(ep-1) / int64(ep)})
+	}
+	y := lw.act(pre+"moe_out", KindActivation, n, d)
+	lw.fwd(Op{Kind: OpCombine, Layer: l, In: []int{back, idx, gates}, Out: []int{y}, FLOPs: 2 * int64(n) * int64(lw.d.K) * int64(d)})
+	for s := 0; s < lw.d.Shared; s++ {
+		sh := func(r params.Role) params.ID { return params.ID{Role: r, Layer: l, Expert: s} }
+		sy := lw.ffn(fmt.Sprintf("%sshared%d", pre, s), h, sh(params.RoleSharedIn), sh(params.RoleSharedUp), sh(params.RoleSharedDown), lw.d.ExpertActivation, l)
+		y = lw.add(fmt.Sprintf("%smoe_out+shared%d", pre, s), y, sy, l)
+	}
+	return y
+}
+
+// layer emits decoder layer l.
+func (lw *lowerer) layer(l, x, routerRows, prevProbs int) (int, int) {
+	pre := fmt.Sprintf("L%d.", l)
+	x, probs := lw.attention(l, x, prevProbs)
+	h := lw.norm(pre+"ffn_in", x, params.RolePostAttnNorm, l)
+	lw.markTPCopy(h, l)
+	var y int
+	if lw.m.IsMoELayer(l) {
+		rin := h
+		if routerRows >= 0 {
+			rin = routerRows
+		}
+		y = lw.moe(l, h, rin)
+	} else {
+		at := func(r params.Role) params.ID { return params.ID{Role: r, Layer: l, Expert: -1} }
+		y = lw.ffn(pre+"ffn", h, at(params.RoleFFNIn), at(params.RoleFFNUp), at(params.RoleFFNDown), lw.d.FFNActivation, l)
+	}
+	return lw.add(pre+"x_out", x, y, l), probs
+}
+
+// head emits the final norm, the head and the loss; returns the loss buffer.
+func (lw *lowerer) head(x, targets int) int {
+	n := lw.b.Tokens()
+	if lw.m.FinalNorm {
+		x = lw.norm("final", x, params.RoleFinalNorm, -1)
+	}
+	lw.markTPCopy(x, -1)
+	id := params.ID{Role: params.RoleHead, Layer: -1, Expert: -1}
+	if lw.m.TieEmbeddings {
+		id = params.ID{Role: params.RoleEmbed, Layer: -1, Expert: -1}
+	}
+	logits := lw.matmul("logits", x, id, -1)
+	loss := lw.act("loss", KindScalar, 1)
+	dlogits := lw.act("dlogits", KindActGrad, n, lw.vLocal)
+	in := []int{logits, targets}
+	attr := fmt.Sprintf("mean over %d tokens × %d micro-batches × %d replicas; writes the logits' gradient", n, lw.b.Micro, lw.l.DP)
+	if lw.l.TP > 1 {
+		// Vocabulary-parallel softmax: each rank holds V/tp logits; the row max and the
+		// sum of exponentials are reduced over tp before the loss.
+		stats := lw.act("ce_stats", KindScalar, n, 2)
+		lw.fwd(Op{Kind: OpCrossEntropy, Layer: -1, In: in, Out: []int{stats}, Attr: "pass=local max and sum", FLOPs: 3 * int64(n) * int64(lw.vLocal)})
+		lw.emit(Op{Kind: OpAllReduce, Phase: Forward, Layer: -1, In: []int{stats}, Out: []int{stats}, Group: "tp", Attr: "max, then sum rescaled",
+			Bytes: lw.p.Buffers[stats].Bytes()})
+		in = append(in, stats)
+		attr = "pass=loss " + attr
+	}
+	lw.fwd(Op{Kind: OpCrossEntropy, Layer: -1, In: in, Out: []int{loss, dlogits}, Attr: attr, FLOPs: 4 * int64(n) * int64(lw.vLocal)})
+	lw.gradSeed = map[int]int{logits: dlogits}
+	return loss
+}
+
+func join(a, b string) string {
+	switch {
+	case a == "":
+		return b
+	case b == "":
+		return a
+	}
+	return a + " " + b
+}

@@ -1,0 +1,308 @@
+package step
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/moec-dev/moec/compiler/params"
+)
+
+// The backward of a micro-batch is derived from its forward tape, op by op in reverse,
+// by each op kind's rule below. A gradient buffer with two contributions is written by
+// the first and accumulated (+=) by the second; parameter gradients always accumulate
+// (over micro-batches), and are cleared after the update.
+
+// gradFor returns the gradient buffer of forward buffer x, creating it.
+func (lw *lowerer) gradFor(x int) int {
+	if g, ok := lw.gradOf[x]; ok {
+		return g
+	}
+	b := lw.p.Buffers[x]
+	g := lw.act("d"+trimMicro(b.Name), KindActGrad, b.Shape...)
+	lw.gradOf[x] = g
+	return g
+}
+
+func trimMicro(name string) string {
+	for i := len(name) - 1; i >= 0; i-- {
+		if name[i] == '@' {
+			return name[:i]
+		}
+	}
+	return name
+}
+
+// paramGrad returns the gradient buffer of a parameter buffer (persistent or gathered).
+func (lw *lowerer) paramGrad(w int) (int, bool) {
+	id, ok := lw.paramOfBuf[w]
+	if !ok {
+		return 0, false
+	}
+	return lw.grad[id], true
+}
+
+// accumulates says how an op writes its gradient outputs: "+=" where a buffer already
+// holds a contribution.
+func (lw *lowerer) writeGrads(op *Op, outs ...int) {
+	acc := false
+	for _, g := range outs {
+		if lw.paramGradBufs[g] {
+			// A parameter's gradient collects over layers that share it and over
+			// micro-batches: the step's first contribution writes it.
+			acc = acc || lw.paramWritten[g]
+			lw.paramWritten[g] = true
+			continue
+		}
+		acc = acc || lw.written[g]
+		lw.written[g] = true
+	}
+	if acc {
+		op.Attr = join(op.Attr, "+=")
+	}
+}
+
+// bwd emits a backward op. Under ZeRO-3 the forward's gathered parameters were freed:
+// the op reads the backward's own gathered copies, gathered (a layer at a time) before
+// the first op that needs them.
+func (lw *lowerer) bwd(op Op) {
+	op.Phase = Backward
+	if lw.l.ZeRO == 3 {
+		for i, x := range op.In {
+			id, ok := lw.paramOfBuf[x]
+			if !ok || lw.p.Buffers[x].Kind != KindGathered {
+				continue
+			}
+			key := gatherKey{id, Backward, lw.micro}
+			if _, done := lw.gathered[key]; !done {
+				if id.Layer >= 0 {
+					lw.gatherLayer(id.Layer)
+				} else {
+					lw.gatherParams(-1, []params.ID{id})
+				}
+			}
+			if g, ok := lw.gathered[key]; ok {
+				op.In[i] = g
+			}
+		}
+	}
+	lw.emit(op)
+}
+
+// backward emits the backward of the current micro-batch's tape.
+func (lw *lowerer) backward() {
+	for i := len(lw.tape) - 1; i >= 0; i-- {
+		e := lw.tape[i]
+		op := e.op
+		if e.tpCopy {
+			if g, ok := lw.gradOf[op.In[0]]; ok {
+				lw.bwd(Op{Kind: OpAllReduce, Layer: op.Layer, In: []int{g}, Out: []int{g}, Group: "tp", Attr: "sum (column-parallel input)",
+					Bytes: lw.p.Buffers[g].Bytes()})
+			}
+			continue
+		}
+		if e.share {
+			dsel, ok := lw.gradOf[op.Out[0]]
+			if !ok {
+				continue
+			}
+			// The selected weights' gradient goes to whichever weights were used.
+			dp, dprev := lw.gradFor(op.In[0]), lw.gradFor(op.In[1])
+			b := Op{Kind: "share_select_bwd", Layer: op.Layer, In: []int{dsel}, Out: []int{dp, dprev}, Attr: op.Attr}
+			lw.writeGrads(&b, dp, dprev)
+			lw.bwd(b)
+			continue
+		}
+		lw.backwardOf(op)
+	}
+}
+
+func (lw *lowerer) needsGrad(x int) bool {
+	k := lw.p.Buffers[x].Kind
+	return k != KindInput && k != KindDispatch && k != KindScalar
+}
+
+func (lw *lowerer) backwardOf(op Op) {
+	flops := op.FLOPs
+	switch op.Kind {
+	case OpMatMul:
+		dy, ok := lw.gradOf[op.Out[0]]
+		if !ok {
+			return
+		}
+		x, w := op.In[0], op.In[1]
+		dw, _ := lw.paramGrad(w)
+		outs := []int{dw}
+		if len(op.In) > 2 {
+			db, _ := lw.paramGrad(op.In[2])
+			outs = append(outs, db)
+		}
+		b := Op{Kind: OpMatMulDW, Layer: op.Layer, In: []int{dy, x}, Out: outs, Attr: condOf(op.Attr), FLOPs: flops}
+		lw.writeGrads(&b, outs...)
+		lw.bwd(b)
+		if lw.needsGrad(x) {
+			dx := lw.gradFor(x)
+			b := Op{Kind: OpMatMulDX, Layer: op.Layer, In: []int{dy, w}, Out: []int{dx}, Attr: condOf(op.Attr), FLOPs: flops}
+			lw.writeGrads(&b, dx)
+			lw.bwd(b)
+		}
+	case OpNorm:
+		dh, ok := lw.gradOf[op.Out[0]]
+		if !ok {
+			return
+		}
+		outs := []int{lw.gradFor(op.In[0])}
+		for _, w := range op.In[1:] {
+			g, _ := lw.paramGrad(w)
+			outs = append(outs, g)
+		}
+		b := Op{Kind: OpNormBwd, Layer: op.Layer, In: []int{dh, op.In[0], op.In[1], op.Out[1]}, Out: outs, Attr: op.Attr, FLOPs: 2 * flops}
+		lw.writeGrads(&b, outs...)
+		lw.bwd(b)
+	case OpAdd:
+		// The residual sum passes its gradient to both inputs: they share the buffer
+		// where they have no gradient yet, else it is accumulated.
+		dy, ok := lw.gradOf[op.Out[0]]
+		if !ok {
+			return
+		}
+		for _, x := range op.In {
+			if g, ok := lw.gradOf[x]; ok {
+				b := Op{Kind: OpAccumulate, Layer: op.Layer, In: []int{dy}, Out: []int{g}, FLOPs: lw.p.Buffers[dy].Elements()}
+				lw.writeGrads(&b, g)
+				lw.bwd(b)
+				continue
+			}
+			lw.gradOf[x] = dy
+		}
+	case OpRotary:
+		dq, okq := lw.gradOf[op.Out[0]]
+		dk, okk := lw.gradOf[op.Out[1]]
+		if okq && okk {
+			lw.bwd(Op{Kind: OpRotaryBwd, Layer: op.Layer, In: []int{dq, dk}, Out: []int{dq, dk}, Attr: op.Attr, FLOPs: flops})
+		}
+	case OpScores:
+		ds, ok := lw.gradOf[op.Out[0]]
+		if !ok {
+			return
+		}
+		dq, dk := lw.gradFor(op.In[0]), lw.gradFor(op.In[1])
+		b := Op{Kind: OpScoresBwd, Layer: op.Layer, In: []int{ds, op.In[0], op.In[1]}, Out: []int{dq, dk}, Attr: condOf(op.Attr), FLOPs: 2 * flops}
+		lw.writeGrads(&b, dq, dk)
+		lw.bwd(b)
+	case OpHeadMix:
+		dy, ok := lw.gradOf[op.Out[0]]
+		if !ok {
+			return
+		}
+		dx := lw.gradFor(op.In[0])
+		dw, _ := lw.paramGrad(op.In[1])
+		b := Op{Kind: OpHeadMixBwd, Layer: op.Layer, In: []int{dy, op.In[0], op.In[1]}, Out: []int{dx, dw}, Attr: op.Attr, FLOPs: 2 * flops}
+		lw.writeGrads(&b, dx, dw)
+		lw.bwd(b)
+	case OpSoftmax:
+		dp, ok := lw.gradOf[op.Out[0]]
+		if !ok {
+			return
+		}
+		ds := lw.gradFor(op.In[0])
+		b := Op{Kind: OpSoftmaxBwd, Layer: op.Layer, In: []int{dp, op.Out[0]}, Out: []int{ds}, Attr: op.Attr, FLOPs: flops}
+		lw.writeGrads(&b, ds)
+		lw.bwd(b)
+	case OpAttnAV:
+		da, ok := lw.gradOf[op.Out[0]]
+		if !ok {
+			return
+		}
+		dp, dv := lw.gradFor(op.In[0]), lw.gradFor(op.In[1])
+		b := Op{Kind: OpAttnAVBwd, Layer: op.Layer, In: []int{da, op.In[0], op.In[1]}, Out: []int{dp, dv}, FLOPs: 2 * flops}
+		lw.writeGrads(&b, dp, dv)
+		lw.bwd(b)
+	case OpAct:
+		da, ok := lw.gradOf[op.Out[0]]
+		if !ok {
+			return
+		}
+		var outs []int
+		for _, x := range op.In {
+			outs = append(outs, lw.gradFor(x))
+		}
+		b := Op{Kind: OpActBwd, Layer: op.Layer, In: append([]int{da}, op.In...), Out: outs, Attr: op.Attr, FLOPs: flops}
+		lw.writeGrads(&b, outs...)
+		lw.bwd(b)
+	case OpRouter:
+		dgates, ok := lw.gradOf[op.Out[1]]
+		if !ok {
+			return
+		}
+		dl := lw.gradFor(op.In[0])
+		b := Op{Kind: OpRouterBwd, Layer: op.Layer, In: []int{dgates, op.In[0], op.Out[0], op.Out[2]}, Out: []int{dl},
+			Attr: "gates' gradient plus the balance and z-loss terms", FLOPs: flops}
+		lw.writeGrads(&b, dl)
+		lw.bwd(b)
+	case OpPermute:
+		ds, ok := lw.gradOf[op.Out[0]]
+		if !ok {
+			return
+		}
+		dh := lw.gradFor(op.In[0])
+		b := Op{Kind: OpPermuteBwd, Layer: op.Layer, In: []int{ds, op.In[1]}, Out: []int{dh}}
+		lw.writeGrads(&b, dh)
+		lw.bwd(b)
+	case OpAllToAllV:
+		dr, ok := lw.gradOf[op.Out[0]]
+		if !ok {
+			return
+		}
+		ds := lw.gradFor(op.In[0])
+		lw.written[ds] = true
+		lw.bwd(Op{Kind: OpAllToAllV, Layer: op.Layer, In: []int{dr}, Out: []int{ds}, Group: op.Group, Attr: "gradients back (reverse exchange)",
+			Bytes: op.Bytes * lw.p.Buffers[dr].Bytes() / max(lw.p.Buffers[op.Out[0]].Bytes(), 1)})
+	case OpGroupedMM:
+		dy, ok := lw.gradOf[op.Out[0]]
+		if !ok {
+			return
+		}
+		var dws []int
+		for _, w := range op.In[1:] {
+			g, _ := lw.paramGrad(w)
+			dws = append(dws, g)
+		}
+		b := Op{Kind: OpGroupedMMDW, Layer: op.Layer, In: []int{dy, op.In[0]}, Out: dws, Attr: op.Attr, FLOPs: flops}
+		lw.writeGrads(&b, dws...)
+		lw.bwd(b)
+		dx := lw.gradFor(op.In[0])
+		b = Op{Kind: OpGroupedMMDX, Layer: op.Layer, In: append([]int{dy}, op.In[1:]...), Out: []int{dx}, Attr: op.Attr, FLOPs: flops}
+		lw.writeGrads(&b, dx)
+		lw.bwd(b)
+	case OpCombine:
+		dy, ok := lw.gradOf[op.Out[0]]
+		if !ok {
+			return
+		}
+		dback, dgates := lw.gradFor(op.In[0]), lw.gradFor(op.In[2])
+		b := Op{Kind: OpCombineBwd, Layer: op.Layer, In: []int{dy, op.In[0], op.In[1], op.In[2]}, Out: []int{dback, dgates}, FLOPs: 2 * flops}
+		lw.writeGrads(&b, dback, dgates)
+		lw.bwd(b)
+	case OpEmbed:
+		dx, ok := lw.gradOf[op.Out[0]]
+		if !ok {
+			return
+		}
+		dw, _ := lw.paramGrad(op.In[1])
+		b := Op{Kind: OpEmbedBwd, Layer: op.Layer, In: []int{dx, op.In[0]}, Out: []int{dw}, Attr: op.Attr}
+		lw.writeGrads(&b, dw)
+		lw.bwd(b)
+	case OpCrossEntropy:
+		// Fused: the forward wrote the logits' gradient (gradSeed).
+	default:
+		panic(fmt.Sprintf("step: internal error: no backward rule for %s", op.Kind))
+	}
+}
+
+// condOf keeps the attention-sharing condition of a forward op for its backward.
+func condOf(attr string) string {
+	if i := strings.Index(attr, "when="); i >= 0 {
+		return attr[i:]
+	}
+	return ""
+}

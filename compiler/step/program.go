@@ -1,0 +1,233 @@
+package step
+
+import (
+	"fmt"
+
+	"github.com/moec-dev/moec/compiler/params"
+)
+
+// Kind says what a buffer holds, which decides how long it lives: parameters, gradients
+// and optimizer states persist across steps; the rest live from the op that writes them
+// to the last op that reads them.
+type Kind uint8
+
+const (
+	KindInput      Kind = iota // the step's token ids and targets
+	KindParam                  // a parameter (or its ZeRO shard), persistent
+	KindGathered               // a ZeRO-3 parameter gathered for one use
+	KindGrad                   // a parameter gradient (or its shard), persistent
+	KindOptimizer              // optimizer state (AdamW moments), persistent
+	KindActivation             // a forward value, kept until its backward reads it
+	KindActGrad                // the gradient of an activation
+	KindDispatch               // MoE routing and token-exchange buffers
+	KindComm                   // a pipeline receive buffer
+	KindScalar                 // losses and statistics
+)
+
+var kindNames = [...]string{"input", "param", "gathered", "grad", "optimizer", "activation", "act_grad", "dispatch", "comm", "scalar"}
+
+func (k Kind) String() string { return kindNames[k] }
+
+// Persistent reports whether a buffer of kind k outlives a step.
+func (k Kind) Persistent() bool {
+	return k == KindParam || k == KindGrad || k == KindOptimizer
+}
+
+// Tier is the memory a buffer lives in.
+type Tier uint8
+
+const (
+	Device Tier = iota // the rank's device (on a CPU rank: its memory)
+	Host               // host memory (an offloaded optimizer)
+)
+
+func (t Tier) String() string {
+	if t == Host {
+		return "host"
+	}
+	return "device"
+}
+
+// Buffer is one named tensor of a program with a static shape.
+type Buffer struct {
+	Name  string
+	Shape []int
+	Elem  int // bytes per element
+	Kind  Kind
+	Tier  Tier
+	// Param is the parameter a KindParam, KindGathered or KindGrad buffer belongs to
+	// (nil for a flat shard of several, and for every other kind).
+	Param *params.ID
+	// Offset is the buffer's place in its tier's arena (see Plan).
+	Offset int64
+}
+
+// Elements is the number of values the buffer holds.
+func (b *Buffer) Elements() int64 {
+	n := int64(1)
+	for _, s := range b.Shape {
+		n *= int64(s)
+	}
+	return n
+}
+
+// Bytes is the buffer's size.
+func (b *Buffer) Bytes() int64 { return b.Elements() * int64(b.Elem) }
+
+// Phase is the part of a step an op belongs to.
+type Phase uint8
+
+const (
+	Forward Phase = iota
+	Backward
+	Reduce // gradient reduction over data-parallel replicas
+	Update // the optimizer
+)
+
+var phaseNames = [...]string{"fwd", "bwd", "reduce", "update"}
+
+func (p Phase) String() string { return phaseNames[p] }
+
+// OpKind names an operation. Compute kinds are the kernels' (compiler/kernels describes
+// the ones CUDA and LLVM IR are generated from); communication kinds move data between
+// ranks or tiers.
+type OpKind string
+
+// Compute ops.
+const (
+	OpEmbed        OpKind = "embed"       // rows of a table by token id
+	OpEmbedBwd     OpKind = "embed_bwd"   // scatter-add rows into the table's gradient
+	OpNorm         OpKind = "norm"        // RMSNorm or LayerNorm with a learned scale
+	OpNormBwd      OpKind = "norm_bwd"    // input gradient, and the scale's gradient accumulated
+	OpMatMul       OpKind = "matmul"      // y = x·Wᵀ (+ b)
+	OpMatMulDX     OpKind = "matmul_dx"   // dx (+)= dy·W
+	OpMatMulDW     OpKind = "matmul_dw"   // dW += dyᵀ·x (db += Σ dy)
+	OpRotary       OpKind = "rotary"      // rotary positions on queries and keys
+	OpRotaryBwd    OpKind = "rotary_bwd"  // its inverse rotation on the gradients
+	OpScores       OpKind = "attn_scores" // causal q·kᵀ/√d per head
+	OpScoresBwd    OpKind = "attn_scores_bwd"
+	OpHeadMix      OpKind = "head_mix" // talking heads: mix the heads' score maps
+	OpHeadMixBwd   OpKind = "head_mix_bwd"
+	OpSoftmax      OpKind = "softmax"     // the attention weights
+	OpSoftmaxBwd   OpKind = "softmax_bwd" // dS = P ⊙ (dP − rowsum(dP ⊙ P))
+	OpAttnAV       OpKind = "attn_av"     // weights · values
+	OpAttnAVBwd    OpKind = "attn_av_bwd" // dP and dV
+	OpAdd          OpKind = "add"         // the residual sum
+	OpAct          OpKind = "act"         // the FFN activation (gated: act(gate)·up)
+	OpActBwd       OpKind = "act_bwd"
+	OpRouter       OpKind = "route"       // scores, top-k, gates, capacity, balance and z-loss terms
+	OpRouterBwd    OpKind = "route_bwd"   // the router logits' gradient from the gates' and the losses'
+	OpPermute      OpKind = "permute"     // tokens into per-expert slots
+	OpPermuteBwd   OpKind = "permute_bwd" // scatter-add the slots' gradients back to the tokens
+	OpCombine      OpKind = "combine"     // expert outputs times gates back to the tokens
+	OpCombineBwd   OpKind = "combine_bwd" // the outputs' and the gates' gradients
+	OpGroupedMM    OpKind = "grouped_matmul"
+	OpGroupedMMDX  OpKind = "grouped_matmul_dx"
+	OpGroupedMMDW  OpKind = "grouped_matmul_dw"
+	OpCrossEntropy OpKind = "cross_entropy" // mean loss and the logits' gradient in one pass
+	OpAdamW        OpKind = "adamw"
+	OpAccumulate   OpKind = "accumulate" // a += b: a gradient with two consumers
+)
+
+// Communication ops.
+const (
+	OpAllReduce     OpKind = "all_reduce"
+	OpReduceScatter OpKind = "reduce_scatter"
+	OpAllGather     OpKind = "all_gather"
+	OpAllToAllV     OpKind = "all_to_all_v"
+	OpSend          OpKind = "send"
+	OpRecv          OpKind = "recv"
+	OpToHost        OpKind = "to_host"
+	OpToDevice      OpKind = "to_device"
+)
+
+// Collective reports whether k communicates with other ranks of a group.
+func (k OpKind) Collective() bool {
+	switch k {
+	case OpAllReduce, OpReduceScatter, OpAllGather, OpAllToAllV:
+		return true
+	}
+	return false
+}
+
+// PointToPoint reports whether k is a pipeline send or receive.
+func (k OpKind) PointToPoint() bool { return k == OpSend || k == OpRecv }
+
+// Op is one operation of a program.
+type Op struct {
+	Kind  OpKind
+	Phase Phase
+	Layer int // decoder layer, -1 for the embedding, head, loss and per-step ops
+	Micro int // micro-batch, -1 for per-step ops (reduction, update)
+	In    []int
+	Out   []int
+	// Attr holds what the kernel needs beyond its buffers, as readable key=value text
+	// (transposes, the activation, a probability), fixed at lowering.
+	Attr string
+	// Group is the parallel axis a collective runs over ("dp", "edp", "ep", "tp", "pp");
+	// Peer the other rank of a send or receive.
+	Group string
+	Peer  int
+	FLOPs int64
+	Bytes int64 // communication: the bytes this rank sends; compute: bytes read and written
+}
+
+// Program is what one rank runs for one training step.
+type Program struct {
+	Model, Stage string
+	Layout       Layout
+	Rank         int
+	Coord        Coord
+	Batch        Batch
+	Buffers      []*Buffer
+	Ops          []Op
+	Memory       MemoryPlan
+	// Layers are the decoder layers this rank's pipeline stage holds, [First, First+Count).
+	FirstLayer, LayerCount int
+}
+
+// Batch is the work of one step on one data-parallel replica.
+type Batch struct {
+	MicroBatch int // sequences per micro-batch
+	SeqLen     int
+	Micro      int // micro-batches per step
+}
+
+// Tokens is the number of tokens in one micro-batch.
+func (b Batch) Tokens() int { return b.MicroBatch * b.SeqLen }
+
+// Layout says how a step is spread over ranks.
+type Layout struct {
+	DP, EP, TP, PP int
+	ZeRO           int  // 0..3
+	OffloadOpt     bool // the optimizer states and update live on the host
+}
+
+// World is the number of ranks.
+func (l Layout) World() int { return l.DP * l.TP * l.PP }
+
+func (l Layout) String() string {
+	s := fmt.Sprintf("dp %d × ep %d × tp %d × pp %d, zero %d", l.DP, l.EP, l.TP, l.PP, l.ZeRO)
+	if l.OffloadOpt {
+		s += ", optimizer offloaded"
+	}
+	return s
+}
+
+// Coord is a rank's place on each axis. Ranks are numbered Megatron's way: tensor-parallel
+// fastest, then data-parallel (the expert-parallel group is ep consecutive data-parallel
+// ranks), then pipeline stages.
+type Coord struct {
+	TP, DP, PP int
+	EP, EDP    int // DP = EDP·ep + EP
+}
+
+// CoordOf is rank's place in l.
+func (l Layout) CoordOf(rank int) Coord {
+	c := Coord{TP: rank % l.TP, DP: rank / l.TP % l.DP, PP: rank / (l.TP * l.DP)}
+	c.EP, c.EDP = c.DP%l.EP, c.DP/l.EP
+	return c
+}
+
+// RankOf is the rank at c.
+func (l Layout) RankOf(c Coord) int { return c.TP + l.TP*(c.DP+l.DP*c.PP) }

@@ -1,0 +1,288 @@
+package step
+
+import (
+	"fmt"
+
+	"github.com/moec-dev/moec/compiler/params"
+)
+
+// microState is what a micro-batch's forward leaves for its backward.
+type microState struct {
+	tape     []tapeEntry
+	gradSeed map[int]int
+	in, out  int // the stage's input (tokens' embedding or the received activation) and output
+}
+
+// lower emits the whole step: the micro-batches' forward and backward (in pipeline
+// order), the gradient reduction and the update.
+func (lw *lowerer) lower() {
+	lw.paramOfBuf = map[int]params.ID{}
+	lw.paramGradBufs = map[int]bool{}
+	lw.paramWritten = map[int]bool{}
+	lw.declareParams()
+	lw.micros = make([]microState, lw.b.Micro)
+	for _, step := range schedule1F1B(lw.l.PP, lw.c.PP, lw.b.Micro) {
+		if step.forward {
+			lw.forwardMicro(step.micro)
+		} else {
+			lw.backwardMicro(step.micro)
+		}
+	}
+	lw.reduceAndUpdate()
+}
+
+// scheduleStep is one micro-batch's forward or backward in a pipeline stage's order.
+type scheduleStep struct {
+	forward bool
+	micro   int
+}
+
+// schedule1F1B is the one-forward-one-backward schedule (PipeDream-Flush, as Megatron's
+// non-interleaved schedule): stage s of pp runs pp−s−1 warm-up forwards, then alternates
+// a forward and a backward, then drains the remaining backwards. With one stage it is
+// forward then backward of each micro-batch in turn.
+func schedule1F1B(pp, s, micro int) []scheduleStep {
+	warm := min(pp-s-1, micro)
+	var out []scheduleStep
+	f, b := 0, 0
+	for ; f < warm; f++ {
+		out = append(out, scheduleStep{true, f})
+	}
+	for f < micro {
+		out = append(out, scheduleStep{true, f})
+		f++
+		out = append(out, scheduleStep{false, b})
+		b++
+	}
+	for ; b < micro; b++ {
+		out = append(out, scheduleStep{false, b})
+	}
+	return out
+}
+
+func (lw *lowerer) peer(stage int) int {
+	c := lw.c
+	c.PP = stage
+	return lw.l.RankOf(c)
+}
+
+func (lw *lowerer) forwardMicro(m int) {
+	lw.micro, lw.phase = m, Forward
+	lw.tape, lw.gradSeed = nil, nil
+	n, d := lw.b.Tokens(), lw.d.D
+	first, last := lw.c.PP == 0, lw.c.PP == lw.l.PP-1
+	var x, rows int
+	rows = -1
+	if first {
+		tokens := lw.act("tokens", KindInput, n)
+		lw.gatherModel(params.RoleEmbed, params.RolePositions, params.RoleRouterEmbed)
+		x, rows = lw.embed(tokens)
+	} else {
+		x = lw.act("x_in", KindComm, n, d)
+		lw.emit(Op{Kind: OpRecv, Phase: Forward, Layer: lw.p.FirstLayer, Out: []int{x}, Peer: lw.peer(lw.c.PP - 1), Group: "pp",
+			Attr: "activations", Bytes: lw.p.Buffers[x].Bytes()})
+	}
+	in := x
+	probs := -1
+	for l := lw.p.FirstLayer; l < lw.p.FirstLayer+lw.p.LayerCount; l++ {
+		lw.gatherLayer(l)
+		x, probs = lw.layer(l, x, rows, probs)
+	}
+	if last {
+		targets := lw.act("targets", KindInput, n)
+		lw.gatherModel(params.RoleFinalNorm, params.RoleHead, params.RoleEmbed)
+		lw.head(x, targets)
+	} else {
+		lw.emit(Op{Kind: OpSend, Phase: Forward, Layer: lw.p.FirstLayer + lw.p.LayerCount - 1, In: []int{x}, Peer: lw.peer(lw.c.PP + 1), Group: "pp",
+			Attr: "activations", Bytes: lw.p.Buffers[x].Bytes()})
+	}
+	lw.micros[m] = microState{tape: lw.tape, gradSeed: lw.gradSeed, in: in, out: x}
+}
+
+func (lw *lowerer) backwardMicro(m int) {
+	st := &lw.micros[m]
+	lw.micro, lw.phase = m, Backward
+	lw.tape = st.tape
+	lw.gradOf, lw.written = map[int]int{}, map[int]bool{}
+	for k, v := range st.gradSeed {
+		lw.gradOf[k] = v
+		lw.written[v] = true
+	}
+	first, last := lw.c.PP == 0, lw.c.PP == lw.l.PP-1
+	if !last {
+		dx := lw.act("dx_out", KindComm, lw.p.Buffers[st.out].Shape...)
+		lw.emit(Op{Kind: OpRecv, Phase: Backward, Layer: lw.p.FirstLayer + lw.p.LayerCount - 1, Out: []int{dx}, Peer: lw.peer(lw.c.PP + 1), Group: "pp",
+			Attr: "gradients", Bytes: lw.p.Buffers[dx].Bytes()})
+		lw.gradOf[st.out] = dx
+		lw.written[dx] = true
+	}
+	lw.backward()
+	if !first {
+		g, ok := lw.gradOf[st.in]
+		if !ok {
+			panic("step: internal error: the stage input has no gradient")
+		}
+		lw.emit(Op{Kind: OpSend, Phase: Backward, Layer: lw.p.FirstLayer, In: []int{g}, Peer: lw.peer(lw.c.PP - 1), Group: "pp",
+			Attr: "gradients", Bytes: lw.p.Buffers[g].Bytes()})
+	}
+	st.tape = nil
+}
+
+// groupOf is the reduction group of a parameter.
+func (lw *lowerer) groupOf(id params.ID) *group {
+	if id.Role.Routed() && len(lw.groups) > 1 {
+		return &lw.groups[1]
+	}
+	return &lw.groups[0]
+}
+
+// zeroOf is the ZeRO stage that applies to a group: none where the group has one rank.
+func (lw *lowerer) zeroOf(g *group) int {
+	if g.size <= 1 {
+		return 0
+	}
+	return lw.l.ZeRO
+}
+
+// gatherParams emits, under ZeRO-3, the all-gathers that materialise ids for the current
+// phase and micro-batch (one per reduction group), and records the gathered buffers.
+func (lw *lowerer) gatherParams(layer int, ids []params.ID) {
+	byGroup := map[*group][]int{}
+	var order []*group
+	for _, id := range ids {
+		g := lw.groupOf(id)
+		if lw.zeroOf(g) != 3 {
+			continue
+		}
+		key := gatherKey{id, lw.phase, lw.micro}
+		if _, done := lw.gathered[key]; done {
+			continue
+		}
+		shape := lw.shapes[id]
+		buf := lw.act(fmt.Sprintf("%s/%s", id, lw.phase), KindGathered, shape...)
+		lw.gathered[key] = buf
+		lw.paramOfBuf[buf] = id
+		pid := id
+		lw.p.Buffers[buf].Param = &pid
+		if _, seen := byGroup[g]; !seen {
+			order = append(order, g)
+		}
+		byGroup[g] = append(byGroup[g], buf)
+	}
+	for _, g := range order {
+		var bytes int64
+		for _, b := range byGroup[g] {
+			bytes += lw.p.Buffers[b].Bytes()
+		}
+		lw.emit(Op{Kind: OpAllGather, Phase: lw.phase, Layer: layer, In: []int{g.paramShard}, Out: byGroup[g], Group: g.axis,
+			Attr: fmt.Sprintf("%s parameters", g.name), Bytes: bytes * int64(g.size-1) / int64(g.size)})
+	}
+}
+
+// gatherLayer gathers layer l's parameters (ZeRO-3).
+func (lw *lowerer) gatherLayer(l int) {
+	if lw.l.ZeRO != 3 {
+		return
+	}
+	var ids []params.ID
+	for _, id := range lw.order {
+		if id.Layer == l {
+			ids = append(ids, id)
+		}
+	}
+	lw.gatherParams(l, ids)
+}
+
+// gatherModel gathers the model-level parameters of the given roles (ZeRO-3).
+func (lw *lowerer) gatherModel(roles ...params.Role) {
+	if lw.l.ZeRO != 3 {
+		return
+	}
+	want := map[params.Role]bool{}
+	for _, r := range roles {
+		want[r] = true
+	}
+	var ids []params.ID
+	for _, id := range lw.order {
+		if id.Layer < 0 && want[id.Role] {
+			ids = append(ids, id)
+		}
+	}
+	lw.gatherParams(-1, ids)
+}
+
+// reduceAndUpdate emits the gradient reduction and the optimizer update of each group.
+func (lw *lowerer) reduceAndUpdate() {
+	lw.micro = -1
+	for gi := range lw.groups {
+		g := &lw.groups[gi]
+		var ps, gs []int
+		var bytes int64
+		for _, id := range lw.order {
+			if lw.groupOf(id) != g {
+				continue
+			}
+			if lw.param[id] >= 0 {
+				ps = append(ps, lw.param[id])
+			}
+			gs = append(gs, lw.grad[id])
+			bytes += lw.p.Buffers[lw.grad[id]].Bytes()
+		}
+		if len(gs) == 0 {
+			continue
+		}
+		zero := lw.zeroOf(g)
+		grads := gs
+		switch {
+		case g.size > 1 && zero <= 1:
+			lw.emit(Op{Kind: OpAllReduce, Phase: Reduce, Layer: -1, In: gs, Out: gs, Group: g.axis, Attr: fmt.Sprintf("%s gradients, mean", g.name),
+				Bytes: 2 * bytes * int64(g.size-1) / int64(g.size)})
+		case g.size > 1:
+			lw.emit(Op{Kind: OpReduceScatter, Phase: Reduce, Layer: -1, In: gs, Out: []int{g.gradShard}, Group: g.axis, Attr: fmt.Sprintf("%s gradients, mean", g.name),
+				Bytes: bytes * int64(g.size-1) / int64(g.size)})
+			grads = []int{g.gradShard}
+		}
+		target := ps
+		if zero == 3 {
+			target = []int{g.paramShard}
+		}
+		shardAttr := ""
+		if zero >= 1 {
+			shardAttr = fmt.Sprintf(" on shard %d of %d", lw.shardIndex(g), g.size)
+		}
+		if lw.l.OffloadOpt {
+			hostGrads := lw.buf(fmt.Sprintf("grads[%s]@host", g.name), KindComm, int(lw.shardElems(g)))
+			lw.p.Buffers[hostGrads].Tier = Host
+			hostParams := lw.buf(fmt.Sprintf("params[%s]@host", g.name), KindOptimizer, int(lw.shardElems(g)))
+			lw.p.Buffers[hostParams].Tier = Host
+			lw.emit(Op{Kind: OpToHost, Phase: Update, Layer: -1, In: grads, Out: []int{hostGrads}, Attr: g.name + " gradients" + shardAttr,
+				Bytes: lw.shardElems(g) * 4})
+			lw.emit(Op{Kind: OpAdamW, Phase: Update, Layer: -1, In: []int{hostParams, hostGrads, g.m, g.v}, Out: []int{hostParams, g.m, g.v},
+				Attr: "on the host" + shardAttr, FLOPs: 12 * lw.shardElems(g)})
+			lw.emit(Op{Kind: OpToDevice, Phase: Update, Layer: -1, In: []int{hostParams}, Out: target, Attr: g.name + " parameters" + shardAttr,
+				Bytes: lw.shardElems(g) * 4})
+		} else {
+			in := append(append(append([]int(nil), target...), grads...), g.m, g.v)
+			out := append(append([]int(nil), target...), g.m, g.v)
+			lw.emit(Op{Kind: OpAdamW, Phase: Update, Layer: -1, In: in, Out: out, Attr: g.name + shardAttr, FLOPs: 12 * lw.shardElems(g)})
+		}
+		if zero == 1 || zero == 2 {
+			lw.emit(Op{Kind: OpAllGather, Phase: Update, Layer: -1, In: ps, Out: ps, Group: g.axis, Attr: g.name + " updated shards",
+				Bytes: bytes * int64(g.size-1) / int64(g.size)})
+		}
+	}
+}
+
+func (lw *lowerer) shardElems(g *group) int64 {
+	if lw.zeroOf(g) == 0 {
+		return g.elements
+	}
+	return ceilDiv(g.elements, int64(g.size))
+}
+
+func (lw *lowerer) shardIndex(g *group) int {
+	if g.axis == "edp" {
+		return lw.c.EDP
+	}
+	return lw.c.DP
+}
