@@ -112,7 +112,7 @@ func ForStage(prog *program.Program, t *program.Train, st *program.Stage, p *pla
 func (l *Launch) placeRanks(world, nodeSize int) {
 	l.GPUs = world
 	if nodeSize <= 0 || nodeSize > world {
-		nodeSize = world
+		nodeSize = max(world, 1)
 	}
 	l.GPUsPerNode = nodeSize
 	l.Nodes = (world + nodeSize - 1) / nodeSize
@@ -263,7 +263,7 @@ func (b *builder) moe(m *program.Model, t *program.Train, st *program.Stage, pro
 				b.unsupported(st.Grow.Kind == "copy" && st.Grow.Noise > 0, "noise on the copied experts (grow = copy(noise = %v)): upcycling copies exactly", st.Grow.Noise)
 				b.unsupported(st.Grow.Kind == "random", "random initialisation of the new experts (grow = random): upcycling copies the dense FFN")
 			case fm.MoE != nil && m.MoE != nil && fm.MoE.Experts != m.MoE.Experts:
-				b.unsupported(true, "growing the experts from %d (stage %s) to %d: Megatron has no expert growth between MoE checkpoints", fm.MoE.Experts, st.From, m.MoE.Experts)
+				b.unsupported(true, "growing the experts from %d (stage %s) to %d: Megatron has no expert growth between MoE checkpoints, so the --load below does not hold this stage's experts", fm.MoE.Experts, st.From, m.MoE.Experts)
 			}
 		}
 	}

@@ -326,3 +326,42 @@ func writeModel(t *testing.T, src string) string {
 	}
 	return path
 }
+
+// TestPlaceRanks holds how a world size sits on nodes: whole nodes, then one with the rest,
+// never nodes × (world / nodes) ranks.
+func TestPlaceRanks(t *testing.T) {
+	for _, c := range []struct {
+		world, nodeSize          int
+		nodes, perNode, lastNode int
+	}{
+		{world: 244, nodeSize: 8, nodes: 31, perNode: 8, lastNode: 4},
+		{world: 128, nodeSize: 8, nodes: 16, perNode: 8, lastNode: 0},
+		{world: 4, nodeSize: 8, nodes: 1, perNode: 4, lastNode: 0},
+		{world: 9, nodeSize: 8, nodes: 2, perNode: 8, lastNode: 1},
+		{world: 1, nodeSize: 0, nodes: 1, perNode: 1, lastNode: 0},
+		{world: 0, nodeSize: 8, nodes: 0, perNode: 1, lastNode: 0},
+	} {
+		var l Launch
+		l.placeRanks(c.world, c.nodeSize)
+		if l.GPUs != c.world || l.Nodes != c.nodes || l.GPUsPerNode != c.perNode || l.LastNodeGPUs != c.lastNode {
+			t.Errorf("world %d on %d-GPU nodes: %d nodes × %d, last %d; want %d × %d, last %d",
+				c.world, c.nodeSize, l.Nodes, l.GPUsPerNode, l.LastNodeGPUs, c.nodes, c.perNode, c.lastNode)
+		}
+		ranks := l.Nodes * l.GPUsPerNode
+		if l.LastNodeGPUs > 0 {
+			ranks = (l.Nodes-1)*l.GPUsPerNode + l.LastNodeGPUs
+		}
+		if ranks != c.world {
+			t.Errorf("world %d: the nodes run %d ranks", c.world, ranks)
+		}
+	}
+}
+
+// TestUserValueQuoting holds that a message cannot end or break the "${VAR:?message}" word:
+// bash pairs a ' inside it, and $, `, \, " and } would expand or end it.
+func TestUserValueQuoting(t *testing.T) {
+	got := userValue("SAVE_DIR", `set SAVE_DIR to this stage's "dir" ($HOME, `+"`x`"+`, \n})`)
+	if want := `"${SAVE_DIR:?set SAVE_DIR to this stages dir (HOME, x, n)}"`; got != want {
+		t.Errorf("userValue = %s, want %s", got, want)
+	}
+}
