@@ -75,8 +75,12 @@ func newExportMegatronCommand(stdout, stderr io.Writer) *cobra.Command {
 		Short: "Print the Megatron-Core launch arguments that realise moec's plan for a stage",
 		Long: "megatron plans the stage as `moec plan` does and prints a torchrun command for\n" +
 			"Megatron-LM's pretrain_gpt.py with the model, MoE routing, parallel sizes, recompute,\n" +
-			"optimizer and batch of that plan. What moec trains that Megatron cannot is listed\n" +
-			"in comments above the command, never dropped silently.",
+			"optimizer, batch and checkpoints of that plan. Run the same command on every node: it\n" +
+			"starts the plan's world size (a last node with fewer ranks when it is not a whole\n" +
+			"number of nodes) and reads NODE_RANK, MASTER_ADDR, DATA_PATH, TOKENIZER_MODEL,\n" +
+			"SAVE_DIR (and FROM_CHECKPOINT for a stage that starts from another) from the\n" +
+			"environment, stopping with a message when one is unset. What moec trains that Megatron\n" +
+			"cannot is listed in comments above the command, never dropped silently.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			loaded := driver.Load(args[0])

@@ -2,27 +2,46 @@ package megatron
 
 import (
 	"fmt"
-	"io"
 	"strconv"
 	"strings"
 
 	"github.com/moec-dev/moec/compiler/plan"
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/internal/human"
 )
 
 // Arg is one Megatron-Core command-line argument. Value is "" for a switch.
 type Arg struct {
 	Flag  string
 	Value string
+	// Env, when set, makes the value the user's: the command reads it from this environment
+	// variable and stops with Value as its message when the variable is unset
+	// (--data-path "${DATA_PATH:?set DATA_PATH to ...}").
+	Env string
+}
+
+// EnvVar is an environment variable the command sets for every rank.
+type EnvVar struct {
+	Name, Value string
 }
 
 // Launch is the Megatron-Core launch that realises one stage's plan.
 type Launch struct {
 	Train, Stage string
-	GPUs, Nodes  int
-	GPUsPerNode  int
-	Layout       plan.Layout
-	Args         []Arg
+	// GPUs is the world size: the ranks the parallel sizes need (dp × tp × pp), which is
+	// the number of processes the torchrun command starts over all nodes.
+	GPUs int
+	// Nodes is how many nodes run ranks; GPUsPerNode is the cluster's node size. Every node
+	// runs GPUsPerNode ranks except the last, which runs LastNodeGPUs when GPUs is not a
+	// whole number of nodes (0 when it is).
+	Nodes, GPUsPerNode, LastNodeGPUs int
+	Layout                           plan.Layout
+	// Env is set on the command line: CUDA_DEVICE_MAX_CONNECTIONS=1 where Megatron requires it.
+	Env  []EnvVar
+	Args []Arg
+	// Batch explains --global-batch-size and --train-iters: how the batch splits into
+	// micro-batches and, when it differs, why it is not tokens_per_batch as written.
+	Batch string
 	// Unsupported lists what moec's model or training does that these arguments cannot
 	// express: a Megatron run with them trains something else in those respects.
 	Unsupported []string
@@ -33,6 +52,8 @@ type Launch struct {
 type builder struct {
 	l          *Launch
 	stageModel *program.Model // the stage's model
+	from       *program.Stage // the stage this one starts from, nil for none
+	upcycle    bool           // from a dense stage into an MoE one: --moe-use-upcycling
 }
 
 func (b *builder) add(flag string, v any) {
@@ -70,16 +91,32 @@ func ForStage(prog *program.Program, t *program.Train, st *program.Stage, p *pla
 		return nil, fmt.Errorf("megatron: no plan for stage %s", st.Name)
 	}
 	m := program.StageModel(base, st)
-	l := &Launch{Train: t.Name, Stage: st.Name, GPUs: p.GPUs, Nodes: p.Nodes, Layout: p.Layout}
-	if p.Nodes > 0 {
-		l.GPUsPerNode = p.GPUs / p.Nodes
-	}
+	l := &Launch{Train: t.Name, Stage: st.Name, Layout: p.Layout}
+	l.placeRanks(p.Layout.World(), p.Cluster.GPUsPerNode)
 	b := &builder{l: l, stageModel: m}
 	b.model(m, t)
 	b.moe(m, t, st, prog)
 	b.parallel(p, t)
 	b.optimizer(t, st, p)
+	b.checkpoints(t, st, p)
+	b.data(m, t)
+	b.batch(p, t)
 	return l, nil
+}
+
+// placeRanks spreads world ranks over nodes of nodeSize GPUs: whole nodes first, then the
+// rest on one more node. torchrun gives each node's ranks the global ranks after those of
+// the lower node ranks (its elastic agent's rank assignment sums the nodes' process counts),
+// so a last node with fewer processes still makes a job of exactly world ranks, which is
+// what Megatron's world-size checks need; nodes × nodeSize processes would not be.
+func (l *Launch) placeRanks(world, nodeSize int) {
+	l.GPUs = world
+	if nodeSize <= 0 || nodeSize > world {
+		nodeSize = max(world, 1)
+	}
+	l.GPUsPerNode = nodeSize
+	l.Nodes = (world + nodeSize - 1) / nodeSize
+	l.LastNodeGPUs = world % nodeSize
 }
 
 func (b *builder) model(m *program.Model, t *program.Train) {
@@ -215,16 +252,18 @@ func (b *builder) moe(m *program.Model, t *program.Train, st *program.Stage, pro
 				from = s
 			}
 		}
+		b.from = from
 		if from != nil {
 			fm := program.StageModel(prog.Models[t.Model], from)
 			switch {
 			case fm.MoE == nil && m.MoE != nil:
 				b.flag("--moe-use-upcycling")
-				b.note("stage %s starts from the dense stage %s: --moe-use-upcycling converts its checkpoint (load it with --load) into copies of the dense FFN", st.Name, st.From)
+				b.upcycle = true
+				b.note("stage %s starts from the dense stage %s: --moe-use-upcycling loads its checkpoint (--load), copies the dense FFN into every expert and saves the result to --save before training; Megatron refuses the switch once --save holds a checkpoint, so to resume this stage after an interruption drop it and load from SAVE_DIR", st.Name, st.From)
 				b.unsupported(st.Grow.Kind == "copy" && st.Grow.Noise > 0, "noise on the copied experts (grow = copy(noise = %v)): upcycling copies exactly", st.Grow.Noise)
 				b.unsupported(st.Grow.Kind == "random", "random initialisation of the new experts (grow = random): upcycling copies the dense FFN")
 			case fm.MoE != nil && m.MoE != nil && fm.MoE.Experts != m.MoE.Experts:
-				b.unsupported(true, "growing the experts from %d (stage %s) to %d: Megatron has no expert growth between MoE checkpoints", fm.MoE.Experts, st.From, m.MoE.Experts)
+				b.unsupported(true, "growing the experts from %d (stage %s) to %d: Megatron has no expert growth between MoE checkpoints, so the --load below does not hold this stage's experts", fm.MoE.Experts, st.From, m.MoE.Experts)
 			}
 		}
 	}
@@ -257,23 +296,44 @@ func (b *builder) moe(m *program.Model, t *program.Train, st *program.Stage, pro
 	switch {
 	case e.Score == program.Softmax && !e.Normalize:
 		b.flag("--moe-router-pre-softmax")
+	case e.Score == program.Softmax && e.TopK == 1:
+		// TransformerConfig refuses top-1 softmax after the top-k ("Please use
+		// --moe-router-pre-softmax when topk is 1": a softmax over one logit has no
+		// gradient), so the nearest launch that starts is the Switch gate.
+		b.flag("--moe-router-pre-softmax")
+		b.unsupported(true, "a renormalised top-1 softmax gate (always 1): Megatron refuses top-1 softmax without --moe-router-pre-softmax, written here, which scales each expert's output by its softmax probability")
 	case e.Score == program.Sigmoid && !e.Normalize && e.TopK > 1:
 		b.unsupported(true, "sigmoid scores without renormalising the top-k gates (Megatron renormalises sigmoid top-k scores)")
 	case e.Score == program.Sigmoid && e.Normalize && e.TopK == 1:
 		b.unsupported(true, "a renormalised top-1 sigmoid gate (always 1; Megatron keeps the sigmoid score)")
 	}
 	if e.BalanceLoss > 0 {
+		// moec's balance loss is Switch's, over all tokens of a micro-batch: Megatron's
+		// aux_loss. Not seq_aux_loss (DeepSeek-V2/V3's per-sequence loss), which moec does
+		// not train.
 		b.add("--moe-router-load-balancing-type", "aux_loss")
 		b.add("--moe-aux-loss-coeff", e.BalanceLoss)
+		if e.AuxFreeBias > 0 {
+			b.note("balance loss: moec's balance_loss is Switch's, over all tokens of a micro-batch (Megatron's aux_loss, written here); DeepSeek-V3's complementary loss and Megatron's DeepSeek-V3 recipe are per sequence (--moe-router-load-balancing-type seq_aux_loss): use that to train the published recipe rather than this file's model")
+		}
 	} else {
 		b.add("--moe-router-load-balancing-type", "none")
 	}
 	if e.ZLoss > 0 {
 		b.add("--moe-z-loss-coeff", e.ZLoss)
 	}
+	if e.Score == program.Sigmoid && e.Normalize && e.TopK > 1 {
+		b.note("gate scale: moec's renormalised sigmoid gates sum to 1 and are used as they are; DeepSeek-V3's released model multiplies them by routed_scaling_factor 2.5 (Megatron's recipe: --moe-router-topk-scaling-factor 2.5). moec's model has no such factor, so it is not written: add it to train the released architecture rather than this file's model")
+	}
 	if e.AuxFreeBias > 0 {
-		b.flag("--moe-router-enable-expert-bias")
-		b.add("--moe-router-bias-update-rate", e.AuxFreeBias)
+		if e.Score == program.Sigmoid {
+			b.flag("--moe-router-enable-expert-bias")
+			b.add("--moe-router-bias-update-rate", e.AuxFreeBias)
+		} else {
+			// TransformerConfig: "Expert bias for aux-loss-free routing only supports
+			// 'sigmoid' ... score functions".
+			b.unsupported(true, "auxiliary-loss-free expert biases with %s scores (Megatron's expert bias needs sigmoid scores)", e.Score)
+		}
 	}
 	if e.Groups > 0 {
 		b.add("--moe-router-num-groups", e.Groups)
@@ -284,6 +344,10 @@ func (b *builder) moe(m *program.Model, t *program.Train, st *program.Stage, pro
 		b.note("capacity: moec admits assignments rank-major in token order; Megatron's --moe-token-drop-policy probs drops the lowest-probability ones, so which tokens drop differs")
 	}
 	b.flag("--moe-grouped-gemm")
+	// moec routes in fp32 (the plan counts router logits and probabilities in fp32), and
+	// Megatron's DeepSeek-V3 recipe does the same; without it Megatron routes in the
+	// training precision.
+	b.add("--moe-router-dtype", "fp32")
 	b.unsupported(e.Router == program.RouteTokenEmbedding, "token-embedding routing (router = token_embedding: the router reads a per-token table, not the hidden state)")
 	b.unsupported(e.ParallelDense, "a dense FFN in parallel with the experts (parallel_dense)")
 	b.unsupported(e.ExpertBias && !m.FFN.Bias, "biases in the experts only")
@@ -337,7 +401,9 @@ func (b *builder) parallel(p *plan.Plan, t *program.Train) {
 	}
 	b.add("--tensor-model-parallel-size", ly.TP)
 	b.add("--pipeline-model-parallel-size", ly.PP)
-	if ly.EP > 1 {
+	if m := b.stageModel; m != nil && m.MoE != nil {
+		// Written at ep = 1 too: the plan's size, and the dispatcher the plan's all-to-all
+		// models, not Megatron's default allgather.
 		b.add("--expert-model-parallel-size", ly.EP)
 		b.add("--moe-token-dispatcher-type", "alltoall")
 	}
@@ -345,6 +411,10 @@ func (b *builder) parallel(p *plan.Plan, t *program.Train) {
 		// Megatron requires sequence parallelism for MoE with tensor parallelism; it only
 		// shards activations outside the matmuls, so the math is the same.
 		b.flag("--sequence-parallel")
+		// validate_args: "Using tensor model parallelism or context parallelism require
+		// setting the environment variable CUDA_DEVICE_MAX_CONNECTIONS to 1" (before
+		// Blackwell; harmless after).
+		b.l.Env = append(b.l.Env, EnvVar{"CUDA_DEVICE_MAX_CONNECTIONS", "1"})
 	}
 	b.add("--micro-batch-size", ly.MicroBatch)
 	b.add("--global-batch-size", ly.Batch)
@@ -369,6 +439,9 @@ func (b *builder) parallel(p *plan.Plan, t *program.Train) {
 	switch ly.Offload {
 	case "cpu":
 		b.flag("--optimizer-cpu-offload")
+		// validate_args: the CPU offload "must be used in conjunction with
+		// --use-precision-aware-optimizer".
+		b.flag("--use-precision-aware-optimizer")
 	case "nvme":
 		b.unsupported(true, "offload to NVMe")
 	}
@@ -416,47 +489,68 @@ func (b *builder) optimizer(t *program.Train, st *program.Stage, p *plan.Plan) {
 		b.add("--lr-decay-iters", steps)
 	}
 	b.add("--seed", t.Seed)
-	b.note("data: moec reads text files (%q); Megatron reads a preprocessed --data-path built with tools/preprocess_data.py and a --tokenizer-type of your choice", t.Data)
 }
 
-// Write prints the launch as a shell command with comments for what it cannot express.
-func (l *Launch) Write(w io.Writer) error {
-	var b strings.Builder
-	ly := l.Layout
-	fmt.Fprintf(&b, "# Megatron-Core launch for train %s, stage %s: %d GPUs (%d nodes × %d), dp %d, ep %d, tp %d, pp %d, micro-batch %d, %d sequences per step.\n",
-		l.Train, l.Stage, l.GPUs, l.Nodes, l.GPUsPerNode, ly.DP, ly.EP, ly.TP, ly.PP, ly.MicroBatch, ly.Batch)
-	if len(l.Unsupported) > 0 {
-		b.WriteString("#\n# NOT EXPRESSED: moec trains these, the arguments below do not:\n")
-		for _, u := range l.Unsupported {
-			fmt.Fprintf(&b, "#   - %s\n", u)
-		}
-	}
-	if len(l.Notes) > 0 {
-		b.WriteString("#\n# Notes:\n")
-		for _, n := range l.Notes {
-			fmt.Fprintf(&b, "#   - %s\n", n)
-		}
-	}
-	fmt.Fprintf(&b, "torchrun --nnodes %d --nproc-per-node %d pretrain_gpt.py", l.Nodes, l.GPUsPerNode)
-	for _, a := range l.Args {
-		b.WriteString(" \\\n  ")
-		b.WriteString(a.Flag)
-		if a.Value != "" {
-			b.WriteString(" ")
-			b.WriteString(shellQuote(a.Value))
-		}
-	}
-	b.WriteString("\n")
-	_, err := io.WriteString(w, b.String())
-	return err
+// userArg adds an argument whose value the user supplies through the environment variable
+// env; the command stops with message when it is unset.
+func (b *builder) userArg(flag, env, message string) {
+	b.l.Args = append(b.l.Args, Arg{Flag: flag, Value: message, Env: env})
 }
 
-// shellQuote quotes a value that a shell would otherwise expand ("[0]*3" is a glob).
-func shellQuote(s string) string {
-	if strings.IndexFunc(s, func(r rune) bool {
-		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_.+/:=,", r))
-	}) < 0 {
-		return s
+// checkpoints writes where the stage saves and what it loads. Megatron resumes from --load;
+// a stage that starts from another loads that stage's weights (--finetune: weights only,
+// iteration 0, a fresh optimizer, as moec starts such a stage), and a dense-to-MoE stage
+// upcycles them, which validate_args refuses without --save ("When using upcycling, the
+// --save option must be specified").
+func (b *builder) checkpoints(t *program.Train, st *program.Stage, p *plan.Plan) {
+	save := "set SAVE_DIR to the checkpoint directory of this stage"
+	if b.upcycle {
+		save = "set SAVE_DIR to a new checkpoint directory for this stage (upcycling refuses one that holds a checkpoint)"
 	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+	b.userArg("--save", "SAVE_DIR", save)
+	every := t.CheckpointEvery
+	if every <= 0 {
+		// checkpoint_every = 0 is the end only; Megatron also saves at the end of training,
+		// and validate_args needs a positive interval with --save.
+		every = max(p.Totals.Steps, 1)
+	}
+	b.add("--save-interval", every)
+	if b.from == nil {
+		// Megatron starts from scratch when the directory holds no checkpoint and resumes
+		// when it does, as moec run --resume.
+		b.userArg("--load", "SAVE_DIR", save)
+		return
+	}
+	b.userArg("--load", "FROM_CHECKPOINT", fmt.Sprintf("set FROM_CHECKPOINT to the checkpoint directory (SAVE_DIR) of stage %s", b.from.Name))
+	if !b.upcycle {
+		b.flag("--finetune")
+		b.note("stage %s starts from stage %s's weights: --load reads them with --finetune (iteration 0, no optimizer state, as moec starts the stage); to resume this stage after an interruption, load from SAVE_DIR without --finetune", st.Name, b.from.Name)
+	}
+}
+
+// data writes the corpus and tokenizer as values the user supplies: moec trains on text
+// files with its own tokenizer, Megatron on an indexed dataset.
+func (b *builder) data(m *program.Model, t *program.Train) {
+	b.userArg("--data-path", "DATA_PATH", "set DATA_PATH to the prefix tools/preprocess_data.py wrote for the corpus")
+	b.add("--tokenizer-type", "HuggingFaceTokenizer")
+	b.userArg("--tokenizer-model", "TOKENIZER_MODEL", "set TOKENIZER_MODEL to the Hugging Face tokenizer the data was preprocessed with")
+	b.note("data: moec reads text files (%q); Megatron reads DATA_PATH, an indexed dataset that tools/preprocess_data.py builds from them with the same tokenizer. Megatron sizes the embedding from the tokenizer (--vocab-size is read only by NullTokenizer), so use one with %d entries; another --tokenizer-type takes its own files (GPT2BPETokenizer: --vocab-file and --merge-file)", t.Data, m.Vocab)
+}
+
+// batch explains the global batch in the header: how Megatron splits it into micro-batches
+// (it derives the accumulation steps from global / (micro × dp)), and why it is not
+// tokens_per_batch as written when it is not.
+func (b *builder) batch(p *plan.Plan, t *program.Train) {
+	ly := p.Layout
+	w := p.Workload
+	s := fmt.Sprintf("--global-batch-size %d sequences = dp %d × --micro-batch-size %d × %s per step (Megatron derives the accumulation from global / (micro × dp))",
+		ly.Batch, ly.DP, ly.MicroBatch, microBatches(ly.GradAccum))
+	if w.SeqLen > 0 {
+		s += fmt.Sprintf(", %s tokens per step", human.Exact(int64(ly.Batch)*w.SeqLen))
+	}
+	if t.TokensPerBatch > 0 && w.BatchTokens > 0 && w.BatchTokens != t.TokensPerBatch {
+		s += fmt.Sprintf(", not tokens_per_batch = %s as written: every data-parallel rank runs whole micro-batches of whole sequences, so the plan rounds to the nearest batch its layout runs (%+.1f%%), and --train-iters counts the steps that train the stage's tokens at this batch",
+			human.Exact(t.TokensPerBatch), 100*(float64(w.BatchTokens)/float64(t.TokensPerBatch)-1))
+	}
+	b.l.Batch = s
 }

@@ -3,10 +3,8 @@ package megatron
 import (
 	"bytes"
 	"flag"
-	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -19,50 +17,6 @@ import (
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/launch.txtar")
-
-// documented is every Megatron-LM argument this package may write, each checked against
-// megatron/training/arguments.py (NVIDIA/Megatron-LM, core_r0.12+ with MoE, MLA and MTP
-// argument groups). A flag outside this list fails the test: a misspelt flag would make
-// torchrun exit with "unrecognized arguments" on the user's cluster, not here.
-var documented = map[string]bool{
-	// network size
-	"--num-layers": true, "--hidden-size": true, "--ffn-hidden-size": true,
-	"--num-attention-heads": true, "--kv-channels": true, "--group-query-attention": true,
-	"--num-query-groups": true, "--max-position-embeddings": true, "--seq-length": true,
-	"--position-embedding-type": true, "--rotary-base": true, "--normalization": true,
-	"--norm-epsilon": true, "--swiglu": true, "--untie-embeddings-and-output-weights": true,
-	"--disable-bias-linear": true, "--add-qkv-bias": true, "--qk-layernorm": true,
-	"--make-vocab-size-divisible-by": true, "--vocab-size": true,
-	// regularisation and optimizer
-	"--attention-dropout": true, "--hidden-dropout": true, "--weight-decay": true,
-	"--clip-grad": true, "--adam-beta1": true, "--adam-beta2": true, "--adam-eps": true,
-	"--sgd-momentum": true, "--optimizer": true,
-	// learning rate and training
-	"--lr": true, "--min-lr": true, "--lr-decay-style": true, "--lr-warmup-iters": true,
-	"--lr-decay-iters": true, "--train-iters": true, "--micro-batch-size": true,
-	"--global-batch-size": true, "--seed": true, "--bf16": true, "--fp16": true,
-	"--recompute-granularity": true, "--recompute-method": true, "--recompute-num-layers": true,
-	// distributed
-	"--tensor-model-parallel-size": true, "--pipeline-model-parallel-size": true,
-	"--sequence-parallel": true, "--use-distributed-optimizer": true,
-	"--optimizer-cpu-offload": true,
-	// MoE
-	"--num-experts": true, "--expert-model-parallel-size": true, "--moe-router-topk": true,
-	"--moe-ffn-hidden-size": true, "--moe-shared-expert-intermediate-size": true,
-	"--moe-layer-freq": true, "--moe-router-score-function": true, "--moe-router-pre-softmax": true,
-	"--moe-router-load-balancing-type": true, "--moe-aux-loss-coeff": true,
-	"--moe-z-loss-coeff": true, "--moe-router-enable-expert-bias": true,
-	"--moe-router-bias-update-rate": true, "--moe-router-num-groups": true,
-	"--moe-router-group-topk": true, "--moe-expert-capacity-factor": true,
-	"--moe-grouped-gemm": true, "--moe-token-dispatcher-type": true, "--moe-use-upcycling": true,
-	// TransformerConfig.moe_shared_expert_gate, a command-line argument in the releases that
-	// build MoE arguments from TransformerConfig (Qwen3-Next support); core_r0.12 lacks it.
-	"--moe-shared-expert-gate": true,
-	// MLA and MTP
-	"--multi-latent-attention": true, "--q-lora-rank": true, "--kv-lora-rank": true,
-	"--qk-head-dim": true, "--qk-pos-emb-head-dim": true, "--v-head-dim": true,
-	"--mtp-num-layers": true,
-}
 
 func load(t *testing.T, path string) *program.Program {
 	t.Helper()
@@ -88,11 +42,12 @@ func launch(t *testing.T, prog *program.Program, train, stage string) *Launch {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// Every flag documented, none twice, and the layout is the plan's.
+		// Every flag one of Megatron-LM's arguments, none twice, and the layout is the plan's.
+		table := megatronArgTable(t)
 		seen := map[string]bool{}
 		for _, a := range l.Args {
-			if !documented[a.Flag] {
-				t.Errorf("%s/%s: %s is not a documented Megatron-LM argument", train, stage, a.Flag)
+			if _, ok := table[a.Flag]; !ok {
+				t.Errorf("%s/%s: %s is not a Megatron-LM argument", train, stage, a.Flag)
 			}
 			if seen[a.Flag] {
 				t.Errorf("%s/%s: %s written twice", train, stage, a.Flag)
@@ -127,6 +82,8 @@ func TestLaunchGolden(t *testing.T) {
 	}{
 		{"mixtral", models, "mixtral_8x7b", "main"},
 		{"deepseek_v3", models, "deepseek_v3", "main"},
+		{"deepseek_v3_32_nodes", load(t, filepath.Join("testdata", "deepseek_v3_32_nodes.moe")), "deepseek_v3", "main"},
+		{"switch_c_2048", models, "switch_c_2048", "main"},
 		{"hunyuan_dense", hunyuan, "hunyuan_1t", "dense"},
 		{"hunyuan_hundred_billion", hunyuan, "hunyuan_1t", "hundred_billion"},
 		{"hunyuan_trillion", hunyuan, "hunyuan_1t", "trillion"},
@@ -176,7 +133,34 @@ func TestLaunchValues(t *testing.T) {
 			t.Errorf("deepseek %s = %q (present %v), want %q", flag, got, ok, want)
 		}
 	}
+	// DeepSeek-V3: what Megatron's recipe sets that moec's model does not train is said, and
+	// routing runs in fp32 as moec's does.
+	if got, _ := arg(ds, "--moe-router-dtype"); got != "fp32" {
+		t.Errorf("deepseek --moe-router-dtype = %q, want fp32", got)
+	}
+	if got, _ := arg(ds, "--moe-router-load-balancing-type"); got != "aux_loss" {
+		t.Errorf("deepseek --moe-router-load-balancing-type = %q, want aux_loss (moec's balance loss is per micro-batch)", got)
+	}
+	notes := strings.Join(ds.Notes, "\n")
+	for _, w := range []string{"seq_aux_loss", "--moe-router-topk-scaling-factor 2.5"} {
+		if !strings.Contains(notes, w) {
+			t.Errorf("deepseek notes lack %q:\n%s", w, notes)
+		}
+	}
+	if strings.Contains(strings.Join(mx.Notes, "\n"), "seq_aux_loss") {
+		t.Errorf("mixtral (no aux-free bias): the DeepSeek balance-loss note was written")
+	}
 	hy := load(t, filepath.Join("..", "..", "models", "hunyuan1t.moe"))
+	// The header explains a batch that is not tokens_per_batch as written.
+	dense := launch(t, hy, "hunyuan_1t", "dense")
+	for _, w := range []string{"--global-batch-size 960 sequences = dp 192 × --micro-batch-size 1 × 5 micro-batches", "not tokens_per_batch = 2,097,152 as written"} {
+		if !strings.Contains(dense.Batch, w) {
+			t.Errorf("hunyuan dense batch text lacks %q: %s", w, dense.Batch)
+		}
+	}
+	if strings.Contains(mx.Batch, "as written") {
+		t.Errorf("mixtral runs tokens_per_batch as written, but the header says otherwise: %s", mx.Batch)
+	}
 	tr := launch(t, hy, "hunyuan_1t", "trillion")
 	all := strings.Join(tr.Unsupported, "\n")
 	for _, w := range []string{"token-embedding routing", "talking heads", "attention-weight sharing", "unified GPU/CPU cache", "growing the experts from 144"} {
@@ -209,42 +193,16 @@ func TestLayerFreqMatchesModel(t *testing.T) {
 	} {
 		f := layerFreq(m)
 		// Evaluate Megatron's pattern the way its _eval_pattern does, for these shapes.
-		got := evalPattern(t, f)
+		got, err := evalLayerPattern(f)
+		if err != nil {
+			t.Fatal(err)
+		}
 		for i := 0; i < m.Layers; i++ {
 			if (got[i] == 1) != m.IsMoELayer(i) {
 				t.Errorf("pattern %s layer %d: %d, model says MoE=%v", f, i, got[i], m.IsMoELayer(i))
 			}
 		}
 	}
-}
-
-// evalPattern evaluates "(a+b+...)" or "(a+b)*n" with a = "[bit]*count".
-func evalPattern(t *testing.T, s string) []int {
-	t.Helper()
-	rep := 1
-	if i := strings.LastIndex(s, ")*"); i >= 0 {
-		var err error
-		if rep, err = strconv.Atoi(s[i+2:]); err != nil {
-			t.Fatal(err)
-		}
-		s = s[:i+1]
-	}
-	s = strings.TrimSuffix(strings.TrimPrefix(s, "("), ")")
-	var one []int
-	for _, run := range strings.Split(s, "+") {
-		var bit, n int
-		if _, err := fmt.Sscanf(run, "[%d]*%d", &bit, &n); err != nil {
-			t.Fatalf("run %q: %v", run, err)
-		}
-		for j := 0; j < n; j++ {
-			one = append(one, bit)
-		}
-	}
-	var out []int
-	for i := 0; i < rep; i++ {
-		out = append(out, one...)
-	}
-	return out
 }
 
 // TestUnsupportedListed checks that each feature Megatron's arguments cannot express is
@@ -367,4 +325,43 @@ func writeModel(t *testing.T, src string) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// TestPlaceRanks holds how a world size sits on nodes: whole nodes, then one with the rest,
+// never nodes × (world / nodes) ranks.
+func TestPlaceRanks(t *testing.T) {
+	for _, c := range []struct {
+		world, nodeSize          int
+		nodes, perNode, lastNode int
+	}{
+		{world: 244, nodeSize: 8, nodes: 31, perNode: 8, lastNode: 4},
+		{world: 128, nodeSize: 8, nodes: 16, perNode: 8, lastNode: 0},
+		{world: 4, nodeSize: 8, nodes: 1, perNode: 4, lastNode: 0},
+		{world: 9, nodeSize: 8, nodes: 2, perNode: 8, lastNode: 1},
+		{world: 1, nodeSize: 0, nodes: 1, perNode: 1, lastNode: 0},
+		{world: 0, nodeSize: 8, nodes: 0, perNode: 1, lastNode: 0},
+	} {
+		var l Launch
+		l.placeRanks(c.world, c.nodeSize)
+		if l.GPUs != c.world || l.Nodes != c.nodes || l.GPUsPerNode != c.perNode || l.LastNodeGPUs != c.lastNode {
+			t.Errorf("world %d on %d-GPU nodes: %d nodes × %d, last %d; want %d × %d, last %d",
+				c.world, c.nodeSize, l.Nodes, l.GPUsPerNode, l.LastNodeGPUs, c.nodes, c.perNode, c.lastNode)
+		}
+		ranks := l.Nodes * l.GPUsPerNode
+		if l.LastNodeGPUs > 0 {
+			ranks = (l.Nodes-1)*l.GPUsPerNode + l.LastNodeGPUs
+		}
+		if ranks != c.world {
+			t.Errorf("world %d: the nodes run %d ranks", c.world, ranks)
+		}
+	}
+}
+
+// TestUserValueQuoting holds that a message cannot end or break the "${VAR:?message}" word:
+// bash pairs a ' inside it, and $, `, \, " and } would expand or end it.
+func TestUserValueQuoting(t *testing.T) {
+	got := userValue("SAVE_DIR", `set SAVE_DIR to this stage's "dir" ($HOME, `+"`x`"+`, \n})`)
+	if want := `"${SAVE_DIR:?set SAVE_DIR to this stages dir (HOME, x, n)}"`; got != want {
+		t.Errorf("userValue = %s, want %s", got, want)
+	}
 }
