@@ -56,7 +56,7 @@ func Format(w io.Writer, p *Program) error {
 		case op.Kind.Collective():
 			fmt.Fprintf(&b, "[%s]", op.Group)
 		}
-		fmt.Fprintf(&b, " %s -> %s", names(p, op.In), names(p, op.Out))
+		fmt.Fprintf(&b, " %s -> %s", names(p, op.In, nil), names(p, op.Out, op.Acc))
 		if op.Attr != "" {
 			fmt.Fprintf(&b, "; %s", op.Attr)
 		}
@@ -80,13 +80,17 @@ func layer(l int) string {
 	return fmt.Sprintf("L%d", l)
 }
 
-func names(p *Program, bufs []int) string {
+// names lists buffers; an output the op adds to is marked "+=".
+func names(p *Program, bufs []int, acc []bool) string {
 	if len(bufs) == 0 {
 		return "()"
 	}
 	parts := make([]string, len(bufs))
 	for i, b := range bufs {
 		parts[i] = p.Buffers[b].Name
+		if i < len(acc) && acc[i] {
+			parts[i] = "+=" + parts[i]
+		}
 	}
 	if len(parts) > 6 {
 		return fmt.Sprintf("%s, … %d more, %s", strings.Join(parts[:3], ", "), len(parts)-4, parts[len(parts)-1])

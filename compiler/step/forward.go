@@ -125,35 +125,32 @@ func (lw *lowerer) attention(l, x, prevProbs int) (out, probs int) {
 	if sharing {
 		cond = fmt.Sprintf("when=recompute(p=%g)", share)
 	}
+	// Q and K first, then V: in the backward V's product is the first (unconditional)
+	// writer of the input's gradient and the conditional Q/K products add to it.
+	q := lw.matmul(pre+"q", h, at(params.RoleQ), l)
+	lw.markConditional(sharing, cond)
+	k := lw.matmul(pre+"k", h, at(params.RoleK), l)
+	lw.markConditional(sharing, cond)
 	v := lw.matmul(pre+"v", h, at(params.RoleV), l)
-	var q, k int
-	q = lw.matmul(pre+"q", h, at(params.RoleQ), l)
-	k = lw.matmul(pre+"k", h, at(params.RoleK), l)
-	if sharing {
-		lw.p.Ops[len(lw.p.Ops)-1].Attr = join(lw.p.Ops[len(lw.p.Ops)-1].Attr, cond)
-		lw.p.Ops[len(lw.p.Ops)-2].Attr = join(lw.p.Ops[len(lw.p.Ops)-2].Attr, cond)
-		lw.tape[len(lw.tape)-1].op.Attr = lw.p.Ops[len(lw.p.Ops)-1].Attr
-		lw.tape[len(lw.tape)-2].op.Attr = lw.p.Ops[len(lw.p.Ops)-2].Attr
-	}
 	hs := lw.hLocal
 	scoreFLOPs := 2 * int64(B) * int64(hs) * int64(T) * int64(T) * int64(lw.d.Dh)
 	if lw.m.Position == program.Rotary {
-		lw.fwd(Op{Kind: OpRotary, Layer: l, In: []int{q, k}, Out: []int{q, k}, Attr: join(fmt.Sprintf("base=%g", lw.m.RopeBase), cond),
+		lw.fwd(Op{WhenRecompute: sharing, Kind: OpRotary, Layer: l, In: []int{q, k}, Out: []int{q, k}, Attr: join(fmt.Sprintf("base=%g", lw.m.RopeBase), cond),
 			FLOPs: 3 * int64(n) * int64(lw.qLocal+lw.kvDimLocal)})
 	}
 	s := lw.act(pre+"scores", KindActivation, B, hs, T, T)
-	lw.fwd(Op{Kind: OpScores, Layer: l, In: []int{q, k}, Out: []int{s}, Attr: join("causal", cond), FLOPs: scoreFLOPs / 2})
+	lw.fwd(Op{WhenRecompute: sharing, Kind: OpScores, Layer: l, In: []int{q, k}, Out: []int{s}, Attr: join("causal", cond), FLOPs: scoreFLOPs / 2})
 	if lw.m.Attention.TalkingHeads {
 		s2 := lw.act(pre+"scores_mixed", KindActivation, B, hs, T, T)
-		lw.fwd(Op{Kind: OpHeadMix, Layer: l, In: []int{s, lw.w(at(params.RoleTalkingPre))}, Out: []int{s2}, Attr: join("pre-softmax", cond),
+		lw.fwd(Op{WhenRecompute: sharing, Kind: OpHeadMix, Layer: l, In: []int{s, lw.w(at(params.RoleTalkingPre))}, Out: []int{s2}, Attr: join("pre-softmax", cond),
 			FLOPs: 2 * int64(B) * int64(hs) * int64(hs) * int64(T) * int64(T) / 2})
 		s = s2
 	}
 	p := lw.act(pre+"probs", KindActivation, B, hs, T, T)
-	lw.fwd(Op{Kind: OpSoftmax, Layer: l, In: []int{s}, Out: []int{p}, Attr: join("causal", cond), FLOPs: 3 * int64(B) * int64(hs) * int64(T) * int64(T) / 2})
+	lw.fwd(Op{WhenRecompute: sharing, Kind: OpSoftmax, Layer: l, In: []int{s}, Out: []int{p}, Attr: join("causal", cond), FLOPs: 3 * int64(B) * int64(hs) * int64(T) * int64(T) / 2})
 	if lw.m.Attention.TalkingHeads {
 		p2 := lw.act(pre+"probs_mixed", KindActivation, B, hs, T, T)
-		lw.fwd(Op{Kind: OpHeadMix, Layer: l, In: []int{p, lw.w(at(params.RoleTalkingPost))}, Out: []int{p2}, Attr: join("post-softmax", cond),
+		lw.fwd(Op{WhenRecompute: sharing, Kind: OpHeadMix, Layer: l, In: []int{p, lw.w(at(params.RoleTalkingPost))}, Out: []int{p2}, Attr: join("post-softmax", cond),
 			FLOPs: 2 * int64(B) * int64(hs) * int64(hs) * int64(T) * int64(T) / 2})
 		p = p2
 	}
@@ -198,19 +195,25 @@ func (lw *lowerer) moe(l, h, routerIn int) int {
 	pre := fmt.Sprintf("L%d.", l)
 	at := func(r params.Role) params.ID { return params.ID{Role: r, Layer: l, Expert: -1} }
 	logits := lw.matmul(pre+"router_logits", routerIn, at(params.RoleRouter), l)
-	idx := lw.act(pre+"route_index", KindDispatch, n, lw.d.K)
-	gates := lw.act(pre+"gates", KindDispatch, n, lw.d.K)
+	K, E := lw.d.K, lw.d.E
+	idx := lw.intAct(pre+"route_index", n, K)
+	gates := lw.act(pre+"gates", KindDispatch, n, K)
+	scores := lw.act(pre+"scores", KindDispatch, n, E)
+	lse := lw.act(pre+"router_lse", KindDispatch, n)
+	slot := lw.intAct(pre+"route_slot", n, K)
+	kept := lw.intAct(pre+"expert_kept", E)
+	routed := lw.intAct(pre+"expert_routed", E)
 	aux := lw.act(pre+"router_loss", KindScalar, 2)
 	capAttr := "dropless"
 	if moe.CapacityFactor > 0 {
 		capAttr = fmt.Sprintf("capacity_factor=%g", moe.CapacityFactor)
 	}
-	lw.fwd(Op{Kind: OpRouter, Layer: l, In: []int{logits}, Out: []int{idx, gates, aux},
+	lw.fwd(Op{Kind: OpRouter, Layer: l, In: []int{logits}, Out: []int{idx, gates, scores, lse, slot, kept, routed, aux},
 		Attr:  fmt.Sprintf("%s top_k=%d %s slots=%d normalize=%v balance=%g z=%g", moe.Score, lw.d.K, capAttr, lw.capacity, moe.Normalize, moe.BalanceLoss, moe.ZLoss),
 		FLOPs: 6 * int64(n) * int64(lw.d.E)})
-	C, E, ep := lw.capacity, lw.d.E, lw.l.EP
+	C, ep := lw.capacity, lw.l.EP
 	send := lw.act(pre+"dispatch", KindDispatch, E, C, d)
-	lw.fwd(Op{Kind: OpPermute, Layer: l, In: []int{h, idx}, Out: []int{send}})
+	lw.fwd(Op{Kind: OpPermute, Layer: l, In: []int{h, idx, slot}, Out: []int{send}})
 	recv := send
 	if ep > 1 {
 		recv = lw.act(pre+"dispatch_recv", KindDispatch, lw.eLocal, ep*C, d)
@@ -257,7 +260,7 @@ func (lw *lowerer) moe(l, h, routerIn int) int {
 			Bytes: lw.p.Buffers[eo].Bytes() * int64(ep-1) / int64(ep)})
 	}
 	y := lw.act(pre+"moe_out", KindActivation, n, d)
-	lw.fwd(Op{Kind: OpCombine, Layer: l, In: []int{back, idx, gates}, Out: []int{y}, FLOPs: 2 * int64(n) * int64(lw.d.K) * int64(d)})
+	lw.fwd(Op{Kind: OpCombine, Layer: l, In: []int{back, idx, slot, gates}, Out: []int{y}, FLOPs: 2 * int64(n) * int64(lw.d.K) * int64(d)})
 	for s := 0; s < lw.d.Shared; s++ {
 		sh := func(r params.Role) params.ID { return params.ID{Role: r, Layer: l, Expert: s} }
 		sy := lw.ffn(fmt.Sprintf("%sshared%d", pre, s), h, sh(params.RoleSharedIn), sh(params.RoleSharedUp), sh(params.RoleSharedDown), lw.d.ExpertActivation, l)
@@ -315,6 +318,29 @@ func (lw *lowerer) head(x, targets int) int {
 	lw.fwd(Op{Kind: OpCrossEntropy, Layer: -1, In: in, Out: []int{loss, dlogits}, Attr: attr, FLOPs: 4 * int64(n) * int64(lw.vLocal)})
 	lw.gradSeed = map[int]int{logits: dlogits}
 	return loss
+}
+
+// markConditional makes the op just emitted (and its tape entry) run only when the
+// layer recomputes its attention weights.
+func (lw *lowerer) markConditional(sharing bool, cond string) {
+	if !sharing {
+		return
+	}
+	op := &lw.p.Ops[len(lw.p.Ops)-1]
+	op.WhenRecompute = true
+	op.Attr = join(op.Attr, cond)
+	lw.tape[len(lw.tape)-1].op = *op
+}
+
+// intAct names a per-micro-batch buffer of int32 values.
+func (lw *lowerer) intAct(name string, shape ...int) int {
+	kind := KindDispatch
+	if name == "tokens" || name == "targets" {
+		kind = KindInput
+	}
+	i := lw.act(name, kind, shape...)
+	lw.p.Buffers[i].Int = true
+	return i
 }
 
 func join(a, b string) string {

@@ -41,24 +41,34 @@ func (lw *lowerer) paramGrad(w int) (int, bool) {
 	return lw.grad[id], true
 }
 
-// accumulates says how an op writes its gradient outputs: "+=" where a buffer already
-// holds a contribution.
+// writeGrads records how op writes its gradient outputs (outs, in the op's output
+// order): it adds to a buffer that already holds a contribution and overwrites it
+// otherwise.
 func (lw *lowerer) writeGrads(op *Op, outs ...int) {
-	acc := false
-	for _, g := range outs {
+	op.Acc = make([]bool, len(op.Out))
+	for i, g := range op.Out {
+		if !contains(outs, g) {
+			continue
+		}
 		if lw.paramGradBufs[g] {
 			// A parameter's gradient collects over layers that share it and over
 			// micro-batches: the step's first contribution writes it.
-			acc = acc || lw.paramWritten[g]
+			op.Acc[i] = lw.paramWritten[g]
 			lw.paramWritten[g] = true
 			continue
 		}
-		acc = acc || lw.written[g]
+		op.Acc[i] = lw.written[g]
 		lw.written[g] = true
 	}
-	if acc {
-		op.Attr = join(op.Attr, "+=")
+}
+
+func contains(xs []int, x int) bool {
+	for _, v := range xs {
+		if v == x {
+			return true
+		}
 	}
+	return false
 }
 
 // bwd emits a backward op. Under ZeRO-3 the forward's gathered parameters were freed:
@@ -66,6 +76,7 @@ func (lw *lowerer) writeGrads(op *Op, outs ...int) {
 // the first op that needs them.
 func (lw *lowerer) bwd(op Op) {
 	op.Phase = Backward
+	op.WhenRecompute = op.WhenRecompute || lw.cond
 	if lw.l.ZeRO == 3 {
 		for i, x := range op.In {
 			id, ok := lw.paramOfBuf[x]
@@ -122,6 +133,8 @@ func (lw *lowerer) needsGrad(x int) bool {
 }
 
 func (lw *lowerer) backwardOf(op Op) {
+	lw.cond = op.WhenRecompute
+	defer func() { lw.cond = false }()
 	flops := op.FLOPs
 	switch op.Kind {
 	case OpMatMul:
@@ -169,6 +182,7 @@ func (lw *lowerer) backwardOf(op Op) {
 			if g, ok := lw.gradOf[x]; ok {
 				b := Op{Kind: OpAccumulate, Layer: op.Layer, In: []int{dy}, Out: []int{g}, FLOPs: lw.p.Buffers[dy].Elements()}
 				lw.writeGrads(&b, g)
+				b.Acc[0] = true // the residual's own gradient is already there
 				lw.bwd(b)
 				continue
 			}
@@ -235,7 +249,9 @@ func (lw *lowerer) backwardOf(op Op) {
 			return
 		}
 		dl := lw.gradFor(op.In[0])
-		b := Op{Kind: OpRouterBwd, Layer: op.Layer, In: []int{dgates, op.In[0], op.Out[0], op.Out[2]}, Out: []int{dl},
+		// In: the gates' gradient, the logits, then the route's own outputs (index,
+		// gates, scores, lse, slots, kept and routed counts).
+		b := Op{Kind: OpRouterBwd, Layer: op.Layer, In: append([]int{dgates, op.In[0]}, op.Out[:7]...), Out: []int{dl},
 			Attr: "gates' gradient plus the balance and z-loss terms", FLOPs: flops}
 		lw.writeGrads(&b, dl)
 		lw.bwd(b)
@@ -245,7 +261,7 @@ func (lw *lowerer) backwardOf(op Op) {
 			return
 		}
 		dh := lw.gradFor(op.In[0])
-		b := Op{Kind: OpPermuteBwd, Layer: op.Layer, In: []int{ds, op.In[1]}, Out: []int{dh}}
+		b := Op{Kind: OpPermuteBwd, Layer: op.Layer, In: []int{ds, op.In[1], op.In[2]}, Out: []int{dh}}
 		lw.writeGrads(&b, dh)
 		lw.bwd(b)
 	case OpAllToAllV:
@@ -279,8 +295,8 @@ func (lw *lowerer) backwardOf(op Op) {
 		if !ok {
 			return
 		}
-		dback, dgates := lw.gradFor(op.In[0]), lw.gradFor(op.In[2])
-		b := Op{Kind: OpCombineBwd, Layer: op.Layer, In: []int{dy, op.In[0], op.In[1], op.In[2]}, Out: []int{dback, dgates}, FLOPs: 2 * flops}
+		dback, dgates := lw.gradFor(op.In[0]), lw.gradFor(op.In[3])
+		b := Op{Kind: OpCombineBwd, Layer: op.Layer, In: []int{dy, op.In[0], op.In[1], op.In[2], op.In[3]}, Out: []int{dback, dgates}, FLOPs: 2 * flops}
 		lw.writeGrads(&b, dback, dgates)
 		lw.bwd(b)
 	case OpEmbed:

@@ -166,6 +166,8 @@ type lowerer struct {
 	paramOfBuf    map[int]params.ID
 	paramGradBufs map[int]bool
 	paramWritten  map[int]bool
+	// cond marks the backward ops being emitted as conditional (their forward op was).
+	cond bool
 }
 
 // group is a set of parameters reduced and updated together: the dense parameters over
@@ -204,14 +206,12 @@ func newLowerer(m *program.Model, d program.Dims, b Batch, l Layout, rank int, w
 		// routing the worst case the plan allows (the skew), at most every assignment.
 		n := b.Tokens()
 		assignments := float64(n * d.K)
+		// Dropless routing takes the true worst case (every assignment to one expert), so
+		// no token is ever dropped; sizing by the plan's skew would need an overflow path.
+		lw.capacity = n * d.K
 		if cf := m.MoE.CapacityFactor; cf > 0 {
-			lw.capacity = int(math.Ceil(cf * assignments / float64(d.E)))
-		} else if skew := m.MoE.DroplessSkew; skew > 0 {
-			lw.capacity = int(math.Ceil(skew * assignments / float64(d.E)))
-		} else {
-			lw.capacity = n * d.K
+			lw.capacity = min(int(math.Ceil(cf*assignments/float64(d.E))), n*d.K)
 		}
-		lw.capacity = min(lw.capacity, n*d.K)
 	}
 	return lw
 }

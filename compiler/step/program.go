@@ -55,6 +55,8 @@ type Buffer struct {
 	Elem  int // bytes per element
 	Kind  Kind
 	Tier  Tier
+	// Int marks a buffer of int32 values (token ids, routing indices, counts).
+	Int bool
 	// Param is the parameter a KindParam, KindGathered or KindGrad buffer belongs to
 	// (nil for a flat shard of several, and for every other kind).
 	Param *params.ID
@@ -161,6 +163,13 @@ type Op struct {
 	Micro int // micro-batch, -1 for per-step ops (reduction, update)
 	In    []int
 	Out   []int
+	// WhenRecompute marks an op that runs only when its layer's attention-sharing die
+	// says recompute (the layer's Q/K products, scores and softmax, and their backward).
+	// An op that does not run leaves zeros in the outputs it would have overwritten.
+	WhenRecompute bool
+	// Acc, when set, says for each output whether the op adds to it (a gradient's second
+	// contribution) instead of overwriting it.
+	Acc []bool
 	// Attr holds what the kernel needs beyond its buffers, as readable key=value text
 	// (transposes, the activation, a probability), fixed at lowering.
 	Attr string
@@ -231,3 +240,6 @@ func (l Layout) CoordOf(rank int) Coord {
 
 // RankOf is the rank at c.
 func (l Layout) RankOf(c Coord) int { return c.TP + l.TP*(c.DP+l.DP*c.PP) }
+
+// Accumulates reports whether op adds to its i-th output.
+func (op *Op) Accumulates(i int) bool { return i < len(op.Acc) && op.Acc[i] }

@@ -74,7 +74,7 @@ func (lw *lowerer) forwardMicro(m int) {
 	var x, rows int
 	rows = -1
 	if first {
-		tokens := lw.act("tokens", KindInput, n)
+		tokens := lw.intAct("tokens", n)
 		lw.gatherModel(params.RoleEmbed, params.RolePositions, params.RoleRouterEmbed)
 		x, rows = lw.embed(tokens)
 	} else {
@@ -89,7 +89,7 @@ func (lw *lowerer) forwardMicro(m int) {
 		x, probs = lw.layer(l, x, rows, probs)
 	}
 	if last {
-		targets := lw.act("targets", KindInput, n)
+		targets := lw.intAct("targets", n)
 		lw.gatherModel(params.RoleFinalNorm, params.RoleHead, params.RoleEmbed)
 		lw.head(x, targets)
 	} else {
