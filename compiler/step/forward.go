@@ -198,7 +198,7 @@ func (lw *lowerer) moe(l, h, routerIn int) int {
 	K, E := lw.d.K, lw.d.E
 	idx := lw.intAct(pre+"route_index", n, K)
 	gates := lw.act(pre+"gates", KindDispatch, n, K)
-	scores := lw.act(pre+"scores", KindDispatch, n, E)
+	scores := lw.act(pre+"router_scores", KindDispatch, n, E)
 	lse := lw.act(pre+"router_lse", KindDispatch, n)
 	slot := lw.intAct(pre+"route_slot", n, K)
 	kept := lw.intAct(pre+"expert_kept", E)

@@ -265,8 +265,9 @@ func (lw *lowerer) holds(p params.Param) (bool, []int, params.Shard) {
 }
 
 func (lw *lowerer) buf(name string, kind Kind, shape ...int) int {
-	if i, ok := lw.byName[name]; ok {
-		return i
+	if _, ok := lw.byName[name]; ok {
+		// Two values under one name would share a buffer: a lowering bug.
+		panic(fmt.Sprintf("step: internal error: buffer %s declared twice", name))
 	}
 	lw.p.Buffers = append(lw.p.Buffers, &Buffer{Name: name, Shape: shape, Elem: lw.elem, Kind: kind})
 	i := len(lw.p.Buffers) - 1

@@ -1,0 +1,226 @@
+package exec
+
+import (
+	"fmt"
+	"math"
+	"unsafe"
+
+	"github.com/moec-dev/moec/compiler/params"
+	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/compiler/step"
+	"github.com/moec-dev/moec/runtime/rng"
+)
+
+// Executor runs one rank's step program on the CPU. Every buffer is a view of one arena
+// per tier, at the offset the program's memory plan gave it: a step allocates nothing.
+type Executor struct {
+	p    *step.Program
+	m    *program.Model
+	d    program.Dims
+	f32  [][]float32 // each buffer's view (nil for int32 buffers)
+	i32  [][]int32
+	cos  []float64 // rotary tables [SeqLen, Dh/2]
+	sin  []float64
+	comm Comm
+	// byParam finds a parameter's persistent buffer and gradient.
+	param, grad map[params.ID]int
+	// recompute is this step's attention-sharing dice, per layer.
+	recompute []bool
+	stats     Stats
+}
+
+// Comm carries a rank's collectives and pipeline messages; nil for a program that has none.
+type Comm interface {
+	// AllReduce sums bufs over the group (every member passes buffers of the same sizes,
+	// in the same order) and, when mean, divides by the group's size.
+	AllReduce(group string, bufs [][]float32) error
+	// AllToAll sends send's i-th of n equal parts to the group's i-th member and receives
+	// recv's i-th part from it.
+	AllToAll(group string, send, recv []float32) error
+	Send(peer int, buf []float32) error
+	Recv(peer int, buf []float32) error
+}
+
+// Stats are the loss terms of one step, as runtime/nn reports them.
+type Stats struct {
+	Loss    float64 // CE + balance_loss·Balance + z_loss·ZLoss
+	CE      float64 // mean cross-entropy over the step's tokens
+	Balance float64 // Σ over MoE layers of E·Σ_e f_e·P_e
+	ZLoss   float64 // Σ over MoE layers of mean logsumexp²
+	Dropped int     // assignments dropped by capacity
+}
+
+// New prepares p for execution: the arenas, each buffer's view and the rotary tables.
+func New(p *step.Program, m *program.Model, comm Comm) (*Executor, error) {
+	d, err := m.Dims()
+	if err != nil {
+		return nil, fmt.Errorf("exec: %w", err)
+	}
+	e := &Executor{p: p, m: m, d: d, comm: comm, param: map[params.ID]int{}, grad: map[params.ID]int{}}
+	var arenas [2][]float32
+	for t := range arenas {
+		arenas[t] = make([]float32, (p.Memory.Arena[t]+3)/4)
+	}
+	e.f32 = make([][]float32, len(p.Buffers))
+	e.i32 = make([][]int32, len(p.Buffers))
+	for i, b := range p.Buffers {
+		if p.Memory.Lifetime[i][0] < 0 {
+			continue // no op touches it
+		}
+		if b.Offset%4 != 0 {
+			return nil, fmt.Errorf("exec: buffer %s at offset %d is not 4-byte aligned", b.Name, b.Offset)
+		}
+		view := arenas[b.Tier][b.Offset/4 : b.Offset/4+b.Elements()]
+		if b.Int {
+			e.i32[i] = unsafe.Slice((*int32)(unsafe.Pointer(unsafe.SliceData(view))), len(view))
+		} else {
+			e.f32[i] = view
+		}
+		if b.Param != nil {
+			id := *b.Param
+			id.Shard = params.Shard{}
+			switch b.Kind {
+			case step.KindParam:
+				e.param[id] = i
+			case step.KindGrad, step.KindActGrad:
+				e.grad[id] = i
+			}
+		}
+	}
+	if m.Position == program.Rotary {
+		half := d.Dh / 2
+		T := p.Batch.SeqLen
+		e.cos, e.sin = make([]float64, T*half), make([]float64, T*half)
+		for pos := 0; pos < T; pos++ {
+			for i := 0; i < half; i++ {
+				// The frequency in float32 first, as runtime/nn and Hugging Face compute it.
+				inv := float32(1 / math.Pow(m.RopeBase, float64(2*i)/float64(d.Dh)))
+				ang := float64(float32(pos) * inv)
+				e.cos[pos*half+i], e.sin[pos*half+i] = math.Cos(ang), math.Sin(ang)
+			}
+		}
+	}
+	return e, nil
+}
+
+// Param is the buffer holding parameter id (nil when this rank does not hold it whole:
+// another rank's expert, or a ZeRO-3 shard).
+func (e *Executor) Param(id params.ID) []float32 {
+	if i, ok := e.param[id]; ok {
+		return e.f32[i]
+	}
+	return nil
+}
+
+// Grad is the gradient buffer of parameter id (nil when this rank has none).
+func (e *Executor) Grad(id params.ID) []float32 {
+	if i, ok := e.grad[id]; ok {
+		return e.f32[i]
+	}
+	return nil
+}
+
+// Options are what a step needs beyond its tokens.
+type Options struct {
+	Seed, Step int64
+}
+
+// Forward and backward: Run executes the program's forward and backward ops (and the
+// gradient reduction) for the micro-batches of tokens ([B·(T+1)] each, as runtime/nn's
+// Batch holds them); with update it also runs the update ops.
+func (e *Executor) Run(micro [][]int32, o Options) (Stats, error) {
+	p := e.p
+	if len(micro) != p.Batch.Micro {
+		return Stats{}, fmt.Errorf("exec: %d micro-batches, the program takes %d", len(micro), p.Batch.Micro)
+	}
+	e.stats = Stats{}
+	e.recompute = make([]bool, e.d.L)
+	for l := range e.recompute {
+		sw := e.m.Attention.ShareWeights
+		e.recompute[l] = l == 0 || sw >= 1 || sw <= 0 || rng.New(rng.Key(o.Seed, o.Step, l, rng.PurposeAttnShare)).Bernoulli(sw)
+	}
+	B, T := p.Batch.MicroBatch, p.Batch.SeqLen
+	for i, b := range p.Buffers {
+		if b.Kind != step.KindInput || e.i32[i] == nil {
+			continue
+		}
+		mi, name := microOf(b.Name)
+		if mi < 0 || mi >= len(micro) {
+			return Stats{}, fmt.Errorf("exec: input %s names no micro-batch", b.Name)
+		}
+		toks := micro[mi]
+		if len(toks) != B*(T+1) {
+			return Stats{}, fmt.Errorf("exec: micro-batch %d has %d tokens, want %d", mi, len(toks), B*(T+1))
+		}
+		dst := e.i32[i]
+		for r := 0; r < B; r++ {
+			for t := 0; t < T; t++ {
+				switch name {
+				case "tokens":
+					dst[r*T+t] = toks[r*(T+1)+t]
+				case "targets":
+					dst[r*T+t] = toks[r*(T+1)+t+1]
+				}
+			}
+		}
+		for _, v := range dst {
+			if v < 0 || int(v) >= e.d.V {
+				return Stats{}, fmt.Errorf("exec: token id %d outside the vocabulary of %d", v, e.d.V)
+			}
+		}
+	}
+	for i := range p.Ops {
+		op := &p.Ops[i]
+		if op.Phase == step.Update {
+			continue
+		}
+		if op.WhenRecompute && op.Layer >= 0 && !e.recompute[op.Layer] {
+			e.skip(op)
+			continue
+		}
+		if err := e.run(op); err != nil {
+			return e.stats, fmt.Errorf("exec: rank %d op %d (%s %s): %w", p.Rank, i, op.Phase, op.Kind, err)
+		}
+	}
+	return e.stats, nil
+}
+
+// skip leaves zeros in the outputs a skipped op would have overwritten.
+func (e *Executor) skip(op *step.Op) {
+	for i, b := range op.Out {
+		if op.Accumulates(i) || contains(op.In, b) {
+			continue
+		}
+		if e.f32[b] != nil {
+			clear(e.f32[b])
+		} else {
+			clear(e.i32[b])
+		}
+	}
+}
+
+func contains(xs []int, x int) bool {
+	for _, v := range xs {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
+
+// microOf splits "tokens@3" into 3 and "tokens".
+func microOf(name string) (int, string) {
+	for i := len(name) - 1; i >= 0; i-- {
+		if name[i] == '@' {
+			n := 0
+			for _, c := range name[i+1:] {
+				if c < '0' || c > '9' {
+					return -1, name
+				}
+				n = n*10 + int(c-'0')
+			}
+			return n, name[:i]
+		}
+	}
+	return -1, name
+}
