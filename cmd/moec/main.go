@@ -62,7 +62,9 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		Long:          "moec checks, counts, plans, generates code for and trains Mixture-of-Experts language models\nwritten in the .moe language.",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       version,
 	}
+	root.SetVersionTemplate("{{.Name}} {{.Version}}\n")
 	root.AddCommand(
 		newCheckCommand(stdout, stderr),
 		newFmtCommand(stdout, stderr),
@@ -78,6 +80,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newVersionCommand(stdout),
 	)
 	withUsageOnMisuse(root)
+	withCompletions(root)
 	return root
 }
 
@@ -100,9 +103,14 @@ func withUsageOnMisuse(c *cobra.Command) {
 	}
 }
 
-// usageError is err followed by how cmd is called and where the full help is.
+// usageError is err followed by how cmd is called and where the full help is. main
+// prefixes every error with "moec: ", so a misuse of the root command itself is not
+// named again ("moec: moec: unknown flag"); a subcommand's is ("moec: check: ...").
 func usageError(cmd *cobra.Command, err error) error {
-	return fmt.Errorf("%s: %w\nusage: %s\nrun '%s --help' for more", cmd.Name(), err, cmd.UseLine(), cmd.CommandPath())
+	if cmd.HasParent() {
+		err = fmt.Errorf("%s: %w", cmd.Name(), err)
+	}
+	return fmt.Errorf("%w\nusage: %s\nrun '%s --help' for more", err, cmd.UseLine(), cmd.CommandPath())
 }
 
 func newVersionCommand(stdout io.Writer) *cobra.Command {
