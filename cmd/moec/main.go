@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -105,10 +106,11 @@ func withUsageOnMisuse(c *cobra.Command) {
 
 // usageError is err followed by how cmd is called and where the full help is. main
 // prefixes every error with "moec: ", so a misuse of the root command itself is not
-// named again ("moec: moec: unknown flag"); a subcommand's is ("moec: check: ...").
+// named again ("moec: moec: unknown flag"); a subcommand's is named by its path under the
+// root ("moec: check: ...", "moec: export hf: ...").
 func usageError(cmd *cobra.Command, err error) error {
 	if cmd.HasParent() {
-		err = fmt.Errorf("%s: %w", cmd.Name(), err)
+		err = fmt.Errorf("%s: %w", strings.TrimPrefix(cmd.CommandPath(), cmd.Root().Name()+" "), err)
 	}
 	return fmt.Errorf("%w\nusage: %s\nrun '%s --help' for more", err, cmd.UseLine(), cmd.CommandPath())
 }
