@@ -208,7 +208,9 @@ func planSection(b *bytes.Buffer, md markdown, p *plan.Plan) {
 	md.render(b, intro)
 	memoryChart(b, p)
 	if m, ok := parts["Memory"]; ok {
-		md.render(b, "#"+m)
+		// The exact figures under the chart, which is their heading.
+		_, table, _ := strings.Cut(m, "\n")
+		md.render(b, table)
 	}
 	meshPicture(b, p)
 	commTable(b, p)
