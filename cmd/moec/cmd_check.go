@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 
@@ -8,20 +9,34 @@ import (
 
 	"github.com/moec-dev/moec/compiler/check"
 	"github.com/moec-dev/moec/internal/driver"
+	"github.com/moec-dev/moec/lang/diag"
 )
 
 func newCheckCommand(stdout, stderr io.Writer) *cobra.Command {
-	var explain bool
+	var explain, asJSON bool
 	cmd := &cobra.Command{
-		Use:   "check [--explain] FILE.moe",
+		Use:   "check [--explain | --json] FILE.moe",
 		Short: "Check a .moe file and report every error at once",
 		Long: "Check parses and checks a .moe file and its imports, printing every error as\n" +
 			"file:line:col: error[CODE]: summary with the source line and a caret under the range.\n" +
 			"With --explain it prints the fully resolved program: every value after inheritance,\n" +
-			"expressions and defaults, with where it came from.",
+			"expressions and defaults, with where it came from.\n" +
+			"With --json it prints each diagnostic as one JSON object per line on standard output,\n" +
+			"for editors and CI: file, line, col, end_line, end_col (1-based; columns count bytes,\n" +
+			"the end is exclusive; line 0 means the whole file), severity, code, message, notes and\n" +
+			"suggestion. A clean file prints nothing. The exit status is the same as without it.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			loaded := driver.Load(args[0])
+			if asJSON {
+				if err := writeDiagnosticsJSON(stdout, loaded.Diags); err != nil {
+					return err
+				}
+				if loaded.Diags.HasErrors() {
+					return errDiagnostics
+				}
+				return nil
+			}
 			loaded.Render(stderr)
 			if loaded.Diags.HasErrors() {
 				return errDiagnostics
@@ -35,5 +50,48 @@ func newCheckCommand(stdout, stderr io.Writer) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&explain, "explain", false, "print every resolved value and where it came from")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the diagnostics as JSON lines on standard output")
+	cmd.MarkFlagsMutuallyExclusive("explain", "json")
 	return cmd
+}
+
+// diagnosticJSON is one line of `moec check --json`. The field names are a contract with
+// editors and CI scripts: add fields, never rename or remove one.
+type diagnosticJSON struct {
+	File       string   `json:"file"`
+	Line       int      `json:"line"`
+	Col        int      `json:"col"`
+	EndLine    int      `json:"end_line"`
+	EndCol     int      `json:"end_col"`
+	Severity   string   `json:"severity"`
+	Code       string   `json:"code"`
+	Message    string   `json:"message"`
+	Notes      []string `json:"notes"`
+	Suggestion string   `json:"suggestion"`
+}
+
+// writeDiagnosticsJSON writes list as JSON lines, one object per diagnostic, in the order
+// the human rendering prints them.
+func writeDiagnosticsJSON(w io.Writer, list diag.List) error {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false) // keep `<`, `>` and `&` in messages as typed, not \u003c
+	for _, d := range list {
+		r := d.Range
+		end := r.End
+		if !end.IsValid() {
+			end = r.Start
+		}
+		notes := d.Notes
+		if notes == nil {
+			notes = []string{}
+		}
+		if err := enc.Encode(diagnosticJSON{
+			File: r.File, Line: r.Start.Line, Col: r.Start.Col, EndLine: end.Line, EndCol: end.Col,
+			Severity: d.Severity.String(), Code: string(d.Code), Message: d.Message,
+			Notes: notes, Suggestion: d.Suggestion,
+		}); err != nil {
+			return fmt.Errorf("check: writing JSON: %w", err)
+		}
+	}
+	return nil
 }

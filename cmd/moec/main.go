@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -62,7 +63,9 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		Long:          "moec checks, counts, plans, generates code for and trains Mixture-of-Experts language models\nwritten in the .moe language.",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       version,
 	}
+	root.SetVersionTemplate("{{.Name}} {{.Version}}\n")
 	root.AddCommand(
 		newCheckCommand(stdout, stderr),
 		newFmtCommand(stdout, stderr),
@@ -78,6 +81,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newVersionCommand(stdout),
 	)
 	withUsageOnMisuse(root)
+	withCompletions(root)
 	return root
 }
 
@@ -100,9 +104,15 @@ func withUsageOnMisuse(c *cobra.Command) {
 	}
 }
 
-// usageError is err followed by how cmd is called and where the full help is.
+// usageError is err followed by how cmd is called and where the full help is. main
+// prefixes every error with "moec: ", so a misuse of the root command itself is not
+// named again ("moec: moec: unknown flag"); a subcommand's is named by its path under the
+// root ("moec: check: ...", "moec: export hf: ...").
 func usageError(cmd *cobra.Command, err error) error {
-	return fmt.Errorf("%s: %w\nusage: %s\nrun '%s --help' for more", cmd.Name(), err, cmd.UseLine(), cmd.CommandPath())
+	if cmd.HasParent() {
+		err = fmt.Errorf("%s: %w", strings.TrimPrefix(cmd.CommandPath(), cmd.Root().Name()+" "), err)
+	}
+	return fmt.Errorf("%w\nusage: %s\nrun '%s --help' for more", err, cmd.UseLine(), cmd.CommandPath())
 }
 
 func newVersionCommand(stdout io.Writer) *cobra.Command {

@@ -233,7 +233,7 @@ func whyLost(objective, device string, best, alt *candidate) string {
 		lead = fmt.Sprintf("%.0f%% more GPU-hours; ", 100*(alt.cost()/best.cost()-1))
 	}
 	bt, at := best.t, alt.t
-	cmp := fmt.Sprintf("step %.3g s for %d sequences vs %.3g s for %d", at.StepSeconds, alt.l.Batch, bt.StepSeconds, best.l.Batch)
+	cmp := fmt.Sprintf("step %.3g s for %s vs %.3g s for %d", at.StepSeconds, plural(alt.l.Batch, "sequence"), bt.StepSeconds, best.l.Batch)
 	if alt.perSeq() <= best.perSeq()*(1+1e-9) {
 		if lead == "" {
 			return fmt.Sprintf("same throughput (%s) with less memory headroom: %.0f%% of the fullest tier vs %.0f%%", cmp, 100*alt.ratio, 100*best.ratio)

@@ -14,7 +14,10 @@ func both(n int64) string {
 	return count(n) + " (" + human.Exact(n) + ")"
 }
 
-// sci writes a large quantity in scientific notation as papers do: 3.14e23.
+// Sci writes a large quantity in scientific notation as papers do: 3.14e23. report.md
+// and report.html write training FLOPs this way.
+func Sci(x float64) string { return sci(x) }
+
 func sci(x float64) string {
 	if x == 0 {
 		return "0"

@@ -40,6 +40,11 @@ func Markdown(r *Report, extra []Section) []byte {
 }
 
 func writeModel(b *strings.Builder, m *ModelReport) {
+	if len(m.Conventions) == 0 {
+		// A model the program does not hold (see Build) has no counts to show.
+		fmt.Fprintf(b, "\n## Model `%s`\n\nNo counts: the model is not declared.\n", m.Name)
+		return
+	}
 	fmt.Fprintf(b, "\n## Model `%s`", m.Name)
 	if m.Extends != "" {
 		fmt.Fprintf(b, " (extends `%s`)", m.Extends)
@@ -155,8 +160,29 @@ func writeLayerSummary(b *strings.Builder, m *ModelReport) {
 	}
 }
 
+// ModelMarkdown is one model's section of report.md, its "## Model" heading first: the
+// conventions, the parameters by component, the layers, the FLOPs per token and the notes.
+// report.html renders the same text, so the two cannot drift apart.
+func ModelMarkdown(m *ModelReport) string {
+	var b strings.Builder
+	writeModel(&b, m)
+	return b.String()
+}
+
+// TrainMarkdown is one train block's section of report.md without its heading: the
+// sentence on how steps and FLOPs are counted and the table of stages with their totals.
+func TrainMarkdown(t *TrainReport) string {
+	var b strings.Builder
+	writeTrainBody(&b, t)
+	return b.String()
+}
+
 func writeTrain(b *strings.Builder, t *TrainReport) {
 	fmt.Fprintf(b, "\n## Train `%s` on `%s`\n\n", t.Model, t.Cluster)
+	writeTrainBody(b, t)
+}
+
+func writeTrainBody(b *strings.Builder, t *TrainReport) {
 	fmt.Fprintf(b, "Sequence length %d, %s tokens per batch as written (tokens_per_batch). "+
 		"Steps = floor(tokens / batch) (at least 1), the batch as the stage's plan runs it where the stage was planned. "+
 		"Training FLOPs = train FLOPs per token × tokens.\n\n",

@@ -298,7 +298,7 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		return res, errors.Join(cancelled, err)
 	}
 	if lead {
-		if err := plotLog(records, res.PlotPath, fmt.Sprintf("%s / %s", spec.Train.Name, spec.Stage)); err != nil {
+		if err := plotLog(records, res.PlotPath, fmt.Sprintf("%s / %s", spec.Train.Name, spec.Stage), 0, 0); err != nil {
 			return res, errors.Join(cancelled, err)
 		}
 	}
@@ -317,6 +317,9 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		return res, err
 	}
 	res.ValLoss, res.ValPPL = ev.Loss, ev.PPL
+	if err := plotLog(records, res.PlotPath, fmt.Sprintf("%s / %s", spec.Train.Name, spec.Stage), step, ev.Loss); err != nil {
+		return res, err
+	}
 	prog.printf("validation: loss %.4f, perplexity %.3f over %d tokens\n", ev.Loss, ev.PPL, ev.Tokens)
 	b, _ := json.MarshalIndent(res, "", "  ")
 	if err := writeFileAtomic(filepath.Join(dir, ResultFile), append(b, '\n')); err != nil {
@@ -525,23 +528,37 @@ func LoadParams(params []*nn.Param, ts []safetensors.Tensor, dir string) error {
 	return nil
 }
 
-func plotLog(recs []StepRecord, path, title string) error {
+// plotLog writes loss.png: the loss of every step, faint, under its exponential moving
+// average (see lossChart), and, once the run has been validated, the validation loss as a
+// marker at the step it was measured after (valStep 0: not yet).
+func plotLog(recs []StepRecord, path, title string, valStep int64, valLoss float64) error {
 	if len(recs) == 0 {
 		return nil
 	}
-	loss := plot.Series{Name: "loss"}
-	ce := plot.Series{Name: "cross-entropy"}
+	return plot.WriteFile(path, lossChart(recs, title, valStep, valLoss))
+}
+
+// lossChart is loss.png's chart. The smoothing is an exponential moving average whose
+// span is a twentieth of the steps shown, at least 5 (plot.EMA, bias-corrected so the
+// first steps are not pulled towards zero); cross-entropy is shown, smoothed the same way,
+// when auxiliary losses make it differ from the loss.
+func lossChart(recs []StepRecord, title string, valStep int64, valLoss float64) plot.Chart {
+	loss := plot.Series{Name: "loss", Faint: true}
+	var ce []float64
 	differ := false
 	for _, r := range recs {
 		loss.X = append(loss.X, float64(r.Step))
 		loss.Y = append(loss.Y, r.Loss)
-		ce.X = append(ce.X, float64(r.Step))
-		ce.Y = append(ce.Y, r.CE)
+		ce = append(ce, r.CE)
 		differ = differ || r.CE != r.Loss
 	}
-	series := []plot.Series{loss}
+	span := max(5, float64(len(recs))/20)
+	series := []plot.Series{loss, {Name: fmt.Sprintf("loss, EMA over %.0f steps", span), X: loss.X, Y: plot.EMA(loss.Y, span)}}
 	if differ {
-		series = append(series, ce)
+		series = append(series, plot.Series{Name: fmt.Sprintf("cross-entropy, EMA over %.0f steps", span), X: loss.X, Y: plot.EMA(ce, span)})
 	}
-	return plot.WriteFile(path, plot.Chart{Title: title, XLabel: "step", YLabel: "loss (nats/token)", Series: series})
+	if valStep > 0 {
+		series = append(series, plot.Series{Name: "validation cross-entropy", X: []float64{float64(valStep)}, Y: []float64{valLoss}, Points: true})
+	}
+	return plot.Chart{Title: title, XLabel: "step", YLabel: "loss (nats/token)", Series: series}
 }

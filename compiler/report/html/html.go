@@ -3,22 +3,29 @@ package html
 import (
 	"bytes"
 	"fmt"
-	"github.com/moec-dev/moec/internal/human"
 	stdhtml "html"
 	"os"
 	"path/filepath"
 	"strings"
 
+	"github.com/yuin/goldmark"
+	"github.com/yuin/goldmark/extension"
+	gmhtml "github.com/yuin/goldmark/renderer/html"
+
 	"github.com/moec-dev/moec/compiler/plan"
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/report"
 	"github.com/moec-dev/moec/internal/atomicfile"
+	"github.com/moec-dev/moec/internal/human"
 )
 
 // Page is what report.html shows.
 type Page struct {
 	Report *report.Report
 	Plans  []*plan.Plan // train stages in curriculum order, then serve blocks
+	// Sections are further parts of report.md shown at the end under their titles, as
+	// report.md shows them (the seed's table of memory and GPU counts).
+	Sections []report.Section
 }
 
 // Write plans every train stage and serve block of prog as `moec build` does and writes
@@ -37,6 +44,17 @@ func Write(outDir string, prog *program.Program, srcName string) error {
 	for _, sn := range prog.ServeOrder {
 		if p, _ := plan.ForServe(prog, prog.Serves[sn], plan.Options{Alternatives: 3}); p != nil {
 			pg.Plans = append(pg.Plans, p)
+		}
+	}
+	// The seed's table, for each train block on a multi-device cluster, as report.md has it.
+	for _, tn := range prog.TrainOrder {
+		tr := prog.Trains[tn]
+		if cl, ok := prog.Clusters[tr.Cluster]; ok && cl.GPUs() > 1 {
+			seed, err := plan.SeedTable(prog, tr, cl)
+			if err != nil {
+				return fmt.Errorf("report.html: %w", err)
+			}
+			pg.Sections = append(pg.Sections, report.Section{Title: "Memory and GPU count: the seed's table", Markdown: seed.Markdown()})
 		}
 	}
 	// The curriculum's steps are counted at the batch each stage's plan runs.
@@ -75,17 +93,22 @@ func Render(pg Page) []byte {
 	}
 	fmt.Fprintf(&b, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\"/>\n<title>%s</title>\n<style>%s</style>\n</head>\n<body>\n<h1>%s</h1>\n",
 		esc(title), style, esc(title))
+	md := newMarkdown()
 	if r != nil {
-		models(&b, r)
+		models(&b, md, r)
 		for _, t := range r.Trains {
-			curriculum(&b, t)
+			curriculum(&b, md, t)
 		}
 	}
 	if len(pg.Plans) > 0 {
 		b.WriteString("<h2>Plans</h2>\n")
 	}
 	for _, p := range pg.Plans {
-		planSection(&b, p)
+		planSection(&b, md, p)
+	}
+	for _, s := range pg.Sections {
+		fmt.Fprintf(&b, "<h2>%s</h2>\n", esc(s.Title))
+		md.render(&b, s.Markdown)
 	}
 	b.WriteString("</body>\n</html>\n")
 	return b.Bytes()
@@ -93,7 +116,50 @@ func Render(pg Page) []byte {
 
 func esc(s string) string { return stdhtml.EscapeString(s) }
 
-func models(b *bytes.Buffer, r *report.Report) {
+// markdown renders the parts of report.md that report.html shows as text and tables, so
+// the two reports say the same thing in the same words. It writes XHTML-style void
+// elements (the page stays well-formed XML) and leaves out raw HTML in the source.
+type markdown struct{ md goldmark.Markdown }
+
+func newMarkdown() markdown {
+	return markdown{goldmark.New(
+		goldmark.WithExtensions(extension.NewTable(extension.WithTableCellAlignMethod(extension.TableCellAlignStyle))),
+		goldmark.WithRendererOptions(gmhtml.WithXHTML()),
+	)}
+}
+
+func (m markdown) render(b *bytes.Buffer, src string) {
+	if err := m.md.Convert([]byte(src), b); err != nil {
+		// Convert fails only when the writer does; a bytes.Buffer does not.
+		panic(fmt.Sprintf("report.html: rendering Markdown: %v", err))
+	}
+}
+
+// plural is "1 expert", "8 experts".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// subsections splits a plan's Markdown at its "### " headings: the text before the first
+// one under "", each subsection (heading included) under its heading's text.
+func subsections(md string) (intro string, parts map[string]string, order []string) {
+	parts = map[string]string{}
+	chunks := strings.Split("\n"+md, "\n### ")
+	intro = strings.TrimPrefix(chunks[0], "\n")
+	for _, c := range chunks[1:] {
+		title, _, _ := strings.Cut(c, "\n")
+		parts[title] = "### " + c
+		order = append(order, title)
+	}
+	return intro, parts, order
+}
+
+// models writes a summary table of the models, then each model's section of report.md:
+// conventions, parameters by component, layers and FLOPs per token.
+func models(b *bytes.Buffer, md markdown, r *report.Report) {
 	if len(r.Models) == 0 {
 		return
 	}
@@ -103,9 +169,12 @@ func models(b *bytes.Buffer, r *report.Report) {
 		if len(m.Conventions) > 0 {
 			total, active = m.Conventions[0].Total, m.Conventions[0].Active
 		}
-		fmt.Fprintf(b, "<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>\n", esc(m.Name), human.Count(float64(total)), human.Count(float64(active)), human.Count(m.FLOPs.Train))
+		fmt.Fprintf(b, "<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>\n", esc(m.Name), human.Count(float64(total)), human.Count(float64(active)), human.SI(m.FLOPs.Train, "FLOP"))
 	}
 	b.WriteString("</table>\n")
+	for i := range r.Models {
+		md.render(b, report.ModelMarkdown(&r.Models[i]))
+	}
 }
 
 func seconds(s float64) string {
@@ -120,7 +189,12 @@ func seconds(s float64) string {
 	return fmt.Sprintf("%.3g s", s)
 }
 
-func planSection(b *bytes.Buffer, p *plan.Plan) {
+// planSection shows one plan: its title, the pictures (memory per tier, the device mesh,
+// communication with a bar per collective) and the rest of the plan's section of report.md
+// (cluster, model and layout, the memory table, time, alternatives, notes, assumptions).
+// The layout sentence is the plan's own, so a serving plan shows no training fields and an
+// unified-cache plan no "offload none" beside its PCIe traffic.
+func planSection(b *bytes.Buffer, md markdown, p *plan.Plan) {
 	what := p.Model
 	switch {
 	case p.Serve != "":
@@ -128,22 +202,33 @@ func planSection(b *bytes.Buffer, p *plan.Plan) {
 	case p.Train != "":
 		what = fmt.Sprintf("%s, stage %s", p.Train, p.Stage)
 	}
-	l := p.Layout
-	fmt.Fprintf(b, "<div class=\"plan\">\n<h3>%s</h3>\n<p>%d × %s on %d node(s); dp %d, ep %d, tp %d, pp %d; %s (ZeRO %d, offload %s); micro-batch %s × grad_accum %d; recompute %s. Step %s, %s tokens/s, MFU %.1f%%.</p>\n",
-		esc(what), p.GPUs, esc(p.Cluster.Device), p.Nodes, l.DP, l.EP, l.TP, l.PP, esc(l.Memory), l.ZeRO, esc(l.Offload),
-		sequences(l.MicroBatch), l.GradAccum, esc(l.Recompute), seconds(p.Time.StepSeconds), human.Count(p.Time.TokensPerSecond), 100*p.Time.MFU)
+	fmt.Fprintf(b, "<div class=\"plan\">\n<h3>%s</h3>\n", esc(what))
+	// The plan's subsections sit under this h3.
+	intro, parts, order := subsections(p.Markdown())
+	md.render(b, intro)
 	memoryChart(b, p)
+	if m, ok := parts["Memory"]; ok {
+		// The exact figures under the chart, which is their heading.
+		_, table, _ := strings.Cut(m, "\n")
+		md.render(b, table)
+	}
 	meshPicture(b, p)
 	commTable(b, p)
-	b.WriteString("</div>\n")
-}
-
-// sequences is "1 sequence", "8 sequences".
-func sequences(n int) string {
-	if n == 1 {
-		return "1 sequence"
+	for _, title := range order {
+		switch {
+		case title == "Memory":
+		case strings.HasPrefix(title, "Communication"):
+			// commTable above shows the rows; keep what the section says about overlap.
+			for _, line := range strings.Split(parts[title], "\n") {
+				if strings.HasPrefix(line, "Overlap:") {
+					md.render(b, line)
+				}
+			}
+		default:
+			md.render(b, "#"+parts[title])
+		}
 	}
-	return fmt.Sprintf("%d sequences", n)
+	b.WriteString("</div>\n")
 }
 
 // memoryChart draws one horizontal bar per tier, its components stacked, against a
@@ -210,7 +295,7 @@ func meshPicture(b *bytes.Buffer, p *plan.Plan) {
 	nodes := (world + per - 1) / per
 	const maxNodes, cell, pad, left = 8, 22, 3, 70
 	shown := min(nodes, maxNodes)
-	fmt.Fprintf(b, "<h4>Device mesh: %d device(s) on %d node(s) of %d</h4>\n", world, nodes, per)
+	fmt.Fprintf(b, "<h4>Device mesh: %s on %s of %d</h4>\n", plural(world, "device"), plural(nodes, "node"), per)
 	w := left + per*(cell+pad) + 10
 	h := shown*(cell+pad) + 10
 	fmt.Fprintf(b, "<svg role=\"img\" aria-label=\"device mesh\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\">\n", w, h, w, h)
@@ -284,38 +369,35 @@ func commTable(b *bytes.Buffer, p *plan.Plan) {
 
 // curriculum draws a train block's stages along the token axis, each labelled with its
 // experts and parameters, arrows for the `from` edges that grow experts.
-func curriculum(b *bytes.Buffer, t report.TrainReport) {
+func curriculum(b *bytes.Buffer, md markdown, t report.TrainReport) {
 	if len(t.Stages) == 0 || t.Tokens <= 0 {
 		return
 	}
-	fmt.Fprintf(b, "<h2>Curriculum: %s on %s</h2>\n<p>%s tokens in %d stage(s), %s training FLOPs.</p>\n",
-		esc(t.Model), esc(t.Cluster), human.Count(float64(t.Tokens)), len(t.Stages), human.Count(t.TrainFLOPs))
+	fmt.Fprintf(b, "<h2>Curriculum: %s on %s</h2>\n<p>%s tokens in %s, %s training FLOPs.</p>\n",
+		esc(t.Model), esc(t.Cluster), human.Count(float64(t.Tokens)), plural(len(t.Stages), "stage"), report.Sci(t.TrainFLOPs))
 	const left, width, barY, barH = 10, 1000, 30, 34
 	fmt.Fprintf(b, "<svg role=\"img\" aria-label=\"curriculum timeline\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\">\n", left+width+10, 120, left+width+10, 120)
 	x := float64(left)
-	var labels []string
 	for i, s := range t.Stages {
 		w := float64(s.Tokens) / float64(t.Tokens) * width
-		fmt.Fprintf(b, "<rect x=\"%.1f\" y=\"%d\" width=\"%.1f\" height=\"%d\" fill=\"%s\" stroke=\"#fff\"><title>%s: %s tokens, %d steps, %d experts (top-%d), %s parameters, %s active</title></rect>\n",
-			x, barY, max(w, 2), barH, palette(i), esc(s.Name), human.Count(float64(s.Tokens)), s.Steps, s.Experts, s.TopK, human.Count(float64(s.Total)), human.Count(float64(s.Active)))
+		fmt.Fprintf(b, "<rect x=\"%.1f\" y=\"%d\" width=\"%.1f\" height=\"%d\" fill=\"%s\" stroke=\"#fff\"><title>%s: %s tokens, %s, %s (top-%d), %s parameters, %s active</title></rect>\n",
+			x, barY, max(w, 2), barH, palette(i), esc(s.Name), human.Count(float64(s.Tokens)), plural(int(s.Steps), "step"), plural(s.Experts, "expert"), s.TopK, human.Count(float64(s.Total)), human.Count(float64(s.Active)))
 		// Labels alternate above and below so narrow stages stay readable.
 		ly := barY - 8
 		if i%2 == 1 {
 			ly = barY + barH + 16
 		}
 		// A label wider than its stage would run into the next one: the table below names it.
-		if label := fmt.Sprintf("%s: %d experts, %s params", s.Name, s.Experts, human.Count(float64(s.Total))); float64(len(label))*6.2 < w {
+		if label := fmt.Sprintf("%s: %s, %s params", s.Name, plural(s.Experts, "expert"), human.Count(float64(s.Total))); float64(len(label))*6.2 < w {
 			fmt.Fprintf(b, "<text x=\"%.1f\" y=\"%d\">%s</text>\n", x+2, ly, esc(label))
 		} else if float64(len(s.Name))*6.2 < w {
 			fmt.Fprintf(b, "<text x=\"%.1f\" y=\"%d\">%s</text>\n", x+2, ly, esc(s.Name))
 		}
-		labels = append(labels, fmt.Sprintf("<tr><td>%s</td><td>%s</td><td>%s</td><td>%d</td><td>%d</td><td>%s</td><td>%s</td></tr>",
-			esc(s.Name), esc(s.From), human.Count(float64(s.Tokens)), s.Steps, s.Experts, human.Count(float64(s.Total)), human.Count(float64(s.Active))))
 		x += w
 	}
 	fmt.Fprintf(b, "<text x=\"%d\" y=\"%d\" class=\"muted\">0</text><text x=\"%d\" y=\"%d\" text-anchor=\"end\">%s tokens</text>\n",
 		left, barY+barH+34, left+width, barY+barH+34, human.Count(float64(t.Tokens)))
-	b.WriteString("</svg>\n<table>\n<tr><th>stage</th><th>from</th><th>tokens</th><th>steps</th><th>experts</th><th>parameters</th><th>active</th></tr>\n")
-	b.WriteString(strings.Join(labels, "\n"))
-	b.WriteString("\n</table>\n")
+	b.WriteString("</svg>\n")
+	// The stages as report.md tables them: experts, parameters, tokens, batch, steps, FLOPs.
+	md.render(b, report.TrainMarkdown(&t))
 }

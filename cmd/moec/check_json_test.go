@@ -1,0 +1,89 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// `moec check --json` writes one JSON object per diagnostic on standard output, with
+// every field an editor needs, nothing on standard error, and the usual exit status.
+func TestCheckJSON(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, src string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := write("good.moe", `model m {
+  vocab = 256; d_model = 64; layers = 2; seq_len = 32
+  attention { heads = 4 }
+  ffn { hidden = 4 * d_model; activation = swiglu }
+  moe { experts = 4; top_k = 2 }
+}
+`)
+	bad := write("bad.moe", `model m {
+  vocab = 256; d_model = 64; layers = 2; seq_len = 32
+  attention { heads = 4 }
+  moe { experts = 4; top_k = 5 }
+}
+cluster c { gpu = a100_40gbb; host_memory = 1024 }
+`)
+	for _, tc := range []struct {
+		name   string
+		file   string
+		status int
+		want   []diagnosticJSON // in order; only these, compared whole
+	}{
+		{name: "clean", file: good, status: exitOK},
+		{name: "errors", file: bad, status: exitDiags, want: []diagnosticJSON{
+			{File: bad, Line: 4, Col: 30, EndLine: 4, EndCol: 31, Severity: "error", Code: "E0303",
+				Message: "top_k (5) exceeds experts (4)", Notes: []string{}, Suggestion: "use top_k <= 4"},
+			{File: bad, Line: 6, Col: 19, EndLine: 6, EndCol: 29, Severity: "error", Code: "E0403",
+				Message: "gpu `a100_40gbb` is not in the device catalog", Notes: []string{}, Suggestion: "did you mean `a100_40gb`?"},
+			{File: bad, Line: 6, Col: 45, EndLine: 6, EndCol: 49, Severity: "error", Code: "E0206",
+				Message: "host_memory expects a size in bytes (e.g. 16GiB); `1024` has no unit", Notes: []string{}, Suggestion: "did you mean 1024GiB?"},
+		}},
+		{name: "unreadable", file: filepath.Join(dir, "nope.moe"), status: exitDiags, want: []diagnosticJSON{
+			{File: filepath.Join(dir, "nope.moe"), Severity: "error", Code: "E0218",
+				Message: "cannot read " + filepath.Join(dir, "nope.moe") + ": no such file or directory", Notes: []string{}},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			if got := run([]string{"check", "--json", tc.file}, &stdout, &stderr); got != tc.status {
+				t.Errorf("status %d, want %d", got, tc.status)
+			}
+			if stderr.Len() > 0 {
+				t.Errorf("stderr is not empty:\n%s", stderr.String())
+			}
+			var got []diagnosticJSON
+			for i, line := range strings.Split(strings.TrimSuffix(stdout.String(), "\n"), "\n") {
+				if stdout.Len() == 0 {
+					break
+				}
+				dec := json.NewDecoder(strings.NewReader(line))
+				dec.DisallowUnknownFields()
+				var d diagnosticJSON
+				if err := dec.Decode(&d); err != nil {
+					t.Fatalf("line %d is not one JSON object: %v\n%s", i+1, err, line)
+				}
+				// Every field is present in every object, empty or not.
+				var fields map[string]any
+				if err := json.Unmarshal([]byte(line), &fields); err != nil || len(fields) != 10 {
+					t.Errorf("line %d has %d fields, want 10: %s", i+1, len(fields), line)
+				}
+				got = append(got, d)
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("diagnostics:\n got %+v\nwant %+v", got, tc.want)
+			}
+		})
+	}
+}
