@@ -55,6 +55,10 @@ func (lw *lowerer) matmul(name string, x int, id params.ID, layer int) int {
 	if lw.has(bias) {
 		in = append(in, lw.w(bias))
 		attr = "bias"
+		if lw.l.TP > 1 && rowParallel(id.Role) {
+			// The partial products are summed over tp: one rank adds the bias.
+			attr = "bias on tp rank 0"
+		}
 	}
 	lw.fwd(Op{Kind: OpMatMul, Layer: layer, In: in, Out: []int{y}, Attr: attr,
 		FLOPs: 2 * int64(n) * int64(wShape[0]) * int64(wShape[1])})
@@ -250,8 +254,12 @@ func (lw *lowerer) moe(l, h, routerIn int) int {
 	a := lw.act(pre+"experts.act", KindActivation, lw.eLocal, rows, ehl)
 	lw.fwd(Op{Kind: OpAct, Layer: l, In: actIn, Out: []int{a}, Attr: string(lw.d.ExpertActivation), FLOPs: 8 * int64(lw.eLocal*rows*ehl)})
 	eo := lw.act(pre+"experts.out", KindActivation, lw.eLocal, rows, d)
+	downAttr := fmt.Sprintf("experts %d..%d", lw.firstExpert, lw.firstExpert+lw.eLocal-1)
+	if lw.l.TP > 1 && lw.m.MoE.ExpertBias {
+		downAttr += " bias on tp rank 0"
+	}
 	lw.fwd(Op{Kind: OpGroupedMM, Layer: l, In: append([]int{a}, expertIDs(params.RoleExpertDown)...), Out: []int{eo},
-		Attr: fmt.Sprintf("experts %d..%d", lw.firstExpert, lw.firstExpert+lw.eLocal-1), FLOPs: mmFLOPs(d, ehl)})
+		Attr: downAttr, FLOPs: mmFLOPs(d, ehl)})
 	lw.reduceTP(eo, l)
 	back := eo
 	if ep > 1 {
@@ -306,13 +314,18 @@ func (lw *lowerer) head(x, targets int) int {
 	in := []int{logits, targets}
 	attr := fmt.Sprintf("mean over %d tokens × %d micro-batches × %d replicas; writes the logits' gradient", n, lw.b.Micro, lw.l.DP)
 	if lw.l.TP > 1 {
-		// Vocabulary-parallel softmax: each rank holds V/tp logits; the row max and the
-		// sum of exponentials are reduced over tp before the loss.
-		stats := lw.act("ce_stats", KindScalar, n, 2)
-		lw.fwd(Op{Kind: OpCrossEntropy, Layer: -1, In: in, Out: []int{stats}, Attr: "pass=local max and sum", FLOPs: 3 * int64(n) * int64(lw.vLocal)})
-		lw.emit(Op{Kind: OpAllReduce, Phase: Forward, Layer: -1, In: []int{stats}, Out: []int{stats}, Group: "tp", Attr: "max, then sum rescaled",
-			Bytes: lw.p.Buffers[stats].Bytes()})
-		in = append(in, stats)
+		// Vocabulary-parallel softmax: each rank holds V/tp logits. The row maxima are
+		// reduced (max) over tp, then each row's sum of exponentials and its target's
+		// logit (held by one rank) are summed over tp before the loss.
+		mx := lw.act("ce_max", KindScalar, n)
+		lw.fwd(Op{Kind: OpCrossEntropy, Layer: -1, In: []int{logits}, Out: []int{mx}, Attr: "pass=max", FLOPs: int64(n) * int64(lw.vLocal)})
+		lw.emit(Op{Kind: OpAllReduce, Phase: Forward, Layer: -1, In: []int{mx}, Out: []int{mx}, Group: "tp", Attr: "max", ReduceMax: true,
+			Bytes: lw.p.Buffers[mx].Bytes()})
+		st := lw.act("ce_sum", KindScalar, n, 2)
+		lw.fwd(Op{Kind: OpCrossEntropy, Layer: -1, In: []int{logits, targets, mx}, Out: []int{st}, Attr: "pass=sum", FLOPs: 2 * int64(n) * int64(lw.vLocal)})
+		lw.emit(Op{Kind: OpAllReduce, Phase: Forward, Layer: -1, In: []int{st}, Out: []int{st}, Group: "tp", Attr: "sum",
+			Bytes: lw.p.Buffers[st].Bytes()})
+		in = append(in, mx, st)
 		attr = "pass=loss " + attr
 	}
 	lw.fwd(Op{Kind: OpCrossEntropy, Layer: -1, In: in, Out: []int{loss, dlogits}, Attr: attr, FLOPs: 4 * int64(n) * int64(lw.vLocal)})
@@ -330,6 +343,16 @@ func (lw *lowerer) markConditional(sharing bool, cond string) {
 	op.WhenRecompute = true
 	op.Attr = join(op.Attr, cond)
 	lw.tape[len(lw.tape)-1].op = *op
+}
+
+// rowParallel reports whether role's product splits its input over tp (its output is
+// a partial sum, all-reduced after).
+func rowParallel(r params.Role) bool {
+	switch r {
+	case params.RoleO, params.RoleFFNDown, params.RoleExpertDown, params.RoleSharedDown:
+		return true
+	}
+	return false
 }
 
 // intAct names a per-micro-batch buffer of int32 values.

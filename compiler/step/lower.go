@@ -149,6 +149,7 @@ type lowerer struct {
 	phase    Phase
 	micro    int
 	shapes   map[params.ID][]int
+	flat     map[params.ID]int64
 	groups   []group
 	// gradOf maps a forward buffer to its gradient buffer during the backward; written
 	// records gradient buffers already written in this micro-batch's backward (a second
@@ -190,7 +191,7 @@ func newLowerer(m *program.Model, d program.Dims, b Batch, l Layout, rank int, w
 	c := l.CoordOf(rank)
 	lw := &lowerer{m: m, d: d, b: b, l: l, c: c, walk: walk, elem: 4,
 		param: map[params.ID]int{}, grad: map[params.ID]int{}, gathered: map[gatherKey]int{}, byName: map[string]int{},
-		shapes: map[params.ID][]int{}}
+		shapes: map[params.ID][]int{}, flat: map[params.ID]int64{}}
 	lw.p = &Program{Model: m.Name, Layout: l, Rank: rank, Coord: c, Batch: b}
 	per := d.L / l.PP
 	lw.p.FirstLayer, lw.p.LayerCount = c.PP*per, per
@@ -269,7 +270,7 @@ func (lw *lowerer) buf(name string, kind Kind, shape ...int) int {
 		// Two values under one name would share a buffer: a lowering bug.
 		panic(fmt.Sprintf("step: internal error: buffer %s declared twice", name))
 	}
-	lw.p.Buffers = append(lw.p.Buffers, &Buffer{Name: name, Shape: shape, Elem: lw.elem, Kind: kind})
+	lw.p.Buffers = append(lw.p.Buffers, &Buffer{Name: name, Shape: shape, Elem: lw.elem, Kind: kind, Flat: -1})
 	i := len(lw.p.Buffers) - 1
 	lw.byName[name] = i
 	return i
@@ -342,16 +343,28 @@ func (lw *lowerer) declareParams() {
 	if expert > 0 {
 		lw.groups = append(lw.groups, group{name: "expert", axis: "edp", size: lw.l.DP / lw.l.EP, elements: expert, paramShard: -1, gradShard: -1})
 	}
+	var flat [2]int64
 	for _, h := range hs {
 		key := h.p.ID // buffers are looked up by the whole tensor's identity
 		id := key
 		id.Shard = h.shard
 		lw.order = append(lw.order, key)
 		lw.shapes[key] = h.shape
+		gi := 0
+		if key.Role.Routed() && len(lw.groups) > 1 {
+			gi = 1
+		}
+		lw.flat[key] = flat[gi]
+		n := int64(1)
+		for _, s := range h.shape {
+			n *= int64(s)
+		}
+		flat[gi] += n
 		zero := lw.zeroOf(lw.groupOf(key))
 		name := id.String()
 		if zero < 3 {
 			lw.param[key] = lw.buf(name, KindParam, h.shape...)
+			lw.p.Buffers[lw.param[key]].Flat = lw.flat[key]
 			lw.paramOfBuf[lw.param[key]] = key
 			pid := id
 			lw.p.Buffers[lw.param[key]].Param = &pid
@@ -363,6 +376,7 @@ func (lw *lowerer) declareParams() {
 			gradKind = KindActGrad // the full gradient lives until it is reduce-scattered
 		}
 		lw.grad[key] = lw.buf("d"+name, gradKind, h.shape...)
+		lw.p.Buffers[lw.grad[key]].Flat = lw.flat[key]
 		lw.paramGradBufs[lw.grad[key]] = true
 		pid := id
 		lw.p.Buffers[lw.grad[key]].Param = &pid
@@ -385,6 +399,8 @@ func (lw *lowerer) declareParams() {
 		if zero >= 2 {
 			g.gradShard = lw.buf("grads["+g.name+"]"+part, KindGrad, int(shard))
 		}
+		lw.p.Groups = append(lw.p.Groups, Group{Name: g.name, Axis: g.axis, Size: g.size, Index: lw.shardIndex(g), ZeRO: zero,
+			Elements: g.elements, Shard: ceilDiv(g.elements, int64(g.size))})
 		g.m = lw.buf("adam_m["+g.name+"]"+part, KindOptimizer, int(shard))
 		g.v = lw.buf("adam_v["+g.name+"]"+part, KindOptimizer, int(shard))
 		lw.p.Buffers[g.m].Tier, lw.p.Buffers[g.v].Tier = tier, tier

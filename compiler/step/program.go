@@ -62,6 +62,21 @@ type Buffer struct {
 	Param *params.ID
 	// Offset is the buffer's place in its tier's arena (see Plan).
 	Offset int64
+	// Flat is, for a parameter's tensor and gradient, its offset in its reduction group's
+	// flat vector (Program.Groups), which ZeRO partitions; -1 for other buffers.
+	Flat int64
+}
+
+// Group is a set of parameters reduced and updated together, as a flat vector that ZeRO
+// cuts into Size shards of Shard elements (the last padded): the dense parameters over
+// the data-parallel ranks, the routed experts' over the expert-data-parallel ranks.
+type Group struct {
+	Name, Axis string
+	Size       int   // ranks sharing the group's parameters
+	Index      int   // this rank's shard
+	ZeRO       int   // the ZeRO stage that applies (0 where Size is 1)
+	Elements   int64 // the flat vector's length
+	Shard      int64 // elements per shard
 }
 
 // Elements is the number of values the buffer holds.
@@ -177,6 +192,8 @@ type Op struct {
 	// Peer the other rank of a send or receive.
 	Group string
 	Peer  int
+	// ReduceMax makes an all-reduce take the maximum instead of the sum.
+	ReduceMax bool
 	FLOPs int64
 	Bytes int64 // communication: the bytes this rank sends; compute: bytes read and written
 }
@@ -190,6 +207,7 @@ type Program struct {
 	Batch        Batch
 	Buffers      []*Buffer
 	Ops          []Op
+	Groups       []Group
 	Memory       MemoryPlan
 	// Layers are the decoder layers this rank's pipeline stage holds, [First, First+Count).
 	FirstLayer, LayerCount int

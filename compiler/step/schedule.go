@@ -160,6 +160,7 @@ func (lw *lowerer) gatherParams(layer int, ids []params.ID) {
 		}
 		shape := lw.shapes[id]
 		buf := lw.act(fmt.Sprintf("%s/%s", id, lw.phase), KindGathered, shape...)
+		lw.p.Buffers[buf].Flat = lw.flat[id]
 		lw.gathered[key] = buf
 		lw.paramOfBuf[buf] = id
 		pid := id
@@ -235,10 +236,10 @@ func (lw *lowerer) reduceAndUpdate() {
 		grads := gs
 		switch {
 		case g.size > 1 && zero <= 1:
-			lw.emit(Op{Kind: OpAllReduce, Phase: Reduce, Layer: -1, In: gs, Out: gs, Group: g.axis, Attr: fmt.Sprintf("%s gradients, mean", g.name),
+			lw.emit(Op{Kind: OpAllReduce, Phase: Reduce, Layer: -1, In: gs, Out: gs, Group: g.axis, Attr: fmt.Sprintf("%s gradients, sum (the loss is a mean over replicas)", g.name),
 				Bytes: 2 * bytes * int64(g.size-1) / int64(g.size)})
 		case g.size > 1:
-			lw.emit(Op{Kind: OpReduceScatter, Phase: Reduce, Layer: -1, In: gs, Out: []int{g.gradShard}, Group: g.axis, Attr: fmt.Sprintf("%s gradients, mean", g.name),
+			lw.emit(Op{Kind: OpReduceScatter, Phase: Reduce, Layer: -1, In: gs, Out: []int{g.gradShard}, Group: g.axis, Attr: fmt.Sprintf("%s gradients, sum", g.name),
 				Bytes: bytes * int64(g.size-1) / int64(g.size)})
 			grads = []int{g.gradShard}
 		}
