@@ -142,8 +142,8 @@ func Check(l Layout, d program.Dims, b Batch) []Problem {
 		}
 		for _, s := range a.Divides {
 			v := s.Value(d, b)
-			if s.What == "experts" && d.E == 0 && n == 1 {
-				continue
+			if s.What == "experts" && d.E == 0 {
+				continue // a dense model: the rule below says so
 			}
 			if v == 0 {
 				continue // the model has none of what this axis would split
@@ -157,7 +157,7 @@ func Check(l Layout, d program.Dims, b Batch) []Problem {
 		out = append(out, Problem{Axis: "ep", Size: l.EP, What: "dp", Value: l.DP, Key: ""})
 	}
 	if d.E == 0 && l.EP > 1 {
-		out = append(out, Problem{Axis: "ep", Size: l.EP, What: "experts", Value: 0, Key: "moe.experts"})
+		out = append(out, Problem{Axis: "ep", Size: l.EP, What: "routed experts (a dense stage has none)", Value: 0, Key: "moe.experts"})
 	}
 	if l.ZeRO < 0 || l.ZeRO > 3 {
 		out = append(out, Problem{Axis: "zero", Size: l.ZeRO, What: "stages 0..3", Value: 3})

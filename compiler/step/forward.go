@@ -269,9 +269,17 @@ func (lw *lowerer) moe(l, h, routerIn int) int {
 	}
 	y := lw.act(pre+"moe_out", KindActivation, n, d)
 	lw.fwd(Op{Kind: OpCombine, Layer: l, In: []int{back, idx, slot, gates}, Out: []int{y}, FLOPs: 2 * int64(n) * int64(lw.d.K) * int64(d)})
+	hs := h
+	if lw.d.Shared > 0 && lw.l.TP > 1 {
+		// The shared experts' column-parallel products give partial input gradients: they
+		// read a copy of h whose gradient is all-reduced over tp before it joins dh.
+		hs = lw.act(pre+"shared_in", KindActivation, n, d)
+		lw.fwd(Op{Kind: OpCopy, Layer: l, In: []int{h}, Out: []int{hs}})
+		lw.markTPCopy(hs, l)
+	}
 	for s := 0; s < lw.d.Shared; s++ {
 		sh := func(r params.Role) params.ID { return params.ID{Role: r, Layer: l, Expert: s} }
-		sy := lw.ffn(fmt.Sprintf("%sshared%d", pre, s), h, sh(params.RoleSharedIn), sh(params.RoleSharedUp), sh(params.RoleSharedDown), lw.d.ExpertActivation, l)
+		sy := lw.ffn(fmt.Sprintf("%sshared%d", pre, s), hs, sh(params.RoleSharedIn), sh(params.RoleSharedUp), sh(params.RoleSharedDown), lw.d.ExpertActivation, l)
 		y = lw.add(fmt.Sprintf("%smoe_out+shared%d", pre, s), y, sy, l)
 	}
 	return y
@@ -282,15 +290,17 @@ func (lw *lowerer) layer(l, x, routerRows, prevProbs int) (int, int) {
 	pre := fmt.Sprintf("L%d.", l)
 	x, probs := lw.attention(l, x, prevProbs)
 	h := lw.norm(pre+"ffn_in", x, params.RolePostAttnNorm, l)
-	lw.markTPCopy(h, l)
 	var y int
 	if lw.m.IsMoELayer(l) {
+		// Not marked for tp: the router runs replicated and the experts' inputs carry
+		// their own all-reduce (dispatch_recv), so every contribution to dh is whole.
 		rin := h
 		if routerRows >= 0 {
 			rin = routerRows
 		}
 		y = lw.moe(l, h, rin)
 	} else {
+		lw.markTPCopy(h, l)
 		at := func(r params.Role) params.ID { return params.ID{Role: r, Layer: l, Expert: -1} }
 		y = lw.ffn(pre+"ffn", h, at(params.RoleFFNIn), at(params.RoleFFNUp), at(params.RoleFFNDown), lw.d.FFNActivation, l)
 	}

@@ -188,6 +188,15 @@ func (lw *lowerer) backwardOf(op Op) {
 			}
 			lw.gradOf[x] = dy
 		}
+	case OpCopy:
+		dy, ok := lw.gradOf[op.Out[0]]
+		if !ok {
+			return
+		}
+		dx := lw.gradFor(op.In[0])
+		b := Op{Kind: OpAccumulate, Layer: op.Layer, In: []int{dy}, Out: []int{dx}, FLOPs: lw.p.Buffers[dy].Elements()}
+		lw.writeGrads(&b, dx)
+		lw.bwd(b)
 	case OpRotary:
 		dq, okq := lw.gradOf[op.Out[0]]
 		dk, okk := lw.gradOf[op.Out[1]]

@@ -42,8 +42,11 @@ func lifetimes(p *Program) [][2]int {
 	}
 	last := max(len(p.Ops)-1, 0)
 	for i, b := range p.Buffers {
-		if b.Kind.Persistent() {
+		switch {
+		case b.Kind.Persistent():
 			lt[i] = [2]int{0, last}
+		case b.Kind == KindInput && lt[i][0] >= 0:
+			lt[i][0] = 0 // the step's tokens are in place before its first op
 		}
 	}
 	return lt

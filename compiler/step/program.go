@@ -144,6 +144,7 @@ const (
 	OpCrossEntropy OpKind = "cross_entropy" // mean loss and the logits' gradient in one pass
 	OpAdamW        OpKind = "adamw"
 	OpAccumulate   OpKind = "accumulate" // a += b: a gradient with two consumers
+	OpCopy         OpKind = "copy"       // y = x (a value whose gradient is reduced on its own)
 )
 
 // Communication ops.

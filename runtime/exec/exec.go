@@ -3,6 +3,7 @@ package exec
 import (
 	"fmt"
 	"math"
+	"strings"
 	"unsafe"
 
 	"github.com/moec-dev/moec/compiler/params"
@@ -29,20 +30,12 @@ type Executor struct {
 	stats     Stats
 }
 
-// Comm carries a rank's collectives and pipeline messages; nil for a program that has none.
-type Comm interface {
-	// AllReduce sums bufs over the group (every member passes buffers of the same sizes,
-	// in the same order) and, when mean, divides by the group's size.
-	AllReduce(group string, bufs [][]float32) error
-	// AllToAll sends send's i-th of n equal parts to the group's i-th member and receives
-	// recv's i-th part from it.
-	AllToAll(group string, send, recv []float32) error
-	Send(peer int, buf []float32) error
-	Recv(peer int, buf []float32) error
-}
-
 // Stats are the loss terms of one step, as runtime/nn reports them.
 type Stats struct {
+	// Each term is this rank's share of the step's mean over micro-batches and
+	// data-parallel replicas: summed over the replicas (one rank per replica) it is the
+	// step's value; on one rank it is the value. Under pipeline parallelism the cross-
+	// entropy is the last stage's and each stage holds its layers' routing terms.
 	Loss    float64 // CE + balance_loss·Balance + z_loss·ZLoss
 	CE      float64 // mean cross-entropy over the step's tokens
 	Balance float64 // Σ over MoE layers of E·Σ_e f_e·P_e
@@ -116,6 +109,17 @@ func (e *Executor) Param(id params.ID) []float32 {
 func (e *Executor) Grad(id params.ID) []float32 {
 	if i, ok := e.grad[id]; ok {
 		return e.f32[i]
+	}
+	return nil
+}
+
+// GradShard is this rank's ZeRO-2/3 shard of a parameter group's reduced gradient (the
+// group's flat vector, Program.Groups), nil when the group's gradients are not sharded.
+func (e *Executor) GradShard(group string) []float32 {
+	for i, b := range e.p.Buffers {
+		if b.Kind == step.KindGrad && b.Param == nil && strings.HasPrefix(b.Name, "grads["+group+"]") {
+			return e.f32[i]
+		}
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strings"
 
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/step"
@@ -34,7 +35,7 @@ func (e *Executor) run(op *step.Op) error {
 		o, k := shape(in[1])[0], shape(in[1])[1]
 		n := len(x) / k
 		blas.Gemm(false, true, n, o, k, 1, x, k, w, k, 0, y, o)
-		if len(in) > 2 {
+		if len(in) > 2 && e.addsBias(op) {
 			addBias(y, f[in[2]], n)
 		}
 	case step.OpMatMulDW:
@@ -51,11 +52,16 @@ func (e *Executor) run(op *step.Op) error {
 		}
 	case step.OpAccumulate:
 		dy, g := f[in[0]], f[out[0]]
-		if &dy[0] != &g[0] {
+		switch {
+		case !op.Accumulates(0):
+			copy(g, dy)
+		case &dy[0] != &g[0]:
 			for i := range g {
 				g[i] += dy[i]
 			}
 		}
+	case step.OpCopy:
+		copy(f[out[0]], f[in[0]])
 	case step.OpRotary, step.OpRotaryBwd:
 		e.rotary(f[out[0]], f[out[1]], op.Kind == step.OpRotaryBwd)
 	case step.OpScores:
@@ -114,6 +120,12 @@ func (e *Executor) run(op *step.Op) error {
 	return nil
 }
 
+// addsBias reports whether this rank adds op's bias: a row-parallel product's partial
+// sums are reduced over tp, so only tp rank 0 adds it.
+func (e *Executor) addsBias(op *step.Op) bool {
+	return e.p.Coord.TP == 0 || !strings.Contains(op.Attr, "bias on tp rank 0")
+}
+
 func addBias(y, b []float32, n int) {
 	o := len(b)
 	for i := 0; i < n; i++ {
@@ -157,10 +169,19 @@ func (e *Executor) embed(op *step.Op) {
 	w := e.p.Buffers[op.In[1]].Shape[1]
 	T := e.p.Batch.SeqLen
 	positions := op.Attr == "positions"
+	rowsHeld := len(table) / w
+	first := 0
+	if op.Attr == "vocab-parallel" {
+		first = e.p.Coord.TP * rowsHeld // this rank's rows of the vocabulary
+	}
 	for t, id := range tok {
-		row := int(id)
+		row := int(id) - first
 		if positions {
 			row = t % T
+		}
+		if row < 0 || row >= rowsHeld {
+			clear(x[t*w : (t+1)*w]) // another tp rank's row; the all-reduce brings it
+			continue
 		}
 		copy(x[t*w:(t+1)*w], table[row*w:(row+1)*w])
 	}
@@ -174,10 +195,18 @@ func (e *Executor) embedBwd(op *step.Op) {
 		clear(dw)
 	}
 	positions := op.Attr == "positions"
+	rowsHeld := len(dw) / w
+	first := 0
+	if op.Attr == "vocab-parallel" {
+		first = e.p.Coord.TP * rowsHeld
+	}
 	for t, id := range tok {
-		row := int(id)
+		row := int(id) - first
 		if positions {
 			row = t % T
+		}
+		if row < 0 || row >= rowsHeld {
+			continue
 		}
 		g, src := dw[row*w:(row+1)*w], dx[t*w:(t+1)*w]
 		for j, v := range src {
@@ -637,8 +666,9 @@ func (e *Executor) route(op *step.Op) {
 	}
 	aux[0] = float32(float64(E) * bal)
 	aux[1] = float32(zsum / float64(n))
-	e.stats.Balance += float64(E) * bal
-	e.stats.ZLoss += zsum / float64(n)
+	// Reported as the step's mean over micro-batches (and, summed over ranks, replicas).
+	e.stats.Balance += float64(E) * bal * e.lossScale()
+	e.stats.ZLoss += zsum / float64(n) * e.lossScale()
 	e.stats.Dropped += dropped
 }
 
@@ -775,7 +805,7 @@ func (e *Executor) groupedMM(op *step.Op) {
 	for ex := range w {
 		xe, ye := x[ex*R*k:(ex+1)*R*k], y[ex*R*o:(ex+1)*R*o]
 		blas.Gemm(false, true, R, o, k, 1, xe, k, w[ex], k, 0, ye, o)
-		if b[ex] != nil {
+		if b[ex] != nil && e.addsBias(op) {
 			addBias(ye, b[ex], R)
 		}
 	}
@@ -869,48 +899,76 @@ func (e *Executor) combineBwd(op *step.Op) {
 }
 
 // crossEntropy writes the mean loss over the micro-batch's tokens and the logits'
-// gradient, (softmax − onehot) scaled by the step's mean.
+// gradient, (softmax − onehot) scaled by the step's mean. Under tp each rank holds a
+// slice of the vocabulary and the op runs in three passes (pass=max, pass=sum, pass=loss)
+// between the reductions of the row maxima and sums.
 func (e *Executor) crossEntropy(op *step.Op) error {
-	if e.p.Layout.TP > 1 {
-		return fmt.Errorf("the vocabulary-parallel cross-entropy is not executed yet")
+	logits := e.f32[op.In[0]]
+	Vl := e.p.Buffers[op.In[0]].Shape[1]
+	n := len(logits) / Vl
+	first := e.p.Coord.TP * Vl
+	switch {
+	case strings.HasPrefix(op.Attr, "pass=max"):
+		mx := e.f32[op.Out[0]]
+		for i := 0; i < n; i++ {
+			m := float32(math.Inf(-1))
+			for _, v := range logits[i*Vl : (i+1)*Vl] {
+				m = max(m, v)
+			}
+			mx[i] = m
+		}
+		return nil
+	case strings.HasPrefix(op.Attr, "pass=sum"):
+		targets, mx, st := e.i32[op.In[1]], e.f32[op.In[2]], e.f32[op.Out[0]]
+		for i := 0; i < n; i++ {
+			var s float64
+			for _, v := range logits[i*Vl : (i+1)*Vl] {
+				s += math.Exp(float64(v) - float64(mx[i]))
+			}
+			st[2*i] = float32(s)
+			st[2*i+1] = 0
+			if t := int(targets[i]) - first; t >= 0 && t < Vl {
+				st[2*i+1] = logits[i*Vl+t]
+			}
+		}
+		return nil
 	}
-	logits, targets := e.f32[op.In[0]], e.i32[op.In[1]]
+	targets := e.i32[op.In[1]]
 	loss, dl := e.f32[op.Out[0]], e.f32[op.Out[1]]
-	V := e.d.V
-	n := len(targets)
 	scale := e.lossScale() / float64(n)
 	var ce float64
 	for i := 0; i < n; i++ {
-		row, drow := logits[i*V:(i+1)*V], dl[i*V:(i+1)*V]
-		mx := math.Inf(-1)
-		for _, v := range row {
-			mx = math.Max(mx, float64(v))
+		row, drow := logits[i*Vl:(i+1)*Vl], dl[i*Vl:(i+1)*Vl]
+		var lse, target float64
+		if len(op.In) > 2 {
+			mx, st := e.f32[op.In[2]], e.f32[op.In[3]]
+			lse = float64(mx[i]) + math.Log(float64(st[2*i]))
+			target = float64(st[2*i+1])
+		} else {
+			mx := math.Inf(-1)
+			for _, v := range row {
+				mx = math.Max(mx, float64(v))
+			}
+			var s float64
+			for _, v := range row {
+				s += math.Exp(float64(v) - mx)
+			}
+			lse = mx + math.Log(s)
+			target = float64(row[targets[i]])
 		}
-		var s float64
-		for _, v := range row {
-			s += math.Exp(float64(v) - mx)
-		}
-		lse := mx + math.Log(s)
-		tgt := int(targets[i])
-		ce += lse - float64(row[tgt])
+		ce += lse - target
 		for j, v := range row {
 			drow[j] = float32(math.Exp(float64(v)-lse) * scale)
 		}
-		drow[tgt] -= float32(scale)
+		if t := int(targets[i]) - first; t >= 0 && t < Vl {
+			drow[t] -= float32(scale)
+		}
 	}
 	loss[0] = float32(ce / float64(n))
-	e.stats.CE += ce / float64(n) * e.lossScale() * float64(e.p.Layout.DP)
+	e.stats.CE += ce / float64(n) * e.lossScale()
 	e.stats.Loss = e.stats.CE
 	if m := e.m.MoE; m != nil {
 		e.stats.Loss += m.BalanceLoss*e.stats.Balance + m.ZLoss*e.stats.ZLoss
 	}
 	return nil
-}
-
-// communicate runs a collective or a pipeline message through the rank's Comm.
-func (e *Executor) communicate(op *step.Op) error {
-	if e.comm == nil {
-		return fmt.Errorf("%s over %s, but the executor has no communicator", op.Kind, op.Group)
-	}
-	return fmt.Errorf("%s is not executed yet", op.Kind)
 }

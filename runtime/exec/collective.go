@@ -1,0 +1,280 @@
+package exec
+
+import (
+	"fmt"
+
+	"github.com/moec-dev/moec/compiler/step"
+)
+
+// members lists the ranks of op's group that this rank belongs to, and its place there.
+func (e *Executor) members(group string) ([]int, int, error) {
+	ax, ok := step.AxisByName(group)
+	if !ok {
+		return nil, 0, fmt.Errorf("unknown group %q", group)
+	}
+	l := e.p.Layout
+	var ranks []int
+	pos := -1
+	for i, c := range ax.Members(l, e.p.Coord) {
+		r := l.RankOf(c)
+		if r == e.p.Rank {
+			pos = i
+		}
+		ranks = append(ranks, r)
+	}
+	if pos < 0 {
+		return nil, 0, fmt.Errorf("rank %d is not in its own %s group", e.p.Rank, group)
+	}
+	return ranks, pos, nil
+}
+
+// communicate runs a collective or a pipeline message through the rank's Comm.
+func (e *Executor) communicate(op *step.Op) error {
+	if e.comm == nil {
+		return fmt.Errorf("%s over %s, but the executor has no communicator", op.Kind, op.Group)
+	}
+	switch op.Kind {
+	case step.OpSend:
+		return e.comm.Send(op.Peer, e.f32[op.In[0]])
+	case step.OpRecv:
+		return e.comm.Recv(op.Peer, e.f32[op.Out[0]])
+	}
+	members, pos, err := e.members(op.Group)
+	if err != nil {
+		return err
+	}
+	switch op.Kind {
+	case step.OpAllReduce:
+		return e.allReduce(op, members, pos)
+	case step.OpAllToAllV:
+		return e.allToAll(op, members, pos)
+	case step.OpAllGather:
+		return e.allGather(op, members, pos)
+	case step.OpReduceScatter:
+		return e.reduceScatter(op, members, pos)
+	}
+	return fmt.Errorf("%s is not a collective", op.Kind)
+}
+
+// segments views a list of buffers as one vector.
+type segments [][]float32
+
+func (s segments) len() int {
+	n := 0
+	for _, b := range s {
+		n += len(b)
+	}
+	return n
+}
+
+// each calls f on the pieces of the vector's range [lo, hi), with the offset of each
+// piece in the vector.
+func (s segments) each(lo, hi int, f func(off int, piece []float32)) {
+	base := 0
+	for _, b := range s {
+		end := base + len(b)
+		if end > lo && base < hi {
+			a, z := max(lo, base), min(hi, end)
+			f(a, b[a-base:z-base])
+		}
+		base = end
+		if base >= hi {
+			return
+		}
+	}
+}
+
+func (e *Executor) views(bufs []int) segments {
+	out := make(segments, len(bufs))
+	for i, b := range bufs {
+		out[i] = e.f32[b]
+	}
+	return out
+}
+
+// allReduce: each member reduces its chunk of the vector over all members (in member
+// order, so every rank adds in the same order), then copies the others' reduced chunks.
+func (e *Executor) allReduce(op *step.Op, members []int, pos int) error {
+	mine := e.views(op.In)
+	vals, err := e.comm.Share(members, mine)
+	if err != nil {
+		return err
+	}
+	n := mine.len()
+	chunk := func(i int) (int, int) { return i * n / len(members), (i + 1) * n / len(members) }
+	lo, hi := chunk(pos)
+	acc := make([]float64, hi-lo) // one chunk; see the package note on scratch memory
+	for m, v := range vals {
+		first := m == 0
+		v.(segments).each(lo, hi, func(off int, piece []float32) {
+			for i, x := range piece {
+				a := &acc[off-lo+i]
+				switch {
+				case first:
+					*a = float64(x)
+				case op.ReduceMax:
+					*a = max(*a, float64(x))
+				default:
+					*a += float64(x)
+				}
+			}
+		})
+	}
+	mine.each(lo, hi, func(off int, piece []float32) {
+		for i := range piece {
+			piece[i] = float32(acc[off-lo+i])
+		}
+	})
+	if err := e.comm.Barrier(members); err != nil {
+		return err
+	}
+	for m, v := range vals {
+		if m == pos {
+			continue
+		}
+		a, z := chunk(m)
+		theirs := v.(segments)
+		mine.each(a, z, func(off int, piece []float32) {
+			theirs.each(off, off+len(piece), func(_ int, src []float32) { copy(piece, src) })
+		})
+	}
+	return e.comm.Barrier(members)
+}
+
+// allToAll exchanges MoE slots between the expert-parallel ranks. Towards the experts the
+// input is [E, C, D] (slots by expert) and the output [E/ep, ep·C, D] (each local expert's
+// slots from every source rank in rank order); back from the experts the reverse.
+func (e *Executor) allToAll(op *step.Op, members []int, pos int) error {
+	in, out := op.In[0], op.Out[0]
+	vals, err := e.comm.Share(members, e.f32[in])
+	if err != nil {
+		return err
+	}
+	ep := len(members)
+	E := e.d.E
+	local := E / ep
+	dst := e.f32[out]
+	inShape := e.p.Buffers[in].Shape
+	if inShape[0] == E {
+		// Towards the experts: recv[le, src·C + c] = send_src[pos·local + le, c].
+		C, D := inShape[1], inShape[2]
+		for src, v := range vals {
+			send := v.([]float32)
+			for le := 0; le < local; le++ {
+				from := send[((pos*local+le)*C)*D : ((pos*local+le)*C+C)*D]
+				copy(dst[(le*ep*C+src*C)*D:(le*ep*C+src*C+C)*D], from)
+			}
+		}
+	} else {
+		// Back to the tokens: recv[e, c] = send_owner[e − owner·local, pos·C + c].
+		C, D := inShape[1]/ep, inShape[2]
+		for owner, v := range vals {
+			send := v.([]float32)
+			for le := 0; le < local; le++ {
+				ex := owner*local + le
+				from := send[(le*ep*C+pos*C)*D : (le*ep*C+pos*C+C)*D]
+				copy(dst[(ex*C)*D:(ex*C+C)*D], from)
+			}
+		}
+	}
+	return e.comm.Barrier(members)
+}
+
+// groupOf is the reduction group a collective over axis serves.
+func (e *Executor) groupOf(axis string) (step.Group, error) {
+	for _, g := range e.p.Groups {
+		if g.Axis == axis {
+			return g, nil
+		}
+	}
+	return step.Group{}, fmt.Errorf("no parameter group over %s", axis)
+}
+
+// allGather materialises parameters from ZeRO shards: under ZeRO-3 the flat shards into
+// whole tensors (each output at its flat offset); after a ZeRO-1/2 update each rank's
+// updated shard into every rank's whole tensors.
+func (e *Executor) allGather(op *step.Op, members []int, pos int) error {
+	g, err := e.groupOf(op.Group)
+	if err != nil {
+		return err
+	}
+	S := int(g.Shard)
+	zero3 := e.p.Buffers[op.In[0]].Flat < 0
+	var mine any
+	if zero3 {
+		mine = e.f32[op.In[0]]
+	} else {
+		mine = e.views(op.In)
+	}
+	vals, err := e.comm.Share(members, mine)
+	if err != nil {
+		return err
+	}
+	for i, b := range op.Out {
+		buf := e.p.Buffers[b]
+		flat := int(buf.Flat)
+		dst := e.f32[b]
+		for k := 0; k < len(dst); {
+			idx := flat + k
+			owner := idx / S
+			n := min(len(dst)-k, (owner+1)*S-idx)
+			if owner != pos || zero3 {
+				if zero3 {
+					src := vals[owner].([]float32)
+					copy(dst[k:k+n], src[idx-owner*S:idx-owner*S+n])
+				} else {
+					copy(dst[k:k+n], vals[owner].(segments)[i][k:k+n])
+				}
+			}
+			k += n
+		}
+	}
+	return e.comm.Barrier(members)
+}
+
+// reduceScatter sums the members' gradients and keeps this rank's shard of the group's
+// flat vector.
+func (e *Executor) reduceScatter(op *step.Op, members []int, pos int) error {
+	g, err := e.groupOf(op.Group)
+	if err != nil {
+		return err
+	}
+	vals, err := e.comm.Share(members, e.views(op.In))
+	if err != nil {
+		return err
+	}
+	shard := e.f32[op.Out[0]]
+	if !op.Accumulates(0) {
+		clear(shard)
+	}
+	S := int(g.Shard)
+	lo := pos * S
+	acc := make([]float64, len(shard))
+	for m := range members {
+		peer, err := e.peerViews(m, vals)
+		if err != nil {
+			return err
+		}
+		for i, b := range op.In {
+			flat := int(e.p.Buffers[b].Flat)
+			src := peer[i]
+			a, z := max(lo, flat), min(lo+S, flat+len(src))
+			for k := a; k < z; k++ {
+				acc[k-lo] += float64(src[k-flat])
+			}
+		}
+	}
+	for i := range shard {
+		shard[i] += float32(acc[i])
+	}
+	return e.comm.Barrier(members)
+}
+
+// peerViews turns a member's shared value back into its buffer views.
+func (e *Executor) peerViews(m int, vals []any) (segments, error) {
+	v, ok := vals[m].(segments)
+	if !ok {
+		return nil, fmt.Errorf("member %d shared %T, not buffers", m, vals[m])
+	}
+	return v, nil
+}

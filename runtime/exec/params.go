@@ -1,0 +1,106 @@
+package exec
+
+import (
+	"fmt"
+
+	"github.com/moec-dev/moec/compiler/params"
+	"github.com/moec-dev/moec/compiler/step"
+)
+
+// LoadParams fills this rank's parameters from whole tensors: get returns parameter id's
+// values and shape in the single-rank layout (as a checkpoint stores them). Each rank
+// takes its tensor-parallel slice, its experts, and under ZeRO-3 its shard of the group's
+// flat vector.
+func (e *Executor) LoadParams(get func(id params.ID) ([]float32, []int)) error {
+	local := func(b *step.Buffer) ([]float32, error) {
+		id := *b.Param
+		shard := id.Shard
+		id.Shard = params.Shard{}
+		whole, shape := get(id)
+		if whole == nil {
+			return nil, fmt.Errorf("exec: no values for parameter %s", id)
+		}
+		out := make([]float32, b.Elements())
+		if err := slice(out, whole, shape, shard); err != nil {
+			return nil, fmt.Errorf("exec: parameter %s: %w", id, err)
+		}
+		return out, nil
+	}
+	for i, b := range e.p.Buffers {
+		if b.Kind != step.KindParam || e.f32[i] == nil {
+			continue
+		}
+		if b.Param != nil {
+			v, err := local(b)
+			if err != nil {
+				return err
+			}
+			copy(e.f32[i], v)
+		}
+	}
+	// ZeRO-3: each group's flat shard, from the tensors at their flat offsets (the
+	// gradient buffers name every tensor of the group with its offset and local shape).
+	for _, g := range e.p.Groups {
+		if g.ZeRO != 3 {
+			continue
+		}
+		var shardBuf []float32
+		for i, b := range e.p.Buffers {
+			if b.Kind == step.KindParam && b.Param == nil && e.f32[i] != nil && len(b.Name) > len(g.Name)+8 && b.Name[:len("params["+g.Name+"]")] == "params["+g.Name+"]" {
+				shardBuf = e.f32[i]
+			}
+		}
+		if shardBuf == nil {
+			return fmt.Errorf("exec: no parameter shard for group %s", g.Name)
+		}
+		clear(shardBuf)
+		lo := int64(g.Index) * g.Shard
+		for _, b := range e.p.Buffers {
+			if b.Param == nil || b.Flat < 0 || (b.Kind != step.KindActGrad && b.Kind != step.KindGrad) {
+				continue
+			}
+			id := *b.Param
+			id.Shard = params.Shard{}
+			if (id.Role.Routed() && len(e.p.Groups) > 1) != (g.Name == e.p.Groups[len(e.p.Groups)-1].Name && len(e.p.Groups) > 1) {
+				continue
+			}
+			n := b.Elements()
+			a, z := max(lo, b.Flat), min(lo+g.Shard, b.Flat+n)
+			if a >= z {
+				continue
+			}
+			v, err := local(b)
+			if err != nil {
+				return err
+			}
+			copy(shardBuf[a-lo:z-lo], v[a-b.Flat:z-b.Flat])
+		}
+	}
+	return nil
+}
+
+// slice copies a tensor-parallel slice s of a whole tensor (shape) into out.
+func slice(out, whole []float32, shape []int, s params.Shard) error {
+	if s.Whole() {
+		if len(out) != len(whole) {
+			return fmt.Errorf("%d values for a buffer of %d", len(whole), len(out))
+		}
+		copy(out, whole)
+		return nil
+	}
+	rows := shape[0]
+	cols := 1
+	if len(shape) > 1 {
+		cols = shape[1]
+	}
+	if s.Dim == 0 {
+		per := rows / s.Count
+		copy(out, whole[s.Index*per*cols:(s.Index+1)*per*cols])
+		return nil
+	}
+	per := cols / s.Count
+	for r := 0; r < rows; r++ {
+		copy(out[r*per:(r+1)*per], whole[r*cols+s.Index*per:r*cols+(s.Index+1)*per])
+	}
+	return nil
+}
