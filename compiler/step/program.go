@@ -195,8 +195,8 @@ type Op struct {
 	Peer  int
 	// ReduceMax makes an all-reduce take the maximum instead of the sum.
 	ReduceMax bool
-	FLOPs int64
-	Bytes int64 // communication: the bytes this rank sends; compute: bytes read and written
+	FLOPs     int64
+	Bytes     int64 // communication: the bytes this rank sends; compute: bytes read and written
 }
 
 // Program is what one rank runs for one training step.
