@@ -2,11 +2,15 @@ package serve
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -207,4 +211,42 @@ func TestServeDrainTimeout(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Serve did not return after the drain time")
 	}
+}
+
+// pythonWithOpenAI returns a Python interpreter that imports the official openai package:
+// $MOEC_PYTHON, else the repository's .venv (make venv), else it skips saying why.
+func pythonWithOpenAI(t *testing.T) string {
+	t.Helper()
+	py := os.Getenv("MOEC_PYTHON")
+	if py == "" {
+		root, err := filepath.Abs(filepath.Join("..", ".."))
+		if err != nil {
+			t.Fatal(err)
+		}
+		py = filepath.Join(root, ".venv", "bin", "python")
+	}
+	if out, err := exec.Command(py, "-c", "import openai").CombinedOutput(); err != nil {
+		t.Skipf("the openai Python package is not available to %s (%v: %s); `make venv` installs it", py, err, bytes.TrimSpace(out))
+	}
+	return py
+}
+
+// The official OpenAI Python client drives the server: models, streaming chat with
+// stream_options and content parts, n = 2 with logprobs on both endpoints, penalties, and
+// an error as the client's typed exception (testdata/openai_client.py says what it checks).
+func TestOfficialOpenAIClient(t *testing.T) {
+	py := pythonWithOpenAI(t)
+	_, url, _, _ := startServe(t, Options{Slots: 2})
+	if !strings.HasPrefix(url, "http://127.0.0.1:") {
+		t.Fatalf("server at %s: only loopback is allowed", url)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, py, filepath.Join("testdata", "openai_client.py"), url+"/v1", "tiny/s")
+	cmd.Env = append(os.Environ(), "NO_PROXY=127.0.0.1", "no_proxy=127.0.0.1", "OPENAI_API_KEY=unused")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the openai client: %v\n%s", err, out)
+	}
+	t.Logf("%s", out)
 }
