@@ -1,10 +1,12 @@
 package serve
 
 import (
+	"context"
 	"encoding/json"
 	"maps"
 	"math"
 	"net/http"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -434,5 +436,23 @@ func TestContentType(t *testing.T) {
 		if resp.StatusCode != c.code {
 			t.Errorf("Content-Type %q: %d %s, want %d", c.ct, resp.StatusCode, b, c.code)
 		}
+	}
+}
+
+// A request's events are held as they come, not in room reserved up front for every event
+// it may produce: 64 choices of 100000 tokens would reserve 6.4M events.
+func TestJobsDoNotReserveTheirEvents(t *testing.T) {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	jobs, cancels, _ := newJobs(context.Background(), sampling{n: 64, maxTokens: 100000})
+	runtime.ReadMemStats(&after)
+	for _, c := range cancels {
+		c()
+	}
+	if len(jobs) != 64 {
+		t.Fatalf("%d jobs", len(jobs))
+	}
+	if d := after.TotalAlloc - before.TotalAlloc; d > 1<<20 {
+		t.Errorf("making the jobs allocated %d bytes", d)
 	}
 }

@@ -385,7 +385,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, kind string, star
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.opt.Timeout)
 	defer cancel()
-	jobs, cancels, events := newJobs(ctx, sp)
+	jobs, cancels, out := newJobs(ctx, sp)
 	for _, j := range jobs {
 		if !s.sched.submit(j) {
 			cancel() // the choices already queued leave when the scheduler reaches them
@@ -411,54 +411,60 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, kind string, star
 	}
 	lastToken := make([]time.Time, sp.n)
 	first := true
-	for running := sp.n; running > 0; {
-		var ev event
+	running := sp.n
+	var batch []event
+	for running > 0 {
 		select {
-		case ev = <-events:
+		case <-out.ready:
+			batch = out.take(batch)
 		case <-s.sched.done:
-			ev = event{choice: -1, done: true, err: errShuttingDown}
+			batch = append(out.take(batch), event{choice: -1, done: true, err: errShuttingDown})
 		case <-ctx.Done():
-			ev = event{choice: -1, done: true, err: ctx.Err()}
+			batch = append(batch[:0], event{choice: -1, done: true, err: ctx.Err()})
 		}
-		if ev.choice >= 0 && a.choices[ev.choice].finish != "" {
-			continue // a choice that met a stop string: what its job sends after is not wanted
-		}
-		if ev.done && ev.err != nil {
-			e := s.jobError(r, ev.err)
-			s.m.observeRequest(kind, e.status, time.Since(start), promptTokens, 0)
-			if a.started {
-				a.abort(e) // the status line is gone; the stream ends with an error event
+		for _, ev := range batch {
+			if running == 0 {
+				break
+			}
+			if ev.choice >= 0 && a.choices[ev.choice].finish != "" {
+				continue // a choice that met a stop string: what its job sends after is not wanted
+			}
+			if ev.done && ev.err != nil {
+				e := s.jobError(r, ev.err)
+				s.m.observeRequest(kind, e.status, time.Since(start), promptTokens, 0)
+				if a.started {
+					a.abort(e) // the status line is gone; the stream ends with an error event
+					return
+				}
+				writeJSON(w, e.status, map[string]any{"error": e.apiError})
 				return
 			}
-			writeJSON(w, e.status, map[string]any{"error": e.apiError})
-			return
-		}
-		c := &a.choices[ev.choice]
-		if ev.done {
-			a.text(ev.choice, c.text.flush())
-			a.finish(ev.choice, "length")
-			running--
-			continue
-		}
-		now := time.Now()
-		if first {
-			s.m.observeFirstToken(now.Sub(start))
-			first = false
-		}
-		if t := lastToken[ev.choice]; !t.IsZero() {
-			s.m.observeInterToken(now.Sub(t))
-		}
-		lastToken[ev.choice] = now
-		c.generated++
-		if ev.logprob != nil {
-			c.logprobs = append(c.logprobs, *ev.logprob)
-		}
-		chunk, stopped := c.text.add(ev.tok)
-		a.text(ev.choice, chunk)
-		if stopped {
-			cancels[ev.choice]() // frees the slot at the scheduler's next step
-			a.finish(ev.choice, "stop")
-			running--
+			c := &a.choices[ev.choice]
+			if ev.done {
+				a.text(ev.choice, c.text.flush())
+				a.finish(ev.choice, "length")
+				running--
+				continue
+			}
+			if first {
+				s.m.observeFirstToken(ev.at.Sub(start))
+				first = false
+			}
+			if t := lastToken[ev.choice]; !t.IsZero() {
+				s.m.observeInterToken(ev.at.Sub(t))
+			}
+			lastToken[ev.choice] = ev.at
+			c.generated++
+			if ev.logprob != nil {
+				c.logprobs = append(c.logprobs, *ev.logprob)
+			}
+			chunk, stopped := c.text.add(ev.tok)
+			a.text(ev.choice, chunk)
+			if stopped {
+				cancels[ev.choice]() // frees the slot at the scheduler's next step
+				a.finish(ev.choice, "stop")
+				running--
+			}
 		}
 	}
 	a.end(promptTokens)
