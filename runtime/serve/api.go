@@ -9,8 +9,8 @@ import (
 
 // completionRequest is the body of POST /v1/completions. As OpenAI does, a field the
 // endpoint does not know is refused (400), never ignored: a client that asks for
-// something must not get an answer made without it. best_of > 1 is refused unless it holds
-// its neutral value; user is metadata and is accepted.
+// something must not get an answer made without it. best_of is accepted only equal to n
+// (the server returns every choice it samples); user is metadata and is accepted.
 type completionRequest struct {
 	Model            string          `json:"model"`
 	Prompt           json.RawMessage `json:"prompt"` // a string, or a list of one string

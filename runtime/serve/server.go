@@ -295,7 +295,6 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) *requestE
 	// hold the connection past ReadTimeout. The deadline is lifted once the body is read, so
 	// a long answer is not cut (the server's background read of a finished body would
 	// otherwise end the request's context when it fires).
-	// A refused body is not read to its end: the connection closes after the answer.
 	rc := http.NewResponseController(w)
 	deadline := rc.SetReadDeadline(time.Now().Add(s.opt.ReadTimeout)) == nil
 	r.Body = http.MaxBytesReader(w, r.Body, s.opt.MaxBodyBytes)
@@ -303,6 +302,8 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) *requestE
 	dec.DisallowUnknownFields()
 	e := s.readJSON(dec, v)
 	if e != nil {
+		// A refused body may be unread (too large, too slow, data after the object): the
+		// connection closes after the answer instead of waiting for the rest.
 		w.Header().Set("Connection", "close")
 		return e
 	}
