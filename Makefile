@@ -13,7 +13,7 @@ endif
 endif
 FUZZTIME  ?= 60s
 
-.PHONY: all deps build run test bench fuzz lint experiments gpu-check clean
+.PHONY: all deps build run test bench fuzz lint experiments gpu-check clean venv
 
 all: build
 
@@ -56,6 +56,15 @@ experiments: build
 
 gpu-check: build
 	./scripts/gpu-check.sh
+
+# A Python virtual environment with the official client libraries the tests drive moec with
+# (the openai package for moec serve); those tests skip, saying why, when it is missing.
+venv: .venv/installed.stamp
+
+.venv/installed.stamp:
+	python3 -m venv .venv
+	.venv/bin/pip install --quiet openai
+	@touch $@
 
 clean:
 	rm -rf bin out .deps.stamp

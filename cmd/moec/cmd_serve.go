@@ -2,13 +2,12 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -26,58 +25,71 @@ func newServeCommand(stdout, stderr io.Writer) *cobra.Command {
 		Use:   "serve --checkpoint DIR [--addr 127.0.0.1:8080]",
 		Short: "Serve a checkpoint with an OpenAI-compatible HTTP API",
 		Long: `serve answers POST /v1/completions and /v1/chat/completions (OpenAI-compatible, streamed
-with server-sent events when "stream": true), GET /v1/models, /healthz and /metrics
-(Prometheus). Concurrent requests share one batched decoder (continuous batching); those that
-find every slot busy wait in a bounded queue. Ctrl-C stops it.`,
+with server-sent events when "stream": true), GET /v1/models, /v1/models/{id}, /healthz and
+/metrics (Prometheus). Concurrent requests share one batched decoder (continuous batching);
+those that find every slot busy wait in a bounded queue. SIGINT (Ctrl-C) or SIGTERM drains
+it: no new connections, and the requests in flight have --drain to finish.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if checkpoint == "" {
 				return fmt.Errorf("serve: --checkpoint is required")
 			}
-			if opt.Slots < 0 || opt.QueueDepth < 0 || opt.MaxTokens < 0 || opt.MaxPromptBytes < 0 || opt.Timeout < 0 {
-				return fmt.Errorf("serve: --slots, --queue, --max-tokens, --max-prompt-bytes and --timeout must not be negative")
+			if err := checkServeFlags(opt); err != nil {
+				return usageError(cmd, err)
 			}
 			m, name, err := serve.Load(checkpoint)
 			if err != nil {
 				return err
 			}
+			opt.Log = stderr
 			srv, err := serve.New(m, name, opt)
 			if err != nil {
 				return err
 			}
-			defer srv.Close()
 			ln, err := net.Listen("tcp", addr)
 			if err != nil {
+				srv.Close()
 				return fmt.Errorf("serve: %w", err)
 			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+			// systemd, Docker and Kubernetes stop a service with SIGTERM: drain on it as on Ctrl-C.
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
-			fmt.Fprintf(stdout, "serving %s on http://%s (POST /v1/completions, /v1/chat/completions; GET /healthz, /metrics)\n", name, ln.Addr())
-			errc := make(chan error, 1)
-			go func() { errc <- hs.Serve(ln) }()
-			select {
-			case err := <-errc:
-				return fmt.Errorf("serve: %w", err)
-			case <-ctx.Done():
-			}
-			fmt.Fprintln(stderr, "serve: shutting down")
-			shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			srv.Close() // ends streams in flight so Shutdown need not wait for them
-			if err := hs.Shutdown(shutdownCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-				return fmt.Errorf("serve: %w", err)
-			}
-			return nil
+			fmt.Fprintf(stdout, "serving %s on http://%s (POST /v1/completions, /v1/chat/completions; GET /v1/models, /healthz, /metrics)\n", name, ln.Addr())
+			return srv.Serve(ctx, ln)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&checkpoint, "checkpoint", "", "a checkpoint folder, or a run folder (its newest checkpoint)")
 	f.StringVar(&addr, "addr", "127.0.0.1:8080", "address to listen on")
 	f.IntVar(&opt.Slots, "slots", 4, "requests decoded together in one batched step")
-	f.IntVar(&opt.QueueDepth, "queue", 64, "requests that may wait for a slot (more are refused with 429)")
+	f.IntVar(&opt.QueueDepth, "queue", 64, "choices that may wait for a slot (more are refused with 429)")
 	f.DurationVar(&opt.Timeout, "timeout", 2*time.Minute, "per-request time limit, waiting included")
 	f.IntVar(&opt.MaxTokens, "max-tokens", 2048, "largest max_tokens a request may ask for")
 	f.IntVar(&opt.MaxPromptBytes, "max-prompt-bytes", 16384, "longest prompt accepted")
+	f.IntVar(&opt.MaxConns, "max-conns", 256, "connections held at once; more wait to be accepted")
+	f.DurationVar(&opt.ReadTimeout, "read-timeout", 10*time.Second, "time a client has to send a request's headers, and again its body")
+	f.DurationVar(&opt.DrainTimeout, "drain", 20*time.Second, "on SIGINT or SIGTERM, time the requests in flight have to finish")
 	return cmd
+}
+
+// checkServeFlags refuses limits that are not positive. serve.Options reads a zero as "the
+// default", which on the command line would silently turn --slots 0 into 4.
+func checkServeFlags(opt serve.Options) error {
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"slots", opt.Slots}, {"queue", opt.QueueDepth}, {"max-tokens", opt.MaxTokens}, {"max-prompt-bytes", opt.MaxPromptBytes}, {"max-conns", opt.MaxConns}} {
+		if f.v < 1 {
+			return fmt.Errorf("--%s %d: it must be at least 1", f.name, f.v)
+		}
+	}
+	for _, f := range []struct {
+		name string
+		v    time.Duration
+	}{{"timeout", opt.Timeout}, {"read-timeout", opt.ReadTimeout}, {"drain", opt.DrainTimeout}} {
+		if f.v <= 0 {
+			return fmt.Errorf("--%s %v: it must be longer than 0s", f.name, f.v)
+		}
+	}
+	return nil
 }

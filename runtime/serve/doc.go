@@ -1,19 +1,30 @@
 // Package serve serves a trained byte-level checkpoint over HTTP with an OpenAI-compatible
 // API: POST /v1/completions and /v1/chat/completions (JSON, or server-sent events with
-// "stream": true), GET /v1/models, /healthz and /metrics (Prometheus text format).
+// "stream": true), GET /v1/models and /v1/models/{id}, /healthz and /metrics (Prometheus).
 //
 // In: an *nn.Model (Load reads one from a checkpoint or run directory) and Options: slots,
-// queue depth, per-request timeout and input limits.
+// queue depth, per-request timeout, input limits, and for Serve the connection cap, read
+// and idle timeouts and the drain time.
 //
-// Out: an http.Handler. One scheduler goroutine owns a batched nn.Decoder with Options.Slots
-// slots and runs continuous batching: between two decoding steps a waiting request takes a
-// free slot (starting at position 0 while the others go on) and a finished or abandoned one
-// leaves. Each request samples from its own stream, keyed by its seed and its token index,
-// so its text does not depend on which requests it shared the decoder with. Requests that
-// find every slot busy wait in a bounded queue; a full queue is a 429, a request past its
-// timeout a 504, and inputs beyond the limits a 400 or 413 that says which limit.
+// Out: an http.Handler, or Serve, which runs it on a listener with those bounds and drains
+// when its context ends. One scheduler goroutine owns a batched nn.Decoder with
+// Options.Slots slots and runs continuous batching: between two decoding steps a waiting
+// choice takes a free slot (starting at position 0 while the others go on) and a finished
+// or abandoned one leaves. A request with n choices is n jobs. Each choice samples from its
+// own stream, keyed by the request's seed, its token index and the choice index, so its
+// text does not depend on which requests it shared the decoder with; choice 0 is what
+// `moec generate` writes with the same seed. A request without a seed gets one drawn from
+// the server's own random source (X-Moec-Seed reports it). Choices that find every slot
+// busy wait in a bounded queue; a full queue is a 429, a request past its timeout a 504,
+// and inputs beyond the limits a 400, 413 or 415 that says which limit.
+//
+// Sampling applies OpenAI's presence and frequency penalties (over the generated tokens),
+// then temperature, top-k and top-p. Log-probabilities are the model's own (log-softmax of
+// the raw logits, before penalties and temperature); a byte that is not a whole character
+// is named "bytes:\xNN" as OpenAI names such tokens.
 //
 // The chat template (the model is byte-level and has no special tokens) renders each
-// message as "<role>: <content>\n" and then "assistant:", and stops generation at "\nuser:"
+// message as "<role>: <content>\n" ("<role> (<name>): …" for a message with a name; text
+// parts joined by newlines) and then "assistant:", and stops generation at "\nuser:"
 // besides any stop strings the request gives.
 package serve

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/runtime/nn"
 )
@@ -172,7 +174,5 @@ func viaJSON(t testing.TB, s string) string {
 
 // stepCounts returns the decoding steps so far and the busy slots summed over them.
 func (s *Server) stepCounts() (steps, slotSteps int64) {
-	s.m.mu.Lock()
-	defer s.m.mu.Unlock()
-	return s.m.steps, s.m.slotSteps
+	return int64(testutil.ToFloat64(s.m.steps)), int64(testutil.ToFloat64(s.m.slotSteps))
 }

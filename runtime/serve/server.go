@@ -2,9 +2,15 @@ package serve
 
 import (
 	"context"
+	cryptorand "crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log"
+	"math/rand/v2"
+	"mime"
+	"net"
 	"net/http"
 	"reflect"
 	"strconv"
@@ -12,6 +18,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/net/netutil"
 
 	"github.com/moec-dev/moec/lang/diag"
 	"github.com/moec-dev/moec/runtime/nn"
@@ -22,16 +30,26 @@ import (
 // defaults in brackets.
 type Options struct {
 	Slots            int           // sequences decoded together in one batched step [4]
-	QueueDepth       int           // requests that may wait for a slot; more get 429 [64]
+	QueueDepth       int           // choices that may wait for a slot; more get 429 [64]
 	Timeout          time.Duration // per request, queueing included [2m]
 	MaxPromptBytes   int           // longest prompt (chat: the rendered conversation) [16384]
 	MaxTokens        int           // largest max_tokens a request may ask for [2048]
 	DefaultMaxTokens int           // max_tokens when a request gives none [128]
 	MaxBodyBytes     int64         // largest request body [1 MiB]
+	MaxConns         int           // connections held at once (Serve); more wait to be accepted [256]
+	ReadTimeout      time.Duration // to read a request's headers, and then its body (Serve) [10s]
+	IdleTimeout      time.Duration // a keep-alive connection's wait for its next request (Serve) [60s]
+	DrainTimeout     time.Duration // on shutdown, how long requests in flight may take to finish (Serve) [20s]
+	Log              io.Writer     // where Serve says what it does on shutdown; nil: nowhere
 }
 
 func (o Options) withDefaults() Options {
 	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defDuration := func(v *time.Duration, d time.Duration) {
 		if *v <= 0 {
 			*v = d
 		}
@@ -41,26 +59,55 @@ func (o Options) withDefaults() Options {
 	def(&o.MaxPromptBytes, 16384)
 	def(&o.MaxTokens, 2048)
 	def(&o.DefaultMaxTokens, 128)
+	def(&o.MaxConns, 256)
 	o.DefaultMaxTokens = min(o.DefaultMaxTokens, o.MaxTokens)
-	if o.Timeout <= 0 {
-		o.Timeout = 2 * time.Minute
-	}
+	defDuration(&o.Timeout, 2*time.Minute)
+	defDuration(&o.ReadTimeout, 10*time.Second)
+	defDuration(&o.IdleTimeout, time.Minute)
+	defDuration(&o.DrainTimeout, 20*time.Second)
 	if o.MaxBodyBytes <= 0 {
 		o.MaxBodyBytes = 1 << 20
+	}
+	if o.Log == nil {
+		o.Log = io.Discard
 	}
 	return o
 }
 
 // Server answers the OpenAI-style endpoints for one model. Close stops its scheduler.
 type Server struct {
-	name  string
-	opt   Options
-	sched *scheduler
-	m     *metrics
-	mux   *http.ServeMux
-	ids   atomic.Int64
-	stop  context.CancelFunc
-	wg    sync.WaitGroup
+	name     string
+	opt      Options
+	created  int64 // unix time the server started: the model's "created"
+	sched    *scheduler
+	m        *metrics
+	mux      *http.ServeMux
+	ids      atomic.Int64
+	seeds    *seedSource
+	draining atomic.Bool // Serve is shutting down: health says so
+	stop     context.CancelFunc
+	wg       sync.WaitGroup
+}
+
+// seedSource draws the seeds of requests that give none, so that two identical unseeded
+// requests sample apart. It is the server's own: a ChaCha8 stream keyed from crypto/rand
+// when the server starts.
+type seedSource struct {
+	mu sync.Mutex
+	r  *rand.Rand
+}
+
+func newSeedSource() *seedSource {
+	var key [32]byte
+	_, _ = cryptorand.Read(key[:]) // never fails (crypto/rand.Read panics rather than return an error)
+	return &seedSource{r: rand.New(rand.NewChaCha8(key))}
+}
+
+// draw returns a fresh non-negative seed.
+func (s *seedSource) draw() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.r.Int64()
 }
 
 // Load reads the model of a checkpoint directory, or of a run directory's newest
@@ -88,7 +135,7 @@ func Load(dir string) (*nn.Model, string, error) {
 // New starts the scheduler for m (served under name) and returns the server.
 func New(m *nn.Model, name string, opt Options) (*Server, error) {
 	opt = opt.withDefaults()
-	s := &Server{name: name, opt: opt, mux: http.NewServeMux()}
+	s := &Server{name: name, opt: opt, mux: http.NewServeMux(), created: time.Now().Unix(), seeds: newSeedSource()}
 	var queue func() int
 	s.m = newMetrics(opt.Slots, opt.QueueDepth, func() int { return queue() })
 	sched, err := newScheduler(m, opt.Slots, opt.QueueDepth, s.m)
@@ -107,8 +154,9 @@ func New(m *nn.Model, name string, opt Options) (*Server, error) {
 	s.mux.HandleFunc("POST /v1/completions", s.handleCompletions)
 	s.mux.HandleFunc("POST /v1/chat/completions", s.handleChat)
 	s.mux.HandleFunc("GET /v1/models", s.handleModels)
+	s.mux.HandleFunc("GET /v1/models/{id...}", s.handleModel) // the name holds a slash: train/stage
 	s.mux.HandleFunc("GET /healthz", s.handleHealth)
-	s.mux.HandleFunc("GET /metrics", s.handleMetrics)
+	s.mux.Handle("GET /metrics", s.m.handler())
 	return s, nil
 }
 
@@ -122,6 +170,42 @@ func (s *Server) Name() string { return s.name }
 func (s *Server) Close() {
 	s.stop()
 	s.wg.Wait()
+}
+
+// Serve answers HTTP on ln until ctx ends, then drains: it stops accepting connections and
+// lets the requests in flight and in the queue finish for up to Options.DrainTimeout; those
+// still running then end as Close ends them (an error event and [DONE], or a 503). Serve
+// bounds what a client can hold: at most MaxConns connections at once (the rest wait to be
+// accepted), ReadTimeout to send the headers and again the body, IdleTimeout between two
+// requests on a connection. It closes the server before it returns.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	defer s.Close()
+	hs := &http.Server{Handler: s.mux, ReadHeaderTimeout: s.opt.ReadTimeout, IdleTimeout: s.opt.IdleTimeout,
+		ErrorLog: log.New(s.opt.Log, "serve: ", 0)}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(netutil.LimitListener(ln, s.opt.MaxConns)) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	s.draining.Store(true)
+	fmt.Fprintf(s.opt.Log, "serve: shutting down: no new connections; requests in flight have %v to finish\n", s.opt.DrainTimeout)
+	drain, cancel := context.WithTimeout(context.Background(), s.opt.DrainTimeout)
+	defer cancel()
+	if err := hs.Shutdown(drain); err == nil {
+		<-errc
+		return nil
+	}
+	fmt.Fprintf(s.opt.Log, "serve: the requests still running after %v end with an error\n", s.opt.DrainTimeout)
+	s.Close() // ends streams with an error event, queued requests with 503
+	last, cancelLast := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancelLast()
+	if err := hs.Shutdown(last); err != nil {
+		_ = hs.Close() // a handler that cannot write its error: cut its connection
+	}
+	<-errc
+	return nil
 }
 
 // endpoint kinds: the two differ only in how the request reads and the answer is shaped.
@@ -138,12 +222,17 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sp, e := s.common(samplingFields{model: req.Model, maxTokens: req.MaxTokens, temperature: req.Temperature, topP: req.TopP, topK: req.TopK,
-		seed: req.Seed, stop: req.Stop, n: req.N, presencePenalty: req.PresencePenalty, frequencyPenalty: req.FrequencyPenalty})
-	if e == nil && req.BestOf != nil && *req.BestOf != 1 {
-		e = badRequest("best_of", "best_of = %d: this server returns one choice per request", *req.BestOf)
+		seed: req.Seed, stop: req.Stop, n: req.N, presencePenalty: req.PresencePenalty, frequencyPenalty: req.FrequencyPenalty,
+		stream: req.Stream, streamOptions: req.StreamOptions})
+	if e == nil && req.BestOf != nil && *req.BestOf != sp.n {
+		e = badRequest("best_of", "best_of = %d: this server returns every choice it samples, so best_of must equal n (%d)", *req.BestOf, sp.n)
 	}
-	if e == nil && len(req.Logprobs) > 0 && string(req.Logprobs) != "null" {
-		e = badRequest("logprobs", "logprobs are not supported")
+	if e == nil && req.Logprobs != nil {
+		e = checkLogprobs("logprobs", *req.Logprobs)
+		if e == nil && req.Echo {
+			e = badRequest("logprobs", "logprobs with echo: the log-probabilities of prompt tokens are not computed; leave one out")
+		}
+		sp.logprobs, sp.topLogprobs = true, *req.Logprobs
 	}
 	var prompt string
 	if e == nil {
@@ -153,7 +242,7 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, kindCompletion, start, e)
 		return
 	}
-	sp.prompt, sp.stream = []byte(prompt), req.Stream
+	sp.prompt = []byte(prompt)
 	s.serve(w, r, kindCompletion, start, sp, req.Echo)
 }
 
@@ -169,10 +258,16 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		maxTokens = req.MaxCompletionTokens
 	}
 	sp, e := s.common(samplingFields{model: req.Model, maxTokens: maxTokens, temperature: req.Temperature, topP: req.TopP, topK: req.TopK,
-		seed: req.Seed, stop: req.Stop, n: req.N, presencePenalty: req.PresencePenalty, frequencyPenalty: req.FrequencyPenalty})
-	if e == nil && req.Logprobs {
-		e = badRequest("logprobs", "logprobs are not supported")
+		seed: req.Seed, stop: req.Stop, n: req.N, presencePenalty: req.PresencePenalty, frequencyPenalty: req.FrequencyPenalty,
+		stream: req.Stream, streamOptions: req.StreamOptions})
+	if e == nil && req.TopLogprobs != nil {
+		e = checkLogprobs("top_logprobs", *req.TopLogprobs)
+		if e == nil && !req.Logprobs {
+			e = badRequest("top_logprobs", "top_logprobs needs logprobs: true")
+		}
+		sp.topLogprobs = *req.TopLogprobs
 	}
+	sp.logprobs = req.Logprobs
 	var prompt string
 	if e == nil {
 		prompt, e = renderChat(req.Messages)
@@ -181,36 +276,84 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, kindChat, start, e)
 		return
 	}
-	sp.prompt, sp.stream = []byte(prompt), req.Stream
+	sp.prompt = []byte(prompt)
 	sp.stop = append(sp.stop, chatStop)
 	s.serve(w, r, kindChat, start, sp, false)
 }
 
-// decode reads a JSON body within the size limit.
+// decode reads a JSON body: Content-Type application/json (or none), within the size limit
+// and ReadTimeout, one JSON object and nothing after it.
 func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) *requestError {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+			return &requestError{status: http.StatusUnsupportedMediaType, apiError: apiError{
+				Message: fmt.Sprintf("Content-Type %q: the body must be JSON, sent as application/json (curl: -H 'Content-Type: application/json')", ct),
+				Type:    "invalid_request_error", Code: "unsupported_media_type"}}
+		}
+	}
+	// A client that sends its headers and then trickles (or withholds) its body must not
+	// hold the connection past ReadTimeout. The deadline is lifted once the body is read, so
+	// a long answer is not cut (the server's background read of a finished body would
+	// otherwise end the request's context when it fires).
+	rc := http.NewResponseController(w)
+	deadline := rc.SetReadDeadline(time.Now().Add(s.opt.ReadTimeout)) == nil
 	r.Body = http.MaxBytesReader(w, r.Body, s.opt.MaxBodyBytes)
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return &requestError{status: http.StatusRequestEntityTooLarge, apiError: apiError{
-				Message: fmt.Sprintf("the request body is larger than the limit of %d bytes", s.opt.MaxBodyBytes),
-				Type:    "invalid_request_error", Code: "request_too_large"}}
-		}
-		// encoding/json has no typed error for an unknown field; its message is
-		// `json: unknown field "NAME"`.
-		if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-			name = strings.Trim(name, `"`)
-			e := badRequest(name, "Unrecognized request argument supplied: %s", name)
-			if c, ok := diag.Closest(name, jsonFields(v)); ok {
-				e.Message += fmt.Sprintf(" (did you mean %s?)", c)
-			}
-			return e
-		}
-		return badRequest("", "the request body is not valid JSON for this endpoint: %v", err)
+	e := s.readJSON(dec, v)
+	if e != nil {
+		// A refused body may be unread (too large, too slow, data after the object): the
+		// connection closes after the answer instead of waiting for the rest.
+		w.Header().Set("Connection", "close")
+		return e
+	}
+	if deadline {
+		_ = rc.SetReadDeadline(time.Time{})
 	}
 	return nil
+}
+
+// readJSON decodes one JSON object into v and checks nothing follows it.
+func (s *Server) readJSON(dec *json.Decoder, v any) *requestError {
+	if err := dec.Decode(v); err != nil {
+		return s.bodyError(err, v)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		if err != nil {
+			if e := s.bodyError(err, v); e.status != http.StatusBadRequest {
+				return e // too large, or too slow
+			}
+		}
+		return badRequest("", "the request body has data after its JSON object; send exactly one object")
+	}
+	return nil
+}
+
+// bodyError says why the body of a request for v could not be read.
+func (s *Server) bodyError(err error, v any) *requestError {
+	var tooBig *http.MaxBytesError
+	var netErr net.Error
+	switch {
+	case errors.As(err, &tooBig):
+		return &requestError{status: http.StatusRequestEntityTooLarge, apiError: apiError{
+			Message: fmt.Sprintf("the request body is larger than the limit of %d bytes", s.opt.MaxBodyBytes),
+			Type:    "invalid_request_error", Code: "request_too_large"}}
+	case errors.As(err, &netErr) && netErr.Timeout():
+		return &requestError{status: http.StatusRequestTimeout, apiError: apiError{
+			Message: fmt.Sprintf("the request body did not arrive within %v", s.opt.ReadTimeout),
+			Type:    "invalid_request_error", Code: "request_timeout"}}
+	}
+	// encoding/json has no typed error for an unknown field; its message is
+	// `json: unknown field "NAME"`.
+	if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		name = strings.Trim(name, `"`)
+		e := badRequest(name, "Unrecognized request argument supplied: %s", name)
+		if c, ok := diag.Closest(name, jsonFields(v)); ok {
+			e.Message += fmt.Sprintf(" (did you mean %s?)", c)
+		}
+		return e
+	}
+	return badRequest("", "the request body is not valid JSON for this endpoint: %v", err)
 }
 
 // jsonFields lists the JSON names of the fields of the struct v points to.
@@ -231,69 +374,102 @@ func jsonFields(v any) []string {
 	return names
 }
 
-// serve runs one request through the scheduler and writes the answer, streamed or whole.
+// serve runs one request's choices through the scheduler and writes the answer, streamed
+// or whole.
 func (s *Server) serve(w http.ResponseWriter, r *http.Request, kind string, start time.Time, sp sampling, echo bool) {
-	if len(sp.prompt) > s.opt.MaxPromptBytes {
+	promptTokens := len(sp.prompt)
+	if promptTokens > s.opt.MaxPromptBytes {
 		s.fail(w, kind, start, &requestError{status: 400, apiError: apiError{
-			Message: fmt.Sprintf("the prompt is %d bytes; the limit is %d", len(sp.prompt), s.opt.MaxPromptBytes),
+			Message: fmt.Sprintf("the prompt is %d bytes; the limit is %d", promptTokens, s.opt.MaxPromptBytes),
 			Type:    "invalid_request_error", Param: "prompt", Code: "context_length_exceeded"}})
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.opt.Timeout)
 	defer cancel()
-	j := newJob(ctx, sp.prompt, sp.maxTokens, sp.temperature, sp.topK, sp.topP, sp.seed)
-	if !s.sched.submit(j) {
-		w.Header().Set("Retry-After", "1")
-		s.fail(w, kind, start, &requestError{status: http.StatusTooManyRequests, apiError: apiError{
-			Message: fmt.Sprintf("the server is busy: %d requests are already waiting for one of %d slots; retry later", s.opt.QueueDepth, s.opt.Slots),
-			Type:    "server_error", Code: "queue_full"}})
-		return
+	jobs, cancels, out := newJobs(ctx, sp)
+	for _, j := range jobs {
+		if !s.sched.submit(j) {
+			cancel() // the choices already queued leave when the scheduler reaches them
+			w.Header().Set("Retry-After", "1")
+			s.fail(w, kind, start, &requestError{status: http.StatusTooManyRequests, apiError: apiError{
+				Message: fmt.Sprintf("the server is busy: %d choices are already waiting for one of %d slots; retry later", s.opt.QueueDepth, s.opt.Slots),
+				Type:    "server_error", Code: "queue_full"}})
+			return
+		}
 	}
-	a := &answer{s: s, w: w, kind: kind, id: s.newID(kind), created: time.Now().Unix(), stream: sp.stream}
+	a := &answer{s: s, w: w, kind: kind, id: s.newID(kind), created: time.Now().Unix(), stream: sp.stream,
+		includeUsage: sp.includeUsage, logprobs: sp.logprobs, choices: make([]choiceState, sp.n)}
+	for i := range a.choices {
+		a.choices[i].text.stops = sp.stop
+	}
 	if echo {
 		a.prefix = string(sp.prompt)
 	}
+	// The seed the request sampled with, drawn or given: with it the answer can be had again.
+	w.Header().Set("X-Moec-Seed", strconv.FormatInt(sp.seed, 10))
 	if sp.stream {
 		a.begin()
 	}
-	ts := &textStream{stops: sp.stop}
-	generated := 0
-	for {
-		var ev event
+	lastToken := make([]time.Time, sp.n)
+	first := true
+	running := sp.n
+	var batch []event
+	for running > 0 {
 		select {
-		case ev = <-j.events:
+		case <-out.ready:
+			batch = out.take(batch)
 		case <-s.sched.done:
-			ev = event{done: true, err: errShuttingDown}
+			batch = append(out.take(batch), event{choice: -1, done: true, err: errShuttingDown})
 		case <-ctx.Done():
-			ev = event{done: true, err: ctx.Err()}
+			batch = append(batch[:0], event{choice: -1, done: true, err: ctx.Err()})
 		}
-		if !ev.done {
-			generated++
-			chunk, stopped := ts.add(ev.tok)
-			a.text(chunk)
-			if stopped {
-				cancel() // frees the slot at the scheduler's next step
-				a.finish(ts.text(), "stop", len(sp.prompt), generated)
-				s.m.observeRequest(kind, http.StatusOK, time.Since(start), len(sp.prompt))
+		for _, ev := range batch {
+			if running == 0 {
+				break
+			}
+			if ev.choice >= 0 && a.choices[ev.choice].finish != "" {
+				continue // a choice that met a stop string: what its job sends after is not wanted
+			}
+			if ev.done && ev.err != nil {
+				e := s.jobError(r, ev.err)
+				s.m.observeRequest(kind, e.status, time.Since(start), promptTokens, 0)
+				if a.started {
+					a.abort(e) // the status line is gone; the stream ends with an error event
+					return
+				}
+				writeJSON(w, e.status, map[string]any{"error": e.apiError})
 				return
 			}
-			continue
+			c := &a.choices[ev.choice]
+			if ev.done {
+				a.text(ev.choice, c.text.flush())
+				a.finish(ev.choice, "length")
+				running--
+				continue
+			}
+			if first {
+				s.m.observeFirstToken(ev.at.Sub(start))
+				first = false
+			}
+			if t := lastToken[ev.choice]; !t.IsZero() {
+				s.m.observeInterToken(ev.at.Sub(t))
+			}
+			lastToken[ev.choice] = ev.at
+			c.generated++
+			if ev.logprob != nil {
+				c.logprobs = append(c.logprobs, *ev.logprob)
+			}
+			chunk, stopped := c.text.add(ev.tok)
+			a.text(ev.choice, chunk)
+			if stopped {
+				cancels[ev.choice]() // frees the slot at the scheduler's next step
+				a.finish(ev.choice, "stop")
+				running--
+			}
 		}
-		if ev.err == nil {
-			a.text(ts.flush())
-			a.finish(ts.text(), "length", len(sp.prompt), generated)
-			s.m.observeRequest(kind, http.StatusOK, time.Since(start), len(sp.prompt))
-			return
-		}
-		e := s.jobError(r, ev.err)
-		if a.started {
-			a.abort(e) // the status line is gone; the stream ends with an error event
-			s.m.observeRequest(kind, e.status, time.Since(start), len(sp.prompt))
-			return
-		}
-		s.fail(w, kind, start, e)
-		return
 	}
+	a.end(promptTokens)
+	s.m.observeRequest(kind, http.StatusOK, time.Since(start), promptTokens, a.usage(promptTokens).CompletionTokens)
 }
 
 // jobError says why a job ended early, for the client.
@@ -323,7 +499,7 @@ func (s *Server) newID(kind string) string {
 
 // fail writes an OpenAI error object with e's status and counts the request.
 func (s *Server) fail(w http.ResponseWriter, kind string, start time.Time, e *requestError) {
-	s.m.observeRequest(kind, e.status, time.Since(start), 0)
+	s.m.observeRequest(kind, e.status, time.Since(start), 0, 0)
 	writeJSON(w, e.status, map[string]any{"error": e.apiError})
 }
 
@@ -335,22 +511,35 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v) // the client may be gone; there is nobody left to tell
 }
 
+func (s *Server) model() map[string]any {
+	return map[string]any{"id": s.name, "object": "model", "created": s.created, "owned_by": "moec"}
+}
+
 func (s *Server) handleModels(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": []map[string]any{
-		{"id": s.name, "object": "model", "created": 0, "owned_by": "moec"}}})
+	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": []any{s.model()}})
+}
+
+func (s *Server) handleModel(w http.ResponseWriter, r *http.Request) {
+	if id := r.PathValue("id"); id != s.name {
+		writeJSON(w, http.StatusNotFound, map[string]any{"error": apiError{
+			Message: fmt.Sprintf("model %q is not served here; this server serves %q", id, s.name),
+			Type:    "invalid_request_error", Param: "model", Code: "model_not_found"}})
+		return
+	}
+	writeJSON(w, http.StatusOK, s.model())
 }
 
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	select {
 	case <-s.sched.done:
 		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "stopped"})
+		return
 	default:
-		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "model": s.name, "slots": s.opt.Slots,
-			"queued": len(s.sched.queue), "queue_capacity": s.opt.QueueDepth})
 	}
-}
-
-func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-	_ = s.m.write(w) // a write error means the scraper left
+	if s.draining.Load() {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "draining"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "model": s.name, "slots": s.opt.Slots,
+		"queued": len(s.sched.queue), "queue_capacity": s.opt.QueueDepth})
 }

@@ -209,7 +209,8 @@ func TestLimits(t *testing.T) {
 		{"huge body", map[string]any{"prompt": strings.Repeat("a", 2000)}, 413, "limit of 1000 bytes"},
 		{"negative temperature", map[string]any{"prompt": "a", "temperature": -1}, 400, "between 0 and 2"},
 		{"negative top_k", map[string]any{"prompt": "a", "top_k": -1}, 400, "top_k"},
-		{"several choices", map[string]any{"prompt": "a", "n": 2}, 400, "one choice"},
+		{"no choices", map[string]any{"prompt": "a", "n": 0}, 400, "n = 0: it must be between 1 and 64"},
+		{"too many choices", map[string]any{"prompt": "a", "n": 65}, 400, "n = 65: it must be between 1 and 64"},
 		{"token prompt", map[string]any{"prompt": []int{1, 2}}, 400, "token ids"},
 		{"two prompts", map[string]any{"prompt": []string{"a", "b"}}, 400, "one prompt"},
 		{"stop list", map[string]any{"prompt": "a", "stop": []string{"a", "b", "c", "d", "e"}}, 400, "at most 4"},
@@ -218,7 +219,14 @@ func TestLimits(t *testing.T) {
 		{"unknown field", map[string]any{"prompt": "x", "top_q": 0.5}, 400, `Unrecognized request argument supplied: top_q (did you mean top_p?)`},
 		{"chat body", map[string]any{"messages": []any{}, "max_tokens": 3}, 400, `"param":"messages"`},
 		{"no prompt", map[string]any{"max_tokens": 3}, 400, "prompt is missing"},
-		{"penalty", map[string]any{"prompt": "x", "presence_penalty": 1}, 400, "does not apply penalties"},
+		{"penalty", map[string]any{"prompt": "x", "presence_penalty": 2.5}, 400, "presence_penalty = 2.5: it must be between -2 and 2"},
+		{"frequency penalty", map[string]any{"prompt": "x", "frequency_penalty": -3}, 400, "frequency_penalty = -3: it must be between -2 and 2"},
+		{"logprobs", map[string]any{"prompt": "x", "logprobs": 21}, 400, "logprobs = 21: it must be between 0 and 20"},
+		{"logprobs with echo", map[string]any{"prompt": "x", "logprobs": 1, "echo": true}, 400, "logprobs with echo"},
+		{"stream_options without stream", map[string]any{"prompt": "x", "stream_options": map[string]any{"include_usage": true}}, 400, "only allowed when stream is true"},
+		{"stream_options unknown", map[string]any{"prompt": "x", "stream": true, "stream_options": map[string]any{"include_usages": true}}, 400, "include_usages"},
+		{"trailing junk", `{"prompt":"x","max_tokens":1} trailing`, 400, "data after its JSON object"},
+		{"two objects", `{"prompt":"x","max_tokens":1}{"prompt":"y"}`, 400, "data after its JSON object"},
 	}
 	for _, c := range cases {
 		code, body := post(t, url, c.body)
@@ -226,9 +234,24 @@ func TestLimits(t *testing.T) {
 			t.Errorf("%s: %d %s, want %d containing %q", c.name, code, body, c.code, c.want)
 		}
 	}
-	code, body := post(t, ts.URL+"/v1/chat/completions", map[string]any{"messages": []map[string]string{{"role": "robot", "content": "x"}}})
-	if code != 400 || !strings.Contains(string(body), "messages[0].role") {
-		t.Errorf("bad role: %d %s", code, body)
+	user := []map[string]any{{"role": "user", "content": "x"}}
+	chatCases := []struct {
+		name string
+		body any
+		want string
+	}{
+		{"bad role", map[string]any{"messages": []map[string]string{{"role": "robot", "content": "x"}}}, "messages[0].role"},
+		{"top_logprobs without logprobs", map[string]any{"messages": user, "top_logprobs": 2}, "top_logprobs needs logprobs: true"},
+		{"top_logprobs too many", map[string]any{"messages": user, "logprobs": true, "top_logprobs": 21}, "top_logprobs = 21"},
+		{"image part", map[string]any{"messages": []map[string]any{{"role": "user", "content": []map[string]any{
+			{"type": "image_url", "image_url": map[string]string{"url": "http://127.0.0.1/x.png"}}}}}}, `\"image_url\" part; this model reads text only`},
+		{"tool calls", map[string]any{"messages": []map[string]any{{"role": "assistant", "content": "x", "tool_calls": []any{}}}}, "tool_calls"},
+	}
+	for _, c := range chatCases {
+		code, body := post(t, ts.URL+"/v1/chat/completions", c.body)
+		if code != 400 || !strings.Contains(string(body), c.want) {
+			t.Errorf("chat %s: %d %s, want 400 containing %q", c.name, code, body, c.want)
+		}
 	}
 	resp, err := http.Get(url)
 	if err != nil {
@@ -302,12 +325,23 @@ func TestHealthModelsMetrics(t *testing.T) {
 	}
 	text := string(readAll(t, resp))
 	for _, want := range []string{
-		`moec_requests_total{endpoint="completions",code="200"} 1`,
-		`moec_requests_total{endpoint="completions",code="400"} 1`,
-		"moec_generated_tokens_total 4",
+		`moec_requests_total{code="200",endpoint="completions"} 1`,
+		`moec_requests_total{code="400",endpoint="completions"} 1`,
+		"moec_generation_tokens_total 4",
 		"moec_prompt_tokens_total 2",
 		"moec_slots 2",
-		`moec_request_duration_seconds_count{endpoint="completions"} 2`,
+		"moec_num_requests_running 0",
+		"moec_num_requests_waiting 0",
+		`moec_e2e_request_latency_seconds_count{endpoint="completions"} 2`,
+		// vLLM's latency histograms: one first token, three gaps between four tokens.
+		"moec_time_to_first_token_seconds_count 1",
+		"moec_inter_token_latency_seconds_count 3",
+		"moec_request_queue_time_seconds_count 1",
+		"moec_request_generation_tokens_count 1",
+		"# TYPE moec_time_to_first_token_seconds histogram",
+		// The Go and process collectors of the server's own registry.
+		"go_goroutines ",
+		"process_open_fds ",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("metrics lack %q:\n%s", want, text)
@@ -394,16 +428,16 @@ func TestSampleTopP(t *testing.T) {
 	s := newSampler(len(logits))
 	seen := map[int]bool{}
 	for seed := int64(0); seed < 200; seed++ {
-		if got := s.sample(logits, 1, 0, 0, seed, 0); got != 1 {
+		if got := s.sample(logits, 1, 0, 0, seed, 0, 0); got != 1 {
 			t.Fatalf("top_p 0, seed %d: token %d, want the argmax 1", seed, got)
 		}
 		// p(1) ≈ 0.46, p(2) ≈ 0.42: a mass of 0.8 keeps exactly tokens 1 and 2.
-		got := s.sample(logits, 1, 0, 0.8, seed, 0)
+		got := s.sample(logits, 1, 0, 0.8, seed, 0, 0)
 		if got != 1 && got != 2 {
 			t.Fatalf("top_p 0.8, seed %d: token %d outside the nucleus {1, 2}", seed, got)
 		}
 		seen[got] = true
-		if a, b := s.sample(logits, 1, 0, 1, seed, 0), s.sample(logits, 1, 0, 1, seed, 0); a != b {
+		if a, b := s.sample(logits, 1, 0, 1, seed, 0, 0), s.sample(logits, 1, 0, 1, seed, 0, 0); a != b {
 			t.Fatalf("top_p 1 is not deterministic per seed")
 		}
 	}

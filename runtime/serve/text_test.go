@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 )
@@ -52,14 +53,39 @@ func TestTextStream(t *testing.T) {
 }
 
 func TestRenderChat(t *testing.T) {
-	got, err := renderChat([]chatMessage{{"developer", "x"}, {"user", "hi"}, {"assistant", "yo"}, {"user", "ok?"}})
-	if err != nil {
-		t.Fatal(err)
+	msg := func(role, content string) chatMessage {
+		return chatMessage{Role: role, Content: json.RawMessage(content)}
 	}
-	if want := "system: x\nuser: hi\nassistant: yo\nuser: ok?\nassistant:"; got != want {
-		t.Errorf("%q, want %q", got, want)
+	named := msg("user", `"hi"`)
+	named.Name = "alice"
+	cases := []struct {
+		name    string
+		msgs    []chatMessage
+		want    string
+		wantErr string // a part of the error message and its param
+	}{
+		{"strings", []chatMessage{msg("developer", `"x"`), msg("user", `"hi"`), msg("assistant", `"yo"`), msg("user", `"ok?"`)},
+			"system: x\nuser: hi\nassistant: yo\nuser: ok?\nassistant:", ""},
+		{"text parts", []chatMessage{msg("user", `[{"type":"text","text":"hello"},{"type":"text","text":"there"}]`)},
+			"user: hello\nthere\nassistant:", ""},
+		{"name", []chatMessage{named}, "user (alice): hi\nassistant:", ""},
+		{"empty", nil, "", "messages is empty"},
+		{"image part", []chatMessage{msg("user", `[{"type":"text","text":"a"},{"type":"image_url","image_url":{"url":"x"}}]`)},
+			"", `messages[0].content[1] is a "image_url" part`},
+		{"part without type", []chatMessage{msg("user", `[{"text":"a"}]`)}, "", "messages[0].content[0] has no type"},
+		{"part with a stray field", []chatMessage{msg("user", `[{"type":"text","text":"a","cache":1}]`)}, "", `unknown field "cache"`},
+		{"missing content", []chatMessage{msg("user", `null`)}, "", "messages[0].content is missing"},
+		{"number content", []chatMessage{msg("user", `3`)}, "", "must be a string or a list of content parts"},
 	}
-	if _, err := renderChat(nil); err == nil {
-		t.Error("empty conversation accepted")
+	for _, c := range cases {
+		got, err := renderChat(c.msgs)
+		switch {
+		case c.wantErr == "" && err != nil:
+			t.Errorf("%s: %v", c.name, err)
+		case c.wantErr == "" && got != c.want:
+			t.Errorf("%s: %q, want %q", c.name, got, c.want)
+		case c.wantErr != "" && (err == nil || !strings.Contains(err.Message, c.wantErr)):
+			t.Errorf("%s: error %v, want one containing %q", c.name, err, c.wantErr)
+		}
 	}
 }
