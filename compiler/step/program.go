@@ -143,6 +143,7 @@ const (
 	OpGroupedMMDW  OpKind = "grouped_matmul_dw"
 	OpCrossEntropy OpKind = "cross_entropy" // mean loss and the logits' gradient in one pass
 	OpAdamW        OpKind = "adamw"
+	OpGradNorm     OpKind = "grad_norm"  // sum of squares of the gradients this rank counts
 	OpAccumulate   OpKind = "accumulate" // a += b: a gradient with two consumers
 	OpCopy         OpKind = "copy"       // y = x (a value whose gradient is reduced on its own)
 )

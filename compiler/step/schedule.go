@@ -215,35 +215,64 @@ func (lw *lowerer) gatherModel(roles ...params.Role) {
 // reduceAndUpdate emits the gradient reduction and the optimizer update of each group.
 func (lw *lowerer) reduceAndUpdate() {
 	lw.micro = -1
+	type reduced struct {
+		g      *group
+		ps     []int // the group's whole parameter tensors (none under ZeRO-3)
+		grads  []int // what the update reads: the reduced tensors, or the shard
+		bytes  int64
+		active bool
+	}
+	var rs []reduced
 	for gi := range lw.groups {
 		g := &lw.groups[gi]
-		var ps, gs []int
-		var bytes int64
+		r := reduced{g: g}
+		var gs []int
 		for _, id := range lw.order {
 			if lw.groupOf(id) != g {
 				continue
 			}
 			if lw.param[id] >= 0 {
-				ps = append(ps, lw.param[id])
+				r.ps = append(r.ps, lw.param[id])
 			}
 			gs = append(gs, lw.grad[id])
-			bytes += lw.p.Buffers[lw.grad[id]].Bytes()
+			r.bytes += lw.p.Buffers[lw.grad[id]].Bytes()
 		}
 		if len(gs) == 0 {
 			continue
 		}
-		zero := lw.zeroOf(g)
-		grads := gs
-		switch {
+		r.active, r.grads = true, gs
+		switch zero := lw.zeroOf(g); {
 		case g.size > 1 && zero <= 1:
 			lw.emit(Op{Kind: OpAllReduce, Phase: Reduce, Layer: -1, In: gs, Out: gs, Group: g.axis, Attr: fmt.Sprintf("%s gradients, sum (the loss is a mean over replicas)", g.name),
-				Bytes: 2 * bytes * int64(g.size-1) / int64(g.size)})
+				Bytes: 2 * r.bytes * int64(g.size-1) / int64(g.size)})
 		case g.size > 1:
 			lw.emit(Op{Kind: OpReduceScatter, Phase: Reduce, Layer: -1, In: gs, Out: []int{g.gradShard}, Group: g.axis, Attr: fmt.Sprintf("%s gradients, sum", g.name),
-				Bytes: bytes * int64(g.size-1) / int64(g.size)})
-			grads = []int{g.gradShard}
+				Bytes: r.bytes * int64(g.size-1) / int64(g.size)})
+			r.grads = []int{g.gradShard}
 		}
-		target := ps
+		rs = append(rs, r)
+	}
+	// The global gradient norm (for clipping) reads every group's reduced gradients:
+	// each rank sums the squares of its data-parallel partition (tensors every tp rank
+	// holds whole count on tp rank 0), then the sums are reduced over dp, tp and pp.
+	var all []int
+	for _, r := range rs {
+		all = append(all, r.grads...)
+	}
+	norm := lw.buf("grad_norm_sq", KindScalar, 1)
+	lw.emit(Op{Kind: OpGradNorm, Phase: Update, Layer: -1, In: all, Out: []int{norm}, Attr: "sum of squares of this rank's partition"})
+	for _, axis := range []struct {
+		name string
+		size int
+	}{{"dp", lw.l.DP}, {"tp", lw.l.TP}, {"pp", lw.l.PP}} {
+		if axis.size > 1 {
+			lw.emit(Op{Kind: OpAllReduce, Phase: Update, Layer: -1, In: []int{norm}, Out: []int{norm}, Group: axis.name, Attr: "sum", Bytes: 4})
+		}
+	}
+	for _, r := range rs {
+		g := r.g
+		zero := lw.zeroOf(g)
+		target := r.ps
 		if zero == 3 {
 			target = []int{g.paramShard}
 		}
@@ -256,20 +285,20 @@ func (lw *lowerer) reduceAndUpdate() {
 			lw.p.Buffers[hostGrads].Tier = Host
 			hostParams := lw.buf(fmt.Sprintf("params[%s]@host", g.name), KindOptimizer, int(lw.shardElems(g)))
 			lw.p.Buffers[hostParams].Tier = Host
-			lw.emit(Op{Kind: OpToHost, Phase: Update, Layer: -1, In: grads, Out: []int{hostGrads}, Attr: g.name + " gradients" + shardAttr,
+			lw.emit(Op{Kind: OpToHost, Phase: Update, Layer: -1, In: r.grads, Out: []int{hostGrads}, Attr: g.name + " gradients" + shardAttr,
 				Bytes: lw.shardElems(g) * 4})
-			lw.emit(Op{Kind: OpAdamW, Phase: Update, Layer: -1, In: []int{hostParams, hostGrads, g.m, g.v}, Out: []int{hostParams, g.m, g.v},
+			lw.emit(Op{Kind: OpAdamW, Phase: Update, Layer: -1, In: []int{hostParams, hostGrads, g.m, g.v, norm}, Out: []int{hostParams, g.m, g.v},
 				Attr: "on the host" + shardAttr, FLOPs: 12 * lw.shardElems(g)})
 			lw.emit(Op{Kind: OpToDevice, Phase: Update, Layer: -1, In: []int{hostParams}, Out: target, Attr: g.name + " parameters" + shardAttr,
 				Bytes: lw.shardElems(g) * 4})
 		} else {
-			in := append(append(append([]int(nil), target...), grads...), g.m, g.v)
+			in := append(append(append([]int(nil), target...), r.grads...), g.m, g.v, norm)
 			out := append(append([]int(nil), target...), g.m, g.v)
 			lw.emit(Op{Kind: OpAdamW, Phase: Update, Layer: -1, In: in, Out: out, Attr: g.name + shardAttr, FLOPs: 12 * lw.shardElems(g)})
 		}
 		if zero == 1 || zero == 2 {
-			lw.emit(Op{Kind: OpAllGather, Phase: Update, Layer: -1, In: ps, Out: ps, Group: g.axis, Attr: g.name + " updated shards",
-				Bytes: bytes * int64(g.size-1) / int64(g.size)})
+			lw.emit(Op{Kind: OpAllGather, Phase: Update, Layer: -1, In: r.ps, Out: r.ps, Group: g.axis, Attr: g.name + " updated shards",
+				Bytes: r.bytes * int64(g.size-1) / int64(g.size)})
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/moec-dev/moec/compiler/params"
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/step"
+	"github.com/moec-dev/moec/runtime/optim"
 	"github.com/moec-dev/moec/runtime/rng"
 )
 
@@ -28,6 +29,13 @@ type Executor struct {
 	// recompute is this step's attention-sharing dice, per layer.
 	recompute []bool
 	stats     Stats
+	// opt updates the parameter pieces optParams (SetOptimizer); counted says which part of
+	// each counts toward the global gradient norm.
+	opt       *optim.AdamW
+	optParams []optim.Param
+	counted   []countPiece
+	updated   bool
+	normSq    float64
 }
 
 // Stats are the loss terms of one step, as runtime/nn reports them.
@@ -41,6 +49,9 @@ type Stats struct {
 	Balance float64 // Σ over MoE layers of E·Σ_e f_e·P_e
 	ZLoss   float64 // Σ over MoE layers of mean logsumexp²
 	Dropped int     // assignments dropped by capacity
+	// GradNorm and LR are the update's global gradient norm (before clipping) and
+	// learning rate; zero without an optimizer.
+	GradNorm, LR float64
 }
 
 // New prepares p for execution: the arenas, each buffer's view and the rotary tables.
@@ -173,10 +184,11 @@ func (e *Executor) Run(micro [][]int32, o Options) (Stats, error) {
 			}
 		}
 	}
+	e.updated = false
 	for i := range p.Ops {
 		op := &p.Ops[i]
-		if op.Phase == step.Update {
-			continue
+		if op.Phase == step.Update && e.opt == nil {
+			continue // forward and backward only (SetOptimizer runs the update)
 		}
 		if op.WhenRecompute && op.Layer >= 0 && !e.recompute[op.Layer] {
 			e.skip(op)

@@ -112,6 +112,17 @@ func (e *Executor) run(op *step.Op) error {
 		e.combineBwd(op)
 	case step.OpCrossEntropy:
 		return e.crossEntropy(op)
+	case step.OpAdamW:
+		// One optimizer step covers every group: the clipping norm is global.
+		if e.updated {
+			return nil
+		}
+		e.updated = true
+		return e.update(op)
+	case step.OpGradNorm:
+		return e.gradNorm(op)
+	case step.OpToHost, step.OpToDevice:
+		return fmt.Errorf("the offloaded optimizer is not executed yet")
 	case step.OpAllReduce, step.OpAllToAllV, step.OpReduceScatter, step.OpAllGather, step.OpSend, step.OpRecv:
 		return e.communicate(op)
 	default:

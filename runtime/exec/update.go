@@ -1,0 +1,127 @@
+package exec
+
+import (
+	"fmt"
+
+	"github.com/moec-dev/moec/compiler/params"
+	"github.com/moec-dev/moec/compiler/step"
+	"github.com/moec-dev/moec/runtime/optim"
+)
+
+// SetOptimizer makes Run execute the program's update ops with runtime/optim's AdamW (the
+// trainer's: its schedule, global-norm clipping and decay rule), over the parameter pieces
+// this rank updates: every tensor it holds, or under ZeRO 1–3 its shard of each group's
+// flat vector.
+func (e *Executor) SetOptimizer(cfg optim.Config) error {
+	var ps []optim.Param
+	e.counted = e.counted[:0]
+	for _, g := range e.p.Groups {
+		lo, hi := int64(g.Index)*g.Shard, int64(g.Index+1)*g.Shard
+		var shardW, shardG []float32
+		if g.ZeRO == 3 {
+			shardW = e.bufferNamed(step.KindParam, "params["+g.Name+"]")
+		}
+		if g.ZeRO >= 2 {
+			shardG = e.bufferNamed(step.KindGrad, "grads["+g.Name+"]")
+		}
+		for i, b := range e.p.Buffers {
+			if b.Param == nil || b.Flat < 0 || (b.Kind != step.KindGrad && b.Kind != step.KindActGrad) {
+				continue
+			}
+			id := *b.Param
+			tp := id.Shard
+			id.Shard = params.Shard{}
+			if e.groupName(id) != g.Name {
+				continue
+			}
+			n := b.Elements()
+			a, z := b.Flat, b.Flat+n
+			if g.ZeRO >= 1 {
+				a, z = max(lo, a), min(hi, z)
+			}
+			if a >= z {
+				continue
+			}
+			var w, gr []float32
+			switch g.ZeRO {
+			case 3:
+				w, gr = shardW[a-lo:z-lo], shardG[a-lo:z-lo]
+			case 2:
+				w, gr = e.Param(id)[a-b.Flat:z-b.Flat], shardG[a-lo:z-lo]
+			default:
+				w, gr = e.Param(id)[a-b.Flat:z-b.Flat], e.f32[i][a-b.Flat:z-b.Flat]
+			}
+			ps = append(ps, optim.Param{Name: id.String(), Shape: b.Shape, W: w, G: gr})
+			// The global norm counts each value once: the part of the piece in this rank's
+			// data-parallel partition (under ZeRO 0 every replica updates everything) and,
+			// for a tensor every tp rank holds whole, on tp rank 0 only.
+			e.counted = append(e.counted, countPiece{param: len(ps) - 1, lo: max(lo, a) - a, hi: min(hi, z) - a,
+				replicatedTP: tp.Whole() && e.p.Layout.TP > 1})
+		}
+	}
+	o, err := optim.NewAdamW(cfg, ps)
+	if err != nil {
+		return fmt.Errorf("exec: %w", err)
+	}
+	e.opt, e.optParams = o, ps
+	return nil
+}
+
+// countPiece says which part of an optimizer piece counts toward the global norm.
+type countPiece struct {
+	param        int
+	lo, hi       int64 // the part inside this rank's data-parallel partition
+	replicatedTP bool  // every tp rank holds it: only tp rank 0 counts it
+}
+
+func (e *Executor) bufferNamed(kind step.Kind, prefix string) []float32 {
+	for i, b := range e.p.Buffers {
+		if b.Kind == kind && b.Param == nil && len(b.Name) >= len(prefix) && b.Name[:len(prefix)] == prefix {
+			return e.f32[i]
+		}
+	}
+	return nil
+}
+
+func (e *Executor) groupName(id params.ID) string {
+	if id.Role.Routed() && len(e.p.Groups) > 1 {
+		return e.p.Groups[1].Name
+	}
+	return e.p.Groups[0].Name
+}
+
+// gradNorm writes the sum of squares of the gradients this rank counts toward the global
+// norm: its data-parallel partition of each group, tensors every tp rank holds whole on
+// tp rank 0 only. The program's all-reduces then sum it over dp, tp and pp.
+func (e *Executor) gradNorm(op *step.Op) error {
+	if e.opt == nil {
+		return fmt.Errorf("the program has update ops but the executor has no optimizer (SetOptimizer)")
+	}
+	var sq float64
+	for _, c := range e.counted {
+		if c.replicatedTP && e.p.Coord.TP != 0 || c.lo >= c.hi {
+			continue
+		}
+		for _, v := range e.optParams[c.param].G[c.lo:c.hi] {
+			sq += float64(v) * float64(v)
+		}
+	}
+	e.f32[op.Out[0]][0] = float32(sq)
+	e.normSq = sq
+	return nil
+}
+
+// update runs the optimizer once (at the step's first update op) with the global norm the
+// program reduced.
+func (e *Executor) update(op *step.Op) error {
+	if e.opt == nil {
+		return fmt.Errorf("the program has update ops but the executor has no optimizer (SetOptimizer)")
+	}
+	global := float64(e.f32[op.In[len(op.In)-1]][0])
+	if e.p.Layout.World() == 1 {
+		global = e.normSq // one rank: no float32 rounding of the sum
+	}
+	info, err := e.opt.StepReduced(1, func(float64) (float64, error) { return global, nil })
+	e.stats.GradNorm, e.stats.LR = info.GradNorm, info.LR
+	return err
+}
