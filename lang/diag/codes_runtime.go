@@ -26,6 +26,7 @@ const (
 	ErrNonFiniteLoss      Code = "E0613" // training diverged (NaN or Inf loss)
 	ErrBadSafetensors     Code = "E0614" // a safetensors file is malformed
 	ErrRankFailed         Code = "E0615" // a rank of a sharded run failed, or a collective timed out
+	ErrRunInUse           Code = "E0616" // another process holds the run folder
 )
 
 var runtimeCodes = []Info{
@@ -44,6 +45,7 @@ var runtimeCodes = []Info{
 	{ErrNonFiniteLoss, "training diverged: the loss is NaN or infinite"},
 	{ErrBadSafetensors, "a safetensors file is malformed"},
 	{ErrRankFailed, "a rank of a sharded run failed or a collective timed out; the other ranks stopped"},
+	{ErrRunInUse, "another moec run holds the run folder (its lock names the process)"},
 }
 
 // RuntimeError is a coded refusal from the runtime. Err, when set, is the underlying cause

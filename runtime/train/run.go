@@ -48,6 +48,11 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		if spec, err = ReadSpec(dir); err != nil {
 			return nil, err
 		}
+		lock, err := lockFolder(dir, opt)
+		if err != nil {
+			return nil, err
+		}
+		defer lock.Release()
 		if opt.Program != nil {
 			o := opt
 			o.TrainName, o.StageName = spec.Train.Name, spec.Stage
@@ -85,6 +90,13 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		if dir == "" {
 			dir = StageDir(spec.OutRoot, spec.Train.Name, spec.Stage)
 		}
+		// The lock comes before the folder is looked at: two runs into one folder would
+		// otherwise both find it empty (or both --force it) and write into each other.
+		lock, err := lockFolder(dir, opt)
+		if err != nil {
+			return nil, err
+		}
+		defer lock.Release()
 		if err := prepareDir(dir, opt.Force); err != nil {
 			return nil, err
 		}
@@ -323,6 +335,16 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		return res, fmt.Errorf("train: %w", err)
 	}
 	return res, nil
+}
+
+// lockFolder takes run folder dir's lock for the process that writes the run's files: this
+// one, unless it is a rank other than 0 of a run whose ranks are processes (mpirun), whose
+// rank 0 holds it (nil: nothing to release).
+func lockFolder(dir string, opt Options) (*RunLock, error) {
+	if opt.Comm != nil && opt.Comm.Rank() != 0 {
+		return nil, nil
+	}
+	return LockRunDir(dir)
 }
 
 // String summarises the result in one line for the CLI.
