@@ -17,6 +17,7 @@ import (
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/internal/driver"
 	"github.com/moec-dev/moec/lang/diag"
+	"github.com/moec-dev/moec/runtime/checkpoint"
 	"github.com/moec-dev/moec/runtime/kernelsel"
 	"github.com/moec-dev/moec/runtime/train"
 )
@@ -37,7 +38,9 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 			"folder (default out/<train>/<stage>/run) gets a JSONL log of every step, checkpoints,\n" +
 			"a loss-curve PNG and the final validation perplexity. A killed run continues with\n" +
 			"--resume DIR. --all-stages trains the whole curriculum in order, resuming or skipping\n" +
-			"stages that have already run.",
+			"stages that have already run: rerun the same command after a kill, and a stage killed\n" +
+			"before its first checkpoint trains again from its start. A run holds its folder\n" +
+			"(run.lock) while it runs; a second run into it fails naming the holder.",
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkRunFlags(cmd, opt, rf); err != nil {
@@ -136,8 +139,20 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 					if err := checkContinued(cmd, opt, spec, dir); err != nil {
 						return err
 					}
-					fmt.Fprintf(stderr, "stage %s: %s exists; continuing it\n", st.Stage, dir)
 					o = train.Options{Resume: dir, Progress: stderr, MaxTime: opt.MaxTime, NewNet: opt.NewNet, LLVM: opt.LLVM}
+					latest, err := checkpoint.Latest(filepath.Join(dir, train.CheckpointsDir))
+					if err != nil {
+						return fmt.Errorf("stage %s: %w", st.Stage, err)
+					}
+					if latest == "" {
+						// Killed before its first checkpoint (with checkpoint_every unset, the
+						// whole stage): nothing to resume, so the stage trains again from its
+						// start, the previous stage's final checkpoint, which is kept.
+						fmt.Fprintf(stderr, "stage %s: %s has no checkpoint (interrupted before its first?); training the stage again from its start\n", st.Stage, dir)
+						o.Restart = true
+					} else {
+						fmt.Fprintf(stderr, "stage %s: %s exists; continuing it from %s\n", st.Stage, dir, filepath.Join(train.CheckpointsDir, filepath.Base(latest)))
+					}
 					fmt.Fprintf(stderr, "== stage %s\n", st.Stage)
 					if l, p, err = rf.resumeLayout(spec, layoutFlagsChanged(cmd), worldSize, stderr); err != nil {
 						return err
