@@ -158,6 +158,10 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		if m.DataFingerprint != corpus.Fingerprint {
 			return nil, diag.Runtimef(diag.ErrCheckpointMismatch, "checkpoint %s was trained on different data (fingerprint %s, corpus now %s); the resumed run would not see the same batches", latest, m.DataFingerprint[:12], corpus.Fingerprint[:12])
 		}
+		if m.Step > spec.Steps {
+			// The manifest checks itself against its own total; this is the run's.
+			return nil, diag.Runtimef(diag.ErrCorruptCheckpoint, "checkpoint %s records step %d, past the %d steps of stage %s", latest, m.Step, spec.Steps, spec.Stage)
+		}
 		if err := eng.load(c.Model, c.Optimizer, m.Optimizer.Step); err != nil {
 			return nil, diag.RuntimeWrap(diag.ErrCheckpointMismatch, err, "checkpoint %s", latest)
 		}
