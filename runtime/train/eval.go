@@ -69,6 +69,9 @@ func LoadNet(dir string, newNet NewNetFunc) (Net, *checkpoint.Manifest, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := CheckWeights(dir, c.Manifest.Model, c.Model); err != nil {
+		return nil, nil, err
+	}
 	if newNet == nil {
 		newNet = newNNNet
 	}

@@ -162,6 +162,9 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 			// The manifest checks itself against its own total; this is the run's.
 			return nil, diag.Runtimef(diag.ErrCorruptCheckpoint, "checkpoint %s records step %d, past the %d steps of stage %s", latest, m.Step, spec.Steps, spec.Stage)
 		}
+		if err := CheckWeights(latest, m.Model, c.Model); err != nil {
+			return nil, err
+		}
 		if err := eng.load(c.Model, c.Optimizer, m.Optimizer.Step); err != nil {
 			return nil, diag.RuntimeWrap(diag.ErrCheckpointMismatch, err, "checkpoint %s", latest)
 		}
@@ -427,6 +430,9 @@ func growFrom(spec *Spec, stage *program.Stage, eng engine, newNet NewNetFunc) (
 	}
 	if !c.Manifest.Final {
 		return "", noFinal
+	}
+	if err := CheckWeights(latest, c.Manifest.Model, c.Model); err != nil {
+		return "", err
 	}
 	if c.Manifest.Train != spec.Train.Name || c.Manifest.Stage != stage.From {
 		return "", diag.Runtimef(diag.ErrBadGrowth, "stage %s grows from stage %s, but checkpoint %s is of train %s stage %s", stage.Name, stage.From, latest, c.Manifest.Train, c.Manifest.Stage)
