@@ -113,7 +113,7 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 					return err
 				}
 				opt.Layout = l
-				return runAndReport(ctx, stdout, opt, p)
+				return sourceError(loaded, stderr, runAndReport(ctx, stdout, opt, p))
 			}
 			if opt.StageName != "" || opt.OutDir != "" || opt.From != "" {
 				return fmt.Errorf("run: --all-stages trains every stage in its own folder; drop --stage, --out and --from")
@@ -165,6 +165,9 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 				}
 				o.Layout, o.Comm, o.CollectiveTimeout = l, opt.Comm, opt.CollectiveTimeout
 				if err := runAndReport(ctx, stdout, o, p); err != nil {
+					if sourceError(loaded, stderr, err) == errDiagnostics {
+						return errDiagnostics
+					}
 					return fmt.Errorf("stage %s: %w", st.Stage, err)
 				}
 			}
@@ -338,8 +341,9 @@ func newEvalCommand(stdout, stderr io.Writer) *cobra.Command {
 			if cmd.Flags().Changed("windows") && opt.Windows < 1 {
 				return diag.Runtimef(diag.ErrBadRunOption, "--windows %d: want at least 1 validation window; leave it out for 64", opt.Windows)
 			}
+			var loaded *driver.Loaded
 			if len(args) == 1 {
-				loaded := driver.Load(args[0])
+				loaded = driver.Load(args[0])
 				loaded.Render(stderr)
 				if loaded.Diags.HasErrors() {
 					return errDiagnostics
@@ -349,7 +353,7 @@ func newEvalCommand(stdout, stderr io.Writer) *cobra.Command {
 			}
 			res, err := train.Eval(cmd.Context(), opt)
 			if err != nil {
-				return err
+				return sourceError(loaded, stderr, err)
 			}
 			fmt.Fprintf(stdout, "%s (step %d): validation loss %.4f nats/token, perplexity %.3f over %d tokens\n",
 				res.Checkpoint, res.Step, res.Loss, res.PPL, res.Tokens)
@@ -359,4 +363,16 @@ func newEvalCommand(stdout, stderr io.Writer) *cobra.Command {
 	cmd.Flags().StringVar(&opt.Checkpoint, "checkpoint", "", "a checkpoint folder, or a run folder (its newest checkpoint)")
 	cmd.Flags().IntVar(&opt.Windows, "windows", 0, "validation windows, at least 1 (default 64)")
 	return cmd
+}
+
+// sourceError renders a runtime refusal that points into the loaded .moe file (a val_data
+// entry whose files hold no text, say) as a diagnostic with its source line and caret, and
+// returns errDiagnostics; any other error, or none, is returned as it is.
+func sourceError(loaded *driver.Loaded, stderr io.Writer, err error) error {
+	var re *diag.RuntimeError
+	if loaded == nil || !errors.As(err, &re) || !re.Range.Start.IsValid() {
+		return err
+	}
+	loaded.RenderList(stderr, diag.List{re.Diagnostic()})
+	return errDiagnostics
 }

@@ -116,7 +116,7 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	spec.Layout = layoutSpec(opt.Layout, opt.Comm, opt.LLVM)
 	prog := newProgress(opt.Progress, spec.Steps)
 
-	corpus, err := data.Open(data.Options{Glob: spec.Train.Data, ValGlob: spec.Train.ValData, BaseDir: spec.BaseDir})
+	corpus, err := data.Open(data.Options{Glob: spec.Train.Data, ValGlob: spec.Train.ValData, BaseDir: spec.BaseDir, ValSource: spec.Train.ValDataDecl.Range()})
 	if err != nil {
 		return nil, err
 	}
