@@ -44,7 +44,7 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkRunFlags(cmd, opt, rf); err != nil {
-				return err
+				return usage(err)
 			}
 			if cmd.Flags().Changed("seed") {
 				opt.Seed = &seed
@@ -88,7 +88,7 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 			opt.CollectiveTimeout = rf.timeout
 			if opt.Resume != "" {
 				if len(args) > 0 {
-					return fmt.Errorf("run: --resume takes the run folder only, not a .moe file")
+					return usage(fmt.Errorf("run: --resume takes the run folder only, not a .moe file"))
 				}
 				l, p, err := rf.resumeLayout(spec, layoutFlagsChanged(cmd), worldSize, stderr)
 				if err != nil {
@@ -98,7 +98,7 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 				return runAndReport(ctx, stdout, opt, p)
 			}
 			if len(args) != 1 {
-				return fmt.Errorf("run: give the .moe file (and --stage NAME, or --all-stages)")
+				return usage(fmt.Errorf("run: give the .moe file (and --stage NAME, or --all-stages)"))
 			}
 			loaded := driver.Load(args[0])
 			loaded.Render(stderr)
@@ -116,7 +116,7 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 				return sourceError(loaded, stderr, runAndReport(ctx, stdout, opt, p))
 			}
 			if opt.StageName != "" || opt.OutDir != "" || opt.From != "" {
-				return fmt.Errorf("run: --all-stages trains every stage in its own folder; drop --stage, --out and --from")
+				return usage(fmt.Errorf("run: --all-stages trains every stage in its own folder; drop --stage, --out and --from"))
 			}
 			if err := needTrain(loaded.Program, args[0], "run --all-stages trains a train block's curriculum"); err != nil {
 				return err
@@ -336,10 +336,10 @@ func newEvalCommand(stdout, stderr io.Writer) *cobra.Command {
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if opt.Checkpoint == "" {
-				return fmt.Errorf("eval: --checkpoint is required")
+				return usage(fmt.Errorf("eval: --checkpoint is required"))
 			}
 			if cmd.Flags().Changed("windows") && opt.Windows < 1 {
-				return diag.Runtimef(diag.ErrBadRunOption, "--windows %d: want at least 1 validation window; leave it out for 64", opt.Windows)
+				return usage(diag.Runtimef(diag.ErrBadRunOption, "--windows %d: want at least 1 validation window; leave it out for 64", opt.Windows))
 			}
 			var loaded *driver.Loaded
 			if len(args) == 1 {

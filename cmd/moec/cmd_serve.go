@@ -32,10 +32,10 @@ find every slot busy wait in a bounded queue. Ctrl-C stops it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if checkpoint == "" {
-				return fmt.Errorf("serve: --checkpoint is required")
+				return usage(fmt.Errorf("serve: --checkpoint is required"))
 			}
 			if opt.Slots < 0 || opt.QueueDepth < 0 || opt.MaxTokens < 0 || opt.MaxPromptBytes < 0 || opt.Timeout < 0 {
-				return fmt.Errorf("serve: --slots, --queue, --max-tokens, --max-prompt-bytes and --timeout must not be negative")
+				return usage(fmt.Errorf("serve: --slots, --queue, --max-tokens, --max-prompt-bytes and --timeout must not be negative"))
 			}
 			m, name, err := serve.Load(checkpoint)
 			if err != nil {
