@@ -42,7 +42,7 @@ cluster c { gpu = a100_40gbb; host_memory = 1024 }
 		want   []diagnosticJSON // in order; only these, compared whole
 	}{
 		{name: "clean", file: good, status: exitOK},
-		{name: "errors", file: bad, status: exitDiags, want: []diagnosticJSON{
+		{name: "errors", file: bad, status: exitInput, want: []diagnosticJSON{
 			{File: bad, Line: 4, Col: 30, EndLine: 4, EndCol: 31, Severity: "error", Code: "E0303",
 				Message: "top_k (5) exceeds experts (4)", Notes: []string{}, Suggestion: "use top_k <= 4"},
 			{File: bad, Line: 6, Col: 19, EndLine: 6, EndCol: 29, Severity: "error", Code: "E0403",
@@ -50,7 +50,7 @@ cluster c { gpu = a100_40gbb; host_memory = 1024 }
 			{File: bad, Line: 6, Col: 45, EndLine: 6, EndCol: 49, Severity: "error", Code: "E0206",
 				Message: "host_memory expects a size in bytes (e.g. 16GiB); `1024` has no unit", Notes: []string{}, Suggestion: "did you mean 1024GiB?"},
 		}},
-		{name: "unreadable", file: filepath.Join(dir, "nope.moe"), status: exitDiags, want: []diagnosticJSON{
+		{name: "unreadable", file: filepath.Join(dir, "nope.moe"), status: exitInput, want: []diagnosticJSON{
 			{File: filepath.Join(dir, "nope.moe"), Severity: "error", Code: "E0218",
 				Message: "cannot read " + filepath.Join(dir, "nope.moe") + ": no such file or directory", Notes: []string{}},
 		}},

@@ -37,7 +37,7 @@ func newExportHFCommand(stdout, stderr io.Writer) *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if ckpt == "" || out == "" {
-				return errors.New("export hf needs --checkpoint DIR and -o OUT")
+				return usage(errors.New("export hf needs --checkpoint DIR and -o OUT"))
 			}
 			man, err := hf.Export(ckpt, out)
 			if err != nil {

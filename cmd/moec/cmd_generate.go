@@ -20,11 +20,11 @@ func newGenerateCommand(stdout, stderr io.Writer) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if opt.Checkpoint == "" {
-				return fmt.Errorf("generate: --checkpoint is required")
+				return usage(fmt.Errorf("generate: --checkpoint is required"))
 			}
 			// Out-of-range flags are refused before the checkpoint is read.
 			if err := opt.Check(); err != nil {
-				return err
+				return usage(err)
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 			defer stop()

@@ -43,10 +43,10 @@ func newImportHFCommand(stdout, stderr io.Writer) *cobra.Command {
 			opt := hf.Options{Name: name, Drop: drop}
 			if ckpt != "" {
 				if len(args) > 0 {
-					return errors.New("import hf: give either CONFIG.json or --checkpoint HFDIR, not both")
+					return usage(errors.New("import hf: give either CONFIG.json or --checkpoint HFDIR, not both"))
 				}
 				if out == "" {
-					return errors.New("import hf --checkpoint: say where the checkpoint goes with -o OUTDIR")
+					return usage(errors.New("import hf --checkpoint: say where the checkpoint goes with -o OUTDIR"))
 				}
 				opt.Source = filepath.Join(ckpt, hf.ConfigFile)
 				res, err := hf.ImportCheckpoint(ckpt, out, opt)
@@ -58,7 +58,7 @@ func newImportHFCommand(stdout, stderr io.Writer) *cobra.Command {
 				return nil
 			}
 			if len(args) != 1 {
-				return errors.New("import hf: name a config.json, or a folder with --checkpoint")
+				return usage(errors.New("import hf: name a config.json, or a folder with --checkpoint"))
 			}
 			src, err := os.ReadFile(args[0])
 			if err != nil {
@@ -101,7 +101,7 @@ func summarize(w io.Writer, res *hf.Result) {
 	}
 }
 
-// importFailed prints a coded refusal as a diagnostic (exit 1); other errors go up (exit 2).
+// importFailed prints a coded refusal as a diagnostic; other errors go up. Both exit 1.
 func importFailed(w io.Writer, err error) error {
 	var list *hf.Error
 	if errors.As(err, &list) || diag.CodeOf(err) != "" {

@@ -29,7 +29,7 @@ func newPlanCommand(stdout, stderr io.Writer) *cobra.Command {
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if opt.GPUs > 0 && opt.Nodes > 0 {
-				return fmt.Errorf("plan: give --gpus or --nodes, not both")
+				return usage(fmt.Errorf("plan: give --gpus or --nodes, not both"))
 			}
 			loaded := driver.Load(args[0])
 			loaded.Render(stderr)

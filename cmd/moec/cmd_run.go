@@ -17,6 +17,7 @@ import (
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/internal/driver"
 	"github.com/moec-dev/moec/lang/diag"
+	"github.com/moec-dev/moec/runtime/checkpoint"
 	"github.com/moec-dev/moec/runtime/kernelsel"
 	"github.com/moec-dev/moec/runtime/train"
 )
@@ -37,11 +38,13 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 			"folder (default out/<train>/<stage>/run) gets a JSONL log of every step, checkpoints,\n" +
 			"a loss-curve PNG and the final validation perplexity. A killed run continues with\n" +
 			"--resume DIR. --all-stages trains the whole curriculum in order, resuming or skipping\n" +
-			"stages that have already run.",
+			"stages that have already run: rerun the same command after a kill, and a stage killed\n" +
+			"before its first checkpoint trains again from its start. A run holds its folder\n" +
+			"(run.lock) while it runs; a second run into it fails naming the holder.",
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkRunFlags(cmd, opt, rf); err != nil {
-				return err
+				return usage(err)
 			}
 			if cmd.Flags().Changed("seed") {
 				opt.Seed = &seed
@@ -85,7 +88,7 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 			opt.CollectiveTimeout = rf.timeout
 			if opt.Resume != "" {
 				if len(args) > 0 {
-					return fmt.Errorf("run: --resume takes the run folder only, not a .moe file")
+					return usage(fmt.Errorf("run: --resume takes the run folder only, not a .moe file"))
 				}
 				l, p, err := rf.resumeLayout(spec, layoutFlagsChanged(cmd), worldSize, stderr)
 				if err != nil {
@@ -95,7 +98,7 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 				return runAndReport(ctx, stdout, opt, p)
 			}
 			if len(args) != 1 {
-				return fmt.Errorf("run: give the .moe file (and --stage NAME, or --all-stages)")
+				return usage(fmt.Errorf("run: give the .moe file (and --stage NAME, or --all-stages)"))
 			}
 			loaded := driver.Load(args[0])
 			loaded.Render(stderr)
@@ -110,10 +113,10 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 					return err
 				}
 				opt.Layout = l
-				return runAndReport(ctx, stdout, opt, p)
+				return sourceError(loaded, stderr, runAndReport(ctx, stdout, opt, p))
 			}
 			if opt.StageName != "" || opt.OutDir != "" || opt.From != "" {
-				return fmt.Errorf("run: --all-stages trains every stage in its own folder; drop --stage, --out and --from")
+				return usage(fmt.Errorf("run: --all-stages trains every stage in its own folder; drop --stage, --out and --from"))
 			}
 			if err := needTrain(loaded.Program, args[0], "run --all-stages trains a train block's curriculum"); err != nil {
 				return err
@@ -136,8 +139,20 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 					if err := checkContinued(cmd, opt, spec, dir); err != nil {
 						return err
 					}
-					fmt.Fprintf(stderr, "stage %s: %s exists; continuing it\n", st.Stage, dir)
 					o = train.Options{Resume: dir, Progress: stderr, MaxTime: opt.MaxTime, NewNet: opt.NewNet, LLVM: opt.LLVM}
+					latest, err := checkpoint.Latest(filepath.Join(dir, train.CheckpointsDir))
+					if err != nil {
+						return fmt.Errorf("stage %s: %w", st.Stage, err)
+					}
+					if latest == "" {
+						// Killed before its first checkpoint (with checkpoint_every unset, the
+						// whole stage): nothing to resume, so the stage trains again from its
+						// start, the previous stage's final checkpoint, which is kept.
+						fmt.Fprintf(stderr, "stage %s: %s has no checkpoint (interrupted before its first?); training the stage again from its start\n", st.Stage, dir)
+						o.Restart = true
+					} else {
+						fmt.Fprintf(stderr, "stage %s: %s exists; continuing it from %s\n", st.Stage, dir, filepath.Join(train.CheckpointsDir, filepath.Base(latest)))
+					}
 					fmt.Fprintf(stderr, "== stage %s\n", st.Stage)
 					if l, p, err = rf.resumeLayout(spec, layoutFlagsChanged(cmd), worldSize, stderr); err != nil {
 						return err
@@ -150,6 +165,9 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 				}
 				o.Layout, o.Comm, o.CollectiveTimeout = l, opt.Comm, opt.CollectiveTimeout
 				if err := runAndReport(ctx, stdout, o, p); err != nil {
+					if sourceError(loaded, stderr, err) == errDiagnostics {
+						return errDiagnostics
+					}
 					return fmt.Errorf("stage %s: %w", st.Stage, err)
 				}
 			}
@@ -318,13 +336,14 @@ func newEvalCommand(stdout, stderr io.Writer) *cobra.Command {
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if opt.Checkpoint == "" {
-				return fmt.Errorf("eval: --checkpoint is required")
+				return usage(fmt.Errorf("eval: --checkpoint is required"))
 			}
 			if cmd.Flags().Changed("windows") && opt.Windows < 1 {
-				return diag.Runtimef(diag.ErrBadRunOption, "--windows %d: want at least 1 validation window; leave it out for 64", opt.Windows)
+				return usage(diag.Runtimef(diag.ErrBadRunOption, "--windows %d: want at least 1 validation window; leave it out for 64", opt.Windows))
 			}
+			var loaded *driver.Loaded
 			if len(args) == 1 {
-				loaded := driver.Load(args[0])
+				loaded = driver.Load(args[0])
 				loaded.Render(stderr)
 				if loaded.Diags.HasErrors() {
 					return errDiagnostics
@@ -334,7 +353,7 @@ func newEvalCommand(stdout, stderr io.Writer) *cobra.Command {
 			}
 			res, err := train.Eval(cmd.Context(), opt)
 			if err != nil {
-				return err
+				return sourceError(loaded, stderr, err)
 			}
 			fmt.Fprintf(stdout, "%s (step %d): validation loss %.4f nats/token, perplexity %.3f over %d tokens\n",
 				res.Checkpoint, res.Step, res.Loss, res.PPL, res.Tokens)
@@ -344,4 +363,16 @@ func newEvalCommand(stdout, stderr io.Writer) *cobra.Command {
 	cmd.Flags().StringVar(&opt.Checkpoint, "checkpoint", "", "a checkpoint folder, or a run folder (its newest checkpoint)")
 	cmd.Flags().IntVar(&opt.Windows, "windows", 0, "validation windows, at least 1 (default 64)")
 	return cmd
+}
+
+// sourceError renders a runtime refusal that points into the loaded .moe file (a val_data
+// entry whose files hold no text, say) as a diagnostic with its source line and caret, and
+// returns errDiagnostics; any other error, or none, is returned as it is.
+func sourceError(loaded *driver.Loaded, stderr io.Writer, err error) error {
+	var re *diag.RuntimeError
+	if loaded == nil || !errors.As(err, &re) || !re.Range.Start.IsValid() {
+		return err
+	}
+	loaded.RenderList(stderr, diag.List{re.Diagnostic()})
+	return errDiagnostics
 }

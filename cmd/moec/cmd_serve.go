@@ -32,7 +32,7 @@ it: no new connections, and the requests in flight have --drain to finish.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if checkpoint == "" {
-				return fmt.Errorf("serve: --checkpoint is required")
+				return usage(fmt.Errorf("serve: --checkpoint is required"))
 			}
 			if err := checkServeFlags(opt); err != nil {
 				return usageError(cmd, err)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -9,23 +8,6 @@ import (
 
 	"github.com/spf13/cobra"
 )
-
-// Exit statuses: 0 success, 1 the input has errors (diagnostics were printed), 2 the
-// command was used wrongly or failed for another reason, 130 interrupted (what shells
-// report for a command stopped by SIGINT, so scripts can tell it from a failure).
-const (
-	exitOK          = 0
-	exitDiags       = 1
-	exitUsage       = 2
-	exitInterrupted = 130
-)
-
-// errDiagnostics says the diagnostics were already printed; main only sets the status.
-var errDiagnostics = errors.New("input has errors")
-
-// errInterrupted says a command stopped cleanly on an interrupt and has already said where
-// it stopped and how to continue; main only sets the status.
-var errInterrupted = errors.New("interrupted")
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
@@ -35,32 +17,22 @@ func run(args []string, stdout, stderr io.Writer) (status int) {
 	defer func() {
 		if r := recover(); r != nil {
 			fmt.Fprintf(stderr, "moec: internal error: %v\nplease report this with the input that caused it\n", r)
-			status = exitUsage
+			status = exitInput
 		}
 	}()
 	root := newRootCommand(stdout, stderr)
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	err := root.Execute()
-	switch {
-	case err == nil:
-		return exitOK
-	case errors.Is(err, errDiagnostics):
-		return exitDiags
-	case errors.Is(err, errInterrupted):
-		return exitInterrupted
-	default:
-		fmt.Fprintf(stderr, "moec: %v\n", err)
-		return exitUsage
-	}
+	ran, err := root.ExecuteC()
+	return exitStatus(err, ran, root, stderr)
 }
 
 func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "moec",
 		Short:         "moec compiles Mixture-of-Experts language models",
-		Long:          "moec checks, counts, plans, generates code for and trains Mixture-of-Experts language models\nwritten in the .moe language.",
+		Long:          "moec checks, counts, plans, generates code for and trains Mixture-of-Experts language models\nwritten in the .moe language.\n\n" + exitRule,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       version,
@@ -112,7 +84,7 @@ func usageError(cmd *cobra.Command, err error) error {
 	if cmd.HasParent() {
 		err = fmt.Errorf("%s: %w", strings.TrimPrefix(cmd.CommandPath(), cmd.Root().Name()+" "), err)
 	}
-	return fmt.Errorf("%w\nusage: %s\nrun '%s --help' for more", err, cmd.UseLine(), cmd.CommandPath())
+	return usage(fmt.Errorf("%w\nusage: %s\nrun '%s --help' for more", err, cmd.UseLine(), cmd.CommandPath()))
 }
 
 func newVersionCommand(stdout io.Writer) *cobra.Command {

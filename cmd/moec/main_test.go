@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/moec-dev/moec/runtime/train"
 )
 
 // TestMain lets the testscript files run `moec` as a user types it: the test binary
@@ -32,5 +34,20 @@ func TestScripts(t *testing.T) {
 			env.Setenv("REPO", repo)
 			return nil
 		},
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			"holdlock": holdLock,
+		},
 	})
+}
+
+// holdLock is the script command `holdlock DIR`: this test process takes run folder DIR's
+// lock, as a run training there would, and holds it until the script ends, so the moec
+// processes the script starts meet a folder another process holds.
+func holdLock(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: holdlock DIR")
+	}
+	l, err := train.LockRunDir(ts.MkAbs(args[0]))
+	ts.Check(err)
+	ts.Defer(l.Release)
 }

@@ -39,7 +39,7 @@ func (f rankFlags) layout(prog *program.Program, trainName, stageName string, mi
 	ranks := f.ranks
 	if worldSize > 0 {
 		if ranks > 0 && ranks != worldSize {
-			return nil, nil, fmt.Errorf("run: --ranks %d under mpirun with %d processes; drop --ranks", ranks, worldSize)
+			return nil, nil, usage(fmt.Errorf("run: --ranks %d under mpirun with %d processes; drop --ranks", ranks, worldSize))
 		}
 		ranks = worldSize
 	}
@@ -80,10 +80,10 @@ func (f rankFlags) layout(prog *program.Program, trainName, stageName string, mi
 	if f.budget != "" {
 		b, err := parseBytes(f.budget)
 		if err != nil {
-			return nil, nil, diag.RuntimeWrap(diag.ErrBadRunOption, err, "--cache-budget")
+			return nil, nil, usage(diag.RuntimeWrap(diag.ErrBadRunOption, err, "--cache-budget"))
 		}
 		if b <= 0 {
-			return nil, nil, diag.Runtimef(diag.ErrBadRunOption, "--cache-budget %s: the unified cache needs a positive device budget", f.budget)
+			return nil, nil, usage(diag.Runtimef(diag.ErrBadRunOption, "--cache-budget %s: the unified cache needs a positive device budget", f.budget))
 		}
 		if l.Cache == nil {
 			// No unified_cache in the file: pages small enough that the budget holds

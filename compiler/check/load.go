@@ -2,6 +2,7 @@ package check
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"path/filepath"
 	"strings"
@@ -89,9 +90,27 @@ func (l *loader) load(path string, imp *ast.Import, from string) {
 			if im == nil || im.Path == nil {
 				continue
 			}
+			if filepath.IsAbs(im.Path.Value) || strings.HasPrefix(im.Path.Value, "/") {
+				l.absoluteImport(im, path)
+				continue
+			}
 			l.load(filepath.Join(filepath.Dir(path), im.Path.Value), im, path)
 		}
 	}
 	l.stack = l.stack[:len(l.stack)-1]
 	l.state[path] = 2
+}
+
+// absoluteImport refuses an import written as an absolute path, quoted as written (joining
+// it to the importing file's folder would name a file that is not the one written). Imports
+// are relative so that a file and the files it imports move, and are shared, together; the
+// suggestion is the same file spelled relative to the importing one.
+func (l *loader) absoluteImport(im *ast.Import, from string) {
+	d := l.diags.Errorf(diag.AbsoluteImport, diag.RangeOf(from, im.Path), "import %q is an absolute path; imports are relative to the importing file", im.Path.Value)
+	d.Suggestion = fmt.Sprintf("write the path from %s's folder", filepath.Base(from))
+	if filepath.IsAbs(from) { // else the relative spelling would depend on the working directory
+		if rel, err := filepath.Rel(filepath.Dir(from), im.Path.Value); err == nil {
+			d.Suggestion += fmt.Sprintf(": import %q", filepath.ToSlash(rel))
+		}
+	}
 }

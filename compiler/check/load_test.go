@@ -72,3 +72,32 @@ func TestLoadEmptyFile(t *testing.T) {
 		}
 	}
 }
+
+// TestLoadAbsoluteImport: an absolute import is refused as written, never read and never
+// joined to the importing file's folder; the suggestion spells it from that folder.
+func TestLoadAbsoluteImport(t *testing.T) {
+	files := map[string]string{
+		"/proj/m/a.moe":      "import \"/proj/shared/c.moe\"\nimport \"b.moe\"\n",
+		"/proj/m/b.moe":      "model b {\n  vocab = 256; d_model = 128; layers = 4; seq_len = 128\n  attention { heads = 4 }\n}\n",
+		"/proj/shared/c.moe": "model c {\n  vocab = 256; d_model = 128; layers = 4; seq_len = 128\n  attention { heads = 4 }\n}\n",
+	}
+	var read []string
+	_, _, diags := Load("/proj/m/a.moe", func(p string) ([]byte, error) {
+		read = append(read, p)
+		if s, ok := files[p]; ok {
+			return []byte(s), nil
+		}
+		return nil, os.ErrNotExist
+	})
+	if len(diags) != 1 || diags[0].Code != diag.AbsoluteImport {
+		t.Fatalf("diags = %v", diags)
+	}
+	d := diags[0]
+	want := `/proj/m/a.moe:1:8: error[E0222]: import "/proj/shared/c.moe" is an absolute path; imports are relative to the importing file`
+	if d.String() != want || d.Suggestion != `write the path from a.moe's folder: import "../shared/c.moe"` {
+		t.Errorf("got  %s (%s)\nwant %s", d, d.Suggestion, want)
+	}
+	if strings.Contains(strings.Join(read, " "), "c.moe") {
+		t.Errorf("the absolute import was read: %v", read)
+	}
+}

@@ -98,6 +98,10 @@ compress child { distill_into = base; quantize = 8; prune_experts = 0.5 }
 		t.Errorf("train Decl = %+v, want t.moe line 24", tr.Decl)
 	}
 	tr.Decl = program.Source{}
+	if v := tr.ValDataDecl; v.File != "t.moe" || v.Start.Line != 28 || v.Start.Col != 32 {
+		t.Errorf("train ValDataDecl = %+v, want t.moe:28:32 (the val_data value)", v)
+	}
+	tr.ValDataDecl = program.Source{}
 	for _, s := range tr.Stages {
 		s.Decl = program.Source{}
 	}

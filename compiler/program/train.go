@@ -45,17 +45,20 @@ type Stage struct {
 
 // Train is a resolved `train MODEL on CLUSTER { ... }` block.
 type Train struct {
-	Name            string // the model name it trains (train blocks are named by their model)
-	Model           string
-	Cluster         string
-	TokensPerBatch  int64
-	MicroBatch      int   // sequences per micro-batch: per data-parallel rank in cluster plans; a local CPU run splits it over its ranks (0 = planner chooses)
-	SeqLen          int64 // 0 = model's
-	Precision       Precision
-	Optimizer       Optimizer
-	Memory          MemoryStrategy
-	Data            string // glob of training text
-	ValData         string // glob of validation text ("" = hold out a slice of Data)
+	Name           string // the model name it trains (train blocks are named by their model)
+	Model          string
+	Cluster        string
+	TokensPerBatch int64
+	MicroBatch     int   // sequences per micro-batch: per data-parallel rank in cluster plans; a local CPU run splits it over its ranks (0 = planner chooses)
+	SeqLen         int64 // 0 = model's
+	Precision      Precision
+	Optimizer      Optimizer
+	Memory         MemoryStrategy
+	Data           string // glob of training text
+	ValData        string // glob of validation text ("" = hold out a slice of Data)
+	// ValDataDecl is where val_data is written (set by compiler/check; zero when built in Go
+	// or read back from a run's run.json), so a refusal of its files can point at it.
+	ValDataDecl     Source `json:"-"`
 	Seed            int64
 	CheckpointEvery int64 // steps between checkpoints
 	Stages          []*Stage

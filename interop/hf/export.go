@@ -87,6 +87,12 @@ func Export(ckpt, out string) (*ExportManifest, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The check run, eval and generate make. A model the CPU runtime has no layout for
+	// (E0603, after finiteness passed) goes out in moec's layout as written, or through
+	// arrange's own check of a transformers layout.
+	if err := train.CheckWeights(dir, c.Manifest.Model, c.Model); err != nil && diag.CodeOf(err) != diag.ErrUnsupportedFeature {
+		return nil, err
+	}
 	m := c.Manifest.Model
 	layout, gaps := layoutFor(m)
 	man := &ExportManifest{

@@ -28,6 +28,7 @@ const (
 	ImportCycle          Code = "E0219"
 	BadConstructor       Code = "E0220"
 	OutOfRange           Code = "E0221"
+	AbsoluteImport       Code = "E0222"
 	InternalCheckError   Code = "E0299"
 	HeadsDivide          Code = "E0301"
 	KVHeadsDivide        Code = "E0302"
@@ -84,6 +85,7 @@ var checkCodes = []Info{
 	{ImportCycle, "files import each other in a cycle"},
 	{BadConstructor, "bad constructor: unknown constructor or too many arguments"},
 	{OutOfRange, "value out of range"},
+	{AbsoluteImport, "an import path is absolute; imports are relative to the importing file"},
 	{InternalCheckError, "internal error in the checker (a bug in moec, not in the input)"},
 	{HeadsDivide, "heads must divide d_model unless head_dim is given"},
 	{KVHeadsDivide, "kv_heads must divide heads"},

@@ -26,6 +26,7 @@ const (
 	ErrNonFiniteLoss      Code = "E0613" // training diverged (NaN or Inf loss)
 	ErrBadSafetensors     Code = "E0614" // a safetensors file is malformed
 	ErrRankFailed         Code = "E0615" // a rank of a sharded run failed, or a collective timed out
+	ErrRunInUse           Code = "E0616" // another process holds the run folder
 )
 
 var runtimeCodes = []Info{
@@ -44,6 +45,7 @@ var runtimeCodes = []Info{
 	{ErrNonFiniteLoss, "training diverged: the loss is NaN or infinite"},
 	{ErrBadSafetensors, "a safetensors file is malformed"},
 	{ErrRankFailed, "a rank of a sharded run failed or a collective timed out; the other ranks stopped"},
+	{ErrRunInUse, "another moec run holds the run folder (its lock names the process)"},
 }
 
 // RuntimeError is a coded refusal from the runtime. Err, when set, is the underlying cause
@@ -53,10 +55,16 @@ type RuntimeError struct {
 	Message    string
 	Suggestion string // e.g. "did you mean `dense`?"; empty when none
 	Err        error
+	// Range is where the refused value is written in the source (a .moe entry), when the
+	// refusal is about one; the zero Range when it is not, or the value came from elsewhere.
+	Range Range
 }
 
 func (e *RuntimeError) Error() string {
 	var b strings.Builder
+	if e.Range.Start.IsValid() {
+		fmt.Fprintf(&b, "%s:%d:%d: ", e.Range.File, e.Range.Start.Line, e.Range.Start.Col)
+	}
 	b.WriteString("error[")
 	b.WriteString(string(e.Code))
 	b.WriteString("]: ")
@@ -84,6 +92,15 @@ func Runtimef(code Code, format string, args ...any) *RuntimeError {
 // RuntimeWrap returns a *RuntimeError that wraps err.
 func RuntimeWrap(code Code, err error, format string, args ...any) *RuntimeError {
 	return &RuntimeError{Code: code, Message: fmt.Sprintf(format, args...), Err: err}
+}
+
+// Diagnostic is e as a diagnostic at its Range, for rendering with the source line.
+func (e *RuntimeError) Diagnostic() Diagnostic {
+	msg := e.Message
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return Diagnostic{Severity: Error, Code: e.Code, Message: msg, Range: e.Range, Suggestion: e.Suggestion}
 }
 
 // CodeOf returns the code of the first *RuntimeError in err's chain, or "".

@@ -227,12 +227,34 @@ func LoadManifest(dir string) (*Manifest, error) {
 	if m.Model == nil {
 		return nil, corrupt(dir, "%s has no model config", ManifestFile)
 	}
+	if err := checkSteps(dir, &m); err != nil {
+		return nil, err
+	}
 	for _, f := range m.Files {
 		if f.Name != filepath.Base(f.Name) || f.Name == ManifestFile || strings.HasPrefix(f.Name, ".") {
 			return nil, corrupt(dir, "%s lists an invalid file name %q", ManifestFile, f.Name)
 		}
 	}
 	return &m, nil
+}
+
+// checkSteps refuses step counts no run writes: a negative step, a step past the stage's
+// total, or a step other than the one the directory is named for. A resumed run saves under
+// the step it loaded, so such a step would become checkpoints/step-4611686018427387904.
+func checkSteps(dir string, m *Manifest) error {
+	switch {
+	case m.Step < 0 || m.TotalSteps < 0 || m.Optimizer.Step < 0 || m.TokensSeen < 0:
+		return corrupt(dir, "%s has a negative step or token count (step %d, total_steps %d, optimizer step %d, tokens_seen %d)",
+			ManifestFile, m.Step, m.TotalSteps, m.Optimizer.Step, m.TokensSeen)
+	case m.TotalSteps > 0 && m.Step > m.TotalSteps:
+		return corrupt(dir, "%s records step %d of a stage of %d steps", ManifestFile, m.Step, m.TotalSteps)
+	}
+	if name := filepath.Base(dir); strings.HasPrefix(name, "step-") {
+		if n, err := strconv.ParseInt(strings.TrimPrefix(name, "step-"), 10, 64); err == nil && n != m.Step {
+			return corrupt(dir, "%s records step %d, but the directory is the checkpoint of step %d", ManifestFile, m.Step, n)
+		}
+	}
+	return nil
 }
 
 // readVerified reads file name of dir and checks it against the manifest entry.

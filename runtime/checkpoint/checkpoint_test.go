@@ -1,6 +1,7 @@
 package checkpoint
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -173,5 +174,45 @@ func TestConfigHash(t *testing.T) {
 	a2, _ := ConfigHash(sample(2).Manifest.Model)
 	if a == b || a != a2 || len(a) != 64 {
 		t.Errorf("hashes %s %s %s", a, b, a2)
+	}
+}
+
+// TestManifestSteps checks that a manifest with a step no run writes is refused as corrupt
+// before any reader acts on it (a resume would save checkpoints/step-4611686018427387904).
+func TestManifestSteps(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		edit func(m *Manifest)
+		want string // "" = loads
+	}{
+		{"as written", func(*Manifest) {}, ""},
+		{"step 2^62", func(m *Manifest) { m.Step = 1 << 62 }, "records step 4611686018427387904 of a stage of 10 steps"},
+		{"step 2^62 of 2^62", func(m *Manifest) { m.Step, m.TotalSteps = 1<<62, 1<<62 }, "records step 4611686018427387904, but the directory is the checkpoint of step 3"},
+		{"negative step", func(m *Manifest) { m.Step = -1 }, "negative step"},
+		{"negative optimizer step", func(m *Manifest) { m.Optimizer.Step = -5 }, "negative step"},
+		{"final step", func(m *Manifest) { m.Step, m.TotalSteps = 3, 3 }, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, err := Writer{}.Save(t.TempDir(), sample(3))
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := LoadManifest(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.edit(m)
+			b, _ := json.MarshalIndent(m, "", "  ")
+			if err := os.WriteFile(filepath.Join(dir, ManifestFile), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, err = Load(dir, true)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("Load: %v", err)
+			case tc.want != "" && (diag.CodeOf(err) != diag.ErrCorruptCheckpoint || !strings.Contains(err.Error(), tc.want)):
+				t.Errorf("Load: %v, want %s with %q", err, diag.ErrCorruptCheckpoint, tc.want)
+			}
+		})
 	}
 }

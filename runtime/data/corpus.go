@@ -23,6 +23,8 @@ const HoldOutEvery = 20
 type Options struct {
 	Glob    string // training text
 	ValGlob string // validation text; "" holds out every HoldOutEvery-th training file
+	// ValSource is where ValGlob is written, so that a refusal of it points there (zero: nowhere).
+	ValSource diag.Range
 	// BaseDir is the .moe file's directory. A relative glob is taken relative to it, like
 	// an import; when that matches nothing it is taken relative to the working directory,
 	// where a user running moec from a project root expects it.
@@ -80,14 +82,36 @@ func Open(opt Options) (*Corpus, error) {
 			return nil, err
 		}
 		if len(valFiles) == 0 {
-			return nil, diag.Runtimef(diag.ErrEmptyCorpus, "validation glob %s matches no files%s", describeGlob(opt.ValGlob), where(opt.ValGlob, opt.BaseDir))
+			e := diag.Runtimef(diag.ErrEmptyCorpus, "validation glob %s matches no files%s", describeGlob(opt.ValGlob), where(opt.ValGlob, opt.BaseDir))
+			e.Range = opt.ValSource
+			return nil, e
 		}
 	}
 	if c.Train, c.TrainFiles, err = c.read(trainFiles); err != nil {
 		return nil, err
 	}
+	trainSkipped := c.Skipped
 	if c.Val, c.ValFiles, err = c.read(valFiles); err != nil {
 		return nil, err
+	}
+	if opt.ValGlob != "" && len(c.Val) == 0 {
+		// Falling back to a slice of the training text would report a perplexity over
+		// tokens the user did not name as validation data.
+		binary := c.Skipped - trainSkipped
+		what := fmt.Sprintf("%d files, none of which holds text", len(valFiles))
+		switch {
+		case len(valFiles) == 1 && binary == 1:
+			what = "1 file, which is binary"
+		case len(valFiles) == 1:
+			what = "1 file, which is empty"
+		case binary > 0:
+			what += fmt.Sprintf(" (%d binary)", binary)
+		}
+		msg := fmt.Sprintf("validation glob %s matches %s", describeGlob(opt.ValGlob), what)
+		e := diag.Runtimef(diag.ErrEmptyCorpus, "%s", msg)
+		e.Range = opt.ValSource
+		e.Suggestion = "point val_data at text files, or remove it to validate on a held-out part of the training data"
+		return nil, e
 	}
 	if len(c.Train) == 0 {
 		msg := fmt.Sprintf("data glob %s matches %d files but none holds text", describeGlob(opt.Glob), len(files))

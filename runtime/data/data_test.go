@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/moec-dev/moec/lang/ast"
 	"github.com/moec-dev/moec/lang/diag"
 )
 
@@ -134,7 +135,8 @@ func TestOpen(t *testing.T) {
 }
 
 func TestOpenErrors(t *testing.T) {
-	dir := writeTree(t, map[string]string{"a.bin": "\x00\x01", "b.bin": "x\x00", "c.txt": "hello world\n"})
+	dir := writeTree(t, map[string]string{"a.bin": "\x00\x01", "b.bin": "x\x00", "c.txt": "hello world\n", "empty.val": ""})
+	at := diag.Range{File: "t.moe", Start: ast.Pos{Line: 9, Col: 14}}
 	cases := []struct {
 		opt  Options
 		code diag.Code
@@ -144,6 +146,11 @@ func TestOpenErrors(t *testing.T) {
 		{Options{Glob: "*.bin", BaseDir: dir}, diag.ErrEmptyCorpus, "2 binary files skipped"},
 		{Options{Glob: "*.txt", ValGlob: "*.md", BaseDir: dir}, diag.ErrEmptyCorpus, "validation glob"},
 		{Options{Glob: "[", BaseDir: dir}, diag.ErrEmptyCorpus, "syntax error"},
+		// val_data that holds no text is refused where it is written, never replaced by a
+		// slice of the training text.
+		{Options{Glob: "*.txt", ValGlob: "*.val", BaseDir: dir, ValSource: at}, diag.ErrEmptyCorpus, "t.moe:9:14: error[E0604]: validation glob \"*.val\" matches 1 file, which is empty"},
+		{Options{Glob: "*.txt", ValGlob: "*.bin", BaseDir: dir, ValSource: at}, diag.ErrEmptyCorpus, "t.moe:9:14: error[E0604]: validation glob \"*.bin\" matches 2 files, none of which holds text (2 binary)"},
+		{Options{Glob: "*.txt", ValGlob: "*.md", BaseDir: dir, ValSource: at}, diag.ErrEmptyCorpus, "t.moe:9:14: error[E0604]: validation glob \"*.md\" matches no files"},
 	}
 	for _, c := range cases {
 		_, err := Open(c.opt)

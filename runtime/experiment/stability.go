@@ -99,7 +99,7 @@ func (c *corpusCache) open(t *program.Train) (*data.Corpus, error) {
 	if cp := c.byGlob[key]; cp != nil {
 		return cp, nil
 	}
-	cp, err := data.Open(data.Options{Glob: t.Data, ValGlob: t.ValData, BaseDir: c.baseDir})
+	cp, err := data.Open(data.Options{Glob: t.Data, ValGlob: t.ValData, BaseDir: c.baseDir, ValSource: t.ValDataDecl.Range()})
 	if err != nil {
 		return nil, err
 	}

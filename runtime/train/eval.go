@@ -69,6 +69,9 @@ func LoadNet(dir string, newNet NewNetFunc) (Net, *checkpoint.Manifest, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := CheckWeights(dir, c.Manifest.Model, c.Model); err != nil {
+		return nil, nil, err
+	}
 	if newNet == nil {
 		newNet = newNNNet
 	}
@@ -97,6 +100,7 @@ func Eval(ctx context.Context, opt EvalOptions) (*EvalResult, error) {
 		return nil, err
 	}
 	var glob, valGlob, base string
+	var valSource diag.Range
 	seqLen := int(m.Model.SeqLen)
 	if opt.Program != nil {
 		t, ok := opt.Program.Trains[m.Train]
@@ -105,7 +109,7 @@ func Eval(ctx context.Context, opt EvalOptions) (*EvalResult, error) {
 			return nil, diag.Runtimef(diag.ErrCheckpointMismatch, "the checkpoint was trained by train block %q, which the given .moe file does not have (it has: %s); pass the file the run used, or leave the .moe file out to use the run's own",
 				m.Train, strings.Join(opt.Program.TrainOrder, ", "))
 		}
-		glob, valGlob, base = t.Data, t.ValData, opt.BaseDir
+		glob, valGlob, base, valSource = t.Data, t.ValData, opt.BaseDir, t.ValDataDecl.Range()
 		if t.SeqLen > 0 {
 			seqLen = int(t.SeqLen)
 		}
@@ -117,7 +121,7 @@ func Eval(ctx context.Context, opt EvalOptions) (*EvalResult, error) {
 		}
 		glob, valGlob, base, seqLen = spec.Train.Data, spec.Train.ValData, spec.BaseDir, spec.SeqLen
 	}
-	corpus, err := data.Open(data.Options{Glob: glob, ValGlob: valGlob, BaseDir: base})
+	corpus, err := data.Open(data.Options{Glob: glob, ValGlob: valGlob, BaseDir: base, ValSource: valSource})
 	if err != nil {
 		return nil, err
 	}

@@ -61,6 +61,7 @@ type child struct {
 	cmd    *exec.Cmd
 	marker string
 	done   chan error
+	reaped bool // kill has waited for the exit
 }
 
 func startChild(t *testing.T, dir string, resume bool, sleep time.Duration) *child {
@@ -85,11 +86,15 @@ func startChild(t *testing.T, dir string, resume bool, sleep time.Duration) *chi
 	return c
 }
 
-// kill sends SIGKILL and waits for the process to be gone.
+// kill sends SIGKILL and waits for the process to be gone; a second kill does nothing.
 func (c *child) kill(t *testing.T) {
 	t.Helper()
+	if c.reaped {
+		return
+	}
 	c.cmd.Process.Kill()
 	<-c.done
+	c.reaped = true
 }
 
 func (c *child) waitMarker(t *testing.T, n int) bool {

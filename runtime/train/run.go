@@ -48,6 +48,11 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		if spec, err = ReadSpec(dir); err != nil {
 			return nil, err
 		}
+		lock, err := lockFolder(dir, opt)
+		if err != nil {
+			return nil, err
+		}
+		defer lock.Release()
 		if opt.Program != nil {
 			o := opt
 			o.TrainName, o.StageName = spec.Train.Name, spec.Stage
@@ -85,6 +90,13 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		if dir == "" {
 			dir = StageDir(spec.OutRoot, spec.Train.Name, spec.Stage)
 		}
+		// The lock comes before the folder is looked at: two runs into one folder would
+		// otherwise both find it empty (or both --force it) and write into each other.
+		lock, err := lockFolder(dir, opt)
+		if err != nil {
+			return nil, err
+		}
+		defer lock.Release()
 		if err := prepareDir(dir, opt.Force); err != nil {
 			return nil, err
 		}
@@ -104,7 +116,7 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	spec.Layout = layoutSpec(opt.Layout, opt.Comm, opt.LLVM)
 	prog := newProgress(opt.Progress, spec.Steps)
 
-	corpus, err := data.Open(data.Options{Glob: spec.Train.Data, ValGlob: spec.Train.ValData, BaseDir: spec.BaseDir})
+	corpus, err := data.Open(data.Options{Glob: spec.Train.Data, ValGlob: spec.Train.ValData, BaseDir: spec.BaseDir, ValSource: spec.Train.ValDataDecl.Range()})
 	if err != nil {
 		return nil, err
 	}
@@ -145,6 +157,13 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		}
 		if m.DataFingerprint != corpus.Fingerprint {
 			return nil, diag.Runtimef(diag.ErrCheckpointMismatch, "checkpoint %s was trained on different data (fingerprint %s, corpus now %s); the resumed run would not see the same batches", latest, m.DataFingerprint[:12], corpus.Fingerprint[:12])
+		}
+		if m.Step > spec.Steps {
+			// The manifest checks itself against its own total; this is the run's.
+			return nil, diag.Runtimef(diag.ErrCorruptCheckpoint, "checkpoint %s records step %d, past the %d steps of stage %s", latest, m.Step, spec.Steps, spec.Stage)
+		}
+		if err := CheckWeights(latest, m.Model, c.Model); err != nil {
+			return nil, err
 		}
 		if err := eng.load(c.Model, c.Optimizer, m.Optimizer.Step); err != nil {
 			return nil, diag.RuntimeWrap(diag.ErrCheckpointMismatch, err, "checkpoint %s", latest)
@@ -328,6 +347,16 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	return res, nil
 }
 
+// lockFolder takes run folder dir's lock for the process that writes the run's files: this
+// one, unless it is a rank other than 0 of a run whose ranks are processes (mpirun), whose
+// rank 0 holds it (nil: nothing to release).
+func lockFolder(dir string, opt Options) (*RunLock, error) {
+	if opt.Comm != nil && opt.Comm.Rank() != 0 {
+		return nil, nil
+	}
+	return LockRunDir(dir)
+}
+
 // String summarises the result in one line for the CLI.
 func (r *Result) String() string {
 	s := fmt.Sprintf("%s: %d/%d steps, %s tokens", r.Dir, r.Steps, r.TotalSteps, human.Count(float64(r.Tokens)))
@@ -404,6 +433,9 @@ func growFrom(spec *Spec, stage *program.Stage, eng engine, newNet NewNetFunc) (
 	}
 	if !c.Manifest.Final {
 		return "", noFinal
+	}
+	if err := CheckWeights(latest, c.Manifest.Model, c.Model); err != nil {
+		return "", err
 	}
 	if c.Manifest.Train != spec.Train.Name || c.Manifest.Stage != stage.From {
 		return "", diag.Runtimef(diag.ErrBadGrowth, "stage %s grows from stage %s, but checkpoint %s is of train %s stage %s", stage.Name, stage.From, latest, c.Manifest.Train, c.Manifest.Stage)

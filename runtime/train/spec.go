@@ -231,7 +231,13 @@ func prepareDir(dir string, force bool) error {
 	if err != nil {
 		return fmt.Errorf("train: %w", err)
 	}
-	if len(ents) == 0 {
+	held := 0 // what a run leaves that is no run: the folder's lock file
+	for _, e := range ents {
+		if e.Name() == LockFile {
+			held++
+		}
+	}
+	if len(ents) == held {
 		return nil
 	}
 	if !force {
