@@ -2,6 +2,7 @@ package diag
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -80,6 +81,58 @@ func TestRenderAll(t *testing.T) {
 	}
 }
 
+// TestRenderAllStopsAfterMaxRendered: like Go's compiler, RenderAll writes MaxRendered
+// diagnostics and then one line that counts the rest; 100,000 duplicate keys are no
+// longer 100,000 rendered source lines.
+func TestRenderAllStopsAfterMaxRendered(t *testing.T) {
+	for _, n := range []int{1, MaxRendered, MaxRendered + 1, 100000} {
+		var src strings.Builder
+		var l List
+		for i := 0; i < n; i++ {
+			off := src.Len()
+			src.WriteString("  vocab = 1\n")
+			l = append(l, Diagnostic{Severity: Error, Code: "E0202", Message: "dup",
+				Range: Range{File: "d.moe", Start: pos(off+2, i+1, 3), End: pos(off+7, i+1, 8)}})
+		}
+		var b bytes.Buffer
+		RenderAll(&b, l, map[string][]byte{"d.moe": []byte(src.String())})
+		out := b.String()
+		shown := min(n, MaxRendered)
+		if got := strings.Count(out, "error[E0202]"); got != shown {
+			t.Errorf("n=%d: %d diagnostics written, want %d", n, got, shown)
+		}
+		tail := fmt.Sprintf("\n\ntoo many errors (%d more)\n", n-MaxRendered)
+		if n > MaxRendered && !strings.HasSuffix(out, tail) {
+			t.Errorf("n=%d: output does not end %q:\n...%s", n, tail, out[max(0, len(out)-200):])
+		}
+		if n <= MaxRendered && strings.Contains(out, "too many errors") {
+			t.Errorf("n=%d: says too many errors", n)
+		}
+		// The last diagnostic written points at its own line.
+		if want := fmt.Sprintf(" %d |   vocab = 1\n", shown); !strings.Contains(out, want) {
+			t.Errorf("n=%d: no %q in the output", n, want)
+		}
+	}
+}
+
+// TestLineIndex: RenderAll's line index (built once per file) gives the lines Render
+// finds by scanning, whatever the line endings.
+func TestLineIndex(t *testing.T) {
+	for _, src := range []string{"", "a", "a\n", "a\nbb\n\nccc", "a\r\nb\r\n", "\n\n", "x\ny"} {
+		ix := indexLines([]byte(src))
+		for n := -1; n <= strings.Count(src, "\n")+3; n++ {
+			gotLine, gotOK := ix.line([]byte(src), n)
+			wantLine, wantOK := sourceLine([]byte(src), n)
+			if gotLine != wantLine || gotOK != wantOK {
+				t.Errorf("%q line %d: index gives %q, %v; scan gives %q, %v", src, n, gotLine, gotOK, wantLine, wantOK)
+			}
+		}
+	}
+	if _, ok := indexLines(nil).line(nil, 1); ok {
+		t.Error("a missing source has no lines")
+	}
+}
+
 func TestClosest(t *testing.T) {
 	keys := []string{"heads", "kv_heads", "head_dim", "window", "bias", "qkv_bias", "share_weights", "talking_heads"}
 	for _, tc := range []struct {
@@ -139,7 +192,7 @@ func TestSyntaxCodesRegistered(t *testing.T) {
 	}
 	for _, c := range []Code{UnexpectedToken, UnterminatedString, BadNumber, UnknownSuffix, MissingRBrace,
 		MissingEquals, IllegalCharacter, NestingTooDeep, UnmatchedClose, MissingClose, BadEscape,
-		AssignOutsideBlock, MissingValue, ImportNotString, MissingSeparator, InternalParserError} {
+		AssignOutsideBlock, MissingValue, ImportNotString, MissingSeparator, ExprTooLong, TooManyRepeats, InternalParserError} {
 		if !seen[c] || !strings.HasPrefix(string(c), "E01") {
 			t.Errorf("syntax code %s not registered in the E01xx range", c)
 		}
