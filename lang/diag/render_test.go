@@ -3,6 +3,7 @@ package diag
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 
@@ -196,5 +197,23 @@ func TestSyntaxCodesRegistered(t *testing.T) {
 		if !seen[c] || !strings.HasPrefix(string(c), "E01") {
 			t.Errorf("syntax code %s not registered in the E01xx range", c)
 		}
+	}
+}
+
+// BenchmarkRenderAll renders 100,000 diagnostics, one per line of a 100,000-line file:
+// the duplicate-key case that took over a minute when each diagnostic rescanned its file.
+func BenchmarkRenderAll(b *testing.B) {
+	const n = 100000
+	var src strings.Builder
+	var l List
+	for i := 0; i < n; i++ {
+		off := src.Len()
+		src.WriteString("  vocab = 1\n")
+		l = append(l, Diagnostic{Severity: Error, Code: "E0202", Message: "dup",
+			Range: Range{File: "d.moe", Start: pos(off+2, i+1, 3), End: pos(off+7, i+1, 8)}})
+	}
+	sources := map[string][]byte{"d.moe": []byte(src.String())}
+	for b.Loop() {
+		RenderAll(io.Discard, l, sources)
 	}
 }
