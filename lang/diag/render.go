@@ -30,6 +30,8 @@ func Render(w io.Writer, d Diagnostic, src []byte) {
 func render(w io.Writer, d Diagnostic, line string, ok bool) {
 	fmt.Fprintln(w, d.String())
 	if ok && d.Range.Start.IsValid() {
+		line, r := clipLine(line, d.Range)
+		d.Range = r
 		num := fmt.Sprint(d.Range.Start.Line)
 		gutter := strings.Repeat(" ", len(num)+1)
 		fmt.Fprintf(w, " %s | %s\n", num, line)
@@ -118,6 +120,43 @@ func sourceLine(src []byte, n int) (string, bool) {
 		src = src[:j]
 	}
 	return strings.TrimRight(string(src), "\r"), true
+}
+
+// maxShownLine is how many bytes of a source line a diagnostic shows. A generated file
+// may hold a value a megabyte long on one line; its diagnostic shows the part around the
+// range, not the megabyte.
+const maxShownLine = 200
+
+// clipLine cuts a line longer than maxShownLine to a window that starts a little before
+// r and marks what it left out with "…", moving r's columns to match.
+func clipLine(line string, r Range) (string, Range) {
+	if len(line) <= maxShownLine {
+		return line, r
+	}
+	from := min(max(r.Start.Col-1-maxShownLine/4, 0), len(line))
+	for from > 0 && !utf8.RuneStart(line[from]) {
+		from--
+	}
+	to := min(from+maxShownLine, len(line))
+	for to < len(line) && !utf8.RuneStart(line[to]) {
+		to--
+	}
+	shown := line[from:to]
+	shift := -from
+	if from > 0 {
+		shown = "…" + shown
+		shift += len("…")
+	}
+	endCol := len(shown) + 1 // just past the window's last source byte
+	if to < len(line) {
+		shown += "…"
+	}
+	r.Start.Col += shift
+	if r.End.Line == r.Start.Line {
+		// A range running past the window is marked to the window's end.
+		r.End.Col = min(r.End.Col+shift, endCol)
+	}
+	return shown, r
 }
 
 // caretLine builds the `^~~~` marker for r under line. Columns count bytes, the marker

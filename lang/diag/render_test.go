@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/moec-dev/moec/lang/ast"
 )
@@ -113,6 +114,52 @@ func TestRenderAllStopsAfterMaxRendered(t *testing.T) {
 		if want := fmt.Sprintf(" %d |   vocab = 1\n", shown); !strings.Contains(out, want) {
 			t.Errorf("n=%d: no %q in the output", n, want)
 		}
+	}
+}
+
+// TestRenderLongLine: a diagnostic in a line longer than maxShownLine shows a window of
+// it around the range, with the caret still under the range.
+func TestRenderLongLine(t *testing.T) {
+	chain := "  vocab = 1" + strings.Repeat("+1", 600000) // 1.2 MB on one line
+	for _, tc := range []struct {
+		name       string
+		start, end int // 1-based columns of the range
+		wantShown  string
+		wantCaret  string
+	}{{
+		name: "deep in the line", start: 20012, end: 20013,
+		wantShown: "…" + chain[20011-50:20011-50+200] + "…",
+		wantCaret: strings.Repeat(" ", 51) + "^",
+	}, {
+		name: "at the start", start: 3, end: 8,
+		wantShown: chain[:200] + "…",
+		wantCaret: "  ^~~~~",
+	}, {
+		name: "a range running past the window", start: 20012, end: 40000,
+		wantShown: "…" + chain[20011-50:20011-50+200] + "…",
+		wantCaret: strings.Repeat(" ", 51) + "^" + strings.Repeat("~", 149),
+	}} {
+		d := Diagnostic{Severity: Error, Code: "E0116", Message: "m",
+			Range: Range{File: "c.moe", Start: pos(tc.start-1, 1, tc.start), End: pos(tc.end-1, 1, tc.end)}}
+		var b bytes.Buffer
+		Render(&b, d, []byte(chain+"\n"))
+		want := "c.moe:1:" + fmt.Sprint(tc.start) + ": error[E0116]: m\n 1 | " + tc.wantShown + "\n   | " + tc.wantCaret + "\n"
+		if b.String() != want {
+			t.Errorf("%s:\n--- got\n%s--- want\n%s", tc.name, b.String(), want)
+		}
+	}
+	// The end of a long line: no "…" after it, and multi-byte characters are not split.
+	line := strings.Repeat("é", 300)
+	d := Diagnostic{Severity: Error, Code: "E0101", Message: "m",
+		Range: Range{File: "c.moe", Start: pos(598, 1, 599), End: pos(600, 1, 601)}}
+	var b bytes.Buffer
+	Render(&b, d, []byte(line))
+	shown := strings.Split(b.String(), "\n")[1]
+	if !utf8.ValidString(shown) || strings.HasSuffix(shown, "…") || !strings.HasPrefix(shown, " 1 | …é") {
+		t.Errorf("end of a long line shown as %q", shown)
+	}
+	if caret := strings.Split(b.String(), "\n")[2]; !strings.HasSuffix(caret, "^") || utf8.RuneCountInString(caret) != utf8.RuneCountInString(shown) {
+		t.Errorf("caret %q does not end under the last character of %q", caret, shown)
 	}
 }
 
