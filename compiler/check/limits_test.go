@@ -264,3 +264,30 @@ func BenchmarkLongChains(b *testing.B) {
 		})
 	}
 }
+
+// TestFlattenWithoutRecursion: merging an extends chain follows it with a loop. 100,000
+// bodiless models (built as a tree: parsing them would take longer than the point needs)
+// are merged under a stack far smaller than Go's default, which a recursion down the
+// chain overflows; the last model inherits the root's entry, naming the root as its writer.
+func TestFlattenWithoutRecursion(t *testing.T) {
+	defer debug.SetMaxStack(debug.SetMaxStack(8 << 20))
+	const n = 100000
+	ident := func(name string) *ast.Ident { return &ast.Ident{Name: name} }
+	f := &ast.File{Name: "t.moe"}
+	for i := n - 1; i >= 0; i-- {
+		b := &ast.Block{Kind: ident("model"), Name: ident(fmt.Sprintf("m%d", i))}
+		if i > 0 {
+			b.Extends = ident(fmt.Sprintf("m%d", i-1))
+		} else {
+			b.Body = []ast.Entry{&ast.Assign{Key: ident("vocab"), Value: &ast.Number{Text: "256", Value: 256}}}
+		}
+		f.Decls = append(f.Decls, b)
+	}
+	c := newChecker()
+	c.collect(f)
+	fb := c.flatten(c.byKind["model"][fmt.Sprintf("m%d", n-1)])
+	e := fb.entries["vocab"]
+	if len(c.r.diags) > 0 || e == nil || e.source != program.Inherited || e.from != "model m0" {
+		t.Fatalf("vocab entry %+v, diagnostics %v", e, c.r.diags)
+	}
+}
