@@ -14,7 +14,8 @@ type flatBlock struct {
 	entries  map[string]*entry
 	sections map[string]*flatSection
 	named    []*ast.Block
-	// incomplete: the base model is unknown or in a cycle (see scope.incomplete).
+	// incomplete: the base model is unknown or in a cycle, or a syntax error cut the
+	// block short (see scope.incomplete).
 	incomplete bool
 }
 

@@ -36,8 +36,16 @@ func Check(files ...*ast.File) (prog *program.Program, diags diag.List) {
 	c.resolveServes()
 	c.resolveCompresses()
 	c.resolveExperiments()
+	n := 0
+	for _, d := range c.decls {
+		n += len(d.prov)
+	}
+	if n > 0 {
+		c.prog.Explain = make([]program.Provenance, 0, n)
+	}
 	for _, d := range c.decls {
 		c.prog.Explain = append(c.prog.Explain, d.prov...)
+		d.prov = nil // copied: the declaration's own list is garbage from here
 	}
 	c.r.diags.Sort()
 	return c.prog, dedupe(c.r.diags)
@@ -71,9 +79,8 @@ type decl struct {
 	prov  []program.Provenance
 
 	// Models only: the merged entries after inheritance.
-	flat     *flatBlock
-	flatting bool
-	counted  bool // checked clean and its parameter count fits in 64 bits
+	flat    *flatBlock
+	counted bool // checked clean and its parameter count fits in 64 bits
 }
 
 func (d *decl) String() string { return d.kind + " " + d.name }

@@ -54,6 +54,7 @@ func (c *checker) resolveClusters() {
 		fb := newFlatBlock()
 		c.readBody(d.spec, "cluster "+d.name, d.block.Body, d.file, fb)
 		s := newScope("cluster "+d.name, d.spec, d.file, d.block.Name, fb.entries, nil)
+		s.incomplete = d.block.Broken
 		d.scope = s
 		if gv, ok := c.r.get(s, "gpu"); ok && gv.kind == kindIdent {
 			if _, known := catalog.Lookup(gv.s); !known {

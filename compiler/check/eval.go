@@ -416,12 +416,38 @@ func ctorNames(t keyType) []string {
 	return names
 }
 
+// evalBinary evaluates a chain such as `a + b - c * d`. The parser folds a chain to the
+// left, so a chain of n operators is a tree n levels deep down its left side: the left
+// side is walked with a loop, and only the right operands (bounded by the nesting of
+// brackets) recurse. Every operand is evaluated even after one fails, so each reports
+// its own errors.
 func (r *resolver) evalBinary(s *scope, e *ast.Binary, spec *keySpec, file string) (value, bool) {
-	x, okx := r.eval(s, e.X, spec, file)
-	y, oky := r.eval(s, e.Y, spec, file)
-	if !okx || !oky {
+	spine := []*ast.Binary{e}
+	for {
+		b, isBinary := spine[len(spine)-1].X.(*ast.Binary)
+		if !isBinary {
+			break
+		}
+		spine = append(spine, b)
+	}
+	acc, ok := r.eval(s, spine[len(spine)-1].X, spec, file)
+	for i := len(spine) - 1; i >= 0; i-- {
+		b := spine[i]
+		y, oky := r.eval(s, b.Y, spec, file)
+		if ok && oky {
+			acc, ok = r.binaryOp(b, acc, y, file)
+		} else {
+			ok = false
+		}
+	}
+	if !ok {
 		return value{}, false
 	}
+	return acc, true
+}
+
+// binaryOp applies e's operator to its evaluated operands.
+func (r *resolver) binaryOp(e *ast.Binary, x, y value, file string) (value, bool) {
 	rng := diag.RangeOf(file, e)
 	if x.kind != kindNum || y.kind != kindNum {
 		bad := x

@@ -13,69 +13,90 @@ import (
 
 // flatten merges a model's entries with its base's, key by key and section by section.
 // Inherited entries keep their expressions (re-evaluated in the child) and name the
-// model that wrote them.
-func (c *checker) flatten(d *decl, chain []string) *flatBlock {
+// model that wrote them. The `extends` chain is walked up with a loop to the first model
+// already merged (or one without a base, or whose base is unknown or closes a cycle) and
+// merged back down, so a chain of any length costs one pass and no deep recursion.
+func (c *checker) flatten(d *decl) *flatBlock {
 	if d.flat != nil {
 		return d.flat
 	}
-	fb := newFlatBlock()
-	if d.flatting {
-		return fb // the cycle is reported by the model that closes it
-	}
-	d.flatting = true
-	defer func() { d.flatting = false }()
-	chain = append(chain, d.name)
-	if ext := d.block.Extends; ext != nil {
-		base := c.lookupDecl("model", ext.Name, diag.UnknownBase, d.file, ext, "model "+d.name+" extends")
-		switch {
-		case base == nil:
-			fb.incomplete = true
-		case base.flatting:
-			fb.incomplete = true
-			i := indexOf(chain, base.name)
-			cycle := append(append([]string{}, chain[i:]...), base.name)
-			dg := c.errorf(diag.ExtendsCycle, diag.RangeOf(d.file, ext), "models extend each other in a cycle: %s", strings.Join(cycle, " extends "))
-			dg.Suggestion = "remove one `extends`"
-		default:
-			bf := c.flatten(base, chain)
-			fb.incomplete = bf.incomplete
-			inherit := func(dst, src map[string]*entry) {
-				for k, e := range src {
-					ie := *e
-					if e.source == program.Written {
-						ie.source, ie.from = program.Inherited, "model "+base.name
-					}
-					dst[k] = &ie
-				}
+	var chain []*decl // d, its base, its base's base, ...: none merged yet
+	onChain := map[*decl]int{}
+	for cur := d; ; {
+		onChain[cur] = len(chain)
+		chain = append(chain, cur)
+		ext := cur.block.Extends
+		if ext == nil {
+			break
+		}
+		base := c.lookupDecl("model", ext.Name, diag.UnknownBase, cur.file, ext, "model "+cur.name+" extends")
+		if base == nil {
+			cur.flat = newFlatBlock()
+			cur.flat.incomplete = true
+			break
+		}
+		if i, seen := onChain[base]; seen {
+			// The model that closes the cycle reports it, naming the models in the order
+			// the chain was followed.
+			var names []string
+			for _, m := range chain[i:] {
+				names = append(names, m.name)
 			}
-			inherit(fb.entries, bf.entries)
-			for name, s := range bf.sections {
-				// No position yet: diagnostics about the section point at the child's
-				// own block if it writes one (readBody sets it), else at its name.
-				fs := &flatSection{entries: map[string]*entry{}}
-				fb.sections[name] = fs
-				inherit(fs.entries, s.entries)
+			names = append(names, base.name)
+			dg := c.errorf(diag.ExtendsCycle, diag.RangeOf(cur.file, ext), "models extend each other in a cycle: %s", strings.Join(names, " extends "))
+			dg.Suggestion = "remove one `extends`"
+			cur.flat = newFlatBlock()
+			cur.flat.incomplete = true
+			break
+		}
+		if base.flat != nil {
+			break
+		}
+		cur = base
+	}
+	for i := len(chain) - 1; i >= 0; i-- {
+		m := chain[i]
+		fb := m.flat // set above when the base is unknown or cyclic: nothing to inherit
+		if fb == nil {
+			fb = newFlatBlock()
+			if ext := m.block.Extends; ext != nil {
+				base := c.byKind["model"][ext.Name]
+				inheritFlat(fb, base.flat, "model "+base.name)
 			}
 		}
+		c.readBody(m.spec, "model "+m.name, m.block.Body, m.file, fb)
+		fb.incomplete = fb.incomplete || m.block.Broken
+		m.flat = fb
 	}
-	c.readBody(d.spec, "model "+d.name, d.block.Body, d.file, fb)
-	d.flat = fb
-	return fb
+	return d.flat
 }
 
-func indexOf(list []string, s string) int {
-	for i, x := range list {
-		if x == s {
-			return i
+// inheritFlat copies a base model's merged entries into fb.
+func inheritFlat(fb, base *flatBlock, from string) {
+	fb.incomplete = base.incomplete
+	inherit := func(dst, src map[string]*entry) {
+		for k, e := range src {
+			ie := *e
+			if e.source == program.Written {
+				ie.source, ie.from = program.Inherited, from
+			}
+			dst[k] = &ie
 		}
 	}
-	return 0
+	inherit(fb.entries, base.entries)
+	for name, s := range base.sections {
+		// No position yet: diagnostics about the section point at the child's own
+		// block if it writes one (readBody sets it), else at its name.
+		fs := &flatSection{entries: map[string]*entry{}}
+		fb.sections[name] = fs
+		inherit(fs.entries, s.entries)
+	}
 }
 
 // resolveModels evaluates every model and checks its cross-field rules.
 func (c *checker) resolveModels() {
 	for _, d := range c.declsOf("model") {
-		fb := c.flatten(d, nil)
+		fb := c.flatten(d)
 		root := newScope("model "+d.name, d.spec, d.file, d.block.Name, fb.entries, nil)
 		root.incomplete = fb.incomplete
 		for _, sec := range d.spec.sections {

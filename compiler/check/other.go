@@ -16,6 +16,7 @@ func (c *checker) resolveServes() {
 		path := "serve " + d.name
 		c.readBody(d.spec, path, d.block.Body, d.file, fb)
 		s := newScope(path, d.spec, d.file, d.block.Name, fb.entries, nil)
+		s.incomplete = d.block.Broken
 		d.scope = s
 		if m := c.lookupDecl("model", d.name, diag.UnknownModel, d.file, d.block.Name, path); m != nil && m.scope != nil {
 			s.links["model"] = m.scope
@@ -58,6 +59,7 @@ func (c *checker) resolveCompresses() {
 		path := "compress " + d.name
 		c.readBody(d.spec, path, d.block.Body, d.file, fb)
 		s := newScope(path, d.spec, d.file, d.block.Name, fb.entries, nil)
+		s.incomplete = d.block.Broken
 		d.scope = s
 		c.lookupDecl("model", d.name, diag.UnknownModel, d.file, d.block.Name, path)
 		c.r.evalAll(s)
@@ -116,6 +118,7 @@ func (c *checker) resolveExperiments() {
 		path := "experiment " + d.name
 		c.readBody(d.spec, path, d.block.Body, d.file, fb)
 		s := newScope(path, d.spec, d.file, d.block.Name, fb.entries, nil)
+		s.incomplete = d.block.Broken
 		d.scope = s
 		c.r.evalAll(s)
 		ex := &program.Experiment{Name: d.name, Train: s.str("train"), Stage: s.str("stage"), Tokens: s.i64("tokens"),

@@ -57,8 +57,9 @@ type scope struct {
 	sections map[string]*scope
 	links    map[string]*scope
 	slots    map[string]*slot
-	// incomplete marks a declaration whose base model is unknown or cyclic: missing
-	// required keys would only repeat that error.
+	// incomplete marks a declaration whose base model is unknown or cyclic, or that the
+	// parser could read only in part (ast.Block.Broken): missing required keys would only
+	// repeat that error.
 	incomplete bool
 }
 

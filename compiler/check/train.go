@@ -3,6 +3,7 @@ package check
 import (
 	"fmt"
 	"math/big"
+	"sort"
 	"strings"
 
 	"github.com/moec-dev/moec/compiler/program"
@@ -45,6 +46,7 @@ func (c *checker) resolveTrains() {
 		path := "train " + d.name
 		c.readBody(d.spec, path, d.block.Body, d.file, fb)
 		s := newScope(path, d.spec, d.file, d.block.Name, fb.entries, nil)
+		s.incomplete = d.block.Broken
 		d.scope = s
 		model := c.lookupDecl("model", d.name, diag.UnknownModel, d.file, d.block.Name, path)
 		if model != nil && model.scope != nil {
@@ -187,59 +189,76 @@ func (c *checker) resolveStages(d *decl, train *scope, blocks []*ast.Block, mode
 	return out
 }
 
-// findStageCycles marks stages whose `from` chain loops and reports each loop once.
+// findStageCycles marks stages whose `from` chain loops and reports each loop once. Each
+// stage is walked once: a walk stops at a stage an earlier walk finished, and a loop is
+// a stage met again on the walk still under way.
 func (c *checker) findStageCycles(d *decl, stages []*stageInfo) {
-	reported := map[*stageInfo]bool{}
+	const (
+		onWalk = 1
+		walked = 2
+	)
+	state := make(map[*stageInfo]int, len(stages))
+	walkIndex := make(map[*stageInfo]int)
+	var walk []*stageInfo
 	for _, st := range stages {
-		seen := map[*stageInfo]int{}
-		var walk []*stageInfo
-		for cur := st; cur != nil; cur = cur.from {
-			if i, ok := seen[cur]; ok {
-				loop := walk[i:]
-				if reported[cur] {
-					break
-				}
-				var names []string
-				for _, l := range loop {
-					reported[l], l.cyclic = true, true
-					names = append(names, l.block.Name.Name)
-				}
-				names = append(names, cur.block.Name.Name)
-				head := loop[0]
-				dg := c.errorf(diag.StageCycle, diag.RangeOf(d.file, head.block.From), "stages start from each other in a cycle: %s", strings.Join(names, " from "))
-				dg.Suggestion = "one stage must start the curriculum without `from`"
-				break
-			}
-			if cur.cyclic {
-				break
-			}
-			seen[cur] = len(walk)
+		walk = walk[:0]
+		cur := st
+		for cur != nil && state[cur] == 0 {
+			state[cur], walkIndex[cur] = onWalk, len(walk)
 			walk = append(walk, cur)
+			cur = cur.from
+		}
+		if cur != nil && state[cur] == onWalk {
+			loop := walk[walkIndex[cur]:]
+			var names []string
+			for _, l := range loop {
+				l.cyclic = true
+				names = append(names, l.block.Name.Name)
+			}
+			names = append(names, cur.block.Name.Name)
+			dg := c.errorf(diag.StageCycle, diag.RangeOf(d.file, loop[0].block.From), "stages start from each other in a cycle: %s", strings.Join(names, " from "))
+			dg.Suggestion = "one stage must start the curriculum without `from`"
+		}
+		for _, w := range walk {
+			state[w] = walked
 		}
 	}
 }
 
 // topoStages orders stages so each comes after the stage it starts from, keeping
-// declaration order otherwise. Cyclic stages come last, in declaration order.
+// declaration order otherwise: the order of repeated passes over the declarations, each
+// placing the stages whose `from` is already placed (cyclic stages and first stages are
+// placed by the first pass). A stage is placed by its parent's pass when it is declared
+// after its parent, else by the pass after, so every stage's pass is found in one walk
+// up its chain and the order is a sort by (pass, declaration).
 func topoStages(stages []*stageInfo) []*stageInfo {
-	placed := map[*stageInfo]bool{}
-	var out []*stageInfo
-	for len(out) < len(stages) {
-		progress := false
-		for _, st := range stages {
-			if placed[st] {
-				continue
+	pass := make(map[*stageInfo]int, len(stages))
+	index := make(map[*stageInfo]int, len(stages))
+	for i, st := range stages {
+		index[st] = i
+	}
+	var chain []*stageInfo
+	for _, st := range stages {
+		chain = chain[:0]
+		cur := st
+		for pass[cur] == 0 {
+			if cur.cyclic || cur.from == nil {
+				pass[cur] = 1
+				break
 			}
-			if st.cyclic || st.from == nil || placed[st.from] {
-				placed[st] = true
-				out = append(out, st)
-				progress = true
-			}
+			chain = append(chain, cur)
+			cur = cur.from
 		}
-		if !progress {
-			break
+		for i := len(chain) - 1; i >= 0; i-- {
+			s := chain[i]
+			pass[s] = pass[s.from]
+			if index[s.from] > index[s] {
+				pass[s]++
+			}
 		}
 	}
+	out := append([]*stageInfo(nil), stages...)
+	sort.SliceStable(out, func(i, j int) bool { return pass[out[i]] < pass[out[j]] })
 	return out
 }
 
@@ -283,7 +302,8 @@ func (c *checker) checkStage(st *stageInfo, model *decl) *program.Stage {
 		dg := c.errorf(diag.StageTopK, s.rangeOf("top_k"), "stage %s routes each token to %d experts but has only %d", out.Name, out.TopK, out.Experts)
 		dg.Suggestion = fmt.Sprintf("use top_k <= %d", out.Experts)
 	}
-	if ok(s, "tokens", "steps") && out.Tokens == 0 && out.Steps == 0 {
+	// A stage cut short by a syntax error may have lost the budget it wrote.
+	if ok(s, "tokens", "steps") && out.Tokens == 0 && out.Steps == 0 && !st.block.Broken {
 		dg := c.errorf(diag.NoBudget, nameRange, "stage %s has no budget", out.Name)
 		dg.Suggestion = "add `tokens = 100M` (or `steps = ...`)"
 	}

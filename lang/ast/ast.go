@@ -78,6 +78,10 @@ type Block struct {
 	From    *Ident
 	Body    []Entry
 	RBrace  Pos // position of the closing brace
+	// Broken marks a block the parser could read only in part: a syntax error inside it
+	// dropped an entry, a nested block or the header's tail. Later phases treat what is
+	// missing from it as a consequence of that error, not as a second one.
+	Broken bool
 }
 
 // Entry is an element of a block body: *Assign or *Block.

@@ -17,6 +17,8 @@ const (
 	MissingValue        Code = "E0113"
 	ImportNotString     Code = "E0114"
 	MissingSeparator    Code = "E0115"
+	ExprTooLong         Code = "E0116"
+	TooManyRepeats      Code = "E0117"
 	InternalParserError Code = "E0199"
 )
 
@@ -36,5 +38,7 @@ var syntaxCodes = []Info{
 	{MissingValue, "missing value after `=`"},
 	{ImportNotString, "import path must be a string"},
 	{MissingSeparator, "entries must be separated by a newline or `;`"},
+	{ExprTooLong, "expression has too many operators"},
+	{TooManyRepeats, "too many entries, separators or list elements in a row"},
 	{InternalParserError, "internal parser error (a bug in moec)"},
 }

@@ -22,8 +22,16 @@ import (
 // Write errors are ignored, as fmt.Fprintf callers usually do, because rendering goes to
 // a terminal or a buffer; use a bytes.Buffer to check them.
 func Render(w io.Writer, d Diagnostic, src []byte) {
+	line, ok := sourceLine(src, d.Range.Start.Line)
+	render(w, d, line, ok)
+}
+
+// render writes d with line, the source line it points into when ok.
+func render(w io.Writer, d Diagnostic, line string, ok bool) {
 	fmt.Fprintln(w, d.String())
-	if line, ok := sourceLine(src, d.Range.Start.Line); ok && d.Range.Start.IsValid() {
+	if ok && d.Range.Start.IsValid() {
+		line, r := clipLine(line, d.Range)
+		d.Range = r
 		num := fmt.Sprint(d.Range.Start.Line)
 		gutter := strings.Repeat(" ", len(num)+1)
 		fmt.Fprintf(w, " %s | %s\n", num, line)
@@ -37,15 +45,63 @@ func Render(w io.Writer, d Diagnostic, src []byte) {
 	}
 }
 
-// RenderAll renders every diagnostic in list, taking each one's source from sources by
-// file name, with a blank line between diagnostics.
+// MaxRendered is how many diagnostics RenderAll writes before it stops with "too many
+// errors (N more)", as Go's compiler does: past a few dozen, further errors are mostly
+// the same mistake repeated, and writing them all would bury the first ones.
+const MaxRendered = 50
+
+// RenderAll renders the diagnostics in list, taking each one's source from sources by
+// file name, with a blank line between diagnostics. After MaxRendered of them it writes
+// one line, "too many errors (N more)", where N counts every diagnostic not written.
+// Each file's line starts are found once, so rendering costs the size of the files plus
+// the lines shown, however many diagnostics point into one file.
 func RenderAll(w io.Writer, list List, sources map[string][]byte) {
+	indexes := map[string]lineIndex{}
 	for i, d := range list {
 		if i > 0 {
 			fmt.Fprintln(w)
 		}
-		Render(w, d, sources[d.Range.File])
+		if i == MaxRendered {
+			fmt.Fprintf(w, "too many errors (%d more)\n", len(list)-i)
+			return
+		}
+		src := sources[d.Range.File]
+		ix, seen := indexes[d.Range.File]
+		if !seen {
+			ix = indexLines(src)
+			indexes[d.Range.File] = ix
+		}
+		line, ok := ix.line(src, d.Range.Start.Line)
+		render(w, d, line, ok)
 	}
+}
+
+// lineIndex holds the offset where each line of a source starts.
+type lineIndex []int
+
+func indexLines(src []byte) lineIndex {
+	if src == nil {
+		return nil
+	}
+	ix := lineIndex{0}
+	for i, c := range src {
+		if c == '\n' {
+			ix = append(ix, i+1)
+		}
+	}
+	return ix
+}
+
+// line returns line n (1-based) of src without its line ending, as sourceLine does.
+func (ix lineIndex) line(src []byte, n int) (string, bool) {
+	if src == nil || n < 1 || n > len(ix) {
+		return "", false
+	}
+	text := src[ix[n-1]:]
+	if n < len(ix) {
+		text = src[ix[n-1] : ix[n]-1]
+	}
+	return strings.TrimRight(string(text), "\r"), true
 }
 
 // sourceLine returns line n (1-based) of src without its line ending.
@@ -64,6 +120,43 @@ func sourceLine(src []byte, n int) (string, bool) {
 		src = src[:j]
 	}
 	return strings.TrimRight(string(src), "\r"), true
+}
+
+// maxShownLine is how many bytes of a source line a diagnostic shows. A generated file
+// may hold a value a megabyte long on one line; its diagnostic shows the part around the
+// range, not the megabyte.
+const maxShownLine = 200
+
+// clipLine cuts a line longer than maxShownLine to a window that starts a little before
+// r and marks what it left out with "…", moving r's columns to match.
+func clipLine(line string, r Range) (string, Range) {
+	if len(line) <= maxShownLine {
+		return line, r
+	}
+	from := min(max(r.Start.Col-1-maxShownLine/4, 0), len(line))
+	for from > 0 && !utf8.RuneStart(line[from]) {
+		from--
+	}
+	to := min(from+maxShownLine, len(line))
+	for to < len(line) && !utf8.RuneStart(line[to]) {
+		to--
+	}
+	shown := line[from:to]
+	shift := -from
+	if from > 0 {
+		shown = "…" + shown
+		shift += len("…")
+	}
+	endCol := len(shown) + 1 // just past the window's last source byte
+	if to < len(line) {
+		shown += "…"
+	}
+	r.Start.Col += shift
+	if r.End.Line == r.Start.Line {
+		// A range running past the window is marked to the window's end.
+		r.End.Col = min(r.End.Col+shift, endCol)
+	}
+	return shown, r
 }
 
 // caretLine builds the `^~~~` marker for r under line. Columns count bytes, the marker

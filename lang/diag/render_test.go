@@ -2,8 +2,11 @@ package diag
 
 import (
 	"bytes"
+	"fmt"
+	"io"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/moec-dev/moec/lang/ast"
 )
@@ -80,6 +83,104 @@ func TestRenderAll(t *testing.T) {
 	}
 }
 
+// TestRenderAllStopsAfterMaxRendered: like Go's compiler, RenderAll writes MaxRendered
+// diagnostics and then one line that counts the rest; 100,000 duplicate keys are no
+// longer 100,000 rendered source lines.
+func TestRenderAllStopsAfterMaxRendered(t *testing.T) {
+	for _, n := range []int{1, MaxRendered, MaxRendered + 1, 100000} {
+		var src strings.Builder
+		var l List
+		for i := 0; i < n; i++ {
+			off := src.Len()
+			src.WriteString("  vocab = 1\n")
+			l = append(l, Diagnostic{Severity: Error, Code: "E0202", Message: "dup",
+				Range: Range{File: "d.moe", Start: pos(off+2, i+1, 3), End: pos(off+7, i+1, 8)}})
+		}
+		var b bytes.Buffer
+		RenderAll(&b, l, map[string][]byte{"d.moe": []byte(src.String())})
+		out := b.String()
+		shown := min(n, MaxRendered)
+		if got := strings.Count(out, "error[E0202]"); got != shown {
+			t.Errorf("n=%d: %d diagnostics written, want %d", n, got, shown)
+		}
+		tail := fmt.Sprintf("\n\ntoo many errors (%d more)\n", n-MaxRendered)
+		if n > MaxRendered && !strings.HasSuffix(out, tail) {
+			t.Errorf("n=%d: output does not end %q:\n...%s", n, tail, out[max(0, len(out)-200):])
+		}
+		if n <= MaxRendered && strings.Contains(out, "too many errors") {
+			t.Errorf("n=%d: says too many errors", n)
+		}
+		// The last diagnostic written points at its own line.
+		if want := fmt.Sprintf(" %d |   vocab = 1\n", shown); !strings.Contains(out, want) {
+			t.Errorf("n=%d: no %q in the output", n, want)
+		}
+	}
+}
+
+// TestRenderLongLine: a diagnostic in a line longer than maxShownLine shows a window of
+// it around the range, with the caret still under the range.
+func TestRenderLongLine(t *testing.T) {
+	chain := "  vocab = 1" + strings.Repeat("+1", 600000) // 1.2 MB on one line
+	for _, tc := range []struct {
+		name       string
+		start, end int // 1-based columns of the range
+		wantShown  string
+		wantCaret  string
+	}{{
+		name: "deep in the line", start: 20012, end: 20013,
+		wantShown: "…" + chain[20011-50:20011-50+200] + "…",
+		wantCaret: strings.Repeat(" ", 51) + "^",
+	}, {
+		name: "at the start", start: 3, end: 8,
+		wantShown: chain[:200] + "…",
+		wantCaret: "  ^~~~~",
+	}, {
+		name: "a range running past the window", start: 20012, end: 40000,
+		wantShown: "…" + chain[20011-50:20011-50+200] + "…",
+		wantCaret: strings.Repeat(" ", 51) + "^" + strings.Repeat("~", 149),
+	}} {
+		d := Diagnostic{Severity: Error, Code: "E0116", Message: "m",
+			Range: Range{File: "c.moe", Start: pos(tc.start-1, 1, tc.start), End: pos(tc.end-1, 1, tc.end)}}
+		var b bytes.Buffer
+		Render(&b, d, []byte(chain+"\n"))
+		want := "c.moe:1:" + fmt.Sprint(tc.start) + ": error[E0116]: m\n 1 | " + tc.wantShown + "\n   | " + tc.wantCaret + "\n"
+		if b.String() != want {
+			t.Errorf("%s:\n--- got\n%s--- want\n%s", tc.name, b.String(), want)
+		}
+	}
+	// The end of a long line: no "…" after it, and multi-byte characters are not split.
+	line := strings.Repeat("é", 300)
+	d := Diagnostic{Severity: Error, Code: "E0101", Message: "m",
+		Range: Range{File: "c.moe", Start: pos(598, 1, 599), End: pos(600, 1, 601)}}
+	var b bytes.Buffer
+	Render(&b, d, []byte(line))
+	shown := strings.Split(b.String(), "\n")[1]
+	if !utf8.ValidString(shown) || strings.HasSuffix(shown, "…") || !strings.HasPrefix(shown, " 1 | …é") {
+		t.Errorf("end of a long line shown as %q", shown)
+	}
+	if caret := strings.Split(b.String(), "\n")[2]; !strings.HasSuffix(caret, "^") || utf8.RuneCountInString(caret) != utf8.RuneCountInString(shown) {
+		t.Errorf("caret %q does not end under the last character of %q", caret, shown)
+	}
+}
+
+// TestLineIndex: RenderAll's line index (built once per file) gives the lines Render
+// finds by scanning, whatever the line endings.
+func TestLineIndex(t *testing.T) {
+	for _, src := range []string{"", "a", "a\n", "a\nbb\n\nccc", "a\r\nb\r\n", "\n\n", "x\ny"} {
+		ix := indexLines([]byte(src))
+		for n := -1; n <= strings.Count(src, "\n")+3; n++ {
+			gotLine, gotOK := ix.line([]byte(src), n)
+			wantLine, wantOK := sourceLine([]byte(src), n)
+			if gotLine != wantLine || gotOK != wantOK {
+				t.Errorf("%q line %d: index gives %q, %v; scan gives %q, %v", src, n, gotLine, gotOK, wantLine, wantOK)
+			}
+		}
+	}
+	if _, ok := indexLines(nil).line(nil, 1); ok {
+		t.Error("a missing source has no lines")
+	}
+}
+
 func TestClosest(t *testing.T) {
 	keys := []string{"heads", "kv_heads", "head_dim", "window", "bias", "qkv_bias", "share_weights", "talking_heads"}
 	for _, tc := range []struct {
@@ -139,9 +240,27 @@ func TestSyntaxCodesRegistered(t *testing.T) {
 	}
 	for _, c := range []Code{UnexpectedToken, UnterminatedString, BadNumber, UnknownSuffix, MissingRBrace,
 		MissingEquals, IllegalCharacter, NestingTooDeep, UnmatchedClose, MissingClose, BadEscape,
-		AssignOutsideBlock, MissingValue, ImportNotString, MissingSeparator, InternalParserError} {
+		AssignOutsideBlock, MissingValue, ImportNotString, MissingSeparator, ExprTooLong, TooManyRepeats, InternalParserError} {
 		if !seen[c] || !strings.HasPrefix(string(c), "E01") {
 			t.Errorf("syntax code %s not registered in the E01xx range", c)
 		}
+	}
+}
+
+// BenchmarkRenderAll renders 100,000 diagnostics, one per line of a 100,000-line file:
+// the duplicate-key case that took over a minute when each diagnostic rescanned its file.
+func BenchmarkRenderAll(b *testing.B) {
+	const n = 100000
+	var src strings.Builder
+	var l List
+	for i := 0; i < n; i++ {
+		off := src.Len()
+		src.WriteString("  vocab = 1\n")
+		l = append(l, Diagnostic{Severity: Error, Code: "E0202", Message: "dup",
+			Range: Range{File: "d.moe", Start: pos(off+2, i+1, 3), End: pos(off+7, i+1, 8)}})
+	}
+	sources := map[string][]byte{"d.moe": []byte(src.String())}
+	for b.Loop() {
+		RenderAll(io.Discard, l, sources)
 	}
 }

@@ -22,3 +22,22 @@ func BenchmarkFile(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkLongExpression: a chain of MaxOperators operators, which the grammar parses,
+// and the 1.2 MB chain of 600,000 that used to take gigabytes and is now refused (E0116)
+// from its tokens.
+func BenchmarkLongExpression(b *testing.B) {
+	for _, tc := range []struct {
+		name  string
+		terms int
+	}{{"accepted=10000", MaxOperators}, {"refused=600000", 600000}} {
+		src := []byte("model m {\n  vocab = 1" + strings.Repeat("+1", tc.terms) + "\n}\n")
+		b.Run(tc.name, func(b *testing.B) {
+			b.SetBytes(int64(len(src)))
+			b.ReportAllocs()
+			for b.Loop() {
+				File("bench.moe", src)
+			}
+		})
+	}
+}

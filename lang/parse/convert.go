@@ -1,6 +1,8 @@
 package parse
 
 import (
+	"sort"
+
 	"github.com/alecthomas/participle/v2/lexer"
 
 	"github.com/moec-dev/moec/lang/ast"
@@ -11,27 +13,34 @@ import (
 // tokens each grammar node matched: from the first token to just past the last.
 type converter struct {
 	name    string
-	strings map[int]string      // decoded string values, by token offset
-	next    map[int]lexer.Token // the token after each token, by offset
+	strings map[int]string // decoded string values, by token offset
+	lx      *lexed
 	diags   *diag.List
 }
 
 func newConverter(name string, lx *lexed, diags *diag.List) *converter {
-	c := &converter{name: name, strings: lx.strings, next: make(map[int]lexer.Token, len(lx.toks)), diags: diags}
-	for i, t := range lx.toks {
-		if i+1 < len(lx.toks) {
-			c.next[t.Pos.Offset] = lx.toks[i+1]
-		} else {
-			c.next[t.Pos.Offset] = lexer.EOFToken(lx.eof)
-		}
+	return &converter{name: name, strings: lx.strings, lx: lx, diags: diags}
+}
+
+// next returns the token after the one at offset, found by binary search (tokens are in
+// offset order); a map of every token would cost more than the tokens themselves.
+func (c *converter) next(offset int) (lexer.Token, bool) {
+	toks := c.lx.toks
+	i := sort.Search(len(toks), func(i int) bool { return toks[i].Pos.Offset >= offset })
+	switch {
+	case i >= len(toks) || toks[i].Pos.Offset != offset:
+		return lexer.Token{}, false
+	case i+1 < len(toks):
+		return toks[i+1], true
+	default:
+		return lexer.EOFToken(c.lx.eof), true
 	}
-	return c
 }
 
 // needSep reports an assignment that another entry follows on the same line without `;`.
 func (c *converter) needSep(g *gAssign) {
 	last := g.Tokens[len(g.Tokens)-1]
-	t, ok := c.next[last.Pos.Offset]
+	t, ok := c.next(last.Pos.Offset)
 	if !ok || t.Type == tokEOF || isSep(t) || isPunct(t, "}") {
 		return
 	}

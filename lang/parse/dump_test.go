@@ -37,8 +37,12 @@ func name(id *ast.Ident) string {
 }
 
 func (d *dumper) block(depth int, b *ast.Block) {
-	d.line(depth, b, "Block %s name=%s extends=%s on=%s from=%s rbrace=%s",
-		name(b.Kind), name(b.Name), name(b.Extends), name(b.On), name(b.From), b.RBrace)
+	broken := ""
+	if b.Broken {
+		broken = " broken"
+	}
+	d.line(depth, b, "Block %s name=%s extends=%s on=%s from=%s rbrace=%s%s",
+		name(b.Kind), name(b.Name), name(b.Extends), name(b.On), name(b.From), b.RBrace, broken)
 	for _, e := range b.Body {
 		switch e := e.(type) {
 		case *ast.Block:

@@ -88,7 +88,12 @@ type scanner struct {
 
 // scan tokenises src. It never fails: problems become diagnostics and scanning goes on.
 func scan(name string, src []byte) *lexed {
-	s := &scanner{name: name, src: src, line: 1, col: 1, out: &lexed{src: src, strings: map[int]string{}}}
+	// Every token takes at least one byte of src, and only a newline the scanner adds
+	// before a key has none, so len(src) tokens rarely overflow. Sizing the slice once
+	// matters for big files: grown by appends, a slice of n tokens allocates five times
+	// their size on the way (large slices grow by a quarter).
+	toks := make([]lexer.Token, 0, len(src)+16)
+	s := &scanner{name: name, src: src, line: 1, col: 1, out: &lexed{src: src, toks: toks, strings: map[int]string{}}}
 	s.run()
 	s.out.eof = s.pos()
 	return s.out

@@ -3,6 +3,7 @@ package parse
 import (
 	"errors"
 	"fmt"
+	"regexp"
 	"runtime/debug"
 	"strings"
 
@@ -16,6 +17,14 @@ import (
 // MaxDepth is how deeply brackets may nest. Real files nest a handful of levels; the cap
 // keeps hostile input from exhausting the stack of the parser or of later phases.
 const MaxDepth = 64
+
+// MaxOperators is how many arithmetic operators (`+ - * /`, signs included) one
+// expression may hold between its separators. Real values hold a handful; the cap keeps a
+// generated or hostile chain (`1+1+…` a million times) from costing the parser gigabytes
+// (it spends a few kilobytes on every operand). It is checked on the tokens, before the
+// grammar runs, so a refused chain costs no more than scanning it. A chain under the cap
+// is a left-leaning tree as deep as it is long; the checker walks such chains with a loop.
+const MaxOperators = 10000
 
 // File parses one .moe file. It always returns a File holding every declaration it could
 // read, and diagnostics for every syntax error in the file: after an error the parser
@@ -43,7 +52,7 @@ func File(name string, src []byte) (f *ast.File, diags diag.List) {
 	p.diags = append(p.diags, lx.diags...)
 	// Lexical errors leave usable tokens (a number with a bad suffix is still a number), so
 	// the one-pass parse is tried whatever the scanner said.
-	if maxDepth(lx.toks) <= MaxDepth {
+	if maxDepth(lx.toks) <= MaxDepth && !tooManyOperators(lx.toks) {
 		if g, err := run(grammar().file, lx.toks, lx.eof); err == nil {
 			p.conv.file(g, f)
 			p.diags.Sort()
@@ -84,6 +93,9 @@ func Expr(src string) (x ast.Expr, diags diag.List) {
 		return nil, p.diags
 	}
 	if p.brackets(toks) {
+		return nil, p.diags
+	}
+	if p.reportLongExpr(toks) {
 		return nil, p.diags
 	}
 	g, err := run(grammar().expr, toks, lx.eof)
@@ -171,6 +183,63 @@ func (p *parser) tooDeep(toks []lexer.Token) {
 	}
 }
 
+// operatorRuns calls visit with the index of every arithmetic operator token in toks and
+// how many operators its run holds so far. A run ends at whatever can end or separate a
+// value (a newline, `;`, `,`, `=`, `{`, `}`), so one run never spans two values, while a
+// chain inside brackets counts with the chain around it. visit returns false to stop.
+func operatorRuns(toks []lexer.Token, visit func(i, n int) bool) {
+	n := 0
+	for i, t := range toks {
+		if t.Type == tokNL {
+			n = 0
+			continue
+		}
+		if t.Type != tokPunct {
+			continue
+		}
+		switch t.Value {
+		case "+", "-", "*", "/":
+			n++
+			if !visit(i, n) {
+				return
+			}
+		case ";", ",", "=", "{", "}":
+			n = 0
+		}
+	}
+}
+
+// tooManyOperators says whether some expression in toks holds more than MaxOperators
+// operators.
+func tooManyOperators(toks []lexer.Token) bool {
+	found := false
+	operatorRuns(toks, func(_, n int) bool {
+		found = n > MaxOperators
+		return !found
+	})
+	return found
+}
+
+// reportLongExpr reports the first operator past MaxOperators in toks (one entry or one
+// expression) and says whether there was one.
+func (p *parser) reportLongExpr(toks []lexer.Token) bool {
+	at := -1
+	operatorRuns(toks, func(i, n int) bool {
+		if n > MaxOperators {
+			at = i
+			return false
+		}
+		return true
+	})
+	if at < 0 {
+		return false
+	}
+	d := p.diags.Errorf(diag.ExprTooLong, p.tokRange(toks[at]), "expression has more than %d operators", MaxOperators)
+	d.Notes = append(d.Notes, "this value is skipped")
+	d.Suggestion = "write the value as one number, or split it into keys that refer to each other"
+	return true
+}
+
 // syntaxError turns a participle error into a moec diagnostic.
 func (p *parser) syntaxError(err error, c chunk, where string) {
 	var ute *participle.UnexpectedTokenError
@@ -206,7 +275,14 @@ func (p *parser) syntaxError(err error, c chunk, where string) {
 		if !pos.IsValid() {
 			pos = astPos(c.end.Pos)
 		}
-		p.diags.Errorf(diag.UnexpectedToken, p.rng(pos, pos), "%s", pe.Message())
+		msg := pe.Message()
+		if m := tooManyIterations.FindStringSubmatch(msg); m != nil {
+			// participle caps every repetition; its message names the grammar rule.
+			d := p.diags.Errorf(diag.TooManyRepeats, p.rng(pos, pos), "more than %s entries, separators or list elements in a row", m[1])
+			d.Suggestion = "split the file or the block"
+			return
+		}
+		p.diags.Errorf(diag.UnexpectedToken, p.rng(pos, pos), "%s", grammarWords(msg))
 		return
 	}
 	p.diags.Errorf(diag.InternalParserError, p.tokRange(c.end), "internal parser error: %v", err)
@@ -229,11 +305,25 @@ func expected(ute *participle.UnexpectedTokenError) string {
 	if j := strings.IndexAny(e, " (*?"); j > 0 && !strings.HasPrefix(e, "(") {
 		e = e[:j]
 	}
+	return grammarWords(e)
+}
+
+// tooManyIterations matches participle's message when a repetition passes its cap.
+var tooManyIterations = regexp.MustCompile(`^too many iterations of .* \(> (\d+)\)$`)
+
+// grammarRuleName matches a name of this package's grammar types as participle writes
+// them (GOpTerm, GItem*).
+var grammarRuleName = regexp.MustCompile(`\bG[A-Z][A-Za-z]*\b[*+?]?`)
+
+// grammarWords rewrites participle's names for grammar rules and token types in moec's
+// words; a rule without a word of its own becomes "an element", so no name of the
+// grammar's Go types reaches a user.
+func grammarWords(s string) string {
 	r := strings.NewReplacer("GIdent", "a name", "GPrimary", "a value", "GExpr", "a value", "GUnary", "a value",
 		"GTerm", "a value", "GEntry", "an entry", "GAssign", "`key = value`", "GString", "a string",
 		"GHeader", "a block kind", "GBlock", "a block", "<ident>", "a name", "<number>", "a number",
 		"<string>", "a string", "<nl>", "a newline", `"`, "`")
-	return r.Replace(e)
+	return grammarRuleName.ReplaceAllString(r.Replace(s), "an element")
 }
 
 // describe names a token for a message.

@@ -131,8 +131,9 @@ func checkSpans(t testing.TB, f *ast.File, src []byte) {
 }
 
 // TestEverySyntaxCodeHasAGoldenCase keeps the error goldens complete: each E01xx code
-// (except the internal-error code, which no input may trigger) appears in some
-// `errors` section.
+// appears in some `errors` section, except the internal-error code, which no input may
+// trigger, and E0117, whose input (a million elements in a row) is too big for a golden
+// file: TestTooManyRepeats builds it.
 func TestEverySyntaxCodeHasAGoldenCase(t *testing.T) {
 	files, _ := filepath.Glob("testdata/err_*.txtar")
 	var all strings.Builder
@@ -144,7 +145,7 @@ func TestEverySyntaxCodeHasAGoldenCase(t *testing.T) {
 		all.Write(b)
 	}
 	for _, info := range diag.Registry() {
-		if !strings.HasPrefix(string(info.Code), "E01") || info.Code == diag.InternalParserError {
+		if !strings.HasPrefix(string(info.Code), "E01") || info.Code == diag.InternalParserError || info.Code == diag.TooManyRepeats {
 			continue
 		}
 		if !strings.Contains(all.String(), "error["+string(info.Code)+"]") {

@@ -187,6 +187,10 @@ func (p *parser) recoverImport(c chunk) *ast.Import {
 // the header and every entry separately, so each broken entry is reported and the good
 // ones are kept.
 func (p *parser) recoverBlock(c chunk) *ast.Block {
+	if tooManyOperators(c.toks) {
+		// Too long for participle: the entry holding it is refused (recoverAssign).
+		return p.blockPieces(c)
+	}
 	g, err := run(grammar().block, c.toks, c.eofPos())
 	if err == nil {
 		return p.conv.block(g)
@@ -253,7 +257,8 @@ func (p *parser) blockPieces(c chunk) *ast.Block {
 		}
 		return nil
 	}
-	b := &ast.Block{}
+	// Only a block that did not parse whole comes here.
+	b := &ast.Block{Broken: true}
 	hdr := chunk{toks: toks[:open], end: toks[open]}
 	if open == 0 {
 		p.diags.Errorf(diag.UnexpectedToken, p.tokRange(toks[0]), "`{` must follow a block kind such as `model` or `attention`")
@@ -400,6 +405,9 @@ func (p *parser) recoverAssign(c chunk) *ast.Assign {
 			d.Notes = append(d.Notes, fmt.Sprintf("found %s instead", describe(toks[i])))
 			return nil
 		}
+	}
+	if p.reportLongExpr(toks) {
+		return nil
 	}
 	if isPunct(toks[len(toks)-1], "=") && len(toks) > 2 {
 		d := p.diags.Errorf(diag.MissingValue, p.rng(tokenEnd(toks[len(toks)-1]), tokenEnd(toks[len(toks)-1])),

@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"fmt"
 	"path/filepath"
+	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/alecthomas/participle/v2"
+	"github.com/alecthomas/participle/v2/lexer"
 	"golang.org/x/tools/txtar"
 
 	"github.com/moec-dev/moec/lang/ast"
@@ -95,10 +99,72 @@ func TestDeepNesting(t *testing.T) {
 	if _, diags := File("ok.moe", []byte(src)); len(diags) != 0 {
 		t.Errorf("depth %d: %v", MaxDepth, diags)
 	}
-	// A long flat chain of operators is not nesting.
-	src = "model m {\n  x = 1" + strings.Repeat(" + 1", 20000) + "\n}\n"
+	// A long flat chain of operators is not nesting: MaxOperators of them are fine.
+	src = "model m {\n  x = 1" + strings.Repeat(" + 1", MaxOperators) + "\n}\n"
 	if _, diags := File("flat.moe", []byte(src)); len(diags) != 0 {
 		t.Errorf("long chain: %v", firstN(diags, 3))
+	}
+}
+
+// TestLongExpression: a value with more than MaxOperators operators is one E0116 at the
+// first operator past the cap, wherever it sits, and the rest of the file is kept. The
+// first case is the 1.2 MB file that used to crash `moec check` with a stack overflow.
+func TestLongExpression(t *testing.T) {
+	chain := func(n int, op string) string { return "1" + strings.Repeat(op+"1", n) }
+	for _, tc := range []struct {
+		name  string
+		value string
+		col   int // column of the reported operator, counted from the value's start
+	}{
+		{"flat 600k", chain(600000, "+"), 2*MaxOperators + 2},
+		{"just over", chain(MaxOperators+1, "+"), 2*MaxOperators + 2},
+		{"products", chain(MaxOperators+5, "*"), 2*MaxOperators + 2},
+		{"inside parens", "(" + chain(MaxOperators+1, "-") + ")", 2*MaxOperators + 3},
+		{"list element", "[1, " + chain(MaxOperators+1, "/") + "]", 2*MaxOperators + 6},
+		{"constructor argument", "adamw { lr = " + chain(MaxOperators+1, "+") + " }", 2*MaxOperators + 15},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := "model m {\n  vocab = 256\n  x = " + tc.value + "\n  d_model = 128\n}\ncluster c { nodes = 1 }\n"
+			f, diags := File("long.moe", []byte(src))
+			if len(diags) != 1 || diags[0].Code != diag.ExprTooLong {
+				t.Fatalf("want one E0116, got %d: %v", len(diags), firstN(diags, 3))
+			}
+			if at := diags[0].Range.Start; at.Line != 3 || at.Col != len("  x = ")+tc.col {
+				t.Errorf("reported at %s, want 3:%d", at, len("  x = ")+tc.col)
+			}
+			if len(f.Decls) != 2 {
+				t.Fatalf("want both declarations kept, got %d", len(f.Decls))
+			}
+			m := f.Decls[0]
+			if !m.Broken || len(m.Body) != 2 {
+				t.Errorf("model: broken=%v with %d entries; want broken with vocab and d_model", m.Broken, len(m.Body))
+			}
+			if f.Decls[1].Broken {
+				t.Error("the cluster after it is marked broken")
+			}
+		})
+	}
+	if _, diags := Expr(chain(MaxOperators+1, "+")); len(diags) != 1 || diags[0].Code != diag.ExprTooLong {
+		t.Errorf("Expr: want one E0116, got %v", firstN(diags, 3))
+	}
+}
+
+// TestLongExpressionMemory: refusing a 1.2 MB chain costs about what scanning it costs,
+// not the gigabytes the grammar would spend on 600,000 operands.
+func TestLongExpressionMemory(t *testing.T) {
+	src := []byte("model m {\n  vocab = 1" + strings.Repeat("+1", 600000) + "\n}\n")
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	_, diags := File("long.moe", src)
+	runtime.ReadMemStats(&after)
+	if len(diags) != 1 || diags[0].Code != diag.ExprTooLong {
+		t.Fatalf("want one E0116, got %v", firstN(diags, 3))
+	}
+	// 1.2M tokens of 64 bytes: 77 MB. The grammar alone spent gigabytes on it.
+	const limit = 200 << 20
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > limit {
+		t.Errorf("parsing a %d-byte file allocated %d MB, want under %d MB", len(src), alloc>>20, limit>>20)
 	}
 }
 
@@ -187,4 +253,46 @@ func FuzzParse(f *testing.F) {
 		}
 	}
 	f.Fuzz(checkInvariants)
+}
+
+// TestNoGrammarNamesReachUsers: participle names the grammar's Go types in its messages
+// (`too many iterations of GOpTerm*`); every diagnostic says it in moec's words instead.
+func TestNoGrammarNamesReachUsers(t *testing.T) {
+	grammarName := regexp.MustCompile(`\bG[A-Z][A-Za-z]*`)
+	// A chain of over a million operands used to reach participle's repetition cap.
+	src := "model m {\n  vocab = 1" + strings.Repeat("+1", 1000001) + "\n}\n"
+	_, diags := File("huge.moe", []byte(src))
+	if len(diags) != 1 || diags[0].Code != diag.ExprTooLong {
+		t.Errorf("million-operand chain: want one E0116, got %v", firstN(diags, 3))
+	}
+	for _, d := range diags {
+		if grammarName.MatchString(d.Message) {
+			t.Errorf("grammar name in %q", d.Message)
+		}
+	}
+}
+
+// TestTooManyRepeats: participle's cap on a repetition (a million `;` in a row, a list
+// of a million elements) is E0117 in moec's words. Such an input costs participle about
+// a gigabyte, so the error is built here rather than provoked.
+func TestTooManyRepeats(t *testing.T) {
+	for _, rule := range []string{"GOpTerm*", `(<nl> | ";")*`, "GEntry*"} {
+		p := &parser{name: "r.moe"}
+		at := lexer.Position{Filename: "r.moe", Offset: 12, Line: 2, Column: 3}
+		p.syntaxError(participle.Errorf(at, "too many iterations of %s (> %d)", rule, participle.MaxIterations), chunk{}, "")
+		if len(p.diags) != 1 {
+			t.Fatalf("%s: %v", rule, p.diags)
+		}
+		d := p.diags[0]
+		want := fmt.Sprintf("more than %d entries, separators or list elements in a row", participle.MaxIterations)
+		if d.Code != diag.TooManyRepeats || d.Message != want || d.Range.Start.Line != 2 || d.Range.Start.Col != 3 {
+			t.Errorf("%s: got %s at %s", rule, d, d.Range.Start)
+		}
+	}
+	// Any other participle message loses the names of grammar rules.
+	p := &parser{name: "r.moe"}
+	p.syntaxError(participle.Errorf(lexer.Position{Line: 1, Column: 1}, "branch GOpTerm was accepted but did not progress"), chunk{}, "")
+	if len(p.diags) != 1 || strings.Contains(p.diags[0].Message, "GOpTerm") {
+		t.Errorf("got %v", p.diags)
+	}
 }
