@@ -34,6 +34,7 @@ type Executor struct {
 	opt       *optim.AdamW
 	optParams []optim.Param
 	counted   []countPiece
+	pieces    []piece
 	updated   bool
 	normSq    float64
 }

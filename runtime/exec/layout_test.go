@@ -168,31 +168,6 @@ func place(whole, part []float32, shape []int, s params.Shard) {
 	placeRange(whole, part, shape, s, 0, len(part))
 }
 
-// placeRange copies elements [lo, hi) of a tp shard (row-major over the shard's shape)
-// to their places in the whole tensor.
-func placeRange(whole, part []float32, shape []int, s params.Shard, lo, hi int) {
-	if s.Whole() {
-		copy(whole[lo:hi], part[lo:hi])
-		return
-	}
-	rows := shape[0]
-	cols := 1
-	if len(shape) > 1 {
-		cols = shape[1]
-	}
-	if s.Dim == 0 {
-		per := rows / s.Count
-		off := s.Index * per * cols
-		copy(whole[off+lo:off+hi], part[lo:hi])
-		return
-	}
-	per := cols / s.Count
-	for k := lo; k < hi; k++ {
-		r, c := k/per, k%per
-		whole[r*cols+s.Index*per+c] = part[k]
-	}
-}
-
 // TestLayoutInvariance runs one training step (forward, backward, gradient reduction) of
 // hunyuan_tiny's stages at many layouts of up to four in-process ranks, and holds the
 // loss terms and every reduced gradient to one rank running the same micro-batches.

@@ -14,7 +14,7 @@ import (
 // flat vector.
 func (e *Executor) SetOptimizer(cfg optim.Config) error {
 	var ps []optim.Param
-	e.counted = e.counted[:0]
+	e.counted, e.pieces = e.counted[:0], e.pieces[:0]
 	for _, g := range e.p.Groups {
 		lo, hi := int64(g.Index)*g.Shard, int64(g.Index+1)*g.Shard
 		var shardW, shardG []float32
@@ -51,7 +51,8 @@ func (e *Executor) SetOptimizer(cfg optim.Config) error {
 			default:
 				w, gr = e.Param(id)[a-b.Flat:z-b.Flat], e.f32[i][a-b.Flat:z-b.Flat]
 			}
-			ps = append(ps, optim.Param{Name: id.String(), Shape: b.Shape, W: w, G: gr})
+			ps = append(ps, optim.Param{Name: fmt.Sprintf("%s#%d", id, len(ps)), Shape: b.Shape, W: w, G: gr})
+			e.pieces = append(e.pieces, piece{id: id, shard: tp, shape: b.Shape, lo: a - b.Flat, hi: z - b.Flat})
 			// The global norm counts each value once: the part of the piece in this rank's
 			// data-parallel partition (under ZeRO 0 every replica updates everything) and,
 			// for a tensor every tp rank holds whole, on tp rank 0 only.
@@ -65,6 +66,15 @@ func (e *Executor) SetOptimizer(cfg optim.Config) error {
 	}
 	e.opt, e.optParams = o, ps
 	return nil
+}
+
+// piece is where an optimizer piece lies: elements [lo, hi) of the tensor-parallel slice
+// shard (of shape shape) of parameter id.
+type piece struct {
+	id     params.ID
+	shard  params.Shard
+	shape  []int
+	lo, hi int64
 }
 
 // countPiece says which part of an optimizer piece counts toward the global norm.
