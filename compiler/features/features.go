@@ -75,10 +75,13 @@ func (s Status) String() string {
 	return fmt.Sprintf("Status(%d)", int(s))
 }
 
+// MarshalText writes the status as its name (report.json).
+func (s Status) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
 // Verdict is one cell: a status and, for anything but Honoured, why.
 type Verdict struct {
-	Status Status
-	Reason string
+	Status Status `json:"status"`
+	Reason string `json:"reason,omitempty"`
 }
 
 // Layout is what a cell may depend on besides the model: the parallel sizes the step
@@ -119,7 +122,7 @@ type Gap struct {
 }
 
 // String names the feature, the backend and why: "node-limited routing (moe.groups,
-// top_k_groups) is not honoured by the CUDA kernels: router_fwd takes ...".
+// topk_groups) is not honoured by the CUDA kernels: router_fwd takes ...".
 func (g Gap) String() string {
 	how := "not honoured"
 	if g.Verdict.Status == Approximated {

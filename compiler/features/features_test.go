@@ -113,8 +113,8 @@ func TestMarkdown(t *testing.T) {
 	md := Markdown(Rows(m, Layout{}))
 	for _, want := range []string{
 		"| Feature | CPU runtime | step program | CUDA kernels | LLVM kernels | Go program | Megatron-Core | Hugging Face |",
-		"| node-limited routing (moe.groups, top_k_groups) | yes | **no** [1] | **no** [2] | **no** [2] |",
-		"2. node-limited routing (moe.groups, top_k_groups): router_fwd takes the top_k over all experts",
+		"| node-limited routing (moe.groups, topk_groups) | yes | **no** [1] | **no** [2] | **no** [2] |",
+		"2. node-limited routing (moe.groups, topk_groups): router_fwd takes the top_k over all experts",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md)

@@ -347,7 +347,7 @@ func Table() []Feature {
 				Megatron: refused("Megatron's router has no bias"),
 				HF:       refused("the classes' routers have no bias: exported in moec's layout"),
 			}},
-		{Key: "groups", Name: "node-limited routing (moe.groups, top_k_groups)",
+		{Key: "groups", Name: "node-limited routing (moe.groups, topk_groups)",
 			Uses: usesMoE(func(e *program.MoE) bool { return e.Groups > 0 }),
 			cells: map[Backend]Cell{Runtime: honoured(),
 				Step:     refused("no lowering rule yet"),
