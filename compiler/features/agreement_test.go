@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/moec-dev/moec/codegen/gogen"
 	"github.com/moec-dev/moec/compiler/check"
 	"github.com/moec-dev/moec/compiler/features"
 	"github.com/moec-dev/moec/compiler/features/featuretest"
@@ -46,6 +47,26 @@ func TestRuntimeColumnAgreesWithNN(t *testing.T) {
 	}
 }
 
+// TestGoColumnAgreesWithGogen: the generated Go program is written for the one-feature
+// model iff the table's Go column refuses none of its features.
+func TestGoColumnAgreesWithGogen(t *testing.T) {
+	for _, f := range features.Table() {
+		m, gaps := example(t, f.Key, features.GoProg, features.Layout{})
+		cfg := gogen.Config{Name: "featuretest", Model: m, Optimizer: program.Optimizer{Kind: "adamw", LR: 1e-3},
+			Data: "data/*.txt", Seed: 1, Steps: 1, SeqLen: 8, MicroBatch: 1, Accum: 1}
+		_, err := gogen.MainSource(cfg)
+		var ue *nn.UnsupportedError
+		refused := errors.As(err, &ue)
+		if err != nil && !refused {
+			t.Errorf("%s: MainSource: %v", f.Key, err)
+			continue
+		}
+		if refused != (len(gaps) > 0) {
+			t.Errorf("%s: MainSource refuses: %v (%v); the table's refusals: %v", f.Key, refused, err, gaps)
+		}
+	}
+}
+
 // TestStepColumnAgreesWithLower: step.Lower refuses (E0510's Unsupported) exactly the
 // features the step column refuses, on one rank and under tensor and pipeline parallelism.
 func TestStepColumnAgreesWithLower(t *testing.T) {
@@ -76,6 +97,37 @@ func TestStepColumnAgreesWithLower(t *testing.T) {
 			if strings.Join(got, "; ") != strings.Join(want, "; ") {
 				t.Errorf("%s under %s: Lower refuses [%s], the table [%s]", f.Key, l, strings.Join(got, "; "), strings.Join(want, "; "))
 			}
+		}
+	}
+}
+
+// TestStepHonoursWhatItLowers: a feature the step column honours shows in the lowered
+// program: the one-feature model's listing differs from the base model's (Base itself uses
+// SwiGLU, renormalised gates and dropless routing, so those examples are Base).
+func TestStepHonoursWhatItLowers(t *testing.T) {
+	b := step.Batch{MicroBatch: 1, SeqLen: 8, Micro: 2}
+	l := step.Layout{DP: 1, TP: 1, PP: 1}
+	listing := func(m *program.Model) string {
+		t.Helper()
+		p, err := step.LowerRank(m, b, l, 0)
+		if err != nil {
+			t.Fatalf("%s: %v", m.Name, err)
+		}
+		p.Model = "featuretest"
+		var buf strings.Builder
+		if err := step.Format(&buf, p); err != nil {
+			t.Fatal(err)
+		}
+		return buf.String()
+	}
+	base := listing(featuretest.Base())
+	for _, f := range features.Table() {
+		m, gaps := example(t, f.Key, features.Step, features.Layout{})
+		if len(gaps) > 0 || f.Key == "swiglu" || f.Key == "normalize" || f.Key == "dropless" {
+			continue
+		}
+		if listing(m) == base {
+			t.Errorf("%s: the step column honours it, but the program is the base model's", f.Key)
 		}
 	}
 }

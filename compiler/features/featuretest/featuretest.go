@@ -55,7 +55,7 @@ func changes() map[string]func(m *program.Model) {
 		"tied_embeddings":    func(m *program.Model) { m.TieEmbeddings = true },
 		"mtp":                func(m *program.Model) { m.MTPDepth = 1 },
 		"encoder_decoder":    func(m *program.Model) { m.Encoder = 2 },
-		"ffn_bias":           func(m *program.Model) { m.FFN.Bias = true },
+		"ffn_bias":           func(m *program.Model) { m.FFN.Bias, m.MoE.Every = true, 2 }, // layer 0 dense
 		"relu":               act(program.ReLU),
 		"gelu":               act(program.GELU),
 		"silu":               act(program.SiLU),
