@@ -91,7 +91,6 @@ func megatronBiasesMixed(m *program.Model) bool {
 
 const (
 	megatronMixedBias = "biases on some linear layers but not others (Megatron biases all, none, or Q/K/V only)"
-	kernelAttention   = "the kernels compute no attention products (their attention kernel is the softmax of given scores)"
 	kernelProjections = "the kernels compute no projections outside the experts and the router"
 	kernelNoDense     = "the kernels compute the routed experts only; the MoE layer's other FFNs are not generated"
 	kernelNoAuxLoss   = "router_bwd back-propagates the gates alone: no auxiliary-loss gradient is generated"
@@ -114,7 +113,7 @@ func Table() []Feature {
 				return !a.MLA && a.KVHeads > 0 && a.KVHeads < a.Heads
 			},
 			cells: map[Backend]Cell{Runtime: honoured(), Step: honoured(), Megatron: honoured(), HF: honoured(),
-				CUDA: outside(kernelAttention)}},
+				CUDA: refused("rotary_fwd and rotary_bwd rotate heads × head_dim values per token; the kv_heads keys of grouped-query attention have no rotary kernel")}},
 		{Key: "mla", Name: "multi-head latent attention (MLA)",
 			Uses: func(m *program.Model) bool { return m.Attention.MLA || m.Attention.KVLoraRank > 0 },
 			cells: map[Backend]Cell{

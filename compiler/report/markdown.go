@@ -120,7 +120,8 @@ func writeModel(b *strings.Builder, m *ModelReport) {
 			"approximately; **no**, not honoured (the CPU runtime, the Go program and the step program refuse the model; " +
 			"the generated kernels and the exports are written without the feature); —, the backend computes nothing " +
 			"the feature changes. The step program's cells are for one rank; `moec build` names what a stage's layout " +
-			"cannot lower, and warns (W9501) of what the generated kernels leave out.\n\n")
+			"cannot lower, and warns (W9501) of what the generated kernels leave out. `moec run --llvm` runs only the " +
+			"norm and cross-entropy LLVM kernels and computes the rest in Go, so the CPU runtime's column holds for it.\n\n")
 		b.WriteString(features.Markdown(m.Features))
 	}
 }
