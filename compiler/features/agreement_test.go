@@ -3,7 +3,10 @@ package features_test
 import (
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"math/rand/v2"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -43,6 +46,57 @@ func TestRuntimeColumnAgreesWithNN(t *testing.T) {
 		}
 		if refused != (len(gaps) > 0) {
 			t.Errorf("%s: nn.New refuses: %v (%v); the table's refusals: %v", f.Key, refused, err, gaps)
+		}
+	}
+}
+
+// TestRuntimeComputesWhatItHonours: a feature the runtime column honours changes what the
+// runtime computes. Every parameter gets values drawn from its name (so biases are not
+// zero and talking-heads mixers not the identity, as at initialisation), and the loss of
+// a few training-mode forwards on one batch must differ from the base model's. The
+// examples that are Base itself (SwiGLU, renormalised gates, dropless routing) are skipped.
+func TestRuntimeComputesWhatItHonours(t *testing.T) {
+	const steps = 4 // attention-weight sharing rolls a die per step and layer
+	r := rand.New(rand.NewPCG(1, 2))
+	batch := nn.Batch{B: 2, T: 8, Tokens: make([]int32, 2*9)}
+	for i := range batch.Tokens {
+		batch.Tokens[i] = int32(r.IntN(256))
+	}
+	losses := func(m *program.Model) []float64 {
+		t.Helper()
+		model, err := nn.New(m, 1)
+		if err != nil {
+			t.Fatalf("%s: %v", m.Name, err)
+		}
+		for _, p := range model.Params() {
+			h := fnv.New64a()
+			h.Write([]byte(p.Name))
+			pr := rand.New(rand.NewPCG(h.Sum64(), 7))
+			for i := range p.W {
+				p.W[i] = float32(pr.NormFloat64() * 0.5)
+			}
+		}
+		var out []float64
+		for step := range int64(steps) {
+			st, err := model.Forward(batch, nn.StepOptions{Seed: 1, Step: step, Train: true})
+			if err != nil {
+				t.Fatalf("%s: %v", m.Name, err)
+			}
+			out = append(out, st.Loss)
+		}
+		return out
+	}
+	base := losses(featuretest.Base())
+	if again := losses(featuretest.Base()); !slices.Equal(again, base) {
+		t.Fatalf("the base model's losses are not reproducible: %v, then %v", base, again)
+	}
+	for _, f := range features.Table() {
+		m, gaps := example(t, f.Key, features.Runtime, features.Layout{})
+		if len(gaps) > 0 || f.Key == "swiglu" || f.Key == "normalize" || f.Key == "dropless" {
+			continue
+		}
+		if got := losses(m); slices.Equal(got, base) {
+			t.Errorf("%s: the runtime column honours it, but the losses are the base model's: %v", f.Key, got)
 		}
 	}
 }
