@@ -8,6 +8,7 @@ import (
 
 	"github.com/moec-dev/moec/codegen/cuda"
 	"github.com/moec-dev/moec/codegen/llvm"
+	"github.com/moec-dev/moec/compiler/features"
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/internal/atomicfile"
 	"github.com/moec-dev/moec/kernels"
@@ -30,6 +31,12 @@ type Result struct {
 	Clang      string   // its path
 	Compiled   []string // compiled outputs (under outDir): the object and the shared library
 	Notes      []string // what a user should know: clang missing, dense stage, ...
+	// Gaps are the features of the model that the generated CUDA and LLVM kernels do not
+	// honour or only approximate (their columns of compiler/features), in table order:
+	// the kernels are written all the same, and the caller reports these (moec build
+	// warns with W9501) so that a router that ignores, say, node-limited routing is never
+	// generated silently.
+	Gaps []features.Gap
 }
 
 // File names inside outDir. They are fixed: names from the .moe file never reach paths.
@@ -62,6 +69,7 @@ func EmitContext(ctx context.Context, outDir, modelName, stageName string, m *pr
 	if m.MoE == nil {
 		res.Notes = append(res.Notes, "dense stage: kernels are generated for one expert of the FFN's width")
 	}
+	res.Gaps = KernelGaps(m)
 	files, err := Generate(res.Name, sh)
 	if err != nil {
 		return res, err
@@ -102,6 +110,13 @@ func EmitContext(ctx context.Context, outDir, modelName, stageName string, m *pr
 		res.Compiled = []string{obj, so}
 	}
 	return res, nil
+}
+
+// KernelGaps lists the features of m that the generated kernels do not honour or only
+// approximate: the CUDA column of compiler/features, then the LLVM column (the two lower
+// the same kernel descriptions, so their gaps pair up).
+func KernelGaps(m *program.Model) []features.Gap {
+	return append(features.Check(m, features.CUDA, features.Layout{}), features.Check(m, features.LLVM, features.Layout{})...)
 }
 
 // File is one generated file: a path relative to the output directory and its text.

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/moec-dev/moec/compiler/analysis"
+	"github.com/moec-dev/moec/compiler/features"
 	"github.com/moec-dev/moec/compiler/plan"
 	"github.com/moec-dev/moec/compiler/program"
 )
@@ -43,6 +44,9 @@ type ModelReport struct {
 	MTPActive   int64        `json:"mtp_active_params"`
 	Buffers     int64        `json:"buffers"`
 	FLOPs       FLOPsReport  `json:"flops"`
+	// Features are the model features it uses with what each backend does with them
+	// (compiler/features), the step program's cells for one rank.
+	Features []features.Row `json:"features"`
 }
 
 // Convention is a headline number with the convention it follows.
@@ -234,6 +238,7 @@ func modelReport(m *program.Model) ModelReport {
 	}
 	mr.Layers = groupLayers(c)
 	mr.Notes = modelNotes(m)
+	mr.Features = features.Rows(m, features.Layout{})
 	mr.FLOPs = FLOPsReport{
 		SeqLen: f.SeqLen, Forward: f.ForwardPerToken, Train: f.TrainPerToken, Matmul: f.MatmulPerToken,
 		Attention: f.AttentionPerToken, Router: f.RouterPerToken, Head: f.HeadPerToken, MTP: f.MTPPerToken,

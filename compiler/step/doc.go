@@ -6,7 +6,8 @@
 // batch (micro-batch sequences, sequence length, micro-batches per step) and a Layout
 // (data, expert, tensor and pipeline parallel sizes, ZeRO stage, optimizer offload).
 // Out: Lower returns one *Program per rank, or diagnostics (E0509 when the layout does
-// not divide what it splits, E0510 for a model feature the step program does not lower).
+// not divide what it splits, E0510 for a model feature the step program does not lower:
+// the step column of the features table, compiler/features).
 //
 // A program is forward, backward, gradient reduction and the optimizer update, with the
 // collectives each parallel axis needs (Axes: one table, read by lowering and by layout

@@ -5,6 +5,7 @@ import (
 	"math"
 	"strings"
 
+	"github.com/moec-dev/moec/compiler/features"
 	"github.com/moec-dev/moec/compiler/params"
 	"github.com/moec-dev/moec/compiler/program"
 )
@@ -16,35 +17,14 @@ type Unsupported struct {
 	Why     string
 }
 
-// unsupported lists what m uses that the step program cannot lower under l.
-func unsupported(m *program.Model, d program.Dims, l Layout) []Unsupported {
-	a := m.Attention
+// unsupported lists what m uses that the step program cannot lower under l: the step
+// column of the features table (compiler/features), whose cells for talking heads,
+// attention-weight sharing, tied embeddings and token-embedding routing depend on l's
+// tensor and pipeline sizes.
+func unsupported(m *program.Model, l Layout) []Unsupported {
 	var out []Unsupported
-	add := func(on bool, feature, why string) {
-		if on {
-			out = append(out, Unsupported{feature, why})
-		}
-	}
-	add(a.MLA || a.KVLoraRank > 0, "multi-head latent attention", "no lowering rule yet")
-	add(m.Encoder > 0, "encoder-decoder models", "no lowering rule yet")
-	add(m.MTPDepth > 0, "multi-token prediction", "no lowering rule yet")
-	add(m.Position == program.Relative, "relative position bias", "no lowering rule yet")
-	add(d.Placement != program.PreNorm, "norm placement "+string(d.Placement), "only pre-norm is lowered yet")
-	add(a.Sinks, "attention sinks", "no lowering rule yet")
-	add(a.QKNorm, "qk_norm", "no lowering rule yet")
-	add(d.Window > 0, "sliding-window attention", "no lowering rule yet")
-	add(d.ShareKV > 1, "share_kv (cross-layer keys and values)", "no lowering rule yet")
-	add(a.ShareWeights < 1 && l.PP > 1, "attention-weight sharing with pipeline parallelism", "a stage's first layer would reuse weights computed on another stage")
-	add(m.TieEmbeddings && l.PP > 1, "tied embeddings with pipeline parallelism", "no lowering rule yet for the first and last stages' shared embedding")
-	if moe := m.MoE; moe != nil && moe.Router == program.RouteTokenEmbedding && l.PP > 1 {
-		add(true, "token-embedding routing with pipeline parallelism", "no lowering rule yet for the router table on every stage")
-	}
-	add(a.TalkingHeads && l.TP > 1, "talking heads with tensor parallelism", "talking heads mix every head's scores, and tp splits the heads over ranks")
-	if moe := m.MoE; moe != nil && moe.Experts > 0 {
-		add(moe.Groups > 0, "node-limited routing (groups)", "no lowering rule yet")
-		add(moe.SharedGate, "shared expert gate", "no lowering rule yet")
-		add(moe.ParallelDense, "parallel_dense", "no lowering rule yet")
-		add(moe.AuxFreeBias > 0, "auxiliary-loss-free bias balancing", "no lowering rule yet")
+	for _, g := range features.Refusals(m, features.Step, features.Layout{TP: l.TP, PP: l.PP}) {
+		out = append(out, Unsupported{Feature: g.Feature.Name, Why: g.Verdict.Reason})
 	}
 	return out
 }
@@ -91,7 +71,7 @@ func prepare(m *program.Model, b Batch, l Layout) (Layout, program.Dims, []param
 	if ps := Check(l, d, b); len(ps) > 0 {
 		return l, d, nil, &LayoutError{Problems: ps}
 	}
-	if us := unsupported(m, d, l); len(us) > 0 {
+	if us := unsupported(m, l); len(us) > 0 {
 		return l, d, nil, &LayoutError{Unsupported: us}
 	}
 	walk, err := params.Walk(m)

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/moec-dev/moec/codegen"
+	"github.com/moec-dev/moec/compiler/features"
 	"github.com/moec-dev/moec/compiler/plan"
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/report"
@@ -52,6 +53,7 @@ func Build(l *Loaded, opt BuildOptions) (*BuildResult, diag.List, error) {
 	var sections []report.Section
 	for _, tn := range prog.TrainOrder {
 		tr := prog.Trains[tn]
+		warned := map[string]bool{} // kernel gaps already reported for an earlier stage of tr
 		for _, st := range tr.Stages {
 			p, pd := plan.ForStage(prog, tr, st, plan.Options{Alternatives: 3})
 			diags = append(diags, pd...)
@@ -81,6 +83,7 @@ func Build(l *Loaded, opt BuildOptions) (*BuildResult, diag.List, error) {
 				for _, n := range cg.Notes {
 					res.Notes = appendOnce(res.Notes, n)
 				}
+				diags = append(diags, kernelGapWarnings(st, cg.Gaps, warned)...)
 				note, err := writeStepProgram(stageDir, m, tr, st, p, res)
 				if err != nil {
 					return res, diags, fmt.Errorf("the step program of stage %s: %w", st.Name, err)
@@ -121,6 +124,23 @@ func Build(l *Loaded, opt BuildOptions) (*BuildResult, diag.List, error) {
 	// The three reports: report.Write writes the Markdown and JSON, reporthtml.Write the HTML.
 	res.Files = append(res.Files, res.Report, filepath.Join(outDir, "report.json"), filepath.Join(outDir, "report.html"))
 	return res, diags, nil
+}
+
+// kernelGapWarnings turns the features the generated kernels of stage st do not honour
+// into W9501 warnings at the stage's declaration, one per feature and reason; a message
+// already given for an earlier stage of the same train (in warned) is not repeated.
+func kernelGapWarnings(st *program.Stage, gaps []features.Gap, warned map[string]bool) diag.List {
+	var ds diag.List
+	r := diag.Range{File: st.Decl.File, Start: st.Decl.Start, End: st.Decl.End}
+	for _, msg := range features.Messages(gaps) {
+		if warned[msg] {
+			continue
+		}
+		warned[msg] = true
+		d := ds.Warnf(diag.BackendGap, r, "stage %s: %s", st.Name, msg)
+		d.Notes = append(d.Notes, "the kernels are written all the same; report.md's features table says what every backend does with each feature of the model")
+	}
+	return ds
 }
 
 func appendOnce(list []string, s string) []string {

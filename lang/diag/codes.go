@@ -10,7 +10,7 @@ package diag
 //	E05xx  planning (compiler/plan)
 //	E06xx  runtime refusals (runtime)
 //	E09xx  import and export (interop)
-//	W9xxx  warnings
+//	W9xxx  warnings (W92xx the checker's, W95xx backends': a feature a backend does not honour)
 //
 // Every code is registered with a one-line summary in the Codes table (one file per
 // owning phase: codes_*.go) so `moec explain-code` and the docs can list them.

@@ -13,4 +13,9 @@ var planCodes = []Info{
 	{"E0509", "a parallel layout does not divide what it splits (tp and heads, pp and layers, ep and experts, ranks and the batch); the message names the axis, the size and what it must divide"},
 	{"E0510", "the step program cannot lower a model feature for this backend; the message names the feature and the backend"},
 	{"E0599", "internal planner error (a bug in moec: please report it)"},
+	{BackendGap, "a backend moec generates code or exports for does not honour (or only approximates) a model feature; the message names the feature, the backend and why (see the features table in report.md)"},
 }
+
+// BackendGap is the warning `moec build` gives for a model feature a generated backend
+// (the CUDA or LLVM kernels) ignores or approximates: the output is written, without it.
+const BackendGap Code = "W9501"

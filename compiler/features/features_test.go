@@ -1,0 +1,126 @@
+package features
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/moec-dev/moec/compiler/features/featuretest"
+)
+
+// TestTableIsComplete holds every row to a unique key, a name, a predicate and a cell for
+// every backend, and every refused or approximated cell to a reason.
+func TestTableIsComplete(t *testing.T) {
+	seen := map[string]bool{}
+	for _, f := range Table() {
+		if f.Key == "" || f.Name == "" || f.Uses == nil {
+			t.Errorf("row %+v lacks a key, a name or a predicate", f)
+		}
+		if seen[f.Key] {
+			t.Errorf("row %s twice", f.Key)
+		}
+		seen[f.Key] = true
+		for _, b := range Backends() {
+			if f.cells[b] == nil {
+				t.Errorf("%s: no cell for %s", f.Key, b)
+			}
+		}
+	}
+}
+
+// TestExamplesUseTheirFeature holds featuretest to the table: the base model uses nothing
+// any backend refuses or approximates, and every row has an example that uses it.
+func TestExamplesUseTheirFeature(t *testing.T) {
+	for _, b := range Backends() {
+		for _, l := range []Layout{{}, {TP: 2, PP: 2}} {
+			if gaps := Check(featuretest.Base(), b, l); len(gaps) > 0 {
+				t.Errorf("the base model has gaps on %s under %+v: %v", b, l, gaps)
+			}
+		}
+	}
+	keys := map[string]bool{}
+	for _, k := range featuretest.Keys() {
+		keys[k] = true
+	}
+	for _, f := range Table() {
+		m, err := featuretest.Example(f.Key)
+		if err != nil {
+			t.Error(err)
+			continue
+		}
+		delete(keys, f.Key)
+		if !f.Uses(m) {
+			t.Errorf("%s: the example does not use it", f.Key)
+		}
+		for _, b := range Backends() {
+			for _, l := range []Layout{{}, {TP: 2, PP: 2}} {
+				if v := f.On(b, m, l); (v.Status != Honoured) != (v.Reason != "") {
+					t.Errorf("%s on %s: %v with reason %q", f.Key, b, v.Status, v.Reason)
+				}
+			}
+		}
+	}
+	for k := range keys {
+		t.Errorf("featuretest has an example for %s, which is no row of the table", k)
+	}
+}
+
+// TestKernelColumnsNameGroups is the case of the issue: the generated kernels' router
+// ignores node-limited routing, so the table says so for both kernel backends.
+func TestKernelColumnsNameGroups(t *testing.T) {
+	m, err := featuretest.Example("groups")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range []Backend{CUDA, LLVM} {
+		gaps := Check(m, b, Layout{})
+		if len(gaps) != 1 || gaps[0].Feature.Key != "groups" || gaps[0].Verdict.Status != Refused {
+			t.Fatalf("%s gaps %v, want groups refused", b, gaps)
+		}
+		if s := gaps[0].String(); !strings.Contains(s, "node-limited routing") || !strings.Contains(s, b.Title()) {
+			t.Errorf("gap %q names neither the feature nor the backend", s)
+		}
+	}
+}
+
+// TestLayoutDependentCells: the step program's cells that depend on tp and pp.
+func TestLayoutDependentCells(t *testing.T) {
+	cases := []struct {
+		key    string
+		refuse Layout
+	}{
+		{"talking_heads", Layout{TP: 2}},
+		{"share_weights", Layout{PP: 2}},
+		{"tied_embeddings", Layout{PP: 2}},
+		{"token_routing", Layout{PP: 2}},
+	}
+	for _, c := range cases {
+		m, err := featuretest.Example(c.key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if gaps := Check(m, Step, Layout{}); len(gaps) != 0 {
+			t.Errorf("%s: gaps %v on one rank", c.key, gaps)
+		}
+		if gaps := Check(m, Step, c.refuse); len(gaps) != 1 {
+			t.Errorf("%s: gaps %v under %+v, want one", c.key, gaps, c.refuse)
+		}
+	}
+}
+
+func TestMarkdown(t *testing.T) {
+	m := featuretest.Base()
+	m.MoE.Groups, m.MoE.TopKGroups, m.MoE.CapacityFactor = 2, 1, 1.25
+	md := Markdown(Rows(m, Layout{}))
+	for _, want := range []string{
+		"| Feature | CPU runtime | step program | CUDA kernels | LLVM kernels | Go program | Megatron-Core | Hugging Face |",
+		"| node-limited routing (moe.groups, topk_groups) | yes | **no** [1] | **no** [2] | **no** [2] |",
+		"2. node-limited routing (moe.groups, topk_groups): router_fwd takes the top_k over all experts",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
+	}
+	if Markdown(Rows(nil, Layout{})) != "" {
+		t.Error("a model without features has a table")
+	}
+}

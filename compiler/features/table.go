@@ -1,0 +1,478 @@
+package features
+
+import (
+	"fmt"
+
+	"github.com/moec-dev/moec/compiler/program"
+)
+
+// Cell constructors for cells that do not depend on the model.
+func honoured() Cell {
+	return func(*program.Model, Layout) Verdict { return Verdict{Status: Honoured} }
+}
+func refused(why string) Cell {
+	return func(*program.Model, Layout) Verdict { return Verdict{Refused, why} }
+}
+func approximated(why string) Cell {
+	return func(*program.Model, Layout) Verdict { return Verdict{Approximated, why} }
+}
+func outside(why string) Cell {
+	return func(*program.Model, Layout) Verdict { return Verdict{Outside, why} }
+}
+
+// when is a cell that refuses with why where refuse(m, l) holds and honours otherwise.
+func when(refuse func(m *program.Model, l Layout) bool, why string) Cell {
+	return func(m *program.Model, l Layout) Verdict {
+		if refuse(m, l) {
+			return Verdict{Refused, why}
+		}
+		return Verdict{Status: Honoured}
+	}
+}
+
+// moeOf is m's MoE block when it has routed experts, else nil.
+func moeOf(m *program.Model) *program.MoE {
+	if m.MoE == nil || m.MoE.Experts <= 0 {
+		return nil
+	}
+	return m.MoE
+}
+
+func usesMoE(pred func(e *program.MoE) bool) func(m *program.Model) bool {
+	return func(m *program.Model) bool {
+		e := moeOf(m)
+		return e != nil && pred(e)
+	}
+}
+
+// expertActivation is the routed experts' activation (the FFN's when the block does not
+// set one).
+func expertActivation(m *program.Model) program.Activation {
+	if e := moeOf(m); e != nil && e.Activation != "" {
+		return e.Activation
+	}
+	return m.FFN.Activation
+}
+
+// kernelActivation is the activation the generated expert kernels compute: the experts',
+// or for a dense stage the FFN's (the kernels then hold one expert of the FFN's width).
+func kernelActivation(m *program.Model) program.Activation {
+	if moeOf(m) == nil {
+		return m.FFN.Activation
+	}
+	return expertActivation(m)
+}
+
+func usesActivation(a program.Activation) func(m *program.Model) bool {
+	return func(m *program.Model) bool {
+		if m.FFN.Activation == a {
+			return true
+		}
+		return moeOf(m) != nil && expertActivation(m) == a
+	}
+}
+
+// megatronBiasesMixed mirrors interop/megatron's bias switch: Megatron's launch
+// arguments bias every linear layer, none, or Q/K/V alone.
+func megatronBiasesMixed(m *program.Model) bool {
+	a := m.Attention
+	expertBias := m.MoE != nil && m.MoE.ExpertBias
+	anyBias := a.BiasQKV || a.BiasOut || m.FFN.Bias || (m.MoE != nil && (m.MoE.ExpertBias || m.MoE.RouterBias))
+	switch {
+	case !anyBias:
+		return false
+	case a.BiasQKV && !a.BiasOut && !m.FFN.Bias && !expertBias:
+		return false
+	case a.BiasQKV && a.BiasOut && m.FFN.Bias && (m.MoE == nil || expertBias):
+		return false
+	}
+	return true
+}
+
+const (
+	megatronMixedBias = "biases on some linear layers but not others (Megatron biases all, none, or Q/K/V only)"
+	kernelProjections = "the kernels compute no projections outside the experts and the router"
+	kernelNoDense     = "the kernels compute the routed experts only; the MoE layer's other FFNs are not generated"
+	kernelNoAuxLoss   = "router_bwd back-propagates the gates alone: no auxiliary-loss gradient is generated"
+	goRunsRuntime     = "the generated program runs the CPU runtime: "
+)
+
+// The generated kernels' cells are the CUDA column's: codegen/cuda and codegen/llvm lower
+// the same kernel descriptions (package kernels), so they honour the same features.
+// `moec run --llvm` runs only the RMSNorm and cross-entropy kernels and computes the rest
+// in Go, so for that command the runtime's column holds.
+
+// Table returns every row, in a fixed order (the report's). Each call builds it afresh:
+// callers may not change the table others read.
+func Table() []Feature {
+	rows := []Feature{
+		// Attention.
+		{Key: "gqa", Name: "grouped-query attention (kv_heads < heads)",
+			Uses: func(m *program.Model) bool {
+				a := m.Attention
+				return !a.MLA && a.KVHeads > 0 && a.KVHeads < a.Heads
+			},
+			cells: map[Backend]Cell{Runtime: honoured(), Step: honoured(), Megatron: honoured(), HF: honoured(),
+				CUDA: refused("rotary_fwd and rotary_bwd rotate heads × head_dim values per token; the kv_heads keys of grouped-query attention have no rotary kernel")}},
+		{Key: "mla", Name: "multi-head latent attention (MLA)",
+			Uses: func(m *program.Model) bool { return m.Attention.MLA || m.Attention.KVLoraRank > 0 },
+			cells: map[Backend]Cell{
+				Runtime:  refused("nn.New refuses multi-head latent attention"),
+				Step:     refused("no lowering rule yet"),
+				CUDA:     refused("rotary_fwd rotates every head_dim feature; MLA rotates only its qk_rope_head_dim features"),
+				Megatron: honoured(),
+				HF:       refused("transformers' DeepSeek classes are not among those moec writes: exported in moec's layout"),
+			}},
+		{Key: "qk_norm", Name: "q/k norms (qk_norm)",
+			Uses: func(m *program.Model) bool { return m.Attention.QKNorm },
+			cells: map[Backend]Cell{Runtime: honoured(),
+				Step: refused("no lowering rule yet"),
+				CUDA: refused("the RMSNorm kernels are d_model wide; no q/k norm kernel is generated"),
+				Megatron: func(m *program.Model, _ Layout) Verdict {
+					a := m.Attention
+					switch {
+					case a.MLA:
+						return Verdict{Refused, "Megatron's MLA norms only the latents, not each head's queries and keys"}
+					case a.QKNormFull:
+						return Verdict{Refused, "qk_norm = full norms the whole projections; Megatron's --qk-layernorm norms each head over head_dim"}
+					case m.Norm != program.RMSNorm:
+						return Verdict{Refused, "moec's q/k norms are RMSNorm scales; Megatron's --qk-layernorm uses the --normalization kind, here LayerNorm with a bias"}
+					}
+					return Verdict{Status: Honoured}
+				},
+				HF: func(m *program.Model, _ Layout) Verdict {
+					if moeOf(m) == nil && m.Attention.QKNormFull {
+						return Verdict{Refused, "q/k norms over the whole projections in a dense model (Qwen3 norms per head): exported in moec's layout"}
+					}
+					return Verdict{Status: Honoured}
+				},
+			}},
+		{Key: "talking_heads", Name: "talking heads (attention.talking_heads)",
+			Uses: func(m *program.Model) bool { return m.Attention.TalkingHeads },
+			cells: map[Backend]Cell{Runtime: honoured(),
+				Step: when(func(_ *program.Model, l Layout) bool { return l.tp() > 1 },
+					"talking heads mix every head's scores, and tensor parallelism splits the heads over ranks"),
+				CUDA:     refused("attn_softmax_fwd normalises each head's scores on their own; no head-mixing kernel is generated"),
+				Megatron: refused("Megatron has no head-mixing matrices around the softmax"),
+				HF:       refused("no transformers class has talking heads: exported in moec's layout"),
+			}},
+		{Key: "share_weights", Name: "attention-weight sharing (share_weights < 1)",
+			Uses: func(m *program.Model) bool { s := m.Attention.ShareWeights; return s > 0 && s < 1 },
+			cells: map[Backend]Cell{Runtime: honoured(),
+				Step: when(func(_ *program.Model, l Layout) bool { return l.pp() > 1 },
+					"under pipeline parallelism a stage's first layer would reuse weights computed on another stage"),
+				CUDA:     honoured(),
+				Megatron: refused("Megatron has no stochastic attention-weight sharing"),
+				HF:       refused("no transformers class shares attention weights across layers: exported in moec's layout"),
+			}},
+		{Key: "share_kv", Name: "cross-layer K/V sharing (share_kv > 1)",
+			Uses: func(m *program.Model) bool { return m.Attention.ShareKV > 1 },
+			cells: map[Backend]Cell{Runtime: honoured(),
+				Step:     refused("no lowering rule yet"),
+				CUDA:     outside(kernelProjections),
+				Megatron: refused("Megatron has no cross-layer K/V sharing"),
+				HF:       refused("no transformers class shares K/V projections across layers: exported in moec's layout"),
+			}},
+		{Key: "sinks", Name: "attention sinks (attention.sinks)",
+			Uses: func(m *program.Model) bool { return m.Attention.Sinks },
+			cells: map[Backend]Cell{Runtime: honoured(),
+				Step:     refused("no lowering rule yet"),
+				CUDA:     refused("attn_softmax_fwd has no sink logit in its denominator"),
+				Megatron: refused("Megatron has no learned attention sinks"),
+				HF:       refused("no class moec writes has attention sinks: exported in moec's layout"),
+			}},
+		{Key: "window", Name: "sliding-window attention (attention.window)",
+			Uses: func(m *program.Model) bool { return m.Attention.Window > 0 },
+			cells: map[Backend]Cell{Runtime: honoured(),
+				Step:     refused("no lowering rule yet"),
+				CUDA:     refused("attn_softmax_fwd is a full causal softmax: every earlier position is attended"),
+				Megatron: refused("Megatron's launch arguments have no sliding window"),
+				HF: when(func(m *program.Model, _ Layout) bool { return moeOf(m) == nil },
+					"a sliding window in a dense model (only Mixtral, an MoE class, has one): exported in moec's layout"),
+			}},
+		{Key: "attention_bias", Name: "attention biases (qkv_bias, out_bias)",
+			Uses: func(m *program.Model) bool { return m.Attention.BiasQKV || m.Attention.BiasOut },
+			cells: map[Backend]Cell{Runtime: honoured(), Step: honoured(),
+				CUDA:     outside(kernelProjections),
+				Megatron: when(func(m *program.Model, _ Layout) bool { return megatronBiasesMixed(m) }, megatronMixedBias),
+				HF: when(func(m *program.Model, _ Layout) bool {
+					return moeOf(m) == nil && m.Attention.BiasQKV != m.Attention.BiasOut
+				}, "a bias on Q/K/V but not on the output, or the reverse, in a dense model: exported in moec's layout"),
+			}},
+
+		// Positions and norms.
+		{Key: "learned_positions", Name: "learned positions (position = learned)",
+			Uses: func(m *program.Model) bool { return m.Position == program.Learned },
+			cells: map[Backend]Cell{Runtime: honoured(), Step: honoured(), Megatron: honoured(),
+				CUDA: outside("a position-table row added to the embedding; the rotary kernels are generated but go unused"),
+				HF:   refused("the classes moec writes use rotary positions: exported in moec's layout"),
+			}},
+		{Key: "no_positions", Name: "no position encoding (position = none)",
+			Uses: func(m *program.Model) bool { return m.Position == program.NoPosition },
+			cells: map[Backend]Cell{Runtime: honoured(), Step: honoured(), Megatron: honoured(),
+				CUDA: outside("the rotary kernels are generated but go unused"),
+				HF:   refused("the classes moec writes use rotary positions: exported in moec's layout"),
+			}},
+		{Key: "relative_positions", Name: "relative position bias (position = relative)",
+			Uses: func(m *program.Model) bool { return m.Position == program.Relative },
+			cells: map[Backend]Cell{
+				Runtime:  refused("nn.New refuses relative position bias"),
+				Step:     refused("no lowering rule yet"),
+				CUDA:     refused("no relative-bias kernel is generated; attn_softmax_fwd reads the scores as given"),
+				Megatron: refused("Megatron's GPT model has rope, learned_absolute or no positions"),
+				HF:       refused("the classes moec writes use rotary positions: exported in moec's layout"),
+			}},
+		{Key: "layernorm", Name: "LayerNorm (norm = layernorm)",
+			Uses: func(m *program.Model) bool { return m.Norm == program.LayerNorm },
+			cells: map[Backend]Cell{Runtime: honoured(), Step: honoured(), Megatron: honoured(),
+				CUDA: refused("only RMSNorm kernels are generated"),
+				HF:   refused("the classes moec writes use RMSNorm: exported in moec's layout"),
+			}},
+		{Key: "post_norm", Name: "post-norm (norm_placement = post)",
+			Uses: func(m *program.Model) bool { return m.NormPlacement == program.PostNorm },
+			cells: map[Backend]Cell{Runtime: honoured(),
+				Step:     refused("only pre-norm is lowered yet"),
+				CUDA:     outside("where the norms sit is the order the caller runs the kernels in"),
+				Megatron: refused("Megatron's GPT layers are pre-norm"),
+				HF:       refused("the classes moec writes are pre-norm: exported in moec's layout"),
+			}},
+		{Key: "sandwich_norm", Name: "sandwich norms (norm_placement = sandwich)",
+			Uses: func(m *program.Model) bool { return m.NormPlacement == program.SandwichNorm },
+			cells: map[Backend]Cell{Runtime: honoured(),
+				Step:     refused("only pre-norm is lowered yet"),
+				CUDA:     outside("where the norms sit is the order the caller runs the kernels in"),
+				Megatron: refused("Megatron's GPT layers are pre-norm"),
+				HF:       refused("the classes moec writes are pre-norm: exported in moec's layout"),
+			}},
+		{Key: "no_final_norm", Name: "no final norm (final_norm = false)",
+			Uses: func(m *program.Model) bool { return !m.FinalNorm },
+			cells: map[Backend]Cell{Runtime: honoured(), Step: honoured(),
+				CUDA:     outside("whether a final norm runs is the caller's order of kernels"),
+				Megatron: refused("Megatron's GPT model always has a final norm"),
+				HF:       refused("the classes moec writes always have a final norm: exported in moec's layout"),
+			}},
+
+		// Model structure.
+		{Key: "tied_embeddings", Name: "tied embeddings (tie_embeddings)",
+			Uses: func(m *program.Model) bool { return m.TieEmbeddings },
+			cells: map[Backend]Cell{Runtime: honoured(), Megatron: honoured(), HF: honoured(),
+				Step: when(func(_ *program.Model, l Layout) bool { return l.pp() > 1 },
+					"no lowering rule yet for the first and last pipeline stages' shared embedding"),
+				CUDA: outside("the embedding and the output head are not generated kernels"),
+			}},
+		{Key: "mtp", Name: "multi-token prediction (mtp_depth)",
+			Uses: func(m *program.Model) bool { return m.MTPDepth > 0 },
+			cells: map[Backend]Cell{
+				Runtime:  refused("nn.New refuses multi-token prediction"),
+				Step:     refused("no lowering rule yet"),
+				CUDA:     outside("the prediction modules are layers and a loss the caller assembles from the kernels"),
+				Megatron: honoured(),
+				HF:       refused("the classes moec writes have no prediction modules: exported in moec's layout"),
+			}},
+		{Key: "encoder_decoder", Name: "encoder-decoder models (encoder layers)",
+			Uses: func(m *program.Model) bool { return m.Encoder > 0 },
+			cells: map[Backend]Cell{
+				Runtime:  refused("nn.New refuses encoder-decoder models"),
+				Step:     refused("no lowering rule yet"),
+				CUDA:     refused("attn_softmax_fwd is causal; the encoder's and the cross attention's unmasked softmax is not generated"),
+				Megatron: refused("pretrain_gpt.py trains decoder-only models"),
+				HF:       refused("the classes moec writes are decoder-only: exported in moec's layout"),
+			}},
+		{Key: "ffn_bias", Name: "FFN biases (ffn.bias)",
+			Uses: func(m *program.Model) bool { return m.FFN.Bias },
+			cells: map[Backend]Cell{Runtime: honoured(), Step: honoured(),
+				CUDA:     outside(kernelNoDense),
+				Megatron: when(func(m *program.Model, _ Layout) bool { return megatronBiasesMixed(m) }, megatronMixedBias),
+				HF: when(func(m *program.Model, _ Layout) bool { return moeOf(m) != nil },
+					"the MoE classes have no FFN biases: exported in moec's layout"),
+			}},
+
+		// Activations.
+		{Key: "relu", Name: "ReLU activation", Uses: usesActivation(program.ReLU), cells: activationCells(program.ReLU)},
+		{Key: "gelu", Name: "GELU activation", Uses: usesActivation(program.GELU), cells: activationCells(program.GELU)},
+		{Key: "silu", Name: "SiLU activation", Uses: usesActivation(program.SiLU), cells: activationCells(program.SiLU)},
+		{Key: "swiglu", Name: "SwiGLU activation", Uses: usesActivation(program.SwiGLU), cells: activationCells(program.SwiGLU)},
+		{Key: "geglu", Name: "GeGLU activation", Uses: usesActivation(program.GeGLU), cells: activationCells(program.GeGLU)},
+		{Key: "expert_activation", Name: "experts with another activation than the dense FFN",
+			Uses: func(m *program.Model) bool { return moeOf(m) != nil && expertActivation(m) != m.FFN.Activation },
+			cells: map[Backend]Cell{Runtime: honoured(), Step: honoured(), CUDA: honoured(),
+				Megatron: refused("Megatron has one activation for the dense FFN and the experts"),
+				HF:       refused("the classes moec writes have one activation: exported in moec's layout"),
+			}},
+
+		// Mixture of experts.
+		{Key: "moe_layer_choice", Name: "MoE layers chosen by first_dense or moe.layers",
+			Uses: usesMoE(func(e *program.MoE) bool { return e.FirstDense > 0 || len(e.Layers) > 0 }),
+			cells: map[Backend]Cell{Runtime: honoured(), Step: honoured(), Megatron: honoured(),
+				CUDA: outside("which layers are MoE is the caller's order of kernels"),
+				HF:   refused("the classes choose MoE layers by a step: exported in moec's layout"),
+			}},
+		{Key: "token_routing", Name: "token-embedding routing (router = token_embedding)",
+			Uses: usesMoE(func(e *program.MoE) bool { return e.Router == program.RouteTokenEmbedding }),
+			cells: map[Backend]Cell{Runtime: honoured(), CUDA: honoured(),
+				Step: when(func(_ *program.Model, l Layout) bool { return l.pp() > 1 },
+					"no lowering rule yet for the router table on every pipeline stage"),
+				Megatron: refused("Megatron's router reads the hidden state, not a per-token table"),
+				HF:       refused("the classes route on the hidden state: exported in moec's layout"),
+			}},
+		{Key: "sigmoid", Name: "sigmoid router scores (score = sigmoid)",
+			Uses:  usesMoE(func(e *program.MoE) bool { return e.Score == program.Sigmoid }),
+			cells: map[Backend]Cell{Runtime: honoured(), Step: honoured(), CUDA: honoured(), Megatron: honoured(), HF: refused("the classes moec writes route with a softmax: exported in moec's layout")},
+		},
+		{Key: "normalize", Name: "renormalised top-k gates (normalize = true)",
+			Uses: usesMoE(func(e *program.MoE) bool { return e.Normalize }),
+			cells: map[Backend]Cell{Runtime: honoured(), Step: honoured(), CUDA: honoured(), HF: honoured(),
+				Megatron: func(m *program.Model, _ Layout) Verdict {
+					switch e := moeOf(m); {
+					case e.TopK == 1 && e.Score == program.Softmax:
+						return Verdict{Refused, "Megatron refuses top-1 softmax after the top-k; the launch uses --moe-router-pre-softmax, which gates by the softmax probability instead of 1"}
+					case e.TopK == 1 && e.Score == program.Sigmoid:
+						return Verdict{Refused, "Megatron keeps a top-1 sigmoid score instead of renormalising it to 1"}
+					}
+					return Verdict{Status: Honoured}
+				},
+			}},
+		{Key: "unnormalized", Name: "top-k gates as scored (normalize = false)",
+			Uses: usesMoE(func(e *program.MoE) bool { return !e.Normalize }),
+			cells: map[Backend]Cell{Runtime: honoured(), Step: honoured(), CUDA: honoured(), HF: honoured(),
+				Megatron: when(func(m *program.Model, _ Layout) bool {
+					e := moeOf(m)
+					return e.Score == program.Sigmoid && e.TopK > 1
+				}, "Megatron renormalises sigmoid top-k scores"),
+			}},
+		{Key: "router_bias", Name: "router bias (moe.router_bias)",
+			Uses: usesMoE(func(e *program.MoE) bool { return e.RouterBias }),
+			cells: map[Backend]Cell{Runtime: honoured(), Step: honoured(), CUDA: honoured(),
+				Megatron: refused("Megatron's router has no bias"),
+				HF:       refused("the classes' routers have no bias: exported in moec's layout"),
+			}},
+		{Key: "groups", Name: "node-limited routing (moe.groups, topk_groups)",
+			Uses: usesMoE(func(e *program.MoE) bool { return e.Groups > 0 }),
+			cells: map[Backend]Cell{Runtime: honoured(),
+				Step:     refused("no lowering rule yet"),
+				CUDA:     refused("router_fwd takes the top_k over all experts: the group limit is not generated"),
+				Megatron: honoured(),
+				HF:       refused("the classes moec writes route over all experts: exported in moec's layout"),
+			}},
+		{Key: "capacity_factor", Name: "a capacity factor (moe.capacity_factor)",
+			Uses: usesMoE(func(e *program.MoE) bool { return !e.Dropless() }),
+			cells: map[Backend]Cell{Runtime: honoured(), Step: honoured(),
+				CUDA:     refused("route_index gives every assignment a slot: the kernels route dropless and drop nothing"),
+				Megatron: approximated("Megatron drops the lowest-probability assignments (--moe-token-drop-policy probs); moec admits them rank-major in token order, so other tokens drop"),
+				HF:       approximated("transformers drops no token at inference"),
+			}},
+		{Key: "dropless", Name: "dropless routing (no capacity factor)",
+			Uses:  usesMoE(func(e *program.MoE) bool { return e.Dropless() }),
+			cells: map[Backend]Cell{Runtime: honoured(), Step: honoured(), CUDA: honoured(), Megatron: honoured(), HF: honoured()},
+		},
+		{Key: "balance_loss", Name: "load-balance loss (moe.balance_loss)",
+			Uses: usesMoE(func(e *program.MoE) bool { return e.BalanceLoss > 0 }),
+			cells: map[Backend]Cell{Runtime: honoured(), Step: honoured(), Megatron: honoured(),
+				CUDA: refused(kernelNoAuxLoss),
+				HF:   outside("a training loss: the exported forward pass does not compute it"),
+			}},
+		{Key: "z_loss", Name: "router z-loss (moe.z_loss)",
+			Uses: usesMoE(func(e *program.MoE) bool { return e.ZLoss > 0 }),
+			cells: map[Backend]Cell{Runtime: honoured(), Step: honoured(), Megatron: honoured(),
+				CUDA: refused(kernelNoAuxLoss),
+				HF:   outside("a training loss: the exported forward pass does not compute it"),
+			}},
+		{Key: "aux_free_bias", Name: "auxiliary-loss-free bias balancing (moe.aux_free_bias)",
+			Uses: usesMoE(func(e *program.MoE) bool { return e.AuxFreeBias > 0 }),
+			cells: map[Backend]Cell{
+				Runtime: refused("nn.New refuses auxiliary-loss-free bias balancing"),
+				Step:    refused("no lowering rule yet"),
+				CUDA:    refused("router_fwd selects experts by score alone: no per-expert selection bias is generated"),
+				Megatron: when(func(m *program.Model, _ Layout) bool { return moeOf(m).Score != program.Sigmoid },
+					"Megatron's expert bias needs sigmoid scores"),
+				HF: refused("the classes moec writes have no expert selection bias: exported in moec's layout"),
+			}},
+		{Key: "expert_bias", Name: "expert biases (moe.expert_bias)",
+			Uses: usesMoE(func(e *program.MoE) bool { return e.ExpertBias }),
+			cells: map[Backend]Cell{Runtime: honoured(), Step: honoured(),
+				CUDA: refused("the expert GEMMs (expert_up_fwd, expert_down_fwd) have no bias terms"),
+				Megatron: func(m *program.Model, _ Layout) Verdict {
+					if !m.FFN.Bias {
+						return Verdict{Refused, "biases in the experts only (Megatron biases all linear layers, none, or Q/K/V only)"}
+					}
+					if megatronBiasesMixed(m) {
+						return Verdict{Refused, megatronMixedBias}
+					}
+					return Verdict{Status: Honoured}
+				},
+				HF: refused("the MoE classes have no FFN biases: exported in moec's layout"),
+			}},
+		{Key: "shared_experts", Name: "shared experts (moe.shared_experts)",
+			Uses: usesMoE(func(e *program.MoE) bool { return e.SharedExperts > 0 }),
+			cells: map[Backend]Cell{Runtime: honoured(), Step: honoured(), Megatron: honoured(),
+				CUDA: refused(kernelNoDense),
+				HF: func(m *program.Model, _ Layout) Verdict {
+					switch e := moeOf(m); {
+					case e.SharedExperts > 1:
+						return Verdict{Refused, fmt.Sprintf("%d shared experts (Qwen2-MoE, the one class with a shared expert, has one): exported in moec's layout", e.SharedExperts)}
+					case !e.SharedGate:
+						return Verdict{Refused, "an ungated shared expert (Qwen2-MoE gates its shared expert: shared_gate = true): exported in moec's layout"}
+					}
+					return Verdict{Status: Honoured}
+				},
+			}},
+		{Key: "shared_gate", Name: "shared expert gate (moe.shared_gate)",
+			Uses: usesMoE(func(e *program.MoE) bool { return e.SharedGate && e.SharedExperts > 0 }),
+			cells: map[Backend]Cell{Runtime: honoured(), Megatron: honoured(),
+				Step: refused("no lowering rule yet"),
+				CUDA: refused(kernelNoDense),
+				HF: when(func(m *program.Model, _ Layout) bool { return moeOf(m).SharedExperts > 1 },
+					"Qwen2-MoE gates one shared expert, not several: exported in moec's layout"),
+			}},
+		{Key: "parallel_dense", Name: "a dense FFN beside the experts (moe.parallel_dense)",
+			Uses: usesMoE(func(e *program.MoE) bool { return e.ParallelDense }),
+			cells: map[Backend]Cell{Runtime: honoured(),
+				Step:     refused("no lowering rule yet"),
+				CUDA:     refused(kernelNoDense),
+				Megatron: refused("Megatron has no dense FFN in parallel with the experts"),
+				HF:       refused("no class moec writes has a dense FFN beside its experts: exported in moec's layout"),
+			}},
+	}
+	for i := range rows {
+		// The LLVM kernels are the same kernel descriptions lowered to LLVM IR; the Go
+		// program is the CPU runtime with the schedule unrolled.
+		rows[i].cells[LLVM] = rows[i].cells[CUDA]
+		runtime := rows[i].cells[Runtime]
+		rows[i].cells[GoProg] = func(m *program.Model, l Layout) Verdict {
+			v := runtime(m, l)
+			if v.Reason != "" {
+				v.Reason = goRunsRuntime + v.Reason
+			}
+			return v
+		}
+	}
+	return rows
+}
+
+// activationCells are the cells of one activation's row.
+func activationCells(a program.Activation) map[Backend]Cell {
+	cells := map[Backend]Cell{Runtime: honoured(), Step: honoured()}
+	cells[CUDA] = func(m *program.Model, _ Layout) Verdict {
+		switch {
+		case kernelActivation(m) != a:
+			return Verdict{Outside, kernelNoDense}
+		case a == program.GELU || a == program.GeGLU:
+			return Verdict{Approximated, "the expert kernels compute GELU with the tanh approximation; moec's model (and the CPU runtime) use the exact erf form"}
+		}
+		return Verdict{Status: Honoured}
+	}
+	switch a {
+	case program.GELU, program.SwiGLU:
+		cells[Megatron] = honoured()
+	default:
+		cells[Megatron] = when(func(m *program.Model, _ Layout) bool { return m.FFN.Activation == a },
+			fmt.Sprintf("Megatron's launch arguments give GELU or --swiglu, not %s", a))
+	}
+	if a.Gated() {
+		cells[HF] = honoured()
+	} else {
+		cells[HF] = when(func(m *program.Model, _ Layout) bool { return m.FFN.Activation == a },
+			fmt.Sprintf("the classes gate their FFNs (swiglu or geglu), not %s: exported in moec's layout", a))
+	}
+	return cells
+}
