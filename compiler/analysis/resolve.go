@@ -59,10 +59,7 @@ func resolve(in *program.Model) *spec {
 	if s.shareKV < 1 {
 		s.shareKV = 1
 	}
-	s.share = a.ShareWeights
-	if s.share <= 0 || s.share > 1 {
-		s.share = 1
-	}
+	s.share = a.RecomputeProbability()
 
 	if in.MoE != nil && in.MoE.Experts > 0 {
 		moe := *in.MoE

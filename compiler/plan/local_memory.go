@@ -322,7 +322,7 @@ func (c *cpuModel) workspace(B, T int64, ep int) (act, disp, logits float64) {
 	if m.Attention.QKNorm {
 		f += n*d.qDim + n*d.kvDim
 	}
-	sharing := m.Attention.ShareWeights > 0 && m.Attention.ShareWeights < 1
+	sharing := m.Attention.SharesWeights()
 	var dispF int64
 	for i := 0; i < int(d.L); i++ {
 		// layerWS: the two norms' xhat, rstd and outputs, kept whatever the placement.

@@ -51,7 +51,6 @@ func newWorkload(m *program.Model, seqLen int64, a *Assumptions) *workload {
 		d:      m.DModel,
 		heads:  int64(m.Attention.Heads),
 		vocab:  m.PaddedVocab(),
-		share:  1,
 	}
 	w.kvHeads = int64(m.Attention.KVHeads)
 	if w.kvHeads <= 0 {
@@ -67,9 +66,7 @@ func newWorkload(m *program.Model, seqLen int64, a *Assumptions) *workload {
 		w.qDim = w.heads * (m.Attention.QKNopeHeadDim + m.Attention.QKRopeHeadDim)
 		w.kvDim = w.heads * m.Attention.VHeadDim
 	}
-	if s := m.Attention.ShareWeights; s > 0 && s < 1 {
-		w.share = s
-	}
+	w.share = m.Attention.RecomputeProbability()
 	w.ffnHidden, w.gated = m.FFN.Hidden, m.FFN.Activation.Gated()
 	if moe := m.MoE; moe != nil && moe.Experts > 0 {
 		w.experts, w.topK = moe.Experts, moe.TopK

@@ -152,6 +152,22 @@ type Attention struct {
 	QKNormFull bool `json:",omitempty"`
 }
 
+// RecomputeProbability is the probability that a layer after the first of its stack
+// computes its own attention weights instead of reusing the layer below's (share_weights).
+// An unset or out-of-range value means always (1), the language's default.
+func (a Attention) RecomputeProbability() float64 {
+	if a.ShareWeights <= 0 || a.ShareWeights > 1 {
+		return 1
+	}
+	return a.ShareWeights
+}
+
+// SharesWeights reports whether attention-weight sharing is on: some layer may reuse the
+// attention weights of the layer below (0 < share_weights < 1). Every package that asks
+// "is sharing on?" asks this, so a Go-built model with share_weights unset (0) means the
+// same everywhere: no sharing.
+func (a Attention) SharesWeights() bool { return a.RecomputeProbability() < 1 }
+
 // FFN is the dense feed-forward block.
 type FFN struct {
 	Hidden     int64

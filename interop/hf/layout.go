@@ -189,7 +189,7 @@ func layoutFor(m *program.Model) (Layout, []string) {
 	gap(m.MTPDepth > 0, "multi-token prediction (mtp_depth)")
 	gap(a.MLA, "multi-head latent attention (transformers' DeepSeek classes are not among those moec writes)")
 	gap(a.TalkingHeads, "talking heads")
-	gap(a.ShareWeights < 1, "stochastic attention-weight sharing (share_weights < 1)")
+	gap(a.SharesWeights(), "stochastic attention-weight sharing (share_weights < 1)")
 	gap(a.ShareKV > 1, "cross-layer K/V sharing (share_kv > 1)")
 	gap(a.Sinks, "attention sinks")
 	gap(m.FFN.Activation != program.SwiGLU && m.FFN.Activation != program.GeGLU, fmt.Sprintf("ffn activation %s (the classes gate their FFNs: swiglu or geglu)", m.FFN.Activation))

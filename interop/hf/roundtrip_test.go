@@ -500,6 +500,9 @@ func TestLayoutChoice(t *testing.T) {
 		{"tiny_qwen2_moe", func(m *program.Model) { m.Attention.BiasQKV = false }, LayoutMoec, "Qwen2MoeForCausalLM needs biases on Q, K and V only"},
 		{"tiny_qwen3_moe", func(m *program.Model) { m.Attention.QKNormFull = true }, LayoutMoec, "Qwen3MoeForCausalLM needs per-head q/k norms"},
 		{"tiny_mixtral", func(m *program.Model) { m.MoE.Normalize = false }, LayoutMoec, "MixtralForCausalLM needs a renormalised top-k"},
+		// share_weights unset in a Go-built model means no sharing, as everywhere else.
+		{"tiny_mixtral", func(m *program.Model) { m.Attention.ShareWeights = 0 }, LayoutMixtral, ""},
+		{"tiny_mixtral", func(m *program.Model) { m.Attention.ShareWeights = 0.5 }, LayoutMoec, "share_weights < 1"},
 	} {
 		m := tinyModel(t, tc.model)
 		tc.change(m)
