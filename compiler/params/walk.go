@@ -164,7 +164,7 @@ func Walk(m *program.Model) ([]Param, error) {
 	if err != nil {
 		return nil, fmt.Errorf("params: %w", err)
 	}
-	w := walker{m: m, d: d, layerNorm: m.Norm == program.LayerNorm}
+	w := walker{m: m, d: d, layerNorm: d.Norm == program.LayerNorm}
 	w.walk()
 	return w.out, nil
 }
