@@ -4,6 +4,7 @@ import (
 	"math"
 
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/internal/pagepool"
 )
 
 // The CPU runtime's memory, mirrored. A local plan (plan.Local, fp32 on the "cpu" device)
@@ -447,76 +448,37 @@ type CacheOptions struct {
 }
 
 // replay plays one step's unit requests through the runtime's page pool
-// (runtime/train/cache.go: same requests, same pinning, same eviction keys) and returns
-// the most pages it held and the most floats of temporary buffers at once (a unit's
-// gathered weights until the pool takes them, its gradients until its backward ends).
-// units are the gathered units' floats (padded); the requests are
-// those of forwardBackward: embedding, each layer, the head (with the embedding when tied)
-// forward, then the head, the layers in reverse and the embedding backward, once per
-// micro-batch, with the pool emptied after the optimizer update.
+// (internal/pagepool, which runtime/train runs: same requests, same pinning, same
+// eviction) and returns the most pages it held and the most floats of temporary buffers at
+// once (a unit's gathered weights until the pool takes them, its gradients until its
+// backward ends). units are the gathered units' floats (padded); the requests are those of
+// forwardBackward: embedding, each layer, the head (with the embedding when tied) forward,
+// then the head, the layers in reverse and the embedding backward, once per micro-batch,
+// with the pool emptied after the optimizer update. An unknown eviction policy is the
+// runtime's error, and the default (lru) here.
 func (o *CacheOptions) replay(units []float64, tied bool) (int64, float64) {
-	capacity := o.Budget / o.Page
-	type entry struct {
-		pages, inserted, lastUse, uses int64
-		pinned                         bool
+	policy, err := pagepool.ParsePolicy(o.Eviction)
+	if err != nil {
+		policy = pagepool.LRU
 	}
-	entries := map[int]*entry{}
-	var used, peak, tick int64
-	pagesOf := func(u int) int64 { return (int64(units[u])*f32Bytes + o.Page - 1) / o.Page }
-	key := func(u int, e *entry) [3]int64 {
-		switch o.Eviction {
-		case "lfu":
-			return [3]int64{e.uses, e.lastUse, int64(u)}
-		case "fifo":
-			return [3]int64{e.inserted, int64(u), int64(u)}
-		}
-		return [3]int64{e.lastUse, int64(u), int64(u)}
-	}
-	less := func(a, b [3]int64) bool {
-		for i := range a {
-			if a[i] != b[i] {
-				return a[i] < b[i]
-			}
-		}
-		return false
-	}
+	pool := pagepool.New[struct{}](o.Budget/o.Page, policy)
+	var peak int64
 	var temp, tempPeak float64
 	// acquire returns whether u's gathered weights stay in a temporary buffer.
 	acquire := func(u int, grads bool) bool {
-		tick++
 		if grads {
 			temp += units[u]
 		}
-		if e := entries[u]; e != nil {
-			e.lastUse, e.uses, e.pinned = tick, e.uses+1, true
+		if pool.Get(u) != nil {
 			tempPeak = max(tempPeak, temp)
 			return false
 		}
 		temp += units[u]
 		tempPeak = max(tempPeak, temp)
-		pages := pagesOf(u)
-		var pinned int64
-		for _, e := range entries {
-			if e.pinned {
-				pinned += e.pages
-			}
-		}
-		if pages > capacity-pinned {
+		if ok, _ := pool.Put(u, pagepool.PagesFor(int64(units[u])*f32Bytes, o.Page), struct{}{}); !ok {
 			return true
 		}
-		for used+pages > capacity {
-			victim := -1
-			for v, e := range entries {
-				if !e.pinned && (victim < 0 || less(key(v, e), key(victim, entries[victim]))) {
-					victim = v
-				}
-			}
-			used -= entries[victim].pages
-			delete(entries, victim)
-		}
-		entries[u] = &entry{pages: pages, inserted: tick, lastUse: tick, uses: 1, pinned: true}
-		used += pages
-		peak = max(peak, used)
+		peak = max(peak, pool.Used())
 		temp -= units[u]
 		return false
 	}
@@ -528,9 +490,7 @@ func (o *CacheOptions) replay(units []float64, tied bool) (int64, float64) {
 			}
 		}
 		for _, u := range us {
-			if e := entries[u]; e != nil {
-				e.pinned = false
-			}
+			pool.Unpin(u)
 			if grads {
 				temp -= units[u]
 			}
