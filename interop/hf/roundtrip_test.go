@@ -492,6 +492,7 @@ func TestLayoutChoice(t *testing.T) {
 		{"tiny_olmoe", func(m *program.Model) { m.MoE.Normalize = true }, LayoutOlmoe, ""},
 		{"tiny_olmoe", func(m *program.Model) { m.MoE.Every = 2 }, LayoutMoec, "OlmoeForCausalLM needs MoE in every layer"},
 		{"tiny_olmoe", func(m *program.Model) { m.Attention.HeadDim = 16 }, LayoutMoec, "head_dim = d_model / heads"},
+		{"tiny_olmoe", func(m *program.Model) { m.Attention.HeadDim = 0 }, LayoutOlmoe, ""}, // unset: d_model / heads
 		{"tiny_olmoe", func(m *program.Model) { m.Attention.BiasQKV, m.Attention.BiasOut = true, true }, LayoutMoec, "OlmoeForCausalLM needs no attention bias"},
 		{"tiny_qwen2_moe", func(m *program.Model) { m.MoE.Normalize = false }, LayoutQwen2MoE, ""},
 		{"tiny_qwen2_moe", func(m *program.Model) { m.Attention.BiasOut = true }, LayoutMoec, "biases on Q, K and V only"},
