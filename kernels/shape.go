@@ -16,7 +16,7 @@ type Shape struct {
 	Activation program.Activation // expert activation
 	RouterDim  int64              // width of what the router reads (d_model for hidden routing)
 	TokenRoute bool               // router reads a token-embedding table row, not the hidden state
-	Sigmoid    bool               // router score: sigmoid instead of softmax
+	Score      program.Score      // router score function ("" is softmax, the default)
 	Normalize  bool               // renormalise the top-k gates to sum to one
 	RouterBias bool
 	Vocab      int64 // padded vocabulary (rows of the logits)
@@ -45,6 +45,7 @@ func ShapeOf(m *program.Model) (Shape, error) {
 		Hidden:     int64(d.Hidden),
 		Activation: d.FFNActivation,
 		RouterDim:  int64(d.D),
+		Score:      program.Softmax,
 		Normalize:  true,
 		Vocab:      int64(d.V),
 		Heads:      int64(d.H),
@@ -55,7 +56,7 @@ func ShapeOf(m *program.Model) (Shape, error) {
 		sh.Experts, sh.TopK = int64(d.E), int64(d.K)
 		sh.Hidden, sh.Activation, sh.RouterDim = int64(d.EHidden), d.ExpertActivation, int64(d.RouterIn)
 		sh.TokenRoute = moe.Router == program.RouteTokenEmbedding
-		sh.Sigmoid = moe.Score == program.Sigmoid
+		sh.Score = moe.Score
 		sh.Normalize = moe.Normalize
 		sh.RouterBias = moe.RouterBias
 	}
@@ -79,10 +80,11 @@ func (sh Shape) Validate() error {
 	case sh.Heads < 1 || sh.HeadDim < 2 || sh.HeadDim%2 != 0:
 		return fmt.Errorf("rotary needs an even head_dim, have heads %d head_dim %d", sh.Heads, sh.HeadDim)
 	}
-	switch sh.Activation {
-	case program.ReLU, program.GELU, program.SiLU, program.SwiGLU, program.GeGLU:
-	default:
+	if !sh.Activation.Known() {
 		return fmt.Errorf("unknown expert activation %q", sh.Activation)
+	}
+	if sh.Score != "" && !sh.Score.Known() {
+		return fmt.Errorf("unknown router score %q", sh.Score)
 	}
 	return nil
 }

@@ -49,6 +49,12 @@ func TestShapeOfReadsDims(t *testing.T) {
 		// Validate's own messages stay first.
 		{name: "odd head dim", change: func(m *program.Model) { m.Attention.HeadDim = 7 }, wantErr: "rotary needs an even head_dim"},
 		{name: "top_k above experts", change: func(m *program.Model) { m.MoE.TopK = 5 }, wantErr: "top_k 5 > experts 4"},
+		{name: "sigmoid router", change: func(m *program.Model) { m.MoE.Score = program.Sigmoid }, check: func(t *testing.T, sh Shape) {
+			if sh.Score != program.Sigmoid {
+				t.Errorf("score %q, want sigmoid", sh.Score)
+			}
+		}},
+		{name: "unknown router score", change: func(m *program.Model) { m.MoE.Score = "sparsemax" }, wantErr: "unknown router score"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := shapeModel()

@@ -125,7 +125,7 @@ func (m *Model) Dims() (Dims, error) {
 		if !d.ExpertActivation.Known() {
 			errs = append(errs, fmt.Errorf("unknown expert activation %q", d.ExpertActivation))
 		}
-		if moe.Score != Softmax && moe.Score != Sigmoid {
+		if !moe.Score.Known() {
 			errs = append(errs, fmt.Errorf("unknown router score %q", moe.Score))
 		}
 		if moe.Router != RouteHidden && moe.Router != RouteTokenEmbedding && moe.Router != "" {
