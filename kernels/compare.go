@@ -13,13 +13,13 @@ func SmallShapes() map[string]Shape {
 	base := Shape{DModel: 16, Experts: 6, TopK: 2, Hidden: 12, Activation: program.GELU, RouterDim: 16,
 		Normalize: true, Vocab: 40, Heads: 2, HeadDim: 8, NormEps: 1e-6}
 	swiglu := base
-	swiglu.Activation, swiglu.Sigmoid, swiglu.RouterBias = program.SwiGLU, true, true
+	swiglu.Activation, swiglu.Score, swiglu.RouterBias = program.SwiGLU, program.Sigmoid, true
 	token := base
 	token.TokenRoute, token.RouterDim, token.Activation, token.Normalize, token.TopK = true, 12, program.ReLU, false, 1
 	geglu := base
 	geglu.Activation, geglu.Experts, geglu.TopK = program.GeGLU, 3, 3
 	silu := base
-	silu.Activation, silu.Sigmoid = program.SiLU, true
+	silu.Activation, silu.Score = program.SiLU, program.Sigmoid
 	return map[string]Shape{"gelu": base, "swiglu": swiglu, "token": token, "geglu": geglu, "silu": silu}
 }
 

@@ -1,5 +1,7 @@
 package kernels
 
+import "github.com/moec-dev/moec/compiler/program"
+
 // The MoE kernels: router, routing index, permutation, grouped expert FFN, un-permutation,
 // forward and backward. Buffer names are shared (see Env): permuted rows are "slots",
 // n*K of them for n tokens (dropless).
@@ -65,7 +67,7 @@ func (sh Shape) routerFwd() *Kernel {
 	t := v("t")
 	prob := ld("router_probs", at2(t, cE(), v("ex")))
 	var body []Stmt
-	if sh.Sigmoid {
+	if sh.Score == program.Sigmoid {
 		body = append(body, vloop("ex", ic(0), cE(), store("router_probs", at2(t, cE(), v("ex")), sigmoidE(prob))))
 	} else {
 		body = append(body,
@@ -314,7 +316,7 @@ func (sh Shape) routerBwd() *Kernel {
 		loop("j", ic(0), cK(),
 			local("ej", ld("expert_idx", at2(t, cK(), v("j")))),
 			set("dot", add(v("dot"), mul(dpj, pj)))))
-	if sh.Sigmoid {
+	if sh.Score == program.Sigmoid {
 		body = append(body,
 			vloop("ex", ic(0), cE(), store("d_router_logits", at2(t, cE(), v("ex")), fc(0))),
 			loop("j", ic(0), cK(),

@@ -3,6 +3,8 @@ package kernels
 import (
 	"fmt"
 	"math"
+
+	"github.com/moec-dev/moec/compiler/program"
 )
 
 // Go reference implementations of the MoE kernels, written from the math rather than
@@ -66,7 +68,7 @@ func (sh Shape) refRouterFwd(env Env) error {
 		for _, l := range p {
 			mx = max(mx, l)
 		}
-		if sh.Sigmoid {
+		if sh.Score == program.Sigmoid {
 			for x := range p {
 				p[x] = sigmoid32(p[x])
 			}
@@ -366,7 +368,7 @@ func (sh Shape) refRouterBwd(env Env) error {
 			dp[idx[t*k+j]] = g
 		}
 		out := dl[t*e : (t+1)*e]
-		if sh.Sigmoid {
+		if sh.Score == program.Sigmoid {
 			for x := range out {
 				out[x] = dp[x] * p[x] * (1 - p[x])
 			}

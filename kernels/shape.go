@@ -16,7 +16,7 @@ type Shape struct {
 	Activation program.Activation // expert activation
 	RouterDim  int64              // width of what the router reads (d_model for hidden routing)
 	TokenRoute bool               // router reads a token-embedding table row, not the hidden state
-	Sigmoid    bool               // router score: sigmoid instead of softmax
+	Score      program.Score      // router score function ("" is softmax, the default)
 	Normalize  bool               // renormalise the top-k gates to sum to one
 	RouterBias bool
 	Vocab      int64 // padded vocabulary (rows of the logits)
@@ -29,47 +29,44 @@ type Shape struct {
 // dense model or stage (MoE == nil, as in a warm-start stage with experts = 1) gets the
 // shape of one expert with the FFN's width and activation: with one expert the router
 // gives every token gate 1 and the expert kernels are exactly the dense FFN.
+//
+// The sizes are the model's one resolution (program.Model.Dims): the kernels fill no
+// default of their own. A model Dims refuses is refused here too, after Validate, whose
+// messages name what no kernel can be generated for.
 func ShapeOf(m *program.Model) (Shape, error) {
 	if m == nil {
 		return Shape{}, fmt.Errorf("no model")
 	}
-	moe := m.MoE
-	if moe == nil || moe.Experts < 1 {
-		moe = &program.MoE{Experts: 1, TopK: 1, ExpertHidden: m.FFN.Hidden, Activation: m.FFN.Activation,
-			Score: program.Softmax, Normalize: true}
-	}
+	d, dimsErr := m.Dims()
 	sh := Shape{
-		DModel:     m.DModel,
-		Experts:    int64(moe.Experts),
-		TopK:       int64(moe.TopK),
-		Hidden:     moe.ExpertHidden,
-		Activation: moe.Activation,
-		RouterDim:  m.DModel,
-		TokenRoute: moe.Router == program.RouteTokenEmbedding,
-		Sigmoid:    moe.Score == program.Sigmoid,
-		Normalize:  moe.Normalize,
-		RouterBias: moe.RouterBias,
-		Vocab:      m.PaddedVocab(),
-		Heads:      int64(m.Attention.Heads),
-		HeadDim:    m.Attention.HeadDim,
-		NormEps:    float32(m.NormEps),
+		DModel:     int64(d.D),
+		Experts:    1,
+		TopK:       1,
+		Hidden:     int64(d.Hidden),
+		Activation: d.FFNActivation,
+		RouterDim:  int64(d.D),
+		Score:      program.Softmax,
+		Normalize:  true,
+		Vocab:      int64(d.V),
+		Heads:      int64(d.H),
+		HeadDim:    int64(d.Dh),
+		NormEps:    float32(d.NormEps),
 	}
-	if sh.TokenRoute && moe.RouterDim > 0 {
-		sh.RouterDim = moe.RouterDim
+	if moe := m.MoE; moe != nil && moe.Experts >= 1 {
+		sh.Experts, sh.TopK = int64(d.E), int64(d.K)
+		sh.Hidden, sh.Activation, sh.RouterDim = int64(d.EHidden), d.ExpertActivation, int64(d.RouterIn)
+		sh.TokenRoute = moe.Router == program.RouteTokenEmbedding
+		sh.Score = moe.Score
+		sh.Normalize = moe.Normalize
+		sh.RouterBias = moe.RouterBias
 	}
-	if sh.Hidden <= 0 {
-		sh.Hidden = m.FFN.Hidden
+	if err := sh.Validate(); err != nil {
+		return sh, err
 	}
-	if sh.Activation == "" {
-		sh.Activation = m.FFN.Activation
+	if dimsErr != nil {
+		return sh, fmt.Errorf("kernel shape: %w", dimsErr)
 	}
-	if sh.HeadDim <= 0 && sh.Heads > 0 {
-		sh.HeadDim = m.DModel / sh.Heads
-	}
-	if sh.NormEps <= 0 {
-		sh.NormEps = program.DefaultNormEps
-	}
-	return sh, sh.Validate()
+	return sh, nil
 }
 
 // Validate rejects shapes no kernel can be generated for. The checker reports these to
@@ -83,10 +80,11 @@ func (sh Shape) Validate() error {
 	case sh.Heads < 1 || sh.HeadDim < 2 || sh.HeadDim%2 != 0:
 		return fmt.Errorf("rotary needs an even head_dim, have heads %d head_dim %d", sh.Heads, sh.HeadDim)
 	}
-	switch sh.Activation {
-	case program.ReLU, program.GELU, program.SiLU, program.SwiGLU, program.GeGLU:
-	default:
+	if !sh.Activation.Known() {
 		return fmt.Errorf("unknown expert activation %q", sh.Activation)
+	}
+	if sh.Score != "" && !sh.Score.Known() {
+		return fmt.Errorf("unknown router score %q", sh.Score)
 	}
 	return nil
 }

@@ -292,8 +292,8 @@ func layerSummary(cfg Config, li int) string {
 	m := cfg.Model
 	a := m.Attention
 	s := fmt.Sprintf("Layer %d: attention (%d heads", li, a.Heads)
-	if a.ShareWeights > 0 && a.ShareWeights < 1 && li > 0 {
-		s += fmt.Sprintf(", recomputes its weights with p = %g, else reuses layer %d's", a.ShareWeights, li-1)
+	if a.SharesWeights() && li > 0 {
+		s += fmt.Sprintf(", recomputes its weights with p = %g, else reuses layer %d's", a.RecomputeProbability(), li-1)
 	}
 	s += "), "
 	if m.IsMoELayer(li) {

@@ -3,9 +3,11 @@ package analysis
 import "github.com/moec-dev/moec/compiler/program"
 
 // spec is a model with every default the language reference documents filled in, so the
-// counting code reads plain numbers. compiler/check already fills these; resolving again
-// here keeps Count exact for models built directly in Go (tests, the planner's what-ifs)
-// and keeps a zero field from turning into a division by zero.
+// counting code reads plain numbers. The sizes are the model's one resolution
+// (program.Model.Dims), read even where Dims reports an error: the counter also counts
+// models the runtime does not build (MLA, encoder-decoder, multi-token prediction) and
+// partial models built in Go (tests, the planner's what-ifs), and a zero field must not
+// turn into a division by zero.
 type spec struct {
 	m       program.Model
 	moe     *program.MoE // nil for a dense model (also when experts <= 0)
@@ -26,66 +28,33 @@ type spec struct {
 func resolve(in *program.Model) *spec {
 	s := &spec{m: *in}
 	m := &s.m
-	if m.Norm == "" {
-		m.Norm = program.RMSNorm
-	}
-	if m.NormPlacement == "" {
-		m.NormPlacement = program.PreNorm
-	}
-	if m.MaxPosition <= 0 {
-		m.MaxPosition = m.SeqLen
-	}
+	// The two documented defaults Dims leaves to compiler/check (see Dims).
 	if m.FFN.Hidden <= 0 {
 		m.FFN.Hidden = 4 * m.DModel
 	}
 	if m.FFN.Activation == "" {
 		m.FFN.Activation = program.GELU
 	}
-	s.vocab = m.PaddedVocab()
-	s.d = m.DModel
-
-	a := &m.Attention
-	s.heads = int64(a.Heads)
-	s.kvHeads = int64(a.KVHeads)
-	if s.kvHeads <= 0 {
-		s.kvHeads = s.heads
+	dims, _ := m.Dims() // errors are the runtime's to report; the sizes are filled regardless
+	m.Norm, m.NormPlacement = dims.Norm, dims.Placement
+	if m.Position == program.Learned {
+		m.MaxPosition = int64(dims.MaxPos)
 	}
-	s.headDim = a.HeadDim
-	if s.headDim <= 0 && s.heads > 0 {
-		s.headDim = s.d / s.heads
-	}
-	s.mla = a.MLA || a.KVLoraRank > 0
-	s.shareKV = a.ShareKV
-	if s.shareKV < 1 {
-		s.shareKV = 1
-	}
-	s.share = a.ShareWeights
-	if s.share <= 0 || s.share > 1 {
-		s.share = 1
-	}
+	s.vocab, s.d = int64(dims.V), int64(dims.D)
+	s.heads, s.kvHeads, s.headDim = int64(dims.H), int64(dims.KV), int64(dims.Dh)
+	s.mla = m.Attention.MLA || m.Attention.KVLoraRank > 0
+	s.shareKV = dims.ShareKV
+	s.share = m.Attention.RecomputeProbability()
 
 	if in.MoE != nil && in.MoE.Experts > 0 {
 		moe := *in.MoE
-		if moe.TopK <= 0 {
-			moe.TopK = 1
-		}
-		if moe.TopK > moe.Experts {
-			moe.TopK = moe.Experts
-		}
-		if moe.ExpertHidden <= 0 {
-			moe.ExpertHidden = m.FFN.Hidden
-		}
-		if moe.Activation == "" {
-			moe.Activation = m.FFN.Activation
-		}
-		if moe.SharedHidden <= 0 {
-			moe.SharedHidden = moe.ExpertHidden
-		}
+		// Counting clamps top_k into [1, experts] where Dims refuses it.
+		moe.TopK = min(max(moe.TopK, 1), moe.Experts)
+		moe.ExpertHidden, moe.SharedHidden = int64(dims.EHidden), int64(dims.SHidden)
+		moe.Activation = dims.ExpertActivation
+		moe.RouterDim = int64(dims.RouterIn)
 		if moe.Router == "" {
 			moe.Router = program.RouteHidden
-		}
-		if moe.RouterDim <= 0 {
-			moe.RouterDim = s.d
 		}
 		s.moe = &moe
 		m.MoE = &moe

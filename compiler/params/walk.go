@@ -147,7 +147,8 @@ func (p Param) Elements() int64 {
 const SharedGateName = "shared_expert_gate.weight"
 
 // Walk lists m's parameters in the order the runtime creates them. It refuses models whose
-// parameters it cannot list (MLA, encoder-decoder, multi-token prediction).
+// parameters it cannot list (MLA, encoder-decoder, multi-token prediction, relative
+// position bias).
 func Walk(m *program.Model) ([]Param, error) {
 	if m == nil {
 		return nil, fmt.Errorf("params: nil model")
@@ -159,12 +160,15 @@ func Walk(m *program.Model) ([]Param, error) {
 		return nil, fmt.Errorf("params: model %s: encoder-decoder models have no parameter walker", m.Name)
 	case m.MTPDepth > 0:
 		return nil, fmt.Errorf("params: model %s: multi-token prediction has no parameter walker", m.Name)
+	case m.Position == program.Relative:
+		// T5's bias tables (compiler/analysis counts them) are not among the tensors listed.
+		return nil, fmt.Errorf("params: model %s: relative position bias has no parameter walker", m.Name)
 	}
 	d, err := m.Dims()
 	if err != nil {
 		return nil, fmt.Errorf("params: %w", err)
 	}
-	w := walker{m: m, d: d, layerNorm: m.Norm == program.LayerNorm}
+	w := walker{m: m, d: d, layerNorm: d.Norm == program.LayerNorm}
 	w.walk()
 	return w.out, nil
 }

@@ -134,7 +134,12 @@ func LocalWith(prog *program.Program, train *program.Train, stage *program.Stage
 		}
 		sp.microBatch = micro / ranks
 		sp.recompute = []string{"none"}
-		s.env.cpu = newCPUModel(s.env.w.model, ranks, workers, offload, s.env.a)
+		cpu, err := newCPUModel(s.env.w.model, ranks, workers, offload, s.env.a)
+		if err != nil {
+			ds.Errorf(CodeLocal, s.at, "%s stage %s: the CPU runtime cannot run this model: %v", train.Name, stage.Name, err)
+			return nil, ds
+		}
+		s.env.cpu = cpu
 		if o.Cache != nil {
 			if o.Cache.Budget <= 0 || o.Cache.Page <= 0 {
 				ds.Errorf(CodeLocal, s.at, "%s stage %s: the unified cache needs a positive device budget and page size", train.Name, stage.Name)

@@ -3,18 +3,22 @@ package plan
 import (
 	"math"
 
+	"github.com/moec-dev/moec/compiler/params"
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/internal/pagepool"
 )
 
 // The CPU runtime's memory, mirrored. A local plan (plan.Local, fp32 on the "cpu" device)
 // predicts what each in-process rank of `moec run --ranks N` holds from the model's shapes
 // alone, buffer by buffer, instead of the GPU formulas of memory.go (16-bit activations,
-// Korthikanti's per-layer terms, gradient buckets), which do not describe it. The compiler
-// does not depend on the runtime, so the sizes below restate the runtime's allocations;
-// each term names the buffer it stands for (runtime/nn: step.go workspaceFor, moe.go
-// newMoEWS, ffn.go newFFNWS, shard.go expertsParallel, units.go Units and WorkspaceBytes;
-// runtime/train/shard.go: newRank, acquire, setWorkspace). runtime/train's memory test
-// holds the two against each other.
+// Korthikanti's per-layer terms, gradient buckets), which do not describe it. The sizes are
+// the model's one resolution (program.Model.Dims), its parameters the one walker's list
+// (compiler/params, which nn's builder follows) and the unified cache's decisions the
+// runtime's own (internal/pagepool). The compiler does not depend on the runtime, so the
+// step buffers below restate the runtime's allocations; each term names the buffer it
+// stands for (runtime/nn: step.go workspaceFor, moe.go newMoEWS, ffn.go newFFNWS,
+// shard.go expertsParallel, units.go WorkspaceBytes; runtime/train/shard.go: newRank,
+// acquire, setWorkspace). runtime/train's memory test holds the two against each other.
 
 // defaultCPUWorkers is the number of kernel workers a rank is assumed to run when the
 // caller does not say (the runtime sizes per-worker attention scratch by GOMAXPROCS): the
@@ -49,7 +53,7 @@ type cpuModel struct {
 	d       cpuDims
 }
 
-// cpuDims are the model's shapes as the runtime resolves them (nn's dims).
+// cpuDims are the model's shapes as the runtime resolves them (program.Dims, as int64s).
 type cpuDims struct {
 	V, D, L, H, KV, Dh, qDim, kvDim int64
 	maxPos                          int64
@@ -59,154 +63,69 @@ type cpuDims struct {
 	routerIn                        int64
 	shareKV                         int
 	gated, expertGated              bool
-	layerNorm                       bool
 	placement                       program.NormPlacement
 }
 
-func newCPUModel(m *program.Model, ranks, workers int, offload bool, a *Assumptions) *cpuModel {
+func newCPUModel(m *program.Model, ranks, workers int, offload bool, a *Assumptions) (*cpuModel, error) {
 	if workers <= 0 {
 		workers = defaultCPUWorkers
 	}
 	c := &cpuModel{m: m, ranks: ranks, workers: int64(workers), offload: offload,
 		moments: float64(a.Moments) * a.MomentBytes}
-	c.d = cpuDimsOf(m)
-	c.units = c.unitSizes()
+	dims, err := m.Dims()
+	if err != nil {
+		return nil, err
+	}
+	c.d = cpuDimsOf(dims)
+	ps, err := params.Walk(m)
+	if err != nil {
+		return nil, err
+	}
+	c.units = unitSizes(ps, dims.L)
+	return c, nil
+}
+
+// cpuDimsOf is the model's one resolution (program.Model.Dims) in the planner's int64s.
+func cpuDimsOf(d program.Dims) cpuDims {
+	c := cpuDims{V: int64(d.V), D: int64(d.D), L: int64(d.L), H: int64(d.H), KV: int64(d.KV), Dh: int64(d.Dh),
+		qDim: int64(d.QDim), kvDim: int64(d.KVDim), maxPos: int64(d.MaxPos),
+		hidden: int64(d.Hidden), gated: d.FFNActivation.Gated(), placement: d.Placement, shareKV: d.ShareKV}
+	if d.E > 0 {
+		c.E, c.K, c.shared = int64(d.E), int64(d.K), int64(d.Shared)
+		c.eHidden, c.sHidden, c.routerIn = int64(d.EHidden), int64(d.SHidden), int64(d.RouterIn)
+		c.groups, c.topKGroups = int64(d.Groups), int64(d.TopKGroups)
+		c.expertGated = d.ExpertActivation.Gated()
+	}
 	return c
 }
 
-func cpuDimsOf(m *program.Model) cpuDims {
-	at := m.Attention
-	d := cpuDims{V: m.PaddedVocab(), D: m.DModel, L: int64(m.Layers), H: int64(at.Heads), KV: int64(at.KVHeads),
-		Dh: at.HeadDim, hidden: m.FFN.Hidden, gated: m.FFN.Activation.Gated(),
-		layerNorm: m.Norm == program.LayerNorm, placement: m.NormPlacement, shareKV: max(at.ShareKV, 1)}
-	if d.KV == 0 {
-		d.KV = d.H
-	}
-	if d.Dh == 0 && d.H > 0 {
-		d.Dh = d.D / d.H
-	}
-	if d.placement == "" {
-		d.placement = program.PreNorm
-	}
-	if m.Position == program.Learned {
-		d.maxPos = m.MaxPosition
-		if d.maxPos <= 0 {
-			d.maxPos = m.SeqLen
+// unitSizes sums the model's parameters (params.Walk, the list nn's builder creates) into
+// the runtime's units: the embedding (token and position tables, the router's token
+// table), each layer, the head (final norm and lm_head). A routed expert's tensors go to
+// the unit's expert part, counted once per expert; everything else is dense, replicated.
+func unitSizes(ps []params.Param, layers int) []cpuUnit {
+	units := make([]cpuUnit, layers+2)
+	for _, p := range ps {
+		u := &units[unitOf(p.ID, layers)]
+		switch {
+		case !p.ID.Role.Routed():
+			u.dense += p.Elements()
+		case p.ID.Expert == 0:
+			u.perExpert += p.Elements()
 		}
-	}
-	if moe := m.MoE; moe != nil && moe.Experts > 0 {
-		d.E, d.K, d.shared = int64(moe.Experts), int64(moe.TopK), int64(moe.SharedExperts)
-		d.eHidden = moe.ExpertHidden
-		if d.eHidden == 0 {
-			d.eHidden = d.hidden
-		}
-		d.sHidden = moe.SharedHidden
-		if d.sHidden == 0 {
-			d.sHidden = d.eHidden
-		}
-		d.routerIn = d.D
-		if moe.Router == program.RouteTokenEmbedding && moe.RouterDim > 0 {
-			d.routerIn = moe.RouterDim
-		}
-		if moe.Groups > 0 {
-			d.groups, d.topKGroups = int64(moe.Groups), int64(moe.TopKGroups)
-		}
-		act := moe.Activation
-		if act == "" {
-			act = m.FFN.Activation
-		}
-		d.expertGated = act.Gated()
-	}
-	d.qDim, d.kvDim = d.H*d.Dh, d.KV*d.Dh
-	return d
-}
-
-// unitSizes mirrors the tensors nn's builder creates, unit by unit.
-func (c *cpuModel) unitSizes() []cpuUnit {
-	m, d := c.m, c.d
-	units := make([]cpuUnit, d.L+2)
-	norm := d.D
-	if d.layerNorm {
-		norm *= 2 // scale and bias
-	}
-	bias := func(on bool, n int64) int64 {
-		if on {
-			return n
-		}
-		return 0
-	}
-	ffn := func(hidden int64, gated, withBias bool) int64 {
-		mats := int64(2)
-		if gated {
-			mats = 3
-		}
-		n := mats * hidden * d.D
-		if withBias {
-			n += (mats-1)*hidden + d.D
-		}
-		return n
-	}
-	units[0].dense = d.V*d.D + d.maxPos*d.D // embed_tokens, embed_positions
-	if c.tokenRouted() {
-		units[0].dense += d.V * d.routerIn // router_embed: one table for the model, in the embedding unit
-	}
-	for i := 0; i < int(d.L); i++ {
-		u := &units[i+1]
-		at := m.Attention
-		owner := i%c.d.shareKV == 0 // the first layer of a share_kv group projects K and V
-		if d.placement != program.PostNorm {
-			u.dense += norm // input_layernorm
-		}
-		u.dense += d.qDim*d.D + bias(at.BiasQKV, d.qDim)
-		if owner {
-			u.dense += 2 * (d.kvDim*d.D + bias(at.BiasQKV, d.kvDim))
-		}
-		u.dense += d.D*d.qDim + bias(at.BiasOut, d.D)
-		if at.QKNorm {
-			qw, kw := d.Dh, d.Dh
-			if at.QKNormFull {
-				qw, kw = d.qDim, d.kvDim
-			}
-			u.dense += qw
-			if owner {
-				u.dense += kw
-			}
-		}
-		u.dense += bias(at.Sinks, d.H)
-		if at.TalkingHeads {
-			u.dense += 2 * d.H * d.H
-		}
-		switch d.placement {
-		case program.SandwichNorm:
-			u.dense += 2 * norm // post_attention and pre_feedforward
-		default:
-			u.dense += norm // pre-norm's post_attention_layernorm (the FFN input), post-norm's
-		}
-		moeLayer := m.IsMoELayer(i)
-		if !moeLayer || m.MoE.ParallelDense {
-			u.dense += ffn(d.hidden, d.gated, m.FFN.Bias)
-		}
-		if moeLayer {
-			moe := m.MoE
-			u.dense += d.E*d.routerIn + bias(moe.RouterBias, d.E) // gate
-			u.perExpert = ffn(d.eHidden, d.expertGated, moe.ExpertBias)
-			u.dense += d.shared * ffn(d.sHidden, d.expertGated, moe.ExpertBias)
-			if moe.SharedGate && moe.SharedExperts > 0 {
-				u.dense += d.D
-			}
-		}
-		if d.placement != program.PreNorm {
-			u.dense += norm // post_feedforward_layernorm
-		}
-	}
-	head := &units[d.L+1]
-	if m.FinalNorm {
-		head.dense += norm
-	}
-	if !m.TieEmbeddings {
-		head.dense += d.V * d.D // lm_head
 	}
 	return units
+}
+
+// unitOf is the runtime unit (nn.Units) that holds the parameter id.
+func unitOf(id params.ID, layers int) int {
+	switch {
+	case id.Layer >= 0:
+		return id.Layer + 1
+	case id.Role == params.RoleFinalNorm || id.Role == params.RoleHead:
+		return layers + 1
+	}
+	return 0
 }
 
 // cpuPart is one unit part on one rank (runtime/train's part): n floats sharded over a
@@ -322,7 +241,7 @@ func (c *cpuModel) workspace(B, T int64, ep int) (act, disp, logits float64) {
 	if m.Attention.QKNorm {
 		f += n*d.qDim + n*d.kvDim
 	}
-	sharing := m.Attention.ShareWeights > 0 && m.Attention.ShareWeights < 1
+	sharing := m.Attention.SharesWeights()
 	var dispF int64
 	for i := 0; i < int(d.L); i++ {
 		// layerWS: the two norms' xhat, rstd and outputs, kept whatever the placement.
@@ -447,76 +366,37 @@ type CacheOptions struct {
 }
 
 // replay plays one step's unit requests through the runtime's page pool
-// (runtime/train/cache.go: same requests, same pinning, same eviction keys) and returns
-// the most pages it held and the most floats of temporary buffers at once (a unit's
-// gathered weights until the pool takes them, its gradients until its backward ends).
-// units are the gathered units' floats (padded); the requests are
-// those of forwardBackward: embedding, each layer, the head (with the embedding when tied)
-// forward, then the head, the layers in reverse and the embedding backward, once per
-// micro-batch, with the pool emptied after the optimizer update.
+// (internal/pagepool, which runtime/train runs: same requests, same pinning, same
+// eviction) and returns the most pages it held and the most floats of temporary buffers at
+// once (a unit's gathered weights until the pool takes them, its gradients until its
+// backward ends). units are the gathered units' floats (padded); the requests are those of
+// forwardBackward: embedding, each layer, the head (with the embedding when tied) forward,
+// then the head, the layers in reverse and the embedding backward, once per micro-batch,
+// with the pool emptied after the optimizer update. An unknown eviction policy is the
+// runtime's error, and the default (lru) here.
 func (o *CacheOptions) replay(units []float64, tied bool) (int64, float64) {
-	capacity := o.Budget / o.Page
-	type entry struct {
-		pages, inserted, lastUse, uses int64
-		pinned                         bool
+	policy, err := pagepool.ParsePolicy(o.Eviction)
+	if err != nil {
+		policy = pagepool.LRU
 	}
-	entries := map[int]*entry{}
-	var used, peak, tick int64
-	pagesOf := func(u int) int64 { return (int64(units[u])*f32Bytes + o.Page - 1) / o.Page }
-	key := func(u int, e *entry) [3]int64 {
-		switch o.Eviction {
-		case "lfu":
-			return [3]int64{e.uses, e.lastUse, int64(u)}
-		case "fifo":
-			return [3]int64{e.inserted, int64(u), int64(u)}
-		}
-		return [3]int64{e.lastUse, int64(u), int64(u)}
-	}
-	less := func(a, b [3]int64) bool {
-		for i := range a {
-			if a[i] != b[i] {
-				return a[i] < b[i]
-			}
-		}
-		return false
-	}
+	pool := pagepool.New[struct{}](o.Budget/o.Page, policy)
+	var peak int64
 	var temp, tempPeak float64
 	// acquire returns whether u's gathered weights stay in a temporary buffer.
 	acquire := func(u int, grads bool) bool {
-		tick++
 		if grads {
 			temp += units[u]
 		}
-		if e := entries[u]; e != nil {
-			e.lastUse, e.uses, e.pinned = tick, e.uses+1, true
+		if pool.Get(u) != nil {
 			tempPeak = max(tempPeak, temp)
 			return false
 		}
 		temp += units[u]
 		tempPeak = max(tempPeak, temp)
-		pages := pagesOf(u)
-		var pinned int64
-		for _, e := range entries {
-			if e.pinned {
-				pinned += e.pages
-			}
-		}
-		if pages > capacity-pinned {
+		if ok, _ := pool.Put(u, pagepool.PagesFor(int64(units[u])*f32Bytes, o.Page), struct{}{}); !ok {
 			return true
 		}
-		for used+pages > capacity {
-			victim := -1
-			for v, e := range entries {
-				if !e.pinned && (victim < 0 || less(key(v, e), key(victim, entries[victim]))) {
-					victim = v
-				}
-			}
-			used -= entries[victim].pages
-			delete(entries, victim)
-		}
-		entries[u] = &entry{pages: pages, inserted: tick, lastUse: tick, uses: 1, pinned: true}
-		used += pages
-		peak = max(peak, used)
+		peak = max(peak, pool.Used())
 		temp -= units[u]
 		return false
 	}
@@ -528,9 +408,7 @@ func (o *CacheOptions) replay(units []float64, tied bool) (int64, float64) {
 			}
 		}
 		for _, u := range us {
-			if e := entries[u]; e != nil {
-				e.pinned = false
-			}
+			pool.Unpin(u)
 			if grads {
 				temp -= units[u]
 			}

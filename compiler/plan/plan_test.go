@@ -159,6 +159,35 @@ func TestLocalPlacement(t *testing.T) {
 	}
 }
 
+// TestLocalRefusesWhatTheRuntimeRefuses: a local plan sizes the parameters the CPU
+// runtime would create (params.Walk), so a model the runtime cannot build is an E0507
+// naming why, not a prediction for buffers that will never exist.
+func TestLocalRefusesWhatTheRuntimeRefuses(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		change func(*program.Model)
+		want   string
+	}{
+		{"mtp", func(m *program.Model) { m.MTPDepth = 1 }, "multi-token prediction"},
+		{"kv heads", func(m *program.Model) { m.Attention.KVHeads = 3 }, "must divide heads"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			prog, _, ds := check.Load("../../examples/hunyuan_tiny.moe", os.ReadFile)
+			if ds.HasErrors() {
+				t.Skipf("example does not check (another package in flux): %v", ds.Err())
+			}
+			tr := prog.Trains[prog.TrainOrder[0]]
+			m := *prog.Models[tr.Model]
+			tc.change(&m)
+			prog.Models[tr.Model] = &m
+			p, ds := Local(prog, tr, tr.Stages[len(tr.Stages)-1], 2)
+			if p != nil || len(ds) == 0 || ds[0].Code != CodeLocal || !strings.Contains(ds[0].Message, tc.want) {
+				t.Errorf("plan %v, diagnostics %v; want E0507 naming %q", p != nil, ds, tc.want)
+			}
+		})
+	}
+}
+
 // TestServeLayouts: the expert-parallel placement of the 1.29T design model needs fewer
 // devices than tensor × pipeline, and forcing a layout is honoured.
 func TestServeLayouts(t *testing.T) {

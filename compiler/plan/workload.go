@@ -43,47 +43,33 @@ func newWorkload(m *program.Model, seqLen int64, a *Assumptions) *workload {
 	if seqLen <= 0 {
 		seqLen = m.SeqLen
 	}
+	// The model's one resolution. A GPU plan also sizes models the CPU runtime does not
+	// build (MLA, encoder-decoder), so an error of Dims is not the planner's to report:
+	// the sizes are filled regardless.
+	d, _ := m.Dims()
 	w := &workload{
-		model:  m,
-		counts: analysis.Count(m),
-		flops:  analysis.CountFLOPs(m, seqLen),
-		seqLen: seqLen,
-		d:      m.DModel,
-		heads:  int64(m.Attention.Heads),
-		vocab:  m.PaddedVocab(),
-		share:  1,
+		model:   m,
+		counts:  analysis.Count(m),
+		flops:   analysis.CountFLOPs(m, seqLen),
+		seqLen:  seqLen,
+		d:       int64(d.D),
+		heads:   int64(d.H),
+		kvHeads: int64(d.KV),
+		vocab:   int64(d.V),
+		qDim:    int64(d.QDim),
+		kvDim:   int64(d.KVDim),
 	}
-	w.kvHeads = int64(m.Attention.KVHeads)
-	if w.kvHeads <= 0 {
-		w.kvHeads = w.heads
-	}
-	hd := m.Attention.HeadDim
-	if hd <= 0 && w.heads > 0 {
-		hd = m.DModel / w.heads
-	}
-	w.qDim, w.kvDim = w.heads*hd, w.kvHeads*hd
 	if m.Attention.MLA {
 		// MLA caches the latent, but training stores the expanded keys and values.
 		w.qDim = w.heads * (m.Attention.QKNopeHeadDim + m.Attention.QKRopeHeadDim)
 		w.kvDim = w.heads * m.Attention.VHeadDim
 	}
-	if s := m.Attention.ShareWeights; s > 0 && s < 1 {
-		w.share = s
-	}
-	w.ffnHidden, w.gated = m.FFN.Hidden, m.FFN.Activation.Gated()
+	w.share = m.Attention.RecomputeProbability()
+	w.ffnHidden, w.gated = int64(d.Hidden), d.FFNActivation.Gated()
 	if moe := m.MoE; moe != nil && moe.Experts > 0 {
-		w.experts, w.topK = moe.Experts, moe.TopK
-		if w.topK <= 0 {
-			w.topK = 1
-		}
-		w.expertHidden, w.expertGated = moe.ExpertHidden, moe.Activation.Gated()
-		if w.expertHidden <= 0 {
-			w.expertHidden, w.expertGated = w.ffnHidden, w.gated
-		}
-		w.sharedExperts, w.sharedHidden = moe.SharedExperts, moe.SharedHidden
-		if w.sharedHidden <= 0 {
-			w.sharedHidden = w.expertHidden
-		}
+		w.experts, w.topK = moe.Experts, max(moe.TopK, 1)
+		w.expertHidden, w.expertGated = int64(d.EHidden), d.ExpertActivation.Gated()
+		w.sharedExperts, w.sharedHidden = moe.SharedExperts, int64(d.SHidden)
 		w.parallelDense = moe.ParallelDense
 		w.routeFactor = moe.CapacityFactor
 		if moe.Dropless() {

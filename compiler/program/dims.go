@@ -32,6 +32,7 @@ type Dims struct {
 	TopKGroups int // groups a token may use
 	RouterIn   int // width of what the router reads (d_model, or the router table's width)
 
+	Norm             Norm // rmsnorm when unset
 	NormEps          float64
 	Placement        NormPlacement
 	FFNActivation    Activation
@@ -39,12 +40,20 @@ type Dims struct {
 }
 
 // Dims resolves m's sizes, filling every default the language documents, and checks that
-// they are consistent. Every problem is reported, joined into one error.
+// they are consistent. Every problem is reported, joined into one error; the Dims returned
+// with an error still hold every default that could be filled, so a caller that must size
+// a model the runtime refuses (the counter, for MLA or encoder-decoder models) reads the
+// same resolution. Two documented defaults are not filled here: ffn.hidden (4·d_model) and
+// ffn.activation (gelu); compiler/check fills them for .moe files and a Go-built model
+// must set them.
 func (m *Model) Dims() (Dims, error) {
 	a := m.Attention
 	d := Dims{V: int(m.PaddedVocab()), D: int(m.DModel), L: m.Layers, H: a.Heads, KV: a.KVHeads,
 		Dh: int(a.HeadDim), Window: int(a.Window), Hidden: int(m.FFN.Hidden),
-		NormEps: m.NormEps, Placement: m.NormPlacement, FFNActivation: m.FFN.Activation}
+		Norm: m.Norm, NormEps: m.NormEps, Placement: m.NormPlacement, FFNActivation: m.FFN.Activation}
+	if d.Norm == "" {
+		d.Norm = RMSNorm
+	}
 	if d.NormEps == 0 {
 		d.NormEps = DefaultNormEps
 	}
@@ -80,8 +89,8 @@ func (m *Model) Dims() (Dims, error) {
 	if !d.FFNActivation.Known() {
 		errs = append(errs, fmt.Errorf("unknown FFN activation %q", d.FFNActivation))
 	}
-	if m.Norm != RMSNorm && m.Norm != LayerNorm {
-		errs = append(errs, fmt.Errorf("unknown norm %q", m.Norm))
+	if d.Norm != RMSNorm && d.Norm != LayerNorm {
+		errs = append(errs, fmt.Errorf("unknown norm %q", d.Norm))
 	}
 	if moe := m.MoE; moe != nil && moe.Experts > 0 {
 		d.E, d.K, d.Shared = moe.Experts, moe.TopK, moe.SharedExperts
@@ -116,7 +125,7 @@ func (m *Model) Dims() (Dims, error) {
 		if !d.ExpertActivation.Known() {
 			errs = append(errs, fmt.Errorf("unknown expert activation %q", d.ExpertActivation))
 		}
-		if moe.Score != Softmax && moe.Score != Sigmoid {
+		if !moe.Score.Known() {
 			errs = append(errs, fmt.Errorf("unknown router score %q", moe.Score))
 		}
 		if moe.Router != RouteHidden && moe.Router != RouteTokenEmbedding && moe.Router != "" {

@@ -1,5 +1,7 @@
 package program
 
+import "slices"
+
 // Program is a checked .moe file (with its imports): every value resolved after
 // inheritance, expressions and defaults. Maps are keyed by declaration name; the *Order
 // slices keep source order so that output is deterministic.
@@ -152,6 +154,22 @@ type Attention struct {
 	QKNormFull bool `json:",omitempty"`
 }
 
+// RecomputeProbability is the probability that a layer after the first of its stack
+// computes its own attention weights instead of reusing the layer below's (share_weights).
+// An unset or out-of-range value means always (1), the language's default.
+func (a Attention) RecomputeProbability() float64 {
+	if a.ShareWeights <= 0 || a.ShareWeights > 1 {
+		return 1
+	}
+	return a.ShareWeights
+}
+
+// SharesWeights reports whether attention-weight sharing is on: some layer may reuse the
+// attention weights of the layer below (0 < share_weights < 1). Every package that asks
+// "is sharing on?" asks this, so a Go-built model with share_weights unset (0) means the
+// same everywhere: no sharing.
+func (a Attention) SharesWeights() bool { return a.RecomputeProbability() < 1 }
+
 // FFN is the dense feed-forward block.
 type FFN struct {
 	Hidden     int64
@@ -174,6 +192,39 @@ const (
 	Softmax Score = "softmax"
 	Sigmoid Score = "sigmoid"
 )
+
+// Scores lists the router score functions moec computes, the language's default first.
+// Adding one: a constant here and in this list (with UniformGate and CopyScale), then its forward and
+// backward in runtime/nn (moe.go) and in the kernels (kernels/moe.go, the reference
+// kernels/ref_moe.go), and docs/language.md.
+func Scores() []Score { return []Score{Softmax, Sigmoid} }
+
+// Known reports whether s is a score function moec computes.
+func (s Score) Known() bool { return slices.Contains(Scores(), s) }
+
+// UniformGate is the score every one of experts experts gets from a router whose logits
+// are all equal (a router of zeros): 1/experts for softmax, 1/2 for sigmoid, 0 for a
+// score moec does not compute.
+func (s Score) UniformGate(experts int) float64 {
+	switch s {
+	case Softmax:
+		return 1 / float64(max(experts, 1))
+	case Sigmoid:
+		return 0.5
+	}
+	return 0
+}
+
+// CopyScale is what growth multiplies each copy's output by when a router of from
+// experts becomes one of to experts by copying them (to a multiple of from), so that the
+// copies together give what their source gave: a softmax shares one distribution among
+// all experts (to/from), a sigmoid scores each expert alone (1).
+func (s Score) CopyScale(from, to int) float64 {
+	if s == Softmax && from > 0 {
+		return float64(to) / float64(from)
+	}
+	return 1
+}
 
 // MoE describes the mixture-of-experts FFN.
 type MoE struct {

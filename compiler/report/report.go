@@ -392,8 +392,8 @@ func serveReport(prog *program.Program, s *program.Serve) ServeReport {
 func modelNotes(m *program.Model) []string {
 	notes := []string{}
 	a := m.Attention
-	if a.ShareWeights > 0 && a.ShareWeights < 1 {
-		notes = append(notes, fmt.Sprintf("attention-weight sharing: each layer after the first recomputes its attention weights with probability %g, else reuses the layer below's; the query/key projections, QK^T and talking-heads mixers are counted at that expected cost, and their parameters in full", a.ShareWeights))
+	if a.SharesWeights() {
+		notes = append(notes, fmt.Sprintf("attention-weight sharing: each layer after the first recomputes its attention weights with probability %g, else reuses the layer below's; the query/key projections, QK^T and talking-heads mixers are counted at that expected cost, and their parameters in full", a.RecomputeProbability()))
 	}
 	if a.Window > 0 {
 		notes = append(notes, fmt.Sprintf("sliding window of %d: causal attention reads min(position+1, %d) keys", a.Window, a.Window))

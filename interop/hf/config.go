@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/lang/diag"
 )
 
@@ -342,8 +343,8 @@ func (s *spec) deepseek(r *reader) {
 	if m.expertHidden == 0 {
 		r.bad("moe_intermediate_size", "missing (required with n_routed_experts)")
 	}
-	if m.score != "softmax" && m.score != "sigmoid" {
-		r.inexpressible("scoring_func", fmt.Sprintf("router score %q", m.score), "moec's router scores are softmax or sigmoid", 0)
+	if !program.Score(m.score).Known() {
+		r.inexpressible("scoring_func", fmt.Sprintf("router score %q", m.score), "moec's router scores are "+knownScores(), 0)
 		m.score = "softmax"
 	}
 	first := int(r.integer("first_k_dense_replace", 0))
@@ -380,4 +381,13 @@ func (s *spec) deepseek(r *reader) {
 		r.notes = append(r.notes, "seq_aux = true: DeepSeek computes its balance loss per sequence; moec's balance_loss is per batch")
 	}
 	s.moe = m
+}
+
+// knownScores names the router scores moec computes: "softmax or sigmoid".
+func knownScores() string {
+	names := make([]string, 0, len(program.Scores()))
+	for _, s := range program.Scores() {
+		names = append(names, string(s))
+	}
+	return strings.Join(names, " or ")
 }

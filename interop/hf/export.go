@@ -104,7 +104,7 @@ func Export(ckpt, out string) (*ExportManifest, error) {
 	}
 	tensors := c.Model
 	if layout != LayoutMoec {
-		if tensors, err = arrange(c.Model, m, layout); err != nil {
+		if tensors, err = arrange(c.Model, m); err != nil {
 			return nil, diag.RuntimeWrap(ErrExport, err, "checkpoint %s does not hold the tensors of its model", dir)
 		}
 	}
@@ -155,9 +155,9 @@ func Export(ckpt, out string) (*ExportManifest, error) {
 	return man, nil
 }
 
-// arrange checks that ts are exactly the tensors of m in layout l and returns them in the
+// arrange checks that ts are exactly the tensors of m (moec's names) and returns them in the
 // order transformers' state dict has them.
-func arrange(ts []safetensors.Tensor, m *program.Model, l Layout) ([]safetensors.Tensor, error) {
+func arrange(ts []safetensors.Tensor, m *program.Model) ([]safetensors.Tensor, error) {
 	byName := make(map[string]safetensors.Tensor, len(ts))
 	for _, t := range ts {
 		if _, dup := byName[t.Name]; dup {
@@ -165,7 +165,10 @@ func arrange(ts []safetensors.Tensor, m *program.Model, l Layout) ([]safetensors
 		}
 		byName[t.Name] = t
 	}
-	want := expected(m, l)
+	want, err := expected(m)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]safetensors.Tensor, 0, len(want))
 	for _, w := range want {
 		t, ok := byName[w.name]

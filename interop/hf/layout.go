@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/moec-dev/moec/compiler/params"
 	"github.com/moec-dev/moec/compiler/program"
 )
 
@@ -88,87 +89,21 @@ type shape struct {
 	dims []int
 }
 
-// expected lists the tensors a checkpoint of m has in layout l (moec's names), in the order
-// transformers' state dict has them. It is written from the transformers classes, apart
-// from runtime/nn, so that the two can check each other.
-func expected(m *program.Model, l Layout) []shape {
-	a := m.Attention
-	d := int(m.DModel)
-	v := int(m.PaddedVocab())
-	hd := int(a.HeadDim)
-	var out []shape
-	add := func(name string, dims ...int) { out = append(out, shape{name, dims}) }
-	add("model.embed_tokens.weight", v, d)
-	for i := 0; i < m.Layers; i++ {
-		p := fmt.Sprintf("model.layers.%d.", i)
-		add(p+"input_layernorm.weight", d)
-		for _, proj := range []struct {
-			name string
-			rows int
-		}{{"q_proj", a.Heads * hd}, {"k_proj", a.KVHeads * hd}, {"v_proj", a.KVHeads * hd}} {
-			add(p+"self_attn."+proj.name+".weight", proj.rows, d)
-			if a.BiasQKV {
-				add(p+"self_attn."+proj.name+".bias", proj.rows)
-			}
-		}
-		add(p+"self_attn.o_proj.weight", d, a.Heads*hd)
-		if a.BiasOut {
-			add(p+"self_attn.o_proj.bias", d)
-		}
-		if a.QKNorm {
-			// Qwen3's norms are per head; OLMoE's (qk_norm = full) span the whole projections.
-			qw, kw := hd, hd
-			if a.QKNormFull {
-				qw, kw = a.Heads*hd, a.KVHeads*hd
-			}
-			add(p+"self_attn.q_norm.weight", qw)
-			add(p+"self_attn.k_norm.weight", kw)
-		}
-		add(p+"post_attention_layernorm.weight", d)
-		if !m.IsMoELayer(i) {
-			f := int(m.FFN.Hidden)
-			for _, proj := range []string{"gate_proj", "up_proj", "down_proj"} {
-				rows, cols := f, d
-				if proj == "down_proj" {
-					rows, cols = d, f
-				}
-				add(p+"mlp."+proj+".weight", rows, cols)
-				if m.FFN.Bias {
-					add(p+"mlp."+proj+".bias", rows)
-				}
-			}
-			continue
-		}
-		e := m.MoE
-		add(p+"block_sparse_moe.gate.weight", e.Experts, d)
-		h := int(e.ExpertHidden)
-		for x := 0; x < e.Experts; x++ {
-			ep := fmt.Sprintf("%sblock_sparse_moe.experts.%d.", p, x)
-			add(ep+"w1.weight", h, d)
-			add(ep+"w2.weight", d, h)
-			add(ep+"w3.weight", h, d)
-		}
-		// Qwen2-MoE's shared expert (gate_proj, up_proj, down_proj) and the Linear(d, 1)
-		// that gates it.
-		sh := int(e.SharedHidden)
-		if sh == 0 {
-			sh = h
-		}
-		for x := 0; x < e.SharedExperts; x++ {
-			sp := fmt.Sprintf("%sblock_sparse_moe.shared_experts.%d.", p, x)
-			add(sp+"w1.weight", sh, d)
-			add(sp+"w3.weight", sh, d)
-			add(sp+"w2.weight", d, sh)
-		}
-		if e.SharedGate && e.SharedExperts > 0 {
-			add(p+"block_sparse_moe.shared_expert_gate.weight", 1, d)
-		}
+// expected lists the tensors a checkpoint of m has (moec's names, which fromMoec renames
+// for a layout), in the order transformers' state dict has them: the parameter walker's
+// list (compiler/params), which is the runtime's and, for every model layoutFor gives a
+// transformers layout, that class's order. The layout tests hold it to a list written
+// from the transformers classes.
+func expected(m *program.Model) ([]shape, error) {
+	ps, err := params.Walk(m)
+	if err != nil {
+		return nil, err
 	}
-	add("model.norm.weight", d)
-	if !m.TieEmbeddings {
-		add("lm_head.weight", v, d)
+	out := make([]shape, len(ps))
+	for i, p := range ps {
+		out[i] = shape{p.Name, p.Shape}
 	}
-	return out
+	return out, nil
 }
 
 // layoutFor chooses the transformers layout that holds m exactly, or LayoutMoec and the
@@ -189,7 +124,7 @@ func layoutFor(m *program.Model) (Layout, []string) {
 	gap(m.MTPDepth > 0, "multi-token prediction (mtp_depth)")
 	gap(a.MLA, "multi-head latent attention (transformers' DeepSeek classes are not among those moec writes)")
 	gap(a.TalkingHeads, "talking heads")
-	gap(a.ShareWeights < 1, "stochastic attention-weight sharing (share_weights < 1)")
+	gap(a.SharesWeights(), "stochastic attention-weight sharing (share_weights < 1)")
 	gap(a.ShareKV > 1, "cross-layer K/V sharing (share_kv > 1)")
 	gap(a.Sinks, "attention sinks")
 	gap(m.FFN.Activation != program.SwiGLU && m.FFN.Activation != program.GeGLU, fmt.Sprintf("ffn activation %s (the classes gate their FFNs: swiglu or geglu)", m.FFN.Activation))
@@ -229,7 +164,8 @@ func moeLayoutFor(m *program.Model) (Layout, []string) {
 	a, e := m.Attention, m.MoE
 	swiglu := m.FFN.Activation == program.SwiGLU
 	// OLMoE and Qwen2-MoE take head_dim as hidden_size / num_attention_heads.
-	wholeHeads := a.HeadDim*int64(a.Heads) == m.DModel
+	d, _ := m.Dims() // layoutFor has named what the classes lack; the sizes are filled regardless
+	wholeHeads := d.Dh*d.H == d.D
 	gated := e.SharedExperts == 1 && e.SharedGate
 	type need struct {
 		ok   bool   // m meets it

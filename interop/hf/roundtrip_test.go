@@ -492,6 +492,7 @@ func TestLayoutChoice(t *testing.T) {
 		{"tiny_olmoe", func(m *program.Model) { m.MoE.Normalize = true }, LayoutOlmoe, ""},
 		{"tiny_olmoe", func(m *program.Model) { m.MoE.Every = 2 }, LayoutMoec, "OlmoeForCausalLM needs MoE in every layer"},
 		{"tiny_olmoe", func(m *program.Model) { m.Attention.HeadDim = 16 }, LayoutMoec, "head_dim = d_model / heads"},
+		{"tiny_olmoe", func(m *program.Model) { m.Attention.HeadDim = 0 }, LayoutOlmoe, ""}, // unset: d_model / heads
 		{"tiny_olmoe", func(m *program.Model) { m.Attention.BiasQKV, m.Attention.BiasOut = true, true }, LayoutMoec, "OlmoeForCausalLM needs no attention bias"},
 		{"tiny_qwen2_moe", func(m *program.Model) { m.MoE.Normalize = false }, LayoutQwen2MoE, ""},
 		{"tiny_qwen2_moe", func(m *program.Model) { m.Attention.BiasOut = true }, LayoutMoec, "biases on Q, K and V only"},
@@ -500,6 +501,9 @@ func TestLayoutChoice(t *testing.T) {
 		{"tiny_qwen2_moe", func(m *program.Model) { m.Attention.BiasQKV = false }, LayoutMoec, "Qwen2MoeForCausalLM needs biases on Q, K and V only"},
 		{"tiny_qwen3_moe", func(m *program.Model) { m.Attention.QKNormFull = true }, LayoutMoec, "Qwen3MoeForCausalLM needs per-head q/k norms"},
 		{"tiny_mixtral", func(m *program.Model) { m.MoE.Normalize = false }, LayoutMoec, "MixtralForCausalLM needs a renormalised top-k"},
+		// share_weights unset in a Go-built model means no sharing, as everywhere else.
+		{"tiny_mixtral", func(m *program.Model) { m.Attention.ShareWeights = 0 }, LayoutMixtral, ""},
+		{"tiny_mixtral", func(m *program.Model) { m.Attention.ShareWeights = 0.5 }, LayoutMoec, "share_weights < 1"},
 	} {
 		m := tinyModel(t, tc.model)
 		tc.change(m)

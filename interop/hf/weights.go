@@ -76,7 +76,7 @@ func ImportCheckpoint(hfDir, out string, opt Options) (*CheckpointResult, error)
 			ts = append(ts, t)
 		}
 	}
-	ts, err = arrange(ts, res.Model, layout)
+	ts, err = arrange(ts, res.Model)
 	if err != nil {
 		return nil, diag.RuntimeWrap(ErrWeights, err, "the weights in %s do not fit its config.json", hfDir)
 	}

@@ -361,6 +361,33 @@ func TestAdamWMatchesOptim(t *testing.T) {
 	if comp.StepCount() != 6 {
 		t.Errorf("StepCount %d", comp.StepCount())
 	}
+	// The compiled optimizer is optim's, so its moments are checkpointed and restored as
+	// optim's are: the same names and shapes, values to float32 rounding.
+	refState, compState := ref.State(), comp.State()
+	if len(refState) != len(compState) {
+		t.Fatalf("state: optim %d tensors, compiled %d", len(refState), len(compState))
+	}
+	for i := range refState {
+		a, b := refState[i], compState[i]
+		if a.Name != b.Name || fmt.Sprint(a.Shape) != fmt.Sprint(b.Shape) {
+			t.Fatalf("state %d: optim %s %v, compiled %s %v", i, a.Name, a.Shape, b.Name, b.Shape)
+		}
+		for j := range a.Data {
+			if d := math.Abs(float64(a.Data[j] - b.Data[j])); d > 1e-5*(1+math.Abs(float64(a.Data[j]))) {
+				t.Fatalf("state %s[%d]: optim %v, compiled %v", a.Name, j, a.Data[j], b.Data[j])
+			}
+		}
+	}
+	resumed, err := lib.NewAdamW(oc, mk())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := resumed.LoadState(compState, comp.StepCount()); err != nil {
+		t.Fatalf("the compiled optimizer does not restore its own state: %v", err)
+	}
+	if resumed.StepCount() != 6 {
+		t.Errorf("resumed StepCount %d, want 6", resumed.StepCount())
+	}
 	if _, err := lib.NewAdamW(optim.Config{LR: -1}, nil); err == nil {
 		t.Error("a negative learning rate was accepted")
 	}

@@ -229,7 +229,7 @@ func writePeerInputs(t *testing.T, dir string, m *Model, b Batch, logits []float
 		"qk_norm": cfg.Attention.QKNorm, "qk_norm_full": cfg.Attention.QKNormFull, "sinks": cfg.Attention.Sinks, "parallel_dense": false,
 		"placement": string(placement(cfg)), "share_kv": c.d.ShareKV,
 		"ffn_act": string(cfg.FFN.Activation), "moe_layers": moeLayers,
-		"recompute": shareDice(cfg.Attention.ShareWeights, c.d.L, o.Seed, o.Step, o.Train || o.AttnShare),
+		"recompute": shareDice(cfg.Attention.RecomputeProbability(), c.d.L, o.Seed, o.Step, o.Train || o.AttnShare),
 		"tolerance": 1e-4, "balance_loss": 0.0, "z_loss": 0.0,
 		"go": map[string]float64{"loss": st.Loss, "ce": st.CE, "balance": st.Balance, "zloss": st.ZLoss},
 	}

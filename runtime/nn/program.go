@@ -168,7 +168,7 @@ func (c *core[F]) embedForward(b Batch, o StepOptions) *workspace[F] {
 		c.gatherRouterRows(w.rows, w.tok)
 		clear(w.dRows)
 	}
-	rec := shareDice(c.cfg.Attention.ShareWeights, d.L, o.Seed, o.Step, o.Train || o.AttnShare)
+	rec := shareDice(c.cfg.Attention.RecomputeProbability(), d.L, o.Seed, o.Step, o.Train || o.AttnShare)
 	copy(w.recompute, rec)
 	return w
 }

@@ -93,7 +93,7 @@ func (c *core[F]) workspaceFor(B, T int) *workspace[F] {
 	if c.cfg.Attention.QKNorm {
 		w.grads.dqPre, w.grads.dkPre = make([]F, n*d.QDim), make([]F, n*d.KVDim)
 	}
-	sharing := c.cfg.Attention.ShareWeights > 0 && c.cfg.Attention.ShareWeights < 1
+	sharing := c.cfg.Attention.SharesWeights()
 	for _, l := range c.layers {
 		lw := &layerWS[F]{xhat1: make([]F, n*d.D), rstd1: make([]F, n), h1: make([]F, n*d.D),
 			xhat2: make([]F, n*d.D), rstd2: make([]F, n), h2: make([]F, n*d.D)}
@@ -152,7 +152,8 @@ func (c *core[F]) workspaceFor(B, T int) *workspace[F] {
 	return w
 }
 
-// shareDice decides, for each layer, whether it recomputes its attention weights this step.
+// shareDice decides, for each layer, whether it recomputes its attention weights this step;
+// p is program.Attention.RecomputeProbability (1: always).
 func shareDice(p float64, layers int, seed, step int64, apply bool) []bool {
 	out := make([]bool, layers)
 	for l := range out {

@@ -1,6 +1,7 @@
 package optim
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"runtime"
@@ -91,15 +92,51 @@ type AdamW struct {
 	params []Param
 	m, v   [][]float32
 	decay  []bool
-	step   int64 // updates applied
+	step   int64        // updates applied
+	tensor TensorUpdate // nil: the fused float32 pass
 }
 
-// NewAdamW returns an optimizer over params with zero moments.
+// Update is the constants of one AdamW update of one tensor: everything but the tensor's
+// weights, gradient and moments. The step's rules (schedule, global-norm clipping, which
+// tensors decay, the update count) are decided once, by AdamW; a TensorUpdate only does
+// the per-element arithmetic.
+type Update struct {
+	Scale        float64 // gradient multiplier: gradScale times the clipping factor
+	LR           float64
+	Beta1, Beta2 float64
+	Eps          float64
+	WeightDecay  float64 // decoupled; 0 for tensors that are not matrices
+	Step         int64   // the update's number, 1-based (bias corrections use it)
+}
+
+// BiasCorrections are the moments' bias corrections 1−β1^t and 1−β2^t.
+func (u Update) BiasCorrections() (bc1, bc2 float64) {
+	return 1 - math.Pow(u.Beta1, float64(u.Step)), 1 - math.Pow(u.Beta2, float64(u.Step))
+}
+
+// TensorUpdate applies one AdamW update to the parameter p (its weights p.W in place, from
+// its raw gradient p.G) with the moments m and v:
+//
+//	g = p.G·Scale;  m = β1·m + (1−β1)·g;  v = β2·v + (1−β2)·g²
+//	p.W −= LR·WeightDecay·p.W + (LR/bc1)·m / (√(v/bc2) + Eps)
+//
+// AdamW calls it once per non-empty tensor, in order, from one goroutine.
+type TensorUpdate func(p Param, m, v []float32, u Update) error
+
+// NewAdamW returns an optimizer over params with zero moments, updating with the fused
+// float32 pass.
 func NewAdamW(cfg Config, params []Param) (*AdamW, error) {
+	return NewAdamWWith(cfg, params, nil)
+}
+
+// NewAdamWWith is NewAdamW with the per-element arithmetic in update (runtime/kernelsel
+// passes the compiled adamw kernel); everything else, the norm, clipping, schedule, decay
+// rule, state and its checkpoint, is this optimizer's. A nil update is NewAdamW.
+func NewAdamWWith(cfg Config, params []Param, update TensorUpdate) (*AdamW, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	o := &AdamW{cfg: cfg, params: params}
+	o := &AdamW{cfg: cfg, params: params, tensor: update}
 	for _, p := range params {
 		if len(p.W) != len(p.G) {
 			return nil, fmt.Errorf("optim: %s has %d weights but %d gradients", p.Name, len(p.W), len(p.G))
@@ -126,7 +163,8 @@ type StepInfo struct {
 
 // Step scales the gradients by gradScale (1/micro-batches turns accumulated sums into
 // means), clips them to the global norm ClipNorm, and applies one AdamW update. A
-// non-finite gradient norm is an error and leaves weights and state untouched.
+// non-finite gradient norm is an error and leaves weights and state untouched. An error of
+// a TensorUpdate (NewAdamWWith) is returned after the update is counted.
 func (o *AdamW) Step(gradScale float64) (StepInfo, error) {
 	return o.StepReduced(gradScale, nil)
 }
@@ -170,8 +208,29 @@ func (o *AdamW) StepReduced(gradScale float64, reduce func(localSumSquares float
 		info.Clipped = true
 	}
 	o.step++
+	if o.tensor != nil {
+		return info, o.updateEach(info.LR, scale)
+	}
 	o.update(info.LR, scale)
 	return info, nil
+}
+
+// updateEach applies the update through the TensorUpdate, one tensor at a time.
+func (o *AdamW) updateEach(lr, scale float64) error {
+	var errs []error
+	for i, p := range o.params {
+		if len(p.W) == 0 {
+			continue
+		}
+		u := Update{Scale: scale, LR: lr, Beta1: o.cfg.Beta1, Beta2: o.cfg.Beta2, Eps: o.cfg.Eps, Step: o.step}
+		if o.decay[i] {
+			u.WeightDecay = o.cfg.WeightDecay
+		}
+		if err := o.tensor(p, o.m[i], o.v[i], u); err != nil {
+			errs = append(errs, fmt.Errorf("optim: updating %s: %w", p.Name, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // update applies one AdamW update with the learning rate lr to gradients multiplied by
@@ -181,8 +240,9 @@ func (o *AdamW) StepReduced(gradScale float64, reduce func(localSumSquares float
 // a model whose parameters sit in a few large tensors evenly. Every element is updated
 // on its own, so the chunking does not change any result.
 func (o *AdamW) update(lr, scale float64) {
-	noDecay := fused.NewCoeffs(scale, lr, o.cfg.Beta1, o.cfg.Beta2, o.cfg.Eps, 0, o.step)
-	decay := fused.NewCoeffs(scale, lr, o.cfg.Beta1, o.cfg.Beta2, o.cfg.Eps, o.cfg.WeightDecay, o.step)
+	u := Update{Scale: scale, LR: lr, Beta1: o.cfg.Beta1, Beta2: o.cfg.Beta2, Eps: o.cfg.Eps, Step: o.step}
+	noDecay := fused.NewCoeffs(u.Scale, u.LR, u.Beta1, u.Beta2, u.Eps, 0, u.Step)
+	decay := fused.NewCoeffs(u.Scale, u.LR, u.Beta1, u.Beta2, u.Eps, o.cfg.WeightDecay, u.Step)
 	type chunk struct{ param, lo, hi int }
 	var chunks []chunk
 	for i, p := range o.params {

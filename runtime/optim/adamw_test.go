@@ -315,3 +315,86 @@ func sumSquares(ps []Param, scale float64) float64 {
 	}
 	return total
 }
+
+// TestTensorUpdate: an optimizer built with NewAdamWWith decides the step as NewAdamW's
+// does (clipping, decay on matrices only, the update count) and hands each tensor the
+// constants of the update its documentation states; the documented formula, computed in
+// float64, lands where the fused pass lands. An error of the update is returned.
+func TestTensorUpdate(t *testing.T) {
+	cfg := Config{LR: 0.05, Beta1: 0.9, Beta2: 0.99, Eps: 1e-8, WeightDecay: 0.1, ClipNorm: 0.5, TotalSteps: 4}
+	mk := func() []Param {
+		r := rand.New(rand.NewPCG(3, 4))
+		ps := []Param{{Name: "mat", Shape: []int{3, 2}}, {Name: "vec", Shape: []int{4}}, {Name: "empty", Shape: []int{0}}}
+		for i := range ps {
+			n := 1
+			for _, s := range ps[i].Shape {
+				n *= s
+			}
+			ps[i].W, ps[i].G = make([]float32, n), make([]float32, n)
+			for j := range ps[i].W {
+				ps[i].W[j], ps[i].G[j] = float32(r.NormFloat64()), float32(r.NormFloat64())
+			}
+		}
+		return ps
+	}
+	var seen []Update
+	formula := func(p Param, m, v []float32, u Update) error {
+		seen = append(seen, u)
+		bc1, bc2 := u.BiasCorrections()
+		for j := range p.W {
+			g := float64(p.G[j]) * u.Scale
+			mj := u.Beta1*float64(m[j]) + (1-u.Beta1)*g
+			vj := u.Beta2*float64(v[j]) + (1-u.Beta2)*g*g
+			m[j], v[j] = float32(mj), float32(vj)
+			w := float64(p.W[j])
+			p.W[j] = float32(w - u.LR*u.WeightDecay*w - (u.LR/bc1)*mj/(math.Sqrt(vj/bc2)+u.Eps))
+		}
+		return nil
+	}
+	want, got := mk(), mk()
+	ref, err := NewAdamW(cfg, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := NewAdamWWith(cfg, got, formula)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for step := int64(1); step <= 3; step++ {
+		a, err := ref.Step(0.5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen = seen[:0]
+		b, err := o.Step(0.5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a != b || !b.Clipped {
+			t.Fatalf("step %d: fused %+v, with the update %+v (want equal, clipped)", step, a, b)
+		}
+		if len(seen) != 2 {
+			t.Fatalf("step %d: the update saw %d tensors, want 2 (the empty one skipped)", step, len(seen))
+		}
+		for i, u := range seen {
+			wantDecay := 0.0
+			if i == 0 {
+				wantDecay = cfg.WeightDecay
+			}
+			if u.Step != step || u.WeightDecay != wantDecay || !near(u.Scale, 0.5*cfg.ClipNorm/b.GradNorm, 1e-12) || u.LR != b.LR {
+				t.Errorf("step %d tensor %d: %+v", step, i, u)
+			}
+		}
+		for i := range want {
+			for j := range want[i].W {
+				if !near(float64(got[i].W[j]), float64(want[i].W[j]), 1e-5) {
+					t.Fatalf("step %d: %s[%d] = %v by the formula, %v fused", step, want[i].Name, j, got[i].W[j], want[i].W[j])
+				}
+			}
+		}
+	}
+	failing, _ := NewAdamWWith(cfg, mk(), func(Param, []float32, []float32, Update) error { return errors.New("kernel failed") })
+	if _, err := failing.Step(1); err == nil || !strings.Contains(err.Error(), "updating mat: kernel failed") {
+		t.Errorf("the update's error: %v", err)
+	}
+}

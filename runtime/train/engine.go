@@ -361,7 +361,7 @@ func (g *group) report() []RankMemory {
 	for i, r := range g.ranks {
 		rm := RankMemory{Rank: g.comms[i].Rank()}
 		if c := r.cache; c != nil {
-			rm.CacheHits, rm.CacheMisses, rm.CacheEvictions = c.hits, c.misses, c.evicted
+			rm.CacheHits, rm.CacheMisses, rm.CacheEvictions = c.Stats()
 		}
 		for t := dist.Tier(0); t < dist.NumTiers; t++ {
 			for c := dist.Component(0); c < dist.NumComponents; c++ {

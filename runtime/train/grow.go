@@ -100,11 +100,10 @@ func Grow(from []safetensors.Tensor, fromCfg, toCfg *program.Model, params []*nn
 				srcID = id
 				srcID.Expert = id.Expert % oldE
 				copyIdx = id.Expert / oldE
-				if moe.Score != program.Sigmoid && !moe.Normalize {
-					if moe.Experts%oldE != 0 {
+				if !moe.Normalize {
+					if scale = moe.Score.CopyScale(oldE, moe.Experts); scale != 1 && moe.Experts%oldE != 0 {
 						notExact(fmt.Sprintf("%d experts is not a multiple of %d", moe.Experts, oldE))
 					}
-					scale = float64(moe.Experts) / float64(oldE)
 				}
 				if moe.TopK > 1 || oldK > 1 {
 					notExact("top_k > 1 when growing from an MoE: copies tie and change the top-k set")
@@ -118,11 +117,7 @@ func Grow(from []safetensors.Tensor, fromCfg, toCfg *program.Model, params []*nn
 				srcID = mparams.ID{Role: role, Layer: id.Layer, Expert: -1, Bias: id.Bias}
 				copyIdx = id.Expert
 				if !moe.Normalize {
-					gate := 1 / float64(moe.Experts)
-					if moe.Score == program.Sigmoid {
-						gate = 0.5
-					}
-					scale = 1 / (float64(moe.TopK) * gate)
+					scale = 1 / (float64(moe.TopK) * moe.Score.UniformGate(moe.Experts))
 				}
 			}
 			name, ok := oldName[srcID]

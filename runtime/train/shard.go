@@ -291,7 +291,7 @@ func (r *rank) acquire(u int, grads bool) error {
 	var bufs [2][2][]float32
 	var hit *cached
 	if r.cache != nil {
-		hit = r.cache.get(u)
+		hit = r.cache.Get(u)
 	}
 	for i, p := range r.parts[u] {
 		if p == nil {
@@ -299,7 +299,7 @@ func (r *rank) acquire(u int, grads bool) error {
 		}
 		w, g := p.w, p.g
 		if hit != nil {
-			w = hit.bufs[i][:p.n]
+			w = hit.Value[i][:p.n]
 		} else if r.layout.ZeRO >= 3 {
 			if p.tmpW == nil {
 				p.tmpW = r.spare.take(p.padded())
@@ -359,8 +359,8 @@ func (r *rank) cachePut(u int) {
 // spares.
 func (r *rank) uncache(gone []*cached) {
 	for _, e := range gone {
-		r.meter.Free(dist.Device, dist.Params, e.pages*r.cache.cfg.Page)
-		for _, b := range e.bufs {
+		r.meter.Free(dist.Device, dist.Params, e.Pages*r.cache.cfg.Page)
+		for _, b := range e.Value {
 			r.spare.give(b)
 		}
 	}
@@ -399,7 +399,7 @@ func (r *rank) release(u int, grads bool) error {
 		bufs[i] = [2][]float32{p.w, p.g}
 	}
 	if r.cache != nil {
-		r.cache.unpin(u)
+		r.cache.Unpin(u)
 	}
 	r.model.Bind(u, bufs[0][0], bufs[0][1], bufs[1][0], bufs[1][1])
 	return nil
@@ -521,7 +521,7 @@ func (r *rank) update(accum int) (optim.StepInfo, error) {
 		return info, err
 	}
 	if r.cache != nil { // the cached pages hold the old weights
-		r.uncache(r.cache.drop())
+		r.uncache(r.cache.Drop())
 	}
 	for _, ps := range r.parts {
 		for _, p := range ps {

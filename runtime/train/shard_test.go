@@ -249,32 +249,32 @@ func TestCachePolicies(t *testing.T) {
 		// least recent (lru), 3 the least used with the older last use (lfu), 1 the first
 		// in (fifo).
 		for _, u := range []int{1, 2, 3} {
-			if uc.get(u) != nil {
+			if uc.Get(u) != nil {
 				t.Fatal("hit in an empty cache")
 			}
 			if ok, _ := uc.put(u, 1000, [2][]float32{}); !ok {
 				t.Fatal("unit does not fit")
 			}
-			uc.unpin(u)
+			uc.Unpin(u)
 		}
 		for _, u := range []int{2, 2, 3, 1} {
-			if uc.get(u) == nil {
+			if uc.Get(u) == nil {
 				t.Fatalf("%s: unit %d missed", c.policy, u)
 			}
-			uc.unpin(u)
+			uc.Unpin(u)
 		}
-		uc.get(9)
+		uc.Get(9)
 		ok, ev := uc.put(9, 1000, [2][]float32{})
-		if !ok || len(ev) != 1 || ev[0].unit != c.want {
+		if !ok || len(ev) != 1 || ev[0].Unit != c.want {
 			t.Errorf("%s: evicted %v, want unit %d", c.policy, ev, c.want)
 		}
 		// Unit 9 is still pinned: a two-page unit must evict the two others, never 9, and
 		// a unit that needs 9's page as well stays out.
 		ok, ev = uc.put(10, 2000, [2][]float32{})
-		if !ok || len(ev) != 2 || uc.entries[9] == nil {
-			t.Errorf("%s: caching a two-page unit next to a pinned one: ok %v, evicted %d, unit 9 kept %v", c.policy, ok, len(ev), uc.entries[9] != nil)
+		if !ok || len(ev) != 2 || !uc.Holds(9) {
+			t.Errorf("%s: caching a two-page unit next to a pinned one: ok %v, evicted %d, unit 9 kept %v", c.policy, ok, len(ev), uc.Holds(9))
 		}
-		uc.unpin(10)
+		uc.Unpin(10)
 		if ok, _ := uc.put(11, 3000, [2][]float32{}); ok {
 			t.Errorf("%s: a unit that needs the pinned unit's page was cached", c.policy)
 		}

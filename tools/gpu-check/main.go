@@ -207,7 +207,7 @@ func prepareBench(dir string, cfg config) error {
 	spec, err := json.MarshalIndent(map[string]any{
 		"tokens": cfg.benchTokens, "d_model": cfg.bench.DModel, "experts": cfg.bench.Experts, "top_k": cfg.bench.TopK,
 		"expert_hidden": cfg.bench.Hidden, "activation": cfg.bench.Activation, "normalize": cfg.bench.Normalize,
-		"sigmoid": cfg.bench.Sigmoid, "reps": cfg.reps,
+		"sigmoid": cfg.bench.Score == program.Sigmoid, "reps": cfg.reps,
 	}, "", "  ")
 	if err != nil {
 		return err
