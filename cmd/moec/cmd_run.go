@@ -193,6 +193,9 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 	f.IntVar(&rf.ranks, "ranks", 0, "run the plan for N ≥ 1 in-process ranks (default: the cluster's ranks; under mpirun, one rank per process)")
 	f.IntVar(&rf.ep, "ep", 0, "expert-parallel size; it must divide the ranks and the stage's experts (default: the plan's)")
 	f.IntVar(&rf.zero, "zero", 0, "ZeRO stage 0-3 (default: the plan's)")
+	f.IntVar(&rf.tp, "tp", 0, "tensor-parallel size: Megatron's column/row splits of heads, FFN and expert widths and the vocabulary; trains through step programs (in-process ranks)")
+	f.IntVar(&rf.pp, "pp", 0, "pipeline-parallel size: stages of contiguous layers under a 1F1B schedule of the micro-batches; trains through step programs (in-process ranks)")
+	f.BoolVar(&rf.program, "step-programs", false, "train through step programs (compiler/step run by the executor) even without --tp or --pp")
 	f.BoolVar(&rf.offload, "offload", false, "keep optimizer states in the host tier (default: the train block's memory.offload)")
 	f.StringVar(&rf.budget, "cache-budget", "", "run the unified cache with this device budget per rank, e.g. 8MiB (default with memory = unified_cache: a quarter of a rank's weights)")
 	f.DurationVar(&rf.timeout, "collective-timeout", 0, "fail a collective that waits longer than this for another rank; positive (default 5m)")
@@ -240,6 +243,8 @@ func checkRunFlags(cmd *cobra.Command, opt train.Options, rf rankFlags) error {
 		{"ranks", rf.ranks < 1, rf.ranks, "want at least 1 rank"},
 		{"ep", rf.ep < 1, rf.ep, "want an expert-parallel size of at least 1 (1 = none)"},
 		{"zero", rf.zero < 0 || rf.zero > 3, rf.zero, "ZeRO stages are 0, 1, 2 and 3"},
+		{"tp", rf.tp < 1, rf.tp, "want a tensor-parallel size of at least 1 (1 = none)"},
+		{"pp", rf.pp < 1, rf.pp, "want a pipeline-parallel size of at least 1 (1 = none)"},
 	}
 	for _, c := range checks {
 		if f.Changed(c.flag) && c.bad {
@@ -272,7 +277,7 @@ func checkRunFlags(cmd *cobra.Command, opt train.Options, rf rankFlags) error {
 }
 
 // layoutFlags are the flags that choose a run's layout.
-var layoutFlags = []string{"ranks", "ep", "zero", "offload", "cache-budget"}
+var layoutFlags = []string{"ranks", "ep", "zero", "offload", "cache-budget", "tp", "pp", "step-programs"}
 
 // layoutFlagsChanged says whether any layout flag was given.
 func layoutFlagsChanged(cmd *cobra.Command) bool {

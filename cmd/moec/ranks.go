@@ -27,6 +27,8 @@ type rankFlags struct {
 	offload bool
 	timeout time.Duration
 	budget  string // unified cache device budget ("" = a quarter of a rank's weights)
+	tp, pp  int    // tensor- and pipeline-parallel sizes (0 = none)
+	program bool   // train through step programs even without tp or pp
 }
 
 // layout decides how the run is sharded: the ranks come from --ranks, from mpirun, or from
@@ -60,6 +62,23 @@ func (f rankFlags) layout(prog *program.Program, trainName, stageName string, mi
 		e := diag.Runtimef(diag.ErrBadRunOption, "--ep %d: an expert-parallel group of %d ranks does not divide the run's %d rank(s)", f.ep, f.ep, max(ranks, 1))
 		e.Suggestion = fmt.Sprintf("pass --ranks %d or a multiple of it, or drop --ep", f.ep)
 		return nil, nil, e
+	}
+	if f.tp > 1 || f.pp > 1 || f.program {
+		// Step programs: the ranks are dp × tp × pp (dp 1 unless --ranks says more); the
+		// executor runs exactly the memory its programs plan, reported per rank.
+		if ranks == 0 {
+			ranks = max(f.tp, 1) * max(f.pp, 1)
+		}
+		if f.offload || f.budget != "" {
+			return nil, nil, usage(diag.Runtimef(diag.ErrBadRunOption, "--tp, --pp and --step-programs do not run an offloaded optimizer or the unified cache yet"))
+		}
+		l := &train.Layout{Ranks: ranks, EP: max(f.ep, 1), ZeRO: f.zero, TP: f.tp, PP: f.pp, Program: f.program}
+		if tp, pp := max(f.tp, 1), max(f.pp, 1); ranks%(tp*pp) != 0 {
+			e := diag.Runtimef(diag.ErrBadRunOption, "--ranks %d is not a multiple of tp %d × pp %d", ranks, tp, pp)
+			e.Suggestion = fmt.Sprintf("pass --ranks %d or a multiple of it", tp*pp)
+			return nil, nil, e
+		}
+		return l, nil, nil
 	}
 	if ranks <= 1 && f.ep <= 1 && f.zero == 0 && !f.offload && f.budget == "" {
 		return nil, nil, nil
@@ -150,10 +169,11 @@ func (f rankFlags) resumeLayout(spec *train.Spec, flagsGiven bool, worldSize int
 	}
 	if rec := spec.Layout; rec != nil && !flagsGiven && worldSize == 0 {
 		f.ranks, f.ep, f.zero, f.zeroSet, f.offload, f.budget = rec.Ranks, rec.EP, rec.ZeRO, true, rec.Offload, ""
+		f.tp, f.pp, f.program = rec.TP, rec.PP, rec.Program
 		if rec.CacheBudget > 0 {
 			f.budget = strconv.FormatInt(rec.CacheBudget, 10)
 		}
-		if rec.Ranks <= 1 && rec.EP <= 1 && rec.ZeRO == 0 && !rec.Offload && rec.CacheBudget == 0 {
+		if rec.Ranks <= 1 && rec.EP <= 1 && rec.ZeRO == 0 && !rec.Offload && rec.CacheBudget == 0 && !rec.Program {
 			return nil, nil, nil
 		}
 	}
@@ -175,6 +195,20 @@ func mpiWorld(timeout time.Duration) (dist.Comm, func(), error) {
 // printMemory writes each rank's peak bytes per component next to the plan's prediction.
 func printMemory(w io.Writer, l *train.Layout, mem []train.RankMemory, p *plan.Plan) {
 	if len(mem) == 0 {
+		return
+	}
+	if l != nil && l.StepPrograms() {
+		// The executor places every buffer in its program's arena: what it holds is the
+		// memory plan, by the kind of buffer live at the device peak.
+		fmt.Fprintf(w, "memory per rank (%s): each rank's step-program arena at its peak, which is all a step allocates (AdamW's moments are held by the optimizer beside it)\n", l)
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "rank\tcomponent\tdevice\thost\t")
+		for _, rm := range mem {
+			for c := dist.Component(0); c < dist.NumComponents; c++ {
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t\n", rm.Rank, c, human.Bytes(rm.Measured[dist.Device][c]), human.Bytes(rm.Measured[dist.Host][c]))
+			}
+		}
+		tw.Flush()
 		return
 	}
 	fmt.Fprintf(w, "memory per rank (%s): measured peak vs plan\n", l)

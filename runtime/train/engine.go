@@ -6,6 +6,7 @@ import (
 	"math"
 	"sync"
 
+	"github.com/moec-dev/moec/compiler/step"
 	"github.com/moec-dev/moec/lang/diag"
 	"github.com/moec-dev/moec/runtime/data"
 	"github.com/moec-dev/moec/runtime/dist"
@@ -114,6 +115,20 @@ func newEngine(opt Options, spec *Spec, cfg optim.Config) (engine, error) {
 	}
 	if err := ValidLayout(spec.Model, l); err != nil {
 		return nil, diag.RuntimeWrap(diag.ErrBadRunOption, err, "layout for %s", spec.Model.Name)
+	}
+	if l.StepPrograms() {
+		if opt.Comm != nil {
+			return nil, diag.Runtimef(diag.ErrBadRunOption, "tensor and pipeline parallelism (step programs) run in-process ranks only, not under mpirun yet")
+		}
+		e, err := newStepEngine(spec, cfg, l, opt)
+		if err != nil {
+			var le *step.LayoutError
+			if errors.As(err, &le) {
+				return nil, diag.RuntimeWrap(diag.ErrUnsupportedFeature, err, "cannot train model %s at %s", spec.Model.Name, l)
+			}
+			return nil, diag.RuntimeWrap(diag.ErrBadRunOption, err, "layout %s for %s", l, spec.Model.Name)
+		}
+		return e, nil
 	}
 	if spec.MicroBatch%l.Ranks != 0 {
 		return nil, diag.Runtimef(diag.ErrBadRunOption, "%d ranks do not divide the micro-batch of %d sequences; each rank takes an equal slice", l.Ranks, spec.MicroBatch)

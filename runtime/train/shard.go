@@ -23,7 +23,16 @@ type Layout struct {
 	// Cache runs the unified cache: ZeRO-3 with offload, the partitioned states in the host
 	// tier, and a device page pool of gathered units.
 	Cache *CacheConfig
+	// TP and PP are the tensor- and pipeline-parallel sizes (0 or 1: none); Ranks is then
+	// dp × tp × pp. A layout with either, or with Program set, trains through step
+	// programs (compiler/step executed by runtime/exec).
+	TP, PP int
+	// Program runs the layout through step programs even without tp or pp.
+	Program bool
 }
+
+// StepPrograms reports whether l trains through step programs.
+func (l Layout) StepPrograms() bool { return l.Program || l.TP > 1 || l.PP > 1 }
 
 func (l Layout) String() string {
 	ranks := fmt.Sprintf("%d ranks", l.Ranks)
@@ -31,6 +40,9 @@ func (l Layout) String() string {
 		ranks = "1 rank"
 	}
 	s := fmt.Sprintf("%s, ep %d, zero %d", ranks, max(l.EP, 1), l.ZeRO)
+	if l.StepPrograms() {
+		s = fmt.Sprintf("%s: dp %d × ep %d × tp %d × pp %d, zero %d, step programs", ranks, max(l.Ranks, 1)/(max(l.TP, 1)*max(l.PP, 1)), max(l.EP, 1), max(l.TP, 1), max(l.PP, 1), l.ZeRO)
+	}
 	if l.Cache != nil {
 		s += fmt.Sprintf(", unified cache of %s in %s pages (%s)", human.Bytes(l.Cache.Budget), human.Bytes(l.Cache.Page), l.Cache.Eviction)
 	} else if l.Offload {
@@ -770,6 +782,8 @@ func ValidLayout(m *program.Model, l Layout) error {
 	switch {
 	case l.Ranks < 1:
 		return fmt.Errorf("%d ranks: need at least one", l.Ranks)
+	case l.StepPrograms():
+		return validStepLayout(m, l)
 	case l.EP < 1 || l.Ranks%l.EP != 0:
 		return fmt.Errorf("expert-parallel size %d must divide the %d ranks", l.EP, l.Ranks)
 	case l.EP > 1 && (m.MoE == nil || m.MoE.Experts%l.EP != 0):

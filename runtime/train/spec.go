@@ -55,6 +55,9 @@ type LayoutSpec struct {
 	CachePage     int64  `json:"cache_page,omitempty"`
 	CacheEviction string `json:"cache_eviction,omitempty"`
 	LLVM          string `json:"llvm,omitempty"` // the LLVM kernel library (--llvm), "" = Go kernels
+	TP            int    `json:"tp,omitempty"`
+	PP            int    `json:"pp,omitempty"`
+	Program       bool   `json:"step_programs,omitempty"` // trained through step programs
 }
 
 // layoutSpec describes the layout a run uses: l (nil = one rank) with comm's world size
@@ -63,6 +66,7 @@ func layoutSpec(l *Layout, comm interface{ Size() int }, llvm string) *LayoutSpe
 	ls := &LayoutSpec{Ranks: 1, EP: 1, LLVM: llvm}
 	if l != nil {
 		ls.Ranks, ls.EP, ls.ZeRO, ls.Offload = max(l.Ranks, 1), max(l.EP, 1), l.ZeRO, l.Offload
+		ls.TP, ls.PP, ls.Program = l.TP, l.PP, l.StepPrograms()
 		if l.Cache != nil {
 			ls.CacheBudget, ls.CachePage, ls.CacheEviction = l.Cache.Budget, l.Cache.Page, l.Cache.Eviction
 		}
@@ -75,10 +79,10 @@ func layoutSpec(l *Layout, comm interface{ Size() int }, llvm string) *LayoutSpe
 
 // Layout returns the recorded layout (nil for a plain single-rank run or none recorded).
 func (ls *LayoutSpec) Layout() *Layout {
-	if ls == nil || ls.Ranks <= 1 && ls.EP <= 1 && ls.ZeRO == 0 && !ls.Offload && ls.CacheBudget == 0 {
+	if ls == nil || ls.Ranks <= 1 && ls.EP <= 1 && ls.ZeRO == 0 && !ls.Offload && ls.CacheBudget == 0 && !ls.Program {
 		return nil
 	}
-	l := &Layout{Ranks: max(ls.Ranks, 1), EP: max(ls.EP, 1), ZeRO: ls.ZeRO, Offload: ls.Offload}
+	l := &Layout{Ranks: max(ls.Ranks, 1), EP: max(ls.EP, 1), ZeRO: ls.ZeRO, Offload: ls.Offload, TP: ls.TP, PP: ls.PP, Program: ls.Program}
 	if ls.CacheBudget > 0 {
 		l.Cache = &CacheConfig{Budget: ls.CacheBudget, Page: ls.CachePage, Eviction: ls.CacheEviction}
 	}

@@ -1,0 +1,131 @@
+package train
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"testing"
+)
+
+// relClose reports whether a and b agree within rel (relative).
+func relClose(a, b, rel float64) bool {
+	return math.Abs(a-b) <= rel*math.Max(math.Abs(a), math.Abs(b))
+}
+
+// TestStepProgramLayouts trains the stage through step programs at tensor- and pipeline-
+// parallel layouts (and one rank) and holds every step's loss, balance loss and gradient
+// norm, the drops and the final weights to the hand-written model's single-rank run:
+// with one data-parallel replica a step program routes exactly the micro-batches the
+// single rank routes, so the runs agree to float32 rounding.
+func TestStepProgramLayouts(t *testing.T) {
+	steps := int64(50)
+	if testing.Short() {
+		steps = 12
+	}
+	p := shardProgram(steps)
+	ref, refW := trainLayout(t, p, nil)
+	for _, l := range []Layout{
+		{Ranks: 1, EP: 1, Program: true},
+		{Ranks: 2, EP: 1, TP: 2},
+		{Ranks: 2, EP: 1, PP: 2},
+		{Ranks: 4, EP: 1, TP: 2, PP: 2},
+	} {
+		t.Run(fmt.Sprintf("tp%d-pp%d", max(l.TP, 1), max(l.PP, 1)), func(t *testing.T) {
+			recs, w, mem := trainLayoutMem(t, p, &l)
+			for i := range ref {
+				a, b := ref[i], recs[i]
+				if !relClose(a.Loss, b.Loss, 1e-5) || !relClose(a.Balance, b.Balance, 1e-5) || !relClose(a.GradNorm, b.GradNorm, 1e-4) || a.Dropped != b.Dropped {
+					t.Fatalf("step %d: loss %.7f balance %.7f grad norm %.6f dropped %d; hand-written model %.7f %.7f %.6f %d",
+						a.Step, b.Loss, b.Balance, b.GradNorm, b.Dropped, a.Loss, a.Balance, a.GradNorm, a.Dropped)
+				}
+			}
+			var worst float64
+			for name, want := range refW {
+				got := w[name]
+				if len(got) != len(want) {
+					t.Fatalf("tensor %s: %d values, single rank %d", name, len(got), len(want))
+				}
+				for i := range want {
+					worst = math.Max(worst, math.Abs(float64(got[i]-want[i])))
+				}
+			}
+			if worst > 1e-4 {
+				t.Errorf("final weights differ from the single rank's by up to %g", worst)
+			}
+			if len(mem) != l.Ranks || mem[0].Measured[0][0] == 0 {
+				t.Errorf("memory report: %+v", mem)
+			}
+			t.Logf("final loss %.7f (hand-written %.7f); worst weight difference %.2g", recs[len(recs)-1].Loss, ref[len(ref)-1].Loss, worst)
+		})
+	}
+}
+
+// TestStepProgramResume writes a checkpoint under tp 2 × pp 2 and continues on one rank of
+// the hand-written model, and the other way round: the continued runs match the run that
+// never changed layout.
+func TestStepProgramResume(t *testing.T) {
+	p := shardProgram(8)
+	p.Trains["tiny"].CheckpointEvery = 4
+	whole, _ := trainLayout(t, p, nil)
+	for _, c := range []struct {
+		name          string
+		first, second *Layout
+	}{
+		{"tp2pp2-to-1", &Layout{Ranks: 4, EP: 1, TP: 2, PP: 2}, nil},
+		{"1-to-tp2", nil, &Layout{Ranks: 2, EP: 1, TP: 2}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			root := t.TempDir()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var stopped bool
+			hook := func(point string) {
+				if point == "renamed" && !stopped {
+					stopped = true
+					cancel()
+				}
+			}
+			res, err := Run(ctx, Options{Program: p, OutRoot: root, Layout: c.first, CheckpointHook: hook, ValWindows: 4})
+			if err == nil || !res.Stopped {
+				t.Fatalf("first run: %+v, %v", res, err)
+			}
+			res2, err := Run(context.Background(), Options{Program: p, Resume: res.Dir, Layout: c.second, ValWindows: 4})
+			if err != nil {
+				t.Fatal(err)
+			}
+			recs, _ := ReadLog(res2.LogPath)
+			for i := range whole {
+				if !relClose(whole[i].Loss, recs[i].Loss, 1e-5) {
+					t.Fatalf("step %d: loss %.7f after changing layout, %.7f without", i+1, recs[i].Loss, whole[i].Loss)
+				}
+			}
+		})
+	}
+}
+
+// TestStepProgramRefusals: a layout that does not divide the model, and a feature the
+// step program does not lower, are refused before anything runs.
+func TestStepProgramRefusals(t *testing.T) {
+	p := shardProgram(2)
+	for _, c := range []struct {
+		layout Layout
+		want   string
+	}{
+		{Layout{Ranks: 3, EP: 1, TP: 3}, "tp 3 is more than the model's heads (2)"},
+		{Layout{Ranks: 4, EP: 1, PP: 4}, "pp 4 is more than the model's layers (2)"},
+	} {
+		_, err := Run(context.Background(), Options{Program: p, OutRoot: t.TempDir(), Layout: &c.layout, ValWindows: 4})
+		if err == nil || !contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", c.layout, err, c.want)
+		}
+	}
+}
+
+func contains(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if s[i:i+len(sub)] == sub {
+			return true
+		}
+	}
+	return false
+}
