@@ -200,7 +200,7 @@ func printMemory(w io.Writer, l *train.Layout, mem []train.RankMemory, p *plan.P
 	if l != nil && l.StepPrograms() {
 		// The executor places every buffer in its program's arena: what it holds is the
 		// memory plan, by the kind of buffer live at the device peak.
-		fmt.Fprintf(w, "memory per rank (%s): each rank's step-program arena at its peak, which is all a step allocates (AdamW's moments are held by the optimizer beside it)\n", l)
+		fmt.Fprintf(w, "memory per rank (%s): each rank's step-program arena at its peak: the memory plan, which is all its buffers, AdamW moments included\n", l)
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprintln(tw, "rank\tcomponent\tdevice\thost\t")
 		for _, rm := range mem {

@@ -103,7 +103,7 @@ func (e *Executor) allReduce(op *step.Op, members []int, pos int) error {
 	n := mine.len()
 	chunk := func(i int) (int, int) { return i * n / len(members), (i + 1) * n / len(members) }
 	lo, hi := chunk(pos)
-	acc := make([]float64, hi-lo) // one chunk; see the package note on scratch memory
+	acc := grow(&e.scratch.acc, hi-lo)
 	for m, v := range vals {
 		first := m == 0
 		v.(segments).each(lo, hi, func(off int, piece []float32) {
@@ -249,7 +249,8 @@ func (e *Executor) reduceScatter(op *step.Op, members []int, pos int) error {
 	}
 	S := int(g.Shard)
 	lo := pos * S
-	acc := make([]float64, len(shard))
+	acc := grow(&e.scratch.acc, len(shard))
+	clear(acc)
 	for m := range members {
 		peer, err := e.peerViews(m, vals)
 		if err != nil {

@@ -37,6 +37,26 @@ type Executor struct {
 	pieces    []piece
 	updated   bool
 	normSq    float64
+	// scratch is kernels' working space, grown on first use and reused: steps after the
+	// first allocate nothing for it.
+	scratch scratch
+}
+
+// scratch holds reusable working arrays of the kernels (each kernel uses its own).
+type scratch struct {
+	order     []int
+	next      []int32
+	fe, acc   []float64
+	dst, xhat []float32
+	w, b      [][]float32
+}
+
+func grow[T any](s *[]T, n int) []T {
+	if cap(*s) < n {
+		*s = make([]T, n)
+	}
+	*s = (*s)[:n]
+	return *s
 }
 
 // Stats are the loss terms of one step, as runtime/nn reports them.

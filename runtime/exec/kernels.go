@@ -3,7 +3,6 @@ package exec
 import (
 	"fmt"
 	"math"
-	"sort"
 	"strings"
 
 	"github.com/moec-dev/moec/compiler/program"
@@ -280,7 +279,7 @@ func (e *Executor) normBwd(op *step.Op) {
 	layer := e.m.Norm == program.LayerNorm
 	d := len(w)
 	n := len(x) / d
-	xhat := make([]float32, d)
+	xhat := grow(&e.scratch.xhat, d)
 	for i := 0; i < n; i++ {
 		xi, dyi, dxi := x[i*d:(i+1)*d], dh[i*d:(i+1)*d], dx[i*d:(i+1)*d]
 		var mean float64
@@ -600,7 +599,7 @@ func (e *Executor) route(op *step.Op) {
 	clear(routed)
 	clear(kept)
 	var zsum float64
-	order := make([]int, E)
+	order := grow(&e.scratch.order, K)
 	for t := 0; t < n; t++ {
 		zt, st := z[t*E:(t+1)*E], sc[t*E:(t+1)*E]
 		mx := math.Inf(-1)
@@ -621,10 +620,19 @@ func (e *Executor) route(op *step.Op) {
 				st[i] = float32(math.Exp(float64(v) - l))
 			}
 		}
-		for i := range order {
-			order[i] = i
+		// Top k by score, best first, ties to the lower index: k passes of a max.
+		for j := 0; j < K; j++ {
+			best := -1
+			for ex := 0; ex < E; ex++ {
+				if taken(order[:j], ex) {
+					continue
+				}
+				if best < 0 || st[ex] > st[best] {
+					best = ex
+				}
+			}
+			order[j] = best
 		}
-		sort.SliceStable(order, func(a, b int) bool { return st[order[a]] > st[order[b]] })
 		var gs float32
 		for j := 0; j < K; j++ {
 			ex := order[j]
@@ -656,7 +664,8 @@ func (e *Executor) route(op *step.Op) {
 			}
 		}
 	}
-	next := make([]int32, E)
+	next := grow(&e.scratch.next, E)
+	clear(next)
 	for t := 0; t < n; t++ {
 		for j := 0; j < K; j++ {
 			if slot[t*K+j] < 0 {
@@ -683,6 +692,15 @@ func (e *Executor) route(op *step.Op) {
 	e.stats.Dropped += dropped
 }
 
+func taken(chosen []int, ex int) bool {
+	for _, c := range chosen {
+		if c == ex {
+			return true
+		}
+	}
+	return false
+}
+
 // routeBwd: the logits' gradient from the gates', the balance loss's and the z-loss's.
 // In: dgates, logits, index, gates, scores, lse, slot, kept, routed.
 func (e *Executor) routeBwd(op *step.Op) {
@@ -694,12 +712,12 @@ func (e *Executor) routeBwd(op *step.Op) {
 	E, K := e.d.E, e.d.K
 	n := len(z) / E
 	scale := e.lossScale()
-	fe := make([]float64, E)
+	fe := grow(&e.scratch.fe, E)
 	for ex := range fe {
 		fe[ex] = cfg.BalanceLoss * float64(E) * float64(routed[ex]) / float64(n*K) / float64(n) * scale
 	}
 	for t := 0; t < n; t++ {
-		dst := make([]float32, E)
+		dst := grow(&e.scratch.dst, E)
 		st, zt := sc[t*E:(t+1)*E], z[t*E:(t+1)*E]
 		for ex := range dst {
 			dst[ex] = float32(fe[ex])
@@ -796,6 +814,8 @@ func (e *Executor) permuteBwd(op *step.Op) {
 
 // experts splits a grouped product's parameter inputs into each expert's weight and bias.
 func (e *Executor) experts(bufs []int) (w, b [][]float32, out, in int) {
+	w, b = e.scratch.w[:0], e.scratch.b[:0]
+	defer func() { e.scratch.w, e.scratch.b = w, b }()
 	for _, i := range bufs {
 		buf := e.p.Buffers[i]
 		if buf.Param != nil && buf.Param.Bias {

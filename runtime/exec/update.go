@@ -14,9 +14,16 @@ import (
 // flat vector.
 func (e *Executor) SetOptimizer(cfg optim.Config) error {
 	var ps []optim.Param
+	var ms, vs [][]float32
 	e.counted, e.pieces = e.counted[:0], e.pieces[:0]
 	for _, g := range e.p.Groups {
 		lo, hi := int64(g.Index)*g.Shard, int64(g.Index+1)*g.Shard
+		// The group's AdamW moments in the arena: its flat vector (ZeRO 0) or shard.
+		gm, gv := e.bufferNamed(step.KindOptimizer, "adam_m["+g.Name+"]"), e.bufferNamed(step.KindOptimizer, "adam_v["+g.Name+"]")
+		base := lo
+		if g.ZeRO == 0 {
+			base = 0
+		}
 		var shardW, shardG []float32
 		if g.ZeRO == 3 {
 			shardW = e.bufferNamed(step.KindParam, "params["+g.Name+"]")
@@ -52,6 +59,10 @@ func (e *Executor) SetOptimizer(cfg optim.Config) error {
 				w, gr = e.Param(id)[a-b.Flat:z-b.Flat], e.f32[i][a-b.Flat:z-b.Flat]
 			}
 			ps = append(ps, optim.Param{Name: fmt.Sprintf("%s#%d", id, len(ps)), Shape: b.Shape, W: w, G: gr})
+			if gm == nil || gv == nil || z-base > int64(len(gm)) {
+				return fmt.Errorf("exec: no room for the moments of %s in the arena", id)
+			}
+			ms, vs = append(ms, gm[a-base:z-base]), append(vs, gv[a-base:z-base])
 			e.pieces = append(e.pieces, piece{id: id, shard: tp, shape: b.Shape, lo: a - b.Flat, hi: z - b.Flat})
 			// The global norm counts each value once: the part of the piece in this rank's
 			// data-parallel partition (under ZeRO 0 every replica updates everything) and,
@@ -62,6 +73,9 @@ func (e *Executor) SetOptimizer(cfg optim.Config) error {
 	}
 	o, err := optim.NewAdamW(cfg, ps)
 	if err != nil {
+		return fmt.Errorf("exec: %w", err)
+	}
+	if err := o.UseMoments(ms, vs); err != nil {
 		return fmt.Errorf("exec: %w", err)
 	}
 	e.opt, e.optParams = o, ps

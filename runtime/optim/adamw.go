@@ -148,6 +148,27 @@ func NewAdamWWith(cfg Config, params []Param, update TensorUpdate) (*AdamW, erro
 	return o, nil
 }
 
+// UseMoments makes the optimizer keep its moments in m and v (one slice per parameter,
+// each as long as its weights) instead of its own memory: a caller that plans memory
+// (runtime/exec places them in a rank's arena) owns them. The current moments are copied
+// over.
+func (o *AdamW) UseMoments(m, v [][]float32) error {
+	if len(m) != len(o.params) || len(v) != len(o.params) {
+		return fmt.Errorf("optim: %d and %d moment slices for %d parameters", len(m), len(v), len(o.params))
+	}
+	for i, p := range o.params {
+		if len(m[i]) != len(p.W) || len(v[i]) != len(p.W) {
+			return fmt.Errorf("optim: moments of %s hold %d and %d values, the weights %d", p.Name, len(m[i]), len(v[i]), len(p.W))
+		}
+	}
+	for i := range o.params {
+		copy(m[i], o.m[i])
+		copy(v[i], o.v[i])
+		o.m[i], o.v[i] = m[i], v[i]
+	}
+	return nil
+}
+
 // StepCount is the number of updates applied.
 func (o *AdamW) StepCount() int64 { return o.step }
 
