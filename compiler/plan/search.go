@@ -2,6 +2,7 @@ package plan
 
 import (
 	"fmt"
+	"github.com/moec-dev/moec/compiler/features"
 	"math"
 	"sort"
 )
@@ -34,8 +35,11 @@ type space struct {
 	// ignoreBatch lets dp be any size, not only a divisor of the sequences per batch:
 	// the seed counts devices by memory alone.
 	ignoreBatch bool
-	objective   string
-	keep        int // alternatives to keep
+	// anyLayout lets the search take layouts the step program does not lower for the model
+	// (the seed's capacity figures count memory, not what moec runs).
+	anyLayout bool
+	objective string
+	keep      int // alternatives to keep
 }
 
 // candidate is an evaluated layout.
@@ -163,6 +167,37 @@ func (e *env) tensorSizes(sp *space) []int {
 	return out
 }
 
+// stepLowers reports, for a tensor- and pipeline-parallel size, whether the step program
+// lowers the model at that split as well as it does on one rank: the features table's
+// layout-dependent cells (compiler/features) decide. A feature it refuses at every
+// layout does not narrow the search; the build names it.
+func (e *env) stepLowers() func(tp, pp int) bool {
+	m := e.w.model
+	if m == nil {
+		return func(int, int) bool { return true }
+	}
+	base := map[string]bool{}
+	for _, g := range features.Refusals(m, features.Step, features.Layout{TP: 1, PP: 1}) {
+		base[g.Feature.Key] = true
+	}
+	memo := map[[2]int]bool{}
+	return func(tp, pp int) bool {
+		k := [2]int{tp, pp}
+		if v, ok := memo[k]; ok {
+			return v
+		}
+		ok := true
+		for _, g := range features.Refusals(m, features.Step, features.Layout{TP: tp, PP: pp}) {
+			if !base[g.Feature.Key] {
+				ok = false
+				break
+			}
+		}
+		memo[k] = ok
+		return ok
+	}
+}
+
 // search enumerates layouts in sp and returns the best that fits.
 func (e *env) search(sp *space) result {
 	var res result
@@ -174,9 +209,15 @@ func (e *env) search(sp *space) result {
 	if sp.pp > 0 {
 		pps = []int{sp.pp}
 	}
+	lowers := e.stepLowers()
 	for _, tp := range e.tensorSizes(sp) {
 		for _, pp := range pps {
 			if tp*pp > sp.budget {
+				continue
+			}
+			if !sp.anyLayout && !lowers(tp, pp) {
+				// The step program cannot run this model split this way (talking heads
+				// over tp, attention sharing over pp, ...): no backend would run the plan.
 				continue
 			}
 			for _, dp := range e.dataSizes(sp, seqs, sp.budget/(tp*pp)) {

@@ -124,7 +124,7 @@ func seedSpace(opt string, budget int, train *program.Train) *space {
 		rc = "selective"
 	}
 	return &space{budget: budget, strategies: st, recompute: []string{rc}, microBatch: 1,
-		ignoreBatch: true, objective: "gpus", keep: 0}
+		ignoreBatch: true, anyLayout: true, objective: "gpus", keep: 0}
 }
 
 // largestOnOneNode widens the dense form of base until it no longer fits one node.
