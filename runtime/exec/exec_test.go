@@ -13,7 +13,7 @@ import (
 )
 
 // hunyuanTiny is examples/hunyuan_tiny.moe's model at a stage with experts experts.
-func hunyuanTiny(t *testing.T, experts int) *program.Model {
+func hunyuanTiny(t testing.TB, experts int) *program.Model {
 	t.Helper()
 	src, err := os.ReadFile("../../examples/hunyuan_tiny.moe")
 	if err != nil {

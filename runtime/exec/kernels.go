@@ -3,7 +3,9 @@ package exec
 import (
 	"fmt"
 	"math"
+	"runtime"
 	"strings"
+	"sync"
 
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/step"
@@ -128,6 +130,27 @@ func (e *Executor) run(op *step.Op) error {
 		return fmt.Errorf("no kernel for %s", op.Kind)
 	}
 	return nil
+}
+
+// parallel splits [0, n) into one band per core and runs f on each; the bands write
+// disjoint outputs, so the result does not depend on the split.
+func parallel(n int, f func(lo, hi int)) {
+	workers := min(runtime.GOMAXPROCS(0), n/256+1)
+	if workers <= 1 {
+		f(0, n)
+		return
+	}
+	var wg sync.WaitGroup
+	per := (n + workers - 1) / workers
+	for lo := 0; lo < n; lo += per {
+		hi := min(lo+per, n)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f(lo, hi)
+		}()
+	}
+	wg.Wait()
 }
 
 // addsBias reports whether this rank adds op's bias: a row-parallel product's partial
@@ -419,7 +442,12 @@ func (e *Executor) headMixBwd(op *step.Op) {
 func (e *Executor) softmax(op *step.Op) {
 	s, p := e.f32[op.In[0]], e.f32[op.Out[0]]
 	T := e.p.Batch.SeqLen
-	for r := 0; r < len(s)/T; r++ {
+	parallel(len(s)/T, func(r0, r1 int) { softmaxRows(s, p, T, r0, r1) })
+}
+
+// softmaxRows is the causal softmax of rows [r0, r1).
+func softmaxRows(s, p []float32, T, r0, r1 int) {
+	for r := r0; r < r1; r++ {
 		i := r % T
 		src, dst := s[r*T:(r+1)*T], p[r*T:(r+1)*T]
 		mx := src[0]
@@ -444,7 +472,11 @@ func (e *Executor) softmaxBwd(op *step.Op) {
 	dp, p, ds := e.f32[op.In[0]], e.f32[op.In[1]], e.f32[op.Out[0]]
 	T := e.p.Batch.SeqLen
 	acc := op.Accumulates(0)
-	for r := 0; r < len(p)/T; r++ {
+	parallel(len(p)/T, func(r0, r1 int) { softmaxBwdRows(dp, p, ds, T, acc, r0, r1) })
+}
+
+func softmaxBwdRows(dp, p, ds []float32, T int, acc bool, r0, r1 int) {
+	for r := r0; r < r1; r++ {
 		i := r % T
 		pr, gr, dr := p[r*T:(r+1)*T], dp[r*T:(r+1)*T], ds[r*T:(r+1)*T]
 		var s float32
@@ -541,19 +573,34 @@ func actValue(act program.Activation, v float32) (f, df float64) {
 	}
 }
 
+// actOnly is the activation without its derivative (the forward needs no exp for GELU).
+func actOnly(act program.Activation, v float32) float64 {
+	x := float64(v)
+	switch act {
+	case program.ReLU:
+		return max(x, 0)
+	case program.GELU, program.GeGLU:
+		return x * 0.5 * (1 + math.Erf(x*invSqrt2))
+	default:
+		return x / (1 + math.Exp(-x))
+	}
+}
+
 func (e *Executor) act(op *step.Op) {
 	act := program.Activation(op.Attr)
 	a, h := e.f32[op.In[0]], e.f32[op.Out[0]]
-	for i, v := range a {
-		f, _ := actValue(act, v)
-		h[i] = float32(f)
-	}
+	var u []float32
 	if len(op.In) > 1 {
-		u := e.f32[op.In[1]]
-		for i := range h {
-			h[i] *= u[i]
-		}
+		u = e.f32[op.In[1]]
 	}
+	parallel(len(a), func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			h[i] = float32(actOnly(act, a[i]))
+			if u != nil {
+				h[i] *= u[i]
+			}
+		}
+	})
 }
 
 func (e *Executor) actBwd(op *step.Op) {
@@ -564,24 +611,27 @@ func (e *Executor) actBwd(op *step.Op) {
 	if len(op.In) > 2 {
 		u, du = e.f32[op.In[2]], e.f32[op.Out[1]]
 	}
-	for i, v := range a {
-		f, df := actValue(act, v)
-		g := float64(dh[i])
-		if u != nil {
-			dv := float32(g * f)
-			if op.Accumulates(1) {
-				du[i] += dv
-			} else {
-				du[i] = dv
+	accU, accA := op.Accumulates(1), op.Accumulates(0)
+	parallel(len(a), func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			f, df := actValue(act, a[i])
+			g := float64(dh[i])
+			if u != nil {
+				dv := float32(g * f)
+				if accU {
+					du[i] += dv
+				} else {
+					du[i] = dv
+				}
+				g *= float64(u[i])
 			}
-			g *= float64(u[i])
+			if accA {
+				da[i] += float32(g * df)
+			} else {
+				da[i] = float32(g * df)
+			}
 		}
-		if op.Accumulates(0) {
-			da[i] += float32(g * df)
-		} else {
-			da[i] = float32(g * df)
-		}
-	}
+	})
 }
 
 // route scores each token's experts, chooses its top k (ties to the lower index), admits
