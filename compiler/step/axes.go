@@ -39,7 +39,12 @@ func Axes() []Axis {
 			Name: "tp", Size: func(l Layout) int { return l.TP },
 			Divides: []Split{
 				{"heads", func(d program.Dims, _ Batch) int { return d.H }, "attention.heads"},
-				{"kv_heads", func(d program.Dims, _ Batch) int { return d.KV }, "attention.kv_heads"},
+				{"kv_heads", func(d program.Dims, _ Batch) int {
+					if d.KV == d.H {
+						return 0 // the heads' rule says it
+					}
+					return d.KV
+				}, "attention.kv_heads"},
 				{"ffn.hidden", func(d program.Dims, _ Batch) int { return d.Hidden }, "ffn.hidden"},
 				{"moe.expert_hidden", func(d program.Dims, _ Batch) int { return d.EHidden }, "moe.expert_hidden"},
 				{"moe.shared_hidden", func(d program.Dims, _ Batch) int { return d.SHidden }, "moe.shared_hidden"},

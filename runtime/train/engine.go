@@ -114,6 +114,9 @@ func newEngine(opt Options, spec *Spec, cfg optim.Config) (engine, error) {
 		l.Ranks = opt.Comm.Size()
 	}
 	if err := ValidLayout(spec.Model, l); err != nil {
+		if l.StepPrograms() {
+			return nil, stepLayoutError(spec, l, err)
+		}
 		return nil, diag.RuntimeWrap(diag.ErrBadRunOption, err, "layout for %s", spec.Model.Name)
 	}
 	if l.StepPrograms() {
@@ -122,11 +125,7 @@ func newEngine(opt Options, spec *Spec, cfg optim.Config) (engine, error) {
 		}
 		e, err := newStepEngine(spec, cfg, l, opt)
 		if err != nil {
-			var le *step.LayoutError
-			if errors.As(err, &le) {
-				return nil, diag.RuntimeWrap(diag.ErrUnsupportedFeature, err, "cannot train model %s at %s", spec.Model.Name, l)
-			}
-			return nil, diag.RuntimeWrap(diag.ErrBadRunOption, err, "layout %s for %s", l, spec.Model.Name)
+			return nil, stepLayoutError(spec, l, err)
 		}
 		return e, nil
 	}
@@ -394,3 +393,30 @@ func isDist(err error) bool {
 }
 
 func finite(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
+
+// stepLayoutError is a step-program engine's refusal as a diagnostic at the stage's
+// declaration (the layout applies to it): E0509 for a layout that does not divide the
+// model, E0510 for a feature the step program does not lower at that layout.
+func stepLayoutError(spec *Spec, l Layout, err error) error {
+	var at diag.Range
+	if spec.Train != nil {
+		if st, e := spec.Train.LookupStage(spec.Stage); e == nil && st != nil {
+			at = st.Decl.Range()
+		}
+	}
+	var le *step.LayoutError
+	if !errors.As(err, &le) {
+		return diag.RuntimeWrap(diag.ErrBadRunOption, err, "layout %s for %s", l, spec.Model.Name)
+	}
+	code := step.CodeNotLowered
+	msg := fmt.Sprintf("stage %s of %s cannot train at %s", spec.Stage, spec.Model.Name, l)
+	sugg := ""
+	if len(le.Problems) > 0 {
+		code = step.CodeLayoutDivides
+		p := le.Problems[0]
+		sugg = fmt.Sprintf("choose a %s size that divides %s (%d)", p.Axis, p.What, p.Value)
+	}
+	e := diag.RuntimeWrap(code, le, "%s", msg)
+	e.Range, e.Suggestion = at, sugg
+	return e
+}

@@ -1,9 +1,7 @@
 package train
 
 import (
-	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/step"
@@ -46,12 +44,8 @@ func validStepLayout(m *program.Model, l Layout) error {
 	if err != nil {
 		return err
 	}
-	var msgs []string
-	for _, p := range step.Check(sl, d, step.Batch{MicroBatch: 1, SeqLen: 1, Micro: 1}) {
-		msgs = append(msgs, p.String())
-	}
-	if len(msgs) > 0 {
-		return errors.New(strings.Join(msgs, "; "))
+	if ps := step.Check(sl, d, step.Batch{MicroBatch: 1, SeqLen: 1, Micro: 1}); len(ps) > 0 {
+		return &step.LayoutError{Problems: ps}
 	}
 	return nil
 }
