@@ -312,17 +312,29 @@ func (g *group) load(model, moments []safetensors.Tensor, step int64) error {
 // initialise fills a whole single-rank model and loads it into the ranks, so a sharded
 // run starts exactly where a single rank would.
 func (g *group) initialise(newNet NewNetFunc, spec *Spec, fill func([]*nn.Param) error) error {
+	whole, err := wholeModel(newNet, spec, fill)
+	if err != nil {
+		return err
+	}
+	return g.load(whole, nil, 0)
+}
+
+// wholeModel is a freshly initialised single-rank model, filled by fill when it is not
+// nil (growth), as tensors: what every sharded engine loads its ranks from.
+func wholeModel(newNet NewNetFunc, spec *Spec, fill func([]*nn.Param) error) ([]safetensors.Tensor, error) {
 	if newNet == nil {
 		newNet = newNNNet
 	}
 	full, err := newNet(spec.Model, spec.Seed)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if err := fill(full.Params()); err != nil {
-		return err
+	if fill != nil {
+		if err := fill(full.Params()); err != nil {
+			return nil, err
+		}
 	}
-	return g.load(ParamTensors(full.Params()), nil, 0)
+	return ParamTensors(full.Params()), nil
 }
 
 func (g *group) stop(local bool) (bool, error) {

@@ -151,33 +151,41 @@ func TestCrossLayoutResume(t *testing.T) {
 		{"ep2-to-1", &Layout{Ranks: 2, EP: 2}, nil},
 		{"1-to-zero3x4", nil, &Layout{Ranks: 4, EP: 2, ZeRO: 3}},
 	} {
-		t.Run(c.name, func(t *testing.T) {
-			root := t.TempDir()
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			// Stop the first run after its step-4 checkpoint, as a killed run would.
-			var stopped bool
-			hook := func(point string) {
-				if point == "renamed" && !stopped {
-					stopped = true
-					cancel()
-				}
-			}
-			res, err := Run(ctx, Options{Program: p, OutRoot: root, Layout: c.first, CheckpointHook: hook, ValWindows: 4})
-			if err == nil || !res.Stopped || res.Steps != 5 && res.Steps != 4 {
-				t.Fatalf("first run: %+v, %v", res, err)
-			}
-			res2, err := Run(context.Background(), Options{Program: p, Resume: res.Dir, Layout: c.second, ValWindows: 4})
-			if err != nil {
-				t.Fatal(err)
-			}
-			recs, _ := ReadLog(res2.LogPath)
-			for i := range whole {
-				if !close(whole[i].Loss, recs[i].Loss, 2e-4) {
-					t.Fatalf("step %d: loss %.6f after changing layout, %.6f without", i+1, recs[i].Loss, whole[i].Loss)
-				}
-			}
-		})
+		t.Run(c.name, func(t *testing.T) { resumeAcross(t, p, c.first, c.second, whole, 2e-4) })
+	}
+}
+
+// resumeAcross runs p under first until its step-4 checkpoint is written (then stops, as a
+// killed run would), resumes under second, and holds every step's loss to whole (a run
+// that never changed layout) within tol, relative.
+func resumeAcross(t *testing.T, p *program.Program, first, second *Layout, whole []StepRecord, tol float64) {
+	t.Helper()
+	root := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stopped bool
+	hook := func(point string) {
+		if point == "renamed" && !stopped {
+			stopped = true
+			cancel()
+		}
+	}
+	res, err := Run(ctx, Options{Program: p, OutRoot: root, Layout: first, CheckpointHook: hook, ValWindows: 4})
+	if err == nil || !res.Stopped || res.Steps != 5 && res.Steps != 4 {
+		t.Fatalf("first run: %+v, %v", res, err)
+	}
+	res2, err := Run(context.Background(), Options{Program: p, Resume: res.Dir, Layout: second, ValWindows: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, _ := ReadLog(res2.LogPath)
+	if len(recs) != len(whole) {
+		t.Fatalf("%d steps logged after the resume, %d without", len(recs), len(whole))
+	}
+	for i := range whole {
+		if !close(whole[i].Loss, recs[i].Loss, tol) {
+			t.Fatalf("step %d: loss %.7f after changing layout, %.7f without", i+1, recs[i].Loss, whole[i].Loss)
+		}
 	}
 }
 

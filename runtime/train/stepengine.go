@@ -75,15 +75,11 @@ func newStepEngine(spec *Spec, cfg optim.Config, l Layout, opt Options) (*stepEn
 	}
 	// The ranks start from the weights a single rank initialises (resume and growth
 	// replace them).
-	newNet := opt.NewNet
-	if newNet == nil {
-		newNet = newNNNet
-	}
-	full, err := newNet(spec.Model, spec.Seed)
+	whole, err := wholeModel(opt.NewNet, spec, nil)
 	if err != nil {
 		return nil, err
 	}
-	if err := lc.Load(ParamTensors(full.Params())); err != nil {
+	if err := lc.Load(whole); err != nil {
 		return nil, err
 	}
 	return &stepEngine{lc: lc, layout: sl, mb: mb, spec: spec}, nil
@@ -138,17 +134,11 @@ func (s *stepEngine) load(model, moments []safetensors.Tensor, stepN int64) erro
 // initialise fills a whole single-rank model and loads it into the ranks, so the run
 // starts exactly where a single rank would.
 func (s *stepEngine) initialise(newNet NewNetFunc, spec *Spec, fill func([]*nn.Param) error) error {
-	if newNet == nil {
-		newNet = newNNNet
-	}
-	full, err := newNet(spec.Model, spec.Seed)
+	whole, err := wholeModel(newNet, spec, fill)
 	if err != nil {
 		return err
 	}
-	if err := fill(full.Params()); err != nil {
-		return err
-	}
-	return s.lc.Load(ParamTensors(full.Params()))
+	return s.lc.Load(whole)
 }
 
 func (s *stepEngine) stop(local bool) (bool, error) { return local, nil }

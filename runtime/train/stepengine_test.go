@@ -4,13 +4,9 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"strings"
 	"testing"
 )
-
-// relClose reports whether a and b agree within rel (relative).
-func relClose(a, b, rel float64) bool {
-	return math.Abs(a-b) <= rel*math.Max(math.Abs(a), math.Abs(b))
-}
 
 // TestStepProgramLayouts trains the stage through step programs at tensor- and pipeline-
 // parallel layouts (and one rank) and holds every step's loss, balance loss and gradient
@@ -34,7 +30,7 @@ func TestStepProgramLayouts(t *testing.T) {
 			recs, w, mem := trainLayoutMem(t, p, &l)
 			for i := range ref {
 				a, b := ref[i], recs[i]
-				if !relClose(a.Loss, b.Loss, 1e-5) || !relClose(a.Balance, b.Balance, 1e-5) || !relClose(a.GradNorm, b.GradNorm, 1e-4) || a.Dropped != b.Dropped {
+				if !close(a.Loss, b.Loss, 1e-5) || !close(a.Balance, b.Balance, 1e-5) || !close(a.GradNorm, b.GradNorm, 1e-4) || a.Dropped != b.Dropped {
 					t.Fatalf("step %d: loss %.7f balance %.7f grad norm %.6f dropped %d; hand-written model %.7f %.7f %.6f %d",
 						a.Step, b.Loss, b.Balance, b.GradNorm, b.Dropped, a.Loss, a.Balance, a.GradNorm, a.Dropped)
 				}
@@ -74,32 +70,7 @@ func TestStepProgramResume(t *testing.T) {
 		{"tp2pp2-to-1", &Layout{Ranks: 4, EP: 1, TP: 2, PP: 2}, nil},
 		{"1-to-tp2", nil, &Layout{Ranks: 2, EP: 1, TP: 2}},
 	} {
-		t.Run(c.name, func(t *testing.T) {
-			root := t.TempDir()
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			var stopped bool
-			hook := func(point string) {
-				if point == "renamed" && !stopped {
-					stopped = true
-					cancel()
-				}
-			}
-			res, err := Run(ctx, Options{Program: p, OutRoot: root, Layout: c.first, CheckpointHook: hook, ValWindows: 4})
-			if err == nil || !res.Stopped {
-				t.Fatalf("first run: %+v, %v", res, err)
-			}
-			res2, err := Run(context.Background(), Options{Program: p, Resume: res.Dir, Layout: c.second, ValWindows: 4})
-			if err != nil {
-				t.Fatal(err)
-			}
-			recs, _ := ReadLog(res2.LogPath)
-			for i := range whole {
-				if !relClose(whole[i].Loss, recs[i].Loss, 1e-5) {
-					t.Fatalf("step %d: loss %.7f after changing layout, %.7f without", i+1, recs[i].Loss, whole[i].Loss)
-				}
-			}
-		})
+		t.Run(c.name, func(t *testing.T) { resumeAcross(t, p, c.first, c.second, whole, 1e-5) })
 	}
 }
 
@@ -115,17 +86,8 @@ func TestStepProgramRefusals(t *testing.T) {
 		{Layout{Ranks: 4, EP: 1, PP: 4}, "pp 4 is more than the model's layers (2)"},
 	} {
 		_, err := Run(context.Background(), Options{Program: p, OutRoot: t.TempDir(), Layout: &c.layout, ValWindows: 4})
-		if err == nil || !contains(err.Error(), c.want) {
+		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want %q", c.layout, err, c.want)
 		}
 	}
-}
-
-func contains(s, sub string) bool {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if s[i:i+len(sub)] == sub {
-			return true
-		}
-	}
-	return false
 }
