@@ -10,6 +10,7 @@ import (
 	"golang.org/x/mod/modfile"
 
 	"github.com/moec-dev/moec/codegen"
+	"github.com/moec-dev/moec/compiler/step"
 	"github.com/moec-dev/moec/runtime/nn"
 )
 
@@ -34,6 +35,9 @@ type Options struct {
 	// works); an output folder moved away from the .moe file needs -base. "" keeps
 	// cfg.SourceDir.
 	SourceDir string
+	// Step, when set, is rank 0's step program for the stage (compiler/step): Emit also
+	// writes its Go form to outDir/go/step/main.go (StepSource).
+	Step *step.Program
 }
 
 // Result says what Emit wrote.
@@ -97,6 +101,16 @@ func Emit(outDir string, cfg Config, opt Options) (Result, error) {
 		{MainFile, []byte(src)},
 		{ModFile, []byte(GoMod(cfg.Name, goVersion, replace, deps...))},
 		{SumFile, sum},
+	}
+	if opt.Step != nil {
+		stepSrc, err := StepSource(cfg, opt.Step)
+		if err != nil {
+			return res, err
+		}
+		files = append(files, struct {
+			name string
+			data []byte
+		}{filepath.Join(StepDir, StepFile), []byte(stepSrc)})
 	}
 	for _, f := range files {
 		p := filepath.Join(dir, f.name)

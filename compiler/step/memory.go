@@ -20,7 +20,11 @@ type MemoryPlan struct {
 	Lifetime [][2]int
 }
 
-// lifetimes is each buffer's first and last op; a buffer no op touches gets [-1, -1].
+// Lifetimes is each buffer's first and last op (persistent buffers and the step's inputs:
+// from op 0); a buffer no op touches gets [-1, -1]. A program written out as source (the
+// generated Go program) recomputes them instead of listing them.
+func Lifetimes(p *Program) [][2]int { return lifetimes(p) }
+
 func lifetimes(p *Program) [][2]int {
 	lt := make([][2]int, len(p.Buffers))
 	for i := range lt {

@@ -77,20 +77,20 @@ func Build(l *Loaded, opt BuildOptions) (*BuildResult, diag.List, error) {
 				}
 				res.Files = append(res.Files, cg.Files...)
 				res.Files = append(res.Files, cg.Compiled...)
-				if err := emitGo(prog, tr, st, filepath.Dir(l.Path), stageDir, res); err != nil {
-					return res, diags, fmt.Errorf("generating the Go program for stage %s: %w", st.Name, err)
-				}
-				for _, n := range cg.Notes {
-					res.Notes = appendOnce(res.Notes, n)
-				}
-				diags = append(diags, kernelGapWarnings(st, cg.Gaps, warned)...)
-				note, err := writeStepProgram(stageDir, m, tr, st, p, res)
+				sp, note, err := writeStepProgram(stageDir, m, tr, st, p, res)
 				if err != nil {
 					return res, diags, fmt.Errorf("the step program of stage %s: %w", st.Name, err)
 				}
 				if note != "" {
 					res.Notes = appendOnce(res.Notes, note)
 				}
+				if err := emitGo(prog, tr, st, filepath.Dir(l.Path), stageDir, sp, res); err != nil {
+					return res, diags, fmt.Errorf("generating the Go program for stage %s: %w", st.Name, err)
+				}
+				for _, n := range cg.Notes {
+					res.Notes = appendOnce(res.Notes, n)
+				}
+				diags = append(diags, kernelGapWarnings(st, cg.Gaps, warned)...)
 			}
 		}
 		if cl, ok := prog.Clusters[tr.Cluster]; ok && cl.GPUs() > 1 {
@@ -171,7 +171,7 @@ func writePlan(dir string, p *plan.Plan, res *BuildResult) error {
 // writeStepProgram lowers the plan's layout for stage st to the step program of rank 0
 // and writes its listing (program.txt). A layout or feature the step program does not
 // lower yet is a note saying why, not a failed build.
-func writeStepProgram(dir string, m *program.Model, tr *program.Train, st *program.Stage, p *plan.Plan, res *BuildResult) (string, error) {
+func writeStepProgram(dir string, m *program.Model, tr *program.Train, st *program.Stage, p *plan.Plan, res *BuildResult) (*step.Program, string, error) {
 	seq := tr.SeqLen
 	if seq <= 0 {
 		seq = m.SeqLen
@@ -181,17 +181,17 @@ func writeStepProgram(dir string, m *program.Model, tr *program.Train, st *progr
 	b := step.Batch{MicroBatch: pl.MicroBatch, SeqLen: int(seq), Micro: max(pl.GradAccum, 1)}
 	prog, err := step.LowerRank(m, b, l, 0)
 	if err != nil {
-		return fmt.Sprintf("stage %s: no program.txt: %v", st.Name, err), nil
+		return nil, fmt.Sprintf("stage %s: no program.txt: %v", st.Name, err), nil
 	}
 	prog.Stage = st.Name
 	var buf bytes.Buffer
 	if err := step.Format(&buf, prog); err != nil {
-		return "", err
+		return nil, "", err
 	}
 	path := filepath.Join(dir, "program.txt")
 	if err := atomicfile.WriteFile(path, buf.Bytes(), 0o644); err != nil {
-		return "", err
+		return nil, "", err
 	}
 	res.Files = append(res.Files, path)
-	return "", nil
+	return prog, "", nil
 }

@@ -82,6 +82,9 @@ func New(p *step.Program, m *program.Model, comm Comm) (*Executor, error) {
 		return nil, fmt.Errorf("exec: %w", err)
 	}
 	e := &Executor{p: p, m: m, d: d, comm: comm, param: map[params.ID]int{}, grad: map[params.ID]int{}}
+	if len(p.Memory.Lifetime) != len(p.Buffers) {
+		return nil, fmt.Errorf("exec: program %s/%s has %d lifetimes for %d buffers (step.Lifetimes computes them)", p.Model, p.Stage, len(p.Memory.Lifetime), len(p.Buffers))
+	}
 	var arenas [2][]float32
 	for t := range arenas {
 		arenas[t] = make([]float32, (p.Memory.Arena[t]+3)/4)

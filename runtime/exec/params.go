@@ -5,6 +5,7 @@ import (
 
 	"github.com/moec-dev/moec/compiler/params"
 	"github.com/moec-dev/moec/compiler/step"
+	"github.com/moec-dev/moec/runtime/safetensors"
 )
 
 // LoadParams fills this rank's parameters from whole tensors: get returns parameter id's
@@ -103,4 +104,29 @@ func slice(out, whole []float32, shape []int, s params.Shard) error {
 		copy(out[r*per:(r+1)*per], whole[r*cols+s.Index*per:r*cols+(s.Index+1)*per])
 	}
 	return nil
+}
+
+// LoadTensors fills this rank's parameters from whole tensors by the names the parameter
+// walker gives model m's parameters (a checkpoint's names).
+func (e *Executor) LoadTensors(ts []safetensors.Tensor) error {
+	walk, err := params.Walk(e.m)
+	if err != nil {
+		return fmt.Errorf("exec: %w", err)
+	}
+	byName := make(map[string]safetensors.Tensor, len(ts))
+	for _, t := range ts {
+		byName[t.Name] = t
+	}
+	byID := make(map[params.ID]safetensors.Tensor, len(walk))
+	for _, p := range walk {
+		t, ok := byName[p.Name]
+		if !ok {
+			return fmt.Errorf("exec: no tensor %s", p.Name)
+		}
+		if int64(len(t.Data)) != p.Elements() {
+			return fmt.Errorf("exec: tensor %s has %d values, the model's %d", p.Name, len(t.Data), p.Elements())
+		}
+		byID[p.ID] = safetensors.Tensor{Shape: p.Shape, Data: t.Data}
+	}
+	return e.LoadParams(func(id params.ID) ([]float32, []int) { t := byID[id]; return t.Data, t.Shape })
 }

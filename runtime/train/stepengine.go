@@ -5,6 +5,7 @@ import (
 
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/step"
+	"github.com/moec-dev/moec/runtime/checkpoint"
 	"github.com/moec-dev/moec/runtime/data"
 	"github.com/moec-dev/moec/runtime/dist"
 	"github.com/moec-dev/moec/runtime/exec"
@@ -186,4 +187,31 @@ func componentOf(k step.Kind) dist.Component {
 		return dist.Activations
 	}
 	return dist.Temp
+}
+
+// InitialWeights are stage model m's freshly initialised weights for seed, as tensors in
+// the single-rank layout: where every engine starts a first stage (the generated step
+// program too).
+func InitialWeights(m *program.Model, seed int64) ([]safetensors.Tensor, error) {
+	return wholeModel(nil, &Spec{Model: m, Seed: seed}, nil)
+}
+
+// GrownWeights are stage model m's weights grown by g from the final checkpoint in from (a
+// run folder or checkpoint), as Run grows a stage from the one before.
+func GrownWeights(from string, m *program.Model, g program.Grow, seed int64) ([]safetensors.Tensor, error) {
+	dir, err := ResolveCheckpoint(from)
+	if err != nil {
+		return nil, err
+	}
+	c, err := checkpoint.Load(dir, false)
+	if err != nil {
+		return nil, err
+	}
+	if !c.Manifest.Final {
+		return nil, fmt.Errorf("checkpoint %s is not the final one of its stage", dir)
+	}
+	return wholeModel(nil, &Spec{Model: m, Seed: seed}, func(ps []*nn.Param) error {
+		_, err := Grow(c.Model, c.Manifest.Model, m, ps, g, seed)
+		return err
+	})
 }
