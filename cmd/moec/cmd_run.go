@@ -129,7 +129,7 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 				o := opt
 				o.TrainName, o.StageName = st.Train, st.Stage
 				dir := train.StageDir(o.OutRoot, st.Train, st.Stage)
-				var l *train.Layout
+				var l *train.Sharding
 				var p *plan.Plan
 				if _, err := os.Stat(filepath.Join(dir, train.SpecFile)); err == nil {
 					spec, err := train.ReadSpec(dir)

@@ -37,7 +37,7 @@ type rankFlags struct {
 // returns nil for a single-rank run, and the plan (nil when none applies) for the
 // memory report. micro is the run's micro-batch (0: the train block's), which the plan
 // must share to predict the activations.
-func (f rankFlags) layout(prog *program.Program, trainName, stageName string, micro, worldSize int, warn io.Writer) (*train.Layout, *plan.Plan, error) {
+func (f rankFlags) layout(prog *program.Program, trainName, stageName string, micro, worldSize int, warn io.Writer) (*train.Sharding, *plan.Plan, error) {
 	ranks := f.ranks
 	if worldSize > 0 {
 		if ranks > 0 && ranks != worldSize {
@@ -72,7 +72,7 @@ func (f rankFlags) layout(prog *program.Program, trainName, stageName string, mi
 		if f.offload || f.budget != "" {
 			return nil, nil, usage(diag.Runtimef(diag.ErrBadRunOption, "--tp, --pp and --step-programs do not run an offloaded optimizer or the unified cache yet"))
 		}
-		l := &train.Layout{Ranks: ranks, EP: max(f.ep, 1), ZeRO: f.zero, TP: f.tp, PP: f.pp, Program: f.program}
+		l := &train.Sharding{Ranks: ranks, EP: max(f.ep, 1), ZeRO: f.zero, TP: f.tp, PP: f.pp, Program: f.program}
 		if tp, pp := max(f.tp, 1), max(f.pp, 1); ranks%(tp*pp) != 0 {
 			e := diag.Runtimef(diag.ErrBadRunOption, "--ranks %d is not a multiple of tp %d × pp %d", ranks, tp, pp)
 			e.Suggestion = fmt.Sprintf("pass --ranks %d or a multiple of it", tp*pp)
@@ -83,7 +83,7 @@ func (f rankFlags) layout(prog *program.Program, trainName, stageName string, mi
 	if ranks <= 1 && f.ep <= 1 && f.zero == 0 && !f.offload && f.budget == "" {
 		return nil, nil, nil
 	}
-	l := &train.Layout{Ranks: max(ranks, 1), EP: max(f.ep, 1), ZeRO: f.zero, Offload: f.offload}
+	l := &train.Sharding{Ranks: max(ranks, 1), EP: max(f.ep, 1), ZeRO: f.zero, Offload: f.offload}
 	// The file's memory block: offload keeps the optimizer states in the host tier, and the
 	// unified cache partitions every state (ZeRO-3, host as backing store) with a device
 	// page pool of gathered units over a small budget.
@@ -162,7 +162,7 @@ func (f rankFlags) layout(prog *program.Program, trainName, stageName string, mi
 // layout flag (or mpirun) gives another, which is legal since checkpoints load under any
 // layout. The plan is made again from the program the run folder stores, for the run's
 // own micro-batch.
-func (f rankFlags) resumeLayout(spec *train.Spec, flagsGiven bool, worldSize int, warn io.Writer) (*train.Layout, *plan.Plan, error) {
+func (f rankFlags) resumeLayout(spec *train.Spec, flagsGiven bool, worldSize int, warn io.Writer) (*train.Sharding, *plan.Plan, error) {
 	prog, tr, st, err := spec.Program()
 	if err != nil {
 		return nil, nil, err
@@ -193,7 +193,7 @@ func mpiWorld(timeout time.Duration) (dist.Comm, func(), error) {
 }
 
 // printMemory writes each rank's peak bytes per component next to the plan's prediction.
-func printMemory(w io.Writer, l *train.Layout, mem []train.RankMemory, p *plan.Plan) {
+func printMemory(w io.Writer, l *train.Sharding, mem []train.RankMemory, p *plan.Plan) {
 	if len(mem) == 0 {
 		return
 	}

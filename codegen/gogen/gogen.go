@@ -31,7 +31,7 @@ func MainSource(cfg Config) (string, error) {
 	if cfg.Model == nil {
 		return "", fmt.Errorf("gogen: %s: no model", cfg.Name)
 	}
-	infos, err := nn.Layout(cfg.Model)
+	infos, err := nn.ParamList(cfg.Model)
 	if err != nil {
 		return "", fmt.Errorf("gogen: %s: %w", cfg.Name, err)
 	}

@@ -8,7 +8,7 @@ import (
 	"github.com/moec-dev/moec/runtime/nn"
 )
 
-// The parameter structs are derived from the runtime's parameter names (nn.Layout), never
+// The parameter structs are derived from the runtime's parameter names (nn.ParamList), never
 // from names in the .moe file: those are fixed by the runtime (Hugging Face spelling), so
 // every identifier below comes from a closed vocabulary.
 

@@ -91,14 +91,14 @@ func TestStepProgramMatchesRun(t *testing.T) {
 	prog := loadArchive(t, ar)
 	ctx := context.Background()
 	root, rootNN := t.TempDir(), t.TempDir()
-	run := func(stage, out string, l *train.Layout) []float64 {
+	run := func(stage, out string, l *train.Sharding) []float64 {
 		res, err := train.Run(ctx, train.Options{Program: prog, StageName: stage, OutRoot: out, Steps: stepsCompared, ValWindows: 4, Layout: l})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return runLosses(t, res)
 	}
-	program1 := &train.Layout{Ranks: 1, EP: 1, Program: true}
+	program1 := &train.Sharding{Ranks: 1, EP: 1, Program: true}
 	for _, stage := range []string{"dense", "moe"} {
 		want := run(stage, root, program1)
 		hand := run(stage, rootNN, nil)

@@ -145,7 +145,7 @@ func (p cpuPart) padded(size int) int64 { return p.shard * int64(size) }
 
 // rankBytes returns rank r's peak bytes per component in the device and host tiers under
 // layout l (l.MicroBatch sequences per rank).
-func (c *cpuModel) rankBytes(l Layout, seqLen int64, r int) (dev, host tierBytes) {
+func (c *cpuModel) rankBytes(l ParallelLayout, seqLen int64, r int) (dev, host tierBytes) {
 	ep := max(l.EP, 1)
 	R := c.ranks
 	edp := R / ep
@@ -334,7 +334,7 @@ func ffnWSFloats(rows, hidden int64, gated bool) int64 {
 // memory is the worst rank's use for the search; capacities are each rank's share of the
 // host (the device tier) and the whole usable host (the host tier, summed over ranks).
 // Host-tier bytes come out of the same memory as the device tier, so they shrink it.
-func (c *cpuModel) memory(l Layout, seqLen int64, share float64) memoryUse {
+func (c *cpuModel) memory(l ParallelLayout, seqLen int64, share float64) memoryUse {
 	var best memoryUse
 	bestRatio := -1.0
 	var hostAll tierBytes

@@ -6,8 +6,8 @@ import (
 	"github.com/moec-dev/moec/compiler/program"
 )
 
-// Layout is one point of the search space.
-type Layout struct {
+// ParallelLayout is one point of the search space.
+type ParallelLayout struct {
 	DP         int    `json:"dp"`          // data-parallel ranks (the expert-parallel group lives inside them)
 	EP         int    `json:"ep"`          // expert-parallel ranks: each holds experts/ep experts per MoE layer
 	EDP        int    `json:"edp"`         // expert-data-parallel ranks (dp/ep): the ZeRO group of expert states
@@ -23,7 +23,7 @@ type Layout struct {
 }
 
 // World is the number of devices the layout uses.
-func (l Layout) World() int { return l.DP * l.TP * l.PP }
+func (l ParallelLayout) World() int { return l.DP * l.TP * l.PP }
 
 // Component indexes the parts of a device's memory.
 type component int
@@ -137,7 +137,7 @@ func (e *env) stageShapes(pp int) []stageShape {
 }
 
 // memory evaluates the worst device of each tier for training with layout l.
-func (e *env) memory(l Layout) memoryUse {
+func (e *env) memory(l ParallelLayout) memoryUse {
 	if e.cpu != nil {
 		return e.cpu.memory(l, e.w.seqLen, float64(e.c.Device.Memory))
 	}
@@ -156,7 +156,7 @@ func (e *env) memory(l Layout) memoryUse {
 // the ZeRO paper (Rajbhandari et al. 2020, §5: (2+2+K)Ψ/Nd at stage 3) applied per group:
 // dense parameters shard over the data-parallel group, routed experts over the
 // expert-data-parallel group (DeepSpeed-MoE), each after tensor and expert slicing.
-func (e *env) stageMemory(l Layout, st stageShape) memoryUse {
+func (e *env) stageMemory(l ParallelLayout, st stageShape) memoryUse {
 	a, c := e.a, e.c
 	m := memoryUse{
 		gpuCap:  float64(c.Device.Memory),
@@ -255,7 +255,7 @@ func (e *env) stageMemory(l Layout, st stageShape) memoryUse {
 
 // tempBuffers are the GPU's transient buffers: ZeRO-3's gathered layers, the gradient
 // reduce bucket, and the output logits on the last stage.
-func (e *env) tempBuffers(l Layout, st stageShape) float64 {
+func (e *env) tempBuffers(l ParallelLayout, st stageShape) float64 {
 	a := e.a
 	var t float64
 	if l.ZeRO >= 3 {
@@ -280,7 +280,7 @@ func (e *env) tempBuffers(l Layout, st stageShape) float64 {
 // 1-byte dropout masks), split by t under tensor + sequence parallelism; selective recompute
 // drops the 5as²b attention-score term; full recompute keeps only each layer's input.
 // Under 1F1B the first stage holds min(pp, micro-batches) micro-batches in flight.
-func (e *env) activations(l Layout, st stageShape) (act, dispatch float64) {
+func (e *env) activations(l ParallelLayout, st stageShape) (act, dispatch float64) {
 	w, a := e.w, e.a
 	s, b := float64(w.seqLen), float64(l.MicroBatch)
 	sb := s * b
@@ -317,7 +317,7 @@ func (e *env) activations(l Layout, st stageShape) (act, dispatch float64) {
 }
 
 // tpSplit is how many ways the sbh-sized activations split: t with sequence parallelism.
-func (e *env) tpSplit(l Layout) float64 {
+func (e *env) tpSplit(l ParallelLayout) float64 {
 	if e.a.SequenceParallel {
 		return float64(l.TP)
 	}
@@ -327,7 +327,7 @@ func (e *env) tpSplit(l Layout) float64 {
 // layerActivations returns, per micro-batch and per layer, the bytes of a dense layer
 // without the attention scores, the scores (the as²b terms), what an MoE layer adds over a
 // dense layer, and the MoE dispatch + combine buffers.
-func (e *env) layerActivations(l Layout) (dense, score, moeExtra, dispatch float64) {
+func (e *env) layerActivations(l ParallelLayout) (dense, score, moeExtra, dispatch float64) {
 	w, a := e.w, e.a
 	s, b := float64(w.seqLen), float64(l.MicroBatch)
 	sb := s * b

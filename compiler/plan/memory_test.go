@@ -58,7 +58,7 @@ func TestZeROModelStates(t *testing.T) {
 		3: (2 + 2 + k) * psi / nd,
 	}
 	for stage := 0; stage <= 3; stage++ {
-		l := Layout{DP: 64, EP: 1, EDP: 64, TP: 1, PP: 1, Memory: "zero", ZeRO: stage, Offload: "none", MicroBatch: 1, GradAccum: 1, Batch: 64, Recompute: "full"}
+		l := ParallelLayout{DP: 64, EP: 1, EDP: 64, TP: 1, PP: 1, Memory: "zero", ZeRO: stage, Offload: "none", MicroBatch: 1, GradAccum: 1, Batch: 64, Recompute: "full"}
 		mem := e.memory(l)
 		got := mem.gpu[compParams] + mem.gpu[compGrads] + mem.gpu[compOptimizer]
 		near(t, "ZeRO stage "+string(rune('0'+stage))+" states", got, want[stage])
@@ -75,7 +75,7 @@ func TestExpertStatesShardOverEDP(t *testing.T) {
 	st := e.stageShapes(1)[0]
 	dense, experts := float64(st.dense), float64(st.experts)
 	for _, ep := range []int{1, 8, 32} {
-		l := Layout{DP: 64, EP: ep, EDP: 64 / ep, TP: 1, PP: 1, Memory: "zero", ZeRO: 1, Offload: "none", MicroBatch: 1, GradAccum: 1, Batch: 64, Recompute: "full"}
+		l := ParallelLayout{DP: 64, EP: ep, EDP: 64 / ep, TP: 1, PP: 1, Memory: "zero", ZeRO: 1, Offload: "none", MicroBatch: 1, GradAccum: 1, Batch: 64, Recompute: "full"}
 		mem := e.memory(l)
 		// Stage 1: weights and gradients whole on the rank; optimizer states partitioned.
 		rank := dense + experts/float64(ep)
@@ -94,7 +94,7 @@ func TestMegatronActivations(t *testing.T) {
 	e := testEnv(t, m, testCluster(t, "a100_80gb", 1, 8))
 	sbh := float64(s * b * h)
 	for _, tp := range []int{1, 2, 8} {
-		l := Layout{DP: 1, EP: 1, EDP: 1, TP: tp, PP: 1, Memory: "zero", Offload: "none", MicroBatch: b, GradAccum: 1, Batch: b}
+		l := ParallelLayout{DP: 1, EP: 1, EDP: 1, TP: tp, PP: 1, Memory: "zero", Offload: "none", MicroBatch: b, GradAccum: 1, Batch: b}
 		tf := float64(tp)
 		e.a.SequenceParallel = true
 		dense, score, _, _ := e.layerActivations(l)
@@ -112,7 +112,7 @@ func TestMegatronActivations(t *testing.T) {
 func TestActivationsUnderPipeline(t *testing.T) {
 	m := denseModel(2048, 16, 16, 1024)
 	e := testEnv(t, m, testCluster(t, "a100_80gb", 1, 8))
-	one := Layout{DP: 1, EP: 1, EDP: 1, TP: 1, PP: 1, MicroBatch: 1, GradAccum: 8, Batch: 8, Recompute: "selective", Offload: "none"}
+	one := ParallelLayout{DP: 1, EP: 1, EDP: 1, TP: 1, PP: 1, MicroBatch: 1, GradAccum: 8, Batch: 8, Recompute: "selective", Offload: "none"}
 	four := one
 	four.PP = 4
 	a1, _ := e.activations(one, e.stageShapes(1)[0])
@@ -131,7 +131,7 @@ func TestMoEDispatchBuffers(t *testing.T) {
 	prog := hunyuanProgram(t, 24)
 	m := prog.Models["hunyuan"]
 	e := testEnv(t, m, prog.Clusters["taiji"])
-	l := Layout{DP: 8, EP: 8, EDP: 1, TP: 1, PP: 1, MicroBatch: 2, GradAccum: 1, Batch: 16, Recompute: "none", Offload: "none"}
+	l := ParallelLayout{DP: 8, EP: 8, EDP: 1, TP: 1, PP: 1, MicroBatch: 2, GradAccum: 1, Batch: 16, Recompute: "none", Offload: "none"}
 	_, _, _, d := e.layerActivations(l)
 	want := 2 * 2 * 1.25 * float64(2*2048*2560) // dispatch + combine, 2 bytes, cf 1.25, top-1
 	near(t, "capacity-factor buffers", d, want)
@@ -155,7 +155,7 @@ func TestOffloadAccounting(t *testing.T) {
 	e := testEnv(t, m, c)
 	psi := float64(e.w.totalParams())
 	const n, gpn = 32.0, 8.0
-	inf := Layout{DP: 32, EP: 1, EDP: 32, TP: 1, PP: 1, Memory: "zero", ZeRO: 3, Offload: "cpu", MicroBatch: 1, GradAccum: 1, Batch: 32, Recompute: "full"}
+	inf := ParallelLayout{DP: 32, EP: 1, EDP: 32, TP: 1, PP: 1, Memory: "zero", ZeRO: 3, Offload: "cpu", MicroBatch: 1, GradAccum: 1, Batch: 32, Recompute: "full"}
 	mem := e.memory(inf)
 	near(t, "ZeRO-Infinity host bytes per node", mem.host.sum(), 20*psi/n*gpn*e.a.OffloadFragmentation)
 	if s := mem.gpu[compParams] + mem.gpu[compGrads] + mem.gpu[compOptimizer]; s != 0 {

@@ -29,27 +29,27 @@ type Options struct {
 // contract with the runtime and the code generators; every field is plain data a CPU
 // process can read.
 type Plan struct {
-	Schema       string        `json:"schema"`
-	Kind         string        `json:"kind"` // "train", "serve" or "local"
-	Model        string        `json:"model"`
-	Train        string        `json:"train,omitempty"`
-	Stage        string        `json:"stage,omitempty"`
-	Serve        string        `json:"serve,omitempty"`
-	Objective    string        `json:"objective"`
-	Cluster      ClusterInfo   `json:"cluster"`
-	Workload     WorkloadInfo  `json:"workload"`
-	GPUs         int           `json:"gpus"`
-	Nodes        int           `json:"nodes"`
-	Layout       Layout        `json:"layout"`
-	Memory       []Tier        `json:"memory"`
-	Comm         []Comm        `json:"comm"`
-	Time         Timing        `json:"time"`
-	Totals       Totals        `json:"totals"`
-	Placement    *Placement    `json:"placement,omitempty"`
-	Alternatives []Alternative `json:"alternatives"`
-	Searched     int           `json:"searched"` // layouts evaluated
-	Assumptions  []Assumption  `json:"assumptions"`
-	Notes        []string      `json:"notes,omitempty"`
+	Schema       string         `json:"schema"`
+	Kind         string         `json:"kind"` // "train", "serve" or "local"
+	Model        string         `json:"model"`
+	Train        string         `json:"train,omitempty"`
+	Stage        string         `json:"stage,omitempty"`
+	Serve        string         `json:"serve,omitempty"`
+	Objective    string         `json:"objective"`
+	Cluster      ClusterInfo    `json:"cluster"`
+	Workload     WorkloadInfo   `json:"workload"`
+	GPUs         int            `json:"gpus"`
+	Nodes        int            `json:"nodes"`
+	Layout       ParallelLayout `json:"layout"`
+	Memory       []Tier         `json:"memory"`
+	Comm         []Comm         `json:"comm"`
+	Time         Timing         `json:"time"`
+	Totals       Totals         `json:"totals"`
+	Placement    *Placement     `json:"placement,omitempty"`
+	Alternatives []Alternative  `json:"alternatives"`
+	Searched     int            `json:"searched"` // layouts evaluated
+	Assumptions  []Assumption   `json:"assumptions"`
+	Notes        []string       `json:"notes,omitempty"`
 }
 
 // ClusterInfo is the hardware the plan was made for, after catalog and overrides.
@@ -111,11 +111,11 @@ type Totals struct {
 
 // Alternative is a runner-up and why it lost to the chosen layout.
 type Alternative struct {
-	Layout      Layout  `json:"layout"`
-	GPUs        int     `json:"gpus"`
-	Fits        bool    `json:"fits"`
-	StepSeconds float64 `json:"step_seconds"`
-	Why         string  `json:"why"`
+	Layout      ParallelLayout `json:"layout"`
+	GPUs        int            `json:"gpus"`
+	Fits        bool           `json:"fits"`
+	StepSeconds float64        `json:"step_seconds"`
+	Why         string         `json:"why"`
 }
 
 // JSON returns the plan as indented JSON: struct fields in declaration order, no maps,

@@ -44,7 +44,7 @@ type space struct {
 
 // candidate is an evaluated layout.
 type candidate struct {
-	l     Layout
+	l     ParallelLayout
 	mem   memoryUse
 	t     Timing
 	ratio float64 // worst tier's used/capacity
@@ -80,7 +80,7 @@ func better(objective string, a, b *candidate) bool {
 	return layoutLess(a.l, b.l)
 }
 
-func layoutLess(a, b Layout) bool {
+func layoutLess(a, b ParallelLayout) bool {
 	x := [...]int{a.TP, a.PP, a.DP, a.EP, a.ZeRO, a.MicroBatch}
 	y := [...]int{b.TP, b.PP, b.DP, b.EP, b.ZeRO, b.MicroBatch}
 	for i := range x {
@@ -224,7 +224,7 @@ func (e *env) search(sp *space) result {
 				for _, ep := range e.expertSizes(sp, dp) {
 					for _, st := range sp.strategies {
 						for _, rc := range sp.recompute {
-							e.searchMicroBatches(sp, &res, byKey, Layout{
+							e.searchMicroBatches(sp, &res, byKey, ParallelLayout{
 								DP: dp, EP: ep, EDP: dp / ep, TP: tp, PP: pp,
 								Memory: st.memory, ZeRO: st.zero, Offload: st.offload, Recompute: rc,
 							}, seqs)
@@ -296,7 +296,7 @@ func (e *env) expertSizes(sp *space, dp int) []int {
 
 // searchMicroBatches tries micro-batches in increasing order for one layout; memory grows
 // with the micro-batch, so the first that does not fit ends the scan.
-func (e *env) searchMicroBatches(sp *space, res *result, byKey map[layoutKey]*candidate, l Layout, seqs int) {
+func (e *env) searchMicroBatches(sp *space, res *result, byKey map[layoutKey]*candidate, l ParallelLayout, seqs int) {
 	perRank := e.perRank(seqs, l.DP)
 	if sp.ignoreBatch {
 		perRank = max(1, int(math.Round(float64(seqs)/float64(l.DP))))

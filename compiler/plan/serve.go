@@ -109,14 +109,14 @@ func ForServe(prog *program.Program, s *program.Serve, opt Options) (p *Plan, ds
 	return p, ds
 }
 
-func serveKind(l Layout) string {
+func serveKind(l ParallelLayout) string {
 	if l.EP > 1 {
 		return "expert"
 	}
 	return "tensor_pipeline"
 }
 
-func serveLayoutText(l Layout) string {
+func serveLayoutText(l ParallelLayout) string {
 	if l.EP > 1 {
 		return fmt.Sprintf("expert-parallel over %d devices (dense parts replicated)", l.EP)
 	}
@@ -166,10 +166,10 @@ func setupServe(prog *program.Program, s *program.Serve, opt Options) (*serveSet
 }
 
 // serveLayouts enumerates one family's layouts within the budget.
-func (ss *serveSetup) serveLayouts(kind string) []Layout {
+func (ss *serveSetup) serveLayouts(kind string) []ParallelLayout {
 	w := ss.env.w
-	var out []Layout
-	base := Layout{DP: 1, EP: 1, EDP: 1, TP: 1, PP: 1, Memory: "weights", Offload: "none", MicroBatch: int(ss.batch), GradAccum: 1, Batch: int(ss.batch), Recompute: "none"}
+	var out []ParallelLayout
+	base := ParallelLayout{DP: 1, EP: 1, EDP: 1, TP: 1, PP: 1, Memory: "weights", Offload: "none", MicroBatch: int(ss.batch), GradAccum: 1, Batch: int(ss.batch), Recompute: "none"}
 	if kind == "expert" {
 		if !w.isMoE() {
 			return nil
@@ -197,7 +197,7 @@ func (ss *serveSetup) serveLayouts(kind string) []Layout {
 
 // memory is one device's memory when serving: weights, KV cache, dispatch buffers,
 // workspace and reserve.
-func (ss *serveSetup) memory(l Layout) memoryUse {
+func (ss *serveSetup) memory(l ParallelLayout) memoryUse {
 	e, w, a := ss.env, ss.env.w, ss.env.a
 	m := memoryUse{gpuCap: float64(ss.cluster.Device.Memory)}
 	m.gpu[compReserve] = float64(a.Reserve)
@@ -230,7 +230,7 @@ func (ss *serveSetup) memory(l Layout) memoryUse {
 
 // decodeTime is one decoding step (one token for each sequence): reading the weights the
 // batch touches and the KV cache from HBM, plus the collectives on the critical path.
-func (ss *serveSetup) decodeTime(l Layout, comm *[]Comm) Timing {
+func (ss *serveSetup) decodeTime(l ParallelLayout, comm *[]Comm) Timing {
 	e, w, a := ss.env, ss.env.w, ss.env.a
 	lk := e.link()
 	var t Timing

@@ -290,7 +290,7 @@ func overflowText(c *candidate) string {
 }
 
 // layoutText is a layout in one line.
-func layoutText(l Layout) string {
+func layoutText(l ParallelLayout) string {
 	mem := l.Memory
 	if mem == "zero" {
 		mem = fmt.Sprintf("ZeRO-%d", l.ZeRO)

@@ -21,7 +21,7 @@ type Timing struct {
 
 // stepTime models one training step of layout l whose memory is mem. When comm is not
 // nil it receives the communication table.
-func (e *env) stepTime(l Layout, mem *memoryUse, comm *[]Comm) Timing {
+func (e *env) stepTime(l ParallelLayout, mem *memoryUse, comm *[]Comm) Timing {
 	w, a := e.w, e.a
 	lk := e.link()
 	var t Timing

@@ -35,7 +35,7 @@ type Launch struct {
 	// runs GPUsPerNode ranks except the last, which runs LastNodeGPUs when GPUs is not a
 	// whole number of nodes (0 when it is).
 	Nodes, GPUsPerNode, LastNodeGPUs int
-	Layout                           plan.Layout
+	Layout                           plan.ParallelLayout
 	// Env is set on the command line: CUDA_DEVICE_MAX_CONNECTIONS=1 where Megatron requires it.
 	Env  []EnvVar
 	Args []Arg

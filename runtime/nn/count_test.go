@@ -11,7 +11,7 @@ import (
 )
 
 // TestShippedModelsCountAsTheyRun: for every stage of the shipped examples and models the
-// runtime can build, the parameters it holds (Layout, which New follows) are exactly what
+// runtime can build, the parameters it holds (ParamList, which New follows) are exactly what
 // compiler/analysis counts, so the report, the plan's memory and a checkpoint agree. It
 // caught the runtime building one token-embedding router table per MoE layer where the
 // language (and every plan) has one per model.
@@ -41,7 +41,7 @@ func TestShippedModelsCountAsTheyRun(t *testing.T) {
 			}
 		}
 		for _, m := range models {
-			lay, err := Layout(m)
+			lay, err := ParamList(m)
 			if err != nil {
 				continue // a feature the CPU runtime does not build (checked elsewhere)
 			}

@@ -174,7 +174,7 @@ func sampleIndices(r *rand.Rand, n, k int) []int {
 }
 
 // TestQKNormFullAndSharedGateTensors holds the tensors of qk_norm = full (OLMoE) and
-// moe.shared_gate (Qwen2-MoE) to their Hugging Face widths, Layout to New, and the
+// moe.shared_gate (Qwen2-MoE) to their Hugging Face widths, ParamList to New, and the
 // runtime's parameter count to the compiler's.
 func TestQKNormFullAndSharedGateTensors(t *testing.T) {
 	cfg := tinyMoE()
@@ -207,7 +207,7 @@ func TestQKNormFullAndSharedGateTensors(t *testing.T) {
 			t.Errorf("%s exists: a K/V-sharing layer has no key norm, a dense layer no shared gate", absent)
 		}
 	}
-	lay, err := Layout(cfg)
+	lay, err := ParamList(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,12 +11,12 @@ import (
 // values.
 type ParamInfo = params.Param
 
-// Layout lists the parameters New would create for m, in the same order and with the
+// ParamList lists the parameters New would create for m, in the same order and with the
 // same names and shapes as Model.Params, without allocating them: code generators need
 // the layout of models far too large to instantiate (a trillion-parameter stage). It is
 // compiler/params' walker behind the runtime's feature check; TestLayoutMatchesNew holds
 // New to it on models that take every naming branch.
-func Layout(m *program.Model) ([]ParamInfo, error) {
+func ParamList(m *program.Model) ([]ParamInfo, error) {
 	if m == nil {
 		return nil, fmt.Errorf("nn: nil model")
 	}

@@ -193,7 +193,7 @@ func TestLayoutMatchesNew(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		lay, err := Layout(cfg)
+		lay, err := ParamList(cfg)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
@@ -208,7 +208,7 @@ func TestLayoutMatchesNew(t *testing.T) {
 			}
 		}
 	}
-	if _, err := Layout(&program.Model{Name: "x", Encoder: 1}); err == nil {
+	if _, err := ParamList(&program.Model{Name: "x", Encoder: 1}); err == nil {
 		t.Error("Layout accepted an encoder-decoder model")
 	}
 }

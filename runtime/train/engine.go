@@ -105,7 +105,7 @@ func newEngine(opt Options, spec *Spec, cfg optim.Config) (engine, error) {
 		}
 		return &single{net: net, params: params, adam: adam}, nil
 	}
-	l := Layout{Ranks: 1, EP: 1}
+	l := Sharding{Ranks: 1, EP: 1}
 	if opt.Layout != nil {
 		l = *opt.Layout
 	}
@@ -186,12 +186,12 @@ type group struct {
 	// assembled is set on every rank once the weights have been assembled, so all ranks
 	// agree whether evaluation has to assemble them first.
 	assembled bool
-	layout    Layout
+	layout    Sharding
 	hook      func(rank int, step int64) error
 }
 
 // newGroup builds the ranks this process runs: comms are their world communicators.
-func newGroup(spec *Spec, cfg optim.Config, comms []dist.Comm, l Layout) (*group, error) {
+func newGroup(spec *Spec, cfg optim.Config, comms []dist.Comm, l Sharding) (*group, error) {
 	g := &group{comms: comms, ranks: make([]*rank, len(comms)), lead: comms[0].Rank() == 0, layout: l}
 	err := g.each(func(i int, c dist.Comm) (err error) {
 		g.ranks[i], err = newRank(spec.Model, spec.Seed, cfg, c, l)
@@ -409,7 +409,7 @@ func finite(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
 // stepLayoutError is a step-program engine's refusal as a diagnostic at the stage's
 // declaration (the layout applies to it): E0509 for a layout that does not divide the
 // model, E0510 for a feature the step program does not lower at that layout.
-func stepLayoutError(spec *Spec, l Layout, err error) error {
+func stepLayoutError(spec *Spec, l Sharding, err error) error {
 	var at diag.Range
 	if spec.Train != nil {
 		if st, e := spec.Train.LookupStage(spec.Stage); e == nil && st != nil {

@@ -55,7 +55,7 @@ func Grow(from []safetensors.Tensor, fromCfg, toCfg *program.Model, params []*nn
 	}
 	// The previous stage's tensors by identity: growth matches experts, routers and their
 	// biases by what they are, never by parsing names.
-	oldLayout, err := nn.Layout(fromCfg)
+	oldLayout, err := nn.ParamList(fromCfg)
 	if err != nil {
 		return rep, diag.Runtimef(diag.ErrBadGrowth, "cannot list the previous stage's parameters: %v", err)
 	}

@@ -18,7 +18,7 @@ import (
 // the step buffers within 10% (the expert-parallel receive buffers follow the routing,
 // which the plan takes as balanced).
 func TestPlanPredictsMemory(t *testing.T) {
-	layouts := []Layout{
+	layouts := []Sharding{
 		{Ranks: 2, EP: 2, ZeRO: 1},
 		{Ranks: 4, EP: 2, ZeRO: 2},
 		{Ranks: 4, EP: 4, ZeRO: 3},

@@ -64,7 +64,7 @@ type Options struct {
 
 	// Layout shards the run over ranks (nil or one rank: a single model). The ranks are
 	// goroutines of this process unless Comm is set.
-	Layout *Layout
+	Layout *Sharding
 	// Comm is this process's world communicator when every rank is its own process
 	// (MPI); the run then has Comm.Size() ranks and rank 0 writes the run's files.
 	Comm dist.Comm
@@ -183,7 +183,7 @@ func checkMicroBatch(spec *Spec, chosen int) error {
 // the stage being trained. The stage's count is what matters: a curriculum's model block
 // declares the size the last stage reaches, and an early stage may have fewer experts (or
 // be dense).
-func checkLayoutExperts(spec *Spec, l *Layout) error {
+func checkLayoutExperts(spec *Spec, l *Sharding) error {
 	if l == nil || l.EP <= 1 {
 		return nil
 	}

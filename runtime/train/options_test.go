@@ -57,14 +57,14 @@ func TestCheckLayoutExperts(t *testing.T) {
 	for _, tc := range []struct {
 		model *program.Model
 		stage string
-		l     Layout
+		l     Sharding
 		want  string // "" = accepted
 	}{
-		{moe(4), "four", Layout{Ranks: 8, EP: 8}, "expert-parallel size 8 does not divide the 4 experts of stage four"},
-		{moe(4), "four", Layout{Ranks: 8, EP: 4}, ""},
-		{moe(8), "eight", Layout{Ranks: 8, EP: 8}, ""},
-		{&program.Model{Name: "m"}, "dense", Layout{Ranks: 2, EP: 2}, "stage dense of train hunyuan_tiny is dense"},
-		{&program.Model{Name: "m"}, "dense", Layout{Ranks: 2, EP: 1}, ""},
+		{moe(4), "four", Sharding{Ranks: 8, EP: 8}, "expert-parallel size 8 does not divide the 4 experts of stage four"},
+		{moe(4), "four", Sharding{Ranks: 8, EP: 4}, ""},
+		{moe(8), "eight", Sharding{Ranks: 8, EP: 8}, ""},
+		{&program.Model{Name: "m"}, "dense", Sharding{Ranks: 2, EP: 2}, "stage dense of train hunyuan_tiny is dense"},
+		{&program.Model{Name: "m"}, "dense", Sharding{Ranks: 2, EP: 1}, ""},
 	} {
 		err := checkLayoutExperts(&Spec{Train: tr, Stage: tc.stage, Model: tc.model}, &tc.l)
 		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {

@@ -14,8 +14,8 @@ import (
 	"github.com/moec-dev/moec/runtime/safetensors"
 )
 
-// Layout is how a sharded run places the model on its ranks: the plan's choice for them.
-type Layout struct {
+// Sharding is how a sharded run places the model on its ranks: the plan's choice for them.
+type Sharding struct {
 	Ranks   int  // ranks of the run (in-process ranks unless a Comm is given)
 	EP      int  // expert-parallel group size (1 = none); must divide Ranks and the experts
 	ZeRO    int  // 0: replicated states; 1: optimizer states, 2: + gradients, 3: + parameters partitioned
@@ -32,9 +32,9 @@ type Layout struct {
 }
 
 // StepPrograms reports whether l trains through step programs.
-func (l Layout) StepPrograms() bool { return l.Program || l.TP > 1 || l.PP > 1 }
+func (l Sharding) StepPrograms() bool { return l.Program || l.TP > 1 || l.PP > 1 }
 
-func (l Layout) String() string {
+func (l Sharding) String() string {
 	ranks := fmt.Sprintf("%d ranks", l.Ranks)
 	if l.Ranks == 1 {
 		ranks = "1 rank"
@@ -106,7 +106,7 @@ func (b buffers) give(buf []float32) {
 
 // rank is one rank of a sharded run: its model, its shard of the states, and its meter.
 type rank struct {
-	layout  Layout
+	layout  Sharding
 	world   dist.Comm
 	ep, edp dist.Comm
 	model   *nn.Model
@@ -129,7 +129,7 @@ type piece struct {
 }
 
 // newRank builds rank world.Rank()'s model and states. world is the run's communicator.
-func newRank(m *program.Model, seed int64, cfg optim.Config, world dist.Comm, l Layout) (*rank, error) {
+func newRank(m *program.Model, seed int64, cfg optim.Config, world dist.Comm, l Sharding) (*rank, error) {
 	if l.Cache != nil && l.Cache.Page <= 0 {
 		c := *l.Cache
 		c.Page = 4 << 20
@@ -680,7 +680,7 @@ func (r *rank) tensors() (model, moments []safetensors.Tensor, err error) {
 // checkManifest holds assembled tensors against the whole model's layout: every tensor
 // exactly once, with its shape.
 func checkManifest(m *program.Model, ts []safetensors.Tensor) error {
-	want, err := nn.Layout(m)
+	want, err := nn.ParamList(m)
 	if err != nil {
 		return err
 	}
@@ -778,7 +778,7 @@ func (r *rank) load(model, moments []safetensors.Tensor, step int64) error {
 }
 
 // ValidLayout checks a layout against a model before any rank starts.
-func ValidLayout(m *program.Model, l Layout) error {
+func ValidLayout(m *program.Model, l Sharding) error {
 	switch {
 	case l.Ranks < 1:
 		return fmt.Errorf("%d ranks: need at least one", l.Ranks)

@@ -40,7 +40,7 @@ func TestLayoutInvariance(t *testing.T) {
 	}
 	p := shardProgram(steps)
 	ref, refW := trainLayout(t, p, nil)
-	layouts := []Layout{
+	layouts := []Sharding{
 		{Ranks: 2, EP: 1, ZeRO: 0},
 		{Ranks: 2, EP: 2, ZeRO: 0},
 		{Ranks: 2, EP: 2, ZeRO: 3},
@@ -105,13 +105,13 @@ func close(a, b, rel float64) bool { return math.Abs(a-b) <= rel*math.Max(1, mat
 
 // trainLayout runs the program's stage under l (nil: one rank) and returns its log and
 // final weights.
-func trainLayout(t *testing.T, p *program.Program, l *Layout) ([]StepRecord, map[string][]float32) {
+func trainLayout(t *testing.T, p *program.Program, l *Sharding) ([]StepRecord, map[string][]float32) {
 	t.Helper()
 	recs, w, _ := trainLayoutMem(t, p, l)
 	return recs, w
 }
 
-func trainLayoutMem(t *testing.T, p *program.Program, l *Layout) ([]StepRecord, map[string][]float32, []RankMemory) {
+func trainLayoutMem(t *testing.T, p *program.Program, l *Sharding) ([]StepRecord, map[string][]float32, []RankMemory) {
 	t.Helper()
 	res, err := Run(context.Background(), Options{Program: p, OutRoot: t.TempDir(), Layout: l, ValWindows: 4})
 	if err != nil {
@@ -146,10 +146,10 @@ func TestCrossLayoutResume(t *testing.T) {
 	whole, _ := trainLayout(t, p, nil)
 	for _, c := range []struct {
 		name          string
-		first, second *Layout
+		first, second *Sharding
 	}{
-		{"ep2-to-1", &Layout{Ranks: 2, EP: 2}, nil},
-		{"1-to-zero3x4", nil, &Layout{Ranks: 4, EP: 2, ZeRO: 3}},
+		{"ep2-to-1", &Sharding{Ranks: 2, EP: 2}, nil},
+		{"1-to-zero3x4", nil, &Sharding{Ranks: 4, EP: 2, ZeRO: 3}},
 	} {
 		t.Run(c.name, func(t *testing.T) { resumeAcross(t, p, c.first, c.second, whole, 2e-4) })
 	}
@@ -158,7 +158,7 @@ func TestCrossLayoutResume(t *testing.T) {
 // resumeAcross runs p under first until its step-4 checkpoint is written (then stops, as a
 // killed run would), resumes under second, and holds every step's loss to whole (a run
 // that never changed layout) within tol, relative.
-func resumeAcross(t *testing.T, p *program.Program, first, second *Layout, whole []StepRecord, tol float64) {
+func resumeAcross(t *testing.T, p *program.Program, first, second *Sharding, whole []StepRecord, tol float64) {
 	t.Helper()
 	root := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -240,7 +240,7 @@ func newTestRank(m *program.Model) (*rank, error) {
 		return nil, err
 	}
 	p := shardProgram(1)
-	return newRank(m, 1, optim.FromProgram(p.Trains["tiny"].Optimizer, 0, 1), comms[0], Layout{Ranks: 1, EP: 1})
+	return newRank(m, 1, optim.FromProgram(p.Trains["tiny"].Optimizer, 0, 1), comms[0], Sharding{Ranks: 1, EP: 1})
 }
 
 // TestCachePolicies checks which unit each eviction policy gives up.
@@ -324,7 +324,7 @@ func TestRankFailure(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			start := time.Now()
 			_, err := Run(context.Background(), Options{Program: p, OutRoot: t.TempDir(), ValWindows: 4,
-				Layout: &Layout{Ranks: 4, EP: 2, ZeRO: 2}, RankHook: c.hook, CollectiveTimeout: 300 * time.Millisecond})
+				Layout: &Sharding{Ranks: 4, EP: 2, ZeRO: 2}, RankHook: c.hook, CollectiveTimeout: 300 * time.Millisecond})
 			if err == nil {
 				t.Fatal("the run succeeded")
 			}
@@ -354,7 +354,7 @@ func TestLayoutInvarianceTiedSharedGate(t *testing.T) {
 	m.TieEmbeddings = true
 	m.MoE.SharedExperts, m.MoE.SharedGate = 1, true
 	ref, refW := trainLayout(t, p, nil)
-	for _, l := range []Layout{{Ranks: 2, EP: 2, ZeRO: 3}, {Ranks: 4, EP: 2, ZeRO: 2, Offload: true}} {
+	for _, l := range []Sharding{{Ranks: 2, EP: 2, ZeRO: 3}, {Ranks: 4, EP: 2, ZeRO: 2, Offload: true}} {
 		recs, w := trainLayout(t, p, &l)
 		for i := range ref {
 			if !close(ref[i].Loss, recs[i].Loss, 2e-4) {
@@ -375,7 +375,7 @@ func TestLayoutInvarianceTiedSharedGate(t *testing.T) {
 // nothing new, and still assembles its weights to report the validation loss.
 func TestResumeFinishedSharded(t *testing.T) {
 	p := shardProgram(3)
-	l := &Layout{Ranks: 2, EP: 2, ZeRO: 3}
+	l := &Sharding{Ranks: 2, EP: 2, ZeRO: 3}
 	res, err := Run(context.Background(), Options{Program: p, OutRoot: t.TempDir(), Layout: l, ValWindows: 4})
 	if err != nil {
 		t.Fatal(err)

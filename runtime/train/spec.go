@@ -62,7 +62,7 @@ type LayoutSpec struct {
 
 // layoutSpec describes the layout a run uses: l (nil = one rank) with comm's world size
 // when every rank is its own process.
-func layoutSpec(l *Layout, comm interface{ Size() int }, llvm string) *LayoutSpec {
+func layoutSpec(l *Sharding, comm interface{ Size() int }, llvm string) *LayoutSpec {
 	ls := &LayoutSpec{Ranks: 1, EP: 1, LLVM: llvm}
 	if l != nil {
 		ls.Ranks, ls.EP, ls.ZeRO, ls.Offload = max(l.Ranks, 1), max(l.EP, 1), l.ZeRO, l.Offload
@@ -78,11 +78,11 @@ func layoutSpec(l *Layout, comm interface{ Size() int }, llvm string) *LayoutSpe
 }
 
 // Layout returns the recorded layout (nil for a plain single-rank run or none recorded).
-func (ls *LayoutSpec) Layout() *Layout {
+func (ls *LayoutSpec) Layout() *Sharding {
 	if ls == nil || ls.Ranks <= 1 && ls.EP <= 1 && ls.ZeRO == 0 && !ls.Offload && ls.CacheBudget == 0 && !ls.Program {
 		return nil
 	}
-	l := &Layout{Ranks: max(ls.Ranks, 1), EP: max(ls.EP, 1), ZeRO: ls.ZeRO, Offload: ls.Offload, TP: ls.TP, PP: ls.PP, Program: ls.Program}
+	l := &Sharding{Ranks: max(ls.Ranks, 1), EP: max(ls.EP, 1), ZeRO: ls.ZeRO, Offload: ls.Offload, TP: ls.TP, PP: ls.PP, Program: ls.Program}
 	if ls.CacheBudget > 0 {
 		l.Cache = &CacheConfig{Budget: ls.CacheBudget, Page: ls.CachePage, Eviction: ls.CacheEviction}
 	}

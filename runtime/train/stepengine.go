@@ -26,13 +26,13 @@ type stepEngine struct {
 }
 
 // stepLayout is the step program's layout for l.
-func stepLayout(l Layout) step.Layout {
+func stepLayout(l Sharding) step.Layout {
 	tp, pp := max(l.TP, 1), max(l.PP, 1)
 	return step.Layout{DP: max(l.Ranks, 1) / (tp * pp), EP: max(l.EP, 1), TP: tp, PP: pp, ZeRO: l.ZeRO}
 }
 
 // validStepLayout checks l against the model with the step program's axes table.
-func validStepLayout(m *program.Model, l Layout) error {
+func validStepLayout(m *program.Model, l Sharding) error {
 	tp, pp := max(l.TP, 1), max(l.PP, 1)
 	if l.Ranks < 1 || l.Ranks%(tp*pp) != 0 {
 		return fmt.Errorf("%d ranks are not a multiple of tp %d × pp %d", l.Ranks, tp, pp)
@@ -51,7 +51,7 @@ func validStepLayout(m *program.Model, l Layout) error {
 	return nil
 }
 
-func newStepEngine(spec *Spec, cfg optim.Config, l Layout, opt Options) (*stepEngine, error) {
+func newStepEngine(spec *Spec, cfg optim.Config, l Sharding, opt Options) (*stepEngine, error) {
 	sl := stepLayout(l)
 	if sl.DP*sl.TP*sl.PP != l.Ranks {
 		return nil, fmt.Errorf("%d ranks are not a multiple of tp %d × pp %d", l.Ranks, sl.TP, sl.PP)

@@ -20,7 +20,7 @@ func TestStepProgramLayouts(t *testing.T) {
 	}
 	p := shardProgram(steps)
 	ref, refW := trainLayout(t, p, nil)
-	for _, l := range []Layout{
+	for _, l := range []Sharding{
 		{Ranks: 1, EP: 1, Program: true},
 		{Ranks: 2, EP: 1, TP: 2},
 		{Ranks: 2, EP: 1, PP: 2},
@@ -65,10 +65,10 @@ func TestStepProgramResume(t *testing.T) {
 	whole, _ := trainLayout(t, p, nil)
 	for _, c := range []struct {
 		name          string
-		first, second *Layout
+		first, second *Sharding
 	}{
-		{"tp2pp2-to-1", &Layout{Ranks: 4, EP: 1, TP: 2, PP: 2}, nil},
-		{"1-to-tp2", nil, &Layout{Ranks: 2, EP: 1, TP: 2}},
+		{"tp2pp2-to-1", &Sharding{Ranks: 4, EP: 1, TP: 2, PP: 2}, nil},
+		{"1-to-tp2", nil, &Sharding{Ranks: 2, EP: 1, TP: 2}},
 	} {
 		t.Run(c.name, func(t *testing.T) { resumeAcross(t, p, c.first, c.second, whole, 1e-5) })
 	}
@@ -79,11 +79,11 @@ func TestStepProgramResume(t *testing.T) {
 func TestStepProgramRefusals(t *testing.T) {
 	p := shardProgram(2)
 	for _, c := range []struct {
-		layout Layout
+		layout Sharding
 		want   string
 	}{
-		{Layout{Ranks: 3, EP: 1, TP: 3}, "tp 3 is more than the model's heads (2)"},
-		{Layout{Ranks: 4, EP: 1, PP: 4}, "pp 4 is more than the model's layers (2)"},
+		{Sharding{Ranks: 3, EP: 1, TP: 3}, "tp 3 is more than the model's heads (2)"},
+		{Sharding{Ranks: 4, EP: 1, PP: 4}, "pp 4 is more than the model's layers (2)"},
 	} {
 		_, err := Run(context.Background(), Options{Program: p, OutRoot: t.TempDir(), Layout: &c.layout, ValWindows: 4})
 		if err == nil || !strings.Contains(err.Error(), c.want) {
