@@ -68,7 +68,7 @@ func newPlanCommand(stdout, stderr io.Writer) *cobra.Command {
 	f.IntVar(&opt.GPUs, "gpus", 0, "plan for at most N devices")
 	f.IntVar(&opt.Nodes, "nodes", 0, "plan for N nodes of the cluster's kind")
 	f.StringVar(&opt.Memory, "memory", "", "memory strategy (default: as the file declares)")
-	f.StringVar(&opt.Objective, "objective", "", "time, gpus or cost")
+	f.StringVar((*string)(&opt.Objective), "objective", "", "time, gpus or cost")
 	f.IntVar(&opt.Alternatives, "alternatives", 3, "runners-up to show")
 	f.BoolVar(&asJSON, "json", false, "print the plan as JSON")
 	return cmd

@@ -93,7 +93,7 @@ func (f rankFlags) layout(prog *program.Program, trainName, stageName string, mi
 			l.Offload = true
 		}
 		if tr.Memory.Kind == "unified_cache" {
-			l.Cache = &train.CacheConfig{Page: tr.Memory.CachePage, Eviction: tr.Memory.Eviction}
+			l.Cache = &train.CacheConfig{Page: tr.Memory.CachePage, Eviction: string(tr.Memory.Eviction)}
 		}
 	}
 	if f.budget != "" {

@@ -82,8 +82,8 @@ func (c *checker) resolveTrains() {
 			}
 		}
 		if m := s.call("memory"); m != nil {
-			t.Memory = program.MemoryStrategy{Kind: m.spec.kind, ZeROStage: m.int("stage"), Offload: m.str("offload"),
-				CachePage: m.i64("page"), Eviction: m.str("eviction")}
+			t.Memory = program.MemoryStrategy{Kind: program.MemoryKind(m.spec.kind), ZeROStage: m.int("stage"), Offload: program.Offload(m.str("offload")),
+				CachePage: m.i64("page"), Eviction: program.Eviction(m.str("eviction"))}
 			if m.spec.kind == "unified_cache" {
 				// AngelPTM's unified cache pages every model state between GPU and CPU
 				// memory: partitioned like ZeRO-3, with the CPU as the backing store.
@@ -95,7 +95,7 @@ func (c *checker) resolveTrains() {
 				dg.Suggestion = "add `nvme = 4TB` to the cluster, or offload = cpu"
 			}
 		}
-		t.Memory.Recompute = s.str("recompute")
+		t.Memory.Recompute = program.Recompute(s.str("recompute"))
 		if ok(s, "tokens_per_batch", "seq_len") && t.SeqLen > 0 && t.TokensPerBatch%t.SeqLen != 0 {
 			n := t.TokensPerBatch / t.SeqLen
 			dg := c.r.diags.Warnf(diag.PartialBatch, s.rangeOf("tokens_per_batch"), "tokens_per_batch (%d) is not a whole number of sequences of seq_len %d", t.TokensPerBatch, t.SeqLen)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 
+	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/lang/diag"
 )
 
@@ -56,7 +57,7 @@ func (s *trainSetup) fixes() []string {
 	var out []string
 	if len(base.recompute) < 3 {
 		sp := base
-		sp.recompute = []string{"full"}
+		sp.recompute = []program.Recompute{program.RecomputeFull}
 		if c := try(sp); c != nil {
 			out = append(out, fmt.Sprintf("set recompute = full (%s)", layoutText(c.l)))
 		}

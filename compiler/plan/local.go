@@ -133,7 +133,7 @@ func LocalWith(prog *program.Program, train *program.Train, stage *program.Stage
 			return nil, ds
 		}
 		sp.microBatch = micro / ranks
-		sp.recompute = []string{"none"}
+		sp.recompute = []program.Recompute{program.RecomputeNone}
 		cpu, err := newCPUModel(s.env.w.model, ranks, workers, offload, s.env.a)
 		if err != nil {
 			ds.Errorf(CodeLocal, s.at, "%s stage %s: the CPU runtime cannot run this model: %v", train.Name, stage.Name, err)

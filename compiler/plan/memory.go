@@ -8,18 +8,18 @@ import (
 
 // ParallelLayout is one point of the search space.
 type ParallelLayout struct {
-	DP         int    `json:"dp"`          // data-parallel ranks (the expert-parallel group lives inside them)
-	EP         int    `json:"ep"`          // expert-parallel ranks: each holds experts/ep experts per MoE layer
-	EDP        int    `json:"edp"`         // expert-data-parallel ranks (dp/ep): the ZeRO group of expert states
-	TP         int    `json:"tp"`          // tensor-parallel ranks (inside a node)
-	PP         int    `json:"pp"`          // pipeline stages
-	Memory     string `json:"memory"`      // "zero" or "unified_cache"
-	ZeRO       int    `json:"zero"`        // ZeRO stage 0..3 (unified cache: 3)
-	Offload    string `json:"offload"`     // "none", "cpu", "nvme"
-	MicroBatch int    `json:"micro_batch"` // sequences per micro-batch per data-parallel rank
-	GradAccum  int    `json:"grad_accum"`  // micro-batches per step per data-parallel rank
-	Batch      int    `json:"batch"`       // sequences per step: dp × micro_batch × grad_accum
-	Recompute  string `json:"recompute"`   // "none", "selective", "full"
+	DP         int                `json:"dp"`          // data-parallel ranks (the expert-parallel group lives inside them)
+	EP         int                `json:"ep"`          // expert-parallel ranks: each holds experts/ep experts per MoE layer
+	EDP        int                `json:"edp"`         // expert-data-parallel ranks (dp/ep): the ZeRO group of expert states
+	TP         int                `json:"tp"`          // tensor-parallel ranks (inside a node)
+	PP         int                `json:"pp"`          // pipeline stages
+	Memory     program.MemoryKind `json:"memory"`      // "zero" or "unified_cache"
+	ZeRO       int                `json:"zero"`        // ZeRO stage 0..3 (unified cache: 3)
+	Offload    program.Offload    `json:"offload"`     // "none", "cpu", "nvme"
+	MicroBatch int                `json:"micro_batch"` // sequences per micro-batch per data-parallel rank
+	GradAccum  int                `json:"grad_accum"`  // micro-batches per step per data-parallel rank
+	Batch      int                `json:"batch"`       // sequences per step: dp × micro_batch × grad_accum
+	Recompute  program.Recompute  `json:"recompute"`   // "none", "selective", "full"
 }
 
 // World is the number of devices the layout uses.

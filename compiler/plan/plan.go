@@ -18,11 +18,11 @@ const Schema = "moec.plan/v1"
 // Options are what-if settings of `moec plan`; the zero value plans what the program says
 // on the whole cluster.
 type Options struct {
-	GPUs         int    // most devices to use (0 = the cluster's); more than the cluster has plans for more nodes of the same kind
-	Nodes        int    // nodes to plan for (0 = the cluster's); may exceed the cluster for a what-if
-	Memory       string // "" = as declared; "auto" = search all; zero0..zero3, zero2-offload, zero3-offload, zero3-nvme, unified_cache
-	Objective    string // "time" (train default), "gpus" (serve default) or "cost"
-	Alternatives int    // runners-up to keep (0 = 3)
+	GPUs         int       // most devices to use (0 = the cluster's); more than the cluster has plans for more nodes of the same kind
+	Nodes        int       // nodes to plan for (0 = the cluster's); may exceed the cluster for a what-if
+	Memory       string    // "" = as declared; "auto" = search all; zero0..zero3, zero2-offload, zero3-offload, zero3-nvme, unified_cache
+	Objective    Objective // "time" (train default), "gpus" (serve default) or "cost"
+	Alternatives int       // runners-up to keep (0 = 3)
 }
 
 // Plan is a chosen layout with everything predicted about it. Its JSON form is the
@@ -35,7 +35,7 @@ type Plan struct {
 	Train        string         `json:"train,omitempty"`
 	Stage        string         `json:"stage,omitempty"`
 	Serve        string         `json:"serve,omitempty"`
-	Objective    string         `json:"objective"`
+	Objective    Objective      `json:"objective"`
 	Cluster      ClusterInfo    `json:"cluster"`
 	Workload     WorkloadInfo   `json:"workload"`
 	GPUs         int            `json:"gpus"`
@@ -234,11 +234,20 @@ func strategies(opt string, declared program.MemoryStrategy, nvme bool) ([]strat
 	return nil, fmt.Errorf("unknown memory strategy %q", opt)
 }
 
-func objectiveOf(opt, def string) (string, error) {
+// Objective is what the search minimises.
+type Objective string
+
+const (
+	MinTime Objective = "time" // step time
+	MinGPUs Objective = "gpus" // devices
+	MinCost Objective = "cost" // device-hours
+)
+
+func objectiveOf(opt, def Objective) (Objective, error) {
 	switch opt {
 	case "":
 		return def, nil
-	case "time", "gpus", "cost":
+	case MinTime, MinGPUs, MinCost:
 		return opt, nil
 	}
 	return "", fmt.Errorf("unknown objective %q", opt)

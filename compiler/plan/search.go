@@ -3,15 +3,16 @@ package plan
 import (
 	"fmt"
 	"github.com/moec-dev/moec/compiler/features"
+	"github.com/moec-dev/moec/compiler/program"
 	"math"
 	"sort"
 )
 
 // strategy is a memory strategy the search may use.
 type strategy struct {
-	memory  string // "zero" or "unified_cache"
+	memory  program.MemoryKind
 	zero    int
-	offload string
+	offload program.Offload
 }
 
 func (s strategy) String() string {
@@ -26,11 +27,11 @@ func (s strategy) String() string {
 
 // space bounds the search: the device budget, and any dimension the user fixed.
 type space struct {
-	budget     int        // most devices to use
-	strategies []strategy // memory strategies to try
-	recompute  []string   // recompute modes to try
-	microBatch int        // fixed micro-batch (0 = search)
-	dp, ep     int        // fixed sizes (0 = search); Local fixes them
+	budget     int                 // most devices to use
+	strategies []strategy          // memory strategies to try
+	recompute  []program.Recompute // recompute modes to try
+	microBatch int                 // fixed micro-batch (0 = search)
+	dp, ep     int                 // fixed sizes (0 = search); Local fixes them
 	tp, pp     int
 	// ignoreBatch lets dp be any size, not only a divisor of the sequences per batch:
 	// the seed counts devices by memory alone.
@@ -38,7 +39,7 @@ type space struct {
 	// anyLayout lets the search take layouts the step program does not lower for the model
 	// (the seed's capacity figures count memory, not what moec runs).
 	anyLayout bool
-	objective string
+	objective Objective
 	keep      int // alternatives to keep
 }
 
@@ -58,7 +59,7 @@ func (c *candidate) perSeq() float64 { return c.t.StepSeconds / float64(max(c.l.
 
 // better reports whether a beats b under the objective, with a total order so the result
 // never depends on enumeration order.
-func better(objective string, a, b *candidate) bool {
+func better(objective Objective, a, b *candidate) bool {
 	// Ties break towards fewer devices, then more memory headroom.
 	key := func(c *candidate) [4]float64 {
 		// Layouts may round the batch differently: compare time per sequence, not per step.
@@ -101,7 +102,8 @@ func layoutLess(a, b ParallelLayout) bool {
 // size is left out so that runners-up are not the best layout on one device fewer.
 type layoutKey struct {
 	ep, tp, pp, zero int
-	memory, offload  string
+	memory           program.MemoryKind
+	offload          program.Offload
 }
 
 // result is what a search found.

@@ -123,7 +123,7 @@ func seedSpace(opt string, budget int, train *program.Train) *space {
 	if rc == "" {
 		rc = "selective"
 	}
-	return &space{budget: budget, strategies: st, recompute: []string{rc}, microBatch: 1,
+	return &space{budget: budget, strategies: st, recompute: []program.Recompute{rc}, microBatch: 1,
 		ignoreBatch: true, anyLayout: true, objective: "gpus", keep: 0}
 }
 

@@ -126,9 +126,9 @@ func setupTrain(prog *program.Program, train *program.Train, stage *program.Stag
 		ds.Errorf(CodeOptions, at, "planning %s stage %s: %v", train.Name, stage.Name, err).Suggestion = "use time, gpus or cost"
 		return nil, ds
 	}
-	rc := []string{"none", "selective", "full"}
+	rc := []program.Recompute{program.RecomputeNone, program.RecomputeSelective, program.RecomputeFull}
 	if r := train.Memory.Recompute; r != "" && recomputeWritten(prog, train) {
-		rc = []string{r}
+		rc = []program.Recompute{r}
 	}
 	if d := cc.Device; d.PeakFLOPs[train.Precision] <= 0 && d.PeakFLOPs[program.FP32] <= 0 || d.HBMBandwidth <= 0 {
 		ds.Errorf(CodeDevice, rangeOf(cluster.Decl), "cluster %s: device %s has no peak FLOP/s at %s or no memory bandwidth to plan with",
@@ -224,7 +224,7 @@ func stepParts(t Timing) [][2]any {
 }
 
 // whyLost explains in one line why alt ranked below best; device is the cluster's.
-func whyLost(objective, device string, best, alt *candidate) string {
+func whyLost(objective Objective, device string, best, alt *candidate) string {
 	var lead string
 	switch {
 	case objective == "gpus" && alt.l.World() > best.l.World():
@@ -291,11 +291,11 @@ func overflowText(c *candidate) string {
 
 // layoutText is a layout in one line.
 func layoutText(l ParallelLayout) string {
-	mem := l.Memory
-	if mem == "zero" {
+	mem := string(l.Memory)
+	if l.Memory == program.MemoryZeRO {
 		mem = fmt.Sprintf("ZeRO-%d", l.ZeRO)
-		if l.Offload != "none" {
-			mem += " offload " + l.Offload
+		if l.Offload != program.OffloadNone {
+			mem += " offload " + string(l.Offload)
 		}
 	}
 	return fmt.Sprintf("dp=%d ep=%d tp=%d pp=%d, %s, micro-batch %s × grad_accum %d, recompute %s", l.DP, l.EP, l.TP, l.PP, mem, plural(l.MicroBatch, "sequence"), l.GradAccum, l.Recompute)

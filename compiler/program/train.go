@@ -16,13 +16,48 @@ type Optimizer struct {
 
 // MemoryStrategy says how model states are partitioned and where they live.
 type MemoryStrategy struct {
-	Kind      string // "zero" or "unified_cache"
-	ZeROStage int    // 0..3 (for unified_cache: 3)
-	Offload   string // "none", "cpu", "nvme"
-	Recompute string // "none", "selective", "full"
-	CachePage int64  // unified cache page size in bytes
-	Eviction  string // unified cache eviction policy: "lru", "lfu", "fifo"
+	Kind      MemoryKind
+	ZeROStage int // 0..3 (for unified_cache: 3)
+	Offload   Offload
+	Recompute Recompute
+	CachePage int64 // unified cache page size in bytes
+	Eviction  Eviction
 }
+
+// MemoryKind is how model states are kept: ZeRO partitioning, or AngelPTM's unified cache.
+type MemoryKind string
+
+const (
+	MemoryZeRO         MemoryKind = "zero"
+	MemoryUnifiedCache MemoryKind = "unified_cache"
+)
+
+// Offload is where ZeRO moves optimizer states (and their gradients and weight copies).
+type Offload string
+
+const (
+	OffloadNone Offload = "none"
+	OffloadCPU  Offload = "cpu"
+	OffloadNVMe Offload = "nvme"
+)
+
+// Recompute says which activations a step recomputes in the backward instead of keeping.
+type Recompute string
+
+const (
+	RecomputeNone      Recompute = "none"
+	RecomputeSelective Recompute = "selective"
+	RecomputeFull      Recompute = "full"
+)
+
+// Eviction is the unified cache's page eviction policy.
+type Eviction string
+
+const (
+	EvictLRU  Eviction = "lru"
+	EvictLFU  Eviction = "lfu"
+	EvictFIFO Eviction = "fifo"
+)
 
 // Grow says how a stage's new experts are initialised from the previous stage's.
 type Grow struct {
