@@ -3,6 +3,7 @@ package check
 import (
 	"strings"
 
+	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/lang/diag"
 )
 
@@ -312,7 +313,7 @@ func newSchema() *schema {
 		boolean("encoder", "encoder_layers > 0", "encoder layers follow the same rule"),
 		enum("router", "hidden", []string{"hidden", "token_embedding"}, "what the router reads"),
 		integer("router_dim", "d_model", positive, "token-embedding router width"),
-		enum("score", "softmax", []string{"softmax", "sigmoid"}, "router score"),
+		enum("score", string(program.Softmax), scoreNames(), "router score"),
 		boolean("normalize", "top_k > 1", "renormalise the top-k gates"),
 		boolean("router_bias", "false", "router bias"),
 		{name: "capacity_factor", typ: keyType{kind: tyFloat, enums: []string{"dropless"}}, def: "1.25", limit: positive, doc: "expert capacity / mean load"},
@@ -429,4 +430,14 @@ func newSchema() *schema {
 		enum("equal", "tokens", []string{"tokens", "flops"}, "what every arm gets as much of as the baseline: tokens or training FLOPs"),
 	}})
 	return s
+}
+
+// scoreNames are the router score functions moec computes (program.Scores), as the
+// language spells them.
+func scoreNames() []string {
+	var out []string
+	for _, s := range program.Scores() {
+		out = append(out, string(s))
+	}
+	return out
 }
