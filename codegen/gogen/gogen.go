@@ -79,23 +79,7 @@ func MainSource(cfg Config) (string, error) {
 		f.Const().Id("modelJSON").Op("=").Op("`" + modelJSON + "`")
 	}
 	f.Line()
-	f.Comment("optimizerConfig is the train block's optimizer for a stage of the given steps.")
-	f.Func().Id("optimizerConfig").Params(jen.Id("steps").Int64()).Qual(pkgOptim, "Config").Block(
-		jen.Return(jen.Qual(pkgOptim, "FromProgram").Call(jen.Qual(pkgProgram, "Optimizer").Values(jen.DictFunc(func(d jen.Dict) {
-			o := cfg.Optimizer
-			d[jen.Id("Kind")] = jen.Lit(o.Kind)
-			d[jen.Id("LR")] = jen.Lit(o.LR)
-			d[jen.Id("MinLR")] = jen.Lit(o.MinLR)
-			d[jen.Id("WeightDecay")] = jen.Lit(o.WeightDecay)
-			d[jen.Id("Beta1")] = jen.Lit(o.Beta1)
-			d[jen.Id("Beta2")] = jen.Lit(o.Beta2)
-			d[jen.Id("Eps")] = jen.Lit(o.Eps)
-			d[jen.Id("Warmup")] = jen.Lit(o.Warmup)
-			d[jen.Id("Schedule")] = jen.Lit(o.Schedule)
-			d[jen.Id("ClipNorm")] = jen.Lit(o.ClipNorm)
-		})), jen.Id("stageLR"), jen.Id("steps"))),
-	)
-	f.Line()
+	genOptimizerConfig(f, cfg)
 	genParamTypes(f, lay, cfg)
 	genBind(f, lay)
 	genSchedule(f, cfg, lay)
