@@ -69,10 +69,10 @@ func (f rankFlags) layout(prog *program.Program, trainName, stageName string, mi
 		if ranks == 0 {
 			ranks = max(f.tp, 1) * max(f.pp, 1)
 		}
-		if f.offload || f.budget != "" {
-			return nil, nil, usage(diag.Runtimef(diag.ErrBadRunOption, "--tp, --pp and --step-programs do not run an offloaded optimizer or the unified cache yet"))
+		if f.budget != "" {
+			return nil, nil, usage(diag.Runtimef(diag.ErrBadRunOption, "--tp, --pp and --step-programs do not run the unified cache yet"))
 		}
-		l := &train.Sharding{Ranks: ranks, EP: max(f.ep, 1), ZeRO: f.zero, TP: f.tp, PP: f.pp, Program: f.program}
+		l := &train.Sharding{Ranks: ranks, EP: max(f.ep, 1), ZeRO: f.zero, Offload: f.offload, TP: f.tp, PP: f.pp, Program: f.program}
 		if tp, pp := max(f.tp, 1), max(f.pp, 1); ranks%(tp*pp) != 0 {
 			e := diag.Runtimef(diag.ErrBadRunOption, "--ranks %d is not a multiple of tp %d × pp %d", ranks, tp, pp)
 			e.Suggestion = fmt.Sprintf("pass --ranks %d or a multiple of it", tp*pp)

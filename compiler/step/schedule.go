@@ -269,36 +269,57 @@ func (lw *lowerer) reduceAndUpdate() {
 			lw.emit(Op{Kind: OpAllReduce, Phase: Update, Layer: -1, In: []int{norm}, Out: []int{norm}, Group: axis.name, Attr: "sum", Bytes: 4})
 		}
 	}
+	// One optimizer step over every group (the clipping norm is global): the offloaded
+	// gradients all reach the host first, then the groups update, then the weights return.
+	type update struct {
+		r         reduced
+		target    []int
+		shardAttr string
+		hostGrads int
+		hostW     int
+	}
+	var us []update
 	for _, r := range rs {
 		g := r.g
 		zero := lw.zeroOf(g)
-		target := r.ps
+		u := update{r: r, target: r.ps}
 		if zero == 3 {
-			target = []int{g.paramShard}
+			u.target = []int{g.paramShard}
 		}
-		shardAttr := ""
 		if zero >= 1 {
-			shardAttr = fmt.Sprintf(" on shard %d of %d", lw.shardIndex(g), g.size)
+			u.shardAttr = fmt.Sprintf(" on shard %d of %d", lw.shardIndex(g), g.size)
 		}
 		if lw.l.OffloadOpt {
-			hostGrads := lw.buf(fmt.Sprintf("grads[%s]@host", g.name), KindComm, int(lw.shardElems(g)))
-			lw.p.Buffers[hostGrads].Tier = Host
-			hostParams := lw.buf(fmt.Sprintf("params[%s]@host", g.name), KindOptimizer, int(lw.shardElems(g)))
-			lw.p.Buffers[hostParams].Tier = Host
-			lw.emit(Op{Kind: OpToHost, Phase: Update, Layer: -1, In: r.grads, Out: []int{hostGrads}, Attr: g.name + " gradients" + shardAttr,
+			u.hostGrads = lw.buf(fmt.Sprintf("grads[%s]@host", g.name), KindComm, int(lw.shardElems(g)))
+			lw.p.Buffers[u.hostGrads].Tier = Host
+			u.hostW = lw.buf(fmt.Sprintf("params[%s]@host", g.name), KindOptimizer, int(lw.shardElems(g)))
+			lw.p.Buffers[u.hostW].Tier = Host
+			lw.emit(Op{Kind: OpToHost, Phase: Update, Layer: -1, In: r.grads, Out: []int{u.hostGrads}, Attr: g.name + " gradients" + u.shardAttr,
 				Bytes: lw.shardElems(g) * 4})
-			lw.emit(Op{Kind: OpAdamW, Phase: Update, Layer: -1, In: []int{hostParams, hostGrads, g.m, g.v, norm}, Out: []int{hostParams, g.m, g.v},
-				Attr: "on the host" + shardAttr, FLOPs: 12 * lw.shardElems(g)})
-			lw.emit(Op{Kind: OpToDevice, Phase: Update, Layer: -1, In: []int{hostParams}, Out: target, Attr: g.name + " parameters" + shardAttr,
+		}
+		us = append(us, u)
+	}
+	for _, u := range us {
+		g := u.r.g
+		if lw.l.OffloadOpt {
+			lw.emit(Op{Kind: OpAdamW, Phase: Update, Layer: -1, In: []int{u.hostW, u.hostGrads, g.m, g.v, norm}, Out: []int{u.hostW, g.m, g.v},
+				Attr: g.name + " on the host" + u.shardAttr, FLOPs: 12 * lw.shardElems(g)})
+			continue
+		}
+		in := append(append(append([]int(nil), u.target...), u.r.grads...), g.m, g.v, norm)
+		out := append(append([]int(nil), u.target...), g.m, g.v)
+		lw.emit(Op{Kind: OpAdamW, Phase: Update, Layer: -1, In: in, Out: out, Attr: g.name + u.shardAttr, FLOPs: 12 * lw.shardElems(g)})
+	}
+	for _, u := range us {
+		g := u.r.g
+		zero := lw.zeroOf(g)
+		if lw.l.OffloadOpt {
+			lw.emit(Op{Kind: OpToDevice, Phase: Update, Layer: -1, In: []int{u.hostW}, Out: u.target, Attr: g.name + " parameters" + u.shardAttr,
 				Bytes: lw.shardElems(g) * 4})
-		} else {
-			in := append(append(append([]int(nil), target...), r.grads...), g.m, g.v, norm)
-			out := append(append([]int(nil), target...), g.m, g.v)
-			lw.emit(Op{Kind: OpAdamW, Phase: Update, Layer: -1, In: in, Out: out, Attr: g.name + shardAttr, FLOPs: 12 * lw.shardElems(g)})
 		}
 		if zero == 1 || zero == 2 {
-			lw.emit(Op{Kind: OpAllGather, Phase: Update, Layer: -1, In: r.ps, Out: r.ps, Group: g.axis, Attr: g.name + " updated shards",
-				Bytes: r.bytes * int64(g.size-1) / int64(g.size)})
+			lw.emit(Op{Kind: OpAllGather, Phase: Update, Layer: -1, In: u.r.ps, Out: u.r.ps, Group: g.axis, Attr: g.name + " updated shards",
+				Bytes: u.r.bytes * int64(g.size-1) / int64(g.size)})
 		}
 	}
 }

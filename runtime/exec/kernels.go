@@ -123,7 +123,7 @@ func (e *Executor) run(op *step.Op) error {
 	case step.OpGradNorm:
 		return e.gradNorm(op)
 	case step.OpToHost, step.OpToDevice:
-		return fmt.Errorf("the offloaded optimizer is not executed yet")
+		return e.offloadMove(op)
 	case step.OpAllReduce, step.OpAllToAllV, step.OpReduceScatter, step.OpAllGather, step.OpSend, step.OpRecv:
 		return e.communicate(op)
 	default:

@@ -77,6 +77,7 @@ func (e *Executor) LoadParams(get func(id params.ID) ([]float32, []int)) error {
 			copy(shardBuf[a-lo:z-lo], v[a-b.Flat:z-b.Flat])
 		}
 	}
+	e.syncHostParams()
 	return nil
 }
 

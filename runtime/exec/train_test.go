@@ -165,6 +165,10 @@ func TestLayoutsTrainAlike(t *testing.T) {
 		{"pp2", plain, step.Layout{DP: 1, EP: 1, TP: 1, PP: 2}},
 		{"dp2 ep2 tp2 zero3", plain, step.Layout{DP: 2, EP: 2, TP: 2, PP: 1, ZeRO: 3}},
 		{"pp2 dp2 zero1", plain, step.Layout{DP: 2, EP: 1, TP: 1, PP: 2, ZeRO: 1}},
+		{"one rank, optimizer offloaded", func(*program.Model) {}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 1, OffloadOpt: true}},
+		{"dp2 zero1 offload", func(*program.Model) {}, step.Layout{DP: 2, EP: 1, TP: 1, PP: 1, ZeRO: 1, OffloadOpt: true}},
+		{"dp4 ep2 zero3 offload", func(*program.Model) {}, step.Layout{DP: 4, EP: 2, TP: 1, PP: 1, ZeRO: 3, OffloadOpt: true}},
+		{"dp2 ep2 tp2 zero2 offload", plain, step.Layout{DP: 2, EP: 2, TP: 2, PP: 1, ZeRO: 2, OffloadOpt: true}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -2,6 +2,7 @@ package exec
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/moec-dev/moec/compiler/params"
 	"github.com/moec-dev/moec/compiler/step"
@@ -23,6 +24,16 @@ func (e *Executor) SetOptimizer(cfg optim.Config) error {
 		base := lo
 		if g.ZeRO == 0 {
 			base = 0
+		}
+		var hostW, hostG []float32
+		if e.p.Layout.OffloadOpt {
+			// The update runs on the host: its weights (a master copy of this rank's part)
+			// and gradients there, moved by the program's to_host and to_device ops.
+			hostW = e.bufferNamed(step.KindOptimizer, "params["+g.Name+"]@host")
+			hostG = e.bufferNamed(step.KindComm, "grads["+g.Name+"]@host")
+			if hostW == nil || hostG == nil {
+				return fmt.Errorf("exec: group %s is offloaded but the program has no host copies", g.Name)
+			}
 		}
 		var shardW, shardG []float32
 		if g.ZeRO == 3 {
@@ -58,6 +69,10 @@ func (e *Executor) SetOptimizer(cfg optim.Config) error {
 			default:
 				w, gr = e.Param(id)[a-b.Flat:z-b.Flat], e.f32[i][a-b.Flat:z-b.Flat]
 			}
+			deviceG := gr // the reduced gradient the global norm reads
+			if hostW != nil {
+				w, gr = hostW[a-base:z-base], hostG[a-base:z-base]
+			}
 			ps = append(ps, optim.Param{Name: fmt.Sprintf("%s#%d", id, len(ps)), Shape: b.Shape, W: w, G: gr})
 			if gm == nil || gv == nil || z-base > int64(len(gm)) {
 				return fmt.Errorf("exec: no room for the moments of %s in the arena", id)
@@ -67,7 +82,7 @@ func (e *Executor) SetOptimizer(cfg optim.Config) error {
 			// The global norm counts each value once: the part of the piece in this rank's
 			// data-parallel partition (under ZeRO 0 every replica updates everything) and,
 			// for a tensor every tp rank holds whole, on tp rank 0 only.
-			e.counted = append(e.counted, countPiece{param: len(ps) - 1, lo: max(lo, a) - a, hi: min(hi, z) - a,
+			e.counted = append(e.counted, countPiece{g: deviceG, lo: max(lo, a) - a, hi: min(hi, z) - a,
 				replicatedTP: tp.Whole() && e.p.Layout.TP > 1})
 		}
 	}
@@ -91,9 +106,10 @@ type piece struct {
 	lo, hi int64
 }
 
-// countPiece says which part of an optimizer piece counts toward the global norm.
+// countPiece says which part of an optimizer piece's reduced gradient g (on the device)
+// counts toward the global norm.
 type countPiece struct {
-	param        int
+	g            []float32
 	lo, hi       int64 // the part inside this rank's data-parallel partition
 	replicatedTP bool  // every tp rank holds it: only tp rank 0 counts it
 }
@@ -126,7 +142,7 @@ func (e *Executor) gradNorm(op *step.Op) error {
 		if c.replicatedTP && e.p.Coord.TP != 0 || c.lo >= c.hi {
 			continue
 		}
-		for _, v := range e.optParams[c.param].G[c.lo:c.hi] {
+		for _, v := range c.g[c.lo:c.hi] {
 			sq += float64(v) * float64(v)
 		}
 	}
@@ -148,4 +164,93 @@ func (e *Executor) update(op *step.Op) error {
 	info, err := e.opt.StepReduced(1, func(float64) (float64, error) { return global, nil })
 	e.stats.GradNorm, e.stats.LR = info.GradNorm, info.LR
 	return err
+}
+
+// hostRange is the flat range [base, base+n) a group's host copies (and shards) cover.
+func (e *Executor) hostRange(g step.Group, n int) int64 {
+	if g.ZeRO == 0 {
+		return 0
+	}
+	return int64(g.Index) * g.Shard
+}
+
+// moveFlat copies between a group's flat part (part, starting at flat offset base) and
+// the whole tensors bufs at their flat offsets: toPart gathers the tensors' values into the
+// part, else the part's values go back into the tensors.
+func (e *Executor) moveFlat(part []float32, base int64, bufs []int, toPart bool) {
+	for _, b := range bufs {
+		buf, t := e.p.Buffers[b], e.f32[b]
+		a, z := max(base, buf.Flat), min(base+int64(len(part)), buf.Flat+int64(len(t)))
+		if a >= z {
+			continue
+		}
+		if toPart {
+			copy(part[a-base:z-base], t[a-buf.Flat:z-buf.Flat])
+		} else {
+			copy(t[a-buf.Flat:z-buf.Flat], part[a-base:z-base])
+		}
+	}
+}
+
+// offloadMove runs a to_host (gradients to the host copy) or to_device (updated weights
+// back) op of group g.
+func (e *Executor) offloadMove(op *step.Op) error {
+	var g step.Group
+	name := e.p.Buffers[op.Out[0]].Name
+	if op.Kind == step.OpToDevice {
+		name = e.p.Buffers[op.In[0]].Name
+	}
+	for _, gr := range e.p.Groups {
+		if strings.HasPrefix(name, "params["+gr.Name+"]") || strings.HasPrefix(name, "grads["+gr.Name+"]") {
+			g = gr
+		}
+	}
+	if g.Name == "" {
+		return fmt.Errorf("%s of %s names no parameter group", op.Kind, name)
+	}
+	if op.Kind == step.OpToHost {
+		host := e.f32[op.Out[0]]
+		if len(op.In) == 1 && e.p.Buffers[op.In[0]].Param == nil {
+			copy(host, e.f32[op.In[0]]) // a reduce-scattered shard
+			return nil
+		}
+		e.moveFlat(host, e.hostRange(g, len(host)), op.In, true)
+		return nil
+	}
+	host := e.f32[op.In[0]]
+	if len(op.Out) == 1 && e.p.Buffers[op.Out[0]].Param == nil {
+		copy(e.f32[op.Out[0]], host) // the ZeRO-3 shard
+		return nil
+	}
+	e.moveFlat(host, e.hostRange(g, len(host)), op.Out, false)
+	return nil
+}
+
+// syncHostParams fills each offloaded group's host weights from the device's (after a
+// load): the update reads them there.
+func (e *Executor) syncHostParams() {
+	if !e.p.Layout.OffloadOpt {
+		return
+	}
+	for _, g := range e.p.Groups {
+		host := e.bufferNamed(step.KindOptimizer, "params["+g.Name+"]@host")
+		if host == nil {
+			continue
+		}
+		if g.ZeRO == 3 {
+			copy(host, e.bufferNamed(step.KindParam, "params["+g.Name+"]"))
+			continue
+		}
+		var ps []int
+		for i, b := range e.p.Buffers {
+			if b.Kind == step.KindParam && b.Param != nil && e.f32[i] != nil && b.Flat >= 0 {
+				id := *b.Param
+				id.Shard = params.Shard{}
+				if e.groupName(id) == g.Name {
+					ps = append(ps, i)
+				}
+			}
+		}
+		e.moveFlat(host, e.hostRange(g, len(host)), ps, true)
+	}
 }

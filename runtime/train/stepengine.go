@@ -28,7 +28,7 @@ type stepEngine struct {
 // stepLayout is the step program's layout for l.
 func stepLayout(l Sharding) step.Layout {
 	tp, pp := max(l.TP, 1), max(l.PP, 1)
-	return step.Layout{DP: max(l.Ranks, 1) / (tp * pp), EP: max(l.EP, 1), TP: tp, PP: pp, ZeRO: l.ZeRO}
+	return step.Layout{DP: max(l.Ranks, 1) / (tp * pp), EP: max(l.EP, 1), TP: tp, PP: pp, ZeRO: l.ZeRO, OffloadOpt: l.Offload}
 }
 
 // validStepLayout checks l against the model with the step program's axes table.
@@ -56,8 +56,8 @@ func newStepEngine(spec *Spec, cfg optim.Config, l Sharding, opt Options) (*step
 	if sl.DP*sl.TP*sl.PP != l.Ranks {
 		return nil, fmt.Errorf("%d ranks are not a multiple of tp %d × pp %d", l.Ranks, sl.TP, sl.PP)
 	}
-	if l.Offload || l.Cache != nil {
-		return nil, fmt.Errorf("the step programs' executor does not run an offloaded optimizer or the unified cache yet")
+	if l.Cache != nil {
+		return nil, fmt.Errorf("the step programs' executor does not run the unified cache yet (an offloaded optimizer it does: --offload)")
 	}
 	if spec.MicroBatch%sl.DP != 0 {
 		return nil, fmt.Errorf("%d data-parallel replicas do not divide the micro-batch of %d sequences; each replica takes an equal slice", sl.DP, spec.MicroBatch)

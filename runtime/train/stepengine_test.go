@@ -9,7 +9,8 @@ import (
 )
 
 // TestStepProgramLayouts trains the stage through step programs at tensor- and pipeline-
-// parallel layouts (and one rank) and holds every step's loss, balance loss and gradient
+// parallel layouts (and one rank, and tp 2 with the optimizer offloaded to the host) and
+// holds every step's loss, balance loss and gradient
 // norm, the drops and the final weights to the hand-written model's single-rank run:
 // with one data-parallel replica a step program routes exactly the micro-batches the
 // single rank routes, so the runs agree to float32 rounding.
@@ -25,8 +26,9 @@ func TestStepProgramLayouts(t *testing.T) {
 		{Ranks: 2, EP: 1, TP: 2},
 		{Ranks: 2, EP: 1, PP: 2},
 		{Ranks: 4, EP: 1, TP: 2, PP: 2},
+		{Ranks: 2, EP: 1, TP: 2, ZeRO: 1, Offload: true},
 	} {
-		t.Run(fmt.Sprintf("tp%d-pp%d", max(l.TP, 1), max(l.PP, 1)), func(t *testing.T) {
+		t.Run(fmt.Sprintf("tp%d-pp%d-zero%d-offload%v", max(l.TP, 1), max(l.PP, 1), l.ZeRO, l.Offload), func(t *testing.T) {
 			recs, w, mem := trainLayoutMem(t, p, &l)
 			for i := range ref {
 				a, b := ref[i], recs[i]
