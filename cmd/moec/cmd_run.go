@@ -181,7 +181,7 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 	f.Int64Var(&opt.Steps, "steps", 0, "optimizer steps, at least 1 (default: the stage's tokens / tokens per batch)")
 	f.StringVar(&opt.OutDir, "out", "", "run folder (default out/<train>/<stage>/run)")
 	f.StringVar(&opt.OutRoot, "out-root", "out", "root of the conventional run folders")
-	f.StringVar(&opt.Resume, "resume", "", "continue the run in this folder, under the layout its run.json records unless --ranks/--ep/--zero/--offload/--cache-budget say otherwise")
+	f.StringVar(&opt.Resume, "resume", "", "continue the run in this folder, under the layout its run.json records unless --ranks/--ep/--zero/--tp/--pp/--step-programs/--offload/--cache-budget say otherwise")
 	f.BoolVar(&opt.Restart, "restart", false, "with --resume: start the run over from step 0 when its folder shows progress but holds no complete checkpoint (replaces its log.jsonl)")
 	f.StringVar(&opt.From, "from", "", "checkpoint or run folder to grow from (default: the from stage's final checkpoint)")
 	f.BoolVar(&opt.Force, "force", false, "start afresh in a run folder that already holds a run")
