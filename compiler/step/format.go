@@ -60,6 +60,9 @@ func Format(w io.Writer, p *Program) error {
 		if op.Attr != "" {
 			fmt.Fprintf(&b, "; %s", op.Attr)
 		}
+		if op.Recomputed {
+			b.WriteString("; recomputed")
+		}
 		fmt.Fprintf(&b, "; %d, %d\n", op.FLOPs, op.Bytes)
 	}
 	_, err := io.WriteString(w, b.String())

@@ -16,6 +16,9 @@ type tapeEntry struct {
 	// share records an attention-sharing select: In[0] the layer's own weights (written
 	// only when its die says recompute), In[1] the layer below's selected weights.
 	share bool
+	// comm records a forward all-reduce (the g operator): no backward, but a layer's
+	// recomputation runs it again.
+	comm bool
 }
 
 // fwd emits a forward op and records it for the backward.
@@ -38,6 +41,7 @@ func (lw *lowerer) reduceTP(buf, layer int) {
 	if lw.l.TP > 1 {
 		lw.emit(Op{Kind: OpAllReduce, Phase: Forward, Layer: layer, In: []int{buf}, Out: []int{buf}, Group: "tp",
 			Bytes: lw.p.Buffers[buf].Bytes(), Attr: "sum"})
+		lw.tape = append(lw.tape, tapeEntry{op: lw.p.Ops[len(lw.p.Ops)-1], comm: true})
 	}
 }
 

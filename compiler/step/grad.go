@@ -101,9 +101,17 @@ func (lw *lowerer) bwd(op Op) {
 
 // backward emits the backward of the current micro-batch's tape.
 func (lw *lowerer) backward() {
+	recomputed := map[int]bool{}
 	for i := len(lw.tape) - 1; i >= 0; i-- {
+		if l := lw.tape[i].op.Layer; lw.l.Recompute && l >= 0 && !recomputed[l] {
+			recomputed[l] = true
+			lw.recomputeLayer(l)
+		}
 		e := lw.tape[i]
 		op := e.op
+		if e.comm {
+			continue // the g operator: the gradient passes as it is
+		}
 		if e.tpCopy {
 			if g, ok := lw.gradOf[op.In[0]]; ok {
 				lw.bwd(Op{Kind: OpAllReduce, Layer: op.Layer, In: []int{g}, Out: []int{g}, Group: "tp", Attr: "sum (column-parallel input)",
@@ -321,6 +329,60 @@ func (lw *lowerer) backwardOf(op Op) {
 		// Fused: the forward wrote the logits' gradient (gradSeed).
 	default:
 		panic(fmt.Sprintf("step: internal error: no backward rule for %s", op.Kind))
+	}
+}
+
+// recomputeLayer runs layer l's forward again, into new buffers, just before its backward
+// (recompute = full): the forward kept only what later layers read. The layer's tape
+// entries are rewritten to the new buffers, so its backward reads them, and gradients
+// already given to the old buffers (the layer's output, weights a later layer reused)
+// are the new buffers' too.
+func (lw *lowerer) recomputeLayer(l int) {
+	remap := map[int]int{}
+	re := func(b int) int {
+		if n, ok := remap[b]; ok {
+			return n
+		}
+		return b
+	}
+	for i := range lw.tape {
+		e := &lw.tape[i]
+		if e.op.Layer != l {
+			continue
+		}
+		op := e.op
+		op.In = append([]int(nil), op.In...)
+		for k, b := range op.In {
+			op.In[k] = re(b)
+		}
+		if e.tpCopy {
+			e.op = op
+			continue
+		}
+		op.Out = append([]int(nil), op.Out...)
+		for k, b := range op.Out {
+			if contains(e.op.In, b) { // in place
+				op.Out[k] = re(b)
+				continue
+			}
+			old := lw.p.Buffers[b]
+			n := lw.act(trimMicro(old.Name)+"/re", old.Kind, old.Shape...)
+			lw.p.Buffers[n].Int = old.Int
+			remap[b] = n
+			op.Out[k] = n
+		}
+		op.Recomputed = true
+		op.Acc = nil
+		lw.bwd(op)
+		emitted := lw.p.Ops[len(lw.p.Ops)-1]
+		e.op = op
+		e.op.In = emitted.In // the backward's gathered weights under ZeRO-3
+		e.op.Phase = Forward
+	}
+	for old, n := range remap {
+		if g, ok := lw.gradOf[old]; ok {
+			lw.gradOf[n] = g
+		}
 	}
 }
 

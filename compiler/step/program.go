@@ -196,8 +196,11 @@ type Op struct {
 	Peer  int
 	// ReduceMax makes an all-reduce take the maximum instead of the sum.
 	ReduceMax bool
-	FLOPs     int64
-	Bytes     int64 // communication: the bytes this rank sends; compute: bytes read and written
+	// Recomputed marks a forward op run again in the backward (recompute = full): it
+	// writes the same values as the first time and reports nothing new (losses, drops).
+	Recomputed bool
+	FLOPs      int64
+	Bytes      int64 // communication: the bytes this rank sends; compute: bytes read and written
 }
 
 // Program is what one rank runs for one training step.
@@ -230,6 +233,9 @@ type Layout struct {
 	DP, EP, TP, PP int
 	ZeRO           int  // 0..3
 	OffloadOpt     bool // the optimizer states and update live on the host
+	// Recompute keeps only each layer's input from the forward and runs the layer's
+	// forward again just before its backward (recompute = full).
+	Recompute bool
 }
 
 // World is the number of ranks.
@@ -239,6 +245,9 @@ func (l Layout) String() string {
 	s := fmt.Sprintf("dp %d × ep %d × tp %d × pp %d, zero %d", l.DP, l.EP, l.TP, l.PP, l.ZeRO)
 	if l.OffloadOpt {
 		s += ", optimizer offloaded"
+	}
+	if l.Recompute {
+		s += ", recompute full"
 	}
 	return s
 }

@@ -177,7 +177,8 @@ func writeStepProgram(dir string, m *program.Model, tr *program.Train, st *progr
 		seq = m.SeqLen
 	}
 	pl := p.Layout
-	l := step.Layout{DP: pl.DP, EP: max(pl.EP, 1), TP: pl.TP, PP: pl.PP, ZeRO: pl.ZeRO, OffloadOpt: pl.Offload == "cpu" || pl.Memory == "unified_cache"}
+	l := step.Layout{DP: pl.DP, EP: max(pl.EP, 1), TP: pl.TP, PP: pl.PP, ZeRO: pl.ZeRO, OffloadOpt: pl.Offload == program.OffloadCPU || pl.Memory == program.MemoryUnifiedCache,
+		Recompute: pl.Recompute == program.RecomputeFull}
 	b := step.Batch{MicroBatch: pl.MicroBatch, SeqLen: int(seq), Micro: max(pl.GradAccum, 1)}
 	prog, err := step.LowerRank(m, b, l, 0)
 	if err != nil {

@@ -736,6 +736,9 @@ func (e *Executor) route(op *step.Op) {
 	}
 	aux[0] = float32(float64(E) * bal)
 	aux[1] = float32(zsum / float64(n))
+	if op.Recomputed {
+		return // the same routing again (recompute = full): already counted
+	}
 	// Reported as the step's mean over micro-batches (and, summed over ranks, replicas).
 	e.stats.Balance += float64(E) * bal * e.lossScale()
 	e.stats.ZLoss += zsum / float64(n) * e.lossScale()

@@ -53,6 +53,9 @@ func validStepLayout(m *program.Model, l Sharding) error {
 
 func newStepEngine(spec *Spec, cfg optim.Config, l Sharding, opt Options) (*stepEngine, error) {
 	sl := stepLayout(l)
+	// recompute = full in the train block: each layer's forward runs again before its
+	// backward (the same numbers, less memory); selective is not lowered and keeps all.
+	sl.Recompute = spec.Train != nil && spec.Train.Memory.Recompute == program.RecomputeFull
 	if sl.DP*sl.TP*sl.PP != l.Ranks {
 		return nil, fmt.Errorf("%d ranks are not a multiple of tp %d × pp %d", l.Ranks, sl.TP, sl.PP)
 	}

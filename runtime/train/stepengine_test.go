@@ -6,6 +6,9 @@ import (
 	"math"
 	"strings"
 	"testing"
+
+	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/runtime/dist"
 )
 
 // TestStepProgramLayouts trains the stage through step programs at tensor- and pipeline-
@@ -55,6 +58,27 @@ func TestStepProgramLayouts(t *testing.T) {
 			}
 			t.Logf("final loss %.7f (hand-written %.7f); worst weight difference %.2g", recs[len(recs)-1].Loss, ref[len(ref)-1].Loss, worst)
 		})
+	}
+}
+
+// TestStepProgramRecompute: a train block with recompute = full trains through step
+// programs that run each layer's forward again before its backward, with the losses of the
+// hand-written model (which keeps every activation).
+func TestStepProgramRecompute(t *testing.T) {
+	p := shardProgram(6)
+	ref, _ := trainLayout(t, p, nil)
+	_, _, keep := trainLayoutMem(t, p, &Sharding{Ranks: 2, EP: 1, TP: 2})
+	p.Trains["tiny"].Memory.Recompute = program.RecomputeFull
+	recs, _, mem := trainLayoutMem(t, p, &Sharding{Ranks: 2, EP: 1, TP: 2})
+	for i := range ref {
+		if !close(ref[i].Loss, recs[i].Loss, 1e-5) {
+			t.Fatalf("step %d: loss %.7f recomputing, %.7f keeping everything", i+1, recs[i].Loss, ref[i].Loss)
+		}
+	}
+	a, b := keep[0].Measured[dist.Device][dist.Activations], mem[0].Measured[dist.Device][dist.Activations]
+	t.Logf("activations at the peak: %d bytes keeping everything, %d recomputing", a, b)
+	if b >= a {
+		t.Errorf("recompute did not lower the activations at the peak: %d vs %d", b, a)
 	}
 }
 
