@@ -1,0 +1,228 @@
+package exec
+
+// The attention kernels: rotary positions, scores, talking-heads mixing, the causal
+// softmax, weights times values, and attention-weight sharing.
+
+import (
+	"math"
+
+	"github.com/moec-dev/moec/compiler/step"
+	"github.com/moec-dev/moec/runtime/blas"
+)
+
+// rotary rotates q and k of every token in place (rotate-half layout); inverse is the
+// backward pass.
+func (e *Executor) rotary(q, k []float32, inverse bool) {
+	half, T, dh := e.d.Dh/2, e.p.Batch.SeqLen, e.d.Dh
+	rot := func(x []float32) {
+		n := len(x) / (e.p.Batch.MicroBatch * T)
+		for t := 0; t < e.p.Batch.MicroBatch*T; t++ {
+			pos := t % T
+			cs, sn := e.cos[pos*half:(pos+1)*half], e.sin[pos*half:(pos+1)*half]
+			row := x[t*n : (t+1)*n]
+			for h := 0; h < n/dh; h++ {
+				v := row[h*dh : (h+1)*dh]
+				for i := 0; i < half; i++ {
+					c, s := float32(cs[i]), float32(sn[i])
+					if inverse {
+						s = -s
+					}
+					a, b := v[i], v[i+half]
+					v[i] = a*c - b*s
+					v[i+half] = b*c + a*s
+				}
+			}
+		}
+	}
+	rot(q)
+	rot(k)
+}
+
+// attnDims are the local heads, key/value heads and token count of an attention op.
+func (e *Executor) attnDims(q, k []float32) (B, T, H, KV, Dh int) {
+	B, T, Dh = e.p.Batch.MicroBatch, e.p.Batch.SeqLen, e.d.Dh
+	H = len(q) / (B * T * Dh)
+	KV = len(k) / (B * T * Dh)
+	return
+}
+
+func (e *Executor) scores(op *step.Op) {
+	q, k, s := e.f32[op.In[0]], e.f32[op.In[1]], e.f32[op.Out[0]]
+	B, T, H, KV, Dh := e.attnDims(q, k)
+	scale := float32(1 / math.Sqrt(float64(Dh)))
+	qd, kd, tt := H*Dh, KV*Dh, T*T
+	for b := 0; b < B; b++ {
+		for h := 0; h < H; h++ {
+			g := h / (H / KV)
+			blas.Gemm(false, true, T, T, Dh, scale, q[b*T*qd+h*Dh:], qd, k[b*T*kd+g*Dh:], kd, 0, s[(b*H+h)*tt:], T)
+		}
+	}
+}
+
+func (e *Executor) scoresBwd(op *step.Op) {
+	ds, q, k := e.f32[op.In[0]], e.f32[op.In[1]], e.f32[op.In[2]]
+	dq, dk := e.f32[op.Out[0]], e.f32[op.Out[1]]
+	B, T, H, KV, Dh := e.attnDims(q, k)
+	scale := float32(1 / math.Sqrt(float64(Dh)))
+	qd, kd, tt := H*Dh, KV*Dh, T*T
+	if !op.Accumulates(1) {
+		clear(dk)
+	}
+	bq := float32(0)
+	if op.Accumulates(0) {
+		bq = 1
+	}
+	for b := 0; b < B; b++ {
+		for h := 0; h < H; h++ {
+			g := h / (H / KV)
+			blas.Gemm(false, false, T, Dh, T, scale, ds[(b*H+h)*tt:], T, k[b*T*kd+g*Dh:], kd, bq, dq[b*T*qd+h*Dh:], qd)
+			blas.Gemm(true, false, T, Dh, T, scale, ds[(b*H+h)*tt:], T, q[b*T*qd+h*Dh:], qd, 1, dk[b*T*kd+g*Dh:], kd)
+		}
+	}
+}
+
+// headMix mixes the heads' [T, T] maps: y[b] = W·x[b] over heads.
+func (e *Executor) headMix(op *step.Op) {
+	x, w, y := e.f32[op.In[0]], e.f32[op.In[1]], e.f32[op.Out[0]]
+	H := e.p.Buffers[op.In[1]].Shape[0]
+	B, T := e.p.Batch.MicroBatch, e.p.Batch.SeqLen
+	tt := T * T
+	for b := 0; b < B; b++ {
+		blas.Gemm(false, false, H, tt, H, 1, w, H, x[b*H*tt:], tt, 0, y[b*H*tt:], tt)
+	}
+}
+
+func (e *Executor) headMixBwd(op *step.Op) {
+	dy, x, w := e.f32[op.In[0]], e.f32[op.In[1]], e.f32[op.In[2]]
+	dx, dw := e.f32[op.Out[0]], e.f32[op.Out[1]]
+	H := e.p.Buffers[op.In[2]].Shape[0]
+	B, T := e.p.Batch.MicroBatch, e.p.Batch.SeqLen
+	tt := T * T
+	if !op.Accumulates(1) {
+		clear(dw)
+	}
+	bx := float32(0)
+	if op.Accumulates(0) {
+		bx = 1
+	}
+	for b := 0; b < B; b++ {
+		blas.Gemm(false, true, H, H, tt, 1, dy[b*H*tt:], tt, x[b*H*tt:], tt, 1, dw, H)
+		blas.Gemm(true, false, H, tt, H, 1, w, H, dy[b*H*tt:], tt, bx, dx[b*H*tt:], tt)
+	}
+}
+
+// softmax: each causal row's softmax, the rest of the row zero.
+func (e *Executor) softmax(op *step.Op) {
+	s, p := e.f32[op.In[0]], e.f32[op.Out[0]]
+	T := e.p.Batch.SeqLen
+	parallel(len(s)/T, func(r0, r1 int) { softmaxRows(s, p, T, r0, r1) })
+}
+
+// softmaxRows is the causal softmax of rows [r0, r1).
+func softmaxRows(s, p []float32, T, r0, r1 int) {
+	for r := r0; r < r1; r++ {
+		i := r % T
+		src, dst := s[r*T:(r+1)*T], p[r*T:(r+1)*T]
+		mx := src[0]
+		for _, v := range src[:i+1] {
+			mx = max(mx, v)
+		}
+		var sum float64
+		for j := 0; j <= i; j++ {
+			ex := math.Exp(float64(src[j] - mx))
+			dst[j] = float32(ex)
+			sum += ex
+		}
+		inv := 1 / sum
+		for j := 0; j <= i; j++ {
+			dst[j] = float32(float64(dst[j]) * inv)
+		}
+		clear(dst[i+1:])
+	}
+}
+
+func (e *Executor) softmaxBwd(op *step.Op) {
+	dp, p, ds := e.f32[op.In[0]], e.f32[op.In[1]], e.f32[op.Out[0]]
+	T := e.p.Batch.SeqLen
+	acc := op.Accumulates(0)
+	parallel(len(p)/T, func(r0, r1 int) { softmaxBwdRows(dp, p, ds, T, acc, r0, r1) })
+}
+
+func softmaxBwdRows(dp, p, ds []float32, T int, acc bool, r0, r1 int) {
+	for r := r0; r < r1; r++ {
+		i := r % T
+		pr, gr, dr := p[r*T:(r+1)*T], dp[r*T:(r+1)*T], ds[r*T:(r+1)*T]
+		var s float32
+		for j := 0; j <= i; j++ {
+			s += pr[j] * gr[j]
+		}
+		for j := 0; j <= i; j++ {
+			v := pr[j] * (gr[j] - s)
+			if acc {
+				dr[j] += v
+			} else {
+				dr[j] = v
+			}
+		}
+		if !acc {
+			clear(dr[i+1:])
+		}
+	}
+}
+
+func (e *Executor) attnAV(op *step.Op) {
+	p, v, o := e.f32[op.In[0]], e.f32[op.In[1]], e.f32[op.Out[0]]
+	B, T, Dh := e.p.Batch.MicroBatch, e.p.Batch.SeqLen, e.d.Dh
+	H := len(o) / (B * T * Dh)
+	KV := len(v) / (B * T * Dh)
+	qd, kd, tt := H*Dh, KV*Dh, T*T
+	for b := 0; b < B; b++ {
+		for h := 0; h < H; h++ {
+			g := h / (H / KV)
+			blas.Gemm(false, false, T, Dh, T, 1, p[(b*H+h)*tt:], T, v[b*T*kd+g*Dh:], kd, 0, o[b*T*qd+h*Dh:], qd)
+		}
+	}
+}
+
+func (e *Executor) attnAVBwd(op *step.Op) {
+	do, p, v := e.f32[op.In[0]], e.f32[op.In[1]], e.f32[op.In[2]]
+	dp, dv := e.f32[op.Out[0]], e.f32[op.Out[1]]
+	B, T, Dh := e.p.Batch.MicroBatch, e.p.Batch.SeqLen, e.d.Dh
+	H := len(do) / (B * T * Dh)
+	KV := len(v) / (B * T * Dh)
+	qd, kd, tt := H*Dh, KV*Dh, T*T
+	if !op.Accumulates(1) {
+		clear(dv)
+	}
+	bp := float32(0)
+	if op.Accumulates(0) {
+		bp = 1
+	}
+	for b := 0; b < B; b++ {
+		for h := 0; h < H; h++ {
+			g := h / (H / KV)
+			blas.Gemm(false, true, T, T, Dh, 1, do[b*T*qd+h*Dh:], qd, v[b*T*kd+g*Dh:], kd, bp, dp[(b*H+h)*tt:], T)
+			blas.Gemm(true, false, T, Dh, T, 1, p[(b*H+h)*tt:], T, do[b*T*qd+h*Dh:], qd, 1, dv[b*T*kd+g*Dh:], kd)
+		}
+	}
+}
+
+// shareSelectBwd sends the selected weights' gradient to the weights that were used.
+func (e *Executor) shareSelectBwd(op *step.Op) {
+	dsel := e.f32[op.In[0]]
+	to, other := 0, 1
+	if !e.recompute[op.Layer] {
+		to, other = 1, 0
+	}
+	dst := e.f32[op.Out[to]]
+	if op.Accumulates(to) {
+		for i, v := range dsel {
+			dst[i] += v
+		}
+	} else {
+		copy(dst, dsel)
+	}
+	if !op.Accumulates(other) {
+		clear(e.f32[op.Out[other]])
+	}
+}
