@@ -45,5 +45,6 @@ func newGenerateCommand(stdout, stderr io.Writer) *cobra.Command {
 	f.Float64Var(&opt.Temperature, "temperature", opt.Temperature, "sampling temperature, at least 0 (0 = greedy)")
 	f.IntVar(&opt.TopK, "top-k", opt.TopK, "sample among the k most likely tokens, at least 0 (0 = all)")
 	f.Int64Var(&opt.Seed, "seed", opt.Seed, "sampling seed")
+	f.BoolVar(&opt.StepPrograms, "step-programs", false, "decode through the decoding step program (compiler/step run by runtime/exec) instead of the hand-written model; the same logits")
 	return cmd
 }

@@ -216,7 +216,7 @@ func (lw *lowerer) moe(l, h, routerIn int) int {
 	if moe.CapacityFactor > 0 {
 		capAttr = fmt.Sprintf("capacity_factor=%g", moe.CapacityFactor)
 	}
-	lw.fwd(Op{Kind: OpRouter, Layer: l, In: []int{logits}, Out: []int{idx, gates, scores, lse, slot, kept, routed, aux},
+	lw.fwd(Op{Kind: OpRouter, Layer: l, In: []int{logits}, Out: []int{idx, gates, scores, lse, slot, kept, routed, aux}, Slots: lw.capacity,
 		Attr:  fmt.Sprintf("%s top_k=%d %s slots=%d normalize=%v balance=%g z=%g", moe.Score, lw.d.K, capAttr, lw.capacity, moe.Normalize, moe.BalanceLoss, moe.ZLoss),
 		FLOPs: 6 * int64(n) * int64(lw.d.E)})
 	C, ep := lw.capacity, lw.l.EP

@@ -22,15 +22,16 @@ const (
 	KindDispatch               // MoE routing and token-exchange buffers
 	KindComm                   // a pipeline receive buffer
 	KindScalar                 // losses and statistics
+	KindCache                  // a decoding KV cache: persists from step to step
 )
 
-var kindNames = [...]string{"input", "param", "gathered", "grad", "optimizer", "activation", "act_grad", "dispatch", "comm", "scalar"}
+var kindNames = [...]string{"input", "param", "gathered", "grad", "optimizer", "activation", "act_grad", "dispatch", "comm", "scalar", "cache"}
 
 func (k Kind) String() string { return kindNames[k] }
 
 // Persistent reports whether a buffer of kind k outlives a step.
 func (k Kind) Persistent() bool {
-	return k == KindParam || k == KindGrad || k == KindOptimizer
+	return k == KindParam || k == KindGrad || k == KindOptimizer || k == KindCache
 }
 
 // Tier is the memory a buffer lives in.
@@ -143,9 +144,12 @@ const (
 	OpGroupedMMDW  OpKind = "grouped_matmul_dw"
 	OpCrossEntropy OpKind = "cross_entropy" // mean loss and the logits' gradient in one pass
 	OpAdamW        OpKind = "adamw"
-	OpGradNorm     OpKind = "grad_norm"  // sum of squares of the gradients this rank counts
-	OpAccumulate   OpKind = "accumulate" // a += b: a gradient with two consumers
-	OpCopy         OpKind = "copy"       // y = x (a value whose gradient is reduced on its own)
+	OpRotaryAt     OpKind = "rotary_at"   // decoding: rotary positions at the step's position
+	OpKVAppend     OpKind = "kv_append"   // decoding: the step's keys and values into the cache
+	OpAttnDecode   OpKind = "attn_decode" // decoding: one query per sequence against its cache
+	OpGradNorm     OpKind = "grad_norm"   // sum of squares of the gradients this rank counts
+	OpAccumulate   OpKind = "accumulate"  // a += b: a gradient with two consumers
+	OpCopy         OpKind = "copy"        // y = x (a value whose gradient is reduced on its own)
 )
 
 // Communication ops.
@@ -196,6 +200,8 @@ type Op struct {
 	Peer  int
 	// ReduceMax makes an all-reduce take the maximum instead of the sum.
 	ReduceMax bool
+	// Slots is a route op's capacity per expert (the program's static dispatch size).
+	Slots int
 	// Recomputed marks a forward op run again in the backward (recompute = full): it
 	// writes the same values as the first time and reports nothing new (losses, drops).
 	Recomputed bool

@@ -63,6 +63,12 @@ func (e *Executor) run(op *step.Op) error {
 		}
 	case step.OpCopy:
 		copy(f[out[0]], f[in[0]])
+	case step.OpRotaryAt:
+		e.rotaryAt(f[out[0]], f[out[1]], int(e.i32[in[2]][0]))
+	case step.OpKVAppend:
+		e.kvAppend(op)
+	case step.OpAttnDecode:
+		e.attnDecode(op)
 	case step.OpRotary, step.OpRotaryBwd:
 		e.rotary(f[out[0]], f[out[1]], op.Kind == step.OpRotaryBwd)
 	case step.OpScores:
@@ -200,6 +206,13 @@ func (e *Executor) matmulDW(op *step.Op) error {
 func (e *Executor) embed(op *step.Op) {
 	tok, table, x := e.i32[op.In[0]], e.f32[op.In[1]], e.f32[op.Out[0]]
 	w := e.p.Buffers[op.In[1]].Shape[1]
+	if op.Attr == "position_at" { // decoding: every sequence at the step's position
+		row := int(tok[0])
+		for t := 0; t < len(x)/w; t++ {
+			copy(x[t*w:(t+1)*w], table[row*w:(row+1)*w])
+		}
+		return
+	}
 	T := e.p.Batch.SeqLen
 	positions := op.Attr == "positions"
 	rowsHeld := len(table) / w

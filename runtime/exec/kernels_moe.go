@@ -74,9 +74,12 @@ func (e *Executor) route(op *step.Op) {
 			}
 		}
 	}
-	capacity := n * K
-	if cfg.CapacityFactor > 0 {
-		capacity = int(math.Ceil(cfg.CapacityFactor * float64(n*K) / float64(E)))
+	capacity := op.Slots // the program's static slots per expert
+	if capacity <= 0 {
+		capacity = n * K
+		if cfg.CapacityFactor > 0 {
+			capacity = int(math.Ceil(cfg.CapacityFactor * float64(n*K) / float64(E)))
+		}
 	}
 	dropped := 0
 	for j := 0; j < K; j++ {
