@@ -20,6 +20,7 @@ func newExperimentCommand(stdout, stderr io.Writer) *cobra.Command {
 	var (
 		opt   experiment.Options
 		quiet bool
+		rf    rankFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "experiment FILE.moe",
@@ -54,6 +55,14 @@ func newExperimentCommand(stdout, stderr io.Writer) *cobra.Command {
 				return errDiagnostics
 			}
 			opt.Program, opt.Files, opt.BaseDir = loaded.Program, files, filepath.Dir(args[0])
+			if layoutFlagsChanged(cmd) {
+				// Every arm at the layout the flags ask for (no plan: the arms differ).
+				l, _, err := driver.RunLayout(nil, "", "", 0, 0, rf.request(), stderr)
+				if err != nil {
+					return asUsage(err)
+				}
+				opt.Layout = l
+			}
 			if !quiet {
 				opt.Progress = stderr
 			}
@@ -80,5 +89,12 @@ func newExperimentCommand(stdout, stderr io.Writer) *cobra.Command {
 	f.StringToStringVar(&opt.Set, "set", nil, "override PATH=VALUE in every arm, as an experiment block would (e.g. data='\"small/*.txt\"')")
 	f.BoolVar(&opt.Fresh, "fresh", false, "retrain every run (default: continue or reuse runs an earlier invocation left with the same configuration)")
 	f.BoolVar(&quiet, "quiet", false, "no line per finished run")
+	f.IntVar(&rf.ranks, "ranks", 0, "run every arm on N in-process ranks")
+	f.IntVar(&rf.ep, "ep", 0, "expert-parallel size of every run")
+	f.IntVar(&rf.zero, "zero", 0, "ZeRO stage 0-3 of every run")
+	f.BoolVar(&rf.offload, "offload", false, "keep optimizer states in the host tier")
+	f.IntVar(&rf.tp, "tp", 0, "tensor-parallel size of every run (through step programs)")
+	f.IntVar(&rf.pp, "pp", 0, "pipeline-parallel size of every run (through step programs)")
+	f.BoolVar(&rf.program, "step-programs", false, "run every arm through step programs")
 	return cmd
 }

@@ -257,7 +257,7 @@ func checkRunFlags(cmd *cobra.Command, opt train.Options, rf rankFlags) error {
 		return e
 	}
 	if f.Changed("cache-budget") {
-		if b, err := parseBytes(rf.budget); err == nil && b == 0 {
+		if b, err := driver.ParseBytes(rf.budget); err == nil && b == 0 {
 			e := diag.Runtimef(diag.ErrBadRunOption, "--cache-budget %s: the unified cache needs a positive device budget", rf.budget)
 			e.Suggestion = "pass a size such as 8MiB, or leave it out for a quarter of a rank's weights"
 			return e

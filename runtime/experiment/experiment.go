@@ -40,6 +40,9 @@ type Options struct {
 	// with the same configuration is continued (or, when finished, only read), so an
 	// interrupted `make experiments` picks up where it stopped.
 	Fresh bool
+	// Layout shards every run (nil: one rank), as moec run's layout flags do: an arm can
+	// run at a tensor- or pipeline-parallel layout through step programs.
+	Layout *train.Sharding
 }
 
 // Result holds every experiment that ran.
@@ -410,7 +413,7 @@ func runArm(ctx context.Context, opt Options, ex *program.Experiment, s *armSpec
 		if r == nil && err == nil {
 			r, err = train.Run(ctx, train.Options{Program: s.prog, TrainName: ex.Train, StageName: st.Name, BaseDir: opt.BaseDir,
 				Steps: steps, OutDir: dir, Force: true, From: prevDir, Seed: &sd, CheckpointEvery: steps, Keep: 1,
-				ValWindows: opt.ValWindows})
+				ValWindows: opt.ValWindows, Layout: opt.Layout})
 		}
 		if err != nil {
 			return nil, fmt.Errorf("stage %s: %w", st.Name, err)
@@ -464,7 +467,7 @@ func reuse(ctx context.Context, prog *program.Program, dir string, steps int64, 
 	if _, err := os.Stat(filepath.Join(dir, train.SpecFile)); err != nil {
 		return nil, nil
 	}
-	r, err := train.Run(ctx, train.Options{Program: prog, Resume: dir, Steps: steps, ValWindows: opt.ValWindows})
+	r, err := train.Run(ctx, train.Options{Program: prog, Resume: dir, Steps: steps, ValWindows: opt.ValWindows, Layout: opt.Layout})
 	if err != nil {
 		if diag.CodeOf(err) == diag.ErrCheckpointMismatch {
 			return nil, nil // another budget or configuration: retrain
