@@ -4,12 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/moec-dev/moec/runtime/dist/mpi"
 	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
+
+	"github.com/moec-dev/moec/runtime/dist/mpi"
 
 	"github.com/spf13/cobra"
 
@@ -17,7 +18,6 @@ import (
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/internal/driver"
 	"github.com/moec-dev/moec/lang/diag"
-	"github.com/moec-dev/moec/runtime/checkpoint"
 	"github.com/moec-dev/moec/runtime/kernelsel"
 	"github.com/moec-dev/moec/runtime/train"
 )
@@ -121,55 +121,20 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 			if err := needTrain(loaded.Program, args[0], "run --all-stages trains a train block's curriculum"); err != nil {
 				return err
 			}
-			stages, err := driver.CurriculumOrder(loaded.Program, opt.TrainName)
-			if err != nil {
+			err = driver.RunCurriculum(ctx, driver.CurriculumRun{
+				Options: opt, Layout: rf.request(), LayoutSet: layoutFlagsChanged(cmd), WorldSize: worldSize, Warn: stderr,
+				Continued: func(spec *train.Spec, dir string) error { return checkContinued(cmd, opt, spec, dir) },
+				Run:       func(ctx context.Context, o train.Options, p *plan.Plan) error { return runAndReport(ctx, stdout, o, p) },
+			})
+			var se driver.StageError
+			switch {
+			case err == nil:
+			case driver.IsUsage(err):
+				return usage(err)
+			case errors.As(err, &se) && sourceError(loaded, stderr, se.Err) == errDiagnostics:
+				return errDiagnostics
+			default:
 				return err
-			}
-			for _, st := range stages {
-				o := opt
-				o.TrainName, o.StageName = st.Train, st.Stage
-				dir := train.StageDir(o.OutRoot, st.Train, st.Stage)
-				var l *train.Sharding
-				var p *plan.Plan
-				if _, err := os.Stat(filepath.Join(dir, train.SpecFile)); err == nil {
-					spec, err := train.ReadSpec(dir)
-					if err != nil {
-						return fmt.Errorf("stage %s: %w", st.Stage, err)
-					}
-					if err := checkContinued(cmd, opt, spec, dir); err != nil {
-						return err
-					}
-					o = train.Options{Resume: dir, Progress: stderr, MaxTime: opt.MaxTime, NewNet: opt.NewNet, LLVM: opt.LLVM}
-					latest, err := checkpoint.Latest(filepath.Join(dir, train.CheckpointsDir))
-					if err != nil {
-						return fmt.Errorf("stage %s: %w", st.Stage, err)
-					}
-					if latest == "" {
-						// Killed before its first checkpoint (with checkpoint_every unset, the
-						// whole stage): nothing to resume, so the stage trains again from its
-						// start, the previous stage's final checkpoint, which is kept.
-						fmt.Fprintf(stderr, "stage %s: %s has no checkpoint (interrupted before its first?); training the stage again from its start\n", st.Stage, dir)
-						o.Restart = true
-					} else {
-						fmt.Fprintf(stderr, "stage %s: %s exists; continuing it from %s\n", st.Stage, dir, filepath.Join(train.CheckpointsDir, filepath.Base(latest)))
-					}
-					fmt.Fprintf(stderr, "== stage %s\n", st.Stage)
-					if l, p, err = rf.resumeLayout(spec, layoutFlagsChanged(cmd), worldSize, stderr); err != nil {
-						return err
-					}
-				} else {
-					fmt.Fprintf(stderr, "== stage %s\n", st.Stage)
-					if l, p, err = rf.layout(opt.Program, st.Train, st.Stage, opt.MicroBatch, worldSize, stderr); err != nil {
-						return err
-					}
-				}
-				o.Layout, o.Comm, o.CollectiveTimeout = l, opt.Comm, opt.CollectiveTimeout
-				if err := runAndReport(ctx, stdout, o, p); err != nil {
-					if sourceError(loaded, stderr, err) == errDiagnostics {
-						return errDiagnostics
-					}
-					return fmt.Errorf("stage %s: %w", st.Stage, err)
-				}
 			}
 			return nil
 		},
