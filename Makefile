@@ -43,7 +43,7 @@ run: build
 	./$(BIN) run --all-stages examples/hunyuan_tiny.moe
 	./$(BIN) generate --checkpoint out/hunyuan_tiny/eight/run --prompt "func main() {" --max-tokens 200
 
-test: deps
+test: deps venv
 	$(GO) vet ./...
 	$(GO) test -timeout 20m ./...
 
@@ -77,9 +77,8 @@ gpu-check: build
 venv: .venv/installed.stamp
 
 .venv/installed.stamp:
-	python3 -m venv .venv
-	.venv/bin/pip install --quiet openai
-	@touch $@
+	@if python3 -m venv .venv && .venv/bin/pip install --quiet openai; then touch $@; \
+	else echo "venv: the openai package did not install; the tests that drive moec serve with it skip"; fi
 
 clean:
 	rm -rf bin out .deps.stamp
