@@ -28,6 +28,8 @@ if [ "${BENCH_ONLY:-}" != moebench ]; then
 	echo "== runtime"
 	run ./runtime/nn 'Benchmark(TrainStep|Decode)$'
 	run ./runtime/train 'Benchmark'
+	echo "== step programs (executor) against the hand-written model, one rank"
+	run ./runtime/exec 'BenchmarkStep'
 	echo "== serving (load test on 127.0.0.1: requests/s, p50/p99 latency; slots=1 is the unbatched peer)"
 	run ./runtime/serve 'BenchmarkServeLoad'
 	echo "== kernels"

@@ -7,24 +7,47 @@ import (
 	"github.com/moec-dev/moec/runtime/nn"
 )
 
-// BenchmarkStep is one training step (forward and backward) of hunyuan_tiny's eight-expert
-// stage, 8 sequences of 128 tokens, on one rank of the executor.
+// BenchmarkStep is one training step's forward and backward of hunyuan_tiny's eight-expert
+// stage, 8 sequences of 128 tokens, on one rank: through the step program (executor) and,
+// as the peer in the same run, through the hand-written model.
 func BenchmarkStep(b *testing.B) {
 	m := hunyuanTiny(b, 8)
 	moe := *m.MoE
 	m.MoE = &moe
-	net, _ := nn.New(m, 1)
-	progs, _ := step.Lower(m, step.Batch{MicroBatch: 8, SeqLen: 128, Micro: 1}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 1})
-	ex, _ := New(progs[0], m, nil)
-	for _, p := range net.Params() {
-		copy(ex.Param(p.ID), p.W)
+	net, err := nn.New(m, 1)
+	if err != nil {
+		b.Fatal(err)
 	}
 	micro := [][]int32{randomTokens(8, 128, 256, 1)}
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if _, err := ex.Run(micro, Options{Seed: 1, Step: int64(i)}); err != nil {
+	b.Run("executor", func(b *testing.B) {
+		progs, err := step.Lower(m, step.Batch{MicroBatch: 8, SeqLen: 128, Micro: 1}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 1})
+		if err != nil {
 			b.Fatal(err)
 		}
-	}
-	b.ReportMetric(float64(8*128*b.N)/b.Elapsed().Seconds(), "tok/s")
+		ex, err := New(progs[0], m, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := ex.LoadTensors(tensorsOf(net)); err != nil {
+			b.Fatal(err)
+		}
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			if _, err := ex.Run(micro, Options{Seed: 1, Step: int64(i)}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(8*128*b.N)/b.Elapsed().Seconds(), "tok/s")
+	})
+	b.Run("hand-written", func(b *testing.B) {
+		batch := nn.Batch{B: 8, T: 128, Tokens: micro[0]}
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			net.ZeroGrad()
+			if _, err := net.ForwardBackward(batch, nn.StepOptions{Seed: 1, Step: int64(i), Train: true}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(8*128*b.N)/b.Elapsed().Seconds(), "tok/s")
+	})
 }
