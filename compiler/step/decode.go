@@ -29,7 +29,6 @@ func LowerDecode(m *program.Model, batch, maxLen int) (*Program, error) {
 	if d.E > 0 {
 		lw.capacity = batch * d.K // dropless
 	}
-	lw.paramOfBuf, lw.paramGradBufs, lw.paramWritten = map[int]params.ID{}, map[int]bool{}, map[int]bool{}
 	lw.declareInference()
 	lw.micro, lw.phase = 0, Forward
 	lw.decodeStep(maxLen)

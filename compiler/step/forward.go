@@ -127,8 +127,8 @@ func (lw *lowerer) attention(l, x, prevProbs int) (out, probs int) {
 	pre := fmt.Sprintf("L%d.", l)
 	h := lw.norm(pre+"attn_in", x, params.RoleAttnInNorm, l)
 	lw.markTPCopy(h, l)
-	share := lw.m.Attention.ShareWeights
-	sharing := share < 1 && prevProbs >= 0
+	share := lw.m.Attention.RecomputeProbability()
+	sharing := lw.m.Attention.SharesWeights() && prevProbs >= 0
 	cond := ""
 	if sharing {
 		cond = fmt.Sprintf("when=recompute(p=%g)", share)

@@ -171,7 +171,8 @@ func newLowerer(m *program.Model, d program.Dims, b Batch, l Layout, rank int, w
 	c := l.CoordOf(rank)
 	lw := &lowerer{m: m, d: d, b: b, l: l, c: c, walk: walk, elem: 4,
 		param: map[params.ID]int{}, grad: map[params.ID]int{}, gathered: map[gatherKey]int{}, byName: map[string]int{},
-		shapes: map[params.ID][]int{}, flat: map[params.ID]int64{}}
+		shapes: map[params.ID][]int{}, flat: map[params.ID]int64{},
+		paramOfBuf: map[int]params.ID{}, paramGradBufs: map[int]bool{}, paramWritten: map[int]bool{}}
 	lw.p = &Program{Model: m.Name, Layout: l, Rank: rank, Coord: c, Batch: b}
 	per := d.L / l.PP
 	lw.p.FirstLayer, lw.p.LayerCount = c.PP*per, per

@@ -23,9 +23,7 @@ type MemoryPlan struct {
 // Lifetimes is each buffer's first and last op (persistent buffers and the step's inputs:
 // from op 0); a buffer no op touches gets [-1, -1]. A program written out as source (the
 // generated Go program) recomputes them instead of listing them.
-func Lifetimes(p *Program) [][2]int { return lifetimes(p) }
-
-func lifetimes(p *Program) [][2]int {
+func Lifetimes(p *Program) [][2]int {
 	lt := make([][2]int, len(p.Buffers))
 	for i := range lt {
 		lt[i] = [2]int{-1, -1}
@@ -59,7 +57,7 @@ func lifetimes(p *Program) [][2]int {
 // planMemory assigns offsets: buffers are placed largest first (ties by first use), each
 // at the lowest offset where it overlaps no placed buffer whose lifetime overlaps its own.
 func planMemory(p *Program) MemoryPlan {
-	mp := MemoryPlan{ByKind: map[Kind]int64{}, Lifetime: lifetimes(p)}
+	mp := MemoryPlan{ByKind: map[Kind]int64{}, Lifetime: Lifetimes(p)}
 	lt := mp.Lifetime
 	order := make([]int, 0, len(p.Buffers))
 	for i := range p.Buffers {

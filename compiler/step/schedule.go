@@ -16,9 +16,6 @@ type microState struct {
 // lower emits the whole step: the micro-batches' forward and backward (in pipeline
 // order), the gradient reduction and the update.
 func (lw *lowerer) lower() {
-	lw.paramOfBuf = map[int]params.ID{}
-	lw.paramGradBufs = map[int]bool{}
-	lw.paramWritten = map[int]bool{}
 	lw.declareParams()
 	lw.micros = make([]microState, lw.b.Micro)
 	for _, step := range schedule1F1B(lw.l.PP, lw.c.PP, lw.b.Micro) {

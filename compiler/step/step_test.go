@@ -430,3 +430,28 @@ func TestShardsAddUp(t *testing.T) {
 		t.Errorf("ZeRO-3 shards hold %d elements, want %d (dense %d, expert %d)", shards, want, dense, expert)
 	}
 }
+
+// TestShareWeightsUnset: a Go-built model that leaves share_weights at 0 means "no
+// sharing", as program.Attention.SharesWeights says everywhere else: its program has no
+// conditional ops and no share_select, exactly like share_weights = 1.
+func TestShareWeightsUnset(t *testing.T) {
+	b := Batch{MicroBatch: 1, SeqLen: 16, Micro: 1}
+	text := map[float64]string{}
+	for _, sw := range []float64{0, 1} {
+		m := hunyuanTiny(t, 4)
+		m.Attention.ShareWeights = sw
+		progs, err := Lower(m, b, Layout{DP: 1, EP: 1, TP: 1, PP: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, op := range progs[0].Ops {
+			if op.WhenRecompute || op.Kind == "share_select" {
+				t.Fatalf("share_weights = %g: op %s (%s) is conditional on attention sharing", sw, op.Kind, op.Attr)
+			}
+		}
+		text[sw] = fmt.Sprint(len(progs[0].Ops), len(progs[0].Buffers))
+	}
+	if text[0] != text[1] {
+		t.Errorf("share_weights 0 and 1 lower differently: ops,buffers %s vs %s", text[0], text[1])
+	}
+}

@@ -7,10 +7,13 @@ import (
 )
 
 // members lists the ranks of op's group that this rank belongs to, and its place there.
-func (e *Executor) members(group string) ([]int, int, error) {
-	ax, ok := step.AxisByName(group)
+func (e *Executor) members(name string) ([]int, int, error) {
+	if g, ok := e.groups[name]; ok {
+		return g.ranks, g.pos, nil
+	}
+	ax, ok := step.AxisByName(name)
 	if !ok {
-		return nil, 0, fmt.Errorf("unknown group %q", group)
+		return nil, 0, fmt.Errorf("unknown group %q", name)
 	}
 	l := e.p.Layout
 	var ranks []int
@@ -23,9 +26,16 @@ func (e *Executor) members(group string) ([]int, int, error) {
 		ranks = append(ranks, r)
 	}
 	if pos < 0 {
-		return nil, 0, fmt.Errorf("rank %d is not in its own %s group", e.p.Rank, group)
+		return nil, 0, fmt.Errorf("rank %d is not in its own %s group", e.p.Rank, name)
 	}
+	e.groups[name] = group{ranks, pos}
 	return ranks, pos, nil
+}
+
+// group is a collective group's ranks, in axis order, and this rank's place among them.
+type group struct {
+	ranks []int
+	pos   int
 }
 
 // communicate runs a collective or a pipeline message through the rank's Comm.

@@ -72,6 +72,7 @@ func (e *Executor) growRope(n int) {
 	half := e.d.Dh / 2
 	for p := len(e.cos) / half; p < n; p++ {
 		for i := 0; i < half; i++ {
+			// The frequency in float32 first, as runtime/nn and Hugging Face compute it.
 			inv := float32(1 / math.Pow(e.m.RopeBase, float64(2*i)/float64(e.d.Dh)))
 			ang := float64(float32(p) * inv)
 			e.cos, e.sin = append(e.cos, math.Cos(ang)), append(e.sin, math.Sin(ang))

@@ -2,7 +2,6 @@ package exec
 
 import (
 	"fmt"
-	"math"
 	"strings"
 	"unsafe"
 
@@ -28,7 +27,9 @@ type Executor struct {
 	param, grad map[params.ID]int
 	// recompute is this step's attention-sharing dice, per layer.
 	recompute []bool
-	stats     Stats
+	// groups caches each collective group's members, found on first use.
+	groups map[string]group
+	stats  Stats
 	// opt updates the parameter pieces optParams (SetOptimizer); counted says which part of
 	// each counts toward the global gradient norm.
 	opt       *optim.AdamW
@@ -116,18 +117,10 @@ func New(p *step.Program, m *program.Model, comm Comm) (*Executor, error) {
 		}
 	}
 	if m.Position == program.Rotary {
-		half := d.Dh / 2
-		T := p.Batch.SeqLen
-		e.cos, e.sin = make([]float64, T*half), make([]float64, T*half)
-		for pos := 0; pos < T; pos++ {
-			for i := 0; i < half; i++ {
-				// The frequency in float32 first, as runtime/nn and Hugging Face compute it.
-				inv := float32(1 / math.Pow(m.RopeBase, float64(2*i)/float64(d.Dh)))
-				ang := float64(float32(pos) * inv)
-				e.cos[pos*half+i], e.sin[pos*half+i] = math.Cos(ang), math.Sin(ang)
-			}
-		}
+		e.growRope(p.Batch.SeqLen)
 	}
+	e.recompute = make([]bool, d.L)
+	e.groups = map[string]group{}
 	return e, nil
 }
 
@@ -173,10 +166,9 @@ func (e *Executor) Run(micro [][]int32, o Options) (Stats, error) {
 		return Stats{}, fmt.Errorf("exec: %d micro-batches, the program takes %d", len(micro), p.Batch.Micro)
 	}
 	e.stats = Stats{}
-	e.recompute = make([]bool, e.d.L)
+	share := e.m.Attention.RecomputeProbability()
 	for l := range e.recompute {
-		sw := e.m.Attention.ShareWeights
-		e.recompute[l] = l == 0 || sw >= 1 || sw <= 0 || rng.New(rng.Key(o.Seed, o.Step, l, rng.PurposeAttnShare)).Bernoulli(sw)
+		e.recompute[l] = l == 0 || share >= 1 || rng.New(rng.Key(o.Seed, o.Step, l, rng.PurposeAttnShare)).Bernoulli(share)
 	}
 	B, T := p.Batch.MicroBatch, p.Batch.SeqLen
 	for i, b := range p.Buffers {

@@ -285,3 +285,31 @@ func TestGroupRouting(t *testing.T) {
 		t.Error("top_k_groups > groups accepted")
 	}
 }
+
+// TestNormEpsDefault: a Go-built model that leaves norm_eps at 0 computes with
+// program.DefaultNormEps, the value a .moe file gets when it writes none, so the same
+// model means the same numbers however it was built. A far larger epsilon changes the
+// loss, so the comparison sees the epsilon at all.
+func TestNormEpsDefault(t *testing.T) {
+	b := randBatch(rand.New(rand.NewPCG(4, 5)), tinyDense().Vocab, 3, 6)
+	loss := func(eps float64) float64 {
+		cfg := tinyMoE()
+		cfg.NormEps = eps
+		m, err := New(cfg, 7)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := m.Forward(b, StepOptions{Seed: 1, Step: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Loss
+	}
+	unset, def := loss(0), loss(program.DefaultNormEps)
+	if unset != def {
+		t.Errorf("norm_eps unset: loss %.9f, with the default %g: %.9f", unset, program.DefaultNormEps, def)
+	}
+	if big := loss(1e-1); big == def {
+		t.Errorf("norm_eps 0.1 gives the default's loss %.9f: the epsilon does not reach the norms", big)
+	}
+}

@@ -83,16 +83,7 @@ func TestLayoutInvariance(t *testing.T) {
 			if ref[0].Dropped == 0 {
 				t.Error("the case is meant to drop assignments")
 			}
-			var worst float64
-			for name, want := range refW {
-				got := w[name]
-				if len(got) != len(want) {
-					t.Fatalf("tensor %s: %d values, single rank %d", name, len(got), len(want))
-				}
-				for i := range want {
-					worst = math.Max(worst, math.Abs(float64(got[i]-want[i])))
-				}
-			}
+			worst := worstWeightDiff(t, refW, w)
 			if worst > 2e-3 {
 				t.Errorf("final weights differ from the single rank's by up to %g", worst)
 			}
@@ -105,6 +96,23 @@ func close(a, b, rel float64) bool { return math.Abs(a-b) <= rel*math.Max(1, mat
 
 // trainLayout runs the program's stage under l (nil: one rank) and returns its log and
 // final weights.
+// worstWeightDiff is the largest absolute difference between the single rank's final
+// weights and a sharded run's, tensor by tensor.
+func worstWeightDiff(t *testing.T, single, sharded map[string][]float32) float64 {
+	t.Helper()
+	var worst float64
+	for name, want := range single {
+		got := sharded[name]
+		if len(got) != len(want) {
+			t.Fatalf("tensor %s: %d values, single rank %d", name, len(got), len(want))
+		}
+		for i := range want {
+			worst = math.Max(worst, math.Abs(float64(got[i]-want[i])))
+		}
+	}
+	return worst
+}
+
 func trainLayout(t *testing.T, p *program.Program, l *Sharding) ([]StepRecord, map[string][]float32) {
 	t.Helper()
 	recs, w, _ := trainLayoutMem(t, p, l)

@@ -3,7 +3,6 @@ package train
 import (
 	"context"
 	"fmt"
-	"math"
 	"strings"
 	"testing"
 
@@ -40,16 +39,7 @@ func TestStepProgramLayouts(t *testing.T) {
 						a.Step, b.Loss, b.Balance, b.GradNorm, b.Dropped, a.Loss, a.Balance, a.GradNorm, a.Dropped)
 				}
 			}
-			var worst float64
-			for name, want := range refW {
-				got := w[name]
-				if len(got) != len(want) {
-					t.Fatalf("tensor %s: %d values, single rank %d", name, len(got), len(want))
-				}
-				for i := range want {
-					worst = math.Max(worst, math.Abs(float64(got[i]-want[i])))
-				}
-			}
+			worst := worstWeightDiff(t, refW, w)
 			if worst > 1e-4 {
 				t.Errorf("final weights differ from the single rank's by up to %g", worst)
 			}
