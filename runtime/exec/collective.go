@@ -59,6 +59,9 @@ func (e *Executor) communicate(op *step.Op) error {
 	case step.OpAllToAllV:
 		return e.allToAll(op, members, pos)
 	case step.OpAllGather:
+		if op.Attr == step.AttrGatherVocab {
+			return e.gatherVocab(op, members, pos)
+		}
 		return e.allGather(op, members, pos)
 	case step.OpReduceScatter:
 		return e.reduceScatter(op, members, pos)

@@ -64,7 +64,11 @@ func (e *Executor) run(op *step.Op) error {
 	case step.OpCopy:
 		copy(f[out[0]], f[in[0]])
 	case step.OpRotaryAt:
-		e.rotaryAt(f[out[0]], f[out[1]], int(e.i32[in[2]][0]))
+		e.rotaryAt(f[out[0]], f[out[1]], e.i32[in[2]])
+	case step.OpKVWrite:
+		e.kvWrite(op)
+	case step.OpLastRows:
+		e.lastRows(op)
 	case step.OpKVAppend:
 		e.kvAppend(op)
 	case step.OpAttnDecode:
@@ -206,10 +210,9 @@ func (e *Executor) matmulDW(op *step.Op) error {
 func (e *Executor) embed(op *step.Op) {
 	tok, table, x := e.i32[op.In[0]], e.f32[op.In[1]], e.f32[op.Out[0]]
 	w := e.p.Buffers[op.In[1]].Shape[1]
-	if op.Attr == "position_at" { // decoding: every sequence at the step's position
-		row := int(tok[0])
-		for t := 0; t < len(x)/w; t++ {
-			copy(x[t*w:(t+1)*w], table[row*w:(row+1)*w])
+	if op.Attr == "position_at" { // decoding: each sequence at its position
+		for t, row := range tok {
+			copy(x[t*w:(t+1)*w], table[int(row)*w:(int(row)+1)*w])
 		}
 		return
 	}
