@@ -67,6 +67,11 @@ func LowerInference(m *program.Model, in Inference, l Layout) ([]*Program, error
 	}
 	dm := *m
 	dm.Attention.ShareWeights = 1 // inference always recomputes
+	if m.MoE != nil {
+		moe := *m.MoE
+		moe.CapacityFactor = 0 // and routes dropless
+		dm.MoE = &moe
+	}
 	b := Batch{MicroBatch: in.Batch, SeqLen: max(in.Prompt, 1), Micro: 1}
 	l, d, walk, err := prepare(&dm, b, l)
 	if err != nil {
