@@ -13,6 +13,11 @@ const (
 	OpLastRows OpKind = "last_rows" // prefill: each sequence's row at its last prompt position
 )
 
+// AttrSkipEmptySlots marks a grouped product that computes only the dispatch slots a
+// token filled: dropless routing sizes every expert for the worst case, so most slots of
+// an inference step are empty (zero rows, whose product is the bias alone).
+const AttrSkipEmptySlots = "filled slots only"
+
 // AttrGatherVocab marks the all-gather of a vocabulary-parallel head's logits over tp.
 const AttrGatherVocab = "logits over the vocabulary"
 
@@ -189,7 +194,13 @@ func (lw *lowerer) inferStep(maxLen int, prefill bool) {
 			if rows >= 0 {
 				rin = rows
 			}
+			first := len(lw.p.Ops)
 			y = lw.moe(l, h2, rin)
+			for i := first; i < len(lw.p.Ops); i++ {
+				if op := &lw.p.Ops[i]; op.Kind == OpGroupedMM {
+					op.Attr = join(op.Attr, AttrSkipEmptySlots)
+				}
+			}
 		} else {
 			y = lw.ffn(pre+"ffn", h2, id(params.RoleFFNIn), id(params.RoleFFNUp), id(params.RoleFFNDown), d.FFNActivation, l)
 		}

@@ -313,3 +313,28 @@ func softmaxInPlace(row []float32) {
 		row[j] = float32(float64(row[j]) * inv)
 	}
 }
+
+// filledRowsMM is y = x·wᵀ over R rows of which only the non-zero ones are multiplied, in
+// runs of consecutive rows: a zero row's product is zero.
+func filledRowsMM(x, w, y []float32, R, o, k int) {
+	zero := func(r int) bool {
+		for _, v := range x[r*k : (r+1)*k] {
+			if v != 0 {
+				return false
+			}
+		}
+		return true
+	}
+	for r := 0; r < R; {
+		if zero(r) {
+			clear(y[r*o : (r+1)*o])
+			r++
+			continue
+		}
+		s := r
+		for r < R && !zero(r) {
+			r++
+		}
+		blas.Gemm(false, true, r-s, o, k, 1, x[s*k:], k, w, k, 0, y[s*o:], o)
+	}
+}

@@ -5,6 +5,7 @@ package exec
 
 import (
 	"math"
+	"strings"
 
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/step"
@@ -261,7 +262,11 @@ func (e *Executor) groupedMM(op *step.Op) {
 	R := len(x) / (len(w) * k)
 	for ex := range w {
 		xe, ye := x[ex*R*k:(ex+1)*R*k], y[ex*R*o:(ex+1)*R*o]
-		blas.Gemm(false, true, R, o, k, 1, xe, k, w[ex], k, 0, ye, o)
+		if strings.HasSuffix(op.Attr, step.AttrSkipEmptySlots) {
+			filledRowsMM(xe, w[ex], ye, R, o, k)
+		} else {
+			blas.Gemm(false, true, R, o, k, 1, xe, k, w[ex], k, 0, ye, o)
+		}
 		if b[ex] != nil && e.addsBias(op) {
 			addBias(ye, b[ex], R)
 		}
