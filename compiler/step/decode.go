@@ -94,7 +94,7 @@ func LowerInference(m *program.Model, in Inference, l Layout) ([]*Program, error
 		lw.declareInference()
 		lw.micro, lw.phase = 0, Forward
 		lw.inferStep(in.MaxLen, in.Prompt > 0)
-		lw.p.Memory = planMemory(lw.p)
+		lw.p.Memory = planInference(lw.p)
 		out[r] = lw.p
 	}
 	return out, nil
@@ -257,4 +257,36 @@ func (lw *lowerer) causalAttention(l, q, k, v int) int {
 	a := lw.act(pre+"attn", KindActivation, n, lw.qLocal)
 	lw.fwd(Op{Kind: OpAttnAV, Layer: l, In: []int{p, v}, Out: []int{a}, FLOPs: scoreFLOPs / 2})
 	return a
+}
+
+// planInference is planMemory with the persistent buffers (weights, KV caches) first, in
+// declaration order, and the rest above them: the prefill program and the decoding
+// step's hold the same persistent buffers in the same places, so an executor of one can
+// share the other's and allocate only the arena above them.
+func planInference(p *Program) MemoryPlan {
+	var shared int64
+	shadow := *p
+	shadow.Buffers = make([]*Buffer, len(p.Buffers))
+	for i, b := range p.Buffers {
+		shadow.Buffers[i] = b
+		if b.Kind.Persistent() {
+			b.Offset = shared
+			shared += align(b.Bytes())
+			empty := *b // placed by the loop above, not by planMemory
+			empty.Shape = []int{0}
+			shadow.Buffers[i] = &empty
+		}
+	}
+	mp := planMemory(&shadow)
+	for _, b := range p.Buffers {
+		if !b.Kind.Persistent() {
+			b.Offset += shared
+		} else if b.Tier == Device {
+			mp.Persistent[Device] += b.Bytes()
+			mp.ByKind[b.Kind] += b.Bytes()
+		}
+	}
+	mp.Arena[Device] += shared
+	mp.Peak[Device] += shared
+	return mp
 }

@@ -37,7 +37,7 @@ func Format(w io.Writer, p *Program) error {
 		fmt.Fprintf(&b, "; host: arena %s", human.Bytes(m.Arena[Host]))
 	}
 	b.WriteString("\n# at the peak:")
-	for k := KindInput; k <= KindScalar; k++ {
+	for k := KindInput; k <= KindCache; k++ {
 		if v := m.ByKind[k]; v > 0 {
 			fmt.Fprintf(&b, " %s %s;", k, human.Bytes(v))
 		}

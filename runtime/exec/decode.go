@@ -112,14 +112,40 @@ func (e *Executor) runInference(logits int) ([]float32, error) {
 
 // NewSharing is New for a program whose persistent buffers (weights, KV caches) are
 // base's of the same name: a prefill program shares its decoding program's weights and
-// fills the caches the decoding steps read. Weights are loaded into base alone.
+// fills the caches the decoding steps read. Weights are loaded into base alone. An
+// inference program's memory plan puts the persistent buffers below the rest
+// (step.LowerInference), so only the arena above them is allocated.
 func NewSharing(p *step.Program, m *program.Model, comm Comm, base *Executor) (*Executor, error) {
-	e, err := New(p, m, comm)
+	var shared int64
+	for _, b := range p.Buffers {
+		if b.Kind.Persistent() {
+			shared = max(shared, b.Offset+b.Bytes())
+		}
+	}
+	shared = (shared + 63) / 64 * 64 // the arena's alignment, on which the rest begins
+	own := *p
+	own.Buffers = make([]*step.Buffer, len(p.Buffers))
+	own.Memory.Lifetime = append([][2]int(nil), p.Memory.Lifetime...)
+	own.Memory.Arena[step.Device] -= shared
+	for i, b := range p.Buffers {
+		c := *b
+		own.Buffers[i] = &c
+		switch {
+		case b.Kind.Persistent():
+			own.Memory.Lifetime[i] = [2]int{-1, -1} // not in this executor's arena
+		case b.Tier == step.Device && own.Memory.Lifetime[i][0] >= 0:
+			if b.Offset < shared {
+				return nil, fmt.Errorf("exec: %s's buffer %s lies among the shared persistent buffers", p.Model, b.Name)
+			}
+			c.Offset -= shared
+		}
+	}
+	e, err := New(&own, m, comm)
 	if err != nil {
 		return nil, err
 	}
 	for i, b := range p.Buffers {
-		if !b.Kind.Persistent() || e.f32[i] == nil {
+		if !b.Kind.Persistent() || p.Memory.Lifetime[i][0] < 0 {
 			continue
 		}
 		j := base.named(b.Name)
