@@ -17,6 +17,11 @@
 // op's own rule (grad.go), so the backward is data, listed and golden-tested like the
 // forward. Parameters are named by their structured identity (compiler/params).
 //
+// Inference lowers the same way (LowerInference; decode.go): a prefill of a batch of
+// prompts, which writes every layer's KV cache (KindCache) and ends with each prompt's
+// last logits, and one decoding step against those caches, under tensor and expert
+// parallelism, with no backward, loss or optimizer.
+//
 // Format writes a program as the listing `moec build` stores per stage and rank
 // (program.txt): one line per op with its inputs, outputs, bytes moved and FLOPs. Verify
 // checks a program (every buffer written before it is read, memory-plan offsets of live

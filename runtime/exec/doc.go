@@ -6,6 +6,10 @@
 // nothing; Run executes the program's ops in order on a step's micro-batches and returns
 // the loss terms as runtime/nn reports them.
 //
+// Inference programs run through Prefill and Decode (and DecodeAt); LocalDecoder runs a
+// layout's inference programs on in-process ranks, a prefill sharing the decoding step's
+// weights and KV caches (NewSharing).
+//
 // Each op kind has one kernel here (products through runtime/blas). The kernels are
 // written from the op definitions in compiler/step, not shared with runtime/nn: the
 // hand-written model is the oracle the executor's losses and gradients are tested
