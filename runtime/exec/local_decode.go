@@ -16,7 +16,8 @@ import (
 // step's programs, and a prefill's for each prompt length asked for (lowered on first
 // use), sharing the decoding programs' weights and KV caches. Each data-parallel replica
 // (ep = dp) decodes its own Batch sequences; the whole batch is replicas·Batch sequences,
-// replica r's being [r·Batch, (r+1)·Batch).
+// replica r's being [r·Batch, (r+1)·Batch). A rank's failure (a bug, or a peer that
+// does not answer) stops the world: the decoder is spent.
 type LocalDecoder struct {
 	m       *program.Model
 	layout  step.Layout
@@ -97,11 +98,14 @@ func (ld *LocalDecoder) Prefill(prompts [][]int32) ([]float32, error) {
 		return nil, fmt.Errorf("exec: %d prompts for %d sequences", len(prompts), ld.Sequences())
 	}
 	T := 0
-	for _, p := range prompts {
+	for i, p := range prompts {
+		if len(p) < 1 || len(p) > ld.maxLen {
+			return nil, fmt.Errorf("exec: prompt %d has %d tokens, the cache %d positions", i, len(p), ld.maxLen)
+		}
+		if err := ld.checkTokens(p); err != nil {
+			return nil, err
+		}
 		T = max(T, len(p))
-	}
-	if T < 1 || T > ld.maxLen {
-		return nil, fmt.Errorf("exec: a prompt of %d tokens for a cache of %d positions", T, ld.maxLen)
 	}
 	exs, ok := ld.prefill[T]
 	if !ok {
@@ -129,14 +133,41 @@ func (ld *LocalDecoder) Decode(tokens []int32, pos []int) ([]float32, error) {
 	if len(tokens) != ld.Sequences() || len(pos) != ld.Sequences() {
 		return nil, fmt.Errorf("exec: %d tokens and %d positions for %d sequences", len(tokens), len(pos), ld.Sequences())
 	}
+	for i, p := range pos {
+		if p < 0 || p >= ld.maxLen {
+			return nil, fmt.Errorf("exec: position %d of sequence %d outside the cache of %d positions", p, i, ld.maxLen)
+		}
+	}
+	if err := ld.checkTokens(tokens); err != nil {
+		return nil, err
+	}
 	return ld.all(ld.decode, func(ex *Executor, first int) ([]float32, error) {
 		return ex.DecodeAt(tokens[first:first+ld.batch], pos[first:first+ld.batch])
 	})
 }
 
+// checkTokens refuses token ids outside the vocabulary before any rank runs: a rank's
+// error stops the world's collectives for good.
+func (ld *LocalDecoder) checkTokens(tokens []int32) error {
+	for i, t := range tokens {
+		if t < 0 || int64(t) >= ld.m.Vocab {
+			return fmt.Errorf("exec: token %d at %d outside the vocabulary of %d", t, i, ld.m.Vocab)
+		}
+	}
+	return nil
+}
+
 // all runs f on every rank at once (first: the rank's replica's first sequence) and
 // gathers the logits of tp rank 0 of each replica.
 func (ld *LocalDecoder) all(exs []*Executor, f func(ex *Executor, first int) ([]float32, error)) ([]float32, error) {
+	if len(exs) == 1 { // one rank: no goroutine
+		out, err := f(exs[0], 0)
+		if err != nil {
+			return nil, err
+		}
+		copy(ld.logits, out)
+		return ld.logits, nil
+	}
 	errs := make([]error, len(exs))
 	var wg sync.WaitGroup
 	for r, ex := range exs {
