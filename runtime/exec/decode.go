@@ -302,8 +302,15 @@ func (e *Executor) attnDecode(op *step.Op) {
 		}
 		o := out[i*H*Dh : (i+1)*H*Dh]
 		for h := 0; h < H; h++ {
+			// Σ_j p_j·v_j in Go: one row is too small a product to hand to blas.
 			g := h / (H / KV)
-			blas.Gemm(false, false, 1, Dh, span, 1, probs[h*span:], span, vci[g*Dh:], kvd, 0, o[h*Dh:], Dh)
+			oh := o[h*Dh : (h+1)*Dh]
+			clear(oh)
+			for j, pj := range probs[h*span : (h+1)*span] {
+				for c, v := range vci[j*kvd+g*Dh : j*kvd+(g+1)*Dh] {
+					oh[c] += pj * v
+				}
+			}
 		}
 	}
 }
