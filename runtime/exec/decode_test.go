@@ -186,7 +186,8 @@ func sequences(n, total, vocab int, seed int64) [][]int32 {
 	return out
 }
 
-var oneRank = step.Layout{DP: 1, EP: 1, TP: 1, PP: 1}
+// oneRank is the single-rank layout.
+func oneRank() step.Layout { return step.Layout{DP: 1, EP: 1, TP: 1, PP: 1} }
 
 // TestPrefillMatchesHandWritten prefills prompts of different lengths in one batch
 // (padded at the end) through the prefill program (step.LowerPrefill), then decodes
@@ -202,7 +203,7 @@ func TestPrefillMatchesHandWritten(t *testing.T) {
 			t.Fatal(err)
 		}
 		toks := sequences(2, 12, int(m.Vocab), 1)
-		if w := worstDiff(inferLogits(t, m, net, toks, []int{5, 9}, oneRank), handLogits(t, net, toks)); w > 1e-5 {
+		if w := worstDiff(inferLogits(t, m, net, toks, []int{5, 9}, oneRank()), handLogits(t, net, toks)); w > 1e-5 {
 			t.Errorf("hunyuan_tiny with %d experts: logits differ by %.3g", experts, w)
 		}
 	}
@@ -215,7 +216,7 @@ func TestPrefillMatchesHandWritten(t *testing.T) {
 			t.Fatal(err)
 		}
 		toks := sequences(3, 8, int(m.Vocab), int64(i))
-		w := worstDiff(inferLogits(t, m, net, toks, []int{1 + i%4, 4, 6}, oneRank), handLogits(t, net, toks))
+		w := worstDiff(inferLogits(t, m, net, toks, []int{1 + i%4, 4, 6}, oneRank()), handLogits(t, net, toks))
 		if w > 1e-5 {
 			t.Fatalf("%s: logits differ by %.3g", steptest.String(m), w)
 		}
@@ -243,7 +244,7 @@ func TestInferenceLayoutsMatchOneRank(t *testing.T) {
 		}
 		toks := sequences(2, 8, int(m.Vocab), seed)
 		lengths := []int{3, 5}
-		one := inferLogits(t, m, net, toks, lengths, oneRank)
+		one := inferLogits(t, m, net, toks, lengths, oneRank())
 		for li, l := range layouts {
 			if _, err := step.LowerInference(m, step.Inference{Batch: 1, MaxLen: 8}, l); err != nil {
 				var le *step.LayoutError
