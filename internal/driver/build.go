@@ -178,7 +178,7 @@ func writeStepProgram(dir string, m *program.Model, tr *program.Train, st *progr
 	}
 	pl := p.Layout
 	l := step.Layout{DP: pl.DP, EP: max(pl.EP, 1), TP: pl.TP, PP: pl.PP, ZeRO: pl.ZeRO, OffloadOpt: pl.Offload == program.OffloadCPU || pl.Memory == program.MemoryUnifiedCache,
-		Recompute: pl.Recompute == program.RecomputeFull}
+		Recompute: pl.Recompute, SequenceParallel: assumes(p, "sequence_parallel")}
 	b := step.Batch{MicroBatch: pl.MicroBatch, SeqLen: int(seq), Micro: max(pl.GradAccum, 1)}
 	prog, err := step.LowerRank(m, b, l, 0)
 	if err != nil {
@@ -195,4 +195,15 @@ func writeStepProgram(dir string, m *program.Model, tr *program.Train, st *progr
 	}
 	res.Files = append(res.Files, path)
 	return prog, "", nil
+}
+
+// assumes reports whether the plan's assumption name is true (sequence_parallel: the plan
+// counted the tp ranks' activations split by token, so the step program splits them).
+func assumes(p *plan.Plan, name string) bool {
+	for _, a := range p.Assumptions {
+		if a.Name == name {
+			return a.Value == "true"
+		}
+	}
+	return false
 }
