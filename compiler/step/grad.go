@@ -157,7 +157,7 @@ func (lw *lowerer) backwardOf(op Op) {
 			db, _ := lw.paramGrad(op.In[2])
 			outs = append(outs, db)
 		}
-		b := Op{Kind: OpMatMulDW, Layer: op.Layer, In: []int{dy, x}, Out: outs, Attr: condOf(op.Attr), FLOPs: flops}
+		b := Op{Kind: OpMatMulDW, Layer: op.Layer, In: []int{dy, lw.regather(x, op.Layer)}, Out: outs, Attr: condOf(op.Attr), FLOPs: flops}
 		lw.writeGrads(&b, outs...)
 		lw.bwd(b)
 		if lw.needsGrad(x) {

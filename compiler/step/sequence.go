@@ -71,6 +71,14 @@ func (lw *lowerer) colIn(x, layer int) int {
 	return lw.seqGather(x, layer, attrSequence)
 }
 
+// seqState records the forward's gathers of column-parallel inputs, which the backward
+// gathers again rather than keeping (Megatron's ColumnParallelLinear saves its input's
+// sequence slice and all-gathers it again for the weight gradient).
+type seqState struct {
+	gatheredFrom map[int]int // a gathered buffer → the rank's rows it was gathered from
+	regathered   map[int]int // a gathered buffer → its backward copy
+}
+
 // seqGather emits the all-gather over tp of x's rows into a whole value.
 func (lw *lowerer) seqGather(x, layer int, attr string) int {
 	b := lw.p.Buffers[x]
@@ -79,6 +87,35 @@ func (lw *lowerer) seqGather(x, layer int, attr string) int {
 	y := lw.act(trimMicro(b.Name)+"/gathered", b.Kind, shape...)
 	lw.fwd(Op{Kind: OpAllGather, Layer: layer, In: []int{x}, Out: []int{y}, Group: "tp", Attr: attr,
 		Bytes: b.Bytes() * int64(lw.l.TP-1)})
+	if attr == attrSequence {
+		if lw.seq.gatheredFrom == nil {
+			lw.seq.gatheredFrom, lw.seq.regathered = map[int]int{}, map[int]int{}
+		}
+		lw.seq.gatheredFrom[y] = x
+	}
+	return y
+}
+
+// regather returns the buffer a weight gradient reads for the forward value x: under sp,
+// for a gathered column-parallel input, a copy gathered again in the backward (once per
+// micro-batch, before its first reader), so the whole value is not kept from the forward
+// to the backward; else x. A value recompute = full computed again is read as it is.
+func (lw *lowerer) regather(x, layer int) int {
+	local, ok := lw.seq.gatheredFrom[x]
+	if !ok {
+		return x
+	}
+	if y, ok := lw.seq.regathered[x]; ok {
+		return y
+	}
+	b := lw.p.Buffers[x]
+	y := lw.act(trimMicro(b.Name)+"/regathered", b.Kind, b.Shape...)
+	cond := lw.cond
+	lw.cond = false // every reader of the copy may read it, conditional or not
+	lw.bwd(Op{Kind: OpAllGather, Layer: layer, In: []int{local}, Out: []int{y}, Group: "tp", Attr: attrSequence + " again for the weight gradients",
+		Bytes: lw.p.Buffers[local].Bytes() * int64(lw.l.TP-1)})
+	lw.cond = cond
+	lw.seq.regathered[x] = y
 	return y
 }
 
