@@ -24,6 +24,7 @@ func TestRecomputeFull(t *testing.T) {
 	}{
 		{"one rank", func(*program.Model) {}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 1}},
 		{"dp2 tp2 pp2 zero3", plain, step.Layout{DP: 2, EP: 2, TP: 2, PP: 2, ZeRO: 3}},
+		{"tp2 pp2 sp", plain, step.Layout{DP: 1, EP: 1, TP: 2, PP: 2, SequenceParallel: true}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			m := hunyuanTiny(t, 8)

@@ -1,10 +1,12 @@
 package exec
 
 import (
+	"math"
 	"testing"
 
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/step"
+	"github.com/moec-dev/moec/runtime/nn"
 )
 
 // activationPeak is the largest total of per-micro-batch values (activations, their
@@ -75,6 +77,69 @@ func TestSequenceParallelMemory(t *testing.T) {
 					t.Errorf("rank %d: activation peak %d with sp, %d without", r, s, a)
 				}
 			}
+		})
+	}
+}
+
+// TestSequenceParallelFeatures: the parts of a model sequence parallelism treats apart
+// (learned positions and the token-embedding router table sliced to the rank's tokens,
+// LayerNorm biases, biased products and router, a shared expert reading the gathered
+// stream, attention-weight sharing) compute under tp 2 with sp what one rank computes and
+// what tp 2 computes without sp.
+func TestSequenceParallelFeatures(t *testing.T) {
+	m := hunyuanTiny(t, 8)
+	moe := *m.MoE
+	m.MoE = &moe
+	m.Attention.TalkingHeads = false
+	m.Norm, m.Position, m.MaxPosition, m.FinalNorm = program.LayerNorm, program.Learned, m.SeqLen, true
+	m.FFN.Bias, m.MoE.ExpertBias, m.MoE.RouterBias, m.MoE.SharedExperts = true, true, true, 1
+	net, err := nn.New(m, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const mb, T, M = 2, 16, 2
+	progs, err := step.Lower(m, step.Batch{MicroBatch: mb, SeqLen: T, Micro: M}, step.Layout{DP: 1, EP: 1, TP: 2, PP: 1, SequenceParallel: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, b := range progs[0].Buffers {
+		names[b.Name] = true
+	}
+	for _, want := range []string{"pos/slice@0", "router_rows/slice@0", "L1.shared0.out/scattered@0", "L1.ffn_in/gathered/regathered@0"} {
+		if !names[want] {
+			t.Errorf("the program has no buffer %s", want)
+		}
+	}
+	for _, l := range []step.Layout{
+		{DP: 1, EP: 1, TP: 2, PP: 1, SequenceParallel: true},
+		{DP: 2, EP: 2, TP: 2, PP: 1, ZeRO: 1, SequenceParallel: true},
+	} {
+		t.Run(l.String(), func(t *testing.T) {
+			micro := make([][]int32, l.DP*M)
+			for i := range micro {
+				micro[i] = randomTokens(mb, T, int(m.Vocab), int64(40+i))
+			}
+			o := Options{Seed: 2, Step: 1}
+			one := runLayout(t, m, net, step.Layout{DP: 1, EP: 1, TP: 1, PP: 1}, step.Batch{MicroBatch: mb, SeqLen: T, Micro: l.DP * M}, micro, o)
+			plain := l
+			plain.SequenceParallel = false
+			tp := runLayout(t, m, net, plain, step.Batch{MicroBatch: mb, SeqLen: T, Micro: M}, micro, o)
+			sp := runLayout(t, m, net, l, step.Batch{MicroBatch: mb, SeqLen: T, Micro: M}, micro, o)
+			for _, ref := range []struct {
+				name string
+				run  layoutRun
+			}{{"one rank", one}, {"without sp", tp}} {
+				if math.Abs(sp.ce-ref.run.ce) > 1e-5*math.Abs(ref.run.ce) || math.Abs(sp.balance-ref.run.balance) > 1e-5*math.Max(1, math.Abs(ref.run.balance)) {
+					t.Errorf("CE %.9g balance %.9g with sp, %.9g %.9g %s", sp.ce, sp.balance, ref.run.ce, ref.run.balance, ref.name)
+				}
+				for id, want := range ref.run.grads {
+					if e := relErr(sp.grads[id], want); e > 1e-5 {
+						t.Errorf("gradient of %s differs from %s by %.3g (relative)", id, ref.name, e)
+					}
+				}
+			}
+			t.Logf("CE %.7f (one rank %.7f, without sp %.7f)", sp.ce, one.ce, tp.ce)
 		})
 	}
 }
