@@ -161,6 +161,7 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 	f.IntVar(&rf.tp, "tp", 0, "tensor-parallel size: Megatron's column/row splits of heads, FFN and expert widths and the vocabulary; trains through step programs (in-process ranks)")
 	f.IntVar(&rf.pp, "pp", 0, "pipeline-parallel size: stages of contiguous layers under a 1F1B schedule of the micro-batches; trains through step programs (in-process ranks)")
 	f.BoolVar(&rf.program, "step-programs", false, "train through step programs (compiler/step run by the executor) even without --tp or --pp")
+	f.BoolVar(&rf.sp, "sp", false, "sequence parallelism (with --tp > 1): the tp ranks split the norms, residual sums and router input by token, with all-gathers and reduce-scatters in place of tp's all-reduces")
 	f.BoolVar(&rf.offload, "offload", false, "keep optimizer states in the host tier (default: the train block's memory.offload)")
 	f.StringVar(&rf.budget, "cache-budget", "", "run the unified cache with this device budget per rank, e.g. 8MiB (default with memory = unified_cache: a quarter of a rank's weights)")
 	f.DurationVar(&rf.timeout, "collective-timeout", 0, "fail a collective that waits longer than this for another rank; positive (default 5m)")
@@ -242,7 +243,7 @@ func checkRunFlags(cmd *cobra.Command, opt train.Options, rf rankFlags) error {
 }
 
 // layoutFlags are the flags that choose a run's layout.
-var layoutFlags = []string{"ranks", "ep", "zero", "offload", "cache-budget", "tp", "pp", "step-programs"}
+var layoutFlags = []string{"ranks", "ep", "zero", "offload", "cache-budget", "tp", "pp", "step-programs", "sp"}
 
 // layoutFlagsChanged says whether any layout flag was given.
 func layoutFlagsChanged(cmd *cobra.Command) bool {

@@ -27,12 +27,13 @@ type rankFlags struct {
 	budget  string // unified cache device budget ("" = a quarter of a rank's weights)
 	tp, pp  int    // tensor- and pipeline-parallel sizes (0 = none)
 	program bool   // train through step programs even without tp or pp
+	sp      bool   // sequence parallelism over the tp ranks
 }
 
 // request is the layout the flags ask for.
 func (f rankFlags) request() driver.LayoutRequest {
 	return driver.LayoutRequest{Ranks: f.ranks, EP: f.ep, ZeRO: f.zero, ZeROSet: f.zeroSet, Offload: f.offload, Budget: f.budget,
-		TP: f.tp, PP: f.pp, Program: f.program}
+		TP: f.tp, PP: f.pp, Program: f.program, SP: f.sp}
 }
 
 // layout is driver.RunLayout for the flags; a request wrong on its own is a usage error.

@@ -34,6 +34,9 @@ func Diagnose(err error, st *program.Stage, layoutFrom string) diag.List {
 			d.Notes = append(d.Notes, "the model's "+p.Key+" is what the "+p.Axis+" axis splits")
 		}
 		d.Suggestion = "choose a " + p.Axis + " size that divides " + p.What
+		if p.Axis == "sp" {
+			d.Suggestion = "choose a tp size that divides " + p.What + ", or turn sequence parallelism off"
+		}
 	}
 	for _, u := range le.Unsupported {
 		ds.Errorf(CodeNotLowered, r, "the step program does not lower %s under %s: %s", u.Feature, layoutFrom, u.Why)

@@ -4,7 +4,8 @@
 //
 // In: a resolved *program.Model (a stage's model, from program.StageModel), the step's
 // batch (micro-batch sequences, sequence length, micro-batches per step) and a Layout
-// (data, expert, tensor and pipeline parallel sizes, ZeRO stage, optimizer offload).
+// (data, expert, tensor and pipeline parallel sizes, ZeRO stage, optimizer offload,
+// sequence parallelism, recompute mode).
 // Out: Lower returns one *Program per rank, or diagnostics (E0509 when the layout does
 // not divide what it splits, E0510 for a model feature the step program does not lower:
 // the step column of the features table, compiler/features).

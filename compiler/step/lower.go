@@ -149,6 +149,8 @@ type lowerer struct {
 	paramWritten  map[int]bool
 	// cond marks the backward ops being emitted as conditional (their forward op was).
 	cond bool
+	// seq is what sequence parallelism's backward gathers again (sequence.go).
+	seq seqState
 }
 
 // group is a set of parameters reduced and updated together: the dense parameters over

@@ -75,7 +75,7 @@ func (lw *lowerer) forwardMicro(m int) {
 		lw.gatherModel(params.RoleEmbed, params.RolePositions, params.RoleRouterEmbed)
 		x, rows = lw.embed(tokens)
 	} else {
-		x = lw.act("x_in", KindComm, n, d)
+		x = lw.act("x_in", KindComm, lw.seqTokens(), d)
 		lw.emit(Op{Kind: OpRecv, Phase: Forward, Layer: lw.p.FirstLayer, Out: []int{x}, Peer: lw.peer(lw.c.PP - 1), Group: "pp",
 			Attr: "activations", Bytes: lw.p.Buffers[x].Bytes()})
 	}
@@ -212,6 +212,7 @@ func (lw *lowerer) gatherModel(roles ...params.Role) {
 // reduceAndUpdate emits the gradient reduction and the optimizer update of each group.
 func (lw *lowerer) reduceAndUpdate() {
 	lw.micro = -1
+	lw.reduceSequenceGrads()
 	type reduced struct {
 		g      *group
 		ps     []int // the group's whole parameter tensors (none under ZeRO-3)

@@ -52,7 +52,7 @@ func parseLayout(t *testing.T, line string) layoutCase {
 	for _, f := range strings.Fields(line) {
 		k, v, _ := strings.Cut(f, "=")
 		var n int
-		if k != "stage" && k != "offload" {
+		if k != "stage" && k != "offload" && k != "recompute" {
 			if _, err := fmt.Sscan(v, &n); err != nil {
 				t.Fatalf("layout %q: %s: %v", line, f, err)
 			}
@@ -78,6 +78,10 @@ func parseLayout(t *testing.T, line string) layoutCase {
 			c.rank = n
 		case "offload":
 			c.layout.OffloadOpt = true
+		case "sp":
+			c.layout.SequenceParallel = n != 0
+		case "recompute":
+			c.layout.Recompute = program.Recompute(v)
 		default:
 			t.Fatalf("layout %q: unknown key %s", line, k)
 		}

@@ -23,6 +23,7 @@ type LayoutRequest struct {
 	Budget          string // unified cache device budget ("" = a quarter of a rank's weights)
 	TP, PP          int    // tensor- and pipeline-parallel sizes (0 = none)
 	Program         bool   // train through step programs even without tp or pp
+	SP              bool   // sequence parallelism (needs TP > 1)
 }
 
 // DefaultCachePage is the unified cache's page when neither the file nor a flag gives one:
@@ -82,6 +83,11 @@ func RunLayout(prog *program.Program, trainName, stageName string, micro, worldS
 		e.Suggestion = fmt.Sprintf("pass --ranks %d or a multiple of it, or drop --ep", f.EP)
 		return nil, nil, e
 	}
+	if f.SP && f.TP <= 1 {
+		e := diag.Runtimef(diag.ErrBadRunOption, "--sp splits what the tensor-parallel ranks replicate, and this run has no tensor parallelism")
+		e.Suggestion = "pass --tp 2 (or more) with --sp, or drop --sp"
+		return nil, nil, Usage(e)
+	}
 	if f.TP > 1 || f.PP > 1 || f.Program {
 		// Step programs: the ranks are dp × tp × pp (dp 1 unless --ranks says more); the
 		// executor runs exactly the memory its programs plan, reported per rank.
@@ -91,7 +97,7 @@ func RunLayout(prog *program.Program, trainName, stageName string, micro, worldS
 		if f.Budget != "" {
 			return nil, nil, Usage(diag.Runtimef(diag.ErrBadRunOption, "--tp, --pp and --step-programs do not run the unified cache yet"))
 		}
-		l := &train.Sharding{Ranks: ranks, EP: max(f.EP, 1), ZeRO: f.ZeRO, Offload: f.Offload, TP: f.TP, PP: f.PP, Program: f.Program}
+		l := &train.Sharding{Ranks: ranks, EP: max(f.EP, 1), ZeRO: f.ZeRO, Offload: f.Offload, TP: f.TP, PP: f.PP, Program: f.Program, SP: f.SP}
 		if tp, pp := max(f.TP, 1), max(f.PP, 1); ranks%(tp*pp) != 0 {
 			e := diag.Runtimef(diag.ErrBadRunOption, "--ranks %d is not a multiple of tp %d × pp %d", ranks, tp, pp)
 			e.Suggestion = fmt.Sprintf("pass --ranks %d or a multiple of it", tp*pp)
@@ -188,7 +194,7 @@ func ResumeLayout(spec *train.Spec, f LayoutRequest, flagsGiven bool, worldSize 
 	}
 	if rec := spec.Layout; rec != nil && !flagsGiven && worldSize == 0 {
 		f.Ranks, f.EP, f.ZeRO, f.ZeROSet, f.Offload, f.Budget = rec.Ranks, rec.EP, rec.ZeRO, true, rec.Offload, ""
-		f.TP, f.PP, f.Program = rec.TP, rec.PP, rec.Program
+		f.TP, f.PP, f.Program, f.SP = rec.TP, rec.PP, rec.Program, rec.SP
 		if rec.CacheBudget > 0 {
 			f.Budget = strconv.FormatInt(rec.CacheBudget, 10)
 		}

@@ -53,6 +53,9 @@ func (e *Executor) communicate(op *step.Op) error {
 	if err != nil {
 		return err
 	}
+	if op.Sequence() {
+		return e.sequenceCollective(op, members, pos) // kernels_sequence.go
+	}
 	switch op.Kind {
 	case step.OpAllReduce:
 		return e.allReduce(op, members, pos)

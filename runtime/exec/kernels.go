@@ -63,6 +63,8 @@ func (e *Executor) run(op *step.Op) error {
 		}
 	case step.OpCopy:
 		copy(f[out[0]], f[in[0]])
+	case step.OpSeqSlice:
+		e.seqSlice(op)
 	case step.OpRotaryAt:
 		e.rotaryAt(f[out[0]], f[out[1]], e.i32[in[2]])
 	case step.OpKVWrite:

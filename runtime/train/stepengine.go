@@ -28,7 +28,8 @@ type stepEngine struct {
 // stepLayout is the step program's layout for l.
 func stepLayout(l Sharding) step.Layout {
 	tp, pp := max(l.TP, 1), max(l.PP, 1)
-	return step.Layout{DP: max(l.Ranks, 1) / (tp * pp), EP: max(l.EP, 1), TP: tp, PP: pp, ZeRO: l.ZeRO, OffloadOpt: l.Offload}
+	return step.Layout{DP: max(l.Ranks, 1) / (tp * pp), EP: max(l.EP, 1), TP: tp, PP: pp, ZeRO: l.ZeRO, OffloadOpt: l.Offload,
+		SequenceParallel: l.SP && tp > 1}
 }
 
 // validStepLayout checks l against the model with the step program's axes table.
@@ -38,6 +39,7 @@ func validStepLayout(m *program.Model, l Sharding) error {
 		return fmt.Errorf("%d ranks are not a multiple of tp %d × pp %d", l.Ranks, tp, pp)
 	}
 	sl := stepLayout(l)
+	sl.SequenceParallel = false // what sp divides is the batch's: lowering checks it
 	if sl.DP%sl.EP != 0 {
 		return fmt.Errorf("expert-parallel size %d must divide the %d data-parallel ranks", sl.EP, sl.DP)
 	}
@@ -53,9 +55,11 @@ func validStepLayout(m *program.Model, l Sharding) error {
 
 func newStepEngine(spec *Spec, cfg optim.Config, l Sharding, opt Options) (*stepEngine, error) {
 	sl := stepLayout(l)
-	// recompute = full in the train block: each layer's forward runs again before its
-	// backward (the same numbers, less memory); selective is not lowered and keeps all.
-	sl.Recompute = spec.Train != nil && spec.Train.Memory.Recompute == program.RecomputeFull
+	// recompute in the train block: full runs each layer's forward again before its
+	// backward, selective the attention core before its use (the same numbers, less memory).
+	if spec.Train != nil {
+		sl.Recompute = spec.Train.Memory.Recompute
+	}
 	if sl.DP*sl.TP*sl.PP != l.Ranks {
 		return nil, fmt.Errorf("%d ranks are not a multiple of tp %d × pp %d", l.Ranks, sl.TP, sl.PP)
 	}
