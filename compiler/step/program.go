@@ -162,6 +162,11 @@ const (
 	OpRecv          OpKind = "recv"
 	OpToHost        OpKind = "to_host"
 	OpToDevice      OpKind = "to_device"
+	// The unified cache (cache.go): a unit's parameters into the device working set, a
+	// unit out of it, and device gradients added into their host copies.
+	OpCacheFetch     OpKind = "cache_fetch"
+	OpCacheEvict     OpKind = "cache_evict"
+	OpCacheWriteback OpKind = "cache_writeback"
 )
 
 // Collective reports whether k communicates with other ranks of a group.
@@ -242,6 +247,8 @@ type Layout struct {
 	// Recompute keeps only each layer's input from the forward and runs the layer's
 	// forward again just before its backward (recompute = full).
 	Recompute bool
+	// Cache runs the unified cache (cache.go); its zero value is none.
+	Cache Cache
 }
 
 // World is the number of ranks.
@@ -254,6 +261,9 @@ func (l Layout) String() string {
 	}
 	if l.Recompute {
 		s += ", recompute full"
+	}
+	if l.Cache.On() {
+		s += ", " + l.Cache.String()
 	}
 	return s
 }
