@@ -86,6 +86,11 @@ func (b CacheBudget) String() string {
 		human.Bytes(b.Budget), b.Unit, human.Bytes(b.UnitBytes), b.Pages, human.Bytes(b.page()), human.Bytes(b.Working), human.Bytes(b.Need))
 }
 
+// Suggestion is the smallest change that runs the step.
+func (b CacheBudget) Suggestion() string {
+	return fmt.Sprintf("raise the cache budget to at least %s (--cache-budget %d), or use more tensor- or pipeline-parallel ranks so each holds less", human.Bytes(b.Need), b.Need)
+}
+
 // checkCache refuses what the cache does not lower.
 func checkCache(l Layout) []Unsupported {
 	c := l.Cache
@@ -275,8 +280,7 @@ func (lw *lowerer) cacheUse(section int, units []int) {
 			// lowerCached sized the pool for the largest use: a lowering bug.
 			panic(fmt.Sprintf("step: internal error: %s (%d pages) does not fit the cache", lw.unitName(u), pages))
 		}
-		slices.SortFunc(evicted, func(a, b *pagepool.Entry[[]int]) int { return a.Unit - b.Unit })
-		for _, e := range evicted {
+		for _, e := range evicted { // in the policy's order
 			lw.cacheEvict(e, "evicted ("+string(cs.cfg.policy())+")")
 		}
 		lw.emit(Op{Kind: OpCacheFetch, Phase: lw.phase, Layer: unitLayer(u, lw.d.L), In: host, Out: dev,
@@ -423,4 +427,22 @@ func (lw *lowerer) cacheRemap(op *Op) {
 	for k, i := range at {
 		op.In[i] = lw.cacheCopy(ids[k])
 	}
+}
+
+// cacheSummary is the listing's line on the unified cache's moves.
+func cacheSummary(p *Program) string {
+	var fetches, evictions, writebacks int
+	for _, op := range p.Ops {
+		switch op.Kind {
+		case OpCacheFetch:
+			fetches++
+		case OpCacheEvict:
+			evictions++
+		case OpCacheWriteback:
+			writebacks++
+		}
+	}
+	fetched, written := CacheMoves(p)
+	return fmt.Sprintf("# unified cache: %d fetches (%s to the device), %d evictions, %d write-backs (%s to the host)\n",
+		fetches, human.Bytes(fetched), evictions, writebacks, human.Bytes(written))
 }

@@ -46,6 +46,9 @@ func Verify(p *Program) error {
 				}
 			}
 		}
+		if c := p.Layout.Cache; tier == Device && c.On() && p.Memory.Peak[Device] > c.Budget {
+			errs = append(errs, fmt.Errorf("rank %d: the device peak of live bytes %d exceeds the unified cache's budget %d", p.Rank, p.Memory.Peak[Device], c.Budget))
+		}
 		if p.Memory.Arena[tier] < p.Memory.Peak[tier] {
 			errs = append(errs, fmt.Errorf("rank %d: %s arena %d is smaller than the peak of live bytes %d", p.Rank, tier, p.Memory.Arena[tier], p.Memory.Peak[tier]))
 		}

@@ -43,6 +43,8 @@ func TestCacheTrainsLikeNoCache(t *testing.T) {
 		{"one rank", func(*program.Model) {}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 1}},
 		{"dp2 zero1", func(*program.Model) {}, step.Layout{DP: 2, EP: 1, TP: 1, PP: 1, ZeRO: 1}},
 		{"tp2", plain, step.Layout{DP: 1, EP: 1, TP: 2, PP: 1}},
+		{"pp2", plain, step.Layout{DP: 1, EP: 1, TP: 1, PP: 2}},
+		{"one rank, recompute", func(*program.Model) {}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 1, Recompute: true}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
