@@ -158,6 +158,8 @@ func lowerCached(lw0 func() *lowerer) (*Program, error) {
 	lw.cache = newCacheState(cfg, capacity)
 	lw.lower()
 	lw.p.Memory = planMemory(lw.p)
+	hits, _, _ := lw.cache.pool.Stats()
+	lw.p.CacheHits = int(hits)
 	return lw.p, nil
 }
 

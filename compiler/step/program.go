@@ -227,6 +227,9 @@ type Program struct {
 	Memory       MemoryPlan
 	// Layers are the decoder layers this rank's pipeline stage holds, [First, First+Count).
 	FirstLayer, LayerCount int
+	// CacheHits is the unified cache's requests in one step that found their unit on the
+	// device (its misses are the cache_fetch ops).
+	CacheHits int
 }
 
 // Batch is the work of one step on one data-parallel replica.

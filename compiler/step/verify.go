@@ -9,7 +9,8 @@ import (
 
 // Verify checks one program: every buffer an op reads was written by an earlier op (or
 // holds state from before the step: parameters, gradients, optimizer states, the step's
-// input), and no two buffers live at the same op share arena bytes.
+// input), no two buffers live at the same op share arena bytes, and under the unified
+// cache the device tier's peak is within the budget.
 func Verify(p *Program) error {
 	var errs []error
 	written := make([]bool, len(p.Buffers))
