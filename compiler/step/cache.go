@@ -27,7 +27,8 @@ import (
 //
 // The budget bounds the whole device arena: the pool gets the pages left beside the
 // step's other device buffers at their peak (activations, device gradients, inputs), so
-// the device tier's peak of live bytes is at most the budget.
+// the device tier's peak of live bytes is at most the budget (and fewer, should the
+// placement's arena exceed its peak).
 
 // Cache is the unified cache of a layout; its zero value is none.
 type Cache struct {
@@ -149,18 +150,26 @@ func lowerCached(lw0 func() *lowerer) (*Program, error) {
 	working := peakExcept(dry.p, lt, Device, dry.cache.copies)
 	cfg := dry.l.Cache
 	page := cfg.page()
-	capacity := (cfg.Budget - working) / page
-	if dry.cache.maxPinned > capacity {
-		return nil, &LayoutError{Budget: &CacheBudget{Cache: cfg, Unit: dry.cache.maxUse, UnitBytes: dry.cache.maxBytes, Pages: dry.cache.maxPinned,
+	refuse := func() error {
+		return &LayoutError{Budget: &CacheBudget{Cache: cfg, Unit: dry.cache.maxUse, UnitBytes: dry.cache.maxBytes, Pages: dry.cache.maxPinned,
 			Working: working, Need: working + dry.cache.maxPinned*page}}
 	}
-	lw := lw0()
-	lw.cache = newCacheState(cfg, capacity)
-	lw.lower()
-	lw.p.Memory = planMemory(lw.p)
-	hits, _, _ := lw.cache.pool.Stats()
-	lw.p.CacheHits = int(hits)
-	return lw.p, nil
+	// The peak of live bytes is within the budget by construction; the arena the placement
+	// needs can exceed its peak (fragmentation): the pool then gets fewer pages.
+	for capacity := (cfg.Budget - working) / page; capacity >= dry.cache.maxPinned; {
+		lw := lw0()
+		lw.cache = newCacheState(cfg, capacity)
+		lw.lower()
+		lw.p.Memory = planMemory(lw.p)
+		if over := lw.p.Memory.Arena[Device] - cfg.Budget; over > 0 {
+			capacity -= max(1, pagepool.PagesFor(over, page))
+			continue
+		}
+		hits, _, _ := lw.cache.pool.Stats()
+		lw.p.CacheHits = int(hits)
+		return lw.p, nil
+	}
+	return nil, refuse()
 }
 
 // peakExcept is tier's peak of live bytes over the buffers not in skip.

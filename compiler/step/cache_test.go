@@ -128,7 +128,7 @@ func TestCacheBudgetTooSmall(t *testing.T) {
 }
 
 // TestCacheMutationsAreCaught: dropping a fetch fails Verify (the backward reads device
-// copies nothing wrote).
+// copies nothing wrote), and so does a device arena larger than the budget.
 func TestCacheMutationsAreCaught(t *testing.T) {
 	m := hunyuanTiny(t, 8)
 	b := Batch{MicroBatch: 2, SeqLen: 16, Micro: 2}
@@ -156,6 +156,10 @@ func TestCacheMutationsAreCaught(t *testing.T) {
 				}
 			}
 			return false
+		}},
+		{"an arena over the budget", func(p *Program) bool {
+			p.Layout.Cache.Budget = p.Memory.Arena[Device] - 1
+			return true
 		}},
 	} {
 		t.Run(c.name, func(t *testing.T) {

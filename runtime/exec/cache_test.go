@@ -44,6 +44,7 @@ func TestCacheTrainsLikeNoCache(t *testing.T) {
 		{"dp2 zero1", func(*program.Model) {}, step.Layout{DP: 2, EP: 1, TP: 1, PP: 1, ZeRO: 1}},
 		{"tp2", plain, step.Layout{DP: 1, EP: 1, TP: 2, PP: 1}},
 		{"pp2", plain, step.Layout{DP: 1, EP: 1, TP: 1, PP: 2}},
+		{"dp2 ep2 zero2", func(*program.Model) {}, step.Layout{DP: 2, EP: 2, TP: 1, PP: 1, ZeRO: 2}},
 		{"one rank, recompute", func(*program.Model) {}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 1, Recompute: true}},
 	}
 	for _, c := range cases {
@@ -68,7 +69,7 @@ func TestCacheTrainsLikeNoCache(t *testing.T) {
 			var listed int64
 			for r, p := range cacheRun.progs {
 				peak, without := p.Memory.Peak[step.Device], plainRun.progs[r].Memory.Peak[step.Device]
-				if peak > cached.Cache.Budget || without <= cached.Cache.Budget {
+				if peak > cached.Cache.Budget || p.Memory.Arena[step.Device] > cached.Cache.Budget || without <= cached.Cache.Budget {
 					t.Errorf("rank %d: device peak %d with a budget of %d, %d without the cache", r, peak, cached.Cache.Budget, without)
 				}
 				fetched, written := step.CacheMoves(p)
@@ -77,8 +78,8 @@ func TestCacheTrainsLikeNoCache(t *testing.T) {
 				}
 				listed += fetched + written
 				if r == 0 {
-					t.Logf("rank 0: budget %d, device peak %d (%d without the cache), host arena %d; %d bytes fetched, %d written back per step",
-						cached.Cache.Budget, peak, without, p.Memory.Arena[step.Host], fetched, written)
+					t.Logf("rank 0: budget %d, device peak %d, arena %d (%d without the cache), host arena %d; %d bytes fetched, %d written back per step",
+						cached.Cache.Budget, peak, p.Memory.Arena[step.Device], without, p.Memory.Arena[step.Host], fetched, written)
 				}
 			}
 			for s := int64(0); s < steps; s++ {
@@ -103,5 +104,45 @@ func TestCacheTrainsLikeNoCache(t *testing.T) {
 				t.Errorf("the last step moved %d bytes, the listings say %d", moved, listed)
 			}
 		})
+	}
+}
+
+// TestCacheWritebackMatters drops one gradient write-back from the cached program: the
+// host gradient misses a micro-batch's contribution and the second step's loss moves off
+// the program's without the cache (the comparison above can fail).
+func TestCacheWritebackMatters(t *testing.T) {
+	const mb, T, M, page = 2, 16, 2, 4096
+	m := hunyuanTiny(t, 8)
+	net, err := nn.New(m, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := step.Batch{MicroBatch: mb, SeqLen: T, Micro: M}
+	l := step.Layout{DP: 1, EP: 1, TP: 1, PP: 1}
+	cached := l
+	cached.Cache = step.Cache{Budget: smallestBudget(t, m, b, l, page), Page: page}
+	cfg := trainConfig(2)
+	plainRun := newTrainer(t, m, net, l, b, cfg)
+	cacheRun := newTrainer(t, m, net, cached, b, cfg)
+	p := cacheRun.progs[0]
+	for i := len(p.Ops) - 1; i >= 0; i-- {
+		if p.Ops[i].Kind == step.OpCacheWriteback {
+			// The last write-back (the embedding's, second micro-batch); the memory plan
+			// still holds for the ops left.
+			p.Ops = append(p.Ops[:i:i], p.Ops[i+1:]...)
+			break
+		}
+	}
+	var want, got float64
+	for s := int64(0); s < 2; s++ {
+		micro := make([][]int32, M)
+		for i := range micro {
+			micro[i] = randomTokens(mb, T, int(m.Vocab), 1000*s+int64(i))
+		}
+		want, _ = plainRun.step(t, micro, Options{Seed: 3, Step: s})
+		got, _ = cacheRun.step(t, micro, Options{Seed: 3, Step: s})
+	}
+	if math.Abs(got-want) <= 1e-6*math.Abs(want) {
+		t.Errorf("without a write-back the second step's loss %.9f still equals %.9f", got, want)
 	}
 }
