@@ -84,6 +84,7 @@ func printMemory(w io.Writer, l *train.Sharding, mem []train.RankMemory, p *plan
 			}
 		}
 		tw.Flush()
+		printCacheCounts(w, mem)
 		return
 	}
 	fmt.Fprintf(w, "memory per rank (%s): measured peak vs plan\n", l)
@@ -109,7 +110,12 @@ func printMemory(w io.Writer, l *train.Sharding, mem []train.RankMemory, p *plan
 		}
 	}
 	tw.Flush()
-	// The cache's counts are not bytes: they get their own lines, not the byte columns.
+	printCacheCounts(w, mem)
+}
+
+// printCacheCounts writes each rank's unified-cache counts: they are not bytes, so they get
+// their own lines, not the byte columns.
+func printCacheCounts(w io.Writer, mem []train.RankMemory) {
 	for _, rm := range mem {
 		if n := rm.CacheHits + rm.CacheMisses; n > 0 {
 			fmt.Fprintf(w, "rank %d unified cache: %d hits, %d misses, %d evictions (%.0f%% hit)\n", rm.Rank, rm.CacheHits, rm.CacheMisses, rm.CacheEvictions, 100*float64(rm.CacheHits)/float64(n))

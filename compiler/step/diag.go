@@ -11,6 +11,7 @@ import (
 const (
 	CodeLayoutDivides diag.Code = "E0509"
 	CodeNotLowered    diag.Code = "E0510"
+	CodeCacheBudget   diag.Code = "E0511"
 )
 
 // Diagnose turns a Lower error into diagnostics positioned at the stage's declaration
@@ -40,6 +41,10 @@ func Diagnose(err error, st *program.Stage, layoutFrom string) diag.List {
 	}
 	for _, u := range le.Unsupported {
 		ds.Errorf(CodeNotLowered, r, "the step program does not lower %s under %s: %s", u.Feature, layoutFrom, u.Why)
+	}
+	if b := le.Budget; b != nil {
+		d := ds.Errorf(CodeCacheBudget, r, "the layout %s: %s", layoutFrom, b)
+		d.Suggestion = b.Suggestion()
 	}
 	return ds
 }

@@ -30,6 +30,9 @@ func Format(w io.Writer, p *Program) error {
 	}
 	fmt.Fprintf(&b, "# ops: %d (fwd %d, bwd %d, reduce %d, update %d); %s FLOPs; %s sent\n", len(p.Ops),
 		phases[Forward], phases[Backward], phases[Reduce], phases[Update], human.Exact(flops), human.Bytes(comm))
+	if l.Cache.On() {
+		b.WriteString(cacheSummary(p))
+	}
 	m := p.Memory
 	fmt.Fprintf(&b, "# memory, device: arena %s, peak live %s at op %d, persistent %s", human.Bytes(m.Arena[Device]), human.Bytes(m.Peak[Device]),
 		m.PeakOp, human.Bytes(m.Persistent[Device]))

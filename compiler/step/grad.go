@@ -38,6 +38,9 @@ func (lw *lowerer) paramGrad(w int) (int, bool) {
 	if !ok {
 		return 0, false
 	}
+	if lw.cache != nil {
+		return lw.cacheGrad(id), true
+	}
 	return lw.grad[id], true
 }
 
@@ -77,7 +80,9 @@ func contains(xs []int, x int) bool {
 func (lw *lowerer) bwd(op Op) {
 	op.Phase = Backward
 	op.WhenRecompute = op.WhenRecompute || lw.cond
-	if lw.l.ZeRO == 3 {
+	if lw.cache != nil {
+		lw.cacheRemap(&op)
+	} else if lw.l.ZeRO == 3 {
 		for i, x := range op.In {
 			id, ok := lw.paramOfBuf[x]
 			if !ok || lw.p.Buffers[x].Kind != KindGathered {

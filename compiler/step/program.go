@@ -164,6 +164,11 @@ const (
 	OpRecv          OpKind = "recv"
 	OpToHost        OpKind = "to_host"
 	OpToDevice      OpKind = "to_device"
+	// The unified cache (cache.go): a unit's parameters into the device working set, a
+	// unit out of it, and device gradients added into their host copies.
+	OpCacheFetch     OpKind = "cache_fetch"
+	OpCacheEvict     OpKind = "cache_evict"
+	OpCacheWriteback OpKind = "cache_writeback"
 )
 
 // Collective reports whether k communicates with other ranks of a group.
@@ -225,6 +230,9 @@ type Program struct {
 	Memory       MemoryPlan
 	// Layers are the decoder layers this rank's pipeline stage holds, [First, First+Count).
 	FirstLayer, LayerCount int
+	// CacheHits is the unified cache's requests in one step that found their unit on the
+	// device (its misses are the cache_fetch ops).
+	CacheHits int
 }
 
 // Batch is the work of one step on one data-parallel replica.
@@ -253,6 +261,8 @@ type Layout struct {
 	// column-parallel products and a reduce-scatter after the row-parallel ones (Megatron's
 	// sequence parallelism; sequence.go).
 	SequenceParallel bool
+	// Cache runs the unified cache (cache.go); its zero value is none.
+	Cache Cache
 }
 
 // RecomputeFull reports whether each layer's whole forward runs again in the backward.
@@ -277,6 +287,9 @@ func (l Layout) String() string {
 	}
 	if l.Recompute != "" && l.Recompute != program.RecomputeNone {
 		s += ", recompute " + string(l.Recompute)
+	}
+	if l.Cache.On() {
+		s += ", " + l.Cache.String()
 	}
 	return s
 }

@@ -94,10 +94,16 @@ func RunLayout(prog *program.Program, trainName, stageName string, micro, worldS
 		if ranks == 0 {
 			ranks = max(f.TP, 1) * max(f.PP, 1)
 		}
-		if f.Budget != "" {
-			return nil, nil, Usage(diag.Runtimef(diag.ErrBadRunOption, "--tp, --pp and --step-programs do not run the unified cache yet"))
-		}
 		l := &train.Sharding{Ranks: ranks, EP: max(f.EP, 1), ZeRO: f.ZeRO, Offload: f.Offload, TP: f.TP, PP: f.PP, Program: f.Program, SP: f.SP}
+		if f.Budget != "" {
+			// The step programs' unified cache: the budget bounds each rank's device arena,
+			// in the file's pages and policy where its train block declares the cache.
+			c, err := stepCache(tr, f.Budget)
+			if err != nil {
+				return nil, nil, err
+			}
+			l.Cache = c
+		}
 		if tp, pp := max(f.TP, 1), max(f.PP, 1); ranks%(tp*pp) != 0 {
 			e := diag.Runtimef(diag.ErrBadRunOption, "--ranks %d is not a multiple of tp %d × pp %d", ranks, tp, pp)
 			e.Suggestion = fmt.Sprintf("pass --ranks %d or a multiple of it", tp*pp)
@@ -221,4 +227,26 @@ func ParseBytes(s string) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("%q is not a size", s)
+}
+
+// stepCache is the unified cache of a step-program run with the device budget given by
+// --cache-budget: the train block's page and eviction policy when it declares
+// memory = unified_cache, else the language's default (4 MiB pages, lru). The page does
+// not follow the budget, so the smallest budget a refusal names is the one that runs.
+func stepCache(tr *program.Train, budget string) (*train.CacheConfig, error) {
+	b, err := ParseBytes(budget)
+	if err != nil {
+		return nil, Usage(diag.RuntimeWrap(diag.ErrBadRunOption, err, "--cache-budget"))
+	}
+	if b <= 0 {
+		return nil, Usage(diag.Runtimef(diag.ErrBadRunOption, "--cache-budget %s: the unified cache needs a positive device budget", budget))
+	}
+	c := &train.CacheConfig{Budget: b, Eviction: string(program.EvictLRU), Page: DefaultCachePage}
+	if tr != nil && tr.Memory.Kind == program.MemoryUnifiedCache {
+		c.Page, c.Eviction = tr.Memory.CachePage, string(tr.Memory.Eviction)
+		if c.Page <= 0 {
+			c.Page = DefaultCachePage
+		}
+	}
+	return c, nil
 }

@@ -74,6 +74,9 @@ type Stats struct {
 	// GradNorm and LR are the update's global gradient norm (before clipping) and
 	// learning rate; zero without an optimizer.
 	GradNorm, LR float64
+	// CacheMoved is the bytes the unified cache's fetches and write-backs copied between
+	// the host and device tiers (summed over the ranks by Local.Step).
+	CacheMoved int64
 }
 
 // New prepares p for execution: the arenas, each buffer's view and the rotary tables.

@@ -136,6 +136,8 @@ func (e *Executor) run(op *step.Op) error {
 		return e.gradNorm(op)
 	case step.OpToHost, step.OpToDevice:
 		return e.offloadMove(op)
+	case step.OpCacheFetch, step.OpCacheEvict, step.OpCacheWriteback:
+		return e.cacheMove(op)
 	case step.OpAllReduce, step.OpAllToAllV, step.OpReduceScatter, step.OpAllGather, step.OpSend, step.OpRecv:
 		return e.communicate(op)
 	default:

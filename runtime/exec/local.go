@@ -119,6 +119,7 @@ func (lc *Local) Step(micro [][]int32, o Options) (Stats, error) {
 	}
 	var out Stats
 	for r, ex := range lc.Ranks {
+		out.CacheMoved += stats[r].CacheMoved
 		if ex.p.Coord.TP != 0 {
 			continue
 		}

@@ -427,6 +427,8 @@ func stepLayoutError(spec *Spec, l Sharding, err error) error {
 		code = step.CodeLayoutDivides
 		p := le.Problems[0]
 		sugg = fmt.Sprintf("choose a %s size that divides %s (%d)", p.Axis, p.What, p.Value)
+	} else if le.Budget != nil {
+		code, sugg = step.CodeCacheBudget, le.Budget.Suggestion()
 	}
 	e := diag.RuntimeWrap(code, le, "%s", msg)
 	e.Range, e.Suggestion = at, sugg

@@ -5,6 +5,7 @@ import (
 
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/step"
+	"github.com/moec-dev/moec/internal/pagepool"
 	"github.com/moec-dev/moec/runtime/checkpoint"
 	"github.com/moec-dev/moec/runtime/data"
 	"github.com/moec-dev/moec/runtime/dist"
@@ -23,13 +24,20 @@ type stepEngine struct {
 	layout step.Layout
 	mb     int // sequences per micro-batch on a replica
 	spec   *Spec
+	steps  int64 // steps run by this engine
 }
 
 // stepLayout is the step program's layout for l.
 func stepLayout(l Sharding) step.Layout {
 	tp, pp := max(l.TP, 1), max(l.PP, 1)
-	return step.Layout{DP: max(l.Ranks, 1) / (tp * pp), EP: max(l.EP, 1), TP: tp, PP: pp, ZeRO: l.ZeRO, OffloadOpt: l.Offload,
+	sl := step.Layout{DP: max(l.Ranks, 1) / (tp * pp), EP: max(l.EP, 1), TP: tp, PP: pp, ZeRO: l.ZeRO, OffloadOpt: l.Offload,
 		SequenceParallel: l.SP && tp > 1}
+	if c := l.Cache; c != nil {
+		// The step program's unified cache: every state in the host tier, units fetched
+		// into a device working set the budget bounds (compiler/step's cache.go).
+		sl.Cache = step.Cache{Budget: c.Budget, Page: c.Page, Eviction: pagepool.Policy(c.Eviction)}
+	}
+	return sl
 }
 
 // validStepLayout checks l against the model with the step program's axes table.
@@ -62,9 +70,6 @@ func newStepEngine(spec *Spec, cfg optim.Config, l Sharding, opt Options) (*step
 	}
 	if sl.DP*sl.TP*sl.PP != l.Ranks {
 		return nil, fmt.Errorf("%d ranks are not a multiple of tp %d × pp %d", l.Ranks, sl.TP, sl.PP)
-	}
-	if l.Cache != nil {
-		return nil, fmt.Errorf("the step programs' executor does not run the unified cache yet (an offloaded optimizer it does: --offload)")
 	}
 	if spec.MicroBatch%sl.DP != 0 {
 		return nil, fmt.Errorf("%d data-parallel replicas do not divide the micro-batch of %d sequences; each replica takes an equal slice", sl.DP, spec.MicroBatch)
@@ -108,6 +113,7 @@ func (s *stepEngine) step(stepN int64, spec *Spec, corpus *data.Corpus) (StepRec
 		}
 	}
 	st, err := s.lc.Step(micro, exec.Options{Seed: spec.Seed, Step: stepN})
+	s.steps++
 	rec := StepRecord{Loss: st.Loss, CE: st.CE, Balance: st.Balance, ZLoss: st.ZLoss, Dropped: st.Dropped}
 	info := optim.StepInfo{LR: st.LR, GradNorm: st.GradNorm}
 	if spec.Train != nil {
@@ -166,7 +172,9 @@ func (s *stepEngine) evalNet(newNet NewNetFunc, spec *Spec) (Net, error) {
 
 // report is each rank's memory: its arenas, exactly as its program's memory plan sized
 // them (the executor allocates nothing else for a step), by the kind of buffer live at
-// the device peak.
+// the device peak; the host tier by the kind of its buffers under the unified cache (its
+// parameters, gradients and optimizer states), else all as the offloaded optimizer's. The
+// cache's hits, misses and evictions are the program's per step, times the steps run.
 func (s *stepEngine) report() []RankMemory {
 	var out []RankMemory
 	for r, p := range s.lc.Progs {
@@ -174,7 +182,24 @@ func (s *stepEngine) report() []RankMemory {
 		for kind, bytes := range p.Memory.ByKind {
 			rm.Measured[dist.Device][componentOf(kind)] += bytes
 		}
-		rm.Measured[dist.Host][dist.Optimizer] = p.Memory.Arena[step.Host]
+		if p.Layout.Cache.On() {
+			for i, b := range p.Buffers {
+				if b.Tier == step.Host && p.Memory.Lifetime[i][0] >= 0 {
+					rm.Measured[dist.Host][componentOf(b.Kind)] += b.Bytes()
+				}
+			}
+		} else {
+			rm.Measured[dist.Host][dist.Optimizer] = p.Memory.Arena[step.Host]
+		}
+		for _, op := range p.Ops {
+			switch op.Kind {
+			case step.OpCacheFetch:
+				rm.CacheMisses += s.steps
+			case step.OpCacheEvict:
+				rm.CacheEvictions += s.steps
+			}
+		}
+		rm.CacheHits = int64(p.CacheHits) * s.steps
 		out = append(out, rm)
 	}
 	return out
