@@ -1,7 +1,9 @@
 // Package exec runs step programs (compiler/step) on the CPU.
 //
 // In: one rank's *step.Program, the stage's *program.Model, and a Comm for the rank's
-// collectives (nil for a single rank). Out: an Executor whose buffers are views of one
+// collectives (nil for a single rank): the shared-memory World of in-process ranks (New),
+// or a dist.Comm when each rank is its own process under mpirun (NewOver: the collectives
+// as messages over one split communicator per axis group, the same numbers). Out: an Executor whose buffers are views of one
 // arena per tier, placed where the program's memory plan says, so a step allocates
 // nothing; Run executes the program's ops in order on a step's micro-batches and returns
 // the loss terms as runtime/nn reports them.
