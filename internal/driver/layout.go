@@ -190,15 +190,15 @@ func RunLayout(prog *program.Program, trainName, stageName string, micro, worldS
 }
 
 // ResumeLayout decides the layout of a resumed run: the one its run.json records unless a
-// layout flag (or mpirun) gives another, which is legal since checkpoints load under any
-// layout. The plan is made again from the program the run folder stores, for the run's
-// own micro-batch.
+// layout flag (or mpirun with another number of processes) gives another, which is legal
+// since checkpoints load under any layout. The plan is made again from the program the run
+// folder stores, for the run's own micro-batch.
 func ResumeLayout(spec *train.Spec, f LayoutRequest, flagsGiven bool, worldSize int, warn io.Writer) (*train.Sharding, *plan.Plan, error) {
 	prog, tr, st, err := spec.Program()
 	if err != nil {
 		return nil, nil, err
 	}
-	if rec := spec.Layout; rec != nil && !flagsGiven && worldSize == 0 {
+	if rec := spec.Layout; rec != nil && !flagsGiven && (worldSize == 0 || rec.Ranks == worldSize) {
 		f.Ranks, f.EP, f.ZeRO, f.ZeROSet, f.Offload, f.Budget = rec.Ranks, rec.EP, rec.ZeRO, true, rec.Offload, ""
 		f.TP, f.PP, f.Program, f.SP = rec.TP, rec.PP, rec.Program, rec.SP
 		if rec.CacheBudget > 0 {

@@ -38,8 +38,12 @@ type group struct {
 	pos   int
 }
 
-// communicate runs a collective or a pipeline message through the rank's Comm.
+// communicate runs a collective or a pipeline message through the rank's Comm (shared
+// memory) or its message-passing communicator (NewOver).
 func (e *Executor) communicate(op *step.Op) error {
+	if e.msg != nil {
+		return e.msg.communicate(e, op)
+	}
 	if e.comm == nil {
 		return fmt.Errorf("%s over %s, but the executor has no communicator", op.Kind, op.Group)
 	}

@@ -1,8 +1,10 @@
 // Package exec runs step programs (compiler/step) on the CPU.
 //
 // In: one rank's *step.Program, the stage's *program.Model, and a Comm for the rank's
-// collectives (nil for a single rank). Out: an Executor whose buffers are views of one
-// arena per tier, placed where the program's memory plan says, so a step allocates
+// collectives (nil for a single rank): the shared-memory World of in-process ranks (New),
+// or a dist.Comm when each rank is its own process under mpirun (NewOver: the collectives
+// as messages over one split communicator per axis group, the same numbers). Out: an
+// Executor whose buffers are views of one arena per tier, placed where the program's memory plan says, so a step allocates
 // nothing; Run executes the program's ops in order on a step's micro-batches and returns
 // the loss terms as runtime/nn reports them.
 //
@@ -15,6 +17,8 @@
 // hand-written model is the oracle the executor's losses and gradients are tested
 // against (TestMatchesHandWrittenModel).
 //
-// Not executed yet: collectives and pipeline messages (a program of more than one rank),
-// the vocabulary-parallel cross-entropy, and the update ops (the optimizer).
+// Local runs a layout's training programs, one goroutine per rank (NewLocal) or this
+// process's rank of an MPI world (NewRankOf): collectives, pipeline messages, the
+// optimizer update (on the host tier when offloaded) and the unified cache's page moves
+// between the host and device arenas (kernels_cache.go).
 package exec

@@ -23,6 +23,8 @@ type Executor struct {
 	cos  []float64 // rotary tables [SeqLen, Dh/2]
 	sin  []float64
 	comm Comm
+	// msg, when set, carries the rank's communication over a dist.Comm instead (NewOver).
+	msg *messages
 	// byParam finds a parameter's persistent buffer and gradient.
 	param, grad map[params.ID]int
 	// recompute is this step's attention-sharing dice, per layer.

@@ -120,9 +120,6 @@ func newEngine(opt Options, spec *Spec, cfg optim.Config) (engine, error) {
 		return nil, diag.RuntimeWrap(diag.ErrBadRunOption, err, "layout for %s", spec.Model.Name)
 	}
 	if l.StepPrograms() {
-		if opt.Comm != nil {
-			return nil, diag.Runtimef(diag.ErrBadRunOption, "tensor and pipeline parallelism (step programs) run in-process ranks only, not under mpirun yet")
-		}
 		e, err := newStepEngine(spec, cfg, l, opt)
 		if err != nil {
 			return nil, stepLayoutError(spec, l, err)

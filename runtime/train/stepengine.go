@@ -17,14 +17,20 @@ import (
 
 // stepEngine trains through step programs (compiler/step, executed by runtime/exec): any
 // layout of data, expert, tensor and pipeline parallelism and ZeRO, its ranks goroutines
-// of this process. Each data-parallel replica takes its slice of every micro-batch the
-// single rank would run, and routes it on its own.
+// of this process, or under mpirun one rank per process (Options.Comm). Each
+// data-parallel replica takes its slice of every micro-batch the single rank would run,
+// and routes it on its own.
 type stepEngine struct {
 	lc     *exec.Local
+	comm   dist.Comm // the MPI world, or nil for in-process ranks
 	layout step.Layout
 	mb     int // sequences per micro-batch on a replica
 	spec   *Spec
 	steps  int64 // steps run by this engine
+	// last is the weights the last tensors call assembled (on rank 0 under MPI), valid
+	// while assembled: evaluation reuses them instead of assembling again.
+	last      []safetensors.Tensor
+	assembled bool
 }
 
 // stepLayout is the step program's layout for l.
@@ -79,7 +85,14 @@ func newStepEngine(spec *Spec, cfg optim.Config, l Sharding, opt Options) (*step
 	if timeout <= 0 {
 		timeout = dist.DefaultTimeout
 	}
-	lc, err := exec.NewLocal(spec.Model, step.Batch{MicroBatch: mb, SeqLen: spec.SeqLen, Micro: spec.Accum}, sl, timeout)
+	b := step.Batch{MicroBatch: mb, SeqLen: spec.SeqLen, Micro: spec.Accum}
+	var lc *exec.Local
+	var err error
+	if opt.Comm != nil {
+		lc, err = exec.NewRankOf(spec.Model, b, sl, opt.Comm)
+	} else {
+		lc, err = exec.NewLocal(spec.Model, b, sl, timeout)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -95,10 +108,10 @@ func newStepEngine(spec *Spec, cfg optim.Config, l Sharding, opt Options) (*step
 	if err := lc.Load(whole); err != nil {
 		return nil, err
 	}
-	return &stepEngine{lc: lc, layout: sl, mb: mb, spec: spec}, nil
+	return &stepEngine{lc: lc, comm: opt.Comm, layout: sl, mb: mb, spec: spec}, nil
 }
 
-func (s *stepEngine) leader() bool { return true }
+func (s *stepEngine) leader() bool { return s.comm == nil || s.comm.Rank() == 0 }
 
 func (s *stepEngine) step(stepN int64, spec *Spec, corpus *data.Corpus) (StepRecord, optim.StepInfo, error) {
 	B, T, M := spec.MicroBatch, spec.SeqLen, spec.Accum
@@ -112,6 +125,7 @@ func (s *stepEngine) step(stepN int64, spec *Spec, corpus *data.Corpus) (StepRec
 			micro[r*M+m] = toks
 		}
 	}
+	s.assembled = false
 	st, err := s.lc.Step(micro, exec.Options{Seed: spec.Seed, Step: stepN})
 	s.steps++
 	rec := StepRecord{Loss: st.Loss, CE: st.CE, Balance: st.Balance, ZLoss: st.ZLoss, Dropped: st.Dropped}
@@ -125,8 +139,14 @@ func (s *stepEngine) step(stepN int64, spec *Spec, corpus *data.Corpus) (StepRec
 	return rec, info, nil
 }
 
+// tensors assembles the whole model and moments; under MPI every rank takes part and rank
+// 0 gets them.
 func (s *stepEngine) tensors() ([]safetensors.Tensor, []safetensors.Tensor, error) {
-	model, moments := s.lc.Tensors()
+	model, moments, err := s.lc.Tensors()
+	if err != nil {
+		return nil, nil, fmt.Errorf("train: %w", err)
+	}
+	s.last, s.assembled = model, true
 	return model, moments, nil
 }
 
@@ -136,6 +156,7 @@ func (s *stepEngine) load(model, moments []safetensors.Tensor, stepN int64) erro
 	if err := checkManifest(s.spec.Model, model); err != nil {
 		return err
 	}
+	s.assembled = false
 	if err := s.lc.Load(model); err != nil {
 		return err
 	}
@@ -152,13 +173,35 @@ func (s *stepEngine) initialise(newNet NewNetFunc, spec *Spec, fill func([]*nn.P
 	if err != nil {
 		return err
 	}
+	s.assembled = false
 	return s.lc.Load(whole)
 }
 
-func (s *stepEngine) stop(local bool) (bool, error) { return local, nil }
+// stop agrees on stopping: under MPI every rank stops when any asks.
+func (s *stepEngine) stop(local bool) (bool, error) {
+	if s.comm == nil {
+		return local, nil
+	}
+	v := []float64{0}
+	if local {
+		v[0] = 1
+	}
+	if err := s.comm.AllReduceF64(v); err != nil {
+		return false, err
+	}
+	return v[0] > 0, nil
+}
 
 // evalNet is the hand-written model holding the trained weights: validation runs there.
 func (s *stepEngine) evalNet(newNet NewNetFunc, spec *Spec) (Net, error) {
+	if !s.assembled { // collective under MPI: every rank takes part
+		if _, _, err := s.tensors(); err != nil {
+			return nil, err
+		}
+	}
+	if !s.leader() {
+		return nil, nil
+	}
 	if newNet == nil {
 		newNet = newNNNet
 	}
@@ -166,8 +209,7 @@ func (s *stepEngine) evalNet(newNet NewNetFunc, spec *Spec) (Net, error) {
 	if err != nil {
 		return nil, err
 	}
-	model, _ := s.lc.Tensors()
-	return net, LoadParams(net.Params(), model, "the step programs' run")
+	return net, LoadParams(net.Params(), s.last, "the step programs' run")
 }
 
 // report is each rank's memory: its arenas, exactly as its program's memory plan sized
