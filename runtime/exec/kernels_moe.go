@@ -42,11 +42,7 @@ func (e *Executor) route(op *step.Op) {
 		lse[t] = float32(l)
 		zsum += l * l
 		for i, v := range zt {
-			if cfg.Score == program.Sigmoid {
-				st[i] = float32(1 / (1 + math.Exp(-float64(v))))
-			} else {
-				st[i] = float32(math.Exp(float64(v) - l))
-			}
+			st[i] = program.RouterScore(cfg.Score, v, l)
 		}
 		// Top k by score, best first, ties to the lower index: k passes of a max.
 		for j := 0; j < K; j++ {
@@ -171,19 +167,7 @@ func (e *Executor) routeBwd(op *step.Op) {
 				dst[ex] += dgt[j]
 			}
 		}
-		if cfg.Score == program.Sigmoid {
-			for ex, v := range st {
-				dst[ex] *= v * (1 - v)
-			}
-		} else {
-			var sd float32
-			for ex := range dst {
-				sd += dst[ex] * st[ex]
-			}
-			for ex, v := range st {
-				dst[ex] = v * (dst[ex] - sd)
-			}
-		}
+		program.RouterScoreGrad(cfg.Score, st, dst)
 		if cfg.ZLoss != 0 {
 			k := cfg.ZLoss * 2 * float64(lse[t]) / float64(n) * scale
 			for ex, v := range zt {
