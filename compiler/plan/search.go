@@ -317,8 +317,9 @@ func (e *env) searchMicroBatches(sp *space, res *result, byKey map[layoutKey]*ca
 		l.MicroBatch = mb
 		l.GradAccum = max(1, perRank/mb)
 		l.Batch = l.DP * mb * l.GradAccum
-		if l.PP > 1 && l.GradAccum < l.PP {
-			// 1F1B needs at least pp micro-batches to fill the pipeline.
+		if l.PP > 1 && l.GradAccum < l.PP && e.cpu == nil {
+			// 1F1B needs at least pp micro-batches to fill the pipeline (a local plan
+			// runs what its step programs schedule, whatever the count).
 			continue
 		}
 		res.evaluated++

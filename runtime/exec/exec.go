@@ -43,7 +43,13 @@ type Executor struct {
 	// scratch is kernels' working space, grown on first use and reused: steps after the
 	// first allocate nothing for it.
 	scratch scratch
+	// arenaBytes is what New allocated for each tier's arena.
+	arenaBytes [2]int64
 }
+
+// ArenaBytes is the bytes New allocated for each tier's arena (step.Device, step.Host):
+// every buffer of the program lives there.
+func (e *Executor) ArenaBytes() [2]int64 { return e.arenaBytes }
 
 // scratch holds reusable working arrays of the kernels (each kernel uses its own).
 type scratch struct {
@@ -94,6 +100,7 @@ func New(p *step.Program, m *program.Model, comm Comm) (*Executor, error) {
 	var arenas [2][]float32
 	for t := range arenas {
 		arenas[t] = make([]float32, (p.Memory.Arena[t]+3)/4)
+		e.arenaBytes[t] = 4 * int64(len(arenas[t]))
 	}
 	e.f32 = make([][]float32, len(p.Buffers))
 	e.i32 = make([][]int32, len(p.Buffers))

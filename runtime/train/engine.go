@@ -374,6 +374,9 @@ func (g *group) evalNet(newNet NewNetFunc, spec *Spec) (Net, error) {
 type RankMemory struct {
 	Rank     int
 	Measured [dist.NumTiers][dist.NumComponents]int64
+	// Arena is, on a step-program rank, the bytes its executor allocated per tier: one
+	// arena each, holding every buffer (zero on the hand-written engine's ranks).
+	Arena [dist.NumTiers]int64
 	// The unified cache's device page pool: unit lookups that hit and missed, and the
 	// units it evicted (zero without the cache).
 	CacheHits, CacheMisses, CacheEvictions int64

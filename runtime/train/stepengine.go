@@ -3,6 +3,7 @@ package train
 import (
 	"fmt"
 
+	"github.com/moec-dev/moec/compiler/plan"
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/step"
 	"github.com/moec-dev/moec/internal/pagepool"
@@ -212,26 +213,20 @@ func (s *stepEngine) evalNet(newNet NewNetFunc, spec *Spec) (Net, error) {
 	return net, LoadParams(net.Params(), s.last, "the step programs' run")
 }
 
-// report is each rank's memory: its arenas, exactly as its program's memory plan sized
-// them (the executor allocates nothing else for a step), by the kind of buffer live at
-// the device peak; the host tier by the kind of its buffers under the unified cache (its
-// parameters, gradients and optimizer states), else all as the offloaded optimizer's. The
-// cache's hits, misses and evictions are the program's per step, times the steps run.
+// report is each rank's memory: what its program's memory plan holds at each tier's peak,
+// per component (plan.MemoryOf, the reading the local planner predicts with), and the
+// arenas its executor allocated (the executor allocates nothing else for a step). The cache's hits, misses and evictions are
+// the program's per step, times the steps run; under the cache the host tier is counted by
+// the kind of its buffers.
 func (s *stepEngine) report() []RankMemory {
 	var out []RankMemory
 	for r, p := range s.lc.Progs {
 		rm := RankMemory{Rank: r}
-		for kind, bytes := range p.Memory.ByKind {
-			rm.Measured[dist.Device][componentOf(kind)] += bytes
-		}
-		if p.Layout.Cache.On() {
-			for i, b := range p.Buffers {
-				if b.Tier == step.Host && p.Memory.Lifetime[i][0] >= 0 {
-					rm.Measured[dist.Host][componentOf(b.Kind)] += b.Bytes()
-				}
+		pm := plan.MemoryOf(p)
+		for t, tier := range [2]dist.Tier{dist.Device, dist.Host} {
+			for c := dist.Component(0); c < dist.NumComponents; c++ {
+				rm.Measured[tier][c] = pm.Component(step.Tier(t), c.String())
 			}
-		} else {
-			rm.Measured[dist.Host][dist.Optimizer] = p.Memory.Arena[step.Host]
 		}
 		for _, op := range p.Ops {
 			switch op.Kind {
@@ -242,25 +237,11 @@ func (s *stepEngine) report() []RankMemory {
 			}
 		}
 		rm.CacheHits = int64(p.CacheHits) * s.steps
+		arena := s.lc.Ranks[r].ArenaBytes()
+		rm.Arena[dist.Device], rm.Arena[dist.Host] = arena[step.Device], arena[step.Host]
 		out = append(out, rm)
 	}
 	return out
-}
-
-func componentOf(k step.Kind) dist.Component {
-	switch k {
-	case step.KindParam, step.KindGathered:
-		return dist.Params
-	case step.KindGrad:
-		return dist.Grads
-	case step.KindOptimizer:
-		return dist.Optimizer
-	case step.KindDispatch:
-		return dist.Dispatch
-	case step.KindActivation, step.KindActGrad:
-		return dist.Activations
-	}
-	return dist.Temp
 }
 
 // InitialWeights are stage model m's freshly initialised weights for seed, as tensors in
