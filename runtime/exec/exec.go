@@ -38,6 +38,8 @@ type Executor struct {
 	pieces    []piece
 	updated   bool
 	normSq    float64
+	// fill is what the experts' buffers hold in their static slots (kernels_rows.go).
+	fill []rowFill
 	// scratch is kernels' working space, grown on first use and reused: steps after the
 	// first allocate nothing for it.
 	scratch scratch
@@ -45,11 +47,11 @@ type Executor struct {
 
 // scratch holds reusable working arrays of the kernels (each kernel uses its own).
 type scratch struct {
-	order     []int
-	next      []int32
-	fe, acc   []float64
-	dst, xhat []float32
-	w, b      [][]float32
+	order   []int
+	next    []int32
+	fe, acc []float64
+	dst     []float32
+	w, b    [][]float32
 }
 
 func grow[T any](s *[]T, n int) []T {

@@ -115,7 +115,11 @@ func (e *Executor) headMixBwd(op *step.Op) {
 func (e *Executor) softmax(op *step.Op) {
 	s, p := e.f32[op.In[0]], e.f32[op.Out[0]]
 	T := e.p.Batch.SeqLen
-	parallel(len(s)/T, func(r0, r1 int) { softmaxRows(s, p, T, r0, r1) })
+	parallel(len(s)/T, func(r0, r1 int) {
+		if !softmaxCausalVec(s, p, T, r0, r1) {
+			softmaxRows(s, p, T, r0, r1)
+		}
+	})
 }
 
 // softmaxRows is the causal softmax of rows [r0, r1).
