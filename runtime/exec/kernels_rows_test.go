@@ -12,7 +12,7 @@ import (
 
 // biasedExperts is hunyuan_tiny's eight-expert stage with expert biases (so an expert's
 // output on an empty slot would be its bias, not zero) and top-2 routing.
-func biasedExperts(t *testing.T) *program.Model {
+func biasedExperts(t testing.TB) *program.Model {
 	m := hunyuanTiny(t, 8)
 	moe := *m.MoE
 	m.MoE = &moe
@@ -24,7 +24,7 @@ func biasedExperts(t *testing.T) *program.Model {
 // newExecutor is an executor of m's step program (only its forward ops when forwardOnly,
 // so the forward's buffers keep their values after Run) and a hand-written model whose
 // weights it holds.
-func newExecutor(t *testing.T, m *program.Model, B, T int, forwardOnly bool) (*Executor, *nn.Model) {
+func newExecutor(t testing.TB, m *program.Model, B, T int, forwardOnly bool) (*Executor, *nn.Model) {
 	t.Helper()
 	net, err := nn.New(m, 3)
 	if err != nil {
