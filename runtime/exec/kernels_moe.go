@@ -265,7 +265,7 @@ func (e *Executor) groupedMM(op *step.Op) {
 	x, y := e.f32[op.In[0]], e.f32[op.Out[0]]
 	w, b, o, k := e.experts(op.In[1:])
 	R := len(x) / (len(w) * k)
-	f := e.filled(op.In[0], len(w))
+	f := ofSlots(e.filled(op.In[0], len(w)), R)
 	e.setFill(op.Out[0], f)
 	for ex := range w {
 		xe, ye := x[ex*R*k:(ex+1)*R*k], y[ex*R*o:(ex+1)*R*o]
@@ -287,7 +287,7 @@ func (e *Executor) groupedMMDW(op *step.Op) {
 	dy, x := e.f32[op.In[0]], e.f32[op.In[1]]
 	w, b, o, k := e.experts(op.Out)
 	R := len(x) / (len(w) * k)
-	f := e.fillOfAny(len(w), op.In[1], op.In[0])
+	f := ofSlots(e.fillOfAny(len(w), op.In[1], op.In[0]), R)
 	acc := op.Accumulates(0)
 	beta := float32(0)
 	if acc {
@@ -319,7 +319,7 @@ func (e *Executor) groupedMMDX(op *step.Op) {
 	dy, dx := e.f32[op.In[0]], e.f32[op.Out[0]]
 	w, _, o, k := e.experts(op.In[1:])
 	R := len(dx) / (len(w) * k)
-	f := e.filled(op.In[0], len(w))
+	f := ofSlots(e.filled(op.In[0], len(w)), R)
 	e.setFill(op.Out[0], f)
 	acc := op.Accumulates(0)
 	beta := float32(0)

@@ -62,6 +62,14 @@ func (e *Executor) setFill(out int, f *rowFill) {
 	}
 }
 
+// ofSlots is f when its blocks have the given rows (slots), else nil.
+func ofSlots(f *rowFill, slots int) *rowFill {
+	if f == nil || f.slots != slots {
+		return nil
+	}
+	return f
+}
+
 // rowsOf is how many rows of expert ex's block to compute: all slots without a fill.
 func rowsOf(f *rowFill, ex, slots int) int {
 	if f == nil {
