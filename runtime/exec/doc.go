@@ -6,7 +6,9 @@
 // nothing; Run executes the program's ops in order on a step's micro-batches and returns
 // the loss terms as runtime/nn reports them.
 //
-// Each op kind has one kernel here (products through runtime/blas). The kernels are
+// Each op kind has one kernel here (products through runtime/blas; activations and
+// exponentials on AVX2 lanes where the build has cgo, else the same float32 formulas in
+// Go; the expert kernels compute only the slots the router filled). The kernels are
 // written from the op definitions in compiler/step, not shared with runtime/nn: the
 // hand-written model is the oracle the executor's losses and gradients are tested
 // against (TestMatchesHandWrittenModel).
