@@ -12,7 +12,9 @@
 // layout's inference programs on in-process ranks, a prefill sharing the decoding step's
 // weights and KV caches (NewSharing).
 //
-// Each op kind has one kernel here (products through runtime/blas). The kernels are
+// Each op kind has one kernel here (products through runtime/blas; activations and
+// exponentials on AVX2 lanes where the build has cgo, else the same float32 formulas in
+// Go; the expert kernels compute only the slots the router filled). The kernels are
 // written from the op definitions in compiler/step, not shared with runtime/nn: the
 // hand-written model is the oracle the executor's losses and gradients are tested
 // against (TestMatchesHandWrittenModel).

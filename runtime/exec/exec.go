@@ -40,6 +40,8 @@ type Executor struct {
 	pieces    []piece
 	updated   bool
 	normSq    float64
+	// fill is what the experts' buffers hold in their static slots (kernels_rows.go).
+	fill []rowFill
 	// scratch is kernels' working space, grown on first use and reused: steps after the
 	// first allocate nothing for it.
 	scratch scratch
@@ -53,11 +55,11 @@ func (e *Executor) ArenaBytes() [2]int64 { return e.arenaBytes }
 
 // scratch holds reusable working arrays of the kernels (each kernel uses its own).
 type scratch struct {
-	order     []int
-	next      []int32
-	fe, acc   []float64
-	dst, xhat []float32
-	w, b      [][]float32
+	order   []int
+	next    []int32
+	fe, acc []float64
+	dst     []float32
+	w, b    [][]float32
 }
 
 func grow[T any](s *[]T, n int) []T {

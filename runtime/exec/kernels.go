@@ -276,31 +276,39 @@ func (e *Executor) norm(op *step.Op) {
 	}
 	layer := e.m.Norm == program.LayerNorm
 	d := len(w)
-	n := len(x) / d
-	for i := 0; i < n; i++ {
-		xi, hi := x[i*d:(i+1)*d], h[i*d:(i+1)*d]
-		var mean float64
-		if layer {
+	eps := e.d.NormEps
+	parallel(len(x)/d, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			xi, hi := x[i*d:(i+1)*d], h[i*d:(i+1)*d]
+			mean := rowMean(xi, layer)
+			var ss float64
 			for _, v := range xi {
-				mean += float64(v)
+				c := float64(v) - mean
+				ss += c * c
 			}
-			mean /= float64(d)
-		}
-		var ss float64
-		for _, v := range xi {
-			c := float64(v) - mean
-			ss += c * c
-		}
-		r := 1 / math.Sqrt(ss/float64(d)+e.d.NormEps)
-		rstd[i] = float32(r)
-		for j, v := range xi {
-			xh := float32((float64(v) - mean) * r)
-			hi[j] = xh * w[j]
-			if b != nil {
-				hi[j] += b[j]
+			r := 1 / math.Sqrt(ss/float64(d)+eps)
+			rstd[i] = float32(r)
+			for j, v := range xi {
+				xh := float32((float64(v) - mean) * r)
+				hi[j] = xh * w[j]
+				if b != nil {
+					hi[j] += b[j]
+				}
 			}
 		}
+	})
+}
+
+// rowMean is a LayerNorm row's mean (0 for RMSNorm).
+func rowMean(x []float32, layer bool) float64 {
+	if !layer {
+		return 0
 	}
+	var mean float64
+	for _, v := range x {
+		mean += float64(v)
+	}
+	return mean / float64(len(x))
 }
 
 func (e *Executor) normBwd(op *step.Op) {
@@ -322,116 +330,35 @@ func (e *Executor) normBwd(op *step.Op) {
 	layer := e.m.Norm == program.LayerNorm
 	d := len(w)
 	n := len(x) / d
-	xhat := grow(&e.scratch.xhat, d)
+	// The parameters' gradients sum over rows, serially; the rows' gradients in parallel.
 	for i := 0; i < n; i++ {
-		xi, dyi, dxi := x[i*d:(i+1)*d], dh[i*d:(i+1)*d], dx[i*d:(i+1)*d]
-		var mean float64
-		if layer {
-			for _, v := range xi {
-				mean += float64(v)
-			}
-			mean /= float64(d)
-		}
-		r := float64(rstd[i])
-		for j, v := range xi {
-			xhat[j] = float32((float64(v) - mean) * r)
-		}
-		var sumG, sumGX float64
+		xi, dyi := x[i*d:(i+1)*d], dh[i*d:(i+1)*d]
+		mean, r := rowMean(xi, layer), float64(rstd[i])
 		for j, g := range dyi {
-			dw[j] += g * xhat[j]
+			dw[j] += g * float32((float64(xi[j])-mean)*r)
 			if db != nil {
 				db[j] += g
 			}
-			gh := float64(g * w[j])
-			sumG += gh
-			sumGX += gh * float64(xhat[j])
-		}
-		meanG, meanGX := sumG/float64(d), sumGX/float64(d)
-		if !layer {
-			meanG = 0
-		}
-		for j, g := range dyi {
-			gh := float64(g * w[j])
-			dxi[j] += float32(r * (gh - meanG - float64(xhat[j])*meanGX))
 		}
 	}
-}
-
-const invSqrt2 = 0.70710678118654752440
-
-func actValue(act program.Activation, v float32) (f, df float64) {
-	x := float64(v)
-	switch act {
-	case program.ReLU:
-		if x > 0 {
-			return x, 1
-		}
-		return 0, 0
-	case program.GELU, program.GeGLU:
-		cdf := 0.5 * (1 + math.Erf(x*invSqrt2))
-		return x * cdf, cdf + x*math.Exp(-0.5*x*x)/math.Sqrt(2*math.Pi)
-	default: // SiLU, SwiGLU
-		sg := 1 / (1 + math.Exp(-x))
-		return x * sg, sg * (1 + x*(1-sg))
-	}
-}
-
-// actOnly is the activation without its derivative (the forward needs no exp for GELU).
-func actOnly(act program.Activation, v float32) float64 {
-	x := float64(v)
-	switch act {
-	case program.ReLU:
-		return max(x, 0)
-	case program.GELU, program.GeGLU:
-		return x * 0.5 * (1 + math.Erf(x*invSqrt2))
-	default:
-		return x / (1 + math.Exp(-x))
-	}
-}
-
-func (e *Executor) act(op *step.Op) {
-	act := program.Activation(op.Attr)
-	a, h := e.f32[op.In[0]], e.f32[op.Out[0]]
-	var u []float32
-	if len(op.In) > 1 {
-		u = e.f32[op.In[1]]
-	}
-	parallel(len(a), func(lo, hi int) {
+	parallel(n, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
-			h[i] = float32(actOnly(act, a[i]))
-			if u != nil {
-				h[i] *= u[i]
+			xi, dyi, dxi := x[i*d:(i+1)*d], dh[i*d:(i+1)*d], dx[i*d:(i+1)*d]
+			mean, r := rowMean(xi, layer), float64(rstd[i])
+			var sumG, sumGX float64
+			for j, g := range dyi {
+				gh := float64(g * w[j])
+				sumG += gh
+				sumGX += gh * float64(float32((float64(xi[j])-mean)*r))
 			}
-		}
-	})
-}
-
-func (e *Executor) actBwd(op *step.Op) {
-	act := program.Activation(op.Attr)
-	dh, a := e.f32[op.In[0]], e.f32[op.In[1]]
-	da := e.f32[op.Out[0]]
-	var u, du []float32
-	if len(op.In) > 2 {
-		u, du = e.f32[op.In[2]], e.f32[op.Out[1]]
-	}
-	accU, accA := op.Accumulates(1), op.Accumulates(0)
-	parallel(len(a), func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			f, df := actValue(act, a[i])
-			g := float64(dh[i])
-			if u != nil {
-				dv := float32(g * f)
-				if accU {
-					du[i] += dv
-				} else {
-					du[i] = dv
-				}
-				g *= float64(u[i])
+			meanG, meanGX := sumG/float64(d), sumGX/float64(d)
+			if !layer {
+				meanG = 0
 			}
-			if accA {
-				da[i] += float32(g * df)
-			} else {
-				da[i] = float32(g * df)
+			for j, g := range dyi {
+				gh := float64(g * w[j])
+				xh := float64(float32((float64(xi[j]) - mean) * r))
+				dxi[j] += float32(r * (gh - meanG - xh*meanGX))
 			}
 		}
 	})

@@ -190,12 +190,17 @@ func (e *Executor) permute(op *step.Op) {
 	sh := e.p.Buffers[op.Out[0]].Shape // [E, C, D]
 	C, D := sh[1], sh[2]
 	K := e.d.K
+	// The route numbers an expert's slots in order: those below its count are filled.
+	f := e.fillRecord(op.Out[0], C)
+	counts := grow(&f.counts, sh[0])
+	clear(counts)
 	clear(send)
 	for a, ex := range idx {
 		s := slot[a]
 		if s < 0 {
 			continue
 		}
+		counts[ex] = max(counts[ex], s+1)
 		t := a / K
 		copy(send[(int(ex)*C+int(s))*D:(int(ex)*C+int(s)+1)*D], h[t*D:(t+1)*D])
 	}
@@ -240,40 +245,59 @@ func (e *Executor) experts(bufs []int) (w, b [][]float32, out, in int) {
 	return w, b, out, in
 }
 
+// groupedMM: each expert's filled rows times its weight (transposed), plus its bias.
 func (e *Executor) groupedMM(op *step.Op) {
 	x, y := e.f32[op.In[0]], e.f32[op.Out[0]]
 	w, b, o, k := e.experts(op.In[1:])
 	R := len(x) / (len(w) * k)
+	f := ofSlots(e.filled(op.In[0], len(w)), R)
+	e.setFill(op.Out[0], f)
+	skipZeroRows := strings.HasSuffix(op.Attr, step.AttrSkipEmptySlots)
 	for ex := range w {
 		xe, ye := x[ex*R*k:(ex+1)*R*k], y[ex*R*o:(ex+1)*R*o]
-		if strings.HasSuffix(op.Attr, step.AttrSkipEmptySlots) {
+		n := rowsOf(f, ex, R)
+		clear(ye[n*o:])
+		if n == 0 {
+			continue
+		}
+		if f == nil && skipZeroRows {
+			// No counts reach this buffer (an all-to-all's output): an inference program
+			// asks for its empty slots, zero rows, to be found and skipped.
 			filledRowsMM(xe, w[ex], ye, R, o, k)
 		} else {
-			blas.Gemm(false, true, R, o, k, 1, xe, k, w[ex], k, 0, ye, o)
+			blas.Gemm(false, true, n, o, k, 1, xe, k, w[ex], k, 0, ye, o)
 		}
 		if b[ex] != nil && e.addsBias(op) {
-			addBias(ye, b[ex], R)
+			addBias(ye, b[ex], n)
 		}
 	}
 }
 
+// groupedMMDW: each expert's dW (+)= dyᵀ·x and db (+)= Σ dy over its filled rows (the
+// padding's dy is zero).
 func (e *Executor) groupedMMDW(op *step.Op) {
 	dy, x := e.f32[op.In[0]], e.f32[op.In[1]]
 	w, b, o, k := e.experts(op.Out)
 	R := len(x) / (len(w) * k)
+	f := ofSlots(e.fillOfAny(len(w), op.In[1], op.In[0]), R)
 	acc := op.Accumulates(0)
+	beta := float32(0)
+	if acc {
+		beta = 1
+	}
 	for ex := range w {
+		n := rowsOf(f, ex, R)
 		dye, xe := dy[ex*R*o:(ex+1)*R*o], x[ex*R*k:(ex+1)*R*k]
-		beta := float32(0)
-		if acc {
-			beta = 1
+		if n > 0 {
+			blas.Gemm(true, false, o, k, n, 1, dye, o, xe, k, beta, w[ex], k)
+		} else if !acc {
+			clear(w[ex])
 		}
-		blas.Gemm(true, false, o, k, R, 1, dye, o, xe, k, beta, w[ex], k)
 		if b[ex] != nil {
 			if !acc {
 				clear(b[ex])
 			}
-			for r := 0; r < R; r++ {
+			for r := 0; r < n; r++ {
 				for j, g := range dye[r*o : (r+1)*o] {
 					b[ex][j] += g
 				}
@@ -282,16 +306,27 @@ func (e *Executor) groupedMMDW(op *step.Op) {
 	}
 }
 
+// groupedMMDX: each expert's filled rows of dx (+)= dy·W.
 func (e *Executor) groupedMMDX(op *step.Op) {
 	dy, dx := e.f32[op.In[0]], e.f32[op.Out[0]]
 	w, _, o, k := e.experts(op.In[1:])
 	R := len(dx) / (len(w) * k)
+	f := ofSlots(e.filled(op.In[0], len(w)), R)
+	e.setFill(op.Out[0], f)
+	acc := op.Accumulates(0)
 	beta := float32(0)
-	if op.Accumulates(0) {
+	if acc {
 		beta = 1
 	}
 	for ex := range w {
-		blas.Gemm(false, false, R, k, o, 1, dy[ex*R*o:(ex+1)*R*o], o, w[ex], k, beta, dx[ex*R*k:(ex+1)*R*k], k)
+		n := rowsOf(f, ex, R)
+		dxe := dx[ex*R*k : (ex+1)*R*k]
+		if !acc {
+			clear(dxe[n*k:])
+		}
+		if n > 0 {
+			blas.Gemm(false, false, n, k, o, 1, dy[ex*R*o:(ex+1)*R*o], o, w[ex], k, beta, dxe, k)
+		}
 	}
 }
 
@@ -322,7 +357,8 @@ func (e *Executor) combineBwd(op *step.Op) {
 	sh := e.p.Buffers[op.In[1]].Shape
 	C, D := sh[1], sh[2]
 	K := e.d.K
-	clear(dback)
+	clear(dback) // the padding's gradient is zero
+	e.setFill(op.Out[0], e.filled(op.In[1], sh[0]))
 	for a, ex := range idx {
 		s := slot[a]
 		var dg float32
