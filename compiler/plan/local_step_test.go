@@ -31,7 +31,7 @@ func TestLocalMemoryIsTheStepProgram(t *testing.T) {
 			t.Fatalf("%d ranks %+v: %v", tc.ranks, tc.o, ds.Err())
 		}
 		l := p.Layout
-		sl := step.Layout{DP: l.DP, EP: l.EP, TP: l.TP, PP: l.PP, ZeRO: l.ZeRO, OffloadOpt: tc.o.Offload}
+		sl := step.Layout{DP: l.DP, EP: l.EP, TP: l.TP, PP: l.PP, ZeRO: l.ZeRO, OffloadOpt: tc.o.Offload, Recompute: l.Recompute}
 		progs, err := step.Lower(program.StageModel(prog.Models[tr.Model], st), step.Batch{MicroBatch: l.MicroBatch, SeqLen: 32, Micro: l.GradAccum}, sl)
 		if err != nil {
 			t.Fatalf("%s: %v", sl, err)

@@ -215,9 +215,9 @@ func (s *stepEngine) evalNet(newNet NewNetFunc, spec *Spec) (Net, error) {
 
 // report is each rank's memory: what its program's memory plan holds at each tier's peak,
 // per component (plan.MemoryOf, the reading the local planner predicts with), and the
-// arenas its executor allocated (the executor allocates nothing else for a step). The cache's hits, misses and evictions are
-// the program's per step, times the steps run; under the cache the host tier is counted by
-// the kind of its buffers.
+// arenas its executor allocated (the executor allocates nothing else for a step; under
+// mpirun only this process's rank has one here). The cache's hits, misses and evictions
+// are the program's per step, times the steps run.
 func (s *stepEngine) report() []RankMemory {
 	var out []RankMemory
 	for r, p := range s.lc.Progs {
@@ -237,8 +237,10 @@ func (s *stepEngine) report() []RankMemory {
 			}
 		}
 		rm.CacheHits = int64(p.CacheHits) * s.steps
-		arena := s.lc.Ranks[r].ArenaBytes()
-		rm.Arena[dist.Device], rm.Arena[dist.Host] = arena[step.Device], arena[step.Host]
+		if ex := s.executorOf(r); ex != nil {
+			arena := ex.ArenaBytes()
+			rm.Arena[dist.Device], rm.Arena[dist.Host] = arena[step.Device], arena[step.Host]
+		}
 		out = append(out, rm)
 	}
 	return out
@@ -269,4 +271,18 @@ func GrownWeights(from string, m *program.Model, g program.Grow, seed int64) ([]
 		_, err := Grow(c.Model, c.Manifest.Model, m, ps, g, seed)
 		return err
 	})
+}
+
+// executorOf is rank r's executor when it runs in this process, else nil.
+func (s *stepEngine) executorOf(r int) *exec.Executor {
+	if s.comm != nil {
+		if r == s.comm.Rank() && len(s.lc.Ranks) == 1 {
+			return s.lc.Ranks[0]
+		}
+		return nil
+	}
+	if r < len(s.lc.Ranks) {
+		return s.lc.Ranks[r]
+	}
+	return nil
 }
