@@ -2,10 +2,11 @@ package plan
 
 import (
 	"fmt"
-	"github.com/moec-dev/moec/compiler/features"
-	"github.com/moec-dev/moec/compiler/program"
 	"math"
 	"sort"
+
+	"github.com/moec-dev/moec/compiler/features"
+	"github.com/moec-dev/moec/compiler/program"
 )
 
 // strategy is a memory strategy the search may use.

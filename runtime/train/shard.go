@@ -3,11 +3,11 @@ package train
 import (
 	"errors"
 	"fmt"
-	"github.com/moec-dev/moec/internal/human"
 	"regexp"
 	"strconv"
 
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/internal/human"
 	"github.com/moec-dev/moec/runtime/dist"
 	"github.com/moec-dev/moec/runtime/nn"
 	"github.com/moec-dev/moec/runtime/optim"
