@@ -15,8 +15,8 @@ import (
 	"github.com/moec-dev/moec/runtime/train"
 )
 
-// TestShardedRunsMatchSingleRank runs the tiny curriculum's MoE stage sharded over two
-// ranks, as `mpirun -np 2 moec run …` (one rank per process through Open MPI, which
+// TestShardedRunsMatchSingleRank runs the tiny curriculum's MoE stage on the hand-written
+// engine sharded over two ranks, as `mpirun -np 2 moec run …` (one rank per process through Open MPI, which
 // scripts/deps.sh installs) and as `moec run --ranks 2` with the unified cache, and holds
 // each loss curve to the same stage run as one rank.
 func TestShardedRunsMatchSingleRank(t *testing.T) {
@@ -78,7 +78,10 @@ func shardedRunMatchesSingle(t *testing.T, bin string, launch func(args ...strin
 	single := filepath.Join(dir, "single")
 	runCmd(bin, "run", "--stage", "four", file, "--steps", steps, "--out-root", root, "--from", from, "--out", single)
 	sharded := filepath.Join(dir, "sharded")
-	name, args := launch("run", "--stage", "four", file, "--steps", steps, "--out-root", root, "--from", from, "--out", sharded, "--collective-timeout", "1m")
+	// The hand-written engine routes the global batch, so a sharded run computes what one
+	// rank computes; step programs route per data-parallel replica, as Megatron does
+	// (TestStepProgramsUnderMpirun holds them to their own in-process run).
+	name, args := launch("run", "--stage", "four", file, "--steps", steps, "--out-root", root, "--from", from, "--out", sharded, "--collective-timeout", "1m", "--engine", "handwritten")
 	out := runCmd(name, args...)
 	want, err := train.ReadLog(filepath.Join(single, train.LogFile))
 	if err != nil {
