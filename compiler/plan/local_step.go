@@ -30,7 +30,7 @@ type stepMemory struct {
 	cache step.Cache
 	// sequenceParallel splits the tp ranks' token-wise regions (with tp > 1).
 	sequenceParallel bool
-	lowered   map[ParallelLayout]*loweredMemory
+	lowered          map[ParallelLayout]*loweredMemory
 	// lowerErr is the last layout the step program refused (nil when every one lowered).
 	lowerErr error
 }
