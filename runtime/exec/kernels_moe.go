@@ -7,26 +7,25 @@ import (
 	"math"
 
 	"github.com/moec-dev/moec/compiler/program"
-	"github.com/moec-dev/moec/compiler/step"
 	"github.com/moec-dev/moec/runtime/blas"
 )
 
-// route scores each token's experts, chooses its top k (ties to the lower index), admits
+// Route scores each token's experts, chooses its top k (ties to the lower index), admits
 // assignments to experts by capacity (every token's first choice before any second
 // choice, in token order) and numbers each admitted assignment's slot in its expert in
 // token order. Outputs: index, gates, scores, lse, slot, kept, routed, and the balance and
 // z-loss terms.
-func (e *Executor) route(op *step.Op) {
-	z := e.f32[op.In[0]]
-	idx, gates, sc, lse := e.i32[op.Out[0]], e.f32[op.Out[1]], e.f32[op.Out[2]], e.f32[op.Out[3]]
-	slot, kept, routed, aux := e.i32[op.Out[4]], e.i32[op.Out[5]], e.i32[op.Out[6]], e.f32[op.Out[7]]
-	cfg := e.m.MoE
-	E, K := e.d.E, e.d.K
+// slots is the program's static capacity per expert (0: from the capacity factor);
+// recomputed marks the same routing run again (recompute = full), which adds nothing to
+// the step's terms.
+func (k *Kernels) Route(z []float32, idx []int32, gates, sc, lse []float32, slot, kept, routed []int32, aux []float32, slots int, recomputed bool) {
+	cfg := k.m.MoE
+	E, K := k.d.E, k.d.K
 	n := len(z) / E
 	clear(routed)
 	clear(kept)
 	var zsum float64
-	order := grow(&e.scratch.order, K)
+	order := grow(&k.scratch.order, K)
 	for t := 0; t < n; t++ {
 		zt, st := z[t*E:(t+1)*E], sc[t*E:(t+1)*E]
 		mx := math.Inf(-1)
@@ -74,7 +73,7 @@ func (e *Executor) route(op *step.Op) {
 			}
 		}
 	}
-	capacity := op.Slots // the program's static slots per expert
+	capacity := slots // the program's static slots per expert
 	if capacity <= 0 {
 		capacity = n * K
 		if cfg.CapacityFactor > 0 {
@@ -94,7 +93,7 @@ func (e *Executor) route(op *step.Op) {
 			}
 		}
 	}
-	next := grow(&e.scratch.next, E)
+	next := grow(&k.scratch.next, E)
 	clear(next)
 	for t := 0; t < n; t++ {
 		for j := 0; j < K; j++ {
@@ -116,13 +115,13 @@ func (e *Executor) route(op *step.Op) {
 	}
 	aux[0] = float32(float64(E) * bal)
 	aux[1] = float32(zsum / float64(n))
-	if op.Recomputed {
+	if recomputed {
 		return // the same routing again (recompute = full): already counted
 	}
 	// Reported as the step's mean over micro-batches (and, summed over ranks, replicas).
-	e.stats.Balance += float64(E) * bal * e.lossScale()
-	e.stats.ZLoss += zsum / float64(n) * e.lossScale()
-	e.stats.Dropped += dropped
+	k.stats.Balance += float64(E) * bal * k.lossScale()
+	k.stats.ZLoss += zsum / float64(n) * k.lossScale()
+	k.stats.Dropped += dropped
 }
 
 func taken(chosen []int, ex int) bool {
@@ -134,23 +133,19 @@ func taken(chosen []int, ex int) bool {
 	return false
 }
 
-// routeBwd: the logits' gradient from the gates', the balance loss's and the z-loss's.
-// In: dgates, logits, index, gates, scores, lse, slot, kept, routed.
-func (e *Executor) routeBwd(op *step.Op) {
-	dg, z := e.f32[op.In[0]], e.f32[op.In[1]]
-	idx, gates, sc, lse := e.i32[op.In[2]], e.f32[op.In[3]], e.f32[op.In[4]], e.f32[op.In[5]]
-	routed := e.i32[op.In[8]]
-	dz := e.f32[op.Out[0]]
-	cfg := e.m.MoE
-	E, K := e.d.E, e.d.K
+// RouteBwd: the logits' gradient dz (written or added to) from the gates', the balance
+// loss's and the z-loss's.
+func (k *Kernels) RouteBwd(dg, z []float32, idx []int32, gates, sc, lse []float32, routed []int32, dz []float32, acc bool) {
+	cfg := k.m.MoE
+	E, K := k.d.E, k.d.K
 	n := len(z) / E
-	scale := e.lossScale()
-	fe := grow(&e.scratch.fe, E)
+	scale := k.lossScale()
+	fe := grow(&k.scratch.fe, E)
 	for ex := range fe {
 		fe[ex] = cfg.BalanceLoss * float64(E) * float64(routed[ex]) / float64(n*K) / float64(n) * scale
 	}
 	for t := 0; t < n; t++ {
-		dst := grow(&e.scratch.dst, E)
+		dst := grow(&k.scratch.dst, E)
 		st, zt := sc[t*E:(t+1)*E], z[t*E:(t+1)*E]
 		for ex := range dst {
 			dst[ex] = float32(fe[ex])
@@ -184,13 +179,13 @@ func (e *Executor) routeBwd(op *step.Op) {
 			}
 		}
 		if cfg.ZLoss != 0 {
-			k := cfg.ZLoss * 2 * float64(lse[t]) / float64(n) * scale
+			c := cfg.ZLoss * 2 * float64(lse[t]) / float64(n) * scale
 			for ex, v := range zt {
-				dst[ex] += float32(k * math.Exp(float64(v)-float64(lse[t])))
+				dst[ex] += float32(c * math.Exp(float64(v)-float64(lse[t])))
 			}
 		}
 		row := dz[t*E : (t+1)*E]
-		if op.Accumulates(0) {
+		if acc {
 			for ex, v := range dst {
 				row[ex] += v
 			}
@@ -200,11 +195,10 @@ func (e *Executor) routeBwd(op *step.Op) {
 	}
 }
 
-func (e *Executor) permute(op *step.Op) {
-	h, idx, slot, send := e.f32[op.In[0]], e.i32[op.In[1]], e.i32[op.In[2]], e.f32[op.Out[0]]
-	sh := e.p.Buffers[op.Out[0]].Shape // [E, C, D]
-	C, D := sh[1], sh[2]
-	K := e.d.K
+// Permute copies each admitted assignment's token row into its expert's slot of send
+// ([E, C, D]).
+func (k *Kernels) Permute(h []float32, idx, slot []int32, send []float32, C, D int) {
+	K := k.d.K
 	clear(send)
 	for a, ex := range idx {
 		s := slot[a]
@@ -216,12 +210,10 @@ func (e *Executor) permute(op *step.Op) {
 	}
 }
 
-func (e *Executor) permuteBwd(op *step.Op) {
-	ds, idx, slot, dh := e.f32[op.In[0]], e.i32[op.In[1]], e.i32[op.In[2]], e.f32[op.Out[0]]
-	sh := e.p.Buffers[op.In[0]].Shape
-	C, D := sh[1], sh[2]
-	K := e.d.K
-	if !op.Accumulates(0) {
+// PermuteBwd scatter-adds the slots' gradients back to the tokens' rows of dh.
+func (k *Kernels) PermuteBwd(ds []float32, idx, slot []int32, dh []float32, C, D int, acc bool) {
+	K := k.d.K
+	if !acc {
 		clear(dh)
 	}
 	for a, ex := range idx {
@@ -255,24 +247,23 @@ func (e *Executor) experts(bufs []int) (w, b [][]float32, out, in int) {
 	return w, b, out, in
 }
 
-func (e *Executor) groupedMM(op *step.Op) {
-	x, y := e.f32[op.In[0]], e.f32[op.Out[0]]
-	w, b, o, k := e.experts(op.In[1:])
+// GroupedMM: each expert's rows of x times its weight w[ex] ([o, k]), plus its bias b[ex]
+// where b (or b[ex]) is not nil.
+func GroupedMM(x, y []float32, w, b [][]float32, o, k int) {
 	R := len(x) / (len(w) * k)
 	for ex := range w {
 		xe, ye := x[ex*R*k:(ex+1)*R*k], y[ex*R*o:(ex+1)*R*o]
 		blas.Gemm(false, true, R, o, k, 1, xe, k, w[ex], k, 0, ye, o)
-		if b[ex] != nil && e.addsBias(op) {
+		if b != nil && b[ex] != nil {
 			addBias(ye, b[ex], R)
 		}
 	}
 }
 
-func (e *Executor) groupedMMDW(op *step.Op) {
-	dy, x := e.f32[op.In[0]], e.f32[op.In[1]]
-	w, b, o, k := e.experts(op.Out)
+// GroupedMMDW: each expert's weight gradient w[ex] (and bias gradient b[ex] where not
+// nil), written or added to.
+func GroupedMMDW(dy, x []float32, w, b [][]float32, o, k int, acc bool) {
 	R := len(x) / (len(w) * k)
-	acc := op.Accumulates(0)
 	for ex := range w {
 		dye, xe := dy[ex*R*o:(ex+1)*R*o], x[ex*R*k:(ex+1)*R*k]
 		beta := float32(0)
@@ -280,7 +271,7 @@ func (e *Executor) groupedMMDW(op *step.Op) {
 			beta = 1
 		}
 		blas.Gemm(true, false, o, k, R, 1, dye, o, xe, k, beta, w[ex], k)
-		if b[ex] != nil {
+		if b != nil && b[ex] != nil {
 			if !acc {
 				clear(b[ex])
 			}
@@ -293,24 +284,17 @@ func (e *Executor) groupedMMDW(op *step.Op) {
 	}
 }
 
-func (e *Executor) groupedMMDX(op *step.Op) {
-	dy, dx := e.f32[op.In[0]], e.f32[op.Out[0]]
-	w, _, o, k := e.experts(op.In[1:])
+// GroupedMMDX: the rows' gradient dx from each expert's, written or added to.
+func GroupedMMDX(dy, dx []float32, w [][]float32, o, k int, acc bool) {
 	R := len(dx) / (len(w) * k)
-	beta := float32(0)
-	if op.Accumulates(0) {
-		beta = 1
-	}
 	for ex := range w {
-		blas.Gemm(false, false, R, k, o, 1, dy[ex*R*o:(ex+1)*R*o], o, w[ex], k, beta, dx[ex*R*k:(ex+1)*R*k], k)
+		blas.Gemm(false, false, R, k, o, 1, dy[ex*R*o:(ex+1)*R*o], o, w[ex], k, beta(acc), dx[ex*R*k:(ex+1)*R*k], k)
 	}
 }
 
-func (e *Executor) combine(op *step.Op) {
-	back, idx, slot, gates, y := e.f32[op.In[0]], e.i32[op.In[1]], e.i32[op.In[2]], e.f32[op.In[3]], e.f32[op.Out[0]]
-	sh := e.p.Buffers[op.In[0]].Shape
-	C, D := sh[1], sh[2]
-	K := e.d.K
+// Combine adds each admitted assignment's expert output times its gate to its token's row.
+func (k *Kernels) Combine(back []float32, idx, slot []int32, gates, y []float32, C, D int) {
+	K := k.d.K
 	clear(y)
 	for a, ex := range idx {
 		s := slot[a]
@@ -327,12 +311,10 @@ func (e *Executor) combine(op *step.Op) {
 	}
 }
 
-func (e *Executor) combineBwd(op *step.Op) {
-	dy, back, idx, slot, gates := e.f32[op.In[0]], e.f32[op.In[1]], e.i32[op.In[2]], e.i32[op.In[3]], e.f32[op.In[4]]
-	dback, dgates := e.f32[op.Out[0]], e.f32[op.Out[1]]
-	sh := e.p.Buffers[op.In[1]].Shape
-	C, D := sh[1], sh[2]
-	K := e.d.K
+// CombineBwd: the expert outputs' gradient dback and the gates' dgates (written or added
+// to).
+func (k *Kernels) CombineBwd(dy, back []float32, idx, slot []int32, gates, dback, dgates []float32, C, D int, accGates bool) {
+	K := k.d.K
 	clear(dback)
 	for a, ex := range idx {
 		s := slot[a]
@@ -347,7 +329,7 @@ func (e *Executor) combineBwd(op *step.Op) {
 				dback[row+i] = gates[a] * v
 			}
 		}
-		if op.Accumulates(1) {
+		if accGates {
 			dgates[a] += dg
 		} else {
 			dgates[a] = dg

@@ -157,13 +157,7 @@ func (e *Executor) update(op *step.Op) error {
 	if e.opt == nil {
 		return fmt.Errorf("the program has update ops but the executor has no optimizer (SetOptimizer)")
 	}
-	global := float64(e.f32[op.In[len(op.In)-1]][0])
-	if e.p.Layout.World() == 1 {
-		global = e.normSq // one rank: no float32 rounding of the sum
-	}
-	info, err := e.opt.StepReduced(1, func(float64) (float64, error) { return global, nil })
-	e.stats.GradNorm, e.stats.LR = info.GradNorm, info.LR
-	return err
+	return e.AdamW(e.opt, e.f32[op.In[len(op.In)-1]], e.p.Layout.World()) // one rank: the unrounded sum
 }
 
 // hostRange is the flat range [base, base+n) a group's host copies (and shards) cover.
