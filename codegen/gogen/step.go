@@ -539,15 +539,8 @@ func groupIndexOf(p *step.Program, op *step.Op) int {
 	return 0
 }
 
-// optPieces are the parameters group gi updates, as the executor's SetOptimizer lists them:
-// each gradient buffer of the group in buffer order, with its weight buffer.
-type optPiece struct {
-	name       string
-	shape      []int
-	w, g, flat int64
-	n          int64
-}
-
+// groupOf is the parameter group that updates id, as the executor's SetOptimizer groups
+// them: the routed experts' group when the program has one, else the dense group.
 func groupOf(p *step.Program, id params.ID) int {
 	if id.Role.Routed() && len(p.Groups) > 1 {
 		return 1
