@@ -268,3 +268,30 @@ func parseLosses(out string) []float64 {
 	}
 	return losses
 }
+
+// TestStepSourceRefusesSeveralRanks: a program of more than one rank is not written out as
+// Go; Emit says so in a note and writes the rest.
+func TestStepSourceRefusesSeveralRanks(t *testing.T) {
+	prog, _, diags := check.Load("../../examples/hunyuan_tiny.moe", os.ReadFile)
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	_, cfg := stepProgramFor(t, prog, "dense")
+	sp, err := step.LowerRank(cfg.Model, step.Batch{MicroBatch: cfg.MicroBatch / 2, SeqLen: cfg.SeqLen, Micro: cfg.Accum},
+		step.Layout{DP: 2, EP: 1, TP: 1, PP: 1}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := gogen.Emit(t.TempDir(), cfg, gogen.Options{ModuleDir: gogen.FindModule("."), Step: sp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range res.Files {
+		if strings.HasSuffix(f, filepath.Join(gogen.StepDir, gogen.StepFile)) {
+			t.Errorf("Emit wrote %s for a program of 2 ranks", f)
+		}
+	}
+	if len(res.Notes) != 1 || !strings.Contains(res.Notes[0], "2 ranks") {
+		t.Errorf("Emit's notes %q do not say the 2-rank program is not written out", res.Notes)
+	}
+}

@@ -2,6 +2,7 @@ package weights
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -56,6 +57,13 @@ func Grown(from string, m *program.Model, g program.Grow, seed int64) ([]Tensor,
 	}
 	if !c.Manifest.Final {
 		return nil, fmt.Errorf("weights: checkpoint %s is not the final one of its stage", dir)
+	}
+	for _, t := range c.Model {
+		for i, v := range t.Data {
+			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+				return nil, diag.Runtimef(diag.ErrCorruptCheckpoint, "checkpoint %s: tensor %s holds %v at index %d; training never saves non-finite weights", dir, t.Name, v, i)
+			}
+		}
 	}
 	ts, err := Initial(m, seed)
 	if err != nil {
