@@ -10,10 +10,11 @@
 // runs the compiled LLVM kernels through runtime/kernelsel in place of the Go ones for the
 // norms, the cross-entropy and AdamW. Emit writes outDir/go/{main.go, go.mod, go.sum}.
 //
-// With a one-rank step program (Options.Step), Emit also writes go/step/main.go
+// With a step program (Options.Step, rank 0's), Emit also writes go/step/main.go
 // (StepSource): the step program itself as Go, one statement per op in program order (a
-// call of runtime/exec's kernels on typed views of the planned arena, runtime/optim's
-// AdamW per parameter group), starting from runtime/weights' initialisation or growth. It
+// call of runtime/exec's kernels on typed views of the planned arena, a collective between
+// the ranks, runtime/optim's AdamW per parameter group) for every rank of a data- and
+// expert-parallel layout, starting from runtime/weights' initialisation or growth. It
 // imports neither runtime/nn nor runtime/train, and prints the losses `moec run
 // --step-programs` logs (TestStepProgramMatchesRun).
 //

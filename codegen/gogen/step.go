@@ -25,14 +25,15 @@ const (
 	StepFile = "main.go"
 )
 
-// StepSource returns the Go form of rank 0's step program p for cfg's stage: a main
-// package that places every buffer of the program at its arena offset and runs one
-// training step as one Go statement per op, in program order: calls of runtime/exec's
-// kernels (products through BLAS) on typed views of the arena, and runtime/optim's AdamW
-// for each parameter group. It trains the stage's steps on the same data as `moec run`
-// from the same starting weights (runtime/weights), and imports neither the hand-written
-// model (runtime/nn) nor the executor's interpretation of a program. A program this form
-// does not write out (more than one rank, see NotWrittenError) is refused.
+// StepSource returns the Go form of the step program whose rank 0 is p, for cfg's stage: a
+// main package that places every buffer of each rank's program at its arena offset and
+// runs one training step as one Go statement per op, in program order: calls of
+// runtime/exec's kernels (products through BLAS) on typed views of the arena, its
+// collectives between the ranks (goroutines over an in-process World), and
+// runtime/optim's AdamW for each parameter group. It trains the stage's steps on the same
+// data as `moec run` from the same starting weights (runtime/weights), and imports neither
+// the hand-written model (runtime/nn) nor the executor's interpretation of a program. A
+// layout this form does not write out (see NotWrittenError) is refused.
 func StepSource(cfg Config, p *step.Program) (string, error) {
 	if cfg.Model == nil || p == nil {
 		return "", fmt.Errorf("gogen: %s: no model or step program", cfg.Name)
@@ -43,9 +44,6 @@ func StepSource(cfg Config, p *step.Program) (string, error) {
 	}
 	if err := writable(p); err != nil {
 		return "", err
-	}
-	if len(p.Memory.Lifetime) != len(p.Buffers) {
-		p.Memory.Lifetime = step.Lifetimes(p)
 	}
 	modelJSON, err := stageModelJSON(cfg)
 	if err != nil {
@@ -81,10 +79,25 @@ func StepSource(cfg Config, p *step.Program) (string, error) {
 	})
 	f.Line()
 	genOptimizerConfig(f, cfg)
-	if err := genStepProgram(f, p, cfg); err != nil {
-		return "", err
+	progs := []*step.Program{p}
+	for r := 1; r < p.Layout.World(); r++ {
+		rp, err := step.LowerRank(cfg.Model, p.Batch, p.Layout, r)
+		if err != nil {
+			return "", fmt.Errorf("gogen: %s: lowering rank %d: %w", cfg.Name, r, err)
+		}
+		rp.Stage = p.Stage
+		progs = append(progs, rp)
 	}
-	genStepMain(f, cfg, p)
+	genPut(f)
+	for _, rp := range progs {
+		if len(rp.Memory.Lifetime) != len(rp.Buffers) {
+			rp.Memory.Lifetime = step.Lifetimes(rp)
+		}
+		if err := genStepProgram(f, rp, cfg, rankSuffix(rp, len(progs))); err != nil {
+			return "", err
+		}
+	}
+	genStepMain(f, cfg, progs)
 	var buf bytes.Buffer
 	if err := f.Render(&buf); err != nil {
 		return "", fmt.Errorf("gogen: %s: rendering the step program: %w", cfg.Name, err)
@@ -113,18 +126,18 @@ func genOptimizerConfig(f *jen.File, cfg Config) {
 }
 
 // NotWrittenError says why a step program is not written out as Go (the build notes it and
-// goes on): the Go form is written for one-rank programs.
+// goes on): the Go form is written for data- and expert-parallel layouts without ZeRO.
 type NotWrittenError struct{ Reason string }
 
 func (e *NotWrittenError) Error() string {
 	return "the step program is not written out as Go: " + e.Reason
 }
 
-// writable refuses what the Go form does not write out: more than one rank (collectives
-// and pipeline messages), an offloaded optimizer, sharded parameter groups.
+// writable refuses what the Go form does not write out: tensor and pipeline parallelism,
+// an offloaded optimizer, sharded parameter groups (ZeRO 1–3).
 func writable(p *step.Program) error {
-	if w := p.Layout.World(); w != 1 {
-		return &NotWrittenError{fmt.Sprintf("%d ranks (the Go form is written for one rank; moec run runs every rank)", w)}
+	if l := p.Layout; l.TP > 1 || l.PP > 1 {
+		return &NotWrittenError{fmt.Sprintf("tensor or pipeline parallelism (tp %d, pp %d; the Go form is written for data and expert parallelism)", l.TP, l.PP)}
 	}
 	if p.Layout.OffloadOpt {
 		return &NotWrittenError{"the optimizer is offloaded"}
@@ -135,8 +148,8 @@ func writable(p *step.Program) error {
 		}
 	}
 	for _, op := range p.Ops {
-		if op.Kind.Collective() || op.Kind.PointToPoint() || op.Kind == step.OpToHost || op.Kind == step.OpToDevice {
-			return &NotWrittenError{fmt.Sprintf("it communicates (%s)", op.Kind)}
+		if op.Kind != step.OpAllReduce && op.Kind != step.OpAllToAllV && (op.Kind.Collective() || op.Kind.PointToPoint() || op.Kind == step.OpToHost || op.Kind == step.OpToDevice) {
+			return &NotWrittenError{fmt.Sprintf("it communicates by %s", op.Kind)}
 		}
 	}
 	return nil
@@ -314,12 +327,6 @@ func opCall(p *step.Program, i int) (jen.Code, error) {
 			return nil, fmt.Errorf("a vocabulary-parallel cross-entropy")
 		}
 		return k.Dot("CrossEntropy").Call(buf(in[0]), buf(in[1]), jen.Nil(), jen.Nil(), buf(out[0]), buf(out[1]), jen.Lit(shape(in[0])[1]), jen.Lit(0)), nil
-	case step.OpGradNorm:
-		args := []jen.Code{buf(out[0])}
-		for _, b := range in {
-			args = append(args, buf(b))
-		}
-		return k.Dot("SumSquares").Call(args...), nil
 	}
 	return nil, fmt.Errorf("no Go form for op %s", op.Kind)
 }
@@ -331,6 +338,7 @@ type chunk struct {
 	doc      string
 	from, to int // ops [from, to)
 	update   bool
+	fallible bool // it communicates or updates: it returns an error
 }
 
 func chunks(p *step.Program) []chunk {
@@ -346,7 +354,10 @@ func chunks(p *step.Program) []chunk {
 			i = j
 			continue
 		}
-		name := fmt.Sprintf("%sM%d", op.Phase, op.Micro)
+		name := op.Phase.String()
+		if op.Micro >= 0 {
+			name += fmt.Sprintf("M%d", op.Micro)
+		}
 		var where string
 		switch {
 		case op.Layer >= 0:
@@ -368,7 +379,7 @@ func chunks(p *step.Program) []chunk {
 			n++
 		}
 		out = append(out, chunk{name: name, from: i, to: j,
-			doc: fmt.Sprintf("%s runs ops %d..%d: micro-batch %d's %s of %s.", name, i, j-1, op.Micro, phaseWord(op.Phase), where)})
+			doc: fmt.Sprintf("%s runs ops %d..%d: %s of %s.", name, i, j-1, phaseWord(op.Phase, op.Micro), where)})
 		i = j
 	}
 	return out
@@ -383,27 +394,32 @@ func taken(cs []chunk, name string) bool {
 	return false
 }
 
-func phaseWord(ph step.Phase) string {
+func phaseWord(ph step.Phase, micro int) string {
+	var w string
 	switch ph {
 	case step.Forward:
-		return "forward"
+		w = "forward"
 	case step.Backward:
-		return "backward"
+		w = "backward"
+	case step.Reduce:
+		return "the gradients' reduction over the replicas"
+	default:
+		w = ph.String()
 	}
-	return ph.String()
+	return fmt.Sprintf("micro-batch %d's %s", micro, w)
 }
 
 // genStepProgram writes the program as Go: the views of the arena, the optimizers, one
 // function per run of ops of a phase, micro-batch and layer with one statement per op, and
 // the step that calls them in program order.
-func genStepProgram(f *jen.File, p *step.Program, cfg Config) error {
+func genStepProgram(f *jen.File, p *step.Program, cfg Config, sfx string) error {
 	d, err := cfg.Model.Dims()
 	if err != nil {
 		return fmt.Errorf("gogen: %s: %w", cfg.Name, err)
 	}
 	f.Comment("views are the program's buffers, each a typed view of its tier's arena at the offset")
 	f.Comment("the memory plan gave it (buffers whose lives do not overlap share memory).")
-	f.Type().Id("views").StructFunc(func(g *jen.Group) {
+	f.Type().Id("views" + sfx).StructFunc(func(g *jen.Group) {
 		for i, b := range p.Buffers {
 			if p.Memory.Lifetime[i][0] < 0 {
 				continue
@@ -417,12 +433,12 @@ func genStepProgram(f *jen.File, p *step.Program, cfg Config) error {
 	})
 	f.Line()
 	f.Comment("newViews allocates the arenas (bytes per tier, as planned) and places every buffer.")
-	f.Func().Id("newViews").Params().Op("*").Id("views").BlockFunc(func(g *jen.Group) {
+	f.Func().Id("newViews" + sfx).Params().Op("*").Id("views" + sfx).BlockFunc(func(g *jen.Group) {
 		g.Id("device").Op(":=").Make(jen.Index().Float32(), jen.Lit((p.Memory.Arena[step.Device]+3)/4)).Comment(fmt.Sprintf("%d bytes", p.Memory.Arena[step.Device]))
 		if p.Memory.Arena[step.Host] > 0 {
 			g.Id("host").Op(":=").Make(jen.Index().Float32(), jen.Lit((p.Memory.Arena[step.Host]+3)/4)).Comment(fmt.Sprintf("%d bytes", p.Memory.Arena[step.Host]))
 		}
-		g.Id("v").Op(":=").Op("&").Id("views").Values()
+		g.Id("v").Op(":=").Op("&").Id("views" + sfx).Values()
 		for i, b := range p.Buffers {
 			if p.Memory.Lifetime[i][0] < 0 {
 				continue
@@ -441,15 +457,22 @@ func genStepProgram(f *jen.File, p *step.Program, cfg Config) error {
 		g.Return(jen.Id("v"))
 	})
 	f.Line()
-	if err := genLoad(f, p, cfg); err != nil {
+	if err := genLoad(f, p, cfg, sfx); err != nil {
 		return err
 	}
-	genOptimizers(f, p)
+	genOptimizers(f, p, sfx)
 	cs := chunks(p)
+	for ci := range cs {
+		for _, op := range p.Ops[cs[ci].from:cs[ci].to] {
+			if op.Kind == step.OpAdamW || op.Kind.Collective() {
+				cs[ci].fallible = true
+			}
+		}
+	}
 	f.Comment("step runs one training step of the program on the step's micro-batches: the tokens in,")
 	f.Comment("then every op in program order.")
-	f.Func().Params(jen.Id("r").Op("*").Id("rank")).Id("step").Params(jen.List(jen.Id("seed"), jen.Id("n")).Int64(), jen.Id("micro").Index().Index().Int32()).Params(jen.Qual(pkgExec, "Stats"), jen.Error()).BlockFunc(func(g *jen.Group) {
-		g.Id("v").Op(":=").Id("r").Dot("views")
+	f.Func().Params(jen.Id("r").Op("*").Id("rank"+sfx)).Id("step").Params(jen.List(jen.Id("seed"), jen.Id("n")).Int64(), jen.Id("micro").Index().Index().Int32()).Params(jen.Qual(pkgExec, "Stats"), jen.Error()).BlockFunc(func(g *jen.Group) {
+		g.Id("v").Op(":=").Id("r").Dot("views" + sfx)
 		g.Id("r").Dot("k").Dot("BeginStep").Call(jen.Id("seed"), jen.Id("n"))
 		for i, b := range p.Buffers {
 			if b.Kind != step.KindInput || !b.Int || p.Memory.Lifetime[i][0] < 0 {
@@ -474,7 +497,7 @@ func genStepProgram(f *jen.File, p *step.Program, cfg Config) error {
 				jen.Return(jen.Qual(pkgExec, "Stats").Values(), jen.Err()))
 		}
 		for _, c := range cs {
-			if c.update {
+			if c.fallible {
 				g.If(jen.Err().Op(":=").Id("r").Dot(c.name).Call(), jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Qual(pkgExec, "Stats").Values(), jen.Err()))
 				continue
 			}
@@ -485,14 +508,27 @@ func genStepProgram(f *jen.File, p *step.Program, cfg Config) error {
 	f.Line()
 	for _, c := range cs {
 		var body []jen.Code
-		body = append(body, jen.List(jen.Id("v"), jen.Id("k")).Op(":=").List(jen.Id("r").Dot("views"), jen.Id("r").Dot("k")))
+		body = append(body, jen.List(jen.Id("v"), jen.Id("k")).Op(":=").List(jen.Id("r").Dot("views"+sfx), jen.Id("r").Dot("k")))
 		for i := c.from; i < c.to; i++ {
 			op := &p.Ops[i]
 			body = append(body, jen.Comment(opLine(p, i)))
 			if op.Kind == step.OpAdamW {
 				gi := groupIndexOf(p, op)
-				body = append(body, jen.If(jen.Err().Op(":=").Id("k").Dot("AdamW").Call(jen.Id("r").Dot(fmt.Sprintf("opt%d", gi)), buf(op.In[len(op.In)-1]), jen.Lit(1)),
+				body = append(body, jen.If(jen.Err().Op(":=").Id("k").Dot("AdamW").Call(jen.Id("r").Dot(fmt.Sprintf("opt%d", gi)), buf(op.In[len(op.In)-1]), jen.Lit(p.Layout.World())),
 					jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Qual("fmt", "Errorf").Call(jen.Lit(fmt.Sprintf("op %d (adamw %s): %%w", i, p.Groups[gi].Name)), jen.Err()))))
+				continue
+			}
+			if op.Kind.Collective() {
+				call, err := collectiveCall(p, i)
+				if err != nil {
+					return &NotWrittenError{fmt.Sprintf("op %d: %v", i, err)}
+				}
+				body = append(body, jen.If(jen.Err().Op(":=").Add(call), jen.Err().Op("!=").Nil()).Block(
+					jen.Return(jen.Qual("fmt", "Errorf").Call(jen.Lit(fmt.Sprintf("op %d (%s over %s): %%w", i, op.Kind, op.Group)), jen.Err()))))
+				continue
+			}
+			if op.Kind == step.OpGradNorm {
+				body = append(body, jen.Id("k").Dot("SumSquares").Call(append([]jen.Code{buf(op.Out[0])}, normPieces(p)...)...))
 				continue
 			}
 			call, err := opCall(p, i)
@@ -518,11 +554,11 @@ func genStepProgram(f *jen.File, p *step.Program, cfg Config) error {
 			body = append(body, call)
 		}
 		f.Comment(c.doc)
-		if c.update {
+		if c.fallible {
 			body = append(body, jen.Return(jen.Nil()))
-			f.Func().Params(jen.Id("r").Op("*").Id("rank")).Id(c.name).Params().Error().Block(body...)
+			f.Func().Params(jen.Id("r").Op("*").Id("rank" + sfx)).Id(c.name).Params().Error().Block(body...)
 		} else {
-			f.Func().Params(jen.Id("r").Op("*").Id("rank")).Id(c.name).Params().Block(body...)
+			f.Func().Params(jen.Id("r").Op("*").Id("rank" + sfx)).Id(c.name).Params().Block(body...)
 		}
 		f.Line()
 	}
@@ -550,7 +586,7 @@ func groupOf(p *step.Program, id params.ID) int {
 
 // genOptimizers writes newOptimizers: one runtime/optim AdamW per parameter group over the
 // views of its weights and gradients, its moments views of the group's adam_m and adam_v.
-func genOptimizers(f *jen.File, p *step.Program) {
+func genOptimizers(f *jen.File, p *step.Program, sfx string) {
 	paramBuf := map[params.ID]int{}
 	for i, b := range p.Buffers {
 		if b.Kind == step.KindParam && b.Param != nil {
@@ -565,9 +601,12 @@ func genOptimizers(f *jen.File, p *step.Program) {
 		}
 		return -1
 	}
-	f.Type().Id("rank").StructFunc(func(g *jen.Group) {
-		g.Op("*").Id("views")
+	f.Type().Id("rank" + sfx).StructFunc(func(g *jen.Group) {
+		g.Op("*").Id("views" + sfx)
 		g.Id("k").Op("*").Qual(pkgExec, "Kernels")
+		if p.Layout.World() > 1 {
+			g.Id("c").Qual(pkgExec, "Comm").Comment("the rank's communicator")
+		}
 		for gi, gr := range p.Groups {
 			g.Id(fmt.Sprintf("opt%d", gi)).Op("*").Qual(pkgOptim, "AdamW").Comment("parameter group " + gr.Name)
 		}
@@ -575,8 +614,8 @@ func genOptimizers(f *jen.File, p *step.Program) {
 	f.Line()
 	f.Comment("newOptimizers makes each parameter group's AdamW over its weights, gradients and moments")
 	f.Comment("in the arena.")
-	f.Func().Params(jen.Id("r").Op("*").Id("rank")).Id("newOptimizers").Params(jen.Id("cfg").Qual(pkgOptim, "Config")).Error().BlockFunc(func(g *jen.Group) {
-		g.Id("v").Op(":=").Id("r").Dot("views")
+	f.Func().Params(jen.Id("r").Op("*").Id("rank" + sfx)).Id("newOptimizers").Params(jen.Id("cfg").Qual(pkgOptim, "Config")).Error().BlockFunc(func(g *jen.Group) {
+		g.Id("v").Op(":=").Id("r").Dot("views" + sfx)
 		g.Var().Err().Error()
 		count := 0
 		for gi, gr := range p.Groups {
@@ -635,7 +674,7 @@ func ints(xs []int) jen.Code {
 
 // genLoad writes load: the starting weights (runtime/weights' tensors, in params.Walk's
 // order) into the parameter views, each checked by name and size.
-func genLoad(f *jen.File, p *step.Program, cfg Config) error {
+func genLoad(f *jen.File, p *step.Program, cfg Config, sfx string) error {
 	walk, err := params.Walk(cfg.Model)
 	if err != nil {
 		return fmt.Errorf("gogen: %s: %w", cfg.Name, err)
@@ -648,15 +687,18 @@ func genLoad(f *jen.File, p *step.Program, cfg Config) error {
 	}
 	f.Comment("load puts the starting weights (runtime/weights' tensors, in the model's parameter order)")
 	f.Comment("into the parameter views.")
-	f.Func().Params(jen.Id("r").Op("*").Id("rank")).Id("load").Params(jen.Id("ts").Index().Qual(pkgWeights, "Tensor")).Error().BlockFunc(func(g *jen.Group) {
-		g.Id("v").Op(":=").Id("r").Dot("views")
+	f.Func().Params(jen.Id("r").Op("*").Id("rank" + sfx)).Id("load").Params(jen.Id("ts").Index().Qual(pkgWeights, "Tensor")).Error().BlockFunc(func(g *jen.Group) {
+		g.Id("v").Op(":=").Id("r").Dot("views" + sfx)
 		g.If(jen.Len(jen.Id("ts")).Op("!=").Lit(len(walk))).Block(jen.Return(jen.Qual("fmt", "Errorf").Call(jen.Lit(fmt.Sprintf("%%d tensors, the model has %d", len(walk))), jen.Len(jen.Id("ts")))))
 		g.Return(jen.Qual("errors", "Join").CallFunc(func(g *jen.Group) {
 			for i, wp := range walk {
 				b, ok := paramBuf[wp.ID]
-				if !ok {
+				switch {
+				case !ok && p.Layout.World() == 1:
 					err = &NotWrittenError{fmt.Sprintf("parameter %s has no buffer", wp.Name)}
 					return
+				case !ok:
+					continue // another expert-parallel rank's expert
 				}
 				g.Line().Id("put").Call(buf(b), jen.Id("ts").Index(jen.Lit(i)), jen.Lit(wp.Name))
 			}
@@ -667,20 +709,12 @@ func genLoad(f *jen.File, p *step.Program, cfg Config) error {
 		return err
 	}
 	f.Line()
-	f.Comment("put copies tensor t into view dst, checking that it is the parameter named name.")
-	f.Func().Id("put").Params(jen.Id("dst").Index().Float32(), jen.Id("t").Qual(pkgWeights, "Tensor"), jen.Id("name").String()).Error().Block(
-		jen.If(jen.Id("t").Dot("Name").Op("!=").Id("name").Op("||").Len(jen.Id("t").Dot("W")).Op("!=").Len(jen.Id("dst"))).Block(
-			jen.Return(jen.Qual("fmt", "Errorf").Call(jen.Lit("tensor %s of %d values where the program holds %s of %d"), jen.Id("t").Dot("Name"), jen.Len(jen.Id("t").Dot("W")), jen.Id("name"), jen.Len(jen.Id("dst"))))),
-		jen.Copy(jen.Id("dst"), jen.Id("t").Dot("W")),
-		jen.Return(jen.Nil()),
-	)
-	f.Line()
 	return nil
 }
 
-// genStepMain writes main: the flags, the weights (initialised, or grown from -from), the
-// rank over the program, and the training loop.
-func genStepMain(f *jen.File, cfg Config, p *step.Program) {
+// genStepMain writes main: the flags, the weights (initialised, or grown from -from), every
+// rank over its program, and the training loop.
+func genStepMain(f *jen.File, cfg Config, progs []*step.Program) {
 	f.Func().Id("main").Params().BlockFunc(func(g *jen.Group) {
 		g.Id("steps").Op(":=").Qual("flag", "Int64").Call(jen.Lit("steps"), jen.Id("stageSteps"), jen.Lit("optimizer steps to run"))
 		g.Id("seed").Op(":=").Qual("flag", "Int64").Call(jen.Lit("seed"), jen.Id("stageSeed"), jen.Lit("seed of the initialisation, the data order and the attention-sharing dice"))
@@ -695,19 +729,16 @@ func genStepMain(f *jen.File, cfg Config, p *step.Program) {
 		)
 	})
 	f.Line()
-	l, c := p.Layout, p.Coord
+	p := progs[0]
+	l, world := p.Layout, len(progs)
+	mb, M, T := p.Batch.MicroBatch, p.Batch.Micro, p.Batch.SeqLen
 	f.Comment("run trains the stage through the step program and prints each step's loss with every digit.")
 	f.Func().Id("run").Params(jen.List(jen.Id("steps"), jen.Id("seed")).Int64(), jen.List(jen.Id("glob"), jen.Id("base"), jen.Id("from")).String()).Error().BlockFunc(func(g *jen.Group) {
 		g.Var().Id("m").Qual(pkgProgram, "Model")
 		g.If(jen.Err().Op(":=").Qual("encoding/json", "Unmarshal").Call(jen.Index().Byte().Parens(jen.Id("modelJSON")), jen.Op("&").Id("m")), jen.Err().Op("!=").Nil()).Block(
 			jen.Return(jen.Qual("fmt", "Errorf").Call(jen.Lit("embedded model: %w"), jen.Err())))
-		g.List(jen.Id("k"), jen.Err()).Op(":=").Qual(pkgExec, "NewKernels").Call(jen.Op("&").Id("m"),
-			jen.Qual(pkgStep, "Batch").Values(jen.Dict{jen.Id("MicroBatch"): jen.Lit(p.Batch.MicroBatch), jen.Id("SeqLen"): jen.Lit(p.Batch.SeqLen), jen.Id("Micro"): jen.Lit(p.Batch.Micro)}),
-			jen.Qual(pkgStep, "Layout").Values(jen.Dict{jen.Id("DP"): jen.Lit(l.DP), jen.Id("EP"): jen.Lit(l.EP), jen.Id("TP"): jen.Lit(l.TP), jen.Id("PP"): jen.Lit(l.PP)}),
-			jen.Qual(pkgStep, "Coord").Values(jen.Dict{jen.Id("TP"): jen.Lit(c.TP)}))
-		g.If(jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Err()))
-		g.Id("r").Op(":=").Op("&").Id("rank").Values(jen.Dict{jen.Id("views"): jen.Id("newViews").Call(), jen.Id("k"): jen.Id("k")})
 		g.Var().Id("ts").Index().Qual(pkgWeights, "Tensor")
+		g.Var().Err().Error()
 		g.If(jen.Id("grows")).Block(
 			jen.If(jen.Id("from").Op("==").Lit("")).Block(jen.Return(jen.Qual("errors", "New").Call(
 				jen.Lit(fmt.Sprintf("this stage grows from stage %s: pass -from with its final checkpoint or run folder", cfg.FromStage))))),
@@ -717,27 +748,201 @@ func genStepMain(f *jen.File, cfg Config, p *step.Program) {
 			jen.List(jen.Id("ts"), jen.Err()).Op("=").Qual(pkgWeights, "Initial").Call(jen.Op("&").Id("m"), jen.Id("seed")),
 		)
 		g.If(jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Err()))
-		g.If(jen.Err().Op(":=").Id("r").Dot("load").Call(jen.Id("ts")), jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Err()))
-		g.If(jen.Err().Op(":=").Id("r").Dot("newOptimizers").Call(jen.Id("optimizerConfig").Call(jen.Id("steps"))), jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Err()))
+		if world > 1 {
+			g.Id("world").Op(":=").Qual(pkgExec, "NewWorld").Call(jen.Lit(5).Op("*").Qual("time", "Minute"))
+		}
+		var ranks []jen.Code
+		for _, rp := range progs {
+			sfx := rankSuffix(rp, world)
+			k, r := jen.Id("k"+sfx), jen.Id("r"+sfx)
+			g.List(k, jen.Err()).Op(":=").Qual(pkgExec, "NewKernels").Call(jen.Op("&").Id("m"),
+				jen.Qual(pkgStep, "Batch").Values(jen.Dict{jen.Id("MicroBatch"): jen.Lit(mb), jen.Id("SeqLen"): jen.Lit(T), jen.Id("Micro"): jen.Lit(M)}),
+				jen.Qual(pkgStep, "Layout").Values(jen.Dict{jen.Id("DP"): jen.Lit(l.DP), jen.Id("EP"): jen.Lit(l.EP), jen.Id("TP"): jen.Lit(l.TP), jen.Id("PP"): jen.Lit(l.PP)}),
+				jen.Qual(pkgStep, "Coord").Values(jen.Dict{jen.Id("TP"): jen.Lit(rp.Coord.TP)}))
+			g.If(jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Err()))
+			fields := jen.Dict{jen.Id("views" + sfx): jen.Id("newViews" + sfx).Call(), jen.Id("k"): k.Clone()}
+			if world > 1 {
+				fields[jen.Id("c")] = jen.Id("world").Dot("Rank").Call(jen.Lit(rp.Rank))
+			}
+			g.Add(r.Clone()).Op(":=").Op("&").Id("rank" + sfx).Values(fields)
+			g.If(jen.Err().Op(":=").Add(r.Clone()).Dot("load").Call(jen.Id("ts")), jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Err()))
+			g.If(jen.Err().Op(":=").Add(r.Clone()).Dot("newOptimizers").Call(jen.Id("optimizerConfig").Call(jen.Id("steps"))), jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Err()))
+			ranks = append(ranks, r.Clone())
+		}
 		g.List(jen.Id("corpus"), jen.Err()).Op(":=").Qual(pkgData, "Open").Call(jen.Qual(pkgData, "Options").Values(jen.Dict{
 			jen.Id("Glob"): jen.Id("glob"), jen.Id("ValGlob"): jen.Id("valGlob"), jen.Id("BaseDir"): jen.Id("base")}))
 		g.If(jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Err()))
-		g.Id("micro").Op(":=").Make(jen.Index().Index().Int32(), jen.Lit(p.Batch.Micro))
+		g.Id("micro").Op(":=").Make(jen.Index().Index().Int32(), jen.Lit(l.DP*M)).Comment("each replica's micro-batches in turn")
+		if world > 1 {
+			g.Id("ranks").Op(":=").Index().Interface(jen.Id("step").Params(jen.Int64(), jen.Int64(), jen.Index().Index().Int32()).Params(jen.Qual(pkgExec, "Stats"), jen.Error())).Values(ranks...)
+			var reps, tp0 []jen.Code
+			for _, rp := range progs {
+				reps = append(reps, jen.Lit(rp.Coord.DP))
+				tp0 = append(tp0, jen.Lit(rp.Coord.TP == 0))
+			}
+			g.Id("replica").Op(":=").Index().Int().Values(reps...).Comment("each rank's data-parallel replica")
+			g.Id("counts").Op(":=").Index().Bool().Values(tp0...).Comment("tp rank 0: its loss terms count")
+		}
 		g.For(jen.Id("s").Op(":=").Int64().Parens(jen.Lit(0)), jen.Id("s").Op("<").Id("steps"), jen.Id("s").Op("++")).BlockFunc(func(g *jen.Group) {
 			g.For(jen.Id("i").Op(":=").Range().Id("micro")).Block(
+				jen.List(jen.Id("rep"), jen.Id("mi")).Op(":=").List(jen.Id("i").Op("/").Lit(M), jen.Id("i").Op("%").Lit(M)),
 				jen.Var().Id("err").Error(),
-				jen.If(jen.List(jen.Id("micro").Index(jen.Id("i")), jen.Id("err")).Op("=").Id("corpus").Dot("Batch").Call(jen.Id("seed"), jen.Id("s"), jen.Id("i").Op("*").Lit(p.Batch.MicroBatch), jen.Lit(p.Batch.MicroBatch), jen.Lit(p.Batch.SeqLen)),
+				jen.If(jen.List(jen.Id("micro").Index(jen.Id("i")), jen.Id("err")).Op("=").Id("corpus").Dot("Batch").Call(jen.Id("seed"), jen.Id("s"),
+					jen.Id("mi").Op("*").Lit(cfg.MicroBatch).Op("+").Id("rep").Op("*").Lit(mb), jen.Lit(mb), jen.Lit(T)),
 					jen.Id("err").Op("!=").Nil()).Block(jen.Return(jen.Id("err"))),
 			)
-			g.List(jen.Id("st"), jen.Err()).Op(":=").Id("r").Dot("step").Call(jen.Id("seed"), jen.Id("s"), jen.Id("micro"))
-			g.If(jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Qual("fmt", "Errorf").Call(jen.Lit("step %d: %w"), jen.Id("s").Op("+").Lit(1), jen.Err())))
+			if world == 1 {
+				g.List(jen.Id("st"), jen.Err()).Op(":=").Id("r").Dot("step").Call(jen.Id("seed"), jen.Id("s"), jen.Id("micro"))
+				g.If(jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Qual("fmt", "Errorf").Call(jen.Lit("step %d: %w"), jen.Id("s").Op("+").Lit(1), jen.Err())))
+			} else {
+				g.List(jen.Id("st"), jen.Err()).Op(":=").Id("stepAll").Call(jen.Id("world"), jen.Id("ranks"), jen.Id("replica"), jen.Id("counts"), jen.Op("&").Id("m"), jen.Id("seed"), jen.Id("s"), jen.Id("micro"))
+				g.If(jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Qual("fmt", "Errorf").Call(jen.Lit("step %d: %w"), jen.Id("s").Op("+").Lit(1), jen.Err())))
+			}
 			g.Qual("fmt", "Printf").Call(jen.Lit("step %d loss %s ce %s lr %s grad_norm %s\n"), jen.Id("s").Op("+").Lit(1),
 				jen.Id("full").Call(jen.Id("st").Dot("Loss")), jen.Id("full").Call(jen.Id("st").Dot("CE")), jen.Id("full").Call(jen.Id("st").Dot("LR")), jen.Id("full").Call(jen.Id("st").Dot("GradNorm")))
 		})
 		g.Return(jen.Nil())
 	})
 	f.Line()
+	if world > 1 {
+		genStepAll(f, M)
+	}
 	f.Comment("full prints a float with the fewest digits that read back to the same value.")
 	f.Func().Id("full").Params(jen.Id("x").Float64()).String().Block(
 		jen.Return(jen.Qual("strconv", "FormatFloat").Call(jen.Id("x"), jen.LitRune('g'), jen.Lit(-1), jen.Lit(64))))
+}
+
+// genStepAll writes stepAll: one step on every rank, each a goroutine over its replica's
+// micro-batches (a rank that fails stops the others), and the step's loss terms: the sum
+// over the tp-rank-0 ranks' shares, as runtime/exec's Local adds them.
+func genStepAll(f *jen.File, M int) {
+	stats := jen.Qual(pkgExec, "Stats")
+	f.Comment("stepAll runs one step on every rank and adds up the step's loss terms.")
+	f.Func().Id("stepAll").Params(jen.Id("world").Op("*").Qual(pkgExec, "World"),
+		jen.Id("ranks").Index().Interface(jen.Id("step").Params(jen.Int64(), jen.Int64(), jen.Index().Index().Int32()).Params(jen.Qual(pkgExec, "Stats"), jen.Error())),
+		jen.Id("replica").Index().Int(), jen.Id("counts").Index().Bool(), jen.Id("m").Op("*").Qual(pkgProgram, "Model"),
+		jen.List(jen.Id("seed"), jen.Id("s")).Int64(), jen.Id("micro").Index().Index().Int32()).Params(stats.Clone(), jen.Error()).BlockFunc(func(g *jen.Group) {
+		g.Id("st").Op(":=").Make(jen.Index().Add(stats.Clone()), jen.Len(jen.Id("ranks")))
+		g.Id("errs").Op(":=").Make(jen.Index().Error(), jen.Len(jen.Id("ranks")))
+		g.Var().Id("wg").Qual("sync", "WaitGroup")
+		g.For(jen.List(jen.Id("i"), jen.Id("r")).Op(":=").Range().Id("ranks")).Block(
+			jen.Id("wg").Dot("Add").Call(jen.Lit(1)),
+			jen.Go().Func().Params().Block(
+				jen.Defer().Id("wg").Dot("Done").Call(),
+				jen.Id("d").Op(":=").Id("replica").Index(jen.Id("i")),
+				jen.List(jen.Id("st").Index(jen.Id("i")), jen.Id("errs").Index(jen.Id("i"))).Op("=").Id("r").Dot("step").Call(jen.Id("seed"), jen.Id("s"),
+					jen.Id("micro").Index(jen.Id("d").Op("*").Lit(M).Op(":").Parens(jen.Id("d").Op("+").Lit(1)).Op("*").Lit(M))),
+				jen.If(jen.Id("errs").Index(jen.Id("i")).Op("!=").Nil()).Block(
+					jen.Id("world").Dot("Fail").Call(jen.Qual("fmt", "Errorf").Call(jen.Lit("rank %d failed: %w"), jen.Id("i"), jen.Id("errs").Index(jen.Id("i"))))),
+			).Call(),
+		)
+		g.Id("wg").Dot("Wait").Call()
+		g.If(jen.Err().Op(":=").Qual("errors", "Join").Call(jen.Id("errs").Op("...")), jen.Err().Op("!=").Nil()).Block(jen.Return(stats.Clone().Values(), jen.Err()))
+		g.Var().Id("out").Add(stats.Clone())
+		g.For(jen.List(jen.Id("i"), jen.Id("t")).Op(":=").Range().Id("st")).Block(
+			jen.If(jen.Op("!").Id("counts").Index(jen.Id("i"))).Block(jen.Continue()),
+			jen.Id("out").Dot("CE").Op("+=").Id("t").Dot("CE"),
+			jen.Id("out").Dot("Balance").Op("+=").Id("t").Dot("Balance"),
+			jen.Id("out").Dot("ZLoss").Op("+=").Id("t").Dot("ZLoss"),
+			jen.Id("out").Dot("Dropped").Op("+=").Id("t").Dot("Dropped"),
+		)
+		g.Id("out").Dot("Loss").Op("=").Id("out").Dot("CE")
+		g.If(jen.Id("moe").Op(":=").Id("m").Dot("MoE"), jen.Id("moe").Op("!=").Nil()).Block(
+			jen.Id("out").Dot("Loss").Op("+=").Id("moe").Dot("BalanceLoss").Op("*").Id("out").Dot("Balance").Op("+").Id("moe").Dot("ZLoss").Op("*").Id("out").Dot("ZLoss"))
+		g.List(jen.Id("out").Dot("GradNorm"), jen.Id("out").Dot("LR")).Op("=").List(jen.Id("st").Index(jen.Lit(0)).Dot("GradNorm"), jen.Id("st").Index(jen.Lit(0)).Dot("LR"))
+		g.Return(jen.Id("out"), jen.Nil())
+	})
+	f.Line()
+}
+
+// rankSuffix names rank p's types and methods: nothing for a program of one rank.
+func rankSuffix(p *step.Program, world int) string {
+	if world == 1 {
+		return ""
+	}
+	return fmt.Sprint(p.Rank)
+}
+
+// members are the ranks of p's rank's group over axis name, in axis order, and its place
+// among them.
+func members(p *step.Program, name string) ([]int, int, error) {
+	ax, ok := step.AxisByName(name)
+	if !ok {
+		return nil, 0, fmt.Errorf("unknown group %q", name)
+	}
+	var ranks []int
+	pos := -1
+	for i, c := range ax.Members(p.Layout, p.Coord) {
+		r := p.Layout.RankOf(c)
+		if r == p.Rank {
+			pos = i
+		}
+		ranks = append(ranks, r)
+	}
+	if pos < 0 {
+		return nil, 0, fmt.Errorf("rank %d is not in its own %s group", p.Rank, name)
+	}
+	return ranks, pos, nil
+}
+
+// collectiveCall is the call that runs collective op i through the rank's communicator
+// r.c: an all-reduce of its buffers, or the experts' all-to-all.
+func collectiveCall(p *step.Program, i int) (jen.Code, error) {
+	op := &p.Ops[i]
+	ranks, pos, err := members(p, op.Group)
+	if err != nil {
+		return nil, err
+	}
+	group := ints(ranks)
+	switch op.Kind {
+	case step.OpAllReduce:
+		args := []jen.Code{jen.Id("r").Dot("c"), group, jen.Lit(pos), jen.Lit(op.ReduceMax)}
+		for _, b := range op.In {
+			args = append(args, buf(b))
+		}
+		return jen.Id("k").Dot("AllReduce").Call(args...), nil
+	case step.OpAllToAllV:
+		return jen.Id("k").Dot("AllToAllV").Call(jen.Id("r").Dot("c"), group, jen.Lit(pos), buf(op.In[0]), buf(op.Out[0]), ints(p.Buffers[op.In[0]].Shape)), nil
+	}
+	return nil, fmt.Errorf("no Go form for %s", op.Kind)
+}
+
+// normPieces are what the rank's grad_norm op sums the squares of, as the executor counts
+// them (SetOptimizer): each group's gradients in buffer order, the part of each in the
+// rank's data-parallel partition of the group.
+func normPieces(p *step.Program) []jen.Code {
+	var out []jen.Code
+	for gi, g := range p.Groups {
+		lo, hi := int64(g.Index)*g.Shard, int64(g.Index+1)*g.Shard
+		for i, b := range p.Buffers {
+			if b.Param == nil || b.Flat < 0 || (b.Kind != step.KindGrad && b.Kind != step.KindActGrad) || groupOf(p, *b.Param) != gi {
+				continue
+			}
+			if b.Param.Shard.Whole() && p.Layout.TP > 1 && p.Coord.TP != 0 {
+				continue // every tp rank holds it: tp rank 0 counts it
+			}
+			a, z := b.Flat, b.Flat+b.Elements()
+			from, to := max(lo, a)-a, min(hi, z)-a
+			switch {
+			case from >= to:
+			case from == 0 && to == b.Elements():
+				out = append(out, buf(i))
+			default:
+				out = append(out, buf(i).Clone().Index(jen.Lit(from).Op(":").Lit(to)))
+			}
+		}
+	}
+	return out
+}
+
+// genPut writes put, which load calls for each parameter.
+func genPut(f *jen.File) {
+	f.Comment("put copies tensor t into view dst, checking that it is the parameter named name.")
+	f.Func().Id("put").Params(jen.Id("dst").Index().Float32(), jen.Id("t").Qual(pkgWeights, "Tensor"), jen.Id("name").String()).Error().Block(
+		jen.If(jen.Id("t").Dot("Name").Op("!=").Id("name").Op("||").Len(jen.Id("t").Dot("W")).Op("!=").Len(jen.Id("dst"))).Block(
+			jen.Return(jen.Qual("fmt", "Errorf").Call(jen.Lit("tensor %s of %d values where the program holds %s of %d"), jen.Id("t").Dot("Name"), jen.Len(jen.Id("t").Dot("W")), jen.Id("name"), jen.Len(jen.Id("dst"))))),
+		jen.Copy(jen.Id("dst"), jen.Id("t").Dot("W")),
+		jen.Return(jen.Nil()),
+	)
+	f.Line()
 }

@@ -52,11 +52,18 @@ func stepProgramFor(t *testing.T, prog *program.Program, stage string) (*step.Pr
 func emitStep(t *testing.T, prog *program.Program, stage string) (src string, sp *step.Program) {
 	t.Helper()
 	sp, cfg := stepProgramFor(t, prog, stage)
+	return emitProgram(t, cfg, sp), sp
+}
+
+// emitProgram writes cfg's programs with the Go form of step program sp (rank 0's) and
+// returns the step program's source file.
+func emitProgram(t *testing.T, cfg gogen.Config, sp *step.Program) string {
+	t.Helper()
 	dir := t.TempDir()
 	if _, err := gogen.Emit(dir, cfg, gogen.Options{ModuleDir: gogen.FindModule("."), Step: sp}); err != nil {
 		t.Fatal(err)
 	}
-	return filepath.Join(dir, gogen.Dir, gogen.StepDir, gogen.StepFile), sp
+	return filepath.Join(dir, gogen.Dir, gogen.StepDir, gogen.StepFile)
 }
 
 // buildStepSource builds the step program whose source is src, after rewriting it with edit
@@ -119,6 +126,7 @@ func TestStepProgramMatchesRun(t *testing.T) {
 		return res
 	}
 	var denseProg *step.Program
+	var denseRun string
 	var denseLosses []float64
 	from := ""
 	for _, stage := range []string{"dense", "four", "eight"} {
@@ -150,10 +158,54 @@ func TestStepProgramMatchesRun(t *testing.T) {
 		}
 		t.Logf("%s (%d ops): %d steps within %.2g relative of moec run --step-programs (%d equal)", stage, len(sp.Ops), len(got), worst, equal)
 		if stage == "dense" {
-			denseProg, denseLosses = sp, got
+			denseProg, denseLosses, denseRun = sp, got, res.Dir
 		}
 		from = res.Dir
 	}
+
+	// Data and expert parallelism: stage four on 2 ranks (dp 2 × ep 2, each rank two of the
+	// four experts), its all-reduces and all-to-alls written out as collective calls between
+	// the ranks' goroutines, against moec run --ranks 2 --ep 2 from the same checkpoint.
+	t.Run("four on 2 ranks", func(t *testing.T) {
+		res, err := train.Run(ctx, train.Options{Program: prog, StageName: "four", OutRoot: t.TempDir(), BaseDir: examples, From: denseRun,
+			Steps: stepSteps, ValWindows: 2, Layout: &train.Sharding{Ranks: 2, EP: 2, Program: true}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := runLosses(t, res)
+		_, cfg := stepProgramFor(t, prog, "four")
+		sp, err := step.LowerRank(cfg.Model, step.Batch{MicroBatch: cfg.MicroBatch / 2, SeqLen: cfg.SeqLen, Micro: cfg.Accum},
+			step.Layout{DP: 2, EP: 2, TP: 1, PP: 1}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sp.Stage = "four"
+		src := emitProgram(t, cfg, sp)
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), "k.AllToAllV(r.c,") || !strings.Contains(string(b), "k.AllReduce(r.c,") {
+			t.Error("the 2-rank program has no collective calls")
+		}
+		checkImports(t, gobin, src)
+		exe, err := buildStepSource(t, gobin, src, nil)
+		if err != nil {
+			t.Fatalf("go build of the 2-rank step program: %v", err)
+		}
+		got, _ := runProgram(t, exe, "-steps", strconv.Itoa(stepSteps), "-base", examples, "-from", denseRun)
+		if len(got) != stepSteps || len(want) != stepSteps {
+			t.Fatalf("%d losses from the program, %d from moec run; want %d each", len(got), len(want), stepSteps)
+		}
+		worst := 0.0
+		for i := range got {
+			worst = max(worst, math.Abs(got[i]-want[i])/math.Abs(want[i]))
+		}
+		if worst > 1e-6 {
+			t.Errorf("the 2-rank step program's losses %v differ from moec run's %v by up to %.2g relative", got, want, worst)
+		}
+		t.Logf("four on 2 ranks: %d steps within %.2g relative of moec run --ranks 2 --ep 2", len(got), worst)
+	})
 
 	// Mutations of the generated source must show in the losses.
 	for _, m := range []struct {
@@ -269,16 +321,16 @@ func parseLosses(out string) []float64 {
 	return losses
 }
 
-// TestStepSourceRefusesSeveralRanks: a program of more than one rank is not written out as
-// Go; Emit says so in a note and writes the rest.
-func TestStepSourceRefusesSeveralRanks(t *testing.T) {
+// TestStepSourceRefusesZeRO: a program whose parameter groups are sharded is not written out
+// as Go; Emit says so in a note and writes the rest.
+func TestStepSourceRefusesZeRO(t *testing.T) {
 	prog, _, diags := check.Load("../../examples/hunyuan_tiny.moe", os.ReadFile)
 	if diags.HasErrors() {
 		t.Fatal(diags)
 	}
 	_, cfg := stepProgramFor(t, prog, "dense")
 	sp, err := step.LowerRank(cfg.Model, step.Batch{MicroBatch: cfg.MicroBatch / 2, SeqLen: cfg.SeqLen, Micro: cfg.Accum},
-		step.Layout{DP: 2, EP: 1, TP: 1, PP: 1}, 0)
+		step.Layout{DP: 2, EP: 1, TP: 1, PP: 1, ZeRO: 1}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,10 +340,10 @@ func TestStepSourceRefusesSeveralRanks(t *testing.T) {
 	}
 	for _, f := range res.Files {
 		if strings.HasSuffix(f, filepath.Join(gogen.StepDir, gogen.StepFile)) {
-			t.Errorf("Emit wrote %s for a program of 2 ranks", f)
+			t.Errorf("Emit wrote %s for a ZeRO-1 program", f)
 		}
 	}
-	if len(res.Notes) != 1 || !strings.Contains(res.Notes[0], "2 ranks") {
-		t.Errorf("Emit's notes %q do not say the 2-rank program is not written out", res.Notes)
+	if len(res.Notes) != 1 || !strings.Contains(res.Notes[0], "ZeRO 1") {
+		t.Errorf("Emit's notes %q do not say the ZeRO-1 program is not written out", res.Notes)
 	}
 }

@@ -102,18 +102,24 @@ func (e *Executor) views(bufs []int) segments {
 	return out
 }
 
-// allReduce: each member reduces its chunk of the vector over all members (in member
-// order, so every rank adds in the same order), then copies the others' reduced chunks.
 func (e *Executor) allReduce(op *step.Op, members []int, pos int) error {
-	mine := e.views(op.In)
-	vals, err := e.comm.Share(members, mine)
+	return e.AllReduce(e.comm, members, pos, op.ReduceMax, e.views(op.In)...)
+}
+
+// AllReduce sums (or, with reduceMax, takes the maximum of) the vector bufs over the
+// members of a group (ranks, in group order; this rank at pos) through c: each member
+// reduces its chunk of the vector over all members (in member order, so every rank adds in
+// the same order), then copies the others' reduced chunks.
+func (k *Kernels) AllReduce(c Comm, members []int, pos int, reduceMax bool, bufs ...[]float32) error {
+	mine := segments(bufs)
+	vals, err := c.Share(members, mine)
 	if err != nil {
 		return err
 	}
 	n := mine.len()
 	chunk := func(i int) (int, int) { return i * n / len(members), (i + 1) * n / len(members) }
 	lo, hi := chunk(pos)
-	acc := grow(&e.scratch.acc, hi-lo)
+	acc := grow(&k.scratch.acc, hi-lo)
 	for m, v := range vals {
 		first := m == 0
 		v.(segments).each(lo, hi, func(off int, piece []float32) {
@@ -122,7 +128,7 @@ func (e *Executor) allReduce(op *step.Op, members []int, pos int) error {
 				switch {
 				case first:
 					*a = float64(x)
-				case op.ReduceMax:
+				case reduceMax:
 					*a = max(*a, float64(x))
 				default:
 					*a += float64(x)
@@ -135,7 +141,7 @@ func (e *Executor) allReduce(op *step.Op, members []int, pos int) error {
 			piece[i] = float32(acc[off-lo+i])
 		}
 	})
-	if err := e.comm.Barrier(members); err != nil {
+	if err := c.Barrier(members); err != nil {
 		return err
 	}
 	for m, v := range vals {
@@ -148,23 +154,27 @@ func (e *Executor) allReduce(op *step.Op, members []int, pos int) error {
 			theirs.each(off, off+len(piece), func(_ int, src []float32) { copy(piece, src) })
 		})
 	}
-	return e.comm.Barrier(members)
+	return c.Barrier(members)
 }
 
 // allToAll exchanges MoE slots between the expert-parallel ranks. Towards the experts the
 // input is [E, C, D] (slots by expert) and the output [E/ep, ep·C, D] (each local expert's
 // slots from every source rank in rank order); back from the experts the reverse.
 func (e *Executor) allToAll(op *step.Op, members []int, pos int) error {
-	in, out := op.In[0], op.Out[0]
-	vals, err := e.comm.Share(members, e.f32[in])
+	return e.AllToAllV(e.comm, members, pos, e.f32[op.In[0]], e.f32[op.Out[0]], e.p.Buffers[op.In[0]].Shape)
+}
+
+// AllToAllV exchanges MoE slots between the expert-parallel ranks members (this rank at
+// pos) through c: in, of shape inShape, towards the experts when inShape[0] is the number
+// of experts, else back to the tokens (see allToAll); dst receives.
+func (k *Kernels) AllToAllV(c Comm, members []int, pos int, in, dst []float32, inShape []int) error {
+	vals, err := c.Share(members, in)
 	if err != nil {
 		return err
 	}
 	ep := len(members)
-	E := e.d.E
+	E := k.d.E
 	local := E / ep
-	dst := e.f32[out]
-	inShape := e.p.Buffers[in].Shape
 	if inShape[0] == E {
 		// Towards the experts: recv[le, src·C + c] = send_src[pos·local + le, c].
 		C, D := inShape[1], inShape[2]
@@ -187,7 +197,7 @@ func (e *Executor) allToAll(op *step.Op, members []int, pos int) error {
 			}
 		}
 	}
-	return e.comm.Barrier(members)
+	return c.Barrier(members)
 }
 
 // groupOf is the reduction group a collective over axis serves.
