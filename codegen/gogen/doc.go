@@ -13,8 +13,9 @@
 // With a step program (Options.Step, rank 0's), Emit also writes go/step/main.go
 // (StepSource): the step program itself as Go, one statement per op in program order (a
 // call of runtime/exec's kernels on typed views of the planned arena, a collective between
-// the ranks, runtime/optim's AdamW per parameter group) for every rank of a data- and
-// expert-parallel layout, starting from runtime/weights' initialisation or growth. It
+// the ranks, runtime/optim's AdamW per parameter group) for every rank of its layout
+// (data, expert, tensor and pipeline parallelism; not ZeRO or an offloaded optimizer yet),
+// starting from runtime/weights' initialisation or growth. It
 // imports neither runtime/nn nor runtime/train, and prints the losses `moec run
 // --step-programs` logs (TestStepProgramMatchesRun).
 //

@@ -14,6 +14,7 @@ import (
 
 // Import paths of what the step program's Go form calls.
 const (
+	pkgParams  = module + "/compiler/params"
 	pkgStep    = module + "/compiler/step"
 	pkgExec    = module + "/runtime/exec"
 	pkgWeights = module + "/runtime/weights"
@@ -88,7 +89,7 @@ func StepSource(cfg Config, p *step.Program) (string, error) {
 		rp.Stage = p.Stage
 		progs = append(progs, rp)
 	}
-	genPut(f)
+	genPut(f, p.Layout.TP > 1)
 	for _, rp := range progs {
 		if len(rp.Memory.Lifetime) != len(rp.Buffers) {
 			rp.Memory.Lifetime = step.Lifetimes(rp)
@@ -126,19 +127,16 @@ func genOptimizerConfig(f *jen.File, cfg Config) {
 }
 
 // NotWrittenError says why a step program is not written out as Go (the build notes it and
-// goes on): the Go form is written for data- and expert-parallel layouts without ZeRO.
+// goes on): the Go form is written for layouts without ZeRO or an offloaded optimizer.
 type NotWrittenError struct{ Reason string }
 
 func (e *NotWrittenError) Error() string {
 	return "the step program is not written out as Go: " + e.Reason
 }
 
-// writable refuses what the Go form does not write out: tensor and pipeline parallelism,
-// an offloaded optimizer, sharded parameter groups (ZeRO 1–3).
+// writable refuses what the Go form does not write out: an offloaded optimizer and sharded
+// parameter groups (ZeRO 1–3).
 func writable(p *step.Program) error {
-	if l := p.Layout; l.TP > 1 || l.PP > 1 {
-		return &NotWrittenError{fmt.Sprintf("tensor or pipeline parallelism (tp %d, pp %d; the Go form is written for data and expert parallelism)", l.TP, l.PP)}
-	}
 	if p.Layout.OffloadOpt {
 		return &NotWrittenError{"the optimizer is offloaded"}
 	}
@@ -148,7 +146,7 @@ func writable(p *step.Program) error {
 		}
 	}
 	for _, op := range p.Ops {
-		if op.Kind != step.OpAllReduce && op.Kind != step.OpAllToAllV && (op.Kind.Collective() || op.Kind.PointToPoint() || op.Kind == step.OpToHost || op.Kind == step.OpToDevice) {
+		if op.Kind != step.OpAllReduce && op.Kind != step.OpAllToAllV && (op.Kind.Collective() || op.Kind == step.OpToHost || op.Kind == step.OpToDevice) {
 			return &NotWrittenError{fmt.Sprintf("it communicates by %s", op.Kind)}
 		}
 	}
@@ -246,21 +244,29 @@ func opCall(p *step.Program, i int) (jen.Code, error) {
 	k := jen.Id("k")
 	switch op.Kind {
 	case step.OpEmbed:
-		if op.Attr != "" && op.Attr != "positions" && op.Attr != "router table" {
-			return nil, fmt.Errorf("embed %q", op.Attr)
+		w := shape(in[1])[1]
+		first, err := firstRow(p, op, int(p.Buffers[in[1]].Elements())/w)
+		if err != nil {
+			return nil, err
 		}
-		return k.Dot("Embed").Call(buf(in[0]), buf(in[1]), buf(out[0]), jen.Lit(shape(in[1])[1]), jen.Lit(0), jen.Lit(op.Attr == "positions")), nil
+		return k.Dot("Embed").Call(buf(in[0]), buf(in[1]), buf(out[0]), jen.Lit(w), jen.Lit(first), jen.Lit(op.Attr == "positions")), nil
 	case step.OpEmbedBwd:
-		if op.Attr != "" && op.Attr != "positions" && op.Attr != "router table" {
-			return nil, fmt.Errorf("embed_bwd %q", op.Attr)
+		w := shape(out[0])[1]
+		first, err := firstRow(p, op, int(p.Buffers[out[0]].Elements())/w)
+		if err != nil {
+			return nil, err
 		}
-		return k.Dot("EmbedBwd").Call(buf(in[0]), buf(in[1]), buf(out[0]), jen.Lit(shape(out[0])[1]), jen.Lit(0), jen.Lit(op.Attr == "positions"), acc(0)), nil
+		return k.Dot("EmbedBwd").Call(buf(in[0]), buf(in[1]), buf(out[0]), jen.Lit(w), jen.Lit(first), jen.Lit(op.Attr == "positions"), acc(0)), nil
 	case step.OpNorm:
 		return k.Dot("Norm").Call(buf(in[0]), buf(in[1]), bufOr(in, 2), buf(out[0]), buf(out[1])), nil
 	case step.OpNormBwd:
 		return k.Dot("NormBwd").Call(buf(in[0]), buf(in[1]), buf(in[2]), buf(in[3]), buf(out[0]), buf(out[1]), bufOr(out, 2), acc(0), acc(1), acc(2)), nil
 	case step.OpMatMul:
-		return k.Dot("MatMul").Call(buf(in[0]), buf(in[1]), bufOr(in, 2), buf(out[0]), jen.Lit(shape(in[1])[0]), jen.Lit(shape(in[1])[1])), nil
+		bias := bufOr(in, 2)
+		if !addsBias(p, op) {
+			bias = jen.Nil()
+		}
+		return k.Dot("MatMul").Call(buf(in[0]), buf(in[1]), bias, buf(out[0]), jen.Lit(shape(in[1])[0]), jen.Lit(shape(in[1])[1])), nil
 	case step.OpMatMulDX:
 		return k.Dot("MatMulDX").Call(buf(in[0]), buf(in[1]), buf(out[0]), jen.Lit(shape(in[1])[0]), jen.Lit(shape(in[1])[1]), acc(0)), nil
 	case step.OpMatMulDW:
@@ -309,6 +315,9 @@ func opCall(p *step.Program, i int) (jen.Code, error) {
 		return k.Dot("PermuteBwd").Call(buf(in[0]), buf(in[1]), buf(in[2]), buf(out[0]), jen.Lit(sh[1]), jen.Lit(sh[2]), acc(0)), nil
 	case step.OpGroupedMM:
 		w, b, o, kk := expertLists(p, in[1:])
+		if !addsBias(p, op) {
+			b = jen.Nil()
+		}
 		return jen.Qual(pkgExec, "GroupedMM").Call(buf(in[0]), buf(out[0]), w, b, jen.Lit(o), jen.Lit(kk)), nil
 	case step.OpGroupedMMDW:
 		w, b, o, kk := expertLists(p, out)
@@ -323,10 +332,19 @@ func opCall(p *step.Program, i int) (jen.Code, error) {
 		sh := shape(in[1])
 		return k.Dot("CombineBwd").Call(buf(in[0]), buf(in[1]), buf(in[2]), buf(in[3]), buf(in[4]), buf(out[0]), buf(out[1]), jen.Lit(sh[1]), jen.Lit(sh[2]), acc(1)), nil
 	case step.OpCrossEntropy:
-		if len(in) != 2 || op.Attr != "" && strings.HasPrefix(op.Attr, "pass=") {
-			return nil, fmt.Errorf("a vocabulary-parallel cross-entropy")
+		// Under tp each rank holds a slice of the vocabulary: three passes between the
+		// reductions of the row maxima and sums.
+		vl := shape(in[0])[1]
+		first := p.Coord.TP * vl
+		switch {
+		case strings.HasPrefix(op.Attr, "pass=max"):
+			return jen.Qual(pkgExec, "CrossEntropyMax").Call(buf(in[0]), buf(out[0]), jen.Lit(vl)), nil
+		case strings.HasPrefix(op.Attr, "pass=sum"):
+			return jen.Qual(pkgExec, "CrossEntropySum").Call(buf(in[0]), buf(in[1]), buf(in[2]), buf(out[0]), jen.Lit(vl), jen.Lit(first)), nil
+		case len(in) > 2:
+			return k.Dot("CrossEntropy").Call(buf(in[0]), buf(in[1]), buf(in[2]), buf(in[3]), buf(out[0]), buf(out[1]), jen.Lit(vl), jen.Lit(first)), nil
 		}
-		return k.Dot("CrossEntropy").Call(buf(in[0]), buf(in[1]), jen.Nil(), jen.Nil(), buf(out[0]), buf(out[1]), jen.Lit(shape(in[0])[1]), jen.Lit(0)), nil
+		return k.Dot("CrossEntropy").Call(buf(in[0]), buf(in[1]), jen.Nil(), jen.Nil(), buf(out[0]), buf(out[1]), jen.Lit(vl), jen.Lit(first)), nil
 	}
 	return nil, fmt.Errorf("no Go form for op %s", op.Kind)
 }
@@ -464,7 +482,7 @@ func genStepProgram(f *jen.File, p *step.Program, cfg Config, sfx string) error 
 	cs := chunks(p)
 	for ci := range cs {
 		for _, op := range p.Ops[cs[ci].from:cs[ci].to] {
-			if op.Kind == step.OpAdamW || op.Kind.Collective() {
+			if op.Kind == step.OpAdamW || op.Kind.Collective() || op.Kind.PointToPoint() {
 				cs[ci].fallible = true
 			}
 		}
@@ -518,7 +536,7 @@ func genStepProgram(f *jen.File, p *step.Program, cfg Config, sfx string) error 
 					jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Qual("fmt", "Errorf").Call(jen.Lit(fmt.Sprintf("op %d (adamw %s): %%w", i, p.Groups[gi].Name)), jen.Err()))))
 				continue
 			}
-			if op.Kind.Collective() {
+			if op.Kind.Collective() || op.Kind.PointToPoint() {
 				call, err := collectiveCall(p, i)
 				if err != nil {
 					return &NotWrittenError{fmt.Sprintf("op %d: %v", i, err)}
@@ -587,10 +605,12 @@ func groupOf(p *step.Program, id params.ID) int {
 // genOptimizers writes newOptimizers: one runtime/optim AdamW per parameter group over the
 // views of its weights and gradients, its moments views of the group's adam_m and adam_v.
 func genOptimizers(f *jen.File, p *step.Program, sfx string) {
-	paramBuf := map[params.ID]int{}
+	paramBuf := map[params.ID]int{} // by identity, whole or this rank's slice
 	for i, b := range p.Buffers {
 		if b.Kind == step.KindParam && b.Param != nil {
-			paramBuf[*b.Param] = i
+			id := *b.Param
+			id.Shard = params.Shard{}
+			paramBuf[id] = i
 		}
 	}
 	named := func(kind step.Kind, name string) int {
@@ -680,9 +700,12 @@ func genLoad(f *jen.File, p *step.Program, cfg Config, sfx string) error {
 		return fmt.Errorf("gogen: %s: %w", cfg.Name, err)
 	}
 	paramBuf := map[params.ID]int{}
+	shardOf := map[params.ID]params.Shard{}
 	for i, b := range p.Buffers {
-		if b.Kind == step.KindParam && b.Param != nil && b.Param.Shard.Whole() {
-			paramBuf[*b.Param] = i
+		if b.Kind == step.KindParam && b.Param != nil {
+			id := *b.Param
+			id.Shard = params.Shard{}
+			paramBuf[id], shardOf[id] = i, b.Param.Shard
 		}
 	}
 	f.Comment("load puts the starting weights (runtime/weights' tensors, in the model's parameter order)")
@@ -699,6 +722,11 @@ func genLoad(f *jen.File, p *step.Program, cfg Config, sfx string) error {
 					return
 				case !ok:
 					continue // another expert-parallel rank's expert
+				}
+				if sh := shardOf[wp.ID]; !sh.Whole() {
+					g.Line().Id("putSlice").Call(buf(b), jen.Id("ts").Index(jen.Lit(i)), jen.Lit(wp.Name),
+						jen.Qual(pkgParams, "Shard").Values(jen.Dict{jen.Id("Dim"): jen.Lit(sh.Dim), jen.Id("Index"): jen.Lit(sh.Index), jen.Id("Count"): jen.Lit(sh.Count)}))
+					continue
 				}
 				g.Line().Id("put").Call(buf(b), jen.Id("ts").Index(jen.Lit(i)), jen.Lit(wp.Name))
 			}
@@ -885,10 +913,16 @@ func members(p *step.Program, name string) ([]int, int, error) {
 	return ranks, pos, nil
 }
 
-// collectiveCall is the call that runs collective op i through the rank's communicator
-// r.c: an all-reduce of its buffers, or the experts' all-to-all.
+// collectiveCall is the call that runs communication op i through the rank's communicator
+// r.c: an all-reduce of its buffers, the experts' all-to-all, a pipeline send or receive.
 func collectiveCall(p *step.Program, i int) (jen.Code, error) {
 	op := &p.Ops[i]
+	switch op.Kind {
+	case step.OpSend:
+		return jen.Id("r").Dot("c").Dot("Send").Call(jen.Lit(op.Peer), buf(op.In[0])), nil
+	case step.OpRecv:
+		return jen.Id("r").Dot("c").Dot("Recv").Call(jen.Lit(op.Peer), buf(op.Out[0])), nil
+	}
 	ranks, pos, err := members(p, op.Group)
 	if err != nil {
 		return nil, err
@@ -936,7 +970,7 @@ func normPieces(p *step.Program) []jen.Code {
 }
 
 // genPut writes put, which load calls for each parameter.
-func genPut(f *jen.File) {
+func genPut(f *jen.File, tp bool) {
 	f.Comment("put copies tensor t into view dst, checking that it is the parameter named name.")
 	f.Func().Id("put").Params(jen.Id("dst").Index().Float32(), jen.Id("t").Qual(pkgWeights, "Tensor"), jen.Id("name").String()).Error().Block(
 		jen.If(jen.Id("t").Dot("Name").Op("!=").Id("name").Op("||").Len(jen.Id("t").Dot("W")).Op("!=").Len(jen.Id("dst"))).Block(
@@ -945,4 +979,32 @@ func genPut(f *jen.File) {
 		jen.Return(jen.Nil()),
 	)
 	f.Line()
+	if !tp {
+		return
+	}
+	f.Comment("putSlice copies tensor-parallel slice s of tensor t into view dst.")
+	f.Func().Id("putSlice").Params(jen.Id("dst").Index().Float32(), jen.Id("t").Qual(pkgWeights, "Tensor"), jen.Id("name").String(), jen.Id("s").Qual(pkgParams, "Shard")).Error().Block(
+		jen.If(jen.Id("t").Dot("Name").Op("!=").Id("name")).Block(
+			jen.Return(jen.Qual("fmt", "Errorf").Call(jen.Lit("tensor %s where the program holds a slice of %s"), jen.Id("t").Dot("Name"), jen.Id("name")))),
+		jen.Return(jen.Qual(pkgExec, "Slice").Call(jen.Id("dst"), jen.Id("t").Dot("W"), jen.Id("t").Dot("Shape"), jen.Id("s"))),
+	)
+	f.Line()
+}
+
+// firstRow is the first vocabulary row an embedding op's table holds of rows: this tp
+// rank's under a vocabulary-parallel embedding, else 0 (as the executor's firstRow).
+func firstRow(p *step.Program, op *step.Op, rows int) (int, error) {
+	switch op.Attr {
+	case "vocab-parallel":
+		return p.Coord.TP * rows, nil
+	case "", "positions", "router table":
+		return 0, nil
+	}
+	return 0, fmt.Errorf("%s %q", op.Kind, op.Attr)
+}
+
+// addsBias reports whether p's rank adds op's bias: a row-parallel product's partial sums
+// are reduced over tp, so only tp rank 0 adds it (as the executor's addsBias).
+func addsBias(p *step.Program, op *step.Op) bool {
+	return p.Coord.TP == 0 || !strings.Contains(op.Attr, "bias on tp rank 0")
 }

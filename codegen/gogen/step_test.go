@@ -347,3 +347,97 @@ func TestStepSourceRefusesZeRO(t *testing.T) {
 		t.Errorf("Emit's notes %q do not say the ZeRO-1 program is not written out", res.Notes)
 	}
 }
+
+// tpModel is a small MoE model that tensor parallelism splits (no talking heads or shared
+// attention weights, which tp does not lower), with biases so the row-parallel products'
+// bias rule is exercised.
+const tpModel = `model small {
+  vocab    = 256
+  d_model  = 32
+  layers   = 2
+  seq_len  = 32
+  attention { heads = 4; qkv_bias = true; out_bias = true }
+  ffn { hidden = 64; activation = swiglu; bias = true }
+  moe { experts = 4; top_k = 2; capacity_factor = 1.25; balance_loss = 0.01; every = 2 }
+}
+
+cluster local { gpu = cpu; ranks = 1; host_memory = 8GiB }
+
+train small on local {
+  tokens_per_batch = 256
+  micro_batch      = 4
+  precision        = fp32
+  optimizer        = adamw { lr = 3e-3; warmup = 2; weight_decay = 0.1 }
+  data             = "$GOROOT/src/strings/*.go"
+
+  stage moe { steps = 20 }
+}
+`
+
+// TestStepProgramParallel writes out layouts of several ranks, tp 2 × dp 2 × ep 2
+// (vocabulary-parallel embedding and loss, column- and row-parallel products with their
+// biases on tp rank 0, the tp and dp all-reduces, the experts' all-to-all) and pp 2 × dp 2
+// × ep 2 (the 1F1B sends and receives), and holds their losses to moec run's on the same
+// layouts within 1e-6 relative.
+func TestStepProgramParallel(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		tp, pp int
+		calls  []string
+	}{
+		{"tp 2 × dp 2 × ep 2", 2, 1, []string{"exec.CrossEntropyMax(", "exec.CrossEntropySum(", "putSlice(", "k.AllReduce(r.c, []int{0, 1}", "k.AllToAllV(r.c,"}},
+		{"pp 2 × dp 2 × ep 2", 1, 2, []string{"r.c.Send(", "r.c.Recv(", "k.AllToAllV(r.c,"}},
+	} {
+		t.Run(c.name, func(t *testing.T) { parallelProgram(t, c.tp, c.pp, c.calls) })
+	}
+}
+
+func parallelProgram(t *testing.T, tp, pp int, calls []string) {
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("go is not on PATH: cannot build the generated program")
+	}
+	if testing.Short() {
+		t.Skip("builds and runs programs; skipped with -short")
+	}
+	prog := loadSections(t, map[string][]byte{"input.moe": []byte(tpModel)})
+	res, err := train.Run(context.Background(), train.Options{Program: prog, StageName: "moe", OutRoot: t.TempDir(),
+		Steps: stepSteps, ValWindows: 2, Layout: &train.Sharding{Ranks: 2 * tp * pp, TP: tp, PP: pp, EP: 2, Program: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := runLosses(t, res)
+	_, cfg := stepProgramFor(t, prog, "moe")
+	sp, err := step.LowerRank(cfg.Model, step.Batch{MicroBatch: cfg.MicroBatch / 2, SeqLen: cfg.SeqLen, Micro: cfg.Accum},
+		step.Layout{DP: 2, EP: 2, TP: tp, PP: pp}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp.Stage = "moe"
+	src := emitProgram(t, cfg, sp)
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, call := range calls {
+		if !strings.Contains(string(b), call) {
+			t.Errorf("the program has no %s", call)
+		}
+	}
+	exe, err := buildStepSource(t, gobin, src, nil)
+	if err != nil {
+		t.Fatalf("go build of the step program: %v", err)
+	}
+	got, _ := runProgram(t, exe, "-steps", strconv.Itoa(stepSteps))
+	if len(got) != stepSteps || len(want) != stepSteps {
+		t.Fatalf("%d losses from the program, %d from moec run; want %d each", len(got), len(want), stepSteps)
+	}
+	worst := 0.0
+	for i := range got {
+		worst = max(worst, math.Abs(got[i]-want[i])/math.Abs(want[i]))
+	}
+	if worst > 1e-6 {
+		t.Errorf("the step program's losses %v differ from moec run's %v by up to %.2g relative", got, want, worst)
+	}
+	t.Logf("%d steps within %.2g relative of moec run on the same layout", len(got), worst)
+}
