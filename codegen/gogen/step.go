@@ -127,27 +127,21 @@ func genOptimizerConfig(f *jen.File, cfg Config) {
 }
 
 // NotWrittenError says why a step program is not written out as Go (the build notes it and
-// goes on): the Go form is written for layouts without ZeRO or an offloaded optimizer.
+// goes on): the Go form is written for layouts without an offloaded optimizer.
 type NotWrittenError struct{ Reason string }
 
 func (e *NotWrittenError) Error() string {
 	return "the step program is not written out as Go: " + e.Reason
 }
 
-// writable refuses what the Go form does not write out: an offloaded optimizer and sharded
-// parameter groups (ZeRO 1–3).
+// writable refuses what the Go form does not write out: an offloaded optimizer.
 func writable(p *step.Program) error {
 	if p.Layout.OffloadOpt {
 		return &NotWrittenError{"the optimizer is offloaded"}
 	}
-	for _, g := range p.Groups {
-		if g.ZeRO != 0 {
-			return &NotWrittenError{fmt.Sprintf("parameter group %s is sharded (ZeRO %d)", g.Name, g.ZeRO)}
-		}
-	}
 	for _, op := range p.Ops {
-		if op.Kind != step.OpAllReduce && op.Kind != step.OpAllToAllV && (op.Kind.Collective() || op.Kind == step.OpToHost || op.Kind == step.OpToDevice) {
-			return &NotWrittenError{fmt.Sprintf("it communicates by %s", op.Kind)}
+		if op.Kind == step.OpToHost || op.Kind == step.OpToDevice {
+			return &NotWrittenError{fmt.Sprintf("it moves data by %s", op.Kind)}
 		}
 	}
 	return nil
@@ -605,22 +599,6 @@ func groupOf(p *step.Program, id params.ID) int {
 // genOptimizers writes newOptimizers: one runtime/optim AdamW per parameter group over the
 // views of its weights and gradients, its moments views of the group's adam_m and adam_v.
 func genOptimizers(f *jen.File, p *step.Program, sfx string) {
-	paramBuf := map[params.ID]int{} // by identity, whole or this rank's slice
-	for i, b := range p.Buffers {
-		if b.Kind == step.KindParam && b.Param != nil {
-			id := *b.Param
-			id.Shard = params.Shard{}
-			paramBuf[id] = i
-		}
-	}
-	named := func(kind step.Kind, name string) int {
-		for i, b := range p.Buffers {
-			if b.Kind == kind && b.Param == nil && strings.HasPrefix(b.Name, name) {
-				return i
-			}
-		}
-		return -1
-	}
 	f.Type().Id("rank" + sfx).StructFunc(func(g *jen.Group) {
 		g.Op("*").Id("views" + sfx)
 		g.Id("k").Op("*").Qual(pkgExec, "Kernels")
@@ -638,24 +616,13 @@ func genOptimizers(f *jen.File, p *step.Program, sfx string) {
 		g.Id("v").Op(":=").Id("r").Dot("views" + sfx)
 		g.Var().Err().Error()
 		count := 0
-		for gi, gr := range p.Groups {
-			mBuf, vBuf := named(step.KindOptimizer, "adam_m["+gr.Name+"]"), named(step.KindOptimizer, "adam_v["+gr.Name+"]")
+		for gi := range p.Groups {
 			var ps, ms, vs []jen.Code
-			for i, b := range p.Buffers {
-				if b.Param == nil || b.Flat < 0 || (b.Kind != step.KindGrad && b.Kind != step.KindActGrad) || groupOf(p, *b.Param) != gi {
-					continue
-				}
-				id := *b.Param
-				id.Shard = params.Shard{}
-				wb, ok := paramBuf[id]
-				if !ok {
-					continue
-				}
-				ps = append(ps, jen.Values(jen.Dict{jen.Id("Name"): jen.Lit(fmt.Sprintf("%s#%d", id, count)), jen.Id("Shape"): ints(b.Shape),
-					jen.Id("W"): buf(wb), jen.Id("G"): buf(i)}))
-				count++
-				ms = append(ms, buf(mBuf).Index(jen.Lit(b.Flat).Op(":").Lit(b.Flat+b.Elements())))
-				vs = append(vs, buf(vBuf).Index(jen.Lit(b.Flat).Op(":").Lit(b.Flat+b.Elements())))
+			pieces := optPieces(p, gi, count)
+			count += len(pieces)
+			for _, pc := range pieces {
+				ps = append(ps, jen.Values(jen.Dict{jen.Id("Name"): jen.Lit(pc.name), jen.Id("Shape"): ints(pc.shape), jen.Id("W"): pc.w, jen.Id("G"): pc.g}))
+				ms, vs = append(ms, pc.m), append(vs, pc.v)
 			}
 			opt := jen.Id("r").Dot(fmt.Sprintf("opt%d", gi))
 			g.List(opt, jen.Err()).Op("=").Qual(pkgOptim, "NewAdamW").Call(jen.Id("cfg"), jen.Index().Qual(pkgOptim, "Param").ValuesFunc(func(g *jen.Group) {
@@ -729,6 +696,39 @@ func genLoad(f *jen.File, p *step.Program, cfg Config, sfx string) error {
 					continue
 				}
 				g.Line().Id("put").Call(buf(b), jen.Id("ts").Index(jen.Lit(i)), jen.Lit(wp.Name))
+			}
+			// ZeRO-3: each group's flat shard, from the tensors at their flat offsets (the
+			// gradient buffers name every tensor of the group with its offset and local shape).
+			index := map[params.ID]int{}
+			for i, wp := range walk {
+				index[wp.ID] = i
+			}
+			for gi, gr := range p.Groups {
+				if gr.ZeRO != 3 {
+					continue
+				}
+				shard := -1
+				for i, b := range p.Buffers {
+					if b.Kind == step.KindParam && b.Param == nil && strings.HasPrefix(b.Name, "params["+gr.Name+"]") {
+						shard = i
+					}
+				}
+				lo := int64(gr.Index) * gr.Shard
+				for _, b := range p.Buffers {
+					if b.Param == nil || b.Flat < 0 || (b.Kind != step.KindActGrad && b.Kind != step.KindGrad) || groupOf(p, *b.Param) != gi {
+						continue
+					}
+					id := *b.Param
+					sh := id.Shard
+					id.Shard = params.Shard{}
+					a, z := max(lo, b.Flat), min(lo+gr.Shard, b.Flat+b.Elements())
+					if a >= z || shard < 0 {
+						continue
+					}
+					g.Line().Id("putFlat").Call(buf(shard).Index(jen.Lit(a-lo).Op(":").Lit(z-lo)), jen.Id("ts").Index(jen.Lit(index[id])), jen.Lit(walk[index[id]].Name),
+						jen.Qual(pkgParams, "Shard").Values(jen.Dict{jen.Id("Dim"): jen.Lit(sh.Dim), jen.Id("Index"): jen.Lit(sh.Index), jen.Id("Count"): jen.Lit(sh.Count)}),
+						jen.Lit(int(b.Elements())), jen.Lit(int(a-b.Flat)))
+				}
 			}
 			g.Line()
 		}))
@@ -937,58 +937,140 @@ func collectiveCall(p *step.Program, i int) (jen.Code, error) {
 		return jen.Id("k").Dot("AllReduce").Call(args...), nil
 	case step.OpAllToAllV:
 		return jen.Id("k").Dot("AllToAllV").Call(jen.Id("r").Dot("c"), group, jen.Lit(pos), buf(op.In[0]), buf(op.Out[0]), ints(p.Buffers[op.In[0]].Shape)), nil
+	case step.OpReduceScatter, step.OpAllGather:
+		var g *step.Group
+		for i := range p.Groups {
+			if p.Groups[i].Axis == op.Group {
+				g = &p.Groups[i]
+			}
+		}
+		if g == nil {
+			return nil, fmt.Errorf("no parameter group over %s", op.Group)
+		}
+		views := func(bufs []int) jen.Code {
+			vals := make([]jen.Code, len(bufs))
+			for i, b := range bufs {
+				vals[i] = buf(b)
+			}
+			return jen.Index().Index().Float32().Values(vals...)
+		}
+		flats := func(bufs []int) jen.Code {
+			vals := make([]jen.Code, len(bufs))
+			for i, b := range bufs {
+				vals[i] = jen.Lit(p.Buffers[b].Flat)
+			}
+			return jen.Index().Int64().Values(vals...)
+		}
+		if op.Kind == step.OpReduceScatter {
+			return jen.Id("k").Dot("ReduceScatter").Call(jen.Id("r").Dot("c"), group, jen.Lit(pos), jen.Lit(g.Shard), views(op.In), flats(op.In), buf(op.Out[0]), jen.Lit(op.Accumulates(0))), nil
+		}
+		return jen.Id("k").Dot("AllGather").Call(jen.Id("r").Dot("c"), group, jen.Lit(pos), jen.Lit(g.Shard), jen.Lit(p.Buffers[op.In[0]].Flat < 0), views(op.In), views(op.Out), flats(op.Out)), nil
 	}
 	return nil, fmt.Errorf("no Go form for %s", op.Kind)
 }
 
 // normPieces are what the rank's grad_norm op sums the squares of, as the executor counts
-// them (SetOptimizer): each group's gradients in buffer order, the part of each in the
-// rank's data-parallel partition of the group.
+// them (SetOptimizer): each piece's counted part, groups in order.
 func normPieces(p *step.Program) []jen.Code {
 	var out []jen.Code
-	for gi, g := range p.Groups {
-		lo, hi := int64(g.Index)*g.Shard, int64(g.Index+1)*g.Shard
-		for i, b := range p.Buffers {
-			if b.Param == nil || b.Flat < 0 || (b.Kind != step.KindGrad && b.Kind != step.KindActGrad) || groupOf(p, *b.Param) != gi {
-				continue
-			}
-			if b.Param.Shard.Whole() && p.Layout.TP > 1 && p.Coord.TP != 0 {
-				continue // every tp rank holds it: tp rank 0 counts it
-			}
-			a, z := b.Flat, b.Flat+b.Elements()
-			from, to := max(lo, a)-a, min(hi, z)-a
-			switch {
-			case from >= to:
-			case from == 0 && to == b.Elements():
-				out = append(out, buf(i))
-			default:
-				out = append(out, buf(i).Clone().Index(jen.Lit(from).Op(":").Lit(to)))
+	count := 0
+	for gi := range p.Groups {
+		pieces := optPieces(p, gi, count)
+		count += len(pieces)
+		for _, pc := range pieces {
+			if pc.count != nil {
+				out = append(out, pc.count)
 			}
 		}
 	}
 	return out
 }
 
-// genPut writes put, which load calls for each parameter.
-func genPut(f *jen.File, tp bool) {
-	f.Comment("put copies tensor t into view dst, checking that it is the parameter named name.")
-	f.Func().Id("put").Params(jen.Id("dst").Index().Float32(), jen.Id("t").Qual(pkgWeights, "Tensor"), jen.Id("name").String()).Error().Block(
-		jen.If(jen.Id("t").Dot("Name").Op("!=").Id("name").Op("||").Len(jen.Id("t").Dot("W")).Op("!=").Len(jen.Id("dst"))).Block(
-			jen.Return(jen.Qual("fmt", "Errorf").Call(jen.Lit("tensor %s of %d values where the program holds %s of %d"), jen.Id("t").Dot("Name"), jen.Len(jen.Id("t").Dot("W")), jen.Id("name"), jen.Len(jen.Id("dst"))))),
-		jen.Copy(jen.Id("dst"), jen.Id("t").Dot("W")),
-		jen.Return(jen.Nil()),
-	)
-	f.Line()
-	if !tp {
-		return
+// optPiece is one parameter piece a rank's optimizer updates, as the executor's
+// SetOptimizer lists them: views of its weights, gradient and moments, and the part of
+// its gradient the global norm counts.
+type optPiece struct {
+	name       string
+	shape      []int
+	w, g, m, v jen.Code
+	count      jen.Code // the gradient's part the norm counts, nil for none
+}
+
+// slice is view b[from:to], or b itself when that is all of it.
+func slice(b int, from, to, n int64) jen.Code {
+	if from == 0 && to == n {
+		return buf(b)
 	}
-	f.Comment("putSlice copies tensor-parallel slice s of tensor t into view dst.")
-	f.Func().Id("putSlice").Params(jen.Id("dst").Index().Float32(), jen.Id("t").Qual(pkgWeights, "Tensor"), jen.Id("name").String(), jen.Id("s").Qual(pkgParams, "Shard")).Error().Block(
-		jen.If(jen.Id("t").Dot("Name").Op("!=").Id("name")).Block(
-			jen.Return(jen.Qual("fmt", "Errorf").Call(jen.Lit("tensor %s where the program holds a slice of %s"), jen.Id("t").Dot("Name"), jen.Id("name")))),
-		jen.Return(jen.Qual(pkgExec, "Slice").Call(jen.Id("dst"), jen.Id("t").Dot("W"), jen.Id("t").Dot("Shape"), jen.Id("s"))),
-	)
-	f.Line()
+	return buf(b).Index(jen.Lit(from).Op(":").Lit(to))
+}
+
+// optPieces are group gi's pieces on p's rank: every tensor it holds, or under ZeRO 1–3 its
+// shard of the group's flat vector; count numbers their names on from.
+func optPieces(p *step.Program, gi int, count int) []optPiece {
+	named := func(kind step.Kind, name string) int {
+		for i, b := range p.Buffers {
+			if b.Kind == kind && b.Param == nil && strings.HasPrefix(b.Name, name) {
+				return i
+			}
+		}
+		return -1
+	}
+	paramBuf := map[params.ID]int{} // by identity, whole or this rank's slice
+	for i, b := range p.Buffers {
+		if b.Kind == step.KindParam && b.Param != nil {
+			id := *b.Param
+			id.Shard = params.Shard{}
+			paramBuf[id] = i
+		}
+	}
+	g := p.Groups[gi]
+	lo, hi := int64(g.Index)*g.Shard, int64(g.Index+1)*g.Shard
+	base := lo
+	if g.ZeRO == 0 {
+		base = 0
+	}
+	mBuf, vBuf := named(step.KindOptimizer, "adam_m["+g.Name+"]"), named(step.KindOptimizer, "adam_v["+g.Name+"]")
+	shardW, shardG := named(step.KindParam, "params["+g.Name+"]"), named(step.KindGrad, "grads["+g.Name+"]")
+	var out []optPiece
+	for i, b := range p.Buffers {
+		if b.Param == nil || b.Flat < 0 || (b.Kind != step.KindGrad && b.Kind != step.KindActGrad) || groupOf(p, *b.Param) != gi {
+			continue
+		}
+		id := *b.Param
+		tp := id.Shard
+		id.Shard = params.Shard{}
+		n := b.Elements()
+		a, z := b.Flat, b.Flat+n
+		if g.ZeRO >= 1 {
+			a, z = max(lo, a), min(hi, z)
+		}
+		if a >= z {
+			continue
+		}
+		gn := p.Buffers[max(shardG, 0)].Elements()
+		var w, gr jen.Code
+		var gBuf int
+		var gFrom int64
+		switch g.ZeRO {
+		case 3:
+			w, gr, gBuf, gFrom = slice(shardW, a-lo, z-lo, p.Buffers[shardW].Elements()), slice(shardG, a-lo, z-lo, gn), shardG, a-lo
+		case 2:
+			w, gr, gBuf, gFrom = slice(paramBuf[id], a-b.Flat, z-b.Flat, n), slice(shardG, a-lo, z-lo, gn), shardG, a-lo
+		default:
+			w, gr, gBuf, gFrom = slice(paramBuf[id], a-b.Flat, z-b.Flat, n), slice(i, a-b.Flat, z-b.Flat, n), i, a-b.Flat
+		}
+		pc := optPiece{name: fmt.Sprintf("%s#%d", id, count), shape: b.Shape, w: w, g: gr,
+			m: buf(mBuf).Index(jen.Lit(a - base).Op(":").Lit(z - base)), v: buf(vBuf).Index(jen.Lit(a - base).Op(":").Lit(z - base))}
+		count++
+		// The global norm counts each value once: the part in this rank's data-parallel
+		// partition, and a tensor every tp rank holds whole on tp rank 0 only.
+		from, to := max(lo, a)-a, min(hi, z)-a
+		if from < to && !(tp.Whole() && p.Layout.TP > 1 && p.Coord.TP != 0) {
+			pc.count = slice(gBuf, gFrom+from, gFrom+to, p.Buffers[gBuf].Elements())
+		}
+		out = append(out, pc)
+	}
+	return out
 }
 
 // firstRow is the first vocabulary row an embedding op's table holds of rows: this tp
@@ -1007,4 +1089,37 @@ func firstRow(p *step.Program, op *step.Op, rows int) (int, error) {
 // are reduced over tp, so only tp rank 0 adds it (as the executor's addsBias).
 func addsBias(p *step.Program, op *step.Op) bool {
 	return p.Coord.TP == 0 || !strings.Contains(op.Attr, "bias on tp rank 0")
+}
+
+// genPut writes put, which load calls for each parameter.
+func genPut(f *jen.File, tp bool) {
+	f.Comment("put copies tensor t into view dst, checking that it is the parameter named name.")
+	f.Func().Id("put").Params(jen.Id("dst").Index().Float32(), jen.Id("t").Qual(pkgWeights, "Tensor"), jen.Id("name").String()).Error().Block(
+		jen.If(jen.Id("t").Dot("Name").Op("!=").Id("name").Op("||").Len(jen.Id("t").Dot("W")).Op("!=").Len(jen.Id("dst"))).Block(
+			jen.Return(jen.Qual("fmt", "Errorf").Call(jen.Lit("tensor %s of %d values where the program holds %s of %d"), jen.Id("t").Dot("Name"), jen.Len(jen.Id("t").Dot("W")), jen.Id("name"), jen.Len(jen.Id("dst"))))),
+		jen.Copy(jen.Id("dst"), jen.Id("t").Dot("W")),
+		jen.Return(jen.Nil()),
+	)
+	f.Line()
+	f.Comment("putFlat copies values [from, from+len(dst)) of tensor t's slice s (n values) into")
+	f.Comment("dst, a part of a ZeRO-3 flat shard.")
+	f.Func().Id("putFlat").Params(jen.Id("dst").Index().Float32(), jen.Id("t").Qual(pkgWeights, "Tensor"), jen.Id("name").String(), jen.Id("s").Qual(pkgParams, "Shard"), jen.List(jen.Id("n"), jen.Id("from")).Int()).Error().Block(
+		jen.If(jen.Id("t").Dot("Name").Op("!=").Id("name")).Block(
+			jen.Return(jen.Qual("fmt", "Errorf").Call(jen.Lit("tensor %s where the program holds part of %s"), jen.Id("t").Dot("Name"), jen.Id("name")))),
+		jen.Id("local").Op(":=").Make(jen.Index().Float32(), jen.Id("n")),
+		jen.If(jen.Err().Op(":=").Qual(pkgExec, "Slice").Call(jen.Id("local"), jen.Id("t").Dot("W"), jen.Id("t").Dot("Shape"), jen.Id("s")), jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Err())),
+		jen.Copy(jen.Id("dst"), jen.Id("local").Index(jen.Id("from").Op(":"))),
+		jen.Return(jen.Nil()),
+	)
+	f.Line()
+	if !tp {
+		return
+	}
+	f.Comment("putSlice copies tensor-parallel slice s of tensor t into view dst.")
+	f.Func().Id("putSlice").Params(jen.Id("dst").Index().Float32(), jen.Id("t").Qual(pkgWeights, "Tensor"), jen.Id("name").String(), jen.Id("s").Qual(pkgParams, "Shard")).Error().Block(
+		jen.If(jen.Id("t").Dot("Name").Op("!=").Id("name")).Block(
+			jen.Return(jen.Qual("fmt", "Errorf").Call(jen.Lit("tensor %s where the program holds a slice of %s"), jen.Id("t").Dot("Name"), jen.Id("name")))),
+		jen.Return(jen.Qual(pkgExec, "Slice").Call(jen.Id("dst"), jen.Id("t").Dot("W"), jen.Id("t").Dot("Shape"), jen.Id("s"))),
+	)
+	f.Line()
 }

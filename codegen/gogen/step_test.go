@@ -381,18 +381,21 @@ train small on local {
 // layouts within 1e-6 relative.
 func TestStepProgramParallel(t *testing.T) {
 	for _, c := range []struct {
-		name   string
-		tp, pp int
-		calls  []string
+		name         string
+		tp, pp, zero int
+		calls        []string
 	}{
-		{"tp 2 × dp 2 × ep 2", 2, 1, []string{"exec.CrossEntropyMax(", "exec.CrossEntropySum(", "putSlice(", "k.AllReduce(r.c, []int{0, 1}", "k.AllToAllV(r.c,"}},
-		{"pp 2 × dp 2 × ep 2", 1, 2, []string{"r.c.Send(", "r.c.Recv(", "k.AllToAllV(r.c,"}},
+		{"tp 2 × dp 2 × ep 2", 2, 1, 0, []string{"exec.CrossEntropyMax(", "exec.CrossEntropySum(", "putSlice(", "k.AllReduce(r.c, []int{0, 1}", "k.AllToAllV(r.c,"}},
+		{"pp 2 × dp 2 × ep 2", 1, 2, 0, []string{"r.c.Send(", "r.c.Recv(", "k.AllToAllV(r.c,"}},
+		{"dp 2 × ep 2, zero 1", 1, 1, 1, []string{"k.AllGather(r.c,"}},
+		{"dp 2 × ep 2, zero 2", 1, 1, 2, []string{"k.ReduceScatter(r.c,", "k.AllGather(r.c,"}},
+		{"dp 2 × ep 2, zero 3", 1, 1, 3, []string{"k.ReduceScatter(r.c,", "k.AllGather(r.c,", "putFlat(v."}},
 	} {
-		t.Run(c.name, func(t *testing.T) { parallelProgram(t, c.tp, c.pp, c.calls) })
+		t.Run(c.name, func(t *testing.T) { parallelProgram(t, c.tp, c.pp, c.zero, c.calls) })
 	}
 }
 
-func parallelProgram(t *testing.T, tp, pp int, calls []string) {
+func parallelProgram(t *testing.T, tp, pp, zero int, calls []string) {
 	gobin, err := exec.LookPath("go")
 	if err != nil {
 		t.Skip("go is not on PATH: cannot build the generated program")
@@ -402,14 +405,14 @@ func parallelProgram(t *testing.T, tp, pp int, calls []string) {
 	}
 	prog := loadSections(t, map[string][]byte{"input.moe": []byte(tpModel)})
 	res, err := train.Run(context.Background(), train.Options{Program: prog, StageName: "moe", OutRoot: t.TempDir(),
-		Steps: stepSteps, ValWindows: 2, Layout: &train.Sharding{Ranks: 2 * tp * pp, TP: tp, PP: pp, EP: 2, Program: true}})
+		Steps: stepSteps, ValWindows: 2, Layout: &train.Sharding{Ranks: 2 * tp * pp, TP: tp, PP: pp, EP: 2, ZeRO: zero, Program: true}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := runLosses(t, res)
 	_, cfg := stepProgramFor(t, prog, "moe")
 	sp, err := step.LowerRank(cfg.Model, step.Batch{MicroBatch: cfg.MicroBatch / 2, SeqLen: cfg.SeqLen, Micro: cfg.Accum},
-		step.Layout{DP: 2, EP: 2, TP: tp, PP: pp}, 0)
+		step.Layout{DP: 2, EP: 2, TP: tp, PP: pp, ZeRO: zero}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
