@@ -43,9 +43,6 @@ func StepSource(cfg Config, p *step.Program) (string, error) {
 		return "", fmt.Errorf("gogen: %s: the step program's batch (%d × %d micro-batches of %d tokens) is not the run's (%d × %d of %d)",
 			cfg.Name, p.Batch.Micro, p.Batch.MicroBatch, p.Batch.SeqLen, cfg.Accum, cfg.MicroBatch, cfg.SeqLen)
 	}
-	if err := writable(p); err != nil {
-		return "", err
-	}
 	modelJSON, err := stageModelJSON(cfg)
 	if err != nil {
 		return "", err
@@ -127,24 +124,11 @@ func genOptimizerConfig(f *jen.File, cfg Config) {
 }
 
 // NotWrittenError says why a step program is not written out as Go (the build notes it and
-// goes on): the Go form is written for layouts without an offloaded optimizer.
+// goes on): an op the Go form has no statement for.
 type NotWrittenError struct{ Reason string }
 
 func (e *NotWrittenError) Error() string {
 	return "the step program is not written out as Go: " + e.Reason
-}
-
-// writable refuses what the Go form does not write out: an offloaded optimizer.
-func writable(p *step.Program) error {
-	if p.Layout.OffloadOpt {
-		return &NotWrittenError{"the optimizer is offloaded"}
-	}
-	for _, op := range p.Ops {
-		if op.Kind == step.OpToHost || op.Kind == step.OpToDevice {
-			return &NotWrittenError{fmt.Sprintf("it moves data by %s", op.Kind)}
-		}
-	}
-	return nil
 }
 
 // buf is buffer b's field in the generated views struct.
@@ -539,6 +523,14 @@ func genStepProgram(f *jen.File, p *step.Program, cfg Config, sfx string) error 
 					jen.Return(jen.Qual("fmt", "Errorf").Call(jen.Lit(fmt.Sprintf("op %d (%s over %s): %%w", i, op.Kind, op.Group)), jen.Err()))))
 				continue
 			}
+			if op.Kind == step.OpToHost || op.Kind == step.OpToDevice {
+				move, err := offloadCall(p, i)
+				if err != nil {
+					return &NotWrittenError{fmt.Sprintf("op %d: %v", i, err)}
+				}
+				body = append(body, move)
+				continue
+			}
 			if op.Kind == step.OpGradNorm {
 				body = append(body, jen.Id("k").Dot("SumSquares").Call(append([]jen.Code{buf(op.Out[0])}, normPieces(p)...)...))
 				continue
@@ -577,11 +569,14 @@ func genStepProgram(f *jen.File, p *step.Program, cfg Config, sfx string) error 
 	return nil
 }
 
-// groupIndexOf is the parameter group an adamw op updates (its attribute names it).
+// groupIndexOf is the parameter group an adamw op updates: the group whose AdamW moments
+// it reads.
 func groupIndexOf(p *step.Program, op *step.Op) int {
-	for i, g := range p.Groups {
-		if op.Attr == g.Name {
-			return i
+	for _, b := range op.In {
+		for i, g := range p.Groups {
+			if strings.HasPrefix(p.Buffers[b].Name, "adam_m["+g.Name+"]") {
+				return i
+			}
 		}
 	}
 	return 0
@@ -680,7 +675,7 @@ func genLoad(f *jen.File, p *step.Program, cfg Config, sfx string) error {
 	f.Func().Params(jen.Id("r").Op("*").Id("rank" + sfx)).Id("load").Params(jen.Id("ts").Index().Qual(pkgWeights, "Tensor")).Error().BlockFunc(func(g *jen.Group) {
 		g.Id("v").Op(":=").Id("r").Dot("views" + sfx)
 		g.If(jen.Len(jen.Id("ts")).Op("!=").Lit(len(walk))).Block(jen.Return(jen.Qual("fmt", "Errorf").Call(jen.Lit(fmt.Sprintf("%%d tensors, the model has %d", len(walk))), jen.Len(jen.Id("ts")))))
-		g.Return(jen.Qual("errors", "Join").CallFunc(func(g *jen.Group) {
+		g.Id("err").Op(":=").Qual("errors", "Join").CallFunc(func(g *jen.Group) {
 			for i, wp := range walk {
 				b, ok := paramBuf[wp.ID]
 				switch {
@@ -731,7 +726,37 @@ func genLoad(f *jen.File, p *step.Program, cfg Config, sfx string) error {
 				}
 			}
 			g.Line()
-		}))
+		})
+		if p.Layout.OffloadOpt {
+			// The offloaded update reads the weights on the host: their copies from the device's.
+			for gi, gr := range p.Groups {
+				host, shard := -1, -1
+				var ps []int
+				for i, b := range p.Buffers {
+					switch {
+					case b.Kind == step.KindOptimizer && b.Param == nil && strings.HasPrefix(b.Name, "params["+gr.Name+"]@host"):
+						host = i
+					case b.Kind == step.KindParam && b.Param == nil && strings.HasPrefix(b.Name, "params["+gr.Name+"]"):
+						shard = i
+					case b.Kind == step.KindParam && b.Param != nil && b.Flat >= 0 && p.Memory.Lifetime[i][0] >= 0 && groupOf(p, *b.Param) == gi:
+						ps = append(ps, i)
+					}
+				}
+				switch {
+				case host < 0:
+				case gr.ZeRO == 3:
+					g.Copy(buf(host), buf(shard))
+				default:
+					base := int64(0)
+					if gr.ZeRO > 0 {
+						base = int64(gr.Index) * gr.Shard
+					}
+					vs, fs := tensorsAt(p, ps)
+					g.Qual(pkgExec, "MoveFlat").Call(buf(host), jen.Lit(base), vs, fs, jen.True())
+				}
+			}
+		}
+		g.Return(jen.Err())
 	})
 	if err != nil {
 		return err
@@ -1059,6 +1084,12 @@ func optPieces(p *step.Program, gi int, count int) []optPiece {
 		default:
 			w, gr, gBuf, gFrom = slice(paramBuf[id], a-b.Flat, z-b.Flat, n), slice(i, a-b.Flat, z-b.Flat, n), i, a-b.Flat
 		}
+		if p.Layout.OffloadOpt {
+			// The update runs on the host: its weights (a master copy of this rank's part)
+			// and gradients there, moved by the program's to_host and to_device ops.
+			hw, hg := named(step.KindOptimizer, "params["+g.Name+"]@host"), named(step.KindComm, "grads["+g.Name+"]@host")
+			w, gr = slice(hw, a-base, z-base, p.Buffers[hw].Elements()), slice(hg, a-base, z-base, p.Buffers[hg].Elements())
+		}
 		pc := optPiece{name: fmt.Sprintf("%s#%d", id, count), shape: b.Shape, w: w, g: gr,
 			m: buf(mBuf).Index(jen.Lit(a - base).Op(":").Lit(z - base)), v: buf(vBuf).Index(jen.Lit(a - base).Op(":").Lit(z - base))}
 		count++
@@ -1122,4 +1153,53 @@ func genPut(f *jen.File, tp bool) {
 		jen.Return(jen.Qual(pkgExec, "Slice").Call(jen.Id("dst"), jen.Id("t").Dot("W"), jen.Id("t").Dot("Shape"), jen.Id("s"))),
 	)
 	f.Line()
+}
+
+// hostGroup is the parameter group an offload move serves (its host buffer names it) and
+// the flat offset its host copies start at.
+func hostGroup(p *step.Program, name string) (step.Group, int64, error) {
+	for _, g := range p.Groups {
+		if strings.HasPrefix(name, "params["+g.Name+"]") || strings.HasPrefix(name, "grads["+g.Name+"]") {
+			if g.ZeRO == 0 {
+				return g, 0, nil
+			}
+			return g, int64(g.Index) * g.Shard, nil
+		}
+	}
+	return step.Group{}, 0, fmt.Errorf("%s names no parameter group", name)
+}
+
+// tensorsAt are views of bufs and their offsets in their group's flat vector.
+func tensorsAt(p *step.Program, bufs []int) (views, flats jen.Code) {
+	vs, fs := make([]jen.Code, len(bufs)), make([]jen.Code, len(bufs))
+	for i, b := range bufs {
+		vs[i], fs[i] = buf(b), jen.Lit(p.Buffers[b].Flat)
+	}
+	return jen.Index().Index().Float32().Values(vs...), jen.Index().Int64().Values(fs...)
+}
+
+// offloadCall is the statement of a to_host (gradients to the host copy) or to_device
+// (updated weights back) op, as the executor's offloadMove runs it.
+func offloadCall(p *step.Program, i int) (jen.Code, error) {
+	op := &p.Ops[i]
+	if op.Kind == step.OpToHost {
+		_, base, err := hostGroup(p, p.Buffers[op.Out[0]].Name)
+		if err != nil {
+			return nil, err
+		}
+		if len(op.In) == 1 && p.Buffers[op.In[0]].Param == nil {
+			return jen.Copy(buf(op.Out[0]), buf(op.In[0])), nil // a reduce-scattered shard
+		}
+		vs, fs := tensorsAt(p, op.In)
+		return jen.Qual(pkgExec, "MoveFlat").Call(buf(op.Out[0]), jen.Lit(base), vs, fs, jen.True()), nil
+	}
+	_, base, err := hostGroup(p, p.Buffers[op.In[0]].Name)
+	if err != nil {
+		return nil, err
+	}
+	if len(op.Out) == 1 && p.Buffers[op.Out[0]].Param == nil {
+		return jen.Copy(buf(op.Out[0]), buf(op.In[0])), nil // the ZeRO-3 shard
+	}
+	vs, fs := tensorsAt(p, op.Out)
+	return jen.Qual(pkgExec, "MoveFlat").Call(buf(op.In[0]), jen.Lit(base), vs, fs, jen.False()), nil
 }

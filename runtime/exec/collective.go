@@ -308,4 +308,3 @@ func (k *Kernels) ReduceScatter(c Comm, members []int, pos int, shard int64, in 
 	}
 	return c.Barrier(members)
 }
-
