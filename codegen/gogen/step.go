@@ -76,6 +76,9 @@ func StepSource(cfg Config, p *step.Program) (string, error) {
 		g.Id("grows").Op("=").Lit(cfg.FromStage != "").Comment("the stage starts from -from, grown")
 	})
 	f.Line()
+	if w := p.Layout.World(); w > maxWrittenRanks {
+		return "", &NotWrittenError{fmt.Sprintf("%d ranks; the Go form runs every rank in one process and is written for at most %d", w, maxWrittenRanks)}
+	}
 	genOptimizerConfig(f, cfg)
 	progs := []*step.Program{p}
 	for r := 1; r < p.Layout.World(); r++ {
@@ -123,8 +126,12 @@ func genOptimizerConfig(f *jen.File, cfg Config) {
 	f.Line()
 }
 
+// maxWrittenRanks is the most ranks a step program's Go form is written for: it holds every
+// rank's program and runs them all in one process, as `moec run` does on the CPU.
+const maxWrittenRanks = 16
+
 // NotWrittenError says why a step program is not written out as Go (the build notes it and
-// goes on): an op the Go form has no statement for.
+// goes on): an op the Go form has no statement for, or more ranks than it is written for.
 type NotWrittenError struct{ Reason string }
 
 func (e *NotWrittenError) Error() string {
