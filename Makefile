@@ -65,6 +65,7 @@ lint: deps
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.6.1 ./...
+	@out=$$($(GO) run golang.org/x/tools/cmd/goimports@v0.52.0 -l -local github.com/moec-dev/moec .); if [ -n "$$out" ]; then echo "imports not grouped as goimports -local github.com/moec-dev/moec does (standard library, others, moec):"; echo "$$out"; exit 1; fi
 
 experiments: build
 	./scripts/experiments.sh

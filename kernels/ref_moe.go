@@ -68,19 +68,13 @@ func (sh Shape) refRouterFwd(env Env) error {
 		for _, l := range p {
 			mx = max(mx, l)
 		}
-		if sh.Score == program.Sigmoid {
-			for x := range p {
-				p[x] = sigmoid32(p[x])
-			}
-		} else {
-			var sum float32
-			for x := range p {
-				p[x] = float32(math.Exp(float64(p[x] - mx)))
-				sum += p[x]
-			}
-			for x := range p {
-				p[x] *= 1 / sum
-			}
+		var sum float64
+		for _, l := range p {
+			sum += math.Exp(float64(l - mx))
+		}
+		lse := float64(mx) + math.Log(sum)
+		for x := range p {
+			p[x] = program.RouterScore(sh.Score, p[x], lse)
 		}
 		// Top-k by a stable sort key: higher score first, lower index on ties.
 		chosen := make([]bool, e)
@@ -367,20 +361,8 @@ func (sh Shape) refRouterBwd(env Env) error {
 			}
 			dp[idx[t*k+j]] = g
 		}
-		out := dl[t*e : (t+1)*e]
-		if sh.Score == program.Sigmoid {
-			for x := range out {
-				out[x] = dp[x] * p[x] * (1 - p[x])
-			}
-			continue
-		}
-		var dot float32
-		for x := range dp {
-			dot += dp[x] * p[x]
-		}
-		for x := range out {
-			out[x] = p[x] * (dp[x] - dot)
-		}
+		program.RouterScoreGrad(sh.Score, p, dp)
+		copy(dl[t*e:(t+1)*e], dp)
 	}
 	return nil
 }

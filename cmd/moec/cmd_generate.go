@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/moec-dev/moec/lang/diag"
 	"github.com/moec-dev/moec/runtime/generate"
 )
 
@@ -23,6 +24,14 @@ func newGenerateCommand(stdout, stderr io.Writer) *cobra.Command {
 				return usage(fmt.Errorf("generate: --checkpoint is required"))
 			}
 			// Out-of-range flags are refused before the checkpoint is read.
+			for _, f := range []struct {
+				flag, size string
+				v          int
+			}{{"tp", "a tensor-parallel", opt.TP}, {"ep", "an expert-parallel", opt.EP}} {
+				if f.v < 1 {
+					return usage(diag.Runtimef(diag.ErrBadRunOption, "--%s %d: want %s size of at least 1", f.flag, f.v, f.size))
+				}
+			}
 			if err := opt.Check(); err != nil {
 				return usage(err)
 			}
@@ -45,6 +54,8 @@ func newGenerateCommand(stdout, stderr io.Writer) *cobra.Command {
 	f.Float64Var(&opt.Temperature, "temperature", opt.Temperature, "sampling temperature, at least 0 (0 = greedy)")
 	f.IntVar(&opt.TopK, "top-k", opt.TopK, "sample among the k most likely tokens, at least 0 (0 = all)")
 	f.Int64Var(&opt.Seed, "seed", opt.Seed, "sampling seed")
-	f.BoolVar(&opt.StepPrograms, "step-programs", false, "decode through the decoding step program (compiler/step run by runtime/exec) instead of the hand-written model; the same logits")
+	f.BoolVar(&opt.StepPrograms, "step-programs", false, "decode through step programs (a prefill program for the prompt, then a decoding step per token; compiler/step run by runtime/exec) instead of the hand-written model; the same logits")
+	f.IntVar(&opt.TP, "tp", 1, "tensor-parallel size of the step programs (in-process ranks; implies --step-programs)")
+	f.IntVar(&opt.EP, "ep", 1, "expert-parallel size of the step programs (as many in-process replicas; implies --step-programs)")
 	return cmd
 }

@@ -69,6 +69,10 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 			}
 			if llvmLib != "" {
 				opt.NewNet, opt.LLVM = kernelsel.NewNet(llvmLib), llvmLib
+				// The LLVM kernels run in the hand-written model's single rank.
+				if rf.engine == "" && !rf.program {
+					rf.engine = driver.EngineHandwritten
+				}
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -146,7 +150,7 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 	f.Int64Var(&opt.Steps, "steps", 0, "optimizer steps, at least 1 (default: the stage's tokens / tokens per batch)")
 	f.StringVar(&opt.OutDir, "out", "", "run folder (default out/<train>/<stage>/run)")
 	f.StringVar(&opt.OutRoot, "out-root", "out", "root of the conventional run folders")
-	f.StringVar(&opt.Resume, "resume", "", "continue the run in this folder, under the layout its run.json records unless --ranks/--ep/--zero/--tp/--pp/--step-programs/--offload/--cache-budget say otherwise")
+	f.StringVar(&opt.Resume, "resume", "", "continue the run in this folder, under the layout and engine its run.json records unless --ranks/--ep/--zero/--tp/--pp/--engine/--step-programs/--offload/--cache-budget say otherwise")
 	f.BoolVar(&opt.Restart, "restart", false, "with --resume: start the run over from step 0 when its folder shows progress but holds no complete checkpoint (replaces its log.jsonl)")
 	f.StringVar(&opt.From, "from", "", "checkpoint or run folder to grow from (default: the from stage's final checkpoint)")
 	f.BoolVar(&opt.Force, "force", false, "start afresh in a run folder that already holds a run")
@@ -158,9 +162,11 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 	f.IntVar(&rf.ranks, "ranks", 0, "run the plan for N ≥ 1 in-process ranks (default: the cluster's ranks; under mpirun, one rank per process)")
 	f.IntVar(&rf.ep, "ep", 0, "expert-parallel size; it must divide the ranks and the stage's experts (default: the plan's)")
 	f.IntVar(&rf.zero, "zero", 0, "ZeRO stage 0-3 (default: the plan's)")
-	f.IntVar(&rf.tp, "tp", 0, "tensor-parallel size: Megatron's column/row splits of heads, FFN and expert widths and the vocabulary; trains through step programs (in-process ranks)")
-	f.IntVar(&rf.pp, "pp", 0, "pipeline-parallel size: stages of contiguous layers under a 1F1B schedule of the micro-batches; trains through step programs (in-process ranks)")
-	f.BoolVar(&rf.program, "step-programs", false, "train through step programs (compiler/step run by the executor) even without --tp or --pp")
+	f.IntVar(&rf.tp, "tp", 0, "tensor-parallel size: Megatron's column/row splits of heads, FFN and expert widths and the vocabulary; trains through step programs (in-process ranks, or one per process under mpirun)")
+	f.IntVar(&rf.pp, "pp", 0, "pipeline-parallel size: stages of contiguous layers under a 1F1B schedule of the micro-batches; trains through step programs (in-process ranks, or one per process under mpirun)")
+	f.StringVar(&rf.engine, "engine", "", "the training engine: step (step programs run by the executor; the default wherever they lower the layout) or handwritten (the hand-written sharded engine, their oracle; it also runs mpirun, the unified cache and models step programs do not lower)")
+	f.BoolVar(&rf.program, "step-programs", false, "the same as --engine step (kept for scripts: step programs are the default)")
+	f.BoolVar(&rf.sp, "sp", false, "sequence parallelism (with --tp > 1): the tp ranks split the norms, residual sums and router input by token, with all-gathers and reduce-scatters in place of tp's all-reduces")
 	f.BoolVar(&rf.offload, "offload", false, "keep optimizer states in the host tier (default: the train block's memory.offload)")
 	f.StringVar(&rf.budget, "cache-budget", "", "run the unified cache with this device budget per rank, e.g. 8MiB (default with memory = unified_cache: a quarter of a rank's weights)")
 	f.DurationVar(&rf.timeout, "collective-timeout", 0, "fail a collective that waits longer than this for another rank; positive (default 5m)")
@@ -242,7 +248,7 @@ func checkRunFlags(cmd *cobra.Command, opt train.Options, rf rankFlags) error {
 }
 
 // layoutFlags are the flags that choose a run's layout.
-var layoutFlags = []string{"ranks", "ep", "zero", "offload", "cache-budget", "tp", "pp", "step-programs"}
+var layoutFlags = []string{"ranks", "ep", "zero", "offload", "cache-budget", "tp", "pp", "step-programs", "engine", "sp"}
 
 // layoutFlagsChanged says whether any layout flag was given.
 func layoutFlagsChanged(cmd *cobra.Command) bool {

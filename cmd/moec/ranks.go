@@ -26,13 +26,15 @@ type rankFlags struct {
 	timeout time.Duration
 	budget  string // unified cache device budget ("" = a quarter of a rank's weights)
 	tp, pp  int    // tensor- and pipeline-parallel sizes (0 = none)
-	program bool   // train through step programs even without tp or pp
+	program bool   // --step-programs: the default engine, asked for by name
+	engine  string // --engine: "step" (default where step programs lower the layout) or "handwritten"
+	sp      bool   // sequence parallelism over the tp ranks
 }
 
 // request is the layout the flags ask for.
 func (f rankFlags) request() driver.LayoutRequest {
 	return driver.LayoutRequest{Ranks: f.ranks, EP: f.ep, ZeRO: f.zero, ZeROSet: f.zeroSet, Offload: f.offload, Budget: f.budget,
-		TP: f.tp, PP: f.pp, Program: f.program}
+		TP: f.tp, PP: f.pp, Program: f.program, Engine: f.engine, SP: f.sp}
 }
 
 // layout is driver.RunLayout for the flags; a request wrong on its own is a usage error.
@@ -66,32 +68,34 @@ func mpiWorld(timeout time.Duration) (dist.Comm, func(), error) {
 	return c, func() { _ = mpi.Finalize() }, nil
 }
 
-// printMemory writes each rank's peak bytes per component next to the plan's prediction.
+// printMemory writes each rank's peak bytes per component next to the plan's prediction:
+// on step-program ranks the memory plan's buffers live at each tier's peak (which the
+// local plan predicts byte for byte) and the arenas the executor allocated; on the
+// hand-written engine's ranks its meters.
 func printMemory(w io.Writer, l *train.Sharding, mem []train.RankMemory, p *plan.Plan) {
 	if len(mem) == 0 {
 		return
 	}
-	if l != nil && l.StepPrograms() {
-		// The executor places every buffer in its program's arena: what it holds is the
-		// memory plan, by the kind of buffer live at the device peak.
-		fmt.Fprintf(w, "memory per rank (%s): each rank's step-program arena at its peak: the memory plan, which is all its buffers, AdamW moments included\n", l)
-		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "rank\tcomponent\tdevice\thost\t")
-		for _, rm := range mem {
-			for c := dist.Component(0); c < dist.NumComponents; c++ {
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t\n", rm.Rank, c, human.Bytes(rm.Measured[dist.Device][c]), human.Bytes(rm.Measured[dist.Host][c]))
-			}
-		}
-		tw.Flush()
-		return
+	var ranks []plan.Rank
+	if p != nil && p.Placement != nil {
+		ranks = p.Placement.Ranks
 	}
-	fmt.Fprintf(w, "memory per rank (%s): measured peak vs plan\n", l)
+	what := "measured peak vs plan"
+	switch {
+	case l != nil && l.StepPrograms():
+		what = "each step program's buffers at its peak vs plan"
+	case len(ranks) > 0 && ranks[0].ArenaDevice > 0:
+		// The plan predicts the step programs' memory: on the hand-written engine the
+		// ratio says how far its own buffers are from them.
+		what = "measured peak vs the step programs' plan"
+	}
+	fmt.Fprintf(w, "memory per rank (%s): %s\n", l, what)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "rank\tcomponent\tdevice\thost\tplan\tmeasured/plan\t")
 	for _, rm := range mem {
 		predicted := map[string]int64{}
-		if p != nil && p.Placement != nil && rm.Rank < len(p.Placement.Ranks) {
-			for _, b := range p.Placement.Ranks[rm.Rank].Bytes {
+		if rm.Rank < len(ranks) {
+			for _, b := range ranks[rm.Rank].Bytes {
 				predicted[b.Name] = b.Bytes
 			}
 		}
@@ -108,6 +112,16 @@ func printMemory(w io.Writer, l *train.Sharding, mem []train.RankMemory, p *plan
 		}
 	}
 	tw.Flush()
+	for _, rm := range mem {
+		if rm.Arena[dist.Device]+rm.Arena[dist.Host] == 0 {
+			continue
+		}
+		line := fmt.Sprintf("rank %d arenas allocated: device %s, host %s", rm.Rank, human.Bytes(rm.Arena[dist.Device]), human.Bytes(rm.Arena[dist.Host]))
+		if rm.Rank < len(ranks) && ranks[rm.Rank].ArenaDevice > 0 {
+			line += fmt.Sprintf(" (plan: device %s, host %s)", human.Bytes(ranks[rm.Rank].ArenaDevice), human.Bytes(ranks[rm.Rank].ArenaHost))
+		}
+		fmt.Fprintln(w, line)
+	}
 	// The cache's counts are not bytes: they get their own lines, not the byte columns.
 	for _, rm := range mem {
 		if n := rm.CacheHits + rm.CacheMisses; n > 0 {

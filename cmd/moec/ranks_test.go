@@ -46,3 +46,22 @@ func TestParseCacheBudgetZero(t *testing.T) {
 		t.Error("--cache-budget 0 accepted")
 	}
 }
+
+// TestSequenceParallelNeedsTP: --sp splits what the tensor-parallel ranks replicate, so
+// without --tp > 1 it is a usage error; with --tp 2 it reaches the run's layout.
+func TestSequenceParallelNeedsTP(t *testing.T) {
+	loaded := driver.Load(filepath.Join("..", "..", "examples", "hunyuan_tiny.moe"))
+	if loaded.Diags.HasErrors() {
+		t.Fatal(loaded.Diags.Err())
+	}
+	for _, rf := range []rankFlags{{sp: true}, {sp: true, tp: 1, ranks: 2}, {sp: true, pp: 2}} {
+		_, _, err := rf.layout(loaded.Program, "", "eight", 0, 0, io.Discard)
+		if err == nil || !driver.IsUsage(err) {
+			t.Errorf("%+v: %v, want a usage error", rf, err)
+		}
+	}
+	l, _, err := rankFlags{sp: true, tp: 2}.layout(loaded.Program, "", "eight", 0, 0, io.Discard)
+	if err != nil || l == nil || !l.SP || l.TP != 2 {
+		t.Errorf("--tp 2 --sp: layout %+v, %v", l, err)
+	}
+}

@@ -14,7 +14,9 @@
 // (StepSource): the step program itself as Go, one statement per op in program order (a
 // call of runtime/exec's kernels on typed views of the planned arena, a collective between
 // the ranks, runtime/optim's AdamW per parameter group) for every rank of its layout
-// (data, expert, tensor and pipeline parallelism, ZeRO 1–3, an offloaded optimizer),
+// (data, expert, tensor and pipeline parallelism, sequence parallelism, full and selective
+// recompute, ZeRO 1–3, an offloaded optimizer, the unified cache's fetches and
+// write-backs; the expert kernels skip the empty slots as the executor's do),
 // starting from runtime/weights' initialisation or growth. It
 // imports neither runtime/nn nor runtime/train, and prints the losses `moec run
 // --step-programs` logs (TestStepProgramMatchesRun).

@@ -149,6 +149,27 @@ func bufOr(bufs []int, i int) jen.Code {
 	return jen.Nil()
 }
 
+// fill is buffer b's record of its filled expert rows, kept in the rank's kernels
+// (exec.Kernels.Fill): the expert kernels skip the slots the router left empty.
+func fill(b int) *jen.Statement { return jen.Id("k").Dot("Fill").Call(jen.Lit(b)) }
+
+// fillOr is the fill of the i-th of bufs, or nil when the op has fewer.
+func fillOr(bufs []int, i int) jen.Code {
+	if i < len(bufs) {
+		return fill(bufs[i])
+	}
+	return jen.Nil()
+}
+
+// actExperts is how many expert blocks an activation buffer of shape holds (1 for a dense
+// layer's), as the executor reads it.
+func actExperts(shape []int) int {
+	if len(shape) == 3 {
+		return shape[0]
+	}
+	return 1
+}
+
 // opLine is an op as program.txt lists it (without its costs): the comment above its call.
 func opLine(p *step.Program, i int) string {
 	op := &p.Ops[i]
@@ -262,6 +283,8 @@ func opCall(p *step.Program, i int) (jen.Code, error) {
 		return jen.Qual(pkgExec, "Accumulate").Call(buf(in[0]), buf(out[0]), acc(0)), nil
 	case step.OpCopy:
 		return jen.Copy(buf(out[0]), buf(in[0])), nil
+	case step.OpSeqSlice:
+		return jen.Qual(pkgExec, "SeqSlice").Call(buf(in[0]), buf(out[0]), jen.Lit(p.Coord.TP), acc(0)), nil
 	case step.OpRotary, step.OpRotaryBwd:
 		return k.Dot("Rotary").Call(buf(out[0]), buf(out[1]), jen.Lit(op.Kind == step.OpRotaryBwd)), nil
 	case step.OpScores:
@@ -285,16 +308,18 @@ func opCall(p *step.Program, i int) (jen.Code, error) {
 	case "share_select_bwd":
 		return jen.Qual(pkgExec, "ShareSelectBwd").Call(buf(in[0]), buf(out[0]), buf(out[1]), k.Clone().Dot("Recompute").Call(jen.Lit(op.Layer)), acc(0), acc(1)), nil
 	case step.OpAct:
-		return jen.Qual(pkgExec, "Act").Call(jen.Qual(pkgProgram, "Activation").Call(jen.Lit(op.Attr)), buf(in[0]), bufOr(in, 1), buf(out[0])), nil
+		return jen.Qual(pkgExec, "Act").Call(jen.Qual(pkgProgram, "Activation").Call(jen.Lit(op.Attr)), buf(in[0]), bufOr(in, 1), buf(out[0]),
+			jen.Lit(actExperts(shape(in[0]))), fill(in[0]), fill(out[0])), nil
 	case step.OpActBwd:
-		return jen.Qual(pkgExec, "ActBwd").Call(jen.Qual(pkgProgram, "Activation").Call(jen.Lit(op.Attr)), buf(in[0]), buf(in[1]), bufOr(in, 2), buf(out[0]), bufOr(out, 1), acc(0), acc(1)), nil
+		return jen.Qual(pkgExec, "ActBwd").Call(jen.Qual(pkgProgram, "Activation").Call(jen.Lit(op.Attr)), buf(in[0]), buf(in[1]), bufOr(in, 2), buf(out[0]), bufOr(out, 1),
+			acc(0), jen.Lit(len(out) > 1 && op.Accumulates(1)), jen.Lit(actExperts(shape(in[1]))), fill(in[0]), fill(in[1]), fill(out[0]), fillOr(out, 1)), nil
 	case step.OpRouter:
 		return k.Dot("Route").Call(buf(in[0]), buf(out[0]), buf(out[1]), buf(out[2]), buf(out[3]), buf(out[4]), buf(out[5]), buf(out[6]), buf(out[7]), jen.Lit(op.Slots), jen.Lit(op.Recomputed)), nil
 	case step.OpRouterBwd:
 		return k.Dot("RouteBwd").Call(buf(in[0]), buf(in[1]), buf(in[2]), buf(in[3]), buf(in[4]), buf(in[5]), buf(in[8]), buf(out[0]), acc(0)), nil
 	case step.OpPermute:
 		sh := shape(out[0])
-		return k.Dot("Permute").Call(buf(in[0]), buf(in[1]), buf(in[2]), buf(out[0]), jen.Lit(sh[1]), jen.Lit(sh[2])), nil
+		return k.Dot("Permute").Call(buf(in[0]), buf(in[1]), buf(in[2]), buf(out[0]), jen.Lit(sh[1]), jen.Lit(sh[2]), fill(out[0])), nil
 	case step.OpPermuteBwd:
 		sh := shape(in[0])
 		return k.Dot("PermuteBwd").Call(buf(in[0]), buf(in[1]), buf(in[2]), buf(out[0]), jen.Lit(sh[1]), jen.Lit(sh[2]), acc(0)), nil
@@ -303,19 +328,20 @@ func opCall(p *step.Program, i int) (jen.Code, error) {
 		if !addsBias(p, op) {
 			b = jen.Nil()
 		}
-		return jen.Qual(pkgExec, "GroupedMM").Call(buf(in[0]), buf(out[0]), w, b, jen.Lit(o), jen.Lit(kk)), nil
+		return jen.Qual(pkgExec, "GroupedMM").Call(buf(in[0]), buf(out[0]), w, b, jen.Lit(o), jen.Lit(kk), fill(in[0]), fill(out[0]),
+			jen.Lit(strings.HasSuffix(op.Attr, step.AttrSkipEmptySlots))), nil
 	case step.OpGroupedMMDW:
 		w, b, o, kk := expertLists(p, out)
-		return jen.Qual(pkgExec, "GroupedMMDW").Call(buf(in[0]), buf(in[1]), w, b, jen.Lit(o), jen.Lit(kk), acc(0)), nil
+		return jen.Qual(pkgExec, "GroupedMMDW").Call(buf(in[0]), buf(in[1]), w, b, jen.Lit(o), jen.Lit(kk), acc(0), fill(in[0]), fill(in[1])), nil
 	case step.OpGroupedMMDX:
 		w, _, o, kk := expertLists(p, in[1:])
-		return jen.Qual(pkgExec, "GroupedMMDX").Call(buf(in[0]), buf(out[0]), w, jen.Lit(o), jen.Lit(kk), acc(0)), nil
+		return jen.Qual(pkgExec, "GroupedMMDX").Call(buf(in[0]), buf(out[0]), w, jen.Lit(o), jen.Lit(kk), acc(0), fill(in[0]), fill(out[0])), nil
 	case step.OpCombine:
 		sh := shape(in[0])
 		return k.Dot("Combine").Call(buf(in[0]), buf(in[1]), buf(in[2]), buf(in[3]), buf(out[0]), jen.Lit(sh[1]), jen.Lit(sh[2])), nil
 	case step.OpCombineBwd:
 		sh := shape(in[1])
-		return k.Dot("CombineBwd").Call(buf(in[0]), buf(in[1]), buf(in[2]), buf(in[3]), buf(in[4]), buf(out[0]), buf(out[1]), jen.Lit(sh[1]), jen.Lit(sh[2]), acc(1)), nil
+		return k.Dot("CombineBwd").Call(buf(in[0]), buf(in[1]), buf(in[2]), buf(in[3]), buf(in[4]), buf(out[0]), buf(out[1]), jen.Lit(sh[1]), jen.Lit(sh[2]), acc(1), fill(in[1]), fill(out[0])), nil
 	case step.OpCrossEntropy:
 		// Under tp each rank holds a slice of the vocabulary: three passes between the
 		// reductions of the row maxima and sums.
@@ -538,6 +564,14 @@ func genStepProgram(f *jen.File, p *step.Program, cfg Config, sfx string) error 
 				body = append(body, move)
 				continue
 			}
+			if op.Kind == step.OpCacheFetch || op.Kind == step.OpCacheWriteback || op.Kind == step.OpCacheEvict {
+				moves, err := cacheMoves(p, op)
+				if err != nil {
+					return &NotWrittenError{fmt.Sprintf("op %d: %v", i, err)}
+				}
+				body = append(body, moves...)
+				continue
+			}
 			if op.Kind == step.OpGradNorm {
 				body = append(body, jen.Id("k").Dot("SumSquares").Call(append([]jen.Code{buf(op.Out[0])}, normPieces(p)...)...))
 				continue
@@ -563,6 +597,9 @@ func genStepProgram(f *jen.File, p *step.Program, cfg Config, sfx string) error 
 				continue
 			}
 			body = append(body, call)
+		}
+		if onlyEvictions(p.Ops[c.from:c.to]) {
+			body = body[1:] // comments only: no views or kernels to name
 		}
 		f.Comment(c.doc)
 		if c.fallible {
@@ -960,6 +997,15 @@ func collectiveCall(p *step.Program, i int) (jen.Code, error) {
 		return nil, err
 	}
 	group := ints(ranks)
+	if op.Sequence() { // sequence parallelism's collectives along the token dimension
+		switch op.Kind {
+		case step.OpAllGather:
+			return jen.Qual(pkgExec, "GatherRows").Call(jen.Id("r").Dot("c"), group, jen.Lit(pos), buf(op.In[0]), buf(op.Out[0]), jen.Lit(op.Accumulates(0))), nil
+		case step.OpReduceScatter:
+			return jen.Id("k").Dot("ScatterRowSums").Call(jen.Id("r").Dot("c"), group, jen.Lit(pos), buf(op.In[0]), buf(op.Out[0]), jen.Lit(op.Accumulates(0))), nil
+		}
+		return nil, fmt.Errorf("%s is not a sequence-parallel collective", op.Kind)
+	}
 	switch op.Kind {
 	case step.OpAllReduce:
 		args := []jen.Code{jen.Id("r").Dot("c"), group, jen.Lit(pos), jen.Lit(op.ReduceMax)}
@@ -1209,4 +1255,35 @@ func offloadCall(p *step.Program, i int) (jen.Code, error) {
 	}
 	vs, fs := tensorsAt(p, op.Out)
 	return jen.Qual(pkgExec, "MoveFlat").Call(buf(op.In[0]), jen.Lit(base), vs, fs, jen.False()), nil
+}
+
+// onlyEvictions reports whether ops are all cache evictions, which have no statement.
+func onlyEvictions(ops []step.Op) bool {
+	for _, op := range ops {
+		if op.Kind != step.OpCacheEvict {
+			return false
+		}
+	}
+	return true
+}
+
+// cacheMoves are the statements of a unified-cache op, as the executor's cacheMove runs
+// it: a fetch copies a unit's host tensors into their device copies, a write-back adds (or
+// first copies) device gradients into the host ones, an eviction moves nothing (the memory
+// plan frees its bytes).
+func cacheMoves(p *step.Program, op *step.Op) ([]jen.Code, error) {
+	if op.Kind == step.OpCacheEvict {
+		return nil, nil
+	}
+	if len(op.In) != len(op.Out) {
+		return nil, fmt.Errorf("%s has %d sources for %d destinations", op.Kind, len(op.In), len(op.Out))
+	}
+	var out []jen.Code
+	for i, src := range op.In {
+		if a, b := p.Buffers[src], p.Buffers[op.Out[i]]; a.Elements() != b.Elements() {
+			return nil, fmt.Errorf("%s: %s has %d values, %s %d", op.Kind, a.Name, a.Elements(), b.Name, b.Elements())
+		}
+		out = append(out, jen.Id("k").Dot("CacheMove").Call(buf(src), buf(op.Out[i]), jen.Lit(op.Kind == step.OpCacheWriteback && op.Accumulates(i))))
+	}
+	return out, nil
 }

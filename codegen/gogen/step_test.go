@@ -18,6 +18,7 @@ import (
 	"github.com/moec-dev/moec/compiler/check"
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/step"
+	"github.com/moec-dev/moec/internal/pagepool"
 	"github.com/moec-dev/moec/runtime/train"
 )
 
@@ -372,29 +373,43 @@ train small on local {
 
 // TestStepProgramParallel writes out layouts of several ranks, tp 2 × dp 2 × ep 2
 // (vocabulary-parallel embedding and loss, column- and row-parallel products with their
-// biases on tp rank 0, the tp and dp all-reduces, the experts' all-to-all) and pp 2 × dp 2
-// × ep 2 (the 1F1B sends and receives), and holds their losses to moec run's on the same
-// layouts within 1e-6 relative.
+// biases on tp rank 0, the tp and dp all-reduces, the experts' all-to-all), the same with
+// sequence parallelism and selective recompute (the token-dimension all-gathers and
+// reduce-scatters, the sequence slices, the attention core computed again in the
+// backward), pp 2 × dp 2 × ep 2 (the 1F1B sends and receives), ZeRO, the offloaded
+// optimizer and the unified cache (its fetches and write-backs), and holds their losses to
+// moec run's on the same layouts within 1e-6 relative.
 func TestStepProgramParallel(t *testing.T) {
-	for _, c := range []struct {
-		name         string
-		tp, pp, zero int
-		offload      bool
-		calls        []string
-	}{
-		{"tp 2 × dp 2 × ep 2", 2, 1, 0, false, []string{"exec.CrossEntropyMax(", "exec.CrossEntropySum(", "putSlice(", "k.AllReduce(r.c, []int{0, 1}", "k.AllToAllV(r.c,"}},
-		{"pp 2 × dp 2 × ep 2", 1, 2, 0, false, []string{"r.c.Send(", "r.c.Recv(", "k.AllToAllV(r.c,"}},
-		{"dp 2 × ep 2, zero 1", 1, 1, 1, false, []string{"k.AllGather(r.c,"}},
-		{"dp 2 × ep 2, zero 2", 1, 1, 2, false, []string{"k.ReduceScatter(r.c,", "k.AllGather(r.c,"}},
-		{"dp 2 × ep 2, zero 3", 1, 1, 3, false, []string{"k.ReduceScatter(r.c,", "k.AllGather(r.c,", "putFlat(v."}},
-		{"dp 2 × ep 2, zero 1, offloaded", 1, 1, 1, true, []string{"exec.MoveFlat(", "host := make("}},
-		{"dp 2 × ep 2, zero 3, offloaded", 1, 1, 3, true, []string{"exec.MoveFlat(", "putFlat(v."}},
+	for _, c := range []parallelCase{
+		{name: "tp 2 × dp 2 × ep 2", tp: 2, pp: 1, calls: []string{"exec.CrossEntropyMax(", "exec.CrossEntropySum(", "putSlice(", "k.AllReduce(r.c, []int{0, 1}", "k.AllToAllV(r.c,"}},
+		{name: "tp 2 × dp 2 × ep 2, sp, selective recompute", tp: 2, pp: 1, sp: true, recompute: program.RecomputeSelective,
+			calls: []string{"exec.GatherRows(r.c,", "k.ScatterRowSums(r.c,", "exec.SeqSlice(", "k.Fill("}},
+		{name: "pp 2 × dp 2 × ep 2", tp: 1, pp: 2, calls: []string{"r.c.Send(", "r.c.Recv(", "k.AllToAllV(r.c,"}},
+		{name: "dp 2 × ep 2, zero 1", tp: 1, pp: 1, zero: 1, calls: []string{"k.AllGather(r.c,"}},
+		{name: "dp 2 × ep 2, zero 2", tp: 1, pp: 1, zero: 2, calls: []string{"k.ReduceScatter(r.c,", "k.AllGather(r.c,"}},
+		{name: "dp 2 × ep 2, zero 3", tp: 1, pp: 1, zero: 3, calls: []string{"k.ReduceScatter(r.c,", "k.AllGather(r.c,", "putFlat(v."}},
+		{name: "dp 2 × ep 2, zero 1, offloaded", tp: 1, pp: 1, zero: 1, offload: true, calls: []string{"exec.MoveFlat(", "host := make("}},
+		{name: "dp 2 × ep 2, zero 3, offloaded", tp: 1, pp: 1, zero: 3, offload: true, calls: []string{"exec.MoveFlat(", "putFlat(v."}},
+		{name: "dp 2 × ep 2, zero 1, unified cache", tp: 1, pp: 1, zero: 1, offload: true,
+			cache: &train.CacheConfig{Budget: 704 << 10, Page: 16 << 10, Eviction: "lru"}, calls: []string{"k.CacheMove("}},
 	} {
-		t.Run(c.name, func(t *testing.T) { parallelProgram(t, c.tp, c.pp, c.zero, c.offload, c.calls) })
+		t.Run(c.name, func(t *testing.T) { parallelProgram(t, c) })
 	}
 }
 
-func parallelProgram(t *testing.T, tp, pp, zero int, offload bool, calls []string) {
+// parallelCase is a layout TestStepProgramParallel writes out, and calls its Go form must
+// hold.
+type parallelCase struct {
+	name         string
+	tp, pp, zero int
+	offload, sp  bool
+	recompute    program.Recompute
+	cache        *train.CacheConfig
+	calls        []string
+}
+
+func parallelProgram(t *testing.T, c parallelCase) {
+	tp, pp, zero, offload, calls := c.tp, c.pp, c.zero, c.offload, c.calls
 	gobin, err := exec.LookPath("go")
 	if err != nil {
 		t.Skip("go is not on PATH: cannot build the generated program")
@@ -403,15 +418,23 @@ func parallelProgram(t *testing.T, tp, pp, zero int, offload bool, calls []strin
 		t.Skip("builds and runs programs; skipped with -short")
 	}
 	prog := loadSections(t, map[string][]byte{"input.moe": []byte(tpModel)})
+	for _, tr := range prog.Trains {
+		tr.Memory.Recompute = c.recompute
+	}
 	res, err := train.Run(context.Background(), train.Options{Program: prog, StageName: "moe", OutRoot: t.TempDir(),
-		Steps: stepSteps, ValWindows: 2, Layout: &train.Sharding{Ranks: 2 * tp * pp, TP: tp, PP: pp, EP: 2, ZeRO: zero, Offload: offload, Program: true}})
+		Steps: stepSteps, ValWindows: 2, Layout: &train.Sharding{Ranks: 2 * tp * pp, TP: tp, PP: pp, EP: 2, ZeRO: zero, Offload: offload, Program: true,
+			SP: c.sp, Cache: c.cache}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := runLosses(t, res)
 	_, cfg := stepProgramFor(t, prog, "moe")
+	layout := step.Layout{DP: 2, EP: 2, TP: tp, PP: pp, ZeRO: zero, OffloadOpt: offload, SequenceParallel: c.sp, Recompute: c.recompute}
+	if c.cache != nil {
+		layout.Cache = step.Cache{Budget: c.cache.Budget, Page: c.cache.Page, Eviction: pagepool.Policy(c.cache.Eviction)}
+	}
 	sp, err := step.LowerRank(cfg.Model, step.Batch{MicroBatch: cfg.MicroBatch / 2, SeqLen: cfg.SeqLen, Micro: cfg.Accum},
-		step.Layout{DP: 2, EP: 2, TP: tp, PP: pp, ZeRO: zero, OffloadOpt: offload}, 0)
+		layout, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

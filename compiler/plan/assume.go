@@ -2,9 +2,9 @@ package plan
 
 import (
 	"fmt"
-	"github.com/moec-dev/moec/internal/human"
 
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/internal/human"
 )
 
 // Assumptions are every number the planner uses that is not a property of the model or

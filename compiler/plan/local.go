@@ -5,7 +5,9 @@ import (
 	"math"
 
 	"github.com/moec-dev/moec/compiler/catalog"
+	"github.com/moec-dev/moec/compiler/params"
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/compiler/step"
 	"github.com/moec-dev/moec/lang/diag"
 )
 
@@ -28,36 +30,51 @@ type Rank struct {
 	ExpertFirst int     `json:"expert_first"` // first routed expert held, in every MoE layer
 	ExpertCount int     `json:"expert_count"` // routed experts held per MoE layer
 	Params      int64   `json:"params"`       // parameters held before ZeRO partitioning
-	Bytes       []Bytes `json:"bytes"`        // predicted bytes per component
+	TPRank      int     `json:"tp_rank,omitempty"`
+	PPRank      int     `json:"pp_rank,omitempty"`
+	Bytes       []Bytes `json:"bytes"` // predicted bytes per component (device and host tiers together)
 	Predicted   int64   `json:"predicted_total"`
+	// ArenaDevice and ArenaHost are the arenas the rank's step program allocates (0
+	// where the memory is not a step program's: a model the step program does not lower).
+	ArenaDevice int64 `json:"arena_device,omitempty"`
+	ArenaHost   int64 `json:"arena_host,omitempty"`
 }
 
 // LocalOptions fix what a local plan would otherwise choose, so that the plan describes
-// the layout a run actually uses (`moec run --ep E --zero Z --offload`).
+// the layout a run actually uses (`moec run --ep E --zero Z --offload --tp T --pp P`).
 type LocalOptions struct {
-	EP      int  // expert-parallel size (0: the largest that divides both ranks and experts)
+	EP      int  // expert-parallel size (0: the largest that divides both the data-parallel ranks and experts)
 	ZeRO    int  // ZeRO stage, when ZeROSet
 	ZeROSet bool // ZeRO overrides the declared stage (0 is a valid choice)
 	// Offload keeps the optimizer states with fp32 copies of the rank's weight and gradient
 	// shards in the host tier, as the runtime does when the train block offloads; it needs
 	// ZeRO ≥ 1 and raises stage 0 to 1, as the runtime does.
 	Offload bool
-	// Cache runs the unified cache: every state partitioned (ZeRO-3) in the host tier, and a
-	// device page pool of gathered units; nil keeps the declared memory block's meaning.
+	// TP and PP are the tensor- and pipeline-parallel sizes (0 or 1: none); the ranks are
+	// then dp × tp × pp.
+	TP, PP int
+	// Cache runs the unified cache. Its memory is predicted as what the step program lowers
+	// for it today: every state partitioned (ZeRO-3) with the optimizer in the host tier;
+	// the device page pool is not modelled yet. nil keeps the declared memory block's meaning.
 	Cache *CacheOptions
-	// Workers is the number of kernel workers each rank runs (the runtime's GOMAXPROCS),
-	// which sizes per-worker attention scratch; 0 assumes 2.
-	Workers int
-	// MicroBatch is the run's micro-batch in sequences over all ranks (`moec run
-	// --micro-batch`); 0 keeps the train block's, else up to 8, as the runtime does.
+	// MicroBatch is the run's micro-batch in sequences over all data-parallel replicas
+	// (`moec run --micro-batch`); 0 keeps the train block's, else up to 8, as the runtime does.
 	MicroBatch int
+}
+
+// CacheOptions is the unified cache a local run executes: a device page pool of Budget
+// bytes in pages of Page bytes, evicting by Eviction ("lru", "lfu", "fifo"). The local
+// plan predicts it as ZeRO-3 with the optimizer offloaded (see LocalOptions.Cache).
+type CacheOptions struct {
+	Budget, Page int64
+	Eviction     string
 }
 
 // Local plans a stage for ranks in-process CPU ranks: data parallel over all of them, the
 // largest expert-parallel group that divides both ranks and experts, the declared ZeRO
 // stage (the unified cache becomes ZeRO-3: host and device are the same memory; declared
 // offload keeps the optimizer states in the host tier), and the micro-batch the runtime
-// runs. In fp32 each rank's memory is the CPU runtime's own buffers (local_memory.go).
+// runs. In fp32 each rank's memory is its step program's memory plan (local_step.go).
 func Local(prog *program.Program, train *program.Train, stage *program.Stage, ranks int) (p *Plan, ds diag.List) {
 	return LocalWith(prog, train, stage, ranks, LocalOptions{})
 }
@@ -101,25 +118,32 @@ func LocalWith(prog *program.Program, train *program.Train, stage *program.Stage
 	if ds.HasErrors() {
 		return nil, ds
 	}
+	tp, pp := max(o.TP, 1), max(o.PP, 1)
+	if ranks%(tp*pp) != 0 {
+		ds.Errorf(CodeLocal, s.at, "%s stage %s: %d local ranks are not a multiple of tp %d × pp %d", train.Name, stage.Name, ranks, tp, pp)
+		return nil, ds
+	}
+	dp := ranks / (tp * pp)
 	sp := s.space
-	sp.tp, sp.pp, sp.dp = 1, 1, ranks
+	sp.tp, sp.pp, sp.dp = tp, pp, dp
 	if s.env.w.isMoE() {
-		sp.ep = gcd(ranks, s.env.w.experts)
+		sp.ep = gcd(dp, s.env.w.experts)
 	}
 	if o.EP > 0 {
-		if ranks%o.EP != 0 || s.env.w.experts%o.EP != 0 && o.EP > 1 {
-			ds.Errorf(CodeLocal, s.at, "%s stage %s: expert-parallel size %d must divide the %d ranks and the %d experts", train.Name, stage.Name, o.EP, ranks, s.env.w.experts)
+		if dp%o.EP != 0 || s.env.w.experts%o.EP != 0 && o.EP > 1 {
+			ds.Errorf(CodeLocal, s.at, "%s stage %s: expert-parallel size %d must divide the %d data-parallel ranks and the %d experts", train.Name, stage.Name, o.EP, dp, s.env.w.experts)
 			return nil, ds
 		}
 		sp.ep = o.EP
 	}
-	workers := o.Workers
-	if workers <= 0 {
-		workers = defaultCPUWorkers
+	if o.Cache != nil && (o.Cache.Budget <= 0 || o.Cache.Page <= 0) {
+		ds.Errorf(CodeLocal, s.at, "%s stage %s: the unified cache needs a positive device budget and page size", train.Name, stage.Name)
+		return nil, ds
 	}
+	refused := ""
 	if train.Precision == program.FP32 {
-		// The runtime runs each rank on an equal slice of every micro-batch (the train
-		// block's micro_batch, else up to 8 sequences) and never recomputes activations.
+		// The runtime runs each data-parallel replica on an equal slice of every
+		// micro-batch (the train block's micro_batch, else up to 8 sequences).
 		micro := o.MicroBatch
 		if micro <= 0 {
 			micro = int(train.MicroBatch)
@@ -127,38 +151,54 @@ func LocalWith(prog *program.Program, train *program.Train, stage *program.Stage
 		if micro <= 0 {
 			micro = int(min(max(s.env.w.sequences, 1), 8))
 		}
-		if micro%ranks != 0 {
-			ds.Errorf(CodeLocal, s.at, "%s stage %s: %d local ranks do not divide the micro-batch of %d sequences; each rank runs an equal slice of it",
-				train.Name, stage.Name, ranks, micro).Suggestion = "use a number of ranks that divides micro_batch"
+		if micro%dp != 0 {
+			ds.Errorf(CodeLocal, s.at, "%s stage %s: %d data-parallel ranks do not divide the micro-batch of %d sequences; each runs an equal slice of it",
+				train.Name, stage.Name, dp, micro).Suggestion = "use a number of ranks that divides micro_batch"
 			return nil, ds
 		}
-		sp.microBatch = micro / ranks
-		sp.recompute = []program.Recompute{program.RecomputeNone}
-		cpu, err := newCPUModel(s.env.w.model, ranks, workers, offload, s.env.a)
-		if err != nil {
+		sp.microBatch = micro / dp
+		// A model no CPU runtime can build (the parameter walker refuses it) gets no
+		// prediction for buffers that will never exist.
+		if _, err := s.env.w.model.Dims(); err != nil {
 			ds.Errorf(CodeLocal, s.at, "%s stage %s: the CPU runtime cannot run this model: %v", train.Name, stage.Name, err)
 			return nil, ds
 		}
-		s.env.cpu = cpu
-		if o.Cache != nil {
-			if o.Cache.Budget <= 0 || o.Cache.Page <= 0 {
-				ds.Errorf(CodeLocal, s.at, "%s stage %s: the unified cache needs a positive device budget and page size", train.Name, stage.Name)
-				return nil, ds
-			}
-			cc := *o.Cache
-			cc.accum = max(1, int(s.env.w.sequences)/micro)
-			s.env.cpu.cache = &cc
-			s.env.cpu.offload = false // the shards themselves live in the host tier
+		if _, err := params.Walk(s.env.w.model); err != nil {
+			ds.Errorf(CodeLocal, s.at, "%s stage %s: the CPU runtime cannot run this model: %v", train.Name, stage.Name, err)
+			return nil, ds
+		}
+		// Step programs lower every recompute mode (full: each layer's forward again
+		// before its backward; selective: the attention core), and the step engine runs
+		// the train block's.
+		recompute := train.Memory.Recompute
+		if recompute == "" {
+			recompute = program.RecomputeNone
+		}
+		sp.recompute = []program.Recompute{recompute}
+		refused = stepRefusals(s.env.w.model, tp, pp)
+		switch {
+		case refused == "":
+			// Each rank's memory is its step program's memory plan (local_step.go).
+			s.env.cpu = &stepMemory{m: s.env.w.model, seqLen: int(s.env.w.seqLen), offload: offload || o.Cache != nil,
+				recompute: recompute, lowered: map[ParallelLayout]*loweredMemory{}}
+		case tp > 1 || pp > 1:
+			ds.Errorf(CodeLocal, s.at, "%s stage %s: the step program does not lower %s at tp %d × pp %d, so no CPU rank can run this layout", train.Name, stage.Name, refused, tp, pp)
+			return nil, ds
 		}
 	}
-	// Local batches are small: any per-rank share is allowed, rounded to whole sequences.
+	// Local batches are small: any per-rank share is allowed, rounded to whole sequences,
+	// and any split the request fixes is searched (the features check above decided it).
 	s.env.a.BatchTolerance = math.Inf(1)
+	sp.anyLayout = true
 	res := s.env.search(sp)
 	if res.best == nil {
-		if res.miss != nil {
+		switch {
+		case s.env.cpu != nil && s.env.cpu.lowerErr != nil:
+			ds.Errorf(CodeLocal, s.at, "%s stage %s on %d local ranks: %v", train.Name, stage.Name, ranks, s.env.cpu.lowerErr)
+		case res.miss != nil:
 			ds.Errorf(CodeLocal, s.at, "%s stage %s does not fit %d local ranks: %s", train.Name, stage.Name, ranks, overflowText(res.miss)).
 				Suggestion = "lower micro_batch or seq_len, or use fewer ranks"
-		} else {
+		default:
 			d := ds.Errorf(CodeLocal, s.at, "%s stage %s: %d local ranks cannot run the batch of %d sequences as equal whole micro-batches", train.Name, stage.Name, ranks, s.env.w.sequences)
 			if train.MicroBatch > 0 {
 				d.Notes = append(d.Notes, fmt.Sprintf("micro_batch = %d per rank: ranks × micro_batch × grad_accum must be %d", train.MicroBatch, s.env.w.sequences))
@@ -171,17 +211,17 @@ func LocalWith(prog *program.Program, train *program.Train, stage *program.Stage
 	p.Kind, p.Model, p.Train, p.Stage = "local", train.Model, train.Name, stage.Name
 	p.setBudget(train, stage, 0)
 	p.Placement = s.env.placement(res.best)
-	if train.Memory.Kind == "unified_cache" {
-		p.Notes = append(p.Notes, "on CPU ranks host and device memory are one: the unified cache runs as ZeRO-3")
+	if train.Memory.Kind == "unified_cache" || o.Cache != nil {
+		p.Notes = append(p.Notes, "on CPU ranks host and device memory are one: the unified cache's memory is predicted as ZeRO-3 (with the optimizer offloaded when the run caches), its device page pool not modelled")
 	}
-	if r := train.Memory.Recompute; r != "" && r != "none" && recomputeWritten(prog, train) {
-		p.Notes = append(p.Notes, fmt.Sprintf("recompute = %s is not run on CPU ranks: the runtime keeps every activation, and the plan counts them kept", r))
+	if r := train.Memory.Recompute; refused != "" && r != "" && r != "none" && recomputeWritten(prog, train) {
+		p.Notes = append(p.Notes, fmt.Sprintf("recompute = %s is not run by the hand-written engine: it keeps every activation, and the plan counts them kept", r))
 	}
 	if offload {
 		p.Notes = append(p.Notes, "offload keeps the optimizer states and fp32 copies of each rank's weight and gradient shards in the host tier of the same memory")
 	}
-	if s.env.cpu != nil {
-		p.Assumptions = append(p.Assumptions, Assumption{"cpu_workers", fmt.Sprint(workers), "kernel workers per rank (GOMAXPROCS): per-worker attention scratch"})
+	if refused != "" {
+		p.Notes = append(p.Notes, fmt.Sprintf("the step program does not lower %s: CPU ranks train through the hand-written engine, and each rank's memory is the GPU formulas' estimate", refused))
 	}
 	return p, ds
 }
@@ -214,7 +254,9 @@ func localCluster(c *program.Cluster, ranks int) *program.Cluster {
 	return &out
 }
 
-// placement spells out each rank's experts, groups and buffers.
+// placement spells out each rank's experts, groups and buffers. Ranks are numbered as
+// the step programs number them (step.Layout.CoordOf): tensor-parallel fastest, then
+// data-parallel, then pipeline stages.
 func (e *env) placement(c *candidate) *Placement {
 	w, l := e.w, c.l
 	p := &Placement{TokensPerMicroBatch: int64(l.MicroBatch) * w.seqLen}
@@ -222,29 +264,34 @@ func (e *env) placement(c *candidate) *Placement {
 		p.ExpertCapacity = int64(math.Ceil(w.routeFactor * float64(w.topK) * float64(p.TokensPerMicroBatch) / float64(w.experts)))
 		p.DispatchRows = p.ExpertCapacity * int64(w.experts)
 	}
-	per := max(1, w.experts/l.EP)
-	st := e.stageShapes(1)[0]
+	sl := step.Layout{DP: l.DP, EP: max(l.EP, 1), TP: max(l.TP, 1), PP: max(l.PP, 1)}
+	per := max(1, w.experts/sl.EP)
+	stages := e.stageShapes(sl.PP)
 	for r := 0; r < l.World(); r++ {
-		epRank, edpRank := r%l.EP, r/l.EP
-		rk := Rank{Rank: r, DPRank: r, EPRank: epRank}
-		for i := 0; i < l.EP; i++ {
-			rk.EPGroup = append(rk.EPGroup, edpRank*l.EP+i)
+		co := sl.CoordOf(r)
+		rk := Rank{Rank: r, DPRank: co.DP, EPRank: co.EP, TPRank: co.TP, PPRank: co.PP}
+		for i := 0; i < sl.EP; i++ {
+			rk.EPGroup = append(rk.EPGroup, sl.RankOf(step.Coord{TP: co.TP, PP: co.PP, DP: co.EDP*sl.EP + i}))
 		}
-		for i := 0; i < l.EDP; i++ {
-			rk.EDPGroup = append(rk.EDPGroup, i*l.EP+epRank)
+		for i := 0; i < sl.DP/sl.EP; i++ {
+			rk.EDPGroup = append(rk.EDPGroup, sl.RankOf(step.Coord{TP: co.TP, PP: co.PP, DP: i*sl.EP + co.EP}))
 		}
 		if w.isMoE() {
-			rk.ExpertFirst, rk.ExpertCount = epRank*per, per
+			rk.ExpertFirst, rk.ExpertCount = co.EP*per, per
 		}
-		rk.Params = st.dense + st.experts/int64(l.EP)
+		st := stages[min(co.PP, len(stages)-1)]
+		rk.Params = (st.dense + st.experts/int64(sl.EP)) / int64(sl.TP)
 		bytes := c.mem.gpu
 		if e.cpu != nil {
-			// Ranks differ by their ZeRO shards and expert groups: each gets its own
-			// prediction, device and host tiers together (what the runtime meters).
-			dev, host := e.cpu.rankBytes(l, w.seqLen, r)
+			// Ranks differ by their ZeRO shards, expert groups, tensor slices and
+			// pipeline stages: each gets its own program's memory, device and host tiers
+			// together (what the runtime reports).
+			dev, host, _ := e.cpu.rankBytes(l, r)
 			for k := range bytes {
 				bytes[k] = dev[k] + host[k]
 			}
+			arena := e.cpu.arena(l, r)
+			rk.ArenaDevice, rk.ArenaHost = arena[step.Device], arena[step.Host]
 		}
 		var total int64
 		for k := component(0); k < nComp; k++ {

@@ -112,7 +112,7 @@ type env struct {
 	stages map[int][]stageShape // by pipeline size
 	divs   map[int][]int        // divisors, memoised for the search
 	peak   float64              // dense FLOP/s per device at prec
-	cpu    *cpuModel            // local CPU plans: the runtime's own buffers (local_memory.go), else nil
+	cpu    *stepMemory          // local CPU plans: each rank's step program (local_step.go), else nil
 	// sharedHost says the device tier is the host's memory (CPU ranks, see localCluster):
 	// what the host tier holds comes out of the devices' shares.
 	sharedHost bool
@@ -139,7 +139,7 @@ func (e *env) stageShapes(pp int) []stageShape {
 // memory evaluates the worst device of each tier for training with layout l.
 func (e *env) memory(l ParallelLayout) memoryUse {
 	if e.cpu != nil {
-		return e.cpu.memory(l, e.w.seqLen, float64(e.c.Device.Memory))
+		return e.cpu.memory(l, float64(e.c.Device.Memory))
 	}
 	var best memoryUse
 	bestRatio := -1.0

@@ -2,8 +2,9 @@ package plan
 
 import (
 	"fmt"
-	"github.com/moec-dev/moec/internal/human"
 	"strings"
+
+	"github.com/moec-dev/moec/internal/human"
 )
 
 // Title names the plan in one line ("hunyuan_1t, stage trillion", "serve hunyuan_1t"),

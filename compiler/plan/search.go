@@ -2,10 +2,11 @@ package plan
 
 import (
 	"fmt"
-	"github.com/moec-dev/moec/compiler/features"
-	"github.com/moec-dev/moec/compiler/program"
 	"math"
 	"sort"
+
+	"github.com/moec-dev/moec/compiler/features"
+	"github.com/moec-dev/moec/compiler/program"
 )
 
 // strategy is a memory strategy the search may use.
@@ -317,8 +318,9 @@ func (e *env) searchMicroBatches(sp *space, res *result, byKey map[layoutKey]*ca
 		l.MicroBatch = mb
 		l.GradAccum = max(1, perRank/mb)
 		l.Batch = l.DP * mb * l.GradAccum
-		if l.PP > 1 && l.GradAccum < l.PP {
-			// 1F1B needs at least pp micro-batches to fill the pipeline.
+		if l.PP > 1 && l.GradAccum < l.PP && e.cpu == nil {
+			// 1F1B needs at least pp micro-batches to fill the pipeline (a local plan
+			// runs what its step programs schedule, whatever the count).
 			continue
 		}
 		res.evaluated++

@@ -2,12 +2,12 @@ package plan
 
 import (
 	"fmt"
-	"github.com/moec-dev/moec/internal/human"
 	"math"
 	"sort"
 	"strings"
 
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/internal/human"
 )
 
 // SeedResult reproduces the four headline figures of the HunYuan-NLP 1T / AngelPTM seed

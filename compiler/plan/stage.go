@@ -2,12 +2,12 @@ package plan
 
 import (
 	"fmt"
-	"github.com/moec-dev/moec/internal/human"
 	"math"
 	"sort"
 	"strings"
 
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/internal/human"
 	"github.com/moec-dev/moec/lang/diag"
 )
 

@@ -1,6 +1,9 @@
 package program
 
-import "slices"
+import (
+	"math"
+	"slices"
+)
 
 // Program is a checked .moe file (with its imports): every value resolved after
 // inheritance, expressions and defaults. Maps are keyed by declaration name; the *Order
@@ -201,6 +204,37 @@ func Scores() []Score { return []Score{Softmax, Sigmoid} }
 
 // Known reports whether s is a score function moec computes.
 func (s Score) Known() bool { return slices.Contains(Scores(), s) }
+
+// RouterScore is a router's score of one expert from its logit z, where lse is the
+// log-sum-exp of the token's logits (the softmax's normaliser, which the z-loss needs
+// anyway): exp(z − lse) for softmax, 1/(1 + e^−z) for sigmoid. Every runtime (the
+// executor, runtime/nn, the kernels' reference) scores through it, so a new score
+// function is written here once.
+func RouterScore[F ~float32 | ~float64](s Score, z F, lse float64) F {
+	if s == Sigmoid {
+		return F(1 / (1 + math.Exp(-float64(z))))
+	}
+	return F(math.Exp(float64(z) - lse))
+}
+
+// RouterScoreGrad turns d, the gradient of one token's scores st (as RouterScore wrote
+// them), into the gradient of its logits, in place: d ⊙ st ⊙ (1 − st) for sigmoid, and
+// st ⊙ (d − ⟨d, st⟩) for softmax.
+func RouterScoreGrad[F ~float32 | ~float64](s Score, st, d []F) {
+	if s == Sigmoid {
+		for i, v := range st {
+			d[i] *= v * (1 - v)
+		}
+		return
+	}
+	var sd F
+	for i, v := range d {
+		sd += v * st[i]
+	}
+	for i, v := range st {
+		d[i] = v * (d[i] - sd)
+	}
+}
 
 // UniformGate is the score every one of experts experts gets from a router whose logits
 // are all equal (a router of zeros): 1/experts for softmax, 1/2 for sigmoid, 0 for a

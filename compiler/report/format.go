@@ -1,9 +1,10 @@
 package report
 
 import (
-	"github.com/moec-dev/moec/internal/human"
 	"strconv"
 	"strings"
+
+	"github.com/moec-dev/moec/internal/human"
 )
 
 // both is the human form with the exact integer: "46.70B (46,702,792,704)".

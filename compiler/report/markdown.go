@@ -2,10 +2,11 @@ package report
 
 import (
 	"fmt"
-	"github.com/moec-dev/moec/compiler/features"
-	"github.com/moec-dev/moec/internal/human"
 	"slices"
 	"strings"
+
+	"github.com/moec-dev/moec/compiler/features"
+	"github.com/moec-dev/moec/internal/human"
 )
 
 // Markdown renders the report for people. It is deterministic: the same Report gives the

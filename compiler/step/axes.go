@@ -57,6 +57,24 @@ func Axes() []Axis {
 			},
 		},
 		{
+			// Sequence parallelism is not a new set of ranks: it is the tp group splitting
+			// what tp alone replicates, by token (sequence.go).
+			Name: "sp", Size: func(l Layout) int {
+				if l.SP() {
+					return l.TP
+				}
+				return 1
+			},
+			Divides: []Split{
+				{"the micro-batch's tokens (micro_batch × seq_len)", func(_ program.Dims, b Batch) int { return b.Tokens() }, ""},
+			},
+			Splits:  "with sequence parallelism, the tp ranks' copies of the norms, residual sums and router input: each holds 1/tp of the micro-batch's tokens",
+			Inserts: "all-gather over tp before each column-parallel product and reduce-scatter after each row-parallel one (their conjugates in the backward) in place of tp's all-reduces; an all-reduce over tp of the norms' and router's gradients",
+			Members: func(l Layout, c Coord) []Coord {
+				return along(l.TP, func(i int) Coord { c.TP = i; return c })
+			},
+		},
+		{
 			Name: "ep", Size: func(l Layout) int { return l.EP },
 			Divides: []Split{
 				{"experts", func(d program.Dims, _ Batch) int { return max(d.E, 1) }, "moe.experts"},

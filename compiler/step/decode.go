@@ -7,33 +7,97 @@ import (
 	"github.com/moec-dev/moec/compiler/program"
 )
 
+// Inference ops (beside OpRotaryAt, OpKVAppend and OpAttnDecode).
+const (
+	OpKVWrite  OpKind = "kv_write"  // prefill: every prompt position's keys and values into the cache
+	OpLastRows OpKind = "last_rows" // prefill: each sequence's row at its last prompt position
+)
+
+// AttrSkipEmptySlots marks a grouped product that computes only the dispatch slots a
+// token filled: dropless routing sizes every expert for the worst case, so most slots of
+// an inference step are empty (zero rows, whose product is the bias alone).
+const AttrSkipEmptySlots = "filled slots only"
+
+// AttrGatherVocab marks the all-gather of a vocabulary-parallel head's logits over tp.
+const AttrGatherVocab = "logits over the vocabulary"
+
+// Inference is what an inference program computes on each data-parallel replica: Batch
+// sequences whose keys and values live in per-layer caches of MaxLen positions. With
+// Prompt > 0 it is the prefill of prompts of up to Prompt positions; with Prompt 0, one
+// decoding step.
+type Inference struct {
+	Batch, Prompt, MaxLen int
+}
+
 // LowerDecode builds the program of one decoding step on one rank: batch sequences each
-// take one token (input `tokens`) at the position in input `pos`, their keys and values
-// join per-layer caches of maxLen positions (KindCache, kept from step to step), every
-// layer attends over its cache, and the step ends with the next-token logits (`logits`,
-// [batch, vocab]). As runtime/nn's Decoder, it always recomputes the attention weights
-// (no sharing) and routes without a capacity limit.
+// take one token (input `tokens`) at their own position (input `pos`, one per sequence),
+// their keys and values join per-layer caches of maxLen positions (KindCache, kept from
+// step to step), every layer attends over its cache, and the step ends with the
+// next-token logits (`logits`, [batch, vocab]). As runtime/nn's Decoder, it always
+// recomputes the attention weights (no sharing) and routes without a capacity limit.
 func LowerDecode(m *program.Model, batch, maxLen int) (*Program, error) {
-	if batch < 1 || maxLen < 1 {
-		return nil, fmt.Errorf("step: decoding %d sequences of %d positions", batch, maxLen)
+	ps, err := LowerInference(m, Inference{Batch: batch, MaxLen: maxLen}, Layout{DP: 1, EP: 1, TP: 1, PP: 1})
+	if err != nil {
+		return nil, err
+	}
+	return ps[0], nil
+}
+
+// LowerPrefill builds the prefill program on one rank: batch prompts of up to prompt
+// positions (input `tokens`, [batch·prompt], each prompt from position 0, right-padded;
+// input `lengths`, each prompt's length) run the forward with causal attention, every
+// layer's keys and values are written to the caches LowerDecode's program reads (the
+// same names and shapes), and the program ends with the logits of each prompt's last
+// position (`logits`, [batch, vocab]). No backward, no loss; dropless routing.
+func LowerPrefill(m *program.Model, batch, prompt, maxLen int) (*Program, error) {
+	ps, err := LowerInference(m, Inference{Batch: batch, Prompt: prompt, MaxLen: maxLen}, Layout{DP: 1, EP: 1, TP: 1, PP: 1})
+	if err != nil {
+		return nil, err
+	}
+	return ps[0], nil
+}
+
+// LowerInference builds the prefill or decoding programs of every rank of l. Tensor
+// parallelism splits the heads (and so the KV caches), the FFN and expert widths and the
+// vocabulary as training does, with the row-parallel all-reduces, and all-gathers the
+// vocabulary-parallel logits; expert parallelism (ep = dp: each replica decodes its own
+// sequences) exchanges the routed tokens by all-to-all. A layout that does not divide
+// the model is a *LayoutError (E0509/E0510, see Diagnose).
+func LowerInference(m *program.Model, in Inference, l Layout) ([]*Program, error) {
+	if in.Batch < 1 || in.MaxLen < 1 || in.Prompt < 0 || in.Prompt > in.MaxLen {
+		return nil, fmt.Errorf("step: inference of %d sequences of %d positions (prompt %d)", in.Batch, in.MaxLen, in.Prompt)
+	}
+	if l.PP > 1 || l.ZeRO != 0 || l.OffloadOpt {
+		return nil, fmt.Errorf("step: inference runs no pipeline, ZeRO or offload yet (layout %s)", l)
 	}
 	dm := *m
-	dm.Attention.ShareWeights = 1 // the decoder always recomputes
-	l := Layout{DP: 1, EP: 1, TP: 1, PP: 1}
-	b := Batch{MicroBatch: batch, SeqLen: 1, Micro: 1}
+	dm.Attention.ShareWeights = 1 // inference always recomputes
+	if m.MoE != nil {
+		moe := *m.MoE
+		moe.CapacityFactor = 0 // and routes dropless
+		dm.MoE = &moe
+	}
+	b := Batch{MicroBatch: in.Batch, SeqLen: max(in.Prompt, 1), Micro: 1}
 	l, d, walk, err := prepare(&dm, b, l)
 	if err != nil {
 		return nil, err
 	}
-	lw := newLowerer(&dm, d, b, l, 0, walk)
-	if d.E > 0 {
-		lw.capacity = batch * d.K // dropless
+	if in.Prompt > 0 && d.MaxPos > 0 && in.Prompt > d.MaxPos {
+		return nil, fmt.Errorf("step: a prompt of %d positions exceeds the %d learned positions", in.Prompt, d.MaxPos)
 	}
-	lw.declareInference()
-	lw.micro, lw.phase = 0, Forward
-	lw.decodeStep(maxLen)
-	lw.p.Memory = planMemory(lw.p)
-	return lw.p, nil
+	out := make([]*Program, l.World())
+	for r := range out {
+		lw := newLowerer(&dm, d, b, l, r, walk)
+		if d.E > 0 {
+			lw.capacity = b.Tokens() * d.K // dropless
+		}
+		lw.declareInference()
+		lw.micro, lw.phase = 0, Forward
+		lw.inferStep(in.MaxLen, in.Prompt > 0)
+		lw.p.Memory = planInference(lw.p)
+		out[r] = lw.p
+	}
+	return out, nil
 }
 
 // declareInference adds the weights alone: no gradients, no optimizer states.
@@ -56,17 +120,33 @@ func (lw *lowerer) declareInference() {
 	}
 }
 
-// decodeStep emits the ops of one decoding step.
-func (lw *lowerer) decodeStep(maxLen int) {
-	d, n := lw.d, lw.b.MicroBatch
+// inferStep emits a prefill (the whole prompt) or one decoding step (one token per
+// sequence at its position).
+func (lw *lowerer) inferStep(maxLen int, prefill bool) {
+	d, B, T := lw.d, lw.b.MicroBatch, lw.b.SeqLen
+	n := B * T
 	tokens := lw.intAct("tokens", n)
-	pos := lw.buf("pos", KindInput, 1)
-	lw.p.Buffers[pos].Int = true
+	where := "pos" // decoding: each sequence's position
+	if prefill {
+		where = "lengths" // prefill: each prompt's length
+	}
+	at := lw.buf(where, KindInput, B)
+	lw.p.Buffers[at].Int = true
 	x := lw.act("x0", KindActivation, n, d.D)
-	lw.fwd(Op{Kind: OpEmbed, Layer: -1, In: []int{tokens, lw.w(params.ID{Role: params.RoleEmbed, Layer: -1, Expert: -1})}, Out: []int{x}})
+	attr := ""
+	if lw.l.TP > 1 {
+		attr = "vocab-parallel"
+	}
+	lw.fwd(Op{Kind: OpEmbed, Layer: -1, In: []int{tokens, lw.w(params.ID{Role: params.RoleEmbed, Layer: -1, Expert: -1})}, Out: []int{x}, Attr: attr})
+	lw.reduceTP(x, -1)
 	if d.MaxPos > 0 {
 		pe := lw.act("pos_embed", KindActivation, n, d.D)
-		lw.fwd(Op{Kind: OpEmbed, Layer: -1, In: []int{pos, lw.w(params.ID{Role: params.RolePositions, Layer: -1, Expert: -1})}, Out: []int{pe}, Attr: "position_at"})
+		table := lw.w(params.ID{Role: params.RolePositions, Layer: -1, Expert: -1})
+		if prefill {
+			lw.fwd(Op{Kind: OpEmbed, Layer: -1, In: []int{tokens, table}, Out: []int{pe}, Attr: "positions"})
+		} else {
+			lw.fwd(Op{Kind: OpEmbed, Layer: -1, In: []int{at, table}, Out: []int{pe}, Attr: "position_at"})
+		}
 		x = lw.add("x0+pos", x, pe, -1)
 	}
 	rows := -1
@@ -75,25 +155,37 @@ func (lw *lowerer) decodeStep(maxLen int) {
 		lw.fwd(Op{Kind: OpEmbed, Layer: -1, In: []int{tokens, lw.w(id)}, Out: []int{rows}, Attr: "router table"})
 	}
 	for l := 0; l < d.L; l++ {
-		at := func(r params.Role) params.ID { return params.ID{Role: r, Layer: l, Expert: -1} }
+		id := func(r params.Role) params.ID { return params.ID{Role: r, Layer: l, Expert: -1} }
 		pre := fmt.Sprintf("L%d.", l)
 		h := lw.norm(pre+"attn_in", x, params.RoleAttnInNorm, l)
-		q := lw.matmul(pre+"q", h, at(params.RoleQ), l)
-		k := lw.matmul(pre+"k", h, at(params.RoleK), l)
-		v := lw.matmul(pre+"v", h, at(params.RoleV), l)
-		if lw.m.Position == program.Rotary {
-			lw.fwd(Op{Kind: OpRotaryAt, Layer: l, In: []int{q, k, pos}, Out: []int{q, k}, Attr: fmt.Sprintf("base=%g", lw.m.RopeBase)})
+		q := lw.matmul(pre+"q", h, id(params.RoleQ), l)
+		k := lw.matmul(pre+"k", h, id(params.RoleK), l)
+		v := lw.matmul(pre+"v", h, id(params.RoleV), l)
+		rope := fmt.Sprintf("base=%g", lw.m.RopeBase)
+		ropeFLOPs := 3 * int64(n) * int64(lw.qLocal+lw.kvDimLocal)
+		kc := lw.buf(pre+"k_cache", KindCache, B, maxLen, lw.kvDimLocal)
+		vc := lw.buf(pre+"v_cache", KindCache, B, maxLen, lw.kvDimLocal)
+		var a int
+		if prefill {
+			if lw.m.Position == program.Rotary {
+				lw.fwd(Op{Kind: OpRotary, Layer: l, In: []int{q, k}, Out: []int{q, k}, Attr: rope, FLOPs: ropeFLOPs})
+			}
+			lw.fwd(Op{Kind: OpKVWrite, Layer: l, In: []int{k, v}, Out: []int{kc, vc}, Attr: fmt.Sprintf("positions 0..%d", T-1)})
+			a = lw.causalAttention(l, q, k, v)
+		} else {
+			if lw.m.Position == program.Rotary {
+				lw.fwd(Op{Kind: OpRotaryAt, Layer: l, In: []int{q, k, at}, Out: []int{q, k}, Attr: rope, FLOPs: ropeFLOPs})
+			}
+			lw.fwd(Op{Kind: OpKVAppend, Layer: l, In: []int{k, v, at}, Out: []int{kc, vc}})
+			in := []int{q, kc, vc, at}
+			if lw.m.Attention.TalkingHeads {
+				in = append(in, lw.w(id(params.RoleTalkingPre)), lw.w(id(params.RoleTalkingPost)))
+			}
+			a = lw.act(pre+"attn", KindActivation, n, lw.qLocal)
+			lw.fwd(Op{Kind: OpAttnDecode, Layer: l, In: in, Out: []int{a}, FLOPs: 4 * int64(n) * int64(maxLen) * int64(lw.qLocal)})
 		}
-		kc := lw.buf(pre+"k_cache", KindCache, n, maxLen, d.KVDim)
-		vc := lw.buf(pre+"v_cache", KindCache, n, maxLen, d.KVDim)
-		lw.fwd(Op{Kind: OpKVAppend, Layer: l, In: []int{k, v, pos}, Out: []int{kc, vc}})
-		in := []int{q, kc, vc, pos}
-		if lw.m.Attention.TalkingHeads {
-			in = append(in, lw.w(at(params.RoleTalkingPre)), lw.w(at(params.RoleTalkingPost)))
-		}
-		a := lw.act(pre+"attn", KindActivation, n, d.QDim)
-		lw.fwd(Op{Kind: OpAttnDecode, Layer: l, In: in, Out: []int{a}, FLOPs: 4 * int64(n) * int64(maxLen) * int64(d.QDim)})
-		o := lw.matmul(pre+"attn_out", a, at(params.RoleO), l)
+		o := lw.matmul(pre+"attn_out", a, id(params.RoleO), l)
+		lw.reduceTP(o, l)
 		x = lw.add(pre+"x_attn", x, o, l)
 		h2 := lw.norm(pre+"ffn_in", x, params.RolePostAttnNorm, l)
 		var y int
@@ -102,18 +194,99 @@ func (lw *lowerer) decodeStep(maxLen int) {
 			if rows >= 0 {
 				rin = rows
 			}
+			first := len(lw.p.Ops)
 			y = lw.moe(l, h2, rin)
+			for i := first; i < len(lw.p.Ops); i++ {
+				if op := &lw.p.Ops[i]; op.Kind == OpGroupedMM {
+					op.Attr = join(op.Attr, AttrSkipEmptySlots)
+				}
+			}
 		} else {
-			y = lw.ffn(pre+"ffn", h2, at(params.RoleFFNIn), at(params.RoleFFNUp), at(params.RoleFFNDown), d.FFNActivation, l)
+			y = lw.ffn(pre+"ffn", h2, id(params.RoleFFNIn), id(params.RoleFFNUp), id(params.RoleFFNDown), d.FFNActivation, l)
 		}
 		x = lw.add(pre+"x_out", x, y, l)
+	}
+	if prefill {
+		last := lw.act("last", KindActivation, B, d.D)
+		lw.fwd(Op{Kind: OpLastRows, Layer: -1, In: []int{x, at}, Out: []int{last}, Attr: "each prompt's last position"})
+		x = last
+		// The head reads one row per sequence: its buffers take the shapes of a
+		// decoding step's.
+		lw.b = Batch{MicroBatch: B, SeqLen: 1, Micro: 1}
 	}
 	if lw.m.FinalNorm {
 		x = lw.norm("final", x, params.RoleFinalNorm, -1)
 	}
-	id := params.ID{Role: params.RoleHead, Layer: -1, Expert: -1}
+	head := params.ID{Role: params.RoleHead, Layer: -1, Expert: -1}
 	if lw.m.TieEmbeddings {
-		id = params.ID{Role: params.RoleEmbed, Layer: -1, Expert: -1}
+		head = params.ID{Role: params.RoleEmbed, Layer: -1, Expert: -1}
 	}
-	lw.matmul("logits", x, id, -1)
+	if lw.l.TP == 1 {
+		lw.matmul("logits", x, head, -1)
+		return
+	}
+	part := lw.matmul("logits_shard", x, head, -1)
+	logits := lw.act("logits", KindActivation, B, d.V)
+	lw.emit(Op{Kind: OpAllGather, Phase: Forward, Layer: -1, In: []int{part}, Out: []int{logits}, Group: "tp", Attr: AttrGatherVocab,
+		Bytes: lw.p.Buffers[part].Bytes() * int64(lw.l.TP-1)})
+}
+
+// causalAttention emits layer l's attention over the prompt (q and the cached k already
+// rotated): causal scores, talking-heads mixing around the softmax, weights times values.
+func (lw *lowerer) causalAttention(l, q, k, v int) int {
+	n, T, B := lw.b.Tokens(), lw.b.SeqLen, lw.b.MicroBatch
+	id := func(r params.Role) params.ID { return params.ID{Role: r, Layer: l, Expert: -1} }
+	pre := fmt.Sprintf("L%d.", l)
+	hs := lw.hLocal
+	scoreFLOPs := 2 * int64(B) * int64(hs) * int64(T) * int64(T) * int64(lw.d.Dh)
+	mixFLOPs := 2 * int64(B) * int64(hs) * int64(hs) * int64(T) * int64(T) / 2
+	s := lw.act(pre+"scores", KindActivation, B, hs, T, T)
+	lw.fwd(Op{Kind: OpScores, Layer: l, In: []int{q, k}, Out: []int{s}, Attr: "causal", FLOPs: scoreFLOPs / 2})
+	if lw.m.Attention.TalkingHeads {
+		s2 := lw.act(pre+"scores_mixed", KindActivation, B, hs, T, T)
+		lw.fwd(Op{Kind: OpHeadMix, Layer: l, In: []int{s, lw.w(id(params.RoleTalkingPre))}, Out: []int{s2}, Attr: "pre-softmax", FLOPs: mixFLOPs})
+		s = s2
+	}
+	p := lw.act(pre+"probs", KindActivation, B, hs, T, T)
+	lw.fwd(Op{Kind: OpSoftmax, Layer: l, In: []int{s}, Out: []int{p}, Attr: "causal", FLOPs: 3 * int64(B) * int64(hs) * int64(T) * int64(T) / 2})
+	if lw.m.Attention.TalkingHeads {
+		p2 := lw.act(pre+"probs_mixed", KindActivation, B, hs, T, T)
+		lw.fwd(Op{Kind: OpHeadMix, Layer: l, In: []int{p, lw.w(id(params.RoleTalkingPost))}, Out: []int{p2}, Attr: "post-softmax", FLOPs: mixFLOPs})
+		p = p2
+	}
+	a := lw.act(pre+"attn", KindActivation, n, lw.qLocal)
+	lw.fwd(Op{Kind: OpAttnAV, Layer: l, In: []int{p, v}, Out: []int{a}, FLOPs: scoreFLOPs / 2})
+	return a
+}
+
+// planInference is planMemory with the persistent buffers (weights, KV caches) first, in
+// declaration order, and the rest above them: the prefill program and the decoding
+// step's hold the same persistent buffers in the same places, so an executor of one can
+// share the other's and allocate only the arena above them.
+func planInference(p *Program) MemoryPlan {
+	var shared int64
+	shadow := *p
+	shadow.Buffers = make([]*Buffer, len(p.Buffers))
+	for i, b := range p.Buffers {
+		shadow.Buffers[i] = b
+		if b.Kind.Persistent() {
+			b.Offset = shared
+			shared += align(b.Bytes())
+			empty := *b // placed by the loop above, not by planMemory
+			empty.Shape = []int{0}
+			shadow.Buffers[i] = &empty
+		}
+	}
+	mp := planMemory(&shadow)
+	for _, b := range p.Buffers {
+		if !b.Kind.Persistent() {
+			b.Offset += shared
+		} else if b.Tier == Device {
+			mp.Persistent[Device] += b.Bytes()
+			mp.ByKind[b.Kind] += b.Bytes()
+		}
+	}
+	mp.Arena[Device] += shared
+	mp.Peak[Device] += shared
+	return mp
 }

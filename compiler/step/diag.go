@@ -11,6 +11,7 @@ import (
 const (
 	CodeLayoutDivides diag.Code = "E0509"
 	CodeNotLowered    diag.Code = "E0510"
+	CodeCacheBudget   diag.Code = "E0511"
 )
 
 // Diagnose turns a Lower error into diagnostics positioned at the stage's declaration
@@ -34,9 +35,16 @@ func Diagnose(err error, st *program.Stage, layoutFrom string) diag.List {
 			d.Notes = append(d.Notes, "the model's "+p.Key+" is what the "+p.Axis+" axis splits")
 		}
 		d.Suggestion = "choose a " + p.Axis + " size that divides " + p.What
+		if p.Axis == "sp" {
+			d.Suggestion = "choose a tp size that divides " + p.What + ", or turn sequence parallelism off"
+		}
 	}
 	for _, u := range le.Unsupported {
 		ds.Errorf(CodeNotLowered, r, "the step program does not lower %s under %s: %s", u.Feature, layoutFrom, u.Why)
+	}
+	if b := le.Budget; b != nil {
+		d := ds.Errorf(CodeCacheBudget, r, "the layout %s: %s", layoutFrom, b)
+		d.Suggestion = b.Suggestion()
 	}
 	return ds
 }

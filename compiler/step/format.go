@@ -30,6 +30,9 @@ func Format(w io.Writer, p *Program) error {
 	}
 	fmt.Fprintf(&b, "# ops: %d (fwd %d, bwd %d, reduce %d, update %d); %s FLOPs; %s sent\n", len(p.Ops),
 		phases[Forward], phases[Backward], phases[Reduce], phases[Update], human.Exact(flops), human.Bytes(comm))
+	if l.Cache.On() {
+		b.WriteString(cacheSummary(p))
+	}
 	m := p.Memory
 	fmt.Fprintf(&b, "# memory, device: arena %s, peak live %s at op %d, persistent %s", human.Bytes(m.Arena[Device]), human.Bytes(m.Peak[Device]),
 		m.PeakOp, human.Bytes(m.Persistent[Device]))
@@ -37,7 +40,7 @@ func Format(w io.Writer, p *Program) error {
 		fmt.Fprintf(&b, "; host: arena %s", human.Bytes(m.Arena[Host]))
 	}
 	b.WriteString("\n# at the peak:")
-	for k := KindInput; k <= KindScalar; k++ {
+	for k := KindInput; k <= KindCache; k++ {
 		if v := m.ByKind[k]; v > 0 {
 			fmt.Fprintf(&b, " %s %s;", k, human.Bytes(v))
 		}

@@ -48,8 +48,8 @@ func (lw *lowerer) reduceTP(buf, layer int) {
 // matmul emits y = x·Wᵀ (+ b) for the parameter role at layer (expert -1), with rows
 // output features on this rank.
 func (lw *lowerer) matmul(name string, x int, id params.ID, layer int) int {
-	n := lw.b.Tokens()
 	wShape := lw.shapes[id]
+	n := int(lw.p.Buffers[x].Elements()) / wShape[1] // the tokens x holds (a sequence slice under sp)
 	out := wShape[0]
 	y := lw.act(name, KindActivation, n, out)
 	in := []int{x, lw.w(id)}
@@ -70,7 +70,8 @@ func (lw *lowerer) matmul(name string, x int, id params.ID, layer int) int {
 }
 
 func (lw *lowerer) norm(name string, x int, role params.Role, layer int) int {
-	n, d := lw.b.Tokens(), lw.d.D
+	d := lw.d.D
+	n := int(lw.p.Buffers[x].Elements()) / d
 	id := params.ID{Role: role, Layer: layer, Expert: -1}
 	h := lw.act(name, KindActivation, n, d)
 	rstd := lw.act(name+".rstd", KindActivation, n)
@@ -88,9 +89,8 @@ func (lw *lowerer) norm(name string, x int, role params.Role, layer int) int {
 }
 
 func (lw *lowerer) add(name string, a, b, layer int) int {
-	n, d := lw.b.Tokens(), lw.d.D
-	y := lw.act(name, KindActivation, n, d)
-	lw.fwd(Op{Kind: OpAdd, Layer: layer, In: []int{a, b}, Out: []int{y}, FLOPs: int64(n) * int64(d)})
+	y := lw.act(name, KindActivation, lw.p.Buffers[a].Shape...)
+	lw.fwd(Op{Kind: OpAdd, Layer: layer, In: []int{a, b}, Out: []int{y}, FLOPs: lw.p.Buffers[a].Elements()})
 	return y
 }
 
@@ -104,17 +104,19 @@ func (lw *lowerer) embed(tokens int) (x, routerRows int) {
 		attr = "vocab-parallel"
 	}
 	lw.fwd(Op{Kind: OpEmbed, Layer: -1, In: in, Out: []int{x}, Attr: attr})
-	lw.reduceTP(x, -1)
+	x = lw.rowOut(x, -1)
 	if lw.d.MaxPos > 0 {
 		pos := lw.act("pos", KindActivation, n, d)
 		lw.fwd(Op{Kind: OpEmbed, Layer: -1, In: []int{tokens, lw.w(params.ID{Role: params.RolePositions, Layer: -1, Expert: -1})},
 			Out: []int{pos}, Attr: "positions"})
+		pos = lw.seqSlice(pos, -1)
 		x = lw.add("x0+pos", x, pos, -1)
 	}
 	routerRows = -1
 	if id := (params.ID{Role: params.RoleRouterEmbed, Layer: -1, Expert: -1}); lw.has(id) {
 		routerRows = lw.act("router_rows", KindActivation, n, lw.d.RouterIn)
 		lw.fwd(Op{Kind: OpEmbed, Layer: -1, In: []int{tokens, lw.w(id)}, Out: []int{routerRows}, Attr: "router table"})
+		routerRows = lw.seqSlice(routerRows, -1)
 	}
 	return x, routerRows
 }
@@ -125,8 +127,7 @@ func (lw *lowerer) attention(l, x, prevProbs int) (out, probs int) {
 	n, T, B := lw.b.Tokens(), lw.b.SeqLen, lw.b.MicroBatch
 	at := func(r params.Role) params.ID { return params.ID{Role: r, Layer: l, Expert: -1} }
 	pre := fmt.Sprintf("L%d.", l)
-	h := lw.norm(pre+"attn_in", x, params.RoleAttnInNorm, l)
-	lw.markTPCopy(h, l)
+	h := lw.colIn(lw.norm(pre+"attn_in", x, params.RoleAttnInNorm, l), l)
 	share := lw.m.Attention.RecomputeProbability()
 	sharing := lw.m.Attention.SharesWeights() && prevProbs >= 0
 	cond := ""
@@ -173,13 +174,12 @@ func (lw *lowerer) attention(l, x, prevProbs int) (out, probs int) {
 	}
 	a := lw.act(pre+"attn", KindActivation, n, lw.qLocal)
 	lw.fwd(Op{Kind: OpAttnAV, Layer: l, In: []int{p, v}, Out: []int{a}, FLOPs: scoreFLOPs / 2})
-	o := lw.matmul(pre+"attn_out", a, at(params.RoleO), l)
-	lw.reduceTP(o, l)
+	o := lw.rowOut(lw.matmul(pre+"attn_out", a, at(params.RoleO), l), l)
 	return lw.add(pre+"x_attn", x, o, l), p
 }
 
-// ffn emits a dense FFN or a shared expert on h (already marked for tp), returning its
-// output (reduced over tp).
+// ffn emits a dense FFN or a shared expert on h (already marked for tp, or gathered under
+// sp), returning its output (reduced over tp, or reduce-scattered to the rank's tokens).
 func (lw *lowerer) ffn(name string, h int, in, up, down params.ID, act program.Activation, l int) int {
 	n := lw.b.Tokens()
 	g := lw.matmul(name+".in", h, in, l)
@@ -190,19 +190,19 @@ func (lw *lowerer) ffn(name string, h int, in, up, down params.ID, act program.A
 	width := lw.shapes[in][0]
 	a := lw.act(name+".act", KindActivation, n, width)
 	lw.fwd(Op{Kind: OpAct, Layer: l, In: ins, Out: []int{a}, Attr: string(act), FLOPs: 8 * int64(n) * int64(width)})
-	y := lw.matmul(name+".out", a, down, l)
-	lw.reduceTP(y, l)
-	return y
+	return lw.rowOut(lw.matmul(name+".out", a, down, l), l)
 }
 
 // moe emits layer l's MoE FFN on h (the normalised stream); routerIn is what the router
-// reads (h, or the token-embedding router table's rows).
+// reads (h, or the token-embedding router table's rows). Under sp both are the rank's
+// tokens: see sequence.go for how the experts and the router see the whole micro-batch.
 func (lw *lowerer) moe(l, h, routerIn int) int {
 	n, d := lw.b.Tokens(), lw.d.D
 	moe := lw.m.MoE
 	pre := fmt.Sprintf("L%d.", l)
 	at := func(r params.Role) params.ID { return params.ID{Role: r, Layer: l, Expert: -1} }
 	logits := lw.matmul(pre+"router_logits", routerIn, at(params.RoleRouter), l)
+	h, logits = lw.seqMoEInputs(h, logits, l)
 	K, E := lw.d.K, lw.d.E
 	idx := lw.intAct(pre+"route_index", n, K)
 	gates := lw.act(pre+"gates", KindDispatch, n, K)
@@ -228,7 +228,9 @@ func (lw *lowerer) moe(l, h, routerIn int) int {
 		lw.fwd(Op{Kind: OpAllToAllV, Layer: l, In: []int{send}, Out: []int{recv}, Group: "ep", Attr: "tokens to their experts' ranks",
 			Bytes: lw.p.Buffers[send].Bytes() * int64(ep-1) / int64(ep)})
 	}
-	lw.markTPCopy(recv, l)
+	if !lw.l.SP() {
+		lw.markTPCopy(recv, l) // under sp the gather of h sums the partial gradients
+	}
 	rows := ep * C
 	expertIDs := func(r params.Role) []int {
 		var out []int
@@ -273,8 +275,9 @@ func (lw *lowerer) moe(l, h, routerIn int) int {
 	}
 	y := lw.act(pre+"moe_out", KindActivation, n, d)
 	lw.fwd(Op{Kind: OpCombine, Layer: l, In: []int{back, idx, slot, gates}, Out: []int{y}, FLOPs: 2 * int64(n) * int64(lw.d.K) * int64(d)})
+	y = lw.seqSlice(y, l)
 	hs := h
-	if lw.d.Shared > 0 && lw.l.TP > 1 {
+	if lw.d.Shared > 0 && lw.l.TP > 1 && !lw.l.SP() {
 		// The shared experts' column-parallel products give partial input gradients: they
 		// read a copy of h whose gradient is all-reduced over tp before it joins dh.
 		hs = lw.act(pre+"shared_in", KindActivation, n, d)
@@ -304,7 +307,7 @@ func (lw *lowerer) layer(l, x, routerRows, prevProbs int) (int, int) {
 		}
 		y = lw.moe(l, h, rin)
 	} else {
-		lw.markTPCopy(h, l)
+		h = lw.colIn(h, l)
 		at := func(r params.Role) params.ID { return params.ID{Role: r, Layer: l, Expert: -1} }
 		y = lw.ffn(pre+"ffn", h, at(params.RoleFFNIn), at(params.RoleFFNUp), at(params.RoleFFNDown), lw.d.FFNActivation, l)
 	}
@@ -317,7 +320,7 @@ func (lw *lowerer) head(x, targets int) int {
 	if lw.m.FinalNorm {
 		x = lw.norm("final", x, params.RoleFinalNorm, -1)
 	}
-	lw.markTPCopy(x, -1)
+	x = lw.colIn(x, -1)
 	id := params.ID{Role: params.RoleHead, Layer: -1, Expert: -1}
 	if lw.m.TieEmbeddings {
 		id = params.ID{Role: params.RoleEmbed, Layer: -1, Expert: -1}

@@ -38,6 +38,9 @@ func (lw *lowerer) paramGrad(w int) (int, bool) {
 	if !ok {
 		return 0, false
 	}
+	if lw.cache != nil {
+		return lw.cacheGrad(id), true
+	}
 	return lw.grad[id], true
 }
 
@@ -77,7 +80,9 @@ func contains(xs []int, x int) bool {
 func (lw *lowerer) bwd(op Op) {
 	op.Phase = Backward
 	op.WhenRecompute = op.WhenRecompute || lw.cond
-	if lw.l.ZeRO == 3 {
+	if lw.cache != nil {
+		lw.cacheRemap(&op)
+	} else if lw.l.ZeRO == 3 {
 		for i, x := range op.In {
 			id, ok := lw.paramOfBuf[x]
 			if !ok || lw.p.Buffers[x].Kind != KindGathered {
@@ -103,9 +108,9 @@ func (lw *lowerer) bwd(op Op) {
 func (lw *lowerer) backward() {
 	recomputed := map[int]bool{}
 	for i := len(lw.tape) - 1; i >= 0; i-- {
-		if l := lw.tape[i].op.Layer; lw.l.Recompute && l >= 0 && !recomputed[l] {
+		if l := lw.tape[i].op.Layer; l >= 0 && !recomputed[l] && lw.recomputesHere(lw.tape[i]) {
 			recomputed[l] = true
-			lw.recomputeLayer(l)
+			lw.recomputeLayer(l, lw.recomputed)
 		}
 		e := lw.tape[i]
 		op := e.op
@@ -157,7 +162,7 @@ func (lw *lowerer) backwardOf(op Op) {
 			db, _ := lw.paramGrad(op.In[2])
 			outs = append(outs, db)
 		}
-		b := Op{Kind: OpMatMulDW, Layer: op.Layer, In: []int{dy, x}, Out: outs, Attr: condOf(op.Attr), FLOPs: flops}
+		b := Op{Kind: OpMatMulDW, Layer: op.Layer, In: []int{dy, lw.regather(x, op.Layer)}, Out: outs, Attr: condOf(op.Attr), FLOPs: flops}
 		lw.writeGrads(&b, outs...)
 		lw.bwd(b)
 		if lw.needsGrad(x) {
@@ -325,6 +330,8 @@ func (lw *lowerer) backwardOf(op Op) {
 		b := Op{Kind: OpEmbedBwd, Layer: op.Layer, In: []int{dx, op.In[0]}, Out: []int{dw}, Attr: op.Attr}
 		lw.writeGrads(&b, dw)
 		lw.bwd(b)
+	case OpAllGather, OpReduceScatter, OpSeqSlice:
+		lw.sequenceBackward(op) // sequence parallelism's conjugate pairs (sequence.go)
 	case OpCrossEntropy:
 		// Fused: the forward wrote the logits' gradient (gradSeed).
 	default:
@@ -337,7 +344,11 @@ func (lw *lowerer) backwardOf(op Op) {
 // entries are rewritten to the new buffers, so its backward reads them, and gradients
 // already given to the old buffers (the layer's output, weights a later layer reused)
 // are the new buffers' too.
-func (lw *lowerer) recomputeLayer(l int) {
+//
+// Only the tape entries keep selects run again (every one under full recompute, the
+// attention core under selective: selective.go); the others keep their forward values and
+// read the recomputed buffers where their inputs were recomputed.
+func (lw *lowerer) recomputeLayer(l int, keep func(tapeEntry) bool) {
 	remap := map[int]int{}
 	re := func(b int) int {
 		if n, ok := remap[b]; ok {
@@ -355,7 +366,7 @@ func (lw *lowerer) recomputeLayer(l int) {
 		for k, b := range op.In {
 			op.In[k] = re(b)
 		}
-		if e.tpCopy {
+		if e.tpCopy || !keep(*e) {
 			e.op = op
 			continue
 		}

@@ -39,7 +39,9 @@ func Lower(m *program.Model, b Batch, l Layout) ([]*Program, error) {
 	}
 	out := make([]*Program, l.World())
 	for r := range out {
-		out[r] = lowerRank(m, d, b, l, r, walk)
+		if out[r], err = lowerRank(m, d, b, l, r, walk); err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
 }
@@ -53,7 +55,7 @@ func LowerRank(m *program.Model, b Batch, l Layout, rank int) (*Program, error) 
 	if rank < 0 || rank >= l.World() {
 		return nil, fmt.Errorf("step: rank %d is not in a layout of %d ranks", rank, l.World())
 	}
-	return lowerRank(m, d, b, l, rank, walk), nil
+	return lowerRank(m, d, b, l, rank, walk)
 }
 
 // prepare checks that l divides m and b and that the step program lowers m's features.
@@ -71,7 +73,10 @@ func prepare(m *program.Model, b Batch, l Layout) (Layout, program.Dims, []param
 	if ps := Check(l, d, b); len(ps) > 0 {
 		return l, d, nil, &LayoutError{Problems: ps}
 	}
-	if us := unsupported(m, l); len(us) > 0 {
+	if l.Cache.On() {
+		l.OffloadOpt = false // the cache keeps every state in the host tier already
+	}
+	if us := append(unsupported(m, l), checkCache(l)...); len(us) > 0 {
 		return l, d, nil, &LayoutError{Unsupported: us}
 	}
 	walk, err := params.Walk(m)
@@ -81,17 +86,22 @@ func prepare(m *program.Model, b Batch, l Layout) (Layout, program.Dims, []param
 	return l, d, walk, nil
 }
 
-func lowerRank(m *program.Model, d program.Dims, b Batch, l Layout, rank int, walk []params.Param) *Program {
+func lowerRank(m *program.Model, d program.Dims, b Batch, l Layout, rank int, walk []params.Param) (*Program, error) {
+	if l.Cache.On() {
+		return lowerCached(func() *lowerer { return newLowerer(m, d, b, l, rank, walk) })
+	}
 	lw := newLowerer(m, d, b, l, rank, walk)
 	lw.lower()
 	lw.p.Memory = planMemory(lw.p)
-	return lw.p
+	return lw.p, nil
 }
 
 // LayoutError says why a layout cannot be lowered.
 type LayoutError struct {
 	Problems    []Problem
 	Unsupported []Unsupported
+	// Budget, when set, is a unified cache whose device budget cannot run the step.
+	Budget *CacheBudget
 }
 
 func (e *LayoutError) Error() string {
@@ -101,6 +111,9 @@ func (e *LayoutError) Error() string {
 	}
 	for _, u := range e.Unsupported {
 		parts = append(parts, fmt.Sprintf("the step program does not lower %s: %s", u.Feature, u.Why))
+	}
+	if e.Budget != nil {
+		parts = append(parts, e.Budget.String())
 	}
 	return "step: " + strings.Join(parts, "; ")
 }
@@ -149,6 +162,10 @@ type lowerer struct {
 	paramWritten  map[int]bool
 	// cond marks the backward ops being emitted as conditional (their forward op was).
 	cond bool
+	// seq is what sequence parallelism's backward gathers again (sequence.go).
+	seq seqState
+	// cache simulates the unified cache's page pool (nil without the cache).
+	cache *cacheState
 }
 
 // group is a set of parameters reduced and updated together: the dense parameters over
@@ -268,7 +285,7 @@ func (lw *lowerer) emit(op Op) {
 	} else {
 		op.Micro = -1
 	}
-	if op.Bytes == 0 && !op.Kind.Collective() && !op.Kind.PointToPoint() {
+	if op.Bytes == 0 && !op.Kind.Collective() && !op.Kind.PointToPoint() && !op.Kind.Moves() {
 		for _, i := range append(append([]int(nil), op.In...), op.Out...) {
 			op.Bytes += lw.p.Buffers[i].Bytes()
 		}
@@ -279,6 +296,9 @@ func (lw *lowerer) emit(op Op) {
 // w is the buffer holding parameter id for the current phase and micro-batch: the
 // persistent tensor, or under ZeRO-3 a gathered copy (gathered by gatherLayer).
 func (lw *lowerer) w(id params.ID) int {
+	if lw.cache != nil {
+		return lw.cacheCopy(id)
+	}
 	if lw.l.ZeRO == 3 {
 		if i, ok := lw.gathered[gatherKey{id, lw.phase, lw.micro}]; ok {
 			return i

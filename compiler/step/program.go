@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/moec-dev/moec/compiler/params"
+	"github.com/moec-dev/moec/compiler/program"
 )
 
 // Kind says what a buffer holds, which decides how long it lives: parameters, gradients
@@ -150,6 +151,7 @@ const (
 	OpGradNorm     OpKind = "grad_norm"   // sum of squares of the gradients this rank counts
 	OpAccumulate   OpKind = "accumulate"  // a += b: a gradient with two consumers
 	OpCopy         OpKind = "copy"        // y = x (a value whose gradient is reduced on its own)
+	OpSeqSlice     OpKind = "seq_slice"   // sequence parallelism: this tp rank's rows of a whole value
 )
 
 // Communication ops.
@@ -162,6 +164,11 @@ const (
 	OpRecv          OpKind = "recv"
 	OpToHost        OpKind = "to_host"
 	OpToDevice      OpKind = "to_device"
+	// The unified cache (cache.go): a unit's parameters into the device working set, a
+	// unit out of it, and device gradients added into their host copies.
+	OpCacheFetch     OpKind = "cache_fetch"
+	OpCacheEvict     OpKind = "cache_evict"
+	OpCacheWriteback OpKind = "cache_writeback"
 )
 
 // Collective reports whether k communicates with other ranks of a group.
@@ -202,8 +209,9 @@ type Op struct {
 	ReduceMax bool
 	// Slots is a route op's capacity per expert (the program's static dispatch size).
 	Slots int
-	// Recomputed marks a forward op run again in the backward (recompute = full): it
-	// writes the same values as the first time and reports nothing new (losses, drops).
+	// Recomputed marks a forward op run again in the backward (recompute = full or
+	// selective): it writes the same values as the first time and reports nothing new
+	// (losses, drops).
 	Recomputed bool
 	FLOPs      int64
 	Bytes      int64 // communication: the bytes this rank sends; compute: bytes read and written
@@ -222,6 +230,9 @@ type Program struct {
 	Memory       MemoryPlan
 	// Layers are the decoder layers this rank's pipeline stage holds, [First, First+Count).
 	FirstLayer, LayerCount int
+	// CacheHits is the unified cache's requests in one step that found their unit on the
+	// device (its misses are the cache_fetch ops).
+	CacheHits int
 }
 
 // Batch is the work of one step on one data-parallel replica.
@@ -239,10 +250,29 @@ type Layout struct {
 	DP, EP, TP, PP int
 	ZeRO           int  // 0..3
 	OffloadOpt     bool // the optimizer states and update live on the host
-	// Recompute keeps only each layer's input from the forward and runs the layer's
-	// forward again just before its backward (recompute = full).
-	Recompute bool
+	// Recompute says which forward values the backward computes again instead of keeping:
+	// full keeps only each layer's input and runs the layer's forward again just before its
+	// backward; selective runs only the attention core again (scores, head mixing,
+	// softmax), just before the backward of its use in AV; none ("" too) keeps everything.
+	Recompute program.Recompute
+	// SequenceParallel (with tp > 1) splits the regions between the tensor-parallel pairs
+	// (norms, residual sums, the router's input) over the tp ranks by token: each holds
+	// 1/tp of the micro-batch's tokens, the f/g all-reduces become an all-gather before the
+	// column-parallel products and a reduce-scatter after the row-parallel ones (Megatron's
+	// sequence parallelism; sequence.go).
+	SequenceParallel bool
+	// Cache runs the unified cache (cache.go); its zero value is none.
+	Cache Cache
 }
+
+// RecomputeFull reports whether each layer's whole forward runs again in the backward.
+func (l Layout) RecomputeFull() bool { return l.Recompute == program.RecomputeFull }
+
+// RecomputeSelective reports whether only the attention core runs again in the backward.
+func (l Layout) RecomputeSelective() bool { return l.Recompute == program.RecomputeSelective }
+
+// SP reports whether sequence parallelism applies (it needs more than one tp rank).
+func (l Layout) SP() bool { return l.SequenceParallel && l.TP > 1 }
 
 // World is the number of ranks.
 func (l Layout) World() int { return l.DP * l.TP * l.PP }
@@ -252,8 +282,14 @@ func (l Layout) String() string {
 	if l.OffloadOpt {
 		s += ", optimizer offloaded"
 	}
-	if l.Recompute {
-		s += ", recompute full"
+	if l.SP() {
+		s += ", sequence parallel"
+	}
+	if l.Recompute != "" && l.Recompute != program.RecomputeNone {
+		s += ", recompute " + string(l.Recompute)
+	}
+	if l.Cache.On() {
+		s += ", " + l.Cache.String()
 	}
 	return s
 }

@@ -17,6 +17,9 @@ type microState struct {
 // order), the gradient reduction and the update.
 func (lw *lowerer) lower() {
 	lw.declareParams()
+	if lw.cache != nil {
+		lw.cacheDeclare()
+	}
 	lw.micros = make([]microState, lw.b.Micro)
 	for _, step := range schedule1F1B(lw.l.PP, lw.c.PP, lw.b.Micro) {
 		if step.forward {
@@ -24,6 +27,9 @@ func (lw *lowerer) lower() {
 		} else {
 			lw.backwardMicro(step.micro)
 		}
+	}
+	if lw.cache != nil {
+		lw.cacheDrop()
 	}
 	lw.reduceAndUpdate()
 }
@@ -75,7 +81,7 @@ func (lw *lowerer) forwardMicro(m int) {
 		lw.gatherModel(params.RoleEmbed, params.RolePositions, params.RoleRouterEmbed)
 		x, rows = lw.embed(tokens)
 	} else {
-		x = lw.act("x_in", KindComm, n, d)
+		x = lw.act("x_in", KindComm, lw.seqTokens(), d)
 		lw.emit(Op{Kind: OpRecv, Phase: Forward, Layer: lw.p.FirstLayer, Out: []int{x}, Peer: lw.peer(lw.c.PP - 1), Group: "pp",
 			Attr: "activations", Bytes: lw.p.Buffers[x].Bytes()})
 	}
@@ -114,6 +120,9 @@ func (lw *lowerer) backwardMicro(m int) {
 		lw.written[dx] = true
 	}
 	lw.backward()
+	if lw.cache != nil {
+		lw.cacheEndUse()
+	}
 	if !first {
 		g, ok := lw.gradOf[st.in]
 		if !ok {
@@ -179,6 +188,10 @@ func (lw *lowerer) gatherParams(layer int, ids []params.ID) {
 
 // gatherLayer gathers layer l's parameters (ZeRO-3).
 func (lw *lowerer) gatherLayer(l int) {
+	if lw.cache != nil {
+		lw.cacheUse(l+1, []int{l + 1})
+		return
+	}
 	if lw.l.ZeRO != 3 {
 		return
 	}
@@ -193,6 +206,10 @@ func (lw *lowerer) gatherLayer(l int) {
 
 // gatherModel gathers the model-level parameters of the given roles (ZeRO-3).
 func (lw *lowerer) gatherModel(roles ...params.Role) {
+	if lw.cache != nil {
+		lw.cacheModel(roles)
+		return
+	}
 	if lw.l.ZeRO != 3 {
 		return
 	}
@@ -212,6 +229,7 @@ func (lw *lowerer) gatherModel(roles ...params.Role) {
 // reduceAndUpdate emits the gradient reduction and the optimizer update of each group.
 func (lw *lowerer) reduceAndUpdate() {
 	lw.micro = -1
+	lw.reduceSequenceGrads()
 	type reduced struct {
 		g      *group
 		ps     []int // the group's whole parameter tensors (none under ZeRO-3)

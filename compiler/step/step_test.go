@@ -12,6 +12,7 @@ import (
 	"github.com/moec-dev/moec/compiler/params"
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/internal/golden"
+	"github.com/moec-dev/moec/internal/pagepool"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -52,7 +53,7 @@ func parseLayout(t *testing.T, line string) layoutCase {
 	for _, f := range strings.Fields(line) {
 		k, v, _ := strings.Cut(f, "=")
 		var n int
-		if k != "stage" && k != "offload" {
+		if k != "stage" && k != "offload" && k != "recompute" && k != "evict" {
 			if _, err := fmt.Sscan(v, &n); err != nil {
 				t.Fatalf("layout %q: %s: %v", line, f, err)
 			}
@@ -78,6 +79,16 @@ func parseLayout(t *testing.T, line string) layoutCase {
 			c.rank = n
 		case "offload":
 			c.layout.OffloadOpt = true
+		case "sp":
+			c.layout.SequenceParallel = n != 0
+		case "recompute":
+			c.layout.Recompute = program.Recompute(v)
+		case "cache":
+			c.layout.Cache.Budget = int64(n)
+		case "page":
+			c.layout.Cache.Page = int64(n)
+		case "evict":
+			c.layout.Cache.Eviction = pagepool.Policy(v)
 		default:
 			t.Fatalf("layout %q: unknown key %s", line, k)
 		}

@@ -9,7 +9,8 @@ import (
 
 // Verify checks one program: every buffer an op reads was written by an earlier op (or
 // holds state from before the step: parameters, gradients, optimizer states, the step's
-// input), and no two buffers live at the same op share arena bytes.
+// input), no two buffers live at the same op share arena bytes, and under the unified
+// cache the device tier's arena is within the budget.
 func Verify(p *Program) error {
 	var errs []error
 	written := make([]bool, len(p.Buffers))
@@ -45,6 +46,9 @@ func Verify(p *Program) error {
 						p.Rank, bx.Name, p.Buffers[j].Name, lt[i], lt[j], tier))
 				}
 			}
+		}
+		if c := p.Layout.Cache; tier == Device && c.On() && p.Memory.Arena[Device] > c.Budget {
+			errs = append(errs, fmt.Errorf("rank %d: the device arena %d (peak of live bytes %d) exceeds the unified cache's budget %d", p.Rank, p.Memory.Arena[Device], p.Memory.Peak[Device], c.Budget))
 		}
 		if p.Memory.Arena[tier] < p.Memory.Peak[tier] {
 			errs = append(errs, fmt.Errorf("rank %d: %s arena %d is smaller than the peak of live bytes %d", p.Rank, tier, p.Memory.Arena[tier], p.Memory.Peak[tier]))

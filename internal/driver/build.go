@@ -177,8 +177,7 @@ func writeStepProgram(dir string, m *program.Model, tr *program.Train, st *progr
 		seq = m.SeqLen
 	}
 	pl := p.Layout
-	l := step.Layout{DP: pl.DP, EP: max(pl.EP, 1), TP: pl.TP, PP: pl.PP, ZeRO: pl.ZeRO, OffloadOpt: pl.Offload == program.OffloadCPU || pl.Memory == program.MemoryUnifiedCache,
-		Recompute: pl.Recompute == program.RecomputeFull}
+	l := planStepLayout(p)
 	b := step.Batch{MicroBatch: pl.MicroBatch, SeqLen: int(seq), Micro: max(pl.GradAccum, 1)}
 	prog, err := step.LowerRank(m, b, l, 0)
 	if err != nil {
@@ -195,4 +194,23 @@ func writeStepProgram(dir string, m *program.Model, tr *program.Train, st *progr
 	}
 	res.Files = append(res.Files, path)
 	return prog, "", nil
+}
+
+// planStepLayout is the step program's layout for the plan's: its recompute mode, and
+// sequence parallelism where the plan assumed it (with tp > 1).
+func planStepLayout(p *plan.Plan) step.Layout {
+	pl := p.Layout
+	return step.Layout{DP: pl.DP, EP: max(pl.EP, 1), TP: pl.TP, PP: pl.PP, ZeRO: pl.ZeRO, OffloadOpt: pl.Offload == program.OffloadCPU || pl.Memory == program.MemoryUnifiedCache,
+		Recompute: pl.Recompute, SequenceParallel: assumes(p, "sequence_parallel")}
+}
+
+// assumes reports whether the plan's assumption name is true (sequence_parallel: the plan
+// counted the tp ranks' activations split by token, so the step program splits them).
+func assumes(p *plan.Plan, name string) bool {
+	for _, a := range p.Assumptions {
+		if a.Name == name {
+			return a.Value == "true"
+		}
+	}
+	return false
 }

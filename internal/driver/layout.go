@@ -4,10 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"runtime"
 	"strconv"
 	"strings"
 
+	"github.com/moec-dev/moec/compiler/features"
 	"github.com/moec-dev/moec/compiler/plan"
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/lang/diag"
@@ -22,8 +22,19 @@ type LayoutRequest struct {
 	Offload         bool   // optimizer states in the host tier
 	Budget          string // unified cache device budget ("" = a quarter of a rank's weights)
 	TP, PP          int    // tensor- and pipeline-parallel sizes (0 = none)
-	Program         bool   // train through step programs even without tp or pp
+	Program         bool   // --step-programs: the default engine, asked for by name
+	// Engine picks the engine: "" (EngineStep's rule: step programs wherever they lower
+	// the layout), EngineStep (step programs, refusing a layout they do not lower) or
+	// EngineHandwritten (the hand-written sharded engine, the step programs' oracle).
+	Engine string
+	SP     bool // sequence parallelism (needs TP > 1)
 }
+
+// The engines `moec run --engine` names.
+const (
+	EngineStep        = "step"
+	EngineHandwritten = "handwritten"
+)
 
 // DefaultCachePage is the unified cache's page when neither the file nor a flag gives one:
 // the language's default (memory = unified_cache(page = 4MiB)).
@@ -50,11 +61,14 @@ func IsUsage(err error) bool {
 	return errors.As(err, &u)
 }
 
-// RunLayout decides how a run is sharded: the ranks come from --ranks, from mpirun, or from
-// the train block's `cluster local { ranks = N }`; the expert-parallel size and ZeRO stage
-// are the plan's choice for those ranks (plan.Local) unless flags override them. It
-// returns nil for a single-rank run, and the plan (nil when none applies) for the
-// memory report. micro is the run's micro-batch (0: the train block's), which the plan
+// RunLayout decides how a run is sharded and which engine trains it: the ranks come from
+// --ranks, from mpirun, or from the train block's `cluster local { ranks = N }`; the
+// expert-parallel size and ZeRO stage are the plan's choice for those ranks (plan.Local)
+// unless flags override them. Step programs train every layout they lower (one rank
+// included); the hand-written engine trains under mpirun, the unified cache, a model the
+// step program does not lower, and when asked for (--engine handwritten). It returns nil
+// for a one-rank run of the hand-written engine, and the plan (nil when none applies) for
+// the memory report. micro is the run's micro-batch (0: the train block's), which the plan
 // must share to predict the activations.
 func RunLayout(prog *program.Program, trainName, stageName string, micro, worldSize int, f LayoutRequest, warn io.Writer) (*train.Sharding, *plan.Plan, error) {
 	ranks := f.Ranks
@@ -76,33 +90,54 @@ func RunLayout(prog *program.Program, trainName, stageName string, micro, worldS
 			}
 		}
 	}
+	tp, pp := max(f.TP, 1), max(f.PP, 1)
+	askedStep := tp > 1 || pp > 1 || f.Program || f.Engine == EngineStep
+	switch f.Engine {
+	case "", EngineStep:
+	case EngineHandwritten:
+		if askedStep {
+			return nil, nil, Usage(diag.Runtimef(diag.ErrBadRunOption, "--engine handwritten with --tp, --pp or --step-programs: tensor and pipeline parallelism run through step programs only"))
+		}
+	default:
+		e := diag.Runtimef(diag.ErrBadRunOption, "--engine %s: the engines are %s and %s", f.Engine, EngineStep, EngineHandwritten)
+		e.Suggestion = "leave --engine out for step programs wherever they lower the layout"
+		return nil, nil, Usage(e)
+	}
+	if tp*pp > 1 && ranks == 0 {
+		ranks = tp * pp
+	}
 	if f.EP > 1 && max(ranks, 1)%f.EP != 0 {
 		// Expert parallelism spreads the experts over ranks: the group must fit the run.
 		e := diag.Runtimef(diag.ErrBadRunOption, "--ep %d: an expert-parallel group of %d ranks does not divide the run's %d rank(s)", f.EP, f.EP, max(ranks, 1))
 		e.Suggestion = fmt.Sprintf("pass --ranks %d or a multiple of it, or drop --ep", f.EP)
 		return nil, nil, e
 	}
-	if f.TP > 1 || f.PP > 1 || f.Program {
-		// Step programs: the ranks are dp × tp × pp (dp 1 unless --ranks says more); the
-		// executor runs exactly the memory its programs plan, reported per rank.
-		if ranks == 0 {
-			ranks = max(f.TP, 1) * max(f.PP, 1)
-		}
-		if f.Budget != "" {
-			return nil, nil, Usage(diag.Runtimef(diag.ErrBadRunOption, "--tp, --pp and --step-programs do not run the unified cache yet"))
-		}
-		l := &train.Sharding{Ranks: ranks, EP: max(f.EP, 1), ZeRO: f.ZeRO, Offload: f.Offload, TP: f.TP, PP: f.PP, Program: f.Program}
-		if tp, pp := max(f.TP, 1), max(f.PP, 1); ranks%(tp*pp) != 0 {
+	if f.SP && f.TP <= 1 {
+		e := diag.Runtimef(diag.ErrBadRunOption, "--sp splits what the tensor-parallel ranks replicate, and this run has no tensor parallelism")
+		e.Suggestion = "pass --tp 2 (or more) with --sp, or drop --sp"
+		return nil, nil, Usage(e)
+	}
+	if f.Budget != "" && f.Engine != EngineHandwritten {
+		// The step programs' unified cache: the budget bounds each rank's device arena,
+		// in the file's pages and policy where its train block declares the cache.
+		if max(ranks, 1)%(tp*pp) != 0 {
 			e := diag.Runtimef(diag.ErrBadRunOption, "--ranks %d is not a multiple of tp %d × pp %d", ranks, tp, pp)
 			e.Suggestion = fmt.Sprintf("pass --ranks %d or a multiple of it", tp*pp)
 			return nil, nil, e
 		}
+		c, err := stepCache(tr, f.Budget)
+		if err != nil {
+			return nil, nil, err
+		}
+		l := &train.Sharding{Ranks: max(ranks, 1), EP: max(f.EP, 1), ZeRO: f.ZeRO, Offload: f.Offload, TP: f.TP, PP: f.PP, Program: true, SP: f.SP, Cache: c}
 		return l, nil, nil
 	}
-	if ranks <= 1 && f.EP <= 1 && f.ZeRO == 0 && !f.Offload && f.Budget == "" {
-		return nil, nil, nil
+	if max(ranks, 1)%(tp*pp) != 0 {
+		e := diag.Runtimef(diag.ErrBadRunOption, "--ranks %d is not a multiple of tp %d × pp %d", ranks, tp, pp)
+		e.Suggestion = fmt.Sprintf("pass --ranks %d or a multiple of it", tp*pp)
+		return nil, nil, e
 	}
-	l := &train.Sharding{Ranks: max(ranks, 1), EP: max(f.EP, 1), ZeRO: f.ZeRO, Offload: f.Offload}
+	l := &train.Sharding{Ranks: max(ranks, 1), EP: max(f.EP, 1), ZeRO: f.ZeRO, Offload: f.Offload, TP: f.TP, PP: f.PP, SP: f.SP}
 	// The file's memory block: offload keeps the optimizer states in the host tier, and the
 	// unified cache partitions every state (ZeRO-3, host as backing store) with a device
 	// page pool of gathered units over a small budget.
@@ -112,7 +147,13 @@ func RunLayout(prog *program.Program, trainName, stageName string, micro, worldS
 			l.Offload = true
 		}
 		if tr.Memory.Kind == "unified_cache" {
-			l.Cache = &train.CacheConfig{Page: tr.Memory.CachePage, Eviction: string(tr.Memory.Eviction)}
+			if askedStep {
+				// Step programs do not run the cache yet: what they lower of it.
+				fmt.Fprintf(warn, "moec: step programs do not run the unified cache yet; %s stage %s trains with every state partitioned (ZeRO 3) and the optimizer offloaded\n", tr.Name, stageName)
+				l.ZeRO, l.Offload, zeroSet = 3, true, true
+			} else {
+				l.Cache = &train.CacheConfig{Page: tr.Memory.CachePage, Eviction: string(tr.Memory.Eviction)}
+			}
 		}
 	}
 	if f.Budget != "" {
@@ -139,11 +180,33 @@ func RunLayout(prog *program.Program, trainName, stageName string, micro, worldS
 	if l.Offload && l.ZeRO == 0 {
 		l.ZeRO = 1
 	}
+	// The engine: step programs where they lower the layout, unless asked otherwise.
+	switch {
+	case askedStep:
+		l.Program = true // a layout they do not lower is refused by name (E0509, E0510)
+	case f.Engine == EngineHandwritten, l.Cache != nil:
+		// The hand-written engine: asked for, or the file's unified cache without a
+		// --cache-budget (step programs need the device budget to lower the cache; with
+		// one they run it, above).
+	case prog == nil:
+		// No program to check the model against (experiment arms): the hand-written
+		// engine, as the arms were trained before step programs became the default.
+	case st != nil:
+		m := program.StageModel(prog.Models[tr.Model], st)
+		if refused := stepRefusals(m); refused != "" {
+			fmt.Fprintf(warn, "moec: the step program does not lower %s; %s stage %s trains through the hand-written engine\n", refused, tr.Name, st.Name)
+		} else {
+			l.Program = true
+		}
+	}
+	if !l.Program && l.Ranks <= 1 && l.EP <= 1 && l.ZeRO == 0 && !l.Offload && l.Cache == nil {
+		return nil, nil, nil // one hand-written rank
+	}
 	// The plan for exactly this layout: its choice of expert-parallel size and ZeRO stage
 	// where the flags leave them open, and the per-rank bytes the run is held against.
 	var p *plan.Plan
 	if tr != nil && st != nil {
-		opts := plan.LocalOptions{EP: f.EP, ZeRO: l.ZeRO, ZeROSet: zeroSet, Offload: l.Offload, Workers: runtime.GOMAXPROCS(0), MicroBatch: micro}
+		opts := plan.LocalOptions{EP: f.EP, ZeRO: l.ZeRO, ZeROSet: zeroSet, Offload: l.Offload, TP: f.TP, PP: f.PP, MicroBatch: micro}
 		p0, ds := plan.LocalWith(prog, tr, st, l.Ranks, opts)
 		if ds.HasErrors() || p0 == nil {
 			// The run does not need the plan; the user should still learn why there is no
@@ -177,18 +240,34 @@ func RunLayout(prog *program.Program, trainName, stageName string, micro, worldS
 	return l, p, nil
 }
 
+// stepRefusals names the features the step program does not lower for m on one rank (the
+// step column of the features table), "" when it lowers them all.
+func stepRefusals(m *program.Model) string {
+	var names []string
+	for _, g := range features.Refusals(m, features.Step, features.Layout{TP: 1, PP: 1}) {
+		names = append(names, g.Feature.Name)
+	}
+	return strings.Join(names, ", ")
+}
+
 // ResumeLayout decides the layout of a resumed run: the one its run.json records unless a
-// layout flag (or mpirun) gives another, which is legal since checkpoints load under any
-// layout. The plan is made again from the program the run folder stores, for the run's
-// own micro-batch.
+// layout flag (or mpirun with another number of processes) gives another, which is legal
+// since checkpoints load under any layout. The plan is made again from the program the run
+// folder stores, for the run's own micro-batch.
 func ResumeLayout(spec *train.Spec, f LayoutRequest, flagsGiven bool, worldSize int, warn io.Writer) (*train.Sharding, *plan.Plan, error) {
 	prog, tr, st, err := spec.Program()
 	if err != nil {
 		return nil, nil, err
 	}
-	if rec := spec.Layout; rec != nil && !flagsGiven && worldSize == 0 {
+	if rec := spec.Layout; rec != nil && !flagsGiven && (worldSize == 0 || rec.Ranks == worldSize) {
 		f.Ranks, f.EP, f.ZeRO, f.ZeROSet, f.Offload, f.Budget = rec.Ranks, rec.EP, rec.ZeRO, true, rec.Offload, ""
-		f.TP, f.PP, f.Program = rec.TP, rec.PP, rec.Program
+		f.TP, f.PP, f.SP = rec.TP, rec.PP, rec.SP
+		// The run continues on the engine it ran on (a run recorded before step programs
+		// were the default ran on the hand-written engine).
+		f.Program, f.Engine = false, EngineHandwritten
+		if rec.Program {
+			f.Engine = EngineStep
+		}
 		if rec.CacheBudget > 0 {
 			f.Budget = strconv.FormatInt(rec.CacheBudget, 10)
 		}
@@ -215,4 +294,26 @@ func ParseBytes(s string) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("%q is not a size", s)
+}
+
+// stepCache is the unified cache of a step-program run with the device budget given by
+// --cache-budget: the train block's page and eviction policy when it declares
+// memory = unified_cache, else the language's default (4 MiB pages, lru). The page does
+// not follow the budget, so the smallest budget a refusal names is the one that runs.
+func stepCache(tr *program.Train, budget string) (*train.CacheConfig, error) {
+	b, err := ParseBytes(budget)
+	if err != nil {
+		return nil, Usage(diag.RuntimeWrap(diag.ErrBadRunOption, err, "--cache-budget"))
+	}
+	if b <= 0 {
+		return nil, Usage(diag.Runtimef(diag.ErrBadRunOption, "--cache-budget %s: the unified cache needs a positive device budget", budget))
+	}
+	c := &train.CacheConfig{Budget: b, Eviction: string(program.EvictLRU), Page: DefaultCachePage}
+	if tr != nil && tr.Memory.Kind == program.MemoryUnifiedCache {
+		c.Page, c.Eviction = tr.Memory.CachePage, string(tr.Memory.Eviction)
+		if c.Page <= 0 {
+			c.Page = DefaultCachePage
+		}
+	}
+	return c, nil
 }

@@ -12,6 +12,7 @@ var planCodes = []Info{
 	{"E0508", "the cluster's device lacks a value the planner needs (peak FLOP/s at the precision, memory bandwidth)"},
 	{"E0509", "a parallel layout does not divide what it splits (tp and heads, pp and layers, ep and experts, ranks and the batch); the message names the axis, the size and what it must divide"},
 	{"E0510", "the step program cannot lower a model feature for this backend; the message names the feature and the backend"},
+	{"E0511", "the unified cache's device budget cannot hold one unit (the embedding, a layer, the head) beside the step's other device buffers; the message names the unit, its pages and the smallest budget"},
 	{"E0599", "internal planner error (a bug in moec: please report it)"},
 	{BackendGap, "a backend moec generates code or exports for does not honour (or only approximates) a model feature; the message names the feature, the backend and why (see the features table in report.md)"},
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/lang/diag"
 	"github.com/moec-dev/moec/runtime/safetensors"

@@ -20,6 +20,9 @@ type Comm interface {
 	// MPI picks its own order, so its last bits may differ from the in-process sum).
 	AllReduceF32(x []float32) error
 	AllReduceF64(x []float64) error
+	// AllReduceMaxF32 replaces x on every rank by the element-wise maximum of every
+	// rank's x (the same bits everywhere: a maximum does not depend on the order).
+	AllReduceMaxF32(x []float32) error
 	// AllGather writes every rank's send (all of one length) into recv in rank order:
 	// len(recv) = Size()·len(send).
 	AllGather(send, recv []byte) error
@@ -27,6 +30,13 @@ type Comm interface {
 	// rank p's block for this rank into recv[recvOff[p]:recvOff[p]+recvCount[p]]. Counts
 	// and offsets are in bytes; the receiver must know the sizes (exchange them first).
 	AllToAllV(send []byte, sendCount, sendOff []int, recv []byte, recvCount, recvOff []int) error
+	// SendF32 sends a copy of x to group rank to with tag, and returns without waiting
+	// for the receiver (x may change at once). Messages from one rank to another with the
+	// same tag arrive in the order they were sent.
+	SendF32(to, tag int, x []float32) error
+	// RecvF32 waits for the next message from group rank from with tag and copies it into
+	// x; a message of another length is an error.
+	RecvF32(from, tag int, x []float32) error
 	// Barrier returns once every rank has called it.
 	Barrier() error
 	// Split partitions the group: ranks that pass the same color form a new group, ordered
@@ -40,7 +50,7 @@ type Comm interface {
 // Error is a failed collective: which rank saw it, in which op on which group, and why.
 type Error struct {
 	Rank    int    // world rank that reports it
-	Op      string // "all_reduce", "all_gather", "all_to_all", "barrier", "split"
+	Op      string // "all_reduce", "all_gather", "all_to_all", "send", "recv", "barrier", "split"
 	Group   string
 	Timeout time.Duration // set when the op timed out
 	Missing []int         // world ranks that had not arrived when it timed out (empty under MPI)

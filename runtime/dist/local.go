@@ -17,7 +17,7 @@ func Local(n int, timeout time.Duration) ([]Comm, error) {
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
-	w := &world{size: n, timeout: timeout, aborted: make(chan struct{}), failed: -1, groups: map[string]*group{}}
+	w := &world{size: n, timeout: timeout, aborted: make(chan struct{}), failed: -1, groups: map[string]*group{}, mail: map[mailKey]*mailbox{}}
 	members := make([]int, n)
 	for i := range members {
 		members[i] = i
@@ -40,6 +40,7 @@ type world struct {
 	failed  int           // world rank that aborted first
 	cause   error
 	groups  map[string]*group
+	mail    map[mailKey]*mailbox
 }
 
 func (w *world) abort(rank int, err error) {
@@ -192,13 +193,18 @@ func (c *localComm) wait(ch chan struct{}, deadline *time.Timer, op string, miss
 	}
 }
 
-func (c *localComm) AllReduceF32(x []float32) error { return allReduce(c, "all_reduce", x) }
+func (c *localComm) AllReduceF32(x []float32) error { return allReduce(c, "all_reduce", x, false) }
 
-func (c *localComm) AllReduceF64(x []float64) error { return allReduce(c, "all_reduce_f64", x) }
+func (c *localComm) AllReduceF64(x []float64) error { return allReduce(c, "all_reduce_f64", x, false) }
 
-// allReduce sums every rank's x in rank order into a scratch buffer the rank keeps, and
-// copies the sum into x once every rank has read x (meet waits for that).
-func allReduce[T float32 | float64](c *localComm, op string, x []T) error {
+func (c *localComm) AllReduceMaxF32(x []float32) error {
+	return allReduce(c, "all_reduce_max", x, true)
+}
+
+// allReduce sums every rank's x in rank order (or takes the maximum) into a scratch buffer
+// the rank keeps, and copies the result into x once every rank has read x (meet waits for
+// that).
+func allReduce[T float32 | float64](c *localComm, op string, x []T, takeMax bool) error {
 	sum, _ := c.scratch.([]T)
 	if cap(sum) < len(x) {
 		sum = make([]T, len(x))
@@ -214,9 +220,13 @@ func allReduce[T float32 | float64](c *localComm, op string, x []T) error {
 			}
 		}
 		for i := range sum {
-			var v T
-			for _, y := range xs {
-				v += y[i]
+			v := xs[0][i]
+			for _, y := range xs[1:] {
+				if takeMax {
+					v = max(v, y[i])
+				} else {
+					v += y[i]
+				}
 			}
 			sum[i] = v
 		}

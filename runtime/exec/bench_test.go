@@ -2,6 +2,7 @@ package exec
 
 import (
 	"testing"
+	"time"
 
 	"github.com/moec-dev/moec/compiler/step"
 	"github.com/moec-dev/moec/runtime/nn"
@@ -49,5 +50,57 @@ func BenchmarkStep(b *testing.B) {
 			}
 		}
 		b.ReportMetric(float64(8*128*b.N)/b.Elapsed().Seconds(), "tok/s")
+	})
+}
+
+// BenchmarkPrompt reads one 128-token prompt into the KV caches of hunyuan_tiny's
+// eight-expert stage on one rank: by the prefill program, position by position through
+// the decoding step's program, and position by position through runtime/nn's Decoder.
+func BenchmarkPrompt(b *testing.B) {
+	const T = 128
+	m := hunyuanTiny(b, 8)
+	net, err := nn.New(m, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	prompt := randomTokens(1, T, 256, 1)[:T]
+	ld, err := NewLocalDecoder(m, 1, T, step.Layout{DP: 1, EP: 1, TP: 1, PP: 1}, time.Minute)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := ld.Load(tensorsOf(net)); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("prefill", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			if _, err := ld.Prefill([][]int32{prompt}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(T*b.N)/b.Elapsed().Seconds(), "tok/s")
+	})
+	b.Run("decode-steps", func(b *testing.B) {
+		pos := []int{0}
+		for i := 0; i < b.N; i++ {
+			for p, tok := range prompt {
+				pos[0] = p
+				if _, err := ld.Decode([]int32{tok}, pos); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		b.ReportMetric(float64(T*b.N)/b.Elapsed().Seconds(), "tok/s")
+	})
+	b.Run("hand-written-steps", func(b *testing.B) {
+		dec := net.NewDecoder(1, T)
+		for i := 0; i < b.N; i++ {
+			dec.Reset()
+			for _, tok := range prompt {
+				if _, err := dec.Step([]int32{tok}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		b.ReportMetric(float64(T*b.N)/b.Elapsed().Seconds(), "tok/s")
 	})
 }

@@ -38,8 +38,12 @@ type group struct {
 	pos   int
 }
 
-// communicate runs a collective or a pipeline message through the rank's Comm.
+// communicate runs a collective or a pipeline message through the rank's Comm (shared
+// memory) or its message-passing communicator (NewOver).
 func (e *Executor) communicate(op *step.Op) error {
+	if e.msg != nil {
+		return e.msg.communicate(e, op)
+	}
 	if e.comm == nil {
 		return fmt.Errorf("%s over %s, but the executor has no communicator", op.Kind, op.Group)
 	}
@@ -53,12 +57,18 @@ func (e *Executor) communicate(op *step.Op) error {
 	if err != nil {
 		return err
 	}
+	if op.Sequence() {
+		return e.sequenceCollective(op, members, pos) // kernels_sequence.go
+	}
 	switch op.Kind {
 	case step.OpAllReduce:
 		return e.allReduce(op, members, pos)
 	case step.OpAllToAllV:
 		return e.allToAll(op, members, pos)
 	case step.OpAllGather:
+		if op.Attr == step.AttrGatherVocab {
+			return e.gatherVocab(op, members, pos)
+		}
 		return e.allGather(op, members, pos)
 	case step.OpReduceScatter:
 		return e.reduceScatter(op, members, pos)

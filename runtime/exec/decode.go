@@ -4,38 +4,157 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/step"
 	"github.com/moec-dev/moec/runtime/blas"
 )
 
-// Decode runs a decoding step program (step.LowerDecode): tokens[i] joins sequence i at
-// position pos, and the next-token logits of every sequence come back ([batch, vocab],
-// reused by the next call). The KV caches are the program's persistent buffers.
+// Decode runs a decoding step program (step.LowerDecode) with every sequence at
+// position pos: tokens[i] joins sequence i, and the next-token logits of every sequence
+// come back ([batch, vocab], reused by the next call). The KV caches are the program's
+// persistent buffers.
 func (e *Executor) Decode(tokens []int32, pos int) ([]float32, error) {
+	at := e.named("pos")
+	if at < 0 {
+		return nil, fmt.Errorf("exec: program %s is not a decoding step", e.p.Model)
+	}
+	for i := range e.i32[at] {
+		e.i32[at][i] = int32(pos)
+	}
+	return e.decode(tokens, at)
+}
+
+// DecodeAt is Decode with sequence i at position pos[i]: each sequence attends to the
+// cached positions [0, pos[i]] (a prefill of prompts of different lengths leaves each
+// sequence at its own position).
+func (e *Executor) DecodeAt(tokens []int32, pos []int) ([]float32, error) {
+	at := e.named("pos")
+	if at < 0 {
+		return nil, fmt.Errorf("exec: program %s is not a decoding step", e.p.Model)
+	}
+	if len(pos) != len(e.i32[at]) {
+		return nil, fmt.Errorf("exec: %d positions for %d sequences", len(pos), len(e.i32[at]))
+	}
+	for i, p := range pos {
+		e.i32[at][i] = int32(p)
+	}
+	return e.decode(tokens, at)
+}
+
+func (e *Executor) decode(tokens []int32, at int) ([]float32, error) {
 	p := e.p
-	tok, at, logits := e.named("tokens@0"), e.named("pos"), e.named("logits@0")
-	if tok < 0 || at < 0 || logits < 0 {
+	tok, logits := e.named("tokens@0"), e.named("logits@0")
+	if tok < 0 || logits < 0 {
 		return nil, fmt.Errorf("exec: program %s is not a decoding step", p.Model)
 	}
 	if len(tokens) != len(e.i32[tok]) {
 		return nil, fmt.Errorf("exec: %d tokens for %d sequences", len(tokens), len(e.i32[tok]))
 	}
-	if maxLen := e.p.Buffers[e.named("L0.k_cache")].Shape[1]; pos < 0 || pos >= maxLen || e.d.MaxPos > 0 && pos >= e.d.MaxPos {
-		return nil, fmt.Errorf("exec: position %d outside the cache of %d positions", pos, maxLen)
-	}
-	for i, t := range tokens {
-		if t < 0 || int(t) >= e.d.V {
-			return nil, fmt.Errorf("exec: token %d of sequence %d outside the vocabulary of %d", t, i, e.d.V)
+	maxLen := e.p.Buffers[e.named("L0.k_cache")].Shape[1]
+	for i, pos := range e.i32[at] {
+		if pos < 0 || int(pos) >= maxLen || e.d.MaxPos > 0 && int(pos) >= e.d.MaxPos {
+			return nil, fmt.Errorf("exec: position %d of sequence %d outside the cache of %d positions", pos, i, maxLen)
 		}
 	}
+	if err := e.checkTokens(tokens); err != nil {
+		return nil, err
+	}
 	copy(e.i32[tok], tokens)
-	e.i32[at][0] = int32(pos)
-	for i := range p.Ops {
-		if err := e.run(&p.Ops[i]); err != nil {
-			return nil, fmt.Errorf("exec: op %d (%s): %w", i, p.Ops[i].Kind, err)
+	return e.runInference(logits)
+}
+
+// Prefill runs a prefill program (step.LowerPrefill): prompts[i], of 1 to the program's
+// prompt positions, fills sequence i's KV caches from position 0, and the logits of each
+// prompt's last position come back ([batch, vocab], reused by the next call). Shorter
+// prompts are padded at the end: causal attention keeps the padding out of every real
+// position, and decoding sequence i goes on at position len(prompts[i]), overwriting it.
+func (e *Executor) Prefill(prompts [][]int32) ([]float32, error) {
+	p := e.p
+	tok, lengths, logits := e.named("tokens@0"), e.named("lengths"), e.named("logits@0")
+	if tok < 0 || lengths < 0 || logits < 0 {
+		return nil, fmt.Errorf("exec: program %s is not a prefill", p.Model)
+	}
+	B, T := p.Batch.MicroBatch, p.Batch.SeqLen
+	if len(prompts) != B {
+		return nil, fmt.Errorf("exec: %d prompts for a prefill of %d sequences", len(prompts), B)
+	}
+	clear(e.i32[tok])
+	for i, pr := range prompts {
+		if len(pr) < 1 || len(pr) > T {
+			return nil, fmt.Errorf("exec: prompt %d has %d tokens, the prefill takes 1 to %d", i, len(pr), T)
+		}
+		if err := e.checkTokens(pr); err != nil {
+			return nil, err
+		}
+		copy(e.i32[tok][i*T:], pr)
+		e.i32[lengths][i] = int32(len(pr))
+	}
+	return e.runInference(logits)
+}
+
+func (e *Executor) checkTokens(tokens []int32) error {
+	for i, t := range tokens {
+		if t < 0 || int(t) >= e.d.V {
+			return fmt.Errorf("exec: token %d at %d outside the vocabulary of %d", t, i, e.d.V)
+		}
+	}
+	return nil
+}
+
+func (e *Executor) runInference(logits int) ([]float32, error) {
+	for i := range e.p.Ops {
+		if err := e.run(&e.p.Ops[i]); err != nil {
+			return nil, fmt.Errorf("exec: rank %d op %d (%s): %w", e.p.Rank, i, e.p.Ops[i].Kind, err)
 		}
 	}
 	return e.f32[logits], nil
+}
+
+// NewSharing is New for a program whose persistent buffers (weights, KV caches) are
+// base's of the same name: a prefill program shares its decoding program's weights and
+// fills the caches the decoding steps read. Weights are loaded into base alone. An
+// inference program's memory plan puts the persistent buffers below the rest
+// (step.LowerInference), so only the arena above them is allocated.
+func NewSharing(p *step.Program, m *program.Model, comm Comm, base *Executor) (*Executor, error) {
+	var shared int64
+	for _, b := range p.Buffers {
+		if b.Kind.Persistent() {
+			shared = max(shared, b.Offset+b.Bytes())
+		}
+	}
+	shared = (shared + 63) / 64 * 64 // the arena's alignment, on which the rest begins
+	own := *p
+	own.Buffers = make([]*step.Buffer, len(p.Buffers))
+	own.Memory.Lifetime = append([][2]int(nil), p.Memory.Lifetime...)
+	own.Memory.Arena[step.Device] -= shared
+	for i, b := range p.Buffers {
+		c := *b
+		own.Buffers[i] = &c
+		switch {
+		case b.Kind.Persistent():
+			own.Memory.Lifetime[i] = [2]int{-1, -1} // not in this executor's arena
+		case b.Tier == step.Device && own.Memory.Lifetime[i][0] >= 0:
+			if b.Offset < shared {
+				return nil, fmt.Errorf("exec: %s's buffer %s lies among the shared persistent buffers", p.Model, b.Name)
+			}
+			c.Offset -= shared
+		}
+	}
+	e, err := New(&own, m, comm)
+	if err != nil {
+		return nil, err
+	}
+	for i, b := range p.Buffers {
+		if !b.Kind.Persistent() || p.Memory.Lifetime[i][0] < 0 {
+			continue
+		}
+		j := base.named(b.Name)
+		if j < 0 || base.p.Buffers[j].Elements() != b.Elements() || base.f32[j] == nil {
+			return nil, fmt.Errorf("exec: %s has no buffer %s %v to share", base.p.Model, b.Name, b.Shape)
+		}
+		e.f32[i] = base.f32[j]
+	}
+	return e, nil
 }
 
 func (e *Executor) named(name string) int {
@@ -47,21 +166,27 @@ func (e *Executor) named(name string) int {
 	return -1
 }
 
-// rotaryAt rotates every sequence's query and key row by position pos.
-func (e *Executor) rotaryAt(q, k []float32, pos int) {
+// rotaryAt rotates sequence i's query and key rows by its position pos[i].
+func (e *Executor) rotaryAt(q, k []float32, pos []int32) {
 	half, dh := e.d.Dh/2, e.d.Dh
-	if (pos+1)*half > len(e.cos) {
-		e.growRope(pos + 1)
+	for _, p := range pos {
+		if (int(p)+1)*half > len(e.cos) {
+			e.growRope(int(p) + 1)
+		}
 	}
-	cs, sn := e.cos[pos*half:(pos+1)*half], e.sin[pos*half:(pos+1)*half]
 	for _, x := range [][]float32{q, k} {
-		for h := 0; h < len(x)/dh; h++ {
-			v := x[h*dh : (h+1)*dh]
-			for i := 0; i < half; i++ {
-				c, s := float32(cs[i]), float32(sn[i])
-				a, b := v[i], v[i+half]
-				v[i] = a*c - b*s
-				v[i+half] = b*c + a*s
+		n := len(x) / len(pos)
+		for i, p := range pos {
+			cs, sn := e.cos[int(p)*half:(int(p)+1)*half], e.sin[int(p)*half:(int(p)+1)*half]
+			row := x[i*n : (i+1)*n]
+			for h := 0; h < n/dh; h++ {
+				v := row[h*dh : (h+1)*dh]
+				for j := 0; j < half; j++ {
+					c, s := float32(cs[j]), float32(sn[j])
+					a, b := v[j], v[j+half]
+					v[j] = a*c - b*s
+					v[j+half] = b*c + a*s
+				}
 			}
 		}
 	}
@@ -80,24 +205,69 @@ func (e *Kernels) growRope(n int) {
 	}
 }
 
-// kvAppend writes each sequence's key and value row at the step's position in the caches.
+// kvAppend writes each sequence's key and value row at its position in the caches.
 func (e *Executor) kvAppend(op *step.Op) {
-	k, v, pos := e.f32[op.In[0]], e.f32[op.In[1]], int(e.i32[op.In[2]][0])
+	k, v, pos := e.f32[op.In[0]], e.f32[op.In[1]], e.i32[op.In[2]]
 	kc, vc := e.f32[op.Out[0]], e.f32[op.Out[1]]
-	sh := e.p.Buffers[op.Out[0]].Shape // [batch, maxLen, KV·Dh]
+	sh := e.p.Buffers[op.Out[0]].Shape // [batch, maxLen, local KV·Dh]
 	maxLen, w := sh[1], sh[2]
 	for i := 0; i < sh[0]; i++ {
-		at := (i*maxLen + pos) * w
+		at := (i*maxLen + int(pos[i])) * w
 		copy(kc[at:at+w], k[i*w:(i+1)*w])
 		copy(vc[at:at+w], v[i*w:(i+1)*w])
 	}
 }
 
-// attnDecode: each sequence's query against its cached keys 0..pos (per head, with
+// kvWrite writes every prompt position's key and value rows to the caches' positions
+// 0..T−1.
+func (e *Executor) kvWrite(op *step.Op) {
+	k, v := e.f32[op.In[0]], e.f32[op.In[1]]
+	kc, vc := e.f32[op.Out[0]], e.f32[op.Out[1]]
+	sh := e.p.Buffers[op.Out[0]].Shape
+	maxLen, w, T := sh[1], sh[2], e.p.Batch.SeqLen
+	for i := 0; i < sh[0]; i++ {
+		copy(kc[i*maxLen*w:(i*maxLen+T)*w], k[i*T*w:(i+1)*T*w])
+		copy(vc[i*maxLen*w:(i*maxLen+T)*w], v[i*T*w:(i+1)*T*w])
+	}
+}
+
+// lastRows copies each sequence's row at its last prompt position.
+func (e *Executor) lastRows(op *step.Op) {
+	x, lengths, y := e.f32[op.In[0]], e.i32[op.In[1]], e.f32[op.Out[0]]
+	T := e.p.Batch.SeqLen
+	w := len(y) / len(lengths)
+	for i, n := range lengths {
+		r := i*T + int(n) - 1
+		copy(y[i*w:(i+1)*w], x[r*w:(r+1)*w])
+	}
+}
+
+// gatherVocab assembles the logits from the tp ranks' vocabulary slices: rank r's
+// [rows, V/tp] become columns r·V/tp.. of [rows, V].
+func (e *Executor) gatherVocab(op *step.Op, members []int, _ int) error {
+	vals, err := e.comm.Share(members, e.f32[op.In[0]])
+	if err != nil {
+		return err
+	}
+	dst := e.f32[op.Out[0]]
+	part := len(e.f32[op.In[0]])
+	rows := e.p.Buffers[op.Out[0]].Shape[0]
+	w := part / rows
+	V := w * len(members)
+	for r, v := range vals {
+		src := v.([]float32)
+		for i := 0; i < rows; i++ {
+			copy(dst[i*V+r*w:i*V+(r+1)*w], src[i*w:(i+1)*w])
+		}
+	}
+	return e.comm.Barrier(members)
+}
+
+// attnDecode: each sequence's query against its cached keys 0..pos[i] (per head, with
 // talking-heads mixing around the softmax when the op has the mixing weights), then the
 // weighted sum of the cached values.
 func (e *Executor) attnDecode(op *step.Op) {
-	q, kc, vc, pos := e.f32[op.In[0]], e.f32[op.In[1]], e.f32[op.In[2]], int(e.i32[op.In[3]][0])
+	q, kc, vc, positions := e.f32[op.In[0]], e.f32[op.In[1]], e.f32[op.In[2]], e.i32[op.In[3]]
 	var pre, post []float32
 	if len(op.In) > 5 {
 		pre, post = e.f32[op.In[4]], e.f32[op.In[5]]
@@ -108,10 +278,10 @@ func (e *Executor) attnDecode(op *step.Op) {
 	Dh := e.d.Dh
 	H := len(q) / (B * Dh)
 	KV := kvd / Dh
-	span := pos + 1
-	sc := grow(&e.scratch.dst, 2*H*span)
 	scale := float32(1 / math.Sqrt(float64(Dh)))
 	for i := 0; i < B; i++ {
+		span := int(positions[i]) + 1
+		sc := grow(&e.scratch.dst, 2*H*span)
 		s, mix := sc[:H*span], sc[H*span:]
 		kci, vci := kc[i*maxLen*kvd:], vc[i*maxLen*kvd:]
 		for h := 0; h < H; h++ {
@@ -132,8 +302,15 @@ func (e *Executor) attnDecode(op *step.Op) {
 		}
 		o := out[i*H*Dh : (i+1)*H*Dh]
 		for h := 0; h < H; h++ {
+			// Σ_j p_j·v_j in Go: one row is too small a product to hand to blas.
 			g := h / (H / KV)
-			blas.Gemm(false, false, 1, Dh, span, 1, probs[h*span:], span, vci[g*Dh:], kvd, 0, o[h*Dh:], Dh)
+			oh := o[h*Dh : (h+1)*Dh]
+			clear(oh)
+			for j, pj := range probs[h*span : (h+1)*span] {
+				for c, v := range vci[j*kvd+g*Dh : j*kvd+(g+1)*Dh] {
+					oh[c] += pj * v
+				}
+			}
 		}
 	}
 }
@@ -167,5 +344,30 @@ func softmaxInPlace(row []float32) {
 	inv := 1 / sum
 	for j := range row {
 		row[j] = float32(float64(row[j]) * inv)
+	}
+}
+
+// filledRowsMM is y = x·wᵀ over R rows of which only the non-zero ones are multiplied, in
+// runs of consecutive rows: a zero row's product is zero.
+func filledRowsMM(x, w, y []float32, R, o, k int) {
+	zero := func(r int) bool {
+		for _, v := range x[r*k : (r+1)*k] {
+			if v != 0 {
+				return false
+			}
+		}
+		return true
+	}
+	for r := 0; r < R; {
+		if zero(r) {
+			clear(y[r*o : (r+1)*o])
+			r++
+			continue
+		}
+		s := r
+		for r < R && !zero(r) {
+			r++
+		}
+		blas.Gemm(false, true, r-s, o, k, 1, x[s*k:], k, w, k, 0, y[s*o:], o)
 	}
 }

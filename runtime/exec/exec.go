@@ -20,6 +20,8 @@ type Executor struct {
 	f32  [][]float32 // each buffer's view (nil for int32 buffers)
 	i32  [][]int32
 	comm Comm
+	// msg, when set, carries the rank's communication over a dist.Comm instead (NewOver).
+	msg *messages
 	// byParam finds a parameter's persistent buffer and gradient.
 	param, grad map[params.ID]int
 	// groups caches each collective group's members, found on first use.
@@ -31,15 +33,21 @@ type Executor struct {
 	counted   []countPiece
 	pieces    []piece
 	updated   bool
+	// arenaBytes is what New allocated for each tier's arena.
+	arenaBytes [2]int64
 }
+
+// ArenaBytes is the bytes New allocated for each tier's arena (step.Device, step.Host):
+// every buffer of the program lives there.
+func (e *Executor) ArenaBytes() [2]int64 { return e.arenaBytes }
 
 // scratch holds reusable working arrays of the kernels (each kernel uses its own).
 type scratch struct {
-	order     []int
-	next      []int32
-	fe, acc   []float64
-	dst, xhat []float32
-	w, b      [][]float32
+	order   []int
+	next    []int32
+	fe, acc []float64
+	dst     []float32
+	w, b    [][]float32
 }
 
 func grow[T any](s *[]T, n int) []T {
@@ -64,6 +72,9 @@ type Stats struct {
 	// GradNorm and LR are the update's global gradient norm (before clipping) and
 	// learning rate; zero without an optimizer.
 	GradNorm, LR float64
+	// CacheMoved is the bytes the unified cache's fetches and write-backs copied between
+	// the host and device tiers (summed over the ranks by Local.Step).
+	CacheMoved int64
 }
 
 // New prepares p for execution: the arenas, each buffer's view and the rotary tables.
@@ -79,6 +90,7 @@ func New(p *step.Program, m *program.Model, comm Comm) (*Executor, error) {
 	var arenas [2][]float32
 	for t := range arenas {
 		arenas[t] = make([]float32, (p.Memory.Arena[t]+3)/4)
+		e.arenaBytes[t] = 4 * int64(len(arenas[t]))
 	}
 	e.f32 = make([][]float32, len(p.Buffers))
 	e.i32 = make([][]int32, len(p.Buffers))

@@ -26,7 +26,7 @@ func (e *Executor) run(op *step.Op) error {
 	}
 	switch op.Kind {
 	case step.OpEmbed:
-		if op.Attr == "position_at" { // decoding: every sequence at the step's position
+		if op.Attr == "position_at" { // decoding: each sequence at its position
 			e.embedAt(i32[in[0]], f[in[1]], f[out[0]], shape(in[1])[1])
 			return nil
 		}
@@ -58,8 +58,14 @@ func (e *Executor) run(op *step.Op) error {
 		Accumulate(f[in[0]], f[out[0]], acc(0))
 	case step.OpCopy:
 		copy(f[out[0]], f[in[0]])
+	case step.OpSeqSlice:
+		SeqSlice(f[in[0]], f[out[0]], e.p.Coord.TP, acc(0))
 	case step.OpRotaryAt:
-		e.rotaryAt(f[out[0]], f[out[1]], int(i32[in[2]][0]))
+		e.rotaryAt(f[out[0]], f[out[1]], i32[in[2]])
+	case step.OpKVWrite:
+		e.kvWrite(op)
+	case step.OpLastRows:
+		e.lastRows(op)
 	case step.OpKVAppend:
 		e.kvAppend(op)
 	case step.OpAttnDecode:
@@ -87,16 +93,17 @@ func (e *Executor) run(op *step.Op) error {
 	case opShareSelectBwd:
 		ShareSelectBwd(f[in[0]], f[out[0]], f[out[1]], e.recompute[op.Layer], acc(0), acc(1))
 	case step.OpAct:
-		Act(program.Activation(op.Attr), f[in[0]], opt(in, 1), f[out[0]])
+		Act(program.Activation(op.Attr), f[in[0]], opt(in, 1), f[out[0]], actExperts(shape(in[0])), e.Fill(in[0]), e.Fill(out[0]))
 	case step.OpActBwd:
-		ActBwd(program.Activation(op.Attr), f[in[0]], f[in[1]], opt(in, 2), f[out[0]], opt(out, 1), acc(0), acc(1))
+		ActBwd(program.Activation(op.Attr), f[in[0]], f[in[1]], opt(in, 2), f[out[0]], opt(out, 1), acc(0), len(out) > 1 && acc(1),
+			actExperts(shape(in[1])), e.Fill(in[0]), e.Fill(in[1]), e.Fill(out[0]), e.fillOr(out, 1))
 	case step.OpRouter:
 		e.Route(f[in[0]], i32[out[0]], f[out[1]], f[out[2]], f[out[3]], i32[out[4]], i32[out[5]], i32[out[6]], f[out[7]], op.Slots, op.Recomputed)
 	case step.OpRouterBwd:
 		e.RouteBwd(f[in[0]], f[in[1]], i32[in[2]], f[in[3]], f[in[4]], f[in[5]], i32[in[8]], f[out[0]], acc(0))
 	case step.OpPermute:
 		sh := shape(out[0]) // [E, C, D]
-		e.Permute(f[in[0]], i32[in[1]], i32[in[2]], f[out[0]], sh[1], sh[2])
+		e.Permute(f[in[0]], i32[in[1]], i32[in[2]], f[out[0]], sh[1], sh[2], e.Fill(out[0]))
 	case step.OpPermuteBwd:
 		sh := shape(in[0])
 		e.PermuteBwd(f[in[0]], i32[in[1]], i32[in[2]], f[out[0]], sh[1], sh[2], acc(0))
@@ -105,19 +112,19 @@ func (e *Executor) run(op *step.Op) error {
 		if !e.addsBias(op) {
 			b = nil
 		}
-		GroupedMM(f[in[0]], f[out[0]], w, b, o, k)
+		GroupedMM(f[in[0]], f[out[0]], w, b, o, k, e.Fill(in[0]), e.Fill(out[0]), strings.HasSuffix(op.Attr, step.AttrSkipEmptySlots))
 	case step.OpGroupedMMDW:
 		w, b, o, k := e.experts(out)
-		GroupedMMDW(f[in[0]], f[in[1]], w, b, o, k, acc(0))
+		GroupedMMDW(f[in[0]], f[in[1]], w, b, o, k, acc(0), e.Fill(in[0]), e.Fill(in[1]))
 	case step.OpGroupedMMDX:
 		w, _, o, k := e.experts(in[1:])
-		GroupedMMDX(f[in[0]], f[out[0]], w, o, k, acc(0))
+		GroupedMMDX(f[in[0]], f[out[0]], w, o, k, acc(0), e.Fill(in[0]), e.Fill(out[0]))
 	case step.OpCombine:
 		sh := shape(in[0])
 		e.Combine(f[in[0]], i32[in[1]], i32[in[2]], f[in[3]], f[out[0]], sh[1], sh[2])
 	case step.OpCombineBwd:
 		sh := shape(in[1])
-		e.CombineBwd(f[in[0]], f[in[1]], i32[in[2]], i32[in[3]], f[in[4]], f[out[0]], f[out[1]], sh[1], sh[2], acc(1))
+		e.CombineBwd(f[in[0]], f[in[1]], i32[in[2]], i32[in[3]], f[in[4]], f[out[0]], f[out[1]], sh[1], sh[2], acc(1), e.Fill(in[1]), e.Fill(out[0]))
 	case step.OpCrossEntropy:
 		return e.crossEntropy(op)
 	case step.OpAdamW:
@@ -131,10 +138,20 @@ func (e *Executor) run(op *step.Op) error {
 		return e.gradNorm(op)
 	case step.OpToHost, step.OpToDevice:
 		return e.offloadMove(op)
+	case step.OpCacheFetch, step.OpCacheEvict, step.OpCacheWriteback:
+		return e.cacheMove(op)
 	case step.OpAllReduce, step.OpAllToAllV, step.OpReduceScatter, step.OpAllGather, step.OpSend, step.OpRecv:
 		return e.communicate(op)
 	default:
 		return fmt.Errorf("no kernel for %s", op.Kind)
+	}
+	return nil
+}
+
+// fillOr is the fill of the i-th of bufs, or nil when the op has fewer.
+func (e *Executor) fillOr(bufs []int, i int) *RowFill {
+	if i < len(bufs) {
+		return e.Fill(bufs[i])
 	}
 	return nil
 }
@@ -249,11 +266,10 @@ func Accumulate(dy, g []float32, acc bool) {
 	}
 }
 
-// embedAt (decoding) writes row tok[0] of table for every sequence.
+// embedAt (decoding) writes, for each sequence, the row of its position tok[t].
 func (k *Kernels) embedAt(tok []int32, table, x []float32, w int) {
-	row := int(tok[0])
-	for t := 0; t < len(x)/w; t++ {
-		copy(x[t*w:(t+1)*w], table[row*w:(row+1)*w])
+	for t, row := range tok {
+		copy(x[t*w:(t+1)*w], table[int(row)*w:(int(row)+1)*w])
 	}
 }
 
@@ -303,31 +319,39 @@ func (k *Kernels) EmbedBwd(dx []float32, tok []int32, dw []float32, w, first int
 func (k *Kernels) Norm(x, w, b, h, rstd []float32) {
 	layer := k.m.Norm == program.LayerNorm
 	d := len(w)
-	n := len(x) / d
-	for i := 0; i < n; i++ {
-		xi, hi := x[i*d:(i+1)*d], h[i*d:(i+1)*d]
-		var mean float64
-		if layer {
+	eps := k.d.NormEps
+	parallel(len(x)/d, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			xi, hi := x[i*d:(i+1)*d], h[i*d:(i+1)*d]
+			mean := rowMean(xi, layer)
+			var ss float64
 			for _, v := range xi {
-				mean += float64(v)
+				c := float64(v) - mean
+				ss += c * c
 			}
-			mean /= float64(d)
-		}
-		var ss float64
-		for _, v := range xi {
-			c := float64(v) - mean
-			ss += c * c
-		}
-		r := 1 / math.Sqrt(ss/float64(d)+k.d.NormEps)
-		rstd[i] = float32(r)
-		for j, v := range xi {
-			xh := float32((float64(v) - mean) * r)
-			hi[j] = xh * w[j]
-			if b != nil {
-				hi[j] += b[j]
+			r := 1 / math.Sqrt(ss/float64(d)+eps)
+			rstd[i] = float32(r)
+			for j, v := range xi {
+				xh := float32((float64(v) - mean) * r)
+				hi[j] = xh * w[j]
+				if b != nil {
+					hi[j] += b[j]
+				}
 			}
 		}
+	})
+}
+
+// rowMean is a LayerNorm row's mean (0 for RMSNorm).
+func rowMean(x []float32, layer bool) float64 {
+	if !layer {
+		return 0
 	}
+	var mean float64
+	for _, v := range x {
+		mean += float64(v)
+	}
+	return mean / float64(len(x))
 }
 
 // NormBwd: dx, and the scale's (and bias's) gradient, each written or added to.
@@ -344,104 +368,35 @@ func (k *Kernels) NormBwd(dh, x, w, rstd, dx, dw, db []float32, accX, accW, accB
 	layer := k.m.Norm == program.LayerNorm
 	d := len(w)
 	n := len(x) / d
-	xhat := grow(&k.scratch.xhat, d)
+	// The parameters' gradients sum over rows, serially; the rows' gradients in parallel.
 	for i := 0; i < n; i++ {
-		xi, dyi, dxi := x[i*d:(i+1)*d], dh[i*d:(i+1)*d], dx[i*d:(i+1)*d]
-		var mean float64
-		if layer {
-			for _, v := range xi {
-				mean += float64(v)
-			}
-			mean /= float64(d)
-		}
-		r := float64(rstd[i])
-		for j, v := range xi {
-			xhat[j] = float32((float64(v) - mean) * r)
-		}
-		var sumG, sumGX float64
+		xi, dyi := x[i*d:(i+1)*d], dh[i*d:(i+1)*d]
+		mean, r := rowMean(xi, layer), float64(rstd[i])
 		for j, g := range dyi {
-			dw[j] += g * xhat[j]
+			dw[j] += g * float32((float64(xi[j])-mean)*r)
 			if db != nil {
 				db[j] += g
 			}
-			gh := float64(g * w[j])
-			sumG += gh
-			sumGX += gh * float64(xhat[j])
-		}
-		meanG, meanGX := sumG/float64(d), sumGX/float64(d)
-		if !layer {
-			meanG = 0
-		}
-		for j, g := range dyi {
-			gh := float64(g * w[j])
-			dxi[j] += float32(r * (gh - meanG - float64(xhat[j])*meanGX))
 		}
 	}
-}
-
-const invSqrt2 = 0.70710678118654752440
-
-func actValue(act program.Activation, v float32) (f, df float64) {
-	x := float64(v)
-	switch act {
-	case program.ReLU:
-		if x > 0 {
-			return x, 1
-		}
-		return 0, 0
-	case program.GELU, program.GeGLU:
-		cdf := 0.5 * (1 + math.Erf(x*invSqrt2))
-		return x * cdf, cdf + x*math.Exp(-0.5*x*x)/math.Sqrt(2*math.Pi)
-	default: // SiLU, SwiGLU
-		sg := 1 / (1 + math.Exp(-x))
-		return x * sg, sg * (1 + x*(1-sg))
-	}
-}
-
-// actOnly is the activation without its derivative (the forward needs no exp for GELU).
-func actOnly(act program.Activation, v float32) float64 {
-	x := float64(v)
-	switch act {
-	case program.ReLU:
-		return max(x, 0)
-	case program.GELU, program.GeGLU:
-		return x * 0.5 * (1 + math.Erf(x*invSqrt2))
-	default:
-		return x / (1 + math.Exp(-x))
-	}
-}
-
-// Act: h = act(a), or act(a)·u for a gated FFN (u not nil).
-func Act(act program.Activation, a, u, h []float32) {
-	parallel(len(a), func(lo, hi int) {
+	parallel(n, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
-			h[i] = float32(actOnly(act, a[i]))
-			if u != nil {
-				h[i] *= u[i]
+			xi, dyi, dxi := x[i*d:(i+1)*d], dh[i*d:(i+1)*d], dx[i*d:(i+1)*d]
+			mean, r := rowMean(xi, layer), float64(rstd[i])
+			var sumG, sumGX float64
+			for j, g := range dyi {
+				gh := float64(g * w[j])
+				sumG += gh
+				sumGX += gh * float64(float32((float64(xi[j])-mean)*r))
 			}
-		}
-	})
-}
-
-// ActBwd: da (and, gated, du) from dh, each written or added to.
-func ActBwd(act program.Activation, dh, a, u, da, du []float32, accA, accU bool) {
-	parallel(len(a), func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			f, df := actValue(act, a[i])
-			g := float64(dh[i])
-			if u != nil {
-				dv := float32(g * f)
-				if accU {
-					du[i] += dv
-				} else {
-					du[i] = dv
-				}
-				g *= float64(u[i])
+			meanG, meanGX := sumG/float64(d), sumGX/float64(d)
+			if !layer {
+				meanG = 0
 			}
-			if accA {
-				da[i] += float32(g * df)
-			} else {
-				da[i] = float32(g * df)
+			for j, g := range dyi {
+				gh := float64(g * w[j])
+				xh := float64(float32((float64(xi[j]) - mean) * r))
+				dxi[j] += float32(r * (gh - meanG - xh*meanGX))
 			}
 		}
 	})

@@ -31,6 +31,8 @@ type Kernels struct {
 	recompute []bool
 	stats     Stats
 	normSq    float64
+	// fill is each buffer's expert rows filled (Fill, kernels_rows.go), kept between ops.
+	fill []*RowFill
 	// scratch is kernels' working space, grown on first use and reused: steps after the
 	// first allocate nothing for it.
 	scratch scratch

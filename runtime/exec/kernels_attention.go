@@ -45,20 +45,27 @@ func (kn *Kernels) attnDims(q, k []float32) (B, T, H, KV, Dh int) {
 	return
 }
 
-// Scores: the causal q·kᵀ/√d of every head (grouped-query heads share their group's keys).
+// Scores: s = q·kᵀ/√Dh per head (grouped-query heads share their group's keys), the
+// causal part only (blocks of query rows against the keys up to the block's last), zero
+// above it.
 func (kn *Kernels) Scores(q, k, s []float32) {
 	B, T, H, KV, Dh := kn.attnDims(q, k)
 	scale := float32(1 / math.Sqrt(float64(Dh)))
 	qd, kd, tt := H*Dh, KV*Dh, T*T
-	for b := 0; b < B; b++ {
-		for h := 0; h < H; h++ {
-			g := h / (H / KV)
-			blas.Gemm(false, true, T, T, Dh, scale, q[b*T*qd+h*Dh:], qd, k[b*T*kd+g*Dh:], kd, 0, s[(b*H+h)*tt:], T)
+	eachHeadGroup(B, H, KV, func(b, h, g int) {
+		qh, kh, sh := q[b*T*qd+h*Dh:], k[b*T*kd+g*Dh:], s[(b*H+h)*tt:(b*H+h+1)*tt]
+		for i0 := 0; i0 < T; i0 += causalBlock {
+			i1 := min(i0+causalBlock, T)
+			blas.Gemm(false, true, i1-i0, i1, Dh, scale, qh[i0*qd:], qd, kh, kd, 0, sh[i0*T:], T)
+			for i := i0; i < i1; i++ {
+				clear(sh[i*T+i1 : (i+1)*T])
+			}
 		}
-	}
+	})
 }
 
-// ScoresBwd: dq and dk from the scores' gradient, each written or added to.
+// ScoresBwd: dq (+)= ds·k/√Dh and dk (+)= dsᵀ·q/√Dh over the causal part of ds (zero
+// above the diagonal: the softmax's gradient there), each written or added to.
 func (kn *Kernels) ScoresBwd(ds, q, k, dq, dk []float32, accQ, accK bool) {
 	B, T, H, KV, Dh := kn.attnDims(q, k)
 	scale := float32(1 / math.Sqrt(float64(Dh)))
@@ -67,13 +74,16 @@ func (kn *Kernels) ScoresBwd(ds, q, k, dq, dk []float32, accQ, accK bool) {
 		clear(dk)
 	}
 	bq := beta(accQ)
-	for b := 0; b < B; b++ {
-		for h := 0; h < H; h++ {
-			g := h / (H / KV)
-			blas.Gemm(false, false, T, Dh, T, scale, ds[(b*H+h)*tt:], T, k[b*T*kd+g*Dh:], kd, bq, dq[b*T*qd+h*Dh:], qd)
-			blas.Gemm(true, false, T, Dh, T, scale, ds[(b*H+h)*tt:], T, q[b*T*qd+h*Dh:], qd, 1, dk[b*T*kd+g*Dh:], kd)
+	eachHeadGroup(B, H, KV, func(b, h, g int) {
+		dsh := ds[(b*H+h)*tt : (b*H+h+1)*tt]
+		qh, kh, dqh, dkh := q[b*T*qd+h*Dh:], k[b*T*kd+g*Dh:], dq[b*T*qd+h*Dh:], dk[b*T*kd+g*Dh:]
+		for i0 := 0; i0 < T; i0 += causalBlock {
+			i1 := min(i0+causalBlock, T)
+			// Query rows [i0, i1) against keys [0, i1); key rows [i0, i1) from queries [i0, T).
+			blas.Gemm(false, false, i1-i0, Dh, i1, scale, dsh[i0*T:], T, kh, kd, bq, dqh[i0*qd:], qd)
+			blas.Gemm(true, false, i1-i0, Dh, T-i0, scale, dsh[i0*T+i0:], T, qh[i0*qd:], qd, 1, dkh[i0*kd:], kd)
 		}
-	}
+	})
 }
 
 // HeadMix mixes the H heads' [T, T] maps: y[b] = w·x[b] over heads.
@@ -102,7 +112,11 @@ func (kn *Kernels) HeadMixBwd(dy, x, w, dx, dw []float32, H int, accX, accW bool
 // Softmax: each causal row's softmax, the rest of the row zero.
 func (kn *Kernels) Softmax(s, p []float32) {
 	T := kn.batch.SeqLen
-	parallel(len(s)/T, func(r0, r1 int) { softmaxRows(s, p, T, r0, r1) })
+	parallel(len(s)/T, func(r0, r1 int) {
+		if !softmaxCausalVec(s, p, T, r0, r1) {
+			softmaxRows(s, p, T, r0, r1)
+		}
+	})
 }
 
 // softmaxRows is the causal softmax of rows [r0, r1).
@@ -156,21 +170,24 @@ func softmaxBwdRows(dp, p, ds []float32, T int, acc bool, r0, r1 int) {
 	}
 }
 
-// AttnAV: each head's weights times its group's values.
+// AttnAV: o = p·v per head (each head's weights times its group's values), p being zero
+// above the diagonal: blocks of rows against the values up to the block's last.
 func (kn *Kernels) AttnAV(p, v, o []float32) {
 	B, T, Dh := kn.batch.MicroBatch, kn.batch.SeqLen, kn.d.Dh
 	H := len(o) / (B * T * Dh)
 	KV := len(v) / (B * T * Dh)
 	qd, kd, tt := H*Dh, KV*Dh, T*T
-	for b := 0; b < B; b++ {
-		for h := 0; h < H; h++ {
-			g := h / (H / KV)
-			blas.Gemm(false, false, T, Dh, T, 1, p[(b*H+h)*tt:], T, v[b*T*kd+g*Dh:], kd, 0, o[b*T*qd+h*Dh:], qd)
+	eachHeadGroup(B, H, KV, func(b, h, g int) {
+		ph, vh, oh := p[(b*H+h)*tt:], v[b*T*kd+g*Dh:], o[b*T*qd+h*Dh:]
+		for i0 := 0; i0 < T; i0 += causalBlock {
+			i1 := min(i0+causalBlock, T)
+			blas.Gemm(false, false, i1-i0, Dh, i1, 1, ph[i0*T:], T, vh, kd, 0, oh[i0*qd:], qd)
 		}
-	}
+	})
 }
 
-// AttnAVBwd: the weights' gradient dp and the values' dv, each written or added to.
+// AttnAVBwd: the weights' gradient dp (+)= do·vᵀ on the causal part (zero above it) and
+// the values' dv (+)= pᵀ·do, each written or added to.
 func (kn *Kernels) AttnAVBwd(do, p, v, dp, dv []float32, accP, accV bool) {
 	B, T, Dh := kn.batch.MicroBatch, kn.batch.SeqLen, kn.d.Dh
 	H := len(do) / (B * T * Dh)
@@ -180,13 +197,21 @@ func (kn *Kernels) AttnAVBwd(do, p, v, dp, dv []float32, accP, accV bool) {
 		clear(dv)
 	}
 	bp := beta(accP)
-	for b := 0; b < B; b++ {
-		for h := 0; h < H; h++ {
-			g := h / (H / KV)
-			blas.Gemm(false, true, T, T, Dh, 1, do[b*T*qd+h*Dh:], qd, v[b*T*kd+g*Dh:], kd, bp, dp[(b*H+h)*tt:], T)
-			blas.Gemm(true, false, T, Dh, T, 1, p[(b*H+h)*tt:], T, do[b*T*qd+h*Dh:], qd, 1, dv[b*T*kd+g*Dh:], kd)
+	eachHeadGroup(B, H, KV, func(b, h, g int) {
+		doh, ph, vh, dvh := do[b*T*qd+h*Dh:], p[(b*H+h)*tt:], v[b*T*kd+g*Dh:], dv[b*T*kd+g*Dh:]
+		dph := dp[(b*H+h)*tt : (b*H+h+1)*tt]
+		for i0 := 0; i0 < T; i0 += causalBlock {
+			i1 := min(i0+causalBlock, T)
+			blas.Gemm(false, true, i1-i0, i1, Dh, 1, doh[i0*qd:], qd, vh, kd, bp, dph[i0*T:], T)
+			if !accP {
+				for i := i0; i < i1; i++ {
+					clear(dph[i*T+i1 : (i+1)*T])
+				}
+			}
+			// Value rows [i0, i1) from the weights of queries [i0, T).
+			blas.Gemm(true, false, i1-i0, Dh, T-i0, 1, ph[i0*T+i0:], T, doh[i0*qd:], qd, 1, dvh[i0*kd:], kd)
 		}
-	}
+	})
 }
 
 // ShareSelect copies the layer's own attention weights when it recomputes them this step,

@@ -53,11 +53,7 @@ func CrossEntropyMax(logits, mx []float32, Vl int) {
 func CrossEntropySum(logits []float32, targets []int32, mx, st []float32, Vl, first int) {
 	n := len(logits) / Vl
 	for i := 0; i < n; i++ {
-		var s float64
-		for _, v := range logits[i*Vl : (i+1)*Vl] {
-			s += math.Exp(float64(v) - float64(mx[i]))
-		}
-		st[2*i] = float32(s)
+		st[2*i] = float32(expSum(logits[i*Vl:(i+1)*Vl], float64(mx[i]), 1, nil))
 		st[2*i+1] = 0
 		if t := int(targets[i]) - first; t >= 0 && t < Vl {
 			st[2*i+1] = logits[i*Vl+t]
@@ -80,21 +76,15 @@ func (k *Kernels) CrossEntropy(logits []float32, targets []int32, mx, st, loss, 
 			lse = float64(mx[i]) + math.Log(float64(st[2*i]))
 			target = float64(st[2*i+1])
 		} else {
-			mx := math.Inf(-1)
+			mx := row[0]
 			for _, v := range row {
-				mx = math.Max(mx, float64(v))
+				mx = max(mx, v)
 			}
-			var s float64
-			for _, v := range row {
-				s += math.Exp(float64(v) - mx)
-			}
-			lse = mx + math.Log(s)
+			lse = float64(mx) + math.Log(expSum(row, float64(mx), 1, nil))
 			target = float64(row[targets[i]])
 		}
 		ce += lse - target
-		for j, v := range row {
-			drow[j] = float32(math.Exp(float64(v)-lse) * scale)
-		}
+		expSum(row, lse, scale, drow)
 		if t := int(targets[i]) - first; t >= 0 && t < Vl {
 			drow[t] -= float32(scale)
 		}
@@ -105,4 +95,21 @@ func (k *Kernels) CrossEntropy(logits []float32, targets []int32, mx, st, loss, 
 	if m := k.m.MoE; m != nil {
 		k.stats.Loss += m.BalanceLoss*k.stats.Balance + m.ZLoss*k.stats.ZLoss
 	}
+}
+
+// expSum writes out[j] = e^(x[j]−shift)·scale (out nil: nothing) and returns
+// Σ e^(x[j]−shift): on vector lanes in float32 where it can, else in float64.
+func expSum(x []float32, shift, scale float64, out []float32) float64 {
+	if s, ok := expSumVec(x, float32(shift), float32(scale), out); ok {
+		return s
+	}
+	var s float64
+	for j, v := range x {
+		ex := math.Exp(float64(v) - shift)
+		s += ex
+		if out != nil {
+			out[j] = float32(ex * scale)
+		}
+	}
+	return s
 }

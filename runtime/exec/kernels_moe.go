@@ -40,11 +40,7 @@ func (k *Kernels) Route(z []float32, idx []int32, gates, sc, lse []float32, slot
 		lse[t] = float32(l)
 		zsum += l * l
 		for i, v := range zt {
-			if cfg.Score == program.Sigmoid {
-				st[i] = float32(1 / (1 + math.Exp(-float64(v))))
-			} else {
-				st[i] = float32(math.Exp(float64(v) - l))
-			}
+			st[i] = program.RouterScore(cfg.Score, v, l)
 		}
 		// Top k by score, best first, ties to the lower index: k passes of a max.
 		for j := 0; j < K; j++ {
@@ -165,19 +161,7 @@ func (k *Kernels) RouteBwd(dg, z []float32, idx []int32, gates, sc, lse []float3
 				dst[ex] += dgt[j]
 			}
 		}
-		if cfg.Score == program.Sigmoid {
-			for ex, v := range st {
-				dst[ex] *= v * (1 - v)
-			}
-		} else {
-			var sd float32
-			for ex := range dst {
-				sd += dst[ex] * st[ex]
-			}
-			for ex, v := range st {
-				dst[ex] = v * (dst[ex] - sd)
-			}
-		}
+		program.RouterScoreGrad(cfg.Score, st, dst)
 		if cfg.ZLoss != 0 {
 			c := cfg.ZLoss * 2 * float64(lse[t]) / float64(n) * scale
 			for ex, v := range zt {
@@ -196,15 +180,20 @@ func (k *Kernels) RouteBwd(dg, z []float32, idx []int32, gates, sc, lse []float3
 }
 
 // Permute copies each admitted assignment's token row into its expert's slot of send
-// ([E, C, D]).
-func (k *Kernels) Permute(h []float32, idx, slot []int32, send []float32, C, D int) {
+// ([E, C, D]) and records in sendFill how many slots of each expert it filled.
+func (k *Kernels) Permute(h []float32, idx, slot []int32, send []float32, C, D int, sendFill *RowFill) {
 	K := k.d.K
+	// The route numbers an expert's slots in order: those below its count are filled.
+	f := sendFill.record(C)
+	counts := grow(&f.counts, len(send)/(C*D))
+	clear(counts)
 	clear(send)
 	for a, ex := range idx {
 		s := slot[a]
 		if s < 0 {
 			continue
 		}
+		counts[ex] = max(counts[ex], s+1)
 		t := a / K
 		copy(send[(int(ex)*C+int(s))*D:(int(ex)*C+int(s)+1)*D], h[t*D:(t+1)*D])
 	}
@@ -247,35 +236,57 @@ func (e *Executor) experts(bufs []int) (w, b [][]float32, out, in int) {
 	return w, b, out, in
 }
 
-// GroupedMM: each expert's rows of x times its weight w[ex] ([o, k]), plus its bias b[ex]
-// where b (or b[ex]) is not nil.
-func GroupedMM(x, y []float32, w, b [][]float32, o, k int) {
+// GroupedMM: each expert's filled rows of x (xFill; all rows when unknown) times its
+// weight w[ex] ([o, k]), plus its bias b[ex] where b (or b[ex]) is not nil; y's padding
+// is cleared and its fill recorded in yFill. With skipEmpty (an inference program's
+// grouped product whose input no counts reach) the zero rows are found and skipped.
+func GroupedMM(x, y []float32, w, b [][]float32, o, k int, xFill, yFill *RowFill, skipEmpty bool) {
 	R := len(x) / (len(w) * k)
+	f := ofSlots(known(xFill, len(x), len(w)), R)
+	setFill(yFill, f)
 	for ex := range w {
 		xe, ye := x[ex*R*k:(ex+1)*R*k], y[ex*R*o:(ex+1)*R*o]
-		blas.Gemm(false, true, R, o, k, 1, xe, k, w[ex], k, 0, ye, o)
+		n := rowsOf(f, ex, R)
+		clear(ye[n*o:])
+		if n == 0 {
+			continue
+		}
+		if f == nil && skipEmpty {
+			// No counts reach this buffer (an all-to-all's output): an inference program
+			// asks for its empty slots, zero rows, to be found and skipped.
+			filledRowsMM(xe, w[ex], ye, R, o, k)
+		} else {
+			blas.Gemm(false, true, n, o, k, 1, xe, k, w[ex], k, 0, ye, o)
+		}
 		if b != nil && b[ex] != nil {
-			addBias(ye, b[ex], R)
+			addBias(ye, b[ex], n)
 		}
 	}
 }
 
-// GroupedMMDW: each expert's weight gradient w[ex] (and bias gradient b[ex] where not
-// nil), written or added to.
-func GroupedMMDW(dy, x []float32, w, b [][]float32, o, k int, acc bool) {
+// GroupedMMDW: each expert's weight gradient w[ex] (+)= dyᵀ·x and bias gradient b[ex]
+// (where not nil) (+)= Σ dy over its filled rows (the fill of x, else of dy; the padding's
+// dy is zero).
+func GroupedMMDW(dy, x []float32, w, b [][]float32, o, k int, acc bool, dyFill, xFill *RowFill) {
 	R := len(x) / (len(w) * k)
+	f := known(xFill, len(x), len(w))
+	if f == nil {
+		f = known(dyFill, len(dy), len(w))
+	}
+	f = ofSlots(f, R)
 	for ex := range w {
+		n := rowsOf(f, ex, R)
 		dye, xe := dy[ex*R*o:(ex+1)*R*o], x[ex*R*k:(ex+1)*R*k]
-		beta := float32(0)
-		if acc {
-			beta = 1
+		if n > 0 {
+			blas.Gemm(true, false, o, k, n, 1, dye, o, xe, k, beta(acc), w[ex], k)
+		} else if !acc {
+			clear(w[ex])
 		}
-		blas.Gemm(true, false, o, k, R, 1, dye, o, xe, k, beta, w[ex], k)
 		if b != nil && b[ex] != nil {
 			if !acc {
 				clear(b[ex])
 			}
-			for r := 0; r < R; r++ {
+			for r := 0; r < n; r++ {
 				for j, g := range dye[r*o : (r+1)*o] {
 					b[ex][j] += g
 				}
@@ -284,11 +295,21 @@ func GroupedMMDW(dy, x []float32, w, b [][]float32, o, k int, acc bool) {
 	}
 }
 
-// GroupedMMDX: the rows' gradient dx from each expert's, written or added to.
-func GroupedMMDX(dy, dx []float32, w [][]float32, o, k int, acc bool) {
+// GroupedMMDX: each expert's filled rows (dyFill) of dx (+)= dy·W, dx's padding cleared
+// when written and its fill recorded in dxFill.
+func GroupedMMDX(dy, dx []float32, w [][]float32, o, k int, acc bool, dyFill, dxFill *RowFill) {
 	R := len(dx) / (len(w) * k)
+	f := ofSlots(known(dyFill, len(dy), len(w)), R)
+	setFill(dxFill, f)
 	for ex := range w {
-		blas.Gemm(false, false, R, k, o, 1, dy[ex*R*o:(ex+1)*R*o], o, w[ex], k, beta(acc), dx[ex*R*k:(ex+1)*R*k], k)
+		n := rowsOf(f, ex, R)
+		dxe := dx[ex*R*k : (ex+1)*R*k]
+		if !acc {
+			clear(dxe[n*k:])
+		}
+		if n > 0 {
+			blas.Gemm(false, false, n, k, o, 1, dy[ex*R*o:(ex+1)*R*o], o, w[ex], k, beta(acc), dxe, k)
+		}
 	}
 }
 
@@ -311,11 +332,12 @@ func (k *Kernels) Combine(back []float32, idx, slot []int32, gates, y []float32,
 	}
 }
 
-// CombineBwd: the expert outputs' gradient dback and the gates' dgates (written or added
-// to).
-func (k *Kernels) CombineBwd(dy, back []float32, idx, slot []int32, gates, dback, dgates []float32, C, D int, accGates bool) {
+// CombineBwd: the expert outputs' gradient dback (its padding zero; the fill of back,
+// backFill, recorded in dbackFill) and the gates' dgates (written or added to).
+func (k *Kernels) CombineBwd(dy, back []float32, idx, slot []int32, gates, dback, dgates []float32, C, D int, accGates bool, backFill, dbackFill *RowFill) {
 	K := k.d.K
-	clear(dback)
+	clear(dback) // the padding's gradient is zero
+	setFill(dbackFill, known(backFill, len(back), len(back)/(C*D)))
 	for a, ex := range idx {
 		s := slot[a]
 		var dg float32

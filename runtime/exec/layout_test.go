@@ -198,6 +198,9 @@ func TestLayoutInvariance(t *testing.T) {
 		{"dp2 ep2 tp2 zero3", plain, step.Layout{DP: 2, EP: 2, TP: 2, PP: 1, ZeRO: 3}},
 		{"pp2 dp2 zero1", plain, step.Layout{DP: 2, EP: 1, TP: 1, PP: 2, ZeRO: 1}},
 		{"pp2 tp2", plain, step.Layout{DP: 1, EP: 1, TP: 2, PP: 2}},
+		{"tp2 sp", plain, step.Layout{DP: 1, EP: 1, TP: 2, PP: 1, SequenceParallel: true}},
+		{"pp2 tp2 sp", plain, step.Layout{DP: 1, EP: 1, TP: 2, PP: 2, SequenceParallel: true}},
+		{"dp2 ep2 tp2 zero3 sp", plain, step.Layout{DP: 2, EP: 2, TP: 2, PP: 1, ZeRO: 3, SequenceParallel: true}},
 	}
 	const mb, T, M = 2, 16, 2
 	for _, experts := range []int{1, 8} {
@@ -243,6 +246,20 @@ func TestLayoutInvariance(t *testing.T) {
 				}
 				if worst > 1e-5 {
 					t.Errorf("gradient of %s differs from one rank's by %.3g (relative)", worstID, worst)
+				}
+				if c.layout.SequenceParallel {
+					// Sequence parallelism computes what the same layout computes without it.
+					l := c.layout
+					l.SequenceParallel = false
+					tp := runLayout(t, m, net, l, step.Batch{MicroBatch: mb, SeqLen: T, Micro: M}, micro, o)
+					if math.Abs(got.ce-tp.ce) > 1e-5*math.Abs(tp.ce) || math.Abs(got.balance-tp.balance) > 1e-5*math.Max(1, math.Abs(tp.balance)) {
+						t.Errorf("CE %.9g balance %.9g with sp, %.9g %.9g without", got.ce, got.balance, tp.ce, tp.balance)
+					}
+					for id, want := range tp.grads {
+						if e := relErr(got.grads[id], want); e > 1e-5 {
+							t.Errorf("gradient of %s differs from the layout's without sp by %.3g (relative)", id, e)
+						}
+					}
 				}
 				t.Logf("CE %.7f (one rank %.7f); worst gradient error %.2g (%s)", got.ce, ref.ce, worst, worstID)
 			})

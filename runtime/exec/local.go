@@ -1,6 +1,7 @@
 package exec
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -8,20 +9,25 @@ import (
 	"github.com/moec-dev/moec/compiler/params"
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/step"
+	"github.com/moec-dev/moec/runtime/dist"
 	"github.com/moec-dev/moec/runtime/optim"
 	"github.com/moec-dev/moec/runtime/safetensors"
 )
 
-// Local runs every rank of a layout in this process, one goroutine per rank, over a
-// shared-memory World. It moves whole tensors (a checkpoint's, in the single-rank layout)
-// in and out of the ranks' slices and shards.
+// Local runs the ranks of a layout that live in this process: every rank, one goroutine
+// each, over a shared-memory World (NewLocal), or one rank whose peers run in other
+// processes, over a dist.Comm (NewRankOf). It moves whole tensors (a checkpoint's, in the
+// single-rank layout) in and out of the ranks' slices and shards.
 type Local struct {
-	Progs []*step.Program
-	Ranks []*Executor
-	world *World
-	m     *program.Model
-	walk  []params.Param
-	shape map[params.ID][]int
+	Progs []*step.Program // every rank's program
+	Ranks []*Executor     // the ranks of this process
+	world *World          // the in-process ranks' (nil for one rank over a dist.Comm)
+	// across is the world of a rank whose peers are other processes: steps and Tensors
+	// reduce over it.
+	across dist.Comm
+	m      *program.Model
+	walk   []params.Param
+	shape  map[params.ID][]int
 }
 
 // NewLocal lowers m at l for the batch b and prepares an executor per rank.
@@ -46,6 +52,45 @@ func NewLocal(m *program.Model, b step.Batch, l step.Layout, timeout time.Durati
 		lc.Ranks = append(lc.Ranks, ex)
 	}
 	return lc, nil
+}
+
+// NewRankOf lowers m at l for the batch b and prepares world rank world.Rank()'s
+// executor, its peers being the other processes of world (one rank each). Every rank of
+// world must call it at the same time, and make every later call (Step, Tensors) together.
+func NewRankOf(m *program.Model, b step.Batch, l step.Layout, world dist.Comm) (*Local, error) {
+	progs, err := step.Lower(m, b, l)
+	if err != nil {
+		return nil, err
+	}
+	walk, err := params.Walk(m)
+	if err != nil {
+		return nil, err
+	}
+	if world.Size() != len(progs) {
+		return nil, fmt.Errorf("exec: a layout of %d ranks (%s) on a world of %d", len(progs), l, world.Size())
+	}
+	lc := &Local{Progs: progs, across: world, m: m, walk: walk, shape: map[params.ID][]int{}}
+	for _, p := range walk {
+		lc.shape[p.ID] = p.Shape
+	}
+	ex, err := NewOver(progs[world.Rank()], m, world)
+	if err != nil {
+		return nil, err
+	}
+	lc.Ranks = []*Executor{ex}
+	return lc, nil
+}
+
+// fail stops the other ranks after this process's rank r failed with err.
+func (lc *Local) fail(err error) {
+	if lc.world != nil {
+		lc.world.Fail(err)
+		return
+	}
+	var de *dist.Error
+	if !errors.As(err, &de) { // a failed collective has stopped the others already
+		lc.across.Abort(err)
+	}
 }
 
 // Load fills every rank from whole tensors by parameter name (a checkpoint's).
@@ -95,19 +140,19 @@ func (lc *Local) Step(micro [][]int32, o Options) (Stats, error) {
 			defer wg.Done()
 			defer func() {
 				if p := recover(); p != nil {
-					errs[r] = fmt.Errorf("rank %d panicked: %v", r, p)
-					lc.world.Fail(errs[r])
+					errs[r] = fmt.Errorf("rank %d panicked: %v", ex.p.Rank, p)
+					lc.fail(errs[r])
 				}
 			}()
 			c, M := ex.p.Coord, ex.p.Batch.Micro
 			if (c.DP+1)*M > len(micro) {
-				errs[r] = fmt.Errorf("rank %d: %d micro-batches for %d replicas of %d", r, len(micro), ex.p.Layout.DP, M)
-				lc.world.Fail(errs[r])
+				errs[r] = fmt.Errorf("rank %d: %d micro-batches for %d replicas of %d", ex.p.Rank, len(micro), ex.p.Layout.DP, M)
+				lc.fail(errs[r])
 				return
 			}
 			stats[r], errs[r] = ex.Run(micro[c.DP*M:(c.DP+1)*M], o)
 			if errs[r] != nil {
-				lc.world.Fail(fmt.Errorf("rank %d failed: %w", r, errs[r]))
+				lc.fail(fmt.Errorf("rank %d failed: %w", ex.p.Rank, errs[r]))
 			}
 		}()
 	}
@@ -119,6 +164,7 @@ func (lc *Local) Step(micro [][]int32, o Options) (Stats, error) {
 	}
 	var out Stats
 	for r, ex := range lc.Ranks {
+		out.CacheMoved += stats[r].CacheMoved
 		if ex.p.Coord.TP != 0 {
 			continue
 		}
@@ -126,6 +172,13 @@ func (lc *Local) Step(micro [][]int32, o Options) (Stats, error) {
 		out.Balance += stats[r].Balance
 		out.ZLoss += stats[r].ZLoss
 		out.Dropped += stats[r].Dropped
+	}
+	if lc.across != nil {
+		v := []float64{out.CE, out.Balance, out.ZLoss, float64(out.Dropped)}
+		if err := lc.across.AllReduceF64(v); err != nil {
+			return Stats{}, fmt.Errorf("exec: summing the step's loss over the ranks: %w", err)
+		}
+		out.CE, out.Balance, out.ZLoss, out.Dropped = v[0], v[1], v[2], int(v[3])
 	}
 	out.Loss = out.CE
 	if moe := lc.m.MoE; moe != nil {
@@ -144,53 +197,142 @@ func (lc *Local) OptStep() int64 {
 }
 
 // Tensors assembles the whole model, and the AdamW moments when there is an optimizer,
-// in the single-rank layout (names as the checkpoint stores them).
-func (lc *Local) Tensors() (model, moments []safetensors.Tensor) {
-	whole := map[params.ID][]float32{}
-	m, v := map[params.ID][]float32{}, map[params.ID][]float32{}
-	for _, p := range lc.walk {
-		whole[p.ID] = make([]float32, p.Elements())
-		m[p.ID] = make([]float32, p.Elements())
-		v[p.ID] = make([]float32, p.Elements())
+// in the single-rank layout (names as the checkpoint stores them). Over a dist.Comm
+// (NewRankOf) it is collective: every rank calls it, and rank 0 gets the tensors, the
+// others nil.
+func (lc *Local) Tensors() (model, moments []safetensors.Tensor, err error) {
+	zeros := func() map[params.ID][]float32 {
+		out := map[params.ID][]float32{}
+		for _, p := range lc.walk {
+			out[p.ID] = make([]float32, p.Elements())
+		}
+		return out
+	}
+	withOpt := lc.Ranks[0].opt != nil
+	whole, m, v := zeros(), zeros(), zeros()
+	var cover *coverage
+	if lc.across != nil {
+		cover = &coverage{model: zeros(), moments: zeros()}
 	}
 	for _, ex := range lc.Ranks {
-		for i, b := range ex.p.Buffers {
-			if b.Kind != step.KindParam || b.Param == nil || ex.f32[i] == nil {
-				continue
-			}
-			id := *b.Param
-			shard := id.Shard
-			id.Shard = params.Shard{}
-			placeRange(whole[id], ex.f32[i], lc.shape[id], shard, 0, len(ex.f32[i]))
+		lc.place(ex, whole, m, v, cover)
+	}
+	if lc.across != nil {
+		if err := lc.combine(cover, withOpt, whole, m, v); err != nil {
+			return nil, nil, err
 		}
-		// ZeRO-3 parameters, and every rank's moments, come in pieces.
-		var state []safetensors.Tensor
-		if ex.opt != nil {
-			state = ex.opt.State()
-		}
-		for k, pc := range ex.pieces {
-			local := make([]float32, elements(pc.shape))
-			if ex.p.Groups[groupIndex(ex.p, pc.id)].ZeRO == 3 {
-				copy(local[pc.lo:pc.hi], ex.optParams[k].W)
-				placeRange(whole[pc.id], local, lc.shape[pc.id], pc.shard, int(pc.lo), int(pc.hi))
-			}
-			if state != nil {
-				copy(local[pc.lo:pc.hi], state[2*k].Data)
-				placeRange(m[pc.id], local, lc.shape[pc.id], pc.shard, int(pc.lo), int(pc.hi))
-				copy(local[pc.lo:pc.hi], state[2*k+1].Data)
-				placeRange(v[pc.id], local, lc.shape[pc.id], pc.shard, int(pc.lo), int(pc.hi))
-			}
+		if lc.across.Rank() != 0 {
+			return nil, nil, nil
 		}
 	}
 	for _, p := range lc.walk {
 		model = append(model, safetensors.Tensor{Name: p.Name, Shape: p.Shape, Data: whole[p.ID]})
-		if lc.Ranks[0].opt != nil {
+		if withOpt {
 			moments = append(moments,
 				safetensors.Tensor{Name: p.Name + optim.ExpAvg, Shape: p.Shape, Data: m[p.ID]},
 				safetensors.Tensor{Name: p.Name + optim.ExpAvgSq, Shape: p.Shape, Data: v[p.ID]})
 		}
 	}
-	return model, moments
+	return model, moments, nil
+}
+
+// coverage counts, per element of the whole tensors, how many of the ranks wrote it: the
+// replicas of a parameter (data- and tensor-parallel copies) write the same values.
+type coverage struct {
+	model, moments map[params.ID][]float32
+	ones           []float32
+}
+
+// mark counts elements [lo, hi) of slice s of a tensor as written.
+func (c *coverage) mark(count []float32, shape []int, s params.Shard, lo, hi int) {
+	if c == nil {
+		return
+	}
+	for len(c.ones) < hi {
+		c.ones = append(c.ones, 1)
+	}
+	placeRange(count, c.ones, shape, s, lo, hi)
+}
+
+// place writes what ex holds into the whole tensors: its parameters and slices (later
+// ranks overwrite the same values), its ZeRO-3 pieces and its moments.
+func (lc *Local) place(ex *Executor, whole, m, v map[params.ID][]float32, cover *coverage) {
+	for i, b := range ex.p.Buffers {
+		if b.Kind != step.KindParam || b.Param == nil || ex.f32[i] == nil {
+			continue
+		}
+		id := *b.Param
+		shard := id.Shard
+		id.Shard = params.Shard{}
+		placeRange(whole[id], ex.f32[i], lc.shape[id], shard, 0, len(ex.f32[i]))
+		if cover != nil {
+			cover.mark(cover.model[id], lc.shape[id], shard, 0, len(ex.f32[i]))
+		}
+	}
+	// ZeRO-3 parameters, and every rank's moments, come in pieces.
+	var state []safetensors.Tensor
+	if ex.opt != nil {
+		state = ex.opt.State()
+	}
+	for k, pc := range ex.pieces {
+		local := make([]float32, elements(pc.shape))
+		lo, hi := int(pc.lo), int(pc.hi)
+		if ex.p.Groups[groupIndex(ex.p, pc.id)].ZeRO == 3 {
+			copy(local[lo:hi], ex.optParams[k].W)
+			placeRange(whole[pc.id], local, lc.shape[pc.id], pc.shard, lo, hi)
+			if cover != nil {
+				cover.mark(cover.model[pc.id], lc.shape[pc.id], pc.shard, lo, hi)
+			}
+		}
+		if state != nil {
+			copy(local[lo:hi], state[2*k].Data)
+			placeRange(m[pc.id], local, lc.shape[pc.id], pc.shard, lo, hi)
+			copy(local[lo:hi], state[2*k+1].Data)
+			placeRange(v[pc.id], local, lc.shape[pc.id], pc.shard, lo, hi)
+			if cover != nil {
+				cover.mark(cover.moments[pc.id], lc.shape[pc.id], pc.shard, lo, hi)
+			}
+		}
+	}
+}
+
+// combine sums every rank's placed tensors and coverage over the world, a tensor at a
+// time, in float64 so that a sum of equal replicas divided by their count is exact, and
+// leaves the whole tensors on every rank. An element no rank wrote is an error.
+func (lc *Local) combine(cover *coverage, withOpt bool, whole, m, v map[params.ID][]float32) error {
+	type field struct {
+		vals, count map[params.ID][]float32
+		what        string
+	}
+	fields := []field{{whole, cover.model, "parameter"}}
+	if withOpt {
+		fields = append(fields, field{m, cover.moments, "first moment"}, field{v, cover.moments, "second moment"})
+	}
+	var buf []float64
+	for _, p := range lc.walk {
+		n := int(p.Elements())
+		buf = grow(&buf, 2*n*len(fields))
+		for i, f := range fields {
+			sums, counts := buf[2*i*n:(2*i+1)*n], buf[(2*i+1)*n:(2*i+2)*n]
+			for k, x := range f.vals[p.ID] {
+				sums[k], counts[k] = float64(x), float64(f.count[p.ID][k])
+			}
+		}
+		if err := lc.across.AllReduceF64(buf); err != nil {
+			return fmt.Errorf("exec: assembling %s: %w", p.Name, err)
+		}
+		for i, f := range fields {
+			sums, counts := buf[2*i*n:(2*i+1)*n], buf[(2*i+1)*n:(2*i+2)*n]
+			dst := f.vals[p.ID]
+			for k := range dst {
+				if counts[k] == 0 {
+					return fmt.Errorf("exec: no rank holds element %d of %s's %s", k, p.Name, f.what)
+				}
+				dst[k] = float32(sums[k] / counts[k])
+			}
+		}
+	}
+	return nil
 }
 
 // LoadMoments sets every rank's AdamW moments from whole tensors (a checkpoint's) and its

@@ -84,7 +84,10 @@ func TestResumeUnderAnotherLayout(t *testing.T) {
 				t.Errorf("%s step %d: loss %.7f, one rank %.7f", a, s, st.Loss, want[s])
 			}
 		}
-		model, moments := first.Tensors()
+		model, moments, err := first.Tensors()
+		if err != nil {
+			t.Fatal(err)
+		}
 		second := newLocal(b)
 		if err := second.Load(model); err != nil {
 			t.Fatal(err)

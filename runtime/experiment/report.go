@@ -3,7 +3,6 @@ package experiment
 import (
 	"bytes"
 	"fmt"
-	"github.com/moec-dev/moec/internal/human"
 	"math"
 	"os"
 	"path/filepath"
@@ -11,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/moec-dev/moec/internal/human"
 	"github.com/moec-dev/moec/runtime/plot"
 )
 

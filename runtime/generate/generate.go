@@ -29,6 +29,9 @@ type Options struct {
 	// StepPrograms decodes through the step program of a decoding step (compiler/step,
 	// run by runtime/exec) instead of runtime/nn's Decoder; the logits are the same.
 	StepPrograms bool
+	// TP and EP are the tensor- and expert-parallel sizes of the step programs' layout
+	// (0 or 1: one rank); either above 1 decodes through step programs.
+	TP, EP int
 }
 
 // Decoder is what Generate decodes with: runtime/nn's Decoder, or a decoding step
@@ -37,6 +40,13 @@ type Decoder interface {
 	Reset()
 	Pos() int
 	Step(tokens []int32) ([]float32, error)
+}
+
+// Prefiller is a Decoder that also reads a whole prompt at once (StepDecoder's prefill
+// program): Prefill starts the sequence over and returns the logits of the prompt's last
+// position.
+type Prefiller interface {
+	Prefill(tokens []int32) ([]float32, error)
 }
 
 // Check refuses options out of range, naming each as the CLI flag that sets it.
@@ -48,6 +58,10 @@ func (o Options) Check() error {
 		return diag.Runtimef(diag.ErrBadRunOption, "--temperature %v: want a finite temperature of at least 0 (0 = greedy)", o.Temperature)
 	case o.TopK < 0:
 		return diag.Runtimef(diag.ErrBadRunOption, "--top-k %d: want at least 0 (0 = all tokens)", o.TopK)
+	case o.TP < 0:
+		return diag.Runtimef(diag.ErrBadRunOption, "--tp %d: want a tensor-parallel size of at least 1", o.TP)
+	case o.EP < 0:
+		return diag.Runtimef(diag.ErrBadRunOption, "--ep %d: want an expert-parallel size of at least 1", o.EP)
 	}
 	return nil
 }
@@ -77,6 +91,13 @@ func Run(ctx context.Context, opt Options, w io.Writer) error {
 	if !ok {
 		return fmt.Errorf("generate: model of %s has no decoder", dir)
 	}
+	var dec Decoder
+	if opt.StepPrograms || opt.TP > 1 || opt.EP > 1 {
+		// Lowered before the prompt is echoed: a layout refused leaves w untouched.
+		if dec, err = NewStepDecoder(m, opt.TP, opt.EP); err != nil {
+			return err
+		}
+	}
 	if opt.EchoPrompt {
 		if _, err := io.WriteString(w, opt.Prompt); err != nil {
 			return err
@@ -91,11 +112,7 @@ func Run(ctx context.Context, opt Options, w io.Writer) error {
 		_, err := w.Write([]byte{b})
 		return err
 	}
-	if opt.StepPrograms {
-		dec, err := NewStepDecoder(m)
-		if err != nil {
-			return err
-		}
+	if dec != nil {
 		return GenerateWith(ctx, m.Config(), dec, prompt, opt.MaxTokens, s, emit)
 	}
 	return Generate(ctx, m, prompt, opt.MaxTokens, s, emit)
@@ -130,6 +147,12 @@ func GenerateWith(ctx context.Context, cfg *program.Model, dec Decoder, prompt [
 	var err error
 	prefill := func() error {
 		dec.Reset()
+		if p, ok := dec.(Prefiller); ok {
+			if logits, err = p.Prefill(ctxTokens); err != nil {
+				return fmt.Errorf("generate: %w", err)
+			}
+			return nil
+		}
 		for _, tok := range ctxTokens {
 			if logits, err = dec.Step([]int32{tok}); err != nil {
 				return fmt.Errorf("generate: %w", err)

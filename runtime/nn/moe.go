@@ -191,11 +191,7 @@ func (c *core[F]) route(mp *moeParams[F], w *moeWS[F], x []F, n int) {
 		w.lse[t] = F(lse)
 		w.zloss += lse * lse
 		for e, v := range zt {
-			if cfg.Score == program.Sigmoid {
-				st[e] = F(1 / (1 + math.Exp(-float64(v))))
-			} else {
-				st[e] = F(math.Exp(float64(v) - lse))
-			}
+			st[e] = program.RouterScore(cfg.Score, v, lse)
 		}
 		idx, gate := w.idx[t*d.K:(t+1)*d.K], w.gate[t*d.K:(t+1)*d.K]
 		if d.Groups > 0 {
@@ -309,16 +305,7 @@ func (c *core[F]) routerBack(mp *moeParams[F], w *moeWS[F], x []F, dx []F, n int
 			}
 		}
 		// dz, written over ds.
-		if cfg.Score == program.Sigmoid {
-			for e, v := range st {
-				dst[e] *= v * (1 - v)
-			}
-		} else {
-			sd := dot(dst, st)
-			for e, v := range st {
-				dst[e] = v * (dst[e] - sd)
-			}
-		}
+		program.RouterScoreGrad(cfg.Score, st, dst)
 		if zCoef != 0 {
 			k := zCoef * 2 * float64(w.lse[t]) / float64(n)
 			for e, v := range zt {

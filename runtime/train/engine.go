@@ -121,9 +121,6 @@ func newEngine(opt Options, spec *Spec, cfg optim.Config) (engine, error) {
 		return nil, diag.RuntimeWrap(diag.ErrBadRunOption, err, "layout for %s", spec.Model.Name)
 	}
 	if l.StepPrograms() {
-		if opt.Comm != nil {
-			return nil, diag.Runtimef(diag.ErrBadRunOption, "tensor and pipeline parallelism (step programs) run in-process ranks only, not under mpirun yet")
-		}
 		e, err := newStepEngine(spec, cfg, l, opt)
 		if err != nil {
 			return nil, stepLayoutError(spec, l, err)
@@ -393,6 +390,9 @@ func (g *group) evalNet(newNet NewNetFunc, spec *Spec) (Net, error) {
 type RankMemory struct {
 	Rank     int
 	Measured [dist.NumTiers][dist.NumComponents]int64
+	// Arena is, on a step-program rank, the bytes its executor allocated per tier: one
+	// arena each, holding every buffer (zero on the hand-written engine's ranks).
+	Arena [dist.NumTiers]int64
 	// The unified cache's device page pool: unit lookups that hit and missed, and the
 	// units it evicted (zero without the cache).
 	CacheHits, CacheMisses, CacheEvictions int64
@@ -443,6 +443,8 @@ func stepLayoutError(spec *Spec, l Sharding, err error) error {
 		code = step.CodeLayoutDivides
 		p := le.Problems[0]
 		sugg = fmt.Sprintf("choose a %s size that divides %s (%d)", p.Axis, p.What, p.Value)
+	} else if le.Budget != nil {
+		code, sugg = step.CodeCacheBudget, le.Budget.Suggestion()
 	}
 	e := diag.RuntimeWrap(code, le, "%s", msg)
 	e.Range, e.Suggestion = at, sugg

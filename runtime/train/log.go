@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"github.com/moec-dev/moec/internal/human"
 	"io"
 	"math"
 	"os"
@@ -14,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/moec-dev/moec/internal/atomicfile"
+	"github.com/moec-dev/moec/internal/human"
 )
 
 // StepRecord is one line of log.jsonl: one optimizer step.

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/runtime/checkpoint"
 )

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/moec-dev/moec/internal/human"
 	"io"
 	"io/fs"
 	"os"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/internal/human"
 	"github.com/moec-dev/moec/lang/diag"
 	"github.com/moec-dev/moec/runtime/checkpoint"
 	"github.com/moec-dev/moec/runtime/data"

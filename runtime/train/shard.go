@@ -3,11 +3,11 @@ package train
 import (
 	"errors"
 	"fmt"
-	"github.com/moec-dev/moec/internal/human"
 	"regexp"
 	"strconv"
 
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/internal/human"
 	"github.com/moec-dev/moec/runtime/dist"
 	"github.com/moec-dev/moec/runtime/nn"
 	"github.com/moec-dev/moec/runtime/optim"
@@ -29,6 +29,9 @@ type Sharding struct {
 	TP, PP int
 	// Program runs the layout through step programs even without tp or pp.
 	Program bool
+	// SP splits the tp ranks' norms, residual sums and router input by token (sequence
+	// parallelism; needs TP > 1).
+	SP bool
 }
 
 // StepPrograms reports whether l trains through step programs.
@@ -42,6 +45,9 @@ func (l Sharding) String() string {
 	s := fmt.Sprintf("%s, ep %d, zero %d", ranks, max(l.EP, 1), l.ZeRO)
 	if l.StepPrograms() {
 		s = fmt.Sprintf("%s: dp %d × ep %d × tp %d × pp %d, zero %d, step programs", ranks, max(l.Ranks, 1)/(max(l.TP, 1)*max(l.PP, 1)), max(l.EP, 1), max(l.TP, 1), max(l.PP, 1), l.ZeRO)
+		if l.SP && l.TP > 1 {
+			s += ", sequence parallel"
+		}
 	}
 	if l.Cache != nil {
 		s += fmt.Sprintf(", unified cache of %s in %s pages (%s)", human.Bytes(l.Cache.Budget), human.Bytes(l.Cache.Page), l.Cache.Eviction)

@@ -58,6 +58,7 @@ type LayoutSpec struct {
 	TP            int    `json:"tp,omitempty"`
 	PP            int    `json:"pp,omitempty"`
 	Program       bool   `json:"step_programs,omitempty"` // trained through step programs
+	SP            bool   `json:"sequence_parallel,omitempty"`
 }
 
 // layoutSpec describes the layout a run uses: l (nil = one rank) with comm's world size
@@ -66,7 +67,7 @@ func layoutSpec(l *Sharding, comm interface{ Size() int }, llvm string) *LayoutS
 	ls := &LayoutSpec{Ranks: 1, EP: 1, LLVM: llvm}
 	if l != nil {
 		ls.Ranks, ls.EP, ls.ZeRO, ls.Offload = max(l.Ranks, 1), max(l.EP, 1), l.ZeRO, l.Offload
-		ls.TP, ls.PP, ls.Program = l.TP, l.PP, l.StepPrograms()
+		ls.TP, ls.PP, ls.Program, ls.SP = l.TP, l.PP, l.StepPrograms(), l.SP
 		if l.Cache != nil {
 			ls.CacheBudget, ls.CachePage, ls.CacheEviction = l.Cache.Budget, l.Cache.Page, l.Cache.Eviction
 		}
@@ -82,7 +83,7 @@ func (ls *LayoutSpec) Layout() *Sharding {
 	if ls == nil || ls.Ranks <= 1 && ls.EP <= 1 && ls.ZeRO == 0 && !ls.Offload && ls.CacheBudget == 0 && !ls.Program {
 		return nil
 	}
-	l := &Sharding{Ranks: max(ls.Ranks, 1), EP: max(ls.EP, 1), ZeRO: ls.ZeRO, Offload: ls.Offload, TP: ls.TP, PP: ls.PP, Program: ls.Program}
+	l := &Sharding{Ranks: max(ls.Ranks, 1), EP: max(ls.EP, 1), ZeRO: ls.ZeRO, Offload: ls.Offload, TP: ls.TP, PP: ls.PP, Program: ls.Program, SP: ls.SP}
 	if ls.CacheBudget > 0 {
 		l.Cache = &CacheConfig{Budget: ls.CacheBudget, Page: ls.CachePage, Eviction: ls.CacheEviction}
 	}

@@ -3,8 +3,10 @@ package train
 import (
 	"fmt"
 
+	"github.com/moec-dev/moec/compiler/plan"
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/step"
+	"github.com/moec-dev/moec/internal/pagepool"
 	"github.com/moec-dev/moec/runtime/data"
 	"github.com/moec-dev/moec/runtime/dist"
 	"github.com/moec-dev/moec/runtime/exec"
@@ -16,19 +18,33 @@ import (
 
 // stepEngine trains through step programs (compiler/step, executed by runtime/exec): any
 // layout of data, expert, tensor and pipeline parallelism and ZeRO, its ranks goroutines
-// of this process. Each data-parallel replica takes its slice of every micro-batch the
-// single rank would run, and routes it on its own.
+// of this process, or under mpirun one rank per process (Options.Comm). Each
+// data-parallel replica takes its slice of every micro-batch the single rank would run,
+// and routes it on its own.
 type stepEngine struct {
 	lc     *exec.Local
+	comm   dist.Comm // the MPI world, or nil for in-process ranks
 	layout step.Layout
 	mb     int // sequences per micro-batch on a replica
 	spec   *Spec
+	steps  int64 // steps run by this engine
+	// last is the weights the last tensors call assembled (on rank 0 under MPI), valid
+	// while assembled: evaluation reuses them instead of assembling again.
+	last      []safetensors.Tensor
+	assembled bool
 }
 
 // stepLayout is the step program's layout for l.
 func stepLayout(l Sharding) step.Layout {
 	tp, pp := max(l.TP, 1), max(l.PP, 1)
-	return step.Layout{DP: max(l.Ranks, 1) / (tp * pp), EP: max(l.EP, 1), TP: tp, PP: pp, ZeRO: l.ZeRO, OffloadOpt: l.Offload}
+	sl := step.Layout{DP: max(l.Ranks, 1) / (tp * pp), EP: max(l.EP, 1), TP: tp, PP: pp, ZeRO: l.ZeRO, OffloadOpt: l.Offload,
+		SequenceParallel: l.SP && tp > 1}
+	if c := l.Cache; c != nil {
+		// The step program's unified cache: every state in the host tier, units fetched
+		// into a device working set the budget bounds (compiler/step's cache.go).
+		sl.Cache = step.Cache{Budget: c.Budget, Page: c.Page, Eviction: pagepool.Policy(c.Eviction)}
+	}
+	return sl
 }
 
 // validStepLayout checks l against the model with the step program's axes table.
@@ -38,6 +54,7 @@ func validStepLayout(m *program.Model, l Sharding) error {
 		return fmt.Errorf("%d ranks are not a multiple of tp %d × pp %d", l.Ranks, tp, pp)
 	}
 	sl := stepLayout(l)
+	sl.SequenceParallel = false // what sp divides is the batch's: lowering checks it
 	if sl.DP%sl.EP != 0 {
 		return fmt.Errorf("expert-parallel size %d must divide the %d data-parallel ranks", sl.EP, sl.DP)
 	}
@@ -53,14 +70,13 @@ func validStepLayout(m *program.Model, l Sharding) error {
 
 func newStepEngine(spec *Spec, cfg optim.Config, l Sharding, opt Options) (*stepEngine, error) {
 	sl := stepLayout(l)
-	// recompute = full in the train block: each layer's forward runs again before its
-	// backward (the same numbers, less memory); selective is not lowered and keeps all.
-	sl.Recompute = spec.Train != nil && spec.Train.Memory.Recompute == program.RecomputeFull
+	// recompute in the train block: full runs each layer's forward again before its
+	// backward, selective the attention core before its use (the same numbers, less memory).
+	if spec.Train != nil {
+		sl.Recompute = spec.Train.Memory.Recompute
+	}
 	if sl.DP*sl.TP*sl.PP != l.Ranks {
 		return nil, fmt.Errorf("%d ranks are not a multiple of tp %d × pp %d", l.Ranks, sl.TP, sl.PP)
-	}
-	if l.Cache != nil {
-		return nil, fmt.Errorf("the step programs' executor does not run the unified cache yet (an offloaded optimizer it does: --offload)")
 	}
 	if spec.MicroBatch%sl.DP != 0 {
 		return nil, fmt.Errorf("%d data-parallel replicas do not divide the micro-batch of %d sequences; each replica takes an equal slice", sl.DP, spec.MicroBatch)
@@ -70,7 +86,14 @@ func newStepEngine(spec *Spec, cfg optim.Config, l Sharding, opt Options) (*step
 	if timeout <= 0 {
 		timeout = dist.DefaultTimeout
 	}
-	lc, err := exec.NewLocal(spec.Model, step.Batch{MicroBatch: mb, SeqLen: spec.SeqLen, Micro: spec.Accum}, sl, timeout)
+	b := step.Batch{MicroBatch: mb, SeqLen: spec.SeqLen, Micro: spec.Accum}
+	var lc *exec.Local
+	var err error
+	if opt.Comm != nil {
+		lc, err = exec.NewRankOf(spec.Model, b, sl, opt.Comm)
+	} else {
+		lc, err = exec.NewLocal(spec.Model, b, sl, timeout)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -86,10 +109,10 @@ func newStepEngine(spec *Spec, cfg optim.Config, l Sharding, opt Options) (*step
 	if err := lc.Load(whole); err != nil {
 		return nil, err
 	}
-	return &stepEngine{lc: lc, layout: sl, mb: mb, spec: spec}, nil
+	return &stepEngine{lc: lc, comm: opt.Comm, layout: sl, mb: mb, spec: spec}, nil
 }
 
-func (s *stepEngine) leader() bool { return true }
+func (s *stepEngine) leader() bool { return s.comm == nil || s.comm.Rank() == 0 }
 
 func (s *stepEngine) step(stepN int64, spec *Spec, corpus *data.Corpus) (StepRecord, optim.StepInfo, error) {
 	B, T, M := spec.MicroBatch, spec.SeqLen, spec.Accum
@@ -103,7 +126,9 @@ func (s *stepEngine) step(stepN int64, spec *Spec, corpus *data.Corpus) (StepRec
 			micro[r*M+m] = toks
 		}
 	}
+	s.assembled = false
 	st, err := s.lc.Step(micro, exec.Options{Seed: spec.Seed, Step: stepN})
+	s.steps++
 	rec := StepRecord{Loss: st.Loss, CE: st.CE, Balance: st.Balance, ZLoss: st.ZLoss, Dropped: st.Dropped}
 	info := optim.StepInfo{LR: st.LR, GradNorm: st.GradNorm}
 	if spec.Train != nil {
@@ -115,8 +140,14 @@ func (s *stepEngine) step(stepN int64, spec *Spec, corpus *data.Corpus) (StepRec
 	return rec, info, nil
 }
 
+// tensors assembles the whole model and moments; under MPI every rank takes part and rank
+// 0 gets them.
 func (s *stepEngine) tensors() ([]safetensors.Tensor, []safetensors.Tensor, error) {
-	model, moments := s.lc.Tensors()
+	model, moments, err := s.lc.Tensors()
+	if err != nil {
+		return nil, nil, fmt.Errorf("train: %w", err)
+	}
+	s.last, s.assembled = model, true
 	return model, moments, nil
 }
 
@@ -126,6 +157,7 @@ func (s *stepEngine) load(model, moments []safetensors.Tensor, stepN int64) erro
 	if err := checkManifest(s.spec.Model, model); err != nil {
 		return err
 	}
+	s.assembled = false
 	if err := s.lc.Load(model); err != nil {
 		return err
 	}
@@ -142,13 +174,35 @@ func (s *stepEngine) initialise(newNet NewNetFunc, spec *Spec, fill func([]*nn.P
 	if err != nil {
 		return err
 	}
+	s.assembled = false
 	return s.lc.Load(whole)
 }
 
-func (s *stepEngine) stop(local bool) (bool, error) { return local, nil }
+// stop agrees on stopping: under MPI every rank stops when any asks.
+func (s *stepEngine) stop(local bool) (bool, error) {
+	if s.comm == nil {
+		return local, nil
+	}
+	v := []float64{0}
+	if local {
+		v[0] = 1
+	}
+	if err := s.comm.AllReduceF64(v); err != nil {
+		return false, err
+	}
+	return v[0] > 0, nil
+}
 
 // evalNet is the hand-written model holding the trained weights: validation runs there.
 func (s *stepEngine) evalNet(newNet NewNetFunc, spec *Spec) (Net, error) {
+	if !s.assembled { // collective under MPI: every rank takes part
+		if _, _, err := s.tensors(); err != nil {
+			return nil, err
+		}
+	}
+	if !s.leader() {
+		return nil, nil
+	}
 	if newNet == nil {
 		newNet = newNNNet
 	}
@@ -156,40 +210,40 @@ func (s *stepEngine) evalNet(newNet NewNetFunc, spec *Spec) (Net, error) {
 	if err != nil {
 		return nil, err
 	}
-	model, _ := s.lc.Tensors()
-	return net, LoadParams(net.Params(), model, "the step programs' run")
+	return net, LoadParams(net.Params(), s.last, "the step programs' run")
 }
 
-// report is each rank's memory: its arenas, exactly as its program's memory plan sized
-// them (the executor allocates nothing else for a step), by the kind of buffer live at
-// the device peak.
+// report is each rank's memory: what its program's memory plan holds at each tier's peak,
+// per component (plan.MemoryOf, the reading the local planner predicts with), and the
+// arenas its executor allocated (the executor allocates nothing else for a step; under
+// mpirun only this process's rank has one here). The cache's hits, misses and evictions
+// are the program's per step, times the steps run.
 func (s *stepEngine) report() []RankMemory {
 	var out []RankMemory
 	for r, p := range s.lc.Progs {
 		rm := RankMemory{Rank: r}
-		for kind, bytes := range p.Memory.ByKind {
-			rm.Measured[dist.Device][componentOf(kind)] += bytes
+		pm := plan.MemoryOf(p)
+		for t, tier := range [2]dist.Tier{dist.Device, dist.Host} {
+			for c := dist.Component(0); c < dist.NumComponents; c++ {
+				rm.Measured[tier][c] = pm.Component(step.Tier(t), c.String())
+			}
 		}
-		rm.Measured[dist.Host][dist.Optimizer] = p.Memory.Arena[step.Host]
+		for _, op := range p.Ops {
+			switch op.Kind {
+			case step.OpCacheFetch:
+				rm.CacheMisses += s.steps
+			case step.OpCacheEvict:
+				rm.CacheEvictions += s.steps
+			}
+		}
+		rm.CacheHits = int64(p.CacheHits) * s.steps
+		if ex := s.executorOf(r); ex != nil {
+			arena := ex.ArenaBytes()
+			rm.Arena[dist.Device], rm.Arena[dist.Host] = arena[step.Device], arena[step.Host]
+		}
 		out = append(out, rm)
 	}
 	return out
-}
-
-func componentOf(k step.Kind) dist.Component {
-	switch k {
-	case step.KindParam, step.KindGathered:
-		return dist.Params
-	case step.KindGrad:
-		return dist.Grads
-	case step.KindOptimizer:
-		return dist.Optimizer
-	case step.KindDispatch:
-		return dist.Dispatch
-	case step.KindActivation, step.KindActGrad:
-		return dist.Activations
-	}
-	return dist.Temp
 }
 
 // InitialWeights are stage model m's freshly initialised weights for seed, as tensors in
@@ -207,4 +261,18 @@ func GrownWeights(from string, m *program.Model, g program.Grow, seed int64) ([]
 		return nil, err
 	}
 	return weights.Safetensors(ts), nil
+}
+
+// executorOf is rank r's executor when it runs in this process, else nil.
+func (s *stepEngine) executorOf(r int) *exec.Executor {
+	if s.comm != nil {
+		if r == s.comm.Rank() && len(s.lc.Ranks) == 1 {
+			return s.lc.Ranks[0]
+		}
+		return nil
+	}
+	if r < len(s.lc.Ranks) {
+		return s.lc.Ranks[r]
+	}
+	return nil
 }

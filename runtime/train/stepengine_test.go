@@ -107,3 +107,43 @@ func TestStepProgramRefusals(t *testing.T) {
 		}
 	}
 }
+
+// TestStepProgramRecomputeSelective: a train block with recompute = selective trains
+// through step programs that compute the attention core again in the backward, with the
+// losses of the hand-written model and less activation memory at the peak.
+func TestStepProgramRecomputeSelective(t *testing.T) {
+	p := shardProgram(4)
+	ref, _ := trainLayout(t, p, nil)
+	_, _, keep := trainLayoutMem(t, p, &Sharding{Ranks: 2, EP: 1, TP: 2})
+	p.Trains["tiny"].Memory.Recompute = program.RecomputeSelective
+	recs, _, mem := trainLayoutMem(t, p, &Sharding{Ranks: 2, EP: 1, TP: 2})
+	for i := range ref {
+		if !close(ref[i].Loss, recs[i].Loss, 1e-5) {
+			t.Fatalf("step %d: loss %.7f recomputing the attention core, %.7f keeping everything", i+1, recs[i].Loss, ref[i].Loss)
+		}
+	}
+	a, b := keep[0].Measured[dist.Device][dist.Activations], mem[0].Measured[dist.Device][dist.Activations]
+	t.Logf("activations at the peak: %d bytes keeping everything, %d recomputing the attention core", a, b)
+	if b >= a {
+		t.Errorf("selective recompute did not lower the activations at the peak: %d vs %d", b, a)
+	}
+}
+
+// TestStepProgramSequenceParallel: tp 2 with sequence parallelism trains with the losses of
+// the hand-written model and less activation memory at the peak than tp 2 alone.
+func TestStepProgramSequenceParallel(t *testing.T) {
+	p := shardProgram(4)
+	ref, _ := trainLayout(t, p, nil)
+	_, _, plain := trainLayoutMem(t, p, &Sharding{Ranks: 2, EP: 1, TP: 2})
+	recs, _, mem := trainLayoutMem(t, p, &Sharding{Ranks: 2, EP: 1, TP: 2, SP: true})
+	for i := range ref {
+		if !close(ref[i].Loss, recs[i].Loss, 1e-5) {
+			t.Fatalf("step %d: loss %.7f with sequence parallelism, %.7f on one rank", i+1, recs[i].Loss, ref[i].Loss)
+		}
+	}
+	a, b := plain[0].Measured[dist.Device][dist.Activations], mem[0].Measured[dist.Device][dist.Activations]
+	t.Logf("activations at the peak: %d bytes under tp 2, %d with sequence parallelism", a, b)
+	if b >= a {
+		t.Errorf("sequence parallelism did not lower the activations at the peak: %d vs %d", b, a)
+	}
+}

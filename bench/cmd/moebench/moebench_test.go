@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"flag"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -128,6 +130,24 @@ func TestWorkerForward(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), `"tokens_per_s":`) || !strings.Contains(out.String(), `"loss":5.`) {
 		t.Fatalf("worker printed %q", out.String())
+	}
+	// The step programs' forward and the hand-written model's start from the same weights
+	// and compute the same loss: the two moec rows of the table measure one workload.
+	var step, hand result
+	for _, c := range []struct {
+		mode string
+		res  *result
+	}{{"forward", &step}, {"forward-nn", &hand}} {
+		var b bytes.Buffer
+		if err := runWorker(c.mode, 0.01, &b); err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(b.Bytes(), c.res); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := math.Abs(step.Loss - hand.Loss); d > 1e-5*hand.Loss {
+		t.Errorf("forward loss: step programs %.7f, hand-written %.7f", step.Loss, hand.Loss)
 	}
 	if err := runWorker("nonsense", 0.01, &out); err == nil {
 		t.Fatal("an unknown mode was accepted")

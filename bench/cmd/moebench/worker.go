@@ -138,19 +138,22 @@ func runWorker(mode string, seconds float64, w io.Writer) error {
 		res.GFLOPS = sgemmPeak(seconds)
 	case "check":
 		err = checkTraining(&res)
-	case "train":
+	case "train-nn":
 		var t *trainer
 		if t, err = newTrainer(); err != nil {
 			return err
 		}
-		c0 := cpuSeconds()
-		res.Iters, res.Seconds, err = timed(seconds, 2, t.Step)
-		res.CPUSeconds = cpuSeconds() - c0 // includes the warm-up step: scaled below
-		res.CPUSeconds *= float64(res.Iters) / float64(res.Iters+1)
-		res.TokensPerS = float64(benchBatch*benchSeq*res.Iters) / res.Seconds
-		res.Loss = t.loss
-	case "forward":
+		err = measureTrain(&res, seconds, t.Step, func() float64 { return t.loss })
+	case "train":
+		var t *stepTrainer
+		if t, err = newStepTrainer(); err != nil {
+			return err
+		}
+		err = measureTrain(&res, seconds, t.Step, func() float64 { return t.loss })
+	case "forward-nn":
 		err = measureForward(&res, seconds)
+	case "forward":
+		err = measureStepForward(&res, seconds)
 	case "gen1", "gen16":
 		batch := 1
 		if mode == "gen16" {
@@ -158,12 +161,24 @@ func runWorker(mode string, seconds float64, w io.Writer) error {
 		}
 		err = measureGenerate(&res, batch, seconds)
 	default:
-		return fmt.Errorf("unknown worker mode %q (want train, forward, gen1, gen16, sgemm or check)", mode)
+		return fmt.Errorf("unknown worker mode %q (want train, forward, train-nn, forward-nn, gen1, gen16, sgemm or check)", mode)
 	}
 	if err != nil {
 		return fmt.Errorf("moec %s: %w", mode, err)
 	}
 	return json.NewEncoder(w).Encode(res)
+}
+
+// measureTrain times step, the moec training step of one engine, and its CPU time.
+func measureTrain(res *result, seconds float64, step func() error, loss func() float64) error {
+	c0 := cpuSeconds()
+	var err error
+	res.Iters, res.Seconds, err = timed(seconds, 2, step)
+	res.CPUSeconds = cpuSeconds() - c0 // includes the warm-up step: scaled below
+	res.CPUSeconds *= float64(res.Iters) / float64(res.Iters+1)
+	res.TokensPerS = float64(benchBatch*benchSeq*res.Iters) / res.Seconds
+	res.Loss = loss()
+	return err
 }
 
 // checkSteps is how many AdamW steps the correctness check takes on one batch.
@@ -172,15 +187,14 @@ const checkSteps = 8
 // checkTraining trains checkSteps steps on the fixed batch: the loss must fall, as it must for the
 // peer's --check, so a speed-up that breaks the math shows up in the benchmark itself.
 func checkTraining(res *result) error {
-	t, err := newTrainer()
+	t, err := newStepTrainer()
 	if err != nil {
 		return err
 	}
-	st, err := t.m.Forward(t.batch, nn.StepOptions{})
-	if err != nil {
+	if err := t.Step(); err != nil { // the loss before any update
 		return err
 	}
-	res.FirstLoss = st.Loss
+	res.FirstLoss = t.loss
 	for range checkSteps {
 		if err := t.Step(); err != nil {
 			return err

@@ -32,6 +32,8 @@ func Check(c dist.Comm) error {
 		{"all_reduce_f32", checkAllReduceF32},
 		{"all_reduce_f64", checkAllReduceF64},
 		{"all_reduce_bits", checkReduceBits},
+		{"all_reduce_max_f32", checkAllReduceMaxF32},
+		{"send_recv", checkSendRecv},
 		{"all_gather", checkAllGather},
 		{"all_to_all_v", checkAllToAllV},
 		{"split", checkSplit},
@@ -318,6 +320,9 @@ func checkSplit(c dist.Comm) error {
 	if err := checkAllToAllV(sub); err != nil {
 		return fmt.Errorf("all-to-all in sub-group: %w", err)
 	}
+	if err := checkSendRecv(sub); err != nil {
+		return fmt.Errorf("send and receive in sub-group: %w", err)
+	}
 	if err := sub.Barrier(); err != nil {
 		return fmt.Errorf("barrier in sub-group: %w", err)
 	}
@@ -454,3 +459,92 @@ func checkReduceScatterF32(c dist.Comm) error {
 	}
 	return nil
 }
+
+// maxF32 is rank r's element i for the maximum checks: which rank holds the largest value
+// changes with i, and negative values and infinities take part.
+func maxF32(r, i int) float32 {
+	switch {
+	case i%11 == 10:
+		return float32(math.Inf(-1))
+	case i%17 == 16 && r == i%3:
+		return float32(math.Inf(1))
+	}
+	return float32((r*7+i*5)%13) - 6.5 - float32(r)/4
+}
+
+func checkAllReduceMaxF32(c dist.Comm) error {
+	for _, n := range lengths {
+		x := make([]float32, n)
+		for i := range x {
+			x[i] = maxF32(c.Rank(), i)
+		}
+		if err := c.AllReduceMaxF32(x); err != nil {
+			return fmt.Errorf("%d floats: %w", n, err)
+		}
+		for i, got := range x {
+			want := maxF32(0, i)
+			for r := 1; r < c.Size(); r++ {
+				want = max(want, maxF32(r, i))
+			}
+			if got != want {
+				return fmt.Errorf("%d floats: element %d is %v, want %v", n, i, got, want)
+			}
+		}
+	}
+	return nil
+}
+
+// p2pF32 is element i of the k-th message from rank from to rank to.
+func p2pF32(from, to, k, i int) float32 { return float32(from*1000+to*100+k*10) + float32(i)/4 }
+
+// checkSendRecv sends to both neighbours on a ring before receiving anything (sends must
+// not wait for the receiver), several messages on one tag (they must arrive in order,
+// whatever their sizes) and one on another tag sent first and received last (tags must
+// be matched).
+func checkSendRecv(c dist.Comm) error {
+	me, n := c.Rank(), c.Size()
+	right, left := (me+1)%n, (me+n-1)%n
+	sizes := []int{5, 0, 4099, 1}
+	msg := func(from, to, k int) []float32 {
+		x := make([]float32, sizes[k%len(sizes)])
+		for i := range x {
+			x[i] = p2pF32(from, to, k, i)
+		}
+		return x
+	}
+	if err := c.SendF32(right, 2, msg(me, right, 9)); err != nil {
+		return fmt.Errorf("send to rank %d with tag 2: %w", right, err)
+	}
+	for k := range sizes {
+		for _, to := range []int{right, left} {
+			x := msg(me, to, k)
+			if err := c.SendF32(to, 1, x); err != nil {
+				return fmt.Errorf("send %d to rank %d: %w", k, to, err)
+			}
+			clear(x) // the transport keeps its own copy
+		}
+	}
+	for k := range sizes {
+		for _, from := range []int{left, right} {
+			want := msg(from, me, k)
+			got := make([]float32, len(want))
+			if err := c.RecvF32(from, 1, got); err != nil {
+				return fmt.Errorf("receive %d from rank %d: %w", k, from, err)
+			}
+			if !slices.Equal(got, want) {
+				return fmt.Errorf("message %d from rank %d is %v, want %v", k, from, head(got), head(want))
+			}
+		}
+	}
+	want := msg(left, me, 9)
+	got := make([]float32, len(want))
+	if err := c.RecvF32(left, 2, got); err != nil {
+		return fmt.Errorf("receive from rank %d with tag 2: %w", left, err)
+	}
+	if !slices.Equal(got, want) {
+		return fmt.Errorf("the tag-2 message from rank %d is %v, want %v", left, head(got), head(want))
+	}
+	return c.Barrier()
+}
+
+func head(x []float32) []float32 { return x[:min(len(x), 4)] }

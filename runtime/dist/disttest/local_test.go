@@ -47,6 +47,21 @@ func (b brokenComm) AllReduceF32(x []float32) error {
 	return err
 }
 
+func (b brokenComm) AllReduceMaxF32(x []float32) error {
+	if b.break_ == "max" {
+		return b.Comm.AllReduceF32(x) // a sum where a maximum was asked for
+	}
+	return b.Comm.AllReduceMaxF32(x)
+}
+
+func (b brokenComm) RecvF32(from, tag int, x []float32) error {
+	err := b.Comm.RecvF32(from, tag, x)
+	if b.break_ == "recv" && len(x) > 1 {
+		x[0], x[1] = x[1], x[0] // delivers the floats out of order
+	}
+	return err
+}
+
 func (b brokenComm) AllToAllV(send []byte, sendCount, sendOff []int, recv []byte, recvCount, recvOff []int) error {
 	if b.break_ == "offsets" {
 		// A transport that packs blocks densely instead of honouring the offsets.
@@ -72,13 +87,15 @@ func (b brokenComm) Split(color, key int, name string) (dist.Comm, error) {
 	return brokenComm{sub, b.break_}, nil
 }
 
-// TestCheckFails checks that the suite catches a wrong sum, ignored offsets and an
-// ignored split key, and that its error names the check.
+// TestCheckFails checks that the suite catches a wrong sum, ignored offsets, an ignored
+// split key, a sum for a maximum and a message out of order, and that its error names the check.
 func TestCheckFails(t *testing.T) {
 	for _, tc := range []struct{ break_, check string }{
 		{"sum", "all_reduce_f32"},
 		{"offsets", "all_to_all_v"},
 		{"split", "split"},
+		{"max", "all_reduce_max_f32"},
+		{"recv", "send_recv"},
 	} {
 		t.Run(tc.break_, func(t *testing.T) {
 			comms, err := dist.Local(3, 20*time.Second)

@@ -27,7 +27,12 @@ typedef struct {
 	int (*comm_split)(moe_mpi_h, int, int, moe_mpi_h *);
 	int (*abort)(moe_mpi_h, int);
 	int (*error_string)(int, char *, int *);
-	moe_mpi_h world, comm_null, f32, f64, byte_, int_, sum, errors_return;
+	int (*isend)(const void *, int, moe_mpi_h, int, int, moe_mpi_h, moe_mpi_h *);
+	int (*recv)(void *, int, moe_mpi_h, int, int, moe_mpi_h, void *);
+	int (*test)(moe_mpi_h *, int *, void *);
+	int (*wait)(moe_mpi_h *, void *);
+	int (*get_count)(const void *, moe_mpi_h, int *);
+	moe_mpi_h world, comm_null, f32, f64, byte_, int_, sum, max, errors_return;
 } moe_mpi_lib;
 
 // One table per process: the library is loaded once (sync.Once on the Go side).
@@ -73,6 +78,11 @@ static const char *moe_mpi_load(void) {
 	MOE_MPI_SYM(comm_split, "MPI_Comm_split")
 	MOE_MPI_SYM(abort, "MPI_Abort")
 	MOE_MPI_SYM(error_string, "MPI_Error_string")
+	MOE_MPI_SYM(isend, "MPI_Isend")
+	MOE_MPI_SYM(recv, "MPI_Recv")
+	MOE_MPI_SYM(test, "MPI_Test")
+	MOE_MPI_SYM(wait, "MPI_Wait")
+	MOE_MPI_SYM(get_count, "MPI_Get_count")
 	MOE_MPI_SYM(world, "ompi_mpi_comm_world")
 	MOE_MPI_SYM(comm_null, "ompi_mpi_comm_null")
 	MOE_MPI_SYM(f32, "ompi_mpi_float")
@@ -80,6 +90,7 @@ static const char *moe_mpi_load(void) {
 	MOE_MPI_SYM(byte_, "ompi_mpi_byte")
 	MOE_MPI_SYM(int_, "ompi_mpi_int")
 	MOE_MPI_SYM(sum, "ompi_mpi_op_sum")
+	MOE_MPI_SYM(max, "ompi_mpi_op_max")
 	MOE_MPI_SYM(errors_return, "ompi_mpi_errors_return")
 	return NULL;
 }
@@ -115,6 +126,32 @@ static moe_mpi_h moe_mpi_type(int t) {
 static int moe_mpi_allreduce_sum(moe_mpi_h c, void *buf, int count, int type) {
 	return moe_mpi.allreduce((const void *)1, buf, count, moe_mpi_type(type), moe_mpi.sum, c);
 }
+
+static int moe_mpi_allreduce_max(moe_mpi_h c, void *buf, int count, int type) {
+	return moe_mpi.allreduce((const void *)1, buf, count, moe_mpi_type(type), moe_mpi.max, c);
+}
+
+// moe_mpi_isend_f32 sends a copy of data (malloc'ed into *copy, which the caller frees
+// once the request completes) without waiting for the receiver.
+static int moe_mpi_isend_f32(moe_mpi_h c, const float *data, int count, int to, int tag, moe_mpi_h *req, void **copy) {
+	*copy = malloc(count > 0 ? (size_t)count * sizeof(float) : 1);
+	if (*copy == NULL) return -1;
+	for (int i = 0; i < count; i++) ((float *)*copy)[i] = data[i];
+	return moe_mpi.isend(*copy, count, moe_mpi.f32, to, tag, c, req);
+}
+
+// moe_mpi_recv_f32 receives up to count floats and reports how many came. The status
+// lives here: Open MPI's MPI_Status is 24 bytes; 64 leave room. MPI_STATUS_IGNORE is
+// NULL in Open MPI.
+static int moe_mpi_recv_f32(moe_mpi_h c, float *buf, int count, int from, int tag, int *got) {
+	long long status[8];
+	int rc = moe_mpi.recv(buf, count, moe_mpi.f32, from, tag, c, status);
+	if (rc != 0) return rc;
+	return moe_mpi.get_count(status, moe_mpi.f32, got);
+}
+
+static int moe_mpi_test(moe_mpi_h *req, int *done) { return moe_mpi.test(req, done, NULL); }
+static int moe_mpi_wait(moe_mpi_h *req) { return moe_mpi.wait(req, NULL); }
 
 static int moe_mpi_allgather(moe_mpi_h c, const void *send, int count, void *recv) {
 	return moe_mpi.allgather(send, count, moe_mpi.byte_, recv, count, moe_mpi.byte_, c);
@@ -202,6 +239,10 @@ type proc struct {
 	mu        sync.Mutex
 	failed    error
 	finalized bool
+
+	// pending are the sends MPI has not completed yet, each with its copy of the data;
+	// only the worker thread touches them.
+	pending []pendingSend
 }
 
 // serve runs MPI calls one at a time on a dedicated OS thread: the thread that called
@@ -286,7 +327,13 @@ func Finalize() error {
 		return fmt.Errorf("mpi: not finalising after a failed collective: %w", failed)
 	}
 	done := make(chan C.int, 1)
-	p.calls <- func() { done <- C.moe_mpi_finalize() }
+	p.calls <- func() {
+		if rc := p.completeSends(); rc != 0 {
+			done <- rc
+			return
+		}
+		done <- C.moe_mpi_finalize()
+	}
 	timer := time.NewTimer(p.timeout)
 	defer timer.Stop()
 	select {
@@ -536,4 +583,123 @@ func (c *comm) Split(color, key int, name string) (dist.Comm, error) {
 		return nil, c.argError("split", "MPI returned no communicator for color %d", color)
 	}
 	return &comm{p: c.p, h: r.h, name: name, rank: int(r.rank), size: int(r.size)}, nil
+}
+
+func (c *comm) AllReduceMaxF32(x []float32) error {
+	const op = "all_reduce_max"
+	if err := c.cInt(op, "a length of", len(x)); err != nil {
+		return err
+	}
+	if len(x) == 0 {
+		return c.call(op, func() C.int { return C.moe_mpi_allreduce_max(c.h, nil, 0, C.MOE_F32) })
+	}
+	return c.call(op, func() C.int {
+		return C.moe_mpi_allreduce_max(c.h, unsafe.Pointer(&x[0]), C.int(len(x)), C.MOE_F32)
+	})
+}
+
+// pendingSend is a send MPI may still be moving: its request and the C copy of the data,
+// freed once the request completes.
+type pendingSend struct {
+	req C.moe_mpi_h
+	buf unsafe.Pointer
+}
+
+// reapSends frees the copies of the sends that have completed (on the worker thread).
+func (p *proc) reapSends() C.int {
+	kept := p.pending[:0]
+	for _, ps := range p.pending {
+		var done C.int
+		if rc := C.moe_mpi_test(&ps.req, &done); rc != 0 {
+			return rc
+		}
+		if done != 0 {
+			C.free(ps.buf)
+			continue
+		}
+		kept = append(kept, ps)
+	}
+	clear(p.pending[len(kept):])
+	p.pending = kept
+	return 0
+}
+
+// completeSends waits for every pending send (on the worker thread, before MPI_Finalize).
+func (p *proc) completeSends() C.int {
+	for i := range p.pending {
+		if rc := C.moe_mpi_wait(&p.pending[i].req); rc != 0 {
+			return rc
+		}
+		C.free(p.pending[i].buf)
+	}
+	p.pending = nil
+	return 0
+}
+
+// maxTag is the largest tag every MPI library must accept (MPI_TAG_UB is at least 32767).
+const maxTag = 32767
+
+// peerArgs checks a point-to-point call's peer, tag and length before it reaches MPI.
+func (c *comm) peerArgs(op string, peer, tag, n int) error {
+	if peer < 0 || peer >= c.size {
+		return c.argError(op, "rank %d is not in the group of %d", peer, c.size)
+	}
+	if tag < 0 || tag > maxTag {
+		return c.argError(op, "tag %d is outside 0..%d", tag, maxTag)
+	}
+	return c.cInt(op, "a length of", n)
+}
+
+// SendF32 is MPI_Isend of a copy of x: it returns once MPI has the copy, so two ranks that
+// send to each other before receiving do not deadlock. The copy is freed when a later call
+// finds the send complete, and every send completes before MPI_Finalize.
+func (c *comm) SendF32(to, tag int, x []float32) error {
+	if err := c.peerArgs("send", to, tag, len(x)); err != nil {
+		return err
+	}
+	var data *C.float
+	if len(x) > 0 {
+		data = (*C.float)(unsafe.Pointer(&x[0]))
+	}
+	return c.call("send", func() C.int {
+		if rc := c.p.reapSends(); rc != 0 {
+			return rc
+		}
+		var ps pendingSend
+		rc := C.moe_mpi_isend_f32(c.h, data, C.int(len(x)), C.int(to), C.int(tag), &ps.req, &ps.buf)
+		if rc != 0 {
+			C.free(ps.buf)
+			return rc
+		}
+		c.p.pending = append(c.p.pending, ps)
+		return 0
+	})
+}
+
+// RecvF32 is MPI_Recv. A longer message than x is MPI's truncation error; a shorter one is
+// caught here; both doom the job as a failed collective does.
+func (c *comm) RecvF32(from, tag int, x []float32) error {
+	if err := c.peerArgs("recv", from, tag, len(x)); err != nil {
+		return err
+	}
+	var data *C.float
+	if len(x) > 0 {
+		data = (*C.float)(unsafe.Pointer(&x[0]))
+	}
+	var got C.int
+	err := c.call("recv", func() C.int {
+		rc := C.moe_mpi_recv_f32(c.h, data, C.int(len(x)), C.int(from), C.int(tag), &got)
+		if rc != 0 {
+			return rc
+		}
+		return c.p.reapSends()
+	})
+	if err != nil {
+		return err
+	}
+	if int(got) != len(x) {
+		return c.p.fail(&dist.Error{Rank: c.p.worldRank, Op: "recv", Group: c.name, Failed: -1,
+			Err: fmt.Errorf("rank %d sent %d floats with tag %d, rank %d expects %d: the ranks' programs diverged", from, int(got), tag, c.rank, len(x))})
+	}
+	return nil
 }
