@@ -57,6 +57,13 @@ type LocalOptions struct {
 	// for it today: every state partitioned (ZeRO-3) with the optimizer in the host tier;
 	// the device page pool is not modelled yet. nil keeps the declared memory block's meaning.
 	Cache *CacheOptions
+	// StepCache is the unified cache as step programs run it (the device budget bounds the
+	// whole device arena; states live in the host tier; units are fetched into pages): the
+	// plan lowers it into each candidate's programs and predicts their memory plans. Its
+	// zero value is none. Cache, above, is the hand-written engine's.
+	StepCache step.Cache
+	// SequenceParallel splits the tp ranks' norms, residuals and router input by token.
+	SequenceParallel bool
 	// MicroBatch is the run's micro-batch in sequences over all data-parallel replicas
 	// (`moec run --micro-batch`); 0 keeps the train block's, else up to 8, as the runtime does.
 	MicroBatch int
@@ -180,6 +187,7 @@ func LocalWith(prog *program.Program, train *program.Train, stage *program.Stage
 		case refused == "":
 			// Each rank's memory is its step program's memory plan (local_step.go).
 			s.env.cpu = &stepMemory{m: s.env.w.model, seqLen: int(s.env.w.seqLen), offload: offload || o.Cache != nil,
+				cache: o.StepCache, sequenceParallel: o.SequenceParallel,
 				recompute: recompute, lowered: map[ParallelLayout]*loweredMemory{}}
 		case tp > 1 || pp > 1:
 			ds.Errorf(CodeLocal, s.at, "%s stage %s: the step program does not lower %s at tp %d × pp %d, so no CPU rank can run this layout", train.Name, stage.Name, refused, tp, pp)
@@ -211,7 +219,9 @@ func LocalWith(prog *program.Program, train *program.Train, stage *program.Stage
 	p.Kind, p.Model, p.Train, p.Stage = "local", train.Model, train.Name, stage.Name
 	p.setBudget(train, stage, 0)
 	p.Placement = s.env.placement(res.best)
-	if train.Memory.Kind == "unified_cache" || o.Cache != nil {
+	if o.StepCache.On() {
+		p.Notes = append(p.Notes, fmt.Sprintf("each rank runs the %s lowered into its step program: the memory is its programs' plan, page moves included", o.StepCache))
+	} else if train.Memory.Kind == "unified_cache" || o.Cache != nil {
 		p.Notes = append(p.Notes, "on CPU ranks host and device memory are one: the unified cache's memory is predicted as ZeRO-3 (with the optimizer offloaded when the run caches), its device page pool not modelled")
 	}
 	if r := train.Memory.Recompute; refused != "" && r != "" && r != "none" && recomputeWritten(prog, train) {

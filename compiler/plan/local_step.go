@@ -26,7 +26,11 @@ type stepMemory struct {
 	// recompute is the train block's mode, which the step engine runs: full runs each
 	// layer's forward again before its backward, selective the attention core.
 	recompute program.Recompute
-	lowered   map[ParallelLayout]*loweredMemory
+	// cache is the unified cache as step programs run it (zero: none).
+	cache step.Cache
+	// sequenceParallel splits the tp ranks' token-wise regions (with tp > 1).
+	sequenceParallel bool
+	lowered          map[ParallelLayout]*loweredMemory
 	// lowerErr is the last layout the step program refused (nil when every one lowered).
 	lowerErr error
 }
@@ -122,7 +126,7 @@ func alignArena(n int64) int64 { return (n + 63) / 64 * 64 }
 // sequences per data-parallel replica, l.GradAccum micro-batches per step.
 func (s *stepMemory) stepLayout(l ParallelLayout) (step.Layout, step.Batch) {
 	sl := step.Layout{DP: l.DP, EP: max(l.EP, 1), TP: max(l.TP, 1), PP: max(l.PP, 1), ZeRO: l.ZeRO,
-		OffloadOpt: s.offload, Recompute: s.recompute}
+		OffloadOpt: s.offload, Recompute: s.recompute, Cache: s.cache, SequenceParallel: s.sequenceParallel && max(l.TP, 1) > 1}
 	return sl, step.Batch{MicroBatch: l.MicroBatch, SeqLen: s.seqLen, Micro: max(l.GradAccum, 1)}
 }
 
@@ -183,7 +187,7 @@ func (s *stepMemory) memory(l ParallelLayout, share float64) memoryUse {
 	for r := range lm.ranks {
 		dev, host, _ := s.rankBytes(l, r)
 		m := memoryUse{gpu: dev, host: hostAll, gpuCap: share - host.sum()}
-		if s.offload {
+		if s.offload || s.cache.On() {
 			m.hostCap = share * float64(len(lm.ranks))
 		}
 		if ratio, _ := m.overflow(); ratio > bestRatio {

@@ -10,6 +10,8 @@ import (
 	"github.com/moec-dev/moec/compiler/features"
 	"github.com/moec-dev/moec/compiler/plan"
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/compiler/step"
+	"github.com/moec-dev/moec/internal/pagepool"
 	"github.com/moec-dev/moec/lang/diag"
 	"github.com/moec-dev/moec/runtime/train"
 )
@@ -130,7 +132,23 @@ func RunLayout(prog *program.Program, trainName, stageName string, micro, worldS
 			return nil, nil, err
 		}
 		l := &train.Sharding{Ranks: max(ranks, 1), EP: max(f.EP, 1), ZeRO: f.ZeRO, Offload: f.Offload, TP: f.TP, PP: f.PP, Program: true, SP: f.SP, Cache: c}
-		return l, nil, nil
+		if l.Offload && l.ZeRO == 0 {
+			l.ZeRO = 1
+		}
+		// The plan lowers the same cache into its candidate's programs: the memory the run
+		// reports is the plan's prediction, page moves included.
+		var p *plan.Plan
+		if tr != nil && st != nil {
+			opts := plan.LocalOptions{EP: f.EP, ZeRO: l.ZeRO, ZeROSet: true, Offload: l.Offload, TP: f.TP, PP: f.PP, MicroBatch: micro,
+				SequenceParallel: f.SP, StepCache: step.Cache{Budget: c.Budget, Page: c.Page, Eviction: pagepool.Policy(c.Eviction)}}
+			// Without a plan (the cache refused for this budget, which the run then reports
+			// at its position) the memory table shows no prediction.
+			if p0, ds := plan.LocalWith(prog, tr, st, l.Ranks, opts); !ds.HasErrors() && p0 != nil {
+				p = p0
+				l.EP = max(p.Layout.EP, 1)
+			}
+		}
+		return l, p, nil
 	}
 	if max(ranks, 1)%(tp*pp) != 0 {
 		e := diag.Runtimef(diag.ErrBadRunOption, "--ranks %d is not a multiple of tp %d × pp %d", ranks, tp, pp)
@@ -206,7 +224,7 @@ func RunLayout(prog *program.Program, trainName, stageName string, micro, worldS
 	// where the flags leave them open, and the per-rank bytes the run is held against.
 	var p *plan.Plan
 	if tr != nil && st != nil {
-		opts := plan.LocalOptions{EP: f.EP, ZeRO: l.ZeRO, ZeROSet: zeroSet, Offload: l.Offload, TP: f.TP, PP: f.PP, MicroBatch: micro}
+		opts := plan.LocalOptions{EP: f.EP, ZeRO: l.ZeRO, ZeROSet: zeroSet, Offload: l.Offload, TP: f.TP, PP: f.PP, MicroBatch: micro, SequenceParallel: f.SP}
 		p0, ds := plan.LocalWith(prog, tr, st, l.Ranks, opts)
 		if ds.HasErrors() || p0 == nil {
 			// The run does not need the plan; the user should still learn why there is no

@@ -8,6 +8,8 @@ import (
 	"github.com/moec-dev/moec/compiler/catalog"
 	"github.com/moec-dev/moec/compiler/plan"
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/compiler/step"
+	"github.com/moec-dev/moec/internal/pagepool"
 	"github.com/moec-dev/moec/runtime/dist"
 )
 
@@ -31,11 +33,14 @@ func TestPlanPredictsMemory(t *testing.T) {
 		{l: Sharding{Ranks: 4, EP: 2, ZeRO: 2, TP: 2}},
 		{l: Sharding{Ranks: 2, EP: 1, ZeRO: 2, Offload: true}},
 		{l: Sharding{Ranks: 4, EP: 4, ZeRO: 3, Offload: true}},
+		{l: Sharding{Ranks: 2, EP: 1, ZeRO: 0, TP: 2, SP: true}},
+		{l: Sharding{Ranks: 1, EP: 1, ZeRO: 0, Cache: &CacheConfig{Budget: 8 << 20, Page: 64 << 10, Eviction: "lru"}}},
+		{l: Sharding{Ranks: 2, EP: 1, ZeRO: 1, TP: 2, Cache: &CacheConfig{Budget: 8 << 20, Page: 64 << 10, Eviction: "lru"}}},
 	}
 	for _, tc := range cases {
 		l, recompute := tc.l, tc.recompute
 		l.Program = true
-		name := fmt.Sprintf("ranks%d-ep%d-tp%d-pp%d-zero%d-offload%v-recompute%v", l.Ranks, l.EP, max(l.TP, 1), max(l.PP, 1), l.ZeRO, l.Offload, recompute)
+		name := fmt.Sprintf("ranks%d-ep%d-tp%d-pp%d-zero%d-offload%v-recompute%v-sp%v-cache%v", l.Ranks, l.EP, max(l.TP, 1), max(l.PP, 1), l.ZeRO, l.Offload, recompute, l.SP, l.Cache != nil)
 		t.Run(name, func(t *testing.T) {
 			p := shardProgram(2)
 			if recompute {
@@ -49,7 +54,10 @@ func TestPlanPredictsMemory(t *testing.T) {
 				Ranks: l.Ranks, HostMemory: 16 << 30, HostUsable: 0.8}}
 			tr := p.Trains["tiny"]
 			st := tr.Stages[len(tr.Stages)-1]
-			opts := plan.LocalOptions{EP: l.EP, ZeRO: l.ZeRO, ZeROSet: true, Offload: l.Offload, TP: l.TP, PP: l.PP}
+			opts := plan.LocalOptions{EP: l.EP, ZeRO: l.ZeRO, ZeROSet: true, Offload: l.Offload, TP: l.TP, PP: l.PP, SequenceParallel: l.SP}
+			if c := l.Cache; c != nil {
+				opts.StepCache = step.Cache{Budget: c.Budget, Page: c.Page, Eviction: pagepool.Policy(c.Eviction)}
+			}
 			pl, ds := plan.LocalWith(p, tr, st, l.Ranks, opts)
 			if pl == nil || ds.HasErrors() {
 				t.Fatalf("local plan: %v", ds.Err())
@@ -91,8 +99,8 @@ func TestPlanPredictsMemory(t *testing.T) {
 					t.Errorf("rank %d: arenas allocated %v, planned device %d host %d", rm.Rank, rm.Arena, pr.ArenaDevice, pr.ArenaHost)
 				}
 				// The offloaded states are in the host tier, and only there.
-				host := rm.Measured[dist.Host][dist.Optimizer]
-				if l.Offload != (host > 0) || l.Offload && rm.Measured[dist.Device][dist.Optimizer] != 0 {
+				host, inHost := rm.Measured[dist.Host][dist.Optimizer], l.Offload || l.Cache != nil
+				if inHost != (host > 0) || inHost && rm.Measured[dist.Device][dist.Optimizer] != 0 {
 					t.Errorf("rank %d: optimizer states %d bytes on the device, %d on the host, offload %v",
 						rm.Rank, rm.Measured[dist.Device][dist.Optimizer], host, l.Offload)
 				}
