@@ -10,6 +10,17 @@
 // runs the compiled LLVM kernels through runtime/kernelsel in place of the Go ones for the
 // norms, the cross-entropy and AdamW. Emit writes outDir/go/{main.go, go.mod, go.sum}.
 //
+// With a step program (Options.Step, rank 0's), Emit also writes go/step/main.go
+// (StepSource): the step program itself as Go, one statement per op in program order (a
+// call of runtime/exec's kernels on typed views of the planned arena, a collective between
+// the ranks, runtime/optim's AdamW per parameter group) for every rank of its layout
+// (data, expert, tensor and pipeline parallelism, sequence parallelism, full and selective
+// recompute, ZeRO 1–3, an offloaded optimizer, the unified cache's fetches and
+// write-backs; the expert kernels skip the empty slots as the executor's do),
+// starting from runtime/weights' initialisation or growth. It
+// imports neither runtime/nn nor runtime/train, and prints the losses `moec run
+// --step-programs` logs (TestStepProgramMatchesRun).
+//
 // How it builds: go/ is its own module (module moecgen/<name>) that requires moec and
 // replaces it with the local checkout, as a relative path when the output lies inside
 // one (`moec build` run from a clone writes out/<file>/<stage>/go with

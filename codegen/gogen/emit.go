@@ -104,13 +104,18 @@ func Emit(outDir string, cfg Config, opt Options) (Result, error) {
 	}
 	if opt.Step != nil {
 		stepSrc, err := StepSource(cfg, opt.Step)
-		if err != nil {
+		var nw *NotWrittenError
+		switch {
+		case errors.As(err, &nw):
+			res.Notes = append(res.Notes, fmt.Sprintf("go/%s not generated for %s: %v", StepDir, cfg.Name, nw))
+		case err != nil:
 			return res, err
+		default:
+			files = append(files, struct {
+				name string
+				data []byte
+			}{filepath.Join(StepDir, StepFile), []byte(stepSrc)})
 		}
-		files = append(files, struct {
-			name string
-			data []byte
-		}{filepath.Join(StepDir, StepFile), []byte(stepSrc)})
 	}
 	for _, f := range files {
 		p := filepath.Join(dir, f.name)

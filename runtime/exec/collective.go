@@ -112,18 +112,24 @@ func (e *Executor) views(bufs []int) segments {
 	return out
 }
 
-// allReduce: each member reduces its chunk of the vector over all members (in member
-// order, so every rank adds in the same order), then copies the others' reduced chunks.
 func (e *Executor) allReduce(op *step.Op, members []int, pos int) error {
-	mine := e.views(op.In)
-	vals, err := e.comm.Share(members, mine)
+	return e.AllReduce(e.comm, members, pos, op.ReduceMax, e.views(op.In)...)
+}
+
+// AllReduce sums (or, with reduceMax, takes the maximum of) the vector bufs over the
+// members of a group (ranks, in group order; this rank at pos) through c: each member
+// reduces its chunk of the vector over all members (in member order, so every rank adds in
+// the same order), then copies the others' reduced chunks.
+func (k *Kernels) AllReduce(c Comm, members []int, pos int, reduceMax bool, bufs ...[]float32) error {
+	mine := segments(bufs)
+	vals, err := c.Share(members, mine)
 	if err != nil {
 		return err
 	}
 	n := mine.len()
 	chunk := func(i int) (int, int) { return i * n / len(members), (i + 1) * n / len(members) }
 	lo, hi := chunk(pos)
-	acc := grow(&e.scratch.acc, hi-lo)
+	acc := grow(&k.scratch.acc, hi-lo)
 	for m, v := range vals {
 		first := m == 0
 		v.(segments).each(lo, hi, func(off int, piece []float32) {
@@ -132,7 +138,7 @@ func (e *Executor) allReduce(op *step.Op, members []int, pos int) error {
 				switch {
 				case first:
 					*a = float64(x)
-				case op.ReduceMax:
+				case reduceMax:
 					*a = max(*a, float64(x))
 				default:
 					*a += float64(x)
@@ -145,7 +151,7 @@ func (e *Executor) allReduce(op *step.Op, members []int, pos int) error {
 			piece[i] = float32(acc[off-lo+i])
 		}
 	})
-	if err := e.comm.Barrier(members); err != nil {
+	if err := c.Barrier(members); err != nil {
 		return err
 	}
 	for m, v := range vals {
@@ -158,23 +164,27 @@ func (e *Executor) allReduce(op *step.Op, members []int, pos int) error {
 			theirs.each(off, off+len(piece), func(_ int, src []float32) { copy(piece, src) })
 		})
 	}
-	return e.comm.Barrier(members)
+	return c.Barrier(members)
 }
 
 // allToAll exchanges MoE slots between the expert-parallel ranks. Towards the experts the
 // input is [E, C, D] (slots by expert) and the output [E/ep, ep·C, D] (each local expert's
 // slots from every source rank in rank order); back from the experts the reverse.
 func (e *Executor) allToAll(op *step.Op, members []int, pos int) error {
-	in, out := op.In[0], op.Out[0]
-	vals, err := e.comm.Share(members, e.f32[in])
+	return e.AllToAllV(e.comm, members, pos, e.f32[op.In[0]], e.f32[op.Out[0]], e.p.Buffers[op.In[0]].Shape)
+}
+
+// AllToAllV exchanges MoE slots between the expert-parallel ranks members (this rank at
+// pos) through c: in, of shape inShape, towards the experts when inShape[0] is the number
+// of experts, else back to the tokens (see allToAll); dst receives.
+func (k *Kernels) AllToAllV(c Comm, members []int, pos int, in, dst []float32, inShape []int) error {
+	vals, err := c.Share(members, in)
 	if err != nil {
 		return err
 	}
 	ep := len(members)
-	E := e.d.E
+	E := k.d.E
 	local := E / ep
-	dst := e.f32[out]
-	inShape := e.p.Buffers[in].Shape
 	if inShape[0] == E {
 		// Towards the experts: recv[le, src·C + c] = send_src[pos·local + le, c].
 		C, D := inShape[1], inShape[2]
@@ -197,7 +207,7 @@ func (e *Executor) allToAll(op *step.Op, members []int, pos int) error {
 			}
 		}
 	}
-	return e.comm.Barrier(members)
+	return c.Barrier(members)
 }
 
 // groupOf is the reduction group a collective over axis serves.
@@ -210,92 +220,101 @@ func (e *Executor) groupOf(axis string) (step.Group, error) {
 	return step.Group{}, fmt.Errorf("no parameter group over %s", axis)
 }
 
-// allGather materialises parameters from ZeRO shards: under ZeRO-3 the flat shards into
-// whole tensors (each output at its flat offset); after a ZeRO-1/2 update each rank's
-// updated shard into every rank's whole tensors.
+// allGather materialises parameters from ZeRO shards (see AllGather).
 func (e *Executor) allGather(op *step.Op, members []int, pos int) error {
 	g, err := e.groupOf(op.Group)
 	if err != nil {
 		return err
 	}
-	S := int(g.Shard)
-	zero3 := e.p.Buffers[op.In[0]].Flat < 0
+	return e.AllGather(e.comm, members, pos, g.Shard, e.p.Buffers[op.In[0]].Flat < 0, e.views(op.In), e.views(op.Out), e.flats(op.Out))
+}
+
+// flats are the buffers' offsets in their group's flat vector.
+func (e *Executor) flats(bufs []int) []int64 {
+	out := make([]int64, len(bufs))
+	for i, b := range bufs {
+		out[i] = e.p.Buffers[b].Flat
+	}
+	return out
+}
+
+// AllGather materialises parameters from ZeRO shards of shard elements over the members
+// (this rank at pos) through c: under ZeRO-3 (in is the rank's one flat shard) the shards
+// into whole tensors out, each at its offset flat in the group's flat vector; after a
+// ZeRO-1/2 update (in are the tensors themselves) each rank's updated shard into every
+// rank's tensors.
+func (k *Kernels) AllGather(c Comm, members []int, pos int, shard int64, zero3 bool, in, out [][]float32, flat []int64) error {
+	S := int(shard)
 	var mine any
 	if zero3 {
-		mine = e.f32[op.In[0]]
+		mine = in[0]
 	} else {
-		mine = e.views(op.In)
+		mine = segments(in)
 	}
-	vals, err := e.comm.Share(members, mine)
+	vals, err := c.Share(members, mine)
 	if err != nil {
 		return err
 	}
-	for i, b := range op.Out {
-		buf := e.p.Buffers[b]
-		flat := int(buf.Flat)
-		dst := e.f32[b]
-		for k := 0; k < len(dst); {
-			idx := flat + k
+	for i, dst := range out {
+		flat := int(flat[i])
+		for j := 0; j < len(dst); {
+			idx := flat + j
 			owner := idx / S
-			n := min(len(dst)-k, (owner+1)*S-idx)
+			n := min(len(dst)-j, (owner+1)*S-idx)
 			if owner != pos || zero3 {
 				if zero3 {
 					src := vals[owner].([]float32)
-					copy(dst[k:k+n], src[idx-owner*S:idx-owner*S+n])
+					copy(dst[j:j+n], src[idx-owner*S:idx-owner*S+n])
 				} else {
-					copy(dst[k:k+n], vals[owner].(segments)[i][k:k+n])
+					copy(dst[j:j+n], vals[owner].(segments)[i][j:j+n])
 				}
 			}
-			k += n
+			j += n
 		}
 	}
-	return e.comm.Barrier(members)
+	return c.Barrier(members)
 }
 
-// reduceScatter sums the members' gradients and keeps this rank's shard of the group's
-// flat vector.
+// reduceScatter sums the members' gradients and keeps this rank's shard (ReduceScatter).
 func (e *Executor) reduceScatter(op *step.Op, members []int, pos int) error {
 	g, err := e.groupOf(op.Group)
 	if err != nil {
 		return err
 	}
-	vals, err := e.comm.Share(members, e.views(op.In))
+	return e.ReduceScatter(e.comm, members, pos, g.Shard, e.views(op.In), e.flats(op.In), e.f32[op.Out[0]], op.Accumulates(0))
+}
+
+// ReduceScatter sums the members' gradients in, each at its offset flat in the group's
+// flat vector, over the members (this rank at pos) through c, and writes (or with acc adds)
+// this rank's shard of shard elements into out.
+func (k *Kernels) ReduceScatter(c Comm, members []int, pos int, shard int64, in [][]float32, flat []int64, out []float32, acc bool) error {
+	vals, err := c.Share(members, segments(in))
 	if err != nil {
 		return err
 	}
-	shard := e.f32[op.Out[0]]
-	if !op.Accumulates(0) {
-		clear(shard)
+	if !acc {
+		clear(out)
 	}
-	S := int(g.Shard)
+	S := int(shard)
 	lo := pos * S
-	acc := grow(&e.scratch.acc, len(shard))
-	clear(acc)
+	sum := grow(&k.scratch.acc, len(out))
+	clear(sum)
 	for m := range members {
-		peer, err := e.peerViews(m, vals)
-		if err != nil {
-			return err
+		peer, ok := vals[m].(segments)
+		if !ok {
+			return fmt.Errorf("member %d shared %T, not buffers", m, vals[m])
 		}
-		for i, b := range op.In {
-			flat := int(e.p.Buffers[b].Flat)
+		for i := range in {
+			f := int(flat[i])
 			src := peer[i]
-			a, z := max(lo, flat), min(lo+S, flat+len(src))
-			for k := a; k < z; k++ {
-				acc[k-lo] += float64(src[k-flat])
+			a, z := max(lo, f), min(lo+S, f+len(src))
+			for j := a; j < z; j++ {
+				sum[j-lo] += float64(src[j-f])
 			}
 		}
 	}
-	for i := range shard {
-		shard[i] += float32(acc[i])
+	for i := range out {
+		out[i] += float32(sum[i])
 	}
-	return e.comm.Barrier(members)
-}
-
-// peerViews turns a member's shared value back into its buffer views.
-func (e *Executor) peerViews(m int, vals []any) (segments, error) {
-	v, ok := vals[m].(segments)
-	if !ok {
-		return nil, fmt.Errorf("member %d shared %T, not buffers", m, vals[m])
-	}
-	return v, nil
+	return c.Barrier(members)
 }

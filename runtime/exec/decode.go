@@ -193,7 +193,7 @@ func (e *Executor) rotaryAt(q, k []float32, pos []int32) {
 }
 
 // growRope extends the rotary tables to n positions.
-func (e *Executor) growRope(n int) {
+func (e *Kernels) growRope(n int) {
 	half := e.d.Dh / 2
 	for p := len(e.cos) / half; p < n; p++ {
 		for i := 0; i < half; i++ {

@@ -14,7 +14,11 @@
 //
 // Each op kind has one kernel here (products through runtime/blas; activations and
 // exponentials on AVX2 lanes where the build has cgo, else the same float32 formulas in
-// Go; the expert kernels compute only the slots the router filled). The kernels are
+// Go; the expert kernels compute only the slots the router filled), exported with
+// explicit arguments (Kernels and the functions of kernels_api.go's family: the buffers'
+// views, the sizes, whether an output is added to, the expert buffers' fills): the
+// executor reads each op's buffers and calls its kernel, and a step program written out
+// as Go (codegen/gogen) calls the same kernels statement by statement. The kernels are
 // written from the op definitions in compiler/step, not shared with runtime/nn: the
 // hand-written model is the oracle the executor's losses and gradients are tested
 // against (TestMatchesHandWrittenModel).

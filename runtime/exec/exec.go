@@ -3,35 +3,29 @@ package exec
 import (
 	"fmt"
 	"strings"
-	"unsafe"
 
 	"github.com/moec-dev/moec/compiler/params"
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/step"
 	"github.com/moec-dev/moec/runtime/optim"
-	"github.com/moec-dev/moec/runtime/rng"
 )
 
 // Executor runs one rank's step program on the CPU. Every buffer is a view of one arena
 // per tier, at the offset the program's memory plan gave it: a step allocates nothing.
 type Executor struct {
+	// Kernels are the rank's kernels, which the executor calls op by op (a step program
+	// written out as Go calls the same ones).
+	*Kernels
 	p    *step.Program
-	m    *program.Model
-	d    program.Dims
 	f32  [][]float32 // each buffer's view (nil for int32 buffers)
 	i32  [][]int32
-	cos  []float64 // rotary tables [SeqLen, Dh/2]
-	sin  []float64
 	comm Comm
 	// msg, when set, carries the rank's communication over a dist.Comm instead (NewOver).
 	msg *messages
 	// byParam finds a parameter's persistent buffer and gradient.
 	param, grad map[params.ID]int
-	// recompute is this step's attention-sharing dice, per layer.
-	recompute []bool
 	// groups caches each collective group's members, found on first use.
 	groups map[string]group
-	stats  Stats
 	// opt updates the parameter pieces optParams (SetOptimizer); counted says which part of
 	// each counts toward the global gradient norm.
 	opt       *optim.AdamW
@@ -39,12 +33,6 @@ type Executor struct {
 	counted   []countPiece
 	pieces    []piece
 	updated   bool
-	normSq    float64
-	// fill is what the experts' buffers hold in their static slots (kernels_rows.go).
-	fill []rowFill
-	// scratch is kernels' working space, grown on first use and reused: steps after the
-	// first allocate nothing for it.
-	scratch scratch
 	// arenaBytes is what New allocated for each tier's arena.
 	arenaBytes [2]int64
 }
@@ -91,11 +79,11 @@ type Stats struct {
 
 // New prepares p for execution: the arenas, each buffer's view and the rotary tables.
 func New(p *step.Program, m *program.Model, comm Comm) (*Executor, error) {
-	d, err := m.Dims()
+	k, err := NewKernels(m, p.Batch, p.Layout, p.Coord)
 	if err != nil {
-		return nil, fmt.Errorf("exec: %w", err)
+		return nil, err
 	}
-	e := &Executor{p: p, m: m, d: d, comm: comm, param: map[params.ID]int{}, grad: map[params.ID]int{}}
+	e := &Executor{Kernels: k, p: p, comm: comm, param: map[params.ID]int{}, grad: map[params.ID]int{}}
 	if len(p.Memory.Lifetime) != len(p.Buffers) {
 		return nil, fmt.Errorf("exec: program %s/%s has %d lifetimes for %d buffers (step.Lifetimes computes them)", p.Model, p.Stage, len(p.Memory.Lifetime), len(p.Buffers))
 	}
@@ -115,7 +103,7 @@ func New(p *step.Program, m *program.Model, comm Comm) (*Executor, error) {
 		}
 		view := arenas[b.Tier][b.Offset/4 : b.Offset/4+b.Elements()]
 		if b.Int {
-			e.i32[i] = unsafe.Slice((*int32)(unsafe.Pointer(unsafe.SliceData(view))), len(view))
+			e.i32[i] = asInt32(view)
 		} else {
 			e.f32[i] = view
 		}
@@ -130,10 +118,6 @@ func New(p *step.Program, m *program.Model, comm Comm) (*Executor, error) {
 			}
 		}
 	}
-	if m.Position == program.Rotary {
-		e.growRope(p.Batch.SeqLen)
-	}
-	e.recompute = make([]bool, d.L)
 	e.groups = map[string]group{}
 	return e, nil
 }
@@ -179,11 +163,7 @@ func (e *Executor) Run(micro [][]int32, o Options) (Stats, error) {
 	if len(micro) != p.Batch.Micro {
 		return Stats{}, fmt.Errorf("exec: %d micro-batches, the program takes %d", len(micro), p.Batch.Micro)
 	}
-	e.stats = Stats{}
-	share := e.m.Attention.RecomputeProbability()
-	for l := range e.recompute {
-		e.recompute[l] = l == 0 || share >= 1 || rng.New(rng.Key(o.Seed, o.Step, l, rng.PurposeAttnShare)).Bernoulli(share)
-	}
+	e.BeginStep(o.Seed, o.Step)
 	B, T := p.Batch.MicroBatch, p.Batch.SeqLen
 	for i, b := range p.Buffers {
 		if b.Kind != step.KindInput || e.i32[i] == nil {
@@ -193,25 +173,15 @@ func (e *Executor) Run(micro [][]int32, o Options) (Stats, error) {
 		if mi < 0 || mi >= len(micro) {
 			return Stats{}, fmt.Errorf("exec: input %s names no micro-batch", b.Name)
 		}
-		toks := micro[mi]
-		if len(toks) != B*(T+1) {
-			return Stats{}, fmt.Errorf("exec: micro-batch %d has %d tokens, want %d", mi, len(toks), B*(T+1))
+		var tokens, targets []int32
+		switch name {
+		case "tokens":
+			tokens = e.i32[i]
+		case "targets":
+			targets = e.i32[i]
 		}
-		dst := e.i32[i]
-		for r := 0; r < B; r++ {
-			for t := 0; t < T; t++ {
-				switch name {
-				case "tokens":
-					dst[r*T+t] = toks[r*(T+1)+t]
-				case "targets":
-					dst[r*T+t] = toks[r*(T+1)+t+1]
-				}
-			}
-		}
-		for _, v := range dst {
-			if v < 0 || int(v) >= e.d.V {
-				return Stats{}, fmt.Errorf("exec: token id %d outside the vocabulary of %d", v, e.d.V)
-			}
+		if err := SplitTokens(tokens, targets, micro[mi], B, T, e.d.V); err != nil {
+			return Stats{}, fmt.Errorf("micro-batch %d: %w", mi, err)
 		}
 	}
 	e.updated = false

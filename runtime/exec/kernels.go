@@ -12,61 +12,56 @@ import (
 	"github.com/moec-dev/moec/runtime/blas"
 )
 
-// run executes one op on this rank's buffers.
+// run executes one op on this rank's buffers: it reads the op's buffers and sizes and
+// calls the op's kernel (kernels_api.go), as a step program written out as Go does.
 func (e *Executor) run(op *step.Op) error {
-	f, in, out := e.f32, op.In, op.Out
+	f, i32, in, out := e.f32, e.i32, op.In, op.Out
 	shape := func(b int) []int { return e.p.Buffers[b].Shape }
-	beta := func(i int) float32 {
-		if op.Accumulates(i) {
-			return 1
+	acc := op.Accumulates
+	opt := func(bufs []int, i int) []float32 { // the i-th buffer when the op has one
+		if i < len(bufs) {
+			return f[bufs[i]]
 		}
-		return 0
+		return nil
 	}
 	switch op.Kind {
 	case step.OpEmbed:
-		e.embed(op)
+		if op.Attr == "position_at" { // decoding: each sequence at its position
+			e.embedAt(i32[in[0]], f[in[1]], f[out[0]], shape(in[1])[1])
+			return nil
+		}
+		e.Embed(i32[in[0]], f[in[1]], f[out[0]], shape(in[1])[1], e.firstRow(op, len(f[in[1]])/shape(in[1])[1]), op.Attr == "positions")
 	case step.OpEmbedBwd:
-		e.embedBwd(op)
+		w := shape(out[0])[1]
+		e.EmbedBwd(f[in[0]], i32[in[1]], f[out[0]], w, e.firstRow(op, len(f[out[0]])/w), op.Attr == "positions", acc(0))
 	case step.OpNorm:
-		e.norm(op)
+		e.Norm(f[in[0]], f[in[1]], opt(in, 2), f[out[0]], f[out[1]])
 	case step.OpNormBwd:
-		e.normBwd(op)
+		e.NormBwd(f[in[0]], f[in[1]], f[in[2]], f[in[3]], f[out[0]], f[out[1]], opt(out, 2), acc(0), acc(1), acc(2))
 	case step.OpMatMul:
-		x, w, y := f[in[0]], f[in[1]], f[out[0]]
-		o, k := shape(in[1])[0], shape(in[1])[1]
-		n := len(x) / k
-		blas.Gemm(false, true, n, o, k, 1, x, k, w, k, 0, y, o)
+		var bias []float32
 		if len(in) > 2 && e.addsBias(op) {
-			addBias(y, f[in[2]], n)
+			bias = f[in[2]]
 		}
+		e.MatMul(f[in[0]], f[in[1]], bias, f[out[0]], shape(in[1])[0], shape(in[1])[1])
 	case step.OpMatMulDW:
-		return e.matmulDW(op)
+		o, k := shape(out[0])[0], shape(out[0])[1]
+		if n := len(f[in[0]]) / o; len(f[in[1]]) != n*k {
+			return fmt.Errorf("x has %d values, want %d×%d", len(f[in[1]]), n, k)
+		}
+		e.MatMulDW(f[in[0]], f[in[1]], f[out[0]], opt(out, 1), o, k, acc(0), acc(1))
 	case step.OpMatMulDX:
-		dy, w, dx := f[in[0]], f[in[1]], f[out[0]]
-		o, k := shape(in[1])[0], shape(in[1])[1]
-		n := len(dy) / o
-		blas.Gemm(false, false, n, k, o, 1, dy, o, w, k, beta(0), dx, k)
+		e.MatMulDX(f[in[0]], f[in[1]], f[out[0]], shape(in[1])[0], shape(in[1])[1], acc(0))
 	case step.OpAdd:
-		a, b, y := f[in[0]], f[in[1]], f[out[0]]
-		for i := range y {
-			y[i] = a[i] + b[i]
-		}
+		Add(f[in[0]], f[in[1]], f[out[0]])
 	case step.OpAccumulate:
-		dy, g := f[in[0]], f[out[0]]
-		switch {
-		case !op.Accumulates(0):
-			copy(g, dy)
-		case &dy[0] != &g[0]:
-			for i := range g {
-				g[i] += dy[i]
-			}
-		}
+		Accumulate(f[in[0]], f[out[0]], acc(0))
 	case step.OpCopy:
 		copy(f[out[0]], f[in[0]])
 	case step.OpSeqSlice:
-		e.seqSlice(op)
+		SeqSlice(f[in[0]], f[out[0]], e.p.Coord.TP, acc(0))
 	case step.OpRotaryAt:
-		e.rotaryAt(f[out[0]], f[out[1]], e.i32[in[2]])
+		e.rotaryAt(f[out[0]], f[out[1]], i32[in[2]])
 	case step.OpKVWrite:
 		e.kvWrite(op)
 	case step.OpLastRows:
@@ -76,53 +71,60 @@ func (e *Executor) run(op *step.Op) error {
 	case step.OpAttnDecode:
 		e.attnDecode(op)
 	case step.OpRotary, step.OpRotaryBwd:
-		e.rotary(f[out[0]], f[out[1]], op.Kind == step.OpRotaryBwd)
+		e.Rotary(f[out[0]], f[out[1]], op.Kind == step.OpRotaryBwd)
 	case step.OpScores:
-		e.scores(op)
+		e.Scores(f[in[0]], f[in[1]], f[out[0]])
 	case step.OpScoresBwd:
-		e.scoresBwd(op)
+		e.ScoresBwd(f[in[0]], f[in[1]], f[in[2]], f[out[0]], f[out[1]], acc(0), acc(1))
 	case step.OpHeadMix:
-		e.headMix(op)
+		e.HeadMix(f[in[0]], f[in[1]], f[out[0]], shape(in[1])[0])
 	case step.OpHeadMixBwd:
-		e.headMixBwd(op)
+		e.HeadMixBwd(f[in[0]], f[in[1]], f[in[2]], f[out[0]], f[out[1]], shape(in[2])[0], acc(0), acc(1))
 	case step.OpSoftmax:
-		e.softmax(op)
+		e.Softmax(f[in[0]], f[out[0]])
 	case step.OpSoftmaxBwd:
-		e.softmaxBwd(op)
+		e.SoftmaxBwd(f[in[0]], f[in[1]], f[out[0]], acc(0))
 	case step.OpAttnAV:
-		e.attnAV(op)
+		e.AttnAV(f[in[0]], f[in[1]], f[out[0]])
 	case step.OpAttnAVBwd:
-		e.attnAVBwd(op)
-	case "share_select":
-		src := f[in[1]]
-		if e.recompute[op.Layer] {
-			src = f[in[0]]
-		}
-		copy(f[out[0]], src)
-	case "share_select_bwd":
-		e.shareSelectBwd(op)
+		e.AttnAVBwd(f[in[0]], f[in[1]], f[in[2]], f[out[0]], f[out[1]], acc(0), acc(1))
+	case opShareSelect:
+		ShareSelect(f[in[0]], f[in[1]], f[out[0]], e.recompute[op.Layer])
+	case opShareSelectBwd:
+		ShareSelectBwd(f[in[0]], f[out[0]], f[out[1]], e.recompute[op.Layer], acc(0), acc(1))
 	case step.OpAct:
-		e.act(op)
+		Act(program.Activation(op.Attr), f[in[0]], opt(in, 1), f[out[0]], actExperts(shape(in[0])), e.Fill(in[0]), e.Fill(out[0]))
 	case step.OpActBwd:
-		e.actBwd(op)
+		ActBwd(program.Activation(op.Attr), f[in[0]], f[in[1]], opt(in, 2), f[out[0]], opt(out, 1), acc(0), len(out) > 1 && acc(1),
+			actExperts(shape(in[1])), e.Fill(in[0]), e.Fill(in[1]), e.Fill(out[0]), e.fillOr(out, 1))
 	case step.OpRouter:
-		e.route(op)
+		e.Route(f[in[0]], i32[out[0]], f[out[1]], f[out[2]], f[out[3]], i32[out[4]], i32[out[5]], i32[out[6]], f[out[7]], op.Slots, op.Recomputed)
 	case step.OpRouterBwd:
-		e.routeBwd(op)
+		e.RouteBwd(f[in[0]], f[in[1]], i32[in[2]], f[in[3]], f[in[4]], f[in[5]], i32[in[8]], f[out[0]], acc(0))
 	case step.OpPermute:
-		e.permute(op)
+		sh := shape(out[0]) // [E, C, D]
+		e.Permute(f[in[0]], i32[in[1]], i32[in[2]], f[out[0]], sh[1], sh[2], e.Fill(out[0]))
 	case step.OpPermuteBwd:
-		e.permuteBwd(op)
+		sh := shape(in[0])
+		e.PermuteBwd(f[in[0]], i32[in[1]], i32[in[2]], f[out[0]], sh[1], sh[2], acc(0))
 	case step.OpGroupedMM:
-		e.groupedMM(op)
+		w, b, o, k := e.experts(in[1:])
+		if !e.addsBias(op) {
+			b = nil
+		}
+		GroupedMM(f[in[0]], f[out[0]], w, b, o, k, e.Fill(in[0]), e.Fill(out[0]), strings.HasSuffix(op.Attr, step.AttrSkipEmptySlots))
 	case step.OpGroupedMMDW:
-		e.groupedMMDW(op)
+		w, b, o, k := e.experts(out)
+		GroupedMMDW(f[in[0]], f[in[1]], w, b, o, k, acc(0), e.Fill(in[0]), e.Fill(in[1]))
 	case step.OpGroupedMMDX:
-		e.groupedMMDX(op)
+		w, _, o, k := e.experts(in[1:])
+		GroupedMMDX(f[in[0]], f[out[0]], w, o, k, acc(0), e.Fill(in[0]), e.Fill(out[0]))
 	case step.OpCombine:
-		e.combine(op)
+		sh := shape(in[0])
+		e.Combine(f[in[0]], i32[in[1]], i32[in[2]], f[in[3]], f[out[0]], sh[1], sh[2])
 	case step.OpCombineBwd:
-		e.combineBwd(op)
+		sh := shape(in[1])
+		e.CombineBwd(f[in[0]], f[in[1]], i32[in[2]], i32[in[3]], f[in[4]], f[out[0]], f[out[1]], sh[1], sh[2], acc(1), e.Fill(in[1]), e.Fill(out[0]))
 	case step.OpCrossEntropy:
 		return e.crossEntropy(op)
 	case step.OpAdamW:
@@ -144,6 +146,23 @@ func (e *Executor) run(op *step.Op) error {
 		return fmt.Errorf("no kernel for %s", op.Kind)
 	}
 	return nil
+}
+
+// fillOr is the fill of the i-th of bufs, or nil when the op has fewer.
+func (e *Executor) fillOr(bufs []int, i int) *RowFill {
+	if i < len(bufs) {
+		return e.Fill(bufs[i])
+	}
+	return nil
+}
+
+// firstRow is the first vocabulary row an embedding op's table holds of rows: this tp
+// rank's under a vocabulary-parallel embedding, else 0.
+func (e *Executor) firstRow(op *step.Op, rows int) int {
+	if op.Attr == "vocab-parallel" {
+		return e.p.Coord.TP * rows
+	}
+	return 0
 }
 
 // parallel splits [0, n) into one band per core and runs f on each; the bands write
@@ -183,23 +202,33 @@ func addBias(y, b []float32, n int) {
 	}
 }
 
-// matmulDW: dW (+)= dyᵀ·x and db (+)= Σ_rows dy.
-func (e *Executor) matmulDW(op *step.Op) error {
-	f := e.f32
-	dy, x, dw := f[op.In[0]], f[op.In[1]], f[op.Out[0]]
-	o, k := e.p.Buffers[op.Out[0]].Shape[0], e.p.Buffers[op.Out[0]].Shape[1]
+// The share_select ops of attention-weight sharing (compiler/step names them by string).
+const (
+	opShareSelect    step.OpKind = "share_select"
+	opShareSelectBwd step.OpKind = "share_select_bwd"
+)
+
+// MatMul: y = x·wᵀ (+ bias), w [o, k], x n rows of k.
+func (k *Kernels) MatMul(x, w, bias, y []float32, o, kk int) {
+	n := len(x) / kk
+	blas.Gemm(false, true, n, o, kk, 1, x, kk, w, kk, 0, y, o)
+	if bias != nil {
+		addBias(y, bias, n)
+	}
+}
+
+// MatMulDX: dx (+)= dy·w, w [o, k].
+func (k *Kernels) MatMulDX(dy, w, dx []float32, o, kk int, acc bool) {
 	n := len(dy) / o
-	if len(x) != n*k {
-		return fmt.Errorf("x has %d values, want %d×%d", len(x), n, k)
-	}
-	beta := float32(0)
-	if op.Accumulates(0) {
-		beta = 1
-	}
-	blas.Gemm(true, false, o, k, n, 1, dy, o, x, k, beta, dw, k)
-	if len(op.Out) > 1 {
-		db := f[op.Out[1]]
-		if !op.Accumulates(1) {
+	blas.Gemm(false, false, n, kk, o, 1, dy, o, w, kk, beta(acc), dx, kk)
+}
+
+// MatMulDW: dw (+)= dyᵀ·x, dw [o, k], and db (+)= Σ_rows dy when db is not nil.
+func (k *Kernels) MatMulDW(dy, x, dw, db []float32, o, kk int, accW, accB bool) {
+	n := len(dy) / o
+	blas.Gemm(true, false, o, kk, n, 1, dy, o, x, kk, beta(accW), dw, kk)
+	if db != nil {
+		if !accB {
 			clear(db)
 		}
 		for i := 0; i < n; i++ {
@@ -208,25 +237,48 @@ func (e *Executor) matmulDW(op *step.Op) error {
 			}
 		}
 	}
-	return nil
 }
 
-func (e *Executor) embed(op *step.Op) {
-	tok, table, x := e.i32[op.In[0]], e.f32[op.In[1]], e.f32[op.Out[0]]
-	w := e.p.Buffers[op.In[1]].Shape[1]
-	if op.Attr == "position_at" { // decoding: each sequence at its position
-		for t, row := range tok {
-			copy(x[t*w:(t+1)*w], table[int(row)*w:(int(row)+1)*w])
+// beta is a product's coefficient on its output: 1 when it adds to it.
+func beta(acc bool) float32 {
+	if acc {
+		return 1
+	}
+	return 0
+}
+
+// Add: y = a + b (the residual sum).
+func Add(a, b, y []float32) {
+	for i := range y {
+		y[i] = a[i] + b[i]
+	}
+}
+
+// Accumulate: g += dy, or g = dy when the op writes g first.
+func Accumulate(dy, g []float32, acc bool) {
+	switch {
+	case !acc:
+		copy(g, dy)
+	case &dy[0] != &g[0]:
+		for i := range g {
+			g[i] += dy[i]
 		}
-		return
 	}
-	T := e.p.Batch.SeqLen
-	positions := op.Attr == "positions"
+}
+
+// embedAt (decoding) writes, for each sequence, the row of its position tok[t].
+func (k *Kernels) embedAt(tok []int32, table, x []float32, w int) {
+	for t, row := range tok {
+		copy(x[t*w:(t+1)*w], table[int(row)*w:(int(row)+1)*w])
+	}
+}
+
+// Embed writes each token's row of table (width w) into x: the row of its id, less first
+// (a vocabulary-parallel rank's first row; ids it does not hold get zeros, which the
+// all-reduce fills), or with positions the row of the token's position.
+func (k *Kernels) Embed(tok []int32, table, x []float32, w, first int, positions bool) {
+	T := k.batch.SeqLen
 	rowsHeld := len(table) / w
-	first := 0
-	if op.Attr == "vocab-parallel" {
-		first = e.p.Coord.TP * rowsHeld // this rank's rows of the vocabulary
-	}
 	for t, id := range tok {
 		row := int(id) - first
 		if positions {
@@ -240,19 +292,13 @@ func (e *Executor) embed(op *step.Op) {
 	}
 }
 
-func (e *Executor) embedBwd(op *step.Op) {
-	dx, tok, dw := e.f32[op.In[0]], e.i32[op.In[1]], e.f32[op.Out[0]]
-	w := e.p.Buffers[op.Out[0]].Shape[1]
-	T := e.p.Batch.SeqLen
-	if !op.Accumulates(0) {
+// EmbedBwd scatter-adds dx's rows into the rows of dw the tokens read.
+func (k *Kernels) EmbedBwd(dx []float32, tok []int32, dw []float32, w, first int, positions, acc bool) {
+	T := k.batch.SeqLen
+	if !acc {
 		clear(dw)
 	}
-	positions := op.Attr == "positions"
 	rowsHeld := len(dw) / w
-	first := 0
-	if op.Attr == "vocab-parallel" {
-		first = e.p.Coord.TP * rowsHeld
-	}
 	for t, id := range tok {
 		row := int(id) - first
 		if positions {
@@ -268,15 +314,12 @@ func (e *Executor) embedBwd(op *step.Op) {
 	}
 }
 
-func (e *Executor) norm(op *step.Op) {
-	x, w, h, rstd := e.f32[op.In[0]], e.f32[op.In[1]], e.f32[op.Out[0]], e.f32[op.Out[1]]
-	var b []float32
-	if len(op.In) > 2 {
-		b = e.f32[op.In[2]]
-	}
-	layer := e.m.Norm == program.LayerNorm
+// Norm normalises each row of x (RMSNorm, or LayerNorm when the model says so) and scales
+// it by w (plus b): h, and each row's reciprocal deviation rstd.
+func (k *Kernels) Norm(x, w, b, h, rstd []float32) {
+	layer := k.m.Norm == program.LayerNorm
 	d := len(w)
-	eps := e.d.NormEps
+	eps := k.d.NormEps
 	parallel(len(x)/d, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			xi, hi := x[i*d:(i+1)*d], h[i*d:(i+1)*d]
@@ -311,23 +354,18 @@ func rowMean(x []float32, layer bool) float64 {
 	return mean / float64(len(x))
 }
 
-func (e *Executor) normBwd(op *step.Op) {
-	dh, x, w, rstd := e.f32[op.In[0]], e.f32[op.In[1]], e.f32[op.In[2]], e.f32[op.In[3]]
-	dx, dw := e.f32[op.Out[0]], e.f32[op.Out[1]]
-	var db []float32
-	if len(op.Out) > 2 {
-		db = e.f32[op.Out[2]]
-		if !op.Accumulates(2) {
-			clear(db)
-		}
+// NormBwd: dx, and the scale's (and bias's) gradient, each written or added to.
+func (k *Kernels) NormBwd(dh, x, w, rstd, dx, dw, db []float32, accX, accW, accB bool) {
+	if db != nil && !accB {
+		clear(db)
 	}
-	if !op.Accumulates(1) {
+	if !accW {
 		clear(dw)
 	}
-	if !op.Accumulates(0) {
+	if !accX {
 		clear(dx)
 	}
-	layer := e.m.Norm == program.LayerNorm
+	layer := k.m.Norm == program.LayerNorm
 	d := len(w)
 	n := len(x) / d
 	// The parameters' gradients sum over rows, serially; the rows' gradients in parallel.

@@ -6,19 +6,18 @@ package exec
 import (
 	"math"
 
-	"github.com/moec-dev/moec/compiler/step"
 	"github.com/moec-dev/moec/runtime/blas"
 )
 
-// rotary rotates q and k of every token in place (rotate-half layout); inverse is the
+// Rotary rotates q and k of every token in place (rotate-half layout); inverse is the
 // backward pass.
-func (e *Executor) rotary(q, k []float32, inverse bool) {
-	half, T, dh := e.d.Dh/2, e.p.Batch.SeqLen, e.d.Dh
+func (kn *Kernels) Rotary(q, k []float32, inverse bool) {
+	half, T, dh := kn.d.Dh/2, kn.batch.SeqLen, kn.d.Dh
 	rot := func(x []float32) {
-		n := len(x) / (e.p.Batch.MicroBatch * T)
-		for t := 0; t < e.p.Batch.MicroBatch*T; t++ {
+		n := len(x) / (kn.batch.MicroBatch * T)
+		for t := 0; t < kn.batch.MicroBatch*T; t++ {
 			pos := t % T
-			cs, sn := e.cos[pos*half:(pos+1)*half], e.sin[pos*half:(pos+1)*half]
+			cs, sn := kn.cos[pos*half:(pos+1)*half], kn.sin[pos*half:(pos+1)*half]
 			row := x[t*n : (t+1)*n]
 			for h := 0; h < n/dh; h++ {
 				v := row[h*dh : (h+1)*dh]
@@ -39,18 +38,18 @@ func (e *Executor) rotary(q, k []float32, inverse bool) {
 }
 
 // attnDims are the local heads, key/value heads and token count of an attention op.
-func (e *Executor) attnDims(q, k []float32) (B, T, H, KV, Dh int) {
-	B, T, Dh = e.p.Batch.MicroBatch, e.p.Batch.SeqLen, e.d.Dh
+func (kn *Kernels) attnDims(q, k []float32) (B, T, H, KV, Dh int) {
+	B, T, Dh = kn.batch.MicroBatch, kn.batch.SeqLen, kn.d.Dh
 	H = len(q) / (B * T * Dh)
 	KV = len(k) / (B * T * Dh)
 	return
 }
 
-// scores: s = q·kᵀ/√Dh per head, the causal part only (blocks of query rows against the
-// keys up to the block's last), zero above it.
-func (e *Executor) scores(op *step.Op) {
-	q, k, s := e.f32[op.In[0]], e.f32[op.In[1]], e.f32[op.Out[0]]
-	B, T, H, KV, Dh := e.attnDims(q, k)
+// Scores: s = q·kᵀ/√Dh per head (grouped-query heads share their group's keys), the
+// causal part only (blocks of query rows against the keys up to the block's last), zero
+// above it.
+func (kn *Kernels) Scores(q, k, s []float32) {
+	B, T, H, KV, Dh := kn.attnDims(q, k)
 	scale := float32(1 / math.Sqrt(float64(Dh)))
 	qd, kd, tt := H*Dh, KV*Dh, T*T
 	eachHeadGroup(B, H, KV, func(b, h, g int) {
@@ -65,21 +64,16 @@ func (e *Executor) scores(op *step.Op) {
 	})
 }
 
-// scoresBwd: dq (+)= ds·k/√Dh and dk (+)= dsᵀ·q/√Dh over the causal part of ds (zero above
-// the diagonal: the softmax's gradient there).
-func (e *Executor) scoresBwd(op *step.Op) {
-	ds, q, k := e.f32[op.In[0]], e.f32[op.In[1]], e.f32[op.In[2]]
-	dq, dk := e.f32[op.Out[0]], e.f32[op.Out[1]]
-	B, T, H, KV, Dh := e.attnDims(q, k)
+// ScoresBwd: dq (+)= ds·k/√Dh and dk (+)= dsᵀ·q/√Dh over the causal part of ds (zero
+// above the diagonal: the softmax's gradient there), each written or added to.
+func (kn *Kernels) ScoresBwd(ds, q, k, dq, dk []float32, accQ, accK bool) {
+	B, T, H, KV, Dh := kn.attnDims(q, k)
 	scale := float32(1 / math.Sqrt(float64(Dh)))
 	qd, kd, tt := H*Dh, KV*Dh, T*T
-	if !op.Accumulates(1) {
+	if !accK {
 		clear(dk)
 	}
-	bq := float32(0)
-	if op.Accumulates(0) {
-		bq = 1
-	}
+	bq := beta(accQ)
 	eachHeadGroup(B, H, KV, func(b, h, g int) {
 		dsh := ds[(b*H+h)*tt : (b*H+h+1)*tt]
 		qh, kh, dqh, dkh := q[b*T*qd+h*Dh:], k[b*T*kd+g*Dh:], dq[b*T*qd+h*Dh:], dk[b*T*kd+g*Dh:]
@@ -92,40 +86,32 @@ func (e *Executor) scoresBwd(op *step.Op) {
 	})
 }
 
-// headMix mixes the heads' [T, T] maps: y[b] = W·x[b] over heads.
-func (e *Executor) headMix(op *step.Op) {
-	x, w, y := e.f32[op.In[0]], e.f32[op.In[1]], e.f32[op.Out[0]]
-	H := e.p.Buffers[op.In[1]].Shape[0]
-	B, T := e.p.Batch.MicroBatch, e.p.Batch.SeqLen
+// HeadMix mixes the H heads' [T, T] maps: y[b] = w·x[b] over heads.
+func (kn *Kernels) HeadMix(x, w, y []float32, H int) {
+	B, T := kn.batch.MicroBatch, kn.batch.SeqLen
 	tt := T * T
 	for b := 0; b < B; b++ {
 		blas.Gemm(false, false, H, tt, H, 1, w, H, x[b*H*tt:], tt, 0, y[b*H*tt:], tt)
 	}
 }
 
-func (e *Executor) headMixBwd(op *step.Op) {
-	dy, x, w := e.f32[op.In[0]], e.f32[op.In[1]], e.f32[op.In[2]]
-	dx, dw := e.f32[op.Out[0]], e.f32[op.Out[1]]
-	H := e.p.Buffers[op.In[2]].Shape[0]
-	B, T := e.p.Batch.MicroBatch, e.p.Batch.SeqLen
+// HeadMixBwd: dx and the mixing matrix's gradient dw, each written or added to.
+func (kn *Kernels) HeadMixBwd(dy, x, w, dx, dw []float32, H int, accX, accW bool) {
+	B, T := kn.batch.MicroBatch, kn.batch.SeqLen
 	tt := T * T
-	if !op.Accumulates(1) {
+	if !accW {
 		clear(dw)
 	}
-	bx := float32(0)
-	if op.Accumulates(0) {
-		bx = 1
-	}
+	bx := beta(accX)
 	for b := 0; b < B; b++ {
 		blas.Gemm(false, true, H, H, tt, 1, dy[b*H*tt:], tt, x[b*H*tt:], tt, 1, dw, H)
 		blas.Gemm(true, false, H, tt, H, 1, w, H, dy[b*H*tt:], tt, bx, dx[b*H*tt:], tt)
 	}
 }
 
-// softmax: each causal row's softmax, the rest of the row zero.
-func (e *Executor) softmax(op *step.Op) {
-	s, p := e.f32[op.In[0]], e.f32[op.Out[0]]
-	T := e.p.Batch.SeqLen
+// Softmax: each causal row's softmax, the rest of the row zero.
+func (kn *Kernels) Softmax(s, p []float32) {
+	T := kn.batch.SeqLen
 	parallel(len(s)/T, func(r0, r1 int) {
 		if !softmaxCausalVec(s, p, T, r0, r1) {
 			softmaxRows(s, p, T, r0, r1)
@@ -156,10 +142,9 @@ func softmaxRows(s, p []float32, T, r0, r1 int) {
 	}
 }
 
-func (e *Executor) softmaxBwd(op *step.Op) {
-	dp, p, ds := e.f32[op.In[0]], e.f32[op.In[1]], e.f32[op.Out[0]]
-	T := e.p.Batch.SeqLen
-	acc := op.Accumulates(0)
+// SoftmaxBwd: dS = P ⊙ (dP − rowsum(dP ⊙ P)), written or added to.
+func (kn *Kernels) SoftmaxBwd(dp, p, ds []float32, acc bool) {
+	T := kn.batch.SeqLen
 	parallel(len(p)/T, func(r0, r1 int) { softmaxBwdRows(dp, p, ds, T, acc, r0, r1) })
 }
 
@@ -185,11 +170,10 @@ func softmaxBwdRows(dp, p, ds []float32, T int, acc bool, r0, r1 int) {
 	}
 }
 
-// attnAV: o = p·v per head, p being zero above the diagonal: blocks of rows against the
-// values up to the block's last.
-func (e *Executor) attnAV(op *step.Op) {
-	p, v, o := e.f32[op.In[0]], e.f32[op.In[1]], e.f32[op.Out[0]]
-	B, T, Dh := e.p.Batch.MicroBatch, e.p.Batch.SeqLen, e.d.Dh
+// AttnAV: o = p·v per head (each head's weights times its group's values), p being zero
+// above the diagonal: blocks of rows against the values up to the block's last.
+func (kn *Kernels) AttnAV(p, v, o []float32) {
+	B, T, Dh := kn.batch.MicroBatch, kn.batch.SeqLen, kn.d.Dh
 	H := len(o) / (B * T * Dh)
 	KV := len(v) / (B * T * Dh)
 	qd, kd, tt := H*Dh, KV*Dh, T*T
@@ -202,29 +186,24 @@ func (e *Executor) attnAV(op *step.Op) {
 	})
 }
 
-// attnAVBwd: dp (+)= do·vᵀ on the causal part (zero above it) and dv (+)= pᵀ·do.
-func (e *Executor) attnAVBwd(op *step.Op) {
-	do, p, v := e.f32[op.In[0]], e.f32[op.In[1]], e.f32[op.In[2]]
-	dp, dv := e.f32[op.Out[0]], e.f32[op.Out[1]]
-	B, T, Dh := e.p.Batch.MicroBatch, e.p.Batch.SeqLen, e.d.Dh
+// AttnAVBwd: the weights' gradient dp (+)= do·vᵀ on the causal part (zero above it) and
+// the values' dv (+)= pᵀ·do, each written or added to.
+func (kn *Kernels) AttnAVBwd(do, p, v, dp, dv []float32, accP, accV bool) {
+	B, T, Dh := kn.batch.MicroBatch, kn.batch.SeqLen, kn.d.Dh
 	H := len(do) / (B * T * Dh)
 	KV := len(v) / (B * T * Dh)
 	qd, kd, tt := H*Dh, KV*Dh, T*T
-	if !op.Accumulates(1) {
+	if !accV {
 		clear(dv)
 	}
-	acc := op.Accumulates(0)
-	bp := float32(0)
-	if acc {
-		bp = 1
-	}
+	bp := beta(accP)
 	eachHeadGroup(B, H, KV, func(b, h, g int) {
 		doh, ph, vh, dvh := do[b*T*qd+h*Dh:], p[(b*H+h)*tt:], v[b*T*kd+g*Dh:], dv[b*T*kd+g*Dh:]
 		dph := dp[(b*H+h)*tt : (b*H+h+1)*tt]
 		for i0 := 0; i0 < T; i0 += causalBlock {
 			i1 := min(i0+causalBlock, T)
 			blas.Gemm(false, true, i1-i0, i1, Dh, 1, doh[i0*qd:], qd, vh, kd, bp, dph[i0*T:], T)
-			if !acc {
+			if !accP {
 				for i := i0; i < i1; i++ {
 					clear(dph[i*T+i1 : (i+1)*T])
 				}
@@ -235,22 +214,32 @@ func (e *Executor) attnAVBwd(op *step.Op) {
 	})
 }
 
-// shareSelectBwd sends the selected weights' gradient to the weights that were used.
-func (e *Executor) shareSelectBwd(op *step.Op) {
-	dsel := e.f32[op.In[0]]
-	to, other := 0, 1
-	if !e.recompute[op.Layer] {
-		to, other = 1, 0
+// ShareSelect copies the layer's own attention weights when it recomputes them this step,
+// else the layer below's (share_weights).
+func ShareSelect(own, below, out []float32, recompute bool) {
+	if recompute {
+		copy(out, own)
+	} else {
+		copy(out, below)
 	}
-	dst := e.f32[op.Out[to]]
-	if op.Accumulates(to) {
+}
+
+// ShareSelectBwd sends the selected weights' gradient to the weights that were used (dOwn
+// when the layer recomputed them, else dBelow) and leaves the other's, zeroing it when the
+// op writes it first.
+func ShareSelectBwd(dsel, dOwn, dBelow []float32, recompute, accOwn, accBelow bool) {
+	dst, other, accDst, accOther := dOwn, dBelow, accOwn, accBelow
+	if !recompute {
+		dst, other, accDst, accOther = dBelow, dOwn, accBelow, accOwn
+	}
+	if accDst {
 		for i, v := range dsel {
 			dst[i] += v
 		}
 	} else {
 		copy(dst, dsel)
 	}
-	if !op.Accumulates(other) {
-		clear(e.f32[op.Out[other]])
+	if !accOther {
+		clear(other)
 	}
 }

@@ -23,14 +23,21 @@ func (e *Executor) cacheMove(op *step.Op) error {
 		if len(from) != len(to) {
 			return fmt.Errorf("%s has %d values, %s %d", e.p.Buffers[src].Name, len(from), e.p.Buffers[op.Out[i]].Name, len(to))
 		}
-		if op.Kind == step.OpCacheWriteback && op.Accumulates(i) {
-			for j, v := range from {
-				to[j] += v
-			}
-		} else {
-			copy(to, from)
-		}
-		e.stats.CacheMoved += 4 * int64(len(from))
+		e.CacheMove(from, to, op.Kind == step.OpCacheWriteback && op.Accumulates(i))
 	}
 	return nil
+}
+
+// CacheMove copies one tensor of a unified-cache fetch or write-back from one tier's copy
+// to the other's (with add, a write-back's later contribution, adds it) and counts the
+// bytes in the step's Stats.CacheMoved.
+func (k *Kernels) CacheMove(from, to []float32, add bool) {
+	if add {
+		for j, v := range from {
+			to[j] += v
+		}
+	} else {
+		copy(to, from)
+	}
+	k.stats.CacheMoved += 4 * int64(len(from))
 }

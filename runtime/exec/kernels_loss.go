@@ -12,50 +12,67 @@ import (
 // lossScale is what the loss's gradient is multiplied by: 1 over the micro-batches and
 // data-parallel replicas the step's mean spans (the cross-entropy's own mean over a
 // micro-batch's tokens is in its gradient).
-func (e *Executor) lossScale() float64 {
-	return 1 / float64(e.p.Batch.Micro*e.p.Layout.DP)
+func (k *Kernels) lossScale() float64 {
+	return 1 / float64(k.batch.Micro*k.replicas)
 }
 
-// crossEntropy writes the mean loss over the micro-batch's tokens and the logits'
-// gradient, (softmax − onehot) scaled by the step's mean. Under tp each rank holds a
-// slice of the vocabulary and the op runs in three passes (pass=max, pass=sum, pass=loss)
-// between the reductions of the row maxima and sums.
+// crossEntropy runs a cross_entropy op. Under tp each rank holds a slice of the
+// vocabulary and the op runs in three passes (pass=max, pass=sum, pass=loss) between the
+// reductions of the row maxima and sums.
 func (e *Executor) crossEntropy(op *step.Op) error {
-	logits := e.f32[op.In[0]]
-	Vl := e.p.Buffers[op.In[0]].Shape[1]
-	n := len(logits) / Vl
+	f, in, out := e.f32, op.In, op.Out
+	Vl := e.p.Buffers[in[0]].Shape[1]
 	first := e.p.Coord.TP * Vl
 	switch {
 	case strings.HasPrefix(op.Attr, "pass=max"):
-		mx := e.f32[op.Out[0]]
-		for i := 0; i < n; i++ {
-			m := float32(math.Inf(-1))
-			for _, v := range logits[i*Vl : (i+1)*Vl] {
-				m = max(m, v)
-			}
-			mx[i] = m
-		}
-		return nil
+		CrossEntropyMax(f[in[0]], f[out[0]], Vl)
 	case strings.HasPrefix(op.Attr, "pass=sum"):
-		targets, mx, st := e.i32[op.In[1]], e.f32[op.In[2]], e.f32[op.Out[0]]
-		for i := 0; i < n; i++ {
-			st[2*i] = float32(expSum(logits[i*Vl:(i+1)*Vl], float64(mx[i]), 1, nil))
-			st[2*i+1] = 0
-			if t := int(targets[i]) - first; t >= 0 && t < Vl {
-				st[2*i+1] = logits[i*Vl+t]
-			}
-		}
-		return nil
+		CrossEntropySum(f[in[0]], e.i32[in[1]], f[in[2]], f[out[0]], Vl, first)
+	case len(in) > 2:
+		e.CrossEntropy(f[in[0]], e.i32[in[1]], f[in[2]], f[in[3]], f[out[0]], f[out[1]], Vl, first)
+	default:
+		e.CrossEntropy(f[in[0]], e.i32[in[1]], nil, nil, f[out[0]], f[out[1]], Vl, first)
 	}
-	targets := e.i32[op.In[1]]
-	loss, dl := e.f32[op.Out[0]], e.f32[op.Out[1]]
-	scale := e.lossScale() / float64(n)
+	return nil
+}
+
+// CrossEntropyMax writes each row's largest logit (vocabulary-parallel pass 1).
+func CrossEntropyMax(logits, mx []float32, Vl int) {
+	n := len(logits) / Vl
+	for i := 0; i < n; i++ {
+		m := float32(math.Inf(-1))
+		for _, v := range logits[i*Vl : (i+1)*Vl] {
+			m = max(m, v)
+		}
+		mx[i] = m
+	}
+}
+
+// CrossEntropySum writes each row's Σ exp(logit − max) and its target's logit when this
+// rank's slice of the vocabulary (from first) holds it (vocabulary-parallel pass 2).
+func CrossEntropySum(logits []float32, targets []int32, mx, st []float32, Vl, first int) {
+	n := len(logits) / Vl
+	for i := 0; i < n; i++ {
+		st[2*i] = float32(expSum(logits[i*Vl:(i+1)*Vl], float64(mx[i]), 1, nil))
+		st[2*i+1] = 0
+		if t := int(targets[i]) - first; t >= 0 && t < Vl {
+			st[2*i+1] = logits[i*Vl+t]
+		}
+	}
+}
+
+// CrossEntropy writes the mean loss over the micro-batch's tokens and the logits'
+// gradient, (softmax − onehot) scaled by the step's mean, and adds the loss to the step's
+// terms. mx and st are the reduced maxima and sums of a vocabulary-parallel loss (nil: the
+// rank holds the whole vocabulary, Vl wide, from first).
+func (k *Kernels) CrossEntropy(logits []float32, targets []int32, mx, st, loss, dl []float32, Vl, first int) {
+	n := len(logits) / Vl
+	scale := k.lossScale() / float64(n)
 	var ce float64
 	for i := 0; i < n; i++ {
 		row, drow := logits[i*Vl:(i+1)*Vl], dl[i*Vl:(i+1)*Vl]
 		var lse, target float64
-		if len(op.In) > 2 {
-			mx, st := e.f32[op.In[2]], e.f32[op.In[3]]
+		if mx != nil {
 			lse = float64(mx[i]) + math.Log(float64(st[2*i]))
 			target = float64(st[2*i+1])
 		} else {
@@ -73,12 +90,11 @@ func (e *Executor) crossEntropy(op *step.Op) error {
 		}
 	}
 	loss[0] = float32(ce / float64(n))
-	e.stats.CE += ce / float64(n) * e.lossScale()
-	e.stats.Loss = e.stats.CE
-	if m := e.m.MoE; m != nil {
-		e.stats.Loss += m.BalanceLoss*e.stats.Balance + m.ZLoss*e.stats.ZLoss
+	k.stats.CE += ce / float64(n) * k.lossScale()
+	k.stats.Loss = k.stats.CE
+	if m := k.m.MoE; m != nil {
+		k.stats.Loss += m.BalanceLoss*k.stats.Balance + m.ZLoss*k.stats.ZLoss
 	}
-	return nil
 }
 
 // expSum writes out[j] = e^(x[j]−shift)·scale (out nil: nothing) and returns

@@ -5,29 +5,27 @@ package exec
 
 import (
 	"math"
-	"strings"
 
 	"github.com/moec-dev/moec/compiler/program"
-	"github.com/moec-dev/moec/compiler/step"
 	"github.com/moec-dev/moec/runtime/blas"
 )
 
-// route scores each token's experts, chooses its top k (ties to the lower index), admits
+// Route scores each token's experts, chooses its top k (ties to the lower index), admits
 // assignments to experts by capacity (every token's first choice before any second
 // choice, in token order) and numbers each admitted assignment's slot in its expert in
 // token order. Outputs: index, gates, scores, lse, slot, kept, routed, and the balance and
 // z-loss terms.
-func (e *Executor) route(op *step.Op) {
-	z := e.f32[op.In[0]]
-	idx, gates, sc, lse := e.i32[op.Out[0]], e.f32[op.Out[1]], e.f32[op.Out[2]], e.f32[op.Out[3]]
-	slot, kept, routed, aux := e.i32[op.Out[4]], e.i32[op.Out[5]], e.i32[op.Out[6]], e.f32[op.Out[7]]
-	cfg := e.m.MoE
-	E, K := e.d.E, e.d.K
+// slots is the program's static capacity per expert (0: from the capacity factor);
+// recomputed marks the same routing run again (recompute = full), which adds nothing to
+// the step's terms.
+func (k *Kernels) Route(z []float32, idx []int32, gates, sc, lse []float32, slot, kept, routed []int32, aux []float32, slots int, recomputed bool) {
+	cfg := k.m.MoE
+	E, K := k.d.E, k.d.K
 	n := len(z) / E
 	clear(routed)
 	clear(kept)
 	var zsum float64
-	order := grow(&e.scratch.order, K)
+	order := grow(&k.scratch.order, K)
 	for t := 0; t < n; t++ {
 		zt, st := z[t*E:(t+1)*E], sc[t*E:(t+1)*E]
 		mx := math.Inf(-1)
@@ -71,7 +69,7 @@ func (e *Executor) route(op *step.Op) {
 			}
 		}
 	}
-	capacity := op.Slots // the program's static slots per expert
+	capacity := slots // the program's static slots per expert
 	if capacity <= 0 {
 		capacity = n * K
 		if cfg.CapacityFactor > 0 {
@@ -91,7 +89,7 @@ func (e *Executor) route(op *step.Op) {
 			}
 		}
 	}
-	next := grow(&e.scratch.next, E)
+	next := grow(&k.scratch.next, E)
 	clear(next)
 	for t := 0; t < n; t++ {
 		for j := 0; j < K; j++ {
@@ -113,13 +111,13 @@ func (e *Executor) route(op *step.Op) {
 	}
 	aux[0] = float32(float64(E) * bal)
 	aux[1] = float32(zsum / float64(n))
-	if op.Recomputed {
+	if recomputed {
 		return // the same routing again (recompute = full): already counted
 	}
 	// Reported as the step's mean over micro-batches (and, summed over ranks, replicas).
-	e.stats.Balance += float64(E) * bal * e.lossScale()
-	e.stats.ZLoss += zsum / float64(n) * e.lossScale()
-	e.stats.Dropped += dropped
+	k.stats.Balance += float64(E) * bal * k.lossScale()
+	k.stats.ZLoss += zsum / float64(n) * k.lossScale()
+	k.stats.Dropped += dropped
 }
 
 func taken(chosen []int, ex int) bool {
@@ -131,23 +129,19 @@ func taken(chosen []int, ex int) bool {
 	return false
 }
 
-// routeBwd: the logits' gradient from the gates', the balance loss's and the z-loss's.
-// In: dgates, logits, index, gates, scores, lse, slot, kept, routed.
-func (e *Executor) routeBwd(op *step.Op) {
-	dg, z := e.f32[op.In[0]], e.f32[op.In[1]]
-	idx, gates, sc, lse := e.i32[op.In[2]], e.f32[op.In[3]], e.f32[op.In[4]], e.f32[op.In[5]]
-	routed := e.i32[op.In[8]]
-	dz := e.f32[op.Out[0]]
-	cfg := e.m.MoE
-	E, K := e.d.E, e.d.K
+// RouteBwd: the logits' gradient dz (written or added to) from the gates', the balance
+// loss's and the z-loss's.
+func (k *Kernels) RouteBwd(dg, z []float32, idx []int32, gates, sc, lse []float32, routed []int32, dz []float32, acc bool) {
+	cfg := k.m.MoE
+	E, K := k.d.E, k.d.K
 	n := len(z) / E
-	scale := e.lossScale()
-	fe := grow(&e.scratch.fe, E)
+	scale := k.lossScale()
+	fe := grow(&k.scratch.fe, E)
 	for ex := range fe {
 		fe[ex] = cfg.BalanceLoss * float64(E) * float64(routed[ex]) / float64(n*K) / float64(n) * scale
 	}
 	for t := 0; t < n; t++ {
-		dst := grow(&e.scratch.dst, E)
+		dst := grow(&k.scratch.dst, E)
 		st, zt := sc[t*E:(t+1)*E], z[t*E:(t+1)*E]
 		for ex := range dst {
 			dst[ex] = float32(fe[ex])
@@ -169,13 +163,13 @@ func (e *Executor) routeBwd(op *step.Op) {
 		}
 		program.RouterScoreGrad(cfg.Score, st, dst)
 		if cfg.ZLoss != 0 {
-			k := cfg.ZLoss * 2 * float64(lse[t]) / float64(n) * scale
+			c := cfg.ZLoss * 2 * float64(lse[t]) / float64(n) * scale
 			for ex, v := range zt {
-				dst[ex] += float32(k * math.Exp(float64(v)-float64(lse[t])))
+				dst[ex] += float32(c * math.Exp(float64(v)-float64(lse[t])))
 			}
 		}
 		row := dz[t*E : (t+1)*E]
-		if op.Accumulates(0) {
+		if acc {
 			for ex, v := range dst {
 				row[ex] += v
 			}
@@ -185,14 +179,13 @@ func (e *Executor) routeBwd(op *step.Op) {
 	}
 }
 
-func (e *Executor) permute(op *step.Op) {
-	h, idx, slot, send := e.f32[op.In[0]], e.i32[op.In[1]], e.i32[op.In[2]], e.f32[op.Out[0]]
-	sh := e.p.Buffers[op.Out[0]].Shape // [E, C, D]
-	C, D := sh[1], sh[2]
-	K := e.d.K
+// Permute copies each admitted assignment's token row into its expert's slot of send
+// ([E, C, D]) and records in sendFill how many slots of each expert it filled.
+func (k *Kernels) Permute(h []float32, idx, slot []int32, send []float32, C, D int, sendFill *RowFill) {
+	K := k.d.K
 	// The route numbers an expert's slots in order: those below its count are filled.
-	f := e.fillRecord(op.Out[0], C)
-	counts := grow(&f.counts, sh[0])
+	f := sendFill.record(C)
+	counts := grow(&f.counts, len(send)/(C*D))
 	clear(counts)
 	clear(send)
 	for a, ex := range idx {
@@ -206,12 +199,10 @@ func (e *Executor) permute(op *step.Op) {
 	}
 }
 
-func (e *Executor) permuteBwd(op *step.Op) {
-	ds, idx, slot, dh := e.f32[op.In[0]], e.i32[op.In[1]], e.i32[op.In[2]], e.f32[op.Out[0]]
-	sh := e.p.Buffers[op.In[0]].Shape
-	C, D := sh[1], sh[2]
-	K := e.d.K
-	if !op.Accumulates(0) {
+// PermuteBwd scatter-adds the slots' gradients back to the tokens' rows of dh.
+func (k *Kernels) PermuteBwd(ds []float32, idx, slot []int32, dh []float32, C, D int, acc bool) {
+	K := k.d.K
+	if !acc {
 		clear(dh)
 	}
 	for a, ex := range idx {
@@ -245,14 +236,14 @@ func (e *Executor) experts(bufs []int) (w, b [][]float32, out, in int) {
 	return w, b, out, in
 }
 
-// groupedMM: each expert's filled rows times its weight (transposed), plus its bias.
-func (e *Executor) groupedMM(op *step.Op) {
-	x, y := e.f32[op.In[0]], e.f32[op.Out[0]]
-	w, b, o, k := e.experts(op.In[1:])
+// GroupedMM: each expert's filled rows of x (xFill; all rows when unknown) times its
+// weight w[ex] ([o, k]), plus its bias b[ex] where b (or b[ex]) is not nil; y's padding
+// is cleared and its fill recorded in yFill. With skipEmpty (an inference program's
+// grouped product whose input no counts reach) the zero rows are found and skipped.
+func GroupedMM(x, y []float32, w, b [][]float32, o, k int, xFill, yFill *RowFill, skipEmpty bool) {
 	R := len(x) / (len(w) * k)
-	f := ofSlots(e.filled(op.In[0], len(w)), R)
-	e.setFill(op.Out[0], f)
-	skipZeroRows := strings.HasSuffix(op.Attr, step.AttrSkipEmptySlots)
+	f := ofSlots(known(xFill, len(x), len(w)), R)
+	setFill(yFill, f)
 	for ex := range w {
 		xe, ye := x[ex*R*k:(ex+1)*R*k], y[ex*R*o:(ex+1)*R*o]
 		n := rowsOf(f, ex, R)
@@ -260,40 +251,38 @@ func (e *Executor) groupedMM(op *step.Op) {
 		if n == 0 {
 			continue
 		}
-		if f == nil && skipZeroRows {
+		if f == nil && skipEmpty {
 			// No counts reach this buffer (an all-to-all's output): an inference program
 			// asks for its empty slots, zero rows, to be found and skipped.
 			filledRowsMM(xe, w[ex], ye, R, o, k)
 		} else {
 			blas.Gemm(false, true, n, o, k, 1, xe, k, w[ex], k, 0, ye, o)
 		}
-		if b[ex] != nil && e.addsBias(op) {
+		if b != nil && b[ex] != nil {
 			addBias(ye, b[ex], n)
 		}
 	}
 }
 
-// groupedMMDW: each expert's dW (+)= dyᵀ·x and db (+)= Σ dy over its filled rows (the
-// padding's dy is zero).
-func (e *Executor) groupedMMDW(op *step.Op) {
-	dy, x := e.f32[op.In[0]], e.f32[op.In[1]]
-	w, b, o, k := e.experts(op.Out)
+// GroupedMMDW: each expert's weight gradient w[ex] (+)= dyᵀ·x and bias gradient b[ex]
+// (where not nil) (+)= Σ dy over its filled rows (the fill of x, else of dy; the padding's
+// dy is zero).
+func GroupedMMDW(dy, x []float32, w, b [][]float32, o, k int, acc bool, dyFill, xFill *RowFill) {
 	R := len(x) / (len(w) * k)
-	f := ofSlots(e.fillOfAny(len(w), op.In[1], op.In[0]), R)
-	acc := op.Accumulates(0)
-	beta := float32(0)
-	if acc {
-		beta = 1
+	f := known(xFill, len(x), len(w))
+	if f == nil {
+		f = known(dyFill, len(dy), len(w))
 	}
+	f = ofSlots(f, R)
 	for ex := range w {
 		n := rowsOf(f, ex, R)
 		dye, xe := dy[ex*R*o:(ex+1)*R*o], x[ex*R*k:(ex+1)*R*k]
 		if n > 0 {
-			blas.Gemm(true, false, o, k, n, 1, dye, o, xe, k, beta, w[ex], k)
+			blas.Gemm(true, false, o, k, n, 1, dye, o, xe, k, beta(acc), w[ex], k)
 		} else if !acc {
 			clear(w[ex])
 		}
-		if b[ex] != nil {
+		if b != nil && b[ex] != nil {
 			if !acc {
 				clear(b[ex])
 			}
@@ -306,18 +295,12 @@ func (e *Executor) groupedMMDW(op *step.Op) {
 	}
 }
 
-// groupedMMDX: each expert's filled rows of dx (+)= dy·W.
-func (e *Executor) groupedMMDX(op *step.Op) {
-	dy, dx := e.f32[op.In[0]], e.f32[op.Out[0]]
-	w, _, o, k := e.experts(op.In[1:])
+// GroupedMMDX: each expert's filled rows (dyFill) of dx (+)= dy·W, dx's padding cleared
+// when written and its fill recorded in dxFill.
+func GroupedMMDX(dy, dx []float32, w [][]float32, o, k int, acc bool, dyFill, dxFill *RowFill) {
 	R := len(dx) / (len(w) * k)
-	f := ofSlots(e.filled(op.In[0], len(w)), R)
-	e.setFill(op.Out[0], f)
-	acc := op.Accumulates(0)
-	beta := float32(0)
-	if acc {
-		beta = 1
-	}
+	f := ofSlots(known(dyFill, len(dy), len(w)), R)
+	setFill(dxFill, f)
 	for ex := range w {
 		n := rowsOf(f, ex, R)
 		dxe := dx[ex*R*k : (ex+1)*R*k]
@@ -325,16 +308,14 @@ func (e *Executor) groupedMMDX(op *step.Op) {
 			clear(dxe[n*k:])
 		}
 		if n > 0 {
-			blas.Gemm(false, false, n, k, o, 1, dy[ex*R*o:(ex+1)*R*o], o, w[ex], k, beta, dxe, k)
+			blas.Gemm(false, false, n, k, o, 1, dy[ex*R*o:(ex+1)*R*o], o, w[ex], k, beta(acc), dxe, k)
 		}
 	}
 }
 
-func (e *Executor) combine(op *step.Op) {
-	back, idx, slot, gates, y := e.f32[op.In[0]], e.i32[op.In[1]], e.i32[op.In[2]], e.f32[op.In[3]], e.f32[op.Out[0]]
-	sh := e.p.Buffers[op.In[0]].Shape
-	C, D := sh[1], sh[2]
-	K := e.d.K
+// Combine adds each admitted assignment's expert output times its gate to its token's row.
+func (k *Kernels) Combine(back []float32, idx, slot []int32, gates, y []float32, C, D int) {
+	K := k.d.K
 	clear(y)
 	for a, ex := range idx {
 		s := slot[a]
@@ -351,14 +332,12 @@ func (e *Executor) combine(op *step.Op) {
 	}
 }
 
-func (e *Executor) combineBwd(op *step.Op) {
-	dy, back, idx, slot, gates := e.f32[op.In[0]], e.f32[op.In[1]], e.i32[op.In[2]], e.i32[op.In[3]], e.f32[op.In[4]]
-	dback, dgates := e.f32[op.Out[0]], e.f32[op.Out[1]]
-	sh := e.p.Buffers[op.In[1]].Shape
-	C, D := sh[1], sh[2]
-	K := e.d.K
+// CombineBwd: the expert outputs' gradient dback (its padding zero; the fill of back,
+// backFill, recorded in dbackFill) and the gates' dgates (written or added to).
+func (k *Kernels) CombineBwd(dy, back []float32, idx, slot []int32, gates, dback, dgates []float32, C, D int, accGates bool, backFill, dbackFill *RowFill) {
+	K := k.d.K
 	clear(dback) // the padding's gradient is zero
-	e.setFill(op.Out[0], e.filled(op.In[1], sh[0]))
+	setFill(dbackFill, known(backFill, len(back), len(back)/(C*D)))
 	for a, ex := range idx {
 		s := slot[a]
 		var dg float32
@@ -372,7 +351,7 @@ func (e *Executor) combineBwd(op *step.Op) {
 				dback[row+i] = gates[a] * v
 			}
 		}
-		if op.Accumulates(1) {
+		if accGates {
 			dgates[a] += dg
 		} else {
 			dgates[a] = dg

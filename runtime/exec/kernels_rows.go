@@ -10,60 +10,68 @@ package exec
 // only, and the combine's backward leaves zero gradients in the padding, which the
 // backward products and activation keep at zero. Buffers the counts do not reach (an
 // all-to-all's output under expert parallelism) are computed whole.
+//
+// The counts are the kernels' state between ops: one RowFill per buffer, kept in the
+// rank's Kernels (Kernels.Fill) and passed to the expert kernels explicitly, by the
+// executor and by a step program written out as Go alike, so both skip the same rows.
 
 import (
 	"github.com/moec-dev/moec/compiler/program"
-	"github.com/moec-dev/moec/compiler/step"
 )
 
-// rowFill says which rows of an expert-major buffer hold tokens: rows [0, counts[e]) of
-// expert e's block of slots rows.
-type rowFill struct {
+// RowFill says which rows of an expert-major buffer hold tokens: rows [0, counts[e]) of
+// expert e's block of slots rows. Its zero value is an unknown fill (compute every row).
+type RowFill struct {
 	valid  bool
 	slots  int
 	counts []int32
 }
 
-// filled is buffer b's fill when it is known and matches a buffer of the given experts,
-// else nil (compute every row).
-func (e *Executor) filled(b, experts int) *rowFill {
-	if b >= len(e.fill) || !e.fill[b].valid || len(e.fill[b].counts) != experts || e.fill[b].slots <= 0 {
-		return nil
+// Fill is buffer b's fill record, kept for the rank's whole run: the expert kernels read
+// their inputs' and write their outputs' (kernels_rows.go).
+func (k *Kernels) Fill(b int) *RowFill {
+	if b >= len(k.fill) {
+		k.fill = append(k.fill, make([]*RowFill, b+1-len(k.fill))...)
 	}
-	if f := &e.fill[b]; len(e.f32[b])%(experts*f.slots) == 0 {
-		return f
+	if k.fill[b] == nil {
+		k.fill[b] = &RowFill{}
 	}
-	return nil
+	return k.fill[b]
 }
 
-// fillRecord is buffer b's fill, marked known with the given slots per expert; the
-// caller sets its counts.
-func (e *Executor) fillRecord(b, slots int) *rowFill {
-	if e.fill == nil {
-		e.fill = make([]rowFill, len(e.p.Buffers))
+// known is f when it is known and matches a buffer of n values over the given experts,
+// else nil (compute every row).
+func known(f *RowFill, n, experts int) *RowFill {
+	if f == nil || !f.valid || len(f.counts) != experts || f.slots <= 0 || n%(experts*f.slots) != 0 {
+		return nil
 	}
-	f := &e.fill[b]
+	return f
+}
+
+// record marks f known with the given slots per expert; the caller sets its counts.
+func (f *RowFill) record(slots int) *RowFill {
 	f.valid, f.slots = true, slots
 	return f
 }
 
-// setFill records buffer out's fill (nil: unknown), copying the counts into out's own
-// array so the record describes out's contents whatever later overwrites the source.
-func (e *Executor) setFill(out int, f *rowFill) {
-	if f == nil {
-		if out < len(e.fill) {
-			e.fill[out].valid = false
-		}
+// setFill records dst's fill as src's (nil: unknown), copying the counts into dst's own
+// array so the record describes dst's contents whatever later overwrites the source.
+func setFill(dst, src *RowFill) {
+	if dst == nil {
 		return
 	}
-	d := e.fillRecord(out, f.slots)
-	if d != f { // not in place
-		copy(grow(&d.counts, len(f.counts)), f.counts)
+	if src == nil {
+		dst.valid = false
+		return
+	}
+	if dst != src { // not in place
+		dst.record(src.slots)
+		copy(grow(&dst.counts, len(src.counts)), src.counts)
 	}
 }
 
 // ofSlots is f when its blocks have the given rows (slots), else nil.
-func ofSlots(f *rowFill, slots int) *rowFill {
+func ofSlots(f *RowFill, slots int) *RowFill {
 	if f == nil || f.slots != slots {
 		return nil
 	}
@@ -71,7 +79,7 @@ func ofSlots(f *rowFill, slots int) *rowFill {
 }
 
 // rowsOf is how many rows of expert ex's block to compute: all slots without a fill.
-func rowsOf(f *rowFill, ex, slots int) int {
+func rowsOf(f *RowFill, ex, slots int) int {
 	if f == nil {
 		return slots
 	}
@@ -80,7 +88,7 @@ func rowsOf(f *rowFill, ex, slots int) int {
 
 // forFilled runs body over the filled values of a buffer of n values (all of them when f
 // is nil), split over the cores, after clearing the padding when clearPad.
-func forFilled(n int, f *rowFill, clearPad []float32, body func(lo, hi int)) {
+func forFilled(n int, f *RowFill, clearPad []float32, body func(lo, hi int)) {
 	if f == nil {
 		parallel(n, body)
 		return
@@ -107,34 +115,20 @@ func forFilled(n int, f *rowFill, clearPad []float32, body func(lo, hi int)) {
 	})
 }
 
-// fillOfAny is the first known fill among bufs of the given experts.
-func (e *Executor) fillOfAny(experts int, bufs ...int) *rowFill {
-	for _, b := range bufs {
-		if f := e.filled(b, experts); f != nil {
-			return f
-		}
-	}
-	return nil
-}
-
-// actExperts is how many expert blocks an activation buffer holds (1 for a dense layer's,
-// whose fill is never known).
-func (e *Executor) actExperts(b int) int {
-	if sh := e.p.Buffers[b].Shape; len(sh) == 3 {
-		return sh[0]
+// actExperts is how many expert blocks an activation buffer of shape holds (1 for a dense
+// layer's, whose fill is never known).
+func actExperts(shape []int) int {
+	if len(shape) == 3 {
+		return shape[0]
 	}
 	return 1
 }
 
-func (e *Executor) act(op *step.Op) {
-	act := program.Activation(op.Attr)
-	a, h := e.f32[op.In[0]], e.f32[op.Out[0]]
-	var u []float32
-	if len(op.In) > 1 {
-		u = e.f32[op.In[1]]
-	}
-	f := e.filled(op.In[0], e.actExperts(op.In[0]))
-	e.setFill(op.Out[0], f)
+// Act: h = act(a), or act(a)·u for a gated FFN (u not nil), over the filled rows of a's
+// experts blocks (aFill; h's padding cleared) and h's fill recorded in hFill.
+func Act(act program.Activation, a, u, h []float32, experts int, aFill, hFill *RowFill) {
+	f := known(aFill, len(a), experts)
+	setFill(hFill, f)
 	forFilled(len(a), f, h, func(lo, hi int) {
 		var ub []float32
 		if u != nil {
@@ -144,19 +138,16 @@ func (e *Executor) act(op *step.Op) {
 	})
 }
 
-func (e *Executor) actBwd(op *step.Op) {
-	act := program.Activation(op.Attr)
-	dh, a := e.f32[op.In[0]], e.f32[op.In[1]]
-	da := e.f32[op.Out[0]]
-	var u, du []float32
-	if len(op.In) > 2 {
-		u, du = e.f32[op.In[2]], e.f32[op.Out[1]]
+// ActBwd: da (and, gated, du) from dh, each written or added to, over the filled rows
+// the fill of a (else of dh) says, which it records for da and du.
+func ActBwd(act program.Activation, dh, a, u, da, du []float32, accA, accU bool, experts int, dhFill, aFill, daFill, duFill *RowFill) {
+	f := known(aFill, len(a), experts)
+	if f == nil {
+		f = known(dhFill, len(dh), experts)
 	}
-	accA := op.Accumulates(0)
-	accU := len(op.Out) > 1 && op.Accumulates(1)
-	f := e.fillOfAny(e.actExperts(op.In[1]), op.In[1], op.In[0])
-	for _, o := range op.Out {
-		e.setFill(o, f)
+	setFill(daFill, f)
+	if du != nil {
+		setFill(duFill, f)
 	}
 	if f != nil && du != nil && !accU {
 		forFilled(len(a), f, du, func(int, int) {})

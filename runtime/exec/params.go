@@ -81,6 +81,11 @@ func (e *Executor) LoadParams(get func(id params.ID) ([]float32, []int)) error {
 	return nil
 }
 
+// Slice copies a tensor-parallel slice s of a whole tensor (shape) into out.
+func Slice(out, whole []float32, shape []int, s params.Shard) error {
+	return slice(out, whole, shape, s)
+}
+
 // slice copies a tensor-parallel slice s of a whole tensor (shape) into out.
 func slice(out, whole []float32, shape []int, s params.Shard) error {
 	if s.Whole() {

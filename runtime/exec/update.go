@@ -157,13 +157,7 @@ func (e *Executor) update(op *step.Op) error {
 	if e.opt == nil {
 		return fmt.Errorf("the program has update ops but the executor has no optimizer (SetOptimizer)")
 	}
-	global := float64(e.f32[op.In[len(op.In)-1]][0])
-	if e.p.Layout.World() == 1 {
-		global = e.normSq // one rank: no float32 rounding of the sum
-	}
-	info, err := e.opt.StepReduced(1, func(float64) (float64, error) { return global, nil })
-	e.stats.GradNorm, e.stats.LR = info.GradNorm, info.LR
-	return err
+	return e.AdamW(e.opt, e.f32[op.In[len(op.In)-1]], e.p.Layout.World()) // one rank: the unrounded sum
 }
 
 // hostRange is the flat range [base, base+n) a group's host copies (and shards) cover.
@@ -178,16 +172,23 @@ func (e *Executor) hostRange(g step.Group, n int) int64 {
 // the whole tensors bufs at their flat offsets: toPart gathers the tensors' values into the
 // part, else the part's values go back into the tensors.
 func (e *Executor) moveFlat(part []float32, base int64, bufs []int, toPart bool) {
-	for _, b := range bufs {
-		buf, t := e.p.Buffers[b], e.f32[b]
-		a, z := max(base, buf.Flat), min(base+int64(len(part)), buf.Flat+int64(len(t)))
+	MoveFlat(part, base, e.views(bufs), e.flats(bufs), toPart)
+}
+
+// MoveFlat copies between part, a group's flat vector from offset base, and the tensors ts
+// at their offsets flat in it: toPart gathers the tensors' values into the part (to_host),
+// else the part's values go back into the tensors (to_device).
+func MoveFlat(part []float32, base int64, ts [][]float32, flat []int64, toPart bool) {
+	for i, t := range ts {
+		f := flat[i]
+		a, z := max(base, f), min(base+int64(len(part)), f+int64(len(t)))
 		if a >= z {
 			continue
 		}
 		if toPart {
-			copy(part[a-base:z-base], t[a-buf.Flat:z-buf.Flat])
+			copy(part[a-base:z-base], t[a-f:z-f])
 		} else {
-			copy(t[a-buf.Flat:z-buf.Flat], part[a-base:z-base])
+			copy(t[a-f:z-f], part[a-base:z-base])
 		}
 	}
 }

@@ -3,12 +3,11 @@ package nn
 import (
 	"errors"
 	"fmt"
-	"math"
 
 	"github.com/moec-dev/moec/compiler/params"
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/runtime/blas"
-	"github.com/moec-dev/moec/runtime/rng"
+	"github.com/moec-dev/moec/runtime/weights"
 )
 
 // Float is the element type the kernels are instantiated with.
@@ -257,26 +256,23 @@ func (b *builder[F]) add(name string, kind initKind, listed bool, shape ...int) 
 }
 
 func (b *builder[F]) fill(t *tensor[F], kind initKind, index int) {
+	weights.Fill(t.w, t.shape, initOf(kind), b.seed, index, b.layers)
+}
+
+// initOf is runtime/weights' name of a way a tensor starts (weights.InitOf gives the same
+// for every parameter, from its identity: TestInitialMatchesNew).
+func initOf(kind initKind) weights.Init {
 	switch kind {
+	case initResidual:
+		return weights.Residual
 	case initOnes:
-		for i := range t.w {
-			t.w[i] = 1
-		}
+		return weights.Ones
+	case initZeros:
+		return weights.Zeros
 	case initIdentity:
-		n := t.shape[0]
-		for i := 0; i < n; i++ {
-			t.w[i*n+i] = 1
-		}
-	case initNormal, initResidual:
-		std := 0.02
-		if kind == initResidual {
-			std /= math.Sqrt(2 * float64(b.layers))
-		}
-		s := rng.New(rng.Key(b.seed, 0, index, rng.PurposeInit))
-		for i := range t.w {
-			t.w[i] = F(std * s.Normal())
-		}
+		return weights.Identity
 	}
+	return weights.Normal
 }
 
 // slice makes a listed tensor that views part of a contiguous buffer.

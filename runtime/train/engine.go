@@ -13,6 +13,7 @@ import (
 	"github.com/moec-dev/moec/runtime/nn"
 	"github.com/moec-dev/moec/runtime/optim"
 	"github.com/moec-dev/moec/runtime/safetensors"
+	"github.com/moec-dev/moec/runtime/weights"
 )
 
 // engine is how Run trains: one model in this process (single), or the ranks of a sharded
@@ -320,7 +321,22 @@ func (g *group) initialise(newNet NewNetFunc, spec *Spec, fill func([]*nn.Param)
 // nil (growth), as tensors: what every sharded engine loads its ranks from.
 func wholeModel(newNet NewNetFunc, spec *Spec, fill func([]*nn.Param) error) ([]safetensors.Tensor, error) {
 	if newNet == nil {
-		newNet = newNNNet
+		// The default model's weights come from runtime/weights (the bits nn.New draws),
+		// where a step program written out as Go takes them from too.
+		ts, err := weights.Initial(spec.Model, spec.Seed)
+		if err != nil {
+			return nil, err
+		}
+		if fill != nil {
+			ps := make([]*nn.Param, len(ts))
+			for i, t := range ts {
+				ps[i] = &nn.Param{ID: t.ID, Name: t.Name, Shape: t.Shape, W: t.W, Expert: t.ID.Role.Routed()}
+			}
+			if err := fill(ps); err != nil {
+				return nil, err
+			}
+		}
+		return weights.Safetensors(ts), nil
 	}
 	full, err := newNet(spec.Model, spec.Seed)
 	if err != nil {

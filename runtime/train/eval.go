@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -14,6 +13,7 @@ import (
 	"github.com/moec-dev/moec/runtime/checkpoint"
 	"github.com/moec-dev/moec/runtime/data"
 	"github.com/moec-dev/moec/runtime/nn"
+	"github.com/moec-dev/moec/runtime/weights"
 )
 
 // EvalOptions configure Eval.
@@ -36,32 +36,8 @@ type EvalResult struct {
 }
 
 // ResolveCheckpoint returns the checkpoint directory dir names: dir itself when it holds a
-// manifest, else the newest checkpoint of the run directory dir.
-func ResolveCheckpoint(dir string) (string, error) {
-	if _, err := os.Stat(filepath.Join(dir, checkpoint.ManifestFile)); err == nil {
-		return dir, nil
-	}
-	latest, err := checkpoint.Latest(filepath.Join(dir, CheckpointsDir))
-	if err != nil {
-		return "", err
-	}
-	if latest == "" {
-		// Say what is missing when the folder looks like a checkpoint or holds step
-		// directories: "neither a checkpoint nor a run" hides a deleted manifest.
-		if _, err := os.Stat(filepath.Join(dir, checkpoint.ModelFile)); err == nil {
-			return "", diag.Runtimef(diag.ErrCorruptCheckpoint, "checkpoint %s has no %s (an interrupted save?)", dir, checkpoint.ManifestFile)
-		}
-		if ents, _ := os.ReadDir(filepath.Join(dir, CheckpointsDir)); len(ents) > 0 {
-			for i := len(ents) - 1; i >= 0; i-- {
-				if name := ents[i].Name(); ents[i].IsDir() && strings.HasPrefix(name, "step-") {
-					return "", diag.Runtimef(diag.ErrCorruptCheckpoint, "%s has no complete checkpoint: %s has no %s (an interrupted save?)", dir, filepath.Join(CheckpointsDir, name), checkpoint.ManifestFile)
-				}
-			}
-		}
-		return "", diag.Runtimef(diag.ErrCorruptCheckpoint, "%s is neither a checkpoint nor a run directory with a checkpoint", dir)
-	}
-	return latest, nil
-}
+// manifest, else the newest checkpoint of the run directory dir (weights.ResolveCheckpoint).
+func ResolveCheckpoint(dir string) (string, error) { return weights.ResolveCheckpoint(dir) }
 
 // LoadNet builds the model a checkpoint was trained as and loads its weights.
 func LoadNet(dir string, newNet NewNetFunc) (Net, *checkpoint.Manifest, error) {

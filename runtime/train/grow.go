@@ -1,225 +1,26 @@
 package train
 
 import (
-	"fmt"
-	"math"
-
 	mparams "github.com/moec-dev/moec/compiler/params"
 	"github.com/moec-dev/moec/compiler/program"
-	"github.com/moec-dev/moec/lang/diag"
 	"github.com/moec-dev/moec/runtime/nn"
-	"github.com/moec-dev/moec/runtime/rng"
 	"github.com/moec-dev/moec/runtime/safetensors"
+	"github.com/moec-dev/moec/runtime/weights"
 )
 
 // GrowReport says what Grow did.
-type GrowReport struct {
-	Copied int  // tensors copied unchanged
-	Grown  int  // expert and router tensors built from the previous stage's
-	Fresh  int  // tensors left at their fresh initialisation (no counterpart to grow from)
-	Exact  bool // with zero noise the grown model computes the same function (see Grow)
-	Why    string
-}
+type GrowReport = weights.GrowReport
 
 // Grow initialises params, the new stage's model (already freshly initialised), from the
-// tensors of the previous stage's final checkpoint.
-//
-// Tensors whose name and shape are unchanged are copied. With grow = copy, routed expert e
-// of an MoE layer is a copy of old expert e mod E_old (from a dense layer: of its FFN,
-// mlp.gate_proj→w1, up_proj→w3, down_proj→w2; non-gated up_proj→w1), with Gaussian noise
-// of standard deviation noise·rms(tensor) added to every copy but the first. Router rows
-// are copied the same way; from a dense layer they start at zero, so every expert scores
-// the same. The down projections are then scaled so that, with zero noise, each token's
-// output is unchanged:
-//
-//   - softmax scores, gates not renormalised, from E_old experts: each of the m = E/E_old
-//     copies of an expert gets gate p/m, so w2 is scaled by m (exact for top-1 when E_old
-//     divides E);
-//   - from dense with zero router rows: every gate is 1/E (softmax) or 1/2 (sigmoid) and k
-//     experts, all copies of the FFN, are chosen, so w2 is scaled by 1/(k·gate) (exact for
-//     every top_k);
-//   - renormalised gates or sigmoid scores from an MoE: no scaling (exact for top-1; from
-//     dense exact for every top_k, since the k chosen experts are copies of one FFN).
-//
-// Exactness also needs the capacity not to drop tokens: with equal router rows every token
-// ties and goes to the same experts, so exactness holds for dropless routing (or a capacity
-// the batch does not reach). Top-k > 1 from an MoE is not exact: copies tie and the top-k
-// set changes. With noise > 0 the router rows get noise too, which breaks the ties.
-// grow = random keeps the fresh initialisation of experts and router rows that have no
-// counterpart; old experts keep their weights.
+// tensors of the previous stage's final checkpoint: runtime/weights' Grow on the model's
+// tensors (see there for what it copies, scales and when the grown model computes the
+// same function).
 func Grow(from []safetensors.Tensor, fromCfg, toCfg *program.Model, params []*nn.Param, g program.Grow, seed int64) (GrowReport, error) {
-	rep := GrowReport{Exact: true}
-	src := make(map[string]safetensors.Tensor, len(from))
-	for _, t := range from {
-		src[t.Name] = t
+	to := make([]weights.Tensor, len(params))
+	for i, p := range params {
+		to[i] = weights.Tensor{Param: mparams.Param{ID: p.ID, Name: p.Name, Shape: p.Shape}, W: p.W}
 	}
-	// The previous stage's tensors by identity: growth matches experts, routers and their
-	// biases by what they are, never by parsing names.
-	oldLayout, err := nn.ParamList(fromCfg)
-	if err != nil {
-		return rep, diag.Runtimef(diag.ErrBadGrowth, "cannot list the previous stage's parameters: %v", err)
-	}
-	oldName := make(map[mparams.ID]string, len(oldLayout))
-	for _, p := range oldLayout {
-		oldName[p.ID] = p.Name
-	}
-	notExact := func(why string) {
-		if rep.Exact {
-			rep.Exact, rep.Why = false, why
-		}
-	}
-	if g.Noise != 0 {
-		notExact(fmt.Sprintf("noise %g", g.Noise))
-	}
-	oldE, oldK := 1, 1
-	if fromCfg.MoE != nil {
-		oldE, oldK = fromCfg.MoE.Experts, fromCfg.MoE.TopK
-	}
-	var moe program.MoE
-	if toCfg.MoE != nil {
-		moe = *toCfg.MoE
-	}
-	if toCfg.MoE != nil && !moe.Dropless() {
-		notExact("capacity_factor can drop tokens; growth is exact only when no token is dropped")
-	}
-	for idx, p := range params {
-		noise := rng.New(rng.Key(seed, 0, idx, rng.PurposeGrowNoise))
-		id := p.ID
-		switch {
-		case id.Role.Routed():
-			// Experts are rebuilt even where a tensor of the same name and shape exists: the
-			// old experts' down projections (and their biases) are rescaled too.
-			var srcID mparams.ID
-			var copyIdx int // 0 for the first copy of a source expert
-			scale := 1.0
-			if fromCfg.IsMoELayer(id.Layer) {
-				if g.Kind == "random" && id.Expert >= oldE {
-					rep.Fresh++
-					continue
-				}
-				srcID = id
-				srcID.Expert = id.Expert % oldE
-				copyIdx = id.Expert / oldE
-				if !moe.Normalize {
-					if scale = moe.Score.CopyScale(oldE, moe.Experts); scale != 1 && moe.Experts%oldE != 0 {
-						notExact(fmt.Sprintf("%d experts is not a multiple of %d", moe.Experts, oldE))
-					}
-				}
-				if moe.TopK > 1 || oldK > 1 {
-					notExact("top_k > 1 when growing from an MoE: copies tie and change the top-k set")
-				}
-			} else {
-				if g.Kind == "random" {
-					rep.Fresh++
-					continue
-				}
-				role, _ := id.Role.DenseCounterpart()
-				srcID = mparams.ID{Role: role, Layer: id.Layer, Expert: -1, Bias: id.Bias}
-				copyIdx = id.Expert
-				if !moe.Normalize {
-					scale = 1 / (float64(moe.TopK) * moe.Score.UniformGate(moe.Experts))
-				}
-			}
-			name, ok := oldName[srcID]
-			t, have := src[name]
-			if !ok || !have {
-				return rep, diag.Runtimef(diag.ErrBadGrowth, "cannot grow %s (%s): the previous stage has no %s", p.Name, id, srcID)
-			}
-			if !sameShape(t.Shape, p.Shape) {
-				return rep, diag.Runtimef(diag.ErrBadGrowth, "cannot grow %s (shape %v) from %s (shape %v)", p.Name, p.Shape, name, t.Shape)
-			}
-			// Only the down projection's output is gated: its weight and bias carry the scale.
-			if id.Role != mparams.RoleExpertDown {
-				scale = 1
-			}
-			sigma := 0.0
-			if copyIdx > 0 {
-				sigma = g.Noise * rms(t.Data)
-			}
-			for i, v := range t.Data {
-				w := float64(v) * scale
-				if sigma != 0 {
-					w += sigma * scale * noise.Normal()
-				}
-				p.W[i] = float32(w)
-			}
-			rep.Grown++
-		case id.Role == mparams.RoleRouter:
-			rows := p.Shape[0]
-			cols := 1
-			if len(p.Shape) == 2 {
-				cols = p.Shape[1]
-			}
-			if fromCfg.IsMoELayer(id.Layer) {
-				t, ok := src[oldName[id]]
-				if !ok || len(t.Shape) != len(p.Shape) || t.Shape[0] != oldE || (len(p.Shape) == 2 && t.Shape[1] != cols) {
-					return rep, diag.Runtimef(diag.ErrBadGrowth, "cannot grow router %s (shape %v) from the previous stage's (shape %v)", p.Name, p.Shape, shapeOf(t, ok))
-				}
-				sigma := g.Noise * rms(t.Data)
-				for e := 0; e < rows; e++ {
-					if g.Kind == "random" && e >= oldE {
-						continue
-					}
-					row := t.Data[(e%oldE)*cols : (e%oldE+1)*cols]
-					for j, v := range row {
-						w := float64(v)
-						if e >= oldE && sigma != 0 {
-							w += sigma * noise.Normal()
-						}
-						p.W[e*cols+j] = float32(w)
-					}
-				}
-			} else {
-				if g.Kind == "random" {
-					rep.Fresh++
-					continue
-				}
-				// Zero rows make every expert score the same; noise, when asked for, is sized
-				// like the fresh initialisation so that ties break.
-				sigma := g.Noise * rms(p.W)
-				for i := range p.W {
-					p.W[i] = float32(sigma * noise.Normal())
-				}
-			}
-			rep.Grown++
-		default:
-			if t, ok := src[p.Name]; ok {
-				if !sameShape(t.Shape, p.Shape) {
-					return rep, diag.Runtimef(diag.ErrBadGrowth, "cannot grow %s: shape %v, previous stage has %v", p.Name, p.Shape, t.Shape)
-				}
-				copy(p.W, t.Data)
-				rep.Copied++
-				continue
-			}
-			// A tensor with no counterpart (a token-embedding router table, a shared expert)
-			// keeps its fresh initialisation. A fresh router table is harmless (the router
-			// rows are zero); a fresh shared expert adds its output, so the function changes.
-			switch id.Role {
-			case mparams.RoleSharedIn, mparams.RoleSharedUp, mparams.RoleSharedDown, mparams.RoleSharedGate:
-				notExact("shared experts have no counterpart in a dense stage")
-			}
-			rep.Fresh++
-		}
-	}
-	return rep, nil
-}
-
-func shapeOf(t safetensors.Tensor, ok bool) any {
-	if !ok {
-		return "none"
-	}
-	return t.Shape
-}
-
-func rms(x []float32) float64 {
-	if len(x) == 0 {
-		return 0
-	}
-	var s float64
-	for _, v := range x {
-		s += float64(v) * float64(v)
-	}
-	return math.Sqrt(s / float64(len(x)))
+	return weights.Grow(from, fromCfg, toCfg, to, g, seed)
 }
 
 func sameShape(a, b []int) bool {

@@ -22,6 +22,7 @@ import (
 	"github.com/moec-dev/moec/runtime/optim"
 	"github.com/moec-dev/moec/runtime/plot"
 	"github.com/moec-dev/moec/runtime/safetensors"
+	"github.com/moec-dev/moec/runtime/weights"
 )
 
 // Files of a run directory.
@@ -30,7 +31,7 @@ const (
 	LogFile        = "log.jsonl"
 	PlotFile       = "loss.png"
 	ResultFile     = "result.json"
-	CheckpointsDir = "checkpoints"
+	CheckpointsDir = weights.CheckpointsDir
 )
 
 // Run trains one stage. See the package documentation for what it writes.

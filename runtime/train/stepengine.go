@@ -7,13 +7,13 @@ import (
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/step"
 	"github.com/moec-dev/moec/internal/pagepool"
-	"github.com/moec-dev/moec/runtime/checkpoint"
 	"github.com/moec-dev/moec/runtime/data"
 	"github.com/moec-dev/moec/runtime/dist"
 	"github.com/moec-dev/moec/runtime/exec"
 	"github.com/moec-dev/moec/runtime/nn"
 	"github.com/moec-dev/moec/runtime/optim"
 	"github.com/moec-dev/moec/runtime/safetensors"
+	"github.com/moec-dev/moec/runtime/weights"
 )
 
 // stepEngine trains through step programs (compiler/step, executed by runtime/exec): any
@@ -247,30 +247,20 @@ func (s *stepEngine) report() []RankMemory {
 }
 
 // InitialWeights are stage model m's freshly initialised weights for seed, as tensors in
-// the single-rank layout: where every engine starts a first stage (the generated step
-// program too).
+// the single-rank layout: where every engine starts a first stage (runtime/weights, where
+// the generated step program starts too).
 func InitialWeights(m *program.Model, seed int64) ([]safetensors.Tensor, error) {
 	return wholeModel(nil, &Spec{Model: m, Seed: seed}, nil)
 }
 
 // GrownWeights are stage model m's weights grown by g from the final checkpoint in from (a
-// run folder or checkpoint), as Run grows a stage from the one before.
+// run folder or checkpoint), as Run grows a stage from the one before (weights.Grown).
 func GrownWeights(from string, m *program.Model, g program.Grow, seed int64) ([]safetensors.Tensor, error) {
-	dir, err := ResolveCheckpoint(from)
+	ts, err := weights.Grown(from, m, g, seed)
 	if err != nil {
 		return nil, err
 	}
-	c, err := checkpoint.Load(dir, false)
-	if err != nil {
-		return nil, err
-	}
-	if !c.Manifest.Final {
-		return nil, fmt.Errorf("checkpoint %s is not the final one of its stage", dir)
-	}
-	return wholeModel(nil, &Spec{Model: m, Seed: seed}, func(ps []*nn.Param) error {
-		_, err := Grow(c.Model, c.Manifest.Model, m, ps, g, seed)
-		return err
-	})
+	return weights.Safetensors(ts), nil
 }
 
 // executorOf is rank r's executor when it runs in this process, else nil.
