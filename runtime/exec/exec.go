@@ -83,6 +83,7 @@ func New(p *step.Program, m *program.Model, comm Comm) (*Executor, error) {
 	if err != nil {
 		return nil, err
 	}
+	k.MarkPaddingUnread(p)
 	e := &Executor{Kernels: k, p: p, comm: comm, param: map[params.ID]int{}, grad: map[params.ID]int{}}
 	if len(p.Memory.Lifetime) != len(p.Buffers) {
 		return nil, fmt.Errorf("exec: program %s/%s has %d lifetimes for %d buffers (step.Lifetimes computes them)", p.Model, p.Stage, len(p.Memory.Lifetime), len(p.Buffers))

@@ -187,7 +187,9 @@ func (k *Kernels) Permute(h []float32, idx, slot []int32, send []float32, C, D i
 	f := sendFill.record(C)
 	counts := grow(&f.counts, len(send)/(C*D))
 	clear(counts)
-	clear(send)
+	if clearsPad(sendFill) {
+		clear(send)
+	}
 	for a, ex := range idx {
 		s := slot[a]
 		if s < 0 {
@@ -247,7 +249,9 @@ func GroupedMM(x, y []float32, w, b [][]float32, o, k int, xFill, yFill *RowFill
 	for ex := range w {
 		xe, ye := x[ex*R*k:(ex+1)*R*k], y[ex*R*o:(ex+1)*R*o]
 		n := rowsOf(f, ex, R)
-		clear(ye[n*o:])
+		if clearsPad(yFill) {
+			clear(ye[n*o:])
+		}
 		if n == 0 {
 			continue
 		}
@@ -304,7 +308,7 @@ func GroupedMMDX(dy, dx []float32, w [][]float32, o, k int, acc bool, dyFill, dx
 	for ex := range w {
 		n := rowsOf(f, ex, R)
 		dxe := dx[ex*R*k : (ex+1)*R*k]
-		if !acc {
+		if !acc && clearsPad(dxFill) {
 			clear(dxe[n*k:])
 		}
 		if n > 0 {
@@ -336,8 +340,12 @@ func (k *Kernels) Combine(back []float32, idx, slot []int32, gates, y []float32,
 // backFill, recorded in dbackFill) and the gates' dgates (written or added to).
 func (k *Kernels) CombineBwd(dy, back []float32, idx, slot []int32, gates, dback, dgates []float32, C, D int, accGates bool, backFill, dbackFill *RowFill) {
 	K := k.d.K
-	clear(dback) // the padding's gradient is zero
-	setFill(dbackFill, known(backFill, len(back), len(back)/(C*D)))
+	f := known(backFill, len(back), len(back)/(C*D))
+	if f == nil || clearsPad(dbackFill) {
+		// The padding's gradient is zero: readers without counts compute every row.
+		clear(dback)
+	}
+	setFill(dbackFill, f)
 	for a, ex := range idx {
 		s := slot[a]
 		var dg float32

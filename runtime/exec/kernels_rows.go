@@ -17,6 +17,7 @@ package exec
 
 import (
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/compiler/step"
 )
 
 // RowFill says which rows of an expert-major buffer hold tokens: rows [0, counts[e]) of
@@ -25,7 +26,55 @@ type RowFill struct {
 	valid  bool
 	slots  int
 	counts []int32
+	// padUnread says no op of the program reads the buffer's padding (every reader is an
+	// expert kernel that follows the counts), so the kernels that write it leave the
+	// padding as it is instead of clearing it. Its zero value clears: a step program
+	// written out as Go that does not call MarkPaddingUnread computes the same numbers.
+	padUnread bool
 }
+
+// fillAware are the op kinds that read an expert-major buffer's filled rows only.
+var fillAware = map[step.OpKind]bool{
+	step.OpGroupedMM: true, step.OpGroupedMMDX: true, step.OpGroupedMMDW: true,
+	step.OpAct: true, step.OpActBwd: true, step.OpCombine: true, step.OpCombineBwd: true,
+	step.OpPermuteBwd: true,
+}
+
+// MarkPaddingUnread marks the expert-major buffers of p whose padding no op reads: every
+// reader is a kernel that follows the fill counts (an all-to-all, which moves whole
+// blocks, or any other op keeps the padding cleared). Writing the padding of a large
+// dropless dispatch buffer (E × tokens rows, mostly empty) then costs nothing.
+func (k *Kernels) MarkPaddingUnread(p *step.Program) {
+	readers := make([]int, len(p.Buffers))
+	aware := make([]bool, len(p.Buffers))
+	for i := range aware {
+		aware[i] = true
+	}
+	for _, op := range p.Ops {
+		for _, b := range op.In {
+			readers[b]++
+			if !fillAware[op.Kind] {
+				aware[b] = false
+			}
+		}
+	}
+	for b := range p.Buffers {
+		if readers[b] > 0 && aware[b] {
+			k.Fill(b).padUnread = true
+		}
+	}
+}
+
+// padOf is buf, the padding a kernel clears, or nil when f says no op reads it.
+func padOf(f *RowFill, buf []float32) []float32 {
+	if f != nil && f.padUnread {
+		return nil
+	}
+	return buf
+}
+
+// clearsPad reports whether the padding of the buffer f describes must be cleared.
+func clearsPad(f *RowFill) bool { return f == nil || !f.padUnread }
 
 // Fill is buffer b's fill record, kept for the rank's whole run: the expert kernels read
 // their inputs' and write their outputs' (kernels_rows.go).
@@ -129,7 +178,7 @@ func actExperts(shape []int) int {
 func Act(act program.Activation, a, u, h []float32, experts int, aFill, hFill *RowFill) {
 	f := known(aFill, len(a), experts)
 	setFill(hFill, f)
-	forFilled(len(a), f, h, func(lo, hi int) {
+	forFilled(len(a), f, padOf(hFill, h), func(lo, hi int) {
 		var ub []float32
 		if u != nil {
 			ub = u[lo:hi]
@@ -149,12 +198,12 @@ func ActBwd(act program.Activation, dh, a, u, da, du []float32, accA, accU bool,
 	if du != nil {
 		setFill(duFill, f)
 	}
-	if f != nil && du != nil && !accU {
+	if f != nil && du != nil && !accU && clearsPad(duFill) {
 		forFilled(len(a), f, du, func(int, int) {})
 	}
 	var pad []float32
 	if !accA {
-		pad = da
+		pad = padOf(daFill, da)
 	}
 	forFilled(len(a), f, pad, func(lo, hi int) {
 		var ub, dub []float32

@@ -63,6 +63,13 @@ func TestExpertKernelsSkipEmptySlots(t *testing.T) {
 	m := biasedExperts(t)
 	const B, T = 2, 32
 	ex, _ := newExecutor(t, m, B, T, true)
+	// With every padding cleared (the kernels' default; the executor leaves unread
+	// padding alone), a value in a padding row is one a kernel computed.
+	for _, f := range ex.fill {
+		if f != nil {
+			f.padUnread = false
+		}
+	}
 	for i, b := range ex.p.Buffers {
 		if b.Kind == step.KindParam && b.Param != nil && b.Param.Bias {
 			for j := range ex.f32[i] {
@@ -169,6 +176,47 @@ func TestPaddingReachesNoResult(t *testing.T) {
 					t.Fatalf("step %d: %s gradient[%d] = %v after NaN buffers, %v clean", s, p.Name, j, g[j], w[j])
 				}
 			}
+		}
+	}
+}
+
+// TestPaddingLeftAloneOnlyWhereUnread: the executor skips clearing an expert buffer's
+// padding only where every reader follows the fill counts. On one rank that is every
+// expert-major activation; under expert parallelism an all-to-all sends whole blocks, so
+// the buffers it reads keep their padding cleared.
+func TestPaddingLeftAloneOnlyWhereUnread(t *testing.T) {
+	m := hunyuanTiny(t, 8)
+	for _, l := range []step.Layout{{DP: 1, EP: 1, TP: 1, PP: 1}, {DP: 2, EP: 2, TP: 1, PP: 1}} {
+		progs, err := step.Lower(m, step.Batch{MicroBatch: 2, SeqLen: 16, Micro: 1}, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := progs[0]
+		k, err := NewKernels(m, p.Batch, p.Layout, p.Coord)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k.MarkPaddingUnread(p)
+		marked, sentWhole := 0, 0
+		for _, op := range p.Ops {
+			for _, b := range op.In {
+				unread := b < len(k.fill) && k.fill[b] != nil && k.fill[b].padUnread
+				if unread && !fillAware[op.Kind] {
+					t.Errorf("%s: %s reads %s, whose padding is left alone", l, op.Kind, p.Buffers[b].Name)
+				}
+				if op.Kind == step.OpAllToAllV && !unread {
+					sentWhole++
+				}
+				if unread && op.Kind == step.OpGroupedMM {
+					marked++
+				}
+			}
+		}
+		if l.EP == 1 && marked == 0 {
+			t.Errorf("%s: no expert input left alone; the dropless padding is cleared every op", l)
+		}
+		if l.EP > 1 && sentWhole == 0 {
+			t.Errorf("%s: no all-to-all in the program", l)
 		}
 	}
 }
