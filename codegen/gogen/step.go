@@ -255,14 +255,14 @@ func opCall(p *step.Program, i int) (jen.Code, error) {
 		if err != nil {
 			return nil, err
 		}
-		return k.Dot("Embed").Call(buf(in[0]), buf(in[1]), buf(out[0]), jen.Lit(w), jen.Lit(first), jen.Lit(op.Attr == "positions")), nil
+		return k.Dot("Embed").Call(buf(in[0]), buf(in[1]), buf(out[0]), jen.Lit(w), jen.Lit(first), jen.Lit(op.Rows == step.RowsOfPositions)), nil
 	case step.OpEmbedBwd:
 		w := shape(out[0])[1]
 		first, err := firstRow(p, op, int(p.Buffers[out[0]].Elements())/w)
 		if err != nil {
 			return nil, err
 		}
-		return k.Dot("EmbedBwd").Call(buf(in[0]), buf(in[1]), buf(out[0]), jen.Lit(w), jen.Lit(first), jen.Lit(op.Attr == "positions"), acc(0)), nil
+		return k.Dot("EmbedBwd").Call(buf(in[0]), buf(in[1]), buf(out[0]), jen.Lit(w), jen.Lit(first), jen.Lit(op.Rows == step.RowsOfPositions), acc(0)), nil
 	case step.OpNorm:
 		return k.Dot("Norm").Call(buf(in[0]), buf(in[1]), bufOr(in, 2), buf(out[0]), buf(out[1])), nil
 	case step.OpNormBwd:
@@ -308,10 +308,10 @@ func opCall(p *step.Program, i int) (jen.Code, error) {
 	case "share_select_bwd":
 		return jen.Qual(pkgExec, "ShareSelectBwd").Call(buf(in[0]), buf(out[0]), buf(out[1]), k.Clone().Dot("Recompute").Call(jen.Lit(op.Layer)), acc(0), acc(1)), nil
 	case step.OpAct:
-		return jen.Qual(pkgExec, "Act").Call(jen.Qual(pkgProgram, "Activation").Call(jen.Lit(op.Attr)), buf(in[0]), bufOr(in, 1), buf(out[0]),
+		return jen.Qual(pkgExec, "Act").Call(jen.Qual(pkgProgram, "Activation").Call(jen.Lit(string(op.Activation))), buf(in[0]), bufOr(in, 1), buf(out[0]),
 			jen.Lit(actExperts(shape(in[0]))), fill(in[0]), fill(out[0])), nil
 	case step.OpActBwd:
-		return jen.Qual(pkgExec, "ActBwd").Call(jen.Qual(pkgProgram, "Activation").Call(jen.Lit(op.Attr)), buf(in[0]), buf(in[1]), bufOr(in, 2), buf(out[0]), bufOr(out, 1),
+		return jen.Qual(pkgExec, "ActBwd").Call(jen.Qual(pkgProgram, "Activation").Call(jen.Lit(string(op.Activation))), buf(in[0]), buf(in[1]), bufOr(in, 2), buf(out[0]), bufOr(out, 1),
 			acc(0), jen.Lit(len(out) > 1 && op.Accumulates(1)), jen.Lit(actExperts(shape(in[1]))), fill(in[0]), fill(in[1]), fill(out[0]), fillOr(out, 1)), nil
 	case step.OpRouter:
 		return k.Dot("Route").Call(buf(in[0]), buf(out[0]), buf(out[1]), buf(out[2]), buf(out[3]), buf(out[4]), buf(out[5]), buf(out[6]), buf(out[7]), jen.Lit(op.Slots), jen.Lit(op.Recomputed)), nil
@@ -329,7 +329,7 @@ func opCall(p *step.Program, i int) (jen.Code, error) {
 			b = jen.Nil()
 		}
 		return jen.Qual(pkgExec, "GroupedMM").Call(buf(in[0]), buf(out[0]), w, b, jen.Lit(o), jen.Lit(kk), fill(in[0]), fill(out[0]),
-			jen.Lit(strings.HasSuffix(op.Attr, step.AttrSkipEmptySlots))), nil
+			jen.Lit(op.SkipEmptySlots)), nil
 	case step.OpGroupedMMDW:
 		w, b, o, kk := expertLists(p, out)
 		return jen.Qual(pkgExec, "GroupedMMDW").Call(buf(in[0]), buf(in[1]), w, b, jen.Lit(o), jen.Lit(kk), acc(0), fill(in[0]), fill(in[1])), nil
@@ -348,9 +348,9 @@ func opCall(p *step.Program, i int) (jen.Code, error) {
 		vl := shape(in[0])[1]
 		first := p.Coord.TP * vl
 		switch {
-		case strings.HasPrefix(op.Attr, "pass=max"):
+		case op.Pass == step.LossMax:
 			return jen.Qual(pkgExec, "CrossEntropyMax").Call(buf(in[0]), buf(out[0]), jen.Lit(vl)), nil
-		case strings.HasPrefix(op.Attr, "pass=sum"):
+		case op.Pass == step.LossSum:
 			return jen.Qual(pkgExec, "CrossEntropySum").Call(buf(in[0]), buf(in[1]), buf(in[2]), buf(out[0]), jen.Lit(vl), jen.Lit(first)), nil
 		case len(in) > 2:
 			return k.Dot("CrossEntropy").Call(buf(in[0]), buf(in[1]), buf(in[2]), buf(in[3]), buf(out[0]), buf(out[1]), jen.Lit(vl), jen.Lit(first)), nil
@@ -1160,19 +1160,19 @@ func optPieces(p *step.Program, gi int, count int) []optPiece {
 // firstRow is the first vocabulary row an embedding op's table holds of rows: this tp
 // rank's under a vocabulary-parallel embedding, else 0 (as the executor's firstRow).
 func firstRow(p *step.Program, op *step.Op, rows int) (int, error) {
-	switch op.Attr {
-	case "vocab-parallel":
+	switch op.Rows {
+	case step.RowsOfVocabParallel:
 		return p.Coord.TP * rows, nil
-	case "", "positions", "router table":
+	case step.RowsOfTokens, step.RowsOfPositions:
 		return 0, nil
 	}
-	return 0, fmt.Errorf("%s %q", op.Kind, op.Attr)
+	return 0, fmt.Errorf("%s reading %q rows", op.Kind, op.Attr)
 }
 
 // addsBias reports whether p's rank adds op's bias: a row-parallel product's partial sums
 // are reduced over tp, so only tp rank 0 adds it (as the executor's addsBias).
 func addsBias(p *step.Program, op *step.Op) bool {
-	return p.Coord.TP == 0 || !strings.Contains(op.Attr, "bias on tp rank 0")
+	return p.Coord.TP == 0 || !op.BiasOnTPRank0
 }
 
 // genPut writes put, which load calls for each parameter.

@@ -133,19 +133,19 @@ func (lw *lowerer) inferStep(maxLen int, prefill bool) {
 	at := lw.buf(where, KindInput, B)
 	lw.p.Buffers[at].Int = true
 	x := lw.act("x0", KindActivation, n, d.D)
-	attr := ""
+	attr, embedRows := "", RowsOfTokens
 	if lw.l.TP > 1 {
-		attr = "vocab-parallel"
+		attr, embedRows = "vocab-parallel", RowsOfVocabParallel
 	}
-	lw.fwd(Op{Kind: OpEmbed, Layer: -1, In: []int{tokens, lw.w(params.ID{Role: params.RoleEmbed, Layer: -1, Expert: -1})}, Out: []int{x}, Attr: attr})
+	lw.fwd(Op{Kind: OpEmbed, Layer: -1, In: []int{tokens, lw.w(params.ID{Role: params.RoleEmbed, Layer: -1, Expert: -1})}, Out: []int{x}, Attr: attr, Rows: embedRows})
 	lw.reduceTP(x, -1)
 	if d.MaxPos > 0 {
 		pe := lw.act("pos_embed", KindActivation, n, d.D)
 		table := lw.w(params.ID{Role: params.RolePositions, Layer: -1, Expert: -1})
 		if prefill {
-			lw.fwd(Op{Kind: OpEmbed, Layer: -1, In: []int{tokens, table}, Out: []int{pe}, Attr: "positions"})
+			lw.fwd(Op{Kind: OpEmbed, Layer: -1, In: []int{tokens, table}, Out: []int{pe}, Attr: "positions", Rows: RowsOfPositions})
 		} else {
-			lw.fwd(Op{Kind: OpEmbed, Layer: -1, In: []int{at, table}, Out: []int{pe}, Attr: "position_at"})
+			lw.fwd(Op{Kind: OpEmbed, Layer: -1, In: []int{at, table}, Out: []int{pe}, Attr: "position_at", Rows: RowsAtPosition})
 		}
 		x = lw.add("x0+pos", x, pe, -1)
 	}
@@ -198,7 +198,7 @@ func (lw *lowerer) inferStep(maxLen int, prefill bool) {
 			y = lw.moe(l, h2, rin)
 			for i := first; i < len(lw.p.Ops); i++ {
 				if op := &lw.p.Ops[i]; op.Kind == OpGroupedMM {
-					op.Attr = join(op.Attr, AttrSkipEmptySlots)
+					op.Attr, op.SkipEmptySlots = join(op.Attr, AttrSkipEmptySlots), true
 				}
 			}
 		} else {
@@ -227,7 +227,7 @@ func (lw *lowerer) inferStep(maxLen int, prefill bool) {
 	}
 	part := lw.matmul("logits_shard", x, head, -1)
 	logits := lw.act("logits", KindActivation, B, d.V)
-	lw.emit(Op{Kind: OpAllGather, Phase: Forward, Layer: -1, In: []int{part}, Out: []int{logits}, Group: "tp", Attr: AttrGatherVocab,
+	lw.emit(Op{Kind: OpAllGather, Phase: Forward, Layer: -1, In: []int{part}, Out: []int{logits}, Group: "tp", Attr: AttrGatherVocab, GatherVocab: true,
 		Bytes: lw.p.Buffers[part].Bytes() * int64(lw.l.TP-1)})
 }
 

@@ -64,7 +64,7 @@ func (lw *lowerer) matmul(name string, x int, id params.ID, layer int) int {
 			attr = "bias on tp rank 0"
 		}
 	}
-	lw.fwd(Op{Kind: OpMatMul, Layer: layer, In: in, Out: []int{y}, Attr: attr,
+	lw.fwd(Op{Kind: OpMatMul, Layer: layer, In: in, Out: []int{y}, Attr: attr, BiasOnTPRank0: attr == "bias on tp rank 0",
 		FLOPs: 2 * int64(n) * int64(wShape[0]) * int64(wShape[1])})
 	return y
 }
@@ -99,16 +99,16 @@ func (lw *lowerer) embed(tokens int) (x, routerRows int) {
 	n, d := lw.b.Tokens(), lw.d.D
 	x = lw.act("x0", KindActivation, n, d)
 	in := []int{tokens, lw.w(params.ID{Role: params.RoleEmbed, Layer: -1, Expert: -1})}
-	attr := ""
+	attr, rows := "", RowsOfTokens
 	if lw.l.TP > 1 {
-		attr = "vocab-parallel"
+		attr, rows = "vocab-parallel", RowsOfVocabParallel
 	}
-	lw.fwd(Op{Kind: OpEmbed, Layer: -1, In: in, Out: []int{x}, Attr: attr})
+	lw.fwd(Op{Kind: OpEmbed, Layer: -1, In: in, Out: []int{x}, Attr: attr, Rows: rows})
 	x = lw.rowOut(x, -1)
 	if lw.d.MaxPos > 0 {
 		pos := lw.act("pos", KindActivation, n, d)
 		lw.fwd(Op{Kind: OpEmbed, Layer: -1, In: []int{tokens, lw.w(params.ID{Role: params.RolePositions, Layer: -1, Expert: -1})},
-			Out: []int{pos}, Attr: "positions"})
+			Out: []int{pos}, Attr: "positions", Rows: RowsOfPositions})
 		pos = lw.seqSlice(pos, -1)
 		x = lw.add("x0+pos", x, pos, -1)
 	}
@@ -189,7 +189,7 @@ func (lw *lowerer) ffn(name string, h int, in, up, down params.ID, act program.A
 	}
 	width := lw.shapes[in][0]
 	a := lw.act(name+".act", KindActivation, n, width)
-	lw.fwd(Op{Kind: OpAct, Layer: l, In: ins, Out: []int{a}, Attr: string(act), FLOPs: 8 * int64(n) * int64(width)})
+	lw.fwd(Op{Kind: OpAct, Layer: l, In: ins, Out: []int{a}, Attr: string(act), Activation: act, FLOPs: 8 * int64(n) * int64(width)})
 	return lw.rowOut(lw.matmul(name+".out", a, down, l), l)
 }
 
@@ -258,14 +258,14 @@ func (lw *lowerer) moe(l, h, routerIn int) int {
 		actIn = append(actIn, u)
 	}
 	a := lw.act(pre+"experts.act", KindActivation, lw.eLocal, rows, ehl)
-	lw.fwd(Op{Kind: OpAct, Layer: l, In: actIn, Out: []int{a}, Attr: string(lw.d.ExpertActivation), FLOPs: 8 * int64(lw.eLocal*rows*ehl)})
+	lw.fwd(Op{Kind: OpAct, Layer: l, In: actIn, Out: []int{a}, Attr: string(lw.d.ExpertActivation), Activation: lw.d.ExpertActivation, FLOPs: 8 * int64(lw.eLocal*rows*ehl)})
 	eo := lw.act(pre+"experts.out", KindActivation, lw.eLocal, rows, d)
 	downAttr := fmt.Sprintf("experts %d..%d", lw.firstExpert, lw.firstExpert+lw.eLocal-1)
 	if lw.l.TP > 1 && lw.m.MoE.ExpertBias {
 		downAttr += " bias on tp rank 0"
 	}
 	lw.fwd(Op{Kind: OpGroupedMM, Layer: l, In: append([]int{a}, expertIDs(params.RoleExpertDown)...), Out: []int{eo},
-		Attr: downAttr, FLOPs: mmFLOPs(d, ehl)})
+		Attr: downAttr, BiasOnTPRank0: lw.l.TP > 1 && lw.m.MoE.ExpertBias, FLOPs: mmFLOPs(d, ehl)})
 	lw.reduceTP(eo, l)
 	back := eo
 	if ep > 1 {
@@ -335,11 +335,11 @@ func (lw *lowerer) head(x, targets int) int {
 		// reduced (max) over tp, then each row's sum of exponentials and its target's
 		// logit (held by one rank) are summed over tp before the loss.
 		mx := lw.act("ce_max", KindScalar, n)
-		lw.fwd(Op{Kind: OpCrossEntropy, Layer: -1, In: []int{logits}, Out: []int{mx}, Attr: "pass=max", FLOPs: int64(n) * int64(lw.vLocal)})
+		lw.fwd(Op{Kind: OpCrossEntropy, Layer: -1, In: []int{logits}, Out: []int{mx}, Attr: "pass=max", Pass: LossMax, FLOPs: int64(n) * int64(lw.vLocal)})
 		lw.emit(Op{Kind: OpAllReduce, Phase: Forward, Layer: -1, In: []int{mx}, Out: []int{mx}, Group: "tp", Attr: "max", ReduceMax: true,
 			Bytes: lw.p.Buffers[mx].Bytes()})
 		st := lw.act("ce_sum", KindScalar, n, 2)
-		lw.fwd(Op{Kind: OpCrossEntropy, Layer: -1, In: []int{logits, targets, mx}, Out: []int{st}, Attr: "pass=sum", FLOPs: 2 * int64(n) * int64(lw.vLocal)})
+		lw.fwd(Op{Kind: OpCrossEntropy, Layer: -1, In: []int{logits, targets, mx}, Out: []int{st}, Attr: "pass=sum", Pass: LossSum, FLOPs: 2 * int64(n) * int64(lw.vLocal)})
 		lw.emit(Op{Kind: OpAllReduce, Phase: Forward, Layer: -1, In: []int{st}, Out: []int{st}, Group: "tp", Attr: "sum",
 			Bytes: lw.p.Buffers[st].Bytes()})
 		in = append(in, mx, st)

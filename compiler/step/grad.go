@@ -162,7 +162,7 @@ func (lw *lowerer) backwardOf(op Op) {
 			db, _ := lw.paramGrad(op.In[2])
 			outs = append(outs, db)
 		}
-		b := Op{Kind: OpMatMulDW, Layer: op.Layer, In: []int{dy, lw.regather(x, op.Layer)}, Out: outs, Attr: condOf(op.Attr), FLOPs: flops}
+		b := Op{Kind: OpMatMulDW, Layer: op.Layer, In: []int{dy, lw.regather(x, op.Layer)}, Out: outs, Attr: condOf(op.Attr), BiasOnTPRank0: op.BiasOnTPRank0, FLOPs: flops}
 		lw.writeGrads(&b, outs...)
 		lw.bwd(b)
 		if lw.needsGrad(x) {
@@ -262,7 +262,7 @@ func (lw *lowerer) backwardOf(op Op) {
 		for _, x := range op.In {
 			outs = append(outs, lw.gradFor(x))
 		}
-		b := Op{Kind: OpActBwd, Layer: op.Layer, In: append([]int{da}, op.In...), Out: outs, Attr: op.Attr, FLOPs: flops}
+		b := Op{Kind: OpActBwd, Layer: op.Layer, In: append([]int{da}, op.In...), Out: outs, Attr: op.Attr, Activation: op.Activation, FLOPs: flops}
 		lw.writeGrads(&b, outs...)
 		lw.bwd(b)
 	case OpRouter:
@@ -305,7 +305,7 @@ func (lw *lowerer) backwardOf(op Op) {
 			g, _ := lw.paramGrad(w)
 			dws = append(dws, g)
 		}
-		b := Op{Kind: OpGroupedMMDW, Layer: op.Layer, In: []int{dy, op.In[0]}, Out: dws, Attr: op.Attr, FLOPs: flops}
+		b := Op{Kind: OpGroupedMMDW, Layer: op.Layer, In: []int{dy, op.In[0]}, Out: dws, Attr: op.Attr, BiasOnTPRank0: op.BiasOnTPRank0, FLOPs: flops}
 		lw.writeGrads(&b, dws...)
 		lw.bwd(b)
 		dx := lw.gradFor(op.In[0])
@@ -327,7 +327,7 @@ func (lw *lowerer) backwardOf(op Op) {
 			return
 		}
 		dw, _ := lw.paramGrad(op.In[1])
-		b := Op{Kind: OpEmbedBwd, Layer: op.Layer, In: []int{dx, op.In[0]}, Out: []int{dw}, Attr: op.Attr}
+		b := Op{Kind: OpEmbedBwd, Layer: op.Layer, In: []int{dx, op.In[0]}, Out: []int{dw}, Attr: op.Attr, Rows: op.Rows}
 		lw.writeGrads(&b, dw)
 		lw.bwd(b)
 	case OpAllGather, OpReduceScatter, OpSeqSlice:

@@ -198,9 +198,27 @@ type Op struct {
 	// Acc, when set, says for each output whether the op adds to it (a gradient's second
 	// contribution) instead of overwriting it.
 	Acc []bool
-	// Attr holds what the kernel needs beyond its buffers, as readable key=value text
-	// (transposes, the activation, a probability), fixed at lowering.
+	// Attr is readable text for the listing (program.txt): what the op does beyond its
+	// buffers. Kernels never read it: what they need is in the typed fields below.
 	Attr string
+	// Activation is an act or act_bwd op's function.
+	Activation program.Activation
+	// Rows says which rows an embed or embed_bwd op's table lookup reads.
+	Rows EmbedRows
+	// Pass is a cross_entropy op's pass under a vocabulary-parallel head.
+	Pass LossPass
+	// BiasOnTPRank0 marks a row-parallel product whose bias only tp rank 0 adds (the
+	// partial products are summed over tp).
+	BiasOnTPRank0 bool
+	// SkipEmptySlots marks an inference program's grouped product whose input no fill
+	// counts reach: its zero rows (empty dispatch slots) are found and skipped.
+	SkipEmptySlots bool
+	// GatherVocab marks the all-gather of a vocabulary-parallel head's logits over tp.
+	GatherVocab bool
+	// AlongTokens marks sequence parallelism's ops: collectives and slices along the
+	// token dimension (rows) instead of the whole buffer. WholeGradient marks such a
+	// gather whose output's gradient is whole on every rank, so its backward is a slice.
+	AlongTokens, WholeGradient bool
 	// Group is the parallel axis a collective runs over ("dp", "edp", "ep", "tp", "pp");
 	// Peer the other rank of a send or receive.
 	Group string
@@ -311,6 +329,25 @@ func (l Layout) CoordOf(rank int) Coord {
 
 // RankOf is the rank at c.
 func (l Layout) RankOf(c Coord) int { return c.TP + l.TP*(c.DP+l.DP*c.PP) }
+
+// EmbedRows says which rows of its table an embed op reads.
+type EmbedRows uint8
+
+const (
+	RowsOfTokens        EmbedRows = iota // the token ids' rows of a whole table (also the router's table)
+	RowsOfPositions                      // learned positions: row t for position t of each sequence
+	RowsAtPosition                       // decoding: each sequence's row at its own position
+	RowsOfVocabParallel                  // the token ids' rows of this tp rank's slice of the vocabulary
+)
+
+// LossPass is a cross_entropy op's part of the loss.
+type LossPass uint8
+
+const (
+	LossWhole LossPass = iota // the mean loss and the logits' gradient (with a tp head: from the reduced maxima and sums)
+	LossMax                   // vocabulary-parallel pass 1: each row's largest logit of this rank's slice
+	LossSum                   // vocabulary-parallel pass 2: the slice's sum of exponentials and target logit
+)
 
 // Accumulates reports whether op adds to its i-th output.
 func (op *Op) Accumulates(i int) bool { return i < len(op.Acc) && op.Acc[i] }

@@ -1,8 +1,6 @@
 package step
 
 import (
-	"strings"
-
 	"github.com/moec-dev/moec/compiler/params"
 )
 
@@ -51,7 +49,7 @@ const (
 
 // Sequence reports whether op is a sequence-parallel collective or slice: it moves rows
 // of the token dimension between the tp ranks (the rank's rows are its tp coordinate's).
-func (op *Op) Sequence() bool { return strings.HasPrefix(op.Attr, attrSequence) }
+func (op *Op) Sequence() bool { return op.AlongTokens }
 
 // seqTokens is the number of tokens a rank holds between the tensor-parallel pairs.
 func (lw *lowerer) seqTokens() int {
@@ -86,7 +84,7 @@ func (lw *lowerer) seqGather(x, layer int, attr string) int {
 	shape[0] *= lw.l.TP
 	y := lw.act(trimMicro(b.Name)+"/gathered", b.Kind, shape...)
 	lw.fwd(Op{Kind: OpAllGather, Layer: layer, In: []int{x}, Out: []int{y}, Group: "tp", Attr: attr,
-		Bytes: b.Bytes() * int64(lw.l.TP-1)})
+		AlongTokens: true, WholeGradient: attr == attrSequenceWhole, Bytes: b.Bytes() * int64(lw.l.TP-1)})
 	if attr == attrSequence {
 		if lw.seq.gatheredFrom == nil {
 			lw.seq.gatheredFrom, lw.seq.regathered = map[int]int{}, map[int]int{}
@@ -112,7 +110,7 @@ func (lw *lowerer) regather(x, layer int) int {
 	y := lw.act(trimMicro(b.Name)+"/regathered", b.Kind, b.Shape...)
 	cond := lw.cond
 	lw.cond = false // every reader of the copy may read it, conditional or not
-	lw.bwd(Op{Kind: OpAllGather, Layer: layer, In: []int{local}, Out: []int{y}, Group: "tp", Attr: attrSequence + " again for the weight gradients",
+	lw.bwd(Op{Kind: OpAllGather, Layer: layer, In: []int{local}, Out: []int{y}, Group: "tp", Attr: attrSequence + " again for the weight gradients", AlongTokens: true,
 		Bytes: lw.p.Buffers[local].Bytes() * int64(lw.l.TP-1)})
 	lw.cond = cond
 	lw.seq.regathered[x] = y
@@ -130,7 +128,7 @@ func (lw *lowerer) rowOut(y, layer int) int {
 	shape := append([]int(nil), b.Shape...)
 	shape[0] /= lw.l.TP
 	out := lw.act(trimMicro(b.Name)+"/scattered", b.Kind, shape...)
-	lw.fwd(Op{Kind: OpReduceScatter, Layer: layer, In: []int{y}, Out: []int{out}, Group: "tp", Attr: attrSequence,
+	lw.fwd(Op{Kind: OpReduceScatter, Layer: layer, In: []int{y}, Out: []int{out}, Group: "tp", Attr: attrSequence, AlongTokens: true,
 		Bytes: b.Bytes() * int64(lw.l.TP-1) / int64(lw.l.TP)})
 	return out
 }
@@ -144,7 +142,7 @@ func (lw *lowerer) seqSlice(x, layer int) int {
 	shape := append([]int(nil), b.Shape...)
 	shape[0] /= lw.l.TP
 	y := lw.act(trimMicro(b.Name)+"/slice", b.Kind, shape...)
-	lw.fwd(Op{Kind: OpSeqSlice, Layer: layer, In: []int{x}, Out: []int{y}, Attr: attrSequence + " rows of this tp rank"})
+	lw.fwd(Op{Kind: OpSeqSlice, Layer: layer, In: []int{x}, Out: []int{y}, Attr: attrSequence + " rows of this tp rank", AlongTokens: true})
 	return y
 }
 
@@ -167,9 +165,9 @@ func (lw *lowerer) sequenceBackward(op Op) {
 		return
 	}
 	dx := lw.gradFor(op.In[0])
-	b := Op{Layer: op.Layer, In: []int{dy}, Out: []int{dx}, Group: "tp", Attr: attrSequence}
+	b := Op{Layer: op.Layer, In: []int{dy}, Out: []int{dx}, Group: "tp", Attr: attrSequence, AlongTokens: true}
 	switch {
-	case op.Kind == OpAllGather && op.Attr == attrSequenceWhole:
+	case op.Kind == OpAllGather && op.WholeGradient:
 		b.Kind, b.Group, b.Attr = OpSeqSlice, "", attrSequence+" rows of this tp rank (the gradient is whole on every rank)"
 	case op.Kind == OpAllGather:
 		b.Kind, b.Bytes = OpReduceScatter, lw.p.Buffers[dy].Bytes()*int64(lw.l.TP-1)/int64(lw.l.TP)

@@ -66,7 +66,7 @@ func (e *Executor) communicate(op *step.Op) error {
 	case step.OpAllToAllV:
 		return e.allToAll(op, members, pos)
 	case step.OpAllGather:
-		if op.Attr == step.AttrGatherVocab {
+		if op.GatherVocab {
 			return e.gatherVocab(op, members, pos)
 		}
 		return e.allGather(op, members, pos)

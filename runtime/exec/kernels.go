@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math"
 	"runtime"
-	"strings"
 	"sync"
 
 	"github.com/moec-dev/moec/compiler/program"
@@ -26,14 +25,14 @@ func (e *Executor) run(op *step.Op) error {
 	}
 	switch op.Kind {
 	case step.OpEmbed:
-		if op.Attr == "position_at" { // decoding: each sequence at its position
+		if op.Rows == step.RowsAtPosition { // decoding: each sequence at its position
 			e.embedAt(i32[in[0]], f[in[1]], f[out[0]], shape(in[1])[1])
 			return nil
 		}
-		e.Embed(i32[in[0]], f[in[1]], f[out[0]], shape(in[1])[1], e.firstRow(op, len(f[in[1]])/shape(in[1])[1]), op.Attr == "positions")
+		e.Embed(i32[in[0]], f[in[1]], f[out[0]], shape(in[1])[1], e.firstRow(op, len(f[in[1]])/shape(in[1])[1]), op.Rows == step.RowsOfPositions)
 	case step.OpEmbedBwd:
 		w := shape(out[0])[1]
-		e.EmbedBwd(f[in[0]], i32[in[1]], f[out[0]], w, e.firstRow(op, len(f[out[0]])/w), op.Attr == "positions", acc(0))
+		e.EmbedBwd(f[in[0]], i32[in[1]], f[out[0]], w, e.firstRow(op, len(f[out[0]])/w), op.Rows == step.RowsOfPositions, acc(0))
 	case step.OpNorm:
 		e.Norm(f[in[0]], f[in[1]], opt(in, 2), f[out[0]], f[out[1]])
 	case step.OpNormBwd:
@@ -93,9 +92,9 @@ func (e *Executor) run(op *step.Op) error {
 	case opShareSelectBwd:
 		ShareSelectBwd(f[in[0]], f[out[0]], f[out[1]], e.recompute[op.Layer], acc(0), acc(1))
 	case step.OpAct:
-		Act(program.Activation(op.Attr), f[in[0]], opt(in, 1), f[out[0]], actExperts(shape(in[0])), e.Fill(in[0]), e.Fill(out[0]))
+		Act(op.Activation, f[in[0]], opt(in, 1), f[out[0]], actExperts(shape(in[0])), e.Fill(in[0]), e.Fill(out[0]))
 	case step.OpActBwd:
-		ActBwd(program.Activation(op.Attr), f[in[0]], f[in[1]], opt(in, 2), f[out[0]], opt(out, 1), acc(0), len(out) > 1 && acc(1),
+		ActBwd(op.Activation, f[in[0]], f[in[1]], opt(in, 2), f[out[0]], opt(out, 1), acc(0), len(out) > 1 && acc(1),
 			actExperts(shape(in[1])), e.Fill(in[0]), e.Fill(in[1]), e.Fill(out[0]), e.fillOr(out, 1))
 	case step.OpRouter:
 		e.Route(f[in[0]], i32[out[0]], f[out[1]], f[out[2]], f[out[3]], i32[out[4]], i32[out[5]], i32[out[6]], f[out[7]], op.Slots, op.Recomputed)
@@ -112,7 +111,7 @@ func (e *Executor) run(op *step.Op) error {
 		if !e.addsBias(op) {
 			b = nil
 		}
-		GroupedMM(f[in[0]], f[out[0]], w, b, o, k, e.Fill(in[0]), e.Fill(out[0]), strings.HasSuffix(op.Attr, step.AttrSkipEmptySlots))
+		GroupedMM(f[in[0]], f[out[0]], w, b, o, k, e.Fill(in[0]), e.Fill(out[0]), op.SkipEmptySlots)
 	case step.OpGroupedMMDW:
 		w, b, o, k := e.experts(out)
 		GroupedMMDW(f[in[0]], f[in[1]], w, b, o, k, acc(0), e.Fill(in[0]), e.Fill(in[1]))
@@ -159,7 +158,7 @@ func (e *Executor) fillOr(bufs []int, i int) *RowFill {
 // firstRow is the first vocabulary row an embedding op's table holds of rows: this tp
 // rank's under a vocabulary-parallel embedding, else 0.
 func (e *Executor) firstRow(op *step.Op, rows int) int {
-	if op.Attr == "vocab-parallel" {
+	if op.Rows == step.RowsOfVocabParallel {
 		return e.p.Coord.TP * rows
 	}
 	return 0
@@ -189,7 +188,7 @@ func parallel(n int, f func(lo, hi int)) {
 // addsBias reports whether this rank adds op's bias: a row-parallel product's partial
 // sums are reduced over tp, so only tp rank 0 adds it.
 func (e *Executor) addsBias(op *step.Op) bool {
-	return e.p.Coord.TP == 0 || !strings.Contains(op.Attr, "bias on tp rank 0")
+	return e.p.Coord.TP == 0 || !op.BiasOnTPRank0
 }
 
 func addBias(y, b []float32, n int) {

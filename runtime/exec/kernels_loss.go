@@ -4,7 +4,6 @@ package exec
 
 import (
 	"math"
-	"strings"
 
 	"github.com/moec-dev/moec/compiler/step"
 )
@@ -24,9 +23,9 @@ func (e *Executor) crossEntropy(op *step.Op) error {
 	Vl := e.p.Buffers[in[0]].Shape[1]
 	first := e.p.Coord.TP * Vl
 	switch {
-	case strings.HasPrefix(op.Attr, "pass=max"):
+	case op.Pass == step.LossMax:
 		CrossEntropyMax(f[in[0]], f[out[0]], Vl)
-	case strings.HasPrefix(op.Attr, "pass=sum"):
+	case op.Pass == step.LossSum:
 		CrossEntropySum(f[in[0]], e.i32[in[1]], f[in[2]], f[out[0]], Vl, first)
 	case len(in) > 2:
 		e.CrossEntropy(f[in[0]], e.i32[in[1]], f[in[2]], f[in[3]], f[out[0]], f[out[1]], Vl, first)

@@ -30,6 +30,13 @@ func runLayout(t *testing.T, m *program.Model, net *nn.Model, l step.Layout, b s
 	if err != nil {
 		t.Fatalf("%s: %v", l, err)
 	}
+	return runPrograms(t, m, net, progs, b, micro, o)
+}
+
+// runPrograms runs one step of a layout's lowered programs (see runLayout).
+func runPrograms(t *testing.T, m *program.Model, net *nn.Model, progs []*step.Program, b step.Batch, micro [][]int32, o Options) layoutRun {
+	t.Helper()
+	l := progs[0].Layout
 	world := NewWorld(20 * time.Second)
 	exs := make([]*Executor, len(progs))
 	walk, err := params.Walk(m)
