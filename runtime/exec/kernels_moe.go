@@ -5,6 +5,8 @@ package exec
 
 import (
 	"math"
+	"runtime"
+	"sync"
 
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/runtime/blas"
@@ -246,14 +248,14 @@ func GroupedMM(x, y []float32, w, b [][]float32, o, k int, xFill, yFill *RowFill
 	R := len(x) / (len(w) * k)
 	f := ofSlots(known(xFill, len(x), len(w)), R)
 	setFill(yFill, f)
-	for ex := range w {
+	eachExpert(len(w), func(ex int) int { return rowsOf(f, ex, R) }, func(ex int) {
 		xe, ye := x[ex*R*k:(ex+1)*R*k], y[ex*R*o:(ex+1)*R*o]
 		n := rowsOf(f, ex, R)
 		if clearsPad(yFill) {
 			clear(ye[n*o:])
 		}
 		if n == 0 {
-			continue
+			return
 		}
 		if f == nil && skipEmpty {
 			// No counts reach this buffer (an all-to-all's output): an inference program
@@ -265,7 +267,7 @@ func GroupedMM(x, y []float32, w, b [][]float32, o, k int, xFill, yFill *RowFill
 		if b != nil && b[ex] != nil {
 			addBias(ye, b[ex], n)
 		}
-	}
+	})
 }
 
 // GroupedMMDW: each expert's weight gradient w[ex] (+)= dyᵀ·x and bias gradient b[ex]
@@ -278,7 +280,7 @@ func GroupedMMDW(dy, x []float32, w, b [][]float32, o, k int, acc bool, dyFill, 
 		f = known(dyFill, len(dy), len(w))
 	}
 	f = ofSlots(f, R)
-	for ex := range w {
+	eachExpert(len(w), func(ex int) int { return rowsOf(f, ex, R) }, func(ex int) {
 		n := rowsOf(f, ex, R)
 		dye, xe := dy[ex*R*o:(ex+1)*R*o], x[ex*R*k:(ex+1)*R*k]
 		if n > 0 {
@@ -296,7 +298,7 @@ func GroupedMMDW(dy, x []float32, w, b [][]float32, o, k int, acc bool, dyFill, 
 				}
 			}
 		}
-	}
+	})
 }
 
 // GroupedMMDX: each expert's filled rows (dyFill) of dx (+)= dy·W, dx's padding cleared
@@ -305,7 +307,7 @@ func GroupedMMDX(dy, dx []float32, w [][]float32, o, k int, acc bool, dyFill, dx
 	R := len(dx) / (len(w) * k)
 	f := ofSlots(known(dyFill, len(dy), len(w)), R)
 	setFill(dxFill, f)
-	for ex := range w {
+	eachExpert(len(w), func(ex int) int { return rowsOf(f, ex, R) }, func(ex int) {
 		n := rowsOf(f, ex, R)
 		dxe := dx[ex*R*k : (ex+1)*R*k]
 		if !acc && clearsPad(dxFill) {
@@ -314,7 +316,7 @@ func GroupedMMDX(dy, dx []float32, w [][]float32, o, k int, acc bool, dyFill, dx
 		if n > 0 {
 			blas.Gemm(false, false, n, k, o, 1, dy[ex*R*o:(ex+1)*R*o], o, w[ex], k, beta(acc), dxe, k)
 		}
-	}
+	})
 }
 
 // Combine adds each admitted assignment's expert output times its gate to its token's row.
@@ -365,4 +367,42 @@ func (k *Kernels) CombineBwd(dy, back []float32, idx, slot []int32, gates, dback
 			dgates[a] = dg
 		}
 	}
+}
+
+// eachExpert runs body for every expert, the experts split over the cores in contiguous
+// runs of about equal rows (each expert's products on one goroutine, as their outputs are
+// disjoint): per-expert products are small, and one product at a time split over the
+// cores leaves them waiting on each other.
+func eachExpert(experts int, rows func(ex int) int, body func(ex int)) {
+	workers := runtime.GOMAXPROCS(0)
+	if workers <= 1 || experts <= 1 {
+		for ex := 0; ex < experts; ex++ {
+			body(ex)
+		}
+		return
+	}
+	total := 0
+	for ex := 0; ex < experts; ex++ {
+		total += rows(ex)
+	}
+	var wg sync.WaitGroup
+	start, acc, run := 0, 0, 1
+	for ex := 0; ex < experts; ex++ {
+		acc += rows(ex)
+		// Close run r when the rows so far reach r shares of the total (the last run
+		// takes the rest).
+		if ex == experts-1 || acc*workers >= total*run {
+			run++
+			lo, hi := start, ex+1
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for e := lo; e < hi; e++ {
+					body(e)
+				}
+			}()
+			start = ex + 1
+		}
+	}
+	wg.Wait()
 }
