@@ -209,18 +209,21 @@ func (k *Kernels) PermuteBwd(ds []float32, idx, slot []int32, dh []float32, C, D
 	if !acc {
 		clear(dh)
 	}
-	for a, ex := range idx {
-		s := slot[a]
-		if s < 0 {
-			continue
+	// By token over the cores: each token's row adds its assignments in order.
+	parallel(len(idx)/K, func(lo, hi int) {
+		for a := lo * K; a < hi*K; a++ {
+			s := slot[a]
+			if s < 0 {
+				continue
+			}
+			ex, t := idx[a], a/K
+			src := ds[(int(ex)*C+int(s))*D : (int(ex)*C+int(s)+1)*D]
+			dst := dh[t*D : (t+1)*D]
+			for i, v := range src {
+				dst[i] += v
+			}
 		}
-		t := a / K
-		src := ds[(int(ex)*C+int(s))*D : (int(ex)*C+int(s)+1)*D]
-		dst := dh[t*D : (t+1)*D]
-		for i, v := range src {
-			dst[i] += v
-		}
-	}
+	})
 }
 
 // experts splits a grouped product's parameter inputs into each expert's weight and bias.
@@ -323,19 +326,22 @@ func GroupedMMDX(dy, dx []float32, w [][]float32, o, k int, acc bool, dyFill, dx
 func (k *Kernels) Combine(back []float32, idx, slot []int32, gates, y []float32, C, D int) {
 	K := k.d.K
 	clear(y)
-	for a, ex := range idx {
-		s := slot[a]
-		if s < 0 {
-			continue
+	// By token over the cores: each token's row adds its assignments in order.
+	parallel(len(idx)/K, func(lo, hi int) {
+		for a := lo * K; a < hi*K; a++ {
+			s := slot[a]
+			if s < 0 {
+				continue
+			}
+			ex, t := idx[a], a/K
+			g := gates[a]
+			src := back[(int(ex)*C+int(s))*D : (int(ex)*C+int(s)+1)*D]
+			dst := y[t*D : (t+1)*D]
+			for i, v := range src {
+				dst[i] += g * v
+			}
 		}
-		t := a / K
-		g := gates[a]
-		src := back[(int(ex)*C+int(s))*D : (int(ex)*C+int(s)+1)*D]
-		dst := y[t*D : (t+1)*D]
-		for i, v := range src {
-			dst[i] += g * v
-		}
-	}
+	})
 }
 
 // CombineBwd: the expert outputs' gradient dback (its padding zero; the fill of back,
@@ -348,25 +354,28 @@ func (k *Kernels) CombineBwd(dy, back []float32, idx, slot []int32, gates, dback
 		clear(dback)
 	}
 	setFill(dbackFill, f)
-	for a, ex := range idx {
-		s := slot[a]
-		var dg float32
-		if s >= 0 {
-			t := a / K
-			row := (int(ex)*C + int(s)) * D
-			dyt := dy[t*D : (t+1)*D]
-			o := back[row : row+D]
-			for i, v := range dyt {
-				dg += v * o[i]
-				dback[row+i] = gates[a] * v
+	// By token over the cores: every assignment writes its own slot and gate.
+	parallel(len(idx)/K, func(lo, hi int) {
+		for a := lo * K; a < hi*K; a++ {
+			s := slot[a]
+			var dg float32
+			if s >= 0 {
+				ex, t := idx[a], a/K
+				row := (int(ex)*C + int(s)) * D
+				dyt := dy[t*D : (t+1)*D]
+				o := back[row : row+D]
+				for i, v := range dyt {
+					dg += v * o[i]
+					dback[row+i] = gates[a] * v
+				}
+			}
+			if accGates {
+				dgates[a] += dg
+			} else {
+				dgates[a] = dg
 			}
 		}
-		if accGates {
-			dgates[a] += dg
-		} else {
-			dgates[a] = dg
-		}
-	}
+	})
 }
 
 // eachExpert runs body for every expert, the experts split over the cores in contiguous
