@@ -169,8 +169,9 @@ func writePlan(dir string, p *plan.Plan, res *BuildResult) error {
 }
 
 // writeStepProgram lowers the plan's layout for stage st to the step program of rank 0
-// and writes its listing (program.txt). A layout or feature the step program does not
-// lower yet is a note saying why, not a failed build.
+// and writes its listing (program.txt), and with pipeline parallelism the listing of the
+// first rank of every other pipeline stage (program.ppS.txt). A layout or feature the step
+// program does not lower yet is a note saying why, not a failed build.
 func writeStepProgram(dir string, m *program.Model, tr *program.Train, st *program.Stage, p *plan.Plan, res *BuildResult) (*step.Program, string, error) {
 	seq := tr.SeqLen
 	if seq <= 0 {
@@ -184,16 +185,37 @@ func writeStepProgram(dir string, m *program.Model, tr *program.Train, st *progr
 		return nil, fmt.Sprintf("stage %s: no program.txt: %v", st.Name, err), nil
 	}
 	prog.Stage = st.Name
-	var buf bytes.Buffer
-	if err := step.Format(&buf, prog); err != nil {
+	if err := writeListing(filepath.Join(dir, "program.txt"), prog, res); err != nil {
 		return nil, "", err
 	}
-	path := filepath.Join(dir, "program.txt")
+	// Pipeline stages run different layers (and the last the head and loss): each
+	// stage's first rank gets its own listing. Ranks within a stage differ only in which
+	// shard of each tensor they hold.
+	for s := 1; s < l.PP; s++ {
+		rank := l.RankOf(step.Coord{PP: s})
+		ps, err := step.LowerRank(m, b, l, rank)
+		if err != nil {
+			return nil, fmt.Sprintf("stage %s: no listing for pipeline stage %d: %v", st.Name, s, err), nil
+		}
+		ps.Stage = st.Name
+		if err := writeListing(filepath.Join(dir, fmt.Sprintf("program.pp%d.txt", s)), ps, res); err != nil {
+			return nil, "", err
+		}
+	}
+	return prog, "", nil
+}
+
+// writeListing writes p's listing to path atomically and records the file.
+func writeListing(path string, p *step.Program, res *BuildResult) error {
+	var buf bytes.Buffer
+	if err := step.Format(&buf, p); err != nil {
+		return err
+	}
 	if err := atomicfile.WriteFile(path, buf.Bytes(), 0o644); err != nil {
-		return nil, "", err
+		return err
 	}
 	res.Files = append(res.Files, path)
-	return prog, "", nil
+	return nil
 }
 
 // planStepLayout is the step program's layout for the plan's: its recompute mode, and

@@ -1,8 +1,12 @@
 package driver
 
 import (
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/moec-dev/moec/compiler/check"
 	"github.com/moec-dev/moec/compiler/plan"
 	"github.com/moec-dev/moec/compiler/program"
 )
@@ -20,5 +24,61 @@ func TestPlanStepLayout(t *testing.T) {
 	p.Layout.Recompute = program.RecomputeFull
 	if l := planStepLayout(p); l.SP() || !l.RecomputeFull() {
 		t.Errorf("plan without sequence_parallel, recompute full: step layout %s", l)
+	}
+}
+
+// TestBuildListsEveryPipelineStage: with pipeline parallelism, `moec build` lists the first
+// rank of every pipeline stage: program.txt holds the embedding and the first layers,
+// program.pp1.txt the last layers, the head and the loss.
+func TestBuildListsEveryPipelineStage(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "pp.moe")
+	src := `model pp {
+  vocab = 256; d_model = 32; layers = 2; seq_len = 32
+  attention { heads = 2 }
+  ffn { hidden = 64; activation = gelu }
+}
+cluster local { gpu = cpu; ranks = 2; host_memory = 8GiB }
+train pp on local {
+  tokens_per_batch = 256; micro_batch = 4; precision = fp32
+  data = "text/*.txt"
+  stage only { steps = 2 }
+}
+`
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	prog, _, ds := check.Load(path, os.ReadFile)
+	if ds.HasErrors() {
+		t.Fatal(ds.Err())
+	}
+	tr := prog.Trains["pp"]
+	st := tr.Stages[0]
+	m := program.StageModel(prog.Models[tr.Model], st)
+	p := &plan.Plan{Layout: plan.ParallelLayout{DP: 1, EP: 1, TP: 1, PP: 2, MicroBatch: 4, GradAccum: 2, Recompute: program.RecomputeNone}}
+	res := &BuildResult{}
+	if _, note, err := writeStepProgram(dir, m, tr, st, p, res); err != nil || note != "" {
+		t.Fatalf("writeStepProgram: %v %s", err, note)
+	}
+	if len(res.Files) != 2 {
+		t.Fatalf("wrote %v, want program.txt and program.pp1.txt", res.Files)
+	}
+	first, err := os.ReadFile(filepath.Join(dir, "program.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, err := os.ReadFile(filepath.Join(dir, "program.pp1.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, text, want, not string
+	}{
+		{"program.txt", string(first), "embed", "cross_entropy"},
+		{"program.pp1.txt", string(last), "cross_entropy", " embed "},
+	} {
+		if !strings.Contains(c.text, c.want) || strings.Contains(c.text, c.not) {
+			t.Errorf("%s: want %q and no %q:\n%s", c.name, c.want, c.not, c.text)
+		}
 	}
 }
