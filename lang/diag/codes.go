@@ -1,5 +1,7 @@
 package diag
 
+import "strings"
+
 // Code is a stable diagnostic code such as "E0101". Codes are append-only: once
 // published a code keeps its meaning forever. Each phase owns a range:
 //
@@ -13,7 +15,7 @@ package diag
 //	W9xxx  warnings (W92xx the checker's, W95xx backends': a feature a backend does not honour)
 //
 // Every code is registered with a one-line summary in the Codes table (one file per
-// owning phase: codes_*.go) so `moec explain-code` and the docs can list them.
+// owning phase: codes_*.go) so `moec explain` and the docs can list them.
 type Code string
 
 // Info describes a code.
@@ -29,4 +31,56 @@ func Registry() []Info {
 		out = append(out, group...)
 	}
 	return out
+}
+
+// Lookup returns the registered code c (matched without regard to case).
+func Lookup(c string) (Info, bool) {
+	for _, info := range Registry() {
+		if strings.EqualFold(string(info.Code), c) {
+			return info, true
+		}
+	}
+	return Info{}, false
+}
+
+// Severity is "error" for an E code and "warning" for a W code.
+func (c Code) Severity() string {
+	if strings.HasPrefix(string(c), "W") {
+		return "warning"
+	}
+	return "error"
+}
+
+// Phase names the part of moec that reports c, from its number range (see Code).
+func (c Code) Phase() string {
+	s := string(c)
+	if len(s) < 3 {
+		return "unknown"
+	}
+	if s[0] == 'W' {
+		switch {
+		case strings.HasPrefix(s, "W92"):
+			return "checker (compiler/check)"
+		case strings.HasPrefix(s, "W95"):
+			return "backends (compiler/features: a feature a backend does not honour)"
+		}
+		return "warnings"
+	}
+	switch s[1:3] {
+	case "01":
+		return "lexing and syntax (lang/parse)"
+	case "02":
+		return "names, keys, types and units (compiler/check)"
+	case "03":
+		return "cross-field model rules (compiler/check)"
+	case "04":
+		return "cluster, train, stage, serve, compress and experiment rules (compiler/check)"
+	case "05":
+		return "planning and lowering (compiler/plan, compiler/step)"
+	case "06":
+		return "runtime (moec run, generate, eval, serve)"
+	case "09":
+		return "import and export (interop)"
+	}
+	return "unknown"
 }
