@@ -11,6 +11,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 
@@ -175,7 +176,7 @@ func arrange(ts []safetensors.Tensor, m *program.Model) ([]safetensors.Tensor, e
 		if !ok {
 			return nil, fmt.Errorf("tensor %s is missing", w.name)
 		}
-		if !sameDims(t.Shape, w.dims) {
+		if !slices.Equal(t.Shape, w.dims) {
 			return nil, fmt.Errorf("tensor %s has shape %v, the model needs %v", w.name, t.Shape, w.dims)
 		}
 		out = append(out, t)
@@ -190,18 +191,6 @@ func arrange(ts []safetensors.Tensor, m *program.Model) ([]safetensors.Tensor, e
 		return nil, fmt.Errorf("%d tensor(s) the model does not have, first %s", len(extra), extra[0])
 	}
 	return out, nil
-}
-
-func sameDims(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // expertSets groups the routed experts' tensors by (layer, expert).

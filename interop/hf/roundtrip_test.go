@@ -8,6 +8,7 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -191,7 +192,7 @@ func TestRoundTrip(t *testing.T) {
 			}
 			for _, o := range orig {
 				b, ok := byName[o.Name]
-				if !ok || !sameDims(o.Shape, b.Shape) || !bitsEqual(o.Data, b.Data) {
+				if !ok || !slices.Equal(o.Shape, b.Shape) || !bitsEqual(o.Data, b.Data) {
 					t.Fatalf("tensor %s did not come back bit-exact", o.Name)
 				}
 			}
@@ -429,7 +430,7 @@ func TestExportGatedAndFullNorm(t *testing.T) {
 				shapes[e.Name] = e.Shape
 			}
 			for name, want := range tc.shapes {
-				if !sameDims(shapes[name], want) {
+				if !slices.Equal(shapes[name], want) {
 					t.Errorf("%s: shape %v, want %v", name, shapes[name], want)
 				}
 			}

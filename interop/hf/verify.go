@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/moec-dev/moec/lang/diag"
 	"github.com/moec-dev/moec/runtime/safetensors"
@@ -62,7 +63,7 @@ func VerifyExport(dir string) (*ExportManifest, error) {
 		if !ok {
 			return nil, fail("tensor %s is in the manifest but not in %s", e.Name, WeightsFile)
 		}
-		if !sameDims(t.Shape, e.Shape) || tensorHash(t.Data) != e.SHA256 {
+		if !slices.Equal(t.Shape, e.Shape) || tensorHash(t.Data) != e.SHA256 {
 			return nil, fail("tensor %s differs from the manifest (shape or data)", e.Name)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -345,7 +346,7 @@ func (o *AdamW) LoadState(ts []safetensors.Tensor, step int64) error {
 			if !ok {
 				return fmt.Errorf("optimizer state has no %s%s", p.Name, s.suffix)
 			}
-			if !sameShape(t.Shape, p.Shape) {
+			if !slices.Equal(t.Shape, p.Shape) {
 				return fmt.Errorf("optimizer state %s%s has shape %v, parameter has %v", p.Name, s.suffix, t.Shape, p.Shape)
 			}
 			copy(s.dst, t.Data)
@@ -360,16 +361,4 @@ func (o *AdamW) LoadState(ts []safetensors.Tensor, step int64) error {
 	}
 	o.step = step
 	return nil
-}
-
-func sameShape(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

@@ -22,15 +22,3 @@ func Grow(from []safetensors.Tensor, fromCfg, toCfg *program.Model, params []*nn
 	}
 	return weights.Grow(from, fromCfg, toCfg, to, g, seed)
 }
-
-func sameShape(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}

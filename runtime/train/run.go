@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -547,7 +548,7 @@ func LoadParams(params []*nn.Param, ts []safetensors.Tensor, dir string) error {
 		if !ok {
 			return diag.Runtimef(diag.ErrCheckpointMismatch, "checkpoint %s has no tensor %s (shape %v) that the model needs", dir, p.Name, p.Shape)
 		}
-		if !sameShape(t.Shape, p.Shape) {
+		if !slices.Equal(t.Shape, p.Shape) {
 			return diag.Runtimef(diag.ErrCheckpointMismatch, "checkpoint %s: tensor %s has shape %v, the model expects %v", dir, p.Name, t.Shape, p.Shape)
 		}
 		copy(p.W, t.Data)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 
 	"github.com/moec-dev/moec/compiler/program"
@@ -703,7 +704,7 @@ func checkManifest(m *program.Model, ts []safetensors.Tensor) error {
 		switch {
 		case !ok:
 			errs = append(errs, fmt.Errorf("tensor %s (shape %v) is missing", p.Name, p.Shape))
-		case !sameShape(t.Shape, p.Shape):
+		case !slices.Equal(t.Shape, p.Shape):
 			errs = append(errs, fmt.Errorf("tensor %s has shape %v, the model expects %v", p.Name, t.Shape, p.Shape))
 		}
 		delete(got, p.Name)

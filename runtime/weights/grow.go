@@ -3,6 +3,7 @@ package weights
 import (
 	"fmt"
 	"math"
+	"slices"
 
 	mparams "github.com/moec-dev/moec/compiler/params"
 	"github.com/moec-dev/moec/compiler/program"
@@ -125,7 +126,7 @@ func Grow(from []safetensors.Tensor, fromCfg, toCfg *program.Model, to []Tensor,
 			if !ok || !have {
 				return rep, diag.Runtimef(diag.ErrBadGrowth, "cannot grow %s (%s): the previous stage has no %s", p.Name, id, srcID)
 			}
-			if !sameShape(t.Shape, p.Shape) {
+			if !slices.Equal(t.Shape, p.Shape) {
 				return rep, diag.Runtimef(diag.ErrBadGrowth, "cannot grow %s (shape %v) from %s (shape %v)", p.Name, p.Shape, name, t.Shape)
 			}
 			// Only the down projection's output is gated: its weight and bias carry the scale.
@@ -184,7 +185,7 @@ func Grow(from []safetensors.Tensor, fromCfg, toCfg *program.Model, to []Tensor,
 			rep.Grown++
 		default:
 			if t, ok := src[p.Name]; ok {
-				if !sameShape(t.Shape, p.Shape) {
+				if !slices.Equal(t.Shape, p.Shape) {
 					return rep, diag.Runtimef(diag.ErrBadGrowth, "cannot grow %s: shape %v, previous stage has %v", p.Name, p.Shape, t.Shape)
 				}
 				copy(p.W, t.Data)
@@ -220,16 +221,4 @@ func rms(x []float32) float64 {
 		s += float64(v) * float64(v)
 	}
 	return math.Sqrt(s / float64(len(x)))
-}
-
-func sameShape(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
