@@ -161,6 +161,15 @@ func fillOr(bufs []int, i int) jen.Code {
 	return jen.Nil()
 }
 
+// dispatchDims are the slots per expert block (C) and the width (D) of a dispatch buffer
+// of shape, as the executor reads them: [E, C, D], or packed [rows, D] (C = 0).
+func dispatchDims(shape []int) (C, D int) {
+	if len(shape) == 2 {
+		return 0, shape[1]
+	}
+	return shape[1], shape[2]
+}
+
 // actExperts is how many expert blocks an activation buffer of shape holds (1 for a dense
 // layer's), as the executor reads it.
 func actExperts(shape []int) int {
@@ -314,15 +323,15 @@ func opCall(p *step.Program, i int) (jen.Code, error) {
 		return jen.Qual(pkgExec, "ActBwd").Call(jen.Qual(pkgProgram, "Activation").Call(jen.Lit(string(op.Activation))), buf(in[0]), buf(in[1]), bufOr(in, 2), buf(out[0]), bufOr(out, 1),
 			acc(0), jen.Lit(len(out) > 1 && op.Accumulates(1)), jen.Lit(actExperts(shape(in[1]))), fill(in[0]), fill(in[1]), fill(out[0]), fillOr(out, 1)), nil
 	case step.OpRouter:
-		return k.Dot("Route").Call(buf(in[0]), buf(out[0]), buf(out[1]), buf(out[2]), buf(out[3]), buf(out[4]), buf(out[5]), buf(out[6]), buf(out[7]), jen.Lit(op.Slots), jen.Lit(op.Recomputed)), nil
+		return k.Dot("Route").Call(buf(in[0]), buf(out[0]), buf(out[1]), buf(out[2]), buf(out[3]), buf(out[4]), buf(out[5]), buf(out[6]), buf(out[7]), jen.Lit(op.Slots), jen.Lit(op.Packed), jen.Lit(op.Recomputed)), nil
 	case step.OpRouterBwd:
 		return k.Dot("RouteBwd").Call(buf(in[0]), buf(in[1]), buf(in[2]), buf(in[3]), buf(in[4]), buf(in[5]), buf(in[8]), buf(out[0]), acc(0)), nil
 	case step.OpPermute:
-		sh := shape(out[0])
-		return k.Dot("Permute").Call(buf(in[0]), buf(in[1]), buf(in[2]), buf(out[0]), jen.Lit(sh[1]), jen.Lit(sh[2]), fill(out[0])), nil
+		C, D := dispatchDims(shape(out[0]))
+		return k.Dot("Permute").Call(buf(in[0]), buf(in[1]), buf(in[2]), buf(out[0]), jen.Lit(C), jen.Lit(D), fill(out[0])), nil
 	case step.OpPermuteBwd:
-		sh := shape(in[0])
-		return k.Dot("PermuteBwd").Call(buf(in[0]), buf(in[1]), buf(in[2]), buf(out[0]), jen.Lit(sh[1]), jen.Lit(sh[2]), acc(0)), nil
+		C, D := dispatchDims(shape(in[0]))
+		return k.Dot("PermuteBwd").Call(buf(in[0]), buf(in[1]), buf(in[2]), buf(out[0]), jen.Lit(C), jen.Lit(D), acc(0)), nil
 	case step.OpGroupedMM:
 		w, b, o, kk := expertLists(p, in[1:])
 		if !addsBias(p, op) {
@@ -337,11 +346,11 @@ func opCall(p *step.Program, i int) (jen.Code, error) {
 		w, _, o, kk := expertLists(p, in[1:])
 		return jen.Qual(pkgExec, "GroupedMMDX").Call(buf(in[0]), buf(out[0]), w, jen.Lit(o), jen.Lit(kk), acc(0), fill(in[0]), fill(out[0])), nil
 	case step.OpCombine:
-		sh := shape(in[0])
-		return k.Dot("Combine").Call(buf(in[0]), buf(in[1]), buf(in[2]), buf(in[3]), buf(out[0]), jen.Lit(sh[1]), jen.Lit(sh[2])), nil
+		C, D := dispatchDims(shape(in[0]))
+		return k.Dot("Combine").Call(buf(in[0]), buf(in[1]), buf(in[2]), buf(in[3]), buf(out[0]), jen.Lit(C), jen.Lit(D)), nil
 	case step.OpCombineBwd:
-		sh := shape(in[1])
-		return k.Dot("CombineBwd").Call(buf(in[0]), buf(in[1]), buf(in[2]), buf(in[3]), buf(in[4]), buf(out[0]), buf(out[1]), jen.Lit(sh[1]), jen.Lit(sh[2]), acc(1), fill(in[1]), fill(out[0])), nil
+		C, D := dispatchDims(shape(in[1]))
+		return k.Dot("CombineBwd").Call(buf(in[0]), buf(in[1]), buf(in[2]), buf(in[3]), buf(in[4]), buf(out[0]), buf(out[1]), jen.Lit(C), jen.Lit(D), acc(1), fill(in[1]), fill(out[0])), nil
 	case step.OpCrossEntropy:
 		// Under tp each rank holds a slice of the vocabulary: three passes between the
 		// reductions of the row maxima and sums.

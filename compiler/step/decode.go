@@ -90,6 +90,7 @@ func LowerInference(m *program.Model, in Inference, l Layout) ([]*Program, error
 		lw := newLowerer(&dm, d, b, l, r, walk)
 		if d.E > 0 {
 			lw.capacity = b.Tokens() * d.K // dropless
+			lw.packed = packs(0, l.EP)
 		}
 		lw.declareInference()
 		lw.micro, lw.phase = 0, Forward

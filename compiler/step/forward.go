@@ -216,11 +216,15 @@ func (lw *lowerer) moe(l, h, routerIn int) int {
 	if moe.CapacityFactor > 0 {
 		capAttr = fmt.Sprintf("capacity_factor=%g", moe.CapacityFactor)
 	}
-	lw.fwd(Op{Kind: OpRouter, Layer: l, In: []int{logits}, Out: []int{idx, gates, scores, lse, slot, kept, routed, aux}, Slots: lw.capacity,
-		Attr:  fmt.Sprintf("%s top_k=%d %s slots=%d normalize=%v balance=%g z=%g", moe.Score, lw.d.K, capAttr, lw.capacity, moe.Normalize, moe.BalanceLoss, moe.ZLoss),
+	slotsAttr := fmt.Sprintf("slots=%d", lw.capacity)
+	if lw.packed {
+		slotsAttr = fmt.Sprintf("packed rows=%d", lw.capacity)
+	}
+	lw.fwd(Op{Kind: OpRouter, Layer: l, In: []int{logits}, Out: []int{idx, gates, scores, lse, slot, kept, routed, aux}, Slots: lw.capacity, Packed: lw.packed,
+		Attr:  fmt.Sprintf("%s top_k=%d %s %s normalize=%v balance=%g z=%g", moe.Score, lw.d.K, capAttr, slotsAttr, moe.Normalize, moe.BalanceLoss, moe.ZLoss),
 		FLOPs: 6 * int64(n) * int64(lw.d.E)})
 	C, ep := lw.capacity, lw.l.EP
-	send := lw.act(pre+"dispatch", KindDispatch, E, C, d)
+	send := lw.act(pre+"dispatch", KindDispatch, lw.dispatchShape(E, C, d)...)
 	lw.fwd(Op{Kind: OpPermute, Layer: l, In: []int{h, idx, slot}, Out: []int{send}})
 	recv := send
 	if ep > 1 {
@@ -232,6 +236,10 @@ func (lw *lowerer) moe(l, h, routerIn int) int {
 		lw.markTPCopy(recv, l) // under sp the gather of h sums the partial gradients
 	}
 	rows := ep * C
+	blocks := lw.eLocal // expert blocks of rows each; packed, one block of every row
+	if lw.packed {
+		blocks = 1
+	}
 	expertIDs := func(r params.Role) []int {
 		var out []int
 		for e := lw.firstExpert; e < lw.firstExpert+lw.eLocal; e++ {
@@ -245,21 +253,21 @@ func (lw *lowerer) moe(l, h, routerIn int) int {
 	}
 	ehl := lw.eHiddenLocal
 	mmFLOPs := func(outDim, inDim int) int64 {
-		return 2 * int64(lw.eLocal) * int64(rows) * int64(outDim) * int64(inDim)
+		return 2 * int64(blocks) * int64(rows) * int64(outDim) * int64(inDim)
 	}
-	g := lw.act(pre+"experts.in", KindActivation, lw.eLocal, rows, ehl)
+	g := lw.act(pre+"experts.in", KindActivation, lw.dispatchShape(lw.eLocal, rows, ehl)...)
 	lw.fwd(Op{Kind: OpGroupedMM, Layer: l, In: append([]int{recv}, expertIDs(params.RoleExpertIn)...), Out: []int{g},
 		Attr: fmt.Sprintf("experts %d..%d", lw.firstExpert, lw.firstExpert+lw.eLocal-1), FLOPs: mmFLOPs(ehl, d)})
 	actIn := []int{g}
 	if lw.d.ExpertActivation.Gated() {
-		u := lw.act(pre+"experts.up", KindActivation, lw.eLocal, rows, ehl)
+		u := lw.act(pre+"experts.up", KindActivation, lw.dispatchShape(lw.eLocal, rows, ehl)...)
 		lw.fwd(Op{Kind: OpGroupedMM, Layer: l, In: append([]int{recv}, expertIDs(params.RoleExpertUp)...), Out: []int{u},
 			Attr: fmt.Sprintf("experts %d..%d", lw.firstExpert, lw.firstExpert+lw.eLocal-1), FLOPs: mmFLOPs(ehl, d)})
 		actIn = append(actIn, u)
 	}
-	a := lw.act(pre+"experts.act", KindActivation, lw.eLocal, rows, ehl)
-	lw.fwd(Op{Kind: OpAct, Layer: l, In: actIn, Out: []int{a}, Attr: string(lw.d.ExpertActivation), Activation: lw.d.ExpertActivation, FLOPs: 8 * int64(lw.eLocal*rows*ehl)})
-	eo := lw.act(pre+"experts.out", KindActivation, lw.eLocal, rows, d)
+	a := lw.act(pre+"experts.act", KindActivation, lw.dispatchShape(lw.eLocal, rows, ehl)...)
+	lw.fwd(Op{Kind: OpAct, Layer: l, In: actIn, Out: []int{a}, Attr: string(lw.d.ExpertActivation), Activation: lw.d.ExpertActivation, FLOPs: 8 * int64(blocks*rows*ehl)})
+	eo := lw.act(pre+"experts.out", KindActivation, lw.dispatchShape(lw.eLocal, rows, d)...)
 	downAttr := fmt.Sprintf("experts %d..%d", lw.firstExpert, lw.firstExpert+lw.eLocal-1)
 	if lw.l.TP > 1 && lw.m.MoE.ExpertBias {
 		downAttr += " bias on tp rank 0"

@@ -131,7 +131,8 @@ type lowerer struct {
 	hLocal, kvLocal, qLocal, kvDimLocal int
 	hiddenLocal, eHiddenLocal, sHidden  int
 	vLocal, eLocal, firstExpert         int
-	capacity                            int // slots per expert per source rank
+	capacity                            int  // slots per expert per source rank
+	packed                              bool // dropless dispatch packed by expert (dispatch.go)
 	elem                                int
 	// param buffers: the persistent tensor, and under ZeRO-3 the gathered copy per
 	// (id, phase, micro)
@@ -211,6 +212,7 @@ func newLowerer(m *program.Model, d program.Dims, b Batch, l Layout, rank int, w
 		if cf := m.MoE.CapacityFactor; cf > 0 {
 			lw.capacity = min(int(math.Ceil(cf*assignments/float64(d.E))), n*d.K)
 		}
+		lw.packed = packs(m.MoE.CapacityFactor, l.EP)
 	}
 	return lw
 }

@@ -225,8 +225,15 @@ type Op struct {
 	Peer  int
 	// ReduceMax makes an all-reduce take the maximum instead of the sum.
 	ReduceMax bool
-	// Slots is a route op's capacity per expert (the program's static dispatch size).
+	// Slots is a route op's capacity per expert (the program's static dispatch size):
+	// its dispatch buffers are [experts, Slots, width], expert e's tokens in the first
+	// rows of its block. Under Packed (dropless routing without expert parallelism)
+	// Slots is the micro-batch's tokens × top_k, every assignment, and the dispatch
+	// buffers are [Slots, width]: expert e's rows follow those of the experts before it
+	// (dispatch.go).
 	Slots int
+	// Packed marks a route op whose dispatch layout is packed (see Slots).
+	Packed bool
 	// Recomputed marks a forward op run again in the backward (recompute = full or
 	// selective): it writes the same values as the first time and reports nothing new
 	// (losses, drops).

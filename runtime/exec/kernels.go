@@ -97,15 +97,15 @@ func (e *Executor) run(op *step.Op) error {
 		ActBwd(op.Activation, f[in[0]], f[in[1]], opt(in, 2), f[out[0]], opt(out, 1), acc(0), len(out) > 1 && acc(1),
 			actExperts(shape(in[1])), e.Fill(in[0]), e.Fill(in[1]), e.Fill(out[0]), e.fillOr(out, 1))
 	case step.OpRouter:
-		e.Route(f[in[0]], i32[out[0]], f[out[1]], f[out[2]], f[out[3]], i32[out[4]], i32[out[5]], i32[out[6]], f[out[7]], op.Slots, op.Recomputed)
+		e.Route(f[in[0]], i32[out[0]], f[out[1]], f[out[2]], f[out[3]], i32[out[4]], i32[out[5]], i32[out[6]], f[out[7]], op.Slots, op.Packed, op.Recomputed)
 	case step.OpRouterBwd:
 		e.RouteBwd(f[in[0]], f[in[1]], i32[in[2]], f[in[3]], f[in[4]], f[in[5]], i32[in[8]], f[out[0]], acc(0))
 	case step.OpPermute:
-		sh := shape(out[0]) // [E, C, D]
-		e.Permute(f[in[0]], i32[in[1]], i32[in[2]], f[out[0]], sh[1], sh[2], e.Fill(out[0]))
+		C, D := dispatchDims(shape(out[0]))
+		e.Permute(f[in[0]], i32[in[1]], i32[in[2]], f[out[0]], C, D, e.Fill(out[0]))
 	case step.OpPermuteBwd:
-		sh := shape(in[0])
-		e.PermuteBwd(f[in[0]], i32[in[1]], i32[in[2]], f[out[0]], sh[1], sh[2], acc(0))
+		C, D := dispatchDims(shape(in[0]))
+		e.PermuteBwd(f[in[0]], i32[in[1]], i32[in[2]], f[out[0]], C, D, acc(0))
 	case step.OpGroupedMM:
 		w, b, o, k := e.experts(in[1:])
 		if !e.addsBias(op) {
@@ -119,11 +119,11 @@ func (e *Executor) run(op *step.Op) error {
 		w, _, o, k := e.experts(in[1:])
 		GroupedMMDX(f[in[0]], f[out[0]], w, o, k, acc(0), e.Fill(in[0]), e.Fill(out[0]))
 	case step.OpCombine:
-		sh := shape(in[0])
-		e.Combine(f[in[0]], i32[in[1]], i32[in[2]], f[in[3]], f[out[0]], sh[1], sh[2])
+		C, D := dispatchDims(shape(in[0]))
+		e.Combine(f[in[0]], i32[in[1]], i32[in[2]], f[in[3]], f[out[0]], C, D)
 	case step.OpCombineBwd:
-		sh := shape(in[1])
-		e.CombineBwd(f[in[0]], f[in[1]], i32[in[2]], i32[in[3]], f[in[4]], f[out[0]], f[out[1]], sh[1], sh[2], acc(1), e.Fill(in[1]), e.Fill(out[0]))
+		C, D := dispatchDims(shape(in[1]))
+		e.CombineBwd(f[in[0]], f[in[1]], i32[in[2]], i32[in[3]], f[in[4]], f[out[0]], f[out[1]], C, D, acc(1), e.Fill(in[1]), e.Fill(out[0]))
 	case step.OpCrossEntropy:
 		return e.crossEntropy(op)
 	case step.OpAdamW:

@@ -18,9 +18,10 @@ import (
 // token order. Outputs: index, gates, scores, lse, slot, kept, routed, and the balance and
 // z-loss terms.
 // slots is the program's static capacity per expert (0: from the capacity factor);
-// recomputed marks the same routing run again (recompute = full), which adds nothing to
-// the step's terms.
-func (k *Kernels) Route(z []float32, idx []int32, gates, sc, lse []float32, slot, kept, routed []int32, aux []float32, slots int, recomputed bool) {
+// packed numbers each assignment's row of a packed dispatch instead (kernels_rows.go): its
+// expert's first row, the experts' kept counts before it, plus its slot. recomputed marks
+// the same routing run again (recompute = full), which adds nothing to the step's terms.
+func (k *Kernels) Route(z []float32, idx []int32, gates, sc, lse []float32, slot, kept, routed []int32, aux []float32, slots int, packed, recomputed bool) {
 	cfg := k.m.MoE
 	E, K := k.d.E, k.d.K
 	n := len(z) / E
@@ -93,6 +94,11 @@ func (k *Kernels) Route(z []float32, idx []int32, gates, sc, lse []float32, slot
 	}
 	next := grow(&k.scratch.next, E)
 	clear(next)
+	if packed {
+		for ex := 1; ex < E; ex++ {
+			next[ex] = next[ex-1] + kept[ex-1]
+		}
+	}
 	for t := 0; t < n; t++ {
 		for j := 0; j < K; j++ {
 			if slot[t*K+j] < 0 {
@@ -182,9 +188,15 @@ func (k *Kernels) RouteBwd(dg, z []float32, idx []int32, gates, sc, lse []float3
 }
 
 // Permute copies each admitted assignment's token row into its expert's slot of send
-// ([E, C, D]) and records in sendFill how many slots of each expert it filled.
+// ([E, C, D]) and records in sendFill how many slots of each expert it filled. C = 0
+// marks a packed send ([rows, D], each assignment's row its slot): the fill records each
+// expert's rows and first row.
 func (k *Kernels) Permute(h []float32, idx, slot []int32, send []float32, C, D int, sendFill *RowFill) {
 	K := k.d.K
+	if C == 0 {
+		k.permutePacked(h, idx, slot, send, D, sendFill)
+		return
+	}
 	// The route numbers an expert's slots in order: those below its count are filled.
 	f := sendFill.record(C)
 	counts := grow(&f.counts, len(send)/(C*D))
@@ -203,7 +215,44 @@ func (k *Kernels) Permute(h []float32, idx, slot []int32, send []float32, C, D i
 	}
 }
 
-// PermuteBwd scatter-adds the slots' gradients back to the tokens' rows of dh.
+// permutePacked is Permute into a packed send.
+func (k *Kernels) permutePacked(h []float32, idx, slot []int32, send []float32, D int, sendFill *RowFill) {
+	K := k.d.K
+	f := sendFill.recordPacked(len(send) / D)
+	counts, offs := grow(&f.counts, k.d.E), grow(&f.offs, k.d.E)
+	clear(counts)
+	for a, ex := range idx {
+		s := slot[a]
+		if s < 0 {
+			continue
+		}
+		counts[ex]++
+		t := a / K
+		copy(send[int(s)*D:(int(s)+1)*D], h[t*D:(t+1)*D])
+	}
+	// The route numbers the experts' rows in expert order from row 0.
+	var next int32
+	for ex, c := range counts {
+		offs[ex] = next
+		next += c
+	}
+	if clearsPad(sendFill) {
+		clear(send[min(int(next)*D, len(send)):])
+	}
+}
+
+// dispatchDims are the slots per expert block (C) and the width (D) of a dispatch buffer
+// of shape: [E, C, D], or packed [rows, D] (C = 0; its rows are numbered from the buffer's
+// start).
+func dispatchDims(shape []int) (C, D int) {
+	if len(shape) == 2 {
+		return 0, shape[1]
+	}
+	return shape[1], shape[2]
+}
+
+// PermuteBwd scatter-adds the slots' gradients back to the tokens' rows of dh (C = 0:
+// packed, each assignment's row its slot).
 func (k *Kernels) PermuteBwd(ds []float32, idx, slot []int32, dh []float32, C, D int, acc bool) {
 	K := k.d.K
 	if !acc {
@@ -249,13 +298,14 @@ func (e *Executor) experts(bufs []int) (w, b [][]float32, out, in int) {
 // grouped product whose input no counts reach) the zero rows are found and skipped.
 func GroupedMM(x, y []float32, w, b [][]float32, o, k int, xFill, yFill *RowFill, skipEmpty bool) {
 	R := len(x) / (len(w) * k)
-	f := ofSlots(known(xFill, len(x), len(w)), R)
+	f := ofRows(known(xFill, len(x), len(w)), len(x)/k)
 	setFill(yFill, f)
-	eachExpert(len(w), func(ex int) int { return rowsOf(f, ex, R) }, func(ex int) {
-		xe, ye := x[ex*R*k:(ex+1)*R*k], y[ex*R*o:(ex+1)*R*o]
-		n := rowsOf(f, ex, R)
+	eachExpert(len(w), func(ex int) int { _, n := span(f, ex, R); return n }, func(ex int) {
+		first, n := span(f, ex, R)
+		xe, ye := x[first*k:(first+n)*k], y[first*o:(first+n)*o]
 		if clearsPad(yFill) {
-			clear(ye[n*o:])
+			lo, hi := padding(f, ex, R)
+			clear(y[lo*o : hi*o])
 		}
 		if n == 0 {
 			return
@@ -282,10 +332,10 @@ func GroupedMMDW(dy, x []float32, w, b [][]float32, o, k int, acc bool, dyFill, 
 	if f == nil {
 		f = known(dyFill, len(dy), len(w))
 	}
-	f = ofSlots(f, R)
-	eachExpert(len(w), func(ex int) int { return rowsOf(f, ex, R) }, func(ex int) {
-		n := rowsOf(f, ex, R)
-		dye, xe := dy[ex*R*o:(ex+1)*R*o], x[ex*R*k:(ex+1)*R*k]
+	f = ofRows(f, len(x)/k)
+	eachExpert(len(w), func(ex int) int { _, n := span(f, ex, R); return n }, func(ex int) {
+		first, n := span(f, ex, R)
+		dye, xe := dy[first*o:(first+n)*o], x[first*k:(first+n)*k]
 		if n > 0 {
 			blas.Gemm(true, false, o, k, n, 1, dye, o, xe, k, beta(acc), w[ex], k)
 		} else if !acc {
@@ -308,21 +358,23 @@ func GroupedMMDW(dy, x []float32, w, b [][]float32, o, k int, acc bool, dyFill, 
 // when written and its fill recorded in dxFill.
 func GroupedMMDX(dy, dx []float32, w [][]float32, o, k int, acc bool, dyFill, dxFill *RowFill) {
 	R := len(dx) / (len(w) * k)
-	f := ofSlots(known(dyFill, len(dy), len(w)), R)
+	f := ofRows(known(dyFill, len(dy), len(w)), len(dx)/k)
 	setFill(dxFill, f)
-	eachExpert(len(w), func(ex int) int { return rowsOf(f, ex, R) }, func(ex int) {
-		n := rowsOf(f, ex, R)
-		dxe := dx[ex*R*k : (ex+1)*R*k]
+	eachExpert(len(w), func(ex int) int { _, n := span(f, ex, R); return n }, func(ex int) {
+		first, n := span(f, ex, R)
+		dxe := dx[first*k : (first+n)*k]
 		if !acc && clearsPad(dxFill) {
-			clear(dxe[n*k:])
+			lo, hi := padding(f, ex, R)
+			clear(dx[lo*k : hi*k])
 		}
 		if n > 0 {
-			blas.Gemm(false, false, n, k, o, 1, dy[ex*R*o:(ex+1)*R*o], o, w[ex], k, beta(acc), dxe, k)
+			blas.Gemm(false, false, n, k, o, 1, dy[first*o:(first+n)*o], o, w[ex], k, beta(acc), dxe, k)
 		}
 	})
 }
 
-// Combine adds each admitted assignment's expert output times its gate to its token's row.
+// Combine adds each admitted assignment's expert output times its gate to its token's row
+// (C = 0: a packed back, each assignment's row its slot).
 func (k *Kernels) Combine(back []float32, idx, slot []int32, gates, y []float32, C, D int) {
 	K := k.d.K
 	clear(y)
@@ -348,7 +400,11 @@ func (k *Kernels) Combine(back []float32, idx, slot []int32, gates, y []float32,
 // backFill, recorded in dbackFill) and the gates' dgates (written or added to).
 func (k *Kernels) CombineBwd(dy, back []float32, idx, slot []int32, gates, dback, dgates []float32, C, D int, accGates bool, backFill, dbackFill *RowFill) {
 	K := k.d.K
-	f := known(backFill, len(back), len(back)/(C*D))
+	experts := 0 // packed: the fill's
+	if C > 0 {
+		experts = len(back) / (C * D)
+	}
+	f := known(backFill, len(back), experts)
 	if f == nil || clearsPad(dbackFill) {
 		// The padding's gradient is zero: readers without counts compute every row.
 		clear(dback)

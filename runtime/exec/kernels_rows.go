@@ -1,15 +1,20 @@
 package exec
 
-// The experts' buffers are statically sized: [experts, slots, width], slots being the
-// route op's capacity. At run time expert e holds tokens in its first rows only, as many
-// as the permute op placed there (the route numbers an expert's slots 0, 1, … in token
-// order); the rest is padding. The permute op records the counts of its output, and the
-// expert kernels (grouped products, activation, combine) carry them from their inputs to
-// their outputs and compute only the filled rows, writing zeros into the padding of what
-// they overwrite. A padding row's value reaches no result: the combine reads filled slots
+// The experts' buffers are statically sized, in one of two layouts (compiler/step's
+// dispatch.go). Blocked, [experts, slots, width], slots being the route op's capacity:
+// at run time expert e holds tokens in the first rows of its block only, as many as the
+// permute op placed there (the route numbers an expert's slots 0, 1, … in token order);
+// the rest is padding. Packed (a dropless layer without expert parallelism), [rows,
+// width], rows being every assignment of the micro-batch: expert e's tokens are rows
+// [offset[e], offset[e]+count[e]), offset the exclusive prefix sum of the counts (the
+// route numbers each assignment's row so), and rows past the last expert's, if any, are
+// padding. The permute op records the counts (and offsets) of its output, and the expert
+// kernels (grouped products, activation, combine) carry them from their inputs to their
+// outputs and compute only the filled rows, writing zeros into the padding of what they
+// overwrite. A padding row's value reaches no result: the combine reads filled slots
 // only, and the combine's backward leaves zero gradients in the padding, which the
 // backward products and activation keep at zero. Buffers the counts do not reach (an
-// all-to-all's output under expert parallelism) are computed whole.
+// all-to-all's output under expert parallelism, always blocked) are computed whole.
 //
 // The counts are the kernels' state between ops: one RowFill per buffer, kept in the
 // rank's Kernels (Kernels.Fill) and passed to the expert kernels explicitly, by the
@@ -20,12 +25,15 @@ import (
 	"github.com/moec-dev/moec/compiler/step"
 )
 
-// RowFill says which rows of an expert-major buffer hold tokens: rows [0, counts[e]) of
-// expert e's block of slots rows. Its zero value is an unknown fill (compute every row).
+// RowFill says which rows of an expert buffer hold tokens: blocked, rows [0, counts[e])
+// of expert e's block of slots rows; packed, rows [offs[e], offs[e]+counts[e]) of the
+// buffer's slots rows. Its zero value is an unknown fill (compute every row).
 type RowFill struct {
 	valid  bool
-	slots  int
+	packed bool
+	slots  int // rows of an expert's block; packed, of the whole buffer
 	counts []int32
+	offs   []int32 // packed: each expert's first row
 	// padUnread says no op of the program reads the buffer's padding (every reader is an
 	// expert kernel that follows the counts), so the kernels that write it leave the
 	// padding as it is instead of clearing it. Its zero value clears: a step program
@@ -88,18 +96,34 @@ func (k *Kernels) Fill(b int) *RowFill {
 	return k.fill[b]
 }
 
-// known is f when it is known and matches a buffer of n values over the given experts,
-// else nil (compute every row).
+// known is f when it is known and matches a buffer of n values over the given experts
+// (packed: whatever the experts, the fill says), else nil (compute every row).
 func known(f *RowFill, n, experts int) *RowFill {
-	if f == nil || !f.valid || len(f.counts) != experts || f.slots <= 0 || n%(experts*f.slots) != 0 {
+	switch {
+	case f == nil || !f.valid || f.slots <= 0:
+		return nil
+	case f.packed:
+		if n%f.slots != 0 {
+			return nil
+		}
+		return f
+	case len(f.counts) != experts || n%(experts*f.slots) != 0:
 		return nil
 	}
 	return f
 }
 
-// record marks f known with the given slots per expert; the caller sets its counts.
+// record marks f known and blocked with the given slots per expert; the caller sets its
+// counts.
 func (f *RowFill) record(slots int) *RowFill {
-	f.valid, f.slots = true, slots
+	f.valid, f.packed, f.slots = true, false, slots
+	return f
+}
+
+// recordPacked marks f known and packed over a buffer of the given rows; the caller sets
+// its counts and offsets.
+func (f *RowFill) recordPacked(rows int) *RowFill {
+	f.valid, f.packed, f.slots = true, true, rows
 	return f
 }
 
@@ -114,25 +138,59 @@ func setFill(dst, src *RowFill) {
 		return
 	}
 	if dst != src { // not in place
-		dst.record(src.slots)
+		if src.packed {
+			dst.recordPacked(src.slots)
+			copy(grow(&dst.offs, len(src.offs)), src.offs)
+		} else {
+			dst.record(src.slots)
+		}
 		copy(grow(&dst.counts, len(src.counts)), src.counts)
 	}
 }
 
-// ofSlots is f when its blocks have the given rows (slots), else nil.
-func ofSlots(f *RowFill, slots int) *RowFill {
-	if f == nil || f.slots != slots {
+// ofRows is f when it describes a buffer of the given rows in all, else nil.
+func ofRows(f *RowFill, rows int) *RowFill {
+	if f == nil || (f.packed && f.slots != rows) || (!f.packed && f.slots*len(f.counts) != rows) {
 		return nil
 	}
 	return f
 }
 
-// rowsOf is how many rows of expert ex's block to compute: all slots without a fill.
-func rowsOf(f *RowFill, ex, slots int) int {
-	if f == nil {
-		return slots
+// span is the rows of expert ex a kernel computes, from first: of a blocked buffer whose
+// blocks have R rows, its block's filled rows (all R without a fill); packed, its rows.
+func span(f *RowFill, ex, R int) (first, rows int) {
+	switch {
+	case f == nil:
+		return ex * R, R
+	case f.packed:
+		return int(f.offs[ex]), int(f.counts[ex])
 	}
-	return min(int(f.counts[ex]), slots)
+	return ex * R, min(int(f.counts[ex]), R)
+}
+
+// padding is the rows [lo, hi) of padding a kernel writing expert ex's rows clears: the
+// rest of its block, or packed, the rows after the last expert's (cleared with it).
+func padding(f *RowFill, ex, R int) (lo, hi int) {
+	switch {
+	case f == nil:
+		return 0, 0
+	case f.packed:
+		if ex < len(f.counts)-1 {
+			return 0, 0
+		}
+		return filledRows(f), f.slots
+	}
+	first, n := span(f, ex, R)
+	return first + n, (ex + 1) * R
+}
+
+// filledRows is where a packed buffer's filled rows end.
+func filledRows(f *RowFill) int {
+	last := len(f.counts) - 1
+	if last < 0 {
+		return 0
+	}
+	return min(int(f.offs[last]+f.counts[last]), f.slots)
 }
 
 // forFilled runs body over the filled values of a buffer of n values (all of them when f
@@ -140,6 +198,14 @@ func rowsOf(f *RowFill, ex, slots int) int {
 func forFilled(n int, f *RowFill, clearPad []float32, body func(lo, hi int)) {
 	if f == nil {
 		parallel(n, body)
+		return
+	}
+	if f.packed {
+		end := filledRows(f) * (n / f.slots)
+		if clearPad != nil {
+			clear(clearPad[end:n])
+		}
+		parallel(end, body)
 		return
 	}
 	block := n / len(f.counts)

@@ -144,7 +144,14 @@ func indexOf(p *step.Program, name string) int {
 // value that is not a parameter), the step's losses and gradients are those of an
 // executor that starts clean: no kernel reads an empty slot's stale values into a result.
 func TestPaddingReachesNoResult(t *testing.T) {
-	m := biasedExperts(t)
+	for _, capacityFactor := range []float64{1.25, 0} { // blocked, and packed (dropless)
+		m := biasedExperts(t)
+		m.MoE.CapacityFactor = capacityFactor
+		paddingReachesNoResult(t, m)
+	}
+}
+
+func paddingReachesNoResult(t *testing.T, m *program.Model) {
 	const B, T = 2, 32
 	clean, net := newExecutor(t, m, B, T, false)
 	dirty, _ := newExecutor(t, m, B, T, false)
