@@ -70,6 +70,7 @@ func newPlanCommand(stdout, stderr io.Writer) *cobra.Command {
 	f.StringVar(&opt.Memory, "memory", "", "memory strategy (default: as the file declares)")
 	f.StringVar((*string)(&opt.Objective), "objective", "", "time, gpus or cost")
 	f.IntVar(&opt.Alternatives, "alternatives", 3, "runners-up to show")
+	f.BoolVar(&opt.DelayedUpdate, "delayed-update", false, "update host-held weights one step late (ZeRO-Offload's DPU): overlaps the CPU optimizer with the next step but changes the training algorithm")
 	f.BoolVar(&asJSON, "json", false, "print the plan as JSON")
 	return cmd
 }
