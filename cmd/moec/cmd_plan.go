@@ -17,6 +17,7 @@ func newPlanCommand(stdout, stderr io.Writer) *cobra.Command {
 		train, stage string
 		serve        string
 		asJSON       bool
+		compare      string
 	)
 	cmd := &cobra.Command{
 		Use:   "plan FILE.moe --stage S [--gpus N | --nodes N] [--memory M] [--objective O]",
@@ -36,6 +37,9 @@ func newPlanCommand(stdout, stderr io.Writer) *cobra.Command {
 			if loaded.Diags.HasErrors() {
 				return errDiagnostics
 			}
+			if compare != "" && (serve != "" || asJSON) {
+				return usage(fmt.Errorf("plan: --compare compares two strategies of a stage, on the terminal: not with --serve or --json"))
+			}
 			if serve == "" {
 				if err := needTrain(loaded.Program, args[0], "plan lays out a stage of a train block (or a serve block, with --serve)"); err != nil {
 					return err
@@ -48,6 +52,9 @@ func newPlanCommand(stdout, stderr io.Writer) *cobra.Command {
 			}
 			if diags.HasErrors() || p == nil {
 				return errDiagnostics
+			}
+			if compare != "" {
+				return printComparison(stdout, stderr, loaded, driver.PlanRequest{Train: train, Stage: stage, Options: opt}, p, compare)
 			}
 			if asJSON {
 				js, err := p.JSON()
@@ -70,6 +77,24 @@ func newPlanCommand(stdout, stderr io.Writer) *cobra.Command {
 	f.StringVar(&opt.Memory, "memory", "", "memory strategy (default: as the file declares)")
 	f.StringVar((*string)(&opt.Objective), "objective", "", "time, gpus or cost")
 	f.IntVar(&opt.Alternatives, "alternatives", 3, "runners-up to show")
+	f.BoolVar(&opt.DelayedUpdate, "delayed-update", false, "update host-held weights one step late (ZeRO-Offload's DPU): overlaps the CPU optimizer with the next step but changes the training algorithm")
 	f.BoolVar(&asJSON, "json", false, "print the plan as JSON")
+	f.StringVar(&compare, "compare", "", "print the plan side by side with the same stage planned with this memory strategy")
 	return cmd
+}
+
+// printComparison plans the request again with memory strategy other and prints the two
+// plans side by side.
+func printComparison(stdout, stderr io.Writer, loaded *driver.Loaded, req driver.PlanRequest, p *plan.Plan, other string) error {
+	req.Options.Memory = other
+	q, diags, err := driver.Plan(loaded, req)
+	loaded.RenderList(stderr, diags)
+	if err != nil {
+		return err
+	}
+	if diags.HasErrors() || q == nil {
+		return errDiagnostics
+	}
+	fmt.Fprintf(stdout, "# %s: %s against --memory %s\n\n%s", p.Title(), plan.StrategyName(p.Layout), other, plan.Compare(p, q))
+	return nil
 }

@@ -57,6 +57,7 @@ type Assumptions struct {
 	AttentionEfficiency float64 // achieved / peak for QK^T and AV (flash-attention class kernels)
 	OverlapDP           float64 // fraction of the backward pass that hides data-parallel / ZeRO traffic
 	OverlapOffload      float64 // fraction of compute that hides PCIe offload traffic
+	HostUpdateOverlap   bool    // the unified cache updates a unit on the CPU while the GPU computes the next (HostUpdatePipelined)
 	IntraLatency        float64 // seconds per message on the intra-node link
 	NetLatency          float64 // seconds per message across nodes (cluster net_latency)
 	CPUAdamRate         float64 // parameters per second one node's CPUs update with CPU-Adam
@@ -89,6 +90,7 @@ func DefaultAssumptions(prec program.Precision) Assumptions {
 		AttentionEfficiency:  0.4,
 		OverlapDP:            0.8,
 		OverlapOffload:       0.5,
+		HostUpdateOverlap:    true,
 		IntraLatency:         3e-6,
 		NetLatency:           5e-6,
 		CPUAdamRate:          2e9,
@@ -182,6 +184,7 @@ func (a *Assumptions) List() []Assumption {
 		{"attention_efficiency", f(a.AttentionEfficiency), "achieved/peak, QK^T and AV"},
 		{"overlap_dp", f(a.OverlapDP), "fraction of backward time hiding DP/ZeRO traffic"},
 		{"overlap_offload", f(a.OverlapOffload), "fraction of compute hiding PCIe offload traffic"},
+		{"host_update_overlap", b(a.HostUpdateOverlap), "unified cache: the CPU updates one layer while the GPU computes the next layer's backward (static offload updates after the backward)"},
 		{"intra_latency", f(a.IntraLatency), "seconds per message, intra-node"},
 		{"net_latency", f(a.NetLatency), "seconds per message, inter-node"},
 		{"cpu_adam_rate", f(a.CPUAdamRate), "parameters/s one node updates with CPU-Adam"},

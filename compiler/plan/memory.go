@@ -116,6 +116,8 @@ type env struct {
 	// sharedHost says the device tier is the host's memory (CPU ranks, see localCluster):
 	// what the host tier holds comes out of the devices' shares.
 	sharedHost bool
+	// delayedUpdate is Options.DelayedUpdate: host updates run one step late (ZeRO-Offload's DPU).
+	delayedUpdate bool
 }
 
 func newEnv(w *workload, c *program.Cluster, a *Assumptions, prec program.Precision, train bool) *env {

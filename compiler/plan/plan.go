@@ -23,6 +23,11 @@ type Options struct {
 	Memory       string    // "" = as declared; "auto" = search all; zero0..zero3, zero2-offload, zero3-offload, zero3-nvme, unified_cache
 	Objective    Objective // "time" (train default), "gpus" (serve default) or "cost"
 	Alternatives int       // runners-up to keep (0 = 3)
+	// DelayedUpdate asks for ZeRO-Offload's one-step-delayed parameter update (DPU): the
+	// host update of a step runs during the next step, whose forward and backward use
+	// weights one update old. It changes the training algorithm, so it is never chosen by
+	// the planner; a strategy without host-held states cannot use it (E0504).
+	DelayedUpdate bool
 }
 
 // Plan is a chosen layout with everything predicted about it. Its JSON form is the
@@ -144,7 +149,7 @@ func round9(v float64) float64 {
 
 func roundTiming(t Timing) Timing {
 	for _, f := range []*float64{&t.ComputeSeconds, &t.BubbleFraction, &t.TPSeconds, &t.EPSeconds, &t.PPSeconds,
-		&t.DPSeconds, &t.DPExposed, &t.OffloadSeconds, &t.OffloadExposed, &t.OptimizerSeconds, &t.StepSeconds,
+		&t.DPSeconds, &t.DPExposed, &t.OffloadSeconds, &t.OffloadExposed, &t.OptimizerSeconds, &t.OptimizerExposed, &t.HostOverlapped, &t.StepSeconds,
 		&t.TokensPerSecond, &t.MFU} {
 		*f = round9(*f)
 	}

@@ -105,7 +105,11 @@ func (p *Plan) Markdown() string {
 		for _, part := range stepParts(t) {
 			fmt.Fprintf(&b, "| %s | %.4g |\n", part[0], part[1])
 		}
-		fmt.Fprintf(&b, "| data-parallel traffic (total, before overlap) | %.4g |\n| offload traffic (total) | %.4g |\n| **step** | **%.4g** |\n\n", t.DPSeconds, t.OffloadSeconds, t.StepSeconds)
+		fmt.Fprintf(&b, "| data-parallel traffic (total, before overlap) | %.4g |\n| offload traffic (total) | %.4g |\n| optimizer step (total, before overlap) | %.4g |\n| offload and host optimizer hidden behind GPU work | %.4g |\n| **step** | **%.4g** |\n\n",
+			t.DPSeconds, t.OffloadSeconds, t.OptimizerSeconds, t.HostOverlapped, t.StepSeconds)
+		if w := hostUpdateText(t.HostUpdate); w != "" {
+			b.WriteString("Host update: " + w + "\n\n")
+		}
 		tt := p.Totals
 		fmt.Fprintf(&b, "%.4g tokens/s, MFU %.1f%%. Stage budget %s tokens at %s: %s steps (rounded down), %.3g days, %.4g GPU-hours",
 			t.TokensPerSecond, 100*t.MFU, human.Count(float64(wl.Tokens)), batchText(wl), human.Exact(tt.Steps), tt.Days, tt.GPUHours)

@@ -108,6 +108,11 @@ func SeedTable(prog *program.Program, train *program.Train, cluster *program.Clu
 		n, note := gpusToServe(prog, train, cluster, f.layout)
 		r.Rows = append(r.Rows, seedRow(fmt.Sprintf("GPUs to serve the full model in fp16, %s", f.name), "GPUs", f.seed, float64(n), note))
 	}
+
+	// 5. Cost and speed: the curriculum against a cold start, a day on 256 GPUs, the
+	// unified cache against ZeRO-Infinity-style offload, NVMe as a third tier.
+	r.Rows = append(r.Rows, seedSpeedRows(prog, train, cluster, top)...)
+	r.Assumptions = append(r.Assumptions, seedSpeedAssumptions(cluster)...)
 	return r, nil
 }
 

@@ -13,7 +13,13 @@ type Timing struct {
 	DPExposed        float64 `json:"dp_exposed_seconds"` // the part not hidden by the backward pass
 	OffloadSeconds   float64 `json:"offload_seconds"`    // PCIe and NVMe traffic (total)
 	OffloadExposed   float64 `json:"offload_exposed_seconds"`
-	OptimizerSeconds float64 `json:"optimizer_seconds"` // optimizer step (GPU HBM-bound or CPU-Adam)
+	OptimizerSeconds float64 `json:"optimizer_seconds"` // optimizer step (GPU HBM-bound or CPU-Adam), before overlap
+	// How the host update lines up with the GPU (HostUpdateNone, ...AfterBackward,
+	// ...Pipelined, ...Delayed), what of the optimizer step is on the step's critical path,
+	// and the offload and CPU-optimizer seconds hidden behind GPU work.
+	HostUpdate       string  `json:"host_update,omitempty"`
+	OptimizerExposed float64 `json:"optimizer_exposed_seconds"`
+	HostOverlapped   float64 `json:"host_overlapped_seconds"`
 	StepSeconds      float64 `json:"step_seconds"`
 	TokensPerSecond  float64 `json:"tokens_per_second"`
 	MFU              float64 `json:"mfu"` // model FLOPs (no recompute) / (peak × devices × step)
@@ -155,6 +161,13 @@ func (e *env) stepTime(l ParallelLayout, mem *memoryUse, comm *[]Comm) Timing {
 	case l.Offload != "none":
 		hostShare = 1
 	}
+	h := hostTimeline{gpuCompute: t.ComputeSeconds, units: max(len(w.layers)/l.PP, 1), microBatches: l.GradAccum, overlapFrac: a.OverlapOffload}
+	switch l.Recompute {
+	case "full":
+		h.backward = t.ComputeSeconds * 3 / 4 // the recomputed forward runs in the backward
+	default:
+		h.backward = t.ComputeSeconds * 2 / 3
+	}
 	if hostShare > 0 {
 		var b float64
 		if l.ZeRO >= 3 {
@@ -171,16 +184,20 @@ func (e *env) stepTime(l ParallelLayout, mem *memoryUse, comm *[]Comm) Timing {
 			add(Comm{"nvme", "optimizer states read + written", 0, "nvme", nb / float64(e.c.GPUsPerNode), nv, false})
 			t.OffloadSeconds += nv
 		}
-		t.OffloadExposed = math.Max(0, t.OffloadSeconds-a.OverlapOffload*t.ComputeSeconds)
-		t.OptimizerSeconds = sharded * hostShare * float64(e.c.GPUsPerNode) / a.CPUAdamRate
+		h.hostOpt = sharded * hostShare * float64(e.c.GPUsPerNode) / a.CPUAdamRate
 	}
+	h.transfer = t.OffloadSeconds
 	// The GPU updates what it holds while the CPUs update the rest.
-	gpuOpt := optShard * (1 - hostShare) * 2 * (a.WeightBytes + a.GradBytes + a.OptimizerBytes()) / e.c.Device.HBMBandwidth
-	t.OptimizerSeconds = math.Max(t.OptimizerSeconds, gpuOpt)
+	h.gpuOpt = optShard * (1 - hostShare) * 2 * (a.WeightBytes + a.GradBytes + a.OptimizerBytes()) / e.c.Device.HBMBandwidth
+	t.OptimizerSeconds = math.Max(h.hostOpt, h.gpuOpt)
 
 	perMB := (t.TPSeconds + t.EPSeconds + t.PPSeconds) / mbs
 	critical := t.ComputeSeconds + perMB*mbs
-	t.StepSeconds = critical*(1+t.BubbleFraction) + t.DPExposed + t.OffloadExposed + t.OptimizerSeconds
+	h.gpuStep = critical*(1+t.BubbleFraction) + t.DPExposed
+	t.HostUpdate = e.hostUpdateMode(l, hostShare)
+	o := h.exposed(t.HostUpdate)
+	t.OffloadExposed, t.OptimizerExposed, t.HostOverlapped = o.offloadExposed, o.optimizerExposed, o.overlapped
+	t.StepSeconds = critical*(1+t.BubbleFraction) + t.DPExposed + t.OffloadExposed + t.OptimizerExposed
 	if t.StepSeconds > 0 {
 		t.TokensPerSecond = tokens / t.StepSeconds
 		t.MFU = tokens * f.TrainPerToken / (e.peak * world * t.StepSeconds)
