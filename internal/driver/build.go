@@ -98,7 +98,7 @@ func Build(l *Loaded, opt BuildOptions) (*BuildResult, diag.List, error) {
 			if err != nil {
 				return res, diags, fmt.Errorf("seed table: %w", err)
 			}
-			sections = append(sections, report.Section{Title: "Memory and GPU count: the seed's table", Markdown: seed.Markdown()})
+			sections = append(sections, report.Section{Title: "The seed's figures: memory, GPU count, cost and speed", Markdown: seed.Markdown()})
 		}
 	}
 	for _, sn := range prog.ServeOrder {

@@ -123,7 +123,7 @@ func TestHunyuanReportInBrowser(t *testing.T) {
 		"Time", "expert all-to-all", "exposed offload traffic", "optimizer step",
 		"Alternatives", "why it lost",
 		"Assumptions", "offload_fragmentation", "cpu_adam_rate",
-		"Memory and GPU count: the seed's table", "model states of the full model", "GPUs to serve the full model in fp16",
+		"The seed's figures: memory, GPU count, cost and speed", "model states of the full model", "GPUs to serve the full model in fp16",
 		"batch (tokens)", "training FLOPs",
 	} {
 		if !strings.Contains(text, want) {

@@ -24,7 +24,7 @@ type Page struct {
 	Report *report.Report
 	Plans  []*plan.Plan // train stages in curriculum order, then serve blocks
 	// Sections are further parts of report.md shown at the end under their titles, as
-	// report.md shows them (the seed's table of memory and GPU counts).
+	// report.md shows them (the seed's figures: memory, GPU count, cost and speed).
 	Sections []report.Section
 }
 
@@ -54,7 +54,7 @@ func Write(outDir string, prog *program.Program, srcName string) error {
 			if err != nil {
 				return fmt.Errorf("report.html: %w", err)
 			}
-			pg.Sections = append(pg.Sections, report.Section{Title: "Memory and GPU count: the seed's table", Markdown: seed.Markdown()})
+			pg.Sections = append(pg.Sections, report.Section{Title: "The seed's figures: memory, GPU count, cost and speed", Markdown: seed.Markdown()})
 		}
 	}
 	// The curriculum's steps are counted at the batch each stage's plan runs.
