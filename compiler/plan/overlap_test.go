@@ -5,9 +5,10 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/tools/txtar"
+
 	"github.com/moec-dev/moec/compiler/check"
 	"github.com/moec-dev/moec/compiler/program"
-	"golang.org/x/tools/txtar"
 )
 
 // goldenInput loads the program of a testdata archive's `-- input.moe --`.
