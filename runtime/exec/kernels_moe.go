@@ -258,19 +258,29 @@ func (k *Kernels) PermuteBwd(ds []float32, idx, slot []int32, dh []float32, C, D
 	if !acc {
 		clear(dh)
 	}
-	// By token over the cores: each token's row adds its assignments in order.
+	eachAssignment(idx, slot, K, C, D, func(_, t, row int) {
+		if row < 0 {
+			return
+		}
+		dst := dh[t*D : (t+1)*D]
+		for i, v := range ds[row : row+D] {
+			dst[i] += v
+		}
+	})
+}
+
+// eachAssignment runs body for every (token, k) assignment a of a route, by token over
+// the cores (a token's assignments in order, on one goroutine): t is the token and row
+// the offset of the assignment's slot in an expert-major buffer of C slots per expert
+// (C = 0: packed, the slot is the row) and width D, or -1 for an assignment dropped.
+func eachAssignment(idx, slot []int32, K, C, D int, body func(a, t, row int)) {
 	parallel(len(idx)/K, func(lo, hi int) {
 		for a := lo * K; a < hi*K; a++ {
-			s := slot[a]
-			if s < 0 {
-				continue
+			row := -1
+			if s := slot[a]; s >= 0 {
+				row = (int(idx[a])*C + int(s)) * D
 			}
-			ex, t := idx[a], a/K
-			src := ds[(int(ex)*C+int(s))*D : (int(ex)*C+int(s)+1)*D]
-			dst := dh[t*D : (t+1)*D]
-			for i, v := range src {
-				dst[i] += v
-			}
+			body(a, a/K, row)
 		}
 	})
 }
@@ -378,20 +388,13 @@ func GroupedMMDX(dy, dx []float32, w [][]float32, o, k int, acc bool, dyFill, dx
 func (k *Kernels) Combine(back []float32, idx, slot []int32, gates, y []float32, C, D int) {
 	K := k.d.K
 	clear(y)
-	// By token over the cores: each token's row adds its assignments in order.
-	parallel(len(idx)/K, func(lo, hi int) {
-		for a := lo * K; a < hi*K; a++ {
-			s := slot[a]
-			if s < 0 {
-				continue
-			}
-			ex, t := idx[a], a/K
-			g := gates[a]
-			src := back[(int(ex)*C+int(s))*D : (int(ex)*C+int(s)+1)*D]
-			dst := y[t*D : (t+1)*D]
-			for i, v := range src {
-				dst[i] += g * v
-			}
+	eachAssignment(idx, slot, K, C, D, func(a, t, row int) {
+		if row < 0 {
+			return
+		}
+		g, dst := gates[a], y[t*D:(t+1)*D]
+		for i, v := range back[row : row+D] {
+			dst[i] += g * v
 		}
 	})
 }
@@ -410,26 +413,20 @@ func (k *Kernels) CombineBwd(dy, back []float32, idx, slot []int32, gates, dback
 		clear(dback)
 	}
 	setFill(dbackFill, f)
-	// By token over the cores: every assignment writes its own slot and gate.
-	parallel(len(idx)/K, func(lo, hi int) {
-		for a := lo * K; a < hi*K; a++ {
-			s := slot[a]
-			var dg float32
-			if s >= 0 {
-				ex, t := idx[a], a/K
-				row := (int(ex)*C + int(s)) * D
-				dyt := dy[t*D : (t+1)*D]
-				o := back[row : row+D]
-				for i, v := range dyt {
-					dg += v * o[i]
-					dback[row+i] = gates[a] * v
-				}
+	// Every assignment writes its own slot and gate.
+	eachAssignment(idx, slot, K, C, D, func(a, t, row int) {
+		var dg float32
+		if row >= 0 {
+			o := back[row : row+D]
+			for i, v := range dy[t*D : (t+1)*D] {
+				dg += v * o[i]
+				dback[row+i] = gates[a] * v
 			}
-			if accGates {
-				dgates[a] += dg
-			} else {
-				dgates[a] = dg
-			}
+		}
+		if accGates {
+			dgates[a] += dg
+		} else {
+			dgates[a] = dg
 		}
 	})
 }

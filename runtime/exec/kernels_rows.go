@@ -41,11 +41,14 @@ type RowFill struct {
 	padUnread bool
 }
 
-// fillAware are the op kinds that read an expert-major buffer's filled rows only.
-var fillAware = map[step.OpKind]bool{
-	step.OpGroupedMM: true, step.OpGroupedMMDX: true, step.OpGroupedMMDW: true,
-	step.OpAct: true, step.OpActBwd: true, step.OpCombine: true, step.OpCombineBwd: true,
-	step.OpPermuteBwd: true,
+// fillAware reports whether ops of kind k read an expert-major buffer's filled rows only.
+func fillAware(k step.OpKind) bool {
+	switch k {
+	case step.OpGroupedMM, step.OpGroupedMMDX, step.OpGroupedMMDW, step.OpAct, step.OpActBwd,
+		step.OpCombine, step.OpCombineBwd, step.OpPermuteBwd:
+		return true
+	}
+	return false
 }
 
 // MarkPaddingUnread marks the expert-major buffers of p whose padding no op reads: every
@@ -61,7 +64,7 @@ func (k *Kernels) MarkPaddingUnread(p *step.Program) {
 	for _, op := range p.Ops {
 		for _, b := range op.In {
 			readers[b]++
-			if !fillAware[op.Kind] {
+			if !fillAware(op.Kind) {
 				aware[b] = false
 			}
 		}

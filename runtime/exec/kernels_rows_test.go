@@ -208,7 +208,7 @@ func TestPaddingLeftAloneOnlyWhereUnread(t *testing.T) {
 		for _, op := range p.Ops {
 			for _, b := range op.In {
 				unread := b < len(k.fill) && k.fill[b] != nil && k.fill[b].padUnread
-				if unread && !fillAware[op.Kind] {
+				if unread && !fillAware(op.Kind) {
 					t.Errorf("%s: %s reads %s, whose padding is left alone", l, op.Kind, p.Buffers[b].Name)
 				}
 				if op.Kind == step.OpAllToAllV && !unread {

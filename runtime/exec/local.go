@@ -32,19 +32,12 @@ type Local struct {
 
 // NewLocal lowers m at l for the batch b and prepares an executor per rank.
 func NewLocal(m *program.Model, b step.Batch, l step.Layout, timeout time.Duration) (*Local, error) {
-	progs, err := step.Lower(m, b, l)
+	lc, err := lowerLocal(m, b, l)
 	if err != nil {
 		return nil, err
 	}
-	walk, err := params.Walk(m)
-	if err != nil {
-		return nil, err
-	}
-	lc := &Local{Progs: progs, world: NewWorld(timeout), m: m, walk: walk, shape: map[params.ID][]int{}}
-	for _, p := range walk {
-		lc.shape[p.ID] = p.Shape
-	}
-	for r, p := range progs {
+	lc.world = NewWorld(timeout)
+	for r, p := range lc.Progs {
 		ex, err := New(p, m, lc.world.Rank(r))
 		if err != nil {
 			return nil, err
@@ -58,6 +51,25 @@ func NewLocal(m *program.Model, b step.Batch, l step.Layout, timeout time.Durati
 // executor, its peers being the other processes of world (one rank each). Every rank of
 // world must call it at the same time, and make every later call (Step, Tensors) together.
 func NewRankOf(m *program.Model, b step.Batch, l step.Layout, world dist.Comm) (*Local, error) {
+	lc, err := lowerLocal(m, b, l)
+	if err != nil {
+		return nil, err
+	}
+	if world.Size() != len(lc.Progs) {
+		return nil, fmt.Errorf("exec: a layout of %d ranks (%s) on a world of %d", len(lc.Progs), l, world.Size())
+	}
+	lc.across = world
+	ex, err := NewOver(lc.Progs[world.Rank()], m, world)
+	if err != nil {
+		return nil, err
+	}
+	lc.Ranks = []*Executor{ex}
+	return lc, nil
+}
+
+// lowerLocal lowers m at l for the batch b: every rank's program and the model's
+// parameter shapes, which both kinds of Local share.
+func lowerLocal(m *program.Model, b step.Batch, l step.Layout) (*Local, error) {
 	progs, err := step.Lower(m, b, l)
 	if err != nil {
 		return nil, err
@@ -66,18 +78,10 @@ func NewRankOf(m *program.Model, b step.Batch, l step.Layout, world dist.Comm) (
 	if err != nil {
 		return nil, err
 	}
-	if world.Size() != len(progs) {
-		return nil, fmt.Errorf("exec: a layout of %d ranks (%s) on a world of %d", len(progs), l, world.Size())
-	}
-	lc := &Local{Progs: progs, across: world, m: m, walk: walk, shape: map[params.ID][]int{}}
+	lc := &Local{Progs: progs, m: m, walk: walk, shape: map[params.ID][]int{}}
 	for _, p := range walk {
 		lc.shape[p.ID] = p.Shape
 	}
-	ex, err := NewOver(progs[world.Rank()], m, world)
-	if err != nil {
-		return nil, err
-	}
-	lc.Ranks = []*Executor{ex}
 	return lc, nil
 }
 
