@@ -375,6 +375,12 @@ func (g *group) evalNet(newNet NewNetFunc, spec *Spec) (Net, error) {
 	if !g.lead {
 		return nil, nil
 	}
+	return assembledNet(newNet, spec, g.last, "the sharded run")
+}
+
+// assembledNet is a model built by newNet (runtime/nn's by default) holding the whole
+// tensors a sharded engine assembled, for validation; what names them in errors.
+func assembledNet(newNet NewNetFunc, spec *Spec, whole []safetensors.Tensor, what string) (Net, error) {
 	if newNet == nil {
 		newNet = newNNNet
 	}
@@ -382,7 +388,7 @@ func (g *group) evalNet(newNet NewNetFunc, spec *Spec) (Net, error) {
 	if err != nil {
 		return nil, err
 	}
-	return net, LoadParams(net.Params(), g.last, "the sharded run")
+	return net, LoadParams(net.Params(), whole, what)
 }
 
 // RankMemory is what one rank held at most, per component and tier (the CLI sets it next

@@ -203,14 +203,7 @@ func (s *stepEngine) evalNet(newNet NewNetFunc, spec *Spec) (Net, error) {
 	if !s.leader() {
 		return nil, nil
 	}
-	if newNet == nil {
-		newNet = newNNNet
-	}
-	net, err := newNet(spec.Model, spec.Seed)
-	if err != nil {
-		return nil, err
-	}
-	return net, LoadParams(net.Params(), s.last, "the step programs' run")
+	return assembledNet(newNet, spec, s.last, "the step programs' run")
 }
 
 // report is each rank's memory: what its program's memory plan holds at each tier's peak,
