@@ -40,7 +40,8 @@ func (e *Executor) LoadParams(get func(id params.ID) ([]float32, []int)) error {
 		}
 	}
 	// ZeRO-3: each group's flat shard, from the tensors at their flat offsets (the
-	// gradient buffers name every tensor of the group with its offset and local shape).
+	// gradient buffers of a training program, the gathered buffers of any program that
+	// uses the parameter, name every tensor of the group with its offset and local shape).
 	for _, g := range e.p.Groups {
 		if g.ZeRO != 3 {
 			continue
@@ -56,12 +57,17 @@ func (e *Executor) LoadParams(get func(id params.ID) ([]float32, []int)) error {
 		}
 		clear(shardBuf)
 		lo := int64(g.Index) * g.Shard
+		seen := map[params.ID]bool{}
 		for _, b := range e.p.Buffers {
-			if b.Param == nil || b.Flat < 0 || (b.Kind != step.KindActGrad && b.Kind != step.KindGrad) {
+			if b.Param == nil || b.Flat < 0 || (b.Kind != step.KindActGrad && b.Kind != step.KindGrad && b.Kind != step.KindGathered) {
 				continue
 			}
 			id := *b.Param
 			id.Shard = params.Shard{}
+			if seen[id] {
+				continue
+			}
+			seen[id] = true
 			if (id.Role.Routed() && len(e.p.Groups) > 1) != (g.Name == e.p.Groups[len(e.p.Groups)-1].Name && len(e.p.Groups) > 1) {
 				continue
 			}

@@ -52,22 +52,19 @@ func (t *stepTrainer) Step() error {
 	return nil
 }
 
-// measureStepForward times the forward ops of the training program (embedding to loss),
-// the evaluation workload: the same ops the training step runs before its backward.
+// measureStepForward times the evaluation program (step.Evaluation): the training
+// program's forward ops, embedding to loss, with nothing kept for a backward.
 func measureStepForward(res *result, seconds float64) error {
 	m := benchModel()
 	progs, err := step.Lower(m, step.Batch{MicroBatch: benchBatch, SeqLen: benchSeq, Micro: 1}, oneRank())
 	if err != nil {
 		return err
 	}
-	fwd := *progs[0]
-	fwd.Ops = nil
-	for _, op := range progs[0].Ops {
-		if op.Phase == step.Forward {
-			fwd.Ops = append(fwd.Ops, op)
-		}
+	fwd, err := step.Evaluation(progs[0])
+	if err != nil {
+		return err
 	}
-	ex, err := exec.New(&fwd, m, nil)
+	ex, err := exec.New(fwd, m, nil)
 	if err != nil {
 		return err
 	}
