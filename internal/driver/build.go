@@ -178,14 +178,14 @@ func writeStepProgram(dir string, m *program.Model, tr *program.Train, st *progr
 		seq = m.SeqLen
 	}
 	pl := p.Layout
-	l := planStepLayout(p)
+	l, layoutNote := planStepLayout(p, tr.Memory.CachePage)
 	b := step.Batch{MicroBatch: pl.MicroBatch, SeqLen: int(seq), Micro: max(pl.GradAccum, 1)}
 	prog, err := step.LowerRank(m, b, l, 0)
 	if err != nil {
 		return nil, fmt.Sprintf("stage %s: no program.txt: %v", st.Name, err), nil
 	}
 	prog.Stage = st.Name
-	if err := writeListing(filepath.Join(dir, "program.txt"), prog, res); err != nil {
+	if err := writeListing(filepath.Join(dir, "program.txt"), prog, layoutNote, res); err != nil {
 		return nil, "", err
 	}
 	// Pipeline stages run different layers (and the last the head and loss): each
@@ -198,16 +198,20 @@ func writeStepProgram(dir string, m *program.Model, tr *program.Train, st *progr
 			return nil, fmt.Sprintf("stage %s: no listing for pipeline stage %d: %v", st.Name, s, err), nil
 		}
 		ps.Stage = st.Name
-		if err := writeListing(filepath.Join(dir, fmt.Sprintf("program.pp%d.txt", s)), ps, res); err != nil {
+		if err := writeListing(filepath.Join(dir, fmt.Sprintf("program.pp%d.txt", s)), ps, layoutNote, res); err != nil {
 			return nil, "", err
 		}
 	}
-	return prog, "", nil
+	return prog, layoutNote, nil
 }
 
-// writeListing writes p's listing to path atomically and records the file.
-func writeListing(path string, p *step.Program, res *BuildResult) error {
+// writeListing writes p's listing to path atomically and records the file; a note (why
+// the listing's layout is not quite the plan's) heads it.
+func writeListing(path string, p *step.Program, note string, res *BuildResult) error {
 	var buf bytes.Buffer
+	if note != "" {
+		fmt.Fprintf(&buf, "# note: %s\n", note)
+	}
 	if err := step.Format(&buf, p); err != nil {
 		return err
 	}
@@ -218,12 +222,43 @@ func writeListing(path string, p *step.Program, res *BuildResult) error {
 	return nil
 }
 
-// planStepLayout is the step program's layout for the plan's: its recompute mode, and
-// sequence parallelism where the plan assumed it (with tp > 1).
-func planStepLayout(p *plan.Plan) step.Layout {
+// planStepLayout is the step program's layout for the plan's: its recompute mode,
+// sequence parallelism where the plan assumed it (with tp > 1), and the unified cache with
+// the device's memory (less the plan's reserve) as its budget, in pages of page bytes
+// (0: the language's default). The step program's cache does not lower with ZeRO 3: such
+// a plan is listed as ZeRO 3 with the optimizer offloaded, the closest layout that does,
+// and the note says so.
+func planStepLayout(p *plan.Plan, page int64) (step.Layout, string) {
 	pl := p.Layout
-	return step.Layout{DP: pl.DP, EP: max(pl.EP, 1), TP: pl.TP, PP: pl.PP, ZeRO: pl.ZeRO, OffloadOpt: pl.Offload == program.OffloadCPU || pl.Memory == program.MemoryUnifiedCache,
+	l := step.Layout{DP: pl.DP, EP: max(pl.EP, 1), TP: pl.TP, PP: pl.PP, ZeRO: pl.ZeRO, OffloadOpt: pl.Offload == program.OffloadCPU,
 		Recompute: pl.Recompute, SequenceParallel: assumes(p, "sequence_parallel")}
+	if pl.Memory != program.MemoryUnifiedCache {
+		return l, ""
+	}
+	if pl.ZeRO == 3 {
+		l.OffloadOpt = true
+		return l, "a unified cache with ZeRO 3 (parameters partitioned over the data-parallel ranks and paged between GPU and host, as planned) does not lower to a step program yet: such a stage's program.txt lists ZeRO 3 with the optimizer offloaded to the host, the closest layout that does, and its device memory is not the plan's"
+	}
+	l.Cache = step.Cache{Budget: deviceBudget(p), Page: page}
+	return l, ""
+}
+
+// deviceBudget is the plan's memory per device less its reserve (CUDA context, allocator
+// slack): what the unified cache's device arena may fill.
+func deviceBudget(p *plan.Plan) int64 {
+	for _, t := range p.Memory {
+		if t.Tier != "gpu" {
+			continue
+		}
+		budget := t.Capacity
+		for _, c := range t.Components {
+			if c.Name == "reserve" {
+				budget -= c.Bytes
+			}
+		}
+		return budget
+	}
+	return p.Cluster.GPUMemory
 }
 
 // assumes reports whether the plan's assumption name is true (sequence_parallel: the plan

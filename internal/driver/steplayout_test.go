@@ -16,14 +16,36 @@ import (
 func TestPlanStepLayout(t *testing.T) {
 	p := &plan.Plan{Layout: plan.ParallelLayout{DP: 2, EP: 1, TP: 4, PP: 2, Recompute: program.RecomputeSelective},
 		Assumptions: []plan.Assumption{{Name: "sequence_parallel", Value: "true"}}}
-	l := planStepLayout(p)
+	l, _ := planStepLayout(p, 0)
 	if !l.SP() || !l.RecomputeSelective() || l.TP != 4 || l.PP != 2 || l.DP != 2 {
 		t.Errorf("plan tp 4 with sequence_parallel and recompute selective: step layout %s", l)
 	}
 	p.Assumptions[0].Value = "false"
 	p.Layout.Recompute = program.RecomputeFull
-	if l := planStepLayout(p); l.SP() || !l.RecomputeFull() {
+	if l, _ := planStepLayout(p, 0); l.SP() || !l.RecomputeFull() {
 		t.Errorf("plan without sequence_parallel, recompute full: step layout %s", l)
+	}
+}
+
+// TestPlanStepLayoutUnifiedCache: a unified-cache plan is listed with the cache, its budget
+// the device's memory less the plan's reserve; with ZeRO 3, which the cache does not lower
+// with, as ZeRO 3 with the optimizer offloaded, and a note says so (before, both were
+// listed as an offloaded optimizer without a word).
+func TestPlanStepLayoutUnifiedCache(t *testing.T) {
+	p := &plan.Plan{Layout: plan.ParallelLayout{DP: 4, EP: 2, TP: 1, PP: 1, ZeRO: 1, Memory: program.MemoryUnifiedCache},
+		Memory: []plan.Tier{{Tier: "gpu", Capacity: 40 << 30, Components: []plan.Bytes{{Name: "parameters", Bytes: 1 << 30}, {Name: "reserve", Bytes: 2 << 30}}}}}
+	l, note := planStepLayout(p, 1<<20)
+	if !l.Cache.On() || l.Cache.Budget != 38<<30 || l.Cache.Page != 1<<20 || l.OffloadOpt || note != "" {
+		t.Errorf("unified cache, zero 1: layout %s (cache %+v), note %q", l, l.Cache, note)
+	}
+	p.Layout.ZeRO = 3
+	l, note = planStepLayout(p, 1<<20)
+	if l.Cache.On() || !l.OffloadOpt || l.ZeRO != 3 || !strings.Contains(note, "unified cache with ZeRO 3") {
+		t.Errorf("unified cache, zero 3: layout %s, note %q", l, note)
+	}
+	p.Layout.Memory = program.MemoryZeRO
+	if l, note := planStepLayout(p, 0); l.Cache.On() || l.OffloadOpt || note != "" {
+		t.Errorf("zero 3 without offload: layout %s, note %q", l, note)
 	}
 }
 
