@@ -107,15 +107,24 @@ func (e *Executor) run(op *step.Op) error {
 		C, D := dispatchDims(shape(in[0]))
 		e.PermuteBwd(f[in[0]], i32[in[1]], i32[in[2]], f[out[0]], C, D, acc(0))
 	case step.OpGroupedMM:
+		if err := e.packedFillKnown(in[0]); err != nil {
+			return err
+		}
 		w, b, o, k := e.experts(in[1:])
 		if !e.addsBias(op) {
 			b = nil
 		}
 		GroupedMM(f[in[0]], f[out[0]], w, b, o, k, e.Fill(in[0]), e.Fill(out[0]), op.SkipEmptySlots)
 	case step.OpGroupedMMDW:
+		if err := e.packedFillKnown(in[0], in[1]); err != nil {
+			return err
+		}
 		w, b, o, k := e.experts(out)
 		GroupedMMDW(f[in[0]], f[in[1]], w, b, o, k, acc(0), e.Fill(in[0]), e.Fill(in[1]))
 	case step.OpGroupedMMDX:
+		if err := e.packedFillKnown(in[0]); err != nil {
+			return err
+		}
 		w, _, o, k := e.experts(in[1:])
 		GroupedMMDX(f[in[0]], f[out[0]], w, o, k, acc(0), e.Fill(in[0]), e.Fill(out[0]))
 	case step.OpCombine:

@@ -21,6 +21,8 @@ package exec
 // executor and by a step program written out as Go alike, so both skip the same rows.
 
 import (
+	"fmt"
+
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/step"
 )
@@ -281,4 +283,21 @@ func ActBwd(act program.Activation, dh, a, u, da, du []float32, accA, accU bool,
 		}
 		actBackward(act, da[lo:hi], dub, dh[lo:hi], a[lo:hi], ub, accA, accU)
 	})
+}
+
+// packedFillKnown refuses an expert product over a packed dispatch buffer ([rows, width]:
+// dropless routing without expert parallelism) whose fill no permute recorded: the
+// experts' rows are where the counts and offsets say, so without them every row would
+// meet a wrong expert's weights. A blocked buffer ([experts, slots, width]) without a
+// fill is computed whole, which is right.
+func (e *Executor) packedFillKnown(bufs ...int) error {
+	for _, b := range bufs {
+		if len(e.p.Buffers[b].Shape) != 2 {
+			continue
+		}
+		if f := e.Fill(b); !f.valid || !f.packed {
+			return fmt.Errorf("exec: expert product over the packed dispatch buffer %s, whose expert counts no permute of this step recorded (a program that reads a packed buffer before the route and permute that fill it)", e.p.Buffers[b].Name)
+		}
+	}
+	return nil
 }

@@ -227,3 +227,29 @@ func TestPaddingLeftAloneOnlyWhereUnread(t *testing.T) {
 		}
 	}
 }
+
+// TestPackedProductNeedsFill: an expert product over a packed dispatch buffer whose counts
+// no permute recorded is refused, not computed with every row against the wrong expert.
+func TestPackedProductNeedsFill(t *testing.T) {
+	m := hunyuanTiny(t, 8)
+	moe := *m.MoE
+	moe.CapacityFactor = 0 // dropless: packed without expert parallelism
+	m.MoE = &moe
+	const B, T = 2, 16
+	ex, _ := newExecutor(t, m, B, T, true)
+	for i := range ex.p.Ops {
+		op := &ex.p.Ops[i]
+		if op.Kind != step.OpGroupedMM {
+			continue
+		}
+		if len(ex.p.Buffers[op.In[0]].Shape) != 2 {
+			t.Fatalf("%s: dispatch buffer %v is not packed (dropless, one rank)", op.Kind, ex.p.Buffers[op.In[0]].Shape)
+		}
+		err := ex.run(op)
+		if err == nil || !strings.Contains(err.Error(), "packed dispatch buffer") {
+			t.Fatalf("grouped product before any permute: %v", err)
+		}
+		return
+	}
+	t.Fatal("no grouped product in the program")
+}
