@@ -25,6 +25,12 @@ import (
 // run on the host tier. At the end of the backward every cached unit is evicted: the
 // update changes the host weights the copies were taken from.
 //
+// Under ZeRO 3 (AngelPTM partitions the model states and pages them) a rank's host tier
+// holds its shard of each reduction group's flat parameter vector, gradients and
+// optimizer states: a miss all-gathers the unit's tensors from the members' host shards
+// into the device copies, the write-backs fill the host gradients that the reduction
+// then reduce-scatters into the rank's gradient shard, and the update runs on the shard.
+//
 // The budget bounds the whole device arena: the pool gets the pages left beside the
 // step's other device buffers at their peak (activations, device gradients, inputs), so
 // the device tier's peak of live bytes is at most the budget (and fewer, should the
@@ -100,8 +106,6 @@ func checkCache(l Layout) []Unsupported {
 		return nil
 	case c.Page < 0:
 		return []Unsupported{{Feature: "the unified cache", Why: fmt.Sprintf("page size %d bytes is negative", c.Page)}}
-	case l.ZeRO == 3:
-		return []Unsupported{{Feature: "the unified cache with ZeRO 3", Why: "the step program's cache keeps each rank's whole parameters in host memory; use ZeRO 0, 1 or 2 with it"}}
 	}
 	if _, err := pagepool.ParsePolicy(string(c.Eviction)); err != nil {
 		return []Unsupported{{Feature: "the unified cache", Why: err.Error()}}
@@ -269,20 +273,33 @@ func (lw *lowerer) cacheUse(section int, units []int) {
 			cs.pin(lw, u, e.Pages)
 			continue
 		}
-		var host, dev []int
+		// A parameter this rank holds whole is copied from its host tensor; under ZeRO 3
+		// the rank holds a shard of its group's flat vector in host memory, and the unit's
+		// tensors are all-gathered from the members' host shards into the device copies.
+		var host, copies, dev []int
 		var bytes, aligned int64
+		sharded := map[*group][]int{}
+		var groups []*group
 		for _, id := range ids {
-			h := lw.param[id]
-			hb := lw.p.Buffers[h]
-			d := lw.buf(fmt.Sprintf("%s/c%d", hb.Name, cs.fetches[u]), KindGathered, hb.Shape...)
+			pid := id
+			d := lw.buf(fmt.Sprintf("%s/c%d", id, cs.fetches[u]), KindGathered, lw.shapes[id]...)
 			db := lw.p.Buffers[d]
-			db.Flat, db.Param = hb.Flat, hb.Param
+			db.Flat, db.Param = lw.flat[id], &pid
 			lw.paramOfBuf[d] = id
 			lw.gathered[gatherKey{id, lw.phase, lw.micro}] = d
 			cs.copies[d] = true
-			host, dev = append(host, h), append(dev, d)
-			bytes += hb.Bytes()
-			aligned += align(hb.Bytes())
+			dev = append(dev, d)
+			aligned += align(db.Bytes())
+			if h := lw.param[id]; h >= 0 {
+				host, copies = append(host, h), append(copies, d)
+				bytes += db.Bytes()
+				continue
+			}
+			g := lw.groupOf(id)
+			if _, seen := sharded[g]; !seen {
+				groups = append(groups, g)
+			}
+			sharded[g] = append(sharded[g], d)
 		}
 		cs.fetches[u]++
 		pages := pagepool.PagesFor(aligned, cs.cfg.page())
@@ -294,8 +311,19 @@ func (lw *lowerer) cacheUse(section int, units []int) {
 		for _, e := range evicted { // in the policy's order
 			lw.cacheEvict(e, "evicted ("+string(cs.cfg.policy())+")")
 		}
-		lw.emit(Op{Kind: OpCacheFetch, Phase: lw.phase, Layer: unitLayer(u, lw.d.L), In: host, Out: dev,
-			Attr: fmt.Sprintf("%s into %d page(s)", lw.unitName(u), pages), Bytes: bytes})
+		if len(host) > 0 {
+			lw.emit(Op{Kind: OpCacheFetch, Phase: lw.phase, Layer: unitLayer(u, lw.d.L), In: host, Out: copies,
+				Attr: fmt.Sprintf("%s into %d page(s)", lw.unitName(u), pages), Bytes: bytes})
+		}
+		for _, g := range groups {
+			var gb int64
+			for _, d := range sharded[g] {
+				gb += lw.p.Buffers[d].Bytes()
+			}
+			lw.emit(Op{Kind: OpAllGather, Phase: lw.phase, Layer: unitLayer(u, lw.d.L), In: []int{g.paramShard}, Out: sharded[g], Group: g.axis, CacheFill: true,
+				Attr: fmt.Sprintf("%s %s parameters into %d page(s): the host shards gathered (unified cache, ZeRO 3)", lw.unitName(u), g.name, pages),
+				Bytes: gb * int64(g.size-1) / int64(g.size)})
+		}
 		cs.pin(lw, u, pages)
 	}
 }
@@ -311,7 +339,7 @@ func (cs *cacheState) pin(lw *lowerer, u int, pages int64) {
 			if cs.pinned[v] {
 				names = append(names, lw.unitName(v))
 				for _, id := range cs.unitParams[v] {
-					bytes += align(lw.p.Buffers[lw.param[id]].Bytes())
+					bytes += align(lw.paramBytes(id))
 				}
 			}
 		}
@@ -390,9 +418,16 @@ func (lw *lowerer) cacheCopy(id params.ID) int {
 }
 
 // CacheMoves sums the bytes a program moves between its tiers: the unified cache's
-// fetches and write-backs, and an offloaded optimizer's moves.
+// fetches (under ZeRO 3 the device copies its all-gathers fill) and write-backs, and an
+// offloaded optimizer's moves.
 func CacheMoves(p *Program) (fetched, written int64) {
 	for _, op := range p.Ops {
+		if op.CacheFill {
+			for _, b := range op.Out {
+				fetched += p.Buffers[b].Bytes()
+			}
+			continue
+		}
 		switch op.Kind {
 		case OpCacheFetch, OpToDevice:
 			fetched += op.Bytes
@@ -444,16 +479,26 @@ func (lw *lowerer) cacheRemap(op *Op) {
 func cacheSummary(p *Program) string {
 	var fetches, evictions, writebacks int
 	for _, op := range p.Ops {
-		switch op.Kind {
-		case OpCacheFetch:
+		switch {
+		case op.Kind == OpCacheFetch, op.CacheFill:
 			fetches++
-		case OpCacheEvict:
+		case op.Kind == OpCacheEvict:
 			evictions++
-		case OpCacheWriteback:
+		case op.Kind == OpCacheWriteback:
 			writebacks++
 		}
 	}
 	fetched, written := CacheMoves(p)
 	return fmt.Sprintf("# unified cache: %d fetches (%s to the device), %d evictions, %d write-backs (%s to the host)\n",
 		fetches, human.Bytes(fetched), evictions, writebacks, human.Bytes(written))
+}
+
+// paramBytes is the bytes of parameter id's tensor on this rank (its tensor-parallel
+// slice, whole even where ZeRO 3 keeps only a shard of it).
+func (lw *lowerer) paramBytes(id params.ID) int64 {
+	n := int64(lw.elem)
+	for _, d := range lw.shapes[id] {
+		n *= int64(d)
+	}
+	return n
 }

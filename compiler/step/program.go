@@ -234,6 +234,9 @@ type Op struct {
 	Slots int
 	// Packed marks a route op whose dispatch layout is packed (see Slots).
 	Packed bool
+	// CacheFill marks an all-gather that fills the unified cache's device copies of a unit
+	// from the members' host shards (the cache under ZeRO 3): a fetch.
+	CacheFill bool
 	// Recomputed marks a forward op run again in the backward (recompute = full or
 	// selective): it writes the same values as the first time and reports nothing new
 	// (losses, drops).

@@ -2,6 +2,7 @@ package driver
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -178,14 +179,27 @@ func writeStepProgram(dir string, m *program.Model, tr *program.Train, st *progr
 		seq = m.SeqLen
 	}
 	pl := p.Layout
-	l, layoutNote := planStepLayout(p, tr.Memory.CachePage)
+	l := planStepLayout(p, tr.Memory.CachePage)
 	b := step.Batch{MicroBatch: pl.MicroBatch, SeqLen: int(seq), Micro: max(pl.GradAccum, 1)}
 	prog, err := step.LowerRank(m, b, l, 0)
+	var note string
+	var le *step.LayoutError
+	if errors.As(err, &le) && le.Budget != nil {
+		// The step program's device buffers (fp32 values, the whole score matrices, the
+		// dispatch buffers' static sizes) need more than the plan's memory model counts:
+		// list the same partitioning with the optimizer offloaded instead, and say why.
+		note = fmt.Sprintf("the unified cache does not fit the plan's device in the step program (%s); program.txt lists the layout without the cache, the optimizer offloaded", le.Budget)
+		l.Cache, l.OffloadOpt = step.Cache{}, true
+		prog, err = step.LowerRank(m, b, l, 0)
+	}
 	if err != nil {
 		return nil, fmt.Sprintf("stage %s: no program.txt: %v", st.Name, err), nil
 	}
 	prog.Stage = st.Name
-	if err := writeListing(filepath.Join(dir, "program.txt"), prog, layoutNote, res); err != nil {
+	if note != "" {
+		note = fmt.Sprintf("stage %s: %s", st.Name, note)
+	}
+	if err := writeListing(filepath.Join(dir, "program.txt"), prog, note, res); err != nil {
 		return nil, "", err
 	}
 	// Pipeline stages run different layers (and the last the head and loss): each
@@ -198,11 +212,11 @@ func writeStepProgram(dir string, m *program.Model, tr *program.Train, st *progr
 			return nil, fmt.Sprintf("stage %s: no listing for pipeline stage %d: %v", st.Name, s, err), nil
 		}
 		ps.Stage = st.Name
-		if err := writeListing(filepath.Join(dir, fmt.Sprintf("program.pp%d.txt", s)), ps, layoutNote, res); err != nil {
+		if err := writeListing(filepath.Join(dir, fmt.Sprintf("program.pp%d.txt", s)), ps, note, res); err != nil {
 			return nil, "", err
 		}
 	}
-	return prog, layoutNote, nil
+	return prog, note, nil
 }
 
 // writeListing writes p's listing to path atomically and records the file; a note (why
@@ -225,22 +239,15 @@ func writeListing(path string, p *step.Program, note string, res *BuildResult) e
 // planStepLayout is the step program's layout for the plan's: its recompute mode,
 // sequence parallelism where the plan assumed it (with tp > 1), and the unified cache with
 // the device's memory (less the plan's reserve) as its budget, in pages of page bytes
-// (0: the language's default). The step program's cache does not lower with ZeRO 3: such
-// a plan is listed as ZeRO 3 with the optimizer offloaded, the closest layout that does,
-// and the note says so.
-func planStepLayout(p *plan.Plan, page int64) (step.Layout, string) {
+// (0: the language's default).
+func planStepLayout(p *plan.Plan, page int64) step.Layout {
 	pl := p.Layout
 	l := step.Layout{DP: pl.DP, EP: max(pl.EP, 1), TP: pl.TP, PP: pl.PP, ZeRO: pl.ZeRO, OffloadOpt: pl.Offload == program.OffloadCPU,
 		Recompute: pl.Recompute, SequenceParallel: assumes(p, "sequence_parallel")}
-	if pl.Memory != program.MemoryUnifiedCache {
-		return l, ""
+	if pl.Memory == program.MemoryUnifiedCache {
+		l.Cache = step.Cache{Budget: deviceBudget(p), Page: page}
 	}
-	if pl.ZeRO == 3 {
-		l.OffloadOpt = true
-		return l, "a unified cache with ZeRO 3 (parameters partitioned over the data-parallel ranks and paged between GPU and host, as planned) does not lower to a step program yet: such a stage's program.txt lists ZeRO 3 with the optimizer offloaded to the host, the closest layout that does, and its device memory is not the plan's"
-	}
-	l.Cache = step.Cache{Budget: deviceBudget(p), Page: page}
-	return l, ""
+	return l
 }
 
 // deviceBudget is the plan's memory per device less its reserve (CUDA context, allocator

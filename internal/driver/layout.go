@@ -132,6 +132,11 @@ func RunLayout(prog *program.Program, trainName, stageName string, micro, worldS
 			return nil, nil, err
 		}
 		l := &train.Sharding{Ranks: max(ranks, 1), EP: max(f.EP, 1), ZeRO: f.ZeRO, Offload: f.Offload, TP: f.TP, PP: f.PP, Program: true, SP: f.SP, Cache: c}
+		if tr != nil && tr.Memory.Kind == program.MemoryUnifiedCache && !f.ZeROSet {
+			// The language's unified cache partitions every state (ZeRO 3) over the
+			// data-parallel ranks, as AngelPTM does and the plan assumes.
+			l.ZeRO = 3
+		}
 		if l.Offload && l.ZeRO == 0 {
 			l.ZeRO = 1
 		}
@@ -166,8 +171,8 @@ func RunLayout(prog *program.Program, trainName, stageName string, micro, worldS
 		}
 		if tr.Memory.Kind == "unified_cache" {
 			if askedStep {
-				// Step programs do not run the cache yet: what they lower of it.
-				fmt.Fprintf(warn, "moec: step programs do not run the unified cache yet; %s stage %s trains with every state partitioned (ZeRO 3) and the optimizer offloaded\n", tr.Name, stageName)
+				// Step programs size the cache from a device budget, which this run lacks.
+				fmt.Fprintf(warn, "moec: step programs run the unified cache within a device budget (--cache-budget), and this run has none; %s stage %s trains with every state partitioned (ZeRO 3) and the optimizer offloaded\n", tr.Name, stageName)
 				l.ZeRO, l.Offload, zeroSet = 3, true, true
 			} else {
 				l.Cache = &train.CacheConfig{Page: tr.Memory.CachePage, Eviction: string(tr.Memory.Eviction)}

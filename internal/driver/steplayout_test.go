@@ -16,36 +16,84 @@ import (
 func TestPlanStepLayout(t *testing.T) {
 	p := &plan.Plan{Layout: plan.ParallelLayout{DP: 2, EP: 1, TP: 4, PP: 2, Recompute: program.RecomputeSelective},
 		Assumptions: []plan.Assumption{{Name: "sequence_parallel", Value: "true"}}}
-	l, _ := planStepLayout(p, 0)
+	l := planStepLayout(p, 0)
 	if !l.SP() || !l.RecomputeSelective() || l.TP != 4 || l.PP != 2 || l.DP != 2 {
 		t.Errorf("plan tp 4 with sequence_parallel and recompute selective: step layout %s", l)
 	}
 	p.Assumptions[0].Value = "false"
 	p.Layout.Recompute = program.RecomputeFull
-	if l, _ := planStepLayout(p, 0); l.SP() || !l.RecomputeFull() {
+	if l := planStepLayout(p, 0); l.SP() || !l.RecomputeFull() {
 		t.Errorf("plan without sequence_parallel, recompute full: step layout %s", l)
 	}
 }
 
-// TestPlanStepLayoutUnifiedCache: a unified-cache plan is listed with the cache, its budget
-// the device's memory less the plan's reserve; with ZeRO 3, which the cache does not lower
-// with, as ZeRO 3 with the optimizer offloaded, and a note says so (before, both were
-// listed as an offloaded optimizer without a word).
+// TestPlanStepLayoutUnifiedCache: a unified-cache plan is listed with the cache (ZeRO 3 as
+// planned), its budget the device's memory less the plan's reserve (before, it was listed
+// as an offloaded optimizer without a word).
 func TestPlanStepLayoutUnifiedCache(t *testing.T) {
-	p := &plan.Plan{Layout: plan.ParallelLayout{DP: 4, EP: 2, TP: 1, PP: 1, ZeRO: 1, Memory: program.MemoryUnifiedCache},
+	p := &plan.Plan{Layout: plan.ParallelLayout{DP: 4, EP: 2, TP: 1, PP: 1, ZeRO: 3, Memory: program.MemoryUnifiedCache},
 		Memory: []plan.Tier{{Tier: "gpu", Capacity: 40 << 30, Components: []plan.Bytes{{Name: "parameters", Bytes: 1 << 30}, {Name: "reserve", Bytes: 2 << 30}}}}}
-	l, note := planStepLayout(p, 1<<20)
-	if !l.Cache.On() || l.Cache.Budget != 38<<30 || l.Cache.Page != 1<<20 || l.OffloadOpt || note != "" {
-		t.Errorf("unified cache, zero 1: layout %s (cache %+v), note %q", l, l.Cache, note)
-	}
-	p.Layout.ZeRO = 3
-	l, note = planStepLayout(p, 1<<20)
-	if l.Cache.On() || !l.OffloadOpt || l.ZeRO != 3 || !strings.Contains(note, "unified cache with ZeRO 3") {
-		t.Errorf("unified cache, zero 3: layout %s, note %q", l, note)
+	l := planStepLayout(p, 1<<20)
+	if !l.Cache.On() || l.Cache.Budget != 38<<30 || l.Cache.Page != 1<<20 || l.OffloadOpt || l.ZeRO != 3 {
+		t.Errorf("unified cache: layout %s (cache %+v)", l, l.Cache)
 	}
 	p.Layout.Memory = program.MemoryZeRO
-	if l, note := planStepLayout(p, 0); l.Cache.On() || l.OffloadOpt || note != "" {
-		t.Errorf("zero 3 without offload: layout %s, note %q", l, note)
+	if l := planStepLayout(p, 0); l.Cache.On() || l.OffloadOpt {
+		t.Errorf("zero 3 without offload: layout %s", l)
+	}
+}
+
+// TestBuildListsCacheOrSaysWhy: a stage whose plan chose the unified cache lists the
+// cache's fetches where the plan's device holds the step; where the step program's
+// buffers need more, the listing is the same partitioning with the optimizer offloaded,
+// headed by a note with the cache's refusal, and the build says so.
+func TestBuildListsCacheOrSaysWhy(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "c.moe")
+	src := `model c {
+  vocab = 256; d_model = 32; layers = 2; seq_len = 32
+  attention { heads = 2 }
+  ffn { hidden = 64; activation = gelu }
+}
+cluster local { gpu = cpu; ranks = 2; host_memory = 8GiB }
+train c on local {
+  tokens_per_batch = 256; micro_batch = 4; precision = fp32
+  data = "text/*.txt"
+  stage only { steps = 2 }
+}
+`
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	prog, _, ds := check.Load(path, os.ReadFile)
+	if ds.HasErrors() {
+		t.Fatal(ds.Err())
+	}
+	tr := prog.Trains["c"]
+	st := tr.Stages[0]
+	m := program.StageModel(prog.Models[tr.Model], st)
+	for _, c := range []struct {
+		budget   int64
+		want     string
+		wantNote bool
+	}{{64 << 20, "all_gather", false}, {64 << 10, "optimizer offloaded", true}} {
+		p := &plan.Plan{Layout: plan.ParallelLayout{DP: 2, EP: 1, TP: 1, PP: 1, ZeRO: 3, Memory: program.MemoryUnifiedCache, MicroBatch: 4, GradAccum: 1},
+			Memory: []plan.Tier{{Tier: "gpu", Capacity: c.budget}}}
+		res := &BuildResult{}
+		_, note, err := writeStepProgram(dir, m, tr, st, p, res)
+		if err != nil {
+			t.Fatal(err)
+		}
+		text, err := os.ReadFile(filepath.Join(dir, "program.txt"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(text), c.want) || (note != "") != c.wantNote || c.wantNote != strings.HasPrefix(string(text), "# note: ") {
+			t.Errorf("budget %d: note %q, listing:\n%.600s", c.budget, note, text)
+		}
+		if !c.wantNote && !strings.Contains(string(text), "unified cache:") {
+			t.Errorf("budget %d: the listing has no unified cache line:\n%.600s", c.budget, text)
+		}
 	}
 }
 

@@ -45,6 +45,9 @@ func TestCacheTrainsLikeNoCache(t *testing.T) {
 		{"tp2", plain, step.Layout{DP: 1, EP: 1, TP: 2, PP: 1}},
 		{"pp2", plain, step.Layout{DP: 1, EP: 1, TP: 1, PP: 2}},
 		{"dp2 ep2 zero2", func(*program.Model) {}, step.Layout{DP: 2, EP: 2, TP: 1, PP: 1, ZeRO: 2}},
+		{"dp2 ep2 zero3", func(*program.Model) {}, step.Layout{DP: 2, EP: 2, TP: 1, PP: 1, ZeRO: 3}},
+		{"dp4 ep2 zero3", func(*program.Model) {}, step.Layout{DP: 4, EP: 2, TP: 1, PP: 1, ZeRO: 3}},
+		{"dp2 zero3 recompute", func(*program.Model) {}, step.Layout{DP: 2, EP: 1, TP: 1, PP: 1, ZeRO: 3, Recompute: program.RecomputeFull}},
 		{"one rank, recompute", func(*program.Model) {}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 1, Recompute: program.RecomputeFull}},
 	}
 	for _, c := range cases {

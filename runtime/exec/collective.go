@@ -226,6 +226,11 @@ func (e *Executor) allGather(op *step.Op, members []int, pos int) error {
 	if err != nil {
 		return err
 	}
+	if op.CacheFill { // the unified cache's fetch of a unit under ZeRO 3
+		for _, b := range op.Out {
+			e.stats.CacheMoved += e.p.Buffers[b].Bytes()
+		}
+	}
 	return e.AllGather(e.comm, members, pos, g.Shard, e.p.Buffers[op.In[0]].Flat < 0, e.views(op.In), e.views(op.Out), e.flats(op.Out))
 }
 
