@@ -321,7 +321,7 @@ func (lw *lowerer) cacheUse(section int, units []int) {
 				gb += lw.p.Buffers[d].Bytes()
 			}
 			lw.emit(Op{Kind: OpAllGather, Phase: lw.phase, Layer: unitLayer(u, lw.d.L), In: []int{g.paramShard}, Out: sharded[g], Group: g.axis, CacheFill: true,
-				Attr: fmt.Sprintf("%s %s parameters into %d page(s): the host shards gathered (unified cache, ZeRO 3)", lw.unitName(u), g.name, pages),
+				Attr:  fmt.Sprintf("%s %s parameters into %d page(s): the host shards gathered (unified cache, ZeRO 3)", lw.unitName(u), g.name, pages),
 				Bytes: gb * int64(g.size-1) / int64(g.size)})
 		}
 		cs.pin(lw, u, pages)
