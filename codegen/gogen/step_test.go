@@ -392,6 +392,8 @@ func TestStepProgramParallel(t *testing.T) {
 		{name: "dp 2 × ep 2, zero 3, offloaded", tp: 1, pp: 1, zero: 3, offload: true, calls: []string{"exec.MoveFlat(", "putFlat(v."}},
 		{name: "dp 2 × ep 2, zero 1, unified cache", tp: 1, pp: 1, zero: 1, offload: true,
 			cache: &train.CacheConfig{Budget: 704 << 10, Page: 16 << 10, Eviction: "lru"}, calls: []string{"k.CacheMove("}},
+		{name: "dp 2 × ep 2, zero 3, unified cache", tp: 1, pp: 1, zero: 3, offload: true,
+			cache: &train.CacheConfig{Budget: 704 << 10, Page: 16 << 10, Eviction: "lru"}, calls: []string{"k.AllGather(r.c,", "putFlat(v."}},
 	} {
 		t.Run(c.name, func(t *testing.T) { parallelProgram(t, c) })
 	}
