@@ -21,7 +21,7 @@ var update = flag.Bool("update", false, "rewrite golden files in testdata")
 // client speaks JSON-RPC to a server over pipes, as an editor does, and keeps a transcript
 // of every message sent and received.
 type client struct {
-	t          *testing.T
+	t          testing.TB
 	in         *io.PipeWriter // the server's input
 	out        *bufio.Reader  // the server's output
 	id         int
@@ -30,7 +30,7 @@ type client struct {
 	done       chan error
 }
 
-func startServer(t *testing.T, opt Options) *client {
+func startServer(t testing.TB, opt Options) *client {
 	t.Helper()
 	inR, inW := io.Pipe()
 	outR, outW := io.Pipe()
@@ -128,6 +128,7 @@ func parsePos(t *testing.T, s string) map[string]int {
 //	edit NAME L:C L:C "text"      hover|definition|references|completion NAME L:C
 //	symbols NAME                 format NAME              codeaction NAME L:C L:C
 //	raw "bytes"                  (written as they are: framing and all)
+//	frame "body"                 (a Content-Length header, then the body as it is)
 //	request METHOD JSON          notify METHOD JSON       shutdown    exit
 //
 // and returns the transcript.
@@ -194,13 +195,20 @@ func runScript(t *testing.T, script string, files map[string][]byte) string {
 			if _, err := io.WriteString(c.in, raw); err != nil {
 				t.Fatal(err)
 			}
+		case "frame":
+			body, err := strconv.Unquote(strings.Join(f[1:], " "))
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			fmt.Fprintf(&c.transcript, "--> frame %q\n", body)
+			c.sendBody([]byte(body))
 		case "request", "notify":
 			var params any
 			if err := json.Unmarshal([]byte(strings.Join(f[2:], " ")), &params); err != nil {
 				t.Fatalf("%s: %v", line, err)
 			}
 			if f[0] == "request" {
-				c.request(f[1], params, "")
+				c.request(f[1], params, strings.Join(f[2:], " "))
 			} else {
 				c.notify(f[1], params, "")
 			}

@@ -82,17 +82,13 @@ func Serve(ctx context.Context, in io.Reader, out io.Writer, opt Options) error 
 		case <-ctx.Done():
 			return ctx.Err()
 		case err := <-readErr:
-			// Messages framed before the stream ended are still answered.
-			for {
-				select {
-				case f := <-frames:
-					if done, exitErr := s.handleFrame(f); done {
-						return exitErr
-					}
-					continue
-				default:
+			// Messages framed before the stream ended are still answered, each with its
+			// diagnostics (no later change can come to debounce them).
+			for len(frames) > 0 {
+				if done, exitErr := s.handleFrame(<-frames); done {
+					return exitErr
 				}
-				break
+				s.flushDiagnostics()
 			}
 			s.flushDiagnostics()
 			if errors.Is(err, io.EOF) {
