@@ -29,7 +29,6 @@ const (
 	codeInvalidParams        = -32602
 	codeInternalError        = -32603
 	codeServerNotInitialized = -32002
-	codeRequestFailed        = -32803
 )
 
 // rpcError is a JSON-RPC error object.

@@ -74,7 +74,7 @@ func walkSites(file *ast.File, f func(*site)) {
 }
 
 func walkBlock(file string, outer []*ast.Block, b *ast.Block, f func(*site)) {
-	if b == nil {
+	if b == nil || b.Kind == nil {
 		return
 	}
 	blocks := append(append([]*ast.Block(nil), outer...), b)

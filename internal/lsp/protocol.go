@@ -135,7 +135,6 @@ const (
 	completionProperty = 10
 	completionEnum     = 20
 	completionModule   = 9
-	completionRef      = 18
 )
 
 type documentSymbol struct {
@@ -152,7 +151,6 @@ const (
 	symbolModule   = 2
 	symbolClass    = 5
 	symbolProperty = 7
-	symbolField    = 8
 	symbolEvent    = 24
 	symbolObject   = 19
 )

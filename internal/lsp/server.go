@@ -177,8 +177,15 @@ func (s *server) logMessage(typ int, text string) {
 	s.notify("window/logMessage", showMessageParams{Type: typ, Message: text})
 }
 
-// dispatch runs one request or notification.
-func (s *server) dispatch(msg *incoming) (any, *rpcError) {
+// dispatch runs one request or notification. A panic in a handler (a bug in moec, not in
+// the user's file) answers the request with an internal error instead of ending the
+// session.
+func (s *server) dispatch(msg *incoming) (result any, rerr *rpcError) {
+	defer func() {
+		if r := recover(); r != nil {
+			result, rerr = nil, &rpcError{Code: codeInternalError, Message: fmt.Sprintf("internal error in %s: %v", msg.Method, r)}
+		}
+	}()
 	if msg.Method == "initialize" {
 		return s.initialize(msg.Params)
 	}
