@@ -343,6 +343,9 @@ func (s *server) publish(doc *document) {
 	}
 	var uris []string
 	for _, file := range sortedFiles(byFile) {
+		if file != root && s.isOpen(file) {
+			continue // an open import publishes its own diagnostics, with its version
+		}
 		uri := pathToURI(file)
 		var version *int
 		if file == root {
@@ -359,6 +362,16 @@ func (s *server) publish(doc *document) {
 		}
 	}
 	s.published[doc.uri] = uris
+}
+
+// isOpen reports whether a document with this path is open.
+func (s *server) isOpen(path string) bool {
+	for _, d := range s.docs {
+		if filepath.Clean(d.path) == path {
+			return true
+		}
+	}
+	return false
 }
 
 func contains(list []string, x string) bool {
