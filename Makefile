@@ -23,7 +23,7 @@ FUZZ_COUNT            ?= $(FUZZ)
 FUZZ_SAFETENSORS      ?= $(FUZZ)
 FUZZ_IMPORT_CONFIG    ?= $(FUZZ)
 
-.PHONY: all deps build run test bench fuzz lint experiments gpu-check clean venv
+.PHONY: all deps build run test bench fuzz lint experiments gpu-check clean venv vsix
 
 all: build
 
@@ -66,6 +66,12 @@ lint: deps
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.6.1 ./...
 	@out=$$($(GO) run golang.org/x/tools/cmd/goimports@v0.52.0 -l -local github.com/moec-dev/moec .); if [ -n "$$out" ]; then echo "imports not grouped as goimports -local github.com/moec-dev/moec does (standard library, others, moec):"; echo "$$out"; exit 1; fi
+
+# The VS Code extension as editors/vscode/moec.vsix (needs Node.js and npm; not part of
+# `make test`): its client library from npm, then the packaging tool @vscode/vsce.
+vsix:
+	cd editors/vscode && npm install --no-audit --no-fund --omit=dev && \
+		npx --yes @vscode/vsce@3 package --skip-license -o moec.vsix
 
 experiments: build
 	./scripts/experiments.sh

@@ -51,6 +51,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newExportCommand(stdout, stderr),
 		newServeCommand(stdout, stderr),
 		newExplainCommand(stdout),
+		newLSPCommand(stdout),
 		newVersionCommand(stdout),
 	)
 	withUsageOnMisuse(root)

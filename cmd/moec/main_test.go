@@ -35,7 +35,8 @@ func TestScripts(t *testing.T) {
 			return nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"holdlock": holdLock,
+			"holdlock":  holdLock,
+			"lspframes": lspFrames,
 		},
 	})
 }

@@ -20,12 +20,19 @@ import (
 // every diagnostic: unreadable files and import cycles point at the import that names
 // them.
 func Load(path string, read func(string) ([]byte, error)) (*program.Program, map[string][]byte, diag.List) {
+	prog, sources, _, diags := LoadFiles(path, read)
+	return prog, sources, diags
+}
+
+// LoadFiles is Load that also returns the parsed files, the root first, for tools that
+// walk the syntax as well as the program (the language server).
+func LoadFiles(path string, read func(string) ([]byte, error)) (*program.Program, map[string][]byte, []*ast.File, diag.List) {
 	l := &loader{read: read, sources: map[string][]byte{}, state: map[string]int{}}
 	l.load(path, nil, "")
 	prog, diags := Check(l.files...)
 	all := append(l.diags, diags...)
 	all.Sort()
-	return prog, l.sources, all
+	return prog, l.sources, l.files, all
 }
 
 type loader struct {
