@@ -27,7 +27,7 @@ func newGenerateCommand(stdout, stderr io.Writer) *cobra.Command {
 			for _, f := range []struct {
 				flag, size string
 				v          int
-			}{{"tp", "a tensor-parallel", opt.TP}, {"ep", "an expert-parallel", opt.EP}} {
+			}{{"tp", "a tensor-parallel", opt.TP}, {"ep", "an expert-parallel", opt.EP}, {"pp", "a pipeline-parallel", opt.PP}} {
 				if f.v < 1 {
 					return usage(diag.Runtimef(diag.ErrBadRunOption, "--%s %d: want %s size of at least 1", f.flag, f.v, f.size))
 				}
@@ -57,5 +57,6 @@ func newGenerateCommand(stdout, stderr io.Writer) *cobra.Command {
 	f.BoolVar(&opt.StepPrograms, "step-programs", false, "decode through step programs (a prefill program for the prompt, then a decoding step per token; compiler/step run by runtime/exec) instead of the hand-written model; the same logits")
 	f.IntVar(&opt.TP, "tp", 1, "tensor-parallel size of the step programs (in-process ranks; implies --step-programs)")
 	f.IntVar(&opt.EP, "ep", 1, "expert-parallel size of the step programs (as many in-process replicas; implies --step-programs)")
+	f.IntVar(&opt.PP, "pp", 1, "pipeline-parallel size of the step programs (each in-process stage its layers and their KV caches; implies --step-programs)")
 	return cmd
 }

@@ -61,14 +61,17 @@ func LowerPrefill(m *program.Model, batch, prompt, maxLen int) (*Program, error)
 // parallelism splits the heads (and so the KV caches), the FFN and expert widths and the
 // vocabulary as training does, with the row-parallel all-reduces, and all-gathers the
 // vocabulary-parallel logits; expert parallelism (ep = dp: each replica decodes its own
-// sequences) exchanges the routed tokens by all-to-all. A layout that does not divide
-// the model is a *LayoutError (E0509/E0510, see Diagnose).
+// sequences) exchanges the routed tokens by all-to-all; pipeline parallelism gives each
+// stage its layers and their caches, the first stage the embedding, the last the head:
+// the hidden states go from stage to stage by send and receive, and only the last
+// stage's programs have logits. A layout that does not divide the model is a
+// *LayoutError (E0509/E0510, see Diagnose).
 func LowerInference(m *program.Model, in Inference, l Layout) ([]*Program, error) {
 	if in.Batch < 1 || in.MaxLen < 1 || in.Prompt < 0 || in.Prompt > in.MaxLen {
 		return nil, fmt.Errorf("step: inference of %d sequences of %d positions (prompt %d)", in.Batch, in.MaxLen, in.Prompt)
 	}
-	if l.PP > 1 || l.ZeRO != 0 || l.OffloadOpt {
-		return nil, fmt.Errorf("step: inference runs no pipeline, ZeRO or offload yet (layout %s)", l)
+	if l.ZeRO != 0 || l.OffloadOpt || l.Cache.On() {
+		return nil, fmt.Errorf("step: inference runs no ZeRO, offload or unified cache (layout %s): the weights are read every step, whole", l)
 	}
 	dm := *m
 	dm.Attention.ShareWeights = 1 // inference always recomputes
@@ -133,7 +136,33 @@ func (lw *lowerer) inferStep(maxLen int, prefill bool) {
 	}
 	at := lw.buf(where, KindInput, B)
 	lw.p.Buffers[at].Int = true
-	x := lw.act("x0", KindActivation, n, d.D)
+	first, last := lw.c.PP == 0, lw.c.PP == lw.l.PP-1
+	layers := lw.p.FirstLayer + lw.p.LayerCount
+	var x int
+	rows := -1
+	if first {
+		x, rows = lw.inferEmbed(tokens, at, prefill)
+	} else {
+		x = lw.act("x_in", KindComm, n, d.D)
+		lw.emit(Op{Kind: OpRecv, Phase: Forward, Layer: lw.p.FirstLayer, Out: []int{x}, Peer: lw.peer(lw.c.PP - 1), Group: "pp",
+			Attr: "hidden states", Bytes: lw.p.Buffers[x].Bytes()})
+	}
+	for l := lw.p.FirstLayer; l < layers; l++ {
+		x = lw.inferLayer(l, x, rows, at, maxLen, prefill)
+	}
+	if !last {
+		lw.emit(Op{Kind: OpSend, Phase: Forward, Layer: layers - 1, In: []int{x}, Peer: lw.peer(lw.c.PP + 1), Group: "pp",
+			Attr: "hidden states", Bytes: lw.p.Buffers[x].Bytes()})
+		return
+	}
+	lw.inferHead(x, at, prefill)
+}
+
+// inferEmbed emits the first stage's embedding of the tokens (and their positions, and
+// the router's table rows); rows is -1 without a router table.
+func (lw *lowerer) inferEmbed(tokens, at int, prefill bool) (x, rows int) {
+	d, n := lw.d, lw.b.Tokens()
+	x = lw.act("x0", KindActivation, n, d.D)
 	attr, embedRows := "", RowsOfTokens
 	if lw.l.TP > 1 {
 		attr, embedRows = "vocab-parallel", RowsOfVocabParallel
@@ -150,63 +179,75 @@ func (lw *lowerer) inferStep(maxLen int, prefill bool) {
 		}
 		x = lw.add("x0+pos", x, pe, -1)
 	}
-	rows := -1
+	rows = -1
 	if id := (params.ID{Role: params.RoleRouterEmbed, Layer: -1, Expert: -1}); lw.has(id) {
 		rows = lw.act("router_rows", KindActivation, n, d.RouterIn)
 		lw.fwd(Op{Kind: OpEmbed, Layer: -1, In: []int{tokens, lw.w(id)}, Out: []int{rows}, Attr: "router table"})
 	}
-	for l := 0; l < d.L; l++ {
-		id := func(r params.Role) params.ID { return params.ID{Role: r, Layer: l, Expert: -1} }
-		pre := fmt.Sprintf("L%d.", l)
-		h := lw.norm(pre+"attn_in", x, params.RoleAttnInNorm, l)
-		q := lw.matmul(pre+"q", h, id(params.RoleQ), l)
-		k := lw.matmul(pre+"k", h, id(params.RoleK), l)
-		v := lw.matmul(pre+"v", h, id(params.RoleV), l)
-		rope := fmt.Sprintf("base=%g", lw.m.RopeBase)
-		ropeFLOPs := 3 * int64(n) * int64(lw.qLocal+lw.kvDimLocal)
-		kc := lw.buf(pre+"k_cache", KindCache, B, maxLen, lw.kvDimLocal)
-		vc := lw.buf(pre+"v_cache", KindCache, B, maxLen, lw.kvDimLocal)
-		var a int
-		if prefill {
-			if lw.m.Position == program.Rotary {
-				lw.fwd(Op{Kind: OpRotary, Layer: l, In: []int{q, k}, Out: []int{q, k}, Attr: rope, FLOPs: ropeFLOPs})
-			}
-			lw.fwd(Op{Kind: OpKVWrite, Layer: l, In: []int{k, v}, Out: []int{kc, vc}, Attr: fmt.Sprintf("positions 0..%d", T-1)})
-			a = lw.causalAttention(l, q, k, v)
-		} else {
-			if lw.m.Position == program.Rotary {
-				lw.fwd(Op{Kind: OpRotaryAt, Layer: l, In: []int{q, k, at}, Out: []int{q, k}, Attr: rope, FLOPs: ropeFLOPs})
-			}
-			lw.fwd(Op{Kind: OpKVAppend, Layer: l, In: []int{k, v, at}, Out: []int{kc, vc}})
-			in := []int{q, kc, vc, at}
-			if lw.m.Attention.TalkingHeads {
-				in = append(in, lw.w(id(params.RoleTalkingPre)), lw.w(id(params.RoleTalkingPost)))
-			}
-			a = lw.act(pre+"attn", KindActivation, n, lw.qLocal)
-			lw.fwd(Op{Kind: OpAttnDecode, Layer: l, In: in, Out: []int{a}, FLOPs: 4 * int64(n) * int64(maxLen) * int64(lw.qLocal)})
+	return x, rows
+}
+
+// inferLayer emits decoder layer l of a prefill or a decoding step over x.
+func (lw *lowerer) inferLayer(l, x, rows, at, maxLen int, prefill bool) int {
+	d, B, T := lw.d, lw.b.MicroBatch, lw.b.SeqLen
+	n := B * T
+	id := func(r params.Role) params.ID { return params.ID{Role: r, Layer: l, Expert: -1} }
+	pre := fmt.Sprintf("L%d.", l)
+	h := lw.norm(pre+"attn_in", x, params.RoleAttnInNorm, l)
+	q := lw.matmul(pre+"q", h, id(params.RoleQ), l)
+	k := lw.matmul(pre+"k", h, id(params.RoleK), l)
+	v := lw.matmul(pre+"v", h, id(params.RoleV), l)
+	rope := fmt.Sprintf("base=%g", lw.m.RopeBase)
+	ropeFLOPs := 3 * int64(n) * int64(lw.qLocal+lw.kvDimLocal)
+	kc := lw.buf(pre+"k_cache", KindCache, B, maxLen, lw.kvDimLocal)
+	vc := lw.buf(pre+"v_cache", KindCache, B, maxLen, lw.kvDimLocal)
+	var a int
+	if prefill {
+		if lw.m.Position == program.Rotary {
+			lw.fwd(Op{Kind: OpRotary, Layer: l, In: []int{q, k}, Out: []int{q, k}, Attr: rope, FLOPs: ropeFLOPs})
 		}
-		o := lw.matmul(pre+"attn_out", a, id(params.RoleO), l)
-		lw.reduceTP(o, l)
-		x = lw.add(pre+"x_attn", x, o, l)
-		h2 := lw.norm(pre+"ffn_in", x, params.RolePostAttnNorm, l)
-		var y int
-		if lw.m.IsMoELayer(l) {
-			rin := h2
-			if rows >= 0 {
-				rin = rows
-			}
-			first := len(lw.p.Ops)
-			y = lw.moe(l, h2, rin)
-			for i := first; i < len(lw.p.Ops); i++ {
-				if op := &lw.p.Ops[i]; op.Kind == OpGroupedMM {
-					op.Attr, op.SkipEmptySlots = join(op.Attr, AttrSkipEmptySlots), true
-				}
-			}
-		} else {
-			y = lw.ffn(pre+"ffn", h2, id(params.RoleFFNIn), id(params.RoleFFNUp), id(params.RoleFFNDown), d.FFNActivation, l)
+		lw.fwd(Op{Kind: OpKVWrite, Layer: l, In: []int{k, v}, Out: []int{kc, vc}, Attr: fmt.Sprintf("positions 0..%d", T-1)})
+		a = lw.causalAttention(l, q, k, v)
+	} else {
+		if lw.m.Position == program.Rotary {
+			lw.fwd(Op{Kind: OpRotaryAt, Layer: l, In: []int{q, k, at}, Out: []int{q, k}, Attr: rope, FLOPs: ropeFLOPs})
 		}
-		x = lw.add(pre+"x_out", x, y, l)
+		lw.fwd(Op{Kind: OpKVAppend, Layer: l, In: []int{k, v, at}, Out: []int{kc, vc}})
+		in := []int{q, kc, vc, at}
+		if lw.m.Attention.TalkingHeads {
+			in = append(in, lw.w(id(params.RoleTalkingPre)), lw.w(id(params.RoleTalkingPost)))
+		}
+		a = lw.act(pre+"attn", KindActivation, n, lw.qLocal)
+		lw.fwd(Op{Kind: OpAttnDecode, Layer: l, In: in, Out: []int{a}, FLOPs: 4 * int64(n) * int64(maxLen) * int64(lw.qLocal)})
 	}
+	o := lw.matmul(pre+"attn_out", a, id(params.RoleO), l)
+	lw.reduceTP(o, l)
+	x = lw.add(pre+"x_attn", x, o, l)
+	h2 := lw.norm(pre+"ffn_in", x, params.RolePostAttnNorm, l)
+	var y int
+	if lw.m.IsMoELayer(l) {
+		rin := h2
+		if rows >= 0 {
+			rin = rows
+		}
+		first := len(lw.p.Ops)
+		y = lw.moe(l, h2, rin)
+		for i := first; i < len(lw.p.Ops); i++ {
+			if op := &lw.p.Ops[i]; op.Kind == OpGroupedMM {
+				op.Attr, op.SkipEmptySlots = join(op.Attr, AttrSkipEmptySlots), true
+			}
+		}
+	} else {
+		y = lw.ffn(pre+"ffn", h2, id(params.RoleFFNIn), id(params.RoleFFNUp), id(params.RoleFFNDown), d.FFNActivation, l)
+	}
+	x = lw.add(pre+"x_out", x, y, l)
+	return x
+}
+
+// inferHead emits the last stage's head: each prompt's last row (prefill), the final
+// norm and the logits (all-gathered over a vocabulary-parallel tp).
+func (lw *lowerer) inferHead(x, at int, prefill bool) {
+	d, B := lw.d, lw.b.MicroBatch
 	if prefill {
 		last := lw.act("last", KindActivation, B, d.D)
 		lw.fwd(Op{Kind: OpLastRows, Layer: -1, In: []int{x, at}, Out: []int{last}, Attr: "each prompt's last position"})

@@ -44,13 +44,13 @@ func (e *Executor) DecodeAt(tokens []int32, pos []int) ([]float32, error) {
 func (e *Executor) decode(tokens []int32, at int) ([]float32, error) {
 	p := e.p
 	tok, logits := e.named("tokens@0"), e.named("logits@0")
-	if tok < 0 || logits < 0 {
+	if tok < 0 || logits < 0 && p.Coord.PP == p.Layout.PP-1 {
 		return nil, fmt.Errorf("exec: program %s is not a decoding step", p.Model)
 	}
-	if len(tokens) != len(e.i32[tok]) {
-		return nil, fmt.Errorf("exec: %d tokens for %d sequences", len(tokens), len(e.i32[tok]))
+	if len(tokens) != p.Batch.MicroBatch {
+		return nil, fmt.Errorf("exec: %d tokens for %d sequences", len(tokens), p.Batch.MicroBatch)
 	}
-	maxLen := e.p.Buffers[e.named("L0.k_cache")].Shape[1]
+	maxLen := e.p.Buffers[e.named(fmt.Sprintf("L%d.k_cache", p.FirstLayer))].Shape[1]
 	for i, pos := range e.i32[at] {
 		if pos < 0 || int(pos) >= maxLen || e.d.MaxPos > 0 && int(pos) >= e.d.MaxPos {
 			return nil, fmt.Errorf("exec: position %d of sequence %d outside the cache of %d positions", pos, i, maxLen)
@@ -59,7 +59,7 @@ func (e *Executor) decode(tokens []int32, at int) ([]float32, error) {
 	if err := e.checkTokens(tokens); err != nil {
 		return nil, err
 	}
-	copy(e.i32[tok], tokens)
+	copy(e.i32[tok], tokens) // nil on a later pipeline stage, which embeds nothing
 	return e.runInference(logits)
 }
 
@@ -71,14 +71,17 @@ func (e *Executor) decode(tokens []int32, at int) ([]float32, error) {
 func (e *Executor) Prefill(prompts [][]int32) ([]float32, error) {
 	p := e.p
 	tok, lengths, logits := e.named("tokens@0"), e.named("lengths"), e.named("logits@0")
-	if tok < 0 || lengths < 0 || logits < 0 {
+	if tok < 0 || lengths < 0 || logits < 0 && p.Coord.PP == p.Layout.PP-1 {
 		return nil, fmt.Errorf("exec: program %s is not a prefill", p.Model)
 	}
+	// Under pipeline parallelism the first stage alone reads the tokens, the last alone
+	// the lengths: a stage's unread input has no place in its arena.
+	toks, lens := e.i32[tok], e.i32[lengths]
 	B, T := p.Batch.MicroBatch, p.Batch.SeqLen
 	if len(prompts) != B {
 		return nil, fmt.Errorf("exec: %d prompts for a prefill of %d sequences", len(prompts), B)
 	}
-	clear(e.i32[tok])
+	clear(toks)
 	for i, pr := range prompts {
 		if len(pr) < 1 || len(pr) > T {
 			return nil, fmt.Errorf("exec: prompt %d has %d tokens, the prefill takes 1 to %d", i, len(pr), T)
@@ -86,8 +89,12 @@ func (e *Executor) Prefill(prompts [][]int32) ([]float32, error) {
 		if err := e.checkTokens(pr); err != nil {
 			return nil, err
 		}
-		copy(e.i32[tok][i*T:], pr)
-		e.i32[lengths][i] = int32(len(pr))
+		if toks != nil {
+			copy(toks[i*T:], pr)
+		}
+		if lens != nil {
+			lens[i] = int32(len(pr))
+		}
 	}
 	return e.runInference(logits)
 }
@@ -101,11 +108,16 @@ func (e *Executor) checkTokens(tokens []int32) error {
 	return nil
 }
 
+// runInference runs an inference program and returns its logits: nil on a pipeline stage
+// before the last, which sends its hidden states on instead.
 func (e *Executor) runInference(logits int) ([]float32, error) {
 	for i := range e.p.Ops {
 		if err := e.run(&e.p.Ops[i]); err != nil {
 			return nil, fmt.Errorf("exec: rank %d op %d (%s): %w", e.p.Rank, i, e.p.Ops[i].Kind, err)
 		}
+	}
+	if logits < 0 {
+		return nil, nil
 	}
 	return e.f32[logits], nil
 }

@@ -235,6 +235,9 @@ func TestInferenceLayoutsMatchOneRank(t *testing.T) {
 		{DP: 1, EP: 1, TP: 2, PP: 1},
 		{DP: 2, EP: 2, TP: 1, PP: 1},
 		{DP: 2, EP: 2, TP: 2, PP: 1},
+		{DP: 1, EP: 1, TP: 1, PP: 2},
+		{DP: 1, EP: 1, TP: 2, PP: 2},
+		{DP: 2, EP: 2, TP: 1, PP: 2},
 	}
 	ran := make([]int, len(layouts))
 	run := func(m *program.Model, seed int64) {
@@ -264,7 +267,7 @@ func TestInferenceLayoutsMatchOneRank(t *testing.T) {
 		t.Error("hunyuan_tiny's MoE stage did not decode at ep 2")
 	}
 	r := rand.New(rand.NewPCG(13, 13))
-	for i := 0; i < 30; i++ {
+	for i := 0; i < 60; i++ {
 		run(steptest.Model(r, "rnd"), int64(i))
 	}
 	for li, l := range layouts {
@@ -272,7 +275,8 @@ func TestInferenceLayoutsMatchOneRank(t *testing.T) {
 			t.Errorf("only %d models decoded at %s", ran[li], l)
 		}
 	}
-	t.Logf("models that decode as one rank does, of hunyuan_tiny and 30 random ones: tp 2 %d, ep 2 %d, tp 2 × ep 2 %d", ran[0], ran[1], ran[2])
+	t.Logf("models that decode as one rank does, of hunyuan_tiny and 60 random ones: tp 2 %d, ep 2 %d, tp 2 × ep 2 %d, pp 2 %d, tp 2 × pp 2 %d, ep 2 × pp 2 %d",
+		ran[0], ran[1], ran[2], ran[3], ran[4], ran[5])
 }
 
 // TestInferenceLayoutRefused: a layout that does not divide the model is a layout error

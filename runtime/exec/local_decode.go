@@ -158,7 +158,7 @@ func (ld *LocalDecoder) checkTokens(tokens []int32) error {
 }
 
 // all runs f on every rank at once (first: the rank's replica's first sequence) and
-// gathers the logits of tp rank 0 of each replica.
+// gathers the logits of tp rank 0 of each replica's last pipeline stage.
 func (ld *LocalDecoder) all(exs []*Executor, f func(ex *Executor, first int) ([]float32, error)) ([]float32, error) {
 	if len(exs) == 1 { // one rank: no goroutine
 		out, err := f(exs[0], 0)
@@ -187,7 +187,7 @@ func (ld *LocalDecoder) all(exs []*Executor, f func(ex *Executor, first int) ([]
 				ld.world.Fail(errs[r])
 				return
 			}
-			if c.TP == 0 {
+			if c.TP == 0 && out != nil { // the last pipeline stage's
 				copy(ld.logits[c.DP*len(out):], out)
 			}
 		}()

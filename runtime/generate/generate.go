@@ -29,9 +29,9 @@ type Options struct {
 	// StepPrograms decodes through the step program of a decoding step (compiler/step,
 	// run by runtime/exec) instead of runtime/nn's Decoder; the logits are the same.
 	StepPrograms bool
-	// TP and EP are the tensor- and expert-parallel sizes of the step programs' layout
-	// (0 or 1: one rank); either above 1 decodes through step programs.
-	TP, EP int
+	// TP, EP and PP are the tensor-, expert- and pipeline-parallel sizes of the step
+	// programs' layout (0 or 1: one rank); any above 1 decodes through step programs.
+	TP, EP, PP int
 }
 
 // Decoder is what Generate decodes with: runtime/nn's Decoder, or a decoding step
@@ -62,6 +62,8 @@ func (o Options) Check() error {
 		return diag.Runtimef(diag.ErrBadRunOption, "--tp %d: want a tensor-parallel size of at least 1", o.TP)
 	case o.EP < 0:
 		return diag.Runtimef(diag.ErrBadRunOption, "--ep %d: want an expert-parallel size of at least 1", o.EP)
+	case o.PP < 0:
+		return diag.Runtimef(diag.ErrBadRunOption, "--pp %d: want a pipeline-parallel size of at least 1", o.PP)
 	}
 	return nil
 }
@@ -92,9 +94,9 @@ func Run(ctx context.Context, opt Options, w io.Writer) error {
 		return fmt.Errorf("generate: model of %s has no decoder", dir)
 	}
 	var dec Decoder
-	if opt.StepPrograms || opt.TP > 1 || opt.EP > 1 {
+	if opt.StepPrograms || opt.TP > 1 || opt.EP > 1 || opt.PP > 1 {
 		// Lowered before the prompt is echoed: a layout refused leaves w untouched.
-		if dec, err = NewStepDecoder(m, opt.TP, opt.EP); err != nil {
+		if dec, err = NewStepDecoder(m, opt.TP, opt.EP, opt.PP); err != nil {
 			return err
 		}
 	}

@@ -30,12 +30,12 @@ type StepDecoder struct {
 const peerTimeout = time.Minute
 
 // NewStepDecoder lowers m's inference programs for one sequence of m's seq_len
-// positions at tensor-parallel size tp and expert-parallel size ep (1 and 1: one rank)
-// and loads m's weights into them. A layout that does not divide m is an E0509
-// diagnostic, a feature not lowered under it E0510.
-func NewStepDecoder(m *nn.Model, tp, ep int) (*StepDecoder, error) {
+// positions at tensor-parallel size tp, expert-parallel size ep and pipeline-parallel
+// size pp (all 1: one rank) and loads m's weights into them. A layout that does not
+// divide m is an E0509 diagnostic, a feature not lowered under it E0510.
+func NewStepDecoder(m *nn.Model, tp, ep, pp int) (*StepDecoder, error) {
 	cfg := m.Config()
-	l := step.Layout{DP: max(ep, 1), EP: max(ep, 1), TP: max(tp, 1), PP: 1}
+	l := step.Layout{DP: max(ep, 1), EP: max(ep, 1), TP: max(tp, 1), PP: max(pp, 1)}
 	ld, err := exec.NewLocalDecoder(cfg, 1, int(cfg.SeqLen), l, peerTimeout)
 	if err != nil {
 		return nil, layoutError(cfg, l, err)
