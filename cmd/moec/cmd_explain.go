@@ -3,10 +3,13 @@ package main
 import (
 	"fmt"
 	"io"
+	"io/fs"
+	"regexp"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/moec-dev/moec/compiler/check"
 	"github.com/moec-dev/moec/lang/diag"
 )
 
@@ -14,8 +17,9 @@ func newExplainCommand(stdout io.Writer) *cobra.Command {
 	return &cobra.Command{
 		Use:   "explain [CODE...]",
 		Short: "Explain diagnostic codes (E0509, W9501, …); without a code, list them all",
-		Long: "Explain prints what a diagnostic code means, whether it is an error or a warning, and\n" +
-			"which part of moec reports it. Without arguments it lists every registered code.",
+		Long: "Explain prints what a diagnostic code means, whether it is an error or a warning,\n" +
+			"which part of moec reports it, and an example that produces it: a .moe file, or the\n" +
+			"command lines and the files they read. Without arguments it lists every registered code.",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				for _, info := range diag.Registry() {
@@ -42,9 +46,52 @@ func newExplainCommand(stdout io.Writer) *cobra.Command {
 					fmt.Fprintln(stdout)
 				}
 				fmt.Fprintf(stdout, "%s: %s, reported by %s\n\n%s\n", info.Code, info.Code.Severity(), info.Code.Phase(), wrap(info.Summary, 88))
+				if ex, ok := diag.Example(info.Code); ok {
+					writeExample(stdout, ex)
+				}
 			}
 			return nil
 		},
+	}
+}
+
+// writeExample prints a code's example, indented: a .moe file under its name, or an
+// archive's command lines and the files they read.
+func writeExample(w io.Writer, ex diag.CodeExample) {
+	// The `// ERROR CODE` marks tell the examples' test which line reports the code; the
+	// rendered diagnostic shows the reader the same.
+	ex.Text = errorMark.ReplaceAllString(ex.Text, "")
+	if ex.IsArchive() {
+		fmt.Fprintf(w, "\nExample: the commands ($) and the files they read (-- NAME --):\n\n")
+	} else {
+		fmt.Fprintf(w, "\nExample: %s\n\n", ex.File)
+	}
+	indent(w, ex.Text)
+	if ex.IsArchive() {
+		return
+	}
+	_, sources, diags := check.Load(ex.File, func(name string) ([]byte, error) {
+		if name == ex.File {
+			return []byte(ex.Text), nil
+		}
+		return nil, fs.ErrNotExist
+	})
+	var rendered strings.Builder
+	diag.RenderAll(&rendered, diags, sources)
+	fmt.Fprintf(w, "\nmoec check %s says:\n\n", ex.File)
+	indent(w, rendered.String())
+}
+
+var errorMark = regexp.MustCompile(`(?m)[ \t]*//\s*ERROR(?:\s+[EW]\d{4})+[ \t]*$`)
+
+// indent writes text with each non-empty line indented by four spaces.
+func indent(w io.Writer, text string) {
+	for _, line := range strings.Split(strings.TrimRight(text, "\n"), "\n") {
+		if line == "" {
+			fmt.Fprintln(w)
+			continue
+		}
+		fmt.Fprintf(w, "    %s\n", line)
 	}
 }
 

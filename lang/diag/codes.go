@@ -15,7 +15,8 @@ import "strings"
 //	W9xxx  warnings (W92xx the checker's, W95xx backends': a feature a backend does not honour)
 //
 // Every code is registered with a one-line summary in the Codes table (one file per
-// owning phase: codes_*.go) so `moec explain` and the docs can list them.
+// owning phase: codes_*.go) so `moec explain` and the docs can list them, and has an
+// example in examples/ (see Example) unless examples_test.go says why it cannot.
 type Code string
 
 // Info describes a code.
@@ -49,6 +50,17 @@ func (c Code) Severity() string {
 		return "warning"
 	}
 	return "error"
+}
+
+// Checked reports whether a .moe file alone can produce c: it is the parser's or the
+// checker's (E01xx-E04xx, W92xx), which `moec check` reports.
+func (c Code) Checked() bool {
+	for _, prefix := range []string{"E01", "E02", "E03", "E04", "W92"} {
+		if strings.HasPrefix(string(c), prefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // Phase names the part of moec that reports c, from its number range (see Code).

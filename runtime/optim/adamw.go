@@ -222,7 +222,7 @@ func (o *AdamW) StepReduced(gradScale float64, reduce func(localSumSquares float
 	norm := math.Sqrt(sq)
 	info := StepInfo{LR: o.cfg.LRAt(o.step), GradNorm: norm}
 	if math.IsNaN(norm) || math.IsInf(norm, 0) {
-		return info, fmt.Errorf("optim: gradient norm is %v at step %d", norm, o.step)
+		return info, &NonFiniteError{Norm: norm, Step: o.step}
 	}
 	scale := gradScale
 	if o.cfg.ClipNorm > 0 && norm > o.cfg.ClipNorm {
@@ -361,4 +361,15 @@ func (o *AdamW) LoadState(ts []safetensors.Tensor, step int64) error {
 	}
 	o.step = step
 	return nil
+}
+
+// NonFiniteError is Step refusing a gradient whose norm is NaN or infinite (training has
+// diverged); weights and state are left untouched.
+type NonFiniteError struct {
+	Norm float64
+	Step int64
+}
+
+func (e *NonFiniteError) Error() string {
+	return fmt.Sprintf("optim: gradient norm is %v at step %d", e.Norm, e.Step)
 }

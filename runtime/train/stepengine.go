@@ -1,6 +1,7 @@
 package train
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/moec-dev/moec/compiler/plan"
@@ -135,7 +136,11 @@ func (s *stepEngine) step(stepN int64, spec *Spec, corpus *data.Corpus) (StepRec
 		info.Clipped = spec.Train.Optimizer.ClipNorm > 0 && st.GradNorm > spec.Train.Optimizer.ClipNorm
 	}
 	if err != nil {
-		return rec, info, fmt.Errorf("train: step %d: %w", stepN+1, err)
+		err = fmt.Errorf("train: step %d: %w", stepN+1, err)
+		if _, diverged := errors.AsType[*optim.NonFiniteError](err); diverged {
+			err = &updateError{err} // a diverged run, which Run reports as E0613
+		}
+		return rec, info, err
 	}
 	return rec, info, nil
 }
