@@ -14,6 +14,11 @@ import (
 // this rank updates: every tensor it holds, or under ZeRO 1–3 its shard of each group's
 // flat vector.
 func (e *Executor) SetOptimizer(cfg optim.Config) error {
+	if err := e.Settle(); err != nil {
+		return err
+	}
+	overlap := e.host != nil // re-planned below over the new optimizer's tensors
+	e.host = nil
 	var ps []optim.Param
 	var ms, vs [][]float32
 	e.counted, e.pieces = e.counted[:0], e.pieces[:0]
@@ -94,6 +99,11 @@ func (e *Executor) SetOptimizer(cfg optim.Config) error {
 		return fmt.Errorf("exec: %w", err)
 	}
 	e.opt, e.optParams = o, ps
+	if overlap {
+		if _, err := e.SetHostOverlap(true); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
