@@ -70,6 +70,10 @@ type Options struct {
 	Comm dist.Comm
 	// CollectiveTimeout bounds every collective of a sharded run [dist.DefaultTimeout].
 	CollectiveTimeout time.Duration
+	// SerialHostUpdate runs the unified cache's host update inside each step instead of on
+	// a helper goroutine that overlaps the next step's forward (exec.Local.SetHostOverlap,
+	// the default under the cache at ZeRO 0): the losses are the same either way.
+	SerialHostUpdate bool
 
 	// NewNet builds the model [nn.New]; tests substitute instrumented models.
 	NewNet NewNetFunc

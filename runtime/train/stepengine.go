@@ -100,6 +100,11 @@ func newStepEngine(spec *Spec, cfg optim.Config, l Sharding, opt Options) (*step
 	if err := lc.SetOptimizer(cfg); err != nil {
 		return nil, err
 	}
+	// The unified cache's host update lands unit by unit while the next step's forward
+	// fetches them (where the layout allows it: ZeRO 0); the numbers are the same.
+	if _, err := lc.SetHostOverlap(sl.Cache.On() && !opt.SerialHostUpdate); err != nil {
+		return nil, err
+	}
 	// The ranks start from the weights a single rank initialises (resume and growth
 	// replace them).
 	whole, err := wholeModel(opt.NewNet, spec, nil)
