@@ -1,0 +1,174 @@
+package exec
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/moec-dev/moec/compiler/plan"
+	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/compiler/step"
+	"github.com/moec-dev/moec/runtime/nn"
+	"github.com/moec-dev/moec/runtime/optim"
+)
+
+// BenchmarkCacheStepTime is the predicted against the measured step time of one CPU rank
+// training hunyuan_tiny's eight-expert stage (8 sequences of 128 tokens a step) through
+// the unified cache at the smallest device budget that runs it, with the host update
+// serial and asynchronous. The prediction is plan.PredictCPUStep from three rates, each
+// measured here on its own before the step is timed: the compute rate (the listing's
+// FLOPs over the time of the same step without the cache and without the update), the
+// copy rate (one unit-sized copy) and the update rate (AdamW over the model's tensors on
+// one goroutine). Metrics: s/step measured, pred-s/step, pred/meas, and the update's
+// exposed seconds per step, measured (the waits) and predicted.
+//
+//	go test ./runtime/exec -run '^$' -bench CacheStepTime -benchtime 20x -count 3
+func BenchmarkCacheStepTime(b *testing.B) {
+	m := hunyuanTiny(b, 8)
+	net, err := nn.New(m, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	batch := step.Batch{MicroBatch: 8, SeqLen: 128, Micro: 1}
+	l := step.Layout{DP: 1, EP: 1, TP: 1, PP: 1}
+	l.Cache = step.Cache{Budget: 1, Page: step.DefaultCachePage}
+	_, err = step.Lower(m, batch, l)
+	var le *step.LayoutError
+	if !errors.As(err, &le) || le.Budget == nil {
+		b.Fatalf("a one-byte budget lowered: %v", err)
+	}
+	l.Cache.Budget = le.Budget.Need
+	micro := func(s int) [][]int32 { return [][]int32{randomTokens(8, 128, int(m.Vocab), int64(s))} }
+	rates := measureCPURates(b, m, net, batch, micro)
+	b.Logf("rates: compute %.3g GFLOP/s, copy %.3g GB/s, update %.3g Mparam/s; cache budget %d bytes", rates.Compute/1e9, rates.Copy/1e9, rates.Update/1e6, l.Cache.Budget)
+	for _, overlap := range []bool{false, true} {
+		name := "serial"
+		if overlap {
+			name = "overlap"
+		}
+		b.Run(name, func(b *testing.B) {
+			ex := benchExecutor(b, m, net, batch, l, true)
+			if ok, err := ex.SetHostOverlap(overlap); err != nil || ok != overlap {
+				b.Fatalf("the overlap: %v %v", ok, err)
+			}
+			pred, err := plan.PredictCPUStep(ex.p, rates, overlap)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for s := 0; s < 2; s++ { // warm-up: the arenas' pages, the kernels' scratch
+				if _, err := ex.Run(micro(s), Options{Seed: 1, Step: int64(s)}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			var waited float64
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				st, err := ex.Run(micro(i+2), Options{Seed: 1, Step: int64(i + 2)})
+				if err != nil {
+					b.Fatal(err)
+				}
+				waited += st.UpdateWaitSeconds
+			}
+			if err := ex.Settle(); err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			measured := b.Elapsed().Seconds() / float64(b.N)
+			b.ReportMetric(measured, "s/step")
+			b.ReportMetric(pred.Step, "pred-s/step")
+			b.ReportMetric(pred.Step/measured, "pred/meas")
+			b.ReportMetric(waited/float64(b.N), "exposed-s")
+			b.ReportMetric(pred.UpdateExposed, "pred-exposed-s")
+			b.Logf("%s: predicted %s; measured %.4g s a step, %.4g s of it waiting for the update", name, pred, measured, waited/float64(b.N))
+		})
+	}
+}
+
+// benchExecutor is one rank's executor of m at l, loaded with net's weights, with the
+// optimizer when withOpt.
+func benchExecutor(b *testing.B, m *program.Model, net *nn.Model, batch step.Batch, l step.Layout, withOpt bool) *Executor {
+	b.Helper()
+	progs, err := step.Lower(m, batch, l)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ex, err := New(progs[0], m, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := ex.LoadTensors(tensorsOf(net)); err != nil {
+		b.Fatal(err)
+	}
+	if withOpt {
+		if err := ex.SetOptimizer(trainConfig(1000)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return ex
+}
+
+// measureCPURates measures the three rates plan.PredictCPUStep takes, each on its own.
+func measureCPURates(b *testing.B, m *program.Model, net *nn.Model, batch step.Batch, micro func(int) [][]int32) plan.CPURates {
+	b.Helper()
+	const reps = 5
+	// Compute: the step without the cache and without the update (no optimizer).
+	ex := benchExecutor(b, m, net, batch, step.Layout{DP: 1, EP: 1, TP: 1, PP: 1}, false)
+	var flops int64
+	for _, op := range ex.p.Ops {
+		if op.Phase != step.Update && !op.Kind.Moves() {
+			flops += op.FLOPs
+		}
+	}
+	if _, err := ex.Run(micro(0), Options{Seed: 1}); err != nil {
+		b.Fatal(err)
+	}
+	start := time.Now()
+	for s := 1; s <= reps; s++ {
+		if _, err := ex.Run(micro(s), Options{Seed: 1, Step: int64(s)}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	compute := float64(flops) * reps / time.Since(start).Seconds()
+	// Update: AdamW over tensors of the model's sizes, on this goroutine.
+	var ps []optim.Param
+	var largest int
+	for _, p := range net.Params() {
+		n := len(p.W)
+		ps = append(ps, optim.Param{Name: p.Name, Shape: p.Shape, W: make([]float32, n), G: make([]float32, n)})
+		largest = max(largest, n)
+		for i := range ps[len(ps)-1].G {
+			ps[len(ps)-1].G[i] = float32(i%7) * 1e-3
+		}
+	}
+	o, err := optim.NewAdamW(trainConfig(1000), ps)
+	if err != nil {
+		b.Fatal(err)
+	}
+	all := make([]int, len(ps))
+	var params int64
+	for i := range all {
+		all[i] = i
+		params += int64(len(ps[i].W))
+	}
+	start = time.Now()
+	for range reps {
+		_, d, err := o.StepDeferred(1, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := d.Apply(all); err != nil {
+			b.Fatal(err)
+		}
+	}
+	update := float64(params) * reps / time.Since(start).Seconds()
+	// Copy: a unit-sized copy (the largest tensor's), repeated.
+	src, dst := make([]float32, largest), make([]float32, largest)
+	copy(dst, src)
+	n := max(1, (64<<20)/(4*largest))
+	start = time.Now()
+	for range n {
+		copy(dst, src)
+	}
+	copyRate := float64(4*largest*n) / time.Since(start).Seconds()
+	return plan.CPURates{Compute: compute, Copy: copyRate, Update: update}
+}
