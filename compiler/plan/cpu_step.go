@@ -13,30 +13,36 @@ import (
 // rank's goroutine; the update runs either after the backward, inside the step (the
 // serial update), or on a helper goroutine, unit by unit in the order the next step's
 // forward fetches the units, each landing before its unit's fetch (runtime/exec's
-// asynchronous host update). The model gives the helper a core of its own.
+// asynchronous host update). The helper has no core of its own: the rank's kernels
+// spread over all Cores, so the part of the update that hides behind the compute still
+// takes 1/Cores of its time from it.
 
 // CPURates are one CPU rank's kernel rates, each measured on its own (not fitted to a
 // step time).
 type CPURates struct {
 	Compute float64 // FLOP/s over the step's ops, as the listing counts their FLOPs
 	Copy    float64 // bytes/s of one host↔device copy (the cache's fetches and write-backs)
-	Update  float64 // parameters/s of the AdamW update on one goroutine
+	// Update is parameters/s of the AdamW update on one goroutine (the helper's);
+	// UpdateAll the in-step update's over all cores.
+	Update, UpdateAll float64
+	Cores             int // the cores the rank's kernels spread over (GOMAXPROCS)
 }
 
 // CPUStep is a predicted step of one CPU rank, in seconds.
 type CPUStep struct {
 	Compute       float64 // the ops' FLOPs at Rates.Compute
 	Moves         float64 // the cache's fetched and written-back bytes at Rates.Copy
-	Update        float64 // the rank's parameters at Rates.Update
+	Update        float64 // the rank's parameters at Rates.UpdateAll (serial) or Rates.Update (the helper)
 	UpdateExposed float64 // what of Update the step waits for
-	Step          float64 // Compute + Moves + UpdateExposed
+	Contention    float64 // the compute time the helper's hidden update takes: hidden / Cores
+	Step          float64 // Compute + Moves + UpdateExposed + Contention
 	Units         int     // the units the update lands in (the cache's fetch order)
 	HostUpdate    string  // HostUpdateAfterBackward (serial) or HostUpdatePipelined
 }
 
 func (s CPUStep) String() string {
-	return fmt.Sprintf("%.4g s (compute %.4g s, cache copies %.4g s, update %.4g s of which %.4g s exposed, %s over %d units)",
-		s.Step, s.Compute, s.Moves, s.Update, s.UpdateExposed, s.HostUpdate, s.Units)
+	return fmt.Sprintf("%.4g s (compute %.4g s, cache copies %.4g s, update %.4g s of which %.4g s exposed and %.4g s taken from the compute, %s over %d units)",
+		s.Step, s.Compute, s.Moves, s.Update, s.UpdateExposed, s.Contention, s.HostUpdate, s.Units)
 }
 
 // PredictCPUStep predicts one step of p at rates r, with the host update overlapped
@@ -45,7 +51,7 @@ func (s CPUStep) String() string {
 // it lands: the exposed update is the largest lead of the helper's cumulative update
 // over the rank's time to that fetch, max over k of Σ_{j≤k} update_j − before_k.
 func PredictCPUStep(p *step.Program, r CPURates, overlap bool) (CPUStep, error) {
-	if r.Compute <= 0 || r.Copy <= 0 || r.Update <= 0 {
+	if r.Compute <= 0 || r.Copy <= 0 || r.Update <= 0 || r.UpdateAll <= 0 || r.Cores < 1 {
 		return CPUStep{}, fmt.Errorf("plan: CPU rates must be positive: %+v", r)
 	}
 	var s CPUStep
@@ -86,12 +92,13 @@ func PredictCPUStep(p *step.Program, r CPURates, overlap bool) (CPUStep, error) 
 			total += b.Elements()
 		}
 	}
-	s.Update = float64(total) / r.Update
+	s.Update = float64(total) / r.UpdateAll
 	s.Units = len(unitParams)
 	s.HostUpdate = HostUpdateAfterBackward
 	s.UpdateExposed = s.Update
 	if overlap && len(unitParams) > 0 {
 		s.HostUpdate = HostUpdatePipelined
+		s.Update = float64(total) / r.Update
 		s.UpdateExposed = 0
 		done := 0.0
 		for k, n := range unitParams {
@@ -100,7 +107,8 @@ func PredictCPUStep(p *step.Program, r CPURates, overlap bool) (CPUStep, error) 
 		}
 		// Parameters no fetch reads land after the last unit: the next step's update waits.
 		s.UpdateExposed = max(s.UpdateExposed, s.Update-elapsed)
+		s.Contention = (s.Update - s.UpdateExposed) / float64(r.Cores)
 	}
-	s.Step = s.Compute + s.Moves + s.UpdateExposed
+	s.Step = s.Compute + s.Moves + s.UpdateExposed + s.Contention
 	return s, nil
 }

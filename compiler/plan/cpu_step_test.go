@@ -11,7 +11,8 @@ import (
 // 1000 FLOPs, a fetch of 300 parameters, 3000 FLOPs, the update; at 1000 FLOP/s, 400 B/s
 // and 100 parameters/s. Serial: 4 s compute + 4 s copies + 4 s update. Overlapped: the
 // helper lands unit 0 at 1 s (the rank waits 1 s at its fetch) and unit 1 at 4 s, 2 s
-// after the rank reaches that fetch: 2 s exposed.
+// after the rank reaches that fetch: 2 s exposed, and the 2 s hidden take 1 s from the
+// compute on two cores. The serial update runs at 200 parameters/s over both: 2 s.
 func TestPredictCPUStep(t *testing.T) {
 	p := &step.Program{Buffers: []*step.Buffer{
 		{Name: "p0", Shape: []int{100}, Elem: 4, Kind: step.KindParam, Tier: step.Host},
@@ -25,22 +26,22 @@ func TestPredictCPUStep(t *testing.T) {
 		{Kind: step.OpMatMul, Phase: step.Forward, FLOPs: 3000},
 		{Kind: step.OpAdamW, Phase: step.Update, FLOPs: 4800},
 	}}
-	r := CPURates{Compute: 1000, Copy: 400, Update: 100}
+	r := CPURates{Compute: 1000, Copy: 400, Update: 100, UpdateAll: 200, Cores: 2}
 	for _, c := range []struct {
-		overlap       bool
-		exposed, step float64
-		mode          string
-	}{{false, 4, 12, HostUpdateAfterBackward}, {true, 2, 10, HostUpdatePipelined}} {
+		overlap                           bool
+		update, exposed, contention, step float64
+		mode                              string
+	}{{false, 2, 2, 0, 10, HostUpdateAfterBackward}, {true, 4, 2, 1, 11, HostUpdatePipelined}} {
 		s, err := PredictCPUStep(p, r, c.overlap)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if math.Abs(s.Compute-4) > 1e-12 || math.Abs(s.Moves-4) > 1e-12 || math.Abs(s.Update-4) > 1e-12 ||
+		if math.Abs(s.Compute-4) > 1e-12 || math.Abs(s.Moves-4) > 1e-12 || math.Abs(s.Update-c.update) > 1e-12 || math.Abs(s.Contention-c.contention) > 1e-12 ||
 			math.Abs(s.UpdateExposed-c.exposed) > 1e-12 || math.Abs(s.Step-c.step) > 1e-12 || s.Units != 2 || s.HostUpdate != c.mode {
 			t.Errorf("overlap %v: %s; want %g s exposed, a %g s step", c.overlap, s, c.exposed, c.step)
 		}
 	}
-	if _, err := PredictCPUStep(p, CPURates{Compute: 1, Copy: 1}, true); err == nil {
+	if _, err := PredictCPUStep(p, CPURates{Compute: 1, Copy: 1, UpdateAll: 1, Cores: 1}, true); err == nil {
 		t.Error("a zero update rate predicted a step")
 	}
 }

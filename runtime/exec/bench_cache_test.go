@@ -2,6 +2,9 @@ package exec
 
 import (
 	"errors"
+	"math"
+	"runtime"
+	"slices"
 	"testing"
 	"time"
 
@@ -15,12 +18,14 @@ import (
 // BenchmarkCacheStepTime is the predicted against the measured step time of one CPU rank
 // training hunyuan_tiny's eight-expert stage (8 sequences of 128 tokens a step) through
 // the unified cache at the smallest device budget that runs it, with the host update
-// serial and asynchronous. The prediction is plan.PredictCPUStep from three rates, each
-// measured here on its own before the step is timed: the compute rate (the listing's
-// FLOPs over the time of the same step without the cache and without the update), the
-// copy rate (one unit-sized copy) and the update rate (AdamW over the model's tensors on
-// one goroutine). Metrics: s/step measured, pred-s/step, pred/meas, and the update's
-// exposed seconds per step, measured (the waits) and predicted.
+// serial and asynchronous. The prediction is plan.PredictCPUStep from rates each measured
+// here on its own before the step is timed: the compute rate (the listing's FLOPs over
+// the time of the same step without the cache and without the update), the copy rate
+// (one unit-sized copy) and the update rates (AdamW over the model's tensors on one
+// goroutine, as the helper runs it, and on every core, as the step runs it). On a shared
+// machine every figure is the fastest of its repetitions. Metrics: s/step (the fastest
+// step), median-s/step, pred-s/step, pred/meas, and the update's exposed seconds a step,
+// measured (the waits) and predicted.
 //
 //	go test ./runtime/exec -run '^$' -bench CacheStepTime -benchtime 20x -count 3
 func BenchmarkCacheStepTime(b *testing.B) {
@@ -40,7 +45,8 @@ func BenchmarkCacheStepTime(b *testing.B) {
 	l.Cache.Budget = le.Budget.Need
 	micro := func(s int) [][]int32 { return [][]int32{randomTokens(8, 128, int(m.Vocab), int64(s))} }
 	rates := measureCPURates(b, m, net, batch, micro)
-	b.Logf("rates: compute %.3g GFLOP/s, copy %.3g GB/s, update %.3g Mparam/s; cache budget %d bytes", rates.Compute/1e9, rates.Copy/1e9, rates.Update/1e6, l.Cache.Budget)
+	b.Logf("rates: compute %.3g GFLOP/s, copy %.3g GB/s, update %.3g Mparam/s on one goroutine, %.3g on %d cores; cache budget %d bytes",
+		rates.Compute/1e9, rates.Copy/1e9, rates.Update/1e6, rates.UpdateAll/1e6, rates.Cores, l.Cache.Budget)
 	for _, overlap := range []bool{false, true} {
 		name := "serial"
 		if overlap {
@@ -61,25 +67,32 @@ func BenchmarkCacheStepTime(b *testing.B) {
 				}
 			}
 			var waited float64
+			steps := make([]float64, b.N)
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
+				start := time.Now()
 				st, err := ex.Run(micro(i+2), Options{Seed: 1, Step: int64(i + 2)})
 				if err != nil {
 					b.Fatal(err)
 				}
+				steps[i] = time.Since(start).Seconds()
 				waited += st.UpdateWaitSeconds
 			}
 			if err := ex.Settle(); err != nil {
 				b.Fatal(err)
 			}
 			b.StopTimer()
-			measured := b.Elapsed().Seconds() / float64(b.N)
-			b.ReportMetric(measured, "s/step")
+			// The fastest step is the one other processes disturbed least, as the rates
+			// are each their fastest repetition.
+			slices.Sort(steps)
+			fastest, median := steps[0], steps[len(steps)/2]
+			b.ReportMetric(fastest, "s/step")
+			b.ReportMetric(median, "median-s/step")
 			b.ReportMetric(pred.Step, "pred-s/step")
-			b.ReportMetric(pred.Step/measured, "pred/meas")
+			b.ReportMetric(pred.Step/fastest, "pred/meas")
 			b.ReportMetric(waited/float64(b.N), "exposed-s")
 			b.ReportMetric(pred.UpdateExposed, "pred-exposed-s")
-			b.Logf("%s: predicted %s; measured %.4g s a step, %.4g s of it waiting for the update", name, pred, measured, waited/float64(b.N))
+			b.Logf("%s: predicted %s; measured %.4g s the fastest step (median %.4g s), %.4g s a step waiting for the update", name, pred, fastest, median, waited/float64(b.N))
 		})
 	}
 }
@@ -107,10 +120,22 @@ func benchExecutor(b *testing.B, m *program.Model, net *nn.Model, batch step.Bat
 	return ex
 }
 
-// measureCPURates measures the three rates plan.PredictCPUStep takes, each on its own.
+// fastest is the seconds of the fastest of reps calls of f: the one other processes of a
+// shared machine disturbed least.
+func fastest(reps int, f func(rep int)) float64 {
+	best := math.Inf(1)
+	for rep := range reps {
+		start := time.Now()
+		f(rep)
+		best = min(best, time.Since(start).Seconds())
+	}
+	return best
+}
+
+// measureCPURates measures the rates plan.PredictCPUStep takes, each on its own.
 func measureCPURates(b *testing.B, m *program.Model, net *nn.Model, batch step.Batch, micro func(int) [][]int32) plan.CPURates {
 	b.Helper()
-	const reps = 5
+	const reps = 10
 	// Compute: the step without the cache and without the update (no optimizer).
 	ex := benchExecutor(b, m, net, batch, step.Layout{DP: 1, EP: 1, TP: 1, PP: 1}, false)
 	var flops int64
@@ -122,13 +147,11 @@ func measureCPURates(b *testing.B, m *program.Model, net *nn.Model, batch step.B
 	if _, err := ex.Run(micro(0), Options{Seed: 1}); err != nil {
 		b.Fatal(err)
 	}
-	start := time.Now()
-	for s := 1; s <= reps; s++ {
-		if _, err := ex.Run(micro(s), Options{Seed: 1, Step: int64(s)}); err != nil {
+	compute := float64(flops) / fastest(reps, func(s int) {
+		if _, err := ex.Run(micro(s+1), Options{Seed: 1, Step: int64(s + 1)}); err != nil {
 			b.Fatal(err)
 		}
-	}
-	compute := float64(flops) * reps / time.Since(start).Seconds()
+	})
 	// Update: AdamW over tensors of the model's sizes, on this goroutine.
 	var ps []optim.Param
 	var largest int
@@ -150,8 +173,7 @@ func measureCPURates(b *testing.B, m *program.Model, net *nn.Model, batch step.B
 		all[i] = i
 		params += int64(len(ps[i].W))
 	}
-	start = time.Now()
-	for range reps {
+	update := float64(params) / fastest(reps, func(int) {
 		_, d, err := o.StepDeferred(1, nil)
 		if err != nil {
 			b.Fatal(err)
@@ -159,16 +181,15 @@ func measureCPURates(b *testing.B, m *program.Model, net *nn.Model, batch step.B
 		if err := d.Apply(all); err != nil {
 			b.Fatal(err)
 		}
-	}
-	update := float64(params) * reps / time.Since(start).Seconds()
+	})
+	updateAll := float64(params) / fastest(reps, func(int) { // the in-step update, over every core
+		if _, err := o.Step(1); err != nil {
+			b.Fatal(err)
+		}
+	})
 	// Copy: a unit-sized copy (the largest tensor's), repeated.
 	src, dst := make([]float32, largest), make([]float32, largest)
 	copy(dst, src)
-	n := max(1, (64<<20)/(4*largest))
-	start = time.Now()
-	for range n {
-		copy(dst, src)
-	}
-	copyRate := float64(4*largest*n) / time.Since(start).Seconds()
-	return plan.CPURates{Compute: compute, Copy: copyRate, Update: update}
+	copyRate := float64(4*largest) / fastest(4*reps, func(int) { copy(dst, src) })
+	return plan.CPURates{Compute: compute, Copy: copyRate, Update: update, UpdateAll: updateAll, Cores: runtime.GOMAXPROCS(0)}
 }
