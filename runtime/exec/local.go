@@ -304,7 +304,7 @@ func (lc *Local) place(ex *Executor, whole, m, v map[params.ID][]float32, cover 
 		id := *b.Param
 		shard := id.Shard
 		id.Shard = params.Shard{}
-		placeRange(whole[id], ex.f32[i], lc.shape[id], shard, 0, len(ex.f32[i]))
+		placeRange(whole[id], ex.weights(i), lc.shape[id], shard, 0, len(ex.f32[i]))
 		if cover != nil {
 			cover.mark(cover.model[id], lc.shape[id], shard, 0, len(ex.f32[i]))
 		}

@@ -35,6 +35,11 @@ type hostUpdate struct {
 	// landed before it runs.
 	needs   []int
 	pending *pendingUpdate
+	// weightBuf is the arena buffer of each optimizer tensor's weights.
+	weightBuf []int
+	// delay is the one-step-delayed update's state (SetDelayedUpdate; nil for the
+	// asynchronous update that lands within the next step).
+	delay *delayed
 	// beforeUnit, when set (tests), runs on the helper before each unit's update; waiting
 	// runs on the rank's goroutine when it is about to block until need units have landed.
 	beforeUnit func(unit int)
@@ -53,10 +58,9 @@ type pendingUpdate struct {
 // cache under ZeRO 0, with an optimizer (call it after SetOptimizer). Turning it off
 // first lets a pending update land.
 func (e *Executor) SetHostOverlap(on bool) (bool, error) {
-	if err := e.Settle(); err != nil {
+	if err := e.dropHostUpdate(); err != nil {
 		return false, err
 	}
-	e.host = nil
 	if !on || !e.overlapApplies() {
 		return false, nil
 	}
@@ -110,7 +114,12 @@ func (e *Executor) planHostUpdate() (*hostUpdate, error) {
 	for k := range unitOf {
 		unitOf[k] = -1
 	}
-	h := &hostUpdate{}
+	h := &hostUpdate{weightBuf: make([]int, len(e.optParams))}
+	for i := range bufPiece {
+		if k := bufPiece[i]; k >= 0 && unsafe.SliceData(e.f32[i]) == unsafe.SliceData(e.optParams[k].W) {
+			h.weightBuf[k] = i
+		}
+	}
 	for _, op := range e.p.Ops {
 		if op.Kind != step.OpCacheFetch {
 			continue
@@ -224,12 +233,30 @@ func (e *Executor) Settle() error {
 	return nil
 }
 
+// dropHostUpdate lets a pending update land and turns the asynchronous update off; a
+// delayed one leaves its latest weights in the arena and the executor's own optimizer.
+func (e *Executor) dropHostUpdate() error {
+	if err := e.Settle(); err != nil {
+		return err
+	}
+	if e.host != nil && e.host.delay != nil {
+		if err := e.host.delay.restore(e); err != nil {
+			return err
+		}
+	}
+	e.host = nil
+	return nil
+}
+
 // updateAsync settles the step's update rules and starts the update on a helper
 // goroutine, unit by unit.
 func (e *Executor) updateAsync(op *step.Op) error {
 	h := e.host
 	if err := h.settle(); err != nil { // the ops before have waited for it: nothing is left
 		return err
+	}
+	if h.delay != nil {
+		h.delay.swap(e)
 	}
 	global := e.globalNormSq(e.f32[op.In[len(op.In)-1]], e.p.Layout.World())
 	info, d, err := e.opt.StepDeferred(1, func(float64) (float64, error) { return global, nil })

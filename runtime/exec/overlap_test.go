@@ -210,3 +210,82 @@ func TestHostOverlapWaitsForEachUnit(t *testing.T) {
 		}
 	}
 }
+
+// TestDelayedUpdate trains through the unified cache with the one-step-delayed update and
+// checks which weights each step ran on: step 0 on the initial weights, as the serial
+// update; step 1 on the initial weights again (a run without updates gives its loss);
+// step 2 on the weights after step 0's update alone (a serial run that skipped step 1's
+// batch gives its loss); from step 3 the training differs from the serial update's.
+func TestDelayedUpdate(t *testing.T) {
+	const mb, T, M, page = 2, 16, 2, 4096
+	m := hunyuanTiny(t, 8)
+	net, err := nn.New(m, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := step.Batch{MicroBatch: mb, SeqLen: T, Micro: M}
+	l := step.Layout{DP: 1, EP: 1, TP: 1, PP: 1}
+	l.Cache = step.Cache{Budget: smallestBudget(t, m, b, l, page), Page: page}
+	cfg := trainConfig(6)
+	batch := func(s int) [][]int32 {
+		micro := make([][]int32, M)
+		for i := range micro {
+			micro[i] = randomTokens(mb, T, int(m.Vocab), 1000*int64(s)+int64(i))
+		}
+		return micro
+	}
+	run := func(tr *trainer, s, data int) Stats {
+		st, err := tr.exs[0].Run(batch(data), Options{Seed: 3, Step: int64(s)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	delayedRun := newTrainer(t, m, net, l, b, cfg)
+	if ok, err := delayedRun.exs[0].SetDelayedUpdate(true); err != nil || !ok {
+		t.Fatalf("the delayed update does not apply (%v)", err)
+	}
+	var delayedLoss []float64
+	for s := range 4 {
+		delayedLoss = append(delayedLoss, run(delayedRun, s, s).Loss)
+	}
+	serial := newTrainer(t, m, net, l, b, cfg)
+	frozen := newTrainer(t, m, net, l, b, cfg)
+	frozen.exs[0].opt = nil // forward and backward only
+	skip := newTrainer(t, m, net, l, b, cfg)
+	var serialLoss []float64
+	for s := range 4 {
+		serialLoss = append(serialLoss, run(serial, s, s).Loss)
+	}
+	run(frozen, 0, 0)
+	run(skip, 0, 0)
+	want := []float64{serialLoss[0], run(frozen, 1, 1).Loss, run(skip, 2, 2).Loss}
+	for s, w := range want {
+		if delayedLoss[s] != w {
+			t.Errorf("step %d: loss %v with the delayed update, want %v", s, delayedLoss[s], w)
+		}
+	}
+	if delayedLoss[3] == serialLoss[3] {
+		t.Errorf("step 3: the delayed update trains as the serial one (%v)", delayedLoss[3])
+	}
+	t.Logf("losses: delayed %v, serial %v", delayedLoss, serialLoss)
+	// Tensors read the master weights: after a settle, turning the delay off leaves them
+	// in the arena.
+	ex := delayedRun.exs[0]
+	if err := ex.Settle(); err != nil {
+		t.Fatal(err)
+	}
+	k := ex.host.weightBuf[0]
+	master := append([]float32(nil), ex.weights(k)...)
+	if ok, err := ex.SetDelayedUpdate(false); err != nil || ok {
+		t.Fatal(ok, err)
+	}
+	for j := range master {
+		if ex.f32[k][j] != master[j] {
+			t.Fatalf("%s[%d] = %v after the delay ends, the master holds %v", ex.p.Buffers[k].Name, j, ex.f32[k][j], master[j])
+		}
+	}
+	if ex.opt.StepCount() != 4 {
+		t.Errorf("%d updates counted after the delay ends, want 4", ex.opt.StepCount())
+	}
+}

@@ -81,6 +81,7 @@ func (e *Executor) LoadParams(get func(id params.ID) ([]float32, []int)) error {
 		}
 	}
 	e.syncHostParams()
+	e.refreshMaster()
 	return nil
 }
 

@@ -14,11 +14,11 @@ import (
 // this rank updates: every tensor it holds, or under ZeRO 1–3 its shard of each group's
 // flat vector.
 func (e *Executor) SetOptimizer(cfg optim.Config) error {
-	if err := e.Settle(); err != nil {
+	// The asynchronous update is re-planned below over the new optimizer's tensors.
+	overlap, delay := e.host != nil, e.host != nil && e.host.delay != nil
+	if err := e.dropHostUpdate(); err != nil {
 		return err
 	}
-	overlap := e.host != nil // re-planned below over the new optimizer's tensors
-	e.host = nil
 	var ps []optim.Param
 	var ms, vs [][]float32
 	e.counted, e.pieces = e.counted[:0], e.pieces[:0]
@@ -99,7 +99,12 @@ func (e *Executor) SetOptimizer(cfg optim.Config) error {
 		return fmt.Errorf("exec: %w", err)
 	}
 	e.opt, e.optParams = o, ps
-	if overlap {
+	switch {
+	case delay:
+		if _, err := e.SetDelayedUpdate(true); err != nil {
+			return err
+		}
+	case overlap:
 		if _, err := e.SetHostOverlap(true); err != nil {
 			return err
 		}
