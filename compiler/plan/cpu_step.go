@@ -37,7 +37,7 @@ type CPUStep struct {
 	Contention    float64 // the compute time the helper's hidden update takes: hidden / Cores
 	Step          float64 // Compute + Moves + UpdateExposed + Contention
 	Units         int     // the units the update lands in (the cache's fetch order)
-	HostUpdate    string  // HostUpdateAfterBackward (serial) or HostUpdatePipelined
+	HostUpdate    string  // HostUpdateAfterBackward (serial), HostUpdatePipelined or HostUpdateDelayed
 }
 
 func (s CPUStep) String() string {
@@ -45,14 +45,22 @@ func (s CPUStep) String() string {
 		s.Step, s.Compute, s.Moves, s.Update, s.UpdateExposed, s.Contention, s.HostUpdate, s.Units)
 }
 
-// PredictCPUStep predicts one step of p at rates r, with the host update overlapped
-// (asynchronous) or serial. With the overlap, the helper updates unit k (the k-th the
-// forward fetches) after units 0..k−1, and the rank waits at unit k's first fetch until
-// it lands: the exposed update is the largest lead of the helper's cumulative update
-// over the rank's time to that fetch, max over k of Σ_{j≤k} update_j − before_k.
-func PredictCPUStep(p *step.Program, r CPURates, overlap bool) (CPUStep, error) {
+// PredictCPUStep predicts one step of p at rates r with the host update of mode:
+// HostUpdateAfterBackward (serial, inside the step), HostUpdatePipelined (the helper
+// updates unit k, the k-th the forward fetches, after units 0..k−1, and the rank waits at
+// unit k's first fetch until it lands: the exposed update is the largest lead of the
+// helper's cumulative update over the rank's time to that fetch, max over k of
+// Σ_{j≤k} update_j − before_k) or HostUpdateDelayed (the helper updates a master copy
+// during the whole next step, which waits for it at its own update: what exceeds the
+// step is exposed; copying the master weights in and the gradients out counts as moves).
+func PredictCPUStep(p *step.Program, r CPURates, mode string) (CPUStep, error) {
 	if r.Compute <= 0 || r.Copy <= 0 || r.Update <= 0 || r.UpdateAll <= 0 || r.Cores < 1 {
 		return CPUStep{}, fmt.Errorf("plan: CPU rates must be positive: %+v", r)
+	}
+	switch mode {
+	case HostUpdateAfterBackward, HostUpdatePipelined, HostUpdateDelayed:
+	default:
+		return CPUStep{}, fmt.Errorf("plan: no CPU timing for the host update %q", mode)
 	}
 	var s CPUStep
 	unitOf := map[int]int{} // host parameter buffer → its unit in fetch order
@@ -96,7 +104,15 @@ func PredictCPUStep(p *step.Program, r CPURates, overlap bool) (CPUStep, error) 
 	s.Units = len(unitParams)
 	s.HostUpdate = HostUpdateAfterBackward
 	s.UpdateExposed = s.Update
-	if overlap && len(unitParams) > 0 {
+	switch {
+	case len(unitParams) == 0:
+	case mode == HostUpdateDelayed:
+		s.HostUpdate = HostUpdateDelayed
+		s.Update = float64(total) / r.Update
+		s.Moves += 2 * 4 * float64(total) / r.Copy // the master weights in, the gradients out
+		s.UpdateExposed = max(0, s.Update-(s.Compute+s.Moves))
+		s.Contention = (s.Update - s.UpdateExposed) / float64(r.Cores)
+	case mode == HostUpdatePipelined:
 		s.HostUpdate = HostUpdatePipelined
 		s.Update = float64(total) / r.Update
 		s.UpdateExposed = 0

@@ -12,7 +12,9 @@ import (
 // and 100 parameters/s. Serial: 4 s compute + 4 s copies + 4 s update. Overlapped: the
 // helper lands unit 0 at 1 s (the rank waits 1 s at its fetch) and unit 1 at 4 s, 2 s
 // after the rank reaches that fetch: 2 s exposed, and the 2 s hidden take 1 s from the
-// compute on two cores. The serial update runs at 200 parameters/s over both: 2 s.
+// compute on two cores. The serial update runs at 200 parameters/s over both: 2 s. The
+// delayed update adds 3200 bytes of copies (8 s at 400 B/s) and hides its 4 s behind the
+// 16 s step, taking 2 s from the compute.
 func TestPredictCPUStep(t *testing.T) {
 	p := &step.Program{Buffers: []*step.Buffer{
 		{Name: "p0", Shape: []int{100}, Elem: 4, Kind: step.KindParam, Tier: step.Host},
@@ -28,20 +30,26 @@ func TestPredictCPUStep(t *testing.T) {
 	}}
 	r := CPURates{Compute: 1000, Copy: 400, Update: 100, UpdateAll: 200, Cores: 2}
 	for _, c := range []struct {
-		overlap                           bool
-		update, exposed, contention, step float64
-		mode                              string
-	}{{false, 2, 2, 0, 10, HostUpdateAfterBackward}, {true, 4, 2, 1, 11, HostUpdatePipelined}} {
-		s, err := PredictCPUStep(p, r, c.overlap)
+		moves, update, exposed, contention, step float64
+		mode                                     string
+	}{
+		{4, 2, 2, 0, 10, HostUpdateAfterBackward},
+		{4, 4, 2, 1, 11, HostUpdatePipelined},
+		{12, 4, 0, 2, 18, HostUpdateDelayed},
+	} {
+		s, err := PredictCPUStep(p, r, c.mode)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if math.Abs(s.Compute-4) > 1e-12 || math.Abs(s.Moves-4) > 1e-12 || math.Abs(s.Update-c.update) > 1e-12 || math.Abs(s.Contention-c.contention) > 1e-12 ||
+		if math.Abs(s.Compute-4) > 1e-12 || math.Abs(s.Moves-c.moves) > 1e-12 || math.Abs(s.Update-c.update) > 1e-12 || math.Abs(s.Contention-c.contention) > 1e-12 ||
 			math.Abs(s.UpdateExposed-c.exposed) > 1e-12 || math.Abs(s.Step-c.step) > 1e-12 || s.Units != 2 || s.HostUpdate != c.mode {
-			t.Errorf("overlap %v: %s; want %g s exposed, a %g s step", c.overlap, s, c.exposed, c.step)
+			t.Errorf("%s: %s; want %g s exposed, a %g s step", c.mode, s, c.exposed, c.step)
 		}
 	}
-	if _, err := PredictCPUStep(p, CPURates{Compute: 1, Copy: 1, UpdateAll: 1, Cores: 1}, true); err == nil {
+	if _, err := PredictCPUStep(p, CPURates{Compute: 1, Copy: 1, UpdateAll: 1, Cores: 1}, HostUpdatePipelined); err == nil {
 		t.Error("a zero update rate predicted a step")
+	}
+	if _, err := PredictCPUStep(p, r, HostUpdateNone); err == nil {
+		t.Error("a step without host state was timed as one with it")
 	}
 }

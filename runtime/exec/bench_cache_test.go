@@ -18,7 +18,7 @@ import (
 // BenchmarkCacheStepTime is the predicted against the measured step time of one CPU rank
 // training hunyuan_tiny's eight-expert stage (8 sequences of 128 tokens a step) through
 // the unified cache at the smallest device budget that runs it, with the host update
-// serial and asynchronous. The prediction is plan.PredictCPUStep from rates each measured
+// serial, asynchronous and delayed by one step. The prediction is plan.PredictCPUStep from rates each measured
 // here on its own before the step is timed: the compute rate (the listing's FLOPs over
 // the time of the same step without the cache and without the update), the copy rate
 // (one unit-sized copy) and the update rates (AdamW over the model's tensors on one
@@ -47,17 +47,23 @@ func BenchmarkCacheStepTime(b *testing.B) {
 	rates := measureCPURates(b, m, net, batch, micro)
 	b.Logf("rates: compute %.3g GFLOP/s, copy %.3g GB/s, update %.3g Mparam/s on one goroutine, %.3g on %d cores; cache budget %d bytes",
 		rates.Compute/1e9, rates.Copy/1e9, rates.Update/1e6, rates.UpdateAll/1e6, rates.Cores, l.Cache.Budget)
-	for _, overlap := range []bool{false, true} {
-		name := "serial"
-		if overlap {
-			name = "overlap"
-		}
+	for _, c := range []struct{ name, mode string }{
+		{"serial", plan.HostUpdateAfterBackward}, {"overlap", plan.HostUpdatePipelined}, {"delayed", plan.HostUpdateDelayed},
+	} {
+		name := c.name
 		b.Run(name, func(b *testing.B) {
 			ex := benchExecutor(b, m, net, batch, l, true)
-			if ok, err := ex.SetHostOverlap(overlap); err != nil || ok != overlap {
-				b.Fatalf("the overlap: %v %v", ok, err)
+			ok, err := true, error(nil)
+			switch c.mode {
+			case plan.HostUpdatePipelined:
+				ok, err = ex.SetHostOverlap(true)
+			case plan.HostUpdateDelayed:
+				ok, err = ex.SetDelayedUpdate(true)
 			}
-			pred, err := plan.PredictCPUStep(ex.p, rates, overlap)
+			if err != nil || !ok {
+				b.Fatalf("the %s update: %v %v", name, ok, err)
+			}
+			pred, err := plan.PredictCPUStep(ex.p, rates, c.mode)
 			if err != nil {
 				b.Fatal(err)
 			}
