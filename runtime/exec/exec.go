@@ -132,7 +132,8 @@ func New(p *step.Program, m *program.Model, comm Comm) (*Executor, error) {
 }
 
 // Param is the buffer holding parameter id (nil when this rank does not hold it whole:
-// another rank's expert, or a ZeRO-3 shard).
+// another rank's expert, or a ZeRO-3 shard). With an asynchronous host update
+// (SetHostOverlap, SetDelayedUpdate) call Settle before reading it.
 func (e *Executor) Param(id params.ID) []float32 {
 	if i, ok := e.param[id]; ok {
 		return e.f32[i]
