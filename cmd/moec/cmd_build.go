@@ -36,6 +36,9 @@ func newBuildCommand(stdout, stderr io.Writer) *cobra.Command {
 			for _, note := range res.Notes {
 				fmt.Fprintf(stderr, "note: %s\n", note)
 			}
+			for _, seed := range res.Seed {
+				fmt.Fprint(stdout, seed.Summary())
+			}
 			fmt.Fprintf(stdout, "wrote %d files to %s (report: %s)\n", len(res.Files), res.OutDir, res.Report)
 			if diags.HasErrors() {
 				return errDiagnostics

@@ -31,6 +31,9 @@ type BuildResult struct {
 	Report string   // report.md
 	Files  []string // every file written
 	Notes  []string // things a person should know (e.g. clang not found)
+	// Seed is the seed's figures beside moec's, one table per train block on a cluster of
+	// several devices (the report's section; SeedResult.Summary for a terminal).
+	Seed []plan.SeedResult
 }
 
 // Build checks the file at path, counts, plans every train stage and serve block, generates
@@ -100,6 +103,7 @@ func Build(l *Loaded, opt BuildOptions) (*BuildResult, diag.List, error) {
 				return res, diags, fmt.Errorf("seed table: %w", err)
 			}
 			sections = append(sections, report.Section{Title: "The seed's figures: memory, GPU count, cost and speed", Markdown: seed.Markdown()})
+			res.Seed = append(res.Seed, seed)
 		}
 	}
 	for _, sn := range prog.ServeOrder {

@@ -33,6 +33,8 @@ type Executor struct {
 	counted   []countPiece
 	pieces    []piece
 	updated   bool
+	// host is the unified cache's asynchronous host update (SetHostOverlap; nil when off).
+	host *hostUpdate
 	// arenaBytes is what New allocated for each tier's arena.
 	arenaBytes [2]int64
 }
@@ -75,6 +77,12 @@ type Stats struct {
 	// CacheMoved is the bytes the unified cache's fetches and write-backs copied between
 	// the host and device tiers (summed over the ranks by Local.Step).
 	CacheMoved int64
+	// The unified cache's asynchronous host update (SetHostOverlap), summed over the ranks
+	// by Local.Step: DeferredUnits is the units whose update this step handed to a helper
+	// goroutine, to land while the next step runs; UpdateWaits the ops of this step that
+	// waited for a unit of the previous step's update, UpdateWaitSeconds how long in all.
+	DeferredUnits, UpdateWaits int
+	UpdateWaitSeconds          float64
 }
 
 // New prepares p for execution: the arenas, each buffer's view and the rotary tables.
@@ -124,7 +132,8 @@ func New(p *step.Program, m *program.Model, comm Comm) (*Executor, error) {
 }
 
 // Param is the buffer holding parameter id (nil when this rank does not hold it whole:
-// another rank's expert, or a ZeRO-3 shard).
+// another rank's expert, or a ZeRO-3 shard). With an asynchronous host update
+// (SetHostOverlap, SetDelayedUpdate) call Settle before reading it.
 func (e *Executor) Param(id params.ID) []float32 {
 	if i, ok := e.param[id]; ok {
 		return e.f32[i]
@@ -194,6 +203,11 @@ func (e *Executor) Run(micro [][]int32, o Options) (Stats, error) {
 		if op.WhenRecompute && op.Layer >= 0 && !e.recompute[op.Layer] {
 			e.skip(op)
 			continue
+		}
+		if e.host != nil {
+			if err := e.awaitUnits(i); err != nil {
+				return e.stats, fmt.Errorf("exec: rank %d op %d (%s %s): %w", p.Rank, i, op.Phase, op.Kind, err)
+			}
 		}
 		if err := e.run(op); err != nil {
 			return e.stats, fmt.Errorf("exec: rank %d op %d (%s %s): %w", p.Rank, i, op.Phase, op.Kind, err)

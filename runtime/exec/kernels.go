@@ -141,6 +141,9 @@ func (e *Executor) run(op *step.Op) error {
 			return nil
 		}
 		e.updated = true
+		if e.host != nil {
+			return e.updateAsync(op)
+		}
 		return e.update(op)
 	case step.OpGradNorm:
 		return e.gradNorm(op)

@@ -111,13 +111,19 @@ func (k *Kernels) SumSquares(out []float32, grads ...[]float32) {
 // SumSquares kept. Every group's update op calls it with its own optimizer; the learning
 // rate and norm are the step's.
 func (k *Kernels) AdamW(opt *optim.AdamW, normSq []float32, world int) error {
-	global := float64(normSq[0])
-	if world == 1 {
-		global = k.normSq
-	}
+	global := k.globalNormSq(normSq, world)
 	info, err := opt.StepReduced(1, func(float64) (float64, error) { return global, nil })
 	k.stats.GradNorm, k.stats.LR = info.GradNorm, info.LR
 	return err
+}
+
+// globalNormSq is the step's reduced sum of squares of the gradients: normSq[0], or on
+// one rank (world 1) the unrounded sum SumSquares kept.
+func (k *Kernels) globalNormSq(normSq []float32, world int) float64 {
+	if world == 1 {
+		return k.normSq
+	}
+	return float64(normSq[0])
 }
 
 // Int32 views a float32 buffer of the arena as the int32 values it holds (token ids,

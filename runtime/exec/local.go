@@ -122,6 +122,36 @@ func (lc *Local) Load(ts []safetensors.Tensor) error {
 	return nil
 }
 
+// SetHostOverlap turns the unified cache's asynchronous host update on or off on every
+// rank (SetOptimizer first) and reports whether it applies (Executor.SetHostOverlap).
+func (lc *Local) SetHostOverlap(on bool) (bool, error) {
+	applies := len(lc.Ranks) > 0
+	for _, ex := range lc.Ranks {
+		ok, err := ex.SetHostOverlap(on)
+		if err != nil {
+			return false, err
+		}
+		applies = applies && ok
+	}
+	if on && !applies { // every rank or none
+		for _, ex := range lc.Ranks {
+			if _, err := ex.SetHostOverlap(false); err != nil {
+				return false, err
+			}
+		}
+	}
+	return applies, nil
+}
+
+// Settle waits for every rank's pending asynchronous host update to land (Executor.Settle).
+func (lc *Local) Settle() error {
+	var errs []error
+	for _, ex := range lc.Ranks {
+		errs = append(errs, ex.Settle())
+	}
+	return errors.Join(errs...)
+}
+
 // SetOptimizer gives every rank the optimizer.
 func (lc *Local) SetOptimizer(cfg optim.Config) error {
 	for _, ex := range lc.Ranks {
@@ -169,6 +199,9 @@ func (lc *Local) Step(micro [][]int32, o Options) (Stats, error) {
 	var out Stats
 	for r, ex := range lc.Ranks {
 		out.CacheMoved += stats[r].CacheMoved
+		out.DeferredUnits += stats[r].DeferredUnits
+		out.UpdateWaits += stats[r].UpdateWaits
+		out.UpdateWaitSeconds += stats[r].UpdateWaitSeconds
 		if ex.p.Coord.TP != 0 {
 			continue
 		}
@@ -205,6 +238,9 @@ func (lc *Local) OptStep() int64 {
 // (NewRankOf) it is collective: every rank calls it, and rank 0 gets the tensors, the
 // others nil.
 func (lc *Local) Tensors() (model, moments []safetensors.Tensor, err error) {
+	if err := lc.Settle(); err != nil {
+		return nil, nil, err
+	}
 	zeros := func() map[params.ID][]float32 {
 		out := map[params.ID][]float32{}
 		for _, p := range lc.walk {
@@ -268,7 +304,7 @@ func (lc *Local) place(ex *Executor, whole, m, v map[params.ID][]float32, cover 
 		id := *b.Param
 		shard := id.Shard
 		id.Shard = params.Shard{}
-		placeRange(whole[id], ex.f32[i], lc.shape[id], shard, 0, len(ex.f32[i]))
+		placeRange(whole[id], ex.weights(i), lc.shape[id], shard, 0, len(ex.f32[i]))
 		if cover != nil {
 			cover.mark(cover.model[id], lc.shape[id], shard, 0, len(ex.f32[i]))
 		}
@@ -342,6 +378,9 @@ func (lc *Local) combine(cover *coverage, withOpt bool, whole, m, v map[params.I
 // LoadMoments sets every rank's AdamW moments from whole tensors (a checkpoint's) and its
 // update count.
 func (lc *Local) LoadMoments(ts []safetensors.Tensor, step int64) error {
+	if err := lc.Settle(); err != nil {
+		return err
+	}
 	byName := map[string][]float32{}
 	for _, t := range ts {
 		byName[t.Name] = t.Data

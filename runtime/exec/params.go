@@ -13,6 +13,9 @@ import (
 // takes its tensor-parallel slice, its experts, and under ZeRO-3 its shard of the group's
 // flat vector.
 func (e *Executor) LoadParams(get func(id params.ID) ([]float32, []int)) error {
+	if err := e.Settle(); err != nil {
+		return err
+	}
 	local := func(b *step.Buffer) ([]float32, error) {
 		id := *b.Param
 		shard := id.Shard
@@ -84,6 +87,7 @@ func (e *Executor) LoadParams(get func(id params.ID) ([]float32, []int)) error {
 		}
 	}
 	e.syncHostParams()
+	e.refreshMaster()
 	return nil
 }
 

@@ -14,6 +14,11 @@ import (
 // this rank updates: every tensor it holds, or under ZeRO 1–3 its shard of each group's
 // flat vector.
 func (e *Executor) SetOptimizer(cfg optim.Config) error {
+	// The asynchronous update is re-planned below over the new optimizer's tensors.
+	overlap, delay := e.host != nil, e.host != nil && e.host.delay != nil
+	if err := e.dropHostUpdate(); err != nil {
+		return err
+	}
 	var ps []optim.Param
 	var ms, vs [][]float32
 	e.counted, e.pieces = e.counted[:0], e.pieces[:0]
@@ -94,6 +99,16 @@ func (e *Executor) SetOptimizer(cfg optim.Config) error {
 		return fmt.Errorf("exec: %w", err)
 	}
 	e.opt, e.optParams = o, ps
+	switch {
+	case delay:
+		if _, err := e.SetDelayedUpdate(true); err != nil {
+			return err
+		}
+	case overlap:
+		if _, err := e.SetHostOverlap(true); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

@@ -197,6 +197,21 @@ func (o *AdamW) Step(gradScale float64) (StepInfo, error) {
 // A nil reduce is the identity, which makes StepReduced(s, nil) exactly Step(s). An error
 // from reduce is returned wrapped and leaves weights and state untouched.
 func (o *AdamW) StepReduced(gradScale float64, reduce func(localSumSquares float64) (float64, error)) (StepInfo, error) {
+	info, scale, err := o.measure(gradScale, reduce)
+	if err != nil {
+		return info, err
+	}
+	o.step++
+	if o.tensor != nil {
+		return info, o.updateEach(info.LR, scale)
+	}
+	o.update(info.LR, scale)
+	return info, nil
+}
+
+// measure is a step's global gradient norm, learning rate and gradient multiplier
+// (gradScale and clipping together), from the gradients as they are now.
+func (o *AdamW) measure(gradScale float64, reduce func(localSumSquares float64) (float64, error)) (StepInfo, float64, error) {
 	// Per-tensor sums of squares run in parallel and are added in tensor order, so the
 	// norm does not depend on how many workers there are.
 	sqs := make([]float64, len(o.params))
@@ -215,26 +230,21 @@ func (o *AdamW) StepReduced(gradScale float64, reduce func(localSumSquares float
 	if reduce != nil {
 		global, err := reduce(sq)
 		if err != nil {
-			return StepInfo{LR: o.cfg.LRAt(o.step)}, fmt.Errorf("optim: reducing the gradient norm at step %d: %w", o.step, err)
+			return StepInfo{LR: o.cfg.LRAt(o.step)}, 0, fmt.Errorf("optim: reducing the gradient norm at step %d: %w", o.step, err)
 		}
 		sq = global
 	}
 	norm := math.Sqrt(sq)
 	info := StepInfo{LR: o.cfg.LRAt(o.step), GradNorm: norm}
 	if math.IsNaN(norm) || math.IsInf(norm, 0) {
-		return info, &NonFiniteError{Norm: norm, Step: o.step}
+		return info, 0, &NonFiniteError{Norm: norm, Step: o.step}
 	}
 	scale := gradScale
 	if o.cfg.ClipNorm > 0 && norm > o.cfg.ClipNorm {
 		scale *= o.cfg.ClipNorm / norm
 		info.Clipped = true
 	}
-	o.step++
-	if o.tensor != nil {
-		return info, o.updateEach(info.LR, scale)
-	}
-	o.update(info.LR, scale)
-	return info, nil
+	return info, scale, nil
 }
 
 // updateEach applies the update through the TensorUpdate, one tensor at a time.

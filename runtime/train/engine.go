@@ -80,6 +80,11 @@ func (e *updateError) Unwrap() error { return e.err }
 
 // newEngine builds the engine opt asks for: a single model, or the ranks of its layout.
 func newEngine(opt Options, spec *Spec, cfg optim.Config) (engine, error) {
+	if opt.DelayedUpdate && (opt.Layout == nil || opt.Layout.Cache == nil || !opt.Layout.StepPrograms()) {
+		e := diag.Runtimef(diag.ErrBadRunOption, "--delayed-update: the one-step-delayed update needs host-held weights updated apart from the step: the unified cache run by step programs")
+		e.Suggestion = "add --cache-budget (and --engine step), or drop --delayed-update"
+		return nil, e
+	}
 	// Any layout, even of one rank, runs as a group: offload and the unified cache are
 	// the group's, and it meters the memory the CLI reports.
 	if opt.Layout == nil && opt.Comm == nil {
@@ -122,6 +127,9 @@ func newEngine(opt Options, spec *Spec, cfg optim.Config) (engine, error) {
 	}
 	if l.StepPrograms() {
 		e, err := newStepEngine(spec, cfg, l, opt)
+		if re, ok := err.(*diag.RuntimeError); ok { // a diagnostic of its own (--delayed-update)
+			return nil, re
+		}
 		if err != nil {
 			return nil, stepLayoutError(spec, l, err)
 		}

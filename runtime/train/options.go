@@ -70,6 +70,16 @@ type Options struct {
 	Comm dist.Comm
 	// CollectiveTimeout bounds every collective of a sharded run [dist.DefaultTimeout].
 	CollectiveTimeout time.Duration
+	// SerialHostUpdate runs the unified cache's host update inside each step instead of on
+	// a helper goroutine that overlaps the next step's forward (exec.Local.SetHostOverlap,
+	// the default under the cache at ZeRO 0): the losses are the same either way.
+	SerialHostUpdate bool
+	// DelayedUpdate runs ZeRO-Offload's one-step-delayed update under the unified cache
+	// (exec.Local.SetDelayedUpdate): each step's forward and backward use the weights
+	// before the previous step's update, which lands while the step runs. It changes the
+	// training algorithm, so the losses differ. It is not recorded in run.json: a resume
+	// asks for it again.
+	DelayedUpdate bool
 
 	// NewNet builds the model [nn.New]; tests substitute instrumented models.
 	NewNet NewNetFunc

@@ -8,6 +8,7 @@ import (
 
 	"github.com/moec-dev/moec/compiler/step"
 	"github.com/moec-dev/moec/lang/diag"
+	"github.com/moec-dev/moec/runtime/checkpoint"
 	"github.com/moec-dev/moec/runtime/dist"
 )
 
@@ -58,5 +59,49 @@ func TestStepProgramCache(t *testing.T) {
 			t.Logf("budget %d: device %d (without the cache %d), host %d; %d hits, %d misses, %d evictions; final loss %.7f (%.7f without)",
 				cached.Cache.Budget, device, without, host, mem[0].CacheHits, mem[0].CacheMisses, mem[0].CacheEvictions, recs[len(recs)-1].Loss, ref[len(ref)-1].Loss)
 		})
+	}
+}
+
+// TestStepProgramCacheOverlap trains through the unified cache with the asynchronous host
+// update (the default) and with the serial one: every step's loss and gradient norm, and
+// the final checkpoint (written after the last update lands), are bit-equal.
+func TestStepProgramCacheOverlap(t *testing.T) {
+	p := shardProgram(4)
+	l := Sharding{Ranks: 1, EP: 1, Program: true, Cache: &CacheConfig{Budget: 2452800, Page: 4096, Eviction: "lru"}} // the smallest budget the step runs in
+	run := func(serial bool) ([]StepRecord, map[string][]float32) {
+		res, err := Run(context.Background(), Options{Program: p, OutRoot: t.TempDir(), Layout: &l, ValWindows: 4, SerialHostUpdate: serial})
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs, err := ReadLog(res.LogPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := checkpoint.Load(res.Checkpoint, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := map[string][]float32{}
+		for _, ts := range c.Model {
+			w[ts.Name] = ts.Data
+		}
+		return recs, w
+	}
+	want, wantW := run(true)
+	got, gotW := run(false)
+	if len(got) != len(want) || len(want) == 0 {
+		t.Fatalf("%d steps with the overlap, %d without", len(got), len(want))
+	}
+	for i := range want {
+		if got[i].Loss != want[i].Loss || got[i].GradNorm != want[i].GradNorm {
+			t.Fatalf("step %d: loss %v grad norm %v with the overlap, %v %v without", want[i].Step, got[i].Loss, got[i].GradNorm, want[i].Loss, want[i].GradNorm)
+		}
+	}
+	for name, w := range wantW {
+		for j := range w {
+			if gotW[name][j] != w[j] {
+				t.Fatalf("checkpoint %s[%d]: %v with the overlap, %v without", name, j, gotW[name][j], w[j])
+			}
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/step"
 	"github.com/moec-dev/moec/internal/pagepool"
+	"github.com/moec-dev/moec/lang/diag"
 	"github.com/moec-dev/moec/runtime/data"
 	"github.com/moec-dev/moec/runtime/dist"
 	"github.com/moec-dev/moec/runtime/exec"
@@ -100,6 +101,22 @@ func newStepEngine(spec *Spec, cfg optim.Config, l Sharding, opt Options) (*step
 	}
 	if err := lc.SetOptimizer(cfg); err != nil {
 		return nil, err
+	}
+	// The unified cache's host update lands unit by unit while the next step's forward
+	// fetches them (where the layout allows it: ZeRO 0); the numbers are the same.
+	if _, err := lc.SetHostOverlap(sl.Cache.On() && !opt.SerialHostUpdate); err != nil {
+		return nil, err
+	}
+	if opt.DelayedUpdate {
+		applies, err := lc.SetDelayedUpdate(true)
+		if err != nil {
+			return nil, err
+		}
+		if !applies {
+			e := diag.Runtimef(diag.ErrBadRunOption, "--delayed-update: the one-step-delayed update runs under the unified cache at ZeRO 0 only (this layout is %s)", sl)
+			e.Suggestion = "drop --zero (or use --zero 0), or drop --delayed-update"
+			return nil, e
+		}
 	}
 	// The ranks start from the weights a single rank initialises (resume and growth
 	// replace them).

@@ -1,0 +1,145 @@
+package exec
+
+import (
+	"fmt"
+
+	"github.com/moec-dev/moec/runtime/optim"
+)
+
+// The one-step-delayed update (ZeRO-Offload's DPU; compiler/plan's HostUpdateDelayed),
+// asked for with SetDelayedUpdate. It changes the training algorithm: the forward and
+// backward of step t+1 use the weights before step t's update, which lands while step
+// t+1 runs. The helper updates a master copy of the weights from a staged copy of the
+// step's gradients, so nothing the step computes with is touched while it runs; at each
+// update op the rank waits for the previous update, copies the master weights into the
+// arena (what the next step uses) and stages the new gradients. Losses differ from the
+// serial update's from the third step on: step 1 runs on the initial weights, step 2 on
+// the weights after step 0's update.
+//
+// The master copy and the staged gradients are memory outside the arena, as DPU keeps
+// an fp32 master on the host beside the device's weights. Tensors (checkpoints,
+// evaluation) read the master weights, the latest; a run resumed from them starts
+// without a pending update, as a run does.
+
+// delayed is the delayed update's own memory, per optimizer tensor.
+type delayed struct {
+	master, staged [][]float32
+	// direct is the executor's optimizer over the arena's weights and gradients, given
+	// back when the delay is turned off; the delayed optimizer shares its moments.
+	direct *optim.AdamW
+	// masterOf is the master of each arena weight buffer.
+	masterOf map[int][]float32
+}
+
+// SetDelayedUpdate turns the one-step-delayed update on or off (it is off until asked
+// for; SetHostOverlap turns it off too) and reports whether it applies: the unified
+// cache under ZeRO 0, with an optimizer (call it after SetOptimizer).
+func (e *Executor) SetDelayedUpdate(on bool) (bool, error) {
+	if err := e.dropHostUpdate(); err != nil {
+		return false, err
+	}
+	if !on || !e.overlapApplies() {
+		return false, nil
+	}
+	h, err := e.planHostUpdate()
+	if err != nil {
+		return false, err
+	}
+	d := &delayed{direct: e.opt, masterOf: map[int][]float32{}}
+	var ps []optim.Param
+	for k, p := range e.optParams {
+		w, g := append([]float32(nil), p.W...), make([]float32, len(p.G))
+		d.master, d.staged = append(d.master, w), append(d.staged, g)
+		ps = append(ps, optim.Param{Name: p.Name, Shape: p.Shape, W: w, G: g})
+		if len(p.W) > 0 {
+			d.masterOf[h.weightBuf[k]] = w
+		}
+	}
+	o, err := optim.NewAdamW(e.opt.Config(), ps)
+	if err != nil {
+		return false, fmt.Errorf("exec: the delayed update: %w", err)
+	}
+	state := e.opt.State() // aliases the moments in the arena
+	ms, vs := make([][]float32, len(ps)), make([][]float32, len(ps))
+	for k := range ps {
+		ms[k], vs[k] = state[2*k].Data, state[2*k+1].Data
+	}
+	if err := o.UseMoments(ms, vs); err != nil {
+		return false, fmt.Errorf("exec: the delayed update: %w", err)
+	}
+	if err := o.LoadState(state, e.opt.StepCount()); err != nil { // the count; the moments are the same memory
+		return false, fmt.Errorf("exec: the delayed update: %w", err)
+	}
+	// Only the update op waits: nothing else reads what the helper writes.
+	for i := range h.needs {
+		if h.needs[i] < len(h.units) {
+			h.needs[i] = 0
+		}
+	}
+	h.delay, e.opt, e.host = d, o, h
+	return true, nil
+}
+
+// swap, at the update op once the previous update has landed, puts the master weights in
+// the arena for the next step and stages this step's gradients for the helper.
+func (d *delayed) swap(e *Executor) {
+	for k, p := range e.optParams {
+		copy(p.W, d.master[k])
+		copy(d.staged[k], p.G)
+	}
+}
+
+// restore, with nothing pending, leaves the latest weights in the arena and gives the
+// executor its own optimizer back, at the delayed one's count.
+func (d *delayed) restore(e *Executor) error {
+	for k, p := range e.optParams {
+		copy(p.W, d.master[k])
+	}
+	if err := d.direct.LoadState(e.opt.State(), e.opt.StepCount()); err != nil {
+		return fmt.Errorf("exec: ending the delayed update: %w", err)
+	}
+	e.opt = d.direct
+	return nil
+}
+
+// refreshMaster copies the arena's weights into the master copy (after a load).
+func (e *Executor) refreshMaster() {
+	if e.host == nil || e.host.delay == nil {
+		return
+	}
+	for k, p := range e.optParams {
+		copy(e.host.delay.master[k], p.W)
+	}
+}
+
+// weights is what Tensors reads for arena buffer i: the master copy under the delayed
+// update, else the buffer.
+func (e *Executor) weights(i int) []float32 {
+	if e.host != nil && e.host.delay != nil {
+		if w, ok := e.host.delay.masterOf[i]; ok {
+			return w
+		}
+	}
+	return e.f32[i]
+}
+
+// SetDelayedUpdate turns the one-step-delayed update on or off on every rank (after
+// SetOptimizer) and reports whether it applies (Executor.SetDelayedUpdate).
+func (lc *Local) SetDelayedUpdate(on bool) (bool, error) {
+	applies := len(lc.Ranks) > 0
+	for _, ex := range lc.Ranks {
+		ok, err := ex.SetDelayedUpdate(on)
+		if err != nil {
+			return false, err
+		}
+		applies = applies && ok
+	}
+	if on && !applies { // every rank or none
+		for _, ex := range lc.Ranks {
+			if _, err := ex.SetDelayedUpdate(false); err != nil {
+				return false, err
+			}
+		}
+	}
+	return applies, nil
+}
