@@ -7,6 +7,7 @@ import (
 	"github.com/moec-dev/moec/compiler/params"
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/runtime/blas"
+	"github.com/moec-dev/moec/runtime/quant"
 	"github.com/moec-dev/moec/runtime/weights"
 )
 
@@ -39,6 +40,9 @@ type tensor[F Float] struct {
 	// ranks that hold the same experts, not over all ranks.
 	expert bool
 	unit   int // the Unit the tensor belongs to (units.go)
+	// q is the quantised weight of a compressed checkpoint (quantized.go); w and g are
+	// then nil.
+	q *quant.Matrix
 }
 
 // dims are the sizes every kernel needs, resolved once by program.Model.Dims.
@@ -117,6 +121,7 @@ type core[F Float] struct {
 	buffers   int
 	measured  int
 	wsMeasure [3]int64
+	quantized bool // some weights are quantised (quantized.go): no training
 }
 
 // Model is a trainable float32 model.

@@ -220,6 +220,9 @@ func (c *core[F]) backward(b Batch, w *workspace[F]) error {
 // ForwardBackward runs a step and accumulates dLoss/dW into every Param.G, where Loss is
 // the mean cross-entropy over B·T tokens plus balance_loss·ΣBalance plus z_loss·ΣZLoss.
 func (m *Model) ForwardBackward(b Batch, o StepOptions) (Stats, error) {
+	if m.c.quantized {
+		return Stats{}, ErrQuantized
+	}
 	st, w, err := m.c.forward(b, o)
 	if err != nil {
 		return st, err
