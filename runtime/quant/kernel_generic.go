@@ -20,3 +20,5 @@ func (m *Matrix) kernel(isa int, a *Activations, y []float32, n, o0, o1 int, acc
 }
 
 func isaName(int) string { return "go" }
+
+func quantizeRows(isa int, a *Activations, x []float32, n, in int) { QuantizeRows(a, x, n, in) }

@@ -18,6 +18,8 @@ type Matrix struct {
 	Group   int // input columns per scale: In (per output channel) or a multiple of Block dividing In
 	Data    []byte
 	Scales  []float32
+	// scratch holds *Activations between products, so a decoding step allocates nothing.
+	scratch sync.Pool
 }
 
 // GroupError says a group size does not fit a matrix's input width.
@@ -178,8 +180,8 @@ type Activations struct {
 	Blocks int
 }
 
-// QuantizeRows quantises n rows of x (width in) for MulT, reusing a's buffers.
-func QuantizeRows(a *Activations, x []float32, n, in int) {
+// size makes a's buffers hold n rows of width in.
+func (a *Activations) size(n, in int) {
 	nb := (in + Block - 1) / Block
 	a.Blocks = nb
 	if cap(a.Q) < n*nb*Block {
@@ -189,6 +191,13 @@ func QuantizeRows(a *Activations, x []float32, n, in int) {
 		a.Scales = make([]float32, n*nb)
 	}
 	a.Q, a.Scales = a.Q[:n*nb*Block], a.Scales[:n*nb]
+}
+
+// QuantizeRows quantises n rows of x (width in) for MulT, reusing a's buffers (the Go
+// loop; the C kernels' quantisation gives the same values).
+func QuantizeRows(a *Activations, x []float32, n, in int) {
+	a.size(n, in)
+	nb := a.Blocks
 	for i := 0; i < n; i++ {
 		row := x[i*in : (i+1)*in]
 		for b := 0; b < nb; b++ {
@@ -224,14 +233,8 @@ func abs32(v float32) float32 {
 const splitWork = 1 << 15
 
 // MulT computes y = x·Wᵀ (accumulate: y += x·Wᵀ) for n rows of x ([n, In]) into y
-// ([n, Out]). It allocates the quantised activations; MulTWith reuses them.
+// ([n, Out]). It is safe for concurrent use.
 func (m *Matrix) MulT(y, x []float32, n int, accumulate bool) {
-	var a Activations
-	m.MulTWith(&a, y, x, n, accumulate)
-}
-
-// MulTWith is MulT with the activation buffers given.
-func (m *Matrix) MulTWith(a *Activations, y, x []float32, n int, accumulate bool) {
 	if n == 0 || m.Out == 0 {
 		return
 	}
@@ -241,8 +244,13 @@ func (m *Matrix) MulTWith(a *Activations, y, x []float32, n int, accumulate bool
 		}
 		return
 	}
-	QuantizeRows(a, x[:n*m.In], n, m.In)
+	a, _ := m.scratch.Get().(*Activations)
+	if a == nil {
+		a = new(Activations)
+	}
+	quantizeRows(bestISA, a, x[:n*m.In], n, m.In)
 	m.mulRows(bestISA, a, y, n, accumulate)
+	m.scratch.Put(a)
 }
 
 // mulRows runs the kernel of isa over output rows, split over goroutines when large.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -132,6 +133,28 @@ func TestCheckScheme(t *testing.T) {
 		var ge *GroupError
 		if (err == nil) != c.ok || (err != nil && !errors.As(err, &ge)) {
 			t.Errorf("CheckScheme(%d, %d, %d) = %v, want ok %v", c.bits, c.group, c.in, err, c.ok)
+		}
+	}
+}
+
+// TestQuantizeRowsAgree: the C quantisation of activations gives the Go loop's values.
+func TestQuantizeRowsAgree(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	for _, in := range []int{1, 31, 32, 33, 100, 128, 513} {
+		x := randMatrix(r, 3*in, 2)
+		x[0] = 0.5 // exact halves round to even
+		var ref Activations
+		QuantizeRows(&ref, x, 3, in)
+		for _, isa := range isas() {
+			var a Activations
+			a.Q = make([]int8, 3*((in+31)/32)*32)
+			for i := range a.Q {
+				a.Q[i] = 99 // padding must be cleared
+			}
+			quantizeRows(isa, &a, x, 3, in)
+			if !slices.Equal(a.Q, ref.Q) || !slices.Equal(a.Scales, ref.Scales) {
+				t.Fatalf("in %d isa %s: quantised activations differ from Go's", in, isaName(isa))
+			}
 		}
 	}
 }
