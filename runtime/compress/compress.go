@@ -278,6 +278,16 @@ func f32Bytes(v []float32) []byte {
 	return b
 }
 
+// nonFinite is the index of the first NaN or infinity in v, else -1.
+func nonFinite(v []float32) int {
+	for i, x := range v {
+		if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+			return i
+		}
+	}
+	return -1
+}
+
 func bytesF32(b []byte) []float32 {
 	v := make([]float32, len(b)/4)
 	for i := range v {
@@ -427,14 +437,22 @@ func Load(dir string) (*nn.Model, *checkpoint.Manifest, *Manifest, error) {
 			if t.DType != "F32" || !slices.Equal(t.Shape, p.Shape) {
 				return nil, nil, nil, mismatch("tensor %s is %s %v, the model expects F32 %v", p.Name, t.DType, t.Shape, p.Shape)
 			}
-			copy(p.W, bytesF32(t.Bytes))
+			v := bytesF32(t.Bytes)
+			if i := nonFinite(v); i >= 0 {
+				return nil, nil, nil, diag.Runtimef(diag.ErrCorruptCheckpoint, "checkpoint %s: tensor %s holds %v at index %d", dir, p.Name, v[i], i)
+			}
+			copy(p.W, v)
 			continue
 		}
 		s, ok := byName[p.Name+ScaleSuffix]
 		if !ok || s.DType != "F32" || len(p.Shape) != 2 {
 			return nil, nil, nil, mismatch("quantised tensor %s has no F32 %s%s", p.Name, p.Name, ScaleSuffix)
 		}
-		q := &quant.Matrix{Bits: r.Bits, Out: p.Shape[0], In: p.Shape[1], Group: r.Group, Data: t.Bytes, Scales: bytesF32(s.Bytes)}
+		scales := bytesF32(s.Bytes)
+		if i := nonFinite(scales); i >= 0 {
+			return nil, nil, nil, diag.Runtimef(diag.ErrCorruptCheckpoint, "checkpoint %s: scale %d of %s is %v", dir, i, p.Name, scales[i])
+		}
+		q := &quant.Matrix{Bits: r.Bits, Out: p.Shape[0], In: p.Shape[1], Group: r.Group, Data: t.Bytes, Scales: scales}
 		if err := q.Check(); err != nil {
 			return nil, nil, nil, mismatch("tensor %s: %v", p.Name, err)
 		}

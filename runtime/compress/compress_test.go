@@ -177,6 +177,19 @@ func TestRefusals(t *testing.T) {
 	if _, err := compress.Compress(src, done, compress.Options{}); diag.CodeOf(err) != diag.ErrOutputExists {
 		t.Errorf("compressing into a full folder: %v", err)
 	}
+	// A flipped byte in the weights fails the manifest's hash.
+	path := filepath.Join(done, checkpoint.ModelFile)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)-1] ^= 1
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := compress.Load(done); diag.CodeOf(err) != diag.ErrCorruptCheckpoint {
+		t.Errorf("loading a corrupt compressed checkpoint: %v", err)
+	}
 }
 
 // TestPrunedEqualsFull: experts chosen over a calibration text that uses at most half of

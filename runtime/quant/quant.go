@@ -1,6 +1,7 @@
 package quant
 
 import (
+	"bytes"
 	"fmt"
 	"math"
 	"runtime"
@@ -164,6 +165,10 @@ func (m *Matrix) Check() error {
 	}
 	if want := m.Out * m.In * m.Bits / 8; len(m.Data) != want {
 		return fmt.Errorf("quant: %d value bytes for an int%d [%d, %d] matrix, want %d", len(m.Data), m.Bits, m.Out, m.In, want)
+	}
+	// Quantize writes int8 values in [-127, 127]; the kernels negate them.
+	if i := bytes.IndexByte(m.Data, 0x80); m.Bits == 8 && i >= 0 {
+		return fmt.Errorf("quant: int8 value %d of [%d, %d] is -128, outside [-127, 127]", i, m.Out, m.In)
 	}
 	if m.In > 0 {
 		if want := m.Out * (m.In / m.Group); len(m.Scales) != want {
