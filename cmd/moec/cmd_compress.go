@@ -4,13 +4,17 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/moec-dev/moec/internal/driver"
 	"github.com/moec-dev/moec/lang/diag"
+	"github.com/moec-dev/moec/runtime/checkpoint"
 	"github.com/moec-dev/moec/runtime/compress"
+	"github.com/moec-dev/moec/runtime/weights"
 )
 
 func newCompressCommand(stdout, stderr io.Writer) *cobra.Command {
@@ -18,26 +22,62 @@ func newCompressCommand(stdout, stderr io.Writer) *cobra.Command {
 	var group, windows int
 	var force bool
 	cmd := &cobra.Command{
-		Use:   "compress --checkpoint DIR --out DIR [--experts int4] [--dense int8] [--embed …] [--head …] [--group 128] [--prune-experts N|FRACTION --calibration FILE]",
+		Use:   "compress --checkpoint DIR --out DIR [FILE.moe] [--experts int4] [--dense int8] [--embed …] [--head …] [--group 128] [--keep-experts N|FRACTION --calibration FILE]",
 		Short: "Quantise (int8, int4) and prune experts of a checkpoint for serving",
 		Long: `Compress writes a compressed checkpoint for eval, generate and serve: weight-only
 quantisation chosen per kind of matrix (--experts: routed experts; --dense: attention and
 dense or shared FFNs; --embed; --head), int8 with one scale per output channel or int4 in
 groups of --group input columns, and expert pruning that keeps N experts (or a fraction)
 per MoE layer, the ones routed to most often over a calibration text, removing the
-router rows of the others. The quantised matrices run through integer kernels (AVX-512
+router rows of the others. With FILE.moe, the file's compress block for the checkpoint's
+model says what to do, and the flags given override it. The quantised matrices run through integer kernels (AVX-512
 VNNI or AVX2 where the CPU has them); they are not dequantised at load. A manifest
 (compression.json) records what was done and the SHA-256 of the source weights.`,
-		Args: cobra.NoArgs,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if ckpt == "" || out == "" {
 				return usage(fmt.Errorf("compress: --checkpoint and --out are required"))
 			}
-			opt := compress.Options{Group: group, Force: force, CalibrationWindows: windows}
+			opt := compress.Options{Group: group}
+			changed := cmd.Flags().Changed
+			if len(args) == 1 {
+				// The file's compress block for the checkpoint's model; flags override it.
+				loaded := driver.Load(args[0])
+				loaded.Render(stderr)
+				if loaded.Diags.HasErrors() {
+					return errDiagnostics
+				}
+				dir, err := weights.ResolveCheckpoint(ckpt)
+				if err != nil {
+					return err
+				}
+				m, err := checkpoint.LoadManifest(dir)
+				if err != nil {
+					return err
+				}
+				block := loaded.Program.Compresses[m.Model.Name]
+				if block == nil {
+					return diag.Runtimef(diag.ErrCheckpointMismatch, "%s has no `compress %s { ... }` block for the checkpoint's model", args[0], m.Model.Name)
+				}
+				opt = compress.OptionsOf(block)
+				if !changed("group") && block.Group == 0 {
+					opt.Group = group
+				}
+				if block.Calibration != "" && !changed("calibration") {
+					calib = filepath.Join(filepath.Dir(args[0]), block.Calibration)
+				}
+			}
+			opt.Force, opt.CalibrationWindows = force, windows
+			if changed("group") {
+				opt.Group = group
+			}
 			for _, f := range []struct {
 				flag, v string
 				dst     *compress.Scheme
 			}{{"experts", experts, &opt.Experts}, {"dense", dense, &opt.Dense}, {"embed", embed, &opt.Embed}, {"head", head, &opt.Head}} {
+				if len(args) == 1 && !changed(f.flag) {
+					continue
+				}
 				s, err := compress.ParseScheme(f.v)
 				if err != nil {
 					return usage(diag.Runtimef(diag.ErrBadRunOption, "--%s %v", f.flag, err))
@@ -45,11 +85,14 @@ VNNI or AVX2 where the CPU has them); they are not dequantised at load. A manife
 				*f.dst = s
 			}
 			if pruneArg != "" {
+				opt.KeepExperts, opt.KeepFraction = 0, 0
 				if err := parsePrune(pruneArg, &opt); err != nil {
 					return usage(err)
 				}
+			}
+			if opt.KeepExperts > 0 || opt.KeepFraction > 0 {
 				if calib == "" {
-					return usage(diag.Runtimef(diag.ErrBadRunOption, "--prune-experts needs --calibration FILE: the text whose routing chooses the experts kept"))
+					return usage(diag.Runtimef(diag.ErrBadRunOption, "--keep-experts needs --calibration FILE (or calibration in the compress block): the text whose routing chooses the experts kept"))
 				}
 				b, err := os.ReadFile(calib)
 				if err != nil {
@@ -85,17 +128,17 @@ VNNI or AVX2 where the CPU has them); they are not dequantised at load. A manife
 	f.StringVar(&embed, "embed", "fp32", "token embedding (and a tied head): fp32, int8 or int4")
 	f.StringVar(&head, "head", "fp32", "untied output head: fp32, int8 or int4")
 	f.IntVar(&group, "group", 128, "int4 group: input columns per scale, a multiple of 32 that divides each quantised matrix's width (32, 64, 128)")
-	f.StringVar(&pruneArg, "prune-experts", "", "keep N experts per MoE layer, or a fraction such as 0.5, chosen by routing frequency over --calibration")
+	f.StringVar(&pruneArg, "keep-experts", "", "keep N experts per MoE layer, or a fraction of them such as 0.5 or 50%, chosen by routing frequency over --calibration")
 	f.StringVar(&calib, "calibration", "", "text file whose routing chooses the experts kept (bytes are tokens)")
 	f.IntVar(&windows, "calibration-windows", 32, "windows of seq_len tokens of the calibration text to route, at least 1")
 	f.BoolVar(&force, "force", false, "replace a non-empty --out folder")
 	return cmd
 }
 
-// parsePrune reads --prune-experts: a count ("4") or a fraction below 1 ("0.5", "50%").
+// parsePrune reads --keep-experts: a count ("4") or a fraction below 1 ("0.5", "50%").
 func parsePrune(s string, opt *compress.Options) error {
 	bad := func() error {
-		return diag.Runtimef(diag.ErrBadRunOption, "--prune-experts %q: want a count of experts to keep (4) or a fraction of them (0.5 or 50%%)", s)
+		return diag.Runtimef(diag.ErrBadRunOption, "--keep-experts %q: want a count of experts to keep (4) or a fraction of them (0.5 or 50%%)", s)
 	}
 	if strings.HasSuffix(s, "%") {
 		v, err := strconv.ParseFloat(strings.TrimSuffix(s, "%"), 64)

@@ -78,6 +78,13 @@ type Options struct {
 	Force bool
 }
 
+// OptionsOf are the options a checked `compress` block gives (its calibration path as
+// written: the caller reads the file).
+func OptionsOf(c *program.Compress) Options {
+	return Options{Experts: Scheme(c.Experts), Dense: Scheme(c.Dense), Embed: Scheme(c.Embed), Head: Scheme(c.Head),
+		Group: c.Group, KeepExperts: c.KeepExperts, CalibrationName: c.Calibration}
+}
+
 // Manifest is compression.json: what was done, and to which checkpoint.
 type Manifest struct {
 	Format             int              `json:"format"`
@@ -135,25 +142,6 @@ func IsCompressed(m *checkpoint.Manifest) bool {
 		}
 	}
 	return false
-}
-
-// kindOf is the kind of matrix a parameter is, "" for one never quantised.
-func kindOf(id params.ID) string {
-	if id.Bias {
-		return ""
-	}
-	switch id.Role {
-	case params.RoleExpertIn, params.RoleExpertUp, params.RoleExpertDown:
-		return "experts"
-	case params.RoleQ, params.RoleK, params.RoleV, params.RoleO, params.RoleFFNIn, params.RoleFFNUp, params.RoleFFNDown,
-		params.RoleSharedIn, params.RoleSharedUp, params.RoleSharedDown:
-		return "dense"
-	case params.RoleEmbed:
-		return "embed"
-	case params.RoleHead:
-		return "head"
-	}
-	return ""
 }
 
 // Compress reads the checkpoint src names (a checkpoint, or a run directory: its newest),
@@ -225,7 +213,7 @@ func Compress(src, out string, opt Options) (*Manifest, error) {
 		if !ok {
 			return nil, diag.Runtimef(diag.ErrCheckpointMismatch, "checkpoint %s has no tensor %s that its model needs", dir, p.Name)
 		}
-		kind := kindOf(p.ID)
+		kind := params.QuantKind(p.ID)
 		s := schemes[kind]
 		if kind == "" || s == FP32 || len(p.Shape) != 2 {
 			raw = append(raw, safetensors.RawTensor{Name: p.Name, DType: "F32", Shape: p.Shape, Bytes: f32Bytes(t.Data)})
@@ -474,15 +462,15 @@ func prune(cfg *program.Model, seed int64, ts []safetensors.Tensor, opt Options)
 	keep := opt.KeepExperts
 	if opt.KeepFraction > 0 {
 		if opt.KeepFraction >= 1 {
-			return nil, nil, nil, diag.Runtimef(diag.ErrBadPrune, "--prune-experts %g: a fraction below 1 keeps fewer experts; give a count for more", opt.KeepFraction)
+			return nil, nil, nil, diag.Runtimef(diag.ErrBadPrune, "--keep-experts %g: a fraction below 1 keeps fewer experts; give a count for more", opt.KeepFraction)
 		}
 		keep = int(math.Round(opt.KeepFraction * float64(moe.Experts)))
 	}
 	switch {
 	case keep > moe.Experts:
-		return nil, nil, nil, diag.Runtimef(diag.ErrBadPrune, "--prune-experts %d: model %s has %d experts per MoE layer; keep at most %d", keep, cfg.Name, moe.Experts, moe.Experts)
+		return nil, nil, nil, diag.Runtimef(diag.ErrBadPrune, "--keep-experts %d: model %s has %d experts per MoE layer; keep at most %d", keep, cfg.Name, moe.Experts, moe.Experts)
 	case keep < moe.TopK:
-		return nil, nil, nil, diag.Runtimef(diag.ErrBadPrune, "--prune-experts keeps %d experts, fewer than top_k = %d of model %s", keep, moe.TopK, cfg.Name)
+		return nil, nil, nil, diag.Runtimef(diag.ErrBadPrune, "--keep-experts keeps %d experts, fewer than top_k = %d of model %s", keep, moe.TopK, cfg.Name)
 	case moe.Groups > 0:
 		return nil, nil, nil, diag.Runtimef(diag.ErrBadPrune, "model %s routes within %d expert groups; pruning would break the groups", cfg.Name, moe.Groups)
 	}

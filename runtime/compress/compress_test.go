@@ -21,13 +21,40 @@ import (
 	"github.com/moec-dev/moec/runtime/train"
 )
 
-func tinyModel(t *testing.T) *program.Model {
+func tinyProgram(t *testing.T) *program.Program {
 	t.Helper()
 	prog, _, diags := check.Load("testdata/tiny.moe", os.ReadFile)
 	if diags.HasErrors() {
 		t.Fatal(diags)
 	}
-	return prog.Models["tiny"]
+	return prog
+}
+
+func tinyModel(t *testing.T) *program.Model { return tinyProgram(t).Models["tiny"] }
+
+// TestCountedMatchesWritten: the weight bytes the checker counts for a compress block are
+// those of the checkpoint moec compress writes from it, and of the model loaded from that.
+func TestCountedMatchesWritten(t *testing.T) {
+	prog := tinyProgram(t)
+	block := prog.Compresses["tiny"]
+	src, _ := trained(t, prog.Models["tiny"])
+	opt := compress.OptionsOf(block)
+	opt.Calibration = []byte("abababab cdcdcdcd ")
+	out := filepath.Join(t.TempDir(), "c")
+	man, err := compress.Compress(src, out, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _, _, err := compress.Load(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if block.Bytes == 0 || block.Bytes != man.WeightBytes || block.Bytes != m.WeightBytes() || block.FP32Bytes != man.SourceWeightBytes {
+		t.Errorf("counted %d of %d bytes; written %d of %d, loaded %d", block.Bytes, block.FP32Bytes, man.WeightBytes, man.SourceWeightBytes, m.WeightBytes())
+	}
+	if man.Pruning == nil || man.Pruning.Keep != 8 || man.Schemes["experts"] != (compress.Kind{Scheme: compress.Int4, Group: 32}) {
+		t.Errorf("compressed as %+v, %+v", man.Schemes, man.Pruning)
+	}
 }
 
 // trained saves a randomly initialised model of cfg (weights scaled up so routing is
