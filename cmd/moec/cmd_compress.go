@@ -18,7 +18,7 @@ import (
 )
 
 func newCompressCommand(stdout, stderr io.Writer) *cobra.Command {
-	var ckpt, out, experts, dense, embed, head, pruneArg, calib string
+	var ckpt, out, experts, dense, embed, head, pruneArg, pruneBy, calib string
 	var group, windows int
 	var force bool
 	cmd := &cobra.Command{
@@ -84,6 +84,9 @@ VNNI or AVX2 where the CPU has them); they are not dequantised at load. A manife
 				}
 				*f.dst = s
 			}
+			if changed("prune-by") || opt.PruneBy == "" {
+				opt.PruneBy = pruneBy
+			}
 			if pruneArg != "" {
 				opt.KeepExperts, opt.KeepFraction = 0, 0
 				if err := parsePrune(pruneArg, &opt); err != nil {
@@ -129,6 +132,7 @@ VNNI or AVX2 where the CPU has them); they are not dequantised at load. A manife
 	f.StringVar(&head, "head", "fp32", "untied output head: fp32, int8 or int4")
 	f.IntVar(&group, "group", 128, "int4 group: input columns per scale, a multiple of 32 that divides each quantised matrix's width (32, 64, 128)")
 	f.StringVar(&pruneArg, "keep-experts", "", "keep N experts per MoE layer, or a fraction of them such as 0.5 or 50%, chosen by routing frequency over --calibration")
+	f.StringVar(&pruneBy, "prune-by", compress.PruneByFrequency, "rank experts by frequency (assignments received) or gate_mass (combine weights summed) over --calibration")
 	f.StringVar(&calib, "calibration", "", "text file whose routing chooses the experts kept (bytes are tokens)")
 	f.IntVar(&windows, "calibration-windows", 32, "windows of seq_len tokens of the calibration text to route, at least 1")
 	f.BoolVar(&force, "force", false, "replace a non-empty --out folder")

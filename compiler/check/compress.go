@@ -29,7 +29,7 @@ func (c *checker) resolveQuantization(cp *program.Compress, s *scope) {
 		return def
 	}
 	cp.Experts, cp.Dense, cp.Embed, cp.Head = scheme("experts"), scheme("dense"), scheme("embed"), scheme("head")
-	cp.Group, cp.KeepExperts, cp.Calibration = s.int("group"), s.int("keep_experts"), s.str("calibration")
+	cp.Group, cp.KeepExperts, cp.PruneBy, cp.Calibration = s.int("group"), s.int("keep_experts"), s.str("prune_by"), s.str("calibration")
 	m := c.prog.Models[cp.Model]
 	if m == nil {
 		return // E0401 already

@@ -427,6 +427,7 @@ func newSchema() *schema {
 		enum("head", "auto", quantSchemes(), "untied head (auto: as quantize says)"),
 		{name: "group", typ: keyType{kind: tyInt}, def: "128", oneOf: []int64{32, 64, 128}, doc: "int4: input columns per scale"},
 		integer("keep_experts", "0", nonNegative, "experts kept per MoE layer (0 = prune_experts', else all)"),
+		enum("prune_by", "frequency", []string{"frequency", "gate_mass"}, "how kept experts are ranked over the calibration text"),
 		{name: "calibration", typ: keyType{kind: tyString}, def: `""`, doc: "text whose routing chooses the experts kept"},
 	}})
 	add(&blockSpec{kind: "experiment", headerName: true, named: []string{"baseline", "variant"}, keys: []*keySpec{

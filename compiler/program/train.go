@@ -188,6 +188,7 @@ type Compress struct {
 	// every expert); Calibration the text whose routing chooses them ("" = given to moec
 	// compress), as written (relative to the .moe file).
 	KeepExperts int
+	PruneBy     string // "frequency" (assignments received) or "gate_mass" (combine weights summed)
 	Calibration string
 	// Counted: the served model's weight bytes in float32 with every expert, and compressed
 	// (0 when the model's parameters cannot be listed).

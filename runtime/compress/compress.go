@@ -69,6 +69,9 @@ type Options struct {
 	// KeepFraction, when above 0, to that fraction of them (rounded, at least top_k).
 	KeepExperts  int
 	KeepFraction float64
+	// PruneBy ranks the experts: PruneByFrequency (the default: assignments received) or
+	// PruneByGateMass (the sum of their combine weights).
+	PruneBy string
 	// Calibration is the text routing is counted over (bytes are tokens); CalibrationName
 	// names it in the manifest. CalibrationWindows bounds the windows of seq_len read [32].
 	Calibration        []byte
@@ -82,8 +85,14 @@ type Options struct {
 // written: the caller reads the file).
 func OptionsOf(c *program.Compress) Options {
 	return Options{Experts: Scheme(c.Experts), Dense: Scheme(c.Dense), Embed: Scheme(c.Embed), Head: Scheme(c.Head),
-		Group: c.Group, KeepExperts: c.KeepExperts, CalibrationName: c.Calibration}
+		Group: c.Group, KeepExperts: c.KeepExperts, PruneBy: c.PruneBy, CalibrationName: c.Calibration}
 }
+
+// The ways pruning ranks experts over the calibration text.
+const (
+	PruneByFrequency = "frequency"
+	PruneByGateMass  = "gate_mass"
+)
 
 // Manifest is compression.json: what was done, and to which checkpoint.
 type Manifest struct {
@@ -120,7 +129,7 @@ type TensorRecord struct {
 type Pruning struct {
 	From              int          `json:"from"` // experts per MoE layer before
 	Keep              int          `json:"keep"`
-	By                string       `json:"by"` // routing_frequency
+	By                string       `json:"by"` // frequency or gate_mass
 	Calibration       string       `json:"calibration"`
 	CalibrationSHA256 string       `json:"calibration_sha256"`
 	CalibrationTokens int          `json:"calibration_tokens"`
@@ -129,9 +138,10 @@ type Pruning struct {
 
 // LayerPrune is one MoE layer's choice.
 type LayerPrune struct {
-	Layer  int   `json:"layer"`
-	Kept   []int `json:"kept"`   // old indices of the kept experts, in their new order
-	Counts []int `json:"counts"` // assignments each old expert received over the calibration text
+	Layer    int       `json:"layer"`
+	Kept     []int     `json:"kept"`      // old indices of the kept experts, in their new order
+	Counts   []int     `json:"counts"`    // assignments each old expert received over the calibration text
+	GateMass []float64 `json:"gate_mass"` // the sum of its combine weights over them
 }
 
 // IsCompressed reports whether the checkpoint manifest m is a compressed checkpoint's.
@@ -474,11 +484,19 @@ func prune(cfg *program.Model, seed int64, ts []safetensors.Tensor, opt Options)
 	case moe.Groups > 0:
 		return nil, nil, nil, diag.Runtimef(diag.ErrBadPrune, "model %s routes within %d expert groups; pruning would break the groups", cfg.Name, moe.Groups)
 	}
+	by := opt.PruneBy
+	switch by {
+	case "", PruneByFrequency:
+		by = PruneByFrequency
+	case PruneByGateMass:
+	default:
+		return nil, nil, nil, diag.Runtimef(diag.ErrBadRunOption, "--prune-by %q: want %s or %s", by, PruneByFrequency, PruneByGateMass)
+	}
 	counts, tokens, err := calibrate(cfg, seed, ts, opt)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	pr := &Pruning{From: moe.Experts, Keep: keep, By: "routing_frequency", Calibration: opt.CalibrationName, CalibrationTokens: tokens}
+	pr := &Pruning{From: moe.Experts, Keep: keep, By: by, Calibration: opt.CalibrationName, CalibrationTokens: tokens}
 	sum := sha256.Sum256(opt.Calibration)
 	pr.CalibrationSHA256 = hex.EncodeToString(sum[:])
 	kept := map[int][]int{}
@@ -487,11 +505,15 @@ func prune(cfg *program.Model, seed int64, ts []safetensors.Tensor, opt Options)
 		for e := range order {
 			order[e] = e
 		}
-		sort.SliceStable(order, func(a, b int) bool { return lc.counts[order[a]] > lc.counts[order[b]] })
+		score := func(e int) float64 { return float64(lc.counts[e]) }
+		if by == PruneByGateMass {
+			score = func(e int) float64 { return lc.mass[e] }
+		}
+		sort.SliceStable(order, func(a, b int) bool { return score(order[a]) > score(order[b]) })
 		k := slices.Clone(order[:keep])
 		slices.Sort(k)
 		kept[lc.layer] = k
-		pr.Layers = append(pr.Layers, LayerPrune{Layer: lc.layer, Kept: k, Counts: lc.counts})
+		pr.Layers = append(pr.Layers, LayerPrune{Layer: lc.layer, Kept: k, Counts: lc.counts, GateMass: lc.mass})
 	}
 	out, err := PruneTensors(cfg, ts, kept)
 	if err != nil {
@@ -507,10 +529,11 @@ func prune(cfg *program.Model, seed int64, ts []safetensors.Tensor, opt Options)
 type layerCounts struct {
 	layer  int
 	counts []int
+	mass   []float64
 }
 
 // calibrate counts, per MoE layer, the assignments each expert receives (top_k choices,
-// before capacity) over windows of the calibration text.
+// before capacity) and sums their combine weights over windows of the calibration text.
 func calibrate(cfg *program.Model, seed int64, ts []safetensors.Tensor, opt Options) ([]layerCounts, int, error) {
 	T := int(cfg.SeqLen)
 	if len(opt.Calibration) < T+1 {
@@ -539,7 +562,7 @@ func calibrate(cfg *program.Model, seed int64, ts []safetensors.Tensor, opt Opti
 	}
 	out := make([]layerCounts, len(layers))
 	for i, l := range layers {
-		out[i] = layerCounts{layer: l, counts: make([]int, cfg.MoE.Experts)}
+		out[i] = layerCounts{layer: l, counts: make([]int, cfg.MoE.Experts), mass: make([]float64, cfg.MoE.Experts)}
 	}
 	windows := opt.CalibrationWindows
 	if windows <= 0 {
@@ -559,8 +582,9 @@ func calibrate(cfg *program.Model, seed int64, ts []safetensors.Tensor, opt Opti
 			return nil, 0, fmt.Errorf("compress: calibration saw %d MoE layers, the config has %d", len(st.Assignments), len(layers))
 		}
 		for i, as := range st.Assignments {
-			for _, e := range as {
+			for j, e := range as {
 				out[i].counts[e]++
+				out[i].mass[e] += float64(st.Gates[i][j])
 			}
 		}
 		tokens += T

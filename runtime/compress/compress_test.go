@@ -18,6 +18,7 @@ import (
 	"github.com/moec-dev/moec/runtime/nn"
 	"github.com/moec-dev/moec/runtime/quant"
 	"github.com/moec-dev/moec/runtime/safetensors"
+	"github.com/moec-dev/moec/runtime/serve"
 	"github.com/moec-dev/moec/runtime/train"
 )
 
@@ -159,6 +160,9 @@ func TestRoundTrip(t *testing.T) {
 	if _, _, err := train.LoadNet(out, nil); err != nil {
 		t.Fatal(err)
 	}
+	if sm, name, err := serve.Load(out); err != nil || !sm.Quantized() || name != "tiny/only" {
+		t.Fatalf("serve.Load: %v, %q, %v", sm != nil && sm.Quantized(), name, err)
+	}
 	// A compressed checkpoint does not train or grow.
 	if _, err := checkpoint.Load(out, false); diag.CodeOf(err) != diag.ErrCheckpointMismatch {
 		t.Errorf("checkpoint.Load of a compressed checkpoint: %v", err)
@@ -189,6 +193,7 @@ func TestRefusals(t *testing.T) {
 		{"more experts than exist", src, compress.Options{KeepExperts: 17, Calibration: calib}, diag.ErrBadPrune},
 		{"fewer than top_k", src, compress.Options{KeepExperts: 1, Calibration: calib}, diag.ErrBadPrune},
 		{"unknown scheme", src, compress.Options{Head: "int3"}, diag.ErrBadRunOption},
+		{"unknown ranking", src, compress.Options{KeepExperts: 4, PruneBy: "luck", Calibration: calib}, diag.ErrBadRunOption},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "out")
@@ -223,17 +228,30 @@ func TestRefusals(t *testing.T) {
 // them; the pruned model's logits on that text equal the full model's, its router has
 // lost the pruned rows.
 func TestPrunedEqualsFull(t *testing.T) {
+	for _, by := range []string{compress.PruneByFrequency, compress.PruneByGateMass} {
+		t.Run(by, func(t *testing.T) { testPrunedEqualsFull(t, by) })
+	}
+}
+
+func testPrunedEqualsFull(t *testing.T, by string) {
 	cfg := tinyModel(t)
 	src, full := trained(t, cfg)
 	calib := []byte("abababab ") // seq_len + 1 tokens: one window, few distinct states
 	out := filepath.Join(t.TempDir(), "pruned")
-	man, err := compress.Compress(src, out, compress.Options{KeepExperts: 8, Calibration: calib, CalibrationName: "fox"})
+	man, err := compress.Compress(src, out, compress.Options{KeepExperts: 8, PruneBy: by, Calibration: calib, CalibrationName: "ab"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := man.Pruning
-	if p == nil || p.Keep != 8 || len(p.Layers) != 2 || p.CalibrationTokens != 8 {
+	if p == nil || p.Keep != 8 || len(p.Layers) != 2 || p.CalibrationTokens != 8 || p.By != by {
 		t.Fatalf("pruning record %+v", p)
+	}
+	for _, l := range p.Layers {
+		for e, n := range l.Counts {
+			if (n > 0) != (l.GateMass[e] > 0) {
+				t.Fatalf("layer %d expert %d: %d assignments but gate mass %g", l.Layer, e, n, l.GateMass[e])
+			}
+		}
 	}
 	for _, l := range p.Layers {
 		used := 0

@@ -1,7 +1,7 @@
 // Package compress writes and loads compressed checkpoints for serving: weight-only
 // quantisation (int8 per output channel, int4 in groups) chosen separately for routed
 // experts, dense matrices (attention and dense or shared FFNs), the embedding and the
-// head, and expert pruning by routing frequency over a calibration text.
+// head, and expert pruning by routing frequency (or gate mass) over a calibration text.
 //
 // In: a trained checkpoint (runtime/checkpoint) and Options. Out: a checkpoint directory
 // that eval, generate and serve load with Load (runtime/train.LoadNet does so when it sees
@@ -29,7 +29,8 @@
 // Routers, router tables, norms, biases, positions and talking-heads matrices stay
 // float32. A tied head is the embedding and is quantised as the embedding. Pruning keeps
 // the same number of experts in every MoE layer, the most often chosen over the
-// calibration text (ties to the lower index), renumbered in their old order; the router
+// calibration text (or, by gate mass, those whose combine weights sum highest; ties to the
+// lower index), renumbered in their old order; the router
 // loses the rows (and bias entries) of the pruned experts. Gates renormalised over the
 // top k (normalize) and sigmoid scores are unchanged for a token whose experts are all
 // kept; unnormalised softmax gates grow by the score mass the pruned experts held.

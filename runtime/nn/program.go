@@ -265,6 +265,11 @@ func (c *core[F]) layerForward(li int, w *workspace[F], o StepOptions, st *Stats
 		st.ExpertTokens = append(st.ExpertTokens, append([]int(nil), kept...))
 		if o.Assignments {
 			st.Assignments = append(st.Assignments, append([]int32(nil), lw.moe.idx...))
+			gates := make([]float32, len(lw.moe.gate))
+			for i, g := range lw.moe.gate {
+				gates[i] = float32(g)
+			}
+			st.Gates = append(st.Gates, gates)
 		}
 	}
 	if l.dense != nil {

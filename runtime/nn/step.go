@@ -42,6 +42,9 @@ type Stats struct {
 	// Assignments, only when StepOptions.Assignments is set: per MoE layer, the top_k
 	// experts each of the B·T tokens chose, best first ([B·T·top_k], before capacity).
 	Assignments [][]int32
+	// Gates, with Assignments: the combine weight of each of those choices (after
+	// normalize), in the same order.
+	Gates [][]float32
 }
 
 // layerWS is one layer's activations.
