@@ -409,55 +409,52 @@ func Load(dir string) (*nn.Model, *checkpoint.Manifest, *Manifest, error) {
 	for _, t := range ts {
 		byName[t.Name] = t
 	}
-	rec := make(map[string]TensorRecord, len(man.Quantized))
-	for _, r := range man.Quantized {
-		rec[r.Name] = r
+	mismatch := func(format string, args ...any) error {
+		return diag.Runtimef(diag.ErrCheckpointMismatch, "checkpoint %s: %s", dir, fmt.Sprintf(format, args...))
 	}
-	m, err := nn.New(cm.Model, cm.Seed)
+	// The quantised matrices first, as stored: the model is built around them and never
+	// holds their float32 weights.
+	qs := map[string]*quant.Matrix{}
+	for _, r := range man.Quantized {
+		t, ok := byName[r.Name]
+		s, sok := byName[r.Name+ScaleSuffix]
+		if !ok || !sok || s.DType != "F32" || len(r.Shape) != 2 {
+			return nil, nil, nil, mismatch("quantised tensor %s lacks its values or its F32 %s%s", r.Name, r.Name, ScaleSuffix)
+		}
+		scales := bytesF32(s.Bytes)
+		if i := nonFinite(scales); i >= 0 {
+			return nil, nil, nil, diag.Runtimef(diag.ErrCorruptCheckpoint, "checkpoint %s: scale %d of %s is %v", dir, i, r.Name, scales[i])
+		}
+		q := &quant.Matrix{Bits: r.Bits, Out: r.Shape[0], In: r.Shape[1], Group: r.Group, Data: t.Bytes, Scales: scales}
+		if err := q.Check(); err != nil {
+			return nil, nil, nil, mismatch("tensor %s: %v", r.Name, err)
+		}
+		qs[r.Name] = q
+	}
+	m, err := nn.NewQuantized(cm.Model, cm.Seed, qs)
 	if err != nil {
 		var ue *nn.UnsupportedError
 		if errors.As(err, &ue) {
 			return nil, nil, nil, diag.RuntimeWrap(diag.ErrUnsupportedFeature, err, "cannot load checkpoint %s", dir)
 		}
-		return nil, nil, nil, diag.RuntimeWrap(diag.ErrCheckpointMismatch, err, "checkpoint %s: model config", dir)
+		return nil, nil, nil, diag.RuntimeWrap(diag.ErrCheckpointMismatch, err, "checkpoint %s", dir)
 	}
-	mismatch := func(format string, args ...any) error {
-		return diag.Runtimef(diag.ErrCheckpointMismatch, "checkpoint %s: %s", dir, fmt.Sprintf(format, args...))
-	}
-	qs := map[string]*quant.Matrix{}
 	for _, p := range m.Params() {
+		if qs[p.Name] != nil {
+			continue
+		}
 		t, ok := byName[p.Name]
 		if !ok {
 			return nil, nil, nil, mismatch("no tensor %s (shape %v) that the model needs", p.Name, p.Shape)
 		}
-		r, quantized := rec[p.Name]
-		if !quantized {
-			if t.DType != "F32" || !slices.Equal(t.Shape, p.Shape) {
-				return nil, nil, nil, mismatch("tensor %s is %s %v, the model expects F32 %v", p.Name, t.DType, t.Shape, p.Shape)
-			}
-			v := bytesF32(t.Bytes)
-			if i := nonFinite(v); i >= 0 {
-				return nil, nil, nil, diag.Runtimef(diag.ErrCorruptCheckpoint, "checkpoint %s: tensor %s holds %v at index %d", dir, p.Name, v[i], i)
-			}
-			copy(p.W, v)
-			continue
+		if t.DType != "F32" || !slices.Equal(t.Shape, p.Shape) {
+			return nil, nil, nil, mismatch("tensor %s is %s %v, the model expects F32 %v", p.Name, t.DType, t.Shape, p.Shape)
 		}
-		s, ok := byName[p.Name+ScaleSuffix]
-		if !ok || s.DType != "F32" || len(p.Shape) != 2 {
-			return nil, nil, nil, mismatch("quantised tensor %s has no F32 %s%s", p.Name, p.Name, ScaleSuffix)
+		v := bytesF32(t.Bytes)
+		if i := nonFinite(v); i >= 0 {
+			return nil, nil, nil, diag.Runtimef(diag.ErrCorruptCheckpoint, "checkpoint %s: tensor %s holds %v at index %d", dir, p.Name, v[i], i)
 		}
-		scales := bytesF32(s.Bytes)
-		if i := nonFinite(scales); i >= 0 {
-			return nil, nil, nil, diag.Runtimef(diag.ErrCorruptCheckpoint, "checkpoint %s: scale %d of %s is %v", dir, i, p.Name, scales[i])
-		}
-		q := &quant.Matrix{Bits: r.Bits, Out: p.Shape[0], In: p.Shape[1], Group: r.Group, Data: t.Bytes, Scales: scales}
-		if err := q.Check(); err != nil {
-			return nil, nil, nil, mismatch("tensor %s: %v", p.Name, err)
-		}
-		qs[p.Name] = q
-	}
-	if err := m.SetQuantized(qs); err != nil {
-		return nil, nil, nil, mismatch("%v", err)
+		copy(p.W, v)
 	}
 	return m, cm, &man, nil
 }

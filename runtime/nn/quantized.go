@@ -3,7 +3,9 @@ package nn
 import (
 	"errors"
 	"fmt"
+	"strings"
 
+	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/runtime/quant"
 )
 
@@ -48,6 +50,44 @@ func (m *Model) SetQuantized(qs map[string]*quant.Matrix) error {
 	}
 	m.releaseQuantized()
 	return nil
+}
+
+// NewQuantized builds model m with the matrices of qs quantised from the start: they get
+// no float32 buffers and no initial values (nor does an MoE layer's contiguous expert
+// buffer whose every expert is in qs), so loading a compressed checkpoint never holds its
+// float32 weights. Every other parameter starts as New initialises it, for the caller to
+// load.
+func NewQuantized(m *program.Model, seed int64, qs map[string]*quant.Matrix) (*Model, error) {
+	bare := func(name string) bool {
+		if qs[name] != nil {
+			return true
+		}
+		for _, w := range []string{"w1", "w2", "w3"} {
+			prefix, ok := strings.CutSuffix(name, "experts."+w)
+			if !ok || m.MoE == nil || m.MoE.Experts < 1 {
+				continue
+			}
+			for e := 0; e < m.MoE.Experts; e++ {
+				if qs[fmt.Sprintf("%sexperts.%d.%s.weight", prefix, e, w)] == nil {
+					return false
+				}
+			}
+			return true
+		}
+		return false
+	}
+	c, err := newCoreBare[float32](m, seed, 0, 0, bare)
+	if err != nil {
+		return nil, err
+	}
+	out, err := listParams(m, c)
+	if err != nil {
+		return nil, err
+	}
+	if err := out.SetQuantized(qs); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // isRouter says whether t is an MoE layer's router matrix.

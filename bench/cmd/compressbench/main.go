@@ -1,5 +1,6 @@
 // Command compressbench measures moec compress in one run: validation perplexity, weight
-// bytes in memory and on disk, and generation tokens/s at batch 1 and 16, of a checkpoint
+// bytes in memory (and the live heap the loaded model adds: weights, the gradient buffers
+// float32 matrices keep, activation buffers) and on disk, and generation tokens/s at batch 1 and 16, of a checkpoint
 // in float32 and compressed as int8, as int4 in groups of 128, and with half its experts
 // pruned by routing over a calibration text.
 //
@@ -41,6 +42,7 @@ type variant struct {
 	m     *nn.Model
 	ppl   float64
 	file  int64
+	heap  uint64 // live heap the loaded model adds
 	tps1  []float64
 	tps16 []float64
 }
@@ -93,11 +95,13 @@ func run(ckpt, calibPath string, reps, tokens int) error {
 			return fmt.Errorf("%s: %w", v.name, err)
 		}
 		v.ppl = ev.PPL
+		before := liveHeap()
 		net, _, err := train.LoadNet(v.dir, nil)
 		if err != nil {
 			return err
 		}
 		v.m = net.(*nn.Model)
+		v.heap = liveHeap() - before
 		st, err := os.Stat(filepath.Join(v.dir, checkpoint.ModelFile))
 		if err != nil {
 			return err
@@ -132,11 +136,11 @@ func run(ckpt, calibPath string, reps, tokens int) error {
 	fmt.Printf("checkpoint %s; kernel %s; %s; GOMAXPROCS %d; load %s\n", src, quant.ISA(), cpu, runtime.GOMAXPROCS(0), strings.Join(strings.Fields(string(load))[:3], " "))
 	fmt.Printf("generation: greedy, %d tokens after a 1-byte prompt, median (min-max) of %d repetitions\n\n", tokens, reps)
 	base := vs[0]
-	fmt.Println("| model | perplexity | vs fp32 | weights in memory | vs fp32 | model.safetensors | gen tokens/s, batch 1 | vs fp32 (median, best) | gen tokens/s, batch 16 | vs fp32 (median, best) |")
-	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Println("| model | perplexity | vs fp32 | weights in memory | vs fp32 | live heap of the loaded model | model.safetensors | gen tokens/s, batch 1 | vs fp32 (median, best) | gen tokens/s, batch 16 | vs fp32 (median, best) |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, v := range vs {
-		fmt.Printf("| %s | %.3f | %+.2f%% | %.2f MiB | %.1f%% | %.2f MiB | %s | %.2f×, %.2f× | %s | %.2f×, %.2f× |\n", v.name, v.ppl, 100*(v.ppl/base.ppl-1),
-			mib(v.m.WeightBytes()), 100*float64(v.m.WeightBytes())/float64(base.m.WeightBytes()), mib(v.file),
+		fmt.Printf("| %s | %.3f | %+.2f%% | %.2f MiB | %.1f%% | %.2f MiB | %.2f MiB | %s | %.2f×, %.2f× | %s | %.2f×, %.2f× |\n", v.name, v.ppl, 100*(v.ppl/base.ppl-1),
+			mib(v.m.WeightBytes()), 100*float64(v.m.WeightBytes())/float64(base.m.WeightBytes()), mib(int64(v.heap)), mib(v.file),
 			cell(v.tps1), median(v.tps1)/median(base.tps1), slices.Max(v.tps1)/slices.Max(base.tps1),
 			cell(v.tps16), median(v.tps16)/median(base.tps16), slices.Max(v.tps16)/slices.Max(base.tps16))
 	}
@@ -178,6 +182,14 @@ func batch16(m *nn.Model, n int) (float64, error) {
 		}
 	}
 	return float64(b*n) / time.Since(t0).Seconds(), nil
+}
+
+// liveHeap is the live heap after a collection.
+func liveHeap() uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
 }
 
 func median(v []float64) float64 {
