@@ -7,6 +7,7 @@
 //	moec run --stage S FILE.moe       train a stage here, from the previous stage's checkpoint
 //	moec generate --checkpoint DIR    sample text with a KV cache
 //	moec eval --checkpoint DIR        validation perplexity
+//	moec compress --checkpoint DIR    int8/int4 weights and pruned experts, for serving
 //	moec experiment FILE.moe          the experiments a file declares, with a results page
 //	moec serve --checkpoint DIR       OpenAI-compatible HTTP serving with continuous batching
 //	moec import hf config.json        a Hugging Face config (and weights) as a .moe model

@@ -45,6 +45,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newPlanCommand(stdout, stderr),
 		newRunCommand(stdout, stderr),
 		newGenerateCommand(stdout, stderr),
+		newCompressCommand(stdout, stderr),
 		newEvalCommand(stdout, stderr),
 		newExperimentCommand(stdout, stderr),
 		newImportCommand(stdout, stderr),

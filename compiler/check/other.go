@@ -64,10 +64,11 @@ func (c *checker) resolveCompresses() {
 		c.lookupDecl("model", d.name, diag.UnknownModel, d.file, d.block.Name, path)
 		c.r.evalAll(s)
 		cp := &program.Compress{Name: d.name, Model: d.name, DistillInto: s.str("distill_into"),
-			QuantBits: s.int("quantize"), PruneExperts: s.f64("prune_experts")}
+			QuantBits: s.int("quantize"), PruneExperts: s.f64("prune_experts"), Decl: declSource(d.file, d.block)}
 		if cp.DistillInto != "" {
 			c.lookupDecl("model", cp.DistillInto, diag.UnknownModel, d.file, s.rangeNode("distill_into"), path+" distill_into")
 		}
+		c.resolveQuantization(cp, s)
 		c.prog.Compresses[d.name] = cp
 		c.prog.CompressOrder = append(c.prog.CompressOrder, d.name)
 		d.prov = s.provenance(nil)

@@ -421,6 +421,14 @@ func newSchema() *schema {
 		{name: "distill_into", typ: keyType{kind: tyName}, def: `""`, doc: "student model"},
 		{name: "quantize", typ: keyType{kind: tyInt}, def: "0", oneOf: []int64{0, 4, 8}, doc: "weight bits (0 = none)"},
 		float("prune_experts", "0", openFraction, "fraction of experts pruned"),
+		enum("experts", "auto", quantSchemes(), "routed experts' weights (auto: as quantize says)"),
+		enum("dense", "auto", quantSchemes(), "attention, dense and shared FFN weights (auto: as quantize says)"),
+		enum("embed", "auto", quantSchemes(), "token embedding and a tied head (auto: as quantize says)"),
+		enum("head", "auto", quantSchemes(), "untied head (auto: as quantize says)"),
+		{name: "group", typ: keyType{kind: tyInt}, def: "128", oneOf: []int64{32, 64, 128}, doc: "int4: input columns per scale"},
+		integer("keep_experts", "0", nonNegative, "experts kept per MoE layer (0 = prune_experts', else all)"),
+		enum("prune_by", "frequency", []string{"frequency", "gate_mass"}, "how kept experts are ranked over the calibration text"),
+		{name: "calibration", typ: keyType{kind: tyString}, def: `""`, doc: "text whose routing chooses the experts kept"},
 	}})
 	add(&blockSpec{kind: "experiment", headerName: true, named: []string{"baseline", "variant"}, keys: []*keySpec{
 		required(&keySpec{name: "train", typ: keyType{kind: tyName}, doc: "train declaration (its model's name)"}),
@@ -431,6 +439,9 @@ func newSchema() *schema {
 	}})
 	return s
 }
+
+// quantSchemes are the weight formats a compress block chooses per kind of matrix.
+func quantSchemes() []string { return []string{"auto", "fp32", "int8", "int4"} }
 
 // scoreNames are the router score functions moec computes (program.Scores), as the
 // language spells them.

@@ -178,6 +178,22 @@ type Compress struct {
 	DistillInto  string  // student model name ("" = none)
 	QuantBits    int     // 0 = none; 8 or 4
 	PruneExperts float64 // fraction of experts pruned (0 = none)
+
+	// Weight-only quantisation per kind of matrix (runtime/compress): "fp32", "int8" (one
+	// scale per output channel) or "int4" (in groups of Group input columns); the
+	// language's auto (the default) resolves to QuantBits' scheme.
+	Experts, Dense, Embed, Head string
+	Group                       int // int4 group [128]
+	// KeepExperts is the experts kept per MoE layer, from keep_experts or prune_experts (0:
+	// every expert); Calibration the text whose routing chooses them ("" = given to moec
+	// compress), as written (relative to the .moe file).
+	KeepExperts int
+	PruneBy     string // "frequency" (assignments received) or "gate_mass" (combine weights summed)
+	Calibration string
+	// Counted: the served model's weight bytes in float32 with every expert, and compressed
+	// (0 when the model's parameters cannot be listed).
+	FP32Bytes, Bytes int64
+	Decl             Source // the `compress` declaration (set by compiler/check; zero when built in Go)
 }
 
 // Experiment is a resolved `experiment NAME { ... }` block (see issue on experiments).

@@ -33,6 +33,22 @@ func Markdown(r *Report, extra []Section) []byte {
 				count(s.Params), human.Bytes(int64(s.WeightBytes)), count(s.ActiveParams))
 		}
 	}
+	if len(r.Compresses) > 0 {
+		b.WriteString("\n## Compression for serving\n\n")
+		b.WriteString("| model | experts | dense | embedding | head | int4 group | experts kept | weights fp32 | compressed |\n")
+		b.WriteString("|---|---|---|---|---|---:|---:|---:|---:|\n")
+		for _, c := range r.Compresses {
+			kept, before, after := "all", "-", "-"
+			if c.KeepExperts > 0 {
+				kept = fmt.Sprint(c.KeepExperts)
+			}
+			if c.FP32Bytes > 0 {
+				before = human.Bytes(c.FP32Bytes)
+				after = fmt.Sprintf("%s (%.0f%%)", human.Bytes(c.Bytes), 100*float64(c.Bytes)/float64(c.FP32Bytes))
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %d | %s | %s | %s |\n", c.Model, c.Experts, c.Dense, c.Embed, c.Head, c.Group, kept, before, after)
+		}
+	}
 	for _, s := range extra {
 		fmt.Fprintf(&b, "\n## %s\n\n", s.Title)
 		b.WriteString(strings.TrimRight(s.Markdown, "\n"))

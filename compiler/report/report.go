@@ -30,6 +30,23 @@ type Report struct {
 	Trains   []TrainReport   `json:"trains"`
 	Serves   []ServeReport   `json:"serves"`
 	Sections []SectionReport `json:"sections"`
+	// Compresses are the compress blocks with the weights they count (added after
+	// sections; absent when the file has none).
+	Compresses []CompressReport `json:"compresses,omitempty"`
+}
+
+// CompressReport is one compress block: each kind of matrix's format, the experts kept
+// and the served weights before and after (0 when the model's parameters cannot be listed).
+type CompressReport struct {
+	Model       string `json:"model"`
+	Experts     string `json:"experts"`
+	Dense       string `json:"dense"`
+	Embed       string `json:"embed"`
+	Head        string `json:"head"`
+	Group       int    `json:"group"`
+	KeepExperts int    `json:"keep_experts"` // 0: every expert
+	FP32Bytes   int64  `json:"fp32_weight_bytes"`
+	Bytes       int64  `json:"weight_bytes"`
 }
 
 // ModelReport is one model's counts.
@@ -183,6 +200,11 @@ func build(prog *program.Program, srcName string, extra []Section, plans []*plan
 	}
 	for _, s := range extra {
 		r.Sections = append(r.Sections, SectionReport{Title: s.Title, Data: s.JSON})
+	}
+	for _, name := range ordered(prog.CompressOrder, prog.Compresses) {
+		c := prog.Compresses[name]
+		r.Compresses = append(r.Compresses, CompressReport{Model: c.Model, Experts: c.Experts, Dense: c.Dense, Embed: c.Embed,
+			Head: c.Head, Group: c.Group, KeepExperts: c.KeepExperts, FP32Bytes: c.FP32Bytes, Bytes: c.Bytes})
 	}
 	return r
 }

@@ -238,3 +238,20 @@ func TestServeStage(t *testing.T) {
 		t.Errorf("fp16 weights = %g bytes, want %d", s.WeightBytes, 2*mid.Total)
 	}
 }
+
+// TestCompressCounted: a compress block's counted weights appear in report.json and as a
+// row of the Markdown report.
+func TestCompressCounted(t *testing.T) {
+	prog := goProgram()
+	prog.Compresses = map[string]*program.Compress{"hy": {Name: "hy", Model: "hy", Experts: "int4", Dense: "int8", Embed: "fp32",
+		Head: "fp32", Group: 128, KeepExperts: 4, FP32Bytes: 4 << 20, Bytes: 1 << 20}}
+	prog.CompressOrder = []string{"hy"}
+	r := Build(prog, "x.moe", nil)
+	if len(r.Compresses) != 1 || r.Compresses[0].Bytes != 1<<20 || r.Compresses[0].KeepExperts != 4 {
+		t.Fatalf("compresses: %+v", r.Compresses)
+	}
+	md := string(Markdown(r, nil))
+	if want := "| hy | int4 | int8 | fp32 | fp32 | 128 | 4 | 4 MiB | 1 MiB (25%) |"; !strings.Contains(md, want) {
+		t.Errorf("markdown lacks %q:\n%s", want, md)
+	}
+}

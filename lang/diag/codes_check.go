@@ -57,6 +57,8 @@ const (
 	UnknownServeStage    Code = "E0413"
 	UnknownExperimentRef Code = "E0414"
 	UnknownOverride      Code = "E0415"
+	QuantGroup           Code = "E0430"
+	CompressKeepExperts  Code = "E0431"
 	LastStageSize        Code = "W9201"
 	PartialBatch         Code = "W9202"
 	EmptyFile            Code = "W9203"
@@ -114,6 +116,8 @@ var checkCodes = []Info{
 	{UnknownServeStage, "serve refers to a stage its model's train does not have"},
 	{UnknownExperimentRef, "experiment refers to an unknown train or stage"},
 	{UnknownOverride, "experiment override names an unknown key"},
+	{QuantGroup, "a compress block's int4 group (or int4 itself) does not fit a matrix width it quantises"},
+	{CompressKeepExperts, "a compress block keeps more experts than the model has, fewer than top_k, or prunes a model without routed experts"},
 	{LastStageSize, "the last stage's experts differ from the model's moe.experts"},
 	{PartialBatch, "tokens_per_batch is not a whole number of sequences"},
 	{EmptyFile, "the file declares nothing (no declaration and no import)"},

@@ -26,6 +26,9 @@ const (
 	ManifestFile  = "manifest.json"
 	ModelFile     = "model.safetensors"
 	OptimizerFile = "optimizer.safetensors"
+	// CompressionFile marks a compressed checkpoint (runtime/compress): it serves, it does
+	// not train, and Load refuses it.
+	CompressionFile = "compression.json"
 )
 
 // Manifest describes one checkpoint. Everything needed to resume bit-identically or to
@@ -288,6 +291,11 @@ func Load(dir string, withOptimizer bool) (*Checkpoint, error) {
 	m, err := LoadManifest(dir)
 	if err != nil {
 		return nil, err
+	}
+	for _, f := range m.Files {
+		if f.Name == CompressionFile {
+			return nil, diag.Runtimef(diag.ErrCheckpointMismatch, "checkpoint %s is compressed for serving (moec compress): eval, generate and serve run it; train or grow from the checkpoint it was compressed from", dir)
+		}
 	}
 	c := &Checkpoint{Manifest: *m}
 	decode := func(name string) ([]safetensors.Tensor, error) {

@@ -95,6 +95,9 @@ func Run(ctx context.Context, opt Options, w io.Writer) error {
 	}
 	var dec Decoder
 	if opt.StepPrograms || opt.TP > 1 || opt.EP > 1 || opt.PP > 1 {
+		if m.Quantized() {
+			return diag.Runtimef(diag.ErrUnsupportedFeature, "checkpoint %s is compressed (quantised weights): step programs do not run quantised matrices; decode it without --step-programs, --tp, --ep or --pp", dir)
+		}
 		// Lowered before the prompt is echoed: a layout refused leaves w untouched.
 		if dec, err = NewStepDecoder(m, opt.TP, opt.EP, opt.PP); err != nil {
 			return err

@@ -145,7 +145,7 @@ func (dec *Decoder) step(tokens []int32, positions []int) ([]float32, error) {
 	}
 	n := dec.batch
 	for i, id := range tokens {
-		copy(dec.x[i*d.D:(i+1)*d.D], c.embed.w[int(id)*d.D:(int(id)+1)*d.D])
+		c.embedRow(dec.x[i*d.D:(i+1)*d.D], int(id))
 		if c.pos != nil {
 			pos := positions[i]
 			axpy(dec.x[i*d.D:(i+1)*d.D], 1, c.pos.w[pos*d.D:(pos+1)*d.D])

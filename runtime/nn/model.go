@@ -7,6 +7,7 @@ import (
 	"github.com/moec-dev/moec/compiler/params"
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/runtime/blas"
+	"github.com/moec-dev/moec/runtime/quant"
 	"github.com/moec-dev/moec/runtime/weights"
 )
 
@@ -39,6 +40,9 @@ type tensor[F Float] struct {
 	// ranks that hold the same experts, not over all ranks.
 	expert bool
 	unit   int // the Unit the tensor belongs to (units.go)
+	// q is the quantised weight of a compressed checkpoint (quantized.go); w and g are
+	// then nil.
+	q *quant.Matrix
 }
 
 // dims are the sizes every kernel needs, resolved once by program.Model.Dims.
@@ -117,6 +121,7 @@ type core[F Float] struct {
 	buffers   int
 	measured  int
 	wsMeasure [3]int64
+	quantized bool // some weights are quantised (quantized.go): no training
 }
 
 // Model is a trainable float32 model.
@@ -134,6 +139,11 @@ func New(m *program.Model, seed int64) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
+	return listParams(m, c)
+}
+
+// listParams wraps c as a Model with its parameters listed.
+func listParams(m *program.Model, c *core[float32]) (*Model, error) {
 	layout, err := params.Walk(m)
 	if err != nil {
 		return nil, fmt.Errorf("nn: %w", err)
@@ -238,6 +248,9 @@ type builder[F Float] struct {
 	// first and count are the routed experts this model holds (all when count is 0).
 	first, count int
 	unit         int // the Unit tensors being added belong to
+	// bare names the tensors that get no float32 buffers and no initial values (their
+	// weights arrive quantised: quantized.go); nil for none.
+	bare func(name string) bool
 }
 
 func (b *builder[F]) add(name string, kind initKind, listed bool, shape ...int) *tensor[F] {
@@ -245,7 +258,10 @@ func (b *builder[F]) add(name string, kind initKind, listed bool, shape ...int) 
 	for _, s := range shape {
 		n *= s
 	}
-	t := &tensor[F]{name: name, shape: shape, w: make([]F, n), g: make([]F, n), unit: b.unit}
+	t := &tensor[F]{name: name, shape: shape, unit: b.unit}
+	if b.bare == nil || !b.bare(name) {
+		t.w, t.g = make([]F, n), make([]F, n)
+	}
 	b.c.storage = append(b.c.storage, t)
 	b.fill(t, kind, b.index)
 	if listed {
@@ -256,6 +272,9 @@ func (b *builder[F]) add(name string, kind initKind, listed bool, shape ...int) 
 }
 
 func (b *builder[F]) fill(t *tensor[F], kind initKind, index int) {
+	if t.w == nil {
+		return // bare
+	}
 	weights.Fill(t.w, t.shape, initOf(kind), b.seed, index, b.layers)
 }
 
@@ -281,7 +300,10 @@ func (b *builder[F]) slice(all *tensor[F], name string, off int, shape ...int) *
 	for _, s := range shape {
 		n *= s
 	}
-	t := &tensor[F]{name: name, shape: shape, w: all.w[off : off+n : off+n], g: all.g[off : off+n : off+n], base: all, off: off, expert: all.expert, unit: all.unit}
+	t := &tensor[F]{name: name, shape: shape, base: all, off: off, expert: all.expert, unit: all.unit}
+	if all.w != nil {
+		t.w, t.g = all.w[off:off+n:off+n], all.g[off:off+n:off+n]
+	}
 	b.c.params = append(b.c.params, t)
 	b.index++
 	return t
@@ -294,6 +316,11 @@ func newCore[F Float](m *program.Model, seed int64) (*core[F], error) {
 // newCoreExperts builds the model holding only routed experts [first, first+count) of
 // every MoE layer (all of them when count is 0): an expert-parallel rank's share.
 func newCoreExperts[F Float](m *program.Model, seed int64, first, count int) (*core[F], error) {
+	return newCoreBare[F](m, seed, first, count, nil)
+}
+
+// newCoreBare is newCoreExperts leaving the tensors bare names without buffers.
+func newCoreBare[F Float](m *program.Model, seed int64, first, count int, bare func(string) bool) (*core[F], error) {
 	if m == nil {
 		return nil, errors.New("nn: nil model")
 	}
@@ -312,7 +339,7 @@ func newCoreExperts[F Float](m *program.Model, seed int64, first, count int) (*c
 		return nil, fmt.Errorf("nn: experts %d..%d are not among the model's %d", first, first+count-1, d.E)
 	}
 	c.expertFirst, c.expertCount = first, count
-	b := &builder[F]{seed: seed, c: c, layers: d.L, first: first, count: count}
+	b := &builder[F]{seed: seed, c: c, layers: d.L, first: first, count: count, bare: bare}
 	ln := m.Norm == program.LayerNorm
 	c.embed = b.add("model.embed_tokens.weight", initNormal, true, d.V, d.D)
 	if d.MaxPos > 0 {

@@ -40,7 +40,9 @@ func linear[F Float](y, x []F, n int, w *tensor[F], bias *tensor[F], accumulate 
 	if accumulate {
 		beta = 1
 	}
-	if !linearSmall(y, x, n, w, accumulate) { // a few rows (generation): stream W once
+	if w.q != nil {
+		linearQuant(y, x, n, w, accumulate)
+	} else if !linearSmall(y, x, n, w, accumulate) { // a few rows (generation): stream W once
 		blas.Gemm(false, true, n, out, in, 1, x, in, w.w, in, beta, y, out)
 	}
 	if bias != nil {

@@ -159,7 +159,7 @@ func (c *core[F]) embedForward(b Batch, o StepOptions) *workspace[F] {
 		copy(w.tok[r*T:(r+1)*T], b.Tokens[r*(T+1):r*(T+1)+T])
 	}
 	for t, id := range w.tok {
-		copy(w.x[t*d.D:(t+1)*d.D], c.embed.w[int(id)*d.D:(int(id)+1)*d.D])
+		c.embedRow(w.x[t*d.D:(t+1)*d.D], int(id))
 		if c.pos != nil {
 			axpy(w.x[t*d.D:(t+1)*d.D], 1, c.pos.w[(t%T)*d.D:(t%T+1)*d.D])
 		}
@@ -265,6 +265,11 @@ func (c *core[F]) layerForward(li int, w *workspace[F], o StepOptions, st *Stats
 		st.ExpertTokens = append(st.ExpertTokens, append([]int(nil), kept...))
 		if o.Assignments {
 			st.Assignments = append(st.Assignments, append([]int32(nil), lw.moe.idx...))
+			gates := make([]float32, len(lw.moe.gate))
+			for i, g := range lw.moe.gate {
+				gates[i] = float32(g)
+			}
+			st.Gates = append(st.Gates, gates)
 		}
 	}
 	if l.dense != nil {

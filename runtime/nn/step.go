@@ -42,6 +42,9 @@ type Stats struct {
 	// Assignments, only when StepOptions.Assignments is set: per MoE layer, the top_k
 	// experts each of the B·T tokens chose, best first ([B·T·top_k], before capacity).
 	Assignments [][]int32
+	// Gates, with Assignments: the combine weight of each of those choices (after
+	// normalize), in the same order.
+	Gates [][]float32
 }
 
 // layerWS is one layer's activations.
@@ -220,6 +223,9 @@ func (c *core[F]) backward(b Batch, w *workspace[F]) error {
 // ForwardBackward runs a step and accumulates dLoss/dW into every Param.G, where Loss is
 // the mean cross-entropy over B·T tokens plus balance_loss·ΣBalance plus z_loss·ΣZLoss.
 func (m *Model) ForwardBackward(b Batch, o StepOptions) (Stats, error) {
+	if m.c.quantized {
+		return Stats{}, ErrQuantized
+	}
 	st, w, err := m.c.forward(b, o)
 	if err != nil {
 		return st, err

@@ -150,41 +150,57 @@ var dtypeSize = map[string]int64{"F32": 4, "F64": 8, "F16": 2, "BF16": 2}
 // Decode parses a safetensors file held in b. It checks every field against the file and
 // never allocates more than the file's own size for tensor data.
 func Decode(b []byte) (*File, error) {
+	meta, spans, data, err := parse(b, dtypeSize)
+	if err != nil {
+		return nil, err
+	}
+	f := &File{Metadata: meta, Tensors: make([]Tensor, len(spans))}
+	for i, s := range spans {
+		f.Tensors[i] = Tensor{Name: s.name, Shape: s.shape, Data: convert(s.dtype, data[s.begin:s.end])}
+	}
+	return f, nil
+}
+
+// span is one tensor's entry in a parsed header.
+type span struct {
+	name       string
+	begin, end int64
+	dtype      string
+	shape      []int
+}
+
+// parse checks the header of b against the file, accepting the dtypes of sizes, and
+// returns the metadata, the tensors' spans in data order and the data region.
+func parse(b []byte, sizes map[string]int64) (map[string]string, []span, []byte, error) {
 	if len(b) < 8 {
-		return nil, errf("", "file is %d bytes, shorter than the 8-byte header length", len(b))
+		return nil, nil, nil, errf("", "file is %d bytes, shorter than the 8-byte header length", len(b))
 	}
 	hlen := binary.LittleEndian.Uint64(b)
 	if hlen > MaxHeaderSize {
-		return nil, errf("", "header length %d exceeds the %d-byte limit", hlen, MaxHeaderSize)
+		return nil, nil, nil, errf("", "header length %d exceeds the %d-byte limit", hlen, MaxHeaderSize)
 	}
 	if hlen > uint64(len(b)-8) {
-		return nil, errf("", "header length %d runs past the end of the %d-byte file (truncated?)", hlen, len(b))
+		return nil, nil, nil, errf("", "header length %d runs past the end of the %d-byte file (truncated?)", hlen, len(b))
 	}
 	hj := b[8 : 8+hlen]
 	data := b[8+hlen:]
 	if len(bytes.TrimSpace(hj)) == 0 || bytes.TrimSpace(hj)[0] != '{' {
-		return nil, errf("", "header is not a JSON object")
+		return nil, nil, nil, errf("", "header is not a JSON object")
 	}
 	var raw map[string]json.RawMessage
 	dec := json.NewDecoder(bytes.NewReader(hj))
 	if err := dec.Decode(&raw); err != nil {
-		return nil, errf("", "header JSON: %v", err)
+		return nil, nil, nil, errf("", "header JSON: %v", err)
 	}
 	if dec.More() {
-		return nil, errf("", "header has trailing data after the JSON object")
+		return nil, nil, nil, errf("", "header has trailing data after the JSON object")
 	}
-	f := &File{}
+	var meta map[string]string
 	if m, ok := raw["__metadata__"]; ok {
-		if err := json.Unmarshal(m, &f.Metadata); err != nil {
-			return nil, errf("", "__metadata__ must map strings to strings: %v", err)
+		if err := json.Unmarshal(m, &meta); err != nil {
+			return nil, nil, nil, errf("", "__metadata__ must map strings to strings: %v", err)
 		}
 		delete(raw, "__metadata__")
-	}
-	type span struct {
-		name       string
-		begin, end int64
-		dtype      string
-		shape      []int
 	}
 	spans := make([]span, 0, len(raw))
 	for name, msg := range raw {
@@ -192,35 +208,35 @@ func Decode(b []byte) (*File, error) {
 		d := json.NewDecoder(bytes.NewReader(msg))
 		d.DisallowUnknownFields()
 		if err := d.Decode(&e); err != nil {
-			return nil, errf(name, "header entry: %v", err)
+			return nil, nil, nil, errf(name, "header entry: %v", err)
 		}
-		size, ok := dtypeSize[e.DType]
+		size, ok := sizes[e.DType]
 		if !ok {
-			return nil, errf(name, "unsupported dtype %q (want F32, F64, F16 or BF16)", e.DType)
+			return nil, nil, nil, errf(name, "unsupported dtype %q (want %s)", e.DType, dtypeList(sizes))
 		}
 		if len(e.DataOffsets) != 2 {
-			return nil, errf(name, "data_offsets must have 2 entries, has %d", len(e.DataOffsets))
+			return nil, nil, nil, errf(name, "data_offsets must have 2 entries, has %d", len(e.DataOffsets))
 		}
 		begin, end := e.DataOffsets[0], e.DataOffsets[1]
 		if begin < 0 || end < begin || end > int64(len(data)) {
-			return nil, errf(name, "data_offsets [%d, %d] outside the %d-byte data region", begin, end, len(data))
+			return nil, nil, nil, errf(name, "data_offsets [%d, %d] outside the %d-byte data region", begin, end, len(data))
 		}
 		n := int64(1)
 		shape := make([]int, len(e.Shape))
 		for i, dim := range e.Shape {
 			if dim < 0 {
-				return nil, errf(name, "negative dimension in shape %v", e.Shape)
+				return nil, nil, nil, errf(name, "negative dimension in shape %v", e.Shape)
 			}
 			// Every element takes at least one byte of the data region, so a running product
 			// above its length is wrong; checking here also keeps the product from overflowing.
 			if dim > 0 && n > int64(len(data))/dim {
-				return nil, errf(name, "shape %v is larger than the file", e.Shape)
+				return nil, nil, nil, errf(name, "shape %v is larger than the file", e.Shape)
 			}
 			n *= dim
 			shape[i] = int(dim)
 		}
 		if n*size != end-begin {
-			return nil, errf(name, "shape %v of %s needs %d bytes but data_offsets span %d", e.Shape, e.DType, n*size, end-begin)
+			return nil, nil, nil, errf(name, "shape %v of %s needs %d bytes but data_offsets span %d", e.Shape, e.DType, n*size, end-begin)
 		}
 		spans = append(spans, span{name, begin, end, e.DType, shape})
 	}
@@ -235,20 +251,16 @@ func Decode(b []byte) (*File, error) {
 	for _, s := range spans {
 		if s.begin != pos {
 			if s.begin < pos {
-				return nil, errf(s.name, "data overlaps the previous tensor (begins at %d, previous ends at %d)", s.begin, pos)
+				return nil, nil, nil, errf(s.name, "data overlaps the previous tensor (begins at %d, previous ends at %d)", s.begin, pos)
 			}
-			return nil, errf(s.name, "%d bytes of unused data before this tensor", s.begin-pos)
+			return nil, nil, nil, errf(s.name, "%d bytes of unused data before this tensor", s.begin-pos)
 		}
 		pos = s.end
 	}
 	if pos != int64(len(data)) {
-		return nil, errf("", "%d bytes of data after the last tensor (file has %d data bytes, tensors cover %d)", int64(len(data))-pos, len(data), pos)
+		return nil, nil, nil, errf("", "%d bytes of data after the last tensor (file has %d data bytes, tensors cover %d)", int64(len(data))-pos, len(data), pos)
 	}
-	f.Tensors = make([]Tensor, len(spans))
-	for i, s := range spans {
-		f.Tensors[i] = Tensor{Name: s.name, Shape: s.shape, Data: convert(s.dtype, data[s.begin:s.end])}
-	}
-	return f, nil
+	return meta, spans, data, nil
 }
 
 func convert(dtype string, b []byte) []float32 {

@@ -11,6 +11,7 @@ import (
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/lang/diag"
 	"github.com/moec-dev/moec/runtime/checkpoint"
+	"github.com/moec-dev/moec/runtime/compress"
 	"github.com/moec-dev/moec/runtime/data"
 	"github.com/moec-dev/moec/runtime/nn"
 	"github.com/moec-dev/moec/runtime/weights"
@@ -41,6 +42,14 @@ func ResolveCheckpoint(dir string) (string, error) { return weights.ResolveCheck
 
 // LoadNet builds the model a checkpoint was trained as and loads its weights.
 func LoadNet(dir string, newNet NewNetFunc) (Net, *checkpoint.Manifest, error) {
+	if m, err := checkpoint.LoadManifest(dir); err == nil && compress.IsCompressed(m) {
+		// A compressed checkpoint: its quantised matrices run as they are stored.
+		net, cm, _, err := compress.Load(dir)
+		if err != nil {
+			return nil, nil, err
+		}
+		return net, cm, nil
+	}
 	c, err := checkpoint.Load(dir, false)
 	if err != nil {
 		return nil, nil, err
@@ -90,8 +99,13 @@ func Eval(ctx context.Context, opt EvalOptions) (*EvalResult, error) {
 			seqLen = int(t.SeqLen)
 		}
 	} else {
-		// checkpoints/step-N is two levels below the run directory.
-		spec, err := ReadSpec(filepath.Dir(filepath.Dir(dir)))
+		// checkpoints/step-N is two levels below the run directory; a compressed
+		// checkpoint carries its source run's spec.
+		runDir := filepath.Dir(filepath.Dir(dir))
+		if compressed, _ := checkpoint.LoadManifest(dir); compressed != nil && compress.IsCompressed(compressed) {
+			runDir = dir
+		}
+		spec, err := ReadSpec(runDir)
 		if err != nil {
 			return nil, fmt.Errorf("%w; pass the .moe file so the validation data can be found", err)
 		}

@@ -1,0 +1,24 @@
+//go:build !cgo || !amd64 || noopenblas
+
+package quant
+
+// This build has no C kernels: the Go loop computes every product.
+
+const (
+	isaGo   = 0
+	bestISA = isaGo
+)
+
+// ISA names the kernel MulT uses: "go" in this build.
+func ISA() string { return "go" }
+
+// isas lists the kernels this build and CPU can run (tests compare each with Go).
+func isas() []int { return []int{isaGo} }
+
+func (m *Matrix) kernel(isa int, a *Activations, y []float32, n, o0, o1 int, accumulate bool) {
+	m.mulGo(a, y, n, o0, o1, accumulate)
+}
+
+func isaName(int) string { return "go" }
+
+func quantizeRows(isa int, a *Activations, x []float32, n, in int) { QuantizeRows(a, x, n, in) }
