@@ -10,5 +10,5 @@
 // compiler/features), which the caller reports: the kernels never drop one silently.
 //
 // The kernels themselves are described once in package kernels and lowered by
-// codegen/cuda and codegen/llvm; codegen/llvm/llvmrt loads the compiled library.
+// codegen/cuda and codegen/llvm; runtime/llvmrt loads the compiled library at run time.
 package codegen

@@ -15,9 +15,9 @@ import (
 
 	"github.com/moec-dev/moec/codegen"
 	"github.com/moec-dev/moec/codegen/cuda"
-	"github.com/moec-dev/moec/codegen/llvm/llvmrt"
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/kernels"
+	"github.com/moec-dev/moec/runtime/llvmrt"
 )
 
 func tinyModel(t *testing.T) *program.Model {

@@ -11,8 +11,8 @@ import (
 	"testing"
 
 	"github.com/moec-dev/moec/codegen/cuda"
-	"github.com/moec-dev/moec/codegen/llvm/llvmrt"
 	"github.com/moec-dev/moec/kernels"
+	"github.com/moec-dev/moec/runtime/llvmrt"
 )
 
 // emuDriver writes moe_<kernel>_packed(args, 0, total) for every kernel: the calling

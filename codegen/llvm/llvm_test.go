@@ -13,8 +13,8 @@ import (
 	"github.com/llir/llvm/asm"
 
 	"github.com/moec-dev/moec/codegen/llvm"
-	"github.com/moec-dev/moec/codegen/llvm/llvmrt"
 	"github.com/moec-dev/moec/kernels"
+	"github.com/moec-dev/moec/runtime/llvmrt"
 )
 
 // tolerance of LLVM kernels against the Go references, relative to max(1, |want|):

@@ -5,9 +5,9 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/moec-dev/moec/codegen/llvm/llvmrt"
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/kernels"
+	"github.com/moec-dev/moec/runtime/llvmrt"
 	"github.com/moec-dev/moec/runtime/nn"
 )
 

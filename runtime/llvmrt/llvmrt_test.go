@@ -8,8 +8,8 @@ import (
 	"testing"
 
 	"github.com/moec-dev/moec/codegen/llvm"
-	"github.com/moec-dev/moec/codegen/llvm/llvmrt"
 	"github.com/moec-dev/moec/kernels"
+	"github.com/moec-dev/moec/runtime/llvmrt"
 )
 
 func TestOpenMissingLibrary(t *testing.T) {
