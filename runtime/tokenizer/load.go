@@ -2,7 +2,9 @@ package tokenizer
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -51,7 +53,12 @@ func Load(path string) (*Tokenizer, error) {
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, diag.RuntimeWrap(ErrBadTokenizer, err, "tokenizer")
+		// The path error repeats the path the message names: keep the cause alone.
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, diag.RuntimeWrap(ErrBadTokenizer, err, "tokenizer %s", path)
 	}
 	t, err := Parse(data)
 	if err != nil {

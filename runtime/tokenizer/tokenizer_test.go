@@ -254,3 +254,26 @@ func FuzzEncode(f *testing.F) {
 		}
 	})
 }
+
+// TestStream: the text a stream returns token by token is the decoding of all the ids,
+// for every fixture and case (CJK and emoji through byte fallback included).
+func TestStream(t *testing.T) {
+	for _, fx := range fixtures {
+		tok, cases := loadFixture(t, fx.name)
+		for _, c := range cases {
+			s := tok.NewStream(false)
+			var got []byte
+			for _, id := range c.IDs {
+				b, err := s.Add(id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, b...)
+			}
+			got = append(got, s.Flush()...)
+			if string(got) != c.Decoded {
+				t.Errorf("%s: streamed %q, want %q", fx.name, got, c.Decoded)
+			}
+		}
+	}
+}
