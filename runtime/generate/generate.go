@@ -95,7 +95,7 @@ func Run(ctx context.Context, opt Options, w io.Writer) error {
 	if !ok {
 		return fmt.Errorf("generate: model of %s has no decoder", dir)
 	}
-	tok, tokCfg, err := loadTokenizer(opt.Tokenizer, dir, m)
+	tok, tokCfg, err := train.LoadTokenizer(opt.Tokenizer, dir, m.Config().Vocab)
 	if err != nil {
 		return err
 	}

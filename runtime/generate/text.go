@@ -3,37 +3,11 @@ package generate
 import (
 	"context"
 	"io"
-	"path/filepath"
 	"slices"
 
-	"github.com/moec-dev/moec/lang/diag"
 	"github.com/moec-dev/moec/runtime/nn"
 	"github.com/moec-dev/moec/runtime/tokenizer"
-	"github.com/moec-dev/moec/runtime/train"
 )
-
-// loadTokenizer returns the tokenizer generation uses: the one named, else the one kept
-// with the checkpoint (train.FindTokenizer), else nil (bytes). Its ids must fit the model.
-func loadTokenizer(path, checkpointDir string, m *nn.Model) (*tokenizer.Tokenizer, tokenizer.Config, error) {
-	if path == "" {
-		path = train.FindTokenizer(checkpointDir)
-	}
-	if path == "" {
-		return nil, tokenizer.Config{}, nil
-	}
-	tok, err := tokenizer.Load(path)
-	if err != nil {
-		return nil, tokenizer.Config{}, err
-	}
-	if v := m.Config().Vocab; int64(tok.VocabSize()) > v {
-		return nil, tokenizer.Config{}, diag.Runtimef(tokenizer.ErrBadTokenizer, "tokenizer %s has %d token ids, more than the model's vocab of %d", path, tok.VocabSize(), v)
-	}
-	dir := path
-	if filepath.Base(path) == "tokenizer.json" {
-		dir = filepath.Dir(path)
-	}
-	return tok, tokenizer.LoadConfig(dir, tok), nil
-}
 
 // generateText is Run with a tokenizer: the prompt is encoded (with the BOS its
 // post-processor adds), generation stops at an end-of-sequence token, and the text is

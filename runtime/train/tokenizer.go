@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 
 	"github.com/moec-dev/moec/internal/atomicfile"
+	"github.com/moec-dev/moec/lang/diag"
+	"github.com/moec-dev/moec/runtime/tokenizer"
 )
 
 // keepTokenizer copies the tokenizer a run trains with (path; "" for bytes) into the run
@@ -46,4 +48,29 @@ func FindTokenizer(checkpointDir string) string {
 		}
 	}
 	return ""
+}
+
+// LoadTokenizer returns the tokenizer that generation and serving read and write text
+// with: the one named (path), else the one kept with the checkpoint (FindTokenizer), else
+// nil (bytes), with what the configs beside it say (end-of-sequence ids, chat template).
+// Its ids must fit the model's vocab.
+func LoadTokenizer(path, checkpointDir string, vocab int64) (*tokenizer.Tokenizer, tokenizer.Config, error) {
+	if path == "" {
+		path = FindTokenizer(checkpointDir)
+	}
+	if path == "" {
+		return nil, tokenizer.Config{}, nil
+	}
+	tok, err := tokenizer.Load(path)
+	if err != nil {
+		return nil, tokenizer.Config{}, err
+	}
+	if int64(tok.VocabSize()) > vocab {
+		return nil, tokenizer.Config{}, diag.Runtimef(tokenizer.ErrBadTokenizer, "tokenizer %s has %d token ids, more than the model's vocab of %d", path, tok.VocabSize(), vocab)
+	}
+	dir := path
+	if info, err := os.Stat(path); err == nil && !info.IsDir() {
+		dir = filepath.Dir(path)
+	}
+	return tok, tokenizer.LoadConfig(dir, tok), nil
 }
