@@ -27,4 +27,12 @@
 // message as "<role>: <content>\n" ("<role> (<name>): …" for a message with a name; text
 // parts joined by newlines) and then "assistant:", and stops generation at "\nuser:"
 // besides any stop strings the request gives.
+//
+// With Options.Tokenizer (a Hugging Face tokenizer.json: `moec serve --tokenizer`, or the
+// one kept with the checkpoint) prompts are its ids, with the BOS its post-processor adds,
+// sampling ranges over its ids, text is its decoding (special tokens left out) and an
+// end-of-sequence id from generation_config.json or tokenizer_config.json ends a choice with
+// finish_reason "stop". A chat request to a model whose tokenizer_config.json has a chat
+// template is refused (501): the template is Jinja, which serve does not render. Logprobs
+// are reported for byte-level models only.
 package serve
