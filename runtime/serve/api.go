@@ -114,6 +114,7 @@ const maxChoices = 128
 type sampling struct {
 	prompt       []byte
 	promptIDs    []int32 // the prompt's token ids: its bytes, or the tokenizer's ids
+	templated    bool    // the prompt is a chat template's output
 	maxTokens    int
 	temperature  float64
 	topK         int

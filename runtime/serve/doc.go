@@ -33,6 +33,8 @@
 // sampling ranges over its ids, text is its decoding (special tokens left out) and an
 // end-of-sequence id from generation_config.json or tokenizer_config.json ends a choice with
 // finish_reason "stop". A chat request to a model whose tokenizer_config.json has a chat
-// template is refused (501): the template is Jinja, which serve does not render. Logprobs
-// are reported for byte-level models only.
+// template is rendered with it (runtime/chattemplate, as apply_chat_template with the
+// generation prompt) and encoded without adding special tokens; a template outside the
+// Jinja subset runtime/chattemplate reads is refused (501) naming what it met, and one that
+// raises answers 400 with its message. Logprobs are reported for byte-level models only.
 package serve

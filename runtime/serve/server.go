@@ -91,7 +91,8 @@ type Server struct {
 	mux      *http.ServeMux
 	ids      atomic.Int64
 	seeds    *seedSource
-	draining atomic.Bool // Serve is shutting down: health says so
+	chat     *chatTemplate // the tokenizer's chat template; nil: "role: content" lines
+	draining atomic.Bool   // Serve is shutting down: health says so
 	stop     context.CancelFunc
 	wg       sync.WaitGroup
 }
@@ -142,7 +143,7 @@ func Load(dir string) (*nn.Model, string, error) {
 // New starts the scheduler for m (served under name) and returns the server.
 func New(m *nn.Model, name string, opt Options) (*Server, error) {
 	opt = opt.withDefaults()
-	s := &Server{name: name, opt: opt, mux: http.NewServeMux(), created: time.Now().Unix(), seeds: newSeedSource()}
+	s := &Server{name: name, opt: opt, mux: http.NewServeMux(), created: time.Now().Unix(), seeds: newSeedSource(), chat: newChatTemplate(opt)}
 	var queue func() int
 	s.m = newMetrics(opt.Slots, opt.QueueDepth, func() int { return queue() })
 	usable := data.Vocab
@@ -284,10 +285,10 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 	}
 	sp.logprobs = req.Logprobs
 	var prompt string
-	if e == nil {
-		e = s.checkChatTemplate()
-	}
-	if e == nil {
+	if e == nil && s.chat != nil {
+		prompt, e = s.renderTemplate(req.Messages)
+		sp.templated = true
+	} else if e == nil {
 		prompt, e = renderChat(req.Messages)
 	}
 	if e != nil {
@@ -295,7 +296,9 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sp.prompt = []byte(prompt)
-	sp.stop = append(sp.stop, chatStop)
+	if !sp.templated {
+		sp.stop = append(sp.stop, chatStop)
+	}
 	if e := s.tokenizePrompt(&sp); e != nil {
 		s.fail(w, kindChat, start, e)
 		return

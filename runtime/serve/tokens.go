@@ -1,9 +1,12 @@
 package serve
 
 import (
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
+
+	"github.com/moec-dev/moec/runtime/chattemplate"
 )
 
 // tokenizePrompt sets sp.promptIDs: the prompt's bytes, or its tokenizer ids (with the
@@ -26,7 +29,9 @@ func (s *Server) tokenizePrompt(sp *sampling) *requestError {
 	if text == "" {
 		text = "\n" // as runtime/generate: an empty prompt starts from a newline
 	}
-	ids, err := tok.Encode(text, true)
+	// A chat template writes the special tokens itself (transformers encodes its output
+	// without adding any).
+	ids, err := tok.Encode(text, !sp.templated)
 	if err != nil {
 		return badRequest("prompt", "the prompt cannot be tokenized: %v", err)
 	}
@@ -37,16 +42,66 @@ func (s *Server) tokenizePrompt(sp *sampling) *requestError {
 	return nil
 }
 
-// checkChatTemplate refuses a chat request to a model whose tokenizer_config.json has a
-// chat template: the template is Jinja, which moec does not render, and the plain
-// "role: content" rendering would not be the conversation the model was trained on.
-func (s *Server) checkChatTemplate() *requestError {
-	if s.opt.Tokenizer == nil || s.opt.TokenizerConfig.ChatTemplate == "" {
+// chatTemplate is the tokenizer's chat template, compiled when the server starts; nil
+// when there is none. A template outside moec's Jinja subset leaves err set, and chat
+// requests are refused with it.
+type chatTemplate struct {
+	t        *chattemplate.Template
+	err      error
+	bos, eos string // bos_token and eos_token as the template sees them
+}
+
+func newChatTemplate(opt Options) *chatTemplate {
+	if opt.Tokenizer == nil || opt.TokenizerConfig.ChatTemplate == "" {
 		return nil
 	}
-	return &requestError{status: http.StatusNotImplemented, apiError: apiError{
-		Message: "this model's tokenizer_config.json has a chat template (Jinja), which moec serve does not render; render the conversation with the template yourself and send it to /v1/completions",
-		Type:    "invalid_request_error", Param: "messages", Code: "chat_template_unsupported"}}
+	c := &chatTemplate{}
+	c.t, c.err = chattemplate.Compile(opt.TokenizerConfig.ChatTemplate)
+	if ids := opt.TokenizerConfig.BOS; len(ids) > 0 {
+		c.bos, _ = opt.Tokenizer.Token(ids[0])
+	}
+	if ids := opt.TokenizerConfig.EOS; len(ids) > 0 {
+		c.eos, _ = opt.Tokenizer.Token(ids[0])
+	}
+	return c
+}
+
+// renderTemplate applies the chat template to the conversation, with the generation
+// prompt, as transformers' apply_chat_template(add_generation_prompt=True) does.
+func (s *Server) renderTemplate(msgs []chatMessage) (string, *requestError) {
+	c := s.chat
+	if c.err != nil {
+		return "", &requestError{status: http.StatusNotImplemented, apiError: apiError{
+			Message: fmt.Sprintf("this model's %v; render the conversation yourself and send it to /v1/completions", c.err),
+			Type:    "invalid_request_error", Param: "messages", Code: "chat_template_unsupported"}}
+	}
+	if len(msgs) == 0 {
+		return "", badRequest("messages", "messages is empty; give at least one message")
+	}
+	list := make([]any, len(msgs))
+	for i, m := range msgs {
+		switch m.Role {
+		case "system", "user", "assistant", "developer":
+		default:
+			return "", badRequest(fmt.Sprintf("messages[%d].role", i), "role %q is not one of system, developer, user, assistant", m.Role)
+		}
+		content, err := messageText(i, m.Content)
+		if err != nil {
+			return "", err
+		}
+		d := chattemplate.NewDict()
+		d.Set("role", m.Role)
+		d.Set("content", content)
+		if m.Name != "" {
+			d.Set("name", m.Name)
+		}
+		list[i] = d
+	}
+	out, err := c.t.Render(map[string]any{"messages": list, "add_generation_prompt": true, "bos_token": c.bos, "eos_token": c.eos})
+	if err != nil {
+		return "", badRequest("messages", "%v", err)
+	}
+	return out, nil
 }
 
 // addToken feeds choice c's next token to its text: the byte, or the text the tokenizer

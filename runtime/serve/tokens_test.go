@@ -2,6 +2,7 @@ package serve
 
 import (
 	"context"
+	"encoding/json"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -103,15 +104,63 @@ func TestTokenizerEOS(t *testing.T) {
 	}
 }
 
-// A chat template is Jinja, which serve does not render: a chat request is refused,
-// saying so; logprobs with a tokenizer are refused too.
-func TestTokenizerRefusals(t *testing.T) {
-	_, _, url := tokenizedServer(t, tokenizer.Config{ChatTemplate: "{% for m in messages %}{{ m.content }}{% endfor %}"})
-	code, body := post(t, url+"/v1/chat/completions", map[string]any{"messages": []map[string]any{{"role": "user", "content": "hi"}}})
-	if code != 501 || !strings.Contains(string(body), "chat template") {
-		t.Errorf("chat with a template: %d %s", code, body)
+// A chat request renders the tokenizer's chat template (with the generation prompt, its
+// bos_token, and no BOS added again): its answer is the completion of the rendered text.
+// A template outside the Jinja subset is refused (501) naming what it met, one that raises
+// answers 400 with its message.
+func TestTokenizerChatTemplate(t *testing.T) {
+	template := "{{ bos_token }}{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('no system') }}{% endif %}" +
+		"<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+	cfg := tokenizer.Config{ChatTemplate: template, BOS: []int{700}}
+	_, _, url := tokenizedServer(t, cfg)
+	_, _, plain := tokenizedServer(t, tokenizer.Config{BOS: []int{700}})
+	sampling := map[string]any{"max_tokens": 10, "temperature": 0.7, "seed": 5}
+	chatBody := map[string]any{"messages": []map[string]any{{"role": "user", "content": "hi there"}}}
+	// The rendering: bos_token (<|im_start|>, id 700), the turn, the generation prompt.
+	complBody := map[string]any{"prompt": "<|im_start|><|im_start|>user\nhi there<|im_end|>\n<|im_start|>assistant\n"}
+	for k, v := range sampling {
+		chatBody[k], complBody[k] = v, v
 	}
-	code, body = post(t, url+"/v1/completions", map[string]any{"prompt": "hi", "logprobs": 2})
+	code, body := post(t, url+"/v1/chat/completions", chatBody)
+	if code != 200 {
+		t.Fatalf("chat: %d %s", code, body)
+	}
+	var chat struct {
+		Choices []struct {
+			Message struct{ Content string } `json:"message"`
+		} `json:"choices"`
+		Usage struct {
+			PromptTokens int `json:"prompt_tokens"`
+		} `json:"usage"`
+	}
+	if err := json.Unmarshal(body, &chat); err != nil {
+		t.Fatal(err)
+	}
+	// The completion endpoint adds no BOS (the tokenizer's post-processor has none), nor
+	// does the chat one after the template: the same ids, the same text.
+	code, body = post(t, plain+"/v1/completions", complBody)
+	if code != 200 {
+		t.Fatalf("completion: %d %s", code, body)
+	}
+	c := decodeCompletion(t, body)
+	if chat.Choices[0].Message.Content != c.Choices[0].Text || chat.Usage.PromptTokens != c.Usage.PromptTokens {
+		t.Errorf("chat %q (%d prompt tokens), completion of the rendered text %q (%d)", chat.Choices[0].Message.Content, chat.Usage.PromptTokens, c.Choices[0].Text, c.Usage.PromptTokens)
+	}
+	code, body = post(t, url+"/v1/chat/completions", map[string]any{"messages": []map[string]any{{"role": "system", "content": "x"}}})
+	if code != 400 || !strings.Contains(string(body), "no system") {
+		t.Errorf("a template that raises: %d %s", code, body)
+	}
+	_, _, bad := tokenizedServer(t, tokenizer.Config{ChatTemplate: "{% macro m() %}{% endmacro %}"})
+	code, body = post(t, bad+"/v1/chat/completions", chatBody)
+	if code != 501 || !strings.Contains(string(body), "macro") {
+		t.Errorf("a template outside the subset: %d %s", code, body)
+	}
+}
+
+// Logprobs with a tokenizer are refused.
+func TestTokenizerRefusals(t *testing.T) {
+	_, _, url := tokenizedServer(t, tokenizer.Config{})
+	code, body := post(t, url+"/v1/completions", map[string]any{"prompt": "hi", "logprobs": 2})
 	if code != 400 || !strings.Contains(string(body), "logprobs") {
 		t.Errorf("logprobs with a tokenizer: %d %s", code, body)
 	}

@@ -124,6 +124,18 @@ func (t *Tokenizer) TokenID(token string) (int, bool) {
 	return id, ok
 }
 
+// Token returns the text of a token: an added token's content or a vocabulary entry (as
+// the vocabulary writes it: byte-level characters, ▁ for a space).
+func (t *Tokenizer) Token(id int) (string, bool) {
+	if a, ok := t.added.byID[id]; ok {
+		return a.content, true
+	}
+	if id >= 0 && id < len(t.model.tokens) && t.model.tokens[id] != "" {
+		return t.model.tokens[id], true
+	}
+	return "", false
+}
+
 // IsSpecial says whether id is a special added token (one decoding may skip).
 func (t *Tokenizer) IsSpecial(id int) bool {
 	a, ok := t.added.byID[id]
