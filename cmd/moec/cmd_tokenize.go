@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -11,6 +13,7 @@ import (
 
 	"github.com/moec-dev/moec/lang/diag"
 	"github.com/moec-dev/moec/runtime/tokenizer"
+	"github.com/moec-dev/moec/runtime/train"
 )
 
 func newTokenizeCommand(stdout io.Writer) *cobra.Command {
@@ -114,4 +117,23 @@ func parseIDs(s string) ([]int, error) {
 		ids = append(ids, id)
 	}
 	return ids, nil
+}
+
+// keepImportedTokenizer keeps the tokenizer of an imported Hugging Face folder beside the
+// converted checkpoint, where generate, serve and export find it. A tokenizer moec cannot
+// read is left behind, saying why: the model then reads bytes.
+func keepImportedTokenizer(hfDir, outDir string, stdout, stderr io.Writer) {
+	path := filepath.Join(hfDir, "tokenizer.json")
+	if _, err := os.Stat(path); err != nil {
+		return
+	}
+	if _, err := tokenizer.Load(path); err != nil {
+		fmt.Fprintf(stderr, "note: the tokenizer was not kept (%v); generate and serve will read bytes until --tokenizer names one\n", err)
+		return
+	}
+	if err := train.KeepTokenizer(outDir, path); err != nil {
+		fmt.Fprintf(stderr, "note: %v\n", err)
+		return
+	}
+	fmt.Fprintf(stdout, "kept the tokenizer in %s\n", outDir)
 }

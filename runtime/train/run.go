@@ -126,7 +126,7 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := keepTokenizer(dir, tokenizerPath); err != nil {
+	if err := KeepTokenizer(dir, tokenizerPath); err != nil {
 		return nil, err
 	}
 	if corpus.Skipped > 0 {

@@ -10,10 +10,11 @@ import (
 	"github.com/moec-dev/moec/runtime/tokenizer"
 )
 
-// keepTokenizer copies the tokenizer a run trains with (path; "" for bytes) into the run
-// folder, so that generate, serve and eval find it from a checkpoint alone: tokenizer.json
-// and, when they sit next to it, the files that say its special tokens and chat template.
-func keepTokenizer(runDir, path string) error {
+// KeepTokenizer copies a tokenizer.json (path; "" for bytes) into a run folder (or an
+// imported model's folder), so that generate, serve, eval and export find it from a
+// checkpoint alone: tokenizer.json and, when they sit next to it, the files that say its
+// special tokens and chat template.
+func KeepTokenizer(runDir, path string) error {
 	if path == "" {
 		return nil
 	}
