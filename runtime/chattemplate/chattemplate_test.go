@@ -75,7 +75,7 @@ func TestAgainstJinja2(t *testing.T) {
 // A template outside the subset is refused when compiled, naming what it met.
 func TestRefusesUnsupported(t *testing.T) {
 	for src, want := range map[string]string{
-		"{% macro f() %}x{% endmacro %}":         "macro",
+		"{% call f() %}x{% endcall %}":           "call",
 		"{% include 'x' %}":                      "include",
 		"{{ x | wordwrap }}":                     "", // a filter is refused when it runs
 		"{% for x in y %}":                       "endfor",
@@ -99,4 +99,27 @@ func TestRefusesUnsupported(t *testing.T) {
 	if _, err := tmpl.Render(map[string]any{"x": "a"}); err == nil || !strings.Contains(err.Error(), "wordwrap") {
 		t.Errorf("rendering an unknown filter: %v", err)
 	}
+}
+
+// FuzzTemplate: compiling and rendering any text never panics.
+func FuzzTemplate(f *testing.F) {
+	names, _ := filepath.Glob(filepath.Join("testdata", "*.jinja"))
+	for _, n := range names {
+		b, err := os.ReadFile(n)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(string(b))
+	}
+	f.Add("{{ a[::-1] }}{% for x in y if x %}{% break %}{% endfor %}{{ 1 // 0 }}")
+	f.Fuzz(func(t *testing.T, src string) {
+		tmpl, err := Compile(src)
+		if err != nil {
+			return
+		}
+		msg := NewDict()
+		msg.Set("role", "user")
+		msg.Set("content", "hi")
+		_, _ = tmpl.Render(map[string]any{"messages": []any{msg}, "add_generation_prompt": true, "bos_token": "<s>"})
+	})
 }

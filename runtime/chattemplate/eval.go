@@ -27,6 +27,10 @@ func Compile(src string) (*Template, error) {
 	return &Template{nodes: nodes}, nil
 }
 
+// maxItems bounds what a template may build (range's items), so that a template cannot
+// exhaust memory.
+const maxItems = 1 << 20
+
 // RaiseError is a template's raise_exception.
 type RaiseError struct{ Message string }
 
@@ -102,6 +106,9 @@ func (t *Template) globals() map[string]any {
 			}
 			if step == 0 {
 				return nil, fmt.Errorf("range step 0")
+			}
+			if n := (hi - lo) / step; n > maxItems {
+				return nil, fmt.Errorf("range of %d items: more than a chat template needs (%d)", n, maxItems)
 			}
 			var out []any
 			for i := lo; (step > 0 && i < hi) || (step < 0 && i > hi); i += step {
@@ -230,12 +237,47 @@ func (r *renderer) node(b *strings.Builder, n node) error {
 		ns.d.Set(x.attr, v)
 	case loopCtl:
 		return errLoop(x)
+	case macroNd:
+		r.scopes[len(r.scopes)-1][x.name] = r.macro(x)
 	case forNode:
 		return r.loop(b, x)
 	default:
 		return fmt.Errorf("internal: node %T", n)
 	}
 	return nil
+}
+
+// macro is a macro as a callable: its body rendered in a scope of its parameters, above
+// the template's globals and top-level variables.
+func (r *renderer) macro(m macroNd) callable {
+	return func(args []any, kwargs map[string]any) (any, error) {
+		if len(args) > len(m.params) {
+			return nil, fmt.Errorf("macro %s takes %d arguments, given %d", m.name, len(m.params), len(args))
+		}
+		scope := map[string]any{}
+		inner := &renderer{t: r.t, scopes: append(append([]map[string]any{}, r.scopes[:2]...), scope)}
+		for i, name := range m.params {
+			switch v, ok := kwargs[name]; {
+			case i < len(args):
+				scope[name] = args[i]
+			case ok:
+				scope[name] = v
+			case m.defaults[name] != nil:
+				d, err := inner.eval(m.defaults[name])
+				if err != nil {
+					return nil, err
+				}
+				scope[name] = d
+			default:
+				scope[name] = undefined{name}
+			}
+		}
+		var b strings.Builder
+		if err := inner.nodes(&b, m.body); err != nil {
+			return nil, err
+		}
+		return b.String(), nil
+	}
 }
 
 func (r *renderer) loop(b *strings.Builder, x forNode) error {
@@ -619,6 +661,9 @@ func (r *renderer) binary(x binExp) (any, error) {
 	if !okA || !okB {
 		if x.op == "*" {
 			if s, ok := a.(string); ok && bInt {
+				if int64(len(s))*ib > maxItems*64 {
+					return nil, fmt.Errorf("a string repeated %d times: longer than a chat template needs", ib)
+				}
 				return strings.Repeat(s, int(max(ib, 0))), nil
 			}
 		}
@@ -726,8 +771,10 @@ func contains(container, item any) (bool, error) {
 		s, _ := item.(string)
 		_, in := c.d.m[s]
 		return in, nil
-	case nil, undefined:
-		return false, fmt.Errorf("'in' on %s", repr(container))
+	case undefined:
+		return false, nil // Jinja's Undefined iterates as empty
+	case nil:
+		return false, fmt.Errorf("'in' on None")
 	}
 	return false, fmt.Errorf("'in' on a %T", container)
 }

@@ -28,6 +28,12 @@ type (
 		e          expr
 	}
 	loopCtl struct{ brk bool }
+	macroNd struct {
+		name     string
+		params   []string
+		defaults map[string]expr
+		body     []node
+	}
 )
 
 // Expressions.
@@ -253,6 +259,31 @@ func (p *parser) statement(word string, toks []token, line int) (node, error) {
 		var err error
 		n.e, err = parseExprTokens(toks[eq+1:])
 		return n, err
+	case "macro":
+		if len(toks) < 3 || toks[0].kind != 'n' || toks[1].text != "(" {
+			return nil, fmt.Errorf("macro: want `macro name(params)`")
+		}
+		m := macroNd{name: toks[0].text, defaults: map[string]expr{}}
+		ep := &exprParser{toks: toks[1:]}
+		args, kwargs, keys, err := ep.args()
+		if err != nil {
+			return nil, fmt.Errorf("macro %s: %w", m.name, err)
+		}
+		for _, a := range args {
+			n, ok := a.(nameExp)
+			if !ok {
+				return nil, fmt.Errorf("macro %s: a parameter must be a name", m.name)
+			}
+			m.params = append(m.params, n.name)
+		}
+		for _, k := range keys {
+			m.params = append(m.params, k)
+			m.defaults[k] = kwargs[k]
+		}
+		if m.body, _, err = p.block("endmacro"); err != nil {
+			return nil, err
+		}
+		return m, nil
 	case "break", "continue":
 		return loopCtl{brk: word == "break"}, nil
 	case "generation":

@@ -150,9 +150,9 @@ func TestTokenizerChatTemplate(t *testing.T) {
 	if code != 400 || !strings.Contains(string(body), "no system") {
 		t.Errorf("a template that raises: %d %s", code, body)
 	}
-	_, _, bad := tokenizedServer(t, tokenizer.Config{ChatTemplate: "{% macro m() %}{% endmacro %}"})
+	_, _, bad := tokenizedServer(t, tokenizer.Config{ChatTemplate: "{% call m() %}{% endcall %}"})
 	code, body = post(t, bad+"/v1/chat/completions", chatBody)
-	if code != 501 || !strings.Contains(string(body), "macro") {
+	if code != 501 || !strings.Contains(string(body), "call") {
 		t.Errorf("a template outside the subset: %d %s", code, body)
 	}
 }
