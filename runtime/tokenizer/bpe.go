@@ -181,21 +181,7 @@ func (b *bpe) encode(ids []int, w string) []int {
 	if pendingUnk {
 		syms = append(syms, b.unk)
 	}
-	// Merge the lowest-ranked pair, leftmost first, until none is left.
-	for len(syms) > 1 {
-		best, at := merge{rank: -1}, -1
-		for i := 0; i+1 < len(syms); i++ {
-			if m, ok := b.merges[[2]int{syms[i], syms[i+1]}]; ok && (at < 0 || m.rank < best.rank) {
-				best, at = m, i
-			}
-		}
-		if at < 0 {
-			break
-		}
-		syms[at] = best.id
-		syms = append(syms[:at+1], syms[at+2:]...)
-	}
-	return append(ids, syms...)
+	return append(ids, b.mergeAll(syms)...)
 }
 
 func (b *bpe) hasBytes(s string) bool {

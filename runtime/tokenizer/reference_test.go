@@ -54,11 +54,14 @@ func randomTexts(n int) []string {
 	return out
 }
 
-// TestAgainstTokenizersPackage: on a few thousand random strings, Encode gives the ids the
-// `tokenizers` package itself gives for each fixture.
+// TestAgainstTokenizersPackage: on a few thousand random strings and their concatenation,
+// Encode gives the ids the `tokenizers` package itself gives for each fixture.
 func TestAgainstTokenizersPackage(t *testing.T) {
 	py := pythonWithTokenizers(t)
 	texts := randomTexts(3000)
+	// And all of them as one text: for a SentencePiece model, one word of some 60k
+	// characters (its merges run through a priority queue, as tokenizers' do).
+	texts = append(texts, strings.Join(texts, " "))
 	data, err := json.Marshal(texts)
 	if err != nil {
 		t.Fatal(err)
