@@ -34,9 +34,21 @@ const (
 	contiguous
 )
 
-var delimiterNames = map[string]delimiter{
-	"Removed": removed, "Isolated": isolated, "MergedWithPrevious": mergedWithPrevious,
-	"MergedWithNext": mergedWithNext, "Contiguous": contiguous,
+// delimiterNamed reads a Split behavior as tokenizer.json names it.
+func delimiterNamed(name string) (delimiter, bool) {
+	switch name {
+	case "Removed":
+		return removed, true
+	case "Isolated":
+		return isolated, true
+	case "MergedWithPrevious":
+		return mergedWithPrevious, true
+	case "MergedWithNext":
+		return mergedWithNext, true
+	case "Contiguous":
+		return contiguous, true
+	}
+	return 0, false
 }
 
 type splitPre struct {
@@ -213,7 +225,7 @@ func parsePreTokenizer(raw json.RawMessage) (preTokenizer, error) {
 		if err != nil {
 			return nil, err
 		}
-		b, ok := delimiterNames[p.Behavior]
+		b, ok := delimiterNamed(p.Behavior)
 		if !ok {
 			return nil, fmt.Errorf("the Split behavior %q is not one of Removed, Isolated, MergedWithPrevious, MergedWithNext, Contiguous", p.Behavior)
 		}

@@ -2,6 +2,10 @@
 
     python3 -m venv venv && venv/bin/pip install tokenizers && venv/bin/python gen_fixtures.py
 
+The byte-level fixtures regenerate identically; the two SentencePiece-style ones are trained
+with ties the tokenizers trainer breaks in no fixed order, so they may come out different
+(and their cases with them), equally valid.
+
 Each fixture is a small BPE trained here with the Hugging Face `tokenizers` package, using
 the normalizer, pre-tokenizer, decoder, post-processor and BPE options that the published
 tokenizer.json of a model family carries (copied from those files and from transformers'
@@ -13,11 +17,16 @@ runtime/tokenizer to.
 """
 
 import codecs
+import contextlib
+import io
 import json
 import os
-import this  # noqa: F401  (the Zen of Python, rot13-encoded in this.s: a fixed training text)
 
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+with contextlib.redirect_stdout(io.StringIO()):
+    import this  # the Zen of Python, rot13-encoded in this.s: a fixed training text
+
+import tokenizers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -99,13 +108,11 @@ def train(tok, specials, vocab_size, **kw):
 
 
 def split(pattern):
-    return pre_tokenizers.Split(pattern=__import__("tokenizers").Regex(pattern), behavior="isolated", invert=False)
+    return pre_tokenizers.Split(pattern=Regex(pattern), behavior="isolated", invert=False)
 
 
 def finish(name, tok, added, post=None, merges_as_strings=False, mutate=None):
     """Adds the extra tokens, sets the post-processor, writes NAME.json and NAME.cases.json."""
-    from tokenizers import AddedToken
-
     for t in added:
         if t.special:
             tok.add_special_tokens([t])
@@ -139,7 +146,7 @@ def finish(name, tok, added, post=None, merges_as_strings=False, mutate=None):
     with open(os.path.join(HERE, name + ".json"), "w", encoding="utf-8") as f:
         f.write(text + "\n")
     with open(os.path.join(HERE, name + ".cases.json"), "w", encoding="utf-8") as f:
-        json.dump({"generator": "tokenizers " + __import__("tokenizers").__version__, "cases": cases}, f, ensure_ascii=False, indent=1)
+        json.dump({"generator": "tokenizers " + tokenizers.__version__, "cases": cases}, f, ensure_ascii=False, indent=1)
         f.write("\n")
 
 
@@ -154,8 +161,6 @@ def template(bos, bos_id):
 
 
 def main():
-    from tokenizers import AddedToken
-
     bl_alphabet = pre_tokenizers.ByteLevel.alphabet()
 
     # Qwen3 (as Qwen2): NFC, the Qwen2 split (single digits), ByteLevel without its regex.
