@@ -8,8 +8,9 @@ with ties the tokenizers trainer breaks in no fixed order, so they may come out 
 
 Each fixture is a small BPE trained here with the Hugging Face `tokenizers` package, using
 the normalizer, pre-tokenizer, decoder, post-processor and BPE options that the published
-tokenizer.json of a model family carries (copied from those files and from transformers'
-convert_slow_tokenizer.py). The vocabularies are tiny, so the files are small, but the
+tokenizer.json of a model family carries (written out here from those files and from
+transformers' convert_slow_tokenizer.py, not downloaded; the split patterns are the ones
+other readers of the hub files, llama.cpp among them, quote). The vocabularies are tiny, so the files are small, but the
 pipeline that turns text into ids is the family's own. For each fixture, NAME.cases.json
 holds the ids `tokenizers` produces for every string in CASES (without and with the
 post-processor's special tokens) and its decoding of them: the reference the Go tests hold
