@@ -80,12 +80,13 @@ gpu-check: build
 	./scripts/gpu-check.sh
 
 # A Python virtual environment with the official client libraries the tests drive moec with
-# (the openai package for moec serve); those tests skip, saying why, when it is missing.
+# (the openai package for moec serve, tokenizers for runtime/tokenizer); those tests skip,
+# saying why, when it is missing.
 venv: .venv/installed.stamp
 
 .venv/installed.stamp:
-	@if python3 -m venv .venv && .venv/bin/pip install --quiet openai; then touch $@; \
-	else echo "venv: the openai package did not install; the tests that drive moec serve with it skip"; fi
+	@if python3 -m venv .venv && .venv/bin/pip install --quiet openai tokenizers; then touch $@; \
+	else echo "venv: the openai or tokenizers package did not install; the tests that use them skip"; fi
 
 clean:
 	rm -rf bin out .deps.stamp

@@ -56,6 +56,7 @@ func newGenerateCommand(stdout, stderr io.Writer) *cobra.Command {
 	f.Int64Var(&opt.Seed, "seed", opt.Seed, "sampling seed")
 	f.BoolVar(&opt.StepPrograms, "step-programs", false, "decode through step programs (a prefill program for the prompt, then a decoding step per token; compiler/step run by runtime/exec) instead of the hand-written model; the same logits")
 	f.IntVar(&opt.TP, "tp", 1, "tensor-parallel size of the step programs (in-process ranks; implies --step-programs)")
+	f.StringVar(&opt.Tokenizer, "tokenizer", "", "a Hugging Face tokenizer.json (or its folder) for the prompt and the text; default: the one kept with the checkpoint, else bytes")
 	f.IntVar(&opt.EP, "ep", 1, "expert-parallel size of the step programs (as many in-process replicas; implies --step-programs)")
 	f.IntVar(&opt.PP, "pp", 1, "pipeline-parallel size of the step programs (each in-process stage its layers and their KV caches; implies --step-programs)")
 	return cmd

@@ -55,6 +55,7 @@ func newImportHFCommand(stdout, stderr io.Writer) *cobra.Command {
 				}
 				summarize(stderr, res.Result)
 				fmt.Fprintf(stdout, "wrote %s and checkpoint %s (%d tensors)\n", res.SourceFile, res.Checkpoint, res.Tensors)
+				keepImportedTokenizer(ckpt, out, stdout, stderr)
 				return nil
 			}
 			if len(args) != 1 {

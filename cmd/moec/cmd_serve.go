@@ -13,12 +13,14 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/moec-dev/moec/runtime/serve"
+	"github.com/moec-dev/moec/runtime/train"
 )
 
 func newServeCommand(stdout, stderr io.Writer) *cobra.Command {
 	var (
 		checkpoint string
 		addr       string
+		tokenizer  string
 		opt        serve.Options
 	)
 	cmd := &cobra.Command{
@@ -41,6 +43,13 @@ it: no new connections, and the requests in flight have --drain to finish.`,
 			if err != nil {
 				return err
 			}
+			dir, err := train.ResolveCheckpoint(checkpoint)
+			if err != nil {
+				return err
+			}
+			if opt.Tokenizer, opt.TokenizerConfig, err = train.LoadTokenizer(tokenizer, dir, m.Config().Vocab); err != nil {
+				return err
+			}
 			opt.Log = stderr
 			srv, err := serve.New(m, name, opt)
 			if err != nil {
@@ -61,6 +70,7 @@ it: no new connections, and the requests in flight have --drain to finish.`,
 	f := cmd.Flags()
 	f.StringVar(&checkpoint, "checkpoint", "", "a checkpoint folder, or a run folder (its newest checkpoint)")
 	f.StringVar(&addr, "addr", "127.0.0.1:8080", "address to listen on")
+	f.StringVar(&tokenizer, "tokenizer", "", "a Hugging Face tokenizer.json (or its folder) for prompts and text; default: the one kept with the checkpoint, else bytes")
 	f.IntVar(&opt.Slots, "slots", 4, "requests decoded together in one batched step")
 	f.IntVar(&opt.QueueDepth, "queue", 64, "choices that may wait for a slot (more are refused with 429)")
 	f.DurationVar(&opt.Timeout, "timeout", 2*time.Minute, "per-request time limit, waiting included")

@@ -10,6 +10,7 @@
 //	moec compress --checkpoint DIR    int8/int4 weights and pruned experts, for serving
 //	moec experiment FILE.moe          the experiments a file declares, with a results page
 //	moec serve --checkpoint DIR       OpenAI-compatible HTTP serving with continuous batching
+//	moec tokenize --tokenizer FILE    the token ids of a text (or --decode: the text of ids)
 //	moec import hf config.json        a Hugging Face config (and weights) as a .moe model
 //	moec export hf|megatron ...       Hugging Face checkpoints, Megatron-Core launch arguments
 //

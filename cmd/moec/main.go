@@ -51,6 +51,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newImportCommand(stdout, stderr),
 		newExportCommand(stdout, stderr),
 		newServeCommand(stdout, stderr),
+		newTokenizeCommand(stdout),
 		newExplainCommand(stdout),
 		newLSPCommand(stdout),
 		newVersionCommand(stdout),

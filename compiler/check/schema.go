@@ -399,6 +399,7 @@ func newSchema() *schema {
 		enum("recompute", "selective", []string{"none", "selective", "full"}, "activation recomputation"),
 		required(&keySpec{name: "data", typ: keyType{kind: tyString}, doc: "training text glob"}),
 		{name: "val_data", typ: keyType{kind: tyString}, def: `""`, doc: "validation text glob"},
+		{name: "tokenizer", typ: keyType{kind: tyString}, def: `"bytes"`, doc: `token ids of the text: "bytes", or a Hugging Face tokenizer.json (a file, or a folder holding one)`},
 		integer("seed", "1234", nonNegative, "random seed"),
 		integer("checkpoint_every", "0", nonNegative, "steps between checkpoints (0 = end only)"),
 	}})

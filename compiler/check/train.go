@@ -73,6 +73,7 @@ func (c *checker) resolveTrains() {
 			r := s.rangeOf("val_data")
 			t.ValDataDecl = program.Source{File: r.File, Start: r.Start, End: r.End}
 		}
+		c.resolveTokenizer(t, s)
 		if o := s.call("optimizer"); o != nil {
 			t.Optimizer = program.Optimizer{Kind: o.spec.kind, LR: o.f64("lr"), MinLR: o.f64("min_lr"),
 				WeightDecay: o.f64("weight_decay"), Beta1: o.f64("beta1"), Beta2: o.f64("beta2"), Eps: o.f64("eps"),

@@ -78,6 +78,10 @@ type Stage struct {
 	Decl    Source  // the `stage` declaration (set by compiler/check; zero when built in Go)
 }
 
+// TokenizerBytes is how a train block names its default tokenizer: each byte of the text is
+// a token. The resolved Train holds "" for it.
+const TokenizerBytes = "bytes"
+
 // Train is a resolved `train MODEL on CLUSTER { ... }` block.
 type Train struct {
 	Name           string // the model name it trains (train blocks are named by their model)
@@ -93,7 +97,13 @@ type Train struct {
 	ValData        string // glob of validation text ("" = hold out a slice of Data)
 	// ValDataDecl is where val_data is written (set by compiler/check; zero when built in Go
 	// or read back from a run's run.json), so a refusal of its files can point at it.
-	ValDataDecl     Source `json:"-"`
+	ValDataDecl Source `json:"-"`
+	// Tokenizer turns the text into token ids: "" (tokenizer = "bytes", the default: each
+	// byte is a token), or the path of a Hugging Face tokenizer.json (a file, or a folder
+	// holding one), relative to the .moe file like data. TokenizerDecl is where it is
+	// written (zero when it is not).
+	Tokenizer       string `json:",omitempty"`
+	TokenizerDecl   Source `json:"-"`
 	Seed            int64
 	CheckpointEvery int64 // steps between checkpoints
 	Stages          []*Stage

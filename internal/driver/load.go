@@ -20,6 +20,9 @@ type Loaded struct {
 // Load parses and checks path and its imports.
 func Load(path string) *Loaded {
 	prog, sources, diags := check.Load(path, os.ReadFile)
+	if !diags.HasErrors() {
+		diags = append(diags, checkTokenizers(prog)...)
+	}
 	diags.Sort()
 	return &Loaded{Path: path, Program: prog, Sources: sources, Diags: diags}
 }

@@ -139,6 +139,9 @@ func Export(ckpt, out string) (*ExportManifest, error) {
 	if layout != LayoutMoec {
 		cfg, cfgName = hfConfig(m, layout), ConfigFile
 	}
+	if err := exportTokenizer(dir, m, cfg, write); err != nil {
+		return nil, err
+	}
 	cb, err := json.MarshalIndent(cfg, "", "  ")
 	if err != nil {
 		return nil, fmt.Errorf("hf: encoding %s: %w", cfgName, err)

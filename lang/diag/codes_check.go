@@ -29,6 +29,7 @@ const (
 	BadConstructor       Code = "E0220"
 	OutOfRange           Code = "E0221"
 	AbsoluteImport       Code = "E0222"
+	BadTokenizer         Code = "E0223"
 	InternalCheckError   Code = "E0299"
 	HeadsDivide          Code = "E0301"
 	KVHeadsDivide        Code = "E0302"
@@ -88,6 +89,7 @@ var checkCodes = []Info{
 	{BadConstructor, "bad constructor: unknown constructor or too many arguments"},
 	{OutOfRange, "value out of range"},
 	{AbsoluteImport, "an import path is absolute; imports are relative to the importing file"},
+	{BadTokenizer, "a train block's tokenizer is neither \"bytes\" nor a usable Hugging Face tokenizer.json, or has more ids than the model's vocab"},
 	{InternalCheckError, "internal error in the checker (a bug in moec, not in the input)"},
 	{HeadsDivide, "heads must divide d_model unless head_dim is given"},
 	{KVHeadsDivide, "kv_heads must divide heads"},

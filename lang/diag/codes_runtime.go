@@ -27,6 +27,7 @@ const (
 	ErrBadSafetensors     Code = "E0614" // a safetensors file is malformed
 	ErrRankFailed         Code = "E0615" // a rank of a sharded run failed, or a collective timed out
 	ErrRunInUse           Code = "E0616" // another process holds the run folder
+	ErrBadTokenizer       Code = "E0621" // a tokenizer file cannot be read or is of a kind moec does not read
 )
 
 var runtimeCodes = []Info{
@@ -46,6 +47,7 @@ var runtimeCodes = []Info{
 	{ErrBadSafetensors, "a safetensors file is malformed"},
 	{ErrRankFailed, "a rank of a sharded run failed or a collective timed out; the other ranks stopped"},
 	{ErrRunInUse, "another moec run holds the run folder (its lock names the process)"},
+	{ErrBadTokenizer, "a tokenizer file cannot be read, or is of a kind moec does not read (it reads BPE tokenizer.json)"},
 }
 
 // RuntimeError is a coded refusal from the runtime. Err, when set, is the underlying cause

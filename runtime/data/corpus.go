@@ -10,6 +10,7 @@ import (
 
 	"github.com/moec-dev/moec/lang/diag"
 	"github.com/moec-dev/moec/runtime/rng"
+	"github.com/moec-dev/moec/runtime/tokenizer"
 )
 
 // Vocab is the number of byte-level token ids.
@@ -29,6 +30,8 @@ type Options struct {
 	// an import; when that matches nothing it is taken relative to the working directory,
 	// where a user running moec from a project root expects it.
 	BaseDir string
+	// Tokenizer turns the text into ids; nil: each byte is a token (Vocab of them).
+	Tokenizer *tokenizer.Tokenizer
 }
 
 // globFiles expands pattern relative to base, then, when that finds nothing, relative to
@@ -41,14 +44,18 @@ func globFiles(pattern, base string) ([]string, error) {
 	return Glob(pattern, "")
 }
 
-// Corpus is the loaded text. Token ids are byte values.
+// Corpus is the loaded text. Token ids are byte values, or with a tokenizer the ids in
+// TrainIDs and ValIDs (each file encoded on its own, without special tokens).
 type Corpus struct {
-	Train, Val  []byte
-	TrainFiles  int
-	ValFiles    int
-	Skipped     int      // binary files (with a NUL byte) left out
-	SkippedName []string // the first few of them, for messages
-	Fingerprint string   // SHA-256 of the training and validation text
+	Train, Val []byte
+	// TrainIDs and ValIDs are the token ids of Train and Val when a tokenizer made them;
+	// nil for bytes.
+	TrainIDs, ValIDs []int32
+	TrainFiles       int
+	ValFiles         int
+	Skipped          int      // binary files (with a NUL byte) left out
+	SkippedName      []string // the first few of them, for messages
+	Fingerprint      string   // SHA-256 of the training and validation text
 }
 
 // Open reads the corpus.
@@ -87,11 +94,12 @@ func Open(opt Options) (*Corpus, error) {
 			return nil, e
 		}
 	}
-	if c.Train, c.TrainFiles, err = c.read(trainFiles); err != nil {
+	var trainIDs, valIDs []int32
+	if c.Train, trainIDs, c.TrainFiles, err = c.read(trainFiles, opt.Tokenizer); err != nil {
 		return nil, err
 	}
 	trainSkipped := c.Skipped
-	if c.Val, c.ValFiles, err = c.read(valFiles); err != nil {
+	if c.Val, valIDs, c.ValFiles, err = c.read(valFiles, opt.Tokenizer); err != nil {
 		return nil, err
 	}
 	if opt.ValGlob != "" && len(c.Val) == 0 {
@@ -124,12 +132,26 @@ func Open(opt Options) (*Corpus, error) {
 		// A single-file corpus: validate on its last 1%, train on the rest.
 		cut := len(c.Train) - max(len(c.Train)/100, 1)
 		c.Train, c.Val = c.Train[:cut], c.Train[cut:]
+		if opt.Tokenizer != nil {
+			cut := len(trainIDs) - max(len(trainIDs)/100, 1)
+			trainIDs, valIDs = trainIDs[:cut], trainIDs[cut:]
+		}
 	}
 	h := sha256.New()
 	fmt.Fprintf(h, "train %d\n", len(c.Train))
 	h.Write(c.Train)
 	fmt.Fprintf(h, "val %d\n", len(c.Val))
 	h.Write(c.Val)
+	if opt.Tokenizer != nil {
+		// The same text under another tokenizer is other data.
+		c.TrainIDs, c.ValIDs = trainIDs, valIDs
+		for _, ids := range [][]int32{trainIDs, valIDs} {
+			fmt.Fprintf(h, "ids %d\n", len(ids))
+			for _, id := range ids {
+				fmt.Fprintf(h, "%d ", id)
+			}
+		}
+	}
 	c.Fingerprint = hex.EncodeToString(h.Sum(nil))
 	return c, nil
 }
@@ -145,14 +167,16 @@ func where(pattern, base string) string {
 	return fmt.Sprintf(" in %s or the working directory", base)
 }
 
-// read concatenates the text files, skipping binary ones.
-func (c *Corpus) read(files []string) ([]byte, int, error) {
+// read concatenates the text files, skipping binary ones, and with a tokenizer their ids,
+// each file encoded on its own.
+func (c *Corpus) read(files []string, tok *tokenizer.Tokenizer) ([]byte, []int32, int, error) {
 	var buf bytes.Buffer
+	var ids []int32
 	n := 0
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
-			return nil, 0, diag.RuntimeWrap(diag.ErrBadDataFile, err, "reading data file %s", f)
+			return nil, nil, 0, diag.RuntimeWrap(diag.ErrBadDataFile, err, "reading data file %s", f)
 		}
 		if bytes.IndexByte(b, 0) >= 0 {
 			c.Skipped++
@@ -164,13 +188,23 @@ func (c *Corpus) read(files []string) ([]byte, int, error) {
 		if len(b) == 0 {
 			continue
 		}
+		start := buf.Len()
 		buf.Write(b)
 		if b[len(b)-1] != '\n' {
 			buf.WriteByte('\n')
 		}
 		n++
+		if tok != nil {
+			fileIDs, err := tok.Encode(string(buf.Bytes()[start:]), false)
+			if err != nil {
+				return nil, nil, 0, diag.RuntimeWrap(diag.ErrBadDataFile, err, "tokenizing data file %s", f)
+			}
+			for _, id := range fileIDs {
+				ids = append(ids, int32(id))
+			}
+		}
 	}
-	return buf.Bytes(), n, nil
+	return buf.Bytes(), ids, n, nil
 }
 
 // Batch returns windows first .. first+B-1 of step's sequence of windows, each T+1
@@ -179,6 +213,9 @@ func (c *Corpus) read(files []string) ([]byte, int, error) {
 // sees the same text whatever its micro-batch size and after any resume.
 func (c *Corpus) Batch(seed, step int64, first, B, T int) ([]int32, error) {
 	w := T + 1
+	if c.TrainIDs != nil {
+		return c.batchIDs(seed, step, first, B, T)
+	}
 	if len(c.Train) < w {
 		return nil, diag.Runtimef(diag.ErrEmptyCorpus, "training text has %d bytes, fewer than one window of %d tokens", len(c.Train), w)
 	}
@@ -199,6 +236,9 @@ func (c *Corpus) Batch(seed, step int64, first, B, T int) ([]int32, error) {
 // validation text without overlapping, always the same for the same corpus.
 func (c *Corpus) ValWindows(T, limit int) ([][]int32, error) {
 	w := T + 1
+	if c.ValIDs != nil {
+		return valWindowsIDs(c.ValIDs, T, limit)
+	}
 	if len(c.Val) < w {
 		return nil, diag.Runtimef(diag.ErrEmptyCorpus, "validation text has %d bytes, fewer than one window of %d tokens", len(c.Val), w)
 	}

@@ -91,20 +91,24 @@ func routingStability(ckpt string, t *program.Train, corpora *corpusCache, windo
 // would cost more than measuring it.
 type corpusCache struct {
 	baseDir string
-	byGlob  map[[2]string]*data.Corpus
+	byGlob  map[[3]string]*data.Corpus
 }
 
 func (c *corpusCache) open(t *program.Train) (*data.Corpus, error) {
-	key := [2]string{t.Data, t.ValData}
+	key := [3]string{t.Data, t.ValData, t.Tokenizer}
 	if cp := c.byGlob[key]; cp != nil {
 		return cp, nil
 	}
-	cp, err := data.Open(data.Options{Glob: t.Data, ValGlob: t.ValData, BaseDir: c.baseDir, ValSource: t.ValDataDecl.Range()})
+	opt, _, err := data.OptionsFor(t, c.baseDir)
+	if err != nil {
+		return nil, err
+	}
+	cp, err := data.Open(opt)
 	if err != nil {
 		return nil, err
 	}
 	if c.byGlob == nil {
-		c.byGlob = map[[2]string]*data.Corpus{}
+		c.byGlob = map[[3]string]*data.Corpus{}
 	}
 	c.byGlob[key] = cp
 	return cp, nil

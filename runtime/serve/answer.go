@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+
+	"github.com/moec-dev/moec/runtime/tokenizer"
 )
 
 // answer writes one request's response: a JSON object at the end, or server-sent events
@@ -27,8 +29,9 @@ type answer struct {
 // choiceState is one choice as it is written.
 type choiceState struct {
 	text      textStream
-	sent      int            // bytes of text handed to text (streamed, or kept for the end)
-	logprobs  []tokenLogprob // per generated token, when asked for
+	detok     *tokenizer.Stream // the tokenizer's text of the ids so far; nil: bytes
+	sent      int               // bytes of text handed to text (streamed, or kept for the end)
+	logprobs  []tokenLogprob    // per generated token, when asked for
 	generated int
 	finish    string // the finish reason once the choice has ended
 }

@@ -113,6 +113,8 @@ const maxChoices = 128
 // sampling is what a request asks of the scheduler, after defaults and limits.
 type sampling struct {
 	prompt       []byte
+	promptIDs    []int32 // the prompt's token ids: its bytes, or the tokenizer's ids
+	templated    bool    // the prompt is a chat template's output
 	maxTokens    int
 	temperature  float64
 	topK         int

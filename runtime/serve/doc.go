@@ -27,4 +27,14 @@
 // message as "<role>: <content>\n" ("<role> (<name>): …" for a message with a name; text
 // parts joined by newlines) and then "assistant:", and stops generation at "\nuser:"
 // besides any stop strings the request gives.
+//
+// With Options.Tokenizer (a Hugging Face tokenizer.json: `moec serve --tokenizer`, or the
+// one kept with the checkpoint) prompts are its ids, with the BOS its post-processor adds,
+// sampling ranges over its ids, text is its decoding (special tokens left out) and an
+// end-of-sequence id from generation_config.json or tokenizer_config.json ends a choice with
+// finish_reason "stop". A chat request to a model whose tokenizer_config.json has a chat
+// template is rendered with it (runtime/chattemplate, as apply_chat_template with the
+// generation prompt) and encoded without adding special tokens; a template outside the
+// Jinja subset runtime/chattemplate reads is refused (501) naming what it met, and one that
+// raises answers 400 with its message. Logprobs are reported for byte-level models only.
 package serve

@@ -22,7 +22,9 @@ import (
 	"golang.org/x/net/netutil"
 
 	"github.com/moec-dev/moec/lang/diag"
+	"github.com/moec-dev/moec/runtime/data"
 	"github.com/moec-dev/moec/runtime/nn"
+	"github.com/moec-dev/moec/runtime/tokenizer"
 	"github.com/moec-dev/moec/runtime/train"
 )
 
@@ -41,6 +43,11 @@ type Options struct {
 	IdleTimeout      time.Duration // a keep-alive connection's wait for its next request (Serve) [60s]
 	DrainTimeout     time.Duration // on shutdown, how long requests in flight may take to finish (Serve) [20s]
 	Log              io.Writer     // where Serve says what it does on shutdown; nil: nowhere
+	// Tokenizer reads prompts and writes text as token ids; nil: each byte is a token.
+	// TokenizerConfig is what its tokenizer_config.json and generation_config.json say
+	// (end-of-sequence ids, which end a choice as a stop string does; the chat template).
+	Tokenizer       *tokenizer.Tokenizer
+	TokenizerConfig tokenizer.Config
 }
 
 func (o Options) withDefaults() Options {
@@ -84,7 +91,8 @@ type Server struct {
 	mux      *http.ServeMux
 	ids      atomic.Int64
 	seeds    *seedSource
-	draining atomic.Bool // Serve is shutting down: health says so
+	chat     *chatTemplate // the tokenizer's chat template; nil: "role: content" lines
+	draining atomic.Bool   // Serve is shutting down: health says so
 	stop     context.CancelFunc
 	wg       sync.WaitGroup
 }
@@ -135,10 +143,14 @@ func Load(dir string) (*nn.Model, string, error) {
 // New starts the scheduler for m (served under name) and returns the server.
 func New(m *nn.Model, name string, opt Options) (*Server, error) {
 	opt = opt.withDefaults()
-	s := &Server{name: name, opt: opt, mux: http.NewServeMux(), created: time.Now().Unix(), seeds: newSeedSource()}
+	s := &Server{name: name, opt: opt, mux: http.NewServeMux(), created: time.Now().Unix(), seeds: newSeedSource(), chat: newChatTemplate(opt)}
 	var queue func() int
 	s.m = newMetrics(opt.Slots, opt.QueueDepth, func() int { return queue() })
-	sched, err := newScheduler(m, opt.Slots, opt.QueueDepth, s.m)
+	usable := data.Vocab
+	if opt.Tokenizer != nil {
+		usable = opt.Tokenizer.VocabSize()
+	}
+	sched, err := newScheduler(m, opt.Slots, opt.QueueDepth, usable, s.m)
 	if err != nil {
 		return nil, err
 	}
@@ -243,6 +255,10 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sp.prompt = []byte(prompt)
+	if e := s.tokenizePrompt(&sp); e != nil {
+		s.fail(w, kindCompletion, start, e)
+		return
+	}
 	s.serve(w, r, kindCompletion, start, sp, req.Echo)
 }
 
@@ -269,7 +285,10 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 	}
 	sp.logprobs = req.Logprobs
 	var prompt string
-	if e == nil {
+	if e == nil && s.chat != nil {
+		prompt, e = s.renderTemplate(req.Messages)
+		sp.templated = true
+	} else if e == nil {
 		prompt, e = renderChat(req.Messages)
 	}
 	if e != nil {
@@ -277,7 +296,13 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sp.prompt = []byte(prompt)
-	sp.stop = append(sp.stop, chatStop)
+	if !sp.templated {
+		sp.stop = append(sp.stop, chatStop)
+	}
+	if e := s.tokenizePrompt(&sp); e != nil {
+		s.fail(w, kindChat, start, e)
+		return
+	}
 	s.serve(w, r, kindChat, start, sp, false)
 }
 
@@ -377,10 +402,10 @@ func jsonFields(v any) []string {
 // serve runs one request's choices through the scheduler and writes the answer, streamed
 // or whole.
 func (s *Server) serve(w http.ResponseWriter, r *http.Request, kind string, start time.Time, sp sampling, echo bool) {
-	promptTokens := len(sp.prompt)
-	if promptTokens > s.opt.MaxPromptBytes {
+	promptTokens := len(sp.promptIDs)
+	if len(sp.prompt) > s.opt.MaxPromptBytes {
 		s.fail(w, kind, start, &requestError{status: 400, apiError: apiError{
-			Message: fmt.Sprintf("the prompt is %d bytes; the limit is %d", promptTokens, s.opt.MaxPromptBytes),
+			Message: fmt.Sprintf("the prompt is %d bytes; the limit is %d", len(sp.prompt), s.opt.MaxPromptBytes),
 			Type:    "invalid_request_error", Param: "prompt", Code: "context_length_exceeded"}})
 		return
 	}
@@ -401,6 +426,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, kind string, star
 		includeUsage: sp.includeUsage, logprobs: sp.logprobs, choices: make([]choiceState, sp.n)}
 	for i := range a.choices {
 		a.choices[i].text.stops = sp.stop
+		if s.opt.Tokenizer != nil {
+			a.choices[i].detok = s.opt.Tokenizer.NewStream(true)
+		}
 	}
 	if echo {
 		a.prefix = string(sp.prompt)
@@ -442,6 +470,15 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, kind string, star
 			}
 			c := &a.choices[ev.choice]
 			if ev.done {
+				if c.detok != nil {
+					chunk, stopped := c.addBytes(c.detok.Flush())
+					a.text(ev.choice, chunk)
+					if stopped {
+						a.finish(ev.choice, "stop")
+						running--
+						continue
+					}
+				}
 				a.text(ev.choice, c.text.flush())
 				a.finish(ev.choice, "length")
 				running--
@@ -459,7 +496,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, kind string, star
 			if ev.logprob != nil {
 				c.logprobs = append(c.logprobs, *ev.logprob)
 			}
-			chunk, stopped := c.text.add(ev.tok)
+			chunk, stopped := s.addToken(c, ev.tok)
 			a.text(ev.choice, chunk)
 			if stopped {
 				cancels[ev.choice]() // frees the slot at the scheduler's next step

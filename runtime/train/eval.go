@@ -84,8 +84,8 @@ func Eval(ctx context.Context, opt EvalOptions) (*EvalResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	var glob, valGlob, base string
-	var valSource diag.Range
+	var dataTrain *program.Train
+	var base string
 	seqLen := int(m.Model.SeqLen)
 	if opt.Program != nil {
 		t, ok := opt.Program.Trains[m.Train]
@@ -94,7 +94,7 @@ func Eval(ctx context.Context, opt EvalOptions) (*EvalResult, error) {
 			return nil, diag.Runtimef(diag.ErrCheckpointMismatch, "the checkpoint was trained by train block %q, which the given .moe file does not have (it has: %s); pass the file the run used, or leave the .moe file out to use the run's own",
 				m.Train, strings.Join(opt.Program.TrainOrder, ", "))
 		}
-		glob, valGlob, base, valSource = t.Data, t.ValData, opt.BaseDir, t.ValDataDecl.Range()
+		dataTrain, base = t, opt.BaseDir
 		if t.SeqLen > 0 {
 			seqLen = int(t.SeqLen)
 		}
@@ -109,9 +109,19 @@ func Eval(ctx context.Context, opt EvalOptions) (*EvalResult, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w; pass the .moe file so the validation data can be found", err)
 		}
-		glob, valGlob, base, seqLen = spec.Train.Data, spec.Train.ValData, spec.BaseDir, spec.SeqLen
+		dataTrain, base, seqLen = spec.Train, spec.BaseDir, spec.SeqLen
+		if kept := FindTokenizer(dir); dataTrain.Tokenizer != "" && kept != "" {
+			// The run kept the tokenizer it trained with: read that, wherever the original is.
+			t := *dataTrain
+			t.Tokenizer, t.TokenizerDecl = kept, program.Source{}
+			dataTrain = &t
+		}
 	}
-	corpus, err := data.Open(data.Options{Glob: glob, ValGlob: valGlob, BaseDir: base, ValSource: valSource})
+	dataOpt, _, err := data.OptionsFor(dataTrain, base)
+	if err != nil {
+		return nil, err
+	}
+	corpus, err := data.Open(dataOpt)
 	if err != nil {
 		return nil, err
 	}

@@ -118,8 +118,15 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	spec.Layout = layoutSpec(opt.Layout, opt.Comm, opt.LLVM)
 	prog := newProgress(opt.Progress, spec.Steps)
 
-	corpus, err := data.Open(data.Options{Glob: spec.Train.Data, ValGlob: spec.Train.ValData, BaseDir: spec.BaseDir, ValSource: spec.Train.ValDataDecl.Range()})
+	dataOpt, tokenizerPath, err := data.OptionsFor(spec.Train, spec.BaseDir)
 	if err != nil {
+		return nil, err
+	}
+	corpus, err := data.Open(dataOpt)
+	if err != nil {
+		return nil, err
+	}
+	if err := KeepTokenizer(dir, tokenizerPath); err != nil {
 		return nil, err
 	}
 	if corpus.Skipped > 0 {

@@ -162,8 +162,17 @@ func resolve(opt *Options) (*Spec, *program.Stage, error) {
 		return nil, nil, diag.Runtimef(diag.ErrUnknownTrain, "train %s trains model %q, which the program does not declare", t.Name, t.Model)
 	}
 	m := program.StageModel(base, st)
-	if m.Vocab < data.Vocab {
-		return nil, nil, diag.Runtimef(diag.ErrVocabTooSmall, "model %s has vocab %d; byte-level training data needs at least %d", m.Name, m.Vocab, data.Vocab)
+	dataOpt, _, err := data.OptionsFor(t, opt.BaseDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	if need := dataOpt.VocabNeeded(); m.Vocab < int64(need) {
+		if dataOpt.Tokenizer == nil {
+			return nil, nil, diag.Runtimef(diag.ErrVocabTooSmall, "model %s has vocab %d; byte-level training data needs at least %d", m.Name, m.Vocab, data.Vocab)
+		}
+		e := diag.Runtimef(diag.ErrVocabTooSmall, "model %s has vocab %d; its tokenizer %s has %d ids", m.Name, m.Vocab, t.Tokenizer, need)
+		e.Range = t.TokenizerDecl.Range()
+		return nil, nil, e
 	}
 	s := &Spec{Format: 1, Train: t, Stage: st.Name, Model: m, Seed: t.Seed, BaseDir: opt.BaseDir,
 		OutRoot: opt.OutRoot, OutDir: opt.OutDir, From: opt.From, Cluster: opt.Program.Clusters[t.Cluster], Keep: opt.Keep, ValWindows: opt.ValWindows, CheckpointEvery: t.CheckpointEvery}

@@ -1,0 +1,116 @@
+package hf
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/lang/diag"
+	"github.com/moec-dev/moec/runtime/tokenizer"
+	"github.com/moec-dev/moec/runtime/train"
+)
+
+// exportTokenizer writes the tokenizer that goes with checkpoint dir (train.FindTokenizer:
+// the one a run kept, or an imported folder's), so that AutoTokenizer and pipeline load
+// the export: tokenizer.json, the tokenizer_config.json and special_tokens_map.json beside
+// it (a minimal tokenizer_config.json naming PreTrainedTokenizerFast when there is none),
+// and generation_config.json with the model's own BOS and EOS ids, which also go into cfg
+// (config.json) so transformers does not fall back to its class's defaults. Without a
+// tokenizer it writes nothing.
+func exportTokenizer(dir string, m *program.Model, cfg any, write func(name string, b []byte) error) error {
+	path := train.FindTokenizer(dir)
+	if path == "" {
+		return nil
+	}
+	tok, err := tokenizer.Load(path)
+	if err != nil {
+		return err
+	}
+	src := filepath.Dir(path)
+	tc := tokenizer.LoadConfig(src, tok)
+	if len(tc.BOS) == 0 {
+		if id, ok := tok.BOS(); ok {
+			tc.BOS = []int{id}
+		}
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return diag.RuntimeWrap(ErrExport, err, "reading the tokenizer")
+	}
+	if err := write("tokenizer.json", b); err != nil {
+		return err
+	}
+	for _, name := range []string{"tokenizer_config.json", "special_tokens_map.json"} {
+		b, err := os.ReadFile(filepath.Join(src, name))
+		if os.IsNotExist(err) {
+			if name == "tokenizer_config.json" {
+				b, err = minimalTokenizerConfig(tok, tc, m)
+			} else {
+				continue
+			}
+		}
+		if err != nil {
+			return diag.RuntimeWrap(ErrExport, err, "reading %s", name)
+		}
+		if err := write(name, b); err != nil {
+			return err
+		}
+	}
+	gen := map[string]any{"_from_model_config": false}
+	if b, err := os.ReadFile(filepath.Join(src, "generation_config.json")); err == nil {
+		// A generation config beside the tokenizer (an imported model's) keeps its
+		// sampling settings.
+		if err := json.Unmarshal(b, &gen); err != nil {
+			return diag.RuntimeWrap(ErrExport, err, "reading generation_config.json")
+		}
+	}
+	if ids := oneOrList(tc.BOS); ids != nil {
+		gen["bos_token_id"] = ids
+	}
+	if ids := oneOrList(tc.EOS); ids != nil {
+		gen["eos_token_id"] = ids
+	}
+	gb, err := json.MarshalIndent(gen, "", "  ")
+	if err != nil {
+		return fmt.Errorf("hf: encoding generation_config.json: %w", err)
+	}
+	if err := write("generation_config.json", append(gb, '\n')); err != nil {
+		return err
+	}
+	if c, ok := cfg.(map[string]any); ok {
+		c["bos_token_id"], c["eos_token_id"] = oneOrList(tc.BOS), oneOrList(tc.EOS)
+	}
+	return nil
+}
+
+// oneOrList is ids as generation_config.json writes them: one id, a list, or nil.
+func oneOrList(ids []int) any {
+	switch len(ids) {
+	case 0:
+		return nil
+	case 1:
+		return ids[0]
+	}
+	return ids
+}
+
+// minimalTokenizerConfig is the tokenizer_config.json AutoTokenizer needs to load a bare
+// tokenizer.json: the fast tokenizer class and the special tokens.
+func minimalTokenizerConfig(tok *tokenizer.Tokenizer, tc tokenizer.Config, m *program.Model) ([]byte, error) {
+	cfg := map[string]any{
+		"tokenizer_class":              "PreTrainedTokenizerFast",
+		"model_max_length":             m.SeqLen,
+		"clean_up_tokenization_spaces": false,
+	}
+	for key, ids := range map[string][]int{"bos_token": tc.BOS, "eos_token": tc.EOS} {
+		if len(ids) > 0 {
+			if s, err := tok.Decode(ids[:1], false); err == nil {
+				cfg[key] = s
+			}
+		}
+	}
+	b, err := json.MarshalIndent(cfg, "", "  ")
+	return append(b, '\n'), err
+}
