@@ -148,6 +148,7 @@ func buildModel(d *decl, s *scope) *program.Model {
 		TieEmbeddings: s.boolean("tie_embeddings"),
 		MTPDepth:      s.int("mtp_depth"),
 	}
+	m.RopeScaling = ropeScaling(s)
 	if d.block.Extends != nil {
 		m.Extends = d.block.Extends.Name
 	}
@@ -178,6 +179,9 @@ func buildModel(d *decl, s *scope) *program.Model {
 			CapacityFactor: e.f64("capacity_factor"), DroplessSkew: e.f64("dropless_skew"),
 			BalanceLoss: e.f64("balance_loss"), ZLoss: e.f64("z_loss"), AuxFreeBias: e.f64("aux_free_bias"),
 			Groups: e.int("groups"), TopKGroups: e.int("topk_groups"),
+		}
+		if f := orFloat(e, "routed_scale", 1); f != 1 {
+			m.MoE.RoutedScale = f
 		}
 	}
 	return m
@@ -225,6 +229,7 @@ func (c *checker) validateModel(s *scope, m *program.Model) {
 	if e := s.sections["moe"]; e != nil && m.MoE != nil {
 		c.validateMoE(s, e, m)
 	}
+	c.validateRopeScaling(s, m)
 }
 
 func (c *checker) validateMLA(a *scope, m *program.Model) {

@@ -266,6 +266,17 @@ func newSchema() *schema {
 		boolean("final_norm", "true", "norm before the output head"),
 		enum("position", "rotary", []string{"rotary", "learned", "none", "relative"}, "position encoding"),
 		float("rope_base", "10000", positive, "rotary base"),
+		optional(enum("rope_scaling", "", ropeScalingNames(), "rotary scaling beyond the pretrained context")),
+		optional(float("rope_factor", "", atLeastOne, "rotary scaling: context extension factor")),
+		atMost(maxPositions, whyPositions, optional(integer("rope_original_seq_len", "", positive, "rotary scaling: the pretrained context (yarn, llama3)"))),
+		optional(float("rope_beta_fast", "", positive, "yarn: rotations bounding the ramp's fast end")),
+		optional(float("rope_beta_slow", "", positive, "yarn: rotations bounding the ramp's slow end")),
+		optional(float("rope_mscale", "", nonNegative, "yarn: DeepSeek's mscale (0 = unset)")),
+		optional(float("rope_mscale_all_dim", "", nonNegative, "yarn: DeepSeek's mscale_all_dim (0 = unset)")),
+		optional(float("rope_attention_factor", "", nonNegative, "yarn: factor on cos and sin (0 = derived from rope_factor)")),
+		optional(boolean("rope_truncate", "", "yarn: round the ramp's bounds to whole dimensions")),
+		optional(float("rope_low_freq_factor", "", positive, "llama3: low-frequency band limit")),
+		optional(float("rope_high_freq_factor", "", positive, "llama3: high-frequency band limit")),
 		atMost(maxPositions, whyPositions, integer("max_position", "seq_len", positive, "learned position rows")),
 		boolean("tie_embeddings", "false", "output head shares the embedding"),
 		atMost(maxLayers, whyLayers, integer("mtp_depth", "0", nonNegative, "multi-token-prediction modules")),
@@ -323,6 +334,7 @@ func newSchema() *schema {
 		float("aux_free_bias", "0", nonNegative, "auxiliary-loss-free bias update rate"),
 		integer("groups", "0", nonNegative, "expert groups for node-limited routing"),
 		integer("topk_groups", "0", nonNegative, "groups a token may use"),
+		optional(float("routed_scale", "", positive, "factor on the routed experts' combined output (routed_scaling_factor)")),
 	}})
 
 	catalogKey := func(name string, kind typeKind, doc string) *keySpec {
@@ -438,6 +450,15 @@ func scoreNames() []string {
 	var out []string
 	for _, s := range program.Scores() {
 		out = append(out, string(s))
+	}
+	return out
+}
+
+// ropeScalingNames are the rotary scalings (program.RopeTypes) and none.
+func ropeScalingNames() []string {
+	out := []string{"none"}
+	for _, t := range program.RopeTypes() {
+		out = append(out, string(t))
 	}
 	return out
 }

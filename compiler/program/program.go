@@ -101,6 +101,10 @@ type Model struct {
 	Position    Position
 	RopeBase    float64 // rotary base (theta); meaningful when Position == Rotary
 	MaxPosition int64   // learned position table rows (defaults to SeqLen)
+	// RopeScaling stretches the rotary frequencies (yarn, linear, dynamic NTK, llama3;
+	// rope.go); nil is plain rotary. omitempty keeps the config hash of every model
+	// without it as it was.
+	RopeScaling *RopeScaling `json:",omitempty"`
 
 	TieEmbeddings bool // output head shares the input embedding matrix
 	MTPDepth      int  // DeepSeek-style multi-token-prediction modules (not counted in headline total)
@@ -297,6 +301,19 @@ type MoE struct {
 	AuxFreeBias    float64 // auxiliary-loss-free bias update rate (0 = off)
 	Groups         int     // node-limited routing: expert groups (0 = none)
 	TopKGroups     int     // groups a token may use
+
+	// RoutedScale multiplies the routed experts' combined output (DeepSeek's
+	// routed_scaling_factor): the gates after any renormalisation. 0 means 1, unscaled;
+	// omitempty keeps the config hash of every model without it as it was.
+	RoutedScale float64 `json:",omitempty"`
+}
+
+// RoutedScaleOrOne is the factor on the routed experts' output: RoutedScale, or 1.
+func (m *MoE) RoutedScaleOrOne() float64 {
+	if m.RoutedScale == 0 {
+		return 1
+	}
+	return m.RoutedScale
 }
 
 // IsMoELayer reports whether layer i (0-based) is an MoE layer.

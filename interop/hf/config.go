@@ -54,6 +54,7 @@ type spec struct {
 	normEps, ropeBase     float64
 	tie                   bool
 	mtp                   int
+	ropeScale             *ropeSpec // nil: plain rotary
 
 	heads, kvHeads   int
 	headDim          int64 // 0: d_model / heads
@@ -83,6 +84,7 @@ type moeSpec struct {
 	balance, z    float64
 	auxFree       float64
 	groups, topkG int
+	routedScale   float64 // 0 or 1: unscaled
 }
 
 // readSpec reads a config into a spec, collecting every refusal in r.
@@ -129,11 +131,11 @@ func readSpec(r *reader) (*spec, error) {
 	} else if act == "gelu" {
 		s.activation = "geglu" // erf GELU, as moec's
 	} else {
-		r.inexpressible("hidden_act", fmt.Sprintf("activation %q", act), "moec's gated activations are SiLU (swiglu) and erf GELU (geglu)", 0)
+		r.refuse("hidden_act", fmt.Sprintf("activation %q", act), "moec's gated activations are SiLU (swiglu) and erf GELU (geglu)")
 		s.activation = "swiglu"
 	}
 	if r.boolean("is_encoder_decoder", false) {
-		r.inexpressible("is_encoder_decoder", "an encoder-decoder model", "the architectures imported here are decoder-only", 0)
+		r.refuse("is_encoder_decoder", "an encoder-decoder model", "the architectures imported here are decoder-only")
 	}
 	r.zero("attention_dropout", "attention dropout")
 	r.zero("hidden_dropout", "hidden dropout")
@@ -142,7 +144,7 @@ func readSpec(r *reader) (*spec, error) {
 		r.inexpressible("pretraining_tp", fmt.Sprintf("pretraining_tp %d slices the matmuls", tp), "results differ in rounding only, but moec computes them whole", 0)
 	}
 	if r.present("quantization_config") {
-		r.inexpressible("quantization_config", "a quantized checkpoint", "moec imports float weights only", 0)
+		r.refuse("quantization_config", "a quantized checkpoint", "moec imports float weights only")
 	}
 	s.ropeScaling(r)
 	s.slidingWindow(r)
@@ -168,7 +170,7 @@ func readSpec(r *reader) (*spec, error) {
 		}
 		s.moe.allLayers(s.layers, 0, 1)
 		if r.present("clip_qkv") {
-			r.inexpressible("clip_qkv", "clipping of the Q/K/V projections", "moec does not clip activations", 0)
+			r.refuse("clip_qkv", "clipping of the Q/K/V projections", "moec does not clip activations")
 		}
 		// OLMoE normalises the whole query and key projections (q_norm over
 		// heads·head_dim = hidden_size, k_norm over kv_heads·head_dim): qk_norm = full.
@@ -195,45 +197,24 @@ func readSpec(r *reader) (*spec, error) {
 	return s, nil
 }
 
+// ropeScaling reads rope_scaling (transformers v4) or rope_parameters (v5, which also
+// holds rope_theta): both are the rotary scaling moec's rope_* keys express.
 func (s *spec) ropeScaling(r *reader) {
-	raw := r.take("rope_scaling")
-	if raw == nil {
+	v4, v5 := r.take("rope_scaling"), r.take("rope_parameters")
+	if v4 != nil && v5 != nil {
+		r.bad("rope_parameters", "the config has both rope_scaling and rope_parameters (transformers v5's name for it); keep one")
 		return
 	}
-	var rs map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &rs); err != nil {
-		r.bad("rope_scaling", "want an object or null, have %s", compact(raw))
-		return
-	}
-	var kind string
-	for _, k := range []string{"rope_type", "type"} {
-		if v, ok := rs[k]; ok {
-			_ = json.Unmarshal(v, &kind)
-			break
+	switch {
+	case v5 != nil:
+		theta := s.ropeBase
+		s.readRope(r, "rope_parameters", v5)
+		if r.present("rope_theta") && s.ropeBase != theta {
+			r.bad("rope_parameters", "rope_theta %v inside it differs from the config's rope_theta %v", s.ropeBase, theta)
 		}
+	case v4 != nil:
+		s.readRope(r, "rope_scaling", v4)
 	}
-	known := []string{"default", "linear", "dynamic", "yarn", "longrope", "llama3"}
-	if kind == "default" {
-		return
-	}
-	found := false
-	for _, k := range known {
-		found = found || k == kind
-	}
-	if !found {
-		r.issues = append(r.issues, Issue{Field: "rope_scaling", Code: ErrBadConfig,
-			Message: fmt.Sprintf("unknown rope_scaling type %q (transformers knows %s)", kind, strings.Join(known, ", "))})
-		return
-	}
-	effect := "moec imports the model at max_position_embeddings without the extension"
-	if v, ok := rs["original_max_position_embeddings"]; ok {
-		var orig int64
-		if json.Unmarshal(v, &orig) == nil && orig > 0 && r.drop["rope_scaling"] {
-			s.seqLen = orig
-		}
-		effect = fmt.Sprintf("moec imports the model at its original context, seq_len = original_max_position_embeddings = %s", v)
-	}
-	r.inexpressible("rope_scaling", fmt.Sprintf("%s rotary scaling %s", kind, compactFull(raw)), effect, 0)
 }
 
 func (s *spec) slidingWindow(r *reader) {
@@ -256,12 +237,12 @@ func (s *spec) slidingWindow(r *reader) {
 	}
 	if !use || w <= 0 || w >= s.seqLen || (from >= s.layers && r.present("max_window_layers")) {
 		if windowed > 0 {
-			r.inexpressible("layer_types", fmt.Sprintf("%d layers of kind other than full_attention", windowed), "moec's layers all attend alike", 0)
+			r.refuse("layer_types", fmt.Sprintf("%d layers of kind other than full_attention", windowed), "moec's layers all attend alike")
 		}
 		return
 	}
 	if from > 0 && from < s.layers {
-		r.inexpressible("max_window_layers", fmt.Sprintf("a sliding window of %d only from layer %d on", w, from), "moec's window applies to every layer", 0)
+		r.refuse("max_window_layers", fmt.Sprintf("a sliding window of %d only from layer %d on", w, from), "moec's window applies to every layer")
 		return
 	}
 	s.window = w
@@ -344,7 +325,7 @@ func (s *spec) deepseek(r *reader) {
 		r.bad("moe_intermediate_size", "missing (required with n_routed_experts)")
 	}
 	if !program.Score(m.score).Known() {
-		r.inexpressible("scoring_func", fmt.Sprintf("router score %q", m.score), "moec's router scores are "+knownScores(), 0)
+		r.refuse("scoring_func", fmt.Sprintf("router score %q", m.score), "moec's router scores are "+knownScores())
 		m.score = "softmax"
 	}
 	first := int(r.integer("first_k_dense_replace", 0))
@@ -371,11 +352,13 @@ func (s *spec) deepseek(r *reader) {
 			m.auxFree = 0.001
 		}
 	default:
-		r.inexpressible("topk_method", fmt.Sprintf("top-k method %q", method), "moec routes greedily, group-limited, or with the auxiliary-loss-free bias", 0)
+		r.refuse("topk_method", fmt.Sprintf("top-k method %q", method), "moec routes greedily, group-limited, or with the auxiliary-loss-free bias")
 	}
 	r.used["n_group"], r.used["topk_group"] = true, true
-	if f := r.float("routed_scaling_factor", 1); f != 1 {
-		r.inexpressible("routed_scaling_factor", fmt.Sprintf("routed expert outputs are scaled by %v", f), "moec leaves the gates unscaled, so the routed experts' share of the output differs", 0)
+	if f := r.float("routed_scaling_factor", 1); f <= 0 {
+		r.bad("routed_scaling_factor", "want a positive number, have %v", f)
+	} else {
+		m.routedScale = f
 	}
 	if r.boolean("seq_aux", false) {
 		r.notes = append(r.notes, "seq_aux = true: DeepSeek computes its balance loss per sequence; moec's balance_loss is per batch")

@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/tools/txtar"
 
+	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/internal/golden"
 	"github.com/moec-dev/moec/lang/diag"
 	"github.com/moec-dev/moec/lang/format"
@@ -34,9 +35,11 @@ var published = []struct {
 		"Qwen/Qwen1.5-MoE-A2.7B: the Hub's 14.3B; exact sum of its tensors (24 layers of 570,560,512, embedding and head 311,164,928 each, final norm 2,048)"},
 	{"qwen3-30b-a3b.json", nil, 30_532_122_624, 0,
 		"Qwen/Qwen3-30B-A3B: the Hub's 30.5B; exact sum of its tensors"},
-	{"deepseek-v2-lite.json", []string{"rope_scaling"}, 15_706_484_224, 0,
+	{"qwen3-30b-a3b-v5.json", nil, 30_532_122_624, 0,
+		"Qwen/Qwen3-30B-A3B as transformers v5 writes it (rope_parameters holding rope_theta, dtype): the same model"},
+	{"deepseek-v2-lite.json", nil, 15_706_484_224, 0,
 		"deepseek-ai/DeepSeek-V2-Lite: the model card's 15.7B; exact sum of its tensors"},
-	{"deepseek-v3.json", []string{"rope_scaling", "routed_scaling_factor"}, 671_026_404_352, 0,
+	{"deepseek-v3.json", nil, 671_026_404_352, 0,
 		"deepseek-ai/DeepSeek-V3: the report's 671B main model (MTP module apart); exact figure as compiler/analysis derives it for models/deepseek-v3.moe"},
 	{"olmoe-1b-7b.json", nil, 6_919_161_856, 0,
 		"allenai/OLMoE-1B-7B-0924: the paper's 6.9B; exact sum of its tensors"},
@@ -116,33 +119,117 @@ func TestImportFullQKNormAndSharedGate(t *testing.T) {
 }
 
 // TestImportRefusesWhatItCannotExpress checks that inexpressible fields are errors that
-// name the field, never silently dropped, and that the error lists all of them.
+// name the field, never silently dropped, that the error lists all of them, and that only
+// a field whose absence leaves the numbers the same is offered to --drop.
 func TestImportRefusesWhatItCannotExpress(t *testing.T) {
+	edit := mixtralEdit(t)
 	for _, tc := range []struct {
-		file   string
-		fields []string // every field the error must name
+		name      string
+		config    []byte
+		fields    []string // every field the error must name
+		droppable []bool
 	}{
-		{"deepseek-v3.json", []string{"rope_scaling", "routed_scaling_factor"}},
-		{"deepseek-v2-lite.json", []string{"rope_scaling"}},
+		{"activation and dropout", bytes.Replace(edit(`"attention_dropout": 0.0`, `"attention_dropout": 0.1`), []byte(`"silu"`), []byte(`"gelu_new"`), 1),
+			[]string{"hidden_act", "attention_dropout"}, []bool{false, true}},
+		{"unknown field", edit(`"use_cache": true`, `"use_cache": true, "expert_dropout": 0.1`),
+			[]string{"expert_dropout"}, []bool{false}},
 	} {
-		_, err := ImportConfig(readConfig(t, tc.file), Options{})
+		_, err := ImportConfig(tc.config, Options{})
 		e, ok := err.(*Error)
 		if !ok {
-			t.Fatalf("%s: err = %v, want *Error", tc.file, err)
+			t.Fatalf("%s: err = %v, want *Error", tc.name, err)
 		}
 		var got []string
+		var drop []bool
 		for _, is := range e.Issues {
 			got = append(got, is.Field)
-			if is.Code != ErrInexpressible || !is.Droppable {
-				t.Errorf("%s: %s: code %s droppable %v", tc.file, is.Field, is.Code, is.Droppable)
+			drop = append(drop, is.Droppable)
+			if is.Code != ErrInexpressible {
+				t.Errorf("%s: %s: code %s", tc.name, is.Field, is.Code)
 			}
 		}
 		if d := cmp.Diff(tc.fields, got); d != "" {
-			t.Errorf("%s: fields (-want +got):\n%s", tc.file, d)
+			t.Errorf("%s: fields (-want +got):\n%s", tc.name, d)
 		}
-		if !strings.Contains(e.Error(), "--drop "+strings.Join(tc.fields, ",")) {
-			t.Errorf("%s: error does not suggest --drop:\n%v", tc.file, e)
+		if d := cmp.Diff(tc.droppable, drop); d != "" {
+			t.Errorf("%s: droppable (-want +got):\n%s", tc.name, d)
 		}
+	}
+}
+
+// TestDropNeverChangesTheComputation: --drop of a field moec imports (rope_parameters,
+// rope_scaling, routed_scaling_factor) or of one whose absence changes the numbers
+// (hidden_act) is refused with the reason, never honoured.
+func TestDropNeverChangesTheComputation(t *testing.T) {
+	edit := mixtralEdit(t)
+	for _, tc := range []struct {
+		file   string
+		config []byte
+		drop   string
+		want   string
+	}{
+		{"qwen3-30b-a3b-v5.json", nil, "rope_parameters", "dropping it would change the computation"},
+		{"deepseek-v3.json", nil, "rope_scaling", "dropping it would change the computation"},
+		{"deepseek-v3.json", nil, "routed_scaling_factor", "dropping it would change the computation"},
+		{"gelu", edit(`"silu"`, `"gelu_new"`), "hidden_act", "cannot be dropped"},
+	} {
+		cfg := tc.config
+		if cfg == nil {
+			cfg = readConfig(t, tc.file)
+		}
+		_, err := ImportConfig(cfg, Options{Drop: []string{tc.drop}})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s --drop %s: err = %v, want one saying %q", tc.file, tc.drop, err, tc.want)
+		}
+	}
+}
+
+// TestImportV5RopeParameters: transformers v5's rope_parameters (rope_theta inside) and
+// dtype import as v4's rope_theta and torch_dtype do.
+func TestImportV5RopeParameters(t *testing.T) {
+	res, err := ImportConfig(readConfig(t, "qwen3-30b-a3b-v5.json"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Model.RopeBase != 1e6 || res.Model.RopeScaling != nil {
+		t.Errorf("rope_base %v scaling %+v, want 1e6 and none", res.Model.RopeBase, res.Model.RopeScaling)
+	}
+	v4, err := ImportConfig(readConfig(t, "qwen3-30b-a3b.json"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(res.Source, v4.Source) {
+		t.Errorf("v5 and v4 forms of one model import differently:\n%s", cmp.Diff(string(v4.Source), string(res.Source)))
+	}
+}
+
+// TestImportRopeScaling: yarn and llama3 arrive as rope_scaling with transformers'
+// parameters, yarn's factor as transformers derives it.
+func TestImportRopeScaling(t *testing.T) {
+	res, err := ImportConfig(readConfig(t, "deepseek-v2-lite.json"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := res.Model.RopeScaling
+	want := &program.RopeScaling{Type: program.RopeYarn, Factor: 40, OriginalSeqLen: 4096, BetaFast: 32, BetaSlow: 1, Mscale: 0.707, MscaleAllDim: 0.707}
+	if d := cmp.Diff(want, rs); d != "" {
+		t.Errorf("yarn (-want +got):\n%s", d)
+	}
+	edit := mixtralEdit(t)
+	res, err = ImportConfig(edit(`"sliding_window": null`, `"sliding_window": null, "rope_scaling": {"rope_type": "llama3", "factor": 8, "low_freq_factor": 1, "high_freq_factor": 4, "original_max_position_embeddings": 8192}`), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = &program.RopeScaling{Type: program.RopeLlama3, Factor: 8, OriginalSeqLen: 8192, LowFreqFactor: 1, HighFreqFactor: 4}
+	if d := cmp.Diff(want, res.Model.RopeScaling); d != "" {
+		t.Errorf("llama3 (-want +got):\n%s", d)
+	}
+	v3, err := ImportConfig(readConfig(t, "deepseek-v3.json"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v3.Model.MoE.RoutedScale != 2.5 {
+		t.Errorf("routed_scale %v, want 2.5", v3.Model.MoE.RoutedScale)
 	}
 }
 
@@ -155,11 +242,19 @@ func TestImportErrors(t *testing.T) {
 		want   []string // substrings of the message
 	}{
 		{"unknown rope type", edit(`"sliding_window": null`, `"sliding_window": null, "rope_scaling": {"type": "wobbly", "factor": 2}`),
-			ErrBadConfig, []string{"rope_scaling", `unknown rope_scaling type "wobbly"`, "yarn"}},
-		{"known rope type", edit(`"sliding_window": null`, `"sliding_window": null, "rope_scaling": {"rope_type": "llama3", "factor": 8, "original_max_position_embeddings": 8192}`),
-			ErrInexpressible, []string{"rope_scaling", "llama3 rotary scaling", "--drop rope_scaling"}},
+			ErrBadConfig, []string{"rope_scaling", `unknown rope type "wobbly"`, "yarn"}},
+		{"incomplete llama3", edit(`"sliding_window": null`, `"sliding_window": null, "rope_scaling": {"rope_type": "llama3", "factor": 8, "original_max_position_embeddings": 8192}`),
+			ErrBadConfig, []string{"rope_scaling", "llama3 scaling needs low_freq_factor"}},
+		{"longrope", edit(`"sliding_window": null`, `"sliding_window": null, "rope_scaling": {"rope_type": "longrope", "factor": 8, "short_factor": [1], "long_factor": [2]}`),
+			ErrInexpressible, []string{"rope_scaling", "longrope", "cannot be dropped"}},
+		{"rope key", edit(`"sliding_window": null`, `"sliding_window": null, "rope_scaling": {"rope_type": "linear", "factor": 2, "beta_fast": 4}`),
+			ErrInexpressible, []string{"rope_scaling", "key(s) beta_fast"}},
 		{"unknown field", edit(`"use_cache": true`, `"use_cache": true, "expert_dropout": 0.1`),
 			ErrInexpressible, []string{"expert_dropout", "unknown field (value 0.1)"}},
+		{"misspelt field", edit(`"use_cache": true`, `"use_cache": true, "num_experts_per_token": 2`),
+			ErrInexpressible, []string{"num_experts_per_token", "did you mean num_experts_per_tok"}},
+		{"both rope forms", edit(`"sliding_window": null`, `"sliding_window": null, "rope_scaling": {"rope_type": "linear", "factor": 2}, "rope_parameters": {"rope_theta": 1e6}`),
+			ErrBadConfig, []string{"both rope_scaling and rope_parameters"}},
 		{"activation", edit(`"silu"`, `"gelu_new"`), ErrInexpressible, []string{"hidden_act", `"gelu_new"`}},
 		{"dropout", edit(`"attention_dropout": 0.0`, `"attention_dropout": 0.1`), ErrInexpressible, []string{"attention_dropout"}},
 		{"type", edit(`"num_hidden_layers": 32`, `"num_hidden_layers": "32"`), ErrBadConfig, []string{"num_hidden_layers: want a number"}},
@@ -234,13 +329,14 @@ func TestImportMessages(t *testing.T) {
 
 // TestDropNotesTheField checks that a dropped field is written into the header.
 func TestDropNotesTheField(t *testing.T) {
-	res, err := ImportConfig(readConfig(t, "deepseek-v2-lite.json"), Options{Drop: []string{"rope_scaling"}, Name: "lite"})
+	edit := mixtralEdit(t)
+	res, err := ImportConfig(edit(`"attention_dropout": 0.0`, `"attention_dropout": 0.1`), Options{Drop: []string{"attention_dropout"}, Name: "m"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Runs of spaces are the formatter's alignment of `=`, not content.
 	src := regexp.MustCompile(` +`).ReplaceAll(res.Source, []byte(" "))
-	for _, w := range []string{"// dropped rope_scaling: yarn rotary scaling", "seq_len = 4096", "model lite {", "seq_aux = true"} {
+	for _, w := range []string{"// dropped attention_dropout: attention dropout 0.1", "model m {"} {
 		if !bytes.Contains(src, []byte(w)) {
 			t.Errorf("output lacks %q:\n%s", w, res.Source)
 		}
@@ -294,7 +390,7 @@ func FuzzImportConfig(f *testing.F) {
 	}
 	f.Add([]byte(`{"model_type": "mixtral", "num_hidden_layers": 1e300}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		res, err := ImportConfig(b, Options{Drop: []string{"rope_scaling"}})
+		res, err := ImportConfig(b, Options{Drop: []string{"attention_dropout"}})
 		if err == nil && (res == nil || res.Model == nil || len(res.Source) == 0) {
 			t.Fatalf("no error and no result")
 		}

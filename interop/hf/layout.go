@@ -121,6 +121,8 @@ func layoutFor(m *program.Model) (Layout, []string) {
 	gap(m.NormPlacement != "" && m.NormPlacement != program.PreNorm, fmt.Sprintf("norm_placement = %s", m.NormPlacement))
 	gap(!m.FinalNorm, "final_norm = false")
 	gap(m.Position != program.Rotary, fmt.Sprintf("position = %s", m.Position))
+	gap(!ropeScalingExact(m), "yarn scaling whose rope_factor is not seq_len / rope_original_seq_len (transformers takes the factor from that ratio)")
+	gap(m.MoE != nil && m.MoE.RoutedScaleOrOne() != 1, "routed_scale (no class moec writes scales its routed experts)")
 	gap(m.MTPDepth > 0, "multi-token prediction (mtp_depth)")
 	gap(a.MLA, "multi-head latent attention (transformers' DeepSeek classes are not among those moec writes)")
 	gap(a.TalkingHeads, "talking heads")

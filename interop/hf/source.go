@@ -103,6 +103,26 @@ func (s *spec) source(name string, notes []string) []byte {
 	kv("", "norm_eps", s.normEps)
 	b.WriteString("position = rotary\n")
 	kv("", "rope_base", s.ropeBase)
+	if rp := s.ropeScale; rp != nil {
+		fmt.Fprintf(&b, "rope_scaling = %s\n", rp.kind)
+		kv("", "rope_factor", rp.factor)
+		if rp.original > 0 && (rp.kind == program.RopeYarn || rp.kind == program.RopeLlama3) {
+			kv("", "rope_original_seq_len", rp.original)
+		}
+		for _, f := range []struct {
+			key string
+			v   float64
+		}{{"rope_beta_fast", rp.betaFast}, {"rope_beta_slow", rp.betaSlow}, {"rope_mscale", rp.mscale},
+			{"rope_mscale_all_dim", rp.mscaleAllDim}, {"rope_attention_factor", rp.attentionFactor},
+			{"rope_low_freq_factor", rp.lowFreq}, {"rope_high_freq_factor", rp.highFreq}} {
+			if f.v != 0 {
+				kv("", f.key, f.v)
+			}
+		}
+		if rp.noTruncate {
+			kv("", "rope_truncate", false)
+		}
+	}
 	kv("", "tie_embeddings", s.tie)
 	if s.mtp > 0 {
 		kv("", "mtp_depth", s.mtp)
@@ -190,6 +210,9 @@ func (s *spec) source(name string, notes []string) []byte {
 		if m.groups > 0 {
 			kv("", "groups", m.groups)
 			kv("", "topk_groups", m.topkG)
+		}
+		if m.routedScale != 0 && m.routedScale != 1 {
+			kv("", "routed_scale", m.routedScale)
 		}
 		b.WriteString("}\n")
 	}

@@ -80,6 +80,10 @@ func changes() map[string]func(m *program.Model) {
 			m.MoE.SharedExperts, m.MoE.SharedHidden, m.MoE.SharedGate = 1, 8, true
 		},
 		"parallel_dense": func(m *program.Model) { m.MoE.ParallelDense = true },
+		"routed_scale":   func(m *program.Model) { m.MoE.RoutedScale = 2.5 },
+		"rope_scaling": func(m *program.Model) {
+			m.RopeScaling = &program.RopeScaling{Type: program.RopeYarn, Factor: 4, OriginalSeqLen: 2, BetaFast: 32, BetaSlow: 1}
+		},
 	}
 }
 
