@@ -163,6 +163,9 @@ func buildModel(d *decl, s *scope) *program.Model {
 		}
 		m.Attention.MLA = m.Attention.KVLoraRank > 0
 		m.Attention.QKNormFull = a.str("qk_norm") == "full"
+		if _, set := a.val("qk_norm_after_rope"); set {
+			m.Attention.QKNormAfterRope = a.boolean("qk_norm_after_rope")
+		}
 	}
 	if f := s.sections["ffn"]; f != nil {
 		m.FFN = program.FFN{Hidden: f.i64("hidden"), Activation: program.Activation(f.str("activation")), Bias: f.boolean("bias")}
@@ -206,6 +209,11 @@ func (c *checker) validateModel(s *scope, m *program.Model) {
 		d.Suggestion = "choose kv_heads among " + divisors(int64(m.Attention.Heads))
 	}
 	c.validateMLA(a, m)
+	if m.Attention.QKNormAfterRope && !m.Attention.QKNorm && ok(a, "qk_norm") {
+		// A placement for norms the model does not have would be a key that changes nothing.
+		d := c.errorf(diag.OutOfRange, a.rangeOf("qk_norm_after_rope"), "qk_norm_after_rope places the q/k norms, but qk_norm is false")
+		d.Suggestion = "set qk_norm = true, or remove qk_norm_after_rope"
+	}
 	if m.Attention.QKNormFull && m.Attention.MLA && ok(a, "qk_norm", "kv_lora_rank") {
 		// Latent attention's queries and keys are rebuilt per head from low-rank latents,
 		// which have norms of their own; there is no whole projection for one norm to span.

@@ -294,6 +294,7 @@ func newSchema() *schema {
 		// the whole projections, heads·head_dim and kv_heads·head_dim wide (OLMoE).
 		{name: "qk_norm", typ: keyType{kind: tyBool, enums: []string{"per_head", "full"}}, def: "false",
 			doc: "norms on queries and keys: per head (true, per_head) or over the whole projection (full)"},
+		optional(boolean("qk_norm_after_rope", "", "apply the q/k norms to the rotated queries and keys, one key norm per layer (HunYuan)")),
 		boolean("talking_heads", "false", "head-mixing matrices"),
 		float("share_weights", "1", probability, "probability a layer recomputes attention weights"),
 		integer("share_kv", "1", positive, "adjacent layers sharing K/V projections"),

@@ -238,7 +238,7 @@ func (w *walker) walk() {
 				qw, kw = d.QDim, d.KVDim
 			}
 			w.add(at(RoleQNorm), p+"self_attn.q_norm.weight", qw)
-			if owner {
+			if owner || a.QKNormAfterRope {
 				w.add(at(RoleKNorm), p+"self_attn.k_norm.weight", kw)
 			}
 		}

@@ -159,6 +159,13 @@ type Attention struct {
 	// shared by all heads (Qwen3, Gemma 3). Meaningful only with QKNorm. omitempty keeps the
 	// JSON, and so the config hash, of every model without it as it was.
 	QKNormFull bool `json:",omitempty"`
+
+	// QKNormAfterRope applies the QKNorm norms to the rotated queries and keys, as the
+	// HunYuan models do (query_layernorm and key_layernorm after apply_rotary_pos_emb), and
+	// gives every layer its own key norm: a layer that shares K/V (ShareKV > 1, HunYuan's
+	// cross-layer attention) norms the owner's rotated keys with it. Meaningful only with
+	// QKNorm; omitempty as for QKNormFull.
+	QKNormAfterRope bool `json:",omitempty"`
 }
 
 // RecomputeProbability is the probability that a layer after the first of its stack

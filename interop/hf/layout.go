@@ -129,6 +129,7 @@ func layoutFor(m *program.Model) (Layout, []string) {
 	gap(a.SharesWeights(), "stochastic attention-weight sharing (share_weights < 1)")
 	gap(a.ShareKV > 1, "cross-layer K/V sharing (share_kv > 1)")
 	gap(a.Sinks, "attention sinks")
+	gap(a.QKNorm && a.QKNormAfterRope, "q/k norms after rotary positions (qk_norm_after_rope)")
 	gap(m.FFN.Activation != program.SwiGLU && m.FFN.Activation != program.GeGLU, fmt.Sprintf("ffn activation %s (the classes gate their FFNs: swiglu or geglu)", m.FFN.Activation))
 	if e := m.MoE; e != nil && e.Experts > 0 {
 		gap(e.Router == program.RouteTokenEmbedding, "token-embedding routing (router = token_embedding)")

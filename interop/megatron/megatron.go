@@ -218,6 +218,7 @@ func (b *builder) model(m *program.Model, t *program.Train) {
 	b.unsupported(a.ShareKV > 1, "cross-layer K/V sharing (share_kv = %d)", a.ShareKV)
 	b.unsupported(a.Sinks, "learned attention sinks")
 	b.unsupported(a.Window > 0, "a sliding attention window (window = %d)", a.Window)
+	b.unsupported(a.QKNorm && a.QKNormAfterRope, "q/k norms after rotary positions (qk_norm_after_rope; Megatron's --qk-layernorm norms before them)")
 	if rs := m.RopeScaling; rs != nil && m.Position == program.Rotary {
 		// Megatron's --rope-type yarn serves multi-latent attention only, and
 		// --use-rope-scaling is Llama 3.1's scaling with its parameters fixed.

@@ -182,6 +182,7 @@ func checkSupported(m *program.Model) error {
 		{m.NormPlacement != "" && m.NormPlacement != program.PreNorm && m.NormPlacement != program.PostNorm &&
 			m.NormPlacement != program.SandwichNorm, fmt.Sprintf("norm placement %q", m.NormPlacement)},
 		{m.MTPDepth > 0, "multi-token prediction (mtp_depth)"},
+		{a.QKNorm && a.QKNormAfterRope, "q/k norms after rotary positions (attention.qk_norm_after_rope)"},
 	}
 	if moe := m.MoE; moe != nil && moe.Experts > 0 {
 		unsupported = append(unsupported, []struct {

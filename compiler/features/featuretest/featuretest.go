@@ -81,6 +81,9 @@ func changes() map[string]func(m *program.Model) {
 		},
 		"parallel_dense": func(m *program.Model) { m.MoE.ParallelDense = true },
 		"routed_scale":   func(m *program.Model) { m.MoE.RoutedScale = 2.5 },
+		"qk_norm_after_rope": func(m *program.Model) {
+			m.Attention.QKNorm, m.Attention.QKNormAfterRope = true, true
+		},
 		"rope_scaling": func(m *program.Model) {
 			m.RopeScaling = &program.RopeScaling{Type: program.RopeYarn, Factor: 4, OriginalSeqLen: 2, BetaFast: 32, BetaSlow: 1}
 		},
