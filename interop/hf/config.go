@@ -18,8 +18,15 @@ const (
 	Qwen2MoE Arch = "qwen2_moe"
 	Qwen3MoE Arch = "qwen3_moe"
 	DeepSeek Arch = "deepseek_v2" // also deepseek_v3: the same config keys
-	OLMoE    Arch = "olmoe"
-	Llama    Arch = "llama" // dense; also mistral, qwen2, qwen3 dense configs
+	// DeepSeekMoE is DeepSeek-MoE 16B (model_type deepseek, remote code): DeepSeek-V2's MoE
+	// keys with standard multi-head attention.
+	DeepSeekMoE Arch = "deepseek"
+	// HunyuanMoE is Hunyuan-A13B (hunyuan_v1_moe, transformers' HunYuanMoEV1) and Hunyuan
+	// is Hunyuan-Large (hunyuan, Tencent's remote code, with cross-layer attention).
+	HunyuanMoE Arch = "hunyuan_v1_moe"
+	Hunyuan    Arch = "hunyuan"
+	OLMoE      Arch = "olmoe"
+	Llama      Arch = "llama" // dense; also mistral, qwen2, qwen3 dense configs
 )
 
 // archOf maps config.json's model_type to the importer that reads it and the transformers
@@ -28,16 +35,19 @@ var archOf = map[string]struct {
 	arch  Arch
 	class string
 }{
-	"mixtral":     {Mixtral, "MixtralForCausalLM"},
-	"qwen2_moe":   {Qwen2MoE, "Qwen2MoeForCausalLM"},
-	"qwen3_moe":   {Qwen3MoE, "Qwen3MoeForCausalLM"},
-	"deepseek_v2": {DeepSeek, "DeepseekV2ForCausalLM"},
-	"deepseek_v3": {DeepSeek, "DeepseekV3ForCausalLM"},
-	"olmoe":       {OLMoE, "OlmoeForCausalLM"},
-	"llama":       {Llama, "LlamaForCausalLM"},
-	"mistral":     {Llama, "MistralForCausalLM"},
-	"qwen2":       {Llama, "Qwen2ForCausalLM"},
-	"qwen3":       {Llama, "Qwen3ForCausalLM"},
+	"mixtral":        {Mixtral, "MixtralForCausalLM"},
+	"qwen2_moe":      {Qwen2MoE, "Qwen2MoeForCausalLM"},
+	"qwen3_moe":      {Qwen3MoE, "Qwen3MoeForCausalLM"},
+	"deepseek_v2":    {DeepSeek, "DeepseekV2ForCausalLM"},
+	"deepseek_v3":    {DeepSeek, "DeepseekV3ForCausalLM"},
+	"deepseek":       {DeepSeekMoE, "DeepseekForCausalLM"},
+	"hunyuan_v1_moe": {HunyuanMoE, "HunYuanMoEV1ForCausalLM"},
+	"hunyuan":        {Hunyuan, "HunYuanForCausalLM"},
+	"olmoe":          {OLMoE, "OlmoeForCausalLM"},
+	"llama":          {Llama, "LlamaForCausalLM"},
+	"mistral":        {Llama, "MistralForCausalLM"},
+	"qwen2":          {Llama, "Qwen2ForCausalLM"},
+	"qwen3":          {Llama, "Qwen3ForCausalLM"},
 }
 
 // maxLayers bounds num_hidden_layers: far above any released model, low enough that a
@@ -61,6 +71,8 @@ type spec struct {
 	qkvBias, outBias bool
 	qkNorm           bool
 	qkNormFull       bool // qk_norm = full: the norms span the whole projections (OLMoE)
+	qkNormAfterRope  bool // the norms follow rotary positions (HunYuan)
+	shareKV          int  // cross-layer attention: layers per K/V owner (0, 1: none)
 	window           int64
 	qLora, kvLora    int64
 	nope, rope, vDim int64
@@ -146,7 +158,11 @@ func readSpec(r *reader) (*spec, error) {
 	if r.present("quantization_config") {
 		r.refuse("quantization_config", "a quantized checkpoint", "moec imports float weights only")
 	}
-	s.ropeScaling(r)
+	if entry.arch == Hunyuan || entry.arch == HunyuanMoE {
+		s.hunyuanRope(r)
+	} else {
+		s.ropeScaling(r)
+	}
 	s.slidingWindow(r)
 	s.attentionBias(r)
 
@@ -175,8 +191,10 @@ func readSpec(r *reader) (*spec, error) {
 		// OLMoE normalises the whole query and key projections (q_norm over
 		// heads·head_dim = hidden_size, k_norm over kv_heads·head_dim): qk_norm = full.
 		s.qkNorm, s.qkNormFull = true, true
-	case DeepSeek:
+	case DeepSeek, DeepSeekMoE:
 		s.deepseek(r)
+	case Hunyuan, HunyuanMoE:
+		s.hunyuan(r)
 	case Llama:
 		s.ffnHidden = r.required("intermediate_size")
 		if r.boolean("mlp_bias", false) {
@@ -303,12 +321,14 @@ func (s *spec) qwenMoE(r *reader) {
 
 func (s *spec) deepseek(r *reader) {
 	s.ffnHidden = r.required("intermediate_size")
-	s.qLora = r.integer("q_lora_rank", 0)
-	s.kvLora = r.required("kv_lora_rank")
-	s.nope = r.required("qk_nope_head_dim")
-	s.rope = r.required("qk_rope_head_dim")
-	s.vDim = r.required("v_head_dim")
-	s.mtp = int(r.integer("num_nextn_predict_layers", 0))
+	if s.arch == DeepSeek {
+		s.qLora = r.integer("q_lora_rank", 0)
+		s.kvLora = r.required("kv_lora_rank")
+		s.nope = r.required("qk_nope_head_dim")
+		s.rope = r.required("qk_rope_head_dim")
+		s.vDim = r.required("v_head_dim")
+		s.mtp = int(r.integer("num_nextn_predict_layers", 0))
+	}
 	m := &moeSpec{
 		experts: int(r.integer("n_routed_experts", 0)), topK: int(r.integer("num_experts_per_tok", 1)),
 		expertHidden: r.integer("moe_intermediate_size", 0),

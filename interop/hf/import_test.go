@@ -3,6 +3,7 @@ package hf
 import (
 	"bytes"
 	"flag"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -41,6 +42,12 @@ var published = []struct {
 		"deepseek-ai/DeepSeek-V2-Lite: the model card's 15.7B; exact sum of its tensors"},
 	{"deepseek-v3.json", nil, 671_026_404_352, 0,
 		"deepseek-ai/DeepSeek-V3: the report's 671B main model (MTP module apart); exact figure as compiler/analysis derives it for models/deepseek-v3.moe"},
+	{"deepseek-moe-16b.json", nil, 16_375_728_128, 0,
+		"deepseek-ai/deepseek-moe-16b-base: the Hub's 16.4B; the tensors of its modeling_deepseek.py state dict (one dense layer of 10944, 27 MoE layers of 64 routed and 2 shared experts of 1408, embedding and head 209,715,200 each)"},
+	{"hunyuan-a13b.json", nil, 80_393_183_232, 0,
+		"tencent/Hunyuan-A13B-Instruct: the model card's 80B total; the tensors of transformers' HunYuanMoEV1ForCausalLM (tied embedding, 32 layers of 64 experts and one shared MLP of 3072, per-head q/k norms)"},
+	{"hunyuan-large.json", nil, 389_520_605_440, 0,
+		"tencent/Tencent-Hunyuan-Large: the paper's 389B total (arXiv:2411.02265); the tensors of Tencent's modeling_hunyuan.py (K/V projections in 32 of 64 layers, cross-layer attention)"},
 	{"olmoe-1b-7b.json", nil, 6_919_161_856, 0,
 		"allenai/OLMoE-1B-7B-0924: the paper's 6.9B; exact sum of its tensors"},
 	{"llama-3-8b.json", nil, 8_030_261_248, 0,
@@ -88,6 +95,68 @@ func TestImportPublished(t *testing.T) {
 	golden.Archive(t, filepath.Join("testdata", "import.txtar"), &txtar.Archive{
 		Comment: []byte("Golden output of ImportConfig for testdata/configs (go test ./interop/hf -update).\n"),
 		Files:   out}, *update)
+}
+
+// TestImportActiveCounts holds the parameters one token touches to the published active
+// figures, under the conventions the publishers use: with the embedding (DeepSeek-MoE's
+// 2.8B, Hunyuan-A13B's 13B, Hunyuan-Large's 52B), and without the input embedding.
+func TestImportActiveCounts(t *testing.T) {
+	for _, tc := range []struct {
+		file            string
+		active, noInput int64
+		published       string
+	}{
+		{"deepseek-moe-16b.json", 2_828_650_496, 2_618_935_296, "2.8B activated (arXiv:2401.06066)"},
+		{"hunyuan-a13b.json", 12_747_448_320, 12_222_476_288, "13B active (model card)"},
+		{"hunyuan-large.json", 52_141_277_440, 51_318_800_640, "52B activated (arXiv:2411.02265)"},
+	} {
+		res, err := ImportConfig(readConfig(t, tc.file), Options{})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.file, err)
+		}
+		c := res.Counts
+		if c.ActiveAll != tc.active {
+			t.Errorf("%s: active %d, want %d (%s)", tc.file, c.ActiveAll, tc.active, tc.published)
+		}
+		input := res.Model.PaddedVocab() * res.Model.DModel
+		if c.ActiveAll-input != tc.noInput {
+			t.Errorf("%s: active without the input embedding %d, want %d", tc.file, c.ActiveAll-input, tc.noInput)
+		}
+	}
+}
+
+// TestImportHunyuan: HunYuan's q/k norms follow rotary positions, Hunyuan-Large shares
+// K/V across pairs of layers, and the NTK alpha scaling is resolved into the base as
+// transformers resolves it (10000 · 1000^(128/126) for head_dim 128).
+func TestImportHunyuan(t *testing.T) {
+	for _, tc := range []struct {
+		file    string
+		shareKV int
+		base    float64
+	}{
+		{"hunyuan-a13b.json", 1, 10000 * math.Pow(1000, 128.0/126)},
+		{"hunyuan-large.json", 2, 10000 * math.Pow(1000, 80.0/78)},
+	} {
+		res, err := ImportConfig(readConfig(t, tc.file), Options{})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.file, err)
+		}
+		a := res.Model.Attention
+		if !a.QKNorm || !a.QKNormAfterRope || a.ShareKV != tc.shareKV || res.Model.RopeBase != tc.base || res.Model.RopeScaling != nil {
+			t.Errorf("%s: qk_norm %v after rope %v share_kv %d base %v scaling %+v; want true true %d %v none",
+				tc.file, a.QKNorm, a.QKNormAfterRope, a.ShareKV, res.Model.RopeBase, res.Model.RopeScaling, tc.shareKV, tc.base)
+		}
+		e := res.Model.MoE
+		if e.SharedExperts != 1 || e.SharedGate || !e.Normalize || !e.Dropless() {
+			t.Errorf("%s: shared %d gated %v normalize %v dropless %v", tc.file, e.SharedExperts, e.SharedGate, e.Normalize, e.Dropless())
+		}
+	}
+	a13b := string(readConfig(t, "hunyuan-a13b.json"))
+	// transformers' HunYuanMoEV1 has no cross-layer attention: use_cla is refused there.
+	cla := strings.Replace(a13b, `"use_cla": false`, `"use_cla": true`, 1)
+	if _, err := ImportConfig([]byte(cla), Options{Drop: []string{"use_cla"}}); err == nil || !strings.Contains(err.Error(), "cannot be dropped") {
+		t.Errorf("use_cla in hunyuan_v1_moe: err = %v", err)
+	}
 }
 
 // TestImportFullQKNormAndSharedGate checks that OLMoE's whole-projection q/k norms and

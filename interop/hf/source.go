@@ -149,6 +149,12 @@ func (s *spec) source(name string, notes []string) []byte {
 	case s.qkNorm:
 		kv("", "qk_norm", true)
 	}
+	if s.qkNormAfterRope {
+		kv("", "qk_norm_after_rope", true)
+	}
+	if s.shareKV > 1 {
+		kv("", "share_kv", s.shareKV)
+	}
 	if s.qkvBias {
 		kv("", "qkv_bias", true)
 	}
