@@ -140,6 +140,9 @@ func (s *spec) count() Counts {
 	if !m.TieEmbeddings {
 		c.Total.Head = emb
 	}
+	if m.HeadBias {
+		c.Total.Head = s.add(c.Total.Head, s.vocab)
+	}
 	if m.FinalNorm {
 		s.part = "norm"
 		c.Total.Norms = s.mul(s.stacks(), s.normParams(s.d))

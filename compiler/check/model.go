@@ -149,6 +149,12 @@ func buildModel(d *decl, s *scope) *program.Model {
 		MTPDepth:      s.int("mtp_depth"),
 	}
 	m.RopeScaling = ropeScaling(s)
+	if _, set := s.val("norm_bias"); set {
+		m.NormNoBias = !s.boolean("norm_bias")
+	}
+	if _, set := s.val("head_bias"); set {
+		m.HeadBias = s.boolean("head_bias")
+	}
 	if d.block.Extends != nil {
 		m.Extends = d.block.Extends.Name
 	}
@@ -163,6 +169,7 @@ func buildModel(d *decl, s *scope) *program.Model {
 		}
 		m.Attention.MLA = m.Attention.KVLoraRank > 0
 		m.Attention.QKNormFull = a.str("qk_norm") == "full"
+		m.Attention.ClipQKV = orFloat(a, "clip_qkv", 0)
 		if _, set := a.val("qk_norm_after_rope"); set {
 			m.Attention.QKNormAfterRope = a.boolean("qk_norm_after_rope")
 		}
@@ -183,6 +190,7 @@ func buildModel(d *decl, s *scope) *program.Model {
 			BalanceLoss: e.f64("balance_loss"), ZLoss: e.f64("z_loss"), AuxFreeBias: e.f64("aux_free_bias"),
 			Groups: e.int("groups"), TopKGroups: e.int("topk_groups"),
 		}
+		m.MoE.SparsemixerEps = orFloat(e, "sparsemixer_eps", 0)
 		if f := orFloat(e, "routed_scale", 1); f != 1 {
 			m.MoE.RoutedScale = f
 		}
@@ -209,6 +217,11 @@ func (c *checker) validateModel(s *scope, m *program.Model) {
 		d.Suggestion = "choose kv_heads among " + divisors(int64(m.Attention.Heads))
 	}
 	c.validateMLA(a, m)
+	if m.NormNoBias && m.Norm != program.LayerNorm && ok(s, "norm") {
+		// RMSNorm has no bias to drop: the key would change nothing.
+		d := c.errorf(diag.OutOfRange, s.rangeOf("norm_bias"), "norm_bias = false drops LayerNorm biases, but norm = %s has none", m.Norm)
+		d.Suggestion = "remove norm_bias, or use norm = layernorm"
+	}
 	if m.Attention.QKNormAfterRope && !m.Attention.QKNorm && ok(a, "qk_norm") {
 		// A placement for norms the model does not have would be a key that changes nothing.
 		d := c.errorf(diag.OutOfRange, a.rangeOf("qk_norm_after_rope"), "qk_norm_after_rope places the q/k norms, but qk_norm is false")

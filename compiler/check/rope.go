@@ -18,6 +18,8 @@ func ropeKeys(kind string) []string {
 			"rope_mscale", "rope_mscale_all_dim", "rope_attention_factor", "rope_truncate"}
 	case program.RopeLlama3:
 		return []string{"rope_factor", "rope_original_seq_len", "rope_low_freq_factor", "rope_high_freq_factor"}
+	case program.RopeLongrope:
+		return []string{"rope_original_seq_len", "rope_short_factor", "rope_long_factor", "rope_attention_factor"}
 	}
 	return nil
 }
@@ -26,7 +28,7 @@ func ropeKeys(kind string) []string {
 func allRopeKeys() []string {
 	return []string{"rope_factor", "rope_original_seq_len", "rope_beta_fast", "rope_beta_slow",
 		"rope_mscale", "rope_mscale_all_dim", "rope_attention_factor", "rope_truncate",
-		"rope_low_freq_factor", "rope_high_freq_factor"}
+		"rope_low_freq_factor", "rope_high_freq_factor", "rope_short_factor", "rope_long_factor"}
 }
 
 // validateRopeScaling checks that every rotary-scaling key the model writes is read by its
@@ -65,6 +67,20 @@ func (c *checker) validateRopeScaling(s *scope, m *program.Model) {
 	if kind != "none" && m.Position != program.Rotary {
 		d := c.errorf(diag.BadRopeScaling, s.rangeOf("rope_scaling"), "rope_scaling = %s scales rotary positions, but position = %s", kind, m.Position)
 		d.Suggestion = "use position = rotary, or remove rope_scaling"
+	}
+	if rs := m.RopeScaling; rs != nil && rs.Type == program.RopeLongrope {
+		pairs := m.Attention.HeadDim / 2
+		if m.Attention.MLA {
+			pairs = m.Attention.QKRopeHeadDim / 2
+		}
+		for _, k := range []string{"rope_short_factor", "rope_long_factor"} {
+			if !s.written(k) {
+				d := c.errorf(diag.BadRopeScaling, s.rangeOf("rope_scaling"), "rope_scaling = longrope needs %s: one factor per rotated pair (%d)", k, pairs)
+				d.Suggestion = "copy short_factor and long_factor from the model's rope_scaling"
+			} else if n := len(s.floats(k)); pairs > 0 && int64(n) != pairs {
+				c.errorf(diag.BadRopeScaling, s.rangeOf(k), "%s has %d factors; the rotary head has %d pairs", k, n, pairs)
+			}
+		}
 	}
 	if rs := m.RopeScaling; rs != nil && rs.Type == program.RopeLlama3 && rs.HighFreqFactor <= rs.LowFreqFactor {
 		d := c.errorf(diag.BadRopeScaling, s.rangeOf("rope_high_freq_factor"), "rope_high_freq_factor (%g) must exceed rope_low_freq_factor (%g): the smooth band between them would be empty", rs.HighFreqFactor, rs.LowFreqFactor)
@@ -107,6 +123,13 @@ func ropeScaling(s *scope) *program.RopeScaling {
 	case program.RopeLlama3:
 		rs.OriginalSeqLen = original()
 		rs.LowFreqFactor, rs.HighFreqFactor = orFloat(s, "rope_low_freq_factor", 1), orFloat(s, "rope_high_freq_factor", 4)
+	case program.RopeLongrope:
+		rs.OriginalSeqLen = original()
+		rs.ShortFactor, rs.LongFactor = s.floats("rope_short_factor"), s.floats("rope_long_factor")
+		rs.AttentionFactor = orFloat(s, "rope_attention_factor", 0)
+		if rs.OriginalSeqLen > 0 {
+			rs.Factor = float64(s.i64("seq_len")) / float64(rs.OriginalSeqLen)
+		}
 	}
 	return rs
 }

@@ -168,7 +168,7 @@ func Walk(m *program.Model) ([]Param, error) {
 	if err != nil {
 		return nil, fmt.Errorf("params: %w", err)
 	}
-	w := walker{m: m, d: d, layerNorm: d.Norm == program.LayerNorm}
+	w := walker{m: m, d: d, layerNorm: d.Norm == program.LayerNorm && !m.NormNoBias}
 	w.walk()
 	return w.out, nil
 }
@@ -301,6 +301,11 @@ func (w *walker) walk() {
 	}
 	if !m.TieEmbeddings {
 		w.add(model(RoleHead), "lm_head.weight", d.V, d.D)
+	}
+	if m.HeadBias {
+		h := model(RoleHead)
+		h.Bias = true
+		w.add(h, "lm_head.bias", d.V)
 	}
 }
 

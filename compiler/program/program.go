@@ -107,7 +107,12 @@ type Model struct {
 	RopeScaling *RopeScaling `json:",omitempty"`
 
 	TieEmbeddings bool // output head shares the input embedding matrix
-	MTPDepth      int  // DeepSeek-style multi-token-prediction modules (not counted in headline total)
+	// NormNoBias drops the LayerNorms' biases (DBRX's nn.LayerNorm(bias=False)); HeadBias
+	// adds a bias to the output head (Phi-3.5-MoE's lm_head_bias). omitempty keeps the
+	// config hash of every model without them as it was.
+	NormNoBias bool `json:",omitempty"`
+	HeadBias   bool `json:",omitempty"`
+	MTPDepth   int  // DeepSeek-style multi-token-prediction modules (not counted in headline total)
 
 	Attention Attention
 	FFN       FFN
@@ -166,6 +171,10 @@ type Attention struct {
 	// cross-layer attention) norms the owner's rotated keys with it. Meaningful only with
 	// QKNorm; omitempty as for QKNormFull.
 	QKNormAfterRope bool `json:",omitempty"`
+
+	// ClipQKV clamps the query, key and value projections to [−ClipQKV, ClipQKV] (DBRX's
+	// clip_qkv, OLMo's); 0 is none. omitempty as for QKNormFull.
+	ClipQKV float64 `json:",omitempty"`
 }
 
 // RecomputeProbability is the probability that a layer after the first of its stack
@@ -313,6 +322,11 @@ type MoE struct {
 	// routed_scaling_factor): the gates after any renormalisation. 0 means 1, unscaled;
 	// omitempty keeps the config hash of every model without it as it was.
 	RoutedScale float64 `json:",omitempty"`
+
+	// SparsemixerEps routes with Phi-3.5-MoE's sparsemixer instead of a top-k softmax: each
+	// of the top_k choices is the best remaining expert, gated by a softmax over the experts
+	// within SparsemixerEps (relative) of it; 0 is off. omitempty as above.
+	SparsemixerEps float64 `json:",omitempty"`
 }
 
 // RoutedScaleOrOne is the factor on the routed experts' output: RoutedScale, or 1.

@@ -11,10 +11,15 @@ const (
 	RopeDynamic RopeType = "dynamic" // dynamic NTK: a larger base once a sequence outgrows seq_len
 	RopeYarn    RopeType = "yarn"    // YaRN: a ramp between interpolated and original frequencies, and a factor on cos and sin
 	RopeLlama3  RopeType = "llama3"  // Llama 3.1: long wavelengths divided by the factor, short ones kept, a smooth band between
+	// RopeLongrope: Phi-3's per-pair factors, one list up to the pretrained context and one
+	// beyond it, and a factor on cos and sin.
+	RopeLongrope RopeType = "longrope"
 )
 
 // RopeTypes are the rotary scalings moec computes, in the order the language lists them.
-func RopeTypes() []RopeType { return []RopeType{RopeLinear, RopeDynamic, RopeYarn, RopeLlama3} }
+func RopeTypes() []RopeType {
+	return []RopeType{RopeLinear, RopeDynamic, RopeYarn, RopeLlama3, RopeLongrope}
+}
 
 // RopeScaling is a rotary scaling with its parameters, as transformers' rope_scaling (v5:
 // rope_parameters) holds them. Fields a type does not read are zero.
@@ -38,6 +43,11 @@ type RopeScaling struct {
 	// released models).
 	LowFreqFactor  float64 `json:",omitempty"`
 	HighFreqFactor float64 `json:",omitempty"`
+	// Longrope: the per-pair factors (head_dim/2 each) for sequences up to OriginalSeqLen
+	// and beyond it; AttentionFactor (0: sqrt(1 + ln(s)/ln(OriginalSeqLen)) for s =
+	// SeqLen/OriginalSeqLen) multiplies cos and sin.
+	ShortFactor []float64 `json:",omitempty"`
+	LongFactor  []float64 `json:",omitempty"`
 }
 
 // RopeFrequencies returns the inverse frequencies of a rotary head of dim features (dim/2
@@ -81,6 +91,27 @@ func (m *Model) RopeFrequencies(dim, positions int) (inv []float32, attention fl
 		plain(base)
 	case RopeYarn:
 		return yarnFrequencies(rs, base, dim, orig), yarnAttention(rs)
+	case RopeLongrope:
+		// transformers' _compute_longrope_parameters, in float32 as torch computes.
+		ext := rs.ShortFactor
+		if float64(positions) > orig {
+			ext = rs.LongFactor
+		}
+		for i := range inv {
+			f := float32(1)
+			if i < len(ext) {
+				f = float32(ext[i])
+			}
+			inv[i] = 1 / (f * float32(math.Pow(base, float64(float32(2*i)/float32(dim)))))
+		}
+		attention := rs.AttentionFactor
+		if attention == 0 {
+			attention = 1
+			if s := float64(m.SeqLen) / orig; s > 1 {
+				attention = math.Sqrt(1 + math.Log(s)/math.Log(orig))
+			}
+		}
+		return inv, attention
 	case RopeLlama3:
 		plain(base)
 		// In float32 operation by operation, as torch computes on the float32 inv_freq.

@@ -19,21 +19,23 @@ func TestRopeFrequenciesMatchTransformers(t *testing.T) {
 		t.Fatal(err)
 	}
 	var cases []struct {
-		Name, Type   string
-		Base         float64
-		Dim          int
-		SeqLen       int64   `json:"seq_len"`
-		Positions    int     `json:"positions"`
-		Factor       float64 `json:"factor"`
-		Original     int64   `json:"original"`
-		BetaFast     float64 `json:"beta_fast"`
-		BetaSlow     float64 `json:"beta_slow"`
-		Mscale       float64 `json:"mscale"`
-		MscaleAllDim float64 `json:"mscale_all_dim"`
-		Truncate     *bool   `json:"truncate"`
-		Low, High    float64
-		Inv          []float64
-		Attention    float64
+		Name, Type      string
+		Base            float64
+		Dim             int
+		SeqLen          int64   `json:"seq_len"`
+		Positions       int     `json:"positions"`
+		Factor          float64 `json:"factor"`
+		Original        int64   `json:"original"`
+		BetaFast        float64 `json:"beta_fast"`
+		BetaSlow        float64 `json:"beta_slow"`
+		Mscale          float64 `json:"mscale"`
+		MscaleAllDim    float64 `json:"mscale_all_dim"`
+		Truncate        *bool   `json:"truncate"`
+		Low, High       float64
+		Short, Long     []float64
+		AttentionFactor float64 `json:"attention_factor"`
+		Inv             []float64
+		Attention       float64
 	}
 	if err := json.Unmarshal(raw, &cases); err != nil {
 		t.Fatal(err)
@@ -43,7 +45,8 @@ func TestRopeFrequenciesMatchTransformers(t *testing.T) {
 		if c.Type != "" {
 			m.RopeScaling = &RopeScaling{Type: RopeType(c.Type), Factor: c.Factor, OriginalSeqLen: c.Original,
 				BetaFast: c.BetaFast, BetaSlow: c.BetaSlow, Mscale: c.Mscale, MscaleAllDim: c.MscaleAllDim,
-				NoTruncate: c.Truncate != nil && !*c.Truncate, LowFreqFactor: c.Low, HighFreqFactor: c.High}
+				NoTruncate: c.Truncate != nil && !*c.Truncate, LowFreqFactor: c.Low, HighFreqFactor: c.High,
+				ShortFactor: c.Short, LongFactor: c.Long, AttentionFactor: c.AttentionFactor}
 		}
 		positions := c.Positions
 		if positions == 0 {

@@ -25,6 +25,8 @@ const (
 	// is Hunyuan-Large (hunyuan, Tencent's remote code, with cross-layer attention).
 	HunyuanMoE Arch = "hunyuan_v1_moe"
 	Hunyuan    Arch = "hunyuan"
+	PhiMoE     Arch = "phimoe" // Phi-3.5-MoE
+	DBRX       Arch = "dbrx"
 	OLMoE      Arch = "olmoe"
 	Llama      Arch = "llama" // dense; also mistral, qwen2, qwen3 dense configs
 )
@@ -43,6 +45,8 @@ var archOf = map[string]struct {
 	"deepseek":       {DeepSeekMoE, "DeepseekForCausalLM"},
 	"hunyuan_v1_moe": {HunyuanMoE, "HunYuanMoEV1ForCausalLM"},
 	"hunyuan":        {Hunyuan, "HunYuanForCausalLM"},
+	"phimoe":         {PhiMoE, "PhimoeForCausalLM"},
+	"dbrx":           {DBRX, "DbrxForCausalLM"},
 	"olmoe":          {OLMoE, "OlmoeForCausalLM"},
 	"llama":          {Llama, "LlamaForCausalLM"},
 	"mistral":        {Llama, "MistralForCausalLM"},
@@ -73,6 +77,10 @@ type spec struct {
 	qkNormFull       bool // qk_norm = full: the norms span the whole projections (OLMoE)
 	qkNormAfterRope  bool // the norms follow rotary positions (HunYuan)
 	shareKV          int  // cross-layer attention: layers per K/V owner (0, 1: none)
+	clipQKV          float64
+	layerNorm        bool // LayerNorm, not RMSNorm (Phi-3.5-MoE, DBRX)
+	normNoBias       bool // LayerNorms without biases (DBRX)
+	headBias         bool // a bias on lm_head (Phi-3.5-MoE)
 	window           int64
 	qLora, kvLora    int64
 	nope, rope, vDim int64
@@ -97,6 +105,7 @@ type moeSpec struct {
 	auxFree       float64
 	groups, topkG int
 	routedScale   float64 // 0 or 1: unscaled
+	sparsemixer   float64 // Phi-3.5-MoE's sparsemixer threshold (0: top-k softmax)
 }
 
 // readSpec reads a config into a spec, collecting every refusal in r.
@@ -119,6 +128,11 @@ func readSpec(r *reader) (*spec, error) {
 		return nil, e
 	}
 	s := &spec{modelType: mt, class: entry.class, arch: entry.arch}
+	if entry.arch == DBRX {
+		// DBRX names its sizes its own way and nests attention and FFN settings.
+		s.dbrx(r)
+		return s.finish(r)
+	}
 	s.vocab = r.required("vocab_size")
 	s.dModel = r.required("hidden_size")
 	s.layers = int(r.required("num_hidden_layers"))
@@ -151,7 +165,9 @@ func readSpec(r *reader) (*spec, error) {
 	}
 	r.zero("attention_dropout", "attention dropout")
 	r.zero("hidden_dropout", "hidden dropout")
-	r.zero("router_jitter_noise", "router jitter noise")
+	if entry.arch != PhiMoE {
+		r.zero("router_jitter_noise", "router jitter noise") // PhiMoE's is its sparsemixer threshold
+	}
 	if tp := r.integer("pretraining_tp", 1); tp != 1 {
 		r.inexpressible("pretraining_tp", fmt.Sprintf("pretraining_tp %d slices the matmuls", tp), "results differ in rounding only, but moec computes them whole", 0)
 	}
@@ -195,6 +211,8 @@ func readSpec(r *reader) (*spec, error) {
 		s.deepseek(r)
 	case Hunyuan, HunyuanMoE:
 		s.hunyuan(r)
+	case PhiMoE:
+		s.phimoe(r)
 	case Llama:
 		s.ffnHidden = r.required("intermediate_size")
 		if r.boolean("mlp_bias", false) {
@@ -207,6 +225,11 @@ func readSpec(r *reader) (*spec, error) {
 			s.qkvBias = true // Qwen2 always biases Q, K and V
 		}
 	}
+	return s.finish(r)
+}
+
+// finish reports every field nobody read and every --drop that names nothing droppable.
+func (s *spec) finish(r *reader) (*spec, error) {
 	r.leftovers()
 	r.checkDrops()
 	if len(r.issues) > 0 {

@@ -48,6 +48,10 @@ var published = []struct {
 		"tencent/Hunyuan-A13B-Instruct: the model card's 80B total; the tensors of transformers' HunYuanMoEV1ForCausalLM (tied embedding, 32 layers of 64 experts and one shared MLP of 3072, per-head q/k norms)"},
 	{"hunyuan-large.json", nil, 389_520_605_440, 0,
 		"tencent/Tencent-Hunyuan-Large: the paper's 389B total (arXiv:2411.02265); the tensors of Tencent's modeling_hunyuan.py (K/V projections in 32 of 64 layers, cross-layer attention)"},
+	{"phi-3.5-moe.json", []string{"input_jitter_noise"}, 41_873_153_344, 0,
+		"microsoft/Phi-3.5-MoE-instruct: the model card's 41.9B (6.6B active); its config.json with the 64 longrope short and long factors replaced by placeholders (no count depends on them); input_jitter_noise, training-only, dropped"},
+	{"dbrx-base.json", nil, 131_596_523_520, 0,
+		"databricks/dbrx-base: the model card's 132B total (36B active); the tensors of transformers' DbrxForCausalLM (fused Wqkv, LayerNorms without bias)"},
 	{"olmoe-1b-7b.json", nil, 6_919_161_856, 0,
 		"allenai/OLMoE-1B-7B-0924: the paper's 6.9B; exact sum of its tensors"},
 	{"llama-3-8b.json", nil, 8_030_261_248, 0,
@@ -109,8 +113,14 @@ func TestImportActiveCounts(t *testing.T) {
 		{"deepseek-moe-16b.json", 2_828_650_496, 2_618_935_296, "2.8B activated (arXiv:2401.06066)"},
 		{"hunyuan-a13b.json", 12_747_448_320, 12_222_476_288, "13B active (model card)"},
 		{"hunyuan-large.json", 52_141_277_440, 51_318_800_640, "52B activated (arXiv:2411.02265)"},
+		{"phi-3.5-moe.json", 6_640_999_744, 6_509_665_600, "6.6B active parameters (model card)"},
+		{"dbrx-base.json", 36_469_708_800, 35_853_146_112, "36B active parameters (model card)"},
 	} {
-		res, err := ImportConfig(readConfig(t, tc.file), Options{})
+		var drop []string
+		if tc.file == "phi-3.5-moe.json" {
+			drop = []string{"input_jitter_noise"}
+		}
+		res, err := ImportConfig(readConfig(t, tc.file), Options{Drop: drop})
 		if err != nil {
 			t.Fatalf("%s: %v", tc.file, err)
 		}
@@ -314,8 +324,8 @@ func TestImportErrors(t *testing.T) {
 			ErrBadConfig, []string{"rope_scaling", `unknown rope type "wobbly"`, "yarn"}},
 		{"incomplete llama3", edit(`"sliding_window": null`, `"sliding_window": null, "rope_scaling": {"rope_type": "llama3", "factor": 8, "original_max_position_embeddings": 8192}`),
 			ErrBadConfig, []string{"rope_scaling", "llama3 scaling needs low_freq_factor"}},
-		{"longrope", edit(`"sliding_window": null`, `"sliding_window": null, "rope_scaling": {"rope_type": "longrope", "factor": 8, "short_factor": [1], "long_factor": [2]}`),
-			ErrInexpressible, []string{"rope_scaling", "longrope", "cannot be dropped"}},
+		{"longrope", edit(`"sliding_window": null`, `"sliding_window": null, "rope_scaling": {"rope_type": "longrope", "short_factor": [1], "long_factor": [2], "original_max_position_embeddings": 4096, "short_mscale": 1.1, "long_mscale": 1.2}`),
+			ErrInexpressible, []string{"rope_scaling", "short_mscale 1.1 and long_mscale 1.2", "cannot be dropped"}},
 		{"rope key", edit(`"sliding_window": null`, `"sliding_window": null, "rope_scaling": {"rope_type": "linear", "factor": 2, "beta_fast": 4}`),
 			ErrInexpressible, []string{"rope_scaling", "key(s) beta_fast"}},
 		{"unknown field", edit(`"use_cache": true`, `"use_cache": true, "expert_dropout": 0.1`),

@@ -122,6 +122,7 @@ func layoutFor(m *program.Model) (Layout, []string) {
 	gap(!m.FinalNorm, "final_norm = false")
 	gap(m.Position != program.Rotary, fmt.Sprintf("position = %s", m.Position))
 	gap(!ropeScalingExact(m), "yarn scaling whose rope_factor is not seq_len / rope_original_seq_len (transformers takes the factor from that ratio)")
+	gap(m.RopeScaling != nil && m.RopeScaling.Type == program.RopeLongrope, "longrope scaling (the export writes linear, dynamic, yarn and llama3 only)")
 	gap(m.MoE != nil && m.MoE.RoutedScaleOrOne() != 1, "routed_scale (no class moec writes scales its routed experts)")
 	gap(m.MTPDepth > 0, "multi-token prediction (mtp_depth)")
 	gap(a.MLA, "multi-head latent attention (transformers' DeepSeek classes are not among those moec writes)")
@@ -130,6 +131,10 @@ func layoutFor(m *program.Model) (Layout, []string) {
 	gap(a.ShareKV > 1, "cross-layer K/V sharing (share_kv > 1)")
 	gap(a.Sinks, "attention sinks")
 	gap(a.QKNorm && a.QKNormAfterRope, "q/k norms after rotary positions (qk_norm_after_rope)")
+	gap(a.ClipQKV > 0, "clipped Q/K/V projections (clip_qkv)")
+	gap(m.NormNoBias && m.Norm == program.LayerNorm, "LayerNorms without biases (norm_bias = false)")
+	gap(m.HeadBias, "an output-head bias (head_bias)")
+	gap(m.MoE != nil && m.MoE.SparsemixerEps > 0, "sparsemixer routing (sparsemixer_eps)")
 	gap(m.FFN.Activation != program.SwiGLU && m.FFN.Activation != program.GeGLU, fmt.Sprintf("ffn activation %s (the classes gate their FFNs: swiglu or geglu)", m.FFN.Activation))
 	if e := m.MoE; e != nil && e.Experts > 0 {
 		gap(e.Router == program.RouteTokenEmbedding, "token-embedding routing (router = token_embedding)")

@@ -61,7 +61,8 @@ type ropeSpec struct {
 	attentionFactor      float64
 	noTruncate           bool
 	lowFreq, highFreq    float64
-	factorNote           string // how the factor was derived, when not as written
+	short, long          []float64 // longrope
+	factorNote           string    // how the factor was derived, when not as written
 }
 
 // ropeKeysOf lists the keys transformers reads for each rotary scaling beside rope_type
@@ -77,6 +78,9 @@ func ropeKeysOf(kind string) []string {
 			"mscale", "mscale_all_dim", "attention_factor", "truncate"}
 	case "llama3":
 		return []string{"factor", "original_max_position_embeddings", "low_freq_factor", "high_freq_factor"}
+	case "longrope":
+		return []string{"factor", "original_max_position_embeddings", "short_factor", "long_factor",
+			"attention_factor", "short_mscale", "long_mscale"}
 	}
 	return nil
 }
@@ -118,12 +122,7 @@ func (s *spec) readRope(r *reader, field string, raw json.RawMessage) {
 			break
 		}
 	}
-	known := []string{"default", "linear", "dynamic", "yarn", "llama3"}
-	if kind == "longrope" {
-		r.refuse(field, fmt.Sprintf("longrope rotary scaling %s", compactFull(raw)),
-			"moec computes the linear, dynamic, yarn and llama3 scalings; longrope's per-dimension factors are not among them")
-		return
-	}
+	known := []string{"default", "linear", "dynamic", "yarn", "llama3", "longrope"}
 	found := false
 	for _, k := range known {
 		found = found || k == kind
@@ -154,6 +153,10 @@ func (s *spec) readRope(r *reader, field string, raw json.RawMessage) {
 		return
 	}
 	rp := &ropeSpec{kind: program.RopeType(kind)}
+	if kind == "longrope" {
+		s.readLongrope(r, field, rs, rp, num)
+		return
+	}
 	f, ok := num("factor")
 	if !ok || f < 1 {
 		r.bad(field, "factor: want a number >= 1 for %s scaling, have %s", kind, compact(rs["factor"]))
@@ -208,4 +211,45 @@ func (s *spec) readRope(r *reader, field string, raw json.RawMessage) {
 	if rp.factorNote != "" {
 		r.notes = append(r.notes, rp.factorNote)
 	}
+}
+
+// readLongrope reads Phi-3's longrope: per-pair short and long factors, the pretrained
+// context (in the object or, as transformers v5 reads it, at the config's top level), and
+// the factor on cos and sin: attention_factor, or Phi-3.5's short_mscale = long_mscale.
+func (s *spec) readLongrope(r *reader, field string, rs map[string]json.RawMessage, rp *ropeSpec, num func(string) (float64, bool)) {
+	list := func(key string) []float64 {
+		var v []float64
+		if err := json.Unmarshal(rs[key], &v); err != nil || len(v) == 0 {
+			r.bad(field, "%s: want a list of numbers, have %s", key, compact(rs[key]))
+		}
+		return v
+	}
+	rp.short, rp.long = list("short_factor"), list("long_factor")
+	if o, ok := num("original_max_position_embeddings"); ok {
+		rp.original = int64(o)
+	}
+	if o := r.integer("original_max_position_embeddings", 0); o > 0 {
+		if rp.original > 0 && rp.original != o {
+			r.bad("original_max_position_embeddings", "%d differs from rope_scaling's %d", o, rp.original)
+		}
+		rp.original = o
+	}
+	if rp.original == 0 {
+		r.bad(field, "longrope needs original_max_position_embeddings")
+		return
+	}
+	rp.attentionFactor, _ = num("attention_factor")
+	shortM, okS := num("short_mscale")
+	longM, okL := num("long_mscale")
+	switch {
+	case okS != okL || (okS && shortM != longM):
+		r.refuse(field, fmt.Sprintf("short_mscale %v and long_mscale %v", shortM, longM), "moec's longrope has one factor on cos and sin for both")
+		return
+	case okS && rp.attentionFactor != 0 && rp.attentionFactor != shortM:
+		r.bad(field, "attention_factor %v and short_mscale %v disagree", rp.attentionFactor, shortM)
+		return
+	case okS:
+		rp.attentionFactor = shortM
+	}
+	s.ropeScale = rp
 }

@@ -84,6 +84,15 @@ def llama3(base, dim, factor, low_ff, high_ff, old):
     return out
 
 
+def longrope(base, dim, max_pos, original, short, long, seq_len, attention_factor=None):
+    factor = max_pos / original
+    if attention_factor is None:
+        attention_factor = 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(original))
+    ext = long if seq_len and seq_len > original else short
+    shape = [f32(i / dim) for i in range(0, dim, 2)]
+    return [f32(1.0 / f32(f32(e) * f32(base ** s))) for e, s in zip(ext, shape)], attention_factor
+
+
 cases = [
     {"name": "default", "type": "", "base": 10000.0, "dim": 64, "seq_len": 4096,
      "inv": default(10000.0, 64), "attention": 1.0},
@@ -110,5 +119,15 @@ inv, att = yarn(10000.0, 64, 16.0, 65536, original=4096, mscale=1.0, mscale_all_
 cases.append({"name": "yarn_fractional", "type": "yarn", "base": 10000.0, "dim": 64, "seq_len": 65536,
               "factor": 16.0, "original": 4096, "mscale": 1.0, "mscale_all_dim": 0.5, "truncate": False,
               "inv": inv, "attention": att})
+short = [1.0 + 0.05 * i for i in range(8)]
+long_ = [1.0 + 0.5 * i for i in range(8)]
+for name, n, att in [("longrope_short", 4096, None), ("longrope_long", 8192, 1.243163121016122)]:
+    inv, a = longrope(10000.0, 16, 131072, 4096, short, long_, n, att)
+    case = {"name": name, "type": "longrope", "base": 10000.0, "dim": 16, "seq_len": 131072, "original": 4096,
+            "positions": n, "short": short, "long": long_, "inv": inv, "attention": a}
+    if att is not None:
+        case["attention_factor"] = att
+    cases.append(case)
+
 if __name__ == "__main__":
     print(json.dumps(cases, indent=1))
