@@ -198,6 +198,12 @@ func (s *spec) count() Counts {
 	s.add(c.ActiveAll, c.MTPActive)
 	c.TotalNoEmbedding = c.TotalAll - c.Total.lookups() - c.Total.Head
 	c.ActiveNoEmbedding = c.ActiveAll - c.Active.lookups() - c.Active.Head
+	// A tied matrix is the head as well: it stays.
+	inputT, inputA := c.Total.lookups(), c.Active.lookups()
+	if m.TieEmbeddings {
+		inputT, inputA = inputT-c.Total.Embedding, inputA-c.Active.Embedding
+	}
+	c.TotalNoInput, c.ActiveNoInput = c.TotalAll-inputT, c.ActiveAll-inputA
 	return c
 }
 
@@ -237,5 +243,10 @@ func (c Counts) Conventions() []Convention {
 			Total:       c.TotalAll + c.MTP, Active: c.ActiveAll + c.MTPActive,
 		})
 	}
+	out = append(out, Convention{
+		Name:        "no_input_embedding",
+		Description: "without the input lookups (token embedding unless tied to the head, learned positions, the router's token table), the output head kept: DeepSeek's convention for activated parameters",
+		Total:       c.TotalNoInput, Active: c.ActiveNoInput,
+	})
 	return out
 }
