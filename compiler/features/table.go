@@ -247,7 +247,8 @@ func Table() []Feature {
 				Megatron: refused("Megatron's GPT model rotates by the plain frequencies (its yarn serves latent attention only)"),
 				HF: when(func(m *program.Model, _ Layout) bool {
 					rs := m.RopeScaling
-					return rs.Type == program.RopeLongrope || rs.Type == program.RopeYarn && rs.OriginalSeqLen > 0 && float64(m.SeqLen)/float64(rs.OriginalSeqLen) != rs.Factor
+					return rs.Type == program.RopeLongrope || rs.Type == program.RopeYarn && rs.OriginalSeqLen > 0 &&
+						rs.OriginalSeqLen != m.SeqLen && float64(m.SeqLen)/float64(rs.OriginalSeqLen) != rs.Factor
 				}, "longrope, or yarn scaling whose rope_factor is not seq_len / rope_original_seq_len (transformers takes the factor from that ratio): exported in moec's layout"),
 			}},
 		{Key: "layernorm", Name: "LayerNorm (norm = layernorm)",

@@ -19,7 +19,11 @@ func ropeScalingConfig(m *program.Model) map[string]any {
 	out := map[string]any{"rope_type": string(rs.Type), "factor": rs.Factor}
 	switch rs.Type {
 	case program.RopeYarn:
-		out["original_max_position_embeddings"] = rs.OriginalSeqLen
+		// Without it transformers takes max_position_embeddings as the pretrained context and
+		// the factor as written; with it (newer versions) the factor is the ratio of the two.
+		if rs.OriginalSeqLen != m.SeqLen {
+			out["original_max_position_embeddings"] = rs.OriginalSeqLen
+		}
 		out["beta_fast"], out["beta_slow"] = rs.BetaFast, rs.BetaSlow
 		if rs.Mscale != 0 {
 			out["mscale"] = rs.Mscale
@@ -45,7 +49,7 @@ func ropeScalingConfig(m *program.Model) map[string]any {
 // max_position_embeddings / original_max_position_embeddings, not from "factor".
 func ropeScalingExact(m *program.Model) bool {
 	rs := m.RopeScaling
-	if rs == nil || rs.Type != program.RopeYarn || rs.OriginalSeqLen == 0 {
+	if rs == nil || rs.Type != program.RopeYarn || rs.OriginalSeqLen == 0 || rs.OriginalSeqLen == m.SeqLen {
 		return true
 	}
 	return float64(m.SeqLen)/float64(rs.OriginalSeqLen) == rs.Factor
