@@ -243,6 +243,13 @@ func (c Counts) Conventions() []Convention {
 			Total:       c.TotalAll + c.MTP, Active: c.ActiveAll + c.MTPActive,
 		})
 	}
+	if c.Buffers > 0 {
+		out = append(out, Convention{
+			Name:        "with_buffers",
+			Description: "all, plus the non-trainable routing biases a checkpoint stores beside the parameters (DeepSeek-V3's e_score_correction_bias: one per expert and MoE layer)",
+			Total:       c.TotalAll + c.Buffers, Active: c.ActiveAll,
+		})
+	}
 	out = append(out, Convention{
 		Name:        "no_input_embedding",
 		Description: "without the input lookups (token embedding unless tied to the head, learned positions, the router's token table), the output head kept: DeepSeek's convention for activated parameters",
