@@ -31,10 +31,12 @@ func newImportHFCommand(stdout, stderr io.Writer) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "hf [CONFIG.json] [-o model.moe] | hf --checkpoint HFDIR -o OUTDIR",
 		Short: "Turn a Hugging Face config.json (or a whole checkpoint folder) into a .moe model",
-		Long: "With a config.json, hf writes the .moe model it describes (Mixtral, Qwen2-MoE, Qwen3-MoE,\n" +
-			"DeepSeek-V2/V3, OLMoE, or a dense Llama-style model) to -o or standard output; the model\n" +
-			"has exactly the checkpoint's parameters. Fields moec cannot express are errors, all listed;\n" +
-			"--drop FIELD,... imports without them and notes each in the header.\n" +
+		Long: "With a config.json (transformers v4 or v5), hf writes the .moe model it describes (Mixtral,\n" +
+			"Qwen2-MoE, Qwen3-MoE, DeepSeek-MoE/V2/V3, Hunyuan-Large, Hunyuan-A13B, Phi-3.5-MoE, DBRX,\n" +
+			"OLMoE, or a dense Llama-style model) to -o or standard output; the model has exactly the\n" +
+			"checkpoint's parameters. Fields moec cannot express are errors, all listed; --drop\n" +
+			"FIELD,... imports without those whose absence leaves the numbers the same (dropout, jitter)\n" +
+			"and notes each in the header; any other is refused with the reason.\n" +
 			"With --checkpoint HFDIR (config.json and *.safetensors), hf converts the weights too:\n" +
 			"OUTDIR/NAME.moe and a moec checkpoint under OUTDIR/checkpoints that eval, generate and\n" +
 			"export read (Llama, Mistral, Qwen2/3, Mixtral, Qwen2-MoE, Qwen3-MoE and OLMoE weights).",
@@ -84,7 +86,7 @@ func newImportHFCommand(stdout, stderr io.Writer) *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&out, "output", "o", "", "the .moe file to write (default standard output), or with --checkpoint the output folder")
 	cmd.Flags().StringVar(&name, "name", "", "the model's name in the .moe file (default: the config's model_type)")
-	cmd.Flags().StringSliceVar(&drop, "drop", nil, "config fields to import without (each is noted in the header)")
+	cmd.Flags().StringSliceVar(&drop, "drop", nil, "config fields that do not change the numbers to import without (each is noted in the header)")
 	cmd.Flags().StringVar(&ckpt, "checkpoint", "", "a Hugging Face folder (config.json and *.safetensors) whose weights to convert")
 	return cmd
 }

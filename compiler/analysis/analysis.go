@@ -70,6 +70,11 @@ type Counts struct {
 	// the router's token table) and without the output head, as papers variously report them.
 	TotalNoEmbedding  int64
 	ActiveNoEmbedding int64
+	// The same totals without the input lookups only (token embedding unless tied to the
+	// head, learned positions, the router's token table), the output head kept: DeepSeek's
+	// "activated parameters" convention.
+	TotalNoInput  int64
+	ActiveNoInput int64
 
 	// Additive fields.
 	MTPActive    int64         // parameters one token touches in the MTP modules (shared embedding and head excluded)

@@ -51,7 +51,8 @@ func (s *spec) attention(ownsKV bool) attnParts {
 			qw, kw = qOut, kvOut
 		}
 		p.params = s.add(p.params, qw)
-		if ownsKV {
+		// After rotary (HunYuan), every layer norms the rotated keys with its own norm.
+		if ownsKV || a.QKNormAfterRope {
 			p.params = s.add(p.params, kw)
 		}
 	}

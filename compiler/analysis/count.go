@@ -140,6 +140,9 @@ func (s *spec) count() Counts {
 	if !m.TieEmbeddings {
 		c.Total.Head = emb
 	}
+	if m.HeadBias {
+		c.Total.Head = s.add(c.Total.Head, s.vocab)
+	}
 	if m.FinalNorm {
 		s.part = "norm"
 		c.Total.Norms = s.mul(s.stacks(), s.normParams(s.d))
@@ -195,6 +198,12 @@ func (s *spec) count() Counts {
 	s.add(c.ActiveAll, c.MTPActive)
 	c.TotalNoEmbedding = c.TotalAll - c.Total.lookups() - c.Total.Head
 	c.ActiveNoEmbedding = c.ActiveAll - c.Active.lookups() - c.Active.Head
+	// A tied matrix is the head as well: it stays.
+	inputT, inputA := c.Total.lookups(), c.Active.lookups()
+	if m.TieEmbeddings {
+		inputT, inputA = inputT-c.Total.Embedding, inputA-c.Active.Embedding
+	}
+	c.TotalNoInput, c.ActiveNoInput = c.TotalAll-inputT, c.ActiveAll-inputA
 	return c
 }
 
@@ -234,5 +243,17 @@ func (c Counts) Conventions() []Convention {
 			Total:       c.TotalAll + c.MTP, Active: c.ActiveAll + c.MTPActive,
 		})
 	}
+	if c.Buffers > 0 {
+		out = append(out, Convention{
+			Name:        "with_buffers",
+			Description: "all, plus the non-trainable routing biases a checkpoint stores beside the parameters (DeepSeek-V3's e_score_correction_bias: one per expert and MoE layer)",
+			Total:       c.TotalAll + c.Buffers, Active: c.ActiveAll,
+		})
+	}
+	out = append(out, Convention{
+		Name:        "no_input_embedding",
+		Description: "without the input lookups (token embedding unless tied to the head, learned positions, the router's token table), the output head kept: DeepSeek's convention for activated parameters",
+		Total:       c.TotalNoInput, Active: c.ActiveNoInput,
+	})
 	return out
 }

@@ -66,7 +66,7 @@ func resolve(in *program.Model) *spec {
 
 // normParams is one norm over width w: RMSNorm has a weight, LayerNorm a weight and a bias.
 func (s *spec) normParams(w int64) int64 {
-	if s.m.Norm == program.LayerNorm {
+	if s.m.Norm == program.LayerNorm && !s.m.NormNoBias {
 		return s.mul(2, w)
 	}
 	return w

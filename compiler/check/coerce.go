@@ -90,7 +90,7 @@ func (r *resolver) coerce(s *scope, spec *keySpec, v value, rng diag.Range) (val
 		if v.s != "" {
 			v.kind = kindIdent
 		}
-	case tyIntList:
+	case tyIntList, tyFloatList:
 		if v.kind != kindList {
 			return wrong()
 		}

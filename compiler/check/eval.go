@@ -330,7 +330,7 @@ func (r *resolver) eval(s *scope, e ast.Expr, spec *keySpec, file string) (value
 			if !ok {
 				return value{}, false
 			}
-			if spec.typ.kind == tyIntList {
+			if spec.typ.kind == tyIntList || spec.typ.kind == tyFloatList {
 				if v, ok = r.listElem(v, diag.RangeOf(file, x), spec); !ok {
 					return value{}, false
 				}
@@ -361,6 +361,17 @@ func (r *resolver) eval(s *scope, e ast.Expr, spec *keySpec, file string) (value
 }
 
 func (r *resolver) listElem(v value, rng diag.Range, spec *keySpec) (value, bool) {
+	if spec.typ.kind == tyFloatList {
+		switch {
+		case v.kind != kindNum:
+			r.errorf(diag.WrongType, rng, "%s is a list of numbers; this element is a %s", spec.name, v.kind)
+		case v.dim != dimNone:
+			r.errorf(diag.WrongUnit, rng, "%s is a list of plain numbers; this element is %s", spec.name, v.dim)
+		default:
+			return v, true
+		}
+		return value{}, false
+	}
 	switch {
 	case v.kind != kindNum:
 		r.errorf(diag.WrongType, rng, "%s is a list of integers; this element is a %s", spec.name, v.kind)

@@ -148,6 +148,13 @@ func buildModel(d *decl, s *scope) *program.Model {
 		TieEmbeddings: s.boolean("tie_embeddings"),
 		MTPDepth:      s.int("mtp_depth"),
 	}
+	m.RopeScaling = ropeScaling(s)
+	if _, set := s.val("norm_bias"); set {
+		m.NormNoBias = !s.boolean("norm_bias")
+	}
+	if _, set := s.val("head_bias"); set {
+		m.HeadBias = s.boolean("head_bias")
+	}
 	if d.block.Extends != nil {
 		m.Extends = d.block.Extends.Name
 	}
@@ -162,6 +169,10 @@ func buildModel(d *decl, s *scope) *program.Model {
 		}
 		m.Attention.MLA = m.Attention.KVLoraRank > 0
 		m.Attention.QKNormFull = a.str("qk_norm") == "full"
+		m.Attention.ClipQKV = orFloat(a, "clip_qkv", 0)
+		if _, set := a.val("qk_norm_after_rope"); set {
+			m.Attention.QKNormAfterRope = a.boolean("qk_norm_after_rope")
+		}
 	}
 	if f := s.sections["ffn"]; f != nil {
 		m.FFN = program.FFN{Hidden: f.i64("hidden"), Activation: program.Activation(f.str("activation")), Bias: f.boolean("bias")}
@@ -178,6 +189,10 @@ func buildModel(d *decl, s *scope) *program.Model {
 			CapacityFactor: e.f64("capacity_factor"), DroplessSkew: e.f64("dropless_skew"),
 			BalanceLoss: e.f64("balance_loss"), ZLoss: e.f64("z_loss"), AuxFreeBias: e.f64("aux_free_bias"),
 			Groups: e.int("groups"), TopKGroups: e.int("topk_groups"),
+		}
+		m.MoE.SparsemixerEps = orFloat(e, "sparsemixer_eps", 0)
+		if f := orFloat(e, "routed_scale", 1); f != 1 {
+			m.MoE.RoutedScale = f
 		}
 	}
 	return m
@@ -202,6 +217,16 @@ func (c *checker) validateModel(s *scope, m *program.Model) {
 		d.Suggestion = "choose kv_heads among " + divisors(int64(m.Attention.Heads))
 	}
 	c.validateMLA(a, m)
+	if m.NormNoBias && m.Norm != program.LayerNorm && ok(s, "norm") {
+		// RMSNorm has no bias to drop: the key would change nothing.
+		d := c.errorf(diag.OutOfRange, s.rangeOf("norm_bias"), "norm_bias = false drops LayerNorm biases, but norm = %s has none", m.Norm)
+		d.Suggestion = "remove norm_bias, or use norm = layernorm"
+	}
+	if m.Attention.QKNormAfterRope && !m.Attention.QKNorm && ok(a, "qk_norm") {
+		// A placement for norms the model does not have would be a key that changes nothing.
+		d := c.errorf(diag.OutOfRange, a.rangeOf("qk_norm_after_rope"), "qk_norm_after_rope places the q/k norms, but qk_norm is false")
+		d.Suggestion = "set qk_norm = true, or remove qk_norm_after_rope"
+	}
 	if m.Attention.QKNormFull && m.Attention.MLA && ok(a, "qk_norm", "kv_lora_rank") {
 		// Latent attention's queries and keys are rebuilt per head from low-rank latents,
 		// which have norms of their own; there is no whole projection for one norm to span.
@@ -225,6 +250,7 @@ func (c *checker) validateModel(s *scope, m *program.Model) {
 	if e := s.sections["moe"]; e != nil && m.MoE != nil {
 		c.validateMoE(s, e, m)
 	}
+	c.validateRopeScaling(s, m)
 }
 
 func (c *checker) validateMLA(a *scope, m *program.Model) {

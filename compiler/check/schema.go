@@ -11,17 +11,18 @@ import (
 type typeKind int
 
 const (
-	tyInt     typeKind = iota + 1 // a plain integer; count suffixes allowed (150k)
-	tyFloat                       // a plain number
-	tyBool                        // true or false
-	tyEnum                        // one of keyType.enums
-	tyBytes                       // a size with a byte suffix
-	tyRate                        // a bit or byte rate, stored as bytes/s
-	tyFLOPS                       // FLOP/s
-	tyString                      // a double-quoted string
-	tyIntList                     // [1, 2, 3]
-	tyCtor                        // a constructor: one of keyType.ctors
-	tyName                        // a declaration name, written as an identifier or string
+	tyInt       typeKind = iota + 1 // a plain integer; count suffixes allowed (150k)
+	tyFloat                         // a plain number
+	tyBool                          // true or false
+	tyEnum                          // one of keyType.enums
+	tyBytes                         // a size with a byte suffix
+	tyRate                          // a bit or byte rate, stored as bytes/s
+	tyFLOPS                         // FLOP/s
+	tyString                        // a double-quoted string
+	tyIntList                       // [1, 2, 3]
+	tyFloatList                     // [1.0, 1.02, 2.5]
+	tyCtor                          // a constructor: one of keyType.ctors
+	tyName                          // a declaration name, written as an identifier or string
 )
 
 // keyType is a key's type; enums also lists the words a float key accepts (dropless) or,
@@ -58,6 +59,8 @@ func (t keyType) String() string {
 		return "a string"
 	case tyIntList:
 		return "a list of integers"
+	case tyFloatList:
+		return "a list of numbers"
 	case tyCtor:
 		names := make([]string, len(t.ctors))
 		for i, c := range t.ctors {
@@ -266,8 +269,23 @@ func newSchema() *schema {
 		boolean("final_norm", "true", "norm before the output head"),
 		enum("position", "rotary", []string{"rotary", "learned", "none", "relative"}, "position encoding"),
 		float("rope_base", "10000", positive, "rotary base"),
+		optional(enum("rope_scaling", "", ropeScalingNames(), "rotary scaling beyond the pretrained context")),
+		optional(float("rope_factor", "", atLeastOne, "rotary scaling: context extension factor")),
+		atMost(maxPositions, whyPositions, optional(integer("rope_original_seq_len", "", positive, "rotary scaling: the pretrained context (yarn, llama3)"))),
+		optional(float("rope_beta_fast", "", positive, "yarn: rotations bounding the ramp's fast end")),
+		optional(float("rope_beta_slow", "", positive, "yarn: rotations bounding the ramp's slow end")),
+		optional(float("rope_mscale", "", nonNegative, "yarn: DeepSeek's mscale (0 = unset)")),
+		optional(float("rope_mscale_all_dim", "", nonNegative, "yarn: DeepSeek's mscale_all_dim (0 = unset)")),
+		optional(float("rope_attention_factor", "", nonNegative, "yarn: factor on cos and sin (0 = derived from rope_factor)")),
+		optional(boolean("rope_truncate", "", "yarn: round the ramp's bounds to whole dimensions")),
+		optional(&keySpec{name: "rope_short_factor", typ: keyType{kind: tyFloatList}, doc: "longrope: per-pair factors up to the pretrained context"}),
+		optional(&keySpec{name: "rope_long_factor", typ: keyType{kind: tyFloatList}, doc: "longrope: per-pair factors beyond it"}),
+		optional(float("rope_low_freq_factor", "", positive, "llama3: low-frequency band limit")),
+		optional(float("rope_high_freq_factor", "", positive, "llama3: high-frequency band limit")),
 		atMost(maxPositions, whyPositions, integer("max_position", "seq_len", positive, "learned position rows")),
 		boolean("tie_embeddings", "false", "output head shares the embedding"),
+		optional(boolean("norm_bias", "", "LayerNorm biases (norm = layernorm; DBRX has none)")),
+		optional(boolean("head_bias", "", "a bias on the output head (Phi-3.5-MoE)")),
 		atMost(maxLayers, whyLayers, integer("mtp_depth", "0", nonNegative, "multi-token-prediction modules")),
 	}})
 	add(&blockSpec{kind: "attention", keys: []*keySpec{
@@ -283,6 +301,8 @@ func newSchema() *schema {
 		// the whole projections, heads·head_dim and kv_heads·head_dim wide (OLMoE).
 		{name: "qk_norm", typ: keyType{kind: tyBool, enums: []string{"per_head", "full"}}, def: "false",
 			doc: "norms on queries and keys: per head (true, per_head) or over the whole projection (full)"},
+		optional(float("clip_qkv", "", positive, "clamp the Q, K and V projections to [-clip_qkv, clip_qkv] (DBRX)")),
+		optional(boolean("qk_norm_after_rope", "", "apply the q/k norms to the rotated queries and keys, one key norm per layer (HunYuan)")),
 		boolean("talking_heads", "false", "head-mixing matrices"),
 		float("share_weights", "1", probability, "probability a layer recomputes attention weights"),
 		integer("share_kv", "1", positive, "adjacent layers sharing K/V projections"),
@@ -323,6 +343,8 @@ func newSchema() *schema {
 		float("aux_free_bias", "0", nonNegative, "auxiliary-loss-free bias update rate"),
 		integer("groups", "0", nonNegative, "expert groups for node-limited routing"),
 		integer("topk_groups", "0", nonNegative, "groups a token may use"),
+		optional(float("sparsemixer_eps", "", positive, "route with Phi-3.5-MoE's sparsemixer at this threshold")),
+		optional(float("routed_scale", "", positive, "factor on the routed experts' combined output (routed_scaling_factor)")),
 	}})
 
 	catalogKey := func(name string, kind typeKind, doc string) *keySpec {
@@ -450,6 +472,15 @@ func scoreNames() []string {
 	var out []string
 	for _, s := range program.Scores() {
 		out = append(out, string(s))
+	}
+	return out
+}
+
+// ropeScalingNames are the rotary scalings (program.RopeTypes) and none.
+func ropeScalingNames() []string {
+	out := []string{"none"}
+	for _, t := range program.RopeTypes() {
+		out = append(out, string(t))
 	}
 	return out
 }

@@ -177,6 +177,22 @@ func (s *scope) ints(key string) []int {
 	return out
 }
 
+// floats reads a list of numbers; nil when the key did not resolve.
+func (s *scope) floats(key string) []float64 {
+	v, ok := s.val(key)
+	if !ok || v.kind != kindList {
+		return nil
+	}
+	out := make([]float64, 0, len(v.list))
+	for _, e := range v.list {
+		if e.kind == kindNum {
+			f, _ := e.num.Float64()
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
 func (s *scope) ints64(key string) []int64 {
 	var out []int64
 	for _, i := range s.ints(key) {

@@ -168,7 +168,7 @@ func Walk(m *program.Model) ([]Param, error) {
 	if err != nil {
 		return nil, fmt.Errorf("params: %w", err)
 	}
-	w := walker{m: m, d: d, layerNorm: d.Norm == program.LayerNorm}
+	w := walker{m: m, d: d, layerNorm: d.Norm == program.LayerNorm && !m.NormNoBias}
 	w.walk()
 	return w.out, nil
 }
@@ -238,7 +238,7 @@ func (w *walker) walk() {
 				qw, kw = d.QDim, d.KVDim
 			}
 			w.add(at(RoleQNorm), p+"self_attn.q_norm.weight", qw)
-			if owner {
+			if owner || a.QKNormAfterRope {
 				w.add(at(RoleKNorm), p+"self_attn.k_norm.weight", kw)
 			}
 		}
@@ -301,6 +301,11 @@ func (w *walker) walk() {
 	}
 	if !m.TieEmbeddings {
 		w.add(model(RoleHead), "lm_head.weight", d.V, d.D)
+	}
+	if m.HeadBias {
+		h := model(RoleHead)
+		h.Bias = true
+		w.add(h, "lm_head.bias", d.V)
 	}
 }
 

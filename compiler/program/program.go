@@ -101,9 +101,18 @@ type Model struct {
 	Position    Position
 	RopeBase    float64 // rotary base (theta); meaningful when Position == Rotary
 	MaxPosition int64   // learned position table rows (defaults to SeqLen)
+	// RopeScaling stretches the rotary frequencies (yarn, linear, dynamic NTK, llama3;
+	// rope.go); nil is plain rotary. omitempty keeps the config hash of every model
+	// without it as it was.
+	RopeScaling *RopeScaling `json:",omitempty"`
 
 	TieEmbeddings bool // output head shares the input embedding matrix
-	MTPDepth      int  // DeepSeek-style multi-token-prediction modules (not counted in headline total)
+	// NormNoBias drops the LayerNorms' biases (DBRX's nn.LayerNorm(bias=False)); HeadBias
+	// adds a bias to the output head (Phi-3.5-MoE's lm_head_bias). omitempty keeps the
+	// config hash of every model without them as it was.
+	NormNoBias bool `json:",omitempty"`
+	HeadBias   bool `json:",omitempty"`
+	MTPDepth   int  // DeepSeek-style multi-token-prediction modules (not counted in headline total)
 
 	Attention Attention
 	FFN       FFN
@@ -155,6 +164,17 @@ type Attention struct {
 	// shared by all heads (Qwen3, Gemma 3). Meaningful only with QKNorm. omitempty keeps the
 	// JSON, and so the config hash, of every model without it as it was.
 	QKNormFull bool `json:",omitempty"`
+
+	// QKNormAfterRope applies the QKNorm norms to the rotated queries and keys, as the
+	// HunYuan models do (query_layernorm and key_layernorm after apply_rotary_pos_emb), and
+	// gives every layer its own key norm: a layer that shares K/V (ShareKV > 1, HunYuan's
+	// cross-layer attention) norms the owner's rotated keys with it. Meaningful only with
+	// QKNorm; omitempty as for QKNormFull.
+	QKNormAfterRope bool `json:",omitempty"`
+
+	// ClipQKV clamps the query, key and value projections to [−ClipQKV, ClipQKV] (DBRX's
+	// clip_qkv, OLMo's); 0 is none. omitempty as for QKNormFull.
+	ClipQKV float64 `json:",omitempty"`
 }
 
 // RecomputeProbability is the probability that a layer after the first of its stack
@@ -297,6 +317,24 @@ type MoE struct {
 	AuxFreeBias    float64 // auxiliary-loss-free bias update rate (0 = off)
 	Groups         int     // node-limited routing: expert groups (0 = none)
 	TopKGroups     int     // groups a token may use
+
+	// RoutedScale multiplies the routed experts' combined output (DeepSeek's
+	// routed_scaling_factor): the gates after any renormalisation. 0 means 1, unscaled;
+	// omitempty keeps the config hash of every model without it as it was.
+	RoutedScale float64 `json:",omitempty"`
+
+	// SparsemixerEps routes with Phi-3.5-MoE's sparsemixer instead of a top-k softmax: each
+	// of the top_k choices is the best remaining expert, gated by a softmax over the experts
+	// within SparsemixerEps (relative) of it; 0 is off. omitempty as above.
+	SparsemixerEps float64 `json:",omitempty"`
+}
+
+// RoutedScaleOrOne is the factor on the routed experts' output: RoutedScale, or 1.
+func (m *MoE) RoutedScaleOrOne() float64 {
+	if m.RoutedScale == 0 {
+		return 1
+	}
+	return m.RoutedScale
 }
 
 // IsMoELayer reports whether layer i (0-based) is an MoE layer.

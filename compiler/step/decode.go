@@ -197,7 +197,7 @@ func (lw *lowerer) inferLayer(l, x, rows, at, maxLen int, prefill bool) int {
 	q := lw.matmul(pre+"q", h, id(params.RoleQ), l)
 	k := lw.matmul(pre+"k", h, id(params.RoleK), l)
 	v := lw.matmul(pre+"v", h, id(params.RoleV), l)
-	rope := fmt.Sprintf("base=%g", lw.m.RopeBase)
+	rope := ropeAttr(lw.m)
 	ropeFLOPs := 3 * int64(n) * int64(lw.qLocal+lw.kvDimLocal)
 	kc := lw.buf(pre+"k_cache", KindCache, B, maxLen, lw.kvDimLocal)
 	vc := lw.buf(pre+"v_cache", KindCache, B, maxLen, lw.kvDimLocal)

@@ -144,7 +144,7 @@ func (lw *lowerer) attention(l, x, prevProbs int) (out, probs int) {
 	hs := lw.hLocal
 	scoreFLOPs := 2 * int64(B) * int64(hs) * int64(T) * int64(T) * int64(lw.d.Dh)
 	if lw.m.Position == program.Rotary {
-		lw.fwd(Op{WhenRecompute: sharing, Kind: OpRotary, Layer: l, In: []int{q, k}, Out: []int{q, k}, Attr: join(fmt.Sprintf("base=%g", lw.m.RopeBase), cond),
+		lw.fwd(Op{WhenRecompute: sharing, Kind: OpRotary, Layer: l, In: []int{q, k}, Out: []int{q, k}, Attr: join(ropeAttr(lw.m), cond),
 			FLOPs: 3 * int64(n) * int64(lw.qLocal+lw.kvDimLocal)})
 	}
 	s := lw.act(pre+"scores", KindActivation, B, hs, T, T)

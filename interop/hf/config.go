@@ -18,8 +18,17 @@ const (
 	Qwen2MoE Arch = "qwen2_moe"
 	Qwen3MoE Arch = "qwen3_moe"
 	DeepSeek Arch = "deepseek_v2" // also deepseek_v3: the same config keys
-	OLMoE    Arch = "olmoe"
-	Llama    Arch = "llama" // dense; also mistral, qwen2, qwen3 dense configs
+	// DeepSeekMoE is DeepSeek-MoE 16B (model_type deepseek, remote code): DeepSeek-V2's MoE
+	// keys with standard multi-head attention.
+	DeepSeekMoE Arch = "deepseek"
+	// HunyuanMoE is Hunyuan-A13B (hunyuan_v1_moe, transformers' HunYuanMoEV1) and Hunyuan
+	// is Hunyuan-Large (hunyuan, Tencent's remote code, with cross-layer attention).
+	HunyuanMoE Arch = "hunyuan_v1_moe"
+	Hunyuan    Arch = "hunyuan"
+	PhiMoE     Arch = "phimoe" // Phi-3.5-MoE
+	DBRX       Arch = "dbrx"
+	OLMoE      Arch = "olmoe"
+	Llama      Arch = "llama" // dense; also mistral, qwen2, qwen3 dense configs
 )
 
 // archOf maps config.json's model_type to the importer that reads it and the transformers
@@ -28,16 +37,21 @@ var archOf = map[string]struct {
 	arch  Arch
 	class string
 }{
-	"mixtral":     {Mixtral, "MixtralForCausalLM"},
-	"qwen2_moe":   {Qwen2MoE, "Qwen2MoeForCausalLM"},
-	"qwen3_moe":   {Qwen3MoE, "Qwen3MoeForCausalLM"},
-	"deepseek_v2": {DeepSeek, "DeepseekV2ForCausalLM"},
-	"deepseek_v3": {DeepSeek, "DeepseekV3ForCausalLM"},
-	"olmoe":       {OLMoE, "OlmoeForCausalLM"},
-	"llama":       {Llama, "LlamaForCausalLM"},
-	"mistral":     {Llama, "MistralForCausalLM"},
-	"qwen2":       {Llama, "Qwen2ForCausalLM"},
-	"qwen3":       {Llama, "Qwen3ForCausalLM"},
+	"mixtral":        {Mixtral, "MixtralForCausalLM"},
+	"qwen2_moe":      {Qwen2MoE, "Qwen2MoeForCausalLM"},
+	"qwen3_moe":      {Qwen3MoE, "Qwen3MoeForCausalLM"},
+	"deepseek_v2":    {DeepSeek, "DeepseekV2ForCausalLM"},
+	"deepseek_v3":    {DeepSeek, "DeepseekV3ForCausalLM"},
+	"deepseek":       {DeepSeekMoE, "DeepseekForCausalLM"},
+	"hunyuan_v1_moe": {HunyuanMoE, "HunYuanMoEV1ForCausalLM"},
+	"hunyuan":        {Hunyuan, "HunYuanForCausalLM"},
+	"phimoe":         {PhiMoE, "PhimoeForCausalLM"},
+	"dbrx":           {DBRX, "DbrxForCausalLM"},
+	"olmoe":          {OLMoE, "OlmoeForCausalLM"},
+	"llama":          {Llama, "LlamaForCausalLM"},
+	"mistral":        {Llama, "MistralForCausalLM"},
+	"qwen2":          {Llama, "Qwen2ForCausalLM"},
+	"qwen3":          {Llama, "Qwen3ForCausalLM"},
 }
 
 // maxLayers bounds num_hidden_layers: far above any released model, low enough that a
@@ -54,12 +68,19 @@ type spec struct {
 	normEps, ropeBase     float64
 	tie                   bool
 	mtp                   int
+	ropeScale             *ropeSpec // nil: plain rotary
 
 	heads, kvHeads   int
 	headDim          int64 // 0: d_model / heads
 	qkvBias, outBias bool
 	qkNorm           bool
 	qkNormFull       bool // qk_norm = full: the norms span the whole projections (OLMoE)
+	qkNormAfterRope  bool // the norms follow rotary positions (HunYuan)
+	shareKV          int  // cross-layer attention: layers per K/V owner (0, 1: none)
+	clipQKV          float64
+	layerNorm        bool // LayerNorm, not RMSNorm (Phi-3.5-MoE, DBRX)
+	normNoBias       bool // LayerNorms without biases (DBRX)
+	headBias         bool // a bias on lm_head (Phi-3.5-MoE)
 	window           int64
 	qLora, kvLora    int64
 	nope, rope, vDim int64
@@ -83,6 +104,8 @@ type moeSpec struct {
 	balance, z    float64
 	auxFree       float64
 	groups, topkG int
+	routedScale   float64 // 0 or 1: unscaled
+	sparsemixer   float64 // Phi-3.5-MoE's sparsemixer threshold (0: top-k softmax)
 }
 
 // readSpec reads a config into a spec, collecting every refusal in r.
@@ -105,6 +128,11 @@ func readSpec(r *reader) (*spec, error) {
 		return nil, e
 	}
 	s := &spec{modelType: mt, class: entry.class, arch: entry.arch}
+	if entry.arch == DBRX {
+		// DBRX names its sizes its own way and nests attention and FFN settings.
+		s.dbrx(r)
+		return s.finish(r)
+	}
 	s.vocab = r.required("vocab_size")
 	s.dModel = r.required("hidden_size")
 	s.layers = int(r.required("num_hidden_layers"))
@@ -129,22 +157,28 @@ func readSpec(r *reader) (*spec, error) {
 	} else if act == "gelu" {
 		s.activation = "geglu" // erf GELU, as moec's
 	} else {
-		r.inexpressible("hidden_act", fmt.Sprintf("activation %q", act), "moec's gated activations are SiLU (swiglu) and erf GELU (geglu)", 0)
+		r.refuse("hidden_act", fmt.Sprintf("activation %q", act), "moec's gated activations are SiLU (swiglu) and erf GELU (geglu)")
 		s.activation = "swiglu"
 	}
 	if r.boolean("is_encoder_decoder", false) {
-		r.inexpressible("is_encoder_decoder", "an encoder-decoder model", "the architectures imported here are decoder-only", 0)
+		r.refuse("is_encoder_decoder", "an encoder-decoder model", "the architectures imported here are decoder-only")
 	}
 	r.zero("attention_dropout", "attention dropout")
 	r.zero("hidden_dropout", "hidden dropout")
-	r.zero("router_jitter_noise", "router jitter noise")
+	if entry.arch != PhiMoE {
+		r.zero("router_jitter_noise", "router jitter noise") // PhiMoE's is its sparsemixer threshold
+	}
 	if tp := r.integer("pretraining_tp", 1); tp != 1 {
 		r.inexpressible("pretraining_tp", fmt.Sprintf("pretraining_tp %d slices the matmuls", tp), "results differ in rounding only, but moec computes them whole", 0)
 	}
 	if r.present("quantization_config") {
-		r.inexpressible("quantization_config", "a quantized checkpoint", "moec imports float weights only", 0)
+		r.refuse("quantization_config", "a quantized checkpoint", "moec imports float weights only")
 	}
-	s.ropeScaling(r)
+	if entry.arch == Hunyuan || entry.arch == HunyuanMoE {
+		s.hunyuanRope(r)
+	} else {
+		s.ropeScaling(r)
+	}
 	s.slidingWindow(r)
 	s.attentionBias(r)
 
@@ -168,13 +202,17 @@ func readSpec(r *reader) (*spec, error) {
 		}
 		s.moe.allLayers(s.layers, 0, 1)
 		if r.present("clip_qkv") {
-			r.inexpressible("clip_qkv", "clipping of the Q/K/V projections", "moec does not clip activations", 0)
+			r.refuse("clip_qkv", "clipping of the Q/K/V projections", "moec does not clip activations")
 		}
 		// OLMoE normalises the whole query and key projections (q_norm over
 		// heads·head_dim = hidden_size, k_norm over kv_heads·head_dim): qk_norm = full.
 		s.qkNorm, s.qkNormFull = true, true
-	case DeepSeek:
+	case DeepSeek, DeepSeekMoE:
 		s.deepseek(r)
+	case Hunyuan, HunyuanMoE:
+		s.hunyuan(r)
+	case PhiMoE:
+		s.phimoe(r)
 	case Llama:
 		s.ffnHidden = r.required("intermediate_size")
 		if r.boolean("mlp_bias", false) {
@@ -187,6 +225,11 @@ func readSpec(r *reader) (*spec, error) {
 			s.qkvBias = true // Qwen2 always biases Q, K and V
 		}
 	}
+	return s.finish(r)
+}
+
+// finish reports every field nobody read and every --drop that names nothing droppable.
+func (s *spec) finish(r *reader) (*spec, error) {
 	r.leftovers()
 	r.checkDrops()
 	if len(r.issues) > 0 {
@@ -195,45 +238,24 @@ func readSpec(r *reader) (*spec, error) {
 	return s, nil
 }
 
+// ropeScaling reads rope_scaling (transformers v4) or rope_parameters (v5, which also
+// holds rope_theta): both are the rotary scaling moec's rope_* keys express.
 func (s *spec) ropeScaling(r *reader) {
-	raw := r.take("rope_scaling")
-	if raw == nil {
+	v4, v5 := r.take("rope_scaling"), r.take("rope_parameters")
+	if v4 != nil && v5 != nil {
+		r.bad("rope_parameters", "the config has both rope_scaling and rope_parameters (transformers v5's name for it); keep one")
 		return
 	}
-	var rs map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &rs); err != nil {
-		r.bad("rope_scaling", "want an object or null, have %s", compact(raw))
-		return
-	}
-	var kind string
-	for _, k := range []string{"rope_type", "type"} {
-		if v, ok := rs[k]; ok {
-			_ = json.Unmarshal(v, &kind)
-			break
+	switch {
+	case v5 != nil:
+		theta := s.ropeBase
+		s.readRope(r, "rope_parameters", v5)
+		if r.present("rope_theta") && s.ropeBase != theta {
+			r.bad("rope_parameters", "rope_theta %v inside it differs from the config's rope_theta %v", s.ropeBase, theta)
 		}
+	case v4 != nil:
+		s.readRope(r, "rope_scaling", v4)
 	}
-	known := []string{"default", "linear", "dynamic", "yarn", "longrope", "llama3"}
-	if kind == "default" {
-		return
-	}
-	found := false
-	for _, k := range known {
-		found = found || k == kind
-	}
-	if !found {
-		r.issues = append(r.issues, Issue{Field: "rope_scaling", Code: ErrBadConfig,
-			Message: fmt.Sprintf("unknown rope_scaling type %q (transformers knows %s)", kind, strings.Join(known, ", "))})
-		return
-	}
-	effect := "moec imports the model at max_position_embeddings without the extension"
-	if v, ok := rs["original_max_position_embeddings"]; ok {
-		var orig int64
-		if json.Unmarshal(v, &orig) == nil && orig > 0 && r.drop["rope_scaling"] {
-			s.seqLen = orig
-		}
-		effect = fmt.Sprintf("moec imports the model at its original context, seq_len = original_max_position_embeddings = %s", v)
-	}
-	r.inexpressible("rope_scaling", fmt.Sprintf("%s rotary scaling %s", kind, compactFull(raw)), effect, 0)
 }
 
 func (s *spec) slidingWindow(r *reader) {
@@ -256,12 +278,12 @@ func (s *spec) slidingWindow(r *reader) {
 	}
 	if !use || w <= 0 || w >= s.seqLen || (from >= s.layers && r.present("max_window_layers")) {
 		if windowed > 0 {
-			r.inexpressible("layer_types", fmt.Sprintf("%d layers of kind other than full_attention", windowed), "moec's layers all attend alike", 0)
+			r.refuse("layer_types", fmt.Sprintf("%d layers of kind other than full_attention", windowed), "moec's layers all attend alike")
 		}
 		return
 	}
 	if from > 0 && from < s.layers {
-		r.inexpressible("max_window_layers", fmt.Sprintf("a sliding window of %d only from layer %d on", w, from), "moec's window applies to every layer", 0)
+		r.refuse("max_window_layers", fmt.Sprintf("a sliding window of %d only from layer %d on", w, from), "moec's window applies to every layer")
 		return
 	}
 	s.window = w
@@ -322,12 +344,14 @@ func (s *spec) qwenMoE(r *reader) {
 
 func (s *spec) deepseek(r *reader) {
 	s.ffnHidden = r.required("intermediate_size")
-	s.qLora = r.integer("q_lora_rank", 0)
-	s.kvLora = r.required("kv_lora_rank")
-	s.nope = r.required("qk_nope_head_dim")
-	s.rope = r.required("qk_rope_head_dim")
-	s.vDim = r.required("v_head_dim")
-	s.mtp = int(r.integer("num_nextn_predict_layers", 0))
+	if s.arch == DeepSeek {
+		s.qLora = r.integer("q_lora_rank", 0)
+		s.kvLora = r.required("kv_lora_rank")
+		s.nope = r.required("qk_nope_head_dim")
+		s.rope = r.required("qk_rope_head_dim")
+		s.vDim = r.required("v_head_dim")
+		s.mtp = int(r.integer("num_nextn_predict_layers", 0))
+	}
 	m := &moeSpec{
 		experts: int(r.integer("n_routed_experts", 0)), topK: int(r.integer("num_experts_per_tok", 1)),
 		expertHidden: r.integer("moe_intermediate_size", 0),
@@ -344,7 +368,7 @@ func (s *spec) deepseek(r *reader) {
 		r.bad("moe_intermediate_size", "missing (required with n_routed_experts)")
 	}
 	if !program.Score(m.score).Known() {
-		r.inexpressible("scoring_func", fmt.Sprintf("router score %q", m.score), "moec's router scores are "+knownScores(), 0)
+		r.refuse("scoring_func", fmt.Sprintf("router score %q", m.score), "moec's router scores are "+knownScores())
 		m.score = "softmax"
 	}
 	first := int(r.integer("first_k_dense_replace", 0))
@@ -371,11 +395,13 @@ func (s *spec) deepseek(r *reader) {
 			m.auxFree = 0.001
 		}
 	default:
-		r.inexpressible("topk_method", fmt.Sprintf("top-k method %q", method), "moec routes greedily, group-limited, or with the auxiliary-loss-free bias", 0)
+		r.refuse("topk_method", fmt.Sprintf("top-k method %q", method), "moec routes greedily, group-limited, or with the auxiliary-loss-free bias")
 	}
 	r.used["n_group"], r.used["topk_group"] = true, true
-	if f := r.float("routed_scaling_factor", 1); f != 1 {
-		r.inexpressible("routed_scaling_factor", fmt.Sprintf("routed expert outputs are scaled by %v", f), "moec leaves the gates unscaled, so the routed experts' share of the output differs", 0)
+	if f := r.float("routed_scaling_factor", 1); f <= 0 {
+		r.bad("routed_scaling_factor", "want a positive number, have %v", f)
+	} else {
+		m.routedScale = f
 	}
 	if r.boolean("seq_aux", false) {
 		r.notes = append(r.notes, "seq_aux = true: DeepSeek computes its balance loss per sequence; moec's balance_loss is per batch")

@@ -3,11 +3,15 @@
 // Import: a Hugging Face config.json of a Mixtral, Qwen2-MoE, Qwen3-MoE, DeepSeek-V2/V3,
 // OLMoE or dense Llama-style model goes in; out comes canonical .moe source (printed by
 // lang/format, checked by compiler/check before it is returned) whose model has exactly the
-// checkpoint's parameters, with a header comment naming the source architecture. A config
-// field moec cannot express is never dropped silently: ImportConfig returns an *Error that
-// lists every such field. A user who accepts losing some of them names them in
-// Options.Drop, and each dropped field is then written into the header comment with what it
-// changes (a parameter-count difference is stated exactly).
+// checkpoint's parameters, with a header comment naming the source architecture. Both
+// transformers v4 (rope_scaling, rope_theta, torch_dtype) and v5 (rope_parameters, dtype)
+// configs are read; rotary scaling and routed_scaling_factor become the model's rope_* and
+// moe.routed_scale keys. A config field moec cannot express is never dropped silently:
+// ImportConfig returns an *Error that lists every such field. Only a field whose absence
+// leaves the numbers the same (dropout, router jitter, pretraining_tp) may be named in
+// Options.Drop, and each dropped field is then written into the header comment; any other
+// (an activation, a quantization, an unknown field) is refused with the reason, and so is
+// a --drop naming a field moec imports.
 //
 // Weights: ImportCheckpoint reads a Hugging Face folder (config.json and *.safetensors,
 // sharded or not, F32/BF16/F16) of a Llama, Mistral, Qwen2, Qwen3, Mixtral, Qwen3-MoE, OLMoE

@@ -278,7 +278,7 @@ func hfConfig(m *program.Model, l Layout) map[string]any {
 		"max_position_embeddings": m.SeqLen,
 		"rms_norm_eps":            m.NormEps,
 		"rope_theta":              m.RopeBase,
-		"rope_scaling":            nil,
+		"rope_scaling":            ropeScalingConfig(m),
 		"tie_word_embeddings":     m.TieEmbeddings,
 		"attention_dropout":       0.0,
 		"torch_dtype":             "float32",

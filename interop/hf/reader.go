@@ -68,8 +68,9 @@ type reader struct {
 	fields    map[string]json.RawMessage
 	used      map[string]bool
 	drop      map[string]bool
-	dropOrder []string        // Options.Drop as given, for messages in the user's order
-	refusable map[string]bool // fields moec cannot express: the ones Options.Drop may name
+	dropOrder []string          // Options.Drop as given, for messages in the user's order
+	refusable map[string]bool   // fields moec cannot express: the ones Options.Drop may name
+	numeric   map[string]string // fields refused because dropping them would change the numbers, with why
 	issues    []Issue
 	notes     []string // header comment lines for dropped fields and approximations
 	delta     int64    // parameters the checkpoint has that the imported model does not
@@ -92,7 +93,7 @@ func newReader(src []byte, drop []string, source string) (*reader, error) {
 		}
 		return nil, diag.RuntimeWrap(ErrBadConfig, err, "%s is not a JSON object", source)
 	}
-	r := &reader{source: source, fields: fields, used: map[string]bool{}, drop: map[string]bool{}, refusable: map[string]bool{}}
+	r := &reader{source: source, fields: fields, used: map[string]bool{}, drop: map[string]bool{}, refusable: map[string]bool{}, numeric: map[string]string{}}
 	for _, d := range drop {
 		if !r.drop[d] {
 			r.dropOrder = append(r.dropOrder, d)
@@ -120,6 +121,9 @@ func (r *reader) checkDrops() {
 		raw, in := r.fields[d]
 		switch {
 		case r.refusable[d]:
+		case r.numeric[d] != "":
+			// The field's own issue already says why; a second one would say it again.
+			continue
 		case !in:
 			msg := fmt.Sprintf("--drop names a field %s does not have; %s", r.source, list)
 			if c, ok := diag.Closest(d, keysOf(r.fields)); ok {
@@ -129,7 +133,7 @@ func (r *reader) checkDrops() {
 		case !r.present(d):
 		default:
 			r.issues = append(r.issues, Issue{Field: d, Code: ErrBadConfig, Message: fmt.Sprintf(
-				"--drop names a field moec imports as it is (value %s); only fields moec cannot express can be dropped, and %s", compact(raw), list)})
+				"--drop names a field moec imports as it is (value %s): dropping it would change the computation, and only a field whose absence leaves the numbers the same may be dropped; %s", compact(raw), list)})
 		}
 	}
 }
@@ -166,6 +170,15 @@ func (r *reader) inexpressible(field, what, effect string, paramDelta int64) {
 		msg += fmt.Sprintf(" (%d checkpoint parameters would have no place)", paramDelta)
 	}
 	r.issues = append(r.issues, Issue{Field: field, Code: ErrInexpressible, Message: msg, Droppable: true})
+}
+
+// refuse reports a field moec cannot express whose absence would change the computation:
+// it cannot be dropped, and --drop naming it is an error that says so.
+func (r *reader) refuse(field, what, why string) {
+	r.used[field] = true
+	r.numeric[field] = why
+	r.issues = append(r.issues, Issue{Field: field, Code: ErrInexpressible,
+		Message: what + "; " + why + ", and without it the model would compute something else, so it cannot be dropped"})
 }
 
 func (r *reader) present(key string) bool {
@@ -282,7 +295,7 @@ func (r *reader) ints(key string) []int64 {
 // zero requires a numeric key to be absent or zero: dropout and noise moec does not model.
 func (r *reader) zero(key, what string) {
 	if f, ok := r.number(key); ok && f != 0 {
-		r.inexpressible(key, fmt.Sprintf("%s %v", what, f), "moec trains without it", 0)
+		r.inexpressible(key, fmt.Sprintf("%s %v", what, f), "moec trains without it; the forward pass at inference, and so every number the checkpoint computes there, is the same", 0)
 	}
 }
 
@@ -300,7 +313,19 @@ func (r *reader) leftovers() {
 		if !r.present(k) {
 			continue // an explicit null is the absence of the feature
 		}
-		r.inexpressible(k, fmt.Sprintf("unknown field (value %s)", compact(r.fields[k])), "moec does not know what it changes", 0)
+		why := "moec does not know what it changes"
+		known := make([]string, 0, len(r.used)+len(metadataKeys))
+		for f := range r.used {
+			known = append(known, f)
+		}
+		for f := range metadataKeys {
+			known = append(known, f)
+		}
+		sort.Strings(known)
+		if c, ok := diag.Closest(k, known); ok {
+			why += fmt.Sprintf(" (did you mean %s, which moec reads?)", c)
+		}
+		r.refuse(k, fmt.Sprintf("unknown field (value %s)", compact(r.fields[k])), why)
 	}
 }
 

@@ -59,6 +59,22 @@ model tiny_qwen2_moe {
   ffn { hidden = 64; activation = swiglu }
   moe { experts = 6; top_k = 2; expert_hidden = 24; shared_experts = 1; shared_hidden = 40; shared_gate = true; every = 2; normalize = true; capacity_factor = dropless }
 }
+model tiny_llama_yarn {
+  vocab = 300; d_model = 32; layers = 2; seq_len = 16; rope_scaling = yarn; rope_factor = 4
+  attention { heads = 4; kv_heads = 2 }
+  ffn { hidden = 64; activation = swiglu }
+}
+model tiny_llama_llama3 {
+  vocab = 300; d_model = 32; layers = 2; seq_len = 64; rope_base = 1e6
+  rope_scaling = llama3; rope_factor = 8; rope_original_seq_len = 4
+  attention { heads = 4; kv_heads = 2 }
+  ffn { hidden = 48; activation = swiglu }
+}
+model tiny_llama_linear {
+  vocab = 300; d_model = 32; layers = 2; seq_len = 16; rope_scaling = linear; rope_factor = 2.5
+  attention { heads = 4; kv_heads = 2; head_dim = 16 }
+  ffn { hidden = 64; activation = swiglu }
+}
 model tiny_hunyuan {
   vocab = 300; d_model = 32; layers = 2; seq_len = 16
   attention { heads = 4; talking_heads = true; share_weights = 0.5 }

@@ -99,11 +99,55 @@ func (s *spec) source(name string, notes []string) []byte {
 	kv("", "d_model", s.dModel)
 	kv("", "layers", s.layers)
 	kv("", "seq_len", s.seqLen)
-	b.WriteString("norm = rmsnorm\n")
+	if s.layerNorm {
+		b.WriteString("norm = layernorm\n")
+	} else {
+		b.WriteString("norm = rmsnorm\n")
+	}
 	kv("", "norm_eps", s.normEps)
 	b.WriteString("position = rotary\n")
 	kv("", "rope_base", s.ropeBase)
+	if rp := s.ropeScale; rp != nil {
+		fmt.Fprintf(&b, "rope_scaling = %s\n", rp.kind)
+		if rp.kind != program.RopeLongrope {
+			kv("", "rope_factor", rp.factor)
+		}
+		if rp.original > 0 && (rp.kind == program.RopeYarn || rp.kind == program.RopeLlama3 || rp.kind == program.RopeLongrope) {
+			kv("", "rope_original_seq_len", rp.original)
+		}
+		for _, f := range []struct {
+			key string
+			v   float64
+		}{{"rope_beta_fast", rp.betaFast}, {"rope_beta_slow", rp.betaSlow}, {"rope_mscale", rp.mscale},
+			{"rope_mscale_all_dim", rp.mscaleAllDim}, {"rope_attention_factor", rp.attentionFactor},
+			{"rope_low_freq_factor", rp.lowFreq}, {"rope_high_freq_factor", rp.highFreq}} {
+			if f.v != 0 {
+				kv("", f.key, f.v)
+			}
+		}
+		if rp.noTruncate {
+			kv("", "rope_truncate", false)
+		}
+		for _, l := range []struct {
+			key string
+			v   []float64
+		}{{"rope_short_factor", rp.short}, {"rope_long_factor", rp.long}} {
+			if len(l.v) > 0 {
+				parts := make([]string, len(l.v))
+				for i, f := range l.v {
+					parts[i] = value(f)
+				}
+				fmt.Fprintf(&b, "%s = [%s]\n", l.key, strings.Join(parts, ", "))
+			}
+		}
+	}
 	kv("", "tie_embeddings", s.tie)
+	if s.layerNorm && s.normNoBias {
+		kv("", "norm_bias", false)
+	}
+	if s.headBias {
+		kv("", "head_bias", true)
+	}
 	if s.mtp > 0 {
 		kv("", "mtp_depth", s.mtp)
 	}
@@ -128,6 +172,15 @@ func (s *spec) source(name string, notes []string) []byte {
 		b.WriteString("qk_norm = full\n")
 	case s.qkNorm:
 		kv("", "qk_norm", true)
+	}
+	if s.clipQKV > 0 {
+		kv("", "clip_qkv", s.clipQKV)
+	}
+	if s.qkNormAfterRope {
+		kv("", "qk_norm_after_rope", true)
+	}
+	if s.shareKV > 1 {
+		kv("", "share_kv", s.shareKV)
 	}
 	if s.qkvBias {
 		kv("", "qkv_bias", true)
@@ -190,6 +243,12 @@ func (s *spec) source(name string, notes []string) []byte {
 		if m.groups > 0 {
 			kv("", "groups", m.groups)
 			kv("", "topk_groups", m.topkG)
+		}
+		if m.sparsemixer > 0 {
+			kv("", "sparsemixer_eps", m.sparsemixer)
+		}
+		if m.routedScale != 0 && m.routedScale != 1 {
+			kv("", "routed_scale", m.routedScale)
 		}
 		b.WriteString("}\n")
 	}

@@ -218,6 +218,15 @@ func (b *builder) model(m *program.Model, t *program.Train) {
 	b.unsupported(a.ShareKV > 1, "cross-layer K/V sharing (share_kv = %d)", a.ShareKV)
 	b.unsupported(a.Sinks, "learned attention sinks")
 	b.unsupported(a.Window > 0, "a sliding attention window (window = %d)", a.Window)
+	b.unsupported(a.ClipQKV > 0, "clipped Q/K/V projections (clip_qkv = %v)", a.ClipQKV)
+	b.unsupported(m.NormNoBias && m.Norm == program.LayerNorm, "LayerNorms without biases (norm_bias = false; Megatron's LayerNorm has them)")
+	b.unsupported(m.HeadBias, "an output-head bias (head_bias)")
+	b.unsupported(a.QKNorm && a.QKNormAfterRope, "q/k norms after rotary positions (qk_norm_after_rope; Megatron's --qk-layernorm norms before them)")
+	if rs := m.RopeScaling; rs != nil && m.Position == program.Rotary {
+		// Megatron's --rope-type yarn serves multi-latent attention only, and
+		// --use-rope-scaling is Llama 3.1's scaling with its parameters fixed.
+		b.unsupported(true, "%s rotary scaling (rope_scaling): Megatron's GPT model rotates by the plain frequencies", rs.Type)
+	}
 }
 
 // qkNorm writes Megatron's --qk-layernorm where it builds the norms moec trains, and lists
@@ -322,7 +331,9 @@ func (b *builder) moe(m *program.Model, t *program.Train, st *program.Stage, pro
 	if e.ZLoss > 0 {
 		b.add("--moe-z-loss-coeff", e.ZLoss)
 	}
-	if e.Score == program.Sigmoid && e.Normalize && e.TopK > 1 {
+	if f := e.RoutedScaleOrOne(); f != 1 {
+		b.add("--moe-router-topk-scaling-factor", f)
+	} else if e.Score == program.Sigmoid && e.Normalize && e.TopK > 1 {
 		b.note("gate scale: moec's renormalised sigmoid gates sum to 1 and are used as they are; DeepSeek-V3's released model multiplies them by routed_scaling_factor 2.5 (Megatron's recipe: --moe-router-topk-scaling-factor 2.5). moec's model has no such factor, so it is not written: add it to train the released architecture rather than this file's model")
 	}
 	if e.AuxFreeBias > 0 {
@@ -350,6 +361,7 @@ func (b *builder) moe(m *program.Model, t *program.Train, st *program.Stage, pro
 	b.add("--moe-router-dtype", "fp32")
 	b.unsupported(e.Router == program.RouteTokenEmbedding, "token-embedding routing (router = token_embedding: the router reads a per-token table, not the hidden state)")
 	b.unsupported(e.ParallelDense, "a dense FFN in parallel with the experts (parallel_dense)")
+	b.unsupported(e.SparsemixerEps > 0, "sparsemixer routing (sparsemixer_eps; Megatron routes by top-k)")
 	b.unsupported(e.ExpertBias && !m.FFN.Bias, "biases in the experts only")
 }
 

@@ -43,6 +43,7 @@ const (
 	BadRoutingGroups     Code = "E0310"
 	NoMoELayer           Code = "E0311"
 	ParamCountOverflow   Code = "E0312"
+	BadRopeScaling       Code = "E0313"
 	UnknownModel         Code = "E0401"
 	UnknownCluster       Code = "E0402"
 	UnknownDevice        Code = "E0403"
@@ -103,6 +104,7 @@ var checkCodes = []Info{
 	{BadRoutingGroups, "node-limited routing: topk_groups needs groups, groups must divide experts"},
 	{NoMoELayer, "moe block places no MoE layer"},
 	{ParamCountOverflow, "the model's parameter count does not fit in 64 bits (more than 9.2e18 parameters)"},
+	{BadRopeScaling, "a rotary-scaling key without the scaling that reads it, or a scaling on a model without rotary positions"},
 	{UnknownModel, "train, serve or compress refers to an unknown model"},
 	{UnknownCluster, "train or serve refers to an unknown cluster"},
 	{UnknownDevice, "cluster gpu is not in the device catalog"},

@@ -206,15 +206,12 @@ func (e *Executor) rotaryAt(q, k []float32, pos []int32) {
 
 // growRope extends the rotary tables to n positions.
 func (e *Kernels) growRope(n int) {
-	half := e.d.Dh / 2
-	for p := len(e.cos) / half; p < n; p++ {
-		for i := 0; i < half; i++ {
-			// The frequency in float32 first, as runtime/nn and Hugging Face compute it.
-			inv := float32(1 / math.Pow(e.m.RopeBase, float64(2*i)/float64(e.d.Dh)))
-			ang := float64(float32(p) * inv)
-			e.cos, e.sin = append(e.cos, math.Cos(ang)), append(e.sin, math.Sin(ang))
-		}
+	from := len(e.cos) / (e.d.Dh / 2)
+	if n <= from {
+		return
 	}
+	cos, sin := e.m.RopeTable(e.d.Dh, from, n)
+	e.cos, e.sin = append(e.cos, cos...), append(e.sin, sin...)
 }
 
 // kvAppend writes each sequence's key and value row at its position in the caches.

@@ -72,6 +72,17 @@ func TestDecodeMatchesHandWritten(t *testing.T) {
 			t.Errorf("hunyuan_tiny with %d experts: logits differ by %.3g", experts, w)
 		}
 	}
+	// The decoding rotary tables (grown position by position) carry the scaling.
+	for _, rs := range []*program.RopeScaling{
+		{Type: program.RopeLlama3, Factor: 8, OriginalSeqLen: 4, LowFreqFactor: 1, HighFreqFactor: 4},
+		{Type: program.RopeYarn, Factor: 4, OriginalSeqLen: 3, BetaFast: 32, BetaSlow: 1},
+	} {
+		m := hunyuanTiny(t, 8)
+		m.RopeScaling = rs
+		if w := decodeAlike(t, m, 1, 2, 12); w > 1e-5 {
+			t.Errorf("hunyuan_tiny with %s rope scaling: logits differ by %.3g", rs.Type, w)
+		}
+	}
 	r := rand.New(rand.NewPCG(9, 9))
 	worst := 0.0
 	for i := 0; i < 60; i++ {

@@ -84,6 +84,11 @@ func TestMatchesHandWrittenModel(t *testing.T) {
 			m.Position = program.Learned
 			m.MaxPosition = m.SeqLen
 		}},
+		// The rotary kernel's tables carry the scaling (yarn's ramp and attention factor).
+		{"yarn rope scaling", func(m *program.Model) {
+			m.RopeScaling = &program.RopeScaling{Type: program.RopeYarn, Factor: 8, OriginalSeqLen: m.SeqLen / 8,
+				BetaFast: 32, BetaSlow: 1, Mscale: 1, MscaleAllDim: 0.5}
+		}},
 	}
 	const B, T = 2, 32
 	for _, experts := range []int{1, 4, 8} {

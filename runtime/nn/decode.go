@@ -70,11 +70,7 @@ func (m *Model) NewDecoder(batch, maxLen int) *Decoder {
 		dec.scores = append(dec.scores, make([]float32, 2*d.H*maxLen))
 	}
 	if c.cfg.Position == program.Rotary {
-		base := c.cfg.RopeBase
-		if base == 0 {
-			base = 10000
-		}
-		dec.rope = newRope[float32](maxLen, d.Dh, base)
+		dec.rope = newScaledRope[float32](c.cfg, maxLen, d.Dh)
 	}
 	return dec
 }

@@ -72,6 +72,18 @@ func TestGradCheckModels(t *testing.T) {
 			return m
 		},
 		"moe_softmax_top2": tinyMoE,
+		"moe_routed_scale_normalized_yarn": func() *program.Model {
+			m := tinyMoE()
+			m.MoE.RoutedScale = 2.5
+			m.RopeScaling = &program.RopeScaling{Type: program.RopeYarn, Factor: 4, OriginalSeqLen: 2, Mscale: 0.707, MscaleAllDim: 1}
+			return m
+		},
+		"moe_routed_scale_sigmoid_unnormalized_llama3": func() *program.Model {
+			m := tinyMoE()
+			m.MoE.RoutedScale, m.MoE.Score, m.MoE.Normalize = 0.5, program.Sigmoid, false
+			m.RopeScaling = &program.RopeScaling{Type: program.RopeLlama3, Factor: 8, OriginalSeqLen: 4, LowFreqFactor: 1, HighFreqFactor: 4}
+			return m
+		},
 		"moe_group_routing": func() *program.Model {
 			m := tinyMoE()
 			m.MoE.Experts, m.MoE.Groups, m.MoE.TopKGroups = 6, 3, 2

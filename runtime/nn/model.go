@@ -192,6 +192,10 @@ func checkSupported(m *program.Model) error {
 		{m.NormPlacement != "" && m.NormPlacement != program.PreNorm && m.NormPlacement != program.PostNorm &&
 			m.NormPlacement != program.SandwichNorm, fmt.Sprintf("norm placement %q", m.NormPlacement)},
 		{m.MTPDepth > 0, "multi-token prediction (mtp_depth)"},
+		{a.QKNorm && a.QKNormAfterRope, "q/k norms after rotary positions (attention.qk_norm_after_rope)"},
+		{a.ClipQKV > 0, "clipped Q/K/V projections (attention.clip_qkv)"},
+		{m.NormNoBias && m.Norm == program.LayerNorm, "LayerNorms without biases (norm_bias = false)"},
+		{m.HeadBias, "an output-head bias (head_bias)"},
 	}
 	if moe := m.MoE; moe != nil && moe.Experts > 0 {
 		unsupported = append(unsupported, []struct {
@@ -199,6 +203,7 @@ func checkSupported(m *program.Model) error {
 			feature string
 		}{
 			{moe.AuxFreeBias > 0, "auxiliary-loss-free bias balancing (moe.aux_free_bias)"},
+			{moe.SparsemixerEps > 0, "sparsemixer routing (moe.sparsemixer_eps)"},
 			{moe.EncoderMoE, "encoder MoE layers"},
 		}...)
 	}

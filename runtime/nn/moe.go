@@ -177,6 +177,9 @@ func (c *core[F]) route(mp *moeParams[F], w *moeWS[F], x []F, n int) {
 	clear(w.routed)
 	clear(w.kept)
 	w.balance, w.zloss, w.dropped = 0, 0, 0
+	// routed_scale multiplies the gates after any renormalisation (DeepSeek's
+	// routed_scaling_factor); routerBack undoes it on their gradients.
+	scale := F(cfg.RoutedScaleOrOne())
 	for t := 0; t < n; t++ {
 		zt, st := z[t*d.E:(t+1)*d.E], s[t*d.E:(t+1)*d.E]
 		mx := math.Inf(-1)
@@ -215,6 +218,11 @@ func (c *core[F]) route(mp *moeParams[F], w *moeWS[F], x []F, n int) {
 		if cfg.Normalize {
 			for j := range gate {
 				gate[j] /= gs
+			}
+		}
+		if scale != 1 {
+			for j := range gate {
+				gate[j] *= scale
 			}
 		}
 	}
@@ -284,12 +292,14 @@ func (c *core[F]) routerBack(mp *moeParams[F], w *moeWS[F], x []F, dx []F, n int
 	// score function's Jacobian plus the z-loss.
 	ds, z, s := w.ds[:n*d.E], w.z[:n*d.E], w.s[:n*d.E]
 	fe := w.fe
+	scale := F(cfg.RoutedScaleOrOne())
 	for t := 0; t < n; t++ {
 		dst, st, zt := ds[t*d.E:(t+1)*d.E], s[t*d.E:(t+1)*d.E], z[t*d.E:(t+1)*d.E]
 		for e := range dst {
 			dst[e] = F(fe[e])
 		}
 		idx, gate, dg := w.idx[t*d.K:(t+1)*d.K], w.gate[t*d.K:(t+1)*d.K], w.dg[t*d.K:(t+1)*d.K]
+		// The gates are scale·g: g's gradient is scale·dg, and Σ dg·gate is Σ (scale·dg)·g.
 		if cfg.Normalize {
 			var sum, gdot F
 			for j, e := range idx {
@@ -297,11 +307,11 @@ func (c *core[F]) routerBack(mp *moeParams[F], w *moeWS[F], x []F, dx []F, n int
 				gdot += dg[j] * gate[j]
 			}
 			for j, e := range idx {
-				dst[e] += (dg[j] - gdot) / sum
+				dst[e] += (scale*dg[j] - gdot) / sum
 			}
 		} else {
 			for j, e := range idx {
-				dst[e] += dg[j]
+				dst[e] += scale * dg[j]
 			}
 		}
 		// dz, written over ds.

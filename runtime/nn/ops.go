@@ -224,17 +224,18 @@ type ropeTable[F Float] struct {
 }
 
 func newRope[F Float](positions, headDim int, base float64) *ropeTable[F] {
+	return newScaledRope[F](&program.Model{RopeBase: base}, positions, headDim)
+}
+
+// newScaledRope is the table of m's rotary positions, with its rope scaling
+// (program.Model.RopeTable): the frequency is computed in float32 first, as Hugging Face
+// does, so both sides rotate by the same angles.
+func newScaledRope[F Float](m *program.Model, positions, headDim int) *ropeTable[F] {
 	half := headDim / 2
 	r := &ropeTable[F]{half: half, cos: make([]F, positions*half), sin: make([]F, positions*half)}
-	for p := 0; p < positions; p++ {
-		for i := 0; i < half; i++ {
-			// The frequency is computed in float32 first, as Hugging Face does, so both
-			// sides rotate by the same angles.
-			inv := float32(1 / math.Pow(base, float64(2*i)/float64(headDim)))
-			ang := float64(float32(p) * inv)
-			r.cos[p*half+i] = F(math.Cos(ang))
-			r.sin[p*half+i] = F(math.Sin(ang))
-		}
+	cos, sin := m.RopeTable(headDim, 0, positions)
+	for i := range cos {
+		r.cos[i], r.sin[i] = F(cos[i]), F(sin[i])
 	}
 	return r
 }

@@ -144,11 +144,7 @@ func (c *core[F]) workspaceFor(B, T int) *workspace[F] {
 		w.thG = append(w.thG, make([]F, 2*d.H*d.H+d.H))
 	}
 	if c.cfg.Position == program.Rotary {
-		base := c.cfg.RopeBase
-		if base == 0 {
-			base = 10000
-		}
-		w.rope = newRope[F](T, d.Dh, base)
+		w.rope = newScaledRope[F](c.cfg, T, d.Dh)
 	}
 	c.ws = w
 	c.buffers++

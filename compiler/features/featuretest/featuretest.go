@@ -80,6 +80,17 @@ func changes() map[string]func(m *program.Model) {
 			m.MoE.SharedExperts, m.MoE.SharedHidden, m.MoE.SharedGate = 1, 8, true
 		},
 		"parallel_dense": func(m *program.Model) { m.MoE.ParallelDense = true },
+		"routed_scale":   func(m *program.Model) { m.MoE.RoutedScale = 2.5 },
+		"clip_qkv":       func(m *program.Model) { m.Attention.ClipQKV = 8 },
+		"norm_no_bias":   func(m *program.Model) { m.Norm, m.NormNoBias = program.LayerNorm, true },
+		"head_bias":      func(m *program.Model) { m.HeadBias = true },
+		"sparsemixer":    func(m *program.Model) { m.MoE.SparsemixerEps = 0.01 },
+		"qk_norm_after_rope": func(m *program.Model) {
+			m.Attention.QKNorm, m.Attention.QKNormAfterRope = true, true
+		},
+		"rope_scaling": func(m *program.Model) {
+			m.RopeScaling = &program.RopeScaling{Type: program.RopeYarn, Factor: 4, OriginalSeqLen: 2, BetaFast: 32, BetaSlow: 1}
+		},
 	}
 }
 

@@ -1,0 +1,125 @@
+package hf
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"sort"
+)
+
+// nested is a reader over one object-valued field of a config (DBRX's attn_config and
+// ffn_config): its keys are read as the field's, and a key left over is refused by name.
+type nested struct {
+	r      *reader
+	field  string
+	fields map[string]json.RawMessage
+	used   map[string]bool
+}
+
+func (r *reader) nested(field string) *nested {
+	n := &nested{r: r, field: field, fields: map[string]json.RawMessage{}, used: map[string]bool{}}
+	raw := r.take(field)
+	if raw == nil {
+		return n
+	}
+	if err := json.Unmarshal(raw, &n.fields); err != nil || n.fields == nil {
+		r.bad(field, "want an object, have %s", compact(raw))
+		n.fields = map[string]json.RawMessage{}
+	}
+	return n
+}
+
+// number returns key's value, def when absent or null.
+func (n *nested) number(key string, def float64) float64 {
+	n.used[key] = true
+	raw, ok := n.fields[key]
+	if !ok || bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
+		return def
+	}
+	var f float64
+	if err := json.Unmarshal(raw, &f); err != nil {
+		n.r.bad(n.field, "%s: want a number, have %s", key, compact(raw))
+		return def
+	}
+	return f
+}
+
+// leftovers refuses every key of the object nobody read (model_type, always "", is
+// bookkeeping).
+func (n *nested) leftovers() {
+	var keys []string
+	for k, v := range n.fields {
+		if !n.used[k] && k != "model_type" && !bytes.Equal(bytes.TrimSpace(v), []byte("null")) {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		n.r.refuse(n.field+"."+k, fmt.Sprintf("unknown field (value %s)", compact(n.fields[k])), "moec does not know what it changes")
+	}
+}
+
+// dbrx reads DBRX (transformers' DbrxForCausalLM): d_model, n_heads, n_layers,
+// max_seq_len; attn_config (kv_n_heads, rope_theta, clip_qkv) and ffn_config (experts,
+// top-k, expert width, the p-norm its top-k weights are divided by). LayerNorms without
+// biases (eps 1e-5), a fused Wqkv without bias, GLU experts (SiLU), MoE in every layer.
+func (s *spec) dbrx(r *reader) {
+	s.vocab = r.required("vocab_size")
+	s.dModel = r.required("d_model")
+	s.layers = int(r.required("n_layers"))
+	if s.layers > maxLayers {
+		r.bad("n_layers", "%d layers is more than moec imports (%d)", s.layers, maxLayers)
+		s.layers = 0
+	}
+	s.heads = int(r.required("n_heads"))
+	s.seqLen = r.required("max_seq_len")
+	s.tie = r.boolean("tie_word_embeddings", false)
+	s.layerNorm, s.normNoBias, s.normEps = true, true, 1e-5
+	s.activation = "swiglu"
+	r.zero("emb_pdrop", "embedding dropout")
+	r.zero("resid_pdrop", "residual dropout")
+
+	a := r.nested("attn_config")
+	s.kvHeads = int(a.number("kv_n_heads", 1))
+	s.ropeBase = a.number("rope_theta", 10000)
+	if c := a.number("clip_qkv", 0); c > 0 {
+		s.clipQKV = c
+	}
+	if p := a.number("attn_pdrop", 0); p != 0 {
+		r.inexpressible("attn_config", fmt.Sprintf("attention dropout %v", p), "moec trains without it; the forward pass at inference is the same", 0)
+	}
+	a.leftovers()
+
+	f := r.nested("ffn_config")
+	s.ffnHidden = int64(f.number("ffn_hidden_size", 3584))
+	m := &moeSpec{
+		experts: int(f.number("moe_num_experts", 4)), topK: int(f.number("moe_top_k", 1)),
+		score: "softmax", balance: f.number("moe_loss_weight", 0.01),
+	}
+	switch p := f.number("moe_normalize_expert_weights", 1); p {
+	case 1:
+		m.normalize = true // top_weights / ‖top_weights‖₁: renormalised
+	case 0:
+	default:
+		r.refuse("ffn_config", fmt.Sprintf("moe_normalize_expert_weights = %v", p), "moec renormalises the top-k gates by their sum (p = 1) or not at all")
+	}
+	if act := f.fields["ffn_act_fn"]; act != nil {
+		f.used["ffn_act_fn"] = true
+		var fn struct {
+			Name string `json:"name"`
+		}
+		if json.Unmarshal(act, &fn) != nil || (fn.Name != "silu" && fn.Name != "") {
+			r.refuse("ffn_config", fmt.Sprintf("ffn_act_fn %s", compact(act)), "moec's DBRX experts are SiLU GLUs")
+		}
+	}
+	if e := f.number("moe_jitter_eps", 0); e != 0 {
+		r.inexpressible("ffn_config", fmt.Sprintf("router jitter %v", e), "moec trains without it; the forward pass at inference is the same", 0)
+	}
+	if f.number("moe_num_experts", 4) < 1 || f.number("moe_top_k", 1) < 1 {
+		r.bad("ffn_config", "moe_num_experts and moe_top_k must be positive")
+	}
+	r.used["router_aux_loss_coef"] = true // DbrxConfig copies moe_loss_weight into it
+	f.leftovers()
+	m.allLayers(s.layers, 0, 1)
+	s.moe = m
+}
