@@ -79,14 +79,18 @@ experiments: build
 gpu-check: build
 	./scripts/gpu-check.sh
 
-# A Python virtual environment with the official client libraries the tests drive moec with
-# (the openai package for moec serve, tokenizers for runtime/tokenizer); those tests skip,
-# saying why, when it is missing.
-venv: .venv/installed.stamp
+# A Python virtual environment with the libraries the tests drive moec with and check it
+# against: openai (moec serve), tokenizers (runtime/tokenizer) and transformers, which loads
+# and runs moec's exported checkpoints itself. It sees Debian's python3-torch
+# (--system-site-packages); transformers is pinned to 4.46.3, a release that runs on that
+# torch 1.13. The tests that need a package skip, saying why, when it is missing.
+VENV_PYTHON := $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
+venv: .venv/installed-hf.stamp
 
-.venv/installed.stamp:
-	@if python3 -m venv .venv && .venv/bin/pip install --quiet openai tokenizers; then touch $@; \
-	else echo "venv: the openai or tokenizers package did not install; the tests that use them skip"; fi
+.venv/installed-hf.stamp: .deps.stamp
+	@if $(VENV_PYTHON) -m venv --clear --system-site-packages .venv && \
+		.venv/bin/pip install --quiet openai tokenizers transformers==4.46.3; then touch $@; \
+	else echo "venv: openai, tokenizers or transformers did not install; the tests that use them skip"; fi
 
 clean:
 	rm -rf bin out .deps.stamp

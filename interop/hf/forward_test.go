@@ -19,8 +19,12 @@ import (
 // the names, shapes, orientation and config of the export mean to transformers what they
 // mean to moec.
 func TestExportedLayoutComputesTheSame(t *testing.T) {
-	// The interpreter with torch, found as runtime/nn's PyTorch peer finds it.
+	// The interpreter with torch: $MOEC_PEER_PYTHON, else the project venv where it has
+	// torch and transformers, else Debian's python3 (as runtime/nn's PyTorch peer).
 	py := os.Getenv("MOEC_PEER_PYTHON")
+	if venv := filepath.Join("..", "..", ".venv", "bin", "python"); py == "" && exec.Command(venv, "-c", "import torch, transformers").Run() == nil {
+		py = venv // make venv's: Debian's torch beside transformers from PyPI
+	}
 	if py == "" {
 		py = "python3"
 		if _, err := os.Stat("/usr/bin/python3"); err == nil {
@@ -70,8 +74,17 @@ func TestExportedLayoutComputesTheSame(t *testing.T) {
 func compareLogits(t *testing.T, py, script, folder, ids string, want []float32) {
 	t.Helper()
 	b, err := exec.Command(py, filepath.Join("testdata", script), folder, ids).Output()
+	if ee, ok := err.(*exec.ExitError); ok && ee.ExitCode() == 3 {
+		// hf_transformers.py: the installed transformers has no class for the family.
+		t.Logf("%s: not checked: %s", script, strings.TrimSpace(string(ee.Stderr)))
+		return
+	}
 	if err != nil {
-		t.Fatalf("%s: %v", script, err)
+		var stderr []byte
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = ee.Stderr
+		}
+		t.Fatalf("%s: %v\n%s", script, err, stderr)
 	}
 	var got []float64
 	if err := json.Unmarshal(b, &got); err != nil {
