@@ -7,8 +7,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/moec-dev/moec/cmd/moec/internal/driver"
 	"github.com/moec-dev/moec/compiler/check"
-	"github.com/moec-dev/moec/internal/driver"
 	"github.com/moec-dev/moec/lang/diag"
 )
 

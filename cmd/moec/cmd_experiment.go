@@ -11,7 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/moec-dev/moec/internal/driver"
+	"github.com/moec-dev/moec/cmd/moec/internal/driver"
 	"github.com/moec-dev/moec/lang/diag"
 	"github.com/moec-dev/moec/runtime/experiment"
 )

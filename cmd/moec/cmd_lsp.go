@@ -6,7 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/moec-dev/moec/internal/lsp"
+	"github.com/moec-dev/moec/cmd/moec/internal/lsp"
 )
 
 func newLSPCommand(stdout io.Writer) *cobra.Command {

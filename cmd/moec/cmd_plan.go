@@ -7,8 +7,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/moec-dev/moec/cmd/moec/internal/driver"
 	"github.com/moec-dev/moec/compiler/plan"
-	"github.com/moec-dev/moec/internal/driver"
 )
 
 func newPlanCommand(stdout, stderr io.Writer) *cobra.Command {

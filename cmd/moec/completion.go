@@ -7,8 +7,8 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/moec-dev/moec/cmd/moec/internal/driver"
 	"github.com/moec-dev/moec/compiler/plan"
-	"github.com/moec-dev/moec/internal/driver"
 )
 
 // Shell completion of values. cobra's `moec completion bash|zsh|fish|powershell` writes a

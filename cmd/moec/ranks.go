@@ -6,7 +6,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/moec-dev/moec/internal/driver"
+	"github.com/moec-dev/moec/cmd/moec/internal/driver"
 	"github.com/moec-dev/moec/internal/human"
 
 	"github.com/moec-dev/moec/compiler/plan"

@@ -5,7 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/moec-dev/moec/internal/driver"
+	"github.com/moec-dev/moec/cmd/moec/internal/driver"
 )
 
 // TestLayoutPlanFollowsMicroBatch: the plan the measured memory is held against runs the

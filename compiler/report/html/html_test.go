@@ -13,10 +13,11 @@ import (
 
 	"golang.org/x/tools/txtar"
 
+	"github.com/moec-dev/moec/compiler/check"
 	"github.com/moec-dev/moec/compiler/report"
 	reporthtml "github.com/moec-dev/moec/compiler/report/html"
-	"github.com/moec-dev/moec/internal/driver"
 	"github.com/moec-dev/moec/internal/golden"
+	"github.com/moec-dev/moec/lang/diag"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -41,13 +42,13 @@ func buildSource(t *testing.T, src []byte) []byte {
 	if err := os.WriteFile(path, src, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	l := driver.Load(path)
-	if l.Diags.HasErrors() {
+	prog, sources, diags := check.Load(path, os.ReadFile)
+	if diags.HasErrors() {
 		var b bytes.Buffer
-		l.Render(&b)
+		diag.RenderAll(&b, diags, sources)
 		t.Fatalf("input.moe has errors:\n%s", b.String())
 	}
-	if err := reporthtml.Write(dir, l.Program, "input.moe"); err != nil {
+	if err := reporthtml.Write(dir, prog, "input.moe"); err != nil {
 		t.Fatal(err)
 	}
 	out, err := os.ReadFile(filepath.Join(dir, "report.html"))

@@ -9,7 +9,7 @@ import (
 // its cluster, curriculum and serve block): a didChange that edits one character, and the
 // diagnostics the server publishes for it, over real JSON-RPC. The target is 50 ms.
 func BenchmarkKeystroke(b *testing.B) {
-	src, err := os.ReadFile("../../models/hunyuan1t.moe")
+	src, err := os.ReadFile("../../../../models/hunyuan1t.moe")
 	if err != nil {
 		b.Fatal(err)
 	}

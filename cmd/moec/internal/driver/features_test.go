@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/moec-dev/moec/internal/driver"
+	"github.com/moec-dev/moec/cmd/moec/internal/driver"
 	"github.com/moec-dev/moec/lang/diag"
 )
 

@@ -11,8 +11,8 @@ import (
 // server also recovers from a handler's panic, answering an internal error; this test holds
 // the handlers to not needing that.)
 func TestNoPanicOnPartialFiles(t *testing.T) {
-	files, _ := filepath.Glob("../../models/*.moe")
-	examples, _ := filepath.Glob("../../examples/*.moe")
+	files, _ := filepath.Glob("../../../../models/*.moe")
+	examples, _ := filepath.Glob("../../../../examples/*.moe")
 	for _, path := range append(files, examples...) {
 		src, err := os.ReadFile(path)
 		if err != nil {

@@ -24,7 +24,7 @@ func TestPlannedLayoutsRun(t *testing.T) {
 		t.Skip("trains every planned layout for a step")
 	}
 	const ranks = 4
-	prog, _, ds := check.Load("../../examples/hunyuan_tiny.moe", os.ReadFile)
+	prog, _, ds := check.Load("../../../../examples/hunyuan_tiny.moe", os.ReadFile)
 	if ds.HasErrors() {
 		t.Fatal(ds.Err())
 	}
@@ -70,7 +70,7 @@ func TestPlannedLayoutsRun(t *testing.T) {
 					t.Fatalf("layout %+v: %v", req, err)
 				}
 				res, err := train.Run(context.Background(), train.Options{Program: &pr, TrainName: tr.Name, StageName: st.Name,
-					BaseDir: "../../examples", Steps: 1, OutRoot: t.TempDir(), ValWindows: 1, Layout: l})
+					BaseDir: "../../../../examples", Steps: 1, OutRoot: t.TempDir(), ValWindows: 1, Layout: l})
 				if err != nil {
 					t.Fatalf("layout %s: %v", l, err)
 				}

@@ -7,7 +7,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/moec-dev/moec/internal/driver"
+	"github.com/moec-dev/moec/cmd/moec/internal/driver"
 )
 
 const tinyMoe = `model tiny {

@@ -16,7 +16,7 @@ import (
 )
 
 // grammarFile is the editor extension's TextMate grammar.
-const grammarFile = "../../editors/vscode/syntaxes/moe.tmLanguage.json"
+const grammarFile = "../../../../editors/vscode/syntaxes/moe.tmLanguage.json"
 
 // tmRule is one TextMate rule as the grammar writes it.
 type tmRule struct {
@@ -146,11 +146,11 @@ func TestGrammar(t *testing.T) {
 	if want := []string{"key", "constructor"}; !slices.Equal(skipped, want) {
 		t.Errorf("rules Go's regexp cannot run = %v, want %v (a rule newly skipped is not tested)", skipped, want)
 	}
-	files, err := filepath.Glob("../../models/*.moe")
+	files, err := filepath.Glob("../../../../models/*.moe")
 	if err != nil {
 		t.Fatal(err)
 	}
-	examples, _ := filepath.Glob("../../examples/*.moe")
+	examples, _ := filepath.Glob("../../../../examples/*.moe")
 	files = append(files, examples...)
 	if len(files) < 4 {
 		t.Fatalf("found only %v", files)
