@@ -23,10 +23,9 @@ func newBuildCommand(stdout, stderr io.Writer) *cobra.Command {
 			"reports and plans.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			loaded := driver.Load(args[0])
-			loaded.Render(stderr)
-			if loaded.Diags.HasErrors() {
-				return errDiagnostics
+			loaded, err := loadChecked(args[0], stderr)
+			if err != nil {
+				return err
 			}
 			res, diags, err := driver.Build(loaded, opt)
 			loaded.RenderList(stderr, diags)

@@ -10,7 +10,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/moec-dev/moec/cmd/moec/internal/driver"
 	"github.com/moec-dev/moec/lang/diag"
 	"github.com/moec-dev/moec/runtime/checkpoint"
 	"github.com/moec-dev/moec/runtime/compress"
@@ -42,10 +41,9 @@ VNNI or AVX2 where the CPU has them); they are not dequantised at load. A manife
 			changed := cmd.Flags().Changed
 			if len(args) == 1 {
 				// The file's compress block for the checkpoint's model; flags override it.
-				loaded := driver.Load(args[0])
-				loaded.Render(stderr)
-				if loaded.Diags.HasErrors() {
-					return errDiagnostics
+				loaded, err := loadChecked(args[0], stderr)
+				if err != nil {
+					return err
 				}
 				dir, err := weights.ResolveCheckpoint(ckpt)
 				if err != nil {

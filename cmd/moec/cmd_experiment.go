@@ -44,10 +44,9 @@ func newExperimentCommand(stdout, stderr io.Writer) *cobra.Command {
 			case f.Changed("val-windows") && opt.ValWindows < 1:
 				return usage(diag.Runtimef(diag.ErrBadRunOption, "--val-windows %d: want at least 1 validation window; leave it out for 64", opt.ValWindows))
 			}
-			loaded := driver.Load(args[0])
-			loaded.Render(stderr)
-			if loaded.Diags.HasErrors() {
-				return errDiagnostics
+			loaded, err := loadChecked(args[0], stderr)
+			if err != nil {
+				return err
 			}
 			files, diags := experiment.ParseSources(loaded.Sources)
 			if diags.HasErrors() {

@@ -83,10 +83,9 @@ func newExportMegatronCommand(stdout, stderr io.Writer) *cobra.Command {
 			"cannot is listed in comments above the command, never dropped silently.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			loaded := driver.Load(args[0])
-			loaded.Render(stderr)
-			if loaded.Diags.HasErrors() {
-				return errDiagnostics
+			loaded, err := loadChecked(args[0], stderr)
+			if err != nil {
+				return err
 			}
 			if err := needTrain(loaded.Program, args[0], "export megatron writes the launch arguments of a training plan, so it needs the train block (data, batch, optimizer, stages) to plan"); err != nil {
 				return err

@@ -32,10 +32,9 @@ func newPlanCommand(stdout, stderr io.Writer) *cobra.Command {
 			if opt.GPUs > 0 && opt.Nodes > 0 {
 				return usage(fmt.Errorf("plan: give --gpus or --nodes, not both"))
 			}
-			loaded := driver.Load(args[0])
-			loaded.Render(stderr)
-			if loaded.Diags.HasErrors() {
-				return errDiagnostics
+			loaded, err := loadChecked(args[0], stderr)
+			if err != nil {
+				return err
 			}
 			if compare != "" && (serve != "" || asJSON) {
 				return usage(fmt.Errorf("plan: --compare compares two strategies of a stage, on the terminal: not with --serve or --json"))

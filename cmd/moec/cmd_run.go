@@ -104,10 +104,9 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 			if len(args) != 1 {
 				return usage(fmt.Errorf("run: give the .moe file (and --stage NAME, or --all-stages)"))
 			}
-			loaded := driver.Load(args[0])
-			loaded.Render(stderr)
-			if loaded.Diags.HasErrors() {
-				return errDiagnostics
+			loaded, err := loadChecked(args[0], stderr)
+			if err != nil {
+				return err
 			}
 			opt.Program = loaded.Program
 			opt.BaseDir = filepath.Dir(args[0])
@@ -320,10 +319,9 @@ func newEvalCommand(stdout, stderr io.Writer) *cobra.Command {
 			}
 			var loaded *driver.Loaded
 			if len(args) == 1 {
-				loaded = driver.Load(args[0])
-				loaded.Render(stderr)
-				if loaded.Diags.HasErrors() {
-					return errDiagnostics
+				var err error
+				if loaded, err = loadChecked(args[0], stderr); err != nil {
+					return err
 				}
 				opt.Program = loaded.Program
 				opt.BaseDir = filepath.Dir(args[0])

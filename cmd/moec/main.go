@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/moec-dev/moec/cmd/moec/internal/driver"
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -104,3 +106,14 @@ func newVersionCommand(stdout io.Writer) *cobra.Command {
 }
 
 const version = "0.1.0-dev"
+
+// loadChecked loads and checks the .moe file at path with its imports, renders its
+// diagnostics on stderr, and returns errDiagnostics when any is an error.
+func loadChecked(path string, stderr io.Writer) (*driver.Loaded, error) {
+	loaded := driver.Load(path)
+	loaded.Render(stderr)
+	if loaded.Diags.HasErrors() {
+		return loaded, errDiagnostics
+	}
+	return loaded, nil
+}
