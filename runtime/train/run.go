@@ -36,321 +36,432 @@ const (
 )
 
 // Run trains one stage. See the package documentation for what it writes.
+//
+// A run goes through named steps: open the run folder (a new run, or a resumed one
+// checked against the program), set up the data and the engine, restore the state to
+// start from (the latest checkpoint, or growth from the previous stage), train step by
+// step with checkpoints, and finish (the final checkpoint, the plot, validation).
 func Run(ctx context.Context, opt Options) (*Result, error) {
 	start := time.Now()
 	if err := opt.validate(); err != nil {
 		return nil, err
 	}
-	var spec *Spec
-	var stage *program.Stage
-	var err error
-	dir := opt.OutDir
-	if opt.Resume != "" {
-		dir = opt.Resume
-		if spec, err = ReadSpec(dir); err != nil {
-			return nil, err
-		}
-		lock, err := lockFolder(dir, opt)
-		if err != nil {
-			return nil, err
-		}
-		defer lock.Release()
-		if opt.Program != nil {
-			o := opt
-			o.TrainName, o.StageName = spec.Train.Name, spec.Stage
-			o.Seed, o.BaseDir, o.OutRoot = &spec.Seed, spec.BaseDir, spec.OutRoot
-			o.MicroBatch = spec.MicroBatch
-			if o.Steps == 0 {
-				o.Steps = spec.Steps
-			}
-			now, _, err := resolve(&o)
-			if err != nil {
-				return nil, err
-			}
-			h1, _ := now.Hash()
-			h2, _ := spec.Hash()
-			if h1 != h2 {
-				return nil, diag.Runtimef(diag.ErrCheckpointMismatch, "cannot resume %s: the program's train %s / stage %s differs from the one the run started with", dir, spec.Train.Name, spec.Stage)
-			}
-		}
-		if stage, err = spec.Train.LookupStage(spec.Stage); err != nil {
-			return nil, err
-		}
-		if err := checkLayoutExperts(spec, opt.Layout); err != nil {
-			return nil, err
-		}
-	} else {
-		if spec, stage, err = resolve(&opt); err != nil {
-			return nil, err
-		}
-		if err := checkMicroBatch(spec, opt.MicroBatch); err != nil {
-			return nil, err
-		}
-		if err := checkLayoutExperts(spec, opt.Layout); err != nil {
-			return nil, err
-		}
-		if dir == "" {
-			dir = StageDir(spec.OutRoot, spec.Train.Name, spec.Stage)
-		}
-		// The lock comes before the folder is looked at: two runs into one folder would
-		// otherwise both find it empty (or both --force it) and write into each other.
-		lock, err := lockFolder(dir, opt)
-		if err != nil {
-			return nil, err
-		}
-		defer lock.Release()
-		if err := prepareDir(dir, opt.Force); err != nil {
-			return nil, err
-		}
-	}
-	hash, err := spec.Hash()
+	r, err := openRun(opt)
 	if err != nil {
 		return nil, err
+	}
+	defer r.lock.Release()
+	if err := r.setUp(); err != nil {
+		return nil, err
+	}
+	if err := r.restore(); err != nil {
+		return nil, err
+	}
+	closeLog, err := r.openLog()
+	if err != nil {
+		return nil, err
+	}
+	defer closeLog()
+	cancelled, err := r.train(ctx, start)
+	if err != nil {
+		return r.res, err
+	}
+	return r.finish(cancelled)
+}
+
+// stageRun is one invocation of Run: what each of its steps reads and leaves behind.
+type stageRun struct {
+	opt   Options
+	spec  *Spec
+	stage *program.Stage
+	dir   string
+	lock  *RunLock
+
+	hash     string      // the spec's configuration hash, which checkpoints carry
+	recorded *LayoutSpec // the layout run.json recorded before this invocation
+	prog     *progress
+	corpus   *data.Corpus
+	eng      engine
+	lead     bool // this process writes the run's files
+	ckptDir  string
+	res      *Result
+
+	latest  string // the checkpoint resumed from ("" when none)
+	step    int64  // steps completed
+	tokens  int64
+	records []StepRecord
+	logw    *bufio.Writer
+
+	writer     checkpoint.Writer
+	savedStep  int64 // the step and finality of the newest checkpoint on disk
+	savedFinal bool
+	firstStep  int64
+	loopStart  time.Time // throughput counts training, not loading the corpus
+}
+
+// openRun finds the run's folder and locks it: a resumed run's spec (checked against the
+// program, when one is given), or a new run's, resolved from the options, in a folder
+// prepared for it.
+func openRun(opt Options) (*stageRun, error) {
+	r := &stageRun{opt: opt, dir: opt.OutDir}
+	var err error
+	if opt.Resume != "" {
+		r.dir = opt.Resume
+		if r.spec, err = ReadSpec(r.dir); err != nil {
+			return nil, err
+		}
+		if r.lock, err = lockFolder(r.dir, opt); err != nil {
+			return nil, err
+		}
+		if err := r.checkResumedSpec(); err != nil {
+			r.lock.Release()
+			return nil, err
+		}
+		return r, nil
+	}
+	if r.spec, r.stage, err = resolve(&opt); err != nil {
+		return nil, err
+	}
+	if err := checkMicroBatch(r.spec, opt.MicroBatch); err != nil {
+		return nil, err
+	}
+	if err := checkLayoutExperts(r.spec, opt.Layout); err != nil {
+		return nil, err
+	}
+	if r.dir == "" {
+		r.dir = StageDir(r.spec.OutRoot, r.spec.Train.Name, r.spec.Stage)
+	}
+	// The lock comes before the folder is looked at: two runs into one folder would
+	// otherwise both find it empty (or both --force it) and write into each other.
+	if r.lock, err = lockFolder(r.dir, opt); err != nil {
+		return nil, err
+	}
+	if err := prepareDir(r.dir, opt.Force); err != nil {
+		r.lock.Release()
+		return nil, err
+	}
+	return r, nil
+}
+
+// checkResumedSpec holds a resumed run's spec to the program given (the same train block
+// and stage, hashed alike) and finds its stage.
+func (r *stageRun) checkResumedSpec() error {
+	spec, opt := r.spec, r.opt
+	if opt.Program != nil {
+		o := opt
+		o.TrainName, o.StageName = spec.Train.Name, spec.Stage
+		o.Seed, o.BaseDir, o.OutRoot = &spec.Seed, spec.BaseDir, spec.OutRoot
+		o.MicroBatch = spec.MicroBatch
+		if o.Steps == 0 {
+			o.Steps = spec.Steps
+		}
+		now, _, err := resolve(&o)
+		if err != nil {
+			return err
+		}
+		h1, _ := now.Hash()
+		h2, _ := spec.Hash()
+		if h1 != h2 {
+			return diag.Runtimef(diag.ErrCheckpointMismatch, "cannot resume %s: the program's train %s / stage %s differs from the one the run started with", r.dir, spec.Train.Name, spec.Stage)
+		}
+	}
+	var err error
+	if r.stage, err = spec.Train.LookupStage(spec.Stage); err != nil {
+		return err
+	}
+	return checkLayoutExperts(spec, opt.Layout)
+}
+
+// setUp hashes the configuration, opens the corpus (and keeps the run's tokenizer) and
+// builds the engine that trains the stage.
+func (r *stageRun) setUp() error {
+	spec, opt := r.spec, r.opt
+	var err error
+	if r.hash, err = spec.Hash(); err != nil {
+		return err
 	}
 	if opt.LLVM != "" && (opt.Layout != nil || opt.Comm != nil) {
 		// The ranks of a sharded run build their own models with the Go kernels; taking
 		// the library and then not running it would be a flag silently ignored.
 		e := diag.Runtimef(diag.ErrBadRunOption, "--llvm with a sharded run (%s): the ranks run the Go kernels only", layoutSpec(opt.Layout, opt.Comm, "").String())
 		e.Suggestion = "drop --llvm, or run on one rank without --ranks/--ep/--zero/--offload/--cache-budget"
-		return nil, e
+		return e
 	}
-	recorded := spec.Layout
+	r.recorded = spec.Layout
 	spec.Layout = layoutSpec(opt.Layout, opt.Comm, opt.LLVM)
-	prog := newProgress(opt.Progress, spec.Steps)
+	r.prog = newProgress(opt.Progress, spec.Steps)
 
 	dataOpt, tokenizerPath, err := data.OptionsFor(spec.Train, spec.BaseDir)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	corpus, err := data.Open(dataOpt)
-	if err != nil {
-		return nil, err
+	if r.corpus, err = data.Open(dataOpt); err != nil {
+		return err
 	}
-	if err := KeepTokenizer(dir, tokenizerPath); err != nil {
-		return nil, err
+	if err := KeepTokenizer(r.dir, tokenizerPath); err != nil {
+		return err
 	}
-	if corpus.Skipped > 0 {
-		prog.printf("data: skipped %d binary files (e.g. %s)\n", corpus.Skipped, corpus.SkippedName[0])
+	if r.corpus.Skipped > 0 {
+		r.prog.printf("data: skipped %d binary files (e.g. %s)\n", r.corpus.Skipped, r.corpus.SkippedName[0])
 	}
-	opt2 := optim.FromProgram(spec.Train.Optimizer, stage.LR, spec.Steps)
-	eng, err := newEngine(opt, spec, opt2)
-	if err != nil {
-		return nil, err
+	if r.eng, err = newEngine(opt, spec, optim.FromProgram(spec.Train.Optimizer, r.stage.LR, spec.Steps)); err != nil {
+		return err
 	}
-	lead := eng.leader()
+	r.lead = r.eng.leader()
+	r.ckptDir = filepath.Join(r.dir, CheckpointsDir)
+	r.res = &Result{Dir: r.dir, TotalSteps: spec.Steps, LogPath: filepath.Join(r.dir, LogFile), PlotPath: filepath.Join(r.dir, PlotFile)}
+	r.savedStep = -1
+	r.writer = checkpoint.Writer{Hook: opt.CheckpointHook}
+	return nil
+}
 
-	ckptDir := filepath.Join(dir, CheckpointsDir)
-	res := &Result{Dir: dir, TotalSteps: spec.Steps, LogPath: filepath.Join(dir, LogFile), PlotPath: filepath.Join(dir, PlotFile)}
-	var step int64 // steps completed
-	var records []StepRecord
-	latest := ""
-	if opt.Resume != "" {
-		if err := checkpoint.CleanTemp(ckptDir); err != nil {
-			return nil, err
+// restore puts the engine in the state the run starts from: a resumed run's latest
+// checkpoint (checked against the configuration, the data and the model), else a grown
+// stage's previous checkpoint; then it (re)writes run.json and cuts the log back to the
+// step the run starts at.
+func (r *stageRun) restore() error {
+	spec := r.spec
+	var err error
+	if r.opt.Resume != "" {
+		if err := checkpoint.CleanTemp(r.ckptDir); err != nil {
+			return err
 		}
-		if latest, err = checkpoint.Latest(ckptDir); err != nil {
-			return nil, err
+		if r.latest, err = checkpoint.Latest(r.ckptDir); err != nil {
+			return err
 		}
-		if err := checkResumable(dir, latest, opt.Restart, prog); err != nil {
-			return nil, err
+		if err := checkResumable(r.dir, r.latest, r.opt.Restart, r.prog); err != nil {
+			return err
 		}
 	}
-	if latest != "" {
-		c, err := checkpoint.Load(latest, true)
-		if err != nil {
-			return nil, err
+	if r.latest != "" {
+		if err := r.resumeFrom(r.latest); err != nil {
+			return err
 		}
-		m := c.Manifest
-		if m.ConfigHash != hash {
-			return nil, diag.Runtimef(diag.ErrCheckpointMismatch, "checkpoint %s was made for a different configuration (config hash %s, run has %s)", latest, m.ConfigHash, hash)
-		}
-		if m.DataFingerprint != corpus.Fingerprint {
-			return nil, diag.Runtimef(diag.ErrCheckpointMismatch, "checkpoint %s was trained on different data (fingerprint %s, corpus now %s); the resumed run would not see the same batches", latest, m.DataFingerprint[:12], corpus.Fingerprint[:12])
-		}
-		if m.Step > spec.Steps {
-			// The manifest checks itself against its own total; this is the run's.
-			return nil, diag.Runtimef(diag.ErrCorruptCheckpoint, "checkpoint %s records step %d, past the %d steps of stage %s", latest, m.Step, spec.Steps, spec.Stage)
-		}
-		if err := CheckWeights(latest, m.Model, c.Model); err != nil {
-			return nil, err
-		}
-		if err := eng.load(c.Model, c.Optimizer, m.Optimizer.Step); err != nil {
-			return nil, diag.RuntimeWrap(diag.ErrCheckpointMismatch, err, "checkpoint %s", latest)
-		}
-		step = m.Step
-		res.Resumed = true
-		res.Checkpoint = latest
-		how := ""
-		if recorded != nil && *recorded != *spec.Layout {
-			how = fmt.Sprintf(" under %s (it last ran under %s; a checkpoint loads under any layout)", spec.Layout, recorded)
-		}
-		prog.printf("resuming %s at step %d/%d%s\n", dir, step, spec.Steps, how)
-	} else if stage.From != "" {
-		if spec.GrownFrom, err = growFrom(spec, stage, eng, opt.NewNet); err != nil {
-			return nil, err
+	} else if r.stage.From != "" {
+		if spec.GrownFrom, err = growFrom(spec, r.stage, r.eng, r.opt.NewNet); err != nil {
+			return err
 		}
 	}
 	// run.json is (re)written once the run is known to start: on resume it records the
 	// layout this invocation runs under, which the next resume reuses.
-	if lead {
+	if r.lead {
 		b, err := json.MarshalIndent(spec, "", "  ")
 		if err != nil {
-			return nil, fmt.Errorf("train: %w", err)
+			return fmt.Errorf("train: %w", err)
 		}
-		if err := writeFileAtomic(filepath.Join(dir, SpecFile), append(b, '\n')); err != nil {
-			return nil, fmt.Errorf("train: %w", err)
+		if err := writeFileAtomic(filepath.Join(r.dir, SpecFile), append(b, '\n')); err != nil {
+			return fmt.Errorf("train: %w", err)
 		}
 	}
-	if records, err = truncateLog(res.LogPath, step, lead); err != nil {
-		return nil, fmt.Errorf("train: %w", err)
+	if r.records, err = truncateLog(r.res.LogPath, r.step, r.lead); err != nil {
+		return fmt.Errorf("train: %w", err)
 	}
-	tokens := step * spec.TokensPerStep()
-	if n := len(records); n > 0 {
-		tokens = records[n-1].Tokens
+	r.tokens = r.step * spec.TokensPerStep()
+	if n := len(r.records); n > 0 {
+		r.tokens = r.records[n-1].Tokens
 	}
-	logw := bufio.NewWriter(io.Discard)
-	if lead {
-		lf, err := os.OpenFile(res.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-		if err != nil {
-			return nil, fmt.Errorf("train: %w", err)
-		}
-		defer lf.Close()
-		logw = bufio.NewWriter(lf)
-	}
+	return nil
+}
 
-	writer := checkpoint.Writer{Hook: opt.CheckpointHook}
+// resumeFrom loads checkpoint latest into the engine after checking that it belongs to
+// this run: its configuration, its data and its step.
+func (r *stageRun) resumeFrom(latest string) error {
+	spec := r.spec
+	c, err := checkpoint.Load(latest, true)
+	if err != nil {
+		return err
+	}
+	m := c.Manifest
+	if m.ConfigHash != r.hash {
+		return diag.Runtimef(diag.ErrCheckpointMismatch, "checkpoint %s was made for a different configuration (config hash %s, run has %s)", latest, m.ConfigHash, r.hash)
+	}
+	if m.DataFingerprint != r.corpus.Fingerprint {
+		return diag.Runtimef(diag.ErrCheckpointMismatch, "checkpoint %s was trained on different data (fingerprint %s, corpus now %s); the resumed run would not see the same batches", latest, m.DataFingerprint[:12], r.corpus.Fingerprint[:12])
+	}
+	if m.Step > spec.Steps {
+		// The manifest checks itself against its own total; this is the run's.
+		return diag.Runtimef(diag.ErrCorruptCheckpoint, "checkpoint %s records step %d, past the %d steps of stage %s", latest, m.Step, spec.Steps, spec.Stage)
+	}
+	if err := CheckWeights(latest, m.Model, c.Model); err != nil {
+		return err
+	}
+	if err := r.eng.load(c.Model, c.Optimizer, m.Optimizer.Step); err != nil {
+		return diag.RuntimeWrap(diag.ErrCheckpointMismatch, err, "checkpoint %s", latest)
+	}
+	r.step = m.Step
+	r.res.Resumed = true
+	r.res.Checkpoint = latest
 	// A resumed run that has nothing left to do must not rewrite its checkpoint: replacing
 	// a complete checkpoint with an identical one only opens a window for losing it.
-	savedStep, savedFinal := int64(-1), false
-	if latest != "" {
-		m, err := checkpoint.LoadManifest(latest)
-		if err != nil {
-			return nil, err
-		}
-		savedStep, savedFinal = m.Step, m.Final
+	r.savedStep, r.savedFinal = m.Step, m.Final
+	how := ""
+	if r.recorded != nil && *r.recorded != *spec.Layout {
+		how = fmt.Sprintf(" under %s (it last ran under %s; a checkpoint loads under any layout)", spec.Layout, r.recorded)
 	}
-	save := func(final bool) error {
-		if step == savedStep && final == savedFinal {
-			return nil
-		}
-		model, moments, err := eng.tensors()
-		if err != nil || !lead {
-			return err
-		}
-		c := &checkpoint.Checkpoint{
-			Manifest: checkpoint.Manifest{Train: spec.Train.Name, Stage: spec.Stage, Step: step, TotalSteps: spec.Steps,
-				TokensSeen: tokens, Final: final, Model: spec.Model, ConfigHash: hash, Seed: spec.Seed,
-				DataCursor: step, DataFingerprint: corpus.Fingerprint,
-				Optimizer: checkpoint.OptimizerState{Kind: "adamw", Step: eng.optStep()}},
-			Model:     model,
-			Optimizer: moments,
-		}
-		p, err := writer.Save(ckptDir, c)
-		if err != nil {
-			return err
-		}
-		res.Checkpoint, savedStep, savedFinal = p, step, final
-		return checkpoint.Prune(ckptDir, spec.Keep)
-	}
+	r.prog.printf("resuming %s at step %d/%d%s\n", r.dir, r.step, spec.Steps, how)
+	return nil
+}
 
-	prog.start(step)
-	firstStep := step
-	loopStart := time.Now() // throughput counts training, not loading the corpus
-	var cancelled error
-	for step < spec.Steps {
+// openLog opens log.jsonl for appending (the leader's; the other ranks write nowhere) and
+// returns what closes it.
+func (r *stageRun) openLog() (func(), error) {
+	r.logw = bufio.NewWriter(io.Discard)
+	if !r.lead {
+		return func() {}, nil
+	}
+	lf, err := os.OpenFile(r.res.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("train: %w", err)
+	}
+	r.logw = bufio.NewWriter(lf)
+	return func() { lf.Close() }, nil
+}
+
+// save writes a checkpoint of the current step (final: the stage's last), unless the
+// newest on disk is already that one.
+func (r *stageRun) save(final bool) error {
+	spec := r.spec
+	if r.step == r.savedStep && final == r.savedFinal {
+		return nil
+	}
+	model, moments, err := r.eng.tensors()
+	if err != nil || !r.lead {
+		return err
+	}
+	c := &checkpoint.Checkpoint{
+		Manifest: checkpoint.Manifest{Train: spec.Train.Name, Stage: spec.Stage, Step: r.step, TotalSteps: spec.Steps,
+			TokensSeen: r.tokens, Final: final, Model: spec.Model, ConfigHash: r.hash, Seed: spec.Seed,
+			DataCursor: r.step, DataFingerprint: r.corpus.Fingerprint,
+			Optimizer: checkpoint.OptimizerState{Kind: "adamw", Step: r.eng.optStep()}},
+		Model:     model,
+		Optimizer: moments,
+	}
+	p, err := r.writer.Save(r.ckptDir, c)
+	if err != nil {
+		return err
+	}
+	r.res.Checkpoint, r.savedStep, r.savedFinal = p, r.step, final
+	return checkpoint.Prune(r.ckptDir, spec.Keep)
+}
+
+// train runs steps until the stage's last, an interruption (cancelled says which) or the
+// time limit, logging each step and checkpointing every checkpoint_every steps.
+func (r *stageRun) train(ctx context.Context, start time.Time) (cancelled error, err error) {
+	spec, prog := r.spec, r.prog
+	prog.start(r.step)
+	r.firstStep = r.step
+	r.loopStart = time.Now()
+	for r.step < spec.Steps {
 		cancelled = ctx.Err()
-		overTime := opt.MaxTime > 0 && time.Since(start) > opt.MaxTime
+		overTime := r.opt.MaxTime > 0 && time.Since(start) > r.opt.MaxTime
 		// Every rank stops at the same step, or the ranks' collectives would part ways.
-		stop, err := eng.stop(cancelled != nil || overTime)
+		stop, err := r.eng.stop(cancelled != nil || overTime)
 		if err != nil {
-			return res, err
+			return cancelled, err
 		}
 		if stop && cancelled == nil && !overTime {
 			cancelled = context.Canceled // another rank was interrupted
 		}
 		if stop && cancelled != nil {
-			res.Stopped = true
-			prog.printf("interrupted at step %d/%d; resume with --resume %s\n", step, spec.Steps, dir)
+			r.res.Stopped = true
+			prog.printf("interrupted at step %d/%d; resume with --resume %s\n", r.step, spec.Steps, r.dir)
 			break
 		}
 		if stop {
-			res.Stopped = true
-			prog.printf("stopping after %s at step %d/%d\n", fmtDuration(time.Since(start)), step, spec.Steps)
+			r.res.Stopped = true
+			prog.printf("stopping after %s at step %d/%d\n", fmtDuration(time.Since(start)), r.step, spec.Steps)
 			break
 		}
-		t0 := time.Now()
-		rec, info, err := eng.step(step, spec, corpus)
-		if err != nil {
-			var ne *updateError
-			if errors.As(err, &ne) {
-				return res, diag.RuntimeWrap(diag.ErrNonFiniteLoss, err, "step %d", step+1)
-			}
-			if _, sharded := eng.(*group); sharded {
-				e := diag.RuntimeWrap(diag.ErrRankFailed, err, "the sharded run stopped at step %d", step+1)
-				e.Suggestion = "fix the failing rank's error; if a rank is only slow, raise --collective-timeout; resume with --resume " + dir
-				return res, e
-			}
-			return res, err
+		if err := r.trainStep(); err != nil {
+			return cancelled, err
 		}
-		if !finite(rec.Loss) {
-			return res, diag.Runtimef(diag.ErrNonFiniteLoss, "loss is %v at step %d; lower the learning rate or check the data", rec.Loss, step+1)
-		}
-		step++
-		tokens += spec.TokensPerStep()
-		rec.Step, rec.Tokens, rec.LR, rec.GradNorm, rec.Clipped = step, tokens, info.LR, info.GradNorm, info.Clipped
-		rec.StepTime = time.Since(t0).Seconds()
-		rec.Elapsed = time.Since(loopStart).Seconds()
-		rec.TokensPerSec = float64(spec.TokensPerStep()*(step-firstStep)) / rec.Elapsed
-		if err := writeLine(logw, rec); err != nil {
-			return res, fmt.Errorf("train: writing log: %w", err)
-		}
-		records = append(records, rec)
-		prog.update(rec, false)
-		if spec.CheckpointEvery > 0 && step%spec.CheckpointEvery == 0 && step < spec.Steps {
-			if err := save(false); err != nil {
-				return res, err
+		if spec.CheckpointEvery > 0 && r.step%spec.CheckpointEvery == 0 && r.step < spec.Steps {
+			if err := r.save(false); err != nil {
+				return cancelled, err
 			}
 		}
 	}
-	res.Steps, res.Tokens, res.Trained = step, tokens, step-firstStep
-	if n := len(records); n > 0 {
-		res.Loss, res.LossKnown = records[n-1].Loss, true
-		if step > firstStep { // a finished run resumed trained nothing: no progress to show
-			prog.update(records[n-1], true)
+	return cancelled, nil
+}
+
+// trainStep trains one step and logs it.
+func (r *stageRun) trainStep() error {
+	spec := r.spec
+	t0 := time.Now()
+	rec, info, err := r.eng.step(r.step, spec, r.corpus)
+	if err != nil {
+		var ne *updateError
+		if errors.As(err, &ne) {
+			return diag.RuntimeWrap(diag.ErrNonFiniteLoss, err, "step %d", r.step+1)
+		}
+		if _, sharded := r.eng.(*group); sharded {
+			e := diag.RuntimeWrap(diag.ErrRankFailed, err, "the sharded run stopped at step %d", r.step+1)
+			e.Suggestion = "fix the failing rank's error; if a rank is only slow, raise --collective-timeout; resume with --resume " + r.dir
+			return e
+		}
+		return err
+	}
+	if !finite(rec.Loss) {
+		return diag.Runtimef(diag.ErrNonFiniteLoss, "loss is %v at step %d; lower the learning rate or check the data", rec.Loss, r.step+1)
+	}
+	r.step++
+	r.tokens += spec.TokensPerStep()
+	rec.Step, rec.Tokens, rec.LR, rec.GradNorm, rec.Clipped = r.step, r.tokens, info.LR, info.GradNorm, info.Clipped
+	rec.StepTime = time.Since(t0).Seconds()
+	rec.Elapsed = time.Since(r.loopStart).Seconds()
+	rec.TokensPerSec = float64(spec.TokensPerStep()*(r.step-r.firstStep)) / rec.Elapsed
+	if err := writeLine(r.logw, rec); err != nil {
+		return fmt.Errorf("train: writing log: %w", err)
+	}
+	r.records = append(r.records, rec)
+	r.prog.update(rec, false)
+	return nil
+}
+
+// finish sums the run up: the final (or interrupted) checkpoint, the loss plot, the
+// memory report, and, for a stage trained to its end, validation and result.json.
+func (r *stageRun) finish(cancelled error) (*Result, error) {
+	spec, res, step := r.spec, r.res, r.step
+	res.Steps, res.Tokens, res.Trained = step, r.tokens, step-r.firstStep
+	if n := len(r.records); n > 0 {
+		res.Loss, res.LossKnown = r.records[n-1].Loss, true
+		if step > r.firstStep { // a finished run resumed trained nothing: no progress to show
+			r.prog.update(r.records[n-1], true)
 		}
 	}
-	if step > firstStep {
-		res.TokensPerSec = float64(spec.TokensPerStep()*(step-firstStep)) / time.Since(loopStart).Seconds()
+	if step > r.firstStep {
+		res.TokensPerSec = float64(spec.TokensPerStep()*(step-r.firstStep)) / time.Since(r.loopStart).Seconds()
 	}
-	if err := save(step >= spec.Steps); err != nil {
+	if err := r.save(step >= spec.Steps); err != nil {
 		return res, errors.Join(cancelled, err)
 	}
-	if lead {
-		if err := plotLog(records, res.PlotPath, fmt.Sprintf("%s / %s", spec.Train.Name, spec.Stage), 0, 0); err != nil {
+	title := fmt.Sprintf("%s / %s", spec.Train.Name, spec.Stage)
+	if r.lead {
+		if err := plotLog(r.records, res.PlotPath, title, 0, 0); err != nil {
 			return res, errors.Join(cancelled, err)
 		}
 	}
-	res.Memory = eng.report()
+	res.Memory = r.eng.report()
 	if res.Stopped {
 		return res, cancelled
 	}
 	// Every rank takes part (a sharded run may have to assemble its weights), the leader
 	// validates.
-	net, err := eng.evalNet(opt.NewNet, spec)
-	if err != nil || !lead {
+	net, err := r.eng.evalNet(r.opt.NewNet, spec)
+	if err != nil || !r.lead {
 		return res, err
 	}
-	ev, err := evaluate(net, corpus, spec.Seed, spec.SeqLen, spec.MicroBatch, spec.ValWindows)
+	ev, err := evaluate(net, r.corpus, spec.Seed, spec.SeqLen, spec.MicroBatch, spec.ValWindows)
 	if err != nil {
 		return res, err
 	}
 	res.ValLoss, res.ValPPL = ev.Loss, ev.PPL
-	if err := plotLog(records, res.PlotPath, fmt.Sprintf("%s / %s", spec.Train.Name, spec.Stage), step, ev.Loss); err != nil {
+	if err := plotLog(r.records, res.PlotPath, title, step, ev.Loss); err != nil {
 		return res, err
 	}
-	prog.printf("validation: loss %.4f, perplexity %.3f over %d tokens\n", ev.Loss, ev.PPL, ev.Tokens)
+	r.prog.printf("validation: loss %.4f, perplexity %.3f over %d tokens\n", ev.Loss, ev.PPL, ev.Tokens)
 	b, _ := json.MarshalIndent(res, "", "  ")
-	if err := writeFileAtomic(filepath.Join(dir, ResultFile), append(b, '\n')); err != nil {
+	if err := writeFileAtomic(filepath.Join(r.dir, ResultFile), append(b, '\n')); err != nil {
 		return res, fmt.Errorf("train: %w", err)
 	}
 	return res, nil
