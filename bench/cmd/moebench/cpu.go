@@ -15,10 +15,12 @@ type cpuDesc struct {
 
 // cpuFeatures are the flags moebench reports, as /proc/cpuinfo spells them, with the name
 // the table prints.
-var cpuFeatures = []struct{ flag, name string }{
-	{"avx2", "AVX2"}, {"fma", "FMA"}, {"avx512f", "AVX-512"}, {"avx512_bf16", "AVX512-BF16"},
-	{"avx512_vnni", "AVX512-VNNI"}, {"avx_vnni", "AVX-VNNI"}, {"amx_tile", "AMX"},
-	{"amx_bf16", "AMX-BF16"}, {"amx_int8", "AMX-INT8"},
+func cpuFeatures() []struct{ flag, name string } {
+	return []struct{ flag, name string }{
+		{"avx2", "AVX2"}, {"fma", "FMA"}, {"avx512f", "AVX-512"}, {"avx512_bf16", "AVX512-BF16"},
+		{"avx512_vnni", "AVX512-VNNI"}, {"avx_vnni", "AVX-VNNI"}, {"amx_tile", "AMX"},
+		{"amx_bf16", "AMX-BF16"}, {"amx_int8", "AMX-INT8"},
+	}
 }
 
 // readCPU reads /proc/cpuinfo (the first processor's entry); elsewhere it knows only the
@@ -62,7 +64,7 @@ func (d cpuDesc) AVX512() bool { return d.Flags["avx512f"] }
 // Features lists every reported feature as "name yes/no".
 func (d cpuDesc) Features() string {
 	var parts []string
-	for _, f := range cpuFeatures {
+	for _, f := range cpuFeatures() {
 		v := "no"
 		if d.Flags[f.flag] {
 			v = "yes"
