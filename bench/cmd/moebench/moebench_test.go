@@ -166,7 +166,8 @@ func TestRunFlags(t *testing.T) {
 	if out.String() != "default\nZen\n" {
 		t.Fatalf("-list-coretypes printed %q", out.String())
 	}
-	for _, args := range [][]string{{"-reps", "0"}, {"-seconds", "-1"}, {"-bogus"}} {
+	for _, args := range [][]string{{"-reps", "0"}, {"-seconds", "-1"}, {"-bogus"}, {"-large-reps", "0"},
+		{"-large-seconds", "0"}, {"-size", "huge"}} {
 		if err := run(args, &out, &errb); err == nil {
 			t.Errorf("%v was accepted", args)
 		}
@@ -228,5 +229,22 @@ func TestPeerRowsStrongest(t *testing.T) {
 	single := &driver{peers: []*peer{cur}}
 	if rows := single.peerRows(row{Moec: []float64{1}}, "train", map[string][]float64{"torch 2.15": {2}}); len(rows) != 1 || rows[0].Peer != "torch 2.15, modules" {
 		t.Errorf("one peer: %+v", rows)
+	}
+}
+
+// TestPeerInfo: the peer script names its torch and product path, the line moebench
+// prints for every peer.
+func TestPeerInfo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("imports torch")
+	}
+	py := defaultPythons()
+	py, _, _ = strings.Cut(py, ",")
+	p, err := newPeer(py, filepath.Join("..", "..", "peer", "moe_peer.py"))
+	if err != nil {
+		t.Skipf("no PyTorch peer: %v", err)
+	}
+	if p.Torch == "" || !strings.Contains(p.Backend, "BLAS_INFO=") {
+		t.Fatalf("peer %+v", p)
 	}
 }
