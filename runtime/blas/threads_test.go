@@ -2,6 +2,8 @@ package blas
 
 import (
 	"math"
+	"runtime"
+	"sync"
 	"testing"
 )
 
@@ -53,6 +55,12 @@ func BenchmarkGemmThreading(b *testing.B) {
 			}
 			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 		})
+		b.Run(s.name+"/split-columns", func(b *testing.B) {
+			for range b.N {
+				gemmSplitColumns(s.transB, s.m, s.n, s.k, a32, s.k, b32, ldb, c32, s.n)
+			}
+			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
 		b.Run(s.name+"/openblas-threads", func(b *testing.B) {
 			for range b.N {
 				if !sgemmLibraryThreaded(s.transB, s.m, s.n, s.k, a32, s.k, b32, ldb, c32, s.n) {
@@ -62,6 +70,27 @@ func BenchmarkGemmThreading(b *testing.B) {
 			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 		})
 	}
+}
+
+// gemmSplitColumns is Gemm's split turned the other way: each goroutine owns a band of
+// C's columns, so it packs only its part of B (and all of A).
+func gemmSplitColumns(transB bool, m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) {
+	workers := runtime.GOMAXPROCS(0)
+	cols := (n + workers - 1) / workers
+	var wg sync.WaitGroup
+	for j0 := 0; j0 < n; j0 += cols {
+		j1 := min(j0+cols, n)
+		bPart := b[j0:]
+		if transB {
+			bPart = b[j0*ldb:]
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			gemm(false, transB, m, j1-j0, k, 1, a, lda, bPart, ldb, 0, c[j0:], ldc)
+		}()
+	}
+	wg.Wait()
 }
 
 // TestLibraryThreadedMatchesGemm: the threaded library call computes Gemm's product.
@@ -77,6 +106,12 @@ func TestLibraryThreadedMatchesGemm(t *testing.T) {
 	}
 	want, got := make([]float32, m*n), make([]float32, m*n)
 	Gemm(false, true, m, n, k, 1, a, k, bt, k, 0, want, n)
+	gemmSplitColumns(true, m, n, k, a, k, bt, k, got, n)
+	for i := range want {
+		if math.Abs(float64(want[i]-got[i])) > 1e-4*(1+math.Abs(float64(want[i]))) {
+			t.Fatalf("element %d: column split %v, Gemm %v", i, got[i], want[i])
+		}
+	}
 	if !sgemmLibraryThreaded(true, m, n, k, a, k, bt, k, got, n) {
 		t.Skip("no OpenBLAS in this build")
 	}
