@@ -5,7 +5,8 @@
 # Environment: BENCH_COUNT (repetitions of the Go benchmarks, default 3), MOEBENCH_REPS
 # (interleaved moec/PyTorch repetitions, default 3), MOEBENCH_SECONDS (seconds per
 # measurement, default 4), MOEBENCH_OUT (also write the comparison's Markdown there),
-# BENCH_ONLY=moebench (skip the Go benchmarks). OPENBLAS_CORETYPE, when set, is the only
+# BENCH_ONLY=moebench (skip the Go benchmarks), BENCH_TORCH=0 (measure Debian's torch only,
+# without building .venv-bench). OPENBLAS_CORETYPE, when set, is the only
 # OpenBLAS setting measured; unset, moebench compares the default against SkylakeX on
 # AVX-512 CPUs and against Haswell elsewhere (SkylakeX kernels die with SIGILL without
 # AVX-512).
@@ -38,6 +39,29 @@ if [ "${BENCH_ONLY:-}" != moebench ]; then
 fi
 
 echo "== moec vs PyTorch (bench/cmd/moebench)"
+# The current PyTorch release from PyPI, measured beside Debian's 1.13, lives in a bench-only
+# venv (never built by make test). PyPI's only Linux x86_64 torch wheel is a CUDA build whose
+# libtorch_python.so links cudart, cuBLAS, cuDNN, NCCL and the rest, so `pip install --no-deps
+# torch` cannot even import; the wheel comes with its NVIDIA dependencies (about 4 GB to
+# download, 5.3 GB installed, unused on the CPU). moebench measures every peer that imports.
+if [ "${BENCH_TORCH:-1}" != 0 ] && [ ! -f .venv-bench/installed.stamp ]; then
+	echo "building .venv-bench with the current torch from PyPI (about 4 GB; BENCH_TORCH=0 skips it)"
+	rm -rf .venv-bench
+	if python3 -m venv .venv-bench && .venv-bench/bin/pip install --quiet torch numpy &&
+		.venv-bench/bin/python -c 'import torch; torch.mm(torch.ones(2, 2), torch.ones(2, 2))'; then
+		touch .venv-bench/installed.stamp
+	else
+		echo "the current torch did not install: measuring Debian's torch only"
+		rm -rf .venv-bench
+	fi
+fi
+pythons=/usr/bin/python3
+if [ ! -x "$pythons" ]; then
+	pythons=python3
+fi
+if [ "${BENCH_TORCH:-1}" != 0 ] && [ -f .venv-bench/installed.stamp ]; then
+	pythons="$pythons,.venv-bench/bin/python"
+fi
 coretypes=auto
 if [ -n "${OPENBLAS_CORETYPE:-}" ]; then
 	coretypes=$OPENBLAS_CORETYPE
@@ -56,5 +80,5 @@ for ct in $(go run ./bench/cmd/moebench -list-coretypes -coretypes "$coretypes")
 	echo "correctness tests pass under OPENBLAS_CORETYPE=$ct"
 done
 go build -o "$bin/moebench" ./bench/cmd/moebench
-"$bin/moebench" -coretypes "$coretypes" -reps "${MOEBENCH_REPS:-3}" -seconds "${MOEBENCH_SECONDS:-4}" |
+"$bin/moebench" -python "$pythons" -coretypes "$coretypes" -reps "${MOEBENCH_REPS:-3}" -seconds "${MOEBENCH_SECONDS:-4}" |
 	tee "${MOEBENCH_OUT:-/dev/null}"

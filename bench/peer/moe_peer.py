@@ -1,22 +1,42 @@
 """The PyTorch peer of moebench: the same MoE model and workloads, written the way a careful
-PyTorch user would write them on a CPU.
+PyTorch user would write them on a CPU, in several formulations of the MoE layer so the
+driver can keep the fastest.
 
-Model: vocab 256 (bytes), d_model 256, 4 layers, 4 heads of 64, causal attention, sequences
-of 128, pre-RMSNorm, learned positions, final RMSNorm, untied head; an MoE FFN in every
-layer with 8 SwiGLU experts of hidden 512, a top-2 softmax router with gates renormalised to
-sum to one and a Switch balance loss of 0.01; dropless. Tokens are sorted by expert and each
-expert runs one product over just its tokens (no dense all-experts compute). AdamW.
+Model (--size small): vocab 256 (bytes), d_model 256, 4 layers, 4 heads of 64, causal
+attention, sequences of 128, pre-RMSNorm, learned positions, final RMSNorm, untied head; an
+MoE FFN in every layer with 8 SwiGLU experts of hidden 512, a top-2 softmax router with
+gates renormalised to sum to one and a Switch balance loss of 0.01; dropless. Tokens are
+sorted by expert and each expert runs over just its tokens (no dense all-experts compute).
+AdamW. --size large is the same structure at d_model 1024 (16 heads of 64) with experts of
+hidden 2048: about 219M parameters.
 
-Usage: moe_peer.py MODE [--threads N] [--seconds S] [--check]
+Formulations of the MoE layer (--impl), all computing the same function from the same
+initial weights:
+  stacked  one [experts, ...] weight per layer, expert e's slice taken inside autograd
+           (w13[e]); its backward writes a full-size gradient per slice
+  modules  nn.Linear gate/up/down experts in an nn.ModuleList, tokens sorted by expert,
+           index_add_ to combine
+  sliced   the stacked weights split once, outside autograd, into per-expert leaf tensors;
+           gate and up as one fused product per expert
+  bmm      stacked weights, each expert's tokens padded to the busiest expert's count, two
+           torch.bmm calls over all experts at once
+
+Usage: moe_peer.py MODE [--impl I] [--size S] [--threads N] [--seconds S] [--check]
   MODE is train (forward + backward + AdamW on 16x128 tokens), forward (inference forward
   of 16x128 tokens), gen1 / gen16 (incremental greedy generation of 128 tokens with a KV
-  cache for 1 or 16 sequences), or sgemm (the BLAS peak torch reaches on a 1024^3 product).
+  cache for 1 or 16 sequences), sgemm (the BLAS peak torch reaches on a 1024^3 product),
+  tune (train, forward, gen1 and gen16 briefly, one process: the driver's tuning pass) or
+  info (torch's version and product back end).
+  train --check trains 8 AdamW steps on one batch under every formulation: each must start
+  from the same loss and lower it (exit status 1 otherwise).
 Threads: --threads sets torch.set_num_threads; OPENBLAS_NUM_THREADS and OMP_WAIT_POLICY
 are read from the environment, so the caller chooses them.
-Output: one JSON line {"mode", "tokens_per_s" (or "gflops"), "iters", "seconds", "loss"}.
+Output: one JSON line {"mode", "impl", "torch", "tokens_per_s" (or "gflops"), "iters",
+"seconds", "loss"}.
 """
 
 import argparse
+import ctypes
 import json
 import math
 import sys
@@ -24,11 +44,23 @@ import time
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 sys.dont_write_bytecode = True
 
-V, D, L, H, DH, T, B = 256, 256, 4, 4, 64, 128, 16
-E, K, HID, BALANCE, EPS = 8, 2, 512, 0.01, 1e-5
+V, L, DH, T, B = 256, 4, 64, 128, 16
+E, K, BALANCE, EPS = 8, 2, 0.01, 1e-5
+SIZES = {"small": (256, 512), "large": (1024, 2048)}  # d_model, experts' hidden
+D, HID = SIZES["small"]
+H = D // DH
+IMPLS = ("stacked", "modules", "sliced", "bmm")
+
+
+def set_size(name):
+    """Sets the model's width: the constants above are the small size's until then."""
+    global D, HID, H
+    D, HID = SIZES[name]
+    H = D // DH
 
 
 def init_weights(seed=0):
@@ -56,60 +88,126 @@ def rmsnorm(x, g):
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + EPS) * g
 
 
-def moe(w, i, h):
-    """h: [N, D] -> ([N, D], balance loss). Tokens sorted by expert, one product per expert."""
-    n = h.shape[0]
-    probs = torch.softmax(h @ w[f"{i}.router"].t(), dim=-1)
-    top_p, top_i = probs.topk(K, dim=-1)
-    gates = top_p / top_p.sum(-1, keepdim=True)
-    flat = top_i.reshape(-1)
-    counts = torch.bincount(flat, minlength=E)
-    balance = E * ((counts.to(h.dtype) / (n * K)) * probs.mean(0)).sum()
-    order = flat.argsort(stable=True)
-    tok = order // K
-    xs = h.index_select(0, tok)
-    outs = []
-    start = 0
-    for e, c in enumerate(counts.tolist()):
-        if c == 0:
-            continue
-        a, b = (xs[start:start + c] @ w[f"{i}.w13"][e].t()).split(HID, dim=-1)
-        outs.append((F.silu(a) * b) @ w[f"{i}.w2"][e].t())
-        start += c
-    y = torch.cat(outs) * gates.reshape(-1).index_select(0, order).unsqueeze(1)
-    return torch.zeros_like(h).index_add_(0, tok, y), balance
+class Expert(nn.Module):
+    """One SwiGLU expert as a PyTorch user writes it: three bias-free linear layers."""
+
+    def __init__(self, w13, w2):
+        super().__init__()
+        self.gate = nn.utils.skip_init(nn.Linear, D, HID, bias=False)
+        self.up = nn.utils.skip_init(nn.Linear, D, HID, bias=False)
+        self.down = nn.utils.skip_init(nn.Linear, HID, D, bias=False)
+        with torch.no_grad():
+            self.gate.weight.copy_(w13[:HID])
+            self.up.weight.copy_(w13[HID:])
+            self.down.weight.copy_(w2)
+
+    def forward(self, x):
+        return self.down(F.silu(self.gate(x)) * self.up(x))
 
 
-def forward(w, toks):
-    """toks: [B, T+1] -> (loss, mean cross-entropy)."""
-    bsz, t = toks.shape[0], toks.shape[1] - 1
-    x = w["embed"][toks[:, :t]] + w["pos"][:t]
-    mask = torch.ones(t, t, dtype=torch.bool).triu(1)
-    balance = 0.0
-    for i in range(L):
-        h = rmsnorm(x, w[f"{i}.n1"])
-        q, k, v = (h @ w[f"{i}.qkv"].t()).view(bsz, t, 3, H, DH).permute(2, 0, 3, 1, 4)
-        s = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(DH))
-        a = torch.softmax(s.masked_fill(mask, float("-inf")), dim=-1) @ v
-        x = x + a.transpose(1, 2).reshape(bsz, t, D) @ w[f"{i}.o"].t()
-        y, bl = moe(w, i, rmsnorm(x, w[f"{i}.n2"]).reshape(-1, D))
-        x = x + y.view(bsz, t, D)
-        balance = balance + bl
-    logits = rmsnorm(x, w["norm"]) @ w["head"].t()
-    ce = F.cross_entropy(logits.reshape(-1, V), toks[:, 1:].reshape(-1))
-    return ce + BALANCE * balance, ce
+class Model:
+    """The model's weights and its MoE layer in one formulation (see the module doc)."""
+
+    def __init__(self, impl, seed=0):
+        self.impl = impl
+        self.w = init_weights(seed)
+        self.experts = {}
+        if impl == "modules":
+            for i in range(L):
+                w13, w2 = self.w.pop(f"{i}.w13").detach(), self.w.pop(f"{i}.w2").detach()
+                self.experts[i] = nn.ModuleList(Expert(w13[e], w2[e]) for e in range(E))
+        elif impl == "sliced":
+            for i in range(L):
+                w13, w2 = self.w.pop(f"{i}.w13").detach(), self.w.pop(f"{i}.w2").detach()
+                self.experts[i] = [(w13[e].clone().requires_grad_(True), w2[e].clone().requires_grad_(True))
+                                   for e in range(E)]
+
+    def params(self):
+        ps = list(self.w.values())
+        for i in range(L):
+            ex = self.experts.get(i)
+            if isinstance(ex, nn.ModuleList):
+                ps += list(ex.parameters())
+            elif ex is not None:
+                ps += [t for pair in ex for t in pair]
+        return ps
+
+    def moe(self, i, h):
+        """h: [N, D] -> ([N, D], balance loss). Tokens sorted by expert."""
+        w, n = self.w, h.shape[0]
+        probs = torch.softmax(h @ w[f"{i}.router"].t(), dim=-1)
+        top_p, top_i = probs.topk(K, dim=-1)
+        gates = top_p / top_p.sum(-1, keepdim=True)
+        flat = top_i.reshape(-1)
+        counts = torch.bincount(flat, minlength=E)
+        balance = E * ((counts.to(h.dtype) / (n * K)) * probs.mean(0)).sum()
+        order = flat.argsort(stable=True)
+        tok = order // K
+        g = gates.reshape(-1).index_select(0, order).unsqueeze(1)
+        xs = h.index_select(0, tok)
+        if self.impl == "bmm":
+            y = self.moe_bmm(i, xs, counts)
+        else:
+            outs, start = [], 0
+            for e, c in enumerate(counts.tolist()):
+                if c == 0:
+                    continue
+                x = xs[start:start + c]
+                start += c
+                if self.impl == "modules":
+                    outs.append(self.experts[i][e](x))
+                    continue
+                if self.impl == "sliced":
+                    w13, w2 = self.experts[i][e]
+                else:
+                    w13, w2 = w[f"{i}.w13"][e], w[f"{i}.w2"][e]
+                a, b = F.linear(x, w13).split(HID, dim=-1)
+                outs.append(F.linear(F.silu(a) * b, w2))
+            y = torch.cat(outs)
+        return torch.zeros_like(h).index_add_(0, tok, y * g), balance
+
+    def moe_bmm(self, i, xs, counts):
+        """Every expert at once: rows padded to the busiest expert's count, two bmm calls."""
+        cmax = int(counts.max())
+        experts = torch.arange(E).repeat_interleave(counts)
+        starts = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(xs.shape[0]) - starts.repeat_interleave(counts) + experts * cmax
+        padded = xs.new_zeros(E * cmax, D).index_copy(0, slot, xs).view(E, cmax, D)
+        a, b = torch.bmm(padded, self.w[f"{i}.w13"].transpose(1, 2)).split(HID, dim=-1)
+        y = torch.bmm(F.silu(a) * b, self.w[f"{i}.w2"].transpose(1, 2))
+        return y.reshape(E * cmax, D).index_select(0, slot)
+
+    def forward(self, toks):
+        """toks: [B, T+1] -> (loss, mean cross-entropy)."""
+        w = self.w
+        bsz, t = toks.shape[0], toks.shape[1] - 1
+        x = w["embed"][toks[:, :t]] + w["pos"][:t]
+        mask = torch.ones(t, t, dtype=torch.bool).triu(1)
+        balance = 0.0
+        for i in range(L):
+            h = rmsnorm(x, w[f"{i}.n1"])
+            q, k, v = (h @ w[f"{i}.qkv"].t()).view(bsz, t, 3, H, DH).permute(2, 0, 3, 1, 4)
+            s = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(DH))
+            a = torch.softmax(s.masked_fill(mask, float("-inf")), dim=-1) @ v
+            x = x + a.transpose(1, 2).reshape(bsz, t, D) @ w[f"{i}.o"].t()
+            y, bl = self.moe(i, rmsnorm(x, w[f"{i}.n2"]).reshape(-1, D))
+            x = x + y.view(bsz, t, D)
+            balance = balance + bl
+        logits = rmsnorm(x, w["norm"]) @ w["head"].t()
+        ce = F.cross_entropy(logits.reshape(-1, V), toks[:, 1:].reshape(-1))
+        return ce + BALANCE * balance, ce
 
 
 class Decoder:
     """Incremental generation with a preallocated KV cache of maxlen positions."""
 
-    def __init__(self, w, batch, maxlen):
-        self.w, self.batch, self.pos = w, batch, 0
+    def __init__(self, model, batch, maxlen):
+        self.model, self.batch, self.pos = model, batch, 0
         self.k = torch.zeros(L, batch, H, maxlen, DH)
         self.v = torch.zeros(L, batch, H, maxlen, DH)
 
     def step(self, tokens):
-        w, p, bsz = self.w, self.pos, self.batch
+        w, p, bsz = self.model.w, self.pos, self.batch
         x = w["embed"][tokens] + w["pos"][p]
         for i in range(L):
             h = rmsnorm(x, w[f"{i}.n1"])
@@ -118,7 +216,7 @@ class Decoder:
             s = (q.unsqueeze(2) @ self.k[i, :, :, :p + 1].transpose(-1, -2)) * (1.0 / math.sqrt(DH))
             a = torch.softmax(s, dim=-1) @ self.v[i, :, :, :p + 1]
             x = x + a.reshape(bsz, D) @ w[f"{i}.o"].t()
-            y, _ = moe(w, i, rmsnorm(x, w[f"{i}.n2"]))
+            y, _ = self.model.moe(i, rmsnorm(x, w[f"{i}.n2"]))
             x = x + y
         self.pos += 1
         return rmsnorm(x, w["norm"]) @ w["head"].t()
@@ -134,16 +232,114 @@ def timed(fn, seconds, min_iters=2):
     return n, time.perf_counter() - t0
 
 
+def trainer(model, toks):
+    """The training step (zero grads, forward, backward, AdamW) and its last losses."""
+    opt = torch.optim.AdamW(model.params(), lr=1e-3, weight_decay=0.1, foreach=True)
+    last = {}
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss, ce = model.forward(toks)
+        loss.backward()
+        opt.step()
+        last["loss"], last["ce"] = loss.item(), ce.item()
+
+    return step, last
+
+
+def check(toks, steps=8):
+    """Every formulation trains steps AdamW steps on one batch from the same weights: the
+    first losses must agree and every loss must fall. Returns (per-formulation losses, ok)."""
+    out, ok = {}, True
+    for impl in IMPLS:
+        model = Model(impl)
+        with torch.no_grad():
+            first = model.forward(toks)[0].item()
+        step, last = trainer(model, toks)
+        for _ in range(steps):
+            step()
+        out[impl] = [first, last["loss"]]
+        ok = ok and last["loss"] < first
+    firsts = [v[0] for v in out.values()]
+    ok = ok and max(firsts) - min(firsts) <= 1e-5 * abs(firsts[0])
+    return out, ok
+
+
+def measure(mode, model, toks, seconds, min_iters):
+    """Measures one workload of model; returns the result's fields."""
+    if mode == "train":
+        step, last = trainer(model, toks)
+        c0 = time.process_time()
+        n, dt = timed(step, seconds, min_iters)
+        cpu = (time.process_time() - c0) * n / (n + 1)  # the warm-up step is inside: scale it out
+        return dict(tokens_per_s=B * T * n / dt, iters=n, seconds=dt, cpu_seconds=cpu, loss=last["loss"])
+    if mode == "forward":
+        with torch.inference_mode():
+            res = {}
+
+            def fwd():
+                res["loss"] = model.forward(toks)[0].item()
+
+            n, dt = timed(fwd, seconds, min_iters)
+        return dict(tokens_per_s=B * T * n / dt, iters=n, seconds=dt, loss=res["loss"])
+    batch = 1 if mode == "gen1" else 16
+    with torch.inference_mode():
+        dec = Decoder(model, batch, T)
+
+        def gen():
+            dec.pos = 0
+            t = torch.zeros(batch, dtype=torch.long)
+            for _ in range(T):
+                t = dec.step(t).argmax(-1)
+
+        n, dt = timed(gen, seconds, min_iters)
+    return dict(tokens_per_s=batch * T * n / dt, iters=n, seconds=dt)
+
+
+def backend():
+    """The product back end this torch uses: its BLAS (with OpenBLAS's core type when torch
+    links OpenBLAS), MKL, oneDNN and the CPU capability torch dispatches its kernels to."""
+    cfg = torch.__config__.show()
+    blas = next((ln.split("=", 1)[1].strip() for ln in cfg.splitlines() if "BLAS_INFO=" in ln), "?")
+    parts = [f"BLAS_INFO={blas.split(',')[0]}"]
+    if torch.backends.mkl.is_available():
+        parts.append("MKL")
+    else:
+        for lib in ("libblas.so.3", "libopenblas.so.0"):
+            try:
+                fn = ctypes.CDLL(lib).openblas_get_corename
+            except (OSError, AttributeError):
+                continue
+            fn.restype = ctypes.c_char_p
+            parts.append(f"OpenBLAS core {fn().decode()} ({lib})")
+            break
+    if torch.backends.mkldnn.is_available():
+        parts.append("oneDNN")
+    cap = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", None)
+    if cap is not None:
+        parts.append(f"CPU capability {cap()}")
+    return ", ".join(parts)
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["train", "forward", "gen1", "gen16", "sgemm"])
+    ap.add_argument("mode", choices=["train", "forward", "gen1", "gen16", "sgemm", "tune", "info"])
+    ap.add_argument("--impl", choices=IMPLS, default="sliced")
+    ap.add_argument("--size", choices=sorted(SIZES), default="small")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seconds", type=float, default=4.0)
-    ap.add_argument("--check", action="store_true", help="train a few steps on a fixed batch and report the loss")
+    ap.add_argument("--min-iters", type=int, default=2)
+    ap.add_argument("--check", action="store_true", help="train a few steps on a fixed batch under every formulation")
     args = ap.parse_args()
+    set_size(args.size)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    out = {"mode": args.mode, "threads": args.threads}
+    out = {"mode": args.mode, "impl": args.impl, "size": args.size, "threads": args.threads,
+           "torch": torch.__version__}
+    if args.mode == "info":
+        out["backend"] = backend()
+        print(json.dumps(out))
+        return
     if args.mode == "sgemm":
         a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
         best = 0.0
@@ -153,52 +349,22 @@ def main():
         out["gflops"] = best
         print(json.dumps(out))
         return
-    w = init_weights()
     toks = torch.randint(0, V, (B, T + 1))
-    if args.mode == "train":
-        opt = torch.optim.AdamW(list(w.values()), lr=1e-3, weight_decay=0.1, foreach=True)
-        last = {}
-
-        def step():
-            opt.zero_grad(set_to_none=True)
-            loss, ce = forward(w, toks)
-            loss.backward()
-            opt.step()
-            last["loss"], last["ce"] = loss.item(), ce.item()
-
-        if args.check:  # correctness: the loss on a fixed batch must fall
-            first = forward(w, toks)[0].item()
-            for _ in range(8):
-                step()
-            out.update(first_loss=first, loss=last["loss"])
-            print(json.dumps(out))
-            return
-        c0 = time.process_time()
-        n, dt = timed(step, args.seconds)
-        cpu = (time.process_time() - c0) * n / (n + 1)  # the warm-up step is inside: scale it out
-        out.update(tokens_per_s=B * T * n / dt, iters=n, seconds=dt, cpu_seconds=cpu, loss=last["loss"])
-    elif args.mode == "forward":
-        with torch.inference_mode():
-            res = {}
-
-            def fwd():
-                res["loss"] = forward(w, toks)[0].item()
-
-            n, dt = timed(fwd, args.seconds)
-        out.update(tokens_per_s=B * T * n / dt, iters=n, seconds=dt, loss=res["loss"])
+    if args.mode == "train" and args.check:
+        losses, ok = check(toks)
+        out.update(first_loss=losses[args.impl][0], loss=losses[args.impl][1], impls=losses)
+        print(json.dumps(out))
+        if not ok:
+            sys.exit(f"the formulations disagree or do not train: {losses}")
+        return
+    model = Model(args.impl)
+    if args.mode == "tune":
+        rates = {}
+        for mode in ("train", "forward", "gen1", "gen16"):
+            rates[mode] = measure(mode, model, toks, args.seconds / 4, 1)["tokens_per_s"]
+        out["rates"] = rates
     else:
-        batch = 1 if args.mode == "gen1" else 16
-        with torch.inference_mode():
-            dec = Decoder(w, batch, T)
-
-            def gen():
-                dec.pos = 0
-                t = torch.zeros(batch, dtype=torch.long)
-                for _ in range(T):
-                    t = dec.step(t).argmax(-1)
-
-            n, dt = timed(gen, args.seconds)
-        out.update(tokens_per_s=batch * T * n / dt, iters=n, seconds=dt)
+        out.update(measure(args.mode, model, toks, args.seconds, args.min_iters))
     print(json.dumps(out))
 
 

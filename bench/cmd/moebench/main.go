@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/moec-dev/moec/runtime/blas"
 )
 
 func main() {
@@ -24,16 +26,21 @@ func main() {
 
 // options are moebench's flags.
 type options struct {
-	worker    string
-	reps      int
-	seconds   float64
-	coretypes string
-	python    string
-	peer      string
-	tune      bool
-	jsonOut   string
-	profile   string
-	list      bool
+	worker       string
+	size         string
+	reps         int
+	seconds      float64
+	largeReps    int
+	largeSeconds float64
+	large        bool
+	coretypes    string
+	pythons      string
+	peer         string
+	impls        string
+	tune         bool
+	jsonOut      string
+	profile      string
+	list         bool
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
@@ -41,17 +48,25 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	var o options
 	fs.StringVar(&o.worker, "worker", "", "internal: measure one moec `mode` in this process and print a JSON line")
+	fs.StringVar(&o.size, "size", sizeSmall, "with -worker: the model size, small or large")
 	fs.IntVar(&o.reps, "reps", 3, "repetitions of every measurement")
 	fs.Float64Var(&o.seconds, "seconds", 4, "seconds per measurement (after one warm-up iteration)")
+	fs.BoolVar(&o.large, "large", true, "also measure the large model (d_model 1024, experts of 2048, ~219M parameters)")
+	fs.IntVar(&o.largeReps, "large-reps", 2, "repetitions of every measurement of the large model")
+	fs.Float64Var(&o.largeSeconds, "large-seconds", 4, "seconds per measurement of the large model")
 	fs.StringVar(&o.coretypes, "coretypes", "auto", "comma-separated OPENBLAS_CORETYPE settings to compare (default = unset); auto: default plus SkylakeX on AVX-512 CPUs, Haswell elsewhere")
-	fs.StringVar(&o.python, "python", defaultPython(), "Python interpreter that imports torch")
+	fs.StringVar(&o.pythons, "python", defaultPythons(), "comma-separated Python interpreters that import torch: each is a PyTorch peer, measured in the same run")
 	fs.StringVar(&o.peer, "peer", "bench/peer/moe_peer.py", "the PyTorch peer script")
-	fs.BoolVar(&o.tune, "tune", true, "pick PyTorch's best thread setting before measuring")
+	fs.StringVar(&o.impls, "impls", strings.Join(peerImpls(), ","), "the peer's MoE formulations tuning tries (comma-separated; see moe_peer.py)")
+	fs.BoolVar(&o.tune, "tune", true, "pick each peer's best thread setting and MoE formulation before measuring")
 	fs.StringVar(&o.jsonOut, "json", "", "also write every raw measurement to this `file`")
 	fs.BoolVar(&o.list, "list-coretypes", false, "print the OPENBLAS_CORETYPE settings -coretypes expands to, one a line, and exit")
 	fs.StringVar(&o.profile, "cpuprofile", "", "with -worker: write a pprof CPU profile of the measurement to this `file`")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if o.size != sizeSmall && o.size != sizeLarge {
+		return fmt.Errorf("-size %q: want %s or %s", o.size, sizeSmall, sizeLarge)
 	}
 	if o.worker != "" {
 		if o.profile != "" {
@@ -65,29 +80,43 @@ func run(args []string, stdout, stderr io.Writer) error {
 			}
 			defer pprof.StopCPUProfile()
 		}
-		return runWorker(o.worker, o.seconds, stdout)
+		return runWorker(o.worker, o.size, o.seconds, stdout)
 	}
+	cpu := readCPU()
 	if o.list {
-		_, avx512 := cpuInfo()
-		for _, ct := range coretypes(o.coretypes, avx512) {
+		for _, ct := range coretypes(o.coretypes, cpu.AVX512()) {
 			fmt.Fprintln(stdout, ct)
 		}
 		return nil
 	}
-	if o.reps < 1 || !(o.seconds > 0) {
-		return fmt.Errorf("-reps must be at least 1 and -seconds positive")
+	if o.reps < 1 || !(o.seconds > 0) || o.largeReps < 1 || !(o.largeSeconds > 0) {
+		return fmt.Errorf("-reps and -large-reps must be at least 1, -seconds and -large-seconds positive")
 	}
-	if err := exec.Command(o.python, "-c", "import torch").Run(); err != nil {
-		return fmt.Errorf("%s cannot import torch (set -python to Debian's python3): %w", o.python, err)
+	var peers []*peer
+	for _, py := range strings.Split(o.pythons, ",") {
+		p, err := newPeer(py, o.peer)
+		if err != nil {
+			fmt.Fprintf(stderr, "moebench: skipping the peer %s: %v\n", py, err)
+			continue
+		}
+		peers = append(peers, p)
+	}
+	if len(peers) == 0 {
+		return fmt.Errorf("no interpreter in -python %q imports torch (Debian's python3-torch is for /usr/bin/python3)", o.pythons)
 	}
 	self, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("finding moebench itself: %w", err)
 	}
-	d := &driver{o: o, self: self, log: stderr}
-	cpu, avx512 := cpuInfo()
-	fmt.Fprintf(stdout, "# moebench: moec vs PyTorch\n\ncpu: %s (%d logical CPUs, AVX-512: %v); go %s\n\n", cpu, runtime.NumCPU(), avx512, runtime.Version())
-	for _, ct := range coretypes(o.coretypes, avx512) {
+	d := &driver{o: o, self: self, log: stderr, peers: peers}
+	fmt.Fprintf(stdout, "# moebench: moec vs PyTorch\n\ncpu: %s (%d logical CPUs); go %s\n\n", cpu.Name, runtime.NumCPU(), runtime.Version())
+	fmt.Fprintf(stdout, "CPU features: %s\n\n", cpu.Features())
+	fmt.Fprintf(stdout, "moec's products: %s (the few-row float32 A·Bᵀ products: its own streaming kernel)\n\n", blas.Describe())
+	for _, p := range peers {
+		fmt.Fprintf(stdout, "peer: PyTorch %s (%s), %s\n", p.Torch, p.Python, p.Backend)
+	}
+	fmt.Fprintln(stdout)
+	for _, ct := range coretypes(o.coretypes, cpu.AVX512()) {
 		if err := d.compare(ct, stdout); err != nil {
 			return fmt.Errorf("OPENBLAS_CORETYPE=%s: %w", ct, err)
 		}
@@ -104,30 +133,21 @@ func run(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-func defaultPython() string {
-	// Debian's torch is installed for Debian's python, which another python3 earlier on
-	// the PATH would not see.
-	if _, err := os.Stat("/usr/bin/python3"); err == nil {
-		return "/usr/bin/python3"
-	}
-	return "python3"
-}
+// benchVenvPython is the bench-only virtual environment scripts/bench.sh builds with the
+// current PyTorch release from PyPI.
+const benchVenvPython = ".venv-bench/bin/python"
 
-// cpuInfo returns the CPU's model name and whether it has AVX-512F (OpenBLAS's SkylakeX
-// kernels die with SIGILL without it).
-func cpuInfo() (string, bool) {
-	data, err := os.ReadFile("/proc/cpuinfo")
-	if err != nil {
-		return runtime.GOARCH, false
+// defaultPythons are Debian's python3 (Debian's torch is installed for it, which another
+// python3 earlier on the PATH would not see) and the bench venv's, when present.
+func defaultPythons() string {
+	py := []string{"python3"}
+	if _, err := os.Stat("/usr/bin/python3"); err == nil {
+		py[0] = "/usr/bin/python3"
 	}
-	name := runtime.GOARCH
-	for _, line := range strings.Split(string(data), "\n") {
-		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-			name = strings.TrimSpace(v)
-			break
-		}
+	if _, err := os.Stat(benchVenvPython); err == nil {
+		py = append(py, benchVenvPython)
 	}
-	return name, bytes.Contains(data, []byte(" avx512f"))
+	return strings.Join(py, ",")
 }
 
 // coretypes expands -coretypes.
@@ -168,38 +188,67 @@ func torchSettings(cores int) []torchSetting {
 
 // measurement is one child's result with its peak memory.
 type measurement struct {
-	Side, Mode, Coretype string
-	Setting              string `json:",omitempty"`
-	Result               result
-	MaxRSSKiB            int64
+	Side, Mode, Coretype, Size string
+	Setting                    string `json:",omitempty"`
+	Result                     result
+	MaxRSSKiB                  int64
 }
 
 type driver struct {
-	o    options
-	self string
-	log  io.Writer
-	raw  []measurement
+	o     options
+	self  string
+	log   io.Writer
+	peers []*peer
+	raw   []measurement
+}
+
+// job is one measurement to run in a child process: moec's worker when p is nil, else
+// the peer p's script with its tuned thread setting unless setting overrides it.
+type job struct {
+	mode, coretype, size, impl string
+	p                          *peer
+	setting                    *torchSetting
+	seconds                    float64
+}
+
+func (j job) side() string {
+	if j.p == nil {
+		return "moec"
+	}
+	return j.p.Name()
 }
 
 // child runs one measurement in its own process and returns its result and maxrss.
-func (d *driver) child(side, mode, coretype string, ts torchSetting, seconds float64) (measurement, error) {
+func (d *driver) child(j job) (measurement, error) {
 	var cmd *exec.Cmd
-	secs := strconv.FormatFloat(seconds, 'f', -1, 64)
+	secs := strconv.FormatFloat(j.seconds, 'f', -1, 64)
 	env := os.Environ()
-	if coretype == "default" {
+	if j.coretype == "default" {
 		env = withoutVar(env, "OPENBLAS_CORETYPE")
 	} else {
-		env = append(withoutVar(env, "OPENBLAS_CORETYPE"), "OPENBLAS_CORETYPE="+coretype)
+		env = append(withoutVar(env, "OPENBLAS_CORETYPE"), "OPENBLAS_CORETYPE="+j.coretype)
 	}
-	m := measurement{Side: side, Mode: mode, Coretype: coretype}
-	if side == "moec" {
-		cmd = exec.Command(d.self, "-worker", mode, "-seconds", secs)
+	size := j.size
+	if size == "" {
+		size = sizeSmall
+	}
+	m := measurement{Side: j.side(), Mode: j.mode, Coretype: j.coretype, Size: size}
+	if j.p == nil {
+		cmd = exec.Command(d.self, "-worker", j.mode, "-size", size, "-seconds", secs)
 	} else {
-		args := []string{d.o.peer, mode, "--threads", strconv.Itoa(ts.Threads), "--seconds", secs}
-		if mode == "check" {
+		ts := j.p.Setting
+		if j.setting != nil {
+			ts = *j.setting
+		}
+		args := []string{d.o.peer, j.mode, "--size", size, "--threads", strconv.Itoa(ts.Threads), "--seconds", secs,
+			"--min-iters", strconv.Itoa(minIters(size))}
+		if j.impl != "" {
+			args = append(args, "--impl", j.impl)
+		}
+		if j.mode == "check" {
 			args = []string{d.o.peer, "train", "--check", "--threads", strconv.Itoa(ts.Threads)}
 		}
-		cmd = exec.Command(d.o.python, args...)
+		cmd = exec.Command(j.p.Python, args...)
 		env = append(env, ts.Env...)
 		m.Setting = ts.String()
 	}
@@ -207,18 +256,18 @@ func (d *driver) child(side, mode, coretype string, ts torchSetting, seconds flo
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
-		return m, fmt.Errorf("%s %s: %w\n%s", side, mode, err, errb.String())
+		return m, fmt.Errorf("%s %s: %w\n%s%s", m.Side, j.mode, err, out.String(), errb.String())
 	}
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 		m.MaxRSSKiB = ru.Maxrss // Linux reports kilobytes
 	}
 	lines := bytes.Split(bytes.TrimSpace(out.Bytes()), []byte("\n"))
 	if err := json.Unmarshal(lines[len(lines)-1], &m.Result); err != nil {
-		return m, fmt.Errorf("%s %s printed %q: %w", side, mode, out.String(), err)
+		return m, fmt.Errorf("%s %s printed %q: %w", m.Side, j.mode, out.String(), err)
 	}
 	d.raw = append(d.raw, m)
-	fmt.Fprintf(d.log, "  %-5s %-7s %-8s %10.1f tok/s %8.1f GFLOP/s %7.0f MiB %s\n", side, mode, coretype,
-		m.Result.TokensPerS, m.Result.GFLOPS, float64(m.MaxRSSKiB)/1024, m.Setting)
+	fmt.Fprintf(d.log, "  %-13s %-7s %-5s %-8s %-7s %10.1f tok/s %8.1f GFLOP/s %7.0f MiB %s\n", m.Side, j.mode, size, j.coretype,
+		j.impl, m.Result.TokensPerS, m.Result.GFLOPS, float64(m.MaxRSSKiB)/1024, m.Setting)
 	return m, nil
 }
 
@@ -230,109 +279,6 @@ func withoutVar(env []string, name string) []string {
 		}
 	}
 	return out
-}
-
-// tuneTorch measures the training step under every candidate setting and keeps the fastest.
-func (d *driver) tuneTorch(coretype string, stdout io.Writer) (torchSetting, error) {
-	cands := torchSettings(runtime.GOMAXPROCS(0))
-	if !d.o.tune {
-		return cands[0], nil
-	}
-	best, bestTPS := cands[0], 0.0
-	fmt.Fprintln(stdout, "PyTorch thread tuning (training step, one run each):")
-	fmt.Fprintln(stdout)
-	for _, c := range cands {
-		m, err := d.child("torch", "train", coretype, c, d.o.seconds/2)
-		if err != nil {
-			return best, err
-		}
-		fmt.Fprintf(stdout, "- %s: %.0f tokens/s\n", c, m.Result.TokensPerS)
-		if m.Result.TokensPerS > bestTPS {
-			best, bestTPS = c, m.Result.TokensPerS
-		}
-	}
-	fmt.Fprintf(stdout, "\nchosen: %s\n\n", best)
-	return best, nil
-}
-
-// modes are measured on both sides; moec's train and forward run through step programs
-// (the engine `moec run` trains with). The -nn modes are moec's hand-written model, the
-// step programs' oracle, measured on the moec side only.
-var modes = []string{"train", "forward", "train-nn", "forward-nn", "gen1", "gen16", "sgemm"}
-
-// moecOnly reports whether mode has no PyTorch counterpart of its own.
-func moecOnly(mode string) bool { return strings.HasSuffix(mode, "-nn") }
-
-// compare measures both sides under one OpenBLAS setting and prints its table.
-func (d *driver) compare(coretype string, stdout io.Writer) error {
-	fmt.Fprintf(stdout, "## OPENBLAS_CORETYPE=%s\n\n", coretype)
-	load := loadAverage()
-	ts, err := d.tuneTorch(coretype, stdout)
-	if err != nil {
-		return err
-	}
-	// Correctness under this setting: 8 AdamW steps on one batch must lower the loss.
-	for _, side := range []string{"moec", "torch"} {
-		m, err := d.child(side, "check", coretype, ts, 0)
-		if err != nil {
-			return err
-		}
-		if !(m.Result.Loss < m.Result.FirstLoss) {
-			return fmt.Errorf("%s did not train under this setting: loss %.4f -> %.4f", side, m.Result.FirstLoss, m.Result.Loss)
-		}
-		fmt.Fprintf(stdout, "correctness (%s): loss %.4f -> %.4f after 8 AdamW steps on one batch\n", side, m.Result.FirstLoss, m.Result.Loss)
-	}
-	fmt.Fprintln(stdout)
-	vals := map[string]map[string][]float64{"moec": {}, "torch": {}}
-	rss, cpuRate := map[string][]float64{}, map[string][]float64{}
-	for rep := range d.o.reps {
-		sides := []string{"moec", "torch"}
-		if rep%2 == 1 { // alternate who goes first so neither always meets the same load
-			sides[0], sides[1] = sides[1], sides[0]
-		}
-		for _, mode := range modes {
-			for _, side := range sides {
-				if side == "torch" && moecOnly(mode) {
-					continue
-				}
-				m, err := d.child(side, mode, coretype, ts, d.o.seconds)
-				if err != nil {
-					return err
-				}
-				v := m.Result.TokensPerS
-				if mode == "sgemm" {
-					v = m.Result.GFLOPS
-				}
-				vals[side][mode] = append(vals[side][mode], v)
-				if mode == "train" {
-					cpuRate[side] = append(cpuRate[side], float64(benchBatch*benchSeq*m.Result.Iters)/m.Result.CPUSeconds)
-					rss[side] = append(rss[side], float64(m.MaxRSSKiB)/1024)
-				}
-			}
-		}
-	}
-	flops := trainFLOPsPerToken(benchModel())
-	var frac []float64
-	for i, tps := range vals["moec"]["train"] {
-		frac = append(frac, tps*flops/1e9/vals["moec"]["sgemm"][i])
-	}
-	rows := []row{
-		{Name: "training step, fwd+bwd+AdamW (step programs)", Unit: "tokens/s", Moec: vals["moec"]["train"], Torch: vals["torch"]["train"], Target: 2},
-		{Name: "training step per CPU-second (load-independent)", Unit: "tokens/CPU-s", Moec: cpuRate["moec"], Torch: cpuRate["torch"]},
-		{Name: "training step, hand-written model", Unit: "tokens/s", Moec: vals["moec"]["train-nn"], Torch: vals["torch"]["train"]},
-		{Name: "inference forward (step programs)", Unit: "tokens/s", Moec: vals["moec"]["forward"], Torch: vals["torch"]["forward"], Target: 2},
-		{Name: "inference forward, hand-written model", Unit: "tokens/s", Moec: vals["moec"]["forward-nn"], Torch: vals["torch"]["forward"]},
-		{Name: "generation, KV cache, batch 1", Unit: "tokens/s", Moec: vals["moec"]["gen1"], Torch: vals["torch"]["gen1"], Target: 3},
-		{Name: "generation, KV cache, batch 16", Unit: "tokens/s", Moec: vals["moec"]["gen16"], Torch: vals["torch"]["gen16"]},
-		{Name: "peak resident memory, training process", Unit: "MiB", Moec: rss["moec"], Torch: rss["torch"], Target: 1, Ceiling: true},
-		{Name: "sgemm peak, 1024³", Unit: "GFLOP/s", Moec: vals["moec"]["sgemm"], Torch: vals["torch"]["sgemm"]},
-		{Name: fmt.Sprintf("moec training step as a fraction of its sgemm peak (%.1f MFLOP/token)", flops/1e6), Unit: "%", Moec: frac, Target: 0.6, Single: true},
-	}
-	fmt.Fprintln(stdout, tableCaption(coretype, d.o.reps, d.o.seconds, ts, load))
-	fmt.Fprintln(stdout)
-	writeTable(stdout, rows)
-	fmt.Fprintf(stdout, "\nload average after: %s\n\n", loadAverage())
-	return nil
 }
 
 // loadAverage is the 1/5/15-minute load, which says how much the neighbours took.

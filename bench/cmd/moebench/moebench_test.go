@@ -12,6 +12,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/tools/txtar"
+
+	"github.com/moec-dev/moec/compiler/analysis"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata golden files")
@@ -89,7 +91,7 @@ func TestTableGolden(t *testing.T) {
 		{Name: "training step", Unit: "tokens/s", Moec: []float64{2100, 1900, 2500}, Torch: []float64{1000, 1000, 1100}, Target: 2},
 		{Name: "generation", Unit: "tokens/s", Moec: []float64{400.5, 380}, Torch: []float64{150, 160}, Target: 3},
 		{Name: "peak memory", Unit: "MiB", Moec: []float64{300}, Torch: []float64{850}, Target: 1, Ceiling: true},
-		{Name: "sgemm", Unit: "GFLOP/s", Moec: []float64{80.25}, Torch: []float64{79.5}},
+		{Name: "sgemm", Unit: "GFLOP/s", Moec: []float64{80.25}, Torch: []float64{79.5}, Peer: "torch 2.15.0"},
 		{Name: "fraction of peak", Unit: "%", Moec: []float64{0.55, 0.62, 0.6}, Target: 0.6, Single: true},
 	}
 	var got bytes.Buffer
@@ -125,7 +127,7 @@ func TestWorkerForward(t *testing.T) {
 		t.Skip("builds and runs the benchmark model")
 	}
 	var out bytes.Buffer
-	if err := runWorker("forward", 0.01, &out); err != nil {
+	if err := runWorker("forward", sizeSmall, 0.01, &out); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out.String(), `"tokens_per_s":`) || !strings.Contains(out.String(), `"loss":5.`) {
@@ -139,7 +141,7 @@ func TestWorkerForward(t *testing.T) {
 		res  *result
 	}{{"forward", &step}, {"forward-nn", &hand}} {
 		var b bytes.Buffer
-		if err := runWorker(c.mode, 0.01, &b); err != nil {
+		if err := runWorker(c.mode, sizeSmall, 0.01, &b); err != nil {
 			t.Fatal(err)
 		}
 		if err := json.Unmarshal(b.Bytes(), c.res); err != nil {
@@ -149,7 +151,7 @@ func TestWorkerForward(t *testing.T) {
 	if d := math.Abs(step.Loss - hand.Loss); d > 1e-5*hand.Loss {
 		t.Errorf("forward loss: step programs %.7f, hand-written %.7f", step.Loss, hand.Loss)
 	}
-	if err := runWorker("nonsense", 0.01, &out); err == nil {
+	if err := runWorker("nonsense", sizeSmall, 0.01, &out); err == nil {
 		t.Fatal("an unknown mode was accepted")
 	}
 }
@@ -164,9 +166,85 @@ func TestRunFlags(t *testing.T) {
 	if out.String() != "default\nZen\n" {
 		t.Fatalf("-list-coretypes printed %q", out.String())
 	}
-	for _, args := range [][]string{{"-reps", "0"}, {"-seconds", "-1"}, {"-bogus"}} {
+	for _, args := range [][]string{{"-reps", "0"}, {"-seconds", "-1"}, {"-bogus"}, {"-large-reps", "0"},
+		{"-large-seconds", "0"}, {"-size", "huge"}} {
 		if err := run(args, &out, &errb); err == nil {
 			t.Errorf("%v was accepted", args)
 		}
+	}
+}
+
+// TestLargeModelParams: the large size is the issue's ~219M-parameter model.
+func TestLargeModelParams(t *testing.T) {
+	got := analysis.Count(modelFor(sizeLarge)).TotalAll
+	if got < 218e6 || got > 220e6 {
+		t.Fatalf("large model: %d parameters, want about 219M", got)
+	}
+	if small := analysis.Count(benchModel()).TotalAll; small >= got/10 {
+		t.Fatalf("small model: %d parameters, not the small size", small)
+	}
+}
+
+func TestParseCPUInfo(t *testing.T) {
+	text := "processor\t: 0\nmodel name\t: Intel Xeon\nflags\t\t: fpu avx2 fma avx512f avx512_bf16 amx_tile\n\n" +
+		"processor\t: 1\nmodel name\t: other\nflags\t\t: fpu\n"
+	d := parseCPUInfo(text)
+	if d.Name != "Intel Xeon" || !d.AVX512() {
+		t.Fatalf("parsed %+v", d)
+	}
+	want := "AVX2 yes, FMA yes, AVX-512 yes, AVX512-BF16 yes, AVX512-VNNI no, AVX-VNNI no, AMX yes, AMX-BF16 no, AMX-INT8 no"
+	if got := d.Features(); got != want {
+		t.Fatalf("features %q, want %q", got, want)
+	}
+	if parseCPUInfo("flags : fpu sse2\n").AVX512() {
+		t.Fatal("AVX-512 without the flag")
+	}
+}
+
+// TestPeerRowsStrongest: a row is held against the best peer of each repetition (the
+// lowest for a ceiling), named after the peer with the best median, and each peer gets a
+// row of its own without a target.
+func TestPeerRowsStrongest(t *testing.T) {
+	old := &peer{Torch: "1.13", Impl: map[string]string{"train": "stacked"}}
+	cur := &peer{Torch: "2.15", Impl: map[string]string{"train": "modules"}}
+	d := &driver{peers: []*peer{old, cur}}
+	vals := map[string][]float64{"torch 1.13": {10, 30, 12}, "torch 2.15": {20, 15, 25}}
+	rows := d.peerRows(row{Name: "train", Moec: []float64{40, 60, 50}, Target: 2}, "train", vals)
+	if len(rows) != 3 {
+		t.Fatalf("%d rows, want the main row and one per peer", len(rows))
+	}
+	if diff := cmp.Diff([]float64{20, 30, 25}, rows[0].Torch); diff != "" {
+		t.Errorf("strongest per repetition (-want +got):\n%s", diff)
+	}
+	if !strings.Contains(rows[0].Peer, "torch 2.15, modules") || rows[1].Target != 0 || rows[2].Target != 0 {
+		t.Errorf("rows %+v", rows)
+	}
+	mem := d.peerRows(row{Name: "mem", Moec: []float64{5, 5, 5}, Target: 1, Ceiling: true}, "", vals)
+	if diff := cmp.Diff([]float64{10, 15, 12}, mem[0].Torch); diff != "" {
+		t.Errorf("a ceiling is held against the lowest (-want +got):\n%s", diff)
+	}
+	if !strings.HasSuffix(mem[0].Peer, "torch 1.13") {
+		t.Errorf("memory row names %q", mem[0].Peer)
+	}
+	single := &driver{peers: []*peer{cur}}
+	if rows := single.peerRows(row{Moec: []float64{1}}, "train", map[string][]float64{"torch 2.15": {2}}); len(rows) != 1 || rows[0].Peer != "torch 2.15, modules" {
+		t.Errorf("one peer: %+v", rows)
+	}
+}
+
+// TestPeerInfo: the peer script names its torch and product path, the line moebench
+// prints for every peer.
+func TestPeerInfo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("imports torch")
+	}
+	py := defaultPythons()
+	py, _, _ = strings.Cut(py, ",")
+	p, err := newPeer(py, filepath.Join("..", "..", "peer", "moe_peer.py"))
+	if err != nil {
+		t.Skipf("no PyTorch peer: %v", err)
+	}
+	if p.Torch == "" || !strings.Contains(p.Backend, "BLAS_INFO=") {
+		t.Fatalf("peer %+v", p)
 	}
 }

@@ -23,8 +23,8 @@ type stepTrainer struct {
 
 func oneRank() step.Layout { return step.Layout{DP: 1, EP: 1, TP: 1, PP: 1} }
 
-func newStepTrainer() (*stepTrainer, error) {
-	m := benchModel()
+func newStepTrainer(size string) (*stepTrainer, error) {
+	m := modelFor(size)
 	lc, err := exec.NewLocal(m, step.Batch{MicroBatch: benchBatch, SeqLen: benchSeq, Micro: 1}, oneRank(), time.Minute)
 	if err != nil {
 		return nil, fmt.Errorf("lowering the step program: %w", err)
@@ -54,8 +54,8 @@ func (t *stepTrainer) Step() error {
 
 // measureStepForward times the evaluation program (step.Evaluation): the training
 // program's forward ops, embedding to loss, with nothing kept for a backward.
-func measureStepForward(res *result, seconds float64) error {
-	m := benchModel()
+func measureStepForward(res *result, size string, seconds float64, minIters int) error {
+	m := modelFor(size)
 	progs, err := step.Lower(m, step.Batch{MicroBatch: benchBatch, SeqLen: benchSeq, Micro: 1}, oneRank())
 	if err != nil {
 		return err
@@ -77,7 +77,7 @@ func measureStepForward(res *result, seconds float64) error {
 	}
 	micro := [][]int32{benchTokens().Tokens}
 	var n int64
-	res.Iters, res.Seconds, err = timed(seconds, 2, func() error {
+	res.Iters, res.Seconds, err = timed(seconds, minIters, func() error {
 		st, err := ex.Run(micro, exec.Options{Seed: 1, Step: n})
 		n++
 		res.Loss = st.Loss

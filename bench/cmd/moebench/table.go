@@ -34,6 +34,8 @@ type row struct {
 	Ceiling bool
 	// Single marks a row with no PyTorch side (moec's fraction of its sgemm peak).
 	Single bool
+	// Peer names the PyTorch the row compares against (torch version, MoE formulation).
+	Peer string
 }
 
 func (r row) ratios() []float64 {
@@ -104,16 +106,23 @@ func writeTable(w io.Writer, rows []row) {
 			continue
 		}
 		ratio := spanOf(r.ratios())
+		torch := fmtSpan(spanOf(r.Torch), "")
+		if r.Peer != "" {
+			torch += " [" + r.Peer + "]"
+		}
 		fmt.Fprintf(w, "| %s (%s) | %s | %s | %.2f× (%.2f–%.2f) | %s | %s |\n", r.Name, r.Unit,
-			fmtSpan(spanOf(r.Moec), ""), fmtSpan(spanOf(r.Torch), ""), ratio.Med, ratio.Min, ratio.Max,
+			fmtSpan(spanOf(r.Moec), ""), torch, ratio.Med, ratio.Min, ratio.Max,
 			r.target(), r.verdict())
 	}
 }
 
 // tableCaption describes how a table was measured.
-func tableCaption(coretype string, reps int, seconds float64, tune torchSetting, load string) string {
+func tableCaption(coretype string, reps int, seconds float64, peers []*peer, load string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "OPENBLAS_CORETYPE=%s; %d interleaved repetitions of about %.0f s each; ", coretype, reps, seconds)
-	fmt.Fprintf(&b, "PyTorch: %s; moec: GOMAXPROCS=%s; load average before: %s", tune, gomaxprocs(), load)
+	for _, p := range peers {
+		fmt.Fprintf(&b, "PyTorch %s: %s; ", p.Torch, p.Setting)
+	}
+	fmt.Fprintf(&b, "moec: GOMAXPROCS=%s; load average before: %s", gomaxprocs(), load)
 	return b.String()
 }

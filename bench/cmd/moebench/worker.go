@@ -22,18 +22,48 @@ const (
 	benchVocab = 256
 )
 
-// benchModel is the model both sides build.
-func benchModel() *program.Model {
+// The model sizes moebench measures (moe_peer.py's --size).
+const (
+	sizeSmall = "small" // d_model 256, experts of 512
+	sizeLarge = "large" // d_model 1024, experts of 2048: about 219M parameters
+)
+
+// benchModel is the small model both sides build.
+func benchModel() *program.Model { return modelFor(sizeSmall) }
+
+// modelFor is the model of size: the same structure at two widths, 64-wide heads.
+func modelFor(size string) *program.Model {
+	d, hidden := int64(256), int64(512)
+	if size == sizeLarge {
+		d, hidden = 1024, 2048
+	}
 	return &program.Model{
-		Name: "moebench", Vocab: benchVocab, VocabPadTo: 1, DModel: 256, Layers: 4, SeqLen: benchSeq,
+		Name: "moebench", Vocab: benchVocab, VocabPadTo: 1, DModel: d, Layers: 4, SeqLen: benchSeq,
 		Norm: program.RMSNorm, NormEps: 1e-5, NormPlacement: program.PreNorm, FinalNorm: true,
 		Position:  program.Learned,
-		Attention: program.Attention{Heads: 4, KVHeads: 4, HeadDim: 64, ShareWeights: 1},
-		FFN:       program.FFN{Hidden: 512, Activation: program.SwiGLU},
-		MoE: &program.MoE{Experts: 8, TopK: 2, ExpertHidden: 512, Activation: program.SwiGLU,
+		Attention: program.Attention{Heads: int(d / 64), KVHeads: int(d / 64), HeadDim: 64, ShareWeights: 1},
+		FFN:       program.FFN{Hidden: hidden, Activation: program.SwiGLU},
+		MoE: &program.MoE{Experts: 8, TopK: 2, ExpertHidden: hidden, Activation: program.SwiGLU,
 			Router: program.RouteHidden, Score: program.Softmax, Normalize: true,
 			BalanceLoss: 0.01, Every: 1},
 	}
+}
+
+// sizeTitle heads a size's table.
+func sizeTitle(size string) string {
+	if size == sizeLarge {
+		return "large model: d_model 1024, 16 heads, experts of 2048 (~219M parameters)"
+	}
+	return "small model: d_model 256, 4 heads, experts of 512"
+}
+
+// minIters is the fewest timed iterations of a measurement: one at the large size, whose
+// training step takes seconds.
+func minIters(size string) int {
+	if size == sizeLarge {
+		return 1
+	}
+	return 2
 }
 
 // adamConfig matches torch.optim.AdamW(lr=1e-3, weight_decay=0.1) with its default betas.
@@ -53,6 +83,14 @@ type result struct {
 	CPUSeconds float64 `json:"cpu_seconds,omitempty"`
 	Loss       float64 `json:"loss,omitempty"`
 	FirstLoss  float64 `json:"first_loss,omitempty"`
+	// The peer's own fields: its MoE formulation, torch version and product back end,
+	// the tuning pass's rates per workload, and the check's first and last loss per
+	// formulation.
+	Impl    string               `json:"impl,omitempty"`
+	Torch   string               `json:"torch,omitempty"`
+	Backend string               `json:"backend,omitempty"`
+	Rates   map[string]float64   `json:"rates,omitempty"`
+	Impls   map[string][]float64 `json:"impls,omitempty"`
 }
 
 // timed runs fn once to warm up (sizing every buffer), then until at least minIters calls
@@ -99,8 +137,8 @@ type trainer struct {
 	loss  float64
 }
 
-func newTrainer() (*trainer, error) {
-	m, err := nn.New(benchModel(), 1)
+func newTrainer(size string) (*trainer, error) {
+	m, err := nn.New(modelFor(size), 1)
 	if err != nil {
 		return nil, fmt.Errorf("building the model: %w", err)
 	}
@@ -129,9 +167,11 @@ func (t *trainer) Step() error {
 	return nil
 }
 
-// runWorker measures one mode of moec for about seconds and writes a result line to w.
-func runWorker(mode string, seconds float64, w io.Writer) error {
+// runWorker measures one mode of moec on the model of size for about seconds and writes
+// a result line to w.
+func runWorker(mode, size string, seconds float64, w io.Writer) error {
 	res := result{Mode: mode}
+	iters := minIters(size)
 	var err error
 	switch mode {
 	case "sgemm":
@@ -140,26 +180,26 @@ func runWorker(mode string, seconds float64, w io.Writer) error {
 		err = checkTraining(&res)
 	case "train-nn":
 		var t *trainer
-		if t, err = newTrainer(); err != nil {
+		if t, err = newTrainer(size); err != nil {
 			return err
 		}
-		err = measureTrain(&res, seconds, t.Step, func() float64 { return t.loss })
+		err = measureTrain(&res, seconds, iters, t.Step, func() float64 { return t.loss })
 	case "train":
 		var t *stepTrainer
-		if t, err = newStepTrainer(); err != nil {
+		if t, err = newStepTrainer(size); err != nil {
 			return err
 		}
-		err = measureTrain(&res, seconds, t.Step, func() float64 { return t.loss })
+		err = measureTrain(&res, seconds, iters, t.Step, func() float64 { return t.loss })
 	case "forward-nn":
-		err = measureForward(&res, seconds)
+		err = measureForward(&res, size, seconds, iters)
 	case "forward":
-		err = measureStepForward(&res, seconds)
+		err = measureStepForward(&res, size, seconds, iters)
 	case "gen1", "gen16":
 		batch := 1
 		if mode == "gen16" {
 			batch = 16
 		}
-		err = measureGenerate(&res, batch, seconds)
+		err = measureGenerate(&res, size, batch, seconds, iters)
 	default:
 		return fmt.Errorf("unknown worker mode %q (want train, forward, train-nn, forward-nn, gen1, gen16, sgemm or check)", mode)
 	}
@@ -170,10 +210,10 @@ func runWorker(mode string, seconds float64, w io.Writer) error {
 }
 
 // measureTrain times step, the moec training step of one engine, and its CPU time.
-func measureTrain(res *result, seconds float64, step func() error, loss func() float64) error {
+func measureTrain(res *result, seconds float64, minIters int, step func() error, loss func() float64) error {
 	c0 := cpuSeconds()
 	var err error
-	res.Iters, res.Seconds, err = timed(seconds, 2, step)
+	res.Iters, res.Seconds, err = timed(seconds, minIters, step)
 	res.CPUSeconds = cpuSeconds() - c0 // includes the warm-up step: scaled below
 	res.CPUSeconds *= float64(res.Iters) / float64(res.Iters+1)
 	res.TokensPerS = float64(benchBatch*benchSeq*res.Iters) / res.Seconds
@@ -187,7 +227,7 @@ const checkSteps = 8
 // checkTraining trains checkSteps steps on the fixed batch: the loss must fall, as it must for the
 // peer's --check, so a speed-up that breaks the math shows up in the benchmark itself.
 func checkTraining(res *result) error {
-	t, err := newStepTrainer()
+	t, err := newStepTrainer(sizeSmall)
 	if err != nil {
 		return err
 	}
@@ -207,13 +247,13 @@ func checkTraining(res *result) error {
 	return nil
 }
 
-func measureForward(res *result, seconds float64) error {
-	m, err := nn.New(benchModel(), 1)
+func measureForward(res *result, size string, seconds float64, minIters int) error {
+	m, err := nn.New(modelFor(size), 1)
 	if err != nil {
 		return err
 	}
 	batch := benchTokens()
-	res.Iters, res.Seconds, err = timed(seconds, 2, func() error {
+	res.Iters, res.Seconds, err = timed(seconds, minIters, func() error {
 		st, err := m.Forward(batch, nn.StepOptions{})
 		res.Loss = st.Loss
 		return err
@@ -223,14 +263,14 @@ func measureForward(res *result, seconds float64) error {
 }
 
 // measureGenerate decodes benchSeq tokens greedily for batch sequences with the KV cache.
-func measureGenerate(res *result, batch int, seconds float64) error {
-	m, err := nn.New(benchModel(), 1)
+func measureGenerate(res *result, size string, batch int, seconds float64, minIters int) error {
+	m, err := nn.New(modelFor(size), 1)
 	if err != nil {
 		return err
 	}
 	dec := m.NewDecoder(batch, benchSeq)
 	toks := make([]int32, batch)
-	res.Iters, res.Seconds, err = timed(seconds, 2, func() error {
+	res.Iters, res.Seconds, err = timed(seconds, minIters, func() error {
 		dec.Reset()
 		clear(toks)
 		for range benchSeq {
