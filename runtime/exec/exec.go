@@ -32,7 +32,9 @@ type Executor struct {
 	optParams []optim.Param
 	counted   []countPiece
 	pieces    []piece
-	updated   bool
+	// normPieces is the grad_norm op's scratch: the counted parts of the gradients.
+	normPieces [][]float32
+	updated    bool
 	// host is the unified cache's asynchronous host update (SetHostOverlap; nil when off).
 	host *hostUpdate
 	// arenaBytes is what New allocated for each tier's arena.

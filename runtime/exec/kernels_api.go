@@ -6,6 +6,9 @@ package exec
 
 import (
 	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/moec-dev/moec/compiler/program"
@@ -96,14 +99,40 @@ func SplitTokens(tokens, targets, seqs []int32, B, T, V int) error {
 // grad_norm op of a one-rank program, where every value counts once), and keeps the sum
 // unrounded for AdamW.
 func (k *Kernels) SumSquares(out []float32, grads ...[]float32) {
-	var sq float64
-	for _, g := range grads {
-		for _, v := range g {
-			sq += float64(v) * float64(v)
-		}
-	}
+	sq := sumSquares(grads)
 	out[0] = float32(sq)
 	k.normSq = sq
+}
+
+// sumSquares is Σ v² over the pieces: each piece's sum on one of the cores, the pieces'
+// sums added in order, so the result does not depend on how many cores there are.
+func sumSquares(pieces [][]float32) float64 {
+	sums := make([]float64, len(pieces))
+	var next atomic.Int64 // pieces differ in size by orders: each worker takes the next
+	work := func() {
+		for i := int(next.Add(1) - 1); i < len(pieces); i = int(next.Add(1) - 1) {
+			var sq float64
+			for _, v := range pieces[i] {
+				sq += float64(v) * float64(v)
+			}
+			sums[i] = sq
+		}
+	}
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(pieces)) - 1 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			work()
+		}()
+	}
+	work()
+	wg.Wait()
+	var sq float64
+	for _, s := range sums {
+		sq += s
+	}
+	return sq
 }
 
 // AdamW runs one update of opt's parameters with the global gradient norm the step
@@ -112,7 +141,7 @@ func (k *Kernels) SumSquares(out []float32, grads ...[]float32) {
 // rate and norm are the step's.
 func (k *Kernels) AdamW(opt *optim.AdamW, normSq []float32, world int) error {
 	global := k.globalNormSq(normSq, world)
-	info, err := opt.StepReduced(1, func(float64) (float64, error) { return global, nil })
+	info, err := opt.StepGlobal(1, global) // the grad_norm op summed the squares
 	k.stats.GradNorm, k.stats.LR = info.GradNorm, info.LR
 	return err
 }

@@ -7,6 +7,7 @@ import (
 	"math"
 	"runtime"
 	"sync"
+	"sync/atomic"
 
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/runtime/blas"
@@ -310,32 +311,38 @@ func GroupedMM(x, y []float32, w, b [][]float32, o, k int, xFill, yFill *RowFill
 	R := len(x) / (len(w) * k)
 	f := ofRows(known(xFill, len(x), len(w)), len(x)/k)
 	setFill(yFill, f)
-	eachExpert(len(w), func(ex int) int { _, n := span(f, ex, R); return n }, func(ex int) {
-		first, n := span(f, ex, R)
-		xe, ye := x[first*k:(first+n)*k], y[first*o:(first+n)*o]
-		if clearsPad(yFill) {
+	if f == nil && skipEmpty {
+		// No counts reach this buffer (an all-to-all's output): an inference program asks
+		// for its empty slots, zero rows, to be found and skipped, expert by expert.
+		eachExpert(len(w), func(int) int { return R }, func(ex int) {
+			first := ex * R
+			filledRowsMM(x[first*k:(first+R)*k], w[ex], y[first*o:(first+R)*o], R, o, k)
+			if b != nil && b[ex] != nil {
+				addBias(y[first*o:(first+R)*o], b[ex], R)
+			}
+		})
+		return
+	}
+	eachExpertPart(len(w), func(ex int) int { _, n := span(f, ex, R); return n }, func(ex, r0, r1 int) {
+		first, _ := span(f, ex, R)
+		if r0 == 0 && clearsPad(yFill) {
 			lo, hi := padding(f, ex, R)
 			clear(y[lo*o : hi*o])
 		}
-		if n == 0 {
+		if r1 <= r0 {
 			return
 		}
-		if f == nil && skipEmpty {
-			// No counts reach this buffer (an all-to-all's output): an inference program
-			// asks for its empty slots, zero rows, to be found and skipped.
-			filledRowsMM(xe, w[ex], ye, R, o, k)
-		} else {
-			blas.Gemm(false, true, n, o, k, 1, xe, k, w[ex], k, 0, ye, o)
-		}
+		ye := y[(first+r0)*o : (first+r1)*o]
+		blas.Gemm(false, true, r1-r0, o, k, 1, x[(first+r0)*k:(first+r1)*k], k, w[ex], k, 0, ye, o)
 		if b != nil && b[ex] != nil {
-			addBias(ye, b[ex], n)
+			addBias(ye, b[ex], r1-r0)
 		}
 	})
 }
 
 // GroupedMMDW: each expert's weight gradient w[ex] (+)= dyᵀ·x and bias gradient b[ex]
 // (where not nil) (+)= Σ dy over its filled rows (the fill of x, else of dy; the padding's
-// dy is zero).
+// dy is zero). The parts are bands of each weight's output rows.
 func GroupedMMDW(dy, x []float32, w, b [][]float32, o, k int, acc bool, dyFill, xFill *RowFill) {
 	R := len(x) / (len(w) * k)
 	f := known(xFill, len(x), len(w))
@@ -343,21 +350,32 @@ func GroupedMMDW(dy, x []float32, w, b [][]float32, o, k int, acc bool, dyFill, 
 		f = known(dyFill, len(dy), len(w))
 	}
 	f = ofRows(f, len(x)/k)
-	eachExpert(len(w), func(ex int) int { _, n := span(f, ex, R); return n }, func(ex int) {
-		first, n := span(f, ex, R)
-		dye, xe := dy[first*o:(first+n)*o], x[first*k:(first+n)*k]
-		if n > 0 {
-			blas.Gemm(true, false, o, k, n, 1, dye, o, xe, k, beta(acc), w[ex], k)
-		} else if !acc {
-			clear(w[ex])
+	eachExpertPart(len(w), func(ex int) int {
+		if _, n := span(f, ex, R); n == 0 {
+			return 0 // nothing but clearing: one part
 		}
-		if b != nil && b[ex] != nil {
+		return o
+	}, func(ex, o0, o1 int) {
+		first, n := span(f, ex, R)
+		if n == 0 {
 			if !acc {
-				clear(b[ex])
+				clear(w[ex])
+				if b != nil && b[ex] != nil {
+					clear(b[ex])
+				}
+			}
+			return
+		}
+		dye, xe := dy[first*o:(first+n)*o], x[first*k:(first+n)*k]
+		blas.Gemm(true, false, o1-o0, k, n, 1, dye[o0:], o, xe, k, beta(acc), w[ex][o0*k:o1*k], k)
+		if b != nil && b[ex] != nil {
+			bias := b[ex][o0:o1]
+			if !acc {
+				clear(bias)
 			}
 			for r := 0; r < n; r++ {
-				for j, g := range dye[r*o : (r+1)*o] {
-					b[ex][j] += g
+				for j, g := range dye[r*o+o0 : r*o+o1] {
+					bias[j] += g
 				}
 			}
 		}
@@ -370,16 +388,16 @@ func GroupedMMDX(dy, dx []float32, w [][]float32, o, k int, acc bool, dyFill, dx
 	R := len(dx) / (len(w) * k)
 	f := ofRows(known(dyFill, len(dy), len(w)), len(dx)/k)
 	setFill(dxFill, f)
-	eachExpert(len(w), func(ex int) int { _, n := span(f, ex, R); return n }, func(ex int) {
-		first, n := span(f, ex, R)
-		dxe := dx[first*k : (first+n)*k]
-		if !acc && clearsPad(dxFill) {
+	eachExpertPart(len(w), func(ex int) int { _, n := span(f, ex, R); return n }, func(ex, r0, r1 int) {
+		first, _ := span(f, ex, R)
+		if r0 == 0 && !acc && clearsPad(dxFill) {
 			lo, hi := padding(f, ex, R)
 			clear(dx[lo*k : hi*k])
 		}
-		if n > 0 {
-			blas.Gemm(false, false, n, k, o, 1, dy[first*o:(first+n)*o], o, w[ex], k, beta(acc), dxe, k)
+		if r1 <= r0 {
+			return
 		}
+		blas.Gemm(false, false, r1-r0, k, o, 1, dy[(first+r0)*o:(first+r1)*o], o, w[ex], k, beta(acc), dx[(first+r0)*k:(first+r1)*k], k)
 	})
 }
 
@@ -468,3 +486,58 @@ func eachExpert(experts int, rows func(ex int) int, body func(ex int)) {
 	}
 	wg.Wait()
 }
+
+// eachExpertPart runs body over the parts of every expert's work: expert ex's size(ex)
+// units (rows of its tokens, or output rows of its weight) cut into bands of about
+// equal size, which the cores take as each comes free (experts differ in load by their
+// tokens, and one core with the largest expert left would idle the others). Every
+// expert gets at least one part, [0, 0) when its size is 0, so that a part can clear
+// what the expert writes; a part [0, hi) is always its expert's first.
+func eachExpertPart(experts int, size func(ex int) int, body func(ex, lo, hi int)) {
+	workers := runtime.GOMAXPROCS(0)
+	total := 0
+	for ex := 0; ex < experts; ex++ {
+		total += size(ex)
+	}
+	// About eight parts a core, none below minPartRows (smaller products lose more to
+	// their setup than balance gains).
+	part := max(minPartRows, (total+8*workers-1)/(8*workers))
+	type task struct{ ex, lo, hi int }
+	var tasks []task
+	for ex := 0; ex < experts; ex++ {
+		n := size(ex)
+		if n == 0 {
+			tasks = append(tasks, task{ex, 0, 0})
+			continue
+		}
+		parts := (n + part - 1) / part
+		for i := 0; i < parts; i++ {
+			tasks = append(tasks, task{ex, i * n / parts, (i + 1) * n / parts})
+		}
+	}
+	if workers <= 1 || len(tasks) == 1 {
+		for _, t := range tasks {
+			body(t.ex, t.lo, t.hi)
+		}
+		return
+	}
+	var next atomic.Int64
+	work := func() {
+		for i := int(next.Add(1) - 1); i < len(tasks); i = int(next.Add(1) - 1) {
+			body(tasks[i].ex, tasks[i].lo, tasks[i].hi)
+		}
+	}
+	var wg sync.WaitGroup
+	for range min(workers, len(tasks)) - 1 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			work()
+		}()
+	}
+	work()
+	wg.Wait()
+}
+
+// minPartRows is the fewest rows (or output rows) of a part eachExpertPart cuts.
+const minPartRows = 32

@@ -259,7 +259,7 @@ func (e *Executor) updateAsync(op *step.Op) error {
 		h.delay.swap(e)
 	}
 	global := e.globalNormSq(e.f32[op.In[len(op.In)-1]], e.p.Layout.World())
-	info, d, err := e.opt.StepDeferred(1, func(float64) (float64, error) { return global, nil })
+	info, d, err := e.opt.StepDeferredGlobal(1, global) // the grad_norm op summed the squares
 	e.stats.GradNorm, e.stats.LR = info.GradNorm, info.LR
 	if err != nil {
 		return err

@@ -152,15 +152,15 @@ func (e *Executor) gradNorm(op *step.Op) error {
 	if e.opt == nil {
 		return fmt.Errorf("the program has update ops but the executor has no optimizer (SetOptimizer)")
 	}
-	var sq float64
+	pieces := e.normPieces[:0]
 	for _, c := range e.counted {
 		if c.replicatedTP && e.p.Coord.TP != 0 || c.lo >= c.hi {
 			continue
 		}
-		for _, v := range c.g[c.lo:c.hi] {
-			sq += float64(v) * float64(v)
-		}
+		pieces = append(pieces, c.g[c.lo:c.hi])
 	}
+	e.normPieces = pieces
+	sq := sumSquares(pieces)
 	e.f32[op.Out[0]][0] = float32(sq)
 	e.normSq = sq
 	return nil

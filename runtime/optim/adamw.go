@@ -209,6 +209,22 @@ func (o *AdamW) StepReduced(gradScale float64, reduce func(localSumSquares float
 	return info, nil
 }
 
+// StepGlobal is StepReduced for a caller that has already summed the squares of the
+// scaled gradients over every shard (a step program's grad_norm op and its reductions):
+// sumSquares is that sum, and the optimizer makes no pass of its own over the gradients.
+func (o *AdamW) StepGlobal(gradScale, sumSquares float64) (StepInfo, error) {
+	info, scale, err := o.settle(gradScale, sumSquares)
+	if err != nil {
+		return info, err
+	}
+	o.step++
+	if o.tensor != nil {
+		return info, o.updateEach(info.LR, scale)
+	}
+	o.update(info.LR, scale)
+	return info, nil
+}
+
 // measure is a step's global gradient norm, learning rate and gradient multiplier
 // (gradScale and clipping together), from the gradients as they are now.
 func (o *AdamW) measure(gradScale float64, reduce func(localSumSquares float64) (float64, error)) (StepInfo, float64, error) {
@@ -234,6 +250,11 @@ func (o *AdamW) measure(gradScale float64, reduce func(localSumSquares float64) 
 		}
 		sq = global
 	}
+	return o.settle(gradScale, sq)
+}
+
+// settle is measure from the global sum of squares of the scaled gradients.
+func (o *AdamW) settle(gradScale, sq float64) (StepInfo, float64, error) {
 	norm := math.Sqrt(sq)
 	info := StepInfo{LR: o.cfg.LRAt(o.step), GradNorm: norm}
 	if math.IsNaN(norm) || math.IsInf(norm, 0) {

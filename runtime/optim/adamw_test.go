@@ -398,3 +398,38 @@ func TestTensorUpdate(t *testing.T) {
 		t.Errorf("the update's error: %v", err)
 	}
 }
+
+// TestStepGlobal: an update from a norm the caller summed (a step program's grad_norm op)
+// is the update StepReduced makes from the same global sum, clipping included, and a
+// non-finite sum is refused without touching the weights.
+func TestStepGlobal(t *testing.T) {
+	run := func(step func(o *AdamW) (StepInfo, error)) ([]float32, StepInfo, error) {
+		p := Param{Name: "w", Shape: []int{2, 2}, W: []float32{1, 2, 3, 4}, G: []float32{3, -1, 0.5, 2}}
+		o, _ := NewAdamW(Config{LR: 0.1, Beta1: 0.9, Beta2: 0.99, Eps: 1e-8, WeightDecay: 0.1, ClipNorm: 1, TotalSteps: 1}, []Param{p})
+		info, err := step(o)
+		return p.W, info, err
+	}
+	const global = 40.0 // the other shards' squares too: the norm clips
+	a, ia, err := run(func(o *AdamW) (StepInfo, error) {
+		return o.StepReduced(0.5, func(float64) (float64, error) { return global, nil })
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, ib, err := run(func(o *AdamW) (StepInfo, error) { return o.StepGlobal(0.5, global) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ia != ib || !ib.Clipped {
+		t.Errorf("step info %+v, StepReduced's %+v", ib, ia)
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			t.Errorf("w[%d]: %g, StepReduced's %g", i, b[i], a[i])
+		}
+	}
+	w, _, err := run(func(o *AdamW) (StepInfo, error) { return o.StepGlobal(1, math.NaN()) })
+	if err == nil || w[0] != 1 {
+		t.Errorf("a NaN sum: %v, w %v", err, w)
+	}
+}
