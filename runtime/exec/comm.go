@@ -27,8 +27,10 @@ type World struct {
 	groups  map[string]*rendezvous
 	mail    map[[2]int]chan []float32
 	timeout time.Duration
-	// failed, once set, makes every wait return it: a rank that fails stops the others.
+	// failed, once set, makes every wait return it: a rank that fails stops the others;
+	// down is closed then, for the pipeline's sends and receives.
 	failed error
+	down   chan struct{}
 }
 
 // rendezvous is one group's meeting point, reused call after call.
@@ -42,7 +44,7 @@ type rendezvous struct {
 
 // NewWorld returns a world for ranks that give up waiting for a peer after timeout.
 func NewWorld(timeout time.Duration) *World {
-	return &World{groups: map[string]*rendezvous{}, mail: map[[2]int]chan []float32{}, timeout: timeout}
+	return &World{groups: map[string]*rendezvous{}, mail: map[[2]int]chan []float32{}, timeout: timeout, down: make(chan struct{})}
 }
 
 // Fail stops every rank waiting in a collective of the world with err.
@@ -50,6 +52,7 @@ func (w *World) Fail(err error) {
 	w.mu.Lock()
 	if w.failed == nil {
 		w.failed = err
+		close(w.down)
 	}
 	for _, g := range w.groups {
 		g.cond.Broadcast()
@@ -135,9 +138,18 @@ func (c *rankComm) Send(peer int, data []float32) error {
 	select {
 	case c.w.box(c.rank, peer) <- append([]float32(nil), data...):
 		return nil
+	case <-c.w.down:
+		return c.w.failure()
 	case <-time.After(c.w.timeout):
 		return fmt.Errorf("rank %d: send to rank %d timed out after %v", c.rank, peer, c.w.timeout)
 	}
+}
+
+// failure is the error that stopped the world.
+func (w *World) failure() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.failed
 }
 
 func (c *rankComm) Recv(peer int, into []float32) error {
@@ -148,6 +160,8 @@ func (c *rankComm) Recv(peer int, into []float32) error {
 		}
 		copy(into, msg)
 		return nil
+	case <-c.w.down:
+		return c.w.failure()
 	case <-time.After(c.w.timeout):
 		return fmt.Errorf("rank %d: nothing from rank %d after %v", c.rank, peer, c.w.timeout)
 	}

@@ -260,10 +260,20 @@ func beta(acc bool) float32 {
 
 // Add: y = a + b (the residual sum).
 func Add(a, b, y []float32) {
-	for i := range y {
-		y[i] = a[i] + b[i]
-	}
+	units := len(y) / addGrain
+	parallel(units, func(lo, hi int) {
+		end := hi * addGrain
+		if hi == units {
+			end = len(y) // the last band takes the remainder
+		}
+		for i := lo * addGrain; i < end; i++ {
+			y[i] = a[i] + b[i]
+		}
+	})
 }
+
+// addGrain is the values per unit of work Add splits over the cores.
+const addGrain = 1024
 
 // Accumulate: g += dy, or g = dy when the op writes g first.
 func Accumulate(dy, g []float32, acc bool) {

@@ -67,26 +67,34 @@ func CrossEntropySum(logits []float32, targets []int32, mx, st []float32, Vl, fi
 func (k *Kernels) CrossEntropy(logits []float32, targets []int32, mx, st, loss, dl []float32, Vl, first int) {
 	n := len(logits) / Vl
 	scale := k.lossScale() / float64(n)
-	var ce float64
-	for i := 0; i < n; i++ {
-		row, drow := logits[i*Vl:(i+1)*Vl], dl[i*Vl:(i+1)*Vl]
-		var lse, target float64
-		if mx != nil {
-			lse = float64(mx[i]) + math.Log(float64(st[2*i]))
-			target = float64(st[2*i+1])
-		} else {
-			mx := row[0]
-			for _, v := range row {
-				mx = max(mx, v)
+	// The rows on the cores, each row's term kept and the terms added in row order: the
+	// loss does not depend on the split.
+	terms := make([]float64, n)
+	parallel(n, func(r0, r1 int) {
+		for i := r0; i < r1; i++ {
+			row, drow := logits[i*Vl:(i+1)*Vl], dl[i*Vl:(i+1)*Vl]
+			var lse, target float64
+			if mx != nil {
+				lse = float64(mx[i]) + math.Log(float64(st[2*i]))
+				target = float64(st[2*i+1])
+			} else {
+				mx := row[0]
+				for _, v := range row {
+					mx = max(mx, v)
+				}
+				lse = float64(mx) + math.Log(expSum(row, float64(mx), 1, nil))
+				target = float64(row[targets[i]])
 			}
-			lse = float64(mx) + math.Log(expSum(row, float64(mx), 1, nil))
-			target = float64(row[targets[i]])
+			terms[i] = lse - target
+			expSum(row, lse, scale, drow)
+			if t := int(targets[i]) - first; t >= 0 && t < Vl {
+				drow[t] -= float32(scale)
+			}
 		}
-		ce += lse - target
-		expSum(row, lse, scale, drow)
-		if t := int(targets[i]) - first; t >= 0 && t < Vl {
-			drow[t] -= float32(scale)
-		}
+	})
+	var ce float64
+	for _, v := range terms {
+		ce += v
 	}
 	loss[0] = float32(ce / float64(n))
 	k.stats.CE += ce / float64(n) * k.lossScale()
