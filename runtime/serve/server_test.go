@@ -82,8 +82,10 @@ func TestConcurrentMatchesAlone(t *testing.T) {
 		}
 		wg.Wait()
 		// Alone, every step had one busy slot; concurrently the requests must share steps.
+		// How many share each step depends on when the requests arrive (a loaded machine
+		// spreads them out), so the test asks for sharing, not for a particular mean.
 		steps1, slots1 := srv.stepCounts()
-		if batch := float64(slots1-slots0) / float64(steps1-steps0); batch < 1.5 {
+		if batch := float64(slots1-slots0) / float64(steps1-steps0); batch <= 1 {
 			t.Errorf("round %d: mean batch %.2f: the requests did not share decoding steps", round, batch)
 		}
 		for i := range reqs {
