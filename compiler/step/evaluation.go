@@ -10,6 +10,8 @@ import "fmt"
 // not every layer's. The loss it computes equals the training step's forward loss bit for
 // bit (the same ops in the same order on the same values).
 //
+// Its loss op writes the loss alone, not the logits' gradient.
+//
 // A unified-cache program is refused: its fetches and evictions are scheduled for the
 // whole step, backward included.
 func Evaluation(p *Program) (*Program, error) {
@@ -40,6 +42,13 @@ func Evaluation(p *Program) (*Program, error) {
 	for _, op := range p.Ops {
 		if op.Phase != Forward || op.Recomputed {
 			continue
+		}
+		if op.Kind == OpCrossEntropy && len(op.Out) == 2 {
+			// The loss alone: the logits' gradient, [tokens, vocabulary], is not written.
+			op.Out = op.Out[:1]
+			if len(op.Acc) > 1 {
+				op.Acc = op.Acc[:1]
+			}
 		}
 		op.In = use(op.In)
 		op.Out = use(op.Out)

@@ -22,15 +22,19 @@ func (e *Executor) crossEntropy(op *step.Op) error {
 	f, in, out := e.f32, op.In, op.Out
 	Vl := e.p.Buffers[in[0]].Shape[1]
 	first := e.p.Coord.TP * Vl
+	var dl []float32 // an evaluation program's loss has no gradient to write
+	if len(out) > 1 {
+		dl = f[out[1]]
+	}
 	switch {
 	case op.Pass == step.LossMax:
 		CrossEntropyMax(f[in[0]], f[out[0]], Vl)
 	case op.Pass == step.LossSum:
 		CrossEntropySum(f[in[0]], e.i32[in[1]], f[in[2]], f[out[0]], Vl, first)
 	case len(in) > 2:
-		e.CrossEntropy(f[in[0]], e.i32[in[1]], f[in[2]], f[in[3]], f[out[0]], f[out[1]], Vl, first)
+		e.CrossEntropy(f[in[0]], e.i32[in[1]], f[in[2]], f[in[3]], f[out[0]], dl, Vl, first)
 	default:
-		e.CrossEntropy(f[in[0]], e.i32[in[1]], nil, nil, f[out[0]], f[out[1]], Vl, first)
+		e.CrossEntropy(f[in[0]], e.i32[in[1]], nil, nil, f[out[0]], dl, Vl, first)
 	}
 	return nil
 }
@@ -61,8 +65,8 @@ func CrossEntropySum(logits []float32, targets []int32, mx, st []float32, Vl, fi
 }
 
 // CrossEntropy writes the mean loss over the micro-batch's tokens and the logits'
-// gradient, (softmax − onehot) scaled by the step's mean, and adds the loss to the step's
-// terms. mx and st are the reduced maxima and sums of a vocabulary-parallel loss (nil: the
+// gradient (dl nil: the loss alone), (softmax − onehot) scaled by the step's mean, and
+// adds the loss to the step's terms. mx and st are the reduced maxima and sums of a vocabulary-parallel loss (nil: the
 // rank holds the whole vocabulary, Vl wide, from first).
 func (k *Kernels) CrossEntropy(logits []float32, targets []int32, mx, st, loss, dl []float32, Vl, first int) {
 	n := len(logits) / Vl
@@ -72,7 +76,7 @@ func (k *Kernels) CrossEntropy(logits []float32, targets []int32, mx, st, loss, 
 	terms := make([]float64, n)
 	parallel(n, func(r0, r1 int) {
 		for i := r0; i < r1; i++ {
-			row, drow := logits[i*Vl:(i+1)*Vl], dl[i*Vl:(i+1)*Vl]
+			row := logits[i*Vl : (i+1)*Vl]
 			var lse, target float64
 			if mx != nil {
 				lse = float64(mx[i]) + math.Log(float64(st[2*i]))
@@ -86,6 +90,10 @@ func (k *Kernels) CrossEntropy(logits []float32, targets []int32, mx, st, loss, 
 				target = float64(row[targets[i]])
 			}
 			terms[i] = lse - target
+			if dl == nil { // the loss alone
+				continue
+			}
+			drow := dl[i*Vl : (i+1)*Vl]
 			expSum(row, lse, scale, drow)
 			if t := int(targets[i]) - first; t >= 0 && t < Vl {
 				drow[t] -= float32(scale)
