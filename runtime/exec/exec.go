@@ -47,7 +47,6 @@ func (e *Executor) ArenaBytes() [2]int64 { return e.arenaBytes }
 
 // scratch holds reusable working arrays of the kernels (each kernel uses its own).
 type scratch struct {
-	order   []int
 	next    []int32
 	fe, acc []float64
 	dst     []float32

@@ -28,50 +28,60 @@ func (k *Kernels) Route(z []float32, idx []int32, gates, sc, lse []float32, slot
 	n := len(z) / E
 	clear(routed)
 	clear(kept)
-	var zsum float64
-	order := grow(&k.scratch.order, K)
-	for t := 0; t < n; t++ {
-		zt, st := z[t*E:(t+1)*E], sc[t*E:(t+1)*E]
-		mx := math.Inf(-1)
-		for _, v := range zt {
-			mx = math.Max(mx, float64(v))
-		}
-		var sum float64
-		for _, v := range zt {
-			sum += math.Exp(float64(v) - mx)
-		}
-		l := mx + math.Log(sum)
-		lse[t] = float32(l)
-		zsum += l * l
-		for i, v := range zt {
-			st[i] = program.RouterScore(cfg.Score, v, l)
-		}
-		// Top k by score, best first, ties to the lower index: k passes of a max.
-		for j := 0; j < K; j++ {
-			best := -1
-			for ex := 0; ex < E; ex++ {
-				if taken(order[:j], ex) {
-					continue
-				}
-				if best < 0 || st[ex] > st[best] {
-					best = ex
-				}
+	// Each token's scores and choice on the cores (they depend on the token alone); the
+	// z-loss terms are added, and the assignments counted, in token order after.
+	zterms := make([]float64, n)
+	parallel(n, func(t0, t1 int) {
+		order := make([]int, K)
+		for t := t0; t < t1; t++ {
+			zt, st := z[t*E:(t+1)*E], sc[t*E:(t+1)*E]
+			mx := math.Inf(-1)
+			for _, v := range zt {
+				mx = math.Max(mx, float64(v))
 			}
-			order[j] = best
-		}
-		var gs float32
-		for j := 0; j < K; j++ {
-			ex := order[j]
-			idx[t*K+j] = int32(ex)
-			gates[t*K+j] = st[ex]
-			gs += st[ex]
-			routed[ex]++
-		}
-		if cfg.Normalize {
+			var sum float64
+			for _, v := range zt {
+				sum += math.Exp(float64(v) - mx)
+			}
+			l := mx + math.Log(sum)
+			lse[t] = float32(l)
+			zterms[t] = l * l
+			for i, v := range zt {
+				st[i] = program.RouterScore(cfg.Score, v, l)
+			}
+			// Top k by score, best first, ties to the lower index: k passes of a max.
 			for j := 0; j < K; j++ {
-				gates[t*K+j] /= gs
+				best := -1
+				for ex := 0; ex < E; ex++ {
+					if taken(order[:j], ex) {
+						continue
+					}
+					if best < 0 || st[ex] > st[best] {
+						best = ex
+					}
+				}
+				order[j] = best
+			}
+			var gs float32
+			for j := 0; j < K; j++ {
+				ex := order[j]
+				idx[t*K+j] = int32(ex)
+				gates[t*K+j] = st[ex]
+				gs += st[ex]
+			}
+			if cfg.Normalize {
+				for j := 0; j < K; j++ {
+					gates[t*K+j] /= gs
+				}
 			}
 		}
+	})
+	var zsum float64
+	for _, v := range zterms {
+		zsum += v
+	}
+	for _, ex := range idx[:n*K] {
+		routed[ex]++
 	}
 	capacity := slots // the program's static slots per expert
 	if capacity <= 0 {
