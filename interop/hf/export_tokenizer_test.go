@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/moec-dev/moec/internal/pyvenv"
 )
 
 // copyFile copies a test file into dir under name.
@@ -77,13 +79,7 @@ func TestExportTokenizer(t *testing.T) {
 		}
 	}
 	// transformers itself loads the tokenizer, when it is installed.
-	py := os.Getenv("MOEC_PYTHON")
-	if py == "" {
-		py = filepath.Join("..", "..", ".venv", "bin", "python")
-	}
-	if err := exec.Command(py, "-c", "import transformers").Run(); err != nil {
-		t.Skipf("transformers is not importable by %s: AutoTokenizer's load of the export is not checked", py)
-	}
+	py := pyvenv.Python(t, "../..", "transformers")
 	got, err := exec.Command(py, "-c", `import sys
 from transformers import AutoTokenizer
 t = AutoTokenizer.from_pretrained(sys.argv[1])

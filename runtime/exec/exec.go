@@ -45,8 +45,11 @@ type Executor struct {
 // every buffer of the program lives there.
 func (e *Executor) ArenaBytes() [2]int64 { return e.arenaBytes }
 
-// scratch holds reusable working arrays of the kernels (each kernel uses its own).
+// scratch holds reusable working arrays of the kernels (each kernel uses its own; terms
+// holds the per-row or per-piece sums that the loss, the router and the gradient norm add
+// in order, one op at a time).
 type scratch struct {
+	terms   []float64
 	next    []int32
 	fe, acc []float64
 	dst     []float32

@@ -99,27 +99,49 @@ func SplitTokens(tokens, targets, seqs []int32, B, T, V int) error {
 // grad_norm op of a one-rank program, where every value counts once), and keeps the sum
 // unrounded for AdamW.
 func (k *Kernels) SumSquares(out []float32, grads ...[]float32) {
-	sq := sumSquares(grads)
+	sq := sumSquares(grads, &k.scratch.terms)
 	out[0] = float32(sq)
 	k.normSq = sq
 }
 
-// sumSquares is Σ v² over the pieces: each piece's sum on one of the cores, the pieces'
-// sums added in order, so the result does not depend on how many cores there are.
-func sumSquares(pieces [][]float32) float64 {
-	sums := make([]float64, len(pieces))
-	var next atomic.Int64 // pieces differ in size by orders: each worker takes the next
+// sumSquares is Σ v² over the pieces: each piece's sum on one of the cores (into terms,
+// reused from step to step), the pieces' sums added in order, so the result does not
+// depend on how many cores there are.
+func sumSquares(pieces [][]float32, terms *[]float64) float64 {
+	sums := grow(terms, len(pieces))
+	eachIndex(len(pieces), func(i int) {
+		var sq float64
+		for _, v := range pieces[i] {
+			sq += float64(v) * float64(v)
+		}
+		sums[i] = sq
+	})
+	var sq float64
+	for _, v := range sums {
+		sq += v
+	}
+	return sq
+}
+
+// eachIndex runs f(i) for every i in [0, n) on the cores, each worker taking the next
+// index as it comes free: for work items of unequal size (gradients of every shape, the
+// experts' parts). The items must write disjoint outputs.
+func eachIndex(n int, f func(i int)) {
+	workers := min(runtime.GOMAXPROCS(0), n)
+	if workers <= 1 {
+		for i := 0; i < n; i++ {
+			f(i)
+		}
+		return
+	}
+	var next atomic.Int64
 	work := func() {
-		for i := int(next.Add(1) - 1); i < len(pieces); i = int(next.Add(1) - 1) {
-			var sq float64
-			for _, v := range pieces[i] {
-				sq += float64(v) * float64(v)
-			}
-			sums[i] = sq
+		for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+			f(i)
 		}
 	}
 	var wg sync.WaitGroup
-	for range min(runtime.GOMAXPROCS(0), len(pieces)) - 1 {
+	for range workers - 1 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -128,11 +150,6 @@ func sumSquares(pieces [][]float32) float64 {
 	}
 	work()
 	wg.Wait()
-	var sq float64
-	for _, s := range sums {
-		sq += s
-	}
-	return sq
 }
 
 // AdamW runs one update of opt's parameters with the global gradient norm the step

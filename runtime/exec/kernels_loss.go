@@ -73,7 +73,7 @@ func (k *Kernels) CrossEntropy(logits []float32, targets []int32, mx, st, loss, 
 	scale := k.lossScale() / float64(n)
 	// The rows on the cores, each row's term kept and the terms added in row order: the
 	// loss does not depend on the split.
-	terms := make([]float64, n)
+	terms := grow(&k.scratch.terms, n)
 	parallel(n, func(r0, r1 int) {
 		for i := r0; i < r1; i++ {
 			row := logits[i*Vl : (i+1)*Vl]

@@ -7,7 +7,6 @@ import (
 	"math"
 	"runtime"
 	"sync"
-	"sync/atomic"
 
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/runtime/blas"
@@ -30,9 +29,14 @@ func (k *Kernels) Route(z []float32, idx []int32, gates, sc, lse []float32, slot
 	clear(kept)
 	// Each token's scores and choice on the cores (they depend on the token alone); the
 	// z-loss terms are added, and the assignments counted, in token order after.
-	zterms := make([]float64, n)
+	zterms := grow(&k.scratch.terms, n)
 	parallel(n, func(t0, t1 int) {
-		order := make([]int, K)
+		var few [8]int // top_k is small: the order lives on the stack
+		order := few[:0]
+		if K > len(few) {
+			order = make([]int, 0, K)
+		}
+		order = order[:K]
 		for t := t0; t < t1; t++ {
 			zt, st := z[t*E:(t+1)*E], sc[t*E:(t+1)*E]
 			mx := math.Inf(-1)
@@ -502,51 +506,29 @@ func eachExpert(experts int, rows func(ex int) int, body func(ex int)) {
 // equal size, which the cores take as each comes free (experts differ in load by their
 // tokens, and one core with the largest expert left would idle the others). Every
 // expert gets at least one part, [0, 0) when its size is 0, so that a part can clear
-// what the expert writes; a part [0, hi) is always its expert's first.
+// what the expert writes; a part [0, hi) is always its expert's first. Nothing is
+// allocated: part j of expert ex is task ex·most+j of a grid as wide as the most parts
+// any expert has, and the grid's empty cells are skipped.
 func eachExpertPart(experts int, size func(ex int) int, body func(ex, lo, hi int)) {
-	workers := runtime.GOMAXPROCS(0)
-	total := 0
+	total, largest := 0, 0
 	for ex := 0; ex < experts; ex++ {
-		total += size(ex)
+		n := size(ex)
+		total += n
+		largest = max(largest, n)
 	}
 	// About eight parts a core, none below minPartRows (smaller products lose more to
 	// their setup than balance gains).
+	workers := runtime.GOMAXPROCS(0)
 	part := max(minPartRows, (total+8*workers-1)/(8*workers))
-	type task struct{ ex, lo, hi int }
-	var tasks []task
-	for ex := 0; ex < experts; ex++ {
+	partsOf := func(n int) int { return max(1, (n+part-1)/part) }
+	most := partsOf(largest)
+	eachIndex(experts*most, func(i int) {
+		ex, j := i/most, i%most
 		n := size(ex)
-		if n == 0 {
-			tasks = append(tasks, task{ex, 0, 0})
-			continue
+		if parts := partsOf(n); j < parts {
+			body(ex, j*n/parts, (j+1)*n/parts)
 		}
-		parts := (n + part - 1) / part
-		for i := 0; i < parts; i++ {
-			tasks = append(tasks, task{ex, i * n / parts, (i + 1) * n / parts})
-		}
-	}
-	if workers <= 1 || len(tasks) == 1 {
-		for _, t := range tasks {
-			body(t.ex, t.lo, t.hi)
-		}
-		return
-	}
-	var next atomic.Int64
-	work := func() {
-		for i := int(next.Add(1) - 1); i < len(tasks); i = int(next.Add(1) - 1) {
-			body(tasks[i].ex, tasks[i].lo, tasks[i].hi)
-		}
-	}
-	var wg sync.WaitGroup
-	for range min(workers, len(tasks)) - 1 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			work()
-		}()
-	}
-	work()
-	wg.Wait()
+	})
 }
 
 // minPartRows is the fewest rows (or output rows) of a part eachExpertPart cuts.

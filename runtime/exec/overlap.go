@@ -58,18 +58,24 @@ type pendingUpdate struct {
 // cache under ZeRO 0, with an optimizer (call it after SetOptimizer). Turning it off
 // first lets a pending update land.
 func (e *Executor) SetHostOverlap(on bool) (bool, error) {
-	if err := e.dropHostUpdate(); err != nil {
-		return false, err
-	}
-	if !on || !e.overlapApplies() {
-		return false, nil
-	}
-	h, err := e.planHostUpdate()
-	if err != nil {
+	h, err := e.restartHostUpdate(on)
+	if h == nil || err != nil {
 		return false, err
 	}
 	e.host = h
 	return true, nil
+}
+
+// restartHostUpdate lets a pending host update land and, when on and the program allows
+// it, plans a new one (nil when off or not applicable).
+func (e *Executor) restartHostUpdate(on bool) (*hostUpdate, error) {
+	if err := e.dropHostUpdate(); err != nil {
+		return nil, err
+	}
+	if !on || !e.overlapApplies() {
+		return nil, nil
+	}
+	return e.planHostUpdate()
 }
 
 func (e *Executor) overlapApplies() bool {

@@ -35,14 +35,8 @@ type delayed struct {
 // for; SetHostOverlap turns it off too) and reports whether it applies: the unified
 // cache under ZeRO 0, with an optimizer (call it after SetOptimizer).
 func (e *Executor) SetDelayedUpdate(on bool) (bool, error) {
-	if err := e.dropHostUpdate(); err != nil {
-		return false, err
-	}
-	if !on || !e.overlapApplies() {
-		return false, nil
-	}
-	h, err := e.planHostUpdate()
-	if err != nil {
+	h, err := e.restartHostUpdate(on)
+	if h == nil || err != nil {
 		return false, err
 	}
 	d := &delayed{direct: e.opt, masterOf: map[int][]float32{}}

@@ -160,7 +160,7 @@ func (e *Executor) gradNorm(op *step.Op) error {
 		pieces = append(pieces, c.g[c.lo:c.hi])
 	}
 	e.normPieces = pieces
-	sq := sumSquares(pieces)
+	sq := sumSquares(pieces, &e.scratch.terms)
 	e.f32[op.Out[0]][0] = float32(sq)
 	e.normSq = sq
 	return nil

@@ -197,23 +197,19 @@ func (o *AdamW) Step(gradScale float64) (StepInfo, error) {
 // A nil reduce is the identity, which makes StepReduced(s, nil) exactly Step(s). An error
 // from reduce is returned wrapped and leaves weights and state untouched.
 func (o *AdamW) StepReduced(gradScale float64, reduce func(localSumSquares float64) (float64, error)) (StepInfo, error) {
-	info, scale, err := o.measure(gradScale, reduce)
-	if err != nil {
-		return info, err
-	}
-	o.step++
-	if o.tensor != nil {
-		return info, o.updateEach(info.LR, scale)
-	}
-	o.update(info.LR, scale)
-	return info, nil
+	return o.apply(o.measure(gradScale, reduce))
 }
 
 // StepGlobal is StepReduced for a caller that has already summed the squares of the
 // scaled gradients over every shard (a step program's grad_norm op and its reductions):
 // sumSquares is that sum, and the optimizer makes no pass of its own over the gradients.
 func (o *AdamW) StepGlobal(gradScale, sumSquares float64) (StepInfo, error) {
-	info, scale, err := o.settle(gradScale, sumSquares)
+	return o.apply(o.settle(gradScale, sumSquares))
+}
+
+// apply counts and applies the update a measure or settle decided on (nothing after an
+// error: weights and state stay as they are).
+func (o *AdamW) apply(info StepInfo, scale float64, err error) (StepInfo, error) {
 	if err != nil {
 		return info, err
 	}

@@ -24,15 +24,13 @@ type Deferred struct {
 // StepDeferred and its Apply, and the next step must not start before every tensor is
 // applied.
 func (o *AdamW) StepDeferred(gradScale float64, reduce func(localSumSquares float64) (float64, error)) (StepInfo, *Deferred, error) {
-	info, scale, err := o.measure(gradScale, reduce)
-	return o.deferred(info, scale, err)
+	return o.deferred(o.measure(gradScale, reduce))
 }
 
 // StepDeferredGlobal is StepDeferred with the global sum of squares of the scaled
 // gradients already known (see StepGlobal).
 func (o *AdamW) StepDeferredGlobal(gradScale, sumSquares float64) (StepInfo, *Deferred, error) {
-	info, scale, err := o.settle(gradScale, sumSquares)
-	return o.deferred(info, scale, err)
+	return o.deferred(o.settle(gradScale, sumSquares))
 }
 
 func (o *AdamW) deferred(info StepInfo, scale float64, err error) (StepInfo, *Deferred, error) {

@@ -2,7 +2,6 @@ package serve
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -14,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/moec-dev/moec/internal/pyvenv"
 )
 
 // startServe runs s.Serve on a loopback listener and returns its base URL, the function
@@ -217,18 +218,7 @@ func TestServeDrainTimeout(t *testing.T) {
 // $MOEC_PYTHON, else the repository's .venv (make venv), else it skips saying why.
 func pythonWithOpenAI(t *testing.T) string {
 	t.Helper()
-	py := os.Getenv("MOEC_PYTHON")
-	if py == "" {
-		root, err := filepath.Abs(filepath.Join("..", ".."))
-		if err != nil {
-			t.Fatal(err)
-		}
-		py = filepath.Join(root, ".venv", "bin", "python")
-	}
-	if out, err := exec.Command(py, "-c", "import openai").CombinedOutput(); err != nil {
-		t.Skipf("the openai Python package is not available to %s (%v: %s); `make venv` installs it", py, err, bytes.TrimSpace(out))
-	}
-	return py
+	return pyvenv.Python(t, "../..", "openai")
 }
 
 // The official OpenAI Python client drives the server: models, streaming chat with

@@ -1,7 +1,6 @@
 package tokenizer
 
 import (
-	"bytes"
 	"encoding/json"
 	"math/rand/v2"
 	"os"
@@ -10,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/moec-dev/moec/internal/pyvenv"
 )
 
 // pythonWithTokenizers returns a Python interpreter that imports the Hugging Face
@@ -17,18 +18,7 @@ import (
 // saying why.
 func pythonWithTokenizers(t *testing.T) string {
 	t.Helper()
-	py := os.Getenv("MOEC_PYTHON")
-	if py == "" {
-		root, err := filepath.Abs(filepath.Join("..", ".."))
-		if err != nil {
-			t.Fatal(err)
-		}
-		py = filepath.Join(root, ".venv", "bin", "python")
-	}
-	if out, err := exec.Command(py, "-c", "import tokenizers").CombinedOutput(); err != nil {
-		t.Skipf("the tokenizers Python package is not available to %s (%v: %s); `make venv` installs it", py, err, bytes.TrimSpace(out))
-	}
-	return py
+	return pyvenv.Python(t, "../..", "tokenizers")
 }
 
 // randomTexts are strings drawn from pieces that stress the splits: letters of several

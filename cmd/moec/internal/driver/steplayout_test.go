@@ -49,29 +49,7 @@ func TestPlanStepLayoutUnifiedCache(t *testing.T) {
 // headed by a note with the cache's refusal, and the build says so.
 func TestBuildListsCacheOrSaysWhy(t *testing.T) {
 	dir := t.TempDir()
-	path := filepath.Join(dir, "c.moe")
-	src := `model c {
-  vocab = 256; d_model = 32; layers = 2; seq_len = 32
-  attention { heads = 2 }
-  ffn { hidden = 64; activation = gelu }
-}
-cluster local { gpu = cpu; ranks = 2; host_memory = 8GiB }
-train c on local {
-  tokens_per_batch = 256; micro_batch = 4; precision = fp32
-  data = "text/*.txt"
-  stage only { steps = 2 }
-}
-`
-	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	prog, _, ds := check.Load(path, os.ReadFile)
-	if ds.HasErrors() {
-		t.Fatal(ds.Err())
-	}
-	tr := prog.Trains["c"]
-	st := tr.Stages[0]
-	m := program.StageModel(prog.Models[tr.Model], st)
+	tr, st, m := twoRankStage(t, dir)
 	for _, c := range []struct {
 		budget   int64
 		want     string
@@ -102,29 +80,7 @@ train c on local {
 // program.pp1.txt the last layers, the head and the loss.
 func TestBuildListsEveryPipelineStage(t *testing.T) {
 	dir := t.TempDir()
-	path := filepath.Join(dir, "pp.moe")
-	src := `model pp {
-  vocab = 256; d_model = 32; layers = 2; seq_len = 32
-  attention { heads = 2 }
-  ffn { hidden = 64; activation = gelu }
-}
-cluster local { gpu = cpu; ranks = 2; host_memory = 8GiB }
-train pp on local {
-  tokens_per_batch = 256; micro_batch = 4; precision = fp32
-  data = "text/*.txt"
-  stage only { steps = 2 }
-}
-`
-	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	prog, _, ds := check.Load(path, os.ReadFile)
-	if ds.HasErrors() {
-		t.Fatal(ds.Err())
-	}
-	tr := prog.Trains["pp"]
-	st := tr.Stages[0]
-	m := program.StageModel(prog.Models[tr.Model], st)
+	tr, st, m := twoRankStage(t, dir)
 	p := &plan.Plan{Layout: plan.ParallelLayout{DP: 1, EP: 1, TP: 1, PP: 2, MicroBatch: 4, GradAccum: 2, Recompute: program.RecomputeNone}}
 	res := &BuildResult{}
 	if _, note, err := writeStepProgram(dir, m, tr, st, p, res); err != nil || note != "" {
@@ -151,4 +107,33 @@ train pp on local {
 			t.Errorf("%s: want %q and no %q:\n%s", c.name, c.want, c.not, c.text)
 		}
 	}
+}
+
+// twoRankStage writes and checks a small two-layer model with a two-rank local cluster in
+// dir and returns its train block, its one stage and the stage's model.
+func twoRankStage(t *testing.T, dir string) (*program.Train, *program.Stage, *program.Model) {
+	t.Helper()
+	path := filepath.Join(dir, "two.moe")
+	src := `model two {
+  vocab = 256; d_model = 32; layers = 2; seq_len = 32
+  attention { heads = 2 }
+  ffn { hidden = 64; activation = gelu }
+}
+cluster local { gpu = cpu; ranks = 2; host_memory = 8GiB }
+train two on local {
+  tokens_per_batch = 256; micro_batch = 4; precision = fp32
+  data = "text/*.txt"
+  stage only { steps = 2 }
+}
+`
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	prog, _, ds := check.Load(path, os.ReadFile)
+	if ds.HasErrors() {
+		t.Fatal(ds.Err())
+	}
+	tr := prog.Trains["two"]
+	st := tr.Stages[0]
+	return tr, st, program.StageModel(prog.Models[tr.Model], st)
 }
