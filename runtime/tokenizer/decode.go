@@ -180,23 +180,8 @@ func parseDecoder(raw json.RawMessage) (decoder, error) {
 		}
 		return d, nil
 	case "Sequence":
-		var p struct {
-			Decoders []json.RawMessage `json:"decoders"`
-		}
-		if err := json.Unmarshal(raw, &p); err != nil {
-			return nil, err
-		}
-		var seq decSequence
-		for i, r := range p.Decoders {
-			d, err := parseDecoder(r)
-			if err != nil {
-				return nil, fmt.Errorf("sequence item %d: %w", i, err)
-			}
-			if d != nil {
-				seq = append(seq, d)
-			}
-		}
-		return seq, nil
+		seq, err := parseSequence(raw, "decoders", parseDecoder)
+		return decSequence(seq), err
 	}
 	return nil, unsupported("decoder", kind, "ByteLevel", "Replace", "ByteFallback", "Fuse", "Strip", "Metaspace", "Sequence")
 }

@@ -101,23 +101,8 @@ func parseNormalizer(raw json.RawMessage) (normalizer, error) {
 		}
 		return stripNorm{p.Left, p.Right}, nil
 	case "Sequence":
-		var p struct {
-			Normalizers []json.RawMessage `json:"normalizers"`
-		}
-		if err := json.Unmarshal(raw, &p); err != nil {
-			return nil, err
-		}
-		var seq normSequence
-		for i, r := range p.Normalizers {
-			n, err := parseNormalizer(r)
-			if err != nil {
-				return nil, fmt.Errorf("sequence item %d: %w", i, err)
-			}
-			if n != nil {
-				seq = append(seq, n)
-			}
-		}
-		return seq, nil
+		seq, err := parseSequence(raw, "normalizers", parseNormalizer)
+		return normSequence(seq), err
 	}
 	return nil, unsupported("normalizer", kind, "NFC", "NFD", "NFKC", "NFKD", "Lowercase", "Prepend", "Replace", "Strip", "Sequence")
 }
@@ -132,4 +117,31 @@ func parseReplace(raw json.RawMessage) (*pattern, string, error) {
 	}
 	pat, err := p.Pattern.compile()
 	return pat, p.Content, err
+}
+
+// parseSequence parses the components listed under key of a Sequence component
+// (normalizers, pre-tokenizers or decoders) with parse, leaving out those that do nothing
+// (parse returns nil for them).
+func parseSequence[T any](raw json.RawMessage, key string, parse func(json.RawMessage) (T, error)) ([]T, error) {
+	var p map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &p); err != nil {
+		return nil, err
+	}
+	var items []json.RawMessage
+	if list, ok := p[key]; ok {
+		if err := json.Unmarshal(list, &items); err != nil {
+			return nil, err
+		}
+	}
+	var seq []T
+	for i, r := range items {
+		c, err := parse(r)
+		if err != nil {
+			return nil, fmt.Errorf("sequence item %d: %w", i, err)
+		}
+		if any(c) != nil {
+			seq = append(seq, c)
+		}
+	}
+	return seq, nil
 }

@@ -292,23 +292,8 @@ func parsePreTokenizer(raw json.RawMessage) (preTokenizer, error) {
 		pat, err := compileRegex(expr)
 		return splitPre{pat, behavior, false}, err
 	case "Sequence":
-		var p struct {
-			PreTokenizers []json.RawMessage `json:"pretokenizers"`
-		}
-		if err := json.Unmarshal(raw, &p); err != nil {
-			return nil, err
-		}
-		var seq preSequence
-		for i, r := range p.PreTokenizers {
-			n, err := parsePreTokenizer(r)
-			if err != nil {
-				return nil, fmt.Errorf("sequence item %d: %w", i, err)
-			}
-			if n != nil {
-				seq = append(seq, n)
-			}
-		}
-		return seq, nil
+		seq, err := parseSequence(raw, "pretokenizers", parsePreTokenizer)
+		return preSequence(seq), err
 	}
 	return nil, unsupported("pre-tokenizer", kind, "Split", "ByteLevel", "Metaspace", "Whitespace", "WhitespaceSplit", "Digits", "Sequence")
 }
