@@ -46,6 +46,11 @@ func (c *checker) resolveServes() {
 				dg.Suggestion = didYouMean(sv.Stage, names)
 			}
 		}
+		sv.Compressed = s.boolean("compressed")
+		if sv.Compressed && c.byKind["compress"][d.name] == nil {
+			dg := c.errorf(diag.ServeNoCompress, s.rangeOf("compressed"), "serve %s is compressed, but model %s has no compress block", d.name, d.name)
+			dg.Suggestion = fmt.Sprintf("declare `compress %s { quantize = 8 }` (or int4, keep_experts), or drop compressed", d.name)
+		}
 		c.prog.Serves[d.name] = sv
 		c.prog.ServeOrder = append(c.prog.ServeOrder, d.name)
 		d.prov = s.provenance(nil)

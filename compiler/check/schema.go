@@ -439,6 +439,7 @@ func newSchema() *schema {
 		atMost(maxPositions, whyPositions, integer("context", "model.seq_len", positive, "KV-cache tokens per sequence")),
 		enum("layout", "auto", []string{"auto", "expert", "tensor_pipeline"}, "parallel layout"),
 		{name: "stage", typ: keyType{kind: tyName}, def: `""`, doc: "train stage whose model is served"},
+		boolean("compressed", "false", "plan the model's compress block: its quantised bytes and kept experts"),
 	}})
 	add(&blockSpec{kind: "compress", headerName: true, keys: []*keySpec{
 		{name: "distill_into", typ: keyType{kind: tyName}, def: `""`, doc: "student model"},

@@ -77,7 +77,9 @@ type ClusterInfo struct {
 
 // WorkloadInfo is what is being run.
 type WorkloadInfo struct {
-	Precision      string  `json:"precision"`
+	Precision string `json:"precision"`
+	// Compression, for a compressed serve, is what its compress block does to the weights.
+	Compression    string  `json:"compression,omitempty"`
 	Params         int64   `json:"params"`
 	ActiveParams   int64   `json:"active_params"`
 	ExpertParams   int64   `json:"expert_params"`

@@ -218,7 +218,9 @@ func TestServeLayouts(t *testing.T) {
 // are within 15%; with a serving batch of 256 sequences the expert-parallel serving count
 // (row 6) is too. Row 1 is the seed's lower bound "over 17,000 GB": 16,791 GB misses it, and
 // the row says so and why. Row 7 cannot be: tensor × pipeline sizes of a 26-layer model skip from
-// 104 to 208 devices (the row's note says so). Rows 8-11 are the cost and speed figures:
+// 104 to 208 devices (the row's note says so). Row 8 serves with HCF's choices (the file's
+// compress block, int8 weights): fewer devices than row 6 in fp16, with the compression and
+// what moves the count named in its note. Rows 9-12 are the cost and speed figures:
 // the unified cache's speed per GPU against ZeRO-Infinity-style offload is within 15% of the
 // seed's 2×; the others say what moves them.
 func TestSeedModelFile(t *testing.T) {
@@ -234,21 +236,26 @@ func TestSeedModelFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(r.Rows) != 11 {
+	if len(r.Rows) != 12 {
 		t.Fatalf("%d rows", len(r.Rows))
 	}
-	// Rows 8-11, cost and speed: each computed, each naming what it assumes and what moves it.
+	hcf, fp16 := r.Rows[7], r.Rows[5]
+	if hcf.Ours <= 0 || hcf.Ours >= fp16.Ours || !strings.Contains(hcf.Note, "compress hunyuan_1t: int8 experts") ||
+		!strings.Contains(hcf.Note, "what moves it is the KV cache") {
+		t.Errorf("row 8 %s: ours %g (fp16: %g): %s", hcf.Figure, hcf.Ours, fp16.Ours, hcf.Note)
+	}
+	// Rows 9-12, cost and speed: each computed, each naming what it assumes and what moves it.
 	for i, want := range []string{"cold_start_tokens", "one day at this speed", "pipelined", "seed_nvme"} {
-		row := r.Rows[7+i]
+		row := r.Rows[8+i]
 		if row.Ours <= 0 || !strings.Contains(row.Note, want) {
-			t.Errorf("row %d %s: ours %g, note lacks %q: %s", 8+i, row.Figure, row.Ours, want, row.Note)
+			t.Errorf("row %d %s: ours %g, note lacks %q: %s", 9+i, row.Figure, row.Ours, want, row.Note)
 		}
 	}
-	if nvme := r.Rows[10]; !nvme.Bound || nvme.Within != (nvme.Ours >= 5) {
-		t.Errorf("row 11 (NVMe, a bound of 5×, ours %.3g) within = %v, bound = %v", nvme.Ours, nvme.Within, nvme.Bound)
+	if nvme := r.Rows[11]; !nvme.Bound || nvme.Within != (nvme.Ours >= 5) {
+		t.Errorf("row 12 (NVMe, a bound of 5×, ours %.3g) within = %v, bound = %v", nvme.Ours, nvme.Within, nvme.Bound)
 	}
-	if speed := r.Rows[9]; !speed.Within {
-		t.Errorf("row 10 %s: seed 2×, ours %.3g×", speed.Figure, speed.Ours)
+	if speed := r.Rows[10]; !speed.Within {
+		t.Errorf("row 11 %s: seed 2×, ours %.3g×", speed.Figure, speed.Ours)
 	}
 	for i, row := range r.Rows[1:6] {
 		if !row.Within {

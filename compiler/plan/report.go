@@ -35,6 +35,9 @@ func (p *Plan) Markdown() string {
 		fmt.Fprintf(&b, "; %d experts, top-%d, %s in experts", wl.Experts, wl.TopK, human.Count(float64(wl.ExpertParams)))
 	}
 	fmt.Fprintf(&b, "), sequence %d.\n\n", wl.SeqLen)
+	if wl.Compression != "" {
+		fmt.Fprintf(&b, "Weights served compressed (%s).\n\n", wl.Compression)
+	}
 
 	l := p.Layout
 	fmt.Fprintf(&b, "**Layout** (objective: %s, %d layouts evaluated): %s on %s — ", p.Objective, p.Searched,

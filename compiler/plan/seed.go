@@ -99,14 +99,21 @@ func SeedTable(prog *program.Program, train *program.Train, cluster *program.Clu
 			fmt.Sprintf("fewest whole nodes whose memory holds it with data and expert parallelism only (tp = pp = 1): %s", l)))
 	}
 
-	// 4. Devices to serve it in fp16.
+	// 4. Devices to serve it in fp16, and with HCF's choices: the model file's compress
+	// block (HCF quantises the served weights) on the expert-parallel placement.
 	for _, f := range []struct {
 		layout string
 		seed   float64
 		name   string
 	}{{"expert", 96, "expert-parallel placement"}, {"tensor_pipeline", 160, "Megatron-style tensor × pipeline"}} {
-		n, note := gpusToServe(prog, train, cluster, f.layout)
+		n, note := gpusToServe(prog, train, cluster, f.layout, false)
+		note += reachesAt(prog, train, cluster, f.layout, false, f.seed)
 		r.Rows = append(r.Rows, seedRow(fmt.Sprintf("GPUs to serve the full model in fp16, %s", f.name), "GPUs", f.seed, float64(n), note))
+	}
+	if cp := prog.Compresses[train.Model]; cp != nil {
+		n, note := gpusToServe(prog, train, cluster, "expert", true)
+		note += reachesAt(prog, train, cluster, "expert", true, 96)
+		r.Rows = append(r.Rows, seedRow("GPUs to serve the full model with HCF's choices: compressed, expert-parallel placement", "GPUs", 96, float64(n), note))
 	}
 
 	// 5. Cost and speed: the curriculum against a cold start, a day on 256 GPUs, the
@@ -213,8 +220,18 @@ func nodesToTrain(m *program.Model, train *program.Train, c *program.Cluster, op
 		hi, layoutText(c0.l), c0.l.EP, w0.experts, hi*gpn)
 }
 
-// gpusToServe plans serving in one layout family with room to grow.
-func gpusToServe(prog *program.Program, train *program.Train, c *program.Cluster, layout string) (int, string) {
+// gpusToServe plans serving in one layout family with room to grow, compressed by the
+// model's compress block or not.
+func gpusToServe(prog *program.Program, train *program.Train, c *program.Cluster, layout string, compressed bool) (int, string) {
+	p2, s := seedServe(prog, train, c, layout)
+	s.Compressed = compressed
+	return gpusToServeAs(p2, s, layout)
+}
+
+// seedServe is the program and serve block the serving figures plan: the cluster grown to
+// 256 nodes, the stage with the most experts, batch and context from the model file's own
+// serve block (the KV cache's size is the file's to state), else batch 1 at seq_len.
+func seedServe(prog *program.Program, train *program.Train, c *program.Cluster, layout string) (*program.Program, *program.Serve) {
 	p2 := *prog
 	cc := *c
 	cc.Nodes = max(cc.Nodes, 256)
@@ -242,20 +259,48 @@ func gpusToServe(prog *program.Program, train *program.Train, c *program.Cluster
 		p2.TrainOrder = []string{train.Name}
 		s.Stage = best.Name
 	}
-	p, ds := ForServe(&p2, s, Options{})
+	return &p2, s
+}
+
+// reachesAt says what moves a serving figure: the KV cache, through the batch. It finds the
+// smallest batch, doubling the file's own (up to 4096), at which the layout family needs
+// at least target devices; "" when none does or the file's batch already does.
+func reachesAt(prog *program.Program, train *program.Train, c *program.Cluster, layout string, compressed bool, target float64) string {
+	p2, s := seedServe(prog, train, c, layout)
+	s.Compressed = compressed
+	for b := max(s.Batch, 1); b <= 4096; b *= 2 {
+		first := b == s.Batch
+		s.Batch = b
+		p, _ := ForServe(p2, s, Options{})
+		if p == nil || first && float64(p.GPUs) >= target {
+			return ""
+		}
+		if float64(p.GPUs) >= target {
+			return fmt.Sprintf("; what moves it is the KV cache: at batch %d (context %d) this layout needs %d GPUs", b, p.Workload.SeqLen, p.GPUs)
+		}
+	}
+	return ""
+}
+
+// gpusToServeAs plans s (in p2, from seedServe) and notes how the count came about.
+func gpusToServeAs(p2 *program.Program, s *program.Serve, layout string) (int, string) {
+	p, ds := ForServe(p2, s, Options{})
 	if p == nil {
 		return 0, "does not fit: " + ds.Err().Error()
 	}
 	mem := p.Memory[0]
 	note := fmt.Sprintf("%s %s, batch %d, context %d: %s of %s per device", serveLayoutText(p.Layout), p.Workload.Precision, s.Batch, p.Workload.SeqLen, human.Bytes(mem.Used), human.Bytes(mem.Capacity))
+	if p.Workload.Compression != "" {
+		note += " (" + p.Workload.Compression + ")"
+	}
 	// Say what the next smaller layout lacks: that is what the rounding cost.
-	if _, ds := ForServe(&p2, s, Options{GPUs: p.GPUs - 1}); len(ds) > 0 {
+	if _, ds := ForServe(p2, s, Options{GPUs: p.GPUs - 1}); len(ds) > 0 {
 		for _, n := range ds[0].Notes {
 			note += "; with fewer GPUs the " + n
 		}
 	}
 	// And which device counts the family can use at all (group rounding).
-	ss, _ := setupServe(&p2, s, Options{})
+	ss, _ := setupServe(p2, s, Options{})
 	if ss != nil {
 		var sizes []string
 		seen := map[int]bool{}

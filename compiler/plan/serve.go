@@ -21,6 +21,12 @@ type serveSetup struct {
 	budget  int
 	batch   int64
 	context int64
+	// expertBytes and denseBytes are what a routed expert's parameter and any other
+	// parameter weigh on the device: the precision's bytes, or a compress block's
+	// quantised bytes with their scales (compressed.go).
+	expertBytes, denseBytes float64
+	// compression says what the compress block did ("" when serving uncompressed).
+	compression string
 }
 
 // ForServe plans a serving deployment: the fewest devices (or fastest decoding) among
@@ -86,7 +92,7 @@ func ForServe(prog *program.Program, s *program.Serve, opt Options) (p *Plan, ds
 		Schema: Schema, Kind: "serve", Model: s.Model, Serve: s.Name, Stage: s.Stage, Objective: obj,
 		Cluster: clusterInfo(ss.cluster, ss.env.prec, ss.env.peak),
 		Workload: WorkloadInfo{
-			Precision: string(ss.env.prec), Params: w.totalParams(), ActiveParams: w.counts.ActiveAll,
+			Precision: string(ss.env.prec), Compression: ss.compression, Params: w.totalParams(), ActiveParams: w.counts.ActiveAll,
 			ExpertParams: w.expertParams(), Experts: w.experts, TopK: w.topK, SeqLen: ss.context,
 		},
 		GPUs: best.l.World(), Nodes: (best.l.World() + gpn - 1) / gpn, Layout: best.l,
@@ -159,10 +165,18 @@ func setupServe(prog *program.Program, s *program.Serve, opt Options) (*serveSet
 	if ctx <= 0 {
 		ctx = model.SeqLen
 	}
-	w := newWorkload(model, ctx, &a)
+	ss := &serveSetup{serve: s, model: model, cluster: cc, budget: budget, context: ctx,
+		expertBytes: a.WeightBytes, denseBytes: a.WeightBytes}
+	if s.Compressed {
+		if ss.model, err = ss.compress(prog.Compresses[s.Model], a.WeightBytes); err != nil {
+			ds.Errorf(CodeOptions, rangeOf(s.Decl), "planning serve %s: %v", s.Name, err)
+			return nil, ds
+		}
+	}
+	w := newWorkload(ss.model, ctx, &a)
 	w.sequences = int64(max(1, s.Batch))
-	return &serveSetup{serve: s, model: model, cluster: cc, env: newEnv(w, cc, &a, prec, false),
-		budget: budget, batch: w.sequences, context: ctx}, ds
+	ss.env, ss.batch = newEnv(w, cc, &a, prec, false), w.sequences
+	return ss, ds
 }
 
 // serveLayouts enumerates one family's layouts within the budget.
@@ -212,19 +226,23 @@ func (ss *serveSetup) memory(l ParallelLayout) memoryUse {
 	if l.EP > 1 {
 		// Dense parts on every device; each device serves its share of the sequences.
 		st := e.stageShapes(1)[0]
-		m.gpu[compParams] = (float64(st.dense) + float64(st.experts)/float64(l.EP)) * a.WeightBytes
+		m.gpu[compParams] = float64(st.dense)*ss.denseBytes + float64(st.experts)/float64(l.EP)*ss.expertBytes
 		seqs := math.Ceil(float64(ss.batch) / float64(l.EP))
 		m.gpu[compActivations] = seqs * kvPerLayer * float64(len(w.layers))
 		m.gpu[compDispatch] = 2 * seqs * float64(w.topK) * w.routeFactor * float64(w.d) * a.ActivationBytes * float64(l.EP)
 		return m
 	}
-	worst := 0.0
+	// The pipeline stage that needs the most: its weights and its layers' KV cache, each
+	// split over the tensor-parallel ranks.
+	worst := -1.0
 	for _, st := range e.stageShapes(l.PP) {
-		v := float64(st.dense+st.experts) / float64(l.TP) * a.WeightBytes
-		v += float64(ss.batch) * kvPerLayer * float64(st.layers) / float64(l.TP)
-		worst = math.Max(worst, v)
+		weights := (float64(st.dense)*ss.denseBytes + float64(st.experts)*ss.expertBytes) / float64(l.TP)
+		kv := float64(ss.batch) * kvPerLayer * float64(st.layers) / float64(l.TP)
+		if weights+kv > worst {
+			worst = weights + kv
+			m.gpu[compParams], m.gpu[compActivations] = weights, kv
+		}
 	}
-	m.gpu[compParams] = worst
 	return m
 }
 
@@ -241,13 +259,14 @@ func (ss *serveSetup) decodeTime(l ParallelLayout, comm *[]Comm) Timing {
 		tokens := math.Ceil(b/float64(l.EP)) * float64(l.EP) * float64(w.topK)
 		hit := float64(w.experts) * (1 - math.Pow(1-1/float64(w.experts), tokens)) // distinct experts touched
 		perExpert := float64(st.experts) / float64(w.experts)
-		read = float64(st.dense)*a.WeightBytes + hit/float64(l.EP)*perExpert*a.WeightBytes
+		read = float64(st.dense)*ss.denseBytes + hit/float64(l.EP)*perExpert*ss.expertBytes
 	} else {
-		read = float64(st.dense+st.experts) / float64(l.TP) * a.WeightBytes
+		touched := 1.0 // the share of the experts' weights a step reads
 		if w.isMoE() {
 			hit := float64(w.experts) * (1 - math.Pow(1-1/float64(w.experts), b*float64(w.topK)))
-			read = (float64(st.dense) + float64(st.experts)*hit/float64(w.experts)) / float64(l.TP) * a.WeightBytes
+			touched = hit / float64(w.experts)
 		}
+		read = (float64(st.dense)*ss.denseBytes + float64(st.experts)*touched*ss.expertBytes) / float64(l.TP)
 	}
 	kv := ss.memory(l).gpu[compActivations]
 	flops := 2 * float64(w.counts.ActiveAll) * b / float64(l.World())

@@ -178,6 +178,9 @@ type Serve struct {
 	ContextLen int64  // tokens of KV cache per sequence (0 = model's SeqLen)
 	Layout     string // "auto", "expert" (experts spread, dense replicated), "tensor_pipeline"
 	Stage      string // which train stage's model is served ("" = the base model)
+	// Compressed serves the model as its compress block leaves it (the block of the same
+	// name): its quantised weight bytes and the experts it keeps.
+	Compressed bool
 	Decl       Source // the `serve` declaration (set by compiler/check; zero when built in Go)
 }
 

@@ -29,7 +29,11 @@ func Markdown(r *Report, extra []Section) []byte {
 			if stage == "" {
 				stage = "as declared"
 			}
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", s.Model, stage, s.Cluster, s.Precision,
+			prec := s.Precision
+			if s.Compressed {
+				prec += ", compressed"
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", s.Model, stage, s.Cluster, prec,
 				count(s.Params), human.Bytes(int64(s.WeightBytes)), count(s.ActiveParams))
 		}
 	}

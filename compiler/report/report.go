@@ -157,6 +157,9 @@ type ServeReport struct {
 	Params       int64   `json:"params"`
 	WeightBytes  float64 `json:"weight_bytes"`
 	ActiveParams int64   `json:"active_params"`
+	// Compressed: the weights are as the model's compress block leaves them (the kept
+	// experts, quantised matrices with their scales).
+	Compressed bool `json:"compressed,omitempty"`
 }
 
 // SectionReport is an extra section in report.json.
@@ -407,6 +410,12 @@ func serveReport(prog *program.Program, s *program.Serve) ServeReport {
 	c := analysis.Count(m)
 	sr.Params, sr.ActiveParams = c.TotalAll, c.ActiveAll
 	sr.WeightBytes = float64(c.TotalAll) * s.Precision.Bytes()
+	if cp := prog.Compresses[s.Model]; s.Compressed && cp != nil {
+		if cw, err := plan.CompressedWeights(m, cp, s.Precision.Bytes()); err == nil {
+			sr.Compressed, sr.WeightBytes = true, cw.Bytes()
+			sr.Params = int64(cw.ExpertParams + cw.OtherParams)
+		}
+	}
 	return sr
 }
 

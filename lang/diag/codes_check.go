@@ -59,6 +59,7 @@ const (
 	UnknownServeStage    Code = "E0413"
 	UnknownExperimentRef Code = "E0414"
 	UnknownOverride      Code = "E0415"
+	ServeNoCompress      Code = "E0420"
 	QuantGroup           Code = "E0430"
 	CompressKeepExperts  Code = "E0431"
 	LastStageSize        Code = "W9201"
@@ -120,6 +121,7 @@ var checkCodes = []Info{
 	{UnknownServeStage, "serve refers to a stage its model's train does not have"},
 	{UnknownExperimentRef, "experiment refers to an unknown train or stage"},
 	{UnknownOverride, "experiment override names an unknown key"},
+	{ServeNoCompress, "serve is compressed, but its model has no compress block"},
 	{QuantGroup, "a compress block's int4 group (or int4 itself) does not fit a matrix width it quantises"},
 	{CompressKeepExperts, "a compress block keeps more experts than the model has, fewer than top_k, or prunes a model without routed experts"},
 	{LastStageSize, "the last stage's experts differ from the model's moe.experts"},
