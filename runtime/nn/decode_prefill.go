@@ -266,6 +266,10 @@ func (dec *Decoder) attendBlock(f *feedWS, l *layer[float32], li int, it feedIte
 	}
 }
 
+// ReserveFeed makes room for Feeds of up to rows tokens in all, so that the first long
+// Feed does not allocate (a server reserves its largest step when it starts).
+func (dec *Decoder) ReserveFeed(rows int) { dec.feedFor(max(rows, 1)) }
+
 // feedFor returns the feed workspace, grown to hold at least rows rows.
 func (dec *Decoder) feedFor(rows int) *feedWS {
 	if f := dec.feed; f != nil && f.rows >= rows {

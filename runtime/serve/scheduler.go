@@ -131,6 +131,8 @@ func newScheduler(m *nn.Model, slots, queueDepth, usable, chunk int, mt *metrics
 	for i := range s.slots {
 		s.slots[i].sampler = newSampler(s.usable)
 	}
+	// The largest step: every slot's token, or the chunk beside all slots but one decoding.
+	s.dec.ReserveFeed(min(s.chunk+slots-1, slots*maxLen))
 	return s, nil
 }
 
