@@ -29,7 +29,9 @@ func newServeCommand(stdout, stderr io.Writer) *cobra.Command {
 		Long: `serve answers POST /v1/completions and /v1/chat/completions (OpenAI-compatible, streamed
 with server-sent events when "stream": true), GET /v1/models, /v1/models/{id}, /healthz and
 /metrics (Prometheus). Concurrent requests share one batched decoder (continuous batching);
-those that find every slot busy wait in a bounded queue. SIGINT (Ctrl-C) or SIGTERM drains
+a step reads up to --prefill-chunk prompt tokens beside one token of each decoding request,
+so a long prompt neither waits token by token nor stalls the others. Requests that find
+every slot busy wait in a bounded queue. SIGINT (Ctrl-C) or SIGTERM drains
 it: no new connections, and the requests in flight have --drain to finish.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -72,6 +74,7 @@ it: no new connections, and the requests in flight have --drain to finish.`,
 	f.StringVar(&addr, "addr", "127.0.0.1:8080", "address to listen on")
 	f.StringVar(&tokenizer, "tokenizer", "", "a Hugging Face tokenizer.json (or its folder) for prompts and text; default: the one kept with the checkpoint, else bytes")
 	f.IntVar(&opt.Slots, "slots", 4, "requests decoded together in one batched step")
+	f.IntVar(&opt.PrefillChunk, "prefill-chunk", 256, "prompt tokens one batched step reads, all requests together (chunked prefill); the decoding requests' tokens go beside them in every step")
 	f.IntVar(&opt.QueueDepth, "queue", 64, "choices that may wait for a slot (more are refused with 429)")
 	f.DurationVar(&opt.Timeout, "timeout", 2*time.Minute, "per-request time limit, waiting included")
 	f.IntVar(&opt.MaxTokens, "max-tokens", 2048, "largest max_tokens a request may ask for")
@@ -88,7 +91,7 @@ func checkServeFlags(opt serve.Options) error {
 	for _, f := range []struct {
 		name string
 		v    int
-	}{{"slots", opt.Slots}, {"queue", opt.QueueDepth}, {"max-tokens", opt.MaxTokens}, {"max-prompt-bytes", opt.MaxPromptBytes}, {"max-conns", opt.MaxConns}} {
+	}{{"slots", opt.Slots}, {"prefill-chunk", opt.PrefillChunk}, {"queue", opt.QueueDepth}, {"max-tokens", opt.MaxTokens}, {"max-prompt-bytes", opt.MaxPromptBytes}, {"max-conns", opt.MaxConns}} {
 		if f.v < 1 {
 			return fmt.Errorf("--%s %d: it must be at least 1", f.name, f.v)
 		}

@@ -119,7 +119,7 @@ func TestServeDrainsOnSIGTERM(t *testing.T) {
 // Limits that are not positive are usage errors (exit 2), not the defaults.
 func TestServeFlagsMustBePositive(t *testing.T) {
 	for _, flag := range []string{"--slots=0", "--queue=0", "--max-tokens=0", "--max-prompt-bytes=0", "--max-conns=0",
-		"--timeout=0s", "--read-timeout=0s", "--drain=0s", "--slots=-1"} {
+		"--timeout=0s", "--read-timeout=0s", "--drain=0s", "--slots=-1", "--prefill-chunk=0", "--prefill-chunk=-3"} {
 		var out bytes.Buffer
 		status := run([]string{"serve", "--checkpoint", "nowhere", flag}, &out, &out)
 		name, _, _ := strings.Cut(strings.TrimPrefix(flag, "--"), "=")

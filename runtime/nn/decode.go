@@ -31,6 +31,7 @@ type Decoder struct {
 	moe           []*moeWS[float32]
 	rope          *ropeTable[float32]
 	logits        []float32 // [batch, V]
+	feed          *feedWS   // Feed's rows (decode_prefill.go), made on first use
 }
 
 // NewDecoder prepares a decoder for batch sequences of up to maxLen positions.

@@ -10,7 +10,11 @@
 // when its context ends. One scheduler goroutine owns a batched nn.Decoder with
 // Options.Slots slots and runs continuous batching: between two decoding steps a waiting
 // choice takes a free slot (starting at position 0 while the others go on) and a finished
-// or abandoned one leaves. A request with n choices is n jobs. Each choice samples from its
+// or abandoned one leaves. A step feeds each decoding slot its one token and, beside them, up
+// to Options.PrefillChunk tokens of the prompts being read (oldest first), as one batched
+// forward (nn.Decoder.Feed): chunked prefill, so a prompt of P tokens reaches its first token
+// in ceil(P/PrefillChunk) steps without holding the others back; a context read again after
+// the cache filled is read the same way. A request with n choices is n jobs. Each choice samples from its
 // own stream, keyed by the request's seed, its token index and the choice index, so its
 // text does not depend on which requests it shared the decoder with; choice 0 is what
 // `moec generate` writes with the same seed. A request without a seed gets one drawn from

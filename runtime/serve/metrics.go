@@ -70,7 +70,7 @@ func newMetrics(slots, queueCap int, queueLen func() int) *metrics {
 	m.genTokens = c("moec_generation_tokens_total", "Tokens (bytes) generated.")
 	m.reqPrompt = h("moec_request_prompt_tokens", "Prompt tokens (bytes) per answered request.", tokenBuckets())
 	m.reqGen = h("moec_request_generation_tokens", "Generated tokens per answered request, all choices together.", tokenBuckets())
-	m.step = h("moec_decode_step_seconds", "Time of one batched decoding step.",
+	m.step = h("moec_decode_step_seconds", "Time of one batched step: the decoding slots' tokens and the prompt chunks read beside them.",
 		[]float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1})
 	m.steps = c("moec_decode_steps_total", "Batched decoding steps.")
 	m.slotSteps = c("moec_decode_slot_steps_total", "Busy slots summed over decoding steps (divided by steps: the mean batch).")

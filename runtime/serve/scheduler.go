@@ -1,9 +1,11 @@
 package serve
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -91,28 +93,32 @@ func newJobs(ctx context.Context, sp sampling) ([]*job, []context.CancelFunc, *m
 }
 
 // slot is one sequence of the batched decoder. tokens is its context; the first fed of them
-// are in the decoder's cache at positions 0..fed-1.
+// are in the decoder's cache at positions 0..fed-1. admitted orders the slots by when their
+// job arrived: prompts are read oldest first.
 type slot struct {
 	job       *job
 	tokens    []int32
 	fed       int
 	generated int
+	admitted  uint64
 	sampler   *sampler
 }
 
 // scheduler owns the decoder; only its run goroutine touches slots and the decoder.
 type scheduler struct {
-	dec    *nn.Decoder
-	maxLen int
-	vocab  int // logits per sequence (padded vocabulary)
-	usable int // tokens that may be sampled: the bytes (or the tokenizer's ids) the padded vocabulary holds
-	slots  []slot
-	queue  chan *job
-	done   chan struct{} // closed when run returns
-	m      *metrics
+	dec        *nn.Decoder
+	maxLen     int
+	vocab      int // logits per sequence (padded vocabulary)
+	usable     int // tokens that may be sampled: the bytes (or the tokenizer's ids) the padded vocabulary holds
+	chunk      int // prompt tokens one step reads, all slots together (Options.PrefillChunk)
+	slots      []slot
+	admissions uint64 // jobs admitted so far: the next slot's admitted
+	queue      chan *job
+	done       chan struct{} // closed when run returns
+	m          *metrics
 }
 
-func newScheduler(m *nn.Model, slots, queueDepth, usable int, mt *metrics) (*scheduler, error) {
+func newScheduler(m *nn.Model, slots, queueDepth, usable, chunk int, mt *metrics) (*scheduler, error) {
 	cfg := m.Config()
 	maxLen := int(cfg.SeqLen)
 	if maxLen <= 1 {
@@ -120,11 +126,13 @@ func newScheduler(m *nn.Model, slots, queueDepth, usable int, mt *metrics) (*sch
 	}
 	vocab := int(cfg.PaddedVocab())
 	s := &scheduler{dec: m.NewDecoder(slots, maxLen), maxLen: maxLen, vocab: vocab,
-		usable: min(vocab, usable), slots: make([]slot, slots), queue: make(chan *job, queueDepth),
+		usable: min(vocab, usable), chunk: max(chunk, 1), slots: make([]slot, slots), queue: make(chan *job, queueDepth),
 		done: make(chan struct{}), m: mt}
 	for i := range s.slots {
 		s.slots[i].sampler = newSampler(s.usable)
 	}
+	// The largest step: every slot's token, or the chunk beside all slots but one decoding.
+	s.dec.ReserveFeed(min(s.chunk+slots-1, slots*maxLen))
 	return s, nil
 }
 
@@ -139,10 +147,13 @@ func (s *scheduler) submit(j *job) bool {
 }
 
 // run decodes until ctx ends: admit waiting jobs into free slots, drop abandoned ones,
-// take one batched step, hand each slot its token. It blocks only when no slot is busy.
+// take one batched step (every decoding slot's token and chunks of the prompts being
+// read), hand each slot that finished reading its token. It blocks only when no slot is
+// busy.
 func (s *scheduler) run(ctx context.Context) {
 	defer close(s.done)
-	toks, pos := make([]int32, len(s.slots)), make([]int, len(s.slots))
+	runs, pos := make([][]int32, len(s.slots)), make([]int, len(s.slots))
+	var order []int
 	for {
 		if s.busy() == 0 {
 			s.m.setSlotsBusy(0)
@@ -177,14 +188,9 @@ func (s *scheduler) run(ctx context.Context) {
 		if busy == 0 {
 			continue
 		}
-		for i := range s.slots {
-			toks[i], pos[i] = 0, 0 // a free slot decodes a dummy token at position 0
-			if sl := &s.slots[i]; sl.job != nil {
-				toks[i], pos[i] = sl.tokens[sl.fed], sl.fed
-			}
-		}
+		order = s.plan(runs, pos, order)
 		start := time.Now()
-		logits, err := s.dec.StepSlots(toks, pos)
+		logits, err := s.dec.Feed(runs, pos)
 		s.m.observeStep(time.Since(start), busy)
 		if err != nil {
 			for i := range s.slots {
@@ -195,8 +201,8 @@ func (s *scheduler) run(ctx context.Context) {
 			continue
 		}
 		for i := range s.slots {
-			if s.slots[i].job != nil {
-				s.advance(i, logits[i*s.vocab:i*s.vocab+s.usable])
+			if s.slots[i].job != nil && len(runs[i]) > 0 {
+				s.advance(i, len(runs[i]), logits[i*s.vocab:i*s.vocab+s.usable])
 			}
 		}
 	}
@@ -223,7 +229,8 @@ func (s *scheduler) admit(j *job) {
 		if len(prompt) > s.maxLen-1 {
 			prompt = prompt[len(prompt)-(s.maxLen-1):]
 		}
-		sl.job, sl.fed, sl.generated = j, 0, 0
+		sl.job, sl.fed, sl.generated, sl.admitted = j, 0, 0, s.admissions
+		s.admissions++
 		sl.sampler.reset()
 		sl.tokens = append(sl.tokens[:0], prompt...)
 		return
@@ -231,11 +238,11 @@ func (s *scheduler) admit(j *job) {
 	panic("serve: admit called with no free slot") // run admits only while a slot is free
 }
 
-// advance records that slot i's token was fed; once its whole context is in the cache the
-// logits give its next token.
-func (s *scheduler) advance(i int, logits []float32) {
+// advance records that n of slot i's tokens were fed; once its whole context is in the
+// cache the logits (of the last of them) give its next token.
+func (s *scheduler) advance(i, n int, logits []float32) {
 	sl := &s.slots[i]
-	sl.fed++
+	sl.fed += n
 	if sl.fed < len(sl.tokens) {
 		return // still reading the prompt
 	}
@@ -256,7 +263,8 @@ func (s *scheduler) advance(i int, logits []float32) {
 	}
 	sl.tokens = append(sl.tokens, int32(tok))
 	if sl.fed >= s.maxLen {
-		// The cache is full: keep the newest half of the context and read it again.
+		// The cache is full: keep the newest half of the context and read it again, in
+		// chunks as a prompt is read.
 		keep := sl.tokens[len(sl.tokens)-s.maxLen/2:]
 		sl.tokens = append(sl.tokens[:0], keep...)
 		sl.fed = 0
@@ -295,4 +303,38 @@ func (s *scheduler) shutdown() {
 			return
 		}
 	}
+}
+
+// plan chooses what the next step feeds: runs[i] is the slot's tokens to read at pos[i]
+// on. A slot with one token left to read (decoding) always feeds it, so decoding flows at
+// one token a step whatever prompts arrive; the prompts being read (and contexts read
+// again after the cache filled) share s.chunk tokens, oldest job first, so a prompt of P
+// tokens read alone takes ceil(P/chunk) steps and a step's work stays bounded (vLLM's
+// chunked prefill with decodes first). order is scratch, returned for reuse.
+func (s *scheduler) plan(runs [][]int32, pos []int, order []int) []int {
+	order = order[:0]
+	for i := range s.slots {
+		runs[i], pos[i] = nil, 0
+		sl := &s.slots[i]
+		if sl.job == nil {
+			continue
+		}
+		if len(sl.tokens)-sl.fed == 1 {
+			runs[i], pos[i] = sl.tokens[sl.fed:], sl.fed
+			continue
+		}
+		order = append(order, i)
+	}
+	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(s.slots[a].admitted, s.slots[b].admitted) })
+	budget := s.chunk
+	for _, i := range order {
+		if budget == 0 {
+			break
+		}
+		sl := &s.slots[i]
+		n := min(len(sl.tokens)-sl.fed, budget)
+		runs[i], pos[i] = sl.tokens[sl.fed:sl.fed+n], sl.fed
+		budget -= n
+	}
+	return order
 }

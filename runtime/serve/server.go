@@ -32,6 +32,7 @@ import (
 // defaults in brackets.
 type Options struct {
 	Slots            int           // sequences decoded together in one batched step [4]
+	PrefillChunk     int           // prompt tokens one step reads, all slots together, besides each decoding slot's token [256]
 	QueueDepth       int           // choices that may wait for a slot; more get 429 [64]
 	Timeout          time.Duration // per request, queueing included [2m]
 	MaxPromptBytes   int           // longest prompt (chat: the rendered conversation) [16384]
@@ -62,6 +63,7 @@ func (o Options) withDefaults() Options {
 		}
 	}
 	def(&o.Slots, 4)
+	def(&o.PrefillChunk, 256)
 	def(&o.QueueDepth, 64)
 	def(&o.MaxPromptBytes, 16384)
 	def(&o.MaxTokens, 2048)
@@ -150,7 +152,7 @@ func New(m *nn.Model, name string, opt Options) (*Server, error) {
 	if opt.Tokenizer != nil {
 		usable = opt.Tokenizer.VocabSize()
 	}
-	sched, err := newScheduler(m, opt.Slots, opt.QueueDepth, usable, s.m)
+	sched, err := newScheduler(m, opt.Slots, opt.QueueDepth, usable, opt.PrefillChunk, s.m)
 	if err != nil {
 		return nil, err
 	}
