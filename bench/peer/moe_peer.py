@@ -26,7 +26,10 @@ Usage: moe_peer.py MODE [--impl I] [--size S] [--threads N] [--seconds S] [--che
   of 16x128 tokens), gen1 / gen16 (incremental greedy generation of 128 tokens with a KV
   cache for 1 or 16 sequences), sgemm (the BLAS peak torch reaches on a 1024^3 product),
   tune (train, forward, gen1 and gen16 briefly, one process: the driver's tuning pass) or
-  info (torch's version and product back end).
+  info (torch's version and product back end). gen1-int8 / gen16-int8 generate the same
+  way after torch.ao.quantization.quantize_dynamic has turned every nn.Linear (attention
+  projections, experts, head; the modules formulation) into dynamic int8 (weights int8
+  per output channel, activations quantised per product); the router stays float32.
   train --check trains 8 AdamW steps on one batch under every formulation: each must start
   from the same loss and lower it (exit status 1 otherwise).
 Threads: --threads sets torch.set_num_threads; OPENBLAS_NUM_THREADS and OMP_WAIT_POLICY
@@ -39,12 +42,15 @@ import argparse
 import ctypes
 import json
 import math
+import os
 import sys
 import time
+import warnings
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # qnnpack's dynamic linear warns each call (1.13 logs it anyway)
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
 
 sys.dont_write_bytecode = True
 
@@ -112,6 +118,7 @@ class Model:
         self.impl = impl
         self.w = init_weights(seed)
         self.experts = {}
+        self.linears = None  # quantize(): name -> int8 nn.Linear used instead of w[name]
         if impl == "modules":
             for i in range(L):
                 w13, w2 = self.w.pop(f"{i}.w13").detach(), self.w.pop(f"{i}.w2").detach()
@@ -121,6 +128,30 @@ class Model:
                 w13, w2 = self.w.pop(f"{i}.w13").detach(), self.w.pop(f"{i}.w2").detach()
                 self.experts[i] = [(w13[e].clone().requires_grad_(True), w2[e].clone().requires_grad_(True))
                                    for e in range(E)]
+
+    def quantize(self):
+        """Dynamic int8 (torch.ao.quantization.quantize_dynamic) of every linear layer: the
+        attention projections, the head and (modules formulation) the experts."""
+        names = [f"{i}.{n}" for i in range(L) for n in ("qkv", "o")] + ["head"]
+        lin = nn.ModuleDict()
+        for name in names:
+            w = self.w[name].detach()
+            m = nn.utils.skip_init(nn.Linear, w.shape[1], w.shape[0], bias=False)
+            with torch.no_grad():
+                m.weight.copy_(w)
+            lin[name.replace(".", "_")] = m
+        experts = nn.ModuleDict({str(i): ex for i, ex in self.experts.items()})
+        warnings.filterwarnings("ignore", message=".*deprecated.*")  # torch 2.10+: torchao is the successor
+        q = torch.ao.quantization.quantize_dynamic(nn.ModuleDict({"lin": lin, "experts": experts}),
+                                                   {nn.Linear}, dtype=torch.qint8)
+        self.linears = {name: q["lin"][name.replace(".", "_")] for name in names}
+        self.experts = {int(i): ex for i, ex in q["experts"].items()}
+
+    def mm(self, x, name):
+        """x @ w[name].T, through the int8 module once quantize() has run."""
+        if self.linears is not None:
+            return self.linears[name](x)
+        return x @ self.w[name].t()
 
     def params(self):
         ps = list(self.w.values())
@@ -211,15 +242,15 @@ class Decoder:
         x = w["embed"][tokens] + w["pos"][p]
         for i in range(L):
             h = rmsnorm(x, w[f"{i}.n1"])
-            q, k, v = (h @ w[f"{i}.qkv"].t()).view(bsz, 3, H, DH).unbind(1)
+            q, k, v = self.model.mm(h, f"{i}.qkv").view(bsz, 3, H, DH).unbind(1)
             self.k[i, :, :, p], self.v[i, :, :, p] = k, v
             s = (q.unsqueeze(2) @ self.k[i, :, :, :p + 1].transpose(-1, -2)) * (1.0 / math.sqrt(DH))
             a = torch.softmax(s, dim=-1) @ self.v[i, :, :, :p + 1]
-            x = x + a.reshape(bsz, D) @ w[f"{i}.o"].t()
+            x = x + self.model.mm(a.reshape(bsz, D), f"{i}.o")
             y, _ = self.model.moe(i, rmsnorm(x, w[f"{i}.n2"]))
             x = x + y
         self.pos += 1
-        return rmsnorm(x, w["norm"]) @ w["head"].t()
+        return self.model.mm(rmsnorm(x, w["norm"]), "head")
 
 
 def timed(fn, seconds, min_iters=2):
@@ -282,7 +313,7 @@ def measure(mode, model, toks, seconds, min_iters):
 
             n, dt = timed(fwd, seconds, min_iters)
         return dict(tokens_per_s=B * T * n / dt, iters=n, seconds=dt, loss=res["loss"])
-    batch = 1 if mode == "gen1" else 16
+    batch = 1 if mode.startswith("gen1-") or mode == "gen1" else 16
     with torch.inference_mode():
         dec = Decoder(model, batch, T)
 
@@ -323,12 +354,13 @@ def backend():
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["train", "forward", "gen1", "gen16", "sgemm", "tune", "info"])
+    ap.add_argument("mode", choices=["train", "forward", "gen1", "gen16", "gen1-int8", "gen16-int8", "sgemm", "tune", "info"])
     ap.add_argument("--impl", choices=IMPLS, default="sliced")
     ap.add_argument("--size", choices=sorted(SIZES), default="small")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--min-iters", type=int, default=2)
+    ap.add_argument("--qengine", default="", help="int8 modes: torch.backends.quantized.engine (default: torch's own)")
     ap.add_argument("--check", action="store_true", help="train a few steps on a fixed batch under every formulation")
     args = ap.parse_args()
     set_size(args.size)
@@ -357,7 +389,18 @@ def main():
         if not ok:
             sys.exit(f"the formulations disagree or do not train: {losses}")
         return
+    if args.mode.endswith("-int8"):
+        args.impl = out["impl"] = "modules"  # quantize_dynamic replaces nn.Linear modules
     model = Model(args.impl)
+    if args.mode.endswith("-int8"):
+        # The fastest engine this torch has, measured on these machines: x86 (fbgemm with
+        # oneDNN's small-batch path) > fbgemm > qnnpack > onednn.
+        engines = torch.backends.quantized.supported_engines
+        torch.backends.quantized.engine = args.qengine or next(
+            (e for e in ("x86", "fbgemm", "qnnpack", "onednn") if e in engines), torch.backends.quantized.engine)
+        warnings.filterwarnings("ignore", message=".*reduce_range.*")
+        out["qengine"] = torch.backends.quantized.engine
+        model.quantize()
     if args.mode == "tune":
         rates = {}
         for mode in ("train", "forward", "gen1", "gen16"):

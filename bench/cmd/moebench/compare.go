@@ -15,7 +15,7 @@ func modesFor(size string) []string {
 	if size == sizeLarge {
 		return []string{"train", "forward", "gen1", "gen16"}
 	}
-	return []string{"train", "forward", "train-nn", "forward-nn", "gen1", "gen16", "sgemm"}
+	return []string{"train", "forward", "train-nn", "forward-nn", "gen1", "gen16", "gen1-int8", "gen16-int8", "sgemm"}
 }
 
 // moecOnly reports whether mode has no PyTorch counterpart of its own.
@@ -134,6 +134,14 @@ func (d *driver) measure(coretype, size string, reps int, seconds float64, load 
 	}
 	add(row{Name: "generation, KV cache, batch 1", Unit: "tokens/s", Moec: vals["moec"]["gen1"], Target: 3}, "gen1", peerVals("gen1"))
 	add(row{Name: "generation, KV cache, batch 16", Unit: "tokens/s", Moec: vals["moec"]["gen16"]}, "gen16", peerVals("gen16"))
+	if size == sizeSmall {
+		// Weight-only int8 (moec compress --quantize 8) against PyTorch's dynamic int8
+		// (quantize_dynamic of every nn.Linear), and against moec's own float32.
+		add(row{Name: "generation int8, batch 1", Unit: "tokens/s", Moec: vals["moec"]["gen1-int8"], Target: 2}, "gen1-int8", peerVals("gen1-int8"))
+		add(row{Name: "generation int8, batch 16", Unit: "tokens/s", Moec: vals["moec"]["gen16-int8"]}, "gen16-int8", peerVals("gen16-int8"))
+		rows = append(rows, row{Name: "moec generation int8 / float32, batch 1", Unit: "×",
+			Moec: ratios(vals["moec"]["gen1-int8"], vals["moec"]["gen1"]), Target: 1.5, Single: true})
+	}
 	add(row{Name: "peak resident memory, training process", Unit: "MiB", Moec: rss["moec"], Target: 1, Ceiling: true}, "", peerOf(rss))
 	if size == sizeSmall {
 		add(row{Name: "sgemm peak, 1024³", Unit: "GFLOP/s", Moec: vals["moec"]["sgemm"]}, "", peerVals("sgemm"))
@@ -196,6 +204,15 @@ func (d *driver) peerRows(r row, mode string, peers map[string][]float64) []row 
 	}
 	for _, p := range d.peers {
 		out = append(out, row{Name: "↳ against " + label(p) + " alone", Unit: r.Unit, Moec: r.Moec, Torch: peers[p.Name()]})
+	}
+	return out
+}
+
+// ratios is a[i]/b[i] for each repetition i.
+func ratios(a, b []float64) []float64 {
+	out := make([]float64, min(len(a), len(b)))
+	for i := range out {
+		out[i] = a[i] / b[i]
 	}
 	return out
 }

@@ -6,13 +6,16 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/moec-dev/moec/compiler/params"
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/runtime/blas"
 	"github.com/moec-dev/moec/runtime/nn"
 	"github.com/moec-dev/moec/runtime/optim"
+	"github.com/moec-dev/moec/runtime/quant"
 )
 
 // Shapes of the benchmark, shared with bench/peer/moe_peer.py.
@@ -194,14 +197,14 @@ func runWorker(mode, size string, seconds float64, w io.Writer) error {
 		err = measureForward(&res, size, seconds, iters)
 	case "forward":
 		err = measureStepForward(&res, size, seconds, iters)
-	case "gen1", "gen16":
+	case "gen1", "gen16", "gen1-int8", "gen16-int8":
 		batch := 1
-		if mode == "gen16" {
+		if strings.HasPrefix(mode, "gen16") {
 			batch = 16
 		}
-		err = measureGenerate(&res, size, batch, seconds, iters)
+		err = measureGenerate(&res, size, batch, strings.HasSuffix(mode, "-int8"), seconds, iters)
 	default:
-		return fmt.Errorf("unknown worker mode %q (want train, forward, train-nn, forward-nn, gen1, gen16, sgemm or check)", mode)
+		return fmt.Errorf("unknown worker mode %q (want train, forward, train-nn, forward-nn, gen1, gen16, gen1-int8, gen16-int8, sgemm or check)", mode)
 	}
 	if err != nil {
 		return fmt.Errorf("moec %s: %w", mode, err)
@@ -263,10 +266,15 @@ func measureForward(res *result, size string, seconds float64, minIters int) err
 }
 
 // measureGenerate decodes benchSeq tokens greedily for batch sequences with the KV cache.
-func measureGenerate(res *result, size string, batch int, seconds float64, minIters int) error {
+func measureGenerate(res *result, size string, batch int, int8 bool, seconds float64, minIters int) error {
 	m, err := nn.New(modelFor(size), 1)
 	if err != nil {
 		return err
+	}
+	if int8 {
+		if err := quantizeInt8(m); err != nil {
+			return err
+		}
 	}
 	dec := m.NewDecoder(batch, benchSeq)
 	toks := make([]int32, batch)
@@ -315,4 +323,23 @@ func sgemmPeak(seconds float64) float64 {
 		best = max(best, 2*n*n*n*float64(iters)/dt/1e9)
 	}
 	return best
+}
+
+// quantizeInt8 turns every matrix `moec compress --quantize 8` quantises (attention, experts,
+// embedding, head; routers and norms stay float32) into int8 with one scale per output
+// channel, in memory: the model then multiplies through runtime/quant's integer kernels, as
+// a compressed checkpoint does in `moec generate`.
+func quantizeInt8(m *nn.Model) error {
+	qs := map[string]*quant.Matrix{}
+	for _, p := range m.Params() {
+		if params.QuantKind(p.ID) == "" || len(p.Shape) != 2 {
+			continue
+		}
+		q, err := quant.Quantize(p.W, p.Shape[0], p.Shape[1], 8, 0)
+		if err != nil {
+			return fmt.Errorf("int8 %s: %w", p.Name, err)
+		}
+		qs[p.Name] = q
+	}
+	return m.SetQuantized(qs)
 }
