@@ -35,6 +35,12 @@ func TestCheckJSON(t *testing.T) {
 }
 cluster c { gpu = a100_40gbb; host_memory = 1024 }
 `)
+	twice := write("twice.moe", `model m {
+  vocab = 256; d_model = 64; layers = 2; seq_len = 32
+  vocab = 512
+  attention { heads = 4 }
+}
+`)
 	for _, tc := range []struct {
 		name   string
 		file   string
@@ -44,15 +50,21 @@ cluster c { gpu = a100_40gbb; host_memory = 1024 }
 		{name: "clean", file: good, status: exitOK},
 		{name: "errors", file: bad, status: exitInput, want: []diagnosticJSON{
 			{File: bad, Line: 4, Col: 30, EndLine: 4, EndCol: 31, Severity: "error", Code: "E0303",
-				Message: "top_k (5) exceeds experts (4)", Notes: []string{}, Suggestion: "use top_k <= 4"},
+				Message: "top_k (5) exceeds experts (4)", Notes: []string{}, Suggestion: "use top_k <= 4", Labels: []labelJSON{}},
 			{File: bad, Line: 6, Col: 19, EndLine: 6, EndCol: 29, Severity: "error", Code: "E0403",
-				Message: "gpu `a100_40gbb` is not in the device catalog", Notes: []string{}, Suggestion: "did you mean `a100_40gb`?"},
+				Message: "gpu `a100_40gbb` is not in the device catalog", Notes: []string{}, Suggestion: "did you mean `a100_40gb`?", Labels: []labelJSON{}},
 			{File: bad, Line: 6, Col: 45, EndLine: 6, EndCol: 49, Severity: "error", Code: "E0206",
-				Message: "host_memory expects a size in bytes (e.g. 16GiB); `1024` has no unit", Notes: []string{}, Suggestion: "did you mean 1024GiB?"},
+				Message: "host_memory expects a size in bytes (e.g. 16GiB); `1024` has no unit", Notes: []string{}, Suggestion: "did you mean 1024GiB?", Labels: []labelJSON{}},
+		}},
+		// The place a key was first written is a label with its own range, not a note.
+		{name: "labels", file: twice, status: exitInput, want: []diagnosticJSON{
+			{File: twice, Line: 3, Col: 3, EndLine: 3, EndCol: 8, Severity: "error", Code: "E0202",
+				Message: "`vocab` is written twice in model m", Notes: []string{},
+				Labels: []labelJSON{{rangeJSON: rangeJSON{File: twice, Line: 2, Col: 3, EndLine: 2, EndCol: 8}, Message: "first written here"}}},
 		}},
 		{name: "unreadable", file: filepath.Join(dir, "nope.moe"), status: exitInput, want: []diagnosticJSON{
 			{File: filepath.Join(dir, "nope.moe"), Severity: "error", Code: "E0218",
-				Message: "cannot read " + filepath.Join(dir, "nope.moe") + ": no such file or directory", Notes: []string{}},
+				Message: "cannot read " + filepath.Join(dir, "nope.moe") + ": no such file or directory", Notes: []string{}, Labels: []labelJSON{}},
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -74,10 +86,11 @@ cluster c { gpu = a100_40gbb; host_memory = 1024 }
 				if err := dec.Decode(&d); err != nil {
 					t.Fatalf("line %d is not one JSON object: %v\n%s", i+1, err, line)
 				}
-				// Every field is present in every object, empty or not.
+				// Every field is present in every object, empty or not; context only when
+				// the diagnostic has one (none of these do).
 				var fields map[string]any
-				if err := json.Unmarshal([]byte(line), &fields); err != nil || len(fields) != 10 {
-					t.Errorf("line %d has %d fields, want 10: %s", i+1, len(fields), line)
+				if err := json.Unmarshal([]byte(line), &fields); err != nil || len(fields) != 11 {
+					t.Errorf("line %d has %d fields, want 11: %s", i+1, len(fields), line)
 				}
 				got = append(got, d)
 			}

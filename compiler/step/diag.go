@@ -7,13 +7,6 @@ import (
 	"github.com/moec-dev/moec/lang/diag"
 )
 
-// Codes of the step program's diagnostics.
-const (
-	CodeLayoutDivides diag.Code = "E0509"
-	CodeNotLowered    diag.Code = "E0510"
-	CodeCacheBudget   diag.Code = "E0511"
-)
-
 // Diagnose turns a Lower error into diagnostics positioned at the stage's declaration
 // (where the layout applies), each naming what does not divide or which feature is not
 // lowered, with the model's value where the error names one. Other errors pass through
@@ -26,11 +19,11 @@ func Diagnose(err error, st *program.Stage, layoutFrom string) diag.List {
 	}
 	var le *LayoutError
 	if !errors.As(err, &le) {
-		ds.Errorf(CodeNotLowered, r, "%v", err)
+		ds.Errorf(diag.CodeNotLowered, r, "%v", err)
 		return ds
 	}
 	for _, p := range le.Problems {
-		d := ds.Errorf(CodeLayoutDivides, r, "the layout %s: %s", layoutFrom, p)
+		d := ds.Errorf(diag.CodeLayoutDivides, r, "the layout %s: %s", layoutFrom, p)
 		if p.Key != "" {
 			d.Notes = append(d.Notes, "the model's "+p.Key+" is what the "+p.Axis+" axis splits")
 		}
@@ -40,10 +33,10 @@ func Diagnose(err error, st *program.Stage, layoutFrom string) diag.List {
 		}
 	}
 	for _, u := range le.Unsupported {
-		ds.Errorf(CodeNotLowered, r, "the step program does not lower %s under %s: %s", u.Feature, layoutFrom, u.Why)
+		ds.Errorf(diag.CodeNotLowered, r, "the step program does not lower %s under %s: %s", u.Feature, layoutFrom, u.Why)
 	}
 	if b := le.Budget; b != nil {
-		d := ds.Errorf(CodeCacheBudget, r, "the layout %s: %s", layoutFrom, b)
+		d := ds.Errorf(diag.CodeCacheBudget, r, "the layout %s: %s", layoutFrom, b)
 		d.Suggestion = b.Suggestion()
 	}
 	return ds

@@ -58,9 +58,9 @@ func layoutError(cfg *program.Model, l step.Layout, err error) error {
 	if !errors.As(err, &le) {
 		return fmt.Errorf("generate: %w", err)
 	}
-	code, sugg := step.CodeNotLowered, ""
+	code, sugg := diag.CodeNotLowered, ""
 	if len(le.Problems) > 0 {
-		code = step.CodeLayoutDivides
+		code = diag.CodeLayoutDivides
 		p := le.Problems[0]
 		sugg = fmt.Sprintf("choose a %s size that divides %s (%d)", p.Axis, p.What, p.Value)
 	}

@@ -13,7 +13,7 @@ import (
 )
 
 // ErrBadTokenizer is the code of every refusal of a tokenizer file.
-const ErrBadTokenizer = diag.ErrBadTokenizer
+const ErrBadTokenizer = diag.CodeTokenizerUnreadable
 
 // fileJSON is the part of tokenizer.json this package reads.
 type fileJSON struct {

@@ -185,7 +185,7 @@ func TestRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := Load(dir)
-	var re *diag.RuntimeError
+	var re *diag.Diagnostic
 	if !errors.As(err, &re) || re.Code != ErrBadTokenizer || !strings.Contains(err.Error(), "Unigram") {
 		t.Errorf("Load(folder with a Unigram tokenizer) = %v, want %s naming Unigram", err, ErrBadTokenizer)
 	}
