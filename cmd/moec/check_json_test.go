@@ -3,11 +3,15 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/moec-dev/moec/lang/ast"
+	"github.com/moec-dev/moec/lang/diag"
 )
 
 // `moec check --json` writes one JSON object per diagnostic on standard output, with
@@ -98,5 +102,22 @@ cluster c { gpu = a100_40gbb; host_memory = 1024 }
 				t.Errorf("diagnostics:\n got %+v\nwant %+v", got, tc.want)
 			}
 		})
+	}
+}
+
+// writeDiagnosticsJSON writes a diagnostic's context range when it has one and its cause
+// after its summary, as the text rendering does.
+func TestDiagnosticJSONContextAndCause(t *testing.T) {
+	at := func(line, col int) ast.Pos { return ast.Pos{Line: line, Col: col} }
+	d := diag.Diagnostic{Severity: diag.Error, Code: diag.CodeDuplicateKey, Summary: "s",
+		Subject: diag.Range{File: "m.moe", Start: at(3, 3), End: at(3, 8)},
+		Context: diag.Range{File: "m.moe", Start: at(1, 1), End: at(5, 2)}, Err: errors.New("cause")}
+	var b bytes.Buffer
+	if err := writeDiagnosticsJSON(&b, diag.List{d}); err != nil {
+		t.Fatal(err)
+	}
+	want := `{"file":"m.moe","line":3,"col":3,"end_line":3,"end_col":8,"severity":"error","code":"E0202","message":"s: cause","notes":[],"suggestion":"","labels":[],"context":{"file":"m.moe","line":1,"col":1,"end_line":5,"end_col":2}}` + "\n"
+	if b.String() != want {
+		t.Errorf("got  %s\nwant %s", b.String(), want)
 	}
 }

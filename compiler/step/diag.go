@@ -2,6 +2,7 @@ package step
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/lang/diag"
@@ -40,4 +41,38 @@ func Diagnose(err error, st *program.Stage, layoutFrom string) diag.List {
 		d.Suggestion = b.Suggestion()
 	}
 	return ds
+}
+
+// Code is the code a refusal of the whole layout is reported under: E0509 when the layout
+// does not divide the model, E0511 when the unified cache's budget is too small, E0510
+// for a feature the step program does not lower.
+func (e *LayoutError) Code() diag.Code {
+	switch {
+	case len(e.Problems) > 0:
+		return diag.CodeLayoutDivides
+	case e.Budget != nil:
+		return diag.CodeCacheBudget
+	}
+	return diag.CodeNotLowered
+}
+
+// Suggestion is the change that fixes e's first problem, or "" when there is none to
+// suggest.
+func (e *LayoutError) Suggestion() string {
+	switch {
+	case len(e.Problems) > 0:
+		p := e.Problems[0]
+		return fmt.Sprintf("choose a %s size that divides %s (%d)", p.Axis, p.What, p.Value)
+	case e.Budget != nil:
+		return e.Budget.Suggestion()
+	}
+	return ""
+}
+
+// Diagnostic is e as one error diagnostic at the stage's declaration at: summary, then e's
+// text as its cause, under Code and with Suggestion.
+func (e *LayoutError) Diagnostic(at diag.Range, summary string) *diag.Diagnostic {
+	d := diag.RuntimeWrap(e.Code(), e, "%s", summary)
+	d.Subject, d.Suggestion = at, e.Suggestion()
+	return d
 }

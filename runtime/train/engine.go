@@ -438,7 +438,8 @@ func finite(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
 
 // stepLayoutError is a step-program engine's refusal as a diagnostic at the stage's
 // declaration (the layout applies to it): E0509 for a layout that does not divide the
-// model, E0510 for a feature the step program does not lower at that layout.
+// model, E0511 for a cache budget too small for it, E0510 for a feature the step program
+// does not lower at that layout.
 func stepLayoutError(spec *Spec, l Sharding, err error) error {
 	var at diag.Range
 	if spec.Train != nil {
@@ -450,17 +451,5 @@ func stepLayoutError(spec *Spec, l Sharding, err error) error {
 	if !errors.As(err, &le) {
 		return diag.RuntimeWrap(diag.CodeBadRunOption, err, "layout %s for %s", l, spec.Model.Name)
 	}
-	code := diag.CodeNotLowered
-	msg := fmt.Sprintf("stage %s of %s cannot train at %s", spec.Stage, spec.Model.Name, l)
-	sugg := ""
-	if len(le.Problems) > 0 {
-		code = diag.CodeLayoutDivides
-		p := le.Problems[0]
-		sugg = fmt.Sprintf("choose a %s size that divides %s (%d)", p.Axis, p.What, p.Value)
-	} else if le.Budget != nil {
-		code, sugg = diag.CodeCacheBudget, le.Budget.Suggestion()
-	}
-	e := diag.RuntimeWrap(code, le, "%s", msg)
-	e.Subject, e.Suggestion = at, sugg
-	return e
+	return le.Diagnostic(at, fmt.Sprintf("stage %s of %s cannot train at %s", spec.Stage, spec.Model.Name, l))
 }
