@@ -18,7 +18,7 @@ import (
 func LoadTokenizer(path, base string, src diag.Range) (*tokenizer.Tokenizer, string, error) {
 	expanded, err := ExpandVars(path)
 	if err != nil {
-		e := diag.RuntimeWrap(tokenizer.ErrBadTokenizer, err, "tokenizer %q", path)
+		e := diag.RuntimeWrap(diag.CodeTokenizerUnreadable, err, "tokenizer %q", path)
 		e.Subject = src
 		return nil, "", e
 	}
@@ -32,7 +32,7 @@ func LoadTokenizer(path, base string, src diag.Range) (*tokenizer.Tokenizer, str
 	if err != nil {
 		var re *diag.Diagnostic
 		if !errors.As(err, &re) {
-			re = diag.RuntimeWrap(tokenizer.ErrBadTokenizer, err, "tokenizer %q", path)
+			re = diag.RuntimeWrap(diag.CodeTokenizerUnreadable, err, "tokenizer %q", path)
 		}
 		re.Subject = src
 		if _, statErr := os.Stat(resolved); statErr != nil {

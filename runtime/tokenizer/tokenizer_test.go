@@ -186,8 +186,8 @@ func TestRefusals(t *testing.T) {
 	}
 	_, err := Load(dir)
 	var re *diag.Diagnostic
-	if !errors.As(err, &re) || re.Code != ErrBadTokenizer || !strings.Contains(err.Error(), "Unigram") {
-		t.Errorf("Load(folder with a Unigram tokenizer) = %v, want %s naming Unigram", err, ErrBadTokenizer)
+	if !errors.As(err, &re) || re.Code != diag.CodeTokenizerUnreadable || !strings.Contains(err.Error(), "Unigram") {
+		t.Errorf("Load(folder with a Unigram tokenizer) = %v, want %s naming Unigram", err, diag.CodeTokenizerUnreadable)
 	}
 }
 
