@@ -3,11 +3,15 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/moec-dev/moec/lang/ast"
+	"github.com/moec-dev/moec/lang/diag"
 )
 
 // `moec check --json` writes one JSON object per diagnostic on standard output, with
@@ -35,6 +39,12 @@ func TestCheckJSON(t *testing.T) {
 }
 cluster c { gpu = a100_40gbb; host_memory = 1024 }
 `)
+	twice := write("twice.moe", `model m {
+  vocab = 256; d_model = 64; layers = 2; seq_len = 32
+  vocab = 512
+  attention { heads = 4 }
+}
+`)
 	for _, tc := range []struct {
 		name   string
 		file   string
@@ -44,15 +54,21 @@ cluster c { gpu = a100_40gbb; host_memory = 1024 }
 		{name: "clean", file: good, status: exitOK},
 		{name: "errors", file: bad, status: exitInput, want: []diagnosticJSON{
 			{File: bad, Line: 4, Col: 30, EndLine: 4, EndCol: 31, Severity: "error", Code: "E0303",
-				Message: "top_k (5) exceeds experts (4)", Notes: []string{}, Suggestion: "use top_k <= 4"},
+				Message: "top_k (5) exceeds experts (4)", Notes: []string{}, Suggestion: "use top_k <= 4", Labels: []labelJSON{}},
 			{File: bad, Line: 6, Col: 19, EndLine: 6, EndCol: 29, Severity: "error", Code: "E0403",
-				Message: "gpu `a100_40gbb` is not in the device catalog", Notes: []string{}, Suggestion: "did you mean `a100_40gb`?"},
+				Message: "gpu `a100_40gbb` is not in the device catalog", Notes: []string{}, Suggestion: "did you mean `a100_40gb`?", Labels: []labelJSON{}},
 			{File: bad, Line: 6, Col: 45, EndLine: 6, EndCol: 49, Severity: "error", Code: "E0206",
-				Message: "host_memory expects a size in bytes (e.g. 16GiB); `1024` has no unit", Notes: []string{}, Suggestion: "did you mean 1024GiB?"},
+				Message: "host_memory expects a size in bytes (e.g. 16GiB); `1024` has no unit", Notes: []string{}, Suggestion: "did you mean 1024GiB?", Labels: []labelJSON{}},
+		}},
+		// The place a key was first written is a label with its own range, not a note.
+		{name: "labels", file: twice, status: exitInput, want: []diagnosticJSON{
+			{File: twice, Line: 3, Col: 3, EndLine: 3, EndCol: 8, Severity: "error", Code: "E0202",
+				Message: "`vocab` is written twice in model m", Notes: []string{},
+				Labels: []labelJSON{{rangeJSON: rangeJSON{File: twice, Line: 2, Col: 3, EndLine: 2, EndCol: 8}, Message: "first written here"}}},
 		}},
 		{name: "unreadable", file: filepath.Join(dir, "nope.moe"), status: exitInput, want: []diagnosticJSON{
 			{File: filepath.Join(dir, "nope.moe"), Severity: "error", Code: "E0218",
-				Message: "cannot read " + filepath.Join(dir, "nope.moe") + ": no such file or directory", Notes: []string{}},
+				Message: "cannot read " + filepath.Join(dir, "nope.moe") + ": no such file or directory", Notes: []string{}, Labels: []labelJSON{}},
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -74,10 +90,11 @@ cluster c { gpu = a100_40gbb; host_memory = 1024 }
 				if err := dec.Decode(&d); err != nil {
 					t.Fatalf("line %d is not one JSON object: %v\n%s", i+1, err, line)
 				}
-				// Every field is present in every object, empty or not.
+				// Every field is present in every object, empty or not; context only when
+				// the diagnostic has one (none of these do).
 				var fields map[string]any
-				if err := json.Unmarshal([]byte(line), &fields); err != nil || len(fields) != 10 {
-					t.Errorf("line %d has %d fields, want 10: %s", i+1, len(fields), line)
+				if err := json.Unmarshal([]byte(line), &fields); err != nil || len(fields) != 11 {
+					t.Errorf("line %d has %d fields, want 11: %s", i+1, len(fields), line)
 				}
 				got = append(got, d)
 			}
@@ -85,5 +102,22 @@ cluster c { gpu = a100_40gbb; host_memory = 1024 }
 				t.Errorf("diagnostics:\n got %+v\nwant %+v", got, tc.want)
 			}
 		})
+	}
+}
+
+// writeDiagnosticsJSON writes a diagnostic's context range when it has one and its cause
+// after its summary, as the text rendering does.
+func TestDiagnosticJSONContextAndCause(t *testing.T) {
+	at := func(line, col int) ast.Pos { return ast.Pos{Line: line, Col: col} }
+	d := diag.Diagnostic{Severity: diag.Error, Code: diag.CodeDuplicateKey, Summary: "s",
+		Subject: diag.Range{File: "m.moe", Start: at(3, 3), End: at(3, 8)},
+		Context: diag.Range{File: "m.moe", Start: at(1, 1), End: at(5, 2)}, Err: errors.New("cause")}
+	var b bytes.Buffer
+	if err := writeDiagnosticsJSON(&b, diag.List{d}); err != nil {
+		t.Fatal(err)
+	}
+	want := `{"file":"m.moe","line":3,"col":3,"end_line":3,"end_col":8,"severity":"error","code":"E0202","message":"s: cause","notes":[],"suggestion":"","labels":[],"context":{"file":"m.moe","line":1,"col":1,"end_line":5,"end_col":2}}` + "\n"
+	if b.String() != want {
+		t.Errorf("got  %s\nwant %s", b.String(), want)
 	}
 }

@@ -55,7 +55,7 @@ VNNI or AVX2 where the CPU has them); they are not dequantised at load. A manife
 				}
 				block := loaded.Program.Compresses[m.Model.Name]
 				if block == nil {
-					return diag.Runtimef(diag.ErrCheckpointMismatch, "%s has no `compress %s { ... }` block for the checkpoint's model", args[0], m.Model.Name)
+					return diag.Runtimef(diag.CodeCheckpointMismatch, "%s has no `compress %s { ... }` block for the checkpoint's model", args[0], m.Model.Name)
 				}
 				opt = compress.OptionsOf(block)
 				if !changed("group") && block.Group == 0 {
@@ -78,7 +78,7 @@ VNNI or AVX2 where the CPU has them); they are not dequantised at load. A manife
 				}
 				s, err := compress.ParseScheme(f.v)
 				if err != nil {
-					return usage(diag.Runtimef(diag.ErrBadRunOption, "--%s %v", f.flag, err))
+					return usage(diag.Runtimef(diag.CodeBadRunOption, "--%s %v", f.flag, err))
 				}
 				*f.dst = s
 			}
@@ -93,11 +93,11 @@ VNNI or AVX2 where the CPU has them); they are not dequantised at load. A manife
 			}
 			if opt.KeepExperts > 0 || opt.KeepFraction > 0 {
 				if calib == "" {
-					return usage(diag.Runtimef(diag.ErrBadRunOption, "--keep-experts needs --calibration FILE (or calibration in the compress block): the text whose routing chooses the experts kept"))
+					return usage(diag.Runtimef(diag.CodeBadRunOption, "--keep-experts needs --calibration FILE (or calibration in the compress block): the text whose routing chooses the experts kept"))
 				}
 				b, err := os.ReadFile(calib)
 				if err != nil {
-					return diag.RuntimeWrap(diag.ErrBadDataFile, err, "--calibration")
+					return diag.RuntimeWrap(diag.CodeBadDataFile, err, "--calibration")
 				}
 				opt.Calibration, opt.CalibrationName = b, calib
 			}
@@ -140,7 +140,7 @@ VNNI or AVX2 where the CPU has them); they are not dequantised at load. A manife
 // parsePrune reads --keep-experts: a count ("4") or a fraction below 1 ("0.5", "50%").
 func parsePrune(s string, opt *compress.Options) error {
 	bad := func() error {
-		return diag.Runtimef(diag.ErrBadRunOption, "--keep-experts %q: want a count of experts to keep (4) or a fraction of them (0.5 or 50%%)", s)
+		return diag.Runtimef(diag.CodeBadRunOption, "--keep-experts %q: want a count of experts to keep (4) or a fraction of them (0.5 or 50%%)", s)
 	}
 	if strings.HasSuffix(s, "%") {
 		v, err := strconv.ParseFloat(strings.TrimSuffix(s, "%"), 64)

@@ -40,9 +40,9 @@ func newExperimentCommand(stdout, stderr io.Writer) *cobra.Command {
 			f := cmd.Flags()
 			switch {
 			case f.Changed("tokens") && opt.Tokens < 1:
-				return usage(diag.Runtimef(diag.ErrBadRunOption, "--tokens %d: want a budget of at least 1 token per baseline run; leave it out for each experiment's", opt.Tokens))
+				return usage(diag.Runtimef(diag.CodeBadRunOption, "--tokens %d: want a budget of at least 1 token per baseline run; leave it out for each experiment's", opt.Tokens))
 			case f.Changed("val-windows") && opt.ValWindows < 1:
-				return usage(diag.Runtimef(diag.ErrBadRunOption, "--val-windows %d: want at least 1 validation window; leave it out for 64", opt.ValWindows))
+				return usage(diag.Runtimef(diag.CodeBadRunOption, "--val-windows %d: want at least 1 validation window; leave it out for 64", opt.ValWindows))
 			}
 			loaded, err := loadChecked(args[0], stderr)
 			if err != nil {

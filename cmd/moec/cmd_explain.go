@@ -30,7 +30,7 @@ func newExplainCommand(stdout io.Writer) *cobra.Command {
 			for i, a := range args {
 				info, ok := diag.Lookup(a)
 				if !ok {
-					e := diag.Runtimef(diag.ErrBadRunOption, "explain: %q is not a moec diagnostic code", a)
+					e := diag.Runtimef(diag.CodeBadRunOption, "explain: %q is not a moec diagnostic code", a)
 					var codes []string
 					for _, in := range diag.Registry() {
 						codes = append(codes, string(in.Code))

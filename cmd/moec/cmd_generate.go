@@ -29,7 +29,7 @@ func newGenerateCommand(stdout, stderr io.Writer) *cobra.Command {
 				v          int
 			}{{"tp", "a tensor-parallel", opt.TP}, {"ep", "an expert-parallel", opt.EP}, {"pp", "a pipeline-parallel", opt.PP}} {
 				if f.v < 1 {
-					return usage(diag.Runtimef(diag.ErrBadRunOption, "--%s %d: want %s size of at least 1", f.flag, f.v, f.size))
+					return usage(diag.Runtimef(diag.CodeBadRunOption, "--%s %d: want %s size of at least 1", f.flag, f.v, f.size))
 				}
 			}
 			if err := opt.Check(); err != nil {

@@ -106,8 +106,8 @@ func summarize(w io.Writer, res *hf.Result) {
 
 // importFailed prints a coded refusal as a diagnostic; other errors go up. Both exit 1.
 func importFailed(w io.Writer, err error) error {
-	var list *hf.Error
-	if errors.As(err, &list) || diag.CodeOf(err) != "" {
+	// A list of refused config fields (*hf.Error) unwraps to its diagnostics too.
+	if diag.CodeOf(err) != "" {
 		fmt.Fprintln(w, err)
 		return errDiagnostics
 	}

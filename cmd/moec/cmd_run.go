@@ -219,17 +219,17 @@ func checkRunFlags(cmd *cobra.Command, opt train.Options, rf rankFlags) error {
 	}
 	for _, c := range checks {
 		if f.Changed(c.flag) && c.bad {
-			return diag.Runtimef(diag.ErrBadRunOption, "--%s %v: %s", c.flag, c.val, c.want)
+			return diag.Runtimef(diag.CodeBadRunOption, "--%s %v: %s", c.flag, c.val, c.want)
 		}
 	}
 	if opt.Restart && opt.Resume == "" {
-		e := diag.Runtimef(diag.ErrBadRunOption, "--restart without --resume: it starts a run folder that shows progress over from step 0")
+		e := diag.Runtimef(diag.CodeBadRunOption, "--restart without --resume: it starts a run folder that shows progress over from step 0")
 		e.Suggestion = "to start a new run in a folder that holds one, use --force"
 		return e
 	}
 	if f.Changed("cache-budget") {
 		if b, err := driver.ParseBytes(rf.budget); err == nil && b == 0 {
-			e := diag.Runtimef(diag.ErrBadRunOption, "--cache-budget %s: the unified cache needs a positive device budget", rf.budget)
+			e := diag.Runtimef(diag.CodeBadRunOption, "--cache-budget %s: the unified cache needs a positive device budget", rf.budget)
 			e.Suggestion = "pass a size such as 8MiB, or leave it out for a quarter of a rank's weights"
 			return e
 		}
@@ -238,7 +238,7 @@ func checkRunFlags(cmd *cobra.Command, opt train.Options, rf rankFlags) error {
 		// A resumed run continues exactly as it started: its run.json fixes these.
 		for _, name := range []string{"stage", "train", "all-stages", "steps", "seed", "micro-batch", "checkpoint-every", "from", "out", "force"} {
 			if f.Changed(name) {
-				e := diag.Runtimef(diag.ErrBadRunOption, "--%s with --resume: a resumed run continues as it started, with the settings in %s", name, filepath.Join(opt.Resume, train.SpecFile))
+				e := diag.Runtimef(diag.CodeBadRunOption, "--%s with --resume: a resumed run continues as it started, with the settings in %s", name, filepath.Join(opt.Resume, train.SpecFile))
 				e.Suggestion = "drop --" + name + ", or start a new run with --out"
 				return e
 			}
@@ -283,7 +283,7 @@ func checkContinued(cmd *cobra.Command, opt train.Options, spec *train.Spec, dir
 		if c.flag == "seed" {
 			c.got = *opt.Seed
 		}
-		e := diag.Runtimef(diag.ErrBadRunOption, "--%s %v: stage %s already ran in %s with %s %v, and a run continues with the settings in its %s",
+		e := diag.Runtimef(diag.CodeBadRunOption, "--%s %v: stage %s already ran in %s with %s %v, and a run continues with the settings in its %s",
 			c.flag, c.got, spec.Stage, dir, c.flag, c.want, train.SpecFile)
 		e.Suggestion = fmt.Sprintf("drop --%s to continue the stages as they started, or pass --out-root NEW to run the curriculum with --%s %v in a new folder", c.flag, c.flag, c.got)
 		return e
@@ -297,7 +297,7 @@ func needTrain(prog *program.Program, file, what string) error {
 	if len(prog.TrainOrder) > 0 {
 		return nil
 	}
-	e := diag.Runtimef(diag.ErrUnknownTrain, "%s has no train block; %s", file, what)
+	e := diag.Runtimef(diag.CodeUnknownTrain, "%s has no train block; %s", file, what)
 	e.Suggestion = "add a `train MODEL on CLUSTER { ... }` block with its stages, as examples/hunyuan_tiny.moe does"
 	return e
 }
@@ -315,7 +315,7 @@ func newEvalCommand(stdout, stderr io.Writer) *cobra.Command {
 				return usage(fmt.Errorf("eval: --checkpoint is required"))
 			}
 			if cmd.Flags().Changed("windows") && opt.Windows < 1 {
-				return usage(diag.Runtimef(diag.ErrBadRunOption, "--windows %d: want at least 1 validation window; leave it out for 64", opt.Windows))
+				return usage(diag.Runtimef(diag.CodeBadRunOption, "--windows %d: want at least 1 validation window; leave it out for 64", opt.Windows))
 			}
 			var loaded *driver.Loaded
 			if len(args) == 1 {
@@ -344,10 +344,10 @@ func newEvalCommand(stdout, stderr io.Writer) *cobra.Command {
 // entry whose files hold no text, say) as a diagnostic with its source line and caret, and
 // returns errDiagnostics; any other error, or none, is returned as it is.
 func sourceError(loaded *driver.Loaded, stderr io.Writer, err error) error {
-	var re *diag.RuntimeError
-	if loaded == nil || !errors.As(err, &re) || !re.Range.Start.IsValid() {
+	var re *diag.Diagnostic
+	if loaded == nil || !errors.As(err, &re) || !re.Subject.Start.IsValid() {
 		return err
 	}
-	loaded.RenderList(stderr, diag.List{re.Diagnostic()})
+	loaded.RenderList(stderr, diag.List{*re})
 	return errDiagnostics
 }

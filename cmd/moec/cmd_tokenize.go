@@ -52,11 +52,11 @@ FILE is a tokenizer.json, or a folder holding one.`,
 			if decode {
 				ids, err := parseIDs(input)
 				if err != nil {
-					return usage(diag.RuntimeWrap(diag.ErrBadRunOption, err, "tokenize --decode"))
+					return usage(diag.RuntimeWrap(diag.CodeBadRunOption, err, "tokenize --decode"))
 				}
 				text, err := tok.Decode(ids, skip)
 				if err != nil {
-					return diag.RuntimeWrap(diag.ErrBadRunOption, err, "tokenize --decode")
+					return diag.RuntimeWrap(diag.CodeBadRunOption, err, "tokenize --decode")
 				}
 				_, err = io.WriteString(stdout, text)
 				return err

@@ -54,8 +54,8 @@ func (c *checker) readBody(spec *blockSpec, path string, body []ast.Entry, file 
 			e := &entry{key: key, keyNode: en.Key, expr: en.Value, file: file, source: program.Written}
 			seenKey := targetPath + "." + key
 			if prev := seen[seenKey]; prev != nil {
-				d := c.errorf(diag.DuplicateKey, diag.RangeOf(file, en.Key), "`%s` is written twice in %s", key, targetPath)
-				d.Notes = append(d.Notes, "first written at "+prev.where())
+				d := c.errorf(diag.CodeDuplicateKey, diag.RangeOf(file, en.Key), "`%s` is written twice in %s", key, targetPath)
+				d.Label(diag.RangeOf(prev.file, prev.keyNode), "first written here")
 				continue
 			}
 			seen[seenKey] = e
@@ -73,7 +73,7 @@ func (c *checker) readBody(spec *blockSpec, path string, body []ast.Entry, file 
 				sub := c.schema.blocks[kind]
 				c.checkHeader(sub, en, file)
 				if prev := seenSection[kind]; prev != nil {
-					d := c.errorf(diag.DuplicateKey, diag.RangeOf(file, en.Kind), "%s block is written twice in %s", kind, path)
+					d := c.errorf(diag.CodeDuplicateKey, diag.RangeOf(file, en.Kind), "%s block is written twice in %s", kind, path)
 					d.Notes = append(d.Notes, "merge the two blocks into one")
 					continue
 				}
@@ -88,9 +88,9 @@ func (c *checker) readBody(spec *blockSpec, path string, body []ast.Entry, file 
 				allowed := append(append([]string{}, spec.sections...), spec.named...)
 				var d *diag.Diagnostic
 				if len(allowed) == 0 {
-					d = c.errorf(diag.UnknownBlock, diag.RangeOf(file, en.Kind), "%s takes no nested blocks, found `%s`", path, kind)
+					d = c.errorf(diag.CodeUnknownBlock, diag.RangeOf(file, en.Kind), "%s takes no nested blocks, found `%s`", path, kind)
 				} else {
-					d = c.errorf(diag.UnknownBlock, diag.RangeOf(file, en.Kind), "unknown block `%s` in %s; expected %s", kind, path, strings.Join(allowed, ", "))
+					d = c.errorf(diag.CodeUnknownBlock, diag.RangeOf(file, en.Kind), "unknown block `%s` in %s; expected %s", kind, path, strings.Join(allowed, ", "))
 				}
 				d.Suggestion = didYouMean(kind, allowed)
 				if d.Suggestion == "" && spec.key(kind) != nil {
@@ -114,7 +114,7 @@ func (fb *flatBlock) section(kind string, at ast.Node, file string) *flatSection
 }
 
 func (c *checker) unknownKey(spec *blockSpec, path, key string, at ast.Node, file string) {
-	d := c.errorf(diag.UnknownKey, diag.RangeOf(file, at), "unknown key `%s` in %s", key, path)
+	d := c.errorf(diag.CodeUnknownKey, diag.RangeOf(file, at), "unknown key `%s` in %s", key, path)
 	if near, ok := diag.Closest(key, spec.keyNames()); ok && near != key {
 		d.Suggestion = "did you mean `" + near + "`?"
 		// A misspelt required key is reported once, here, not again as missing.

@@ -19,8 +19,8 @@ func Check(files ...*ast.File) (prog *program.Program, diags diag.List) {
 	c := newChecker()
 	defer func() {
 		if v := recover(); v != nil {
-			diags = append(c.r.diags, diag.Diagnostic{Severity: diag.Error, Code: diag.InternalCheckError,
-				Message: fmt.Sprintf("internal error in the checker: %v", v),
+			diags = append(c.r.diags, diag.Diagnostic{Severity: diag.Error, Code: diag.CodeInternalCheckError,
+				Summary: fmt.Sprintf("internal error in the checker: %v", v),
 				Notes:   []string{"this is a bug in moec; please report it with the input"}})
 			prog = c.prog
 		}
@@ -58,7 +58,7 @@ func dedupe(list diag.List) diag.List {
 	seen := map[string]bool{}
 	out := list[:0]
 	for _, d := range list {
-		k := fmt.Sprintf("%s|%s|%d|%d|%s", d.Code, d.Range.File, d.Range.Start.Offset, d.Range.End.Offset, d.Message)
+		k := fmt.Sprintf("%s|%s|%d|%d|%s", d.Code, d.Subject.File, d.Subject.Start.Offset, d.Subject.End.Offset, d.Summary)
 		if seen[k] {
 			continue
 		}
@@ -120,7 +120,7 @@ func (c *checker) collect(f *ast.File) {
 		}
 		kind := b.Kind.Name
 		if !contains(c.schema.topLevel, kind) {
-			d := c.errorf(diag.UnknownBlock, diag.RangeOf(f.Name, b.Kind), "unknown declaration `%s`; expected %s", kind, strings.Join(c.schema.topLevel, ", "))
+			d := c.errorf(diag.CodeUnknownBlock, diag.RangeOf(f.Name, b.Kind), "unknown declaration `%s`; expected %s", kind, strings.Join(c.schema.topLevel, ", "))
 			d.Suggestion = didYouMean(kind, c.schema.topLevel)
 			continue
 		}
@@ -133,8 +133,8 @@ func (c *checker) collect(f *ast.File) {
 			c.byKind[kind] = map[string]*decl{}
 		}
 		if prev := c.byKind[kind][d.name]; prev != nil {
-			dg := c.errorf(diag.DuplicateDecl, diag.RangeOf(f.Name, b.Name), "%s is declared twice", d)
-			dg.Notes = append(dg.Notes, fmt.Sprintf("first declared at %s:%s", prev.file, prev.block.Name.Pos()))
+			dg := c.errorf(diag.CodeDuplicateDecl, diag.RangeOf(f.Name, b.Name), "%s is declared twice", d)
+			dg.Label(diag.RangeOf(prev.file, prev.block.Name), "first declared here")
 			if kind == "train" || kind == "serve" || kind == "compress" {
 				dg.Notes = append(dg.Notes, kind+" declarations are named by the model they use")
 			}
@@ -155,25 +155,25 @@ func (c *checker) checkHeader(spec *blockSpec, b *ast.Block, file string) bool {
 		if spec.headerOn || kind == "compress" {
 			what = "the name of a model"
 		}
-		c.errorf(diag.BadHeader, diag.RangeOf(file, b.Kind), "%s needs %s: `%s NAME {`", kind, what, kind)
+		c.errorf(diag.CodeBadHeader, diag.RangeOf(file, b.Kind), "%s needs %s: `%s NAME {`", kind, what, kind)
 		ok = false
 	}
 	if !spec.headerName && b.Name != nil {
-		d := c.errorf(diag.BadHeader, diag.RangeOf(file, b.Name), "the %s block takes no name", kind)
+		d := c.errorf(diag.CodeBadHeader, diag.RangeOf(file, b.Name), "the %s block takes no name", kind)
 		d.Suggestion = "write `" + kind + " {`"
 	}
 	if b.Extends != nil && !spec.extends {
-		c.errorf(diag.BadHeader, diag.RangeOf(file, b.Extends), "only models take `extends`, not %s", kind)
+		c.errorf(diag.CodeBadHeader, diag.RangeOf(file, b.Extends), "only models take `extends`, not %s", kind)
 	}
 	if b.From != nil && !spec.from {
-		c.errorf(diag.BadHeader, diag.RangeOf(file, b.From), "only stages take `from`, not %s", kind)
+		c.errorf(diag.CodeBadHeader, diag.RangeOf(file, b.From), "only stages take `from`, not %s", kind)
 	}
 	if spec.headerOn && b.On == nil {
-		d := c.errorf(diag.BadHeader, diag.RangeOf(file, b.Kind), "%s needs a cluster: `%s MODEL on CLUSTER {`", kind, kind)
+		d := c.errorf(diag.CodeBadHeader, diag.RangeOf(file, b.Kind), "%s needs a cluster: `%s MODEL on CLUSTER {`", kind, kind)
 		d.Suggestion = "add `on CLUSTER` after the model's name"
 	}
 	if !spec.headerOn && b.On != nil {
-		c.errorf(diag.BadHeader, diag.RangeOf(file, b.On), "only train and serve take `on CLUSTER`, not %s", kind)
+		c.errorf(diag.CodeBadHeader, diag.RangeOf(file, b.On), "only train and serve take `on CLUSTER`, not %s", kind)
 	}
 	return ok
 }

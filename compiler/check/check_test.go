@@ -89,7 +89,7 @@ func checkInline(t *testing.T, files map[string][]byte, diags diag.List) {
 	}
 	got := map[lineKey][]string{}
 	for _, d := range diags {
-		k := lineKey{filepath.ToSlash(d.Range.File), d.Range.Start.Line}
+		k := lineKey{filepath.ToSlash(d.Subject.File), d.Subject.Start.Line}
 		got[k] = append(got[k], string(d.Code))
 	}
 	for k, codes := range expected {
@@ -172,7 +172,7 @@ func FuzzCheck(f *testing.F) {
 		_, diags := Check(file)
 		for _, d := range diags {
 			if d.Code == "E0299" {
-				t.Fatalf("checker panicked: %s", d.Message)
+				t.Fatalf("checker panicked: %s", d.Summary)
 			}
 		}
 		var b bytes.Buffer
@@ -209,7 +209,7 @@ func TestExampleChecksClean(t *testing.T) {
 // TestLoadMissingRoot: an unreadable root file is one diagnostic naming it, not a panic.
 func TestLoadMissingRoot(t *testing.T) {
 	prog, sources, diags := Load("absent.moe", func(string) ([]byte, error) { return nil, fs.ErrNotExist })
-	if len(diags) != 1 || diags[0].Code != diag.ImportUnreadable || diags[0].Range.File != "absent.moe" {
+	if len(diags) != 1 || diags[0].Code != diag.CodeImportUnreadable || diags[0].Subject.File != "absent.moe" {
 		t.Fatalf("diags = %v", diags)
 	}
 	if prog == nil || len(sources) != 0 {

@@ -58,7 +58,7 @@ func (c *checker) resolveClusters() {
 		d.scope = s
 		if gv, ok := c.r.get(s, "gpu"); ok && gv.kind == kindIdent {
 			if _, known := catalog.Lookup(gv.s); !known {
-				dg := c.errorf(diag.UnknownDevice, s.rangeOf("gpu"), "gpu `%s` is not in the device catalog", gv.s)
+				dg := c.errorf(diag.CodeUnknownDevice, s.rangeOf("gpu"), "gpu `%s` is not in the device catalog", gv.s)
 				dg.Suggestion = didYouMean(gv.s, catalog.Names())
 				if dg.Suggestion == "" {
 					dg.Notes = append(dg.Notes, "catalog entries: "+joinNames(catalog.Names()))
@@ -92,7 +92,7 @@ func (c *checker) resolveClusters() {
 			}
 		}
 		if ok(s, "nodes", "network") && cl.Nodes > 1 && cl.Network == 0 {
-			dg := c.errorf(diag.NoNetwork, s.rangeOf("nodes"), "cluster %s has %d nodes but no network bandwidth", d.name, cl.Nodes)
+			dg := c.errorf(diag.CodeNoNetwork, s.rangeOf("nodes"), "cluster %s has %d nodes but no network bandwidth", d.name, cl.Nodes)
 			dg.Suggestion = "add `network = 200Gbps` (per node)"
 		}
 		c.prog.Clusters[d.name] = cl

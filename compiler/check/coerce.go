@@ -12,7 +12,7 @@ import (
 func (r *resolver) coerce(s *scope, spec *keySpec, v value, rng diag.Range) (value, bool) {
 	t := spec.typ
 	wrong := func() (value, bool) {
-		r.errorf(diag.WrongType, rng, "%s expects %s, got %s `%s`", spec.name, t, article(v.kind), v)
+		r.errorf(diag.CodeWrongType, rng, "%s expects %s, got %s `%s`", spec.name, t, article(v.kind), v)
 		return value{}, false
 	}
 	switch t.kind {
@@ -21,17 +21,17 @@ func (r *resolver) coerce(s *scope, spec *keySpec, v value, rng diag.Range) (val
 			return wrong()
 		}
 		if v.dim != dimNone {
-			d := r.errorf(diag.WrongUnit, rng, "%s is a plain integer, but `%s` is %s", spec.name, v, v.dim)
+			d := r.errorf(diag.CodeWrongUnit, rng, "%s is a plain integer, but `%s` is %s", spec.name, v, v.dim)
 			d.Suggestion = "drop the unit"
 			return value{}, false
 		}
 		if !v.num.IsInt() {
-			d := r.errorf(diag.NotInteger, rng, "%s must be an integer, got %s", spec.name, niceRat(v.num))
+			d := r.errorf(diag.CodeNotInteger, rng, "%s must be an integer, got %s", spec.name, niceRat(v.num))
 			d.Suggestion = "use a whole number or a division that comes out exact"
 			return value{}, false
 		}
 		if !v.num.Num().IsInt64() {
-			r.errorf(diag.OutOfRange, rng, "%s = %s is too large", spec.name, ratString(v.num))
+			r.errorf(diag.CodeOutOfRange, rng, "%s = %s is too large", spec.name, ratString(v.num))
 			return value{}, false
 		}
 	case tyFloat:
@@ -42,7 +42,7 @@ func (r *resolver) coerce(s *scope, spec *keySpec, v value, rng diag.Range) (val
 			return wrong()
 		}
 		if v.dim != dimNone {
-			d := r.errorf(diag.WrongUnit, rng, "%s is a plain number, but `%s` is %s", spec.name, v, v.dim)
+			d := r.errorf(diag.CodeWrongUnit, rng, "%s is a plain number, but `%s` is %s", spec.name, v, v.dim)
 			d.Suggestion = "drop the unit"
 			return value{}, false
 		}
@@ -52,20 +52,20 @@ func (r *resolver) coerce(s *scope, spec *keySpec, v value, rng diag.Range) (val
 			return wrong()
 		}
 		if v.dim == dimNone {
-			d := r.errorf(diag.MissingUnit, rng, "%s expects %s; `%s` has no unit", spec.name, t, ratString(v.num))
+			d := r.errorf(diag.CodeMissingUnit, rng, "%s expects %s; `%s` has no unit", spec.name, t, ratString(v.num))
 			d.Suggestion = "did you mean " + ratString(v.num) + t.unitHint() + "?"
 			return value{}, false
 		}
 		if v.dim != want {
-			r.errorf(diag.WrongUnit, rng, "%s expects %s, but `%s` is %s", spec.name, t, v, v.dim)
+			r.errorf(diag.CodeWrongUnit, rng, "%s expects %s, but `%s` is %s", spec.name, t, v, v.dim)
 			return value{}, false
 		}
 		if t.kind == tyBytes && !v.num.IsInt() {
-			r.errorf(diag.NotInteger, rng, "%s must be a whole number of bytes, got %s bytes", spec.name, niceRat(v.num))
+			r.errorf(diag.CodeNotInteger, rng, "%s must be a whole number of bytes, got %s bytes", spec.name, niceRat(v.num))
 			return value{}, false
 		}
 		if t.kind == tyBytes && !v.num.Num().IsInt64() {
-			r.errorf(diag.OutOfRange, rng, "%s = %s is too large", spec.name, v)
+			r.errorf(diag.CodeOutOfRange, rng, "%s = %s is too large", spec.name, v)
 			return value{}, false
 		}
 	case tyBool:
@@ -127,7 +127,7 @@ func article(k valueKind) string {
 }
 
 func (r *resolver) inRange(spec *keySpec, v value, rng diag.Range) bool {
-	code := diag.OutOfRange
+	code := diag.CodeOutOfRange
 	if spec.rangeCode != "" {
 		code = spec.rangeCode
 	}

@@ -47,14 +47,14 @@ func (c *checker) resolveQuantization(cp *program.Compress, s *scope) {
 	pruning := s.entries["keep_experts"] != nil && cp.KeepExperts > 0 || cp.PruneExperts > 0
 	switch {
 	case s.entries["keep_experts"] != nil && cp.KeepExperts > 0 && cp.PruneExperts > 0:
-		c.errorf(diag.CompressKeepExperts, s.rangeOf("keep_experts"), "compress %s gives both keep_experts and prune_experts; write one", cp.Name)
+		c.errorf(diag.CodeCompressKeepExperts, s.rangeOf("keep_experts"), "compress %s gives both keep_experts and prune_experts; write one", cp.Name)
 	case pruning && experts <= 1:
-		c.errorf(diag.CompressKeepExperts, s.rangeOf(keepKey), "compress %s prunes experts, but model %s has no routed experts", cp.Name, cp.Model)
+		c.errorf(diag.CodeCompressKeepExperts, s.rangeOf(keepKey), "compress %s prunes experts, but model %s has no routed experts", cp.Name, cp.Model)
 	case pruning && cp.KeepExperts > experts:
-		dg := c.errorf(diag.CompressKeepExperts, s.rangeOf(keepKey), "compress %s keeps %s per MoE layer, but model %s has %d", cp.Name, plural(cp.KeepExperts, "expert"), cp.Model, experts)
+		dg := c.errorf(diag.CodeCompressKeepExperts, s.rangeOf(keepKey), "compress %s keeps %s per MoE layer, but model %s has %d", cp.Name, plural(cp.KeepExperts, "expert"), cp.Model, experts)
 		dg.Suggestion = fmt.Sprintf("keep at most %d", experts)
 	case pruning && cp.KeepExperts < moe.TopK:
-		dg := c.errorf(diag.CompressKeepExperts, s.rangeOf(keepKey), "compress %s keeps %s per MoE layer, fewer than model %s's top_k = %d", cp.Name, plural(cp.KeepExperts, "expert"), cp.Model, moe.TopK)
+		dg := c.errorf(diag.CodeCompressKeepExperts, s.rangeOf(keepKey), "compress %s keeps %s per MoE layer, fewer than model %s's top_k = %d", cp.Name, plural(cp.KeepExperts, "expert"), cp.Model, moe.TopK)
 		dg.Suggestion = fmt.Sprintf("keep at least %d", moe.TopK)
 	}
 	served := m
@@ -102,7 +102,7 @@ func (c *checker) resolveQuantization(cp *program.Compress, s *scope) {
 		}
 		if err := sc.Fits(p.Shape[1]); err != nil && !reported[at] {
 			reported[at] = true
-			dg := c.errorf(diag.QuantGroup, s.rangeOf(at), "compress %s: int4 %s cannot quantise %s [%d, %d]: %v", cp.Name, kind, p.Name, p.Shape[0], p.Shape[1], err)
+			dg := c.errorf(diag.CodeQuantGroup, s.rangeOf(at), "compress %s: int4 %s cannot quantise %s [%d, %d]: %v", cp.Name, kind, p.Name, p.Shape[0], p.Shape[1], err)
 			dg.Suggestion = "choose a group of 32, 64 or 128 that divides every width, or int8 for these matrices"
 		}
 	}

@@ -83,7 +83,7 @@ func (r *resolver) reportCycle(s *scope, key string) {
 	if at != nil {
 		rng = diag.RangeOf(at.file, at.keyNode)
 	}
-	d := r.diags.Errorf(diag.ReferenceCycle, rng, "values refer to each other in a cycle: %s", strings.Join(names, " -> "))
+	d := r.diags.Errorf(diag.CodeReferenceCycle, rng, "values refer to each other in a cycle: %s", strings.Join(names, " -> "))
 	d.Suggestion = "write one of these values as a number"
 	if at != nil && at.source == program.Inherited {
 		d.Notes = append(d.Notes, fmt.Sprintf("while checking %s, which inherits this from %s", s.root().path, at.from))
@@ -145,7 +145,7 @@ func (r *resolver) compute(s *scope, key string, sl *slot) (value, bool) {
 	}
 	if spec.def == "" {
 		if spec.required && !s.root().incomplete && !r.typos[s.path+"."+key] {
-			d := r.errorf(diag.MissingKey, s.blockRange(), "%s needs `%s` (%s)", s.path, key, spec.doc)
+			d := r.errorf(diag.CodeMissingKey, s.blockRange(), "%s needs `%s` (%s)", s.path, key, spec.doc)
 			d.Suggestion = "write `" + key + " = ...` in this block"
 		}
 		return value{}, false
@@ -176,7 +176,7 @@ func (r *resolver) noteInherited(from int, s *scope, e *entry) {
 	start, end := e.expr.Pos().Offset, e.expr.EndPos().Offset
 	for i := from; i < len(r.diags); i++ {
 		d := &r.diags[i]
-		if d.Range.File == e.file && d.Range.Start.Offset >= start && d.Range.Start.Offset <= end {
+		if d.Subject.File == e.file && d.Subject.Start.Offset >= start && d.Subject.Start.Offset <= end {
 			d.Notes = append(d.Notes, fmt.Sprintf("while checking %s, which inherits this from %s", s.root().path, e.from))
 		}
 	}
@@ -313,7 +313,7 @@ func (r *resolver) eval(s *scope, e ast.Expr, spec *keySpec, file string) (value
 			return value{}, false
 		}
 		if err != nil {
-			r.errorf(diag.NumberRange, diag.RangeOf(file, e), "%v", err)
+			r.errorf(diag.CodeNumberRange, diag.RangeOf(file, e), "%v", err)
 			return value{}, false
 		}
 		return v, true
@@ -344,7 +344,7 @@ func (r *resolver) eval(s *scope, e ast.Expr, spec *keySpec, file string) (value
 			return value{}, false
 		}
 		if v.kind != kindNum {
-			r.errorf(diag.WrongType, diag.RangeOf(file, e), "`%s` needs a number, got a %s", e.Op, v.kind)
+			r.errorf(diag.CodeWrongType, diag.RangeOf(file, e), "`%s` needs a number, got a %s", e.Op, v.kind)
 			return value{}, false
 		}
 		if e.Op == "-" {
@@ -356,7 +356,7 @@ func (r *resolver) eval(s *scope, e ast.Expr, spec *keySpec, file string) (value
 	case *ast.Call:
 		return r.evalCall(s, e, spec, file)
 	}
-	r.errorf(diag.WrongType, diag.RangeOf(file, e), "unsupported expression")
+	r.errorf(diag.CodeWrongType, diag.RangeOf(file, e), "unsupported expression")
 	return value{}, false
 }
 
@@ -364,9 +364,9 @@ func (r *resolver) listElem(v value, rng diag.Range, spec *keySpec) (value, bool
 	if spec.typ.kind == tyFloatList {
 		switch {
 		case v.kind != kindNum:
-			r.errorf(diag.WrongType, rng, "%s is a list of numbers; this element is a %s", spec.name, v.kind)
+			r.errorf(diag.CodeWrongType, rng, "%s is a list of numbers; this element is a %s", spec.name, v.kind)
 		case v.dim != dimNone:
-			r.errorf(diag.WrongUnit, rng, "%s is a list of plain numbers; this element is %s", spec.name, v.dim)
+			r.errorf(diag.CodeWrongUnit, rng, "%s is a list of plain numbers; this element is %s", spec.name, v.dim)
 		default:
 			return v, true
 		}
@@ -374,11 +374,11 @@ func (r *resolver) listElem(v value, rng diag.Range, spec *keySpec) (value, bool
 	}
 	switch {
 	case v.kind != kindNum:
-		r.errorf(diag.WrongType, rng, "%s is a list of integers; this element is a %s", spec.name, v.kind)
+		r.errorf(diag.CodeWrongType, rng, "%s is a list of integers; this element is a %s", spec.name, v.kind)
 	case v.dim != dimNone:
-		r.errorf(diag.WrongUnit, rng, "%s is a list of plain integers; this element is %s", spec.name, v.dim)
+		r.errorf(diag.CodeWrongUnit, rng, "%s is a list of plain integers; this element is %s", spec.name, v.dim)
 	case !v.num.IsInt() || !v.num.Num().IsInt64():
-		r.errorf(diag.NotInteger, rng, "%s is a list of integers; %s is not an integer", spec.name, niceRat(v.num))
+		r.errorf(diag.CodeNotInteger, rng, "%s is a list of integers; %s is not an integer", spec.name, niceRat(v.num))
 	default:
 		return v, true
 	}
@@ -402,18 +402,18 @@ func (r *resolver) evalIdent(s *scope, e *ast.Ident, spec *keySpec, file string)
 	}
 	switch t.kind {
 	case tyEnum:
-		d := r.errorf(diag.UnknownEnum, diag.RangeOf(file, e), "`%s` is not a value of %s; expected %s", e.Name, spec.name, t)
+		d := r.errorf(diag.CodeUnknownEnum, diag.RangeOf(file, e), "`%s` is not a value of %s; expected %s", e.Name, spec.name, t)
 		d.Suggestion = didYouMean(e.Name, t.enums)
 	case tyCtor:
-		d := r.errorf(diag.BadConstructor, diag.RangeOf(file, e), "`%s` is not a constructor for %s; expected %s", e.Name, spec.name, t)
+		d := r.errorf(diag.CodeBadConstructor, diag.RangeOf(file, e), "`%s` is not a constructor for %s; expected %s", e.Name, spec.name, t)
 		d.Suggestion = didYouMean(e.Name, ctorNames(t))
 	default:
 		if owners := sectionsWithKey(s, e.Name); len(owners) > 1 {
-			d := r.errorf(diag.UnknownName, diag.RangeOf(file, e), "`%s` is ambiguous in %s: it is a key of %s", e.Name, s.path, strings.Join(owners, " and "))
+			d := r.errorf(diag.CodeUnknownName, diag.RangeOf(file, e), "`%s` is ambiguous in %s: it is a key of %s", e.Name, s.path, strings.Join(owners, " and "))
 			d.Suggestion = "write the value itself"
 			break
 		}
-		d := r.errorf(diag.UnknownName, diag.RangeOf(file, e), "unknown name `%s` in %s", e.Name, s.path)
+		d := r.errorf(diag.CodeUnknownName, diag.RangeOf(file, e), "unknown name `%s` in %s", e.Name, s.path)
 		d.Suggestion = didYouMean(e.Name, append(visibleNames(s), t.enums...))
 	}
 	return value{}, false
@@ -465,7 +465,7 @@ func (r *resolver) binaryOp(e *ast.Binary, x, y value, file string) (value, bool
 		if x.kind == kindNum {
 			bad = y
 		}
-		r.errorf(diag.WrongType, rng, "`%s` needs numbers, got a %s", e.Op, bad.kind)
+		r.errorf(diag.CodeWrongType, rng, "`%s` needs numbers, got a %s", e.Op, bad.kind)
 		return value{}, false
 	}
 	out := value{kind: kindNum, num: new(big.Rat)}
@@ -474,7 +474,7 @@ func (r *resolver) binaryOp(e *ast.Binary, x, y value, file string) (value, bool
 		return value{kind: kindBool, b: x.num.Cmp(y.num) > 0}, true
 	case "+", "-":
 		if x.dim != y.dim {
-			r.errorf(diag.WrongUnit, rng, "cannot %s %s and %s", map[string]string{"+": "add", "-": "subtract"}[e.Op], x.dim, y.dim)
+			r.errorf(diag.CodeWrongUnit, rng, "cannot %s %s and %s", map[string]string{"+": "add", "-": "subtract"}[e.Op], x.dim, y.dim)
 			return value{}, false
 		}
 		out.dim = x.dim
@@ -485,14 +485,14 @@ func (r *resolver) binaryOp(e *ast.Binary, x, y value, file string) (value, bool
 		}
 	case "*":
 		if x.dim != dimNone && y.dim != dimNone {
-			r.errorf(diag.WrongUnit, rng, "cannot multiply %s by %s", x.dim, y.dim)
+			r.errorf(diag.CodeWrongUnit, rng, "cannot multiply %s by %s", x.dim, y.dim)
 			return value{}, false
 		}
 		out.dim = max(x.dim, y.dim)
 		out.num.Mul(x.num, y.num)
 	case "/":
 		if y.num.Sign() == 0 {
-			r.errorf(diag.DivisionByZero, rng, "division by zero")
+			r.errorf(diag.CodeDivisionByZero, rng, "division by zero")
 			return value{}, false
 		}
 		switch {
@@ -501,17 +501,17 @@ func (r *resolver) binaryOp(e *ast.Binary, x, y value, file string) (value, bool
 		case y.dim == dimNone:
 			out.dim = x.dim
 		default:
-			r.errorf(diag.WrongUnit, rng, "cannot divide %s by %s", x.dim, y.dim)
+			r.errorf(diag.CodeWrongUnit, rng, "cannot divide %s by %s", x.dim, y.dim)
 			return value{}, false
 		}
 		out.num.Quo(x.num, y.num)
 	default:
-		r.errorf(diag.WrongType, rng, "unknown operator `%s`", e.Op)
+		r.errorf(diag.CodeWrongType, rng, "unknown operator `%s`", e.Op)
 		return value{}, false
 	}
 	// Exact arithmetic must not grow without bound on adversarial input.
 	if out.num.Num().BitLen() > 4096 || out.num.Denom().BitLen() > 4096 {
-		r.errorf(diag.NumberRange, rng, "value is out of range")
+		r.errorf(diag.CodeNumberRange, rng, "value is out of range")
 		return value{}, false
 	}
 	return out, true
@@ -522,12 +522,12 @@ func (r *resolver) binaryOp(e *ast.Binary, x, y value, file string) (value, bool
 func (r *resolver) evalCall(s *scope, e *ast.Call, spec *keySpec, file string) (value, bool) {
 	t := spec.typ
 	if t.kind != tyCtor {
-		r.errorf(diag.WrongType, diag.RangeOf(file, e), "%s expects %s, not a constructor call", spec.name, t)
+		r.errorf(diag.CodeWrongType, diag.RangeOf(file, e), "%s expects %s, not a constructor call", spec.name, t)
 		return value{}, false
 	}
 	cs := ctorNamed(t, e.Fn.Name)
 	if cs == nil {
-		d := r.errorf(diag.BadConstructor, diag.RangeOf(file, e.Fn), "`%s` is not a constructor for %s; expected %s", e.Fn.Name, spec.name, t)
+		d := r.errorf(diag.CodeBadConstructor, diag.RangeOf(file, e.Fn), "`%s` is not a constructor for %s; expected %s", e.Fn.Name, spec.name, t)
 		d.Suggestion = didYouMean(e.Fn.Name, ctorNames(t))
 		return value{}, false
 	}
@@ -535,7 +535,7 @@ func (r *resolver) evalCall(s *scope, e *ast.Call, spec *keySpec, file string) (
 	ok := true
 	for i, a := range e.Args {
 		if i >= len(cs.positional) {
-			r.errorf(diag.BadConstructor, diag.RangeOf(file, a), "%s takes at most %d positional arguments", cs.kind, len(cs.positional))
+			r.errorf(diag.CodeBadConstructor, diag.RangeOf(file, a), "%s takes at most %d positional arguments", cs.kind, len(cs.positional))
 			ok = false
 			continue
 		}
@@ -543,14 +543,14 @@ func (r *resolver) evalCall(s *scope, e *ast.Call, spec *keySpec, file string) (
 	}
 	for _, a := range e.Named {
 		if cs.key(a.Key.Name) == nil {
-			d := r.errorf(diag.UnknownKey, diag.RangeOf(file, a.Key), "%s has no argument `%s`", cs.kind, a.Key.Name)
+			d := r.errorf(diag.CodeUnknownKey, diag.RangeOf(file, a.Key), "%s has no argument `%s`", cs.kind, a.Key.Name)
 			d.Suggestion = didYouMean(a.Key.Name, cs.keyNames())
 			ok = false
 			continue
 		}
 		if prev := entries[a.Key.Name]; prev != nil {
-			d := r.errorf(diag.DuplicateKey, diag.RangeOf(file, a.Key), "%s argument `%s` is given twice", cs.kind, a.Key.Name)
-			d.Notes = append(d.Notes, "first given at "+prev.where())
+			d := r.errorf(diag.CodeDuplicateKey, diag.RangeOf(file, a.Key), "%s argument `%s` is given twice", cs.kind, a.Key.Name)
+			d.Label(diag.RangeOf(prev.file, prev.keyNode), "first given here")
 			ok = false
 			continue
 		}

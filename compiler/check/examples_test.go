@@ -40,8 +40,8 @@ func TestCodeExamples(t *testing.T) {
 					t.Errorf("reports %s besides %s:\n%s", d.Code, ex.Code, rendered.String())
 					continue
 				}
-				if len(marked) > 0 && !marked[d.Range.Start.Line] {
-					t.Errorf("reports %s on line %d, not on a line marked `// ERROR %s`:\n%s", d.Code, d.Range.Start.Line, ex.Code, rendered.String())
+				if len(marked) > 0 && !marked[d.Subject.Start.Line] {
+					t.Errorf("reports %s on line %d, not on a line marked `// ERROR %s`:\n%s", d.Code, d.Subject.Start.Line, ex.Code, rendered.String())
 				}
 			}
 		})

@@ -72,32 +72,32 @@ func TestSyntaxErrorHidesMissingKeys(t *testing.T) {
 	}{{
 		name: "value of a required key",
 		src:  "model m {\n  vocab = 256; d_model = 128; layers = 4\n  seq_len = 128 128\n  attention { heads = 4 }\n}\n",
-		want: []diag.Code{diag.UnexpectedToken},
+		want: []diag.Code{diag.CodeUnexpectedToken},
 	}, {
 		name: "inside a section",
 		src:  "model m {\n  vocab = 256; d_model = 128; layers = 4; seq_len = 128\n  attention { heads = 4 + }\n}\n",
-		want: []diag.Code{diag.UnexpectedToken},
+		want: []diag.Code{diag.CodeUnexpectedToken},
 	}, {
 		name: "a whole body cut short",
 		src:  "model m {\n  vocab = 256 d_model = 128 layers = 4 seq_len = 128\n  attention { heads = 4 }\n}\n",
-		want: []diag.Code{diag.MissingSeparator, diag.MissingSeparator, diag.MissingSeparator},
+		want: []diag.Code{diag.CodeMissingSeparator, diag.CodeMissingSeparator, diag.CodeMissingSeparator},
 	}, {
 		name: "a model extending a broken one",
 		src:  "model base {\n  vocab = 256; d_model = 128; layers = (4\n  seq_len = 128\n  attention { heads = 4 }\n}\nmodel child extends base { }\n",
-		want: []diag.Code{diag.MissingClose},
+		want: []diag.Code{diag.CodeMissingClose},
 	}, {
 		name: "an expression past the operator cap",
 		src:  "model m {\n  vocab = 1" + strings.Repeat("+1", parse.MaxOperators+1) + "\n  d_model = 128; layers = 4; seq_len = 128\n  attention { heads = 4 }\n}\n",
-		want: []diag.Code{diag.ExprTooLong},
+		want: []diag.Code{diag.CodeExprTooLong},
 	}, {
 		name: "a train's stage",
 		src: limitsBase + "train m0 on local {\n  tokens_per_batch = 8 * 128; precision = fp32\n  data = \"x\" \"y\"\n" +
 			"  stage s0 { tokens = }\n}\n",
-		want: []diag.Code{diag.UnexpectedToken, diag.MissingValue},
+		want: []diag.Code{diag.CodeUnexpectedToken, diag.CodeMissingValue},
 	}, {
 		name: "no syntax error: a missing key is still reported",
 		src:  "model m {\n  vocab = 256; d_model = 128; layers = 4\n  attention { heads = 4 }\n}\n",
-		want: []diag.Code{diag.MissingKey},
+		want: []diag.Code{diag.CodeMissingKey},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, diags := loadString(tc.src)

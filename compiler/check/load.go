@@ -57,7 +57,7 @@ func (l *loader) load(path string, imp *ast.Import, from string) {
 			}
 		}
 		cycle := append(append([]string{}, l.stack[i:]...), path)
-		d := l.diags.Errorf(diag.ImportCycle, diag.RangeOf(from, imp), "files import each other in a cycle: %s", strings.Join(cycle, " imports "))
+		d := l.diags.Errorf(diag.CodeImportCycle, diag.RangeOf(from, imp), "files import each other in a cycle: %s", strings.Join(cycle, " imports "))
 		d.Suggestion = "move the shared declarations into a file both import"
 		return
 	case 2:
@@ -72,9 +72,9 @@ func (l *loader) load(path string, imp *ast.Import, from string) {
 			err = pe.Err
 		}
 		if imp == nil {
-			l.diags.Errorf(diag.ImportUnreadable, diag.Range{File: path}, "cannot read %s: %v", path, err)
+			l.diags.Errorf(diag.CodeImportUnreadable, diag.Range{File: path}, "cannot read %s: %v", path, err)
 		} else {
-			d := l.diags.Errorf(diag.ImportUnreadable, diag.RangeOf(from, imp.Path), "cannot import %q: %v", imp.Path.Value, err)
+			d := l.diags.Errorf(diag.CodeImportUnreadable, diag.RangeOf(from, imp.Path), "cannot import %q: %v", imp.Path.Value, err)
 			d.Notes = append(d.Notes, "imports are relative to the importing file: "+path)
 		}
 		l.state[path] = 2
@@ -88,7 +88,7 @@ func (l *loader) load(path string, imp *ast.Import, from string) {
 	if f != nil && !diags.HasErrors() && len(f.Decls) == 0 && len(f.Imports) == 0 {
 		// Likely the wrong file, or one saved empty: checking it says "ok" and building it
 		// writes an empty report, so say why.
-		d := l.diags.Warnf(diag.EmptyFile, diag.Range{File: path}, "%s declares nothing", path)
+		d := l.diags.Warnf(diag.CodeEmptyFile, diag.Range{File: path}, "%s declares nothing", path)
 		d.Suggestion = "add a declaration (`model NAME { ... }`, `cluster`, `train`, ...) or an import"
 	}
 	if f != nil {
@@ -113,7 +113,7 @@ func (l *loader) load(path string, imp *ast.Import, from string) {
 // are relative so that a file and the files it imports move, and are shared, together; the
 // suggestion is the same file spelled relative to the importing one.
 func (l *loader) absoluteImport(im *ast.Import, from string) {
-	d := l.diags.Errorf(diag.AbsoluteImport, diag.RangeOf(from, im.Path), "import %q is an absolute path; imports are relative to the importing file", im.Path.Value)
+	d := l.diags.Errorf(diag.CodeAbsoluteImport, diag.RangeOf(from, im.Path), "import %q is an absolute path; imports are relative to the importing file", im.Path.Value)
 	d.Suggestion = fmt.Sprintf("write the path from %s's folder", filepath.Base(from))
 	if filepath.IsAbs(from) { // else the relative spelling would depend on the working directory
 		if rel, err := filepath.Rel(filepath.Dir(from), im.Path.Value); err == nil {

@@ -24,15 +24,15 @@ func TestLoadUnreadableRoot(t *testing.T) {
 		{filepath.Join(dir, "missing.moe"), "no such file or directory"},
 	} {
 		_, _, diags := Load(tc.path, os.ReadFile)
-		if len(diags) != 1 || diags[0].Code != diag.ImportUnreadable {
+		if len(diags) != 1 || diags[0].Code != diag.CodeImportUnreadable {
 			t.Fatalf("%s: diags = %v", tc.path, diags)
 		}
 		want := filepath.Clean(tc.path) + ": error[E0218]: cannot read " + filepath.Clean(tc.path) + ": " + tc.cause
 		if got := diags[0].String(); got != want {
 			t.Errorf("got  %q\nwant %q", got, want)
 		}
-		if strings.Count(diags[0].Message, filepath.Base(tc.path)) != 1 {
-			t.Errorf("the path is repeated in %q", diags[0].Message)
+		if strings.Count(diags[0].Summary, filepath.Base(tc.path)) != 1 {
+			t.Errorf("the path is repeated in %q", diags[0].Summary)
 		}
 	}
 }
@@ -60,9 +60,9 @@ func TestLoadEmptyFile(t *testing.T) {
 		_, _, diags := Load(tc.path, read)
 		got := false
 		for _, d := range diags {
-			if d.Code == diag.EmptyFile {
+			if d.Code == diag.CodeEmptyFile {
 				got = true
-				if d.Severity != diag.Warning || d.Range.File != tc.path || d.Range.Start.IsValid() {
+				if d.Severity != diag.Warning || d.Subject.File != tc.path || d.Subject.Start.IsValid() {
 					t.Errorf("%s: %+v", tc.path, d)
 				}
 			}
@@ -89,7 +89,7 @@ func TestLoadAbsoluteImport(t *testing.T) {
 		}
 		return nil, os.ErrNotExist
 	})
-	if len(diags) != 1 || diags[0].Code != diag.AbsoluteImport {
+	if len(diags) != 1 || diags[0].Code != diag.CodeAbsoluteImport {
 		t.Fatalf("diags = %v", diags)
 	}
 	d := diags[0]

@@ -29,7 +29,7 @@ func (c *checker) flatten(d *decl) *flatBlock {
 		if ext == nil {
 			break
 		}
-		base := c.lookupDecl("model", ext.Name, diag.UnknownBase, cur.file, ext, "model "+cur.name+" extends")
+		base := c.lookupDecl("model", ext.Name, diag.CodeUnknownBase, cur.file, ext, "model "+cur.name+" extends")
 		if base == nil {
 			cur.flat = newFlatBlock()
 			cur.flat.incomplete = true
@@ -43,7 +43,7 @@ func (c *checker) flatten(d *decl) *flatBlock {
 				names = append(names, m.name)
 			}
 			names = append(names, base.name)
-			dg := c.errorf(diag.ExtendsCycle, diag.RangeOf(cur.file, ext), "models extend each other in a cycle: %s", strings.Join(names, " extends "))
+			dg := c.errorf(diag.CodeExtendsCycle, diag.RangeOf(cur.file, ext), "models extend each other in a cycle: %s", strings.Join(names, " extends "))
 			dg.Suggestion = "remove one `extends`"
 			cur.flat = newFlatBlock()
 			cur.flat.incomplete = true
@@ -213,24 +213,24 @@ func ok(s *scope, keys ...string) bool {
 func (c *checker) validateModel(s *scope, m *program.Model) {
 	a := s.sections["attention"]
 	if ok(a, "heads", "kv_heads") && m.Attention.Heads%m.Attention.KVHeads != 0 {
-		d := c.errorf(diag.KVHeadsDivide, a.rangeOf("kv_heads"), "kv_heads (%d) must divide heads (%d)", m.Attention.KVHeads, m.Attention.Heads)
+		d := c.errorf(diag.CodeKVHeadsDivide, a.rangeOf("kv_heads"), "kv_heads (%d) must divide heads (%d)", m.Attention.KVHeads, m.Attention.Heads)
 		d.Suggestion = "choose kv_heads among " + divisors(int64(m.Attention.Heads))
 	}
 	c.validateMLA(a, m)
 	if m.NormNoBias && m.Norm != program.LayerNorm && ok(s, "norm") {
 		// RMSNorm has no bias to drop: the key would change nothing.
-		d := c.errorf(diag.OutOfRange, s.rangeOf("norm_bias"), "norm_bias = false drops LayerNorm biases, but norm = %s has none", m.Norm)
+		d := c.errorf(diag.CodeOutOfRange, s.rangeOf("norm_bias"), "norm_bias = false drops LayerNorm biases, but norm = %s has none", m.Norm)
 		d.Suggestion = "remove norm_bias, or use norm = layernorm"
 	}
 	if m.Attention.QKNormAfterRope && !m.Attention.QKNorm && ok(a, "qk_norm") {
 		// A placement for norms the model does not have would be a key that changes nothing.
-		d := c.errorf(diag.OutOfRange, a.rangeOf("qk_norm_after_rope"), "qk_norm_after_rope places the q/k norms, but qk_norm is false")
+		d := c.errorf(diag.CodeOutOfRange, a.rangeOf("qk_norm_after_rope"), "qk_norm_after_rope places the q/k norms, but qk_norm is false")
 		d.Suggestion = "set qk_norm = true, or remove qk_norm_after_rope"
 	}
 	if m.Attention.QKNormFull && m.Attention.MLA && ok(a, "qk_norm", "kv_lora_rank") {
 		// Latent attention's queries and keys are rebuilt per head from low-rank latents,
 		// which have norms of their own; there is no whole projection for one norm to span.
-		d := c.errorf(diag.PartialMLA, a.rangeOf("qk_norm"), "qk_norm = full norms the whole query and key projections, which latent attention (kv_lora_rank > 0) does not have")
+		d := c.errorf(diag.CodePartialMLA, a.rangeOf("qk_norm"), "qk_norm = full norms the whole query and key projections, which latent attention (kv_lora_rank > 0) does not have")
 		d.Suggestion = "use qk_norm = true (per head) with latent attention"
 	}
 	if m.Position == program.Rotary && ok(s, "position") {
@@ -239,12 +239,12 @@ func (c *checker) validateModel(s *scope, m *program.Model) {
 			dim, key = m.Attention.QKRopeHeadDim, "qk_rope_head_dim"
 		}
 		if ok(a, key) && dim%2 != 0 {
-			d := c.errorf(diag.OddRotaryDim, a.rangeOf(key), "rotary positions rotate pairs of dimensions, but %s = %d is odd", key, dim)
+			d := c.errorf(diag.CodeOddRotaryDim, a.rangeOf(key), "rotary positions rotate pairs of dimensions, but %s = %d is odd", key, dim)
 			d.Suggestion = "use an even " + key + ", or `position = learned`"
 		}
 	}
 	if m.Position == program.Learned && ok(s, "max_position", "seq_len") && m.MaxPosition < m.SeqLen {
-		d := c.errorf(diag.ShortPositionTable, s.rangeOf("max_position"), "learned positions need max_position >= seq_len, got %d < %d", m.MaxPosition, m.SeqLen)
+		d := c.errorf(diag.CodeShortPositionTable, s.rangeOf("max_position"), "learned positions need max_position >= seq_len, got %d < %d", m.MaxPosition, m.SeqLen)
 		d.Suggestion = fmt.Sprintf("set max_position = %d or more", m.SeqLen)
 	}
 	if e := s.sections["moe"]; e != nil && m.MoE != nil {
@@ -267,14 +267,14 @@ func (c *checker) validateMLA(a *scope, m *program.Model) {
 			}
 		}
 		if len(missing) > 0 {
-			d := c.errorf(diag.PartialMLA, a.rangeOf("kv_lora_rank"), "kv_lora_rank > 0 turns on latent attention, which also needs %s", strings.Join(missing, ", "))
+			d := c.errorf(diag.CodePartialMLA, a.rangeOf("kv_lora_rank"), "kv_lora_rank > 0 turns on latent attention, which also needs %s", strings.Join(missing, ", "))
 			d.Suggestion = "set " + strings.Join(missing, ", ") + " in the attention block"
 		}
 		return
 	}
 	for _, k := range append(mlaKeys, "q_lora_rank") {
 		if a.i64(k) != 0 {
-			d := c.errorf(diag.PartialMLA, a.rangeOf(k), "%s is a latent-attention field, but kv_lora_rank is 0", k)
+			d := c.errorf(diag.CodePartialMLA, a.rangeOf(k), "%s is a latent-attention field, but kv_lora_rank is 0", k)
 			d.Suggestion = "set kv_lora_rank > 0 to use latent attention, or remove " + k
 			return
 		}
@@ -285,22 +285,22 @@ func (c *checker) validateMoE(s, e *scope, m *program.Model) {
 	moe := m.MoE
 	if moe.SharedGate && moe.SharedExperts == 0 && ok(e, "shared_gate", "shared_experts") {
 		// A gate with nothing to scale would be a parameter that computes nothing.
-		d := c.errorf(diag.OutOfRange, e.rangeOf("shared_gate"), "shared_gate scales the shared experts' output, but shared_experts is 0")
+		d := c.errorf(diag.CodeOutOfRange, e.rangeOf("shared_gate"), "shared_gate scales the shared experts' output, but shared_experts is 0")
 		d.Suggestion = "set shared_experts >= 1, or remove shared_gate"
 	}
 	if ok(e, "top_k", "experts") && moe.TopK > moe.Experts {
-		d := c.errorf(diag.TopKExceedsExperts, e.rangeOf("top_k"), "top_k (%d) exceeds experts (%d)", moe.TopK, moe.Experts)
+		d := c.errorf(diag.CodeTopKExceedsExperts, e.rangeOf("top_k"), "top_k (%d) exceeds experts (%d)", moe.TopK, moe.Experts)
 		d.Suggestion = fmt.Sprintf("use top_k <= %d", moe.Experts)
 	}
 	if ok(e, "groups", "topk_groups", "experts") {
 		switch {
 		case moe.TopKGroups > 0 && moe.Groups == 0:
-			c.errorf(diag.BadRoutingGroups, e.rangeOf("topk_groups"), "topk_groups needs groups > 0")
+			c.errorf(diag.CodeBadRoutingGroups, e.rangeOf("topk_groups"), "topk_groups needs groups > 0")
 		case moe.Groups > 0 && moe.Experts%moe.Groups != 0:
-			d := c.errorf(diag.BadRoutingGroups, e.rangeOf("groups"), "groups (%d) must divide experts (%d)", moe.Groups, moe.Experts)
+			d := c.errorf(diag.CodeBadRoutingGroups, e.rangeOf("groups"), "groups (%d) must divide experts (%d)", moe.Groups, moe.Experts)
 			d.Suggestion = "choose groups among " + divisors(int64(moe.Experts))
 		case moe.TopKGroups > moe.Groups:
-			c.errorf(diag.BadRoutingGroups, e.rangeOf("topk_groups"), "topk_groups (%d) exceeds groups (%d)", moe.TopKGroups, moe.Groups)
+			c.errorf(diag.CodeBadRoutingGroups, e.rangeOf("topk_groups"), "topk_groups (%d) exceeds groups (%d)", moe.TopKGroups, moe.Groups)
 		}
 	}
 	if !ok(s, "layers") || !ok(e, "layers", "every", "first_dense") {
@@ -309,25 +309,25 @@ func (c *checker) validateMoE(s, e *scope, m *program.Model) {
 	if len(moe.Layers) > 0 {
 		for _, k := range []string{"every", "first_dense"} {
 			if e.written(k) {
-				d := c.errorf(diag.LayersWithEvery, e.rangeOf(k), "%s has no effect with an explicit moe.layers list", k)
+				d := c.errorf(diag.CodeLayersWithEvery, e.rangeOf(k), "%s has no effect with an explicit moe.layers list", k)
 				d.Suggestion = "remove " + k + " or the layers list"
 			}
 		}
 		for i, l := range moe.Layers {
 			switch {
 			case l < 0 || l >= m.Layers:
-				d := c.errorf(diag.BadMoELayers, e.rangeOf("layers"), "moe.layers names layer %d, but the model has layers 0..%d", l, m.Layers-1)
+				d := c.errorf(diag.CodeBadMoELayers, e.rangeOf("layers"), "moe.layers names layer %d, but the model has layers 0..%d", l, m.Layers-1)
 				d.Suggestion = "layers are numbered from 0"
 				return
 			case i > 0 && l <= moe.Layers[i-1]:
-				c.errorf(diag.BadMoELayers, e.rangeOf("layers"), "moe.layers must be sorted and without repeats (%d after %d)", l, moe.Layers[i-1])
+				c.errorf(diag.CodeBadMoELayers, e.rangeOf("layers"), "moe.layers must be sorted and without repeats (%d after %d)", l, moe.Layers[i-1])
 				return
 			}
 		}
 		return
 	}
 	if moe.FirstDense >= m.Layers {
-		d := c.errorf(diag.FirstDenseTooLarge, e.rangeOf("first_dense"), "first_dense (%d) leaves no layer for the MoE: the model has %d layers", moe.FirstDense, m.Layers)
+		d := c.errorf(diag.CodeFirstDenseTooLarge, e.rangeOf("first_dense"), "first_dense (%d) leaves no layer for the MoE: the model has %d layers", moe.FirstDense, m.Layers)
 		d.Suggestion = fmt.Sprintf("use first_dense < %d", m.Layers)
 		return
 	}
@@ -336,7 +336,7 @@ func (c *checker) validateMoE(s, e *scope, m *program.Model) {
 	if int64(moe.FirstDense)+int64(moe.Every)-1 < int64(m.Layers) {
 		return
 	}
-	d := c.errorf(diag.NoMoELayer, e.rangeOf("every"), "every = %d places no MoE layer in %d layers after first_dense = %d", moe.Every, m.Layers, moe.FirstDense)
+	d := c.errorf(diag.CodeNoMoELayer, e.rangeOf("every"), "every = %d places no MoE layer in %d layers after first_dense = %d", moe.Every, m.Layers, moe.FirstDense)
 	d.Suggestion = fmt.Sprintf("use every <= %d", m.Layers-moe.FirstDense)
 }
 
@@ -374,7 +374,7 @@ func (c *checker) countModel(m *program.Model, rng diag.Range, what string) bool
 	if !errors.As(err, &ovf) {
 		return true
 	}
-	d := c.errorf(diag.ParamCountOverflow, rng, "%s has more than %s parameters: its %s count overflows a 64-bit integer", what, analysis.MaxCountText, ovf.Part)
+	d := c.errorf(diag.CodeParamCountOverflow, rng, "%s has more than %s parameters: its %s count overflows a 64-bit integer", what, analysis.MaxCountText, ovf.Part)
 	sizes := fmt.Sprintf("vocab = %d, d_model = %d, layers = %d, ffn.hidden = %d", m.Vocab, m.DModel, m.Layers+m.Encoder, m.FFN.Hidden)
 	if m.MoE != nil {
 		sizes += fmt.Sprintf(", moe.experts = %d, moe.expert_hidden = %d", m.MoE.Experts, m.MoE.ExpertHidden)

@@ -18,13 +18,13 @@ func (c *checker) resolveServes() {
 		s := newScope(path, d.spec, d.file, d.block.Name, fb.entries, nil)
 		s.incomplete = d.block.Broken
 		d.scope = s
-		if m := c.lookupDecl("model", d.name, diag.UnknownModel, d.file, d.block.Name, path); m != nil && m.scope != nil {
+		if m := c.lookupDecl("model", d.name, diag.CodeUnknownModel, d.file, d.block.Name, path); m != nil && m.scope != nil {
 			s.links["model"] = m.scope
 		}
 		sv := &program.Serve{Name: d.name, Model: d.name, Decl: declSource(d.file, d.block)}
 		if d.block.On != nil {
 			sv.Cluster = d.block.On.Name
-			c.lookupDecl("cluster", d.block.On.Name, diag.UnknownCluster, d.file, d.block.On, path)
+			c.lookupDecl("cluster", d.block.On.Name, diag.CodeUnknownCluster, d.file, d.block.On, path)
 		}
 		c.r.evalAll(s)
 		if m := c.byKind["model"][d.name]; m != nil && m.scope != nil {
@@ -42,13 +42,13 @@ func (c *checker) resolveServes() {
 				}
 			}
 			if !found {
-				dg := c.errorf(diag.UnknownServeStage, s.rangeOf("stage"), "serve %s names stage `%s`, but train %s has no such stage", d.name, sv.Stage, d.name)
+				dg := c.errorf(diag.CodeUnknownServeStage, s.rangeOf("stage"), "serve %s names stage `%s`, but train %s has no such stage", d.name, sv.Stage, d.name)
 				dg.Suggestion = didYouMean(sv.Stage, names)
 			}
 		}
 		sv.Compressed = s.boolean("compressed")
 		if sv.Compressed && c.byKind["compress"][d.name] == nil {
-			dg := c.errorf(diag.ServeNoCompress, s.rangeOf("compressed"), "serve %s is compressed, but model %s has no compress block", d.name, d.name)
+			dg := c.errorf(diag.CodeServeNoCompress, s.rangeOf("compressed"), "serve %s is compressed, but model %s has no compress block", d.name, d.name)
 			dg.Suggestion = fmt.Sprintf("declare `compress %s { quantize = 8 }` (or int4, keep_experts), or drop compressed", d.name)
 		}
 		c.prog.Serves[d.name] = sv
@@ -66,12 +66,12 @@ func (c *checker) resolveCompresses() {
 		s := newScope(path, d.spec, d.file, d.block.Name, fb.entries, nil)
 		s.incomplete = d.block.Broken
 		d.scope = s
-		c.lookupDecl("model", d.name, diag.UnknownModel, d.file, d.block.Name, path)
+		c.lookupDecl("model", d.name, diag.CodeUnknownModel, d.file, d.block.Name, path)
 		c.r.evalAll(s)
 		cp := &program.Compress{Name: d.name, Model: d.name, DistillInto: s.str("distill_into"),
 			QuantBits: s.int("quantize"), PruneExperts: s.f64("prune_experts"), Decl: declSource(d.file, d.block)}
 		if cp.DistillInto != "" {
-			c.lookupDecl("model", cp.DistillInto, diag.UnknownModel, d.file, s.rangeNode("distill_into"), path+" distill_into")
+			c.lookupDecl("model", cp.DistillInto, diag.CodeUnknownModel, d.file, s.rangeNode("distill_into"), path+" distill_into")
 		}
 		c.resolveQuantization(cp, s)
 		c.prog.Compresses[d.name] = cp
@@ -135,7 +135,7 @@ func (c *checker) resolveExperiments() {
 		if ex.Train != "" {
 			t := c.prog.Trains[ex.Train]
 			if t == nil {
-				dg := c.errorf(diag.UnknownExperimentRef, s.rangeOf("train"), "experiment %s refers to unknown train `%s`", d.name, ex.Train)
+				dg := c.errorf(diag.CodeUnknownExperimentRef, s.rangeOf("train"), "experiment %s refers to unknown train `%s`", d.name, ex.Train)
 				dg.Suggestion = didYouMean(ex.Train, c.prog.TrainOrder)
 			} else if ex.Stage != "" {
 				var names []string
@@ -145,7 +145,7 @@ func (c *checker) resolveExperiments() {
 					found = found || st.Name == ex.Stage
 				}
 				if !found {
-					dg := c.errorf(diag.UnknownExperimentRef, s.rangeOf("stage"), "train %s has no stage `%s`", ex.Train, ex.Stage)
+					dg := c.errorf(diag.CodeUnknownExperimentRef, s.rangeOf("stage"), "train %s has no stage `%s`", ex.Train, ex.Stage)
 					dg.Suggestion = didYouMean(ex.Stage, names)
 				}
 			}
@@ -165,11 +165,11 @@ func (c *checker) resolveExperiments() {
 			switch kind {
 			case "baseline":
 				if b.Name != nil {
-					dg := c.errorf(diag.BadHeader, diag.RangeOf(d.file, b.Name), "a baseline block takes no name")
+					dg := c.errorf(diag.CodeBadHeader, diag.RangeOf(d.file, b.Name), "a baseline block takes no name")
 					dg.Suggestion = "write `baseline {`"
 				}
 				if seenBaseline {
-					c.errorf(diag.DuplicateKey, diag.RangeOf(d.file, b.Kind), "experiment %s has two baseline blocks", d.name)
+					c.errorf(diag.CodeDuplicateKey, diag.RangeOf(d.file, b.Kind), "experiment %s has two baseline blocks", d.name)
 					continue
 				}
 				seenBaseline = true
@@ -177,11 +177,11 @@ func (c *checker) resolveExperiments() {
 				d.prov = appendOverrides(d.prov, path+".baseline", written)
 			case "variant":
 				if b.Name == nil {
-					c.errorf(diag.BadHeader, diag.RangeOf(d.file, b.Kind), "a variant needs a name: `variant NAME {`")
+					c.errorf(diag.CodeBadHeader, diag.RangeOf(d.file, b.Kind), "a variant needs a name: `variant NAME {`")
 					continue
 				}
 				if variants[b.Name.Name] {
-					c.errorf(diag.DuplicateDecl, diag.RangeOf(d.file, b.Name), "variant %s is declared twice in experiment %s", b.Name.Name, d.name)
+					c.errorf(diag.CodeDuplicateDecl, diag.RangeOf(d.file, b.Name), "variant %s is declared twice in experiment %s", b.Name.Name, d.name)
 					continue
 				}
 				variants[b.Name.Name] = true
@@ -197,7 +197,8 @@ func (c *checker) resolveExperiments() {
 // override is one checked `path = value` of a baseline or variant.
 type override struct {
 	path, value, where string
-	at                 ast.Node // the value (set for an arm's stage, which is checked later)
+	key                diag.Range // where the override's key is written
+	at                 ast.Node   // the value (set for an arm's stage, which is checked later)
 }
 
 func appendOverrides(out []program.Provenance, path string, written []override) []program.Provenance {
@@ -218,7 +219,7 @@ func (c *checker) readOverrides(d *decl, body []ast.Entry, prefix string, target
 				continue
 			}
 			if en.Name != nil {
-				c.errorf(diag.BadHeader, diag.RangeOf(d.file, en.Name), "an override block takes no name")
+				c.errorf(diag.CodeBadHeader, diag.RangeOf(d.file, en.Name), "an override block takes no name")
 			}
 			c.readOverrides(d, en.Body, prefix+en.Kind.Name+".", targets, order, out)
 		case *ast.Assign:
@@ -231,34 +232,34 @@ func (c *checker) readOverrides(d *decl, body []ast.Entry, prefix string, target
 				// the name against the train's stages).
 				id, isIdent := en.Value.(*ast.Ident)
 				if !isIdent {
-					dg := c.errorf(diag.WrongType, diag.RangeOf(d.file, en.Value), "an arm's stage is the name of a stage of the experiment's train")
+					dg := c.errorf(diag.CodeWrongType, diag.RangeOf(d.file, en.Value), "an arm's stage is the name of a stage of the experiment's train")
 					dg.Suggestion = "write `stage = NAME`"
 					continue
 				}
 				if dup := findOverride(*out, path); dup != nil {
-					dg := c.errorf(diag.DuplicateKey, diag.RangeOf(d.file, en.Key), "`%s` is overridden twice", path)
-					dg.Notes = append(dg.Notes, "first overridden at "+dup.where)
+					dg := c.errorf(diag.CodeDuplicateKey, diag.RangeOf(d.file, en.Key), "`%s` is overridden twice", path)
+					dg.Label(dup.key, "first overridden here")
 					continue
 				}
-				*out = append(*out, override{path: path, value: id.Name, where: fmt.Sprintf("%s:%s", d.file, en.Key.Pos()), at: id})
+				*out = append(*out, override{path: path, value: id.Name, where: fmt.Sprintf("%s:%s", d.file, en.Key.Pos()), key: diag.RangeOf(d.file, en.Key), at: id})
 				continue
 			}
 			spec := targets[path]
 			if spec == nil {
-				dg := c.errorf(diag.UnknownOverride, diag.RangeOf(d.file, en.Key), "an experiment cannot override `%s`: no model or train key has that path", path)
+				dg := c.errorf(diag.CodeUnknownOverride, diag.RangeOf(d.file, en.Key), "an experiment cannot override `%s`: no model or train key has that path", path)
 				dg.Suggestion = didYouMean(path, order)
 				continue
 			}
 			if dup := findOverride(*out, path); dup != nil {
-				dg := c.errorf(diag.DuplicateKey, diag.RangeOf(d.file, en.Key), "`%s` is overridden twice", path)
-				dg.Notes = append(dg.Notes, "first overridden at "+dup.where)
+				dg := c.errorf(diag.CodeDuplicateKey, diag.RangeOf(d.file, en.Key), "`%s` is overridden twice", path)
+				dg.Label(dup.key, "first overridden here")
 				continue
 			}
 			one := &blockSpec{kind: "override", keys: []*keySpec{spec}}
 			s := newScope("experiment "+d.name+"."+strings.TrimSuffix(prefix, "."), one, d.file, en.Key,
 				map[string]*entry{spec.name: {key: spec.name, keyNode: en.Key, expr: en.Value, file: d.file, source: program.Written}}, nil)
 			if v, ok := c.r.get(s, spec.name); ok {
-				*out = append(*out, override{path: path, value: v.String(), where: s.entries[spec.name].where()})
+				*out = append(*out, override{path: path, value: v.String(), where: s.entries[spec.name].where(), key: diag.RangeOf(d.file, en.Key)})
 			}
 		}
 	}
@@ -277,18 +278,18 @@ func findOverride(list []override, path string) *override {
 // seed twice (a repeat would only rerun the same numbers).
 func (c *checker) checkSeeds(s *scope, v value) {
 	if len(v.list) == 0 {
-		dg := c.errorf(diag.OutOfRange, s.rangeOf("seeds"), "seeds is empty: an experiment needs at least one run per arm")
+		dg := c.errorf(diag.CodeOutOfRange, s.rangeOf("seeds"), "seeds is empty: an experiment needs at least one run per arm")
 		dg.Suggestion = "write `seeds = [1]`"
 		return
 	}
 	seen := map[string]bool{}
 	for _, e := range v.list {
 		if e.num.Sign() < 0 {
-			c.errorf(diag.OutOfRange, s.rangeOf("seeds"), "seed %s is negative", e)
+			c.errorf(diag.CodeOutOfRange, s.rangeOf("seeds"), "seed %s is negative", e)
 			return
 		}
 		if seen[e.String()] {
-			c.errorf(diag.OutOfRange, s.rangeOf("seeds"), "seed %s is listed twice", e)
+			c.errorf(diag.CodeOutOfRange, s.rangeOf("seeds"), "seed %s is listed twice", e)
 			return
 		}
 		seen[e.String()] = true
@@ -309,6 +310,6 @@ func (c *checker) checkArmStage(file string, ex *program.Experiment, written []o
 		}
 		names = append(names, st.Name)
 	}
-	dg := c.errorf(diag.UnknownExperimentRef, diag.RangeOf(file, o.at), "train %s has no stage `%s`", ex.Train, o.value)
+	dg := c.errorf(diag.CodeUnknownExperimentRef, diag.RangeOf(file, o.at), "train %s has no stage `%s`", ex.Train, o.value)
 	dg.Suggestion = didYouMean(o.value, names)
 }

@@ -61,11 +61,11 @@ func (c *checker) validateRopeScaling(s *scope, m *program.Model) {
 				}
 			}
 		}
-		d := c.errorf(diag.BadRopeScaling, s.rangeOf(k), "%s has no effect with rope_scaling = %s", k, kind)
+		d := c.errorf(diag.CodeBadRopeScaling, s.rangeOf(k), "%s has no effect with rope_scaling = %s", k, kind)
 		d.Suggestion = fmt.Sprintf("set rope_scaling = %s, or remove %s", strings.Join(users, " | "), k)
 	}
 	if kind != "none" && m.Position != program.Rotary {
-		d := c.errorf(diag.BadRopeScaling, s.rangeOf("rope_scaling"), "rope_scaling = %s scales rotary positions, but position = %s", kind, m.Position)
+		d := c.errorf(diag.CodeBadRopeScaling, s.rangeOf("rope_scaling"), "rope_scaling = %s scales rotary positions, but position = %s", kind, m.Position)
 		d.Suggestion = "use position = rotary, or remove rope_scaling"
 	}
 	if rs := m.RopeScaling; rs != nil && rs.Type == program.RopeLongrope {
@@ -75,15 +75,15 @@ func (c *checker) validateRopeScaling(s *scope, m *program.Model) {
 		}
 		for _, k := range []string{"rope_short_factor", "rope_long_factor"} {
 			if !s.written(k) {
-				d := c.errorf(diag.BadRopeScaling, s.rangeOf("rope_scaling"), "rope_scaling = longrope needs %s: one factor per rotated pair (%d)", k, pairs)
+				d := c.errorf(diag.CodeBadRopeScaling, s.rangeOf("rope_scaling"), "rope_scaling = longrope needs %s: one factor per rotated pair (%d)", k, pairs)
 				d.Suggestion = "copy short_factor and long_factor from the model's rope_scaling"
 			} else if n := len(s.floats(k)); pairs > 0 && int64(n) != pairs {
-				c.errorf(diag.BadRopeScaling, s.rangeOf(k), "%s has %d factors; the rotary head has %d pairs", k, n, pairs)
+				c.errorf(diag.CodeBadRopeScaling, s.rangeOf(k), "%s has %d factors; the rotary head has %d pairs", k, n, pairs)
 			}
 		}
 	}
 	if rs := m.RopeScaling; rs != nil && rs.Type == program.RopeLlama3 && rs.HighFreqFactor <= rs.LowFreqFactor {
-		d := c.errorf(diag.BadRopeScaling, s.rangeOf("rope_high_freq_factor"), "rope_high_freq_factor (%g) must exceed rope_low_freq_factor (%g): the smooth band between them would be empty", rs.HighFreqFactor, rs.LowFreqFactor)
+		d := c.errorf(diag.CodeBadRopeScaling, s.rangeOf("rope_high_freq_factor"), "rope_high_freq_factor (%g) must exceed rope_low_freq_factor (%g): the smooth band between them would be empty", rs.HighFreqFactor, rs.LowFreqFactor)
 		d.Suggestion = "use Llama 3.1's values, rope_low_freq_factor = 1 and rope_high_freq_factor = 4"
 	}
 }

@@ -291,7 +291,7 @@ func newSchema() *schema {
 	add(&blockSpec{kind: "attention", keys: []*keySpec{
 		atMost(maxHeads, whyHeads, required(integer("heads", "", positive, "query heads"))),
 		atMost(maxHeads, whyHeads, integer("kv_heads", "heads", positive, "key/value heads")),
-		{name: "head_dim", typ: keyType{kind: tyInt}, def: "d_model / heads", limit: positive, defCode: diag.HeadsDivide, doc: "per-head dimension"},
+		{name: "head_dim", typ: keyType{kind: tyInt}, def: "d_model / heads", limit: positive, defCode: diag.CodeHeadsDivide, doc: "per-head dimension"},
 		integer("q_lora_rank", "0", nonNegative, "MLA query low rank"),
 		integer("kv_lora_rank", "0", nonNegative, "MLA key/value latent rank"),
 		integer("qk_nope_head_dim", "0", nonNegative, "MLA non-rotary query/key dim"),
@@ -395,7 +395,7 @@ func newSchema() *schema {
 		float("clip", "1.0", nonNegative, "gradient-norm clip (0 = none)"),
 	}}
 	zero := &blockSpec{kind: "zero", positional: []string{"stage", "offload"}, keys: []*keySpec{
-		{name: "stage", typ: keyType{kind: tyInt}, def: "1", oneOf: []int64{0, 1, 2, 3}, rangeCode: diag.BadMemory, doc: "ZeRO stage"},
+		{name: "stage", typ: keyType{kind: tyInt}, def: "1", oneOf: []int64{0, 1, 2, 3}, rangeCode: diag.CodeBadMemory, doc: "ZeRO stage"},
 		enum("offload", "none", []string{"none", "cpu", "nvme"}, "where optimizer states live"),
 	}}
 	unified := &blockSpec{kind: "unified_cache", positional: []string{"page", "eviction"}, keys: []*keySpec{

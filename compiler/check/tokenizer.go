@@ -19,10 +19,10 @@ func (c *checker) resolveTokenizer(t *program.Train, s *scope) {
 	v := s.str("tokenizer")
 	switch {
 	case strings.TrimSpace(v) == "":
-		d := c.errorf(diag.BadTokenizer, r, "tokenizer is empty")
+		d := c.errorf(diag.CodeBadTokenizer, r, "tokenizer is empty")
 		d.Suggestion = `write "bytes" (each byte a token), or the path of a Hugging Face tokenizer.json`
 	case strings.EqualFold(v, program.TokenizerBytes) && v != program.TokenizerBytes:
-		d := c.errorf(diag.BadTokenizer, r, "tokenizer %q: byte-level tokens are written \"bytes\"", v)
+		d := c.errorf(diag.CodeBadTokenizer, r, "tokenizer %q: byte-level tokens are written \"bytes\"", v)
 		d.Suggestion = `write "bytes"`
 	case v != program.TokenizerBytes:
 		t.Tokenizer = v

@@ -48,13 +48,13 @@ func (c *checker) resolveTrains() {
 		s := newScope(path, d.spec, d.file, d.block.Name, fb.entries, nil)
 		s.incomplete = d.block.Broken
 		d.scope = s
-		model := c.lookupDecl("model", d.name, diag.UnknownModel, d.file, d.block.Name, path)
+		model := c.lookupDecl("model", d.name, diag.CodeUnknownModel, d.file, d.block.Name, path)
 		if model != nil && model.scope != nil {
 			s.links["model"] = model.scope
 		}
 		var cluster *decl
 		if d.block.On != nil {
-			cluster = c.lookupDecl("cluster", d.block.On.Name, diag.UnknownCluster, d.file, d.block.On, path)
+			cluster = c.lookupDecl("cluster", d.block.On.Name, diag.CodeUnknownCluster, d.file, d.block.On, path)
 			if cluster != nil && cluster.scope != nil {
 				s.links["cluster"] = cluster.scope
 			}
@@ -92,14 +92,14 @@ func (c *checker) resolveTrains() {
 			}
 			if t.Memory.Offload == "nvme" && cluster != nil && cluster.scope != nil && ok(cluster.scope, "nvme") &&
 				cluster.scope.i64("nvme") == 0 {
-				dg := c.errorf(diag.BadMemory, s.rangeOf("memory"), "offload = nvme, but cluster %s has no nvme", cluster.name)
+				dg := c.errorf(diag.CodeBadMemory, s.rangeOf("memory"), "offload = nvme, but cluster %s has no nvme", cluster.name)
 				dg.Suggestion = "add `nvme = 4TB` to the cluster, or offload = cpu"
 			}
 		}
 		t.Memory.Recompute = program.Recompute(s.str("recompute"))
 		if ok(s, "tokens_per_batch", "seq_len") && t.SeqLen > 0 && t.TokensPerBatch%t.SeqLen != 0 {
 			n := t.TokensPerBatch / t.SeqLen
-			dg := c.r.diags.Warnf(diag.PartialBatch, s.rangeOf("tokens_per_batch"), "tokens_per_batch (%d) is not a whole number of sequences of seq_len %d", t.TokensPerBatch, t.SeqLen)
+			dg := c.r.diags.Warnf(diag.CodePartialBatch, s.rangeOf("tokens_per_batch"), "tokens_per_batch (%d) is not a whole number of sequences of seq_len %d", t.TokensPerBatch, t.SeqLen)
 			dg.Notes = append(dg.Notes, fmt.Sprintf("a batch holds whole sequences: %d x %d = %d tokens", n, t.SeqLen, n*t.SeqLen))
 			dg.Suggestion = fmt.Sprintf("write %d * %d or %d * %d", n, t.SeqLen, n+1, t.SeqLen)
 		}
@@ -108,7 +108,7 @@ func (c *checker) resolveTrains() {
 			// the batch holds: a different batch, tokens per step and schedule.
 			m := int64(t.MicroBatch)
 			accum := (seqs + m - 1) / m
-			dg := c.r.diags.Warnf(diag.RaggedMicroBatch, s.rangeOf("micro_batch"), "micro_batch (%d) does not divide the %d sequences of a batch", t.MicroBatch, seqs)
+			dg := c.r.diags.Warnf(diag.CodeRaggedMicroBatch, s.rangeOf("micro_batch"), "micro_batch (%d) does not divide the %d sequences of a batch", t.MicroBatch, seqs)
 			dg.Notes = append(dg.Notes, fmt.Sprintf("a step runs whole micro-batches: %d x %d = %d sequences, not %d", accum, m, accum*m, seqs))
 			dg.Suggestion = "use a micro_batch that divides " + fmt.Sprint(seqs) + divisorsNote(seqs)
 		}
@@ -135,8 +135,8 @@ func (c *checker) resolveStages(d *decl, train *scope, blocks []*ast.Block, mode
 			continue
 		}
 		if prev := byName[b.Name.Name]; prev != nil {
-			dg := c.errorf(diag.DuplicateDecl, diag.RangeOf(d.file, b.Name), "stage %s is declared twice in train %s", b.Name.Name, d.name)
-			dg.Notes = append(dg.Notes, "first declared at "+fmt.Sprintf("%s:%s", d.file, prev.block.Name.Pos()))
+			dg := c.errorf(diag.CodeDuplicateDecl, diag.RangeOf(d.file, b.Name), "stage %s is declared twice in train %s", b.Name.Name, d.name)
+			dg.Label(diag.RangeOf(d.file, prev.block.Name), "first declared here")
 			continue
 		}
 		fb := newFlatBlock()
@@ -153,7 +153,7 @@ func (c *checker) resolveStages(d *decl, train *scope, blocks []*ast.Block, mode
 	for _, st := range stages {
 		if f := st.block.From; f != nil {
 			if st.from = byName[f.Name]; st.from == nil {
-				dg := c.errorf(diag.UnknownFromStage, diag.RangeOf(d.file, f), "stage %s starts from unknown stage `%s`", st.block.Name.Name, f.Name)
+				dg := c.errorf(diag.CodeUnknownFromStage, diag.RangeOf(d.file, f), "stage %s starts from unknown stage `%s`", st.block.Name.Name, f.Name)
 				dg.Suggestion = didYouMean(f.Name, names)
 			}
 		}
@@ -182,7 +182,7 @@ func (c *checker) resolveStages(d *decl, train *scope, blocks []*ast.Block, mode
 	if last := lastLeaf(ordered); last != nil && model != nil && model.scope != nil {
 		if moe := model.scope.sections["moe"]; moe != nil && ok(moe, "experts") && ok(last.scope, "experts") &&
 			moe.i64("experts") != last.scope.i64("experts") {
-			dg := c.r.diags.Warnf(diag.LastStageSize, diag.RangeOf(d.file, last.block.Name), "the last stage %s ends with %d experts, but model %s has moe.experts = %d",
+			dg := c.r.diags.Warnf(diag.CodeLastStageSize, diag.RangeOf(d.file, last.block.Name), "the last stage %s ends with %d experts, but model %s has moe.experts = %d",
 				last.block.Name.Name, last.scope.i64("experts"), model.name, moe.i64("experts"))
 			dg.Notes = append(dg.Notes, "the model's moe.experts is the size it is counted, planned and served at")
 		}
@@ -217,7 +217,7 @@ func (c *checker) findStageCycles(d *decl, stages []*stageInfo) {
 				names = append(names, l.block.Name.Name)
 			}
 			names = append(names, cur.block.Name.Name)
-			dg := c.errorf(diag.StageCycle, diag.RangeOf(d.file, loop[0].block.From), "stages start from each other in a cycle: %s", strings.Join(names, " from "))
+			dg := c.errorf(diag.CodeStageCycle, diag.RangeOf(d.file, loop[0].block.From), "stages start from each other in a cycle: %s", strings.Join(names, " from "))
 			dg.Suggestion = "one stage must start the curriculum without `from`"
 		}
 		for _, w := range walk {
@@ -288,24 +288,24 @@ func (c *checker) checkStage(st *stageInfo, model *decl) *program.Stage {
 		prev := st.from.scope.int("experts")
 		switch {
 		case out.Experts < prev:
-			dg := c.errorf(diag.ExpertsShrink, s.rangeOf("experts"), "stage %s has %d experts, fewer than the %d of stage %s it starts from", out.Name, out.Experts, prev, out.From)
+			dg := c.errorf(diag.CodeExpertsShrink, s.rangeOf("experts"), "stage %s has %d experts, fewer than the %d of stage %s it starts from", out.Name, out.Experts, prev, out.From)
 			dg.Suggestion = "experts can only grow along a curriculum"
 		case out.Experts > prev && !s.written("grow"):
-			dg := c.errorf(diag.GrowMissing, nameRange, "stage %s grows experts from %d to %d but says not how", out.Name, prev, out.Experts)
+			dg := c.errorf(diag.CodeGrowMissing, nameRange, "stage %s grows experts from %d to %d but says not how", out.Name, prev, out.Experts)
 			dg.Suggestion = "add `grow = copy(noise = 0.01)` or `grow = random`"
 		}
 	}
 	if model != nil && model.scope != nil && model.scope.sections["moe"] == nil && ok(s, "experts") && out.Experts > 1 {
-		dg := c.errorf(diag.StageExpertsOnDense, s.rangeOf("experts"), "stage %s has %d experts, but model %s has no moe block", out.Name, out.Experts, model.name)
+		dg := c.errorf(diag.CodeStageExpertsOnDense, s.rangeOf("experts"), "stage %s has %d experts, but model %s has no moe block", out.Name, out.Experts, model.name)
 		dg.Suggestion = "add a `moe { experts = ... }` block to the model"
 	}
 	if ok(s, "top_k", "experts") && out.TopK > out.Experts {
-		dg := c.errorf(diag.StageTopK, s.rangeOf("top_k"), "stage %s routes each token to %d experts but has only %d", out.Name, out.TopK, out.Experts)
+		dg := c.errorf(diag.CodeStageTopK, s.rangeOf("top_k"), "stage %s routes each token to %d experts but has only %d", out.Name, out.TopK, out.Experts)
 		dg.Suggestion = fmt.Sprintf("use top_k <= %d", out.Experts)
 	}
 	// A stage cut short by a syntax error may have lost the budget it wrote.
 	if ok(s, "tokens", "steps") && out.Tokens == 0 && out.Steps == 0 && !st.block.Broken {
-		dg := c.errorf(diag.NoBudget, nameRange, "stage %s has no budget", out.Name)
+		dg := c.errorf(diag.CodeNoBudget, nameRange, "stage %s has no budget", out.Name)
 		dg.Suggestion = "add `tokens = 100M` (or `steps = ...`)"
 	}
 	return out
@@ -320,7 +320,7 @@ func (c *checker) checkLearnedLength(model *decl, s *scope, key string, length i
 	if m == nil || m.Position != program.Learned || !s.written(key) || !ok(model.scope, "max_position") || !ok(s, key) || length <= m.MaxPosition {
 		return
 	}
-	dg := c.errorf(diag.ShortPositionTable, s.rangeOf(key), "%s %d exceeds model %s's learned position table (max_position = %d)", key, length, m.Name, m.MaxPosition)
+	dg := c.errorf(diag.CodeShortPositionTable, s.rangeOf(key), "%s %d exceeds model %s's learned position table (max_position = %d)", key, length, m.Name, m.MaxPosition)
 	dg.Suggestion = fmt.Sprintf("use %s <= %d, or raise the model's max_position", key, m.MaxPosition)
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/moec-dev/moec/compiler/check"
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/internal/human"
+	"github.com/moec-dev/moec/lang/diag"
 )
 
 // loadSource checks one .moe source held in memory.
@@ -163,7 +164,7 @@ func TestNoFitSuggestionsAgree(t *testing.T) {
 		t.Fatalf("expected no fit, got a plan: %+v", p)
 	}
 	d := ds[0]
-	all := append([]string{d.Message, d.Suggestion}, d.Notes...)
+	all := append([]string{d.Summary, d.Suggestion}, d.Notes...)
 	text := strings.Join(all, "\n")
 	if regexp.MustCompile(`over by \d+ bytes`).MatchString(text) {
 		t.Errorf("overflow in raw bytes next to human sizes: %s", text)
@@ -209,8 +210,8 @@ func TestMemoryOptions(t *testing.T) {
 	prog := loadSource(t, tinyCPU("16GiB"))
 	tr := prog.Trains["tiny"]
 	_, ds := ForStage(prog, tr, tr.Stages[0], Options{Memory: "zero9"})
-	if len(ds) != 1 || ds[0].Code != CodeOptions || !ds[0].Range.Start.IsValid() {
-		t.Fatalf("zero9: want one positioned %s, got %v", CodeOptions, ds)
+	if len(ds) != 1 || ds[0].Code != diag.CodePlanOptions || !ds[0].Subject.Start.IsValid() {
+		t.Fatalf("zero9: want one positioned %s, got %v", diag.CodePlanOptions, ds)
 	}
 	if want := "use one of " + strings.Join(opts, ", "); ds[0].Suggestion != want {
 		t.Errorf("suggestion %q, want %q", ds[0].Suggestion, want)

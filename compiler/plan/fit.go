@@ -8,19 +8,6 @@ import (
 	"github.com/moec-dev/moec/lang/diag"
 )
 
-// Diagnostic codes of the planner (registered in lang/diag/codes_plan.go).
-const (
-	CodeNoFit      diag.Code = "E0501"
-	CodeBatch      diag.Code = "E0502"
-	CodeUnresolved diag.Code = "E0503"
-	CodeOptions    diag.Code = "E0504"
-	CodeNoLayout   diag.Code = "E0505"
-	CodeServeNoFit diag.Code = "E0506"
-	CodeLocal      diag.Code = "E0507"
-	CodeDevice     diag.Code = "E0508"
-	CodeInternal   diag.Code = "E0599"
-)
-
 // maxGrowth bounds the what-if search for "how many nodes would fit".
 const maxGrowth = 64
 
@@ -29,12 +16,12 @@ const maxGrowth = 64
 func (s *trainSetup) noFit(ds *diag.List, res result) {
 	e, sp := s.env, s.space
 	if res.miss == nil {
-		ds.Errorf(CodeNoLayout, s.at, "no parallel layout of %s stage %s divides the model on %d devices (tensor parallelism must divide the heads and stay in a node, pipeline stages the %d layers, data parallelism the batch of %d sequences)",
+		ds.Errorf(diag.CodeNoLayout, s.at, "no parallel layout of %s stage %s divides the model on %d devices (tensor parallelism must divide the heads and stay in a node, pipeline stages the %d layers, data parallelism the batch of %d sequences)",
 			s.train.Name, s.stage.Name, sp.budget, len(e.w.layers), e.w.sequences)
 		return
 	}
 	m := res.miss
-	d := ds.Errorf(CodeNoFit, s.at, "%s stage %s does not fit %d × %s: the closest layout (%s) %s",
+	d := ds.Errorf(diag.CodeNoFit, s.at, "%s stage %s does not fit %d × %s: the closest layout (%s) %s",
 		s.train.Name, s.stage.Name, sp.budget, s.cluster.Device.Name, layoutText(m.l), overflowText(m))
 	fixes := s.fixes()
 	if len(fixes) > 0 {

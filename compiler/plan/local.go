@@ -91,11 +91,11 @@ func LocalWith(prog *program.Program, train *program.Train, stage *program.Stage
 	defer func() {
 		if r := recover(); r != nil {
 			p = nil
-			ds.Errorf(CodeInternal, rangeOf(train.Decl), "internal error planning %s stage %s locally: %v", train.Name, stage.Name, r)
+			ds.Errorf(diag.CodeInternalPlanError, rangeOf(train.Decl), "internal error planning %s stage %s locally: %v", train.Name, stage.Name, r)
 		}
 	}()
 	if ranks < 1 {
-		ds.Errorf(CodeLocal, rangeOf(train.Decl), "local plan for %d ranks: need at least one", ranks)
+		ds.Errorf(diag.CodeLocalLayout, rangeOf(train.Decl), "local plan for %d ranks: need at least one", ranks)
 		return nil, ds
 	}
 	local := *prog
@@ -127,7 +127,7 @@ func LocalWith(prog *program.Program, train *program.Train, stage *program.Stage
 	}
 	tp, pp := max(o.TP, 1), max(o.PP, 1)
 	if ranks%(tp*pp) != 0 {
-		ds.Errorf(CodeLocal, s.at, "%s stage %s: %d local ranks are not a multiple of tp %d × pp %d", train.Name, stage.Name, ranks, tp, pp)
+		ds.Errorf(diag.CodeLocalLayout, s.at, "%s stage %s: %d local ranks are not a multiple of tp %d × pp %d", train.Name, stage.Name, ranks, tp, pp)
 		return nil, ds
 	}
 	dp := ranks / (tp * pp)
@@ -138,13 +138,13 @@ func LocalWith(prog *program.Program, train *program.Train, stage *program.Stage
 	}
 	if o.EP > 0 {
 		if dp%o.EP != 0 || s.env.w.experts%o.EP != 0 && o.EP > 1 {
-			ds.Errorf(CodeLocal, s.at, "%s stage %s: expert-parallel size %d must divide the %d data-parallel ranks and the %d experts", train.Name, stage.Name, o.EP, dp, s.env.w.experts)
+			ds.Errorf(diag.CodeLocalLayout, s.at, "%s stage %s: expert-parallel size %d must divide the %d data-parallel ranks and the %d experts", train.Name, stage.Name, o.EP, dp, s.env.w.experts)
 			return nil, ds
 		}
 		sp.ep = o.EP
 	}
 	if o.Cache != nil && (o.Cache.Budget <= 0 || o.Cache.Page <= 0) {
-		ds.Errorf(CodeLocal, s.at, "%s stage %s: the unified cache needs a positive device budget and page size", train.Name, stage.Name)
+		ds.Errorf(diag.CodeLocalLayout, s.at, "%s stage %s: the unified cache needs a positive device budget and page size", train.Name, stage.Name)
 		return nil, ds
 	}
 	refused := ""
@@ -159,7 +159,7 @@ func LocalWith(prog *program.Program, train *program.Train, stage *program.Stage
 			micro = int(min(max(s.env.w.sequences, 1), 8))
 		}
 		if micro%dp != 0 {
-			ds.Errorf(CodeLocal, s.at, "%s stage %s: %d data-parallel ranks do not divide the micro-batch of %d sequences; each runs an equal slice of it",
+			ds.Errorf(diag.CodeLocalLayout, s.at, "%s stage %s: %d data-parallel ranks do not divide the micro-batch of %d sequences; each runs an equal slice of it",
 				train.Name, stage.Name, dp, micro).Suggestion = "use a number of ranks that divides micro_batch"
 			return nil, ds
 		}
@@ -167,11 +167,11 @@ func LocalWith(prog *program.Program, train *program.Train, stage *program.Stage
 		// A model no CPU runtime can build (the parameter walker refuses it) gets no
 		// prediction for buffers that will never exist.
 		if _, err := s.env.w.model.Dims(); err != nil {
-			ds.Errorf(CodeLocal, s.at, "%s stage %s: the CPU runtime cannot run this model: %v", train.Name, stage.Name, err)
+			ds.Errorf(diag.CodeLocalLayout, s.at, "%s stage %s: the CPU runtime cannot run this model: %v", train.Name, stage.Name, err)
 			return nil, ds
 		}
 		if _, err := params.Walk(s.env.w.model); err != nil {
-			ds.Errorf(CodeLocal, s.at, "%s stage %s: the CPU runtime cannot run this model: %v", train.Name, stage.Name, err)
+			ds.Errorf(diag.CodeLocalLayout, s.at, "%s stage %s: the CPU runtime cannot run this model: %v", train.Name, stage.Name, err)
 			return nil, ds
 		}
 		// Step programs lower every recompute mode (full: each layer's forward again
@@ -190,7 +190,7 @@ func LocalWith(prog *program.Program, train *program.Train, stage *program.Stage
 				cache: o.StepCache, sequenceParallel: o.SequenceParallel,
 				recompute: recompute, lowered: map[ParallelLayout]*loweredMemory{}}
 		case tp > 1 || pp > 1:
-			ds.Errorf(CodeLocal, s.at, "%s stage %s: the step program does not lower %s at tp %d × pp %d, so no CPU rank can run this layout", train.Name, stage.Name, refused, tp, pp)
+			ds.Errorf(diag.CodeLocalLayout, s.at, "%s stage %s: the step program does not lower %s at tp %d × pp %d, so no CPU rank can run this layout", train.Name, stage.Name, refused, tp, pp)
 			return nil, ds
 		}
 	}
@@ -202,12 +202,12 @@ func LocalWith(prog *program.Program, train *program.Train, stage *program.Stage
 	if res.best == nil {
 		switch {
 		case s.env.cpu != nil && s.env.cpu.lowerErr != nil:
-			ds.Errorf(CodeLocal, s.at, "%s stage %s on %d local ranks: %v", train.Name, stage.Name, ranks, s.env.cpu.lowerErr)
+			ds.Errorf(diag.CodeLocalLayout, s.at, "%s stage %s on %d local ranks: %v", train.Name, stage.Name, ranks, s.env.cpu.lowerErr)
 		case res.miss != nil:
-			ds.Errorf(CodeLocal, s.at, "%s stage %s does not fit %d local ranks: %s", train.Name, stage.Name, ranks, overflowText(res.miss)).
+			ds.Errorf(diag.CodeLocalLayout, s.at, "%s stage %s does not fit %d local ranks: %s", train.Name, stage.Name, ranks, overflowText(res.miss)).
 				Suggestion = "lower micro_batch or seq_len, or use fewer ranks"
 		default:
-			d := ds.Errorf(CodeLocal, s.at, "%s stage %s: %d local ranks cannot run the batch of %d sequences as equal whole micro-batches", train.Name, stage.Name, ranks, s.env.w.sequences)
+			d := ds.Errorf(diag.CodeLocalLayout, s.at, "%s stage %s: %d local ranks cannot run the batch of %d sequences as equal whole micro-batches", train.Name, stage.Name, ranks, s.env.w.sequences)
 			if train.MicroBatch > 0 {
 				d.Notes = append(d.Notes, fmt.Sprintf("micro_batch = %d per rank: ranks × micro_batch × grad_accum must be %d", train.MicroBatch, s.env.w.sequences))
 			}

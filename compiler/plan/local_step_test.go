@@ -6,6 +6,7 @@ import (
 
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/step"
+	"github.com/moec-dev/moec/lang/diag"
 )
 
 // TestLocalMemoryIsTheStepProgram: a local plan's per-rank bytes are the memory plans of
@@ -73,7 +74,7 @@ func TestLocalWhatStepProgramsDoNotLower(t *testing.T) {
 	prog = loadSource(t, strings.Replace(tinyCPU("16GiB"), "attention { heads = 4 }", "attention { heads = 4; talking_heads = true }", 1))
 	tr = prog.Trains[prog.TrainOrder[0]]
 	p, ds = LocalWith(prog, tr, tr.Stages[0], 2, LocalOptions{TP: 2})
-	if p != nil || len(ds) == 0 || ds[0].Code != CodeLocal || !strings.Contains(ds[0].Message, "does not lower talking heads") {
+	if p != nil || len(ds) == 0 || ds[0].Code != diag.CodeLocalLayout || !strings.Contains(ds[0].Summary, "does not lower talking heads") {
 		t.Errorf("talking heads at tp 2: plan %v, diagnostics %v; want E0507 naming talking heads", p != nil, ds)
 	}
 }

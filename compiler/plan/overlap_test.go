@@ -9,6 +9,7 @@ import (
 
 	"github.com/moec-dev/moec/compiler/check"
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/lang/diag"
 )
 
 // goldenInput loads the program of a testdata archive's `-- input.moe --`.
@@ -122,8 +123,8 @@ func TestDelayedUpdate(t *testing.T) {
 	}
 	for _, mem := range []string{"zero2", "zero3"} {
 		_, ds := ForStage(prog, tr, st, Options{DelayedUpdate: true, Memory: mem})
-		if len(ds) != 1 || ds[0].Code != CodeOptions || ds[0].Range.File != "input.moe" || !ds[0].Range.Start.IsValid() ||
-			!strings.Contains(ds[0].Message, "delayed") {
+		if len(ds) != 1 || ds[0].Code != diag.CodePlanOptions || ds[0].Subject.File != "input.moe" || !ds[0].Subject.Start.IsValid() ||
+			!strings.Contains(ds[0].Summary, "delayed") {
 			t.Errorf("delayed update with %s: want one positioned E0504, got %v", mem, ds)
 		}
 	}

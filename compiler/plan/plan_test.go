@@ -65,12 +65,12 @@ func TestNothingFits(t *testing.T) {
 		t.Fatalf("want one diagnostic and no plan, got %v", ds)
 	}
 	d := ds[0]
-	if d.Code != CodeNoFit || d.Range.File != "h.moe" || d.Range.Start.Line != 40 {
+	if d.Code != diag.CodeNoFit || d.Subject.File != "h.moe" || d.Subject.Start.Line != 40 {
 		t.Errorf("diagnostic %v: want E0501 at h.moe:40", d)
 	}
 	for _, want := range []string{"gpu per device needs", "over by", "largest component optimizer states"} {
-		if !strings.Contains(d.Message, want) {
-			t.Errorf("message %q lacks %q", d.Message, want)
+		if !strings.Contains(d.Summary, want) {
+			t.Errorf("message %q lacks %q", d.Summary, want)
 		}
 	}
 	if !strings.Contains(d.Suggestion, "nodes") && !strings.Contains(d.Suggestion, "memory =") {
@@ -110,7 +110,7 @@ func TestOptions(t *testing.T) {
 		t.Errorf("objective time (%d GPUs) should use at least as many GPUs and be as fast as objective gpus (%d)", fast.GPUs, p.GPUs)
 	}
 	for _, bad := range []Options{{Memory: "zero9"}, {Objective: "speed"}, {GPUs: -1}} {
-		if _, ds := ForStage(prog, tr, st, bad); len(ds) == 0 || ds[0].Code != CodeOptions {
+		if _, ds := ForStage(prog, tr, st, bad); len(ds) == 0 || ds[0].Code != diag.CodePlanOptions {
 			t.Errorf("%+v: want E0504, got %v", bad, ds)
 		}
 	}
@@ -154,7 +154,7 @@ func TestLocalPlacement(t *testing.T) {
 			t.Errorf("%v: components sum to %d, predicted %d", r, sum, r.Predicted)
 		}
 	}
-	if _, ds := Local(prog, tr, st, 0); len(ds) == 0 || ds[0].Code != CodeLocal {
+	if _, ds := Local(prog, tr, st, 0); len(ds) == 0 || ds[0].Code != diag.CodeLocalLayout {
 		t.Errorf("zero ranks: want E0507, got %v", ds)
 	}
 }
@@ -181,7 +181,7 @@ func TestLocalRefusesWhatTheRuntimeRefuses(t *testing.T) {
 			tc.change(&m)
 			prog.Models[tr.Model] = &m
 			p, ds := Local(prog, tr, tr.Stages[len(tr.Stages)-1], 2)
-			if p != nil || len(ds) == 0 || ds[0].Code != CodeLocal || !strings.Contains(ds[0].Message, tc.want) {
+			if p != nil || len(ds) == 0 || ds[0].Code != diag.CodeLocalLayout || !strings.Contains(ds[0].Summary, tc.want) {
 				t.Errorf("plan %v, diagnostics %v; want E0507 naming %q", p != nil, ds, tc.want)
 			}
 		})
@@ -209,7 +209,7 @@ func TestServeLayouts(t *testing.T) {
 		t.Error("serve report lacks its layout")
 	}
 	sv.Cluster = "nowhere"
-	if _, ds := ForServe(prog, sv, Options{}); len(ds) == 0 || ds[0].Code != CodeUnresolved {
+	if _, ds := ForServe(prog, sv, Options{}); len(ds) == 0 || ds[0].Code != diag.CodeUnresolved {
 		t.Errorf("unknown cluster: want E0503, got %v", ds)
 	}
 }
@@ -288,7 +288,7 @@ func TestRegisteredCodes(t *testing.T) {
 	for _, in := range diag.Registry() {
 		reg[in.Code] = in.Summary != ""
 	}
-	for _, c := range []diag.Code{CodeNoFit, CodeBatch, CodeUnresolved, CodeOptions, CodeNoLayout, CodeServeNoFit, CodeLocal, CodeDevice, CodeInternal} {
+	for _, c := range []diag.Code{diag.CodeNoFit, diag.CodeBatchTooSmall, diag.CodeUnresolved, diag.CodePlanOptions, diag.CodeNoLayout, diag.CodeServeNoFit, diag.CodeLocalLayout, diag.CodeDeviceIncomplete, diag.CodeInternalPlanError} {
 		if !reg[c] {
 			t.Errorf("%s is not registered", c)
 		}
@@ -365,7 +365,7 @@ func TestDeviceWithoutPeak(t *testing.T) {
 	c := prog.Clusters["taiji"]
 	c.Device.PeakFLOPs = map[program.Precision]float64{}
 	tr := prog.Trains["hunyuan"]
-	if _, ds := ForStage(prog, tr, tr.Stages[0], Options{}); len(ds) == 0 || ds[0].Code != CodeDevice {
+	if _, ds := ForStage(prog, tr, tr.Stages[0], Options{}); len(ds) == 0 || ds[0].Code != diag.CodeDeviceIncomplete {
 		t.Errorf("want E0508, got %v", ds)
 	}
 	c.Device.PeakFLOPs = map[program.Precision]float64{program.BF16: 312e12}

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/lang/diag"
 )
 
 // randomProgram draws a small-to-large decoder (dense or MoE) and a cluster.
@@ -46,7 +47,7 @@ func TestPlansFit(t *testing.T) {
 		tr := prog.Trains["m"]
 		p, ds := ForStage(prog, tr, tr.Stages[0], Options{})
 		if p == nil {
-			if len(ds) == 0 || ds[0].Code != CodeNoFit && ds[0].Code != CodeNoLayout {
+			if len(ds) == 0 || ds[0].Code != diag.CodeNoFit && ds[0].Code != diag.CodeNoLayout {
 				t.Fatalf("case %d: no plan and no E0501/E0505 diagnostic: %v", i, ds)
 			}
 			continue

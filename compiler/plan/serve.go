@@ -36,7 +36,7 @@ func ForServe(prog *program.Program, s *program.Serve, opt Options) (p *Plan, ds
 	defer func() {
 		if r := recover(); r != nil {
 			p = nil
-			ds.Errorf(CodeInternal, rangeOf(s.Decl), "internal error planning serve %s: %v", s.Name, r)
+			ds.Errorf(diag.CodeInternalPlanError, rangeOf(s.Decl), "internal error planning serve %s: %v", s.Name, r)
 		}
 	}()
 	ss, ds := setupServe(prog, s, opt)
@@ -45,7 +45,7 @@ func ForServe(prog *program.Program, s *program.Serve, opt Options) (p *Plan, ds
 	}
 	obj, err := objectiveOf(opt.Objective, "gpus")
 	if err != nil {
-		ds.Errorf(CodeOptions, rangeOf(s.Decl), "planning serve %s: %v", s.Name, err).Suggestion = "use time, gpus or cost"
+		ds.Errorf(diag.CodePlanOptions, rangeOf(s.Decl), "planning serve %s: %v", s.Name, err).Suggestion = "use time, gpus or cost"
 		return nil, ds
 	}
 	layouts := []string{"expert", "tensor_pipeline"}
@@ -71,7 +71,7 @@ func ForServe(prog *program.Program, s *program.Serve, opt Options) (p *Plan, ds
 		}
 	}
 	if len(all) == 0 {
-		d := ds.Errorf(CodeServeNoFit, rangeOf(s.Decl), "serve %s: %s does not fit %d × %s in any layout", s.Name, s.Model, ss.budget, ss.cluster.Device.Name)
+		d := ds.Errorf(diag.CodeServeNoFit, rangeOf(s.Decl), "serve %s: %s does not fit %d × %s in any layout", s.Name, s.Model, ss.budget, ss.cluster.Device.Name)
 		if miss != nil {
 			d.Notes = append(d.Notes, "closest: "+serveLayoutText(miss.l)+": "+overflowText(miss))
 		}
@@ -133,7 +133,7 @@ func setupServe(prog *program.Program, s *program.Serve, opt Options) (*serveSet
 	var ds diag.List
 	model, cluster := prog.Models[s.Model], prog.Clusters[s.Cluster]
 	if model == nil || cluster == nil {
-		ds.Errorf(CodeUnresolved, rangeOf(s.Decl), "serve %s: model %q or cluster %q is not declared", s.Name, s.Model, s.Cluster)
+		ds.Errorf(diag.CodeUnresolved, rangeOf(s.Decl), "serve %s: model %q or cluster %q is not declared", s.Name, s.Model, s.Cluster)
 		return nil, ds
 	}
 	if s.Stage != "" {
@@ -151,7 +151,7 @@ func setupServe(prog *program.Program, s *program.Serve, opt Options) (*serveSet
 	}
 	cc, budget, err := budgetCluster(cluster, opt)
 	if err != nil {
-		ds.Errorf(CodeOptions, rangeOf(s.Decl), "planning serve %s: %v", s.Name, err)
+		ds.Errorf(diag.CodePlanOptions, rangeOf(s.Decl), "planning serve %s: %v", s.Name, err)
 		return nil, ds
 	}
 	prec := s.Precision
@@ -169,7 +169,7 @@ func setupServe(prog *program.Program, s *program.Serve, opt Options) (*serveSet
 		expertBytes: a.WeightBytes, denseBytes: a.WeightBytes}
 	if s.Compressed {
 		if ss.model, err = ss.compress(prog.Compresses[s.Model], a.WeightBytes); err != nil {
-			ds.Errorf(CodeOptions, rangeOf(s.Decl), "planning serve %s: %v", s.Name, err)
+			ds.Errorf(diag.CodePlanOptions, rangeOf(s.Decl), "planning serve %s: %v", s.Name, err)
 			return nil, ds
 		}
 	}

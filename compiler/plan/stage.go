@@ -28,7 +28,7 @@ func ForStage(prog *program.Program, train *program.Train, stage *program.Stage,
 	defer func() {
 		if r := recover(); r != nil {
 			p = nil
-			ds.Errorf(CodeInternal, rangeOf(train.Decl), "internal error planning %s stage %s: %v", train.Name, stage.Name, r)
+			ds.Errorf(diag.CodeInternalPlanError, rangeOf(train.Decl), "internal error planning %s stage %s: %v", train.Name, stage.Name, r)
 		}
 	}()
 	if c := prog.Clusters[train.Cluster]; c != nil && c.Device.Name == "cpu" && c.HostMemory > 0 && train.Precision == program.FP32 &&
@@ -94,7 +94,7 @@ func setupTrain(prog *program.Program, train *program.Train, stage *program.Stag
 	}
 	model, cluster := prog.Models[train.Model], prog.Clusters[train.Cluster]
 	if model == nil || cluster == nil {
-		ds.Errorf(CodeUnresolved, rangeOf(train.Decl), "train %s: model %q or cluster %q is not declared", train.Name, train.Model, train.Cluster)
+		ds.Errorf(diag.CodeUnresolved, rangeOf(train.Decl), "train %s: model %q or cluster %q is not declared", train.Name, train.Model, train.Cluster)
 		return nil, ds
 	}
 	shared := cluster.Device.Name == "cpu" && cluster.HostMemory > 0
@@ -109,24 +109,24 @@ func setupTrain(prog *program.Program, train *program.Train, stage *program.Stag
 		seqLen = model.SeqLen
 	}
 	if seqLen <= 0 || train.TokensPerBatch < seqLen {
-		ds.Errorf(CodeBatch, rangeOf(train.Decl), "tokens_per_batch %d is less than one sequence of %d tokens", train.TokensPerBatch, seqLen).
+		ds.Errorf(diag.CodeBatchTooSmall, rangeOf(train.Decl), "tokens_per_batch %d is less than one sequence of %d tokens", train.TokensPerBatch, seqLen).
 			Suggestion = fmt.Sprintf("set tokens_per_batch to a multiple of %d", max(seqLen, 1))
 		return nil, ds
 	}
 	cc, budget, err := budgetCluster(cluster, opt)
 	if err != nil {
-		ds.Errorf(CodeOptions, at, "planning %s stage %s: %v", train.Name, stage.Name, err)
+		ds.Errorf(diag.CodePlanOptions, at, "planning %s stage %s: %v", train.Name, stage.Name, err)
 		return nil, ds
 	}
 	strats, err := strategies(opt.Memory, train.Memory, cc.NVMe > 0)
 	if err != nil {
-		d := ds.Errorf(CodeOptions, at, "planning %s stage %s: %v", train.Name, stage.Name, err)
+		d := ds.Errorf(diag.CodePlanOptions, at, "planning %s stage %s: %v", train.Name, stage.Name, err)
 		d.Suggestion = "use one of " + strings.Join(MemoryOptions(), ", ")
 		return nil, ds
 	}
 	if opt.DelayedUpdate {
 		if strats = delayable(strats); len(strats) == 0 {
-			d := ds.Errorf(CodeOptions, at, "planning %s stage %s: a delayed (one-step-late) parameter update needs optimizer states on the host, and memory strategy %s keeps them all on the GPU",
+			d := ds.Errorf(diag.CodePlanOptions, at, "planning %s stage %s: a delayed (one-step-late) parameter update needs optimizer states on the host, and memory strategy %s keeps them all on the GPU",
 				train.Name, stage.Name, strategyName(opt.Memory, train.Memory))
 			d.Suggestion = "use an offloading strategy (zero1-offload, zero2-offload, zero3-offload, zero3-nvme, unified_cache) or drop the delayed update"
 			return nil, ds
@@ -134,7 +134,7 @@ func setupTrain(prog *program.Program, train *program.Train, stage *program.Stag
 	}
 	obj, err := objectiveOf(opt.Objective, "time")
 	if err != nil {
-		ds.Errorf(CodeOptions, at, "planning %s stage %s: %v", train.Name, stage.Name, err).Suggestion = "use time, gpus or cost"
+		ds.Errorf(diag.CodePlanOptions, at, "planning %s stage %s: %v", train.Name, stage.Name, err).Suggestion = "use time, gpus or cost"
 		return nil, ds
 	}
 	rc := []program.Recompute{program.RecomputeNone, program.RecomputeSelective, program.RecomputeFull}
@@ -142,7 +142,7 @@ func setupTrain(prog *program.Program, train *program.Train, stage *program.Stag
 		rc = []program.Recompute{r}
 	}
 	if d := cc.Device; d.PeakFLOPs[train.Precision] <= 0 && d.PeakFLOPs[program.FP32] <= 0 || d.HBMBandwidth <= 0 {
-		ds.Errorf(CodeDevice, rangeOf(cluster.Decl), "cluster %s: device %s has no peak FLOP/s at %s or no memory bandwidth to plan with",
+		ds.Errorf(diag.CodeDeviceIncomplete, rangeOf(cluster.Decl), "cluster %s: device %s has no peak FLOP/s at %s or no memory bandwidth to plan with",
 			cluster.Name, d.Name, train.Precision).Suggestion = "set peak_flops and hbm_bandwidth in the cluster"
 		return nil, ds
 	}

@@ -16,9 +16,9 @@ func (p *Program) LookupTrain(name string) (*Train, error) {
 		case 1:
 			return p.Trains[p.TrainOrder[0]], nil
 		case 0:
-			return nil, diag.Runtimef(diag.ErrUnknownTrain, "the file has no train block; this needs one (a `train MODEL on CLUSTER { ... }` with its stages)")
+			return nil, diag.Runtimef(diag.CodeUnknownTrain, "the file has no train block; this needs one (a `train MODEL on CLUSTER { ... }` with its stages)")
 		}
-		return nil, diag.Runtimef(diag.ErrUnknownTrain, "the file has %d train blocks (%s); say which with --train", len(p.TrainOrder), strings.Join(p.TrainOrder, ", "))
+		return nil, diag.Runtimef(diag.CodeUnknownTrain, "the file has %d train blocks (%s); say which with --train", len(p.TrainOrder), strings.Join(p.TrainOrder, ", "))
 	}
 	if t, ok := p.Trains[name]; ok {
 		return t, nil
@@ -27,7 +27,7 @@ func (p *Program) LookupTrain(name string) (*Train, error) {
 	if len(p.TrainOrder) > 0 {
 		known = "train blocks: " + strings.Join(p.TrainOrder, ", ")
 	}
-	e := diag.Runtimef(diag.ErrUnknownTrain, "no train block %q (%s)", name, known)
+	e := diag.Runtimef(diag.CodeUnknownTrain, "no train block %q (%s)", name, known)
 	if c, ok := diag.Closest(name, p.TrainOrder); ok {
 		e.Suggestion = fmt.Sprintf("did you mean `%s`?", c)
 	}
@@ -48,9 +48,9 @@ func (t *Train) LookupStage(name string) (*Stage, error) {
 		if len(t.Stages) == 1 {
 			return t.Stages[0], nil
 		}
-		return nil, diag.Runtimef(diag.ErrUnknownStage, "train %s has %d stages (%s); say which with --stage", t.Name, len(names), strings.Join(names, ", "))
+		return nil, diag.Runtimef(diag.CodeUnknownStage, "train %s has %d stages (%s); say which with --stage", t.Name, len(names), strings.Join(names, ", "))
 	}
-	e := diag.Runtimef(diag.ErrUnknownStage, "train %s has no stage %q (stages: %s)", t.Name, name, strings.Join(names, ", "))
+	e := diag.Runtimef(diag.CodeUnknownStage, "train %s has no stage %q (stages: %s)", t.Name, name, strings.Join(names, ", "))
 	if c, ok := diag.Closest(name, names); ok {
 		e.Suggestion = fmt.Sprintf("did you mean `%s`?", c)
 	}

@@ -108,12 +108,12 @@ func TestCacheBudgetTooSmall(t *testing.T) {
 	st := &program.Stage{Name: "moe"}
 	st.Decl.File = "tiny.moe"
 	ds := Diagnose(err, st, "--cache-budget")
-	if len(ds) != 1 || ds[0].Code != CodeCacheBudget || ds[0].Range.File != "tiny.moe" || ds[0].Severity != diag.Error {
+	if len(ds) != 1 || ds[0].Code != diag.CodeCacheBudget || ds[0].Subject.File != "tiny.moe" || ds[0].Severity != diag.Error {
 		t.Fatalf("diagnostics %v", ds)
 	}
 	for _, want := range []string{"layer", "page(s) of 4 KiB", "cannot hold"} {
-		if !strings.Contains(ds[0].Message, want) {
-			t.Errorf("message %q lacks %q", ds[0].Message, want)
+		if !strings.Contains(ds[0].Summary, want) {
+			t.Errorf("message %q lacks %q", ds[0].Summary, want)
 		}
 	}
 	if !strings.Contains(ds[0].Suggestion, "--cache-budget") {

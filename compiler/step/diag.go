@@ -2,16 +2,10 @@ package step
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/lang/diag"
-)
-
-// Codes of the step program's diagnostics.
-const (
-	CodeLayoutDivides diag.Code = "E0509"
-	CodeNotLowered    diag.Code = "E0510"
-	CodeCacheBudget   diag.Code = "E0511"
 )
 
 // Diagnose turns a Lower error into diagnostics positioned at the stage's declaration
@@ -26,11 +20,11 @@ func Diagnose(err error, st *program.Stage, layoutFrom string) diag.List {
 	}
 	var le *LayoutError
 	if !errors.As(err, &le) {
-		ds.Errorf(CodeNotLowered, r, "%v", err)
+		ds.Errorf(diag.CodeNotLowered, r, "%v", err)
 		return ds
 	}
 	for _, p := range le.Problems {
-		d := ds.Errorf(CodeLayoutDivides, r, "the layout %s: %s", layoutFrom, p)
+		d := ds.Errorf(diag.CodeLayoutDivides, r, "the layout %s: %s", layoutFrom, p)
 		if p.Key != "" {
 			d.Notes = append(d.Notes, "the model's "+p.Key+" is what the "+p.Axis+" axis splits")
 		}
@@ -40,11 +34,45 @@ func Diagnose(err error, st *program.Stage, layoutFrom string) diag.List {
 		}
 	}
 	for _, u := range le.Unsupported {
-		ds.Errorf(CodeNotLowered, r, "the step program does not lower %s under %s: %s", u.Feature, layoutFrom, u.Why)
+		ds.Errorf(diag.CodeNotLowered, r, "the step program does not lower %s under %s: %s", u.Feature, layoutFrom, u.Why)
 	}
 	if b := le.Budget; b != nil {
-		d := ds.Errorf(CodeCacheBudget, r, "the layout %s: %s", layoutFrom, b)
+		d := ds.Errorf(diag.CodeCacheBudget, r, "the layout %s: %s", layoutFrom, b)
 		d.Suggestion = b.Suggestion()
 	}
 	return ds
+}
+
+// Code is the code a refusal of the whole layout is reported under: E0509 when the layout
+// does not divide the model, E0511 when the unified cache's budget is too small, E0510
+// for a feature the step program does not lower.
+func (e *LayoutError) Code() diag.Code {
+	switch {
+	case len(e.Problems) > 0:
+		return diag.CodeLayoutDivides
+	case e.Budget != nil:
+		return diag.CodeCacheBudget
+	}
+	return diag.CodeNotLowered
+}
+
+// Suggestion is the change that fixes e's first problem, or "" when there is none to
+// suggest.
+func (e *LayoutError) Suggestion() string {
+	switch {
+	case len(e.Problems) > 0:
+		p := e.Problems[0]
+		return fmt.Sprintf("choose a %s size that divides %s (%d)", p.Axis, p.What, p.Value)
+	case e.Budget != nil:
+		return e.Budget.Suggestion()
+	}
+	return ""
+}
+
+// Diagnostic is e as one error diagnostic at the stage's declaration at: summary, then e's
+// text as its cause, under Code and with Suggestion.
+func (e *LayoutError) Diagnostic(at diag.Range, summary string) *diag.Diagnostic {
+	d := diag.RuntimeWrap(e.Code(), e, "%s", summary)
+	d.Subject, d.Suggestion = at, e.Suggestion()
+	return d
 }

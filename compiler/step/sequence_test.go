@@ -3,6 +3,8 @@ package step
 import (
 	"strings"
 	"testing"
+
+	"github.com/moec-dev/moec/lang/diag"
 )
 
 // TestSequenceParallelDivides: sequence parallelism splits the micro-batch's tokens over
@@ -19,7 +21,7 @@ func TestSequenceParallelDivides(t *testing.T) {
 		t.Fatalf("got %v, want %q", err, want)
 	}
 	ds := Diagnose(err, nil, "tp 4 with sequence parallelism")
-	if len(ds) != 1 || ds[0].Code != CodeLayoutDivides || !strings.Contains(ds[0].Suggestion, "turn sequence parallelism off") {
+	if len(ds) != 1 || ds[0].Code != diag.CodeLayoutDivides || !strings.Contains(ds[0].Suggestion, "turn sequence parallelism off") {
 		t.Errorf("diagnostics %+v", ds)
 	}
 	l.SequenceParallel = false

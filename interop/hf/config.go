@@ -119,9 +119,9 @@ func readSpec(r *reader) (*spec, error) {
 		}
 		sort.Strings(known)
 		if mt == "" {
-			return nil, diag.Runtimef(ErrUnknownArchitecture, "%s has no model_type: moec needs it to know the architecture (known: %s)", r.source, strings.Join(known, ", "))
+			return nil, diag.Runtimef(diag.CodeUnknownArchitecture, "%s has no model_type: moec needs it to know the architecture (known: %s)", r.source, strings.Join(known, ", "))
 		}
-		e := diag.Runtimef(ErrUnknownArchitecture, "%s: model_type %q is not an architecture moec imports (known: %s)", r.source, mt, strings.Join(known, ", "))
+		e := diag.Runtimef(diag.CodeUnknownArchitecture, "%s: model_type %q is not an architecture moec imports (known: %s)", r.source, mt, strings.Join(known, ", "))
 		if c, ok := diag.Closest(mt, known); ok {
 			e.Suggestion = fmt.Sprintf("did you mean %q?", c)
 		}

@@ -91,7 +91,7 @@ func Export(ckpt, out string) (*ExportManifest, error) {
 	// The check run, eval and generate make. A model the CPU runtime has no layout for
 	// (E0603, after finiteness passed) goes out in moec's layout as written, or through
 	// arrange's own check of a transformers layout.
-	if err := train.CheckWeights(dir, c.Manifest.Model, c.Model); err != nil && diag.CodeOf(err) != diag.ErrUnsupportedFeature {
+	if err := train.CheckWeights(dir, c.Manifest.Model, c.Model); err != nil && diag.CodeOf(err) != diag.CodeUnsupportedFeature {
 		return nil, err
 	}
 	m := c.Manifest.Model
@@ -106,7 +106,7 @@ func Export(ckpt, out string) (*ExportManifest, error) {
 	tensors := c.Model
 	if layout != LayoutMoec {
 		if tensors, err = arrange(c.Model, m); err != nil {
-			return nil, diag.RuntimeWrap(ErrExport, err, "checkpoint %s does not hold the tensors of its model", dir)
+			return nil, diag.RuntimeWrap(diag.CodeNotExportable, err, "checkpoint %s does not hold the tensors of its model", dir)
 		}
 	}
 	outTensors := make([]safetensors.Tensor, len(tensors))
@@ -116,12 +116,12 @@ func Export(ckpt, out string) (*ExportManifest, error) {
 		man.Tensors = append(man.Tensors, TensorEntry{Name: name, From: t.Name, Shape: t.Shape, SHA256: tensorHash(t.Data)})
 	}
 	man.Experts = expertSets(man.Tensors)
-	if err := emptyDir(out, ErrExport); err != nil {
+	if err := emptyDir(out, diag.CodeNotExportable); err != nil {
 		return nil, err
 	}
 	write := func(name string, b []byte) error {
 		if err := os.WriteFile(filepath.Join(out, name), b, 0o644); err != nil {
-			return diag.RuntimeWrap(ErrExport, err, "writing %s", name)
+			return diag.RuntimeWrap(diag.CodeNotExportable, err, "writing %s", name)
 		}
 		sum := sha256.Sum256(b)
 		man.Files = append(man.Files, FileEntry{Name: name, Size: int64(len(b)), SHA256: hex.EncodeToString(sum[:])})
@@ -129,7 +129,7 @@ func Export(ckpt, out string) (*ExportManifest, error) {
 	}
 	weights, err := safetensors.Encode(outTensors, map[string]string{"format": "pt"})
 	if err != nil {
-		return nil, diag.RuntimeWrap(ErrExport, err, "encoding %s", WeightsFile)
+		return nil, diag.RuntimeWrap(diag.CodeNotExportable, err, "encoding %s", WeightsFile)
 	}
 	if err := write(WeightsFile, weights); err != nil {
 		return nil, err
@@ -154,7 +154,7 @@ func Export(ckpt, out string) (*ExportManifest, error) {
 		return nil, fmt.Errorf("hf: encoding %s: %w", ExportManifestFile, err)
 	}
 	if err := os.WriteFile(filepath.Join(out, ExportManifestFile), append(mb, '\n'), 0o644); err != nil {
-		return nil, diag.RuntimeWrap(ErrExport, err, "writing %s", ExportManifestFile)
+		return nil, diag.RuntimeWrap(diag.CodeNotExportable, err, "writing %s", ExportManifestFile)
 	}
 	return man, nil
 }
@@ -252,7 +252,7 @@ func emptyDir(dir string, code diag.Code) error {
 	case err != nil:
 		return diag.RuntimeWrap(code, err, "output %s", dir)
 	case len(ents) > 0:
-		return &diag.RuntimeError{Code: code, Message: fmt.Sprintf("output directory %s is not empty", dir), Suggestion: "name a new directory"}
+		return &diag.Diagnostic{Code: code, Summary: fmt.Sprintf("output directory %s is not empty", dir), Suggestion: "name a new directory"}
 	}
 	return nil
 }

@@ -24,9 +24,9 @@ func TestExportRefusesWhatLoadingRefuses(t *testing.T) {
 			code diag.Code
 			want string
 		}{
-			{"renamed tensor", func(ts []safetensors.Tensor) { ts[1].Name = "model.renamed.weight" }, diag.ErrCheckpointMismatch, "tensor model.renamed.weight is not part of the model"},
-			{"NaN weight", func(ts []safetensors.Tensor) { ts[2].Data[5] = float32(math.NaN()) }, diag.ErrCorruptCheckpoint, "holds NaN at index 5"},
-			{"infinite weight", func(ts []safetensors.Tensor) { ts[0].Data[0] = float32(math.Inf(-1)) }, diag.ErrCorruptCheckpoint, "holds -Inf at index 0"},
+			{"renamed tensor", func(ts []safetensors.Tensor) { ts[1].Name = "model.renamed.weight" }, diag.CodeCheckpointMismatch, "tensor model.renamed.weight is not part of the model"},
+			{"NaN weight", func(ts []safetensors.Tensor) { ts[2].Data[5] = float32(math.NaN()) }, diag.CodeCorruptCheckpoint, "holds NaN at index 5"},
+			{"infinite weight", func(ts []safetensors.Tensor) { ts[0].Data[0] = float32(math.Inf(-1)) }, diag.CodeCorruptCheckpoint, "holds -Inf at index 0"},
 		} {
 			t.Run(model+"/"+tc.name, func(t *testing.T) {
 				dir, _ := saveCheckpoint(t, tinyModel(t, model))

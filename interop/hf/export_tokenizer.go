@@ -37,7 +37,7 @@ func exportTokenizer(dir string, m *program.Model, cfg any, write func(name stri
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return diag.RuntimeWrap(ErrExport, err, "reading the tokenizer")
+		return diag.RuntimeWrap(diag.CodeNotExportable, err, "reading the tokenizer")
 	}
 	if err := write("tokenizer.json", b); err != nil {
 		return err
@@ -52,7 +52,7 @@ func exportTokenizer(dir string, m *program.Model, cfg any, write func(name stri
 			}
 		}
 		if err != nil {
-			return diag.RuntimeWrap(ErrExport, err, "reading %s", name)
+			return diag.RuntimeWrap(diag.CodeNotExportable, err, "reading %s", name)
 		}
 		if err := write(name, b); err != nil {
 			return err
@@ -63,7 +63,7 @@ func exportTokenizer(dir string, m *program.Model, cfg any, write func(name stri
 		// A generation config beside the tokenizer (an imported model's) keeps its
 		// sampling settings.
 		if err := json.Unmarshal(b, &gen); err != nil {
-			return diag.RuntimeWrap(ErrExport, err, "reading generation_config.json")
+			return diag.RuntimeWrap(diag.CodeNotExportable, err, "reading generation_config.json")
 		}
 	}
 	if ids := oneOrList(tc.BOS); ids != nil {

@@ -225,7 +225,7 @@ func TestImportRefusesWhatItCannotExpress(t *testing.T) {
 		for _, is := range e.Issues {
 			got = append(got, is.Field)
 			drop = append(drop, is.Droppable)
-			if is.Code != ErrInexpressible {
+			if is.Code != diag.CodeInexpressible {
 				t.Errorf("%s: %s: code %s", tc.name, is.Field, is.Code)
 			}
 		}
@@ -323,41 +323,38 @@ func TestImportErrors(t *testing.T) {
 		want   []string // substrings of the message
 	}{
 		{"unknown rope type", edit(`"sliding_window": null`, `"sliding_window": null, "rope_scaling": {"type": "wobbly", "factor": 2}`),
-			ErrBadConfig, []string{"rope_scaling", `unknown rope type "wobbly"`, "yarn"}},
+			diag.CodeBadHFConfig, []string{"rope_scaling", `unknown rope type "wobbly"`, "yarn"}},
 		{"incomplete llama3", edit(`"sliding_window": null`, `"sliding_window": null, "rope_scaling": {"rope_type": "llama3", "factor": 8, "original_max_position_embeddings": 8192}`),
-			ErrBadConfig, []string{"rope_scaling", "llama3 scaling needs low_freq_factor"}},
+			diag.CodeBadHFConfig, []string{"rope_scaling", "llama3 scaling needs low_freq_factor"}},
 		{"longrope", edit(`"sliding_window": null`, `"sliding_window": null, "rope_scaling": {"rope_type": "longrope", "short_factor": [1], "long_factor": [2], "original_max_position_embeddings": 4096, "short_mscale": 1.1, "long_mscale": 1.2}`),
-			ErrInexpressible, []string{"rope_scaling", "short_mscale 1.1 and long_mscale 1.2", "cannot be dropped"}},
+			diag.CodeInexpressible, []string{"rope_scaling", "short_mscale 1.1 and long_mscale 1.2", "cannot be dropped"}},
 		{"rope key", edit(`"sliding_window": null`, `"sliding_window": null, "rope_scaling": {"rope_type": "linear", "factor": 2, "beta_fast": 4}`),
-			ErrInexpressible, []string{"rope_scaling", "key(s) beta_fast"}},
+			diag.CodeInexpressible, []string{"rope_scaling", "key(s) beta_fast"}},
 		{"unknown field", edit(`"use_cache": true`, `"use_cache": true, "expert_dropout": 0.1`),
-			ErrInexpressible, []string{"expert_dropout", "unknown field (value 0.1)"}},
+			diag.CodeInexpressible, []string{"expert_dropout", "unknown field (value 0.1)"}},
 		{"misspelt field", edit(`"use_cache": true`, `"use_cache": true, "num_experts_per_token": 2`),
-			ErrInexpressible, []string{"num_experts_per_token", "did you mean num_experts_per_tok"}},
+			diag.CodeInexpressible, []string{"num_experts_per_token", "did you mean num_experts_per_tok"}},
 		{"both rope forms", edit(`"sliding_window": null`, `"sliding_window": null, "rope_scaling": {"rope_type": "linear", "factor": 2}, "rope_parameters": {"rope_theta": 1e6}`),
-			ErrBadConfig, []string{"both rope_scaling and rope_parameters"}},
-		{"activation", edit(`"silu"`, `"gelu_new"`), ErrInexpressible, []string{"hidden_act", `"gelu_new"`}},
-		{"dropout", edit(`"attention_dropout": 0.0`, `"attention_dropout": 0.1`), ErrInexpressible, []string{"attention_dropout"}},
-		{"type", edit(`"num_hidden_layers": 32`, `"num_hidden_layers": "32"`), ErrBadConfig, []string{"num_hidden_layers: want a number"}},
-		{"missing", edit(`"num_local_experts": 8,`, ``), ErrBadConfig, []string{"num_local_experts: missing"}},
-		{"architecture", edit(`"model_type": "mixtral"`, `"model_type": "mixtrall"`), ErrUnknownArchitecture, []string{`"mixtrall"`, `did you mean "mixtral"?`}},
-		{"not json", []byte(`[1, 2]`), ErrBadConfig, []string{"not a JSON object"}},
+			diag.CodeBadHFConfig, []string{"both rope_scaling and rope_parameters"}},
+		{"activation", edit(`"silu"`, `"gelu_new"`), diag.CodeInexpressible, []string{"hidden_act", `"gelu_new"`}},
+		{"dropout", edit(`"attention_dropout": 0.0`, `"attention_dropout": 0.1`), diag.CodeInexpressible, []string{"attention_dropout"}},
+		{"type", edit(`"num_hidden_layers": 32`, `"num_hidden_layers": "32"`), diag.CodeBadHFConfig, []string{"num_hidden_layers: want a number"}},
+		{"missing", edit(`"num_local_experts": 8,`, ``), diag.CodeBadHFConfig, []string{"num_local_experts: missing"}},
+		{"architecture", edit(`"model_type": "mixtral"`, `"model_type": "mixtrall"`), diag.CodeUnknownArchitecture, []string{`"mixtrall"`, `did you mean "mixtral"?`}},
+		{"not json", []byte(`[1, 2]`), diag.CodeBadHFConfig, []string{"not a JSON object"}},
 		{"partial window", edit(`"sliding_window": null`, `"sliding_window": 4096, "max_window_layers": 28`),
-			ErrInexpressible, []string{"max_window_layers", "a sliding window of 4096 only from layer 28 on"}},
-		{"encoder-decoder", edit(`"use_cache": true`, `"use_cache": true, "is_encoder_decoder": true`), ErrInexpressible, []string{"is_encoder_decoder"}},
-		{"moec rule", edit(`"num_attention_heads": 32`, `"num_attention_heads": 30`), ErrBadConfig, []string{"does not pass moec check"}},
+			diag.CodeInexpressible, []string{"max_window_layers", "a sliding window of 4096 only from layer 28 on"}},
+		{"encoder-decoder", edit(`"use_cache": true`, `"use_cache": true, "is_encoder_decoder": true`), diag.CodeInexpressible, []string{"is_encoder_decoder"}},
+		{"moec rule", edit(`"num_attention_heads": 32`, `"num_attention_heads": 30`), diag.CodeBadHFConfig, []string{"does not pass moec check"}},
 	} {
 		_, err := ImportConfig(tc.config, Options{})
 		if err == nil {
 			t.Errorf("%s: no error", tc.name)
 			continue
 		}
-		code := diag.CodeOf(err)
-		if e, ok := err.(*Error); ok {
-			code = e.Code()
-		}
-		if code != tc.code {
-			t.Errorf("%s: code %s, want %s (%v)", tc.name, code, tc.code, err)
+		// errors.As reaches a *diag.Diagnostic in every refusal, a list of fields included.
+		if code := diag.CodeOf(err); code != tc.code {
+			t.Errorf("%s: code %s, want %s (%v)", tc.name, diag.CodeOf(err), tc.code, err)
 		}
 		for _, w := range tc.want {
 			if !strings.Contains(err.Error(), w) {

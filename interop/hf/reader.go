@@ -15,7 +15,7 @@ import (
 // Issue is one config field moec refuses, with why.
 type Issue struct {
 	Field     string    // the config.json key ("rope_scaling")
-	Code      diag.Code // ErrBadConfig or ErrInexpressible
+	Code      diag.Code // diag.CodeBadHFConfig or diag.CodeInexpressible
 	Message   string    // what is wrong
 	Droppable bool      // Options.Drop may name Field to import without it
 }
@@ -42,13 +42,19 @@ func (e *Error) Error() string {
 	return b.String()
 }
 
-// Code returns the code of the first issue, so diag.CodeOf-style checks have one answer.
-func (e *Error) Code() diag.Code {
-	if len(e.Issues) == 0 {
-		return ""
+// Diagnostics returns each issue as a diagnostic about the config file.
+func (e *Error) Diagnostics() diag.List {
+	out := make(diag.List, len(e.Issues))
+	for i, is := range e.Issues {
+		out[i] = diag.Diagnostic{Severity: diag.Error, Code: is.Code, Subject: diag.Range{File: e.Source},
+			Summary: is.Field + ": " + is.Message}
 	}
-	return e.Issues[0].Code
+	return out
 }
+
+// Unwrap returns each issue as a *diag.Diagnostic, so errors.As and diag.CodeOf find the
+// first.
+func (e *Error) Unwrap() []error { return diag.ListError(e.Diagnostics()).Unwrap() }
 
 // metadataKeys are config.json keys that do not describe the network: tokenizer ids,
 // bookkeeping, inference switches, initialisation of a model trained from scratch.
@@ -91,7 +97,7 @@ func newReader(src []byte, drop []string, source string) (*reader, error) {
 		} else if err == nil {
 			err = fmt.Errorf("it holds %s", compact(bytes.TrimSpace(src)))
 		}
-		return nil, diag.RuntimeWrap(ErrBadConfig, err, "%s is not a JSON object", source)
+		return nil, diag.RuntimeWrap(diag.CodeBadHFConfig, err, "%s is not a JSON object", source)
 	}
 	r := &reader{source: source, fields: fields, used: map[string]bool{}, drop: map[string]bool{}, refusable: map[string]bool{}, numeric: map[string]string{}}
 	for _, d := range drop {
@@ -129,10 +135,10 @@ func (r *reader) checkDrops() {
 			if c, ok := diag.Closest(d, keysOf(r.fields)); ok {
 				msg += fmt.Sprintf(" (did you mean %s?)", c)
 			}
-			r.issues = append(r.issues, Issue{Field: d, Code: ErrBadConfig, Message: msg})
+			r.issues = append(r.issues, Issue{Field: d, Code: diag.CodeBadHFConfig, Message: msg})
 		case !r.present(d):
 		default:
-			r.issues = append(r.issues, Issue{Field: d, Code: ErrBadConfig, Message: fmt.Sprintf(
+			r.issues = append(r.issues, Issue{Field: d, Code: diag.CodeBadHFConfig, Message: fmt.Sprintf(
 				"--drop names a field moec imports as it is (value %s): dropping it would change the computation, and only a field whose absence leaves the numbers the same may be dropped; %s", compact(raw), list)})
 		}
 	}
@@ -148,7 +154,7 @@ func keysOf(m map[string]json.RawMessage) []string {
 }
 
 func (r *reader) bad(field, format string, args ...any) {
-	r.issues = append(r.issues, Issue{Field: field, Code: ErrBadConfig, Message: fmt.Sprintf(format, args...)})
+	r.issues = append(r.issues, Issue{Field: field, Code: diag.CodeBadHFConfig, Message: fmt.Sprintf(format, args...)})
 }
 
 // inexpressible reports a field moec cannot express, or with Options.Drop naming it, notes
@@ -169,7 +175,7 @@ func (r *reader) inexpressible(field, what, effect string, paramDelta int64) {
 	if paramDelta != 0 {
 		msg += fmt.Sprintf(" (%d checkpoint parameters would have no place)", paramDelta)
 	}
-	r.issues = append(r.issues, Issue{Field: field, Code: ErrInexpressible, Message: msg, Droppable: true})
+	r.issues = append(r.issues, Issue{Field: field, Code: diag.CodeInexpressible, Message: msg, Droppable: true})
 }
 
 // refuse reports a field moec cannot express whose absence would change the computation:
@@ -177,7 +183,7 @@ func (r *reader) inexpressible(field, what, effect string, paramDelta int64) {
 func (r *reader) refuse(field, what, why string) {
 	r.used[field] = true
 	r.numeric[field] = why
-	r.issues = append(r.issues, Issue{Field: field, Code: ErrInexpressible,
+	r.issues = append(r.issues, Issue{Field: field, Code: diag.CodeInexpressible,
 		Message: what + "; " + why + ", and without it the model would compute something else, so it cannot be dropped"})
 }
 

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/lang/diag"
 )
 
 // ropeScalingConfig is the rope_scaling entry config.json gives m's rotary scaling (nil
@@ -133,7 +134,7 @@ func (s *spec) readRope(r *reader, field string, raw json.RawMessage) {
 	}
 	if !found {
 		msg := fmt.Sprintf("unknown rope type %q (moec computes %s)", kind, strings.Join(known, ", "))
-		r.issues = append(r.issues, Issue{Field: field, Code: ErrBadConfig, Message: msg})
+		r.issues = append(r.issues, Issue{Field: field, Code: diag.CodeBadHFConfig, Message: msg})
 		return
 	}
 	// Every key must be one the scaling reads: another would be a number moec ignores.

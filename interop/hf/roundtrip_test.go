@@ -294,15 +294,15 @@ func TestVerifyCatchesTampering(t *testing.T) {
 		"tensor twice":   func(m *ExportManifest) { m.Tensors[2].From = m.Tensors[1].From },
 	} {
 		edit(f)
-		if _, err := VerifyExport(out); err == nil || diag.CodeOf(err) != ErrExport {
-			t.Errorf("%s: VerifyExport = %v, want an %s error", name, err, ErrExport)
+		if _, err := VerifyExport(out); err == nil || diag.CodeOf(err) != diag.CodeNotExportable {
+			t.Errorf("%s: VerifyExport = %v, want an %s error", name, err, diag.CodeNotExportable)
 		}
 	}
 	os.WriteFile(manPath, good, 0o644)
 	if _, err := VerifyExport(out); err != nil {
 		t.Fatalf("untampered export: %v", err)
 	}
-	if _, err := Export(dir, out); diag.CodeOf(err) != ErrExport {
+	if _, err := Export(dir, out); diag.CodeOf(err) != diag.CodeNotExportable {
 		t.Errorf("export into a non-empty directory: %v", err)
 	}
 }
@@ -319,8 +319,8 @@ func TestImportCheckpointRefusesMismatch(t *testing.T) {
 	cfg, _ := os.ReadFile(cfgPath)
 	os.WriteFile(cfgPath, bytes.Replace(cfg, []byte(`"num_local_experts": 4`), []byte(`"num_local_experts": 5`), 1), 0o644)
 	_, err := ImportCheckpoint(out, filepath.Join(t.TempDir(), "imp"), Options{})
-	if diag.CodeOf(err) != ErrWeights || !strings.Contains(err.Error(), "gate.weight has shape [4 32], the model needs [5 32]") {
-		t.Errorf("err = %v, want %s naming the router of the wrong shape", err, ErrWeights)
+	if diag.CodeOf(err) != diag.CodeWeightsMismatch || !strings.Contains(err.Error(), "gate.weight has shape [4 32], the model needs [5 32]") {
+		t.Errorf("err = %v, want %s naming the router of the wrong shape", err, diag.CodeWeightsMismatch)
 	}
 }
 

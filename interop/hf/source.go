@@ -53,7 +53,7 @@ func ImportConfig(configJSON []byte, opt Options) (*Result, error) {
 		name = s.modelType
 	}
 	if !identRE.MatchString(name) {
-		return nil, diag.Runtimef(ErrBadConfig, "model name %q is not an identifier (letters, digits and _)", name)
+		return nil, diag.Runtimef(diag.CodeBadHFConfig, "model name %q is not an identifier (letters, digits and _)", name)
 	}
 	src := s.source(name, r.notes)
 	file := name + ".moe"
@@ -69,7 +69,7 @@ func ImportConfig(configJSON []byte, opt Options) (*Result, error) {
 	if ds.HasErrors() {
 		// The config's values break a rule of moec's (heads not dividing d_model, say):
 		// that is the user's input, so it is reported as such, with moec's own words.
-		return nil, diag.RuntimeWrap(ErrBadConfig, ds.Err(), "the imported model does not pass moec check")
+		return nil, diag.RuntimeWrap(diag.CodeBadHFConfig, ds.Err(), "the imported model does not pass moec check")
 	}
 	m := prog.Models[name]
 	if m == nil {

@@ -20,11 +20,11 @@ import (
 // size as every other's, no tensor belonging to two.
 func VerifyExport(dir string) (*ExportManifest, error) {
 	fail := func(format string, args ...any) error {
-		return diag.Runtimef(ErrExport, "export %s: %s", dir, fmt.Sprintf(format, args...))
+		return diag.Runtimef(diag.CodeNotExportable, "export %s: %s", dir, fmt.Sprintf(format, args...))
 	}
 	b, err := os.ReadFile(filepath.Join(dir, ExportManifestFile))
 	if err != nil {
-		return nil, diag.RuntimeWrap(ErrExport, err, "export %s", dir)
+		return nil, diag.RuntimeWrap(diag.CodeNotExportable, err, "export %s", dir)
 	}
 	var man ExportManifest
 	if err := json.Unmarshal(b, &man); err != nil {
@@ -48,7 +48,7 @@ func VerifyExport(dir string) (*ExportManifest, error) {
 	}
 	wf, err := safetensors.ReadFile(filepath.Join(dir, WeightsFile))
 	if err != nil {
-		return nil, diag.RuntimeWrap(ErrExport, err, "export %s", dir)
+		return nil, diag.RuntimeWrap(diag.CodeNotExportable, err, "export %s", dir)
 	}
 	if len(wf.Tensors) != len(man.Tensors) {
 		return nil, fail("%s holds %d tensors, the manifest lists %d", WeightsFile, len(wf.Tensors), len(man.Tensors))

@@ -37,7 +37,7 @@ type CheckpointResult struct {
 func ImportCheckpoint(hfDir, out string, opt Options) (*CheckpointResult, error) {
 	cfg, err := os.ReadFile(filepath.Join(hfDir, ConfigFile))
 	if err != nil {
-		return nil, diag.RuntimeWrap(ErrWeights, err, "reading the Hugging Face folder %s", hfDir)
+		return nil, diag.RuntimeWrap(diag.CodeWeightsMismatch, err, "reading the Hugging Face folder %s", hfDir)
 	}
 	res, err := ImportConfig(cfg, opt)
 	if err != nil {
@@ -50,21 +50,21 @@ func ImportCheckpoint(hfDir, out string, opt Options) (*CheckpointResult, error)
 			known = append(known, k)
 		}
 		sort.Strings(known)
-		return nil, diag.Runtimef(ErrWeights, "weights of model_type %s cannot be imported yet: moec's runtime holds the tensors of %s; import the config alone (without --checkpoint) to count and plan it", res.ModelType, strings.Join(known, ", "))
+		return nil, diag.Runtimef(diag.CodeWeightsMismatch, "weights of model_type %s cannot be imported yet: moec's runtime holds the tensors of %s; import the config alone (without --checkpoint) to count and plan it", res.ModelType, strings.Join(known, ", "))
 	}
 	if res.ParamDelta != 0 {
-		return nil, diag.Runtimef(ErrWeights, "a dropped field removed %d parameters, so the weights do not fit the imported model", res.ParamDelta)
+		return nil, diag.Runtimef(diag.CodeWeightsMismatch, "a dropped field removed %d parameters, so the weights do not fit the imported model", res.ParamDelta)
 	}
 	files, err := filepath.Glob(filepath.Join(hfDir, "*.safetensors"))
 	if err != nil || len(files) == 0 {
-		return nil, diag.Runtimef(ErrWeights, "%s has no *.safetensors file", hfDir)
+		return nil, diag.Runtimef(diag.CodeWeightsMismatch, "%s has no *.safetensors file", hfDir)
 	}
 	sort.Strings(files)
 	var ts []safetensors.Tensor
 	for _, f := range files {
 		sf, err := safetensors.ReadFile(f)
 		if err != nil {
-			return nil, diag.RuntimeWrap(diag.ErrBadSafetensors, err, "reading weights")
+			return nil, diag.RuntimeWrap(diag.CodeBadSafetensors, err, "reading weights")
 		}
 		for _, t := range sf.Tensors {
 			// Rotary inverse frequencies are a buffer some older checkpoints saved; tied
@@ -78,7 +78,7 @@ func ImportCheckpoint(hfDir, out string, opt Options) (*CheckpointResult, error)
 	}
 	ts, err = arrange(ts, res.Model)
 	if err != nil {
-		return nil, diag.RuntimeWrap(ErrWeights, err, "the weights in %s do not fit its config.json", hfDir)
+		return nil, diag.RuntimeWrap(diag.CodeWeightsMismatch, err, "the weights in %s do not fit its config.json", hfDir)
 	}
 	var n int64
 	for _, t := range ts {
@@ -99,12 +99,12 @@ func ImportCheckpoint(hfDir, out string, opt Options) (*CheckpointResult, error)
 		},
 		Model: ts,
 	}
-	if err := emptyDir(out, ErrWeights); err != nil {
+	if err := emptyDir(out, diag.CodeWeightsMismatch); err != nil {
 		return nil, err
 	}
 	srcFile := filepath.Join(out, name+".moe")
 	if err := os.WriteFile(srcFile, res.Source, 0o644); err != nil {
-		return nil, diag.RuntimeWrap(ErrWeights, err, "writing %s", srcFile)
+		return nil, diag.RuntimeWrap(diag.CodeWeightsMismatch, err, "writing %s", srcFile)
 	}
 	dir, err := checkpoint.Writer{}.Save(filepath.Join(out, train.CheckpointsDir), c)
 	if err != nil {

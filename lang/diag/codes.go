@@ -14,9 +14,23 @@ import "strings"
 //	E09xx  import and export (interop)
 //	W9xxx  warnings (W92xx the checker's, W95xx backends': a feature a backend does not honour)
 //
-// Every code is registered with a one-line summary in the Codes table (one file per
-// owning phase: codes_*.go) so `moec explain` and the docs can list them, and has an
-// example in examples/ (see Example) unless examples_test.go says why it cannot.
+// Every code, whichever phase reports it, is registered here, in lang/diag, in one
+// naming scheme: the constant Code<Name> (CodeUnknownKey, CodeNoFit, CodeBadHFConfig).
+// Each owning phase has one file, codes_<phase>.go, holding its codes as one
+// `const Code<Name> Code = "E...."` line each and one line each in its table of summaries
+// (syntaxCodes, checkCodes, ...), both in code order. To add a code:
+//
+//  1. take the next free number in the phase's range (never reuse one);
+//  2. add its constant line and its table line, with a one-line summary, to the phase's
+//     codes_<phase>.go (TestEveryCodeConstantIsRegistered fails on a constant without
+//     its table line, or named another way);
+//  3. add its example, examples/<CODE>.moe for a code `moec check` reports or
+//     examples/<CODE>.txtar with the command lines for the others (see Example), or a
+//     reason in examples_test.go's withoutExample where no input reaches it;
+//  4. report it as a Diagnostic (List.Errorf in a phase, Runtimef or RuntimeWrap for a
+//     refusal of a run), with Labels for the other places that explain it.
+//
+// `moec explain CODE` prints the summary and the example.
 type Code string
 
 // Info describes a code.

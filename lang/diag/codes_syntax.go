@@ -1,44 +1,46 @@
 package diag
 
-// Syntax codes (lang/parse). Append only: a published code keeps its meaning.
-const (
-	UnexpectedToken     Code = "E0101"
-	UnterminatedString  Code = "E0102"
-	BadNumber           Code = "E0103"
-	UnknownSuffix       Code = "E0104"
-	MissingRBrace       Code = "E0105"
-	MissingEquals       Code = "E0106"
-	IllegalCharacter    Code = "E0107"
-	NestingTooDeep      Code = "E0108"
-	UnmatchedClose      Code = "E0109"
-	MissingClose        Code = "E0110"
-	BadEscape           Code = "E0111"
-	AssignOutsideBlock  Code = "E0112"
-	MissingValue        Code = "E0113"
-	ImportNotString     Code = "E0114"
-	MissingSeparator    Code = "E0115"
-	ExprTooLong         Code = "E0116"
-	TooManyRepeats      Code = "E0117"
-	InternalParserError Code = "E0199"
-)
+// Syntax codes (lang/parse): E01xx.
+//
+// Append only: a published code keeps its number and meaning. A code is one constant
+// and one entry in syntaxCodes, each on its own line, in code order.
+
+const CodeUnexpectedToken Code = "E0101"
+const CodeUnterminatedString Code = "E0102"
+const CodeBadNumber Code = "E0103"
+const CodeUnknownSuffix Code = "E0104"
+const CodeMissingRBrace Code = "E0105"
+const CodeMissingEquals Code = "E0106"
+const CodeIllegalCharacter Code = "E0107"
+const CodeNestingTooDeep Code = "E0108"
+const CodeUnmatchedClose Code = "E0109"
+const CodeMissingClose Code = "E0110"
+const CodeBadEscape Code = "E0111"
+const CodeAssignOutsideBlock Code = "E0112"
+const CodeMissingValue Code = "E0113"
+const CodeImportNotString Code = "E0114"
+const CodeMissingSeparator Code = "E0115"
+const CodeExprTooLong Code = "E0116"
+const CodeTooManyRepeats Code = "E0117"
+const CodeInternalParserError Code = "E0199"
 
 var syntaxCodes = []Info{
-	{UnexpectedToken, "unexpected token"},
-	{UnterminatedString, "unterminated string literal"},
-	{BadNumber, "malformed number literal"},
-	{UnknownSuffix, "unknown number suffix"},
-	{MissingRBrace, "block is missing its closing `}`"},
-	{MissingEquals, "missing `=` between a key and its value"},
-	{IllegalCharacter, "character not allowed in .moe source"},
-	{NestingTooDeep, "brackets nested too deeply"},
-	{UnmatchedClose, "closing bracket without a matching opening bracket"},
-	{MissingClose, "missing closing `)` or `]`"},
-	{BadEscape, "invalid escape sequence in string"},
-	{AssignOutsideBlock, "`key = value` outside any block"},
-	{MissingValue, "missing value after `=`"},
-	{ImportNotString, "import path must be a string"},
-	{MissingSeparator, "entries must be separated by a newline or `;`"},
-	{ExprTooLong, "expression has too many operators"},
-	{TooManyRepeats, "too many entries, separators or list elements in a row"},
-	{InternalParserError, "internal parser error (a bug in moec)"},
+	{CodeUnexpectedToken, "unexpected token"},
+	{CodeUnterminatedString, "unterminated string literal"},
+	{CodeBadNumber, "malformed number literal"},
+	{CodeUnknownSuffix, "unknown number suffix"},
+	{CodeMissingRBrace, "block is missing its closing `}`"},
+	{CodeMissingEquals, "missing `=` between a key and its value"},
+	{CodeIllegalCharacter, "character not allowed in .moe source"},
+	{CodeNestingTooDeep, "brackets nested too deeply"},
+	{CodeUnmatchedClose, "closing bracket without a matching opening bracket"},
+	{CodeMissingClose, "missing closing `)` or `]`"},
+	{CodeBadEscape, "invalid escape sequence in string"},
+	{CodeAssignOutsideBlock, "`key = value` outside any block"},
+	{CodeMissingValue, "missing value after `=`"},
+	{CodeImportNotString, "import path must be a string"},
+	{CodeMissingSeparator, "entries must be separated by a newline or `;`"},
+	{CodeExprTooLong, "expression has too many operators"},
+	{CodeTooManyRepeats, "too many entries, separators or list elements in a row"},
+	{CodeInternalParserError, "internal parser error (a bug in moec)"},
 }

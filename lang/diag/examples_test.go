@@ -12,19 +12,19 @@ import (
 func withoutExample() map[Code]string {
 	const internal = "reports a bug in moec: no input should produce it"
 	return map[Code]string{
-		NestingTooDeep:      "needs brackets nested more than 64 deep, which only generated input reaches (lang/parse tests it)",
-		ExprTooLong:         "needs an expression of more than 10,000 operators, which only generated input reaches (lang/parse tests it)",
-		TooManyRepeats:      "needs more entries in a row than the parser's repetition cap, which only generated input reaches (lang/parse tests it)",
-		InternalParserError: internal,
-		InternalCheckError:  internal,
-		"E0599":             internal,
-		"E0503":             "the checker reports an undeclared model or cluster first (E0401, E0402); only a program built without the checker reaches the planner's check",
-		"E0505":             "the one-device layout (dp = tp = pp = 1) divides every checked model, so the search always has a candidate; when none fits the planner reports E0501",
-		"E0507":             "the CLI refuses a local layout before planning it (E0611, E0509) and meets the planner's refusal only as a note beside a run it still starts",
-		"E0508":             "every catalog device has an FP32 peak and a memory bandwidth, and the checker refuses a written 0 (E0221)",
-		ErrBadDataFile:      "needs a data file the process may not read (permissions), which a test running as root cannot make; runtime/data tests it",
-		ErrRankFailed:       "needs a rank of a sharded run to fail or stall mid-step; runtime/train tests it with an injected fault",
-		ErrRunInUse:         "needs a second process holding the run folder's lock; cmd/moec's run_lock script holds one (holdlock)",
+		CodeNestingTooDeep:      "needs brackets nested more than 64 deep, which only generated input reaches (lang/parse tests it)",
+		CodeExprTooLong:         "needs an expression of more than 10,000 operators, which only generated input reaches (lang/parse tests it)",
+		CodeTooManyRepeats:      "needs more entries in a row than the parser's repetition cap, which only generated input reaches (lang/parse tests it)",
+		CodeInternalParserError: internal,
+		CodeInternalCheckError:  internal,
+		CodeInternalPlanError:   internal,
+		CodeUnresolved:          "the checker reports an undeclared model or cluster first (E0401, E0402); only a program built without the checker reaches the planner's check",
+		CodeNoLayout:            "the one-device layout (dp = tp = pp = 1) divides every checked model, so the search always has a candidate; when none fits the planner reports E0501",
+		CodeLocalLayout:         "the CLI refuses a local layout before planning it (E0611, E0509) and meets the planner's refusal only as a note beside a run it still starts",
+		CodeDeviceIncomplete:    "every catalog device has an FP32 peak and a memory bandwidth, and the checker refuses a written 0 (E0221)",
+		CodeBadDataFile:         "needs a data file the process may not read (permissions), which a test running as root cannot make; runtime/data tests it",
+		CodeRankFailed:          "needs a rank of a sharded run to fail or stall mid-step; runtime/train tests it with an injected fault",
+		CodeRunInUse:            "needs a second process holding the run folder's lock; cmd/moec's run_lock script holds one (holdlock)",
 	}
 }
 
@@ -81,13 +81,13 @@ func TestEveryCodeHasAnExample(t *testing.T) {
 
 func TestExampleLookup(t *testing.T) {
 	ex, ok := Example("e0201")
-	if !ok || ex.Code != UnknownKey || ex.File != "E0201.moe" || ex.IsArchive() {
+	if !ok || ex.Code != CodeUnknownKey || ex.File != "E0201.moe" || ex.IsArchive() {
 		t.Errorf("Example(e0201) = %+v, %v", ex, ok)
 	}
 	if _, ok := Example("E9999"); ok {
 		t.Error("Example found an example for an unregistered code")
 	}
-	ex, ok = Example(ErrUnknownStage)
+	ex, ok = Example(CodeUnknownStage)
 	if !ok || !ex.IsArchive() {
 		t.Fatalf("Example(E0601) = %+v, %v", ex, ok)
 	}

@@ -4,44 +4,123 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"unicode/utf8"
 )
 
 // Render writes d for a person to read:
 //
-//	model.moe:3:3: error[E0201]: unknown key `haeds` in block `attention`
-//	    3 |   haeds = 32
-//	      |   ^~~~~
+//	model.moe:3:3: error[E0202]: `d_model` is written twice in model m
+//	 2 |   d_model = 128
+//	   |   ------- first written here
+//	 3 |   d_model = 256
+//	   |   ^~~~~~~
 //	  = note: ...
-//	  = help: did you mean `heads`?
+//	  = help: ...
 //
 // src is the file d points into; without it (or when the position lies outside it) only
-// the first line and the notes are written. The caret line marks exactly the diagnostic's
-// range; a range that runs over several lines is marked to the end of its first line.
-// Write errors are ignored, as fmt.Fprintf callers usually do, because rendering goes to
-// a terminal or a buffer; use a bytes.Buffer to check them.
+// the first line, the labels as notes and the notes are written. The caret line marks
+// exactly the diagnostic's subject; each label in the same file marks its own range with
+// dashes and its message, on its own line in line order (as rustc's secondary labels do);
+// a label elsewhere is written as a note `file:line:col: message`. A range that runs over
+// several lines is marked to the end of its first line. Write errors are ignored, as
+// fmt.Fprintf callers usually do, because rendering goes to a terminal or a buffer; use a
+// bytes.Buffer to check them.
 func Render(w io.Writer, d Diagnostic, src []byte) {
-	line, ok := sourceLine(src, d.Range.Start.Line)
-	render(w, d, line, ok)
+	render(w, d, func(file string, n int) (string, bool) {
+		if file != d.Subject.File {
+			return "", false
+		}
+		return sourceLine(src, n)
+	})
 }
 
-// render writes d with line, the source line it points into when ok.
-func render(w io.Writer, d Diagnostic, line string, ok bool) {
+// lineSource returns line n (1-based) of file, without its line ending, when it has it.
+type lineSource func(file string, n int) (string, bool)
+
+// mark is one range the snippet marks: the subject (primary) or a label.
+type mark struct {
+	r       Range
+	primary bool
+	message string
+}
+
+// render writes d with the source lines lines gives.
+func render(w io.Writer, d Diagnostic, lines lineSource) {
 	fmt.Fprintln(w, d.String())
-	if ok && d.Range.Start.IsValid() {
-		line, r := clipLine(line, d.Range)
-		d.Range = r
-		num := fmt.Sprint(d.Range.Start.Line)
-		gutter := strings.Repeat(" ", len(num)+1)
-		fmt.Fprintf(w, " %s | %s\n", num, line)
-		fmt.Fprintf(w, "%s | %s\n", gutter, caretLine(line, d.Range))
+	var marks []mark
+	var elsewhere []Label
+	if _, ok := lines(d.Subject.File, d.Subject.Start.Line); ok && d.Subject.Start.IsValid() {
+		marks = append(marks, mark{r: d.Subject, primary: true})
+		for _, l := range d.Labels {
+			if _, ok := lines(l.Range.File, l.Range.Start.Line); ok && l.Range.File == d.Subject.File && l.Range.Start.IsValid() {
+				marks = append(marks, mark{r: l.Range, message: l.Message})
+			} else {
+				elsewhere = append(elsewhere, l)
+			}
+		}
+	} else {
+		elsewhere = d.Labels
+	}
+	writeSnippet(w, marks, lines)
+	for _, l := range elsewhere {
+		if where := l.Range.String(); where != "" {
+			fmt.Fprintf(w, "  = note: %s: %s\n", where, l.Message)
+		} else {
+			fmt.Fprintf(w, "  = note: %s\n", l.Message)
+		}
 	}
 	for _, n := range d.Notes {
 		fmt.Fprintf(w, "  = note: %s\n", strings.ReplaceAll(n, "\n", "\n          "))
 	}
 	if d.Suggestion != "" {
 		fmt.Fprintf(w, "  = help: %s\n", d.Suggestion)
+	}
+}
+
+// writeSnippet writes the source lines the marks point into, in line order, each followed
+// by its marks: the subject's `^~~~` first, then each label's `----` and message. A line
+// of "..." stands for the lines between two that are not next to each other.
+func writeSnippet(w io.Writer, marks []mark, lines lineSource) {
+	if len(marks) == 0 {
+		return
+	}
+	sort.SliceStable(marks, func(i, j int) bool { return marks[i].r.Start.Line < marks[j].r.Start.Line })
+	width := len(fmt.Sprint(marks[len(marks)-1].r.Start.Line))
+	gutter := strings.Repeat(" ", width+1)
+	prev := 0
+	for i := 0; i < len(marks); {
+		n := marks[i].r.Start.Line
+		if prev > 0 && n > prev+1 {
+			fmt.Fprintln(w, "...") // lines left out between two marked ones
+		}
+		prev = n
+		j := i
+		for j < len(marks) && marks[j].r.Start.Line == n {
+			j++
+		}
+		onLine := marks[i:j]
+		// The window of a long line is placed around the subject when it is on the line.
+		anchor := onLine[0].r
+		for _, m := range onLine {
+			if m.primary {
+				anchor = m.r
+			}
+		}
+		text, _ := lines(anchor.File, n)
+		shown, shift, endCol := clipLine(text, anchor)
+		fmt.Fprintf(w, " %*d | %s\n", width, n, shown)
+		sort.SliceStable(onLine, func(a, b int) bool { return onLine[a].primary && !onLine[b].primary })
+		for _, m := range onLine {
+			r := shiftRange(m.r, shift, endCol)
+			if m.primary {
+				fmt.Fprintf(w, "%s | %s\n", gutter, markLine(shown, r, '^', '~'))
+			} else {
+				fmt.Fprintf(w, "%s | %s %s\n", gutter, markLine(shown, r, '-', '-'), m.message)
+			}
+		}
+		i = j
 	}
 }
 
@@ -57,6 +136,15 @@ const MaxRendered = 50
 // the lines shown, however many diagnostics point into one file.
 func RenderAll(w io.Writer, list List, sources map[string][]byte) {
 	indexes := map[string]lineIndex{}
+	lines := func(file string, n int) (string, bool) {
+		src := sources[file]
+		ix, seen := indexes[file]
+		if !seen {
+			ix = indexLines(src)
+			indexes[file] = ix
+		}
+		return ix.line(src, n)
+	}
 	for i, d := range list {
 		if i > 0 {
 			fmt.Fprintln(w)
@@ -65,14 +153,7 @@ func RenderAll(w io.Writer, list List, sources map[string][]byte) {
 			fmt.Fprintf(w, "too many errors (%d more)\n", len(list)-i)
 			return
 		}
-		src := sources[d.Range.File]
-		ix, seen := indexes[d.Range.File]
-		if !seen {
-			ix = indexLines(src)
-			indexes[d.Range.File] = ix
-		}
-		line, ok := ix.line(src, d.Range.Start.Line)
-		render(w, d, line, ok)
+		render(w, d, lines)
 	}
 }
 
@@ -128,10 +209,12 @@ func sourceLine(src []byte, n int) (string, bool) {
 const maxShownLine = 200
 
 // clipLine cuts a line longer than maxShownLine to a window that starts a little before
-// r and marks what it left out with "…", moving r's columns to match.
-func clipLine(line string, r Range) (string, Range) {
+// r and marks what it left out with "…". It returns the shown text, the shift that moves
+// a column of the line to its column in the shown text, and the column just past the
+// window's last source byte (for shiftRange).
+func clipLine(line string, r Range) (shown string, shift, endCol int) {
 	if len(line) <= maxShownLine {
-		return line, r
+		return line, 0, len(line) + 1
 	}
 	from := min(max(r.Start.Col-1-maxShownLine/4, 0), len(line))
 	for from > 0 && !utf8.RuneStart(line[from]) {
@@ -141,28 +224,37 @@ func clipLine(line string, r Range) (string, Range) {
 	for to < len(line) && !utf8.RuneStart(line[to]) {
 		to--
 	}
-	shown := line[from:to]
-	shift := -from
+	shown = line[from:to]
+	shift = -from
 	if from > 0 {
 		shown = "…" + shown
 		shift += len("…")
 	}
-	endCol := len(shown) + 1 // just past the window's last source byte
+	endCol = len(shown) + 1
 	if to < len(line) {
 		shown += "…"
 	}
-	r.Start.Col += shift
-	if r.End.Line == r.Start.Line {
-		// A range running past the window is marked to the window's end.
-		r.End.Col = min(r.End.Col+shift, endCol)
-	}
-	return shown, r
+	return shown, shift, endCol
 }
 
-// caretLine builds the `^~~~` marker for r under line. Columns count bytes, the marker
-// counts characters, and tabs before the range are copied so the marker lines up however
-// the terminal expands them.
-func caretLine(line string, r Range) string {
+// shiftRange moves r's columns by shift into a clipped line; a range running past the
+// window (whose columns end before endCol) is marked to the window's end.
+func shiftRange(r Range, shift, endCol int) Range {
+	if shift == 0 && endCol > r.End.Col {
+		return r
+	}
+	r.Start.Col += shift
+	if r.End.Line == r.Start.Line {
+		r.End.Col = min(r.End.Col+shift, endCol)
+	}
+	return r
+}
+
+// markLine builds the marker for r under line: first then rest for each further character
+// (`^~~~` for a subject, `----` for a label). Columns count bytes, the marker counts
+// characters, and tabs before the range are copied so the marker lines up however the
+// terminal expands them.
+func markLine(line string, r Range, first, rest byte) string {
 	start := min(max(r.Start.Col-1, 0), len(line))
 	end := start
 	if r.End.Line == r.Start.Line && r.End.Col > r.Start.Col {
@@ -178,9 +270,9 @@ func caretLine(line string, r Range) string {
 			b.WriteByte(' ')
 		}
 	}
-	b.WriteByte('^')
+	b.WriteByte(first)
 	if width := utf8.RuneCountInString(line[start:end]); width > 1 {
-		b.WriteString(strings.Repeat("~", width-1))
+		b.WriteString(strings.Repeat(string(rest), width-1))
 	}
 	return b.String()
 }

@@ -21,9 +21,9 @@ func TestRender(t *testing.T) {
 		want string
 	}{{
 		name: "range with suggestion and note",
-		d: Diagnostic{Severity: Error, Code: "E0201", Message: "unknown key `haeds` in block `attention`",
-			Range: Range{File: "m.moe", Start: pos(27, 3, 5), End: pos(32, 3, 10)},
-			Notes: []string{"keys of attention are heads, kv_heads, ..."}, Suggestion: "did you mean `heads`?"},
+		d: Diagnostic{Severity: Error, Code: "E0201", Summary: "unknown key `haeds` in block `attention`",
+			Subject: Range{File: "m.moe", Start: pos(27, 3, 5), End: pos(32, 3, 10)},
+			Notes:   []string{"keys of attention are heads, kv_heads, ..."}, Suggestion: "did you mean `heads`?"},
 		want: "m.moe:3:5: error[E0201]: unknown key `haeds` in block `attention`\n" +
 			" 3 |     haeds = 32\n" +
 			"   |     ^~~~~\n" +
@@ -31,32 +31,32 @@ func TestRender(t *testing.T) {
 			"  = help: did you mean `heads`?\n",
 	}, {
 		name: "tabs are kept and characters counted, not bytes",
-		d: Diagnostic{Severity: Warning, Code: "W9201", Message: "w",
-			Range: Range{File: "m.moe", Start: pos(43, 4, 6), End: pos(50, 4, 13)}},
+		d: Diagnostic{Severity: Warning, Code: "W9201", Summary: "w",
+			Subject: Range{File: "m.moe", Start: pos(43, 4, 6), End: pos(50, 4, 13)}},
 		want: "m.moe:4:6: warning[W9201]: w\n" +
 			" 4 | \tx = \"été\" + 1\n" +
 			"   | \t    ^~~~~\n",
 	}, {
 		name: "multi-line range is clipped to its first line",
-		d: Diagnostic{Severity: Error, Code: "E0105", Message: "m",
-			Range: Range{File: "m.moe", Start: pos(12, 2, 3), End: pos(62, 5, 4)}},
+		d: Diagnostic{Severity: Error, Code: "E0105", Summary: "m",
+			Subject: Range{File: "m.moe", Start: pos(12, 2, 3), End: pos(62, 5, 4)}},
 		want: "m.moe:2:3: error[E0105]: m\n" +
 			" 2 |   attention {\n" +
 			"   |   ^~~~~~~~~~~\n",
 	}, {
 		name: "empty range gets one caret, even past the end of the line",
-		d: Diagnostic{Severity: Error, Code: "E0113", Message: "m",
-			Range: Range{File: "m.moe", Start: pos(9, 1, 10), End: pos(9, 1, 10)}},
+		d: Diagnostic{Severity: Error, Code: "E0113", Summary: "m",
+			Subject: Range{File: "m.moe", Start: pos(9, 1, 10), End: pos(9, 1, 10)}},
 		want: "m.moe:1:10: error[E0113]: m\n" +
 			" 1 | model m {\n" +
 			"   |          ^\n",
 	}, {
 		name: "no position: header and notes only",
-		d:    Diagnostic{Severity: Error, Code: "E0601", Message: "m", Notes: []string{"n"}},
+		d:    Diagnostic{Severity: Error, Code: "E0601", Summary: "m", Notes: []string{"n"}},
 		want: "error[E0601]: m\n  = note: n\n",
 	}, {
 		name: "line outside the source",
-		d:    Diagnostic{Severity: Error, Code: "E0101", Message: "m", Range: Range{File: "m.moe", Start: pos(0, 99, 1)}},
+		d:    Diagnostic{Severity: Error, Code: "E0101", Summary: "m", Subject: Range{File: "m.moe", Start: pos(0, 99, 1)}},
 		want: "m.moe:99:1: error[E0101]: m\n",
 	}} {
 		var b bytes.Buffer
@@ -69,8 +69,8 @@ func TestRender(t *testing.T) {
 
 func TestRenderAll(t *testing.T) {
 	l := List{
-		{Severity: Error, Code: "E0101", Message: "a", Range: Range{File: "a.moe", Start: pos(0, 1, 1), End: pos(1, 1, 2)}},
-		{Severity: Error, Code: "E0101", Message: "b", Range: Range{File: "b.moe", Start: pos(0, 1, 1), End: pos(2, 1, 3)}},
+		{Severity: Error, Code: "E0101", Summary: "a", Subject: Range{File: "a.moe", Start: pos(0, 1, 1), End: pos(1, 1, 2)}},
+		{Severity: Error, Code: "E0101", Summary: "b", Subject: Range{File: "b.moe", Start: pos(0, 1, 1), End: pos(2, 1, 3)}},
 	}
 	var b bytes.Buffer
 	RenderAll(&b, l, map[string][]byte{"a.moe": []byte("x\n"), "b.moe": []byte("yy")})
@@ -93,8 +93,8 @@ func TestRenderAllStopsAfterMaxRendered(t *testing.T) {
 		for i := 0; i < n; i++ {
 			off := src.Len()
 			src.WriteString("  vocab = 1\n")
-			l = append(l, Diagnostic{Severity: Error, Code: "E0202", Message: "dup",
-				Range: Range{File: "d.moe", Start: pos(off+2, i+1, 3), End: pos(off+7, i+1, 8)}})
+			l = append(l, Diagnostic{Severity: Error, Code: "E0202", Summary: "dup",
+				Subject: Range{File: "d.moe", Start: pos(off+2, i+1, 3), End: pos(off+7, i+1, 8)}})
 		}
 		var b bytes.Buffer
 		RenderAll(&b, l, map[string][]byte{"d.moe": []byte(src.String())})
@@ -139,8 +139,8 @@ func TestRenderLongLine(t *testing.T) {
 		wantShown: "…" + chain[20011-50:20011-50+200] + "…",
 		wantCaret: strings.Repeat(" ", 51) + "^" + strings.Repeat("~", 149),
 	}} {
-		d := Diagnostic{Severity: Error, Code: "E0116", Message: "m",
-			Range: Range{File: "c.moe", Start: pos(tc.start-1, 1, tc.start), End: pos(tc.end-1, 1, tc.end)}}
+		d := Diagnostic{Severity: Error, Code: "E0116", Summary: "m",
+			Subject: Range{File: "c.moe", Start: pos(tc.start-1, 1, tc.start), End: pos(tc.end-1, 1, tc.end)}}
 		var b bytes.Buffer
 		Render(&b, d, []byte(chain+"\n"))
 		want := "c.moe:1:" + fmt.Sprint(tc.start) + ": error[E0116]: m\n 1 | " + tc.wantShown + "\n   | " + tc.wantCaret + "\n"
@@ -150,8 +150,8 @@ func TestRenderLongLine(t *testing.T) {
 	}
 	// The end of a long line: no "…" after it, and multi-byte characters are not split.
 	line := strings.Repeat("é", 300)
-	d := Diagnostic{Severity: Error, Code: "E0101", Message: "m",
-		Range: Range{File: "c.moe", Start: pos(598, 1, 599), End: pos(600, 1, 601)}}
+	d := Diagnostic{Severity: Error, Code: "E0101", Summary: "m",
+		Subject: Range{File: "c.moe", Start: pos(598, 1, 599), End: pos(600, 1, 601)}}
 	var b bytes.Buffer
 	Render(&b, d, []byte(line))
 	shown := strings.Split(b.String(), "\n")[1]
@@ -238,9 +238,9 @@ func TestSyntaxCodesRegistered(t *testing.T) {
 			t.Errorf("code %s has no summary", info.Code)
 		}
 	}
-	for _, c := range []Code{UnexpectedToken, UnterminatedString, BadNumber, UnknownSuffix, MissingRBrace,
-		MissingEquals, IllegalCharacter, NestingTooDeep, UnmatchedClose, MissingClose, BadEscape,
-		AssignOutsideBlock, MissingValue, ImportNotString, MissingSeparator, ExprTooLong, TooManyRepeats, InternalParserError} {
+	for _, c := range []Code{CodeUnexpectedToken, CodeUnterminatedString, CodeBadNumber, CodeUnknownSuffix, CodeMissingRBrace,
+		CodeMissingEquals, CodeIllegalCharacter, CodeNestingTooDeep, CodeUnmatchedClose, CodeMissingClose, CodeBadEscape,
+		CodeAssignOutsideBlock, CodeMissingValue, CodeImportNotString, CodeMissingSeparator, CodeExprTooLong, CodeTooManyRepeats, CodeInternalParserError} {
 		if !seen[c] || !strings.HasPrefix(string(c), "E01") {
 			t.Errorf("syntax code %s not registered in the E01xx range", c)
 		}
@@ -256,11 +256,63 @@ func BenchmarkRenderAll(b *testing.B) {
 	for i := 0; i < n; i++ {
 		off := src.Len()
 		src.WriteString("  vocab = 1\n")
-		l = append(l, Diagnostic{Severity: Error, Code: "E0202", Message: "dup",
-			Range: Range{File: "d.moe", Start: pos(off+2, i+1, 3), End: pos(off+7, i+1, 8)}})
+		l = append(l, Diagnostic{Severity: Error, Code: "E0202", Summary: "dup",
+			Subject: Range{File: "d.moe", Start: pos(off+2, i+1, 3), End: pos(off+7, i+1, 8)}})
 	}
 	sources := map[string][]byte{"d.moe": []byte(src.String())}
 	for b.Loop() {
 		RenderAll(io.Discard, l, sources)
+	}
+}
+
+// TestRenderLabels: a label in the subject's file marks its own line with dashes and its
+// message, in line order beside the subject's caret, even on the subject's own line; a
+// label in another file, or one without its source, is a note that names its place.
+func TestRenderLabels(t *testing.T) {
+	src := []byte("model m {\n  d_model = 128\n  d_model = 256; zero(2, stage = 3)\n}\n")
+	d := Diagnostic{Severity: Error, Code: "E0202", Summary: "`d_model` is written twice in model m",
+		Subject: Range{File: "m.moe", Start: pos(26, 3, 3), End: pos(33, 3, 10)}}
+	d.Label(Range{File: "m.moe", Start: pos(12, 2, 3), End: pos(19, 2, 10)}, "first written here")
+	d.Label(Range{File: "m.moe", Start: pos(41, 3, 18), End: pos(45, 3, 22)}, "zero here")
+	d.Label(Range{File: "base.moe", Start: pos(0, 7, 5), End: pos(3, 7, 8)}, "inherited from here")
+	want := "m.moe:3:3: error[E0202]: `d_model` is written twice in model m\n" +
+		" 2 |   d_model = 128\n" +
+		"   |   ------- first written here\n" +
+		" 3 |   d_model = 256; zero(2, stage = 3)\n" +
+		"   |   ^~~~~~~\n" +
+		"   |                  ---- zero here\n" +
+		"  = note: base.moe:7:5: inherited from here\n"
+	var b bytes.Buffer
+	Render(&b, d, src)
+	if b.String() != want {
+		t.Errorf("--- got\n%s--- want\n%s", b.String(), want)
+	}
+	b.Reset()
+	Render(&b, d, nil)
+	want = "m.moe:3:3: error[E0202]: `d_model` is written twice in model m\n" +
+		"  = note: m.moe:2:3: first written here\n" +
+		"  = note: m.moe:3:18: zero here\n" +
+		"  = note: base.moe:7:5: inherited from here\n"
+	if b.String() != want {
+		t.Errorf("without source:\n--- got\n%s--- want\n%s", b.String(), want)
+	}
+	// The gutter is as wide as the widest line number shown, and "..." stands for lines
+	// left out.
+	long := []byte(strings.Repeat("\n", 8) + "a = 1\n b = 2\n")
+	d = Diagnostic{Severity: Error, Code: "E0202", Summary: "s", Subject: Range{File: "l.moe", Start: pos(0, 10, 2), End: pos(0, 10, 3)}}
+	d.Label(Range{File: "l.moe", Start: pos(0, 1, 1), End: pos(0, 1, 1)}, "far")
+	b.Reset()
+	RenderAll(&b, List{d}, map[string][]byte{"l.moe": []byte("x" + string(long))})
+	want = "l.moe:10:2: error[E0202]: s\n  1 | x\n    | - far\n...\n 10 |  b = 2\n    |  ^\n"
+	if b.String() != want {
+		t.Errorf("gap:\n--- got\n%s--- want\n%s", b.String(), want)
+	}
+	d = Diagnostic{Severity: Error, Code: "E0202", Summary: "s", Subject: Range{File: "l.moe", Start: pos(0, 10, 2), End: pos(0, 10, 3)}}
+	d.Label(Range{File: "l.moe", Start: pos(0, 9, 1), End: pos(0, 9, 2)}, "here")
+	b.Reset()
+	RenderAll(&b, List{d}, map[string][]byte{"l.moe": long})
+	want = "l.moe:10:2: error[E0202]: s\n  9 | a = 1\n    | - here\n 10 |  b = 2\n    |  ^\n"
+	if b.String() != want {
+		t.Errorf("gutter:\n--- got\n%s--- want\n%s", b.String(), want)
 	}
 }

@@ -44,7 +44,7 @@ func (c *converter) needSep(g *gAssign) {
 	if !ok || t.Type == tokEOF || isSep(t) || isPunct(t, "}") {
 		return
 	}
-	d := c.diags.Errorf(diag.MissingSeparator, diag.Range{File: c.name, Start: astPos(t.Pos), End: tokenEnd(t)},
+	d := c.diags.Errorf(diag.CodeMissingSeparator, diag.Range{File: c.name, Start: astPos(t.Pos), End: tokenEnd(t)},
 		"unexpected %s after the value of `%s`", describe(t), g.Key.Name)
 	d.Suggestion = "separate entries with a newline or `;`"
 }

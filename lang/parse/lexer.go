@@ -158,9 +158,9 @@ func (s *scanner) run() {
 			s.advance(size)
 			var d *diag.Diagnostic
 			if r == utf8.RuneError && size == 1 {
-				d = s.errorf(diag.IllegalCharacter, start, s.pos(), "invalid byte 0x%02x in source (not UTF-8)", c)
+				d = s.errorf(diag.CodeIllegalCharacter, start, s.pos(), "invalid byte 0x%02x in source (not UTF-8)", c)
 			} else {
-				d = s.errorf(diag.IllegalCharacter, start, s.pos(), "character %q is not allowed here", r)
+				d = s.errorf(diag.CodeIllegalCharacter, start, s.pos(), "character %q is not allowed here", r)
 			}
 			switch r {
 			case '.':
@@ -218,7 +218,7 @@ func (s *scanner) ident() {
 		at.Offset, at.Column = foreign, start.Column+foreign-s.off
 		to := at
 		to.Offset, to.Column = at.Offset+size, at.Column+size
-		d := s.errorf(diag.IllegalCharacter, at, to, "character %q is not allowed in the name `%s`: names are ASCII letters, digits and _", r, text)
+		d := s.errorf(diag.CodeIllegalCharacter, at, to, "character %q is not allowed in the name `%s`: names are ASCII letters, digits and _", r, text)
 		if alt := asciiName(text); strings.Trim(alt, "_") != "" {
 			d.Suggestion = fmt.Sprintf("write `%s`", alt)
 		} else {
@@ -377,9 +377,9 @@ func (s *scanner) number() {
 	end := s.pos()
 	switch {
 	case bad != "":
-		s.errorf(diag.BadNumber, start, end, "malformed number `%s`: %s", text, bad)
+		s.errorf(diag.CodeBadNumber, start, end, "malformed number `%s`: %s", text, bad)
 	case suffix != "" && !knownSuffix(suffix):
-		d := s.errorf(diag.UnknownSuffix, start, end, "unknown suffix `%s` on number `%s`", suffix, text)
+		d := s.errorf(diag.CodeUnknownSuffix, start, end, "unknown suffix `%s` on number `%s`", suffix, text)
 		if best, ok := diag.Closest(suffix, suffixes); ok {
 			d.Suggestion = fmt.Sprintf("did you mean `%s%s`?", src[start.Offset:start.Offset+numEnd-start.Offset], best)
 		} else {
@@ -387,7 +387,7 @@ func (s *scanner) number() {
 		}
 	default:
 		if _, err := strconv.ParseFloat(string(src[start.Offset:numEnd]), 64); err != nil {
-			s.errorf(diag.BadNumber, start, end, "number `%s` is out of range", text)
+			s.errorf(diag.CodeBadNumber, start, end, "number `%s` is out of range", text)
 		}
 	}
 	s.emit(tokNumber, start, text)
@@ -446,7 +446,7 @@ func (s *scanner) str() {
 				escEnd := escStart
 				escEnd.Offset += 1 + size
 				escEnd.Column += 1 + size
-				d := s.errorf(diag.BadEscape, escStart, escEnd, "invalid escape `%s` in string", s.src[i:i+1+size])
+				d := s.errorf(diag.CodeBadEscape, escStart, escEnd, "invalid escape `%s` in string", s.src[i:i+1+size])
 				d.Notes = append(d.Notes, "escapes are \\n \\t \\r \\\\ \\\" \\xHH \\uHHHH")
 				i += 1 + size
 				continue
@@ -468,7 +468,7 @@ func (s *scanner) str() {
 	text := string(s.src[s.off:i])
 	s.advance(i - s.off)
 	if !closed {
-		d := s.errorf(diag.UnterminatedString, start, s.pos(), "string is not terminated before the end of the line")
+		d := s.errorf(diag.CodeUnterminatedString, start, s.pos(), "string is not terminated before the end of the line")
 		d.Suggestion = "add a closing `\"`"
 	}
 	s.out.strings[start.Offset] = string(val)

@@ -37,9 +37,9 @@ func File(name string, src []byte) (f *ast.File, diags diag.List) {
 			// A bug in moec, not in the user's file: say so rather than crash the tool,
 			// keeping what was found before it.
 			diags = append(p.diags, diag.Diagnostic{
-				Severity: diag.Error, Code: diag.InternalParserError,
-				Range:   diag.Range{File: name, Start: ast.Pos{Offset: 0, Line: 1, Col: 1}},
-				Message: fmt.Sprintf("internal parser error: %v", r),
+				Severity: diag.Error, Code: diag.CodeInternalParserError,
+				Subject: diag.Range{File: name, Start: ast.Pos{Offset: 0, Line: 1, Col: 1}},
+				Summary: fmt.Sprintf("internal parser error: %v", r),
 				Notes:   []string{"please report this with the input file", firstLines(string(debug.Stack()), 12)},
 			})
 		}
@@ -69,8 +69,8 @@ func Expr(src string) (x ast.Expr, diags diag.List) {
 	defer func() {
 		if r := recover(); r != nil {
 			x = nil
-			diags = append(diags, diag.Diagnostic{Severity: diag.Error, Code: diag.InternalParserError,
-				Message: fmt.Sprintf("internal parser error: %v", r)})
+			diags = append(diags, diag.Diagnostic{Severity: diag.Error, Code: diag.CodeInternalParserError,
+				Summary: fmt.Sprintf("internal parser error: %v", r)})
 		}
 	}()
 	lx := scan("", []byte(src))
@@ -85,7 +85,7 @@ func Expr(src string) (x ast.Expr, diags diag.List) {
 		toks = toks[1:]
 	}
 	if len(toks) == 0 {
-		p.diags.Errorf(diag.MissingValue, diag.Range{Start: astPos(lx.eof), End: astPos(lx.eof)}, "expected an expression")
+		p.diags.Errorf(diag.CodeMissingValue, diag.Range{Start: astPos(lx.eof), End: astPos(lx.eof)}, "expected an expression")
 		return nil, p.diags
 	}
 	if d := maxDepth(toks); d > MaxDepth {
@@ -173,7 +173,7 @@ func (p *parser) tooDeep(toks []lexer.Token) {
 		case isOpener(t):
 			d++
 			if d > MaxDepth {
-				dg := p.diags.Errorf(diag.NestingTooDeep, p.tokRange(t), "brackets nest more than %d levels deep", MaxDepth)
+				dg := p.diags.Errorf(diag.CodeNestingTooDeep, p.tokRange(t), "brackets nest more than %d levels deep", MaxDepth)
 				dg.Notes = append(dg.Notes, "this declaration is skipped")
 				return
 			}
@@ -234,7 +234,7 @@ func (p *parser) reportLongExpr(toks []lexer.Token) bool {
 	if at < 0 {
 		return false
 	}
-	d := p.diags.Errorf(diag.ExprTooLong, p.tokRange(toks[at]), "expression has more than %d operators", MaxOperators)
+	d := p.diags.Errorf(diag.CodeExprTooLong, p.tokRange(toks[at]), "expression has more than %d operators", MaxOperators)
 	d.Notes = append(d.Notes, "this value is skipped")
 	d.Suggestion = "write the value as one number, or split it into keys that refer to each other"
 	return true
@@ -256,7 +256,7 @@ func (p *parser) syntaxError(err error, c chunk, where string) {
 		if exp != "" {
 			msg += ": expected " + exp
 		}
-		d := p.diags.Errorf(diag.UnexpectedToken, p.tokRange(t), "%s", msg)
+		d := p.diags.Errorf(diag.CodeUnexpectedToken, p.tokRange(t), "%s", msg)
 		switch {
 		case !isValueStart(t):
 		case exp == "`)`" || exp == "`]`":
@@ -278,14 +278,14 @@ func (p *parser) syntaxError(err error, c chunk, where string) {
 		msg := pe.Message()
 		if m := tooManyIterations.FindStringSubmatch(msg); m != nil {
 			// participle caps every repetition; its message names the grammar rule.
-			d := p.diags.Errorf(diag.TooManyRepeats, p.rng(pos, pos), "more than %s entries, separators or list elements in a row", m[1])
+			d := p.diags.Errorf(diag.CodeTooManyRepeats, p.rng(pos, pos), "more than %s entries, separators or list elements in a row", m[1])
 			d.Suggestion = "split the file or the block"
 			return
 		}
-		p.diags.Errorf(diag.UnexpectedToken, p.rng(pos, pos), "%s", grammarWords(msg))
+		p.diags.Errorf(diag.CodeUnexpectedToken, p.rng(pos, pos), "%s", grammarWords(msg))
 		return
 	}
-	p.diags.Errorf(diag.InternalParserError, p.tokRange(c.end), "internal parser error: %v", err)
+	p.diags.Errorf(diag.CodeInternalParserError, p.tokRange(c.end), "internal parser error: %v", err)
 }
 
 func isValueStart(t lexer.Token) bool {

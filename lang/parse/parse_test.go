@@ -145,7 +145,7 @@ func TestEverySyntaxCodeHasAGoldenCase(t *testing.T) {
 		all.Write(b)
 	}
 	for _, info := range diag.Registry() {
-		if !strings.HasPrefix(string(info.Code), "E01") || info.Code == diag.InternalParserError || info.Code == diag.TooManyRepeats {
+		if !strings.HasPrefix(string(info.Code), "E01") || info.Code == diag.CodeInternalParserError || info.Code == diag.CodeTooManyRepeats {
 			continue
 		}
 		if !strings.Contains(all.String(), "error["+string(info.Code)+"]") {

@@ -38,7 +38,7 @@ func (p *parser) splitTop(toks []lexer.Token) []chunk {
 			continue
 		}
 		if isCloser(t) {
-			p.diags.Errorf(diag.UnmatchedClose, p.tokRange(t), "`%s` does not close anything", t.Value)
+			p.diags.Errorf(diag.CodeUnmatchedClose, p.tokRange(t), "`%s` does not close anything", t.Value)
 			i++
 			continue
 		}
@@ -119,7 +119,7 @@ func (p *parser) splitEntries(toks []lexer.Token, after lexer.Token) []chunk {
 			start = i + 1
 		case braces == 0 && brackets == 0 && i > start+2 && t.Type == tokIdent &&
 			i+1 < len(toks) && isPunct(toks[i+1], "=") && endsValue(toks[i-1]):
-			d := p.diags.Errorf(diag.MissingSeparator, p.tokRange(t), "unexpected %s after the value of `%s`",
+			d := p.diags.Errorf(diag.CodeMissingSeparator, p.tokRange(t), "unexpected %s after the value of `%s`",
 				describe(t), toks[start].Value)
 			d.Suggestion = "separate entries with a newline or `;`"
 			out = append(out, chunk{toks: toks[start:i], end: t})
@@ -151,11 +151,11 @@ func (p *parser) recoverFile(f *ast.File) {
 				f.Imports = append(f.Imports, imp)
 			}
 		case first.Type == tokIdent && len(c.toks) > 1 && isPunct(c.toks[1], "="):
-			d := p.diags.Errorf(diag.AssignOutsideBlock, p.rng(astPos(first.Pos), tokenEnd(c.toks[len(c.toks)-1])),
+			d := p.diags.Errorf(diag.CodeAssignOutsideBlock, p.rng(astPos(first.Pos), tokenEnd(c.toks[len(c.toks)-1])),
 				"`%s = ...` must be inside a block", first.Value)
 			d.Suggestion = "move it into the `model`, `cluster` or `train` block it belongs to"
 		case first.Type != tokIdent:
-			p.diags.Errorf(diag.UnexpectedToken, p.tokRange(first),
+			p.diags.Errorf(diag.CodeUnexpectedToken, p.tokRange(first),
 				"unexpected %s at top level: expected a declaration such as `model NAME { ... }`", describe(first))
 		default:
 			if b := p.recoverBlock(c); b != nil {
@@ -171,7 +171,7 @@ func (p *parser) recoverImport(c chunk) *ast.Import {
 		if len(c.toks) > 1 {
 			at = c.toks[1]
 		}
-		d := p.diags.Errorf(diag.ImportNotString, p.tokRange(at), "import path must be a string, found %s", describe(at))
+		d := p.diags.Errorf(diag.CodeImportNotString, p.tokRange(at), "import path must be a string, found %s", describe(at))
 		d.Suggestion = "write `import \"other.moe\"`"
 		return nil
 	}
@@ -213,7 +213,7 @@ func (p *parser) reportedWithin(c chunk) bool {
 		to = p.lx.eof.Offset
 	}
 	for _, d := range p.diags {
-		if d.Range.Start.Offset >= from && d.Range.Start.Offset <= to {
+		if d.Subject.Start.Offset >= from && d.Subject.Start.Offset <= to {
 			return true
 		}
 	}
@@ -228,7 +228,7 @@ func (p *parser) lexicalErrorIn(c chunk) bool {
 	}
 	from, to := c.toks[0].Pos.Offset, c.end.Pos.Offset
 	for _, d := range p.lx.diags {
-		if d.Code == diag.IllegalCharacter && d.Range.Start.Offset >= from && d.Range.Start.Offset <= to {
+		if d.Code == diag.CodeIllegalCharacter && d.Subject.Start.Offset >= from && d.Subject.Start.Offset <= to {
 			return true
 		}
 	}
@@ -261,7 +261,7 @@ func (p *parser) blockPieces(c chunk) *ast.Block {
 	b := &ast.Block{Broken: true}
 	hdr := chunk{toks: toks[:open], end: toks[open]}
 	if open == 0 {
-		p.diags.Errorf(diag.UnexpectedToken, p.tokRange(toks[0]), "`{` must follow a block kind such as `model` or `attention`")
+		p.diags.Errorf(diag.CodeUnexpectedToken, p.tokRange(toks[0]), "`{` must follow a block kind such as `model` or `attention`")
 		return nil
 	}
 	if g, err := run(grammar().header, hdr.toks, hdr.eofPos()); err != nil {
@@ -294,7 +294,7 @@ func (p *parser) blockPieces(c chunk) *ast.Block {
 		b.Span = ast.Span{Start: astPos(toks[0].Pos), End: tokenEnd(toks[closeAt])}
 		if closeAt+1 < len(toks) {
 			extra := toks[closeAt+1]
-			d := p.diags.Errorf(diag.MissingSeparator, p.tokRange(extra), "unexpected %s after the block's closing `}`", describe(extra))
+			d := p.diags.Errorf(diag.CodeMissingSeparator, p.tokRange(extra), "unexpected %s after the block's closing `}`", describe(extra))
 			d.Suggestion = "put it on its own line"
 		}
 	} else {
@@ -303,12 +303,12 @@ func (p *parser) blockPieces(c chunk) *ast.Block {
 		if inner, closer, ok := p.misindentedBrace(toks[open:]); ok {
 			// Braces pair up, but one `}` lines up with an outer block: the inner
 			// brace is the one the user forgot to close.
-			d := p.diags.Errorf(diag.MissingRBrace, p.tokRange(inner), "%s is never closed", braceTitle(toks[open:], inner))
+			d := p.diags.Errorf(diag.CodeMissingRBrace, p.tokRange(inner), "%s is never closed", braceTitle(toks[open:], inner))
 			d.Notes = append(d.Notes, fmt.Sprintf("the `}` at %d:%d lines up with %s, so it closes that instead",
 				closer.Pos.Line, closer.Pos.Column, blockTitle(b)))
 			d.Suggestion = "add `}` where it ends"
 		} else {
-			d := p.diags.Errorf(diag.MissingRBrace, p.tokRange(toks[open]), "%s is never closed", blockTitle(b))
+			d := p.diags.Errorf(diag.CodeMissingRBrace, p.tokRange(toks[open]), "%s is never closed", blockTitle(b))
 			d.Notes = append(d.Notes, fmt.Sprintf("expected `}` before %s at %d:%d", describe(c.end), c.end.Pos.Line, c.end.Pos.Column))
 			d.Suggestion = "add `}` at the end of the block"
 		}
@@ -339,7 +339,7 @@ func (p *parser) recoverEntry(c chunk) ast.Entry {
 	toks := c.toks
 	first := toks[0]
 	if first.Type != tokIdent {
-		p.diags.Errorf(diag.UnexpectedToken, p.tokRange(first), "unexpected %s: expected a key or a nested block", describe(first))
+		p.diags.Errorf(diag.CodeUnexpectedToken, p.tokRange(first), "unexpected %s: expected a key or a nested block", describe(first))
 		return nil
 	}
 	if len(toks) > 1 && !isPunct(toks[1], "=") && hasTopLevelBrace(toks) {
@@ -381,7 +381,7 @@ func (p *parser) recoverAssign(c chunk) *ast.Assign {
 		if len(toks) > 1 {
 			r = p.tokRange(at)
 		}
-		d := p.diags.Errorf(diag.MissingEquals, r, "expected `=` after key `%s`, found %s", key.Value, describe(at))
+		d := p.diags.Errorf(diag.CodeMissingEquals, r, "expected `=` after key `%s`, found %s", key.Value, describe(at))
 		if len(toks) > 1 {
 			d.Suggestion = fmt.Sprintf("write `%s = ...`", key.Value)
 		} else {
@@ -390,7 +390,7 @@ func (p *parser) recoverAssign(c chunk) *ast.Assign {
 		return nil
 	}
 	if len(toks) == 2 {
-		d := p.diags.Errorf(diag.MissingValue, p.rng(tokenEnd(toks[1]), tokenEnd(toks[1])),
+		d := p.diags.Errorf(diag.CodeMissingValue, p.rng(tokenEnd(toks[1]), tokenEnd(toks[1])),
 			"missing value after `%s =`", key.Value)
 		d.Notes = append(d.Notes, fmt.Sprintf("found %s instead", describe(c.end)))
 		return nil
@@ -400,7 +400,7 @@ func (p *parser) recoverAssign(c chunk) *ast.Assign {
 	}
 	for i := 2; i < len(toks); i++ {
 		if isPunct(toks[i-1], "=") && (isCloser(toks[i]) || isPunct(toks[i], ",")) {
-			d := p.diags.Errorf(diag.MissingValue, p.rng(tokenEnd(toks[i-1]), tokenEnd(toks[i-1])),
+			d := p.diags.Errorf(diag.CodeMissingValue, p.rng(tokenEnd(toks[i-1]), tokenEnd(toks[i-1])),
 				"missing value after `%s =`", toks[i-2].Value)
 			d.Notes = append(d.Notes, fmt.Sprintf("found %s instead", describe(toks[i])))
 			return nil
@@ -410,7 +410,7 @@ func (p *parser) recoverAssign(c chunk) *ast.Assign {
 		return nil
 	}
 	if isPunct(toks[len(toks)-1], "=") && len(toks) > 2 {
-		d := p.diags.Errorf(diag.MissingValue, p.rng(tokenEnd(toks[len(toks)-1]), tokenEnd(toks[len(toks)-1])),
+		d := p.diags.Errorf(diag.CodeMissingValue, p.rng(tokenEnd(toks[len(toks)-1]), tokenEnd(toks[len(toks)-1])),
 			"missing value after `%s =`", toks[len(toks)-2].Value)
 		d.Notes = append(d.Notes, fmt.Sprintf("found %s instead", describe(c.end)))
 		return nil
@@ -445,7 +445,7 @@ func (p *parser) brackets(toks []lexer.Token) bool {
 				}
 			}
 			if found < 0 {
-				p.diags.Errorf(diag.UnmatchedClose, p.tokRange(t), "`%s` does not close anything", t.Value)
+				p.diags.Errorf(diag.CodeUnmatchedClose, p.tokRange(t), "`%s` does not close anything", t.Value)
 				bad = true
 				continue
 			}
@@ -465,7 +465,7 @@ func (p *parser) brackets(toks []lexer.Token) bool {
 
 func (p *parser) missingClose(open, at lexer.Token) {
 	want := string(closerOf(open.Value[0]))
-	d := p.diags.Errorf(diag.MissingClose, p.tokRange(open), "`%s` is never closed", open.Value)
+	d := p.diags.Errorf(diag.CodeMissingClose, p.tokRange(open), "`%s` is never closed", open.Value)
 	if at.Value != "" {
 		d.Notes = append(d.Notes, fmt.Sprintf("`%s` at %d:%d closes an outer bracket first", at.Value, at.Pos.Line, at.Pos.Column))
 	}

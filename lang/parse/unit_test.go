@@ -59,18 +59,18 @@ func typeName(x ast.Expr) string { return fmt.Sprintf("%T", x) }
 
 func TestExprErrors(t *testing.T) {
 	for src, code := range map[string]diag.Code{
-		"":          diag.MissingValue,
-		"4 *":       diag.UnexpectedToken,
-		"(1":        diag.MissingClose,
-		"1)":        diag.UnmatchedClose,
-		"\"abc":     diag.UnterminatedString,
-		"40Gib":     diag.UnknownSuffix,
-		"1 2":       diag.UnexpectedToken,
-		"f(a = )":   diag.UnexpectedToken,
-		"- - 1":     diag.UnexpectedToken,
-		"1.2.3":     diag.BadNumber,
-		"1e999":     diag.BadNumber,
-		"\"a\\qb\"": diag.BadEscape,
+		"":          diag.CodeMissingValue,
+		"4 *":       diag.CodeUnexpectedToken,
+		"(1":        diag.CodeMissingClose,
+		"1)":        diag.CodeUnmatchedClose,
+		"\"abc":     diag.CodeUnterminatedString,
+		"40Gib":     diag.CodeUnknownSuffix,
+		"1 2":       diag.CodeUnexpectedToken,
+		"f(a = )":   diag.CodeUnexpectedToken,
+		"- - 1":     diag.CodeUnexpectedToken,
+		"1.2.3":     diag.CodeBadNumber,
+		"1e999":     diag.CodeBadNumber,
+		"\"a\\qb\"": diag.CodeBadEscape,
 	} {
 		_, diags := Expr(src)
 		if len(diags) == 0 || diags[0].Code != code {
@@ -87,7 +87,7 @@ func TestDeepNesting(t *testing.T) {
 		src := "model m {\n  x = " + strings.Repeat(open, n) + "\n}\n"
 		start := time.Now()
 		_, diags := File("deep.moe", []byte(src))
-		if len(diags) == 0 || diags[0].Code != diag.NestingTooDeep {
+		if len(diags) == 0 || diags[0].Code != diag.CodeNestingTooDeep {
 			t.Errorf("%s: got %v", open, firstN(diags, 3))
 		}
 		if d := time.Since(start); d > 5*time.Second {
@@ -126,10 +126,10 @@ func TestLongExpression(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			src := "model m {\n  vocab = 256\n  x = " + tc.value + "\n  d_model = 128\n}\ncluster c { nodes = 1 }\n"
 			f, diags := File("long.moe", []byte(src))
-			if len(diags) != 1 || diags[0].Code != diag.ExprTooLong {
+			if len(diags) != 1 || diags[0].Code != diag.CodeExprTooLong {
 				t.Fatalf("want one E0116, got %d: %v", len(diags), firstN(diags, 3))
 			}
-			if at := diags[0].Range.Start; at.Line != 3 || at.Col != len("  x = ")+tc.col {
+			if at := diags[0].Subject.Start; at.Line != 3 || at.Col != len("  x = ")+tc.col {
 				t.Errorf("reported at %s, want 3:%d", at, len("  x = ")+tc.col)
 			}
 			if len(f.Decls) != 2 {
@@ -144,7 +144,7 @@ func TestLongExpression(t *testing.T) {
 			}
 		})
 	}
-	if _, diags := Expr(chain(MaxOperators+1, "+")); len(diags) != 1 || diags[0].Code != diag.ExprTooLong {
+	if _, diags := Expr(chain(MaxOperators+1, "+")); len(diags) != 1 || diags[0].Code != diag.CodeExprTooLong {
 		t.Errorf("Expr: want one E0116, got %v", firstN(diags, 3))
 	}
 }
@@ -158,7 +158,7 @@ func TestLongExpressionMemory(t *testing.T) {
 	runtime.ReadMemStats(&before)
 	_, diags := File("long.moe", src)
 	runtime.ReadMemStats(&after)
-	if len(diags) != 1 || diags[0].Code != diag.ExprTooLong {
+	if len(diags) != 1 || diags[0].Code != diag.CodeExprTooLong {
 		t.Fatalf("want one E0116, got %v", firstN(diags, 3))
 	}
 	// 1.2M tokens of 64 bytes: 77 MB. The grammar alone spent gigabytes on it.
@@ -226,11 +226,11 @@ func checkInvariants(t *testing.T, src []byte) {
 		t.Fatal("nil file")
 	}
 	for _, d := range diags {
-		if d.Code == diag.InternalParserError {
-			t.Fatalf("internal error on %q: %s %v", src, d.Message, d.Notes)
+		if d.Code == diag.CodeInternalParserError {
+			t.Fatalf("internal error on %q: %s %v", src, d.Summary, d.Notes)
 		}
-		if d.Range.Start.Offset > len(src) || d.Range.End.Offset > len(src) || d.Range.End.Offset < d.Range.Start.Offset && d.Range.End.IsValid() {
-			t.Fatalf("diagnostic range out of file: %v %+v", d, d.Range)
+		if d.Subject.Start.Offset > len(src) || d.Subject.End.Offset > len(src) || d.Subject.End.Offset < d.Subject.Start.Offset && d.Subject.End.IsValid() {
+			t.Fatalf("diagnostic range out of file: %v %+v", d, d.Subject)
 		}
 		var b bytes.Buffer
 		diag.Render(&b, d, src)
@@ -262,12 +262,12 @@ func TestNoGrammarNamesReachUsers(t *testing.T) {
 	// A chain of over a million operands used to reach participle's repetition cap.
 	src := "model m {\n  vocab = 1" + strings.Repeat("+1", 1000001) + "\n}\n"
 	_, diags := File("huge.moe", []byte(src))
-	if len(diags) != 1 || diags[0].Code != diag.ExprTooLong {
+	if len(diags) != 1 || diags[0].Code != diag.CodeExprTooLong {
 		t.Errorf("million-operand chain: want one E0116, got %v", firstN(diags, 3))
 	}
 	for _, d := range diags {
-		if grammarName.MatchString(d.Message) {
-			t.Errorf("grammar name in %q", d.Message)
+		if grammarName.MatchString(d.Summary) {
+			t.Errorf("grammar name in %q", d.Summary)
 		}
 	}
 }
@@ -285,14 +285,14 @@ func TestTooManyRepeats(t *testing.T) {
 		}
 		d := p.diags[0]
 		want := fmt.Sprintf("more than %d entries, separators or list elements in a row", participle.MaxIterations)
-		if d.Code != diag.TooManyRepeats || d.Message != want || d.Range.Start.Line != 2 || d.Range.Start.Col != 3 {
-			t.Errorf("%s: got %s at %s", rule, d, d.Range.Start)
+		if d.Code != diag.CodeTooManyRepeats || d.Summary != want || d.Subject.Start.Line != 2 || d.Subject.Start.Col != 3 {
+			t.Errorf("%s: got %s at %s", rule, d, d.Subject.Start)
 		}
 	}
 	// Any other participle message loses the names of grammar rules.
 	p := &parser{name: "r.moe"}
 	p.syntaxError(participle.Errorf(lexer.Position{Line: 1, Column: 1}, "branch GOpTerm was accepted but did not progress"), chunk{}, "")
-	if len(p.diags) != 1 || strings.Contains(p.diags[0].Message, "GOpTerm") {
+	if len(p.diags) != 1 || strings.Contains(p.diags[0].Summary, "GOpTerm") {
 		t.Errorf("got %v", p.diags)
 	}
 }

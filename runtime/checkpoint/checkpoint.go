@@ -208,7 +208,7 @@ func syncDir(dir string) error {
 }
 
 func corrupt(dir, format string, args ...any) error {
-	return &diag.RuntimeError{Code: diag.ErrCorruptCheckpoint, Message: fmt.Sprintf("checkpoint %s: ", dir) + fmt.Sprintf(format, args...)}
+	return &diag.Diagnostic{Code: diag.CodeCorruptCheckpoint, Summary: fmt.Sprintf("checkpoint %s: ", dir) + fmt.Sprintf(format, args...)}
 }
 
 // LoadManifest reads and checks dir's manifest without reading the tensor files.
@@ -273,7 +273,7 @@ func readVerified(dir string, m *Manifest, name string) ([]byte, error) {
 	}
 	b, err := os.ReadFile(filepath.Join(dir, name))
 	if err != nil {
-		return nil, &diag.RuntimeError{Code: diag.ErrCorruptCheckpoint, Message: fmt.Sprintf("checkpoint %s: reading %s", dir, name), Err: err}
+		return nil, &diag.Diagnostic{Code: diag.CodeCorruptCheckpoint, Summary: fmt.Sprintf("checkpoint %s: reading %s", dir, name), Err: err}
 	}
 	if int64(len(b)) != entry.Size {
 		return nil, corrupt(dir, "%s is %d bytes, manifest says %d (truncated or replaced)", name, len(b), entry.Size)
@@ -294,7 +294,7 @@ func Load(dir string, withOptimizer bool) (*Checkpoint, error) {
 	}
 	for _, f := range m.Files {
 		if f.Name == CompressionFile {
-			return nil, diag.Runtimef(diag.ErrCheckpointMismatch, "checkpoint %s is compressed for serving (moec compress): eval, generate and serve run it; train or grow from the checkpoint it was compressed from", dir)
+			return nil, diag.Runtimef(diag.CodeCheckpointMismatch, "checkpoint %s is compressed for serving (moec compress): eval, generate and serve run it; train or grow from the checkpoint it was compressed from", dir)
 		}
 	}
 	c := &Checkpoint{Manifest: *m}
@@ -305,7 +305,7 @@ func Load(dir string, withOptimizer bool) (*Checkpoint, error) {
 		}
 		f, err := safetensors.Decode(b)
 		if err != nil {
-			return nil, &diag.RuntimeError{Code: diag.ErrCorruptCheckpoint, Message: fmt.Sprintf("checkpoint %s: %s", dir, name), Err: err}
+			return nil, &diag.Diagnostic{Code: diag.CodeCorruptCheckpoint, Summary: fmt.Sprintf("checkpoint %s: %s", dir, name), Err: err}
 		}
 		return f.Tensors, nil
 	}

@@ -108,8 +108,8 @@ func TestCorruption(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("Load error = %v, want %q", err, c.want)
 			}
-			if diag.CodeOf(err) != diag.ErrCorruptCheckpoint {
-				t.Errorf("code = %q, want %s", diag.CodeOf(err), diag.ErrCorruptCheckpoint)
+			if diag.CodeOf(err) != diag.CodeCorruptCheckpoint {
+				t.Errorf("code = %q, want %s", diag.CodeOf(err), diag.CodeCorruptCheckpoint)
 			}
 		})
 	}
@@ -211,8 +211,8 @@ func TestManifestSteps(t *testing.T) {
 			switch {
 			case tc.want == "" && err != nil:
 				t.Errorf("Load: %v", err)
-			case tc.want != "" && (diag.CodeOf(err) != diag.ErrCorruptCheckpoint || !strings.Contains(err.Error(), tc.want)):
-				t.Errorf("Load: %v, want %s with %q", err, diag.ErrCorruptCheckpoint, tc.want)
+			case tc.want != "" && (diag.CodeOf(err) != diag.CodeCorruptCheckpoint || !strings.Contains(err.Error(), tc.want)):
+				t.Errorf("Load: %v, want %s with %q", err, diag.CodeCorruptCheckpoint, tc.want)
 			}
 		})
 	}

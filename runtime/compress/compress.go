@@ -167,7 +167,7 @@ func Compress(src, out string, opt Options) (*Manifest, error) {
 		return nil, err
 	}
 	if IsCompressed(sm) {
-		return nil, diag.Runtimef(diag.ErrAlreadyCompressed, "checkpoint %s is already compressed (it has %s); compress the trained checkpoint it came from", dir, checkpoint.CompressionFile)
+		return nil, diag.Runtimef(diag.CodeAlreadyCompressed, "checkpoint %s is already compressed (it has %s); compress the trained checkpoint it came from", dir, checkpoint.CompressionFile)
 	}
 	if opt.Group == 0 {
 		opt.Group = 128
@@ -177,7 +177,7 @@ func Compress(src, out string, opt Options) (*Manifest, error) {
 		if s == "" {
 			schemes[k] = FP32
 		} else if _, err := ParseScheme(string(s)); err != nil {
-			return nil, diag.Runtimef(diag.ErrBadRunOption, "--%s %v", k, err)
+			return nil, diag.Runtimef(diag.CodeBadRunOption, "--%s %v", k, err)
 		}
 	}
 	c, err := checkpoint.Load(dir, false)
@@ -221,7 +221,7 @@ func Compress(src, out string, opt Options) (*Manifest, error) {
 	for _, p := range layout {
 		t, ok := byName[p.Name]
 		if !ok {
-			return nil, diag.Runtimef(diag.ErrCheckpointMismatch, "checkpoint %s has no tensor %s that its model needs", dir, p.Name)
+			return nil, diag.Runtimef(diag.CodeCheckpointMismatch, "checkpoint %s has no tensor %s that its model needs", dir, p.Name)
 		}
 		kind := params.QuantKind(p.ID)
 		s := schemes[kind]
@@ -235,7 +235,7 @@ func Compress(src, out string, opt Options) (*Manifest, error) {
 			group = opt.Group
 		}
 		if err := quant.CheckScheme(s.Bits(), group, p.Shape[1]); err != nil {
-			return nil, diag.RuntimeWrap(diag.ErrBadQuantGroup, err, "cannot quantise %s [%d, %d] (--%s %s --group %d)", p.Name, p.Shape[0], p.Shape[1], kind, s, opt.Group)
+			return nil, diag.RuntimeWrap(diag.CodeBadQuantGroup, err, "cannot quantise %s [%d, %d] (--%s %s --group %d)", p.Name, p.Shape[0], p.Shape[1], kind, s, opt.Group)
 		}
 		q, err := quant.Quantize(t.Data, p.Shape[0], p.Shape[1], s.Bits(), group)
 		if err != nil {
@@ -298,7 +298,7 @@ func bytesF32(b []byte) []float32 {
 // renamed into place once all are written.
 func write(out, srcDir string, src *checkpoint.Manifest, cfg *program.Model, man *Manifest, model []byte, force bool) error {
 	if ents, err := os.ReadDir(out); err == nil && len(ents) > 0 && !force {
-		return diag.Runtimef(diag.ErrOutputExists, "%s already holds files; choose another --out or pass --force", out)
+		return diag.Runtimef(diag.CodeOutputExists, "%s already holds files; choose another --out or pass --force", out)
 	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("compress: %w", err)
 	}
@@ -376,15 +376,15 @@ func Load(dir string) (*nn.Model, *checkpoint.Manifest, *Manifest, error) {
 			}
 			b, err := os.ReadFile(filepath.Join(dir, name))
 			if err != nil {
-				return nil, diag.RuntimeWrap(diag.ErrCorruptCheckpoint, err, "checkpoint %s: reading %s", dir, name)
+				return nil, diag.RuntimeWrap(diag.CodeCorruptCheckpoint, err, "checkpoint %s: reading %s", dir, name)
 			}
 			sum := sha256.Sum256(b)
 			if int64(len(b)) != f.Size || hex.EncodeToString(sum[:]) != f.SHA256 {
-				return nil, diag.Runtimef(diag.ErrCorruptCheckpoint, "checkpoint %s: %s does not match its size and SHA-256 in %s (truncated or corrupt)", dir, name, checkpoint.ManifestFile)
+				return nil, diag.Runtimef(diag.CodeCorruptCheckpoint, "checkpoint %s: %s does not match its size and SHA-256 in %s (truncated or corrupt)", dir, name, checkpoint.ManifestFile)
 			}
 			return b, nil
 		}
-		return nil, diag.Runtimef(diag.ErrCorruptCheckpoint, "checkpoint %s: %s does not list %s", dir, checkpoint.ManifestFile, name)
+		return nil, diag.Runtimef(diag.CodeCorruptCheckpoint, "checkpoint %s: %s does not list %s", dir, checkpoint.ManifestFile, name)
 	}
 	mb, err := read(checkpoint.CompressionFile)
 	if err != nil {
@@ -395,7 +395,7 @@ func Load(dir string) (*nn.Model, *checkpoint.Manifest, *Manifest, error) {
 		if err == nil {
 			err = fmt.Errorf("format %d, this moec reads %d", man.Format, FormatVersion)
 		}
-		return nil, nil, nil, diag.RuntimeWrap(diag.ErrCorruptCheckpoint, err, "checkpoint %s: %s", dir, checkpoint.CompressionFile)
+		return nil, nil, nil, diag.RuntimeWrap(diag.CodeCorruptCheckpoint, err, "checkpoint %s: %s", dir, checkpoint.CompressionFile)
 	}
 	b, err := read(checkpoint.ModelFile)
 	if err != nil {
@@ -403,14 +403,14 @@ func Load(dir string) (*nn.Model, *checkpoint.Manifest, *Manifest, error) {
 	}
 	ts, _, err := safetensors.DecodeRaw(b)
 	if err != nil {
-		return nil, nil, nil, diag.RuntimeWrap(diag.ErrCorruptCheckpoint, err, "checkpoint %s: %s", dir, checkpoint.ModelFile)
+		return nil, nil, nil, diag.RuntimeWrap(diag.CodeCorruptCheckpoint, err, "checkpoint %s: %s", dir, checkpoint.ModelFile)
 	}
 	byName := make(map[string]safetensors.RawTensor, len(ts))
 	for _, t := range ts {
 		byName[t.Name] = t
 	}
 	mismatch := func(format string, args ...any) error {
-		return diag.Runtimef(diag.ErrCheckpointMismatch, "checkpoint %s: %s", dir, fmt.Sprintf(format, args...))
+		return diag.Runtimef(diag.CodeCheckpointMismatch, "checkpoint %s: %s", dir, fmt.Sprintf(format, args...))
 	}
 	// The quantised matrices first, as stored: the model is built around them and never
 	// holds their float32 weights.
@@ -423,7 +423,7 @@ func Load(dir string) (*nn.Model, *checkpoint.Manifest, *Manifest, error) {
 		}
 		scales := bytesF32(s.Bytes)
 		if i := nonFinite(scales); i >= 0 {
-			return nil, nil, nil, diag.Runtimef(diag.ErrCorruptCheckpoint, "checkpoint %s: scale %d of %s is %v", dir, i, r.Name, scales[i])
+			return nil, nil, nil, diag.Runtimef(diag.CodeCorruptCheckpoint, "checkpoint %s: scale %d of %s is %v", dir, i, r.Name, scales[i])
 		}
 		q := &quant.Matrix{Bits: r.Bits, Out: r.Shape[0], In: r.Shape[1], Group: r.Group, Data: t.Bytes, Scales: scales}
 		if err := q.Check(); err != nil {
@@ -435,9 +435,9 @@ func Load(dir string) (*nn.Model, *checkpoint.Manifest, *Manifest, error) {
 	if err != nil {
 		var ue *nn.UnsupportedError
 		if errors.As(err, &ue) {
-			return nil, nil, nil, diag.RuntimeWrap(diag.ErrUnsupportedFeature, err, "cannot load checkpoint %s", dir)
+			return nil, nil, nil, diag.RuntimeWrap(diag.CodeUnsupportedFeature, err, "cannot load checkpoint %s", dir)
 		}
-		return nil, nil, nil, diag.RuntimeWrap(diag.ErrCheckpointMismatch, err, "checkpoint %s", dir)
+		return nil, nil, nil, diag.RuntimeWrap(diag.CodeCheckpointMismatch, err, "checkpoint %s", dir)
 	}
 	for _, p := range m.Params() {
 		if qs[p.Name] != nil {
@@ -452,7 +452,7 @@ func Load(dir string) (*nn.Model, *checkpoint.Manifest, *Manifest, error) {
 		}
 		v := bytesF32(t.Bytes)
 		if i := nonFinite(v); i >= 0 {
-			return nil, nil, nil, diag.Runtimef(diag.ErrCorruptCheckpoint, "checkpoint %s: tensor %s holds %v at index %d", dir, p.Name, v[i], i)
+			return nil, nil, nil, diag.Runtimef(diag.CodeCorruptCheckpoint, "checkpoint %s: tensor %s holds %v at index %d", dir, p.Name, v[i], i)
 		}
 		copy(p.W, v)
 	}
@@ -464,22 +464,22 @@ func Load(dir string) (*nn.Model, *checkpoint.Manifest, *Manifest, error) {
 func prune(cfg *program.Model, seed int64, ts []safetensors.Tensor, opt Options) (*program.Model, []safetensors.Tensor, *Pruning, error) {
 	moe := cfg.MoE
 	if moe == nil || moe.Experts <= 1 {
-		return nil, nil, nil, diag.Runtimef(diag.ErrBadPrune, "model %s has no routed experts to prune", cfg.Name)
+		return nil, nil, nil, diag.Runtimef(diag.CodeBadPrune, "model %s has no routed experts to prune", cfg.Name)
 	}
 	keep := opt.KeepExperts
 	if opt.KeepFraction > 0 {
 		if opt.KeepFraction >= 1 {
-			return nil, nil, nil, diag.Runtimef(diag.ErrBadPrune, "--keep-experts %g: a fraction below 1 keeps fewer experts; give a count for more", opt.KeepFraction)
+			return nil, nil, nil, diag.Runtimef(diag.CodeBadPrune, "--keep-experts %g: a fraction below 1 keeps fewer experts; give a count for more", opt.KeepFraction)
 		}
 		keep = int(math.Round(opt.KeepFraction * float64(moe.Experts)))
 	}
 	switch {
 	case keep > moe.Experts:
-		return nil, nil, nil, diag.Runtimef(diag.ErrBadPrune, "--keep-experts %d: model %s has %d experts per MoE layer; keep at most %d", keep, cfg.Name, moe.Experts, moe.Experts)
+		return nil, nil, nil, diag.Runtimef(diag.CodeBadPrune, "--keep-experts %d: model %s has %d experts per MoE layer; keep at most %d", keep, cfg.Name, moe.Experts, moe.Experts)
 	case keep < moe.TopK:
-		return nil, nil, nil, diag.Runtimef(diag.ErrBadPrune, "--keep-experts keeps %d experts, fewer than top_k = %d of model %s", keep, moe.TopK, cfg.Name)
+		return nil, nil, nil, diag.Runtimef(diag.CodeBadPrune, "--keep-experts keeps %d experts, fewer than top_k = %d of model %s", keep, moe.TopK, cfg.Name)
 	case moe.Groups > 0:
-		return nil, nil, nil, diag.Runtimef(diag.ErrBadPrune, "model %s routes within %d expert groups; pruning would break the groups", cfg.Name, moe.Groups)
+		return nil, nil, nil, diag.Runtimef(diag.CodeBadPrune, "model %s routes within %d expert groups; pruning would break the groups", cfg.Name, moe.Groups)
 	}
 	by := opt.PruneBy
 	switch by {
@@ -487,7 +487,7 @@ func prune(cfg *program.Model, seed int64, ts []safetensors.Tensor, opt Options)
 		by = PruneByFrequency
 	case PruneByGateMass:
 	default:
-		return nil, nil, nil, diag.Runtimef(diag.ErrBadRunOption, "--prune-by %q: want %s or %s", by, PruneByFrequency, PruneByGateMass)
+		return nil, nil, nil, diag.Runtimef(diag.CodeBadRunOption, "--prune-by %q: want %s or %s", by, PruneByFrequency, PruneByGateMass)
 	}
 	counts, tokens, err := calibrate(cfg, seed, ts, opt)
 	if err != nil {
@@ -534,7 +534,7 @@ type layerCounts struct {
 func calibrate(cfg *program.Model, seed int64, ts []safetensors.Tensor, opt Options) ([]layerCounts, int, error) {
 	T := int(cfg.SeqLen)
 	if len(opt.Calibration) < T+1 {
-		return nil, 0, diag.Runtimef(diag.ErrBadRunOption, "--calibration %s holds %d bytes; pruning needs at least one window of seq_len+1 = %d", opt.CalibrationName, len(opt.Calibration), T+1)
+		return nil, 0, diag.Runtimef(diag.CodeBadRunOption, "--calibration %s holds %d bytes; pruning needs at least one window of seq_len+1 = %d", opt.CalibrationName, len(opt.Calibration), T+1)
 	}
 	m, err := nn.New(cfg, seed)
 	if err != nil {
@@ -547,7 +547,7 @@ func calibrate(cfg *program.Model, seed int64, ts []safetensors.Tensor, opt Opti
 	for _, p := range m.Params() {
 		t, ok := byName[p.Name]
 		if !ok || len(t.Data) != len(p.W) {
-			return nil, 0, diag.Runtimef(diag.ErrCheckpointMismatch, "checkpoint has no tensor %s of shape %v", p.Name, p.Shape)
+			return nil, 0, diag.Runtimef(diag.CodeCheckpointMismatch, "checkpoint has no tensor %s of shape %v", p.Name, p.Shape)
 		}
 		copy(p.W, t.Data)
 	}
@@ -609,7 +609,7 @@ func PruneTensors(cfg *program.Model, ts []safetensors.Tensor, kept map[int][]in
 	for _, t := range ts {
 		id, ok := idOf[t.Name]
 		if !ok {
-			return nil, diag.Runtimef(diag.ErrCheckpointMismatch, "tensor %s is not a parameter of model %s", t.Name, cfg.Name)
+			return nil, diag.Runtimef(diag.CodeCheckpointMismatch, "tensor %s is not a parameter of model %s", t.Name, cfg.Name)
 		}
 		k, pruned := kept[id.Layer]
 		switch {

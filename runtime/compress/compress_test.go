@@ -164,10 +164,10 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatalf("serve.Load: %v, %q, %v", sm != nil && sm.Quantized(), name, err)
 	}
 	// A compressed checkpoint does not train or grow.
-	if _, err := checkpoint.Load(out, false); diag.CodeOf(err) != diag.ErrCheckpointMismatch {
+	if _, err := checkpoint.Load(out, false); diag.CodeOf(err) != diag.CodeCheckpointMismatch {
 		t.Errorf("checkpoint.Load of a compressed checkpoint: %v", err)
 	}
-	if err := generate.Run(context.Background(), generate.Options{Checkpoint: out, MaxTokens: 1, StepPrograms: true}, &text); diag.CodeOf(err) != diag.ErrUnsupportedFeature {
+	if err := generate.Run(context.Background(), generate.Options{Checkpoint: out, MaxTokens: 1, StepPrograms: true}, &text); diag.CodeOf(err) != diag.CodeUnsupportedFeature {
 		t.Errorf("step programs on a compressed checkpoint: %v", err)
 	}
 }
@@ -187,13 +187,13 @@ func TestRefusals(t *testing.T) {
 		opt  compress.Options
 		code diag.Code
 	}{
-		{"already compressed", done, compress.Options{Experts: compress.Int4}, diag.ErrAlreadyCompressed},
-		{"group does not divide", src, compress.Options{Experts: compress.Int4, Group: 96}, diag.ErrBadQuantGroup},
-		{"group not a multiple of 32", src, compress.Options{Dense: compress.Int4, Group: 48}, diag.ErrBadQuantGroup},
-		{"more experts than exist", src, compress.Options{KeepExperts: 17, Calibration: calib}, diag.ErrBadPrune},
-		{"fewer than top_k", src, compress.Options{KeepExperts: 1, Calibration: calib}, diag.ErrBadPrune},
-		{"unknown scheme", src, compress.Options{Head: "int3"}, diag.ErrBadRunOption},
-		{"unknown ranking", src, compress.Options{KeepExperts: 4, PruneBy: "luck", Calibration: calib}, diag.ErrBadRunOption},
+		{"already compressed", done, compress.Options{Experts: compress.Int4}, diag.CodeAlreadyCompressed},
+		{"group does not divide", src, compress.Options{Experts: compress.Int4, Group: 96}, diag.CodeBadQuantGroup},
+		{"group not a multiple of 32", src, compress.Options{Dense: compress.Int4, Group: 48}, diag.CodeBadQuantGroup},
+		{"more experts than exist", src, compress.Options{KeepExperts: 17, Calibration: calib}, diag.CodeBadPrune},
+		{"fewer than top_k", src, compress.Options{KeepExperts: 1, Calibration: calib}, diag.CodeBadPrune},
+		{"unknown scheme", src, compress.Options{Head: "int3"}, diag.CodeBadRunOption},
+		{"unknown ranking", src, compress.Options{KeepExperts: 4, PruneBy: "luck", Calibration: calib}, diag.CodeBadRunOption},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "out")
@@ -206,7 +206,7 @@ func TestRefusals(t *testing.T) {
 			}
 		})
 	}
-	if _, err := compress.Compress(src, done, compress.Options{}); diag.CodeOf(err) != diag.ErrOutputExists {
+	if _, err := compress.Compress(src, done, compress.Options{}); diag.CodeOf(err) != diag.CodeOutputExists {
 		t.Errorf("compressing into a full folder: %v", err)
 	}
 	// A flipped byte in the weights fails the manifest's hash.
@@ -219,7 +219,7 @@ func TestRefusals(t *testing.T) {
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, _, err := compress.Load(done); diag.CodeOf(err) != diag.ErrCorruptCheckpoint {
+	if _, _, _, err := compress.Load(done); diag.CodeOf(err) != diag.CodeCorruptCheckpoint {
 		t.Errorf("loading a corrupt compressed checkpoint: %v", err)
 	}
 }

@@ -65,7 +65,7 @@ func Open(opt Options) (*Corpus, error) {
 		return nil, err
 	}
 	if len(files) == 0 {
-		return nil, diag.Runtimef(diag.ErrEmptyCorpus, "data glob %s matches no files%s", describeGlob(opt.Glob), where(opt.Glob, opt.BaseDir))
+		return nil, diag.Runtimef(diag.CodeEmptyCorpus, "data glob %s matches no files%s", describeGlob(opt.Glob), where(opt.Glob, opt.BaseDir))
 	}
 	c := &Corpus{}
 	var trainFiles, valFiles []string
@@ -89,8 +89,8 @@ func Open(opt Options) (*Corpus, error) {
 			return nil, err
 		}
 		if len(valFiles) == 0 {
-			e := diag.Runtimef(diag.ErrEmptyCorpus, "validation glob %s matches no files%s", describeGlob(opt.ValGlob), where(opt.ValGlob, opt.BaseDir))
-			e.Range = opt.ValSource
+			e := diag.Runtimef(diag.CodeEmptyCorpus, "validation glob %s matches no files%s", describeGlob(opt.ValGlob), where(opt.ValGlob, opt.BaseDir))
+			e.Subject = opt.ValSource
 			return nil, e
 		}
 	}
@@ -116,8 +116,8 @@ func Open(opt Options) (*Corpus, error) {
 			what += fmt.Sprintf(" (%d binary)", binary)
 		}
 		msg := fmt.Sprintf("validation glob %s matches %s", describeGlob(opt.ValGlob), what)
-		e := diag.Runtimef(diag.ErrEmptyCorpus, "%s", msg)
-		e.Range = opt.ValSource
+		e := diag.Runtimef(diag.CodeEmptyCorpus, "%s", msg)
+		e.Subject = opt.ValSource
 		e.Suggestion = "point val_data at text files, or remove it to validate on a held-out part of the training data"
 		return nil, e
 	}
@@ -126,7 +126,7 @@ func Open(opt Options) (*Corpus, error) {
 		if c.Skipped > 0 {
 			msg += fmt.Sprintf(" (%d binary files skipped, e.g. %s)", c.Skipped, c.SkippedName[0])
 		}
-		return nil, diag.Runtimef(diag.ErrEmptyCorpus, "%s", msg)
+		return nil, diag.Runtimef(diag.CodeEmptyCorpus, "%s", msg)
 	}
 	if len(c.Val) == 0 {
 		// A single-file corpus: validate on its last 1%, train on the rest.
@@ -176,7 +176,7 @@ func (c *Corpus) read(files []string, tok *tokenizer.Tokenizer) ([]byte, []int32
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
-			return nil, nil, 0, diag.RuntimeWrap(diag.ErrBadDataFile, err, "reading data file %s", f)
+			return nil, nil, 0, diag.RuntimeWrap(diag.CodeBadDataFile, err, "reading data file %s", f)
 		}
 		if bytes.IndexByte(b, 0) >= 0 {
 			c.Skipped++
@@ -197,7 +197,7 @@ func (c *Corpus) read(files []string, tok *tokenizer.Tokenizer) ([]byte, []int32
 		if tok != nil {
 			fileIDs, err := tok.Encode(string(buf.Bytes()[start:]), false)
 			if err != nil {
-				return nil, nil, 0, diag.RuntimeWrap(diag.ErrBadDataFile, err, "tokenizing data file %s", f)
+				return nil, nil, 0, diag.RuntimeWrap(diag.CodeBadDataFile, err, "tokenizing data file %s", f)
 			}
 			for _, id := range fileIDs {
 				ids = append(ids, int32(id))
@@ -217,7 +217,7 @@ func (c *Corpus) Batch(seed, step int64, first, B, T int) ([]int32, error) {
 		return c.batchIDs(seed, step, first, B, T)
 	}
 	if len(c.Train) < w {
-		return nil, diag.Runtimef(diag.ErrEmptyCorpus, "training text has %d bytes, fewer than one window of %d tokens", len(c.Train), w)
+		return nil, diag.Runtimef(diag.CodeEmptyCorpus, "training text has %d bytes, fewer than one window of %d tokens", len(c.Train), w)
 	}
 	s := rng.New(rng.Key(seed, step, 0, rng.PurposeDataOrder))
 	out := make([]int32, B*w)
@@ -240,7 +240,7 @@ func (c *Corpus) ValWindows(T, limit int) ([][]int32, error) {
 		return valWindowsIDs(c.ValIDs, T, limit)
 	}
 	if len(c.Val) < w {
-		return nil, diag.Runtimef(diag.ErrEmptyCorpus, "validation text has %d bytes, fewer than one window of %d tokens", len(c.Val), w)
+		return nil, diag.Runtimef(diag.CodeEmptyCorpus, "validation text has %d bytes, fewer than one window of %d tokens", len(c.Val), w)
 	}
 	n := len(c.Val) / w
 	if limit > 0 && n > limit {

@@ -129,7 +129,7 @@ func TestOpen(t *testing.T) {
 	if !slices.Equal(w[2], w2[2]) {
 		t.Error("validation windows not stable")
 	}
-	if _, err := c.ValWindows(1<<20, 3); diag.CodeOf(err) != diag.ErrEmptyCorpus {
+	if _, err := c.ValWindows(1<<20, 3); diag.CodeOf(err) != diag.CodeEmptyCorpus {
 		t.Errorf("oversized window: %v", err)
 	}
 }
@@ -142,15 +142,15 @@ func TestOpenErrors(t *testing.T) {
 		code diag.Code
 		want string
 	}{
-		{Options{Glob: "*.nothing", BaseDir: dir}, diag.ErrEmptyCorpus, "matches no files in " + dir + " or the working directory"},
-		{Options{Glob: "*.bin", BaseDir: dir}, diag.ErrEmptyCorpus, "2 binary files skipped"},
-		{Options{Glob: "*.txt", ValGlob: "*.md", BaseDir: dir}, diag.ErrEmptyCorpus, "validation glob"},
-		{Options{Glob: "[", BaseDir: dir}, diag.ErrEmptyCorpus, "syntax error"},
+		{Options{Glob: "*.nothing", BaseDir: dir}, diag.CodeEmptyCorpus, "matches no files in " + dir + " or the working directory"},
+		{Options{Glob: "*.bin", BaseDir: dir}, diag.CodeEmptyCorpus, "2 binary files skipped"},
+		{Options{Glob: "*.txt", ValGlob: "*.md", BaseDir: dir}, diag.CodeEmptyCorpus, "validation glob"},
+		{Options{Glob: "[", BaseDir: dir}, diag.CodeEmptyCorpus, "syntax error"},
 		// val_data that holds no text is refused where it is written, never replaced by a
 		// slice of the training text.
-		{Options{Glob: "*.txt", ValGlob: "*.val", BaseDir: dir, ValSource: at}, diag.ErrEmptyCorpus, "t.moe:9:14: error[E0604]: validation glob \"*.val\" matches 1 file, which is empty"},
-		{Options{Glob: "*.txt", ValGlob: "*.bin", BaseDir: dir, ValSource: at}, diag.ErrEmptyCorpus, "t.moe:9:14: error[E0604]: validation glob \"*.bin\" matches 2 files, none of which holds text (2 binary)"},
-		{Options{Glob: "*.txt", ValGlob: "*.md", BaseDir: dir, ValSource: at}, diag.ErrEmptyCorpus, "t.moe:9:14: error[E0604]: validation glob \"*.md\" matches no files"},
+		{Options{Glob: "*.txt", ValGlob: "*.val", BaseDir: dir, ValSource: at}, diag.CodeEmptyCorpus, "t.moe:9:14: error[E0604]: validation glob \"*.val\" matches 1 file, which is empty"},
+		{Options{Glob: "*.txt", ValGlob: "*.bin", BaseDir: dir, ValSource: at}, diag.CodeEmptyCorpus, "t.moe:9:14: error[E0604]: validation glob \"*.bin\" matches 2 files, none of which holds text (2 binary)"},
+		{Options{Glob: "*.txt", ValGlob: "*.md", BaseDir: dir, ValSource: at}, diag.CodeEmptyCorpus, "t.moe:9:14: error[E0604]: validation glob \"*.md\" matches no files"},
 	}
 	for _, c := range cases {
 		_, err := Open(c.opt)
@@ -168,14 +168,14 @@ func TestOpenErrors(t *testing.T) {
 	if err != nil || len(c.Train)+len(c.Val) != 12 || len(c.Val) != 1 {
 		t.Errorf("single file split: %v", err)
 	}
-	if _, err := c.Batch(1, 1, 0, 1, 100); diag.CodeOf(err) != diag.ErrEmptyCorpus {
+	if _, err := c.Batch(1, 1, 0, 1, 100); diag.CodeOf(err) != diag.CodeEmptyCorpus {
 		t.Errorf("window longer than the corpus: %v", err)
 	}
 	if os.Getuid() != 0 {
 		p := filepath.Join(dir, "c.txt")
 		os.Chmod(p, 0)
 		defer os.Chmod(p, 0o644)
-		if _, err := Open(Options{Glob: "*.txt", BaseDir: dir}); diag.CodeOf(err) != diag.ErrBadDataFile {
+		if _, err := Open(Options{Glob: "*.txt", BaseDir: dir}); diag.CodeOf(err) != diag.CodeBadDataFile {
 			t.Errorf("unreadable file: %v", err)
 		}
 	}

@@ -32,7 +32,7 @@ func ExpandVars(pattern string) (string, error) {
 		return ""
 	})
 	if len(missing) > 0 {
-		return "", diag.Runtimef(diag.ErrEmptyCorpus, "data glob %q uses $%s, which is not set", pattern, missing[0])
+		return "", diag.Runtimef(diag.CodeEmptyCorpus, "data glob %q uses $%s, which is not set", pattern, missing[0])
 	}
 	return out, nil
 }
@@ -62,7 +62,7 @@ func Glob(pattern, base string) ([]string, error) {
 	if !strings.Contains(p, "**") {
 		m, err := filepath.Glob(p)
 		if err != nil {
-			return nil, diag.RuntimeWrap(diag.ErrEmptyCorpus, err, "data glob %q", pattern)
+			return nil, diag.RuntimeWrap(diag.CodeEmptyCorpus, err, "data glob %q", pattern)
 		}
 		var files []string
 		for _, f := range m {
@@ -92,7 +92,7 @@ func Glob(pattern, base string) ([]string, error) {
 	rest := parts[i:]
 	for _, seg := range rest {
 		if _, err := filepath.Match(seg, ""); err != nil {
-			return nil, diag.RuntimeWrap(diag.ErrEmptyCorpus, err, "data glob %q", pattern)
+			return nil, diag.RuntimeWrap(diag.CodeEmptyCorpus, err, "data glob %q", pattern)
 		}
 	}
 	var files []string
@@ -116,7 +116,7 @@ func Glob(pattern, base string) ([]string, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, diag.RuntimeWrap(diag.ErrBadDataFile, err, "reading data glob %q", pattern)
+		return nil, diag.RuntimeWrap(diag.CodeBadDataFile, err, "reading data glob %q", pattern)
 	}
 	sort.Strings(files)
 	return files, nil

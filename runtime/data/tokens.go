@@ -18,8 +18,8 @@ import (
 func LoadTokenizer(path, base string, src diag.Range) (*tokenizer.Tokenizer, string, error) {
 	expanded, err := ExpandVars(path)
 	if err != nil {
-		e := diag.RuntimeWrap(tokenizer.ErrBadTokenizer, err, "tokenizer %q", path)
-		e.Range = src
+		e := diag.RuntimeWrap(diag.CodeTokenizerUnreadable, err, "tokenizer %q", path)
+		e.Subject = src
 		return nil, "", e
 	}
 	resolved := expanded
@@ -30,11 +30,11 @@ func LoadTokenizer(path, base string, src diag.Range) (*tokenizer.Tokenizer, str
 	}
 	tok, err := tokenizer.Load(resolved)
 	if err != nil {
-		var re *diag.RuntimeError
+		var re *diag.Diagnostic
 		if !errors.As(err, &re) {
-			re = diag.RuntimeWrap(tokenizer.ErrBadTokenizer, err, "tokenizer %q", path)
+			re = diag.RuntimeWrap(diag.CodeTokenizerUnreadable, err, "tokenizer %q", path)
 		}
-		re.Range = src
+		re.Subject = src
 		if _, statErr := os.Stat(resolved); statErr != nil {
 			re.Suggestion = "a relative path is read from the .moe file's folder, then the working directory"
 		}
@@ -50,7 +50,7 @@ func LoadTokenizer(path, base string, src diag.Range) (*tokenizer.Tokenizer, str
 func (c *Corpus) batchIDs(seed, step int64, first, B, T int) ([]int32, error) {
 	w := T + 1
 	if len(c.TrainIDs) < w {
-		return nil, diag.Runtimef(diag.ErrEmptyCorpus, "training text has %d tokens, fewer than one window of %d tokens", len(c.TrainIDs), w)
+		return nil, diag.Runtimef(diag.CodeEmptyCorpus, "training text has %d tokens, fewer than one window of %d tokens", len(c.TrainIDs), w)
 	}
 	s := rng.New(rng.Key(seed, step, 0, rng.PurposeDataOrder))
 	out := make([]int32, B*w)
@@ -66,7 +66,7 @@ func (c *Corpus) batchIDs(seed, step int64, first, B, T int) ([]int32, error) {
 func valWindowsIDs(ids []int32, T, limit int) ([][]int32, error) {
 	w := T + 1
 	if len(ids) < w {
-		return nil, diag.Runtimef(diag.ErrEmptyCorpus, "validation text has %d tokens, fewer than one window of %d tokens", len(ids), w)
+		return nil, diag.Runtimef(diag.CodeEmptyCorpus, "validation text has %d tokens, fewer than one window of %d tokens", len(ids), w)
 	}
 	n := len(ids) / w
 	if limit > 0 && n > limit {

@@ -120,18 +120,18 @@ func ParseSources(sources map[string][]byte) ([]*ast.File, diag.List) {
 // current run.
 func Run(ctx context.Context, opt Options) (*Result, error) {
 	if opt.Program == nil {
-		return nil, diag.Runtimef(diag.ErrBadRunOption, "no program given")
+		return nil, diag.Runtimef(diag.CodeBadRunOption, "no program given")
 	}
 	// 0 means "not given" here (the experiments' own values); below 0 is a mistake.
 	if opt.Tokens < 0 || opt.ValWindows < 0 {
-		return nil, diag.Runtimef(diag.ErrBadRunOption, "token budget %d and validation windows %d must not be negative", opt.Tokens, opt.ValWindows)
+		return nil, diag.Runtimef(diag.CodeBadRunOption, "token budget %d and validation windows %d must not be negative", opt.Tokens, opt.ValWindows)
 	}
 	names := opt.Only
 	if len(names) == 0 {
 		names = opt.Program.ExperimentOrder
 	}
 	if len(names) == 0 {
-		return nil, diag.Runtimef(diag.ErrBadRunOption, "the program declares no experiment")
+		return nil, diag.Runtimef(diag.CodeBadRunOption, "the program declares no experiment")
 	}
 	if opt.OutDir == "" {
 		opt.OutDir = filepath.Join("out", "experiments")
@@ -141,7 +141,7 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	for _, name := range names {
 		ex := opt.Program.Experiments[name]
 		if ex == nil {
-			e := diag.Runtimef(diag.ErrBadRunOption, "no experiment %q (declared: %s)", name, strings.Join(opt.Program.ExperimentOrder, ", "))
+			e := diag.Runtimef(diag.CodeBadRunOption, "no experiment %q (declared: %s)", name, strings.Join(opt.Program.ExperimentOrder, ", "))
 			if s := closest(name, opt.Program.ExperimentOrder); s != "" {
 				e.Suggestion = fmt.Sprintf("did you mean `%s`?", s)
 			}
@@ -469,7 +469,7 @@ func reuse(ctx context.Context, prog *program.Program, dir string, steps int64, 
 	}
 	r, err := train.Run(ctx, train.Options{Program: prog, Resume: dir, Steps: steps, ValWindows: opt.ValWindows, Layout: opt.Layout})
 	if err != nil {
-		if diag.CodeOf(err) == diag.ErrCheckpointMismatch {
+		if diag.CodeOf(err) == diag.CodeCheckpointMismatch {
 			return nil, nil // another budget or configuration: retrain
 		}
 		return nil, err

@@ -56,17 +56,17 @@ type Prefiller interface {
 func (o Options) Check() error {
 	switch {
 	case o.MaxTokens < 1:
-		return diag.Runtimef(diag.ErrBadRunOption, "--max-tokens %d: want at least 1 token; leave it out for 256", o.MaxTokens)
+		return diag.Runtimef(diag.CodeBadRunOption, "--max-tokens %d: want at least 1 token; leave it out for 256", o.MaxTokens)
 	case o.Temperature < 0 || math.IsNaN(o.Temperature) || math.IsInf(o.Temperature, 0):
-		return diag.Runtimef(diag.ErrBadRunOption, "--temperature %v: want a finite temperature of at least 0 (0 = greedy)", o.Temperature)
+		return diag.Runtimef(diag.CodeBadRunOption, "--temperature %v: want a finite temperature of at least 0 (0 = greedy)", o.Temperature)
 	case o.TopK < 0:
-		return diag.Runtimef(diag.ErrBadRunOption, "--top-k %d: want at least 0 (0 = all tokens)", o.TopK)
+		return diag.Runtimef(diag.CodeBadRunOption, "--top-k %d: want at least 0 (0 = all tokens)", o.TopK)
 	case o.TP < 0:
-		return diag.Runtimef(diag.ErrBadRunOption, "--tp %d: want a tensor-parallel size of at least 1", o.TP)
+		return diag.Runtimef(diag.CodeBadRunOption, "--tp %d: want a tensor-parallel size of at least 1", o.TP)
 	case o.EP < 0:
-		return diag.Runtimef(diag.ErrBadRunOption, "--ep %d: want an expert-parallel size of at least 1", o.EP)
+		return diag.Runtimef(diag.CodeBadRunOption, "--ep %d: want an expert-parallel size of at least 1", o.EP)
 	case o.PP < 0:
-		return diag.Runtimef(diag.ErrBadRunOption, "--pp %d: want a pipeline-parallel size of at least 1", o.PP)
+		return diag.Runtimef(diag.CodeBadRunOption, "--pp %d: want a pipeline-parallel size of at least 1", o.PP)
 	}
 	return nil
 }
@@ -104,7 +104,7 @@ func Run(ctx context.Context, opt Options, w io.Writer) error {
 	var dec Decoder
 	if opt.StepPrograms || opt.TP > 1 || opt.EP > 1 || opt.PP > 1 {
 		if m.Quantized() {
-			return diag.Runtimef(diag.ErrUnsupportedFeature, "checkpoint %s is compressed (quantised weights): step programs do not run quantised matrices; decode it without --step-programs, --tp, --ep or --pp", dir)
+			return diag.Runtimef(diag.CodeUnsupportedFeature, "checkpoint %s is compressed (quantised weights): step programs do not run quantised matrices; decode it without --step-programs, --tp, --ep or --pp", dir)
 		}
 		// Lowered before the prompt is echoed: a layout refused leaves w untouched.
 		if dec, err = NewStepDecoder(m, opt.TP, opt.EP, opt.PP); err != nil {
@@ -138,7 +138,7 @@ func Run(ctx context.Context, opt Options, w io.Writer) error {
 func Generate(ctx context.Context, m *nn.Model, prompt []byte, n int, s Sampler, emit func(byte) error) error {
 	cfg := m.Config()
 	if cfg.SeqLen <= 1 {
-		return diag.Runtimef(diag.ErrBadRunOption, "model %s has seq_len %d", cfg.Name, cfg.SeqLen)
+		return diag.Runtimef(diag.CodeBadRunOption, "model %s has seq_len %d", cfg.Name, cfg.SeqLen)
 	}
 	return GenerateWith(ctx, cfg, m.NewDecoder(1, int(cfg.SeqLen)), prompt, n, s, emit)
 }
@@ -158,7 +158,7 @@ func GenerateWith(ctx context.Context, cfg *program.Model, dec Decoder, prompt [
 func GenerateIDs(ctx context.Context, cfg *program.Model, dec Decoder, prompt []int32, n, usable int, s Sampler, emit func(int32) (bool, error)) error {
 	maxLen := int(cfg.SeqLen)
 	if maxLen <= 1 {
-		return diag.Runtimef(diag.ErrBadRunOption, "model %s has seq_len %d", cfg.Name, cfg.SeqLen)
+		return diag.Runtimef(diag.CodeBadRunOption, "model %s has seq_len %d", cfg.Name, cfg.SeqLen)
 	}
 	vocab := int(cfg.PaddedVocab())
 	usable = min(vocab, usable)

@@ -131,7 +131,7 @@ func TestSample(t *testing.T) {
 func TestErrors(t *testing.T) {
 	dir, _ := saveModel(t)
 	var b bytes.Buffer
-	if err := Run(context.Background(), Options{Checkpoint: t.TempDir(), MaxTokens: 4}, &b); diag.CodeOf(err) != diag.ErrCorruptCheckpoint {
+	if err := Run(context.Background(), Options{Checkpoint: t.TempDir(), MaxTokens: 4}, &b); diag.CodeOf(err) != diag.CodeCorruptCheckpoint {
 		t.Errorf("empty dir: %v", err)
 	}
 	// Every option out of range is refused by its flag's name, before anything is written;
@@ -150,7 +150,7 @@ func TestErrors(t *testing.T) {
 		c.opt.Checkpoint, c.opt.Prompt, c.opt.EchoPrompt = dir, "hi", true
 		b.Reset()
 		err := Run(context.Background(), c.opt, &b)
-		if diag.CodeOf(err) != diag.ErrBadRunOption || !strings.Contains(err.Error(), c.flag) || b.Len() != 0 {
+		if diag.CodeOf(err) != diag.CodeBadRunOption || !strings.Contains(err.Error(), c.flag) || b.Len() != 0 {
 			t.Errorf("%+v: %v, wrote %q; want E0611 naming %s and nothing written", c.opt, err, b.String(), c.flag)
 		}
 	}

@@ -58,15 +58,7 @@ func layoutError(cfg *program.Model, l step.Layout, err error) error {
 	if !errors.As(err, &le) {
 		return fmt.Errorf("generate: %w", err)
 	}
-	code, sugg := step.CodeNotLowered, ""
-	if len(le.Problems) > 0 {
-		code = step.CodeLayoutDivides
-		p := le.Problems[0]
-		sugg = fmt.Sprintf("choose a %s size that divides %s (%d)", p.Axis, p.What, p.Value)
-	}
-	e := diag.RuntimeWrap(code, le, "model %s cannot decode at %s", cfg.Name, l)
-	e.Suggestion = sugg
-	return e
+	return le.Diagnostic(diag.Range{}, fmt.Sprintf("model %s cannot decode at %s", cfg.Name, l))
 }
 
 // Reset starts the sequence over at position 0.

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/moec-dev/moec/compiler/step"
 	"github.com/moec-dev/moec/lang/diag"
 )
 
@@ -39,8 +38,8 @@ func TestStepProgramsLayoutRefused(t *testing.T) {
 	dir, _ := saveModel(t)
 	var b bytes.Buffer
 	err := Run(context.Background(), Options{Checkpoint: dir, Prompt: "x", MaxTokens: 5, TP: 3}, &b)
-	var de *diag.RuntimeError
-	if !errors.As(err, &de) || de.Code != step.CodeLayoutDivides || !strings.Contains(err.Error(), "tp 3 is more than the model's heads (2)") {
+	var de *diag.Diagnostic
+	if !errors.As(err, &de) || de.Code != diag.CodeLayoutDivides || !strings.Contains(err.Error(), "tp 3 is more than the model's heads (2)") {
 		t.Fatalf("err %v, want E0509 naming the heads", err)
 	}
 	if b.Len() != 0 {

@@ -12,9 +12,6 @@ import (
 	"github.com/moec-dev/moec/lang/diag"
 )
 
-// ErrBadTokenizer is the code of every refusal of a tokenizer file.
-const ErrBadTokenizer = diag.ErrBadTokenizer
-
 // fileJSON is the part of tokenizer.json this package reads.
 type fileJSON struct {
 	AddedTokens   []addedJSON     `json:"added_tokens"`
@@ -58,11 +55,11 @@ func Load(path string) (*Tokenizer, error) {
 		if errors.As(err, &pe) {
 			err = pe.Err
 		}
-		return nil, diag.RuntimeWrap(ErrBadTokenizer, err, "tokenizer %s", path)
+		return nil, diag.RuntimeWrap(diag.CodeTokenizerUnreadable, err, "tokenizer %s", path)
 	}
 	t, err := Parse(data)
 	if err != nil {
-		return nil, diag.RuntimeWrap(ErrBadTokenizer, err, "tokenizer %s", path)
+		return nil, diag.RuntimeWrap(diag.CodeTokenizerUnreadable, err, "tokenizer %s", path)
 	}
 	return t, nil
 }

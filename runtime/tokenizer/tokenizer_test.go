@@ -185,9 +185,9 @@ func TestRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := Load(dir)
-	var re *diag.RuntimeError
-	if !errors.As(err, &re) || re.Code != ErrBadTokenizer || !strings.Contains(err.Error(), "Unigram") {
-		t.Errorf("Load(folder with a Unigram tokenizer) = %v, want %s naming Unigram", err, ErrBadTokenizer)
+	var re *diag.Diagnostic
+	if !errors.As(err, &re) || re.Code != diag.CodeTokenizerUnreadable || !strings.Contains(err.Error(), "Unigram") {
+		t.Errorf("Load(folder with a Unigram tokenizer) = %v, want %s naming Unigram", err, diag.CodeTokenizerUnreadable)
 	}
 }
 

@@ -81,7 +81,7 @@ func (e *updateError) Unwrap() error { return e.err }
 // newEngine builds the engine opt asks for: a single model, or the ranks of its layout.
 func newEngine(opt Options, spec *Spec, cfg optim.Config) (engine, error) {
 	if opt.DelayedUpdate && (opt.Layout == nil || opt.Layout.Cache == nil || !opt.Layout.StepPrograms()) {
-		e := diag.Runtimef(diag.ErrBadRunOption, "--delayed-update: the one-step-delayed update needs host-held weights updated apart from the step: the unified cache run by step programs")
+		e := diag.Runtimef(diag.CodeBadRunOption, "--delayed-update: the one-step-delayed update needs host-held weights updated apart from the step: the unified cache run by step programs")
 		e.Suggestion = "add --cache-budget (and --engine step), or drop --delayed-update"
 		return nil, e
 	}
@@ -96,7 +96,7 @@ func newEngine(opt Options, spec *Spec, cfg optim.Config) (engine, error) {
 		if err != nil {
 			var ue *nn.UnsupportedError
 			if errors.As(err, &ue) {
-				return nil, diag.RuntimeWrap(diag.ErrUnsupportedFeature, err, "cannot train model %s", spec.Model.Name)
+				return nil, diag.RuntimeWrap(diag.CodeUnsupportedFeature, err, "cannot train model %s", spec.Model.Name)
 			}
 			return nil, fmt.Errorf("train: building model %s: %w", spec.Model.Name, err)
 		}
@@ -107,7 +107,7 @@ func newEngine(opt Options, spec *Spec, cfg optim.Config) (engine, error) {
 		}
 		adam, err := optim.NewAdamW(cfg, oparams)
 		if err != nil {
-			return nil, diag.RuntimeWrap(diag.ErrBadRunOption, err, "train %s", spec.Train.Name)
+			return nil, diag.RuntimeWrap(diag.CodeBadRunOption, err, "train %s", spec.Train.Name)
 		}
 		return &single{net: net, params: params, adam: adam}, nil
 	}
@@ -123,11 +123,11 @@ func newEngine(opt Options, spec *Spec, cfg optim.Config) (engine, error) {
 		if l.StepPrograms() {
 			return nil, stepLayoutError(spec, l, err)
 		}
-		return nil, diag.RuntimeWrap(diag.ErrBadRunOption, err, "layout for %s", spec.Model.Name)
+		return nil, diag.RuntimeWrap(diag.CodeBadRunOption, err, "layout for %s", spec.Model.Name)
 	}
 	if l.StepPrograms() {
 		e, err := newStepEngine(spec, cfg, l, opt)
-		if re, ok := err.(*diag.RuntimeError); ok { // a diagnostic of its own (--delayed-update)
+		if re, ok := err.(*diag.Diagnostic); ok { // a diagnostic of its own (--delayed-update)
 			return nil, re
 		}
 		if err != nil {
@@ -136,7 +136,7 @@ func newEngine(opt Options, spec *Spec, cfg optim.Config) (engine, error) {
 		return e, nil
 	}
 	if spec.MicroBatch%l.Ranks != 0 {
-		return nil, diag.Runtimef(diag.ErrBadRunOption, "%d ranks do not divide the micro-batch of %d sequences; each rank takes an equal slice", l.Ranks, spec.MicroBatch)
+		return nil, diag.Runtimef(diag.CodeBadRunOption, "%d ranks do not divide the micro-batch of %d sequences; each rank takes an equal slice", l.Ranks, spec.MicroBatch)
 	}
 	if opt.Comm == nil {
 		var err error
@@ -151,7 +151,7 @@ func newEngine(opt Options, spec *Spec, cfg optim.Config) (engine, error) {
 	if err != nil {
 		var ue *nn.UnsupportedError
 		if errors.As(err, &ue) {
-			return nil, diag.RuntimeWrap(diag.ErrUnsupportedFeature, err, "cannot train model %s", spec.Model.Name)
+			return nil, diag.RuntimeWrap(diag.CodeUnsupportedFeature, err, "cannot train model %s", spec.Model.Name)
 		}
 		return nil, err
 	}
@@ -438,7 +438,8 @@ func finite(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
 
 // stepLayoutError is a step-program engine's refusal as a diagnostic at the stage's
 // declaration (the layout applies to it): E0509 for a layout that does not divide the
-// model, E0510 for a feature the step program does not lower at that layout.
+// model, E0511 for a cache budget too small for it, E0510 for a feature the step program
+// does not lower at that layout.
 func stepLayoutError(spec *Spec, l Sharding, err error) error {
 	var at diag.Range
 	if spec.Train != nil {
@@ -448,19 +449,7 @@ func stepLayoutError(spec *Spec, l Sharding, err error) error {
 	}
 	var le *step.LayoutError
 	if !errors.As(err, &le) {
-		return diag.RuntimeWrap(diag.ErrBadRunOption, err, "layout %s for %s", l, spec.Model.Name)
+		return diag.RuntimeWrap(diag.CodeBadRunOption, err, "layout %s for %s", l, spec.Model.Name)
 	}
-	code := step.CodeNotLowered
-	msg := fmt.Sprintf("stage %s of %s cannot train at %s", spec.Stage, spec.Model.Name, l)
-	sugg := ""
-	if len(le.Problems) > 0 {
-		code = step.CodeLayoutDivides
-		p := le.Problems[0]
-		sugg = fmt.Sprintf("choose a %s size that divides %s (%d)", p.Axis, p.What, p.Value)
-	} else if le.Budget != nil {
-		code, sugg = step.CodeCacheBudget, le.Budget.Suggestion()
-	}
-	e := diag.RuntimeWrap(code, le, "%s", msg)
-	e.Range, e.Suggestion = at, sugg
-	return e
+	return le.Diagnostic(at, fmt.Sprintf("stage %s of %s cannot train at %s", spec.Stage, spec.Model.Name, l))
 }

@@ -64,9 +64,9 @@ func LoadNet(dir string, newNet NewNetFunc) (Net, *checkpoint.Manifest, error) {
 	if err != nil {
 		var ue *nn.UnsupportedError
 		if errors.As(err, &ue) {
-			return nil, nil, diag.RuntimeWrap(diag.ErrUnsupportedFeature, err, "cannot load checkpoint %s", dir)
+			return nil, nil, diag.RuntimeWrap(diag.CodeUnsupportedFeature, err, "cannot load checkpoint %s", dir)
 		}
-		return nil, nil, diag.RuntimeWrap(diag.ErrCheckpointMismatch, err, "checkpoint %s: model config", dir)
+		return nil, nil, diag.RuntimeWrap(diag.CodeCheckpointMismatch, err, "checkpoint %s: model config", dir)
 	}
 	if err := LoadParams(net.Params(), c.Model, dir); err != nil {
 		return nil, nil, err
@@ -91,7 +91,7 @@ func Eval(ctx context.Context, opt EvalOptions) (*EvalResult, error) {
 		t, ok := opt.Program.Trains[m.Train]
 		if !ok {
 			// The checkpoint names its train block; there is no flag to choose another.
-			return nil, diag.Runtimef(diag.ErrCheckpointMismatch, "the checkpoint was trained by train block %q, which the given .moe file does not have (it has: %s); pass the file the run used, or leave the .moe file out to use the run's own",
+			return nil, diag.Runtimef(diag.CodeCheckpointMismatch, "the checkpoint was trained by train block %q, which the given .moe file does not have (it has: %s); pass the file the run used, or leave the .moe file out to use the run's own",
 				m.Train, strings.Join(opt.Program.TrainOrder, ", "))
 		}
 		dataTrain, base = t, opt.BaseDir

@@ -84,7 +84,7 @@ func inUse(dir, path string) error {
 			who = fmt.Sprintf("pid %d on host %s, started %s: %s", h.PID, h.Host, h.Started.Format(time.RFC3339), strings.Join(h.Command, " "))
 		}
 	}
-	e := diag.Runtimef(diag.ErrRunInUse, "run folder %s is in use by %s", dir, who)
+	e := diag.Runtimef(diag.CodeRunInUse, "run folder %s is in use by %s", dir, who)
 	e.Suggestion = "wait for that run to finish or stop it, or pass --out (or --out-root) for another folder; the lock goes away with the process that holds it"
 	return e
 }

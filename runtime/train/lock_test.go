@@ -42,8 +42,8 @@ func TestRunFolderLock(t *testing.T) {
 	} {
 		start := time.Now()
 		_, err := Run(context.Background(), tc.opt)
-		if diag.CodeOf(err) != diag.ErrRunInUse || !strings.Contains(err.Error(), holder) || !strings.Contains(err.Error(), "TestTrainChild") {
-			t.Errorf("%s into a held folder: %v, want %s naming %s... and its command", tc.name, err, diag.ErrRunInUse, holder)
+		if diag.CodeOf(err) != diag.CodeRunInUse || !strings.Contains(err.Error(), holder) || !strings.Contains(err.Error(), "TestTrainChild") {
+			t.Errorf("%s into a held folder: %v, want %s naming %s... and its command", tc.name, err, diag.CodeRunInUse, holder)
 		}
 		if d := time.Since(start); d > 5*time.Second {
 			t.Errorf("%s waited %v for the lock; it must fail at once", tc.name, d)
@@ -76,8 +76,8 @@ func TestLockFileIsNoRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := LockRunDir(dir); diag.CodeOf(err) != diag.ErrRunInUse || !strings.Contains(err.Error(), fmt.Sprintf("pid %d", os.Getpid())) {
-		t.Errorf("second lock in one process: %v, want %s naming pid %d", err, diag.ErrRunInUse, os.Getpid())
+	if _, err := LockRunDir(dir); diag.CodeOf(err) != diag.CodeRunInUse || !strings.Contains(err.Error(), fmt.Sprintf("pid %d", os.Getpid())) {
+		t.Errorf("second lock in one process: %v, want %s naming pid %d", err, diag.CodeRunInUse, os.Getpid())
 	}
 	l.Release()
 	l.Release()

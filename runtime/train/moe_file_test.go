@@ -23,7 +23,7 @@ func TestFromSource(t *testing.T) {
 	opt := Options{Program: prog, OutRoot: root, BaseDir: base}
 
 	opt.StageName = "moe"
-	if _, err := Run(context.Background(), opt); diag.CodeOf(err) != diag.ErrNoFromCheckpoint {
+	if _, err := Run(context.Background(), opt); diag.CodeOf(err) != diag.CodeNoFromCheckpoint {
 		t.Fatalf("moe before dense: %v", err)
 	}
 	opt.StageName = "dense"

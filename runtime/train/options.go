@@ -121,7 +121,7 @@ type Result struct {
 // The train block is returned when only the stage is missing.
 func Lookup(p *program.Program, trainName, stageName string) (*program.Train, *program.Stage, error) {
 	if p == nil {
-		return nil, nil, diag.Runtimef(diag.ErrBadRunOption, "no program given")
+		return nil, nil, diag.Runtimef(diag.CodeBadRunOption, "no program given")
 	}
 	t, err := p.LookupTrain(trainName)
 	if err != nil {
@@ -144,7 +144,7 @@ func StageDir(outRoot, train, stage string) string {
 // an explicit zero, since a user who types --steps 0 does not mean "the stage's steps".
 func (o *Options) validate() error {
 	bad := func(flag string, v any, want string) error {
-		return diag.Runtimef(diag.ErrBadRunOption, "--%s %v: %s", flag, v, want)
+		return diag.Runtimef(diag.CodeBadRunOption, "--%s %v: %s", flag, v, want)
 	}
 	switch {
 	case o.Steps < 0:
@@ -158,9 +158,9 @@ func (o *Options) validate() error {
 	case o.CollectiveTimeout < 0:
 		return bad("collective-timeout", o.CollectiveTimeout, "want a positive duration such as 5m")
 	case o.Keep < 0:
-		return diag.Runtimef(diag.ErrBadRunOption, "keep %d: want at least 1 checkpoint", o.Keep)
+		return diag.Runtimef(diag.CodeBadRunOption, "keep %d: want at least 1 checkpoint", o.Keep)
 	case o.ValWindows < 0:
-		return diag.Runtimef(diag.ErrBadRunOption, "%d validation windows: want at least 1", o.ValWindows)
+		return diag.Runtimef(diag.CodeBadRunOption, "%d validation windows: want at least 1", o.ValWindows)
 	}
 	return nil
 }
@@ -183,7 +183,7 @@ func checkMicroBatch(spec *Spec, chosen int) error {
 			divisors = append(divisors, fmt.Sprint(d))
 		}
 	}
-	e := diag.Runtimef(diag.ErrBadRunOption, "--micro-batch %d does not divide train %s's batch of %d sequences (tokens_per_batch %d / seq_len %d): a step would run %d sequences instead",
+	e := diag.Runtimef(diag.CodeBadRunOption, "--micro-batch %d does not divide train %s's batch of %d sequences (tokens_per_batch %d / seq_len %d): a step would run %d sequences instead",
 		chosen, spec.Train.Name, seqs, spec.Train.TokensPerBatch, spec.SeqLen, (seqs+int64(chosen)-1)/int64(chosen)*int64(chosen))
 	e.Suggestion = "use one of " + strings.Join(divisors, ", ")
 	return e
@@ -202,7 +202,7 @@ func checkLayoutExperts(spec *Spec, l *Sharding) error {
 		experts = spec.Model.MoE.Experts
 	}
 	if experts <= 1 {
-		e := diag.Runtimef(diag.ErrBadRunOption, "expert-parallel size %d: stage %s of train %s is dense (one expert), so there are no experts to spread", l.EP, spec.Stage, spec.Train.Name)
+		e := diag.Runtimef(diag.CodeBadRunOption, "expert-parallel size %d: stage %s of train %s is dense (one expert), so there are no experts to spread", l.EP, spec.Stage, spec.Train.Name)
 		e.Suggestion = "drop --ep for this stage"
 		return e
 	}
@@ -215,7 +215,7 @@ func checkLayoutExperts(spec *Spec, l *Sharding) error {
 			fits = append(fits, fmt.Sprint(d))
 		}
 	}
-	e := diag.Runtimef(diag.ErrBadRunOption, "expert-parallel size %d does not divide the %d experts of stage %s (train %s)", l.EP, experts, spec.Stage, spec.Train.Name)
+	e := diag.Runtimef(diag.CodeBadRunOption, "expert-parallel size %d does not divide the %d experts of stage %s (train %s)", l.EP, experts, spec.Stage, spec.Train.Name)
 	e.Suggestion = fmt.Sprintf("with %d ranks, --ep can be %s", l.Ranks, strings.Join(fits, ", "))
 	return e
 }

@@ -24,7 +24,7 @@ func TestValidateOptions(t *testing.T) {
 		{Options{ValWindows: -1}, "validation windows"},
 	} {
 		err := tc.opt.validate()
-		if diag.CodeOf(err) != diag.ErrBadRunOption || !strings.Contains(err.Error(), tc.want) {
+		if diag.CodeOf(err) != diag.CodeBadRunOption || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: %v, want E0611 naming %q", tc.opt, err, tc.want)
 		}
 	}
@@ -42,7 +42,7 @@ func TestCheckMicroBatch(t *testing.T) {
 		if ok != (err == nil) {
 			t.Errorf("micro-batch %d: %v", mb, err)
 		}
-		if err != nil && (diag.CodeOf(err) != diag.ErrBadRunOption || !strings.Contains(err.Error(), "use one of 1, 2, 4, 8")) {
+		if err != nil && (diag.CodeOf(err) != diag.CodeBadRunOption || !strings.Contains(err.Error(), "use one of 1, 2, 4, 8")) {
 			t.Errorf("micro-batch %d: %v", mb, err)
 		}
 	}

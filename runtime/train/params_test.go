@@ -37,7 +37,7 @@ func TestLoadParams(t *testing.T) {
 	}
 	for _, c := range cases {
 		err := LoadParams(params(), c.ts, "ck")
-		if diag.CodeOf(err) != diag.ErrCheckpointMismatch || !strings.Contains(err.Error(), c.want) {
+		if diag.CodeOf(err) != diag.CodeCheckpointMismatch || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("LoadParams = %v, want E0608 %q", err, c.want)
 		}
 	}

@@ -162,7 +162,7 @@ func (r *stageRun) checkResumedSpec() error {
 		h1, _ := now.Hash()
 		h2, _ := spec.Hash()
 		if h1 != h2 {
-			return diag.Runtimef(diag.ErrCheckpointMismatch, "cannot resume %s: the program's train %s / stage %s differs from the one the run started with", r.dir, spec.Train.Name, spec.Stage)
+			return diag.Runtimef(diag.CodeCheckpointMismatch, "cannot resume %s: the program's train %s / stage %s differs from the one the run started with", r.dir, spec.Train.Name, spec.Stage)
 		}
 	}
 	var err error
@@ -183,7 +183,7 @@ func (r *stageRun) setUp() error {
 	if opt.LLVM != "" && (opt.Layout != nil || opt.Comm != nil) {
 		// The ranks of a sharded run build their own models with the Go kernels; taking
 		// the library and then not running it would be a flag silently ignored.
-		e := diag.Runtimef(diag.ErrBadRunOption, "--llvm with a sharded run (%s): the ranks run the Go kernels only", layoutSpec(opt.Layout, opt.Comm, "").String())
+		e := diag.Runtimef(diag.CodeBadRunOption, "--llvm with a sharded run (%s): the ranks run the Go kernels only", layoutSpec(opt.Layout, opt.Comm, "").String())
 		e.Suggestion = "drop --llvm, or run on one rank without --ranks/--ep/--zero/--offload/--cache-budget"
 		return e
 	}
@@ -273,20 +273,20 @@ func (r *stageRun) resumeFrom(latest string) error {
 	}
 	m := c.Manifest
 	if m.ConfigHash != r.hash {
-		return diag.Runtimef(diag.ErrCheckpointMismatch, "checkpoint %s was made for a different configuration (config hash %s, run has %s)", latest, m.ConfigHash, r.hash)
+		return diag.Runtimef(diag.CodeCheckpointMismatch, "checkpoint %s was made for a different configuration (config hash %s, run has %s)", latest, m.ConfigHash, r.hash)
 	}
 	if m.DataFingerprint != r.corpus.Fingerprint {
-		return diag.Runtimef(diag.ErrCheckpointMismatch, "checkpoint %s was trained on different data (fingerprint %s, corpus now %s); the resumed run would not see the same batches", latest, m.DataFingerprint[:12], r.corpus.Fingerprint[:12])
+		return diag.Runtimef(diag.CodeCheckpointMismatch, "checkpoint %s was trained on different data (fingerprint %s, corpus now %s); the resumed run would not see the same batches", latest, m.DataFingerprint[:12], r.corpus.Fingerprint[:12])
 	}
 	if m.Step > spec.Steps {
 		// The manifest checks itself against its own total; this is the run's.
-		return diag.Runtimef(diag.ErrCorruptCheckpoint, "checkpoint %s records step %d, past the %d steps of stage %s", latest, m.Step, spec.Steps, spec.Stage)
+		return diag.Runtimef(diag.CodeCorruptCheckpoint, "checkpoint %s records step %d, past the %d steps of stage %s", latest, m.Step, spec.Steps, spec.Stage)
 	}
 	if err := CheckWeights(latest, m.Model, c.Model); err != nil {
 		return err
 	}
 	if err := r.eng.load(c.Model, c.Optimizer, m.Optimizer.Step); err != nil {
-		return diag.RuntimeWrap(diag.ErrCheckpointMismatch, err, "checkpoint %s", latest)
+		return diag.RuntimeWrap(diag.CodeCheckpointMismatch, err, "checkpoint %s", latest)
 	}
 	r.step = m.Step
 	r.res.Resumed = true
@@ -392,17 +392,17 @@ func (r *stageRun) trainStep() error {
 	if err != nil {
 		var ne *updateError
 		if errors.As(err, &ne) {
-			return diag.RuntimeWrap(diag.ErrNonFiniteLoss, err, "step %d", r.step+1)
+			return diag.RuntimeWrap(diag.CodeNonFiniteLoss, err, "step %d", r.step+1)
 		}
 		if _, sharded := r.eng.(*group); sharded {
-			e := diag.RuntimeWrap(diag.ErrRankFailed, err, "the sharded run stopped at step %d", r.step+1)
+			e := diag.RuntimeWrap(diag.CodeRankFailed, err, "the sharded run stopped at step %d", r.step+1)
 			e.Suggestion = "fix the failing rank's error; if a rank is only slow, raise --collective-timeout; resume with --resume " + r.dir
 			return e
 		}
 		return err
 	}
 	if !finite(rec.Loss) {
-		return diag.Runtimef(diag.ErrNonFiniteLoss, "loss is %v at step %d; lower the learning rate or check the data", rec.Loss, r.step+1)
+		return diag.Runtimef(diag.CodeNonFiniteLoss, "loss is %v at step %d; lower the learning rate or check the data", rec.Loss, r.step+1)
 	}
 	r.step++
 	r.tokens += spec.TokensPerStep()
@@ -541,8 +541,8 @@ func growFrom(spec *Spec, stage *program.Stage, eng engine, newNet NewNetFunc) (
 	if err != nil {
 		return "", err
 	}
-	noFinal := &diag.RuntimeError{Code: diag.ErrNoFromCheckpoint,
-		Message:    fmt.Sprintf("stage %s starts from stage %s, which has no final checkpoint in %s yet", stage.Name, stage.From, fromDir),
+	noFinal := &diag.Diagnostic{Code: diag.CodeNoFromCheckpoint,
+		Summary:    fmt.Sprintf("stage %s starts from stage %s, which has no final checkpoint in %s yet", stage.Name, stage.From, fromDir),
 		Suggestion: finishHint(spec, stage, fromDir)}
 	if latest == "" {
 		return "", noFinal
@@ -558,7 +558,7 @@ func growFrom(spec *Spec, stage *program.Stage, eng engine, newNet NewNetFunc) (
 		return "", err
 	}
 	if c.Manifest.Train != spec.Train.Name || c.Manifest.Stage != stage.From {
-		return "", diag.Runtimef(diag.ErrBadGrowth, "stage %s grows from stage %s, but checkpoint %s is of train %s stage %s", stage.Name, stage.From, latest, c.Manifest.Train, c.Manifest.Stage)
+		return "", diag.Runtimef(diag.CodeBadGrowth, "stage %s grows from stage %s, but checkpoint %s is of train %s stage %s", stage.Name, stage.From, latest, c.Manifest.Train, c.Manifest.Stage)
 	}
 	return latest, eng.initialise(newNet, spec, func(params []*nn.Param) error {
 		_, err := Grow(c.Model, c.Manifest.Model, spec.Model, params, stage.Grow, spec.Seed)
@@ -612,7 +612,7 @@ func checkResumable(dir, latest string, restart bool, prog *progress) error {
 	rel := func(name string) string { return filepath.Join(CheckpointsDir, name) }
 	if latest != "" {
 		if restart {
-			e := diag.Runtimef(diag.ErrBadRunOption, "--restart: %s has a complete checkpoint (%s) to resume from", dir, rel(filepath.Base(latest)))
+			e := diag.Runtimef(diag.CodeBadRunOption, "--restart: %s has a complete checkpoint (%s) to resume from", dir, rel(filepath.Base(latest)))
 			e.Suggestion = "drop --restart to continue from it"
 			return e
 		}
@@ -628,7 +628,7 @@ func checkResumable(dir, latest string, restart bool, prog *progress) error {
 	}
 	recs, err := ReadLog(filepath.Join(dir, LogFile))
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return diag.RuntimeWrap(diag.ErrCorruptCheckpoint, err, "cannot resume %s: reading %s", dir, LogFile)
+		return diag.RuntimeWrap(diag.CodeCorruptCheckpoint, err, "cannot resume %s: reading %s", dir, LogFile)
 	}
 	var why string
 	switch {
@@ -640,7 +640,7 @@ func checkResumable(dir, latest string, restart bool, prog *progress) error {
 	default:
 		return nil // nothing was trained: starting from step 0 loses nothing
 	}
-	e := diag.Runtimef(diag.ErrCorruptCheckpoint, "cannot resume %s: %s; resuming would retrain from step 0", dir, why)
+	e := diag.Runtimef(diag.CodeCorruptCheckpoint, "cannot resume %s: %s; resuming would retrain from step 0", dir, why)
 	e.Suggestion = fmt.Sprintf("restore the checkpoint, or start this run over from step 0 with moec run --resume %s --restart (this replaces its log.jsonl)", dir)
 	return e
 }
@@ -664,17 +664,17 @@ func LoadParams(params []*nn.Param, ts []safetensors.Tensor, dir string) error {
 	for _, p := range params {
 		t, ok := byName[p.Name]
 		if !ok {
-			return diag.Runtimef(diag.ErrCheckpointMismatch, "checkpoint %s has no tensor %s (shape %v) that the model needs", dir, p.Name, p.Shape)
+			return diag.Runtimef(diag.CodeCheckpointMismatch, "checkpoint %s has no tensor %s (shape %v) that the model needs", dir, p.Name, p.Shape)
 		}
 		if !slices.Equal(t.Shape, p.Shape) {
-			return diag.Runtimef(diag.ErrCheckpointMismatch, "checkpoint %s: tensor %s has shape %v, the model expects %v", dir, p.Name, t.Shape, p.Shape)
+			return diag.Runtimef(diag.CodeCheckpointMismatch, "checkpoint %s: tensor %s has shape %v, the model expects %v", dir, p.Name, t.Shape, p.Shape)
 		}
 		copy(p.W, t.Data)
 		delete(byName, p.Name)
 	}
 	for _, t := range ts {
 		if _, extra := byName[t.Name]; extra {
-			return diag.Runtimef(diag.ErrCheckpointMismatch, "checkpoint %s has tensor %s (shape %v), which the model does not have", dir, t.Name, t.Shape)
+			return diag.Runtimef(diag.CodeCheckpointMismatch, "checkpoint %s has tensor %s (shape %v), which the model does not have", dir, t.Name, t.Shape)
 		}
 	}
 	return nil

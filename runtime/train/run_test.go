@@ -84,7 +84,7 @@ func TestCurriculum(t *testing.T) {
 	if _, err := Run(context.Background(), Options{Program: p, StageName: "moe", OutDir: t.TempDir(), From: res.Dir, Steps: 1}); err != nil {
 		t.Errorf("moe from an explicit dense run dir: %v", err)
 	}
-	if _, err := Run(context.Background(), Options{Program: p, StageName: "moe", OutDir: t.TempDir(), From: res2.Dir, Steps: 1}); diag.CodeOf(err) != diag.ErrBadGrowth {
+	if _, err := Run(context.Background(), Options{Program: p, StageName: "moe", OutDir: t.TempDir(), From: res2.Dir, Steps: 1}); diag.CodeOf(err) != diag.CodeBadGrowth {
 		t.Errorf("moe from the moe stage's own checkpoint: %v", err)
 	}
 
@@ -106,19 +106,19 @@ func TestRunErrors(t *testing.T) {
 		code   diag.Code
 		want   string
 	}{
-		{"unknown stage", func(o *Options) { o.StageName = "dens" }, diag.ErrUnknownStage, "did you mean `dense`?"},
-		{"unknown train", func(o *Options) { o.TrainName = "tinyy" }, diag.ErrUnknownTrain, "did you mean `tiny`?"},
-		{"no from checkpoint", func(o *Options) { o.StageName = "moe" }, diag.ErrNoFromCheckpoint, "no final checkpoint"},
-		{"empty corpus", func(o *Options) { o.Program.Trains["tiny"].Data = "$GOROOT/src/strings/*.nothing" }, diag.ErrEmptyCorpus, "matches no files"},
-		{"small vocab", func(o *Options) { o.Program.Models["tiny"].Vocab = 100 }, diag.ErrVocabTooSmall, "vocab 100"},
+		{"unknown stage", func(o *Options) { o.StageName = "dens" }, diag.CodeUnknownStage, "did you mean `dense`?"},
+		{"unknown train", func(o *Options) { o.TrainName = "tinyy" }, diag.CodeUnknownTrain, "did you mean `tiny`?"},
+		{"no from checkpoint", func(o *Options) { o.StageName = "moe" }, diag.CodeNoFromCheckpoint, "no final checkpoint"},
+		{"empty corpus", func(o *Options) { o.Program.Trains["tiny"].Data = "$GOROOT/src/strings/*.nothing" }, diag.CodeEmptyCorpus, "matches no files"},
+		{"small vocab", func(o *Options) { o.Program.Models["tiny"].Vocab = 100 }, diag.CodeVocabTooSmall, "vocab 100"},
 		{"unsupported", func(o *Options) {
 			// nn's feature set grows; what is checked here is how its refusal is reported.
 			o.NewNet = func(*program.Model, int64) (Net, error) {
 				return nil, &nn.UnsupportedError{Feature: "time travel (moe.time_travel)"}
 			}
-		}, diag.ErrUnsupportedFeature, "does not support time travel"},
-		{"no steps", func(o *Options) { o.Program.Trains["tiny"].Stages[0].Steps = 0; o.Steps = 0 }, diag.ErrBadRunOption, "neither steps nor tokens"},
-		{"resume nothing", func(o *Options) { o.Resume = filepath.Join(root, "nope") }, diag.ErrBadRunOption, "not a run directory"},
+		}, diag.CodeUnsupportedFeature, "does not support time travel"},
+		{"no steps", func(o *Options) { o.Program.Trains["tiny"].Stages[0].Steps = 0; o.Steps = 0 }, diag.CodeBadRunOption, "neither steps nor tokens"},
+		{"resume nothing", func(o *Options) { o.Resume = filepath.Join(root, "nope") }, diag.CodeBadRunOption, "not a run directory"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -143,7 +143,7 @@ func TestOutputDirGuard(t *testing.T) {
 	os.WriteFile(other, []byte("mine"), 0o644)
 	before, _ := os.ReadFile(filepath.Join(dir, LogFile))
 	_, err := Run(context.Background(), Options{Program: p, StageName: "dense", OutDir: dir, Steps: 2})
-	if diag.CodeOf(err) != diag.ErrOutputExists {
+	if diag.CodeOf(err) != diag.CodeOutputExists {
 		t.Fatalf("second run into the same dir: %v", err)
 	}
 	after, _ := os.ReadFile(filepath.Join(dir, LogFile))
@@ -162,7 +162,7 @@ func TestOutputDirGuard(t *testing.T) {
 	}
 	// Resuming a finished run with a different program is refused.
 	p.Trains["tiny"].Optimizer.LR = 1e-3
-	if _, err := Run(context.Background(), Options{Program: p, Resume: dir}); diag.CodeOf(err) != diag.ErrCheckpointMismatch {
+	if _, err := Run(context.Background(), Options{Program: p, Resume: dir}); diag.CodeOf(err) != diag.CodeCheckpointMismatch {
 		t.Errorf("resume with a changed program: %v", err)
 	}
 }
@@ -228,7 +228,7 @@ func TestResumeRefusesCorruptCheckpoint(t *testing.T) {
 	b[len(b)/2] ^= 0x40
 	os.WriteFile(p, b, 0o644)
 	_, err = Run(context.Background(), Options{Resume: dir})
-	if diag.CodeOf(err) != diag.ErrCorruptCheckpoint || !strings.Contains(err.Error(), "optimizer.safetensors has SHA-256") {
+	if diag.CodeOf(err) != diag.CodeCorruptCheckpoint || !strings.Contains(err.Error(), "optimizer.safetensors has SHA-256") {
 		t.Errorf("resume from a corrupt checkpoint: %v", err)
 	}
 	// A stage whose `from` stage stopped early has no final checkpoint to grow from.
@@ -239,7 +239,7 @@ func TestResumeRefusesCorruptCheckpoint(t *testing.T) {
 	if _, err := Run(ctx, Options{Program: p2, StageName: "dense", OutRoot: root}); err != context.Canceled {
 		t.Fatalf("cancelled dense run: %v", err)
 	}
-	if _, err := Run(context.Background(), Options{Program: p2, StageName: "moe", OutRoot: root}); diag.CodeOf(err) != diag.ErrNoFromCheckpoint {
+	if _, err := Run(context.Background(), Options{Program: p2, StageName: "moe", OutRoot: root}); diag.CodeOf(err) != diag.CodeNoFromCheckpoint {
 		t.Errorf("growing from an unfinished stage: %v", err)
 	}
 }
@@ -307,7 +307,7 @@ func TestDivergence(t *testing.T) {
 			n, err := newNNNet(m, seed)
 			return nanNet{n, 5}, err
 		}})
-	if diag.CodeOf(err) != diag.ErrNonFiniteLoss || !strings.Contains(err.Error(), "step 6") {
+	if diag.CodeOf(err) != diag.CodeNonFiniteLoss || !strings.Contains(err.Error(), "step 6") {
 		t.Fatalf("diverging run: %v", err)
 	}
 	// The checkpoint from before the divergence is intact and resumable.
@@ -346,8 +346,8 @@ func TestResumeRefusesLostProgress(t *testing.T) {
 	} {
 		c.damage(t)
 		_, err := Run(context.Background(), Options{Resume: dir})
-		if diag.CodeOf(err) != diag.ErrCorruptCheckpoint || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("%s: resume gave %v, want %s naming %q", c.name, err, diag.ErrCorruptCheckpoint, c.want)
+		if diag.CodeOf(err) != diag.CodeCorruptCheckpoint || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: resume gave %v, want %s naming %q", c.name, err, diag.CodeCorruptCheckpoint, c.want)
 		}
 		if b, _ := os.ReadFile(filepath.Join(dir, LogFile)); string(b) != string(logBefore) {
 			t.Errorf("%s: the refused resume changed log.jsonl", c.name)

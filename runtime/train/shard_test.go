@@ -344,9 +344,9 @@ func TestRankFailure(t *testing.T) {
 			if d := time.Since(start); d > 20*time.Second {
 				t.Errorf("took %s to stop", d)
 			}
-			var re *diag.RuntimeError
-			if !errors.As(err, &re) || re.Code != diag.ErrRankFailed {
-				t.Errorf("error is not %s: %v", diag.ErrRankFailed, err)
+			var re *diag.Diagnostic
+			if !errors.As(err, &re) || re.Code != diag.CodeRankFailed {
+				t.Errorf("error is not %s: %v", diag.CodeRankFailed, err)
 			}
 			t.Log(err)
 		})

@@ -159,7 +159,7 @@ func resolve(opt *Options) (*Spec, *program.Stage, error) {
 	}
 	base, ok := opt.Program.Models[t.Model]
 	if !ok {
-		return nil, nil, diag.Runtimef(diag.ErrUnknownTrain, "train %s trains model %q, which the program does not declare", t.Name, t.Model)
+		return nil, nil, diag.Runtimef(diag.CodeUnknownTrain, "train %s trains model %q, which the program does not declare", t.Name, t.Model)
 	}
 	m := program.StageModel(base, st)
 	dataOpt, _, err := data.OptionsFor(t, opt.BaseDir)
@@ -168,10 +168,10 @@ func resolve(opt *Options) (*Spec, *program.Stage, error) {
 	}
 	if need := dataOpt.VocabNeeded(); m.Vocab < int64(need) {
 		if dataOpt.Tokenizer == nil {
-			return nil, nil, diag.Runtimef(diag.ErrVocabTooSmall, "model %s has vocab %d; byte-level training data needs at least %d", m.Name, m.Vocab, data.Vocab)
+			return nil, nil, diag.Runtimef(diag.CodeVocabTooSmall, "model %s has vocab %d; byte-level training data needs at least %d", m.Name, m.Vocab, data.Vocab)
 		}
-		e := diag.Runtimef(diag.ErrVocabTooSmall, "model %s has vocab %d; its tokenizer %s has %d ids", m.Name, m.Vocab, t.Tokenizer, need)
-		e.Range = t.TokenizerDecl.Range()
+		e := diag.Runtimef(diag.CodeVocabTooSmall, "model %s has vocab %d; its tokenizer %s has %d ids", m.Name, m.Vocab, t.Tokenizer, need)
+		e.Subject = t.TokenizerDecl.Range()
 		return nil, nil, e
 	}
 	s := &Spec{Format: 1, Train: t, Stage: st.Name, Model: m, Seed: t.Seed, BaseDir: opt.BaseDir,
@@ -196,7 +196,7 @@ func resolve(opt *Options) (*Spec, *program.Stage, error) {
 		s.SeqLen = int(m.SeqLen)
 	}
 	if s.SeqLen <= 0 {
-		return nil, nil, diag.Runtimef(diag.ErrBadRunOption, "train %s has no sequence length", t.Name)
+		return nil, nil, diag.Runtimef(diag.CodeBadRunOption, "train %s has no sequence length", t.Name)
 	}
 	s.MicroBatch = opt.MicroBatch
 	if s.MicroBatch <= 0 {
@@ -215,7 +215,7 @@ func resolve(opt *Options) (*Spec, *program.Stage, error) {
 		s.Steps = program.StepsFor(st.Tokens, s.TokensPerStep())
 	}
 	if s.Steps <= 0 {
-		return nil, nil, diag.Runtimef(diag.ErrBadRunOption, "stage %s sets neither steps nor tokens; pass --steps", st.Name)
+		return nil, nil, diag.Runtimef(diag.CodeBadRunOption, "stage %s sets neither steps nor tokens; pass --steps", st.Name)
 	}
 	return s, st, nil
 }
@@ -224,14 +224,14 @@ func resolve(opt *Options) (*Spec, *program.Stage, error) {
 func ReadSpec(dir string) (*Spec, error) {
 	b, err := os.ReadFile(filepath.Join(dir, SpecFile))
 	if err != nil {
-		return nil, diag.RuntimeWrap(diag.ErrBadRunOption, err, "cannot resume %s: not a run directory", dir)
+		return nil, diag.RuntimeWrap(diag.CodeBadRunOption, err, "cannot resume %s: not a run directory", dir)
 	}
 	var s Spec
 	if err := json.Unmarshal(b, &s); err != nil || s.Train == nil || s.Model == nil {
 		if err == nil {
 			err = errors.New("missing train or model")
 		}
-		return nil, diag.RuntimeWrap(diag.ErrCorruptCheckpoint, err, "cannot resume %s: bad %s", dir, SpecFile)
+		return nil, diag.RuntimeWrap(diag.CodeCorruptCheckpoint, err, "cannot resume %s: bad %s", dir, SpecFile)
 	}
 	return &s, nil
 }
@@ -255,8 +255,8 @@ func prepareDir(dir string, force bool) error {
 		return nil
 	}
 	if !force {
-		return &diag.RuntimeError{Code: diag.ErrOutputExists,
-			Message:    fmt.Sprintf("run directory %s is not empty", dir),
+		return &diag.Diagnostic{Code: diag.CodeOutputExists,
+			Summary:    fmt.Sprintf("run directory %s is not empty", dir),
 			Suggestion: fmt.Sprintf("use --resume %s to continue it, --force to start over, or --out for another directory", dir)}
 	}
 	// Replace only what a run writes; leave anything else the user put there.

@@ -29,7 +29,7 @@ func TestStepProgramCache(t *testing.T) {
 			small.Cache = &CacheConfig{Budget: 1, Page: 4096, Eviction: "lru"}
 			_, err := Run(context.Background(), Options{Program: p, OutRoot: t.TempDir(), Layout: &small, ValWindows: 4})
 			var le *step.LayoutError
-			if !errors.As(err, &le) || le.Budget == nil || diag.CodeOf(err) != step.CodeCacheBudget {
+			if !errors.As(err, &le) || le.Budget == nil || diag.CodeOf(err) != diag.CodeCacheBudget {
 				t.Fatalf("a one-byte budget: %v", err)
 			}
 			cached := l

@@ -113,7 +113,7 @@ func newStepEngine(spec *Spec, cfg optim.Config, l Sharding, opt Options) (*step
 			return nil, err
 		}
 		if !applies {
-			e := diag.Runtimef(diag.ErrBadRunOption, "--delayed-update: the one-step-delayed update runs under the unified cache at ZeRO 0 only (this layout is %s)", sl)
+			e := diag.Runtimef(diag.CodeBadRunOption, "--delayed-update: the one-step-delayed update runs under the unified cache at ZeRO 0 only (this layout is %s)", sl)
 			e.Suggestion = "drop --zero (or use --zero 0), or drop --delayed-update"
 			return nil, e
 		}

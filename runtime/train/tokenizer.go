@@ -67,7 +67,7 @@ func LoadTokenizer(path, checkpointDir string, vocab int64) (*tokenizer.Tokenize
 		return nil, tokenizer.Config{}, err
 	}
 	if int64(tok.VocabSize()) > vocab {
-		return nil, tokenizer.Config{}, diag.Runtimef(tokenizer.ErrBadTokenizer, "tokenizer %s has %d token ids, more than the model's vocab of %d", path, tok.VocabSize(), vocab)
+		return nil, tokenizer.Config{}, diag.Runtimef(diag.CodeTokenizerUnreadable, "tokenizer %s has %d token ids, more than the model's vocab of %d", path, tok.VocabSize(), vocab)
 	}
 	dir := path
 	if info, err := os.Stat(path); err == nil && !info.IsDir() {

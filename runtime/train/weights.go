@@ -19,16 +19,16 @@ func CheckWeights(dir string, m *program.Model, ts []safetensors.Tensor) error {
 	for _, t := range ts {
 		for i, v := range t.Data {
 			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-				return diag.Runtimef(diag.ErrCorruptCheckpoint, "checkpoint %s: tensor %s holds %v at index %d; training never saves non-finite weights", dir, t.Name, v, i)
+				return diag.Runtimef(diag.CodeCorruptCheckpoint, "checkpoint %s: tensor %s holds %v at index %d; training never saves non-finite weights", dir, t.Name, v, i)
 			}
 		}
 	}
 	if err := checkManifest(m, ts); err != nil {
 		var ue *nn.UnsupportedError
 		if errors.As(err, &ue) {
-			return diag.RuntimeWrap(diag.ErrUnsupportedFeature, err, "cannot check the tensors of checkpoint %s", dir)
+			return diag.RuntimeWrap(diag.CodeUnsupportedFeature, err, "cannot check the tensors of checkpoint %s", dir)
 		}
-		return diag.RuntimeWrap(diag.ErrCheckpointMismatch, err, "checkpoint %s does not hold the tensors of its model", dir)
+		return diag.RuntimeWrap(diag.CodeCheckpointMismatch, err, "checkpoint %s does not hold the tensors of its model", dir)
 	}
 	return nil
 }

@@ -29,16 +29,16 @@ func ResolveCheckpoint(dir string) (string, error) {
 		// Say what is missing when the folder looks like a checkpoint or holds step
 		// directories: "neither a checkpoint nor a run" hides a deleted manifest.
 		if _, err := os.Stat(filepath.Join(dir, checkpoint.ModelFile)); err == nil {
-			return "", diag.Runtimef(diag.ErrCorruptCheckpoint, "checkpoint %s has no %s (an interrupted save?)", dir, checkpoint.ManifestFile)
+			return "", diag.Runtimef(diag.CodeCorruptCheckpoint, "checkpoint %s has no %s (an interrupted save?)", dir, checkpoint.ManifestFile)
 		}
 		if ents, _ := os.ReadDir(filepath.Join(dir, CheckpointsDir)); len(ents) > 0 {
 			for i := len(ents) - 1; i >= 0; i-- {
 				if name := ents[i].Name(); ents[i].IsDir() && strings.HasPrefix(name, "step-") {
-					return "", diag.Runtimef(diag.ErrCorruptCheckpoint, "%s has no complete checkpoint: %s has no %s (an interrupted save?)", dir, filepath.Join(CheckpointsDir, name), checkpoint.ManifestFile)
+					return "", diag.Runtimef(diag.CodeCorruptCheckpoint, "%s has no complete checkpoint: %s has no %s (an interrupted save?)", dir, filepath.Join(CheckpointsDir, name), checkpoint.ManifestFile)
 				}
 			}
 		}
-		return "", diag.Runtimef(diag.ErrCorruptCheckpoint, "%s is neither a checkpoint nor a run directory with a checkpoint", dir)
+		return "", diag.Runtimef(diag.CodeCorruptCheckpoint, "%s is neither a checkpoint nor a run directory with a checkpoint", dir)
 	}
 	return latest, nil
 }
@@ -61,7 +61,7 @@ func Grown(from string, m *program.Model, g program.Grow, seed int64) ([]Tensor,
 	for _, t := range c.Model {
 		for i, v := range t.Data {
 			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-				return nil, diag.Runtimef(diag.ErrCorruptCheckpoint, "checkpoint %s: tensor %s holds %v at index %d; training never saves non-finite weights", dir, t.Name, v, i)
+				return nil, diag.Runtimef(diag.CodeCorruptCheckpoint, "checkpoint %s: tensor %s holds %v at index %d; training never saves non-finite weights", dir, t.Name, v, i)
 			}
 		}
 	}

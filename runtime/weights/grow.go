@@ -57,7 +57,7 @@ func Grow(from []safetensors.Tensor, fromCfg, toCfg *program.Model, to []Tensor,
 	// biases by what they are, never by parsing names.
 	oldLayout, err := mparams.Walk(fromCfg)
 	if err != nil {
-		return rep, diag.Runtimef(diag.ErrBadGrowth, "cannot list the previous stage's parameters: %v", err)
+		return rep, diag.Runtimef(diag.CodeBadGrowth, "cannot list the previous stage's parameters: %v", err)
 	}
 	oldName := make(map[mparams.ID]string, len(oldLayout))
 	for _, p := range oldLayout {
@@ -124,10 +124,10 @@ func Grow(from []safetensors.Tensor, fromCfg, toCfg *program.Model, to []Tensor,
 			name, ok := oldName[srcID]
 			t, have := src[name]
 			if !ok || !have {
-				return rep, diag.Runtimef(diag.ErrBadGrowth, "cannot grow %s (%s): the previous stage has no %s", p.Name, id, srcID)
+				return rep, diag.Runtimef(diag.CodeBadGrowth, "cannot grow %s (%s): the previous stage has no %s", p.Name, id, srcID)
 			}
 			if !slices.Equal(t.Shape, p.Shape) {
-				return rep, diag.Runtimef(diag.ErrBadGrowth, "cannot grow %s (shape %v) from %s (shape %v)", p.Name, p.Shape, name, t.Shape)
+				return rep, diag.Runtimef(diag.CodeBadGrowth, "cannot grow %s (shape %v) from %s (shape %v)", p.Name, p.Shape, name, t.Shape)
 			}
 			// Only the down projection's output is gated: its weight and bias carry the scale.
 			if id.Role != mparams.RoleExpertDown {
@@ -154,7 +154,7 @@ func Grow(from []safetensors.Tensor, fromCfg, toCfg *program.Model, to []Tensor,
 			if fromCfg.IsMoELayer(id.Layer) {
 				t, ok := src[oldName[id]]
 				if !ok || len(t.Shape) != len(p.Shape) || t.Shape[0] != oldE || (len(p.Shape) == 2 && t.Shape[1] != cols) {
-					return rep, diag.Runtimef(diag.ErrBadGrowth, "cannot grow router %s (shape %v) from the previous stage's (shape %v)", p.Name, p.Shape, shapeOf(t, ok))
+					return rep, diag.Runtimef(diag.CodeBadGrowth, "cannot grow router %s (shape %v) from the previous stage's (shape %v)", p.Name, p.Shape, shapeOf(t, ok))
 				}
 				sigma := g.Noise * rms(t.Data)
 				for e := 0; e < rows; e++ {
@@ -186,7 +186,7 @@ func Grow(from []safetensors.Tensor, fromCfg, toCfg *program.Model, to []Tensor,
 		default:
 			if t, ok := src[p.Name]; ok {
 				if !slices.Equal(t.Shape, p.Shape) {
-					return rep, diag.Runtimef(diag.ErrBadGrowth, "cannot grow %s: shape %v, previous stage has %v", p.Name, p.Shape, t.Shape)
+					return rep, diag.Runtimef(diag.CodeBadGrowth, "cannot grow %s: shape %v, previous stage has %v", p.Name, p.Shape, t.Shape)
 				}
 				copy(p.W, t.Data)
 				rep.Copied++

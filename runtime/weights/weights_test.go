@@ -101,8 +101,8 @@ func TestGrownRefuses(t *testing.T) {
 	}
 	old[3].W[0] = float32(math.NaN())
 	_, err = weights.Grown(saveRun(t, dense, old, true), four, grow, 9)
-	var re *diag.RuntimeError
-	if !errors.As(err, &re) || re.Code != diag.ErrCorruptCheckpoint {
-		t.Errorf("grown from a NaN weight: %v, want %s", err, diag.ErrCorruptCheckpoint)
+	var re *diag.Diagnostic
+	if !errors.As(err, &re) || re.Code != diag.CodeCorruptCheckpoint {
+		t.Errorf("grown from a NaN weight: %v, want %s", err, diag.CodeCorruptCheckpoint)
 	}
 }

@@ -142,7 +142,7 @@ func kernelGapWarnings(st *program.Stage, gaps []features.Gap, warned map[string
 			continue
 		}
 		warned[msg] = true
-		d := ds.Warnf(diag.BackendGap, r, "stage %s: %s", st.Name, msg)
+		d := ds.Warnf(diag.CodeBackendGap, r, "stage %s: %s", st.Name, msg)
 		d.Notes = append(d.Notes, "the kernels are written all the same; report.md's features table says what every backend does with each feature of the model")
 	}
 	return ds

@@ -45,14 +45,14 @@ func TestBuildWarnsOfKernelGaps(t *testing.T) {
 	}
 	found := map[string]int{}
 	for _, d := range diags {
-		if d.Code != diag.BackendGap {
+		if d.Code != diag.CodeBackendGap {
 			continue
 		}
-		if d.Severity != diag.Warning || d.Range.Start.Line != 12 {
-			t.Errorf("%s: severity %v at line %d, want a warning at stage one (line 12)", d.Message, d.Severity, d.Range.Start.Line)
+		if d.Severity != diag.Warning || d.Subject.Start.Line != 12 {
+			t.Errorf("%s: severity %v at line %d, want a warning at stage one (line 12)", d.Summary, d.Severity, d.Subject.Start.Line)
 		}
 		for _, f := range []string{"node-limited routing", "capacity factor"} {
-			if strings.Contains(d.Message, f) && strings.Contains(d.Message, "CUDA kernels") && strings.Contains(d.Message, "LLVM kernels") {
+			if strings.Contains(d.Summary, f) && strings.Contains(d.Summary, "CUDA kernels") && strings.Contains(d.Summary, "LLVM kernels") {
 				found[f]++
 			}
 		}

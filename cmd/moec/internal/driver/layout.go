@@ -98,10 +98,10 @@ func RunLayout(prog *program.Program, trainName, stageName string, micro, worldS
 	case "", EngineStep:
 	case EngineHandwritten:
 		if askedStep {
-			return nil, nil, Usage(diag.Runtimef(diag.ErrBadRunOption, "--engine handwritten with --tp, --pp or --step-programs: tensor and pipeline parallelism run through step programs only"))
+			return nil, nil, Usage(diag.Runtimef(diag.CodeBadRunOption, "--engine handwritten with --tp, --pp or --step-programs: tensor and pipeline parallelism run through step programs only"))
 		}
 	default:
-		e := diag.Runtimef(diag.ErrBadRunOption, "--engine %s: the engines are %s and %s", f.Engine, EngineStep, EngineHandwritten)
+		e := diag.Runtimef(diag.CodeBadRunOption, "--engine %s: the engines are %s and %s", f.Engine, EngineStep, EngineHandwritten)
 		e.Suggestion = "leave --engine out for step programs wherever they lower the layout"
 		return nil, nil, Usage(e)
 	}
@@ -110,12 +110,12 @@ func RunLayout(prog *program.Program, trainName, stageName string, micro, worldS
 	}
 	if f.EP > 1 && max(ranks, 1)%f.EP != 0 {
 		// Expert parallelism spreads the experts over ranks: the group must fit the run.
-		e := diag.Runtimef(diag.ErrBadRunOption, "--ep %d: an expert-parallel group of %d ranks does not divide the run's %d rank(s)", f.EP, f.EP, max(ranks, 1))
+		e := diag.Runtimef(diag.CodeBadRunOption, "--ep %d: an expert-parallel group of %d ranks does not divide the run's %d rank(s)", f.EP, f.EP, max(ranks, 1))
 		e.Suggestion = fmt.Sprintf("pass --ranks %d or a multiple of it, or drop --ep", f.EP)
 		return nil, nil, e
 	}
 	if f.SP && f.TP <= 1 {
-		e := diag.Runtimef(diag.ErrBadRunOption, "--sp splits what the tensor-parallel ranks replicate, and this run has no tensor parallelism")
+		e := diag.Runtimef(diag.CodeBadRunOption, "--sp splits what the tensor-parallel ranks replicate, and this run has no tensor parallelism")
 		e.Suggestion = "pass --tp 2 (or more) with --sp, or drop --sp"
 		return nil, nil, Usage(e)
 	}
@@ -123,7 +123,7 @@ func RunLayout(prog *program.Program, trainName, stageName string, micro, worldS
 		// The step programs' unified cache: the budget bounds each rank's device arena,
 		// in the file's pages and policy where its train block declares the cache.
 		if max(ranks, 1)%(tp*pp) != 0 {
-			e := diag.Runtimef(diag.ErrBadRunOption, "--ranks %d is not a multiple of tp %d × pp %d", ranks, tp, pp)
+			e := diag.Runtimef(diag.CodeBadRunOption, "--ranks %d is not a multiple of tp %d × pp %d", ranks, tp, pp)
 			e.Suggestion = fmt.Sprintf("pass --ranks %d or a multiple of it", tp*pp)
 			return nil, nil, e
 		}
@@ -156,7 +156,7 @@ func RunLayout(prog *program.Program, trainName, stageName string, micro, worldS
 		return l, p, nil
 	}
 	if max(ranks, 1)%(tp*pp) != 0 {
-		e := diag.Runtimef(diag.ErrBadRunOption, "--ranks %d is not a multiple of tp %d × pp %d", ranks, tp, pp)
+		e := diag.Runtimef(diag.CodeBadRunOption, "--ranks %d is not a multiple of tp %d × pp %d", ranks, tp, pp)
 		e.Suggestion = fmt.Sprintf("pass --ranks %d or a multiple of it", tp*pp)
 		return nil, nil, e
 	}
@@ -182,10 +182,10 @@ func RunLayout(prog *program.Program, trainName, stageName string, micro, worldS
 	if f.Budget != "" {
 		b, err := ParseBytes(f.Budget)
 		if err != nil {
-			return nil, nil, Usage(diag.RuntimeWrap(diag.ErrBadRunOption, err, "--cache-budget"))
+			return nil, nil, Usage(diag.RuntimeWrap(diag.CodeBadRunOption, err, "--cache-budget"))
 		}
 		if b <= 0 {
-			return nil, nil, Usage(diag.Runtimef(diag.ErrBadRunOption, "--cache-budget %s: the unified cache needs a positive device budget", f.Budget))
+			return nil, nil, Usage(diag.Runtimef(diag.CodeBadRunOption, "--cache-budget %s: the unified cache needs a positive device budget", f.Budget))
 		}
 		if l.Cache == nil {
 			// No unified_cache in the file: pages small enough that the budget holds
@@ -326,10 +326,10 @@ func ParseBytes(s string) (int64, error) {
 func stepCache(tr *program.Train, budget string) (*train.CacheConfig, error) {
 	b, err := ParseBytes(budget)
 	if err != nil {
-		return nil, Usage(diag.RuntimeWrap(diag.ErrBadRunOption, err, "--cache-budget"))
+		return nil, Usage(diag.RuntimeWrap(diag.CodeBadRunOption, err, "--cache-budget"))
 	}
 	if b <= 0 {
-		return nil, Usage(diag.Runtimef(diag.ErrBadRunOption, "--cache-budget %s: the unified cache needs a positive device budget", budget))
+		return nil, Usage(diag.Runtimef(diag.CodeBadRunOption, "--cache-budget %s: the unified cache needs a positive device budget", budget))
 	}
 	c := &train.CacheConfig{Budget: b, Eviction: string(program.EvictLRU), Page: DefaultCachePage}
 	if tr != nil && tr.Memory.Kind == program.MemoryUnifiedCache {

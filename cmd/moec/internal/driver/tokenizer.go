@@ -27,20 +27,20 @@ func checkTokenizers(prog *program.Program) diag.List {
 		rng := t.TokenizerDecl.Range()
 		tok, _, err := data.LoadTokenizer(t.Tokenizer, filepath.Dir(rng.File), rng)
 		if err != nil {
-			var re *diag.RuntimeError
+			var re *diag.Diagnostic
 			if !errors.As(err, &re) {
-				out.Errorf(diag.BadTokenizer, rng, "%v", err)
+				out.Errorf(diag.CodeBadTokenizer, rng, "%v", err)
 				continue
 			}
-			msg := re.Message
+			msg := re.Summary
 			if re.Err != nil {
 				msg += ": " + re.Err.Error()
 			}
-			out.Errorf(diag.BadTokenizer, rng, "%s", msg).Suggestion = re.Suggestion
+			out.Errorf(diag.CodeBadTokenizer, rng, "%s", msg).Suggestion = re.Suggestion
 			continue
 		}
 		if m := prog.Models[t.Model]; m != nil && m.Vocab < int64(tok.VocabSize()) {
-			d := out.Errorf(diag.BadTokenizer, rng, "the tokenizer has %d token ids, more than model %s's vocab of %d", tok.VocabSize(), m.Name, m.Vocab)
+			d := out.Errorf(diag.CodeBadTokenizer, rng, "the tokenizer has %d token ids, more than model %s's vocab of %d", tok.VocabSize(), m.Name, m.Vocab)
 			d.Suggestion = "set the model's vocab to at least  " + fmt.Sprint(tok.VocabSize())
 		}
 	}

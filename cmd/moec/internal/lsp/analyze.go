@@ -80,36 +80,42 @@ func (s *snapshot) planStage(t *program.Train, st *program.Stage) (sp *stagePlan
 func (s *snapshot) diagnosticsByFile(utf8 bool) map[string][]lspDiagnostic {
 	out := map[string][]lspDiagnostic{}
 	pos := map[string]positions{}
-	for _, d := range s.diags {
-		file := d.Range.File
-		if file == "" {
-			file = s.path
-		}
-		file = filepath.Clean(file)
+	posOf := func(file string) positions {
 		ps, ok := pos[file]
 		if !ok {
 			src := s.sources[file]
 			ps = positions{text: src, lines: lineStarts(src), utf8: utf8}
 			pos[file] = ps
 		}
-		out[file] = append(out[file], toLSPDiagnostic(d, file, ps))
+		return ps
+	}
+	for _, d := range s.diags {
+		file := d.Subject.File
+		if file == "" {
+			file = s.path
+		}
+		file = filepath.Clean(file)
+		out[file] = append(out[file], toLSPDiagnostic(d, file, posOf))
 	}
 	return out
 }
 
 // toLSPDiagnostic converts d: the range as the diagnostic's (a whole-file diagnostic sits
-// at the file's start), the code and severity as `moec check --json` writes them, each note
-// as related information at the diagnostic's own place and the suggestion in the message's
-// last line (as the terminal rendering's "help:") and in data for quick fixes.
-func toLSPDiagnostic(d diag.Diagnostic, file string, ps positions) lspDiagnostic {
-	var r lspRange
-	if d.Range.Start.IsValid() {
-		start := offsetOf(d.Range.Start, ps)
-		end := start
-		if d.Range.End.IsValid() {
-			end = offsetOf(d.Range.End, ps)
+// at the file's start), the code and severity as `moec check --json` writes them, each
+// label as related information at its own place, each note as related information at the
+// diagnostic's own place and the suggestion in the message's last line (as the terminal
+// rendering's "help:") and in data for quick fixes. posOf gives a file's positions.
+func toLSPDiagnostic(d diag.Diagnostic, file string, posOf func(file string) positions) lspDiagnostic {
+	r := lspRangeOf(d.Subject, posOf(file))
+	var related []relatedInformation
+	for _, l := range d.Labels {
+		if !l.Range.Start.IsValid() {
+			continue
 		}
-		r = ps.rangeOf(start, end)
+		lfile := filepath.Clean(l.Range.File)
+		related = append(related, relatedInformation{
+			Location: location{URI: pathToURI(lfile), Range: lspRangeOf(l.Range, posOf(lfile))}, Message: l.Message,
+		})
 	}
 	sev := 1
 	switch d.Severity {
@@ -118,7 +124,7 @@ func toLSPDiagnostic(d diag.Diagnostic, file string, ps positions) lspDiagnostic
 	case diag.Note:
 		sev = 3
 	}
-	out := lspDiagnostic{Range: r, Severity: sev, Code: string(d.Code), Source: "moec", Message: d.Message}
+	out := lspDiagnostic{Range: r, Severity: sev, Code: string(d.Code), Source: "moec", Message: d.Summary, RelatedInformation: related}
 	for _, n := range d.Notes {
 		out.RelatedInformation = append(out.RelatedInformation, relatedInformation{
 			Location: location{URI: pathToURI(file), Range: r}, Message: n,
@@ -129,6 +135,19 @@ func toLSPDiagnostic(d diag.Diagnostic, file string, ps positions) lspDiagnostic
 		out.Data = &diagnosticData{Suggestion: d.Suggestion}
 	}
 	return out
+}
+
+// lspRangeOf is r in ps, the zero range (the file's start) when r has no position.
+func lspRangeOf(r diag.Range, ps positions) lspRange {
+	if !r.Start.IsValid() {
+		return lspRange{}
+	}
+	start := offsetOf(r.Start, ps)
+	end := start
+	if r.End.IsValid() {
+		end = offsetOf(r.End, ps)
+	}
+	return ps.rangeOf(start, end)
 }
 
 // offsetOf is p's byte offset, recomputed from its line and column (an ast.Pos keeps both;

@@ -260,7 +260,7 @@ func (v *view) stageSummary(t *program.Train, st *program.Stage) string {
 		}
 		fmt.Fprintf(&b, "\n- step time %.3g s, %s steps, %.3g days", p.Time.StepSeconds, human.Exact(p.Totals.Steps), p.Totals.Days)
 	case len(sp.diags) > 0:
-		fmt.Fprintf(&b, "\n\nno plan on %s: %s[%s] %s", t.Cluster, sp.diags[0].Severity, sp.diags[0].Code, sp.diags[0].Message)
+		fmt.Fprintf(&b, "\n\nno plan on %s: %s[%s] %s", t.Cluster, sp.diags[0].Severity, sp.diags[0].Code, sp.diags[0].Summary)
 	}
 	return b.String()
 }
@@ -525,7 +525,7 @@ func (v *view) codeActions(r lspRange) []codeAction {
 	byFile := v.snap.diagnosticsByFile(v.pos.utf8)[v.snap.path]
 	i := 0
 	for _, d := range v.snap.diags {
-		file := d.Range.File
+		file := d.Subject.File
 		if file == "" {
 			file = v.snap.path
 		}
@@ -535,10 +535,10 @@ func (v *view) codeActions(r lspRange) []codeAction {
 		ld := byFile[i]
 		i++
 		m := replacement.FindStringSubmatch(d.Suggestion)
-		if m == nil || !d.Range.Start.IsValid() {
+		if m == nil || !d.Subject.Start.IsValid() {
 			continue
 		}
-		ds, de := offsetOf(d.Range.Start, v.pos), offsetOf(d.Range.End, v.pos)
+		ds, de := offsetOf(d.Subject.Start, v.pos), offsetOf(d.Subject.End, v.pos)
 		if de < ds {
 			de = ds
 		}
