@@ -105,6 +105,8 @@ func TestHostOverlapIsBitEqual(t *testing.T) {
 		{"dp2 ep2 zero3", func(*program.Model) {}, step.Layout{DP: 2, EP: 2, TP: 1, PP: 1, ZeRO: 3}},
 		{"dp4 ep2 zero3", func(*program.Model) {}, step.Layout{DP: 4, EP: 2, TP: 1, PP: 1, ZeRO: 3}},
 		{"dp2 zero3, recompute", func(*program.Model) {}, step.Layout{DP: 2, EP: 1, TP: 1, PP: 1, ZeRO: 3, Recompute: program.RecomputeFull}},
+		{"dp2 pp2 zero3", plain, step.Layout{DP: 2, EP: 1, TP: 1, PP: 2, ZeRO: 3}},
+		{"dp2 tp2 zero3", plain, step.Layout{DP: 2, EP: 1, TP: 2, PP: 1, ZeRO: 3}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
