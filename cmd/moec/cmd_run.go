@@ -168,6 +168,7 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 	f.BoolVar(&rf.sp, "sp", false, "sequence parallelism (with --tp > 1): the tp ranks split the norms, residual sums and router input by token, with all-gathers and reduce-scatters in place of tp's all-reduces")
 	f.BoolVar(&rf.offload, "offload", false, "keep optimizer states in the host tier (default: the train block's memory.offload)")
 	f.BoolVar(&opt.DelayedUpdate, "delayed-update", false, "with --cache-budget: update the host weights one step late (ZeRO-Offload's DPU), overlapping the update with the whole next step; this changes the training algorithm and the losses; not recorded in run.json, give it again with --resume")
+	f.BoolVar(&opt.SerialHostUpdate, "serial-host-update", false, "with --cache-budget: run the host update inside each step instead of on a helper goroutine that overlaps the next step's forward; the numbers are the same (for measuring the overlap)")
 	f.StringVar(&rf.budget, "cache-budget", "", "run the unified cache with this device budget per rank, e.g. 8MiB (default with memory = unified_cache: a quarter of a rank's weights)")
 	f.DurationVar(&rf.timeout, "collective-timeout", 0, "fail a collective that waits longer than this for another rank; positive (default 5m)")
 	return cmd

@@ -1,7 +1,9 @@
 package exec
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/step"
@@ -24,6 +26,8 @@ type messages struct {
 	send, recv                             []float32
 	acc                                    []float64
 	sendCount, sendOff, recvCount, recvOff []int
+	runs                                   [][2]int // an all-gather's flat ranges
+	packed                                 []int
 }
 
 // NewOver prepares p for execution as world rank world.Rank() of a job whose ranks each
@@ -191,9 +195,33 @@ func ownedPiece(o, S, lo, hi int) (a, z int) {
 	return a, max(a, z)
 }
 
+// flatRuns are the ranges of a parameter group's flat vector that bufs cover, in order,
+// adjacent or overlapping ones merged, in scratch.
+func (e *Executor) flatRuns(bufs []int, scratch *[][2]int) [][2]int {
+	runs := (*scratch)[:0]
+	for _, b := range bufs {
+		f := int(e.p.Buffers[b].Flat)
+		runs = append(runs, [2]int{f, f + int(e.p.Buffers[b].Elements())})
+	}
+	slices.SortFunc(runs, func(a, b [2]int) int { return cmp.Compare(a[0], b[0]) })
+	merged := runs[:0]
+	for _, r := range runs {
+		if n := len(merged); n > 0 && r[0] <= merged[n-1][1] {
+			merged[n-1][1] = max(merged[n-1][1], r[1])
+			continue
+		}
+		merged = append(merged, r)
+	}
+	*scratch = runs
+	return merged
+}
+
 // allGather materialises parameters from ZeRO shards, as the shared-memory allGather: each
-// rank sends the part of the outputs' range its shard holds (ZeRO-3: from the shard;
-// ZeRO-1/2: from its updated whole tensors) to every rank.
+// rank sends the part of the outputs' flat ranges its shard holds (ZeRO-3: from the shard;
+// ZeRO-1/2: from its updated whole tensors) to every rank. Only the outputs' values move,
+// not the span between them: a unit of the unified cache (the embedding's tables lie at
+// both ends of the flat vector) reads nothing else of the shard, which the asynchronous
+// host update may be writing meanwhile.
 func (m *messages) allGather(e *Executor, op *step.Op, c dist.Comm) error {
 	g, err := e.groupOf(op.Group)
 	if err != nil {
@@ -201,42 +229,65 @@ func (m *messages) allGather(e *Executor, op *step.Op, c dist.Comm) error {
 	}
 	S, n, pos := int(g.Shard), c.Size(), c.Rank()
 	zero3 := e.p.Buffers[op.In[0]].Flat < 0
-	lo, hi := e.span(op.Out)
-	a, z := ownedPiece(pos, S, lo, hi)
-	send := grow(&m.send, z-a)
-	if zero3 {
-		if z > a {
-			copy(send, e.f32[op.In[0]][a-pos*S:z-pos*S])
+	runs := e.flatRuns(op.Out, &m.runs)
+	// The values every rank receives are the runs' in flat order: each owner's parts of
+	// the runs, owner after owner. packed[r] is where run r starts among them.
+	packed := grow(&m.packed, len(runs)+1)
+	packed[0] = 0
+	for r, run := range runs {
+		packed[r+1] = packed[r] + run[1] - run[0]
+	}
+	owned := func(o int) int {
+		total := 0
+		for _, run := range runs {
+			a, z := ownedPiece(o, S, run[0], run[1])
+			total += z - a
 		}
-	} else {
-		clear(send)
-		for _, b := range op.In {
-			f, x := int(e.p.Buffers[b].Flat), e.f32[b]
-			for k := max(a, f); k < min(z, f+len(x)); k++ {
-				send[k-a] = x[k-f]
+		return total
+	}
+	send := grow(&m.send, owned(pos))
+	at := 0
+	for _, run := range runs {
+		a, z := ownedPiece(pos, S, run[0], run[1])
+		if z <= a {
+			continue
+		}
+		if zero3 {
+			copy(send[at:], e.f32[op.In[0]][a-pos*S:z-pos*S])
+		} else {
+			clear(send[at : at+z-a])
+			for _, b := range op.In {
+				f, x := int(e.p.Buffers[b].Flat), e.f32[b]
+				for k := max(a, f); k < min(z, f+len(x)); k++ {
+					send[at+k-a] = x[k-f]
+				}
 			}
 		}
+		at += z - a
 	}
-	recv := grow(&m.recv, hi-lo)
+	recv := grow(&m.recv, packed[len(runs)])
 	sc, so, rc, ro := m.counts(n)
+	off := 0
 	for o := range n {
-		oa, oz := ownedPiece(o, S, lo, hi)
-		sc[o], so[o] = 4*(z-a), 0
-		rc[o], ro[o] = 4*(oz-oa), 4*(oa-lo)
+		sc[o], so[o] = 4*len(send), 0
+		rc[o], ro[o] = 4*owned(o), 4*off
+		off += owned(o)
 	}
 	if err := c.AllToAllV(dist.AsBytes(send), sc, so, dist.AsBytes(recv), rc, ro); err != nil {
 		return err
 	}
 	for _, b := range op.Out {
 		f, dst := int(e.p.Buffers[b].Flat), e.f32[b]
+		r, _ := slices.BinarySearchFunc(runs, f+1, func(run [2]int, t int) int { return cmp.Compare(run[0], t) })
+		src := recv[packed[r-1]+f-runs[r-1][0]:]
 		if zero3 {
-			copy(dst, recv[f-lo:])
+			copy(dst, src)
 			continue
 		}
 		// This rank's own part is in place already (the update wrote it).
 		for k := 0; k < len(dst); k++ {
 			if idx := f + k; idx < pos*S || idx >= (pos+1)*S {
-				dst[k] = recv[idx-lo]
+				dst[k] = src[k]
 			}
 		}
 	}

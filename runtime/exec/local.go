@@ -318,7 +318,7 @@ func (lc *Local) place(ex *Executor, whole, m, v map[params.ID][]float32, cover 
 		local := make([]float32, elements(pc.shape))
 		lo, hi := int(pc.lo), int(pc.hi)
 		if ex.p.Groups[groupIndex(ex.p, pc.id)].ZeRO == 3 {
-			copy(local[lo:hi], ex.optParams[k].W)
+			copy(local[lo:hi], ex.pieceWeights(k))
 			placeRange(whole[pc.id], local, lc.shape[pc.id], pc.shard, lo, hi)
 			if cover != nil {
 				cover.mark(cover.model[pc.id], lc.shape[pc.id], pc.shard, lo, hi)

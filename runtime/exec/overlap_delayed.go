@@ -2,7 +2,9 @@ package exec
 
 import (
 	"fmt"
+	"slices"
 
+	"github.com/moec-dev/moec/compiler/step"
 	"github.com/moec-dev/moec/runtime/optim"
 )
 
@@ -21,19 +23,22 @@ import (
 // evaluation) read the master weights, the latest; a run resumed from them starts
 // without a pending update, as a run does.
 
-// delayed is the delayed update's own memory, per optimizer tensor.
+// delayed is the delayed update's own memory.
 type delayed struct {
+	// masterOf is the master copy of each arena buffer that holds weights the optimizer
+	// updates: a whole tensor under ZeRO 0, the rank's shard of a group under ZeRO 3.
+	masterOf map[int][]float32
+	// master are each optimizer tensor's weights in its buffer's master copy; staged its
+	// gradients as the update op found them.
 	master, staged [][]float32
 	// direct is the executor's optimizer over the arena's weights and gradients, given
 	// back when the delay is turned off; the delayed optimizer shares its moments.
 	direct *optim.AdamW
-	// masterOf is the master of each arena weight buffer.
-	masterOf map[int][]float32
 }
 
 // SetDelayedUpdate turns the one-step-delayed update on or off (it is off until asked
 // for; SetHostOverlap turns it off too) and reports whether it applies: the unified
-// cache under ZeRO 0, with an optimizer (call it after SetOptimizer).
+// cache under ZeRO 0 or 3, with an optimizer (call it after SetOptimizer).
 func (e *Executor) SetDelayedUpdate(on bool) (bool, error) {
 	h, err := e.restartHostUpdate(on)
 	if h == nil || err != nil {
@@ -42,12 +47,19 @@ func (e *Executor) SetDelayedUpdate(on bool) (bool, error) {
 	d := &delayed{direct: e.opt, masterOf: map[int][]float32{}}
 	var ps []optim.Param
 	for k, p := range e.optParams {
-		w, g := append([]float32(nil), p.W...), make([]float32, len(p.G))
+		var w []float32
+		if len(p.W) > 0 {
+			at := h.weightAt[k]
+			m, ok := d.masterOf[at.buf]
+			if !ok {
+				m = slices.Clone(e.f32[at.buf])
+				d.masterOf[at.buf] = m
+			}
+			w = m[at.off : at.off+at.n]
+		}
+		g := make([]float32, len(p.G))
 		d.master, d.staged = append(d.master, w), append(d.staged, g)
 		ps = append(ps, optim.Param{Name: p.Name, Shape: p.Shape, W: w, G: g})
-		if len(p.W) > 0 {
-			d.masterOf[h.weightBuf[k]] = w
-		}
 	}
 	o, err := optim.NewAdamW(e.opt.Config(), ps)
 	if err != nil {
@@ -64,9 +76,10 @@ func (e *Executor) SetDelayedUpdate(on bool) (bool, error) {
 	if err := o.LoadState(state, e.opt.StepCount()); err != nil { // the count; the moments are the same memory
 		return false, fmt.Errorf("exec: the delayed update: %w", err)
 	}
-	// Only the update op waits: nothing else reads what the helper writes.
-	for i := range h.needs {
-		if h.needs[i] < len(h.units) {
+	// Only the update op waits: nothing else in a step reads or writes what the helper
+	// does (the master copy, the staged gradients, the moments).
+	for i, op := range e.p.Ops {
+		if op.Kind != step.OpAdamW {
 			h.needs[i] = 0
 		}
 	}
@@ -77,8 +90,10 @@ func (e *Executor) SetDelayedUpdate(on bool) (bool, error) {
 // swap, at the update op once the previous update has landed, puts the master weights in
 // the arena for the next step and stages this step's gradients for the helper.
 func (d *delayed) swap(e *Executor) {
+	for buf, m := range d.masterOf {
+		copy(e.f32[buf], m)
+	}
 	for k, p := range e.optParams {
-		copy(p.W, d.master[k])
 		copy(d.staged[k], p.G)
 	}
 }
@@ -86,8 +101,8 @@ func (d *delayed) swap(e *Executor) {
 // restore, with nothing pending, leaves the latest weights in the arena and gives the
 // executor its own optimizer back, at the delayed one's count.
 func (d *delayed) restore(e *Executor) error {
-	for k, p := range e.optParams {
-		copy(p.W, d.master[k])
+	for buf, m := range d.masterOf {
+		copy(e.f32[buf], m)
 	}
 	if err := d.direct.LoadState(e.opt.State(), e.opt.StepCount()); err != nil {
 		return fmt.Errorf("exec: ending the delayed update: %w", err)
@@ -101,8 +116,8 @@ func (e *Executor) refreshMaster() {
 	if e.host == nil || e.host.delay == nil {
 		return
 	}
-	for k, p := range e.optParams {
-		copy(e.host.delay.master[k], p.W)
+	for buf, m := range e.host.delay.masterOf {
+		copy(m, e.f32[buf])
 	}
 }
 
@@ -115,6 +130,15 @@ func (e *Executor) weights(i int) []float32 {
 		}
 	}
 	return e.f32[i]
+}
+
+// pieceWeights is what Tensors reads for optimizer tensor k (a ZeRO-3 piece): its master
+// copy under the delayed update, else its weights in the arena.
+func (e *Executor) pieceWeights(k int) []float32 {
+	if e.host != nil && e.host.delay != nil {
+		return e.host.delay.master[k]
+	}
+	return e.optParams[k].W
 }
 
 // SetDelayedUpdate turns the one-step-delayed update on or off on every rank (after

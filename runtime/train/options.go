@@ -72,7 +72,7 @@ type Options struct {
 	CollectiveTimeout time.Duration
 	// SerialHostUpdate runs the unified cache's host update inside each step instead of on
 	// a helper goroutine that overlaps the next step's forward (exec.Local.SetHostOverlap,
-	// the default under the cache at ZeRO 0): the losses are the same either way.
+	// the default under the cache at ZeRO 0 and 3): the losses are the same either way.
 	SerialHostUpdate bool
 	// DelayedUpdate runs ZeRO-Offload's one-step-delayed update under the unified cache
 	// (exec.Local.SetDelayedUpdate): each step's forward and backward use the weights

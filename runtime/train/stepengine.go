@@ -103,7 +103,7 @@ func newStepEngine(spec *Spec, cfg optim.Config, l Sharding, opt Options) (*step
 		return nil, err
 	}
 	// The unified cache's host update lands unit by unit while the next step's forward
-	// fetches them (where the layout allows it: ZeRO 0); the numbers are the same.
+	// fetches them (where the layout allows it: ZeRO 0 or 3); the numbers are the same.
 	if _, err := lc.SetHostOverlap(sl.Cache.On() && !opt.SerialHostUpdate); err != nil {
 		return nil, err
 	}
@@ -113,8 +113,8 @@ func newStepEngine(spec *Spec, cfg optim.Config, l Sharding, opt Options) (*step
 			return nil, err
 		}
 		if !applies {
-			e := diag.Runtimef(diag.CodeBadRunOption, "--delayed-update: the one-step-delayed update runs under the unified cache at ZeRO 0 only (this layout is %s)", sl)
-			e.Suggestion = "drop --zero (or use --zero 0), or drop --delayed-update"
+			e := diag.Runtimef(diag.CodeBadRunOption, "--delayed-update: the one-step-delayed update runs under the unified cache at ZeRO 0 or 3 only (this layout is %s)", sl)
+			e.Suggestion = "use --zero 0 or --zero 3, or drop --delayed-update"
 			return nil, e
 		}
 	}
