@@ -233,11 +233,17 @@ func (r *stageRun) restore() error {
 			return err
 		}
 	}
+	if r.stage.Distill != nil {
+		// The teacher runs beside the student, a new run's or a resumed one's (distill.go).
+		if spec.Teacher, err = loadTeacher(spec, r.stage, r.eng); err != nil {
+			return err
+		}
+	}
 	if r.latest != "" {
 		if err := r.resumeFrom(r.latest); err != nil {
 			return err
 		}
-	} else if r.stage.From != "" {
+	} else if r.stage.From != "" && r.stage.Distill == nil {
 		if spec.GrownFrom, err = growFrom(spec, r.stage, r.eng, r.opt.NewNet); err != nil {
 			return err
 		}
