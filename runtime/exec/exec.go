@@ -79,7 +79,7 @@ type Stats struct {
 	// Distill is a distillation stage's soft loss, the mean T²·KL(teacher ‖ student) over
 	// the step's tokens; Loss is then hard·CE + soft·Distill + the routing terms.
 	Distill float64
-	Dropped int     // assignments dropped by capacity
+	Dropped int // assignments dropped by capacity
 	// GradNorm and LR are the update's global gradient norm (before clipping) and
 	// learning rate; zero without an optimizer.
 	GradNorm, LR float64
