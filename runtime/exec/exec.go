@@ -76,10 +76,10 @@ type Stats struct {
 	CE      float64 // mean cross-entropy over the step's tokens
 	Balance float64 // Σ over MoE layers of E·Σ_e f_e·P_e
 	ZLoss   float64 // Σ over MoE layers of mean logsumexp²
+	Dropped int     // assignments dropped by capacity
 	// Distill is a distillation stage's soft loss, the mean T²·KL(teacher ‖ student) over
 	// the step's tokens; Loss is then hard·CE + soft·Distill + the routing terms.
 	Distill float64
-	Dropped int // assignments dropped by capacity
 	// GradNorm and LR are the update's global gradient norm (before clipping) and
 	// learning rate; zero without an optimizer.
 	GradNorm, LR float64
