@@ -75,8 +75,18 @@ func (c *checker) checkDistill(st *stageInfo, ps *program.Stage, built map[strin
 		dg.Notes = append(dg.Notes, "the teacher's final checkpoint is what the student learns from: it is trained first")
 		dg.Suggestion = fmt.Sprintf("declare stage %s before stage %s", teacher, name)
 	}
-	ps.Distill = &program.Distill{Temperature: s.f64("temperature"), SoftWeight: s.f64("soft_weight"), HardWeight: s.f64("hard_weight")}
-	if ok(s, "soft_weight", "hard_weight") && ps.Distill.SoftWeight == 0 && ps.Distill.HardWeight == 0 {
+	ps.Distill = &program.Distill{Temperature: program.DefaultDistillTemperature, SoftWeight: program.DefaultDistillSoftWeight, HardWeight: program.DefaultDistillHardWeight}
+	if s.written("temperature") {
+		ps.Distill.Temperature = s.f64("temperature")
+	}
+	if s.written("soft_weight") {
+		ps.Distill.SoftWeight = s.f64("soft_weight")
+	}
+	if s.written("hard_weight") {
+		ps.Distill.HardWeight = s.f64("hard_weight")
+	}
+	valid := func(k string) bool { return !s.written(k) || ok(s, k) } // an invalid weight is reported already
+	if valid("soft_weight") && valid("hard_weight") && ps.Distill.SoftWeight == 0 && ps.Distill.HardWeight == 0 {
 		dg := c.errorf(diag.DistillWeights, diag.RangeOf(s.file, st.block.Name), "stage %s weighs both its losses zero: it would train nothing", name)
 		dg.Suggestion = "give soft_weight (the teacher's targets) or hard_weight (the labels) a positive weight"
 	}

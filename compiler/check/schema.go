@@ -433,10 +433,12 @@ func newSchema() *schema {
 		integer("steps", "0", nonNegative, "step count (0 = tokens / tokens_per_batch)"),
 		float("lr", "0", nonNegative, "learning rate (0 = the optimizer's)"),
 		// A distill stage's (`stage NAME distill from TEACHER`): compiler/check's distill.go.
-		{name: "temperature", typ: keyType{kind: tyFloat}, def: "2", limit: positive, rangeCode: diag.DistillTemperature, doc: "distill: softmax temperature of the soft targets"},
-		{name: "soft_weight", typ: keyType{kind: tyFloat}, def: "0.5", limit: nonNegative, rangeCode: diag.DistillWeights, doc: "distill: weight of T²·KL(teacher ‖ student)"},
-		{name: "hard_weight", typ: keyType{kind: tyFloat}, def: "0.5", limit: nonNegative, rangeCode: diag.DistillWeights, doc: "distill: weight of the labels' cross-entropy"},
-		{name: "model", typ: keyType{kind: tyName}, def: `""`, doc: "distill: the student's model (default: the train's, at the stage's experts)"},
+		// Optional: a stage that does not distill has none (their defaults, when a distill
+		// stage does not write them, are program.DefaultDistill*).
+		optional(&keySpec{name: "temperature", typ: keyType{kind: tyFloat}, limit: positive, rangeCode: diag.DistillTemperature, doc: "distill: softmax temperature of the soft targets [2]"}),
+		optional(&keySpec{name: "soft_weight", typ: keyType{kind: tyFloat}, limit: nonNegative, rangeCode: diag.DistillWeights, doc: "distill: weight of T²·KL(teacher ‖ student) [0.5]"}),
+		optional(&keySpec{name: "hard_weight", typ: keyType{kind: tyFloat}, limit: nonNegative, rangeCode: diag.DistillWeights, doc: "distill: weight of the labels' cross-entropy [0.5]"}),
+		optional(&keySpec{name: "model", typ: keyType{kind: tyName}, doc: "distill: the student's model (default: the train's, at the stage's experts)"}),
 	}})
 	add(&blockSpec{kind: "serve", headerName: true, headerOn: true, keys: []*keySpec{
 		enum("precision", "fp16", []string{"fp32", "bf16", "fp16", "fp8", "int8", "int4"}, "serving precision"),
