@@ -11,7 +11,7 @@ import (
 
 // distillKeys are the stage keys only a distill stage (`stage NAME distill from TEACHER`)
 // reads.
-var distillKeys = [...]string{"temperature", "soft_weight", "hard_weight", "model"}
+var distillKeys = [...]string{"temperature", "soft_weight", "hard_weight", "model", "init"}
 
 // linkStudent finds the model a distill stage's `model = NAME` names, before the stage is
 // evaluated: the stage's experts default to the student's.
@@ -85,6 +85,7 @@ func (c *checker) checkDistill(st *stageInfo, ps *program.Stage, built map[strin
 	if s.written("hard_weight") {
 		ps.Distill.HardWeight = s.f64("hard_weight")
 	}
+	ps.Distill.InitFromTeacher = s.str("init") == "teacher"
 	valid := func(k string) bool { return !s.written(k) || ok(s, k) } // an invalid weight is reported already
 	if valid("soft_weight") && valid("hard_weight") && ps.Distill.SoftWeight == 0 && ps.Distill.HardWeight == 0 {
 		dg := c.errorf(diag.DistillWeights, diag.RangeOf(s.file, st.block.Name), "stage %s weighs both its losses zero: it would train nothing", name)
@@ -114,4 +115,14 @@ func (c *checker) checkDistill(st *stageInfo, ps *program.Stage, built map[strin
 	if c.errorCount() == before {
 		c.countModel(sm, s.rangeOf("experts"), "stage "+name+"'s student (model "+sm.Name+")")
 	}
+}
+
+// writesAny reports whether s writes one of keys.
+func writesAny(s *scope, keys []string) bool {
+	for _, k := range keys {
+		if s.written(k) {
+			return true
+		}
+	}
+	return false
 }

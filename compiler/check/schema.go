@@ -439,6 +439,7 @@ func newSchema() *schema {
 		optional(&keySpec{name: "soft_weight", typ: keyType{kind: tyFloat}, limit: nonNegative, rangeCode: diag.DistillWeights, doc: "distill: weight of T²·KL(teacher ‖ student) [0.5]"}),
 		optional(&keySpec{name: "hard_weight", typ: keyType{kind: tyFloat}, limit: nonNegative, rangeCode: diag.DistillWeights, doc: "distill: weight of the labels' cross-entropy [0.5]"}),
 		optional(&keySpec{name: "model", typ: keyType{kind: tyName}, doc: "distill: the student's model (default: the train's, at the stage's experts)"}),
+		optional(&keySpec{name: "init", typ: keyType{kind: tyEnum, enums: []string{"random", "teacher"}}, doc: "distill: the student's start: its own initialisation, or the teacher's tensors of the same name and shape [random]"}),
 	}})
 	add(&blockSpec{kind: "serve", headerName: true, headerOn: true, keys: []*keySpec{
 		enum("precision", "fp16", []string{"fp32", "bf16", "fp16", "fp8", "int8", "int4"}, "serving precision"),

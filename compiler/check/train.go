@@ -185,7 +185,7 @@ func (c *checker) resolveStages(d *decl, train *scope, blocks []*ast.Block, mode
 		c.r.evalAll(st.scope)
 		d.prov = st.scope.provenance(d.prov)
 		ps := c.checkStage(st, model)
-		if st.block.Distill != nil || st.scope.written("temperature") || st.scope.written("soft_weight") || st.scope.written("hard_weight") || st.scope.written("model") {
+		if st.block.Distill != nil || writesAny(st.scope, distillKeys[:]) {
 			c.checkDistill(st, ps, built, d.name, before)
 		}
 		built[ps.Name] = ps

@@ -102,6 +102,9 @@ type Distill struct {
 	// Student is the model a `model = NAME` of the stage names (before the stage's experts
 	// apply); nil: the train block's model, as other stages.
 	Student *Model `json:",omitempty"`
+	// InitFromTeacher starts the student from the teacher's tensors that have its
+	// tensors' names and shapes (init = teacher; the others keep their initialisation).
+	InitFromTeacher bool `json:",omitempty"`
 }
 
 // TokenizerBytes is how a train block names its default tokenizer: each byte of the text is

@@ -17,5 +17,5 @@ var distillCodes = []Info{
 	{DistillVocab, "a distill stage's student has another vocabulary than its teacher"},
 	{DistillTemperature, "a distill stage's temperature must be positive"},
 	{DistillWeights, "a distill stage's soft_weight and hard_weight must be non-negative, and not both zero"},
-	{DistillMisplaced, "a distillation key (temperature, soft_weight, hard_weight, model) on a stage that does not distill, grow on one that does, or `distill` without `from TEACHER`"},
+	{DistillMisplaced, "a distillation key (temperature, soft_weight, hard_weight, model, init) on a stage that does not distill, grow on one that does, or `distill` without `from TEACHER`"},
 }

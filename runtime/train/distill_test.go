@@ -172,3 +172,18 @@ func TestDistillNeedsStepPrograms(t *testing.T) {
 		t.Fatalf("student on the hand-written engine: %v, want %s", err, diag.ErrUnsupportedFeature)
 	}
 }
+
+// TestDistillInitFromTeacher: init = teacher starts the student from the teacher's
+// tensors it shares (its one layer is the teacher's first; the embeddings, norms and head
+// the teacher's), so its first step's soft loss is far below a randomly initialised
+// student's.
+func TestDistillInitFromTeacher(t *testing.T) {
+	d := newDistillRun(t)
+	d.run("teacher")
+	_, cold := d.run("student")
+	_, warm := d.run("warm")
+	t.Logf("first soft loss: %.4f warm, %.4f cold", warm[0].SoftLoss, cold[0].SoftLoss)
+	if !(warm[0].SoftLoss < 0.5*cold[0].SoftLoss) {
+		t.Errorf("first step's soft loss %.4f from the teacher's tensors, %.4f from random ones", warm[0].SoftLoss, cold[0].SoftLoss)
+	}
+}

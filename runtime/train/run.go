@@ -235,8 +235,16 @@ func (r *stageRun) restore() error {
 	}
 	if r.stage.Distill != nil {
 		// The teacher runs beside the student, a new run's or a resumed one's (distill.go).
-		if spec.Teacher, err = loadTeacher(spec, r.stage, r.eng); err != nil {
+		var teacher []safetensors.Tensor
+		if spec.Teacher, teacher, err = loadTeacher(spec, r.stage, r.eng); err != nil {
 			return err
+		}
+		if r.latest == "" && r.stage.Distill.InitFromTeacher {
+			n, err := initFromTeacher(teacher, r.eng, r.opt.NewNet, spec)
+			if err != nil {
+				return err
+			}
+			r.prog.printf("stage %s starts from %d tensors of its teacher %s\n", spec.Stage, n, spec.Teacher)
 		}
 	}
 	if r.latest != "" {
