@@ -14,7 +14,8 @@ out=${OUT:-out/distill}
 start=$(date +%s)
 ./bin/moec run --all-stages --out-root "$out" "$@" examples/hunyuan_tiny_distill.moe
 printf '\n%-14s %-44s %s\n' stage model "validation perplexity"
-for s in eight:"8 experts, top-1 (the teacher)" dense_labels:"dense, labels only" dense_student:"dense, distilled from eight (T 2, 0.5/0.5)"; do
+for s in eight:"8 experts, top-1 (the teacher)" dense_labels:"dense, labels only" dense_student:"dense, distilled from eight (T 2, 0.5/0.5)" \
+	dense_warm:"the same, from the teacher's tensors"; do
 	stage=${s%%:*}
 	ppl=$(sed -n 's/.*"ValPPL": \([0-9.e+-]*\).*/\1/p' "$out/hunyuan_tiny/$stage/run/result.json")
 	printf '%-14s %-44s %.3f\n' "$stage" "${s#*:}" "$ppl"
