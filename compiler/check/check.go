@@ -168,6 +168,9 @@ func (c *checker) checkHeader(spec *blockSpec, b *ast.Block, file string) bool {
 	if b.From != nil && !spec.from {
 		c.errorf(diag.CodeBadHeader, diag.RangeOf(file, b.From), "only stages take `from`, not %s", kind)
 	}
+	if b.Distill != nil && !spec.from {
+		c.errorf(diag.CodeBadHeader, diag.RangeOf(file, b.Distill), "only stages distill, not %s", kind)
+	}
 	if spec.headerOn && b.On == nil {
 		d := c.errorf(diag.CodeBadHeader, diag.RangeOf(file, b.Kind), "%s needs a cluster: `%s MODEL on CLUSTER {`", kind, kind)
 		d.Suggestion = "add `on CLUSTER` after the model's name"

@@ -432,6 +432,14 @@ func newSchema() *schema {
 		integer("tokens", "0", nonNegative, "token budget"),
 		integer("steps", "0", nonNegative, "step count (0 = tokens / tokens_per_batch)"),
 		float("lr", "0", nonNegative, "learning rate (0 = the optimizer's)"),
+		// A distill stage's (`stage NAME distill from TEACHER`): compiler/check's distill.go.
+		// Optional: a stage that does not distill has none (their defaults, when a distill
+		// stage does not write them, are program.DefaultDistill*).
+		optional(&keySpec{name: "temperature", typ: keyType{kind: tyFloat}, limit: positive, rangeCode: diag.CodeDistillTemperature, doc: "distill: softmax temperature of the soft targets [2]"}),
+		optional(&keySpec{name: "soft_weight", typ: keyType{kind: tyFloat}, limit: nonNegative, rangeCode: diag.CodeDistillWeights, doc: "distill: weight of T²·KL(teacher ‖ student) [0.5]"}),
+		optional(&keySpec{name: "hard_weight", typ: keyType{kind: tyFloat}, limit: nonNegative, rangeCode: diag.CodeDistillWeights, doc: "distill: weight of the labels' cross-entropy [0.5]"}),
+		optional(&keySpec{name: "model", typ: keyType{kind: tyName}, doc: "distill: the student's model (default: the train's, at the stage's experts)"}),
+		optional(&keySpec{name: "init", typ: keyType{kind: tyEnum, enums: []string{"random", "teacher"}}, doc: "distill: the student's start: its own initialisation, or the teacher's tensors of the same name and shape [random]"}),
 	}})
 	add(&blockSpec{kind: "serve", headerName: true, headerOn: true, keys: []*keySpec{
 		enum("precision", "fp16", []string{"fp32", "bf16", "fp16", "fp8", "int8", "int4"}, "serving precision"),

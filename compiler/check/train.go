@@ -14,6 +14,9 @@ import (
 // stageExpertsDefault: a stage keeps the experts of the stage it starts from; a first
 // stage has the model's (1 for a dense model).
 func stageExpertsDefault(r *resolver, s *scope) (value, string, bool) {
+	if student := s.links["student"]; student != nil {
+		return modelExperts(r, student) // a distill stage's own model: its experts
+	}
 	if prev := s.links["from"]; prev != nil {
 		v, ok := r.get(prev, "experts")
 		return v, prev.path + ".experts", ok
@@ -37,6 +40,9 @@ type stageInfo struct {
 	from   *stageInfo
 	cyclic bool
 	leaf   bool
+	// student is the model a distill stage's `model = NAME` names (nil: the train's).
+	student *decl
+	index   int // declaration order
 }
 
 // resolveTrains evaluates every train block and its curriculum.
@@ -142,7 +148,8 @@ func (c *checker) resolveStages(d *decl, train *scope, blocks []*ast.Block, mode
 		fb := newFlatBlock()
 		path := train.path + ".stage " + b.Name.Name
 		c.readBody(spec, path, b.Body, d.file, fb)
-		st := &stageInfo{block: b, scope: newScope(path, spec, d.file, b.Name, fb.entries, train), leaf: true}
+		st := &stageInfo{block: b, scope: newScope(path, spec, d.file, b.Name, fb.entries, train), leaf: true, index: len(stages)}
+		c.linkStudent(st, d)
 		byName[b.Name.Name] = st
 		stages = append(stages, st)
 	}
@@ -152,7 +159,10 @@ func (c *checker) resolveStages(d *decl, train *scope, blocks []*ast.Block, mode
 	}
 	for _, st := range stages {
 		if f := st.block.From; f != nil {
-			if st.from = byName[f.Name]; st.from == nil {
+			if st.from = byName[f.Name]; st.from == nil && st.block.Distill != nil {
+				dg := c.errorf(diag.CodeDistillUnknownTeacher, diag.RangeOf(d.file, f), "stage %s distills from unknown stage `%s`", st.block.Name.Name, f.Name)
+				dg.Suggestion = didYouMean(f.Name, names)
+			} else if st.from == nil {
 				dg := c.errorf(diag.CodeUnknownFromStage, diag.RangeOf(d.file, f), "stage %s starts from unknown stage `%s`", st.block.Name.Name, f.Name)
 				dg.Suggestion = didYouMean(f.Name, names)
 			}
@@ -162,16 +172,23 @@ func (c *checker) resolveStages(d *decl, train *scope, blocks []*ast.Block, mode
 	for _, st := range stages {
 		if st.from != nil && !st.cyclic {
 			st.scope.links["from"] = st.from.scope
-			st.from.leaf = false
+			if st.block.Distill == nil { // a student is a model of its own, not the teacher's continuation
+				st.from.leaf = false
+			}
 		}
 	}
 	ordered := topoStages(stages)
 	var out []*program.Stage
+	built := map[string]*program.Stage{}
 	for _, st := range ordered {
 		before := c.errorCount()
 		c.r.evalAll(st.scope)
 		d.prov = st.scope.provenance(d.prov)
 		ps := c.checkStage(st, model)
+		if st.block.Distill != nil || writesAny(st.scope, distillKeys[:]) {
+			c.checkDistill(st, ps, built, d.name, before)
+		}
+		built[ps.Name] = ps
 		out = append(out, ps)
 		// A stage with more experts than the model's moe block is a model of its own size
 		// (program.StageModel): it is counted, and planned, at that size.
@@ -265,7 +282,7 @@ func topoStages(stages []*stageInfo) []*stageInfo {
 
 func lastLeaf(stages []*stageInfo) *stageInfo {
 	for i := len(stages) - 1; i >= 0; i-- {
-		if stages[i].leaf && !stages[i].cyclic {
+		if stages[i].leaf && !stages[i].cyclic && stages[i].block.Distill == nil {
 			return stages[i]
 		}
 	}
@@ -284,7 +301,7 @@ func (c *checker) checkStage(st *stageInfo, model *decl) *program.Stage {
 		out.Grow = program.Grow{Kind: g.spec.kind, Noise: g.f64("noise")}
 	}
 	nameRange := diag.RangeOf(s.file, st.block.Name)
-	if st.from != nil && !st.cyclic && ok(s, "experts") && ok(st.from.scope, "experts") {
+	if st.from != nil && !st.cyclic && st.block.Distill == nil && ok(s, "experts") && ok(st.from.scope, "experts") {
 		prev := st.from.scope.int("experts")
 		switch {
 		case out.Experts < prev:
@@ -294,6 +311,9 @@ func (c *checker) checkStage(st *stageInfo, model *decl) *program.Stage {
 			dg := c.errorf(diag.CodeGrowMissing, nameRange, "stage %s grows experts from %d to %d but says not how", out.Name, prev, out.Experts)
 			dg.Suggestion = "add `grow = copy(noise = 0.01)` or `grow = random`"
 		}
+	}
+	if st.student != nil {
+		model = st.student // a distill stage's experts are its student's
 	}
 	if model != nil && model.scope != nil && model.scope.sections["moe"] == nil && ok(s, "experts") && out.Experts > 1 {
 		dg := c.errorf(diag.CodeStageExpertsOnDense, s.rangeOf("experts"), "stage %s has %d experts, but model %s has no moe block", out.Name, out.Experts, model.name)

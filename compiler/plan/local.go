@@ -188,7 +188,7 @@ func LocalWith(prog *program.Program, train *program.Train, stage *program.Stage
 			// Each rank's memory is its step program's memory plan (local_step.go).
 			s.env.cpu = &stepMemory{m: s.env.w.model, seqLen: int(s.env.w.seqLen), offload: offload || o.Cache != nil,
 				cache: o.StepCache, sequenceParallel: o.SequenceParallel,
-				recompute: recompute, lowered: map[ParallelLayout]*loweredMemory{}}
+				recompute: recompute, distill: stepDistill(stage), lowered: map[ParallelLayout]*loweredMemory{}}
 		case tp > 1 || pp > 1:
 			ds.Errorf(diag.CodeLocalLayout, s.at, "%s stage %s: the step program does not lower %s at tp %d × pp %d, so no CPU rank can run this layout", train.Name, stage.Name, refused, tp, pp)
 			return nil, ds
@@ -232,6 +232,9 @@ func LocalWith(prog *program.Program, train *program.Train, stage *program.Stage
 	}
 	if refused != "" {
 		p.Notes = append(p.Notes, fmt.Sprintf("the step program does not lower %s: CPU ranks train through the hand-written engine, and each rank's memory is the GPU formulas' estimate", refused))
+	}
+	if n := distillNote(prog, train, stage, p.Workload.BatchTokens, train.Precision); n != "" {
+		p.Notes = append(p.Notes, n)
 	}
 	return p, ds
 }

@@ -54,6 +54,9 @@ func ForStage(prog *program.Program, train *program.Train, stage *program.Stage,
 	p = s.env.buildPlan(res, s.space)
 	p.Kind, p.Model, p.Train, p.Stage = "train", train.Model, train.Name, stage.Name
 	p.setBudget(train, stage, s.cluster.PricePerGPUHour)
+	if n := distillNote(prog, train, stage, p.Workload.BatchTokens, train.Precision); n != "" {
+		p.Notes = append(p.Notes, n)
+	}
 	if opt.DelayedUpdate {
 		p.Notes = append(p.Notes, "the parameter update is delayed one step (asked for): each step's forward and backward use weights that do not yet include the previous step's gradients, as ZeRO-Offload's DPU does; this changes the training algorithm, so check convergence (ZeRO-Offload starts it after the first few hundred steps)")
 	}

@@ -75,7 +75,36 @@ type Stage struct {
 	Tokens  int64   // token budget
 	Steps   int64   // explicit step count (0 = StepsFor(Tokens, the batch the stage runs))
 	LR      float64 // 0 = the train block's
-	Decl    Source  // the `stage` declaration (set by compiler/check; zero when built in Go)
+	// Distill, when set, makes the stage a distillation (`stage NAME distill from
+	// TEACHER`): From is the teacher, whose final checkpoint runs forward beside the
+	// student on the same batches, and the student starts from its own initialisation.
+	Distill *Distill `json:",omitempty"`
+	Decl    Source   // the `stage` declaration (set by compiler/check; zero when built in Go)
+}
+
+// Distillation defaults. The temperature is 2 (DistilBERT's, and the middle of the range
+// Hinton et al. found best for small students): it softens the teacher enough that the
+// classes it ranks below its first carry signal, and the loss's T² factor keeps the soft
+// gradients' scale that of the hard ones. The two losses weigh alike.
+const (
+	DefaultDistillTemperature = 2.0
+	DefaultDistillSoftWeight  = 0.5
+	DefaultDistillHardWeight  = 0.5
+)
+
+// Distill is a distillation stage's loss: hard_weight·CE(labels) + soft_weight·T²·
+// KL(softmax(teacher/T) ‖ softmax(student/T)), the mean over the step's tokens (Hinton,
+// Vinyals and Dean 2015).
+type Distill struct {
+	Temperature float64
+	SoftWeight  float64
+	HardWeight  float64
+	// Student is the model a `model = NAME` of the stage names (before the stage's experts
+	// apply); nil: the train block's model, as other stages.
+	Student *Model `json:",omitempty"`
+	// InitFromTeacher starts the student from the teacher's tensors that have its
+	// tensors' names and shapes (init = teacher; the others keep their initialisation).
+	InitFromTeacher bool `json:",omitempty"`
 }
 
 // TokenizerBytes is how a train block names its default tokenizer: each byte of the text is
@@ -144,7 +173,12 @@ func (s *Stage) TokensAt(batchTokens int64) int64 {
 
 // StageModel returns the model as it is in stage s: the base model with the stage's
 // expert count (experts = 1 is dense: no MoE) and top-k.
+//
+// A distillation stage that names its student's model starts from that model instead.
 func StageModel(base *Model, s *Stage) *Model {
+	if s.Distill != nil && s.Distill.Student != nil {
+		base = s.Distill.Student
+	}
 	m := *base
 	if base.MoE != nil {
 		moe := *base.MoE

@@ -43,7 +43,7 @@ func Evaluation(p *Program) (*Program, error) {
 		if op.Phase != Forward || op.Recomputed {
 			continue
 		}
-		if op.Kind == OpCrossEntropy && len(op.Out) == 2 {
+		if (op.Kind == OpCrossEntropy || op.Kind == OpDistillLoss) && len(op.Out) == 2 {
 			// The loss alone: the logits' gradient, [tokens, vocabulary], is not written.
 			op.Out = op.Out[:1]
 			if len(op.Acc) > 1 {

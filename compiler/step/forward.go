@@ -334,6 +334,11 @@ func (lw *lowerer) head(x, targets int) int {
 		id = params.ID{Role: params.RoleEmbed, Layer: -1, Expert: -1}
 	}
 	logits := lw.matmul("logits", x, id, -1)
+	if lw.l.Distill.On() {
+		loss, dlogits := lw.distillHead(logits, targets) // distill.go
+		lw.gradSeed = map[int]int{logits: dlogits}
+		return loss
+	}
 	loss := lw.act("loss", KindScalar, 1)
 	dlogits := lw.act("dlogits", KindActGrad, n, lw.vLocal)
 	in := []int{logits, targets}

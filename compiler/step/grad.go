@@ -332,7 +332,7 @@ func (lw *lowerer) backwardOf(op Op) {
 		lw.bwd(b)
 	case OpAllGather, OpReduceScatter, OpSeqSlice:
 		lw.sequenceBackward(op) // sequence parallelism's conjugate pairs (sequence.go)
-	case OpCrossEntropy:
+	case OpCrossEntropy, OpDistillLoss:
 		// Fused: the forward wrote the logits' gradient (gradSeed).
 	default:
 		panic(fmt.Sprintf("step: internal error: no backward rule for %s", op.Kind))

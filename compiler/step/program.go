@@ -207,6 +207,8 @@ type Op struct {
 	Rows EmbedRows
 	// Pass is a cross_entropy op's pass under a vocabulary-parallel head.
 	Pass LossPass
+	// Distill is a distill_loss op's temperature and weights.
+	Distill Distill
 	// BiasOnTPRank0 marks a row-parallel product whose bias only tp rank 0 adds (the
 	// partial products are summed over tp).
 	BiasOnTPRank0 bool
@@ -291,6 +293,8 @@ type Layout struct {
 	SequenceParallel bool
 	// Cache runs the unified cache (cache.go); its zero value is none.
 	Cache Cache
+	// Distill makes the loss a distillation stage's (distill.go); its zero value is none.
+	Distill Distill
 }
 
 // RecomputeFull reports whether each layer's whole forward runs again in the backward.
@@ -318,6 +322,9 @@ func (l Layout) String() string {
 	}
 	if l.Cache.On() {
 		s += ", " + l.Cache.String()
+	}
+	if l.Distill.On() {
+		s += ", " + l.Distill.String()
 	}
 	return s
 }

@@ -254,7 +254,10 @@ func (b *builder) qkNorm(m *program.Model) {
 }
 
 func (b *builder) moe(m *program.Model, t *program.Train, st *program.Stage, prog *program.Program) {
-	if st.From != "" {
+	// A distillation stage's student starts from its own initialisation: its teacher is no
+	// checkpoint to load, and Megatron's pretraining has no teacher to run.
+	b.unsupported(st.Distill != nil, "distillation from stage %s: Megatron-LM's pretraining runs no teacher, so this launch trains the student on the labels alone", st.From)
+	if st.From != "" && st.Distill == nil {
 		var from *program.Stage
 		for _, s := range t.Stages {
 			if s.Name == st.From {

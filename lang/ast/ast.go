@@ -65,16 +65,20 @@ type Ident struct {
 //	model NAME [extends BASE] { ... }
 //	train NAME on CLUSTER { ... }
 //	stage NAME [from OTHER] { ... }
+//	stage NAME distill from TEACHER { ... }
 //	attention { ... }
 //
 // Kind is the leading keyword (model, cluster, train, serve, compress, experiment, stage,
-// attention, ffn, moe, ...). Name, Extends, On and From are nil when absent.
+// attention, ffn, moe, ...). Name, Extends, On, Distill and From are nil when absent.
 type Block struct {
 	Span
 	Kind    *Ident
 	Name    *Ident
 	Extends *Ident
 	On      *Ident
+	// Distill is the `distill` keyword of a distillation stage's header (its From is the
+	// teacher).
+	Distill *Ident
 	From    *Ident
 	Body    []Entry
 	RBrace  Pos // position of the closing brace

@@ -42,7 +42,7 @@ type Info struct {
 // Registry returns every registered code with its summary, in code order.
 func Registry() []Info {
 	var out []Info
-	for _, group := range [][]Info{syntaxCodes, checkCodes, planCodes, runtimeCodes, compressCodes, interopCodes} {
+	for _, group := range [][]Info{syntaxCodes, checkCodes, distillCodes, planCodes, runtimeCodes, compressCodes, interopCodes} {
 		out = append(out, group...)
 	}
 	return out

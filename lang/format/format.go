@@ -213,7 +213,7 @@ func (p *printer) block(b *ast.Block) {
 	for _, part := range []struct {
 		kw string
 		id *ast.Ident
-	}{{"", b.Name}, {"extends", b.Extends}, {"on", b.On}, {"from", b.From}} {
+	}{{"", b.Name}, {"extends", b.Extends}, {"on", b.On}, {"", b.Distill}, {"from", b.From}} {
 		if part.id == nil {
 			continue
 		}

@@ -87,6 +87,9 @@ func (c *converter) header(g *gHeader, b *ast.Block) {
 	b.Name = c.ident(g.Name)
 	b.Extends = c.ident(g.Extends)
 	b.On = c.ident(g.On)
+	if g.Distill != nil {
+		b.Distill = &ast.Ident{Span: spanOf(g.Distill.Tokens), Name: g.Distill.Name}
+	}
 	b.From = c.ident(g.From)
 }
 

@@ -34,11 +34,20 @@ type gImport struct {
 }
 
 type gHeader struct {
-	Kind    *gIdent `parser:"@@"`
-	Name    *gIdent `parser:"( (?! 'extends' | 'on' | 'from' ) @@ )?"`
-	Extends *gIdent `parser:"( 'extends' @@ )?"`
-	On      *gIdent `parser:"( 'on' @@ )?"`
-	From    *gIdent `parser:"( 'from' @@ )?"`
+	Kind    *gIdent   `parser:"@@"`
+	Name    *gIdent   `parser:"( (?! 'extends' | 'on' | 'from' ) @@ )?"`
+	Extends *gIdent   `parser:"( 'extends' @@ )?"`
+	On      *gIdent   `parser:"( 'on' @@ )?"`
+	Distill *gDistill `parser:"@@?"`
+	From    *gIdent   `parser:"( 'from' @@ )?"`
+}
+
+// gDistill is the `distill` of a distillation stage's header: `stage NAME distill from
+// TEACHER`. A stage named distill (`stage distill from x`) is still a name: the keyword
+// only follows one.
+type gDistill struct {
+	Tokens []lexer.Token
+	Name   string `parser:"@'distill'"`
 }
 
 type gBlock struct {

@@ -265,7 +265,7 @@ func (p *parser) syntaxError(err error, c chunk, where string) {
 			d.Suggestion = "an operator or a separator (newline or `;`) is missing before it"
 		}
 		if where == "in block header" {
-			d.Notes = append(d.Notes, "a block starts `KIND [NAME] [extends BASE] [on CLUSTER] [from STAGE] {`, on one line")
+			d.Notes = append(d.Notes, "a block starts `KIND [NAME] [extends BASE] [on CLUSTER] [distill] [from STAGE] {`, on one line")
 		}
 		return
 	}

@@ -296,3 +296,21 @@ func TestTooManyRepeats(t *testing.T) {
 		t.Errorf("got %v", p.diags)
 	}
 }
+
+// TestDistillHeader: `distill` after a stage's name marks a distillation stage; a stage
+// may still be named distill.
+func TestDistillHeader(t *testing.T) {
+	src := "train t on c {\n  stage s distill from a { }\n  stage distill from a { }\n}\n"
+	f, diags := File("d.moe", []byte(src))
+	if len(diags) > 0 {
+		t.Fatal(diags)
+	}
+	var got []string
+	for _, e := range f.Decls[0].Body {
+		b := e.(*ast.Block)
+		got = append(got, fmt.Sprintf("%s distill=%v from=%s", b.Name.Name, b.Distill != nil, b.From.Name))
+	}
+	if want := "s distill=true from=a; distill distill=false from=a"; strings.Join(got, "; ") != want {
+		t.Errorf("headers %q, want %q", strings.Join(got, "; "), want)
+	}
+}

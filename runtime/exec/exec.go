@@ -39,6 +39,8 @@ type Executor struct {
 	host *hostUpdate
 	// arenaBytes is what New allocated for each tier's arena.
 	arenaBytes [2]int64
+	// teacher computes a distilling program's teacher logits (kernels_distill.go).
+	teacher *Teacher
 }
 
 // ArenaBytes is the bytes New allocated for each tier's arena (step.Device, step.Host):
@@ -75,6 +77,9 @@ type Stats struct {
 	Balance float64 // Σ over MoE layers of E·Σ_e f_e·P_e
 	ZLoss   float64 // Σ over MoE layers of mean logsumexp²
 	Dropped int     // assignments dropped by capacity
+	// Distill is a distillation stage's soft loss, the mean T²·KL(teacher ‖ student) over
+	// the step's tokens; Loss is then hard·CE + soft·Distill + the routing terms.
+	Distill float64
 	// GradNorm and LR are the update's global gradient norm (before clipping) and
 	// learning rate; zero without an optimizer.
 	GradNorm, LR float64
@@ -167,6 +172,9 @@ func (e *Executor) GradShard(group string) []float32 {
 // Options are what a step needs beyond its tokens.
 type Options struct {
 	Seed, Step int64
+	// Inference makes every layer compute its own attention weights (no share_weights
+	// dice), as runtime/nn's evaluation does: a distillation teacher's forward.
+	Inference bool
 }
 
 // Forward and backward: Run executes the program's forward and backward ops (and the
@@ -178,6 +186,11 @@ func (e *Executor) Run(micro [][]int32, o Options) (Stats, error) {
 		return Stats{}, fmt.Errorf("exec: %d micro-batches, the program takes %d", len(micro), p.Batch.Micro)
 	}
 	e.BeginStep(o.Seed, o.Step)
+	if o.Inference {
+		for l := range e.recompute {
+			e.recompute[l] = true
+		}
+	}
 	B, T := p.Batch.MicroBatch, p.Batch.SeqLen
 	for i, b := range p.Buffers {
 		if b.Kind != step.KindInput || e.i32[i] == nil {
@@ -197,6 +210,9 @@ func (e *Executor) Run(micro [][]int32, o Options) (Stats, error) {
 		if err := SplitTokens(tokens, targets, micro[mi], B, T, e.d.V); err != nil {
 			return Stats{}, fmt.Errorf("micro-batch %d: %w", mi, err)
 		}
+	}
+	if err := e.fillTeacherLogits(micro, o); err != nil {
+		return Stats{}, err
 	}
 	e.updated = false
 	for i := range p.Ops {

@@ -135,6 +135,8 @@ func (e *Executor) run(op *step.Op) error {
 		e.CombineBwd(f[in[0]], f[in[1]], i32[in[2]], i32[in[3]], f[in[4]], f[out[0]], f[out[1]], C, D, acc(1), e.Fill(in[1]), e.Fill(out[0]))
 	case step.OpCrossEntropy:
 		return e.crossEntropy(op)
+	case step.OpDistillLoss:
+		return e.distillLoss(op)
 	case step.OpAdamW:
 		// One optimizer step covers every group: the clipping norm is global.
 		if e.updated {

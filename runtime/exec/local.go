@@ -209,15 +209,16 @@ func (lc *Local) Step(micro [][]int32, o Options) (Stats, error) {
 		out.Balance += stats[r].Balance
 		out.ZLoss += stats[r].ZLoss
 		out.Dropped += stats[r].Dropped
+		out.Distill += stats[r].Distill
 	}
 	if lc.across != nil {
-		v := []float64{out.CE, out.Balance, out.ZLoss, float64(out.Dropped)}
+		v := []float64{out.CE, out.Balance, out.ZLoss, float64(out.Dropped), out.Distill}
 		if err := lc.across.AllReduceF64(v); err != nil {
 			return Stats{}, fmt.Errorf("exec: summing the step's loss over the ranks: %w", err)
 		}
-		out.CE, out.Balance, out.ZLoss, out.Dropped = v[0], v[1], v[2], int(v[3])
+		out.CE, out.Balance, out.ZLoss, out.Dropped, out.Distill = v[0], v[1], v[2], int(v[3]), v[4]
 	}
-	out.Loss = out.CE
+	out.Loss = distilledLoss(lc.Ranks[0].p.Layout.Distill, out.CE, out.Distill)
 	if moe := lc.m.MoE; moe != nil {
 		out.Loss += moe.BalanceLoss*out.Balance + moe.ZLoss*out.ZLoss
 	}

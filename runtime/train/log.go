@@ -23,6 +23,7 @@ type StepRecord struct {
 	CE           float64 `json:"ce"`
 	Balance      float64 `json:"balance_loss"` // unscaled, as nn.Stats reports it
 	ZLoss        float64 `json:"z_loss"`
+	SoftLoss     float64 `json:"soft_loss,omitempty"` // a distillation stage's T²·KL(teacher ‖ student)
 	GradNorm     float64 `json:"grad_norm"`
 	Clipped      bool    `json:"clipped,omitempty"`
 	LR           float64 `json:"lr"`

@@ -233,11 +233,25 @@ func (r *stageRun) restore() error {
 			return err
 		}
 	}
+	if r.stage.Distill != nil {
+		// The teacher runs beside the student, a new run's or a resumed one's (distill.go).
+		var teacher []safetensors.Tensor
+		if spec.Teacher, teacher, err = loadTeacher(spec, r.stage, r.eng); err != nil {
+			return err
+		}
+		if r.latest == "" && r.stage.Distill.InitFromTeacher {
+			n, err := initFromTeacher(teacher, r.eng, r.opt.NewNet, spec)
+			if err != nil {
+				return err
+			}
+			r.prog.printf("stage %s starts from %d tensors of its teacher %s\n", spec.Stage, n, spec.Teacher)
+		}
+	}
 	if r.latest != "" {
 		if err := r.resumeFrom(r.latest); err != nil {
 			return err
 		}
-	} else if r.stage.From != "" {
+	} else if r.stage.From != "" && r.stage.Distill == nil {
 		if spec.GrownFrom, err = growFrom(spec, r.stage, r.eng, r.opt.NewNet); err != nil {
 			return err
 		}

@@ -37,6 +37,9 @@ type Spec struct {
 	// GrownFrom is the checkpoint the stage's weights were grown from (set whether it came
 	// from --from or from the from stage's conventional folder).
 	GrownFrom string `json:"grown_from,omitempty"`
+	// Teacher is a distillation stage's teacher checkpoint: its from stage's final one (or
+	// --from's), which a resumed run loads again.
+	Teacher string `json:"teacher,omitempty"`
 	// Cluster is the train block's cluster, so the memory plan can be made again on resume
 	// from the run folder alone.
 	Cluster *program.Cluster `json:"cluster,omitempty"`

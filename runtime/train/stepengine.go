@@ -77,6 +77,7 @@ func newStepEngine(spec *Spec, cfg optim.Config, l Sharding, opt Options) (*step
 	if spec.Train != nil {
 		sl.Recompute = spec.Train.Memory.Recompute
 	}
+	sl.Distill = stepDistill(spec) // a distillation stage's loss (distill.go)
 	if sl.DP*sl.TP*sl.PP != l.Ranks {
 		return nil, fmt.Errorf("%d ranks are not a multiple of tp %d × pp %d", l.Ranks, sl.TP, sl.PP)
 	}
@@ -147,7 +148,7 @@ func (s *stepEngine) step(stepN int64, spec *Spec, corpus *data.Corpus) (StepRec
 	s.assembled = false
 	st, err := s.lc.Step(micro, exec.Options{Seed: spec.Seed, Step: stepN})
 	s.steps++
-	rec := StepRecord{Loss: st.Loss, CE: st.CE, Balance: st.Balance, ZLoss: st.ZLoss, Dropped: st.Dropped}
+	rec := StepRecord{Loss: st.Loss, CE: st.CE, Balance: st.Balance, ZLoss: st.ZLoss, Dropped: st.Dropped, SoftLoss: st.Distill}
 	info := optim.StepInfo{LR: st.LR, GradNorm: st.GradNorm}
 	if spec.Train != nil {
 		info.Clipped = spec.Train.Optimizer.ClipNorm > 0 && st.GradNorm > spec.Train.Optimizer.ClipNorm

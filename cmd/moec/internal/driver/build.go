@@ -184,6 +184,9 @@ func writeStepProgram(dir string, m *program.Model, tr *program.Train, st *progr
 	}
 	pl := p.Layout
 	l := planStepLayout(p, tr.Memory.CachePage)
+	if d := st.Distill; d != nil { // the student's loss reads its teacher's logits
+		l.Distill = step.Distill{Temperature: d.Temperature, SoftWeight: d.SoftWeight, HardWeight: d.HardWeight}
+	}
 	b := step.Batch{MicroBatch: pl.MicroBatch, SeqLen: int(seq), Micro: max(pl.GradAccum, 1)}
 	prog, err := step.LowerRank(m, b, l, 0)
 	var note string

@@ -10,6 +10,10 @@ import (
 // go.mod points at the moec checkout above the output (or the working) directory and whose
 // default -base is srcDir, the .moe file's folder, where `moec run` takes data globs from.
 func emitGo(prog *program.Program, tr *program.Train, st *program.Stage, srcDir, stageDir string, sp *step.Program, res *BuildResult) error {
+	if st.Distill != nil {
+		res.Notes = appendOnce(res.Notes, "go/ not generated for stage "+st.Name+": the generated program runs no teacher; `moec run` trains a distillation stage")
+		return nil
+	}
 	cfg, err := gogen.ConfigFor(prog, tr, st)
 	if err != nil {
 		// A stage `moec run` could not train either (no steps, too small a vocabulary)

@@ -1,0 +1,220 @@
+package exec
+
+// Distillation: the student's loss against the teacher's soft targets (distill_loss), and
+// the teacher that computes them, a forward-only program run on the same tokens.
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/compiler/step"
+	"github.com/moec-dev/moec/runtime/safetensors"
+)
+
+// distillLoss runs a distill_loss op.
+func (e *Executor) distillLoss(op *step.Op) error {
+	f, in, out := e.f32, op.In, op.Out
+	var dl []float32 // an evaluation program's loss has no gradient to write
+	if len(out) > 1 {
+		dl = f[out[1]]
+	}
+	e.DistillLoss(f[in[0]], e.i32[in[1]], f[in[2]], f[out[0]], dl, e.p.Buffers[in[0]].Shape[1], op.Distill)
+	return nil
+}
+
+// DistillLoss writes the micro-batch's mean of hard·CE + soft·T²·KL(p_t ‖ p_s), where
+// p = softmax(logits/T), and the logits' gradient (dl nil: the loss alone)
+// hard·(softmax(z) − onehot) + soft·T·(p_s − p_t), scaled by the step's mean; it adds the
+// cross-entropy and the soft loss T²·KL to the step's terms. The hard part is computed as
+// CrossEntropy computes it, so with soft = 0 and hard = 1 both write the same bits.
+func (k *Kernels) DistillLoss(logits []float32, targets []int32, teacher []float32, loss, dl []float32, V int, d step.Distill) {
+	n := len(logits) / V
+	scale := k.lossScale() / float64(n)
+	T, invT := d.Temperature, 1/d.Temperature
+	terms := grow(&k.scratch.terms, 2*n) // each row's cross-entropy, then its T²·KL
+	parallel(n, func(r0, r1 int) {
+		for i := r0; i < r1; i++ {
+			row, trow := logits[i*V:(i+1)*V], teacher[i*V:(i+1)*V]
+			mx := row[0]
+			for _, v := range row {
+				mx = max(mx, v)
+			}
+			lse := float64(mx) + math.Log(expSum(row, float64(mx), 1, nil))
+			terms[i] = lse - float64(row[targets[i]])
+			// log-softmax at T of the student and the teacher: shifted by their maxima.
+			tmx := trow[0]
+			for _, v := range trow {
+				tmx = max(tmx, v)
+			}
+			var ss, ts float64
+			for j := range row {
+				ss += math.Exp((float64(row[j]) - float64(mx)) * invT)
+				ts += math.Exp((float64(trow[j]) - float64(tmx)) * invT)
+			}
+			slse, tlse := math.Log(ss), math.Log(ts)
+			var kl float64
+			for j := range row {
+				lt := (float64(trow[j])-float64(tmx))*invT - tlse
+				ls := (float64(row[j])-float64(mx))*invT - slse
+				if pt := math.Exp(lt); pt > 0 {
+					kl += pt * (lt - ls)
+				}
+			}
+			terms[n+i] = T * T * kl
+			if dl == nil {
+				continue
+			}
+			drow := dl[i*V : (i+1)*V]
+			hard := scale * d.HardWeight
+			expSum(row, lse, hard, drow)
+			drow[targets[i]] -= float32(hard)
+			if d.SoftWeight == 0 {
+				continue
+			}
+			soft := scale * d.SoftWeight * T
+			for j := range drow {
+				ps := math.Exp((float64(row[j])-float64(mx))*invT - slse)
+				pt := math.Exp((float64(trow[j])-float64(tmx))*invT - tlse)
+				drow[j] += float32(soft * (ps - pt))
+			}
+		}
+	})
+	var ce, kl float64
+	for i := 0; i < n; i++ {
+		ce += terms[i]
+		kl += terms[n+i]
+	}
+	ce, kl = ce/float64(n), kl/float64(n)
+	loss[0] = float32(d.HardWeight*ce + d.SoftWeight*kl)
+	k.stats.CE += ce * k.lossScale()
+	k.stats.Distill += kl * k.lossScale()
+	k.stats.Loss = distilledLoss(d, k.stats.CE, k.stats.Distill)
+	if m := k.m.MoE; m != nil {
+		k.stats.Loss += m.BalanceLoss*k.stats.Balance + m.ZLoss*k.stats.ZLoss
+	}
+}
+
+// distilledLoss is the step's loss from its cross-entropy and soft loss: hard·CE +
+// soft·Distill under distillation, else the cross-entropy.
+func distilledLoss(d step.Distill, ce, soft float64) float64 {
+	if !d.On() {
+		return ce
+	}
+	return d.HardWeight*ce + d.SoftWeight*soft
+}
+
+// Teacher is a distillation stage's teacher: the forward-only program (step.Evaluation)
+// of the teacher's model on one rank, holding its weights, run on a student's micro-batch
+// to give the logits the student's distill_loss reads. It keeps no gradient, optimizer
+// state or activation for a backward.
+type Teacher struct {
+	ex     *Executor
+	logits int // the logits buffer of the program's one micro-batch
+	vocab  int
+}
+
+// NewTeacher builds the teacher of model m for micro-batches of mb sequences of seqLen
+// tokens, holding weights (a checkpoint's tensors in the single-rank layout).
+func NewTeacher(m *program.Model, mb, seqLen int, weights []safetensors.Tensor) (*Teacher, error) {
+	progs, err := step.Lower(m, step.Batch{MicroBatch: mb, SeqLen: seqLen, Micro: 1}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 1})
+	if err != nil {
+		return nil, fmt.Errorf("exec: the teacher (model %s): %w", m.Name, err)
+	}
+	ev, err := step.Evaluation(progs[0])
+	if err != nil {
+		return nil, fmt.Errorf("exec: the teacher (model %s): %w", m.Name, err)
+	}
+	ex, err := New(ev, m, nil)
+	if err != nil {
+		return nil, fmt.Errorf("exec: the teacher (model %s): %w", m.Name, err)
+	}
+	if err := ex.LoadTensors(weights); err != nil {
+		return nil, fmt.Errorf("exec: the teacher's weights: %w", err)
+	}
+	t := &Teacher{ex: ex, logits: -1, vocab: int(m.Vocab)}
+	for i, b := range ev.Buffers {
+		if b.Name == "logits@0" {
+			t.logits = i
+		}
+	}
+	if t.logits < 0 {
+		return nil, fmt.Errorf("exec: the teacher's program (model %s) has no logits", m.Name)
+	}
+	return t, nil
+}
+
+// Logits runs the teacher on one micro-batch of sequences (B·(T+1) tokens) and returns
+// its logits, [B·T, vocabulary], valid until the next call. The teacher runs in inference
+// mode: every layer computes its own attention weights, as evaluation does.
+func (t *Teacher) Logits(seqs []int32, o Options) ([]float32, error) {
+	o.Inference = true
+	if _, err := t.ex.Run([][]int32{seqs}, o); err != nil {
+		return nil, fmt.Errorf("exec: the teacher's forward: %w", err)
+	}
+	return t.ex.f32[t.logits], nil
+}
+
+// SetTeacher gives a distilling program its teacher (nil: none). The teacher's
+// vocabulary must be the student's.
+func (e *Executor) SetTeacher(t *Teacher) error {
+	if t != nil && t.vocab != e.d.V {
+		return fmt.Errorf("exec: the teacher predicts %d tokens, the student %d", t.vocab, e.d.V)
+	}
+	e.teacher = t
+	return nil
+}
+
+// Distills reports whether the program's loss reads a teacher's logits.
+func (e *Executor) Distills() bool {
+	for _, b := range e.p.Buffers {
+		if mi, name := microOf(b.Name); mi >= 0 && b.Kind == step.KindInput && name == "teacher_logits" {
+			return true
+		}
+	}
+	return false
+}
+
+// fillTeacherLogits runs the teacher on each micro-batch whose teacher_logits input the
+// program reads, before the step's first op.
+func (e *Executor) fillTeacherLogits(micro [][]int32, o Options) error {
+	for i, b := range e.p.Buffers {
+		if b.Kind != step.KindInput || e.f32[i] == nil {
+			continue
+		}
+		mi, name := microOf(b.Name)
+		if name != "teacher_logits" {
+			continue
+		}
+		if e.teacher == nil {
+			return fmt.Errorf("exec: the program distills and has no teacher (SetTeacher)")
+		}
+		logits, err := e.teacher.Logits(micro[mi], o)
+		if err != nil {
+			return fmt.Errorf("micro-batch %d: %w", mi, err)
+		}
+		if len(logits) != len(e.f32[i]) {
+			return fmt.Errorf("exec: the teacher wrote %d logits for micro-batch %d, the student reads %d", len(logits), mi, len(e.f32[i]))
+		}
+		copy(e.f32[i], logits)
+	}
+	return nil
+}
+
+// SetTeacher gives every rank whose program distills a teacher of model m holding
+// weights (each rank its own: the ranks run at once).
+func (lc *Local) SetTeacher(m *program.Model, weights []safetensors.Tensor) error {
+	for _, ex := range lc.Ranks {
+		if !ex.Distills() {
+			continue
+		}
+		t, err := NewTeacher(m, ex.p.Batch.MicroBatch, ex.p.Batch.SeqLen, weights)
+		if err != nil {
+			return err
+		}
+		if err := ex.SetTeacher(t); err != nil {
+			return err
+		}
+	}
+	return nil
+}
