@@ -169,3 +169,34 @@ func TestErrors(t *testing.T) {
 		t.Errorf("cancelled: %v", err)
 	}
 }
+
+// stepOnly hides a decoder's Prefill: the prompt is then read one Step per token.
+type stepOnly struct{ Decoder }
+
+// TestPrefillMatchesTokenByToken: Generate reads the prompt (and the context it reads again
+// when the cache fills) in one batched Feed through nn.Decoder's Prefill; the text it
+// samples equals the text of reading the same tokens one Step at a time, greedy and
+// sampled, past seq_len.
+func TestPrefillMatchesTokenByToken(t *testing.T) {
+	_, m := saveModel(t)
+	cfg := m.Config()
+	if _, ok := any(m.NewDecoder(1, int(cfg.SeqLen))).(Prefiller); !ok {
+		t.Fatal("nn.Decoder does not read a prompt at once")
+	}
+	for _, s := range []Sampler{{}, {Temperature: 0.9, TopK: 20, Seed: 4}} {
+		gen := func(dec Decoder) string {
+			var b bytes.Buffer
+			err := GenerateWith(context.Background(), cfg, dec, []byte("func (d *Decoder) Feed("), 90, s,
+				func(c byte) error { return b.WriteByte(c) })
+			if err != nil {
+				t.Fatal(err)
+			}
+			return b.String()
+		}
+		fed := gen(m.NewDecoder(1, int(cfg.SeqLen)))
+		stepped := gen(stepOnly{m.NewDecoder(1, int(cfg.SeqLen))})
+		if fed != stepped || len(fed) != 90 {
+			t.Errorf("temperature %g: prefilled %q, token by token %q", s.Temperature, fed, stepped)
+		}
+	}
+}

@@ -325,3 +325,22 @@ type ffnShape struct {
 	hidden int
 	gated  bool
 }
+
+// Prefill starts a one-sequence decoder over and reads tokens in one Feed (a chunked
+// prefill of a single chunk): it returns the logits that follow the last token, and the
+// next Step continues after it. generate.Generate reads a prompt this way.
+func (dec *Decoder) Prefill(tokens []int32) ([]float32, error) {
+	if dec.batch != 1 {
+		return nil, fmt.Errorf("nn: Prefill reads one sequence; this decoder holds %d (use Feed)", dec.batch)
+	}
+	if len(tokens) == 0 {
+		return nil, fmt.Errorf("nn: Prefill of no tokens")
+	}
+	dec.pos = 0
+	logits, err := dec.Feed([][]int32{tokens}, []int{0})
+	if err != nil {
+		return nil, err
+	}
+	dec.pos = len(tokens)
+	return logits, nil
+}

@@ -6,7 +6,10 @@
 //
 // Usage (after `go run ./cmd/moec run --all-stages examples/hunyuan_tiny.moe`):
 //
-//	go run ./bench/cmd/compressbench [--checkpoint out/hunyuan_tiny/eight/run] [--calibration FILE] [--reps 5]
+//	go run ./bench/cmd/compressbench [--checkpoint out/hunyuan_tiny/eight/run] [--calibration FILE] [--reps 5] [--out docs/results]
+//
+// With --out, the table is also written to DIR/compression.md, under a plot of perplexity
+// against the weights' bytes (DIR/compression-ppl-vs-size.png).
 //
 // Generation is greedy decoding of --tokens tokens after a one-byte prompt; each cell is
 // the median over --reps repetitions, the variants interleaved within a repetition. The
@@ -27,10 +30,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/moec-dev/moec/internal/atomicfile"
 	"github.com/moec-dev/moec/runtime/checkpoint"
 	"github.com/moec-dev/moec/runtime/compress"
 	"github.com/moec-dev/moec/runtime/generate"
 	"github.com/moec-dev/moec/runtime/nn"
+	"github.com/moec-dev/moec/runtime/plot"
 	"github.com/moec-dev/moec/runtime/quant"
 	"github.com/moec-dev/moec/runtime/train"
 )
@@ -52,14 +57,15 @@ func main() {
 	calib := flag.String("calibration", "runtime/nn/moe.go", "text whose routing chooses the experts kept (Go source, as the tiny HunYuan trained on)")
 	reps := flag.Int("reps", 5, "repetitions of each generation measurement")
 	tokens := flag.Int("tokens", 127, "tokens generated per measurement")
+	out := flag.String("out", "", "folder to write compression.md and its plot to (none: standard output only)")
 	flag.Parse()
-	if err := run(*ckpt, *calib, *reps, *tokens); err != nil {
+	if err := run(*ckpt, *calib, *reps, *tokens, *out); err != nil {
 		fmt.Fprintln(os.Stderr, "compressbench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ckpt, calibPath string, reps, tokens int) error {
+func run(ckpt, calibPath string, reps, tokens int, outDir string) error {
 	src, err := train.ResolveCheckpoint(ckpt)
 	if err != nil {
 		return err
@@ -132,33 +138,55 @@ func run(ckpt, calibPath string, reps, tokens int) error {
 			}
 		}
 	}
+	var w strings.Builder
 	load, _ := os.ReadFile("/proc/loadavg")
-	fmt.Printf("checkpoint %s; kernel %s; %s; GOMAXPROCS %d; load %s\n", src, quant.ISA(), cpu, runtime.GOMAXPROCS(0), strings.Join(strings.Fields(string(load))[:3], " "))
-	fmt.Printf("generation: greedy, %d tokens after a 1-byte prompt, median (min-max) of %d repetitions\n\n", tokens, reps)
+	fmt.Fprintf(&w, "checkpoint %s; kernel %s; %s; GOMAXPROCS %d; load %s\n", src, quant.ISA(), cpu, runtime.GOMAXPROCS(0), strings.Join(strings.Fields(string(load))[:3], " "))
+	fmt.Fprintf(&w, "generation: greedy, %d tokens after a 1-byte prompt, median (min-max) of %d repetitions\n\n", tokens, reps)
 	base := vs[0]
-	fmt.Println("| model | perplexity | vs fp32 | weights in memory | vs fp32 | live heap of the loaded model | model.safetensors | gen tokens/s, batch 1 | vs fp32 (median, best) | gen tokens/s, batch 16 | vs fp32 (median, best) |")
-	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(&w, "| model | perplexity | vs fp32 | weights in memory | vs fp32 | live heap of the loaded model | model.safetensors | gen tokens/s, batch 1 | vs fp32 (median, best) | gen tokens/s, batch 16 | vs fp32 (median, best) |")
+	fmt.Fprintln(&w, "|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, v := range vs {
-		fmt.Printf("| %s | %.3f | %+.2f%% | %.2f MiB | %.1f%% | %.2f MiB | %.2f MiB | %s | %.2f×, %.2f× | %s | %.2f×, %.2f× |\n", v.name, v.ppl, 100*(v.ppl/base.ppl-1),
+		fmt.Fprintf(&w, "| %s | %.3f | %+.2f%% | %.2f MiB | %.1f%% | %.2f MiB | %.2f MiB | %s | %.2f×, %.2f× | %s | %.2f×, %.2f× |\n", v.name, v.ppl, 100*(v.ppl/base.ppl-1),
 			mib(v.m.WeightBytes()), 100*float64(v.m.WeightBytes())/float64(base.m.WeightBytes()), mib(int64(v.heap)), mib(v.file),
 			cell(v.tps1), median(v.tps1)/median(base.tps1), slices.Max(v.tps1)/slices.Max(base.tps1),
 			cell(v.tps16), median(v.tps16)/median(base.tps16), slices.Max(v.tps16)/slices.Max(base.tps16))
 	}
 	i8, i4 := vs[1], vs[2]
-	fmt.Println()
+	fmt.Fprintln(&w)
 	floor := func(name string, ok bool, got string) {
 		mark := "met"
 		if !ok {
 			mark = "MISSED"
 		}
-		fmt.Printf("floor %-42s %s (%s)\n", name, mark, got)
+		fmt.Fprintf(&w, "floor %-42s %s (%s)\n", name, mark, got)
 	}
 	floor("int8 perplexity within 1% of fp32", i8.ppl <= base.ppl*1.01, fmt.Sprintf("%+.2f%%", 100*(i8.ppl/base.ppl-1)))
 	floor("int4 g128 perplexity within 5% of fp32", i4.ppl <= base.ppl*1.05, fmt.Sprintf("%+.2f%%", 100*(i4.ppl/base.ppl-1)))
 	floor("int8 generation at batch 1 >= 1.5x fp32", median(i8.tps1) >= 1.5*median(base.tps1),
 		fmt.Sprintf("median %.2f×, best %.2f×", median(i8.tps1)/median(base.tps1), slices.Max(i8.tps1)/slices.Max(base.tps1)))
 	floor("int4 weights <= 30% of fp32", i4.m.WeightBytes()*10 <= 3*base.m.WeightBytes(), fmt.Sprintf("%.1f%%", 100*float64(i4.m.WeightBytes())/float64(base.m.WeightBytes())))
-	return nil
+	fmt.Print(w.String())
+	if outDir == "" {
+		return nil
+	}
+	return writePage(outDir, w.String(), vs)
+}
+
+// writePage writes the results page and its plot of perplexity against weight bytes.
+func writePage(dir, table string, vs []*variant) error {
+	const plotName = "compression-ppl-vs-size.png"
+	c := plot.Chart{Title: "Compression: perplexity against weight bytes", XLabel: "weights in memory (MiB)", YLabel: "validation perplexity"}
+	for _, v := range vs {
+		c.Series = append(c.Series, plot.Series{Name: v.name, X: []float64{mib(v.m.WeightBytes())}, Y: []float64{v.ppl}, Points: true})
+	}
+	if err := plot.WriteFile(filepath.Join(dir, plotName), c); err != nil {
+		return err
+	}
+	page := "# Compression for serving: measured\n\n" +
+		"Written by `go run ./bench/cmd/compressbench --out docs/results` after `make run` (the tiny HunYuan's eight-expert stage):\n" +
+		"each variant compressed by `moec compress`, evaluated on the run's validation text, loaded as `moec generate` loads it and timed generating.\n\n" +
+		"![perplexity against weight bytes](" + plotName + ")\n\n" + table
+	return atomicfile.WriteFile(filepath.Join(dir, "compression.md"), []byte(page), 0o644)
 }
 
 // batch16 decodes 16 sequences greedily for n tokens and returns tokens/s over all 16.
