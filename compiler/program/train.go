@@ -96,10 +96,10 @@ type Train struct {
 	// products with float32 sums, float32 master weights), else "" (float32). Blocks that
 	// leave precision at its default keep training in float32.
 	CPUProducts Precision `json:"cpu_products,omitempty"`
-	Optimizer      Optimizer
-	Memory         MemoryStrategy
-	Data           string // glob of training text
-	ValData        string // glob of validation text ("" = hold out a slice of Data)
+	Optimizer   Optimizer
+	Memory      MemoryStrategy
+	Data        string // glob of training text
+	ValData     string // glob of validation text ("" = hold out a slice of Data)
 	// ValDataDecl is where val_data is written (set by compiler/check; zero when built in Go
 	// or read back from a run's run.json), so a refusal of its files can point at it.
 	ValDataDecl Source `json:"-"`
