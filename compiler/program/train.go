@@ -91,15 +91,10 @@ type Train struct {
 	MicroBatch     int   // sequences per micro-batch: per data-parallel rank in cluster plans; a local CPU run splits it over its ranks (0 = planner chooses)
 	SeqLen         int64 // 0 = model's
 	Precision      Precision
-	// CPUProducts is the precision the CPU runtime (`moec run`) multiplies the step's
-	// weight products in: BF16 when the train block writes precision = bf16 (bfloat16
-	// products with float32 sums, float32 master weights), else "" (float32). Blocks that
-	// leave precision at its default keep training in float32.
-	CPUProducts Precision `json:"cpu_products,omitempty"`
-	Optimizer   Optimizer
-	Memory      MemoryStrategy
-	Data        string // glob of training text
-	ValData     string // glob of validation text ("" = hold out a slice of Data)
+	Optimizer      Optimizer
+	Memory         MemoryStrategy
+	Data           string // glob of training text
+	ValData        string // glob of validation text ("" = hold out a slice of Data)
 	// ValDataDecl is where val_data is written (set by compiler/check; zero when built in Go
 	// or read back from a run's run.json), so a refusal of its files can point at it.
 	ValDataDecl Source `json:"-"`
@@ -113,6 +108,12 @@ type Train struct {
 	CheckpointEvery int64 // steps between checkpoints
 	Stages          []*Stage
 	Decl            Source // the `train` declaration (set by compiler/check; zero when built in Go)
+
+	// CPUProducts is the precision the CPU runtime (`moec run`) multiplies the step's
+	// weight products in: BF16 when the train block writes precision = bf16 (bfloat16
+	// products with float32 sums, float32 master weights), else "" (float32). Blocks that
+	// leave precision at its default keep training in float32.
+	CPUProducts Precision `json:"cpu_products,omitempty"`
 }
 
 // RunsOnCPU reports whether the CPU runtime trains this block as written: in float32,
