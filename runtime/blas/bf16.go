@@ -45,37 +45,54 @@ func GemmBF16(transA, transB bool, m, n, k int, alpha float32, a []float32, lda 
 		gemmBF16Rounded(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 		return
 	}
-	// Split the columns of C in whole panels: each worker packs only its own columns of B
-	// (B is the larger operand in the model's products) and writes its own part of C.
-	panels := (n + bf16Panel - 1) / bf16Panel
-	workers := min(runtime.GOMAXPROCS(0), panels)
+	workers := runtime.GOMAXPROCS(0)
 	if workers <= 1 || m*n*k < parallelMinWork {
-		if !gemmBF16Kernel(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) {
-			gemmBF16Rounded(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
-		}
+		gemmBF16Part(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 		return
 	}
-	per := (panels + workers - 1) / workers * bf16Panel
+	// Each worker packs all of one operand for its part: split the columns of C (each
+	// packs all of A and its own panels of B) when B is the larger, else the rows (each
+	// packs all of B), so the packing done twice is of the smaller operand.
 	var wg sync.WaitGroup
-	part := func(j0 int) {
-		j1 := min(j0+per, n)
-		bPart := b[j0:] // columns of a k×n matrix
-		if transB {
-			bPart = b[j0*ldb:] // rows of an n×k matrix
+	if n >= m {
+		panels := (n + bf16Panel - 1) / bf16Panel
+		per := (panels + workers - 1) / workers * bf16Panel
+		for j0 := 0; j0 < n; j0 += per {
+			j1 := min(j0+per, n)
+			bPart := b[j0:] // columns of a k×n matrix
+			if transB {
+				bPart = b[j0*ldb:] // rows of an n×k matrix
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				gemmBF16Part(transA, transB, m, j1-j0, k, alpha, a, lda, bPart, ldb, beta, c[j0:], ldc)
+			}()
 		}
-		if !gemmBF16Kernel(transA, transB, m, j1-j0, k, alpha, a, lda, bPart, ldb, beta, c[j0:], ldc) {
-			gemmBF16Rounded(transA, transB, m, j1-j0, k, alpha, a, lda, bPart, ldb, beta, c[j0:], ldc)
+	} else {
+		per := ((m+workers-1)/workers + bf16Rows - 1) / bf16Rows * bf16Rows
+		for i0 := 0; i0 < m; i0 += per {
+			i1 := min(i0+per, m)
+			aPart := a[i0*lda:] // rows of an m×k matrix
+			if transA {
+				aPart = a[i0:] // columns of a k×m matrix
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				gemmBF16Part(transA, transB, i1-i0, n, k, alpha, aPart, lda, b, ldb, beta, c[i0*ldc:], ldc)
+			}()
 		}
 	}
-	for j0 := per; j0 < n; j0 += per {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			part(j0)
-		}()
-	}
-	part(0)
 	wg.Wait()
+}
+
+// gemmBF16Part runs one part of a product (k > 0) on the kernel, or rounded in float32
+// where the kernel declines.
+func gemmBF16Part(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	if !gemmBF16Kernel(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) {
+		gemmBF16Rounded(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+	}
 }
 
 // gemmBF16Rounded is GemmBF16 without the kernel: it rounds dense copies of op(A)'s and

@@ -131,11 +131,31 @@ MOEC_BF16_TARGET static void moec_pack_a(int ta, int mc, int k, int i0, int p0, 
 			for (int ii = 0; ii < mr; ii++) {
 				moec_row_pairs(a + (long)(i0 + r0 + ii) * lda, k, p0, kcp, dst + (long)ii * kcp, 1);
 			}
-		} else {
-			for (int p = 0; p < kcp; p++) {
-				int kk = 2 * (p0 + p);
-				const float *x0 = a + (long)kk * lda + i0 + r0;
-				moec_interleave_pairs(x0, kk + 1 < k ? x0 + lda : NULL, mr, dst + p, kcp);
+		}
+	}
+	if (!ta) {
+		return;
+	}
+	// Transposed A: each pair of k is two stored rows, contiguous over the block's rows;
+	// 16 rows at a time round in one go and go to their micro-panels' rows.
+	uint32_t tmp[16] __attribute__((aligned(64)));
+	for (int p = 0; p < kcp; p++) {
+		int kk = 2 * (p0 + p);
+		const float *x0 = a + (long)kk * lda + i0;
+		const float *x1 = kk + 1 < k ? x0 + lda : NULL;
+		for (int i = 0; i < mc; i += 16) {
+			int cnt = mc - i < 16 ? mc - i : 16;
+			if (cnt == 16) {
+				__m512 v1 = x1 ? _mm512_loadu_ps(x1 + i) : _mm512_setzero_ps();
+				_mm512_store_si512(tmp, moec_pairs16(_mm512_loadu_ps(x0 + i), v1));
+			} else {
+				for (int q = 0; q < cnt; q++) {
+					tmp[q] = moec_bf16(x0[i + q]) | (x1 ? moec_bf16(x1[i + q]) : 0) << 16;
+				}
+			}
+			for (int q = 0; q < cnt; q++) {
+				int r = i + q;
+				ap[(long)(r / MR) * kcp * MR + (long)(r % MR) * kcp + p] = tmp[q];
 			}
 		}
 	}
@@ -223,6 +243,9 @@ import "unsafe"
 // bf16Panel is the column width of the kernel's panels of B: a split of the columns of C
 // over goroutines cuts at multiples of it.
 const bf16Panel = 32
+
+// bf16Rows is the kernel's tile height: a split of the rows of C cuts at multiples of it.
+const bf16Rows = 12
 
 // haveBF16Kernel is fixed at start-up by the CPU: the kernel needs AVX512-BF16 (vdpbf16ps)
 // and the AVX-512 F, BW and VL it builds on.

@@ -153,21 +153,36 @@ func randVec(r *rand.Rand, n int) []float32 {
 }
 
 // BenchmarkGemmBF16 measures the bf16 product against the float32 one (Gemm: OpenBLAS
-// split over GOMAXPROCS goroutines) on the model's shapes, as GFLOP/s: a dense layer of
-// 1024 tokens, a 64-row expert product, and a large square-ish product, each as the
-// forward (A·Wᵀ) stores it.
+// split over GOMAXPROCS goroutines) as GFLOP/s on the model's shapes m×n×k: a dense
+// layer of 1024 tokens, a 64-row expert product, a large product, each as the forward
+// stores it (x·Wᵀ), and the first as its two gradients (dy·W, dyᵀ·x).
 func BenchmarkGemmBF16(b *testing.B) {
-	for _, s := range [][3]int{{1024, 512, 2048}, {1024, 2048, 512}, {64, 2048, 1024}, {64, 1024, 2048}, {4096, 1024, 1024}} {
-		m, n, k := s[0], s[1], s[2]
+	for _, s := range []struct {
+		m, n, k        int
+		transA, transB bool
+	}{
+		{1024, 512, 2048, false, true}, {1024, 2048, 512, false, true}, {64, 2048, 1024, false, true},
+		{64, 1024, 2048, false, true}, {4096, 1024, 1024, false, true},
+		{1024, 2048, 512, false, false}, {512, 2048, 1024, true, false},
+	} {
+		m, n, k := s.m, s.n, s.k
 		r := rand.New(rand.NewPCG(3, 4))
 		x, w, y := randVec(r, m*k), randVec(r, n*k), make([]float32, m*n)
+		lda, ldb := k, k
+		if s.transA {
+			lda = m
+		}
+		if !s.transB {
+			ldb = n
+		}
+		form := map[[2]bool]string{{false, true}: "A·Bᵀ", {false, false}: "A·B", {true, false}: "Aᵀ·B"}[[2]bool{s.transA, s.transB}]
 		for _, p := range []struct {
 			name string
 			gemm func(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int)
 		}{{"fp32", Gemm[float32]}, {"bf16", GemmBF16}} {
-			b.Run(fmt.Sprintf("%dx%dx%d/%s", m, n, k, p.name), func(b *testing.B) {
+			b.Run(fmt.Sprintf("%dx%dx%d/%s/%s", m, n, k, form, p.name), func(b *testing.B) {
 				for b.Loop() {
-					p.gemm(false, true, m, n, k, 1, x, k, w, k, 0, y, n)
+					p.gemm(s.transA, s.transB, m, n, k, 1, x, lda, w, ldb, 0, y, n)
 				}
 				b.ReportMetric(2*float64(m)*float64(n)*float64(k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 			})
