@@ -91,3 +91,15 @@ func readLosses(t *testing.T, path string) []float64 {
 	}
 	return out
 }
+
+// TestBF16Note: `moec run` notes a bf16 block's float32 fallback on a CPU without
+// AVX512-BF16, and says nothing where the CPU has it or the block does not ask.
+func TestBF16Note(t *testing.T) {
+	if note := BF16Note(&program.Train{Precision: program.BF16}); note != "" {
+		t.Errorf("a block that leaves precision at its default got the note %q", note)
+	}
+	note := BF16Note(&program.Train{Precision: program.BF16, CPUProducts: program.BF16})
+	if blas.BF16Compute() != (note == "") {
+		t.Errorf("bf16 instructions %v, note %q", blas.BF16Compute(), note)
+	}
+}
