@@ -59,9 +59,11 @@ func GemmBF16(transA, transB bool, m, n, k int, alpha float32, a []float32, lda 
 		per := (panels + workers - 1) / workers * bf16Panel
 		for j0 := 0; j0 < n; j0 += per {
 			j1 := min(j0+per, n)
-			bPart := b[j0:] // columns of a k×n matrix
+			var bPart []float32
 			if transB {
 				bPart = b[j0*ldb:] // rows of an n×k matrix
+			} else {
+				bPart = b[j0:] // columns of a k×n matrix
 			}
 			wg.Add(1)
 			go func() {
@@ -73,9 +75,11 @@ func GemmBF16(transA, transB bool, m, n, k int, alpha float32, a []float32, lda 
 		per := ((m+workers-1)/workers + bf16Rows - 1) / bf16Rows * bf16Rows
 		for i0 := 0; i0 < m; i0 += per {
 			i1 := min(i0+per, m)
-			aPart := a[i0*lda:] // rows of an m×k matrix
+			var aPart []float32
 			if transA {
 				aPart = a[i0:] // columns of a k×m matrix
+			} else {
+				aPart = a[i0*lda:] // rows of an m×k matrix
 			}
 			wg.Add(1)
 			go func() {

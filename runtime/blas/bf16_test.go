@@ -72,13 +72,14 @@ func bf16Reference(transA, transB bool, m, n, k int, alpha float32, a []float32,
 // it) and its rounding fallback to a float64 product of the rounded operands, over every
 // transposition and edge sizes: one row, odd k, n not a multiple of the 16-column vectors
 // or the 32-column panels, k across the kernel's 256-value blocks, strided operands, and
-// products large enough to be split over goroutines.
+// products large enough to be split over goroutines, by columns and (more rows than
+// columns) by rows.
 func TestGemmBF16MatchesReference(t *testing.T) {
 	t.Logf("bf16 kernel on this CPU: %v", BF16Compute())
 	r := rand.New(rand.NewPCG(1, 2))
 	shapes := [][3]int{
 		{1, 1, 1}, {1, 17, 3}, {1, 64, 255}, {2, 15, 2}, {12, 16, 7}, {13, 31, 1},
-		{5, 33, 257}, {25, 100, 513}, {97, 47, 96}, {130, 100, 257}, {64, 200, 300},
+		{5, 33, 257}, {25, 100, 513}, {97, 47, 96}, {130, 100, 257}, {64, 200, 300}, {256, 40, 64},
 	}
 	for _, s := range shapes {
 		m, n, k := s[0], s[1], s[2]
