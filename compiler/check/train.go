@@ -75,6 +75,9 @@ func (c *checker) resolveTrains() {
 		if d.block.On != nil {
 			t.Cluster = d.block.On.Name
 		}
+		if t.Precision == program.BF16 && s.entries["precision"] != nil {
+			t.CPUProducts = program.BF16 // written, not the default: the CPU runtime multiplies in bf16
+		}
 		if s.entries["val_data"] != nil {
 			r := s.rangeOf("val_data")
 			t.ValDataDecl = program.Source{File: r.File, Start: r.Start, End: r.End}

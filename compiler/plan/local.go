@@ -148,7 +148,7 @@ func LocalWith(prog *program.Program, train *program.Train, stage *program.Stage
 		return nil, ds
 	}
 	refused := ""
-	if train.Precision == program.FP32 {
+	if train.RunsOnCPU() {
 		// The runtime runs each data-parallel replica on an equal slice of every
 		// micro-batch (the train block's micro_batch, else up to 8 sequences).
 		micro := o.MicroBatch

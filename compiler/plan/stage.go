@@ -31,7 +31,7 @@ func ForStage(prog *program.Program, train *program.Train, stage *program.Stage,
 			ds.Errorf(diag.CodeInternalPlanError, rangeOf(train.Decl), "internal error planning %s stage %s: %v", train.Name, stage.Name, r)
 		}
 	}()
-	if c := prog.Clusters[train.Cluster]; c != nil && c.Device.Name == "cpu" && c.HostMemory > 0 && train.Precision == program.FP32 &&
+	if c := prog.Clusters[train.Cluster]; c != nil && c.Device.Name == "cpu" && c.HostMemory > 0 && train.RunsOnCPU() &&
 		opt.GPUs == 0 && opt.Nodes == 0 && opt.Memory == "" && opt.Objective == "" {
 		// A CPU cluster's fp32 stage is what `moec run` executes: plan exactly that
 		// layout (the runtime's micro-batch, no recompute, the cluster's ranks) rather than

@@ -8,7 +8,6 @@ import (
 
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/step"
-	"github.com/moec-dev/moec/runtime/blas"
 )
 
 // run executes one op on this rank's buffers: it reads the op's buffers and sizes and
@@ -114,19 +113,19 @@ func (e *Executor) run(op *step.Op) error {
 		if !e.addsBias(op) {
 			b = nil
 		}
-		GroupedMM(f[in[0]], f[out[0]], w, b, o, k, e.Fill(in[0]), e.Fill(out[0]), op.SkipEmptySlots)
+		groupedMM(e.product(), f[in[0]], f[out[0]], w, b, o, k, e.Fill(in[0]), e.Fill(out[0]), op.SkipEmptySlots)
 	case step.OpGroupedMMDW:
 		if err := e.packedFillKnown(in[0], in[1]); err != nil {
 			return err
 		}
 		w, b, o, k := e.experts(out)
-		GroupedMMDW(f[in[0]], f[in[1]], w, b, o, k, acc(0), e.Fill(in[0]), e.Fill(in[1]))
+		groupedMMDW(e.product(), f[in[0]], f[in[1]], w, b, o, k, acc(0), e.Fill(in[0]), e.Fill(in[1]))
 	case step.OpGroupedMMDX:
 		if err := e.packedFillKnown(in[0]); err != nil {
 			return err
 		}
 		w, _, o, k := e.experts(in[1:])
-		GroupedMMDX(f[in[0]], f[out[0]], w, o, k, acc(0), e.Fill(in[0]), e.Fill(out[0]))
+		groupedMMDX(e.product(), f[in[0]], f[out[0]], w, o, k, acc(0), e.Fill(in[0]), e.Fill(out[0]))
 	case step.OpCombine:
 		C, D := dispatchDims(shape(in[0]))
 		e.Combine(f[in[0]], i32[in[1]], i32[in[2]], f[in[3]], f[out[0]], C, D)
@@ -224,7 +223,7 @@ const (
 // MatMul: y = x·wᵀ (+ bias), w [o, k], x n rows of k.
 func (k *Kernels) MatMul(x, w, bias, y []float32, o, kk int) {
 	n := len(x) / kk
-	blas.Gemm(false, true, n, o, kk, 1, x, kk, w, kk, 0, y, o)
+	k.product()(false, true, n, o, kk, 1, x, kk, w, kk, 0, y, o)
 	if bias != nil {
 		addBias(y, bias, n)
 	}
@@ -233,13 +232,13 @@ func (k *Kernels) MatMul(x, w, bias, y []float32, o, kk int) {
 // MatMulDX: dx (+)= dy·w, w [o, k].
 func (k *Kernels) MatMulDX(dy, w, dx []float32, o, kk int, acc bool) {
 	n := len(dy) / o
-	blas.Gemm(false, false, n, kk, o, 1, dy, o, w, kk, beta(acc), dx, kk)
+	k.product()(false, false, n, kk, o, 1, dy, o, w, kk, beta(acc), dx, kk)
 }
 
 // MatMulDW: dw (+)= dyᵀ·x, dw [o, k], and db (+)= Σ_rows dy when db is not nil.
 func (k *Kernels) MatMulDW(dy, x, dw, db []float32, o, kk int, accW, accB bool) {
 	n := len(dy) / o
-	blas.Gemm(true, false, o, kk, n, 1, dy, o, x, kk, beta(accW), dw, kk)
+	k.product()(true, false, o, kk, n, 1, dy, o, x, kk, beta(accW), dw, kk)
 	if db != nil {
 		if !accB {
 			clear(db)

@@ -39,6 +39,8 @@ type Kernels struct {
 	// scratch is kernels' working space, grown on first use and reused: steps after the
 	// first allocate nothing for it.
 	scratch scratch
+	// bf16 runs the weight products in bfloat16 (SetBF16Products, kernels_bf16.go).
+	bf16 bool
 }
 
 // NewKernels prepares the kernels of the rank at c of layout l for micro-batches of b.

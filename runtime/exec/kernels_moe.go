@@ -322,6 +322,11 @@ func (e *Executor) experts(bufs []int) (w, b [][]float32, out, in int) {
 // is cleared and its fill recorded in yFill. With skipEmpty (an inference program's
 // grouped product whose input no counts reach) the zero rows are found and skipped.
 func GroupedMM(x, y []float32, w, b [][]float32, o, k int, xFill, yFill *RowFill, skipEmpty bool) {
+	groupedMM(blas.Gemm[float32], x, y, w, b, o, k, xFill, yFill, skipEmpty)
+}
+
+// groupedMM is GroupedMM through the product gemm.
+func groupedMM(gemm product, x, y []float32, w, b [][]float32, o, k int, xFill, yFill *RowFill, skipEmpty bool) {
 	R := len(x) / (len(w) * k)
 	f := ofRows(known(xFill, len(x), len(w)), len(x)/k)
 	setFill(yFill, f)
@@ -347,7 +352,7 @@ func GroupedMM(x, y []float32, w, b [][]float32, o, k int, xFill, yFill *RowFill
 			return
 		}
 		ye := y[(first+r0)*o : (first+r1)*o]
-		blas.Gemm(false, true, r1-r0, o, k, 1, x[(first+r0)*k:(first+r1)*k], k, w[ex], k, 0, ye, o)
+		gemm(false, true, r1-r0, o, k, 1, x[(first+r0)*k:(first+r1)*k], k, w[ex], k, 0, ye, o)
 		if b != nil && b[ex] != nil {
 			addBias(ye, b[ex], r1-r0)
 		}
@@ -358,6 +363,11 @@ func GroupedMM(x, y []float32, w, b [][]float32, o, k int, xFill, yFill *RowFill
 // (where not nil) (+)= Σ dy over its filled rows (the fill of x, else of dy; the padding's
 // dy is zero). The parts are bands of each weight's output rows.
 func GroupedMMDW(dy, x []float32, w, b [][]float32, o, k int, acc bool, dyFill, xFill *RowFill) {
+	groupedMMDW(blas.Gemm[float32], dy, x, w, b, o, k, acc, dyFill, xFill)
+}
+
+// groupedMMDW is GroupedMMDW through the product gemm.
+func groupedMMDW(gemm product, dy, x []float32, w, b [][]float32, o, k int, acc bool, dyFill, xFill *RowFill) {
 	R := len(x) / (len(w) * k)
 	f := known(xFill, len(x), len(w))
 	if f == nil {
@@ -381,7 +391,7 @@ func GroupedMMDW(dy, x []float32, w, b [][]float32, o, k int, acc bool, dyFill, 
 			return
 		}
 		dye, xe := dy[first*o:(first+n)*o], x[first*k:(first+n)*k]
-		blas.Gemm(true, false, o1-o0, k, n, 1, dye[o0:], o, xe, k, beta(acc), w[ex][o0*k:o1*k], k)
+		gemm(true, false, o1-o0, k, n, 1, dye[o0:], o, xe, k, beta(acc), w[ex][o0*k:o1*k], k)
 		if b != nil && b[ex] != nil {
 			bias := b[ex][o0:o1]
 			if !acc {
@@ -399,6 +409,11 @@ func GroupedMMDW(dy, x []float32, w, b [][]float32, o, k int, acc bool, dyFill, 
 // GroupedMMDX: each expert's filled rows (dyFill) of dx (+)= dy·W, dx's padding cleared
 // when written and its fill recorded in dxFill.
 func GroupedMMDX(dy, dx []float32, w [][]float32, o, k int, acc bool, dyFill, dxFill *RowFill) {
+	groupedMMDX(blas.Gemm[float32], dy, dx, w, o, k, acc, dyFill, dxFill)
+}
+
+// groupedMMDX is GroupedMMDX through the product gemm.
+func groupedMMDX(gemm product, dy, dx []float32, w [][]float32, o, k int, acc bool, dyFill, dxFill *RowFill) {
 	R := len(dx) / (len(w) * k)
 	f := ofRows(known(dyFill, len(dy), len(w)), len(dx)/k)
 	setFill(dxFill, f)
@@ -411,7 +426,7 @@ func GroupedMMDX(dy, dx []float32, w [][]float32, o, k int, acc bool, dyFill, dx
 		if r1 <= r0 {
 			return
 		}
-		blas.Gemm(false, false, r1-r0, k, o, 1, dy[(first+r0)*o:(first+r1)*o], o, w[ex], k, beta(acc), dx[(first+r0)*k:(first+r1)*k], k)
+		gemm(false, false, r1-r0, k, o, 1, dy[(first+r0)*o:(first+r1)*o], o, w[ex], k, beta(acc), dx[(first+r0)*k:(first+r1)*k], k)
 	})
 }
 

@@ -43,6 +43,8 @@ type tensor[F Float] struct {
 	// q is the quantised weight of a compressed checkpoint (quantized.go); w and g are
 	// then nil.
 	q *quant.Matrix
+	// bf16: the products with this weight multiply in bfloat16 (bf16.go).
+	bf16 bool
 }
 
 // dims are the sizes every kernel needs, resolved once by program.Model.Dims.

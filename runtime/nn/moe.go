@@ -5,7 +5,6 @@ import (
 	"slices"
 
 	"github.com/moec-dev/moec/compiler/program"
-	"github.com/moec-dev/moec/runtime/blas"
 )
 
 // moeWS holds one MoE layer's routing and expert activations for up to n tokens.
@@ -408,13 +407,13 @@ func ffnBackwardInPlace[F Float](f *ffnParams[F], w *ffnWS[F], x, dy []F, n int)
 		addRows(f.upB, u, n)
 	}
 	d := f.first.shape[1]
-	blas.Gemm(true, false, f.hidden, d, n, 1, a, f.hidden, x, d, 1, f.first.g, d)
+	weightGemm(f.first, true, false, f.hidden, d, n, 1, a, f.hidden, x, d, 1, f.first.g, d)
 	if u != nil {
-		blas.Gemm(true, false, f.hidden, d, n, 1, u, f.hidden, x, d, 1, f.up.g, d)
+		weightGemm(f.up, true, false, f.hidden, d, n, 1, u, f.hidden, x, d, 1, f.up.g, d)
 	}
-	blas.Gemm(false, false, n, d, f.hidden, 1, a, f.hidden, f.first.w, d, 0, x, d)
+	weightGemm(f.first, false, false, n, d, f.hidden, 1, a, f.hidden, f.first.w, d, 0, x, d)
 	if u != nil {
-		blas.Gemm(false, false, n, d, f.hidden, 1, u, f.hidden, f.up.w, d, 1, x, d)
+		weightGemm(f.up, false, false, n, d, f.hidden, 1, u, f.hidden, f.up.w, d, 1, x, d)
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"sync"
 
 	"github.com/moec-dev/moec/compiler/program"
-	"github.com/moec-dev/moec/runtime/blas"
 	"github.com/moec-dev/moec/runtime/nn/internal/vec"
 )
 
@@ -42,8 +41,8 @@ func linear[F Float](y, x []F, n int, w *tensor[F], bias *tensor[F], accumulate 
 	}
 	if w.q != nil {
 		linearQuant(y, x, n, w, accumulate)
-	} else if !linearSmall(y, x, n, w, accumulate) { // a few rows (generation): stream W once
-		blas.Gemm(false, true, n, out, in, 1, x, in, w.w, in, beta, y, out)
+	} else if w.bf16 || !linearSmall(y, x, n, w, accumulate) { // a few rows (generation): stream W once
+		weightGemm(w, false, true, n, out, in, 1, x, in, w.w, in, beta, y, out)
 	}
 	if bias != nil {
 		for i := 0; i < n; i++ {
@@ -59,7 +58,7 @@ func linear[F Float](y, x []F, n int, w *tensor[F], bias *tensor[F], accumulate 
 // accumulate, else overwriting it). dx may be nil when the input needs no gradient.
 func linearBack[F Float](dx, dy, x []F, n int, w *tensor[F], bias *tensor[F], accumulate bool) {
 	out, in := w.shape[0], w.shape[1]
-	blas.Gemm(true, false, out, in, n, 1, dy, out, x, in, 1, w.g, in)
+	weightGemm(w, true, false, out, in, n, 1, dy, out, x, in, 1, w.g, in)
 	if bias != nil {
 		for i := 0; i < n; i++ {
 			for j, g := range dy[i*out : (i+1)*out] {
@@ -72,7 +71,7 @@ func linearBack[F Float](dx, dy, x []F, n int, w *tensor[F], bias *tensor[F], ac
 		if accumulate {
 			beta = 1
 		}
-		blas.Gemm(false, false, n, in, out, 1, dy, out, w.w, in, beta, dx, in)
+		weightGemm(w, false, false, n, in, out, 1, dy, out, w.w, in, beta, dx, in)
 	}
 }
 

@@ -100,6 +100,9 @@ func newEngine(opt Options, spec *Spec, cfg optim.Config) (engine, error) {
 			}
 			return nil, fmt.Errorf("train: building model %s: %w", spec.Model.Name, err)
 		}
+		if err := setBF16Products(net, spec); err != nil {
+			return nil, err
+		}
 		params := net.Params()
 		oparams := make([]optim.Param, len(params))
 		for i, p := range params {
@@ -200,8 +203,10 @@ type group struct {
 func newGroup(spec *Spec, cfg optim.Config, comms []dist.Comm, l Sharding) (*group, error) {
 	g := &group{comms: comms, ranks: make([]*rank, len(comms)), lead: comms[0].Rank() == 0, layout: l}
 	err := g.each(func(i int, c dist.Comm) (err error) {
-		g.ranks[i], err = newRank(spec.Model, spec.Seed, cfg, c, l)
-		return err
+		if g.ranks[i], err = newRank(spec.Model, spec.Seed, cfg, c, l); err != nil {
+			return err
+		}
+		return setBF16Products(g.ranks[i].model, spec)
 	})
 	return g, err
 }

@@ -190,6 +190,9 @@ func (r *stageRun) setUp() error {
 	r.recorded = spec.Layout
 	spec.Layout = layoutSpec(opt.Layout, opt.Comm, opt.LLVM)
 	r.prog = newProgress(opt.Progress, spec.Steps)
+	if note := BF16Note(spec.Train); note != "" {
+		r.prog.printf("%s\n", note)
+	}
 
 	dataOpt, tokenizerPath, err := data.OptionsFor(spec.Train, spec.BaseDir)
 	if err != nil {

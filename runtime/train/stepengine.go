@@ -103,6 +103,7 @@ func newStepEngine(spec *Spec, cfg optim.Config, l Sharding, opt Options) (*step
 	if err := lc.SetOptimizer(cfg); err != nil {
 		return nil, err
 	}
+	lc.SetBF16Products(bf16Products(spec))
 	// The unified cache's host update lands unit by unit while the next step's forward
 	// fetches them (where the layout allows it: ZeRO 0 or 3); the numbers are the same.
 	if _, err := lc.SetHostOverlap(sl.Cache.On() && !opt.SerialHostUpdate); err != nil {
