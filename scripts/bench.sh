@@ -36,6 +36,14 @@ if [ "${BENCH_ONLY:-}" != moebench ]; then
 	echo "== kernels"
 	run ./codegen/... 'Benchmark'
 	run ./kernels/... 'Benchmark'
+	echo "== products: bf16 (AVX512-BF16 where the CPU has it) against OpenBLAS fp32; threading"
+	run ./runtime/blas 'Benchmark(GemmBF16|GemmThreading)'
+	echo "== compression on the tiny HunYuan's eight-expert stage (after make run)"
+	if [ -d out/hunyuan_tiny/eight/run ]; then
+		go run ./bench/cmd/compressbench --reps "${COMPRESSBENCH_REPS:-5}"
+	else
+		echo "skipped: out/hunyuan_tiny/eight/run is missing (make run trains it)"
+	fi
 fi
 
 echo "== moec vs PyTorch (bench/cmd/moebench)"

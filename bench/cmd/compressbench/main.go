@@ -9,7 +9,10 @@
 //	go run ./bench/cmd/compressbench [--checkpoint out/hunyuan_tiny/eight/run] [--calibration FILE] [--reps 5] [--out docs/results]
 //
 // With --out, the table is also written to DIR/compression.md, under a plot of perplexity
-// against the weights' bytes (DIR/compression-ppl-vs-size.png).
+// against the weights' bytes (DIR/compression-ppl-vs-size.png). --student NAME=RUN adds a
+// distilled student's checkpoint as a row: scripts/distill.sh trains the tiny HunYuan's
+// eight experts into a dense student (out/distill), whose eight-expert stage is then the
+// --checkpoint to compare it with.
 //
 // Generation is greedy decoding of --tokens tokens after a one-byte prompt; each cell is
 // the median over --reps repetitions, the variants interleaved within a repetition. The
@@ -58,14 +61,22 @@ func main() {
 	reps := flag.Int("reps", 5, "repetitions of each generation measurement")
 	tokens := flag.Int("tokens", 127, "tokens generated per measurement")
 	out := flag.String("out", "", "folder to write compression.md and its plot to (none: standard output only)")
+	var students []string
+	flag.Func("student", "NAME=RUN: also measure a distilled student's checkpoint (repeatable; scripts/distill.sh trains them)", func(v string) error {
+		if name, dir, ok := strings.Cut(v, "="); !ok || name == "" || dir == "" {
+			return fmt.Errorf("want NAME=RUN, got %q", v)
+		}
+		students = append(students, v)
+		return nil
+	})
 	flag.Parse()
-	if err := run(*ckpt, *calib, *reps, *tokens, *out); err != nil {
+	if err := run(*ckpt, *calib, *reps, *tokens, *out, students); err != nil {
 		fmt.Fprintln(os.Stderr, "compressbench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ckpt, calibPath string, reps, tokens int, outDir string) error {
+func run(ckpt, calibPath string, reps, tokens int, outDir string, students []string) error {
 	src, err := train.ResolveCheckpoint(ckpt)
 	if err != nil {
 		return err
@@ -88,6 +99,14 @@ func run(ckpt, calibPath string, reps, tokens int, outDir string) error {
 		{name: "int4 g128", opt: all(compress.Int4)},
 		{name: "pruned to half the experts (fp32)", opt: &compress.Options{KeepFraction: 0.5, Calibration: calib, CalibrationName: calibPath}},
 		{name: "pruned to half + int8", opt: &compress.Options{Experts: compress.Int8, Dense: compress.Int8, Embed: compress.Int8, Head: compress.Int8, KeepFraction: 0.5, Calibration: calib, CalibrationName: calibPath}},
+	}
+	for _, st := range students {
+		name, dir, _ := strings.Cut(st, "=")
+		run, err := train.ResolveCheckpoint(dir)
+		if err != nil {
+			return fmt.Errorf("student %s: %w", name, err)
+		}
+		vs = append(vs, &variant{name: name, dir: run})
 	}
 	for i, v := range vs {
 		if v.opt != nil {
