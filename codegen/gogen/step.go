@@ -455,6 +455,31 @@ func genStepProgram(f *jen.File, p *step.Program, cfg Config, sfx string) error 
 	if err != nil {
 		return fmt.Errorf("gogen: %s: %w", cfg.Name, err)
 	}
+	genViews(f, p, sfx)
+	if err := genLoad(f, p, cfg, sfx); err != nil {
+		return err
+	}
+	genOptimizers(f, p, sfx)
+	cs := chunks(p)
+	for ci := range cs {
+		for _, op := range p.Ops[cs[ci].from:cs[ci].to] {
+			if op.Kind == step.OpAdamW || op.Kind.Collective() || op.Kind.PointToPoint() {
+				cs[ci].fallible = true
+			}
+		}
+	}
+	genStep(f, p, cs, d.V, sfx)
+	for _, c := range cs {
+		if err := genChunk(f, p, c, sfx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// genViews writes the views type (each buffer a typed view of its tier's arena) and
+// newViews, which allocates the arenas and places the buffers.
+func genViews(f *jen.File, p *step.Program, sfx string) {
 	f.Comment("views are the program's buffers, each a typed view of its tier's arena at the offset")
 	f.Comment("the memory plan gave it (buffers whose lives do not overlap share memory).")
 	f.Type().Id("views" + sfx).StructFunc(func(g *jen.Group) {
@@ -495,18 +520,10 @@ func genStepProgram(f *jen.File, p *step.Program, cfg Config, sfx string) error 
 		g.Return(jen.Id("v"))
 	})
 	f.Line()
-	if err := genLoad(f, p, cfg, sfx); err != nil {
-		return err
-	}
-	genOptimizers(f, p, sfx)
-	cs := chunks(p)
-	for ci := range cs {
-		for _, op := range p.Ops[cs[ci].from:cs[ci].to] {
-			if op.Kind == step.OpAdamW || op.Kind.Collective() || op.Kind.PointToPoint() {
-				cs[ci].fallible = true
-			}
-		}
-	}
+}
+
+// genStep writes the step: the tokens in, then every chunk's function in program order.
+func genStep(f *jen.File, p *step.Program, cs []chunk, vocab int, sfx string) {
 	f.Comment("step runs one training step of the program on the step's micro-batches: the tokens in,")
 	f.Comment("then every op in program order.")
 	f.Func().Params(jen.Id("r").Op("*").Id("rank"+sfx)).Id("step").Params(jen.List(jen.Id("seed"), jen.Id("n")).Int64(), jen.Id("micro").Index().Index().Int32()).Params(jen.Qual(pkgExec, "Stats"), jen.Error()).BlockFunc(func(g *jen.Group) {
@@ -531,7 +548,7 @@ func genStepProgram(f *jen.File, p *step.Program, cfg Config, sfx string) error 
 				continue
 			}
 			g.If(jen.Err().Op(":=").Qual(pkgExec, "SplitTokens").Call(tokens, targets, jen.Id("micro").Index(jen.Lit(mi)),
-				jen.Lit(p.Batch.MicroBatch), jen.Lit(p.Batch.SeqLen), jen.Lit(d.V)), jen.Err().Op("!=").Nil()).Block(
+				jen.Lit(p.Batch.MicroBatch), jen.Lit(p.Batch.SeqLen), jen.Lit(vocab)), jen.Err().Op("!=").Nil()).Block(
 				jen.Return(jen.Qual(pkgExec, "Stats").Values(), jen.Err()))
 		}
 		for _, c := range cs {
@@ -544,82 +561,82 @@ func genStepProgram(f *jen.File, p *step.Program, cfg Config, sfx string) error 
 		g.Return(jen.Id("r").Dot("k").Dot("Stats").Call(), jen.Nil())
 	})
 	f.Line()
-	for _, c := range cs {
-		var body []jen.Code
-		body = append(body, jen.List(jen.Id("v"), jen.Id("k")).Op(":=").List(jen.Id("r").Dot("views"+sfx), jen.Id("r").Dot("k")))
-		for i := c.from; i < c.to; i++ {
-			op := &p.Ops[i]
-			body = append(body, jen.Comment(opLine(p, i)))
-			if op.Kind == step.OpAdamW {
-				gi := groupIndexOf(p, op)
-				body = append(body, jen.If(jen.Err().Op(":=").Id("k").Dot("AdamW").Call(jen.Id("r").Dot(fmt.Sprintf("opt%d", gi)), buf(op.In[len(op.In)-1]), jen.Lit(p.Layout.World())),
-					jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Qual("fmt", "Errorf").Call(jen.Lit(fmt.Sprintf("op %d (adamw %s): %%w", i, p.Groups[gi].Name)), jen.Err()))))
-				continue
-			}
-			if op.Kind.Collective() || op.Kind.PointToPoint() {
-				call, err := collectiveCall(p, i)
-				if err != nil {
-					return &NotWrittenError{fmt.Sprintf("op %d: %v", i, err)}
-				}
-				body = append(body, jen.If(jen.Err().Op(":=").Add(call), jen.Err().Op("!=").Nil()).Block(
-					jen.Return(jen.Qual("fmt", "Errorf").Call(jen.Lit(fmt.Sprintf("op %d (%s over %s): %%w", i, op.Kind, op.Group)), jen.Err()))))
-				continue
-			}
-			if op.Kind == step.OpToHost || op.Kind == step.OpToDevice {
-				move, err := offloadCall(p, i)
-				if err != nil {
-					return &NotWrittenError{fmt.Sprintf("op %d: %v", i, err)}
-				}
-				body = append(body, move)
-				continue
-			}
-			if op.Kind == step.OpCacheFetch || op.Kind == step.OpCacheWriteback || op.Kind == step.OpCacheEvict {
-				moves, err := cacheMoves(p, op)
-				if err != nil {
-					return &NotWrittenError{fmt.Sprintf("op %d: %v", i, err)}
-				}
-				body = append(body, moves...)
-				continue
-			}
-			if op.Kind == step.OpGradNorm {
-				body = append(body, jen.Id("k").Dot("SumSquares").Call(append([]jen.Code{buf(op.Out[0])}, normPieces(p)...)...))
-				continue
-			}
-			call, err := opCall(p, i)
-			if err != nil {
-				return &NotWrittenError{fmt.Sprintf("op %d: %v", i, err)}
-			}
-			if op.WhenRecompute && op.Layer >= 0 {
-				// Skipped, the op leaves zeros in the outputs it would have overwritten.
-				var clears []jen.Code
-				for k, b := range op.Out {
-					if op.Accumulates(k) || slices.Contains(op.In, b) {
-						continue
-					}
-					clears = append(clears, jen.Clear(buf(b)))
-				}
-				st := jen.If(jen.Id("k").Dot("Recompute").Call(jen.Lit(op.Layer))).Block(call)
-				if len(clears) > 0 {
-					st = st.Else().Block(clears...)
-				}
-				body = append(body, st)
-				continue
-			}
-			body = append(body, call)
+}
+
+// genChunk writes one chunk's function: one statement per op, in program order.
+func genChunk(f *jen.File, p *step.Program, c chunk, sfx string) error {
+	var body []jen.Code
+	body = append(body, jen.List(jen.Id("v"), jen.Id("k")).Op(":=").List(jen.Id("r").Dot("views"+sfx), jen.Id("r").Dot("k")))
+	for i := c.from; i < c.to; i++ {
+		body = append(body, jen.Comment(opLine(p, i)))
+		st, err := opStatement(p, i)
+		if err != nil {
+			return &NotWrittenError{fmt.Sprintf("op %d: %v", i, err)}
 		}
-		if onlyEvictions(p.Ops[c.from:c.to]) {
-			body = body[1:] // comments only: no views or kernels to name
-		}
-		f.Comment(c.doc)
-		if c.fallible {
-			body = append(body, jen.Return(jen.Nil()))
-			f.Func().Params(jen.Id("r").Op("*").Id("rank" + sfx)).Id(c.name).Params().Error().Block(body...)
-		} else {
-			f.Func().Params(jen.Id("r").Op("*").Id("rank" + sfx)).Id(c.name).Params().Block(body...)
-		}
-		f.Line()
+		body = append(body, st...)
 	}
+	if onlyEvictions(p.Ops[c.from:c.to]) {
+		body = body[1:] // comments only: no views or kernels to name
+	}
+	f.Comment(c.doc)
+	if c.fallible {
+		body = append(body, jen.Return(jen.Nil()))
+		f.Func().Params(jen.Id("r").Op("*").Id("rank" + sfx)).Id(c.name).Params().Error().Block(body...)
+	} else {
+		f.Func().Params(jen.Id("r").Op("*").Id("rank" + sfx)).Id(c.name).Params().Block(body...)
+	}
+	f.Line()
 	return nil
+}
+
+// opStatement is op i as Go statements: a kernel call (under the recompute switch when the
+// plan may skip it), an optimizer update, a collective or point-to-point transfer, a move
+// between tiers or the cache's page moves.
+func opStatement(p *step.Program, i int) ([]jen.Code, error) {
+	op := &p.Ops[i]
+	switch {
+	case op.Kind == step.OpAdamW:
+		gi := groupIndexOf(p, op)
+		return []jen.Code{jen.If(jen.Err().Op(":=").Id("k").Dot("AdamW").Call(jen.Id("r").Dot(fmt.Sprintf("opt%d", gi)), buf(op.In[len(op.In)-1]), jen.Lit(p.Layout.World())),
+			jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Qual("fmt", "Errorf").Call(jen.Lit(fmt.Sprintf("op %d (adamw %s): %%w", i, p.Groups[gi].Name)), jen.Err())))}, nil
+	case op.Kind.Collective() || op.Kind.PointToPoint():
+		call, err := collectiveCall(p, i)
+		if err != nil {
+			return nil, err
+		}
+		return []jen.Code{jen.If(jen.Err().Op(":=").Add(call), jen.Err().Op("!=").Nil()).Block(
+			jen.Return(jen.Qual("fmt", "Errorf").Call(jen.Lit(fmt.Sprintf("op %d (%s over %s): %%w", i, op.Kind, op.Group)), jen.Err())))}, nil
+	case op.Kind == step.OpToHost || op.Kind == step.OpToDevice:
+		move, err := offloadCall(p, i)
+		if err != nil {
+			return nil, err
+		}
+		return []jen.Code{move}, nil
+	case op.Kind == step.OpCacheFetch || op.Kind == step.OpCacheWriteback || op.Kind == step.OpCacheEvict:
+		return cacheMoves(p, op)
+	case op.Kind == step.OpGradNorm:
+		return []jen.Code{jen.Id("k").Dot("SumSquares").Call(append([]jen.Code{buf(op.Out[0])}, normPieces(p)...)...)}, nil
+	}
+	call, err := opCall(p, i)
+	if err != nil {
+		return nil, err
+	}
+	if !op.WhenRecompute || op.Layer < 0 {
+		return []jen.Code{call}, nil
+	}
+	// Skipped, the op leaves zeros in the outputs it would have overwritten.
+	var clears []jen.Code
+	for k, b := range op.Out {
+		if op.Accumulates(k) || slices.Contains(op.In, b) {
+			continue
+		}
+		clears = append(clears, jen.Clear(buf(b)))
+	}
+	st := jen.If(jen.Id("k").Dot("Recompute").Call(jen.Lit(op.Layer))).Block(call)
+	if len(clears) > 0 {
+		st = st.Else().Block(clears...)
+	}
+	return []jen.Code{st}, nil
 }
 
 // groupIndexOf is the parameter group an adamw op updates: the group whose AdamW moments

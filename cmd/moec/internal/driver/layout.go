@@ -73,12 +73,9 @@ func IsUsage(err error) bool {
 // the memory report. micro is the run's micro-batch (0: the train block's), which the plan
 // must share to predict the activations.
 func RunLayout(prog *program.Program, trainName, stageName string, micro, worldSize int, f LayoutRequest, warn io.Writer) (*train.Sharding, *plan.Plan, error) {
-	ranks := f.Ranks
-	if worldSize > 0 {
-		if ranks > 0 && ranks != worldSize {
-			return nil, nil, Usage(fmt.Errorf("run: --ranks %d under mpirun with %d processes; drop --ranks", ranks, worldSize))
-		}
-		ranks = worldSize
+	ranks, err := runRanks(f, worldSize)
+	if err != nil {
+		return nil, nil, err
 	}
 	var tr *program.Train
 	var st *program.Stage
@@ -94,76 +91,124 @@ func RunLayout(prog *program.Program, trainName, stageName string, micro, worldS
 	}
 	tp, pp := max(f.TP, 1), max(f.PP, 1)
 	askedStep := tp > 1 || pp > 1 || f.Program || f.Engine == EngineStep
+	if tp*pp > 1 && ranks == 0 {
+		ranks = tp * pp
+	}
+	if err := checkLayoutFlags(f, ranks, askedStep); err != nil {
+		return nil, nil, err
+	}
+	if f.Budget != "" && f.Engine != EngineHandwritten {
+		return stepCacheLayout(prog, tr, st, ranks, micro, f)
+	}
+	if max(ranks, 1)%(tp*pp) != 0 {
+		return nil, nil, notTPPMultiple(ranks, tp, pp)
+	}
+	l := &train.Sharding{Ranks: max(ranks, 1), EP: max(f.EP, 1), ZeRO: f.ZeRO, Offload: f.Offload, TP: f.TP, PP: f.PP, SP: f.SP}
+	zeroSet, err := fileMemory(l, tr, stageName, f, askedStep, warn)
+	if err != nil {
+		return nil, nil, err
+	}
+	chooseEngine(l, prog, tr, st, f, askedStep, warn)
+	if !l.Program && l.Ranks <= 1 && l.EP <= 1 && l.ZeRO == 0 && !l.Offload && l.Cache == nil {
+		return nil, nil, nil // one hand-written rank
+	}
+	var p *plan.Plan
+	if tr != nil && st != nil {
+		p = planLayout(l, prog, tr, st, micro, f, zeroSet, warn)
+	}
+	if l.Cache != nil && l.Cache.Budget == 0 {
+		return nil, nil, fmt.Errorf("run: the unified cache needs a device budget; pass --cache-budget (e.g. 64MiB)")
+	}
+	return l, p, nil
+}
+
+// runRanks is the run's rank count as the flags and mpirun give it (0: not given).
+func runRanks(f LayoutRequest, worldSize int) (int, error) {
+	ranks := f.Ranks
+	if worldSize > 0 {
+		if ranks > 0 && ranks != worldSize {
+			return 0, Usage(fmt.Errorf("run: --ranks %d under mpirun with %d processes; drop --ranks", ranks, worldSize))
+		}
+		ranks = worldSize
+	}
+	return ranks, nil
+}
+
+// checkLayoutFlags refuses an unknown engine, flags the engine cannot honour, an
+// expert-parallel group that does not divide the ranks and --sp without tensor parallelism.
+func checkLayoutFlags(f LayoutRequest, ranks int, askedStep bool) error {
 	switch f.Engine {
 	case "", EngineStep:
 	case EngineHandwritten:
 		if askedStep {
-			return nil, nil, Usage(diag.Runtimef(diag.CodeBadRunOption, "--engine handwritten with --tp, --pp or --step-programs: tensor and pipeline parallelism run through step programs only"))
+			return Usage(diag.Runtimef(diag.CodeBadRunOption, "--engine handwritten with --tp, --pp or --step-programs: tensor and pipeline parallelism run through step programs only"))
 		}
 	default:
 		e := diag.Runtimef(diag.CodeBadRunOption, "--engine %s: the engines are %s and %s", f.Engine, EngineStep, EngineHandwritten)
 		e.Suggestion = "leave --engine out for step programs wherever they lower the layout"
-		return nil, nil, Usage(e)
-	}
-	if tp*pp > 1 && ranks == 0 {
-		ranks = tp * pp
+		return Usage(e)
 	}
 	if f.EP > 1 && max(ranks, 1)%f.EP != 0 {
 		// Expert parallelism spreads the experts over ranks: the group must fit the run.
 		e := diag.Runtimef(diag.CodeBadRunOption, "--ep %d: an expert-parallel group of %d ranks does not divide the run's %d rank(s)", f.EP, f.EP, max(ranks, 1))
 		e.Suggestion = fmt.Sprintf("pass --ranks %d or a multiple of it, or drop --ep", f.EP)
-		return nil, nil, e
+		return e
 	}
 	if f.SP && f.TP <= 1 {
 		e := diag.Runtimef(diag.CodeBadRunOption, "--sp splits what the tensor-parallel ranks replicate, and this run has no tensor parallelism")
 		e.Suggestion = "pass --tp 2 (or more) with --sp, or drop --sp"
-		return nil, nil, Usage(e)
+		return Usage(e)
 	}
-	if f.Budget != "" && f.Engine != EngineHandwritten {
-		// The step programs' unified cache: the budget bounds each rank's device arena,
-		// in the file's pages and policy where its train block declares the cache.
-		if max(ranks, 1)%(tp*pp) != 0 {
-			e := diag.Runtimef(diag.CodeBadRunOption, "--ranks %d is not a multiple of tp %d × pp %d", ranks, tp, pp)
-			e.Suggestion = fmt.Sprintf("pass --ranks %d or a multiple of it", tp*pp)
-			return nil, nil, e
-		}
-		c, err := stepCache(tr, f.Budget)
-		if err != nil {
-			return nil, nil, err
-		}
-		l := &train.Sharding{Ranks: max(ranks, 1), EP: max(f.EP, 1), ZeRO: f.ZeRO, Offload: f.Offload, TP: f.TP, PP: f.PP, Program: true, SP: f.SP, Cache: c}
-		if tr != nil && tr.Memory.Kind == program.MemoryUnifiedCache && !f.ZeROSet {
-			// The language's unified cache partitions every state (ZeRO 3) over the
-			// data-parallel ranks, as AngelPTM does and the plan assumes.
-			l.ZeRO = 3
-		}
-		if l.Offload && l.ZeRO == 0 {
-			l.ZeRO = 1
-		}
-		// The plan lowers the same cache into its candidate's programs: the memory the run
-		// reports is the plan's prediction, page moves included.
-		var p *plan.Plan
-		if tr != nil && st != nil {
-			opts := plan.LocalOptions{EP: f.EP, ZeRO: l.ZeRO, ZeROSet: true, Offload: l.Offload, TP: f.TP, PP: f.PP, MicroBatch: micro,
-				SequenceParallel: f.SP, StepCache: step.Cache{Budget: c.Budget, Page: c.Page, Eviction: pagepool.Policy(c.Eviction)}}
-			// Without a plan (the cache refused for this budget, which the run then reports
-			// at its position) the memory table shows no prediction.
-			if p0, ds := plan.LocalWith(prog, tr, st, l.Ranks, opts); !ds.HasErrors() && p0 != nil {
-				p = p0
-				l.EP = max(p.Layout.EP, 1)
-			}
-		}
-		return l, p, nil
-	}
+	return nil
+}
+
+func notTPPMultiple(ranks, tp, pp int) error {
+	e := diag.Runtimef(diag.CodeBadRunOption, "--ranks %d is not a multiple of tp %d × pp %d", ranks, tp, pp)
+	e.Suggestion = fmt.Sprintf("pass --ranks %d or a multiple of it", tp*pp)
+	return e
+}
+
+// stepCacheLayout is the step programs' unified cache (--cache-budget): the budget bounds
+// each rank's device arena, in the file's pages and policy where its train block declares
+// the cache; the plan lowers the same cache into its candidate's programs, so the memory
+// the run reports is the plan's prediction, page moves included.
+func stepCacheLayout(prog *program.Program, tr *program.Train, st *program.Stage, ranks, micro int, f LayoutRequest) (*train.Sharding, *plan.Plan, error) {
+	tp, pp := max(f.TP, 1), max(f.PP, 1)
 	if max(ranks, 1)%(tp*pp) != 0 {
-		e := diag.Runtimef(diag.CodeBadRunOption, "--ranks %d is not a multiple of tp %d × pp %d", ranks, tp, pp)
-		e.Suggestion = fmt.Sprintf("pass --ranks %d or a multiple of it", tp*pp)
-		return nil, nil, e
+		return nil, nil, notTPPMultiple(ranks, tp, pp)
 	}
-	l := &train.Sharding{Ranks: max(ranks, 1), EP: max(f.EP, 1), ZeRO: f.ZeRO, Offload: f.Offload, TP: f.TP, PP: f.PP, SP: f.SP}
-	// The file's memory block: offload keeps the optimizer states in the host tier, and the
-	// unified cache partitions every state (ZeRO-3, host as backing store) with a device
-	// page pool of gathered units over a small budget.
+	c, err := stepCache(tr, f.Budget)
+	if err != nil {
+		return nil, nil, err
+	}
+	l := &train.Sharding{Ranks: max(ranks, 1), EP: max(f.EP, 1), ZeRO: f.ZeRO, Offload: f.Offload, TP: f.TP, PP: f.PP, Program: true, SP: f.SP, Cache: c}
+	if tr != nil && tr.Memory.Kind == program.MemoryUnifiedCache && !f.ZeROSet {
+		// The language's unified cache partitions every state (ZeRO 3) over the
+		// data-parallel ranks, as AngelPTM does and the plan assumes.
+		l.ZeRO = 3
+	}
+	if l.Offload && l.ZeRO == 0 {
+		l.ZeRO = 1
+	}
+	var p *plan.Plan
+	if tr != nil && st != nil {
+		opts := plan.LocalOptions{EP: f.EP, ZeRO: l.ZeRO, ZeROSet: true, Offload: l.Offload, TP: f.TP, PP: f.PP, MicroBatch: micro,
+			SequenceParallel: f.SP, StepCache: step.Cache{Budget: c.Budget, Page: c.Page, Eviction: pagepool.Policy(c.Eviction)}}
+		// Without a plan (the cache refused for this budget, which the run then reports
+		// at its position) the memory table shows no prediction.
+		if p0, ds := plan.LocalWith(prog, tr, st, l.Ranks, opts); !ds.HasErrors() && p0 != nil {
+			p = p0
+			l.EP = max(p.Layout.EP, 1)
+		}
+	}
+	return l, p, nil
+}
+
+// fileMemory applies the train block's memory block and --cache-budget to l: offload keeps
+// the optimizer states in the host tier, and the unified cache partitions every state
+// (ZeRO 3, host as backing store) with a device page pool of gathered units over a small
+// budget. It reports whether the ZeRO stage is now fixed (the plan may not choose it).
+func fileMemory(l *train.Sharding, tr *program.Train, stageName string, f LayoutRequest, askedStep bool, warn io.Writer) (bool, error) {
 	zeroSet := f.ZeROSet
 	if tr != nil {
 		if off := tr.Memory.Offload; off != "" && off != "none" {
@@ -182,10 +227,10 @@ func RunLayout(prog *program.Program, trainName, stageName string, micro, worldS
 	if f.Budget != "" {
 		b, err := ParseBytes(f.Budget)
 		if err != nil {
-			return nil, nil, Usage(diag.RuntimeWrap(diag.CodeBadRunOption, err, "--cache-budget"))
+			return false, Usage(diag.RuntimeWrap(diag.CodeBadRunOption, err, "--cache-budget"))
 		}
 		if b <= 0 {
-			return nil, nil, Usage(diag.Runtimef(diag.CodeBadRunOption, "--cache-budget %s: the unified cache needs a positive device budget", f.Budget))
+			return false, Usage(diag.Runtimef(diag.CodeBadRunOption, "--cache-budget %s: the unified cache needs a positive device budget", f.Budget))
 		}
 		if l.Cache == nil {
 			// No unified_cache in the file: pages small enough that the budget holds
@@ -203,7 +248,12 @@ func RunLayout(prog *program.Program, trainName, stageName string, micro, worldS
 	if l.Offload && l.ZeRO == 0 {
 		l.ZeRO = 1
 	}
-	// The engine: step programs where they lower the layout, unless asked otherwise.
+	return zeroSet, nil
+}
+
+// chooseEngine sets l.Program: step programs where they lower the layout, unless asked
+// otherwise.
+func chooseEngine(l *train.Sharding, prog *program.Program, tr *program.Train, st *program.Stage, f LayoutRequest, askedStep bool, warn io.Writer) {
 	switch {
 	case askedStep:
 		l.Program = true // a layout they do not lower is refused by name (E0509, E0510)
@@ -222,45 +272,40 @@ func RunLayout(prog *program.Program, trainName, stageName string, micro, worldS
 			l.Program = true
 		}
 	}
-	if !l.Program && l.Ranks <= 1 && l.EP <= 1 && l.ZeRO == 0 && !l.Offload && l.Cache == nil {
-		return nil, nil, nil // one hand-written rank
+}
+
+// planLayout plans exactly l's layout: the plan's choice of expert-parallel size and ZeRO
+// stage where the flags leave them open (set in l), and the per-rank bytes the run is held
+// against (nil, with a warning, when there is no plan).
+func planLayout(l *train.Sharding, prog *program.Program, tr *program.Train, st *program.Stage, micro int, f LayoutRequest, zeroSet bool, warn io.Writer) *plan.Plan {
+	opts := plan.LocalOptions{EP: f.EP, ZeRO: l.ZeRO, ZeROSet: zeroSet, Offload: l.Offload, TP: f.TP, PP: f.PP, MicroBatch: micro, SequenceParallel: f.SP}
+	p, ds := plan.LocalWith(prog, tr, st, l.Ranks, opts)
+	if ds.HasErrors() || p == nil {
+		// The run does not need the plan; the user should still learn why there is no
+		// prediction to hold the measured memory against.
+		fmt.Fprintf(warn, "moec: no memory prediction for this layout: %v\n", ds.Err())
+		return nil
 	}
-	// The plan for exactly this layout: its choice of expert-parallel size and ZeRO stage
-	// where the flags leave them open, and the per-rank bytes the run is held against.
-	var p *plan.Plan
-	if tr != nil && st != nil {
-		opts := plan.LocalOptions{EP: f.EP, ZeRO: l.ZeRO, ZeROSet: zeroSet, Offload: l.Offload, TP: f.TP, PP: f.PP, MicroBatch: micro, SequenceParallel: f.SP}
-		p0, ds := plan.LocalWith(prog, tr, st, l.Ranks, opts)
-		if ds.HasErrors() || p0 == nil {
-			// The run does not need the plan; the user should still learn why there is no
-			// prediction to hold the measured memory against.
-			fmt.Fprintf(warn, "moec: no memory prediction for this layout: %v\n", ds.Err())
-		} else {
-			p = p0
-			l.EP, l.ZeRO = max(p.Layout.EP, 1), p.Layout.ZeRO
-			if f.EP > 0 {
-				// An explicit --ep is the run's, never the plan's rewriting of it: the
-				// run refuses one the stage cannot use, naming the stage's experts.
-				l.EP = f.EP
-			}
-			if l.Cache != nil {
-				if l.Cache.Budget == 0 && len(p.Placement.Ranks) > 0 {
-					l.Cache.Budget = p.Placement.Ranks[0].Params // a quarter of a rank's fp32 weights
-				}
-				opts.EP = l.EP
-				opts.Cache = &plan.CacheOptions{Budget: l.Cache.Budget, Page: l.Cache.Page, Eviction: l.Cache.Eviction}
-				if p1, ds := plan.LocalWith(prog, tr, st, l.Ranks, opts); ds.HasErrors() || p1 == nil {
-					fmt.Fprintf(warn, "moec: no memory prediction for the unified cache: %v\n", ds.Err())
-				} else {
-					p = p1
-				}
-			}
-		}
+	l.EP, l.ZeRO = max(p.Layout.EP, 1), p.Layout.ZeRO
+	if f.EP > 0 {
+		// An explicit --ep is the run's, never the plan's rewriting of it: the run
+		// refuses one the stage cannot use, naming the stage's experts.
+		l.EP = f.EP
 	}
-	if l.Cache != nil && l.Cache.Budget == 0 {
-		return nil, nil, fmt.Errorf("run: the unified cache needs a device budget; pass --cache-budget (e.g. 64MiB)")
+	if l.Cache == nil {
+		return p
 	}
-	return l, p, nil
+	if l.Cache.Budget == 0 && len(p.Placement.Ranks) > 0 {
+		l.Cache.Budget = p.Placement.Ranks[0].Params // a quarter of a rank's fp32 weights
+	}
+	opts.EP = l.EP
+	opts.Cache = &plan.CacheOptions{Budget: l.Cache.Budget, Page: l.Cache.Page, Eviction: l.Cache.Eviction}
+	p1, ds := plan.LocalWith(prog, tr, st, l.Ranks, opts)
+	if ds.HasErrors() || p1 == nil {
+		fmt.Fprintf(warn, "moec: no memory prediction for the unified cache: %v\n", ds.Err())
+		return p
+	}
+	return p1
 }
 
 // stepRefusals names the features the step program does not lower for m on one rank (the
