@@ -26,7 +26,8 @@ Usage: moe_peer.py MODE [--impl I] [--size S] [--threads N] [--seconds S] [--che
   of 16x128 tokens), gen1 / gen16 (incremental greedy generation of 128 tokens with a KV
   cache for 1 or 16 sequences), sgemm (the BLAS peak torch reaches on a 1024^3 product),
   tune (train, forward, gen1 and gen16 briefly, one process: the driver's tuning pass) or
-  info (torch's version and product back end). gen1-int8 / gen16-int8 generate the same
+  info (torch's version and product back end). train-bf16 is train under
+  torch.autocast("cpu", dtype=torch.bfloat16). gen1-int8 / gen16-int8 generate the same
   way after torch.ao.quantization.quantize_dynamic has turned every nn.Linear (attention
   projections, experts, head; the modules formulation) into dynamic int8 (weights int8
   per output channel, activations quantised per product); the router stays float32.
@@ -195,7 +196,7 @@ class Model:
                 a, b = F.linear(x, w13).split(HID, dim=-1)
                 outs.append(F.linear(F.silu(a) * b, w2))
             y = torch.cat(outs)
-        return torch.zeros_like(h).index_add_(0, tok, y * g), balance
+        return torch.zeros_like(h).index_add_(0, tok, (y * g).to(h.dtype)), balance  # autocast: y may be bf16
 
     def moe_bmm(self, i, xs, counts):
         """Every expert at once: rows padded to the busiest expert's count, two bmm calls."""
@@ -263,14 +264,17 @@ def timed(fn, seconds, min_iters=2):
     return n, time.perf_counter() - t0
 
 
-def trainer(model, toks):
-    """The training step (zero grads, forward, backward, AdamW) and its last losses."""
+def trainer(model, toks, bf16=False):
+    """The training step (zero grads, forward, backward, AdamW) and its last losses; with
+    bf16 the forward runs under torch.autocast("cpu", dtype=torch.bfloat16) (mixed precision:
+    bf16 products, fp32 master weights and optimizer)."""
     opt = torch.optim.AdamW(model.params(), lr=1e-3, weight_decay=0.1, foreach=True)
     last = {}
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss, ce = model.forward(toks)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss, ce = model.forward(toks)
         loss.backward()
         opt.step()
         last["loss"], last["ce"] = loss.item(), ce.item()
@@ -298,8 +302,8 @@ def check(toks, steps=8):
 
 def measure(mode, model, toks, seconds, min_iters):
     """Measures one workload of model; returns the result's fields."""
-    if mode == "train":
-        step, last = trainer(model, toks)
+    if mode in ("train", "train-bf16"):
+        step, last = trainer(model, toks, bf16=mode == "train-bf16")
         c0 = time.process_time()
         n, dt = timed(step, seconds, min_iters)
         cpu = (time.process_time() - c0) * n / (n + 1)  # the warm-up step is inside: scale it out
@@ -354,7 +358,7 @@ def backend():
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["train", "forward", "gen1", "gen16", "gen1-int8", "gen16-int8", "sgemm", "tune", "info"])
+    ap.add_argument("mode", choices=["train", "train-bf16", "forward", "gen1", "gen16", "gen1-int8", "gen16-int8", "sgemm", "tune", "info"])
     ap.add_argument("--impl", choices=IMPLS, default="sliced")
     ap.add_argument("--size", choices=sorted(SIZES), default="small")
     ap.add_argument("--threads", type=int, default=1)

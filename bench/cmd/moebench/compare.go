@@ -15,7 +15,7 @@ func modesFor(size string) []string {
 	if size == sizeLarge {
 		return []string{"train", "forward", "gen1", "gen16"}
 	}
-	return []string{"train", "forward", "train-nn", "forward-nn", "gen1", "gen16", "gen1-int8", "gen16-int8", "sgemm"}
+	return []string{"train", "train-bf16", "forward", "train-nn", "forward-nn", "gen1", "gen16", "gen1-int8", "gen16-int8", "sgemm"}
 }
 
 // moecOnly reports whether mode has no PyTorch counterpart of its own.
@@ -126,6 +126,10 @@ func (d *driver) measure(coretype, size string, reps int, seconds float64, load 
 	add(row{Name: "training step, fwd+bwd+AdamW (step programs)", Unit: "tokens/s", Moec: vals["moec"]["train"], Target: 2}, "train", peerVals("train"))
 	add(row{Name: "training step per CPU-second (load-independent)", Unit: "tokens/CPU-s", Moec: cpuRate["moec"]}, "train", peerOf(cpuRate))
 	if size == sizeSmall {
+		// precision = bf16: moec's bfloat16 products (AVX512-BF16 where the CPU has it)
+		// against torch.autocast("cpu", dtype=torch.bfloat16), and against PyTorch in fp32.
+		add(row{Name: "training step, bf16 products", Unit: "tokens/s", Moec: vals["moec"]["train-bf16"], Target: 1.5}, "train-bf16", peerVals("train-bf16"))
+		add(row{Name: "training step, moec bf16 against PyTorch fp32", Unit: "tokens/s", Moec: vals["moec"]["train-bf16"], Target: 3}, "train", peerVals("train"))
 		add(row{Name: "training step, hand-written model", Unit: "tokens/s", Moec: vals["moec"]["train-nn"]}, "train", peerVals("train"))
 	}
 	add(row{Name: "inference forward (step programs)", Unit: "tokens/s", Moec: vals["moec"]["forward"], Target: 2}, "forward", peerVals("forward"))

@@ -52,7 +52,13 @@ func lastLines(s string, n int) string {
 }
 
 // implFor is the formulation p measures mode with ("" for modes without an MoE layer).
-func (p *peer) implFor(mode string) string { return p.Impl[mode] }
+// train-bf16 trains with the formulation tuned for train.
+func (p *peer) implFor(mode string) string {
+	if mode == "train-bf16" {
+		mode = "train"
+	}
+	return p.Impl[mode]
+}
 
 // tune picks p's thread setting (by the training step) and then, under it, the fastest
 // formulation of the MoE layer for every workload, each from one short run.

@@ -23,7 +23,7 @@ type stepTrainer struct {
 
 func oneRank() step.Layout { return step.Layout{DP: 1, EP: 1, TP: 1, PP: 1} }
 
-func newStepTrainer(size string) (*stepTrainer, error) {
+func newStepTrainer(size string, bf16 bool) (*stepTrainer, error) {
 	m := modelFor(size)
 	lc, err := exec.NewLocal(m, step.Batch{MicroBatch: benchBatch, SeqLen: benchSeq, Micro: 1}, oneRank(), time.Minute)
 	if err != nil {
@@ -32,6 +32,7 @@ func newStepTrainer(size string) (*stepTrainer, error) {
 	if err := lc.SetOptimizer(adamConfig()); err != nil {
 		return nil, err
 	}
+	lc.SetBF16Products(bf16) // `precision = bf16`: bfloat16 products, float32 sums and master weights
 	w, err := train.InitialWeights(m, 1)
 	if err != nil {
 		return nil, err

@@ -187,9 +187,9 @@ func runWorker(mode, size string, seconds float64, w io.Writer) error {
 			return err
 		}
 		err = measureTrain(&res, seconds, iters, t.Step, func() float64 { return t.loss })
-	case "train":
+	case "train", "train-bf16":
 		var t *stepTrainer
-		if t, err = newStepTrainer(size); err != nil {
+		if t, err = newStepTrainer(size, mode == "train-bf16"); err != nil {
 			return err
 		}
 		err = measureTrain(&res, seconds, iters, t.Step, func() float64 { return t.loss })
@@ -204,7 +204,7 @@ func runWorker(mode, size string, seconds float64, w io.Writer) error {
 		}
 		err = measureGenerate(&res, size, batch, strings.HasSuffix(mode, "-int8"), seconds, iters)
 	default:
-		return fmt.Errorf("unknown worker mode %q (want train, forward, train-nn, forward-nn, gen1, gen16, gen1-int8, gen16-int8, sgemm or check)", mode)
+		return fmt.Errorf("unknown worker mode %q (want train, train-bf16, forward, train-nn, forward-nn, gen1, gen16, gen1-int8, gen16-int8, sgemm or check)", mode)
 	}
 	if err != nil {
 		return fmt.Errorf("moec %s: %w", mode, err)
@@ -230,7 +230,7 @@ const checkSteps = 8
 // checkTraining trains checkSteps steps on the fixed batch: the loss must fall, as it must for the
 // peer's --check, so a speed-up that breaks the math shows up in the benchmark itself.
 func checkTraining(res *result) error {
-	t, err := newStepTrainer(sizeSmall)
+	t, err := newStepTrainer(sizeSmall, false)
 	if err != nil {
 		return err
 	}
