@@ -202,9 +202,16 @@ func writePage(dir, table string, vs []*variant) error {
 		return err
 	}
 	page := "# Compression for serving: measured\n\n" +
-		"Written by `go run ./bench/cmd/compressbench --out docs/results` after `make run` (the tiny HunYuan's eight-expert stage):\n" +
+		"Written by `go run ./bench/cmd/compressbench --out docs/results` on the tiny HunYuan's eight-expert stage (the checkpoint named below:\n" +
+		"`make run` trains it, and so does `scripts/distill.sh` with the dense students):\n" +
 		"each variant compressed by `moec compress`, evaluated on the run's validation text, loaded as `moec generate` loads it and timed generating.\n\n" +
 		"![perplexity against weight bytes](" + plotName + ")\n\n" + table
+	if len(vs) > 5 {
+		page += "\nThe dense rows are students of the same file (`examples/hunyuan_tiny_distill.moe`, trained by `scripts/distill.sh`):\n" +
+			"a dense model with the eight-expert teacher's active parameters (top-1), trained 450 steps on the labels alone, distilled from the teacher\n" +
+			"(temperature 2, soft and hard weights 0.5), and distilled starting from the teacher's tensors (`init = teacher`). The last one's\n" +
+			"attention and embeddings had seen the curriculum's 1,500 steps before it started, so its perplexity is not distillation's alone.\n"
+	}
 	return atomicfile.WriteFile(filepath.Join(dir, "compression.md"), []byte(page), 0o644)
 }
 
