@@ -62,10 +62,10 @@ fuzz: deps
 	$(GO) test ./interop/hf -run '^$$' -fuzz '^FuzzImportConfig$$' -fuzztime $(FUZZ_IMPORT_CONFIG)
 
 lint: deps
-	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.6.1 ./...
-	@out=$$($(GO) run golang.org/x/tools/cmd/goimports@v0.52.0 -l -local github.com/moec-dev/moec .); if [ -n "$$out" ]; then echo "imports not grouped as goimports -local github.com/moec-dev/moec does (standard library, others, moec):"; echo "$$out"; exit 1; fi
+	@out=$$($(GO) run golang.org/x/tools/cmd/goimports@v0.52.0 -l -local github.com/moec-dev/moec $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "imports not grouped as goimports -local github.com/moec-dev/moec does (standard library, others, moec):"; echo "$$out"; exit 1; fi
 
 # The VS Code extension as editors/vscode/moec.vsix (needs Node.js and npm; not part of
 # `make test`): its client library from npm, then the packaging tool @vscode/vsce.
