@@ -191,6 +191,9 @@ func buildModel(d *decl, s *scope) *program.Model {
 			Groups: e.int("groups"), TopKGroups: e.int("topk_groups"),
 		}
 		m.MoE.SparsemixerEps = orFloat(e, "sparsemixer_eps", 0)
+		if _, set := e.val("parallel_attention"); set {
+			m.MoE.ParallelAttention = e.boolean("parallel_attention")
+		}
 		if f := orFloat(e, "routed_scale", 1); f != 1 {
 			m.MoE.RoutedScale = f
 		}
@@ -287,6 +290,18 @@ func (c *checker) validateMoE(s, e *scope, m *program.Model) {
 		// A gate with nothing to scale would be a parameter that computes nothing.
 		d := c.errorf(diag.OutOfRange, e.rangeOf("shared_gate"), "shared_gate scales the shared experts' output, but shared_experts is 0")
 		d.Suggestion = "set shared_experts >= 1, or remove shared_gate"
+	}
+	if moe.ParallelAttention && ok(e, "parallel_attention", "parallel_dense") {
+		// Arctic's layer: the dense FFN beside the experts is what gets the norm of its own;
+		// without one, or under another placement, the key would describe another layer.
+		if !moe.ParallelDense {
+			d := c.errorf(diag.OutOfRange, e.rangeOf("parallel_attention"), "parallel_attention moves the experts beside attention and keeps a dense FFN after it, but parallel_dense is false")
+			d.Suggestion = "set parallel_dense = true, or remove parallel_attention"
+		}
+		if p := m.NormPlacement; p != "" && p != program.PreNorm && ok(s, "norm_placement") {
+			d := c.errorf(diag.OutOfRange, e.rangeOf("parallel_attention"), "parallel_attention is defined for pre-norm layers, not norm_placement = %s", p)
+			d.Suggestion = "use norm_placement = pre, or remove parallel_attention"
+		}
 	}
 	if ok(e, "top_k", "experts") && moe.TopK > moe.Experts {
 		d := c.errorf(diag.TopKExceedsExperts, e.rangeOf("top_k"), "top_k (%d) exceeds experts (%d)", moe.TopK, moe.Experts)

@@ -330,6 +330,7 @@ func newSchema() *schema {
 		integer("first_dense", "0", nonNegative, "leading dense layers"),
 		{name: "layers", typ: keyType{kind: tyIntList}, def: "[]", doc: "explicit MoE layers"},
 		boolean("parallel_dense", "false", "dense FFN in parallel with the MoE"),
+		optional(boolean("parallel_attention", "", "experts read the layer input beside attention; the dense FFN gets its own norm (Arctic)")),
 		boolean("encoder", "encoder_layers > 0", "encoder layers follow the same rule"),
 		enum("router", "hidden", []string{"hidden", "token_embedding"}, "what the router reads"),
 		integer("router_dim", "d_model", positive, "token-embedding router width"),

@@ -493,7 +493,17 @@ func Table() []Feature {
 				Step:     refused("no lowering rule yet"),
 				CUDA:     refused(kernelNoDense),
 				Megatron: refused("Megatron has no dense FFN in parallel with the experts"),
-				HF:       refused("no class moec writes has a dense FFN beside its experts: exported in moec's layout"),
+				// Arctic's residual MLP is the one such FFN a class moec writes holds.
+				HF: when(func(m *program.Model, _ Layout) bool { return !m.MoE.ParallelAttention },
+					"no class moec writes has a dense FFN beside its experts: exported in moec's layout"),
+			}},
+		{Key: "parallel_attention", Name: "experts beside attention, the dense FFN after it (moe.parallel_attention)",
+			Uses: usesMoE(func(e *program.MoE) bool { return e.ParallelAttention }),
+			cells: map[Backend]Cell{Runtime: honoured(),
+				Step:     refused("no lowering rule yet"),
+				CUDA:     refused(kernelNoDense),
+				Megatron: refused("Megatron's experts read the post-attention stream"),
+				HF:       honoured(),
 			}},
 	}
 	for i := range rows {

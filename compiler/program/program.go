@@ -303,7 +303,13 @@ type MoE struct {
 	FirstDense    int
 	Layers        []int
 	ParallelDense bool // a dense FFN runs in parallel with the MoE in MoE layers (residual MoE)
-	EncoderMoE    bool // encoder layers follow the same rule (encoder-decoder models)
+	// ParallelAttention runs the experts beside attention, as Snowflake Arctic does
+	// (parallel_attn_mlp_res): in an MoE layer they read the layer's input through the FFN
+	// norm, while the dense FFN (ParallelDense, required) reads the post-attention stream
+	// through a norm of its own (residual_layernorm). Pre-norm placement only; omitempty as
+	// for SharedGate.
+	ParallelAttention bool `json:",omitempty"`
+	EncoderMoE        bool // encoder layers follow the same rule (encoder-decoder models)
 
 	Router         RouterInput
 	RouterDim      int64 // width of the dedicated token-embedding router table (defaults to DModel)

@@ -27,6 +27,7 @@ const (
 	Hunyuan    Arch = "hunyuan"
 	PhiMoE     Arch = "phimoe" // Phi-3.5-MoE
 	DBRX       Arch = "dbrx"
+	Arctic     Arch = "arctic" // Snowflake Arctic (remote code): a residual MoE beside a dense FFN
 	OLMoE      Arch = "olmoe"
 	Llama      Arch = "llama" // dense; also mistral, qwen2, qwen3 dense configs
 )
@@ -47,6 +48,7 @@ var archOf = map[string]struct {
 	"hunyuan":        {Hunyuan, "HunYuanForCausalLM"},
 	"phimoe":         {PhiMoE, "PhimoeForCausalLM"},
 	"dbrx":           {DBRX, "DbrxForCausalLM"},
+	"arctic":         {Arctic, "ArcticForCausalLM"},
 	"olmoe":          {OLMoE, "OlmoeForCausalLM"},
 	"llama":          {Llama, "LlamaForCausalLM"},
 	"mistral":        {Llama, "MistralForCausalLM"},
@@ -106,6 +108,9 @@ type moeSpec struct {
 	groups, topkG int
 	routedScale   float64 // 0 or 1: unscaled
 	sparsemixer   float64 // Phi-3.5-MoE's sparsemixer threshold (0: top-k softmax)
+	// parallelAttention: Arctic's parallel_attn_mlp_res, the experts beside attention and
+	// a dense FFN (parallel_dense) after it.
+	parallelAttention bool
 }
 
 // readSpec reads a config into a spec, collecting every refusal in r.
@@ -213,6 +218,8 @@ func readSpec(r *reader) (*spec, error) {
 		s.hunyuan(r)
 	case PhiMoE:
 		s.phimoe(r)
+	case Arctic:
+		s.arctic(r)
 	case Llama:
 		s.ffnHidden = r.required("intermediate_size")
 		if r.boolean("mlp_bias", false) {

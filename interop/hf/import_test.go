@@ -52,6 +52,8 @@ var published = []struct {
 		"microsoft/Phi-3.5-MoE-instruct: the model card's 41.9B (6.6B active); its config.json with the 64 longrope short and long factors replaced by placeholders (no count depends on them); input_jitter_noise, training-only, dropped"},
 	{"dbrx-base.json", nil, 131_596_523_520, 0,
 		"databricks/dbrx-base: the model card's 132B total (36B active); the tensors of transformers' DbrxForCausalLM (fused Wqkv, LayerNorms without bias)"},
+	{"snowflake-arctic.json", nil, 478_584_608_768, 0,
+		"Snowflake/snowflake-arctic-instruct: the model card's 480B total (17B active, \"a 10B dense transformer model with a residual 128x3.66B MoE MLP\"); the tensors of Snowflake's modeling_arctic.py (35 layers each of a residual MLP of 7168, 128 experts of 4864 at 104,595,456 each, and a residual_layernorm)"},
 	{"olmoe-1b-7b.json", nil, 6_919_161_856, 0,
 		"allenai/OLMoE-1B-7B-0924: the paper's 6.9B; exact sum of its tensors"},
 	{"llama-3-8b.json", nil, 8_030_261_248, 0,
@@ -118,6 +120,7 @@ func TestImportActiveCounts(t *testing.T) {
 		{"hunyuan-large.json", 52_141_277_440, 51_318_800_640, "52B activated (arXiv:2411.02265)"},
 		{"phi-3.5-moe.json", 6_640_999_744, 6_509_665_600, "6.6B active parameters (model card)"},
 		{"dbrx-base.json", 36_469_708_800, 35_853_146_112, "36B active parameters (model card)"},
+		{"snowflake-arctic.json", 17_318_647_808, 17_089_271_808, "17B active parameters, top-2 gating (model card)"},
 	} {
 		var drop []string
 		if tc.file == "phi-3.5-moe.json" {

@@ -20,6 +20,7 @@ const (
 	LayoutQwen3MoE Layout = "qwen3_moe" // Qwen3MoeForCausalLM: experts under mlp.
 	LayoutOlmoe    Layout = "olmoe"     // OlmoeForCausalLM: experts under mlp., whole-projection q/k norms
 	LayoutQwen2MoE Layout = "qwen2_moe" // Qwen2MoeForCausalLM: experts under mlp., one gated shared expert
+	LayoutArctic   Layout = "arctic"    // ArcticForCausalLM (Snowflake's remote code): a residual MoE beside a dense FFN
 	LayoutMoec     Layout = "moec"      // moec's names; no transformers class
 )
 
@@ -28,6 +29,7 @@ var classOf = map[Layout]string{
 	LayoutLlama: "LlamaForCausalLM", LayoutQwen3: "Qwen3ForCausalLM",
 	LayoutMixtral: "MixtralForCausalLM", LayoutQwen3MoE: "Qwen3MoeForCausalLM",
 	LayoutOlmoe: "OlmoeForCausalLM", LayoutQwen2MoE: "Qwen2MoeForCausalLM",
+	LayoutArctic: "ArcticForCausalLM",
 }
 
 // moecNames rewrites between moec's names (runtime/nn, Mixtral-style block_sparse_moe) and
@@ -57,6 +59,9 @@ func expertsUnderMLP(l Layout) bool {
 
 // toMoec returns the moec name of a tensor of layout l.
 func toMoec(l Layout, name string) string {
+	if l == LayoutArctic {
+		return arcticToMoec(name)
+	}
 	if !expertsUnderMLP(l) {
 		return name
 	}
@@ -69,8 +74,11 @@ func toMoec(l Layout, name string) string {
 	return name
 }
 
-// fromMoec returns the name layout l gives moec's tensor name.
-func fromMoec(l Layout, name string) string {
+// fromMoec returns the name layout l gives moec's tensor name of model m.
+func fromMoec(l Layout, m *program.Model, name string) string {
+	if l == LayoutArctic {
+		return arcticFromMoec(m, name)
+	}
 	if !expertsUnderMLP(l) {
 		return name
 	}
@@ -144,12 +152,15 @@ func layoutFor(m *program.Model) (Layout, []string) {
 		gap(e.Score != program.Softmax, fmt.Sprintf("score = %s (the classes route with a softmax)", e.Score))
 		gap(e.SharedExperts > 1, fmt.Sprintf("%d shared experts (Qwen2-MoE, the one class with a shared expert, has one)", e.SharedExperts))
 		gap(e.SharedExperts == 1 && !e.SharedGate, "an ungated shared expert (Qwen2-MoE scales its shared expert by sigmoid(shared_expert_gate(x)): shared_gate = true)")
-		gap(e.ParallelDense, "a dense FFN in parallel with the experts (parallel_dense)")
+		gap(e.ParallelDense && !e.ParallelAttention, "a dense FFN in parallel with the experts (parallel_dense)")
 		gap(e.Groups > 0, "node-limited routing (groups)")
 		gap(e.AuxFreeBias > 0, "auxiliary-loss-free bias balancing")
 		gap(len(e.Layers) > 0 || e.FirstDense > 0, "MoE layers chosen by a list or first_dense (the classes choose them by a step)")
 		if len(gaps) > 0 {
 			return LayoutMoec, gaps
+		}
+		if e.ParallelAttention {
+			return arcticLayoutFor(m)
 		}
 		return moeLayoutFor(m)
 	}

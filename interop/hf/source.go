@@ -244,6 +244,10 @@ func (s *spec) source(name string, notes []string) []byte {
 			kv("", "groups", m.groups)
 			kv("", "topk_groups", m.topkG)
 		}
+		if m.parallelAttention {
+			kv("", "parallel_dense", true)
+			kv("", "parallel_attention", true)
+		}
 		if m.sparsemixer > 0 {
 			kv("", "sparsemixer_eps", m.sparsemixer)
 		}

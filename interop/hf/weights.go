@@ -18,7 +18,7 @@ import (
 var weightLayouts = map[string]Layout{
 	"llama": LayoutLlama, "mistral": LayoutLlama, "qwen2": LayoutLlama,
 	"qwen3": LayoutQwen3, "mixtral": LayoutMixtral, "qwen3_moe": LayoutQwen3MoE,
-	"olmoe": LayoutOlmoe, "qwen2_moe": LayoutQwen2MoE,
+	"olmoe": LayoutOlmoe, "qwen2_moe": LayoutQwen2MoE, "arctic": LayoutArctic,
 }
 
 // CheckpointResult is an imported Hugging Face folder.

@@ -23,6 +23,7 @@ type Decoder struct {
 	tok           []int32
 	rows          []float32 // [batch, RouterIn] the tokens' router-table rows (token-embedding routing)
 	x, h, tmp     []float32 // [batch, D]
+	hPar          []float32 // [batch, D] the experts' input under parallel_attention, else nil
 	xhat, rstd    []float32
 	q, k, v, o    []float32   // [batch, H·Dh] / [batch, KV·Dh]
 	qkHat, qkRstd []float32   // qk_norm scratch
@@ -47,6 +48,9 @@ func (m *Model) NewDecoder(batch, maxLen int) *Decoder {
 	}
 	if c.cfg.Attention.QKNorm {
 		dec.qkHat, dec.qkRstd = make([]float32, batch*d.QDim), make([]float32, batch*d.H)
+	}
+	if m := c.cfg.MoE; m != nil && m.ParallelAttention {
+		dec.hPar = make([]float32, batch*d.D)
 	}
 	for li, l := range c.layers {
 		if l.kvOwner == li {
@@ -151,6 +155,12 @@ func (dec *Decoder) step(tokens []int32, positions []int) ([]float32, error) {
 	sandwich := isSandwich(c.cfg)
 	eps := c.d.NormEps
 	for li, l := range c.layers {
+		moeIn := dec.h
+		if l.normR != nil {
+			// parallel_attention (parallel.go): the experts read the layer's input.
+			sublayerIn(dec.hPar, dec.xhat, dec.rstd, dec.x, n, d.D, l.norm2, l.norm2b, ln, eps)
+			moeIn = dec.hPar
+		}
 		sublayerIn(dec.h, dec.xhat, dec.rstd, dec.x, n, d.D, l.norm1, l.norm1b, ln, eps)
 		owns := l.kvOwner == li
 		linear(dec.q, dec.h, n, l.attn.q, l.attn.qb, false)
@@ -187,10 +197,14 @@ func (dec *Decoder) step(tokens []int32, positions []int) ([]float32, error) {
 		target := sublayerTarget(sandwich, l.postA, dec.x, dec.tmp)
 		linear(target, dec.o, n, l.attn.o, l.attn.ob, true)
 		sublayerOut(sandwich, dec.x, dec.tmp, dec.xhat, dec.rstd, n, d.D, l.postA, l.postAb, ln, eps)
-		sublayerIn(dec.h, dec.xhat, dec.rstd, dec.x, n, d.D, l.norm2, l.norm2b, ln, eps)
+		if l.normR != nil {
+			sublayerIn(dec.h, dec.xhat, dec.rstd, dec.x, n, d.D, l.normR, l.normRb, ln, eps)
+		} else {
+			sublayerIn(dec.h, dec.xhat, dec.rstd, dec.x, n, d.D, l.norm2, l.norm2b, ln, eps)
+		}
 		target = sublayerTarget(sandwich, l.postF, dec.x, dec.tmp)
 		if l.moe != nil {
-			c.moeForward(l.moe, dec.moe[li], dec.h, dec.tok, target, n, routeOptions{dropless: true})
+			c.moeForward(l.moe, dec.moe[li], moeIn, dec.tok, target, n, routeOptions{dropless: true})
 		}
 		if l.dense != nil {
 			ffnForward(l.dense, dec.ffn[li], dec.h, target, n)

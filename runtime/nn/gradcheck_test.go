@@ -106,6 +106,12 @@ func TestGradCheckModels(t *testing.T) {
 			m.MoE.ParallelDense, m.MoE.ExpertBias, m.FFN.Bias = true, true, true
 			return m
 		},
+		"moe_parallel_attention_every2_layernorm": func() *program.Model {
+			// Arctic's layer: experts beside attention, the dense FFN after it with its own norm.
+			m := tinyMoE()
+			m.MoE.ParallelDense, m.MoE.ParallelAttention, m.MoE.Every, m.Norm = true, true, 2, program.LayerNorm
+			return m
+		},
 		"moe_capacity_top1_unnormalised_silu_every2": func() *program.Model {
 			m := tinyMoE()
 			m.MoE.TopK, m.MoE.Normalize, m.MoE.CapacityFactor = 1, false, 0.5

@@ -88,6 +88,10 @@ type layer[F Float] struct {
 	attn                         attnParams[F]
 	dense                        *ffnParams[F] // nil in MoE layers unless parallel_dense
 	moe                          *moeParams[F] // nil in dense layers
+
+	// normR, normRb are the dense FFN's own norm in an MoE layer of a parallel_attention
+	// model (Arctic's residual_layernorm); nil otherwise (parallel.go).
+	normR, normRb *tensor[F]
 }
 
 // core is the generic model: parameters plus the buffers of the last (B, T) it ran.
@@ -205,6 +209,8 @@ func checkSupported(m *program.Model) error {
 			{moe.AuxFreeBias > 0, "auxiliary-loss-free bias balancing (moe.aux_free_bias)"},
 			{moe.SparsemixerEps > 0, "sparsemixer routing (moe.sparsemixer_eps)"},
 			{moe.EncoderMoE, "encoder MoE layers"},
+			{moe.ParallelAttention && (!moe.ParallelDense || placement(m) != program.PreNorm),
+				"experts beside attention (moe.parallel_attention) without parallel_dense or under another placement than pre"},
 		}...)
 	}
 	for _, u := range unsupported {
@@ -405,6 +411,9 @@ func newCoreBare[F Float](m *program.Model, seed int64, first, count int, bare f
 			l.postA, l.postAb = b.norm(p+"post_attention_layernorm", ln)
 		}
 		moeLayer := m.IsMoELayer(i)
+		if moeLayer && m.MoE.ParallelAttention {
+			l.normR, l.normRb = b.norm(p+"residual_layernorm", ln)
+		}
 		if !moeLayer || m.MoE.ParallelDense {
 			// A residual-MoE layer keeps its dense FFN next to the experts.
 			l.dense = b.ffn(p+"mlp.", m.FFN.Activation, d.Hidden, m.FFN.Bias, "gate_proj", "up_proj", "down_proj", "up_proj")

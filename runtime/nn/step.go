@@ -54,6 +54,7 @@ type layerWS[F Float] struct {
 	xhat2, rstd2, h2 []F
 	xhatPA, rstdPA   []F // post/sandwich norms of the sublayer outputs
 	xhatPF, rstdPF   []F
+	par              *parallelWS[F] // parallel_attention's buffers (parallel.go), nil without
 	ffn              *ffnWS[F]
 	moe              *moeWS[F]
 }
@@ -136,6 +137,9 @@ func (c *core[F]) workspaceFor(B, T int) *workspace[F] {
 		}
 		if l.dense != nil {
 			lw.ffn = newFFNWS(l.dense, n)
+		}
+		if l.normR != nil {
+			lw.par = newParallelWS[F](n, d.D)
 		}
 		w.layers = append(w.layers, lw)
 	}
