@@ -173,6 +173,7 @@ func buildModel(d *decl, s *scope) *program.Model {
 		if _, set := a.val("qk_norm_after_rope"); set {
 			m.Attention.QKNormAfterRope = a.boolean("qk_norm_after_rope")
 		}
+		llama4Attention(a, &m.Attention)
 	}
 	if f := s.sections["ffn"]; f != nil {
 		m.FFN = program.FFN{Hidden: f.i64("hidden"), Activation: program.Activation(f.str("activation")), Bias: f.boolean("bias")}
@@ -191,6 +192,9 @@ func buildModel(d *decl, s *scope) *program.Model {
 			Groups: e.int("groups"), TopKGroups: e.int("topk_groups"),
 		}
 		m.MoE.SparsemixerEps = orFloat(e, "sparsemixer_eps", 0)
+		if _, set := e.val("gate_input"); set {
+			m.MoE.GateInput = e.boolean("gate_input")
+		}
 		if _, set := e.val("parallel_attention"); set {
 			m.MoE.ParallelAttention = e.boolean("parallel_attention")
 		}
@@ -220,6 +224,7 @@ func (c *checker) validateModel(s *scope, m *program.Model) {
 		d.Suggestion = "choose kv_heads among " + divisors(int64(m.Attention.Heads))
 	}
 	c.validateMLA(a, m)
+	c.validateLlama4Attention(s, a, m)
 	if m.NormNoBias && m.Norm != program.LayerNorm && ok(s, "norm") {
 		// RMSNorm has no bias to drop: the key would change nothing.
 		d := c.errorf(diag.OutOfRange, s.rangeOf("norm_bias"), "norm_bias = false drops LayerNorm biases, but norm = %s has none", m.Norm)

@@ -303,6 +303,11 @@ func newSchema() *schema {
 			doc: "norms on queries and keys: per head (true, per_head) or over the whole projection (full)"},
 		optional(float("clip_qkv", "", positive, "clamp the Q, K and V projections to [-clip_qkv, clip_qkv] (DBRX)")),
 		optional(boolean("qk_norm_after_rope", "", "apply the q/k norms to the rotated queries and keys, one key norm per layer (HunYuan)")),
+		optional(integer("nope_every", "", positive, "every Nth layer, the last of each group, has no rotary positions (Llama 4)")),
+		optional(integer("chunk", "", positive, "rotary layers attend within aligned chunks of this many positions (Llama 4)")),
+		optional(boolean("qk_l2_norm", "", "RMS-normalise rotated queries and keys per head without scales, in rotary layers (Llama 4)")),
+		optional(float("nope_temperature", "", positive, "query temperature of layers without rotary positions (Llama 4's attn_scale)")),
+		optional(integer("nope_temperature_floor", "", positive, "positions per temperature step (Llama 4's floor_scale)")),
 		boolean("talking_heads", "false", "head-mixing matrices"),
 		float("share_weights", "1", probability, "probability a layer recomputes attention weights"),
 		integer("share_kv", "1", positive, "adjacent layers sharing K/V projections"),
@@ -345,6 +350,7 @@ func newSchema() *schema {
 		integer("groups", "0", nonNegative, "expert groups for node-limited routing"),
 		integer("topk_groups", "0", nonNegative, "groups a token may use"),
 		optional(float("sparsemixer_eps", "", positive, "route with Phi-3.5-MoE's sparsemixer at this threshold")),
+		optional(boolean("gate_input", "", "the gate multiplies each chosen expert's input, not its output (Llama 4)")),
 		optional(float("routed_scale", "", positive, "factor on the routed experts' combined output (routed_scaling_factor)")),
 	}})
 

@@ -175,6 +175,28 @@ type Attention struct {
 	// ClipQKV clamps the query, key and value projections to [−ClipQKV, ClipQKV] (DBRX's
 	// clip_qkv, OLMo's); 0 is none. omitempty as for QKNormFull.
 	ClipQKV float64 `json:",omitempty"`
+
+	// Llama 4's attention (all omitempty as for QKNormFull; none has parameters):
+	// NopeEvery > 0 gives every NopeEvery-th layer, the last of each group, no rotary
+	// positions (no_rope_layers: layer i rotates iff (i+1) % NopeEvery != 0). ChunkSize > 0
+	// makes every rotary layer attend only within aligned chunks of that many positions
+	// (attention_chunk_size); a layer without rotary positions attends to the whole causal
+	// prefix. QKL2Norm RMS-normalises each head's rotated queries and keys without a learned
+	// scale, in rotary layers only (use_qk_norm, Llama4TextL2Norm). NopeTemperature > 0
+	// scales the queries of a layer without rotary positions at position p by
+	// 1 + NopeTemperature·log(1 + floor((p+1)/NopeTemperatureFloor)) (attn_temperature_tuning
+	// with attn_scale and floor_scale).
+	NopeEvery            int     `json:",omitempty"`
+	ChunkSize            int64   `json:",omitempty"`
+	QKL2Norm             bool    `json:",omitempty"`
+	NopeTemperature      float64 `json:",omitempty"`
+	NopeTemperatureFloor int64   `json:",omitempty"`
+}
+
+// Rotary reports whether layer i (0-based) of a rotary model rotates its queries and keys:
+// all layers but those NopeEvery makes position-free.
+func (a Attention) Rotary(i int) bool {
+	return a.NopeEvery <= 0 || (i+1)%a.NopeEvery != 0
 }
 
 // RecomputeProbability is the probability that a layer after the first of its stack
@@ -333,6 +355,10 @@ type MoE struct {
 	// of the top_k choices is the best remaining expert, gated by a softmax over the experts
 	// within SparsemixerEps (relative) of it; 0 is off. omitempty as above.
 	SparsemixerEps float64 `json:",omitempty"`
+
+	// GateInput multiplies each chosen expert's input by its gate instead of its output, as
+	// Llama 4 does (routed_in = x · sigmoid(score)); omitempty as above.
+	GateInput bool `json:",omitempty"`
 }
 
 // RoutedScaleOrOne is the factor on the routed experts' output: RoutedScale, or 1.

@@ -28,6 +28,7 @@ const (
 	PhiMoE     Arch = "phimoe" // Phi-3.5-MoE
 	DBRX       Arch = "dbrx"
 	Arctic     Arch = "arctic" // Snowflake Arctic (remote code): a residual MoE beside a dense FFN
+	Llama4     Arch = "llama4_text"
 	OLMoE      Arch = "olmoe"
 	Llama      Arch = "llama" // dense; also mistral, qwen2, qwen3 dense configs
 )
@@ -49,6 +50,8 @@ var archOf = map[string]struct {
 	"phimoe":         {PhiMoE, "PhimoeForCausalLM"},
 	"dbrx":           {DBRX, "DbrxForCausalLM"},
 	"arctic":         {Arctic, "ArcticForCausalLM"},
+	"llama4_text":    {Llama4, "Llama4ForCausalLM"},
+	"llama4":         {Llama4, "Llama4ForConditionalGeneration"},
 	"olmoe":          {OLMoE, "OlmoeForCausalLM"},
 	"llama":          {Llama, "LlamaForCausalLM"},
 	"mistral":        {Llama, "MistralForCausalLM"},
@@ -92,6 +95,8 @@ type spec struct {
 	ffnBias    bool
 
 	moe *moeSpec
+
+	llama4Attn *llama4Spec // nil but for Llama 4 (llama4.go)
 }
 
 type moeSpec struct {
@@ -111,6 +116,7 @@ type moeSpec struct {
 	// parallelAttention: Arctic's parallel_attn_mlp_res, the experts beside attention and
 	// a dense FFN (parallel_dense) after it.
 	parallelAttention bool
+	gateInput         bool // Llama 4: the gate scales the chosen expert's input
 }
 
 // readSpec reads a config into a spec, collecting every refusal in r.
@@ -133,6 +139,13 @@ func readSpec(r *reader) (*spec, error) {
 		return nil, e
 	}
 	s := &spec{modelType: mt, class: entry.class, arch: entry.arch}
+	if mt == "llama4" {
+		// The multimodal wrapper: its language model is text_config, as Llama4ForCausalLM
+		// loads it; the vision encoder and projector are no model moec imports.
+		e := diag.Runtimef(ErrUnknownArchitecture, "%s: model_type llama4 is Llama4ForConditionalGeneration, a vision encoder beside the language model; moec imports the language model", r.source)
+		e.Suggestion = "write its text_config (model_type llama4_text, what Llama4ForCausalLM loads) to a config.json of its own and import that"
+		return nil, e
+	}
 	if entry.arch == DBRX {
 		// DBRX names its sizes its own way and nests attention and FFN settings.
 		s.dbrx(r)
@@ -184,7 +197,9 @@ func readSpec(r *reader) (*spec, error) {
 	} else {
 		s.ropeScaling(r)
 	}
-	s.slidingWindow(r)
+	if entry.arch != Llama4 { // Llama 4's layer_types speak of chunked attention (llama4.go)
+		s.slidingWindow(r)
+	}
 	s.attentionBias(r)
 
 	switch entry.arch {
@@ -220,6 +235,8 @@ func readSpec(r *reader) (*spec, error) {
 		s.phimoe(r)
 	case Arctic:
 		s.arctic(r)
+	case Llama4:
+		s.llama4(r)
 	case Llama:
 		s.ffnHidden = r.required("intermediate_size")
 		if r.boolean("mlp_bias", false) {

@@ -200,6 +200,10 @@ func checkSupported(m *program.Model) error {
 		{a.ClipQKV > 0, "clipped Q/K/V projections (attention.clip_qkv)"},
 		{m.NormNoBias && m.Norm == program.LayerNorm, "LayerNorms without biases (norm_bias = false)"},
 		{m.HeadBias, "an output-head bias (head_bias)"},
+		{a.NopeEvery > 0, "layers without rotary positions (attention.nope_every)"},
+		{a.ChunkSize > 0, "chunked attention (attention.chunk)"},
+		{a.QKL2Norm, "unscaled q/k norms after rotary positions (attention.qk_l2_norm)"},
+		{a.NopeTemperature > 0, "the query temperature of layers without rotary positions (attention.nope_temperature)"},
 	}
 	if moe := m.MoE; moe != nil && moe.Experts > 0 {
 		unsupported = append(unsupported, []struct {
@@ -209,6 +213,7 @@ func checkSupported(m *program.Model) error {
 			{moe.AuxFreeBias > 0, "auxiliary-loss-free bias balancing (moe.aux_free_bias)"},
 			{moe.SparsemixerEps > 0, "sparsemixer routing (moe.sparsemixer_eps)"},
 			{moe.EncoderMoE, "encoder MoE layers"},
+			{moe.GateInput, "gates on the experts' inputs (moe.gate_input)"},
 			{moe.ParallelAttention && (!moe.ParallelDense || placement(m) != program.PreNorm),
 				"experts beside attention (moe.parallel_attention) without parallel_dense or under another placement than pre"},
 		}...)

@@ -79,7 +79,14 @@ func changes() map[string]func(m *program.Model) {
 		"shared_gate": func(m *program.Model) {
 			m.MoE.SharedExperts, m.MoE.SharedHidden, m.MoE.SharedGate = 1, 8, true
 		},
-		"parallel_dense": func(m *program.Model) { m.MoE.ParallelDense = true },
+		"parallel_dense":    func(m *program.Model) { m.MoE.ParallelDense = true },
+		"nope_every":        func(m *program.Model) { m.Attention.NopeEvery = 2 },
+		"chunked_attention": func(m *program.Model) { m.Attention.ChunkSize = 4 },
+		"qk_l2_norm":        func(m *program.Model) { m.Attention.QKL2Norm = true },
+		"nope_temperature": func(m *program.Model) {
+			m.Attention.NopeEvery, m.Attention.NopeTemperature, m.Attention.NopeTemperatureFloor = 2, 0.1, 4
+		},
+		"gate_input": func(m *program.Model) { m.MoE.GateInput = true },
 		"parallel_attention": func(m *program.Model) {
 			// Arctic's residual MLP is d_model wide.
 			m.MoE.ParallelDense, m.MoE.ParallelAttention, m.FFN.Hidden = true, true, m.DModel
