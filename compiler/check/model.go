@@ -192,6 +192,9 @@ func buildModel(d *decl, s *scope) *program.Model {
 			Groups: e.int("groups"), TopKGroups: e.int("topk_groups"),
 		}
 		m.MoE.SparsemixerEps = orFloat(e, "sparsemixer_eps", 0)
+		if f := orFloat(e, "swiglu_limit", 0); f > 0 {
+			m.MoE.SwigluLimit, m.MoE.SwigluAlpha = f, orFloat(e, "swiglu_alpha", gptOssAlpha)
+		}
 		if _, set := e.val("gate_input"); set {
 			m.MoE.GateInput = e.boolean("gate_input")
 		}
@@ -296,6 +299,7 @@ func (c *checker) validateMoE(s, e *scope, m *program.Model) {
 		d := c.errorf(diag.OutOfRange, e.rangeOf("shared_gate"), "shared_gate scales the shared experts' output, but shared_experts is 0")
 		d.Suggestion = "set shared_experts >= 1, or remove shared_gate"
 	}
+	c.validateSwiglu(e, m)
 	if moe.ParallelAttention && ok(e, "parallel_attention", "parallel_dense") {
 		// Arctic's layer: the dense FFN beside the experts is what gets the norm of its own;
 		// without one, or under another placement, the key would describe another layer.

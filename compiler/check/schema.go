@@ -303,6 +303,7 @@ func newSchema() *schema {
 			doc: "norms on queries and keys: per head (true, per_head) or over the whole projection (full)"},
 		optional(float("clip_qkv", "", positive, "clamp the Q, K and V projections to [-clip_qkv, clip_qkv] (DBRX)")),
 		optional(boolean("qk_norm_after_rope", "", "apply the q/k norms to the rotated queries and keys, one key norm per layer (HunYuan)")),
+		optional(integer("full_every", "", positive, "every Nth layer, the last of each group, attends fully; the others within window (gpt-oss)")),
 		optional(integer("nope_every", "", positive, "every Nth layer, the last of each group, has no rotary positions (Llama 4)")),
 		optional(integer("chunk", "", positive, "rotary layers attend within aligned chunks of this many positions (Llama 4)")),
 		optional(boolean("qk_l2_norm", "", "RMS-normalise rotated queries and keys per head without scales, in rotary layers (Llama 4)")),
@@ -350,6 +351,8 @@ func newSchema() *schema {
 		integer("groups", "0", nonNegative, "expert groups for node-limited routing"),
 		integer("topk_groups", "0", nonNegative, "groups a token may use"),
 		optional(float("sparsemixer_eps", "", positive, "route with Phi-3.5-MoE's sparsemixer at this threshold")),
+		optional(float("swiglu_limit", "", positive, "gpt-oss's clamped SwiGLU experts at this limit")),
+		optional(float("swiglu_alpha", "", positive, "the sigmoid's slope in gpt-oss's clamped SwiGLU [1.702]")),
 		optional(boolean("gate_input", "", "the gate multiplies each chosen expert's input, not its output (Llama 4)")),
 		optional(float("routed_scale", "", positive, "factor on the routed experts' combined output (routed_scaling_factor)")),
 	}})

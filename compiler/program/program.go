@@ -191,6 +191,20 @@ type Attention struct {
 	QKL2Norm             bool    `json:",omitempty"`
 	NopeTemperature      float64 `json:",omitempty"`
 	NopeTemperatureFloor int64   `json:",omitempty"`
+
+	// FullEvery > 0 confines Window to some layers, as gpt-oss and Gemma 2 alternate: every
+	// FullEvery-th layer, the last of each group, attends to the whole causal prefix, the
+	// others within Window (gpt-oss's layer_types). omitempty as for QKNormFull.
+	FullEvery int `json:",omitempty"`
+}
+
+// WindowAt is layer i's sliding window: Window, or 0 (full causal attention) in the layers
+// FullEvery leaves whole.
+func (a Attention) WindowAt(i int) int64 {
+	if a.FullEvery > 0 && (i+1)%a.FullEvery == 0 {
+		return 0
+	}
+	return a.Window
 }
 
 // Rotary reports whether layer i (0-based) of a rotary model rotates its queries and keys:
@@ -359,6 +373,12 @@ type MoE struct {
 	// GateInput multiplies each chosen expert's input by its gate instead of its output, as
 	// Llama 4 does (routed_in = x · sigmoid(score)); omitempty as above.
 	GateInput bool `json:",omitempty"`
+
+	// SwigluLimit > 0 makes the SwiGLU experts gpt-oss's clamped ones: the gate clamped
+	// above at SwigluLimit, the up projection to ±SwigluLimit, and
+	// (up + 1) · gate · σ(SwigluAlpha · gate) in place of up · silu(gate). omitempty.
+	SwigluLimit float64 `json:",omitempty"`
+	SwigluAlpha float64 `json:",omitempty"`
 }
 
 // RoutedScaleOrOne is the factor on the routed experts' output: RoutedScale, or 1.

@@ -29,6 +29,7 @@ const (
 	DBRX       Arch = "dbrx"
 	Arctic     Arch = "arctic" // Snowflake Arctic (remote code): a residual MoE beside a dense FFN
 	Llama4     Arch = "llama4_text"
+	GptOss     Arch = "gpt_oss"
 	OLMoE      Arch = "olmoe"
 	Llama      Arch = "llama" // dense; also mistral, qwen2, qwen3 dense configs
 )
@@ -52,6 +53,7 @@ var archOf = map[string]struct {
 	"arctic":         {Arctic, "ArcticForCausalLM"},
 	"llama4_text":    {Llama4, "Llama4ForCausalLM"},
 	"llama4":         {Llama4, "Llama4ForConditionalGeneration"},
+	"gpt_oss":        {GptOss, "GptOssForCausalLM"},
 	"olmoe":          {OLMoE, "OlmoeForCausalLM"},
 	"llama":          {Llama, "LlamaForCausalLM"},
 	"mistral":        {Llama, "MistralForCausalLM"},
@@ -87,6 +89,8 @@ type spec struct {
 	normNoBias       bool // LayerNorms without biases (DBRX)
 	headBias         bool // a bias on lm_head (Phi-3.5-MoE)
 	window           int64
+	fullEvery        int  // gpt-oss: every fullEvery-th layer attends fully, the others within window
+	sinks            bool // a learned sink logit per head (gpt-oss)
 	qLora, kvLora    int64
 	nope, rope, vDim int64
 
@@ -117,6 +121,9 @@ type moeSpec struct {
 	// a dense FFN (parallel_dense) after it.
 	parallelAttention bool
 	gateInput         bool // Llama 4: the gate scales the chosen expert's input
+	routerBias        bool
+	expertBias        bool
+	swigluLimit       float64 // gpt-oss's clamped SwiGLU (0: plain)
 }
 
 // readSpec reads a config into a spec, collecting every refusal in r.
@@ -189,7 +196,7 @@ func readSpec(r *reader) (*spec, error) {
 	if tp := r.integer("pretraining_tp", 1); tp != 1 {
 		r.inexpressible("pretraining_tp", fmt.Sprintf("pretraining_tp %d slices the matmuls", tp), "results differ in rounding only, but moec computes them whole", 0)
 	}
-	if r.present("quantization_config") {
+	if r.present("quantization_config") && entry.arch != GptOss { // gpt-oss's MXFP4: gptoss.go
 		r.refuse("quantization_config", "a quantized checkpoint", "moec imports float weights only")
 	}
 	if entry.arch == Hunyuan || entry.arch == HunyuanMoE {
@@ -197,7 +204,7 @@ func readSpec(r *reader) (*spec, error) {
 	} else {
 		s.ropeScaling(r)
 	}
-	if entry.arch != Llama4 { // Llama 4's layer_types speak of chunked attention (llama4.go)
+	if entry.arch != Llama4 && entry.arch != GptOss { // their layer_types: llama4.go, gptoss.go
 		s.slidingWindow(r)
 	}
 	s.attentionBias(r)
@@ -237,6 +244,8 @@ func readSpec(r *reader) (*spec, error) {
 		s.arctic(r)
 	case Llama4:
 		s.llama4(r)
+	case GptOss:
+		s.gptOss(r)
 	case Llama:
 		s.ffnHidden = r.required("intermediate_size")
 		if r.boolean("mlp_bias", false) {
@@ -304,6 +313,12 @@ func (s *spec) slidingWindow(r *reader) {
 		if windowed > 0 {
 			r.refuse("layer_types", fmt.Sprintf("%d layers of kind other than full_attention", windowed), "moec's layers all attend alike")
 		}
+		return
+	}
+	if len(types) > 0 && windowed < len(types) {
+		// Some layers attend fully beside the windowed ones: taking the window for all
+		// would be another model.
+		r.refuse("layer_types", fmt.Sprintf("%d of %d layers full_attention beside a sliding window of %d", len(types)-windowed, len(types), w), "moec's window applies to every layer but for gpt-oss's alternation (attention.full_every)")
 		return
 	}
 	if from > 0 && from < s.layers {

@@ -58,6 +58,10 @@ var published = []struct {
 		"meta-llama/Llama-4-Scout-17B-16E: the text_config of its config.json; the tensors of transformers' Llama4ForCausalLM (48 MoE layers of 16 experts and a shared expert of 8192, fused gate_up_proj). The model card's 109B total counts the vision encoder and projector too, which the language model leaves out"},
 	{"llama-4-maverick-17b-128e.json", nil, 400_711_848_960, 0,
 		"meta-llama/Llama-4-Maverick-17B-128E: the text_config of its config.json; the model card's 400B total (the vision encoder apart); 24 dense layers of 16384 and 24 MoE layers of 128 experts and a shared expert of 8192"},
+	{"gpt-oss-20b.json", nil, 20_914_757_184, 0,
+		"openai/gpt-oss-20b: the model card's 21B (the gpt-oss model card's table: 20.91B); the tensors of transformers' GptOssForCausalLM with the MXFP4 experts decoded (biased attention, 64 sinks, 32 biased experts of 2880 with fused gate_up, a biased router per layer)"},
+	{"gpt-oss-120b.json", nil, 116_829_156_672, 0,
+		"openai/gpt-oss-120b: the model card's 117B (116.83B in its table); 36 layers of 128 experts"},
 	{"olmoe-1b-7b.json", nil, 6_919_161_856, 0,
 		"allenai/OLMoE-1B-7B-0924: the paper's 6.9B; exact sum of its tensors"},
 	{"llama-3-8b.json", nil, 8_030_261_248, 0,
@@ -128,6 +132,10 @@ func TestImportActiveCounts(t *testing.T) {
 		// Llama 4: one routed and the shared expert per MoE layer; "17B active" both.
 		{"llama-4-scout-17b-16e.json", 17_172_894_720, 16_138_408_960, "17B active parameters (model card)"},
 		{"llama-4-maverick-17b-128e.json", 17_184_691_200, 16_150_205_440, "17B active parameters (model card)"},
+		// gpt-oss counts its active parameters without the input embedding (the output
+		// head kept): 3.61B and 5.13B in the model card's table, the no_input_embedding figure.
+		{"gpt-oss-20b.json", 4_187_440_704, 3_608_307_264, "3.6B active parameters (model card: 3.61B)"},
+		{"gpt-oss-120b.json", 5_711_982_912, 5_132_849_472, "5.1B active parameters (model card: 5.13B)"},
 	} {
 		var drop []string
 		if tc.file == "phi-3.5-moe.json" {

@@ -191,6 +191,12 @@ func (s *spec) source(name string, notes []string) []byte {
 	if s.window > 0 {
 		kv("", "window", s.window)
 	}
+	if s.fullEvery > 0 {
+		kv("", "full_every", s.fullEvery)
+	}
+	if s.sinks {
+		kv("", "sinks", true)
+	}
 	if l4 := s.llama4Attn; l4 != nil {
 		if l4.nopeEvery > 0 {
 			kv("", "nope_every", l4.nopeEvery)
@@ -258,6 +264,15 @@ func (s *spec) source(name string, notes []string) []byte {
 		if m.groups > 0 {
 			kv("", "groups", m.groups)
 			kv("", "topk_groups", m.topkG)
+		}
+		if m.routerBias {
+			kv("", "router_bias", true)
+		}
+		if m.expertBias {
+			kv("", "expert_bias", true)
+		}
+		if m.swigluLimit > 0 {
+			kv("", "swiglu_limit", m.swigluLimit)
 		}
 		if m.gateInput {
 			kv("", "gate_input", true)

@@ -200,6 +200,7 @@ func checkSupported(m *program.Model) error {
 		{a.ClipQKV > 0, "clipped Q/K/V projections (attention.clip_qkv)"},
 		{m.NormNoBias && m.Norm == program.LayerNorm, "LayerNorms without biases (norm_bias = false)"},
 		{m.HeadBias, "an output-head bias (head_bias)"},
+		{a.FullEvery > 0 && a.Window > 0, "sliding windows in some layers only (attention.full_every)"},
 		{a.NopeEvery > 0, "layers without rotary positions (attention.nope_every)"},
 		{a.ChunkSize > 0, "chunked attention (attention.chunk)"},
 		{a.QKL2Norm, "unscaled q/k norms after rotary positions (attention.qk_l2_norm)"},
@@ -214,6 +215,7 @@ func checkSupported(m *program.Model) error {
 			{moe.SparsemixerEps > 0, "sparsemixer routing (moe.sparsemixer_eps)"},
 			{moe.EncoderMoE, "encoder MoE layers"},
 			{moe.GateInput, "gates on the experts' inputs (moe.gate_input)"},
+			{moe.SwigluLimit > 0, "gpt-oss's clamped SwiGLU experts (moe.swiglu_limit)"},
 			{moe.ParallelAttention && (!moe.ParallelDense || placement(m) != program.PreNorm),
 				"experts beside attention (moe.parallel_attention) without parallel_dense or under another placement than pre"},
 		}...)

@@ -86,7 +86,9 @@ func changes() map[string]func(m *program.Model) {
 		"nope_temperature": func(m *program.Model) {
 			m.Attention.NopeEvery, m.Attention.NopeTemperature, m.Attention.NopeTemperatureFloor = 2, 0.1, 4
 		},
-		"gate_input": func(m *program.Model) { m.MoE.GateInput = true },
+		"gate_input":   func(m *program.Model) { m.MoE.GateInput = true },
+		"full_every":   func(m *program.Model) { m.Attention.Window, m.Attention.FullEvery = 4, 2 },
+		"swiglu_limit": func(m *program.Model) { m.MoE.SwigluLimit, m.MoE.SwigluAlpha = 7, 1.702 },
 		"parallel_attention": func(m *program.Model) {
 			// Arctic's residual MLP is d_model wide.
 			m.MoE.ParallelDense, m.MoE.ParallelAttention, m.FFN.Hidden = true, true, m.DModel

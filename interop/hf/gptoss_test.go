@@ -1,0 +1,81 @@
+package hf
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/moec-dev/moec/runtime/nn"
+)
+
+// gptOssConfig is gpt-oss-20b's config with edits applied (nil deletes a key).
+func gptOssConfig(t *testing.T, edits map[string]any) []byte {
+	t.Helper()
+	var cfg map[string]any
+	if err := json.Unmarshal(readConfig(t, "gpt-oss-20b.json"), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range edits {
+		if v == nil {
+			delete(cfg, k)
+		} else {
+			cfg[k] = v
+		}
+	}
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestImportGptOss: gpt-oss arrives with its sinks, biases, alternating windows and
+// clamped SwiGLU; its MXFP4 quantization_config is accepted (the experts count as the
+// floats they decode to) and any other refused; irregular layer_types are refused by
+// name; the runtime refuses what it cannot compute, naming it.
+func TestImportGptOss(t *testing.T) {
+	res, err := ImportConfig(readConfig(t, "gpt-oss-20b.json"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, e := res.Model.Attention, res.Model.MoE
+	if !a.Sinks || !a.BiasQKV || !a.BiasOut || a.Window != 128 || a.FullEvery != 2 || a.WindowAt(0) != 128 || a.WindowAt(1) != 0 {
+		t.Errorf("attention %+v", a)
+	}
+	if !e.RouterBias || !e.ExpertBias || e.SwigluLimit != 7 || e.SwigluAlpha != 1.702 || !e.Normalize || e.Score != "softmax" || e.TopK != 4 {
+		t.Errorf("moe %+v", e)
+	}
+	if len(res.Notes) != 1 || !strings.Contains(res.Notes[0], "MXFP4") {
+		t.Errorf("notes %q, want the MXFP4 decoding named", res.Notes)
+	}
+	_, err = nn.New(res.Model, 1)
+	var unsupported *nn.UnsupportedError
+	if !errors.As(err, &unsupported) || !strings.Contains(unsupported.Feature, "full_every") {
+		t.Errorf("nn.New = %v, want the runtime to refuse naming attention.full_every", err)
+	}
+
+	types := make([]string, 24)
+	for i := range types {
+		types[i] = "sliding_attention"
+	}
+	types[5] = "full_attention"
+	for _, tc := range []struct {
+		name  string
+		edits map[string]any
+		want  string
+	}{
+		{"irregular layer_types", map[string]any{"layer_types": types}, "layer 11 is sliding_attention"},
+		{"another quantization", map[string]any{"quantization_config": map[string]any{"quant_method": "fp8"}}, "quantization_config"},
+		{"experts_per_token disagrees", map[string]any{"experts_per_token": 2}, "experts_per_token"},
+	} {
+		if _, err := ImportConfig(gptOssConfig(t, tc.edits), Options{}); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want it to name %q", tc.name, err, tc.want)
+		}
+	}
+	// Without layer_types GptOssConfig alternates, sliding first: the same model.
+	res2, err := ImportConfig(gptOssConfig(t, map[string]any{"layer_types": nil}), Options{})
+	if err != nil || res2.Model.Attention.FullEvery != 2 {
+		t.Errorf("default layer_types: %v", err)
+	}
+}
