@@ -536,7 +536,7 @@ func Table() []Feature {
 		{Key: "full_every", Name: "sliding windows in some layers only (attention.full_every)",
 			Uses: func(m *program.Model) bool { return m.Attention.FullEvery > 0 && m.Attention.Window > 0 },
 			cells: map[Backend]Cell{
-				Runtime:  refused("nn.New refuses sliding windows in some layers only"),
+				Runtime:  honoured(),
 				Step:     refused("no lowering rule yet"),
 				CUDA:     outside(kernelProjections),
 				Megatron: refused("Megatron's window applies to every layer"),
@@ -545,7 +545,7 @@ func Table() []Feature {
 		{Key: "swiglu_limit", Name: "gpt-oss's clamped SwiGLU experts (moe.swiglu_limit)",
 			Uses: usesMoE(func(e *program.MoE) bool { return e.SwigluLimit > 0 }),
 			cells: map[Backend]Cell{
-				Runtime:  refused("nn.New refuses the clamped SwiGLU"),
+				Runtime:  honoured(),
 				Step:     refused("no lowering rule yet"),
 				CUDA:     refused("the expert kernels compute the plain SwiGLU"),
 				Megatron: refused("Megatron's --swiglu is not clamped"),

@@ -87,6 +87,12 @@ model tiny_arctic_every2 {
   ffn { hidden = 32; activation = swiglu }
   moe { experts = 4; top_k = 1; normalize = true; every = 2; parallel_dense = true; parallel_attention = true; capacity_factor = dropless }
 }
+model tiny_gpt_oss {
+  vocab = 300; d_model = 32; layers = 3; seq_len = 16; norm_eps = 1e-5; rope_base = 150000
+  attention { heads = 4; kv_heads = 2; head_dim = 8; qkv_bias = true; out_bias = true; window = 3; full_every = 2; sinks = true }
+  ffn { hidden = 24; activation = swiglu }
+  moe { experts = 4; top_k = 2; router_bias = true; expert_bias = true; swiglu_limit = 0.5; capacity_factor = dropless }
+}
 model tiny_hunyuan {
   vocab = 300; d_model = 32; layers = 2; seq_len = 16
   attention { heads = 4; talking_heads = true; share_weights = 0.5 }

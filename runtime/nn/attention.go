@@ -56,7 +56,7 @@ func (c *core[F]) attnScores(l *layer[F], w *attnWS[F], B, T, b0, b1 int) {
 			if l.attn.sinks != nil {
 				sink = l.attn.sinks.w[h]
 			}
-			softmaxCausal(p[h*tt:(h+1)*tt], T, d.Window, l.attn.sinks != nil, sink)
+			softmaxCausal(p[h*tt:(h+1)*tt], T, l.window, l.attn.sinks != nil, sink)
 		}
 		if l.attn.thPost != nil {
 			blas.Gemm(false, false, d.H, tt, d.H, 1, l.attn.thPost.w, d.H, p, tt, 0, w.a[base:base+d.H*tt], tt)
@@ -120,7 +120,7 @@ func (c *core[F]) attnBackward(l *layer[F], w *attnWS[F], g *attnGrads[F], a []F
 		}
 		for h := 0; h < d.H; h++ {
 			for i := 0; i < T; i++ {
-				lo, hi := validRange(i, d.Window)
+				lo, hi := validRange(i, l.window)
 				row := h*tt + i*T
 				pr, gr := p[row+lo:row+hi], dP[row+lo:row+hi]
 				s := dot(pr, gr)

@@ -227,7 +227,7 @@ func (dec *Decoder) step(tokens []int32, positions []int) ([]float32, error) {
 // attend computes sequence i's attention output at position pos from the cache.
 func (dec *Decoder) attend(l *layer[float32], li, i, pos int) {
 	d := dec.c.d
-	lo, hi := validRange(pos, d.Window)
+	lo, hi := validRange(pos, l.window)
 	span := hi - lo
 	sc := dec.scores[i][:d.H*span]
 	mix := dec.scores[i][d.H*dec.maxLen : d.H*dec.maxLen+d.H*span]

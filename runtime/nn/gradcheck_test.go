@@ -112,6 +112,15 @@ func TestGradCheckModels(t *testing.T) {
 			m.MoE.ParallelDense, m.MoE.ParallelAttention, m.MoE.Every, m.Norm = true, true, 2, program.LayerNorm
 			return m
 		},
+		"moe_gpt_oss_sinks_alternating_window_clamped_swiglu": func() *program.Model {
+			// gpt-oss's layer: sinks, biases everywhere, a window in every other layer, the
+			// clamped SwiGLU (a low limit so that some inputs clamp).
+			m := tinyMoE()
+			a := &m.Attention
+			a.Sinks, a.BiasQKV, a.BiasOut, a.Window, a.FullEvery = true, true, true, 2, 2
+			m.MoE.RouterBias, m.MoE.ExpertBias, m.MoE.SwigluLimit, m.MoE.SwigluAlpha = true, true, 0.4, 1.702
+			return m
+		},
 		"moe_capacity_top1_unnormalised_silu_every2": func() *program.Model {
 			m := tinyMoE()
 			m.MoE.TopK, m.MoE.Normalize, m.MoE.CapacityFactor = 1, false, 0.5

@@ -57,6 +57,8 @@ type ffnParams[F Float] struct {
 	first, up, second *tensor[F] // second is down_proj/w2
 	firstB, upB       *tensor[F] // biases, nil without ffn.bias / moe.expert_bias
 	secondB           *tensor[F]
+
+	clamp swigluClamp // gpt-oss's clamped SwiGLU (swiglu_clamp.go); zero: plain
 }
 
 type attnParams[F Float] struct {
@@ -92,6 +94,7 @@ type layer[F Float] struct {
 	// normR, normRb are the dense FFN's own norm in an MoE layer of a parallel_attention
 	// model (Arctic's residual_layernorm); nil otherwise (parallel.go).
 	normR, normRb *tensor[F]
+	window        int // this layer's sliding window (attention.window, full_every); 0: full causal
 }
 
 // core is the generic model: parameters plus the buffers of the last (B, T) it ran.
@@ -200,7 +203,6 @@ func checkSupported(m *program.Model) error {
 		{a.ClipQKV > 0, "clipped Q/K/V projections (attention.clip_qkv)"},
 		{m.NormNoBias && m.Norm == program.LayerNorm, "LayerNorms without biases (norm_bias = false)"},
 		{m.HeadBias, "an output-head bias (head_bias)"},
-		{a.FullEvery > 0 && a.Window > 0, "sliding windows in some layers only (attention.full_every)"},
 		{a.NopeEvery > 0, "layers without rotary positions (attention.nope_every)"},
 		{a.ChunkSize > 0, "chunked attention (attention.chunk)"},
 		{a.QKL2Norm, "unscaled q/k norms after rotary positions (attention.qk_l2_norm)"},
@@ -215,7 +217,6 @@ func checkSupported(m *program.Model) error {
 			{moe.SparsemixerEps > 0, "sparsemixer routing (moe.sparsemixer_eps)"},
 			{moe.EncoderMoE, "encoder MoE layers"},
 			{moe.GateInput, "gates on the experts' inputs (moe.gate_input)"},
-			{moe.SwigluLimit > 0, "gpt-oss's clamped SwiGLU experts (moe.swiglu_limit)"},
 			{moe.ParallelAttention && (!moe.ParallelDense || placement(m) != program.PreNorm),
 				"experts beside attention (moe.parallel_attention) without parallel_dense or under another placement than pre"},
 		}...)
@@ -366,7 +367,7 @@ func newCoreBare[F Float](m *program.Model, seed int64, first, count int, bare f
 	for i := 0; i < d.L; i++ {
 		b.unit = i + 1
 		p := fmt.Sprintf("model.layers.%d.", i)
-		l := &layer[F]{}
+		l := &layer[F]{window: int(m.Attention.WindowAt(i))}
 		if placement(m) != program.PostNorm {
 			l.norm1, l.norm1b = b.norm(p+"input_layernorm", ln)
 		}
@@ -518,7 +519,7 @@ func (b *builder[F]) moe(prefix string, m *program.Model) *moeParams[F] {
 	for le := 0; le < nE; le++ {
 		e := b.first + le
 		ep := fmt.Sprintf("%sexperts.%d.", prefix, e)
-		f := &ffnParams[F]{act: act, hidden: h}
+		f := &ffnParams[F]{act: act, hidden: h, clamp: swigluClamp{limit: m.MoE.SwigluLimit, alpha: m.MoE.SwigluAlpha}}
 		f.first = b.slice(mp.w1, ep+"w1.weight", le*h*d.D, h, d.D)
 		b.fill(f.first, initNormal, b.index-1)
 		if m.MoE.ExpertBias {

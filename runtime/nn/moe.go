@@ -402,7 +402,11 @@ func ffnBackwardInPlace[F Float](f *ffnParams[F], w *ffnWS[F], x, dy []F, n int)
 		u = w.u[:m]
 	}
 	a := w.a[:m]
-	activateBack(f.act, a, u, h, a, u)
+	if f.clamp.on() {
+		clampBackward(f.clamp, a, u, h, a, u)
+	} else {
+		activateBack(f.act, a, u, h, a, u)
+	}
 	addRows(f.firstB, a, n)
 	if u != nil {
 		addRows(f.upB, u, n)
