@@ -15,8 +15,9 @@
 //
 // Weights: ImportCheckpoint reads a Hugging Face folder (config.json and *.safetensors,
 // sharded or not, F32/BF16/F16) of a Llama, Mistral, Qwen2, Qwen3, Mixtral, Qwen3-MoE,
-// OLMoE, Qwen2-MoE or Snowflake Arctic model and writes a moec checkpoint
-// (runtime/checkpoint) whose tensors carry moec's names. Export reads a moec checkpoint and writes config.json plus
+// OLMoE, Qwen2-MoE, Snowflake Arctic or gpt-oss model (gpt-oss's MXFP4 experts decoded
+// to float32 exactly) and writes a moec checkpoint (runtime/checkpoint) whose tensors
+// carry moec's names. Export reads a moec checkpoint and writes config.json plus
 // model.safetensors in the layout the matching transformers class loads
 // (MixtralForCausalLM for a Mixtral-shaped model, Qwen3MoeForCausalLM for one with per-head
 // q/k norms, OlmoeForCausalLM for one with q/k norms over the whole projections (qk_norm =

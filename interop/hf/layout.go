@@ -21,6 +21,7 @@ const (
 	LayoutOlmoe    Layout = "olmoe"     // OlmoeForCausalLM: experts under mlp., whole-projection q/k norms
 	LayoutQwen2MoE Layout = "qwen2_moe" // Qwen2MoeForCausalLM: experts under mlp., one gated shared expert
 	LayoutArctic   Layout = "arctic"    // ArcticForCausalLM (Snowflake's remote code): a residual MoE beside a dense FFN
+	LayoutGptOss   Layout = "gpt_oss"   // GptOssForCausalLM's names: imported (gptoss_weights.go), not written
 	LayoutMoec     Layout = "moec"      // moec's names; no transformers class
 )
 
@@ -61,6 +62,9 @@ func expertsUnderMLP(l Layout) bool {
 func toMoec(l Layout, name string) string {
 	if l == LayoutArctic {
 		return arcticToMoec(name)
+	}
+	if l == LayoutGptOss {
+		return gptOssRouter.ReplaceAllString(name, "${1}block_sparse_moe.gate.")
 	}
 	if !expertsUnderMLP(l) {
 		return name

@@ -93,6 +93,12 @@ model tiny_gpt_oss {
   ffn { hidden = 24; activation = swiglu }
   moe { experts = 4; top_k = 2; router_bias = true; expert_bias = true; swiglu_limit = 0.5; capacity_factor = dropless }
 }
+model tiny_gpt_oss_wide {
+  vocab = 300; d_model = 64; layers = 2; seq_len = 16; norm_eps = 1e-5; rope_base = 150000
+  attention { heads = 4; kv_heads = 2; head_dim = 16; qkv_bias = true; out_bias = true; window = 3; full_every = 2; sinks = true }
+  ffn { hidden = 32; activation = swiglu }
+  moe { experts = 3; top_k = 2; router_bias = true; expert_bias = true; swiglu_limit = 7; capacity_factor = dropless; balance_loss = 0.01 }
+}
 model tiny_hunyuan {
   vocab = 300; d_model = 32; layers = 2; seq_len = 16
   attention { heads = 4; talking_heads = true; share_weights = 0.5 }
