@@ -500,7 +500,7 @@ func Table() []Feature {
 		{Key: "nope_every", Name: "layers without rotary positions (attention.nope_every)",
 			Uses: func(m *program.Model) bool { return m.Attention.NopeEvery > 0 },
 			cells: map[Backend]Cell{
-				Runtime:  refused("nn.New refuses layers without rotary positions"),
+				Runtime:  honoured(),
 				Step:     refused("no lowering rule yet"),
 				CUDA:     outside(kernelProjections),
 				Megatron: refused("Megatron rotates every layer alike"),
@@ -509,7 +509,7 @@ func Table() []Feature {
 		{Key: "chunked_attention", Name: "chunked attention (attention.chunk)",
 			Uses: func(m *program.Model) bool { return m.Attention.ChunkSize > 0 },
 			cells: map[Backend]Cell{
-				Runtime:  refused("nn.New refuses chunked attention"),
+				Runtime:  honoured(),
 				Step:     refused("no lowering rule yet"),
 				CUDA:     outside(kernelProjections),
 				Megatron: refused("Megatron has no chunked attention"),
@@ -518,7 +518,7 @@ func Table() []Feature {
 		{Key: "qk_l2_norm", Name: "unscaled q/k norms after rotary positions (attention.qk_l2_norm)",
 			Uses: func(m *program.Model) bool { return m.Attention.QKL2Norm },
 			cells: map[Backend]Cell{
-				Runtime:  refused("nn.New refuses unscaled q/k norms"),
+				Runtime:  honoured(),
 				Step:     refused("no lowering rule yet"),
 				CUDA:     outside(kernelProjections),
 				Megatron: refused("Megatron's --qk-layernorm has scales and norms before rotary positions"),
@@ -527,7 +527,7 @@ func Table() []Feature {
 		{Key: "nope_temperature", Name: "query temperature without rotary positions (attention.nope_temperature)",
 			Uses: func(m *program.Model) bool { return m.Attention.NopeTemperature > 0 },
 			cells: map[Backend]Cell{
-				Runtime:  refused("nn.New refuses the query temperature"),
+				Runtime:  honoured(),
 				Step:     refused("no lowering rule yet"),
 				CUDA:     outside(kernelProjections),
 				Megatron: refused("Megatron does not scale queries by position"),
@@ -554,7 +554,7 @@ func Table() []Feature {
 		{Key: "gate_input", Name: "gates on the experts' inputs (moe.gate_input)",
 			Uses: usesMoE(func(e *program.MoE) bool { return e.GateInput }),
 			cells: map[Backend]Cell{
-				Runtime:  refused("nn.New refuses gates on the experts' inputs"),
+				Runtime:  honoured(),
 				Step:     refused("no lowering rule yet"),
 				CUDA:     refused("expert kernels scale the experts' outputs by their gates"),
 				Megatron: refused("Megatron scales the experts' outputs by their gates"),

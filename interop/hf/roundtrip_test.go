@@ -99,6 +99,12 @@ model tiny_gpt_oss_wide {
   ffn { hidden = 32; activation = swiglu }
   moe { experts = 3; top_k = 2; router_bias = true; expert_bias = true; swiglu_limit = 7; capacity_factor = dropless; balance_loss = 0.01 }
 }
+model tiny_llama4 {
+  vocab = 300; d_model = 32; layers = 4; seq_len = 16; norm_eps = 1e-5; rope_base = 500000
+  attention { heads = 4; kv_heads = 2; head_dim = 8; nope_every = 2; chunk = 3; qk_l2_norm = true; nope_temperature = 0.5; nope_temperature_floor = 2 }
+  ffn { hidden = 48; activation = swiglu }
+  moe { experts = 4; top_k = 1; expert_hidden = 24; shared_experts = 1; score = sigmoid; normalize = false; gate_input = true; every = 2; capacity_factor = dropless }
+}
 model tiny_hunyuan {
   vocab = 300; d_model = 32; layers = 2; seq_len = 16
   attention { heads = 4; talking_heads = true; share_weights = 0.5 }

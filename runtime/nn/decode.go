@@ -46,7 +46,7 @@ func (m *Model) NewDecoder(batch, maxLen int) *Decoder {
 	if c.routerEmbed != nil {
 		dec.rows = make([]float32, batch*d.RouterIn)
 	}
-	if c.cfg.Attention.QKNorm {
+	if c.cfg.Attention.QKNorm || c.cfg.Attention.QKL2Norm {
 		dec.qkHat, dec.qkRstd = make([]float32, batch*d.QDim), make([]float32, batch*d.H)
 	}
 	if m := c.cfg.MoE; m != nil && m.ParallelAttention {
@@ -177,12 +177,22 @@ func (dec *Decoder) step(tokens []int32, positions []int) ([]float32, error) {
 		kc, vc := dec.kc[li], dec.vc[li]
 		for i := 0; i < n; i++ {
 			pos := positions[i]
-			if dec.rope != nil {
-				dec.rope.rotate(dec.q[i*d.QDim:(i+1)*d.QDim], d.H, pos, false)
+			q := dec.q[i*d.QDim : (i+1)*d.QDim]
+			if dec.rope != nil && l.llama.rotary {
+				dec.rope.rotate(q, d.H, pos, false)
+			}
+			if l.llama.l2 { // llama4.go
+				l2NormRows(q, dec.qkRstd, 1, d.H, d.Dh, eps)
+			}
+			if l.llama.temperature != 0 {
+				scal(q, float32(l.llama.queryScale(pos)))
 			}
 			if owns {
-				if dec.rope != nil {
+				if dec.rope != nil && l.llama.rotary {
 					dec.rope.rotate(dec.k[i*d.KVDim:(i+1)*d.KVDim], d.KV, pos, false)
+				}
+				if l.llama.l2 {
+					l2NormRows(dec.k[i*d.KVDim:(i+1)*d.KVDim], dec.qkRstd, 1, d.KV, d.Dh, eps)
 				}
 				at := (i*dec.maxLen + pos) * d.KVDim
 				copy(kc[at:at+d.KVDim], dec.k[i*d.KVDim:(i+1)*d.KVDim])
@@ -227,7 +237,7 @@ func (dec *Decoder) step(tokens []int32, positions []int) ([]float32, error) {
 // attend computes sequence i's attention output at position pos from the cache.
 func (dec *Decoder) attend(l *layer[float32], li, i, pos int) {
 	d := dec.c.d
-	lo, hi := validRange(pos, l.window)
+	lo, hi := l.keyRange(pos)
 	span := hi - lo
 	sc := dec.scores[i][:d.H*span]
 	mix := dec.scores[i][d.H*dec.maxLen : d.H*dec.maxLen+d.H*span]

@@ -121,6 +121,20 @@ func TestGradCheckModels(t *testing.T) {
 			m.MoE.RouterBias, m.MoE.ExpertBias, m.MoE.SwigluLimit, m.MoE.SwigluAlpha = true, true, 0.4, 1.702
 			return m
 		},
+		"moe_llama4_gate_input_sigmoid_shared": func() *program.Model {
+			m := tinyMoE()
+			m.MoE.Score, m.MoE.TopK, m.MoE.Normalize, m.MoE.GateInput = program.Sigmoid, 1, false, true
+			m.MoE.SharedExperts, m.MoE.SharedHidden, m.MoE.CapacityFactor = 1, 6, 0
+			return m
+		},
+		"moe_llama4_attention": func() *program.Model {
+			// Llama 4's attention: every second layer without rotary positions and with the
+			// query temperature, chunks of 2 and unscaled q/k norms in the rotary layers.
+			m := tinyMoE()
+			a := &m.Attention
+			a.NopeEvery, a.ChunkSize, a.QKL2Norm, a.NopeTemperature, a.NopeTemperatureFloor = 2, 2, true, 0.5, 1
+			return m
+		},
 		"moe_capacity_top1_unnormalised_silu_every2": func() *program.Model {
 			m := tinyMoE()
 			m.MoE.TopK, m.MoE.Normalize, m.MoE.CapacityFactor = 1, false, 0.5

@@ -95,6 +95,7 @@ type layer[F Float] struct {
 	// model (Arctic's residual_layernorm); nil otherwise (parallel.go).
 	normR, normRb *tensor[F]
 	window        int // this layer's sliding window (attention.window, full_every); 0: full causal
+	llama         llamaLayer
 }
 
 // core is the generic model: parameters plus the buffers of the last (B, T) it ran.
@@ -203,10 +204,8 @@ func checkSupported(m *program.Model) error {
 		{a.ClipQKV > 0, "clipped Q/K/V projections (attention.clip_qkv)"},
 		{m.NormNoBias && m.Norm == program.LayerNorm, "LayerNorms without biases (norm_bias = false)"},
 		{m.HeadBias, "an output-head bias (head_bias)"},
-		{a.NopeEvery > 0, "layers without rotary positions (attention.nope_every)"},
-		{a.ChunkSize > 0, "chunked attention (attention.chunk)"},
-		{a.QKL2Norm, "unscaled q/k norms after rotary positions (attention.qk_l2_norm)"},
-		{a.NopeTemperature > 0, "the query temperature of layers without rotary positions (attention.nope_temperature)"},
+		{(a.NopeEvery > 0 || a.ChunkSize > 0 || a.QKL2Norm) && (a.ShareKV > 1 || a.SharesWeights() || a.QKNorm || a.Window > 0),
+			"Llama 4's attention (nope_every, chunk, qk_l2_norm) with share_kv, share_weights, qk_norm or a window"},
 	}
 	if moe := m.MoE; moe != nil && moe.Experts > 0 {
 		unsupported = append(unsupported, []struct {
@@ -216,7 +215,6 @@ func checkSupported(m *program.Model) error {
 			{moe.AuxFreeBias > 0, "auxiliary-loss-free bias balancing (moe.aux_free_bias)"},
 			{moe.SparsemixerEps > 0, "sparsemixer routing (moe.sparsemixer_eps)"},
 			{moe.EncoderMoE, "encoder MoE layers"},
-			{moe.GateInput, "gates on the experts' inputs (moe.gate_input)"},
 			{moe.ParallelAttention && (!moe.ParallelDense || placement(m) != program.PreNorm),
 				"experts beside attention (moe.parallel_attention) without parallel_dense or under another placement than pre"},
 		}...)
@@ -367,7 +365,7 @@ func newCoreBare[F Float](m *program.Model, seed int64, first, count int, bare f
 	for i := 0; i < d.L; i++ {
 		b.unit = i + 1
 		p := fmt.Sprintf("model.layers.%d.", i)
-		l := &layer[F]{window: int(m.Attention.WindowAt(i))}
+		l := &layer[F]{window: int(m.Attention.WindowAt(i)), llama: newLlamaLayer(m, i)}
 		if placement(m) != program.PostNorm {
 			l.norm1, l.norm1b = b.norm(p+"input_layernorm", ln)
 		}

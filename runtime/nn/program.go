@@ -222,7 +222,7 @@ func (c *core[F]) layerForward(li int, w *workspace[F], o StepOptions, st *Stats
 			c.qkNormFwd(a.k, a.khat, a.krstd, n, d.KV, l.attn.kNorm, eps)
 		}
 	}
-	if w.rope != nil && (doQ || doK) {
+	if w.rope != nil && l.llama.rotary && (doQ || doK) {
 		parallel(n, func(_, lo, hi int) {
 			for t := lo; t < hi; t++ {
 				if doQ {
@@ -233,6 +233,17 @@ func (c *core[F]) layerForward(li int, w *workspace[F], o StepOptions, st *Stats
 				}
 			}
 		})
+	}
+	if l.llama.l2 { // llama4.go
+		if doQ {
+			l2NormRows(a.q, a.ql2, n, d.H, d.Dh, eps)
+		}
+		if doK {
+			l2NormRows(a.k, a.kl2, n, d.KV, d.Dh, eps)
+		}
+	}
+	if doQ {
+		scaleQueries(l.llama, a.q, n, d.QDim, T)
 	}
 	if doKV {
 		linear(a.v, lw.h1, n, l.attn.v, l.attn.vb, false)
@@ -502,7 +513,18 @@ func (c *core[F]) layerBackward(li int, w *workspace[F]) error {
 	} else {
 		clear(w.dh)
 	}
-	if w.rope != nil && (doQ || doK) {
+	if doQ {
+		scaleQueries(l.llama, g.dq, n, d.QDim, T) // llama4.go
+	}
+	if l.llama.l2 {
+		if doQ {
+			l2NormRowsBack(g.dq, a.q, a.ql2, n, d.H, d.Dh)
+		}
+		if doK {
+			l2NormRowsBack(g.dk, a.k, a.kl2, n, d.KV, d.Dh)
+		}
+	}
+	if w.rope != nil && l.llama.rotary && (doQ || doK) {
 		parallel(n, func(_, lo, hi int) {
 			for t := lo; t < hi; t++ {
 				if doQ {

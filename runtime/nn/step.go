@@ -123,6 +123,9 @@ func (c *core[F]) workspaceFor(B, T int) *workspace[F] {
 		if l.attn.kNorm != nil {
 			a.khat, a.krstd = make([]F, n*d.KVDim), make([]F, n*d.KV)
 		}
+		if l.llama.l2 {
+			a.ql2, a.kl2 = make([]F, n*d.H), make([]F, n*d.KV)
+		}
 		a.p = make([]F, bhtt)
 		a.a = a.p
 		if l.attn.thPre != nil {
