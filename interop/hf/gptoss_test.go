@@ -105,3 +105,25 @@ func TestGptOssComputesAsTransformers(t *testing.T) {
 	}
 	compareLogits(t, py, "gpt_oss_forward.py", out, strings.Join(text, ","), want)
 }
+
+// TestImportRefusesMixedLayerTypes: a config whose layer_types puts full_attention layers
+// beside a sliding window (outside gpt-oss, whose alternation full_every expresses) is
+// refused by name, not imported with the window in every layer.
+func TestImportRefusesMixedLayerTypes(t *testing.T) {
+	var cfg map[string]any
+	if err := json.Unmarshal(readConfig(t, "mixtral-8x7b.json"), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	types := make([]string, 32)
+	for i := range types {
+		types[i] = "sliding_attention"
+		if i%2 == 1 {
+			types[i] = "full_attention"
+		}
+	}
+	cfg["sliding_window"], cfg["layer_types"] = 4096, types
+	b, _ := json.Marshal(cfg)
+	if _, err := ImportConfig(b, Options{}); err == nil || !strings.Contains(err.Error(), "layer_types") {
+		t.Errorf("err = %v, want layer_types refused", err)
+	}
+}
