@@ -76,6 +76,11 @@ func (s *spec) layer(i int, encoder, cross, moe bool) layerPart {
 			lc.DenseFFN = dense.total()
 			lp.matmul = s.add(lp.matmul, dense.weights)
 		}
+		if e.ParallelAttention {
+			// Arctic's residual_layernorm: the dense FFN's own norm in an MoE layer.
+			s.part = "norm"
+			lc.Norms = s.add(lc.Norms, s.normParams(s.d))
+		}
 	}
 	s.part = "layer"
 	lc.Total = s.add(lc.Attention, lc.DenseFFN, lc.Experts, lc.Shared, lc.Router, lc.Norms)

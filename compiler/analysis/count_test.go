@@ -169,6 +169,8 @@ func TestMoEToggles(t *testing.T) {
 			[]int{1, 3}, moeTotal + 2*2*3*d*64 + 2*d, moeInactive, 0},
 		{"shared gate without shared experts", func(m *program.Model) { m.MoE.SharedGate = true }, []int{1, 3}, moeTotal, moeInactive, 0},
 		{"parallel dense", func(m *program.Model) { m.MoE.ParallelDense = true }, []int{1, 3}, moeTotal + 2*dense, moeInactive, 0},
+		{"parallel attention: a residual norm per MoE layer", func(m *program.Model) { m.MoE.ParallelDense, m.MoE.ParallelAttention = true, true },
+			[]int{1, 3}, moeTotal + 2*dense + 2*d, moeInactive, 0},
 		{"aux-free bias is a buffer", func(m *program.Model) { m.MoE.AuxFreeBias = 0.001 }, []int{1, 3}, moeTotal, moeInactive, 2 * E},
 		{"token-embedding router", func(m *program.Model) { m.MoE.Router = program.RouteTokenEmbedding; m.MoE.RouterDim = 32 }, []int{1, 3},
 			moeTotal - 2*E*d + 2*E*32 + V*32, moeInactive, 0},

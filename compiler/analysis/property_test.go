@@ -44,6 +44,7 @@ func randomModel(r *rand.Rand) *program.Model {
 			RouterDim: int64(pick(2) * 8), RouterBias: pick(2) == 0, AuxFreeBias: float64(pick(2)) * 0.001,
 			SharedGate: pick(2) == 0,
 		}
+		m.MoE.ParallelAttention = m.MoE.ParallelDense && pick(2) == 0
 		if pick(4) == 0 {
 			m.MoE.Layers = []int{0, 2}
 		}

@@ -27,7 +27,7 @@ func component(c *Components, r params.Role) *int64 {
 		return &c.RoutedExperts
 	case params.RoleSharedIn, params.RoleSharedUp, params.RoleSharedDown, params.RoleSharedGate:
 		return &c.SharedExperts
-	case params.RoleAttnInNorm, params.RolePostAttnNorm, params.RolePreFFNNorm, params.RolePostFFNNorm, params.RoleFinalNorm:
+	case params.RoleAttnInNorm, params.RolePostAttnNorm, params.RolePreFFNNorm, params.RolePostFFNNorm, params.RoleFinalNorm, params.RoleResidualNorm:
 		return &c.Norms
 	}
 	return &c.Attention // projections, q/k norms, sinks, talking heads

@@ -173,6 +173,7 @@ func buildModel(d *decl, s *scope) *program.Model {
 		if _, set := a.val("qk_norm_after_rope"); set {
 			m.Attention.QKNormAfterRope = a.boolean("qk_norm_after_rope")
 		}
+		llama4Attention(a, &m.Attention)
 	}
 	if f := s.sections["ffn"]; f != nil {
 		m.FFN = program.FFN{Hidden: f.i64("hidden"), Activation: program.Activation(f.str("activation")), Bias: f.boolean("bias")}
@@ -191,6 +192,15 @@ func buildModel(d *decl, s *scope) *program.Model {
 			Groups: e.int("groups"), TopKGroups: e.int("topk_groups"),
 		}
 		m.MoE.SparsemixerEps = orFloat(e, "sparsemixer_eps", 0)
+		if f := orFloat(e, "swiglu_limit", 0); f > 0 {
+			m.MoE.SwigluLimit, m.MoE.SwigluAlpha = f, orFloat(e, "swiglu_alpha", gptOssAlpha)
+		}
+		if _, set := e.val("gate_input"); set {
+			m.MoE.GateInput = e.boolean("gate_input")
+		}
+		if _, set := e.val("parallel_attention"); set {
+			m.MoE.ParallelAttention = e.boolean("parallel_attention")
+		}
 		if f := orFloat(e, "routed_scale", 1); f != 1 {
 			m.MoE.RoutedScale = f
 		}
@@ -217,6 +227,7 @@ func (c *checker) validateModel(s *scope, m *program.Model) {
 		d.Suggestion = "choose kv_heads among " + divisors(int64(m.Attention.Heads))
 	}
 	c.validateMLA(a, m)
+	c.validateLlama4Attention(s, a, m)
 	if m.NormNoBias && m.Norm != program.LayerNorm && ok(s, "norm") {
 		// RMSNorm has no bias to drop: the key would change nothing.
 		d := c.errorf(diag.CodeOutOfRange, s.rangeOf("norm_bias"), "norm_bias = false drops LayerNorm biases, but norm = %s has none", m.Norm)
@@ -287,6 +298,19 @@ func (c *checker) validateMoE(s, e *scope, m *program.Model) {
 		// A gate with nothing to scale would be a parameter that computes nothing.
 		d := c.errorf(diag.CodeOutOfRange, e.rangeOf("shared_gate"), "shared_gate scales the shared experts' output, but shared_experts is 0")
 		d.Suggestion = "set shared_experts >= 1, or remove shared_gate"
+	}
+	c.validateSwiglu(e, m)
+	if moe.ParallelAttention && ok(e, "parallel_attention", "parallel_dense") {
+		// Arctic's layer: the dense FFN beside the experts is what gets the norm of its own;
+		// without one, or under another placement, the key would describe another layer.
+		if !moe.ParallelDense {
+			d := c.errorf(diag.CodeOutOfRange, e.rangeOf("parallel_attention"), "parallel_attention moves the experts beside attention and keeps a dense FFN after it, but parallel_dense is false")
+			d.Suggestion = "set parallel_dense = true, or remove parallel_attention"
+		}
+		if p := m.NormPlacement; p != "" && p != program.PreNorm && ok(s, "norm_placement") {
+			d := c.errorf(diag.CodeOutOfRange, e.rangeOf("parallel_attention"), "parallel_attention is defined for pre-norm layers, not norm_placement = %s", p)
+			d.Suggestion = "use norm_placement = pre, or remove parallel_attention"
+		}
 	}
 	if ok(e, "top_k", "experts") && moe.TopK > moe.Experts {
 		d := c.errorf(diag.CodeTopKExceedsExperts, e.rangeOf("top_k"), "top_k (%d) exceeds experts (%d)", moe.TopK, moe.Experts)

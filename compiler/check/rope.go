@@ -82,8 +82,9 @@ func (c *checker) validateRopeScaling(s *scope, m *program.Model) {
 			}
 		}
 	}
-	if rs := m.RopeScaling; rs != nil && rs.Type == program.RopeLlama3 && rs.HighFreqFactor <= rs.LowFreqFactor {
-		d := c.errorf(diag.CodeBadRopeScaling, s.rangeOf("rope_high_freq_factor"), "rope_high_freq_factor (%g) must exceed rope_low_freq_factor (%g): the smooth band between them would be empty", rs.HighFreqFactor, rs.LowFreqFactor)
+	if rs := m.RopeScaling; rs != nil && rs.Type == program.RopeLlama3 && rs.HighFreqFactor < rs.LowFreqFactor {
+		// Equal factors are a hard switch with no smooth band (Llama 4 Scout's 1 and 1).
+		d := c.errorf(diag.CodeBadRopeScaling, s.rangeOf("rope_high_freq_factor"), "rope_high_freq_factor (%g) must be at least rope_low_freq_factor (%g): the high-frequency band would start below the low-frequency one", rs.HighFreqFactor, rs.LowFreqFactor)
 		d.Suggestion = "use Llama 3.1's values, rope_low_freq_factor = 1 and rope_high_freq_factor = 4"
 	}
 }

@@ -27,6 +27,7 @@ const (
 	RoleTalkingPost              // talking-heads mixing after the softmax [H, H]
 	RolePostAttnNorm             // post_attention_layernorm (the FFN input under pre placement)
 	RolePreFFNNorm               // pre_feedforward_layernorm (sandwich)
+	RoleResidualNorm             // residual_layernorm: the dense FFN's own norm beside the experts (parallel_attention)
 	RoleFFNIn                    // dense FFN: gate_proj when gated, up_proj otherwise [hidden, D]
 	RoleFFNUp                    // dense FFN: up_proj of a gated FFN [hidden, D]
 	RoleFFNDown                  // dense FFN: down_proj [D, hidden]
@@ -51,7 +52,7 @@ var roleNames = [...]string{
 	RolePreFFNNorm: "pre_ffn_norm", RoleFFNIn: "ffn_in", RoleFFNUp: "ffn_up", RoleFFNDown: "ffn_down",
 	RoleRouter: "router", RoleExpertIn: "expert_in", RoleExpertDown: "expert_down", RoleExpertUp: "expert_up",
 	RoleSharedIn: "shared_in", RoleSharedUp: "shared_up", RoleSharedDown: "shared_down",
-	RoleSharedGate: "shared_gate", RolePostFFNNorm: "post_ffn_norm", RoleRouterEmbed: "router_embed",
+	RoleSharedGate: "shared_gate", RoleResidualNorm: "residual_norm", RolePostFFNNorm: "post_ffn_norm", RoleRouterEmbed: "router_embed",
 	RoleFinalNorm: "final_norm", RoleHead: "head",
 }
 
@@ -69,7 +70,7 @@ func (r Role) Routed() bool { return r == RoleExpertIn || r == RoleExpertDown ||
 // Norm reports whether r is a norm scale (or, for layernorm, its bias).
 func (r Role) Norm() bool {
 	switch r {
-	case RoleAttnInNorm, RolePostAttnNorm, RolePreFFNNorm, RolePostFFNNorm, RoleFinalNorm, RoleQNorm, RoleKNorm:
+	case RoleAttnInNorm, RolePostAttnNorm, RolePreFFNNorm, RolePostFFNNorm, RoleFinalNorm, RoleQNorm, RoleKNorm, RoleResidualNorm:
 		return true
 	}
 	return false
@@ -257,6 +258,9 @@ func (w *walker) walk() {
 			w.norm(RolePreFFNNorm, i, p+"pre_feedforward_layernorm")
 		}
 		moeLayer := m.IsMoELayer(i)
+		if moeLayer && m.MoE.ParallelAttention {
+			w.norm(RoleResidualNorm, i, p+"residual_layernorm")
+		}
 		if !moeLayer || m.MoE.ParallelDense {
 			w.ffn(at(RoleFFNIn), at(RoleFFNUp), at(RoleFFNDown), p+"mlp.", d.FFNActivation, d.Hidden, m.FFN.Bias,
 				"gate_proj", "up_proj", "down_proj", "up_proj")

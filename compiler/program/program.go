@@ -175,6 +175,42 @@ type Attention struct {
 	// ClipQKV clamps the query, key and value projections to [−ClipQKV, ClipQKV] (DBRX's
 	// clip_qkv, OLMo's); 0 is none. omitempty as for QKNormFull.
 	ClipQKV float64 `json:",omitempty"`
+
+	// Llama 4's attention (all omitempty as for QKNormFull; none has parameters):
+	// NopeEvery > 0 gives every NopeEvery-th layer, the last of each group, no rotary
+	// positions (no_rope_layers: layer i rotates iff (i+1) % NopeEvery != 0). ChunkSize > 0
+	// makes every rotary layer attend only within aligned chunks of that many positions
+	// (attention_chunk_size); a layer without rotary positions attends to the whole causal
+	// prefix. QKL2Norm RMS-normalises each head's rotated queries and keys without a learned
+	// scale, in rotary layers only (use_qk_norm, Llama4TextL2Norm). NopeTemperature > 0
+	// scales the queries of a layer without rotary positions at position p by
+	// 1 + NopeTemperature·log(1 + floor((p+1)/NopeTemperatureFloor)) (attn_temperature_tuning
+	// with attn_scale and floor_scale).
+	NopeEvery            int     `json:",omitempty"`
+	ChunkSize            int64   `json:",omitempty"`
+	QKL2Norm             bool    `json:",omitempty"`
+	NopeTemperature      float64 `json:",omitempty"`
+	NopeTemperatureFloor int64   `json:",omitempty"`
+
+	// FullEvery > 0 confines Window to some layers, as gpt-oss and Gemma 2 alternate: every
+	// FullEvery-th layer, the last of each group, attends to the whole causal prefix, the
+	// others within Window (gpt-oss's layer_types). omitempty as for QKNormFull.
+	FullEvery int `json:",omitempty"`
+}
+
+// WindowAt is layer i's sliding window: Window, or 0 (full causal attention) in the layers
+// FullEvery leaves whole.
+func (a Attention) WindowAt(i int) int64 {
+	if a.FullEvery > 0 && (i+1)%a.FullEvery == 0 {
+		return 0
+	}
+	return a.Window
+}
+
+// Rotary reports whether layer i (0-based) of a rotary model rotates its queries and keys:
+// all layers but those NopeEvery makes position-free.
+func (a Attention) Rotary(i int) bool {
+	return a.NopeEvery <= 0 || (i+1)%a.NopeEvery != 0
 }
 
 // RecomputeProbability is the probability that a layer after the first of its stack
@@ -303,7 +339,13 @@ type MoE struct {
 	FirstDense    int
 	Layers        []int
 	ParallelDense bool // a dense FFN runs in parallel with the MoE in MoE layers (residual MoE)
-	EncoderMoE    bool // encoder layers follow the same rule (encoder-decoder models)
+	// ParallelAttention runs the experts beside attention, as Snowflake Arctic does
+	// (parallel_attn_mlp_res): in an MoE layer they read the layer's input through the FFN
+	// norm, while the dense FFN (ParallelDense, required) reads the post-attention stream
+	// through a norm of its own (residual_layernorm). Pre-norm placement only; omitempty as
+	// for SharedGate.
+	ParallelAttention bool `json:",omitempty"`
+	EncoderMoE        bool // encoder layers follow the same rule (encoder-decoder models)
 
 	Router         RouterInput
 	RouterDim      int64 // width of the dedicated token-embedding router table (defaults to DModel)
@@ -327,6 +369,16 @@ type MoE struct {
 	// of the top_k choices is the best remaining expert, gated by a softmax over the experts
 	// within SparsemixerEps (relative) of it; 0 is off. omitempty as above.
 	SparsemixerEps float64 `json:",omitempty"`
+
+	// GateInput multiplies each chosen expert's input by its gate instead of its output, as
+	// Llama 4 does (routed_in = x · sigmoid(score)); omitempty as above.
+	GateInput bool `json:",omitempty"`
+
+	// SwigluLimit > 0 makes the SwiGLU experts gpt-oss's clamped ones: the gate clamped
+	// above at SwigluLimit, the up projection to ±SwigluLimit, and
+	// (up + 1) · gate · σ(SwigluAlpha · gate) in place of up · silu(gate). omitempty.
+	SwigluLimit float64 `json:",omitempty"`
+	SwigluAlpha float64 `json:",omitempty"`
 }
 
 // RoutedScaleOrOne is the factor on the routed experts' output: RoutedScale, or 1.

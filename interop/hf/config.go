@@ -27,6 +27,9 @@ const (
 	Hunyuan    Arch = "hunyuan"
 	PhiMoE     Arch = "phimoe" // Phi-3.5-MoE
 	DBRX       Arch = "dbrx"
+	Arctic     Arch = "arctic" // Snowflake Arctic (remote code): a residual MoE beside a dense FFN
+	Llama4     Arch = "llama4_text"
+	GptOss     Arch = "gpt_oss"
 	OLMoE      Arch = "olmoe"
 	Llama      Arch = "llama" // dense; also mistral, qwen2, qwen3 dense configs
 )
@@ -47,6 +50,10 @@ var archOf = map[string]struct {
 	"hunyuan":        {Hunyuan, "HunYuanForCausalLM"},
 	"phimoe":         {PhiMoE, "PhimoeForCausalLM"},
 	"dbrx":           {DBRX, "DbrxForCausalLM"},
+	"arctic":         {Arctic, "ArcticForCausalLM"},
+	"llama4_text":    {Llama4, "Llama4ForCausalLM"},
+	"llama4":         {Llama4, "Llama4ForConditionalGeneration"},
+	"gpt_oss":        {GptOss, "GptOssForCausalLM"},
 	"olmoe":          {OLMoE, "OlmoeForCausalLM"},
 	"llama":          {Llama, "LlamaForCausalLM"},
 	"mistral":        {Llama, "MistralForCausalLM"},
@@ -82,6 +89,8 @@ type spec struct {
 	normNoBias       bool // LayerNorms without biases (DBRX)
 	headBias         bool // a bias on lm_head (Phi-3.5-MoE)
 	window           int64
+	fullEvery        int  // gpt-oss: every fullEvery-th layer attends fully, the others within window
+	sinks            bool // a learned sink logit per head (gpt-oss)
 	qLora, kvLora    int64
 	nope, rope, vDim int64
 
@@ -90,6 +99,8 @@ type spec struct {
 	ffnBias    bool
 
 	moe *moeSpec
+
+	llama4Attn *llama4Spec // nil but for Llama 4 (llama4.go)
 }
 
 type moeSpec struct {
@@ -106,6 +117,13 @@ type moeSpec struct {
 	groups, topkG int
 	routedScale   float64 // 0 or 1: unscaled
 	sparsemixer   float64 // Phi-3.5-MoE's sparsemixer threshold (0: top-k softmax)
+	// parallelAttention: Arctic's parallel_attn_mlp_res, the experts beside attention and
+	// a dense FFN (parallel_dense) after it.
+	parallelAttention bool
+	gateInput         bool // Llama 4: the gate scales the chosen expert's input
+	routerBias        bool
+	expertBias        bool
+	swigluLimit       float64 // gpt-oss's clamped SwiGLU (0: plain)
 }
 
 // readSpec reads a config into a spec, collecting every refusal in r.
@@ -128,6 +146,13 @@ func readSpec(r *reader) (*spec, error) {
 		return nil, e
 	}
 	s := &spec{modelType: mt, class: entry.class, arch: entry.arch}
+	if mt == "llama4" {
+		// The multimodal wrapper: its language model is text_config, as Llama4ForCausalLM
+		// loads it; the vision encoder and projector are no model moec imports.
+		e := diag.Runtimef(diag.CodeUnknownArchitecture, "%s: model_type llama4 is Llama4ForConditionalGeneration, a vision encoder beside the language model; moec imports the language model", r.source)
+		e.Suggestion = "write its text_config (model_type llama4_text, what Llama4ForCausalLM loads) to a config.json of its own and import that"
+		return nil, e
+	}
 	if entry.arch == DBRX {
 		// DBRX names its sizes its own way and nests attention and FFN settings.
 		s.dbrx(r)
@@ -171,7 +196,7 @@ func readSpec(r *reader) (*spec, error) {
 	if tp := r.integer("pretraining_tp", 1); tp != 1 {
 		r.inexpressible("pretraining_tp", fmt.Sprintf("pretraining_tp %d slices the matmuls", tp), "results differ in rounding only, but moec computes them whole", 0)
 	}
-	if r.present("quantization_config") {
+	if r.present("quantization_config") && entry.arch != GptOss { // gpt-oss's MXFP4: gptoss.go
 		r.refuse("quantization_config", "a quantized checkpoint", "moec imports float weights only")
 	}
 	if entry.arch == Hunyuan || entry.arch == HunyuanMoE {
@@ -179,7 +204,9 @@ func readSpec(r *reader) (*spec, error) {
 	} else {
 		s.ropeScaling(r)
 	}
-	s.slidingWindow(r)
+	if entry.arch != Llama4 && entry.arch != GptOss { // their layer_types: llama4.go, gptoss.go
+		s.slidingWindow(r)
+	}
 	s.attentionBias(r)
 
 	switch entry.arch {
@@ -213,6 +240,12 @@ func readSpec(r *reader) (*spec, error) {
 		s.hunyuan(r)
 	case PhiMoE:
 		s.phimoe(r)
+	case Arctic:
+		s.arctic(r)
+	case Llama4:
+		s.llama4(r)
+	case GptOss:
+		s.gptOss(r)
 	case Llama:
 		s.ffnHidden = r.required("intermediate_size")
 		if r.boolean("mlp_bias", false) {
@@ -280,6 +313,12 @@ func (s *spec) slidingWindow(r *reader) {
 		if windowed > 0 {
 			r.refuse("layer_types", fmt.Sprintf("%d layers of kind other than full_attention", windowed), "moec's layers all attend alike")
 		}
+		return
+	}
+	if len(types) > 0 && windowed < len(types) {
+		// Some layers attend fully beside the windowed ones: taking the window for all
+		// would be another model.
+		r.refuse("layer_types", fmt.Sprintf("%d of %d layers full_attention beside a sliding window of %d", len(types)-windowed, len(types), w), "moec's window applies to every layer but for gpt-oss's alternation (attention.full_every)")
 		return
 	}
 	if from > 0 && from < s.layers {

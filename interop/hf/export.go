@@ -111,7 +111,7 @@ func Export(ckpt, out string) (*ExportManifest, error) {
 	}
 	outTensors := make([]safetensors.Tensor, len(tensors))
 	for i, t := range tensors {
-		name := fromMoec(layout, t.Name)
+		name := fromMoec(layout, m, t.Name)
 		outTensors[i] = safetensors.Tensor{Name: name, Shape: t.Shape, Data: t.Data}
 		man.Tensors = append(man.Tensors, TensorEntry{Name: name, From: t.Name, Shape: t.Shape, SHA256: tensorHash(t.Data)})
 	}
@@ -318,6 +318,8 @@ func hfConfig(m *program.Model, l Layout) map[string]any {
 		cfg["norm_topk_prob"] = e.Normalize
 		cfg["router_aux_loss_coef"] = e.BalanceLoss
 		cfg["router_z_loss_coef"] = e.ZLoss
+	case LayoutArctic:
+		arcticConfig(cfg, m)
 	case LayoutQwen2MoE:
 		// Qwen2MoeConfig has no attention_bias: its Q/K/V always carry biases, its output
 		// projection never does. intermediate_size is the dense layers' width.

@@ -19,28 +19,14 @@ import (
 // the names, shapes, orientation and config of the export mean to transformers what they
 // mean to moec.
 func TestExportedLayoutComputesTheSame(t *testing.T) {
-	// The interpreter with torch: $MOEC_PEER_PYTHON, else the project venv where it has
-	// torch and transformers, else Debian's python3 (as runtime/nn's PyTorch peer).
-	py := os.Getenv("MOEC_PEER_PYTHON")
-	if venv := filepath.Join("..", "..", ".venv", "bin", "python"); py == "" && exec.Command(venv, "-c", "import torch, transformers").Run() == nil {
-		py = venv // make venv's: Debian's torch beside transformers from PyPI
-	}
-	if py == "" {
-		py = "python3"
-		if _, err := os.Stat("/usr/bin/python3"); err == nil {
-			py = "/usr/bin/python3"
-		}
-	}
-	if out, err := exec.Command(py, "-c", "import torch").CombinedOutput(); err != nil {
-		t.Skipf("torch reference skipped: %s cannot import torch: %s", py, out)
-	}
+	py := torchPython(t)
 	ids := []int32{5, 17, 250, 3, 99, 42, 7, 128}
 	var idText []string
 	for _, id := range ids {
 		idText = append(idText, fmt.Sprint(id))
 	}
 	for _, name := range []string{"tiny_mixtral", "tiny_llama", "tiny_qwen3_moe", "tiny_olmoe", "tiny_qwen2_moe",
-		"tiny_llama_yarn", "tiny_llama_llama3", "tiny_llama_linear"} {
+		"tiny_llama_yarn", "tiny_llama_llama3", "tiny_llama_linear", "tiny_arctic", "tiny_arctic_every2"} {
 		t.Run(name, func(t *testing.T) {
 			m := tinyModel(t, name)
 			dir, _ := saveCheckpoint(t, m)
@@ -66,6 +52,27 @@ func TestExportedLayoutComputesTheSame(t *testing.T) {
 			}
 		})
 	}
+}
+
+// torchPython is the interpreter with torch: $MOEC_PEER_PYTHON, else the project venv
+// where it has torch and transformers, else Debian's python3 (as runtime/nn's PyTorch
+// peer). It skips the test when none imports torch.
+func torchPython(t *testing.T) string {
+	t.Helper()
+	py := os.Getenv("MOEC_PEER_PYTHON")
+	if venv := filepath.Join("..", "..", ".venv", "bin", "python"); py == "" && exec.Command(venv, "-c", "import torch, transformers").Run() == nil {
+		py = venv // make venv's: Debian's torch beside transformers from PyPI
+	}
+	if py == "" {
+		py = "python3"
+		if _, err := os.Stat("/usr/bin/python3"); err == nil {
+			py = "/usr/bin/python3"
+		}
+	}
+	if out, err := exec.Command(py, "-c", "import torch").CombinedOutput(); err != nil {
+		t.Skipf("torch reference skipped: %s cannot import torch: %s", py, out)
+	}
+	return py
 }
 
 // compareLogits runs testdata/script on the exported folder and checks its logits against

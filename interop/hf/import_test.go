@@ -52,6 +52,16 @@ var published = []struct {
 		"microsoft/Phi-3.5-MoE-instruct: the model card's 41.9B (6.6B active); its config.json with the 64 longrope short and long factors replaced by placeholders (no count depends on them); input_jitter_noise, training-only, dropped"},
 	{"dbrx-base.json", nil, 131_596_523_520, 0,
 		"databricks/dbrx-base: the model card's 132B total (36B active); the tensors of transformers' DbrxForCausalLM (fused Wqkv, LayerNorms without bias)"},
+	{"snowflake-arctic.json", nil, 478_584_608_768, 0,
+		"Snowflake/snowflake-arctic-instruct: the model card's 480B total (17B active, \"a 10B dense transformer model with a residual 128x3.66B MoE MLP\"); the tensors of Snowflake's modeling_arctic.py (35 layers each of a residual MLP of 7168, 128 experts of 4864 at 104,595,456 each, and a residual_layernorm)"},
+	{"llama-4-scout-17b-16e.json", nil, 107_769_861_120, 0,
+		"meta-llama/Llama-4-Scout-17B-16E: the text_config of its config.json; the tensors of transformers' Llama4ForCausalLM (48 MoE layers of 16 experts and a shared expert of 8192, fused gate_up_proj). The model card's 109B total counts the vision encoder and projector too, which the language model leaves out"},
+	{"llama-4-maverick-17b-128e.json", nil, 400_711_848_960, 0,
+		"meta-llama/Llama-4-Maverick-17B-128E: the text_config of its config.json; the model card's 400B total (the vision encoder apart); 24 dense layers of 16384 and 24 MoE layers of 128 experts and a shared expert of 8192"},
+	{"gpt-oss-20b.json", nil, 20_914_757_184, 0,
+		"openai/gpt-oss-20b: the model card's 21B (the gpt-oss model card's table: 20.91B); the tensors of transformers' GptOssForCausalLM with the MXFP4 experts decoded (biased attention, 64 sinks, 32 biased experts of 2880 with fused gate_up, a biased router per layer)"},
+	{"gpt-oss-120b.json", nil, 116_829_156_672, 0,
+		"openai/gpt-oss-120b: the model card's 117B (116.83B in its table); 36 layers of 128 experts"},
 	{"olmoe-1b-7b.json", nil, 6_919_161_856, 0,
 		"allenai/OLMoE-1B-7B-0924: the paper's 6.9B; exact sum of its tensors"},
 	{"llama-3-8b.json", nil, 8_030_261_248, 0,
@@ -118,6 +128,14 @@ func TestImportActiveCounts(t *testing.T) {
 		{"hunyuan-large.json", 52_141_277_440, 51_318_800_640, "52B activated (arXiv:2411.02265)"},
 		{"phi-3.5-moe.json", 6_640_999_744, 6_509_665_600, "6.6B active parameters (model card)"},
 		{"dbrx-base.json", 36_469_708_800, 35_853_146_112, "36B active parameters (model card)"},
+		{"snowflake-arctic.json", 17_318_647_808, 17_089_271_808, "17B active parameters, top-2 gating (model card)"},
+		// Llama 4: one routed and the shared expert per MoE layer; "17B active" both.
+		{"llama-4-scout-17b-16e.json", 17_172_894_720, 16_138_408_960, "17B active parameters (model card)"},
+		{"llama-4-maverick-17b-128e.json", 17_184_691_200, 16_150_205_440, "17B active parameters (model card)"},
+		// gpt-oss counts its active parameters without the input embedding (the output
+		// head kept): 3.61B and 5.13B in the model card's table, the no_input_embedding figure.
+		{"gpt-oss-20b.json", 4_187_440_704, 3_608_307_264, "3.6B active parameters (model card: 3.61B)"},
+		{"gpt-oss-120b.json", 5_711_982_912, 5_132_849_472, "5.1B active parameters (model card: 5.13B)"},
 	} {
 		var drop []string
 		if tc.file == "phi-3.5-moe.json" {

@@ -20,6 +20,8 @@ const (
 	LayoutQwen3MoE Layout = "qwen3_moe" // Qwen3MoeForCausalLM: experts under mlp.
 	LayoutOlmoe    Layout = "olmoe"     // OlmoeForCausalLM: experts under mlp., whole-projection q/k norms
 	LayoutQwen2MoE Layout = "qwen2_moe" // Qwen2MoeForCausalLM: experts under mlp., one gated shared expert
+	LayoutArctic   Layout = "arctic"    // ArcticForCausalLM (Snowflake's remote code): a residual MoE beside a dense FFN
+	LayoutGptOss   Layout = "gpt_oss"   // GptOssForCausalLM's names: imported (gptoss_weights.go), not written
 	LayoutMoec     Layout = "moec"      // moec's names; no transformers class
 )
 
@@ -28,6 +30,7 @@ var classOf = map[Layout]string{
 	LayoutLlama: "LlamaForCausalLM", LayoutQwen3: "Qwen3ForCausalLM",
 	LayoutMixtral: "MixtralForCausalLM", LayoutQwen3MoE: "Qwen3MoeForCausalLM",
 	LayoutOlmoe: "OlmoeForCausalLM", LayoutQwen2MoE: "Qwen2MoeForCausalLM",
+	LayoutArctic: "ArcticForCausalLM",
 }
 
 // moecNames rewrites between moec's names (runtime/nn, Mixtral-style block_sparse_moe) and
@@ -57,6 +60,12 @@ func expertsUnderMLP(l Layout) bool {
 
 // toMoec returns the moec name of a tensor of layout l.
 func toMoec(l Layout, name string) string {
+	if l == LayoutArctic {
+		return arcticToMoec(name)
+	}
+	if l == LayoutGptOss {
+		return gptOssRouter.ReplaceAllString(name, "${1}block_sparse_moe.gate.")
+	}
 	if !expertsUnderMLP(l) {
 		return name
 	}
@@ -69,8 +78,11 @@ func toMoec(l Layout, name string) string {
 	return name
 }
 
-// fromMoec returns the name layout l gives moec's tensor name.
-func fromMoec(l Layout, name string) string {
+// fromMoec returns the name layout l gives moec's tensor name of model m.
+func fromMoec(l Layout, m *program.Model, name string) string {
+	if l == LayoutArctic {
+		return arcticFromMoec(m, name)
+	}
 	if !expertsUnderMLP(l) {
 		return name
 	}
@@ -132,6 +144,11 @@ func layoutFor(m *program.Model) (Layout, []string) {
 	gap(a.Sinks, "attention sinks")
 	gap(a.QKNorm && a.QKNormAfterRope, "q/k norms after rotary positions (qk_norm_after_rope)")
 	gap(a.ClipQKV > 0, "clipped Q/K/V projections (clip_qkv)")
+	gap(a.FullEvery > 0 && a.Window > 0, "sliding windows in some layers only (full_every; the export writes no gpt-oss class)")
+	gap(a.NopeEvery > 0, "layers without rotary positions (nope_every; the export writes no Llama 4 class)")
+	gap(a.ChunkSize > 0, "chunked attention (chunk)")
+	gap(a.QKL2Norm, "unscaled q/k norms after rotary positions (qk_l2_norm)")
+	gap(a.NopeTemperature > 0, "the query temperature of layers without rotary positions (nope_temperature)")
 	gap(m.NormNoBias && m.Norm == program.LayerNorm, "LayerNorms without biases (norm_bias = false)")
 	gap(m.HeadBias, "an output-head bias (head_bias)")
 	gap(m.MoE != nil && m.MoE.SparsemixerEps > 0, "sparsemixer routing (sparsemixer_eps)")
@@ -144,12 +161,17 @@ func layoutFor(m *program.Model) (Layout, []string) {
 		gap(e.Score != program.Softmax, fmt.Sprintf("score = %s (the classes route with a softmax)", e.Score))
 		gap(e.SharedExperts > 1, fmt.Sprintf("%d shared experts (Qwen2-MoE, the one class with a shared expert, has one)", e.SharedExperts))
 		gap(e.SharedExperts == 1 && !e.SharedGate, "an ungated shared expert (Qwen2-MoE scales its shared expert by sigmoid(shared_expert_gate(x)): shared_gate = true)")
-		gap(e.ParallelDense, "a dense FFN in parallel with the experts (parallel_dense)")
+		gap(e.ParallelDense && !e.ParallelAttention, "a dense FFN in parallel with the experts (parallel_dense)")
+		gap(e.SwigluLimit > 0, "gpt-oss's clamped SwiGLU experts (swiglu_limit)")
+		gap(e.GateInput, "gates on the experts' inputs (gate_input)")
 		gap(e.Groups > 0, "node-limited routing (groups)")
 		gap(e.AuxFreeBias > 0, "auxiliary-loss-free bias balancing")
 		gap(len(e.Layers) > 0 || e.FirstDense > 0, "MoE layers chosen by a list or first_dense (the classes choose them by a step)")
 		if len(gaps) > 0 {
 			return LayoutMoec, gaps
+		}
+		if e.ParallelAttention {
+			return arcticLayoutFor(m)
 		}
 		return moeLayoutFor(m)
 	}

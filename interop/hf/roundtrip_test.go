@@ -75,6 +75,36 @@ model tiny_llama_linear {
   attention { heads = 4; kv_heads = 2; head_dim = 16 }
   ffn { hidden = 64; activation = swiglu }
 }
+model tiny_arctic {
+  vocab = 300; d_model = 32; layers = 3; seq_len = 16; norm_eps = 1e-5
+  attention { heads = 4; kv_heads = 2 }
+  ffn { hidden = 32; activation = swiglu }
+  moe { experts = 4; top_k = 2; expert_hidden = 24; parallel_dense = true; parallel_attention = true; capacity_factor = dropless }
+}
+model tiny_arctic_every2 {
+  vocab = 300; d_model = 32; layers = 4; seq_len = 16; norm_eps = 1e-5
+  attention { heads = 4; kv_heads = 4 }
+  ffn { hidden = 32; activation = swiglu }
+  moe { experts = 4; top_k = 1; normalize = true; every = 2; parallel_dense = true; parallel_attention = true; capacity_factor = dropless }
+}
+model tiny_gpt_oss {
+  vocab = 300; d_model = 32; layers = 3; seq_len = 16; norm_eps = 1e-5; rope_base = 150000
+  attention { heads = 4; kv_heads = 2; head_dim = 8; qkv_bias = true; out_bias = true; window = 3; full_every = 2; sinks = true }
+  ffn { hidden = 24; activation = swiglu }
+  moe { experts = 4; top_k = 2; router_bias = true; expert_bias = true; swiglu_limit = 0.5; capacity_factor = dropless }
+}
+model tiny_gpt_oss_wide {
+  vocab = 300; d_model = 64; layers = 2; seq_len = 16; norm_eps = 1e-5; rope_base = 150000
+  attention { heads = 4; kv_heads = 2; head_dim = 16; qkv_bias = true; out_bias = true; window = 3; full_every = 2; sinks = true }
+  ffn { hidden = 32; activation = swiglu }
+  moe { experts = 3; top_k = 2; router_bias = true; expert_bias = true; swiglu_limit = 7; capacity_factor = dropless; balance_loss = 0.01 }
+}
+model tiny_llama4 {
+  vocab = 300; d_model = 32; layers = 4; seq_len = 16; norm_eps = 1e-5; rope_base = 500000
+  attention { heads = 4; kv_heads = 2; head_dim = 8; nope_every = 2; chunk = 3; qk_l2_norm = true; nope_temperature = 0.5; nope_temperature_floor = 2 }
+  ffn { hidden = 48; activation = swiglu }
+  moe { experts = 4; top_k = 1; expert_hidden = 24; shared_experts = 1; score = sigmoid; normalize = false; gate_input = true; every = 2; capacity_factor = dropless }
+}
 model tiny_hunyuan {
   vocab = 300; d_model = 32; layers = 2; seq_len = 16
   attention { heads = 4; talking_heads = true; share_weights = 0.5 }
@@ -160,6 +190,8 @@ func TestRoundTrip(t *testing.T) {
 		{"tiny_qwen3_moe", LayoutQwen3MoE},
 		{"tiny_olmoe", LayoutOlmoe},
 		{"tiny_qwen2_moe", LayoutQwen2MoE},
+		{"tiny_arctic", LayoutArctic},
+		{"tiny_arctic_every2", LayoutArctic},
 	} {
 		t.Run(tc.model, func(t *testing.T) {
 			m := tinyModel(t, tc.model)

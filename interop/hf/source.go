@@ -191,6 +191,27 @@ func (s *spec) source(name string, notes []string) []byte {
 	if s.window > 0 {
 		kv("", "window", s.window)
 	}
+	if s.fullEvery > 0 {
+		kv("", "full_every", s.fullEvery)
+	}
+	if s.sinks {
+		kv("", "sinks", true)
+	}
+	if l4 := s.llama4Attn; l4 != nil {
+		if l4.nopeEvery > 0 {
+			kv("", "nope_every", l4.nopeEvery)
+		}
+		if l4.chunk > 0 {
+			kv("", "chunk", l4.chunk)
+		}
+		if l4.qkL2 {
+			kv("", "qk_l2_norm", true)
+		}
+		if l4.temperature > 0 {
+			kv("", "nope_temperature", l4.temperature)
+			kv("", "nope_temperature_floor", l4.temperatureFor)
+		}
+	}
 	b.WriteString("}\nffn {\n")
 	kv("", "hidden", s.ffnHidden)
 	fmt.Fprintf(&b, "activation = %s\n", s.activation)
@@ -243,6 +264,22 @@ func (s *spec) source(name string, notes []string) []byte {
 		if m.groups > 0 {
 			kv("", "groups", m.groups)
 			kv("", "topk_groups", m.topkG)
+		}
+		if m.routerBias {
+			kv("", "router_bias", true)
+		}
+		if m.expertBias {
+			kv("", "expert_bias", true)
+		}
+		if m.swigluLimit > 0 {
+			kv("", "swiglu_limit", m.swigluLimit)
+		}
+		if m.gateInput {
+			kv("", "gate_input", true)
+		}
+		if m.parallelAttention {
+			kv("", "parallel_dense", true)
+			kv("", "parallel_attention", true)
 		}
 		if m.sparsemixer > 0 {
 			kv("", "sparsemixer_eps", m.sparsemixer)

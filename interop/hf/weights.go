@@ -18,7 +18,7 @@ import (
 var weightLayouts = map[string]Layout{
 	"llama": LayoutLlama, "mistral": LayoutLlama, "qwen2": LayoutLlama,
 	"qwen3": LayoutQwen3, "mixtral": LayoutMixtral, "qwen3_moe": LayoutQwen3MoE,
-	"olmoe": LayoutOlmoe, "qwen2_moe": LayoutQwen2MoE,
+	"olmoe": LayoutOlmoe, "qwen2_moe": LayoutQwen2MoE, "arctic": LayoutArctic, "gpt_oss": LayoutGptOss,
 }
 
 // CheckpointResult is an imported Hugging Face folder.
@@ -60,16 +60,25 @@ func ImportCheckpoint(hfDir, out string, opt Options) (*CheckpointResult, error)
 		return nil, diag.Runtimef(diag.CodeWeightsMismatch, "%s has no *.safetensors file", hfDir)
 	}
 	sort.Strings(files)
+	// Rotary inverse frequencies are a buffer some older checkpoints saved; tied models
+	// sometimes save the head too. Neither is a parameter of its own.
+	skip := func(name string) bool {
+		return strings.HasSuffix(name, "rotary_emb.inv_freq") || (res.Model.TieEmbeddings && name == "lm_head.weight")
+	}
 	var ts []safetensors.Tensor
+	if layout == LayoutGptOss {
+		if ts, err = readGptOss(files, skip); err != nil {
+			return nil, err
+		}
+		files = nil // read
+	}
 	for _, f := range files {
 		sf, err := safetensors.ReadFile(f)
 		if err != nil {
 			return nil, diag.RuntimeWrap(diag.CodeBadSafetensors, err, "reading weights")
 		}
 		for _, t := range sf.Tensors {
-			// Rotary inverse frequencies are a buffer some older checkpoints saved; tied
-			// models sometimes save the head too. Neither is a parameter of its own.
-			if strings.HasSuffix(t.Name, "rotary_emb.inv_freq") || (res.Model.TieEmbeddings && t.Name == "lm_head.weight") {
+			if skip(t.Name) {
 				continue
 			}
 			t.Name = toMoec(layout, t.Name)

@@ -221,6 +221,11 @@ func (b *builder) model(m *program.Model, t *program.Train) {
 	b.unsupported(a.ClipQKV > 0, "clipped Q/K/V projections (clip_qkv = %v)", a.ClipQKV)
 	b.unsupported(m.NormNoBias && m.Norm == program.LayerNorm, "LayerNorms without biases (norm_bias = false; Megatron's LayerNorm has them)")
 	b.unsupported(m.HeadBias, "an output-head bias (head_bias)")
+	b.unsupported(a.FullEvery > 0 && a.Window > 0, "sliding windows in some layers only (full_every = %d)", a.FullEvery)
+	b.unsupported(a.NopeEvery > 0, "layers without rotary positions (nope_every = %d)", a.NopeEvery)
+	b.unsupported(a.ChunkSize > 0, "chunked attention (chunk = %d)", a.ChunkSize)
+	b.unsupported(a.QKL2Norm, "unscaled q/k norms after rotary positions (qk_l2_norm)")
+	b.unsupported(a.NopeTemperature > 0, "a query temperature in layers without rotary positions (nope_temperature)")
 	b.unsupported(a.QKNorm && a.QKNormAfterRope, "q/k norms after rotary positions (qk_norm_after_rope; Megatron's --qk-layernorm norms before them)")
 	if rs := m.RopeScaling; rs != nil && m.Position == program.Rotary {
 		// Megatron's --rope-type yarn serves multi-latent attention only, and
@@ -364,6 +369,8 @@ func (b *builder) moe(m *program.Model, t *program.Train, st *program.Stage, pro
 	b.add("--moe-router-dtype", "fp32")
 	b.unsupported(e.Router == program.RouteTokenEmbedding, "token-embedding routing (router = token_embedding: the router reads a per-token table, not the hidden state)")
 	b.unsupported(e.ParallelDense, "a dense FFN in parallel with the experts (parallel_dense)")
+	b.unsupported(e.SwigluLimit > 0, "gpt-oss's clamped SwiGLU experts (swiglu_limit = %v)", e.SwigluLimit)
+	b.unsupported(e.GateInput, "gates on the experts' inputs (gate_input; Megatron scales the experts' outputs)")
 	b.unsupported(e.SparsemixerEps > 0, "sparsemixer routing (sparsemixer_eps; Megatron routes by top-k)")
 	b.unsupported(e.ExpertBias && !m.FFN.Bias, "biases in the experts only")
 }

@@ -13,6 +13,7 @@ type attnWS[F Float] struct {
 	qhat, khat []F // q, k normalised before their scale (qk_norm only)
 	qrstd      []F // [N·H]
 	krstd      []F // [N·KV]
+	ql2, kl2   []F // [N·H], [N·KV] 1/rms of the rotated heads (qk_l2_norm only, llama4.go)
 	sRaw       []F // [B, H, T, T] scores before talking-heads mixing (talking heads only)
 	p          []F // [B, H, T, T] softmax probabilities
 	a          []F // [B, H, T, T] weights applied to V: p, or p mixed by talking_heads_post
@@ -56,7 +57,11 @@ func (c *core[F]) attnScores(l *layer[F], w *attnWS[F], B, T, b0, b1 int) {
 			if l.attn.sinks != nil {
 				sink = l.attn.sinks.w[h]
 			}
-			softmaxCausal(p[h*tt:(h+1)*tt], T, d.Window, l.attn.sinks != nil, sink)
+			if l.llama.chunk > 0 {
+				softmaxChunked(p[h*tt:(h+1)*tt], T, l.llama.chunk, l.attn.sinks != nil, sink)
+			} else {
+				softmaxCausal(p[h*tt:(h+1)*tt], T, l.window, l.attn.sinks != nil, sink)
+			}
 		}
 		if l.attn.thPost != nil {
 			blas.Gemm(false, false, d.H, tt, d.H, 1, l.attn.thPost.w, d.H, p, tt, 0, w.a[base:base+d.H*tt], tt)
@@ -120,7 +125,7 @@ func (c *core[F]) attnBackward(l *layer[F], w *attnWS[F], g *attnGrads[F], a []F
 		}
 		for h := 0; h < d.H; h++ {
 			for i := 0; i < T; i++ {
-				lo, hi := validRange(i, d.Window)
+				lo, hi := l.keyRange(i)
 				row := h*tt + i*T
 				pr, gr := p[row+lo:row+hi], dP[row+lo:row+hi]
 				s := dot(pr, gr)

@@ -23,6 +23,7 @@ type Decoder struct {
 	tok           []int32
 	rows          []float32 // [batch, RouterIn] the tokens' router-table rows (token-embedding routing)
 	x, h, tmp     []float32 // [batch, D]
+	hPar          []float32 // [batch, D] the experts' input under parallel_attention, else nil
 	xhat, rstd    []float32
 	q, k, v, o    []float32   // [batch, H·Dh] / [batch, KV·Dh]
 	qkHat, qkRstd []float32   // qk_norm scratch
@@ -46,8 +47,11 @@ func (m *Model) NewDecoder(batch, maxLen int) *Decoder {
 	if c.routerEmbed != nil {
 		dec.rows = make([]float32, batch*d.RouterIn)
 	}
-	if c.cfg.Attention.QKNorm {
+	if c.cfg.Attention.QKNorm || c.cfg.Attention.QKL2Norm {
 		dec.qkHat, dec.qkRstd = make([]float32, batch*d.QDim), make([]float32, batch*d.H)
+	}
+	if m := c.cfg.MoE; m != nil && m.ParallelAttention {
+		dec.hPar = make([]float32, batch*d.D)
 	}
 	for li, l := range c.layers {
 		if l.kvOwner == li {
@@ -152,6 +156,12 @@ func (dec *Decoder) step(tokens []int32, positions []int) ([]float32, error) {
 	sandwich := isSandwich(c.cfg)
 	eps := c.d.NormEps
 	for li, l := range c.layers {
+		moeIn := dec.h
+		if l.normR != nil {
+			// parallel_attention (parallel.go): the experts read the layer's input.
+			sublayerIn(dec.hPar, dec.xhat, dec.rstd, dec.x, n, d.D, l.norm2, l.norm2b, ln, eps)
+			moeIn = dec.hPar
+		}
 		sublayerIn(dec.h, dec.xhat, dec.rstd, dec.x, n, d.D, l.norm1, l.norm1b, ln, eps)
 		owns := l.kvOwner == li
 		linear(dec.q, dec.h, n, l.attn.q, l.attn.qb, false)
@@ -168,12 +178,22 @@ func (dec *Decoder) step(tokens []int32, positions []int) ([]float32, error) {
 		kc, vc := dec.kc[li], dec.vc[li]
 		for i := 0; i < n; i++ {
 			pos := positions[i]
-			if dec.rope != nil {
-				dec.rope.rotate(dec.q[i*d.QDim:(i+1)*d.QDim], d.H, pos, false)
+			q := dec.q[i*d.QDim : (i+1)*d.QDim]
+			if dec.rope != nil && l.llama.rotary {
+				dec.rope.rotate(q, d.H, pos, false)
+			}
+			if l.llama.l2 { // llama4.go
+				l2NormRows(q, dec.qkRstd, 1, d.H, d.Dh, eps)
+			}
+			if l.llama.temperature != 0 {
+				scal(q, float32(l.llama.queryScale(pos)))
 			}
 			if owns {
-				if dec.rope != nil {
+				if dec.rope != nil && l.llama.rotary {
 					dec.rope.rotate(dec.k[i*d.KVDim:(i+1)*d.KVDim], d.KV, pos, false)
+				}
+				if l.llama.l2 {
+					l2NormRows(dec.k[i*d.KVDim:(i+1)*d.KVDim], dec.qkRstd, 1, d.KV, d.Dh, eps)
 				}
 				at := (i*dec.maxLen + pos) * d.KVDim
 				copy(kc[at:at+d.KVDim], dec.k[i*d.KVDim:(i+1)*d.KVDim])
@@ -188,10 +208,14 @@ func (dec *Decoder) step(tokens []int32, positions []int) ([]float32, error) {
 		target := sublayerTarget(sandwich, l.postA, dec.x, dec.tmp)
 		linear(target, dec.o, n, l.attn.o, l.attn.ob, true)
 		sublayerOut(sandwich, dec.x, dec.tmp, dec.xhat, dec.rstd, n, d.D, l.postA, l.postAb, ln, eps)
-		sublayerIn(dec.h, dec.xhat, dec.rstd, dec.x, n, d.D, l.norm2, l.norm2b, ln, eps)
+		if l.normR != nil {
+			sublayerIn(dec.h, dec.xhat, dec.rstd, dec.x, n, d.D, l.normR, l.normRb, ln, eps)
+		} else {
+			sublayerIn(dec.h, dec.xhat, dec.rstd, dec.x, n, d.D, l.norm2, l.norm2b, ln, eps)
+		}
 		target = sublayerTarget(sandwich, l.postF, dec.x, dec.tmp)
 		if l.moe != nil {
-			c.moeForward(l.moe, dec.moe[li], dec.h, dec.tok, target, n, routeOptions{dropless: true})
+			c.moeForward(l.moe, dec.moe[li], moeIn, dec.tok, target, n, routeOptions{dropless: true})
 		}
 		if l.dense != nil {
 			ffnForward(l.dense, dec.ffn[li], dec.h, target, n)
@@ -214,7 +238,7 @@ func (dec *Decoder) step(tokens []int32, positions []int) ([]float32, error) {
 // attend computes sequence i's attention output at position pos from the cache.
 func (dec *Decoder) attend(l *layer[float32], li, i, pos int) {
 	d := dec.c.d
-	lo, hi := validRange(pos, d.Window)
+	lo, hi := l.keyRange(pos)
 	span := hi - lo
 	sc := dec.scores[i][:d.H*span]
 	mix := dec.scores[i][d.H*dec.maxLen : d.H*dec.maxLen+d.H*span]

@@ -22,7 +22,11 @@ func ffnForward[F Float](f *ffnParams[F], w *ffnWS[F], x, y []F, n int) {
 		u = w.u[:m]
 		linear(u, x, n, f.up, f.upB, false)
 	}
-	activate(f.act, w.h[:m], w.a[:m], u)
+	if f.clamp.on() {
+		clampForward(f.clamp, w.h[:m], w.a[:m], u)
+	} else {
+		activate(f.act, w.h[:m], w.a[:m], u)
+	}
 	linear(y, w.h[:m], n, f.second, f.secondB, true)
 }
 
@@ -39,7 +43,11 @@ func ffnBackward[F Float](f *ffnParams[F], w *ffnWS[F], x, dy, dx []F, n int, ac
 		u = w.u[:m]
 	}
 	a := w.a[:m]
-	activateBack(f.act, a, u, h, a, u)
+	if f.clamp.on() {
+		clampBackward(f.clamp, a, u, h, a, u)
+	} else {
+		activateBack(f.act, a, u, h, a, u)
+	}
 	linearBack(dx, a, x, n, f.first, f.firstB, accumulate)
 	if f.up != nil {
 		linearBack(dx, u, x, n, f.up, f.upB, true)

@@ -106,6 +106,35 @@ func TestGradCheckModels(t *testing.T) {
 			m.MoE.ParallelDense, m.MoE.ExpertBias, m.FFN.Bias = true, true, true
 			return m
 		},
+		"moe_parallel_attention_every2_layernorm": func() *program.Model {
+			// Arctic's layer: experts beside attention, the dense FFN after it with its own norm.
+			m := tinyMoE()
+			m.MoE.ParallelDense, m.MoE.ParallelAttention, m.MoE.Every, m.Norm = true, true, 2, program.LayerNorm
+			return m
+		},
+		"moe_gpt_oss_sinks_alternating_window_clamped_swiglu": func() *program.Model {
+			// gpt-oss's layer: sinks, biases everywhere, a window in every other layer, the
+			// clamped SwiGLU (a low limit so that some inputs clamp).
+			m := tinyMoE()
+			a := &m.Attention
+			a.Sinks, a.BiasQKV, a.BiasOut, a.Window, a.FullEvery = true, true, true, 2, 2
+			m.MoE.RouterBias, m.MoE.ExpertBias, m.MoE.SwigluLimit, m.MoE.SwigluAlpha = true, true, 0.4, 1.702
+			return m
+		},
+		"moe_llama4_gate_input_sigmoid_shared": func() *program.Model {
+			m := tinyMoE()
+			m.MoE.Score, m.MoE.TopK, m.MoE.Normalize, m.MoE.GateInput = program.Sigmoid, 1, false, true
+			m.MoE.SharedExperts, m.MoE.SharedHidden, m.MoE.CapacityFactor = 1, 6, 0
+			return m
+		},
+		"moe_llama4_attention": func() *program.Model {
+			// Llama 4's attention: every second layer without rotary positions and with the
+			// query temperature, chunks of 2 and unscaled q/k norms in the rotary layers.
+			m := tinyMoE()
+			a := &m.Attention
+			a.NopeEvery, a.ChunkSize, a.QKL2Norm, a.NopeTemperature, a.NopeTemperatureFloor = 2, 2, true, 0.5, 1
+			return m
+		},
 		"moe_capacity_top1_unnormalised_silu_every2": func() *program.Model {
 			m := tinyMoE()
 			m.MoE.TopK, m.MoE.Normalize, m.MoE.CapacityFactor = 1, false, 0.5

@@ -59,6 +59,8 @@ type ffnParams[F Float] struct {
 	first, up, second *tensor[F] // second is down_proj/w2
 	firstB, upB       *tensor[F] // biases, nil without ffn.bias / moe.expert_bias
 	secondB           *tensor[F]
+
+	clamp swigluClamp // gpt-oss's clamped SwiGLU (swiglu_clamp.go); zero: plain
 }
 
 type attnParams[F Float] struct {
@@ -90,6 +92,12 @@ type layer[F Float] struct {
 	attn                         attnParams[F]
 	dense                        *ffnParams[F] // nil in MoE layers unless parallel_dense
 	moe                          *moeParams[F] // nil in dense layers
+
+	// normR, normRb are the dense FFN's own norm in an MoE layer of a parallel_attention
+	// model (Arctic's residual_layernorm); nil otherwise (parallel.go).
+	normR, normRb *tensor[F]
+	window        int // this layer's sliding window (attention.window, full_every); 0: full causal
+	llama         llamaLayer
 }
 
 // core is the generic model: parameters plus the buffers of the last (B, T) it ran.
@@ -198,6 +206,8 @@ func checkSupported(m *program.Model) error {
 		{a.ClipQKV > 0, "clipped Q/K/V projections (attention.clip_qkv)"},
 		{m.NormNoBias && m.Norm == program.LayerNorm, "LayerNorms without biases (norm_bias = false)"},
 		{m.HeadBias, "an output-head bias (head_bias)"},
+		{(a.NopeEvery > 0 || a.ChunkSize > 0 || a.QKL2Norm) && (a.ShareKV > 1 || a.SharesWeights() || a.QKNorm || a.Window > 0),
+			"Llama 4's attention (nope_every, chunk, qk_l2_norm) with share_kv, share_weights, qk_norm or a window"},
 	}
 	if moe := m.MoE; moe != nil && moe.Experts > 0 {
 		unsupported = append(unsupported, []struct {
@@ -207,6 +217,8 @@ func checkSupported(m *program.Model) error {
 			{moe.AuxFreeBias > 0, "auxiliary-loss-free bias balancing (moe.aux_free_bias)"},
 			{moe.SparsemixerEps > 0, "sparsemixer routing (moe.sparsemixer_eps)"},
 			{moe.EncoderMoE, "encoder MoE layers"},
+			{moe.ParallelAttention && (!moe.ParallelDense || placement(m) != program.PreNorm),
+				"experts beside attention (moe.parallel_attention) without parallel_dense or under another placement than pre"},
 		}...)
 	}
 	for _, u := range unsupported {
@@ -355,7 +367,7 @@ func newCoreBare[F Float](m *program.Model, seed int64, first, count int, bare f
 	for i := 0; i < d.L; i++ {
 		b.unit = i + 1
 		p := fmt.Sprintf("model.layers.%d.", i)
-		l := &layer[F]{}
+		l := &layer[F]{window: int(m.Attention.WindowAt(i)), llama: newLlamaLayer(m, i)}
 		if placement(m) != program.PostNorm {
 			l.norm1, l.norm1b = b.norm(p+"input_layernorm", ln)
 		}
@@ -407,6 +419,9 @@ func newCoreBare[F Float](m *program.Model, seed int64, first, count int, bare f
 			l.postA, l.postAb = b.norm(p+"post_attention_layernorm", ln)
 		}
 		moeLayer := m.IsMoELayer(i)
+		if moeLayer && m.MoE.ParallelAttention {
+			l.normR, l.normRb = b.norm(p+"residual_layernorm", ln)
+		}
 		if !moeLayer || m.MoE.ParallelDense {
 			// A residual-MoE layer keeps its dense FFN next to the experts.
 			l.dense = b.ffn(p+"mlp.", m.FFN.Activation, d.Hidden, m.FFN.Bias, "gate_proj", "up_proj", "down_proj", "up_proj")
@@ -504,7 +519,7 @@ func (b *builder[F]) moe(prefix string, m *program.Model) *moeParams[F] {
 	for le := 0; le < nE; le++ {
 		e := b.first + le
 		ep := fmt.Sprintf("%sexperts.%d.", prefix, e)
-		f := &ffnParams[F]{act: act, hidden: h}
+		f := &ffnParams[F]{act: act, hidden: h, clamp: swigluClamp{limit: m.MoE.SwigluLimit, alpha: m.MoE.SwigluAlpha}}
 		f.first = b.slice(mp.w1, ep+"w1.weight", le*h*d.D, h, d.D)
 		b.fill(f.first, initNormal, b.index-1)
 		if m.MoE.ExpertBias {

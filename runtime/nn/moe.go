@@ -93,8 +93,16 @@ func (c *core[F]) moeForward(mp *moeParams[F], w *moeWS[F], x []F, tok []int32, 
 	}
 	w.balance = float64(d.E) * bal
 	c.sortRows(w, x, n)
+	gateInput := c.cfg.MoE.GateInput // gate_input.go
+	if gateInput {
+		c.gateInputs(w, n)
+	}
 	c.runExperts(mp, w, 0, d.E)
-	c.combine(w, y, n)
+	if gateInput {
+		c.combineUngated(w, y, n)
+	} else {
+		c.combine(w, y, n)
+	}
 	c.sharedForward(mp, w, x, y, n)
 }
 
@@ -270,8 +278,14 @@ func topKIn[F Float](s []F, idx []int32, size int, groups []int32) {
 // gradients. balanceCoef and zCoef scale the auxiliary losses' gradients.
 func (c *core[F]) moeBackward(mp *moeParams[F], w *moeWS[F], x []F, tok []int32, dy, dx []F, n int, balanceCoef, zCoef float64) {
 	d := c.d
-	c.gateGrads(w, dy, n)
-	c.runExpertsBack(mp, w, 0, d.E)
+	if c.cfg.MoE.GateInput { // gate_input.go
+		c.ungatedGrads(w, dy, n)
+		c.runExpertsBack(mp, w, 0, d.E)
+		c.gateInputGrads(w, x, n)
+	} else {
+		c.gateGrads(w, dy, n)
+		c.runExpertsBack(mp, w, 0, d.E)
+	}
 	c.combineBack(w, dx, n)
 	c.sharedBackward(mp, w, x, dy, dx, n)
 	// The balance loss's gradient per score column, the same for every token.
@@ -401,7 +415,11 @@ func ffnBackwardInPlace[F Float](f *ffnParams[F], w *ffnWS[F], x, dy []F, n int)
 		u = w.u[:m]
 	}
 	a := w.a[:m]
-	activateBack(f.act, a, u, h, a, u)
+	if f.clamp.on() {
+		clampBackward(f.clamp, a, u, h, a, u)
+	} else {
+		activateBack(f.act, a, u, h, a, u)
+	}
 	addRows(f.firstB, a, n)
 	if u != nil {
 		addRows(f.upB, u, n)

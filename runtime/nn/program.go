@@ -195,6 +195,12 @@ func (c *core[F]) layerForward(li int, w *workspace[F], o StepOptions, st *Stats
 	if err := preNorm(k, lw.h1, lw.xhat1, lw.rstd1, w.x, n, d.D, l.norm1, l.norm1b, ln, eps); err != nil {
 		return err
 	}
+	if lw.par != nil {
+		// parallel_attention: the experts read the layer's input, before attention adds to it.
+		if err := preNorm(k, lw.h2, lw.xhat2, lw.rstd2, w.x, n, d.D, l.norm2, l.norm2b, ln, eps); err != nil {
+			return err
+		}
+	}
 	a := &lw.attn
 	w.owner[li] = li
 	if !w.recompute[li] {
@@ -216,7 +222,7 @@ func (c *core[F]) layerForward(li int, w *workspace[F], o StepOptions, st *Stats
 			c.qkNormFwd(a.k, a.khat, a.krstd, n, d.KV, l.attn.kNorm, eps)
 		}
 	}
-	if w.rope != nil && (doQ || doK) {
+	if w.rope != nil && l.llama.rotary && (doQ || doK) {
 		parallel(n, func(_, lo, hi int) {
 			for t := lo; t < hi; t++ {
 				if doQ {
@@ -227,6 +233,17 @@ func (c *core[F]) layerForward(li int, w *workspace[F], o StepOptions, st *Stats
 				}
 			}
 		})
+	}
+	if l.llama.l2 { // llama4.go
+		if doQ {
+			l2NormRows(a.q, a.ql2, n, d.H, d.Dh, eps)
+		}
+		if doK {
+			l2NormRows(a.k, a.kl2, n, d.KV, d.Dh, eps)
+		}
+	}
+	if doQ {
+		scaleQueries(l.llama, a.q, n, d.QDim, T)
 	}
 	if doKV {
 		linear(a.v, lw.h1, n, l.attn.v, l.attn.vb, false)
@@ -242,7 +259,14 @@ func (c *core[F]) layerForward(li int, w *workspace[F], o StepOptions, st *Stats
 	target := sublayerTarget(sandwich, l.postA, w.x, w.tmp)
 	linear(target, a.o, n, l.attn.o, l.attn.ob, true)
 	sublayerOut(sandwich, w.x, w.tmp, lw.xhatPA, lw.rstdPA, n, d.D, l.postA, l.postAb, ln, eps)
-	if err := preNorm(k, lw.h2, lw.xhat2, lw.rstd2, w.x, n, d.D, l.norm2, l.norm2b, ln, eps); err != nil {
+	denseIn := lw.h2
+	if lw.par != nil {
+		// The dense FFN's own norm reads the post-attention stream before the experts add to it.
+		if err := preNorm(k, lw.par.h, lw.par.xhat, lw.par.rstd, w.x, n, d.D, l.normR, l.normRb, ln, eps); err != nil {
+			return err
+		}
+		denseIn = lw.par.h
+	} else if err := preNorm(k, lw.h2, lw.xhat2, lw.rstd2, w.x, n, d.D, l.norm2, l.norm2b, ln, eps); err != nil {
 		return err
 	}
 	target = sublayerTarget(sandwich, l.postF, w.x, w.tmp)
@@ -273,7 +297,7 @@ func (c *core[F]) layerForward(li int, w *workspace[F], o StepOptions, st *Stats
 		}
 	}
 	if l.dense != nil {
-		ffnForward(l.dense, lw.ffn, lw.h2, target, n)
+		ffnForward(l.dense, lw.ffn, denseIn, target, n)
 	}
 	sublayerOut(sandwich, w.x, w.tmp, lw.xhatPF, lw.rstdPF, n, d.D, l.postF, l.postFb, ln, eps)
 	return nil
@@ -427,10 +451,19 @@ func (c *core[F]) layerBackward(li int, w *workspace[F]) error {
 	} else if l.moe != nil {
 		c.moeBackward(l.moe, lw.moe, lw.h2, w.tok, dy, w.dh, n, balanceCoef, zCoef)
 	}
-	if l.dense != nil {
-		ffnBackward(l.dense, lw.ffn, lw.h2, dy, w.dh, n, l.moe != nil)
+	if lw.par != nil {
+		// parallel_attention: the experts' input gradient belongs to the layer's input; it
+		// joins w.dx once attention's is in. The dense FFN's goes through its own norm.
+		clear(lw.par.dIn)
+		sublayerGradIn(lw.par.dIn, w.dh, lw.xhat2, lw.rstd2, n, d.D, l.norm2, l.norm2b, ln)
+		ffnBackward(l.dense, lw.ffn, lw.par.h, dy, w.dh, n, false)
+		sublayerGradIn(w.dx, w.dh, lw.par.xhat, lw.par.rstd, n, d.D, l.normR, l.normRb, ln)
+	} else {
+		if l.dense != nil {
+			ffnBackward(l.dense, lw.ffn, lw.h2, dy, w.dh, n, l.moe != nil)
+		}
+		sublayerGradIn(w.dx, w.dh, lw.xhat2, lw.rstd2, n, d.D, l.norm2, l.norm2b, ln)
 	}
-	sublayerGradIn(w.dx, w.dh, lw.xhat2, lw.rstd2, n, d.D, l.norm2, l.norm2b, ln)
 
 	a := &lw.attn
 	dy = sublayerGradOut(sandwich, w.dx, w.tmp, lw.xhatPA, lw.rstdPA, n, d.D, l.postA, l.postAb, ln)
@@ -480,7 +513,18 @@ func (c *core[F]) layerBackward(li int, w *workspace[F]) error {
 	} else {
 		clear(w.dh)
 	}
-	if w.rope != nil && (doQ || doK) {
+	if doQ {
+		scaleQueries(l.llama, g.dq, n, d.QDim, T) // llama4.go
+	}
+	if l.llama.l2 {
+		if doQ {
+			l2NormRowsBack(g.dq, a.q, a.ql2, n, d.H, d.Dh)
+		}
+		if doK {
+			l2NormRowsBack(g.dk, a.k, a.kl2, n, d.KV, d.Dh)
+		}
+	}
+	if w.rope != nil && l.llama.rotary && (doQ || doK) {
 		parallel(n, func(_, lo, hi int) {
 			for t := lo; t < hi; t++ {
 				if doQ {
@@ -511,6 +555,9 @@ func (c *core[F]) layerBackward(li int, w *workspace[F]) error {
 		linearBack(w.dh, dk, lw.h1, n, l.attn.k, l.attn.kb, true)
 	}
 	sublayerGradIn(w.dx, w.dh, lw.xhat1, lw.rstd1, n, d.D, l.norm1, l.norm1b, ln)
+	if lw.par != nil {
+		axpy(w.dx, 1, lw.par.dIn)
+	}
 	return nil
 }
 

@@ -150,6 +150,9 @@ func (L *epLayer[F]) eachSegment(per int, f func(le, r0, k int)) {
 
 // moeForwardSharded is moeForward for a rank of a sharded run.
 func (c *core[F]) moeForwardSharded(li int, mp *moeParams[F], w *moeWS[F], x []F, tok []int32, y []F, n int) error {
+	if c.cfg.MoE.GateInput {
+		return &UnsupportedError{Feature: "gates on the experts' inputs (moe.gate_input) with expert-parallel or sharded experts"}
+	}
 	d := c.d
 	sh := c.shard
 	L := sh.layer(li, d)

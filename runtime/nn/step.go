@@ -54,6 +54,7 @@ type layerWS[F Float] struct {
 	xhat2, rstd2, h2 []F
 	xhatPA, rstdPA   []F // post/sandwich norms of the sublayer outputs
 	xhatPF, rstdPF   []F
+	par              *parallelWS[F] // parallel_attention's buffers (parallel.go), nil without
 	ffn              *ffnWS[F]
 	moe              *moeWS[F]
 }
@@ -122,6 +123,9 @@ func (c *core[F]) workspaceFor(B, T int) *workspace[F] {
 		if l.attn.kNorm != nil {
 			a.khat, a.krstd = make([]F, n*d.KVDim), make([]F, n*d.KV)
 		}
+		if l.llama.l2 {
+			a.ql2, a.kl2 = make([]F, n*d.H), make([]F, n*d.KV)
+		}
 		a.p = make([]F, bhtt)
 		a.a = a.p
 		if l.attn.thPre != nil {
@@ -136,6 +140,9 @@ func (c *core[F]) workspaceFor(B, T int) *workspace[F] {
 		}
 		if l.dense != nil {
 			lw.ffn = newFFNWS(l.dense, n)
+		}
+		if l.normR != nil {
+			lw.par = newParallelWS[F](n, d.D)
 		}
 		w.layers = append(w.layers, lw)
 	}

@@ -79,12 +79,25 @@ func changes() map[string]func(m *program.Model) {
 		"shared_gate": func(m *program.Model) {
 			m.MoE.SharedExperts, m.MoE.SharedHidden, m.MoE.SharedGate = 1, 8, true
 		},
-		"parallel_dense": func(m *program.Model) { m.MoE.ParallelDense = true },
-		"routed_scale":   func(m *program.Model) { m.MoE.RoutedScale = 2.5 },
-		"clip_qkv":       func(m *program.Model) { m.Attention.ClipQKV = 8 },
-		"norm_no_bias":   func(m *program.Model) { m.Norm, m.NormNoBias = program.LayerNorm, true },
-		"head_bias":      func(m *program.Model) { m.HeadBias = true },
-		"sparsemixer":    func(m *program.Model) { m.MoE.SparsemixerEps = 0.01 },
+		"parallel_dense":    func(m *program.Model) { m.MoE.ParallelDense = true },
+		"nope_every":        func(m *program.Model) { m.Attention.NopeEvery = 2 },
+		"chunked_attention": func(m *program.Model) { m.Attention.ChunkSize = 4 },
+		"qk_l2_norm":        func(m *program.Model) { m.Attention.QKL2Norm = true },
+		"nope_temperature": func(m *program.Model) {
+			m.Attention.NopeEvery, m.Attention.NopeTemperature, m.Attention.NopeTemperatureFloor = 2, 0.1, 4
+		},
+		"gate_input":   func(m *program.Model) { m.MoE.GateInput = true },
+		"full_every":   func(m *program.Model) { m.Attention.Window, m.Attention.FullEvery = 4, 2 },
+		"swiglu_limit": func(m *program.Model) { m.MoE.SwigluLimit, m.MoE.SwigluAlpha = 7, 1.702 },
+		"parallel_attention": func(m *program.Model) {
+			// Arctic's residual MLP is d_model wide.
+			m.MoE.ParallelDense, m.MoE.ParallelAttention, m.FFN.Hidden = true, true, m.DModel
+		},
+		"routed_scale": func(m *program.Model) { m.MoE.RoutedScale = 2.5 },
+		"clip_qkv":     func(m *program.Model) { m.Attention.ClipQKV = 8 },
+		"norm_no_bias": func(m *program.Model) { m.Norm, m.NormNoBias = program.LayerNorm, true },
+		"head_bias":    func(m *program.Model) { m.HeadBias = true },
+		"sparsemixer":  func(m *program.Model) { m.MoE.SparsemixerEps = 0.01 },
 		"qk_norm_after_rope": func(m *program.Model) {
 			m.Attention.QKNorm, m.Attention.QKNormAfterRope = true, true
 		},

@@ -1,5 +1,6 @@
 # An independent forward pass of the transformers classes moec exports to (Llama, Qwen3,
 # Mixtral, Qwen3-MoE, OLMoE, Qwen2-MoE), written from transformers' modeling code with torch,
+# and of Snowflake Arctic, written from its published modeling_arctic.py (remote code),
 # reading an exported folder (config.json, model.safetensors) with its own safetensors reader. It
 # prints the logits of the token ids given on the command line as JSON.
 #
@@ -55,10 +56,25 @@ def mlp(x, p, gate, up, down):
     return lin(torch.nn.functional.silu(lin(x, p + gate)) * lin(x, p + up), p + down)
 
 
+def routed(h, router, ep, names, k_, norm):
+    # A softmax over all experts, then the top k, renormalised only where the class does.
+    probs = lin(h, router).softmax(-1)
+    wts, sel = probs.topk(k_, dim=-1)
+    if norm:
+        wts = wts / wts.sum(-1, keepdim=True)
+    out = torch.zeros_like(h)
+    for t in range(T):
+        for j in range(k_):
+            e = int(sel[t, j])
+            out[t] += wts[t, j] * mlp(h[t], ep + "%d." % e, *names)
+    return out
+
+
 x = W["model.embed_tokens.weight"][ids]
 mask = torch.full((T, T), float("-inf"), dtype=torch.float64).triu(1)
 for i in range(cfg["num_hidden_layers"]):
     p = "model.layers.%d." % i
+    x_in = x
     h = rms(x, W[p + "input_layernorm.weight"])
     q, k, v = lin(h, p + "self_attn.q_proj"), lin(h, p + "self_attn.k_proj"), lin(h, p + "self_attn.v_proj")
     if mt == "olmoe":
@@ -74,6 +90,21 @@ for i in range(cfg["num_hidden_layers"]):
     att = torch.einsum("thd,shd->hts", q, k) / hd ** 0.5 + mask
     o = torch.einsum("hts,shd->thd", att.softmax(-1), v).reshape(T, H * hd)
     x = x + lin(o, p + "self_attn.o_proj")
+    if mt == "arctic":
+        # ArcticDecoderLayer: MoE where (i + 1) % moe_layer_frequency == 0, else
+        # block_sparse_moe.mlp. With parallel_attn_mlp_res the experts read
+        # post_attention_layernorm(layer input), and residual_mlp(residual_layernorm(x))
+        # joins after attention.
+        bp = p + "block_sparse_moe."
+        if (i + 1) % cfg["moe_layer_frequency"] != 0:
+            x = x + mlp(rms(x, W[p + "post_attention_layernorm.weight"]), bp + "mlp.", "w1", "w3", "w2")
+            continue
+        par = cfg["parallel_attn_mlp_res"]
+        h = rms(x_in if par else x, W[p + "post_attention_layernorm.weight"])
+        if par:
+            x = x + mlp(rms(x, W[p + "residual_layernorm.weight"]), p + "residual_mlp.", "w1", "w3", "w2")
+        x = x + routed(h, bp + "gate", bp + "experts.", ("w1", "w3", "w2"), cfg["num_experts_per_tok"], True)
+        continue
     h = rms(x, W[p + "post_attention_layernorm.weight"])
     if mt in ("mixtral", "olmoe"):
         moe = True  # every layer is sparse
@@ -89,16 +120,7 @@ for i in range(cfg["num_hidden_layers"]):
         router, ep, names, norm = p + "block_sparse_moe.gate", p + "block_sparse_moe.experts.", ("w1", "w3", "w2"), True
     else:
         router, ep, names, norm = p + "mlp.gate", p + "mlp.experts.", ("gate_proj", "up_proj", "down_proj"), cfg["norm_topk_prob"]
-    # A softmax over all experts, then the top k, renormalised only where the class does.
-    probs = lin(h, router).softmax(-1)
-    wts, sel = probs.topk(k_, dim=-1)
-    if norm:
-        wts = wts / wts.sum(-1, keepdim=True)
-    out = torch.zeros_like(h)
-    for t in range(T):
-        for j in range(k_):
-            e = int(sel[t, j])
-            out[t] += wts[t, j] * mlp(h[t], ep + "%d." % e, *names)
+    out = routed(h, router, ep, names, k_, norm)
     if mt == "qwen2_moe":
         # Qwen2MoeSparseMoeBlock: sigmoid(shared_expert_gate(x)) * shared_expert(x) joins
         # the routed output.
