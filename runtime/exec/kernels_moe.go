@@ -6,6 +6,7 @@ package exec
 import (
 	"math"
 	"runtime"
+	"slices"
 	"sync"
 
 	"github.com/moec-dev/moec/compiler/program"
@@ -535,10 +536,20 @@ func eachExpertPart(experts int, size func(ex int) int, body func(ex, lo, hi int
 	// their setup than balance gains).
 	workers := runtime.GOMAXPROCS(0)
 	part := max(minPartRows, (total+8*workers-1)/(8*workers))
+	if experts >= 2*workers {
+		part = max(minPartRows, (total+2*workers-1)/(2*workers))
+	}
 	partsOf := func(n int) int { return max(1, (n+part-1)/part) }
 	most := partsOf(largest)
+	// The largest experts first: the cores then end together (longest processing time
+	// first), whatever the routing's spread.
+	order := make([]int32, experts)
+	for i := range order {
+		order[i] = int32(i)
+	}
+	slices.SortStableFunc(order, func(a, b int32) int { return size(int(b)) - size(int(a)) })
 	eachIndex(experts*most, func(i int) {
-		ex, j := i/most, i%most
+		ex, j := int(order[i/most]), i%most
 		n := size(ex)
 		if parts := partsOf(n); j < parts {
 			body(ex, j*n/parts, (j+1)*n/parts)
