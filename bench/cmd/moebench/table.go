@@ -73,7 +73,7 @@ func (r row) target() string {
 		return ""
 	case r.Ceiling:
 		return fmt.Sprintf("≤ %.2g×", r.Target)
-	case r.Single:
+	case r.Single && r.Unit == "%":
 		return fmt.Sprintf("≥ %.0f%%", 100*r.Target)
 	}
 	return fmt.Sprintf("≥ %.2g×", r.Target)
