@@ -17,9 +17,11 @@ import (
 )
 
 // recordingDecoder is nn's decoder fed one token a Step, keeping the logits of the last
-// Step: the token-by-token reference the chunked prefill is held to.
+// Step: the token-by-token reference the chunked prefill is held to. It embeds the
+// generate.Decoder interface, not *nn.Decoder, so that generate does not find (and use)
+// nn's Prefill.
 type recordingDecoder struct {
-	*nn.Decoder
+	generate.Decoder
 	logits []float32
 }
 

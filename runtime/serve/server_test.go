@@ -268,8 +268,12 @@ func TestLimits(t *testing.T) {
 // With one slot and a queue of one, a third concurrent request is refused with 429, and a
 // request that cannot finish within the timeout gets 504.
 func TestQueueFullAndTimeout(t *testing.T) {
-	s, ts := startServer(t, newModel(t), Options{Slots: 1, QueueDepth: 1, Timeout: 2 * time.Second, MaxTokens: 100000})
-	long := map[string]any{"prompt": "a", "max_tokens": 100000}
+	// The long requests ask for more tokens than any machine decodes in the timeout (a
+	// tiny model decodes tens of thousands a second, and the chunked prefill reads the
+	// context again in one step when the cache fills).
+	const tooMany = 50_000_000
+	s, ts := startServer(t, newModel(t), Options{Slots: 1, QueueDepth: 1, Timeout: 2 * time.Second, MaxTokens: tooMany})
+	long := map[string]any{"prompt": "a", "max_tokens": tooMany}
 	codes := make(chan int, 2)
 	for range 2 {
 		go func() {
