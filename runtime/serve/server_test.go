@@ -374,10 +374,10 @@ func TestHealthModelsMetrics(t *testing.T) {
 
 // Closing the server ends waiting requests with 503 instead of leaving them hanging.
 func TestClose(t *testing.T) {
-	s, ts := startServer(t, newModel(t), Options{Slots: 1, MaxTokens: 100000})
+	s, ts := startServer(t, newModel(t), Options{Slots: 1, MaxTokens: 50_000_000})
 	done := make(chan int)
 	go func() {
-		code, _ := post(t, ts.URL+"/v1/completions", map[string]any{"prompt": "a", "max_tokens": 100000})
+		code, _ := post(t, ts.URL+"/v1/completions", map[string]any{"prompt": "a", "max_tokens": 50_000_000})
 		done <- code
 	}()
 	time.Sleep(100 * time.Millisecond)
