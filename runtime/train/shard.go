@@ -153,85 +153,104 @@ func newRank(m *program.Model, seed int64, cfg optim.Config, world dist.Comm, l 
 		}
 		stateTier = dist.Host
 	}
-	ep := max(l.EP, 1)
-	if world.Size()%ep != 0 {
-		return nil, fmt.Errorf("train: expert-parallel size %d does not divide %d ranks", ep, world.Size())
-	}
-	if l.ZeRO < 0 || l.ZeRO > 3 {
-		return nil, fmt.Errorf("train: ZeRO stage %d is not 0..3", l.ZeRO)
-	}
-	me := world.Rank()
-	var err error
-	// Expert-parallel groups are consecutive ranks; the ranks holding the same experts
-	// (same position in their group) form the expert-data-parallel group.
-	if r.ep, err = world.Split(me/ep, me%ep, "ep"); err != nil {
-		return nil, err
-	}
-	if r.edp, err = world.Split(me%ep, me/ep, "edp"); err != nil {
+	if err := r.joinGroups(); err != nil {
 		return nil, err
 	}
 	sh := nn.Shard{World: world}
-	if ep > 1 {
+	if l.EP > 1 {
 		sh.EP = r.ep
 	}
+	var err error
 	if r.model, err = nn.NewSharded(m, seed, sh); err != nil {
 		return nil, err
 	}
 	r.units = r.model.Units()
-	params := r.model.Params()
-	for u, unit := range r.units {
-		var ps []*part
-		for _, expert := range []bool{false, true} {
-			n, comm := unit.DenseLen, world
-			if expert {
-				n, comm = unit.ExpertLen, r.edp
-			}
-			if n == 0 {
-				ps = append(ps, nil)
-				continue
-			}
-			p := &part{unit: u, expert: expert, comm: comm, n: n}
-			p.shard = (n + comm.Size() - 1) / comm.Size()
-			p.lo, p.hi = min(n, comm.Rank()*p.shard), min(n, (comm.Rank()+1)*p.shard)
-			// Start from the model's initial values.
-			full := make([]float32, n)
-			for _, up := range unit.Params {
-				if up.Expert == expert {
-					copy(full[up.Offset:], params[up.Index].W)
-				}
-			}
-			if l.ZeRO >= 3 {
-				p.wShard = append([]float32(nil), full[p.lo:p.hi]...)
-				r.meter.Alloc(stateTier, dist.Params, 4*int64(len(p.wShard)))
-			} else {
-				p.w = full
-				p.wShard = full[p.lo:p.hi]
-				r.meter.Alloc(dist.Device, dist.Params, 4*int64(n))
-			}
-			if l.ZeRO >= 2 {
-				p.gShard = make([]float32, p.hi-p.lo)
-				r.meter.Alloc(stateTier, dist.Grads, 4*int64(len(p.gShard)))
-			} else {
-				p.g = make([]float32, n)
-				r.meter.Alloc(dist.Device, dist.Grads, 4*int64(n))
-			}
-			// Offload keeps fp32 master weights and gradients in the host tier, as
-			// ZeRO-Offload does next to the device's working copy. Under the unified cache
-			// the shards already live in the host tier and are updated in place.
-			if l.Offload && l.Cache == nil {
-				p.host = append([]float32(nil), full[p.lo:p.hi]...)
-				p.hostG = make([]float32, p.hi-p.lo)
-				r.meter.Alloc(dist.Host, dist.Params, 4*int64(len(p.host)))
-				r.meter.Alloc(dist.Host, dist.Grads, 4*int64(len(p.hostG)))
-			}
-			ps = append(ps, p)
-		}
-		r.parts = append(r.parts, ps)
+	for u := range r.units {
+		r.parts = append(r.parts, []*part{r.newPart(u, false, stateTier), r.newPart(u, true, stateTier)})
 		r.release(u, false)
 	}
-	// The optimizer updates the rank's shard (all of it without ZeRO): one piece per
-	// parameter that meets the shard, keeping the parameter's name and shape so weight
-	// decay and the checkpoint names follow the parameter.
+	if err := r.newOptimizer(cfg); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// joinGroups checks the layout against the world and splits the expert-parallel groups
+// (consecutive ranks) and the expert-data-parallel groups (the ranks holding the same
+// experts: the same position in their groups).
+func (r *rank) joinGroups() error {
+	l, world := r.layout, r.world
+	ep := max(l.EP, 1)
+	if world.Size()%ep != 0 {
+		return fmt.Errorf("train: expert-parallel size %d does not divide %d ranks", ep, world.Size())
+	}
+	if l.ZeRO < 0 || l.ZeRO > 3 {
+		return fmt.Errorf("train: ZeRO stage %d is not 0..3", l.ZeRO)
+	}
+	me := world.Rank()
+	var err error
+	if r.ep, err = world.Split(me/ep, me%ep, "ep"); err != nil {
+		return err
+	}
+	r.edp, err = world.Split(me%ep, me/ep, "edp")
+	return err
+}
+
+// newPart is unit u's dense or expert part (nil when the unit has none), from the model's
+// initial values: whole or sharded weights and gradients as the ZeRO stage says, in
+// stateTier, with the host copies offload keeps.
+func (r *rank) newPart(u int, expert bool, stateTier dist.Tier) *part {
+	l, unit, params := r.layout, r.units[u], r.model.Params()
+	n, comm := unit.DenseLen, r.world
+	if expert {
+		n, comm = unit.ExpertLen, r.edp
+	}
+	if n == 0 {
+		return nil
+	}
+	p := &part{unit: u, expert: expert, comm: comm, n: n}
+	p.shard = (n + comm.Size() - 1) / comm.Size()
+	p.lo, p.hi = min(n, comm.Rank()*p.shard), min(n, (comm.Rank()+1)*p.shard)
+	// Start from the model's initial values.
+	full := make([]float32, n)
+	for _, up := range unit.Params {
+		if up.Expert == expert {
+			copy(full[up.Offset:], params[up.Index].W)
+		}
+	}
+	if l.ZeRO >= 3 {
+		p.wShard = append([]float32(nil), full[p.lo:p.hi]...)
+		r.meter.Alloc(stateTier, dist.Params, 4*int64(len(p.wShard)))
+	} else {
+		p.w = full
+		p.wShard = full[p.lo:p.hi]
+		r.meter.Alloc(dist.Device, dist.Params, 4*int64(n))
+	}
+	if l.ZeRO >= 2 {
+		p.gShard = make([]float32, p.hi-p.lo)
+		r.meter.Alloc(stateTier, dist.Grads, 4*int64(len(p.gShard)))
+	} else {
+		p.g = make([]float32, n)
+		r.meter.Alloc(dist.Device, dist.Grads, 4*int64(n))
+	}
+	// Offload keeps fp32 master weights and gradients in the host tier, as ZeRO-Offload
+	// does next to the device's working copy. Under the unified cache the shards already
+	// live in the host tier and are updated in place.
+	if l.Offload && l.Cache == nil {
+		p.host = append([]float32(nil), full[p.lo:p.hi]...)
+		p.hostG = make([]float32, p.hi-p.lo)
+		r.meter.Alloc(dist.Host, dist.Params, 4*int64(len(p.host)))
+		r.meter.Alloc(dist.Host, dist.Grads, 4*int64(len(p.hostG)))
+	}
+	return p
+}
+
+// newOptimizer makes the AdamW that updates the rank's shard (all of it without ZeRO): one
+// piece per parameter that meets the shard, keeping the parameter's name and shape so
+// weight decay and the checkpoint names follow the parameter; its moments are metered in
+// the device tier, or the host's under offload.
+func (r *rank) newOptimizer(cfg optim.Config) error {
+	params := r.model.Params()
 	var ops []optim.Param
 	for u, unit := range r.units {
 		for _, up := range unit.Params {
@@ -241,7 +260,7 @@ func newRank(m *program.Model, seed int64, cfg optim.Config, world dist.Comm, l 
 				n = elems(params[up.Index].Shape)
 			}
 			lo, hi := p.lo, p.hi
-			if l.ZeRO == 0 {
+			if r.layout.ZeRO == 0 {
 				lo, hi = 0, p.n
 			}
 			a, b := max(lo, up.Offset), min(hi, up.Offset+n)
@@ -254,19 +273,20 @@ func newRank(m *program.Model, seed int64, cfg optim.Config, world dist.Comm, l 
 			ops = append(ops, optim.Param{Name: params[up.Index].Name, Shape: params[up.Index].Shape, W: w[a-base : b-base], G: g[a-base : b-base]})
 		}
 	}
+	var err error
 	if r.opt, err = optim.NewAdamW(cfg, ops); err != nil {
-		return nil, err
+		return err
 	}
 	var moments int64
 	for _, op := range ops {
 		moments += 8 * int64(len(op.W))
 	}
 	tier := dist.Device
-	if l.Offload {
+	if r.layout.Offload {
 		tier = dist.Host
 	}
 	r.meter.Alloc(tier, dist.Optimizer, moments)
-	return r, nil
+	return nil
 }
 
 func b2i(b bool) int {
