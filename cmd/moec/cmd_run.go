@@ -13,6 +13,7 @@ import (
 	"github.com/moec-dev/moec/runtime/dist/mpi"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/moec-dev/moec/cmd/moec/internal/driver"
 	"github.com/moec-dev/moec/compiler/plan"
@@ -22,14 +23,18 @@ import (
 	"github.com/moec-dev/moec/runtime/train"
 )
 
+// runCommand is `moec run`: its flags and what it writes to.
+type runCommand struct {
+	opt            train.Options
+	seed           int64
+	allStages      bool
+	llvmLib        string
+	rf             rankFlags
+	stdout, stderr io.Writer
+}
+
 func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
-	var (
-		opt       train.Options
-		seed      int64
-		allStages bool
-		llvmLib   string
-		rf        rankFlags
-	)
+	r := &runCommand{stdout: stdout, stderr: stderr}
 	cmd := &cobra.Command{
 		Use:   "run --stage NAME FILE.moe | run --resume DIR | run --all-stages FILE.moe",
 		Short: "Train a stage here, starting from the previous stage's checkpoint",
@@ -42,136 +47,158 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 			"before its first checkpoint trains again from its start. A run holds its folder\n" +
 			"(run.lock) while it runs; a second run into it fails naming the holder.",
 		Args: cobra.MaximumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkRunFlags(cmd, opt, rf); err != nil {
-				return usage(err)
-			}
-			if cmd.Flags().Changed("seed") {
-				opt.Seed = &seed
-			}
-			opt.Progress = stderr
-			var spec *train.Spec // run.json of the run --resume continues
-			if opt.Resume != "" {
-				var err error
-				if spec, err = train.ReadSpec(opt.Resume); err != nil {
-					return err
-				}
-				if rec := spec.Layout; rec != nil && rec.LLVM != "" && !cmd.Flags().Changed("llvm") {
-					if layoutFlagsChanged(cmd) || mpi.InRun() {
-						// A new layout runs sharded ranks, which run the Go kernels only.
-						fmt.Fprintf(stderr, "moec: the LLVM kernels %s recorded in %s are not used under the new layout; its ranks run the Go kernels\n", rec.LLVM, filepath.Join(opt.Resume, train.SpecFile))
-					} else {
-						// The run started with these kernels; `--llvm ""` returns to Go's.
-						llvmLib = rec.LLVM
-						fmt.Fprintf(stderr, "moec: running the LLVM kernels %s recorded in %s (--llvm \"\" for the Go kernels)\n", llvmLib, filepath.Join(opt.Resume, train.SpecFile))
-					}
-				}
-			}
-			if llvmLib != "" {
-				opt.NewNet, opt.LLVM = kernelsel.NewNet(llvmLib), llvmLib
-				// The LLVM kernels run in the hand-written model's single rank.
-				if rf.engine == "" && !rf.program {
-					rf.engine = driver.EngineHandwritten
-				}
-			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			rf.zeroSet = cmd.Flags().Changed("zero")
-			world, finalize, err := mpiWorld(rf.timeout)
-			if err != nil {
-				return err
-			}
-			defer finalize()
-			worldSize := 0
-			if world != nil {
-				opt.Comm, worldSize = world, world.Size()
-				if world.Rank() != 0 { // rank 0 speaks for the run
-					stdout, stderr, opt.Progress = io.Discard, io.Discard, nil
-				}
-			}
-			opt.CollectiveTimeout = rf.timeout
-			if opt.Resume != "" {
-				if len(args) > 0 {
-					return usage(fmt.Errorf("run: --resume takes the run folder only, not a .moe file"))
-				}
-				l, p, err := rf.resumeLayout(spec, layoutFlagsChanged(cmd), worldSize, stderr)
-				if err != nil {
-					return err
-				}
-				opt.Layout = l
-				return runAndReport(ctx, stdout, opt, p)
-			}
-			if len(args) != 1 {
-				return usage(fmt.Errorf("run: give the .moe file (and --stage NAME, or --all-stages)"))
-			}
-			loaded, err := loadChecked(args[0], stderr)
-			if err != nil {
-				return err
-			}
-			opt.Program = loaded.Program
-			opt.BaseDir = filepath.Dir(args[0])
-			if !allStages {
-				l, p, err := rf.layout(opt.Program, opt.TrainName, opt.StageName, opt.MicroBatch, worldSize, stderr)
-				if err != nil {
-					return err
-				}
-				opt.Layout = l
-				return sourceError(loaded, stderr, runAndReport(ctx, stdout, opt, p))
-			}
-			if opt.StageName != "" || opt.OutDir != "" || opt.From != "" {
-				return usage(fmt.Errorf("run: --all-stages trains every stage in its own folder; drop --stage, --out and --from"))
-			}
-			if err := needTrain(loaded.Program, args[0], "run --all-stages trains a train block's curriculum"); err != nil {
-				return err
-			}
-			err = driver.RunCurriculum(ctx, driver.CurriculumRun{
-				Options: opt, Layout: rf.request(), LayoutSet: layoutFlagsChanged(cmd), WorldSize: worldSize, Warn: stderr,
-				Continued: func(spec *train.Spec, dir string) error { return checkContinued(cmd, opt, spec, dir) },
-				Run:       func(ctx context.Context, o train.Options, p *plan.Plan) error { return runAndReport(ctx, stdout, o, p) },
-			})
-			var se driver.StageError
-			switch {
-			case err == nil:
-			case driver.IsUsage(err):
-				return usage(err)
-			case errors.As(err, &se) && sourceError(loaded, stderr, se.Err) == errDiagnostics:
-				return errDiagnostics
-			default:
-				return err
-			}
-			return nil
-		},
+		RunE: r.run,
 	}
-	f := cmd.Flags()
-	f.StringVar(&opt.StageName, "stage", "", "the stage to train")
-	f.StringVar(&opt.TrainName, "train", "", "the train block (default: the file's only one)")
-	f.BoolVar(&allStages, "all-stages", false, "train every stage of the curriculum in order")
-	f.Int64Var(&opt.Steps, "steps", 0, "optimizer steps, at least 1 (default: the stage's tokens / tokens per batch)")
-	f.StringVar(&opt.OutDir, "out", "", "run folder (default out/<train>/<stage>/run)")
-	f.StringVar(&opt.OutRoot, "out-root", "out", "root of the conventional run folders")
-	f.StringVar(&opt.Resume, "resume", "", "continue the run in this folder, under the layout and engine its run.json records unless --ranks/--ep/--zero/--tp/--pp/--engine/--step-programs/--offload/--cache-budget say otherwise")
-	f.BoolVar(&opt.Restart, "restart", false, "with --resume: start the run over from step 0 when its folder shows progress but holds no complete checkpoint (replaces its log.jsonl)")
-	f.StringVar(&opt.From, "from", "", "checkpoint or run folder to grow from (default: the from stage's final checkpoint)")
-	f.BoolVar(&opt.Force, "force", false, "start afresh in a run folder that already holds a run")
-	f.Int64Var(&seed, "seed", 0, "override the train block's seed")
-	f.DurationVar(&opt.MaxTime, "max-time", 0, "stop (with a checkpoint) after this long, e.g. 30m; resume later (default: no limit)")
-	f.IntVar(&opt.MicroBatch, "micro-batch", 0, "sequences per micro-batch; it must divide the batch's sequences (tokens_per_batch / seq_len), so the batch stays as declared; memory changes, and so does the loss of an MoE stage, whose expert capacity is per micro-batch (default: the train block's, else up to 8)")
-	f.StringVar(&llvmLib, "llvm", "", "run norms, cross-entropy and AdamW in the compiled LLVM kernels of this library (<stage>/llvm/libmoe_kernels.so from moec build); one rank only, sharded ranks run the Go kernels")
-	f.Int64Var(&opt.CheckpointEvery, "checkpoint-every", 0, "steps between checkpoints, at least 1 (default: the train block's)")
-	f.IntVar(&rf.ranks, "ranks", 0, "run the plan for N ≥ 1 in-process ranks (default: the cluster's ranks; under mpirun, one rank per process)")
-	f.IntVar(&rf.ep, "ep", 0, "expert-parallel size; it must divide the ranks and the stage's experts (default: the plan's)")
-	f.IntVar(&rf.zero, "zero", 0, "ZeRO stage 0-3 (default: the plan's)")
-	f.IntVar(&rf.tp, "tp", 0, "tensor-parallel size: Megatron's column/row splits of heads, FFN and expert widths and the vocabulary; trains through step programs (in-process ranks, or one per process under mpirun)")
-	f.IntVar(&rf.pp, "pp", 0, "pipeline-parallel size: stages of contiguous layers under a 1F1B schedule of the micro-batches; trains through step programs (in-process ranks, or one per process under mpirun)")
-	f.StringVar(&rf.engine, "engine", "", "the training engine: step (step programs run by the executor; the default wherever they lower the layout) or handwritten (the hand-written sharded engine, their oracle; it also runs mpirun, the unified cache and models step programs do not lower)")
-	f.BoolVar(&rf.program, "step-programs", false, "the same as --engine step (kept for scripts: step programs are the default)")
-	f.BoolVar(&rf.sp, "sp", false, "sequence parallelism (with --tp > 1): the tp ranks split the norms, residual sums and router input by token, with all-gathers and reduce-scatters in place of tp's all-reduces")
-	f.BoolVar(&rf.offload, "offload", false, "keep optimizer states in the host tier (default: the train block's memory.offload)")
-	f.BoolVar(&opt.DelayedUpdate, "delayed-update", false, "with --cache-budget: update the host weights one step late (ZeRO-Offload's DPU), overlapping the update with the whole next step; this changes the training algorithm and the losses; not recorded in run.json, give it again with --resume")
-	f.BoolVar(&opt.SerialHostUpdate, "serial-host-update", false, "with --cache-budget: run the host update inside each step instead of on a helper goroutine that overlaps the next step's forward; the numbers are the same (for measuring the overlap)")
-	f.StringVar(&rf.budget, "cache-budget", "", "run the unified cache with this device budget per rank, e.g. 8MiB (default with memory = unified_cache: a quarter of a rank's weights)")
-	f.DurationVar(&rf.timeout, "collective-timeout", 0, "fail a collective that waits longer than this for another rank; positive (default 5m)")
+	r.flags(cmd.Flags())
 	return cmd
+}
+
+func (r *runCommand) flags(f *pflag.FlagSet) {
+	f.StringVar(&r.opt.StageName, "stage", "", "the stage to train")
+	f.StringVar(&r.opt.TrainName, "train", "", "the train block (default: the file's only one)")
+	f.BoolVar(&r.allStages, "all-stages", false, "train every stage of the curriculum in order")
+	f.Int64Var(&r.opt.Steps, "steps", 0, "optimizer steps, at least 1 (default: the stage's tokens / tokens per batch)")
+	f.StringVar(&r.opt.OutDir, "out", "", "run folder (default out/<train>/<stage>/run)")
+	f.StringVar(&r.opt.OutRoot, "out-root", "out", "root of the conventional run folders")
+	f.StringVar(&r.opt.Resume, "resume", "", "continue the run in this folder, under the layout and engine its run.json records unless --ranks/--ep/--zero/--tp/--pp/--engine/--step-programs/--offload/--cache-budget say otherwise")
+	f.BoolVar(&r.opt.Restart, "restart", false, "with --resume: start the run over from step 0 when its folder shows progress but holds no complete checkpoint (replaces its log.jsonl)")
+	f.StringVar(&r.opt.From, "from", "", "checkpoint or run folder to grow from (default: the from stage's final checkpoint)")
+	f.BoolVar(&r.opt.Force, "force", false, "start afresh in a run folder that already holds a run")
+	f.Int64Var(&r.seed, "seed", 0, "override the train block's seed")
+	f.DurationVar(&r.opt.MaxTime, "max-time", 0, "stop (with a checkpoint) after this long, e.g. 30m; resume later (default: no limit)")
+	f.IntVar(&r.opt.MicroBatch, "micro-batch", 0, "sequences per micro-batch; it must divide the batch's sequences (tokens_per_batch / seq_len), so the batch stays as declared; memory changes, and so does the loss of an MoE stage, whose expert capacity is per micro-batch (default: the train block's, else up to 8)")
+	f.StringVar(&r.llvmLib, "llvm", "", "run norms, cross-entropy and AdamW in the compiled LLVM kernels of this library (<stage>/llvm/libmoe_kernels.so from moec build); one rank only, sharded ranks run the Go kernels")
+	f.Int64Var(&r.opt.CheckpointEvery, "checkpoint-every", 0, "steps between checkpoints, at least 1 (default: the train block's)")
+	f.IntVar(&r.rf.ranks, "ranks", 0, "run the plan for N ≥ 1 in-process ranks (default: the cluster's ranks; under mpirun, one rank per process)")
+	f.IntVar(&r.rf.ep, "ep", 0, "expert-parallel size; it must divide the ranks and the stage's experts (default: the plan's)")
+	f.IntVar(&r.rf.zero, "zero", 0, "ZeRO stage 0-3 (default: the plan's)")
+	f.IntVar(&r.rf.tp, "tp", 0, "tensor-parallel size: Megatron's column/row splits of heads, FFN and expert widths and the vocabulary; trains through step programs (in-process ranks, or one per process under mpirun)")
+	f.IntVar(&r.rf.pp, "pp", 0, "pipeline-parallel size: stages of contiguous layers under a 1F1B schedule of the micro-batches; trains through step programs (in-process ranks, or one per process under mpirun)")
+	f.StringVar(&r.rf.engine, "engine", "", "the training engine: step (step programs run by the executor; the default wherever they lower the layout) or handwritten (the hand-written sharded engine, their oracle; it also runs mpirun, the unified cache and models step programs do not lower)")
+	f.BoolVar(&r.rf.program, "step-programs", false, "the same as --engine step (kept for scripts: step programs are the default)")
+	f.BoolVar(&r.rf.sp, "sp", false, "sequence parallelism (with --tp > 1): the tp ranks split the norms, residual sums and router input by token, with all-gathers and reduce-scatters in place of tp's all-reduces")
+	f.BoolVar(&r.rf.offload, "offload", false, "keep optimizer states in the host tier (default: the train block's memory.offload)")
+	f.BoolVar(&r.opt.DelayedUpdate, "delayed-update", false, "with --cache-budget: update the host weights one step late (ZeRO-Offload's DPU), overlapping the update with the whole next step; this changes the training algorithm and the losses; not recorded in run.json, give it again with --resume")
+	f.BoolVar(&r.opt.SerialHostUpdate, "serial-host-update", false, "with --cache-budget: run the host update inside each step instead of on a helper goroutine that overlaps the next step's forward; the numbers are the same (for measuring the overlap)")
+	f.StringVar(&r.rf.budget, "cache-budget", "", "run the unified cache with this device budget per rank, e.g. 8MiB (default with memory = unified_cache: a quarter of a rank's weights)")
+	f.DurationVar(&r.rf.timeout, "collective-timeout", 0, "fail a collective that waits longer than this for another rank; positive (default 5m)")
+}
+
+// run checks the flags, joins mpirun's world when there is one, and trains: the run
+// --resume continues, one stage, or the whole curriculum.
+func (r *runCommand) run(cmd *cobra.Command, args []string) error {
+	opt, rf, stdout, stderr := r.opt, r.rf, r.stdout, r.stderr
+	if err := checkRunFlags(cmd, opt, rf); err != nil {
+		return usage(err)
+	}
+	if cmd.Flags().Changed("seed") {
+		opt.Seed = &r.seed
+	}
+	opt.Progress = stderr
+	var spec *train.Spec // run.json of the run --resume continues
+	llvmLib := r.llvmLib
+	if opt.Resume != "" {
+		var err error
+		if spec, err = train.ReadSpec(opt.Resume); err != nil {
+			return err
+		}
+		llvmLib = recordedKernels(cmd, spec, opt.Resume, llvmLib, stderr)
+	}
+	if llvmLib != "" {
+		opt.NewNet, opt.LLVM = kernelsel.NewNet(llvmLib), llvmLib
+		// The LLVM kernels run in the hand-written model's single rank.
+		if rf.engine == "" && !rf.program {
+			rf.engine = driver.EngineHandwritten
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rf.zeroSet = cmd.Flags().Changed("zero")
+	world, finalize, err := mpiWorld(rf.timeout)
+	if err != nil {
+		return err
+	}
+	defer finalize()
+	worldSize := 0
+	if world != nil {
+		opt.Comm, worldSize = world, world.Size()
+		if world.Rank() != 0 { // rank 0 speaks for the run
+			stdout, stderr, opt.Progress = io.Discard, io.Discard, nil
+		}
+	}
+	opt.CollectiveTimeout = rf.timeout
+	if opt.Resume != "" {
+		if len(args) > 0 {
+			return usage(fmt.Errorf("run: --resume takes the run folder only, not a .moe file"))
+		}
+		l, p, err := rf.resumeLayout(spec, layoutFlagsChanged(cmd), worldSize, stderr)
+		if err != nil {
+			return err
+		}
+		opt.Layout = l
+		return runAndReport(ctx, stdout, opt, p)
+	}
+	if len(args) != 1 {
+		return usage(fmt.Errorf("run: give the .moe file (and --stage NAME, or --all-stages)"))
+	}
+	loaded, err := loadChecked(args[0], stderr)
+	if err != nil {
+		return err
+	}
+	opt.Program = loaded.Program
+	opt.BaseDir = filepath.Dir(args[0])
+	if !r.allStages {
+		l, p, err := rf.layout(opt.Program, opt.TrainName, opt.StageName, opt.MicroBatch, worldSize, stderr)
+		if err != nil {
+			return err
+		}
+		opt.Layout = l
+		return sourceError(loaded, stderr, runAndReport(ctx, stdout, opt, p))
+	}
+	return runAllStages(ctx, cmd, loaded, args[0], opt, rf, worldSize, stdout, stderr)
+}
+
+// recordedKernels is the LLVM kernel library a resumed run uses: the one its run.json
+// records, unless --llvm says otherwise or a new layout runs sharded ranks (Go kernels).
+func recordedKernels(cmd *cobra.Command, spec *train.Spec, dir, llvmLib string, stderr io.Writer) string {
+	rec := spec.Layout
+	if rec == nil || rec.LLVM == "" || cmd.Flags().Changed("llvm") {
+		return llvmLib
+	}
+	if layoutFlagsChanged(cmd) || mpi.InRun() {
+		// A new layout runs sharded ranks, which run the Go kernels only.
+		fmt.Fprintf(stderr, "moec: the LLVM kernels %s recorded in %s are not used under the new layout; its ranks run the Go kernels\n", rec.LLVM, filepath.Join(dir, train.SpecFile))
+		return llvmLib
+	}
+	// The run started with these kernels; `--llvm ""` returns to Go's.
+	fmt.Fprintf(stderr, "moec: running the LLVM kernels %s recorded in %s (--llvm \"\" for the Go kernels)\n", rec.LLVM, filepath.Join(dir, train.SpecFile))
+	return rec.LLVM
+}
+
+// runAllStages trains the file's curriculum in order (--all-stages), resuming or skipping
+// the stages that have run.
+func runAllStages(ctx context.Context, cmd *cobra.Command, loaded *driver.Loaded, file string, opt train.Options, rf rankFlags, worldSize int, stdout, stderr io.Writer) error {
+	if opt.StageName != "" || opt.OutDir != "" || opt.From != "" {
+		return usage(fmt.Errorf("run: --all-stages trains every stage in its own folder; drop --stage, --out and --from"))
+	}
+	if err := needTrain(loaded.Program, file, "run --all-stages trains a train block's curriculum"); err != nil {
+		return err
+	}
+	err := driver.RunCurriculum(ctx, driver.CurriculumRun{
+		Options: opt, Layout: rf.request(), LayoutSet: layoutFlagsChanged(cmd), WorldSize: worldSize, Warn: stderr,
+		Continued: func(spec *train.Spec, dir string) error { return checkContinued(cmd, opt, spec, dir) },
+		Run:       func(ctx context.Context, o train.Options, p *plan.Plan) error { return runAndReport(ctx, stdout, o, p) },
+	})
+	var se driver.StageError
+	switch {
+	case err == nil:
+		return nil
+	case driver.IsUsage(err):
+		return usage(err)
+	case errors.As(err, &se) && sourceError(loaded, stderr, se.Err) == errDiagnostics:
+		return errDiagnostics
+	}
+	return err
 }
 
 func runAndReport(ctx context.Context, stdout io.Writer, opt train.Options, p *plan.Plan) error {
