@@ -28,14 +28,50 @@ type Timing struct {
 // stepTime models one training step of layout l whose memory is mem. When comm is not
 // nil it receives the communication table.
 func (e *env) stepTime(l ParallelLayout, mem *memoryUse, comm *[]Comm) Timing {
-	w, a := e.w, e.a
-	lk := e.link()
-	var t Timing
+	c := &stepCost{e: e, l: l, comm: comm, lk: e.link(), mbs: float64(l.GradAccum)}
+	w := e.w
 	world := float64(l.World())
 	tokens := float64(l.Batch) * float64(w.seqLen)
-	mbs := float64(l.GradAccum)
+	c.compute(tokens / world)
+	c.modelParallel()
+	denseParams, expertParams := c.dataParallel()
+	h := c.host(mem, denseParams, expertParams)
+	t := &c.t
+	perMB := (t.TPSeconds + t.EPSeconds + t.PPSeconds) / c.mbs
+	critical := t.ComputeSeconds + perMB*c.mbs
+	h.gpuStep = critical*(1+t.BubbleFraction) + t.DPExposed
+	o := h.exposed(t.HostUpdate)
+	t.OffloadExposed, t.OptimizerExposed, t.HostOverlapped = o.offloadExposed, o.optimizerExposed, o.overlapped
+	t.StepSeconds = critical*(1+t.BubbleFraction) + t.DPExposed + t.OffloadExposed + t.OptimizerExposed
+	if t.StepSeconds > 0 {
+		t.TokensPerSecond = tokens / t.StepSeconds
+		t.MFU = tokens * w.flops.TrainPerToken / (e.peak * world * t.StepSeconds)
+	}
+	return *t
+}
 
-	// Compute, by op class.
+// stepCost is one stepTime: the layout, the timing it fills and the communication table.
+type stepCost struct {
+	e    *env
+	l    ParallelLayout
+	t    Timing
+	comm *[]Comm
+	lk   link
+	mbs  float64 // micro-batches a step
+}
+
+// add records c in the communication table, when one is asked for.
+func (c *stepCost) add(cm Comm) {
+	if c.comm != nil && cm.Bytes > 0 {
+		*c.comm = append(*c.comm, cm)
+	}
+}
+
+// compute is the compute time of perDevice tokens, by op class (dense, expert and attention
+// products at their efficiencies, recompute included), and the pipeline bubble.
+func (c *stepCost) compute(perDevice float64) {
+	e, l, t := c.e, c.l, &c.t
+	w, a := e.w, e.a
 	f := w.flops
 	attn := f.AttentionPerToken
 	expert := w.expertFLOPsPerToken
@@ -53,15 +89,15 @@ func (e *env) stepTime(l ParallelLayout, mem *memoryUse, comm *[]Comm) Timing {
 		expEff *= math.Min(1, perExpert/a.ExpertSaturation)
 		expEff = math.Max(expEff, 0.01)
 	}
-	perDevice := tokens / world
 	t.ComputeSeconds = perDevice / e.peak * (dense*fwdMul/a.MatmulEfficiency + expert*fwdMul/expEff + attn*attnMul/a.AttentionEfficiency)
-	t.BubbleFraction = float64(l.PP-1) / mbs
+	t.BubbleFraction = float64(l.PP-1) / c.mbs
+}
 
-	// The stage with the most parameters sets the data-parallel traffic, the one with the
-	// most MoE layers the all-to-alls.
-	shapes := e.stageShapes(l.PP)
+// widestStage is the pipeline stage with the most parameters (it sets the data-parallel
+// traffic) and the most MoE layers any stage holds (they set the all-to-alls).
+func (c *stepCost) widestStage() (stageShape, float64) {
+	shapes := c.e.stageShapes(c.l.PP)
 	st := shapes[0]
-	layers := float64(len(w.layers) / l.PP)
 	moeLayers := 0.0
 	for _, s := range shapes {
 		moeLayers = math.Max(moeLayers, float64(s.moeLayers))
@@ -69,14 +105,19 @@ func (e *env) stepTime(l ParallelLayout, mem *memoryUse, comm *[]Comm) Timing {
 			st = s
 		}
 	}
-	add := func(c Comm) {
-		if comm != nil && c.Bytes > 0 {
-			*comm = append(*comm, c)
-		}
-	}
+	return st, moeLayers
+}
+
+// modelParallel is the tensor-, expert- and pipeline-parallel communication on the
+// critical path.
+func (c *stepCost) modelParallel() {
+	e, l, t, lk, mbs := c.e, c.l, &c.t, c.lk, c.mbs
+	w, a := e.w, e.a
+	_, moeLayers := c.widestStage()
+	layers := float64(len(w.layers) / l.PP)
 	sp := e.tpSplit(l)
 	actBytes := a.ActivationBytes * float64(l.MicroBatch) * float64(w.seqLen) * float64(w.d)
-
+	add := c.add
 	// Tensor parallel: two all-reduces forward, two backward per layer (plus two more when
 	// the forward is recomputed), of a full activation.
 	if l.TP > 1 {
@@ -109,10 +150,19 @@ func (e *env) stepTime(l ParallelLayout, mem *memoryUse, comm *[]Comm) Timing {
 		add(Comm{"send-recv", "pipeline activations + gradients", 2, lk.tier(g), 2 * mbs * b, t.PPSeconds, true})
 	}
 
-	// Data parallel and ZeRO, over the data-parallel group for dense parameters and the
-	// expert-data-parallel group for experts.
-	denseParams := float64(st.dense) / float64(l.TP)
-	expertParams := float64(st.experts) / float64(l.TP*l.EP)
+}
+
+// dataParallel is the data-parallel and ZeRO communication over the data-parallel group
+// for dense parameters and the expert-data-parallel group for experts, and the part the
+// backward (or, under ZeRO 3, the whole step) does not hide. It returns the parameters
+// per tensor-parallel rank, dense and expert.
+func (c *stepCost) dataParallel() (denseParams, expertParams float64) {
+	e, l, t, lk, mbs := c.e, c.l, &c.t, c.lk, c.mbs
+	a := e.a
+	st, _ := c.widestStage()
+	comm, add := c.comm, c.add
+	denseParams = float64(st.dense) / float64(l.TP)
+	expertParams = float64(st.experts) / float64(l.TP*l.EP)
 	dg, eg := group{l.DP, l.TP}, group{l.EDP, l.TP * l.EP}
 	dpColl := func(params float64, g group, what string) {
 		if g.size <= 1 || params <= 0 {
@@ -148,7 +198,15 @@ func (e *env) stepTime(l ParallelLayout, mem *memoryUse, comm *[]Comm) Timing {
 	}
 	t.DPExposed = math.Max(0, t.DPSeconds-window)
 
-	// Offload traffic over PCIe (and NVMe), and the optimizer step.
+	return denseParams, expertParams
+}
+
+// host is the offload traffic over PCIe (and NVMe) and the optimizer step, on the GPU for
+// what it holds and on the CPUs for the rest: the timeline of the host update.
+func (c *stepCost) host(mem *memoryUse, denseParams, expertParams float64) *hostTimeline {
+	e, l, t, mbs := c.e, c.l, &c.t, c.mbs
+	w, a := e.w, e.a
+	add := c.add
 	sharded := denseParams/float64(l.DP) + expertParams/float64(l.EDP)
 	optShard := sharded
 	if l.ZeRO == 0 {
@@ -161,7 +219,7 @@ func (e *env) stepTime(l ParallelLayout, mem *memoryUse, comm *[]Comm) Timing {
 	case l.Offload != "none":
 		hostShare = 1
 	}
-	h := hostTimeline{gpuCompute: t.ComputeSeconds, units: max(len(w.layers)/l.PP, 1), microBatches: l.GradAccum, overlapFrac: a.OverlapOffload}
+	h := &hostTimeline{gpuCompute: t.ComputeSeconds, units: max(len(w.layers)/l.PP, 1), microBatches: l.GradAccum, overlapFrac: a.OverlapOffload}
 	switch l.Recompute {
 	case "full":
 		h.backward = t.ComputeSeconds * 3 / 4 // the recomputed forward runs in the backward
@@ -191,16 +249,6 @@ func (e *env) stepTime(l ParallelLayout, mem *memoryUse, comm *[]Comm) Timing {
 	h.gpuOpt = optShard * (1 - hostShare) * 2 * (a.WeightBytes + a.GradBytes + a.OptimizerBytes()) / e.c.Device.HBMBandwidth
 	t.OptimizerSeconds = math.Max(h.hostOpt, h.gpuOpt)
 
-	perMB := (t.TPSeconds + t.EPSeconds + t.PPSeconds) / mbs
-	critical := t.ComputeSeconds + perMB*mbs
-	h.gpuStep = critical*(1+t.BubbleFraction) + t.DPExposed
 	t.HostUpdate = e.hostUpdateMode(l, hostShare)
-	o := h.exposed(t.HostUpdate)
-	t.OffloadExposed, t.OptimizerExposed, t.HostOverlapped = o.offloadExposed, o.optimizerExposed, o.overlapped
-	t.StepSeconds = critical*(1+t.BubbleFraction) + t.DPExposed + t.OffloadExposed + t.OptimizerExposed
-	if t.StepSeconds > 0 {
-		t.TokensPerSecond = tokens / t.StepSeconds
-		t.MFU = tokens * f.TrainPerToken / (e.peak * world * t.StepSeconds)
-	}
-	return t
+	return h
 }
