@@ -73,6 +73,23 @@ func (c Chart) Image() (*image.RGBA, error) {
 	if w < 200 || h < 150 {
 		return nil, fmt.Errorf("plot: %d×%d is too small for a chart", w, h)
 	}
+	p := c.newPlot()
+	bandPoints, err := c.addBands(p)
+	if err != nil {
+		return nil, err
+	}
+	linePoints, err := c.addLines(p)
+	if err != nil {
+		return nil, err
+	}
+	if bandPoints+linePoints == 0 {
+		return nil, errors.New("plot: no finite points to draw")
+	}
+	return render(p, w, h), nil
+}
+
+// newPlot is the chart's frame: title, labels, fonts, ticks, grid and legend placement.
+func (c Chart) newPlot() *gonum.Plot {
 	p := gonum.New()
 	p.Title.Text = c.Title
 	p.X.Label.Text = c.XLabel
@@ -98,16 +115,23 @@ func (c Chart) Image() (*image.RGBA, error) {
 	p.Legend.Top = true
 	p.Legend.Padding = vg.Points(3)
 	p.Legend.XOffs, p.Legend.YOffs = -vg.Points(8), -vg.Points(8)
+	return p
+}
 
+// usable reports whether a point can be drawn: finite, and positive on a log axis.
+func (c Chart) usable(x, y float64) bool { return finite(x) && finite(y) && (!c.LogY || y > 0) }
+
+// addBands draws the series' bands (first, so every line stays visible on top of them)
+// and returns how many points they hold; it checks every series' lengths.
+func (c Chart) addBands(p *gonum.Plot) (int, error) {
 	points := 0
-	usable := func(x, y float64) bool { return finite(x) && finite(y) && (!c.LogY || y > 0) }
-	// Bands first, so every line stays visible on top of them.
+	usable := c.usable
 	for si, s := range c.Series {
 		if len(s.X) != len(s.Y) {
-			return nil, fmt.Errorf("plot: series %q has %d x values and %d y values", s.Name, len(s.X), len(s.Y))
+			return 0, fmt.Errorf("plot: series %q has %d x values and %d y values", s.Name, len(s.X), len(s.Y))
 		}
 		if (s.Low != nil || s.High != nil) && (len(s.Low) != len(s.X) || len(s.High) != len(s.X)) {
-			return nil, fmt.Errorf("plot: series %q has a band of %d/%d values for %d points", s.Name, len(s.Low), len(s.High), len(s.X))
+			return 0, fmt.Errorf("plot: series %q has a band of %d/%d values for %d points", s.Name, len(s.Low), len(s.High), len(s.X))
 		}
 		if s.Low == nil {
 			continue
@@ -122,7 +146,7 @@ func (c Chart) Image() (*image.RGBA, error) {
 			}
 			band, err := plotter.NewPolygon(ring)
 			if err != nil {
-				return nil, fmt.Errorf("plot: band of %q: %w", s.Name, err)
+				return 0, fmt.Errorf("plot: band of %q: %w", s.Name, err)
 			}
 			col := Colour(si)
 			band.Color = color.NRGBA{col.R, col.G, col.B, 64}
@@ -131,6 +155,14 @@ func (c Chart) Image() (*image.RGBA, error) {
 			points += len(run)
 		}
 	}
+	return points, nil
+}
+
+// addLines draws each series as a line (a scatter for points, or a lone point), broken
+// where a value is missing or diverged, with its legend entry; it returns the points drawn.
+func (c Chart) addLines(p *gonum.Plot) (int, error) {
+	points := 0
+	usable := c.usable
 	for si, s := range c.Series {
 		col := Colour(si)
 		line := draw.LineStyle{Color: col, Width: vg.Points(1.6)}
@@ -149,7 +181,7 @@ func (c Chart) Image() (*image.RGBA, error) {
 			if s.Points || len(xys) == 1 {
 				sc, err := plotter.NewScatter(xys)
 				if err != nil {
-					return nil, fmt.Errorf("plot: series %q: %w", s.Name, err)
+					return 0, fmt.Errorf("plot: series %q: %w", s.Name, err)
 				}
 				sc.GlyphStyle = glyph
 				p.Add(sc)
@@ -158,7 +190,7 @@ func (c Chart) Image() (*image.RGBA, error) {
 			}
 			l, err := plotter.NewLine(xys)
 			if err != nil {
-				return nil, fmt.Errorf("plot: series %q: %w", s.Name, err)
+				return 0, fmt.Errorf("plot: series %q: %w", s.Name, err)
 			}
 			l.LineStyle = line
 			p.Add(l)
@@ -170,19 +202,20 @@ func (c Chart) Image() (*image.RGBA, error) {
 			p.Legend.Add(s.Name, legend...)
 		}
 	}
-	if points == 0 {
-		return nil, errors.New("plot: no finite points to draw")
-	}
+	return points, nil
+}
 
+// render draws p on a w×h canvas inside a small margin.
+func render(p *gonum.Plot, w, h int) *image.RGBA {
 	canvas := vgimg.NewWith(vgimg.UseImage(image.NewRGBA(image.Rect(0, 0, w, h))), vgimg.UseDPI(dpi))
 	margin := vg.Points(10)
 	p.Draw(draw.Crop(draw.New(canvas), margin, -margin, margin, -margin))
 	if img, ok := canvas.Image().(*image.RGBA); ok {
-		return img, nil
+		return img
 	}
 	img := image.NewRGBA(image.Rect(0, 0, w, h))
 	stddraw.Draw(img, img.Bounds(), canvas.Image(), image.Point{}, stddraw.Src)
-	return img, nil
+	return img
 }
 
 // runs splits the indices 0..n-1 into maximal stretches where ok holds.

@@ -3,6 +3,7 @@ package train
 import (
 	"fmt"
 	"path/filepath"
+	"slices"
 
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/step"
@@ -94,7 +95,7 @@ func initFromTeacher(teacher []safetensors.Tensor, eng engine, newNet NewNetFunc
 	copied := 0
 	err := eng.initialise(newNet, spec, func(params []*nn.Param) error {
 		for _, p := range params {
-			if t, ok := byName[p.Name]; ok && sameShape(t.Shape, p.Shape) && len(t.Data) == len(p.W) {
+			if t, ok := byName[p.Name]; ok && slices.Equal(t.Shape, p.Shape) && len(t.Data) == len(p.W) {
 				copy(p.W, t.Data)
 				copied++
 			}
@@ -102,16 +103,4 @@ func initFromTeacher(teacher []safetensors.Tensor, eng engine, newNet NewNetFunc
 		return nil
 	})
 	return copied, err
-}
-
-func sameShape(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
