@@ -1,7 +1,9 @@
 package nn
 
 import (
+	"math"
 	"math/rand/v2"
+	"testing"
 
 	"github.com/moec-dev/moec/compiler/program"
 )
@@ -32,4 +34,55 @@ func randBatch(r *rand.Rand, vocab int64, B, T int) Batch {
 		b.Tokens[i] = int32(r.IntN(int(vocab)))
 	}
 	return b
+}
+
+// decoderGap perturbs cfg's model (New with seed 2, every weight plus noise·N(0, 1) from a
+// fixed stream), reads a random batch of B sequences of T tokens, and decodes it position
+// by position: it returns the largest difference between the decoder's logits and the
+// full-sequence Logits, those Logits, the model and the batch.
+func decoderGap(t *testing.T, cfg *program.Model, noise float64, B, T int) (float64, []float32, *Model, Batch) {
+	t.Helper()
+	m, err := New(cfg, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, p := range m.Params() {
+		for i := range p.W {
+			p.W[i] += float32(noise * r.NormFloat64())
+		}
+	}
+	b := randBatch(r, cfg.Vocab, B, T)
+	want, err := m.Logits(b, StepOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	V := int(cfg.PaddedVocab())
+	dec := m.NewDecoder(B, T)
+	var worst float64
+	for pos := 0; pos < T; pos++ {
+		step := make([]int32, B)
+		for i := range step {
+			step[i] = b.Tokens[i*(T+1)+pos]
+		}
+		got, err := dec.Step(step)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < B; i++ {
+			for v := 0; v < V; v++ {
+				worst = math.Max(worst, math.Abs(float64(got[i*V+v]-want[(i*T+pos)*V+v])))
+			}
+		}
+	}
+	return worst, append([]float32(nil), want...), m, b
+}
+
+// largestDifference is max |a[i] - b[i]|.
+func largestDifference(a, b []float32) float64 {
+	var d float64
+	for i := range a {
+		d = math.Max(d, math.Abs(float64(a[i]-b[i])))
+	}
+	return d
 }

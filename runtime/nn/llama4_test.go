@@ -1,8 +1,6 @@
 package nn
 
 import (
-	"math"
-	"math/rand/v2"
 	"testing"
 )
 
@@ -23,43 +21,11 @@ func TestLlama4DecoderMatchesLogits(t *testing.T) {
 		}
 		cfg.MoE.Score, cfg.MoE.TopK, cfg.MoE.Normalize, cfg.MoE.GateInput = "sigmoid", 1, false, e.gateInput
 		cfg.MoE.SharedExperts, cfg.MoE.SharedHidden, cfg.MoE.CapacityFactor = 1, 6, 0
-		m, err := New(cfg, 2)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r := rand.New(rand.NewPCG(5, 6))
-		for _, p := range m.Params() {
-			for i := range p.W {
-				p.W[i] += float32(0.3 * r.NormFloat64())
-			}
-		}
-		b := randBatch(r, cfg.Vocab, B, T)
-		want, err := m.Logits(b, StepOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		V := int(cfg.PaddedVocab())
-		dec := m.NewDecoder(B, T)
-		var worst float64
-		for pos := 0; pos < T; pos++ {
-			step := make([]int32, B)
-			for i := range step {
-				step[i] = b.Tokens[i*(T+1)+pos]
-			}
-			got, err := dec.Step(step)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for i := 0; i < B; i++ {
-				for v := 0; v < V; v++ {
-					worst = math.Max(worst, math.Abs(float64(got[i*V+v]-want[(i*T+pos)*V+v])))
-				}
-			}
-		}
+		worst, want, _, _ := decoderGap(t, cfg, 0.3, B, T)
 		if worst > 1e-4 {
 			t.Errorf("%+v: decoder logits differ from Logits by %g", e, worst)
 		}
-		return append([]float32(nil), want...)
+		return want
 	}
 	base := logits(func(*llamaEdit) {})
 	for name, edit := range map[string]func(*llamaEdit){
@@ -69,12 +35,7 @@ func TestLlama4DecoderMatchesLogits(t *testing.T) {
 		"no temperature":     func(e *llamaEdit) { e.temp = 0 },
 		"gate on the output": func(e *llamaEdit) { e.gateInput = false },
 	} {
-		other := logits(edit)
-		var diff float64
-		for i := range other {
-			diff = math.Max(diff, math.Abs(float64(other[i]-base[i])))
-		}
-		if diff < 1e-4 {
+		if diff := largestDifference(logits(edit), base); diff < 1e-4 {
 			t.Errorf("%s computes what Llama 4's layer does (largest difference %g)", name, diff)
 		}
 	}

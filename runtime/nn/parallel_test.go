@@ -1,8 +1,6 @@
 package nn
 
 import (
-	"math"
-	"math/rand/v2"
 	"testing"
 )
 
@@ -12,40 +10,8 @@ import (
 func TestParallelAttentionDecoderMatchesLogits(t *testing.T) {
 	cfg := tinyMoE()
 	cfg.MoE.ParallelDense, cfg.MoE.ParallelAttention, cfg.MoE.CapacityFactor = true, true, 0
-	m, err := New(cfg, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := rand.New(rand.NewPCG(5, 6))
-	for _, p := range m.Params() {
-		for i := range p.W {
-			p.W[i] += float32(0.1 * r.NormFloat64())
-		}
-	}
 	const B, T = 2, 6
-	b := randBatch(r, cfg.Vocab, B, T)
-	want, err := m.Logits(b, StepOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	V := int(cfg.PaddedVocab())
-	dec := m.NewDecoder(B, T)
-	var worst float64
-	for pos := 0; pos < T; pos++ {
-		step := make([]int32, B)
-		for i := range step {
-			step[i] = b.Tokens[i*(T+1)+pos]
-		}
-		got, err := dec.Step(step)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := 0; i < B; i++ {
-			for v := 0; v < V; v++ {
-				worst = math.Max(worst, math.Abs(float64(got[i*V+v]-want[(i*T+pos)*V+v])))
-			}
-		}
-	}
+	worst, want, m, b := decoderGap(t, cfg, 0.1, B, T)
 	if worst > 1e-4 {
 		t.Errorf("decoder logits differ from Logits by %g", worst)
 	}
@@ -71,10 +37,7 @@ func TestParallelAttentionDecoderMatchesLogits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var diff float64
-	for i := range other {
-		diff = math.Max(diff, math.Abs(float64(other[i]-want[i])))
-	}
+	diff := largestDifference(other, want)
 	if diff < 1e-3 {
 		t.Errorf("parallel_attention changed nothing (largest difference %g)", diff)
 	}
