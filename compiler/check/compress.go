@@ -75,15 +75,7 @@ func (c *checker) resolveQuantization(cp *program.Compress, s *scope) {
 	if err != nil {
 		return
 	}
-	schemes := map[string]params.QuantScheme{}
-	for kind, sc := range map[string]string{params.QuantExperts: cp.Experts, params.QuantDense: cp.Dense, params.QuantEmbed: cp.Embed, params.QuantHead: cp.Head} {
-		switch sc {
-		case "int8":
-			schemes[kind] = params.QuantScheme{Bits: 8}
-		case "int4":
-			schemes[kind] = params.QuantScheme{Bits: 4, Group: cp.Group}
-		}
-	}
+	schemes := params.Schemes(cp)
 	// One diagnostic per key it points at: the first matrix whose width the scheme does
 	// not fit.
 	reported := map[string]bool{}

@@ -1,6 +1,10 @@
 package params
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/moec-dev/moec/compiler/program"
+)
 
 // Weight-only quantisation for serving (the language's `compress` block, runtime/compress):
 // which matrices each choice covers and what they then weigh.
@@ -78,17 +82,51 @@ func (s QuantScheme) Bytes(out, in int) int64 {
 // WeightBytes is what the parameters of layout weigh with schemes chosen per kind (a kind
 // missing from schemes stays float32).
 func WeightBytes(layout []Param, schemes map[string]QuantScheme) int64 {
-	var n int64
+	return int64(Weigh(layout, schemes, 4).Bytes())
+}
+
+// Weights is what a layout weighs, the routed experts' matrices apart from every other
+// parameter.
+type Weights struct {
+	ExpertBytes, ExpertParams float64
+	OtherBytes, OtherParams   float64
+}
+
+// Bytes is the whole layout's weight.
+func (w Weights) Bytes() float64 { return w.ExpertBytes + w.OtherBytes }
+
+// Weigh weighs layout with schemes chosen per kind of matrix: a quantised matrix at its
+// scheme's bytes (values and float32 scales), every other parameter (a kind left out of
+// schemes, vectors, routers) at floatBytes a value.
+func Weigh(layout []Param, schemes map[string]QuantScheme, floatBytes float64) Weights {
+	var w Weights
 	for _, p := range layout {
-		s := schemes[QuantKind(p.ID)]
-		if QuantKind(p.ID) == "" || len(p.Shape) != 2 {
-			s = QuantScheme{}
+		kind := QuantKind(p.ID)
+		n := float64(p.Elements())
+		bytes := n * floatBytes
+		if s, ok := schemes[kind]; ok && kind != "" && len(p.Shape) == 2 && s.Bits != 0 {
+			bytes = float64(s.Bytes(p.Shape[0], p.Shape[1]))
 		}
-		if len(p.Shape) == 2 {
-			n += s.Bytes(p.Shape[0], p.Shape[1])
+		if kind == QuantExperts {
+			w.ExpertBytes, w.ExpertParams = w.ExpertBytes+bytes, w.ExpertParams+n
 		} else {
-			n += 4 * p.Elements()
+			w.OtherBytes, w.OtherParams = w.OtherBytes+bytes, w.OtherParams+n
 		}
 	}
-	return n
+	return w
+}
+
+// Schemes is a compress block's scheme per kind of matrix; a kind it leaves in float32 is
+// absent.
+func Schemes(cp *program.Compress) map[string]QuantScheme {
+	out := map[string]QuantScheme{}
+	for kind, scheme := range map[string]string{QuantExperts: cp.Experts, QuantDense: cp.Dense, QuantEmbed: cp.Embed, QuantHead: cp.Head} {
+		switch scheme {
+		case "int8":
+			out[kind] = QuantScheme{Bits: 8}
+		case "int4":
+			out[kind] = QuantScheme{Bits: 4, Group: cp.Group}
+		}
+	}
+	return out
 }

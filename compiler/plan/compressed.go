@@ -36,13 +36,9 @@ func (ss *serveSetup) compress(cp *program.Compress, precisionBytes float64) (*p
 
 // Compressed is what a model's weights weigh served as a compress block leaves them.
 type Compressed struct {
-	Model                     *program.Model // the served model: the kept experts only
-	ExpertBytes, ExpertParams float64        // routed experts' matrices
-	OtherBytes, OtherParams   float64        // every other parameter
+	Model *program.Model // the served model: the kept experts only
+	params.Weights
 }
-
-// Bytes is the served weights' total.
-func (c Compressed) Bytes() float64 { return c.ExpertBytes + c.OtherBytes }
 
 // CompressedWeights weighs m served as cp leaves it: the experts cp keeps, each kind of
 // matrix at its quantised bytes (values and float32 scales, as runtime/compress stores
@@ -58,40 +54,11 @@ func CompressedWeights(m *program.Model, cp *program.Compress, precisionBytes fl
 	if err != nil {
 		return Compressed{}, fmt.Errorf("listing the parameters of %s to weigh them compressed: %w", m.Name, err)
 	}
-	schemes := quantSchemes(cp)
-	c := Compressed{Model: m}
-	for _, p := range layout {
-		kind := params.QuantKind(p.ID)
-		n := float64(p.Elements())
-		bytes := n * precisionBytes
-		if sc, ok := schemes[kind]; ok && len(p.Shape) == 2 {
-			bytes = float64(sc.Bytes(p.Shape[0], p.Shape[1]))
-		}
-		if kind == params.QuantExperts {
-			c.ExpertBytes, c.ExpertParams = c.ExpertBytes+bytes, c.ExpertParams+n
-		} else {
-			c.OtherBytes, c.OtherParams = c.OtherBytes+bytes, c.OtherParams+n
-		}
-	}
+	c := Compressed{Model: m, Weights: params.Weigh(layout, params.Schemes(cp), precisionBytes)}
 	if c.OtherParams == 0 {
 		return Compressed{}, errors.New("the model lists no parameters")
 	}
 	return c, nil
-}
-
-// quantSchemes is cp's scheme per kind of matrix; a kind left in float32 is absent.
-func quantSchemes(cp *program.Compress) map[string]params.QuantScheme {
-	out := map[string]params.QuantScheme{}
-	for kind, scheme := range map[string]string{params.QuantExperts: cp.Experts, params.QuantDense: cp.Dense,
-		params.QuantEmbed: cp.Embed, params.QuantHead: cp.Head} {
-		switch scheme {
-		case "int8":
-			out[kind] = params.QuantScheme{Bits: 8}
-		case "int4":
-			out[kind] = params.QuantScheme{Bits: 4, Group: cp.Group}
-		}
-	}
-	return out
 }
 
 // compressionText says what cp does, kinds grouped by scheme: "compress m: int4 g128
