@@ -25,7 +25,7 @@ Usage: moe_peer.py MODE [--impl I] [--size S] [--threads N] [--seconds S] [--che
   MODE is train (forward + backward + AdamW on 16x128 tokens), forward (inference forward
   of 16x128 tokens), gen1 / gen16 (incremental greedy generation of 128 tokens with a KV
   cache for 1 or 16 sequences), sgemm (the BLAS peak torch reaches on a 1024^3 product),
-  tune (train, forward, gen1 and gen16 briefly, one process: the driver's tuning pass) or
+  tune (train, train-bf16, forward, gen1 and gen16 briefly, one process: the driver's tuning pass) or
   info (torch's version and product back end). train-bf16 is train under
   torch.autocast("cpu", dtype=torch.bfloat16). gen1-int8 / gen16-int8 generate the same
   way after torch.ao.quantization.quantize_dynamic has turned every nn.Linear (attention
@@ -407,8 +407,9 @@ def main():
         model.quantize()
     if args.mode == "tune":
         rates = {}
-        for mode in ("train", "forward", "gen1", "gen16"):
-            rates[mode] = measure(mode, model, toks, args.seconds / 4, 1)["tokens_per_s"]
+        modes = ("train", "train-bf16", "forward", "gen1", "gen16")
+        for mode in modes:
+            rates[mode] = measure(mode, model, toks, args.seconds / len(modes), 1)["tokens_per_s"]
         out["rates"] = rates
     else:
         out.update(measure(args.mode, model, toks, args.seconds, args.min_iters))

@@ -15,7 +15,7 @@ import (
 func peerImpls() []string { return []string{"stacked", "modules", "sliced", "bmm"} }
 
 // peerModes are the workloads whose formulation tuning picks separately.
-func peerModes() []string { return []string{"train", "forward", "gen1", "gen16"} }
+func peerModes() []string { return []string{"train", "train-bf16", "forward", "gen1", "gen16"} }
 
 // peer is one PyTorch installation measured against moec: an interpreter, the torch it
 // imports, and what tuning chose for it.
@@ -52,13 +52,7 @@ func lastLines(s string, n int) string {
 }
 
 // implFor is the formulation p measures mode with ("" for modes without an MoE layer).
-// train-bf16 trains with the formulation tuned for train.
-func (p *peer) implFor(mode string) string {
-	if mode == "train-bf16" {
-		mode = "train"
-	}
-	return p.Impl[mode]
-}
+func (p *peer) implFor(mode string) string { return p.Impl[mode] }
 
 // tune picks p's thread setting (by the training step) and then, under it, the fastest
 // formulation of the MoE layer for every workload, each from one short run.
