@@ -56,6 +56,8 @@ type scratch struct {
 	fe, acc []float64
 	dst     []float32
 	w, b    [][]float32
+	// order is the grouped products' expert order, largest first (eachExpertPart).
+	order []int32
 }
 
 func grow[T any](s *[]T, n int) []T {

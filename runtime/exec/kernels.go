@@ -113,19 +113,19 @@ func (e *Executor) run(op *step.Op) error {
 		if !e.addsBias(op) {
 			b = nil
 		}
-		groupedMM(e.product(), f[in[0]], f[out[0]], w, b, o, k, e.Fill(in[0]), e.Fill(out[0]), op.SkipEmptySlots)
+		groupedMM(e.product(), &e.scratch.order, f[in[0]], f[out[0]], w, b, o, k, e.Fill(in[0]), e.Fill(out[0]), op.SkipEmptySlots)
 	case step.OpGroupedMMDW:
 		if err := e.packedFillKnown(in[0], in[1]); err != nil {
 			return err
 		}
 		w, b, o, k := e.experts(out)
-		groupedMMDW(e.product(), f[in[0]], f[in[1]], w, b, o, k, acc(0), e.Fill(in[0]), e.Fill(in[1]))
+		groupedMMDW(e.product(), &e.scratch.order, f[in[0]], f[in[1]], w, b, o, k, acc(0), e.Fill(in[0]), e.Fill(in[1]))
 	case step.OpGroupedMMDX:
 		if err := e.packedFillKnown(in[0]); err != nil {
 			return err
 		}
 		w, _, o, k := e.experts(in[1:])
-		groupedMMDX(e.product(), f[in[0]], f[out[0]], w, o, k, acc(0), e.Fill(in[0]), e.Fill(out[0]))
+		groupedMMDX(e.product(), &e.scratch.order, f[in[0]], f[out[0]], w, o, k, acc(0), e.Fill(in[0]), e.Fill(out[0]))
 	case step.OpCombine:
 		C, D := dispatchDims(shape(in[0]))
 		e.Combine(f[in[0]], i32[in[1]], i32[in[2]], f[in[3]], f[out[0]], C, D)

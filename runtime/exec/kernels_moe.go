@@ -323,11 +323,11 @@ func (e *Executor) experts(bufs []int) (w, b [][]float32, out, in int) {
 // is cleared and its fill recorded in yFill. With skipEmpty (an inference program's
 // grouped product whose input no counts reach) the zero rows are found and skipped.
 func GroupedMM(x, y []float32, w, b [][]float32, o, k int, xFill, yFill *RowFill, skipEmpty bool) {
-	groupedMM(blas.Gemm[float32], x, y, w, b, o, k, xFill, yFill, skipEmpty)
+	groupedMM(blas.Gemm[float32], nil, x, y, w, b, o, k, xFill, yFill, skipEmpty)
 }
 
 // groupedMM is GroupedMM through the product gemm.
-func groupedMM(gemm product, x, y []float32, w, b [][]float32, o, k int, xFill, yFill *RowFill, skipEmpty bool) {
+func groupedMM(gemm product, order *[]int32, x, y []float32, w, b [][]float32, o, k int, xFill, yFill *RowFill, skipEmpty bool) {
 	R := len(x) / (len(w) * k)
 	f := ofRows(known(xFill, len(x), len(w)), len(x)/k)
 	setFill(yFill, f)
@@ -343,7 +343,7 @@ func groupedMM(gemm product, x, y []float32, w, b [][]float32, o, k int, xFill, 
 		})
 		return
 	}
-	eachExpertPart(len(w), func(ex int) int { _, n := span(f, ex, R); return n }, func(ex, r0, r1 int) {
+	eachExpertPart(order, len(w), func(ex int) int { _, n := span(f, ex, R); return n }, func(ex, r0, r1 int) {
 		first, _ := span(f, ex, R)
 		if r0 == 0 && clearsPad(yFill) {
 			lo, hi := padding(f, ex, R)
@@ -364,18 +364,18 @@ func groupedMM(gemm product, x, y []float32, w, b [][]float32, o, k int, xFill, 
 // (where not nil) (+)= Σ dy over its filled rows (the fill of x, else of dy; the padding's
 // dy is zero). The parts are bands of each weight's output rows.
 func GroupedMMDW(dy, x []float32, w, b [][]float32, o, k int, acc bool, dyFill, xFill *RowFill) {
-	groupedMMDW(blas.Gemm[float32], dy, x, w, b, o, k, acc, dyFill, xFill)
+	groupedMMDW(blas.Gemm[float32], nil, dy, x, w, b, o, k, acc, dyFill, xFill)
 }
 
 // groupedMMDW is GroupedMMDW through the product gemm.
-func groupedMMDW(gemm product, dy, x []float32, w, b [][]float32, o, k int, acc bool, dyFill, xFill *RowFill) {
+func groupedMMDW(gemm product, order *[]int32, dy, x []float32, w, b [][]float32, o, k int, acc bool, dyFill, xFill *RowFill) {
 	R := len(x) / (len(w) * k)
 	f := known(xFill, len(x), len(w))
 	if f == nil {
 		f = known(dyFill, len(dy), len(w))
 	}
 	f = ofRows(f, len(x)/k)
-	eachExpertPart(len(w), func(ex int) int {
+	eachExpertPart(order, len(w), func(ex int) int {
 		if _, n := span(f, ex, R); n == 0 {
 			return 0 // nothing but clearing: one part
 		}
@@ -410,15 +410,15 @@ func groupedMMDW(gemm product, dy, x []float32, w, b [][]float32, o, k int, acc 
 // GroupedMMDX: each expert's filled rows (dyFill) of dx (+)= dy·W, dx's padding cleared
 // when written and its fill recorded in dxFill.
 func GroupedMMDX(dy, dx []float32, w [][]float32, o, k int, acc bool, dyFill, dxFill *RowFill) {
-	groupedMMDX(blas.Gemm[float32], dy, dx, w, o, k, acc, dyFill, dxFill)
+	groupedMMDX(blas.Gemm[float32], nil, dy, dx, w, o, k, acc, dyFill, dxFill)
 }
 
 // groupedMMDX is GroupedMMDX through the product gemm.
-func groupedMMDX(gemm product, dy, dx []float32, w [][]float32, o, k int, acc bool, dyFill, dxFill *RowFill) {
+func groupedMMDX(gemm product, order *[]int32, dy, dx []float32, w [][]float32, o, k int, acc bool, dyFill, dxFill *RowFill) {
 	R := len(dx) / (len(w) * k)
 	f := ofRows(known(dyFill, len(dy), len(w)), len(dx)/k)
 	setFill(dxFill, f)
-	eachExpertPart(len(w), func(ex int) int { _, n := span(f, ex, R); return n }, func(ex, r0, r1 int) {
+	eachExpertPart(order, len(w), func(ex int) int { _, n := span(f, ex, R); return n }, func(ex, r0, r1 int) {
 		first, _ := span(f, ex, R)
 		if r0 == 0 && !acc && clearsPad(dxFill) {
 			lo, hi := padding(f, ex, R)
@@ -525,7 +525,7 @@ func eachExpert(experts int, rows func(ex int) int, body func(ex int)) {
 // what the expert writes; a part [0, hi) is always its expert's first. Nothing is
 // allocated: part j of expert ex is task ex·most+j of a grid as wide as the most parts
 // any expert has, and the grid's empty cells are skipped.
-func eachExpertPart(experts int, size func(ex int) int, body func(ex, lo, hi int)) {
+func eachExpertPart(scratch *[]int32, experts int, size func(ex int) int, body func(ex, lo, hi int)) {
 	total, largest := 0, 0
 	for ex := 0; ex < experts; ex++ {
 		n := size(ex)
@@ -542,8 +542,12 @@ func eachExpertPart(experts int, size func(ex int) int, body func(ex, lo, hi int
 	partsOf := func(n int) int { return max(1, (n+part-1)/part) }
 	most := partsOf(largest)
 	// The largest experts first: the cores then end together (longest processing time
-	// first), whatever the routing's spread.
-	order := make([]int32, experts)
+	// first), whatever the routing's spread. The order lives in the caller's scratch (an
+	// executor's), or, without one, in a slice of its own.
+	if scratch == nil {
+		scratch = new([]int32)
+	}
+	order := grow(scratch, experts)
 	for i := range order {
 		order[i] = int32(i)
 	}
