@@ -10,27 +10,6 @@ import (
 	"github.com/moec-dev/moec/runtime/nn"
 )
 
-// gptOssConfig is gpt-oss-20b's config with edits applied (nil deletes a key).
-func gptOssConfig(t *testing.T, edits map[string]any) []byte {
-	t.Helper()
-	var cfg map[string]any
-	if err := json.Unmarshal(readConfig(t, "gpt-oss-20b.json"), &cfg); err != nil {
-		t.Fatal(err)
-	}
-	for k, v := range edits {
-		if v == nil {
-			delete(cfg, k)
-		} else {
-			cfg[k] = v
-		}
-	}
-	b, err := json.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 // TestImportGptOss: gpt-oss arrives with its sinks, biases, alternating windows and
 // clamped SwiGLU; its MXFP4 quantization_config is accepted (the experts count as the
 // floats they decode to) and any other refused; irregular layer_types are refused by
@@ -65,12 +44,12 @@ func TestImportGptOss(t *testing.T) {
 		{"another quantization", map[string]any{"quantization_config": map[string]any{"quant_method": "fp8"}}, "quantization_config"},
 		{"experts_per_token disagrees", map[string]any{"experts_per_token": 2}, "experts_per_token"},
 	} {
-		if _, err := ImportConfig(gptOssConfig(t, tc.edits), Options{}); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, err := ImportConfig(editedConfig(t, "gpt-oss-20b.json", tc.edits), Options{}); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: err = %v, want it to name %q", tc.name, err, tc.want)
 		}
 	}
 	// Without layer_types GptOssConfig alternates, sliding first: the same model.
-	res2, err := ImportConfig(gptOssConfig(t, map[string]any{"layer_types": nil}), Options{})
+	res2, err := ImportConfig(editedConfig(t, "gpt-oss-20b.json", map[string]any{"layer_types": nil}), Options{})
 	if err != nil || res2.Model.Attention.FullEvery != 2 {
 		t.Errorf("default layer_types: %v", err)
 	}

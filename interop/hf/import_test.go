@@ -2,6 +2,7 @@ package hf
 
 import (
 	"bytes"
+	"encoding/json"
 	"flag"
 	"math"
 	"os"
@@ -503,4 +504,25 @@ func mixtralEdit(t *testing.T) func(old, new string) []byte {
 		}
 		return []byte(strings.Replace(mixtral, old, new, 1))
 	}
+}
+
+// editedConfig is the config file in testdata with edits applied (nil deletes a key).
+func editedConfig(t *testing.T, file string, edits map[string]any) []byte {
+	t.Helper()
+	var cfg map[string]any
+	if err := json.Unmarshal(readConfig(t, file), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range edits {
+		if v == nil {
+			delete(cfg, k)
+		} else {
+			cfg[k] = v
+		}
+	}
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

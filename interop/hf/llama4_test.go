@@ -1,7 +1,6 @@
 package hf
 
 import (
-	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -9,27 +8,6 @@ import (
 
 	"github.com/moec-dev/moec/runtime/nn"
 )
-
-// llama4Config is Llama 4 Scout's text config with edits applied (nil deletes a key).
-func llama4Config(t *testing.T, edits map[string]any) []byte {
-	t.Helper()
-	var cfg map[string]any
-	if err := json.Unmarshal(readConfig(t, "llama-4-scout-17b-16e.json"), &cfg); err != nil {
-		t.Fatal(err)
-	}
-	for k, v := range edits {
-		if v == nil {
-			delete(cfg, k)
-		} else {
-			cfg[k] = v
-		}
-	}
-	b, err := json.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
 
 // TestImportLlama4: Scout's and Maverick's language models arrive with their attention
 // (every fourth layer without rotary positions, chunks of 8192 in the others, unscaled q/k
@@ -65,19 +43,19 @@ func TestImportLlama4(t *testing.T) {
 			flags[i] = 1
 		}
 	}
-	if res, err := ImportConfig(llama4Config(t, map[string]any{"no_rope_layers": flags}), Options{}); err != nil || res.Model.Attention.NopeEvery != 4 {
+	if res, err := ImportConfig(editedConfig(t, "llama-4-scout-17b-16e.json", map[string]any{"no_rope_layers": flags}), Options{}); err != nil || res.Model.Attention.NopeEvery != 4 {
 		t.Errorf("explicit no_rope_layers: %v", err)
 	}
 	odd := append([]int(nil), flags...)
 	odd[0] = 0
-	if _, err := ImportConfig(llama4Config(t, map[string]any{"no_rope_layers": odd}), Options{}); err == nil || !strings.Contains(err.Error(), "no_rope_layers") {
+	if _, err := ImportConfig(editedConfig(t, "llama-4-scout-17b-16e.json", map[string]any{"no_rope_layers": odd}), Options{}); err == nil || !strings.Contains(err.Error(), "no_rope_layers") {
 		t.Errorf("irregular no_rope_layers: err = %v", err)
 	}
 	types := make([]string, 48)
 	for i := range types {
 		types[i] = "chunked_attention"
 	}
-	if _, err := ImportConfig(llama4Config(t, map[string]any{"layer_types": types}), Options{}); err == nil || !strings.Contains(err.Error(), "layer 3 is chunked_attention") {
+	if _, err := ImportConfig(editedConfig(t, "llama-4-scout-17b-16e.json", map[string]any{"layer_types": types}), Options{}); err == nil || !strings.Contains(err.Error(), "layer 3 is chunked_attention") {
 		t.Errorf("layer_types chunking a layer without rotary positions: err = %v", err)
 	}
 	for i := range types {
@@ -85,11 +63,11 @@ func TestImportLlama4(t *testing.T) {
 			types[i] = "full_attention"
 		}
 	}
-	if _, err := ImportConfig(llama4Config(t, map[string]any{"layer_types": types}), Options{}); err != nil {
+	if _, err := ImportConfig(editedConfig(t, "llama-4-scout-17b-16e.json", map[string]any{"layer_types": types}), Options{}); err != nil {
 		t.Errorf("layer_types as the rule gives them: %v", err)
 	}
 	// Temperature tuning off, and chunks as long as the context, leave the keys out.
-	res, err := ImportConfig(llama4Config(t, map[string]any{"attn_temperature_tuning": false, "attention_chunk_size": 10485760}), Options{})
+	res, err := ImportConfig(editedConfig(t, "llama-4-scout-17b-16e.json", map[string]any{"attn_temperature_tuning": false, "attention_chunk_size": 10485760}), Options{})
 	if err != nil || res.Model.Attention.NopeTemperature != 0 || res.Model.Attention.ChunkSize != 0 {
 		t.Errorf("tuning off, one chunk: %v %+v", err, res)
 	}
