@@ -1,7 +1,6 @@
 package nn
 
 import (
-	"math"
 	"math/rand/v2"
 	"testing"
 )
@@ -34,23 +33,7 @@ func TestDecoderMatchesLogits(t *testing.T) {
 			dec := m.NewDecoder(B, T)
 			for pass := 0; pass < 2; pass++ { // the second pass checks Reset
 				dec.Reset()
-				var worst float64
-				for pos := 0; pos < T; pos++ {
-					step := make([]int32, B)
-					for i := range step {
-						step[i] = b.Tokens[i*(T+1)+pos]
-					}
-					got, err := dec.Step(step)
-					if err != nil {
-						t.Fatal(err)
-					}
-					for i := 0; i < B; i++ {
-						for v := 0; v < V; v++ {
-							w := want[(i*T+pos)*V+v]
-							worst = math.Max(worst, math.Abs(float64(got[i*V+v]-w)))
-						}
-					}
-				}
+				worst := decodeGap(t, dec, b, want, V)
 				if worst > 1e-4 {
 					t.Errorf("pass %d: decoder logits differ from Logits by %g", pass, worst)
 				}

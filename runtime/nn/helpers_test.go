@@ -36,11 +36,11 @@ func randBatch(r *rand.Rand, vocab int64, B, T int) Batch {
 	return b
 }
 
-// decoderGap perturbs cfg's model (New with seed 2, every weight plus noise·N(0, 1) from a
+// perturbedDecodeGap perturbs cfg's model (New with seed 2, every weight plus noise·N(0, 1) from a
 // fixed stream), reads a random batch of B sequences of T tokens, and decodes it position
 // by position: it returns the largest difference between the decoder's logits and the
 // full-sequence Logits, those Logits, the model and the batch.
-func decoderGap(t *testing.T, cfg *program.Model, noise float64, B, T int) (float64, []float32, *Model, Batch) {
+func perturbedDecodeGap(t *testing.T, cfg *program.Model, noise float64, B, T int) (float64, []float32, *Model, Batch) {
 	t.Helper()
 	m, err := New(cfg, 2)
 	if err != nil {
@@ -57,8 +57,15 @@ func decoderGap(t *testing.T, cfg *program.Model, noise float64, B, T int) (floa
 	if err != nil {
 		t.Fatal(err)
 	}
-	V := int(cfg.PaddedVocab())
-	dec := m.NewDecoder(B, T)
+	worst := decodeGap(t, m.NewDecoder(B, T), b, want, int(cfg.PaddedVocab()))
+	return worst, append([]float32(nil), want...), m, b
+}
+
+// decodeGap decodes batch b position by position with dec and returns the largest
+// difference between its logits and want, the full-sequence logits ([B·T, V]).
+func decodeGap(t *testing.T, dec *Decoder, b Batch, want []float32, V int) float64 {
+	t.Helper()
+	B, T := b.B, b.T
 	var worst float64
 	for pos := 0; pos < T; pos++ {
 		step := make([]int32, B)
@@ -75,7 +82,7 @@ func decoderGap(t *testing.T, cfg *program.Model, noise float64, B, T int) (floa
 			}
 		}
 	}
-	return worst, append([]float32(nil), want...), m, b
+	return worst
 }
 
 // largestDifference is max |a[i] - b[i]|.

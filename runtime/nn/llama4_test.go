@@ -21,7 +21,7 @@ func TestLlama4DecoderMatchesLogits(t *testing.T) {
 		}
 		cfg.MoE.Score, cfg.MoE.TopK, cfg.MoE.Normalize, cfg.MoE.GateInput = "sigmoid", 1, false, e.gateInput
 		cfg.MoE.SharedExperts, cfg.MoE.SharedHidden, cfg.MoE.CapacityFactor = 1, 6, 0
-		worst, want, _, _ := decoderGap(t, cfg, 0.3, B, T)
+		worst, want, _, _ := perturbedDecodeGap(t, cfg, 0.3, B, T)
 		if worst > 1e-4 {
 			t.Errorf("%+v: decoder logits differ from Logits by %g", e, worst)
 		}

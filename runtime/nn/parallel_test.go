@@ -11,7 +11,7 @@ func TestParallelAttentionDecoderMatchesLogits(t *testing.T) {
 	cfg := tinyMoE()
 	cfg.MoE.ParallelDense, cfg.MoE.ParallelAttention, cfg.MoE.CapacityFactor = true, true, 0
 	const B, T = 2, 6
-	worst, want, m, b := decoderGap(t, cfg, 0.1, B, T)
+	worst, want, m, b := perturbedDecodeGap(t, cfg, 0.1, B, T)
 	if worst > 1e-4 {
 		t.Errorf("decoder logits differ from Logits by %g", worst)
 	}

@@ -15,7 +15,7 @@ func TestGptOssLayerDecoderMatchesLogits(t *testing.T) {
 		cfg.MoE.RouterBias, cfg.MoE.ExpertBias, cfg.MoE.SwigluLimit, cfg.MoE.SwigluAlpha = true, true, limit, 1.702
 		cfg.MoE.CapacityFactor = 0
 		const B, T = 2, 7
-		worst, want, _, _ := decoderGap(t, cfg, 0.3, B, T)
+		worst, want, _, _ := perturbedDecodeGap(t, cfg, 0.3, B, T)
 		if worst > 1e-4 {
 			t.Errorf("limit %v full_every %d: decoder logits differ from Logits by %g", limit, fullEvery, worst)
 		}
