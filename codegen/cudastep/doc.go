@@ -1,0 +1,17 @@
+// Package cudastep lowers a step program (compiler/step) to CUDA: every op of a rank's
+// program becomes one or more kernel launches of moec's step kernel library, and the host
+// side is generated too.
+//
+// In: one rank's *step.Program and its stage's resolved *program.Model. Out: the host
+// program (C++: the step's launches in program order over one device arena laid out by
+// the program's memory plan, through a table of CUDA driver API entry points), the kernel
+// library's CUDA source, and the table of its kernels' signatures (Kernel), from which the
+// CPU emulation's launch trampolines are written.
+//
+// The host program calls the driver through a function table: on a machine with an NVIDIA
+// driver the table is filled from libcuda.so.1 opened at run time (no CUDA SDK at build or
+// run time; the kernels are PTX compiled by clang), and in tests it is filled with CPU
+// stand-ins that run the same CUDA source compiled as C++ under moec's emulation header
+// (codegen/cuda's EmulationHeader), which is how the generated step is checked against
+// the CPU executor (runtime/exec) on machines without a GPU.
+package cudastep

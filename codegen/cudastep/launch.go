@@ -1,0 +1,77 @@
+package cudastep
+
+// ParamKind is the C type of one kernel parameter.
+type ParamKind uint8
+
+const (
+	PtrF32 ParamKind = iota // float*
+	PtrI32                  // int*
+	PtrU16                  // unsigned short*: bf16 or fp16 storage
+	I32                     // int
+	I64                     // long long
+	F32                     // float
+)
+
+// CType is the parameter's C spelling.
+func (k ParamKind) CType() string {
+	switch k {
+	case PtrF32:
+		return "float*"
+	case PtrI32:
+		return "int*"
+	case PtrU16:
+		return "unsigned short*"
+	case I32:
+		return "int"
+	case I64:
+		return "long long"
+	}
+	return "float"
+}
+
+// Pointer reports whether the parameter is a device address.
+func (k ParamKind) Pointer() bool { return k <= PtrU16 }
+
+// Kernel is one __global__ function of the step kernel library: its name and its
+// parameters' C types, in order. The host program's launches are checked against it, and
+// the CPU emulation's trampolines are written from it.
+type Kernel struct {
+	Name   string
+	Params []ParamKind
+}
+
+// Arg is one argument of a launch: a program buffer's device address (Buf ≥ 0, plus
+// Offset elements), a named workspace of the host program (Work, WorkBytes: scratch that
+// no program buffer holds, laid out after the arena and shared by every launch that
+// names it), or a scalar (Int or Float, by Kind).
+type Arg struct {
+	Kind      ParamKind
+	Buf       int
+	Offset    int64
+	Work      string
+	WorkBytes int64
+	Int       int64
+	Float     float32
+}
+
+// BufArg is the device address of program buffer b.
+func BufArg(kind ParamKind, b int) Arg { return Arg{Kind: kind, Buf: b} }
+
+// IntArg is an int (I32) or long long (I64) scalar.
+func IntArg(kind ParamKind, v int64) Arg { return Arg{Kind: kind, Buf: -1, Int: v} }
+
+// FloatArg is a float scalar.
+func FloatArg(v float32) Arg { return Arg{Kind: F32, Buf: -1, Float: v} }
+
+// WorkArg is the device address of the named workspace, which holds at least bytes.
+func WorkArg(kind ParamKind, name string, bytes int64) Arg {
+	return Arg{Kind: kind, Buf: -1, Work: name, WorkBytes: bytes}
+}
+
+// Launch is one kernel launch of the host program.
+type Launch struct {
+	Kernel      string
+	Grid, Block [3]int
+	Shared      int // dynamic shared memory, bytes
+	Args        []Arg
+}
