@@ -17,10 +17,10 @@ import (
 
 // emuDriver writes moe_<kernel>_packed(args, 0, total) for every kernel: the calling
 // convention of package llvmrt, so the emulated CUDA kernels load and run like the LLVM
-// ones. Each block runs BlockSize real threads.
+// ones. Each block runs BlockSize threads.
 func emuDriver(ks []*kernels.Kernel) string {
 	var w strings.Builder
-	w.WriteString("#include \"moe_kernels.h\"\n#include <thread>\n#include <vector>\n")
+	w.WriteString("#include \"moe_kernels.h\"\n")
 	for _, k := range ks {
 		var params, args []string
 		for i, p := range k.Params {
@@ -43,16 +43,7 @@ func emuDriver(ks []*kernels.Kernel) string {
 		fmt.Fprintf(&w, `extern "C" void moe_%[1]s_packed(void **a, long long begin, long long end) {
   const long long total = end;
   const unsigned blocks = (unsigned)((total + %[2]d) / %[3]d);
-  blockDim.x = %[3]d;
-  gridDim.x = blocks;
-  for (unsigned b = 0; b < blocks; b++) {
-    pthread_barrier_init(&moec_emu_barrier, 0, %[3]d);
-    std::vector<std::thread> threads;
-    for (unsigned t = 0; t < %[3]d; t++)
-      threads.emplace_back([=] { blockIdx.x = b; threadIdx.x = t; moe_%[1]s(%[4]s, total); });
-    for (auto &th : threads) th.join();
-    pthread_barrier_destroy(&moec_emu_barrier);
-  }
+  moec_emu_launch(blocks, %[3]d, [=] { moe_%[1]s(%[4]s, total); });
 }
 `, k.Name, cuda.BlockSize-1, cuda.BlockSize, strings.Join(args, ", "))
 	}

@@ -1,53 +1,297 @@
 // CPU emulation of the CUDA subset moec generates, so that tests can run the generated
-// CUDA code without a GPU and compare it with the Go references. Blocks run one after
-// another; the threads of a block run as real threads (so __syncthreads is a real
-// barrier); __shared__ variables are static, i.e. shared by the threads of the one block
-// that runs at a time. Device math uses libm here (the GPU uses the approximations).
+// CUDA code without a GPU and compare it with the Go references.
+//
+// A launch runs its blocks on a few OS threads (one block at a time each); the CUDA
+// threads of a block are fibers (ucontext) on that OS thread, run in turn until each
+// finishes or waits at a barrier: __syncthreads waits for every live thread of the block,
+// __syncwarp and the warp primitives (__shfl*_sync, __ballot_sync, __any_sync, __all_sync)
+// for every live thread of the warp (32 consecutive linear thread ids). A barrier that can
+// never be released (threads of one block waiting at different barriers) aborts with a
+// message instead of hanging. __shared__ variables are static thread_local: shared by the
+// fibers of the one block an OS thread runs. Atomics are real atomics (blocks run in
+// parallel). Device math uses libm here (the GPU uses the approximate instructions).
 #ifndef MOEC_CPU_EMU_H
 #define MOEC_CPU_EMU_H
 #define MOEC_CPU_EMULATION 1
 
 #include <math.h>
-#include <pthread.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <ucontext.h>
+
+#include <atomic>
 #include <thread>
 #include <vector>
 
 #define __global__
 #define __device__
 #define __host__
-#define __shared__ static
+#define __shared__ static thread_local
 #define __forceinline__ inline
 #define __launch_bounds__(...)
-// Go slices are not always 16-byte aligned; the GPU's cudaMalloc buffers are.
+#define __restrict__ __restrict
+// Go slices are not always 16-byte aligned; the GPU's allocations are.
 #define __builtin_assume_aligned(p, a) (p)
 
 struct dim3 {
-  unsigned x = 1, y = 1, z = 1;
+  unsigned x, y, z;
+  dim3(unsigned vx = 1, unsigned vy = 1, unsigned vz = 1) : x(vx), y(vy), z(vz) {}
 };
-inline thread_local dim3 threadIdx, blockIdx;
-inline dim3 blockDim, gridDim;
-inline pthread_barrier_t moec_emu_barrier;
-inline void __syncthreads() { pthread_barrier_wait(&moec_emu_barrier); }
+inline thread_local dim3 threadIdx, blockIdx, blockDim, gridDim;
+
+namespace moec_emu {
+
+enum State { Runnable, AtBlockBarrier, AtWarpBarrier, Done };
+
+// Block is what one OS thread needs to run a block's threads as fibers.
+struct Block {
+  std::vector<ucontext_t> ctx;
+  std::vector<State> state;
+  std::vector<char *> stacks;
+  ucontext_t scheduler;
+  unsigned threads = 0, current = 0;
+  const void *body = nullptr;
+  void (*run)(const void *) = nullptr;
+  // One 8-byte slot per thread for the warp primitives' exchanges.
+  std::vector<uint64_t> lanes;
+  std::vector<unsigned char> shared;  // the launch's dynamic shared memory
+};
+inline thread_local Block *current_block;
+static const size_t stack_bytes = 256 * 1024;
+
+inline void fail(const char *what) {
+  fprintf(stderr, "moec CUDA emulation: %s\n", what);
+  abort();
+}
+
+// Parks the running fiber in state s and returns to the scheduler.
+inline void park(State s) {
+  Block *b = current_block;
+  unsigned me = b->current;
+  b->state[me] = s;
+  swapcontext(&b->ctx[me], &b->scheduler);
+}
+
+inline void fiber_main() {
+  Block *b = current_block;
+  b->run(b->body);
+  b->state[b->current] = Done;
+  // returning resumes uc_link: the scheduler
+}
+
+inline void set_thread(unsigned i) {
+  threadIdx.x = i % blockDim.x;
+  threadIdx.y = i / blockDim.x % blockDim.y;
+  threadIdx.z = i / (blockDim.x * blockDim.y);
+}
+
+// Releases the threads a barrier holds once every live thread it waits for has arrived;
+// reports whether any was released.
+inline bool release(Block *b) {
+  bool any = false;
+  for (unsigned w = 0; w < b->threads; w += 32) {
+    unsigned end = w + 32 < b->threads ? w + 32 : b->threads;
+    bool all = true, some = false;
+    for (unsigned i = w; i < end; i++) {
+      if (b->state[i] == AtWarpBarrier) some = true;
+      else if (b->state[i] != Done) all = false;
+    }
+    if (some && all) {
+      for (unsigned i = w; i < end; i++)
+        if (b->state[i] == AtWarpBarrier) b->state[i] = Runnable;
+      any = true;
+    }
+  }
+  if (any) return true;
+  bool all = true, some = false;
+  for (unsigned i = 0; i < b->threads; i++) {
+    if (b->state[i] == AtBlockBarrier) some = true;
+    else if (b->state[i] != Done) all = false;
+  }
+  if (some && all) {
+    for (unsigned i = 0; i < b->threads; i++)
+      if (b->state[i] == AtBlockBarrier) b->state[i] = Runnable;
+    return true;
+  }
+  return false;
+}
+
+inline void run_block(Block *b) {
+  for (unsigned i = 0; i < b->threads; i++) {
+    getcontext(&b->ctx[i]);
+    b->ctx[i].uc_stack.ss_sp = b->stacks[i];
+    b->ctx[i].uc_stack.ss_size = stack_bytes;
+    b->ctx[i].uc_link = &b->scheduler;
+    makecontext(&b->ctx[i], (void (*)())fiber_main, 0);
+    b->state[i] = Runnable;
+  }
+  for (;;) {
+    bool ran = false;
+    for (unsigned i = 0; i < b->threads; i++) {
+      if (b->state[i] != Runnable) continue;
+      b->current = i;
+      set_thread(i);
+      swapcontext(&b->scheduler, &b->ctx[i]);
+      ran = true;
+    }
+    if (release(b)) continue;
+    bool done = true;
+    for (unsigned i = 0; i < b->threads; i++) done = done && b->state[i] == Done;
+    if (done) return;
+    if (!ran) fail("deadlock: threads of one block wait at different barriers");
+  }
+}
+
+template <class F> void call(const void *f) { (*(const F *)f)(); }
+
+// launch runs kernel for every thread of every block of grid.
+template <class F> void launch(dim3 grid, dim3 block, size_t shared, const F &kernel) {
+  unsigned threads = block.x * block.y * block.z;
+  unsigned long long blocks = (unsigned long long)grid.x * grid.y * grid.z;
+  if (threads == 0 || blocks == 0) return;
+  if (threads > 1024) fail("more than 1024 threads in a block");
+  unsigned workers = std::thread::hardware_concurrency();
+  if (const char *w = getenv("MOEC_EMU_WORKERS")) workers = (unsigned)atoi(w);
+  if (workers < 1) workers = 1;
+  if (workers > blocks) workers = (unsigned)blocks;
+  std::atomic<unsigned long long> next{0};
+  auto work = [&] {
+    Block b;
+    b.threads = threads;
+    b.ctx.resize(threads);
+    b.state.resize(threads);
+    b.lanes.resize(threads);
+    b.shared.assign(shared ? shared : 1, 0);
+    b.body = &kernel;
+    b.run = call<F>;
+    size_t all = stack_bytes * threads;
+    char *mem = (char *)mmap(nullptr, all, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (mem == MAP_FAILED) fail("cannot map the fibers' stacks");
+    for (unsigned i = 0; i < threads; i++) b.stacks.push_back(mem + i * stack_bytes);
+    current_block = &b;
+    blockDim = block;
+    gridDim = grid;
+    for (unsigned long long id; (id = next.fetch_add(1)) < blocks;) {
+      blockIdx.x = (unsigned)(id % grid.x);
+      blockIdx.y = (unsigned)(id / grid.x % grid.y);
+      blockIdx.z = (unsigned)(id / ((unsigned long long)grid.x * grid.y));
+      run_block(&b);
+    }
+    current_block = nullptr;
+    munmap(mem, all);
+  };
+  if (workers == 1) {
+    work();
+    return;
+  }
+  std::vector<std::thread> pool;
+  for (unsigned w = 0; w < workers; w++) pool.emplace_back(work);
+  for (auto &t : pool) t.join();
+}
+
+inline unsigned me() { return current_block->current; }
+
+// exchange publishes v for the warp and returns lane src's value (src within the warp).
+template <class T> T exchange(T v, unsigned src) {
+  static_assert(sizeof(T) <= 8, "warp exchange of a value wider than 8 bytes");
+  Block *b = current_block;
+  unsigned i = b->current;
+  memcpy(&b->lanes[i], &v, sizeof(T));
+  park(AtWarpBarrier);
+  T r;
+  unsigned base = i & ~31u;
+  if (base + src >= b->threads) src = i - base;  // a lane the block lacks: own value
+  memcpy(&r, &b->lanes[base + src], sizeof(T));
+  park(AtWarpBarrier);
+  return r;
+}
+
+}  // namespace moec_emu
+
+inline void __syncthreads() { moec_emu::park(moec_emu::AtBlockBarrier); }
+inline void __syncwarp(unsigned mask = 0xffffffffu) { (void)mask; moec_emu::park(moec_emu::AtWarpBarrier); }
+inline unsigned moec_emu_lane() { return moec_emu::me() & 31u; }
+
+template <class T> T __shfl_sync(unsigned mask, T v, int src, int width = 32) {
+  (void)mask;
+  unsigned lane = moec_emu_lane();
+  return moec_emu::exchange(v, (lane / width) * width + ((unsigned)src % width));
+}
+template <class T> T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
+  (void)mask;
+  unsigned lane = moec_emu_lane();
+  unsigned src = lane ^ (unsigned)lane_mask;
+  if (src / width != lane / width) src = lane;
+  return moec_emu::exchange(v, src);
+}
+template <class T> T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+  (void)mask;
+  unsigned lane = moec_emu_lane();
+  unsigned src = lane + delta;
+  if (src / width != lane / width) src = lane;
+  return moec_emu::exchange(v, src);
+}
+template <class T> T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+  (void)mask;
+  unsigned lane = moec_emu_lane();
+  unsigned src = lane % width >= delta ? lane - delta : lane;
+  return moec_emu::exchange(v, src);
+}
+inline unsigned __ballot_sync(unsigned mask, int pred) {
+  (void)mask;
+  unsigned bits = 0;
+  for (unsigned l = 0; l < 32; l++) {
+    // Every lane publishes its predicate and reads lane l's; the block's missing lanes read
+    // their own, which a full warp never does.
+    int p = moec_emu::exchange(pred ? 1 : 0, l);
+    if (p) bits |= 1u << l;
+  }
+  return bits;
+}
+inline int __any_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) != 0; }
+inline int __all_sync(unsigned mask, int pred) { return __ballot_sync(mask, !pred) == 0; }
+
+inline float atomicAdd(float *p, float v) {
+  uint32_t *bits = (uint32_t *)p;
+  uint32_t old = __atomic_load_n(bits, __ATOMIC_RELAXED);
+  for (;;) {
+    float was, now;
+    memcpy(&was, &old, 4);
+    now = was + v;
+    uint32_t want;
+    memcpy(&want, &now, 4);
+    if (__atomic_compare_exchange_n(bits, &old, want, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) return was;
+  }
+}
+inline int atomicAdd(int *p, int v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
+inline unsigned atomicAdd(unsigned *p, unsigned v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
+inline int atomicMax(int *p, int v) {
+  int old = __atomic_load_n(p, __ATOMIC_RELAXED);
+  while (old < v && !__atomic_compare_exchange_n(p, &old, v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+  }
+  return old;
+}
+
+// MOE_DYNAMIC_SHARED(T, name) declares name, a T* to the launch's dynamic shared memory
+// (extern __shared__ T name[] on the GPU).
+#define MOE_DYNAMIC_SHARED(T, name) T *name = (T *)moec_emu::current_block->shared.data()
 
 typedef int cudaError_t;
 typedef struct CUstream_st *cudaStream_t;
 #define cudaSuccess 0
 
-// Runs a kernel: blocks in order, each with `threads` real threads and a fresh barrier.
+// Runs a kernel over a one-dimensional grid (the form codegen/cuda's kernels use).
 template <class F> void moec_emu_launch(unsigned blocks, unsigned threads, F kernel) {
-  blockDim.x = threads;
-  gridDim.x = blocks;
-  for (unsigned b = 0; b < blocks; b++) {
-    pthread_barrier_init(&moec_emu_barrier, 0, threads);
-    std::vector<std::thread> ts;
-    for (unsigned t = 0; t < threads; t++)
-      ts.emplace_back([=] { blockIdx.x = b; threadIdx.x = t; kernel(); });
-    for (auto &th : ts) th.join();
-    pthread_barrier_destroy(&moec_emu_barrier);
-  }
+  moec_emu::launch(dim3(blocks), dim3(threads), 0, kernel);
+}
+
+// Runs a kernel over grid × block with shared bytes of dynamic shared memory.
+template <class F> void moec_emu_launch3(dim3 grid, dim3 block, size_t shared, F kernel) {
+  moec_emu::launch(grid, block, shared, kernel);
 }
 
 // The runtime API the harness uses, on host memory.

@@ -219,3 +219,77 @@ func (k *Kernel) Run(env kernels.Env, workers int) error {
 	wg.Wait()
 	return nil
 }
+
+// Func is an exported C function of the packed form void f(void **args, int64_t begin,
+// int64_t end), looked up by its symbol: how tests and drivers call compiled code whose
+// arguments no kernels.Kernel describes.
+type Func struct {
+	fn   unsafe.Pointer
+	name string
+}
+
+// Func looks up the packed function symbol.
+func (l *Library) Func(symbol string) (*Func, error) {
+	sym := C.CString(symbol)
+	defer C.free(unsafe.Pointer(sym))
+	fn := C.dlsym(l.handle, sym)
+	if fn == nil {
+		return nil, fmt.Errorf("llvmrt: %s has no function %s", l.path, symbol)
+	}
+	return &Func{fn: fn, name: symbol}, nil
+}
+
+// Call calls the function with args[i] as the i-th element of its argument array: a
+// []float32, []int32, []uint16 or []byte passes the address of its first element (pinned
+// for the call; nil when empty), a float32, int32 or int64 the address of a copy in C
+// memory. Any other type is an error.
+func (f *Func) Call(begin, end int64, args ...any) error {
+	var pin runtime.Pinner
+	defer pin.Unpin()
+	n := max(len(args), 1)
+	ptrs := (*[1 << 20]C.uintptr_t)(C.malloc(C.size_t(n) * C.size_t(unsafe.Sizeof(uintptr(0)))))[:n:n]
+	defer C.free(unsafe.Pointer(&ptrs[0]))
+	scalars := (*[1 << 20]int64)(C.malloc(C.size_t(n) * 8))[:n:n]
+	defer C.free(unsafe.Pointer(&scalars[0]))
+	for i, a := range args {
+		var p unsafe.Pointer
+		switch v := a.(type) {
+		case []float32:
+			if len(v) > 0 {
+				p = unsafe.Pointer(&v[0])
+			}
+		case []int32:
+			if len(v) > 0 {
+				p = unsafe.Pointer(&v[0])
+			}
+		case []uint16:
+			if len(v) > 0 {
+				p = unsafe.Pointer(&v[0])
+			}
+		case []byte:
+			if len(v) > 0 {
+				p = unsafe.Pointer(&v[0])
+			}
+		case float32:
+			*(*float32)(unsafe.Pointer(&scalars[i])) = v
+			ptrs[i] = C.uintptr_t(uintptr(unsafe.Pointer(&scalars[i])))
+			continue
+		case int32:
+			*(*int32)(unsafe.Pointer(&scalars[i])) = v
+			ptrs[i] = C.uintptr_t(uintptr(unsafe.Pointer(&scalars[i])))
+			continue
+		case int64:
+			scalars[i] = v
+			ptrs[i] = C.uintptr_t(uintptr(unsafe.Pointer(&scalars[i])))
+			continue
+		default:
+			return fmt.Errorf("llvmrt: %s: argument %d has type %T, want a slice of float32, int32, uint16 or byte, or a float32, int32 or int64", f.name, i, a)
+		}
+		if p != nil {
+			pin.Pin(p)
+		}
+		ptrs[i] = C.uintptr_t(uintptr(p))
+	}
+	C.moe_call(f.fn, (*unsafe.Pointer)(unsafe.Pointer(&ptrs[0])), C.int64_t(begin), C.int64_t(end))
+	return nil
+}

@@ -44,3 +44,12 @@ func (l *Library) Kernel(k *kernels.Kernel) (*Kernel, error) { return nil, errNo
 
 // Run fails without cgo.
 func (k *Kernel) Run(env kernels.Env, workers int) error { return errNoCgo }
+
+// Func is an exported packed C function.
+type Func struct{}
+
+// Func fails without cgo.
+func (l *Library) Func(symbol string) (*Func, error) { return nil, errNoCgo }
+
+// Call fails without cgo.
+func (f *Func) Call(begin, end int64, args ...any) error { return errNoCgo }
