@@ -95,7 +95,7 @@ func arcticConfig(cfg map[string]any, m *program.Model) {
 	cfg["num_experts_per_tok"] = e.TopK
 	cfg["moe_layer_frequency"] = max(e.Every, 1)
 	cfg["parallel_attn_mlp_res"] = e.ParallelAttention
-	cfg["router_aux_loss_coef"] = e.BalanceLoss
+	cfg["router_aux_loss_coef"] = floatField(e.BalanceLoss)
 	cfg["sliding_window"] = nil
 	delete(cfg, "rope_scaling")
 }

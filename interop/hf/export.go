@@ -14,6 +14,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/lang/diag"
@@ -110,10 +111,18 @@ func Export(ckpt, out string) (*ExportManifest, error) {
 		}
 	}
 	outTensors := make([]safetensors.Tensor, len(tensors))
+	from := make([]string, len(tensors))
 	for i, t := range tensors {
-		name := fromMoec(layout, m, t.Name)
-		outTensors[i] = safetensors.Tensor{Name: name, Shape: t.Shape, Data: t.Data}
-		man.Tensors = append(man.Tensors, TensorEntry{Name: name, From: t.Name, Shape: t.Shape, SHA256: tensorHash(t.Data)})
+		outTensors[i] = safetensors.Tensor{Name: fromMoec(layout, m, t.Name), Shape: t.Shape, Data: t.Data}
+		from[i] = t.Name
+	}
+	if layout == LayoutLlama4 {
+		if outTensors, from, err = llama4FromMoec(tensors, m); err != nil {
+			return nil, diag.RuntimeWrap(diag.CodeNotExportable, err, "checkpoint %s does not hold the tensors of its model", dir)
+		}
+	}
+	for i, t := range outTensors {
+		man.Tensors = append(man.Tensors, TensorEntry{Name: t.Name, From: from[i], Shape: t.Shape, SHA256: tensorHash(t.Data)})
 	}
 	man.Experts = expertSets(man.Tensors)
 	if err := emptyDir(out, diag.CodeNotExportable); err != nil {
@@ -276,11 +285,11 @@ func hfConfig(m *program.Model, l Layout) map[string]any {
 		"head_dim":                a.HeadDim,
 		"hidden_act":              act,
 		"max_position_embeddings": m.SeqLen,
-		"rms_norm_eps":            m.NormEps,
-		"rope_theta":              m.RopeBase,
+		"rms_norm_eps":            floatField(m.NormEps),
+		"rope_theta":              floatField(m.RopeBase),
 		"rope_scaling":            ropeScalingConfig(m),
 		"tie_word_embeddings":     m.TieEmbeddings,
-		"attention_dropout":       0.0,
+		"attention_dropout":       floatField(0),
 		"torch_dtype":             "float32",
 		"use_cache":               true,
 	}
@@ -297,8 +306,8 @@ func hfConfig(m *program.Model, l Layout) map[string]any {
 		cfg["intermediate_size"] = e.ExpertHidden
 		cfg["num_local_experts"] = e.Experts
 		cfg["num_experts_per_tok"] = e.TopK
-		cfg["router_aux_loss_coef"] = e.BalanceLoss
-		cfg["router_jitter_noise"] = 0.0
+		cfg["router_aux_loss_coef"] = floatField(e.BalanceLoss)
+		cfg["router_jitter_noise"] = floatField(0)
 		cfg["sliding_window"] = nil
 		if a.Window > 0 {
 			cfg["sliding_window"] = a.Window
@@ -316,10 +325,12 @@ func hfConfig(m *program.Model, l Layout) map[string]any {
 		cfg["num_experts"] = e.Experts
 		cfg["num_experts_per_tok"] = e.TopK
 		cfg["norm_topk_prob"] = e.Normalize
-		cfg["router_aux_loss_coef"] = e.BalanceLoss
-		cfg["router_z_loss_coef"] = e.ZLoss
+		cfg["router_aux_loss_coef"] = floatField(e.BalanceLoss)
+		cfg["router_z_loss_coef"] = floatField(e.ZLoss)
 	case LayoutArctic:
 		arcticConfig(cfg, m)
+	case LayoutLlama4:
+		llama4Config(cfg, m)
 	case LayoutQwen2MoE:
 		// Qwen2MoeConfig has no attention_bias: its Q/K/V always carry biases, its output
 		// projection never does. intermediate_size is the dense layers' width.
@@ -343,7 +354,7 @@ func qwenMoEConfig(cfg map[string]any, e *program.MoE) {
 	cfg["decoder_sparse_step"] = max(e.Every, 1)
 	cfg["mlp_only_layers"] = []int{}
 	cfg["norm_topk_prob"] = e.Normalize
-	cfg["router_aux_loss_coef"] = e.BalanceLoss
+	cfg["router_aux_loss_coef"] = floatField(e.BalanceLoss)
 	cfg["use_sliding_window"] = false
 	cfg["sliding_window"] = nil
 }
@@ -359,4 +370,21 @@ func exportNotes(m *program.Model) []string {
 		notes = append(notes, fmt.Sprintf("vocab_size is the padded %d rows (vocab %d padded to a multiple of %d)", m.PaddedVocab(), m.Vocab, m.VocabPadTo))
 	}
 	return notes
+}
+
+// floatField is a config value transformers declares a float: written with a decimal
+// point even when whole (0.0, 500000.0), because transformers 5's strict configs refuse
+// an int where a float field is declared (router_jitter_noise = 0 fails to load).
+type floatField float64
+
+// MarshalJSON writes f as JSON with a fraction or an exponent.
+func (f floatField) MarshalJSON() ([]byte, error) {
+	s := strconv.FormatFloat(float64(f), 'g', -1, 64)
+	if !strings.ContainsAny(s, ".eEnN") { // nN: NaN and Inf, which json refuses below
+		s += ".0"
+	}
+	if math.IsNaN(float64(f)) || math.IsInf(float64(f), 0) {
+		return nil, fmt.Errorf("hf: config value %v is not a JSON number", float64(f))
+	}
+	return []byte(s), nil
 }

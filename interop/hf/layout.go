@@ -14,15 +14,16 @@ import (
 type Layout string
 
 const (
-	LayoutLlama    Layout = "llama"     // LlamaForCausalLM: dense
-	LayoutQwen3    Layout = "qwen3"     // Qwen3ForCausalLM: dense with per-head q/k norms
-	LayoutMixtral  Layout = "mixtral"   // MixtralForCausalLM
-	LayoutQwen3MoE Layout = "qwen3_moe" // Qwen3MoeForCausalLM: experts under mlp.
-	LayoutOlmoe    Layout = "olmoe"     // OlmoeForCausalLM: experts under mlp., whole-projection q/k norms
-	LayoutQwen2MoE Layout = "qwen2_moe" // Qwen2MoeForCausalLM: experts under mlp., one gated shared expert
-	LayoutArctic   Layout = "arctic"    // ArcticForCausalLM (Snowflake's remote code): a residual MoE beside a dense FFN
-	LayoutGptOss   Layout = "gpt_oss"   // GptOssForCausalLM's names: imported (gptoss_weights.go), not written
-	LayoutMoec     Layout = "moec"      // moec's names; no transformers class
+	LayoutLlama    Layout = "llama"       // LlamaForCausalLM: dense
+	LayoutQwen3    Layout = "qwen3"       // Qwen3ForCausalLM: dense with per-head q/k norms
+	LayoutMixtral  Layout = "mixtral"     // MixtralForCausalLM
+	LayoutQwen3MoE Layout = "qwen3_moe"   // Qwen3MoeForCausalLM: experts under mlp.
+	LayoutOlmoe    Layout = "olmoe"       // OlmoeForCausalLM: experts under mlp., whole-projection q/k norms
+	LayoutQwen2MoE Layout = "qwen2_moe"   // Qwen2MoeForCausalLM: experts under mlp., one gated shared expert
+	LayoutArctic   Layout = "arctic"      // ArcticForCausalLM (Snowflake's remote code): a residual MoE beside a dense FFN
+	LayoutGptOss   Layout = "gpt_oss"     // GptOssForCausalLM's names: imported (gptoss_weights.go), not written
+	LayoutLlama4   Layout = "llama4_text" // Llama4ForCausalLM: fused experts, adjacent rotary pairs (llama4_weights.go)
+	LayoutMoec     Layout = "moec"        // moec's names; no transformers class
 )
 
 // classOf is the transformers class of each layout.
@@ -30,7 +31,7 @@ var classOf = map[Layout]string{
 	LayoutLlama: "LlamaForCausalLM", LayoutQwen3: "Qwen3ForCausalLM",
 	LayoutMixtral: "MixtralForCausalLM", LayoutQwen3MoE: "Qwen3MoeForCausalLM",
 	LayoutOlmoe: "OlmoeForCausalLM", LayoutQwen2MoE: "Qwen2MoeForCausalLM",
-	LayoutArctic: "ArcticForCausalLM",
+	LayoutArctic: "ArcticForCausalLM", LayoutLlama4: "Llama4ForCausalLM",
 }
 
 // moecNames rewrites between moec's names (runtime/nn, Mixtral-style block_sparse_moe) and
@@ -121,6 +122,12 @@ func expected(m *program.Model) ([]shape, error) {
 // layoutFor chooses the transformers layout that holds m exactly, or LayoutMoec and the
 // features that none of the classes moec writes has.
 func layoutFor(m *program.Model) (Layout, []string) {
+	if candidate, unmet := llama4LayoutFor(m); candidate {
+		if len(unmet) == 0 {
+			return LayoutLlama4, nil
+		}
+		return LayoutMoec, []string{"gates on the experts' inputs (gate_input) are Llama 4's, and Llama4ForCausalLM needs " + strings.Join(unmet, ", ")}
+	}
 	var gaps []string
 	gap := func(cond bool, what string) {
 		if cond {

@@ -18,7 +18,7 @@ import (
 var weightLayouts = map[string]Layout{
 	"llama": LayoutLlama, "mistral": LayoutLlama, "qwen2": LayoutLlama,
 	"qwen3": LayoutQwen3, "mixtral": LayoutMixtral, "qwen3_moe": LayoutQwen3MoE,
-	"olmoe": LayoutOlmoe, "qwen2_moe": LayoutQwen2MoE, "arctic": LayoutArctic, "gpt_oss": LayoutGptOss,
+	"olmoe": LayoutOlmoe, "qwen2_moe": LayoutQwen2MoE, "arctic": LayoutArctic, "gpt_oss": LayoutGptOss, "llama4_text": LayoutLlama4,
 }
 
 // CheckpointResult is an imported Hugging Face folder.
@@ -83,6 +83,11 @@ func ImportCheckpoint(hfDir, out string, opt Options) (*CheckpointResult, error)
 			}
 			t.Name = toMoec(layout, t.Name)
 			ts = append(ts, t)
+		}
+	}
+	if layout == LayoutLlama4 {
+		if ts, err = llama4ToMoec(ts, res.Model); err != nil {
+			return nil, diag.RuntimeWrap(diag.CodeWeightsMismatch, err, "the weights in %s do not fit its config.json", hfDir)
 		}
 	}
 	ts, err = arrange(ts, res.Model)

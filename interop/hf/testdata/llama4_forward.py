@@ -1,18 +1,17 @@
 # An independent forward pass of Llama 4's language model, written from transformers'
 # modeling_llama4.py (Llama4TextAttention with rotary and position-free layers, chunked
 # attention, Llama4TextL2Norm q/k norms and attn_temperature_tuning; Llama4TextMoe with
-# Llama4Router's sigmoid top-k scores multiplying the experts' input beside a shared expert;
-# Llama4TextMLP dense layers) with torch, reading a moec-layout export (moec_config.json,
-# model.safetensors with moec's tensor names) with its own safetensors reader. Rotary pairs
-# are moec's (dimension i with i + head_dim/2): Llama 4's checkpoints pair adjacent
-# dimensions, which an import permutes the q/k rows into, as transformers' Llama
-# conversion does; no other step depends on the order within a head. It prints the logits
-# of the token ids given on the command line as JSON.
+# Llama4Router's sigmoid top-k scores multiplying the experts' input beside a shared expert,
+# Llama4TextExperts' fused gate_up_proj and down_proj; Llama4TextMLP dense layers) with
+# torch, reading an exported Llama4ForCausalLM folder (config.json, model.safetensors with
+# transformers' names) with its own safetensors reader. Rotary pairs are Llama 4's:
+# adjacent dimensions (2j, 2j+1) as one complex number (apply_rotary_emb). It prints the
+# logits of the token ids given on the command line as JSON.
 import json, math, struct, sys
 import torch
 
 folder, ids = sys.argv[1], [int(t) for t in sys.argv[2].split(",")]
-cfg = json.load(open(folder + "/moec_config.json"))
+cfg = json.load(open(folder + "/config.json"))
 raw = open(folder + "/model.safetensors", "rb").read()
 (n,) = struct.unpack("<Q", raw[:8])
 header = json.loads(raw[8:8 + n])
@@ -23,12 +22,15 @@ for name, e in header.items():
     lo, hi = e["data_offsets"]
     W[name] = torch.frombuffer(bytearray(data[lo:hi]), dtype=torch.float32).reshape(e["shape"]).double()
 
-att, moe = cfg["Attention"], cfg["MoE"]
-D, H, KV, hd = cfg["DModel"], att["Heads"], att["KVHeads"], att["HeadDim"]
-eps, base, T = cfg["NormEps"], cfg["RopeBase"], len(ids)
-nope_every, chunk = att.get("NopeEvery", 0), att.get("ChunkSize", 0)
-qk_l2, attn_scale, floor_scale = att.get("QKL2Norm", False), att.get("NopeTemperature", 0), att.get("NopeTemperatureFloor", 1)
-k_, every = moe["TopK"], max(moe.get("Every", 1), 1)
+assert cfg["model_type"] == "llama4_text", cfg["model_type"]
+D, H, KV, hd = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"]
+eps, base, T = cfg["rms_norm_eps"], cfg["rope_theta"], len(ids)
+use_rope_at, chunk = cfg["no_rope_layers"], cfg["attention_chunk_size"]
+qk_l2 = cfg["use_qk_norm"]
+attn_scale = cfg["attn_scale"] if cfg["attn_temperature_tuning"] else 0
+floor_scale = cfg["floor_scale"]
+k_, step = cfg["num_experts_per_tok"], cfg["interleave_moe_layer_step"]
+moe_layers = list(range(step - 1, cfg["num_hidden_layers"], step))
 
 
 def rms(x, w=None):
@@ -46,20 +48,22 @@ def mlp(x, p, gate, up, down):
 
 inv = 1.0 / (base ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd))
 freqs = torch.outer(torch.arange(T, dtype=torch.float64), inv)
-cos, sin = freqs.cos()[:, None, :], freqs.sin()[:, None, :]
 
 
-def rotary(x):
-    x1, x2 = x[..., : hd // 2], x[..., hd // 2:]
-    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+freqs_cis = torch.polar(torch.ones_like(freqs), freqs)[:, None, :]
+
+
+def rotary(x):  # apply_rotary_emb: adjacent pairs as complex numbers
+    xc = torch.view_as_complex(x.reshape(*x.shape[:-1], -1, 2).contiguous())
+    return torch.view_as_real(xc * freqs_cis).flatten(-2)
 
 
 pos = torch.arange(T, dtype=torch.float64)
 i_, j_ = torch.arange(T)[:, None], torch.arange(T)[None, :]
 x = W["model.embed_tokens.weight"][ids]
-for i in range(cfg["Layers"]):
+for i in range(cfg["num_hidden_layers"]):
     p = "model.layers.%d." % i
-    use_rope = nope_every == 0 or (i + 1) % nope_every != 0
+    use_rope = use_rope_at[i] == 1
     h = rms(x, W[p + "input_layernorm.weight"])
     q = lin(h, p + "self_attn.q_proj").view(T, H, hd)
     k = lin(h, p + "self_attn.k_proj").view(T, KV, hd)
@@ -79,17 +83,20 @@ for i in range(cfg["Layers"]):
     a = (torch.einsum("thd,shd->hts", q, k) / math.sqrt(hd) + mask).softmax(-1)
     x = x + lin(torch.einsum("hts,shd->thd", a, v).reshape(T, H * hd), p + "self_attn.o_proj")
     h = rms(x, W[p + "post_attention_layernorm.weight"])
-    if (i + 1) % every != 0:
-        x = x + mlp(h, p + "mlp.", "gate_proj", "up_proj", "down_proj")
+    fp = p + "feed_forward."
+    if i not in moe_layers:
+        x = x + mlp(h, fp, "gate_proj", "up_proj", "down_proj")
         continue
-    bp = p + "block_sparse_moe."
     # Llama4Router: the top-k logits, every other -inf, through a sigmoid.
-    logits = lin(h, bp + "gate")
+    logits = lin(h, fp + "router")
     top, sel = logits.topk(k_, dim=-1)
     scores = torch.full_like(logits, float("-inf")).scatter_(1, sel, top).sigmoid()
-    out = mlp(h, bp + "shared_experts.0.", "w1", "w3", "w2")
-    for e in range(scores.shape[1]):  # Llama4TextMoe: every expert on its scaled input
-        out = out + mlp(h * scores[:, e:e + 1], bp + "experts.%d." % e, "w1", "w3", "w2")
-    x = x + out
+    out = mlp(h, fp + "shared_expert.", "gate_proj", "up_proj", "down_proj")
+    # Llama4TextExperts: every expert on its scaled input, through the fused projections.
+    E = scores.shape[1]
+    routed_in = h[None, :, :] * scores.T[:, :, None]  # [E, T, D]
+    gate, up = torch.bmm(routed_in, W[fp + "experts.gate_up_proj"]).chunk(2, dim=-1)
+    routed = torch.bmm(up * torch.nn.functional.silu(gate), W[fp + "experts.down_proj"])
+    x = x + out + routed.sum(0)
 x = rms(x, W["model.norm.weight"])
 print(json.dumps((x @ W["lm_head.weight"].T).flatten().tolist()))
