@@ -124,6 +124,7 @@ type moeSpec struct {
 	routerBias        bool
 	expertBias        bool
 	swigluLimit       float64 // gpt-oss's clamped SwiGLU (0: plain)
+	swigluAlpha       float64 // its sigmoid's slope (gpt-oss: 1.702)
 }
 
 // readSpec reads a config into a spec, collecting every refusal in r.

@@ -116,7 +116,12 @@ func Export(ckpt, out string) (*ExportManifest, error) {
 		outTensors[i] = safetensors.Tensor{Name: fromMoec(layout, m, t.Name), Shape: t.Shape, Data: t.Data}
 		from[i] = t.Name
 	}
-	if layout == LayoutLlama4 {
+	switch layout {
+	case LayoutGptOss:
+		if outTensors, from, err = gptOssFromMoec(tensors); err != nil {
+			return nil, diag.RuntimeWrap(diag.CodeNotExportable, err, "checkpoint %s does not hold the tensors of its model", dir)
+		}
+	case LayoutLlama4:
 		if outTensors, from, err = llama4FromMoec(tensors, m); err != nil {
 			return nil, diag.RuntimeWrap(diag.CodeNotExportable, err, "checkpoint %s does not hold the tensors of its model", dir)
 		}
@@ -331,6 +336,8 @@ func hfConfig(m *program.Model, l Layout) map[string]any {
 		arcticConfig(cfg, m)
 	case LayoutLlama4:
 		llama4Config(cfg, m)
+	case LayoutGptOss:
+		gptOssConfig(cfg, m)
 	case LayoutQwen2MoE:
 		// Qwen2MoeConfig has no attention_bias: its Q/K/V always carry biases, its output
 		// projection never does. intermediate_size is the dense layers' width.

@@ -21,6 +21,11 @@ func (s *spec) gptOss(r *reader) {
 		score: "softmax", normalize: true, routerBias: true, expertBias: true,
 		balance:     r.float("router_aux_loss_coef", 0.9),
 		swigluLimit: r.float("swiglu_limit", 7),
+		swigluAlpha: r.float("swiglu_alpha", 1.702),
+	}
+	if m.swigluAlpha <= 0 {
+		r.bad("swiglu_alpha", "want a positive number, have %v", m.swigluAlpha)
+		m.swigluAlpha = 1.702
 	}
 	if k := r.integer("experts_per_token", int64(m.topK)); int(k) != m.topK {
 		r.bad("experts_per_token", "%d differs from num_experts_per_tok %d", k, m.topK)

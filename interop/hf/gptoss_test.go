@@ -43,6 +43,7 @@ func TestImportGptOss(t *testing.T) {
 		{"irregular layer_types", map[string]any{"layer_types": types}, "layer 11 is sliding_attention"},
 		{"another quantization", map[string]any{"quantization_config": map[string]any{"quant_method": "fp8"}}, "quantization_config"},
 		{"experts_per_token disagrees", map[string]any{"experts_per_token": 2}, "experts_per_token"},
+		{"a negative swiglu_alpha", map[string]any{"swiglu_alpha": -1}, "swiglu_alpha"},
 	} {
 		if _, err := ImportConfig(editedConfig(t, "gpt-oss-20b.json", tc.edits), Options{}); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: err = %v, want it to name %q", tc.name, err, tc.want)
@@ -53,12 +54,17 @@ func TestImportGptOss(t *testing.T) {
 	if err != nil || res2.Model.Attention.FullEvery != 2 {
 		t.Errorf("default layer_types: %v", err)
 	}
+	// transformers 5's GptOssConfig writes swiglu_alpha; another slope is another model.
+	res3, err := ImportConfig(editedConfig(t, "gpt-oss-20b.json", map[string]any{"swiglu_alpha": 1.5}), Options{})
+	if err != nil || res3.Model.MoE.SwigluAlpha != 1.5 || !strings.Contains(string(res3.Source), "swiglu_alpha") {
+		t.Errorf("swiglu_alpha 1.5: %v", err)
+	}
 }
 
 // TestGptOssComputesAsTransformers: a tiny gpt-oss model's logits from moec's runtime
 // equal those of an independent torch forward written from transformers'
 // modeling_gpt_oss.py (testdata/gpt_oss_forward.py) on the same weights, exported in
-// moec's layout: the sinks, the alternating window, the biased router softmaxed over its
+// GptOssForCausalLM's layout: the fused, interleaved experts, the sinks, the alternating window, the biased router softmaxed over its
 // top k and the clamped SwiGLU (a limit of 0.5 clamps some 2% of the tiny model's gate
 // and up values) mean to moec what they mean to transformers.
 func TestGptOssComputesAsTransformers(t *testing.T) {
@@ -70,8 +76,8 @@ func TestGptOssComputesAsTransformers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if man.Layout != LayoutMoec {
-		t.Fatalf("layout %s, want moec's (no class moec writes is gpt-oss's)", man.Layout)
+	if man.Layout != LayoutGptOss || len(man.Unsupported) != 0 {
+		t.Fatalf("layout %s (unsupported %v), want gpt-oss's", man.Layout, man.Unsupported)
 	}
 	ids := []int32{5, 17, 250, 3, 99, 42, 7, 128, 11, 64}
 	text := make([]string, len(ids))

@@ -6,7 +6,9 @@ import (
 	"os"
 	"regexp"
 	"sort"
+	"strconv"
 
+	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/lang/diag"
 	"github.com/moec-dev/moec/runtime/safetensors"
 )
@@ -204,3 +206,151 @@ func expertMatrix(parts map[string]safetensors.RawTensor, name string) (matrix, 
 
 // gptOssRouter is gpt-oss's router, moec's block_sparse_moe.gate.
 var gptOssRouter = regexp.MustCompile(`^(model\.layers\.\d+\.)mlp\.router\.`)
+
+// moecGptOss matches moec's tensors that gpt-oss names or shapes otherwise: the router and
+// the routed experts' projections and biases.
+var moecGptOss = regexp.MustCompile(`^(model\.layers\.\d+\.)block_sparse_moe\.(gate\.(weight|bias)|experts\.(\d+)\.(w1|w2|w3)\.(weight|bias))$`)
+
+// gptOssFromMoec converts moec's tensors of m, in arrange's order, to GptOssForCausalLM's
+// (the inverse of readGptOss on float weights): the router renamed mlp.router, and each
+// layer's experts fused as GptOssExperts holds them, x·W: gate_up_proj [E, D, 2I] with
+// the gate in the even columns and the up projection in the odd ones (its [..., ::2] and
+// [..., 1::2]), gate_up_proj_bias [E, 2I] interleaved the same way, down_proj [E, I, D]
+// and down_proj_bias [E, D]. The four fused tensors take the place of the layer's first
+// expert tensor. It also says, for each tensor written, which of moec's it comes from.
+func gptOssFromMoec(ts []safetensors.Tensor) ([]safetensors.Tensor, []string, error) {
+	type layer struct {
+		parts map[string]map[int]safetensors.Tensor // "w1.weight" → expert → tensor
+		at    int
+	}
+	layers := map[string]*layer{}
+	var order []string
+	var out []safetensors.Tensor
+	var from []string
+	for _, t := range ts {
+		g := moecGptOss.FindStringSubmatch(t.Name)
+		switch {
+		case g == nil:
+			out = append(out, t)
+			from = append(from, t.Name)
+		case g[3] != "": // the router
+			out = append(out, safetensors.Tensor{Name: g[1] + "mlp.router." + g[3], Shape: t.Shape, Data: t.Data})
+			from = append(from, t.Name)
+		default:
+			l := layers[g[1]]
+			if l == nil {
+				l = &layer{parts: map[string]map[int]safetensors.Tensor{}, at: len(out)}
+				layers[g[1]] = l
+				order = append(order, g[1])
+				for _, part := range [][2]string{{"gate_up_proj", "w1.weight + w3.weight"}, {"gate_up_proj_bias", "w1.bias + w3.bias"},
+					{"down_proj", "w2.weight"}, {"down_proj_bias", "w2.bias"}} { // the order the loop below fills
+					out = append(out, safetensors.Tensor{Name: g[1] + "mlp.experts." + part[0]})
+					from = append(from, g[1]+"block_sparse_moe.experts.*."+part[1])
+				}
+			}
+			key := g[5] + "." + g[6]
+			if l.parts[key] == nil {
+				l.parts[key] = map[int]safetensors.Tensor{}
+			}
+			e, _ := strconv.Atoi(g[4]) // the pattern's digits
+			l.parts[key][e] = t
+		}
+	}
+	for _, prefix := range order {
+		l := layers[prefix]
+		w1, w3, w2 := l.parts["w1.weight"], l.parts["w3.weight"], l.parts["w2.weight"]
+		b1, b3, b2 := l.parts["w1.bias"], l.parts["w3.bias"], l.parts["w2.bias"]
+		E := len(w1)
+		if E == 0 || len(w3) != E || len(w2) != E || len(b1) != E || len(b3) != E || len(b2) != E {
+			return nil, nil, fmt.Errorf("layer %s: gpt-oss experts need a weight and a bias for each of w1, w2 and w3 of every expert", prefix)
+		}
+		I, D := w1[0].Shape[0], w1[0].Shape[1]
+		gateUp, gateUpBias := make([]float32, E*D*2*I), make([]float32, E*2*I)
+		down, downBias := make([]float32, E*I*D), make([]float32, E*D)
+		for e := 0; e < E; e++ {
+			if len(w1[e].Data) != I*D || len(w3[e].Data) != I*D || len(w2[e].Data) != D*I || len(b1[e].Data) != I || len(b3[e].Data) != I || len(b2[e].Data) != D {
+				return nil, nil, fmt.Errorf("layer %s expert %d: projections of unequal sizes", prefix, e)
+			}
+			for i := 0; i < I; i++ {
+				for d := 0; d < D; d++ {
+					gateUp[(e*D+d)*2*I+2*i] = w1[e].Data[i*D+d]
+					gateUp[(e*D+d)*2*I+2*i+1] = w3[e].Data[i*D+d]
+					down[(e*I+i)*D+d] = w2[e].Data[d*I+i]
+				}
+				gateUpBias[e*2*I+2*i], gateUpBias[e*2*I+2*i+1] = b1[e].Data[i], b3[e].Data[i]
+			}
+			copy(downBias[e*D:(e+1)*D], b2[e].Data)
+		}
+		out[l.at] = safetensors.Tensor{Name: out[l.at].Name, Shape: []int{E, D, 2 * I}, Data: gateUp}
+		out[l.at+1] = safetensors.Tensor{Name: out[l.at+1].Name, Shape: []int{E, 2 * I}, Data: gateUpBias}
+		out[l.at+2] = safetensors.Tensor{Name: out[l.at+2].Name, Shape: []int{E, I, D}, Data: down}
+		out[l.at+3] = safetensors.Tensor{Name: out[l.at+3].Name, Shape: []int{E, D}, Data: downBias}
+	}
+	return out, from, nil
+}
+
+// gptOssLayoutFor reports whether m is a gpt-oss model as GptOssForCausalLM computes it
+// (attention sinks beside clamped SwiGLU experts are gpt-oss's alone), and when it is not,
+// what it lacks.
+func gptOssLayoutFor(m *program.Model) (candidate bool, unmet []string) {
+	e, a := m.MoE, m.Attention
+	if e == nil || e.Experts == 0 || e.SwigluLimit == 0 || !a.Sinks {
+		return false, nil
+	}
+	need := func(ok bool, what string) {
+		if !ok {
+			unmet = append(unmet, what)
+		}
+	}
+	need(e.Score == program.Softmax && e.Normalize, "a softmax over the top k (score = softmax, normalize = true)")
+	need(e.RouterBias && e.ExpertBias, "biases on the router and the experts")
+	need(e.SharedExperts == 0 && len(e.Layers) == 0 && e.FirstDense == 0 && e.Every <= 1 && !e.ParallelDense && !e.ParallelAttention, "MoE in every layer, no shared or parallel dense FFN")
+	need(e.Router != program.RouteTokenEmbedding && !e.GateInput && e.RoutedScaleOrOne() == 1 && e.SparsemixerEps == 0 && e.Groups == 0 && e.AuxFreeBias == 0, "plain top-k routing")
+	need(m.FFN.Activation == program.SwiGLU && (e.Activation == "" || e.Activation == program.SwiGLU), "swiglu experts")
+	need(m.Norm == program.RMSNorm && (m.NormPlacement == "" || m.NormPlacement == program.PreNorm) && m.FinalNorm && m.Encoder == 0, "pre-norm RMSNorm decoder layers and a final norm")
+	need(m.Position == program.Rotary && ropeScalingExact(m) && (m.RopeScaling == nil || m.RopeScaling.Type != program.RopeLongrope), "rotary positions (without longrope)")
+	need(a.BiasQKV && a.BiasOut && !a.QKNorm && !a.QKL2Norm && a.ClipQKV == 0, "biases on Q, K, V and the output, no q/k norms or clipping")
+	need(!a.MLA && !a.TalkingHeads && !a.SharesWeights() && a.ShareKV <= 1 && a.NopeEvery == 0 && a.ChunkSize == 0 && a.NopeTemperature == 0, "plain grouped-query attention (no MLA, talking heads, sharing, position-free or chunked layers)")
+	need(m.MTPDepth == 0 && !m.HeadBias, "no multi-token prediction or head bias")
+	return true, unmet
+}
+
+// gptOssConfig sets GptOssConfig's fields for m: the layer types written out (sliding
+// but in every full_every-th layer), the rope parameters in transformers 5's form too (its
+// GptOssConfig takes yarn's defaults when rope_parameters is absent).
+func gptOssConfig(cfg map[string]any, m *program.Model) {
+	a, e := m.Attention, m.MoE
+	cfg["intermediate_size"] = e.ExpertHidden
+	cfg["num_local_experts"] = e.Experts
+	cfg["num_experts_per_tok"] = e.TopK
+	cfg["experts_per_token"] = e.TopK
+	cfg["router_aux_loss_coef"] = floatField(e.BalanceLoss)
+	cfg["swiglu_limit"] = floatField(e.SwigluLimit)
+	alpha := e.SwigluAlpha
+	if alpha == 0 {
+		alpha = 1.702
+	}
+	cfg["swiglu_alpha"] = floatField(alpha)
+	cfg["attention_bias"] = true
+	types := make([]string, m.Layers)
+	for i := range types {
+		types[i] = "full_attention"
+		if a.Window > 0 && (a.FullEvery == 0 || (i+1)%a.FullEvery != 0) {
+			types[i] = "sliding_attention"
+		}
+	}
+	cfg["layer_types"] = types
+	cfg["sliding_window"] = nil
+	if a.Window > 0 {
+		cfg["sliding_window"] = a.Window
+	}
+	rope := map[string]any{"rope_type": "default", "rope_theta": floatField(m.RopeBase)}
+	if rs := ropeScalingConfig(m); rs != nil {
+		rope = rs
+		rope["rope_theta"] = floatField(m.RopeBase)
+		if _, ok := rope["original_max_position_embeddings"]; !ok {
+			rope["original_max_position_embeddings"] = m.SeqLen
+		}
+	}
+	cfg["rope_parameters"] = rope
+}

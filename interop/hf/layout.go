@@ -32,6 +32,7 @@ var classOf = map[Layout]string{
 	LayoutMixtral: "MixtralForCausalLM", LayoutQwen3MoE: "Qwen3MoeForCausalLM",
 	LayoutOlmoe: "OlmoeForCausalLM", LayoutQwen2MoE: "Qwen2MoeForCausalLM",
 	LayoutArctic: "ArcticForCausalLM", LayoutLlama4: "Llama4ForCausalLM",
+	LayoutGptOss: "GptOssForCausalLM",
 }
 
 // moecNames rewrites between moec's names (runtime/nn, Mixtral-style block_sparse_moe) and
@@ -127,6 +128,12 @@ func layoutFor(m *program.Model) (Layout, []string) {
 			return LayoutLlama4, nil
 		}
 		return LayoutMoec, []string{"gates on the experts' inputs (gate_input) are Llama 4's, and Llama4ForCausalLM needs " + strings.Join(unmet, ", ")}
+	}
+	if candidate, unmet := gptOssLayoutFor(m); candidate {
+		if len(unmet) == 0 {
+			return LayoutGptOss, nil
+		}
+		return LayoutMoec, []string{"attention sinks beside clamped SwiGLU experts are gpt-oss's, and GptOssForCausalLM needs " + strings.Join(unmet, ", ")}
 	}
 	var gaps []string
 	gap := func(cond bool, what string) {

@@ -193,6 +193,7 @@ func TestRoundTrip(t *testing.T) {
 		{"tiny_arctic", LayoutArctic},
 		{"tiny_arctic_every2", LayoutArctic},
 		{"tiny_llama4", LayoutLlama4},
+		{"tiny_gpt_oss", LayoutGptOss},
 	} {
 		t.Run(tc.model, func(t *testing.T) {
 			m := tinyModel(t, tc.model)
@@ -211,7 +212,7 @@ func TestRoundTrip(t *testing.T) {
 			// Each routed expert of each MoE layer went out as one set of its three
 			// projections, and nothing else (a shared expert, a router) joined a set.
 			sets := 0
-			for i := 0; i < m.Layers && tc.layout != LayoutLlama4; i++ { // Llama 4 fuses a layer's experts
+			for i := 0; i < m.Layers && tc.layout != LayoutLlama4 && tc.layout != LayoutGptOss; i++ { // they fuse a layer's experts
 				if m.IsMoELayer(i) {
 					sets += m.MoE.Experts
 				}

@@ -273,6 +273,9 @@ func (s *spec) source(name string, notes []string) []byte {
 		}
 		if m.swigluLimit > 0 {
 			kv("", "swiglu_limit", m.swigluLimit)
+			if m.swigluAlpha != 0 && m.swigluAlpha != 1.702 {
+				kv("", "swiglu_alpha", m.swigluAlpha)
+			}
 		}
 		if m.gateInput {
 			kv("", "gate_input", true)

@@ -89,15 +89,15 @@ func VerifyExport(dir string) (*ExportManifest, error) {
 		}
 	}
 	want := 0
-	if man.Layout == LayoutLlama4 {
-		// Llama 4 fuses a layer's experts: each MoE layer holds both fused tensors, with a
-		// leading dimension of one row per expert.
+	if fusedAt := map[Layout]string{LayoutLlama4: "feed_forward", LayoutGptOss: "mlp"}[man.Layout]; fusedAt != "" {
+		// Llama 4 and gpt-oss fuse a layer's experts: each MoE layer holds both fused
+		// tensors, with a leading dimension of one row per expert.
 		for l := 0; l < m.Layers; l++ {
 			if !m.IsMoELayer(l) {
 				continue
 			}
 			for _, part := range []string{"gate_up_proj", "down_proj"} {
-				name := fmt.Sprintf("model.layers.%d.feed_forward.experts.%s", l, part)
+				name := fmt.Sprintf("model.layers.%d.%s.experts.%s", l, fusedAt, part)
 				t, ok := wf.Get(name)
 				if !ok || len(t.Shape) != 3 || t.Shape[0] != m.MoE.Experts {
 					return nil, fail("layer %d lacks its fused experts' %s of %d experts", l, part, m.MoE.Experts)

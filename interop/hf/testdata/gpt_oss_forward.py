@@ -1,14 +1,14 @@
 # An independent forward pass of gpt-oss, written from transformers' modeling_gpt_oss.py
 # (GptOssAttention with sinks and sliding windows, GptOssTopKRouter, GptOssExperts with
-# the clamped SwiGLU) with torch, reading a moec-layout export (moec_config.json,
-# model.safetensors with moec's tensor names: w1 is the gate half of gate_up_proj, w3 the
-# up half, w2 down_proj) with its own safetensors reader. Plain rotary positions (no
+# the clamped SwiGLU over the fused gate_up_proj, gate and up interleaved) with torch,
+# reading an exported GptOssForCausalLM folder (config.json, model.safetensors with
+# transformers' names) with its own safetensors reader. Plain rotary positions (no
 # scaling). It prints the logits of the token ids given on the command line as JSON.
 import json, math, struct, sys
 import torch
 
 folder, ids = sys.argv[1], [int(t) for t in sys.argv[2].split(",")]
-cfg = json.load(open(folder + "/moec_config.json"))
+cfg = json.load(open(folder + "/config.json"))
 raw = open(folder + "/model.safetensors", "rb").read()
 (n,) = struct.unpack("<Q", raw[:8])
 header = json.loads(raw[8:8 + n])
@@ -19,11 +19,13 @@ for name, e in header.items():
     lo, hi = e["data_offsets"]
     W[name] = torch.frombuffer(bytearray(data[lo:hi]), dtype=torch.float32).reshape(e["shape"]).double()
 
-att, moe = cfg["Attention"], cfg["MoE"]
-D, H, KV, hd = cfg["DModel"], att["Heads"], att["KVHeads"], att["HeadDim"]
-eps, base, T = cfg["NormEps"], cfg["RopeBase"], len(ids)
-window, full_every = att["Window"], att.get("FullEvery", 0)
-limit, alpha, k_ = moe["SwigluLimit"], moe["SwigluAlpha"], moe["TopK"]
+assert cfg["model_type"] == "gpt_oss", cfg["model_type"]
+D, H, KV, hd = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"]
+rope = cfg["rope_parameters"]
+assert rope["rope_type"] == "default", rope  # the tiny model rotates by the plain frequencies
+eps, base, T = cfg["rms_norm_eps"], rope["rope_theta"], len(ids)
+window, layer_types = cfg["sliding_window"], cfg["layer_types"]
+limit, alpha, k_ = cfg["swiglu_limit"], cfg["swiglu_alpha"], cfg["num_experts_per_tok"]
 
 
 def rms(x, w):
@@ -44,19 +46,20 @@ def rotary(x):  # _apply_rotary_emb: first half and second half
     return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
 
 
-def expert(x, p):  # GptOssExperts for one expert
-    gate, up = lin(x, p + "w1"), lin(x, p + "w3")
+def expert(x, p, e):  # GptOssExperts for expert e: x·W, gate and up interleaved
+    gate_up = x @ W[p + "gate_up_proj"][e] + W[p + "gate_up_proj_bias"][e]
+    gate, up = gate_up[..., ::2], gate_up[..., 1::2]
     gate = gate.clamp(max=limit)
     up = up.clamp(min=-limit, max=limit)
     glu = gate * torch.sigmoid(gate * alpha)
-    return lin((up + 1) * glu, p + "w2")
+    return ((up + 1) * glu) @ W[p + "down_proj"][e] + W[p + "down_proj_bias"][e]
 
 
 x = W["model.embed_tokens.weight"][ids]
 i_, j_ = torch.arange(T)[:, None], torch.arange(T)[None, :]
-for i in range(cfg["Layers"]):
+for i in range(cfg["num_hidden_layers"]):
     p = "model.layers.%d." % i
-    sliding = window > 0 and not (full_every > 0 and (i + 1) % full_every == 0)
+    sliding = layer_types[i] == "sliding_attention"
     allowed = (j_ <= i_) & ((i_ - j_ < window) if sliding else True)
     mask = torch.zeros(T, T, dtype=torch.float64).masked_fill(~allowed, float("-inf"))
     h = rms(x, W[p + "input_layernorm.weight"])
@@ -73,12 +76,12 @@ for i in range(cfg["Layers"]):
     x = x + lin(o, p + "self_attn.o_proj")
     h = rms(x, W[p + "post_attention_layernorm.weight"])
     # GptOssTopKRouter: the top-k logits, softmaxed among themselves.
-    top, sel = lin(h, p + "block_sparse_moe.gate").topk(k_, dim=-1)
+    top, sel = lin(h, p + "mlp.router").topk(k_, dim=-1)
     wts = top.softmax(-1)
     out = torch.zeros_like(h)
     for t in range(T):
         for j in range(k_):
-            out[t] += wts[t, j] * expert(h[t], p + "block_sparse_moe.experts.%d." % int(sel[t, j]))
+            out[t] += wts[t, j] * expert(h[t], p + "mlp.experts.", int(sel[t, j]))
     x = x + out
 x = rms(x, W["model.norm.weight"])
 print(json.dumps((x @ W["lm_head.weight"].T).flatten().tolist()))
