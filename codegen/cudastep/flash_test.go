@@ -1,0 +1,489 @@
+package cudastep
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/moec-dev/moec/codegen/cuda"
+	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/compiler/step"
+	rexec "github.com/moec-dev/moec/runtime/exec"
+	"github.com/moec-dev/moec/runtime/llvmrt"
+)
+
+// flashEmu is kernels_flash.cu compiled as C++ under the CPU emulation, with one
+// trampoline per kernel of FlashKernels: emu_NAME(grid x, y, z, block x, y, z, shared,
+// the kernel's arguments...).
+type flashEmu struct {
+	lib *llvmrt.Library
+}
+
+// flashWriteSources writes the kernel file and the headers it needs into dir.
+func flashWriteSources(t *testing.T, dir string) {
+	t.Helper()
+	device, err := os.ReadFile("moec_step_device.h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{
+		"kernels_flash.cu":    FlashSource(),
+		"moec_step_device.h":  string(device),
+		"moec_cpu_emu.h":      cuda.EmulationHeader(),
+		cuda.PreludeName:      cuda.Prelude(),
+		"flash_trampolines.h": flashTrampolines(FlashKernels()),
+	}
+	for name, text := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// flashTrampolines writes the emulation's entry points from the kernel table: each unpacks
+// its packed arguments by the table's C types, so a table that disagrees with the kernels'
+// parameters does not compile.
+func flashTrampolines(ks []Kernel) string {
+	var w strings.Builder
+	for _, k := range ks {
+		fmt.Fprintf(&w, "extern \"C\" void emu_%s(void **a, long long, long long) {\n", k.Name)
+		w.WriteString("  dim3 grid(*(int *)a[0], *(int *)a[1], *(int *)a[2]), block(*(int *)a[3], *(int *)a[4], *(int *)a[5]);\n")
+		w.WriteString("  size_t shared = (size_t)*(long long *)a[6];\n")
+		var names []string
+		for i, p := range k.Params {
+			name := fmt.Sprintf("p%d", i)
+			if p.Pointer() {
+				fmt.Fprintf(&w, "  %s %s = (%s)a[%d];\n", p.CType(), name, p.CType(), i+7)
+			} else {
+				fmt.Fprintf(&w, "  %s %s = *(%s *)a[%d];\n", p.CType(), name, p.CType(), i+7)
+			}
+			names = append(names, name)
+		}
+		fmt.Fprintf(&w, "  moec_emu_launch3(grid, block, shared, [=] { %s(%s); });\n}\n", k.Name, strings.Join(names, ", "))
+	}
+	return w.String()
+}
+
+func flashCompileEmu(t *testing.T) *flashEmu {
+	t.Helper()
+	clang := cuda.FindClang()
+	if clang == "" {
+		t.Skip("no clang++ on PATH: the CUDA emulation needs it")
+	}
+	dir := t.TempDir()
+	flashWriteSources(t, dir)
+	driver := filepath.Join(dir, "driver.cpp")
+	if err := os.WriteFile(driver, []byte("#include \"kernels_flash.cu\"\n#include \"flash_trampolines.h\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	so := filepath.Join(dir, "libflash.so")
+	cmd := exec.CommandContext(context.Background(), clang, "-std=c++17", "-O1", "-fPIC", "-shared",
+		"-include", filepath.Join(dir, "moec_cpu_emu.h"), "-I", dir, driver, "-o", so, "-lpthread")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("compile the emulation: %v\n%s", err, out)
+	}
+	lib, err := llvmrt.Open(so)
+	if err != nil {
+		t.Skipf("cannot load the emulation library: %v", err)
+	}
+	t.Cleanup(func() { lib.Close() })
+	return &flashEmu{lib: lib}
+}
+
+// run runs launches in order: a buffer argument is bufs[Buf][Offset:], a workspace one
+// work[Work] (allocated at its first use).
+func (e *flashEmu) run(t *testing.T, launches []Launch, bufs [][]float32, work map[string][]float32) {
+	t.Helper()
+	for _, l := range launches {
+		f, err := e.lib.Func("emu_" + l.Kernel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		args := []any{int32(l.Grid[0]), int32(l.Grid[1]), int32(l.Grid[2]), int32(l.Block[0]), int32(l.Block[1]), int32(l.Block[2]), int64(l.Shared)}
+		for _, a := range l.Args {
+			switch {
+			case a.Work != "":
+				if len(work[a.Work])*4 < int(a.WorkBytes) {
+					work[a.Work] = make([]float32, a.WorkBytes/4)
+				}
+				args = append(args, work[a.Work])
+			case a.Kind.Pointer():
+				args = append(args, bufs[a.Buf][a.Offset:])
+			case a.Kind == I32:
+				args = append(args, int32(a.Int))
+			case a.Kind == I64:
+				args = append(args, a.Int)
+			default:
+				args = append(args, a.Float)
+			}
+		}
+		if err := f.Call(0, 0, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// flashRef is float64 causal attention and its gradients, the test's reference.
+type flashRef struct {
+	o, lse, dq, dk, dv []float64
+}
+
+func flashReference(s FlashShape, q, k, v, do []float32) flashRef {
+	B, T, H, KV, Dh := s.Batch, s.SeqLen, s.Heads, s.KVHeads, s.HeadDim
+	qd, kd := H*Dh, KV*Dh
+	scale := 1 / math.Sqrt(float64(Dh))
+	r := flashRef{o: make([]float64, len(q)), lse: make([]float64, B*H*T), dq: make([]float64, len(q)),
+		dk: make([]float64, len(k)), dv: make([]float64, len(v))}
+	p, dp := make([]float64, T), make([]float64, T)
+	for b := 0; b < B; b++ {
+		for h := 0; h < H; h++ {
+			g := h / (H / KV)
+			qi := func(i, d int) int { return (b*T+i)*qd + h*Dh + d }
+			kj := func(j, d int) int { return (b*T+j)*kd + g*Dh + d }
+			for i := 0; i < T; i++ {
+				mx := math.Inf(-1)
+				for j := 0; j <= i; j++ {
+					var dot float64
+					for d := 0; d < Dh; d++ {
+						dot += float64(q[qi(i, d)]) * float64(k[kj(j, d)])
+					}
+					p[j] = dot * scale
+					mx = math.Max(mx, p[j])
+				}
+				var sum float64
+				for j := 0; j <= i; j++ {
+					p[j] = math.Exp(p[j] - mx)
+					sum += p[j]
+				}
+				r.lse[(b*H+h)*T+i] = mx + math.Log(sum)
+				var delta float64
+				for j := 0; j <= i; j++ {
+					p[j] /= sum
+					dp[j] = 0
+					for d := 0; d < Dh; d++ {
+						r.o[qi(i, d)] += p[j] * float64(v[kj(j, d)])
+						dp[j] += float64(do[qi(i, d)]) * float64(v[kj(j, d)])
+					}
+					delta += p[j] * dp[j]
+				}
+				for j := 0; j <= i; j++ {
+					ds := p[j] * (dp[j] - delta)
+					for d := 0; d < Dh; d++ {
+						r.dq[qi(i, d)] += ds * float64(k[kj(j, d)]) * scale
+						r.dk[kj(j, d)] += ds * float64(q[qi(i, d)]) * scale
+						r.dv[kj(j, d)] += p[j] * float64(do[qi(i, d)])
+					}
+				}
+			}
+		}
+	}
+	return r
+}
+
+// flashErr is the largest difference relative to the reference's largest magnitude.
+func flashErr[T float32 | float64](got []float32, want []T) float64 {
+	var diff, scale float64
+	for i := range want {
+		diff = math.Max(diff, math.Abs(float64(got[i])-float64(want[i])))
+		scale = math.Max(scale, math.Abs(float64(want[i])))
+	}
+	if scale == 0 {
+		return diff
+	}
+	return diff / scale
+}
+
+func flashRandom(r *rand.Rand, n int) []float32 {
+	x := make([]float32, n)
+	for i := range x {
+		x[i] = float32(r.NormFloat64())
+	}
+	return x
+}
+
+// flashShapes cover every feature width (a padded one too), sequences that are not
+// multiples of any tile, several query tiles, and grouped-query heads.
+var flashShapes = []FlashShape{
+	{Batch: 2, SeqLen: 100, Heads: 4, KVHeads: 2, HeadDim: 64},
+	{Batch: 1, SeqLen: 70, Heads: 2, KVHeads: 1, HeadDim: 128},
+	{Batch: 1, SeqLen: 130, Heads: 2, KVHeads: 2, HeadDim: 16},
+	{Batch: 2, SeqLen: 65, Heads: 1, KVHeads: 1, HeadDim: 32},
+	{Batch: 1, SeqLen: 33, Heads: 3, KVHeads: 1, HeadDim: 40},
+}
+
+const (
+	flashQ = iota
+	flashK
+	flashV
+	flashO
+	flashDO
+	flashDQ
+	flashDK
+	flashDV
+	flashBuffers
+)
+
+// flashRunBoth runs the fused forward and backward on random inputs (dq, dk and dv
+// holding prior, with acc, or garbage to be overwritten) and returns the buffers and the
+// LSE.
+func flashRunBoth(t *testing.T, emu *flashEmu, s FlashShape, seed uint64, acc bool) (bufs [][]float32, lse []float32) {
+	t.Helper()
+	r := rand.New(rand.NewPCG(seed, 7))
+	nq, nk := s.Batch*s.SeqLen*s.Heads*s.HeadDim, s.Batch*s.SeqLen*s.KVHeads*s.HeadDim
+	bufs = [][]float32{flashRandom(r, nq), flashRandom(r, nk), flashRandom(r, nk), flashRandom(r, nq), flashRandom(r, nq),
+		flashRandom(r, nq), flashRandom(r, nk), flashRandom(r, nk)}
+	lseArg := FlashLSE(s, 3, 1)
+	fwd, err := FlashForward(s, BufArg(PtrF32, flashQ), BufArg(PtrF32, flashK), BufArg(PtrF32, flashV), BufArg(PtrF32, flashO), lseArg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bwd, err := FlashBackward(s, FlashGrads{
+		Q: BufArg(PtrF32, flashQ), K: BufArg(PtrF32, flashK), V: BufArg(PtrF32, flashV), O: BufArg(PtrF32, flashO), LSE: lseArg,
+		DO: BufArg(PtrF32, flashDO), DQ: BufArg(PtrF32, flashDQ), DK: BufArg(PtrF32, flashDK), DV: BufArg(PtrF32, flashDV),
+		Delta: FlashDelta(s), AccQ: acc, AccK: acc, AccV: acc,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	work := map[string][]float32{}
+	emu.run(t, append(fwd, bwd...), bufs, work)
+	return bufs, work[lseArg.Work]
+}
+
+// TestFlashMatchesReference: the fused forward's output and log-sum-exp and the fused
+// backward's dq, dk and dv against float64 attention, for every shape; with acc the
+// gradients are added to what the buffers held.
+func TestFlashMatchesReference(t *testing.T) {
+	emu := flashCompileEmu(t)
+	for n, s := range flashShapes {
+		acc := n%2 == 1
+		t.Run(fmt.Sprintf("B%d_T%d_H%d_KV%d_D%d_acc%v", s.Batch, s.SeqLen, s.Heads, s.KVHeads, s.HeadDim, acc), func(t *testing.T) {
+			r := rand.New(rand.NewPCG(uint64(n), 7))
+			nq, nk := s.Batch*s.SeqLen*s.Heads*s.HeadDim, s.Batch*s.SeqLen*s.KVHeads*s.HeadDim
+			q, k, v := flashRandom(r, nq), flashRandom(r, nk), flashRandom(r, nk)
+			_, do := flashRandom(r, nq), flashRandom(r, nq)
+			priorQ, priorK, priorV := flashRandom(r, nq), flashRandom(r, nk), flashRandom(r, nk)
+			bufs, lse := flashRunBoth(t, emu, s, uint64(n), acc)
+			for i, x := range [][]float32{q, k, v, do} {
+				if flashErr(bufs[[]int{flashQ, flashK, flashV, flashDO}[i]], x) != 0 {
+					t.Fatalf("the kernels changed input %d", i)
+				}
+			}
+			want := flashReference(s, q, k, v, do)
+			if acc {
+				for i := range want.dq {
+					want.dq[i] += float64(priorQ[i])
+				}
+				for i := range want.dk {
+					want.dk[i] += float64(priorK[i])
+					want.dv[i] += float64(priorV[i])
+				}
+			}
+			for _, c := range []struct {
+				name string
+				got  []float32
+				want []float64
+			}{{"o", bufs[flashO], want.o}, {"lse", lse, want.lse}, {"dq", bufs[flashDQ], want.dq}, {"dk", bufs[flashDK], want.dk}, {"dv", bufs[flashDV], want.dv}} {
+				e := flashErr(c.got, c.want)
+				if e > 1e-5 || math.IsNaN(e) {
+					t.Errorf("%s off by %.3g relative to its largest value", c.name, e)
+				}
+				t.Logf("%s: %.2g", c.name, e)
+			}
+		})
+	}
+}
+
+// TestFlashMatchesExecutor: the fused launches against runtime/exec's attn_scores →
+// softmax → attn_av kernels and their backward (attn_av_bwd → softmax_bwd →
+// attn_scores_bwd) on the same buffers: the replacement computes what the executor does.
+func TestFlashMatchesExecutor(t *testing.T) {
+	emu := flashCompileEmu(t)
+	for n, s := range flashShapes[:2] {
+		t.Run(fmt.Sprintf("H%d_KV%d_D%d", s.Heads, s.KVHeads, s.HeadDim), func(t *testing.T) {
+			m := &program.Model{Name: "flash", Vocab: 8, DModel: int64(s.Heads * s.HeadDim), Layers: 1, SeqLen: int64(s.SeqLen),
+				Norm: program.RMSNorm, Position: program.NoPosition, FFN: program.FFN{Hidden: 8, Activation: program.GELU},
+				Attention: program.Attention{Heads: s.Heads, KVHeads: s.KVHeads, HeadDim: int64(s.HeadDim)}}
+			kn, err := rexec.NewKernels(m, step.Batch{MicroBatch: s.Batch, SeqLen: s.SeqLen, Micro: 1}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 1}, step.Coord{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			bufs, _ := flashRunBoth(t, emu, s, uint64(100+n), false)
+			r := rand.New(rand.NewPCG(uint64(100+n), 7))
+			nq, nk := s.Batch*s.SeqLen*s.Heads*s.HeadDim, s.Batch*s.SeqLen*s.KVHeads*s.HeadDim
+			q, k, v := flashRandom(r, nq), flashRandom(r, nk), flashRandom(r, nk)
+			_, do := flashRandom(r, nq), flashRandom(r, nq)
+			tt := s.Batch * s.Heads * s.SeqLen * s.SeqLen
+			sc, p, dp, ds := make([]float32, tt), make([]float32, tt), make([]float32, tt), make([]float32, tt)
+			o, dq, dk, dv := make([]float32, nq), make([]float32, nq), make([]float32, nk), make([]float32, nk)
+			kn.Scores(q, k, sc)
+			kn.Softmax(sc, p)
+			kn.AttnAV(p, v, o)
+			kn.AttnAVBwd(do, p, v, dp, dv, false, false)
+			kn.SoftmaxBwd(dp, p, ds, false)
+			kn.ScoresBwd(ds, q, k, dq, dk, false, false)
+			for _, c := range []struct {
+				name      string
+				got, want []float32
+			}{{"o", bufs[flashO], o}, {"dq", bufs[flashDQ], dq}, {"dk", bufs[flashDK], dk}, {"dv", bufs[flashDV], dv}} {
+				e := flashErr(c.got, c.want)
+				if e > 1e-5 || math.IsNaN(e) {
+					t.Errorf("%s off the executor's by %.3g relative to its largest value", c.name, e)
+				}
+				t.Logf("%s: %.2g", c.name, e)
+			}
+		})
+	}
+}
+
+// TestFlashSharedMemoryFixed: no launch's shared memory grows with the sequence length
+// (no [T, T] tile anywhere), and every launch fits the 48 KiB a kernel gets without opting
+// in. (The PTX test checks that the kernels declare no other shared memory.)
+func TestFlashSharedMemoryFixed(t *testing.T) {
+	for _, dh := range []int{16, 24, 32, 64, 80, 128} {
+		var fwdShared, bwdShared []int
+		for _, T := range []int{1, 64, 1000, 32768} {
+			s := FlashShape{Batch: 2, SeqLen: T, Heads: 8, KVHeads: 2, HeadDim: dh}
+			lse := FlashLSE(s, 0, 0)
+			fwd, err := FlashForward(s, BufArg(PtrF32, 0), BufArg(PtrF32, 1), BufArg(PtrF32, 2), BufArg(PtrF32, 3), lse)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := BufArg(PtrF32, 4)
+			bwd, err := FlashBackward(s, FlashGrads{Q: b, K: b, V: b, O: b, LSE: lse, DO: b, DQ: b, DK: b, DV: b, Delta: FlashDelta(s)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			fwdShared = append(fwdShared, fwd[0].Shared)
+			bwdShared = append(bwdShared, bwd[0].Shared+bwd[1].Shared)
+			for _, l := range append(fwd, bwd...) {
+				if l.Shared > 48<<10 {
+					t.Errorf("head_dim %d: %s takes %d bytes of shared memory, over 48 KiB", dh, l.Kernel, l.Shared)
+				}
+			}
+		}
+		for i := range fwdShared {
+			if fwdShared[i] != fwdShared[0] || bwdShared[i] != bwdShared[0] {
+				t.Errorf("head_dim %d: shared bytes change with the sequence length: forward %v, backward %v", dh, fwdShared, bwdShared)
+				break
+			}
+		}
+	}
+}
+
+// TestFlashRefuses: shapes the kernels cannot run are errors, not launches.
+func TestFlashRefuses(t *testing.T) {
+	b := BufArg(PtrF32, 0)
+	for _, c := range []struct {
+		s    FlashShape
+		want string
+	}{
+		{FlashShape{Batch: 1, SeqLen: 8, Heads: 2, KVHeads: 1, HeadDim: 256}, "head_dim 256"},
+		{FlashShape{Batch: 1, SeqLen: 8, Heads: 3, KVHeads: 2, HeadDim: 16}, "do not divide"},
+		{FlashShape{Batch: 1, SeqLen: 0, Heads: 2, KVHeads: 2, HeadDim: 16}, "positive"},
+	} {
+		if _, err := FlashForward(c.s, b, b, b, b, b); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: %v, want an error about %q", c.s, err, c.want)
+		}
+	}
+	s := FlashShape{Batch: 1, SeqLen: 8, Heads: 2, KVHeads: 2, HeadDim: 16}
+	if _, err := FlashForward(s, b, b, b, b, IntArg(I32, 3)); err == nil {
+		t.Error("an int where the LSE's address goes: no error")
+	}
+}
+
+var flashGlobal = regexp.MustCompile(`extern "C" __global__ void (\w+)\(([^)]*)\)`)
+
+// TestFlashKernelTable: every __global__ of kernels_flash.cu is in FlashKernels with its
+// parameters' C types in order, and nothing else is.
+func TestFlashKernelTable(t *testing.T) {
+	table := map[string]Kernel{}
+	for _, k := range FlashKernels() {
+		if !strings.HasPrefix(k.Name, "flash_") {
+			t.Errorf("kernel %s lacks the file's prefix flash_", k.Name)
+		}
+		table[k.Name] = k
+	}
+	if n := strings.Count(FlashSource(), "__global__ void"); n != len(table) {
+		t.Errorf("kernels_flash.cu has %d __global__ functions, the table %d", n, len(table))
+	}
+	for _, m := range flashGlobal.FindAllStringSubmatch(FlashSource(), -1) {
+		k, ok := table[m[1]]
+		if !ok {
+			t.Errorf("%s is not in the table", m[1])
+			continue
+		}
+		params := strings.Split(m[2], ",")
+		if len(params) != len(k.Params) {
+			t.Errorf("%s: %d parameters, the table %d", k.Name, len(params), len(k.Params))
+			continue
+		}
+		for i, p := range params {
+			f := strings.Fields(strings.TrimSpace(p))
+			if got := strings.Join(f[:len(f)-1], " "); got != k.Params[i].CType() {
+				t.Errorf("%s parameter %d: %s, the table %s", k.Name, i, got, k.Params[i].CType())
+			}
+		}
+		delete(table, m[1])
+	}
+	for name := range table {
+		t.Errorf("the table's %s is not in kernels_flash.cu", name)
+	}
+}
+
+// TestFlashPTX compiles kernels_flash.cu for sm_80 and sm_90 with clang, no CUDA SDK: every
+// table kernel is an entry with the table's parameter count, nothing is placed in local
+// memory (the register tiles are fully unrolled), and the only shared memory is the
+// launch's dynamic shared memory.
+func TestFlashPTX(t *testing.T) {
+	clang := cuda.FindClang()
+	if clang == "" {
+		t.Skip("no clang++ on PATH: PTX needs it")
+	}
+	dir := t.TempDir()
+	flashWriteSources(t, dir)
+	src := filepath.Join(dir, "kernels_flash.cu")
+	for _, arch := range []string{"sm_80", "sm_90"} {
+		out := filepath.Join(dir, arch+".ptx")
+		cmd := exec.CommandContext(context.Background(), clang, "-x", "cuda", "--cuda-device-only", "--cuda-gpu-arch="+arch,
+			"-nocudainc", "-nocudalib", "-Xclang", "-target-feature", "-Xclang", "+ptx78",
+			"-include", cuda.PreludeName, "-I", dir, "-O3", "-Wall", "-Werror", "-Wno-unknown-cuda-version", "-S", "-o", out, src)
+		cmd.Dir = dir
+		if msg, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", arch, err, msg)
+		}
+		raw, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ptx := string(raw)
+		for _, k := range FlashKernels() {
+			at := strings.Index(ptx, ".entry "+k.Name+"(")
+			if at < 0 {
+				t.Errorf("%s: no entry %s", arch, k.Name)
+				continue
+			}
+			head := ptx[at:]
+			head = head[:strings.Index(head, ")")]
+			if n := strings.Count(head, ".param "); n != len(k.Params) {
+				t.Errorf("%s: %s has %d parameters in PTX, the table %d", arch, k.Name, n, len(k.Params))
+			}
+		}
+		if strings.Contains(ptx, ".local") {
+			t.Errorf("%s: the PTX uses local memory", arch)
+		}
+		for _, line := range strings.Split(ptx, "\n") {
+			if strings.Contains(line, ".shared") && !strings.Contains(line, "ld.shared") && !strings.Contains(line, "st.shared") &&
+				strings.TrimSpace(line) != ".extern .shared .align 16 .b8 smem[];" {
+				t.Errorf("%s: shared memory besides the launch's dynamic shared memory: %s", arch, strings.TrimSpace(line))
+			}
+		}
+	}
+}
