@@ -4,6 +4,9 @@ import (
 	_ "embed"
 	"fmt"
 	"math"
+
+	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/compiler/step"
 )
 
 // Fused attention (kernels_flash.cu): FlashAttention-2's causal forward and backward over
@@ -74,7 +77,7 @@ func FlashKernels() []Kernel {
 	for _, t := range flashTiles() {
 		ks = append(ks,
 			Kernel{Name: fmt.Sprintf("flash_fwd_d%d", t.MaxD),
-				Params: []ParamKind{PtrF32, PtrF32, PtrF32, PtrF32, PtrF32, I32, I32, I32, I32, F32}},
+				Params: []ParamKind{PtrF32, PtrF32, PtrF32, PtrF32, PtrF32, PtrF32, I32, I32, I32, I32, F32}},
 			Kernel{Name: fmt.Sprintf("flash_bwd_d%d", t.MaxD),
 				Params: []ParamKind{PtrF32, PtrF32, PtrF32, PtrF32, PtrF32, PtrF32, PtrF32, PtrF32, PtrF32, I32, I32, I32, I32, F32, I32, I32}})
 	}
@@ -128,6 +131,14 @@ func FlashLSE(s FlashShape, layer, micro int) Arg {
 	return WorkArg(PtrF32, fmt.Sprintf("flash_lse.L%d.m%d", layer, micro), s.StatBytes())
 }
 
+// FlashKeep is the workspace holding a copy of layer's attention output in micro-batch
+// micro from its forward to its backward, for a program that reuses the output's memory
+// in between (the backward's D = rowsum(dO ⊙ O) reads it).
+func FlashKeep(s FlashShape, layer, micro int) Arg {
+	return WorkArg(PtrF32, fmt.Sprintf("flash_keep.L%d.m%d", layer, micro),
+		4*int64(s.Batch)*int64(s.SeqLen)*int64(s.Heads)*int64(s.HeadDim))
+}
+
 // FlashDelta is the backward's D = rowsum(dO ⊙ O) workspace: written by its first launch
 // and read by its second, so every layer's backward shares it.
 func FlashDelta(s FlashShape) Arg { return WorkArg(PtrF32, "flash_delta", s.StatBytes()) }
@@ -145,13 +156,15 @@ func flashCheckPointers(what string, args ...Arg) error {
 
 // FlashForward is the forward's launch: o = softmax(causal(q·kᵀ/√Dh))·v per head, and lse
 // the rows' log-sum-exp. q and o are [Batch·SeqLen, Heads·HeadDim] floats, k and v
-// [Batch·SeqLen, KVHeads·HeadDim]; lse holds StatBytes (FlashLSE).
-func FlashForward(s FlashShape, q, k, v, o, lse Arg) ([]Launch, error) {
+// [Batch·SeqLen, KVHeads·HeadDim]; lse holds StatBytes (FlashLSE). keep is o itself, or
+// where a second copy of the output goes for the backward (FlashKeep) when the program
+// reuses o's memory before the backward runs.
+func FlashForward(s FlashShape, q, k, v, o, keep, lse Arg) ([]Launch, error) {
 	t, err := s.check()
 	if err != nil {
 		return nil, err
 	}
-	if err := flashCheckPointers("forward", q, k, v, o, lse); err != nil {
+	if err := flashCheckPointers("forward", q, k, v, o, keep, lse); err != nil {
 		return nil, err
 	}
 	return []Launch{{
@@ -159,7 +172,7 @@ func FlashForward(s FlashShape, q, k, v, o, lse Arg) ([]Launch, error) {
 		Grid:   [3]int{flashCeilDiv(s.SeqLen, t.BR), s.Heads, s.Batch},
 		Block:  [3]int{flashThreads, 1, 1},
 		Shared: t.forwardShared(),
-		Args: []Arg{q, k, v, o, lse, IntArg(I32, int64(s.SeqLen)), IntArg(I32, int64(s.Heads)), IntArg(I32, int64(s.KVHeads)),
+		Args: []Arg{q, k, v, o, keep, lse, IntArg(I32, int64(s.SeqLen)), IntArg(I32, int64(s.Heads)), IntArg(I32, int64(s.KVHeads)),
 			IntArg(I32, int64(s.HeadDim)), FloatArg(s.Scale())},
 	}}, nil
 }
@@ -211,3 +224,298 @@ func FlashBackward(s FlashShape, g FlashGrads) ([]Launch, error) {
 
 // flashScale is 1/√dh in float32, as runtime/exec's attention kernels compute it.
 func flashScale(dh int) float32 { return float32(1 / math.Sqrt(float64(dh))) }
+
+// FlashChain is one layer's attention core in a step program (FindFlashChain): the ops
+// the fused launches replace, and the buffers those launches read and write.
+type FlashChain struct {
+	Layer, Micro int
+	Shape        FlashShape
+	// Scores, Softmax and AV are every attn_scores, softmax and attn_av op of the chain: the
+	// forward's, and the copies a recompute mode runs again in the backward. AVBwd,
+	// SoftmaxBwd and ScoresBwd are its backward ops, -1 in a program without a backward.
+	Scores, Softmax, AV          []int
+	AVBwd, SoftmaxBwd, ScoresBwd int
+	Q, K, V, O, DO, DQ, DK, DV   int // buffers; the gradients -1 without a backward
+	AccQ, AccK, AccV             bool
+	// KeepO says that another op writes the attention output's memory between the last
+	// attn_av and attn_av_bwd (a memory plan made for the unfused backward, which does not
+	// read the output, may reuse it), so the forward keeps a copy in a workspace
+	// (FlashKeep) for the backward's D = rowsum(dO ⊙ O).
+	KeepO bool
+}
+
+// FindFlashChain finds the attention core that the attn_scores op at index scores of p
+// begins and checks that the fused launches may replace it. The fusion is valid when:
+//
+//   - the layer's attention is plain causal softmax attention: no sliding window, sinks,
+//     chunked attention, talking heads or multi-head latent attention, head_dim ≤ 128,
+//     fp32 buffers, and the scores op is not one that attention-weight sharing may skip;
+//   - nothing but the chain reads the scores, the weights or their gradients: the scores
+//     only by softmax, the weights only by attn_av, attn_av_bwd and softmax_bwd (not a
+//     head_mix or share_select, nor the next layer's sharing), the weights' gradient only
+//     by softmax_bwd, the scores' gradient only by attn_scores_bwd, both of them written
+//     (not added to);
+//   - the fused backward runs where attn_av_bwd runs, so it writes dq and dk there instead
+//     of at attn_scores_bwd: no other op between the two may touch their memory or write
+//     q's or k's.
+//
+// The fused backward also reads the attention output (for D = rowsum(dO ⊙ O)), which the
+// unfused backward does not: where the memory plan lets another op overwrite the output
+// first, the forward keeps a copy (KeepO). The other chain ops run nothing
+// (FlashChain.At), and the scores, weights and their gradients are never touched (the
+// memory plan, made for the unfused ops, still reserves them). A chain may be found from
+// any of its attn_scores ops (selective recompute's copy too); under full recompute the
+// layer's recomputed forward, over recomputed q, k and v, is a chain of its own, and the
+// first forward's is one without a backward.
+func FindFlashChain(p *step.Program, m *program.Model, scores int) (*FlashChain, error) {
+	if scores < 0 || scores >= len(p.Ops) || p.Ops[scores].Kind != step.OpScores {
+		return nil, fmt.Errorf("fused attention: op %d is not attn_scores", scores)
+	}
+	first := p.Ops[scores]
+	if len(first.In) != 2 || len(first.Out) != 1 {
+		return nil, fmt.Errorf("fused attention: op %d: attn_scores with %d inputs and %d outputs", scores, len(first.In), len(first.Out))
+	}
+	c := &FlashChain{Layer: first.Layer, Micro: first.Micro, AVBwd: -1, SoftmaxBwd: -1, ScoresBwd: -1,
+		Q: first.In[0], K: first.In[1], V: -1, O: -1, DO: -1, DQ: -1, DK: -1, DV: -1}
+	where := fmt.Sprintf("fused attention of layer %d, micro-batch %d", c.Layer, c.Micro)
+	if err := flashModelFits(m, c.Layer); err != nil {
+		return nil, fmt.Errorf("%s: %w", where, err)
+	}
+	name := func(b int) string { return p.Buffers[b].Name }
+	// The chain's ops, found from the buffers they pass along: the scores of q and k (the
+	// forward's, and under selective recompute the backward's copy), the weights of those
+	// scores, their products with v, and the backward of those.
+	scoresOut, probs, dprobs, dscores := map[int]bool{}, map[int]bool{}, -1, -1
+	for i, op := range p.Ops {
+		if op.Kind == step.OpScores && len(op.In) == 2 && op.In[0] == c.Q && op.In[1] == c.K && len(op.Out) == 1 {
+			if op.WhenRecompute {
+				return nil, fmt.Errorf("%s: attention-weight sharing may use the layer below's weights instead of computing them", where)
+			}
+			c.Scores = append(c.Scores, i)
+			scoresOut[op.Out[0]] = true
+		}
+	}
+	for i, op := range p.Ops {
+		if op.Kind == step.OpSoftmax && len(op.In) == 1 && scoresOut[op.In[0]] && len(op.Out) == 1 {
+			c.Softmax = append(c.Softmax, i)
+			probs[op.Out[0]] = true
+		}
+	}
+	if len(c.Softmax) == 0 {
+		return nil, fmt.Errorf("%s: no softmax reads the scores %s", where, name(first.Out[0]))
+	}
+	for i, op := range p.Ops {
+		switch {
+		case op.Kind == step.OpAttnAV && len(op.In) == 2 && probs[op.In[0]] && len(op.Out) == 1:
+			if c.V >= 0 && (op.In[1] != c.V || op.Out[0] != c.O) {
+				return nil, fmt.Errorf("%s: attn_av ops of the weights read or write other buffers", where)
+			}
+			c.V, c.O = op.In[1], op.Out[0]
+			c.AV = append(c.AV, i)
+		case op.Kind == step.OpAttnAVBwd && len(op.In) == 3 && probs[op.In[1]] && len(op.Out) == 2:
+			if c.AVBwd >= 0 {
+				return nil, fmt.Errorf("%s: two attn_av_bwd ops read the weights", where)
+			}
+			c.AVBwd, c.DO, dprobs, c.DV = i, op.In[0], op.Out[0], op.Out[1]
+			c.AccV = flashAcc(op, 1)
+			if flashAcc(op, 0) {
+				return nil, fmt.Errorf("%s: attn_av_bwd adds to the weights' gradient %s", where, name(dprobs))
+			}
+		}
+	}
+	if len(c.AV) == 0 {
+		return nil, fmt.Errorf("%s: no attn_av reads the weights", where)
+	}
+	if c.AVBwd >= 0 && p.Ops[c.AVBwd].In[2] != c.V {
+		return nil, fmt.Errorf("%s: attn_av_bwd reads other values than attn_av", where)
+	}
+	if c.AVBwd >= 0 {
+		for i, op := range p.Ops {
+			if op.Kind == step.OpSoftmaxBwd && len(op.In) == 2 && op.In[0] == dprobs && len(op.Out) == 1 {
+				if c.SoftmaxBwd >= 0 || !probs[op.In[1]] || flashAcc(op, 0) {
+					return nil, fmt.Errorf("%s: softmax_bwd op %d is not the chain's one writer of the scores' gradient", where, i)
+				}
+				c.SoftmaxBwd, dscores = i, op.Out[0]
+			}
+		}
+		if c.SoftmaxBwd < 0 {
+			return nil, fmt.Errorf("%s: no softmax_bwd reads the weights' gradient %s", where, name(dprobs))
+		}
+		for i, op := range p.Ops {
+			if op.Kind == step.OpScoresBwd && len(op.In) == 3 && op.In[0] == dscores && len(op.Out) == 2 {
+				if c.ScoresBwd >= 0 || op.In[1] != c.Q || op.In[2] != c.K {
+					return nil, fmt.Errorf("%s: attn_scores_bwd op %d is not the chain's one reader of the scores' gradient", where, i)
+				}
+				c.ScoresBwd, c.DQ, c.DK = i, op.Out[0], op.Out[1]
+				c.AccQ, c.AccK = flashAcc(op, 0), flashAcc(op, 1)
+			}
+		}
+		if c.ScoresBwd < 0 {
+			return nil, fmt.Errorf("%s: no attn_scores_bwd reads the scores' gradient %s", where, name(dscores))
+		}
+	}
+	chain := map[int]bool{}
+	for _, ops := range [][]int{c.Scores, c.Softmax, c.AV, {c.AVBwd, c.SoftmaxBwd, c.ScoresBwd}} {
+		for _, i := range ops {
+			chain[i] = true
+		}
+	}
+	dropped := map[int]bool{dprobs: true, dscores: true}
+	for b := range scoresOut {
+		dropped[b] = true
+	}
+	for b := range probs {
+		dropped[b] = true
+	}
+	// Only the chain touches the scores, the weights and their gradients.
+	for i, op := range p.Ops {
+		if chain[i] {
+			continue
+		}
+		for _, b := range append(append([]int(nil), op.In...), op.Out...) {
+			if dropped[b] {
+				return nil, fmt.Errorf("%s: op %d (%s) also uses %s", where, i, op.Kind, name(b))
+			}
+		}
+	}
+	shape, err := flashShapeOf(p, m, c)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", where, err)
+	}
+	c.Shape = shape
+	if c.AVBwd < 0 {
+		return c, nil
+	}
+	lastAV := -1
+	for _, i := range c.AV {
+		if i < c.AVBwd {
+			lastAV = max(lastAV, i)
+		}
+	}
+	if lastAV < 0 {
+		return nil, fmt.Errorf("%s: attn_av_bwd runs before any attn_av", where)
+	}
+	if c.ScoresBwd < c.AVBwd {
+		return nil, fmt.Errorf("%s: attn_scores_bwd runs before attn_av_bwd", where)
+	}
+	for i := lastAV + 1; i < c.AVBwd && !c.KeepO; i++ {
+		if chain[i] {
+			continue
+		}
+		for _, b := range p.Ops[i].Out {
+			c.KeepO = c.KeepO || flashOverlap(p, b, c.O)
+		}
+	}
+	for i := c.AVBwd + 1; i < c.ScoresBwd; i++ {
+		if chain[i] {
+			continue
+		}
+		op := p.Ops[i]
+		for _, b := range op.In {
+			if flashOverlap(p, b, c.DQ) || flashOverlap(p, b, c.DK) {
+				return nil, fmt.Errorf("%s: op %d (%s) reads %s, which shares memory with dq or dk, before attn_scores_bwd", where, i, op.Kind, name(b))
+			}
+		}
+		for _, b := range op.Out {
+			for _, x := range []int{c.DQ, c.DK, c.Q, c.K} {
+				if flashOverlap(p, b, x) {
+					return nil, fmt.Errorf("%s: op %d (%s) writes %s over %s before attn_scores_bwd", where, i, op.Kind, name(b), name(x))
+				}
+			}
+		}
+	}
+	return c, nil
+}
+
+// flashAcc reports whether op adds to its output i.
+func flashAcc(op step.Op, i int) bool { return i < len(op.Acc) && op.Acc[i] }
+
+// flashOverlap reports whether buffers a and b are one or share arena memory.
+func flashOverlap(p *step.Program, a, b int) bool {
+	if a == b {
+		return true
+	}
+	x, y := p.Buffers[a], p.Buffers[b]
+	return x.Tier == y.Tier && x.Offset < y.Offset+y.Bytes() && y.Offset < x.Offset+x.Bytes()
+}
+
+// flashModelFits refuses the attention features the fused kernels do not compute.
+func flashModelFits(m *program.Model, layer int) error {
+	a := m.Attention
+	switch {
+	case a.MLA || a.KVLoraRank > 0:
+		return fmt.Errorf("multi-head latent attention is not fused")
+	case a.TalkingHeads:
+		return fmt.Errorf("talking heads mix the heads' score maps, which the fused kernels never hold")
+	case a.Sinks:
+		return fmt.Errorf("attention sinks are not fused: the kernels' softmax has no sink logit")
+	case a.WindowAt(layer) > 0:
+		return fmt.Errorf("a sliding window of %d is not fused: the kernels attend to the whole causal prefix", a.WindowAt(layer))
+	case a.ChunkSize > 0:
+		return fmt.Errorf("chunked attention (chunk %d) is not fused: the kernels attend to the whole causal prefix", a.ChunkSize)
+	}
+	return nil
+}
+
+// flashShapeOf is the chain's shape: the micro-batch's sequences and length, and the heads
+// the rank's q and k buffers hold (its tensor-parallel share).
+func flashShapeOf(p *step.Program, m *program.Model, c *FlashChain) (FlashShape, error) {
+	d, err := m.Dims()
+	if err != nil {
+		return FlashShape{}, err
+	}
+	B, T := p.Batch.MicroBatch, p.Batch.SeqLen
+	per := int64(B) * int64(T) * int64(d.Dh)
+	for _, b := range []int{c.Q, c.K, c.V, c.O, c.DO, c.DQ, c.DK, c.DV} {
+		if b < 0 {
+			continue
+		}
+		buf := p.Buffers[b]
+		if buf.Elem != 4 || buf.Int {
+			return FlashShape{}, fmt.Errorf("%s is not a float32 buffer", buf.Name)
+		}
+		if per == 0 || buf.Elements()%per != 0 {
+			return FlashShape{}, fmt.Errorf("%s holds %d values, not heads of %d tokens × head_dim %d", buf.Name, buf.Elements(), B*T, d.Dh)
+		}
+	}
+	s := FlashShape{Batch: B, SeqLen: T, HeadDim: d.Dh,
+		Heads: int(p.Buffers[c.Q].Elements() / per), KVHeads: int(p.Buffers[c.K].Elements() / per)}
+	if _, err := s.check(); err != nil {
+		return FlashShape{}, err
+	}
+	return s, nil
+}
+
+// At is what the host program runs for op i of the program: the fused forward at each
+// attn_av op, the fused backward at attn_av_bwd, nothing at the chain's other ops (chain
+// true, no launches); chain false for an op outside the chain.
+func (c *FlashChain) At(i int) (launches []Launch, chain bool, err error) {
+	lse := FlashLSE(c.Shape, c.Layer, c.Micro)
+	buf := func(b int) Arg { return BufArg(PtrF32, b) }
+	keep := buf(c.O)
+	if c.KeepO {
+		keep = FlashKeep(c.Shape, c.Layer, c.Micro)
+	}
+	for _, av := range c.AV {
+		if i == av {
+			ls, err := FlashForward(c.Shape, buf(c.Q), buf(c.K), buf(c.V), buf(c.O), keep, lse)
+			return ls, true, err
+		}
+	}
+	if i >= 0 && i == c.AVBwd {
+		ls, err := FlashBackward(c.Shape, FlashGrads{Q: buf(c.Q), K: buf(c.K), V: buf(c.V), O: keep, LSE: lse, DO: buf(c.DO),
+			DQ: buf(c.DQ), DK: buf(c.DK), DV: buf(c.DV), Delta: FlashDelta(c.Shape), AccQ: c.AccQ, AccK: c.AccK, AccV: c.AccV})
+		return ls, true, err
+	}
+	if i >= 0 && (i == c.SoftmaxBwd || i == c.ScoresBwd) {
+		return nil, true, nil
+	}
+	for _, ops := range [][]int{c.Scores, c.Softmax} {
+		for _, j := range ops {
+			if i == j {
+				return nil, true, nil
+			}
+		}
+	}
+	return nil, false, nil
+}

@@ -232,20 +232,24 @@ const (
 
 // flashRunBoth runs the fused forward and backward on random inputs (dq, dk and dv
 // holding prior, with acc, or garbage to be overwritten) and returns the buffers and the
-// LSE.
-func flashRunBoth(t *testing.T, emu *flashEmu, s FlashShape, seed uint64, acc bool) (bufs [][]float32, lse []float32) {
+// LSE. With keep, the forward keeps a copy of the output for the backward, and the output
+// is overwritten with NaNs in between (restored after).
+func flashRunBoth(t *testing.T, emu *flashEmu, s FlashShape, seed uint64, acc, keep bool) (bufs [][]float32, lse []float32) {
 	t.Helper()
 	r := rand.New(rand.NewPCG(seed, 7))
 	nq, nk := s.Batch*s.SeqLen*s.Heads*s.HeadDim, s.Batch*s.SeqLen*s.KVHeads*s.HeadDim
 	bufs = [][]float32{flashRandom(r, nq), flashRandom(r, nk), flashRandom(r, nk), flashRandom(r, nq), flashRandom(r, nq),
 		flashRandom(r, nq), flashRandom(r, nk), flashRandom(r, nk)}
-	lseArg := FlashLSE(s, 3, 1)
-	fwd, err := FlashForward(s, BufArg(PtrF32, flashQ), BufArg(PtrF32, flashK), BufArg(PtrF32, flashV), BufArg(PtrF32, flashO), lseArg)
+	lseArg, keepArg := FlashLSE(s, 3, 1), BufArg(PtrF32, flashO)
+	if keep {
+		keepArg = FlashKeep(s, 3, 1)
+	}
+	fwd, err := FlashForward(s, BufArg(PtrF32, flashQ), BufArg(PtrF32, flashK), BufArg(PtrF32, flashV), BufArg(PtrF32, flashO), keepArg, lseArg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	bwd, err := FlashBackward(s, FlashGrads{
-		Q: BufArg(PtrF32, flashQ), K: BufArg(PtrF32, flashK), V: BufArg(PtrF32, flashV), O: BufArg(PtrF32, flashO), LSE: lseArg,
+		Q: BufArg(PtrF32, flashQ), K: BufArg(PtrF32, flashK), V: BufArg(PtrF32, flashV), O: keepArg, LSE: lseArg,
 		DO: BufArg(PtrF32, flashDO), DQ: BufArg(PtrF32, flashDQ), DK: BufArg(PtrF32, flashDK), DV: BufArg(PtrF32, flashDV),
 		Delta: FlashDelta(s), AccQ: acc, AccK: acc, AccV: acc,
 	})
@@ -253,7 +257,15 @@ func flashRunBoth(t *testing.T, emu *flashEmu, s FlashShape, seed uint64, acc bo
 		t.Fatal(err)
 	}
 	work := map[string][]float32{}
-	emu.run(t, append(fwd, bwd...), bufs, work)
+	emu.run(t, fwd, bufs, work)
+	o := append([]float32(nil), bufs[flashO]...)
+	if keep {
+		for i := range bufs[flashO] {
+			bufs[flashO][i] = float32(math.NaN())
+		}
+	}
+	emu.run(t, bwd, bufs, work)
+	copy(bufs[flashO], o)
 	return bufs, work[lseArg.Work]
 }
 
@@ -263,14 +275,14 @@ func flashRunBoth(t *testing.T, emu *flashEmu, s FlashShape, seed uint64, acc bo
 func TestFlashMatchesReference(t *testing.T) {
 	emu := flashCompileEmu(t)
 	for n, s := range flashShapes {
-		acc := n%2 == 1
-		t.Run(fmt.Sprintf("B%d_T%d_H%d_KV%d_D%d_acc%v", s.Batch, s.SeqLen, s.Heads, s.KVHeads, s.HeadDim, acc), func(t *testing.T) {
+		acc, keep := n%2 == 1, n%3 == 0
+		t.Run(fmt.Sprintf("B%d_T%d_H%d_KV%d_D%d_acc%v_keep%v", s.Batch, s.SeqLen, s.Heads, s.KVHeads, s.HeadDim, acc, keep), func(t *testing.T) {
 			r := rand.New(rand.NewPCG(uint64(n), 7))
 			nq, nk := s.Batch*s.SeqLen*s.Heads*s.HeadDim, s.Batch*s.SeqLen*s.KVHeads*s.HeadDim
 			q, k, v := flashRandom(r, nq), flashRandom(r, nk), flashRandom(r, nk)
 			_, do := flashRandom(r, nq), flashRandom(r, nq)
 			priorQ, priorK, priorV := flashRandom(r, nq), flashRandom(r, nk), flashRandom(r, nk)
-			bufs, lse := flashRunBoth(t, emu, s, uint64(n), acc)
+			bufs, lse := flashRunBoth(t, emu, s, uint64(n), acc, keep)
 			for i, x := range [][]float32{q, k, v, do} {
 				if flashErr(bufs[[]int{flashQ, flashK, flashV, flashDO}[i]], x) != 0 {
 					t.Fatalf("the kernels changed input %d", i)
@@ -315,7 +327,7 @@ func TestFlashMatchesExecutor(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			bufs, _ := flashRunBoth(t, emu, s, uint64(100+n), false)
+			bufs, _ := flashRunBoth(t, emu, s, uint64(100+n), false, false)
 			r := rand.New(rand.NewPCG(uint64(100+n), 7))
 			nq, nk := s.Batch*s.SeqLen*s.Heads*s.HeadDim, s.Batch*s.SeqLen*s.KVHeads*s.HeadDim
 			q, k, v := flashRandom(r, nq), flashRandom(r, nk), flashRandom(r, nk)
@@ -352,7 +364,7 @@ func TestFlashSharedMemoryFixed(t *testing.T) {
 		for _, T := range []int{1, 64, 1000, 32768} {
 			s := FlashShape{Batch: 2, SeqLen: T, Heads: 8, KVHeads: 2, HeadDim: dh}
 			lse := FlashLSE(s, 0, 0)
-			fwd, err := FlashForward(s, BufArg(PtrF32, 0), BufArg(PtrF32, 1), BufArg(PtrF32, 2), BufArg(PtrF32, 3), lse)
+			fwd, err := FlashForward(s, BufArg(PtrF32, 0), BufArg(PtrF32, 1), BufArg(PtrF32, 2), BufArg(PtrF32, 3), FlashKeep(s, 0, 0), lse)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -389,12 +401,12 @@ func TestFlashRefuses(t *testing.T) {
 		{FlashShape{Batch: 1, SeqLen: 8, Heads: 3, KVHeads: 2, HeadDim: 16}, "do not divide"},
 		{FlashShape{Batch: 1, SeqLen: 0, Heads: 2, KVHeads: 2, HeadDim: 16}, "positive"},
 	} {
-		if _, err := FlashForward(c.s, b, b, b, b, b); err == nil || !strings.Contains(err.Error(), c.want) {
+		if _, err := FlashForward(c.s, b, b, b, b, b, b); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: %v, want an error about %q", c.s, err, c.want)
 		}
 	}
 	s := FlashShape{Batch: 1, SeqLen: 8, Heads: 2, KVHeads: 2, HeadDim: 16}
-	if _, err := FlashForward(s, b, b, b, b, IntArg(I32, 3)); err == nil {
+	if _, err := FlashForward(s, b, b, b, b, b, IntArg(I32, 3)); err == nil {
 		t.Error("an int where the LSE's address goes: no error")
 	}
 }
@@ -485,5 +497,168 @@ func TestFlashPTX(t *testing.T) {
 				t.Errorf("%s: shared memory besides the launch's dynamic shared memory: %s", arch, strings.TrimSpace(line))
 			}
 		}
+	}
+}
+
+// flashModel is a small dense model with grouped-query heads for the chain tests.
+func flashModel(edit func(m *program.Model)) *program.Model {
+	m := &program.Model{Name: "flash", Vocab: 64, VocabPadTo: 1, DModel: 64, Layers: 2, SeqLen: 16, Norm: program.RMSNorm,
+		NormPlacement: program.PreNorm, FinalNorm: true, RopeBase: 10000, Position: program.Rotary, MaxPosition: 16,
+		Attention: program.Attention{Heads: 4, KVHeads: 2, HeadDim: 16, ShareWeights: 1, ShareKV: 1},
+		FFN:       program.FFN{Hidden: 32, Activation: program.GELU}}
+	if edit != nil {
+		edit(m)
+	}
+	return m
+}
+
+func flashLower(t *testing.T, m *program.Model, recompute program.Recompute) *step.Program {
+	t.Helper()
+	p, err := step.LowerRank(m, step.Batch{MicroBatch: 2, SeqLen: 16, Micro: 2}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 1, Recompute: recompute}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestFlashChains: in training programs without and with recompute, every layer's and
+// micro-batch's attention core is found, with the buffers its ops pass along, and At runs
+// the fused forward at attn_av, the fused backward at attn_av_bwd and nothing at the
+// chain's other ops.
+func TestFlashChains(t *testing.T) {
+	m := flashModel(nil)
+	for _, rc := range []program.Recompute{program.RecomputeNone, program.RecomputeSelective, program.RecomputeFull} {
+		p := flashLower(t, m, rc)
+		backward := map[int]bool{}
+		for i, op := range p.Ops {
+			if op.Kind != step.OpScores {
+				continue
+			}
+			c, err := FindFlashChain(p, m, i)
+			if err != nil {
+				t.Fatalf("recompute %q: op %d: %v", rc, i, err)
+			}
+			if want := (FlashShape{Batch: 2, SeqLen: 16, Heads: 4, KVHeads: 2, HeadDim: 16}); c.Shape != want {
+				t.Errorf("recompute %q: op %d: shape %+v, want %+v", rc, i, c.Shape, want)
+			}
+			if len(c.Softmax) != len(c.Scores) || (rc == program.RecomputeSelective) != (len(c.Scores) == 2) {
+				t.Errorf("recompute %q: op %d: scores ops %v, softmax ops %v", rc, i, c.Scores, c.Softmax)
+			}
+			for _, av := range c.AV {
+				if op := p.Ops[av]; op.In[1] != c.V || op.Out[0] != c.O {
+					t.Errorf("recompute %q: attn_av op %d reads %v and writes %v, the chain says v %d and o %d", rc, av, op.In, op.Out, c.V, c.O)
+				}
+				ls, in, err := c.At(av)
+				if err != nil || !in || len(ls) != 1 || ls[0].Kernel != "flash_fwd_d16" {
+					t.Errorf("recompute %q: at attn_av op %d: %v, %v, %v", rc, av, ls, in, err)
+				}
+			}
+			// Under full recompute the first forward's chain has no backward: the
+			// backward reads the recomputed buffers, a chain of their own.
+			if rc == program.RecomputeFull && !p.Ops[i].Recomputed {
+				if c.AVBwd >= 0 {
+					t.Errorf("recompute full: the first forward's chain at op %d has a backward", i)
+				}
+				continue
+			}
+			if c.AVBwd < 0 || c.SoftmaxBwd < 0 || c.ScoresBwd < 0 {
+				t.Fatalf("recompute %q: op %d: no backward in %+v", rc, i, c)
+			}
+			backward[c.AVBwd] = true
+			if sb := p.Ops[c.ScoresBwd]; sb.Out[0] != c.DQ || sb.Out[1] != c.DK || p.Ops[c.AVBwd].Out[1] != c.DV || p.Ops[c.AVBwd].In[0] != c.DO {
+				t.Errorf("recompute %q: op %d: gradients dq %d dk %d dv %d do %d do not match the ops'", rc, i, c.DQ, c.DK, c.DV, c.DO)
+			}
+			ls, in, err := c.At(c.AVBwd)
+			if err != nil || !in || len(ls) != 2 || ls[0].Kernel != "flash_bwd_prep" || ls[1].Kernel != "flash_bwd_d16" {
+				t.Errorf("recompute %q: at attn_av_bwd op %d: %v, %v, %v", rc, c.AVBwd, ls, in, err)
+			}
+			if c.KeepO && ls[0].Args[0].Work == "" {
+				t.Errorf("recompute %q: op %d: the output is overwritten before the backward, which reads the program's buffer", rc, i)
+			}
+			for _, j := range append(append([]int{c.SoftmaxBwd, c.ScoresBwd}, c.Scores...), c.Softmax...) {
+				if ls, in, err := c.At(j); err != nil || !in || len(ls) != 0 {
+					t.Errorf("recompute %q: chain op %d (%s) runs %v (%v, %v)", rc, j, p.Ops[j].Kind, ls, in, err)
+				}
+			}
+			if ls, in, err := c.At(0); in || len(ls) != 0 || err != nil {
+				t.Errorf("recompute %q: the program's first op (%s) is in the chain of op %d", rc, p.Ops[0].Kind, i)
+			}
+		}
+		if want := m.Layers * 2; len(backward) != want {
+			t.Errorf("recompute %q: %d backward chains found, want one per layer and micro-batch (%d)", rc, len(backward), want)
+		}
+	}
+}
+
+// TestFlashChainRefusals: attention the fused kernels do not compute, or whose weights
+// something else reads, is refused with the reason.
+func TestFlashChainRefusals(t *testing.T) {
+	for _, c := range []struct {
+		name        string
+		lower, find func(m *program.Model)
+		want        string
+	}{
+		{"talking heads", func(m *program.Model) { m.Attention.TalkingHeads = true }, nil, "talking heads"},
+		{"sharing", func(m *program.Model) { m.Attention.ShareWeights = 0.5 }, nil, "sharing"},
+		{"window", nil, func(m *program.Model) { m.Attention.Window = 4 }, "sliding window"},
+		{"sinks", nil, func(m *program.Model) { m.Attention.Sinks = true }, "sinks"},
+		{"head_dim", func(m *program.Model) { m.Attention.HeadDim, m.DModel = 160, 640 }, nil, "head_dim 160"},
+	} {
+		m := flashModel(c.lower)
+		p := flashLower(t, m, program.RecomputeNone)
+		if c.find != nil {
+			c.find(m)
+		}
+		// Every chain is refused (under sharing, the first layer's because the second
+		// reads its weights), at least one for the reason.
+		reason := false
+		for i, op := range p.Ops {
+			if op.Kind != step.OpScores {
+				continue
+			}
+			_, err := FindFlashChain(p, m, i)
+			if err == nil {
+				t.Errorf("%s: op %d: fused", c.name, i)
+				continue
+			}
+			reason = reason || strings.Contains(err.Error(), c.want)
+		}
+		if !reason {
+			t.Errorf("%s: no chain refused for %q", c.name, c.want)
+		}
+	}
+}
+
+// TestFlashChainKeepsOutput: where the memory plan reuses the attention output's memory
+// before attn_av_bwd (as plans made for the unfused backward do), the forward keeps a
+// copy for the backward; where the output lasts, the backward reads it in place.
+func TestFlashChainKeepsOutput(t *testing.T) {
+	m := flashModel(nil)
+	p := flashLower(t, m, program.RecomputeNone)
+	scores := -1
+	for i, op := range p.Ops {
+		if op.Kind == step.OpScores {
+			scores = i
+			break
+		}
+	}
+	c, err := FindFlashChain(p, m, scores)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fwd, _, _ := c.At(c.AV[0])
+	bwd, _, _ := c.At(c.AVBwd)
+	if !c.KeepO || fwd[0].Args[4].Work == "" || fwd[0].Args[4].Work != bwd[0].Args[0].Work {
+		t.Fatalf("the plan reuses %s before the backward: keep %v, forward keeps %+v, backward reads %+v",
+			p.Buffers[c.O].Name, c.KeepO, fwd[0].Args[4], bwd[0].Args[0])
+	}
+	p.Buffers[c.O].Offset = p.Memory.Arena[step.Device] // past every other buffer
+	if c, err = FindFlashChain(p, m, scores); err != nil {
+		t.Fatal(err)
+	}
+	fwd, _, _ = c.At(c.AV[0])
+	bwd, _, _ = c.At(c.AVBwd)
+	if c.KeepO || fwd[0].Args[4].Buf != c.O || bwd[0].Args[0].Buf != c.O {
+		t.Errorf("the output lasts to the backward: keep %v, forward keeps %+v, backward reads %+v", c.KeepO, fwd[0].Args[4], bwd[0].Args[0])
 	}
 }

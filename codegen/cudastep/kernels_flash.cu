@@ -53,10 +53,12 @@ static __device__ __forceinline__ void flash_load_rows(float *dst, const float *
 // The forward: one block per (query tile of BR rows, head, sequence); key/value tiles of
 // BC rows through shared memory; a running maximum m and sum l per row (the sum kept
 // per lane and reduced once at the end), the output rescaled as the maximum grows.
-// Shared: Q [BR][MAXD+1], one K-then-V tile [BC][MAXD+1], P [BR][BC+1].
+// keep, when it is not o, gets a second copy of the output, for a backward that runs after
+// the program has reused o's memory. Shared: Q [BR][MAXD+1], one K-then-V tile
+// [BC][MAXD+1], P [BR][BC+1].
 template <int MAXD, int BR, int BC>
-static __device__ __forceinline__ void flash_fwd(const float *q, const float *k, const float *v, float *o, float *lse,
-                                                 int T, int H, int KV, int Dh, float scale) {
+static __device__ __forceinline__ void flash_fwd(const float *q, const float *k, const float *v, float *o, float *keep,
+                                                 float *lse, int T, int H, int KV, int Dh, float scale) {
   constexpr int RM = BR / 16, CN = BC / 8, DN = MAXD / 8, SD = MAXD + 1, SP = BC + 1;
   static_assert(BR % 16 == 0 && BC % 8 == 0 && MAXD % 8 == 0, "flash_fwd tile shape");
   MOE_DYNAMIC_SHARED(float, smem);
@@ -141,6 +143,7 @@ static __device__ __forceinline__ void flash_fwd(const float *q, const float *k,
     }
   }
   float *ob = o + (long long)b * T * qs + (long long)h * Dh;
+  float *keepb = keep != o ? keep + (long long)b * T * qs + (long long)h * Dh : nullptr;
 #pragma unroll
   for (int r = 0; r < RM; r++) {
     const int i = i0 + grp * RM + r;
@@ -150,7 +153,9 @@ static __device__ __forceinline__ void flash_fwd(const float *q, const float *k,
 #pragma unroll
     for (int e = 0; e < DN; e++) {
       const int d = lane + 8 * e;
-      if (d < Dh) ob[(long long)i * qs + d] = acc[r][e] * inv;
+      if (d >= Dh) continue;
+      ob[(long long)i * qs + d] = acc[r][e] * inv;
+      if (keepb) keepb[(long long)i * qs + d] = acc[r][e] * inv;
     }
     if (lane == 0) lse[((long long)b * H + h) * T + i] = m[r] + moe_logf(total);
   }
@@ -321,29 +326,29 @@ static __device__ __forceinline__ void flash_bwd(const float *q, const float *k,
 // the kernel table lists it. Tiles (forward BR × BC, backward BK × BQ) are flash.go's
 // flashTiles; the two must agree.
 
-extern "C" __global__ void flash_fwd_d16(float* q, float* k, float* v, float* o, float* lse, int T, int H, int KV, int Dh, float scale) {
-  flash_fwd<16, 64, 64>(q, k, v, o, lse, T, H, KV, Dh, scale);
+extern "C" __global__ void flash_fwd_d16(float* q, float* k, float* v, float* o, float* keep, float* lse, int T, int H, int KV, int Dh, float scale) {
+  flash_fwd<16, 64, 64>(q, k, v, o, keep, lse, T, H, KV, Dh, scale);
 }
 extern "C" __global__ void flash_bwd_d16(float* q, float* k, float* v, float* dout, float* lse, float* delta, float* dq, float* dk, float* dv, int T, int H, int KV, int Dh, float scale, int accK, int accV) {
   flash_bwd<16, 64, 32>(q, k, v, dout, lse, delta, dq, dk, dv, T, H, KV, Dh, scale, accK, accV);
 }
 
-extern "C" __global__ void flash_fwd_d32(float* q, float* k, float* v, float* o, float* lse, int T, int H, int KV, int Dh, float scale) {
-  flash_fwd<32, 64, 64>(q, k, v, o, lse, T, H, KV, Dh, scale);
+extern "C" __global__ void flash_fwd_d32(float* q, float* k, float* v, float* o, float* keep, float* lse, int T, int H, int KV, int Dh, float scale) {
+  flash_fwd<32, 64, 64>(q, k, v, o, keep, lse, T, H, KV, Dh, scale);
 }
 extern "C" __global__ void flash_bwd_d32(float* q, float* k, float* v, float* dout, float* lse, float* delta, float* dq, float* dk, float* dv, int T, int H, int KV, int Dh, float scale, int accK, int accV) {
   flash_bwd<32, 64, 32>(q, k, v, dout, lse, delta, dq, dk, dv, T, H, KV, Dh, scale, accK, accV);
 }
 
-extern "C" __global__ void flash_fwd_d64(float* q, float* k, float* v, float* o, float* lse, int T, int H, int KV, int Dh, float scale) {
-  flash_fwd<64, 64, 32>(q, k, v, o, lse, T, H, KV, Dh, scale);
+extern "C" __global__ void flash_fwd_d64(float* q, float* k, float* v, float* o, float* keep, float* lse, int T, int H, int KV, int Dh, float scale) {
+  flash_fwd<64, 64, 32>(q, k, v, o, keep, lse, T, H, KV, Dh, scale);
 }
 extern "C" __global__ void flash_bwd_d64(float* q, float* k, float* v, float* dout, float* lse, float* delta, float* dq, float* dk, float* dv, int T, int H, int KV, int Dh, float scale, int accK, int accV) {
   flash_bwd<64, 32, 32>(q, k, v, dout, lse, delta, dq, dk, dv, T, H, KV, Dh, scale, accK, accV);
 }
 
-extern "C" __global__ void flash_fwd_d128(float* q, float* k, float* v, float* o, float* lse, int T, int H, int KV, int Dh, float scale) {
-  flash_fwd<128, 64, 16>(q, k, v, o, lse, T, H, KV, Dh, scale);
+extern "C" __global__ void flash_fwd_d128(float* q, float* k, float* v, float* o, float* keep, float* lse, int T, int H, int KV, int Dh, float scale) {
+  flash_fwd<128, 64, 16>(q, k, v, o, keep, lse, T, H, KV, Dh, scale);
 }
 extern "C" __global__ void flash_bwd_d128(float* q, float* k, float* v, float* dout, float* lse, float* delta, float* dq, float* dk, float* dv, int T, int H, int KV, int Dh, float scale, int accK, int accV) {
   flash_bwd<128, 32, 8>(q, k, v, dout, lse, delta, dq, dk, dv, T, H, KV, Dh, scale, accK, accV);
