@@ -458,28 +458,45 @@ func flashModelFits(m *program.Model, layer int) error {
 }
 
 // flashShapeOf is the chain's shape: the micro-batch's sequences and length, and the heads
-// the rank's q and k buffers hold (its tensor-parallel share).
+// the rank's q and k buffers hold (its tensor-parallel share). Every buffer is a float32
+// [tokens, heads·head_dim] matrix over the micro-batch's tokens: q, o and their gradients
+// with the query heads, k, v and theirs with the key/value heads.
 func flashShapeOf(p *step.Program, m *program.Model, c *FlashChain) (FlashShape, error) {
 	d, err := m.Dims()
 	if err != nil {
 		return FlashShape{}, err
 	}
 	B, T := p.Batch.MicroBatch, p.Batch.SeqLen
-	per := int64(B) * int64(T) * int64(d.Dh)
-	for _, b := range []int{c.Q, c.K, c.V, c.O, c.DO, c.DQ, c.DK, c.DV} {
-		if b < 0 {
-			continue
-		}
+	width := func(b int) (int, error) {
 		buf := p.Buffers[b]
 		if buf.Elem != 4 || buf.Int {
-			return FlashShape{}, fmt.Errorf("%s is not a float32 buffer", buf.Name)
+			return 0, fmt.Errorf("%s is not a float32 buffer", buf.Name)
 		}
-		if per == 0 || buf.Elements()%per != 0 {
-			return FlashShape{}, fmt.Errorf("%s holds %d values, not heads of %d tokens × head_dim %d", buf.Name, buf.Elements(), B*T, d.Dh)
+		if len(buf.Shape) != 2 || buf.Shape[0] != B*T || buf.Shape[1]%d.Dh != 0 {
+			return 0, fmt.Errorf("%s is %v, not %d tokens × heads of head_dim %d", buf.Name, buf.Shape, B*T, d.Dh)
+		}
+		return buf.Shape[1], nil
+	}
+	heads := map[bool]int{}
+	for _, g := range []struct {
+		query bool
+		bufs  []int
+	}{{true, []int{c.Q, c.O, c.DO, c.DQ}}, {false, []int{c.K, c.V, c.DK, c.DV}}} {
+		for _, b := range g.bufs {
+			if b < 0 {
+				continue
+			}
+			w, err := width(b)
+			if err != nil {
+				return FlashShape{}, err
+			}
+			if h, ok := heads[g.query]; ok && h != w/d.Dh {
+				return FlashShape{}, fmt.Errorf("%s holds %d heads, not %d", p.Buffers[b].Name, w/d.Dh, h)
+			}
+			heads[g.query] = w / d.Dh
 		}
 	}
-	s := FlashShape{Batch: B, SeqLen: T, HeadDim: d.Dh,
-		Heads: int(p.Buffers[c.Q].Elements() / per), KVHeads: int(p.Buffers[c.K].Elements() / per)}
+	s := FlashShape{Batch: B, SeqLen: T, HeadDim: d.Dh, Heads: heads[true], KVHeads: heads[false]}
 	if _, err := s.check(); err != nil {
 		return FlashShape{}, err
 	}

@@ -662,3 +662,44 @@ func TestFlashChainKeepsOutput(t *testing.T) {
 		t.Errorf("the output lasts to the backward: keep %v, forward keeps %+v, backward reads %+v", c.KeepO, fwd[0].Args[4], bwd[0].Args[0])
 	}
 }
+
+// TestFlashChainShapes: the chain's heads are the rank's (tensor parallelism splits them),
+// and an inference prefill's attention is a chain without a backward.
+func TestFlashChainShapes(t *testing.T) {
+	m := flashModel(nil)
+	tp, err := step.LowerRank(m, step.Batch{MicroBatch: 2, SeqLen: 16, Micro: 1}, step.Layout{DP: 1, EP: 1, TP: 2, PP: 1}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefill, err := step.LowerPrefill(m, 3, 8, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name     string
+		p        *step.Program
+		want     FlashShape
+		backward bool
+	}{
+		{"tp 2", tp, FlashShape{Batch: 2, SeqLen: 16, Heads: 2, KVHeads: 1, HeadDim: 16}, true},
+		{"prefill", prefill, FlashShape{Batch: 3, SeqLen: 8, Heads: 4, KVHeads: 2, HeadDim: 16}, false},
+	} {
+		found := 0
+		for i, op := range c.p.Ops {
+			if op.Kind != step.OpScores {
+				continue
+			}
+			ch, err := FindFlashChain(c.p, m, i)
+			if err != nil {
+				t.Fatalf("%s: op %d: %v", c.name, i, err)
+			}
+			found++
+			if ch.Shape != c.want || (ch.AVBwd >= 0) != c.backward {
+				t.Errorf("%s: op %d: shape %+v, backward op %d; want %+v, a backward %v", c.name, i, ch.Shape, ch.AVBwd, c.want, c.backward)
+			}
+		}
+		if found != m.Layers {
+			t.Errorf("%s: %d chains, want %d", c.name, found, m.Layers)
+		}
+	}
+}
