@@ -269,11 +269,19 @@ func flashRunBoth(t *testing.T, emu *flashEmu, s FlashShape, seed uint64, acc, k
 	return bufs, work[lseArg.Work]
 }
 
-// TestFlashMatchesReference: the fused forward's output and log-sum-exp and the fused
-// backward's dq, dk and dv against float64 attention, for every shape; with acc the
-// gradients are added to what the buffers held.
-func TestFlashMatchesReference(t *testing.T) {
+// TestFlashEmulated runs the kernels under the CPU emulation (one library for both
+// comparisons).
+func TestFlashEmulated(t *testing.T) {
 	emu := flashCompileEmu(t)
+	t.Run("reference", func(t *testing.T) { flashMatchesReference(t, emu) })
+	t.Run("executor", func(t *testing.T) { flashMatchesExecutor(t, emu) })
+}
+
+// flashMatchesReference: the fused forward's output and log-sum-exp and the fused
+// backward's dq, dk and dv against float64 attention, for every shape; with acc the
+// gradients are added to what the buffers held, with keep the backward reads the
+// forward's copy of the output.
+func flashMatchesReference(t *testing.T, emu *flashEmu) {
 	for n, s := range flashShapes {
 		acc, keep := n%2 == 1, n%3 == 0
 		t.Run(fmt.Sprintf("B%d_T%d_H%d_KV%d_D%d_acc%v_keep%v", s.Batch, s.SeqLen, s.Heads, s.KVHeads, s.HeadDim, acc, keep), func(t *testing.T) {
@@ -313,11 +321,10 @@ func TestFlashMatchesReference(t *testing.T) {
 	}
 }
 
-// TestFlashMatchesExecutor: the fused launches against runtime/exec's attn_scores →
+// flashMatchesExecutor: the fused launches against runtime/exec's attn_scores →
 // softmax → attn_av kernels and their backward (attn_av_bwd → softmax_bwd →
 // attn_scores_bwd) on the same buffers: the replacement computes what the executor does.
-func TestFlashMatchesExecutor(t *testing.T) {
-	emu := flashCompileEmu(t)
+func flashMatchesExecutor(t *testing.T, emu *flashEmu) {
 	for n, s := range flashShapes[:2] {
 		t.Run(fmt.Sprintf("H%d_KV%d_D%d", s.Heads, s.KVHeads, s.HeadDim), func(t *testing.T) {
 			m := &program.Model{Name: "flash", Vocab: 8, DModel: int64(s.Heads * s.HeadDim), Layers: 1, SeqLen: int64(s.SeqLen),
