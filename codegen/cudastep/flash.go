@@ -17,7 +17,8 @@ import (
 // keys and values up to the tile's last query stream through shared memory in tiles, the
 // softmax is online (a running maximum and sum per row, the output rescaled as the maximum
 // grows), and the block writes the output rows and each row's log-sum-exp of the scaled
-// scores (LSE: [B, H, T] floats, which the backward reads).
+// scores (LSE: [B, H, T] floats, which the backward reads), and, where the program
+// reuses the output's memory before the backward, a copy of the output (FlashKeep).
 //
 // Backward (two launches): flash_bwd_prep computes D = rowsum(dO ⊙ O) per row (a warp per
 // (token, head)) and clears dq unless dq is added to; flash_bwd_dN runs one block per (key
@@ -26,8 +27,8 @@ import (
 // in registers and writes them once (so grouped-query heads need no atomics), and adds the
 // tile's share of dQ into dq with float atomics. Atomics rather than a second pass over
 // the query tiles: a second pass recomputes Q·Kᵀ and dO·Vᵀ again (two of the backward's
-// five products, about 40% more work) and needs its own query tiles of Q and dO beside K
-// and V, which at head_dim 128 does not fit the 48 KiB a kernel gets without opting in; the
+// five products, about 40% more work), and its Q, dO, K and V tiles would leave it key
+// tiles of 8 rows at head_dim 128 within the 48 KiB a kernel gets without opting in; the
 // cost is that dq's sums run in no fixed order (run-to-run differences in the last bits,
 // as in FlashAttention-2), while o, lse, dk and dv are deterministic.
 //
