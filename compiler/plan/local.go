@@ -233,7 +233,7 @@ func LocalWith(prog *program.Program, train *program.Train, stage *program.Stage
 	if refused != "" {
 		p.Notes = append(p.Notes, fmt.Sprintf("the step program does not lower %s: CPU ranks train through the hand-written engine, and each rank's memory is the GPU formulas' estimate", refused))
 	}
-	if n := distillNote(prog, train, stage, p.Workload.BatchTokens, train.Precision); n != "" {
+	if n := distillNote(prog, train, stage, p.Workload.BatchTokens, train.Precision, false); n != "" {
 		p.Notes = append(p.Notes, n)
 	}
 	return p, ds
@@ -309,7 +309,7 @@ func (e *env) placement(c *candidate) *Placement {
 		var total int64
 		for k := component(0); k < nComp; k++ {
 			b := int64(math.Ceil(bytes[k]))
-			if k == compReserve {
+			if k == compReserve || !shown(k, bytes[k]) {
 				continue
 			}
 			rk.Bytes = append(rk.Bytes, Bytes{componentNames[k], b})

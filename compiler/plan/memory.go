@@ -36,10 +36,15 @@ const (
 	compDispatch
 	compTemp
 	compReserve
+	compTeacher // a distillation stage's teacher weights
 	nComp
 )
 
-var componentNames = [nComp]string{"parameters", "gradients", "optimizer states", "activations", "moe dispatch buffers", "temporary buffers", "reserve"}
+var componentNames = [nComp]string{"parameters", "gradients", "optimizer states", "activations", "moe dispatch buffers", "temporary buffers", "reserve", "teacher weights"}
+
+// shown reports whether a component has a row in the memory tables: the teacher's only
+// where there is one.
+func shown(c component, bytes float64) bool { return c != compTeacher || bytes > 0 }
 
 // tierBytes is one tier's use by component.
 type tierBytes [nComp]float64
@@ -188,6 +193,7 @@ func (e *env) stageMemory(l ParallelLayout, st stageShape) memoryUse {
 	m.gpu[compDispatch] = dispatch
 	m.gpu[compReserve] = float64(a.Reserve)
 	m.gpu[compTemp] = e.tempBuffers(l, st)
+	m.gpu[compTeacher] = e.w.teacherWeights(l.TP, l.DP, l.PP) * a.WeightBytes
 
 	switch {
 	case l.Memory == "unified_cache":

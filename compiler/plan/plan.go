@@ -150,7 +150,7 @@ func round9(v float64) float64 {
 }
 
 func roundTiming(t Timing) Timing {
-	for _, f := range []*float64{&t.ComputeSeconds, &t.BubbleFraction, &t.TPSeconds, &t.EPSeconds, &t.PPSeconds,
+	for _, f := range []*float64{&t.ComputeSeconds, &t.TeacherSeconds, &t.BubbleFraction, &t.TPSeconds, &t.EPSeconds, &t.PPSeconds,
 		&t.DPSeconds, &t.DPExposed, &t.OffloadSeconds, &t.OffloadExposed, &t.OptimizerSeconds, &t.OptimizerExposed, &t.HostOverlapped, &t.StepSeconds,
 		&t.TokensPerSecond, &t.MFU} {
 		*f = round9(*f)
@@ -164,7 +164,9 @@ func tiers(m *memoryUse, sharedHost bool) []Tier {
 	mk := func(name, per string, capacity float64, b *tierBytes) Tier {
 		t := Tier{Tier: name, Per: per, Capacity: int64(capacity), Used: int64(math.Ceil(b.sum()))}
 		for c := component(0); c < nComp; c++ {
-			t.Components = append(t.Components, Bytes{componentNames[c], int64(math.Ceil(b[c]))})
+			if shown(c, b[c]) {
+				t.Components = append(t.Components, Bytes{componentNames[c], int64(math.Ceil(b[c]))})
+			}
 		}
 		return t
 	}

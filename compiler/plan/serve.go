@@ -10,7 +10,7 @@ import (
 )
 
 // serveNames label the serving memory components (same slots as training).
-var serveNames = [nComp]string{"weights", "unused", "unused", "kv cache", "moe dispatch buffers", "workspace", "reserve"}
+var serveNames = [nComp]string{"weights", "unused", "unused", "kv cache", "moe dispatch buffers", "workspace", "reserve", "unused"}
 
 // serveSetup resolves a serve block.
 type serveSetup struct {

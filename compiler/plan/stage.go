@@ -54,7 +54,7 @@ func ForStage(prog *program.Program, train *program.Train, stage *program.Stage,
 	p = s.env.buildPlan(res, s.space)
 	p.Kind, p.Model, p.Train, p.Stage = "train", train.Model, train.Name, stage.Name
 	p.setBudget(train, stage, s.cluster.PricePerGPUHour)
-	if n := distillNote(prog, train, stage, p.Workload.BatchTokens, train.Precision); n != "" {
+	if n := distillNote(prog, train, stage, p.Workload.BatchTokens, train.Precision, true); n != "" {
 		p.Notes = append(p.Notes, n)
 	}
 	if opt.DelayedUpdate {
@@ -151,6 +151,9 @@ func setupTrain(prog *program.Program, train *program.Train, stage *program.Stag
 	}
 	w := newWorkload(sm, seqLen, &a)
 	w.sequences = int64(math.Round(float64(train.TokensPerBatch) / float64(seqLen)))
+	if tm := teacherModel(train, stage, model); tm != nil {
+		w.teacher = newWorkload(tm, seqLen, &a)
+	}
 	keep := opt.Alternatives
 	if keep <= 0 {
 		keep = 3
@@ -226,8 +229,16 @@ func (e *env) buildPlan(res result, sp *space) *Plan {
 // stepParts names the parts of a step for comparisons.
 func stepParts(t Timing) [][2]any {
 	critical := t.ComputeSeconds + t.TPSeconds + t.EPSeconds + t.PPSeconds
+	if t.TeacherSeconds > 0 {
+		return append([][2]any{{"compute (student)", t.ComputeSeconds - t.TeacherSeconds}, {"compute (teacher forward)", t.TeacherSeconds}},
+			stepPartsAfterCompute(t, critical)...)
+	}
+	return append([][2]any{{"compute", t.ComputeSeconds}}, stepPartsAfterCompute(t, critical)...)
+}
+
+// stepPartsAfterCompute are the parts of a step after its compute.
+func stepPartsAfterCompute(t Timing, critical float64) [][2]any {
 	return [][2]any{
-		{"compute", t.ComputeSeconds},
 		{"pipeline bubble", critical * t.BubbleFraction},
 		{"tensor-parallel all-reduce", t.TPSeconds},
 		{"expert all-to-all", t.EPSeconds},

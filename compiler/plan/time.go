@@ -4,14 +4,15 @@ import "math"
 
 // Timing is a training step's predicted time, by part.
 type Timing struct {
-	ComputeSeconds   float64 `json:"compute_seconds"`    // FLOPs / (peak × efficiency), recompute included, per step
-	BubbleFraction   float64 `json:"bubble_fraction"`    // pipeline bubble: (pp-1)/micro-batches
-	TPSeconds        float64 `json:"tp_seconds"`         // tensor-parallel all-reduces (exposed)
-	EPSeconds        float64 `json:"ep_seconds"`         // expert all-to-alls (exposed)
-	PPSeconds        float64 `json:"pp_seconds"`         // pipeline sends (exposed)
-	DPSeconds        float64 `json:"dp_seconds"`         // data-parallel / ZeRO traffic (total)
-	DPExposed        float64 `json:"dp_exposed_seconds"` // the part not hidden by the backward pass
-	OffloadSeconds   float64 `json:"offload_seconds"`    // PCIe and NVMe traffic (total)
+	ComputeSeconds   float64 `json:"compute_seconds"`           // FLOPs / (peak × efficiency), recompute included, per step
+	TeacherSeconds   float64 `json:"teacher_seconds,omitempty"` // of ComputeSeconds: a distillation teacher's forward
+	BubbleFraction   float64 `json:"bubble_fraction"`           // pipeline bubble: (pp-1)/micro-batches
+	TPSeconds        float64 `json:"tp_seconds"`                // tensor-parallel all-reduces (exposed)
+	EPSeconds        float64 `json:"ep_seconds"`                // expert all-to-alls (exposed)
+	PPSeconds        float64 `json:"pp_seconds"`                // pipeline sends (exposed)
+	DPSeconds        float64 `json:"dp_seconds"`                // data-parallel / ZeRO traffic (total)
+	DPExposed        float64 `json:"dp_exposed_seconds"`        // the part not hidden by the backward pass
+	OffloadSeconds   float64 `json:"offload_seconds"`           // PCIe and NVMe traffic (total)
 	OffloadExposed   float64 `json:"offload_exposed_seconds"`
 	OptimizerSeconds float64 `json:"optimizer_seconds"` // optimizer step (GPU HBM-bound or CPU-Adam), before overlap
 	// How the host update lines up with the GPU (HostUpdateNone, ...AfterBackward,
@@ -90,6 +91,15 @@ func (c *stepCost) compute(perDevice float64) {
 		expEff = math.Max(expEff, 0.01)
 	}
 	t.ComputeSeconds = perDevice / e.peak * (dense*fwdMul/a.MatmulEfficiency + expert*fwdMul/expEff + attn*attnMul/a.AttentionEfficiency)
+	if tw := w.teacher; tw != nil {
+		// The teacher's forward on the same tokens, no backward and no recompute, its
+		// experts at the same load per expert as the student's (at most).
+		tf := tw.flops
+		tExpert := tw.expertFLOPsPerToken
+		tDense := tf.ForwardPerToken - tf.AttentionPerToken - tExpert
+		t.TeacherSeconds = perDevice / e.peak * (tDense/a.MatmulEfficiency + tExpert/expEff + tf.AttentionPerToken/a.AttentionEfficiency)
+		t.ComputeSeconds += t.TeacherSeconds
+	}
 	t.BubbleFraction = float64(l.PP-1) / c.mbs
 }
 

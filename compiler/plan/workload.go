@@ -29,6 +29,30 @@ type workload struct {
 	head   int64         // last pipeline stage: output head and final norms
 
 	expertFLOPsPerToken float64 // forward FLOPs of routed and shared experts per token
+
+	// teacher is a distillation stage's teacher, which runs forward beside the student
+	// with its weights resident (nil: no teacher).
+	teacher *workload
+}
+
+// teacherWeights are the teacher's parameters one device holds: the share an inference
+// engine would give it on the student's layout: its dense weights sliced by tensor and
+// pipeline parallelism, its routed experts by those and by expert parallelism over the
+// data-parallel ranks (gcd(dp, teacher experts) of them, DeepSpeed-MoE inference's
+// placement: the teacher's experts need not follow the student's ep, a dense student has
+// none).
+func (w *workload) teacherWeights(tp, dp, pp int) float64 {
+	t := w.teacher
+	if t == nil {
+		return 0
+	}
+	experts := float64(t.expertParams())
+	dense := float64(t.totalParams()) - experts
+	ep := 1
+	if t.experts > 1 {
+		ep = gcd(dp, t.experts)
+	}
+	return (dense/float64(tp) + experts/float64(tp*ep)) / float64(pp)
 }
 
 // layerParams is one layer's parameters split by how ZeRO shards them.
