@@ -117,12 +117,18 @@ func (g MatMul) check(kernel string) error {
 	if g.M <= 0 || g.N <= 0 || g.K <= 0 || g.M > mmaMaxInt32 || g.N > mmaMaxInt32 || g.K > mmaMaxInt32 {
 		return fmt.Errorf("cudastep: %s: sizes M=%d N=%d K=%d out of range", kernel, g.M, g.N, g.K)
 	}
+	if tiles := mmaCeilDiv(max(g.M, g.N), mmaTileRows); tiles > mmaMaxGridY {
+		return fmt.Errorf("cudastep: %s: %d row tiles exceed the grid's %d", kernel, tiles, mmaMaxGridY)
+	}
 	return nil
 }
 
 func (g MatMul) kernel(form string) string { return "mma_" + form + "_" + g.Precision.suffix() }
 
-const mmaMaxInt32 = 1<<31 - 1
+const (
+	mmaMaxInt32 = 1<<31 - 1
+	mmaMaxGridY = 65535 // a grid's y and z extents
+)
 
 // Forward is y[M, N] (+)= x[M, K]·w[N, K]ᵀ (+ bias[N]): x, bias and y fp32, w the 16-bit
 // copy of the weights. bias may be nil.
@@ -219,8 +225,10 @@ func (g GroupedMatMul) kernel(form string) string {
 
 func (g GroupedMatMul) check(what string, needStride int64) error {
 	switch {
-	case g.Experts <= 0 || g.Experts > 65535:
-		return fmt.Errorf("cudastep: %s: %d experts, want 1..65535", what, g.Experts)
+	case g.Experts <= 0 || g.Experts > mmaMaxGridY:
+		return fmt.Errorf("cudastep: %s: %d experts, want 1..%d", what, g.Experts, mmaMaxGridY)
+	case mmaCeilDiv(max(g.N, g.K), mmaTileCols) > mmaMaxGridY:
+		return fmt.Errorf("cudastep: %s: N=%d or K=%d exceeds the grid's %d column tiles", what, g.N, g.K, mmaMaxGridY)
 	case g.Rows < 0 || g.N <= 0 || g.K <= 0 || g.Rows > mmaMaxInt32 || g.N > mmaMaxInt32 || g.K > mmaMaxInt32:
 		return fmt.Errorf("cudastep: %s: sizes rows=%d N=%d K=%d out of range", what, g.Rows, g.N, g.K)
 	case g.Slots < 0 || g.Slots > 0 && int64(g.Slots)*int64(g.Experts) > int64(g.Rows):
