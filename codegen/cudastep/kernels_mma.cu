@@ -15,6 +15,8 @@
 // the tile's row (an operand read "MN-major": dx's weights, dW's activations). Tile rows
 // are padded by 8 elements so that ldmatrix's eight row reads hit distinct banks. Edges
 // (M, N, K not multiples of the tile) are zero-filled on load and masked on store.
+// The kernels need no __launch_bounds__: at 256 threads a block, ptxas's default budget of
+// 255 registers a thread still fits the SM's 64K registers (the accumulators take 64).
 
 #define MMA_BM 128
 #define MMA_BN 128
@@ -359,40 +361,40 @@ static __device__ __forceinline__ void mma_column_sums(const float *dy, float *d
   }
 }
 
-extern "C" __global__ __launch_bounds__(MMA_THREADS) void mma_fwd_bf16(float *x, unsigned short *w, float *bias, float *y, int M, int N, int K, int use_bias, int accumulate) {
+extern "C" __global__ void mma_fwd_bf16(float *x, unsigned short *w, float *bias, float *y, int M, int N, int K, int use_bias, int accumulate) {
   mma_fwd<MMA_BF16>(x, w, bias, y, M, N, K, use_bias, accumulate);
 }
-extern "C" __global__ __launch_bounds__(MMA_THREADS) void mma_fwd_f16(float *x, unsigned short *w, float *bias, float *y, int M, int N, int K, int use_bias, int accumulate) {
+extern "C" __global__ void mma_fwd_f16(float *x, unsigned short *w, float *bias, float *y, int M, int N, int K, int use_bias, int accumulate) {
   mma_fwd<MMA_F16>(x, w, bias, y, M, N, K, use_bias, accumulate);
 }
-extern "C" __global__ __launch_bounds__(MMA_THREADS) void mma_dx_bf16(float *dy, unsigned short *w, float *dx, int M, int N, int K, int accumulate) {
+extern "C" __global__ void mma_dx_bf16(float *dy, unsigned short *w, float *dx, int M, int N, int K, int accumulate) {
   mma_dx<MMA_BF16>(dy, w, dx, M, N, K, accumulate);
 }
-extern "C" __global__ __launch_bounds__(MMA_THREADS) void mma_dx_f16(float *dy, unsigned short *w, float *dx, int M, int N, int K, int accumulate) {
+extern "C" __global__ void mma_dx_f16(float *dy, unsigned short *w, float *dx, int M, int N, int K, int accumulate) {
   mma_dx<MMA_F16>(dy, w, dx, M, N, K, accumulate);
 }
-extern "C" __global__ __launch_bounds__(MMA_THREADS) void mma_dw_bf16(float *dy, float *x, float *dw, int M, int N, int K, int accumulate) {
+extern "C" __global__ void mma_dw_bf16(float *dy, float *x, float *dw, int M, int N, int K, int accumulate) {
   mma_dw<MMA_BF16>(dy, x, dw, M, N, K, accumulate);
 }
-extern "C" __global__ __launch_bounds__(MMA_THREADS) void mma_dw_f16(float *dy, float *x, float *dw, int M, int N, int K, int accumulate) {
+extern "C" __global__ void mma_dw_f16(float *dy, float *x, float *dw, int M, int N, int K, int accumulate) {
   mma_dw<MMA_F16>(dy, x, dw, M, N, K, accumulate);
 }
-extern "C" __global__ __launch_bounds__(MMA_THREADS) void mma_grouped_fwd_bf16(float *x, unsigned short *w, float *bias, float *y, int *counts, int *offsets, int experts, long long slots, int N, int K, long long w_stride, long long bias_stride, int use_bias, int accumulate) {
+extern "C" __global__ void mma_grouped_fwd_bf16(float *x, unsigned short *w, float *bias, float *y, int *counts, int *offsets, int experts, long long slots, int N, int K, long long w_stride, long long bias_stride, int use_bias, int accumulate) {
   mma_grouped_fwd<MMA_BF16>(x, w, bias, y, counts, offsets, experts, slots, N, K, w_stride, bias_stride, use_bias, accumulate);
 }
-extern "C" __global__ __launch_bounds__(MMA_THREADS) void mma_grouped_fwd_f16(float *x, unsigned short *w, float *bias, float *y, int *counts, int *offsets, int experts, long long slots, int N, int K, long long w_stride, long long bias_stride, int use_bias, int accumulate) {
+extern "C" __global__ void mma_grouped_fwd_f16(float *x, unsigned short *w, float *bias, float *y, int *counts, int *offsets, int experts, long long slots, int N, int K, long long w_stride, long long bias_stride, int use_bias, int accumulate) {
   mma_grouped_fwd<MMA_F16>(x, w, bias, y, counts, offsets, experts, slots, N, K, w_stride, bias_stride, use_bias, accumulate);
 }
-extern "C" __global__ __launch_bounds__(MMA_THREADS) void mma_grouped_dx_bf16(float *dy, unsigned short *w, float *dx, int *counts, int *offsets, int experts, long long slots, int N, int K, long long w_stride, int accumulate) {
+extern "C" __global__ void mma_grouped_dx_bf16(float *dy, unsigned short *w, float *dx, int *counts, int *offsets, int experts, long long slots, int N, int K, long long w_stride, int accumulate) {
   mma_grouped_dx<MMA_BF16>(dy, w, dx, counts, offsets, experts, slots, N, K, w_stride, accumulate);
 }
-extern "C" __global__ __launch_bounds__(MMA_THREADS) void mma_grouped_dx_f16(float *dy, unsigned short *w, float *dx, int *counts, int *offsets, int experts, long long slots, int N, int K, long long w_stride, int accumulate) {
+extern "C" __global__ void mma_grouped_dx_f16(float *dy, unsigned short *w, float *dx, int *counts, int *offsets, int experts, long long slots, int N, int K, long long w_stride, int accumulate) {
   mma_grouped_dx<MMA_F16>(dy, w, dx, counts, offsets, experts, slots, N, K, w_stride, accumulate);
 }
-extern "C" __global__ __launch_bounds__(MMA_THREADS) void mma_grouped_dw_bf16(float *dy, float *x, float *dw, int *counts, int *offsets, int experts, long long slots, int N, int K, long long dw_stride, int accumulate) {
+extern "C" __global__ void mma_grouped_dw_bf16(float *dy, float *x, float *dw, int *counts, int *offsets, int experts, long long slots, int N, int K, long long dw_stride, int accumulate) {
   mma_grouped_dw<MMA_BF16>(dy, x, dw, counts, offsets, experts, slots, N, K, dw_stride, accumulate);
 }
-extern "C" __global__ __launch_bounds__(MMA_THREADS) void mma_grouped_dw_f16(float *dy, float *x, float *dw, int *counts, int *offsets, int experts, long long slots, int N, int K, long long dw_stride, int accumulate) {
+extern "C" __global__ void mma_grouped_dw_f16(float *dy, float *x, float *dw, int *counts, int *offsets, int experts, long long slots, int N, int K, long long dw_stride, int accumulate) {
   mma_grouped_dw<MMA_F16>(dy, x, dw, counts, offsets, experts, slots, N, K, dw_stride, accumulate);
 }
 

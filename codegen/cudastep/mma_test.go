@@ -669,8 +669,8 @@ func testMMAFragments(t *testing.T, lib *mmaLib) {
 			}
 			// B: row tg·2 + (i&1), +8 for i ≥ 2; col groupID.
 			for reg := range 2 {
-				ar := tg*2 + 8*reg
-				br[2*lane+reg] = pack(bbits[ar][g], bbits[ar+1][g])
+				row := tg*2 + 8*reg
+				br[2*lane+reg] = pack(bbits[row][g], bbits[row+1][g])
 			}
 		}
 		want := make([]float64, 128)
@@ -818,5 +818,38 @@ func TestMMALaunchChecks(t *testing.T) {
 	}
 	if _, ok := EvenStride([]int64{100, 164, 229}); ok {
 		t.Error("uneven offsets reported even")
+	}
+}
+
+// TestMMAKernelTable holds the table to the source: every __global__ of kernels_mma.cu is
+// listed, with its parameters' C types in order (the emulated driver's function-pointer
+// check holds the same under the compiler).
+func TestMMAKernelTable(t *testing.T) {
+	re := regexp.MustCompile(`__global__\s+void\s+(\w+)\(([^)]*)\)`)
+	found := map[string]string{}
+	for _, m := range re.FindAllStringSubmatch(MMASource(), -1) {
+		var types []string
+		for _, p := range strings.Split(m[2], ",") {
+			p = strings.TrimSpace(p)
+			name := regexp.MustCompile(`\w+$`).FindString(p)
+			types = append(types, strings.ReplaceAll(strings.TrimSpace(strings.TrimSuffix(p, name)), " *", "*"))
+		}
+		found[m[1]] = strings.Join(types, ", ")
+	}
+	ks := MMAKernels()
+	if len(found) != len(ks) {
+		t.Errorf("kernels_mma.cu has %d kernels, the table %d", len(found), len(ks))
+	}
+	for _, k := range ks {
+		var types []string
+		for _, p := range k.Params {
+			types = append(types, p.CType())
+		}
+		if got, want := found[k.Name], strings.Join(types, ", "); got != want {
+			t.Errorf("%s: the source's parameters (%s), the table's (%s)", k.Name, got, want)
+		}
+		if !strings.HasPrefix(k.Name, "mma_") {
+			t.Errorf("%s lacks the file's prefix mma_", k.Name)
+		}
 	}
 }
