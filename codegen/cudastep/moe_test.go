@@ -53,8 +53,9 @@ var moeVariants = []struct {
 	// readPadding adds to the program a reader of every expert buffer that does not
 	// follow the fills, so that the kernels writing them must clear their padding.
 	readPadding bool
+	recompute   program.Recompute
 }{
-	{"as shipped: token-embedding router, top-1, capacity 1.25, gelu", 1, func(*program.Model) {}, true, false},
+	{"as shipped: token-embedding router, top-1, capacity 1.25, gelu", 1, func(*program.Model) {}, true, false, ""},
 	{"hidden router, top-2 renormalised, swiglu, z-loss, biases, capacity 1.0", 1, func(m *program.Model) {
 		m.MoE.Router = program.RouteHidden
 		m.MoE.TopK = 2
@@ -63,7 +64,7 @@ var moeVariants = []struct {
 		m.MoE.ZLoss = 0.001
 		m.MoE.ExpertBias = true
 		m.MoE.CapacityFactor = 1.0
-	}, true, false},
+	}, true, false, ""},
 	{"the same, every expert buffer's padding read", 1, func(m *program.Model) {
 		m.MoE.Router = program.RouteHidden
 		m.MoE.TopK = 2
@@ -71,7 +72,7 @@ var moeVariants = []struct {
 		m.MoE.Activation = program.SwiGLU
 		m.MoE.ExpertBias = true
 		m.MoE.CapacityFactor = 1.0
-	}, true, true},
+	}, true, true, ""},
 	{"sigmoid top-2, dropless (packed), geglu, biases, two micro-batches", 2, func(m *program.Model) {
 		m.MoE.Score = program.Sigmoid
 		m.MoE.TopK = 2
@@ -79,11 +80,12 @@ var moeVariants = []struct {
 		m.MoE.Activation = program.GeGLU
 		m.MoE.ExpertBias = true
 		m.MoE.ZLoss = 0.01
-	}, false, false},
+	}, false, false, ""},
 	{"softmax top-1, dropless (packed), relu", 1, func(m *program.Model) {
 		m.MoE.CapacityFactor = 0
 		m.MoE.Activation = program.ReLU
-	}, false, false},
+	}, false, false, ""},
+	{"as shipped, recompute = full (each route run again, its statistics not added twice)", 1, func(*program.Model) {}, true, false, program.RecomputeFull},
 }
 
 // TestMoELaunchesMatchExec lowers small MoE training programs, runs every MoE op's
@@ -97,7 +99,7 @@ func TestMoELaunchesMatchExec(t *testing.T) {
 		t.Run(v.name, func(t *testing.T) {
 			m := hunyuanTiny(t)
 			v.edit(m)
-			progs, err := step.Lower(m, step.Batch{MicroBatch: 6, SeqLen: 48, Micro: v.micro}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 1})
+			progs, err := step.Lower(m, step.Batch{MicroBatch: 6, SeqLen: 48, Micro: v.micro}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 1, Recompute: v.recompute})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -509,6 +511,7 @@ func runMoEOps(t *testing.T, lib *llvmrt.Library, p *step.Program, m *program.Mo
 			ref.logits[op.In[0]] = true
 		}
 	}
+	ties, recomputed := 0, 0
 	for n, i := range ops {
 		op := &p.Ops[i]
 		// The same inputs (and prior outputs, which padding left alone and accumulation
@@ -524,10 +527,20 @@ func runMoEOps(t *testing.T, lib *llvmrt.Library, p *step.Program, m *program.Mo
 				t.Fatalf("op %d (%s): %v", i, op.Kind, err)
 			}
 		}
+		if op.Kind == step.OpRouter {
+			ties += routeTies(ref.ints(t, op.Out[0]), ref.vals[op.Out[2]], m.MoE.TopK)
+			recomputed += btoi(op.Recomputed)
+		}
 		for _, b := range op.Out {
 			compareBuffer(t, fmt.Sprintf("op %d (%s layer %d micro %d) output %s", i, op.Kind, op.Layer, op.Micro, p.Buffers[b].Name),
 				p.Buffers[b].Int, dr.view(b), ref.vals[b])
 		}
+	}
+	if ties == 0 {
+		t.Error("no token's choice tied with an expert it did not choose: the test does not reach the tie rule")
+	}
+	if p.Layout.RecomputeFull() && recomputed == 0 {
+		t.Error("recompute = full, but no route is a recomputation")
 	}
 	stats := kern.Stats()
 	off := dr.workAt[moeStatsWork] / 4
@@ -546,7 +559,36 @@ func runMoEOps(t *testing.T, lib *llvmrt.Library, p *step.Program, m *program.Mo
 			t.Errorf("step %s %.9g, exec %.9g", c.what, c.got, c.want)
 		}
 	}
-	t.Logf("%d MoE ops, %d launches; dropped %d, balance %.6g, z-loss %.6g", len(ops), countLaunches(launches), stats.Dropped, stats.Balance, stats.ZLoss)
+	t.Logf("%d MoE ops, %d launches; %d routes recomputed; %d tokens with a tie at their last choice; dropped %d, balance %.6g, z-loss %.6g",
+		len(ops), countLaunches(launches), recomputed, ties, stats.Dropped, stats.Balance, stats.ZLoss)
+}
+
+// routeTies counts the tokens whose last choice's score equals that of an expert not
+// chosen (a tie the lower index won).
+func routeTies(idx []int32, scores []float32, K int) int {
+	E := len(scores) / (len(idx) / K)
+	ties := 0
+	for t := 0; t < len(idx)/K; t++ {
+		last := idx[t*K+K-1]
+		for ex := 0; ex < E; ex++ {
+			chosen := false
+			for j := 0; j < K; j++ {
+				chosen = chosen || idx[t*K+j] == int32(ex)
+			}
+			if !chosen && scores[t*E+ex] == scores[t*E+int(last)] {
+				ties++
+				break
+			}
+		}
+	}
+	return ties
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func countLaunches(ls [][]Launch) int {
