@@ -300,26 +300,14 @@ func (dr *moeDriver) run(l Launch) error {
 	if !ok {
 		return fmt.Errorf("launch of %s, which kernels_moe.cu's table lacks", l.Kernel)
 	}
-	k := dr.table[ki]
-	if len(k.Params) != len(l.Args) {
-		return fmt.Errorf("launch of %s with %d arguments, the kernel takes %d", l.Kernel, len(l.Args), len(k.Params))
-	}
-	threads := l.Block[0] * l.Block[1] * l.Block[2]
-	if threads <= 0 || threads > 1024 || l.Grid[0] <= 0 || l.Grid[1] <= 0 || l.Grid[2] <= 0 || l.Grid[1] > 65535 || l.Grid[2] > 65535 {
-		return fmt.Errorf("launch of %s: grid %v block %v out of range", l.Kernel, l.Grid, l.Block)
+	if err := checkLaunch(l, map[string]Kernel{l.Kernel: dr.table[ki]}, dr.p); err != nil {
+		return err
 	}
 	d := []int64{int64(ki), int64(l.Grid[0]), int64(l.Grid[1]), int64(l.Grid[2]), int64(l.Block[0]), int64(l.Block[1]), int64(l.Block[2]), int64(l.Shared), int64(len(l.Args))}
-	for i, a := range l.Args {
-		if a.Kind != k.Params[i] {
-			return fmt.Errorf("launch of %s: argument %d is a %s, the kernel takes a %s", l.Kernel, i, a.Kind.CType(), k.Params[i].CType())
-		}
+	for _, a := range l.Args {
 		switch {
 		case a.Kind.Pointer() && a.Buf >= 0:
-			buf := dr.p.Buffers[a.Buf]
-			if (buf.Int && a.Kind != PtrI32) || (!buf.Int && a.Kind == PtrI32) {
-				return fmt.Errorf("launch of %s: argument %d passes %s (int %v) as a %s", l.Kernel, i, buf.Name, buf.Int, a.Kind.CType())
-			}
-			d = append(d, tagArena, buf.Offset+4*a.Offset)
+			d = append(d, tagArena, dr.p.Buffers[a.Buf].Offset+4*a.Offset)
 		case a.Kind.Pointer() && a.Work != "":
 			d = append(d, tagWork, dr.workAt[a.Work])
 		case a.Kind.Pointer() && a.Table != nil:
