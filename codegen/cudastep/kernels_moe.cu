@@ -50,6 +50,29 @@ static __device__ __forceinline__ float moe_warp_max(float v) {
   return v;
 }
 
+typedef float moe_float4 __attribute__((ext_vector_type(4)));  // one 16-byte load or store
+
+// moe_ld4 and moe_st4 move four floats at a 16-byte aligned address (every row of a
+// buffer whose width is a multiple of 4: the arena places buffers 64-byte aligned). The
+// emulation's host memory need not be aligned: it copies.
+static __device__ __forceinline__ moe_float4 moe_ld4(const float *p) {
+#if defined(MOEC_CPU_EMULATION)
+  moe_float4 v;
+  memcpy(&v, p, sizeof v);
+  return v;
+#else
+  return *(const moe_float4 *)__builtin_assume_aligned(p, 16);
+#endif
+}
+
+static __device__ __forceinline__ void moe_st4(float *p, moe_float4 v) {
+#if defined(MOEC_CPU_EMULATION)
+  memcpy(p, &v, sizeof v);
+#else
+  *(moe_float4 *)__builtin_assume_aligned(p, 16) = v;
+#endif
+}
+
 // The fill record of a route (see the top of the file).
 struct MoeFill {
   const int *count, *first, *pad_end, *tiles;
@@ -431,6 +454,9 @@ static __device__ __forceinline__ long long moe_dispatch_row(const int *idx, con
   return C > 0 ? (long long)idx[a] * C + s : s;
 }
 
+// The row kernels move four floats per lane at a time when the width allows (D a
+// multiple of 4), else one.
+
 // moe_permute: a warp per assignment copies its token's row of h into its slot of send.
 extern "C" __global__ void __launch_bounds__(32 * MOE_ROW_WARPS)
     moe_permute(const float *h, const int *idx, const int *slot, float *send, int n, int K, int C, int D) {
@@ -440,7 +466,11 @@ extern "C" __global__ void __launch_bounds__(32 * MOE_ROW_WARPS)
   if (row < 0) return;
   const float *src = h + a / K * D;
   float *dst = send + row * D;
-  for (int i = threadIdx.x & 31; i < D; i += 32) dst[i] = src[i];
+  int lane = threadIdx.x & 31;
+  if ((D & 3) == 0)
+    for (int i = 4 * lane; i < D; i += 128) moe_st4(dst + i, moe_ld4(src + i));
+  else
+    for (int i = lane; i < D; i += 32) dst[i] = src[i];
 }
 
 // moe_permute_bwd: a warp per token adds its kept assignments' rows of ds, in choice
@@ -450,7 +480,19 @@ extern "C" __global__ void __launch_bounds__(32 * MOE_ROW_WARPS)
   long long t = (long long)blockIdx.x * MOE_ROW_WARPS + (threadIdx.x >> 5);
   if (t >= n) return;
   float *dst = dh + t * D;
-  for (int i = threadIdx.x & 31; i < D; i += 32) {
+  int lane = threadIdx.x & 31;
+  if ((D & 3) == 0) {
+    for (int i = 4 * lane; i < D; i += 128) {
+      moe_float4 v = acc ? moe_ld4(dst + i) : moe_float4(0.f);
+      for (int j = 0; j < K; j++) {
+        long long row = moe_dispatch_row(idx, slot, t * K + j, C);
+        if (row >= 0) v += moe_ld4(ds + row * D + i);
+      }
+      moe_st4(dst + i, v);
+    }
+    return;
+  }
+  for (int i = lane; i < D; i += 32) {
     float v = acc ? dst[i] : 0.f;
     for (int j = 0; j < K; j++) {
       long long row = moe_dispatch_row(idx, slot, t * K + j, C);
@@ -467,7 +509,19 @@ extern "C" __global__ void __launch_bounds__(32 * MOE_ROW_WARPS)
   long long t = (long long)blockIdx.x * MOE_ROW_WARPS + (threadIdx.x >> 5);
   if (t >= n) return;
   float *dst = y + t * D;
-  for (int i = threadIdx.x & 31; i < D; i += 32) {
+  int lane = threadIdx.x & 31;
+  if ((D & 3) == 0) {
+    for (int i = 4 * lane; i < D; i += 128) {
+      moe_float4 v = 0.f;
+      for (int j = 0; j < K; j++) {
+        long long row = moe_dispatch_row(idx, slot, t * K + j, C);
+        if (row >= 0) v += gates[t * K + j] * moe_ld4(back + row * D + i);
+      }
+      moe_st4(dst + i, v);
+    }
+    return;
+  }
+  for (int i = lane; i < D; i += 32) {
     float v = 0.f;
     for (int j = 0; j < K; j++) {
       long long row = moe_dispatch_row(idx, slot, t * K + j, C);
@@ -485,19 +539,30 @@ extern "C" __global__ void __launch_bounds__(32 * MOE_ROW_WARPS)
   long long a = (long long)blockIdx.x * MOE_ROW_WARPS + (threadIdx.x >> 5);
   if (a >= (long long)n * K) return;
   long long row = moe_dispatch_row(idx, slot, a, C);
+  int lane = threadIdx.x & 31;
   float dg = 0.f;
   if (row >= 0) {
     const float *g = dy + a / K * D, *o = back + row * D;
     float *db = dback + row * D;
     float w = gates[a];
-    for (int i = threadIdx.x & 31; i < D; i += 32) {
-      float v = g[i];
-      dg += v * o[i];
-      db[i] = w * v;
+    if ((D & 3) == 0) {
+      moe_float4 part = 0.f;
+      for (int i = 4 * lane; i < D; i += 128) {
+        moe_float4 v = moe_ld4(g + i);
+        part += v * moe_ld4(o + i);
+        moe_st4(db + i, w * v);
+      }
+      dg = (part.x + part.y) + (part.z + part.w);
+    } else {
+      for (int i = lane; i < D; i += 32) {
+        float v = g[i];
+        dg += v * o[i];
+        db[i] = w * v;
+      }
     }
     dg = moe_warp_sum(dg);
   }
-  if ((threadIdx.x & 31) == 0) dgates[a] = acc_gates ? dgates[a] + dg : dg;
+  if (lane == 0) dgates[a] = acc_gates ? dgates[a] + dg : dg;
 }
 
 // moe_clear_padding: zeros the padding rows of an expert buffer of the given width, a
@@ -595,14 +660,20 @@ extern "C" __global__ void __launch_bounds__(MOE_ELEM_THREADS)
 // ---------------------------------------------------------------------------------------
 // The grouped expert products, fp32 SIMT tiles: a block computes a MOE_TILE_M × MOE_TILE_N
 // tile of C = A·B, staging MOE_TILE_K-deep slices of A and B in shared memory, each of
-// its 16 × 16 threads a 4 × 4 of outputs (rows ty + 16·r, columns tx + 16·c).
+// its 16 × 16 threads a 4 × 4 of outputs (rows 4·ty.., columns 4·tx..), reading its
+// operands from shared memory four at a time (a row of A's slice is one address for the
+// 16 threads of a half-warp, a broadcast; B's are 16 consecutive 16-byte words).
 //
 // An operand element (i, kk), i its row of C (A) or column (B), kk along the reduction, is
 // at p[i·ld + kk] when KMAJOR, else at p[kk·ld + i]; the loads run along whichever is
 // contiguous. Rows past m, columns past n and depth past kred read zero.
 
+#define MOE_TILE_PAD 4  // keeps each shared row 16-byte aligned
+
+
 template <bool KMAJOR>
-static __device__ __forceinline__ void moe_stage(float (*s)[MOE_TILE_M + 1], const float *p, long long ld, int valid, int k0, int kred) {
+static __device__ __forceinline__ void moe_stage(float (*s)[MOE_TILE_M + MOE_TILE_PAD], const float *p, long long ld, int valid, int k0,
+                                                 int kred) {
   for (int e = threadIdx.x; e < MOE_TILE_M * MOE_TILE_K; e += MOE_GEMM_THREADS) {
     int i = KMAJOR ? e / MOE_TILE_K : e % MOE_TILE_M;
     int kk = KMAJOR ? e % MOE_TILE_K : e / MOE_TILE_M;
@@ -612,12 +683,12 @@ static __device__ __forceinline__ void moe_stage(float (*s)[MOE_TILE_M + 1], con
   }
 }
 
-// moe_gemm_tile: acc[r][c] = Σ_kk A(ty+16r, kk)·B(kk, tx+16c) over the tile.
+// moe_gemm_tile: acc[r][c] = Σ_kk A(4ty+r, kk)·B(kk, 4tx+c) over the tile.
 template <bool AK, bool BK>
 static __device__ __forceinline__ void moe_gemm_tile(const float *A, long long lda, int m, const float *B, long long ldb, int n, int kred,
                                                      float acc[4][4]) {
-  __shared__ float As[MOE_TILE_K][MOE_TILE_M + 1];
-  __shared__ float Bs[MOE_TILE_K][MOE_TILE_M + 1];
+  __shared__ __attribute__((aligned(16))) float As[MOE_TILE_K][MOE_TILE_M + MOE_TILE_PAD];
+  __shared__ __attribute__((aligned(16))) float Bs[MOE_TILE_K][MOE_TILE_N + MOE_TILE_PAD];
   int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
 #pragma unroll
   for (int r = 0; r < 4; r++)
@@ -629,11 +700,9 @@ static __device__ __forceinline__ void moe_gemm_tile(const float *A, long long l
     __syncthreads();
 #pragma unroll
     for (int kk = 0; kk < MOE_TILE_K; kk++) {
-      float av[4], bv[4];
-#pragma unroll
-      for (int r = 0; r < 4; r++) av[r] = As[kk][ty + 16 * r];
-#pragma unroll
-      for (int c = 0; c < 4; c++) bv[c] = Bs[kk][tx + 16 * c];
+      moe_float4 a4 = *(const moe_float4 *)__builtin_assume_aligned(&As[kk][4 * ty], 16);
+      moe_float4 b4 = *(const moe_float4 *)__builtin_assume_aligned(&Bs[kk][4 * tx], 16);
+      float av[4] = {a4.x, a4.y, a4.z, a4.w}, bv[4] = {b4.x, b4.y, b4.z, b4.w};
 #pragma unroll
       for (int r = 0; r < 4; r++)
 #pragma unroll
@@ -649,11 +718,11 @@ static __device__ __forceinline__ void moe_gemm_store(float *C, long long ldc, i
   int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
 #pragma unroll
   for (int r = 0; r < 4; r++) {
-    int i = ty + 16 * r;
+    int i = 4 * ty + r;
     if (i >= m) continue;
 #pragma unroll
     for (int c = 0; c < 4; c++) {
-      int j = tx + 16 * c;
+      int j = 4 * tx + c;
       if (j >= n) continue;
       float v = acc[r][c];
       if (bias) v += bias[j];

@@ -81,9 +81,10 @@ var moeVariants = []struct {
 		m.MoE.ExpertBias = true
 		m.MoE.ZLoss = 0.01
 	}, false, false, ""},
-	{"softmax top-1, dropless (packed), relu", 1, func(m *program.Model) {
+	{"softmax top-1, dropless (packed), relu, d_model 42 (rows moved a float at a time)", 1, func(m *program.Model) {
 		m.MoE.CapacityFactor = 0
 		m.MoE.Activation = program.ReLU
+		m.DModel, m.Attention.Heads, m.Attention.KVHeads = 42, 3, 3
 	}, false, false, ""},
 	{"as shipped, recompute = full (each route run again, its statistics not added twice)", 1, func(*program.Model) {}, true, false, program.RecomputeFull},
 }
@@ -653,6 +654,19 @@ func TestMoEKernelsPTX(t *testing.T) {
 		}
 		if strings.Contains(ptx, ".local") {
 			t.Errorf("%s: the PTX spills to local memory (the routing's scores should stay in registers)", arch)
+		}
+		for _, k := range []string{"moe_grouped_mm", "moe_grouped_mm_dx", "moe_grouped_mm_dw"} {
+			at := strings.Index(ptx, ".entry "+k+"(")
+			if at < 0 {
+				continue // reported above
+			}
+			body := ptx[at:]
+			if end := strings.Index(body, "\n}\n"); end >= 0 {
+				body = body[:end]
+			}
+			if !strings.Contains(body, "ld.shared.v4.f32") {
+				t.Errorf("%s: %s reads its shared tiles a float at a time (want ld.shared.v4.f32)", arch, k)
+			}
 		}
 		for _, want := range []string{"shfl.sync.bfly", "shfl.sync.idx", "bar.sync"} {
 			if !strings.Contains(ptx, want) {
