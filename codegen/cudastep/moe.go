@@ -16,11 +16,14 @@ package cudastep
 // output is cleared where exec clears it: when some reader of the buffer does not follow
 // the fill (exec's MarkPaddingUnread).
 //
-// Expert weights. The memory plan places buffers largest first, ties by first use, so
-// an MoE layer's expert matrices (one buffer each) sit among every other buffer of the
-// same size (the up projections', the gradients', other layers'): their offsets are not
-// evenly strided in general. The grouped products take a table of the experts' device
-// addresses instead (TableArg), which the host writes once.
+// Expert weights. The memory plan places buffers largest first, ties by first use and
+// then buffer order, so an MoE layer's expert matrices (one buffer each) sit among every
+// other persistent buffer of the same size (the other projections', the gradients', the
+// optimizer moments', other layers'). In hunyuan_tiny's programs they happen to repeat
+// with an even stride (the lowering creates each expert's buffers in the same pattern),
+// but nothing in the plan promises it. The grouped products take a table of the experts'
+// device addresses instead (TableArg), which the host writes once: one 8-byte load per
+// block.
 //
 // Statistics. The step's balance, z-loss and dropped-assignment totals, which exec adds
 // into its Stats, are added by the route's last launch into the workspace moeStatsWork
