@@ -52,6 +52,9 @@ type Arg struct {
 	WorkBytes int64
 	Int       int64
 	Float     float32
+	// Table lists the program buffers whose device addresses the argument's table holds
+	// (TableArg); nil for every other argument.
+	Table []int
 }
 
 // BufArg is the device address of program buffer b.
@@ -75,3 +78,19 @@ type Launch struct {
 	Shared      int // dynamic shared memory, bytes
 	Args        []Arg
 }
+
+// Tables of buffer addresses (added for the grouped expert products, whose experts'
+// weights are separate program buffers at offsets the memory plan does not stride evenly).
+//
+// Table, when not nil, makes an argument (Kind PtrF32, Buf −1) the device address of a
+// constant table the host program writes once, after laying out the arena: the device
+// addresses (8 bytes each) of the program buffers Table lists, in order. The kernel reads
+// the parameter as float *const *. A pointer argument with Buf −1 and neither Work nor
+// Table is a null address (NullArg).
+
+// TableArg is the device address of a table of the device addresses of program buffers
+// bufs.
+func TableArg(bufs []int) Arg { return Arg{Kind: PtrF32, Buf: -1, Table: bufs} }
+
+// NullArg is a null device address of the given pointer kind.
+func NullArg(kind ParamKind) Arg { return Arg{Kind: kind, Buf: -1} }
