@@ -58,6 +58,8 @@ type scratch struct {
 	w, b    [][]float32
 	// order is the grouped products' expert order, largest first (eachExpertPart).
 	order []int32
+	// means are a LayerNorm backward's row means.
+	means []float64
 }
 
 func grow[T any](s *[]T, n int) []T {

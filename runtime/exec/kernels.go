@@ -198,6 +198,27 @@ func parallel(n int, f func(lo, hi int)) {
 	wg.Wait()
 }
 
+// columnBands runs f over bands [j0, j1) of d columns, one per worker, when the work
+// (elements in all) is large enough to share: bands of whole cache lines (16 float32s).
+func columnBands(d, work int, f func(j0, j1 int)) {
+	workers := min(runtime.GOMAXPROCS(0), d/16, work/(64<<10)+1)
+	if workers <= 1 {
+		f(0, d)
+		return
+	}
+	per := (d/workers + 15) &^ 15
+	var wg sync.WaitGroup
+	for j0 := 0; j0 < d; j0 += per {
+		j1 := min(j0+per, d)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f(j0, j1)
+		}()
+	}
+	wg.Wait()
+}
+
 // addsBias reports whether this rank adds op's bias: a row-parallel product's partial
 // sums are reduced over tp, so only tp rank 0 adds it.
 func (e *Executor) addsBias(op *step.Op) bool {
@@ -390,17 +411,37 @@ func (k *Kernels) NormBwd(dh, x, w, rstd, dx, dw, db []float32, accX, accW, accB
 	layer := k.m.Norm == program.LayerNorm
 	d := len(w)
 	n := len(x) / d
-	// The parameters' gradients sum over rows, serially; the rows' gradients in parallel.
-	for i := 0; i < n; i++ {
-		xi, dyi := x[i*d:(i+1)*d], dh[i*d:(i+1)*d]
-		mean, r := rowMean(xi, layer), float64(rstd[i])
-		for j, g := range dyi {
-			dw[j] += g * float32((float64(xi[j])-mean)*r)
+	// The parameters' gradients sum over rows, in row order, each worker a band of
+	// columns (the same sums as one serial pass, bit for bit); the rows' gradients in
+	// parallel.
+	var means []float64
+	if layer {
+		means = grow(&k.scratch.means, n)
+		parallel(n, func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				means[i] = rowMean(x[i*d:(i+1)*d], true)
+			}
+		})
+	}
+	columnBands(d, n*d, func(j0, j1 int) {
+		for i := 0; i < n; i++ {
+			xi, dyi := x[i*d+j0:i*d+j1], dh[i*d+j0:i*d+j1]
+			mean, r := 0.0, float64(rstd[i])
+			if layer {
+				mean = means[i]
+			}
+			dwb := dw[j0:j1]
+			for j, g := range dyi {
+				dwb[j] += g * float32((float64(xi[j])-mean)*r)
+			}
 			if db != nil {
-				db[j] += g
+				dbb := db[j0:j1]
+				for j, g := range dyi {
+					dbb[j] += g
+				}
 			}
 		}
-	}
+	})
 	parallel(n, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			xi, dyi, dxi := x[i*d:(i+1)*d], dh[i*d:(i+1)*d], dx[i*d:(i+1)*d]
