@@ -83,217 +83,189 @@ func ImportConfig(configJSON []byte, opt Options) (*Result, error) {
 
 // source writes the spec as .moe text; lang/format makes it canonical afterwards.
 func (s *spec) source(name string, notes []string) []byte {
-	var b strings.Builder
-	fmt.Fprintf(&b, "// Imported from a Hugging Face config.json: %s (model_type %s).\n", s.class, s.modelType)
+	w := &moeWriter{}
+	fmt.Fprintf(&w.b, "// Imported from a Hugging Face config.json: %s (model_type %s).\n", s.class, s.modelType)
 	if s.moe == nil || len(s.moe.moeLayers) == 0 {
-		b.WriteString("// A dense model: one expert per layer. A train stage may grow it (grow = copy).\n")
+		w.b.WriteString("// A dense model: one expert per layer. A train stage may grow it (grow = copy).\n")
 	}
 	for _, n := range notes {
 		for _, line := range wrap(n, 96) {
-			fmt.Fprintf(&b, "// %s\n", line)
+			fmt.Fprintf(&w.b, "// %s\n", line)
 		}
 	}
-	fmt.Fprintf(&b, "model %s {\n", name)
-	kv := func(indent, k string, v any) { fmt.Fprintf(&b, "%s%s = %s\n", indent, k, value(v)) }
-	kv("", "vocab", s.vocab)
-	kv("", "d_model", s.dModel)
-	kv("", "layers", s.layers)
-	kv("", "seq_len", s.seqLen)
+	fmt.Fprintf(&w.b, "model %s {\n", name)
+	s.writeModel(w)
+	s.writeRopeScaling(w)
+	w.kv("tie_embeddings", s.tie)
+	w.flag(s.layerNorm && s.normNoBias, "norm_bias", false)
+	w.flag(s.headBias, "head_bias", true)
+	nonzero(w, "mtp_depth", s.mtp)
+	w.b.WriteString("attention {\n")
+	s.writeAttention(w)
+	w.b.WriteString("}\nffn {\n")
+	w.kv("hidden", s.ffnHidden)
+	w.word("activation", s.activation)
+	w.flag(s.ffnBias, "bias", true)
+	w.b.WriteString("}\n")
+	if m := s.moe; m != nil && len(m.moeLayers) > 0 {
+		w.b.WriteString("moe {\n")
+		s.writeMoE(w, m)
+		w.b.WriteString("}\n")
+	}
+	w.b.WriteString("}\n")
+	return []byte(w.b.String())
+}
+
+// moeWriter writes a .moe block's keys, one per line.
+type moeWriter struct{ b strings.Builder }
+
+// kv writes k = v.
+func (w *moeWriter) kv(k string, v any) { fmt.Fprintf(&w.b, "%s = %s\n", k, value(v)) }
+
+// word writes k = v with v a bare word (an enum's value).
+func (w *moeWriter) word(k string, v any) { fmt.Fprintf(&w.b, "%s = %s\n", k, v) }
+
+// flag writes k = v when cond holds.
+func (w *moeWriter) flag(cond bool, k string, v any) {
+	if cond {
+		w.kv(k, v)
+	}
+}
+
+// nonzero writes k = v unless v is zero.
+func nonzero[T int | int64 | float64](w *moeWriter, k string, v T) {
+	w.flag(v != 0, k, v)
+}
+
+// writeModel writes the model's sizes, norm and positions.
+func (s *spec) writeModel(w *moeWriter) {
+	w.kv("vocab", s.vocab)
+	w.kv("d_model", s.dModel)
+	w.kv("layers", s.layers)
+	w.kv("seq_len", s.seqLen)
 	if s.layerNorm {
-		b.WriteString("norm = layernorm\n")
+		w.word("norm", "layernorm")
 	} else {
-		b.WriteString("norm = rmsnorm\n")
+		w.word("norm", "rmsnorm")
 	}
-	kv("", "norm_eps", s.normEps)
-	b.WriteString("position = rotary\n")
-	kv("", "rope_base", s.ropeBase)
-	if rp := s.ropeScale; rp != nil {
-		fmt.Fprintf(&b, "rope_scaling = %s\n", rp.kind)
-		if rp.kind != program.RopeLongrope {
-			kv("", "rope_factor", rp.factor)
-		}
-		if rp.original > 0 && (rp.kind == program.RopeYarn || rp.kind == program.RopeLlama3 || rp.kind == program.RopeLongrope) {
-			kv("", "rope_original_seq_len", rp.original)
-		}
-		for _, f := range []struct {
-			key string
-			v   float64
-		}{{"rope_beta_fast", rp.betaFast}, {"rope_beta_slow", rp.betaSlow}, {"rope_mscale", rp.mscale},
-			{"rope_mscale_all_dim", rp.mscaleAllDim}, {"rope_attention_factor", rp.attentionFactor},
-			{"rope_low_freq_factor", rp.lowFreq}, {"rope_high_freq_factor", rp.highFreq}} {
-			if f.v != 0 {
-				kv("", f.key, f.v)
+	w.kv("norm_eps", s.normEps)
+	w.word("position", "rotary")
+	w.kv("rope_base", s.ropeBase)
+}
+
+// writeRopeScaling writes the rotary scaling's keys, where the config scales.
+func (s *spec) writeRopeScaling(w *moeWriter) {
+	rp := s.ropeScale
+	if rp == nil {
+		return
+	}
+	w.word("rope_scaling", rp.kind)
+	w.flag(rp.kind != program.RopeLongrope, "rope_factor", rp.factor)
+	w.flag(rp.original > 0 && (rp.kind == program.RopeYarn || rp.kind == program.RopeLlama3 || rp.kind == program.RopeLongrope), "rope_original_seq_len", rp.original)
+	for _, f := range []struct {
+		key string
+		v   float64
+	}{{"rope_beta_fast", rp.betaFast}, {"rope_beta_slow", rp.betaSlow}, {"rope_mscale", rp.mscale},
+		{"rope_mscale_all_dim", rp.mscaleAllDim}, {"rope_attention_factor", rp.attentionFactor},
+		{"rope_low_freq_factor", rp.lowFreq}, {"rope_high_freq_factor", rp.highFreq}} {
+		nonzero(w, f.key, f.v)
+	}
+	w.flag(rp.noTruncate, "rope_truncate", false)
+	for _, l := range []struct {
+		key string
+		v   []float64
+	}{{"rope_short_factor", rp.short}, {"rope_long_factor", rp.long}} {
+		if len(l.v) > 0 {
+			parts := make([]string, len(l.v))
+			for i, f := range l.v {
+				parts[i] = value(f)
 			}
-		}
-		if rp.noTruncate {
-			kv("", "rope_truncate", false)
-		}
-		for _, l := range []struct {
-			key string
-			v   []float64
-		}{{"rope_short_factor", rp.short}, {"rope_long_factor", rp.long}} {
-			if len(l.v) > 0 {
-				parts := make([]string, len(l.v))
-				for i, f := range l.v {
-					parts[i] = value(f)
-				}
-				fmt.Fprintf(&b, "%s = [%s]\n", l.key, strings.Join(parts, ", "))
-			}
+			fmt.Fprintf(&w.b, "%s = [%s]\n", l.key, strings.Join(parts, ", "))
 		}
 	}
-	kv("", "tie_embeddings", s.tie)
-	if s.layerNorm && s.normNoBias {
-		kv("", "norm_bias", false)
-	}
-	if s.headBias {
-		kv("", "head_bias", true)
-	}
-	if s.mtp > 0 {
-		kv("", "mtp_depth", s.mtp)
-	}
-	b.WriteString("attention {\n")
-	kv("", "heads", s.heads)
-	if s.kvHeads != s.heads {
-		kv("", "kv_heads", s.kvHeads)
-	}
+}
+
+// writeAttention writes the attention block's keys.
+func (s *spec) writeAttention(w *moeWriter) {
+	w.kv("heads", s.heads)
+	w.flag(s.kvHeads != s.heads, "kv_heads", s.kvHeads)
 	if s.kvLora > 0 {
-		if s.qLora > 0 {
-			kv("", "q_lora_rank", s.qLora)
-		}
-		kv("", "kv_lora_rank", s.kvLora)
-		kv("", "qk_nope_head_dim", s.nope)
-		kv("", "qk_rope_head_dim", s.rope)
-		kv("", "v_head_dim", s.vDim)
-	} else if s.headDim > 0 && s.headDim*int64(s.heads) != s.dModel {
-		kv("", "head_dim", s.headDim)
+		nonzero(w, "q_lora_rank", s.qLora)
+		w.kv("kv_lora_rank", s.kvLora)
+		w.kv("qk_nope_head_dim", s.nope)
+		w.kv("qk_rope_head_dim", s.rope)
+		w.kv("v_head_dim", s.vDim)
+	} else {
+		w.flag(s.headDim > 0 && s.headDim*int64(s.heads) != s.dModel, "head_dim", s.headDim)
 	}
 	switch {
 	case s.qkNormFull:
-		b.WriteString("qk_norm = full\n")
+		w.word("qk_norm", "full")
 	case s.qkNorm:
-		kv("", "qk_norm", true)
+		w.kv("qk_norm", true)
 	}
-	if s.clipQKV > 0 {
-		kv("", "clip_qkv", s.clipQKV)
-	}
-	if s.qkNormAfterRope {
-		kv("", "qk_norm_after_rope", true)
-	}
-	if s.shareKV > 1 {
-		kv("", "share_kv", s.shareKV)
-	}
-	if s.qkvBias {
-		kv("", "qkv_bias", true)
-	}
-	if s.outBias {
-		kv("", "out_bias", true)
-	}
-	if s.window > 0 {
-		kv("", "window", s.window)
-	}
-	if s.fullEvery > 0 {
-		kv("", "full_every", s.fullEvery)
-	}
-	if s.sinks {
-		kv("", "sinks", true)
-	}
+	nonzero(w, "clip_qkv", s.clipQKV)
+	w.flag(s.qkNormAfterRope, "qk_norm_after_rope", true)
+	w.flag(s.shareKV > 1, "share_kv", s.shareKV)
+	w.flag(s.qkvBias, "qkv_bias", true)
+	w.flag(s.outBias, "out_bias", true)
+	nonzero(w, "window", s.window)
+	nonzero(w, "full_every", s.fullEvery)
+	w.flag(s.sinks, "sinks", true)
 	if l4 := s.llama4Attn; l4 != nil {
-		if l4.nopeEvery > 0 {
-			kv("", "nope_every", l4.nopeEvery)
-		}
-		if l4.chunk > 0 {
-			kv("", "chunk", l4.chunk)
-		}
-		if l4.qkL2 {
-			kv("", "qk_l2_norm", true)
-		}
+		nonzero(w, "nope_every", l4.nopeEvery)
+		nonzero(w, "chunk", l4.chunk)
+		w.flag(l4.qkL2, "qk_l2_norm", true)
 		if l4.temperature > 0 {
-			kv("", "nope_temperature", l4.temperature)
-			kv("", "nope_temperature_floor", l4.temperatureFor)
+			w.kv("nope_temperature", l4.temperature)
+			w.kv("nope_temperature_floor", l4.temperatureFor)
 		}
 	}
-	b.WriteString("}\nffn {\n")
-	kv("", "hidden", s.ffnHidden)
-	fmt.Fprintf(&b, "activation = %s\n", s.activation)
-	if s.ffnBias {
-		kv("", "bias", true)
+}
+
+// writeMoE writes the moe block's keys.
+func (s *spec) writeMoE(w *moeWriter, m *moeSpec) {
+	w.kv("experts", m.experts)
+	w.kv("top_k", m.topK)
+	w.flag(m.expertHidden > 0 && m.expertHidden != s.ffnHidden, "expert_hidden", m.expertHidden)
+	if m.shared > 0 {
+		w.kv("shared_experts", m.shared)
+		w.flag(m.sharedHidden > 0 && m.sharedHidden != m.expertHidden, "shared_hidden", m.sharedHidden)
+		w.flag(m.sharedGate, "shared_gate", true)
 	}
-	b.WriteString("}\n")
-	if m := s.moe; m != nil && len(m.moeLayers) > 0 {
-		b.WriteString("moe {\n")
-		kv("", "experts", m.experts)
-		kv("", "top_k", m.topK)
-		if m.expertHidden > 0 && m.expertHidden != s.ffnHidden {
-			kv("", "expert_hidden", m.expertHidden)
+	if every, first, ok := ruleFor(m.moeLayers, s.layers); ok {
+		w.flag(every > 1, "every", every)
+		w.flag(first > 0, "first_dense", first)
+	} else {
+		parts := make([]string, len(m.moeLayers))
+		for i, l := range m.moeLayers {
+			parts[i] = strconv.Itoa(l)
 		}
-		if m.shared > 0 {
-			kv("", "shared_experts", m.shared)
-			if m.sharedHidden > 0 && m.sharedHidden != m.expertHidden {
-				kv("", "shared_hidden", m.sharedHidden)
-			}
-			if m.sharedGate {
-				kv("", "shared_gate", true)
-			}
-		}
-		every, first, ok := ruleFor(m.moeLayers, s.layers)
-		switch {
-		case !ok:
-			parts := make([]string, len(m.moeLayers))
-			for i, l := range m.moeLayers {
-				parts[i] = strconv.Itoa(l)
-			}
-			fmt.Fprintf(&b, "layers = [%s]\n", strings.Join(parts, ", "))
-		default:
-			if every > 1 {
-				kv("", "every", every)
-			}
-			if first > 0 {
-				kv("", "first_dense", first)
-			}
-		}
-		fmt.Fprintf(&b, "score = %s\n", m.score)
-		kv("", "normalize", m.normalize)
-		b.WriteString("capacity_factor = dropless // Hugging Face MoE layers drop no token\n")
-		kv("", "balance_loss", m.balance)
-		if m.z > 0 {
-			kv("", "z_loss", m.z)
-		}
-		if m.auxFree > 0 {
-			kv("", "aux_free_bias", m.auxFree)
-		}
-		if m.groups > 0 {
-			kv("", "groups", m.groups)
-			kv("", "topk_groups", m.topkG)
-		}
-		if m.routerBias {
-			kv("", "router_bias", true)
-		}
-		if m.expertBias {
-			kv("", "expert_bias", true)
-		}
-		if m.swigluLimit > 0 {
-			kv("", "swiglu_limit", m.swigluLimit)
-			if m.swigluAlpha != 0 && m.swigluAlpha != 1.702 {
-				kv("", "swiglu_alpha", m.swigluAlpha)
-			}
-		}
-		if m.gateInput {
-			kv("", "gate_input", true)
-		}
-		if m.parallelAttention {
-			kv("", "parallel_dense", true)
-			kv("", "parallel_attention", true)
-		}
-		if m.sparsemixer > 0 {
-			kv("", "sparsemixer_eps", m.sparsemixer)
-		}
-		if m.routedScale != 0 && m.routedScale != 1 {
-			kv("", "routed_scale", m.routedScale)
-		}
-		b.WriteString("}\n")
+		fmt.Fprintf(&w.b, "layers = [%s]\n", strings.Join(parts, ", "))
 	}
-	b.WriteString("}\n")
-	return []byte(b.String())
+	w.word("score", m.score)
+	w.kv("normalize", m.normalize)
+	w.b.WriteString("capacity_factor = dropless // Hugging Face MoE layers drop no token\n")
+	w.kv("balance_loss", m.balance)
+	nonzero(w, "z_loss", m.z)
+	nonzero(w, "aux_free_bias", m.auxFree)
+	if m.groups > 0 {
+		w.kv("groups", m.groups)
+		w.kv("topk_groups", m.topkG)
+	}
+	w.flag(m.routerBias, "router_bias", true)
+	w.flag(m.expertBias, "expert_bias", true)
+	if m.swigluLimit > 0 {
+		w.kv("swiglu_limit", m.swigluLimit)
+		w.flag(m.swigluAlpha != 0 && m.swigluAlpha != 1.702, "swiglu_alpha", m.swigluAlpha)
+	}
+	w.flag(m.gateInput, "gate_input", true)
+	if m.parallelAttention {
+		w.kv("parallel_dense", true)
+		w.kv("parallel_attention", true)
+	}
+	nonzero(w, "sparsemixer_eps", m.sparsemixer)
+	w.flag(m.routedScale != 0 && m.routedScale != 1, "routed_scale", m.routedScale)
 }
 
 // ruleFor finds every and first_dense that make exactly layers (sorted) MoE by moec's rule:
