@@ -2,6 +2,7 @@ package plan
 
 import (
 	"fmt"
+	"maps"
 	"math"
 
 	"github.com/moec-dev/moec/compiler/catalog"
@@ -99,17 +100,45 @@ func LocalWith(prog *program.Program, train *program.Train, stage *program.Stage
 		return nil, ds
 	}
 	local := *prog
-	clusters := map[string]*program.Cluster{}
-	for k, v := range prog.Clusters {
-		clusters[k] = v
+	local.Clusters = maps.Clone(prog.Clusters)
+	local.Clusters[train.Cluster] = localCluster(prog.Clusters[train.Cluster], ranks)
+	tr, offload := localMemory(train, o)
+	s, ds := setupTrain(&local, tr, stage, Options{})
+	if ds.HasErrors() {
+		return nil, ds
 	}
-	c := localCluster(prog.Clusters[train.Cluster], ranks)
-	clusters[train.Cluster] = c
-	local.Clusters = clusters
+	lp := &localPlan{s: s, train: train, stage: stage, ranks: ranks, o: o, offload: offload}
+	if !lp.layout(&ds) {
+		return nil, ds
+	}
+	if train.RunsOnCPU() && !lp.onCPU(&ds) {
+		return nil, ds
+	}
+	// Local batches are small: any per-rank share is allowed, rounded to whole sequences,
+	// and any split the request fixes is searched (the features check above decided it).
+	s.env.a.BatchTolerance = math.Inf(1)
+	s.space.anyLayout = true
+	res := s.env.search(s.space)
+	if res.best == nil {
+		lp.noFit(&ds, res)
+		return nil, ds
+	}
+	p = s.env.buildPlan(res, s.space)
+	p.Kind, p.Model, p.Train, p.Stage = "local", train.Model, train.Name, stage.Name
+	p.setBudget(train, stage, 0)
+	p.Placement = s.env.placement(res.best)
+	p.Notes = append(p.Notes, lp.notes(prog, p)...)
+	return p, ds
+}
+
+// localMemory is the train block with its memory strategy as CPU ranks run it (no
+// offload tier of its own: offload, when asked for, is reported back; the unified cache as
+// ZeRO 3), and whether the optimizer is offloaded.
+func localMemory(train *program.Train, o LocalOptions) (*program.Train, bool) {
 	tr := *train
 	offload := o.Offload || train.Memory.Offload != "" && train.Memory.Offload != "none"
 	tr.Memory.Offload = "none"
-	if tr.Memory.Kind == "unified_cache" {
+	if tr.Memory.Kind == "unified_cache" || o.Cache != nil {
 		tr.Memory.Kind, tr.Memory.ZeROStage = "zero", 3
 	}
 	if o.ZeROSet {
@@ -121,16 +150,29 @@ func LocalWith(prog *program.Program, train *program.Train, stage *program.Stage
 	if offload && tr.Memory.ZeROStage == 0 {
 		tr.Memory.ZeROStage = 1 // the runtime partitions the states before they move
 	}
-	s, ds := setupTrain(&local, &tr, stage, Options{})
-	if ds.HasErrors() {
-		return nil, ds
-	}
+	return &tr, offload
+}
+
+// localPlan is one LocalWith's state between its steps.
+type localPlan struct {
+	s       *trainSetup
+	train   *program.Train
+	stage   *program.Stage
+	ranks   int
+	o       LocalOptions
+	offload bool
+	refused string // what the step program does not lower (the hand-written engine runs it)
+}
+
+// layout fixes the search space's tp, pp, dp and ep from the options, or says why not.
+func (lp *localPlan) layout(ds *diag.List) bool {
+	s, o, train, stage := lp.s, lp.o, lp.train, lp.stage
 	tp, pp := max(o.TP, 1), max(o.PP, 1)
-	if ranks%(tp*pp) != 0 {
-		ds.Errorf(diag.CodeLocalLayout, s.at, "%s stage %s: %d local ranks are not a multiple of tp %d × pp %d", train.Name, stage.Name, ranks, tp, pp)
-		return nil, ds
+	if lp.ranks%(tp*pp) != 0 {
+		ds.Errorf(diag.CodeLocalLayout, s.at, "%s stage %s: %d local ranks are not a multiple of tp %d × pp %d", train.Name, stage.Name, lp.ranks, tp, pp)
+		return false
 	}
-	dp := ranks / (tp * pp)
+	dp := lp.ranks / (tp * pp)
 	sp := s.space
 	sp.tp, sp.pp, sp.dp = tp, pp, dp
 	if s.env.w.isMoE() {
@@ -139,104 +181,110 @@ func LocalWith(prog *program.Program, train *program.Train, stage *program.Stage
 	if o.EP > 0 {
 		if dp%o.EP != 0 || s.env.w.experts%o.EP != 0 && o.EP > 1 {
 			ds.Errorf(diag.CodeLocalLayout, s.at, "%s stage %s: expert-parallel size %d must divide the %d data-parallel ranks and the %d experts", train.Name, stage.Name, o.EP, dp, s.env.w.experts)
-			return nil, ds
+			return false
 		}
 		sp.ep = o.EP
 	}
 	if o.Cache != nil && (o.Cache.Budget <= 0 || o.Cache.Page <= 0) {
 		ds.Errorf(diag.CodeLocalLayout, s.at, "%s stage %s: the unified cache needs a positive device budget and page size", train.Name, stage.Name)
-		return nil, ds
+		return false
 	}
-	refused := ""
-	if train.RunsOnCPU() {
-		// The runtime runs each data-parallel replica on an equal slice of every
-		// micro-batch (the train block's micro_batch, else up to 8 sequences).
-		micro := o.MicroBatch
-		if micro <= 0 {
-			micro = int(train.MicroBatch)
-		}
-		if micro <= 0 {
-			micro = int(min(max(s.env.w.sequences, 1), 8))
-		}
-		if micro%dp != 0 {
-			ds.Errorf(diag.CodeLocalLayout, s.at, "%s stage %s: %d data-parallel ranks do not divide the micro-batch of %d sequences; each runs an equal slice of it",
-				train.Name, stage.Name, dp, micro).Suggestion = "use a number of ranks that divides micro_batch"
-			return nil, ds
-		}
-		sp.microBatch = micro / dp
-		// A model no CPU runtime can build (the parameter walker refuses it) gets no
-		// prediction for buffers that will never exist.
-		if _, err := s.env.w.model.Dims(); err != nil {
-			ds.Errorf(diag.CodeLocalLayout, s.at, "%s stage %s: the CPU runtime cannot run this model: %v", train.Name, stage.Name, err)
-			return nil, ds
-		}
-		if _, err := params.Walk(s.env.w.model); err != nil {
-			ds.Errorf(diag.CodeLocalLayout, s.at, "%s stage %s: the CPU runtime cannot run this model: %v", train.Name, stage.Name, err)
-			return nil, ds
-		}
-		// Step programs lower every recompute mode (full: each layer's forward again
-		// before its backward; selective: the attention core), and the step engine runs
-		// the train block's.
-		recompute := train.Memory.Recompute
-		if recompute == "" {
-			recompute = program.RecomputeNone
-		}
-		sp.recompute = []program.Recompute{recompute}
-		refused = stepRefusals(s.env.w.model, tp, pp)
-		switch {
-		case refused == "":
-			// Each rank's memory is its step program's memory plan (local_step.go).
-			s.env.cpu = &stepMemory{m: s.env.w.model, seqLen: int(s.env.w.seqLen), offload: offload || o.Cache != nil,
-				cache: o.StepCache, sequenceParallel: o.SequenceParallel,
-				recompute: recompute, distill: stepDistill(stage), lowered: map[ParallelLayout]*loweredMemory{}}
-		case tp > 1 || pp > 1:
-			ds.Errorf(diag.CodeLocalLayout, s.at, "%s stage %s: the step program does not lower %s at tp %d × pp %d, so no CPU rank can run this layout", train.Name, stage.Name, refused, tp, pp)
-			return nil, ds
-		}
+	return true
+}
+
+// onCPU fixes what CPU ranks run: each data-parallel replica's equal slice of the
+// micro-batch, the train block's recompute, and each rank's memory from its step program
+// (local_step.go) where the step program lowers the model.
+func (lp *localPlan) onCPU(ds *diag.List) bool {
+	s, o, train, stage := lp.s, lp.o, lp.train, lp.stage
+	sp := s.space
+	// The runtime runs each data-parallel replica on an equal slice of every micro-batch
+	// (the train block's micro_batch, else up to 8 sequences).
+	micro := o.MicroBatch
+	if micro <= 0 {
+		micro = int(train.MicroBatch)
 	}
-	// Local batches are small: any per-rank share is allowed, rounded to whole sequences,
-	// and any split the request fixes is searched (the features check above decided it).
-	s.env.a.BatchTolerance = math.Inf(1)
-	sp.anyLayout = true
-	res := s.env.search(sp)
-	if res.best == nil {
-		switch {
-		case s.env.cpu != nil && s.env.cpu.lowerErr != nil:
-			ds.Errorf(diag.CodeLocalLayout, s.at, "%s stage %s on %d local ranks: %v", train.Name, stage.Name, ranks, s.env.cpu.lowerErr)
-		case res.miss != nil:
-			ds.Errorf(diag.CodeLocalLayout, s.at, "%s stage %s does not fit %d local ranks: %s", train.Name, stage.Name, ranks, overflowText(res.miss)).
-				Suggestion = "lower micro_batch or seq_len, or use fewer ranks"
-		default:
-			d := ds.Errorf(diag.CodeLocalLayout, s.at, "%s stage %s: %d local ranks cannot run the batch of %d sequences as equal whole micro-batches", train.Name, stage.Name, ranks, s.env.w.sequences)
-			if train.MicroBatch > 0 {
-				d.Notes = append(d.Notes, fmt.Sprintf("micro_batch = %d per rank: ranks × micro_batch × grad_accum must be %d", train.MicroBatch, s.env.w.sequences))
-			}
-			d.Suggestion = "use a number of ranks and a micro_batch whose product divides the batch's sequences"
-		}
-		return nil, ds
+	if micro <= 0 {
+		micro = int(min(max(s.env.w.sequences, 1), 8))
 	}
-	p = s.env.buildPlan(res, sp)
-	p.Kind, p.Model, p.Train, p.Stage = "local", train.Model, train.Name, stage.Name
-	p.setBudget(train, stage, 0)
-	p.Placement = s.env.placement(res.best)
+	if micro%sp.dp != 0 {
+		ds.Errorf(diag.CodeLocalLayout, s.at, "%s stage %s: %d data-parallel ranks do not divide the micro-batch of %d sequences; each runs an equal slice of it",
+			train.Name, stage.Name, sp.dp, micro).Suggestion = "use a number of ranks that divides micro_batch"
+		return false
+	}
+	sp.microBatch = micro / sp.dp
+	// A model no CPU runtime can build (the parameter walker refuses it) gets no
+	// prediction for buffers that will never exist.
+	if _, err := s.env.w.model.Dims(); err != nil {
+		ds.Errorf(diag.CodeLocalLayout, s.at, "%s stage %s: the CPU runtime cannot run this model: %v", train.Name, stage.Name, err)
+		return false
+	}
+	if _, err := params.Walk(s.env.w.model); err != nil {
+		ds.Errorf(diag.CodeLocalLayout, s.at, "%s stage %s: the CPU runtime cannot run this model: %v", train.Name, stage.Name, err)
+		return false
+	}
+	// Step programs lower every recompute mode (full: each layer's forward again before
+	// its backward; selective: the attention core), and the step engine runs the train
+	// block's.
+	recompute := train.Memory.Recompute
+	if recompute == "" {
+		recompute = program.RecomputeNone
+	}
+	sp.recompute = []program.Recompute{recompute}
+	lp.refused = stepRefusals(s.env.w.model, sp.tp, sp.pp)
+	switch {
+	case lp.refused == "":
+		// Each rank's memory is its step program's memory plan (local_step.go).
+		s.env.cpu = &stepMemory{m: s.env.w.model, seqLen: int(s.env.w.seqLen), offload: lp.offload || o.Cache != nil,
+			cache: o.StepCache, sequenceParallel: o.SequenceParallel,
+			recompute: recompute, distill: stepDistill(stage), lowered: map[ParallelLayout]*loweredMemory{}}
+	case sp.tp > 1 || sp.pp > 1:
+		ds.Errorf(diag.CodeLocalLayout, s.at, "%s stage %s: the step program does not lower %s at tp %d × pp %d, so no CPU rank can run this layout", train.Name, stage.Name, lp.refused, sp.tp, sp.pp)
+		return false
+	}
+	return true
+}
+
+// noFit says why the search found no local layout.
+func (lp *localPlan) noFit(ds *diag.List, res result) {
+	s, train, stage := lp.s, lp.train, lp.stage
+	switch {
+	case s.env.cpu != nil && s.env.cpu.lowerErr != nil:
+		ds.Errorf(diag.CodeLocalLayout, s.at, "%s stage %s on %d local ranks: %v", train.Name, stage.Name, lp.ranks, s.env.cpu.lowerErr)
+	case res.miss != nil:
+		ds.Errorf(diag.CodeLocalLayout, s.at, "%s stage %s does not fit %d local ranks: %s", train.Name, stage.Name, lp.ranks, overflowText(res.miss)).
+			Suggestion = "lower micro_batch or seq_len, or use fewer ranks"
+	default:
+		d := ds.Errorf(diag.CodeLocalLayout, s.at, "%s stage %s: %d local ranks cannot run the batch of %d sequences as equal whole micro-batches", train.Name, stage.Name, lp.ranks, s.env.w.sequences)
+		if train.MicroBatch > 0 {
+			d.Notes = append(d.Notes, fmt.Sprintf("micro_batch = %d per rank: ranks × micro_batch × grad_accum must be %d", train.MicroBatch, s.env.w.sequences))
+		}
+		d.Suggestion = "use a number of ranks and a micro_batch whose product divides the batch's sequences"
+	}
+}
+
+// notes are what a local plan says beside its numbers.
+func (lp *localPlan) notes(prog *program.Program, p *Plan) []string {
+	var notes []string
+	train, o := lp.train, lp.o
 	if o.StepCache.On() {
-		p.Notes = append(p.Notes, fmt.Sprintf("each rank runs the %s lowered into its step program: the memory is its programs' plan, page moves included", o.StepCache))
+		notes = append(notes, fmt.Sprintf("each rank runs the %s lowered into its step program: the memory is its programs' plan, page moves included", o.StepCache))
 	} else if train.Memory.Kind == "unified_cache" || o.Cache != nil {
-		p.Notes = append(p.Notes, "on CPU ranks host and device memory are one: the unified cache's memory is predicted as ZeRO-3 (with the optimizer offloaded when the run caches), its device page pool not modelled")
+		notes = append(notes, "on CPU ranks host and device memory are one: the unified cache's memory is predicted as ZeRO-3 (with the optimizer offloaded when the run caches), its device page pool not modelled")
 	}
-	if r := train.Memory.Recompute; refused != "" && r != "" && r != "none" && recomputeWritten(prog, train) {
-		p.Notes = append(p.Notes, fmt.Sprintf("recompute = %s is not run by the hand-written engine: it keeps every activation, and the plan counts them kept", r))
+	if r := train.Memory.Recompute; lp.refused != "" && r != "" && r != "none" && recomputeWritten(prog, train) {
+		notes = append(notes, fmt.Sprintf("recompute = %s is not run by the hand-written engine: it keeps every activation, and the plan counts them kept", r))
 	}
-	if offload {
-		p.Notes = append(p.Notes, "offload keeps the optimizer states and fp32 copies of each rank's weight and gradient shards in the host tier of the same memory")
+	if lp.offload {
+		notes = append(notes, "offload keeps the optimizer states and fp32 copies of each rank's weight and gradient shards in the host tier of the same memory")
 	}
-	if refused != "" {
-		p.Notes = append(p.Notes, fmt.Sprintf("the step program does not lower %s: CPU ranks train through the hand-written engine, and each rank's memory is the GPU formulas' estimate", refused))
+	if lp.refused != "" {
+		notes = append(notes, fmt.Sprintf("the step program does not lower %s: CPU ranks train through the hand-written engine, and each rank's memory is the GPU formulas' estimate", lp.refused))
 	}
-	if n := distillNote(prog, train, stage, p.Workload.BatchTokens, train.Precision, false); n != "" {
-		p.Notes = append(p.Notes, n)
+	if n := distillNote(prog, train, lp.stage, p.Workload.BatchTokens, train.Precision, false); n != "" {
+		notes = append(notes, n)
 	}
-	return p, ds
+	return notes
 }
 
 // localCluster is the CPU host as a cluster of ranks devices sharing its memory.
