@@ -276,107 +276,17 @@ func FindFlashChain(p *step.Program, m *program.Model, scores int) (*FlashChain,
 	if len(first.In) != 2 || len(first.Out) != 1 {
 		return nil, fmt.Errorf("fused attention: op %d: attn_scores with %d inputs and %d outputs", scores, len(first.In), len(first.Out))
 	}
-	c := &FlashChain{Layer: first.Layer, Micro: first.Micro, AVBwd: -1, SoftmaxBwd: -1, ScoresBwd: -1,
-		Q: first.In[0], K: first.In[1], V: -1, O: -1, DO: -1, DQ: -1, DK: -1, DV: -1}
+	f := &flashFinder{p: p, c: &FlashChain{Layer: first.Layer, Micro: first.Micro, AVBwd: -1, SoftmaxBwd: -1, ScoresBwd: -1,
+		Q: first.In[0], K: first.In[1], V: -1, O: -1, DO: -1, DQ: -1, DK: -1, DV: -1},
+		scoresOut: map[int]bool{}, probs: map[int]bool{}, dprobs: -1, dscores: -1}
+	c := f.c
 	where := fmt.Sprintf("fused attention of layer %d, micro-batch %d", c.Layer, c.Micro)
 	if err := flashModelFits(m, c.Layer); err != nil {
 		return nil, fmt.Errorf("%s: %w", where, err)
 	}
-	name := func(b int) string { return p.Buffers[b].Name }
-	// The chain's ops, found from the buffers they pass along: the scores of q and k (the
-	// forward's, and under selective recompute the backward's copy), the weights of those
-	// scores, their products with v, and the backward of those.
-	scoresOut, probs, dprobs, dscores := map[int]bool{}, map[int]bool{}, -1, -1
-	for i, op := range p.Ops {
-		if op.Kind == step.OpScores && len(op.In) == 2 && op.In[0] == c.Q && op.In[1] == c.K && len(op.Out) == 1 {
-			if op.WhenRecompute {
-				return nil, fmt.Errorf("%s: attention-weight sharing may use the layer below's weights instead of computing them", where)
-			}
-			c.Scores = append(c.Scores, i)
-			scoresOut[op.Out[0]] = true
-		}
-	}
-	for i, op := range p.Ops {
-		if op.Kind == step.OpSoftmax && len(op.In) == 1 && scoresOut[op.In[0]] && len(op.Out) == 1 {
-			c.Softmax = append(c.Softmax, i)
-			probs[op.Out[0]] = true
-		}
-	}
-	if len(c.Softmax) == 0 {
-		return nil, fmt.Errorf("%s: no softmax reads the scores %s", where, name(first.Out[0]))
-	}
-	for i, op := range p.Ops {
-		switch {
-		case op.Kind == step.OpAttnAV && len(op.In) == 2 && probs[op.In[0]] && len(op.Out) == 1:
-			if c.V >= 0 && (op.In[1] != c.V || op.Out[0] != c.O) {
-				return nil, fmt.Errorf("%s: attn_av ops of the weights read or write other buffers", where)
-			}
-			c.V, c.O = op.In[1], op.Out[0]
-			c.AV = append(c.AV, i)
-		case op.Kind == step.OpAttnAVBwd && len(op.In) == 3 && probs[op.In[1]] && len(op.Out) == 2:
-			if c.AVBwd >= 0 {
-				return nil, fmt.Errorf("%s: two attn_av_bwd ops read the weights", where)
-			}
-			c.AVBwd, c.DO, dprobs, c.DV = i, op.In[0], op.Out[0], op.Out[1]
-			c.AccV = flashAcc(op, 1)
-			if flashAcc(op, 0) {
-				return nil, fmt.Errorf("%s: attn_av_bwd adds to the weights' gradient %s", where, name(dprobs))
-			}
-		}
-	}
-	if len(c.AV) == 0 {
-		return nil, fmt.Errorf("%s: no attn_av reads the weights", where)
-	}
-	if c.AVBwd >= 0 && p.Ops[c.AVBwd].In[2] != c.V {
-		return nil, fmt.Errorf("%s: attn_av_bwd reads other values than attn_av", where)
-	}
-	if c.AVBwd >= 0 {
-		for i, op := range p.Ops {
-			if op.Kind == step.OpSoftmaxBwd && len(op.In) == 2 && op.In[0] == dprobs && len(op.Out) == 1 {
-				if c.SoftmaxBwd >= 0 || !probs[op.In[1]] || flashAcc(op, 0) {
-					return nil, fmt.Errorf("%s: softmax_bwd op %d is not the chain's one writer of the scores' gradient", where, i)
-				}
-				c.SoftmaxBwd, dscores = i, op.Out[0]
-			}
-		}
-		if c.SoftmaxBwd < 0 {
-			return nil, fmt.Errorf("%s: no softmax_bwd reads the weights' gradient %s", where, name(dprobs))
-		}
-		for i, op := range p.Ops {
-			if op.Kind == step.OpScoresBwd && len(op.In) == 3 && op.In[0] == dscores && len(op.Out) == 2 {
-				if c.ScoresBwd >= 0 || op.In[1] != c.Q || op.In[2] != c.K {
-					return nil, fmt.Errorf("%s: attn_scores_bwd op %d is not the chain's one reader of the scores' gradient", where, i)
-				}
-				c.ScoresBwd, c.DQ, c.DK = i, op.Out[0], op.Out[1]
-				c.AccQ, c.AccK = flashAcc(op, 0), flashAcc(op, 1)
-			}
-		}
-		if c.ScoresBwd < 0 {
-			return nil, fmt.Errorf("%s: no attn_scores_bwd reads the scores' gradient %s", where, name(dscores))
-		}
-	}
-	chain := map[int]bool{}
-	for _, ops := range [][]int{c.Scores, c.Softmax, c.AV, {c.AVBwd, c.SoftmaxBwd, c.ScoresBwd}} {
-		for _, i := range ops {
-			chain[i] = true
-		}
-	}
-	dropped := map[int]bool{dprobs: true, dscores: true}
-	for b := range scoresOut {
-		dropped[b] = true
-	}
-	for b := range probs {
-		dropped[b] = true
-	}
-	// Only the chain touches the scores, the weights and their gradients.
-	for i, op := range p.Ops {
-		if chain[i] {
-			continue
-		}
-		for _, b := range append(append([]int(nil), op.In...), op.Out...) {
-			if dropped[b] {
-				return nil, fmt.Errorf("%s: op %d (%s) also uses %s", where, i, op.Kind, name(b))
-			}
+	for _, find := range []func() error{f.forward, f.backward, f.isolated} {
+		if err := find(); err != nil {
+			return nil, fmt.Errorf("%s: %w", where, err)
 		}
 	}
 	shape, err := flashShapeOf(p, m, c)
@@ -387,6 +297,142 @@ func FindFlashChain(p *step.Program, m *program.Model, scores int) (*FlashChain,
 	if c.AVBwd < 0 {
 		return c, nil
 	}
+	if err := f.backwardOrder(); err != nil {
+		return nil, fmt.Errorf("%s: %w", where, err)
+	}
+	return c, nil
+}
+
+// flashFinder is FindFlashChain's state: the chain found so far and the buffers it
+// passes along (the scores of q and k, their weights, and the gradients of both).
+type flashFinder struct {
+	p                *step.Program
+	c                *FlashChain
+	scoresOut, probs map[int]bool
+	dprobs, dscores  int
+	chain            map[int]bool // the chain's ops
+}
+
+func (f *flashFinder) name(b int) string { return f.p.Buffers[b].Name }
+
+// forward finds the chain's forward ops from the buffers they pass along: the scores of
+// q and k (the forward's, and under selective recompute the backward's copy), the weights
+// of those scores, their products with v, and the backward op of those products.
+func (f *flashFinder) forward() error {
+	p, c := f.p, f.c
+	for i, op := range p.Ops {
+		if op.Kind == step.OpScores && len(op.In) == 2 && op.In[0] == c.Q && op.In[1] == c.K && len(op.Out) == 1 {
+			if op.WhenRecompute {
+				return fmt.Errorf("attention-weight sharing may use the layer below's weights instead of computing them")
+			}
+			c.Scores = append(c.Scores, i)
+			f.scoresOut[op.Out[0]] = true
+		}
+	}
+	for i, op := range p.Ops {
+		if op.Kind == step.OpSoftmax && len(op.In) == 1 && f.scoresOut[op.In[0]] && len(op.Out) == 1 {
+			c.Softmax = append(c.Softmax, i)
+			f.probs[op.Out[0]] = true
+		}
+	}
+	if len(c.Softmax) == 0 {
+		return fmt.Errorf("no softmax reads the scores %s", f.name(p.Ops[c.Scores[0]].Out[0]))
+	}
+	for i, op := range p.Ops {
+		switch {
+		case op.Kind == step.OpAttnAV && len(op.In) == 2 && f.probs[op.In[0]] && len(op.Out) == 1:
+			if c.V >= 0 && (op.In[1] != c.V || op.Out[0] != c.O) {
+				return fmt.Errorf("attn_av ops of the weights read or write other buffers")
+			}
+			c.V, c.O = op.In[1], op.Out[0]
+			c.AV = append(c.AV, i)
+		case op.Kind == step.OpAttnAVBwd && len(op.In) == 3 && f.probs[op.In[1]] && len(op.Out) == 2:
+			if c.AVBwd >= 0 {
+				return fmt.Errorf("two attn_av_bwd ops read the weights")
+			}
+			c.AVBwd, c.DO, f.dprobs, c.DV = i, op.In[0], op.Out[0], op.Out[1]
+			c.AccV = flashAcc(op, 1)
+			if flashAcc(op, 0) {
+				return fmt.Errorf("attn_av_bwd adds to the weights' gradient %s", f.name(f.dprobs))
+			}
+		}
+	}
+	if len(c.AV) == 0 {
+		return fmt.Errorf("no attn_av reads the weights")
+	}
+	if c.AVBwd >= 0 && p.Ops[c.AVBwd].In[2] != c.V {
+		return fmt.Errorf("attn_av_bwd reads other values than attn_av")
+	}
+	return nil
+}
+
+// backward finds the chain's softmax_bwd and attn_scores_bwd, where the program has a
+// backward.
+func (f *flashFinder) backward() error {
+	p, c := f.p, f.c
+	if c.AVBwd < 0 {
+		return nil
+	}
+	for i, op := range p.Ops {
+		if op.Kind == step.OpSoftmaxBwd && len(op.In) == 2 && op.In[0] == f.dprobs && len(op.Out) == 1 {
+			if c.SoftmaxBwd >= 0 || !f.probs[op.In[1]] || flashAcc(op, 0) {
+				return fmt.Errorf("softmax_bwd op %d is not the chain's one writer of the scores' gradient", i)
+			}
+			c.SoftmaxBwd, f.dscores = i, op.Out[0]
+		}
+	}
+	if c.SoftmaxBwd < 0 {
+		return fmt.Errorf("no softmax_bwd reads the weights' gradient %s", f.name(f.dprobs))
+	}
+	for i, op := range p.Ops {
+		if op.Kind == step.OpScoresBwd && len(op.In) == 3 && op.In[0] == f.dscores && len(op.Out) == 2 {
+			if c.ScoresBwd >= 0 || op.In[1] != c.Q || op.In[2] != c.K {
+				return fmt.Errorf("attn_scores_bwd op %d is not the chain's one reader of the scores' gradient", i)
+			}
+			c.ScoresBwd, c.DQ, c.DK = i, op.Out[0], op.Out[1]
+			c.AccQ, c.AccK = flashAcc(op, 0), flashAcc(op, 1)
+		}
+	}
+	if c.ScoresBwd < 0 {
+		return fmt.Errorf("no attn_scores_bwd reads the scores' gradient %s", f.name(f.dscores))
+	}
+	return nil
+}
+
+// isolated checks that only the chain touches the scores, the weights and their gradients.
+func (f *flashFinder) isolated() error {
+	c := f.c
+	f.chain = map[int]bool{}
+	for _, ops := range [][]int{c.Scores, c.Softmax, c.AV, {c.AVBwd, c.SoftmaxBwd, c.ScoresBwd}} {
+		for _, i := range ops {
+			f.chain[i] = true
+		}
+	}
+	dropped := map[int]bool{f.dprobs: true, f.dscores: true}
+	for b := range f.scoresOut {
+		dropped[b] = true
+	}
+	for b := range f.probs {
+		dropped[b] = true
+	}
+	for i, op := range f.p.Ops {
+		if f.chain[i] {
+			continue
+		}
+		for _, b := range append(append([]int(nil), op.In...), op.Out...) {
+			if dropped[b] {
+				return fmt.Errorf("op %d (%s) also uses %s", i, op.Kind, f.name(b))
+			}
+		}
+	}
+	return nil
+}
+
+// backwardOrder checks that the fused backward may run where attn_av_bwd runs: the
+// output is still there for D (else KeepO), and no op between it and attn_scores_bwd
+// touches dq's or dk's memory or writes over q or k.
+func (f *flashFinder) backwardOrder() error {
+	p, c := f.p, f.c
 	lastAV := -1
 	for _, i := range c.AV {
 		if i < c.AVBwd {
@@ -394,13 +440,13 @@ func FindFlashChain(p *step.Program, m *program.Model, scores int) (*FlashChain,
 		}
 	}
 	if lastAV < 0 {
-		return nil, fmt.Errorf("%s: attn_av_bwd runs before any attn_av", where)
+		return fmt.Errorf("attn_av_bwd runs before any attn_av")
 	}
 	if c.ScoresBwd < c.AVBwd {
-		return nil, fmt.Errorf("%s: attn_scores_bwd runs before attn_av_bwd", where)
+		return fmt.Errorf("attn_scores_bwd runs before attn_av_bwd")
 	}
 	for i := lastAV + 1; i < c.AVBwd && !c.KeepO; i++ {
-		if chain[i] {
+		if f.chain[i] {
 			continue
 		}
 		for _, b := range p.Ops[i].Out {
@@ -408,24 +454,24 @@ func FindFlashChain(p *step.Program, m *program.Model, scores int) (*FlashChain,
 		}
 	}
 	for i := c.AVBwd + 1; i < c.ScoresBwd; i++ {
-		if chain[i] {
+		if f.chain[i] {
 			continue
 		}
 		op := p.Ops[i]
 		for _, b := range op.In {
 			if flashOverlap(p, b, c.DQ) || flashOverlap(p, b, c.DK) {
-				return nil, fmt.Errorf("%s: op %d (%s) reads %s, which shares memory with dq or dk, before attn_scores_bwd", where, i, op.Kind, name(b))
+				return fmt.Errorf("op %d (%s) reads %s, which shares memory with dq or dk, before attn_scores_bwd", i, op.Kind, f.name(b))
 			}
 		}
 		for _, b := range op.Out {
 			for _, x := range []int{c.DQ, c.DK, c.Q, c.K} {
 				if flashOverlap(p, b, x) {
-					return nil, fmt.Errorf("%s: op %d (%s) writes %s over %s before attn_scores_bwd", where, i, op.Kind, name(b), name(x))
+					return fmt.Errorf("op %d (%s) writes %s over %s before attn_scores_bwd", i, op.Kind, f.name(b), f.name(x))
 				}
 			}
 		}
 	}
-	return c, nil
+	return nil
 }
 
 // flashAcc reports whether op adds to its output i.
