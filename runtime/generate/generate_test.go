@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/compiler/program/programtest"
 	"github.com/moec-dev/moec/lang/diag"
 	"github.com/moec-dev/moec/runtime/checkpoint"
 	"github.com/moec-dev/moec/runtime/nn"
@@ -15,16 +16,7 @@ import (
 )
 
 func tinyModel() *program.Model {
-	return &program.Model{
-		Name: "tiny", Vocab: 260, VocabPadTo: 8, DModel: 32, Layers: 2, SeqLen: 32,
-		Norm: program.RMSNorm, NormEps: 1e-5, NormPlacement: program.PreNorm, FinalNorm: true,
-		Position: program.Rotary, RopeBase: 10000, MaxPosition: 32,
-		Attention: program.Attention{Heads: 2, KVHeads: 2, HeadDim: 16, ShareWeights: 1, ShareKV: 1},
-		FFN:       program.FFN{Hidden: 64, Activation: program.SwiGLU},
-		MoE: &program.MoE{Experts: 4, TopK: 1, ExpertHidden: 64, Activation: program.SwiGLU,
-			Every: 2, Router: program.RouteTokenEmbedding, RouterDim: 16, Score: program.Softmax,
-			CapacityFactor: 1.25, DroplessSkew: 2, BalanceLoss: 0.01},
-	}
+	return programtest.TinyMoE()
 }
 
 // saveModel writes a freshly initialised model as a checkpoint, the way train does.

@@ -15,6 +15,7 @@ import (
 	"github.com/moec-dev/moec/codegen/llvm"
 	"github.com/moec-dev/moec/compiler/check"
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/compiler/program/programtest"
 	"github.com/moec-dev/moec/runtime/kernelsel"
 	"github.com/moec-dev/moec/runtime/nn"
 	"github.com/moec-dev/moec/runtime/optim"
@@ -22,16 +23,10 @@ import (
 )
 
 func tinyModel() *program.Model {
-	return &program.Model{
-		Name: "tiny", Vocab: 64, VocabPadTo: 1, DModel: 32, Layers: 3, SeqLen: 16,
-		Norm: program.RMSNorm, NormEps: 1e-5, NormPlacement: program.PreNorm, FinalNorm: true,
-		Position: program.Rotary, RopeBase: 10000,
-		Attention: program.Attention{Heads: 2, KVHeads: 2, HeadDim: 16, ShareWeights: 0.5, TalkingHeads: true},
-		FFN:       program.FFN{Hidden: 64, Activation: program.GELU},
-		MoE: &program.MoE{Experts: 4, TopK: 2, ExpertHidden: 32, Activation: program.GELU,
-			Router: program.RouteTokenEmbedding, RouterDim: 16, Score: program.Softmax, Normalize: true,
-			BalanceLoss: 0.01, CapacityFactor: 1.25, Every: 2},
-	}
+	return programtest.MustModel("tiny", `vocab = 64; vocab_pad_to = 1; d_model = 32; layers = 3; seq_len = 16
+attention { heads = 2; talking_heads = true; share_weights = 0.5 }
+ffn { hidden = 64; activation = gelu }
+moe { experts = 4; top_k = 2; expert_hidden = 32; every = 2; router = token_embedding; router_dim = 16; normalize = true; capacity_factor = 1.25; balance_loss = 0.01 }`)
 }
 
 // counting wraps Kernels and counts the calls, to show the compiled path ran.

@@ -13,21 +13,16 @@ import (
 	"time"
 
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/compiler/program/programtest"
 )
 
 // benchModel is the issue's speed target: d=256, 4 layers, 4 heads, 8 experts top-2 SwiGLU
 // of width 512 in every layer, sequences of 128, batches of 16, a byte-sized vocabulary.
 func benchModel() *program.Model {
-	return &program.Model{
-		Name: "bench", Vocab: 256, VocabPadTo: 1, DModel: 256, Layers: 4, SeqLen: 128,
-		Norm: program.RMSNorm, NormEps: 1e-5, NormPlacement: program.PreNorm, FinalNorm: true,
-		Position: program.Rotary, RopeBase: 10000,
-		Attention: program.Attention{Heads: 4, KVHeads: 4, HeadDim: 64, ShareWeights: 1},
-		FFN:       program.FFN{Hidden: 512, Activation: program.SwiGLU},
-		MoE: &program.MoE{Experts: 8, TopK: 2, ExpertHidden: 512, Activation: program.SwiGLU,
-			Router: program.RouteHidden, Score: program.Softmax, Normalize: true,
-			CapacityFactor: 1.25, BalanceLoss: 0.01, Every: 1},
-	}
+	return programtest.MustModel("bench", `vocab = 256; vocab_pad_to = 1; d_model = 256; layers = 4; seq_len = 128
+attention { heads = 4 }
+ffn { hidden = 512; activation = swiglu }
+moe { experts = 8; top_k = 2; normalize = true; capacity_factor = 1.25; balance_loss = 0.01 }`)
 }
 
 // BenchmarkTrainStep measures one forward and backward pass (no optimizer) of 16×128 tokens.

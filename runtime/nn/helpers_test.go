@@ -6,18 +6,11 @@ import (
 	"testing"
 
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/compiler/program/programtest"
 )
 
 // tinyDense is a small dense model the tests vary field by field.
-func tinyDense() *program.Model {
-	return &program.Model{
-		Name: "tiny", Vocab: 13, VocabPadTo: 1, DModel: 8, Layers: 2, SeqLen: 6,
-		Norm: program.RMSNorm, NormEps: 1e-5, NormPlacement: program.PreNorm, FinalNorm: true,
-		Position: program.Rotary, RopeBase: 10000,
-		Attention: program.Attention{Heads: 2, KVHeads: 2, HeadDim: 4, ShareWeights: 1},
-		FFN:       program.FFN{Hidden: 12, Activation: program.SwiGLU},
-	}
-}
+func tinyDense() *program.Model { return programtest.Tiny() }
 
 // tinyMoE adds a softmax top-2 MoE with balance and z losses to tinyDense.
 func tinyMoE() *program.Model {

@@ -13,23 +13,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/compiler/program/programtest"
 	"github.com/moec-dev/moec/runtime/nn"
 )
 
 // tinyModel is a small MoE decoder with rotary positions and a 32-position context, so
 // requests of a few dozen tokens exercise the context refill.
-func tinyModel() *program.Model {
-	return &program.Model{
-		Name: "tiny", Vocab: 260, VocabPadTo: 8, DModel: 32, Layers: 2, SeqLen: 32,
-		Norm: program.RMSNorm, NormEps: 1e-5, NormPlacement: program.PreNorm, FinalNorm: true,
-		Position: program.Rotary, RopeBase: 10000, MaxPosition: 32,
-		Attention: program.Attention{Heads: 2, KVHeads: 2, HeadDim: 16, ShareWeights: 1, ShareKV: 1},
-		FFN:       program.FFN{Hidden: 64, Activation: program.SwiGLU},
-		MoE: &program.MoE{Experts: 4, TopK: 1, ExpertHidden: 64, Activation: program.SwiGLU,
-			Every: 2, Router: program.RouteTokenEmbedding, RouterDim: 16, Score: program.Softmax,
-			CapacityFactor: 1.25, DroplessSkew: 2, BalanceLoss: 0.01},
-	}
-}
+func tinyModel() *program.Model { return programtest.TinyMoE() }
 
 func newModel(t testing.TB) *nn.Model {
 	t.Helper()

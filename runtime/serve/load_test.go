@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/compiler/program/programtest"
 	"github.com/moec-dev/moec/runtime/nn"
 )
 
@@ -18,16 +18,10 @@ import (
 // in every second layer, a 128-byte context.
 func benchModel(b *testing.B) *nn.Model {
 	b.Helper()
-	cfg := &program.Model{
-		Name: "bench", Vocab: 256, DModel: 128, Layers: 4, SeqLen: 128,
-		Norm: program.RMSNorm, NormEps: 1e-5, NormPlacement: program.PreNorm, FinalNorm: true,
-		Position: program.Rotary, RopeBase: 10000, MaxPosition: 128,
-		Attention: program.Attention{Heads: 4, KVHeads: 4, HeadDim: 32, ShareWeights: 1, ShareKV: 1},
-		FFN:       program.FFN{Hidden: 512, Activation: program.GELU},
-		MoE: &program.MoE{Experts: 8, TopK: 1, ExpertHidden: 512, Activation: program.GELU,
-			Every: 2, Router: program.RouteTokenEmbedding, RouterDim: 128, Score: program.Softmax,
-			DroplessSkew: 2, BalanceLoss: 0.01},
-	}
+	cfg := programtest.Model(b, "bench", `vocab = 256; vocab_pad_to = 1; d_model = 128; layers = 4; seq_len = 128
+attention { heads = 4 }
+ffn { hidden = 512; activation = gelu }
+moe { experts = 8; top_k = 1; every = 2; router = token_embedding; capacity_factor = dropless; balance_loss = 0.01 }`)
 	m, err := nn.New(cfg, 1)
 	if err != nil {
 		b.Fatal(err)

@@ -2,23 +2,18 @@ package train
 
 import (
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/compiler/program/programtest"
 )
 
 // testCorpus is real text every Go installation has, small enough to read quickly.
 const testCorpus = "$GOROOT/src/strings/*.go"
 
-// tinyModel is a CPU-cheap MoE model with every default spelled out (as check would).
+// tinyModel is a CPU-cheap MoE model: four dropless top-1 experts in every layer.
 func tinyModel() *program.Model {
-	return &program.Model{
-		Name: "tiny", Vocab: 256, VocabPadTo: 1, DModel: 32, Layers: 2, SeqLen: 32,
-		Norm: program.RMSNorm, NormEps: 1e-5, NormPlacement: program.PreNorm, FinalNorm: true,
-		Position: program.Rotary, RopeBase: 10000, MaxPosition: 32,
-		Attention: program.Attention{Heads: 2, KVHeads: 2, HeadDim: 16, ShareWeights: 1, ShareKV: 1},
-		FFN:       program.FFN{Hidden: 64, Activation: program.SwiGLU},
-		MoE: &program.MoE{Experts: 4, TopK: 1, ExpertHidden: 64, Activation: program.SwiGLU,
-			Every: 1, Router: program.RouteHidden, RouterDim: 32, Score: program.Softmax,
-			CapacityFactor: 0, DroplessSkew: 2, BalanceLoss: 0.01},
-	}
+	return programtest.MustModel("tiny", `vocab = 256; vocab_pad_to = 1; d_model = 32; layers = 2; seq_len = 32
+attention { heads = 2 }
+ffn { hidden = 64; activation = swiglu }
+moe { experts = 4; top_k = 1; capacity_factor = dropless; balance_loss = 0.01 }`)
 }
 
 // tinyProgram has one train block with a dense stage and an MoE stage grown from it.
