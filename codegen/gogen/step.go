@@ -305,9 +305,28 @@ func opCall(p *step.Program, i int) (jen.Code, error) {
 	case step.OpHeadMixBwd:
 		return k.Dot("HeadMixBwd").Call(buf(in[0]), buf(in[1]), buf(in[2]), buf(out[0]), buf(out[1]), jen.Lit(shape(in[2])[0]), acc(0), acc(1)), nil
 	case step.OpSoftmax:
+		if len(in) > 1 || !op.Mask.Causal() { // a window, a chunk or sinks
+			mask := jen.Qual(pkgStep, "AttnMask").Values(jen.Dict{jen.Id("Window"): jen.Lit(op.Mask.Window), jen.Id("Chunk"): jen.Lit(op.Mask.Chunk)})
+			return k.Dot("SoftmaxMasked").Call(buf(in[0]), bufOr(in, 1), buf(out[0]), mask), nil
+		}
 		return k.Dot("Softmax").Call(buf(in[0]), buf(out[0])), nil
 	case step.OpSoftmaxBwd:
+		if len(out) > 1 { // the sinks' gradient
+			return k.Dot("SoftmaxBwdSinks").Call(buf(in[0]), buf(in[1]), buf(out[0]), buf(out[1]), acc(0), acc(1)), nil
+		}
 		return k.Dot("SoftmaxBwd").Call(buf(in[0]), buf(in[1]), buf(out[0]), acc(0)), nil
+	case step.OpQKL2Norm:
+		dh := int(p.Buffers[in[0]].Elements() / p.Buffers[out[1]].Elements())
+		return k.Dot("QKL2Norm").Call(buf(in[0]), buf(out[0]), buf(out[1]), jen.Lit(dh)), nil
+	case step.OpQKL2NormBwd:
+		dh := int(p.Buffers[in[0]].Elements() / p.Buffers[in[2]].Elements())
+		return jen.Qual(pkgExec, "QKL2NormBwd").Call(buf(in[0]), buf(in[1]), buf(in[2]), buf(out[0]), jen.Lit(dh), acc(0)), nil
+	case step.OpQueryScale, step.OpQueryScaleBwd:
+		if len(in) > 1 {
+			return nil, fmt.Errorf("query_scale at decoding positions is not written out as Go")
+		}
+		t := jen.Qual(pkgStep, "QueryTemperature").Values(jen.Dict{jen.Id("Tau"): jen.Lit(op.Temperature.Tau), jen.Id("Floor"): jen.Lit(op.Temperature.Floor)})
+		return k.Dot("QueryScale").Call(buf(out[0]), jen.Nil(), t), nil
 	case step.OpAttnAV:
 		return k.Dot("AttnAV").Call(buf(in[0]), buf(in[1]), buf(out[0])), nil
 	case step.OpAttnAVBwd:

@@ -194,7 +194,7 @@ func Table() []Feature {
 		{Key: "sinks", Name: "attention sinks (attention.sinks)",
 			Uses: func(m *program.Model) bool { return m.Attention.Sinks },
 			cells: map[Backend]Cell{Runtime: honoured(),
-				Step:     refused("no lowering rule yet"),
+				Step:     honoured(),
 				CUDA:     refused("attn_softmax_fwd has no sink logit in its denominator"),
 				Megatron: refused("Megatron has no learned attention sinks"),
 				HF:       refused("no class moec writes has attention sinks: exported in moec's layout"),
@@ -202,7 +202,7 @@ func Table() []Feature {
 		{Key: "window", Name: "sliding-window attention (attention.window)",
 			Uses: func(m *program.Model) bool { return m.Attention.Window > 0 },
 			cells: map[Backend]Cell{Runtime: honoured(),
-				Step:     refused("no lowering rule yet"),
+				Step:     honoured(),
 				CUDA:     refused("attn_softmax_fwd is a full causal softmax: every earlier position is attended"),
 				Megatron: refused("Megatron's launch arguments have no sliding window"),
 				HF: when(func(m *program.Model, _ Layout) bool { return moeOf(m) == nil },
@@ -501,7 +501,7 @@ func Table() []Feature {
 			Uses: func(m *program.Model) bool { return m.Attention.NopeEvery > 0 },
 			cells: map[Backend]Cell{
 				Runtime:  honoured(),
-				Step:     refused("no lowering rule yet"),
+				Step:     honoured(),
 				CUDA:     outside(kernelProjections),
 				Megatron: refused("Megatron rotates every layer alike"),
 				HF:       refused("the classes moec writes rotate every layer: exported in moec's layout"),
@@ -510,7 +510,7 @@ func Table() []Feature {
 			Uses: func(m *program.Model) bool { return m.Attention.ChunkSize > 0 },
 			cells: map[Backend]Cell{
 				Runtime:  honoured(),
-				Step:     refused("no lowering rule yet"),
+				Step:     honoured(),
 				CUDA:     outside(kernelProjections),
 				Megatron: refused("Megatron has no chunked attention"),
 				HF:       refused("the classes moec writes attend to the whole causal prefix: exported in moec's layout"),
@@ -519,7 +519,7 @@ func Table() []Feature {
 			Uses: func(m *program.Model) bool { return m.Attention.QKL2Norm },
 			cells: map[Backend]Cell{
 				Runtime:  honoured(),
-				Step:     refused("no lowering rule yet"),
+				Step:     honoured(),
 				CUDA:     outside(kernelProjections),
 				Megatron: refused("Megatron's --qk-layernorm has scales and norms before rotary positions"),
 				HF:       refused("the classes moec writes have no unscaled q/k norms: exported in moec's layout"),
@@ -528,7 +528,7 @@ func Table() []Feature {
 			Uses: func(m *program.Model) bool { return m.Attention.NopeTemperature > 0 },
 			cells: map[Backend]Cell{
 				Runtime:  honoured(),
-				Step:     refused("no lowering rule yet"),
+				Step:     honoured(),
 				CUDA:     outside(kernelProjections),
 				Megatron: refused("Megatron does not scale queries by position"),
 				HF:       refused("the classes moec writes do not scale queries by position: exported in moec's layout"),
@@ -537,7 +537,7 @@ func Table() []Feature {
 			Uses: func(m *program.Model) bool { return m.Attention.FullEvery > 0 && m.Attention.Window > 0 },
 			cells: map[Backend]Cell{
 				Runtime:  honoured(),
-				Step:     refused("no lowering rule yet"),
+				Step:     honoured(),
 				CUDA:     outside(kernelProjections),
 				Megatron: refused("Megatron's window applies to every layer"),
 				HF:       refused("the classes moec writes window every layer alike: exported in moec's layout"),

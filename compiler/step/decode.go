@@ -203,22 +203,35 @@ func (lw *lowerer) inferLayer(l, x, rows, at, maxLen int, prefill bool) int {
 	vc := lw.buf(pre+"v_cache", KindCache, B, maxLen, lw.kvDimLocal)
 	var a int
 	if prefill {
-		if lw.m.Position == program.Rotary {
+		if lw.rotates(l) {
 			lw.fwd(Op{Kind: OpRotary, Layer: l, In: []int{q, k}, Out: []int{q, k}, Attr: rope, FLOPs: ropeFLOPs})
 		}
+		q, k = lw.qkVariants(l, q, k, -1, false, "") // attention.go
 		lw.fwd(Op{Kind: OpKVWrite, Layer: l, In: []int{k, v}, Out: []int{kc, vc}, Attr: fmt.Sprintf("positions 0..%d", T-1)})
 		a = lw.causalAttention(l, q, k, v)
 	} else {
-		if lw.m.Position == program.Rotary {
+		if lw.rotates(l) {
 			lw.fwd(Op{Kind: OpRotaryAt, Layer: l, In: []int{q, k, at}, Out: []int{q, k}, Attr: rope, FLOPs: ropeFLOPs})
 		}
+		q, k = lw.qkVariants(l, q, k, at, false, "") // attention.go
 		lw.fwd(Op{Kind: OpKVAppend, Layer: l, In: []int{k, v, at}, Out: []int{kc, vc}})
+		// In: the queries, the caches, the positions, then the talking-heads mixers and the
+		// sink logits where the model has them.
 		in := []int{q, kc, vc, at}
 		if lw.m.Attention.TalkingHeads {
 			in = append(in, lw.w(id(params.RoleTalkingPre)), lw.w(id(params.RoleTalkingPost)))
 		}
+		mask := lw.maskOf(l)
+		attr := ""
+		if !mask.Causal() {
+			attr = mask.String()
+		}
+		if lw.m.Attention.Sinks {
+			in = append(in, lw.w(id(params.RoleSinks)))
+			attr = join(attr, "sinks")
+		}
 		a = lw.act(pre+"attn", KindActivation, n, lw.qLocal)
-		lw.fwd(Op{Kind: OpAttnDecode, Layer: l, In: in, Out: []int{a}, FLOPs: 4 * int64(n) * int64(maxLen) * int64(lw.qLocal)})
+		lw.fwd(Op{Kind: OpAttnDecode, Layer: l, In: in, Out: []int{a}, Mask: mask, Attr: attr, FLOPs: 4 * int64(n) * int64(maxLen) * int64(lw.qLocal)})
 	}
 	o := lw.matmul(pre+"attn_out", a, id(params.RoleO), l)
 	lw.reduceTP(o, l)
@@ -290,7 +303,7 @@ func (lw *lowerer) causalAttention(l, q, k, v int) int {
 		s = s2
 	}
 	p := lw.act(pre+"probs", KindActivation, B, hs, T, T)
-	lw.fwd(Op{Kind: OpSoftmax, Layer: l, In: []int{s}, Out: []int{p}, Attr: "causal", FLOPs: 3 * int64(B) * int64(hs) * int64(T) * int64(T) / 2})
+	lw.fwd(lw.softmaxOp(l, s, p, ""))
 	if lw.m.Attention.TalkingHeads {
 		p2 := lw.act(pre+"probs_mixed", KindActivation, B, hs, T, T)
 		lw.fwd(Op{Kind: OpHeadMix, Layer: l, In: []int{p, lw.w(id(params.RoleTalkingPost))}, Out: []int{p2}, Attr: "post-softmax", FLOPs: mixFLOPs})

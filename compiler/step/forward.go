@@ -143,10 +143,11 @@ func (lw *lowerer) attention(l, x, prevProbs int) (out, probs int) {
 	v := lw.matmul(pre+"v", h, at(params.RoleV), l)
 	hs := lw.hLocal
 	scoreFLOPs := 2 * int64(B) * int64(hs) * int64(T) * int64(T) * int64(lw.d.Dh)
-	if lw.m.Position == program.Rotary {
+	if lw.rotates(l) {
 		lw.fwd(Op{WhenRecompute: sharing, Kind: OpRotary, Layer: l, In: []int{q, k}, Out: []int{q, k}, Attr: join(ropeAttr(lw.m), cond),
 			FLOPs: 3 * int64(n) * int64(lw.qLocal+lw.kvDimLocal)})
 	}
+	q, k = lw.qkVariants(l, q, k, -1, sharing, cond) // attention.go
 	s := lw.act(pre+"scores", KindActivation, B, hs, T, T)
 	lw.fwd(Op{WhenRecompute: sharing, Kind: OpScores, Layer: l, In: []int{q, k}, Out: []int{s}, Attr: join("causal", cond), FLOPs: scoreFLOPs / 2})
 	if lw.m.Attention.TalkingHeads {
@@ -156,7 +157,9 @@ func (lw *lowerer) attention(l, x, prevProbs int) (out, probs int) {
 		s = s2
 	}
 	p := lw.act(pre+"probs", KindActivation, B, hs, T, T)
-	lw.fwd(Op{WhenRecompute: sharing, Kind: OpSoftmax, Layer: l, In: []int{s}, Out: []int{p}, Attr: join("causal", cond), FLOPs: 3 * int64(B) * int64(hs) * int64(T) * int64(T) / 2})
+	sm := lw.softmaxOp(l, s, p, cond)
+	sm.WhenRecompute = sharing
+	lw.fwd(sm)
 	if lw.m.Attention.TalkingHeads {
 		p2 := lw.act(pre+"probs_mixed", KindActivation, B, hs, T, T)
 		lw.fwd(Op{WhenRecompute: sharing, Kind: OpHeadMix, Layer: l, In: []int{p, lw.w(at(params.RoleTalkingPost))}, Out: []int{p2}, Attr: join("post-softmax", cond),

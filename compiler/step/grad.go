@@ -236,14 +236,7 @@ func (lw *lowerer) backwardOf(op Op) {
 		lw.writeGrads(&b, dx, dw)
 		lw.bwd(b)
 	case OpSoftmax:
-		dp, ok := lw.gradOf[op.Out[0]]
-		if !ok {
-			return
-		}
-		ds := lw.gradFor(op.In[0])
-		b := Op{Kind: OpSoftmaxBwd, Layer: op.Layer, In: []int{dp, op.Out[0]}, Out: []int{ds}, Attr: op.Attr, FLOPs: flops}
-		lw.writeGrads(&b, ds)
-		lw.bwd(b)
+		lw.softmaxBackward(op) // attention.go
 	case OpAttnAV:
 		da, ok := lw.gradOf[op.Out[0]]
 		if !ok {
@@ -335,7 +328,9 @@ func (lw *lowerer) backwardOf(op Op) {
 	case OpCrossEntropy, OpDistillLoss:
 		// Fused: the forward wrote the logits' gradient (gradSeed).
 	default:
-		panic(fmt.Sprintf("step: internal error: no backward rule for %s", op.Kind))
+		if !lw.attnVariantBackward(op) { // attention.go
+			panic(fmt.Sprintf("step: internal error: no backward rule for %s", op.Kind))
+		}
 	}
 }
 

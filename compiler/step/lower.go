@@ -261,6 +261,8 @@ func (lw *lowerer) holds(p params.Param) (bool, []int, params.Shard) {
 		return split(1) // row-parallel: input columns
 	case params.RoleEmbed, params.RoleHead:
 		return split(0) // vocabulary-parallel rows
+	case params.RoleSinks:
+		return split(0) // one sink logit per head: the rank's heads'
 	}
 	return true, shape, params.Shard{}
 }

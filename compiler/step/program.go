@@ -209,6 +209,11 @@ type Op struct {
 	Pass LossPass
 	// Distill is a distill_loss op's temperature and weights.
 	Distill Distill
+	// Mask is the keys a softmax or attn_decode op's queries attend to: the causal
+	// prefix, a sliding window or the query's chunk (attention.go).
+	Mask AttnMask
+	// Temperature is a query_scale op's factor by position (attention.go).
+	Temperature QueryTemperature
 	// BiasOnTPRank0 marks a row-parallel product whose bias only tp rank 0 adds (the
 	// partial products are summed over tp).
 	BiasOnTPRank0 bool

@@ -272,14 +272,18 @@ func (e *Executor) gatherVocab(op *step.Op, members []int, _ int) error {
 	return e.comm.Barrier(members)
 }
 
-// attnDecode: each sequence's query against its cached keys 0..pos[i] (per head, with
-// talking-heads mixing around the softmax when the op has the mixing weights), then the
-// weighted sum of the cached values.
+// attnDecode: each sequence's query against its cached keys 0..pos[i], or those of the
+// op's mask (per head, with talking-heads mixing around the softmax when the op has the
+// mixing weights, and a sink logit per head in its denominator when it has the sinks),
+// then the weighted sum of the cached values.
 func (e *Executor) attnDecode(op *step.Op) {
 	q, kc, vc, positions := e.f32[op.In[0]], e.f32[op.In[1]], e.f32[op.In[2]], e.i32[op.In[3]]
-	var pre, post []float32
+	var pre, post, sinks []float32
 	if len(op.In) > 5 {
 		pre, post = e.f32[op.In[4]], e.f32[op.In[5]]
+	}
+	if len(op.In)%2 == 1 { // 5 or 7 inputs: the sink logits last
+		sinks = e.f32[op.In[len(op.In)-1]]
 	}
 	out := e.f32[op.Out[0]]
 	sh := e.p.Buffers[op.In[1]].Shape
@@ -289,10 +293,11 @@ func (e *Executor) attnDecode(op *step.Op) {
 	KV := kvd / Dh
 	scale := float32(1 / math.Sqrt(float64(Dh)))
 	for i := 0; i < B; i++ {
-		span := int(positions[i]) + 1
+		lo, hi := op.Mask.Keys(int(positions[i]))
+		span := hi - lo
 		sc := grow(&e.scratch.dst, 2*H*span)
 		s, mix := sc[:H*span], sc[H*span:]
-		kci, vci := kc[i*maxLen*kvd:], vc[i*maxLen*kvd:]
+		kci, vci := kc[(i*maxLen+lo)*kvd:], vc[(i*maxLen+lo)*kvd:]
 		for h := 0; h < H; h++ {
 			g := h / (H / KV)
 			blas.Gemm(false, true, 1, span, Dh, scale, q[i*H*Dh+h*Dh:], Dh, kci[g*Dh:], kvd, 0, s[h*span:], span)
@@ -303,6 +308,10 @@ func (e *Executor) attnDecode(op *step.Op) {
 			probs = mix
 		}
 		for h := 0; h < H; h++ {
+			if sinks != nil {
+				softmaxSinkInPlace(probs[h*span:(h+1)*span], sinks[h])
+				continue
+			}
 			softmaxInPlace(probs[h*span : (h+1)*span])
 		}
 		if post != nil {

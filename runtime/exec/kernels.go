@@ -79,9 +79,19 @@ func (e *Executor) run(op *step.Op) error {
 	case step.OpHeadMixBwd:
 		e.HeadMixBwd(f[in[0]], f[in[1]], f[in[2]], f[out[0]], f[out[1]], shape(in[2])[0], acc(0), acc(1))
 	case step.OpSoftmax:
-		e.Softmax(f[in[0]], f[out[0]])
+		e.SoftmaxMasked(f[in[0]], opt(in, 1), f[out[0]], op.Mask)
 	case step.OpSoftmaxBwd:
-		e.SoftmaxBwd(f[in[0]], f[in[1]], f[out[0]], acc(0))
+		e.SoftmaxBwdSinks(f[in[0]], f[in[1]], f[out[0]], opt(out, 1), acc(0), acc(1))
+	case step.OpQKL2Norm:
+		e.QKL2Norm(f[in[0]], f[out[0]], f[out[1]], e.d.Dh)
+	case step.OpQKL2NormBwd:
+		QKL2NormBwd(f[in[0]], f[in[1]], f[in[2]], f[out[0]], e.d.Dh, acc(0))
+	case step.OpQueryScale, step.OpQueryScaleBwd:
+		var pos []int32
+		if len(in) > 1 {
+			pos = i32[in[1]]
+		}
+		e.QueryScale(f[out[0]], pos, op.Temperature)
 	case step.OpAttnAV:
 		e.AttnAV(f[in[0]], f[in[1]], f[out[0]])
 	case step.OpAttnAVBwd:
