@@ -257,6 +257,9 @@ func opCall(p *step.Program, i int) (jen.Code, error) {
 	shape := func(b int) []int { return p.Buffers[b].Shape }
 	acc := func(k int) jen.Code { return jen.Lit(op.Accumulates(k)) }
 	k := jen.Id("k")
+	if c, ok := moeVariantCall(p, op); ok { // step_moe_variants.go
+		return c, nil
+	}
 	switch op.Kind {
 	case step.OpEmbed:
 		w := shape(in[1])[1]

@@ -26,6 +26,7 @@ func (k *Kernels) Route(z []float32, idx []int32, gates, sc, lse []float32, slot
 	cfg := k.m.MoE
 	E, K := k.d.E, k.d.K
 	n := len(z) / E
+	scale := float32(cfg.RoutedScaleOrOne())
 	clear(routed)
 	clear(kept)
 	// Each token's scores and choice on the cores (they depend on the token alone); the
@@ -77,6 +78,11 @@ func (k *Kernels) Route(z []float32, idx []int32, gates, sc, lse []float32, slot
 			if cfg.Normalize {
 				for j := 0; j < K; j++ {
 					gates[t*K+j] /= gs
+				}
+			}
+			if scale != 1 { // routed_scale, after any renormalisation
+				for j := 0; j < K; j++ {
+					gates[t*K+j] *= scale
 				}
 			}
 		}
@@ -160,6 +166,7 @@ func (k *Kernels) RouteBwd(dg, z []float32, idx []int32, gates, sc, lse []float3
 	E, K := k.d.E, k.d.K
 	n := len(z) / E
 	scale := k.lossScale()
+	routedScale := float32(cfg.RoutedScaleOrOne())
 	fe := grow(&k.scratch.fe, E)
 	for ex := range fe {
 		fe[ex] = cfg.BalanceLoss * float64(E) * float64(routed[ex]) / float64(n*K) / float64(n) * scale
@@ -171,6 +178,8 @@ func (k *Kernels) RouteBwd(dg, z []float32, idx []int32, gates, sc, lse []float3
 			dst[ex] = float32(fe[ex])
 		}
 		ix, gt, dgt := idx[t*K:(t+1)*K], gates[t*K:(t+1)*K], dg[t*K:(t+1)*K]
+		// The gates are routedScale·g: g's gradient is routedScale·dg, and Σ dg·gate is
+		// Σ (routedScale·dg)·g.
 		if cfg.Normalize {
 			var sum, gdot float32
 			for j, ex := range ix {
@@ -178,11 +187,11 @@ func (k *Kernels) RouteBwd(dg, z []float32, idx []int32, gates, sc, lse []float3
 				gdot += dgt[j] * gt[j]
 			}
 			for j, ex := range ix {
-				dst[ex] += (dgt[j] - gdot) / sum
+				dst[ex] += (routedScale*dgt[j] - gdot) / sum
 			}
 		} else {
 			for j, ex := range ix {
-				dst[ex] += dgt[j]
+				dst[ex] += routedScale * dgt[j]
 			}
 		}
 		program.RouterScoreGrad(cfg.Score, st, dst)
