@@ -188,3 +188,33 @@ func TestMoEVariantsUnderLayouts(t *testing.T) {
 		}
 	}
 }
+
+// TestMoEVariantsInfer: each MoE variant's prefill and decoding programs give
+// runtime/nn's Decoder's logits (prompts of 3 and 5 tokens, then decoding to 8
+// positions), on one rank and under tensor, expert and pipeline parallelism, within 1e-5
+// of each position's largest logit.
+func TestMoEVariantsInfer(t *testing.T) {
+	layouts := []step.Layout{
+		{DP: 1, EP: 1, TP: 2, PP: 1},
+		{DP: 2, EP: 2, TP: 1, PP: 1},
+		{DP: 2, EP: 2, TP: 2, PP: 1},
+		{DP: 1, EP: 1, TP: 1, PP: 2},
+	}
+	for _, v := range moeVariants() {
+		t.Run(v.name, func(t *testing.T) {
+			m := variantModel(t, v)
+			net := variantNet(t, m)
+			toks := sequences(2, 8, int(m.Vocab), 77)
+			lengths := []int{3, 5}
+			one := inferLogits(t, m, net, toks, lengths, oneRank())
+			if w := worstDiff(one, handLogits(t, net, toks)); w > 1e-5 {
+				t.Fatalf("one rank's logits differ from runtime/nn's by %.3g", w)
+			}
+			for _, l := range layouts {
+				if w := worstDiff(inferLogits(t, m, net, toks, lengths, l), one); w > 1e-5 {
+					t.Errorf("%s: logits differ from one rank's by %.3g", l, w)
+				}
+			}
+		})
+	}
+}
