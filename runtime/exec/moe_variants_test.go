@@ -143,8 +143,8 @@ func TestMoEVariantsMatchHandWrittenModel(t *testing.T) {
 }
 
 // TestMoEVariantsUnderLayouts: each MoE variant computes under expert, tensor (with and
-// without sequence parallelism) and pipeline parallelism, and ZeRO, what one rank
-// computes on the same micro-batches: the loss terms and every reduced gradient.
+// without sequence parallelism) and pipeline parallelism, ZeRO and recomputation, what one
+// rank computes on the same micro-batches: the loss terms and every reduced gradient.
 func TestMoEVariantsUnderLayouts(t *testing.T) {
 	layouts := []step.Layout{
 		{DP: 2, EP: 2, TP: 1, PP: 1},
@@ -153,6 +153,8 @@ func TestMoEVariantsUnderLayouts(t *testing.T) {
 		{DP: 1, EP: 1, TP: 2, PP: 1, SequenceParallel: true},
 		{DP: 1, EP: 1, TP: 1, PP: 2},
 		{DP: 2, EP: 2, TP: 2, PP: 1, SequenceParallel: true},
+		{DP: 1, EP: 1, TP: 1, PP: 1, Recompute: program.RecomputeFull},
+		{DP: 1, EP: 1, TP: 2, PP: 1, Recompute: program.RecomputeSelective},
 	}
 	const mb, T, M = 2, 8, 2
 	for _, v := range moeVariants() {
