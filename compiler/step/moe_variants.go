@@ -30,9 +30,11 @@ import (
 //     through the FFN norm (post_attention_layernorm), beside attention, and the dense
 //     FFN reads the stream after attention through its own norm (residual_layernorm).
 //
-// Each works under tensor, pipeline, sequence and expert parallelism: the gates and the
-// shared gate's logits are per token, computed where the router's are, and the permute
-// and combine run on the token's own rank on either side of the all-to-all.
+// Each works under tensor, pipeline, sequence and expert parallelism, and in the inference
+// programs: the gates and the shared gate's logits are per token, computed where the
+// router's are, and the permute and combine run on the token's own rank on either side of
+// the all-to-all. Under sequence parallelism the slots' gradient is each tp rank's partial
+// sum, so gate_input's gates' gradient is all-reduced over tp before the route's backward.
 
 // The shared-expert gate's ops.
 const (
