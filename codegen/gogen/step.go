@@ -232,7 +232,7 @@ func expertLists(p *step.Program, bufs []int) (w, b jen.Code, out, in int) {
 	hasBias := false
 	for _, i := range bufs {
 		bb := p.Buffers[i]
-		if bb.Param != nil && bb.Param.Bias {
+		if len(bb.Shape) == 1 { // a bias (a unified-cache gradient copy names no parameter)
 			bs[len(bs)-1] = buf(i)
 			hasBias = true
 			continue

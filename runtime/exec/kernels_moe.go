@@ -316,7 +316,7 @@ func (e *Executor) experts(bufs []int) (w, b [][]float32, out, in int) {
 	defer func() { e.scratch.w, e.scratch.b = w, b }()
 	for _, i := range bufs {
 		buf := e.p.Buffers[i]
-		if buf.Param != nil && buf.Param.Bias {
+		if len(buf.Shape) == 1 { // a bias (a unified-cache gradient copy names no parameter)
 			b[len(b)-1] = e.f32[i]
 			continue
 		}

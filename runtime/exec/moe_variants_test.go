@@ -143,7 +143,8 @@ func TestMoEVariantsMatchHandWrittenModel(t *testing.T) {
 }
 
 // TestMoEVariantsUnderLayouts: each MoE variant computes under expert, tensor (with and
-// without sequence parallelism) and pipeline parallelism, ZeRO and recomputation, what one
+// without sequence parallelism) and pipeline parallelism, ZeRO, recomputation and the
+// unified cache, what one
 // rank computes on the same micro-batches: the loss terms and every reduced gradient.
 func TestMoEVariantsUnderLayouts(t *testing.T) {
 	layouts := []step.Layout{
@@ -155,6 +156,7 @@ func TestMoEVariantsUnderLayouts(t *testing.T) {
 		{DP: 2, EP: 2, TP: 2, PP: 1, SequenceParallel: true},
 		{DP: 1, EP: 1, TP: 1, PP: 1, Recompute: program.RecomputeFull},
 		{DP: 1, EP: 1, TP: 2, PP: 1, Recompute: program.RecomputeSelective},
+		{DP: 2, EP: 2, TP: 1, PP: 1, ZeRO: 3, Cache: step.Cache{Page: 4096}}, // the budget: the smallest that runs
 	}
 	const mb, T, M = 2, 8, 2
 	for _, v := range moeVariants() {
@@ -167,8 +169,12 @@ func TestMoEVariantsUnderLayouts(t *testing.T) {
 					micro[i] = randomTokens(mb, T, int(m.Vocab), int64(200+i))
 				}
 				o := Options{Seed: 9, Step: 1}
+				b := step.Batch{MicroBatch: mb, SeqLen: T, Micro: M}
+				if l.Cache.Page > 0 {
+					l.Cache.Budget = smallestBudget(t, m, b, l, l.Cache.Page)
+				}
 				ref := runLayout(t, m, net, step.Layout{DP: 1, EP: 1, TP: 1, PP: 1}, step.Batch{MicroBatch: mb, SeqLen: T, Micro: l.DP * M}, micro, o)
-				got := runLayout(t, m, net, l, step.Batch{MicroBatch: mb, SeqLen: T, Micro: M}, micro, o)
+				got := runLayout(t, m, net, l, b, micro, o)
 				for _, x := range []struct {
 					what      string
 					got, want float64
