@@ -16,8 +16,8 @@ import (
 // Route scores each token's experts, chooses its top k (ties to the lower index), admits
 // assignments to experts by capacity (every token's first choice before any second
 // choice, in token order) and numbers each admitted assignment's slot in its expert in
-// token order. Outputs: index, gates, scores, lse, slot, kept, routed, and the balance and
-// z-loss terms.
+// token order. Outputs: index, gates (renormalised when the model says so, then times its
+// routed_scale), scores, lse, slot, kept, routed, and the balance and z-loss terms.
 // slots is the program's static capacity per expert (0: from the capacity factor);
 // packed numbers each assignment's row of a packed dispatch instead (kernels_rows.go): its
 // expert's first row, the experts' kept counts before it, plus its slot. recomputed marks
