@@ -232,7 +232,7 @@ func expertLists(p *step.Program, bufs []int) (w, b jen.Code, out, in int) {
 	hasBias := false
 	for _, i := range bufs {
 		bb := p.Buffers[i]
-		if bb.Param != nil && bb.Param.Bias {
+		if len(bb.Shape) == 1 { // a bias (a unified-cache gradient copy names no parameter)
 			bs[len(bs)-1] = buf(i)
 			hasBias = true
 			continue
@@ -257,6 +257,9 @@ func opCall(p *step.Program, i int) (jen.Code, error) {
 	shape := func(b int) []int { return p.Buffers[b].Shape }
 	acc := func(k int) jen.Code { return jen.Lit(op.Accumulates(k)) }
 	k := jen.Id("k")
+	if c, ok := moeVariantCall(p, op); ok { // step_moe_variants.go
+		return c, nil
+	}
 	switch op.Kind {
 	case step.OpEmbed:
 		w := shape(in[1])[1]

@@ -193,6 +193,11 @@ func (lw *lowerer) inferLayer(l, x, rows, at, maxLen int, prefill bool) int {
 	n := B * T
 	id := func(r params.Role) params.ID { return params.ID{Role: r, Layer: l, Expert: -1} }
 	pre := fmt.Sprintf("L%d.", l)
+	beside := lw.expertsBesideAttention(l) // moe.parallel_attention (moe_variants.go)
+	hExperts := -1
+	if beside {
+		hExperts = lw.norm(pre+"ffn_in", x, params.RolePostAttnNorm, l)
+	}
 	h := lw.norm(pre+"attn_in", x, params.RoleAttnInNorm, l)
 	q := lw.matmul(pre+"q", h, id(params.RoleQ), l)
 	k := lw.matmul(pre+"k", h, id(params.RoleK), l)
@@ -236,7 +241,12 @@ func (lw *lowerer) inferLayer(l, x, rows, at, maxLen int, prefill bool) int {
 	o := lw.matmul(pre+"attn_out", a, id(params.RoleO), l)
 	lw.reduceTP(o, l)
 	x = lw.add(pre+"x_attn", x, o, l)
-	h2 := lw.norm(pre+"ffn_in", x, params.RolePostAttnNorm, l)
+	var h2 int
+	if beside {
+		h2 = hExperts
+	} else {
+		h2 = lw.norm(pre+"ffn_in", x, params.RolePostAttnNorm, l)
+	}
 	var y int
 	if lw.m.IsMoELayer(l) {
 		rin := h2
@@ -249,6 +259,11 @@ func (lw *lowerer) inferLayer(l, x, rows, at, maxLen int, prefill bool) int {
 			if op := &lw.p.Ops[i]; op.Kind == OpGroupedMM {
 				op.Attr, op.SkipEmptySlots = join(op.Attr, AttrSkipEmptySlots), true
 			}
+		}
+		if beside {
+			y = lw.addDense(l, lw.norm(pre+"dense_in", x, params.RoleResidualNorm, l), y)
+		} else {
+			y = lw.denseBeside(l, h2, y)
 		}
 	} else {
 		y = lw.ffn(pre+"ffn", h2, id(params.RoleFFNIn), id(params.RoleFFNUp), id(params.RoleFFNDown), d.FFNActivation, l)

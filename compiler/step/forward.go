@@ -205,6 +205,7 @@ func (lw *lowerer) moe(l, h, routerIn int) int {
 	pre := fmt.Sprintf("L%d.", l)
 	at := func(r params.Role) params.ID { return params.ID{Role: r, Layer: l, Expert: -1} }
 	logits := lw.matmul(pre+"router_logits", routerIn, at(params.RoleRouter), l)
+	hRouted := h // the stream as the router reads it: this rank's tokens under sp
 	h, logits = lw.seqMoEInputs(h, logits, l)
 	K, E := lw.d.K, lw.d.E
 	idx := lw.intAct(pre+"route_index", n, K)
@@ -224,11 +225,11 @@ func (lw *lowerer) moe(l, h, routerIn int) int {
 		slotsAttr = fmt.Sprintf("packed rows=%d", lw.capacity)
 	}
 	lw.fwd(Op{Kind: OpRouter, Layer: l, In: []int{logits}, Out: []int{idx, gates, scores, lse, slot, kept, routed, aux}, Slots: lw.capacity, Packed: lw.packed,
-		Attr:  fmt.Sprintf("%s top_k=%d %s %s normalize=%v balance=%g z=%g", moe.Score, lw.d.K, capAttr, slotsAttr, moe.Normalize, moe.BalanceLoss, moe.ZLoss),
+		Attr:  fmt.Sprintf("%s top_k=%d %s %s normalize=%v balance=%g z=%g%s", moe.Score, lw.d.K, capAttr, slotsAttr, moe.Normalize, moe.BalanceLoss, moe.ZLoss, lw.routedScaleAttr()),
 		FLOPs: 6 * int64(n) * int64(lw.d.E)})
 	C, ep := lw.capacity, lw.l.EP
 	send := lw.act(pre+"dispatch", KindDispatch, lw.dispatchShape(E, C, d)...)
-	lw.fwd(Op{Kind: OpPermute, Layer: l, In: []int{h, idx, slot}, Out: []int{send}})
+	lw.permute(l, h, idx, slot, gates, send)
 	recv := send
 	if ep > 1 {
 		recv = lw.act(pre+"dispatch_recv", KindDispatch, lw.eLocal, ep*C, d)
@@ -269,7 +270,9 @@ func (lw *lowerer) moe(l, h, routerIn int) int {
 		actIn = append(actIn, u)
 	}
 	a := lw.act(pre+"experts.act", KindActivation, lw.dispatchShape(lw.eLocal, rows, ehl)...)
-	lw.fwd(Op{Kind: OpAct, Layer: l, In: actIn, Out: []int{a}, Attr: string(lw.d.ExpertActivation), Activation: lw.d.ExpertActivation, FLOPs: 8 * int64(blocks*rows*ehl)})
+	actOp := Op{Kind: OpAct, Layer: l, In: actIn, Out: []int{a}, Attr: string(lw.d.ExpertActivation), Activation: lw.d.ExpertActivation, FLOPs: 8 * int64(blocks*rows*ehl)}
+	lw.clampExperts(&actOp)
+	lw.fwd(actOp)
 	eo := lw.act(pre+"experts.out", KindActivation, lw.dispatchShape(lw.eLocal, rows, d)...)
 	downAttr := fmt.Sprintf("experts %d..%d", lw.firstExpert, lw.firstExpert+lw.eLocal-1)
 	if lw.l.TP > 1 && lw.m.MoE.ExpertBias {
@@ -285,7 +288,7 @@ func (lw *lowerer) moe(l, h, routerIn int) int {
 			Bytes: lw.p.Buffers[eo].Bytes() * int64(ep-1) / int64(ep)})
 	}
 	y := lw.act(pre+"moe_out", KindActivation, n, d)
-	lw.fwd(Op{Kind: OpCombine, Layer: l, In: []int{back, idx, slot, gates}, Out: []int{y}, FLOPs: 2 * int64(n) * int64(lw.d.K) * int64(d)})
+	lw.combine(l, back, idx, slot, gates, y)
 	y = lw.seqSlice(y, l)
 	hs := h
 	if lw.d.Shared > 0 && lw.l.TP > 1 && !lw.l.SP() {
@@ -295,16 +298,14 @@ func (lw *lowerer) moe(l, h, routerIn int) int {
 		lw.fwd(Op{Kind: OpCopy, Layer: l, In: []int{h}, Out: []int{hs}})
 		lw.markTPCopy(hs, l)
 	}
-	for s := 0; s < lw.d.Shared; s++ {
-		sh := func(r params.Role) params.ID { return params.ID{Role: r, Layer: l, Expert: s} }
-		sy := lw.ffn(fmt.Sprintf("%sshared%d", pre, s), hs, sh(params.RoleSharedIn), sh(params.RoleSharedUp), sh(params.RoleSharedDown), lw.d.ExpertActivation, l)
-		y = lw.add(fmt.Sprintf("%smoe_out+shared%d", pre, s), y, sy, l)
-	}
-	return y
+	return lw.sharedExperts(l, hRouted, hs, y) // moe_variants.go
 }
 
 // layer emits decoder layer l.
 func (lw *lowerer) layer(l, x, routerRows, prevProbs int) (int, int) {
+	if lw.expertsBesideAttention(l) {
+		return lw.parallelAttentionLayer(l, x, routerRows, prevProbs) // moe_variants.go
+	}
 	pre := fmt.Sprintf("L%d.", l)
 	x, probs := lw.attention(l, x, prevProbs)
 	h := lw.norm(pre+"ffn_in", x, params.RolePostAttnNorm, l)
@@ -316,7 +317,7 @@ func (lw *lowerer) layer(l, x, routerRows, prevProbs int) (int, int) {
 		if routerRows >= 0 {
 			rin = routerRows
 		}
-		y = lw.moe(l, h, rin)
+		y = lw.denseBeside(l, h, lw.moe(l, h, rin))
 	} else {
 		h = lw.colIn(h, l)
 		at := func(r params.Role) params.ID { return params.ID{Role: r, Layer: l, Expert: -1} }

@@ -148,6 +148,9 @@ func (lw *lowerer) needsGrad(x int) bool {
 func (lw *lowerer) backwardOf(op Op) {
 	lw.cond = op.WhenRecompute
 	defer func() { lw.cond = false }()
+	if lw.moeVariantBackward(op) { // moe_variants.go
+		return
+	}
 	flops := op.FLOPs
 	switch op.Kind {
 	case OpMatMul:
@@ -255,7 +258,8 @@ func (lw *lowerer) backwardOf(op Op) {
 		for _, x := range op.In {
 			outs = append(outs, lw.gradFor(x))
 		}
-		b := Op{Kind: OpActBwd, Layer: op.Layer, In: append([]int{da}, op.In...), Out: outs, Attr: op.Attr, Activation: op.Activation, FLOPs: flops}
+		b := Op{Kind: OpActBwd, Layer: op.Layer, In: append([]int{da}, op.In...), Out: outs, Attr: op.Attr, Activation: op.Activation,
+			SwigluLimit: op.SwigluLimit, SwigluAlpha: op.SwigluAlpha, FLOPs: flops}
 		lw.writeGrads(&b, outs...)
 		lw.bwd(b)
 	case OpRouter:

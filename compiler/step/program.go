@@ -203,6 +203,12 @@ type Op struct {
 	Attr string
 	// Activation is an act or act_bwd op's function.
 	Activation program.Activation
+	// SwigluLimit > 0 makes a SwiGLU act or act_bwd op gpt-oss's clamped one, with
+	// SwigluAlpha its sigmoid's slope (moe_variants.go).
+	SwigluLimit, SwigluAlpha float64
+	// GateInput marks the permute, combine and their backward ops of an MoE layer whose
+	// gates scale the experts' inputs, not their outputs (moe.gate_input, moe_variants.go).
+	GateInput bool
 	// Rows says which rows an embed or embed_bwd op's table lookup reads.
 	Rows EmbedRows
 	// Pass is a cross_entropy op's pass under a vocabulary-parallel head.

@@ -22,6 +22,9 @@ func (e *Executor) run(op *step.Op) error {
 		}
 		return nil
 	}
+	if e.runMoEVariant(op) { // kernels_moe_variants.go
+		return nil
+	}
 	switch op.Kind {
 	case step.OpEmbed:
 		if op.Rows == step.RowsAtPosition { // decoding: each sequence at its position

@@ -16,8 +16,8 @@ import (
 // Route scores each token's experts, chooses its top k (ties to the lower index), admits
 // assignments to experts by capacity (every token's first choice before any second
 // choice, in token order) and numbers each admitted assignment's slot in its expert in
-// token order. Outputs: index, gates, scores, lse, slot, kept, routed, and the balance and
-// z-loss terms.
+// token order. Outputs: index, gates (renormalised when the model says so, then times its
+// routed_scale), scores, lse, slot, kept, routed, and the balance and z-loss terms.
 // slots is the program's static capacity per expert (0: from the capacity factor);
 // packed numbers each assignment's row of a packed dispatch instead (kernels_rows.go): its
 // expert's first row, the experts' kept counts before it, plus its slot. recomputed marks
@@ -26,6 +26,7 @@ func (k *Kernels) Route(z []float32, idx []int32, gates, sc, lse []float32, slot
 	cfg := k.m.MoE
 	E, K := k.d.E, k.d.K
 	n := len(z) / E
+	scale := float32(cfg.RoutedScaleOrOne())
 	clear(routed)
 	clear(kept)
 	// Each token's scores and choice on the cores (they depend on the token alone); the
@@ -77,6 +78,11 @@ func (k *Kernels) Route(z []float32, idx []int32, gates, sc, lse []float32, slot
 			if cfg.Normalize {
 				for j := 0; j < K; j++ {
 					gates[t*K+j] /= gs
+				}
+			}
+			if scale != 1 { // routed_scale, after any renormalisation
+				for j := 0; j < K; j++ {
+					gates[t*K+j] *= scale
 				}
 			}
 		}
@@ -160,6 +166,7 @@ func (k *Kernels) RouteBwd(dg, z []float32, idx []int32, gates, sc, lse []float3
 	E, K := k.d.E, k.d.K
 	n := len(z) / E
 	scale := k.lossScale()
+	routedScale := float32(cfg.RoutedScaleOrOne())
 	fe := grow(&k.scratch.fe, E)
 	for ex := range fe {
 		fe[ex] = cfg.BalanceLoss * float64(E) * float64(routed[ex]) / float64(n*K) / float64(n) * scale
@@ -171,6 +178,8 @@ func (k *Kernels) RouteBwd(dg, z []float32, idx []int32, gates, sc, lse []float3
 			dst[ex] = float32(fe[ex])
 		}
 		ix, gt, dgt := idx[t*K:(t+1)*K], gates[t*K:(t+1)*K], dg[t*K:(t+1)*K]
+		// The gates are routedScale·g: g's gradient is routedScale·dg, and Σ dg·gate is
+		// Σ (routedScale·dg)·g.
 		if cfg.Normalize {
 			var sum, gdot float32
 			for j, ex := range ix {
@@ -178,11 +187,11 @@ func (k *Kernels) RouteBwd(dg, z []float32, idx []int32, gates, sc, lse []float3
 				gdot += dgt[j] * gt[j]
 			}
 			for j, ex := range ix {
-				dst[ex] += (dgt[j] - gdot) / sum
+				dst[ex] += (routedScale*dgt[j] - gdot) / sum
 			}
 		} else {
 			for j, ex := range ix {
-				dst[ex] += dgt[j]
+				dst[ex] += routedScale * dgt[j]
 			}
 		}
 		program.RouterScoreGrad(cfg.Score, st, dst)
@@ -307,7 +316,7 @@ func (e *Executor) experts(bufs []int) (w, b [][]float32, out, in int) {
 	defer func() { e.scratch.w, e.scratch.b = w, b }()
 	for _, i := range bufs {
 		buf := e.p.Buffers[i]
-		if buf.Param != nil && buf.Param.Bias {
+		if len(buf.Shape) == 1 { // a bias (a unified-cache gradient copy names no parameter)
 			b[len(b)-1] = e.f32[i]
 			continue
 		}
