@@ -26,6 +26,12 @@ type Config struct {
 	// grows from ("" for a first stage); the program then starts from -from CHECKPOINT.
 	Grow      program.Grow
 	FromStage string
+	// TeacherStage is, for a distillation stage, the sanitised name of the stage it
+	// distills from (FromStage is then ""): the step program's teacher, whose final
+	// checkpoint the program takes from -from. InitFromTeacher marks a student started from
+	// the teacher's tensors (init = teacher), which the Go form does not write.
+	TeacherStage    string
+	InitFromTeacher bool
 	// SourceDir is the .moe file's folder as seen from the generated go/ folder (slash-
 	// separated; absolute only when no relative path exists), which the program takes
 	// relative data globs from unless -base says otherwise, as `moec run` takes them from
@@ -49,7 +55,10 @@ func ConfigFor(prog *program.Program, tr *program.Train, st *program.Stage) (Con
 	m := program.StageModel(base, st)
 	c := Config{Name: codegen.Ident(tr.Model, st.Name), Model: m, Optimizer: tr.Optimizer, StageLR: st.LR,
 		Data: tr.Data, ValData: tr.ValData, Seed: tr.Seed, Grow: st.Grow}
-	if st.From != "" {
+	switch {
+	case st.Distill != nil:
+		c.TeacherStage, c.InitFromTeacher = codegen.SanitizePath(st.From), st.Distill.InitFromTeacher
+	case st.From != "":
 		c.FromStage = codegen.SanitizePath(st.From)
 	}
 	if m.Vocab < data.Vocab {

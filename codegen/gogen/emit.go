@@ -56,13 +56,22 @@ func Emit(outDir string, cfg Config, opt Options) (Result, error) {
 		cfg.SourceDir = relativeDir(dir, opt.SourceDir)
 	}
 	src, err := MainSource(cfg)
+	var mainNotWritten *NotWrittenError
 	if err != nil {
 		var ue *nn.UnsupportedError
-		if errors.As(err, &ue) {
+		switch {
+		case errors.As(err, &ue):
 			res.Notes = append(res.Notes, fmt.Sprintf("go/ not generated for %s: %v", cfg.Name, ue))
 			return res, nil
+		case errors.As(err, &mainNotWritten):
+			res.Notes = append(res.Notes, fmt.Sprintf("go/%s not generated for %s: %v", MainFile, cfg.Name, mainNotWritten.Reason))
+			if opt.Step == nil {
+				return res, nil
+			}
+			// The stage's step program is written out alone.
+		default:
+			return res, err
 		}
-		return res, err
 	}
 	modDir := opt.ModuleDir
 	if modDir == "" {
@@ -94,14 +103,15 @@ func Emit(outDir string, cfg Config, opt Options) (Result, error) {
 			return res, fmt.Errorf("gogen: %w", err)
 		}
 	}
-	files := []struct {
+	type file struct {
 		name string
 		data []byte
-	}{
-		{MainFile, []byte(src)},
-		{ModFile, []byte(GoMod(cfg.Name, goVersion, replace, deps...))},
-		{SumFile, sum},
 	}
+	var files []file
+	if mainNotWritten == nil {
+		files = append(files, file{MainFile, []byte(src)})
+	}
+	files = append(files, file{ModFile, []byte(GoMod(cfg.Name, goVersion, replace, deps...))}, file{SumFile, sum})
 	if opt.Step != nil {
 		stepSrc, err := StepSource(cfg, opt.Step)
 		var nw *NotWrittenError
@@ -111,10 +121,7 @@ func Emit(outDir string, cfg Config, opt Options) (Result, error) {
 		case err != nil:
 			return res, err
 		default:
-			files = append(files, struct {
-				name string
-				data []byte
-			}{filepath.Join(StepDir, StepFile), []byte(stepSrc)})
+			files = append(files, file{filepath.Join(StepDir, StepFile), []byte(stepSrc)})
 		}
 	}
 	for _, f := range files {

@@ -31,6 +31,9 @@ func MainSource(cfg Config) (string, error) {
 	if cfg.Model == nil {
 		return "", fmt.Errorf("gogen: %s: no model", cfg.Name)
 	}
+	if cfg.TeacherStage != "" {
+		return "", &NotWrittenError{fmt.Sprintf("stage %s distills from stage %s, and distillation runs through step programs (go/%s)", cfg.Name, cfg.TeacherStage, StepDir)}
+	}
 	infos, err := nn.ParamList(cfg.Model)
 	if err != nil {
 		return "", fmt.Errorf("gogen: %s: %w", cfg.Name, err)

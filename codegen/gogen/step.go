@@ -14,10 +14,11 @@ import (
 
 // Import paths of what the step program's Go form calls.
 const (
-	pkgParams  = module + "/compiler/params"
-	pkgStep    = module + "/compiler/step"
-	pkgExec    = module + "/runtime/exec"
-	pkgWeights = module + "/runtime/weights"
+	pkgParams     = module + "/compiler/params"
+	pkgStep       = module + "/compiler/step"
+	pkgExec       = module + "/runtime/exec"
+	pkgWeights    = module + "/runtime/weights"
+	pkgCheckpoint = module + "/runtime/checkpoint"
 )
 
 // StepDir and StepFile are where Emit writes the step program's Go form (inside Dir).
@@ -78,6 +79,9 @@ func StepSource(cfg Config, p *step.Program) (string, error) {
 	f.Line()
 	if w := p.Layout.World(); w > maxWrittenRanks {
 		return "", &NotWrittenError{fmt.Sprintf("%d ranks; the Go form runs every rank in one process and is written for at most %d", w, maxWrittenRanks)}
+	}
+	if distills(p) && (p.Layout.World() > 1 || cfg.InitFromTeacher || cfg.TeacherStage == "") {
+		return "", &NotWrittenError{"a distillation stage's Go form is written for one rank, a student that starts from its own initialisation, and a known teacher stage"}
 	}
 	genOptimizerConfig(f, cfg)
 	progs := []*step.Program{p}
@@ -373,6 +377,11 @@ func opCall(p *step.Program, i int) (jen.Code, error) {
 	case step.OpCombineBwd:
 		C, D := dispatchDims(shape(in[1]))
 		return k.Dot("CombineBwd").Call(buf(in[0]), buf(in[1]), buf(in[2]), buf(in[3]), buf(in[4]), buf(out[0]), buf(out[1]), jen.Lit(C), jen.Lit(D), acc(1), fill(in[1]), fill(out[0])), nil
+	case step.OpDistillLoss:
+		d := op.Distill
+		return k.Dot("DistillLoss").Call(buf(in[0]), buf(in[1]), buf(in[2]), buf(out[0]), bufOr(out, 1), jen.Lit(shape(in[0])[1]),
+			jen.Qual(pkgStep, "Distill").Values(jen.Dict{jen.Id("Temperature"): jen.Lit(d.Temperature), jen.Id("SoftWeight"): jen.Lit(d.SoftWeight),
+				jen.Id("HardWeight"): jen.Lit(d.HardWeight)})), nil
 	case step.OpCrossEntropy:
 		// Under tp each rank holds a slice of the vocabulary: three passes between the
 		// reductions of the row maxima and sums.
@@ -551,6 +560,7 @@ func genStep(f *jen.File, p *step.Program, cs []chunk, vocab int, sfx string) {
 	f.Func().Params(jen.Id("r").Op("*").Id("rank"+sfx)).Id("step").Params(jen.List(jen.Id("seed"), jen.Id("n")).Int64(), jen.Id("micro").Index().Index().Int32()).Params(jen.Qual(pkgExec, "Stats"), jen.Error()).BlockFunc(func(g *jen.Group) {
 		g.Id("v").Op(":=").Id("r").Dot("views" + sfx)
 		g.Id("r").Dot("k").Dot("BeginStep").Call(jen.Id("seed"), jen.Id("n"))
+		genTeacherLogits(g, p)
 		for i, b := range p.Buffers {
 			if b.Kind != step.KindInput || !b.Int || p.Memory.Lifetime[i][0] < 0 {
 				continue
@@ -691,6 +701,9 @@ func genOptimizers(f *jen.File, p *step.Program, sfx string) {
 		g.Id("k").Op("*").Qual(pkgExec, "Kernels")
 		if p.Layout.World() > 1 {
 			g.Id("c").Qual(pkgExec, "Comm").Comment("the rank's communicator")
+		}
+		if distills(p) {
+			g.Id("teacher").Op("*").Qual(pkgExec, "Teacher").Comment("the teacher stage's forward, whose logits the loss reads")
 		}
 		for gi, gr := range p.Groups {
 			g.Id(fmt.Sprintf("opt%d", gi)).Op("*").Qual(pkgOptim, "AdamW").Comment("parameter group " + gr.Name)
@@ -865,7 +878,11 @@ func genStepMain(f *jen.File, cfg Config, progs []*step.Program) {
 		g.Id("seed").Op(":=").Qual("flag", "Int64").Call(jen.Lit("seed"), jen.Id("stageSeed"), jen.Lit("seed of the initialisation, the data order and the attention-sharing dice"))
 		g.Id("glob").Op(":=").Qual("flag", "String").Call(jen.Lit("data"), jen.Id("dataGlob"), jen.Lit("training text glob"))
 		g.Id("base").Op(":=").Qual("flag", "String").Call(jen.Lit("base"), jen.Lit(""), jen.Lit("folder relative data globs are taken from"))
-		g.Id("from").Op(":=").Qual("flag", "String").Call(jen.Lit("from"), jen.Lit(""), jen.Lit("the previous stage's final checkpoint or run folder (a stage that grows)"))
+		fromHelp := "the previous stage's final checkpoint or run folder (a stage that grows)"
+		if cfg.TeacherStage != "" {
+			fromHelp = fmt.Sprintf("the teacher stage %s's final checkpoint or run folder (this stage distills from it)", cfg.TeacherStage)
+		}
+		g.Id("from").Op(":=").Qual("flag", "String").Call(jen.Lit("from"), jen.Lit(""), jen.Lit(fromHelp))
 		g.Qual("flag", "Parse").Call()
 		g.If(jen.Err().Op(":=").Id("run").Call(jen.Op("*").Id("steps"), jen.Op("*").Id("seed"), jen.Op("*").Id("glob"), jen.Op("*").Id("base"), jen.Op("*").Id("from")),
 			jen.Err().Op("!=").Nil()).Block(
@@ -893,6 +910,9 @@ func genStepMain(f *jen.File, cfg Config, progs []*step.Program) {
 			jen.List(jen.Id("ts"), jen.Err()).Op("=").Qual(pkgWeights, "Initial").Call(jen.Op("&").Id("m"), jen.Id("seed")),
 		)
 		g.If(jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Err()))
+		if distills(p) {
+			genLoadTeacher(g, cfg)
+		}
 		if world > 1 {
 			g.Id("world").Op(":=").Qual(pkgExec, "NewWorld").Call(jen.Lit(5).Op("*").Qual("time", "Minute"))
 		}
@@ -910,6 +930,10 @@ func genStepMain(f *jen.File, cfg Config, progs []*step.Program) {
 				fields[jen.Id("c")] = jen.Id("world").Dot("Rank").Call(jen.Lit(rp.Rank))
 			}
 			g.Add(r.Clone()).Op(":=").Op("&").Id("rank" + sfx).Values(fields)
+			if distills(rp) {
+				g.If(jen.List(r.Clone().Dot("teacher"), jen.Err()).Op("=").Qual(pkgExec, "NewTeacher").Call(jen.Id("tc").Dot("Manifest").Dot("Model"),
+					jen.Lit(mb), jen.Lit(T), jen.Id("tc").Dot("Model")), jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Err()))
+			}
 			g.If(jen.Err().Op(":=").Add(r.Clone()).Dot("load").Call(jen.Id("ts")), jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Err()))
 			g.If(jen.Err().Op(":=").Add(r.Clone()).Dot("newOptimizers").Call(jen.Id("optimizerConfig").Call(jen.Id("steps"))), jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Err()))
 			ranks = append(ranks, r.Clone())
@@ -1334,4 +1358,41 @@ func cacheMoves(p *step.Program, op *step.Op) ([]jen.Code, error) {
 		out = append(out, jen.Id("k").Dot("CacheMove").Call(buf(src), buf(op.Out[i]), jen.Lit(op.Kind == step.OpCacheWriteback && op.Accumulates(i))))
 	}
 	return out, nil
+}
+
+// distills reports whether p's loss reads a teacher's logits (a distillation stage).
+func distills(p *step.Program) bool {
+	for _, b := range p.Buffers {
+		if b.Kind == step.KindInput && !b.Int && strings.HasPrefix(b.Name, "teacher_logits@") {
+			return true
+		}
+	}
+	return false
+}
+
+// genTeacherLogits writes the teacher's forward on each micro-batch whose teacher_logits
+// input the program reads, into that input, before the step's first op.
+func genTeacherLogits(g *jen.Group, p *step.Program) {
+	for i, b := range p.Buffers {
+		if b.Kind != step.KindInput || b.Int || !strings.HasPrefix(b.Name, "teacher_logits@") || p.Memory.Lifetime[i][0] < 0 {
+			continue
+		}
+		var mi int
+		fmt.Sscan(strings.TrimPrefix(b.Name, "teacher_logits@"), &mi)
+		g.List(jen.Id(fmt.Sprintf("teacher%d", mi)), jen.Err()).Op(":=").Id("r").Dot("teacher").Dot("Logits").Call(jen.Id("micro").Index(jen.Lit(mi)), jen.Qual(pkgExec, "Options").Values())
+		g.If(jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Qual(pkgExec, "Stats").Values(), jen.Err()))
+		g.If(jen.Len(jen.Id(fmt.Sprintf("teacher%d", mi))).Op("!=").Len(buf(i))).Block(jen.Return(jen.Qual(pkgExec, "Stats").Values(),
+			jen.Qual("fmt", "Errorf").Call(jen.Lit(fmt.Sprintf("the teacher wrote %%d logits for micro-batch %d, the student reads %d", mi, b.Elements())), jen.Len(jen.Id(fmt.Sprintf("teacher%d", mi))))))
+		g.Copy(buf(i), jen.Id(fmt.Sprintf("teacher%d", mi)))
+	}
+}
+
+// genLoadTeacher writes the loading of the teacher's final checkpoint (tc) from -from.
+func genLoadTeacher(g *jen.Group, cfg Config) {
+	g.If(jen.Id("from").Op("==").Lit("")).Block(jen.Return(jen.Qual("errors", "New").Call(
+		jen.Lit(fmt.Sprintf("this stage distills from stage %s: pass -from with its final checkpoint or run folder", cfg.TeacherStage)))))
+	g.List(jen.Id("tdir"), jen.Err()).Op(":=").Qual(pkgWeights, "ResolveCheckpoint").Call(jen.Id("from"))
+	g.If(jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Qual("fmt", "Errorf").Call(jen.Lit("the teacher: %w"), jen.Err())))
+	g.List(jen.Id("tc"), jen.Err()).Op(":=").Qual(pkgCheckpoint, "Load").Call(jen.Id("tdir"), jen.False())
+	g.If(jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Qual("fmt", "Errorf").Call(jen.Lit("the teacher: %w"), jen.Err())))
 }

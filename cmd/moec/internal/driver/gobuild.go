@@ -9,11 +9,9 @@ import (
 // emitGo writes stageDir/go: the stage's generated Go program (codegen/gogen), whose
 // go.mod points at the moec checkout above the output (or the working) directory and whose
 // default -base is srcDir, the .moe file's folder, where `moec run` takes data globs from.
+// A distillation stage gets its step program's Go form only (its teacher runs through
+// runtime/exec's evaluation program), not the hand-written model's main.go.
 func emitGo(prog *program.Program, tr *program.Train, st *program.Stage, srcDir, stageDir string, sp *step.Program, res *BuildResult) error {
-	if st.Distill != nil {
-		res.Notes = appendOnce(res.Notes, "go/ not generated for stage "+st.Name+": the generated program runs no teacher; `moec run` trains a distillation stage")
-		return nil
-	}
 	cfg, err := gogen.ConfigFor(prog, tr, st)
 	if err != nil {
 		// A stage `moec run` could not train either (no steps, too small a vocabulary)
