@@ -1,0 +1,385 @@
+package gpu
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/moec-dev/moec/codegen/cuda"
+	"github.com/moec-dev/moec/codegen/cudastep"
+	"github.com/moec-dev/moec/compiler/params"
+	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/compiler/step"
+	"github.com/moec-dev/moec/internal/atomicfile"
+	moexec "github.com/moec-dev/moec/runtime/exec"
+	"github.com/moec-dev/moec/runtime/llvmrt"
+	"github.com/moec-dev/moec/runtime/optim"
+)
+
+// Mode says where the generated step runs.
+type Mode uint8
+
+const (
+	Device   Mode = iota // a GPU through libcuda.so.1
+	Emulated             // the CPU, through the emulated driver and kernels
+)
+
+func (m Mode) String() string {
+	if m == Emulated {
+		return "cuda-emulated"
+	}
+	return "cuda"
+}
+
+// ParseMode reads a --device value: "cuda" or "cuda-emulated".
+func ParseMode(s string) (Mode, error) {
+	switch s {
+	case "cuda":
+		return Device, nil
+	case "cuda-emulated":
+		return Emulated, nil
+	}
+	return 0, fmt.Errorf("device %q: want cuda or cuda-emulated", s)
+}
+
+// Options say how a session is built.
+type Options struct {
+	Mode Mode
+	// Dir receives the sources and the compiled library; empty: a temporary folder the
+	// session removes when it closes.
+	Dir string
+	// Clang is the clang++ to compile with; empty: codegen/cuda's FindClang.
+	Clang string
+	// Arch is the GPU architecture of the PTX (Device mode); empty: sm_80, which the driver
+	// compiles for any newer GPU when it loads the module.
+	Arch string
+}
+
+// errBytes is the size of the buffer the host program writes its errors into.
+const errBytes = 1024
+
+// Session is one rank's generated step, compiled and opened.
+type Session struct {
+	p       *step.Program
+	m       *program.Model
+	low     *cudastep.Lowered
+	lib     *llvmrt.Library
+	fns     map[string]*llvmrt.Func
+	handle  int64
+	tmp     string
+	dice    *moexec.Kernels
+	cfg     *optim.Config
+	updates int64
+}
+
+// Stats are a step's loss terms as runtime/exec reports them.
+type Stats struct {
+	Loss, CE, GradNorm, LR float64
+}
+
+// CheckDriver reports why a GPU step cannot run on this machine: libcuda.so.1 (the NVIDIA
+// driver's CUDA library) cannot be loaded. No CUDA SDK is needed.
+func CheckDriver() error {
+	lib, err := llvmrt.Open("libcuda.so.1")
+	if err != nil {
+		return fmt.Errorf("no NVIDIA driver: cannot load libcuda.so.1 (%v); moec needs only the driver to run on a GPU, no CUDA SDK; --device cuda-emulated runs the same generated step on the CPU", err)
+	}
+	return lib.Close()
+}
+
+// Open lowers p (one rank's program of m's stage), writes and compiles its sources, and
+// opens the step on the device (or the emulation).
+func Open(ctx context.Context, p *step.Program, m *program.Model, o Options) (*Session, error) {
+	low, err := cudastep.Lower(p, m)
+	if err != nil {
+		return nil, err
+	}
+	if o.Mode == Device {
+		if err := CheckDriver(); err != nil {
+			return nil, err
+		}
+	}
+	clang := o.Clang
+	if clang == "" {
+		clang = cuda.FindClang()
+	}
+	if clang == "" {
+		return nil, errors.New("gpu: no clang++ on PATH: moec compiles its CUDA with clang (16 or newer)")
+	}
+	s := &Session{p: p, m: m, low: low}
+	dir := o.Dir
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "moec-gpu-*"); err != nil {
+			return nil, fmt.Errorf("gpu: %w", err)
+		}
+		s.tmp = dir
+	}
+	fail := func(err error) (*Session, error) {
+		if s.tmp != "" {
+			os.RemoveAll(s.tmp)
+		}
+		return nil, err
+	}
+	so, ptx, err := build(ctx, low, dir, clang, o)
+	if err != nil {
+		return fail(err)
+	}
+	if s.lib, err = llvmrt.Open(so); err != nil {
+		return fail(fmt.Errorf("gpu: loading the host program: %w", err))
+	}
+	s.fns = map[string]*llvmrt.Func{}
+	for _, name := range []string{"moec_step_open", "moec_step_upload", "moec_step_download", "moec_step_train", "moec_step_close"} {
+		f, err := s.lib.Func(name)
+		if err != nil {
+			s.lib.Close()
+			return fail(fmt.Errorf("gpu: %w", err))
+		}
+		s.fns[name] = f
+	}
+	var blob []byte
+	for _, t := range ptx {
+		blob = append(append(blob, t...), 0)
+	}
+	if len(blob) == 0 {
+		blob = []byte{0}
+	}
+	handle := make([]byte, 8)
+	msg := make([]byte, errBytes)
+	if err := s.fns["moec_step_open"].Call(0, 0, blob, int64(len(ptx)), handle, msg, int64(errBytes)); err != nil {
+		s.lib.Close()
+		return fail(err)
+	}
+	if e := cString(msg); e != "" {
+		s.lib.Close()
+		return fail(fmt.Errorf("gpu: opening %s/%s on %s: %s", p.Model, p.Stage, o.Mode, e))
+	}
+	s.handle = int64(binary.LittleEndian.Uint64(handle))
+	if s.dice, err = moexec.NewKernels(m, p.Batch, p.Layout, p.Coord); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// build writes the sources into dir and compiles them: the emulation's one library, or the
+// host library and each kernel file's PTX.
+func build(ctx context.Context, low *cudastep.Lowered, dir, clang string, o Options) (so string, ptx []string, err error) {
+	files, err := cudastep.Sources(low)
+	if err != nil {
+		return "", nil, err
+	}
+	files["moec_cpu_emu.h"] = cuda.EmulationHeader()
+	files[cuda.PreludeName] = cuda.Prelude()
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if err := writeFile(filepath.Join(dir, n), files[n]); err != nil {
+			return "", nil, err
+		}
+	}
+	run := func(args ...string) error {
+		cmd := exec.CommandContext(ctx, clang, args...)
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("gpu: clang++ %s: %w\n%s", strings.Join(args, " "), err, out)
+		}
+		return nil
+	}
+	if o.Mode == Emulated {
+		so = filepath.Join(dir, "libmoec_step_emu.so")
+		args := []string{"-std=c++17", "-O1", "-fPIC", "-shared", "-include", "moec_cpu_emu.h", "-I", ".",
+			cudastep.HostName, cudastep.DriverEmuName, cudastep.EmuRegistryName}
+		for _, f := range cudastep.Library() {
+			args = append(args, cudastep.EmulationName(f))
+		}
+		return so, nil, run(append(args, "-o", so, "-lpthread", "-lm")...)
+	}
+	arch := o.Arch
+	if arch == "" {
+		arch = "sm_80"
+	}
+	for _, f := range cudastep.Library() {
+		out := strings.TrimSuffix(f.Name, ".cu") + "." + arch + ".ptx"
+		if err := run("-x", "cuda", "--cuda-device-only", "--cuda-gpu-arch="+arch, "-nocudainc", "-nocudalib",
+			"-Xclang", "-target-feature", "-Xclang", "+ptx78", "-include", cuda.PreludeName, "-I", ".",
+			"-O3", "-Wall", "-Werror", "-Wno-unknown-cuda-version", "-S", "-o", out, f.Name); err != nil {
+			return "", nil, err
+		}
+		text, err := os.ReadFile(filepath.Join(dir, out))
+		if err != nil {
+			return "", nil, fmt.Errorf("gpu: %w", err)
+		}
+		ptx = append(ptx, string(text))
+	}
+	so = filepath.Join(dir, "libmoec_step.so")
+	return so, ptx, run("-std=c++17", "-O2", "-fPIC", "-shared", "-I", ".", cudastep.HostName, cudastep.DriverDlopenName, "-o", so, "-ldl", "-lm")
+}
+
+// cString is the NUL-terminated text at the start of b.
+func cString(b []byte) string {
+	for i, c := range b {
+		if c == 0 {
+			return string(b[:i])
+		}
+	}
+	return string(b)
+}
+
+// Close releases the device memory and the library.
+func (s *Session) Close() error {
+	var err error
+	if s.lib != nil {
+		if s.handle != 0 {
+			err = s.fns["moec_step_close"].Call(0, 0, s.handle)
+			s.handle = 0
+		}
+		err = errors.Join(err, s.lib.Close())
+		s.lib = nil
+	}
+	if s.tmp != "" {
+		err = errors.Join(err, os.RemoveAll(s.tmp))
+		s.tmp = ""
+	}
+	return err
+}
+
+// Upload copies values into the device arena at byte offset at.
+func (s *Session) Upload(at int64, values []float32) error {
+	return s.move("moec_step_upload", at, values)
+}
+
+// Download copies values out of the device arena from byte offset at.
+func (s *Session) Download(at int64, values []float32) error {
+	return s.move("moec_step_download", at, values)
+}
+
+func (s *Session) move(fn string, at int64, values []float32) error {
+	if len(values) == 0 {
+		return nil
+	}
+	msg := make([]byte, errBytes)
+	if err := s.fns[fn].Call(0, 0, s.handle, at, values, int64(4*len(values)), msg, int64(errBytes)); err != nil {
+		return err
+	}
+	if e := cString(msg); e != "" {
+		return fmt.Errorf("gpu: %s", e)
+	}
+	return nil
+}
+
+// LoadParams uploads every parameter buffer of the program from get (an executor's
+// Param, a model's weights); a parameter get has no values for is an error.
+func (s *Session) LoadParams(get func(id params.ID) []float32) error {
+	for _, b := range s.p.Buffers {
+		if b.Kind != step.KindParam || b.Param == nil {
+			continue
+		}
+		id := *b.Param
+		id.Shard = params.Shard{}
+		w := get(id)
+		if int64(len(w)) != b.Elements() {
+			return fmt.Errorf("gpu: parameter %s: %d values, the buffer holds %d", id, len(w), b.Elements())
+		}
+		if err := s.Upload(b.Offset, w); err != nil {
+			return fmt.Errorf("gpu: uploading %s: %w", id, err)
+		}
+	}
+	return nil
+}
+
+// Param downloads parameter id's values (nil, nil when the program has no buffer for it).
+func (s *Session) Param(id params.ID) ([]float32, error) {
+	for _, b := range s.p.Buffers {
+		if b.Kind != step.KindParam || b.Param == nil {
+			continue
+		}
+		bid := *b.Param
+		bid.Shard = params.Shard{}
+		if bid == id {
+			w := make([]float32, b.Elements())
+			return w, s.Download(b.Offset, w)
+		}
+	}
+	return nil, nil
+}
+
+// SetOptimizer makes Step run the update ops with AdamW under cfg (runtime/optim's
+// schedule, clipping and decay rule, as runtime/exec applies them).
+func (s *Session) SetOptimizer(cfg optim.Config) { s.cfg = &cfg }
+
+// StepOptions are what a step needs beyond its tokens: the seed and step number that throw
+// the attention-sharing dice (runtime/exec's BeginStep).
+type StepOptions struct {
+	Seed, Step int64
+}
+
+// Step runs one training step over the micro-batches (each B sequences of T+1 tokens, as
+// runtime/exec's Run takes them), with the update when an optimizer is set.
+func (s *Session) Step(micro [][]int32, o StepOptions) (Stats, error) {
+	p := s.p
+	if len(micro) != p.Batch.Micro {
+		return Stats{}, fmt.Errorf("gpu: %d micro-batches, the program takes %d", len(micro), p.Batch.Micro)
+	}
+	d, err := s.m.Dims()
+	if err != nil {
+		return Stats{}, fmt.Errorf("gpu: %w", err)
+	}
+	n := p.Batch.Tokens()
+	tokens, targets := make([]int32, n*len(micro)), make([]int32, n*len(micro))
+	for i, seqs := range micro {
+		if err := moexec.SplitTokens(tokens[i*n:(i+1)*n], targets[i*n:(i+1)*n], seqs, p.Batch.MicroBatch, p.Batch.SeqLen, d.V); err != nil {
+			return Stats{}, fmt.Errorf("gpu: micro-batch %d: %w", i, err)
+		}
+	}
+	s.dice.BeginStep(o.Seed, o.Step)
+	dice := make([]int32, max(d.L, 1))
+	for l := 0; l < d.L; l++ {
+		if s.dice.Recompute(l) {
+			dice[l] = 1
+		}
+	}
+	opt := make([]float64, 9)
+	var lr float64
+	if s.cfg != nil {
+		lr = s.cfg.LRAt(s.updates)
+		opt = []float64{1, lr, s.cfg.Beta1, s.cfg.Beta2, s.cfg.Eps, s.cfg.WeightDecay, s.cfg.ClipNorm, float64(s.updates + 1), 1}
+	}
+	optBytes := make([]byte, 8*len(opt))
+	for i, v := range opt {
+		binary.LittleEndian.PutUint64(optBytes[8*i:], math.Float64bits(v))
+	}
+	out := make([]byte, 16)
+	msg := make([]byte, errBytes)
+	if err := s.fns["moec_step_train"].Call(0, 0, s.handle, tokens, targets, dice, optBytes, out, msg, int64(errBytes)); err != nil {
+		return Stats{}, err
+	}
+	if e := cString(msg); e != "" {
+		return Stats{}, fmt.Errorf("gpu: step %d: %s", o.Step, e)
+	}
+	st := Stats{CE: math.Float64frombits(binary.LittleEndian.Uint64(out)), GradNorm: math.Float64frombits(binary.LittleEndian.Uint64(out[8:]))}
+	st.Loss = st.CE
+	if s.cfg != nil {
+		s.updates++
+		st.LR = lr
+	}
+	return st, nil
+}
+
+// writeFile writes a generated source.
+func writeFile(path, text string) error {
+	if err := atomicfile.WriteFile(path, []byte(text), 0o644); err != nil {
+		return fmt.Errorf("gpu: %w", err)
+	}
+	return nil
+}
