@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/moec-dev/moec/codegen/cuda"
 	"github.com/moec-dev/moec/compiler/step"
 )
 
@@ -22,6 +23,15 @@ var (
 	//go:embed moec_step_device.h
 	deviceHeader string
 )
+
+// PTXArgs are clang++'s arguments that compile the kernel file name (in the working
+// folder, next to the device header and codegen/cuda's prelude) to PTX for arch into out:
+// device side only, no CUDA SDK.
+func PTXArgs(arch, name, out string) []string {
+	return []string{"-x", "cuda", "--cuda-device-only", "--cuda-gpu-arch=" + arch, "-nocudainc", "-nocudalib",
+		"-Xclang", "-target-feature", "-Xclang", "+ptx78", "-include", cuda.PreludeName, "-I", ".",
+		"-O3", "-Wall", "-Werror", "-Wno-unknown-cuda-version", "-S", "-o", out, name}
+}
 
 // File names of the generated sources.
 const (
@@ -361,7 +371,7 @@ func HostProgram(l *Lowered) (string, error) {
 // cuLaunchKernel.
 func emitLaunch(w *strings.Builder, in string, ln Launch, k int, p *step.Program, workAt map[string]int64, what string) error {
 	fmt.Fprintf(w, "%s{\n", in)
-	var refs []string
+	var refs, scalars []string
 	for j, a := range ln.Args {
 		var decl string
 		switch {
@@ -387,7 +397,7 @@ func emitLaunch(w *strings.Builder, in string, ln Launch, k int, p *step.Program
 			if h < 0 {
 				return fmt.Errorf("no host scalar %s", a.Host)
 			}
-			decl = fmt.Sprintf("float a%d = s->adam[%d]; // %s", j, h, a.Host)
+			decl = fmt.Sprintf("float a%d = s->adam[%d] /* %s */;", j, h, a.Host)
 		case a.Kind == F32:
 			if math.IsNaN(float64(a.Float)) || math.IsInf(float64(a.Float), 0) {
 				return fmt.Errorf("argument %d of %s is %v", j, ln.Kernel, a.Float)
@@ -401,8 +411,15 @@ func emitLaunch(w *strings.Builder, in string, ln Launch, k int, p *step.Program
 		default:
 			decl = fmt.Sprintf("long long a%d = %dLL;", j, a.Int)
 		}
-		fmt.Fprintf(w, "%s  %s\n", in, decl)
+		if a.Kind.Pointer() {
+			fmt.Fprintf(w, "%s  %s\n", in, decl)
+		} else {
+			scalars = append(scalars, decl)
+		}
 		refs = append(refs, fmt.Sprintf("&a%d", j))
+	}
+	if len(scalars) > 0 {
+		fmt.Fprintf(w, "%s  %s\n", in, strings.Join(scalars, " "))
 	}
 	if len(refs) == 0 {
 		refs = append(refs, "NULL")

@@ -172,7 +172,7 @@ func (lw *lowerer) zero(b int) Launch {
 
 func i32(v int) Arg { return IntArg(I32, int64(v)) }
 
-func flag(v bool) Arg {
+func boolArg(v bool) Arg {
 	if v {
 		return i32(1)
 	}
@@ -216,7 +216,7 @@ func (g gemm) launch() Launch {
 		Grid:  [3]int{(g.n + 63) / 64, (g.m + 63) / 64, g.batches * g.units},
 		Block: [3]int{16, 16, 1},
 		Args: []Arg{g.a, g.b, g.c, bias, i32(g.m), i32(g.n), i32(g.k), i32(g.lda), i32(g.ldb), i32(g.ldc),
-			flag(g.transA), flag(g.transB), FloatArg(g.alpha), FloatArg(g.beta), flag(g.causal),
+			boolArg(g.transA), boolArg(g.transB), FloatArg(g.alpha), FloatArg(g.beta), boolArg(g.causal),
 			i32(g.units), i32(g.headMul), i32(g.headAdd), i32(g.grp),
 			L(g.aB), L(g.aH), L(g.aG), L(g.bB), L(g.bH), L(g.bG), L(g.cB), L(g.cH), L(g.cG)}}
 }
@@ -258,7 +258,7 @@ func (lw *lowerer) op(op *step.Op, ol *OpLaunches) error {
 		}
 		w := lw.shape(table)[1]
 		rows, n := int(lw.n(table))/w, int(lw.n(tok))
-		sizes := []Arg{i32(n), i32(w), i32(rows), i32(0), i32(lw.p.Batch.SeqLen), flag(op.Rows == step.RowsOfPositions)}
+		sizes := []Arg{i32(n), i32(w), i32(rows), i32(0), i32(lw.p.Batch.SeqLen), boolArg(op.Rows == step.RowsOfPositions)}
 		if op.Kind == step.OpEmbed {
 			add(Launch{Kernel: kernel, Grid: [3]int{n, 1, 1}, Block: [3]int{128, 1, 1},
 				Args: append([]Arg{lw.ints(tok), lw.buf(table), lw.buf(x)}, sizes...)})
@@ -272,7 +272,7 @@ func (lw *lowerer) op(op *step.Op, ol *OpLaunches) error {
 		d := int(lw.n(in[1]))
 		rows := int(lw.n(in[0])) / d
 		add(perRow("dense_norm", rows, lw.buf(in[0]), lw.buf(in[1]), opt(in, 2), lw.buf(out[0]), lw.buf(out[1]),
-			i32(rows), i32(d), FloatArg(float32(lw.d.NormEps)), flag(layerNorm)))
+			i32(rows), i32(d), FloatArg(float32(lw.d.NormEps)), boolArg(layerNorm)))
 	case step.OpNormBwd:
 		d := int(lw.n(in[2]))
 		rows := int(lw.n(in[1])) / d
@@ -289,7 +289,7 @@ func (lw *lowerer) op(op *step.Op, ol *OpLaunches) error {
 		}
 		add(perColumn("dense_norm_bwd_dw", d, lw.buf(in[0]), lw.buf(in[1]), lw.buf(in[3]), mean, lw.buf(out[1]), opt(out, 2), i32(rows), i32(d)))
 		add(perRow("dense_norm_bwd_dx", rows, lw.buf(in[0]), lw.buf(in[1]), lw.buf(in[2]), lw.buf(in[3]), mean, lw.buf(out[0]),
-			i32(rows), i32(d), flag(acc(0))))
+			i32(rows), i32(d), boolArg(acc(0))))
 	case step.OpMatMul:
 		o, k := lw.shape(in[1])[0], lw.shape(in[1])[1]
 		n := int(lw.n(in[0])) / k
@@ -332,7 +332,7 @@ func (lw *lowerer) op(op *step.Op, ol *OpLaunches) error {
 		for _, b := range out[:2] {
 			width := int(lw.n(b)) / tokens
 			add(elementwise("dense_rotary", int64(tokens*width/2), lw.buf(b), tab, i32(tokens), i32(width),
-				i32(lw.p.Batch.SeqLen), i32(lw.d.Dh), flag(op.Kind == step.OpRotaryBwd)))
+				i32(lw.p.Batch.SeqLen), i32(lw.d.Dh), boolArg(op.Kind == step.OpRotaryBwd)))
 		}
 	case step.OpScores:
 		B, T, H, KV, Dh := lw.attnDims(in[0], in[1])
@@ -381,7 +381,7 @@ func (lw *lowerer) op(op *step.Op, ol *OpLaunches) error {
 	case step.OpSoftmaxBwd:
 		T := lw.p.Batch.SeqLen
 		rows := int(lw.n(in[1])) / T
-		add(perRow("dense_softmax_bwd", rows, lw.buf(in[0]), lw.buf(in[1]), lw.buf(out[0]), i32(rows), i32(T), flag(acc(0))))
+		add(perRow("dense_softmax_bwd", rows, lw.buf(in[0]), lw.buf(in[1]), lw.buf(out[0]), i32(rows), i32(T), boolArg(acc(0))))
 	case step.OpAttnAV:
 		B, T, H, KV, Dh := lw.attnDims(out[0], in[1])
 		qd, kd, tt := int64(H*Dh), int64(KV*Dh), int64(T*T)
@@ -437,7 +437,7 @@ func (lw *lowerer) op(op *step.Op, ol *OpLaunches) error {
 			return err
 		}
 		add(elementwise("dense_act_bwd", lw.n(in[1]), lw.buf(in[0]), lw.buf(in[1]), opt(in, 2), lw.buf(out[0]), opt(out, 1),
-			IntArg(I64, lw.n(in[1])), i32(kind), flag(acc(0)), flag(len(out) > 1 && acc(1))))
+			IntArg(I64, lw.n(in[1])), i32(kind), boolArg(acc(0)), boolArg(len(out) > 1 && acc(1))))
 	case step.OpCrossEntropy:
 		if op.Pass != step.LossWhole || len(in) > 2 {
 			return fmt.Errorf("the vocabulary-parallel loss is not lowered yet")

@@ -52,8 +52,8 @@ func ParseMode(s string) (Mode, error) {
 // Options say how a session is built.
 type Options struct {
 	Mode Mode
-	// Dir receives the sources and the compiled library; empty: a temporary folder the
-	// session removes when it closes.
+	// Dir receives the sources and the compiled library; empty: a temporary folder,
+	// removed once the library is loaded.
 	Dir string
 	// Clang is the clang++ to compile with; empty: codegen/cuda's FindClang.
 	Clang string
@@ -89,7 +89,7 @@ type Stats struct {
 func CheckDriver() error {
 	lib, err := llvmrt.Open("libcuda.so.1")
 	if err != nil {
-		return fmt.Errorf("no NVIDIA driver: cannot load libcuda.so.1 (%v); moec needs only the driver to run on a GPU, no CUDA SDK; --device cuda-emulated runs the same generated step on the CPU", err)
+		return fmt.Errorf("no NVIDIA driver: cannot load libcuda.so.1 (%v); install the NVIDIA driver: moec needs only it and clang to run on a GPU, no CUDA SDK; --device cuda-emulated runs the same generated step on the CPU", err)
 	}
 	return lib.Close()
 }
@@ -133,6 +133,11 @@ func Open(ctx context.Context, p *step.Program, m *program.Model, o Options) (*S
 	}
 	if s.lib, err = llvmrt.Open(so); err != nil {
 		return fail(fmt.Errorf("gpu: loading the host program: %w", err))
+	}
+	if s.tmp != "" {
+		// The loaded library stays mapped: the temporary folder is not needed any more.
+		os.RemoveAll(s.tmp)
+		s.tmp = ""
 	}
 	s.fns = map[string]*llvmrt.Func{}
 	for _, name := range []string{"moec_step_open", "moec_step_upload", "moec_step_download", "moec_step_train", "moec_step_close"} {
@@ -211,9 +216,7 @@ func build(ctx context.Context, low *cudastep.Lowered, dir, clang string, o Opti
 	}
 	for _, f := range cudastep.Library() {
 		out := strings.TrimSuffix(f.Name, ".cu") + "." + arch + ".ptx"
-		if err := run("-x", "cuda", "--cuda-device-only", "--cuda-gpu-arch="+arch, "-nocudainc", "-nocudalib",
-			"-Xclang", "-target-feature", "-Xclang", "+ptx78", "-include", cuda.PreludeName, "-I", ".",
-			"-O3", "-Wall", "-Werror", "-Wno-unknown-cuda-version", "-S", "-o", out, f.Name); err != nil {
+		if err := run(cudastep.PTXArgs(arch, f.Name, out)...); err != nil {
 			return "", nil, err
 		}
 		text, err := os.ReadFile(filepath.Join(dir, out))
@@ -313,6 +316,16 @@ func (s *Session) Param(id params.ID) ([]float32, error) {
 	}
 	return nil, nil
 }
+
+// Updates is the number of updates the optimizer has applied.
+func (s *Session) Updates() int64 { return s.updates }
+
+// SetUpdates sets the update count (a resumed run's: the schedule and bias corrections
+// continue from it).
+func (s *Session) SetUpdates(n int64) { s.updates = n }
+
+// Buffers are the program's buffers, whose Offset is their place in the device arena.
+func (s *Session) Buffers() []*step.Buffer { return s.p.Buffers }
 
 // SetOptimizer makes Step run the update ops with AdamW under cfg (runtime/optim's
 // schedule, clipping and decay rule, as runtime/exec applies them).

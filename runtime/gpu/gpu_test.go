@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -33,6 +34,7 @@ func hunyuanTiny(t testing.TB, experts int) (*program.Model, optim.Config) {
 	tr := prog.Trains["hunyuan_tiny"]
 	if tr == nil {
 		t.Fatal("hunyuan_tiny.moe has no train block hunyuan_tiny")
+		return nil, optim.Config{}
 	}
 	return program.StageModel(prog.Models["hunyuan_tiny"], &program.Stage{Experts: experts}), optim.FromProgram(tr.Optimizer, 0, 600)
 }
@@ -200,4 +202,27 @@ func TestEmulatedStepLayerNormVariant(t *testing.T) {
 	m.FFN.Activation = program.SwiGLU
 	m.FFN.Bias = true
 	matchExecutor(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 2}, cfg, 1e-5)
+}
+
+// TestRefusesAPlanLargerThanTheDevice: the host program reads the device's free memory
+// (cuMemGetInfo) before it allocates the arena, and refuses a plan that does not fit with
+// an error saying how much it needs and how much is free.
+func TestRefusesAPlanLargerThanTheDevice(t *testing.T) {
+	needClang(t)
+	m, _ := hunyuanTiny(t, 1)
+	progs, err := step.Lower(m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 1}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("MOEC_EMU_DEVICE_BYTES", "1048576") // the emulated device: 1 MiB free
+	s, err := Open(context.Background(), progs[0], m, Options{Mode: Emulated, Dir: t.TempDir()})
+	if err == nil {
+		s.Close()
+		t.Fatal("a plan of several MiB opened on a device with 1 MiB free")
+	}
+	for _, want := range []string{"memory plan needs", "free of 1048576"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
 }
