@@ -548,6 +548,16 @@ static int moec_settle(moec_state *s, const double *opt) {
 
 static moec_state *moec_handle(void *arg) { return (moec_state *)(uintptr_t)(*(long long *)arg); }
 
+// moec_enter starts a call from Go: its error buffer, and the context made current on the
+// calling thread (Go runs calls on any of its threads; a driver context is per thread).
+static int moec_enter(moec_state *s, void *err, void *errn) {
+  s->err = (char *)err;
+  s->errn = (size_t)*(long long *)errn;
+  s->err[0] = 0;
+  MOEC_CU(s, s->cu.cuCtxSetCurrent(s->ctx), "making the context current");
+  return 1;
+}
+
 static void moec_close_state(moec_state *s) {
   if (s->base) s->cu.cuMemFree(s->base);
   for (int i = 0; i < s->nmodules; i++) s->cu.cuModuleUnload(s->modules[i]);
@@ -616,9 +626,7 @@ extern "C" void moec_step_open(void **a, long long, long long) {
 // moec_step_upload(handle, offset, bytes, n, err, errn)
 extern "C" void moec_step_upload(void **a, long long, long long) {
   moec_state *s = moec_handle(a[0]);
-  s->err = (char *)a[4];
-  s->errn = (size_t)*(long long *)a[5];
-  s->err[0] = 0;
+  if (!moec_enter(s, a[4], a[5])) return;
   long long at = *(long long *)a[1], n = *(long long *)a[3];
   if (at < 0 || n < 0 || (unsigned long long)(at + n) > MOEC_DEVICE_BYTES) {
     moec_failf(s, "upload of %lld bytes at %lld outside the %llu bytes of device memory", n, at, MOEC_DEVICE_BYTES);
@@ -631,9 +639,7 @@ extern "C" void moec_step_upload(void **a, long long, long long) {
 // moec_step_download(handle, offset, bytes, n, err, errn)
 extern "C" void moec_step_download(void **a, long long, long long) {
   moec_state *s = moec_handle(a[0]);
-  s->err = (char *)a[4];
-  s->errn = (size_t)*(long long *)a[5];
-  s->err[0] = 0;
+  if (!moec_enter(s, a[4], a[5])) return;
   long long at = *(long long *)a[1], n = *(long long *)a[3];
   if (at < 0 || n < 0 || (unsigned long long)(at + n) > MOEC_DEVICE_BYTES) {
     moec_failf(s, "download of %lld bytes at %lld outside the %llu bytes of device memory", n, at, MOEC_DEVICE_BYTES);
@@ -654,9 +660,7 @@ extern "C" void moec_step_download(void **a, long long, long long) {
 // cross-entropy (the step's mean) and the gradient norm.
 extern "C" void moec_step_train(void **a, long long, long long) {
   moec_state *s = moec_handle(a[0]);
-  s->err = (char *)a[6];
-  s->errn = (size_t)*(long long *)a[7];
-  s->err[0] = 0;
+  if (!moec_enter(s, a[6], a[7])) return;
   const double *opt = (const double *)a[4];
   double *out = (double *)a[5];
   if (!moec_upload_inputs(s, (const int *)a[1], (const int *)a[2])) return;
@@ -682,5 +686,9 @@ extern "C" void moec_step_train(void **a, long long, long long) {
 }
 
 // moec_step_close(handle)
-extern "C" void moec_step_close(void **a, long long, long long) { moec_close_state(moec_handle(a[0])); }
+extern "C" void moec_step_close(void **a, long long, long long) {
+  moec_state *s = moec_handle(a[0]);
+  if (s->ctx) s->cu.cuCtxSetCurrent(s->ctx);
+  moec_close_state(s);
+}
 `

@@ -398,19 +398,20 @@ __global__ void dense_xent_mean(float *terms, float *loss, float *ce, int rows) 
   *(double *)ce = mean;
 }
 
-// Σ g² of one gradient in double into the slot out (two floats of a workspace), which the
-// host adds in the executor's order: one block of 256 threads.
+// Σ g² of one gradient in double: each block's share (grid-stride) into its slot of out
+// (two floats of a workspace per block), which the host adds in order with the other
+// gradients'. Blocks of 256 threads.
 __global__ void dense_sumsq(float *g, long long n, float *out) {
   __shared__ double part[256];
   double s = 0;
-  for (long long i = threadIdx.x; i < n; i += blockDim.x) s += (double)g[i] * (double)g[i];
+  for (long long i = dense_index(); i < n; i += dense_stride()) s += (double)g[i] * (double)g[i];
   part[threadIdx.x] = s;
   __syncthreads();
   for (int w = blockDim.x / 2; w > 0; w >>= 1) {
     if ((int)threadIdx.x < w) part[threadIdx.x] += part[threadIdx.x + w];
     __syncthreads();
   }
-  if (threadIdx.x == 0) *(double *)out = part[0];
+  if (threadIdx.x == 0) ((double *)out)[blockIdx.x] = part[0];
 }
 
 // One AdamW update of n weights, as runtime/optim's fused float32 pass: the coefficients

@@ -30,8 +30,9 @@ type Lowered struct {
 	Ops     []OpLaunches
 	// Consts are workspaces the host program fills once when it opens: the rotary tables.
 	Consts map[string][]float32
-	// NormSlots is how many gradients dense_sumsq sums, into NormWork's double slots,
-	// which the host adds in order (the executor's order) into the global norm.
+	// NormSlots is how many partial sums of squares dense_sumsq writes into NormWork's
+	// double slots (a gradient's blocks', gradient after gradient in the executor's order),
+	// which the host adds in order into the global norm.
 	NormSlots int
 	// LossSlots is how many cross-entropy means the step writes into LossWork's double
 	// slots; the step's cross-entropy is their sum times LossScale.
@@ -458,13 +459,17 @@ func (lw *lowerer) op(op *step.Op, ol *OpLaunches) error {
 		if err != nil {
 			return err
 		}
-		for i, pc := range pieces {
+		slots := 0
+		for _, pc := range pieces {
+			n := lw.n(pc.grad)
+			blocks := int(min(max((n+2047)/2048, 1), 64))
 			slot := WorkArg(PtrF32, NormWork, 0)
-			slot.Offset = int64(2 * i)
-			add(Launch{Kernel: "dense_sumsq", Grid: [3]int{1, 1, 1}, Block: [3]int{256, 1, 1},
-				Args: []Arg{lw.buf(pc.grad), IntArg(I64, lw.n(pc.grad)), slot}})
+			slot.Offset = int64(2 * slots)
+			slots += blocks
+			add(Launch{Kernel: "dense_sumsq", Grid: [3]int{blocks, 1, 1}, Block: [3]int{256, 1, 1},
+				Args: []Arg{lw.buf(pc.grad), IntArg(I64, n), slot}})
 		}
-		lw.out.NormSlots = len(pieces)
+		lw.out.NormSlots = slots
 	default:
 		return fmt.Errorf("no CUDA lowering for %s yet", op.Kind)
 	}

@@ -31,6 +31,7 @@ typedef struct moec_cu {
   CUresult (*cuDeviceGetAttribute)(int *value, int attribute, CUdevice device);
   CUresult (*cuCtxCreate)(CUcontext *ctx, unsigned flags, CUdevice device);
   CUresult (*cuCtxDestroy)(CUcontext ctx);
+  CUresult (*cuCtxSetCurrent)(CUcontext ctx);
   CUresult (*cuModuleLoadData)(CUmodule *module, const void *image);
   CUresult (*cuModuleUnload)(CUmodule module);
   CUresult (*cuModuleGetFunction)(CUfunction *fn, CUmodule module, const char *name);

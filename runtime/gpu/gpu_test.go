@@ -9,11 +9,13 @@ import (
 	"time"
 
 	"github.com/moec-dev/moec/codegen/cuda"
+	"github.com/moec-dev/moec/codegen/cudastep"
 	"github.com/moec-dev/moec/compiler/check"
 	"github.com/moec-dev/moec/compiler/params"
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/step"
 	moexec "github.com/moec-dev/moec/runtime/exec"
+	"github.com/moec-dev/moec/runtime/llvmrt"
 	"github.com/moec-dev/moec/runtime/nn"
 	"github.com/moec-dev/moec/runtime/optim"
 	"github.com/moec-dev/moec/runtime/rng"
@@ -73,10 +75,10 @@ func needClang(t *testing.T) {
 // through the generated CUDA step under the emulation from the same weights, and holds the
 // losses and gradient norms (within 1e-5) and every parameter after the two updates
 // (within paramTol relative) together.
-func matchExecutor(t *testing.T, m *program.Model, b step.Batch, cfg optim.Config, paramTol float64) {
+func matchExecutor(t *testing.T, m *program.Model, b step.Batch, recompute program.Recompute, cfg optim.Config, paramTol float64) {
 	t.Helper()
 	needClang(t)
-	progs, err := step.Lower(m, b, step.Layout{DP: 1, EP: 1, TP: 1, PP: 1})
+	progs, err := step.Lower(m, b, step.Layout{DP: 1, EP: 1, TP: 1, PP: 1, Recompute: recompute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,13 +186,16 @@ func aggressive(steps int64) optim.Config {
 func TestEmulatedStepMatchesExecutor(t *testing.T) {
 	m, cfg := hunyuanTiny(t, 1)
 	b := step.Batch{MicroBatch: 2, SeqLen: 16, Micro: 1}
-	t.Run("example optimizer", func(t *testing.T) { matchExecutor(t, m, b, cfg, 1e-5) })
-	t.Run("lr 3e-3 without warmup", func(t *testing.T) { matchExecutor(t, m, b, aggressive(10), 2e-4) })
+	t.Run("example optimizer", func(t *testing.T) { matchExecutor(t, m, b, "", cfg, 1e-5) })
+	t.Run("lr 3e-3 without warmup", func(t *testing.T) { matchExecutor(t, m, b, "", aggressive(10), 2e-4) })
+	// The attention core runs again before its backward (the recompute die's ops among them).
+	t.Run("selective recompute", func(t *testing.T) { matchExecutor(t, m, b, program.RecomputeSelective, cfg, 1e-5) })
 }
 
 // TestEmulatedStepLayerNormVariant: LayerNorm, grouped-query attention, learned positions,
 // the FFN's biases and a gated SwiGLU FFN, two micro-batches (gradient
-// accumulation), no attention-weight sharing.
+// accumulation), no attention-weight sharing, each layer's forward run again before its
+// backward (recompute full).
 func TestEmulatedStepLayerNormVariant(t *testing.T) {
 	m, cfg := hunyuanTiny(t, 1)
 	m.Norm = program.LayerNorm
@@ -201,7 +206,7 @@ func TestEmulatedStepLayerNormVariant(t *testing.T) {
 	m.MaxPosition = m.SeqLen
 	m.FFN.Activation = program.SwiGLU
 	m.FFN.Bias = true
-	matchExecutor(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 2}, cfg, 1e-5)
+	matchExecutor(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 2}, program.RecomputeFull, cfg, 1e-5)
 }
 
 // TestRefusesAPlanLargerThanTheDevice: the host program reads the device's free memory
@@ -224,5 +229,48 @@ func TestRefusesAPlanLargerThanTheDevice(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not say %q", err, want)
 		}
+	}
+}
+
+// TestDeviceBuild compiles a stage for a GPU: each kernel file to PTX (sm_90) and the host
+// program with the libcuda.so.1 filling of the driver table. On a machine without the
+// driver, opening it fails with the filling's message naming libcuda.so.1.
+func TestDeviceBuild(t *testing.T) {
+	needClang(t)
+	m, _ := hunyuanTiny(t, 1)
+	progs, err := step.Lower(m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 1}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	low, err := cudastep.Lower(progs[0], m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	so, ptx, err := build(context.Background(), low, t.TempDir(), cuda.FindClang(), Options{Mode: Device, Arch: "sm_90"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ptx) != len(cudastep.Library()) || !strings.Contains(ptx[0], ".target sm_90") {
+		t.Fatalf("%d PTX modules for %d kernel files", len(ptx), len(cudastep.Library()))
+	}
+	if CheckDriver() == nil {
+		t.Skip("this machine has the NVIDIA driver: runtime/gpu's device tests run the step")
+	}
+	lib, err := llvmrt.Open(so)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lib.Close()
+	open, err := lib.Func("moec_step_open")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob := []byte(strings.Join(ptx, "\x00") + "\x00")
+	handle, msg := make([]byte, 8), make([]byte, errBytes)
+	if err := open.Call(0, 0, blob, int64(len(ptx)), handle, msg, int64(errBytes)); err != nil {
+		t.Fatal(err)
+	}
+	if got := cString(msg); !strings.Contains(got, "cannot load libcuda.so.1") || !strings.Contains(got, "no CUDA SDK") {
+		t.Errorf("opening without a driver: %q", got)
 	}
 }

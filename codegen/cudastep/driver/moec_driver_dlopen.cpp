@@ -33,6 +33,7 @@ extern "C" int moec_cu_load(moec_cu *d, char *err, size_t n) {
            moec_sym(lib, &d->cuDeviceGetAttribute, "cuDeviceGetAttribute", err, n) &&
            moec_sym(lib, &d->cuCtxCreate, "cuCtxCreate_v2", err, n) &&
            moec_sym(lib, &d->cuCtxDestroy, "cuCtxDestroy_v2", err, n) &&
+           moec_sym(lib, &d->cuCtxSetCurrent, "cuCtxSetCurrent", err, n) &&
            moec_sym(lib, &d->cuModuleLoadData, "cuModuleLoadData", err, n) &&
            moec_sym(lib, &d->cuModuleUnload, "cuModuleUnload", err, n) &&
            moec_sym(lib, &d->cuModuleGetFunction, "cuModuleGetFunction", err, n) &&

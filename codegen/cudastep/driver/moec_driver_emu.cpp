@@ -34,6 +34,7 @@ CUresult emu_ctx_destroy(CUcontext c) {
   free(c);
   return MOEC_CU_SUCCESS;
 }
+CUresult emu_ctx_set_current(CUcontext) { return MOEC_CU_SUCCESS; }
 CUresult emu_module_load(CUmodule *m, const void *) {
   *m = (CUmodule) new EmuModule{};
   return MOEC_CU_SUCCESS;
@@ -122,6 +123,7 @@ extern "C" int moec_cu_load(moec_cu *d, char *, size_t) {
   d->cuDeviceGetAttribute = emu_attribute;
   d->cuCtxCreate = emu_ctx_create;
   d->cuCtxDestroy = emu_ctx_destroy;
+  d->cuCtxSetCurrent = emu_ctx_set_current;
   d->cuModuleLoadData = emu_module_load;
   d->cuModuleUnload = emu_module_unload;
   d->cuModuleGetFunction = emu_get_function;
