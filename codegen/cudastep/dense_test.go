@@ -94,6 +94,21 @@ func TestKernelTablesMatchSources(t *testing.T) {
 	}
 }
 
+// TestMangledName holds MangledName to clang's symbols (pointer types substituted).
+func TestMangledName(t *testing.T) {
+	for _, c := range []struct {
+		k    Kernel
+		want string
+	}{
+		{Kernel{"dense_copy", []ParamKind{PtrF32, PtrF32, I64}}, "_Z10dense_copyPfS_x"},
+		{Kernel{"k2", []ParamKind{PtrI32, PtrF32, PtrU16, PtrI32, PtrF32, PtrU16, I32, I64, F32}}, "_Z2k2PiPfPtS_S0_S1_ixf"},
+	} {
+		if got := MangledName(c.k); got != c.want {
+			t.Errorf("%s: %s, clang says %s", c.k.Name, got, c.want)
+		}
+	}
+}
+
 // TestKernelsCompileToPTX compiles every kernel file to PTX for sm_80 and sm_90 with clang
 // and no CUDA SDK (warnings are errors), and finds each table kernel's entry point.
 func TestKernelsCompileToPTX(t *testing.T) {
@@ -122,9 +137,12 @@ func TestKernelsCompileToPTX(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// The host program finds a kernel by its name (extern "C") or by the C++ symbol
+			// of the table's parameter types.
 			for _, k := range f.Kernels {
-				if !regexp.MustCompile(`\.entry\s+\S*` + k.Name + `\S*\(`).Match(ptx) {
-					t.Errorf("%s for %s: no entry point for %s", f.Name, arch, k.Name)
+				entry := `\.entry\s+(` + k.Name + `|` + MangledName(k) + `)\(`
+				if !regexp.MustCompile(entry).Match(ptx) {
+					t.Errorf("%s for %s: no entry point %s or %s", f.Name, arch, k.Name, MangledName(k))
 				}
 			}
 		}

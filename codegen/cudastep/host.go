@@ -4,6 +4,7 @@ import (
 	_ "embed"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -204,6 +205,34 @@ func (l *Lowered) kernelIndex() (map[string]int, []Kernel, error) {
 	return idx, ks, nil
 }
 
+// MangledName is k's symbol in PTX when its source does not declare it extern "C": the
+// Itanium C++ mangling of its name and parameter types (a repeated pointer type is a
+// substitution, S_, S0_, ...). The host program looks a kernel up by its name, then by this.
+func MangledName(k Kernel) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "_Z%d%s", len(k.Name), k.Name)
+	codes := map[ParamKind]string{PtrF32: "Pf", PtrI32: "Pi", PtrU16: "Pt", I32: "i", I64: "x", F32: "f"}
+	var seen []ParamKind
+	for _, p := range k.Params {
+		if p.Pointer() {
+			if i := slices.Index(seen, p); i >= 0 {
+				b.WriteString("S")
+				if i > 0 {
+					b.WriteString(strings.ToUpper(strconv.FormatInt(int64(i-1), 36)))
+				}
+				b.WriteString("_")
+				continue
+			}
+			seen = append(seen, p)
+		}
+		b.WriteString(codes[p])
+	}
+	if len(k.Params) == 0 {
+		b.WriteString("v")
+	}
+	return b.String()
+}
+
 // hostFloats is the order of the host-computed scalars in the host program's adam array.
 var hostFloats = []string{HostAdamScale, HostAdamB1, HostAdamC1, HostAdamB2, HostAdamC2, HostAdamInvBC2, HostAdamEps, HostAdamDecay, HostAdamLRBC1}
 
@@ -259,6 +288,14 @@ func HostProgram(l *Lowered) (string, error) {
 	pf("\n// The kernels the program launches, by number.\nstatic const char *const moec_kernel_names[MOEC_KERNELS] = {\n")
 	for _, k := range ks {
 		pf("    \"%s\",\n", k.Name)
+	}
+	if len(ks) == 0 {
+		pf("    \"\",\n")
+	}
+	pf("};\n")
+	pf("\n// Their C++ symbols, for kernel files that do not declare them extern \"C\".\nstatic const char *const moec_kernel_symbols[MOEC_KERNELS] = {\n")
+	for _, k := range ks {
+		pf("    \"%s\",\n", MangledName(k))
 	}
 	if len(ks) == 0 {
 		pf("    \"\",\n")
@@ -587,7 +624,9 @@ static int moec_open_state(moec_state *s, const char *ptx, long long nptx) {
   if (!s->fn) return moec_failf(s, "out of host memory");
   for (int k = 0; k < MOEC_KERNELS && moec_kernel_names[k][0]; k++) {
     for (int m = 0; m < s->nmodules && !s->fn[k]; m++)
-      if (s->cu.cuModuleGetFunction(&s->fn[k], s->modules[m], moec_kernel_names[k]) != 0) s->fn[k] = NULL;
+      if (s->cu.cuModuleGetFunction(&s->fn[k], s->modules[m], moec_kernel_names[k]) != 0 &&
+          s->cu.cuModuleGetFunction(&s->fn[k], s->modules[m], moec_kernel_symbols[k]) != 0)
+        s->fn[k] = NULL;
     if (!s->fn[k]) return moec_failf(s, "kernel %s is in none of the %d modules loaded", moec_kernel_names[k], s->nmodules);
   }
   size_t free_bytes = 0, total_bytes = 0;
