@@ -86,23 +86,40 @@ func TestRefusesLayoutsNotLoweredYet(t *testing.T) {
 	}
 }
 
-// TestMoEOpsGoToTheMoELowering: a stage with experts reaches lowerMoE for its routing ops.
+// TestMoEOpsGoToTheMoELowering: in a stage with experts, the routing ops and the experts'
+// activations go to lowerMoE, blocked ([experts, capacity, width]) and packed (dropless:
+// [rows, width]) alike, and the dense layer's activations stay dense.
 func TestMoEOpsGoToTheMoELowering(t *testing.T) {
-	m := tinyStage(t, 2, 4)
-	progs, err := step.Lower(m, step.Batch{MicroBatch: 1, SeqLen: 8, Micro: 1}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := progs[0]
-	var moe, dense int
-	for i := range p.Ops {
-		if isMoE(p, &p.Ops[i]) {
-			moe++
-		} else if p.Ops[i].Kind == step.OpAct {
-			dense++
+	for _, capacity := range []float64{1.25, 0} {
+		m := tinyStage(t, 2, 4)
+		moe := *m.MoE
+		moe.CapacityFactor = capacity
+		m.MoE = &moe
+		progs, err := step.Lower(m, step.Batch{MicroBatch: 1, SeqLen: 8, Micro: 1}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 1})
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	if moe == 0 || dense == 0 {
-		t.Errorf("%d MoE ops and %d dense activations in a stage with one MoE and one dense layer", moe, dense)
+		p := progs[0]
+		expert := expertBuffers(p)
+		acts := map[bool]int{}
+		routes := 0
+		for i := range p.Ops {
+			op := &p.Ops[i]
+			switch op.Kind {
+			case step.OpAct, step.OpActBwd:
+				acts[isMoE(p, op, expert)]++
+				if isMoE(p, op, expert) != (op.Layer == 1) {
+					t.Errorf("capacity %v: op %d (%s, layer %d) goes to the MoE lowering: %v", capacity, i, op.Kind, op.Layer, isMoE(p, op, expert))
+				}
+			case step.OpRouter:
+				if !isMoE(p, op, expert) {
+					t.Errorf("capacity %v: the route op stays dense", capacity)
+				}
+				routes++
+			}
+		}
+		if routes == 0 || acts[true] != 2 || acts[false] != 2 {
+			t.Errorf("capacity %v: %d routes, %d expert and %d dense activations", capacity, routes, acts[true], acts[false])
+		}
 	}
 }

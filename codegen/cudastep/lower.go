@@ -63,11 +63,12 @@ func Lower(p *step.Program, m *program.Model) (*Lowered, error) {
 	lw := &lowerer{p: p, m: m, d: d, out: &Lowered{Program: p, Consts: map[string][]float32{},
 		LossScale: 1 / float64(p.Batch.Micro*max(p.Layout.DP, 1))}}
 	settled := false
+	expert := expertBuffers(p)
 	for i := range p.Ops {
 		op := &p.Ops[i]
 		var ol OpLaunches
 		switch {
-		case isMoE(p, op):
+		case isMoE(p, op, expert):
 			ls, err := lowerMoE(p, m, i)
 			if err != nil {
 				return nil, fmt.Errorf("cudastep: op %d (%s %s): %w", i, op.Phase, op.Kind, err)
@@ -118,18 +119,43 @@ func supported(p *step.Program) error {
 	return nil
 }
 
-// isMoE reports whether op is the MoE lowering's (lowerMoE): routing, dispatch, the
-// experts' products and activations over expert buffers, and the combine.
-func isMoE(p *step.Program, op *step.Op) bool {
-	switch op.Kind {
+// moeKind reports whether ops of kind k are the MoE lowering's whatever their buffers.
+func moeKind(k step.OpKind) bool {
+	switch k {
 	case step.OpRouter, step.OpRouterBwd, step.OpPermute, step.OpPermuteBwd, step.OpGroupedMM, step.OpGroupedMMDX,
 		step.OpGroupedMMDW, step.OpCombine, step.OpCombineBwd:
 		return true
-	case step.OpAct, step.OpActBwd:
-		for _, b := range append(append([]int{}, op.In...), op.Out...) {
-			if buf := p.Buffers[b]; len(buf.Shape) == 3 || buf.Kind == step.KindDispatch {
-				return true
+	}
+	return false
+}
+
+// expertBuffers marks the buffers the MoE ops write: the expert buffers ([experts, slots,
+// width], or packed dispatch rows [rows, width] under dropless routing).
+func expertBuffers(p *step.Program) []bool {
+	out := make([]bool, len(p.Buffers))
+	for _, op := range p.Ops {
+		if moeKind(op.Kind) {
+			for _, b := range op.Out {
+				out[b] = true
 			}
+		}
+	}
+	return out
+}
+
+// isMoE reports whether op is the MoE lowering's (lowerMoE): routing, dispatch, the
+// experts' products, the combine, and the activation (and its backward) over expert
+// buffers (expert, from expertBuffers).
+func isMoE(p *step.Program, op *step.Op, expert []bool) bool {
+	if moeKind(op.Kind) {
+		return true
+	}
+	if op.Kind != step.OpAct && op.Kind != step.OpActBwd {
+		return false
+	}
+	for _, b := range op.In {
+		if buf := p.Buffers[b]; expert[b] || len(buf.Shape) == 3 || buf.Kind == step.KindDispatch {
+			return true
 		}
 	}
 	return false
