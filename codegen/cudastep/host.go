@@ -553,12 +553,16 @@ static int moec_run_ops(moec_state *s, const int *dice, int update, const double
 // opt = {update, lr, beta1, beta2, eps, weight_decay, clip, t (the update's number,
 // 1-based), gradient scale}.
 static int moec_settle(moec_state *s, const double *opt) {
-  double sums[MOEC_NORM_SLOTS > 0 ? MOEC_NORM_SLOTS : 1];
   MOEC_CU(s, s->cu.cuStreamSynchronize(s->stream), "settling the update");
-  if (MOEC_NORM_SLOTS > 0)
-    MOEC_CU(s, s->cu.cuMemcpyDtoH(sums, s->base + MOEC_NORM_AT, sizeof(double) * MOEC_NORM_SLOTS), "reading the gradient norm");
   double sq = 0;
-  for (int i = 0; i < MOEC_NORM_SLOTS; i++) sq += sums[i];
+  if (MOEC_NORM_SLOTS > 0) {
+    double *sums = (double *)calloc(MOEC_NORM_SLOTS, sizeof(double));
+    if (!sums) return moec_failf(s, "out of host memory");
+    CUresult r = s->cu.cuMemcpyDtoH(sums, s->base + MOEC_NORM_AT, sizeof(double) * MOEC_NORM_SLOTS);
+    for (int i = 0; i < MOEC_NORM_SLOTS; i++) sq += sums[i];
+    free(sums);
+    if (r != 0) return moec_cu_failed(s, r, "cuMemcpyDtoH", "reading the gradient norm");
+  }
   if (MOEC_NORM_OUT >= 0) {
     float f = (float)sq;
     MOEC_CU(s, s->cu.cuMemcpyHtoD(s->base + (CUdeviceptr)MOEC_NORM_OUT, &f, sizeof f), "writing the gradient norm");
@@ -705,7 +709,6 @@ extern "C" void moec_step_train(void **a, long long, long long) {
   if (!moec_upload_inputs(s, (const int *)a[1], (const int *)a[2])) return;
   s->norm = 0;
   if (!moec_run_ops(s, (const int *)a[3], opt[0] != 0, opt)) return;
-  double ce[MOEC_LOSS_SLOTS > 0 ? MOEC_LOSS_SLOTS : 1];
   CUresult r = s->cu.cuStreamSynchronize(s->stream);
   if (r != 0) {
     moec_cu_failed(s, r, "cuStreamSynchronize", "finishing the step");
@@ -713,12 +716,18 @@ extern "C" void moec_step_train(void **a, long long, long long) {
   }
   double sum = 0;
   if (MOEC_LOSS_SLOTS > 0) {
+    double *ce = (double *)calloc(MOEC_LOSS_SLOTS, sizeof(double));
+    if (!ce) {
+      moec_failf(s, "out of host memory");
+      return;
+    }
     r = s->cu.cuMemcpyDtoH(ce, s->base + MOEC_LOSS_AT, sizeof(double) * MOEC_LOSS_SLOTS);
+    for (int i = 0; i < MOEC_LOSS_SLOTS; i++) sum += ce[i];
+    free(ce);
     if (r != 0) {
       moec_cu_failed(s, r, "cuMemcpyDtoH", "reading the loss");
       return;
     }
-    for (int i = 0; i < MOEC_LOSS_SLOTS; i++) sum += ce[i];
   }
   out[0] = sum * MOEC_LOSS_SCALE;
   out[1] = s->norm;
