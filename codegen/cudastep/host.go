@@ -259,6 +259,7 @@ func cFloat(v float32) string {
 // runtime calls (packed functions void f(void **args, long long, long long), as
 // runtime/llvmrt calls them):
 //
+//	moec_step_device(cc_out, err, errn)               device 0's compute capability
 //	moec_step_open(ptx, nptx, handle_out, err, errn)  ptx: nptx NUL-terminated PTX texts (0: the emulation)
 //	moec_step_upload(handle, offset, bytes, n, err, errn)
 //	moec_step_download(handle, offset, bytes, n, err, errn)
@@ -644,6 +645,27 @@ static int moec_open_state(moec_state *s, const char *ptx, long long nptx) {
   MOEC_CU(s, s->cu.cuMemAlloc(&s->base, MOEC_DEVICE_BYTES), "allocating the arena");
   MOEC_CU(s, s->cu.cuMemsetD8(s->base, 0, MOEC_DEVICE_BYTES), "clearing the arena");
   return moec_fill_consts(s);
+}
+
+static int moec_device_cc(moec_state *s, int *cc) {
+  MOEC_CU(s, s->cu.cuInit(0), "initialising the driver");
+  MOEC_CU(s, s->cu.cuDeviceGet(&s->device, 0), "finding device 0");
+  MOEC_CU(s, s->cu.cuDeviceGetAttribute(&cc[0], MOEC_CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, s->device), "reading the compute capability");
+  MOEC_CU(s, s->cu.cuDeviceGetAttribute(&cc[1], MOEC_CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, s->device), "reading the compute capability");
+  return 1;
+}
+
+// moec_step_device(cc_out, err, errn): device 0's compute capability (major, minor), which
+// the PTX is compiled for.
+extern "C" void moec_step_device(void **a, long long, long long) {
+  moec_state st;
+  memset(&st, 0, sizeof st);
+  st.err = (char *)a[1];
+  st.errn = (size_t)*(long long *)a[2];
+  st.err[0] = 0;
+  if (!moec_cu_load(&st.cu, st.err, st.errn)) return;
+  moec_device_cc(&st, (int *)a[0]);
+  moec_cu_unload(&st.cu);
 }
 
 // moec_step_open(ptx, nptx, handle_out, err, errn)

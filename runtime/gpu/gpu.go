@@ -57,8 +57,9 @@ type Options struct {
 	Dir string
 	// Clang is the clang++ to compile with; empty: codegen/cuda's FindClang.
 	Clang string
-	// Arch is the GPU architecture of the PTX (Device mode); empty: sm_80, which the driver
-	// compiles for any newer GPU when it loads the module.
+	// Arch is the GPU architecture of the PTX (Device mode, e.g. "sm_90"); empty: device
+	// 0's, from its compute capability (at most sm_90, clang 16's newest: the driver
+	// compiles that PTX for a newer GPU when it loads it).
 	Arch string
 }
 
@@ -127,26 +128,43 @@ func Open(ctx context.Context, p *step.Program, m *program.Model, o Options) (*S
 		}
 		return nil, err
 	}
-	so, ptx, err := build(ctx, low, dir, clang, o)
+	if err := writeSources(low, dir); err != nil {
+		return fail(err)
+	}
+	so, err := compileHost(ctx, dir, clang, o.Mode)
 	if err != nil {
 		return fail(err)
 	}
 	if s.lib, err = llvmrt.Open(so); err != nil {
 		return fail(fmt.Errorf("gpu: loading the host program: %w", err))
 	}
-	if s.tmp != "" {
-		// The loaded library stays mapped: the temporary folder is not needed any more.
-		os.RemoveAll(s.tmp)
-		s.tmp = ""
-	}
 	s.fns = map[string]*llvmrt.Func{}
-	for _, name := range []string{"moec_step_open", "moec_step_upload", "moec_step_download", "moec_step_train", "moec_step_close"} {
+	for _, name := range []string{"moec_step_device", "moec_step_open", "moec_step_upload", "moec_step_download", "moec_step_train", "moec_step_close"} {
 		f, err := s.lib.Func(name)
 		if err != nil {
 			s.lib.Close()
 			return fail(fmt.Errorf("gpu: %w", err))
 		}
 		s.fns[name] = f
+	}
+	var ptx []string
+	if o.Mode == Device {
+		arch := o.Arch
+		if arch == "" {
+			if arch, err = s.deviceArch(); err != nil {
+				s.lib.Close()
+				return fail(err)
+			}
+		}
+		if ptx, err = compilePTX(ctx, dir, clang, arch); err != nil {
+			s.lib.Close()
+			return fail(err)
+		}
+	}
+	if s.tmp != "" {
+		// The loaded library stays mapped: the temporary folder is not needed any more.
+		os.RemoveAll(s.tmp)
+		s.tmp = ""
 	}
 	var blob []byte
 	for _, t := range ptx {
@@ -173,12 +191,12 @@ func Open(ctx context.Context, p *step.Program, m *program.Model, o Options) (*S
 	return s, nil
 }
 
-// build writes the sources into dir and compiles them: the emulation's one library, or the
-// host library and each kernel file's PTX.
-func build(ctx context.Context, low *cudastep.Lowered, dir, clang string, o Options) (so string, ptx []string, err error) {
+// writeSources writes the sources of low, the emulation header and the clang prelude into
+// dir.
+func writeSources(low *cudastep.Lowered, dir string) error {
 	files, err := cudastep.Sources(low)
 	if err != nil {
-		return "", nil, err
+		return err
 	}
 	files["moec_cpu_emu.h"] = cuda.EmulationHeader()
 	files[cuda.PreludeName] = cuda.Prelude()
@@ -189,44 +207,77 @@ func build(ctx context.Context, low *cudastep.Lowered, dir, clang string, o Opti
 	sort.Strings(names)
 	for _, n := range names {
 		if err := writeFile(filepath.Join(dir, n), files[n]); err != nil {
-			return "", nil, err
+			return err
 		}
 	}
-	run := func(args ...string) error {
-		cmd := exec.CommandContext(ctx, clang, args...)
-		cmd.Dir = dir
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("gpu: clang++ %s: %w\n%s", strings.Join(args, " "), err, out)
-		}
-		return nil
+	return nil
+}
+
+// clangIn runs clang++ with args in dir.
+func clangIn(ctx context.Context, dir, clang string, args ...string) error {
+	cmd := exec.CommandContext(ctx, clang, args...)
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("gpu: clang++ %s: %w\n%s", strings.Join(args, " "), err, out)
 	}
-	if o.Mode == Emulated {
-		so = filepath.Join(dir, "libmoec_step_emu.so")
+	return nil
+}
+
+// compileHost compiles the host program into a shared library: with the emulated driver
+// and the kernels under the emulation, or with the libcuda.so.1 filling of the driver
+// table.
+func compileHost(ctx context.Context, dir, clang string, mode Mode) (string, error) {
+	if mode == Emulated {
+		so := filepath.Join(dir, "libmoec_step_emu.so")
 		args := []string{"-std=c++17", "-O1", "-Wall", "-fPIC", "-shared", "-include", "moec_cpu_emu.h", "-I", ".",
 			cudastep.HostName, cudastep.DriverEmuName, cudastep.EmuRegistryName}
 		for _, f := range cudastep.Library() {
 			args = append(args, cudastep.EmulationName(f))
 		}
-		return so, nil, run(append(args, "-o", so, "-lpthread", "-lm")...)
+		return so, clangIn(ctx, dir, clang, append(args, "-o", so, "-lpthread", "-lm")...)
 	}
-	arch := o.Arch
-	if arch == "" {
-		arch = "sm_80"
-	}
+	so := filepath.Join(dir, "libmoec_step.so")
+	return so, clangIn(ctx, dir, clang, "-std=c++17", "-O2", "-Wall", "-Werror", "-fPIC", "-shared", "-I", ".",
+		cudastep.HostName, cudastep.DriverDlopenName, "-o", so, "-ldl", "-lm")
+}
+
+// compilePTX compiles each kernel file to PTX for arch.
+func compilePTX(ctx context.Context, dir, clang, arch string) ([]string, error) {
+	var ptx []string
 	for _, f := range cudastep.Library() {
 		out := strings.TrimSuffix(f.Name, ".cu") + "." + arch + ".ptx"
-		if err := run(cudastep.PTXArgs(arch, f.Name, out)...); err != nil {
-			return "", nil, err
+		if err := clangIn(ctx, dir, clang, cudastep.PTXArgs(arch, f.Name, out)...); err != nil {
+			return nil, err
 		}
 		text, err := os.ReadFile(filepath.Join(dir, out))
 		if err != nil {
-			return "", nil, fmt.Errorf("gpu: %w", err)
+			return nil, fmt.Errorf("gpu: %w", err)
 		}
 		ptx = append(ptx, string(text))
 	}
-	so = filepath.Join(dir, "libmoec_step.so")
-	return so, ptx, run("-std=c++17", "-O2", "-Wall", "-Werror", "-fPIC", "-shared", "-I", ".", cudastep.HostName, cudastep.DriverDlopenName, "-o", so, "-ldl", "-lm")
+	return ptx, nil
+}
+
+// newestArch is the newest GPU architecture clang 16 compiles PTX for: a newer GPU loads
+// its PTX, which the driver compiles for it.
+const newestArch = 90
+
+// deviceArch is device 0's architecture (sm_XY from its compute capability), at most
+// newestArch.
+func (s *Session) deviceArch() (string, error) {
+	cc := make([]int32, 2)
+	msg := make([]byte, errBytes)
+	if err := s.fns["moec_step_device"].Call(0, 0, cc, msg, int64(errBytes)); err != nil {
+		return "", err
+	}
+	if e := cString(msg); e != "" {
+		return "", fmt.Errorf("gpu: %s", e)
+	}
+	sm := min(int(cc[0])*10+int(cc[1]), newestArch)
+	if sm < 70 {
+		return "", fmt.Errorf("gpu: device 0 has compute capability %d.%d; moec's kernels need 7.0 or newer", cc[0], cc[1])
+	}
+	return fmt.Sprintf("sm_%d", sm), nil
 }
 
 // cString is the NUL-terminated text at the start of b.

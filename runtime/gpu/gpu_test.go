@@ -246,7 +246,15 @@ func TestDeviceBuild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	so, ptx, err := build(context.Background(), low, t.TempDir(), cuda.FindClang(), Options{Mode: Device, Arch: "sm_90"})
+	dir, clang := t.TempDir(), cuda.FindClang()
+	if err := writeSources(low, dir); err != nil {
+		t.Fatal(err)
+	}
+	so, err := compileHost(context.Background(), dir, clang, Device)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ptx, err := compilePTX(context.Background(), dir, clang, "sm_90")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,8 +273,20 @@ func TestDeviceBuild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	device, err := lib.Func("moec_step_device")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, msg := make([]int32, 2), make([]byte, errBytes)
+	if err := device.Call(0, 0, cc, msg, int64(errBytes)); err != nil {
+		t.Fatal(err)
+	}
+	if got := cString(msg); !strings.Contains(got, "cannot load libcuda.so.1") {
+		t.Errorf("reading the compute capability without a driver: %q", got)
+	}
 	blob := []byte(strings.Join(ptx, "\x00") + "\x00")
-	handle, msg := make([]byte, 8), make([]byte, errBytes)
+	handle := make([]byte, 8)
+	msg = make([]byte, errBytes)
 	if err := open.Call(0, 0, blob, int64(len(ptx)), handle, msg, int64(errBytes)); err != nil {
 		t.Fatal(err)
 	}
