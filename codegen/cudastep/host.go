@@ -128,7 +128,7 @@ type Workspace struct {
 // plan's device tier, buffer offsets as runtime/exec's arena has them), then the
 // workspaces, each 256-byte aligned.
 func (l *Lowered) Memory() (arena int64, work []Workspace, total int64) {
-	arena = align(l.Program.Memory.Arena[step.Device], 256)
+	arena = alignUp(l.Program.Memory.Arena[step.Device], 256)
 	sizes := map[string]int64{}
 	note := func(a Arg) {
 		if a.Work != "" {
@@ -157,12 +157,12 @@ func (l *Lowered) Memory() (arena int64, work []Workspace, total int64) {
 	at := arena
 	for _, n := range names {
 		work = append(work, Workspace{Name: n, Offset: at, Bytes: sizes[n]})
-		at = align(at+sizes[n], 256)
+		at = alignUp(at+sizes[n], 256)
 	}
 	return arena, work, max(at, 256)
 }
 
-func align(v, a int64) int64 { return (v + a - 1) / a * a }
+func alignUp(v, a int64) int64 { return (v + a - 1) / a * a }
 
 // kernelIndex numbers the kernels the program launches, in the library's order.
 func (l *Lowered) kernelIndex() (map[string]int, []Kernel, error) {

@@ -60,7 +60,7 @@ func Lower(p *step.Program, m *program.Model) (*Lowered, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cudastep: %w", err)
 	}
-	lw := &lowerer{p: p, m: m, d: d, out: &Lowered{Program: p, Consts: map[string][]float32{},
+	lw := &opLowerer{p: p, m: m, d: d, out: &Lowered{Program: p, Consts: map[string][]float32{},
 		LossScale: 1 / float64(p.Batch.Micro*max(p.Layout.DP, 1))}}
 	settled := false
 	expert := expertBuffers(p)
@@ -161,54 +161,54 @@ func isMoE(p *step.Program, op *step.Op, expert []bool) bool {
 	return false
 }
 
-type lowerer struct {
+type opLowerer struct {
 	p   *step.Program
 	m   *program.Model
 	d   program.Dims
 	out *Lowered
 }
 
-func (lw *lowerer) buf(b int) Arg { return BufArg(PtrF32, b) }
+func (lw *opLowerer) buf(b int) Arg { return BufArg(PtrF32, b) }
 
-func (lw *lowerer) ints(b int) Arg { return BufArg(PtrI32, b) }
+func (lw *opLowerer) ints(b int) Arg { return BufArg(PtrI32, b) }
 
-func (lw *lowerer) n(b int) int64 { return lw.p.Buffers[b].Elements() }
+func (lw *opLowerer) n(b int) int64 { return lw.p.Buffers[b].Elements() }
 
-func (lw *lowerer) shape(b int) []int { return lw.p.Buffers[b].Shape }
+func (lw *opLowerer) shape(b int) []int { return lw.p.Buffers[b].Shape }
 
-// elementwise is a grid-stride launch over n values, eight per thread (at most 1024
+// denseElementwise is a grid-stride launch over n values, eight per thread (at most 1024
 // blocks).
-func elementwise(kernel string, n int64, args ...Arg) Launch {
+func denseElementwise(kernel string, n int64, args ...Arg) Launch {
 	blocks := min((n+2047)/2048, 1024)
 	return Launch{Kernel: kernel, Grid: [3]int{int(max(blocks, 1)), 1, 1}, Block: [3]int{256, 1, 1}, Args: args}
 }
 
-// perRow is a launch of a warp-per-row kernel over rows.
-func perRow(kernel string, rows int, args ...Arg) Launch {
+// densePerRow is a launch of a warp-per-row kernel over rows.
+func densePerRow(kernel string, rows int, args ...Arg) Launch {
 	return Launch{Kernel: kernel, Grid: [3]int{max((rows+3)/4, 1), 1, 1}, Block: [3]int{128, 1, 1}, Args: args}
 }
 
-// perColumn is a launch of a thread-per-column kernel over cols.
-func perColumn(kernel string, cols int, args ...Arg) Launch {
+// densePerColumn is a launch of a thread-per-column kernel over cols.
+func densePerColumn(kernel string, cols int, args ...Arg) Launch {
 	return Launch{Kernel: kernel, Grid: [3]int{max((cols+127)/128, 1), 1, 1}, Block: [3]int{128, 1, 1}, Args: args}
 }
 
-func (lw *lowerer) zero(b int) Launch {
-	return elementwise("dense_zero", lw.n(b), lw.buf(b), IntArg(I64, lw.n(b)))
+func (lw *opLowerer) zero(b int) Launch {
+	return denseElementwise("dense_zero", lw.n(b), lw.buf(b), IntArg(I64, lw.n(b)))
 }
 
-func i32(v int) Arg { return IntArg(I32, int64(v)) }
+func int32Arg(v int) Arg { return IntArg(I32, int64(v)) }
 
 func boolArg(v bool) Arg {
 	if v {
-		return i32(1)
+		return int32Arg(1)
 	}
-	return i32(0)
+	return int32Arg(0)
 }
 
-// gemm is one dense_gemm launch: C = alpha·op(A)·op(B) + beta·C (+ bias), batched over
+// denseGemm is one dense_gemm launch: C = alpha·op(A)·op(B) + beta·C (+ bias), batched over
 // batches × units (see the kernel).
-type gemm struct {
+type denseGemm struct {
 	a, b, c                Arg
 	bias                   *Arg // nil: none
 	m, n, k, lda, ldb, ldc int
@@ -221,7 +221,7 @@ type gemm struct {
 	cB, cH, cG             int64
 }
 
-func (g gemm) launch() Launch {
+func (g denseGemm) launch() Launch {
 	if g.batches == 0 {
 		g.batches = 1
 	}
@@ -242,13 +242,13 @@ func (g gemm) launch() Launch {
 	return Launch{Kernel: "dense_gemm",
 		Grid:  [3]int{(g.n + 63) / 64, (g.m + 63) / 64, g.batches * g.units},
 		Block: [3]int{16, 16, 1},
-		Args: []Arg{g.a, g.b, g.c, bias, i32(g.m), i32(g.n), i32(g.k), i32(g.lda), i32(g.ldb), i32(g.ldc),
+		Args: []Arg{g.a, g.b, g.c, bias, int32Arg(g.m), int32Arg(g.n), int32Arg(g.k), int32Arg(g.lda), int32Arg(g.ldb), int32Arg(g.ldc),
 			boolArg(g.transA), boolArg(g.transB), FloatArg(g.alpha), FloatArg(g.beta), boolArg(g.causal),
-			i32(g.units), i32(g.headMul), i32(g.headAdd), i32(g.grp),
+			int32Arg(g.units), int32Arg(g.headMul), int32Arg(g.headAdd), int32Arg(g.grp),
 			L(g.aB), L(g.aH), L(g.aG), L(g.bB), L(g.bH), L(g.bG), L(g.cB), L(g.cH), L(g.cG)}}
 }
 
-func beta(acc bool) float32 {
+func accBeta(acc bool) float32 {
 	if acc {
 		return 1
 	}
@@ -257,13 +257,13 @@ func beta(acc bool) float32 {
 
 // attnDims are an attention op's sequences, positions, heads, key/value heads and head
 // width, from its query-side buffer q and key-side buffer k.
-func (lw *lowerer) attnDims(q, k int) (B, T, H, KV, Dh int) {
+func (lw *opLowerer) attnDims(q, k int) (B, T, H, KV, Dh int) {
 	B, T, Dh = lw.p.Batch.MicroBatch, lw.p.Batch.SeqLen, lw.d.Dh
 	return B, T, int(lw.n(q)) / (B * T * Dh), int(lw.n(k)) / (B * T * Dh), Dh
 }
 
 // op lowers one dense op into ol.
-func (lw *lowerer) op(op *step.Op, ol *OpLaunches) error {
+func (lw *opLowerer) op(op *step.Op, ol *OpLaunches) error {
 	in, out, acc := op.In, op.Out, op.Accumulates
 	add := func(ls ...Launch) { ol.Launches = append(ol.Launches, ls...) }
 	opt := func(bufs []int, i int) Arg {
@@ -285,7 +285,7 @@ func (lw *lowerer) op(op *step.Op, ol *OpLaunches) error {
 		}
 		w := lw.shape(table)[1]
 		rows, n := int(lw.n(table))/w, int(lw.n(tok))
-		sizes := []Arg{i32(n), i32(w), i32(rows), i32(0), i32(lw.p.Batch.SeqLen), boolArg(op.Rows == step.RowsOfPositions)}
+		sizes := []Arg{int32Arg(n), int32Arg(w), int32Arg(rows), int32Arg(0), int32Arg(lw.p.Batch.SeqLen), boolArg(op.Rows == step.RowsOfPositions)}
 		if op.Kind == step.OpEmbed {
 			add(Launch{Kernel: kernel, Grid: [3]int{n, 1, 1}, Block: [3]int{128, 1, 1},
 				Args: append([]Arg{lw.ints(tok), lw.buf(table), lw.buf(x)}, sizes...)})
@@ -294,19 +294,19 @@ func (lw *lowerer) op(op *step.Op, ol *OpLaunches) error {
 		if !acc(0) {
 			add(lw.zero(table))
 		}
-		add(perColumn(kernel, w, append([]Arg{lw.buf(x), lw.ints(tok), lw.buf(table)}, sizes...)...))
+		add(densePerColumn(kernel, w, append([]Arg{lw.buf(x), lw.ints(tok), lw.buf(table)}, sizes...)...))
 	case step.OpNorm:
 		d := int(lw.n(in[1]))
 		rows := int(lw.n(in[0])) / d
-		add(perRow("dense_norm", rows, lw.buf(in[0]), lw.buf(in[1]), opt(in, 2), lw.buf(out[0]), lw.buf(out[1]),
-			i32(rows), i32(d), FloatArg(float32(lw.d.NormEps)), boolArg(layerNorm)))
+		add(densePerRow("dense_norm", rows, lw.buf(in[0]), lw.buf(in[1]), opt(in, 2), lw.buf(out[0]), lw.buf(out[1]),
+			int32Arg(rows), int32Arg(d), FloatArg(float32(lw.d.NormEps)), boolArg(layerNorm)))
 	case step.OpNormBwd:
 		d := int(lw.n(in[2]))
 		rows := int(lw.n(in[1])) / d
 		mean := NullArg(PtrF32)
 		if layerNorm {
 			mean = WorkArg(PtrF32, meanWork, int64(rows)*4)
-			add(perRow("dense_row_mean", rows, lw.buf(in[1]), mean, i32(rows), i32(d)))
+			add(densePerRow("dense_row_mean", rows, lw.buf(in[1]), mean, int32Arg(rows), int32Arg(d)))
 		}
 		if len(out) > 2 && !acc(2) {
 			add(lw.zero(out[2]))
@@ -314,79 +314,79 @@ func (lw *lowerer) op(op *step.Op, ol *OpLaunches) error {
 		if !acc(1) {
 			add(lw.zero(out[1]))
 		}
-		add(perColumn("dense_norm_bwd_dw", d, lw.buf(in[0]), lw.buf(in[1]), lw.buf(in[3]), mean, lw.buf(out[1]), opt(out, 2), i32(rows), i32(d)))
-		add(perRow("dense_norm_bwd_dx", rows, lw.buf(in[0]), lw.buf(in[1]), lw.buf(in[2]), lw.buf(in[3]), mean, lw.buf(out[0]),
-			i32(rows), i32(d), boolArg(acc(0))))
+		add(densePerColumn("dense_norm_bwd_dw", d, lw.buf(in[0]), lw.buf(in[1]), lw.buf(in[3]), mean, lw.buf(out[1]), opt(out, 2), int32Arg(rows), int32Arg(d)))
+		add(densePerRow("dense_norm_bwd_dx", rows, lw.buf(in[0]), lw.buf(in[1]), lw.buf(in[2]), lw.buf(in[3]), mean, lw.buf(out[0]),
+			int32Arg(rows), int32Arg(d), boolArg(acc(0))))
 	case step.OpMatMul:
 		o, k := lw.shape(in[1])[0], lw.shape(in[1])[1]
 		n := int(lw.n(in[0])) / k
 		bias := opt(in, 2)
-		add(gemm{a: lw.buf(in[0]), b: lw.buf(in[1]), c: lw.buf(out[0]), bias: &bias, m: n, n: o, k: k,
+		add(denseGemm{a: lw.buf(in[0]), b: lw.buf(in[1]), c: lw.buf(out[0]), bias: &bias, m: n, n: o, k: k,
 			lda: k, ldb: k, ldc: o, transB: true, alpha: 1}.launch())
 	case step.OpMatMulDX:
 		o, k := lw.shape(in[1])[0], lw.shape(in[1])[1]
 		n := int(lw.n(in[0])) / o
-		add(gemm{a: lw.buf(in[0]), b: lw.buf(in[1]), c: lw.buf(out[0]), m: n, n: k, k: o,
-			lda: o, ldb: k, ldc: k, alpha: 1, beta: beta(acc(0))}.launch())
+		add(denseGemm{a: lw.buf(in[0]), b: lw.buf(in[1]), c: lw.buf(out[0]), m: n, n: k, k: o,
+			lda: o, ldb: k, ldc: k, alpha: 1, beta: accBeta(acc(0))}.launch())
 	case step.OpMatMulDW:
 		o, k := lw.shape(out[0])[0], lw.shape(out[0])[1]
 		n := int(lw.n(in[0])) / o
 		if int64(n*k) != lw.n(in[1]) {
 			return fmt.Errorf("x has %d values, want %d×%d", lw.n(in[1]), n, k)
 		}
-		add(gemm{a: lw.buf(in[0]), b: lw.buf(in[1]), c: lw.buf(out[0]), m: o, n: k, k: n,
-			lda: o, ldb: k, ldc: k, transA: true, alpha: 1, beta: beta(acc(0))}.launch())
+		add(denseGemm{a: lw.buf(in[0]), b: lw.buf(in[1]), c: lw.buf(out[0]), m: o, n: k, k: n,
+			lda: o, ldb: k, ldc: k, transA: true, alpha: 1, beta: accBeta(acc(0))}.launch())
 		if len(out) > 1 {
 			if !acc(1) {
 				add(lw.zero(out[1]))
 			}
-			add(perColumn("dense_col_sum", o, lw.buf(in[0]), lw.buf(out[1]), i32(n), i32(o)))
+			add(densePerColumn("dense_col_sum", o, lw.buf(in[0]), lw.buf(out[1]), int32Arg(n), int32Arg(o)))
 		}
 	case step.OpAdd:
-		add(elementwise("dense_add", lw.n(out[0]), lw.buf(out[0]), lw.buf(in[0]), lw.buf(in[1]), IntArg(I64, lw.n(out[0]))))
+		add(denseElementwise("dense_add", lw.n(out[0]), lw.buf(out[0]), lw.buf(in[0]), lw.buf(in[1]), IntArg(I64, lw.n(out[0]))))
 	case step.OpAccumulate:
 		switch {
 		case !acc(0):
-			add(elementwise("dense_copy", lw.n(out[0]), lw.buf(out[0]), lw.buf(in[0]), IntArg(I64, lw.n(out[0]))))
+			add(denseElementwise("dense_copy", lw.n(out[0]), lw.buf(out[0]), lw.buf(in[0]), IntArg(I64, lw.n(out[0]))))
 		case lw.p.Buffers[in[0]].Offset != lw.p.Buffers[out[0]].Offset:
-			add(elementwise("dense_accumulate", lw.n(out[0]), lw.buf(out[0]), lw.buf(in[0]), IntArg(I64, lw.n(out[0]))))
+			add(denseElementwise("dense_accumulate", lw.n(out[0]), lw.buf(out[0]), lw.buf(in[0]), IntArg(I64, lw.n(out[0]))))
 		}
 	case step.OpCopy:
-		add(elementwise("dense_copy", lw.n(out[0]), lw.buf(out[0]), lw.buf(in[0]), IntArg(I64, lw.n(out[0]))))
+		add(denseElementwise("dense_copy", lw.n(out[0]), lw.buf(out[0]), lw.buf(in[0]), IntArg(I64, lw.n(out[0]))))
 	case step.OpRotary, step.OpRotaryBwd:
 		tab := lw.ropeTable()
 		tokens := lw.p.Batch.MicroBatch * lw.p.Batch.SeqLen
 		for _, b := range out[:2] {
 			width := int(lw.n(b)) / tokens
-			add(elementwise("dense_rotary", int64(tokens*width/2), lw.buf(b), tab, i32(tokens), i32(width),
-				i32(lw.p.Batch.SeqLen), i32(lw.d.Dh), boolArg(op.Kind == step.OpRotaryBwd)))
+			add(denseElementwise("dense_rotary", int64(tokens*width/2), lw.buf(b), tab, int32Arg(tokens), int32Arg(width),
+				int32Arg(lw.p.Batch.SeqLen), int32Arg(lw.d.Dh), boolArg(op.Kind == step.OpRotaryBwd)))
 		}
 	case step.OpScores:
 		B, T, H, KV, Dh := lw.attnDims(in[0], in[1])
 		qd, kd, tt := int64(H*Dh), int64(KV*Dh), int64(T*T)
-		add(gemm{a: lw.buf(in[0]), b: lw.buf(in[1]), c: lw.buf(out[0]), m: T, n: T, k: Dh, lda: int(qd), ldb: int(kd), ldc: T,
+		add(denseGemm{a: lw.buf(in[0]), b: lw.buf(in[1]), c: lw.buf(out[0]), m: T, n: T, k: Dh, lda: int(qd), ldb: int(kd), ldc: T,
 			transB: true, causal: true, alpha: attnScale(Dh), batches: B, units: H, grp: H / KV,
 			aB: int64(T) * qd, aH: int64(Dh), bB: int64(T) * kd, bG: int64(Dh), cB: int64(H) * tt, cH: tt}.launch())
 	case step.OpScoresBwd:
 		B, T, H, KV, Dh := lw.attnDims(in[1], in[2])
 		qd, kd, tt := int64(H*Dh), int64(KV*Dh), int64(T*T)
 		per := H / KV
-		add(gemm{a: lw.buf(in[0]), b: lw.buf(in[2]), c: lw.buf(out[0]), m: T, n: Dh, k: T, lda: T, ldb: int(kd), ldc: int(qd),
-			alpha: attnScale(Dh), beta: beta(acc(0)), batches: B, units: H, grp: per,
+		add(denseGemm{a: lw.buf(in[0]), b: lw.buf(in[2]), c: lw.buf(out[0]), m: T, n: Dh, k: T, lda: T, ldb: int(kd), ldc: int(qd),
+			alpha: attnScale(Dh), beta: accBeta(acc(0)), batches: B, units: H, grp: per,
 			aB: int64(H) * tt, aH: tt, bB: int64(T) * kd, bG: int64(Dh), cB: int64(T) * qd, cH: int64(Dh)}.launch())
 		if !acc(1) {
 			add(lw.zero(out[1]))
 		}
 		// The heads of a key/value group add into its gradient one after another, in order.
 		for i := 0; i < per; i++ {
-			add(gemm{a: lw.buf(in[0]), b: lw.buf(in[1]), c: lw.buf(out[1]), m: T, n: Dh, k: T, lda: T, ldb: int(qd), ldc: int(kd),
+			add(denseGemm{a: lw.buf(in[0]), b: lw.buf(in[1]), c: lw.buf(out[1]), m: T, n: Dh, k: T, lda: T, ldb: int(qd), ldc: int(kd),
 				transA: true, alpha: attnScale(Dh), beta: 1, batches: B, units: KV, headMul: per, headAdd: i, grp: per,
 				aB: int64(H) * tt, aH: tt, bB: int64(T) * qd, bH: int64(Dh), cB: int64(T) * kd, cG: int64(Dh)}.launch())
 		}
 	case step.OpHeadMix:
 		B, T := lw.p.Batch.MicroBatch, lw.p.Batch.SeqLen
 		H, tt := lw.shape(in[1])[0], int64(T*T)
-		add(gemm{a: lw.buf(in[1]), b: lw.buf(in[0]), c: lw.buf(out[0]), m: H, n: int(tt), k: H, lda: H, ldb: int(tt), ldc: int(tt),
+		add(denseGemm{a: lw.buf(in[1]), b: lw.buf(in[0]), c: lw.buf(out[0]), m: H, n: int(tt), k: H, lda: H, ldb: int(tt), ldc: int(tt),
 			alpha: 1, batches: B, bB: int64(H) * tt, cB: int64(H) * tt}.launch())
 	case step.OpHeadMixBwd:
 		B, T := lw.p.Batch.MicroBatch, lw.p.Batch.SeqLen
@@ -396,54 +396,54 @@ func (lw *lowerer) op(op *step.Op, ol *OpLaunches) error {
 		}
 		for b := 0; b < B; b++ {
 			at := func(buf int) Arg { a := lw.buf(buf); a.Offset = int64(b*H) * tt; return a }
-			add(gemm{a: at(in[0]), b: at(in[1]), c: lw.buf(out[1]), m: H, n: H, k: int(tt), lda: int(tt), ldb: int(tt), ldc: H,
+			add(denseGemm{a: at(in[0]), b: at(in[1]), c: lw.buf(out[1]), m: H, n: H, k: int(tt), lda: int(tt), ldb: int(tt), ldc: H,
 				transB: true, alpha: 1, beta: 1}.launch())
 		}
-		add(gemm{a: lw.buf(in[2]), b: lw.buf(in[0]), c: lw.buf(out[0]), m: H, n: int(tt), k: H, lda: H, ldb: int(tt), ldc: int(tt),
-			transA: true, alpha: 1, beta: beta(acc(0)), batches: B, bB: int64(H) * tt, cB: int64(H) * tt}.launch())
+		add(denseGemm{a: lw.buf(in[2]), b: lw.buf(in[0]), c: lw.buf(out[0]), m: H, n: int(tt), k: H, lda: H, ldb: int(tt), ldc: int(tt),
+			transA: true, alpha: 1, beta: accBeta(acc(0)), batches: B, bB: int64(H) * tt, cB: int64(H) * tt}.launch())
 	case step.OpSoftmax:
 		T := lw.p.Batch.SeqLen
 		rows := int(lw.n(in[0])) / T
-		add(perRow("dense_softmax", rows, lw.buf(in[0]), lw.buf(out[0]), i32(rows), i32(T)))
+		add(densePerRow("dense_softmax", rows, lw.buf(in[0]), lw.buf(out[0]), int32Arg(rows), int32Arg(T)))
 	case step.OpSoftmaxBwd:
 		T := lw.p.Batch.SeqLen
 		rows := int(lw.n(in[1])) / T
-		add(perRow("dense_softmax_bwd", rows, lw.buf(in[0]), lw.buf(in[1]), lw.buf(out[0]), i32(rows), i32(T), boolArg(acc(0))))
+		add(densePerRow("dense_softmax_bwd", rows, lw.buf(in[0]), lw.buf(in[1]), lw.buf(out[0]), int32Arg(rows), int32Arg(T), boolArg(acc(0))))
 	case step.OpAttnAV:
 		B, T, H, KV, Dh := lw.attnDims(out[0], in[1])
 		qd, kd, tt := int64(H*Dh), int64(KV*Dh), int64(T*T)
-		add(gemm{a: lw.buf(in[0]), b: lw.buf(in[1]), c: lw.buf(out[0]), m: T, n: Dh, k: T, lda: T, ldb: int(kd), ldc: int(qd),
+		add(denseGemm{a: lw.buf(in[0]), b: lw.buf(in[1]), c: lw.buf(out[0]), m: T, n: Dh, k: T, lda: T, ldb: int(kd), ldc: int(qd),
 			alpha: 1, batches: B, units: H, grp: H / KV,
 			aB: int64(H) * tt, aH: tt, bB: int64(T) * kd, bG: int64(Dh), cB: int64(T) * qd, cH: int64(Dh)}.launch())
 	case step.OpAttnAVBwd:
 		B, T, H, KV, Dh := lw.attnDims(in[0], in[2])
 		qd, kd, tt := int64(H*Dh), int64(KV*Dh), int64(T*T)
 		per := H / KV
-		add(gemm{a: lw.buf(in[0]), b: lw.buf(in[2]), c: lw.buf(out[0]), m: T, n: T, k: Dh, lda: int(qd), ldb: int(kd), ldc: T,
-			transB: true, causal: true, alpha: 1, beta: beta(acc(0)), batches: B, units: H, grp: per,
+		add(denseGemm{a: lw.buf(in[0]), b: lw.buf(in[2]), c: lw.buf(out[0]), m: T, n: T, k: Dh, lda: int(qd), ldb: int(kd), ldc: T,
+			transB: true, causal: true, alpha: 1, beta: accBeta(acc(0)), batches: B, units: H, grp: per,
 			aB: int64(T) * qd, aH: int64(Dh), bB: int64(T) * kd, bG: int64(Dh), cB: int64(H) * tt, cH: tt}.launch())
 		if !acc(1) {
 			add(lw.zero(out[1]))
 		}
 		for i := 0; i < per; i++ {
-			add(gemm{a: lw.buf(in[1]), b: lw.buf(in[0]), c: lw.buf(out[1]), m: T, n: Dh, k: T, lda: T, ldb: int(qd), ldc: int(kd),
+			add(denseGemm{a: lw.buf(in[1]), b: lw.buf(in[0]), c: lw.buf(out[1]), m: T, n: Dh, k: T, lda: T, ldb: int(qd), ldc: int(kd),
 				transA: true, alpha: 1, beta: 1, batches: B, units: KV, headMul: per, headAdd: i, grp: per,
 				aB: int64(H) * tt, aH: tt, bB: int64(T) * qd, bH: int64(Dh), cB: int64(T) * kd, cG: int64(Dh)}.launch())
 		}
 	case "share_select":
 		n := IntArg(I64, lw.n(out[0]))
 		ol.Conditional = true
-		add(elementwise("dense_copy", lw.n(out[0]), lw.buf(out[0]), lw.buf(in[0]), n))
-		ol.Reuse = []Launch{elementwise("dense_copy", lw.n(out[0]), lw.buf(out[0]), lw.buf(in[1]), n)}
+		add(denseElementwise("dense_copy", lw.n(out[0]), lw.buf(out[0]), lw.buf(in[0]), n))
+		ol.Reuse = []Launch{denseElementwise("dense_copy", lw.n(out[0]), lw.buf(out[0]), lw.buf(in[1]), n)}
 	case "share_select_bwd":
 		ol.Conditional = true
 		route := func(dst, other int, accDst, accOther bool) []Launch {
 			n := IntArg(I64, lw.n(dst))
 			var ls []Launch
 			if accDst {
-				ls = append(ls, elementwise("dense_accumulate", lw.n(dst), lw.buf(dst), lw.buf(in[0]), n))
+				ls = append(ls, denseElementwise("dense_accumulate", lw.n(dst), lw.buf(dst), lw.buf(in[0]), n))
 			} else {
-				ls = append(ls, elementwise("dense_copy", lw.n(dst), lw.buf(dst), lw.buf(in[0]), n))
+				ls = append(ls, denseElementwise("dense_copy", lw.n(dst), lw.buf(dst), lw.buf(in[0]), n))
 			}
 			if !accOther {
 				ls = append(ls, lw.zero(other))
@@ -453,18 +453,18 @@ func (lw *lowerer) op(op *step.Op, ol *OpLaunches) error {
 		add(route(out[0], out[1], acc(0), acc(1))...)
 		ol.Reuse = route(out[1], out[0], acc(1), acc(0))
 	case step.OpAct:
-		kind, err := actKind(op.Activation)
+		kind, err := denseActKind(op.Activation)
 		if err != nil {
 			return err
 		}
-		add(elementwise("dense_act", lw.n(in[0]), lw.buf(in[0]), opt(in, 1), lw.buf(out[0]), IntArg(I64, lw.n(in[0])), i32(kind)))
+		add(denseElementwise("dense_act", lw.n(in[0]), lw.buf(in[0]), opt(in, 1), lw.buf(out[0]), IntArg(I64, lw.n(in[0])), int32Arg(kind)))
 	case step.OpActBwd:
-		kind, err := actKind(op.Activation)
+		kind, err := denseActKind(op.Activation)
 		if err != nil {
 			return err
 		}
-		add(elementwise("dense_act_bwd", lw.n(in[1]), lw.buf(in[0]), lw.buf(in[1]), opt(in, 2), lw.buf(out[0]), opt(out, 1),
-			IntArg(I64, lw.n(in[1])), i32(kind), boolArg(acc(0)), boolArg(len(out) > 1 && acc(1))))
+		add(denseElementwise("dense_act_bwd", lw.n(in[1]), lw.buf(in[0]), lw.buf(in[1]), opt(in, 2), lw.buf(out[0]), opt(out, 1),
+			IntArg(I64, lw.n(in[1])), int32Arg(kind), boolArg(acc(0)), boolArg(len(out) > 1 && acc(1))))
 	case step.OpCrossEntropy:
 		if op.Pass != step.LossWhole || len(in) > 2 {
 			return fmt.Errorf("the vocabulary-parallel loss is not lowered yet")
@@ -476,10 +476,10 @@ func (lw *lowerer) op(op *step.Op, ol *OpLaunches) error {
 		slot := WorkArg(PtrF32, LossWork, 0)
 		slot.Offset = int64(2 * lw.out.LossSlots)
 		lw.out.LossSlots++
-		add(perRow("dense_xent", rows, lw.buf(in[0]), lw.ints(in[1]), dl, terms, i32(rows), i32(V), i32(0),
+		add(densePerRow("dense_xent", rows, lw.buf(in[0]), lw.ints(in[1]), dl, terms, int32Arg(rows), int32Arg(V), int32Arg(0),
 			FloatArg(float32(lw.out.LossScale/float64(rows)))))
 		add(Launch{Kernel: "dense_xent_mean", Grid: [3]int{1, 1, 1}, Block: [3]int{32, 1, 1},
-			Args: []Arg{terms, lw.buf(out[0]), slot, i32(rows)}})
+			Args: []Arg{terms, lw.buf(out[0]), slot, int32Arg(rows)}})
 	case step.OpGradNorm:
 		pieces, err := lw.pieces()
 		if err != nil {
@@ -505,8 +505,8 @@ func (lw *lowerer) op(op *step.Op, ol *OpLaunches) error {
 // attnScale is 1/√Dh, as the executor rounds it.
 func attnScale(dh int) float32 { return float32(1 / math.Sqrt(float64(dh))) }
 
-// actKind is the dense kernels' number for an activation.
-func actKind(a program.Activation) (int, error) {
+// denseActKind is the dense kernels' number for an activation.
+func denseActKind(a program.Activation) (int, error) {
 	switch a {
 	case program.ReLU:
 		return 0, nil
@@ -519,7 +519,7 @@ func actKind(a program.Activation) (int, error) {
 }
 
 // ropeTable is the rotary tables' workspace, filled when the host program opens.
-func (lw *lowerer) ropeTable() Arg {
+func (lw *opLowerer) ropeTable() Arg {
 	T, half := lw.p.Batch.SeqLen, lw.d.Dh/2
 	if _, ok := lw.out.Consts[ropeWork]; !ok {
 		cos, sin := lw.m.RopeTable(lw.d.Dh, 0, T)
@@ -537,10 +537,10 @@ func (lw *lowerer) ropeTable() Arg {
 
 // skip is what a WhenRecompute op leaves when its layer reuses the weights below: zeros in
 // the outputs it would have overwritten (runtime/exec's skip).
-func (lw *lowerer) skip(op *step.Op) []Launch {
+func (lw *opLowerer) skip(op *step.Op) []Launch {
 	var ls []Launch
 	for i, b := range op.Out {
-		if op.Accumulates(i) || contains(op.In, b) {
+		if op.Accumulates(i) || containsBuf(op.In, b) {
 			continue
 		}
 		ls = append(ls, lw.zero(b))
@@ -548,7 +548,7 @@ func (lw *lowerer) skip(op *step.Op) []Launch {
 	return ls
 }
 
-func contains(xs []int, x int) bool {
+func containsBuf(xs []int, x int) bool {
 	for _, v := range xs {
 		if v == x {
 			return true
@@ -557,9 +557,9 @@ func contains(xs []int, x int) bool {
 	return false
 }
 
-// piece is one tensor the optimizer updates: its weights, gradient, and the moments at its
+// optPiece is one tensor the optimizer updates: its weights, gradient, and the moments at its
 // flat offset in its group's adam_m and adam_v.
-type piece struct {
+type optPiece struct {
 	param, grad, m, v int
 	flat              int64
 	decay             bool
@@ -567,7 +567,7 @@ type piece struct {
 
 // pieces are the optimizer's tensors in runtime/exec's order (SetOptimizer): by group,
 // then by gradient buffer.
-func (lw *lowerer) pieces() ([]piece, error) {
+func (lw *opLowerer) pieces() ([]optPiece, error) {
 	p := lw.p
 	paramOf := map[params.ID]int{}
 	for i, b := range p.Buffers {
@@ -585,7 +585,7 @@ func (lw *lowerer) pieces() ([]piece, error) {
 		}
 		return -1
 	}
-	var out []piece
+	var out []optPiece
 	for gi, g := range p.Groups {
 		m, v := named(step.KindOptimizer, "adam_m["+g.Name+"]"), named(step.KindOptimizer, "adam_v["+g.Name+"]")
 		if m < 0 || v < 0 {
@@ -608,7 +608,7 @@ func (lw *lowerer) pieces() ([]piece, error) {
 			if !ok {
 				return nil, fmt.Errorf("gradient %s has no parameter buffer", b.Name)
 			}
-			out = append(out, piece{param: w, grad: i, m: m, v: v, flat: b.Flat, decay: len(b.Shape) >= 2})
+			out = append(out, optPiece{param: w, grad: i, m: m, v: v, flat: b.Flat, decay: len(b.Shape) >= 2})
 		}
 	}
 	return out, nil
@@ -616,7 +616,7 @@ func (lw *lowerer) pieces() ([]piece, error) {
 
 // adamw is the step's update: one dense_adamw launch per tensor with the coefficients the
 // host program settles.
-func (lw *lowerer) adamw() ([]Launch, error) {
+func (lw *opLowerer) adamw() ([]Launch, error) {
 	pieces, err := lw.pieces()
 	if err != nil {
 		return nil, fmt.Errorf("cudastep: adamw: %w", err)
@@ -630,7 +630,7 @@ func (lw *lowerer) adamw() ([]Launch, error) {
 		if pc.decay {
 			decay = HostFloatArg(HostAdamDecay)
 		}
-		ls = append(ls, elementwise("dense_adamw", n, lw.buf(pc.param), lw.buf(pc.grad), m, v, IntArg(I64, n),
+		ls = append(ls, denseElementwise("dense_adamw", n, lw.buf(pc.param), lw.buf(pc.grad), m, v, IntArg(I64, n),
 			HostFloatArg(HostAdamScale), HostFloatArg(HostAdamB1), HostFloatArg(HostAdamC1), HostFloatArg(HostAdamB2),
 			HostFloatArg(HostAdamC2), HostFloatArg(HostAdamInvBC2), HostFloatArg(HostAdamEps), decay, HostFloatArg(HostAdamLRBC1)))
 	}
