@@ -114,6 +114,7 @@ func matchExecutor(t *testing.T, m *program.Model, b step.Batch, recompute progr
 	}
 	s.SetOptimizer(cfg)
 	d, _ := m.Dims()
+	dice := map[bool]int{} // the layers above the first that recompute and reuse
 	for stepN := int64(0); stepN < 2; stepN++ {
 		micro := make([][]int32, b.Micro)
 		for i := range micro {
@@ -123,6 +124,9 @@ func matchExecutor(t *testing.T, m *program.Model, b step.Batch, recompute progr
 		want, err := ex.Run(micro, o)
 		if err != nil {
 			t.Fatal(err)
+		}
+		for l := 1; l < d.L; l++ {
+			dice[ex.Recompute(l)]++
 		}
 		start := time.Now()
 		got, err := s.Step(micro, StepOptions{Seed: 5, Step: stepN})
@@ -137,6 +141,9 @@ func matchExecutor(t *testing.T, m *program.Model, b step.Batch, recompute progr
 		if math.Abs(got.GradNorm-want.GradNorm) > 1e-5*max(1, want.GradNorm) {
 			t.Errorf("step %d: gradient norm %.8f, the executor's %.8f", stepN, got.GradNorm, want.GradNorm)
 		}
+	}
+	if m.Attention.RecomputeProbability() < 1 && (dice[true] == 0 || dice[false] == 0) {
+		t.Errorf("the attention-sharing dice recomputed %d and reused %d times: both branches should run", dice[true], dice[false])
 	}
 	worst, worstID := 0.0, ""
 	for id := range whole {
