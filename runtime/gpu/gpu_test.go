@@ -194,6 +194,9 @@ func TestEmulatedStepMatchesExecutor(t *testing.T) {
 	m, cfg := hunyuanTiny(t, 1)
 	b := step.Batch{MicroBatch: 2, SeqLen: 16, Micro: 1}
 	t.Run("example optimizer", func(t *testing.T) { matchExecutor(t, m, b, "", cfg, 1e-5) })
+	if testing.Short() {
+		return
+	}
 	t.Run("lr 3e-3 without warmup", func(t *testing.T) { matchExecutor(t, m, b, "", aggressive(10), 2e-4) })
 	// The attention core runs again before its backward (the recompute die's ops among them).
 	t.Run("selective recompute", func(t *testing.T) { matchExecutor(t, m, b, program.RecomputeSelective, cfg, 1e-5) })
