@@ -294,6 +294,27 @@ func HostProgram(l *Lowered) (string, error) {
 		pf("    \"\",\n")
 	}
 	pf("};\n")
+	// The most dynamic shared memory each kernel's launches ask for: past 48 KiB the
+	// kernel must be allowed it (cuFuncSetAttribute) before it launches.
+	shared := make([]int, len(ks))
+	for _, ol := range l.Ops {
+		for _, ls := range [][]Launch{ol.Launches, ol.Reuse} {
+			for _, ln := range ls {
+				shared[idx[ln.Kernel]] = max(shared[idx[ln.Kernel]], ln.Shared)
+			}
+		}
+	}
+	pf("\n// The most dynamic shared memory each kernel's launches take, in bytes.\nstatic const int moec_kernel_shared[MOEC_KERNELS] = {")
+	for i, b := range shared {
+		if i > 0 {
+			pf(",")
+		}
+		pf(" %d", b)
+	}
+	if len(shared) == 0 {
+		pf(" 0")
+	}
+	pf(" };\n")
 	pf("\n// Their C++ symbols, for kernel files that do not declare them extern \"C\".\nstatic const char *const moec_kernel_symbols[MOEC_KERNELS] = {\n")
 	for _, k := range ks {
 		pf("    \"%s\",\n", MangledName(k))
@@ -633,6 +654,9 @@ static int moec_open_state(moec_state *s, const char *ptx, long long nptx) {
           s->cu.cuModuleGetFunction(&s->fn[k], s->modules[m], moec_kernel_symbols[k]) != 0)
         s->fn[k] = NULL;
     if (!s->fn[k]) return moec_failf(s, "kernel %s is in none of the %d modules loaded", moec_kernel_names[k], s->nmodules);
+    if (moec_kernel_shared[k] > 48 * 1024)
+      MOEC_CU(s, s->cu.cuFuncSetAttribute(s->fn[k], MOEC_CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, moec_kernel_shared[k]),
+              moec_kernel_names[k]);
   }
   size_t free_bytes = 0, total_bytes = 0;
   MOEC_CU(s, s->cu.cuMemGetInfo(&free_bytes, &total_bytes), "reading the device's free memory");
