@@ -15,6 +15,7 @@ import (
 
 func newGenerateCommand(stdout, stderr io.Writer) *cobra.Command {
 	opt := generate.Options{MaxTokens: 256, Temperature: 0.8, TopK: 40, Seed: 1}
+	var device string
 	cmd := &cobra.Command{
 		Use:   "generate --checkpoint DIR --prompt TEXT",
 		Short: "Stream text from a trained checkpoint (with a KV cache)",
@@ -22,6 +23,9 @@ func newGenerateCommand(stdout, stderr io.Writer) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if opt.Checkpoint == "" {
 				return usage(fmt.Errorf("generate: --checkpoint is required"))
+			}
+			if err := checkInferenceDevice(device); err != nil {
+				return err
 			}
 			// Out-of-range flags are refused before the checkpoint is read.
 			for _, f := range []struct {
@@ -50,6 +54,7 @@ func newGenerateCommand(stdout, stderr io.Writer) *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&opt.Checkpoint, "checkpoint", "", "a checkpoint folder, or a run folder (its newest checkpoint)")
 	f.StringVar(&opt.Prompt, "prompt", "", "text to continue")
+	deviceFlag(f, &device, "decode")
 	f.IntVar(&opt.MaxTokens, "max-tokens", opt.MaxTokens, "tokens to generate, at least 1")
 	f.Float64Var(&opt.Temperature, "temperature", opt.Temperature, "sampling temperature, at least 0 (0 = greedy)")
 	f.IntVar(&opt.TopK, "top-k", opt.TopK, "sample among the k most likely tokens, at least 0 (0 = all)")

@@ -21,6 +21,7 @@ func newServeCommand(stdout, stderr io.Writer) *cobra.Command {
 		checkpoint string
 		addr       string
 		tokenizer  string
+		device     string
 		opt        serve.Options
 	)
 	cmd := &cobra.Command{
@@ -37,6 +38,9 @@ it: no new connections, and the requests in flight have --drain to finish.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if checkpoint == "" {
 				return usage(fmt.Errorf("serve: --checkpoint is required"))
+			}
+			if err := checkInferenceDevice(device); err != nil {
+				return err
 			}
 			if err := checkServeFlags(opt); err != nil {
 				return usageError(cmd, err)
@@ -72,6 +76,7 @@ it: no new connections, and the requests in flight have --drain to finish.`,
 	f := cmd.Flags()
 	f.StringVar(&checkpoint, "checkpoint", "", "a checkpoint folder, or a run folder (its newest checkpoint)")
 	f.StringVar(&addr, "addr", "127.0.0.1:8080", "address to listen on")
+	deviceFlag(f, &device, "serve")
 	f.StringVar(&tokenizer, "tokenizer", "", "a Hugging Face tokenizer.json (or its folder) for prompts and text; default: the one kept with the checkpoint, else bytes")
 	f.IntVar(&opt.Slots, "slots", 4, "requests decoded together in one batched step")
 	f.IntVar(&opt.PrefillChunk, "prefill-chunk", 256, "prompt tokens one batched step reads, all requests together (chunked prefill); the decoding requests' tokens go beside them in every step")

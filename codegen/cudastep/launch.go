@@ -55,6 +55,9 @@ type Arg struct {
 	// Table lists the program buffers whose device addresses the argument's table holds
 	// (TableArg); nil for every other argument.
 	Table []int
+	// Host names a float scalar the host program computes at run time (HostAdamScale...);
+	// empty for a constant.
+	Host string
 }
 
 // BufArg is the device address of program buffer b.
@@ -92,5 +95,23 @@ type Launch struct {
 // bufs.
 func TableArg(bufs []int) Arg { return Arg{Kind: PtrF32, Buf: -1, Table: bufs} }
 
-// NullArg is a null device address of the given pointer kind.
+// HostArg is a float scalar the host program computes at run time, named by Arg.Host: the
+// optimizer's coefficients of the step, settled from the gradient norm the device summed.
+const (
+	HostAdamScale  = "adam_scale"  // the gradient multiplier: clipping
+	HostAdamB1     = "adam_b1"     // β1
+	HostAdamC1     = "adam_c1"     // 1 − β1
+	HostAdamB2     = "adam_b2"     // β2
+	HostAdamC2     = "adam_c2"     // 1 − β2
+	HostAdamInvBC2 = "adam_invbc2" // 1/(1 − β2^t)
+	HostAdamEps    = "adam_eps"    // ε
+	HostAdamDecay  = "adam_decay"  // lr·weight_decay (tensors that decay)
+	HostAdamLRBC1  = "adam_lrbc1"  // lr/(1 − β1^t)
+)
+
+// HostFloatArg is the float scalar the host program computes at run time under name.
+func HostFloatArg(name string) Arg { return Arg{Kind: F32, Buf: -1, Host: name} }
+
+// NullArg is a null device address of the given pointer kind: an optional buffer the op
+// does not have.
 func NullArg(kind ParamKind) Arg { return Arg{Kind: kind, Buf: -1} }

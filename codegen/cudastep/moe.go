@@ -309,7 +309,7 @@ func f32(b int) Arg  { return BufArg(PtrF32, b) }
 func i32(b int) Arg  { return BufArg(PtrI32, b) }
 func ival(v int) Arg { return IntArg(I32, int64(v)) }
 
-func flag(v bool) Arg {
+func moeFlag(v bool) Arg {
 	if v {
 		return ival(1)
 	}
@@ -346,7 +346,7 @@ func (lw *moeLowering) route(i int) ([]Launch, error) {
 	rankBlock := [3]int{moeRankChunk, 1, 1}
 	return []Launch{
 		{Kernel: "moe_route_topk", Grid: grid(ceilDiv(n, moeRouteWarps), 1, 1), Block: [3]int{32 * moeRouteWarps, 1, 1},
-			Args: []Arg{f32(in[0]), i32(out[0]), f32(out[1]), f32(out[2]), f32(out[3]), ival(n), ival(E), ival(K), flag(sigmoid), flag(moe.Normalize)}},
+			Args: []Arg{f32(in[0]), i32(out[0]), f32(out[1]), f32(out[2]), f32(out[3]), ival(n), ival(E), ival(K), moeFlag(sigmoid), moeFlag(moe.Normalize)}},
 		{Kernel: "moe_route_rank", Grid: grid(chunks, 1, 1), Block: rankBlock, Shared: 4 * E,
 			Args: []Arg{i32(out[0]), ival(n), ival(K), ival(E), ival(0), rankAdm, cntAdm, ival(rt.capacity), rankAdm, cntAdm}},
 		{Kernel: "moe_route_scan_adm", Grid: grid(ceilDiv(E, moeElemThreads), 1, 1), Block: [3]int{moeElemThreads, 1, 1},
@@ -354,13 +354,13 @@ func (lw *moeLowering) route(i int) ([]Launch, error) {
 		{Kernel: "moe_route_rank", Grid: grid(chunks, 1, 1), Block: rankBlock, Shared: 4 * E,
 			Args: []Arg{i32(out[0]), ival(n), ival(K), ival(E), ival(1), rankAdm, cntAdm, ival(rt.capacity), rankSlot, cntSlot}},
 		{Kernel: "moe_route_scan_slot", Grid: grid(1, 1, 1), Block: [3]int{moeScanThreads, 1, 1},
-			Args: []Arg{cntSlot, ival(chunks), ival(E), flag(rt.packed), ival(rt.C), ival(rt.rows), i32(rt.keptBuf), rt.fill}},
+			Args: []Arg{cntSlot, ival(chunks), ival(E), moeFlag(rt.packed), ival(rt.C), ival(rt.rows), i32(rt.keptBuf), rt.fill}},
 		{Kernel: "moe_route_slots", Grid: grid(ceilDiv(assignments, moeElemThreads), 1, 1), Block: [3]int{moeElemThreads, 1, 1},
-			Args: []Arg{i32(out[0]), rankSlot, cntSlot, rt.fill, ival(n), ival(K), ival(E), flag(rt.packed), i32(out[4])}},
+			Args: []Arg{i32(out[0]), rankSlot, cntSlot, rt.fill, ival(n), ival(K), ival(E), moeFlag(rt.packed), i32(out[4])}},
 		{Kernel: "moe_route_balance", Grid: grid(ceilDiv(E, 32), 1, 1), Block: [3]int{32, 8, 1},
 			Args: []Arg{f32(out[2]), i32(rt.routedBuf), ival(n), ival(E), ival(K), terms}},
 		{Kernel: "moe_route_loss", Grid: grid(1, 1, 1), Block: [3]int{256, 1, 1},
-			Args: []Arg{terms, f32(out[3]), i32(rt.keptBuf), ival(n), ival(E), ival(K), FloatArg(float32(lw.lossScale())), flag(op.Recomputed), f32(out[7]), stats}},
+			Args: []Arg{terms, f32(out[3]), i32(rt.keptBuf), ival(n), ival(E), ival(K), FloatArg(float32(lw.lossScale())), moeFlag(op.Recomputed), f32(out[7]), stats}},
 	}, nil
 }
 
@@ -379,8 +379,8 @@ func (lw *moeLowering) routeBwd() ([]Launch, error) {
 	zcoef := moe.ZLoss * 2 / float64(n) * scale
 	return []Launch{{Kernel: "moe_route_bwd", Grid: grid(ceilDiv(n, moeRouteWarps), 1, 1), Block: [3]int{32 * moeRouteWarps, 1, 1},
 		Args: []Arg{f32(in[0]), f32(in[1]), i32(in[2]), f32(in[3]), f32(in[4]), f32(in[5]), i32(in[8]), f32(op.Out[0]),
-			ival(n), ival(E), ival(K), flag(moe.Score == program.Sigmoid), flag(moe.Normalize),
-			FloatArg(float32(balance)), FloatArg(float32(zcoef)), flag(op.Accumulates(0))}}}, nil
+			ival(n), ival(E), ival(K), moeFlag(moe.Score == program.Sigmoid), moeFlag(moe.Normalize),
+			FloatArg(float32(balance)), FloatArg(float32(zcoef)), moeFlag(op.Accumulates(0))}}}, nil
 }
 
 // clearPadding is the launch that zeros buffer b's padding rows (width wide), or none
@@ -441,7 +441,7 @@ func (lw *moeLowering) permuteBwd() ([]Launch, error) {
 		return nil, err
 	}
 	return []Launch{rowLaunch("moe_permute_bwd", rt.n, f32(op.In[0]), i32(op.In[1]), i32(op.In[2]), f32(op.Out[0]),
-		ival(rt.n), ival(rt.K), ival(rt.C), ival(D), flag(op.Accumulates(0)))}, nil
+		ival(rt.n), ival(rt.K), ival(rt.C), ival(D), moeFlag(op.Accumulates(0)))}, nil
 }
 
 func (lw *moeLowering) combine() ([]Launch, error) {
@@ -471,7 +471,7 @@ func (lw *moeLowering) combineBwd() ([]Launch, error) {
 	}
 	ls := lw.clearPadding(rt, dback, D)
 	return append(ls, rowLaunch("moe_combine_bwd", rt.n*rt.K, f32(op.In[0]), f32(back), i32(op.In[2]), i32(op.In[3]), f32(op.In[4]),
-		f32(dback), f32(op.Out[1]), ival(rt.n), ival(rt.K), ival(rt.C), ival(D), flag(op.Accumulates(1)))), nil
+		f32(dback), f32(op.Out[1]), ival(rt.n), ival(rt.K), ival(rt.C), ival(D), moeFlag(op.Accumulates(1)))), nil
 }
 
 // experts splits a grouped product's parameter buffers into the experts' weights and
@@ -550,7 +550,7 @@ func (lw *moeLowering) groupedMMDX() ([]Launch, error) {
 		ls = lw.clearPadding(rt, dx, k)
 	}
 	return append(ls, Launch{Kernel: "moe_grouped_mm_dx", Grid: grid(rt.maxTiles, ceilDiv(k, moeTileN), 1), Block: [3]int{moeGemmThreads, 1, 1},
-		Args: []Arg{f32(dy), f32(dx), TableArg(w), rt.fill, ival(rt.E), ival(o), ival(k), flag(acc)}}), nil
+		Args: []Arg{f32(dy), f32(dx), TableArg(w), rt.fill, ival(rt.E), ival(o), ival(k), moeFlag(acc)}}), nil
 }
 
 func (lw *moeLowering) groupedMMDW() ([]Launch, error) {
@@ -569,7 +569,7 @@ func (lw *moeLowering) groupedMMDW() ([]Launch, error) {
 	if err := lw.widths(rt, map[int]int{dy: o, x: k}); err != nil {
 		return nil, err
 	}
-	acc := flag(op.Accumulates(0))
+	acc := moeFlag(op.Accumulates(0))
 	ls := []Launch{{Kernel: "moe_grouped_mm_dw", Grid: grid(ceilDiv(k, moeTileN), ceilDiv(o, moeTileM), rt.E), Block: [3]int{moeGemmThreads, 1, 1},
 		Args: []Arg{f32(dy), f32(x), TableArg(w), rt.fill, ival(rt.E), ival(o), ival(k), acc}}}
 	if len(b) > 0 {
@@ -664,5 +664,5 @@ func (lw *moeLowering) actBwd() ([]Launch, error) {
 		ls = append(ls, lw.clearPadding(rt, op.Out[0], width)...)
 	}
 	return append(ls, Launch{Kernel: "moe_act_bwd", Grid: grid(rt.maxTiles, 1, 1), Block: [3]int{moeElemThreads, 1, 1},
-		Args: []Arg{f32(op.In[0]), f32(op.In[1]), u, f32(op.Out[0]), du, rt.fill, ival(rt.E), ival(width), ival(code), flag(accA), flag(accU)}}), nil
+		Args: []Arg{f32(op.In[0]), f32(op.In[1]), u, f32(op.Out[0]), du, rt.fill, ival(rt.E), ival(width), ival(code), moeFlag(accA), moeFlag(accU)}}), nil
 }

@@ -85,6 +85,9 @@ func newEngine(opt Options, spec *Spec, cfg optim.Config) (engine, error) {
 		e.Suggestion = "add --cache-budget (and --engine step), or drop --delayed-update"
 		return nil, e
 	}
+	if opt.Device != "" {
+		return newGPUEngine(spec, cfg, opt)
+	}
 	// Any layout, even of one rank, runs as a group: offload and the unified cache are
 	// the group's, and it meters the memory the CLI reports.
 	if opt.Layout == nil && opt.Comm == nil {

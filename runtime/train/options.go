@@ -81,6 +81,10 @@ type Options struct {
 	// asks for it again.
 	DelayedUpdate bool
 
+	// Device runs the step on a GPU through moec's generated CUDA: "cuda" (libcuda.so.1),
+	// or "cuda-emulated" (the same generated step on the CPU); "" is the CPU engines.
+	Device string
+
 	// NewNet builds the model [nn.New]; tests substitute instrumented models.
 	NewNet NewNetFunc
 	// LLVM names the kernel library NewNet runs (recorded in run.json; "" = Go kernels).

@@ -1,0 +1,638 @@
+package cudastep
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/moec-dev/moec/compiler/params"
+	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/compiler/step"
+)
+
+// OpLaunches is what one op of a program lowers to.
+type OpLaunches struct {
+	// Launches run every step; for an op with WhenRecompute, and for share_select(_bwd),
+	// only when the layer's attention-sharing die says recompute.
+	Launches []Launch
+	// Reuse runs instead of Launches when the die says reuse: a skipped op's zeroed outputs
+	// (as runtime/exec leaves them), or share_select's other branch.
+	Reuse []Launch
+	// Conditional says the op depends on its layer's die (Launches or Reuse).
+	Conditional bool
+	// Settle says the host program settles the optimizer's coefficients before the
+	// launches (the step's first adamw op): it reads the gradient norm the device summed.
+	Settle bool
+}
+
+// Lowered is a step program lowered to launches of the kernel library.
+type Lowered struct {
+	Program *step.Program
+	Ops     []OpLaunches
+	// Consts are workspaces the host program fills once when it opens: the rotary tables.
+	Consts map[string][]float32
+	// NormSlots is how many partial sums of squares dense_sumsq writes into NormWork's
+	// double slots (a gradient's blocks', gradient after gradient in the executor's order),
+	// which the host adds in order into the global norm.
+	NormSlots int
+	// LossSlots is how many cross-entropy means the step writes into LossWork's double
+	// slots; the step's cross-entropy is their sum times LossScale.
+	LossSlots int
+	LossScale float64
+}
+
+// Workspaces of the dense kernels.
+const (
+	ropeWork  = "dense_rope"  // the rotary tables: cos [T, Dh/2] then sin
+	termsWork = "dense_terms" // the cross-entropy's per-row terms
+	meanWork  = "dense_mean"  // LayerNorm's row means for its backward
+	NormWork  = "dense_sumsq" // a double per gradient: Σ g²
+	LossWork  = "dense_ce"    // a double per cross_entropy op: the mean loss
+)
+
+// Lower lowers p (one rank's program of m's stage) to kernel launches. Only one-rank
+// layouts without offload or the unified cache are lowered yet; any other is an error
+// saying so.
+func Lower(p *step.Program, m *program.Model) (*Lowered, error) {
+	if err := supported(p); err != nil {
+		return nil, err
+	}
+	d, err := m.Dims()
+	if err != nil {
+		return nil, fmt.Errorf("cudastep: %w", err)
+	}
+	lw := &opLowerer{p: p, m: m, d: d, out: &Lowered{Program: p, Consts: map[string][]float32{},
+		LossScale: 1 / float64(p.Batch.Micro*max(p.Layout.DP, 1))}}
+	settled := false
+	expert := expertBuffers(p)
+	for i := range p.Ops {
+		op := &p.Ops[i]
+		var ol OpLaunches
+		switch {
+		case isMoE(p, op, expert):
+			ls, err := lowerMoE(p, m, i)
+			if err != nil {
+				return nil, fmt.Errorf("cudastep: op %d (%s %s): %w", i, op.Phase, op.Kind, err)
+			}
+			ol.Launches = ls
+		case op.Kind == step.OpAdamW:
+			if !settled {
+				ls, err := lw.adamw()
+				if err != nil {
+					return nil, err
+				}
+				ol.Launches, ol.Settle, settled = ls, true, true
+			}
+		default:
+			if err := lw.op(op, &ol); err != nil {
+				return nil, fmt.Errorf("cudastep: op %d (%s %s): %w", i, op.Phase, op.Kind, err)
+			}
+		}
+		if op.WhenRecompute && op.Layer >= 0 {
+			ol.Conditional = true
+			ol.Reuse = lw.skip(op)
+		}
+		lw.out.Ops = append(lw.out.Ops, ol)
+	}
+	return lw.out, nil
+}
+
+// supported refuses the layouts the CUDA backend does not lower yet.
+func supported(p *step.Program) error {
+	l := p.Layout
+	var missing []string
+	if l.DP > 1 || l.EP > 1 || l.TP > 1 || l.PP > 1 {
+		missing = append(missing, fmt.Sprintf("several ranks (dp %d, ep %d, tp %d, pp %d: the collectives and NCCL)", l.DP, l.EP, l.TP, l.PP))
+	}
+	if l.OffloadOpt {
+		missing = append(missing, "the offloaded optimizer")
+	}
+	if l.Cache.On() {
+		missing = append(missing, "the unified cache")
+	}
+	if l.Distill.On() {
+		missing = append(missing, "distillation")
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("cudastep: %s/%s runs %s; the CUDA backend does not lower %v yet (only one rank without offload or the unified cache)",
+			p.Model, p.Stage, l, missing)
+	}
+	return nil
+}
+
+// moeKind reports whether ops of kind k are the MoE lowering's whatever their buffers.
+func moeKind(k step.OpKind) bool {
+	switch k {
+	case step.OpRouter, step.OpRouterBwd, step.OpPermute, step.OpPermuteBwd, step.OpGroupedMM, step.OpGroupedMMDX,
+		step.OpGroupedMMDW, step.OpCombine, step.OpCombineBwd:
+		return true
+	}
+	return false
+}
+
+// expertBuffers marks the buffers the MoE ops write: the expert buffers ([experts, slots,
+// width], or packed dispatch rows [rows, width] under dropless routing).
+func expertBuffers(p *step.Program) []bool {
+	out := make([]bool, len(p.Buffers))
+	for _, op := range p.Ops {
+		if moeKind(op.Kind) {
+			for _, b := range op.Out {
+				out[b] = true
+			}
+		}
+	}
+	return out
+}
+
+// isMoE reports whether op is the MoE lowering's (lowerMoE): routing, dispatch, the
+// experts' products, the combine, and the activation (and its backward) over expert
+// buffers (expert, from expertBuffers).
+func isMoE(p *step.Program, op *step.Op, expert []bool) bool {
+	if moeKind(op.Kind) {
+		return true
+	}
+	if op.Kind != step.OpAct && op.Kind != step.OpActBwd {
+		return false
+	}
+	for _, b := range op.In {
+		if buf := p.Buffers[b]; expert[b] || len(buf.Shape) == 3 || buf.Kind == step.KindDispatch {
+			return true
+		}
+	}
+	return false
+}
+
+type opLowerer struct {
+	p   *step.Program
+	m   *program.Model
+	d   program.Dims
+	out *Lowered
+}
+
+func (lw *opLowerer) buf(b int) Arg { return BufArg(PtrF32, b) }
+
+func (lw *opLowerer) ints(b int) Arg { return BufArg(PtrI32, b) }
+
+func (lw *opLowerer) n(b int) int64 { return lw.p.Buffers[b].Elements() }
+
+func (lw *opLowerer) shape(b int) []int { return lw.p.Buffers[b].Shape }
+
+// denseElementwise is a grid-stride launch over n values, eight per thread (at most 1024
+// blocks).
+func denseElementwise(kernel string, n int64, args ...Arg) Launch {
+	blocks := min((n+2047)/2048, 1024)
+	return Launch{Kernel: kernel, Grid: [3]int{int(max(blocks, 1)), 1, 1}, Block: [3]int{256, 1, 1}, Args: args}
+}
+
+// densePerRow is a launch of a warp-per-row kernel over rows.
+func densePerRow(kernel string, rows int, args ...Arg) Launch {
+	return Launch{Kernel: kernel, Grid: [3]int{max((rows+3)/4, 1), 1, 1}, Block: [3]int{128, 1, 1}, Args: args}
+}
+
+// densePerColumn is a launch of a thread-per-column kernel over cols.
+func densePerColumn(kernel string, cols int, args ...Arg) Launch {
+	return Launch{Kernel: kernel, Grid: [3]int{max((cols+127)/128, 1), 1, 1}, Block: [3]int{128, 1, 1}, Args: args}
+}
+
+func (lw *opLowerer) zero(b int) Launch {
+	return denseElementwise("dense_zero", lw.n(b), lw.buf(b), IntArg(I64, lw.n(b)))
+}
+
+func int32Arg(v int) Arg { return IntArg(I32, int64(v)) }
+
+func boolArg(v bool) Arg {
+	if v {
+		return int32Arg(1)
+	}
+	return int32Arg(0)
+}
+
+// denseGemm is one dense_gemm launch: C = alpha·op(A)·op(B) + beta·C (+ bias), batched over
+// batches × units (see the kernel).
+type denseGemm struct {
+	a, b, c                Arg
+	bias                   *Arg // nil: none
+	m, n, k, lda, ldb, ldc int
+	transA, transB, causal bool
+	alpha, beta            float32
+	batches, units         int
+	headMul, headAdd, grp  int
+	aB, aH, aG             int64
+	bB, bH, bG             int64
+	cB, cH, cG             int64
+}
+
+func (g denseGemm) launch() Launch {
+	if g.batches == 0 {
+		g.batches = 1
+	}
+	if g.units == 0 {
+		g.units = 1
+	}
+	if g.headMul == 0 {
+		g.headMul = 1
+	}
+	if g.grp == 0 {
+		g.grp = 1
+	}
+	bias := NullArg(PtrF32)
+	if g.bias != nil {
+		bias = *g.bias
+	}
+	L := func(v int64) Arg { return IntArg(I64, v) }
+	return Launch{Kernel: "dense_gemm",
+		Grid:  [3]int{(g.n + 63) / 64, (g.m + 63) / 64, g.batches * g.units},
+		Block: [3]int{16, 16, 1},
+		Args: []Arg{g.a, g.b, g.c, bias, int32Arg(g.m), int32Arg(g.n), int32Arg(g.k), int32Arg(g.lda), int32Arg(g.ldb), int32Arg(g.ldc),
+			boolArg(g.transA), boolArg(g.transB), FloatArg(g.alpha), FloatArg(g.beta), boolArg(g.causal),
+			int32Arg(g.units), int32Arg(g.headMul), int32Arg(g.headAdd), int32Arg(g.grp),
+			L(g.aB), L(g.aH), L(g.aG), L(g.bB), L(g.bH), L(g.bG), L(g.cB), L(g.cH), L(g.cG)}}
+}
+
+func accBeta(acc bool) float32 {
+	if acc {
+		return 1
+	}
+	return 0
+}
+
+// attnDims are an attention op's sequences, positions, heads, key/value heads and head
+// width, from its query-side buffer q and key-side buffer k.
+func (lw *opLowerer) attnDims(q, k int) (B, T, H, KV, Dh int) {
+	B, T, Dh = lw.p.Batch.MicroBatch, lw.p.Batch.SeqLen, lw.d.Dh
+	return B, T, int(lw.n(q)) / (B * T * Dh), int(lw.n(k)) / (B * T * Dh), Dh
+}
+
+// op lowers one dense op into ol.
+func (lw *opLowerer) op(op *step.Op, ol *OpLaunches) error {
+	in, out, acc := op.In, op.Out, op.Accumulates
+	add := func(ls ...Launch) { ol.Launches = append(ol.Launches, ls...) }
+	opt := func(bufs []int, i int) Arg {
+		if i < len(bufs) {
+			return lw.buf(bufs[i])
+		}
+		return NullArg(PtrF32)
+	}
+	layerNorm := lw.m.Norm == program.LayerNorm
+	switch op.Kind {
+	case step.OpEmbed, step.OpEmbedBwd:
+		if op.Rows != step.RowsOfTokens && op.Rows != step.RowsOfPositions {
+			return fmt.Errorf("embedding rows %d are not lowered yet (decoding or a vocabulary-parallel table)", op.Rows)
+		}
+		table, tok, x := in[1], in[0], out[0]
+		kernel := "dense_embed"
+		if op.Kind == step.OpEmbedBwd {
+			table, tok, x, kernel = out[0], in[1], in[0], "dense_embed_bwd"
+		}
+		w := lw.shape(table)[1]
+		rows, n := int(lw.n(table))/w, int(lw.n(tok))
+		sizes := []Arg{int32Arg(n), int32Arg(w), int32Arg(rows), int32Arg(0), int32Arg(lw.p.Batch.SeqLen), boolArg(op.Rows == step.RowsOfPositions)}
+		if op.Kind == step.OpEmbed {
+			add(Launch{Kernel: kernel, Grid: [3]int{n, 1, 1}, Block: [3]int{128, 1, 1},
+				Args: append([]Arg{lw.ints(tok), lw.buf(table), lw.buf(x)}, sizes...)})
+			return nil
+		}
+		if !acc(0) {
+			add(lw.zero(table))
+		}
+		add(densePerColumn(kernel, w, append([]Arg{lw.buf(x), lw.ints(tok), lw.buf(table)}, sizes...)...))
+	case step.OpNorm:
+		d := int(lw.n(in[1]))
+		rows := int(lw.n(in[0])) / d
+		add(densePerRow("dense_norm", rows, lw.buf(in[0]), lw.buf(in[1]), opt(in, 2), lw.buf(out[0]), lw.buf(out[1]),
+			int32Arg(rows), int32Arg(d), FloatArg(float32(lw.d.NormEps)), boolArg(layerNorm)))
+	case step.OpNormBwd:
+		d := int(lw.n(in[2]))
+		rows := int(lw.n(in[1])) / d
+		mean := NullArg(PtrF32)
+		if layerNorm {
+			mean = WorkArg(PtrF32, meanWork, int64(rows)*4)
+			add(densePerRow("dense_row_mean", rows, lw.buf(in[1]), mean, int32Arg(rows), int32Arg(d)))
+		}
+		if len(out) > 2 && !acc(2) {
+			add(lw.zero(out[2]))
+		}
+		if !acc(1) {
+			add(lw.zero(out[1]))
+		}
+		add(densePerColumn("dense_norm_bwd_dw", d, lw.buf(in[0]), lw.buf(in[1]), lw.buf(in[3]), mean, lw.buf(out[1]), opt(out, 2), int32Arg(rows), int32Arg(d)))
+		add(densePerRow("dense_norm_bwd_dx", rows, lw.buf(in[0]), lw.buf(in[1]), lw.buf(in[2]), lw.buf(in[3]), mean, lw.buf(out[0]),
+			int32Arg(rows), int32Arg(d), boolArg(acc(0))))
+	case step.OpMatMul:
+		o, k := lw.shape(in[1])[0], lw.shape(in[1])[1]
+		n := int(lw.n(in[0])) / k
+		bias := opt(in, 2)
+		add(denseGemm{a: lw.buf(in[0]), b: lw.buf(in[1]), c: lw.buf(out[0]), bias: &bias, m: n, n: o, k: k,
+			lda: k, ldb: k, ldc: o, transB: true, alpha: 1}.launch())
+	case step.OpMatMulDX:
+		o, k := lw.shape(in[1])[0], lw.shape(in[1])[1]
+		n := int(lw.n(in[0])) / o
+		add(denseGemm{a: lw.buf(in[0]), b: lw.buf(in[1]), c: lw.buf(out[0]), m: n, n: k, k: o,
+			lda: o, ldb: k, ldc: k, alpha: 1, beta: accBeta(acc(0))}.launch())
+	case step.OpMatMulDW:
+		o, k := lw.shape(out[0])[0], lw.shape(out[0])[1]
+		n := int(lw.n(in[0])) / o
+		if int64(n*k) != lw.n(in[1]) {
+			return fmt.Errorf("x has %d values, want %d×%d", lw.n(in[1]), n, k)
+		}
+		add(denseGemm{a: lw.buf(in[0]), b: lw.buf(in[1]), c: lw.buf(out[0]), m: o, n: k, k: n,
+			lda: o, ldb: k, ldc: k, transA: true, alpha: 1, beta: accBeta(acc(0))}.launch())
+		if len(out) > 1 {
+			if !acc(1) {
+				add(lw.zero(out[1]))
+			}
+			add(densePerColumn("dense_col_sum", o, lw.buf(in[0]), lw.buf(out[1]), int32Arg(n), int32Arg(o)))
+		}
+	case step.OpAdd:
+		add(denseElementwise("dense_add", lw.n(out[0]), lw.buf(out[0]), lw.buf(in[0]), lw.buf(in[1]), IntArg(I64, lw.n(out[0]))))
+	case step.OpAccumulate:
+		switch {
+		case !acc(0):
+			add(denseElementwise("dense_copy", lw.n(out[0]), lw.buf(out[0]), lw.buf(in[0]), IntArg(I64, lw.n(out[0]))))
+		case lw.p.Buffers[in[0]].Offset != lw.p.Buffers[out[0]].Offset:
+			add(denseElementwise("dense_accumulate", lw.n(out[0]), lw.buf(out[0]), lw.buf(in[0]), IntArg(I64, lw.n(out[0]))))
+		}
+	case step.OpCopy:
+		add(denseElementwise("dense_copy", lw.n(out[0]), lw.buf(out[0]), lw.buf(in[0]), IntArg(I64, lw.n(out[0]))))
+	case step.OpRotary, step.OpRotaryBwd:
+		tab := lw.ropeTable()
+		tokens := lw.p.Batch.MicroBatch * lw.p.Batch.SeqLen
+		for _, b := range out[:2] {
+			width := int(lw.n(b)) / tokens
+			add(denseElementwise("dense_rotary", int64(tokens*width/2), lw.buf(b), tab, int32Arg(tokens), int32Arg(width),
+				int32Arg(lw.p.Batch.SeqLen), int32Arg(lw.d.Dh), boolArg(op.Kind == step.OpRotaryBwd)))
+		}
+	case step.OpScores:
+		B, T, H, KV, Dh := lw.attnDims(in[0], in[1])
+		qd, kd, tt := int64(H*Dh), int64(KV*Dh), int64(T*T)
+		add(denseGemm{a: lw.buf(in[0]), b: lw.buf(in[1]), c: lw.buf(out[0]), m: T, n: T, k: Dh, lda: int(qd), ldb: int(kd), ldc: T,
+			transB: true, causal: true, alpha: attnScale(Dh), batches: B, units: H, grp: H / KV,
+			aB: int64(T) * qd, aH: int64(Dh), bB: int64(T) * kd, bG: int64(Dh), cB: int64(H) * tt, cH: tt}.launch())
+	case step.OpScoresBwd:
+		B, T, H, KV, Dh := lw.attnDims(in[1], in[2])
+		qd, kd, tt := int64(H*Dh), int64(KV*Dh), int64(T*T)
+		per := H / KV
+		add(denseGemm{a: lw.buf(in[0]), b: lw.buf(in[2]), c: lw.buf(out[0]), m: T, n: Dh, k: T, lda: T, ldb: int(kd), ldc: int(qd),
+			alpha: attnScale(Dh), beta: accBeta(acc(0)), batches: B, units: H, grp: per,
+			aB: int64(H) * tt, aH: tt, bB: int64(T) * kd, bG: int64(Dh), cB: int64(T) * qd, cH: int64(Dh)}.launch())
+		if !acc(1) {
+			add(lw.zero(out[1]))
+		}
+		// The heads of a key/value group add into its gradient one after another, in order.
+		for i := 0; i < per; i++ {
+			add(denseGemm{a: lw.buf(in[0]), b: lw.buf(in[1]), c: lw.buf(out[1]), m: T, n: Dh, k: T, lda: T, ldb: int(qd), ldc: int(kd),
+				transA: true, alpha: attnScale(Dh), beta: 1, batches: B, units: KV, headMul: per, headAdd: i, grp: per,
+				aB: int64(H) * tt, aH: tt, bB: int64(T) * qd, bH: int64(Dh), cB: int64(T) * kd, cG: int64(Dh)}.launch())
+		}
+	case step.OpHeadMix:
+		B, T := lw.p.Batch.MicroBatch, lw.p.Batch.SeqLen
+		H, tt := lw.shape(in[1])[0], int64(T*T)
+		add(denseGemm{a: lw.buf(in[1]), b: lw.buf(in[0]), c: lw.buf(out[0]), m: H, n: int(tt), k: H, lda: H, ldb: int(tt), ldc: int(tt),
+			alpha: 1, batches: B, bB: int64(H) * tt, cB: int64(H) * tt}.launch())
+	case step.OpHeadMixBwd:
+		B, T := lw.p.Batch.MicroBatch, lw.p.Batch.SeqLen
+		H, tt := lw.shape(in[2])[0], int64(T*T)
+		if !acc(1) {
+			add(lw.zero(out[1]))
+		}
+		for b := 0; b < B; b++ {
+			at := func(buf int) Arg { a := lw.buf(buf); a.Offset = int64(b*H) * tt; return a }
+			add(denseGemm{a: at(in[0]), b: at(in[1]), c: lw.buf(out[1]), m: H, n: H, k: int(tt), lda: int(tt), ldb: int(tt), ldc: H,
+				transB: true, alpha: 1, beta: 1}.launch())
+		}
+		add(denseGemm{a: lw.buf(in[2]), b: lw.buf(in[0]), c: lw.buf(out[0]), m: H, n: int(tt), k: H, lda: H, ldb: int(tt), ldc: int(tt),
+			transA: true, alpha: 1, beta: accBeta(acc(0)), batches: B, bB: int64(H) * tt, cB: int64(H) * tt}.launch())
+	case step.OpSoftmax:
+		T := lw.p.Batch.SeqLen
+		rows := int(lw.n(in[0])) / T
+		add(densePerRow("dense_softmax", rows, lw.buf(in[0]), lw.buf(out[0]), int32Arg(rows), int32Arg(T)))
+	case step.OpSoftmaxBwd:
+		T := lw.p.Batch.SeqLen
+		rows := int(lw.n(in[1])) / T
+		add(densePerRow("dense_softmax_bwd", rows, lw.buf(in[0]), lw.buf(in[1]), lw.buf(out[0]), int32Arg(rows), int32Arg(T), boolArg(acc(0))))
+	case step.OpAttnAV:
+		B, T, H, KV, Dh := lw.attnDims(out[0], in[1])
+		qd, kd, tt := int64(H*Dh), int64(KV*Dh), int64(T*T)
+		add(denseGemm{a: lw.buf(in[0]), b: lw.buf(in[1]), c: lw.buf(out[0]), m: T, n: Dh, k: T, lda: T, ldb: int(kd), ldc: int(qd),
+			alpha: 1, batches: B, units: H, grp: H / KV,
+			aB: int64(H) * tt, aH: tt, bB: int64(T) * kd, bG: int64(Dh), cB: int64(T) * qd, cH: int64(Dh)}.launch())
+	case step.OpAttnAVBwd:
+		B, T, H, KV, Dh := lw.attnDims(in[0], in[2])
+		qd, kd, tt := int64(H*Dh), int64(KV*Dh), int64(T*T)
+		per := H / KV
+		add(denseGemm{a: lw.buf(in[0]), b: lw.buf(in[2]), c: lw.buf(out[0]), m: T, n: T, k: Dh, lda: int(qd), ldb: int(kd), ldc: T,
+			transB: true, causal: true, alpha: 1, beta: accBeta(acc(0)), batches: B, units: H, grp: per,
+			aB: int64(T) * qd, aH: int64(Dh), bB: int64(T) * kd, bG: int64(Dh), cB: int64(H) * tt, cH: tt}.launch())
+		if !acc(1) {
+			add(lw.zero(out[1]))
+		}
+		for i := 0; i < per; i++ {
+			add(denseGemm{a: lw.buf(in[1]), b: lw.buf(in[0]), c: lw.buf(out[1]), m: T, n: Dh, k: T, lda: T, ldb: int(qd), ldc: int(kd),
+				transA: true, alpha: 1, beta: 1, batches: B, units: KV, headMul: per, headAdd: i, grp: per,
+				aB: int64(H) * tt, aH: tt, bB: int64(T) * qd, bH: int64(Dh), cB: int64(T) * kd, cG: int64(Dh)}.launch())
+		}
+	case "share_select":
+		n := IntArg(I64, lw.n(out[0]))
+		ol.Conditional = true
+		add(denseElementwise("dense_copy", lw.n(out[0]), lw.buf(out[0]), lw.buf(in[0]), n))
+		ol.Reuse = []Launch{denseElementwise("dense_copy", lw.n(out[0]), lw.buf(out[0]), lw.buf(in[1]), n)}
+	case "share_select_bwd":
+		ol.Conditional = true
+		route := func(dst, other int, accDst, accOther bool) []Launch {
+			n := IntArg(I64, lw.n(dst))
+			var ls []Launch
+			if accDst {
+				ls = append(ls, denseElementwise("dense_accumulate", lw.n(dst), lw.buf(dst), lw.buf(in[0]), n))
+			} else {
+				ls = append(ls, denseElementwise("dense_copy", lw.n(dst), lw.buf(dst), lw.buf(in[0]), n))
+			}
+			if !accOther {
+				ls = append(ls, lw.zero(other))
+			}
+			return ls
+		}
+		add(route(out[0], out[1], acc(0), acc(1))...)
+		ol.Reuse = route(out[1], out[0], acc(1), acc(0))
+	case step.OpAct:
+		kind, err := denseActKind(op.Activation)
+		if err != nil {
+			return err
+		}
+		add(denseElementwise("dense_act", lw.n(in[0]), lw.buf(in[0]), opt(in, 1), lw.buf(out[0]), IntArg(I64, lw.n(in[0])), int32Arg(kind)))
+	case step.OpActBwd:
+		kind, err := denseActKind(op.Activation)
+		if err != nil {
+			return err
+		}
+		add(denseElementwise("dense_act_bwd", lw.n(in[1]), lw.buf(in[0]), lw.buf(in[1]), opt(in, 2), lw.buf(out[0]), opt(out, 1),
+			IntArg(I64, lw.n(in[1])), int32Arg(kind), boolArg(acc(0)), boolArg(len(out) > 1 && acc(1))))
+	case step.OpCrossEntropy:
+		if op.Pass != step.LossWhole || len(in) > 2 {
+			return fmt.Errorf("the vocabulary-parallel loss is not lowered yet")
+		}
+		V := lw.shape(in[0])[1]
+		rows := int(lw.n(in[0])) / V
+		dl := opt(out, 1)
+		terms := WorkArg(PtrF32, termsWork, int64(rows)*4)
+		slot := WorkArg(PtrF32, LossWork, 0)
+		slot.Offset = int64(2 * lw.out.LossSlots)
+		lw.out.LossSlots++
+		add(densePerRow("dense_xent", rows, lw.buf(in[0]), lw.ints(in[1]), dl, terms, int32Arg(rows), int32Arg(V), int32Arg(0),
+			FloatArg(float32(lw.out.LossScale/float64(rows)))))
+		add(Launch{Kernel: "dense_xent_mean", Grid: [3]int{1, 1, 1}, Block: [3]int{32, 1, 1},
+			Args: []Arg{terms, lw.buf(out[0]), slot, int32Arg(rows)}})
+	case step.OpGradNorm:
+		pieces, err := lw.pieces()
+		if err != nil {
+			return err
+		}
+		slots := 0
+		for _, pc := range pieces {
+			n := lw.n(pc.grad)
+			blocks := int(min(max((n+2047)/2048, 1), 64))
+			slot := WorkArg(PtrF32, NormWork, 0)
+			slot.Offset = int64(2 * slots)
+			slots += blocks
+			add(Launch{Kernel: "dense_sumsq", Grid: [3]int{blocks, 1, 1}, Block: [3]int{256, 1, 1},
+				Args: []Arg{lw.buf(pc.grad), IntArg(I64, n), slot}})
+		}
+		lw.out.NormSlots = slots
+	default:
+		return fmt.Errorf("no CUDA lowering for %s yet", op.Kind)
+	}
+	return nil
+}
+
+// attnScale is 1/√Dh, as the executor rounds it.
+func attnScale(dh int) float32 { return float32(1 / math.Sqrt(float64(dh))) }
+
+// denseActKind is the dense kernels' number for an activation.
+func denseActKind(a program.Activation) (int, error) {
+	switch a {
+	case program.ReLU:
+		return 0, nil
+	case program.GELU, program.GeGLU:
+		return 1, nil
+	case program.SiLU, program.SwiGLU:
+		return 2, nil
+	}
+	return 0, fmt.Errorf("activation %q has no CUDA kernel", a)
+}
+
+// ropeTable is the rotary tables' workspace, filled when the host program opens.
+func (lw *opLowerer) ropeTable() Arg {
+	T, half := lw.p.Batch.SeqLen, lw.d.Dh/2
+	if _, ok := lw.out.Consts[ropeWork]; !ok {
+		cos, sin := lw.m.RopeTable(lw.d.Dh, 0, T)
+		tab := make([]float32, 0, 2*T*half)
+		for _, v := range cos {
+			tab = append(tab, float32(v))
+		}
+		for _, v := range sin {
+			tab = append(tab, float32(v))
+		}
+		lw.out.Consts[ropeWork] = tab
+	}
+	return WorkArg(PtrF32, ropeWork, int64(2*T*half)*4)
+}
+
+// skip is what a WhenRecompute op leaves when its layer reuses the weights below: zeros in
+// the outputs it would have overwritten (runtime/exec's skip).
+func (lw *opLowerer) skip(op *step.Op) []Launch {
+	var ls []Launch
+	for i, b := range op.Out {
+		if op.Accumulates(i) || containsBuf(op.In, b) {
+			continue
+		}
+		ls = append(ls, lw.zero(b))
+	}
+	return ls
+}
+
+func containsBuf(xs []int, x int) bool {
+	for _, v := range xs {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
+
+// optPiece is one tensor the optimizer updates: its weights, gradient, and the moments at its
+// flat offset in its group's adam_m and adam_v.
+type optPiece struct {
+	param, grad, m, v int
+	flat              int64
+	decay             bool
+}
+
+// pieces are the optimizer's tensors in runtime/exec's order (SetOptimizer): by group,
+// then by gradient buffer.
+func (lw *opLowerer) pieces() ([]optPiece, error) {
+	p := lw.p
+	paramOf := map[params.ID]int{}
+	for i, b := range p.Buffers {
+		if b.Kind == step.KindParam && b.Param != nil {
+			id := *b.Param
+			id.Shard = params.Shard{}
+			paramOf[id] = i
+		}
+	}
+	named := func(kind step.Kind, name string) int {
+		for i, b := range p.Buffers {
+			if b.Kind == kind && b.Param == nil && b.Name == name {
+				return i
+			}
+		}
+		return -1
+	}
+	var out []optPiece
+	for gi, g := range p.Groups {
+		m, v := named(step.KindOptimizer, "adam_m["+g.Name+"]"), named(step.KindOptimizer, "adam_v["+g.Name+"]")
+		if m < 0 || v < 0 {
+			return nil, fmt.Errorf("group %s has no moments in the program", g.Name)
+		}
+		for i, b := range p.Buffers {
+			if b.Param == nil || b.Flat < 0 || (b.Kind != step.KindGrad && b.Kind != step.KindActGrad) {
+				continue
+			}
+			id := *b.Param
+			id.Shard = params.Shard{}
+			group := 0
+			if id.Role.Routed() && len(p.Groups) > 1 {
+				group = 1
+			}
+			if group != gi {
+				continue
+			}
+			w, ok := paramOf[id]
+			if !ok {
+				return nil, fmt.Errorf("gradient %s has no parameter buffer", b.Name)
+			}
+			out = append(out, optPiece{param: w, grad: i, m: m, v: v, flat: b.Flat, decay: len(b.Shape) >= 2})
+		}
+	}
+	return out, nil
+}
+
+// adamw is the step's update: one dense_adamw launch per tensor with the coefficients the
+// host program settles.
+func (lw *opLowerer) adamw() ([]Launch, error) {
+	pieces, err := lw.pieces()
+	if err != nil {
+		return nil, fmt.Errorf("cudastep: adamw: %w", err)
+	}
+	var ls []Launch
+	for _, pc := range pieces {
+		n := lw.n(pc.grad)
+		m, v := lw.buf(pc.m), lw.buf(pc.v)
+		m.Offset, v.Offset = pc.flat, pc.flat
+		decay := FloatArg(0)
+		if pc.decay {
+			decay = HostFloatArg(HostAdamDecay)
+		}
+		ls = append(ls, denseElementwise("dense_adamw", n, lw.buf(pc.param), lw.buf(pc.grad), m, v, IntArg(I64, n),
+			HostFloatArg(HostAdamScale), HostFloatArg(HostAdamB1), HostFloatArg(HostAdamC1), HostFloatArg(HostAdamB2),
+			HostFloatArg(HostAdamC2), HostFloatArg(HostAdamInvBC2), HostFloatArg(HostAdamEps), decay, HostFloatArg(HostAdamLRBC1)))
+	}
+	return ls, nil
+}

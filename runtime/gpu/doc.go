@@ -1,0 +1,15 @@
+// Package gpu runs a step program on an NVIDIA GPU through moec's generated CUDA: it writes
+// the sources codegen/cudastep generates for one rank's program (the host program, the
+// kernel library and the driver table's fillings) into a folder, compiles them with
+// clang, loads the result and runs training steps.
+//
+// Two modes. Device: the kernels become PTX for the GPU's architecture and the host
+// program a shared library that opens libcuda.so.1 at run time, so a machine needs the
+// NVIDIA driver and clang, never a CUDA SDK. Emulated: the kernels, the host program and a
+// CPU stand-in for the driver API compile into one shared library under moec's CUDA
+// emulation (codegen/cuda's emulation header), which runs the very same host program and
+// kernels on the CPU: how the generated step is checked against runtime/exec without a GPU.
+//
+// Parameters live in the device arena at the offsets of the program's memory plan, the
+// same offsets runtime/exec's arena uses, so weights are copied buffer by buffer.
+package gpu

@@ -1,0 +1,316 @@
+package gpu
+
+import (
+	"context"
+	"math"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/moec-dev/moec/codegen/cuda"
+	"github.com/moec-dev/moec/codegen/cudastep"
+	"github.com/moec-dev/moec/compiler/check"
+	"github.com/moec-dev/moec/compiler/params"
+	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/compiler/step"
+	moexec "github.com/moec-dev/moec/runtime/exec"
+	"github.com/moec-dev/moec/runtime/llvmrt"
+	"github.com/moec-dev/moec/runtime/nn"
+	"github.com/moec-dev/moec/runtime/optim"
+	"github.com/moec-dev/moec/runtime/rng"
+)
+
+// hunyuanTiny is examples/hunyuan_tiny.moe's model at a stage with experts experts, and
+// the optimizer its train block sets (lr 1e-3, warmup 100, weight decay 0.1).
+func hunyuanTiny(t testing.TB, experts int) (*program.Model, optim.Config) {
+	t.Helper()
+	src, err := os.ReadFile("../../examples/hunyuan_tiny.moe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	prog, _, ds := check.Load("hunyuan_tiny.moe", func(string) ([]byte, error) { return src, nil })
+	if ds.HasErrors() {
+		t.Fatalf("%v", ds)
+	}
+	tr := prog.Trains["hunyuan_tiny"]
+	if tr == nil {
+		t.Fatal("hunyuan_tiny.moe has no train block hunyuan_tiny")
+		return nil, optim.Config{}
+	}
+	return program.StageModel(prog.Models["hunyuan_tiny"], &program.Stage{Experts: experts}), optim.FromProgram(tr.Optimizer, 0, 600)
+}
+
+func randomTokens(B, T, vocab int, seed int64) []int32 {
+	r := rng.New(rng.Key(seed, 0, 0, rng.PurposeDataOrder))
+	toks := make([]int32, B*(T+1))
+	for i := range toks {
+		toks[i] = int32(r.Intn(vocab))
+	}
+	return toks
+}
+
+// relErr is ‖a−b‖/‖b‖.
+func relErr(a, b []float32) float64 {
+	var num, den float64
+	for i := range a {
+		d := float64(a[i]) - float64(b[i])
+		num += d * d
+		den += float64(b[i]) * float64(b[i])
+	}
+	if den == 0 {
+		return math.Sqrt(num)
+	}
+	return math.Sqrt(num / den)
+}
+
+func needClang(t *testing.T) {
+	t.Helper()
+	if cuda.FindClang() == "" {
+		t.Skip("no clang++ on PATH: the emulated CUDA step needs clang 16 or newer")
+	}
+}
+
+// matchExecutor trains m for two steps with cfg through runtime/exec's executor and
+// through the generated CUDA step under the emulation from the same weights, and holds the
+// losses and gradient norms (within 1e-5) and every parameter after the two updates
+// (within paramTol relative) together.
+func matchExecutor(t *testing.T, m *program.Model, b step.Batch, recompute program.Recompute, cfg optim.Config, paramTol float64) {
+	t.Helper()
+	needClang(t)
+	progs, err := step.Lower(m, b, step.Layout{DP: 1, EP: 1, TP: 1, PP: 1, Recompute: recompute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := progs[0]
+	net, err := nn.New(m, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	whole := map[params.ID][]float32{}
+	shapes := map[params.ID][]int{}
+	for _, w := range net.Params() {
+		whole[w.ID], shapes[w.ID] = w.W, w.Shape
+	}
+	ex, err := moexec.New(p, m, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ex.LoadParams(func(id params.ID) ([]float32, []int) { return whole[id], shapes[id] }); err != nil {
+		t.Fatal(err)
+	}
+	if err := ex.SetOptimizer(cfg); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	s, err := Open(context.Background(), p, m, Options{Mode: Emulated, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	t.Logf("generated and compiled in %v", time.Since(start))
+	if err := s.LoadParams(ex.Param); err != nil {
+		t.Fatal(err)
+	}
+	s.SetOptimizer(cfg)
+	d, _ := m.Dims()
+	dice := map[bool]int{} // the layers above the first that recompute and reuse
+	for stepN := int64(0); stepN < 2; stepN++ {
+		micro := make([][]int32, b.Micro)
+		for i := range micro {
+			micro[i] = randomTokens(b.MicroBatch, b.SeqLen, d.V, 100*stepN+int64(i))
+		}
+		o := moexec.Options{Seed: 5, Step: stepN}
+		want, err := ex.Run(micro, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for l := 1; l < d.L; l++ {
+			dice[ex.Recompute(l)]++
+		}
+		start := time.Now()
+		got, err := s.Step(micro, StepOptions{Seed: 5, Step: stepN})
+		t.Logf("emulated step %d in %v", stepN, time.Since(start))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("step %d: loss %.7f (executor %.7f), gradient norm %.7f (%.7f)", stepN, got.Loss, want.Loss, got.GradNorm, want.GradNorm)
+		if math.Abs(got.Loss-want.Loss) > 1e-5 {
+			t.Errorf("step %d: loss %.8f, the executor's %.8f", stepN, got.Loss, want.Loss)
+		}
+		if math.Abs(got.GradNorm-want.GradNorm) > 1e-5*max(1, want.GradNorm) {
+			t.Errorf("step %d: gradient norm %.8f, the executor's %.8f", stepN, got.GradNorm, want.GradNorm)
+		}
+	}
+	if m.Attention.RecomputeProbability() < 1 && (dice[true] == 0 || dice[false] == 0) {
+		t.Errorf("the attention-sharing dice recomputed %d and reused %d times: both branches should run", dice[true], dice[false])
+	}
+	worst, worstID := 0.0, ""
+	for id := range whole {
+		want := ex.Param(id)
+		got, err := s.Param(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e := relErr(got, want); e > worst {
+			worst, worstID = e, id.String()
+		}
+		tol := paramTol
+		if allZero(whole[id]) {
+			// A zero-initialised tensor (a bias) is its two Adam steps and nothing else: its
+			// relative error is the steps' own, which Adam's normalisation makes that of the
+			// gradients' small entries.
+			tol = max(tol, 1e-4)
+		}
+		if e := relErr(got, want); e > tol {
+			t.Errorf("%s after two updates: relative error %.2g", id, e)
+		}
+	}
+	t.Logf("largest relative error of a parameter after two updates: %.2g (%s)", worst, worstID)
+}
+
+func allZero(xs []float32) bool {
+	for _, x := range xs {
+		if x != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// aggressive is an optimizer that moves the weights by lr·sign(g) from the first step, no
+// warmup: Adam's normalisation then turns float32 rounding differences in small gradient
+// entries (sums with cancellation) into visible weight differences.
+func aggressive(steps int64) optim.Config {
+	return optim.Config{LR: 3e-3, MinLR: 3e-4, WeightDecay: 0.1, Beta1: 0.9, Beta2: 0.95, Eps: 1e-8,
+		Warmup: 1, TotalSteps: steps, Schedule: "cosine", ClipNorm: 0.5}
+}
+
+// TestEmulatedStepMatchesExecutor: hunyuan_tiny's dense stage (RMSNorm, rotary, talking
+// heads, attention weights shared with p = 0.5, GELU).
+// With the example's own optimizer the weights agree within 1e-5; with lr 3e-3 from the
+// first step (aggressive) within 2e-4 (the gradients agree within 1e-6 relative).
+func TestEmulatedStepMatchesExecutor(t *testing.T) {
+	m, cfg := hunyuanTiny(t, 1)
+	b := step.Batch{MicroBatch: 2, SeqLen: 16, Micro: 1}
+	t.Run("example optimizer", func(t *testing.T) { matchExecutor(t, m, b, "", cfg, 1e-5) })
+	if testing.Short() {
+		return
+	}
+	t.Run("lr 3e-3 without warmup", func(t *testing.T) { matchExecutor(t, m, b, "", aggressive(10), 2e-4) })
+	// The attention core runs again before its backward (the recompute die's ops among them).
+	t.Run("selective recompute", func(t *testing.T) { matchExecutor(t, m, b, program.RecomputeSelective, cfg, 1e-5) })
+}
+
+// TestEmulatedMoEStepMatchesExecutor: hunyuan_tiny's four-expert stage (token-embedding
+// routing, top-1 with a capacity factor of 1.25 and its drops, the balance loss, MoE in
+// every second layer) through the generated step with kernels_moe.cu's routing,
+// permutation, grouped products and combine: the losses (the balance term included) and
+// every parameter after two updates equal the executor's.
+func TestEmulatedMoEStepMatchesExecutor(t *testing.T) {
+	m, cfg := hunyuanTiny(t, 4)
+	matchExecutor(t, m, step.Batch{MicroBatch: 2, SeqLen: 16, Micro: 1}, "", cfg, 1e-5)
+}
+
+// TestEmulatedStepLayerNormVariant: LayerNorm, grouped-query attention, learned positions,
+// the FFN's biases and a gated SwiGLU FFN, two micro-batches (gradient
+// accumulation), no attention-weight sharing, each layer's forward run again before its
+// backward (recompute full).
+func TestEmulatedStepLayerNormVariant(t *testing.T) {
+	m, cfg := hunyuanTiny(t, 1)
+	m.Norm = program.LayerNorm
+	m.Attention.KVHeads = 2
+	m.Attention.TalkingHeads = false
+	m.Attention.ShareWeights = 1
+	m.Position = program.Learned
+	m.MaxPosition = m.SeqLen
+	m.FFN.Activation = program.SwiGLU
+	m.FFN.Bias = true
+	matchExecutor(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 2}, program.RecomputeFull, cfg, 1e-5)
+}
+
+// TestRefusesAPlanLargerThanTheDevice: the host program reads the device's free memory
+// (cuMemGetInfo) before it allocates the arena, and refuses a plan that does not fit with
+// an error saying how much it needs and how much is free.
+func TestRefusesAPlanLargerThanTheDevice(t *testing.T) {
+	needClang(t)
+	m, _ := hunyuanTiny(t, 1)
+	progs, err := step.Lower(m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 1}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("MOEC_EMU_DEVICE_BYTES", "1048576") // the emulated device: 1 MiB free
+	s, err := Open(context.Background(), progs[0], m, Options{Mode: Emulated, Dir: t.TempDir()})
+	if err == nil {
+		s.Close()
+		t.Fatal("a plan of several MiB opened on a device with 1 MiB free")
+	}
+	for _, want := range []string{"memory plan needs", "free of 1048576"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+}
+
+// TestDeviceBuild compiles a stage for a GPU: each kernel file to PTX (sm_90) and the host
+// program with the libcuda.so.1 filling of the driver table. On a machine without the
+// driver, opening it fails with the filling's message naming libcuda.so.1.
+func TestDeviceBuild(t *testing.T) {
+	needClang(t)
+	m, _ := hunyuanTiny(t, 1)
+	progs, err := step.Lower(m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 1}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	low, err := cudastep.Lower(progs[0], m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, clang := t.TempDir(), cuda.FindClang()
+	if err := writeSources(low, dir); err != nil {
+		t.Fatal(err)
+	}
+	so, err := compileHost(context.Background(), dir, clang, Device)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ptx, err := compilePTX(context.Background(), dir, clang, "sm_90")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ptx) != len(cudastep.Library()) || !strings.Contains(ptx[0], ".target sm_90") {
+		t.Fatalf("%d PTX modules for %d kernel files", len(ptx), len(cudastep.Library()))
+	}
+	if CheckDriver() == nil {
+		t.Skip("this machine has the NVIDIA driver: runtime/gpu's device tests run the step")
+	}
+	lib, err := llvmrt.Open(so)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lib.Close()
+	open, err := lib.Func("moec_step_open")
+	if err != nil {
+		t.Fatal(err)
+	}
+	device, err := lib.Func("moec_step_device")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, msg := make([]int32, 2), make([]byte, errBytes)
+	if err := device.Call(0, 0, cc, msg, int64(errBytes)); err != nil {
+		t.Fatal(err)
+	}
+	if got := cString(msg); !strings.Contains(got, "cannot load libcuda.so.1") {
+		t.Errorf("reading the compute capability without a driver: %q", got)
+	}
+	blob := []byte(strings.Join(ptx, "\x00") + "\x00")
+	handle := make([]byte, 8)
+	msg = make([]byte, errBytes)
+	if err := open.Call(0, 0, blob, int64(len(ptx)), handle, msg, int64(errBytes)); err != nil {
+		t.Fatal(err)
+	}
+	if got := cString(msg); !strings.Contains(got, "cannot load libcuda.so.1") || !strings.Contains(got, "no CUDA SDK") {
+		t.Errorf("opening without a driver: %q", got)
+	}
+}
