@@ -31,8 +31,8 @@ type Decoder struct {
 	ffn           []*ffnWS[float32]
 	moe           []*moeWS[float32]
 	rope          *ropeTable[float32]
-	logits        []float32 // [batch, V]
-	feed          *feedWS   // Feed's rows (decode_prefill.go), made on first use
+	logits        []float32  // [batch, V]
+	feed          *feedWS    // Feed's rows (decode_prefill.go), made on first use
 	mla           *mlaDecode // latent attention's caches (mla_decode.go), nil without
 }
 

@@ -18,12 +18,12 @@ import (
 
 // mlaDecode holds the latent caches and the scratch of Step and Feed for a Decoder.
 type mlaDecode struct {
-	md    mlaDims
-	cache [][]float32 // per layer [batch, maxLen, r+rope]; nil for layers without MLA
-	rows  int         // the rows the scratch below holds
+	md                                                          mlaDims
+	cache                                                       [][]float32 // per layer [batch, maxLen, r+rope]; nil for layers without MLA
+	rows                                                        int         // the rows the scratch below holds
 	q, qa, qaHat, qaRstd, qan, kva, lat, cHat, cRstd, c, kpe, o []float32
-	work  [][]float32 // per worker: q_lat and o_lat [H, r], scores [maxLen]
-	rope  *ropeTable[float32]
+	work                                                        [][]float32 // per worker: q_lat and o_lat [H, r], scores [maxLen]
+	rope                                                        *ropeTable[float32]
 }
 
 func newMLADecode(c *core[float32], batch, maxLen int) *mlaDecode {

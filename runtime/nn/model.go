@@ -75,7 +75,7 @@ type moeParams[F Float] struct {
 	gate, gateB *tensor[F] // router [E, RouterIn] and its optional bias [E]
 	// correction is aux_free_bias's selection bias [E] (e_score_correction_bias,
 	// routing_bias.go): it moves by UpdateRouterBias, never by its gradient; nil without.
-	correction *tensor[F]
+	correction  *tensor[F]
 	routerEmbed *tensor[F] // the model's token-embedding router table (core.routerEmbed), else nil
 	// w1, w3, w2 hold all experts contiguously ([E,h,D], [E,h,D], [E,D,h]) so one backing
 	// array serves the grouped products; the experts' tensors are slices of them.
