@@ -18,17 +18,23 @@ import (
 
 // mlaDecode holds the latent caches and the scratch of Step and Feed for a Decoder.
 type mlaDecode struct {
-	md                                                          mlaDims
-	cache                                                       [][]float32 // per layer [batch, maxLen, r+rope]; nil for layers without MLA
-	rows                                                        int         // the rows the scratch below holds
+	md    mlaDims
+	cache [][]float32 // per layer [batch, maxLen, r+rope]; nil for layers without MLA
+	rows  int         // the rows the scratch below holds
+	work  [][]float32 // per worker: q_lat and o_lat [H, r], scores [maxLen]
+	rope  *ropeTable[float32]
+	// kvb holds, per layer, kv_b_proj's values where its weights are quantised (a
+	// compressed checkpoint): the absorbed products read its rows directly. Made on first
+	// use; nil for float32 weights.
+	kvb [][]float32
+
+	// The rows' activations, as mlaQueries and mlaLatent write them.
 	q, qa, qaHat, qaRstd, qan, kva, lat, cHat, cRstd, c, kpe, o []float32
-	work                                                        [][]float32 // per worker: q_lat and o_lat [H, r], scores [maxLen]
-	rope                                                        *ropeTable[float32]
 }
 
 func newMLADecode(c *core[float32], batch, maxLen int) *mlaDecode {
 	md := mlaDimsOf(c.cfg, c.d)
-	m := &mlaDecode{md: md}
+	m := &mlaDecode{md: md, kvb: make([][]float32, len(c.layers))}
 	for _, l := range c.layers {
 		var lc []float32
 		if l.mla != nil {
@@ -78,6 +84,12 @@ func (dec *Decoder) mlaAttend(l *layer[float32], li int, h []float32, n int, seq
 		copy(cache[at+md.r:at+kw], m.kpe[r*md.rope:(r+1)*md.rope])
 	}
 	kvb, kvbW := mp.kvb.w, md.kvbWidth()
+	if mp.kvb.q != nil {
+		if m.kvb[li] == nil {
+			m.kvb[li] = mp.kvb.q.Dequantize()
+		}
+		kvb = m.kvb[li]
+	}
 	scale := float32(md.scale)
 	parallel(n, func(worker, lo, hi int) {
 		work := m.work[worker]

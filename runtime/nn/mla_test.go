@@ -5,10 +5,12 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/moec-dev/moec/compiler/analysis"
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/runtime/quant"
 )
 
 // tinyMLA is a tiny DeepSeek-V3-shaped model: latent attention with a low-rank query, one
@@ -292,5 +294,36 @@ func TestRouterBiasChoosesAndMoves(t *testing.T) {
 		if p.ID.Role.String() == "router_correction" && slices.ContainsFunc(p.G, func(g float32) bool { return g != 0 }) {
 			t.Errorf("%s has a gradient %v", p.Name, p.G)
 		}
+	}
+}
+
+// TestMLADecodesQuantised: a compressed checkpoint's quantised kv_b_proj decodes from the
+// latent cache, the absorbed products reading its dequantised values: the logits are those
+// of the float32 model holding the dequantised weights.
+func TestMLADecodesQuantised(t *testing.T) {
+	cfg := mlaCases()["full_rank_query_window"]()
+	m, ref := randomised(t, cfg, 13), randomised(t, cfg, 13)
+	qs := map[string]*quant.Matrix{}
+	for i, p := range m.Params() {
+		if strings.HasSuffix(p.Name, "kv_b_proj.weight") {
+			q, err := quant.Quantize(p.W, p.Shape[0], p.Shape[1], 8, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			qs[p.Name] = q
+			copy(ref.Params()[i].W, q.Dequantize())
+		}
+	}
+	if err := m.SetQuantized(qs); err != nil {
+		t.Fatal(err)
+	}
+	const B, T = 2, 6
+	b := randBatch(rand.New(rand.NewPCG(1, 2)), cfg.Vocab, B, T)
+	want, err := ref.Logits(b, StepOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if worst := decodeGap(t, m.NewDecoder(B, T), b, want, int(cfg.PaddedVocab())); worst > 1e-4 {
+		t.Errorf("decoder logits differ from the dequantised model's by %g", worst)
 	}
 }
