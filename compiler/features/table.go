@@ -117,7 +117,12 @@ func Table() []Feature {
 		{Key: "mla", Name: "multi-head latent attention (MLA)",
 			Uses: func(m *program.Model) bool { return m.Attention.MLA || m.Attention.KVLoraRank > 0 },
 			cells: map[Backend]Cell{
-				Runtime:  honoured(),
+				Runtime: when(func(m *program.Model, _ Layout) bool {
+					a := m.Attention
+					return a.QKNorm || a.TalkingHeads || a.Sinks || a.ShareKV > 1 || a.SharesWeights() || a.ClipQKV > 0 ||
+						a.NopeEvery > 0 || a.ChunkSize > 0 || a.QKL2Norm || a.NopeTemperature > 0 ||
+						(m.Position != program.Rotary && m.Position != program.NoPosition)
+				}, "nn.New computes latent attention without qk_norm, talking heads, sinks, share_kv, share_weights, clip_qkv, Llama 4's attention or other than rotary positions"),
 				Step:     refused("no lowering rule yet"),
 				CUDA:     refused("rotary_fwd rotates every head_dim feature; MLA rotates only its qk_rope_head_dim features"),
 				Megatron: honoured(),

@@ -57,8 +57,8 @@ func topTwo[F Float](s []F) (best, second F) {
 }
 
 // UpdateRouterBias applies the aux-free balancing update after a training step: loads holds,
-// per MoE layer in order (as Stats.ExpertTokens), the tokens each expert was routed over
-// the whole step (all micro-batches and ranks), and every layer with a selection bias
+// per MoE layer in order (as Stats.ExpertTokens), the assignments each expert processed
+// over the whole step (all micro-batches), and every layer with a selection bias
 // moves it by aux_free_bias · sign(mean load − load_e). A model without aux_free_bias
 // ignores it.
 func (m *Model) UpdateRouterBias(loads [][]int) error {
