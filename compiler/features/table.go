@@ -121,8 +121,8 @@ func Table() []Feature {
 					a := m.Attention
 					return a.QKNorm || a.TalkingHeads || a.Sinks || a.ShareKV > 1 || a.SharesWeights() || a.ClipQKV > 0 ||
 						a.NopeEvery > 0 || a.ChunkSize > 0 || a.QKL2Norm || a.NopeTemperature > 0 ||
-						(m.Position != program.Rotary && m.Position != program.NoPosition)
-				}, "nn.New computes latent attention without qk_norm, talking heads, sinks, share_kv, share_weights, clip_qkv, Llama 4's attention or other than rotary positions"),
+						(m.Position != program.Rotary && m.Position != program.NoPosition) || m.Norm == program.LayerNorm
+				}, "nn.New computes latent attention (its norms are RMSNorms, as DeepSeek's) without qk_norm, talking heads, sinks, share_kv, share_weights, clip_qkv, Llama 4's attention, layernorm or other than rotary positions"),
 				Step:     refused("no lowering rule yet"),
 				CUDA:     refused("rotary_fwd rotates every head_dim feature; MLA rotates only its qk_rope_head_dim features"),
 				Megatron: honoured(),

@@ -162,14 +162,15 @@ const SharedGateName = "shared_expert_gate.weight"
 
 // Walk lists m's parameters in the order the runtime creates them. It refuses models whose
 // parameters it cannot list (encoder-decoder, multi-token prediction, relative position
-// bias, and latent attention with q/k norms, talking heads, sinks or cross-layer K/V).
+// bias, and latent attention with q/k norms, talking heads, sinks, cross-layer K/V or
+// LayerNorms).
 func Walk(m *program.Model) ([]Param, error) {
 	if m == nil {
 		return nil, fmt.Errorf("params: nil model")
 	}
 	switch {
-	case m.Attention.LatentAttention() && (m.Attention.QKNorm || m.Attention.TalkingHeads || m.Attention.Sinks || m.Attention.ShareKV > 1):
-		return nil, fmt.Errorf("params: model %s: multi-head latent attention with qk_norm, talking heads, sinks or share_kv has no parameter walker", m.Name)
+	case m.Attention.LatentAttention() && (m.Attention.QKNorm || m.Attention.TalkingHeads || m.Attention.Sinks || m.Attention.ShareKV > 1 || m.Norm == program.LayerNorm):
+		return nil, fmt.Errorf("params: model %s: multi-head latent attention with qk_norm, talking heads, sinks, share_kv or layernorm has no parameter walker", m.Name)
 	case m.Encoder > 0:
 		return nil, fmt.Errorf("params: model %s: encoder-decoder models have no parameter walker", m.Name)
 	case m.MTPDepth > 0:

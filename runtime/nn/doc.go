@@ -58,7 +58,7 @@
 //
 // Not computed, refused by New with *UnsupportedError: encoder-decoder models, relative
 // position bias, multi-token prediction, MLA with q/k norms, talking heads, sinks, share_kv,
-// share_weights or Llama 4's attention.
+// share_weights, LayerNorms or Llama 4's attention.
 //
 // Everything random (initialisation, the sharing dice) comes from runtime/rng. A Model
 // keeps the activation buffers of the last (B, T) it ran, so steps of one shape allocate

@@ -202,8 +202,9 @@ func checkSupported(m *program.Model) error {
 	}{
 		{m.Encoder > 0, "encoder-decoder models (encoder layers)"},
 		{a.LatentAttention() && (a.QKNorm || a.TalkingHeads || a.Sinks || a.ShareKV > 1 || a.SharesWeights() || a.ClipQKV > 0 ||
-			a.NopeEvery > 0 || a.ChunkSize > 0 || a.QKL2Norm || a.NopeTemperature > 0 || (m.Position != program.Rotary && m.Position != program.NoPosition)),
-			"multi-head latent attention (MLA) with qk_norm, talking heads, sinks, share_kv, share_weights, clip_qkv, Llama 4's attention or other than rotary positions"},
+			a.NopeEvery > 0 || a.ChunkSize > 0 || a.QKL2Norm || a.NopeTemperature > 0 || (m.Position != program.Rotary && m.Position != program.NoPosition) ||
+			m.Norm == program.LayerNorm),
+			"multi-head latent attention (MLA) with qk_norm, talking heads, sinks, share_kv, share_weights, clip_qkv, Llama 4's attention, other than rotary positions or layernorm"},
 		{a.LatentAttention() && (a.KVLoraRank <= 0 || a.QKRopeHeadDim%2 != 0 || a.QKNopeHeadDim < 0 || a.VHeadDim <= 0 || a.QLoraRank < 0 || a.QKNopeHeadDim+a.QKRopeHeadDim <= 0),
 			"multi-head latent attention (MLA) without positive kv_lora_rank and v_head_dim and an even qk_rope_head_dim"},
 		{m.Position == program.Relative, "relative position bias (position = relative)"},
