@@ -37,6 +37,24 @@ func genSchedule(f *jen.File, cfg Config, lay *layout) {
 // genMain writes main and run: flags, data, optimizer, the training loop and generation.
 func genMain(f *jen.File, cfg Config) {
 	grows := cfg.FromStage != ""
+	// With auxiliary-loss-free balancing the loop sums each micro-batch's expert loads and
+	// moves the selection bias after the optimizer step, as train.Run does.
+	auxFree := cfg.Model.MoE != nil && cfg.Model.MoE.Experts > 0 && cfg.Model.MoE.AuxFreeBias > 0
+	addLoads := jen.Null()
+	if auxFree {
+		addLoads = jen.Id("loads").Op("=").Id("addLoads").Call(jen.Id("loads"), jen.Id("st").Dot("ExpertTokens"))
+		f.Comment("addLoads adds one micro-batch's expert loads (per MoE layer, per expert) to sum.")
+		f.Func().Id("addLoads").Params(jen.Id("sum"), jen.Id("add").Index().Index().Int()).Index().Index().Int().Block(
+			jen.If(jen.Id("sum").Op("==").Nil()).Block(
+				jen.Id("sum").Op("=").Make(jen.Index().Index().Int(), jen.Len(jen.Id("add"))),
+				jen.For(jen.Id("i").Op(":=").Range().Id("add")).Block(
+					jen.Id("sum").Index(jen.Id("i")).Op("=").Make(jen.Index().Int(), jen.Len(jen.Id("add").Index(jen.Id("i")))))),
+			jen.For(jen.List(jen.Id("i"), jen.Id("l")).Op(":=").Range().Id("add")).Block(
+				jen.For(jen.List(jen.Id("e"), jen.Id("v")).Op(":=").Range().Id("l")).Block(
+					jen.Id("sum").Index(jen.Id("i")).Index(jen.Id("e")).Op("+=").Id("v"))),
+			jen.Return(jen.Id("sum")))
+		f.Line()
+	}
 	f.Func().Id("main").Params().BlockFunc(func(g *jen.Group) {
 		g.Id("steps").Op(":=").Qual("flag", "Int64").Call(jen.Lit("steps"), jen.Id("stageSteps"), jen.Lit("optimizer steps to train"))
 		g.Id("seed").Op(":=").Qual("flag", "Int64").Call(jen.Lit("seed"), jen.Id("stageSeed"), jen.Lit("seed of initialisation, data order and sharing dice"))
@@ -129,6 +147,9 @@ func genMain(f *jen.File, cfg Config) {
 		g.For(jen.Id("step").Op(":=").Int64().Parens(jen.Lit(0)), jen.Id("step").Op("<").Id("steps"), jen.Id("step").Op("++")).BlockFunc(func(g *jen.Group) {
 			g.Id("m").Dot("ZeroGrad").Call()
 			g.Var().List(jen.Id("loss"), jen.Id("ce")).Float64()
+			if auxFree {
+				g.Var().Id("loads").Index().Index().Int().Comment("the step's expert loads, for the selection bias")
+			}
 			g.For(jen.Id("micro").Op(":=").Lit(0), jen.Id("micro").Op("<").Id("accum"), jen.Id("micro").Op("++")).Block(
 				jen.List(jen.Id("toks"), jen.Err()).Op(":=").Id("corpus").Dot("Batch").Call(jen.Id("seed"), jen.Id("step"), jen.Id("micro").Op("*").Id("microBatch"), jen.Id("microBatch"), jen.Id("seqLen")),
 				jen.If(jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Err())),
@@ -138,11 +159,17 @@ func genMain(f *jen.File, cfg Config) {
 				jen.If(jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Qual("fmt", "Errorf").Call(jen.Lit("step %d: %w"), jen.Id("step").Op("+").Lit(1), jen.Err()))),
 				jen.Id("loss").Op("+=").Id("st").Dot("Loss").Op("/").Id("accum"),
 				jen.Id("ce").Op("+=").Id("st").Dot("CE").Op("/").Id("accum"),
+				addLoads,
 			)
 			g.If(jen.Qual("math", "IsNaN").Call(jen.Id("loss")).Op("||").Qual("math", "IsInf").Call(jen.Id("loss"), jen.Lit(0))).Block(
 				jen.Return(jen.Qual("fmt", "Errorf").Call(jen.Lit("loss is %v at step %d; lower the learning rate or check the data"), jen.Id("loss"), jen.Id("step").Op("+").Lit(1))))
 			g.List(jen.Id("info"), jen.Err()).Op(":=").Id("adam").Dot("Step").Call(jen.Lit(1).Op("/").Float64().Parens(jen.Id("accum")))
 			g.If(jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Qual("fmt", "Errorf").Call(jen.Lit("step %d: %w"), jen.Id("step").Op("+").Lit(1), jen.Err())))
+			if auxFree {
+				g.Comment("Auxiliary-loss-free balancing: the selection bias moves by the step's loads.")
+				g.If(jen.Err().Op(":=").Id("m").Dot("UpdateRouterBias").Call(jen.Id("loads")), jen.Err().Op("!=").Nil()).Block(
+					jen.Return(jen.Qual("fmt", "Errorf").Call(jen.Lit("step %d: %w"), jen.Id("step").Op("+").Lit(1), jen.Err())))
+			}
 			g.Qual("fmt", "Printf").Call(jen.Lit("step %d loss %s ce %s lr %s grad_norm %s\n"), jen.Id("step").Op("+").Lit(1),
 				jen.Id("full").Call(jen.Id("loss")), jen.Id("full").Call(jen.Id("ce")), jen.Id("full").Call(jen.Id("info").Dot("LR")), jen.Id("full").Call(jen.Id("info").Dot("GradNorm")))
 		})

@@ -117,7 +117,12 @@ func Table() []Feature {
 		{Key: "mla", Name: "multi-head latent attention (MLA)",
 			Uses: func(m *program.Model) bool { return m.Attention.MLA || m.Attention.KVLoraRank > 0 },
 			cells: map[Backend]Cell{
-				Runtime:  refused("nn.New refuses multi-head latent attention"),
+				Runtime: when(func(m *program.Model, _ Layout) bool {
+					a := m.Attention
+					return a.QKNorm || a.TalkingHeads || a.Sinks || a.ShareKV > 1 || a.SharesWeights() || a.ClipQKV > 0 ||
+						a.NopeEvery > 0 || a.ChunkSize > 0 || a.QKL2Norm || a.NopeTemperature > 0 ||
+						(m.Position != program.Rotary && m.Position != program.NoPosition) || m.Norm == program.LayerNorm
+				}, "nn.New computes latent attention (its norms are RMSNorms, as DeepSeek's) without qk_norm, talking heads, sinks, share_kv, share_weights, clip_qkv, Llama 4's attention, layernorm or other than rotary positions"),
 				Step:     refused("no lowering rule yet"),
 				CUDA:     refused("rotary_fwd rotates every head_dim feature; MLA rotates only its qk_rope_head_dim features"),
 				Megatron: honoured(),
@@ -427,7 +432,7 @@ func Table() []Feature {
 		{Key: "aux_free_bias", Name: "auxiliary-loss-free bias balancing (moe.aux_free_bias)",
 			Uses: usesMoE(func(e *program.MoE) bool { return e.AuxFreeBias > 0 }),
 			cells: map[Backend]Cell{
-				Runtime: refused("nn.New refuses auxiliary-loss-free bias balancing"),
+				Runtime: honoured(),
 				Step:    refused("no lowering rule yet"),
 				CUDA:    refused("router_fwd selects experts by score alone: no per-expert selection bias is generated"),
 				Megatron: when(func(m *program.Model, _ Layout) bool { return moeOf(m).Score != program.Sigmoid },

@@ -43,6 +43,16 @@ const (
 	RoleRouterEmbed              // the model's token-embedding router table [V, RouterIn]
 	RoleFinalNorm                // the norm before the head
 	RoleHead                     // lm_head [V, D] (absent when tied)
+	// Multi-head latent attention (DeepSeek-V2/V3), in the place of RoleQ, RoleK and RoleV;
+	// its output projection is RoleO [D, H·v_head_dim]. qk = qk_nope_head_dim +
+	// qk_rope_head_dim. Listed after RoleHead so the numbers of the roles above stay.
+	RoleQA               // q_a_proj [q_lora_rank, D]
+	RoleQANorm           // q_a_layernorm [q_lora_rank]
+	RoleQB               // q_b_proj [H·qk, q_lora_rank]
+	RoleKVA              // kv_a_proj_with_mqa [kv_lora_rank + qk_rope_head_dim, D]
+	RoleKVANorm          // kv_a_layernorm [kv_lora_rank]
+	RoleKVB              // kv_b_proj [H·(qk_nope_head_dim + v_head_dim), kv_lora_rank]
+	RoleRouterCorrection // e_score_correction_bias [E]: aux-free balancing's selection bias, not trained by gradients
 )
 
 var roleNames = [...]string{
@@ -54,6 +64,8 @@ var roleNames = [...]string{
 	RoleSharedIn: "shared_in", RoleSharedUp: "shared_up", RoleSharedDown: "shared_down",
 	RoleSharedGate: "shared_gate", RoleResidualNorm: "residual_norm", RolePostFFNNorm: "post_ffn_norm", RoleRouterEmbed: "router_embed",
 	RoleFinalNorm: "final_norm", RoleHead: "head",
+	RoleQA: "q_a", RoleQANorm: "q_a_norm", RoleQB: "q_b", RoleKVA: "kv_a", RoleKVANorm: "kv_a_norm", RoleKVB: "kv_b",
+	RoleRouterCorrection: "router_correction",
 }
 
 func (r Role) String() string {
@@ -70,7 +82,8 @@ func (r Role) Routed() bool { return r == RoleExpertIn || r == RoleExpertDown ||
 // Norm reports whether r is a norm scale (or, for layernorm, its bias).
 func (r Role) Norm() bool {
 	switch r {
-	case RoleAttnInNorm, RolePostAttnNorm, RolePreFFNNorm, RolePostFFNNorm, RoleFinalNorm, RoleQNorm, RoleKNorm, RoleResidualNorm:
+	case RoleAttnInNorm, RolePostAttnNorm, RolePreFFNNorm, RolePostFFNNorm, RoleFinalNorm, RoleQNorm, RoleKNorm, RoleResidualNorm,
+		RoleQANorm, RoleKVANorm:
 		return true
 	}
 	return false
@@ -148,15 +161,16 @@ func (p Param) Elements() int64 {
 const SharedGateName = "shared_expert_gate.weight"
 
 // Walk lists m's parameters in the order the runtime creates them. It refuses models whose
-// parameters it cannot list (MLA, encoder-decoder, multi-token prediction, relative
-// position bias).
+// parameters it cannot list (encoder-decoder, multi-token prediction, relative position
+// bias, and latent attention with q/k norms, talking heads, sinks, cross-layer K/V or
+// LayerNorms).
 func Walk(m *program.Model) ([]Param, error) {
 	if m == nil {
 		return nil, fmt.Errorf("params: nil model")
 	}
 	switch {
-	case m.Attention.MLA || m.Attention.KVLoraRank > 0:
-		return nil, fmt.Errorf("params: model %s: multi-head latent attention has no parameter walker", m.Name)
+	case m.Attention.LatentAttention() && (m.Attention.QKNorm || m.Attention.TalkingHeads || m.Attention.Sinks || m.Attention.ShareKV > 1 || m.Norm == program.LayerNorm):
+		return nil, fmt.Errorf("params: model %s: multi-head latent attention with qk_norm, talking heads, sinks, share_kv or layernorm has no parameter walker", m.Name)
 	case m.Encoder > 0:
 		return nil, fmt.Errorf("params: model %s: encoder-decoder models have no parameter walker", m.Name)
 	case m.MTPDepth > 0:
@@ -226,29 +240,10 @@ func (w *walker) walk() {
 		if d.Placement != program.PostNorm {
 			w.norm(RoleAttnInNorm, i, p+"input_layernorm")
 		}
-		w.weightBias(at(RoleQ), p+"self_attn.q_proj", a.BiasQKV, d.QDim, d.D)
-		owner := i-i%d.ShareKV == i
-		if owner {
-			w.weightBias(at(RoleK), p+"self_attn.k_proj", a.BiasQKV, d.KVDim, d.D)
-			w.weightBias(at(RoleV), p+"self_attn.v_proj", a.BiasQKV, d.KVDim, d.D)
-		}
-		w.weightBias(at(RoleO), p+"self_attn.o_proj", a.BiasOut, d.D, d.QDim)
-		if a.QKNorm {
-			qw, kw := d.Dh, d.Dh
-			if a.QKNormFull {
-				qw, kw = d.QDim, d.KVDim
-			}
-			w.add(at(RoleQNorm), p+"self_attn.q_norm.weight", qw)
-			if owner || a.QKNormAfterRope {
-				w.add(at(RoleKNorm), p+"self_attn.k_norm.weight", kw)
-			}
-		}
-		if a.Sinks {
-			w.add(at(RoleSinks), p+"self_attn.sinks", d.H)
-		}
-		if a.TalkingHeads {
-			w.add(at(RoleTalkingPre), p+"self_attn.talking_heads_pre.weight", d.H, d.H)
-			w.add(at(RoleTalkingPost), p+"self_attn.talking_heads_post.weight", d.H, d.H)
+		if a.LatentAttention() {
+			w.latent(i, p)
+		} else {
+			w.attention(i, p)
 		}
 		switch d.Placement {
 		case program.PreNorm, program.PostNorm:
@@ -268,6 +263,10 @@ func (w *walker) walk() {
 		if moeLayer {
 			mp := p + "block_sparse_moe."
 			w.weightBias(at(RoleRouter), mp+"gate", m.MoE.RouterBias, d.E, d.RouterIn)
+			if m.MoE.AuxFreeBias > 0 {
+				// DeepSeek-V3's selection bias: a buffer in transformers, kept with the weights.
+				w.add(at(RoleRouterCorrection), mp+"gate.e_score_correction_bias", d.E)
+			}
 			gated := d.ExpertActivation.Gated()
 			bias := m.MoE.ExpertBias
 			for e := 0; e < d.E; e++ {
@@ -311,6 +310,58 @@ func (w *walker) walk() {
 		h.Bias = true
 		w.add(h, "lm_head.bias", d.V)
 	}
+}
+
+// attention lists layer i's grouped-query attention (prefix p).
+func (w *walker) attention(i int, p string) {
+	d, a := w.d, w.m.Attention
+	at := func(r Role) ID { return ID{Role: r, Layer: i, Expert: -1} }
+	w.weightBias(at(RoleQ), p+"self_attn.q_proj", a.BiasQKV, d.QDim, d.D)
+	owner := i-i%d.ShareKV == i
+	if owner {
+		w.weightBias(at(RoleK), p+"self_attn.k_proj", a.BiasQKV, d.KVDim, d.D)
+		w.weightBias(at(RoleV), p+"self_attn.v_proj", a.BiasQKV, d.KVDim, d.D)
+	}
+	w.weightBias(at(RoleO), p+"self_attn.o_proj", a.BiasOut, d.D, d.QDim)
+	if a.QKNorm {
+		qw, kw := d.Dh, d.Dh
+		if a.QKNormFull {
+			qw, kw = d.QDim, d.KVDim
+		}
+		w.add(at(RoleQNorm), p+"self_attn.q_norm.weight", qw)
+		if owner || a.QKNormAfterRope {
+			w.add(at(RoleKNorm), p+"self_attn.k_norm.weight", kw)
+		}
+	}
+	if a.Sinks {
+		w.add(at(RoleSinks), p+"self_attn.sinks", d.H)
+	}
+	if a.TalkingHeads {
+		w.add(at(RoleTalkingPre), p+"self_attn.talking_heads_pre.weight", d.H, d.H)
+		w.add(at(RoleTalkingPost), p+"self_attn.talking_heads_post.weight", d.H, d.H)
+	}
+}
+
+// latent lists layer i's multi-head latent attention (prefix p) as transformers'
+// DeepseekV3Attention holds it: q_proj, or q_a_proj, q_a_layernorm and q_b_proj with a
+// q_lora_rank; kv_a_proj_with_mqa, kv_a_layernorm, kv_b_proj; o_proj. attention_bias
+// biases q_a_proj and kv_a_proj_with_mqa (q_proj, q_b_proj and kv_b_proj never have one),
+// as compiler/analysis counts.
+func (w *walker) latent(i int, p string) {
+	d, a := w.d, w.m.Attention
+	at := func(r Role) ID { return ID{Role: r, Layer: i, Expert: -1} }
+	qk := int(a.QKNopeHeadDim + a.QKRopeHeadDim)
+	if a.QLoraRank > 0 {
+		w.weightBias(at(RoleQA), p+"self_attn.q_a_proj", a.BiasQKV, int(a.QLoraRank), d.D)
+		w.add(at(RoleQANorm), p+"self_attn.q_a_layernorm.weight", int(a.QLoraRank))
+		w.add(at(RoleQB), p+"self_attn.q_b_proj.weight", d.H*qk, int(a.QLoraRank))
+	} else {
+		w.add(at(RoleQ), p+"self_attn.q_proj.weight", d.H*qk, d.D)
+	}
+	w.weightBias(at(RoleKVA), p+"self_attn.kv_a_proj_with_mqa", a.BiasQKV, int(a.KVLoraRank+a.QKRopeHeadDim), d.D)
+	w.add(at(RoleKVANorm), p+"self_attn.kv_a_layernorm.weight", int(a.KVLoraRank))
+	w.add(at(RoleKVB), p+"self_attn.kv_b_proj.weight", d.H*int(a.QKNopeHeadDim+a.VHeadDim), int(a.KVLoraRank))
+	w.weightBias(at(RoleO), p+"self_attn.o_proj", a.BiasOut, d.D, d.H*int(a.VHeadDim))
 }
 
 // Index maps each ID of ps to its position in ps.

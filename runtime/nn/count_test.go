@@ -53,9 +53,10 @@ func TestShippedModelsCountAsTheyRun(t *testing.T) {
 				}
 				n += k
 			}
-			if c := analysis.Count(m); c.TotalAll != n {
+			// The runtime lists aux-free balancing's selection biases, which the count calls buffers.
+			if c := analysis.Count(m); c.TotalAll+c.Buffers != n {
 				t.Errorf("%s %s (%d experts): the runtime holds %d parameters, compiler/analysis counts %d (%+d)",
-					filepath.Base(file), m.Name, expertsOf(m), n, c.TotalAll, c.TotalAll-n)
+					filepath.Base(file), m.Name, expertsOf(m), n, c.TotalAll+c.Buffers, c.TotalAll+c.Buffers-n)
 			}
 			checked++
 		}

@@ -31,8 +31,9 @@ type Decoder struct {
 	ffn           []*ffnWS[float32]
 	moe           []*moeWS[float32]
 	rope          *ropeTable[float32]
-	logits        []float32 // [batch, V]
-	feed          *feedWS   // Feed's rows (decode_prefill.go), made on first use
+	logits        []float32  // [batch, V]
+	feed          *feedWS    // Feed's rows (decode_prefill.go), made on first use
+	mla           *mlaDecode // latent attention's caches (mla_decode.go), nil without
 }
 
 // NewDecoder prepares a decoder for batch sequences of up to maxLen positions.
@@ -54,7 +55,9 @@ func (m *Model) NewDecoder(batch, maxLen int) *Decoder {
 		dec.hPar = make([]float32, batch*d.D)
 	}
 	for li, l := range c.layers {
-		if l.kvOwner == li {
+		if l.mla != nil { // its cache is the latent one (mla_decode.go)
+			dec.kc, dec.vc = append(dec.kc, nil), append(dec.vc, nil)
+		} else if l.kvOwner == li {
 			dec.kc = append(dec.kc, make([]float32, batch*maxLen*d.KVDim))
 			dec.vc = append(dec.vc, make([]float32, batch*maxLen*d.KVDim))
 		} else { // cross-layer attention: one cache per group
@@ -76,6 +79,9 @@ func (m *Model) NewDecoder(batch, maxLen int) *Decoder {
 	}
 	if c.cfg.Position == program.Rotary {
 		dec.rope = newScaledRope[float32](c.cfg, maxLen, d.Dh)
+	}
+	if c.cfg.Attention.LatentAttention() {
+		dec.mla = newMLADecode(c, batch, maxLen)
 	}
 	return dec
 }
@@ -163,50 +169,14 @@ func (dec *Decoder) step(tokens []int32, positions []int) ([]float32, error) {
 			moeIn = dec.hPar
 		}
 		sublayerIn(dec.h, dec.xhat, dec.rstd, dec.x, n, d.D, l.norm1, l.norm1b, ln, eps)
-		owns := l.kvOwner == li
-		linear(dec.q, dec.h, n, l.attn.q, l.attn.qb, false)
-		if l.attn.qNorm != nil {
-			c.qkNormFwd(dec.q, dec.qkHat, dec.qkRstd, n, d.H, l.attn.qNorm, eps)
+		attnOut := dec.o
+		if l.mla != nil { // mla_decode.go
+			attnOut = dec.mlaAttend(l, li, dec.h, n, func(i int) int { return i }, func(i int) int { return positions[i] })
+		} else {
+			dec.stepAttention(l, li, n, positions)
 		}
-		if owns {
-			linear(dec.k, dec.h, n, l.attn.k, l.attn.kb, false)
-			linear(dec.v, dec.h, n, l.attn.v, l.attn.vb, false)
-			if l.attn.kNorm != nil {
-				c.qkNormFwd(dec.k, dec.qkHat, dec.qkRstd, n, d.KV, l.attn.kNorm, eps)
-			}
-		}
-		kc, vc := dec.kc[li], dec.vc[li]
-		for i := 0; i < n; i++ {
-			pos := positions[i]
-			q := dec.q[i*d.QDim : (i+1)*d.QDim]
-			if dec.rope != nil && l.llama.rotary {
-				dec.rope.rotate(q, d.H, pos, false)
-			}
-			if l.llama.l2 { // llama4.go
-				l2NormRows(q, dec.qkRstd, 1, d.H, d.Dh, eps)
-			}
-			if l.llama.temperature != 0 {
-				scal(q, float32(l.llama.queryScale(pos)))
-			}
-			if owns {
-				if dec.rope != nil && l.llama.rotary {
-					dec.rope.rotate(dec.k[i*d.KVDim:(i+1)*d.KVDim], d.KV, pos, false)
-				}
-				if l.llama.l2 {
-					l2NormRows(dec.k[i*d.KVDim:(i+1)*d.KVDim], dec.qkRstd, 1, d.KV, d.Dh, eps)
-				}
-				at := (i*dec.maxLen + pos) * d.KVDim
-				copy(kc[at:at+d.KVDim], dec.k[i*d.KVDim:(i+1)*d.KVDim])
-				copy(vc[at:at+d.KVDim], dec.v[i*d.KVDim:(i+1)*d.KVDim])
-			}
-		}
-		parallel(n, func(_, lo, hi int) {
-			for i := lo; i < hi; i++ {
-				dec.attend(l, li, i, positions[i])
-			}
-		})
 		target := sublayerTarget(sandwich, l.postA, dec.x, dec.tmp)
-		linear(target, dec.o, n, l.attn.o, l.attn.ob, true)
+		linear(target, attnOut, n, l.attn.o, l.attn.ob, true)
 		sublayerOut(sandwich, dec.x, dec.tmp, dec.xhat, dec.rstd, n, d.D, l.postA, l.postAb, ln, eps)
 		if l.normR != nil {
 			sublayerIn(dec.h, dec.xhat, dec.rstd, dec.x, n, d.D, l.normR, l.normRb, ln, eps)
@@ -233,6 +203,56 @@ func (dec *Decoder) step(tokens []int32, positions []int) ([]float32, error) {
 	}
 	linear(dec.logits, hF, n, head, nil, false)
 	return dec.logits, nil
+}
+
+// stepAttention computes layer li's attention output of the n sequences at positions into
+// dec.o: their queries, keys and values (written into the cache), then each one's
+// attention over its cached prefix.
+func (dec *Decoder) stepAttention(l *layer[float32], li, n int, positions []int) {
+	c, d := dec.c, dec.c.d
+	eps := d.NormEps
+	owns := l.kvOwner == li
+	linear(dec.q, dec.h, n, l.attn.q, l.attn.qb, false)
+	if l.attn.qNorm != nil {
+		c.qkNormFwd(dec.q, dec.qkHat, dec.qkRstd, n, d.H, l.attn.qNorm, eps)
+	}
+	if owns {
+		linear(dec.k, dec.h, n, l.attn.k, l.attn.kb, false)
+		linear(dec.v, dec.h, n, l.attn.v, l.attn.vb, false)
+		if l.attn.kNorm != nil {
+			c.qkNormFwd(dec.k, dec.qkHat, dec.qkRstd, n, d.KV, l.attn.kNorm, eps)
+		}
+	}
+	kc, vc := dec.kc[li], dec.vc[li]
+	for i := 0; i < n; i++ {
+		pos := positions[i]
+		q := dec.q[i*d.QDim : (i+1)*d.QDim]
+		if dec.rope != nil && l.llama.rotary {
+			dec.rope.rotate(q, d.H, pos, false)
+		}
+		if l.llama.l2 { // llama4.go
+			l2NormRows(q, dec.qkRstd, 1, d.H, d.Dh, eps)
+		}
+		if l.llama.temperature != 0 {
+			scal(q, float32(l.llama.queryScale(pos)))
+		}
+		if owns {
+			if dec.rope != nil && l.llama.rotary {
+				dec.rope.rotate(dec.k[i*d.KVDim:(i+1)*d.KVDim], d.KV, pos, false)
+			}
+			if l.llama.l2 {
+				l2NormRows(dec.k[i*d.KVDim:(i+1)*d.KVDim], dec.qkRstd, 1, d.KV, d.Dh, eps)
+			}
+			at := (i*dec.maxLen + pos) * d.KVDim
+			copy(kc[at:at+d.KVDim], dec.k[i*d.KVDim:(i+1)*d.KVDim])
+			copy(vc[at:at+d.KVDim], dec.v[i*d.KVDim:(i+1)*d.KVDim])
+		}
+	}
+	parallel(n, func(_, lo, hi int) {
+		for i := lo; i < hi; i++ {
+			dec.attend(l, li, i, positions[i])
+		}
+	})
 }
 
 // attend computes sequence i's attention output at position pos from the cache.

@@ -116,47 +116,20 @@ func (dec *Decoder) feedLayers(f *feedWS, n int) {
 	ln := c.cfg.Norm == program.LayerNorm
 	sandwich := isSandwich(c.cfg)
 	eps := d.NormEps
-	q, k, v := f.q[:n*d.QDim], f.k[:n*d.KVDim], f.v[:n*d.KVDim]
 	workers := runtime.GOMAXPROCS(0)
 	for len(f.scores) < workers {
 		f.scores = append(f.scores, nil)
 	}
 	for li, l := range c.layers {
 		sublayerIn(h, f.xhat, f.rstd, x, n, d.D, l.norm1, l.norm1b, ln, eps)
-		owns := l.kvOwner == li
-		linear(q, h, n, l.attn.q, l.attn.qb, false)
-		if l.attn.qNorm != nil {
-			c.qkNormFwd(q, f.qkHat, f.qkRstd, n, d.H, l.attn.qNorm, eps)
+		attnOut := f.o[:n*d.QDim]
+		if l.mla != nil { // mla_decode.go
+			attnOut = dec.mlaAttend(l, li, h, n, func(r int) int { return f.seqOf[r] }, func(r int) int { return f.posOf[r] })
+		} else {
+			dec.feedAttention(f, l, li, n)
 		}
-		if owns {
-			linear(k, h, n, l.attn.k, l.attn.kb, false)
-			linear(v, h, n, l.attn.v, l.attn.vb, false)
-			if l.attn.kNorm != nil {
-				c.qkNormFwd(k, f.qkHat, f.qkRstd, n, d.KV, l.attn.kNorm, eps)
-			}
-		}
-		kc, vc := dec.kc[li], dec.vc[li]
-		for r := 0; r < n; r++ {
-			p := f.posOf[r]
-			if dec.rope != nil {
-				dec.rope.rotate(q[r*d.QDim:(r+1)*d.QDim], d.H, p, false)
-			}
-			if owns {
-				if dec.rope != nil {
-					dec.rope.rotate(k[r*d.KVDim:(r+1)*d.KVDim], d.KV, p, false)
-				}
-				at := (f.seqOf[r]*dec.maxLen + p) * d.KVDim
-				copy(kc[at:at+d.KVDim], k[r*d.KVDim:(r+1)*d.KVDim])
-				copy(vc[at:at+d.KVDim], v[r*d.KVDim:(r+1)*d.KVDim])
-			}
-		}
-		parallel(len(f.items), func(w, lo, hi int) {
-			for _, it := range f.items[lo:hi] {
-				dec.attendBlock(f, l, li, it, w)
-			}
-		})
 		target := sublayerTarget(sandwich, l.postA, x, tmp)
-		linear(target, f.o[:n*d.QDim], n, l.attn.o, l.attn.ob, true)
+		linear(target, attnOut, n, l.attn.o, l.attn.ob, true)
 		sublayerOut(sandwich, x, tmp, f.xhat, f.rstd, n, d.D, l.postA, l.postAb, ln, eps)
 		sublayerIn(h, f.xhat, f.rstd, x, n, d.D, l.norm2, l.norm2b, ln, eps)
 		target = sublayerTarget(sandwich, l.postF, x, tmp)
@@ -168,6 +141,47 @@ func (dec *Decoder) feedLayers(f *feedWS, n int) {
 		}
 		sublayerOut(sandwich, x, tmp, f.xhat, f.rstd, n, d.D, l.postF, l.postFb, ln, eps)
 	}
+}
+
+// feedAttention computes layer li's attention output of f's n rows into f.o: their
+// queries, keys and values (written into the cache), then each block of rows' attention.
+func (dec *Decoder) feedAttention(f *feedWS, l *layer[float32], li, n int) {
+	c, d := dec.c, dec.c.d
+	eps := d.NormEps
+	q, k, v := f.q[:n*d.QDim], f.k[:n*d.KVDim], f.v[:n*d.KVDim]
+	h := f.h[:n*d.D]
+	owns := l.kvOwner == li
+	linear(q, h, n, l.attn.q, l.attn.qb, false)
+	if l.attn.qNorm != nil {
+		c.qkNormFwd(q, f.qkHat, f.qkRstd, n, d.H, l.attn.qNorm, eps)
+	}
+	if owns {
+		linear(k, h, n, l.attn.k, l.attn.kb, false)
+		linear(v, h, n, l.attn.v, l.attn.vb, false)
+		if l.attn.kNorm != nil {
+			c.qkNormFwd(k, f.qkHat, f.qkRstd, n, d.KV, l.attn.kNorm, eps)
+		}
+	}
+	kc, vc := dec.kc[li], dec.vc[li]
+	for r := 0; r < n; r++ {
+		p := f.posOf[r]
+		if dec.rope != nil {
+			dec.rope.rotate(q[r*d.QDim:(r+1)*d.QDim], d.H, p, false)
+		}
+		if owns {
+			if dec.rope != nil {
+				dec.rope.rotate(k[r*d.KVDim:(r+1)*d.KVDim], d.KV, p, false)
+			}
+			at := (f.seqOf[r]*dec.maxLen + p) * d.KVDim
+			copy(kc[at:at+d.KVDim], k[r*d.KVDim:(r+1)*d.KVDim])
+			copy(vc[at:at+d.KVDim], v[r*d.KVDim:(r+1)*d.KVDim])
+		}
+	}
+	parallel(len(f.items), func(w, lo, hi int) {
+		for _, it := range f.items[lo:hi] {
+			dec.attendBlock(f, l, li, it, w)
+		}
+	})
 }
 
 // feedLogits computes the logits of each sequence's last row (only those: a prompt chunk's

@@ -44,10 +44,21 @@
 // the layer that computed them.
 //
 // With groups (node-limited routing, as DeepSeek-V2) a group scores its best expert and a
-// token chooses among the experts of its top_k_groups best groups.
+// token chooses among the experts of its top_k_groups best groups. With aux_free_bias
+// (DeepSeek-V3's noaux_tc, routing_bias.go) the choice is made on the scores plus a
+// per-expert selection bias (e_score_correction_bias; a group then scores the sum of its two
+// best), the gates stay the unbiased scores, and UpdateRouterBias moves the bias after each
+// training step by aux_free_bias·sign(mean load − load); it is listed with the parameters
+// but takes no gradient.
 //
-// Not computed, refused by New with *UnsupportedError: encoder-decoder models, MLA,
-// relative position bias, multi-token prediction, auxiliary-loss-free bias balancing.
+// Multi-head latent attention (DeepSeek-V2/V3, mla.go) computes as transformers'
+// DeepseekV3Attention, its rope features in the rotate-half layout; the Decoder caches the
+// normalised latent and the rotated shared key per position and attends with kv_b_proj
+// absorbed (mla_decode.go).
+//
+// Not computed, refused by New with *UnsupportedError: encoder-decoder models, relative
+// position bias, multi-token prediction, MLA with q/k norms, talking heads, sinks, share_kv,
+// share_weights, LayerNorms or Llama 4's attention.
 //
 // Everything random (initialisation, the sharing dice) comes from runtime/rng. A Model
 // keeps the activation buffers of the last (B, T) it ran, so steps of one shape allocate

@@ -135,6 +135,20 @@ func TestGradCheckModels(t *testing.T) {
 			a.NopeEvery, a.ChunkSize, a.QKL2Norm, a.NopeTemperature, a.NopeTemperatureFloor = 2, 2, true, 0.5, 1
 			return m
 		},
+		"mla_q_lora_yarn_mscale_bias_aux_free_groups": func() *program.Model {
+			// DeepSeek-V3's layer: latent attention with a low-rank query, yarn with
+			// mscale_all_dim, sigmoid routing on biased scores within groups, routed_scale.
+			m := tinyMLA()
+			m.Attention.BiasQKV, m.Attention.BiasOut = true, true
+			m.RopeScaling = &program.RopeScaling{Type: program.RopeYarn, Factor: 4, OriginalSeqLen: 2, Mscale: 0.707, MscaleAllDim: 0.707}
+			return m
+		},
+		"mla_full_rank_query_window_dense": func() *program.Model {
+			m := tinyDense()
+			m.Attention = program.Attention{Heads: 2, KVHeads: 2, HeadDim: 4, ShareWeights: 1, MLA: true,
+				KVLoraRank: 5, QKNopeHeadDim: 3, QKRopeHeadDim: 4, VHeadDim: 2, Window: 3}
+			return m
+		},
 		"moe_capacity_top1_unnormalised_silu_every2": func() *program.Model {
 			m := tinyMoE()
 			m.MoE.TopK, m.MoE.Normalize, m.MoE.CapacityFactor = 1, false, 0.5

@@ -73,6 +73,9 @@ type attnParams[F Float] struct {
 
 type moeParams[F Float] struct {
 	gate, gateB *tensor[F] // router [E, RouterIn] and its optional bias [E]
+	// correction is aux_free_bias's selection bias [E] (e_score_correction_bias,
+	// routing_bias.go): it moves by UpdateRouterBias, never by its gradient; nil without.
+	correction  *tensor[F]
 	routerEmbed *tensor[F] // the model's token-embedding router table (core.routerEmbed), else nil
 	// w1, w3, w2 hold all experts contiguously ([E,h,D], [E,h,D], [E,D,h]) so one backing
 	// array serves the grouped products; the experts' tensors are slices of them.
@@ -98,6 +101,7 @@ type layer[F Float] struct {
 	normR, normRb *tensor[F]
 	window        int // this layer's sliding window (attention.window, full_every); 0: full causal
 	llama         llamaLayer
+	mla           *mlaParams[F] // multi-head latent attention (mla.go) in place of q, k, v; nil without
 }
 
 // core is the generic model: parameters plus the buffers of the last (B, T) it ran.
@@ -197,7 +201,12 @@ func checkSupported(m *program.Model) error {
 		feature string
 	}{
 		{m.Encoder > 0, "encoder-decoder models (encoder layers)"},
-		{a.MLA || a.KVLoraRank > 0, "multi-head latent attention (MLA)"},
+		{a.LatentAttention() && (a.QKNorm || a.TalkingHeads || a.Sinks || a.ShareKV > 1 || a.SharesWeights() || a.ClipQKV > 0 ||
+			a.NopeEvery > 0 || a.ChunkSize > 0 || a.QKL2Norm || a.NopeTemperature > 0 || (m.Position != program.Rotary && m.Position != program.NoPosition) ||
+			m.Norm == program.LayerNorm),
+			"multi-head latent attention (MLA) with qk_norm, talking heads, sinks, share_kv, share_weights, clip_qkv, Llama 4's attention, other than rotary positions or layernorm"},
+		{a.LatentAttention() && (a.KVLoraRank <= 0 || a.QKRopeHeadDim%2 != 0 || a.QKNopeHeadDim < 0 || a.VHeadDim <= 0 || a.QLoraRank < 0 || a.QKNopeHeadDim+a.QKRopeHeadDim <= 0),
+			"multi-head latent attention (MLA) without positive kv_lora_rank and v_head_dim and an even qk_rope_head_dim"},
 		{m.Position == program.Relative, "relative position bias (position = relative)"},
 		{m.NormPlacement != "" && m.NormPlacement != program.PreNorm && m.NormPlacement != program.PostNorm &&
 			m.NormPlacement != program.SandwichNorm, fmt.Sprintf("norm placement %q", m.NormPlacement)},
@@ -214,7 +223,6 @@ func checkSupported(m *program.Model) error {
 			on      bool
 			feature string
 		}{
-			{moe.AuxFreeBias > 0, "auxiliary-loss-free bias balancing (moe.aux_free_bias)"},
 			{moe.SparsemixerEps > 0, "sparsemixer routing (moe.sparsemixer_eps)"},
 			{moe.EncoderMoE, "encoder MoE layers"},
 			{moe.ParallelAttention && (!moe.ParallelDense || placement(m) != program.PreNorm),
@@ -371,41 +379,11 @@ func newCoreBare[F Float](m *program.Model, seed int64, first, count int, bare f
 		if placement(m) != program.PostNorm {
 			l.norm1, l.norm1b = b.norm(p+"input_layernorm", ln)
 		}
-		a := &l.attn
-		a.q = b.add(p+"self_attn.q_proj.weight", initNormal, true, d.QDim, d.D)
-		if m.Attention.BiasQKV {
-			a.qb = b.add(p+"self_attn.q_proj.bias", initZeros, true, d.QDim)
-		}
-		// Cross-layer attention: only the first layer of each group of share_kv layers
-		// projects keys and values; the others attend to that layer's.
-		l.kvOwner = i - i%d.ShareKV
-		if l.kvOwner == i {
-			a.k = b.add(p+"self_attn.k_proj.weight", initNormal, true, d.KVDim, d.D)
-			if m.Attention.BiasQKV {
-				a.kb = b.add(p+"self_attn.k_proj.bias", initZeros, true, d.KVDim)
-			}
-			a.v = b.add(p+"self_attn.v_proj.weight", initNormal, true, d.KVDim, d.D)
-			if m.Attention.BiasQKV {
-				a.vb = b.add(p+"self_attn.v_proj.bias", initZeros, true, d.KVDim)
-			}
-		}
-		a.o = b.add(p+"self_attn.o_proj.weight", initResidual, true, d.D, d.QDim)
-		if m.Attention.BiasOut {
-			a.ob = b.add(p+"self_attn.o_proj.bias", initZeros, true, d.D)
-		}
-		if m.Attention.QKNorm {
-			qw, kw := qkNormWidths(m, d)
-			a.qNorm = b.add(p+"self_attn.q_norm.weight", initOnes, true, qw)
-			if l.kvOwner == i {
-				a.kNorm = b.add(p+"self_attn.k_norm.weight", initOnes, true, kw)
-			}
-		}
-		if m.Attention.Sinks {
-			a.sinks = b.add(p+"self_attn.sinks", initZeros, true, d.H)
-		}
-		if m.Attention.TalkingHeads {
-			a.thPre = b.add(p+"self_attn.talking_heads_pre.weight", initIdentity, true, d.H, d.H)
-			a.thPost = b.add(p+"self_attn.talking_heads_post.weight", initIdentity, true, d.H, d.H)
+		if m.Attention.LatentAttention() {
+			l.kvOwner = i
+			l.mla = b.latent(p, m, &l.attn) // mla.go
+		} else {
+			b.attention(p, i, l)
 		}
 		// Names follow Llama for pre-norm (its post_attention_layernorm is the FFN's input
 		// norm) and Gemma 2 for sandwich norm (four norms per layer).
@@ -461,6 +439,47 @@ func newCoreBare[F Float](m *program.Model, seed int64, first, count int, bare f
 	return c, nil
 }
 
+// attention creates layer i's (prefix p) grouped-query attention tensors.
+func (b *builder[F]) attention(p string, i int, l *layer[F]) {
+	m, d := b.c.cfg, b.c.d
+	a := &l.attn
+	a.q = b.add(p+"self_attn.q_proj.weight", initNormal, true, d.QDim, d.D)
+	if m.Attention.BiasQKV {
+		a.qb = b.add(p+"self_attn.q_proj.bias", initZeros, true, d.QDim)
+	}
+	// Cross-layer attention: only the first layer of each group of share_kv layers
+	// projects keys and values; the others attend to that layer's.
+	l.kvOwner = i - i%d.ShareKV
+	if l.kvOwner == i {
+		a.k = b.add(p+"self_attn.k_proj.weight", initNormal, true, d.KVDim, d.D)
+		if m.Attention.BiasQKV {
+			a.kb = b.add(p+"self_attn.k_proj.bias", initZeros, true, d.KVDim)
+		}
+		a.v = b.add(p+"self_attn.v_proj.weight", initNormal, true, d.KVDim, d.D)
+		if m.Attention.BiasQKV {
+			a.vb = b.add(p+"self_attn.v_proj.bias", initZeros, true, d.KVDim)
+		}
+	}
+	a.o = b.add(p+"self_attn.o_proj.weight", initResidual, true, d.D, d.QDim)
+	if m.Attention.BiasOut {
+		a.ob = b.add(p+"self_attn.o_proj.bias", initZeros, true, d.D)
+	}
+	if m.Attention.QKNorm {
+		qw, kw := qkNormWidths(m, d)
+		a.qNorm = b.add(p+"self_attn.q_norm.weight", initOnes, true, qw)
+		if l.kvOwner == i {
+			a.kNorm = b.add(p+"self_attn.k_norm.weight", initOnes, true, kw)
+		}
+	}
+	if m.Attention.Sinks {
+		a.sinks = b.add(p+"self_attn.sinks", initZeros, true, d.H)
+	}
+	if m.Attention.TalkingHeads {
+		a.thPre = b.add(p+"self_attn.talking_heads_pre.weight", initIdentity, true, d.H, d.H)
+		a.thPost = b.add(p+"self_attn.talking_heads_post.weight", initIdentity, true, d.H, d.H)
+	}
+}
+
 // ffn creates a feed-forward network's matrices under the given names: gate, up and down
 // when gated; plain (up_proj for a dense FFN, w1 for an expert) and down when not.
 func (b *builder[F]) ffn(prefix string, act program.Activation, hidden int, bias bool, gate, up, down, plain string) *ffnParams[F] {
@@ -491,6 +510,9 @@ func (b *builder[F]) moe(prefix string, m *program.Model) *moeParams[F] {
 	mp.gate = b.add(prefix+"gate.weight", initNormal, true, d.E, d.RouterIn)
 	if m.MoE.RouterBias {
 		mp.gateB = b.add(prefix+"gate.bias", initZeros, true, d.E)
+	}
+	if m.MoE.AuxFreeBias > 0 { // routing_bias.go
+		mp.correction = b.add(prefix+"gate.e_score_correction_bias", initZeros, true, d.E)
 	}
 	act := expertActivation(m)
 	h := d.EHidden

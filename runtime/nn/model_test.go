@@ -13,11 +13,14 @@ import (
 
 func TestNewRefusesUnsupported(t *testing.T) {
 	cases := map[string]func(m *program.Model){
-		"encoder-decoder":        func(m *program.Model) { m.Encoder = 2 },
-		"latent attention":       func(m *program.Model) { m.Attention.MLA, m.Attention.KVLoraRank = true, 16 },
+		"encoder-decoder":  func(m *program.Model) { m.Encoder = 2 },
+		"latent attention": func(m *program.Model) { m.Attention.MLA, m.Attention.KVLoraRank = true, 16 }, // no v_head_dim
+		"latent attention (MLA) with qk_norm": func(m *program.Model) {
+			a := &m.Attention
+			a.MLA, a.KVLoraRank, a.QKNopeHeadDim, a.QKRopeHeadDim, a.VHeadDim, a.Sinks = true, 4, 2, 2, 2, true
+		},
 		"relative position":      func(m *program.Model) { m.Position = program.Relative },
 		"multi-token prediction": func(m *program.Model) { m.MTPDepth = 1 },
-		"auxiliary-loss-free":    func(m *program.Model) { m.MoE.AuxFreeBias = 0.001 },
 	}
 	for feature, mod := range cases {
 		m := tinyMoE()

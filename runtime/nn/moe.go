@@ -18,6 +18,7 @@ type moeWS[F Float] struct {
 	cursor  []int   // [E] next free sorted row of each expert while dispatching
 	gScore  []F     // [groups] group scores of one token (group routing)
 	gIdx    []int32 // [top_k_groups] its chosen groups
+	biased  []F     // [E] one token's scores plus the selection bias (aux_free_bias)
 	fe      []float64
 	kept    []int // [E] assignments the expert processed
 	offs    []int // [E+1] first sorted row of each expert
@@ -48,6 +49,9 @@ func newMoEWS[F Float](d dims, mp *moeParams[F], n int) *moeWS[F] {
 	}
 	if d.Groups > 0 {
 		w.gScore, w.gIdx = make([]F, d.Groups), make([]int32, d.TopKGroups)
+	}
+	if mp.correction != nil {
+		w.biased = make([]F, d.E)
 	}
 	w.ex = *newFFNWS(mp.experts[0], nk)
 	for _, s := range mp.shared {
@@ -204,7 +208,9 @@ func (c *core[F]) route(mp *moeParams[F], w *moeWS[F], x []F, n int) {
 			st[e] = program.RouterScore(cfg.Score, v, lse)
 		}
 		idx, gate := w.idx[t*d.K:(t+1)*d.K], w.gate[t*d.K:(t+1)*d.K]
-		if d.Groups > 0 {
+		if mp.correction != nil {
+			c.chooseBiased(mp, w, st, idx) // routing_bias.go
+		} else if d.Groups > 0 {
 			// Node-limited routing (DeepSeek-V2): a group scores its best expert; the token
 			// chooses among the experts of its top_k_groups best groups only.
 			size := d.E / d.Groups

@@ -201,63 +201,16 @@ func (c *core[F]) layerForward(li int, w *workspace[F], o StepOptions, st *Stats
 			return err
 		}
 	}
-	a := &lw.attn
-	w.owner[li] = li
-	if !w.recompute[li] {
-		w.owner[li] = w.owner[li-1]
-		st.SharedLayers++
+	attnOut := lw.attn.o
+	if l.mla != nil { // mla.go
+		w.owner[li] = li
+		c.mlaForward(l, lw.mla, lw.h1, B, T)
+		attnOut = lw.mla.o
+	} else {
+		c.attnForward(li, w, st)
 	}
-	doQ := w.recompute[li]
-	doKV := l.kvOwner == li
-	doK := doKV && (doQ || d.ShareKV > 1)
-	if doQ {
-		linear(a.q, lw.h1, n, l.attn.q, l.attn.qb, false)
-		if l.attn.qNorm != nil {
-			c.qkNormFwd(a.q, a.qhat, a.qrstd, n, d.H, l.attn.qNorm, eps)
-		}
-	}
-	if doK {
-		linear(a.k, lw.h1, n, l.attn.k, l.attn.kb, false)
-		if l.attn.kNorm != nil {
-			c.qkNormFwd(a.k, a.khat, a.krstd, n, d.KV, l.attn.kNorm, eps)
-		}
-	}
-	if w.rope != nil && l.llama.rotary && (doQ || doK) {
-		parallel(n, func(_, lo, hi int) {
-			for t := lo; t < hi; t++ {
-				if doQ {
-					w.rope.rotate(a.q[t*d.QDim:(t+1)*d.QDim], d.H, t%T, false)
-				}
-				if doK {
-					w.rope.rotate(a.k[t*d.KVDim:(t+1)*d.KVDim], d.KV, t%T, false)
-				}
-			}
-		})
-	}
-	if l.llama.l2 { // llama4.go
-		if doQ {
-			l2NormRows(a.q, a.ql2, n, d.H, d.Dh, eps)
-		}
-		if doK {
-			l2NormRows(a.k, a.kl2, n, d.KV, d.Dh, eps)
-		}
-	}
-	if doQ {
-		scaleQueries(l.llama, a.q, n, d.QDim, T)
-	}
-	if doKV {
-		linear(a.v, lw.h1, n, l.attn.v, l.attn.vb, false)
-	}
-	weights := w.layers[w.owner[li]].attn.a
-	recompute := w.recompute[li]
-	parallel(B, func(_, b0, b1 int) {
-		if recompute {
-			c.attnScores(l, a, B, T, b0, b1)
-		}
-		c.attnApply(weights, a, T, b0, b1)
-	})
 	target := sublayerTarget(sandwich, l.postA, w.x, w.tmp)
-	linear(target, a.o, n, l.attn.o, l.attn.ob, true)
+	linear(target, attnOut, n, l.attn.o, l.attn.ob, true)
 	sublayerOut(sandwich, w.x, w.tmp, lw.xhatPA, lw.rstdPA, n, d.D, l.postA, l.postAb, ln, eps)
 	denseIn := lw.h2
 	if lw.par != nil {
@@ -441,7 +394,6 @@ func (c *core[F]) layerBackward(li int, w *workspace[F]) error {
 	if m := c.cfg.MoE; m != nil {
 		balanceCoef, zCoef = m.BalanceLoss, m.ZLoss
 	}
-	g := &w.grads
 	l, lw := c.layers[li], w.layers[li]
 	dy := sublayerGradOut(sandwich, w.dx, w.tmp, lw.xhatPF, lw.rstdPF, n, d.D, l.postF, l.postFb, ln)
 	if l.moe != nil && c.shard != nil {
@@ -465,8 +417,96 @@ func (c *core[F]) layerBackward(li int, w *workspace[F]) error {
 		sublayerGradIn(w.dx, w.dh, lw.xhat2, lw.rstd2, n, d.D, l.norm2, l.norm2b, ln)
 	}
 
-	a := &lw.attn
 	dy = sublayerGradOut(sandwich, w.dx, w.tmp, lw.xhatPA, lw.rstdPA, n, d.D, l.postA, l.postAb, ln)
+	if l.mla != nil { // mla.go
+		linearBack(lw.mla.do, dy, lw.mla.o, n, l.attn.o, l.attn.ob, false)
+		c.mlaBackward(l, lw.mla, lw.h1, w.dh, B, T)
+	} else {
+		c.attnLayerBackward(li, w, dy)
+	}
+	sublayerGradIn(w.dx, w.dh, lw.xhat1, lw.rstd1, n, d.D, l.norm1, l.norm1b, ln)
+	if lw.par != nil {
+		axpy(w.dx, 1, lw.par.dIn)
+	}
+	return nil
+}
+
+// attnForward computes layer li's attention output (before the output projection) into
+// its workspace's attn.o: projections, norms and rotation of the queries and keys, and the
+// weights, recomputed or reused from the layer below.
+func (c *core[F]) attnForward(li int, w *workspace[F], st *Stats) {
+	d := c.d
+	B, T := w.B, w.T
+	n := B * T
+	eps := c.normEps()
+	l, lw := c.layers[li], w.layers[li]
+	a := &lw.attn
+	w.owner[li] = li
+	if !w.recompute[li] {
+		w.owner[li] = w.owner[li-1]
+		st.SharedLayers++
+	}
+	doQ := w.recompute[li]
+	doKV := l.kvOwner == li
+	doK := doKV && (doQ || d.ShareKV > 1)
+	if doQ {
+		linear(a.q, lw.h1, n, l.attn.q, l.attn.qb, false)
+		if l.attn.qNorm != nil {
+			c.qkNormFwd(a.q, a.qhat, a.qrstd, n, d.H, l.attn.qNorm, eps)
+		}
+	}
+	if doK {
+		linear(a.k, lw.h1, n, l.attn.k, l.attn.kb, false)
+		if l.attn.kNorm != nil {
+			c.qkNormFwd(a.k, a.khat, a.krstd, n, d.KV, l.attn.kNorm, eps)
+		}
+	}
+	if w.rope != nil && l.llama.rotary && (doQ || doK) {
+		parallel(n, func(_, lo, hi int) {
+			for t := lo; t < hi; t++ {
+				if doQ {
+					w.rope.rotate(a.q[t*d.QDim:(t+1)*d.QDim], d.H, t%T, false)
+				}
+				if doK {
+					w.rope.rotate(a.k[t*d.KVDim:(t+1)*d.KVDim], d.KV, t%T, false)
+				}
+			}
+		})
+	}
+	if l.llama.l2 { // llama4.go
+		if doQ {
+			l2NormRows(a.q, a.ql2, n, d.H, d.Dh, eps)
+		}
+		if doK {
+			l2NormRows(a.k, a.kl2, n, d.KV, d.Dh, eps)
+		}
+	}
+	if doQ {
+		scaleQueries(l.llama, a.q, n, d.QDim, T)
+	}
+	if doKV {
+		linear(a.v, lw.h1, n, l.attn.v, l.attn.vb, false)
+	}
+	weights := w.layers[w.owner[li]].attn.a
+	recompute := w.recompute[li]
+	parallel(B, func(_, b0, b1 int) {
+		if recompute {
+			c.attnScores(l, a, B, T, b0, b1)
+		}
+		c.attnApply(weights, a, T, b0, b1)
+	})
+}
+
+// attnLayerBackward takes dy, the gradient of layer li's attention output after its
+// output projection, to the gradient of the attention input in w.dh (overwritten),
+// accumulating the attention weights' gradients.
+func (c *core[F]) attnLayerBackward(li int, w *workspace[F], dy []F) {
+	d := c.d
+	B, T := w.B, w.T
+	n := B * T
+	g := &w.grads
+	l, lw := c.layers[li], w.layers[li]
+	a := &lw.attn
 	linearBack(g.do, dy, a.o, n, l.attn.o, l.attn.ob, false)
 	owner := w.owner[li]
 	reused := owner != li
@@ -554,11 +594,6 @@ func (c *core[F]) layerBackward(li int, w *workspace[F]) error {
 		}
 		linearBack(w.dh, dk, lw.h1, n, l.attn.k, l.attn.kb, true)
 	}
-	sublayerGradIn(w.dx, w.dh, lw.xhat1, lw.rstd1, n, d.D, l.norm1, l.norm1b, ln)
-	if lw.par != nil {
-		axpy(w.dx, 1, lw.par.dIn)
-	}
-	return nil
 }
 
 func (c *core[F]) embedBackward(w *workspace[F]) {

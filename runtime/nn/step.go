@@ -57,6 +57,7 @@ type layerWS[F Float] struct {
 	par              *parallelWS[F] // parallel_attention's buffers (parallel.go), nil without
 	ffn              *ffnWS[F]
 	moe              *moeWS[F]
+	mla              *mlaWS[F] // latent attention's buffers (mla.go), nil without
 }
 
 // workspace holds every buffer of a step for one (B, T), so steps allocate almost nothing.
@@ -143,6 +144,9 @@ func (c *core[F]) workspaceFor(B, T int) *workspace[F] {
 		}
 		if l.normR != nil {
 			lw.par = newParallelWS[F](n, d.D)
+		}
+		if l.mla != nil {
+			lw.mla = newMLAWS[F](c.cfg, d, B, T)
 		}
 		w.layers = append(w.layers, lw)
 	}

@@ -67,9 +67,20 @@ func (s *single) step(step int64, spec *Spec, corpus *data.Corpus) (StepRecord, 
 	}
 	info, err := s.adam.Step(1 / float64(spec.Accum))
 	if err != nil {
-		err = &updateError{err}
+		return rec, info, &updateError{err}
 	}
-	return rec, info, err
+	// Auxiliary-loss-free balancing moves the routing bias by the step's loads.
+	if u, ok := s.net.(routerBiasUpdater); ok && rec.ExpertTokens != nil {
+		if err := u.UpdateRouterBias(rec.ExpertTokens); err != nil {
+			return rec, info, fmt.Errorf("train: step %d: %w", step+1, err)
+		}
+	}
+	return rec, info, nil
+}
+
+// routerBiasUpdater is a Net with auxiliary-loss-free routing biases (nn.Model).
+type routerBiasUpdater interface {
+	UpdateRouterBias(loads [][]int) error
 }
 
 // updateError is the optimizer refusing a non-finite gradient.

@@ -32,7 +32,7 @@ func InitOf(id params.ID) Init {
 	switch id.Role {
 	case params.RoleO, params.RoleFFNDown, params.RoleExpertDown, params.RoleSharedDown:
 		return Residual
-	case params.RoleSinks:
+	case params.RoleSinks, params.RoleRouterCorrection:
 		return Zeros
 	case params.RoleTalkingPre, params.RoleTalkingPost:
 		return Identity
