@@ -267,7 +267,7 @@ func Table() []Feature {
 			Uses: func(m *program.Model) bool { return m.Norm == program.LayerNorm && m.NormNoBias },
 			cells: map[Backend]Cell{
 				Runtime:  refused("nn.New refuses LayerNorms without biases"),
-				Step:     refused("no lowering rule yet"),
+				Step:     honoured(),
 				CUDA:     refused("only RMSNorm kernels are generated"),
 				Megatron: refused("Megatron's LayerNorm has biases"),
 				HF:       refused("the classes moec writes use RMSNorm: exported in moec's layout"),
@@ -276,7 +276,7 @@ func Table() []Feature {
 			Uses: func(m *program.Model) bool { return m.HeadBias },
 			cells: map[Backend]Cell{
 				Runtime:  refused("nn.New refuses an output-head bias"),
-				Step:     refused("no lowering rule yet"),
+				Step:     honoured(),
 				CUDA:     outside("the embedding and the output head are not generated kernels"),
 				Megatron: refused("Megatron's output layer has no bias"),
 				HF:       refused("the classes moec writes have no lm_head bias: exported in moec's layout"),

@@ -56,6 +56,9 @@ func (lw *lowerer) matmul(name string, x int, id params.ID, layer int) int {
 	attr := ""
 	bias := id
 	bias.Bias = true
+	if bias.Role == params.RoleEmbed {
+		bias.Role = params.RoleHead // a tied head's bias is the head's own (head_bias)
+	}
 	if lw.has(bias) {
 		in = append(in, lw.w(bias))
 		attr = "bias"
@@ -79,9 +82,11 @@ func (lw *lowerer) norm(name string, x int, role params.Role, layer int) int {
 	kind := "rmsnorm"
 	if lw.m.Norm == program.LayerNorm {
 		kind = "layernorm"
-		b := id
-		b.Bias = true
-		in = append(in, lw.w(b))
+		if b := (params.ID{Role: role, Layer: layer, Expert: -1, Bias: true}); lw.has(b) {
+			in = append(in, lw.w(b))
+		} else {
+			kind = "layernorm without bias" // norm_bias = false
+		}
 	}
 	lw.fwd(Op{Kind: OpNorm, Layer: layer, In: in, Out: []int{h, rstd}, Attr: fmt.Sprintf("%s eps=%g", kind, lw.d.NormEps),
 		FLOPs: 5 * int64(n) * int64(d)})
