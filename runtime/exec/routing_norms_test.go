@@ -14,10 +14,10 @@ func restVariants() []moeVariant {
 		e.Experts, e.TopK, e.Groups, e.TopKGroups = 8, 3, 4, 2
 	}
 	return []moeVariant{
-		// Top 2 here: Base with eight experts and top 3 under the unified cache at ZeRO 3
-		// is refused at the budget its own refusal names (the arena's fragmentation), with
-		// or without groups; the variants below take top 3 with groups.
-		{"groups", func(m *program.Model) { groups(m); m.MoE.TopK = 2 }},
+		// Top 2 of one group here: Base with eight experts and top 3 under the unified
+		// cache at ZeRO 3 is refused at the budget its own refusal names (the arena's
+		// fragmentation), with or without groups; the variants below take top 3 of two.
+		{"groups", func(m *program.Model) { groups(m); m.MoE.TopK, m.MoE.TopKGroups = 2, 1 }},
 		{"groups 2, topk_groups 1", func(m *program.Model) { m.MoE.Groups, m.MoE.TopKGroups = 2, 1 }},
 		{"groups with a capacity factor", func(m *program.Model) { groups(m); m.MoE.CapacityFactor = 1 }},
 		{"deepseek-v2 MoE", func(m *program.Model) { // DeepSeek-V2's routing: greedy in groups, unnormalised, scaled
