@@ -326,6 +326,9 @@ func (lw *moeLowering) lossScale() float64 {
 // route: top-k, admission and slots by two stable ranks (choice-major, then token-major)
 // of chunk counts scanned over the chunks, then the loss terms.
 func (lw *moeLowering) route(i int) ([]Launch, error) {
+	if lw.d.Groups > 0 {
+		return nil, fmt.Errorf("node-limited routing (moe.groups): moe_route_topk takes the top_k over all experts")
+	}
 	rt, err := lw.routingOf(i)
 	if err != nil {
 		return nil, err

@@ -113,8 +113,9 @@ func TestMarkdown(t *testing.T) {
 	md := Markdown(Rows(m, Layout{}))
 	for _, want := range []string{
 		"| Feature | CPU runtime | step program | CUDA kernels | LLVM kernels | Go program | Megatron-Core | Hugging Face |",
-		"| node-limited routing (moe.groups, topk_groups) | yes | **no** [1] | **no** [2] | **no** [2] |",
-		"2. node-limited routing (moe.groups, topk_groups): router_fwd takes the top_k over all experts",
+		"| node-limited routing (moe.groups, topk_groups) | yes | yes | **no** [1] | **no** [1] | yes | yes | **no** [2] |",
+		"1. node-limited routing (moe.groups, topk_groups): router_fwd takes the top_k over all experts",
+		"3. a capacity factor (moe.capacity_factor): route_index gives every assignment a slot",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md)

@@ -102,6 +102,12 @@ const (
 // `moec run --llvm` runs only the RMSNorm and cross-entropy kernels and computes the rest
 // in Go, so for that command the runtime's column holds.
 
+// besideAttention reports whether m's experts run beside attention (Arctic's
+// moe.parallel_attention), whose norms the step program places as pre-norm only.
+func besideAttention(m *program.Model, _ Layout) bool {
+	return m.MoE != nil && m.MoE.ParallelAttention
+}
+
 // Table returns every row, in a fixed order (the report's). Each call builds it afresh:
 // callers may not change the table others read.
 func Table() []Feature {
@@ -266,7 +272,7 @@ func Table() []Feature {
 			Uses: func(m *program.Model) bool { return m.Norm == program.LayerNorm && m.NormNoBias },
 			cells: map[Backend]Cell{
 				Runtime:  refused("nn.New refuses LayerNorms without biases"),
-				Step:     refused("no lowering rule yet"),
+				Step:     honoured(),
 				CUDA:     refused("only RMSNorm kernels are generated"),
 				Megatron: refused("Megatron's LayerNorm has biases"),
 				HF:       refused("the classes moec writes use RMSNorm: exported in moec's layout"),
@@ -275,7 +281,7 @@ func Table() []Feature {
 			Uses: func(m *program.Model) bool { return m.HeadBias },
 			cells: map[Backend]Cell{
 				Runtime:  refused("nn.New refuses an output-head bias"),
-				Step:     refused("no lowering rule yet"),
+				Step:     honoured(),
 				CUDA:     outside("the embedding and the output head are not generated kernels"),
 				Megatron: refused("Megatron's output layer has no bias"),
 				HF:       refused("the classes moec writes have no lm_head bias: exported in moec's layout"),
@@ -283,7 +289,7 @@ func Table() []Feature {
 		{Key: "post_norm", Name: "post-norm (norm_placement = post)",
 			Uses: func(m *program.Model) bool { return m.NormPlacement == program.PostNorm },
 			cells: map[Backend]Cell{Runtime: honoured(),
-				Step:     refused("only pre-norm is lowered yet"),
+				Step:     when(besideAttention, "the experts beside attention (moe.parallel_attention) are lowered under pre-norm only"),
 				CUDA:     outside("where the norms sit is the order the caller runs the kernels in"),
 				Megatron: refused("Megatron's GPT layers are pre-norm"),
 				HF:       refused("the classes moec writes are pre-norm: exported in moec's layout"),
@@ -291,7 +297,7 @@ func Table() []Feature {
 		{Key: "sandwich_norm", Name: "sandwich norms (norm_placement = sandwich)",
 			Uses: func(m *program.Model) bool { return m.NormPlacement == program.SandwichNorm },
 			cells: map[Backend]Cell{Runtime: honoured(),
-				Step:     refused("only pre-norm is lowered yet"),
+				Step:     when(besideAttention, "the experts beside attention (moe.parallel_attention) are lowered under pre-norm only"),
 				CUDA:     outside("where the norms sit is the order the caller runs the kernels in"),
 				Megatron: refused("Megatron's GPT layers are pre-norm"),
 				HF:       refused("the classes moec writes are pre-norm: exported in moec's layout"),
@@ -400,8 +406,7 @@ func Table() []Feature {
 			}},
 		{Key: "groups", Name: "node-limited routing (moe.groups, topk_groups)",
 			Uses: usesMoE(func(e *program.MoE) bool { return e.Groups > 0 }),
-			cells: map[Backend]Cell{Runtime: honoured(),
-				Step:     refused("no lowering rule yet"),
+			cells: map[Backend]Cell{Runtime: honoured(), Step: honoured(),
 				CUDA:     refused("router_fwd takes the top_k over all experts: the group limit is not generated"),
 				Megatron: honoured(),
 				HF:       refused("the classes moec writes route over all experts: exported in moec's layout"),

@@ -198,7 +198,7 @@ func (lw *lowerer) inferLayer(l, x, rows, at, maxLen int, prefill bool) int {
 	if beside {
 		hExperts = lw.norm(pre+"ffn_in", x, params.RolePostAttnNorm, l)
 	}
-	h := lw.norm(pre+"attn_in", x, params.RoleAttnInNorm, l)
+	h := lw.inferAttnIn(l, x) // placement.go
 	q := lw.matmul(pre+"q", h, id(params.RoleQ), l)
 	k := lw.matmul(pre+"k", h, id(params.RoleK), l)
 	v := lw.matmul(pre+"v", h, id(params.RoleV), l)
@@ -240,12 +240,12 @@ func (lw *lowerer) inferLayer(l, x, rows, at, maxLen int, prefill bool) int {
 	}
 	o := lw.matmul(pre+"attn_out", a, id(params.RoleO), l)
 	lw.reduceTP(o, l)
-	x = lw.add(pre+"x_attn", x, o, l)
+	x = lw.attnOut(l, x, o)
 	var h2 int
 	if beside {
 		h2 = hExperts
 	} else {
-		h2 = lw.norm(pre+"ffn_in", x, params.RolePostAttnNorm, l)
+		h2 = lw.inferFFNIn(l, x)
 	}
 	var y int
 	if lw.m.IsMoELayer(l) {
@@ -268,8 +268,7 @@ func (lw *lowerer) inferLayer(l, x, rows, at, maxLen int, prefill bool) int {
 	} else {
 		y = lw.ffn(pre+"ffn", h2, id(params.RoleFFNIn), id(params.RoleFFNUp), id(params.RoleFFNDown), d.FFNActivation, l)
 	}
-	x = lw.add(pre+"x_out", x, y, l)
-	return x
+	return lw.ffnOut(l, x, y)
 }
 
 // inferHead emits the last stage's head: each prompt's last row (prefill), the final

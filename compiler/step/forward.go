@@ -56,6 +56,9 @@ func (lw *lowerer) matmul(name string, x int, id params.ID, layer int) int {
 	attr := ""
 	bias := id
 	bias.Bias = true
+	if bias.Role == params.RoleEmbed {
+		bias.Role = params.RoleHead // a tied head's bias is the head's own (head_bias)
+	}
 	if lw.has(bias) {
 		in = append(in, lw.w(bias))
 		attr = "bias"
@@ -79,9 +82,11 @@ func (lw *lowerer) norm(name string, x int, role params.Role, layer int) int {
 	kind := "rmsnorm"
 	if lw.m.Norm == program.LayerNorm {
 		kind = "layernorm"
-		b := id
-		b.Bias = true
-		in = append(in, lw.w(b))
+		if b := (params.ID{Role: role, Layer: layer, Expert: -1, Bias: true}); lw.has(b) {
+			in = append(in, lw.w(b))
+		} else {
+			kind = "layernorm without bias" // norm_bias = false
+		}
 	}
 	lw.fwd(Op{Kind: OpNorm, Layer: layer, In: in, Out: []int{h, rstd}, Attr: fmt.Sprintf("%s eps=%g", kind, lw.d.NormEps),
 		FLOPs: 5 * int64(n) * int64(d)})
@@ -127,7 +132,7 @@ func (lw *lowerer) attention(l, x, prevProbs int) (out, probs int) {
 	n, T, B := lw.b.Tokens(), lw.b.SeqLen, lw.b.MicroBatch
 	at := func(r params.Role) params.ID { return params.ID{Role: r, Layer: l, Expert: -1} }
 	pre := fmt.Sprintf("L%d.", l)
-	h := lw.colIn(lw.norm(pre+"attn_in", x, params.RoleAttnInNorm, l), l)
+	h := lw.colIn(lw.attnIn(l, x), l) // placement.go
 	share := lw.m.Attention.RecomputeProbability()
 	sharing := lw.m.Attention.SharesWeights() && prevProbs >= 0
 	cond := ""
@@ -178,7 +183,7 @@ func (lw *lowerer) attention(l, x, prevProbs int) (out, probs int) {
 	a := lw.act(pre+"attn", KindActivation, n, lw.qLocal)
 	lw.fwd(Op{Kind: OpAttnAV, Layer: l, In: []int{p, v}, Out: []int{a}, FLOPs: scoreFLOPs / 2})
 	o := lw.rowOut(lw.matmul(pre+"attn_out", a, at(params.RoleO), l), l)
-	return lw.add(pre+"x_attn", x, o, l), p
+	return lw.attnOut(l, x, o), p
 }
 
 // ffn emits a dense FFN or a shared expert on h (already marked for tp, or gathered under
@@ -225,7 +230,7 @@ func (lw *lowerer) moe(l, h, routerIn int) int {
 		slotsAttr = fmt.Sprintf("packed rows=%d", lw.capacity)
 	}
 	lw.fwd(Op{Kind: OpRouter, Layer: l, In: []int{logits}, Out: []int{idx, gates, scores, lse, slot, kept, routed, aux}, Slots: lw.capacity, Packed: lw.packed,
-		Attr:  fmt.Sprintf("%s top_k=%d %s %s normalize=%v balance=%g z=%g%s", moe.Score, lw.d.K, capAttr, slotsAttr, moe.Normalize, moe.BalanceLoss, moe.ZLoss, lw.routedScaleAttr()),
+		Attr:  fmt.Sprintf("%s top_k=%d %s %s normalize=%v balance=%g z=%g%s%s", moe.Score, lw.d.K, capAttr, slotsAttr, moe.Normalize, moe.BalanceLoss, moe.ZLoss, lw.routedScaleAttr(), lw.groupsAttr()),
 		FLOPs: 6 * int64(n) * int64(lw.d.E)})
 	C, ep := lw.capacity, lw.l.EP
 	send := lw.act(pre+"dispatch", KindDispatch, lw.dispatchShape(E, C, d)...)
@@ -308,7 +313,7 @@ func (lw *lowerer) layer(l, x, routerRows, prevProbs int) (int, int) {
 	}
 	pre := fmt.Sprintf("L%d.", l)
 	x, probs := lw.attention(l, x, prevProbs)
-	h := lw.norm(pre+"ffn_in", x, params.RolePostAttnNorm, l)
+	h := lw.ffnIn(l, x) // placement.go
 	var y int
 	if lw.m.IsMoELayer(l) {
 		// Not marked for tp: the router runs replicated and the experts' inputs carry
@@ -323,7 +328,7 @@ func (lw *lowerer) layer(l, x, routerRows, prevProbs int) (int, int) {
 		at := func(r params.Role) params.ID { return params.ID{Role: r, Layer: l, Expert: -1} }
 		y = lw.ffn(pre+"ffn", h, at(params.RoleFFNIn), at(params.RoleFFNUp), at(params.RoleFFNDown), lw.d.FFNActivation, l)
 	}
-	return lw.add(pre+"x_out", x, y, l), probs
+	return lw.ffnOut(l, x, y), probs
 }
 
 // head emits the final norm, the head and the loss; returns the loss buffer.

@@ -11,6 +11,7 @@ import (
 	"github.com/moec-dev/moec/compiler/step"
 	"github.com/moec-dev/moec/compiler/step/steptest"
 	"github.com/moec-dev/moec/runtime/nn"
+	"github.com/moec-dev/moec/runtime/safetensors"
 )
 
 // decodeAlike feeds the same tokens to the decoding step program and to runtime/nn's
@@ -102,12 +103,18 @@ func TestDecodeMatchesHandWritten(t *testing.T) {
 // It returns each sequence's logits at each position it was fed (nil where not fed).
 func inferLogits(t *testing.T, m *program.Model, net *nn.Model, toks [][]int32, lengths []int, l step.Layout) [][][]float32 {
 	t.Helper()
+	return inferLogitsOf(t, m, tensorsOf(net), toks, lengths, l)
+}
+
+// inferLogitsOf is inferLogits from named tensors.
+func inferLogitsOf(t *testing.T, m *program.Model, ts []safetensors.Tensor, toks [][]int32, lengths []int, l step.Layout) [][][]float32 {
+	t.Helper()
 	total := len(toks[0])
 	ld, err := NewLocalDecoder(m, len(lengths)/l.DP, total, l, time.Minute)
 	if err != nil {
 		t.Fatalf("%s at %s: %v", steptest.String(m), l, err)
 	}
-	if err := ld.Load(tensorsOf(net)); err != nil {
+	if err := ld.Load(ts); err != nil {
 		t.Fatal(err)
 	}
 	V := int(m.PaddedVocab())

@@ -13,10 +13,10 @@ import (
 	"github.com/moec-dev/moec/runtime/blas"
 )
 
-// Route scores each token's experts, chooses its top k (ties to the lower index), admits
-// assignments to experts by capacity (every token's first choice before any second
-// choice, in token order) and numbers each admitted assignment's slot in its expert in
-// token order. Outputs: index, gates (renormalised when the model says so, then times its
+// Route scores each token's experts, chooses its top k (ties to the lower index; under
+// moe.groups among its best groups' experts), admits assignments to experts by capacity
+// (every token's first choice before any second choice, in token order) and numbers each
+// admitted assignment's slot in its expert in token order. Outputs: index, gates (renormalised when the model says so, then times its
 // routed_scale), scores, lse, slot, kept, routed, and the balance and z-loss terms.
 // slots is the program's static capacity per expert (0: from the capacity factor);
 // packed numbers each assignment's row of a packed dispatch instead (kernels_rows.go): its
@@ -55,19 +55,7 @@ func (k *Kernels) Route(z []float32, idx []int32, gates, sc, lse []float32, slot
 			for i, v := range zt {
 				st[i] = program.RouterScore(cfg.Score, v, l)
 			}
-			// Top k by score, best first, ties to the lower index: k passes of a max.
-			for j := 0; j < K; j++ {
-				best := -1
-				for ex := 0; ex < E; ex++ {
-					if taken(order[:j], ex) {
-						continue
-					}
-					if best < 0 || st[ex] > st[best] {
-						best = ex
-					}
-				}
-				order[j] = best
-			}
+			k.chooseExperts(st, order) // top k, or within the best groups (kernels_route_groups.go)
 			var gs float32
 			for j := 0; j < K; j++ {
 				ex := order[j]

@@ -36,16 +36,22 @@ func runLayout(t *testing.T, m *program.Model, net *nn.Model, l step.Layout, b s
 // runPrograms runs one step of a layout's lowered programs (see runLayout).
 func runPrograms(t *testing.T, m *program.Model, net *nn.Model, progs []*step.Program, b step.Batch, micro [][]int32, o Options) layoutRun {
 	t.Helper()
+	whole := map[params.ID][]float32{}
+	for _, p := range net.Params() {
+		whole[p.ID] = p.W
+	}
+	return runWeights(t, m, whole, progs, b, micro, o)
+}
+
+// runWeights is runPrograms from whole tensors by parameter.
+func runWeights(t *testing.T, m *program.Model, whole map[params.ID][]float32, progs []*step.Program, b step.Batch, micro [][]int32, o Options) layoutRun {
+	t.Helper()
 	l := progs[0].Layout
 	world := NewWorld(20 * time.Second)
 	exs := make([]*Executor, len(progs))
 	walk, err := params.Walk(m)
 	if err != nil {
 		t.Fatal(err)
-	}
-	whole := map[params.ID][]float32{}
-	for _, p := range net.Params() {
-		whole[p.ID] = p.W
 	}
 	shapes := map[params.ID][]int{}
 	for _, p := range walk {

@@ -90,8 +90,13 @@ func variantNet(t *testing.T, m *program.Model) *nn.Model {
 // gpt-oss's and DeepSeek-V3's MoE sides together) one step program step on one rank gives
 // runtime/nn's loss terms and every gradient, over three steps of different tokens.
 func TestMoEVariantsMatchHandWrittenModel(t *testing.T) {
+	variantsMatchHandWrittenModel(t, moeVariants())
+}
+
+// variantsMatchHandWrittenModel holds each of vs's one-rank step programs to runtime/nn.
+func variantsMatchHandWrittenModel(t *testing.T, vs []moeVariant) {
 	const B, T = 2, 8
-	for _, v := range moeVariants() {
+	for _, v := range vs {
 		t.Run(v.name, func(t *testing.T) {
 			m := variantModel(t, v)
 			net := variantNet(t, m)
@@ -147,6 +152,11 @@ func TestMoEVariantsMatchHandWrittenModel(t *testing.T) {
 // unified cache, what one
 // rank computes on the same micro-batches: the loss terms and every reduced gradient.
 func TestMoEVariantsUnderLayouts(t *testing.T) {
+	variantsUnderLayouts(t, moeVariants())
+}
+
+// variantsUnderLayouts holds each of vs under the layouts below to one rank.
+func variantsUnderLayouts(t *testing.T, vs []moeVariant) {
 	layouts := []step.Layout{
 		{DP: 2, EP: 2, TP: 1, PP: 1},
 		{DP: 2, EP: 2, TP: 1, PP: 1, ZeRO: 3},
@@ -159,7 +169,7 @@ func TestMoEVariantsUnderLayouts(t *testing.T) {
 		{DP: 2, EP: 2, TP: 1, PP: 1, ZeRO: 3, Cache: step.Cache{Page: 4096}}, // the budget: the smallest that runs
 	}
 	const mb, T, M = 2, 8, 2
-	for _, v := range moeVariants() {
+	for _, v := range vs {
 		for _, l := range layouts {
 			t.Run(fmt.Sprintf("%s/%s", v.name, l), func(t *testing.T) {
 				m := variantModel(t, v)
@@ -202,13 +212,18 @@ func TestMoEVariantsUnderLayouts(t *testing.T) {
 // positions), on one rank and under tensor, expert and pipeline parallelism, within 1e-5
 // of each position's largest logit.
 func TestMoEVariantsInfer(t *testing.T) {
+	variantsInfer(t, moeVariants())
+}
+
+// variantsInfer holds each of vs's prefill and decoding to runtime/nn's Decoder.
+func variantsInfer(t *testing.T, vs []moeVariant) {
 	layouts := []step.Layout{
 		{DP: 1, EP: 1, TP: 2, PP: 1},
 		{DP: 2, EP: 2, TP: 1, PP: 1},
 		{DP: 2, EP: 2, TP: 2, PP: 1},
 		{DP: 1, EP: 1, TP: 1, PP: 2},
 	}
-	for _, v := range moeVariants() {
+	for _, v := range vs {
 		t.Run(v.name, func(t *testing.T) {
 			m := variantModel(t, v)
 			net := variantNet(t, m)

@@ -143,6 +143,14 @@ func newEngine(opt Options, spec *Spec, cfg optim.Config) (engine, error) {
 		return nil, diag.RuntimeWrap(diag.CodeBadRunOption, err, "layout for %s", spec.Model.Name)
 	}
 	if l.StepPrograms() {
+		// The validation after the last step runs on the hand-written model: a model it
+		// does not compute is refused before the first step, not after the last.
+		if _, err := nn.ParamList(spec.Model); err != nil {
+			var ue *nn.UnsupportedError
+			if errors.As(err, &ue) {
+				return nil, diag.RuntimeWrap(diag.CodeUnsupportedFeature, err, "cannot train model %s: its validation runs on the CPU runtime", spec.Model.Name)
+			}
+		}
 		e, err := newStepEngine(spec, cfg, l, opt)
 		if re, ok := err.(*diag.Diagnostic); ok { // a diagnostic of its own (--delayed-update)
 			return nil, re

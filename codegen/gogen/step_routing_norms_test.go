@@ -1,0 +1,95 @@
+package gogen_test
+
+import (
+	"context"
+	"math"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/moec-dev/moec/compiler/step"
+	"github.com/moec-dev/moec/runtime/train"
+)
+
+// postGroupsModel has post-norm LayerNorms and DeepSeek-V2's node-limited routing.
+const postGroupsModel = `model post_groups {
+  vocab          = 256
+  d_model        = 32
+  layers         = 2
+  seq_len        = 32
+  norm           = layernorm
+  norm_placement = post
+  attention { heads = 4 }
+  ffn { hidden = 32; activation = swiglu }
+  moe {
+    experts = 8; top_k = 3; expert_hidden = 16; groups = 4; topk_groups = 2; normalize = false
+    routed_scale = 2.5; capacity_factor = 1.25; balance_loss = 0.01; every = 2
+  }
+}
+
+cluster local { gpu = cpu; ranks = 1; host_memory = 8GiB }
+
+train post_groups on local {
+  tokens_per_batch = 256
+  micro_batch      = 4
+  precision        = fp32
+  optimizer        = adamw { lr = 3e-3; warmup = 2; weight_decay = 0.1 }
+  data             = "$GOROOT/src/strings/*.go"
+
+  stage moe { steps = 20 }
+}
+`
+
+// TestStepProgramPostNormGroups writes out the step programs of a post-norm model with
+// node-limited routing at tp 2 × dp 2 × ep 2 and holds the generated program's losses to
+// moec run's on the same layout within 1e-6: the route kernel it calls chooses within the
+// groups, and the post norms are the listing's norm, add and copy ops.
+func TestStepProgramPostNormGroups(t *testing.T) {
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("go is not on PATH: cannot build the generated program")
+	}
+	if testing.Short() {
+		t.Skip("builds and runs programs; skipped with -short")
+	}
+	prog := loadSections(t, map[string][]byte{"input.moe": []byte(postGroupsModel)})
+	res, err := train.Run(context.Background(), train.Options{Program: prog, StageName: "moe", OutRoot: t.TempDir(),
+		Steps: stepSteps, ValWindows: 2, Layout: &train.Sharding{Ranks: 4, TP: 2, PP: 1, EP: 2, Program: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := runLosses(t, res)
+	_, cfg := stepProgramFor(t, prog, "moe")
+	sp, err := step.LowerRank(cfg.Model, step.Batch{MicroBatch: cfg.MicroBatch / 2, SeqLen: cfg.SeqLen, Micro: cfg.Accum},
+		step.Layout{DP: 2, EP: 2, TP: 2, PP: 1}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp.Stage = "moe"
+	src := emitProgram(t, cfg, sp)
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "k.Route(") {
+		t.Error("the program has no k.Route(")
+	}
+	exe, err := buildStepSource(t, gobin, src, nil)
+	if err != nil {
+		t.Fatalf("go build of the step program: %v", err)
+	}
+	got, _ := runProgram(t, exe, "-steps", strconv.Itoa(stepSteps))
+	if len(got) != stepSteps || len(want) != stepSteps {
+		t.Fatalf("%d losses from the program, %d from moec run; want %d each", len(got), len(want), stepSteps)
+	}
+	worst := 0.0
+	for i := range got {
+		worst = max(worst, math.Abs(got[i]-want[i])/math.Abs(want[i]))
+	}
+	if worst > 1e-6 {
+		t.Errorf("the step program's losses %v differ from moec run's %v by up to %.2g relative", got, want, worst)
+	}
+	t.Logf("%d steps within %.2g relative of moec run on the same layout: %v", len(got), worst, got)
+}
