@@ -160,8 +160,8 @@ func Table() []Feature {
 		{Key: "clip_qkv", Name: "clipped Q/K/V projections (attention.clip_qkv)",
 			Uses: func(m *program.Model) bool { return m.Attention.ClipQKV > 0 },
 			cells: map[Backend]Cell{
-				Runtime:  refused("nn.New refuses clipped Q/K/V projections"),
-				Step:     refused("no lowering rule yet"),
+				Runtime:  honoured(),
+				Step:     honoured(),
 				CUDA:     outside(kernelProjections),
 				Megatron: refused("Megatron does not clip the Q/K/V projections"),
 				HF:       refused("the classes moec writes do not clip Q/K/V: exported in moec's layout"),

@@ -16,6 +16,9 @@ import (
 //     per-head norm splits with the heads and its scale's gradient, each rank's heads'
 //     part, is summed over tp before the update; a norm over the whole projection would
 //     need the statistics of every rank's heads, and the features table refuses it there;
+//   - clipped projections (attention.clip_qkv, DBRX's and OLMo's): the queries and keys
+//     after their norms, and the values, clamped to [−c, c] into new buffers before
+//     rotary positions; the backward passes the gradient where the clamp did not cut;
 //   - cross-layer K/V sharing (attention.share_kv): of each group of share_kv layers only
 //     the first projects (and norms and rotates) keys and values; the others read the
 //     first's, and their scores' and products' gradients add into its keys' and values'
@@ -23,10 +26,12 @@ import (
 //     the others read the first's KV cache. The features table refuses a pipeline split
 //     inside a group and attention-weight sharing with it.
 
-// Ops of the q/k norms.
+// Ops of the q/k norms and the clipped projections.
 const (
 	OpQKNorm    OpKind = "qk_norm"     // y = x/rms(x)·w per piece of len(w); keeps 1/rms
 	OpQKNormBwd OpKind = "qk_norm_bwd" // dx (+)= rstd·(g − x̂·mean(g ⊙ x̂)), g = dy ⊙ w; dw (+)= Σ dy ⊙ x̂
+	OpClip      OpKind = "clip"        // y = min(max(x, −Clip), Clip)
+	OpClipBwd   OpKind = "clip_bwd"    // dx (+)= dy where |x| ≤ Clip, else 0
 )
 
 // sharedKV is the keys and values of the layer that owns the current cross-layer group:
@@ -66,6 +71,13 @@ func (lw *lowerer) qkv(l, h, at int, sharing bool, cond string) (q, k, v int) {
 			k = lw.qkNorm(pre+"k_normed", k, id(params.RoleKNorm), l, sharing, cond)
 		}
 	}
+	if c := lw.m.Attention.ClipQKV; c > 0 {
+		q = lw.clip(pre+"q_clipped", q, c, l, sharing, cond)
+		if owns {
+			k = lw.clip(pre+"k_clipped", k, c, l, sharing, cond)
+			v = lw.clip(pre+"v_clipped", v, c, l, false, "")
+		}
+	}
 	if lw.rotates(l) {
 		in, width := []int{q, k}, lw.qLocal+lw.kvDimLocal
 		if !owns {
@@ -83,6 +95,14 @@ func (lw *lowerer) qkv(l, h, at int, sharing bool, cond string) (q, k, v int) {
 		lw.kvShared.k, lw.kvShared.v = k, v
 	}
 	return q, k, v
+}
+
+// clip emits x clamped to [−c, c] into a new buffer (the backward reads x).
+func (lw *lowerer) clip(name string, x int, c float64, l int, sharing bool, cond string) int {
+	y := lw.act(name, KindActivation, lw.p.Buffers[x].Shape...)
+	lw.fwd(Op{WhenRecompute: sharing, Kind: OpClip, Layer: l, In: []int{x}, Out: []int{y}, Clip: c,
+		Attr: join(fmt.Sprintf("to ±%g", c), cond), FLOPs: lw.p.Buffers[x].Elements()})
+	return y
 }
 
 // qkNorm emits the RMSNorm of x by the scale id into a new buffer: rows of the scale's
@@ -115,6 +135,16 @@ func (lw *lowerer) qkBackward(op Op) bool {
 		dw, _ := lw.paramGrad(op.In[1])
 		b := Op{Kind: OpQKNormBwd, Layer: op.Layer, In: []int{dy, op.In[0], op.In[1], op.Out[1]}, Out: []int{dx, dw}, Attr: op.Attr, FLOPs: 2 * op.FLOPs}
 		lw.writeGrads(&b, dx, dw)
+		lw.bwd(b)
+		return true
+	case op.Kind == OpClip:
+		dy, ok := lw.gradOf[op.Out[0]]
+		if !ok {
+			return true
+		}
+		dx := lw.gradFor(op.In[0])
+		b := Op{Kind: OpClipBwd, Layer: op.Layer, In: []int{dy, op.In[0]}, Out: []int{dx}, Clip: op.Clip, Attr: op.Attr, FLOPs: op.FLOPs}
+		lw.writeGrads(&b, dx)
 		lw.bwd(b)
 		return true
 	case op.Kind == OpRotary && len(op.Out) == 1:

@@ -73,6 +73,10 @@ func (e *Executor) run(op *step.Op) error {
 		e.attnDecode(op)
 	case step.OpRotary, step.OpRotaryBwd:
 		e.Rotary(f[out[0]], opt(out, 1), op.Kind == step.OpRotaryBwd)
+	case step.OpClip:
+		Clip(f[in[0]], f[out[0]], float32(op.Clip))
+	case step.OpClipBwd:
+		ClipBwd(f[in[0]], f[in[1]], f[out[0]], float32(op.Clip), acc(0))
 	case step.OpQKNorm:
 		e.QKNorm(f[in[0]], f[in[1]], f[out[0]], f[out[1]])
 	case step.OpQKNormBwd:

@@ -22,6 +22,9 @@ var qkShareVariants = []struct{ name, attention string }{
 	{"share_kv qk_norm full", "share_kv = 2; qk_norm = full"},
 	{"qk_norm bias window sinks", "qk_norm = true; qkv_bias = true; window = 5; sinks = true"},
 	{"share_kv talking heads", "share_kv = 2; talking_heads = true"},
+	{"clip_qkv", "clip_qkv = 0.08"},
+	{"clip_qkv qk_norm share_kv", "clip_qkv = 1; qk_norm = true; share_kv = 2"},
+	{"clip_qkv qk_norm full", "clip_qkv = 1.2; qk_norm = full"},
 }
 
 // The tiny Qwen3-MoE and OLMoE of interop/hf's tinyModels.
@@ -199,4 +202,41 @@ func scaled(x []float32, s float32) []float32 {
 		out[i] = v * s
 	}
 	return out
+}
+
+// TestClipGradient checks clip_bwd against central differences of L = Σ c ⊙ clip(x), with
+// a bound that cuts about a third of x, and that the accumulating form adds the gradient.
+func TestClipGradient(t *testing.T) {
+	r := rand.New(rand.NewPCG(8, 8))
+	const n, limit = 512, 1
+	x, c := normals(r, n), normals(r, n)
+	for i, v := range x { // away from the bound, where the difference quotient is the slope
+		if d := v*v - limit; d*d < 1e-3 {
+			x[i] = 0.5
+		}
+	}
+	y := make([]float32, n)
+	loss := func() float64 {
+		Clip(x, y, limit)
+		return dotF(c, y)
+	}
+	dx := make([]float32, n)
+	ClipBwd(c, x, dx, limit, false)
+	if e := relErr(dx, numericGrad(x, 1e-3, loss)); e > 1e-3 {
+		t.Errorf("clip_bwd differs from central differences by %.3g", e)
+	}
+	cut := 0
+	for _, g := range dx {
+		if g == 0 {
+			cut++
+		}
+	}
+	if cut < n/5 {
+		t.Errorf("the bound cut %d of %d values; the check wants a third", cut, n)
+	}
+	acc := append([]float32(nil), dx...)
+	ClipBwd(c, x, acc, limit, true)
+	if e := relErr(acc, scaled(dx, 2)); e > 1e-6 {
+		t.Errorf("the accumulated gradient is not twice the gradient (%.3g)", e)
+	}
 }

@@ -168,11 +168,18 @@ func (dec *Decoder) step(tokens []int32, positions []int) ([]float32, error) {
 		if l.attn.qNorm != nil {
 			c.qkNormFwd(dec.q, dec.qkHat, dec.qkRstd, n, d.H, l.attn.qNorm, eps)
 		}
+		if clip := c.cfg.Attention.ClipQKV; clip > 0 {
+			clipFwd(dec.q, nil, clip) // clip.go
+		}
 		if owns {
 			linear(dec.k, dec.h, n, l.attn.k, l.attn.kb, false)
 			linear(dec.v, dec.h, n, l.attn.v, l.attn.vb, false)
 			if l.attn.kNorm != nil {
 				c.qkNormFwd(dec.k, dec.qkHat, dec.qkRstd, n, d.KV, l.attn.kNorm, eps)
+			}
+			if clip := c.cfg.Attention.ClipQKV; clip > 0 {
+				clipFwd(dec.k, nil, clip)
+				clipFwd(dec.v, nil, clip)
 			}
 		}
 		kc, vc := dec.kc[li], dec.vc[li]

@@ -128,11 +128,18 @@ func (dec *Decoder) feedLayers(f *feedWS, n int) {
 		if l.attn.qNorm != nil {
 			c.qkNormFwd(q, f.qkHat, f.qkRstd, n, d.H, l.attn.qNorm, eps)
 		}
+		if clip := c.cfg.Attention.ClipQKV; clip > 0 {
+			clipFwd(q, nil, clip) // clip.go
+		}
 		if owns {
 			linear(k, h, n, l.attn.k, l.attn.kb, false)
 			linear(v, h, n, l.attn.v, l.attn.vb, false)
 			if l.attn.kNorm != nil {
 				c.qkNormFwd(k, f.qkHat, f.qkRstd, n, d.KV, l.attn.kNorm, eps)
+			}
+			if clip := c.cfg.Attention.ClipQKV; clip > 0 {
+				clipFwd(k, nil, clip)
+				clipFwd(v, nil, clip)
 			}
 		}
 		kc, vc := dec.kc[li], dec.vc[li]

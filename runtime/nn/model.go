@@ -203,7 +203,6 @@ func checkSupported(m *program.Model) error {
 			m.NormPlacement != program.SandwichNorm, fmt.Sprintf("norm placement %q", m.NormPlacement)},
 		{m.MTPDepth > 0, "multi-token prediction (mtp_depth)"},
 		{a.QKNorm && a.QKNormAfterRope, "q/k norms after rotary positions (attention.qk_norm_after_rope)"},
-		{a.ClipQKV > 0, "clipped Q/K/V projections (attention.clip_qkv)"},
 		{m.NormNoBias && m.Norm == program.LayerNorm, "LayerNorms without biases (norm_bias = false)"},
 		{m.HeadBias, "an output-head bias (head_bias)"},
 		{(a.NopeEvery > 0 || a.ChunkSize > 0 || a.QKL2Norm) && (a.ShareKV > 1 || a.SharesWeights() || a.QKNorm || a.Window > 0),

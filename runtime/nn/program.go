@@ -210,16 +210,23 @@ func (c *core[F]) layerForward(li int, w *workspace[F], o StepOptions, st *Stats
 	doQ := w.recompute[li]
 	doKV := l.kvOwner == li
 	doK := doKV && (doQ || d.ShareKV > 1)
+	clip := c.cfg.Attention.ClipQKV
 	if doQ {
 		linear(a.q, lw.h1, n, l.attn.q, l.attn.qb, false)
 		if l.attn.qNorm != nil {
 			c.qkNormFwd(a.q, a.qhat, a.qrstd, n, d.H, l.attn.qNorm, eps)
+		}
+		if clip > 0 {
+			clipFwd(a.q, a.qRaw, clip) // clip.go
 		}
 	}
 	if doK {
 		linear(a.k, lw.h1, n, l.attn.k, l.attn.kb, false)
 		if l.attn.kNorm != nil {
 			c.qkNormFwd(a.k, a.khat, a.krstd, n, d.KV, l.attn.kNorm, eps)
+		}
+		if clip > 0 {
+			clipFwd(a.k, a.kRaw, clip)
 		}
 	}
 	if w.rope != nil && l.llama.rotary && (doQ || doK) {
@@ -247,6 +254,9 @@ func (c *core[F]) layerForward(li int, w *workspace[F], o StepOptions, st *Stats
 	}
 	if doKV {
 		linear(a.v, lw.h1, n, l.attn.v, l.attn.vb, false)
+		if clip > 0 {
+			clipFwd(a.v, a.vRaw, clip)
+		}
 	}
 	weights := w.layers[w.owner[li]].attn.a
 	recompute := w.recompute[li]
@@ -508,7 +518,11 @@ func (c *core[F]) layerBackward(li int, w *workspace[F]) error {
 	}
 	doQ := !reused
 	doK := owns && (doQ || d.ShareKV > 1)
+	clip := c.cfg.Attention.ClipQKV
 	if owns {
+		if clip > 0 {
+			clipBack(g.dv, a.vRaw, clip) // clip.go
+		}
 		linearBack(w.dh, g.dv, lw.h1, n, l.attn.v, l.attn.vb, false)
 	} else {
 		clear(w.dh)
@@ -538,6 +552,9 @@ func (c *core[F]) layerBackward(li int, w *workspace[F]) error {
 	}
 	if doQ {
 		dq := g.dq
+		if clip > 0 {
+			clipBack(dq, a.qRaw, clip)
+		}
 		if l.attn.qNorm != nil {
 			dq = g.dqPre
 			clear(dq)
@@ -547,6 +564,9 @@ func (c *core[F]) layerBackward(li int, w *workspace[F]) error {
 	}
 	if doK {
 		dk := g.dk
+		if clip > 0 {
+			clipBack(dk, a.kRaw, clip)
+		}
 		if l.attn.kNorm != nil {
 			dk = g.dkPre
 			clear(dk)

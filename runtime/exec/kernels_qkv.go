@@ -5,6 +5,7 @@ import "math"
 // The q/k norms of Qwen3 and OLMoE (attention.qk_norm): an RMSNorm with a learned scale
 // of the projected queries or keys, whatever norm the model's layers use, over pieces of
 // the scale's width (head_dim: each head; qk_norm = full: each token's whole projection).
+// And the clamp of the projections of DBRX and OLMo (attention.clip_qkv).
 
 // QKNorm writes y = x/rms(x)·w for each piece of len(w) values of x, and each piece's
 // 1/rms into rstd.
@@ -63,4 +64,27 @@ func (k *Kernels) QKNormBwd(dy, x, w, rstd, dx, dw []float32, accX, accW bool) {
 			}
 		}
 	})
+}
+
+// Clip writes x clamped to [−limit, limit] into y.
+func Clip(x, y []float32, limit float32) {
+	for i, v := range x {
+		y[i] = min(max(v, -limit), limit)
+	}
+}
+
+// ClipBwd is Clip's backward: dx gets dy where x was within [−limit, limit] and zero where
+// the clamp cut; written or added to.
+func ClipBwd(dy, x, dx []float32, limit float32, acc bool) {
+	for i, v := range x {
+		g := dy[i]
+		if v < -limit || v > limit {
+			g = 0
+		}
+		if acc {
+			dx[i] += g
+		} else {
+			dx[i] = g
+		}
+	}
 }
