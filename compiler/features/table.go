@@ -151,8 +151,8 @@ func Table() []Feature {
 		{Key: "qk_norm_after_rope", Name: "q/k norms after rotary positions (attention.qk_norm_after_rope)",
 			Uses: func(m *program.Model) bool { return m.Attention.QKNorm && m.Attention.QKNormAfterRope },
 			cells: map[Backend]Cell{
-				Runtime:  refused("nn.New refuses q/k norms after rotary positions"),
-				Step:     refused("no lowering rule yet"),
+				Runtime:  honoured(),
+				Step:     honoured(),
 				CUDA:     refused("the RMSNorm kernels are d_model wide; no q/k norm kernel is generated"),
 				Megatron: refused("Megatron's --qk-layernorm norms the queries and keys before rotary positions"),
 				HF:       refused("the classes moec writes norm queries and keys before rotary positions: exported in moec's layout"),

@@ -16,6 +16,10 @@ import (
 //     per-head norm splits with the heads and its scale's gradient, each rank's heads'
 //     part, is summed over tp before the update; a norm over the whole projection would
 //     need the statistics of every rank's heads, and the features table refuses it there;
+//   - q/k norms after rotary positions (attention.qk_norm_after_rope, HunYuan's): the same
+//     qk_norm ops on the rotated queries and keys; every layer has its own key norm, which
+//     a layer sharing its group's K/V applies to the owner's rotated keys, and in inference
+//     caches its own normed keys (the values' cache stays the group's);
 //   - clipped projections (attention.clip_qkv, DBRX's and OLMo's): the queries and keys
 //     after their norms, and the values, clamped to [−c, c] into new buffers before
 //     rotary positions; the backward passes the gradient where the clamp did not cut;
@@ -65,7 +69,8 @@ func (lw *lowerer) qkv(l, h, at int, sharing bool, cond string) (q, k, v int) {
 	} else {
 		k, v = lw.kvShared.k, lw.kvShared.v
 	}
-	if lw.m.Attention.QKNorm {
+	after := lw.normsAfterRope()
+	if lw.m.Attention.QKNorm && !after {
 		q = lw.qkNorm(pre+"q_normed", q, id(params.RoleQNorm), l, sharing, cond)
 		if owns {
 			k = lw.qkNorm(pre+"k_normed", k, id(params.RoleKNorm), l, sharing, cond)
@@ -94,7 +99,19 @@ func (lw *lowerer) qkv(l, h, at int, sharing bool, cond string) (q, k, v int) {
 	if owns {
 		lw.kvShared.k, lw.kvShared.v = k, v
 	}
+	if after { // every layer norms its group's rotated keys with its own key norm
+		q = lw.qkNorm(pre+"q_normed", q, id(params.RoleQNorm), l, sharing, cond)
+		k = lw.qkNorm(pre+"k_normed", lw.kvShared.k, id(params.RoleKNorm), l, sharing, cond)
+	}
 	return q, k, v
+}
+
+// normsAfterRope reports whether the q/k norms read the rotated queries and keys
+// (attention.qk_norm_after_rope): then every layer norms its group's rotated keys with its
+// own key norm, and in inference caches its own normed keys.
+func (lw *lowerer) normsAfterRope() bool {
+	a := lw.m.Attention
+	return a.QKNorm && a.QKNormAfterRope
 }
 
 // clip emits x clamped to [−c, c] into a new buffer (the backward reads x).

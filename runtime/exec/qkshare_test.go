@@ -11,8 +11,9 @@ import (
 	"github.com/moec-dev/moec/runtime/nn"
 )
 
-// The q/k norms (per head, Qwen3's; over the whole projections, OLMoE's) and cross-layer
-// K/V sharing, alone and together, each a model nn computes (attnModel has 4 layers).
+// The q/k norms (per head, Qwen3's; over the whole projections, OLMoE's; after rotary
+// positions, HunYuan's), clipped projections (DBRX's) and cross-layer K/V sharing, alone and
+// together, each a model nn computes (attnModel has 4 layers).
 var qkShareVariants = []struct{ name, attention string }{
 	{"qk_norm", "qk_norm = true"},
 	{"qk_norm full", "qk_norm = full"},
@@ -25,7 +26,14 @@ var qkShareVariants = []struct{ name, attention string }{
 	{"clip_qkv", "clip_qkv = 0.08"},
 	{"clip_qkv qk_norm share_kv", "clip_qkv = 1; qk_norm = true; share_kv = 2"},
 	{"clip_qkv qk_norm full", "clip_qkv = 1.2; qk_norm = full"},
+	{"qk_norm_after_rope", "qk_norm = true; qk_norm_after_rope = true"},
+	{"qk_norm_after_rope share_kv", hunyuanAttention},
+	{"qk_norm_after_rope full share_kv clip_qkv", "qk_norm = full; qk_norm_after_rope = true; share_kv = 2; clip_qkv = 0.1"},
 }
+
+// hunyuanAttention is Hunyuan-Large's: q/k norms after rotary positions with cross-layer
+// K/V sharing.
+const hunyuanAttention = "qk_norm = true; qk_norm_after_rope = true; share_kv = 2"
 
 // The tiny Qwen3-MoE and OLMoE of interop/hf's tinyModels.
 const qkFamilies = `model tiny_qwen3_moe {
@@ -43,7 +51,8 @@ model tiny_olmoe {
 `
 
 // TestQKNormAndSharedKVMatchHandWrittenModel: q/k norms per head and over the whole
-// projections, and cross-layer K/V sharing, one at a time and together, train through the
+// projections, before or after rotary positions, clipped projections and cross-layer K/V
+// sharing, one at a time and together, train through the
 // step program as runtime/nn does (losses and every gradient within 1e-5 for three
 // steps), on one rank, under both recompute modes, tensor parallelism (with sequence
 // parallelism), pipeline parallelism, and data × expert parallelism with ZeRO-3 against
@@ -66,7 +75,7 @@ func TestQKNormAndSharedKVMatchHandWrittenModel(t *testing.T) {
 		{"tp2 sp pp2 recompute full", step.Layout{DP: 1, EP: 1, TP: 2, PP: 2, SequenceParallel: true, Recompute: program.RecomputeFull}, false},
 		{"dp2 ep2 zero3", step.Layout{DP: 2, EP: 2, TP: 1, PP: 1, ZeRO: 3}, true},
 	} {
-		attentions := []string{"share_kv = 2; qk_norm = true"}
+		attentions := []string{"share_kv = 2; qk_norm = true", hunyuanAttention + "; clip_qkv = 0.1"}
 		if c.full {
 			attentions = append(attentions, "share_kv = 2; qk_norm = full")
 		}

@@ -54,10 +54,13 @@ func (m *Model) NewDecoder(batch, maxLen int) *Decoder {
 		dec.hPar = make([]float32, batch*d.D)
 	}
 	for li, l := range c.layers {
-		if l.kvOwner == li {
+		switch {
+		case l.kvOwner == li:
 			dec.kc = append(dec.kc, make([]float32, batch*maxLen*d.KVDim))
 			dec.vc = append(dec.vc, make([]float32, batch*maxLen*d.KVDim))
-		} else { // cross-layer attention: one cache per group
+		case c.normsAfterRope(): // each layer's keys normed by its own scale (qknorm_rope.go)
+			dec.kc, dec.vc = append(dec.kc, make([]float32, batch*maxLen*d.KVDim)), append(dec.vc, dec.vc[l.kvOwner])
+		default: // cross-layer attention: one cache per group
 			dec.kc, dec.vc = append(dec.kc, dec.kc[l.kvOwner]), append(dec.vc, dec.vc[l.kvOwner])
 		}
 		var mw *moeWS[float32]
@@ -164,8 +167,9 @@ func (dec *Decoder) step(tokens []int32, positions []int) ([]float32, error) {
 		}
 		sublayerIn(dec.h, dec.xhat, dec.rstd, dec.x, n, d.D, l.norm1, l.norm1b, ln, eps)
 		owns := l.kvOwner == li
+		after := c.normsAfterRope()
 		linear(dec.q, dec.h, n, l.attn.q, l.attn.qb, false)
-		if l.attn.qNorm != nil {
+		if l.attn.qNorm != nil && !after {
 			c.qkNormFwd(dec.q, dec.qkHat, dec.qkRstd, n, d.H, l.attn.qNorm, eps)
 		}
 		if clip := c.cfg.Attention.ClipQKV; clip > 0 {
@@ -174,7 +178,7 @@ func (dec *Decoder) step(tokens []int32, positions []int) ([]float32, error) {
 		if owns {
 			linear(dec.k, dec.h, n, l.attn.k, l.attn.kb, false)
 			linear(dec.v, dec.h, n, l.attn.v, l.attn.vb, false)
-			if l.attn.kNorm != nil {
+			if l.attn.kNorm != nil && !after {
 				c.qkNormFwd(dec.k, dec.qkHat, dec.qkRstd, n, d.KV, l.attn.kNorm, eps)
 			}
 			if clip := c.cfg.Attention.ClipQKV; clip > 0 {
@@ -188,6 +192,9 @@ func (dec *Decoder) step(tokens []int32, positions []int) ([]float32, error) {
 			q := dec.q[i*d.QDim : (i+1)*d.QDim]
 			if dec.rope != nil && l.llama.rotary {
 				dec.rope.rotate(q, d.H, pos, false)
+			}
+			if after {
+				c.qkNormFwd(q, dec.qkHat, dec.qkRstd, 1, d.H, l.attn.qNorm, eps)
 			}
 			if l.llama.l2 { // llama4.go
 				l2NormRows(q, dec.qkRstd, 1, d.H, d.Dh, eps)
@@ -205,6 +212,11 @@ func (dec *Decoder) step(tokens []int32, positions []int) ([]float32, error) {
 				at := (i*dec.maxLen + pos) * d.KVDim
 				copy(kc[at:at+d.KVDim], dec.k[i*d.KVDim:(i+1)*d.KVDim])
 				copy(vc[at:at+d.KVDim], dec.v[i*d.KVDim:(i+1)*d.KVDim])
+			}
+			if after { // the cache holds this layer's normed keys; dec.k keeps the group's rotated ones
+				at := (i*dec.maxLen + pos) * d.KVDim
+				copy(kc[at:at+d.KVDim], dec.k[i*d.KVDim:(i+1)*d.KVDim])
+				c.qkNormFwd(kc[at:at+d.KVDim], dec.qkHat, dec.qkRstd, 1, d.KV, l.attn.kNorm, eps)
 			}
 		}
 		parallel(n, func(_, lo, hi int) {

@@ -124,8 +124,9 @@ func (dec *Decoder) feedLayers(f *feedWS, n int) {
 	for li, l := range c.layers {
 		sublayerIn(h, f.xhat, f.rstd, x, n, d.D, l.norm1, l.norm1b, ln, eps)
 		owns := l.kvOwner == li
+		after := c.normsAfterRope()
 		linear(q, h, n, l.attn.q, l.attn.qb, false)
-		if l.attn.qNorm != nil {
+		if l.attn.qNorm != nil && !after {
 			c.qkNormFwd(q, f.qkHat, f.qkRstd, n, d.H, l.attn.qNorm, eps)
 		}
 		if clip := c.cfg.Attention.ClipQKV; clip > 0 {
@@ -134,7 +135,7 @@ func (dec *Decoder) feedLayers(f *feedWS, n int) {
 		if owns {
 			linear(k, h, n, l.attn.k, l.attn.kb, false)
 			linear(v, h, n, l.attn.v, l.attn.vb, false)
-			if l.attn.kNorm != nil {
+			if l.attn.kNorm != nil && !after {
 				c.qkNormFwd(k, f.qkHat, f.qkRstd, n, d.KV, l.attn.kNorm, eps)
 			}
 			if clip := c.cfg.Attention.ClipQKV; clip > 0 {
@@ -148,6 +149,9 @@ func (dec *Decoder) feedLayers(f *feedWS, n int) {
 			if dec.rope != nil {
 				dec.rope.rotate(q[r*d.QDim:(r+1)*d.QDim], d.H, p, false)
 			}
+			if after {
+				c.qkNormFwd(q[r*d.QDim:(r+1)*d.QDim], f.qkHat, f.qkRstd, 1, d.H, l.attn.qNorm, eps)
+			}
 			if owns {
 				if dec.rope != nil {
 					dec.rope.rotate(k[r*d.KVDim:(r+1)*d.KVDim], d.KV, p, false)
@@ -155,6 +159,11 @@ func (dec *Decoder) feedLayers(f *feedWS, n int) {
 				at := (f.seqOf[r]*dec.maxLen + p) * d.KVDim
 				copy(kc[at:at+d.KVDim], k[r*d.KVDim:(r+1)*d.KVDim])
 				copy(vc[at:at+d.KVDim], v[r*d.KVDim:(r+1)*d.KVDim])
+			}
+			if after { // the cache holds this layer's normed keys; k keeps the group's rotated ones
+				at := (f.seqOf[r]*dec.maxLen + p) * d.KVDim
+				copy(kc[at:at+d.KVDim], k[r*d.KVDim:(r+1)*d.KVDim])
+				c.qkNormFwd(kc[at:at+d.KVDim], f.qkHat, f.qkRstd, 1, d.KV, l.attn.kNorm, eps)
 			}
 		}
 		parallel(len(f.items), func(w, lo, hi int) {

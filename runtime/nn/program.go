@@ -211,9 +211,10 @@ func (c *core[F]) layerForward(li int, w *workspace[F], o StepOptions, st *Stats
 	doKV := l.kvOwner == li
 	doK := doKV && (doQ || d.ShareKV > 1)
 	clip := c.cfg.Attention.ClipQKV
+	after := c.normsAfterRope() // qknorm_rope.go
 	if doQ {
 		linear(a.q, lw.h1, n, l.attn.q, l.attn.qb, false)
-		if l.attn.qNorm != nil {
+		if l.attn.qNorm != nil && !after {
 			c.qkNormFwd(a.q, a.qhat, a.qrstd, n, d.H, l.attn.qNorm, eps)
 		}
 		if clip > 0 {
@@ -222,7 +223,7 @@ func (c *core[F]) layerForward(li int, w *workspace[F], o StepOptions, st *Stats
 	}
 	if doK {
 		linear(a.k, lw.h1, n, l.attn.k, l.attn.kb, false)
-		if l.attn.kNorm != nil {
+		if l.attn.kNorm != nil && !after {
 			c.qkNormFwd(a.k, a.khat, a.krstd, n, d.KV, l.attn.kNorm, eps)
 		}
 		if clip > 0 {
@@ -240,6 +241,9 @@ func (c *core[F]) layerForward(li int, w *workspace[F], o StepOptions, st *Stats
 				}
 			}
 		})
+	}
+	if after {
+		c.normAfterRopeFwd(l, a, n, doQ, doK, eps)
 	}
 	if l.llama.l2 { // llama4.go
 		if doQ {
@@ -500,6 +504,12 @@ func (c *core[F]) layerBackward(li int, w *workspace[F]) error {
 			}
 		}
 	}
+	after := c.normsAfterRope()
+	if after && !reused {
+		// q/k norms after rotary positions: from here on the gradients are of the rotated
+		// queries and keys (qknorm_rope.go).
+		c.normAfterRopeBack(l, a, g, n)
+	}
 	// Keys and values used by later layers of a cross-layer group add their gradients into
 	// the owner, which back-propagates the sum through its projections.
 	owns := l.kvOwner == li
@@ -555,7 +565,7 @@ func (c *core[F]) layerBackward(li int, w *workspace[F]) error {
 		if clip > 0 {
 			clipBack(dq, a.qRaw, clip)
 		}
-		if l.attn.qNorm != nil {
+		if l.attn.qNorm != nil && !after {
 			dq = g.dqPre
 			clear(dq)
 			c.qkNormBack(dq, g.dq, a.qhat, a.qrstd, n, d.H, l.attn.qNorm)
@@ -567,7 +577,7 @@ func (c *core[F]) layerBackward(li int, w *workspace[F]) error {
 		if clip > 0 {
 			clipBack(dk, a.kRaw, clip)
 		}
-		if l.attn.kNorm != nil {
+		if l.attn.kNorm != nil && !after {
 			dk = g.dkPre
 			clear(dk)
 			c.qkNormBack(dk, g.dk, a.khat, a.krstd, n, d.KV, l.attn.kNorm)
