@@ -301,8 +301,16 @@ func opCall(p *step.Program, i int) (jen.Code, error) {
 		return jen.Copy(buf(out[0]), buf(in[0])), nil
 	case step.OpSeqSlice:
 		return jen.Qual(pkgExec, "SeqSlice").Call(buf(in[0]), buf(out[0]), jen.Lit(p.Coord.TP), acc(0)), nil
-	case step.OpRotary, step.OpRotaryBwd:
-		return k.Dot("Rotary").Call(buf(out[0]), buf(out[1]), jen.Lit(op.Kind == step.OpRotaryBwd)), nil
+	case step.OpRotary, step.OpRotaryBwd: // the queries alone where the layer reads its group owner's keys
+		return k.Dot("Rotary").Call(buf(out[0]), bufOr(out, 1), jen.Lit(op.Kind == step.OpRotaryBwd)), nil
+	case step.OpClip:
+		return jen.Qual(pkgExec, "Clip").Call(buf(in[0]), buf(out[0]), jen.Lit(float32(op.Clip))), nil
+	case step.OpClipBwd:
+		return jen.Qual(pkgExec, "ClipBwd").Call(buf(in[0]), buf(in[1]), buf(out[0]), jen.Lit(float32(op.Clip)), acc(0)), nil
+	case step.OpQKNorm:
+		return k.Dot("QKNorm").Call(buf(in[0]), buf(in[1]), buf(out[0]), buf(out[1])), nil
+	case step.OpQKNormBwd:
+		return k.Dot("QKNormBwd").Call(buf(in[0]), buf(in[1]), buf(in[2]), buf(in[3]), buf(out[0]), buf(out[1]), acc(0), acc(1)), nil
 	case step.OpScores:
 		return k.Dot("Scores").Call(buf(in[0]), buf(in[1]), buf(out[0])), nil
 	case step.OpScoresBwd:

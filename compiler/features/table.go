@@ -137,7 +137,8 @@ func Table() []Feature {
 		{Key: "qk_norm", Name: "q/k norms (qk_norm)",
 			Uses: func(m *program.Model) bool { return m.Attention.QKNorm },
 			cells: map[Backend]Cell{Runtime: honoured(),
-				Step: refused("no lowering rule yet"),
+				Step: when(func(m *program.Model, l Layout) bool { return m.Attention.QKNormFull && l.tp() > 1 },
+					"qk_norm = full norms each token's whole projection, and tensor parallelism splits its heads over ranks"),
 				CUDA: refused("the RMSNorm kernels are d_model wide; no q/k norm kernel is generated"),
 				Megatron: func(m *program.Model, _ Layout) Verdict {
 					a := m.Attention
@@ -161,8 +162,8 @@ func Table() []Feature {
 		{Key: "qk_norm_after_rope", Name: "q/k norms after rotary positions (attention.qk_norm_after_rope)",
 			Uses: func(m *program.Model) bool { return m.Attention.QKNorm && m.Attention.QKNormAfterRope },
 			cells: map[Backend]Cell{
-				Runtime:  refused("nn.New refuses q/k norms after rotary positions"),
-				Step:     refused("no lowering rule yet"),
+				Runtime:  honoured(),
+				Step:     honoured(),
 				CUDA:     refused("the RMSNorm kernels are d_model wide; no q/k norm kernel is generated"),
 				Megatron: refused("Megatron's --qk-layernorm norms the queries and keys before rotary positions"),
 				HF:       refused("the classes moec writes norm queries and keys before rotary positions: exported in moec's layout"),
@@ -170,8 +171,8 @@ func Table() []Feature {
 		{Key: "clip_qkv", Name: "clipped Q/K/V projections (attention.clip_qkv)",
 			Uses: func(m *program.Model) bool { return m.Attention.ClipQKV > 0 },
 			cells: map[Backend]Cell{
-				Runtime:  refused("nn.New refuses clipped Q/K/V projections"),
-				Step:     refused("no lowering rule yet"),
+				Runtime:  honoured(),
+				Step:     honoured(),
 				CUDA:     outside(kernelProjections),
 				Megatron: refused("Megatron does not clip the Q/K/V projections"),
 				HF:       refused("the classes moec writes do not clip Q/K/V: exported in moec's layout"),
@@ -197,7 +198,16 @@ func Table() []Feature {
 		{Key: "share_kv", Name: "cross-layer K/V sharing (share_kv > 1)",
 			Uses: func(m *program.Model) bool { return m.Attention.ShareKV > 1 },
 			cells: map[Backend]Cell{Runtime: honoured(),
-				Step:     refused("no lowering rule yet"),
+				Step: func(m *program.Model, l Layout) Verdict {
+					a := m.Attention
+					switch {
+					case a.SharesWeights():
+						return Verdict{Refused, "with attention-weight sharing a layer that reuses the weights below still projects its group's keys"}
+					case l.pp() > 1 && (m.Layers/l.pp())%a.ShareKV != 0:
+						return Verdict{Refused, fmt.Sprintf("a pipeline stage of %d layers would start inside a group of %d layers sharing K/V", m.Layers/l.pp(), a.ShareKV)}
+					}
+					return Verdict{Status: Honoured}
+				},
 				CUDA:     outside(kernelProjections),
 				Megatron: refused("Megatron has no cross-layer K/V sharing"),
 				HF:       refused("no transformers class shares K/V projections across layers: exported in moec's layout"),

@@ -199,27 +199,44 @@ func (lw *lowerer) inferLayer(l, x, rows, at, maxLen int, prefill bool) int {
 		hExperts = lw.norm(pre+"ffn_in", x, params.RolePostAttnNorm, l)
 	}
 	h := lw.inferAttnIn(l, x) // placement.go
-	q := lw.matmul(pre+"q", h, id(params.RoleQ), l)
-	k := lw.matmul(pre+"k", h, id(params.RoleK), l)
-	v := lw.matmul(pre+"v", h, id(params.RoleV), l)
-	rope := ropeAttr(lw.m)
-	ropeFLOPs := 3 * int64(n) * int64(lw.qLocal+lw.kvDimLocal)
-	kc := lw.buf(pre+"k_cache", KindCache, B, maxLen, lw.kvDimLocal)
-	vc := lw.buf(pre+"v_cache", KindCache, B, maxLen, lw.kvDimLocal)
+	rotaryAt := at
+	if prefill {
+		rotaryAt = -1
+	}
+	q, k, v := lw.qkv(l, h, rotaryAt, false, "") // attention_qk.go
+	// A layer sharing its group's K/V reads the owner's caches; with the q/k norms after
+	// rotary positions it caches its own normed keys (attention_qk.go).
+	owns, ownKeys := lw.ownsKV(l), lw.ownsKV(l) || lw.normsAfterRope()
+	if owns {
+		lw.kvShared.kCache = lw.buf(pre+"k_cache", KindCache, B, maxLen, lw.kvDimLocal)
+		lw.kvShared.vCache = lw.buf(pre+"v_cache", KindCache, B, maxLen, lw.kvDimLocal)
+	}
+	kc, vc := lw.kvShared.kCache, lw.kvShared.vCache
+	if ownKeys && !owns {
+		kc = lw.buf(pre+"k_cache", KindCache, B, maxLen, lw.kvDimLocal)
+	}
+	// What the layer writes: its keys and values, or its own keys alone.
+	ins, outs := []int{k, v}, []int{kc, vc}
 	var a int
 	if prefill {
-		if lw.rotates(l) {
-			lw.fwd(Op{Kind: OpRotary, Layer: l, In: []int{q, k}, Out: []int{q, k}, Attr: rope, FLOPs: ropeFLOPs})
-		}
 		q, k = lw.qkVariants(l, q, k, -1, false, "") // attention.go
-		lw.fwd(Op{Kind: OpKVWrite, Layer: l, In: []int{k, v}, Out: []int{kc, vc}, Attr: fmt.Sprintf("positions 0..%d", T-1)})
+		ins[0] = k
+		if !owns {
+			ins, outs = ins[:1], outs[:1]
+		}
+		if ownKeys {
+			lw.fwd(Op{Kind: OpKVWrite, Layer: l, In: ins, Out: outs, Attr: fmt.Sprintf("positions 0..%d", T-1)})
+		}
 		a = lw.causalAttention(l, q, k, v)
 	} else {
-		if lw.rotates(l) {
-			lw.fwd(Op{Kind: OpRotaryAt, Layer: l, In: []int{q, k, at}, Out: []int{q, k}, Attr: rope, FLOPs: ropeFLOPs})
-		}
 		q, k = lw.qkVariants(l, q, k, at, false, "") // attention.go
-		lw.fwd(Op{Kind: OpKVAppend, Layer: l, In: []int{k, v, at}, Out: []int{kc, vc}})
+		ins[0] = k
+		if !owns {
+			ins, outs = ins[:1], outs[:1]
+		}
+		if ownKeys {
+			lw.fwd(Op{Kind: OpKVAppend, Layer: l, In: append(ins, at), Out: outs})
+		}
 		// In: the queries, the caches, the positions, then the talking-heads mixers and the
 		// sink logits where the model has them.
 		in := []int{q, kc, vc, at}

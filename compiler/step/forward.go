@@ -139,19 +139,9 @@ func (lw *lowerer) attention(l, x, prevProbs int) (out, probs int) {
 	if sharing {
 		cond = fmt.Sprintf("when=recompute(p=%g)", share)
 	}
-	// Q and K first, then V: in the backward V's product is the first (unconditional)
-	// writer of the input's gradient and the conditional Q/K products add to it.
-	q := lw.matmul(pre+"q", h, at(params.RoleQ), l)
-	lw.markConditional(sharing, cond)
-	k := lw.matmul(pre+"k", h, at(params.RoleK), l)
-	lw.markConditional(sharing, cond)
-	v := lw.matmul(pre+"v", h, at(params.RoleV), l)
+	q, k, v := lw.qkv(l, h, -1, sharing, cond) // attention_qk.go
 	hs := lw.hLocal
 	scoreFLOPs := 2 * int64(B) * int64(hs) * int64(T) * int64(T) * int64(lw.d.Dh)
-	if lw.rotates(l) {
-		lw.fwd(Op{WhenRecompute: sharing, Kind: OpRotary, Layer: l, In: []int{q, k}, Out: []int{q, k}, Attr: join(ropeAttr(lw.m), cond),
-			FLOPs: 3 * int64(n) * int64(lw.qLocal+lw.kvDimLocal)})
-	}
 	q, k = lw.qkVariants(l, q, k, -1, sharing, cond) // attention.go
 	s := lw.act(pre+"scores", KindActivation, B, hs, T, T)
 	lw.fwd(Op{WhenRecompute: sharing, Kind: OpScores, Layer: l, In: []int{q, k}, Out: []int{s}, Attr: join("causal", cond), FLOPs: scoreFLOPs / 2})

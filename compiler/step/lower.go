@@ -167,6 +167,8 @@ type lowerer struct {
 	seq seqState
 	// cache simulates the unified cache's page pool (nil without the cache).
 	cache *cacheState
+	// kvShared is the current cross-layer group's keys and values (attention_qk.go).
+	kvShared sharedKV
 }
 
 // group is a set of parameters reduced and updated together: the dense parameters over

@@ -220,6 +220,8 @@ type Op struct {
 	Mask AttnMask
 	// Temperature is a query_scale op's factor by position (attention.go).
 	Temperature QueryTemperature
+	// Clip is a clip or clip_bwd op's bound (attention.clip_qkv, attention_qk.go).
+	Clip float64
 	// BiasOnTPRank0 marks a row-parallel product whose bias only tp rank 0 adds (the
 	// partial products are summed over tp).
 	BiasOnTPRank0 bool

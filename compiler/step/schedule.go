@@ -230,6 +230,7 @@ func (lw *lowerer) gatherModel(roles ...params.Role) {
 func (lw *lowerer) reduceAndUpdate() {
 	lw.micro = -1
 	lw.reduceSequenceGrads()
+	lw.reduceQKNormGrads() // attention_qk.go
 	type reduced struct {
 		g      *group
 		ps     []int // the group's whole parameter tensors (none under ZeRO-3)

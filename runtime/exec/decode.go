@@ -216,27 +216,37 @@ func (e *Kernels) growRope(n int) {
 
 // kvAppend writes each sequence's key and value row at its position in the caches.
 func (e *Executor) kvAppend(op *step.Op) {
-	k, v, pos := e.f32[op.In[0]], e.f32[op.In[1]], e.i32[op.In[2]]
-	kc, vc := e.f32[op.Out[0]], e.f32[op.Out[1]]
+	k, pos, kc := e.f32[op.In[0]], e.i32[op.In[len(op.In)-1]], e.f32[op.Out[0]]
+	var v, vc []float32 // none where a layer caches its own keys alone (qk_norm_after_rope)
+	if len(op.Out) > 1 {
+		v, vc = e.f32[op.In[1]], e.f32[op.Out[1]]
+	}
 	sh := e.p.Buffers[op.Out[0]].Shape // [batch, maxLen, local KV·Dh]
 	maxLen, w := sh[1], sh[2]
 	for i := 0; i < sh[0]; i++ {
 		at := (i*maxLen + int(pos[i])) * w
 		copy(kc[at:at+w], k[i*w:(i+1)*w])
-		copy(vc[at:at+w], v[i*w:(i+1)*w])
+		if vc != nil {
+			copy(vc[at:at+w], v[i*w:(i+1)*w])
+		}
 	}
 }
 
 // kvWrite writes every prompt position's key and value rows to the caches' positions
 // 0..T−1.
 func (e *Executor) kvWrite(op *step.Op) {
-	k, v := e.f32[op.In[0]], e.f32[op.In[1]]
-	kc, vc := e.f32[op.Out[0]], e.f32[op.Out[1]]
+	k, kc := e.f32[op.In[0]], e.f32[op.Out[0]]
+	var v, vc []float32 // none where a layer caches its own keys alone (qk_norm_after_rope)
+	if len(op.Out) > 1 {
+		v, vc = e.f32[op.In[1]], e.f32[op.Out[1]]
+	}
 	sh := e.p.Buffers[op.Out[0]].Shape
 	maxLen, w, T := sh[1], sh[2], e.p.Batch.SeqLen
 	for i := 0; i < sh[0]; i++ {
 		copy(kc[i*maxLen*w:(i*maxLen+T)*w], k[i*T*w:(i+1)*T*w])
-		copy(vc[i*maxLen*w:(i*maxLen+T)*w], v[i*T*w:(i+1)*T*w])
+		if vc != nil {
+			copy(vc[i*maxLen*w:(i*maxLen+T)*w], v[i*T*w:(i+1)*T*w])
+		}
 	}
 }
 

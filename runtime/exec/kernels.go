@@ -61,8 +61,8 @@ func (e *Executor) run(op *step.Op) error {
 		copy(f[out[0]], f[in[0]])
 	case step.OpSeqSlice:
 		SeqSlice(f[in[0]], f[out[0]], e.p.Coord.TP, acc(0))
-	case step.OpRotaryAt:
-		e.rotaryAt(f[out[0]], f[out[1]], i32[in[2]])
+	case step.OpRotaryAt: // the keys absent where the layer reads its group owner's (share_kv)
+		e.rotaryAt(f[out[0]], opt(out, 1), i32[in[len(in)-1]])
 	case step.OpKVWrite:
 		e.kvWrite(op)
 	case step.OpLastRows:
@@ -72,7 +72,15 @@ func (e *Executor) run(op *step.Op) error {
 	case step.OpAttnDecode:
 		e.attnDecode(op)
 	case step.OpRotary, step.OpRotaryBwd:
-		e.Rotary(f[out[0]], f[out[1]], op.Kind == step.OpRotaryBwd)
+		e.Rotary(f[out[0]], opt(out, 1), op.Kind == step.OpRotaryBwd)
+	case step.OpClip:
+		Clip(f[in[0]], f[out[0]], float32(op.Clip))
+	case step.OpClipBwd:
+		ClipBwd(f[in[0]], f[in[1]], f[out[0]], float32(op.Clip), acc(0))
+	case step.OpQKNorm:
+		e.QKNorm(f[in[0]], f[in[1]], f[out[0]], f[out[1]])
+	case step.OpQKNormBwd:
+		e.QKNormBwd(f[in[0]], f[in[1]], f[in[2]], f[in[3]], f[out[0]], f[out[1]], acc(0), acc(1))
 	case step.OpScores:
 		e.Scores(f[in[0]], f[in[1]], f[out[0]])
 	case step.OpScoresBwd:

@@ -20,6 +20,11 @@ type attnWS[F Float] struct {
 	dAacc      []F // [B, H, T, T] gradient of a from later layers that reused it
 	dkAcc      []F // [N, KV·Dh] gradients of k and v from the later layers of its
 	dvAcc      []F // cross-layer attention group (share_kv owners only)
+	// qRaw, kRaw, vRaw are the projections before clip_qkv's clamp (clip.go).
+	qRaw, kRaw, vRaw []F
+	// kRot is the group owner's rotated keys before the norms (qk_norm_after_rope only,
+	// qknorm_rope.go).
+	kRot []F
 }
 
 // validRange is the span of keys query i attends to: causal, optionally windowed.

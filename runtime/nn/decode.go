@@ -55,12 +55,15 @@ func (m *Model) NewDecoder(batch, maxLen int) *Decoder {
 		dec.hPar = make([]float32, batch*d.D)
 	}
 	for li, l := range c.layers {
-		if l.mla != nil { // its cache is the latent one (mla_decode.go)
+		switch {
+		case l.mla != nil: // its cache is the latent one (mla_decode.go)
 			dec.kc, dec.vc = append(dec.kc, nil), append(dec.vc, nil)
-		} else if l.kvOwner == li {
+		case l.kvOwner == li:
 			dec.kc = append(dec.kc, make([]float32, batch*maxLen*d.KVDim))
 			dec.vc = append(dec.vc, make([]float32, batch*maxLen*d.KVDim))
-		} else { // cross-layer attention: one cache per group
+		case c.normsAfterRope(): // each layer's keys normed by its own scale (qknorm_rope.go)
+			dec.kc, dec.vc = append(dec.kc, make([]float32, batch*maxLen*d.KVDim)), append(dec.vc, dec.vc[l.kvOwner])
+		default: // cross-layer attention: one cache per group
 			dec.kc, dec.vc = append(dec.kc, dec.kc[l.kvOwner]), append(dec.vc, dec.vc[l.kvOwner])
 		}
 		var mw *moeWS[float32]
@@ -212,15 +215,23 @@ func (dec *Decoder) stepAttention(l *layer[float32], li, n int, positions []int)
 	c, d := dec.c, dec.c.d
 	eps := d.NormEps
 	owns := l.kvOwner == li
+	after := c.normsAfterRope()
 	linear(dec.q, dec.h, n, l.attn.q, l.attn.qb, false)
-	if l.attn.qNorm != nil {
+	if l.attn.qNorm != nil && !after {
 		c.qkNormFwd(dec.q, dec.qkHat, dec.qkRstd, n, d.H, l.attn.qNorm, eps)
+	}
+	if clip := c.cfg.Attention.ClipQKV; clip > 0 {
+		clipFwd(dec.q, nil, clip) // clip.go
 	}
 	if owns {
 		linear(dec.k, dec.h, n, l.attn.k, l.attn.kb, false)
 		linear(dec.v, dec.h, n, l.attn.v, l.attn.vb, false)
-		if l.attn.kNorm != nil {
+		if l.attn.kNorm != nil && !after {
 			c.qkNormFwd(dec.k, dec.qkHat, dec.qkRstd, n, d.KV, l.attn.kNorm, eps)
+		}
+		if clip := c.cfg.Attention.ClipQKV; clip > 0 {
+			clipFwd(dec.k, nil, clip)
+			clipFwd(dec.v, nil, clip)
 		}
 	}
 	kc, vc := dec.kc[li], dec.vc[li]
@@ -229,6 +240,9 @@ func (dec *Decoder) stepAttention(l *layer[float32], li, n int, positions []int)
 		q := dec.q[i*d.QDim : (i+1)*d.QDim]
 		if dec.rope != nil && l.llama.rotary {
 			dec.rope.rotate(q, d.H, pos, false)
+		}
+		if after {
+			c.qkNormFwd(q, dec.qkHat, dec.qkRstd, 1, d.H, l.attn.qNorm, eps)
 		}
 		if l.llama.l2 { // llama4.go
 			l2NormRows(q, dec.qkRstd, 1, d.H, d.Dh, eps)
@@ -246,6 +260,11 @@ func (dec *Decoder) stepAttention(l *layer[float32], li, n int, positions []int)
 			at := (i*dec.maxLen + pos) * d.KVDim
 			copy(kc[at:at+d.KVDim], dec.k[i*d.KVDim:(i+1)*d.KVDim])
 			copy(vc[at:at+d.KVDim], dec.v[i*d.KVDim:(i+1)*d.KVDim])
+		}
+		if after { // the cache holds this layer's normed keys; dec.k keeps the group's rotated ones
+			at := (i*dec.maxLen + pos) * d.KVDim
+			copy(kc[at:at+d.KVDim], dec.k[i*d.KVDim:(i+1)*d.KVDim])
+			c.qkNormFwd(kc[at:at+d.KVDim], dec.qkHat, dec.qkRstd, 1, d.KV, l.attn.kNorm, eps)
 		}
 	}
 	parallel(n, func(_, lo, hi int) {

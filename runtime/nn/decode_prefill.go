@@ -151,15 +151,23 @@ func (dec *Decoder) feedAttention(f *feedWS, l *layer[float32], li, n int) {
 	q, k, v := f.q[:n*d.QDim], f.k[:n*d.KVDim], f.v[:n*d.KVDim]
 	h := f.h[:n*d.D]
 	owns := l.kvOwner == li
+	after := c.normsAfterRope()
 	linear(q, h, n, l.attn.q, l.attn.qb, false)
-	if l.attn.qNorm != nil {
+	if l.attn.qNorm != nil && !after {
 		c.qkNormFwd(q, f.qkHat, f.qkRstd, n, d.H, l.attn.qNorm, eps)
+	}
+	if clip := c.cfg.Attention.ClipQKV; clip > 0 {
+		clipFwd(q, nil, clip) // clip.go
 	}
 	if owns {
 		linear(k, h, n, l.attn.k, l.attn.kb, false)
 		linear(v, h, n, l.attn.v, l.attn.vb, false)
-		if l.attn.kNorm != nil {
+		if l.attn.kNorm != nil && !after {
 			c.qkNormFwd(k, f.qkHat, f.qkRstd, n, d.KV, l.attn.kNorm, eps)
+		}
+		if clip := c.cfg.Attention.ClipQKV; clip > 0 {
+			clipFwd(k, nil, clip)
+			clipFwd(v, nil, clip)
 		}
 	}
 	kc, vc := dec.kc[li], dec.vc[li]
@@ -168,6 +176,9 @@ func (dec *Decoder) feedAttention(f *feedWS, l *layer[float32], li, n int) {
 		if dec.rope != nil {
 			dec.rope.rotate(q[r*d.QDim:(r+1)*d.QDim], d.H, p, false)
 		}
+		if after {
+			c.qkNormFwd(q[r*d.QDim:(r+1)*d.QDim], f.qkHat, f.qkRstd, 1, d.H, l.attn.qNorm, eps)
+		}
 		if owns {
 			if dec.rope != nil {
 				dec.rope.rotate(k[r*d.KVDim:(r+1)*d.KVDim], d.KV, p, false)
@@ -175,6 +186,11 @@ func (dec *Decoder) feedAttention(f *feedWS, l *layer[float32], li, n int) {
 			at := (f.seqOf[r]*dec.maxLen + p) * d.KVDim
 			copy(kc[at:at+d.KVDim], k[r*d.KVDim:(r+1)*d.KVDim])
 			copy(vc[at:at+d.KVDim], v[r*d.KVDim:(r+1)*d.KVDim])
+		}
+		if after { // the cache holds this layer's normed keys; k keeps the group's rotated ones
+			at := (f.seqOf[r]*dec.maxLen + p) * d.KVDim
+			copy(kc[at:at+d.KVDim], k[r*d.KVDim:(r+1)*d.KVDim])
+			c.qkNormFwd(kc[at:at+d.KVDim], f.qkHat, f.qkRstd, 1, d.KV, l.attn.kNorm, eps)
 		}
 	}
 	parallel(len(f.items), func(w, lo, hi int) {

@@ -52,6 +52,20 @@ func TestGradCheckModels(t *testing.T) {
 			m.Attention.QKNorm, m.Attention.QKNormFull, m.Attention.ShareKV = true, true, 2
 			return m
 		},
+		"clip_qkv_qk_norm_share_kv_2": func() *program.Model {
+			// The clamp cuts about a third of the normed queries and keys.
+			m := tinyDense()
+			m.Layers = 4
+			m.Attention.ClipQKV, m.Attention.QKNorm, m.Attention.ShareKV = 1, true, 2
+			return m
+		},
+		"qk_norm_after_rope_share_kv_2": func() *program.Model {
+			// HunYuan's: every layer norms its group's rotated keys with its own key norm.
+			m := tinyDense()
+			m.Layers = 4
+			m.Attention.QKNorm, m.Attention.QKNormAfterRope, m.Attention.ShareKV = true, true, 2
+			return m
+		},
 		"moe_shared_gate_two_shared_qk_norm_full": func() *program.Model {
 			m := tinyMoE()
 			m.Attention.QKNorm, m.Attention.QKNormFull = true, true

@@ -211,8 +211,6 @@ func checkSupported(m *program.Model) error {
 		{m.NormPlacement != "" && m.NormPlacement != program.PreNorm && m.NormPlacement != program.PostNorm &&
 			m.NormPlacement != program.SandwichNorm, fmt.Sprintf("norm placement %q", m.NormPlacement)},
 		{m.MTPDepth > 0, "multi-token prediction (mtp_depth)"},
-		{a.QKNorm && a.QKNormAfterRope, "q/k norms after rotary positions (attention.qk_norm_after_rope)"},
-		{a.ClipQKV > 0, "clipped Q/K/V projections (attention.clip_qkv)"},
 		{m.NormNoBias && m.Norm == program.LayerNorm, "LayerNorms without biases (norm_bias = false)"},
 		{m.HeadBias, "an output-head bias (head_bias)"},
 		{(a.NopeEvery > 0 || a.ChunkSize > 0 || a.QKL2Norm) && (a.ShareKV > 1 || a.SharesWeights() || a.QKNorm || a.Window > 0),
@@ -467,7 +465,7 @@ func (b *builder[F]) attention(p string, i int, l *layer[F]) {
 	if m.Attention.QKNorm {
 		qw, kw := qkNormWidths(m, d)
 		a.qNorm = b.add(p+"self_attn.q_norm.weight", initOnes, true, qw)
-		if l.kvOwner == i {
+		if l.kvOwner == i || m.Attention.QKNormAfterRope { // after rope every layer norms its keys
 			a.kNorm = b.add(p+"self_attn.k_norm.weight", initOnes, true, kw)
 		}
 	}

@@ -72,6 +72,14 @@ func peerCases() map[string]func() *program.Model {
 			m.MoE.ExpertBias, m.FFN.Bias = true, true
 			return m
 		},
+		// HunYuan's q/k norms after rotary positions with cross-layer K/V sharing (each
+		// layer's own key norm of its group's rotated keys), and DBRX's clamped projections.
+		"moe_qk_norm_after_rope_share_kv_clip_qkv": func() *program.Model {
+			m := moe()
+			m.Layers = 4
+			m.Attention.QKNorm, m.Attention.QKNormAfterRope, m.Attention.ShareKV, m.Attention.ClipQKV = true, true, 2, 0.3
+			return m
+		},
 		// OLMoE's whole-projection q/k norms and Qwen2-MoE's gated shared expert (two
 		// shared experts here, so the gate is seen to scale their sum).
 		"moe_qk_norm_full_shared_gate_share_kv": func() *program.Model {
@@ -226,7 +234,8 @@ func writePeerInputs(t *testing.T, dir string, m *Model, b Batch, logits []float
 		"position": string(cfg.Position), "rope_base": cfg.RopeBase, "tie": cfg.TieEmbeddings,
 		"talking_heads": cfg.Attention.TalkingHeads, "window": c.d.Window,
 		"bias_qkv": cfg.Attention.BiasQKV, "bias_out": cfg.Attention.BiasOut,
-		"qk_norm": cfg.Attention.QKNorm, "qk_norm_full": cfg.Attention.QKNormFull, "sinks": cfg.Attention.Sinks, "parallel_dense": false,
+		"qk_norm": cfg.Attention.QKNorm, "qk_norm_full": cfg.Attention.QKNormFull,
+		"qk_norm_after_rope": cfg.Attention.QKNormAfterRope, "clip_qkv": cfg.Attention.ClipQKV, "sinks": cfg.Attention.Sinks, "parallel_dense": false,
 		"placement": string(placement(cfg)), "share_kv": c.d.ShareKV,
 		"ffn_act": string(cfg.FFN.Activation), "moe_layers": moeLayers,
 		"recompute": shareDice(cfg.Attention.RecomputeProbability(), c.d.L, o.Seed, o.Step, o.Train || o.AttnShare),

@@ -449,16 +449,24 @@ func (c *core[F]) attnForward(li int, w *workspace[F], st *Stats) {
 	doQ := w.recompute[li]
 	doKV := l.kvOwner == li
 	doK := doKV && (doQ || d.ShareKV > 1)
+	clip := c.cfg.Attention.ClipQKV
+	after := c.normsAfterRope() // qknorm_rope.go
 	if doQ {
 		linear(a.q, lw.h1, n, l.attn.q, l.attn.qb, false)
-		if l.attn.qNorm != nil {
+		if l.attn.qNorm != nil && !after {
 			c.qkNormFwd(a.q, a.qhat, a.qrstd, n, d.H, l.attn.qNorm, eps)
+		}
+		if clip > 0 {
+			clipFwd(a.q, a.qRaw, clip) // clip.go
 		}
 	}
 	if doK {
 		linear(a.k, lw.h1, n, l.attn.k, l.attn.kb, false)
-		if l.attn.kNorm != nil {
+		if l.attn.kNorm != nil && !after {
 			c.qkNormFwd(a.k, a.khat, a.krstd, n, d.KV, l.attn.kNorm, eps)
+		}
+		if clip > 0 {
+			clipFwd(a.k, a.kRaw, clip)
 		}
 	}
 	if w.rope != nil && l.llama.rotary && (doQ || doK) {
@@ -473,6 +481,9 @@ func (c *core[F]) attnForward(li int, w *workspace[F], st *Stats) {
 			}
 		})
 	}
+	if after {
+		c.normAfterRopeFwd(l, a, n, doQ, doK, eps)
+	}
 	if l.llama.l2 { // llama4.go
 		if doQ {
 			l2NormRows(a.q, a.ql2, n, d.H, d.Dh, eps)
@@ -486,6 +497,9 @@ func (c *core[F]) attnForward(li int, w *workspace[F], st *Stats) {
 	}
 	if doKV {
 		linear(a.v, lw.h1, n, l.attn.v, l.attn.vb, false)
+		if clip > 0 {
+			clipFwd(a.v, a.vRaw, clip)
+		}
 	}
 	weights := w.layers[w.owner[li]].attn.a
 	recompute := w.recompute[li]
@@ -530,6 +544,12 @@ func (c *core[F]) attnLayerBackward(li int, w *workspace[F], dy []F) {
 			}
 		}
 	}
+	after := c.normsAfterRope()
+	if after && !reused {
+		// q/k norms after rotary positions: from here on the gradients are of the rotated
+		// queries and keys (qknorm_rope.go).
+		c.normAfterRopeBack(l, a, g, n)
+	}
 	// Keys and values used by later layers of a cross-layer group add their gradients into
 	// the owner, which back-propagates the sum through its projections.
 	owns := l.kvOwner == li
@@ -548,7 +568,11 @@ func (c *core[F]) attnLayerBackward(li int, w *workspace[F], dy []F) {
 	}
 	doQ := !reused
 	doK := owns && (doQ || d.ShareKV > 1)
+	clip := c.cfg.Attention.ClipQKV
 	if owns {
+		if clip > 0 {
+			clipBack(g.dv, a.vRaw, clip) // clip.go
+		}
 		linearBack(w.dh, g.dv, lw.h1, n, l.attn.v, l.attn.vb, false)
 	} else {
 		clear(w.dh)
@@ -578,7 +602,10 @@ func (c *core[F]) attnLayerBackward(li int, w *workspace[F], dy []F) {
 	}
 	if doQ {
 		dq := g.dq
-		if l.attn.qNorm != nil {
+		if clip > 0 {
+			clipBack(dq, a.qRaw, clip)
+		}
+		if l.attn.qNorm != nil && !after {
 			dq = g.dqPre
 			clear(dq)
 			c.qkNormBack(dq, g.dq, a.qhat, a.qrstd, n, d.H, l.attn.qNorm)
@@ -587,7 +614,10 @@ func (c *core[F]) attnLayerBackward(li int, w *workspace[F], dy []F) {
 	}
 	if doK {
 		dk := g.dk
-		if l.attn.kNorm != nil {
+		if clip > 0 {
+			clipBack(dk, a.kRaw, clip)
+		}
+		if l.attn.kNorm != nil && !after {
 			dk = g.dkPre
 			clear(dk)
 			c.qkNormBack(dk, g.dk, a.khat, a.krstd, n, d.KV, l.attn.kNorm)

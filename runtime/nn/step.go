@@ -118,6 +118,19 @@ func (c *core[F]) workspaceFor(B, T int) *workspace[F] {
 		} else { // a later layer of a cross-layer group reads its owner's keys and values
 			a.k, a.v = w.layers[l.kvOwner].attn.k, w.layers[l.kvOwner].attn.v
 		}
+		if c.normsAfterRope() { // qknorm_rope.go: each layer norms its group's rotated keys into its own k
+			if li := len(w.layers); l.kvOwner == li {
+				a.kRot = make([]F, n*d.KVDim)
+			} else {
+				a.kRot, a.k = w.layers[l.kvOwner].attn.kRot, make([]F, n*d.KVDim)
+			}
+		}
+		if c.cfg.Attention.ClipQKV > 0 { // clip.go
+			a.qRaw = make([]F, n*d.QDim)
+			if l.kvOwner == len(w.layers) {
+				a.kRaw, a.vRaw = make([]F, n*d.KVDim), make([]F, n*d.KVDim)
+			}
+		}
 		if l.attn.qNorm != nil {
 			a.qhat, a.qrstd = make([]F, n*d.QDim), make([]F, n*d.H)
 		}

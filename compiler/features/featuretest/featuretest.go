@@ -94,7 +94,7 @@ func changes() map[string]func(m *program.Model) {
 			m.MoE.ParallelDense, m.MoE.ParallelAttention, m.FFN.Hidden = true, true, m.DModel
 		},
 		"routed_scale": func(m *program.Model) { m.MoE.RoutedScale = 2.5 },
-		"clip_qkv":     func(m *program.Model) { m.Attention.ClipQKV = 8 },
+		"clip_qkv":     func(m *program.Model) { m.Attention.ClipQKV = 0.02 }, // cuts the small initial projections
 		"norm_no_bias": func(m *program.Model) { m.Norm, m.NormNoBias = program.LayerNorm, true },
 		"head_bias":    func(m *program.Model) { m.HeadBias = true },
 		"sparsemixer":  func(m *program.Model) { m.MoE.SparsemixerEps = 0.01 },

@@ -150,6 +150,21 @@ def forward(cfg, W, toks):
         mask = mask & ~torch.ones(T, T, dtype=torch.bool).tril(-cfg["window"])
     prevA = None
     bal_sum, z_sum = 0.0, 0.0
+    # q/k norms before rotary positions, or after them (qk_norm_after_rope); clip_qkv clamps
+    # the projections after the norms before rope.
+    after = cfg["qk_norm"] and cfg.get("qk_norm_after_rope", False)
+    before = cfg["qk_norm"] and not after
+
+    def clip(x):
+        c = cfg.get("clip_qkv", 0)
+        return x.clamp(-c, c) if c > 0 else x
+
+    def head_norm(x, w):  # x [B, heads, T, Dh]: per head, or over the whole projection
+        if not cfg.get("qk_norm_full"):
+            return norm({"norm": "rmsnorm", "eps": cfg["eps"]}, x, w, None)
+        b, heads, t, dh = x.shape
+        y = norm({"norm": "rmsnorm", "eps": cfg["eps"]}, x.transpose(1, 2).reshape(b, t, heads * dh), w, None)
+        return y.view(b, t, heads, dh).transpose(1, 2)
     for li in range(cfg["L"]):
         pre = f"model.layers.{li}."
         if cfg["placement"] == "post":
@@ -162,28 +177,35 @@ def forward(cfg, W, toks):
             if cfg["bias_qkv"]:
                 v = v + p(pre + "self_attn.v_proj.bias")
                 k = k + p(pre + "self_attn.k_proj.bias")
-            v = v.view(B, T, KV, Dh).transpose(1, 2).repeat_interleave(H // KV, dim=1)
-            if cfg["qk_norm"] and cfg.get("qk_norm_full"):  # OLMoE: one norm over all KV·Dh
+            v = clip(v).view(B, T, KV, Dh).transpose(1, 2).repeat_interleave(H // KV, dim=1)
+            if before and cfg.get("qk_norm_full"):  # OLMoE: one norm over all KV·Dh
                 k = norm({"norm": "rmsnorm", "eps": cfg["eps"]}, k, p(pre + "self_attn.k_norm.weight"), None)
             k = k.view(B, T, KV, Dh).transpose(1, 2)
-            if cfg["qk_norm"] and not cfg.get("qk_norm_full"):
+            if before and not cfg.get("qk_norm_full"):
                 k = norm({"norm": "rmsnorm", "eps": cfg["eps"]}, k, p(pre + "self_attn.k_norm.weight"), None)
+            k = clip(k)
             if cfg["position"] == "rotary":
                 k = rotate(k, cos, sin)
+            k_rot = k  # the group's rotated keys, which each layer norms after rope
             k = k.repeat_interleave(H // KV, dim=1)
             kv = (k, v)
         k, v = kv
+        if after:  # HunYuan: every layer norms its group's rotated keys with its own k_norm
+            k = head_norm(k_rot, p(pre + "self_attn.k_norm.weight")).repeat_interleave(H // KV, dim=1)
         if cfg["recompute"][li]:
             q = h1 @ p(pre + "self_attn.q_proj.weight").T
             if cfg["bias_qkv"]:
                 q = q + p(pre + "self_attn.q_proj.bias")
-            if cfg["qk_norm"] and cfg.get("qk_norm_full"):
+            if before and cfg.get("qk_norm_full"):
                 q = norm({"norm": "rmsnorm", "eps": cfg["eps"]}, q, p(pre + "self_attn.q_norm.weight"), None)
             q = q.view(B, T, H, Dh).transpose(1, 2)
-            if cfg["qk_norm"] and not cfg.get("qk_norm_full"):
+            if before and not cfg.get("qk_norm_full"):
                 q = norm({"norm": "rmsnorm", "eps": cfg["eps"]}, q, p(pre + "self_attn.q_norm.weight"), None)
+            q = clip(q)
             if cfg["position"] == "rotary":
                 q = rotate(q, cos, sin)
+            if after:
+                q = head_norm(q, p(pre + "self_attn.q_norm.weight"))
             S = q @ k.transpose(-1, -2) / math.sqrt(Dh)
             if cfg["talking_heads"]:
                 S = torch.einsum("gh,bhij->bgij", p(pre + "self_attn.talking_heads_pre.weight"), S)
