@@ -67,6 +67,9 @@ func Lower(p *step.Program, m *program.Model) (*Lowered, error) {
 	for i := range p.Ops {
 		op := &p.Ops[i]
 		var ol OpLaunches
+		if what := unhonoured(m, op); what != "" {
+			return nil, fmt.Errorf("cudastep: op %d (%s %s): %s is not lowered to CUDA yet; train this stage on the CPU (without --device)", i, op.Phase, op.Kind, what)
+		}
 		switch {
 		case isMoE(p, op, expert):
 			ls, err := lowerMoE(p, m, i)

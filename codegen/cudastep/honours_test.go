@@ -1,0 +1,56 @@
+package cudastep
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/moec-dev/moec/compiler/program/programtest"
+	"github.com/moec-dev/moec/compiler/step"
+)
+
+// TestRefusesWhatTheKernelsDoNotCompute: a model whose ops carry a variant the step
+// kernels do not compute (a window on the softmax, sinks, a clamp on the activation, gates
+// on the experts' inputs, a routing rule) is refused by name, not lowered as the plain op.
+func TestRefusesWhatTheKernelsDoNotCompute(t *testing.T) {
+	for _, tc := range []struct {
+		name, attention, moe, want string
+	}{
+		{"window", "window = 4", "", "sliding window"},
+		{"sinks", "sinks = true", "", "attention sinks"},
+		{"swiglu_limit", "", "swiglu_limit = 7", "clamped SwiGLU"},
+		{"gate_input", "", "gate_input = true; score = sigmoid; normalize = false", "gates on the experts' inputs"},
+		{"routed_scale", "", "routed_scale = 2.5", "routed_scale"},
+		{"groups", "", "groups = 2; topk_groups = 1", "node-limited routing"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			moe := "experts = 4; top_k = 1; capacity_factor = dropless"
+			if tc.moe != "" {
+				moe += "; " + tc.moe
+			}
+			m := programtest.Model(t, "m", `vocab = 64; d_model = 32; layers = 2; seq_len = 16
+attention { heads = 2; `+tc.attention+` }
+ffn { hidden = 64; activation = swiglu }
+moe { `+moe+` }`)
+			progs, err := step.Lower(m, step.Batch{MicroBatch: 2, SeqLen: 16, Micro: 1}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = Lower(progs[0], m)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Lower: %v, want a refusal naming %q", err, tc.want)
+			}
+		})
+	}
+	// The plain model lowers.
+	m := programtest.Model(t, "m", `vocab = 64; d_model = 32; layers = 2; seq_len = 16
+attention { heads = 2 }
+ffn { hidden = 64; activation = swiglu }
+moe { experts = 4; top_k = 1; capacity_factor = dropless }`)
+	progs, err := step.Lower(m, step.Batch{MicroBatch: 2, SeqLen: 16, Micro: 1}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Lower(progs[0], m); err != nil {
+		t.Errorf("the plain model: %v", err)
+	}
+}
