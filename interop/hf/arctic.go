@@ -66,6 +66,7 @@ func arcticLayoutFor(m *program.Model) (Layout, []string) {
 		}
 	}
 	need(!a.QKNorm, "no q/k norms")
+	need(a.ClipQKV == 0, "no clipping of Q/K/V")
 	need(!a.BiasQKV && !a.BiasOut, "no attention bias")
 	need(e.Normalize, "a renormalised top-k (normalize = true)")
 	need(e.SharedExperts == 0, "no shared expert")

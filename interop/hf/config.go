@@ -229,8 +229,10 @@ func readSpec(r *reader) (*spec, error) {
 			balance: r.float("router_aux_loss_coef", 0.01), z: r.float("router_z_loss_coef", 0.001),
 		}
 		s.moe.allLayers(s.layers, 0, 1)
-		if r.present("clip_qkv") {
-			r.refuse("clip_qkv", "clipping of the Q/K/V projections", "moec does not clip activations")
+		if c := r.float("clip_qkv", 0); c > 0 { // OlmoeAttention clamps q, k and v after the norms
+			s.clipQKV = c
+		} else if r.present("clip_qkv") {
+			r.bad("clip_qkv", "want a positive bound or null, have %v", c)
 		}
 		// OLMoE normalises the whole query and key projections (q_norm over
 		// heads·head_dim = hidden_size, k_norm over kv_heads·head_dim): qk_norm = full.

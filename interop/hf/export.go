@@ -327,6 +327,9 @@ func hfConfig(m *program.Model, l Layout) map[string]any {
 		cfg["intermediate_size"] = e.ExpertHidden
 		cfg["attention_bias"] = false
 		cfg["clip_qkv"] = nil
+		if a.ClipQKV > 0 {
+			cfg["clip_qkv"] = floatField(a.ClipQKV)
+		}
 		cfg["num_experts"] = e.Experts
 		cfg["num_experts_per_tok"] = e.TopK
 		cfg["norm_topk_prob"] = e.Normalize

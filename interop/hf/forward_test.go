@@ -25,7 +25,7 @@ func TestExportedLayoutComputesTheSame(t *testing.T) {
 	for _, id := range ids {
 		idText = append(idText, fmt.Sprint(id))
 	}
-	for _, name := range []string{"tiny_mixtral", "tiny_llama", "tiny_qwen3_moe", "tiny_olmoe", "tiny_qwen2_moe",
+	for _, name := range []string{"tiny_mixtral", "tiny_llama", "tiny_qwen3_moe", "tiny_olmoe", "tiny_olmoe_clip", "tiny_qwen2_moe",
 		"tiny_llama_yarn", "tiny_llama_llama3", "tiny_llama_linear", "tiny_arctic", "tiny_arctic_every2"} {
 		t.Run(name, func(t *testing.T) {
 			m := tinyModel(t, name)

@@ -157,7 +157,6 @@ func layoutFor(m *program.Model) (Layout, []string) {
 	gap(a.ShareKV > 1, "cross-layer K/V sharing (share_kv > 1)")
 	gap(a.Sinks, "attention sinks")
 	gap(a.QKNorm && a.QKNormAfterRope, "q/k norms after rotary positions (qk_norm_after_rope)")
-	gap(a.ClipQKV > 0, "clipped Q/K/V projections (clip_qkv)")
 	gap(a.FullEvery > 0 && a.Window > 0, "sliding windows in some layers only (full_every; the export writes no gpt-oss class)")
 	gap(a.NopeEvery > 0, "layers without rotary positions (nope_every; the export writes no Llama 4 class)")
 	gap(a.ChunkSize > 0, "chunked attention (chunk)")
@@ -190,6 +189,7 @@ func layoutFor(m *program.Model) (Layout, []string) {
 		return moeLayoutFor(m)
 	}
 	gap(a.QKNorm && a.QKNormFull, "q/k norms over the whole projections in a dense model (qk_norm = full; Qwen3 norms per head)")
+	gap(a.ClipQKV > 0, "clipped Q/K/V projections in a dense model (clip_qkv; OLMoE's class alone clips)")
 	gap(a.BiasQKV != a.BiasOut, "a bias on Q/K/V but not on the output, or the reverse (attention_bias sets both)")
 	gap(a.Window > 0, "a sliding window in a dense model")
 	if len(gaps) > 0 {
@@ -223,6 +223,7 @@ func moeLayoutFor(m *program.Model) (Layout, []string) {
 		// and MoE in every layer; it alone has a sliding window.
 		{LayoutMixtral, []need{
 			{!a.QKNorm, "no q/k norms"},
+			{a.ClipQKV == 0, "no clipping of Q/K/V"},
 			{e.Normalize, "a renormalised top-k (normalize = true)"},
 			{e.Every <= 1, "MoE in every layer"},
 			{!a.BiasQKV && !a.BiasOut, "no attention bias"},
@@ -232,6 +233,7 @@ func moeLayoutFor(m *program.Model) (Layout, []string) {
 		// Qwen3-MoE: per-head q/k norms, optional renormalisation, MoE every N layers.
 		{LayoutQwen3MoE, []need{
 			{a.QKNorm && !a.QKNormFull, "per-head q/k norms (qk_norm = true)"},
+			{a.ClipQKV == 0, "no clipping of Q/K/V"},
 			{a.BiasQKV == a.BiasOut, "attention biases on Q/K/V and the output or on none (attention_bias sets both)"},
 			{e.SharedExperts == 0, "no shared expert"},
 			{swiglu, "swiglu"},
@@ -253,6 +255,7 @@ func moeLayoutFor(m *program.Model) (Layout, []string) {
 		// N layers.
 		{LayoutQwen2MoE, []need{
 			{!a.QKNorm, "no q/k norms"},
+			{a.ClipQKV == 0, "no clipping of Q/K/V"},
 			{a.BiasQKV && !a.BiasOut, "biases on Q, K and V only (qkv_bias = true, out_bias = false)"},
 			{gated, "one gated shared expert (shared_experts = 1, shared_gate = true)"},
 			{swiglu, "swiglu"},

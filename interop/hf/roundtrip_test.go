@@ -53,6 +53,12 @@ model tiny_olmoe {
   ffn { hidden = 24; activation = swiglu }
   moe { experts = 6; top_k = 3; normalize = false; capacity_factor = dropless; balance_loss = 0.01; z_loss = 0.001 }
 }
+model tiny_olmoe_clip {
+  vocab = 300; d_model = 32; layers = 2; seq_len = 16; norm_eps = 1e-5
+  attention { heads = 4; kv_heads = 2; qk_norm = full; clip_qkv = 0.4 }
+  ffn { hidden = 24; activation = swiglu }
+  moe { experts = 6; top_k = 3; normalize = false; capacity_factor = dropless; balance_loss = 0.01; z_loss = 0.001 }
+}
 model tiny_qwen2_moe {
   vocab = 300; d_model = 32; layers = 4; seq_len = 16; rope_base = 1e6
   attention { heads = 4; kv_heads = 2; qkv_bias = true }
@@ -189,6 +195,7 @@ func TestRoundTrip(t *testing.T) {
 		{"tiny_llama", LayoutLlama},
 		{"tiny_qwen3_moe", LayoutQwen3MoE},
 		{"tiny_olmoe", LayoutOlmoe},
+		{"tiny_olmoe_clip", LayoutOlmoe},
 		{"tiny_qwen2_moe", LayoutQwen2MoE},
 		{"tiny_arctic", LayoutArctic},
 		{"tiny_arctic_every2", LayoutArctic},

@@ -81,6 +81,9 @@ for i in range(cfg["num_hidden_layers"]):
         # OlmoeAttention: q_norm over hidden_size and k_norm over kv_heads * head_dim, on
         # the whole projections, before they are split into heads.
         q, k = rms(q, W[p + "self_attn.q_norm.weight"]), rms(k, W[p + "self_attn.k_norm.weight"])
+        if cfg.get("clip_qkv") is not None:  # then clamped, q, k and v alike
+            c = cfg["clip_qkv"]
+            q, k, v = q.clamp(-c, c), k.clamp(-c, c), v.clamp(-c, c)
     q, k, v = q.view(T, H, hd), k.view(T, KV, hd), v.view(T, KV, hd)
     if mt in ("qwen3", "qwen3_moe"):
         # Qwen3Attention: q_norm and k_norm over head_dim, per head.
