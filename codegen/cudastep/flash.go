@@ -474,6 +474,38 @@ func (f *flashFinder) backwardOrder() error {
 	return nil
 }
 
+// flashGrad is the workspace the fused backward writes the chain's dq or dk into.
+func flashGrad(c *FlashChain, what string, b int) Arg {
+	elems := c.q()
+	if what == "dk" {
+		elems = c.kv()
+	}
+	return WorkArg(PtrF32, fmt.Sprintf("flash_%s.L%d.m%d", what, c.Layer, c.Micro), 4*elems)
+}
+
+// q and kv are the elements of the chain's queries and of its keys (or values).
+func (c *FlashChain) q() int64 {
+	s := c.Shape
+	return int64(s.Batch) * int64(s.SeqLen) * int64(s.Heads) * int64(s.HeadDim)
+}
+
+func (c *FlashChain) kv() int64 {
+	s := c.Shape
+	return int64(s.Batch) * int64(s.SeqLen) * int64(s.KVHeads) * int64(s.HeadDim)
+}
+
+// flashMove is the launch that brings a fused gradient from its workspace to the program's
+// buffer b: copied, or added where the op it stands for adds.
+func flashMove(from Arg, b int, acc bool, n int64, _ FlashShape) Launch {
+	kernel := "dense_copy"
+	if acc {
+		kernel = "dense_accumulate"
+	}
+	blocks := min(flashCeilDiv(int(n), 256), 4096)
+	return Launch{Kernel: kernel, Grid: [3]int{max(blocks, 1), 1, 1}, Block: [3]int{256, 1, 1},
+		Args: []Arg{BufArg(PtrF32, b), from, IntArg(I64, n)}}
+}
+
 // flashAcc reports whether op adds to its output i.
 func flashAcc(op step.Op, i int) bool { return i < len(op.Acc) && op.Acc[i] }
 
@@ -566,12 +598,20 @@ func (c *FlashChain) At(i int) (launches []Launch, chain bool, err error) {
 			return ls, true, err
 		}
 	}
+	// The fused backward runs where attn_av_bwd runs, but dq and dk belong to
+	// attn_scores_bwd: the memory plan may let another buffer live in their memory until
+	// then. They go to workspaces, written (not added to), and reach dq and dk at
+	// attn_scores_bwd, copied or added as that op would have written them.
+	dq, dk := flashGrad(c, "dq", c.DQ), flashGrad(c, "dk", c.DK)
 	if i >= 0 && i == c.AVBwd {
 		ls, err := FlashBackward(c.Shape, FlashGrads{Q: buf(c.Q), K: buf(c.K), V: buf(c.V), O: keep, LSE: lse, DO: buf(c.DO),
-			DQ: buf(c.DQ), DK: buf(c.DK), DV: buf(c.DV), Delta: FlashDelta(c.Shape), AccQ: c.AccQ, AccK: c.AccK, AccV: c.AccV})
+			DQ: dq, DK: dk, DV: buf(c.DV), Delta: FlashDelta(c.Shape), AccQ: false, AccK: false, AccV: c.AccV})
 		return ls, true, err
 	}
-	if i >= 0 && (i == c.SoftmaxBwd || i == c.ScoresBwd) {
+	if i >= 0 && i == c.ScoresBwd {
+		return []Launch{flashMove(dq, c.DQ, c.AccQ, c.q(), c.Shape), flashMove(dk, c.DK, c.AccK, c.kv(), c.Shape)}, true, nil
+	}
+	if i >= 0 && i == c.SoftmaxBwd {
 		return nil, true, nil
 	}
 	for _, ops := range [][]int{c.Scores, c.Softmax} {

@@ -38,6 +38,44 @@ type Lowered struct {
 	// slots; the step's cross-entropy is their sum times LossScale.
 	LossSlots int
 	LossScale float64
+	// FusedAttention is how many layers' attention cores (per micro-batch) run as the
+	// fused FlashAttention-2 kernels (kernels_flash.cu) instead of the score, softmax and
+	// weighted-sum ops; the others' fusion is not valid (FindFlashChain says why).
+	FusedAttention int
+}
+
+// flashChains are the attention cores of p the fused kernels may run, by the index of each
+// of their ops (FindFlashChain): a core whose fusion is not valid (talking heads, weights
+// shared between layers, a mask the kernels lack) keeps its score, softmax and
+// weighted-sum kernels.
+func flashChains(p *step.Program, m *program.Model) map[int]*FlashChain {
+	out := map[int]*FlashChain{}
+	for i, op := range p.Ops {
+		if op.Kind != step.OpScores || out[i] != nil {
+			continue
+		}
+		c, err := FindFlashChain(p, m, i)
+		if err != nil {
+			continue
+		}
+		for _, ops := range [][]int{c.Scores, c.Softmax, c.AV, {c.AVBwd, c.SoftmaxBwd, c.ScoresBwd}} {
+			for _, j := range ops {
+				if j >= 0 {
+					out[j] = c
+				}
+			}
+		}
+	}
+	return out
+}
+
+// countChains is how many distinct chains chains holds.
+func countChains(chains map[int]*FlashChain) int {
+	seen := map[*FlashChain]bool{}
+	for _, c := range chains {
+		seen[c] = true
+	}
+	return len(seen)
 }
 
 // Workspaces of the dense kernels.
@@ -64,11 +102,22 @@ func Lower(p *step.Program, m *program.Model) (*Lowered, error) {
 		LossScale: 1 / float64(p.Batch.Micro*max(p.Layout.DP, 1))}}
 	settled := false
 	expert := expertBuffers(p)
+	chains := flashChains(p, m)
+	lw.out.FusedAttention = countChains(chains)
 	for i := range p.Ops {
 		op := &p.Ops[i]
 		var ol OpLaunches
 		if what := unhonoured(m, op); what != "" {
 			return nil, fmt.Errorf("cudastep: op %d (%s %s): %s is not lowered to CUDA yet; train this stage on the CPU (without --device)", i, op.Phase, op.Kind, what)
+		}
+		if c := chains[i]; c != nil {
+			ls, _, err := c.At(i)
+			if err != nil {
+				return nil, fmt.Errorf("cudastep: op %d (%s %s): fused attention: %w", i, op.Phase, op.Kind, err)
+			}
+			ol.Launches = ls
+			lw.out.Ops = append(lw.out.Ops, ol)
+			continue
 		}
 		switch {
 		case isMoE(p, op, expert):

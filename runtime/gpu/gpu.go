@@ -89,6 +89,10 @@ type Stats struct {
 	Dropped        int
 }
 
+// FusedAttention is how many attention cores the step runs as fused FlashAttention-2
+// kernels (cudastep.Lowered.FusedAttention).
+func (s *Session) FusedAttention() int { return s.low.FusedAttention }
+
 // CheckDriver reports why a GPU step cannot run on this machine: libcuda.so.1 (the NVIDIA
 // driver's CUDA library) cannot be loaded. No CUDA SDK is needed.
 func CheckDriver() error {

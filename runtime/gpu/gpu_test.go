@@ -75,7 +75,7 @@ func needClang(t *testing.T) {
 // through the generated CUDA step under the emulation from the same weights, and holds the
 // losses and gradient norms (within 1e-5) and every parameter after the two updates
 // (within paramTol relative) together.
-func matchExecutor(t *testing.T, m *program.Model, b step.Batch, recompute program.Recompute, cfg optim.Config, paramTol float64) {
+func matchExecutor(t *testing.T, m *program.Model, b step.Batch, recompute program.Recompute, cfg optim.Config, paramTol float64) (fused int) {
 	t.Helper()
 	needClang(t)
 	progs, err := step.Lower(m, b, step.Layout{DP: 1, EP: 1, TP: 1, PP: 1, Recompute: recompute})
@@ -108,7 +108,7 @@ func matchExecutor(t *testing.T, m *program.Model, b step.Batch, recompute progr
 		t.Fatal(err)
 	}
 	defer s.Close()
-	t.Logf("generated and compiled in %v", time.Since(start))
+	t.Logf("generated and compiled in %v; %d attention cores fused", time.Since(start), s.FusedAttention())
 	if err := s.LoadParams(ex.Param); err != nil {
 		t.Fatal(err)
 	}
@@ -167,6 +167,7 @@ func matchExecutor(t *testing.T, m *program.Model, b step.Batch, recompute progr
 		}
 	}
 	t.Logf("largest relative error of a parameter after two updates: %.2g (%s)", worst, worstID)
+	return s.FusedAttention()
 }
 
 func allZero(xs []float32) bool {
@@ -226,7 +227,11 @@ func TestEmulatedStepLayerNormVariant(t *testing.T) {
 	m.MaxPosition = m.SeqLen
 	m.FFN.Activation = program.SwiGLU
 	m.FFN.Bias = true
-	matchExecutor(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 2}, program.RecomputeFull, cfg, 1e-5)
+	// Nothing but the attention core reads its weights: the fused kernels run it
+	// (kernels_flash.cu), in the first forward and in the recomputed one.
+	if fused := matchExecutor(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 2}, program.RecomputeFull, cfg, 1e-5); fused == 0 {
+		t.Error("no attention core ran fused")
+	}
 }
 
 // TestRefusesAPlanLargerThanTheDevice: the host program reads the device's free memory
