@@ -175,7 +175,7 @@ func Table() []Feature {
 				Step:     honoured(),
 				CUDA:     outside(kernelProjections),
 				Megatron: refused("Megatron does not clip the Q/K/V projections"),
-				HF:       refused("the classes moec writes do not clip Q/K/V: exported in moec's layout"),
+				HF:       refused("of the classes moec writes only OLMoE's clips Q/K/V (beside its whole-projection q/k norms): other models are exported in moec's layout"),
 			}},
 		{Key: "talking_heads", Name: "talking heads (attention.talking_heads)",
 			Uses: func(m *program.Model) bool { return m.Attention.TalkingHeads },

@@ -157,6 +157,9 @@ func layoutFor(m *program.Model) (Layout, []string) {
 	gap(a.ShareKV > 1, "cross-layer K/V sharing (share_kv > 1)")
 	gap(a.Sinks, "attention sinks")
 	gap(a.QKNorm && a.QKNormAfterRope, "q/k norms after rotary positions (qk_norm_after_rope)")
+	// OLMoE's class alone clips Q/K/V, beside its q/k norms over the whole projections.
+	gap(a.ClipQKV > 0 && (m.MoE == nil || m.MoE.Experts == 0 || !a.QKNorm || !a.QKNormFull),
+		"clipped Q/K/V projections (clip_qkv) outside OLMoE's shape (an MoE with q/k norms over the whole projections)")
 	gap(a.FullEvery > 0 && a.Window > 0, "sliding windows in some layers only (full_every; the export writes no gpt-oss class)")
 	gap(a.NopeEvery > 0, "layers without rotary positions (nope_every; the export writes no Llama 4 class)")
 	gap(a.ChunkSize > 0, "chunked attention (chunk)")
@@ -189,7 +192,6 @@ func layoutFor(m *program.Model) (Layout, []string) {
 		return moeLayoutFor(m)
 	}
 	gap(a.QKNorm && a.QKNormFull, "q/k norms over the whole projections in a dense model (qk_norm = full; Qwen3 norms per head)")
-	gap(a.ClipQKV > 0, "clipped Q/K/V projections in a dense model (clip_qkv; OLMoE's class alone clips)")
 	gap(a.BiasQKV != a.BiasOut, "a bias on Q/K/V but not on the output, or the reverse (attention_bias sets both)")
 	gap(a.Window > 0, "a sliding window in a dense model")
 	if len(gaps) > 0 {
