@@ -91,6 +91,20 @@ const (
 // layouts without offload or the unified cache are lowered yet; any other is an error
 // saying so.
 func Lower(p *step.Program, m *program.Model) (*Lowered, error) {
+	return LowerWith(p, m, Options{})
+}
+
+// Options are the lowering's choices beyond the program.
+type Options struct {
+	// BF16 runs the weight products (matmul and its two gradients) on the tensor cores in
+	// bfloat16 with fp32 sums (kernels_mma.cu), as runtime/exec's SetBF16Products computes
+	// them on the CPU (a train block's precision = bf16): both operands rounded to bfloat16,
+	// the weights through a 16-bit copy cast before each product reads it.
+	BF16 bool
+}
+
+// LowerWith is Lower with o's choices.
+func LowerWith(p *step.Program, m *program.Model, o Options) (*Lowered, error) {
 	if err := supported(p); err != nil {
 		return nil, err
 	}
@@ -98,7 +112,7 @@ func Lower(p *step.Program, m *program.Model) (*Lowered, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cudastep: %w", err)
 	}
-	lw := &opLowerer{p: p, m: m, d: d, out: &Lowered{Program: p, Consts: map[string][]float32{},
+	lw := &opLowerer{p: p, m: m, d: d, bf16: o.BF16, out: &Lowered{Program: p, Consts: map[string][]float32{},
 		LossScale: 1 / float64(p.Batch.Micro*max(p.Layout.DP, 1))}}
 	settled := false
 	expert := expertBuffers(p)
@@ -214,10 +228,11 @@ func isMoE(p *step.Program, op *step.Op, expert []bool) bool {
 }
 
 type opLowerer struct {
-	p   *step.Program
-	m   *program.Model
-	d   program.Dims
-	out *Lowered
+	p    *step.Program
+	m    *program.Model
+	d    program.Dims
+	out  *Lowered
+	bf16 bool // weight products on the tensor cores (Options.BF16)
 }
 
 func (lw *opLowerer) buf(b int) Arg { return BufArg(PtrF32, b) }
@@ -369,31 +384,16 @@ func (lw *opLowerer) op(op *step.Op, ol *OpLaunches) error {
 		add(densePerColumn("dense_norm_bwd_dw", d, lw.buf(in[0]), lw.buf(in[1]), lw.buf(in[3]), mean, lw.buf(out[1]), opt(out, 2), int32Arg(rows), int32Arg(d)))
 		add(densePerRow("dense_norm_bwd_dx", rows, lw.buf(in[0]), lw.buf(in[1]), lw.buf(in[2]), lw.buf(in[3]), mean, lw.buf(out[0]),
 			int32Arg(rows), int32Arg(d), boolArg(acc(0))))
-	case step.OpMatMul:
-		o, k := lw.shape(in[1])[0], lw.shape(in[1])[1]
-		n := int(lw.n(in[0])) / k
-		bias := opt(in, 2)
-		add(denseGemm{a: lw.buf(in[0]), b: lw.buf(in[1]), c: lw.buf(out[0]), bias: &bias, m: n, n: o, k: k,
-			lda: k, ldb: k, ldc: o, transB: true, alpha: 1}.launch())
-	case step.OpMatMulDX:
-		o, k := lw.shape(in[1])[0], lw.shape(in[1])[1]
-		n := int(lw.n(in[0])) / o
-		add(denseGemm{a: lw.buf(in[0]), b: lw.buf(in[1]), c: lw.buf(out[0]), m: n, n: k, k: o,
-			lda: o, ldb: k, ldc: k, alpha: 1, beta: accBeta(acc(0))}.launch())
-	case step.OpMatMulDW:
-		o, k := lw.shape(out[0])[0], lw.shape(out[0])[1]
-		n := int(lw.n(in[0])) / o
-		if int64(n*k) != lw.n(in[1]) {
-			return fmt.Errorf("x has %d values, want %d×%d", lw.n(in[1]), n, k)
-		}
-		add(denseGemm{a: lw.buf(in[0]), b: lw.buf(in[1]), c: lw.buf(out[0]), m: o, n: k, k: n,
-			lda: o, ldb: k, ldc: k, transA: true, alpha: 1, beta: accBeta(acc(0))}.launch())
-		if len(out) > 1 {
-			if !acc(1) {
-				add(lw.zero(out[1]))
+	case step.OpMatMul, step.OpMatMulDX, step.OpMatMulDW:
+		if lw.bf16 {
+			ls, err := lw.tensorCoreProduct(op)
+			if err != nil {
+				return err
 			}
-			add(densePerColumn("dense_col_sum", o, lw.buf(in[0]), lw.buf(out[1]), int32Arg(n), int32Arg(o)))
+			add(ls...)
+			return nil
 		}
+		return lw.simtProduct(op, ol)
 	case step.OpAdd:
 		add(denseElementwise("dense_add", lw.n(out[0]), lw.buf(out[0]), lw.buf(in[0]), lw.buf(in[1]), IntArg(I64, lw.n(out[0]))))
 	case step.OpAccumulate:
@@ -687,4 +687,105 @@ func (lw *opLowerer) adamw() ([]Launch, error) {
 			HostFloatArg(HostAdamC2), HostFloatArg(HostAdamInvBC2), HostFloatArg(HostAdamEps), decay, HostFloatArg(HostAdamLRBC1)))
 	}
 	return ls, nil
+}
+
+// simtProduct lowers a weight product (matmul, matmul_dx, matmul_dw) to the fp32 SIMT
+// GEMM (the reference path).
+func (lw *opLowerer) simtProduct(op *step.Op, ol *OpLaunches) error {
+	in, out, acc := op.In, op.Out, op.Accumulates
+	add := func(ls ...Launch) { ol.Launches = append(ol.Launches, ls...) }
+	opt := func(bufs []int, i int) Arg {
+		if i < len(bufs) {
+			return lw.buf(bufs[i])
+		}
+		return NullArg(PtrF32)
+	}
+	switch op.Kind {
+	case step.OpMatMul:
+		o, k := lw.shape(in[1])[0], lw.shape(in[1])[1]
+		n := int(lw.n(in[0])) / k
+		bias := opt(in, 2)
+		add(denseGemm{a: lw.buf(in[0]), b: lw.buf(in[1]), c: lw.buf(out[0]), bias: &bias, m: n, n: o, k: k,
+			lda: k, ldb: k, ldc: o, transB: true, alpha: 1}.launch())
+	case step.OpMatMulDX:
+		o, k := lw.shape(in[1])[0], lw.shape(in[1])[1]
+		n := int(lw.n(in[0])) / o
+		add(denseGemm{a: lw.buf(in[0]), b: lw.buf(in[1]), c: lw.buf(out[0]), m: n, n: k, k: o,
+			lda: o, ldb: k, ldc: k, alpha: 1, beta: accBeta(acc(0))}.launch())
+	case step.OpMatMulDW:
+		o, k := lw.shape(out[0])[0], lw.shape(out[0])[1]
+		n := int(lw.n(in[0])) / o
+		if int64(n*k) != lw.n(in[1]) {
+			return fmt.Errorf("x has %d values, want %d×%d", lw.n(in[1]), n, k)
+		}
+		add(denseGemm{a: lw.buf(in[0]), b: lw.buf(in[1]), c: lw.buf(out[0]), m: o, n: k, k: n,
+			lda: o, ldb: k, ldc: k, transA: true, alpha: 1, beta: accBeta(acc(0))}.launch())
+		if len(out) > 1 {
+			if !acc(1) {
+				add(lw.zero(out[1]))
+			}
+			add(densePerColumn("dense_col_sum", o, lw.buf(in[0]), lw.buf(out[1]), int32Arg(n), int32Arg(o)))
+		}
+	}
+	return nil
+}
+
+// tensorCoreProduct lowers a weight product to the bfloat16 tensor-core kernels
+// (kernels_mma.cu): the weights cast to a 16-bit copy right before the product reads them
+// (a workspace per weight; casting once per step after the update is the cheaper schedule
+// a later change can make), the activations rounded as they are staged, fp32 sums.
+func (lw *opLowerer) tensorCoreProduct(op *step.Op) ([]Launch, error) {
+	in, out, acc := op.In, op.Out, op.Accumulates
+	w16 := func(b int) (Arg, Launch, error) {
+		n := lw.n(b)
+		copy16 := WorkArg(PtrU16, fmt.Sprintf("mma_w16_%d", b), 2*n)
+		cast, err := CastLaunch(BF16, n, lw.buf(b), copy16)
+		return copy16, cast, err
+	}
+	switch op.Kind {
+	case step.OpMatMul:
+		o, k := lw.shape(in[1])[0], lw.shape(in[1])[1]
+		n := int(lw.n(in[0])) / k
+		w, cast, err := w16(in[1])
+		if err != nil {
+			return nil, err
+		}
+		var bias *Arg
+		if len(in) > 2 {
+			b := lw.buf(in[2])
+			bias = &b
+		}
+		fwd, err := MatMul{Precision: BF16, M: n, N: o, K: k}.Forward(lw.buf(in[0]), w, lw.buf(out[0]), bias)
+		return []Launch{cast, fwd}, err
+	case step.OpMatMulDX:
+		o, k := lw.shape(in[1])[0], lw.shape(in[1])[1]
+		n := int(lw.n(in[0])) / o
+		w, cast, err := w16(in[1])
+		if err != nil {
+			return nil, err
+		}
+		dx, err := MatMul{Precision: BF16, M: n, N: o, K: k, Accumulate: acc(0)}.InputGrad(lw.buf(in[0]), w, lw.buf(out[0]))
+		return []Launch{cast, dx}, err
+	default: // matmul_dw
+		o, k := lw.shape(out[0])[0], lw.shape(out[0])[1]
+		n := int(lw.n(in[0])) / o
+		if int64(n*k) != lw.n(in[1]) {
+			return nil, fmt.Errorf("x has %d values, want %d×%d", lw.n(in[1]), n, k)
+		}
+		mm := MatMul{Precision: BF16, M: n, N: o, K: k, Accumulate: acc(0)}
+		dw, err := mm.WeightGrad(lw.buf(in[0]), lw.buf(in[1]), lw.buf(out[0]))
+		if err != nil {
+			return nil, err
+		}
+		ls := []Launch{dw}
+		if len(out) > 1 {
+			mm.Accumulate = acc(1)
+			db, err := mm.BiasGrad(lw.buf(in[0]), lw.buf(out[1]))
+			if err != nil {
+				return nil, err
+			}
+			ls = append(ls, db)
+		}
+		return ls, nil
+	}
 }

@@ -61,6 +61,9 @@ type Options struct {
 	// 0's, from its compute capability (at most sm_90, clang 16's newest: the driver
 	// compiles that PTX for a newer GPU when it loads it).
 	Arch string
+	// BF16 runs the weight products on the tensor cores in bfloat16 with fp32 sums
+	// (cudastep.Options.BF16: a train block's precision = bf16).
+	BF16 bool
 }
 
 // errBytes is the size of the buffer the host program writes its errors into.
@@ -106,7 +109,7 @@ func CheckDriver() error {
 // Open lowers p (one rank's program of m's stage), writes and compiles its sources, and
 // opens the step on the device (or the emulation).
 func Open(ctx context.Context, p *step.Program, m *program.Model, o Options) (*Session, error) {
-	low, err := cudastep.Lower(p, m)
+	low, err := cudastep.LowerWith(p, m, cudastep.Options{BF16: o.BF16})
 	if err != nil {
 		return nil, err
 	}

@@ -36,9 +36,6 @@ func newGPUEngine(spec *Spec, cfg optim.Config, opt Options) (*gpuEngine, error)
 	if opt.Comm != nil || (opt.Layout != nil && opt.Layout.Ranks > 1) {
 		return nil, diag.Runtimef(diag.CodeBadRunOption, "--device %s runs one rank: the CUDA backend does not lower several ranks (NCCL) yet", opt.Device)
 	}
-	if bf16Products(spec) {
-		return nil, diag.Runtimef(diag.CodeUnsupportedFeature, "--device %s: bf16 weight products (precision = bf16) are not lowered to CUDA yet; the CUDA step runs fp32", opt.Device)
-	}
 	l := Sharding{Ranks: 1, EP: 1, Program: true}
 	if opt.Layout != nil {
 		l = *opt.Layout
@@ -48,7 +45,7 @@ func newGPUEngine(spec *Spec, cfg optim.Config, opt Options) (*gpuEngine, error)
 	if err != nil {
 		return nil, err
 	}
-	sess, err := gpu.Open(context.Background(), se.lc.Progs[0], spec.Model, gpu.Options{Mode: mode})
+	sess, err := gpu.Open(context.Background(), se.lc.Progs[0], spec.Model, gpu.Options{Mode: mode, BF16: bf16Products(spec)})
 	if err != nil {
 		return nil, diag.RuntimeWrap(diag.CodeUnsupportedFeature, err, "cannot train %s on --device %s", spec.Model.Name, opt.Device)
 	}
