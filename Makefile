@@ -76,6 +76,7 @@ vsix:
 experiments: build
 	./scripts/experiments.sh
 
+# The generated CUDA step against the CPU executor, on a machine with an NVIDIA GPU.
 gpu-check: build
 	./scripts/gpu-check.sh
 

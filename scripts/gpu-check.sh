@@ -1,50 +1,46 @@
 #!/usr/bin/env bash
-# GPU check of the generated CUDA kernels (needs nvcc and a CUDA GPU; under 5 minutes):
-#   1. tools/gpu-check writes, for three small model shapes, the generated kernels, a host
-#      harness and input/expected-output files computed by the Go reference kernels, and
-#      for a mid-sized MoE layer the kernels, a timing harness and its inputs;
-#   2. nvcc compiles each harness with its kernels;
-#   3. every kernel runs on the GPU and is compared with the Go reference (forward and
-#      backward); the MoE layer (router, permute, expert FFN, un-permute) is timed;
-#   4. the same layer is timed in PyTorch on the same GPU, when torch is importable.
-# Exit status: non-zero when a kernel disagrees with its reference or a step fails.
-# Environment: GPU_CHECK_OUT (work directory, default a temporary one), GPU_ARCH
-# (nvcc -arch, default native), GO (default go), PYTHON (default python3).
+# GPU check of the generated CUDA step (one prepared script, a few minutes on one GPU):
+#   1. examples/hunyuan_tiny.moe's dense stage and its four-expert stage (grown from the
+#      dense one's checkpoint) train for STEPS steps through `moec run --device cuda`: the
+#      generated host program and moec's kernels, PTX compiled by clang for the GPU,
+#      loaded through the driver (no CUDA SDK);
+#   2. the same stages train for the same steps on the CPU executor;
+#   3. scripts/gpu_check_compare.py holds the losses together (1e-3 relative) and writes
+#      the table of losses and tokens/s to docs/results/gpu.md.
+# Needs: an NVIDIA driver, clang++ 16 or newer, Go (or a prebuilt bin/moec), python3.
+# The older check of the kernel library alone (nvcc) is scripts/gpu-check-kernels.sh.
+# Environment: STEPS (default 100), GPU_CHECK_OUT (work directory, default a temporary one),
+# GPU_CHECK_DEVICE (default cuda; cuda-emulated rehearses the script on a machine without a
+# GPU, slowly), MOEC (the moec binary, default bin/moec, built when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-GO=${GO:-go}
-PYTHON=${PYTHON:-python3}
-ARCH=${GPU_ARCH:-native}
+STEPS=${STEPS:-100}
 OUT=${GPU_CHECK_OUT:-$(mktemp -d -t moec-gpu-check.XXXXXX)}
+MOEC=${MOEC:-bin/moec}
+DEVICE=${GPU_CHECK_DEVICE:-cuda}
 
-if ! command -v nvcc >/dev/null 2>&1; then
-  echo "gpu-check: nvcc not found; this check needs the CUDA toolkit and a GPU" >&2
+if [ "$DEVICE" = cuda ] && ! nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; then
+  echo "gpu-check: no NVIDIA GPU or driver (nvidia-smi failed)" >&2
   exit 1
 fi
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null || true
-
-echo "gpu-check: preparing in $OUT"
-"$GO" run ./tools/gpu-check -out "$OUT"
-
-for dir in "$OUT"/check_* "$OUT"/bench; do
-  echo "gpu-check: nvcc $(basename "$dir")"
-  nvcc -O3 -arch="$ARCH" -std=c++17 -I "$dir/cuda" -o "$dir/moe_check" \
-    "$dir/moe_check.cu" "$dir/cuda/moe_kernels.cu" "$dir/cuda/moe_host.cu"
-done
+if [ ! -x "$MOEC" ]; then
+  go build -o "$MOEC" ./cmd/moec
+fi
+echo "gpu-check: working in $OUT ($STEPS steps a stage)"
 
 status=0
-for dir in "$OUT"/check_*; do
-  echo "gpu-check: correctness $(basename "$dir")"
-  "$dir/moe_check" "$dir/data" || status=1
+cases=()
+for stage in dense four; do
+  from_cpu=() from_gpu=()
+  if [ "$stage" = four ]; then
+    from_cpu=(--from "$OUT/cpu/dense")
+    from_gpu=(--from "$OUT/gpu/dense")
+  fi
+  "$MOEC" run --stage "$stage" --steps "$STEPS" --out "$OUT/cpu/$stage" "${from_cpu[@]}" examples/hunyuan_tiny.moe
+  "$MOEC" run --stage "$stage" --steps "$STEPS" --out "$OUT/gpu/$stage" --device "$DEVICE" "${from_gpu[@]}" examples/hunyuan_tiny.moe || status=1
+  cases+=("hunyuan_tiny $stage:$OUT/cpu/$stage:$OUT/gpu/$stage")
 done
-
-echo "gpu-check: timing (ms per MoE layer forward; shapes in $OUT/bench/bench.json)"
-cat "$OUT/bench/bench.json"
-"$OUT/bench/moe_check" "$OUT/bench/data" || status=1
-if "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
-  "$PYTHON" scripts/gpu_check_torch.py "$OUT/bench/bench.json" || status=1
-else
-  echo "gpu-check: PyTorch with CUDA not available; skipping the PyTorch comparison"
-fi
+mkdir -p docs/results
+python3 scripts/gpu_check_compare.py docs/results/gpu.md "${cases[@]}" || status=1
 exit $status

@@ -2,7 +2,7 @@
 // shape, the generated kernels, a host harness (moe_check.cu) and input/expected-output
 // files from the Go reference kernels; for the bench shape, the kernels, a timing harness,
 // its inputs and bench.json for the PyTorch comparison (scripts/gpu_check_torch.py).
-// scripts/gpu-check.sh compiles everything with nvcc and runs it.
+// scripts/gpu-check-kernels.sh compiles everything with nvcc and runs it.
 //
 // Usage: go run ./tools/gpu-check -out DIR [-tokens N] [-bench-tokens N] [-reps N]
 package main
