@@ -53,18 +53,23 @@ cluster c { gpu = a100_40gbb; host_memory = 1024 }
 	}{
 		{name: "clean", file: good, status: exitOK},
 		{name: "errors", file: bad, status: exitInput, want: []diagnosticJSON{
+			// Each in the innermost block around it: its context.
 			{File: bad, Line: 4, Col: 30, EndLine: 4, EndCol: 31, Severity: "error", Code: "E0303",
-				Message: "top_k (5) exceeds experts (4)", Notes: []string{}, Suggestion: "use top_k <= 4", Labels: []labelJSON{}},
+				Message: "top_k (5) exceeds experts (4)", Notes: []string{}, Suggestion: "use top_k <= 4", Labels: []labelJSON{},
+				Context: &rangeJSON{File: bad, Line: 4, Col: 3, EndLine: 4, EndCol: 33}},
 			{File: bad, Line: 6, Col: 19, EndLine: 6, EndCol: 29, Severity: "error", Code: "E0403",
-				Message: "gpu `a100_40gbb` is not in the device catalog", Notes: []string{}, Suggestion: "did you mean `a100_40gb`?", Labels: []labelJSON{}},
+				Message: "gpu `a100_40gbb` is not in the device catalog", Notes: []string{}, Suggestion: "did you mean `a100_40gb`?", Labels: []labelJSON{},
+				Context: &rangeJSON{File: bad, Line: 6, Col: 1, EndLine: 6, EndCol: 51}},
 			{File: bad, Line: 6, Col: 45, EndLine: 6, EndCol: 49, Severity: "error", Code: "E0206",
-				Message: "host_memory expects a size in bytes (e.g. 16GiB); `1024` has no unit", Notes: []string{}, Suggestion: "did you mean 1024GiB?", Labels: []labelJSON{}},
+				Message: "host_memory expects a size in bytes (e.g. 16GiB); `1024` has no unit", Notes: []string{}, Suggestion: "did you mean 1024GiB?", Labels: []labelJSON{},
+				Context: &rangeJSON{File: bad, Line: 6, Col: 1, EndLine: 6, EndCol: 51}},
 		}},
 		// The place a key was first written is a label with its own range, not a note.
 		{name: "labels", file: twice, status: exitInput, want: []diagnosticJSON{
 			{File: twice, Line: 3, Col: 3, EndLine: 3, EndCol: 8, Severity: "error", Code: "E0202",
 				Message: "`vocab` is written twice in model m", Notes: []string{},
-				Labels: []labelJSON{{rangeJSON: rangeJSON{File: twice, Line: 2, Col: 3, EndLine: 2, EndCol: 8}, Message: "first written here"}}},
+				Labels:  []labelJSON{{rangeJSON: rangeJSON{File: twice, Line: 2, Col: 3, EndLine: 2, EndCol: 8}, Message: "first written here"}},
+				Context: &rangeJSON{File: twice, Line: 1, Col: 1, EndLine: 5, EndCol: 2}},
 		}},
 		{name: "unreadable", file: filepath.Join(dir, "nope.moe"), status: exitInput, want: []diagnosticJSON{
 			{File: filepath.Join(dir, "nope.moe"), Severity: "error", Code: "E0218",
@@ -91,10 +96,14 @@ cluster c { gpu = a100_40gbb; host_memory = 1024 }
 					t.Fatalf("line %d is not one JSON object: %v\n%s", i+1, err, line)
 				}
 				// Every field is present in every object, empty or not; context only when
-				// the diagnostic has one (none of these do).
+				// the diagnostic has one (a place inside a block has one).
 				var fields map[string]any
-				if err := json.Unmarshal([]byte(line), &fields); err != nil || len(fields) != 11 {
-					t.Errorf("line %d has %d fields, want 11: %s", i+1, len(fields), line)
+				want := 11
+				if d.Context != nil {
+					want = 12
+				}
+				if err := json.Unmarshal([]byte(line), &fields); err != nil || len(fields) != want {
+					t.Errorf("line %d has %d fields, want %d: %s", i+1, len(fields), want, line)
 				}
 				got = append(got, d)
 			}

@@ -47,6 +47,7 @@ func Check(files ...*ast.File) (prog *program.Program, diags diag.List) {
 		c.prog.Explain = append(c.prog.Explain, d.prov...)
 		d.prov = nil // copied: the declaration's own list is garbage from here
 	}
+	c.attachContext()
 	c.r.diags.Sort()
 	return c.prog, dedupe(c.r.diags)
 }
