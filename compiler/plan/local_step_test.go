@@ -61,15 +61,18 @@ func TestLocalMemoryIsTheStepProgram(t *testing.T) {
 // is still planned (the hand-written engine trains it), with a note that its memory is the
 // formulas' estimate and no arena; a split it does not lower is refused by name.
 func TestLocalWhatStepProgramsDoNotLower(t *testing.T) {
-	prog := loadSource(t, strings.Replace(tinyCPU("16GiB"), "attention { heads = 4 }", "attention { heads = 4 }\n  norm_placement = post", 1))
+	// Multi-head latent attention: the hand-written engine computes it, the step program does
+	// not lower it.
+	prog := loadSource(t, strings.Replace(tinyCPU("16GiB"), "attention { heads = 4 }",
+		"attention { heads = 4; kv_lora_rank = 8; qk_nope_head_dim = 8; qk_rope_head_dim = 8; v_head_dim = 8 }", 1))
 	tr := prog.Trains[prog.TrainOrder[0]]
 	st := tr.Stages[len(tr.Stages)-1]
 	p, ds := Local(prog, tr, st, 2)
 	if p == nil || ds.HasErrors() {
-		t.Fatalf("post-norm on 2 ranks: %v", ds.Err())
+		t.Fatalf("latent attention on 2 ranks: %v", ds.Err())
 	}
-	if !strings.Contains(strings.Join(p.Notes, "\n"), "does not lower post-norm") || p.Placement.Ranks[0].ArenaDevice != 0 {
-		t.Errorf("notes %q, arena %d: want a note naming post-norm and no arena", p.Notes, p.Placement.Ranks[0].ArenaDevice)
+	if !strings.Contains(strings.Join(p.Notes, "\n"), "does not lower multi-head latent attention") || p.Placement.Ranks[0].ArenaDevice != 0 {
+		t.Errorf("notes %q, arena %d: want a note naming latent attention and no arena", p.Notes, p.Placement.Ranks[0].ArenaDevice)
 	}
 	prog = loadSource(t, strings.Replace(tinyCPU("16GiB"), "attention { heads = 4 }", "attention { heads = 4; talking_heads = true }", 1))
 	tr = prog.Trains[prog.TrainOrder[0]]
