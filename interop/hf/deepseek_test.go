@@ -32,7 +32,7 @@ model tiny_deepseek_v2_lite {
   attention { heads = 4; kv_lora_rank = 8; qk_nope_head_dim = 4; qk_rope_head_dim = 6; v_head_dim = 4 }
   ffn { hidden = 40; activation = swiglu }
   moe {
-    experts = 4; top_k = 2; expert_hidden = 12; shared_experts = 2; shared_hidden = 8; first_dense = 1
+    experts = 4; top_k = 2; expert_hidden = 12; shared_experts = 2; first_dense = 1
     score = sigmoid; normalize = false; capacity_factor = dropless; aux_free_bias = 0.001
   }
 }
