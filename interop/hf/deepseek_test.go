@@ -50,10 +50,11 @@ func deepseekModel(t *testing.T, name string) *program.Model {
 
 // TestDeepSeekComputesAsTransformers: tiny DeepSeek models' logits from moec's runtime equal
 // those of an independent torch forward written from transformers' modeling_deepseek_v3.py
-// (testdata/deepseek_forward.py) on the same weights, exported in moec's layout (the
-// selection biases, zeros at initialisation, get random values as every constant tensor
-// does in tinyNet). The script also runs DeepSeek's interleaved rope on the rope rows
-// permuted half → interleaved and checks that it computes the same.
+// (testdata/deepseek_forward.py) on the same weights, exported as DeepseekV3ForCausalLM's
+// checkpoint (config.json, the checkpoints' names, interleaved rope rows; the selection
+// biases, zeros at initialisation, get random values as every constant tensor does in
+// tinyNet). The script also runs the rotate-half rope on the rope rows permuted back and
+// checks that it computes the same.
 func TestDeepSeekComputesAsTransformers(t *testing.T) {
 	py := torchPython(t)
 	ids := []int32{5, 17, 250, 3, 99, 42, 7, 128, 11, 64}
@@ -70,8 +71,8 @@ func TestDeepSeekComputesAsTransformers(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if man.Layout != LayoutMoec {
-				t.Fatalf("exported as %s, want moec's layout", man.Layout)
+			if man.Layout != LayoutDeepSeek {
+				t.Fatalf("exported as %s (%v), want DeepSeek's layout", man.Layout, man.Unsupported)
 			}
 			want, err := tinyNet(t, m).Logits(nn.Batch{B: 1, T: len(ids), Tokens: append(append([]int32(nil), ids...), 0)}, nn.StepOptions{})
 			if err != nil {
