@@ -14,7 +14,8 @@ import (
 
 // deepseekModels are tiny DeepSeek-V3-shaped models: latent attention with a low-rank query
 // and yarn's mscale, sigmoid routing within groups on biased scores; and DeepSeek-V2-Lite's
-// full-rank query with two shared experts and no groups.
+// full-rank query with two shared experts and no groups; and DeepSeek-V2's softmax router
+// without a selection bias (DeepseekV2ForCausalLM's checkpoints, which moec imports).
 const deepseekModels = `
 model tiny_deepseek_v3 {
   vocab = 300; d_model = 32; layers = 3; seq_len = 16; norm_eps = 1e-6
@@ -35,6 +36,12 @@ model tiny_deepseek_v2_lite {
     experts = 4; top_k = 2; expert_hidden = 12; shared_experts = 2; first_dense = 1
     score = sigmoid; normalize = false; capacity_factor = dropless; aux_free_bias = 0.001
   }
+}
+model tiny_deepseek_v2 {
+  vocab = 300; d_model = 32; layers = 3; seq_len = 16; norm_eps = 1e-6
+  attention { heads = 4; q_lora_rank = 10; kv_lora_rank = 8; qk_nope_head_dim = 4; qk_rope_head_dim = 6; v_head_dim = 4 }
+  ffn { hidden = 40; activation = swiglu }
+  moe { experts = 4; top_k = 2; expert_hidden = 12; shared_experts = 2; first_dense = 1; normalize = false; capacity_factor = dropless }
 }
 `
 

@@ -287,3 +287,16 @@ func ropeInterleaved(config []byte) bool {
 	}
 	return *c.RopeInterleave
 }
+
+// deepseekNotes names the training settings of m that DeepseekV3Config has no field for, so
+// that an import of the export trains with other ones (the forward pass is the same).
+func deepseekNotes(m *program.Model) []string {
+	var notes []string
+	if e := m.MoE; e.AuxFreeBias != 0.001 {
+		notes = append(notes, fmt.Sprintf("aux_free_bias = %v, the selection bias's update rate, has no config.json field; an import takes DeepSeek-V3's 0.001", e.AuxFreeBias))
+	}
+	if e := m.MoE; e.ZLoss > 0 {
+		notes = append(notes, fmt.Sprintf("z_loss = %v has no DeepseekV3Config field; an import trains without it", e.ZLoss))
+	}
+	return notes
+}

@@ -188,3 +188,70 @@ func TestDeepSeekImportRefusesMTP(t *testing.T) {
 		t.Fatalf("got %v, want the multi-token prediction refusal", err)
 	}
 }
+
+// TestDeepSeekV2Import imports a DeepSeek-V2 folder (model_type deepseek_v2: a softmax
+// router without e_score_correction_bias, rope rows always in adjacent pairs, no
+// rope_interleave key) built by hand from a moec checkpoint: every tensor comes back
+// bit-exact and the model is the original one.
+func TestDeepSeekV2Import(t *testing.T) {
+	m := deepseekModel(t, "tiny_deepseek_v2")
+	if l, _ := layoutFor(m); l != LayoutMoec {
+		t.Fatalf("a softmax-routed latent-attention model exported as %s; DeepseekV3ForCausalLM routes with sigmoid scores", l)
+	}
+	_, orig := saveCheckpoint(t, m)
+	ts, err := arrange(orig, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hfTensors, _, err := deepseekFromMoec(ts, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := hfConfig(m, LayoutDeepSeek)
+	cfg["architectures"], cfg["model_type"] = []string{"DeepseekV2ForCausalLM"}, "deepseek_v2"
+	cfg["scoring_func"], cfg["topk_method"] = "softmax", "greedy"
+	for _, k := range []string{"rope_interleave", "n_group", "topk_group", "num_nextn_predict_layers"} {
+		delete(cfg, k)
+	}
+	dir := t.TempDir()
+	cb, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wb, err := safetensors.Encode(hfTensors, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, ConfigFile), cb, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, WeightsFile), wb, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	imp, err := ImportCheckpoint(dir, filepath.Join(t.TempDir(), "imported"), Options{Name: m.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h1, _ := checkpoint.ConfigHash(m)
+	if h2, _ := checkpoint.ConfigHash(imp.Model); h1 != h2 {
+		a, _ := json.Marshal(m)
+		b, _ := json.Marshal(imp.Model)
+		t.Errorf("the imported model differs:\n%s\n%s", a, b)
+	}
+	back, err := checkpoint.Load(imp.Checkpoint, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(back.Model) != len(orig) {
+		t.Fatalf("%d tensors back, %d out", len(back.Model), len(orig))
+	}
+	byName := map[string]safetensors.Tensor{}
+	for _, o := range orig {
+		byName[o.Name] = o
+	}
+	for _, tn := range back.Model {
+		if o, ok := byName[tn.Name]; !ok || !slices.Equal(o.Shape, tn.Shape) || !bitsEqual(tn.Data, o.Data) {
+			t.Errorf("tensor %s did not come back bit-exact", tn.Name)
+		}
+	}
+}

@@ -104,6 +104,9 @@ func Export(ckpt, out string) (*ExportManifest, error) {
 	if layout != LayoutMoec {
 		man.Notes = exportNotes(m)
 	}
+	if layout == LayoutDeepSeek {
+		man.Notes = append(man.Notes, deepseekNotes(m)...)
+	}
 	tensors := c.Model
 	if layout != LayoutMoec {
 		if tensors, err = arrange(c.Model, m); err != nil {
