@@ -132,7 +132,7 @@ func Table() []Feature {
 				Step:     refused("no lowering rule yet"),
 				CUDA:     refused("rotary_fwd rotates every head_dim feature; MLA rotates only its qk_rope_head_dim features"),
 				Megatron: honoured(),
-				HF:       refused("transformers' DeepSeek classes are not among those moec writes: exported in moec's layout"),
+				HF:       unlessDeepSeek("DeepseekV3ForCausalLM holds latent attention beside routed experts with sigmoid scores and aux_free_bias: other models are exported in moec's layout"),
 			}},
 		{Key: "qk_norm", Name: "q/k norms (qk_norm)",
 			Uses: func(m *program.Model) bool { return m.Attention.QKNorm },
@@ -373,7 +373,8 @@ func Table() []Feature {
 			Uses: usesMoE(func(e *program.MoE) bool { return e.FirstDense > 0 || len(e.Layers) > 0 }),
 			cells: map[Backend]Cell{Runtime: honoured(), Step: honoured(), Megatron: honoured(),
 				CUDA: outside("which layers are MoE is the caller's order of kernels"),
-				HF:   refused("the classes choose MoE layers by a step: exported in moec's layout"),
+				HF: when(func(m *program.Model, _ Layout) bool { return !deepseekShaped(m) || len(moeOf(m).Layers) > 0 },
+					"the classes choose MoE layers by a step (DeepseekV3ForCausalLM by first_dense): exported in moec's layout"),
 			}},
 		{Key: "token_routing", Name: "token-embedding routing (router = token_embedding)",
 			Uses: usesMoE(func(e *program.MoE) bool { return e.Router == program.RouteTokenEmbedding }),
@@ -385,7 +386,7 @@ func Table() []Feature {
 			}},
 		{Key: "sigmoid", Name: "sigmoid router scores (score = sigmoid)",
 			Uses:  usesMoE(func(e *program.MoE) bool { return e.Score == program.Sigmoid }),
-			cells: map[Backend]Cell{Runtime: honoured(), Step: honoured(), CUDA: honoured(), Megatron: honoured(), HF: refused("the classes moec writes route with a softmax: exported in moec's layout")},
+			cells: map[Backend]Cell{Runtime: honoured(), Step: honoured(), CUDA: honoured(), Megatron: honoured(), HF: unlessDeepSeek("of the classes moec writes only DeepseekV3ForCausalLM routes with sigmoid scores: other models are exported in moec's layout")},
 		},
 		{Key: "normalize", Name: "renormalised top-k gates (normalize = true)",
 			Uses: usesMoE(func(e *program.MoE) bool { return e.Normalize }),
@@ -419,7 +420,7 @@ func Table() []Feature {
 			cells: map[Backend]Cell{Runtime: honoured(), Step: honoured(),
 				CUDA:     refused("router_fwd takes the top_k over all experts: the group limit is not generated"),
 				Megatron: honoured(),
-				HF:       refused("the classes moec writes route over all experts: exported in moec's layout"),
+				HF:       unlessDeepSeek("of the classes moec writes only DeepseekV3ForCausalLM limits routing to groups: other models are exported in moec's layout"),
 			}},
 		{Key: "capacity_factor", Name: "a capacity factor (moe.capacity_factor)",
 			Uses: usesMoE(func(e *program.MoE) bool { return !e.Dropless() }),
@@ -452,7 +453,7 @@ func Table() []Feature {
 				CUDA:    refused("router_fwd selects experts by score alone: no per-expert selection bias is generated"),
 				Megatron: when(func(m *program.Model, _ Layout) bool { return moeOf(m).Score != program.Sigmoid },
 					"Megatron's expert bias needs sigmoid scores"),
-				HF: refused("the classes moec writes have no expert selection bias: exported in moec's layout"),
+				HF: unlessDeepSeek("of the classes moec writes only DeepseekV3ForCausalLM has an expert selection bias, beside latent attention: other models are exported in moec's layout"),
 			}},
 		{Key: "expert_bias", Name: "expert biases (moe.expert_bias)",
 			Uses: usesMoE(func(e *program.MoE) bool { return e.ExpertBias }),
@@ -475,6 +476,8 @@ func Table() []Feature {
 				CUDA: refused(kernelNoDense),
 				HF: func(m *program.Model, _ Layout) Verdict {
 					switch e := moeOf(m); {
+					case deepseekShaped(m) && !e.SharedGate && (e.SharedHidden == 0 || e.SharedHidden == e.ExpertHidden):
+						// DeepseekV3ForCausalLM: one MLP of n_shared_experts · moe_intermediate_size.
 					case e.SharedExperts > 1:
 						return Verdict{Refused, fmt.Sprintf("%d shared experts (Qwen2-MoE, the one class with a shared expert, has one): exported in moec's layout", e.SharedExperts)}
 					case !e.SharedGate:
@@ -494,7 +497,7 @@ func Table() []Feature {
 			Uses: usesMoE(func(e *program.MoE) bool { return e.RoutedScaleOrOne() != 1 }),
 			cells: map[Backend]Cell{Runtime: honoured(), Step: honoured(), Megatron: honoured(),
 				CUDA: refused("the combine kernel weights each expert by its gate alone"),
-				HF:   refused("no class moec writes scales its routed experts: exported in moec's layout"),
+				HF:   unlessDeepSeek("of the classes moec writes only DeepseekV3ForCausalLM scales its routed experts: other models are exported in moec's layout"),
 			}},
 		{Key: "sparsemixer", Name: "sparsemixer routing (moe.sparsemixer_eps)",
 			Uses: usesMoE(func(e *program.MoE) bool { return e.SparsemixerEps > 0 }),

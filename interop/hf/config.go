@@ -393,6 +393,8 @@ func (s *spec) deepseek(r *reader) {
 		s.rope = r.required("qk_rope_head_dim")
 		s.vDim = r.required("v_head_dim")
 		s.mtp = int(r.integer("num_nextn_predict_layers", 0))
+		// The order of the rope rows in the weights, not the model's: ImportCheckpoint reads it.
+		r.used["rope_interleave"] = true
 	}
 	m := &moeSpec{
 		experts: int(r.integer("n_routed_experts", 0)), topK: int(r.integer("num_experts_per_tok", 1)),

@@ -14,7 +14,8 @@ import (
 
 // deepseekModels are tiny DeepSeek-V3-shaped models: latent attention with a low-rank query
 // and yarn's mscale, sigmoid routing within groups on biased scores; and DeepSeek-V2-Lite's
-// full-rank query with two shared experts and no groups.
+// full-rank query with two shared experts and no groups; and DeepSeek-V2's softmax router
+// without a selection bias (DeepseekV2ForCausalLM's checkpoints, which moec imports).
 const deepseekModels = `
 model tiny_deepseek_v3 {
   vocab = 300; d_model = 32; layers = 3; seq_len = 16; norm_eps = 1e-6
@@ -32,9 +33,15 @@ model tiny_deepseek_v2_lite {
   attention { heads = 4; kv_lora_rank = 8; qk_nope_head_dim = 4; qk_rope_head_dim = 6; v_head_dim = 4 }
   ffn { hidden = 40; activation = swiglu }
   moe {
-    experts = 4; top_k = 2; expert_hidden = 12; shared_experts = 2; shared_hidden = 8; first_dense = 1
+    experts = 4; top_k = 2; expert_hidden = 12; shared_experts = 2; first_dense = 1
     score = sigmoid; normalize = false; capacity_factor = dropless; aux_free_bias = 0.001
   }
+}
+model tiny_deepseek_v2 {
+  vocab = 300; d_model = 32; layers = 3; seq_len = 16; norm_eps = 1e-6
+  attention { heads = 4; q_lora_rank = 10; kv_lora_rank = 8; qk_nope_head_dim = 4; qk_rope_head_dim = 6; v_head_dim = 4 }
+  ffn { hidden = 40; activation = swiglu }
+  moe { experts = 4; top_k = 2; expert_hidden = 12; shared_experts = 2; first_dense = 1; normalize = false; capacity_factor = dropless }
 }
 `
 
@@ -50,10 +57,11 @@ func deepseekModel(t *testing.T, name string) *program.Model {
 
 // TestDeepSeekComputesAsTransformers: tiny DeepSeek models' logits from moec's runtime equal
 // those of an independent torch forward written from transformers' modeling_deepseek_v3.py
-// (testdata/deepseek_forward.py) on the same weights, exported in moec's layout (the
-// selection biases, zeros at initialisation, get random values as every constant tensor
-// does in tinyNet). The script also runs DeepSeek's interleaved rope on the rope rows
-// permuted half → interleaved and checks that it computes the same.
+// (testdata/deepseek_forward.py) on the same weights, exported as DeepseekV3ForCausalLM's
+// checkpoint (config.json, the checkpoints' names, interleaved rope rows; the selection
+// biases, zeros at initialisation, get random values as every constant tensor does in
+// tinyNet). The script also runs the rotate-half rope on the rope rows permuted back and
+// checks that it computes the same.
 func TestDeepSeekComputesAsTransformers(t *testing.T) {
 	py := torchPython(t)
 	ids := []int32{5, 17, 250, 3, 99, 42, 7, 128, 11, 64}
@@ -70,8 +78,8 @@ func TestDeepSeekComputesAsTransformers(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if man.Layout != LayoutMoec {
-				t.Fatalf("exported as %s, want moec's layout", man.Layout)
+			if man.Layout != LayoutDeepSeek {
+				t.Fatalf("exported as %s (%v), want DeepSeek's layout", man.Layout, man.Unsupported)
 			}
 			want, err := tinyNet(t, m).Logits(nn.Batch{B: 1, T: len(ids), Tokens: append(append([]int32(nil), ids...), 0)}, nn.StepOptions{})
 			if err != nil {

@@ -104,6 +104,9 @@ func Export(ckpt, out string) (*ExportManifest, error) {
 	if layout != LayoutMoec {
 		man.Notes = exportNotes(m)
 	}
+	if layout == LayoutDeepSeek {
+		man.Notes = append(man.Notes, deepseekNotes(m)...)
+	}
 	tensors := c.Model
 	if layout != LayoutMoec {
 		if tensors, err = arrange(c.Model, m); err != nil {
@@ -119,6 +122,10 @@ func Export(ckpt, out string) (*ExportManifest, error) {
 	switch layout {
 	case LayoutGptOss:
 		if outTensors, from, err = gptOssFromMoec(tensors); err != nil {
+			return nil, diag.RuntimeWrap(diag.CodeNotExportable, err, "checkpoint %s does not hold the tensors of its model", dir)
+		}
+	case LayoutDeepSeek:
+		if outTensors, from, err = deepseekFromMoec(tensors, m); err != nil {
 			return nil, diag.RuntimeWrap(diag.CodeNotExportable, err, "checkpoint %s does not hold the tensors of its model", dir)
 		}
 	case LayoutLlama4:
@@ -341,6 +348,8 @@ func hfConfig(m *program.Model, l Layout) map[string]any {
 		llama4Config(cfg, m)
 	case LayoutGptOss:
 		gptOssConfig(cfg, m)
+	case LayoutDeepSeek:
+		deepseekConfig(cfg, m)
 	case LayoutQwen2MoE:
 		// Qwen2MoeConfig has no attention_bias: its Q/K/V always carry biases, its output
 		// projection never does. intermediate_size is the dense layers' width.

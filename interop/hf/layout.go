@@ -23,6 +23,7 @@ const (
 	LayoutArctic   Layout = "arctic"      // ArcticForCausalLM (Snowflake's remote code): a residual MoE beside a dense FFN
 	LayoutGptOss   Layout = "gpt_oss"     // GptOssForCausalLM's names: imported (gptoss_weights.go), not written
 	LayoutLlama4   Layout = "llama4_text" // Llama4ForCausalLM: fused experts, adjacent rotary pairs (llama4_weights.go)
+	LayoutDeepSeek Layout = "deepseek_v3" // DeepseekV3ForCausalLM: latent attention, one fused shared MLP (deepseek_weights.go)
 	LayoutMoec     Layout = "moec"        // moec's names; no transformers class
 )
 
@@ -32,7 +33,7 @@ var classOf = map[Layout]string{
 	LayoutMixtral: "MixtralForCausalLM", LayoutQwen3MoE: "Qwen3MoeForCausalLM",
 	LayoutOlmoe: "OlmoeForCausalLM", LayoutQwen2MoE: "Qwen2MoeForCausalLM",
 	LayoutArctic: "ArcticForCausalLM", LayoutLlama4: "Llama4ForCausalLM",
-	LayoutGptOss: "GptOssForCausalLM",
+	LayoutGptOss: "GptOssForCausalLM", LayoutDeepSeek: "DeepseekV3ForCausalLM",
 }
 
 // moecNames rewrites between moec's names (runtime/nn, Mixtral-style block_sparse_moe) and
@@ -64,6 +65,9 @@ func expertsUnderMLP(l Layout) bool {
 func toMoec(l Layout, name string) string {
 	if l == LayoutArctic {
 		return arcticToMoec(name)
+	}
+	if l == LayoutDeepSeek {
+		return deepseekNameToMoec(name)
 	}
 	if l == LayoutGptOss {
 		return gptOssRouter.ReplaceAllString(name, "${1}block_sparse_moe.gate.")
@@ -129,6 +133,12 @@ func layoutFor(m *program.Model) (Layout, []string) {
 		}
 		return LayoutMoec, []string{"gates on the experts' inputs (gate_input) are Llama 4's, and Llama4ForCausalLM needs " + strings.Join(unmet, ", ")}
 	}
+	if candidate, unmet := deepseekLayoutFor(m); candidate {
+		if len(unmet) == 0 {
+			return LayoutDeepSeek, nil
+		}
+		return LayoutMoec, []string{"multi-head latent attention is DeepSeek's, and DeepseekV3ForCausalLM needs " + strings.Join(unmet, ", ")}
+	}
 	if candidate, unmet := gptOssLayoutFor(m); candidate {
 		if len(unmet) == 0 {
 			return LayoutGptOss, nil
@@ -149,9 +159,8 @@ func layoutFor(m *program.Model) (Layout, []string) {
 	gap(m.Position != program.Rotary, fmt.Sprintf("position = %s", m.Position))
 	gap(!ropeScalingExact(m), "yarn scaling whose rope_factor is not seq_len / rope_original_seq_len (transformers takes the factor from that ratio)")
 	gap(m.RopeScaling != nil && m.RopeScaling.Type == program.RopeLongrope, "longrope scaling (the export writes linear, dynamic, yarn and llama3 only)")
-	gap(m.MoE != nil && m.MoE.RoutedScaleOrOne() != 1, "routed_scale (no class moec writes scales its routed experts)")
+	gap(m.MoE != nil && m.MoE.RoutedScaleOrOne() != 1, "routed_scale (of the classes moec writes only DeepseekV3ForCausalLM, with latent attention, scales its routed experts)")
 	gap(m.MTPDepth > 0, "multi-token prediction (mtp_depth)")
-	gap(a.MLA, "multi-head latent attention (transformers' DeepSeek classes are not among those moec writes)")
 	gap(a.TalkingHeads, "talking heads")
 	gap(a.SharesWeights(), "stochastic attention-weight sharing (share_weights < 1)")
 	gap(a.ShareKV > 1, "cross-layer K/V sharing (share_kv > 1)")
@@ -174,14 +183,14 @@ func layoutFor(m *program.Model) (Layout, []string) {
 		gap(e.Activation != m.FFN.Activation, "experts with another activation than the dense FFN")
 		gap(e.ExpertBias || m.FFN.Bias, "biases in the FFNs of an MoE model")
 		gap(e.RouterBias, "a router bias")
-		gap(e.Score != program.Softmax, fmt.Sprintf("score = %s (the classes route with a softmax)", e.Score))
+		gap(e.Score != program.Softmax, fmt.Sprintf("score = %s (the classes route with a softmax; DeepseekV3ForCausalLM, with latent attention, with sigmoid scores)", e.Score))
 		gap(e.SharedExperts > 1, fmt.Sprintf("%d shared experts (Qwen2-MoE, the one class with a shared expert, has one)", e.SharedExperts))
 		gap(e.SharedExperts == 1 && !e.SharedGate, "an ungated shared expert (Qwen2-MoE scales its shared expert by sigmoid(shared_expert_gate(x)): shared_gate = true)")
 		gap(e.ParallelDense && !e.ParallelAttention, "a dense FFN in parallel with the experts (parallel_dense)")
 		gap(e.SwigluLimit > 0, "gpt-oss's clamped SwiGLU experts (swiglu_limit)")
 		gap(e.GateInput, "gates on the experts' inputs (gate_input)")
-		gap(e.Groups > 0, "node-limited routing (groups)")
-		gap(e.AuxFreeBias > 0, "auxiliary-loss-free bias balancing")
+		gap(e.Groups > 0, "node-limited routing (groups; DeepseekV3ForCausalLM has it, with latent attention)")
+		gap(e.AuxFreeBias > 0, "auxiliary-loss-free bias balancing (DeepseekV3ForCausalLM has it, with latent attention)")
 		gap(len(e.Layers) > 0 || e.FirstDense > 0, "MoE layers chosen by a list or first_dense (the classes choose them by a step)")
 		if len(gaps) > 0 {
 			return LayoutMoec, gaps

@@ -201,9 +201,16 @@ func TestRoundTrip(t *testing.T) {
 		{"tiny_arctic_every2", LayoutArctic},
 		{"tiny_llama4", LayoutLlama4},
 		{"tiny_gpt_oss", LayoutGptOss},
+		{"tiny_deepseek_v3", LayoutDeepSeek},      // q_lora_rank, groups, yarn
+		{"tiny_deepseek_v2_lite", LayoutDeepSeek}, // full-rank q_proj, two shared experts
 	} {
 		t.Run(tc.model, func(t *testing.T) {
-			m := tinyModel(t, tc.model)
+			var m *program.Model
+			if strings.HasPrefix(tc.model, "tiny_deepseek") {
+				m = deepseekModel(t, tc.model)
+			} else {
+				m = tinyModel(t, tc.model)
+			}
 			dir, orig := saveCheckpoint(t, m)
 			out1 := filepath.Join(t.TempDir(), "hf1")
 			man, err := Export(filepath.Dir(filepath.Dir(dir)), out1) // the run directory

@@ -19,6 +19,7 @@ var weightLayouts = map[string]Layout{
 	"llama": LayoutLlama, "mistral": LayoutLlama, "qwen2": LayoutLlama,
 	"qwen3": LayoutQwen3, "mixtral": LayoutMixtral, "qwen3_moe": LayoutQwen3MoE,
 	"olmoe": LayoutOlmoe, "qwen2_moe": LayoutQwen2MoE, "arctic": LayoutArctic, "gpt_oss": LayoutGptOss, "llama4_text": LayoutLlama4,
+	"deepseek_v3": LayoutDeepSeek, "deepseek_v2": LayoutDeepSeek, // the same names; V2's router has no selection bias
 }
 
 // CheckpointResult is an imported Hugging Face folder.
@@ -51,6 +52,9 @@ func ImportCheckpoint(hfDir, out string, opt Options) (*CheckpointResult, error)
 		}
 		sort.Strings(known)
 		return nil, diag.Runtimef(diag.CodeWeightsMismatch, "weights of model_type %s cannot be imported yet: moec's runtime holds the tensors of %s; import the config alone (without --checkpoint) to count and plan it", res.ModelType, strings.Join(known, ", "))
+	}
+	if layout == LayoutDeepSeek && res.Model.MTPDepth > 0 {
+		return nil, diag.Runtimef(diag.CodeWeightsMismatch, "the multi-token prediction module (num_nextn_predict_layers = %d: model.layers.%d and after) cannot be imported: moec's runtime holds no MTP weights (transformers ignores them too); set num_nextn_predict_layers to 0 in a copy of config.json and leave those tensors out of its safetensors to import the main model", res.Model.MTPDepth, res.Model.Layers)
 	}
 	if res.ParamDelta != 0 {
 		return nil, diag.Runtimef(diag.CodeWeightsMismatch, "a dropped field removed %d parameters, so the weights do not fit the imported model", res.ParamDelta)
@@ -85,6 +89,11 @@ func ImportCheckpoint(hfDir, out string, opt Options) (*CheckpointResult, error)
 			ts = append(ts, t)
 		}
 	}
+	if layout == LayoutDeepSeek {
+		if ts, err = deepseekToMoec(ts, res.Model, ropeInterleaved(cfg)); err != nil {
+			return nil, diag.RuntimeWrap(diag.CodeWeightsMismatch, err, "the weights in %s do not fit its config.json", hfDir)
+		}
+	}
 	if layout == LayoutLlama4 {
 		if ts, err = llama4ToMoec(ts, res.Model); err != nil {
 			return nil, diag.RuntimeWrap(diag.CodeWeightsMismatch, err, "the weights in %s do not fit its config.json", hfDir)
@@ -98,8 +107,9 @@ func ImportCheckpoint(hfDir, out string, opt Options) (*CheckpointResult, error)
 	for _, t := range ts {
 		n += int64(len(t.Data))
 	}
-	if n != res.Counts.TotalAll {
-		return nil, fmt.Errorf("hf: internal error: the weights hold %d parameters, moec counts %d", n, res.Counts.TotalAll)
+	// The checkpoint holds the parameters and the aux-loss-free routing biases (buffers).
+	if want := res.Counts.TotalAll + res.Counts.Buffers; n != want {
+		return nil, fmt.Errorf("hf: internal error: the weights hold %d numbers, moec counts %d parameters and %d buffer entries", n, res.Counts.TotalAll, res.Counts.Buffers)
 	}
 	hash, err := checkpoint.ConfigHash(res.Model)
 	if err != nil {

@@ -5,23 +5,26 @@
 # qk_head_dim^-0.5 times yarn_apply_mscale's mscale^2; DeepseekV3TopkRouter: sigmoid scores,
 # experts chosen on scores + e_score_correction_bias within the topk_group groups of the best
 # sums of their two best biased scores, gates the unbiased scores renormalised
-# (norm_topk_prob) times routed_scaling_factor; DeepseekV3MoE's shared experts beside them;
-# DeepseekV3MLP dense layers; yarn's inverse frequencies and attention factor from
+# (norm_topk_prob) times routed_scaling_factor; DeepseekV3MoE's shared experts, one MLP of
+# n_shared_experts * moe_intermediate_size, beside them; DeepseekV3MLP dense layers below
+# first_k_dense_replace; yarn's inverse frequencies and attention factor from
 # modeling_rope_utils.py's _compute_yarn_parameters) with torch, in float64, reading a folder
-# moec exported in its own layout (moec_config.json, model.safetensors with moec's names:
-# block_sparse_moe.experts.N.w1/w3/w2 are gate_proj/up_proj/down_proj, moec's shared experts
-# one MLP each where transformers fuses them into one of their summed width).
+# in transformers' layout (config.json, model.safetensors with the checkpoints' names:
+# mlp.gate.weight, mlp.gate.e_score_correction_bias, mlp.experts.N.gate_proj/up_proj/down_proj,
+# mlp.shared_experts.gate_proj/up_proj/down_proj), as moec exports DeepseekV3ForCausalLM.
 #
-# moec rotates its rope features in the rotate-half layout. DeepSeek's checkpoints pair
-# adjacent features (rope_interleave = true, apply_rotary_pos_emb_interleave); the script
-# permutes the rope rows of q_b_proj (q_proj) and kv_a_proj_with_mqa half -> interleaved and
-# computes that path too, checking that both give the same logits. It prints the logits of
-# the token ids given on the command line as JSON.
+# DeepSeek's checkpoints pair adjacent rope features (rope_interleave = true,
+# apply_rotary_pos_emb_interleave), transformers' default. The script computes that path, and
+# also permutes the rope rows of q_b_proj (q_proj) and kv_a_proj_with_mqa interleaved -> half
+# and runs the rotate-half path (apply_rotary_pos_emb, rope_interleave = false), checking that
+# both give the same logits. It prints the logits of the token ids given on the command line
+# as JSON.
 import json, math, struct, sys
 import torch
 
 folder, ids = sys.argv[1], [int(t) for t in sys.argv[2].split(",")]
-cfg = json.load(open(folder + "/moec_config.json"))
+cfg = json.load(open(folder + "/config.json"))
+assert cfg["model_type"] in ("deepseek_v3", "deepseek_v2"), cfg["model_type"]
 raw = open(folder + "/model.safetensors", "rb").read()
 (n,) = struct.unpack("<Q", raw[:8])
 header = json.loads(raw[8:8 + n])
@@ -32,17 +35,17 @@ for name, e in header.items():
     lo, hi = e["data_offsets"]
     W[name] = torch.frombuffer(bytearray(data[lo:hi]), dtype=torch.float32).reshape(e["shape"]).double()
 
-A, E = cfg["Attention"], cfg["MoE"]
-assert A["MLA"] or A["KVLoraRank"] > 0, "not a latent-attention model"
-H, nope, rope, vd = A["Heads"], A["QKNopeHeadDim"], A["QKRopeHeadDim"], A["VHeadDim"]
+H, nope, rope, vd = cfg["num_attention_heads"], cfg["qk_nope_head_dim"], cfg["qk_rope_head_dim"], cfg["v_head_dim"]
 qk = nope + rope
-r, ql = A["KVLoraRank"], A["QLoraRank"]
-eps, T = cfg["NormEps"] or 1e-5, len(ids)
-base = cfg["RopeBase"] or 10000.0
-rs = cfg.get("RopeScaling")
-assert not E.get("Every") or E["Every"] <= 1, "the script chooses MoE layers by first_dense only"
-assert not E.get("Layers"), "the script chooses MoE layers by first_dense only"
-assert E["Score"] == "sigmoid" and E["AuxFreeBias"] > 0, "DeepseekV3TopkRouter: sigmoid scores with the correction bias"
+r, ql = cfg["kv_lora_rank"], cfg.get("q_lora_rank") or 0
+eps, T = cfg.get("rms_norm_eps", 1e-6), len(ids)
+params = cfg.get("rope_parameters") or {}
+base = cfg.get("rope_theta") or params.get("rope_theta") or 10000.0
+rs = cfg.get("rope_scaling") or (params if params.get("rope_type", "default") != "default" else None)
+interleaved_checkpoint = cfg.get("rope_interleave", True)
+assert cfg.get("moe_layer_freq", 1) == 1, "DeepseekV3: MoE in every layer from first_k_dense_replace"
+assert cfg.get("scoring_func", "sigmoid") == "sigmoid" and cfg.get("topk_method", "noaux_tc") == "noaux_tc", "DeepseekV3TopkRouter"
+assert not cfg.get("num_nextn_predict_layers"), "the MTP layers are not part of the forward"
 
 
 def rms(x, w, e):  # DeepseekV3RMSNorm
@@ -54,8 +57,8 @@ def lin(x, p):
     return y + W[p + ".bias"] if p + ".bias" in W else y
 
 
-def mlp(x, p):  # DeepseekV3MLP with moec's expert names
-    return lin(torch.nn.functional.silu(lin(x, p + "w1")) * lin(x, p + "w3"), p + "w2")
+def mlp(x, p):  # DeepseekV3MLP
+    return lin(torch.nn.functional.silu(lin(x, p + "gate_proj")) * lin(x, p + "up_proj"), p + "down_proj")
 
 
 def yarn_get_mscale(scale=1, mscale=1):
@@ -67,23 +70,25 @@ dim = rope
 attention_factor = 1.0
 scaling = qk ** -0.5
 if rs:
-    assert rs["Type"] == "yarn", rs["Type"]
-    factor = rs["Factor"]
-    orig = rs.get("OriginalSeqLen") or cfg["SeqLen"]
-    attention_factor = rs.get("AttentionFactor") or 0
-    mscale, mscale_all_dim = rs.get("Mscale", 0), rs.get("MscaleAllDim", 0)
+    assert rs.get("rope_type", rs.get("type")) == "yarn", rs
+    factor = rs["factor"]
+    orig = rs.get("original_max_position_embeddings") or cfg["max_position_embeddings"]
+    if "original_max_position_embeddings" in rs:  # transformers takes the factor from the ratio
+        factor = cfg["max_position_embeddings"] / orig
+    attention_factor = rs.get("attention_factor") or 0
+    mscale, mscale_all_dim = rs.get("mscale", 0), rs.get("mscale_all_dim", 0)
     if not attention_factor:
         if mscale and mscale_all_dim:
             attention_factor = yarn_get_mscale(factor, mscale) / yarn_get_mscale(factor, mscale_all_dim)
         else:
             attention_factor = yarn_get_mscale(factor)
-    beta_fast, beta_slow = rs.get("BetaFast") or 32, rs.get("BetaSlow") or 1
+    beta_fast, beta_slow = rs.get("beta_fast") or 32, rs.get("beta_slow") or 1
 
     def corr(rot):
         return (dim * math.log(orig / (rot * 2 * math.pi))) / (2 * math.log(base))
 
     low, high = corr(beta_fast), corr(beta_slow)
-    if not rs.get("NoTruncate"):
+    if rs.get("truncate", True):
         low, high = math.floor(low), math.ceil(high)
     low, high = max(low, 0), min(high, dim - 1)
     if low == high:
@@ -119,12 +124,15 @@ def rope_interleave(x):  # apply_rotary_pos_emb_interleave
 
 
 # half -> interleaved: interleaved feature 2i is half feature i, 2i+1 is half feature i + rope/2.
-perm = [i // 2 if i % 2 == 0 else rope // 2 + i // 2 for i in range(rope)]
+to_pairs = [i // 2 if i % 2 == 0 else rope // 2 + i // 2 for i in range(rope)]
+to_halves = [0] * rope
+for i, j in enumerate(to_pairs):
+    to_halves[j] = i
 
 
-def interleaved(w, rows_per_head, first, heads):
+def permuted(w, rows_per_head, first, heads, perm):
     """w with the rope rows [first, first+rope) of each of heads blocks of rows_per_head
-    rows permuted half -> interleaved (bias vectors too)."""
+    rows permuted by perm (bias vectors too)."""
     w = w.clone()
     for h in range(heads):
         lo = h * rows_per_head + first
@@ -138,10 +146,11 @@ def attention(x, p, interleave):
     Wq = W[qw + ".weight"]
     Wkv = W[a + "kv_a_proj_with_mqa.weight"]
     bkv = W.get(a + "kv_a_proj_with_mqa.bias")
-    if interleave:
-        Wq = interleaved(Wq, qk, nope, H)
-        Wkv = interleaved(Wkv, r + rope, r, 1)
-        bkv = None if bkv is None else interleaved(bkv[:, None], r + rope, r, 1)[:, 0]
+    if interleave != interleaved_checkpoint:  # the other convention: reorder the rope rows
+        perm = to_pairs if interleave else to_halves
+        Wq = permuted(Wq, qk, nope, H, perm)
+        Wkv = permuted(Wkv, r + rope, r, 1, perm)
+        bkv = None if bkv is None else permuted(bkv[:, None], r + rope, r, 1, perm)[:, 0]
     if ql:
         qa = rms(lin(x, a + "q_a_proj"), W[a + "q_a_layernorm.weight"], 1e-6)
         q = qa @ Wq.T
@@ -166,8 +175,8 @@ def attention(x, p, interleave):
 
 
 def router(x, p):  # DeepseekV3TopkRouter
-    ne, k = E["Experts"], E["TopK"]
-    groups, topk_group = E.get("Groups") or 1, E.get("TopKGroups") or 1
+    ne, k = cfg["n_routed_experts"], cfg["num_experts_per_tok"]
+    groups, topk_group = cfg.get("n_group") or 1, cfg.get("topk_group") or 1
     logits = x @ W[p + "gate.weight"].T
     scores = logits.sigmoid()
     choice = scores + W[p + "gate.e_score_correction_bias"]
@@ -178,9 +187,9 @@ def router(x, p):  # DeepseekV3TopkRouter
     choice = choice.masked_fill(~mask.bool(), float("-inf"))
     idx = torch.topk(choice, k=k, dim=-1, sorted=False)[1]
     w = scores.gather(1, idx)
-    if E["Normalize"]:
+    if cfg.get("norm_topk_prob", True):
         w = w / (w.sum(dim=-1, keepdim=True) + 1e-20)
-    return idx, w * (E.get("RoutedScale") or 1.0)
+    return idx, w * cfg.get("routed_scaling_factor", 1.0)
 
 
 def moe(x, p):
@@ -189,23 +198,23 @@ def moe(x, p):
     for t in range(T):
         for j in range(idx.shape[1]):
             out[t] += w[t, j] * mlp(x[t], p + "experts.%d." % idx[t, j])
-    for s in range(E.get("SharedExperts") or 0):
-        out = out + mlp(x, p + "shared_experts.%d." % s)
+    if cfg.get("n_shared_experts"):
+        out = out + mlp(x, p + "shared_experts.")
     return out
 
 
 def forward(interleave):
     x = W["model.embed_tokens.weight"][ids]
-    for i in range(cfg["Layers"]):
+    for i in range(cfg["num_hidden_layers"]):
         p = "model.layers.%d." % i
         x = x + attention(rms(x, W[p + "input_layernorm.weight"], eps), p, interleave)
         h = rms(x, W[p + "post_attention_layernorm.weight"], eps)
-        if i >= (E.get("FirstDense") or 0):
-            x = x + moe(h, p + "block_sparse_moe.")
+        if i >= (cfg.get("first_k_dense_replace") or 0):
+            x = x + moe(h, p + "mlp.")
         else:
             x = x + lin(torch.nn.functional.silu(lin(h, p + "mlp.gate_proj")) * lin(h, p + "mlp.up_proj"), p + "mlp.down_proj")
     x = rms(x, W["model.norm.weight"], eps)
-    head = W["lm_head.weight"] if "lm_head.weight" in W else W["model.embed_tokens.weight"]
+    head = W["model.embed_tokens.weight"] if cfg.get("tie_word_embeddings") else W["lm_head.weight"]
     return x @ head.T
 
 
