@@ -395,6 +395,11 @@ func (s *spec) deepseek(r *reader) {
 		s.mtp = int(r.integer("num_nextn_predict_layers", 0))
 		// The order of the rope rows in the weights, not the model's: ImportCheckpoint reads it.
 		r.used["rope_interleave"] = true
+		// transformers 5's DeepseekV3Config writes the query-key width it derives:
+		// qk_nope_head_dim + qk_rope_head_dim, or another model.
+		if qk := r.integer("qk_head_dim", s.nope+s.rope); qk != s.nope+s.rope {
+			r.bad("qk_head_dim", "%d is not qk_nope_head_dim + qk_rope_head_dim = %d", qk, s.nope+s.rope)
+		}
 	}
 	m := &moeSpec{
 		experts: int(r.integer("n_routed_experts", 0)), topK: int(r.integer("num_experts_per_tok", 1)),

@@ -255,3 +255,14 @@ func TestDeepSeekV2Import(t *testing.T) {
 		}
 	}
 }
+
+// TestDeepSeekQKHeadDim: transformers 5 writes the derived qk_head_dim into a saved
+// DeepseekV3Config; the right one imports, another is refused by name.
+func TestDeepSeekQKHeadDim(t *testing.T) {
+	if _, err := ImportConfig(editedConfig(t, "deepseek-v3.json", map[string]any{"qk_head_dim": 192}), Options{}); err != nil {
+		t.Errorf("qk_head_dim 192 (128 + 64): %v", err)
+	}
+	if _, err := ImportConfig(editedConfig(t, "deepseek-v3.json", map[string]any{"qk_head_dim": 128}), Options{}); err == nil || !strings.Contains(err.Error(), "qk_head_dim") {
+		t.Errorf("qk_head_dim 128: %v, want a refusal naming it", err)
+	}
+}
