@@ -39,7 +39,8 @@ func newImportHFCommand(stdout, stderr io.Writer) *cobra.Command {
 			"and notes each in the header; any other is refused with the reason.\n" +
 			"With --checkpoint HFDIR (config.json and *.safetensors), hf converts the weights too:\n" +
 			"OUTDIR/NAME.moe and a moec checkpoint under OUTDIR/checkpoints that eval, generate and\n" +
-			"export read (Llama, Mistral, Qwen2/3, Mixtral, Qwen2-MoE, Qwen3-MoE and OLMoE weights).",
+			"export read (Llama, Mistral, Qwen2/3, Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE, Arctic, gpt-oss\n" +
+			"(MXFP4 experts decoded), Llama 4 text and DeepSeek-V2/V3 weights).",
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opt := hf.Options{Name: name, Drop: drop}
