@@ -2,9 +2,7 @@ package gogen_test
 
 import (
 	"context"
-	"math"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -42,13 +40,7 @@ train variants on local {
 // gradient, the q/k norms and their backward, the query temperature), builds it, and holds
 // its losses to moec run's through the executor within 1e-6 relative.
 func TestStepProgramAttentionVariants(t *testing.T) {
-	gobin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("go is not on PATH: cannot build the generated program")
-	}
-	if testing.Short() {
-		t.Skip("builds and runs programs; skipped with -short")
-	}
+	gobin := needGoBuild(t)
 	prog := loadSections(t, map[string][]byte{"input.moe": []byte(attnVariantsModel)})
 	res, err := train.Run(context.Background(), train.Options{Program: prog, StageName: "moe", OutRoot: t.TempDir(),
 		Steps: stepSteps, ValWindows: 2, Layout: &train.Sharding{Ranks: 1, EP: 1, Program: true}})
@@ -71,15 +63,5 @@ func TestStepProgramAttentionVariants(t *testing.T) {
 		t.Fatalf("go build of the step program: %v", err)
 	}
 	got, _ := runProgram(t, exe, "-steps", strconv.Itoa(stepSteps))
-	if len(got) != stepSteps || len(want) != stepSteps {
-		t.Fatalf("%d losses from the program, %d from moec run; want %d each", len(got), len(want), stepSteps)
-	}
-	worst := 0.0
-	for i := range got {
-		worst = max(worst, math.Abs(got[i]-want[i])/math.Abs(want[i]))
-	}
-	if worst > 1e-6 {
-		t.Errorf("the step program's losses %v differ from moec run's %v by up to %.2g relative", got, want, worst)
-	}
-	t.Logf("%d steps within %.2g relative of moec run: %v", len(got), worst, got)
+	closeLosses(t, got, want, "")
 }

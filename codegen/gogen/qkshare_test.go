@@ -3,9 +3,7 @@ package gogen_test
 import (
 	"context"
 	"fmt"
-	"math"
 	"os"
-	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
@@ -44,13 +42,7 @@ train qkshare on local {
 // K/V sharing (qk_norm, clip and their backward, a rotary op of the queries alone), builds
 // them, and holds their losses to moec run's through the executor within 1e-6 relative.
 func TestStepProgramQKNormSharedKV(t *testing.T) {
-	gobin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("go is not on PATH: cannot build the generated program")
-	}
-	if testing.Short() {
-		t.Skip("builds and runs programs; skipped with -short")
-	}
+	gobin := needGoBuild(t)
 	for _, c := range []struct {
 		name, attention string
 		calls           []string
@@ -92,15 +84,5 @@ func goFormMatchesRun(t *testing.T, gobin, src string, calls []string) {
 		t.Fatalf("go build of the step program: %v", err)
 	}
 	got, _ := runProgram(t, exe, "-steps", strconv.Itoa(stepSteps))
-	if len(got) != stepSteps || len(want) != stepSteps {
-		t.Fatalf("%d losses from the program, %d from moec run; want %d each", len(got), len(want), stepSteps)
-	}
-	worst := 0.0
-	for i := range got {
-		worst = max(worst, math.Abs(got[i]-want[i])/math.Abs(want[i]))
-	}
-	if worst > 1e-6 {
-		t.Errorf("the step program's losses %v differ from moec run's %v by up to %.2g relative", got, want, worst)
-	}
-	t.Logf("%d steps within %.2g relative of moec run: %v", len(got), worst, got)
+	closeLosses(t, got, want, "")
 }

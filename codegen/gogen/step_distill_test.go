@@ -39,13 +39,7 @@ train tiny on local {
 // every micro-batch, and holds its losses to `moec run`'s, step by step; the build writes
 // no hand-written-model main.go for the stage, and says why.
 func TestStepProgramDistillMatchesRun(t *testing.T) {
-	gobin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("go is not on PATH: cannot build the generated program")
-	}
-	if testing.Short() {
-		t.Skip("builds and runs programs; skipped with -short")
-	}
+	gobin := needGoBuild(t)
 	dir := t.TempDir()
 	file := filepath.Join(dir, "tiny.moe")
 	if err := os.WriteFile(file, []byte(distillSource), 0o644); err != nil {
@@ -70,7 +64,7 @@ func TestStepProgramDistillMatchesRun(t *testing.T) {
 
 	sp, cfg := stepProgramFor(t, prog, "student")
 	// The plan's program of a distillation stage: its loss reads the teacher's logits.
-	sp, err = step.LowerRank(cfg.Model, sp.Batch, step.Layout{DP: 1, EP: 1, TP: 1, PP: 1,
+	sp, err := step.LowerRank(cfg.Model, sp.Batch, step.Layout{DP: 1, EP: 1, TP: 1, PP: 1,
 		Distill: step.Distill{Temperature: 2, SoftWeight: 0.7, HardWeight: 0.3}}, 0)
 	if err != nil {
 		t.Fatal(err)

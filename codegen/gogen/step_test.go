@@ -468,3 +468,35 @@ func parallelProgram(t *testing.T, c parallelCase) {
 	}
 	t.Logf("%d steps within %.2g relative of moec run on the same layout: %v", len(got), worst, got)
 }
+
+// needGoBuild is the go command the tests build generated programs with; without it, or
+// with -short, the test skips with the reason.
+func needGoBuild(t *testing.T) string {
+	t.Helper()
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("go is not on PATH: cannot build the generated program")
+	}
+	if testing.Short() {
+		t.Skip("builds and runs programs; skipped with -short")
+	}
+	return gobin
+}
+
+// closeLosses holds the step program's losses to moec run's, step by step, within 1e-6
+// relative (the Go form and the executor sum some products in another order); what says
+// which run they are for the log.
+func closeLosses(t *testing.T, got, want []float64, what string) {
+	t.Helper()
+	if len(got) != stepSteps || len(want) != stepSteps {
+		t.Fatalf("%d losses from the program, %d from moec run; want %d each", len(got), len(want), stepSteps)
+	}
+	worst := 0.0
+	for i := range got {
+		worst = max(worst, math.Abs(got[i]-want[i])/math.Abs(want[i]))
+	}
+	if worst > 1e-6 {
+		t.Errorf("the step program's losses %v differ from moec run's %v by up to %.2g relative", got, want, worst)
+	}
+	t.Logf("%d steps within %.2g relative of moec run%s: %v", len(got), worst, what, got)
+}
