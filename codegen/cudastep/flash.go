@@ -496,14 +496,12 @@ func (c *FlashChain) kv() int64 {
 
 // flashMove is the launch that brings a fused gradient from its workspace to the program's
 // buffer b: copied, or added where the op it stands for adds.
-func flashMove(from Arg, b int, acc bool, n int64, _ FlashShape) Launch {
+func flashMove(from Arg, b int, acc bool, n int64) Launch {
 	kernel := "dense_copy"
 	if acc {
 		kernel = "dense_accumulate"
 	}
-	blocks := min(flashCeilDiv(int(n), 256), 4096)
-	return Launch{Kernel: kernel, Grid: [3]int{max(blocks, 1), 1, 1}, Block: [3]int{256, 1, 1},
-		Args: []Arg{BufArg(PtrF32, b), from, IntArg(I64, n)}}
+	return denseElementwise(kernel, n, BufArg(PtrF32, b), from, IntArg(I64, n))
 }
 
 // flashAcc reports whether op adds to its output i.
@@ -609,7 +607,7 @@ func (c *FlashChain) At(i int) (launches []Launch, chain bool, err error) {
 		return ls, true, err
 	}
 	if i >= 0 && i == c.ScoresBwd {
-		return []Launch{flashMove(dq, c.DQ, c.AccQ, c.q(), c.Shape), flashMove(dk, c.DK, c.AccK, c.kv(), c.Shape)}, true, nil
+		return []Launch{flashMove(dq, c.DQ, c.AccQ, c.q()), flashMove(dk, c.DK, c.AccK, c.kv())}, true, nil
 	}
 	if i >= 0 && i == c.SoftmaxBwd {
 		return nil, true, nil

@@ -10,7 +10,8 @@ import (
 // unhonoured says which feature of op (or of the model it belongs to) the step kernels do
 // not compute, or "": an op whose kind the kernels know can still carry a variant they do
 // not (a sliding window on a softmax, gpt-oss's clamp on an activation), and lowering it
-// as the plain op would train another model silently.
+// as the plain op would train another model silently. (Node-limited routing is refused
+// where the route is lowered, lowerMoE.)
 func unhonoured(m *program.Model, op *step.Op) string {
 	switch op.Kind {
 	case step.OpSoftmax, step.OpSoftmaxBwd:
@@ -34,8 +35,6 @@ func unhonoured(m *program.Model, op *step.Op) string {
 		case e == nil:
 		case e.RoutedScaleOrOne() != 1:
 			return "scaled routed experts (moe.routed_scale)"
-		case e.Groups > 0:
-			return "node-limited routing (moe.groups)"
 		case e.AuxFreeBias > 0:
 			return "auxiliary-loss-free bias balancing (moe.aux_free_bias)"
 		case e.SparsemixerEps > 0:

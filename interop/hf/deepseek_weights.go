@@ -231,14 +231,11 @@ func deepseekLayoutFor(m *program.Model) (candidate bool, unmet []string) {
 	need(e.SparsemixerEps == 0 && e.SwigluLimit == 0 && !e.GateInput, "no sparsemixer, clamped SwiGLU or gated expert inputs")
 	need(e.Groups == 0 || (e.Experts%e.Groups == 0 && e.Experts/e.Groups >= 2), "groups that divide the experts into groups of two or more (each group scores as its best two)")
 	need(len(e.Layers) == 0 && e.Every <= 1 && !e.ParallelDense && !e.ParallelAttention, "MoE in every layer from first_dense on (first_k_dense_replace), no parallel dense FFN")
-	need(m.FFN.Activation == program.SwiGLU && (e.Activation == "" || e.Activation == program.SwiGLU), "swiglu FFNs and experts")
-	need(m.Norm == program.RMSNorm && (m.NormPlacement == "" || m.NormPlacement == program.PreNorm) && m.FinalNorm && m.Encoder == 0, "pre-norm RMSNorm decoder layers and a final norm")
-	need(m.Position == program.Rotary && ropeScalingExact(m) && (m.RopeScaling == nil || m.RopeScaling.Type != program.RopeLongrope), "rotary positions (without longrope)")
+	swigluDecoderNeeds(m, need)
 	need(a.QKRopeHeadDim%2 == 0, "an even qk_rope_head_dim")
 	need(a.BiasQKV == a.BiasOut && !a.QKNorm && a.ClipQKV == 0, "attention biases on q_a_proj, kv_a_proj_with_mqa and o_proj or on none (attention_bias), no q/k norms or clipping")
 	need(!a.TalkingHeads && !a.SharesWeights() && a.ShareKV <= 1 && !a.Sinks && a.Window == 0 && a.FullEvery == 0 && a.NopeEvery == 0 && a.ChunkSize == 0 && !a.QKL2Norm && a.NopeTemperature == 0,
 		"plain latent attention (no talking heads, sharing, sinks, windows or chunks)")
-	need(m.MTPDepth == 0 && !m.HeadBias, "no multi-token prediction or head bias")
 	return true, unmet
 }
 

@@ -306,12 +306,9 @@ func gptOssLayoutFor(m *program.Model) (candidate bool, unmet []string) {
 	need(e.RouterBias && e.ExpertBias, "biases on the router and the experts")
 	need(e.SharedExperts == 0 && len(e.Layers) == 0 && e.FirstDense == 0 && e.Every <= 1 && !e.ParallelDense && !e.ParallelAttention, "MoE in every layer, no shared or parallel dense FFN")
 	need(e.Router != program.RouteTokenEmbedding && !e.GateInput && e.RoutedScaleOrOne() == 1 && e.SparsemixerEps == 0 && e.Groups == 0 && e.AuxFreeBias == 0, "plain top-k routing")
-	need(m.FFN.Activation == program.SwiGLU && (e.Activation == "" || e.Activation == program.SwiGLU), "swiglu experts")
-	need(m.Norm == program.RMSNorm && (m.NormPlacement == "" || m.NormPlacement == program.PreNorm) && m.FinalNorm && m.Encoder == 0, "pre-norm RMSNorm decoder layers and a final norm")
-	need(m.Position == program.Rotary && ropeScalingExact(m) && (m.RopeScaling == nil || m.RopeScaling.Type != program.RopeLongrope), "rotary positions (without longrope)")
+	swigluDecoderNeeds(m, need)
 	need(a.BiasQKV && a.BiasOut && !a.QKNorm && !a.QKL2Norm && a.ClipQKV == 0, "biases on Q, K, V and the output, no q/k norms or clipping")
 	need(!a.MLA && !a.TalkingHeads && !a.SharesWeights() && a.ShareKV <= 1 && a.NopeEvery == 0 && a.ChunkSize == 0 && a.NopeTemperature == 0, "plain grouped-query attention (no MLA, talking heads, sharing, position-free or chunked layers)")
-	need(m.MTPDepth == 0 && !m.HeadBias, "no multi-token prediction or head bias")
 	return true, unmet
 }
 

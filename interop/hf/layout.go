@@ -289,3 +289,20 @@ func moeLayoutFor(m *program.Model) (Layout, []string) {
 	}
 	return LayoutMoec, []string{"no class moec writes holds this combination of features: " + strings.Join(why, "; ")}
 }
+
+// swigluDecoderNeeds are what the Llama-lineage classes moec writes for its special
+// families (Llama 4, gpt-oss, DeepSeek-V3) all need: SwiGLU FFNs and experts, pre-norm
+// RMSNorm decoder layers with a final norm, rotary positions (linear, dynamic, yarn or
+// llama3 scaling as transformers computes it), no multi-token prediction or head bias.
+func swigluDecoderNeeds(m *program.Model, need func(ok bool, what string)) {
+	act := m.FFN.Activation
+	if e := m.MoE; e != nil && e.Activation != "" && e.Activation != act {
+		act = e.Activation
+	}
+	need(m.FFN.Activation == program.SwiGLU && act == program.SwiGLU, "swiglu FFNs and experts")
+	need(m.Norm == program.RMSNorm && (m.NormPlacement == "" || m.NormPlacement == program.PreNorm) && m.FinalNorm && m.Encoder == 0,
+		"pre-norm RMSNorm decoder layers and a final norm")
+	need(m.Position == program.Rotary && ropeScalingExact(m) && (m.RopeScaling == nil || m.RopeScaling.Type != program.RopeLongrope),
+		"rotary positions (without longrope)")
+	need(m.MTPDepth == 0 && !m.HeadBias, "no multi-token prediction or head bias")
+}

@@ -234,13 +234,10 @@ func llama4LayoutFor(m *program.Model) (candidate bool, unmet []string) {
 	need(e.Router != program.RouteTokenEmbedding && !e.RouterBias && !e.ExpertBias && !m.FFN.Bias, "a plain router and no FFN biases")
 	need(e.RoutedScaleOrOne() == 1 && e.SparsemixerEps == 0 && e.Groups == 0 && e.AuxFreeBias == 0 && e.SwigluLimit == 0, "plain top-k routing (no routed_scale, sparsemixer, groups, bias balancing or clamped SwiGLU)")
 	need(len(e.Layers) == 0 && e.FirstDense == 0 && !e.ParallelDense && !e.ParallelAttention, "MoE layers chosen by a step (every), no parallel dense FFN")
-	need(m.FFN.Activation == program.SwiGLU && (e.Activation == "" || e.Activation == program.SwiGLU), "swiglu FFNs and experts")
-	need(m.Norm == program.RMSNorm && (m.NormPlacement == "" || m.NormPlacement == program.PreNorm) && m.FinalNorm && m.Encoder == 0, "pre-norm RMSNorm decoder layers and a final norm")
-	need(m.Position == program.Rotary && ropeScalingExact(m) && (m.RopeScaling == nil || m.RopeScaling.Type != program.RopeLongrope), "rotary positions (without longrope)")
+	swigluDecoderNeeds(m, need)
 	need(!a.BiasQKV && !a.BiasOut && !a.QKNorm && a.ClipQKV == 0, "no attention biases, learned q/k norms or clipping")
 	need(!a.MLA && !a.TalkingHeads && !a.SharesWeights() && a.ShareKV <= 1 && !a.Sinks && a.Window == 0 && a.FullEvery == 0, "plain grouped-query attention (no MLA, talking heads, sharing, sinks or windows)")
 	need(a.HeadDim%2 == 0, "an even head_dim")
-	need(m.MTPDepth == 0 && !m.HeadBias, "no multi-token prediction or head bias")
 	return true, unmet
 }
 
