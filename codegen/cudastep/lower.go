@@ -408,7 +408,7 @@ func (lw *opLowerer) op(op *step.Op, ol *OpLaunches) error {
 	case step.OpRotary, step.OpRotaryBwd:
 		tab := lw.ropeTable()
 		tokens := lw.p.Batch.MicroBatch * lw.p.Batch.SeqLen
-		for _, b := range out[:2] {
+		for _, b := range out { // q and k, or q alone where the layer reuses an earlier layer's keys (share_kv)
 			width := int(lw.n(b)) / tokens
 			add(denseElementwise("dense_rotary", int64(tokens*width/2), lw.buf(b), tab, int32Arg(tokens), int32Arg(width),
 				int32Arg(lw.p.Batch.SeqLen), int32Arg(lw.d.Dh), boolArg(op.Kind == step.OpRotaryBwd)))

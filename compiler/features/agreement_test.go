@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/moec-dev/moec/codegen/cudastep"
 	"github.com/moec-dev/moec/codegen/gogen"
 	"github.com/moec-dev/moec/compiler/check"
 	"github.com/moec-dev/moec/compiler/features"
@@ -240,6 +241,31 @@ func TestMegatronColumnAgreesWithLaunch(t *testing.T) {
 		}
 		if (len(l.Unsupported) > 0) != (len(gaps) > 0) {
 			t.Errorf("%s: the launch lists %q; the table refuses %v", f.Key, l.Unsupported, gaps)
+		}
+	}
+}
+
+// TestCUDAStepColumnAgreesWithLower: codegen/cudastep lowers a feature's one-rank step
+// program iff the table's CUDA step column honours the feature (and, where it refuses,
+// the step program lowered it: the column's other refusals are the step program's).
+func TestCUDAStepColumnAgreesWithLower(t *testing.T) {
+	b := step.Batch{MicroBatch: 1, SeqLen: 8, Micro: 2}
+	l := step.Layout{DP: 1, EP: 1, TP: 1, PP: 1}
+	for _, f := range features.Table() {
+		m, gaps := example(t, f.Key, features.CUDAStep, features.Layout{})
+		_, stepGaps := example(t, f.Key, features.Step, features.Layout{})
+		p, err := step.LowerRank(m, b, l, 0)
+		if err != nil {
+			if len(stepGaps) == 0 {
+				t.Errorf("%s: step.LowerRank: %v", f.Key, err)
+			} else if len(gaps) == 0 {
+				t.Errorf("%s: the step program refuses it, the CUDA step column honours it", f.Key)
+			}
+			continue
+		}
+		_, err = cudastep.Lower(p, m)
+		if (err != nil) != (len(gaps) > 0) {
+			t.Errorf("%s: cudastep.Lower: %v; the table's refusals: %v", f.Key, err, gaps)
 		}
 	}
 }

@@ -11,17 +11,20 @@ import (
 type Backend string
 
 const (
-	Runtime  Backend = "runtime"  // the CPU runtime (runtime/nn): `moec run`, `moec run --llvm`, generate, serve
-	Step     Backend = "step"     // the step program (compiler/step): program.txt
-	CUDA     Backend = "cuda"     // the generated CUDA kernels (codegen/cuda)
-	LLVM     Backend = "llvm"     // the generated LLVM IR kernels (codegen/llvm)
-	GoProg   Backend = "go"       // the generated Go program (codegen/gogen)
-	Megatron Backend = "megatron" // the Megatron-Core launch (interop/megatron)
-	HF       Backend = "hf"       // the Hugging Face export (interop/hf)
+	Runtime  Backend = "runtime"   // the CPU runtime (runtime/nn): `moec run`, `moec run --llvm`, generate, serve
+	Step     Backend = "step"      // the step program (compiler/step): program.txt
+	CUDAStep Backend = "cuda-step" // the step program lowered to CUDA (codegen/cudastep): `moec run --device cuda`
+	CUDA     Backend = "cuda"      // the generated CUDA kernels (codegen/cuda)
+	LLVM     Backend = "llvm"      // the generated LLVM IR kernels (codegen/llvm)
+	GoProg   Backend = "go"        // the generated Go program (codegen/gogen)
+	Megatron Backend = "megatron"  // the Megatron-Core launch (interop/megatron)
+	HF       Backend = "hf"        // the Hugging Face export (interop/hf)
 )
 
 // Backends lists every backend, in the table's column order.
-func Backends() []Backend { return []Backend{Runtime, Step, CUDA, LLVM, GoProg, Megatron, HF} }
+func Backends() []Backend {
+	return []Backend{Runtime, Step, CUDAStep, CUDA, LLVM, GoProg, Megatron, HF}
+}
 
 // Title is the backend's name for people (the table's column heading).
 func (b Backend) Title() string {
@@ -30,6 +33,8 @@ func (b Backend) Title() string {
 		return "CPU runtime"
 	case Step:
 		return "step program"
+	case CUDAStep:
+		return "CUDA step"
 	case CUDA:
 		return "CUDA kernels"
 	case LLVM:

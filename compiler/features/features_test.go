@@ -112,10 +112,12 @@ func TestMarkdown(t *testing.T) {
 	m.MoE.Groups, m.MoE.TopKGroups, m.MoE.CapacityFactor = 2, 1, 1.25
 	md := Markdown(Rows(m, Layout{}))
 	for _, want := range []string{
-		"| Feature | CPU runtime | step program | CUDA kernels | LLVM kernels | Go program | Megatron-Core | Hugging Face |",
-		"| node-limited routing (moe.groups, topk_groups) | yes | yes | **no** [1] | **no** [1] | yes | yes | **no** [2] |",
-		"1. node-limited routing (moe.groups, topk_groups): router_fwd takes the top_k over all experts",
-		"3. a capacity factor (moe.capacity_factor): route_index gives every assignment a slot",
+		"| Feature | CPU runtime | step program | CUDA step | CUDA kernels | LLVM kernels | Go program | Megatron-Core | Hugging Face |",
+		"| node-limited routing (moe.groups, topk_groups) | yes | yes | **no** [1] | **no** [2] | **no** [2] | yes | yes | **no** [3] |",
+		"| a capacity factor (moe.capacity_factor) | yes | yes | yes | **no** [4] | **no** [4] | yes | approx. [5] | approx. [6] |",
+		"1. node-limited routing (moe.groups, topk_groups): moe_route_topk takes the top_k over all experts",
+		"2. node-limited routing (moe.groups, topk_groups): router_fwd takes the top_k over all experts",
+		"4. a capacity factor (moe.capacity_factor): route_index gives every assignment a slot",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md)

@@ -594,6 +594,7 @@ func Table() []Feature {
 		// The LLVM kernels are the same kernel descriptions lowered to LLVM IR; the Go
 		// program is the CPU runtime with the schedule unrolled.
 		rows[i].cells[LLVM] = rows[i].cells[CUDA]
+		rows[i].cells[CUDAStep] = cudaStepCell(rows[i].Key, rows[i].cells[Step])
 		runtime := rows[i].cells[Runtime]
 		rows[i].cells[GoProg] = func(m *program.Model, l Layout) Verdict {
 			v := runtime(m, l)
@@ -604,6 +605,56 @@ func Table() []Feature {
 		}
 	}
 	return rows
+}
+
+// cudaStepRefusal says why the CUDA step backend (codegen/cudastep) cannot run the
+// feature of row key although the step program lowers it: it has no kernel for the
+// feature's ops, or its kernels do not compute the feature's variant of an op (its
+// unhonoured). TestCUDAStepColumnAgreesWithLower lowers each feature's example through
+// cudastep and holds this list to what it refuses.
+func cudaStepRefusal(key string) string {
+	switch key {
+	case "qk_norm", "qk_norm_after_rope":
+		return "no CUDA kernel for the q/k norms yet"
+	case "clip_qkv":
+		return "no CUDA kernel for clipping Q/K/V yet"
+	case "qk_l2_norm":
+		return "no CUDA kernel for the q/k L2 norms yet"
+	case "nope_temperature":
+		return "no CUDA kernel for the query temperature yet"
+	case "sinks":
+		return "the attention softmax kernels have no sink logit"
+	case "window", "full_every", "chunked_attention":
+		return "the attention softmax kernels mask causally only"
+	case "groups":
+		return "moe_route_topk takes the top_k over all experts: the group limit is not generated"
+	case "shared_gate":
+		return "no CUDA kernel for the shared expert's sigmoid gate yet"
+	case "routed_scale":
+		return "the routing kernels do not scale the routed experts"
+	case "sparsemixer":
+		return "the routing kernels take a top-k of the scores, not sparsemixer's"
+	case "swiglu_limit":
+		return "the activation kernels compute the plain SwiGLU"
+	case "gate_input":
+		return "the permute and combine kernels gate the experts' outputs, not their inputs"
+	}
+	return ""
+}
+
+// cudaStepCell is the CUDA step's cell of the row key: it lowers the step program op by
+// op, so it refuses what the step program refuses and what cudaStepRefusal names, and
+// honours the rest.
+func cudaStepCell(key string, step Cell) Cell {
+	return func(m *program.Model, l Layout) Verdict {
+		if v := step(m, l); v.Status == Refused {
+			return Verdict{Refused, "the step program does not lower it"}
+		}
+		if why := cudaStepRefusal(key); why != "" {
+			return Verdict{Refused, why}
+		}
+		return Verdict{Status: Honoured}
+	}
 }
 
 // activationCells are the cells of one activation's row.

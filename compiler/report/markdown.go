@@ -145,7 +145,8 @@ func writeModel(b *strings.Builder, m *ModelReport) {
 		b.WriteString("What each backend does with each feature this model uses: yes, honoured; approx., computed " +
 			"approximately; **no**, not honoured (the CPU runtime, the Go program and the step program refuse the model; " +
 			"the generated kernels and the exports are written without the feature); —, the backend computes nothing " +
-			"the feature changes. The step program's cells are for one rank; `moec build` names what a stage's layout " +
+			"the feature changes. The step program's cells are for one rank; the CUDA step is that program lowered to CUDA " +
+			"(`moec run --device cuda`, one rank); `moec build` names what a stage's layout " +
 			"cannot lower, and warns (W9501) of what the generated kernels leave out. `moec run --llvm` runs only the " +
 			"norm and cross-entropy LLVM kernels and computes the rest in Go, so the CPU runtime's column holds for it.\n\n")
 		b.WriteString(features.Markdown(m.Features))
