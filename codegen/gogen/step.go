@@ -80,8 +80,8 @@ func StepSource(cfg Config, p *step.Program) (string, error) {
 	if w := p.Layout.World(); w > maxWrittenRanks {
 		return "", &NotWrittenError{fmt.Sprintf("%d ranks; the Go form runs every rank in one process and is written for at most %d", w, maxWrittenRanks)}
 	}
-	if distills(p) && (p.Layout.World() > 1 || cfg.InitFromTeacher || cfg.TeacherStage == "") {
-		return "", &NotWrittenError{"a distillation stage's Go form is written for one rank, a student that starts from its own initialisation, and a known teacher stage"}
+	if p.Layout.Distill.On() && (cfg.InitFromTeacher || cfg.TeacherStage == "") {
+		return "", &NotWrittenError{"a distillation stage's Go form is written for a student that starts from its own initialisation and a known teacher stage"}
 	}
 	genOptimizerConfig(f, cfg)
 	progs := []*step.Program{p}
@@ -386,10 +386,7 @@ func opCall(p *step.Program, i int) (jen.Code, error) {
 		C, D := dispatchDims(shape(in[1]))
 		return k.Dot("CombineBwd").Call(buf(in[0]), buf(in[1]), buf(in[2]), buf(in[3]), buf(in[4]), buf(out[0]), buf(out[1]), jen.Lit(C), jen.Lit(D), acc(1), fill(in[1]), fill(out[0])), nil
 	case step.OpDistillLoss:
-		d := op.Distill
-		return k.Dot("DistillLoss").Call(buf(in[0]), buf(in[1]), buf(in[2]), buf(out[0]), bufOr(out, 1), jen.Lit(shape(in[0])[1]),
-			jen.Qual(pkgStep, "Distill").Values(jen.Dict{jen.Id("Temperature"): jen.Lit(d.Temperature), jen.Id("SoftWeight"): jen.Lit(d.SoftWeight),
-				jen.Id("HardWeight"): jen.Lit(d.HardWeight)})), nil
+		return distillLossCall(p, op), nil // step_distill.go
 	case step.OpCrossEntropy:
 		// Under tp each rank holds a slice of the vocabulary: three passes between the
 		// reductions of the row maxima and sums.
@@ -918,7 +915,7 @@ func genStepMain(f *jen.File, cfg Config, progs []*step.Program) {
 			jen.List(jen.Id("ts"), jen.Err()).Op("=").Qual(pkgWeights, "Initial").Call(jen.Op("&").Id("m"), jen.Id("seed")),
 		)
 		g.If(jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Err()))
-		if distills(p) {
+		if l.Distill.On() { // the teacher is loaded once, for the ranks that compute the loss
 			genLoadTeacher(g, cfg)
 		}
 		if world > 1 {
@@ -982,7 +979,7 @@ func genStepMain(f *jen.File, cfg Config, progs []*step.Program) {
 	})
 	f.Line()
 	if world > 1 {
-		genStepAll(f, M)
+		genStepAll(f, M, progs[0].Layout.Distill)
 	}
 	f.Comment("full prints a float with the fewest digits that read back to the same value.")
 	f.Func().Id("full").Params(jen.Id("x").Float64()).String().Block(
@@ -992,7 +989,7 @@ func genStepMain(f *jen.File, cfg Config, progs []*step.Program) {
 // genStepAll writes stepAll: one step on every rank, each a goroutine over its replica's
 // micro-batches (a rank that fails stops the others), and the step's loss terms: the sum
 // over the tp-rank-0 ranks' shares, as runtime/exec's Local adds them.
-func genStepAll(f *jen.File, M int) {
+func genStepAll(f *jen.File, M int, d step.Distill) {
 	stats := jen.Qual(pkgExec, "Stats")
 	f.Comment("stepAll runs one step on every rank and adds up the step's loss terms.")
 	f.Func().Id("stepAll").Params(jen.Id("world").Op("*").Qual(pkgExec, "World"),
@@ -1022,8 +1019,13 @@ func genStepAll(f *jen.File, M int) {
 			jen.Id("out").Dot("Balance").Op("+=").Id("t").Dot("Balance"),
 			jen.Id("out").Dot("ZLoss").Op("+=").Id("t").Dot("ZLoss"),
 			jen.Id("out").Dot("Dropped").Op("+=").Id("t").Dot("Dropped"),
+			jen.Id("out").Dot("Distill").Op("+=").Id("t").Dot("Distill"),
 		)
-		g.Id("out").Dot("Loss").Op("=").Id("out").Dot("CE")
+		if d.On() { // a distillation stage's loss: hard·CE + soft·T²·KL
+			g.Id("out").Dot("Loss").Op("=").Lit(d.HardWeight).Op("*").Id("out").Dot("CE").Op("+").Lit(d.SoftWeight).Op("*").Id("out").Dot("Distill")
+		} else {
+			g.Id("out").Dot("Loss").Op("=").Id("out").Dot("CE")
+		}
 		g.If(jen.Id("moe").Op(":=").Id("m").Dot("MoE"), jen.Id("moe").Op("!=").Nil()).Block(
 			jen.Id("out").Dot("Loss").Op("+=").Id("moe").Dot("BalanceLoss").Op("*").Id("out").Dot("Balance").Op("+").Id("moe").Dot("ZLoss").Op("*").Id("out").Dot("ZLoss"))
 		g.List(jen.Id("out").Dot("GradNorm"), jen.Id("out").Dot("LR")).Op("=").List(jen.Id("st").Index(jen.Lit(0)).Dot("GradNorm"), jen.Id("st").Index(jen.Lit(0)).Dot("LR"))
@@ -1376,23 +1378,6 @@ func distills(p *step.Program) bool {
 		}
 	}
 	return false
-}
-
-// genTeacherLogits writes the teacher's forward on each micro-batch whose teacher_logits
-// input the program reads, into that input, before the step's first op.
-func genTeacherLogits(g *jen.Group, p *step.Program) {
-	for i, b := range p.Buffers {
-		if b.Kind != step.KindInput || b.Int || !strings.HasPrefix(b.Name, "teacher_logits@") || p.Memory.Lifetime[i][0] < 0 {
-			continue
-		}
-		var mi int
-		fmt.Sscan(strings.TrimPrefix(b.Name, "teacher_logits@"), &mi)
-		g.List(jen.Id(fmt.Sprintf("teacher%d", mi)), jen.Err()).Op(":=").Id("r").Dot("teacher").Dot("Logits").Call(jen.Id("micro").Index(jen.Lit(mi)), jen.Qual(pkgExec, "Options").Values())
-		g.If(jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Qual(pkgExec, "Stats").Values(), jen.Err()))
-		g.If(jen.Len(jen.Id(fmt.Sprintf("teacher%d", mi))).Op("!=").Len(buf(i))).Block(jen.Return(jen.Qual(pkgExec, "Stats").Values(),
-			jen.Qual("fmt", "Errorf").Call(jen.Lit(fmt.Sprintf("the teacher wrote %%d logits for micro-batch %d, the student reads %d", mi, b.Elements())), jen.Len(jen.Id(fmt.Sprintf("teacher%d", mi))))))
-		g.Copy(buf(i), jen.Id(fmt.Sprintf("teacher%d", mi)))
-	}
 }
 
 // genLoadTeacher writes the loading of the teacher's final checkpoint (tc) from -from.

@@ -1,10 +1,12 @@
 package plan
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/moec-dev/moec/compiler/analysis"
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/compiler/step"
 )
 
 // TestDistillPlansTheTeacher: a distillation stage's GPU plan holds the teacher's weights
@@ -56,5 +58,38 @@ func TestDistillPlansTheTeacher(t *testing.T) {
 	// student's active size) costs about a third of the student's forward and backward.
 	if r := p.Time.TeacherSeconds / (p.Time.ComputeSeconds - p.Time.TeacherSeconds); r < 0.15 || r > 0.6 {
 		t.Errorf("teacher forward / student step = %.2f, want about 1/3", r)
+	}
+}
+
+// TestDistillLocalPlanUnderTP: a distillation stage's local plan at tp 2 is its
+// vocabulary-parallel step programs' memory (each rank's slice of the teacher's logits
+// included), not a layout no rank can run.
+func TestDistillLocalPlanUnderTP(t *testing.T) {
+	src := strings.Replace(tinyCPU("16GiB"), "  stage four from dense",
+		"  stage student distill from dense { experts = 1; temperature = 2; soft_weight = 0.5; hard_weight = 0.5; tokens = 10k }\n  stage four from dense", 1)
+	prog := loadSource(t, src)
+	tr := prog.Trains[prog.TrainOrder[0]]
+	st, err := tr.LookupStage("student")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, ds := LocalWith(prog, tr, st, 2, LocalOptions{TP: 2})
+	if p == nil || ds.HasErrors() {
+		t.Fatalf("tp 2: %v", ds.Err())
+	}
+	l := p.Layout
+	if l.TP != 2 {
+		t.Fatalf("layout %+v, want tp 2", l)
+	}
+	sl := step.Layout{DP: l.DP, EP: l.EP, TP: l.TP, PP: l.PP, ZeRO: l.ZeRO, Recompute: l.Recompute, Distill: stepDistill(st)}
+	progs, err := step.Lower(program.StageModel(prog.Models[tr.Model], st), step.Batch{MicroBatch: l.MicroBatch, SeqLen: 32, Micro: l.GradAccum}, sl)
+	if err != nil {
+		t.Fatalf("%s: %v", sl, err)
+	}
+	for r, pr := range p.Placement.Ranks {
+		pm := MemoryOf(progs[r])
+		if pr.ArenaDevice != pm.Arena[step.Device] || pr.ArenaDevice == 0 {
+			t.Errorf("rank %d: plan arena %d, the distilling program's %d", r, pr.ArenaDevice, pm.Arena[step.Device])
+		}
 	}
 }

@@ -76,7 +76,7 @@ func prepare(m *program.Model, b Batch, l Layout) (Layout, program.Dims, []param
 	if l.Cache.On() {
 		l.OffloadOpt = false // the cache keeps every state in the host tier already
 	}
-	if us := append(append(unsupported(m, l), checkCache(l)...), distillUnsupported(l)...); len(us) > 0 {
+	if us := append(unsupported(m, l), checkCache(l)...); len(us) > 0 {
 		return l, d, nil, &LayoutError{Unsupported: us}
 	}
 	walk, err := params.Walk(m)

@@ -211,7 +211,7 @@ type Op struct {
 	GateInput bool
 	// Rows says which rows an embed or embed_bwd op's table lookup reads.
 	Rows EmbedRows
-	// Pass is a cross_entropy op's pass under a vocabulary-parallel head.
+	// Pass is a cross_entropy or distill_loss op's pass under a vocabulary-parallel head.
 	Pass LossPass
 	// Distill is a distill_loss op's temperature and weights.
 	Distill Distill
@@ -370,13 +370,14 @@ const (
 	RowsOfVocabParallel                  // the token ids' rows of this tp rank's slice of the vocabulary
 )
 
-// LossPass is a cross_entropy op's part of the loss.
+// LossPass is a cross_entropy or distill_loss op's part of the loss.
 type LossPass uint8
 
 const (
 	LossWhole LossPass = iota // the mean loss and the logits' gradient (with a tp head: from the reduced maxima and sums)
 	LossMax                   // vocabulary-parallel pass 1: each row's largest logit of this rank's slice
 	LossSum                   // vocabulary-parallel pass 2: the slice's sum of exponentials and target logit
+	LossCross                 // vocabulary-parallel distill_loss pass 3: the slice's part of the KL (distill.go)
 )
 
 // Accumulates reports whether op adds to its i-th output.

@@ -12,14 +12,29 @@ import (
 	"github.com/moec-dev/moec/runtime/safetensors"
 )
 
-// distillLoss runs a distill_loss op.
+// distillLoss runs a distill_loss op. Under tp each rank holds a slice of the vocabulary
+// and the op runs in four passes (pass=max, pass=sum, pass=cross, pass=loss) between the
+// reductions of their rows (kernels_distill_tp.go).
 func (e *Executor) distillLoss(op *step.Op) error {
 	f, in, out := e.f32, op.In, op.Out
+	Vl := e.p.Buffers[in[0]].Shape[1]
+	first := e.p.Coord.TP * Vl
 	var dl []float32 // an evaluation program's loss has no gradient to write
 	if len(out) > 1 {
 		dl = f[out[1]]
 	}
-	e.DistillLoss(f[in[0]], e.i32[in[1]], f[in[2]], f[out[0]], dl, e.p.Buffers[in[0]].Shape[1], op.Distill)
+	switch {
+	case op.Pass == step.LossMax:
+		DistillLossMax(f[in[0]], f[in[1]], f[out[0]], Vl)
+	case op.Pass == step.LossSum:
+		DistillLossSum(f[in[0]], e.i32[in[1]], f[in[2]], f[in[3]], f[out[0]], Vl, first, op.Distill)
+	case op.Pass == step.LossCross:
+		DistillLossCross(f[in[0]], f[in[1]], f[in[2]], f[in[3]], f[out[0]], Vl, op.Distill)
+	case len(in) > 3:
+		e.DistillLossParallel(f[in[0]], e.i32[in[1]], f[in[2]], f[in[3]], f[in[4]], f[in[5]], f[out[0]], dl, Vl, first, op.Distill)
+	default:
+		e.DistillLoss(f[in[0]], e.i32[in[1]], f[in[2]], f[out[0]], dl, Vl, op.Distill)
+	}
 	return nil
 }
 
@@ -80,6 +95,13 @@ func (k *Kernels) DistillLoss(logits []float32, targets []int32, teacher []float
 			}
 		}
 	})
+	k.addDistillTerms(terms, n, loss, d)
+}
+
+// addDistillTerms writes the micro-batch's mean loss from its n rows' cross-entropies
+// (terms[:n]) and soft losses T²·KL (terms[n:2n]), added in row order, and adds both
+// means to the step's terms.
+func (k *Kernels) addDistillTerms(terms []float64, n int, loss []float32, d step.Distill) {
 	var ce, kl float64
 	for i := 0; i < n; i++ {
 		ce += terms[i]
@@ -108,6 +130,13 @@ func distilledLoss(d step.Distill, ce, soft float64) float64 {
 // of the teacher's model on one rank, holding its weights, run on a student's micro-batch
 // to give the logits the student's distill_loss reads. It keeps no gradient, optimizer
 // state or activation for a backward.
+//
+// Under tp every rank of a replica holds the whole teacher and runs its whole forward,
+// then keeps its slice of the vocabulary (Fill): the teacher needs no communicator of its
+// own beside the student's (in process or under mpirun), any teacher the one-rank program
+// lowers can teach (talking heads included, which tp refuses), and each rank's slice is
+// the same bits as tp 1's teacher gives. The cost is tp copies of the teacher's weights
+// and forward per replica.
 type Teacher struct {
 	ex     *Executor
 	logits int // the logits buffer of the program's one micro-batch
@@ -155,6 +184,26 @@ func (t *Teacher) Logits(seqs []int32, o Options) ([]float32, error) {
 	return t.ex.f32[t.logits], nil
 }
 
+// Fill runs the teacher on one micro-batch (as Logits) and writes into dst the columns
+// [first, first+Vl) of each row of its logits: a vocabulary-parallel student's slice,
+// the columns its tp rank's head computes (the whole rows when Vl is the vocabulary).
+// Every tp rank runs the whole teacher, so the slices are those of the same rows.
+func (t *Teacher) Fill(dst []float32, seqs []int32, Vl, first int, o Options) error {
+	logits, err := t.Logits(seqs, o)
+	if err != nil {
+		return err
+	}
+	V := t.ex.p.Buffers[t.logits].Shape[1]
+	n := len(logits) / V
+	if Vl < 1 || first < 0 || first+Vl > V || len(dst) != n*Vl {
+		return fmt.Errorf("exec: the teacher wrote %d rows of %d logits, the student reads %d values of columns [%d, %d)", n, V, len(dst), first, first+Vl)
+	}
+	for i := 0; i < n; i++ {
+		copy(dst[i*Vl:(i+1)*Vl], logits[i*V+first:i*V+first+Vl])
+	}
+	return nil
+}
+
 // SetTeacher gives a distilling program its teacher (nil: none). The teacher's
 // vocabulary must be the student's.
 func (e *Executor) SetTeacher(t *Teacher) error {
@@ -176,7 +225,8 @@ func (e *Executor) Distills() bool {
 }
 
 // fillTeacherLogits runs the teacher on each micro-batch whose teacher_logits input the
-// program reads, before the step's first op.
+// program reads, before the step's first op, and copies the rank's slice of the
+// vocabulary (under tp) into it.
 func (e *Executor) fillTeacherLogits(micro [][]int32, o Options) error {
 	for i, b := range e.p.Buffers {
 		if b.Kind != step.KindInput || e.f32[i] == nil {
@@ -189,14 +239,10 @@ func (e *Executor) fillTeacherLogits(micro [][]int32, o Options) error {
 		if e.teacher == nil {
 			return fmt.Errorf("exec: the program distills and has no teacher (SetTeacher)")
 		}
-		logits, err := e.teacher.Logits(micro[mi], o)
-		if err != nil {
+		Vl := b.Shape[1] // under tp, this rank's slice of the vocabulary
+		if err := e.teacher.Fill(e.f32[i], micro[mi], Vl, e.p.Coord.TP*Vl, o); err != nil {
 			return fmt.Errorf("micro-batch %d: %w", mi, err)
 		}
-		if len(logits) != len(e.f32[i]) {
-			return fmt.Errorf("exec: the teacher wrote %d logits for micro-batch %d, the student reads %d", len(logits), mi, len(e.f32[i]))
-		}
-		copy(e.f32[i], logits)
 	}
 	return nil
 }

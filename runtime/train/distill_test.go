@@ -2,6 +2,8 @@ package train
 
 import (
 	"context"
+	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"testing"
@@ -185,5 +187,38 @@ func TestDistillInitFromTeacher(t *testing.T) {
 	t.Logf("first soft loss: %.4f warm, %.4f cold", warm[0].SoftLoss, cold[0].SoftLoss)
 	if !(warm[0].SoftLoss < 0.5*cold[0].SoftLoss) {
 		t.Errorf("first step's soft loss %.4f from the teacher's tensors, %.4f from random ones", warm[0].SoftLoss, cold[0].SoftLoss)
+	}
+}
+
+// TestDistillStageUnderTP: the student trained by `moec run --tp 2` (and on 4 ranks,
+// dp 2 × tp 2), its loss vocabulary-parallel and each tp rank's teacher sliced, logs the
+// losses and soft losses one rank logs, step by step within 1e-5.
+func TestDistillStageUnderTP(t *testing.T) {
+	d := newDistillRun(t)
+	d.run("teacher")
+	_, want := d.run("student")
+	for _, l := range []Sharding{{Ranks: 2, EP: 1, TP: 2}, {Ranks: 4, EP: 1, TP: 2, ZeRO: 1}} {
+		t.Run(l.String(), func(t *testing.T) {
+			opt := d.options("student")
+			opt.OutDir = filepath.Join(d.root, fmt.Sprintf("tp%d-ranks%d", l.TP, l.Ranks))
+			opt.Layout = &l
+			res, err := Run(context.Background(), opt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := ReadLog(res.LogPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(want) {
+				t.Fatalf("%d steps logged, one rank %d", len(got), len(want))
+			}
+			rel := func(a, b float64) bool { return math.Abs(a-b) <= 1e-5*math.Abs(b) }
+			for i := range got {
+				if !rel(got[i].Loss, want[i].Loss) || !rel(got[i].SoftLoss, want[i].SoftLoss) {
+					t.Errorf("step %d: loss %.9g soft %.9g, one rank %.9g %.9g", i+1, got[i].Loss, got[i].SoftLoss, want[i].Loss, want[i].SoftLoss)
+				}
+			}
+		})
 	}
 }
