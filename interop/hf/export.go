@@ -350,6 +350,8 @@ func hfConfig(m *program.Model, l Layout) map[string]any {
 		gptOssConfig(cfg, m)
 	case LayoutDeepSeek:
 		deepseekConfig(cfg, m)
+	case LayoutHunyuanMoE, LayoutHunyuan:
+		hunyuanConfig(cfg, m, l)
 	case LayoutQwen2MoE:
 		// Qwen2MoeConfig has no attention_bias: its Q/K/V always carry biases, its output
 		// projection never does. intermediate_size is the dense layers' width.

@@ -81,7 +81,7 @@ func (r *reader) perLayer(key string, def int64, layers int) int64 {
 
 // hunyuan reads Hunyuan-A13B (hunyuan_v1_moe, transformers' HunYuanMoEV1) and
 // Hunyuan-Large (hunyuan, Tencent's modeling_hunyuan.py). Both: every layer MoE, a softmax
-// router renormalising its top-k, one ungated shared MLP of intermediate_size beside the
+// router renormalising its top-k (Hunyuan-Large's top-1 keeps its probability), one ungated shared MLP of intermediate_size beside the
 // experts (use_mixed_mlp_moe), experts of intermediate_size, per-head q/k RMSNorms applied
 // after rotary positions. Hunyuan-Large adds cross-layer attention (use_cla: a layer
 // whose index is not a multiple of cla_share_factor reuses the layer before's rotated
@@ -103,7 +103,12 @@ func (s *spec) hunyuan(r *reader) {
 		return
 	}
 	m := &moeSpec{experts: experts, topK: int(r.perLayer("moe_topk", 1, s.layers)), score: "softmax", normalize: true, balance: 0.001}
-	// topkgating divides the top-k softmax probabilities by their sum: always renormalised.
+	// topkgating divides the top-k softmax probabilities by their sum: always renormalised,
+	// except in Tencent's modeling_hunyuan.py, whose top1gating (moe_topk = 1, as
+	// Hunyuan-Large) weighs the one expert by its softmax probability.
+	if !v1 && m.topK == 1 {
+		m.normalize = false
+	}
 	if !r.boolean("norm_topk_prob", true) {
 		r.refuse("norm_topk_prob", "norm_topk_prob = false", "HunYuan's topkgating always renormalises the top-k gates")
 	}
