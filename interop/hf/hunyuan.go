@@ -7,18 +7,25 @@ import (
 )
 
 // hunyuanRope reads HunYuan's rotary settings. Its rope_scaling {"type": "dynamic",
-// "alpha": A} is resolved once, as transformers' HunYuan rotary embedding and vLLM's
-// DynamicNTKAlphaRotaryEmbedding do: the base becomes rope_theta · A^(d/(d−2)) for head
-// dimension d, with no other change up to max_position_embeddings (moec's seq_len, which
-// no moec position exceeds). Any other rope_scaling is read as for every architecture.
+// "alpha": A} (transformers 5 saves it as rope_parameters {"rope_type": "dynamic",
+// "alpha": A, "factor": 1.0, "rope_theta": θ}) is resolved once, as transformers' HunYuan
+// rotary embedding (its ntk_alpha type) and vLLM's DynamicNTKAlphaRotaryEmbedding do: the
+// base becomes rope_theta · A^(d/(d−2)) for head dimension d, with no other change up to
+// max_position_embeddings (moec's seq_len, which no moec position exceeds); the factor
+// beside it is not read. Any other rope_scaling is read as for every architecture.
 func (s *spec) hunyuanRope(r *reader) {
-	raw := r.fields["rope_scaling"]
+	field := "rope_scaling"
+	if !r.present(field) {
+		field = "rope_parameters"
+	}
+	raw := r.fields[field]
 	var rs map[string]json.RawMessage
-	if !r.present("rope_scaling") || json.Unmarshal(raw, &rs) != nil || rs["alpha"] == nil || string(rs["alpha"]) == "null" {
+	if !r.present(field) || (r.present("rope_scaling") && r.present("rope_parameters")) ||
+		json.Unmarshal(raw, &rs) != nil || rs["alpha"] == nil || string(rs["alpha"]) == "null" {
 		s.ropeScaling(r)
 		return
 	}
-	r.used["rope_scaling"] = true
+	r.used[field] = true
 	var kind string
 	for _, k := range []string{"rope_type", "type"} {
 		if v, ok := rs[k]; ok {
@@ -28,22 +35,34 @@ func (s *spec) hunyuanRope(r *reader) {
 	}
 	var alpha float64
 	if json.Unmarshal(rs["alpha"], &alpha) != nil || alpha <= 0 || kind != "dynamic" {
-		r.bad("rope_scaling", "HunYuan's NTK alpha scaling wants type dynamic and a positive alpha, have %s", compact(raw))
+		r.bad(field, "HunYuan's NTK alpha scaling wants type dynamic and a positive alpha, have %s", compact(raw))
 		return
+	}
+	if v, ok := rs["rope_theta"]; ok {
+		var theta float64
+		if json.Unmarshal(v, &theta) != nil || theta <= 0 {
+			r.bad(field, "rope_theta: want a positive number, have %s", compact(v))
+			return
+		}
+		if r.present("rope_theta") && theta != s.ropeBase {
+			r.bad(field, "rope_theta %v inside it differs from the config's rope_theta %v", theta, s.ropeBase)
+			return
+		}
+		s.ropeBase = theta
 	}
 	d := s.headDim
 	if d == 0 && s.heads > 0 {
 		d = s.dModel / int64(s.heads)
 	}
 	if d <= 2 {
-		r.bad("rope_scaling", "NTK alpha scaling needs a head dimension above 2")
+		r.bad(field, "NTK alpha scaling needs a head dimension above 2")
 		return
 	}
 	theta := s.ropeBase
 	s.ropeBase = theta * math.Pow(alpha, float64(d)/float64(d-2))
 	r.notes = append(r.notes, fmt.Sprintf(
-		"rope_scaling %s: HunYuan's NTK alpha, resolved as transformers does: rope_base = rope_theta · alpha^(head_dim/(head_dim−2)) = %v · %v^(%d/%d)",
-		compactFull(raw), theta, alpha, d, d-2))
+		"%s %s: HunYuan's NTK alpha, resolved as transformers does: rope_base = rope_theta · alpha^(head_dim/(head_dim−2)) = %v · %v^(%d/%d)",
+		field, compactFull(raw), theta, alpha, d, d-2))
 }
 
 // perLayer reads a HunYuan key that is a number or a list of one number per layer, and
@@ -136,9 +155,6 @@ func (s *spec) hunyuan(r *reader) {
 	}
 	if r.boolean("moe_drop_tokens", false) || r.boolean("moe_random_routing_dropped_token", false) {
 		r.refuse("moe_drop_tokens", "token dropping", "moec imports HunYuan MoE layers dropless, as Tencent's code runs them")
-	}
-	if v1 {
-		r.notes = append(r.notes, "capacity: transformers' HunYuanMoEV1 topkgating keeps at most max(k, ⌊k·tokens/experts⌋) tokens per expert; Tencent's code (moe_drop_tokens = false) and moec keep all")
 	}
 	if r.boolean("use_mla", false) {
 		r.refuse("use_mla", "latent attention in a HunYuan config", "the HunYuan classes moec imports use standard attention")

@@ -2,6 +2,7 @@ package hf
 
 import (
 	"fmt"
+	"math"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -196,5 +197,23 @@ func TestHunyuanLargeTop1(t *testing.T) {
 		if res.Model.MoE.Normalize != tc.normalize {
 			t.Errorf("%s %v: normalize = %v, want %v", tc.file, tc.edits, res.Model.MoE.Normalize, tc.normalize)
 		}
+	}
+}
+
+// TestHunyuanV5RopeParameters: transformers 5 saves HunYuan's NTK alpha as rope_parameters
+// (rope_theta inside, the factor beside it unread); it resolves into the same base as the
+// v4 rope_scaling, and a rope_theta inside that contradicts the config's is refused.
+func TestHunyuanV5RopeParameters(t *testing.T) {
+	v5 := map[string]any{"rope_type": "dynamic", "alpha": 1000.0, "factor": 1.0, "rope_theta": 10000.0}
+	res, err := ImportConfig(editedConfig(t, "hunyuan-a13b.json", map[string]any{"rope_scaling": nil, "rope_theta": nil, "rope_parameters": v5}), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := 10000 * math.Pow(1000, 128.0/126); res.Model.RopeBase != want || res.Model.RopeScaling != nil {
+		t.Errorf("rope_base %v scaling %+v, want %v and none", res.Model.RopeBase, res.Model.RopeScaling, want)
+	}
+	_, err = ImportConfig(editedConfig(t, "hunyuan-a13b.json", map[string]any{"rope_scaling": nil, "rope_theta": 5000.0, "rope_parameters": v5}), Options{})
+	if err == nil || !strings.Contains(err.Error(), "differs from the config's rope_theta") {
+		t.Errorf("contradicting rope_theta: err = %v", err)
 	}
 }
