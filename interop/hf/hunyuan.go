@@ -137,7 +137,9 @@ func (s *spec) hunyuan(r *reader) {
 		r.refuse("moe_intermediate_size", fmt.Sprintf("experts of width %d", eh), fmt.Sprintf("the HunYuan classes build experts of intermediate_size (%d)", s.ffnHidden))
 	}
 	shared := r.perLayer("num_shared_expert", 1, s.layers)
-	if r.boolean("use_mixed_mlp_moe", true) && shared > 0 {
+	// Tencent's HunYuanConfig defaults use_mixed_mlp_moe and use_qk_norm to false;
+	// transformers' HunYuanMoEV1 has both always.
+	if r.boolean("use_mixed_mlp_moe", v1) && shared > 0 {
 		// One shared MLP of intermediate_size·num_shared_expert.
 		m.shared, m.sharedHidden = 1, s.ffnHidden*shared
 	} else if v1 {
@@ -162,7 +164,7 @@ func (s *spec) hunyuan(r *reader) {
 	if !r.boolean("use_rotary_pos_emb", true) {
 		r.refuse("use_rotary_pos_emb", "no rotary positions", "the HunYuan classes rotate queries and keys")
 	}
-	if r.boolean("use_qk_norm", true) {
+	if r.boolean("use_qk_norm", v1) {
 		s.qkNorm, s.qkNormAfterRope = true, true
 	} else if v1 {
 		r.refuse("use_qk_norm", "no q/k norms", "transformers' HunYuanMoEV1Attention always norms queries and keys")

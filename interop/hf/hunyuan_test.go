@@ -3,6 +3,7 @@ package hf
 import (
 	"fmt"
 	"math"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -131,6 +132,18 @@ func TestHunyuanExportNames(t *testing.T) {
 			t.Errorf("%s exported: the layer reuses layer before's K/V", absent)
 		}
 	}
+	if notes := strings.Join(man.Notes, "; "); !strings.Contains(notes, "trust_remote_code") {
+		t.Errorf("the notes do not say how Tencent's remote code is loaded: %s", notes)
+	}
+	cfg, err := os.ReadFile(filepath.Join(out, ConfigFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"modeling_hunyuan.HunYuanForCausalLM"`, `"use_cla": true`, `"cla_share_factor": 2`, `"num_shared_expert": 2`, `"alpha": 1.0`} {
+		if !strings.Contains(string(cfg), want) {
+			t.Errorf("%s lacks %s:\n%s", ConfigFile, want, cfg)
+		}
+	}
 	for name := range names {
 		if strings.Contains(name, "block_sparse_moe") || strings.Contains(name, "q_norm") || strings.Contains(name, "k_norm") {
 			t.Errorf("%s kept moec's name", name)
@@ -215,5 +228,28 @@ func TestHunyuanV5RopeParameters(t *testing.T) {
 	_, err = ImportConfig(editedConfig(t, "hunyuan-a13b.json", map[string]any{"rope_scaling": nil, "rope_theta": 5000.0, "rope_parameters": v5}), Options{})
 	if err == nil || !strings.Contains(err.Error(), "differs from the config's rope_theta") {
 		t.Errorf("contradicting rope_theta: err = %v", err)
+	}
+}
+
+// TestHunyuanLargeDefaults: Tencent's HunYuanConfig defaults use_qk_norm and
+// use_mixed_mlp_moe to false, so a Hunyuan-Large config without them has neither;
+// transformers' HunYuanMoEV1 has both whatever its config says.
+func TestHunyuanLargeDefaults(t *testing.T) {
+	drop := map[string]any{"use_qk_norm": nil, "use_mixed_mlp_moe": nil}
+	large, err := ImportConfig(editedConfig(t, "hunyuan-large.json", drop), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if large.Model.Attention.QKNorm || large.Model.MoE.SharedExperts != 0 {
+		t.Errorf("hunyuan without use_qk_norm, use_mixed_mlp_moe: qk_norm %v, shared experts %d; want neither",
+			large.Model.Attention.QKNorm, large.Model.MoE.SharedExperts)
+	}
+	a13b, err := ImportConfig(editedConfig(t, "hunyuan-a13b.json", drop), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !a13b.Model.Attention.QKNorm || a13b.Model.MoE.SharedExperts != 1 {
+		t.Errorf("hunyuan_v1_moe without use_qk_norm, use_mixed_mlp_moe: qk_norm %v, shared experts %d; want both",
+			a13b.Model.Attention.QKNorm, a13b.Model.MoE.SharedExperts)
 	}
 }

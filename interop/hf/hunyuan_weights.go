@@ -166,4 +166,21 @@ func hunyuanConfig(cfg map[string]any, m *program.Model, l Layout) {
 	cfg["moe_drop_tokens"] = false
 	cfg["moe_random_routing_dropped_token"] = false
 	cfg["pretraining_tp"] = 1
+	cfg["auto_map"] = map[string]string{
+		"AutoConfig":           "configuration_hunyuan.HunYuanConfig",
+		"AutoModelForCausalLM": "modeling_hunyuan.HunYuanForCausalLM",
+	}
+}
+
+// hunyuanNotes says what the HunYuan configs cannot hold of m, and how Hunyuan-Large's
+// remote code is found.
+func hunyuanNotes(m *program.Model, l Layout) []string {
+	var notes []string
+	if l == LayoutHunyuan {
+		notes = append(notes, "HunYuanForCausalLM is Tencent's remote code: put modeling_hunyuan.py and configuration_hunyuan.py of tencent/Tencent-Hunyuan-Large beside config.json (its auto_map names them) and load with trust_remote_code=True")
+	}
+	if e := m.MoE; e.BalanceLoss != 0.001 || e.ZLoss > 0 {
+		notes = append(notes, fmt.Sprintf("balance_loss = %v and z_loss = %v have no HunYuan config field; an import trains with a balance loss of 0.001 and no z-loss", e.BalanceLoss, e.ZLoss))
+	}
+	return notes
 }
