@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/moec-dev/moec/compiler/check"
+	"github.com/moec-dev/moec/compiler/features"
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/lang/parse"
 	"github.com/moec-dev/moec/runtime/nn"
@@ -251,5 +252,20 @@ func TestHunyuanLargeDefaults(t *testing.T) {
 	if !a13b.Model.Attention.QKNorm || a13b.Model.MoE.SharedExperts != 1 {
 		t.Errorf("hunyuan_v1_moe without use_qk_norm, use_mixed_mlp_moe: qk_norm %v, shared experts %d; want both",
 			a13b.Model.Attention.QKNorm, a13b.Model.MoE.SharedExperts)
+	}
+}
+
+// TestHunyuanFeaturesColumn: the features table's Hugging Face column honours q/k norms
+// after rotary positions and cross-layer K/V sharing in the models the HunYuan classes
+// hold, as the export does.
+func TestHunyuanFeaturesColumn(t *testing.T) {
+	for _, name := range []string{"tiny_hunyuan_a13b", "tiny_hunyuan_large"} {
+		m := hunyuanModel(t, name)
+		for _, g := range features.Check(m, features.HF, features.Layout{}) {
+			t.Errorf("%s: the table says %s: %s", name, g.Feature.Key, g.Verdict.Reason)
+		}
+		if l, gaps := layoutFor(m); l == LayoutMoec {
+			t.Errorf("%s: exported in moec's layout: %v", name, gaps)
+		}
 	}
 }
