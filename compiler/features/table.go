@@ -166,7 +166,8 @@ func Table() []Feature {
 				Step:     honoured(),
 				CUDA:     refused("the RMSNorm kernels are d_model wide; no q/k norm kernel is generated"),
 				Megatron: refused("Megatron's --qk-layernorm norms the queries and keys before rotary positions"),
-				HF:       refused("the classes moec writes norm queries and keys before rotary positions: exported in moec's layout"),
+				HF: unlessHunyuan(
+					"only the HunYuan classes (HunYuanMoEV1ForCausalLM, HunYuanForCausalLM) norm queries and keys after rotary positions, and they have an MoE in every layer with one ungated shared MLP: exported in moec's layout"),
 			}},
 		{Key: "clip_qkv", Name: "clipped Q/K/V projections (attention.clip_qkv)",
 			Uses: func(m *program.Model) bool { return m.Attention.ClipQKV > 0 },
@@ -210,7 +211,7 @@ func Table() []Feature {
 				},
 				CUDA:     outside(kernelProjections),
 				Megatron: refused("Megatron has no cross-layer K/V sharing"),
-				HF:       refused("no transformers class shares K/V projections across layers: exported in moec's layout"),
+				HF:       unlessHunyuan("only Hunyuan-Large's HunYuanForCausalLM shares K/V across layers, with q/k norms after rotary positions, an MoE in every layer and one ungated shared MLP: exported in moec's layout"),
 			}},
 		{Key: "sinks", Name: "attention sinks (attention.sinks)",
 			Uses: func(m *program.Model) bool { return m.Attention.Sinks },
@@ -478,6 +479,8 @@ func Table() []Feature {
 					switch e := moeOf(m); {
 					case deepseekShaped(m) && !e.SharedGate && (e.SharedHidden == 0 || e.SharedHidden == e.ExpertHidden):
 						// DeepseekV3ForCausalLM: one MLP of n_shared_experts · moe_intermediate_size.
+					case hunyuanShaped(m):
+						// The HunYuan classes: one ungated shared_mlp.
 					case e.SharedExperts > 1:
 						return Verdict{Refused, fmt.Sprintf("%d shared experts (Qwen2-MoE, the one class with a shared expert, has one): exported in moec's layout", e.SharedExperts)}
 					case !e.SharedGate:

@@ -107,6 +107,9 @@ func Export(ckpt, out string) (*ExportManifest, error) {
 	if layout == LayoutDeepSeek {
 		man.Notes = append(man.Notes, deepseekNotes(m)...)
 	}
+	if layout == LayoutHunyuanMoE || layout == LayoutHunyuan {
+		man.Notes = append(man.Notes, hunyuanNotes(m, layout)...)
+	}
 	tensors := c.Model
 	if layout != LayoutMoec {
 		if tensors, err = arrange(c.Model, m); err != nil {
@@ -350,6 +353,8 @@ func hfConfig(m *program.Model, l Layout) map[string]any {
 		gptOssConfig(cfg, m)
 	case LayoutDeepSeek:
 		deepseekConfig(cfg, m)
+	case LayoutHunyuanMoE, LayoutHunyuan:
+		hunyuanConfig(cfg, m, l)
 	case LayoutQwen2MoE:
 		// Qwen2MoeConfig has no attention_bias: its Q/K/V always carry biases, its output
 		// projection never does. intermediate_size is the dense layers' width.

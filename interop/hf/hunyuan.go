@@ -7,18 +7,25 @@ import (
 )
 
 // hunyuanRope reads HunYuan's rotary settings. Its rope_scaling {"type": "dynamic",
-// "alpha": A} is resolved once, as transformers' HunYuan rotary embedding and vLLM's
-// DynamicNTKAlphaRotaryEmbedding do: the base becomes rope_theta · A^(d/(d−2)) for head
-// dimension d, with no other change up to max_position_embeddings (moec's seq_len, which
-// no moec position exceeds). Any other rope_scaling is read as for every architecture.
+// "alpha": A} (transformers 5 saves it as rope_parameters {"rope_type": "dynamic",
+// "alpha": A, "factor": 1.0, "rope_theta": θ}) is resolved once, as transformers' HunYuan
+// rotary embedding (its ntk_alpha type) and vLLM's DynamicNTKAlphaRotaryEmbedding do: the
+// base becomes rope_theta · A^(d/(d−2)) for head dimension d, with no other change up to
+// max_position_embeddings (moec's seq_len, which no moec position exceeds); the factor
+// beside it is not read. Any other rope_scaling is read as for every architecture.
 func (s *spec) hunyuanRope(r *reader) {
-	raw := r.fields["rope_scaling"]
+	field := "rope_scaling"
+	if !r.present(field) {
+		field = "rope_parameters"
+	}
+	raw := r.fields[field]
 	var rs map[string]json.RawMessage
-	if !r.present("rope_scaling") || json.Unmarshal(raw, &rs) != nil || rs["alpha"] == nil || string(rs["alpha"]) == "null" {
+	if !r.present(field) || (r.present("rope_scaling") && r.present("rope_parameters")) ||
+		json.Unmarshal(raw, &rs) != nil || rs["alpha"] == nil || string(rs["alpha"]) == "null" {
 		s.ropeScaling(r)
 		return
 	}
-	r.used["rope_scaling"] = true
+	r.used[field] = true
 	var kind string
 	for _, k := range []string{"rope_type", "type"} {
 		if v, ok := rs[k]; ok {
@@ -28,22 +35,34 @@ func (s *spec) hunyuanRope(r *reader) {
 	}
 	var alpha float64
 	if json.Unmarshal(rs["alpha"], &alpha) != nil || alpha <= 0 || kind != "dynamic" {
-		r.bad("rope_scaling", "HunYuan's NTK alpha scaling wants type dynamic and a positive alpha, have %s", compact(raw))
+		r.bad(field, "HunYuan's NTK alpha scaling wants type dynamic and a positive alpha, have %s", compact(raw))
 		return
+	}
+	if v, ok := rs["rope_theta"]; ok {
+		var theta float64
+		if json.Unmarshal(v, &theta) != nil || theta <= 0 {
+			r.bad(field, "rope_theta: want a positive number, have %s", compact(v))
+			return
+		}
+		if r.present("rope_theta") && theta != s.ropeBase {
+			r.bad(field, "rope_theta %v inside it differs from the config's rope_theta %v", theta, s.ropeBase)
+			return
+		}
+		s.ropeBase = theta
 	}
 	d := s.headDim
 	if d == 0 && s.heads > 0 {
 		d = s.dModel / int64(s.heads)
 	}
 	if d <= 2 {
-		r.bad("rope_scaling", "NTK alpha scaling needs a head dimension above 2")
+		r.bad(field, "NTK alpha scaling needs a head dimension above 2")
 		return
 	}
 	theta := s.ropeBase
 	s.ropeBase = theta * math.Pow(alpha, float64(d)/float64(d-2))
 	r.notes = append(r.notes, fmt.Sprintf(
-		"rope_scaling %s: HunYuan's NTK alpha, resolved as transformers does: rope_base = rope_theta · alpha^(head_dim/(head_dim−2)) = %v · %v^(%d/%d)",
-		compactFull(raw), theta, alpha, d, d-2))
+		"%s %s: HunYuan's NTK alpha, resolved as transformers does: rope_base = rope_theta · alpha^(head_dim/(head_dim−2)) = %v · %v^(%d/%d)",
+		field, compactFull(raw), theta, alpha, d, d-2))
 }
 
 // perLayer reads a HunYuan key that is a number or a list of one number per layer, and
@@ -81,7 +100,7 @@ func (r *reader) perLayer(key string, def int64, layers int) int64 {
 
 // hunyuan reads Hunyuan-A13B (hunyuan_v1_moe, transformers' HunYuanMoEV1) and
 // Hunyuan-Large (hunyuan, Tencent's modeling_hunyuan.py). Both: every layer MoE, a softmax
-// router renormalising its top-k, one ungated shared MLP of intermediate_size beside the
+// router renormalising its top-k (Hunyuan-Large's top-1 keeps its probability), one ungated shared MLP of intermediate_size beside the
 // experts (use_mixed_mlp_moe), experts of intermediate_size, per-head q/k RMSNorms applied
 // after rotary positions. Hunyuan-Large adds cross-layer attention (use_cla: a layer
 // whose index is not a multiple of cla_share_factor reuses the layer before's rotated
@@ -103,7 +122,12 @@ func (s *spec) hunyuan(r *reader) {
 		return
 	}
 	m := &moeSpec{experts: experts, topK: int(r.perLayer("moe_topk", 1, s.layers)), score: "softmax", normalize: true, balance: 0.001}
-	// topkgating divides the top-k softmax probabilities by their sum: always renormalised.
+	// topkgating divides the top-k softmax probabilities by their sum: always renormalised,
+	// except in Tencent's modeling_hunyuan.py, whose top1gating (moe_topk = 1, as
+	// Hunyuan-Large) weighs the one expert by its softmax probability.
+	if !v1 && m.topK == 1 {
+		m.normalize = false
+	}
 	if !r.boolean("norm_topk_prob", true) {
 		r.refuse("norm_topk_prob", "norm_topk_prob = false", "HunYuan's topkgating always renormalises the top-k gates")
 	}
@@ -113,7 +137,9 @@ func (s *spec) hunyuan(r *reader) {
 		r.refuse("moe_intermediate_size", fmt.Sprintf("experts of width %d", eh), fmt.Sprintf("the HunYuan classes build experts of intermediate_size (%d)", s.ffnHidden))
 	}
 	shared := r.perLayer("num_shared_expert", 1, s.layers)
-	if r.boolean("use_mixed_mlp_moe", true) && shared > 0 {
+	// Tencent's HunYuanConfig defaults use_mixed_mlp_moe and use_qk_norm to false;
+	// transformers' HunYuanMoEV1 has both always.
+	if r.boolean("use_mixed_mlp_moe", v1) && shared > 0 {
 		// One shared MLP of intermediate_size·num_shared_expert.
 		m.shared, m.sharedHidden = 1, s.ffnHidden*shared
 	} else if v1 {
@@ -132,16 +158,13 @@ func (s *spec) hunyuan(r *reader) {
 	if r.boolean("moe_drop_tokens", false) || r.boolean("moe_random_routing_dropped_token", false) {
 		r.refuse("moe_drop_tokens", "token dropping", "moec imports HunYuan MoE layers dropless, as Tencent's code runs them")
 	}
-	if v1 {
-		r.notes = append(r.notes, "capacity: transformers' HunYuanMoEV1 topkgating keeps at most max(k, ⌊k·tokens/experts⌋) tokens per expert; Tencent's code (moe_drop_tokens = false) and moec keep all")
-	}
 	if r.boolean("use_mla", false) {
 		r.refuse("use_mla", "latent attention in a HunYuan config", "the HunYuan classes moec imports use standard attention")
 	}
 	if !r.boolean("use_rotary_pos_emb", true) {
 		r.refuse("use_rotary_pos_emb", "no rotary positions", "the HunYuan classes rotate queries and keys")
 	}
-	if r.boolean("use_qk_norm", true) {
+	if r.boolean("use_qk_norm", v1) {
 		s.qkNorm, s.qkNormAfterRope = true, true
 	} else if v1 {
 		r.refuse("use_qk_norm", "no q/k norms", "transformers' HunYuanMoEV1Attention always norms queries and keys")

@@ -161,12 +161,13 @@ func TestImportActiveCounts(t *testing.T) {
 // transformers resolves it (10000 · 1000^(128/126) for head_dim 128).
 func TestImportHunyuan(t *testing.T) {
 	for _, tc := range []struct {
-		file    string
-		shareKV int
-		base    float64
+		file      string
+		shareKV   int
+		base      float64
+		normalize bool // Hunyuan-Large's top1gating weighs its one expert by its probability
 	}{
-		{"hunyuan-a13b.json", 1, 10000 * math.Pow(1000, 128.0/126)},
-		{"hunyuan-large.json", 2, 10000 * math.Pow(1000, 80.0/78)},
+		{"hunyuan-a13b.json", 1, 10000 * math.Pow(1000, 128.0/126), true},
+		{"hunyuan-large.json", 2, 10000 * math.Pow(1000, 80.0/78), false},
 	} {
 		res, err := ImportConfig(readConfig(t, tc.file), Options{})
 		if err != nil {
@@ -178,7 +179,7 @@ func TestImportHunyuan(t *testing.T) {
 				tc.file, a.QKNorm, a.QKNormAfterRope, a.ShareKV, res.Model.RopeBase, res.Model.RopeScaling, tc.shareKV, tc.base)
 		}
 		e := res.Model.MoE
-		if e.SharedExperts != 1 || e.SharedGate || !e.Normalize || !e.Dropless() {
+		if e.SharedExperts != 1 || e.SharedGate || e.Normalize != tc.normalize || !e.Dropless() {
 			t.Errorf("%s: shared %d gated %v normalize %v dropless %v", tc.file, e.SharedExperts, e.SharedGate, e.Normalize, e.Dropless())
 		}
 	}

@@ -24,7 +24,11 @@ const (
 	LayoutGptOss   Layout = "gpt_oss"     // GptOssForCausalLM's names: imported (gptoss_weights.go), not written
 	LayoutLlama4   Layout = "llama4_text" // Llama4ForCausalLM: fused experts, adjacent rotary pairs (llama4_weights.go)
 	LayoutDeepSeek Layout = "deepseek_v3" // DeepseekV3ForCausalLM: latent attention, one fused shared MLP (deepseek_weights.go)
-	LayoutMoec     Layout = "moec"        // moec's names; no transformers class
+	// HunYuanMoEV1ForCausalLM (Hunyuan-A13B) and HunYuanForCausalLM (Hunyuan-Large, Tencent's
+	// remote code): q/k norms after rotary positions, a shared MLP (hunyuan_weights.go)
+	LayoutHunyuanMoE Layout = "hunyuan_v1_moe"
+	LayoutHunyuan    Layout = "hunyuan"
+	LayoutMoec       Layout = "moec" // moec's names; no transformers class
 )
 
 // classOf is the transformers class of each layout.
@@ -34,6 +38,7 @@ var classOf = map[Layout]string{
 	LayoutOlmoe: "OlmoeForCausalLM", LayoutQwen2MoE: "Qwen2MoeForCausalLM",
 	LayoutArctic: "ArcticForCausalLM", LayoutLlama4: "Llama4ForCausalLM",
 	LayoutGptOss: "GptOssForCausalLM", LayoutDeepSeek: "DeepseekV3ForCausalLM",
+	LayoutHunyuanMoE: "HunYuanMoEV1ForCausalLM", LayoutHunyuan: "HunYuanForCausalLM",
 }
 
 // moecNames rewrites between moec's names (runtime/nn, Mixtral-style block_sparse_moe) and
@@ -69,6 +74,9 @@ func toMoec(l Layout, name string) string {
 	if l == LayoutDeepSeek {
 		return deepseekNameToMoec(name)
 	}
+	if l == LayoutHunyuanMoE || l == LayoutHunyuan {
+		return hunyuanToMoec(name)
+	}
 	if l == LayoutGptOss {
 		return gptOssRouter.ReplaceAllString(name, "${1}block_sparse_moe.gate.")
 	}
@@ -88,6 +96,9 @@ func toMoec(l Layout, name string) string {
 func fromMoec(l Layout, m *program.Model, name string) string {
 	if l == LayoutArctic {
 		return arcticFromMoec(m, name)
+	}
+	if l == LayoutHunyuanMoE || l == LayoutHunyuan {
+		return hunyuanFromMoec(name)
 	}
 	if !expertsUnderMLP(l) {
 		return name
@@ -144,6 +155,12 @@ func layoutFor(m *program.Model) (Layout, []string) {
 			return LayoutGptOss, nil
 		}
 		return LayoutMoec, []string{"attention sinks beside clamped SwiGLU experts are gpt-oss's, and GptOssForCausalLM needs " + strings.Join(unmet, ", ")}
+	}
+	if candidate, layout, unmet := hunyuanLayoutFor(m); candidate {
+		if len(unmet) == 0 {
+			return layout, nil
+		}
+		return LayoutMoec, []string{"q/k norms after rotary positions are HunYuan's, and the HunYuan classes need " + strings.Join(unmet, ", ")}
 	}
 	var gaps []string
 	gap := func(cond bool, what string) {

@@ -203,12 +203,17 @@ func TestRoundTrip(t *testing.T) {
 		{"tiny_gpt_oss", LayoutGptOss},
 		{"tiny_deepseek_v3", LayoutDeepSeek},      // q_lora_rank, groups, yarn
 		{"tiny_deepseek_v2_lite", LayoutDeepSeek}, // full-rank q_proj, two shared experts
+		{"tiny_hunyuan_a13b", LayoutHunyuanMoE},
+		{"tiny_hunyuan_large", LayoutHunyuan}, // cross-layer attention, top-1 by probability
 	} {
 		t.Run(tc.model, func(t *testing.T) {
 			var m *program.Model
-			if strings.HasPrefix(tc.model, "tiny_deepseek") {
+			switch {
+			case strings.HasPrefix(tc.model, "tiny_deepseek"):
 				m = deepseekModel(t, tc.model)
-			} else {
+			case strings.HasPrefix(tc.model, "tiny_hunyuan_"):
+				m = hunyuanModel(t, tc.model)
+			default:
 				m = tinyModel(t, tc.model)
 			}
 			dir, orig := saveCheckpoint(t, m)

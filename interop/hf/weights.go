@@ -20,6 +20,7 @@ var weightLayouts = map[string]Layout{
 	"qwen3": LayoutQwen3, "mixtral": LayoutMixtral, "qwen3_moe": LayoutQwen3MoE,
 	"olmoe": LayoutOlmoe, "qwen2_moe": LayoutQwen2MoE, "arctic": LayoutArctic, "gpt_oss": LayoutGptOss, "llama4_text": LayoutLlama4,
 	"deepseek_v3": LayoutDeepSeek, "deepseek_v2": LayoutDeepSeek, // the same names; V2's router has no selection bias
+	"hunyuan_v1_moe": LayoutHunyuanMoE, "hunyuan": LayoutHunyuan,
 }
 
 // CheckpointResult is an imported Hugging Face folder.
