@@ -66,6 +66,8 @@ func TestExitStatus(t *testing.T) {
 		{[]string{"version"}, 0},
 		{[]string{"nosuch"}, 2},
 		{[]string{"import", "nosuch"}, 2},
+		{[]string{"completion", "nosuch"}, 2},
+		{[]string{"completion", "fish", "extra"}, 2},
 		{[]string{"check", "--explain", "--json", "tiny.moe"}, 2},
 		{[]string{"check", "--steps", "x", "tiny.moe"}, 2},
 		{[]string{"run", "--stage", "dense", "--collective-timeout", "soon", "tiny.moe"}, 2},

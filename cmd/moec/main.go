@@ -57,6 +57,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newLSPCommand(stdout),
 		newVersionCommand(stdout),
 	)
+	root.InitDefaultCompletionCmd() // now, not in Execute, so that its misuse has codes too
 	withUsageOnMisuse(root)
 	withCompletions(root)
 	return root
