@@ -216,10 +216,6 @@ func dashed(names []string) string {
 	return strings.Join(names[:len(names)-1], ", ") + " and " + names[len(names)-1]
 }
 
-// rootUnknownCommand matches the error cobra returns for an unknown command of the root,
-// which it reports before any command of moec's runs.
-var rootUnknownCommand = regexp.MustCompile(`^unknown command "(.*)" for "[^"]*"`)
-
 // usageDiagnostic returns the diagnostic of a usage error err that ran (the command cobra
 // ran or failed to find) returned, and whether err is one.
 func usageDiagnostic(err error, ran *cobra.Command) (*diag.Diagnostic, bool) {
@@ -229,12 +225,9 @@ func usageDiagnostic(err error, ran *cobra.Command) (*diag.Diagnostic, bool) {
 		if errors.As(u.err, &d) {
 			return d, true
 		}
-		// Every usage error carries a code (TestUsageErrorsHaveCodes); this is a bug's
+		// Every usage error carries a code (TestExitStatus holds them to it); this is a bug's
 		// fallback, still exit 2.
 		return diag.RuntimeWrap(diag.CodeWrongArguments, u.err, "%sthe command line is wrong", commandPrefix(ran)), true
-	}
-	if m := rootUnknownCommand.FindStringSubmatch(err.Error()); m != nil && ran == ran.Root() {
-		return unknownCommand(ran, m[1]), true
 	}
 	return cobraFlagRule(ran, err)
 }
