@@ -9,6 +9,7 @@ import (
 
 // shapeModel is a small routed model with every size the kernels read left to its default.
 func shapeModel() *program.Model {
+	// A literal on purpose: the test is of the defaults left unset, which the checker fills.
 	return &program.Model{
 		Name: "shape", Vocab: 64, DModel: 32, Layers: 2, SeqLen: 16,
 		Position:  program.Rotary,

@@ -27,7 +27,8 @@ func newCheckCommand(stdout, stderr io.Writer) *cobra.Command {
 			"suggestion, labels (the related places, each with the same position fields and its\n" +
 			"message) and, when there is one, context (the range of the construct around it).\n" +
 			"A clean file prints nothing. The exit status is the same as without it.",
-		Args: cobra.ExactArgs(1),
+		Args:        cobra.ExactArgs(1),
+		Annotations: map[string]string{jsonDiagnosticsFlag: "json"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			loaded := driver.Load(args[0])
 			if asJSON {

@@ -35,7 +35,7 @@ VNNI or AVX2 where the CPU has them); they are not dequantised at load. A manife
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if ckpt == "" || out == "" {
-				return usage(fmt.Errorf("compress: --checkpoint and --out are required"))
+				return usageCode(diag.CodeMissingFlag, "compress: --checkpoint and --out are required")
 			}
 			opt := compress.Options{Group: group}
 			changed := cmd.Flags().Changed

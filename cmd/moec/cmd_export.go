@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 
@@ -11,6 +10,7 @@ import (
 	"github.com/moec-dev/moec/compiler/plan"
 	"github.com/moec-dev/moec/interop/hf"
 	"github.com/moec-dev/moec/interop/megatron"
+	"github.com/moec-dev/moec/lang/diag"
 )
 
 func newExportCommand(stdout, stderr io.Writer) *cobra.Command {
@@ -37,7 +37,7 @@ func newExportHFCommand(stdout, stderr io.Writer) *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if ckpt == "" || out == "" {
-				return usage(errors.New("export hf needs --checkpoint DIR and -o OUT"))
+				return usageCode(diag.CodeMissingFlag, "export hf needs --checkpoint DIR and -o OUT")
 			}
 			man, err := hf.Export(ckpt, out)
 			if err != nil {

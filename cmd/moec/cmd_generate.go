@@ -22,7 +22,7 @@ func newGenerateCommand(stdout, stderr io.Writer) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if opt.Checkpoint == "" {
-				return usage(fmt.Errorf("generate: --checkpoint is required"))
+				return usageCode(diag.CodeMissingFlag, "generate: --checkpoint is required")
 			}
 			if err := checkInferenceDevice(device); err != nil {
 				return err

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -46,10 +45,10 @@ func newImportHFCommand(stdout, stderr io.Writer) *cobra.Command {
 			opt := hf.Options{Name: name, Drop: drop}
 			if ckpt != "" {
 				if len(args) > 0 {
-					return usage(errors.New("import hf: give either CONFIG.json or --checkpoint HFDIR, not both"))
+					return usageCode(diag.CodeConflictingFlags, "import hf: give either CONFIG.json or --checkpoint HFDIR, not both")
 				}
 				if out == "" {
-					return usage(errors.New("import hf --checkpoint: say where the checkpoint goes with -o OUTDIR"))
+					return usageCode(diag.CodeMissingFlag, "import hf --checkpoint: say where the checkpoint goes with -o OUTDIR")
 				}
 				opt.Source = filepath.Join(ckpt, hf.ConfigFile)
 				res, err := hf.ImportCheckpoint(ckpt, out, opt)
@@ -62,7 +61,7 @@ func newImportHFCommand(stdout, stderr io.Writer) *cobra.Command {
 				return nil
 			}
 			if len(args) != 1 {
-				return usage(errors.New("import hf: name a config.json, or a folder with --checkpoint"))
+				return usageCode(diag.CodeWrongArguments, "import hf: name a config.json, or a folder with --checkpoint")
 			}
 			src, err := os.ReadFile(args[0])
 			if err != nil {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/moec-dev/moec/cmd/moec/internal/driver"
 	"github.com/moec-dev/moec/compiler/plan"
+	"github.com/moec-dev/moec/lang/diag"
 )
 
 func newPlanCommand(stdout, stderr io.Writer) *cobra.Command {
@@ -30,14 +31,14 @@ func newPlanCommand(stdout, stderr io.Writer) *cobra.Command {
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if opt.GPUs > 0 && opt.Nodes > 0 {
-				return usage(fmt.Errorf("plan: give --gpus or --nodes, not both"))
+				return usageCode(diag.CodeConflictingFlags, "plan: give --gpus or --nodes, not both")
 			}
 			loaded, err := loadChecked(args[0], stderr)
 			if err != nil {
 				return err
 			}
 			if compare != "" && (serve != "" || asJSON) {
-				return usage(fmt.Errorf("plan: --compare compares two strategies of a stage, on the terminal: not with --serve or --json"))
+				return usageCode(diag.CodeConflictingFlags, "plan: --compare compares two strategies of a stage, on the terminal: not with --serve or --json")
 			}
 			if serve == "" {
 				if err := needTrain(loaded.Program, args[0], "plan lays out a stage of a train block (or a serve block, with --serve)"); err != nil {

@@ -133,7 +133,7 @@ func (r *runCommand) run(cmd *cobra.Command, args []string) error {
 	opt.CollectiveTimeout = rf.timeout
 	if opt.Resume != "" {
 		if len(args) > 0 {
-			return usage(fmt.Errorf("run: --resume takes the run folder only, not a .moe file"))
+			return usageCode(diag.CodeConflictingFlags, "run: --resume takes the run folder only, not a .moe file")
 		}
 		l, p, err := rf.resumeLayout(spec, layoutFlagsChanged(cmd), worldSize, stderr)
 		if err != nil {
@@ -143,7 +143,7 @@ func (r *runCommand) run(cmd *cobra.Command, args []string) error {
 		return runAndReport(ctx, stdout, opt, p)
 	}
 	if len(args) != 1 {
-		return usage(fmt.Errorf("run: give the .moe file (and --stage NAME, or --all-stages)"))
+		return usageCode(diag.CodeWrongArguments, "run: give the .moe file (and --stage NAME, or --all-stages)")
 	}
 	loaded, err := loadChecked(args[0], stderr)
 	if err != nil {
@@ -183,7 +183,7 @@ func recordedKernels(cmd *cobra.Command, spec *train.Spec, dir, llvmLib string, 
 // the stages that have run.
 func runAllStages(ctx context.Context, cmd *cobra.Command, loaded *driver.Loaded, file string, opt train.Options, rf rankFlags, worldSize int, stdout, stderr io.Writer) error {
 	if opt.StageName != "" || opt.OutDir != "" || opt.From != "" {
-		return usage(fmt.Errorf("run: --all-stages trains every stage in its own folder; drop --stage, --out and --from"))
+		return usageCode(diag.CodeConflictingFlags, "run: --all-stages trains every stage in its own folder; drop --stage, --out and --from")
 	}
 	if err := needTrain(loaded.Program, file, "run --all-stages trains a train block's curriculum"); err != nil {
 		return err
@@ -344,7 +344,7 @@ func newEvalCommand(stdout, stderr io.Writer) *cobra.Command {
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if opt.Checkpoint == "" {
-				return usage(fmt.Errorf("eval: --checkpoint is required"))
+				return usageCode(diag.CodeMissingFlag, "eval: --checkpoint is required")
 			}
 			if cmd.Flags().Changed("windows") && opt.Windows < 1 {
 				return usage(diag.Runtimef(diag.CodeBadRunOption, "--windows %d: want at least 1 validation window; leave it out for 64", opt.Windows))

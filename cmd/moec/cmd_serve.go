@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/moec-dev/moec/lang/diag"
 	"github.com/moec-dev/moec/runtime/serve"
 	"github.com/moec-dev/moec/runtime/train"
 )
@@ -37,13 +38,13 @@ it: no new connections, and the requests in flight have --drain to finish.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if checkpoint == "" {
-				return usage(fmt.Errorf("serve: --checkpoint is required"))
+				return usageCode(diag.CodeMissingFlag, "serve: --checkpoint is required")
 			}
 			if err := checkInferenceDevice(device); err != nil {
 				return err
 			}
 			if err := checkServeFlags(opt); err != nil {
-				return usageError(cmd, err)
+				return usage(err)
 			}
 			m, name, err := serve.Load(checkpoint)
 			if err != nil {
@@ -98,7 +99,7 @@ func checkServeFlags(opt serve.Options) error {
 		v    int
 	}{{"slots", opt.Slots}, {"prefill-chunk", opt.PrefillChunk}, {"queue", opt.QueueDepth}, {"max-tokens", opt.MaxTokens}, {"max-prompt-bytes", opt.MaxPromptBytes}, {"max-conns", opt.MaxConns}} {
 		if f.v < 1 {
-			return fmt.Errorf("--%s %d: it must be at least 1", f.name, f.v)
+			return diag.Runtimef(diag.CodeBadRunOption, "serve: --%s %d: it must be at least 1", f.name, f.v)
 		}
 	}
 	for _, f := range []struct {
@@ -106,7 +107,7 @@ func checkServeFlags(opt serve.Options) error {
 		v    time.Duration
 	}{{"timeout", opt.Timeout}, {"read-timeout", opt.ReadTimeout}, {"drain", opt.DrainTimeout}} {
 		if f.v <= 0 {
-			return fmt.Errorf("--%s %v: it must be longer than 0s", f.name, f.v)
+			return diag.Runtimef(diag.CodeBadRunOption, "serve: --%s %v: it must be longer than 0s", f.name, f.v)
 		}
 	}
 	return nil

@@ -33,7 +33,7 @@ FILE is a tokenizer.json, or a folder holding one.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if path == "" {
-				return usage(fmt.Errorf("tokenize: --tokenizer is required"))
+				return usageCode(diag.CodeMissingFlag, "tokenize: --tokenizer is required")
 			}
 			tok, err := tokenizer.Load(path)
 			if err != nil {

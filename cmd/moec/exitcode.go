@@ -40,24 +40,10 @@ var errDiagnostics = errors.New("input has errors")
 // it stopped and how to continue; main only sets the status.
 var errInterrupted = errors.New("interrupted")
 
-// usageFailure marks an error as the command line's own (exit 2).
-type usageFailure struct{ err error }
-
-func (u usageFailure) Error() string { return u.err.Error() }
-func (u usageFailure) Unwrap() error { return u.err }
-
-// usage marks err as a usage error: the command line alone is wrong.
-func usage(err error) error {
-	if err == nil {
-		return nil
-	}
-	return usageFailure{err}
-}
-
 // exitStatus is the status for the error a command returned, printed on stderr unless it
-// was printed already. ran is the command cobra ran or failed to find.
-func exitStatus(err error, ran, root *cobra.Command, stderr io.Writer) int {
-	var u usageFailure
+// was printed already. ran is the command cobra ran or failed to find; args the command
+// line, for a usage error of `moec check --json`, which is a JSON line on stdout.
+func exitStatus(err error, ran *cobra.Command, args []string, stdout, stderr io.Writer) int {
 	switch {
 	case err == nil:
 		return exitOK
@@ -65,12 +51,16 @@ func exitStatus(err error, ran, root *cobra.Command, stderr io.Writer) int {
 		return exitInput
 	case errors.Is(err, errInterrupted):
 		return exitInterrupted
-	case errors.As(err, &u) || ran == root && !root.Runnable():
-		// The root runs nothing: an error there is cobra not finding the command.
-		fmt.Fprintf(stderr, "moec: %v\n", err)
-		return exitUsage
-	default:
-		fmt.Fprintf(stderr, "moec: %v\n", err)
-		return exitInput
 	}
+	if d, ok := usageDiagnostic(err, ran); ok {
+		if wantsJSONDiagnostics(ran, args) {
+			if werr := writeUsageJSON(stdout, d, ran); werr == nil {
+				return exitUsage
+			}
+		}
+		writeUsage(stderr, d, ran)
+		return exitUsage
+	}
+	fmt.Fprintf(stderr, "moec: %v\n", err)
+	return exitInput
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -63,6 +65,12 @@ func TestExitStatus(t *testing.T) {
 		{[]string{"--help"}, 0},
 		{[]string{"version"}, 0},
 		{[]string{"nosuch"}, 2},
+		{[]string{"import", "nosuch"}, 2},
+		{[]string{"completion", "nosuch"}, 2},
+		{[]string{"completion", "fish", "extra"}, 2},
+		{[]string{"check", "--explain", "--json", "tiny.moe"}, 2},
+		{[]string{"check", "--steps", "x", "tiny.moe"}, 2},
+		{[]string{"run", "--stage", "dense", "--collective-timeout", "soon", "tiny.moe"}, 2},
 		{[]string{"version", "extra"}, 2},
 		{[]string{"--nosuch"}, 2},
 
@@ -132,9 +140,21 @@ func TestExitStatus(t *testing.T) {
 			if got := run(tc.args, &stdout, &stderr); got != tc.want {
 				t.Errorf("moec %s: exit %d, want %d\nstderr: %s", strings.Join(tc.args, " "), got, tc.want, stderr.String())
 			}
+			if tc.want == exitUsage && slices.Contains(tc.args, "--json") {
+				// check --json writes it as a JSON line for the editor that reads them.
+				if !strings.Contains(stdout.String(), `"code":"E00`) || stderr.Len() > 0 {
+					t.Errorf("moec %s: the usage error is not a JSON line alone:\nstdout: %s\nstderr: %s", strings.Join(tc.args, " "), stdout.String(), stderr.String())
+				}
+			} else if tc.want == exitUsage && !usageErrorForm.MatchString(stderr.String()) {
+				t.Errorf("moec %s: a usage error is not `moec: error[CODE]: ...` followed by the usage line and where the help is:\n%s", strings.Join(tc.args, " "), stderr.String())
+			}
 		})
 	}
 }
+
+// usageErrorForm is how every usage error prints: coded like any other diagnostic, then
+// how the command is called and where its help is.
+var usageErrorForm = regexp.MustCompile(`^moec: error\[E\d{4}\]: .*\n(?:(?:help|note): .*\n)*usage: moec .*\nrun 'moec [a-z ]*--help' for more\n$`)
 
 // TestHelpStatesTheExitRule: the rule the statuses follow is in `moec --help`.
 func TestHelpStatesTheExitRule(t *testing.T) {

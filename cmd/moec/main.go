@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -27,7 +26,7 @@ func run(args []string, stdout, stderr io.Writer) (status int) {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	ran, err := root.ExecuteC()
-	return exitStatus(err, ran, root, stderr)
+	return exitStatus(err, ran, args, stdout, stderr)
 }
 
 func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
@@ -58,39 +57,10 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newLSPCommand(stdout),
 		newVersionCommand(stdout),
 	)
+	root.InitDefaultCompletionCmd() // now, not in Execute, so that its misuse has codes too
 	withUsageOnMisuse(root)
 	withCompletions(root)
 	return root
-}
-
-// withUsageOnMisuse makes a wrong number of arguments or a bad flag name the command's
-// usage line after the error, for root and every command under it. The root silences
-// cobra's own usage dump (a page of flags after every failure, a missing file included),
-// so misuse alone gets the line that says how the command is called.
-func withUsageOnMisuse(c *cobra.Command) {
-	if args := c.Args; args != nil {
-		c.Args = func(cmd *cobra.Command, a []string) error {
-			if err := args(cmd, a); err != nil {
-				return usageError(cmd, err)
-			}
-			return nil
-		}
-	}
-	c.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usageError(cmd, err) })
-	for _, sub := range c.Commands() {
-		withUsageOnMisuse(sub)
-	}
-}
-
-// usageError is err followed by how cmd is called and where the full help is. main
-// prefixes every error with "moec: ", so a misuse of the root command itself is not
-// named again ("moec: moec: unknown flag"); a subcommand's is named by its path under the
-// root ("moec: check: ...", "moec: export hf: ...").
-func usageError(cmd *cobra.Command, err error) error {
-	if cmd.HasParent() {
-		err = fmt.Errorf("%s: %w", strings.TrimPrefix(cmd.CommandPath(), cmd.Root().Name()+" "), err)
-	}
-	return usage(fmt.Errorf("%w\nusage: %s\nrun '%s --help' for more", err, cmd.UseLine(), cmd.CommandPath()))
 }
 
 func newVersionCommand(stdout io.Writer) *cobra.Command {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/moec-dev/moec/codegen/cuda"
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/compiler/program/programtest"
 	"github.com/moec-dev/moec/compiler/step"
 	rexec "github.com/moec-dev/moec/runtime/exec"
 	"github.com/moec-dev/moec/runtime/llvmrt"
@@ -327,9 +328,9 @@ func flashMatchesReference(t *testing.T, emu *flashEmu) {
 func flashMatchesExecutor(t *testing.T, emu *flashEmu) {
 	for n, s := range flashShapes[:2] {
 		t.Run(fmt.Sprintf("H%d_KV%d_D%d", s.Heads, s.KVHeads, s.HeadDim), func(t *testing.T) {
-			m := &program.Model{Name: "flash", Vocab: 8, DModel: int64(s.Heads * s.HeadDim), Layers: 1, SeqLen: int64(s.SeqLen),
-				Norm: program.RMSNorm, Position: program.NoPosition, FFN: program.FFN{Hidden: 8, Activation: program.GELU},
-				Attention: program.Attention{Heads: s.Heads, KVHeads: s.KVHeads, HeadDim: int64(s.HeadDim)}}
+			m := programtest.Model(t, "flash", fmt.Sprintf(`vocab = 8; d_model = %d; layers = 1; seq_len = %d; position = none
+attention { heads = %d; kv_heads = %d; head_dim = %d }
+ffn { hidden = 8; activation = gelu }`, s.Heads*s.HeadDim, s.SeqLen, s.Heads, s.KVHeads, s.HeadDim))
 			kn, err := rexec.NewKernels(m, step.Batch{MicroBatch: s.Batch, SeqLen: s.SeqLen, Micro: 1}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 1}, step.Coord{})
 			if err != nil {
 				t.Fatal(err)
@@ -509,10 +510,10 @@ func TestFlashPTX(t *testing.T) {
 
 // flashModel is a small dense model with grouped-query heads for the chain tests.
 func flashModel(edit func(m *program.Model)) *program.Model {
-	m := &program.Model{Name: "flash", Vocab: 64, VocabPadTo: 1, DModel: 64, Layers: 2, SeqLen: 16, Norm: program.RMSNorm,
-		NormPlacement: program.PreNorm, FinalNorm: true, RopeBase: 10000, Position: program.Rotary, MaxPosition: 16,
-		Attention: program.Attention{Heads: 4, KVHeads: 2, HeadDim: 16, ShareWeights: 1, ShareKV: 1},
-		FFN:       program.FFN{Hidden: 32, Activation: program.GELU}}
+	m := programtest.MustModel("flash", `vocab = 64; vocab_pad_to = 1; d_model = 64; layers = 2; seq_len = 16
+norm = rmsnorm; norm_placement = pre; final_norm = true; position = rotary; rope_base = 10000
+attention { heads = 4; kv_heads = 2; head_dim = 16 }
+ffn { hidden = 32; activation = gelu }`)
 	if edit != nil {
 		edit(m)
 	}

@@ -20,6 +20,7 @@ const (
 // baseModel: rotary, RMSNorm pre-norm with a final norm, untied head, MHA without biases,
 // GELU FFN without biases, dense.
 func baseModel() *program.Model {
+	// A literal: the checker imports package analysis, so its own tests cannot build through programtest.
 	return &program.Model{
 		Name: "base", Vocab: bV, VocabPadTo: 1, DModel: bD, Layers: bL, SeqLen: bS,
 		Norm: program.RMSNorm, NormPlacement: program.PreNorm, FinalNorm: true,
@@ -36,6 +37,7 @@ func TestGPT2Small(t *testing.T) {
 	// GPT-2 small: learned positions, LayerNorm, tied head, biases everywhere.
 	// 12·L·d² + 13·L·d per layer block, plus embeddings and the final LayerNorm:
 	// the well-known 124,439,808.
+	// A literal: the checker imports package analysis, so its own tests cannot build through programtest.
 	m := &program.Model{
 		Vocab: 50257, DModel: 768, Layers: 12, SeqLen: 1024, MaxPosition: 1024,
 		Norm: program.LayerNorm, NormPlacement: program.PreNorm, FinalNorm: true,
@@ -294,6 +296,7 @@ func TestMTP(t *testing.T) {
 }
 
 func TestZeroModelDoesNotPanic(t *testing.T) {
+	// Literals on purpose: models the checker refuses (nothing set, defaults unfilled).
 	c := Count(&program.Model{})
 	_ = CountFLOPs(&program.Model{}, 0)
 	if c.TotalAll != 0 {

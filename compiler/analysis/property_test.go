@@ -12,6 +12,7 @@ import (
 func randomModel(r *rand.Rand) *program.Model {
 	pick := func(n int) int { return r.IntN(n) }
 	heads := []int{1, 2, 4, 8}[pick(4)]
+	// A literal on purpose: the space drawn from includes models the checker refuses (0 layers).
 	m := &program.Model{
 		Vocab: int64(1 + pick(500)), VocabPadTo: int64([]int{1, 8, 64}[pick(3)]),
 		DModel: int64(8 * (1 + pick(8))), Layers: pick(6), Encoder: []int{0, 0, 2}[pick(3)], SeqLen: int64(1 + pick(300)),

@@ -61,6 +61,7 @@ train child on c {
 serve child on c { precision = bf16; batch = 8; layout = expert; stage = grown }
 compress child { distill_into = base; quantize = 8; prune_experts = 0.5 }
 `)
+	// A literal on purpose: it is what the checker must build, written out field by field.
 	wantChild := &program.Model{
 		Name: "child", Extends: "base", Vocab: 1000, VocabPadTo: 64, DModel: 512, Layers: 6, Encoder: 2, SeqLen: 512,
 		Norm: program.LayerNorm, NormEps: 1e-6, NormPlacement: program.SandwichNorm, FinalNorm: false,

@@ -6,6 +6,7 @@ import (
 
 	"github.com/moec-dev/moec/compiler/catalog"
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/compiler/program/programtest"
 )
 
 // hunyuanProgram builds the design document's HunYuan-1T program in Go: the model, a
@@ -17,16 +18,16 @@ func hunyuanProgram(t testing.TB, nodes int) *program.Program {
 	if !ok {
 		t.Fatal("catalog lacks a100_40gb")
 	}
-	m := &program.Model{
-		Name: "hunyuan", Vocab: 150000, VocabPadTo: 1, DModel: 2560, Layers: 32, SeqLen: 2048,
-		Norm: program.RMSNorm, NormEps: 1e-5, NormPlacement: program.PreNorm, FinalNorm: true,
-		Position: program.Rotary, RopeBase: 10000, MaxPosition: 2048,
-		Attention: program.Attention{Heads: 32, KVHeads: 32, HeadDim: 80, TalkingHeads: true, ShareWeights: 0.5, ShareKV: 1},
-		FFN:       program.FFN{Hidden: 10240, Activation: program.GELU},
-		MoE: &program.MoE{Experts: 1536, TopK: 1, ExpertHidden: 10240, Activation: program.GELU, Every: 2,
-			Router: program.RouteTokenEmbedding, RouterDim: 2560, Score: program.Softmax,
-			CapacityFactor: 1.25, DroplessSkew: 2, BalanceLoss: 0.01},
-	}
+	m := programtest.Model(t, "hunyuan", `vocab = 150000; vocab_pad_to = 1; d_model = 2560; layers = 32; seq_len = 2048
+norm = rmsnorm; norm_eps = 1e-5; norm_placement = pre; final_norm = true
+position = rotary; rope_base = 10000; max_position = 2048
+attention { heads = 32; kv_heads = 32; head_dim = 80; talking_heads = true; share_weights = 0.5 }
+ffn { hidden = 10240; activation = gelu }
+moe {
+  experts = 1536; top_k = 1; expert_hidden = 10240; activation = gelu; every = 2
+  router = token_embedding; router_dim = 2560; score = softmax
+  capacity_factor = 1.25; dropless_skew = 2; balance_loss = 0.01
+}`)
 	c := &program.Cluster{Name: "taiji", Nodes: nodes, GPUsPerNode: 8, Device: dev, HostMemory: 1e12,
 		HostUsable: 0.8, Network: 1.6e12 / 8, NetLatency: 5e-6}
 	tr := &program.Train{

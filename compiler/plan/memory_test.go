@@ -1,21 +1,21 @@
 package plan
 
 import (
+	"fmt"
 	"math"
 	"testing"
 
 	"github.com/moec-dev/moec/compiler/catalog"
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/compiler/program/programtest"
 )
 
 // denseModel is a GPT-style decoder: 4h non-gated MLP, full multi-head attention.
 func denseModel(h int64, heads, layers int, seq int64) *program.Model {
-	return &program.Model{
-		Name: "dense", Vocab: 50304, VocabPadTo: 1, DModel: h, Layers: layers, SeqLen: seq,
-		Norm: program.LayerNorm, NormPlacement: program.PreNorm, FinalNorm: true, Position: program.Rotary,
-		Attention: program.Attention{Heads: heads, KVHeads: heads, HeadDim: h / int64(heads), ShareWeights: 1, ShareKV: 1},
-		FFN:       program.FFN{Hidden: 4 * h, Activation: program.GELU},
-	}
+	return programtest.MustModel("dense", fmt.Sprintf(`vocab = 50304; vocab_pad_to = 1; d_model = %d; layers = %d; seq_len = %d
+norm = layernorm; norm_placement = pre; final_norm = true; position = rotary
+attention { heads = %d; kv_heads = %d; head_dim = %d }
+ffn { hidden = %d; activation = gelu }`, h, layers, seq, heads, heads, h/int64(heads), 4*h))
 }
 
 func testCluster(t testing.TB, device string, nodes, gpn int) *program.Cluster {

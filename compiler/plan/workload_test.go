@@ -11,6 +11,7 @@ import (
 // activation when they name none, whatever their width.
 func TestWorkloadReadsDims(t *testing.T) {
 	base := func() *program.Model {
+		// A literal on purpose: the test is of the defaults left unset, which the checker fills.
 		return &program.Model{Name: "w", Vocab: 100, DModel: 64, Layers: 2, SeqLen: 32, Position: program.Rotary,
 			Attention: program.Attention{Heads: 4},
 			FFN:       program.FFN{Hidden: 128, Activation: program.SwiGLU},

@@ -41,6 +41,7 @@ func TestRopeFrequenciesMatchTransformers(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, c := range cases {
+		// Literals here: package program's own tests cannot import programtest (it imports the checker, which imports program).
 		m := &Model{RopeBase: c.Base, SeqLen: c.SeqLen}
 		if c.Type != "" {
 			m.RopeScaling = &RopeScaling{Type: RopeType(c.Type), Factor: c.Factor, OriginalSeqLen: c.Original,

@@ -21,6 +21,7 @@ var update = flag.Bool("update", false, "rewrite golden files in testdata")
 // goProgram is a checked program built in Go: DeepSeek-V3 and a HunYuan-shaped model with a
 // curriculum and a serve block. It exercises the report without the checker.
 func goProgram() *program.Program {
+	// Literals on purpose: Build must report a program no checker resolved; TestGolden covers checked ones.
 	ds := &program.Model{
 		Name: "deepseek_v3", Vocab: 129280, DModel: 7168, Layers: 61, SeqLen: 4096,
 		Norm: program.RMSNorm, NormPlacement: program.PreNorm, FinalNorm: true,

@@ -13,6 +13,7 @@ import (
 	"github.com/moec-dev/moec/compiler/check"
 	"github.com/moec-dev/moec/compiler/plan"
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/compiler/program/programtest"
 	"github.com/moec-dev/moec/internal/golden"
 )
 
@@ -187,9 +188,9 @@ func TestLaunchValues(t *testing.T) {
 
 func TestLayerFreqMatchesModel(t *testing.T) {
 	for _, m := range []*program.Model{
-		{Layers: 8, MoE: &program.MoE{Experts: 4, Every: 3}},
-		{Layers: 7, MoE: &program.MoE{Experts: 4, FirstDense: 2, Every: 2}},
-		{Layers: 5, MoE: &program.MoE{Experts: 4, Layers: []int{0, 4}}},
+		programtest.Model(t, "every3", "vocab = 64; d_model = 32; layers = 8; seq_len = 16\nattention { heads = 2 }\nmoe { experts = 4; every = 3 }"),
+		programtest.Model(t, "firstdense", "vocab = 64; d_model = 32; layers = 7; seq_len = 16\nattention { heads = 2 }\nmoe { experts = 4; first_dense = 2; every = 2 }"),
+		programtest.Model(t, "listed", "vocab = 64; d_model = 32; layers = 5; seq_len = 16\nattention { heads = 2 }\nmoe { experts = 4; layers = [0, 4] }"),
 	} {
 		f := layerFreq(m)
 		// Evaluate Megatron's pattern the way its _eval_pattern does, for these shapes.

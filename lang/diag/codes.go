@@ -5,6 +5,7 @@ import "strings"
 // Code is a stable diagnostic code such as "E0101". Codes are append-only: once
 // published a code keeps its meaning forever. Each phase owns a range:
 //
+//	E00xx  command line (cmd/moec)
 //	E01xx  lexing and syntax (lang/parse)
 //	E02xx  names, keys, types and units (compiler/check)
 //	E03xx  cross-field model rules (compiler/check)
@@ -42,7 +43,7 @@ type Info struct {
 // Registry returns every registered code with its summary, in code order.
 func Registry() []Info {
 	var out []Info
-	for _, group := range [][]Info{syntaxCodes, checkCodes, distillCodes, planCodes, runtimeCodes, compressCodes, interopCodes} {
+	for _, group := range [][]Info{cliCodes, syntaxCodes, checkCodes, distillCodes, planCodes, runtimeCodes, compressCodes, interopCodes} {
 		out = append(out, group...)
 	}
 	return out
@@ -93,6 +94,8 @@ func (c Code) Phase() string {
 		return "warnings"
 	}
 	switch s[1:3] {
+	case "00":
+		return "command line (cmd/moec)"
 	case "01":
 		return "lexing and syntax (lang/parse)"
 	case "02":

@@ -9,7 +9,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/compiler/program/programtest"
 	"github.com/moec-dev/moec/lang/diag"
 	"github.com/moec-dev/moec/runtime/safetensors"
 )
@@ -18,7 +18,9 @@ func sample(step int64) *Checkpoint {
 	return &Checkpoint{
 		Manifest: Manifest{
 			Train: "tiny", Stage: "dense", Step: step, TotalSteps: 10, TokensSeen: step * 100,
-			Model:      &program.Model{Name: "tiny", Vocab: 256, DModel: 8, Layers: 1, MoE: &program.MoE{Experts: 4, TopK: 1}},
+			Model: programtest.MustModel("tiny", `vocab = 256; d_model = 8; layers = 1; seq_len = 8
+attention { heads = 2 }
+moe { experts = 4; top_k = 1 }`),
 			ConfigHash: "abc", Seed: 7, DataCursor: step, DataFingerprint: "fp",
 			Optimizer: OptimizerState{Kind: "adamw", Step: step},
 		},

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/compiler/program/programtest"
 )
 
 // runSchedule drives a Step through the whole schedule, as the generated program does.
@@ -208,7 +209,7 @@ func TestLayoutMatchesNew(t *testing.T) {
 			}
 		}
 	}
-	if _, err := ParamList(&program.Model{Name: "x", Encoder: 1}); err == nil {
+	if _, err := ParamList(programtest.Model(t, "x", "vocab = 13; d_model = 8; layers = 2; encoder_layers = 1; seq_len = 6\nattention { heads = 2 }")); err == nil {
 		t.Error("Layout accepted an encoder-decoder model")
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/compiler/program/programtest"
 	"github.com/moec-dev/moec/lang/diag"
 )
 
@@ -51,7 +52,7 @@ func TestCheckMicroBatch(t *testing.T) {
 // The expert-parallel size is held against the stage's experts, not the model block's.
 func TestCheckLayoutExperts(t *testing.T) {
 	moe := func(experts int) *program.Model {
-		return &program.Model{Name: "m", MoE: &program.MoE{Experts: experts}}
+		return programtest.TinyMoE(func(m *program.Model) { m.MoE.Experts = experts })
 	}
 	tr := &program.Train{Name: "hunyuan_tiny"}
 	for _, tc := range []struct {
@@ -63,8 +64,8 @@ func TestCheckLayoutExperts(t *testing.T) {
 		{moe(4), "four", Sharding{Ranks: 8, EP: 8}, "expert-parallel size 8 does not divide the 4 experts of stage four"},
 		{moe(4), "four", Sharding{Ranks: 8, EP: 4}, ""},
 		{moe(8), "eight", Sharding{Ranks: 8, EP: 8}, ""},
-		{&program.Model{Name: "m"}, "dense", Sharding{Ranks: 2, EP: 2}, "stage dense of train hunyuan_tiny is dense"},
-		{&program.Model{Name: "m"}, "dense", Sharding{Ranks: 2, EP: 1}, ""},
+		{programtest.Tiny(), "dense", Sharding{Ranks: 2, EP: 2}, "stage dense of train hunyuan_tiny is dense"},
+		{programtest.Tiny(), "dense", Sharding{Ranks: 2, EP: 1}, ""},
 	} {
 		err := checkLayoutExperts(&Spec{Train: tr, Stage: tc.stage, Model: tc.model}, &tc.l)
 		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {

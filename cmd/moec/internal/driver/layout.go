@@ -127,7 +127,7 @@ func runRanks(f LayoutRequest, worldSize int) (int, error) {
 	ranks := f.Ranks
 	if worldSize > 0 {
 		if ranks > 0 && ranks != worldSize {
-			return 0, Usage(fmt.Errorf("run: --ranks %d under mpirun with %d processes; drop --ranks", ranks, worldSize))
+			return 0, Usage(diag.Runtimef(diag.CodeConflictingFlags, "run: --ranks %d under mpirun with %d processes; drop --ranks", ranks, worldSize))
 		}
 		ranks = worldSize
 	}
