@@ -281,7 +281,7 @@ func Table() []Feature {
 		{Key: "norm_no_bias", Name: "LayerNorms without biases (norm_bias = false)",
 			Uses: func(m *program.Model) bool { return m.Norm == program.LayerNorm && m.NormNoBias },
 			cells: map[Backend]Cell{
-				Runtime:  refused("nn.New refuses LayerNorms without biases"),
+				Runtime:  honoured(),
 				Step:     honoured(),
 				CUDA:     refused("only RMSNorm kernels are generated"),
 				Megatron: refused("Megatron's LayerNorm has biases"),
@@ -290,7 +290,7 @@ func Table() []Feature {
 		{Key: "head_bias", Name: "an output-head bias (head_bias)",
 			Uses: func(m *program.Model) bool { return m.HeadBias },
 			cells: map[Backend]Cell{
-				Runtime:  refused("nn.New refuses an output-head bias"),
+				Runtime:  honoured(),
 				Step:     honoured(),
 				CUDA:     outside("the embedding and the output head are not generated kernels"),
 				Megatron: refused("Megatron's output layer has no bias"),
@@ -502,8 +502,8 @@ func Table() []Feature {
 		{Key: "sparsemixer", Name: "sparsemixer routing (moe.sparsemixer_eps)",
 			Uses: usesMoE(func(e *program.MoE) bool { return e.SparsemixerEps > 0 }),
 			cells: map[Backend]Cell{
-				Runtime:  refused("nn.New refuses sparsemixer routing"),
-				Step:     refused("no lowering rule yet"),
+				Runtime:  unlessPhiRouting(),
+				Step:     unlessPhiRouting(),
 				CUDA:     refused("router_fwd takes a top-k softmax"),
 				Megatron: refused("Megatron routes by top-k"),
 				HF:       refused("the classes moec writes route by top-k softmax: exported in moec's layout"),
