@@ -96,12 +96,14 @@ func (s *spec) dbrx(r *reader) {
 		experts: int(f.number("moe_num_experts", 4)), topK: int(f.number("moe_top_k", 1)),
 		score: "softmax", balance: f.number("moe_loss_weight", 0.01),
 	}
-	switch p := f.number("moe_normalize_expert_weights", 1); p {
-	case 1:
+	// DbrxFFN divides the top-k weights by their p-norm unless the field is null (absent:
+	// DbrxFFNConfig's 1.0).
+	if raw, ok := f.fields["moe_normalize_expert_weights"]; ok && bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
+		f.used["moe_normalize_expert_weights"] = true
+	} else if p := f.number("moe_normalize_expert_weights", 1); p == 1 {
 		m.normalize = true // top_weights / ‖top_weights‖₁: renormalised
-	case 0:
-	default:
-		r.refuse("ffn_config", fmt.Sprintf("moe_normalize_expert_weights = %v", p), "moec renormalises the top-k gates by their sum (p = 1) or not at all")
+	} else {
+		r.refuse("ffn_config", fmt.Sprintf("moe_normalize_expert_weights = %v", p), "moec renormalises the top-k gates by their sum (p = 1) or not at all (null)")
 	}
 	if act := f.fields["ffn_act_fn"]; act != nil {
 		f.used["ffn_act_fn"] = true

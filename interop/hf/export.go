@@ -128,6 +128,10 @@ func Export(ckpt, out string) (*ExportManifest, error) {
 		if outTensors, from, err = deepseekFromMoec(tensors, m); err != nil {
 			return nil, diag.RuntimeWrap(diag.CodeNotExportable, err, "checkpoint %s does not hold the tensors of its model", dir)
 		}
+	case LayoutDbrx:
+		if outTensors, from, err = dbrxFromMoec(tensors, m); err != nil {
+			return nil, diag.RuntimeWrap(diag.CodeNotExportable, err, "checkpoint %s does not hold the tensors of its model", dir)
+		}
 	case LayoutLlama4:
 		if outTensors, from, err = llama4FromMoec(tensors, m); err != nil {
 			return nil, diag.RuntimeWrap(diag.CodeNotExportable, err, "checkpoint %s does not hold the tensors of its model", dir)
@@ -280,6 +284,9 @@ func emptyDir(dir string, code diag.Code) error {
 
 // hfConfig is the config.json transformers reads for m in layout l.
 func hfConfig(m *program.Model, l Layout) map[string]any {
+	if l == LayoutDbrx {
+		return dbrxConfig(m) // DbrxConfig's own field names
+	}
 	a := m.Attention
 	act := "silu"
 	if m.FFN.Activation == program.GeGLU {
@@ -350,6 +357,8 @@ func hfConfig(m *program.Model, l Layout) map[string]any {
 		gptOssConfig(cfg, m)
 	case LayoutDeepSeek:
 		deepseekConfig(cfg, m)
+	case LayoutPhimoe:
+		phimoeConfig(cfg, m)
 	case LayoutQwen2MoE:
 		// Qwen2MoeConfig has no attention_bias: its Q/K/V always carry biases, its output
 		// projection never does. intermediate_size is the dense layers' width.

@@ -24,6 +24,8 @@ const (
 	LayoutGptOss   Layout = "gpt_oss"     // GptOssForCausalLM's names: imported (gptoss_weights.go), not written
 	LayoutLlama4   Layout = "llama4_text" // Llama4ForCausalLM: fused experts, adjacent rotary pairs (llama4_weights.go)
 	LayoutDeepSeek Layout = "deepseek_v3" // DeepseekV3ForCausalLM: latent attention, one fused shared MLP (deepseek_weights.go)
+	LayoutDbrx     Layout = "dbrx"        // DbrxForCausalLM: fused Wqkv and experts, LayerNorms without biases (dbrx_weights.go)
+	LayoutPhimoe   Layout = "phimoe"      // PhimoeForCausalLM: Mixtral's names, biased LayerNorms, sparsemixer (phimoe_weights.go)
 	LayoutMoec     Layout = "moec"        // moec's names; no transformers class
 )
 
@@ -34,6 +36,7 @@ var classOf = map[Layout]string{
 	LayoutOlmoe: "OlmoeForCausalLM", LayoutQwen2MoE: "Qwen2MoeForCausalLM",
 	LayoutArctic: "ArcticForCausalLM", LayoutLlama4: "Llama4ForCausalLM",
 	LayoutGptOss: "GptOssForCausalLM", LayoutDeepSeek: "DeepseekV3ForCausalLM",
+	LayoutDbrx: "DbrxForCausalLM", LayoutPhimoe: "PhimoeForCausalLM",
 }
 
 // moecNames rewrites between moec's names (runtime/nn, Mixtral-style block_sparse_moe) and
@@ -144,6 +147,18 @@ func layoutFor(m *program.Model) (Layout, []string) {
 			return LayoutGptOss, nil
 		}
 		return LayoutMoec, []string{"attention sinks beside clamped SwiGLU experts are gpt-oss's, and GptOssForCausalLM needs " + strings.Join(unmet, ", ")}
+	}
+	if candidate, unmet := dbrxLayoutFor(m); candidate {
+		if len(unmet) == 0 {
+			return LayoutDbrx, nil
+		}
+		return LayoutMoec, []string{"LayerNorms without biases are DBRX's, and DbrxForCausalLM needs " + strings.Join(unmet, ", ")}
+	}
+	if candidate, unmet := phimoeLayoutFor(m); candidate {
+		if len(unmet) == 0 {
+			return LayoutPhimoe, nil
+		}
+		return LayoutMoec, []string{"sparsemixer routing is Phi-3.5-MoE's, and PhimoeForCausalLM needs " + strings.Join(unmet, ", ")}
 	}
 	var gaps []string
 	gap := func(cond bool, what string) {
