@@ -89,6 +89,17 @@ func (s *spec) dbrx(r *reader) {
 		r.inexpressible("attn_config", fmt.Sprintf("attention dropout %v", p), "moec trains without it; the forward pass at inference is the same", 0)
 	}
 	a.leftovers()
+	// transformers 5 rotates by rope_parameters (its default base 10000 when absent) and
+	// leaves attn_config.rope_theta unread; transformers 4 read attn_config's. A folder
+	// with both must agree, so that every release computes the same model.
+	_, attnTheta := a.fields["rope_theta"]
+	if raw := r.take("rope_parameters"); raw != nil && !bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
+		fromAttn := s.ropeBase
+		s.readRope(r, "rope_parameters", raw)
+		if attnTheta && s.ropeBase != fromAttn {
+			r.bad("rope_parameters", "rope_theta %v differs from attn_config.rope_theta %v: transformers 5 rotates by the first, transformers 4 by the second; make them agree", s.ropeBase, fromAttn)
+		}
+	}
 
 	f := r.nested("ffn_config")
 	s.ffnHidden = int64(f.number("ffn_hidden_size", 3584))

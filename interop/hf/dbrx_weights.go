@@ -304,6 +304,8 @@ func dbrxConfig(m *program.Model) map[string]any {
 			"moe_num_experts": e.Experts, "moe_top_k": e.TopK, "moe_jitter_eps": nil,
 			"moe_loss_weight": floatField(e.BalanceLoss), "moe_normalize_expert_weights": normalize,
 		},
+		// transformers 5 reads the base here alone (attn_config's for transformers 4).
+		"rope_parameters":     map[string]any{"rope_type": "default", "rope_theta": floatField(m.RopeBase)},
 		"tie_word_embeddings": false,
 		"torch_dtype":         "float32",
 		"use_cache":           true,
