@@ -44,11 +44,22 @@ func (n *nested) number(key string, def float64) float64 {
 	return f
 }
 
-// leftovers refuses every key of the object nobody read (model_type, always "", is
-// bookkeeping).
+// subConfigBookkeeping are the keys transformers 5 writes into every saved sub-config
+// (PreTrainedConfig's own fields) with the values that change nothing.
+var subConfigBookkeeping = map[string]string{
+	"id2label": "", "label2id": "", "problem_type": "", // classification heads only
+	"chunk_size_feed_forward": "0", "is_encoder_decoder": "false",
+}
+
+// leftovers refuses every key of the object nobody read (model_type, always "", and the
+// metadata and bookkeeping transformers 5 writes into a saved sub-config are not read).
 func (n *nested) leftovers() {
 	var keys []string
 	for k, v := range n.fields {
+		want, bookkeeping := subConfigBookkeeping[k]
+		if bookkeeping && (want == "" || string(bytes.TrimSpace(v)) == want) || metadataKeys[k] {
+			continue
+		}
 		if !n.used[k] && k != "model_type" && !bytes.Equal(bytes.TrimSpace(v), []byte("null")) {
 			keys = append(keys, k)
 		}
@@ -131,7 +142,11 @@ func (s *spec) dbrx(r *reader) {
 	if f.number("moe_num_experts", 4) < 1 || f.number("moe_top_k", 1) < 1 {
 		r.bad("ffn_config", "moe_num_experts and moe_top_k must be positive")
 	}
+	if h := f.number("hidden_size", float64(s.dModel)); int64(h) != s.dModel {
+		r.bad("ffn_config", "hidden_size %v differs from d_model %d (DbrxConfig copies d_model into it)", h, s.dModel)
+	}
 	r.used["router_aux_loss_coef"] = true // DbrxConfig copies moe_loss_weight into it
+	r.used["num_key_value_heads"] = true  // DbrxConfig copies attn_config.kv_n_heads into it
 	f.leftovers()
 	m.allLayers(s.layers, 0, 1)
 	s.moe = m

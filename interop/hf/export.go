@@ -107,6 +107,9 @@ func Export(ckpt, out string) (*ExportManifest, error) {
 	if layout == LayoutDeepSeek {
 		man.Notes = append(man.Notes, deepseekNotes(m)...)
 	}
+	if layout == LayoutPhimoe {
+		man.Notes = append(man.Notes, phimoeNotes(m)...)
+	}
 	tensors := c.Model
 	if layout != LayoutMoec {
 		if tensors, err = arrange(c.Model, m); err != nil {

@@ -1,6 +1,11 @@
 package hf
 
-import "github.com/moec-dev/moec/compiler/program"
+import (
+	"fmt"
+	"slices"
+
+	"github.com/moec-dev/moec/compiler/program"
+)
 
 // Phi-3.5-MoE's checkpoints (transformers' PhimoeForCausalLM) name their tensors as
 // Mixtral's do, which are moec's: block_sparse_moe.gate and experts.N.w1/w2/w3, with the
@@ -30,8 +35,8 @@ func phimoeLayoutFor(m *program.Model) (candidate bool, unmet []string) {
 	need(m.FFN.Activation == program.SwiGLU && (e.Activation == "" || e.Activation == program.SwiGLU), "swiglu experts")
 	need(m.Norm == program.LayerNorm && !m.NormNoBias && (m.NormPlacement == "" || m.NormPlacement == program.PreNorm) && m.FinalNorm && m.Encoder == 0,
 		"pre-norm LayerNorms with biases and a final norm")
-	need(m.Position == program.Rotary && phimoeRopeExact(m),
-		"rotary positions, unscaled or longrope with one attention factor whose long factors are its short ones or never reached (PhimoeForCausalLM rotates by the short factors at every length)")
+	need(m.Position == program.Rotary && (m.RopeScaling == nil || m.RopeScaling.Type == program.RopeLongrope && m.RopeScaling.OriginalSeqLen > 0),
+		"rotary positions, unscaled or longrope with rope_original_seq_len")
 	need(m.MTPDepth == 0, "no multi-token prediction")
 	d, _ := m.Dims()
 	need(d.Dh*d.H == d.D, "head_dim = d_model / heads")
@@ -41,29 +46,20 @@ func phimoeLayoutFor(m *program.Model) (candidate bool, unmet []string) {
 	return true, unmet
 }
 
-// phimoeRopeExact reports whether PhimoeForCausalLM rotates as moec does: without scaling,
-// or by longrope whose long factors moec never takes (seq_len within the pretrained
-// context) or equal the short ones, which PhimoeRotaryEmbedding takes at every length.
-func phimoeRopeExact(m *program.Model) bool {
-	rs := m.RopeScaling
-	if rs == nil {
-		return true
+// phimoeNotes says where PhimoeForCausalLM computes differently from moec: transformers'
+// PhimoeRotaryEmbedding rotates by longrope's short factors at every length, where moec
+// (as Microsoft's original Phi-3.5-MoE code and transformers' Phi-3) takes the long ones
+// for a sequence longer than the pretrained context.
+func phimoeNotes(m *program.Model) []string {
+	if rs := m.RopeScaling; rs != nil && m.SeqLen > rs.OriginalSeqLen && !phimoeShortIsLong(rs) {
+		return []string{fmt.Sprintf("transformers' PhimoeForCausalLM rotates by longrope's short factors at every length; moec takes the long factors for sequences longer than %d tokens (rope_original_seq_len), so the two differ there", rs.OriginalSeqLen)}
 	}
-	if rs.Type != program.RopeLongrope || rs.OriginalSeqLen == 0 {
-		return false
-	}
-	if m.SeqLen <= rs.OriginalSeqLen {
-		return true
-	}
-	if len(rs.LongFactor) != len(rs.ShortFactor) {
-		return false
-	}
-	for i, f := range rs.LongFactor {
-		if f != rs.ShortFactor[i] {
-			return false
-		}
-	}
-	return true
+	return nil
+}
+
+// phimoeShortIsLong reports whether longrope's long factors are its short ones.
+func phimoeShortIsLong(rs *program.RopeScaling) bool {
+	return slices.Equal(rs.LongFactor, rs.ShortFactor)
 }
 
 // phimoeConfig sets PhimoeConfig's fields for m: sparsemixer's threshold is
