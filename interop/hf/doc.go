@@ -15,15 +15,17 @@
 //
 // Weights: ImportCheckpoint reads a Hugging Face folder (config.json and *.safetensors,
 // sharded or not, F32/BF16/F16) of a Llama, Mistral, Qwen2, Qwen3, Mixtral, Qwen3-MoE,
-// OLMoE, Qwen2-MoE, Snowflake Arctic or gpt-oss model (gpt-oss's MXFP4 experts decoded
-// to float32 exactly) and writes a moec checkpoint (runtime/checkpoint) whose tensors
+// OLMoE, Qwen2-MoE, Snowflake Arctic, gpt-oss (its MXFP4 experts decoded to float32
+// exactly), Llama 4 text, DeepSeek-V2/V3, DBRX or Phi-3.5-MoE model and writes a moec checkpoint (runtime/checkpoint) whose tensors
 // carry moec's names. Export reads a moec checkpoint and writes config.json plus
 // model.safetensors in the layout the matching transformers class loads
 // (MixtralForCausalLM for a Mixtral-shaped model, Qwen3MoeForCausalLM for one with per-head
 // q/k norms, OlmoeForCausalLM for one with q/k norms over the whole projections (qk_norm =
 // full), Qwen2MoeForCausalLM for one with Q/K/V biases and one gated shared expert,
 // ArcticForCausalLM, Snowflake's remote code, for one with its experts beside attention
-// (moe.parallel_attention), LlamaForCausalLM or Qwen3ForCausalLM for a dense one). A model
+// (moe.parallel_attention), DbrxForCausalLM for one with LayerNorms without biases
+// (dbrx_weights.go), PhimoeForCausalLM for one routed by sparsemixer (phimoe_weights.go),
+// LlamaForCausalLM or Qwen3ForCausalLM for a dense one). A model
 // using features none of these classes has (token-embedding routing, attention-weight sharing, talking heads, ...)
 // is exported in the moec layout instead, with the reasons returned and written down.
 // Every export writes export_manifest.json: each tensor's source and destination name,
