@@ -113,7 +113,7 @@ model tiny_llama4 {
 }
 model tiny_dbrx {
   vocab = 300; d_model = 32; layers = 2; seq_len = 16; norm = layernorm; norm_bias = false; rope_base = 500000
-  attention { heads = 4; kv_heads = 2; clip_qkv = 0.4 }
+  attention { heads = 4; kv_heads = 2; clip_qkv = 0.1 }
   ffn { hidden = 24; activation = swiglu }
   moe { experts = 4; top_k = 2; capacity_factor = dropless; balance_loss = 0.05 }
 }
