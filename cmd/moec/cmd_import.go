@@ -39,7 +39,8 @@ func newImportHFCommand(stdout, stderr io.Writer) *cobra.Command {
 			"With --checkpoint HFDIR (config.json and *.safetensors), hf converts the weights too:\n" +
 			"OUTDIR/NAME.moe and a moec checkpoint under OUTDIR/checkpoints that eval, generate and\n" +
 			"export read (Llama, Mistral, Qwen2/3, Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE, Arctic, gpt-oss\n" +
-			"(MXFP4 experts decoded), Llama 4 text, DeepSeek-V2/V3, Hunyuan-A13B and Hunyuan-Large weights).",
+			"(MXFP4 experts decoded), Llama 4 text, DeepSeek-V2/V3, Hunyuan-A13B, Hunyuan-Large, DBRX\n" +
+			"and Phi-3.5-MoE weights).",
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opt := hf.Options{Name: name, Drop: drop}

@@ -44,11 +44,22 @@ func (n *nested) number(key string, def float64) float64 {
 	return f
 }
 
-// leftovers refuses every key of the object nobody read (model_type, always "", is
-// bookkeeping).
+// subConfigBookkeeping are the keys transformers 5 writes into every saved sub-config
+// (PreTrainedConfig's own fields) with the values that change nothing.
+var subConfigBookkeeping = map[string]string{
+	"id2label": "", "label2id": "", "problem_type": "", // classification heads only
+	"chunk_size_feed_forward": "0", "is_encoder_decoder": "false",
+}
+
+// leftovers refuses every key of the object nobody read (model_type, always "", and the
+// metadata and bookkeeping transformers 5 writes into a saved sub-config are not read).
 func (n *nested) leftovers() {
 	var keys []string
 	for k, v := range n.fields {
+		want, bookkeeping := subConfigBookkeeping[k]
+		if bookkeeping && (want == "" || string(bytes.TrimSpace(v)) == want) || metadataKeys[k] {
+			continue
+		}
 		if !n.used[k] && k != "model_type" && !bytes.Equal(bytes.TrimSpace(v), []byte("null")) {
 			keys = append(keys, k)
 		}
@@ -89,6 +100,17 @@ func (s *spec) dbrx(r *reader) {
 		r.inexpressible("attn_config", fmt.Sprintf("attention dropout %v", p), "moec trains without it; the forward pass at inference is the same", 0)
 	}
 	a.leftovers()
+	// transformers 5 rotates by rope_parameters (its default base 10000 when absent) and
+	// leaves attn_config.rope_theta unread; transformers 4 read attn_config's. A folder
+	// with both must agree, so that every release computes the same model.
+	_, attnTheta := a.fields["rope_theta"]
+	if raw := r.take("rope_parameters"); raw != nil && !bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
+		fromAttn := s.ropeBase
+		s.readRope(r, "rope_parameters", raw)
+		if attnTheta && s.ropeBase != fromAttn {
+			r.bad("rope_parameters", "rope_theta %v differs from attn_config.rope_theta %v: transformers 5 rotates by the first, transformers 4 by the second; make them agree", s.ropeBase, fromAttn)
+		}
+	}
 
 	f := r.nested("ffn_config")
 	s.ffnHidden = int64(f.number("ffn_hidden_size", 3584))
@@ -96,12 +118,14 @@ func (s *spec) dbrx(r *reader) {
 		experts: int(f.number("moe_num_experts", 4)), topK: int(f.number("moe_top_k", 1)),
 		score: "softmax", balance: f.number("moe_loss_weight", 0.01),
 	}
-	switch p := f.number("moe_normalize_expert_weights", 1); p {
-	case 1:
+	// DbrxFFN divides the top-k weights by their p-norm unless the field is null (absent:
+	// DbrxFFNConfig's 1.0).
+	if raw, ok := f.fields["moe_normalize_expert_weights"]; ok && bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
+		f.used["moe_normalize_expert_weights"] = true
+	} else if p := f.number("moe_normalize_expert_weights", 1); p == 1 {
 		m.normalize = true // top_weights / ‖top_weights‖₁: renormalised
-	case 0:
-	default:
-		r.refuse("ffn_config", fmt.Sprintf("moe_normalize_expert_weights = %v", p), "moec renormalises the top-k gates by their sum (p = 1) or not at all")
+	} else {
+		r.refuse("ffn_config", fmt.Sprintf("moe_normalize_expert_weights = %v", p), "moec renormalises the top-k gates by their sum (p = 1) or not at all (null)")
 	}
 	if act := f.fields["ffn_act_fn"]; act != nil {
 		f.used["ffn_act_fn"] = true
@@ -118,7 +142,11 @@ func (s *spec) dbrx(r *reader) {
 	if f.number("moe_num_experts", 4) < 1 || f.number("moe_top_k", 1) < 1 {
 		r.bad("ffn_config", "moe_num_experts and moe_top_k must be positive")
 	}
+	if h := f.number("hidden_size", float64(s.dModel)); int64(h) != s.dModel {
+		r.bad("ffn_config", "hidden_size %v differs from d_model %d (DbrxConfig copies d_model into it)", h, s.dModel)
+	}
 	r.used["router_aux_loss_coef"] = true // DbrxConfig copies moe_loss_weight into it
+	r.used["num_key_value_heads"] = true  // DbrxConfig copies attn_config.kv_n_heads into it
 	f.leftovers()
 	m.allLayers(s.layers, 0, 1)
 	s.moe = m

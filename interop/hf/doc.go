@@ -16,7 +16,7 @@
 // Weights: ImportCheckpoint reads a Hugging Face folder (config.json and *.safetensors,
 // sharded or not, F32/BF16/F16) of a Llama, Mistral, Qwen2, Qwen3, Mixtral, Qwen3-MoE,
 // OLMoE, Qwen2-MoE, Snowflake Arctic, gpt-oss (its MXFP4 experts decoded to float32
-// exactly), Llama 4, DeepSeek-V2/V3, Hunyuan-A13B or Hunyuan-Large model and writes a moec checkpoint (runtime/checkpoint) whose tensors
+// exactly), Llama 4, DeepSeek-V2/V3, Hunyuan-A13B, Hunyuan-Large, DBRX or Phi-3.5-MoE model and writes a moec checkpoint (runtime/checkpoint) whose tensors
 // carry moec's names. Export reads a moec checkpoint and writes config.json plus
 // model.safetensors in the layout the matching transformers class loads
 // (MixtralForCausalLM for a Mixtral-shaped model, Qwen3MoeForCausalLM for one with per-head
@@ -25,6 +25,8 @@
 // ArcticForCausalLM, Snowflake's remote code, for one with its experts beside attention
 // (moe.parallel_attention), HunYuanMoEV1ForCausalLM or HunYuanForCausalLM, Tencent's
 // remote code, for one with q/k norms after rotary positions (hunyuan_weights.go),
+// (moe.parallel_attention), DbrxForCausalLM for one with LayerNorms without biases
+// (dbrx_weights.go), PhimoeForCausalLM for one routed by sparsemixer (phimoe_weights.go),
 // LlamaForCausalLM or Qwen3ForCausalLM for a dense one). A model
 // using features none of these classes has (token-embedding routing, attention-weight sharing, talking heads, ...)
 // is exported in the moec layout instead, with the reasons returned and written down.

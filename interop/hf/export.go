@@ -110,6 +110,9 @@ func Export(ckpt, out string) (*ExportManifest, error) {
 	if layout == LayoutHunyuanMoE || layout == LayoutHunyuan {
 		man.Notes = append(man.Notes, hunyuanNotes(m, layout)...)
 	}
+	if layout == LayoutPhimoe {
+		man.Notes = append(man.Notes, phimoeNotes(m)...)
+	}
 	tensors := c.Model
 	if layout != LayoutMoec {
 		if tensors, err = arrange(c.Model, m); err != nil {
@@ -129,6 +132,10 @@ func Export(ckpt, out string) (*ExportManifest, error) {
 		}
 	case LayoutDeepSeek:
 		if outTensors, from, err = deepseekFromMoec(tensors, m); err != nil {
+			return nil, diag.RuntimeWrap(diag.CodeNotExportable, err, "checkpoint %s does not hold the tensors of its model", dir)
+		}
+	case LayoutDbrx:
+		if outTensors, from, err = dbrxFromMoec(tensors, m); err != nil {
 			return nil, diag.RuntimeWrap(diag.CodeNotExportable, err, "checkpoint %s does not hold the tensors of its model", dir)
 		}
 	case LayoutLlama4:
@@ -283,6 +290,9 @@ func emptyDir(dir string, code diag.Code) error {
 
 // hfConfig is the config.json transformers reads for m in layout l.
 func hfConfig(m *program.Model, l Layout) map[string]any {
+	if l == LayoutDbrx {
+		return dbrxConfig(m) // DbrxConfig's own field names
+	}
 	a := m.Attention
 	act := "silu"
 	if m.FFN.Activation == program.GeGLU {
@@ -355,6 +365,8 @@ func hfConfig(m *program.Model, l Layout) map[string]any {
 		deepseekConfig(cfg, m)
 	case LayoutHunyuanMoE, LayoutHunyuan:
 		hunyuanConfig(cfg, m, l)
+	case LayoutPhimoe:
+		phimoeConfig(cfg, m)
 	case LayoutQwen2MoE:
 		// Qwen2MoeConfig has no attention_bias: its Q/K/V always carry biases, its output
 		// projection never does. intermediate_size is the dense layers' width.

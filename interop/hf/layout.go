@@ -28,7 +28,9 @@ const (
 	// remote code): q/k norms after rotary positions, a shared MLP (hunyuan_weights.go)
 	LayoutHunyuanMoE Layout = "hunyuan_v1_moe"
 	LayoutHunyuan    Layout = "hunyuan"
-	LayoutMoec       Layout = "moec" // moec's names; no transformers class
+	LayoutDbrx       Layout = "dbrx"   // DbrxForCausalLM: fused Wqkv and experts, LayerNorms without biases (dbrx_weights.go)
+	LayoutPhimoe     Layout = "phimoe" // PhimoeForCausalLM: Mixtral's names, biased LayerNorms, sparsemixer (phimoe_weights.go)
+	LayoutMoec       Layout = "moec"   // moec's names; no transformers class
 )
 
 // classOf is the transformers class of each layout.
@@ -39,6 +41,7 @@ var classOf = map[Layout]string{
 	LayoutArctic: "ArcticForCausalLM", LayoutLlama4: "Llama4ForCausalLM",
 	LayoutGptOss: "GptOssForCausalLM", LayoutDeepSeek: "DeepseekV3ForCausalLM",
 	LayoutHunyuanMoE: "HunYuanMoEV1ForCausalLM", LayoutHunyuan: "HunYuanForCausalLM",
+	LayoutDbrx: "DbrxForCausalLM", LayoutPhimoe: "PhimoeForCausalLM",
 }
 
 // moecNames rewrites between moec's names (runtime/nn, Mixtral-style block_sparse_moe) and
@@ -161,6 +164,18 @@ func layoutFor(m *program.Model) (Layout, []string) {
 			return layout, nil
 		}
 		return LayoutMoec, []string{"q/k norms after rotary positions are HunYuan's, and the HunYuan classes need " + strings.Join(unmet, ", ")}
+	}
+	if candidate, unmet := dbrxLayoutFor(m); candidate {
+		if len(unmet) == 0 {
+			return LayoutDbrx, nil
+		}
+		return LayoutMoec, []string{"LayerNorms without biases are DBRX's, and DbrxForCausalLM needs " + strings.Join(unmet, ", ")}
+	}
+	if candidate, unmet := phimoeLayoutFor(m); candidate {
+		if len(unmet) == 0 {
+			return LayoutPhimoe, nil
+		}
+		return LayoutMoec, []string{"sparsemixer routing is Phi-3.5-MoE's, and PhimoeForCausalLM needs " + strings.Join(unmet, ", ")}
 	}
 	var gaps []string
 	gap := func(cond bool, what string) {

@@ -111,6 +111,20 @@ model tiny_llama4 {
   ffn { hidden = 48; activation = swiglu }
   moe { experts = 4; top_k = 1; expert_hidden = 24; shared_experts = 1; score = sigmoid; normalize = false; gate_input = true; every = 2; capacity_factor = dropless }
 }
+model tiny_dbrx {
+  vocab = 300; d_model = 32; layers = 2; seq_len = 16; norm = layernorm; norm_bias = false; rope_base = 500000
+  attention { heads = 4; kv_heads = 2; clip_qkv = 0.1 }
+  ffn { hidden = 24; activation = swiglu }
+  moe { experts = 4; top_k = 2; capacity_factor = dropless; balance_loss = 0.05 }
+}
+model tiny_phimoe {
+  vocab = 300; d_model = 32; layers = 2; seq_len = 16; norm = layernorm; head_bias = true
+  rope_scaling = longrope; rope_original_seq_len = 16; rope_short_factor = [1, 1.5, 2, 3]; rope_long_factor = [2, 3, 4, 5]
+  rope_attention_factor = 1.2
+  attention { heads = 4; kv_heads = 2; qkv_bias = true; out_bias = true }
+  ffn { hidden = 24; activation = swiglu }
+  moe { experts = 4; top_k = 2; normalize = false; sparsemixer_eps = 0.1; capacity_factor = dropless; balance_loss = 0.001 }
+}
 model tiny_hunyuan {
   vocab = 300; d_model = 32; layers = 2; seq_len = 16
   attention { heads = 4; talking_heads = true; share_weights = 0.5 }
@@ -205,6 +219,8 @@ func TestRoundTrip(t *testing.T) {
 		{"tiny_deepseek_v2_lite", LayoutDeepSeek}, // full-rank q_proj, two shared experts
 		{"tiny_hunyuan_a13b", LayoutHunyuanMoE},
 		{"tiny_hunyuan_large", LayoutHunyuan}, // cross-layer attention, top-1 by probability
+		{"tiny_dbrx", LayoutDbrx},             // fused Wqkv and experts, clip_qkv, LayerNorms without biases
+		{"tiny_phimoe", LayoutPhimoe},         // sparsemixer, biased LayerNorms, attention and head, longrope
 	} {
 		t.Run(tc.model, func(t *testing.T) {
 			var m *program.Model
@@ -231,7 +247,7 @@ func TestRoundTrip(t *testing.T) {
 			// Each routed expert of each MoE layer went out as one set of its three
 			// projections, and nothing else (a shared expert, a router) joined a set.
 			sets := 0
-			for i := 0; i < m.Layers && tc.layout != LayoutLlama4 && tc.layout != LayoutGptOss; i++ { // they fuse a layer's experts
+			for i := 0; i < m.Layers && tc.layout != LayoutLlama4 && tc.layout != LayoutGptOss && tc.layout != LayoutDbrx; i++ { // they fuse a layer's experts
 				if m.IsMoELayer(i) {
 					sets += m.MoE.Experts
 				}

@@ -106,6 +106,22 @@ func VerifyExport(dir string) (*ExportManifest, error) {
 		}
 		return &man, nil
 	}
+	if man.Layout == LayoutDbrx {
+		// DBRX stacks a layer's experts in w1, v1 and w2, each [experts·ffn_hidden_size, d_model].
+		d, err := m.Dims()
+		if err != nil {
+			return nil, fail("%v", err)
+		}
+		for l := 0; l < m.Layers; l++ {
+			for _, part := range []string{"w1", "v1", "w2"} {
+				t, ok := wf.Get(fmt.Sprintf("transformer.blocks.%d.ffn.experts.mlp.%s", l, part))
+				if !ok || !slices.Equal(t.Shape, []int{d.E * d.EHidden, d.D}) {
+					return nil, fail("layer %d lacks its fused experts' %s of %d experts", l, part, d.E)
+				}
+			}
+		}
+		return &man, nil
+	}
 	if m.MoE != nil && m.MoE.Experts > 0 {
 		for l := 0; l < m.Layers; l++ {
 			if !m.IsMoELayer(l) {

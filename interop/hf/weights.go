@@ -21,6 +21,7 @@ var weightLayouts = map[string]Layout{
 	"olmoe": LayoutOlmoe, "qwen2_moe": LayoutQwen2MoE, "arctic": LayoutArctic, "gpt_oss": LayoutGptOss, "llama4_text": LayoutLlama4,
 	"deepseek_v3": LayoutDeepSeek, "deepseek_v2": LayoutDeepSeek, // the same names; V2's router has no selection bias
 	"hunyuan_v1_moe": LayoutHunyuanMoE, "hunyuan": LayoutHunyuan,
+	"dbrx": LayoutDbrx, "phimoe": LayoutPhimoe,
 }
 
 // CheckpointResult is an imported Hugging Face folder.
@@ -92,6 +93,11 @@ func ImportCheckpoint(hfDir, out string, opt Options) (*CheckpointResult, error)
 	}
 	if layout == LayoutDeepSeek {
 		if ts, err = deepseekToMoec(ts, res.Model, ropeInterleaved(cfg)); err != nil {
+			return nil, diag.RuntimeWrap(diag.CodeWeightsMismatch, err, "the weights in %s do not fit its config.json", hfDir)
+		}
+	}
+	if layout == LayoutDbrx {
+		if ts, err = dbrxToMoec(ts, res.Model); err != nil {
 			return nil, diag.RuntimeWrap(diag.CodeWeightsMismatch, err, "the weights in %s do not fit its config.json", hfDir)
 		}
 	}

@@ -55,6 +55,11 @@ func (k *Kernels) Route(z []float32, idx []int32, gates, sc, lse []float32, slot
 			for i, v := range zt {
 				st[i] = program.RouterScore(cfg.Score, v, l)
 			}
+			if eps := cfg.SparsemixerEps; eps > 0 { // kernels_sparsemixer.go: its own gates
+				g1, g2 := sparsemixerChoose(zt, eps, order)
+				idx[t*K], idx[t*K+1], gates[t*K], gates[t*K+1] = int32(order[0]), int32(order[1]), g1, g2
+				continue
+			}
 			k.chooseExperts(st, order) // top k, or within the best groups (kernels_route_groups.go)
 			var gs float32
 			for j := 0; j < K; j++ {
@@ -168,7 +173,9 @@ func (k *Kernels) RouteBwd(dg, z []float32, idx []int32, gates, sc, lse []float3
 		ix, gt, dgt := idx[t*K:(t+1)*K], gates[t*K:(t+1)*K], dg[t*K:(t+1)*K]
 		// The gates are routedScale·g: g's gradient is routedScale·dg, and Σ dg·gate is
 		// Σ (routedScale·dg)·g.
-		if cfg.Normalize {
+		switch {
+		case cfg.SparsemixerEps > 0: // added to the logits' gradient below
+		case cfg.Normalize:
 			var sum, gdot float32
 			for j, ex := range ix {
 				sum += st[ex]
@@ -177,12 +184,15 @@ func (k *Kernels) RouteBwd(dg, z []float32, idx []int32, gates, sc, lse []float3
 			for j, ex := range ix {
 				dst[ex] += (routedScale*dgt[j] - gdot) / sum
 			}
-		} else {
+		default:
 			for j, ex := range ix {
 				dst[ex] += routedScale * dgt[j]
 			}
 		}
 		program.RouterScoreGrad(cfg.Score, st, dst)
+		if eps := cfg.SparsemixerEps; eps > 0 {
+			sparsemixerGrad(zt, eps, ix, gt, dgt, dst)
+		}
 		if cfg.ZLoss != 0 {
 			c := cfg.ZLoss * 2 * float64(lse[t]) / float64(n) * scale
 			for ex, v := range zt {

@@ -50,6 +50,11 @@ func moeVariants() []moeVariant {
 		}},
 		{"llama4 MoE", llama4},
 		{"gpt-oss MoE", gptOss},
+		{"sparsemixer", func(m *program.Model) { m.MoE.SparsemixerEps, m.MoE.Normalize = 0.3, false }},
+		{"phi-3.5-moe: sparsemixer, biased LayerNorms, attention and head", func(m *program.Model) { // tiny_phimoe's
+			m.MoE.SparsemixerEps, m.MoE.Normalize, m.Norm, m.HeadBias = 0.1, false, program.LayerNorm, true
+			m.Attention.BiasQKV, m.Attention.BiasOut = true, true
+		}},
 		{"deepseek-v3 MoE", func(m *program.Model) {
 			e := m.MoE
 			e.Score, e.RoutedScale, e.SharedExperts, e.SharedHidden = program.Sigmoid, 2.5, 1, 8

@@ -204,7 +204,7 @@ func (dec *Decoder) step(tokens []int32, positions []int) ([]float32, error) {
 	if head == nil {
 		head = c.embed
 	}
-	linear(dec.logits, hF, n, head, nil, false)
+	linear(dec.logits, hF, n, head, c.headB, false)
 	return dec.logits, nil
 }
 

@@ -225,7 +225,7 @@ func (dec *Decoder) feedLogits(f *feedWS, tokens [][]int32, n int) []float32 {
 	if head == nil {
 		head = c.embed
 	}
-	linear(f.logits[:m*d.V], hF, m, head, nil, false)
+	linear(f.logits[:m*d.V], hF, m, head, c.headB, false)
 	for j, i := range f.lastOf {
 		copy(dec.logits[i*d.V:(i+1)*d.V], f.logits[j*d.V:(j+1)*d.V])
 	}

@@ -72,6 +72,14 @@ func TestGradCheckModels(t *testing.T) {
 			m.MoE.SharedExperts, m.MoE.SharedHidden, m.MoE.SharedGate = 2, 5, true
 			return m
 		},
+		"moe_sparsemixer_layernorm_no_bias_head_bias": func() *program.Model {
+			// Phi-3.5-MoE's routing (sparsemixer.go) under DBRX's bias-free LayerNorms and
+			// Phi's head bias; TestSparsemixerMasks checks the threshold masks experts here.
+			m := tinyMoE()
+			m.MoE.SparsemixerEps, m.MoE.Normalize = sparsemixerTestEps, false
+			m.Norm, m.NormNoBias, m.HeadBias = program.LayerNorm, true, true
+			return m
+		},
 		"share_kv_3": func() *program.Model {
 			m := tinyDense()
 			m.Layers = 3

@@ -113,6 +113,7 @@ type core[F Float] struct {
 	normF  *tensor[F] // final norm, nil when FinalNorm is false
 	normFb *tensor[F]
 	head   *tensor[F] // lm_head; nil when tied (the embedding is used)
+	headB  *tensor[F] // lm_head.bias (head_bias), nil without one
 	layers []*layer[F]
 	params []*tensor[F]
 	ws     *workspace[F]
@@ -211,8 +212,6 @@ func checkSupported(m *program.Model) error {
 		{m.NormPlacement != "" && m.NormPlacement != program.PreNorm && m.NormPlacement != program.PostNorm &&
 			m.NormPlacement != program.SandwichNorm, fmt.Sprintf("norm placement %q", m.NormPlacement)},
 		{m.MTPDepth > 0, "multi-token prediction (mtp_depth)"},
-		{m.NormNoBias && m.Norm == program.LayerNorm, "LayerNorms without biases (norm_bias = false)"},
-		{m.HeadBias, "an output-head bias (head_bias)"},
 		{(a.NopeEvery > 0 || a.ChunkSize > 0 || a.QKL2Norm) && (a.ShareKV > 1 || a.SharesWeights() || a.QKNorm || a.Window > 0),
 			"Llama 4's attention (nope_every, chunk, qk_l2_norm) with share_kv, share_weights, qk_norm or a window"},
 	}
@@ -221,7 +220,8 @@ func checkSupported(m *program.Model) error {
 			on      bool
 			feature string
 		}{
-			{moe.SparsemixerEps > 0, "sparsemixer routing (moe.sparsemixer_eps)"},
+			{moe.SparsemixerEps > 0 && (moe.TopK != 2 || moe.Normalize || moe.Groups > 0 || moe.AuxFreeBias > 0 || moe.RoutedScaleOrOne() != 1 || moe.Experts < 2),
+				"sparsemixer routing (moe.sparsemixer_eps) other than Phi-3.5-MoE's: two experts of at least two, no renormalisation, routed_scale, groups or bias balancing"},
 			{moe.EncoderMoE, "encoder MoE layers"},
 			{moe.ParallelAttention && (!moe.ParallelDense || placement(m) != program.PreNorm),
 				"experts beside attention (moe.parallel_attention) without parallel_dense or under another placement than pre"},
@@ -427,12 +427,15 @@ func newCoreBare[F Float](m *program.Model, seed int64, first, count int, bare f
 	b.unit = d.L + 1
 	if m.FinalNorm {
 		c.normF = b.add("model.norm.weight", initOnes, true, d.D)
-		if ln {
+		if ln && !m.NormNoBias {
 			c.normFb = b.add("model.norm.bias", initZeros, true, d.D)
 		}
 	}
 	if !m.TieEmbeddings {
 		c.head = b.add("lm_head.weight", initNormal, true, d.V, d.D)
+	}
+	if m.HeadBias {
+		c.headB = b.add("lm_head.bias", initZeros, true, d.V)
 	}
 	return c, nil
 }
@@ -583,7 +586,7 @@ func placement(m *program.Model) program.NormPlacement {
 // norm adds a norm's scale (ones) and, for layernorm, its bias (zeros).
 func (b *builder[F]) norm(name string, layerNorm bool) (*tensor[F], *tensor[F]) {
 	w := b.add(name+".weight", initOnes, true, b.c.d.D)
-	if !layerNorm {
+	if !layerNorm || b.c.cfg.NormNoBias { // norm_bias = false: LayerNorms without biases (DBRX)
 		return w, nil
 	}
 	return w, b.add(name+".bias", initZeros, true, b.c.d.D)

@@ -208,6 +208,13 @@ func (c *core[F]) route(mp *moeParams[F], w *moeWS[F], x []F, n int) {
 			st[e] = program.RouterScore(cfg.Score, v, lse)
 		}
 		idx, gate := w.idx[t*d.K:(t+1)*d.K], w.gate[t*d.K:(t+1)*d.K]
+		if cfg.SparsemixerEps > 0 { // sparsemixer.go: its own gates, from the logits
+			sparsemixerRoute(zt, cfg.SparsemixerEps, idx, gate)
+			for _, e := range idx {
+				w.routed[e]++
+			}
+			continue
+		}
 		if mp.correction != nil {
 			c.chooseBiased(mp, w, st, idx) // routing_bias.go
 		} else if d.Groups > 0 {
@@ -319,7 +326,10 @@ func (c *core[F]) routerBack(mp *moeParams[F], w *moeWS[F], x []F, dx []F, n int
 		}
 		idx, gate, dg := w.idx[t*d.K:(t+1)*d.K], w.gate[t*d.K:(t+1)*d.K], w.dg[t*d.K:(t+1)*d.K]
 		// The gates are scale·g: g's gradient is scale·dg, and Σ dg·gate is Σ (scale·dg)·g.
-		if cfg.Normalize {
+		// Sparsemixer's gates are functions of the logits, added after the scores' Jacobian.
+		switch {
+		case cfg.SparsemixerEps > 0:
+		case cfg.Normalize:
 			var sum, gdot F
 			for j, e := range idx {
 				sum += st[e]
@@ -328,13 +338,16 @@ func (c *core[F]) routerBack(mp *moeParams[F], w *moeWS[F], x []F, dx []F, n int
 			for j, e := range idx {
 				dst[e] += (scale*dg[j] - gdot) / sum
 			}
-		} else {
+		default:
 			for j, e := range idx {
 				dst[e] += scale * dg[j]
 			}
 		}
 		// dz, written over ds.
 		program.RouterScoreGrad(cfg.Score, st, dst)
+		if cfg.SparsemixerEps > 0 {
+			sparsemixerBack(zt, cfg.SparsemixerEps, idx, gate, dg, dst)
+		}
 		if zCoef != 0 {
 			k := zCoef * 2 * float64(w.lse[t]) / float64(n)
 			for e, v := range zt {

@@ -274,7 +274,7 @@ func (c *core[F]) headForward(b Batch, w *workspace[F], st *Stats, k Kernels, kx
 	if head == nil {
 		head = c.embed
 	}
-	linear(w.logits, hF, n, head, nil, false)
+	linear(w.logits, hF, n, head, c.headB, false)
 	var ce float64
 	logits32, ok := any(w.logits).([]float32)
 	if k != nil && ok {
@@ -369,11 +369,11 @@ func (c *core[F]) headBackward(b Batch, w *workspace[F], k Kernels, kx *kernelSc
 		head = c.embed
 	}
 	if c.normF != nil {
-		linearBack(w.dh, w.logits, w.hF, n, head, nil, false)
+		linearBack(w.dh, w.logits, w.hF, n, head, c.headB, false)
 		clear(w.dx)
 		normBack(w.dx, w.dh, w.xhatF, w.rstdF, n, d.D, c.normF, c.normFb, c.cfg.Norm == program.LayerNorm)
 	} else {
-		linearBack(w.dx, w.logits, w.x, n, head, nil, false)
+		linearBack(w.dx, w.logits, w.x, n, head, c.headB, false)
 	}
 	for li := range c.layers {
 		a := &w.layers[li].attn

@@ -97,7 +97,7 @@ func changes() map[string]func(m *program.Model) {
 		"clip_qkv":     func(m *program.Model) { m.Attention.ClipQKV = 0.02 }, // cuts the small initial projections
 		"norm_no_bias": func(m *program.Model) { m.Norm, m.NormNoBias = program.LayerNorm, true },
 		"head_bias":    func(m *program.Model) { m.HeadBias = true },
-		"sparsemixer":  func(m *program.Model) { m.MoE.SparsemixerEps = 0.01 },
+		"sparsemixer":  func(m *program.Model) { m.MoE.SparsemixerEps, m.MoE.Normalize = 0.01, false },
 		"qk_norm_after_rope": func(m *program.Model) {
 			m.Attention.QKNorm, m.Attention.QKNormAfterRope = true, true
 		},
