@@ -8,8 +8,9 @@
 #
 # Built once: .venv-bench/installed-hf.stamp marks a venv where torch, transformers,
 # tokenizers and safetensors import. A venv that make bench built before transformers was
-# added (installed.stamp alone) keeps its torch and gains the rest. On failure the venv is
-# removed and the script exits non-zero; the tests that need it skip, saying why.
+# added (installed.stamp alone) keeps its torch and gains the rest. On failure a venv this
+# run created is removed and the script exits non-zero; the tests that need it skip, saying
+# why.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=.venv-bench
@@ -20,13 +21,17 @@ python=/usr/bin/python3
 if [ ! -x "$python" ]; then
 	python=python3
 fi
+fresh=0
 if [ ! -f "$venv/installed.stamp" ]; then
 	rm -rf "$venv"
 	"$python" -m venv "$venv"
+	fresh=1
 fi
-fail() {
-	echo "$venv: $1; the tests that need the current transformers skip and make bench measures Debian's torch only" >&2
-	rm -rf "$venv"
+fail() { # a venv make bench built before keeps its torch
+	echo "$venv: $1; the tests that need the current transformers skip" >&2
+	if [ "$fresh" = 1 ]; then
+		rm -rf "$venv"
+	fi
 	exit 1
 }
 "$venv/bin/pip" install --quiet --disable-pip-version-check torch numpy transformers tokenizers safetensors ||

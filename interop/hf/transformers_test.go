@@ -165,6 +165,8 @@ type tinyReply struct {
 func startTiny(t *testing.T, py, family, folder, ids string) *tinyReference {
 	t.Helper()
 	cmd := exec.Command(py, filepath.Join("testdata", "hf_tiny.py"), family, folder, ids)
+	// One thread each: the families run side by side, and tiny products gain nothing from more.
+	cmd.Env = append(os.Environ(), "OMP_NUM_THREADS=1", "TOKENIZERS_PARALLELISM=false")
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
