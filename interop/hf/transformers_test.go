@@ -42,7 +42,7 @@ var transformersFamilies = []struct{ family, skip string }{
 // differently from the checkpoint it came from without changing a single logit: training
 // settings, bookkeeping, and the special ids moec carries through its tokenizer files.
 var configFieldsThatDoNotCompute = map[string]bool{
-	"_name_or_path": true, "transformers_version": true, "dtype": true, "initializer_range": true,
+	"transformers_version": true, "initializer_range": true,
 	"use_cache": true, "output_router_logits": true, "router_aux_loss_coef": true,
 	"router_jitter_noise": true, "attention_dropout": true, "bos_token_id": true,
 	"eos_token_id": true, "pad_token_id": true, "max_position_embeddings": true,
@@ -135,7 +135,7 @@ func currentTransformersPython(t *testing.T) string {
 		}
 	}
 	if out, err := exec.Command(py, "-c", "import torch, transformers, safetensors; transformers.GptOssConfig").CombinedOutput(); err != nil {
-		t.Skipf("%s cannot import torch and a transformers release with GptOssConfig (rebuild with scripts/venv-torch.sh): %s", py, lastLine(out))
+		t.Skipf("%s cannot import torch and a transformers release with GptOssConfig (rebuild with scripts/venv-torch.sh): %v: %s", py, err, lastLine(out))
 	}
 	return py
 }

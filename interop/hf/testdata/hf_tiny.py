@@ -163,11 +163,16 @@ def logits(model, ids):
         return model(torch.tensor([ids])).logits.double().flatten().tolist()
 
 
-def config_diff(saved, loaded):
+def config_diff(saved, loaded, folder):
     """The fields of the family's config class whose values differ between the saved and
-    the loaded config (head_dim's null read as the hidden_size / heads it stands for), and
-    the fields the loaded config has that the class does not define."""
+    the loaded config (head_dim's null read as the hidden_size / heads it stands for; dtype
+    as the folder's config.json has it, not the float64 the reference loads in), and the
+    fields the loaded config has that the class does not define."""
     a, b = saved.to_dict(), loaded.to_dict()
+    written = json.load(open(folder + "/config.json"))
+    b["dtype"] = written.get("dtype", written.get("torch_dtype"))
+    a.pop("_name_or_path", None)
+    b.pop("_name_or_path", None)
     known = set(type(saved)().to_dict())
     for d, c in ((a, saved), (b, loaded)):
         if d.get("head_dim", 0) is None:
@@ -196,7 +201,7 @@ def main():
         export = line.strip()
         loaded = AutoModelForCausalLM.from_pretrained(export, dtype=torch.float64, **EAGER)
         loaded.eval()
-        diff, extra = config_diff(saved, loaded.config)
+        diff, extra = config_diff(saved, loaded.config, export)
         print(json.dumps({"logits": logits(loaded, ids), "config_diff": diff, "config_extra": extra}), flush=True)
 
 
