@@ -100,8 +100,9 @@ venv: .venv/installed-hf.stamp
 # it skip, saying why, and the next make test tries again.
 venv-torch: .venv-bench/installed-hf.stamp
 
-.venv-bench/installed-hf.stamp:
-	@./scripts/venv-torch.sh || echo "venv-torch: the current torch and transformers did not install; the tests that use them skip"
+.venv-bench/installed-hf.stamp: .deps.stamp
+	@if ./scripts/venv-torch.sh; then touch -c $@; \
+	else echo "venv-torch: the current torch and transformers did not install; the tests that use them skip"; fi
 
 clean:
 	rm -rf bin out .deps.stamp
