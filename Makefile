@@ -23,7 +23,7 @@ FUZZ_COUNT            ?= $(FUZZ)
 FUZZ_SAFETENSORS      ?= $(FUZZ)
 FUZZ_IMPORT_CONFIG    ?= $(FUZZ)
 
-.PHONY: all deps build run test bench fuzz lint experiments gpu-check clean venv vsix
+.PHONY: all deps build run test bench fuzz lint experiments gpu-check clean venv venv-torch vsix
 
 all: build
 
@@ -43,7 +43,7 @@ run: build
 	./$(BIN) run --all-stages examples/hunyuan_tiny.moe
 	./$(BIN) generate --checkpoint out/hunyuan_tiny/eight/run --prompt "func main() {" --max-tokens 200
 
-test: deps venv
+test: deps venv venv-torch
 	$(GO) vet ./...
 	$(GO) test -timeout 20m ./...
 
@@ -92,6 +92,17 @@ venv: .venv/installed-hf.stamp
 	@if $(VENV_PYTHON) -m venv --clear --system-site-packages .venv && \
 		.venv/bin/pip install --quiet openai tokenizers transformers==4.46.3; then touch $@; \
 	else echo "venv: openai, tokenizers or transformers did not install; the tests that use them skip"; fi
+
+# .venv-bench: the current torch (PyPI's CUDA wheel, about 4 GB to download, 5.3 GB
+# installed), transformers, tokenizers and safetensors, shared by make bench and make test
+# (interop/hf's round trip through transformers' own classes, which need torch >= 2).
+# Built once (scripts/venv-torch.sh stamps it); when the build fails, the tests that need
+# it skip, saying why, and the next make test tries again.
+venv-torch: .venv-bench/installed-hf.stamp
+
+.venv-bench/installed-hf.stamp: .deps.stamp
+	@if ./scripts/venv-torch.sh; then touch -c $@; \
+	else echo "venv-torch: the current torch and transformers did not install; the tests that use them skip"; fi
 
 clean:
 	rm -rf bin out .deps.stamp

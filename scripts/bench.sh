@@ -47,21 +47,11 @@ if [ "${BENCH_ONLY:-}" != moebench ]; then
 fi
 
 echo "== moec vs PyTorch (bench/cmd/moebench)"
-# The current PyTorch release from PyPI, measured beside Debian's 1.13, lives in a bench-only
-# venv (never built by make test). PyPI's only Linux x86_64 torch wheel is a CUDA build whose
-# libtorch_python.so links cudart, cuBLAS, cuDNN, NCCL and the rest, so `pip install --no-deps
-# torch` cannot even import; the wheel comes with its NVIDIA dependencies (about 4 GB to
-# download, 5.3 GB installed, unused on the CPU). moebench measures every peer that imports.
+# The current PyTorch release from PyPI, measured beside Debian's 1.13, lives in .venv-bench,
+# the venv make test also builds for transformers (scripts/venv-torch.sh, about 4 GB).
 if [ "${BENCH_TORCH:-1}" != 0 ] && [ ! -f .venv-bench/installed.stamp ]; then
 	echo "building .venv-bench with the current torch from PyPI (about 4 GB; BENCH_TORCH=0 skips it)"
-	rm -rf .venv-bench
-	if python3 -m venv .venv-bench && .venv-bench/bin/pip install --quiet torch numpy &&
-		.venv-bench/bin/python -c 'import torch; torch.mm(torch.ones(2, 2), torch.ones(2, 2))'; then
-		touch .venv-bench/installed.stamp
-	else
-		echo "the current torch did not install: measuring Debian's torch only"
-		rm -rf .venv-bench
-	fi
+	./scripts/venv-torch.sh || echo "the current torch did not install: measuring Debian's torch only"
 fi
 pythons=/usr/bin/python3
 if [ ! -x "$pythons" ]; then

@@ -75,6 +75,7 @@ func arcticLayoutFor(m *program.Model) (Layout, []string) {
 	need(m.RopeScaling == nil, "plain rotary positions (ArcticConfig has no rope_scaling)")
 	need(d.Dh*d.H == d.D, "head_dim = d_model / heads")
 	need(m.FFN.Hidden == m.DModel, "ffn.hidden = d_model (the residual MLP is hidden_size wide)")
+	need(len(e.Layers) == 0 && e.FirstDense == 0, "MoE layers by a step alone (moe_layer_frequency; no list or first_dense)")
 	if e.Every > 1 {
 		// ArcticMoE's dense layers are intermediate_size wide, as its experts are.
 		need(d.EHidden == d.Hidden, "expert_hidden = ffn.hidden where some layers are dense")

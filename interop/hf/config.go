@@ -147,6 +147,7 @@ func readSpec(r *reader) (*spec, error) {
 		return nil, e
 	}
 	s := &spec{modelType: mt, class: entry.class, arch: entry.arch}
+	r.resolveAliases(mt)
 	if mt == "llama4" {
 		// The multimodal wrapper: its language model is text_config, as Llama4ForCausalLM
 		// loads it; the vision encoder and projector are no model moec imports.
@@ -373,7 +374,8 @@ func (s *spec) qwenMoE(r *reader) {
 		}
 	}
 	if s.arch == Qwen2MoE {
-		s.qkvBias = true // Qwen2-MoE always biases Q, K and V
+		// Qwen2-MoE biases Q, K and V; transformers 5 writes the switch as qkv_bias.
+		s.qkvBias = r.boolean("qkv_bias", true)
 		// Qwen2-MoE's one shared expert is always scaled by sigmoid(shared_expert_gate(x)),
 		// a hidden_size → 1 projection per MoE layer: shared_gate.
 		if sh := r.integer("shared_expert_intermediate_size", 0); sh > 0 {
@@ -386,6 +388,17 @@ func (s *spec) qwenMoE(r *reader) {
 
 func (s *spec) deepseek(r *reader) {
 	s.ffnHidden = r.required("intermediate_size")
+	// DeepseekV3ForCausalLM always routes on sigmoid scores with the selection bias
+	// (noaux_tc), and transformers 5's DeepseekV3Config writes neither key; the published
+	// V3 configs spell them out.
+	defaultScore, defaultMethod := "softmax", "greedy"
+	if s.modelType == "deepseek_v3" {
+		defaultScore, defaultMethod = "sigmoid", "noaux_tc"
+	}
+	// transformers 5's DeepseekV2Config writes mlp_bias: biases on the dense and shared MLPs.
+	if r.boolean("mlp_bias", false) {
+		r.refuse("mlp_bias", "biases on the dense and shared MLPs", "moec's DeepSeek MLPs have no biases")
+	}
 	if s.arch == DeepSeek {
 		s.qLora = r.integer("q_lora_rank", 0)
 		s.kvLora = r.required("kv_lora_rank")
@@ -405,7 +418,7 @@ func (s *spec) deepseek(r *reader) {
 		experts: int(r.integer("n_routed_experts", 0)), topK: int(r.integer("num_experts_per_tok", 1)),
 		expertHidden: r.integer("moe_intermediate_size", 0),
 		shared:       int(r.integer("n_shared_experts", 0)),
-		score:        r.str("scoring_func", "softmax"),
+		score:        r.str("scoring_func", defaultScore),
 		normalize:    r.boolean("norm_topk_prob", false),
 		balance:      r.float("aux_loss_alpha", 0.001),
 	}
@@ -432,7 +445,7 @@ func (s *spec) deepseek(r *reader) {
 			m.moeLayers = append(m.moeLayers, i)
 		}
 	}
-	switch method := r.str("topk_method", "greedy"); method {
+	switch method := r.str("topk_method", defaultMethod); method {
 	case "greedy":
 	case "group_limited_greedy", "noaux_tc":
 		if g := int(r.integer("n_group", 1)); g > 1 {

@@ -225,11 +225,14 @@ func deepseekLayoutFor(m *program.Model) (candidate bool, unmet []string) {
 	if e == nil || e.Experts == 0 {
 		return true, []string{"routed experts (DeepseekV3Config needs n_routed_experts)"}
 	}
-	need(e.Score == program.Sigmoid && e.AuxFreeBias > 0, "sigmoid scores with the auxiliary-loss-free selection bias (score = sigmoid, aux_free_bias > 0: DeepseekV3TopkRouter's noaux_tc)")
+	v2 := deepseekV2Routing(e)
+	need((e.Score == program.Sigmoid && e.AuxFreeBias > 0) || v2,
+		"sigmoid scores with the auxiliary-loss-free selection bias (score = sigmoid, aux_free_bias > 0: DeepseekV3TopkRouter's noaux_tc), or softmax scores without it (DeepseekV2TopkRouter)")
+	need(!v2 || !e.Normalize, "no renormalised top-k weights with softmax scores (DeepseekV2TopkRouter never renormalises)")
 	need(!e.SharedGate && (e.SharedHidden == 0 || e.SharedHidden == e.ExpertHidden), "ungated shared experts as wide as the routed ones (shared_experts is one MLP of n_shared_experts · moe_intermediate_size)")
 	need(e.Router != program.RouteTokenEmbedding && !e.RouterBias && !e.ExpertBias && !m.FFN.Bias, "a plain router and no FFN biases")
 	need(e.SparsemixerEps == 0 && e.SwigluLimit == 0 && !e.GateInput, "no sparsemixer, clamped SwiGLU or gated expert inputs")
-	need(e.Groups == 0 || (e.Experts%e.Groups == 0 && e.Experts/e.Groups >= 2), "groups that divide the experts into groups of two or more (each group scores as its best two)")
+	need(e.Groups == 0 || (e.Experts%e.Groups == 0 && (v2 || e.Experts/e.Groups >= 2)), "groups that divide the experts (into groups of two or more with sigmoid scores: each group scores as its best two)")
 	need(len(e.Layers) == 0 && e.Every <= 1 && !e.ParallelDense && !e.ParallelAttention, "MoE in every layer from first_dense on (first_k_dense_replace), no parallel dense FFN")
 	swigluDecoderNeeds(m, need)
 	need(a.QKRopeHeadDim%2 == 0, "an even qk_rope_head_dim")
@@ -270,6 +273,30 @@ func deepseekConfig(cfg map[string]any, m *program.Model) {
 	cfg["routed_scaling_factor"] = floatField(e.RoutedScaleOrOne())
 	cfg["aux_loss_alpha"] = floatField(e.BalanceLoss)
 	cfg["num_nextn_predict_layers"] = 0
+	if deepseekV2Routing(e) {
+		// DeepseekV2ForCausalLM: the same tensors (no selection bias), adjacent rope pairs
+		// always, softmax scores chosen greedily or within the best groups by their best
+		// expert.
+		cfg["model_type"], cfg["architectures"] = "deepseek_v2", []string{deepseekV2Class}
+		delete(cfg, "scoring_func")
+		delete(cfg, "rope_interleave")
+		delete(cfg, "num_nextn_predict_layers")
+		cfg["topk_method"] = "greedy"
+		cfg["n_group"], cfg["topk_group"] = nil, nil
+		if e.Groups > 0 {
+			cfg["topk_method"] = "group_limited_greedy"
+			cfg["n_group"], cfg["topk_group"] = e.Groups, e.TopKGroups
+		}
+	}
+}
+
+// deepseekV2Class is the transformers class of a DeepSeek model routed as DeepSeek-V2 is.
+const deepseekV2Class = "DeepseekV2ForCausalLM"
+
+// deepseekV2Routing reports whether e routes as DeepseekV2TopkRouter does: softmax scores
+// without the selection bias.
+func deepseekV2Routing(e *program.MoE) bool {
+	return e != nil && e.Score == program.Softmax && e.AuxFreeBias == 0
 }
 
 // ropeInterleaved reports whether a DeepSeek config.json says its rope rows are

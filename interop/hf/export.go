@@ -106,6 +106,9 @@ func Export(ckpt, out string) (*ExportManifest, error) {
 	}
 	if layout == LayoutDeepSeek {
 		man.Notes = append(man.Notes, deepseekNotes(m)...)
+		if deepseekV2Routing(m.MoE) {
+			man.Class = deepseekV2Class
+		}
 	}
 	if layout == LayoutHunyuanMoE || layout == LayoutHunyuan {
 		man.Notes = append(man.Notes, hunyuanNotes(m, layout)...)
@@ -339,7 +342,7 @@ func hfConfig(m *program.Model, l Layout) map[string]any {
 		}
 	case LayoutQwen3MoE:
 		cfg["attention_bias"] = a.BiasQKV
-		qwenMoEConfig(cfg, m.MoE)
+		qwenMoEConfig(cfg, m)
 	case LayoutOlmoe:
 		// OlmoeConfig: every layer is sparse, intermediate_size is each expert's width and
 		// q_norm/k_norm span hidden_size and kv_heads·head_dim (no field says so).
@@ -375,7 +378,7 @@ func hfConfig(m *program.Model, l Layout) map[string]any {
 		if sh == 0 {
 			sh = e.ExpertHidden
 		}
-		qwenMoEConfig(cfg, e)
+		qwenMoEConfig(cfg, m)
 		cfg["shared_expert_intermediate_size"] = sh
 	}
 	return cfg
@@ -383,12 +386,23 @@ func hfConfig(m *program.Model, l Layout) map[string]any {
 
 // qwenMoEConfig sets the MoE fields Qwen2MoeConfig and Qwen3MoeConfig share: experts
 // under mlp. every decoder_sparse_step layers, an optional top-k renormalisation.
-func qwenMoEConfig(cfg map[string]any, e *program.MoE) {
+func qwenMoEConfig(cfg map[string]any, m *program.Model) {
+	e := m.MoE
 	cfg["num_experts"] = e.Experts
 	cfg["num_experts_per_tok"] = e.TopK
 	cfg["moe_intermediate_size"] = e.ExpertHidden
 	cfg["decoder_sparse_step"] = max(e.Every, 1)
 	cfg["mlp_only_layers"] = []int{}
+	if len(e.Layers) > 0 || e.FirstDense > 0 {
+		// MoE layers by a list or after dense ones: every layer sparse but those listed.
+		dense := []int{}
+		for i := range m.Layers {
+			if !m.IsMoELayer(i) {
+				dense = append(dense, i)
+			}
+		}
+		cfg["decoder_sparse_step"], cfg["mlp_only_layers"] = 1, dense
+	}
 	cfg["norm_topk_prob"] = e.Normalize
 	cfg["router_aux_loss_coef"] = floatField(e.BalanceLoss)
 	cfg["use_sliding_window"] = false

@@ -223,7 +223,6 @@ func layoutFor(m *program.Model) (Layout, []string) {
 		gap(e.GateInput, "gates on the experts' inputs (gate_input)")
 		gap(e.Groups > 0, "node-limited routing (groups; DeepseekV3ForCausalLM has it, with latent attention)")
 		gap(e.AuxFreeBias > 0, "auxiliary-loss-free bias balancing (DeepseekV3ForCausalLM has it, with latent attention)")
-		gap(len(e.Layers) > 0 || e.FirstDense > 0, "MoE layers chosen by a list or first_dense (the classes choose them by a step)")
 		if len(gaps) > 0 {
 			return LayoutMoec, gaps
 		}
@@ -254,6 +253,9 @@ func moeLayoutFor(m *program.Model) (Layout, []string) {
 	d, _ := m.Dims() // layoutFor has named what the classes lack; the sizes are filled regardless
 	wholeHeads := d.Dh*d.H == d.D
 	gated := e.SharedExperts == 1 && e.SharedGate
+	// Mixtral and OLMoE make every layer sparse; the Qwen classes list the dense ones
+	// (mlp_only_layers).
+	everyLayer := e.Every <= 1 && len(e.Layers) == 0 && e.FirstDense == 0
 	type need struct {
 		ok   bool   // m meets it
 		what string // what the class needs, as a reader would fix the model
@@ -268,12 +270,13 @@ func moeLayoutFor(m *program.Model) (Layout, []string) {
 			{!a.QKNorm, "no q/k norms"},
 			{a.ClipQKV == 0, "no clipping of Q/K/V"},
 			{e.Normalize, "a renormalised top-k (normalize = true)"},
-			{e.Every <= 1, "MoE in every layer"},
+			{everyLayer, "MoE in every layer"},
 			{!a.BiasQKV && !a.BiasOut, "no attention bias"},
 			{e.SharedExperts == 0, "no shared expert"},
 			{swiglu, "swiglu"},
 		}},
-		// Qwen3-MoE: per-head q/k norms, optional renormalisation, MoE every N layers.
+		// Qwen3-MoE: per-head q/k norms, optional renormalisation, MoE every N layers but
+		// those listed dense.
 		{LayoutQwen3MoE, []need{
 			{a.QKNorm && !a.QKNormFull, "per-head q/k norms (qk_norm = true)"},
 			{a.ClipQKV == 0, "no clipping of Q/K/V"},
@@ -286,7 +289,7 @@ func moeLayoutFor(m *program.Model) (Layout, []string) {
 		// optional renormalisation.
 		{LayoutOlmoe, []need{
 			{a.QKNorm && a.QKNormFull, "q/k norms over the whole projections (qk_norm = full)"},
-			{e.Every <= 1, "MoE in every layer"},
+			{everyLayer, "MoE in every layer"},
 			{!a.BiasQKV && !a.BiasOut, "no attention bias"},
 			{e.SharedExperts == 0, "no shared expert"},
 			{swiglu, "swiglu"},

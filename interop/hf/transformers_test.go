@@ -1,0 +1,301 @@
+package hf
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/moec-dev/moec/runtime/nn"
+	"github.com/moec-dev/moec/runtime/safetensors"
+	"github.com/moec-dev/moec/runtime/train"
+)
+
+// transformersFamilies are the MoE families transformers ships whose weights moec imports,
+// by model_type: testdata/hf_tiny.py builds each one's tiny checkpoint with transformers'
+// own classes. A row with a skip reason is ready for the day its weights import.
+var transformersFamilies = []struct{ family, skip string }{
+	{"mixtral", ""},
+	{"qwen2_moe", ""},
+	{"qwen3_moe", ""},
+	{"olmoe", ""},
+	{"llama4_text", ""},
+	{"gpt_oss", ""},
+	{"deepseek_v3", ""},
+	{"deepseek_v2", ""},
+	{"dbrx", "weights not imported yet"},
+	{"phimoe", "weights not imported yet"},
+	{"hunyuan_v1_moe", "weights not imported yet"},
+}
+
+// configFieldsThatDoNotCompute are the transformers config fields an export may write
+// differently from the checkpoint it came from without changing a single logit: training
+// settings, bookkeeping, and the special ids moec carries through its tokenizer files.
+var configFieldsThatDoNotCompute = map[string]bool{
+	"transformers_version": true, "initializer_range": true,
+	"use_cache": true, "output_router_logits": true, "router_aux_loss_coef": true,
+	"router_jitter_noise": true, "attention_dropout": true, "bos_token_id": true,
+	"eos_token_id": true, "pad_token_id": true, "max_position_embeddings": true,
+}
+
+// TestTransformersRoundTrip takes every family through transformers itself (the current
+// release, from the .venv-bench environment make test builds): a tiny checkpoint made and
+// saved by transformers' own model class is imported by moec, whose logits must equal
+// transformers' forward; exported back, where every tensor must equal transformers' saved
+// one bit for bit, with the same name, shape and dtype; and loaded again with
+// AutoModelForCausalLM, whose logits and config must be the first model's.
+func TestTransformersRoundTrip(t *testing.T) {
+	py := currentTransformersPython(t)
+	ids := []int32{5, 17, 250, 3, 99, 42, 7, 128, 11, 64}
+	idText := make([]string, len(ids))
+	for i, id := range ids {
+		idText[i] = fmt.Sprint(id)
+	}
+	for _, tc := range transformersFamilies {
+		t.Run(tc.family, func(t *testing.T) {
+			if _, imports := weightLayouts[tc.family]; tc.skip != "" && imports {
+				t.Skipf("%s (they import now: remove this row's skip to run it)", tc.skip)
+			} else if tc.skip != "" {
+				t.Skip(tc.skip)
+			}
+			t.Parallel()
+			work := t.TempDir()
+			hfDir := filepath.Join(work, "transformers")
+			ref := startTiny(t, py, tc.family, hfDir, strings.Join(idText, ","))
+			defer ref.close()
+			first := ref.reply(t)
+
+			imp, err := ImportCheckpoint(hfDir, filepath.Join(work, "imported"), Options{})
+			if err != nil {
+				t.Fatalf("moec import hf: %v", err)
+			}
+			net, _, err := train.LoadNet(imp.Checkpoint, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			model, ok := net.(*nn.Model)
+			if !ok {
+				t.Fatalf("loaded a %T, want *nn.Model", net)
+			}
+			moec, err := model.Logits(nn.Batch{B: 1, T: len(ids), Tokens: append(append([]int32(nil), ids...), 0)}, nn.StepOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			agree(t, "moec against transformers", first.Logits, moec)
+
+			out := filepath.Join(work, "export")
+			man, err := Export(imp.Checkpoint, out)
+			if err != nil {
+				t.Fatalf("moec export: %v", err)
+			}
+			if man.Layout == LayoutMoec {
+				t.Fatalf("exported in moec's layout, no transformers class: %s", strings.Join(man.Unsupported, "; "))
+			}
+			sameTensors(t, hfDir, out)
+			again := ref.load(t, out)
+			agree(t, "the export loaded by AutoModelForCausalLM", again.Logits, moec)
+			if len(again.ConfigExtra) > 0 {
+				t.Logf("config fields %s of the export are no fields of the transformers class", strings.Join(again.ConfigExtra, ", "))
+			}
+			fields := make([]string, 0, len(again.ConfigDiff))
+			for k := range again.ConfigDiff {
+				fields = append(fields, k)
+			}
+			sort.Strings(fields)
+			for _, k := range fields {
+				v := again.ConfigDiff[k]
+				if configFieldsThatDoNotCompute[k] {
+					t.Logf("config %s: saved %s, export %s (does not change the computation)", k, v[0], v[1])
+				} else {
+					t.Errorf("config %s: saved %s, export %s", k, v[0], v[1])
+				}
+			}
+		})
+	}
+}
+
+// currentTransformersPython is .venv-bench's interpreter (scripts/venv-torch.sh, which
+// make test runs), or $MOEC_TRANSFORMERS_PYTHON; the test skips, saying why, when neither
+// imports a transformers release with the model classes of today's families.
+func currentTransformersPython(t *testing.T) string {
+	t.Helper()
+	py := os.Getenv("MOEC_TRANSFORMERS_PYTHON")
+	if py == "" {
+		py = filepath.Join("..", "..", ".venv-bench", "bin", "python")
+		if _, err := os.Stat(py); err != nil {
+			t.Skipf("the current transformers is not installed: %s is missing (make test builds it with scripts/venv-torch.sh; the build failed or has not run)", py)
+		}
+	}
+	if out, err := exec.Command(py, "-c", "import torch, transformers, safetensors; transformers.GptOssConfig").CombinedOutput(); err != nil {
+		t.Skipf("%s cannot import torch and a transformers release with GptOssConfig (rebuild with scripts/venv-torch.sh): %v: %s", py, err, lastLine(out))
+	}
+	return py
+}
+
+func lastLine(b []byte) string {
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return lines[len(lines)-1]
+}
+
+// tinyReference is one running testdata/hf_tiny.py: it built and saved its family's
+// checkpoint and answers each folder written to it with that folder's logits.
+type tinyReference struct {
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	lines  *bufio.Scanner
+	stderr *bytes.Buffer
+	family string
+}
+
+type tinyReply struct {
+	Transformers string                        `json:"transformers"`
+	Logits       []float64                     `json:"logits"`
+	ConfigDiff   map[string][2]json.RawMessage `json:"config_diff"`
+	ConfigExtra  []string                      `json:"config_extra"`
+}
+
+func startTiny(t *testing.T, py, family, folder, ids string) *tinyReference {
+	t.Helper()
+	cmd := exec.Command(py, filepath.Join("testdata", "hf_tiny.py"), family, folder, ids)
+	// One thread each: the families run side by side, and tiny products gain nothing from more.
+	cmd.Env = append(os.Environ(), "OMP_NUM_THREADS=1", "TOKENIZERS_PARALLELISM=false")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("hf_tiny.py: %v", err)
+	}
+	lines := bufio.NewScanner(stdout)
+	lines.Buffer(nil, 1<<24)
+	return &tinyReference{cmd: cmd, stdin: stdin, lines: lines, stderr: &stderr, family: family}
+}
+
+// reply reads the script's next answer; the test skips when the installed transformers has
+// no class for the family (exit status 3).
+func (r *tinyReference) reply(t *testing.T) tinyReply {
+	t.Helper()
+	if !r.lines.Scan() {
+		r.stdin.Close()
+		err := r.cmd.Wait()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) && ee.ExitCode() == 3 {
+			t.Skipf("hf_tiny.py: %s", strings.TrimSpace(r.stderr.String()))
+		}
+		t.Fatalf("hf_tiny.py %s gave no answer (%v, %v):\n%s", r.family, r.lines.Err(), err, r.stderr.String())
+	}
+	var rep tinyReply
+	if err := json.Unmarshal(r.lines.Bytes(), &rep); err != nil {
+		t.Fatalf("hf_tiny.py %s: %v", r.family, err)
+	}
+	if rep.Transformers != "" {
+		t.Logf("transformers %s", rep.Transformers)
+	}
+	return rep
+}
+
+// load asks the script to load folder with AutoModelForCausalLM.
+func (r *tinyReference) load(t *testing.T, folder string) tinyReply {
+	t.Helper()
+	if _, err := fmt.Fprintln(r.stdin, folder); err != nil {
+		t.Fatalf("hf_tiny.py %s: %v\n%s", r.family, err, r.stderr.String())
+	}
+	return r.reply(t)
+}
+
+func (r *tinyReference) close() {
+	r.stdin.Close()
+	_ = r.cmd.Wait()
+}
+
+// agree checks moec's float32 logits against transformers' (float64 on the same float32
+// weights) relative to the logits' scale, as compareLogits does.
+func agree(t *testing.T, what string, ref []float64, got []float32) {
+	t.Helper()
+	if len(ref) != len(got) {
+		t.Fatalf("%s: %d logits, moec %d", what, len(ref), len(got))
+	}
+	scale, worst := 0.0, 0.0
+	for i := range ref {
+		scale = math.Max(scale, math.Abs(ref[i]))
+		worst = math.Max(worst, math.Abs(ref[i]-float64(got[i])))
+	}
+	if scale == 0 || worst > 1e-5*scale {
+		t.Errorf("%s: logits differ: worst %.3g at scale %.3g", what, worst, scale)
+		return
+	}
+	t.Logf("%s: %d logits agree within %.2g of %.2g", what, len(ref), worst, scale)
+}
+
+// sameTensors checks that the export holds exactly the tensors transformers saved: the same
+// names, shapes and dtypes, and the same bytes.
+func sameTensors(t *testing.T, saved, exported string) {
+	t.Helper()
+	want, got := rawTensors(t, saved), rawTensors(t, exported)
+	names := make([]string, 0, len(want))
+	for name := range want {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	same := 0
+	for _, name := range names {
+		w := want[name]
+		g, ok := got[name]
+		switch {
+		case !ok:
+			t.Errorf("transformers saved %s %s%v; the export has no such tensor", name, w.DType, w.Shape)
+		case g.DType != w.DType || !slices.Equal(g.Shape, w.Shape):
+			t.Errorf("%s: transformers saved %s%v, the export %s%v", name, w.DType, w.Shape, g.DType, g.Shape)
+		case !bytes.Equal(g.Bytes, w.Bytes):
+			t.Errorf("%s: the export's values differ from transformers'", name)
+		default:
+			same++
+		}
+	}
+	for name, g := range got {
+		if _, ok := want[name]; !ok {
+			t.Errorf("the export has %s %s%v, which transformers did not save", name, g.DType, g.Shape)
+		}
+	}
+	t.Logf("%d tensors equal transformers' bit for bit", same)
+}
+
+// rawTensors reads every *.safetensors file of folder as stored.
+func rawTensors(t *testing.T, folder string) map[string]safetensors.RawTensor {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(folder, "*.safetensors"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("%s has no safetensors file (%v)", folder, err)
+	}
+	out := map[string]safetensors.RawTensor{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _, err := safetensors.DecodeRaw(b)
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		for _, r := range raw {
+			out[r.Name] = r
+		}
+	}
+	return out
+}
