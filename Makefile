@@ -90,7 +90,7 @@ venv: .venv/installed-hf.stamp
 
 .venv/installed-hf.stamp: .deps.stamp
 	@if $(VENV_PYTHON) -m venv --clear --system-site-packages .venv && \
-		.venv/bin/pip install --quiet openai tokenizers transformers==4.46.3; then touch $@; \
+		.venv/bin/python -m pip install --quiet openai tokenizers transformers==4.46.3; then touch $@; \
 	else echo "venv: openai, tokenizers or transformers did not install; the tests that use them skip"; fi
 
 # .venv-bench: the current torch (PyPI's CUDA wheel, about 4 GB to download, 5.3 GB

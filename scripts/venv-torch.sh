@@ -34,7 +34,7 @@ fail() { # a venv make bench built before keeps its torch
 	fi
 	exit 1
 }
-"$venv/bin/pip" install --quiet --disable-pip-version-check torch numpy transformers tokenizers safetensors ||
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check torch numpy transformers tokenizers safetensors ||
 	fail "pip could not install torch, numpy, transformers, tokenizers and safetensors"
 "$venv/bin/python" -c '
 import torch, transformers, tokenizers, safetensors

@@ -114,24 +114,38 @@ def deepseek_v2():
 
 
 def dbrx():
+    # Fused Wqkv clipped, LayerNorms without biases, fused experts; transformers 5's
+    # DbrxAttention reads rope_theta from attn_config.
     return transformers.DbrxConfig(
-        vocab_size=300, d_model=32, n_layers=2, n_heads=4, max_seq_len=64,
-        attn_config={"kv_n_heads": 2, "clip_qkv": 0.8, "rope_theta": 500000.0},
-        ffn_config={"ffn_hidden_size": 24, "moe_num_experts": 4, "moe_top_k": 2})
+        vocab_size=300, d_model=32, n_layers=2, n_heads=4, max_seq_len=16,
+        attn_config={"kv_n_heads": 2, "clip_qkv": 0.4, "rope_theta": 500000.0},
+        ffn_config={"ffn_hidden_size": 24, "moe_num_experts": 4, "moe_top_k": 2},
+        rope_parameters={"rope_type": "default", "rope_theta": 500000.0})
 
 
 def phimoe():
+    # Sparsemixer (router_jitter_noise is its threshold), biased LayerNorms, attention and
+    # head biases, longrope within the pretrained context.
     return transformers.PhimoeConfig(
         vocab_size=300, hidden_size=32, intermediate_size=24, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2,
-        max_position_embeddings=64, rope_parameters={"rope_type": "default", "rope_theta": 1e6})
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=16,
+        num_local_experts=4, num_experts_per_tok=2, attention_bias=True, lm_head_bias=True,
+        router_jitter_noise=0.1, input_jitter_noise=0.0, tie_word_embeddings=False,
+        rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
+                         "short_factor": [1, 1.5, 2, 3], "long_factor": [2, 3, 4, 5],
+                         "short_mscale": 1.2, "long_mscale": 1.2,
+                         "original_max_position_embeddings": 16})
 
 
 def hunyuan_v1_moe():
+    # q/k norms after rotary positions, a shared MLP, dynamic NTK alpha rotary (v5 wants
+    # a factor beside the alpha).
     return transformers.HunYuanMoEV1Config(
-        vocab_size=300, hidden_size=32, intermediate_size=24, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=8, num_experts=4, moe_topk=2,
-        max_position_embeddings=64, rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
+        vocab_size=300, hidden_size=32, intermediate_size=24, num_hidden_layers=3,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, num_experts=4, moe_topk=2,
+        max_position_embeddings=16, rms_norm_eps=1e-5, tie_word_embeddings=True,
+        rope_parameters={"rope_type": "dynamic", "alpha": 1000.0, "factor": 1.0,
+                         "rope_theta": 10000.0})
 
 
 FAMILIES = {f.__name__: f for f in [mixtral, qwen2_moe, qwen3_moe, olmoe, llama4_text, gpt_oss,
@@ -177,6 +191,11 @@ def config_diff(saved, loaded, folder):
     for d, c in ((a, saved), (b, loaded)):
         if d.get("head_dim", 0) is None:
             d["head_dim"] = c.hidden_size // c.num_attention_heads
+        # Sub-configs (DBRX's attn_config, ffn_config) carry the load's dtype as the outer
+        # config's dtype is: bookkeeping, not computation.
+        for v in d.values():
+            if isinstance(v, dict) and "model_type" in v:
+                v.pop("dtype", None)
     diff = {k: [a.get(k), b.get(k)] for k in sorted(known & (set(a) | set(b))) if a.get(k) != b.get(k)}
     return diff, sorted(set(b) - known - set(a))
 
