@@ -213,6 +213,12 @@ func DecodingHostProgram(d *Decoding) (string, error) {
 	pf("static const int moec_kernel_shared[MOEC_KERNELS] = {%s};\n", strings.Join(sizes, ", "))
 	pf("static const char *const moec_kernel_symbols[MOEC_KERNELS] = {%s};\n", strings.Join(symbols, ", "))
 	w.WriteString(hostPrelude)
+	w.WriteString(`
+// Inference programs have no update: the prelude's settle step never runs.
+static int __attribute__((unused)) moec_settle(moec_state *s, const double *) {
+  return moec_failf(s, "an inference program has no update to settle");
+}
+`)
 	progs := []struct {
 		name string
 		l    *Lowered
