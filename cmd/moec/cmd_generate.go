@@ -24,9 +24,10 @@ func newGenerateCommand(stdout, stderr io.Writer) *cobra.Command {
 			if opt.Checkpoint == "" {
 				return usageCode(diag.CodeMissingFlag, "generate: --checkpoint is required")
 			}
-			if err := checkInferenceDevice(device); err != nil {
+			if err := checkDevice(device); err != nil {
 				return err
 			}
+			opt.Device = device
 			// Out-of-range flags are refused before the checkpoint is read.
 			for _, f := range []struct {
 				flag, size string

@@ -40,7 +40,7 @@ it: no new connections, and the requests in flight have --drain to finish.`,
 			if checkpoint == "" {
 				return usageCode(diag.CodeMissingFlag, "serve: --checkpoint is required")
 			}
-			if err := checkInferenceDevice(device); err != nil {
+			if err := checkServeDevice(device); err != nil {
 				return err
 			}
 			if err := checkServeFlags(opt); err != nil {

@@ -33,11 +33,11 @@ func checkDevice(device string) error {
 	return nil
 }
 
-// checkInferenceDevice is checkDevice for generate and serve, whose decoding the CUDA
-// backend does not lower yet.
-func checkInferenceDevice(device string) error {
+// checkServeDevice is checkDevice for serve, whose batched decoding the CUDA backend
+// does not run yet (moec generate --device decodes on the GPU).
+func checkServeDevice(device string) error {
 	if err := checkDevice(device); err != nil || device == "" {
 		return err
 	}
-	return diag.RuntimeWrap(diag.CodeUnsupportedFeature, errors.New("inference on CUDA is not lowered yet: --device trains (moec run); decoding runs on the CPU without --device"), "--device %s", device)
+	return diag.RuntimeWrap(diag.CodeUnsupportedFeature, errors.New("serving on CUDA is not built yet: moec generate --device decodes on the GPU; serve runs on the CPU without --device"), "--device %s", device)
 }

@@ -52,5 +52,6 @@ func Library() []KernelFile {
 		{Name: "kernels_moe.cu", Source: moeSource, Kernels: moeKernels()},
 		{Name: "kernels_flash.cu", Source: flashSource, Kernels: FlashKernels()},
 		{Name: "kernels_mma.cu", Source: mmaSource, Kernels: MMAKernels()},
+		{Name: "kernels_decode.cu", Source: decodeSource, Kernels: DecodeKernels()},
 	}
 }

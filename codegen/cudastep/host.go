@@ -624,8 +624,13 @@ static int moec_launch(moec_state *s, int k, unsigned gx, unsigned gy, unsigned 
 static int moec_settle(moec_state *s, const double *opt);
 `
 
-// hostABI is the host program's settle step and its C ABI.
-const hostABI = `
+// hostABI is the host program's settle step and its C ABI: the session's calls (open,
+// upload, download; hostSession, which the decoding host program shares), the training
+// step and close.
+const hostABI = hostSettle + hostSession + hostTrain + hostClose
+
+// hostSettle is the update's settle step.
+const hostSettle = `
 static int moec_run_ops(moec_state *s, const int *dice, int update, const double *opt);
 
 // moec_settle reads the gradients' sums of squares the device wrote, adds them in order
@@ -667,7 +672,10 @@ static int moec_settle(moec_state *s, const double *opt) {
   return 1;
 }
 
-static moec_state *moec_handle(void *arg) { return (moec_state *)(uintptr_t)(*(long long *)arg); }
+`
+
+// hostSession opens and closes the device state and moves bytes in and out of it.
+const hostSession = `static moec_state *moec_handle(void *arg) { return (moec_state *)(uintptr_t)(*(long long *)arg); }
 
 // moec_enter starts a call from Go: its error buffer, and the context made current on the
 // calling thread (Go runs calls on any of its threads; a driver context is per thread).
@@ -801,7 +809,10 @@ extern "C" void moec_step_download(void **a, long long, long long) {
   if (r != 0) moec_cu_failed(s, r, "cuMemcpyDtoH", "downloading");
 }
 
-// moec_step_train(handle, tokens, targets, dice, opt, out, err, errn): one training step
+`
+
+// hostTrain is the training step's entry point.
+const hostTrain = `// moec_step_train(handle, tokens, targets, dice, opt, out, err, errn): one training step
 // over the micro-batches' tokens and targets ([micro][tokens] each), with the layers'
 // attention-sharing dice and the update's settings opt (see moec_settle); out receives the
 // cross-entropy (the step's mean), the gradient norm, and the routes' balance and z-loss
@@ -863,7 +874,10 @@ extern "C" void moec_step_train(void **a, long long, long long) {
   }
 }
 
-// moec_step_close(handle)
+`
+
+// hostClose is the entry point that releases the device state.
+const hostClose = `// moec_step_close(handle)
 extern "C" void moec_step_close(void **a, long long, long long) {
   moec_state *s = moec_handle(a[0]);
   if (s->ctx) s->cu.cuCtxSetCurrent(s->ctx);

@@ -134,6 +134,12 @@ func LowerWith(p *step.Program, m *program.Model, o Options) (*Lowered, error) {
 			continue
 		}
 		switch {
+		case isDecodeOp(op): // decode.go: the inference programs' own ops
+			ls, err := lw.decodeOp(op)
+			if err != nil {
+				return nil, fmt.Errorf("cudastep: op %d (%s %s): %w", i, op.Phase, op.Kind, err)
+			}
+			ol.Launches = ls
 		case isMoE(p, op, expert):
 			ls, err := lowerMoE(p, m, i)
 			if err != nil {

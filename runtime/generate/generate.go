@@ -35,6 +35,9 @@ type Options struct {
 	// Tokenizer is a tokenizer.json (or a folder holding one) to read and write text with;
 	// "" uses the one kept with the checkpoint, if any, else bytes.
 	Tokenizer string
+	// Device decodes on a GPU through moec's generated CUDA (GPUDecoder): "cuda", or
+	// "cuda-emulated" (the same generated code on the CPU); "" decodes on the CPU.
+	Device string
 }
 
 // Decoder is what Generate decodes with: runtime/nn's Decoder, or a decoding step
@@ -102,7 +105,17 @@ func Run(ctx context.Context, opt Options, w io.Writer) error {
 		return err
 	}
 	var dec Decoder
-	if opt.StepPrograms || opt.TP > 1 || opt.EP > 1 || opt.PP > 1 {
+	if opt.Device != "" {
+		if opt.TP > 1 || opt.EP > 1 || opt.PP > 1 {
+			return diag.Runtimef(diag.CodeUnsupportedFeature, "--device %s decodes on one GPU: leave out --tp, --ep and --pp", opt.Device)
+		}
+		g, err := NewGPUDecoder(ctx, m, opt.Device)
+		if err != nil {
+			return err
+		}
+		defer g.Close()
+		dec = g
+	} else if opt.StepPrograms || opt.TP > 1 || opt.EP > 1 || opt.PP > 1 {
 		if m.Quantized() {
 			return diag.Runtimef(diag.CodeUnsupportedFeature, "checkpoint %s is compressed (quantised weights): step programs do not run quantised matrices; decode it without --step-programs, --tp, --ep or --pp", dir)
 		}

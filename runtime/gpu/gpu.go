@@ -238,11 +238,17 @@ func clangIn(ctx context.Context, dir, clang string, args ...string) error {
 // and the kernels under the emulation, or with the libcuda.so.1 filling of the driver
 // table.
 func compileHost(ctx context.Context, dir, clang string, mode Mode) (string, error) {
+	return compileHostOf(ctx, dir, clang, mode, cudastep.Library())
+}
+
+// compileHostOf is compileHost with the kernel files kernels alone (a decoding host
+// program's, cudastep.Decoding.KernelFiles).
+func compileHostOf(ctx context.Context, dir, clang string, mode Mode, kernels []cudastep.KernelFile) (string, error) {
 	if mode == Emulated {
 		so := filepath.Join(dir, "libmoec_step_emu.so")
 		args := []string{"-std=c++17", "-O1", "-Wall", "-fPIC", "-shared", "-include", "moec_cpu_emu.h", "-I", ".",
 			cudastep.HostName, cudastep.DriverEmuName, cudastep.EmuRegistryName}
-		for _, f := range cudastep.Library() {
+		for _, f := range kernels {
 			args = append(args, cudastep.EmulationName(f))
 		}
 		return so, clangIn(ctx, dir, clang, append(args, "-o", so, "-lpthread", "-lm")...)
@@ -254,8 +260,13 @@ func compileHost(ctx context.Context, dir, clang string, mode Mode) (string, err
 
 // compilePTX compiles each kernel file to PTX for arch.
 func compilePTX(ctx context.Context, dir, clang, arch string) ([]string, error) {
+	return compilePTXOf(ctx, dir, clang, arch, cudastep.Library())
+}
+
+// compilePTXOf is compilePTX of the kernel files kernels alone.
+func compilePTXOf(ctx context.Context, dir, clang, arch string, kernels []cudastep.KernelFile) ([]string, error) {
 	var ptx []string
-	for _, f := range cudastep.Library() {
+	for _, f := range kernels {
 		out := strings.TrimSuffix(f.Name, ".cu") + "." + arch + ".ptx"
 		if err := clangIn(ctx, dir, clang, cudastep.PTXArgs(arch, f.Name, out)...); err != nil {
 			return nil, err

@@ -1,0 +1,165 @@
+package cudastep
+
+import (
+	_ "embed"
+	"fmt"
+
+	"github.com/moec-dev/moec/compiler/step"
+)
+
+// decodeSource is kernels_decode.cu: the kernels of the inference programs' own ops (the
+// KV caches' writes, one query row's attention over its cache, rotary positions at each
+// sequence's position, each prompt's last row).
+//
+//go:embed kernels_decode.cu
+var decodeSource string
+
+// DecodeSource is kernels_decode.cu's text.
+func DecodeSource() string { return decodeSource }
+
+// DecodeKernels is every __global__ function of kernels_decode.cu with its parameters' C
+// types in order (TestKernelTablesMatchSources holds the two together).
+func DecodeKernels() []Kernel {
+	P, I, N, F := PtrF32, PtrI32, I32, F32
+	return []Kernel{
+		{"decode_kv_write", []ParamKind{P, P, N, N, N, N}},
+		{"decode_kv_append", []ParamKind{P, P, I, N, N, N}},
+		{"decode_last_rows", []ParamKind{P, I, P, N, N, N}},
+		{"decode_rotary_at", []ParamKind{P, P, I, N, N, N, N}},
+		{"decode_attention", []ParamKind{P, P, P, I, P, P, N, N, N, N, N, F, N, N}},
+	}
+}
+
+// decodeWarps is decode_attention's warps per block (DECODE_WARPS) and decodeMaxDh the
+// widest head it takes (DECODE_MAX_DH).
+const (
+	decodeWarps = 4
+	decodeMaxDh = 256
+)
+
+// decodeRopeWork is the rotary tables of rotary_at: cos [max_len, Dh/2] then sin, filled
+// when the host program opens.
+const decodeRopeWork = "decode_rope"
+
+// isDecodeOp reports whether op is one of the inference programs' own ops, which
+// decodeOp lowers: the caches' writes, rotary positions and attention at each sequence's
+// position, each prompt's last row, and the learned positions' rows at those positions.
+func isDecodeOp(op *step.Op) bool {
+	switch op.Kind {
+	case step.OpKVWrite, step.OpKVAppend, step.OpLastRows, step.OpRotaryAt, step.OpAttnDecode:
+		return true
+	case step.OpEmbed:
+		return op.Rows == step.RowsAtPosition
+	}
+	return false
+}
+
+// decodeOp lowers one of the inference ops isDecodeOp names (runtime/exec's decode.go
+// computes the same).
+func (lw *opLowerer) decodeOp(op *step.Op) ([]Launch, error) {
+	in, out := op.In, op.Out
+	switch op.Kind {
+	case step.OpKVWrite, step.OpKVAppend:
+		var ls []Launch
+		for i, cache := range out {
+			sh := lw.shape(cache) // [sequences, max_len, width]
+			if len(sh) != 3 {
+				return nil, fmt.Errorf("cache %s has shape %v, want [sequences, positions, width]", lw.p.Buffers[cache].Name, sh)
+			}
+			B, maxLen, width := sh[0], sh[1], sh[2]
+			if op.Kind == step.OpKVAppend {
+				pos := in[len(in)-1]
+				ls = append(ls, denseElementwise("decode_kv_append", int64(B*width), lw.buf(in[i]), lw.buf(cache), lw.ints(pos),
+					int32Arg(B), int32Arg(maxLen), int32Arg(width)))
+				continue
+			}
+			T := lw.p.Batch.SeqLen
+			if int64(B*T*width) != lw.n(in[i]) {
+				return nil, fmt.Errorf("%s holds %d values, want %d sequences of %d positions of %d", lw.p.Buffers[in[i]].Name, lw.n(in[i]), B, T, width)
+			}
+			ls = append(ls, denseElementwise("decode_kv_write", int64(B*T*width), lw.buf(in[i]), lw.buf(cache),
+				int32Arg(B), int32Arg(T), int32Arg(maxLen), int32Arg(width)))
+		}
+		return ls, nil
+	case step.OpLastRows:
+		B := int(lw.n(in[1]))
+		width := int(lw.n(out[0])) / B
+		return []Launch{denseElementwise("decode_last_rows", int64(B*width), lw.buf(in[0]), lw.ints(in[1]), lw.buf(out[0]),
+			int32Arg(B), int32Arg(lw.p.Batch.SeqLen), int32Arg(width))}, nil
+	case step.OpRotaryAt:
+		pos := in[len(in)-1]
+		rows := int(lw.n(pos))
+		tab, positions, err := lw.decodeRope()
+		if err != nil {
+			return nil, err
+		}
+		var ls []Launch
+		for _, b := range out[:2] {
+			width := int(lw.n(b)) / rows
+			ls = append(ls, denseElementwise("decode_rotary_at", int64(rows*width/2), lw.buf(b), tab, lw.ints(pos),
+				int32Arg(rows), int32Arg(width), int32Arg(lw.d.Dh), int32Arg(positions)))
+		}
+		return ls, nil
+	case step.OpAttnDecode:
+		return lw.attnDecode(op)
+	default: // the learned positions' rows at each sequence's position
+		table, at, x := in[1], in[0], out[0]
+		w := lw.shape(table)[1]
+		rows, n := int(lw.n(table))/w, int(lw.n(at))
+		return []Launch{{Kernel: "dense_embed", Grid: [3]int{n, 1, 1}, Block: [3]int{128, 1, 1},
+			Args: []Arg{lw.ints(at), lw.buf(table), lw.buf(x), int32Arg(n), int32Arg(w), int32Arg(rows), int32Arg(0), int32Arg(1), boolArg(false)}}}, nil
+	}
+}
+
+// attnDecode is one decode_attention launch: a block per (sequence, head).
+func (lw *opLowerer) attnDecode(op *step.Op) ([]Launch, error) {
+	in := op.In
+	if len(in) > 5 {
+		return nil, fmt.Errorf("talking heads (attention.talking_heads) are not lowered to CUDA for decoding yet; decode on the CPU (without --device)")
+	}
+	sinks := NullArg(PtrF32)
+	if len(in)%2 == 1 { // the sink logits last
+		sinks = lw.buf(in[len(in)-1])
+	}
+	sh := lw.shape(in[1]) // [sequences, max_len, kv heads · Dh]
+	B, maxLen, kvd := sh[0], sh[1], sh[2]
+	Dh := lw.d.Dh
+	if Dh > decodeMaxDh || Dh < 1 {
+		return nil, fmt.Errorf("heads of %d values: the decoding attention kernel takes at most %d", Dh, decodeMaxDh)
+	}
+	H, KV := int(lw.n(in[0]))/(B*Dh), kvd/Dh
+	if KV < 1 || H%KV != 0 {
+		return nil, fmt.Errorf("%d query heads over %d key/value heads", H, KV)
+	}
+	return []Launch{{Kernel: "decode_attention", Grid: [3]int{B * H, 1, 1}, Block: [3]int{32 * decodeWarps, 1, 1},
+		Args: []Arg{lw.buf(in[0]), lw.buf(in[1]), lw.buf(in[2]), lw.ints(in[3]), sinks, lw.buf(op.Out[0]),
+			int32Arg(B), int32Arg(H), int32Arg(KV), int32Arg(Dh), int32Arg(maxLen), FloatArg(attnScale(Dh)),
+			int32Arg(op.Mask.Window), int32Arg(op.Mask.Chunk)}}}, nil
+}
+
+// decodeRope is rotary_at's tables, as many positions as the caches hold, filled when the
+// host program opens.
+func (lw *opLowerer) decodeRope() (Arg, int, error) {
+	positions := 0
+	for _, b := range lw.p.Buffers {
+		if b.Kind == step.KindCache && len(b.Shape) == 3 {
+			positions = max(positions, b.Shape[1])
+		}
+	}
+	if positions == 0 {
+		return Arg{}, 0, fmt.Errorf("rotary positions at the step's position in a program without KV caches")
+	}
+	half := lw.d.Dh / 2
+	if _, ok := lw.out.Consts[decodeRopeWork]; !ok {
+		cos, sin := lw.m.RopeTable(lw.d.Dh, 0, positions)
+		tab := make([]float32, 0, 2*positions*half)
+		for _, v := range cos {
+			tab = append(tab, float32(v))
+		}
+		for _, v := range sin {
+			tab = append(tab, float32(v))
+		}
+		lw.out.Consts[decodeRopeWork] = tab
+	}
+	return WorkArg(PtrF32, decodeRopeWork, int64(2*positions*half)*4), positions, nil
+}
