@@ -75,6 +75,7 @@ func (m *Model) NewDecoder(batch, maxLen int) *Decoder {
 		if l.dense != nil {
 			fw = newFFNWS(l.dense, batch)
 		}
+		markInference(mw, fw)
 		dec.moe, dec.ffn = append(dec.moe, mw), append(dec.ffn, fw)
 	}
 	for range batch {

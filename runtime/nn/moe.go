@@ -244,7 +244,7 @@ func (c *core[F]) route(mp *moeParams[F], w *moeWS[F], x []F, n int) {
 // expertWS is the window of the sorted expert activations that rows [r0, r1) use.
 func (c *core[F]) expertWS(w *moeWS[F], r0, r1 int) *ffnWS[F] {
 	h := c.d.EHidden
-	v := &ffnWS[F]{a: w.ex.a[r0*h : r1*h], h: w.ex.h[r0*h : r1*h]}
+	v := &ffnWS[F]{a: w.ex.a[r0*h : r1*h], h: w.ex.h[r0*h : r1*h], inference: w.ex.inference}
 	if w.ex.u != nil {
 		v.u = w.ex.u[r0*h : r1*h]
 	}
