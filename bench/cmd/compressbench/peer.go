@@ -121,16 +121,27 @@ func (p *torchPeer) measure(tokens int) error {
 
 // describe is the line the table prints about the peer.
 func (p *torchPeer) describe() string {
-	return fmt.Sprintf("PyTorch peer: torch %s (%s), logits within %.1e of moec's float32 decoder over %d positions; fastest settings %s",
-		p.torch, p.python, p.maxDiff, p.checked, compactJSON(p.settings))
-}
-
-func compactJSON(raw json.RawMessage) string {
-	var b bytes.Buffer
-	if json.Compact(&b, raw) != nil {
-		return string(raw)
+	var best map[string]struct {
+		Threads int    `json:"threads"`
+		Grad    string `json:"grad"`
+		QEngine string `json:"qengine"`
 	}
-	return b.String()
+	settings := string(p.settings)
+	if json.Unmarshal(p.settings, &best) == nil {
+		var parts []string
+		for _, k := range peerKeys {
+			b := best[k]
+			precision, batch, _ := strings.Cut(k, "_")
+			part := fmt.Sprintf("%s, batch %s: %d thread(s), %s", precision, batch, b.Threads, b.Grad)
+			if b.QEngine != "" {
+				part += ", " + b.QEngine
+			}
+			parts = append(parts, part)
+		}
+		settings = strings.Join(parts, "; ")
+	}
+	return fmt.Sprintf("PyTorch peer: torch %s (%s), its logits within %.1e of moec's float32 decoder over %d positions; fastest settings (tuned in the run) %s",
+		p.torch, p.python, p.maxDiff, p.checked, settings)
 }
 
 func lastLines(s string, n int) string {
