@@ -218,6 +218,30 @@ VNNI512 static void moec_quant_vnni512(int bits, const int8_t *qx, const float *
 	const __m512i off = _mm512_set1_epi8(bits == 8 ? (char)128 : 8);
 	const __m512i zero = _mm512_setzero_si512();
 	long o = o0;
+	// One scale per row (int8 per channel, or a group as wide as the row): the row's sum is
+	// scaled once after the horizontal sums, eight rows' scales in one vector.
+	for (; gpr == 1 && o + 8 <= o1; o += 8) {
+		const uint8_t *wr = w + o * rowBytes;
+		for (long i = 0; i < n; i++) {
+			const int8_t *xr = qx + i * nb * 32;
+			const float *sxr = sx + i * nb;
+			__m512 t[8];
+			for (long p = 0; p < ppg; p++) {
+				__m512i xv = _mm512_loadu_si512(xr + p * 64);
+				__m512i c = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, off, xv));
+				__m512 s = _mm512_insertf32x8(_mm512_set1_ps(sxr[2 * p]), _mm256_set1_ps(sxr[2 * p + 1]), 1);
+#pragma GCC unroll 8
+				for (int r = 0; r < 8; r++) {
+					__m512 d = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(c, load_pair_u8(bits, wr + r * rowBytes + p * pairBytes), xv));
+					t[r] = p == 0 ? _mm512_mul_ps(d, s) : _mm512_fmadd_ps(d, s, t[r]);
+				}
+			}
+			__m256 res = _mm256_mul_ps(hsum8x8(t), _mm256_loadu_ps(sw + o));
+			float *yr = y + i * out + o;
+			if (acc) res = _mm256_add_ps(_mm256_loadu_ps(yr), res);
+			_mm256_storeu_ps(yr, res);
+		}
+	}
 	for (; o + 8 <= o1; o += 8) {
 		const uint8_t *wr = w + o * rowBytes;
 		const float *swr = sw + o * gpr;
