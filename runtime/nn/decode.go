@@ -75,6 +75,7 @@ func (m *Model) NewDecoder(batch, maxLen int) *Decoder {
 		if l.dense != nil {
 			fw = newFFNWS(l.dense, batch)
 		}
+		markInference(mw, fw)
 		dec.moe, dec.ffn = append(dec.moe, mw), append(dec.ffn, fw)
 	}
 	for range batch {
@@ -324,10 +325,14 @@ func (dec *Decoder) attend(l *layer[float32], li, i, pos int) {
 	}
 }
 
-// mixHeads sets dst[h] = Σ_h' w[h,h']·src[h'] for rows of length span.
+// mixHeads sets dst[h] = Σ_h' w[h,h']·src[h'] for rows of length span: a head at a time
+// on vector lanes (vec), else in Go.
 func mixHeads(dst, src, w []float32, heads, span int) {
-	clear(dst[:heads*span])
 	for h := 0; h < heads; h++ {
+		if vec.WeightedRows(dst[h*span:(h+1)*span], w[h*heads:(h+1)*heads], src, span, span) {
+			continue
+		}
+		clear(dst[h*span : (h+1)*span])
 		for g := 0; g < heads; g++ {
 			axpy(dst[h*span:(h+1)*span], w[h*heads+g], src[g*span:(g+1)*span])
 		}

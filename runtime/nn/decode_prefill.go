@@ -344,6 +344,7 @@ func (dec *Decoder) feedFor(rows int) *feedWS {
 				ffnShared[key] = fw
 			}
 		}
+		markInference(mw, fw)
 		f.moe, f.ffn = append(f.moe, mw), append(f.ffn, fw)
 	}
 	dec.feed = f

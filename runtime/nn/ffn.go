@@ -3,6 +3,9 @@ package nn
 // ffnWS holds one feed-forward network's activations for up to n rows.
 type ffnWS[F Float] struct {
 	a, u, h []F // pre-activation, gated branch (nil when not gated), activated
+	// inference marks a decoder's workspace, whose forward is never differentiated: its
+	// activation may take the float32 approximation (gelu_fast.go).
+	inference bool
 }
 
 func newFFNWS[F Float](f *ffnParams[F], n int) *ffnWS[F] {
@@ -24,6 +27,8 @@ func ffnForward[F Float](f *ffnParams[F], w *ffnWS[F], x, y []F, n int) {
 	}
 	if f.clamp.on() {
 		clampForward(f.clamp, w.h[:m], w.a[:m], u)
+	} else if w.inference {
+		activateInference(f.act, w.h[:m], w.a[:m], u)
 	} else {
 		activate(f.act, w.h[:m], w.a[:m], u)
 	}

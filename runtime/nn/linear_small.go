@@ -9,8 +9,10 @@ import (
 // smallRows is the most rows linearSmall takes; beyond it sgemm's packing pays for itself.
 const smallRows = 4
 
-// smallSplitWork is the n·out·in above which the outputs are split over two goroutines.
-const smallSplitWork = 1 << 15
+// smallSplitWork is the n·out·in above which the outputs are split over two goroutines:
+// below it (every product of the tiny HunYuan's generation, 512×128 included) waking a
+// second goroutine costs more than it saves, most of all on a loaded machine.
+const smallSplitWork = 1 << 18
 
 // linearSmall computes y = x·Wᵀ (accumulate: y += x·Wᵀ) for n ≤ smallRows rows of float32
 // with vec.RowsDot, which reads each weight row once (generation multiplies one to a few

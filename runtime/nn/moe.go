@@ -143,11 +143,26 @@ func (c *core[F]) sortRows(w *moeWS[F], x []F, n int) {
 	}
 }
 
+// expertSplitWork is the rows·hidden·width of the experts' products below which
+// runExperts runs them on one core (a token's expert at batch 1 is 65,536).
+const expertSplitWork = 1 << 18
+
+// serial is parallel's signature on one core.
+func serial(n int, f func(worker, lo, hi int)) {
+	if n > 0 {
+		f(0, 0, n)
+	}
+}
+
 // runExperts runs experts [e0, e1) on their sorted rows of xs into out.
 func (c *core[F]) runExperts(mp *moeParams[F], w *moeWS[F], e0, e1 int) {
 	d := c.d
 	clear(w.out[w.offs[e0]*d.D : w.offs[e1]*d.D]) // ffnForward adds its output
-	parallel(e1-e0, func(_, lo, hi int) {
+	fan := parallel
+	if (w.offs[e1]-w.offs[e0])*d.EHidden*d.D < expertSplitWork {
+		fan = serial // a decoding step's few rows: less work than starting goroutines
+	}
+	fan(e1-e0, func(_, lo, hi int) {
 		for e := e0 + lo; e < e0+hi; e++ {
 			r0, r1 := w.offs[e], w.offs[e+1]
 			if r0 == r1 {
@@ -251,7 +266,7 @@ func (c *core[F]) route(mp *moeParams[F], w *moeWS[F], x []F, n int) {
 // expertWS is the window of the sorted expert activations that rows [r0, r1) use.
 func (c *core[F]) expertWS(w *moeWS[F], r0, r1 int) *ffnWS[F] {
 	h := c.d.EHidden
-	v := &ffnWS[F]{a: w.ex.a[r0*h : r1*h], h: w.ex.h[r0*h : r1*h]}
+	v := &ffnWS[F]{a: w.ex.a[r0*h : r1*h], h: w.ex.h[r0*h : r1*h], inference: w.ex.inference}
 	if w.ex.u != nil {
 		v.u = w.ex.u[r0*h : r1*h]
 	}

@@ -25,8 +25,13 @@
 // The product quantises each row of x to int8 in blocks of 32 columns (one scale each,
 // max|x|/127), forms the integer dot product of every block with the weights, and adds it
 // times the two scales into a float32 sum. With cgo on amd64 the blocks go through C:
-// AVX-512 VNNI (vpdpbusd on 256-bit vectors) when the CPU has AVX-512 VNNI and VL, else
-// AVX2 (vpmaddubsw, vpmaddwd); int4 blocks are unpacked in registers. The CPU is asked at
+// AVX-512 VNNI when the CPU has AVX-512 VNNI and VL, on 512-bit vectors (two blocks each,
+// eight output rows per load of x, the weights as vpdpbusd's unsigned operand offset by
+// 128 or 8 and the offset's share subtracted from x's side once per block pair) where the
+// width and group are multiples of 64 and the CPU has AVX-512 F, BW and DQ, else vpdpbusd
+// on 256-bit vectors; else AVX2 (vpmaddubsw, vpmaddwd); int4 blocks are unpacked in
+// registers. A product small enough for one core quantises x and multiplies in one call
+// into C. The CPU is asked at
 // start-up (cpuid via __builtin_cpu_supports), never assumed. Without cgo, off amd64,
 // built with -tags noopenblas, or on a CPU without AVX2, a Go loop computes the same
 // integer sums. The result differs from the dequantised fp32 product only by the

@@ -9,13 +9,14 @@ package quant
 #include <string.h>
 #include <math.h>
 
-enum { ISA_GO = 0, ISA_AVX2 = 1, ISA_VNNI = 2 };
+enum { ISA_GO = 0, ISA_AVX2 = 1, ISA_VNNI = 2, ISA_VNNI512 = 3 };
 
 static int moec_quant_isa(void) {
 	__builtin_cpu_init();
 	if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return ISA_GO;
-	if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl")) return ISA_VNNI;
-	return ISA_AVX2;
+	if (!__builtin_cpu_supports("avx512vnni") || !__builtin_cpu_supports("avx512vl")) return ISA_AVX2;
+	if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq")) return ISA_VNNI512;
+	return ISA_VNNI;
 }
 
 // The integer dot product of 32 int8 activations x with 32 int8 weights w, as eight int32
@@ -181,6 +182,131 @@ TARGET static void NAME(int bits, const int8_t *qx, const float *sx, long n, lon
 
 MOEC_QUANT_KERNEL(moec_quant_avx2, __attribute__((target("avx2,fma"))), dot32_avx2)
 MOEC_QUANT_KERNEL(moec_quant_vnni, __attribute__((target("avx2,fma,avx512vnni,avx512vl"))), dot32_vnni)
+
+#define VNNI512 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")))
+
+// 64 weights of two blocks as unsigned bytes: int8 as w+128 (w xor 0x80), int4 as its
+// stored q+8, unpacked to [block 0 columns 0..31, block 1 columns 0..31].
+VNNI512 static inline __m512i load_pair_u8(int bits, const uint8_t *p) {
+	if (bits == 8) return _mm512_xor_si512(_mm512_loadu_si512(p), _mm512_set1_epi8((char)0x80));
+	__m256i v = _mm256_loadu_si256((const __m256i *)p);
+	__m512i a = _mm512_inserti64x4(_mm512_castsi256_si512(v), _mm256_srli_epi16(v, 4), 1);
+	a = _mm512_shuffle_i64x2(a, a, _MM_SHUFFLE(3, 1, 2, 0));
+	return _mm512_and_si512(a, _mm512_set1_epi8(0x0F));
+}
+
+// Eight horizontal sums of 16 lanes at once.
+VNNI512 static inline __m256 hsum8x8(const __m512 *a) {
+	__m256 h[8];
+	for (int r = 0; r < 8; r++) h[r] = _mm256_add_ps(_mm512_castps512_ps256(a[r]), _mm512_extractf32x8_ps(a[r], 1));
+	__m256 s01 = _mm256_hadd_ps(h[0], h[1]), s23 = _mm256_hadd_ps(h[2], h[3]);
+	__m256 s45 = _mm256_hadd_ps(h[4], h[5]), s67 = _mm256_hadd_ps(h[6], h[7]);
+	__m256 s0 = _mm256_hadd_ps(s01, s23), s1 = _mm256_hadd_ps(s45, s67);
+	return _mm256_add_ps(_mm256_permute2f128_ps(s0, s1, 0x20), _mm256_permute2f128_ps(s0, s1, 0x31));
+}
+
+// The kernel on 512-bit vectors for widths and groups that are multiples of 64: a vector
+// holds two blocks, and the weights are the unsigned operand of vpdpbusd, offset by k
+// (128 for int8, 8 for int4's stored q+8). The offset's share, k·Σx over each lane's four
+// columns, depends on x alone: it is computed once per block pair and starts every row's
+// integer sum negated, so each lane holds the exact signed dot product of the 256-bit
+// kernels without touching the weights' signs. Eight output rows share each pair of x.
+VNNI512 static void moec_quant_vnni512(int bits, const int8_t *qx, const float *sx, long n, long nb, long in,
+		const uint8_t *w, const float *sw, long group, float *y, long out, long o0, long o1, int acc) {
+	long gpr = in / group, ppg = group / 64;
+	long rowBytes = bits == 8 ? in : in / 2, pairBytes = bits == 8 ? 64 : 32;
+	const __m512i off = _mm512_set1_epi8(bits == 8 ? (char)128 : 8);
+	const __m512i zero = _mm512_setzero_si512();
+	long o = o0;
+	// One scale per row (int8 per channel, or a group as wide as the row): the row's sum is
+	// scaled once after the horizontal sums, eight rows' scales in one vector.
+	for (; gpr == 1 && o + 8 <= o1; o += 8) {
+		const uint8_t *wr = w + o * rowBytes;
+		for (long i = 0; i < n; i++) {
+			const int8_t *xr = qx + i * nb * 32;
+			const float *sxr = sx + i * nb;
+			__m512 t[8];
+			for (long p = 0; p < ppg; p++) {
+				__m512i xv = _mm512_loadu_si512(xr + p * 64);
+				__m512i c = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, off, xv));
+				__m512 s = _mm512_insertf32x8(_mm512_set1_ps(sxr[2 * p]), _mm256_set1_ps(sxr[2 * p + 1]), 1);
+#pragma GCC unroll 8
+				for (int r = 0; r < 8; r++) {
+					__m512 d = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(c, load_pair_u8(bits, wr + r * rowBytes + p * pairBytes), xv));
+					t[r] = p == 0 ? _mm512_mul_ps(d, s) : _mm512_fmadd_ps(d, s, t[r]);
+				}
+			}
+			__m256 res = _mm256_mul_ps(hsum8x8(t), _mm256_loadu_ps(sw + o));
+			float *yr = y + i * out + o;
+			if (acc) res = _mm256_add_ps(_mm256_loadu_ps(yr), res);
+			_mm256_storeu_ps(yr, res);
+		}
+	}
+	for (; o + 8 <= o1; o += 8) {
+		const uint8_t *wr = w + o * rowBytes;
+		const float *swr = sw + o * gpr;
+		for (long i = 0; i < n; i++) {
+			const int8_t *xr = qx + i * nb * 32;
+			const float *sxr = sx + i * nb;
+			__m512 a[8];
+#pragma GCC unroll 8
+			for (int r = 0; r < 8; r++) a[r] = _mm512_setzero_ps();
+			for (long g = 0; g < gpr; g++) {
+				__m512 t[8];
+#pragma GCC unroll 8
+				for (int r = 0; r < 8; r++) t[r] = _mm512_setzero_ps();
+				for (long p = g * ppg; p < (g + 1) * ppg; p++) {
+					__m512i xv = _mm512_loadu_si512(xr + p * 64);
+					__m512i c = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, off, xv));
+					__m512 s = _mm512_insertf32x8(_mm512_set1_ps(sxr[2 * p]), _mm256_set1_ps(sxr[2 * p + 1]), 1);
+#pragma GCC unroll 8
+					for (int r = 0; r < 8; r++) {
+						__m512i d = _mm512_dpbusd_epi32(c, load_pair_u8(bits, wr + r * rowBytes + p * pairBytes), xv);
+						t[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), s, t[r]);
+					}
+				}
+#pragma GCC unroll 8
+				for (int r = 0; r < 8; r++) a[r] = _mm512_fmadd_ps(t[r], _mm512_set1_ps(swr[r * gpr + g]), a[r]);
+			}
+			__m256 res = hsum8x8(a);
+			float *yr = y + i * out + o;
+			if (acc) res = _mm256_add_ps(_mm256_loadu_ps(yr), res);
+			_mm256_storeu_ps(yr, res);
+		}
+	}
+	for (; o < o1; o++) {
+		const uint8_t *wr = w + o * rowBytes;
+		const float *swr = sw + o * gpr;
+		for (long i = 0; i < n; i++) {
+			const int8_t *xr = qx + i * nb * 32;
+			const float *sxr = sx + i * nb;
+			__m512 a = _mm512_setzero_ps();
+			for (long g = 0; g < gpr; g++) {
+				__m512 t = _mm512_setzero_ps();
+				for (long p = g * ppg; p < (g + 1) * ppg; p++) {
+					__m512i xv = _mm512_loadu_si512(xr + p * 64);
+					__m512i c = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, off, xv));
+					__m512 s = _mm512_insertf32x8(_mm512_set1_ps(sxr[2 * p]), _mm256_set1_ps(sxr[2 * p + 1]), 1);
+					__m512i d = _mm512_dpbusd_epi32(c, load_pair_u8(bits, wr + p * pairBytes), xv);
+					t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), s, t);
+				}
+				a = _mm512_fmadd_ps(t, _mm512_set1_ps(swr[g]), a);
+			}
+			float v = _mm512_reduce_add_ps(a);
+			y[i * out + o] = acc ? y[i * out + o] + v : v;
+		}
+	}
+}
+
+// moec_quant_mul quantises the rows of x into qx, sx and multiplies them into all of y's
+// outputs with the kernel of isa: one call from Go for a product run on one core.
+static void moec_quant_mul(int isa, const float *x, int8_t *qx, float *sx, long n, long nb, long in,
+		int bits, const uint8_t *w, const float *sw, long group, float *y, long out, int acc) {
+	moec_quant_rows(x, n, in, nb, qx, sx);
+	if (isa == ISA_VNNI512 && in % 64 == 0 && group % 64 == 0) moec_quant_vnni512(bits, qx, sx, n, nb, in, w, sw, group, y, out, 0, out, acc);
+	else if (isa >= ISA_VNNI) moec_quant_vnni(bits, qx, sx, n, nb, in, w, sw, group, y, out, 0, out, acc);
+	else moec_quant_avx2(bits, qx, sx, n, nb, in, w, sw, group, y, out, 0, out, acc);
+}
 */
 import "C"
 
@@ -191,16 +317,21 @@ const (
 	isaGo   = C.ISA_GO
 	isaAVX2 = C.ISA_AVX2
 	isaVNNI = C.ISA_VNNI
+	// isaVNNI512 is isaVNNI with 512-bit vectors (AVX-512 F, BW, DQ) for the widths and
+	// groups that are multiples of 64; other matrices take isaVNNI's kernel.
+	isaVNNI512 = C.ISA_VNNI512
 )
 
-// bestISA is fixed at start-up by the CPU (cpuid): VNNI, else AVX2, else Go.
+// bestISA is fixed at start-up by the CPU (cpuid): VNNI on 512 bits, VNNI, else AVX2, else Go.
 var bestISA = int(C.moec_quant_isa())
 
-// ISA names the kernel MulT uses on this CPU: "avx512vnni", "avx2" or "go".
+// ISA names the kernel MulT uses on this CPU: "avx512vnni-512", "avx512vnni", "avx2" or "go".
 func ISA() string { return isaName(bestISA) }
 
 func isaName(isa int) string {
 	switch isa {
+	case isaVNNI512:
+		return "avx512vnni-512"
 	case isaVNNI:
 		return "avx512vnni"
 	case isaAVX2:
@@ -232,11 +363,36 @@ func (m *Matrix) kernel(isa int, a *Activations, y []float32, n, o0, o1 int, acc
 			C.long(m.In), (*C.uint8_t)(unsafe.Pointer(&m.Data[0])), (*C.float)(unsafe.Pointer(&m.Scales[0])), C.long(m.Group),
 			(*C.float)(unsafe.Pointer(&y[0])), C.long(m.Out), C.long(o0), C.long(o1), acc
 	}
-	if isa == isaVNNI {
+	switch {
+	case isa == isaVNNI512 && m.wide512():
+		C.moec_quant_vnni512(args())
+	case isa >= isaVNNI:
 		C.moec_quant_vnni(args())
-	} else {
+	default:
 		C.moec_quant_avx2(args())
 	}
+}
+
+// wide512 says whether the 512-bit kernel takes the matrix: its width and group are
+// multiples of 64 (two blocks to a vector).
+func (m *Matrix) wide512() bool { return m.In%64 == 0 && m.Group%64 == 0 }
+
+// mulOne is MulT on one core with the kernel of isa: the activations' quantisation and the
+// product in one call into C.
+func (m *Matrix) mulOne(isa int, a *Activations, y, x []float32, n int, accumulate bool) {
+	if isa == isaGo {
+		QuantizeRows(a, x, n, m.In)
+		m.mulGo(a, y, n, 0, m.Out, accumulate)
+		return
+	}
+	a.size(n, m.In)
+	acc := C.int(0)
+	if accumulate {
+		acc = 1
+	}
+	C.moec_quant_mul(C.int(isa), (*C.float)(unsafe.Pointer(&x[0])), (*C.int8_t)(unsafe.Pointer(&a.Q[0])), (*C.float)(unsafe.Pointer(&a.Scales[0])),
+		C.long(n), C.long(a.Blocks), C.long(m.In), C.int(m.Bits), (*C.uint8_t)(unsafe.Pointer(&m.Data[0])), (*C.float)(unsafe.Pointer(&m.Scales[0])),
+		C.long(m.Group), (*C.float)(unsafe.Pointer(&y[0])), C.long(m.Out), acc)
 }
 
 // quantizeRows is QuantizeRows, in C when isa has a kernel.

@@ -21,4 +21,10 @@ func (m *Matrix) kernel(isa int, a *Activations, y []float32, n, o0, o1 int, acc
 
 func isaName(int) string { return "go" }
 
+// mulOne is MulT on one core: the Go loop.
+func (m *Matrix) mulOne(_ int, a *Activations, y, x []float32, n int, accumulate bool) {
+	QuantizeRows(a, x, n, m.In)
+	m.mulGo(a, y, n, 0, m.Out, accumulate)
+}
+
 func quantizeRows(isa int, a *Activations, x []float32, n, in int) { QuantizeRows(a, x, n, in) }

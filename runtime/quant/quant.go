@@ -255,17 +255,26 @@ func (m *Matrix) MulT(y, x []float32, n int, accumulate bool) {
 	if a == nil {
 		a = new(Activations)
 	}
-	quantizeRows(bestISA, a, x[:n*m.In], n, m.In)
-	m.mulRows(bestISA, a, y, n, accumulate)
+	if m.workers(n) <= 1 {
+		m.mulOne(bestISA, a, y[:n*m.Out], x[:n*m.In], n, accumulate)
+	} else {
+		quantizeRows(bestISA, a, x[:n*m.In], n, m.In)
+		m.mulRows(bestISA, a, y, n, accumulate)
+	}
 	m.scratch.Put(a)
+}
+
+// workers is how many goroutines share a product of n rows: one below splitWork.
+func (m *Matrix) workers(n int) int {
+	if n*m.Out*m.In >= splitWork && m.Out >= 32 {
+		return min(runtime.GOMAXPROCS(0), m.Out/16)
+	}
+	return 1
 }
 
 // mulRows runs the kernel of isa over output rows, split over goroutines when large.
 func (m *Matrix) mulRows(isa int, a *Activations, y []float32, n int, accumulate bool) {
-	workers := 1
-	if n*m.Out*m.In >= splitWork && m.Out >= 32 {
-		workers = min(runtime.GOMAXPROCS(0), m.Out/16)
-	}
+	workers := m.workers(n)
 	if workers <= 1 {
 		m.kernel(isa, a, y, n, 0, m.Out, accumulate)
 		return

@@ -6,7 +6,7 @@
 //
 // Usage (after `go run ./cmd/moec run --all-stages examples/hunyuan_tiny.moe`):
 //
-//	go run ./bench/cmd/compressbench [--checkpoint out/hunyuan_tiny/eight/run] [--calibration FILE] [--reps 5] [--out docs/results]
+//	go run ./bench/cmd/compressbench [--checkpoint out/hunyuan_tiny/eight/run] [--calibration FILE] [--reps 5] [--out docs/results] [--python PY]
 //
 // With --out, the table is also written to DIR/compression.md, under a plot of perplexity
 // against the weights' bytes (DIR/compression-ppl-vs-size.png). --student NAME=RUN adds a
@@ -20,6 +20,14 @@
 // generation at batch 1 at least 1.5× float32, int4 weights at most 30% of float32) are
 // checked and printed beside the table. Timings on a shared machine are noisy: the table
 // gives the best repetition's ratio beside the median's.
+//
+// The PyTorch peer (bench/peer/hunyuan_peer.py, run by --python when its torch imports;
+// --python "" skips it) is the same model in PyTorch, float32 and after
+// torch.ao.quantization.quantize_dynamic of its linear layers, decoding greedily with a KV
+// cache. Its logits are checked against moec's float32 decoder (within 1e-4) before it is
+// timed; it is tuned once (threads 1 or 2, inference_mode or no_grad, quantised engine) and
+// then run once per repetition beside moec's variants, alternating which side goes first.
+// The floor int8 generation at batch 1 ≥ 2× the PyTorch int8 peer is checked with it.
 package main
 
 import (
@@ -27,6 +35,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -61,6 +70,8 @@ func main() {
 	reps := flag.Int("reps", 5, "repetitions of each generation measurement")
 	tokens := flag.Int("tokens", 127, "tokens generated per measurement")
 	out := flag.String("out", "", "folder to write compression.md and its plot to (none: standard output only)")
+	python := flag.String("python", "/usr/bin/python3", "interpreter of the PyTorch peer (\"\": no peer; skipped when its torch does not import)")
+	peerScript := flag.String("peer", "bench/peer/hunyuan_peer.py", "the PyTorch peer's script")
 	var students []string
 	flag.Func("student", "NAME=RUN: also measure a distilled student's checkpoint (repeatable; scripts/distill.sh trains them)", func(v string) error {
 		if name, dir, ok := strings.Cut(v, "="); !ok || name == "" || dir == "" {
@@ -70,13 +81,13 @@ func main() {
 		return nil
 	})
 	flag.Parse()
-	if err := run(*ckpt, *calib, *reps, *tokens, *out, students); err != nil {
+	if err := run(*ckpt, *calib, *reps, *tokens, *out, students, *python, *peerScript); err != nil {
 		fmt.Fprintln(os.Stderr, "compressbench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ckpt, calibPath string, reps, tokens int, outDir string, students []string) error {
+func run(ckpt, calibPath string, reps, tokens int, outDir string, students []string, python, peerScript string) error {
 	src, err := train.ResolveCheckpoint(ckpt)
 	if err != nil {
 		return err
@@ -133,8 +144,27 @@ func run(ckpt, calibPath string, reps, tokens int, outDir string, students []str
 		}
 		v.file = st.Size()
 	}
+	var peer *torchPeer
+	if python != "" {
+		if err := exec.Command(python, "-c", "import torch").Run(); err != nil {
+			fmt.Fprintf(os.Stderr, "compressbench: no PyTorch peer: %s cannot import torch (%v)\n", python, err)
+		} else {
+			peer = newTorchPeer(python, peerScript, src)
+			if err := peer.check(vs[0].m, calib, tmp); err != nil {
+				return err
+			}
+			if err := peer.tune(); err != nil {
+				return err
+			}
+		}
+	}
 	s := generate.Sampler{Temperature: 0}
 	for r := 0; r < reps; r++ {
+		if peer != nil && r%2 == 1 {
+			if err := peer.measure(tokens); err != nil {
+				return err
+			}
+		}
 		for _, v := range vs {
 			t0 := time.Now()
 			if err := generate.Generate(context.Background(), v.m, []byte("\n"), tokens, s, func(byte) error { return nil }); err != nil {
@@ -146,6 +176,11 @@ func run(ckpt, calibPath string, reps, tokens int, outDir string, students []str
 				return err
 			}
 			v.tps16 = append(v.tps16, tps)
+		}
+		if peer != nil && r%2 == 0 {
+			if err := peer.measure(tokens); err != nil {
+				return err
+			}
 		}
 	}
 	cpu := "unknown"
@@ -170,6 +205,19 @@ func run(ckpt, calibPath string, reps, tokens int, outDir string, students []str
 			cell(v.tps1), median(v.tps1)/median(base.tps1), slices.Max(v.tps1)/slices.Max(base.tps1),
 			cell(v.tps16), median(v.tps16)/median(base.tps16), slices.Max(v.tps16)/slices.Max(base.tps16))
 	}
+	if peer != nil {
+		for _, k := range []string{"fp32", "int8"} {
+			p1, p16 := peer.tps[k+"_1"], peer.tps[k+"_16"]
+			name := "PyTorch " + k
+			if k == "int8" {
+				name = "PyTorch int8 (quantize_dynamic)"
+			}
+			fmt.Fprintf(&w, "| %s | | | | | | | %s | %.2f×, %.2f× | %s | %.2f×, %.2f× |\n", name,
+				cell(p1), median(p1)/median(base.tps1), slices.Max(p1)/slices.Max(base.tps1),
+				cell(p16), median(p16)/median(base.tps16), slices.Max(p16)/slices.Max(base.tps16))
+		}
+		fmt.Fprintf(&w, "\n%s\n", peer.describe())
+	}
 	i8, i4 := vs[1], vs[2]
 	fmt.Fprintln(&w)
 	floor := func(name string, ok bool, got string) {
@@ -183,6 +231,11 @@ func run(ckpt, calibPath string, reps, tokens int, outDir string, students []str
 	floor("int4 g128 perplexity within 5% of fp32", i4.ppl <= base.ppl*1.05, fmt.Sprintf("%+.2f%%", 100*(i4.ppl/base.ppl-1)))
 	floor("int8 generation at batch 1 >= 1.5x fp32", median(i8.tps1) >= 1.5*median(base.tps1),
 		fmt.Sprintf("median %.2f×, best %.2f×", median(i8.tps1)/median(base.tps1), slices.Max(i8.tps1)/slices.Max(base.tps1)))
+	if peer != nil {
+		p := peer.tps["int8_1"]
+		floor("int8 generation at batch 1 >= 2x PyTorch int8", median(i8.tps1) >= 2*median(p),
+			fmt.Sprintf("median %.2f×, best %.2f×", median(i8.tps1)/median(p), slices.Max(i8.tps1)/slices.Max(p)))
+	}
 	floor("int4 weights <= 30% of fp32", i4.m.WeightBytes()*10 <= 3*base.m.WeightBytes(), fmt.Sprintf("%.1f%%", 100*float64(i4.m.WeightBytes())/float64(base.m.WeightBytes())))
 	fmt.Print(w.String())
 	if outDir == "" {
