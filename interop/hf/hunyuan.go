@@ -182,5 +182,6 @@ func (s *spec) hunyuan(r *reader) {
 	for _, k := range []string{"eod_token_id", "sep_token_id", "mask_init_id", "org_vocab_size"} {
 		r.used[k] = true
 	}
+	hunyuanVariantFields(r)
 	s.moe = m
 }

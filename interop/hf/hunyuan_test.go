@@ -156,7 +156,7 @@ func TestHunyuanExportNames(t *testing.T) {
 // model one feature away from both goes out in moec's layout with what each needs named.
 func TestHunyuanLayoutChoice(t *testing.T) {
 	for file, want := range map[string]Layout{"hunyuan-a13b.json": LayoutHunyuanMoE, "hunyuan-large.json": LayoutHunyuan} {
-		res, err := ImportConfig(readConfig(t, file), Options{})
+		res, err := ImportConfig(readConfig(t, file), fixtureOptions(file))
 		if err != nil {
 			t.Fatalf("%s: %v", file, err)
 		}
@@ -204,7 +204,7 @@ func TestHunyuanLargeTop1(t *testing.T) {
 		{"hunyuan-large.json", map[string]any{"moe_topk": 2}, true},
 		{"hunyuan-a13b.json", map[string]any{"moe_topk": 1}, true},
 	} {
-		res, err := ImportConfig(editedConfig(t, tc.file, tc.edits), Options{})
+		res, err := ImportConfig(editedConfig(t, tc.file, tc.edits), fixtureOptions(tc.file))
 		if err != nil {
 			t.Fatalf("%s %v: %v", tc.file, tc.edits, err)
 		}
@@ -219,14 +219,14 @@ func TestHunyuanLargeTop1(t *testing.T) {
 // v4 rope_scaling, and a rope_theta inside that contradicts the config's is refused.
 func TestHunyuanV5RopeParameters(t *testing.T) {
 	v5 := map[string]any{"rope_type": "dynamic", "alpha": 1000.0, "factor": 1.0, "rope_theta": 10000.0}
-	res, err := ImportConfig(editedConfig(t, "hunyuan-a13b.json", map[string]any{"rope_scaling": nil, "rope_theta": nil, "rope_parameters": v5}), Options{})
+	res, err := ImportConfig(editedConfig(t, "hunyuan-a13b.json", map[string]any{"rope_scaling": nil, "rope_theta": nil, "rope_parameters": v5}), fixtureOptions("hunyuan-a13b.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if want := 10000 * math.Pow(1000, 128.0/126); res.Model.RopeBase != want || res.Model.RopeScaling != nil {
 		t.Errorf("rope_base %v scaling %+v, want %v and none", res.Model.RopeBase, res.Model.RopeScaling, want)
 	}
-	_, err = ImportConfig(editedConfig(t, "hunyuan-a13b.json", map[string]any{"rope_scaling": nil, "rope_theta": 5000.0, "rope_parameters": v5}), Options{})
+	_, err = ImportConfig(editedConfig(t, "hunyuan-a13b.json", map[string]any{"rope_scaling": nil, "rope_theta": 5000.0, "rope_parameters": v5}), fixtureOptions("hunyuan-a13b.json"))
 	if err == nil || !strings.Contains(err.Error(), "differs from the config's rope_theta") {
 		t.Errorf("contradicting rope_theta: err = %v", err)
 	}
@@ -245,7 +245,7 @@ func TestHunyuanLargeDefaults(t *testing.T) {
 		t.Errorf("hunyuan without use_qk_norm, use_mixed_mlp_moe: qk_norm %v, shared experts %d; want neither",
 			large.Model.Attention.QKNorm, large.Model.MoE.SharedExperts)
 	}
-	a13b, err := ImportConfig(editedConfig(t, "hunyuan-a13b.json", drop), Options{})
+	a13b, err := ImportConfig(editedConfig(t, "hunyuan-a13b.json", drop), fixtureOptions("hunyuan-a13b.json"))
 	if err != nil {
 		t.Fatal(err)
 	}

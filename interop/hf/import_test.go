@@ -45,8 +45,8 @@ var published = []struct {
 		"deepseek-ai/DeepSeek-V3: the report's 671B main model (MTP module apart): 671,026,404,352 parameters as compiler/analysis derives them for models/deepseek-v3.moe, plus the 58·256 = 14,848 e_score_correction_bias entries of noaux_tc routing the checkpoint stores (report.json's with_buffers)"},
 	{"deepseek-moe-16b.json", nil, 16_375_728_128, 0,
 		"deepseek-ai/deepseek-moe-16b-base: the Hub's 16.4B; the tensors of its modeling_deepseek.py state dict (one dense layer of 10944, 27 MoE layers of 64 routed and 2 shared experts of 1408, embedding and head 209,715,200 each)"},
-	{"hunyuan-a13b.json", nil, 80_393_183_232, 0,
-		"tencent/Hunyuan-A13B-Instruct: the model card's 80B total; the tensors of transformers' HunYuanMoEV1ForCausalLM (tied embedding, 32 layers of 64 experts and one shared MLP of 3072, per-head q/k norms)"},
+	{"hunyuan-a13b.json", []string{"attention_dropout"}, 80_393_183_232, 0,
+		"tencent/Hunyuan-A13B-Instruct: the model card's 80B total; the tensors of transformers' HunYuanMoEV1ForCausalLM (tied embedding, 32 layers of 64 experts and one shared MLP of 3072, per-head q/k norms); attention_dropout 0.1, training-only, dropped"},
 	{"hunyuan-large.json", nil, 389_520_605_440, 0,
 		"tencent/Tencent-Hunyuan-Large: the paper's 389B total (arXiv:2411.02265); the tensors of Tencent's modeling_hunyuan.py (K/V projections in 32 of 64 layers, cross-layer attention)"},
 	{"phi-3.5-moe.json", []string{"input_jitter_noise"}, 41_873_153_344, 0,
@@ -138,11 +138,7 @@ func TestImportActiveCounts(t *testing.T) {
 		{"gpt-oss-20b.json", 4_187_440_704, 3_608_307_264, "3.6B active parameters (model card: 3.61B)"},
 		{"gpt-oss-120b.json", 5_711_982_912, 5_132_849_472, "5.1B active parameters (model card: 5.13B)"},
 	} {
-		var drop []string
-		if tc.file == "phi-3.5-moe.json" {
-			drop = []string{"input_jitter_noise"}
-		}
-		res, err := ImportConfig(readConfig(t, tc.file), Options{Drop: drop})
+		res, err := ImportConfig(readConfig(t, tc.file), fixtureOptions(tc.file))
 		if err != nil {
 			t.Fatalf("%s: %v", tc.file, err)
 		}
@@ -169,7 +165,7 @@ func TestImportHunyuan(t *testing.T) {
 		{"hunyuan-a13b.json", 1, 10000 * math.Pow(1000, 128.0/126), true},
 		{"hunyuan-large.json", 2, 10000 * math.Pow(1000, 80.0/78), false},
 	} {
-		res, err := ImportConfig(readConfig(t, tc.file), Options{})
+		res, err := ImportConfig(readConfig(t, tc.file), fixtureOptions(tc.file))
 		if err != nil {
 			t.Fatalf("%s: %v", tc.file, err)
 		}
@@ -186,7 +182,7 @@ func TestImportHunyuan(t *testing.T) {
 	a13b := string(readConfig(t, "hunyuan-a13b.json"))
 	// transformers' HunYuanMoEV1 has no cross-layer attention: use_cla is refused there.
 	cla := strings.Replace(a13b, `"use_cla": false`, `"use_cla": true`, 1)
-	if _, err := ImportConfig([]byte(cla), Options{Drop: []string{"use_cla"}}); err == nil || !strings.Contains(err.Error(), "cannot be dropped") {
+	if _, err := ImportConfig([]byte(cla), Options{Drop: []string{"attention_dropout", "use_cla"}}); err == nil || !strings.Contains(err.Error(), "cannot be dropped") {
 		t.Errorf("use_cla in hunyuan_v1_moe: err = %v", err)
 	}
 }

@@ -312,6 +312,16 @@ func (r *reader) leftovers() {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
+	// The fields moec reads, taken before any unknown one is refused (refusing marks a
+	// field read): a suggestion names a field moec reads, never another unknown one.
+	known := make([]string, 0, len(r.used)+len(metadataKeys))
+	for f := range r.used {
+		known = append(known, f)
+	}
+	for f := range metadataKeys {
+		known = append(known, f)
+	}
+	sort.Strings(known)
 	for _, k := range keys {
 		if r.used[k] || metadataKeys[k] {
 			continue
@@ -320,14 +330,6 @@ func (r *reader) leftovers() {
 			continue // an explicit null is the absence of the feature
 		}
 		why := "moec does not know what it changes"
-		known := make([]string, 0, len(r.used)+len(metadataKeys))
-		for f := range r.used {
-			known = append(known, f)
-		}
-		for f := range metadataKeys {
-			known = append(known, f)
-		}
-		sort.Strings(known)
 		if c, ok := diag.Closest(k, known); ok {
 			why += fmt.Sprintf(" (did you mean %s, which moec reads?)", c)
 		}
