@@ -198,8 +198,8 @@ func readSpec(r *reader) (*spec, error) {
 	if tp := r.integer("pretraining_tp", 1); tp != 1 {
 		r.inexpressible("pretraining_tp", fmt.Sprintf("pretraining_tp %d slices the matmuls", tp), "results differ in rounding only, but moec computes them whole", 0)
 	}
-	if r.present("quantization_config") && entry.arch != GptOss { // gpt-oss's MXFP4: gptoss.go
-		r.refuse("quantization_config", "a quantized checkpoint", "moec imports float weights only")
+	if entry.arch != GptOss { // gpt-oss's MXFP4: gptoss.go
+		r.fp8Quantization() // fine-grained FP8 (DeepSeek-V3's): fp8.go
 	}
 	if entry.arch == Hunyuan || entry.arch == HunyuanMoE {
 		s.hunyuanRope(r)

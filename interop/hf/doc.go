@@ -10,11 +10,12 @@
 // ImportConfig returns an *Error that lists every such field. Only a field whose absence
 // leaves the numbers the same (dropout, router jitter, pretraining_tp) may be named in
 // Options.Drop, and each dropped field is then written into the header comment; any other
-// (an activation, a quantization, an unknown field) is refused with the reason, and so is
-// a --drop naming a field moec imports.
+// (an activation, a quantization other than gpt-oss's MXFP4 and fine-grained FP8, an unknown
+// field) is refused with the reason, and so is a --drop naming a field moec imports.
 //
 // Weights: ImportCheckpoint reads a Hugging Face folder (config.json and *.safetensors,
-// sharded or not, F32/BF16/F16) of a Llama, Mistral, Qwen2, Qwen3, Mixtral, Qwen3-MoE,
+// sharded or not, F32/BF16/F16, or DeepSeek-V3's fine-grained FP8: E4M3 weights
+// dequantised to float32 with their block scales, fp8.go) of a Llama, Mistral, Qwen2, Qwen3, Mixtral, Qwen3-MoE,
 // OLMoE, Qwen2-MoE, Snowflake Arctic, gpt-oss (its MXFP4 experts decoded to float32
 // exactly), Llama 4, DeepSeek-V2/V3, Hunyuan-A13B, Hunyuan-Large, DBRX or Phi-3.5-MoE model and writes a moec checkpoint (runtime/checkpoint) whose tensors
 // carry moec's names. Export reads a moec checkpoint and writes config.json plus

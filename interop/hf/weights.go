@@ -77,6 +77,11 @@ func ImportCheckpoint(hfDir, out string, opt Options) (*CheckpointResult, error)
 			return nil, err
 		}
 		files = nil // read
+	} else if block, ok := fp8BlockOf(cfg); ok {
+		if ts, err = readFP8(files, block, skip, layout); err != nil {
+			return nil, err
+		}
+		files = nil // read
 	}
 	for _, f := range files {
 		sf, err := safetensors.ReadFile(f)

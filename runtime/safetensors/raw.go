@@ -10,15 +10,16 @@ import (
 )
 
 // RawTensor is a tensor of any dtype the format names, held as its little-endian bytes:
-// what a compressed checkpoint stores (I8 and U8 quantised values beside F32 scales).
+// what a compressed checkpoint stores (I8 and U8 quantised values beside F32 scales, FP8
+// weights beside their block scales; E4M3 and E5M2 decode their bytes).
 type RawTensor struct {
 	Name  string
-	DType string // F32, F64, F16, BF16, I8, U8, I16, I32, I64
+	DType string // F32, F64, F16, BF16, I8, U8, I16, I32, I64, F8_E4M3, F8_E5M2
 	Shape []int
 	Bytes []byte
 }
 
-var rawSize = map[string]int64{"F32": 4, "F64": 8, "F16": 2, "BF16": 2, "I8": 1, "U8": 1, "I16": 2, "I32": 4, "I64": 8}
+var rawSize = map[string]int64{"F32": 4, "F64": 8, "F16": 2, "BF16": 2, "I8": 1, "U8": 1, "I16": 2, "I32": 4, "I64": 8, "F8_E4M3": 1, "F8_E5M2": 1}
 
 func dtypeList(sizes map[string]int64) string {
 	names := make([]string, 0, len(sizes))
