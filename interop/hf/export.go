@@ -173,7 +173,7 @@ func Export(ckpt, out string) (*ExportManifest, error) {
 	if layout != LayoutMoec {
 		cfg, cfgName = hfConfig(m, layout), ConfigFile
 	}
-	if err := exportTokenizer(dir, m, cfg, write); err != nil {
+	if err := exportTokenizer(dir, m, c.Manifest.SpecialTokens, cfg, write); err != nil {
 		return nil, err
 	}
 	cb, err := json.MarshalIndent(cfg, "", "  ")

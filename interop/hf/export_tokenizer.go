@@ -8,6 +8,7 @@ import (
 
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/lang/diag"
+	"github.com/moec-dev/moec/runtime/checkpoint"
 	"github.com/moec-dev/moec/runtime/tokenizer"
 	"github.com/moec-dev/moec/runtime/train"
 )
@@ -19,10 +20,10 @@ import (
 // and generation_config.json with the model's own BOS and EOS ids, which also go into cfg
 // (config.json) so transformers does not fall back to its class's defaults. Without a
 // tokenizer it writes nothing.
-func exportTokenizer(dir string, m *program.Model, cfg any, write func(name string, b []byte) error) error {
+func exportTokenizer(dir string, m *program.Model, special *checkpoint.SpecialTokens, cfg any, write func(name string, b []byte) error) error {
 	path := train.FindTokenizer(dir)
 	if path == "" {
-		return nil
+		return exportSpecialTokens(special, cfg, write)
 	}
 	tok, err := tokenizer.Load(path)
 	if err != nil {
@@ -83,6 +84,59 @@ func exportTokenizer(dir string, m *program.Model, cfg any, write func(name stri
 		c["bos_token_id"], c["eos_token_id"] = oneOrList(tc.BOS), oneOrList(tc.EOS)
 	}
 	return nil
+}
+
+// exportSpecialTokens writes, for a checkpoint without tokenizer files, the special ids
+// its import recorded (checkpoint.Manifest.SpecialTokens) into config.json and
+// generation_config.json, so that transformers reads the model's own ids rather than its
+// class's defaults. Without recorded ids it writes nothing.
+func exportSpecialTokens(special *checkpoint.SpecialTokens, cfg any, write func(name string, b []byte) error) error {
+	if special == nil {
+		return nil
+	}
+	gen := map[string]any{"_from_model_config": false}
+	c, _ := cfg.(map[string]any)
+	for _, f := range []struct {
+		key string
+		ids []int
+	}{{"bos_token_id", special.BOS}, {"eos_token_id", special.EOS}, {"pad_token_id", special.PAD}} {
+		if ids := oneOrList(f.ids); ids != nil {
+			gen[f.key] = ids
+			if c != nil {
+				c[f.key] = ids
+			}
+		}
+	}
+	gb, err := json.MarshalIndent(gen, "", "  ")
+	if err != nil {
+		return fmt.Errorf("hf: encoding generation_config.json: %w", err)
+	}
+	return write("generation_config.json", append(gb, '\n'))
+}
+
+// specialTokensOf reads the special ids of a Hugging Face config.json (each one id, a list
+// of ids, or null), or nil when it lists none.
+func specialTokensOf(config []byte) *checkpoint.SpecialTokens {
+	var raw map[string]json.RawMessage
+	if json.Unmarshal(config, &raw) != nil {
+		return nil
+	}
+	ids := func(key string) []int {
+		var one int
+		if json.Unmarshal(raw[key], &one) == nil && raw[key] != nil && string(raw[key]) != "null" {
+			return []int{one}
+		}
+		var many []int
+		if json.Unmarshal(raw[key], &many) == nil {
+			return many
+		}
+		return nil
+	}
+	st := &checkpoint.SpecialTokens{BOS: ids("bos_token_id"), EOS: ids("eos_token_id"), PAD: ids("pad_token_id")}
+	if st.BOS == nil && st.EOS == nil && st.PAD == nil {
+		return nil
+	}
+	return st
 }
 
 // oneOrList is ids as generation_config.json writes them: one id, a list, or nil.

@@ -40,12 +40,12 @@ var transformersFamilies = []struct{ family, skip string }{
 
 // configFieldsThatDoNotCompute are the transformers config fields an export may write
 // differently from the checkpoint it came from without changing a single logit: training
-// settings, bookkeeping, and the special ids moec carries through its tokenizer files.
+// settings and bookkeeping. The special ids are not among them: the import records them
+// in the checkpoint and the export writes them back.
 var configFieldsThatDoNotCompute = map[string]bool{
 	"transformers_version": true, "initializer_range": true,
 	"use_cache": true, "output_router_logits": true, "router_aux_loss_coef": true,
-	"router_jitter_noise": true, "attention_dropout": true, "bos_token_id": true,
-	"eos_token_id": true, "pad_token_id": true, "max_position_embeddings": true,
+	"router_jitter_noise": true, "attention_dropout": true, "max_position_embeddings": true,
 }
 
 // configFieldsResolved are, by family, the config fields moec's import resolves into the

@@ -131,7 +131,8 @@ func ImportCheckpoint(hfDir, out string, opt Options) (*CheckpointResult, error)
 	c := &checkpoint.Checkpoint{
 		Manifest: checkpoint.Manifest{
 			Train: name, Stage: "import", Final: true, Model: res.Model, ConfigHash: hash,
-			Optimizer: checkpoint.OptimizerState{Kind: "none"},
+			Optimizer:     checkpoint.OptimizerState{Kind: "none"},
+			SpecialTokens: specialTokensOf(cfg),
 		},
 		Model: ts,
 	}

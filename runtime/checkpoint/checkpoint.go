@@ -53,6 +53,19 @@ type Manifest struct {
 
 	Optimizer OptimizerState `json:"optimizer"`
 	Files     []FileEntry    `json:"files"`
+
+	// SpecialTokens are the special token ids of the Hugging Face config an imported
+	// checkpoint came from (absent otherwise), which `moec export hf` writes back where
+	// no tokenizer files say them.
+	SpecialTokens *SpecialTokens `json:"special_tokens,omitempty"`
+}
+
+// SpecialTokens are a model's beginning-of-sequence, end-of-sequence and padding ids, as
+// a Hugging Face config.json lists them (one id or several; none when absent).
+type SpecialTokens struct {
+	BOS []int `json:"bos,omitempty"`
+	EOS []int `json:"eos,omitempty"`
+	PAD []int `json:"pad,omitempty"`
 }
 
 // OptimizerState is the optimizer's scalar state; its moments are in OptimizerFile.
