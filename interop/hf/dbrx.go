@@ -46,9 +46,25 @@ func (n *nested) number(key string, def float64) float64 {
 
 // subConfigBookkeeping are the keys transformers 5 writes into every saved sub-config
 // (PreTrainedConfig's own fields) with the values that change nothing.
+// transformers 4 wrote PretrainedConfig's generation defaults into every saved
+// sub-config too (temperature, top_k, ...): sampling settings, which no forward pass
+// reads, whatever their values; its structural switches only with their defaults.
 var subConfigBookkeeping = map[string]string{
 	"id2label": "", "label2id": "", "problem_type": "", // classification heads only
 	"chunk_size_feed_forward": "0", "is_encoder_decoder": "false",
+	// transformers 4's generation defaults
+	"max_length": "", "min_length": "", "do_sample": "", "early_stopping": "", "num_beams": "",
+	"num_beam_groups": "", "diversity_penalty": "", "temperature": "", "top_k": "", "top_p": "",
+	"typical_p": "", "repetition_penalty": "", "length_penalty": "", "no_repeat_ngram_size": "",
+	"encoder_no_repeat_ngram_size": "", "bad_words_ids": "", "num_return_sequences": "",
+	"output_scores": "", "return_dict_in_generate": "", "forced_bos_token_id": "",
+	"forced_eos_token_id": "", "remove_invalid_values": "", "exponential_decay_length_penalty": "",
+	"suppress_tokens": "", "begin_suppress_tokens": "", "finetuning_task": "", "prefix": "",
+	"sep_token_id": "", "decoder_start_token_id": "", "task_specific_params": "",
+	"tf_legacy_loss": "", "torchscript": "", "use_bfloat16": "",
+	// and its structural switches, with the values that change nothing
+	"is_decoder": "false", "add_cross_attention": "false", "tie_encoder_decoder": "false",
+	"cross_attention_hidden_size": "null", "pruned_heads": "{}", "tie_word_embeddings": "true",
 }
 
 // leftovers refuses every key of the object nobody read (model_type, always "", and the

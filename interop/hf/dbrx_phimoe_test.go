@@ -90,3 +90,37 @@ func TestDbrxConfigOfTransformers5(t *testing.T) {
 		t.Errorf("rope_parameters' base 10000 beside attn_config's 500000: err %v, want a refusal", err)
 	}
 }
+
+// TestDbrxConfigOfTransformers4 imports DBRX's sub-configs as transformers 4 (4.39 and
+// after) saved them, with PretrainedConfig's generation defaults in each (temperature,
+// top_k, ...), which no forward pass reads; a structural switch set away from its default
+// (is_decoder) is still refused.
+func TestDbrxConfigOfTransformers4(t *testing.T) {
+	generation := map[string]any{"temperature": 1.0, "top_k": 50, "top_p": 1.0, "max_length": 20, "min_length": 0,
+		"do_sample": false, "num_beams": 1, "repetition_penalty": 1.0, "length_penalty": 1.0, "bad_words_ids": nil,
+		"forced_eos_token_id": nil, "torchscript": false, "use_bfloat16": false, "tie_word_embeddings": true,
+		"is_decoder": false, "add_cross_attention": false, "pruned_heads": map[string]any{}}
+	config := func(isDecoder bool) []byte {
+		attn := map[string]any{"attn_pdrop": 0.0, "clip_qkv": 8.0, "kv_n_heads": 2, "rope_theta": 500000.0}
+		ffn := map[string]any{"ffn_act_fn": map[string]string{"name": "silu"}, "ffn_hidden_size": 24,
+			"moe_jitter_eps": nil, "moe_loss_weight": 0.05, "moe_normalize_expert_weights": 1.0, "moe_num_experts": 4, "moe_top_k": 2}
+		for k, v := range generation {
+			attn[k], ffn[k] = v, v
+		}
+		ffn["is_decoder"] = isDecoder
+		b, err := json.Marshal(map[string]any{"architectures": []string{"DbrxForCausalLM"}, "model_type": "dbrx",
+			"d_model": 32, "n_heads": 4, "n_layers": 2, "max_seq_len": 16, "vocab_size": 300,
+			"emb_pdrop": 0.0, "resid_pdrop": 0.0, "attn_config": attn, "ffn_config": ffn, "tie_word_embeddings": false,
+			"transformers_version": "4.39.0", "torch_dtype": "bfloat16", "use_cache": true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	if _, err := ImportConfig(config(false), Options{}); err != nil {
+		t.Errorf("transformers 4's sub-configs: %v", err)
+	}
+	if _, err := ImportConfig(config(true), Options{}); err == nil || !strings.Contains(err.Error(), "ffn_config.is_decoder") {
+		t.Errorf("ffn_config.is_decoder true: err %v, want a refusal", err)
+	}
+}
