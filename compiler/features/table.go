@@ -451,7 +451,7 @@ func Table() []Feature {
 			Uses: usesMoE(func(e *program.MoE) bool { return e.AuxFreeBias > 0 }),
 			cells: map[Backend]Cell{
 				Runtime: honoured(),
-				Step:    refused("no lowering rule yet"),
+				Step:    honoured(),
 				CUDA:    refused("router_fwd selects experts by score alone: no per-expert selection bias is generated"),
 				Megatron: when(func(m *program.Model, _ Layout) bool { return moeOf(m).Score != program.Sigmoid },
 					"Megatron's expert bias needs sigmoid scores"),
@@ -642,6 +642,8 @@ func cudaStepRefusal(key string) string {
 		return "the activation kernels compute the plain SwiGLU"
 	case "gate_input":
 		return "the permute and combine kernels gate the experts' outputs, not their inputs"
+	case "aux_free_bias":
+		return "moe_route_topk selects experts by score alone: no selection bias, load count or bias update is generated"
 	}
 	return ""
 }

@@ -219,8 +219,8 @@ func (lw *lowerer) moe(l, h, routerIn int) int {
 	if lw.packed {
 		slotsAttr = fmt.Sprintf("packed rows=%d", lw.capacity)
 	}
-	lw.fwd(Op{Kind: OpRouter, Layer: l, In: []int{logits}, Out: []int{idx, gates, scores, lse, slot, kept, routed, aux}, Slots: lw.capacity, Packed: lw.packed,
-		Attr:  fmt.Sprintf("%s top_k=%d %s %s normalize=%v balance=%g z=%g%s%s", moe.Score, lw.d.K, capAttr, slotsAttr, moe.Normalize, moe.BalanceLoss, moe.ZLoss, lw.routedScaleAttr(), lw.groupsAttr()+lw.sparsemixerAttr()),
+	lw.fwd(Op{Kind: OpRouter, Layer: l, In: append([]int{logits}, lw.routerBiasInputs(l)...), Out: []int{idx, gates, scores, lse, slot, kept, routed, aux}, Slots: lw.capacity, Packed: lw.packed,
+		Attr:  fmt.Sprintf("%s top_k=%d %s %s normalize=%v balance=%g z=%g%s%s", moe.Score, lw.d.K, capAttr, slotsAttr, moe.Normalize, moe.BalanceLoss, moe.ZLoss, lw.routedScaleAttr(), lw.groupsAttr()+lw.sparsemixerAttr()+lw.routerBiasAttr()),
 		FLOPs: 6 * int64(n) * int64(lw.d.E)})
 	C, ep := lw.capacity, lw.l.EP
 	send := lw.act(pre+"dispatch", KindDispatch, lw.dispatchShape(E, C, d)...)

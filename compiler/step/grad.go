@@ -263,6 +263,7 @@ func (lw *lowerer) backwardOf(op Op) {
 		lw.writeGrads(&b, outs...)
 		lw.bwd(b)
 	case OpRouter:
+		lw.routerBiasGrad(op) // routing_bias.go
 		dgates, ok := lw.gradOf[op.Out[1]]
 		if !ok {
 			return

@@ -38,6 +38,12 @@ func (e *Executor) runMoEVariant(op *step.Op) bool {
 		SigmoidGate(f[in[0]], f[in[1]], f[out[0]])
 	case op.Kind == step.OpSigmoidGateBwd:
 		SigmoidGateBwd(f[in[0]], f[in[1]], f[in[2]], f[out[0]], f[out[1]], acc(0), acc(1))
+	case op.Kind == step.OpExpertLoad: // kernels_route_bias.go
+		ExpertLoad(i32[in[0]], f[out[0]], acc(0))
+	case op.Kind == step.OpRouterBiasBwd:
+		RouterBiasBwd(f[out[0]], acc(0))
+	case op.Kind == step.OpRouterBiasUpdate:
+		RouterBiasUpdate(f[in[0]], f[out[0]], op.BiasRate)
 	default:
 		return false
 	}
