@@ -81,6 +81,9 @@ func LowerInference(m *program.Model, in Inference, l Layout) ([]*Program, error
 		dm.MoE = &moe
 	}
 	b := Batch{MicroBatch: in.Batch, SeqLen: max(in.Prompt, 1), Micro: 1}
+	if us := mlaInferenceUnsupported(m); len(us) > 0 { // mla.go
+		return nil, &LayoutError{Unsupported: us}
+	}
 	l, d, walk, err := prepare(&dm, b, l)
 	if err != nil {
 		return nil, err

@@ -129,6 +129,9 @@ func (lw *lowerer) embed(tokens int) (x, routerRows int) {
 // attention emits layer l's attention sublayer on the residual stream x; prevProbs is
 // the layer below's attention weights (-1 for the first), for attention-weight sharing.
 func (lw *lowerer) attention(l, x, prevProbs int) (out, probs int) {
+	if lw.m.Attention.LatentAttention() {
+		return lw.latentAttention(l, x), -1 // mla.go
+	}
 	n, T, B := lw.b.Tokens(), lw.b.SeqLen, lw.b.MicroBatch
 	at := func(r params.Role) params.ID { return params.ID{Role: r, Layer: l, Expert: -1} }
 	pre := fmt.Sprintf("L%d.", l)
