@@ -11,14 +11,15 @@ import (
 	"github.com/moec-dev/moec/runtime/train"
 )
 
-// auxFreeModel routes as DeepSeek-V3 does (sigmoid scores within groups, plus the
-// selection bias that auxiliary-loss-free balancing moves) with standard attention.
+// auxFreeModel is DeepSeek-V3's shape: latent attention with a low-rank query, and routing
+// by sigmoid scores within groups plus the selection bias that auxiliary-loss-free
+// balancing moves.
 const auxFreeModel = `model auxfree {
   vocab    = 256
   d_model  = 32
   layers   = 2
   seq_len  = 32
-  attention { heads = 4 }
+  attention { heads = 4; q_lora_rank = 16; kv_lora_rank = 8; qk_nope_head_dim = 8; qk_rope_head_dim = 4; v_head_dim = 8 }
   ffn { hidden = 32; activation = swiglu }
   moe {
     experts = 4; top_k = 2; expert_hidden = 16; shared_experts = 1
@@ -40,9 +41,9 @@ train auxfree on local {
 }
 `
 
-// TestStepProgramRoutingBias writes out the step programs of a model with auxiliary-loss-
-// free balancing at dp 2 × ep 2 (the biased route, the loads summed over the replicas,
-// the bias's update after AdamW) and holds the generated program's losses to moec run's
+// TestStepProgramRoutingBias writes out the step programs of a DeepSeek-V3-shaped model at
+// dp 2 × ep 2 (latent attention's ops; the biased route, the loads summed over the
+// replicas, the bias's update after AdamW) and holds the generated program's losses to moec run's
 // on the same layout within 1e-6: the routing of every later step depends on the bias.
 func TestStepProgramRoutingBias(t *testing.T) {
 	gobin := needGoBuild(t)
@@ -65,7 +66,8 @@ func TestStepProgramRoutingBias(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, call := range []string{"k.RouteBiased(", "exec.ExpertLoad(", "exec.RouterBiasBwd(", "exec.RouterBiasUpdate("} {
+	for _, call := range []string{"k.RouteBiased(", "exec.ExpertLoad(", "exec.RouterBiasBwd(", "exec.RouterBiasUpdate(",
+		"exec.LatentNorm(", "exec.MLASplit(", "exec.MLASplitBwd(", "k.MLAHeads(", "k.MLAHeadsBwd(", "k.MLAAttention(", "k.MLAAttentionBwd("} {
 		if !strings.Contains(string(b), call) {
 			t.Errorf("the program has no %s", call)
 		}

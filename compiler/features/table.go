@@ -132,8 +132,8 @@ func Table() []Feature {
 		{Key: "mla", Name: "multi-head latent attention (MLA)",
 			Uses: func(m *program.Model) bool { return m.Attention.MLA || m.Attention.KVLoraRank > 0 },
 			cells: map[Backend]Cell{
-				Runtime: when(mlaUnlowered, "nn.New computes latent attention (its norms are RMSNorms, as DeepSeek's) without qk_norm, talking heads, sinks, share_kv, share_weights, clip_qkv, Llama 4's attention, layernorm or other than rotary positions"),
-				Step: when(mlaUnlowered, "the step program lowers latent attention (training, under dp, ep, tp and pp) as runtime/nn computes it: without qk_norm, talking heads, sinks, share_kv, share_weights, clip_qkv, Llama 4's attention, layernorm or other than rotary positions"),
+				Runtime:  when(mlaUnlowered, "nn.New computes latent attention (its norms are RMSNorms, as DeepSeek's) without qk_norm, talking heads, sinks, share_kv, share_weights, clip_qkv, Llama 4's attention, layernorm or other than rotary positions"),
+				Step:     when(mlaUnlowered, "the step program lowers latent attention (training, under dp, ep, tp and pp) as runtime/nn computes it: without qk_norm, talking heads, sinks, share_kv, share_weights, clip_qkv, Llama 4's attention, layernorm or other than rotary positions"),
 				CUDA:     refused("rotary_fwd rotates every head_dim feature; MLA rotates only its qk_rope_head_dim features"),
 				Megatron: honoured(),
 				HF:       unlessDeepSeek("DeepseekV3ForCausalLM holds latent attention beside routed experts with sigmoid scores and aux_free_bias: other models are exported in moec's layout"),
@@ -646,6 +646,8 @@ func cudaStepRefusal(key string) string {
 		return "the activation kernels compute the plain SwiGLU"
 	case "gate_input":
 		return "the permute and combine kernels gate the experts' outputs, not their inputs"
+	case "mla":
+		return "no CUDA kernels for latent attention's ops (mla_split, latent_norm, mla_heads, mla_attention) yet"
 	case "aux_free_bias":
 		return "moe_route_topk selects experts by score alone: no selection bias, load count or bias update is generated"
 	}
