@@ -22,7 +22,10 @@ func mlaCall(p *step.Program, op *step.Op) (jen.Code, bool) {
 	case step.OpMLASplitBwd:
 		return jen.Qual(pkgExec, "MLASplitBwd").Call(buf(in[0]), buf(in[1]), buf(out[0]), rows(out[0]), acc(0)), true
 	case step.OpMLAHeads:
-		return k.Dot("MLAHeads").Call(buf(in[0]), buf(in[1]), buf(in[2]), buf(out[0]), buf(out[1]), buf(out[2])), true
+		if len(in) > 3 {
+			return nil, false // decoding positions: inference programs are not written out as Go
+		}
+		return k.Dot("MLAHeads").Call(buf(in[0]), buf(in[1]), buf(in[2]), jen.Nil(), buf(out[0]), buf(out[1]), buf(out[2])), true
 	case step.OpMLAHeadsBwd:
 		return k.Dot("MLAHeadsBwd").Call(buf(in[0]), buf(in[1]), buf(in[2]), buf(out[0]), buf(out[1]), buf(out[2]), acc(0), acc(1), acc(2)), true
 	case step.OpMLAAttention:

@@ -63,14 +63,6 @@ func mlaUnsupported(m *program.Model, l Layout) []Unsupported {
 	return []Unsupported{{"multi-head latent attention (MLA)", "sequence parallelism would gather the replicated latents' inputs; MLA lowers under tensor parallelism without it"}}
 }
 
-// mlaInferenceUnsupported says why the prefill and decoding programs refuse m.
-func mlaInferenceUnsupported(m *program.Model) []Unsupported {
-	if !m.Attention.LatentAttention() {
-		return nil
-	}
-	return []Unsupported{{"multi-head latent attention (MLA)", "the prefill and decoding programs keep per-head K/V caches of head_dim; latent attention's caches are not lowered yet (generate with the hand-written decoder)"}}
-}
-
 // latentAttention emits layer l's latent attention on the residual stream x.
 func (lw *lowerer) latentAttention(l, x int) int {
 	at := func(r params.Role) params.ID { return params.ID{Role: r, Layer: l, Expert: -1} }
@@ -78,8 +70,37 @@ func (lw *lowerer) latentAttention(l, x int) int {
 	md := mlaDims(lw.m)
 	n, B, T := lw.b.Tokens(), lw.b.MicroBatch, lw.b.SeqLen
 	hs := lw.d.H / lw.l.TP
-	qk := md.Nope + md.Rope
 	h := lw.attnIn(l, x) // replicated over tp: the latent projections read it whole
+	qh, kh, vh := lw.mlaHeads(l, h, -1)
+	p := lw.act(pre+"probs", KindActivation, B, hs, T, T)
+	o := lw.act(pre+"attn", KindActivation, n, hs*md.V)
+	lw.mlaCausal(l, qh, kh, vh, o, p)
+	out := lw.rowOut(lw.matmul(pre+"attn_out", o, at(params.RoleO), l), l)
+	return lw.attnOut(l, x, out)
+}
+
+// mlaCausal emits the causal attention of the heads qh, kh, vh into o, keeping the
+// weights in p.
+func (lw *lowerer) mlaCausal(l, qh, kh, vh, o, p int) {
+	md := mlaDims(lw.m)
+	qk := md.Nope + md.Rope
+	B, T, hs := lw.b.MicroBatch, lw.b.SeqLen, lw.d.H/lw.l.TP
+	mask := lw.maskOf(l)
+	lw.fwd(Op{Kind: OpMLAAttention, Layer: l, In: []int{qh, kh, vh}, Out: []int{o, p}, Mask: mask,
+		Attr:  fmt.Sprintf("%s scale=%g qk=%d v=%d", mask, lw.m.LatentSoftmaxScale(), qk, md.V),
+		FLOPs: int64(B) * int64(hs) * int64(T) * int64(T) * int64(qk+md.V)})
+}
+
+// mlaHeads emits layer l's projections of h (the normalised stream, whole on every tp
+// rank) to the rank's heads' queries, keys and values; pos is the decoding step's
+// positions (-1 where a row's position is its index in its sequence).
+func (lw *lowerer) mlaHeads(l, h, pos int) (qh, kh, vh int) {
+	at := func(r params.Role) params.ID { return params.ID{Role: r, Layer: l, Expert: -1} }
+	pre := fmt.Sprintf("L%d.", l)
+	md := mlaDims(lw.m)
+	n := lw.b.Tokens()
+	hs := lw.d.H / lw.l.TP
+	qk := md.Nope + md.Rope
 	var q int
 	if lw.m.Attention.QLoraRank > 0 {
 		qa := lw.matmul(pre+"q_a", h, at(params.RoleQA), l)
@@ -106,23 +127,55 @@ func (lw *lowerer) latentAttention(l, x int) int {
 	c := lw.latentNorm(pre+"kv_a_norm", lat, at(params.RoleKVANorm), l)
 	lw.markTPCopy(c, l)
 	kvb := lw.matmul(pre+"kv_b", c, at(params.RoleKVB), l)
-	qh := lw.act(pre+"q_heads", KindActivation, n, hs*qk)
-	kh := lw.act(pre+"k_heads", KindActivation, n, hs*qk)
-	vh := lw.act(pre+"v_heads", KindActivation, n, hs*md.V)
+	qh = lw.act(pre+"q_heads", KindActivation, n, hs*qk)
+	kh = lw.act(pre+"k_heads", KindActivation, n, hs*qk)
+	vh = lw.act(pre+"v_heads", KindActivation, n, hs*md.V)
 	rot := "rotary on the rope features"
 	if lw.m.Position != program.Rotary {
 		rot = "no rotary positions"
 	}
-	lw.fwd(Op{Kind: OpMLAHeads, Layer: l, In: []int{q, kvb, kpe}, Out: []int{qh, kh, vh},
+	in := []int{q, kvb, kpe}
+	if pos >= 0 {
+		in = append(in, pos)
+		rot += " at each sequence's position"
+	}
+	lw.fwd(Op{Kind: OpMLAHeads, Layer: l, In: in, Out: []int{qh, kh, vh},
 		Attr: fmt.Sprintf("heads=%d nope=%d rope=%d v=%d, %s", hs, md.Nope, md.Rope, md.V, rot), FLOPs: 6 * int64(n) * int64(hs) * int64(md.Rope)})
-	p := lw.act(pre+"probs", KindActivation, B, hs, T, T)
+	return qh, kh, vh
+}
+
+// Ops of latent attention's inference: its per-head K/V caches (the heads' keys of
+// qk_nope+qk_rope features and values of v_head_dim: the simplest correct cache, as the
+// other attentions' decoding keeps; runtime/nn's decoder keeps the latent instead).
+const (
+	OpMLAKVWrite    OpKind = "mla_kv_write"    // prefill: positions 0..T−1 of each sequence's caches
+	OpMLAKVAppend   OpKind = "mla_kv_append"   // decoding: each sequence's row at its position
+	OpMLAAttnDecode OpKind = "mla_attn_decode" // one query per sequence against its caches
+)
+
+// mlaInfer emits layer l's latent attention in a prefill or a decoding step: the heads'
+// keys and values into the layer's caches, and the attention before o_proj.
+func (lw *lowerer) mlaInfer(l, h, at, maxLen int, prefill bool) int {
+	pre := fmt.Sprintf("L%d.", l)
+	md := mlaDims(lw.m)
+	qk := md.Nope + md.Rope
+	B, T, hs := lw.b.MicroBatch, lw.b.SeqLen, lw.d.H/lw.l.TP
+	n := B * T
+	kc := lw.buf(pre+"k_cache", KindCache, B, maxLen, hs*qk)
+	vc := lw.buf(pre+"v_cache", KindCache, B, maxLen, hs*md.V)
 	o := lw.act(pre+"attn", KindActivation, n, hs*md.V)
+	if prefill {
+		qh, kh, vh := lw.mlaHeads(l, h, -1)
+		lw.fwd(Op{Kind: OpMLAKVWrite, Layer: l, In: []int{kh, vh}, Out: []int{kc, vc}, Attr: fmt.Sprintf("positions 0..%d", T-1)})
+		lw.mlaCausal(l, qh, kh, vh, o, lw.act(pre+"probs", KindActivation, B, hs, T, T))
+		return o
+	}
+	qh, kh, vh := lw.mlaHeads(l, h, at)
+	lw.fwd(Op{Kind: OpMLAKVAppend, Layer: l, In: []int{kh, vh, at}, Out: []int{kc, vc}})
 	mask := lw.maskOf(l)
-	lw.fwd(Op{Kind: OpMLAAttention, Layer: l, In: []int{qh, kh, vh}, Out: []int{o, p}, Mask: mask,
-		Attr:  fmt.Sprintf("%s scale=%g qk=%d v=%d", mask, lw.m.LatentSoftmaxScale(), qk, md.V),
-		FLOPs: int64(B) * int64(hs) * int64(T) * int64(T) * int64(qk+md.V)})
-	out := lw.rowOut(lw.matmul(pre+"attn_out", o, at(params.RoleO), l), l)
-	return lw.attnOut(l, x, out)
+	lw.fwd(Op{Kind: OpMLAAttnDecode, Layer: l, In: []int{qh, kc, vc, at}, Out: []int{o}, Mask: mask,
+		Attr: fmt.Sprintf("%s scale=%g qk=%d v=%d", mask, lw.m.LatentSoftmaxScale(), qk, md.V), FLOPs: 2 * int64(n) * int64(maxLen) * int64(hs) * int64(qk+md.V)})
+	return o
 }
 
 // latentNorm emits the RMSNorm of a latent x with the scale role.

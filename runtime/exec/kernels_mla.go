@@ -105,16 +105,27 @@ func axpy32(y, x []float32) {
 
 // MLAHeads assembles each row's local heads: qh = [q_nope | rope(q_pe)], kh = [k_nope |
 // rope(k_pe)] with the shared k_pe, vh the values, from q [n, H·qk], kvb [n, H·(nope+v)]
-// and kpe [n, rope]. A row's position is its index in its sequence of T.
-func (k *Kernels) MLAHeads(q, kvb, kpe, qh, kh, vh []float32) {
+// and kpe [n, rope]. A row's position is its index in its sequence of T, or with pos (a
+// decoding step, one row per sequence) pos[row].
+func (k *Kernels) MLAHeads(q, kvb, kpe []float32, pos []int32, qh, kh, vh []float32) {
 	md, T := k.mlaShape(), k.batch.SeqLen
 	qk, kvw := md.Nope+md.Rope, md.Nope+md.V
 	n := len(kpe) / md.Rope
 	H := len(q) / (n * qk)
 	rotary := k.m.Position == program.Rotary
 	var cos, sin []float64
+	positions := T
+	for _, p := range pos {
+		positions = max(positions, int(p)+1)
+	}
 	if rotary {
-		cos, sin = k.mlaRope(T)
+		cos, sin = k.mlaRope(positions)
+	}
+	at := func(t int) int {
+		if pos != nil {
+			return int(pos[t])
+		}
+		return t % T
 	}
 	parallel(n, func(t0, t1 int) {
 		for t := t0; t < t1; t++ {
@@ -128,8 +139,8 @@ func (k *Kernels) MLAHeads(q, kvb, kpe, qh, kh, vh []float32) {
 				copy(ko[md.Nope:], pe)
 				copy(vh[t*H*md.V+h*md.V:t*H*md.V+(h+1)*md.V], src[md.Nope:])
 				if rotary {
-					rotateHalf(qo[md.Nope:], cos, sin, t%T, false)
-					rotateHalf(ko[md.Nope:], cos, sin, t%T, false)
+					rotateHalf(qo[md.Nope:], cos, sin, at(t), false)
+					rotateHalf(ko[md.Nope:], cos, sin, at(t), false)
 				}
 			}
 		}
@@ -271,6 +282,74 @@ func (k *Kernels) MLAAttentionBwd(do, q, kk, v, p, dq, dk, dv []float32, mask st
 			}
 			blas.Gemm(false, false, T, qk, T, scale, dsh, T, kk[b*T*qW+h*qk:], qW, bq, dq[b*T*qW+h*qk:], qW)
 			blas.Gemm(true, false, T, qk, T, scale, dsh, T, q[b*T*qW+h*qk:], qW, bk, dk[b*T*qW+h*qk:], qW)
+		}
+	})
+}
+
+// MLAKVWrite writes every prompt position's heads' keys and values (rows of T per
+// sequence) to the caches' positions 0..T−1 ([batch, maxLen, width] each).
+func MLAKVWrite(k, v, kc, vc []float32, batch, T int) {
+	for _, c := range [2]struct{ x, cache []float32 }{{k, kc}, {v, vc}} {
+		w := len(c.x) / (batch * T)
+		maxLen := len(c.cache) / (batch * w)
+		for i := 0; i < batch; i++ {
+			copy(c.cache[i*maxLen*w:(i*maxLen+T)*w], c.x[i*T*w:(i+1)*T*w])
+		}
+	}
+}
+
+// MLAKVAppend writes each sequence's keys and values of a decoding step at its position.
+func MLAKVAppend(k, v []float32, pos []int32, kc, vc []float32) {
+	batch := len(pos)
+	for _, c := range [2]struct{ x, cache []float32 }{{k, kc}, {v, vc}} {
+		w := len(c.x) / batch
+		maxLen := len(c.cache) / (batch * w)
+		for i, p := range pos {
+			at := (i*maxLen + int(p)) * w
+			copy(c.cache[at:at+w], c.x[i*w:(i+1)*w])
+		}
+	}
+}
+
+// MLAAttnDecode is each sequence's one query (its local heads) against its caches up to
+// its position (the keys mask allows): o = softmax(q·kᵀ·scale)·v per head.
+func (k *Kernels) MLAAttnDecode(q, kc, vc []float32, pos []int32, o []float32, mask step.AttnMask) {
+	md := k.mlaShape()
+	qk := md.Nope + md.Rope
+	batch := len(pos)
+	H := len(q) / (batch * qk)
+	maxLen := len(kc) / (batch * H * qk)
+	scale := float64(k.m.LatentSoftmaxScale())
+	parallel(batch*H, func(i0, i1 int) {
+		w := make([]float64, maxLen)
+		for bh := i0; bh < i1; bh++ {
+			b, h := bh/H, bh%H
+			lo, hi := mask.Keys(int(pos[b]))
+			qv := q[b*H*qk+h*qk : b*H*qk+(h+1)*qk]
+			mx := math.Inf(-1)
+			for j := lo; j < hi; j++ {
+				kv := kc[(b*maxLen+j)*H*qk+h*qk : (b*maxLen+j)*H*qk+(h+1)*qk]
+				var s float32
+				for i, x := range qv {
+					s += x * kv[i]
+				}
+				w[j] = float64(s) * scale
+				mx = math.Max(mx, w[j])
+			}
+			var sum float64
+			for j := lo; j < hi; j++ {
+				w[j] = math.Exp(w[j] - mx)
+				sum += w[j]
+			}
+			out := o[b*H*md.V+h*md.V : b*H*md.V+(h+1)*md.V]
+			clear(out)
+			for j := lo; j < hi; j++ {
+				p := float32(w[j] / sum)
+				vv := vc[(b*maxLen+j)*H*md.V+h*md.V : (b*maxLen+j)*H*md.V+(h+1)*md.V]
+				for i, x := range vv {
+					out[i] += p * x
+				}
+			}
 		}
 	})
 }
