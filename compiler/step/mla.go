@@ -8,7 +8,7 @@ import (
 )
 
 // Multi-head latent attention (DeepSeek-V2/V3; attention.kv_lora_rank), as runtime/nn
-// computes it (mla.go there), in training:
+// computes it (mla.go there):
 //
 //	q     = q_b_proj(latent_norm(q_a_proj(h)))       (q_proj(h) without q_lora_rank)
 //	kv_a  = kv_a_proj_with_mqa(h) = [latent | k_pe]   mla_split
@@ -26,8 +26,16 @@ import (
 // and kv_b_proj column-parallel by heads, o_proj row-parallel, and the latent projections
 // and their norms replicated: the replicated latents (the query's after its norm, c) are
 // the column-parallel products' inputs, so their gradients are all-reduced over tp there
-// (Megatron's f operator) and everything below them is whole on every rank. Sequence
-// parallelism and the inference programs (prefill and decoding) are not lowered for it.
+// (Megatron's f operator) and everything below them is whole on every rank; the shared
+// rope key's gradient, the rank's heads' part, is all-reduced likewise. Sequence
+// parallelism is not lowered for it (E0510).
+//
+// The prefill and decoding programs cache each local head's keys (qk_nope+qk_rope
+// features, the rope part rotated) and values (mla_kv_write, mla_kv_append) and attend
+// one query per sequence to them (mla_attn_decode): the simplest correct cache, as the
+// other attentions keep theirs. runtime/nn's decoder caches the compressed latent and the
+// shared rope key instead (smaller by about heads·(qk+v)/(kv_lora_rank+rope)); the
+// logits are the same.
 
 // Ops of latent attention.
 const (
