@@ -22,7 +22,7 @@ func routingBiasCall(op *step.Op) (jen.Code, bool) {
 	case op.Kind == step.OpRouterBiasBwd:
 		return jen.Qual(pkgExec, "RouterBiasBwd").Call(buf(out[0]), acc(0)), true
 	case op.Kind == step.OpRouterBiasUpdate:
-		return jen.Qual(pkgExec, "RouterBiasUpdate").Call(buf(in[0]), buf(out[0]), jen.Lit(op.BiasRate)), true
+		return jen.Qual(pkgExec, "RouterBiasUpdate").Call(buf(in[0]), buf(out[0]), jen.Lit(op.BiasAt), jen.Lit(op.BiasRate)), true
 	}
 	return nil, false
 }

@@ -42,21 +42,21 @@ train auxfree on local {
 `
 
 // TestStepProgramRoutingBias writes out the step programs of a DeepSeek-V3-shaped model at
-// dp 2 × ep 2 (latent attention's ops; the biased route, the loads summed over the
-// replicas, the bias's update after AdamW) and holds the generated program's losses to moec run's
+// dp 2 × ep 2 with ZeRO-3 (latent attention's ops; the biased route, the loads summed over
+// the replicas, the bias's update after AdamW in the rank's parameter shard) and holds the generated program's losses to moec run's
 // on the same layout within 1e-6: the routing of every later step depends on the bias.
 func TestStepProgramRoutingBias(t *testing.T) {
 	gobin := needGoBuild(t)
 	prog := loadSections(t, map[string][]byte{"input.moe": []byte(auxFreeModel)})
 	res, err := train.Run(context.Background(), train.Options{Program: prog, StageName: "moe", OutRoot: t.TempDir(),
-		Steps: stepSteps, ValWindows: 2, Layout: &train.Sharding{Ranks: 2, TP: 1, PP: 1, EP: 2, Program: true}})
+		Steps: stepSteps, ValWindows: 2, Layout: &train.Sharding{Ranks: 2, TP: 1, PP: 1, EP: 2, ZeRO: 3, Program: true}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := runLosses(t, res)
 	_, cfg := stepProgramFor(t, prog, "moe")
 	sp, err := step.LowerRank(cfg.Model, step.Batch{MicroBatch: cfg.MicroBatch / 2, SeqLen: cfg.SeqLen, Micro: cfg.Accum},
-		step.Layout{DP: 2, EP: 2, TP: 1, PP: 1}, 0)
+		step.Layout{DP: 2, EP: 2, TP: 1, PP: 1, ZeRO: 3}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,10 +21,10 @@ import (
 //     other layers), so every rank moves the same bias; router_bias_update, after the
 //     optimizer, moves b_e by aux_free_bias·sign(mean load − load_e).
 //
-// The update writes the whole bias in place on every rank that holds it: ZeRO-3 (the
-// weights are shards of a flat vector), an offloaded optimizer (its host master copy
-// overwrites the device one) and the unified cache (the weights live in the host tier)
-// are refused for it (E0510).
+// The update writes the bias in place on every rank that holds it: the whole tensor, or
+// under ZeRO-3 the elements of it the rank's flat parameter shard holds (BiasAt: where the
+// bias starts in the shard); with an offloaded optimizer the host master copy moves too
+// (to_device copies it over the device's). The unified cache is refused (E0510).
 
 // Ops of auxiliary-loss-free balancing.
 const (
@@ -111,9 +111,30 @@ func (lw *lowerer) routerBiasUpdates(ls []layerLoads) {
 		rate = lw.m.MoE.AuxFreeBias
 	}
 	for _, ll := range ls {
-		bias := lw.param[params.ID{Role: params.RoleRouterCorrection, Layer: ll.layer, Expert: -1}]
-		lw.emit(Op{Kind: OpRouterBiasUpdate, Phase: Update, Layer: -1, In: []int{ll.loads, bias}, Out: []int{bias}, BiasRate: rate,
-			Attr: fmt.Sprintf("L%d selection bias += %g·sign(mean load − load)", ll.layer, rate), FLOPs: 3 * int64(lw.d.E)})
+		id := params.ID{Role: params.RoleRouterCorrection, Layer: ll.layer, Expert: -1}
+		g := lw.groupOf(id)
+		zero := lw.zeroOf(g)
+		var lo int64 // the first element of the group's flat vector this rank's shard holds
+		if zero >= 1 {
+			lo = int64(lw.shardIndex(g)) * lw.shardElems(g)
+		}
+		type target struct {
+			buf   int
+			at    int64 // the bias's first element in buf (outside it where buf is a shard without it)
+			where string
+		}
+		ts := []target{{lw.param[id], 0, ""}}
+		if zero == 3 {
+			ts[0] = target{g.paramShard, lw.flat[id] - lo, fmt.Sprintf(" (its elements in shard %d of %d)", lw.shardIndex(g), g.size)}
+		}
+		if lw.l.OffloadOpt {
+			// The host master copy, which to_device copies over the device's each step.
+			ts = append(ts, target{lw.byName[fmt.Sprintf("params[%s]@host", g.name)], lw.flat[id] - lo, " (host master copy)"})
+		}
+		for _, t := range ts {
+			lw.emit(Op{Kind: OpRouterBiasUpdate, Phase: Update, Layer: -1, In: []int{ll.loads, t.buf}, Out: []int{t.buf}, BiasRate: rate, BiasAt: t.at,
+				Attr: fmt.Sprintf("L%d selection bias += %g·sign(mean load − load)%s", ll.layer, rate, t.where), FLOPs: 3 * int64(lw.d.E)})
+		}
 	}
 }
 
@@ -124,13 +145,8 @@ func auxFreeUnsupported(moeAuxFree bool, l Layout) []Unsupported {
 		return nil
 	}
 	const feature = "auxiliary-loss-free bias balancing (moe.aux_free_bias)"
-	switch {
-	case l.Cache.On():
-		return []Unsupported{{feature, "the unified cache keeps the weights in the host tier; the selection bias is updated in place on the device"}}
-	case l.OffloadOpt:
-		return []Unsupported{{feature, "an offloaded optimizer's host master copy would overwrite the selection bias moved on the device"}}
-	case l.ZeRO == 3 && l.DP > 1:
-		return []Unsupported{{feature, "under ZeRO-3 the selection bias is a piece of a flat parameter shard; its update is lowered for whole tensors only"}}
+	if l.Cache.On() {
+		return []Unsupported{{feature, "the unified cache moves the weights between the host and device tiers by unit; the selection bias's update is not lowered into its pages"}}
 	}
 	return nil
 }

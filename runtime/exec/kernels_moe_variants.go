@@ -67,7 +67,7 @@ func (e *Executor) runMoEVariant(op *step.Op) bool {
 	case op.Kind == step.OpRouterBiasBwd:
 		RouterBiasBwd(f[out[0]], acc(0))
 	case op.Kind == step.OpRouterBiasUpdate:
-		RouterBiasUpdate(f[in[0]], f[out[0]], op.BiasRate)
+		RouterBiasUpdate(f[in[0]], f[out[0]], op.BiasAt, op.BiasRate)
 	default:
 		return false
 	}

@@ -77,8 +77,9 @@ func RouterBiasBwd(dbias []float32, acc bool) {
 }
 
 // RouterBiasUpdate moves the selection bias by rate·sign(mean load − load_e): up for an
-// expert below the mean load, down above it.
-func RouterBiasUpdate(loads, bias []float32, rate float64) {
+// expert below the mean load, down above it. The bias's element e is target[at+e] where
+// that lies in target (a flat parameter shard holds part of it, or none).
+func RouterBiasUpdate(loads, target []float32, at int64, rate float64) {
 	var total float64
 	for _, v := range loads {
 		total += float64(v)
@@ -86,11 +87,15 @@ func RouterBiasUpdate(loads, bias []float32, rate float64) {
 	mean := total / float64(len(loads))
 	r := float32(rate)
 	for e, v := range loads {
+		i := at + int64(e)
+		if i < 0 || i >= int64(len(target)) {
+			continue
+		}
 		switch {
 		case float64(v) < mean:
-			bias[e] += r
+			target[i] += r
 		case float64(v) > mean:
-			bias[e] -= r
+			target[i] -= r
 		}
 	}
 }
