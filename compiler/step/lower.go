@@ -78,7 +78,6 @@ func prepare(m *program.Model, b Batch, l Layout) (Layout, program.Dims, []param
 	}
 	us := append(unsupported(m, l), checkCache(l)...)
 	us = append(us, auxFreeUnsupported(m.MoE != nil && m.MoE.Experts > 0 && m.MoE.AuxFreeBias > 0, l)...) // routing_bias.go
-	us = append(us, mlaUnsupported(m, l)...)                                                              // mla.go
 	if len(us) > 0 {
 		return l, d, nil, &LayoutError{Unsupported: us}
 	}

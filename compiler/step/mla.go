@@ -27,8 +27,10 @@ import (
 // and their norms replicated: the replicated latents (the query's after its norm, c) are
 // the column-parallel products' inputs, so their gradients are all-reduced over tp there
 // (Megatron's f operator) and everything below them is whole on every rank; the shared
-// rope key's gradient, the rank's heads' part, is all-reduced likewise. Sequence
-// parallelism is not lowered for it (E0510).
+// rope key's gradient, the rank's heads' part, is all-reduced likewise. Under sequence
+// parallelism the normalised stream is gathered from the ranks' tokens before the
+// projections (its gradient, whole on every rank, sliced back) and o_proj's partial sums
+// are reduce-scattered to them.
 //
 // The prefill and decoding programs cache each local head's keys (qk_nope+qk_rope
 // features, the rope part rotated) and values (mla_kv_write, mla_kv_append) and attend
@@ -63,14 +65,6 @@ func mlaDims(m *program.Model) MLADims {
 	return MLADims{Nope: int(a.QKNopeHeadDim), Rope: int(a.QKRopeHeadDim), V: int(a.VHeadDim)}
 }
 
-// mlaUnsupported lists the layouts under which latent attention is not lowered.
-func mlaUnsupported(m *program.Model, l Layout) []Unsupported {
-	if !m.Attention.LatentAttention() || !l.SP() {
-		return nil
-	}
-	return []Unsupported{{"multi-head latent attention (MLA)", "sequence parallelism would gather the replicated latents' inputs; MLA lowers under tensor parallelism without it"}}
-}
-
 // latentAttention emits layer l's latent attention on the residual stream x.
 func (lw *lowerer) latentAttention(l, x int) int {
 	at := func(r params.Role) params.ID { return params.ID{Role: r, Layer: l, Expert: -1} }
@@ -79,6 +73,11 @@ func (lw *lowerer) latentAttention(l, x int) int {
 	n, B, T := lw.b.Tokens(), lw.b.MicroBatch, lw.b.SeqLen
 	hs := lw.d.H / lw.l.TP
 	h := lw.attnIn(l, x) // replicated over tp: the latent projections read it whole
+	if lw.l.SP() {
+		// The rank's tokens gathered; their gradient is whole on every rank (the f
+		// operators below), so its backward is the rank's rows.
+		h = lw.seqGather(h, l, attrSequenceWhole)
+	}
 	qh, kh, vh := lw.mlaHeads(l, h, -1)
 	p := lw.act(pre+"probs", KindActivation, B, hs, T, T)
 	o := lw.act(pre+"attn", KindActivation, n, hs*md.V)

@@ -1,13 +1,11 @@
 package exec
 
 import (
-	"errors"
 	"math"
 	"testing"
 
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/step"
-	"github.com/moec-dev/moec/lang/diag"
 )
 
 // mlaVariants are featuretest's Base with DeepSeek's latent attention: DeepSeek-V3's shape
@@ -39,15 +37,17 @@ func TestMLAMatchesHandWrittenModel(t *testing.T) {
 }
 
 // TestMLAUnderLayouts: latent attention computes under data and expert, tensor (heads
-// split, the latents replicated) and pipeline parallelism and recomputation what one rank
-// computes on the same micro-batches: the loss terms and every reduced gradient (ZeRO-3
-// in the shape without the selection bias, whose update it does not lower).
+// split, the latents replicated; with and without sequence parallelism) and pipeline
+// parallelism, ZeRO-3 and recomputation what one rank computes on the same micro-batches:
+// the loss terms and every reduced gradient.
 func TestMLAUnderLayouts(t *testing.T) {
 	layouts := []step.Layout{
 		{DP: 2, EP: 2, TP: 1, PP: 1},
 		{DP: 1, EP: 1, TP: 2, PP: 1},
 		{DP: 1, EP: 1, TP: 1, PP: 2},
 		{DP: 2, EP: 2, TP: 2, PP: 1, ZeRO: 1},
+		{DP: 1, EP: 1, TP: 2, PP: 1, SequenceParallel: true},
+		{DP: 2, EP: 2, TP: 2, PP: 1, ZeRO: 3, SequenceParallel: true},
 		{DP: 1, EP: 1, TP: 1, PP: 1, Recompute: program.RecomputeFull},
 		{DP: 1, EP: 1, TP: 2, PP: 1, Recompute: program.RecomputeSelective},
 	}
@@ -89,12 +89,12 @@ func TestMLAUnderLayouts(t *testing.T) {
 }
 
 // TestMLATrainsAlikeUnderLayouts: DeepSeek-V3's shape (latent attention and the selection
-// bias) trains 6 steps with the optimizer under dp 2 × ep 2 and tp 2 as one rank running
-// the same micro-batches.
+// bias) trains 6 steps with the optimizer under dp 2 × ep 2, tp 2, and both with ZeRO-3
+// and sequence parallelism, as one rank running the same micro-batches.
 func TestMLATrainsAlikeUnderLayouts(t *testing.T) {
 	const mb, T, M, steps = 2, 8, 2, 6
 	v := mlaVariants()[0]
-	for _, l := range []step.Layout{{DP: 2, EP: 2, TP: 1, PP: 1}, {DP: 1, EP: 1, TP: 2, PP: 1}} {
+	for _, l := range []step.Layout{{DP: 2, EP: 2, TP: 1, PP: 1}, {DP: 1, EP: 1, TP: 2, PP: 1}, {DP: 2, EP: 2, TP: 2, PP: 1, ZeRO: 3, SequenceParallel: true}} {
 		t.Run(l.String(), func(t *testing.T) {
 			m := variantModel(t, v)
 			net := variantNet(t, m)
@@ -113,16 +113,6 @@ func TestMLATrainsAlikeUnderLayouts(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-// TestMLARefused: sequence parallelism says it does not lower latent attention (E0510).
-func TestMLARefused(t *testing.T) {
-	m := variantModel(t, mlaVariants()[1])
-	_, err := step.Lower(m, step.Batch{MicroBatch: 2, SeqLen: 8, Micro: 1}, step.Layout{DP: 1, EP: 1, TP: 2, PP: 1, SequenceParallel: true})
-	var le *step.LayoutError
-	if !errors.As(err, &le) || le.Code() != diag.CodeNotLowered {
-		t.Errorf("sequence parallel: %v, want E0510", err)
 	}
 }
 
