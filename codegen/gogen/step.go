@@ -264,6 +264,12 @@ func opCall(p *step.Program, i int) (jen.Code, error) {
 	if c, ok := moeVariantCall(p, op); ok { // step_moe_variants.go
 		return c, nil
 	}
+	if c, ok := routingBiasCall(op); ok { // step_routing_bias.go
+		return c, nil
+	}
+	if c, ok := mlaCall(p, op); ok { // step_mla.go
+		return c, nil
+	}
 	switch op.Kind {
 	case step.OpEmbed:
 		w := shape(in[1])[1]

@@ -108,6 +108,15 @@ func besideAttention(m *program.Model, _ Layout) bool {
 	return m.MoE != nil && m.MoE.ParallelAttention
 }
 
+// mlaUnlowered reports whether m combines latent attention with what neither runtime/nn
+// nor the step program computes beside it.
+func mlaUnlowered(m *program.Model, _ Layout) bool {
+	a := m.Attention
+	return a.QKNorm || a.TalkingHeads || a.Sinks || a.ShareKV > 1 || a.SharesWeights() || a.ClipQKV > 0 ||
+		a.NopeEvery > 0 || a.ChunkSize > 0 || a.QKL2Norm || a.NopeTemperature > 0 ||
+		(m.Position != program.Rotary && m.Position != program.NoPosition) || m.Norm == program.LayerNorm
+}
+
 // Table returns every row, in a fixed order (the report's). Each call builds it afresh:
 // callers may not change the table others read.
 func Table() []Feature {
@@ -123,13 +132,8 @@ func Table() []Feature {
 		{Key: "mla", Name: "multi-head latent attention (MLA)",
 			Uses: func(m *program.Model) bool { return m.Attention.MLA || m.Attention.KVLoraRank > 0 },
 			cells: map[Backend]Cell{
-				Runtime: when(func(m *program.Model, _ Layout) bool {
-					a := m.Attention
-					return a.QKNorm || a.TalkingHeads || a.Sinks || a.ShareKV > 1 || a.SharesWeights() || a.ClipQKV > 0 ||
-						a.NopeEvery > 0 || a.ChunkSize > 0 || a.QKL2Norm || a.NopeTemperature > 0 ||
-						(m.Position != program.Rotary && m.Position != program.NoPosition) || m.Norm == program.LayerNorm
-				}, "nn.New computes latent attention (its norms are RMSNorms, as DeepSeek's) without qk_norm, talking heads, sinks, share_kv, share_weights, clip_qkv, Llama 4's attention, layernorm or other than rotary positions"),
-				Step:     refused("no lowering rule yet"),
+				Runtime:  when(mlaUnlowered, "nn.New computes latent attention (its norms are RMSNorms, as DeepSeek's) without qk_norm, talking heads, sinks, share_kv, share_weights, clip_qkv, Llama 4's attention, layernorm or other than rotary positions"),
+				Step:     when(mlaUnlowered, "the step program lowers latent attention (training, under dp, ep, tp and pp) as runtime/nn computes it: without qk_norm, talking heads, sinks, share_kv, share_weights, clip_qkv, Llama 4's attention, layernorm or other than rotary positions"),
 				CUDA:     refused("rotary_fwd rotates every head_dim feature; MLA rotates only its qk_rope_head_dim features"),
 				Megatron: honoured(),
 				HF:       unlessDeepSeek("DeepseekV3ForCausalLM holds latent attention beside routed experts with sigmoid scores and aux_free_bias: other models are exported in moec's layout"),
@@ -451,7 +455,7 @@ func Table() []Feature {
 			Uses: usesMoE(func(e *program.MoE) bool { return e.AuxFreeBias > 0 }),
 			cells: map[Backend]Cell{
 				Runtime: honoured(),
-				Step:    refused("no lowering rule yet"),
+				Step:    honoured(),
 				CUDA:    refused("router_fwd selects experts by score alone: no per-expert selection bias is generated"),
 				Megatron: when(func(m *program.Model, _ Layout) bool { return moeOf(m).Score != program.Sigmoid },
 					"Megatron's expert bias needs sigmoid scores"),
@@ -642,6 +646,10 @@ func cudaStepRefusal(key string) string {
 		return "the activation kernels compute the plain SwiGLU"
 	case "gate_input":
 		return "the permute and combine kernels gate the experts' outputs, not their inputs"
+	case "mla":
+		return "no CUDA kernels for latent attention's ops (mla_split, latent_norm, mla_heads, mla_attention) yet"
+	case "aux_free_bias":
+		return "moe_route_topk selects experts by score alone: no selection bias, load count or bias update is generated"
 	}
 	return ""
 }

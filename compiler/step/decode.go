@@ -189,7 +189,7 @@ func (lw *lowerer) inferEmbed(tokens, at int, prefill bool) (x, rows int) {
 
 // inferLayer emits decoder layer l of a prefill or a decoding step over x.
 func (lw *lowerer) inferLayer(l, x, rows, at, maxLen int, prefill bool) int {
-	d, B, T := lw.d, lw.b.MicroBatch, lw.b.SeqLen
+	B, T := lw.b.MicroBatch, lw.b.SeqLen
 	n := B * T
 	id := func(r params.Role) params.ID { return params.ID{Role: r, Layer: l, Expert: -1} }
 	pre := fmt.Sprintf("L%d.", l)
@@ -202,6 +202,9 @@ func (lw *lowerer) inferLayer(l, x, rows, at, maxLen int, prefill bool) int {
 	rotaryAt := at
 	if prefill {
 		rotaryAt = -1
+	}
+	if lw.m.Attention.LatentAttention() {
+		return lw.inferAfterAttention(l, x, rows, hExperts, lw.mlaInfer(l, h, at, maxLen, prefill)) // mla.go
 	}
 	q, k, v := lw.qkv(l, h, rotaryAt, false, "") // attention_qk.go
 	// A layer sharing its group's K/V reads the owner's caches; with the q/k norms after
@@ -255,6 +258,16 @@ func (lw *lowerer) inferLayer(l, x, rows, at, maxLen int, prefill bool) int {
 		a = lw.act(pre+"attn", KindActivation, n, lw.qLocal)
 		lw.fwd(Op{Kind: OpAttnDecode, Layer: l, In: in, Out: []int{a}, Mask: mask, Attr: attr, FLOPs: 4 * int64(n) * int64(maxLen) * int64(lw.qLocal)})
 	}
+	return lw.inferAfterAttention(l, x, rows, hExperts, a)
+}
+
+// inferAfterAttention emits the rest of decoder layer l of a prefill or a decoding step
+// from a, its attention before the output projection.
+func (lw *lowerer) inferAfterAttention(l, x, rows, hExperts, a int) int {
+	d := lw.d
+	id := func(r params.Role) params.ID { return params.ID{Role: r, Layer: l, Expert: -1} }
+	pre := fmt.Sprintf("L%d.", l)
+	beside := hExperts >= 0
 	o := lw.matmul(pre+"attn_out", a, id(params.RoleO), l)
 	lw.reduceTP(o, l)
 	x = lw.attnOut(l, x, o)

@@ -129,6 +129,9 @@ func (lw *lowerer) embed(tokens int) (x, routerRows int) {
 // attention emits layer l's attention sublayer on the residual stream x; prevProbs is
 // the layer below's attention weights (-1 for the first), for attention-weight sharing.
 func (lw *lowerer) attention(l, x, prevProbs int) (out, probs int) {
+	if lw.m.Attention.LatentAttention() {
+		return lw.latentAttention(l, x), -1 // mla.go
+	}
 	n, T, B := lw.b.Tokens(), lw.b.SeqLen, lw.b.MicroBatch
 	at := func(r params.Role) params.ID { return params.ID{Role: r, Layer: l, Expert: -1} }
 	pre := fmt.Sprintf("L%d.", l)
@@ -219,8 +222,8 @@ func (lw *lowerer) moe(l, h, routerIn int) int {
 	if lw.packed {
 		slotsAttr = fmt.Sprintf("packed rows=%d", lw.capacity)
 	}
-	lw.fwd(Op{Kind: OpRouter, Layer: l, In: []int{logits}, Out: []int{idx, gates, scores, lse, slot, kept, routed, aux}, Slots: lw.capacity, Packed: lw.packed,
-		Attr:  fmt.Sprintf("%s top_k=%d %s %s normalize=%v balance=%g z=%g%s%s", moe.Score, lw.d.K, capAttr, slotsAttr, moe.Normalize, moe.BalanceLoss, moe.ZLoss, lw.routedScaleAttr(), lw.groupsAttr()+lw.sparsemixerAttr()),
+	lw.fwd(Op{Kind: OpRouter, Layer: l, In: append([]int{logits}, lw.routerBiasInputs(l)...), Out: []int{idx, gates, scores, lse, slot, kept, routed, aux}, Slots: lw.capacity, Packed: lw.packed,
+		Attr:  fmt.Sprintf("%s top_k=%d %s %s normalize=%v balance=%g z=%g%s%s", moe.Score, lw.d.K, capAttr, slotsAttr, moe.Normalize, moe.BalanceLoss, moe.ZLoss, lw.routedScaleAttr(), lw.groupsAttr()+lw.sparsemixerAttr()+lw.routerBiasAttr()),
 		FLOPs: 6 * int64(n) * int64(lw.d.E)})
 	C, ep := lw.capacity, lw.l.EP
 	send := lw.act(pre+"dispatch", KindDispatch, lw.dispatchShape(E, C, d)...)

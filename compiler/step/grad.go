@@ -148,7 +148,7 @@ func (lw *lowerer) needsGrad(x int) bool {
 func (lw *lowerer) backwardOf(op Op) {
 	lw.cond = op.WhenRecompute
 	defer func() { lw.cond = false }()
-	if lw.moeVariantBackward(op) || lw.qkBackward(op) { // moe_variants.go, attention_qk.go
+	if lw.moeVariantBackward(op) || lw.qkBackward(op) || lw.mlaBackward(op) { // moe_variants.go, attention_qk.go, mla.go
 		return
 	}
 	flops := op.FLOPs
@@ -263,6 +263,7 @@ func (lw *lowerer) backwardOf(op Op) {
 		lw.writeGrads(&b, outs...)
 		lw.bwd(b)
 	case OpRouter:
+		lw.routerBiasGrad(op) // routing_bias.go
 		dgates, ok := lw.gradOf[op.Out[1]]
 		if !ok {
 			return

@@ -76,7 +76,9 @@ func prepare(m *program.Model, b Batch, l Layout) (Layout, program.Dims, []param
 	if l.Cache.On() {
 		l.OffloadOpt = false // the cache keeps every state in the host tier already
 	}
-	if us := append(unsupported(m, l), checkCache(l)...); len(us) > 0 {
+	us := append(unsupported(m, l), checkCache(l)...)
+	us = append(us, auxFreeUnsupported(m.MoE != nil && m.MoE.Experts > 0 && m.MoE.AuxFreeBias > 0, l)...) // routing_bias.go
+	if len(us) > 0 {
 		return l, d, nil, &LayoutError{Unsupported: us}
 	}
 	walk, err := params.Walk(m)
@@ -253,7 +255,7 @@ func (lw *lowerer) holds(p params.Param) (bool, []int, params.Shard) {
 		return true, shape, params.Shard{Dim: dim, Index: lw.c.TP, Count: tp}
 	}
 	switch id.Role {
-	case params.RoleQ, params.RoleK, params.RoleV, params.RoleFFNIn, params.RoleFFNUp,
+	case params.RoleQ, params.RoleK, params.RoleV, params.RoleQB, params.RoleKVB, params.RoleFFNIn, params.RoleFFNUp,
 		params.RoleExpertIn, params.RoleExpertUp, params.RoleSharedIn, params.RoleSharedUp:
 		return split(0) // column-parallel: output rows (and their biases)
 	case params.RoleO, params.RoleFFNDown, params.RoleExpertDown, params.RoleSharedDown:

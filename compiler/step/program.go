@@ -252,6 +252,11 @@ type Op struct {
 	// CacheFill marks an all-gather that fills the unified cache's device copies of a unit
 	// from the members' host shards (the cache under ZeRO 3): a fetch.
 	CacheFill bool
+	// BiasRate is a router_bias_update op's step (moe.aux_free_bias, routing_bias.go), and
+	// BiasAt where the bias's first element lies in its output (a flat shard's offset, which
+	// may lie outside it: the shard holds the elements in range).
+	BiasRate float64
+	BiasAt   int64
 	// Recomputed marks a forward op run again in the backward (recompute = full or
 	// selective): it writes the same values as the first time and reports nothing new
 	// (losses, drops).

@@ -230,7 +230,8 @@ func (lw *lowerer) gatherModel(roles ...params.Role) {
 func (lw *lowerer) reduceAndUpdate() {
 	lw.micro = -1
 	lw.reduceSequenceGrads()
-	lw.reduceQKNormGrads() // attention_qk.go
+	lw.reduceQKNormGrads()        // attention_qk.go
+	loads := lw.routerBiasLoads() // routing_bias.go
 	type reduced struct {
 		g      *group
 		ps     []int // the group's whole parameter tensors (none under ZeRO-3)
@@ -338,6 +339,7 @@ func (lw *lowerer) reduceAndUpdate() {
 				Bytes: u.r.bytes * int64(g.size-1) / int64(g.size)})
 		}
 	}
+	lw.routerBiasUpdates(loads) // routing_bias.go
 }
 
 func (lw *lowerer) shardElems(g *group) int64 {

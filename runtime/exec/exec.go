@@ -60,6 +60,9 @@ type scratch struct {
 	order []int32
 	// means are a LayerNorm backward's row means.
 	means []float64
+	// mla is latent attention's working space (kernels_mla.go): its rope tables and the
+	// scores' gradient per (sequence, head).
+	mla mlaScratch
 }
 
 func grow[T any](s *[]T, n int) []T {

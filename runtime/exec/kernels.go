@@ -117,6 +117,10 @@ func (e *Executor) run(op *step.Op) error {
 		ActBwd(op.Activation, f[in[0]], f[in[1]], opt(in, 2), f[out[0]], opt(out, 1), acc(0), len(out) > 1 && acc(1),
 			actExperts(shape(in[1])), e.Fill(in[0]), e.Fill(in[1]), e.Fill(out[0]), e.fillOr(out, 1))
 	case step.OpRouter:
+		if len(in) > 1 { // a selection bias (kernels_route_bias.go)
+			e.RouteBiased(f[in[1]], f[in[0]], i32[out[0]], f[out[1]], f[out[2]], f[out[3]], i32[out[4]], i32[out[5]], i32[out[6]], f[out[7]], op.Slots, op.Packed, op.Recomputed)
+			return nil
+		}
 		e.Route(f[in[0]], i32[out[0]], f[out[1]], f[out[2]], f[out[3]], i32[out[4]], i32[out[5]], i32[out[6]], f[out[7]], op.Slots, op.Packed, op.Recomputed)
 	case step.OpRouterBwd:
 		e.RouteBwd(f[in[0]], f[in[1]], i32[in[2]], f[in[3]], f[in[4]], f[in[5]], i32[in[8]], f[out[0]], acc(0))

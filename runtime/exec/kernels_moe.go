@@ -23,6 +23,11 @@ import (
 // expert's first row, the experts' kept counts before it, plus its slot. recomputed marks
 // the same routing run again (recompute = full), which adds nothing to the step's terms.
 func (k *Kernels) Route(z []float32, idx []int32, gates, sc, lse []float32, slot, kept, routed []int32, aux []float32, slots int, packed, recomputed bool) {
+	k.route(nil, z, idx, gates, sc, lse, slot, kept, routed, aux, slots, packed, recomputed)
+}
+
+// route is Route with an optional per-expert selection bias (kernels_route_bias.go).
+func (k *Kernels) route(bias, z []float32, idx []int32, gates, sc, lse []float32, slot, kept, routed []int32, aux []float32, slots int, packed, recomputed bool) {
 	cfg := k.m.MoE
 	E, K := k.d.E, k.d.K
 	n := len(z) / E
@@ -39,6 +44,14 @@ func (k *Kernels) Route(z []float32, idx []int32, gates, sc, lse []float32, slot
 			order = make([]int, 0, K)
 		}
 		order = order[:K]
+		var fewBiased [64]float32 // the biased scores of aux-free balancing
+		biased := fewBiased[:0]
+		if bias != nil {
+			if E > len(fewBiased) {
+				biased = make([]float32, E)
+			}
+			biased = biased[:E]
+		}
 		for t := t0; t < t1; t++ {
 			zt, st := z[t*E:(t+1)*E], sc[t*E:(t+1)*E]
 			mx := math.Inf(-1)
@@ -60,7 +73,11 @@ func (k *Kernels) Route(z []float32, idx []int32, gates, sc, lse []float32, slot
 				idx[t*K], idx[t*K+1], gates[t*K], gates[t*K+1] = int32(order[0]), int32(order[1]), g1, g2
 				continue
 			}
-			k.chooseExperts(st, order) // top k, or within the best groups (kernels_route_groups.go)
+			if bias != nil {
+				k.chooseBiased(st, bias, biased, order) // kernels_route_bias.go
+			} else {
+				k.chooseExperts(st, order) // top k, or within the best groups (kernels_route_groups.go)
+			}
 			var gs float32
 			for j := 0; j < K; j++ {
 				ex := order[j]

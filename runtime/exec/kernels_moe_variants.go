@@ -38,6 +38,36 @@ func (e *Executor) runMoEVariant(op *step.Op) bool {
 		SigmoidGate(f[in[0]], f[in[1]], f[out[0]])
 	case op.Kind == step.OpSigmoidGateBwd:
 		SigmoidGateBwd(f[in[0]], f[in[1]], f[in[2]], f[out[0]], f[out[1]], acc(0), acc(1))
+	case op.Kind == step.OpLatentNorm: // kernels_mla.go
+		LatentNorm(f[in[0]], f[in[1]], f[out[0]], f[out[1]])
+	case op.Kind == step.OpMLASplit:
+		MLASplit(f[in[0]], f[out[0]], f[out[1]], shape(in[0])[0])
+	case op.Kind == step.OpMLASplitBwd:
+		MLASplitBwd(f[in[0]], f[in[1]], f[out[0]], shape(out[0])[0], acc(0))
+	case op.Kind == step.OpMLAHeads:
+		var pos []int32
+		if len(in) > 3 {
+			pos = i32[in[3]]
+		}
+		e.MLAHeads(f[in[0]], f[in[1]], f[in[2]], pos, f[out[0]], f[out[1]], f[out[2]])
+	case op.Kind == step.OpMLAKVWrite:
+		MLAKVWrite(f[in[0]], f[in[1]], f[out[0]], f[out[1]], e.p.Batch.MicroBatch, e.p.Batch.SeqLen)
+	case op.Kind == step.OpMLAKVAppend:
+		MLAKVAppend(f[in[0]], f[in[1]], i32[in[2]], f[out[0]], f[out[1]])
+	case op.Kind == step.OpMLAAttnDecode:
+		e.MLAAttnDecode(f[in[0]], f[in[1]], f[in[2]], i32[in[3]], f[out[0]], op.Mask)
+	case op.Kind == step.OpMLAHeadsBwd:
+		e.MLAHeadsBwd(f[in[0]], f[in[1]], f[in[2]], f[out[0]], f[out[1]], f[out[2]], acc(0), acc(1), acc(2))
+	case op.Kind == step.OpMLAAttention:
+		e.MLAAttention(f[in[0]], f[in[1]], f[in[2]], f[out[0]], f[out[1]], op.Mask)
+	case op.Kind == step.OpMLAAttnBwd:
+		e.MLAAttentionBwd(f[in[0]], f[in[1]], f[in[2]], f[in[3]], f[in[4]], f[out[0]], f[out[1]], f[out[2]], op.Mask, acc(0), acc(1), acc(2))
+	case op.Kind == step.OpExpertLoad: // kernels_route_bias.go
+		ExpertLoad(i32[in[0]], f[out[0]], acc(0))
+	case op.Kind == step.OpRouterBiasBwd:
+		RouterBiasBwd(f[out[0]], acc(0))
+	case op.Kind == step.OpRouterBiasUpdate:
+		RouterBiasUpdate(f[in[0]], f[out[0]], op.BiasAt, op.BiasRate)
 	default:
 		return false
 	}

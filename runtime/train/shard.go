@@ -812,7 +812,7 @@ func ValidLayout(m *program.Model, l Sharding) error {
 	case l.StepPrograms():
 		return validStepLayout(m, l)
 	case m.MoE != nil && m.MoE.Experts > 0 && m.MoE.AuxFreeBias > 0:
-		return fmt.Errorf("auxiliary-loss-free bias balancing (aux_free_bias) moves the routing bias by the whole step's expert loads, which the ranks of a layout do not yet gather: train without a layout")
+		return fmt.Errorf("auxiliary-loss-free bias balancing (aux_free_bias) moves the routing bias by the whole step's expert loads, which the hand-written engine's ranks do not gather: train the layout through step programs (the default engine)")
 	case l.EP < 1 || l.Ranks%l.EP != 0:
 		return fmt.Errorf("expert-parallel size %d must divide the %d ranks", l.EP, l.Ranks)
 	case l.EP > 1 && (m.MoE == nil || m.MoE.Experts%l.EP != 0):
