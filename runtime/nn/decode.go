@@ -309,6 +309,10 @@ func (dec *Decoder) attend(l *layer[float32], li, i, pos int) {
 		probs = sc
 	}
 	o := dec.o[i*d.QDim : (i+1)*d.QDim]
+	// Every head's weighted sum of its group's values in one call (vec), or head by head.
+	if vec.WeightedRowsHeads(o, probs, vc[lo*d.KVDim:], d.H, d.HeadsPerKV, span, d.Dh, d.KVDim, d.Dh, span, d.Dh) {
+		return
+	}
 	for h := 0; h < d.H; h++ {
 		g := h / d.HeadsPerKV
 		oh := o[h*d.Dh : (h+1)*d.Dh]
@@ -328,6 +332,9 @@ func (dec *Decoder) attend(l *layer[float32], li, i, pos int) {
 // mixHeads sets dst[h] = Σ_h' w[h,h']·src[h'] for rows of length span: a head at a time
 // on vector lanes (vec), else in Go.
 func mixHeads(dst, src, w []float32, heads, span int) {
+	if vec.WeightedRowsHeads(dst, w, src, heads, heads, heads, span, span, span, heads, 0) {
+		return
+	}
 	for h := 0; h < heads; h++ {
 		if vec.WeightedRows(dst[h*span:(h+1)*span], w[h*heads:(h+1)*heads], src, span, span) {
 			continue

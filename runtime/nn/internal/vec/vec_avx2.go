@@ -306,6 +306,15 @@ __attribute__((target("avx2,fma"))) static void moec_weighted_rows(float *y, con
 		y[c] = a;
 	}
 }
+
+// moec_weighted_rows_heads is moec_weighted_rows for each of heads heads in one call:
+// head h writes y + h·ystride from the weights p + h·pstride over the rows of
+// v + (h/per_kv)·vstep (per_kv heads share a group of keys and values).
+__attribute__((target("avx2,fma"))) static void moec_weighted_rows_heads(float *y, const float *p, const float *v,
+		long heads, long per_kv, long rows, long n, long ldv, long ystride, long pstride, long vstep) {
+	for (long h = 0; h < heads; h++)
+		moec_weighted_rows(y + h * ystride, p + h * pstride, v + (h / per_kv) * vstep, rows, n, ldv);
+}
 */
 import "C"
 
@@ -412,6 +421,22 @@ func WeightedRows(y, p, v []float32, n, ldv int) bool {
 	_, _ = y[n-1], v[(rows-1)*ldv+n-1]
 	C.moec_weighted_rows((*C.float)(unsafe.Pointer(&y[0])), (*C.float)(unsafe.Pointer(&p[0])),
 		(*C.float)(unsafe.Pointer(&v[0])), C.long(rows), C.long(n), C.long(ldv))
+	return true
+}
+
+// WeightedRowsHeads is WeightedRows for heads heads in one call: head h sets
+// y[h·ystride : h·ystride+n] = Σ_j p[h·pstride+j]·v[(h/perKV)·vstep + j·ldv : ... + n] for
+// j < rows, the same sums as WeightedRows head by head, bit for bit. It reports whether it
+// did.
+func WeightedRowsHeads(y, p, v []float32, heads, perKV, rows, n, ldv, ystride, pstride, vstep int) bool {
+	if !have || heads <= 0 || rows <= 0 || n <= 0 || perKV <= 0 {
+		return false
+	}
+	_, _ = y[(heads-1)*ystride+n-1], p[(heads-1)*pstride+rows-1]
+	_ = v[((heads-1)/perKV)*vstep+(rows-1)*ldv+n-1]
+	C.moec_weighted_rows_heads((*C.float)(unsafe.Pointer(&y[0])), (*C.float)(unsafe.Pointer(&p[0])),
+		(*C.float)(unsafe.Pointer(&v[0])), C.long(heads), C.long(perKV), C.long(rows), C.long(n), C.long(ldv),
+		C.long(ystride), C.long(pstride), C.long(vstep))
 	return true
 }
 

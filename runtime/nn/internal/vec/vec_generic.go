@@ -27,5 +27,10 @@ func ExpSumRows(x []float32, rows, n, ld int, mx []float32, sum []float64) bool 
 // WeightedRows declines.
 func WeightedRows(y, p, v []float32, n, ldv int) bool { return false }
 
+// WeightedRowsHeads declines.
+func WeightedRowsHeads(y, p, v []float32, heads, perKV, rows, n, ldv, ystride, pstride, vstep int) bool {
+	return false
+}
+
 // Exp declines.
 func Exp(x []float32) bool { return false }

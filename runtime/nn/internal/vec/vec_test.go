@@ -254,3 +254,34 @@ func TestWeightedRows(t *testing.T) {
 		}
 	}
 }
+
+// TestWeightedRowsHeadsIsWeightedRowsPerHead: the one-call form gives every head exactly
+// the sums WeightedRows gives it, bit for bit, with heads sharing key/value groups.
+func TestWeightedRowsHeadsIsWeightedRowsPerHead(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	fill := func(n int) []float32 {
+		x := make([]float32, n)
+		for i := range x {
+			x[i] = float32(r.NormFloat64())
+		}
+		return x
+	}
+	for _, c := range []struct{ heads, perKV, rows, n int }{{4, 1, 7, 32}, {8, 4, 13, 72}, {3, 3, 5, 9}} {
+		groups := c.heads / c.perKV
+		ldv := groups * c.n
+		p, v := fill(c.heads*c.rows), fill(c.rows*ldv)
+		got := make([]float32, c.heads*c.n)
+		if !WeightedRowsHeads(got, p, v, c.heads, c.perKV, c.rows, c.n, ldv, c.n, c.rows, c.n) {
+			t.Skip("no vector kernels on this CPU")
+		}
+		for h := 0; h < c.heads; h++ {
+			want := make([]float32, c.n)
+			WeightedRows(want, p[h*c.rows:(h+1)*c.rows], v[(h/c.perKV)*c.n:], c.n, ldv)
+			for j := range want {
+				if math.Float32bits(got[h*c.n+j]) != math.Float32bits(want[j]) {
+					t.Fatalf("%+v: head %d element %d: %g, per head %g", c, h, j, got[h*c.n+j], want[j])
+				}
+			}
+		}
+	}
+}
