@@ -275,6 +275,10 @@ func (dec *Decoder) stepAttention(l *layer[float32], li, n int, positions []int)
 			c.qkNormFwd(kc[at:at+d.KVDim], dec.qkHat, dec.qkRstd, 1, d.KV, l.attn.kNorm, eps)
 		}
 	}
+	if n == 1 { // batch 1: no closure to allocate
+		dec.attend(l, li, 0, positions[0])
+		return
+	}
 	parallel(n, func(_, lo, hi int) {
 		for i := lo; i < hi; i++ {
 			dec.attend(l, li, i, positions[i])
