@@ -308,7 +308,12 @@ func (dec *Decoder) attend(l *layer[float32], li, i, pos int) {
 		mixHeads(mix, sc, l.attn.thPre.w, d.H, span)
 		probs = mix
 	}
-	for h := 0; h < d.H; h++ {
+	// Without sinks, every head's row in one vector call (bit for bit the row-by-row one).
+	heads := d.H
+	if l.attn.sinks == nil && span >= softmaxVecMin && vec.SoftmaxRows(probs[:d.H*span], d.H, span, span, false, 0, false, 0) {
+		heads = 0
+	}
+	for h := 0; h < heads; h++ {
 		var sink float32
 		if l.attn.sinks != nil {
 			sink = l.attn.sinks.w[h]
