@@ -165,6 +165,14 @@ func (c *core[F]) embedRow(dst []F, id int) {
 		copy(dst, c.embed.w[id*d:(id+1)*d])
 		return
 	}
+	if q.Bits == 8 { // the row's bytes and scales directly: the values Scale·Q gives
+		row, g := q.Data[id*d:(id+1)*d], q.Group
+		scales := q.Scales[id*(d/g) : (id+1)*(d/g)]
+		for k, v := range row {
+			dst[k] = F(scales[k/g] * float32(int8(v)))
+		}
+		return
+	}
 	for k := range dst[:d] {
 		dst[k] = F(q.Scale(id, k) * float32(q.Q(id, k)))
 	}
