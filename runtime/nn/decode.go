@@ -217,7 +217,12 @@ func (dec *Decoder) stepAttention(l *layer[float32], li, n int, positions []int)
 	eps := d.NormEps
 	owns := l.kvOwner == li
 	after := c.normsAfterRope()
-	linear(dec.q, dec.h, n, l.attn.q, l.attn.qb, false)
+	// Queries, keys and values of quantised weights quantise dec.h once (quantized.go).
+	shared := owns && linearShared(dec.h, n, [3]*tensor[float32]{l.attn.q, l.attn.k, l.attn.v},
+		[3]*tensor[float32]{l.attn.qb, l.attn.kb, l.attn.vb}, [3][]float32{dec.q, dec.k, dec.v})
+	if !shared {
+		linear(dec.q, dec.h, n, l.attn.q, l.attn.qb, false)
+	}
 	if l.attn.qNorm != nil && !after {
 		c.qkNormFwd(dec.q, dec.qkHat, dec.qkRstd, n, d.H, l.attn.qNorm, eps)
 	}
@@ -225,8 +230,10 @@ func (dec *Decoder) stepAttention(l *layer[float32], li, n int, positions []int)
 		clipFwd(dec.q, nil, clip) // clip.go
 	}
 	if owns {
-		linear(dec.k, dec.h, n, l.attn.k, l.attn.kb, false)
-		linear(dec.v, dec.h, n, l.attn.v, l.attn.vb, false)
+		if !shared {
+			linear(dec.k, dec.h, n, l.attn.k, l.attn.kb, false)
+			linear(dec.v, dec.h, n, l.attn.v, l.attn.vb, false)
+		}
 		if l.attn.kNorm != nil && !after {
 			c.qkNormFwd(dec.k, dec.qkHat, dec.qkRstd, n, d.KV, l.attn.kNorm, eps)
 		}
@@ -268,6 +275,10 @@ func (dec *Decoder) stepAttention(l *layer[float32], li, n int, positions []int)
 			c.qkNormFwd(kc[at:at+d.KVDim], dec.qkHat, dec.qkRstd, 1, d.KV, l.attn.kNorm, eps)
 		}
 	}
+	if n == 1 { // batch 1: no closure to allocate
+		dec.attend(l, li, 0, positions[0])
+		return
+	}
 	parallel(n, func(_, lo, hi int) {
 		for i := lo; i < hi; i++ {
 			dec.attend(l, li, i, positions[i])
@@ -297,7 +308,12 @@ func (dec *Decoder) attend(l *layer[float32], li, i, pos int) {
 		mixHeads(mix, sc, l.attn.thPre.w, d.H, span)
 		probs = mix
 	}
-	for h := 0; h < d.H; h++ {
+	// Without sinks, every head's row in one vector call (bit for bit the row-by-row one).
+	heads := d.H
+	if l.attn.sinks == nil && span >= softmaxVecMin && vec.SoftmaxRows(probs[:d.H*span], d.H, span, span, false, 0, false, 0) {
+		heads = 0
+	}
+	for h := 0; h < heads; h++ {
 		var sink float32
 		if l.attn.sinks != nil {
 			sink = l.attn.sinks.w[h]

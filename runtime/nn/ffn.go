@@ -19,11 +19,16 @@ func newFFNWS[F Float](f *ffnParams[F], n int) *ffnWS[F] {
 // ffnForward adds second(act(first·x) [· up·x]) to y for n rows of x.
 func ffnForward[F Float](f *ffnParams[F], w *ffnWS[F], x, y []F, n int) {
 	m := n * f.hidden
-	linear(w.a[:m], x, n, f.first, f.firstB, false)
 	var u []F
 	if f.up != nil {
 		u = w.u[:m]
-		linear(u, x, n, f.up, f.upB, false)
+	}
+	// A gated FFN's quantised gate and up quantise x once (quantized.go).
+	if f.up == nil || !linearShared(x, n, [3]*tensor[F]{f.first, f.up}, [3]*tensor[F]{f.firstB, f.upB}, [3][]F{w.a[:m], u}) {
+		linear(w.a[:m], x, n, f.first, f.firstB, false)
+		if f.up != nil {
+			linear(u, x, n, f.up, f.upB, false)
+		}
 	}
 	if f.clamp.on() {
 		clampForward(f.clamp, w.h[:m], w.a[:m], u)

@@ -147,45 +147,49 @@ func (c *core[F]) sortRows(w *moeWS[F], x []F, n int) {
 // runExperts runs them on one core (a token's expert at batch 1 is 65,536).
 const expertSplitWork = 1 << 18
 
-// serial is parallel's signature on one core.
-func serial(n int, f func(worker, lo, hi int)) {
-	if n > 0 {
-		f(0, 0, n)
-	}
-}
-
 // runExperts runs experts [e0, e1) on their sorted rows of xs into out.
 func (c *core[F]) runExperts(mp *moeParams[F], w *moeWS[F], e0, e1 int) {
 	d := c.d
 	clear(w.out[w.offs[e0]*d.D : w.offs[e1]*d.D]) // ffnForward adds its output
-	fan := parallel
 	if (w.offs[e1]-w.offs[e0])*d.EHidden*d.D < expertSplitWork {
-		fan = serial // a decoding step's few rows: less work than starting goroutines
+		c.runExpertRange(mp, w, e0, e1) // a decoding step's few rows: less work than starting goroutines
+		return
 	}
-	fan(e1-e0, func(_, lo, hi int) {
-		for e := e0 + lo; e < e0+hi; e++ {
-			r0, r1 := w.offs[e], w.offs[e+1]
-			if r0 == r1 {
-				continue
-			}
-			ffnForward(mp.experts[e-c.expertFirst], c.expertWS(w, r0, r1), w.xs[r0*d.D:r1*d.D], w.out[r0*d.D:r1*d.D], r1-r0)
+	parallel(e1-e0, func(_, lo, hi int) { c.runExpertRange(mp, w, e0+lo, e0+hi) })
+}
+
+// runExpertRange runs experts [e0, e1) on one core.
+func (c *core[F]) runExpertRange(mp *moeParams[F], w *moeWS[F], e0, e1 int) {
+	d := c.d
+	for e := e0; e < e1; e++ {
+		r0, r1 := w.offs[e], w.offs[e+1]
+		if r0 == r1 {
+			continue
 		}
-	})
+		ffnForward(mp.experts[e-c.expertFirst], c.expertWS(w, r0, r1), w.xs[r0*d.D:r1*d.D], w.out[r0*d.D:r1*d.D], r1-r0)
+	}
 }
 
 // combine adds each token's gate-weighted expert outputs to y.
 func (c *core[F]) combine(w *moeWS[F], y []F, n int) {
+	if n == 1 { // a decoding step's token: no closure to allocate
+		c.combineRows(w, y, 0, 1)
+		return
+	}
+	parallel(n, func(_, lo, hi int) { c.combineRows(w, y, lo, hi) })
+}
+
+// combineRows is combine on tokens [lo, hi).
+func (c *core[F]) combineRows(w *moeWS[F], y []F, lo, hi int) {
 	d := c.d
-	parallel(n, func(_, lo, hi int) {
-		for t := lo; t < hi; t++ {
-			yt := y[t*d.D : (t+1)*d.D]
-			for j := 0; j < d.K; j++ {
-				if row := w.rowOf[t*d.K+j]; row >= 0 {
-					axpy(yt, w.gate[t*d.K+j], w.out[int(row)*d.D:(int(row)+1)*d.D])
-				}
+	for t := lo; t < hi; t++ {
+		yt := y[t*d.D : (t+1)*d.D]
+		for j := 0; j < d.K; j++ {
+			if row := w.rowOf[t*d.K+j]; row >= 0 {
+				axpy(yt, w.gate[t*d.K+j], w.out[int(row)*d.D:(int(row)+1)*d.D])
 			}
 		}
-	})
+	}
 }
 
 // route scores n tokens and chooses their experts: router logits z, scores s, the chosen

@@ -78,33 +78,40 @@ func linearBack[F Float](dx, dy, x []F, n int, w *tensor[F], bias *tensor[F], ac
 // normFwd normalises each row of x ([n, d]) into y: RMSNorm when bias is nil and layer is
 // false, LayerNorm otherwise. It keeps x̂ and 1/σ for the backward pass.
 func normFwd[F Float](y, xhat, rstd, x []F, n, d int, w, bias *tensor[F], layer bool, eps float64) {
-	parallel(n, func(_, lo, hi int) {
-		for i := lo; i < hi; i++ {
-			xi, xh, yi := x[i*d:(i+1)*d], xhat[i*d:(i+1)*d], y[i*d:(i+1)*d]
-			var mean float64
-			if layer {
-				for _, v := range xi {
-					mean += float64(v)
-				}
-				mean /= float64(d)
-			}
-			var ss float64
+	if n == 1 { // a decoding step's row: no closure to allocate
+		normRows(y, xhat, rstd, x, 0, 1, d, w, bias, layer, eps)
+		return
+	}
+	parallel(n, func(_, lo, hi int) { normRows(y, xhat, rstd, x, lo, hi, d, w, bias, layer, eps) })
+}
+
+// normRows is normFwd on rows [lo, hi).
+func normRows[F Float](y, xhat, rstd, x []F, lo, hi, d int, w, bias *tensor[F], layer bool, eps float64) {
+	for i := lo; i < hi; i++ {
+		xi, xh, yi := x[i*d:(i+1)*d], xhat[i*d:(i+1)*d], y[i*d:(i+1)*d]
+		var mean float64
+		if layer {
 			for _, v := range xi {
-				c := float64(v) - mean
-				ss += c * c
+				mean += float64(v)
 			}
-			r := 1 / math.Sqrt(ss/float64(d)+eps)
-			rstd[i] = F(r)
-			for j, v := range xi {
-				h := F((float64(v) - mean) * r)
-				xh[j] = h
-				yi[j] = h * w.w[j]
-				if bias != nil {
-					yi[j] += bias.w[j]
-				}
+			mean /= float64(d)
+		}
+		var ss float64
+		for _, v := range xi {
+			c := float64(v) - mean
+			ss += c * c
+		}
+		r := 1 / math.Sqrt(ss/float64(d)+eps)
+		rstd[i] = F(r)
+		for j, v := range xi {
+			h := F((float64(v) - mean) * r)
+			xh[j] = h
+			yi[j] = h * w.w[j]
+			if bias != nil {
+				yi[j] += bias.w[j]
 			}
 		}
-	})
+	}
 }
 
 // normBack adds to dx the gradient through the norm given dy, and accumulates dw, dbias.

@@ -165,7 +165,52 @@ func (c *core[F]) embedRow(dst []F, id int) {
 		copy(dst, c.embed.w[id*d:(id+1)*d])
 		return
 	}
+	if q.Bits == 8 { // the row's bytes and scales directly: the values Scale·Q gives
+		row, g := q.Data[id*d:(id+1)*d], q.Group
+		scales := q.Scales[id*(d/g) : (id+1)*(d/g)]
+		for k, v := range row {
+			dst[k] = F(scales[k/g] * float32(int8(v)))
+		}
+		return
+	}
 	for k := range dst[:d] {
 		dst[k] = F(q.Scale(id, k) * float32(q.Q(id, k)))
 	}
+}
+
+// linearShared computes ys[j] = x·Wⱼᵀ (+ bias) for two or three quantised weights that
+// read the same rows x (a layer's queries, keys and values; an FFN's gate and up), the
+// rows quantised once and the products run in one call (quant.MulTShared): each output
+// is what linear gives it. It reports false, and computes nothing, unless every weight is
+// quantised (ws[2], bs[j] may be nil).
+func linearShared[F Float](x []F, n int, ws [3]*tensor[F], bs [3]*tensor[F], ys [3][]F) bool {
+	var ms [3]*quant.Matrix
+	var out [3][]float32
+	k := 0
+	for j, w := range ws {
+		if w == nil {
+			continue
+		}
+		if w.q == nil {
+			return false
+		}
+		ms[j], out[j] = w.q, any(ys[j]).([]float32)
+		k = j + 1
+	}
+	if k < 2 || quant.MulTShared(any(x).([]float32), n, ms[:k], out[:k], false) != nil {
+		return false
+	}
+	for j, b := range bs[:k] {
+		if b == nil {
+			continue
+		}
+		o := ws[j].shape[0]
+		for i := 0; i < n; i++ {
+			row := ys[j][i*o : (i+1)*o]
+			for c, v := range b.w {
+				row[c] += v
+			}
+		}
+	}
+	return true
 }

@@ -31,7 +31,8 @@
 // width and group are multiples of 64 and the CPU has AVX-512 F, BW and DQ, else vpdpbusd
 // on 256-bit vectors; else AVX2 (vpmaddubsw, vpmaddwd); int4 blocks are unpacked in
 // registers. A product small enough for one core quantises x and multiplies in one call
-// into C. The CPU is asked at
+// into C; MulTShared quantises x once for two or three matrices of its width (a layer's
+// queries, keys and values) and runs them all in that one call. The CPU is asked at
 // start-up (cpuid via __builtin_cpu_supports), never assumed. Without cgo, off amd64,
 // built with -tags noopenblas, or on a CPU without AVX2, a Go loop computes the same
 // integer sums. The result differs from the dequantised fp32 product only by the

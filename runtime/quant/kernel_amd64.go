@@ -307,6 +307,27 @@ static void moec_quant_mul(int isa, const float *x, int8_t *qx, float *sx, long 
 	else if (isa >= ISA_VNNI) moec_quant_vnni(bits, qx, sx, n, nb, in, w, sw, group, y, out, 0, out, acc);
 	else moec_quant_avx2(bits, qx, sx, n, nb, in, w, sw, group, y, out, 0, out, acc);
 }
+
+// moec_quant_mul_kernel is one matrix's product from activations already quantised.
+static void moec_quant_mul_kernel(int isa, const int8_t *qx, const float *sx, long n, long nb, long in,
+		int bits, const uint8_t *w, const float *sw, long group, float *y, long out, int acc) {
+	if (isa == ISA_VNNI512 && in % 64 == 0 && group % 64 == 0) moec_quant_vnni512(bits, qx, sx, n, nb, in, w, sw, group, y, out, 0, out, acc);
+	else if (isa >= ISA_VNNI) moec_quant_vnni(bits, qx, sx, n, nb, in, w, sw, group, y, out, 0, out, acc);
+	else moec_quant_avx2(bits, qx, sx, n, nb, in, w, sw, group, y, out, 0, out, acc);
+}
+
+// moec_quant_mul_shared quantises the rows of x once and multiplies them by two or three
+// matrices of the same width (w2 NULL: two): one call from Go for the queries, keys and
+// values of a token, or an FFN's gate and up projections.
+static void moec_quant_mul_shared(int isa, const float *x, int8_t *qx, float *sx, long n, long nb, long in, int acc,
+		int bits0, const uint8_t *w0, const float *sw0, long group0, float *y0, long out0,
+		int bits1, const uint8_t *w1, const float *sw1, long group1, float *y1, long out1,
+		int bits2, const uint8_t *w2, const float *sw2, long group2, float *y2, long out2) {
+	moec_quant_rows(x, n, in, nb, qx, sx);
+	moec_quant_mul_kernel(isa, qx, sx, n, nb, in, bits0, w0, sw0, group0, y0, out0, acc);
+	moec_quant_mul_kernel(isa, qx, sx, n, nb, in, bits1, w1, sw1, group1, y1, out1, acc);
+	if (w2) moec_quant_mul_kernel(isa, qx, sx, n, nb, in, bits2, w2, sw2, group2, y2, out2, acc);
+}
 */
 import "C"
 
@@ -404,4 +425,44 @@ func quantizeRows(isa int, a *Activations, x []float32, n, in int) {
 	a.size(n, in)
 	C.moec_quant_rows((*C.float)(unsafe.Pointer(&x[0])), C.long(n), C.long(in), C.long(a.Blocks),
 		(*C.int8_t)(unsafe.Pointer(&a.Q[0])), (*C.float)(unsafe.Pointer(&a.Scales[0])))
+}
+
+// mulShared is MulTShared on one core with the kernel of isa: ms[2] may be nil. Every
+// matrix has rows and columns, and n > 0.
+func mulShared(isa int, a *Activations, x []float32, n int, ms [3]*Matrix, ys [3][]float32, accumulate bool) {
+	in := ms[0].In
+	if isa == isaGo {
+		QuantizeRows(a, x, n, in)
+		for j, m := range ms {
+			if m != nil {
+				m.mulGo(a, ys[j], n, 0, m.Out, accumulate)
+			}
+		}
+		return
+	}
+	a.size(n, in)
+	acc := C.int(0)
+	if accumulate {
+		acc = 1
+	}
+	type operand struct {
+		bits  C.int
+		w     *C.uint8_t
+		sw    *C.float
+		group C.long
+		y     *C.float
+		out   C.long
+	}
+	var op [3]operand
+	for j, m := range ms {
+		if m != nil {
+			op[j] = operand{C.int(m.Bits), (*C.uint8_t)(unsafe.Pointer(&m.Data[0])), (*C.float)(unsafe.Pointer(&m.Scales[0])),
+				C.long(m.Group), (*C.float)(unsafe.Pointer(&ys[j][0])), C.long(m.Out)}
+		}
+	}
+	C.moec_quant_mul_shared(C.int(isa), (*C.float)(unsafe.Pointer(&x[0])), (*C.int8_t)(unsafe.Pointer(&a.Q[0])), (*C.float)(unsafe.Pointer(&a.Scales[0])),
+		C.long(n), C.long(a.Blocks), C.long(in), acc,
+		op[0].bits, op[0].w, op[0].sw, op[0].group, op[0].y, op[0].out,
+		op[1].bits, op[1].w, op[1].sw, op[1].group, op[1].y, op[1].out,
+		op[2].bits, op[2].w, op[2].sw, op[2].group, op[2].y, op[2].out)
 }

@@ -28,3 +28,13 @@ func (m *Matrix) mulOne(_ int, a *Activations, y, x []float32, n int, accumulate
 }
 
 func quantizeRows(isa int, a *Activations, x []float32, n, in int) { QuantizeRows(a, x, n, in) }
+
+// mulShared is MulTShared on one core: the Go loop, x quantised once.
+func mulShared(_ int, a *Activations, x []float32, n int, ms [3]*Matrix, ys [3][]float32, accumulate bool) {
+	QuantizeRows(a, x, n, ms[0].In)
+	for j, m := range ms {
+		if m != nil {
+			m.mulGo(a, ys[j], n, 0, m.Out, accumulate)
+		}
+	}
+}
