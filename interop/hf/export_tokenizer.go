@@ -114,25 +114,18 @@ func exportSpecialTokens(special *checkpoint.SpecialTokens, cfg any, write func(
 	return write("generation_config.json", append(gb, '\n'))
 }
 
-// specialTokensOf reads the special ids of a Hugging Face config.json (each one id, a list
-// of ids, or null), or nil when it lists none.
+// specialTokensOf reads the special ids of a Hugging Face config.json, or nil when it
+// lists none.
 func specialTokensOf(config []byte) *checkpoint.SpecialTokens {
-	var raw map[string]json.RawMessage
-	if json.Unmarshal(config, &raw) != nil {
+	var c struct {
+		BOS json.RawMessage `json:"bos_token_id"`
+		EOS json.RawMessage `json:"eos_token_id"`
+		PAD json.RawMessage `json:"pad_token_id"`
+	}
+	if json.Unmarshal(config, &c) != nil {
 		return nil
 	}
-	ids := func(key string) []int {
-		var one int
-		if json.Unmarshal(raw[key], &one) == nil && raw[key] != nil && string(raw[key]) != "null" {
-			return []int{one}
-		}
-		var many []int
-		if json.Unmarshal(raw[key], &many) == nil {
-			return many
-		}
-		return nil
-	}
-	st := &checkpoint.SpecialTokens{BOS: ids("bos_token_id"), EOS: ids("eos_token_id"), PAD: ids("pad_token_id")}
+	st := &checkpoint.SpecialTokens{BOS: tokenizer.IDList(c.BOS), EOS: tokenizer.IDList(c.EOS), PAD: tokenizer.IDList(c.PAD)}
 	if st.BOS == nil && st.EOS == nil && st.PAD == nil {
 		return nil
 	}

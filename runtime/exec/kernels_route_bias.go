@@ -18,24 +18,7 @@ func (k *Kernels) chooseBiased(st, bias, biased []float32, order []int) {
 	for e, v := range st {
 		biased[e] = v + bias[e]
 	}
-	groups := k.d.Groups
-	if groups <= 0 {
-		topKOf(biased, order, nil, 1)
-		return
-	}
-	var fewScores [16]float32
-	var fewChosen [16]int
-	scores, chosen := fewScores[:0], fewChosen[:0]
-	if groups > len(fewScores) {
-		scores, chosen = make([]float32, 0, groups), make([]int, 0, groups)
-	}
-	scores, chosen = scores[:groups], chosen[:k.d.TopKGroups]
-	size := len(st) / groups
-	for g := range scores {
-		scores[g] = topTwoSum(biased[g*size : (g+1)*size])
-	}
-	topKOf(scores, chosen, nil, 1)
-	topKOf(biased, order, chosen, size)
+	k.chooseInGroups(biased, order, topTwoSum)
 }
 
 // topTwoSum is the sum of the largest and the second-largest of s (the largest alone when

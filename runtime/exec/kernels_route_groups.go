@@ -1,5 +1,7 @@
 package exec
 
+import "slices"
+
 // Expert choice for the route kernel: top k over every expert, or node-limited routing
 // (moe.groups, DeepSeek-V2): the experts form groups of consecutive indices, a group
 // scores its best expert, and a token takes its top k among the experts of its
@@ -9,9 +11,17 @@ package exec
 // chooseExperts writes into order the k = len(order) experts token scores st choose, best
 // first, ties to the lower index (as runtime/nn's topK and topKIn).
 func (k *Kernels) chooseExperts(st []float32, order []int) {
+	k.chooseInGroups(st, order, slices.Max[[]float32])
+}
+
+// chooseInGroups writes into order the len(order) best of s, best first, ties to the lower
+// index; under node-limited routing (groups) only within the topk_groups groups whose
+// groupScore of their values is best (the largest for plain routing, the two largest
+// summed under a selection bias).
+func (k *Kernels) chooseInGroups(s []float32, order []int, groupScore func([]float32) float32) {
 	groups := k.d.Groups
 	if groups <= 0 {
-		topKOf(st, order, nil, 1)
+		topKOf(s, order, nil, 1)
 		return
 	}
 	var fewScores [16]float32
@@ -21,16 +31,12 @@ func (k *Kernels) chooseExperts(st []float32, order []int) {
 		scores, chosen = make([]float32, 0, groups), make([]int, 0, groups)
 	}
 	scores, chosen = scores[:groups], chosen[:k.d.TopKGroups]
-	size := len(st) / groups
+	size := len(s) / groups
 	for g := range scores {
-		best := st[g*size]
-		for _, v := range st[g*size+1 : (g+1)*size] {
-			best = max(best, v)
-		}
-		scores[g] = best
+		scores[g] = groupScore(s[g*size : (g+1)*size])
 	}
 	topKOf(scores, chosen, nil, 1)
-	topKOf(st, order, chosen, size)
+	topKOf(s, order, chosen, size)
 }
 
 // topKOf writes the len(order) best of s, best first, ties to the lower index: k passes of

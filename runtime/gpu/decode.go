@@ -2,7 +2,6 @@ package gpu
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -153,22 +152,11 @@ func openHost(ctx context.Context, files map[string]string, kernels []cudastep.K
 			return fail(err)
 		}
 	}
-	var blob []byte
-	for _, t := range ptx {
-		blob = append(append(blob, t...), 0)
-	}
-	if len(blob) == 0 {
-		blob = []byte{0}
-	}
-	handle := make([]byte, 8)
-	msg := make([]byte, errBytes)
-	if err := fns["moec_step_open"].Call(0, 0, blob, int64(len(ptx)), handle, msg, int64(errBytes)); err != nil {
+	handle, err := openHandle(fns["moec_step_open"], ptx, what, o.Mode)
+	if err != nil {
 		return fail(err)
 	}
-	if e := cString(msg); e != "" {
-		return fail(fmt.Errorf("gpu: opening %s on %s: %s", what, o.Mode, e))
-	}
-	return lib, fns, int64(binary.LittleEndian.Uint64(handle)), nil
+	return lib, fns, handle, nil
 }
 
 // Close releases the device memory and the library.

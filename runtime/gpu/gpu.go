@@ -177,6 +177,21 @@ func Open(ctx context.Context, p *step.Program, m *program.Model, o Options) (*S
 		os.RemoveAll(s.tmp)
 		s.tmp = ""
 	}
+	if s.handle, err = openHandle(s.fns["moec_step_open"], ptx, p.Model+"/"+p.Stage, o.Mode); err != nil {
+		s.lib.Close()
+		return fail(err)
+	}
+	if s.dice, err = moexec.NewKernels(m, p.Batch, p.Layout, p.Coord); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// openHandle calls a host program's moec_step_open with the PTX modules (none under the
+// emulation: the kernels are compiled into the library) and returns the handle of its
+// device state; what names the program in an error the host program reports.
+func openHandle(open *llvmrt.Func, ptx []string, what string, mode Mode) (int64, error) {
 	var blob []byte
 	for _, t := range ptx {
 		blob = append(append(blob, t...), 0)
@@ -186,20 +201,13 @@ func Open(ctx context.Context, p *step.Program, m *program.Model, o Options) (*S
 	}
 	handle := make([]byte, 8)
 	msg := make([]byte, errBytes)
-	if err := s.fns["moec_step_open"].Call(0, 0, blob, int64(len(ptx)), handle, msg, int64(errBytes)); err != nil {
-		s.lib.Close()
-		return fail(err)
+	if err := open.Call(0, 0, blob, int64(len(ptx)), handle, msg, int64(errBytes)); err != nil {
+		return 0, err
 	}
 	if e := cString(msg); e != "" {
-		s.lib.Close()
-		return fail(fmt.Errorf("gpu: opening %s/%s on %s: %s", p.Model, p.Stage, o.Mode, e))
+		return 0, fmt.Errorf("gpu: opening %s on %s: %s", what, mode, e)
 	}
-	s.handle = int64(binary.LittleEndian.Uint64(handle))
-	if s.dice, err = moexec.NewKernels(m, p.Batch, p.Layout, p.Coord); err != nil {
-		s.Close()
-		return nil, err
-	}
-	return s, nil
+	return int64(binary.LittleEndian.Uint64(handle)), nil
 }
 
 // writeSources writes the sources of low, the emulation header and the clang prelude into

@@ -1,6 +1,7 @@
 package tokenizer
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -22,7 +23,7 @@ func LoadConfig(dir string, t *Tokenizer) Config {
 		EOS json.RawMessage `json:"eos_token_id"`
 	}
 	if b, err := os.ReadFile(filepath.Join(dir, "generation_config.json")); err == nil && json.Unmarshal(b, &gen) == nil {
-		c.BOS, c.EOS = idList(gen.BOS), idList(gen.EOS)
+		c.BOS, c.EOS = IDList(gen.BOS), IDList(gen.EOS)
 	}
 	var tc struct {
 		BOS          json.RawMessage `json:"bos_token"`
@@ -54,8 +55,13 @@ func LoadConfig(dir string, t *Tokenizer) Config {
 	return c
 }
 
-// idList reads an id or a list of ids.
-func idList(raw json.RawMessage) []int {
+// IDList reads a special-token field of a Hugging Face config (bos_token_id,
+// eos_token_id, ...): one id or a list of ids; nil when the field is absent, null or
+// malformed.
+func IDList(raw json.RawMessage) []int {
+	if raw == nil || string(bytes.TrimSpace(raw)) == "null" {
+		return nil
+	}
 	var one int
 	if json.Unmarshal(raw, &one) == nil {
 		return []int{one}

@@ -1,6 +1,7 @@
 package tokenizer
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
@@ -31,5 +32,22 @@ func TestLoadConfig(t *testing.T) {
 	}
 	if c := LoadConfig(t.TempDir(), tok); c.BOS != nil || c.EOS != nil || c.ChatTemplate != "" {
 		t.Errorf("no files: %+v", c)
+	}
+}
+
+// TestIDList: a special-token field is one id, a list, or nothing — null (as transformers
+// writes an unset pad_token_id) is no id, not id 0.
+func TestIDList(t *testing.T) {
+	for _, c := range []struct {
+		raw  string
+		want []int
+	}{{"2", []int{2}}, {"[1, 7]", []int{1, 7}}, {"null", nil}, {" null ", nil}, {"", nil}, {`"x"`, nil}} {
+		var raw json.RawMessage
+		if c.raw != "" {
+			raw = json.RawMessage(c.raw)
+		}
+		if got := IDList(raw); !slices.Equal(got, c.want) {
+			t.Errorf("IDList(%q) = %v, want %v", c.raw, got, c.want)
+		}
 	}
 }
