@@ -486,6 +486,8 @@ func Table() []Feature {
 						// DeepseekV3ForCausalLM: one MLP of n_shared_experts · moe_intermediate_size.
 					case hunyuanShaped(m):
 						// The HunYuan classes: one ungated shared_mlp.
+					case deepseekMoEShaped(m):
+						// DeepseekForCausalLM (DeepSeek-MoE): one MLP of n_shared_experts · moe_intermediate_size.
 					case e.SharedExperts > 1:
 						return Verdict{Refused, fmt.Sprintf("%d shared experts (Qwen2-MoE, the one class with a shared expert, has one): exported in moec's layout", e.SharedExperts)}
 					case !e.SharedGate:

@@ -468,6 +468,9 @@ func (s *spec) deepseek(r *reader) {
 	if r.boolean("seq_aux", false) {
 		r.notes = append(r.notes, "seq_aux = true: DeepSeek computes its balance loss per sequence; moec's balance_loss is per batch")
 	}
+	if s.arch == DeepSeekMoE {
+		s.deepseekMoEChecks(r, m)
+	}
 	s.moe = m
 }
 

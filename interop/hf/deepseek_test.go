@@ -15,7 +15,10 @@ import (
 // deepseekModels are tiny DeepSeek-V3-shaped models: latent attention with a low-rank query
 // and yarn's mscale, sigmoid routing within groups on biased scores; and DeepSeek-V2-Lite's
 // full-rank query with two shared experts and no groups; and DeepSeek-V2's softmax router
-// without a selection bias (DeepseekV2ForCausalLM's checkpoints, which moec imports).
+// without a selection bias (DeepseekV2ForCausalLM's checkpoints, which moec imports); and
+// DeepSeek-MoE's (DeepseekForCausalLM): standard attention, a dense first layer, two shared
+// experts and a plain top-2; GQA with biases, MoE every other layer from layer 2, one shared
+// expert, a renormalised top-3 and linear rope scaling.
 const deepseekModels = `
 model tiny_deepseek_v3 {
   vocab = 300; d_model = 32; layers = 3; seq_len = 16; norm_eps = 1e-6
@@ -42,6 +45,18 @@ model tiny_deepseek_v2 {
   attention { heads = 4; q_lora_rank = 10; kv_lora_rank = 8; qk_nope_head_dim = 4; qk_rope_head_dim = 6; v_head_dim = 4 }
   ffn { hidden = 40; activation = swiglu }
   moe { experts = 4; top_k = 2; expert_hidden = 12; shared_experts = 2; first_dense = 1; normalize = false; capacity_factor = dropless }
+}
+model tiny_deepseek_moe {
+  vocab = 300; d_model = 32; layers = 3; seq_len = 16; norm_eps = 1e-6
+  attention { heads = 4; kv_heads = 4 }
+  ffn { hidden = 40; activation = swiglu }
+  moe { experts = 6; top_k = 2; expert_hidden = 12; shared_experts = 2; first_dense = 1; normalize = false; capacity_factor = dropless; balance_loss = 0.001 }
+}
+model tiny_deepseek_moe_norm {
+  vocab = 300; d_model = 32; layers = 5; seq_len = 16; norm_eps = 1e-6; rope_scaling = linear; rope_factor = 2
+  attention { heads = 4; kv_heads = 2; qkv_bias = true; out_bias = true }
+  ffn { hidden = 40; activation = swiglu }
+  moe { experts = 4; top_k = 3; expert_hidden = 8; shared_experts = 1; first_dense = 1; every = 2; normalize = true; capacity_factor = dropless; balance_loss = 0.01 }
 }
 `
 

@@ -142,9 +142,10 @@ func deepseekToMoec(ts []safetensors.Tensor, m *program.Model, interleaved bool)
 
 // deepseekFromMoec converts moec's tensors of m, in arrange's order, to DeepSeek's, and
 // says for each which of moec's it comes from: one-for-one renames, the rope rows permuted
-// to interleaved pairs, and each layer's shared experts joined into one MLP (gate_proj,
-// up_proj, down_proj) in the place of its first shared-expert tensor.
-func deepseekFromMoec(ts []safetensors.Tensor, m *program.Model) ([]safetensors.Tensor, []string, error) {
+// to interleaved pairs when interleave (DeepSeek-V2/V3's latent attention; DeepSeek-MoE's
+// Llama attention rotates halves), and each layer's shared experts joined into one MLP
+// (gate_proj, up_proj, down_proj) in the place of its first shared-expert tensor.
+func deepseekFromMoec(ts []safetensors.Tensor, m *program.Model, interleave bool) ([]safetensors.Tensor, []string, error) {
 	type joined struct {
 		parts map[string][]safetensors.Tensor // w1, w3, w2 → one per shared expert, in order
 		at    int
@@ -157,7 +158,7 @@ func deepseekFromMoec(ts []safetensors.Tensor, m *program.Model) ([]safetensors.
 		g := moecShareds.FindStringSubmatch(t.Name)
 		if g == nil {
 			o := safetensors.Tensor{Name: deepseekNameFromMoec(t.Name), Shape: t.Shape, Data: t.Data}
-			if deepseekRopeRows.MatchString(o.Name) {
+			if interleave && deepseekRopeRows.MatchString(o.Name) {
 				o = permuteRope(o, m, true)
 			}
 			out = append(out, o)

@@ -110,6 +110,9 @@ func Export(ckpt, out string) (*ExportManifest, error) {
 			man.Class = deepseekV2Class
 		}
 	}
+	if layout == LayoutDeepSeekMoE {
+		man.Notes = append(man.Notes, deepseekMoENotes(m)...)
+	}
 	if layout == LayoutHunyuanMoE || layout == LayoutHunyuan {
 		man.Notes = append(man.Notes, hunyuanNotes(m, layout)...)
 	}
@@ -133,8 +136,8 @@ func Export(ckpt, out string) (*ExportManifest, error) {
 		if outTensors, from, err = gptOssFromMoec(tensors); err != nil {
 			return nil, diag.RuntimeWrap(diag.CodeNotExportable, err, "checkpoint %s does not hold the tensors of its model", dir)
 		}
-	case LayoutDeepSeek:
-		if outTensors, from, err = deepseekFromMoec(tensors, m); err != nil {
+	case LayoutDeepSeek, LayoutDeepSeekMoE:
+		if outTensors, from, err = deepseekFromMoec(tensors, m, layout == LayoutDeepSeek); err != nil {
 			return nil, diag.RuntimeWrap(diag.CodeNotExportable, err, "checkpoint %s does not hold the tensors of its model", dir)
 		}
 	case LayoutDbrx:
@@ -366,6 +369,8 @@ func hfConfig(m *program.Model, l Layout) map[string]any {
 		gptOssConfig(cfg, m)
 	case LayoutDeepSeek:
 		deepseekConfig(cfg, m)
+	case LayoutDeepSeekMoE:
+		deepseekMoEConfig(cfg, m)
 	case LayoutHunyuanMoE, LayoutHunyuan:
 		hunyuanConfig(cfg, m, l)
 	case LayoutPhimoe:

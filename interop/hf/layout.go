@@ -42,6 +42,7 @@ var classOf = map[Layout]string{
 	LayoutGptOss: "GptOssForCausalLM", LayoutDeepSeek: "DeepseekV3ForCausalLM",
 	LayoutHunyuanMoE: "HunYuanMoEV1ForCausalLM", LayoutHunyuan: "HunYuanForCausalLM",
 	LayoutDbrx: "DbrxForCausalLM", LayoutPhimoe: "PhimoeForCausalLM",
+	LayoutDeepSeekMoE: "DeepseekForCausalLM",
 }
 
 // moecNames rewrites between moec's names (runtime/nn, Mixtral-style block_sparse_moe) and
@@ -74,7 +75,7 @@ func toMoec(l Layout, name string) string {
 	if l == LayoutArctic {
 		return arcticToMoec(name)
 	}
-	if l == LayoutDeepSeek {
+	if l == LayoutDeepSeek || l == LayoutDeepSeekMoE {
 		return deepseekNameToMoec(name)
 	}
 	if l == LayoutHunyuanMoE || l == LayoutHunyuan {
@@ -164,6 +165,16 @@ func layoutFor(m *program.Model) (Layout, []string) {
 			return layout, nil
 		}
 		return LayoutMoec, []string{"q/k norms after rotary positions are HunYuan's, and the HunYuan classes need " + strings.Join(unmet, ", ")}
+	}
+	if candidate, unmet := deepseekMoELayoutFor(m); candidate {
+		if len(unmet) == 0 {
+			return LayoutDeepSeekMoE, nil
+		}
+		why := "an ungated shared expert beside standard attention is DeepSeek-MoE's, and DeepseekForCausalLM needs " + strings.Join(unmet, ", ")
+		if m.MoE.SharedExperts == 1 {
+			why += "; Qwen2MoeForCausalLM gates its one shared expert (shared_gate = true)"
+		}
+		return LayoutMoec, []string{why}
 	}
 	if candidate, unmet := dbrxLayoutFor(m); candidate {
 		if len(unmet) == 0 {

@@ -215,8 +215,10 @@ func TestRoundTrip(t *testing.T) {
 		{"tiny_arctic_every2", LayoutArctic},
 		{"tiny_llama4", LayoutLlama4},
 		{"tiny_gpt_oss", LayoutGptOss},
-		{"tiny_deepseek_v3", LayoutDeepSeek},      // q_lora_rank, groups, yarn
-		{"tiny_deepseek_v2_lite", LayoutDeepSeek}, // full-rank q_proj, two shared experts
+		{"tiny_deepseek_v3", LayoutDeepSeek},          // q_lora_rank, groups, yarn
+		{"tiny_deepseek_v2_lite", LayoutDeepSeek},     // full-rank q_proj, two shared experts
+		{"tiny_deepseek_moe", LayoutDeepSeekMoE},      // Llama attention, a dense first layer, two shared experts
+		{"tiny_deepseek_moe_norm", LayoutDeepSeekMoE}, // moe_layer_freq 2, attention biases, renormalised top-3
 		{"tiny_hunyuan_a13b", LayoutHunyuanMoE},
 		{"tiny_hunyuan_large", LayoutHunyuan}, // cross-layer attention, top-1 by probability
 		{"tiny_dbrx", LayoutDbrx},             // fused Wqkv and experts, clip_qkv, LayerNorms without biases

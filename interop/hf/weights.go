@@ -20,6 +20,7 @@ var weightLayouts = map[string]Layout{
 	"qwen3": LayoutQwen3, "mixtral": LayoutMixtral, "qwen3_moe": LayoutQwen3MoE,
 	"olmoe": LayoutOlmoe, "qwen2_moe": LayoutQwen2MoE, "arctic": LayoutArctic, "gpt_oss": LayoutGptOss, "llama4_text": LayoutLlama4,
 	"deepseek_v3": LayoutDeepSeek, "deepseek_v2": LayoutDeepSeek, // the same names; V2's router has no selection bias
+	"deepseek":       LayoutDeepSeekMoE, // DeepSeek-MoE 16B: Llama attention, V2's MoE names
 	"hunyuan_v1_moe": LayoutHunyuanMoE, "hunyuan": LayoutHunyuan,
 	"dbrx": LayoutDbrx, "phimoe": LayoutPhimoe,
 }
@@ -96,8 +97,9 @@ func ImportCheckpoint(hfDir, out string, opt Options) (*CheckpointResult, error)
 			ts = append(ts, t)
 		}
 	}
-	if layout == LayoutDeepSeek {
-		if ts, err = deepseekToMoec(ts, res.Model, ropeInterleaved(cfg)); err != nil {
+	if layout == LayoutDeepSeek || layout == LayoutDeepSeekMoE {
+		// DeepSeek-MoE's Llama attention rotates halves, as moec does: no rope rows to permute.
+		if ts, err = deepseekToMoec(ts, res.Model, layout == LayoutDeepSeek && ropeInterleaved(cfg)); err != nil {
 			return nil, diag.RuntimeWrap(diag.CodeWeightsMismatch, err, "the weights in %s do not fit its config.json", hfDir)
 		}
 	}
