@@ -219,3 +219,40 @@ func dequantFP8(w, scale safetensors.RawTensor, block fp8Block) ([]float32, erro
 	}
 	return data, nil
 }
+
+// fp8WithoutConfig explains why the float reader refused file when the file holds FP8
+// tensors but config.json declares no quantization_config (a config copied without it, or
+// edited): the weights are quantised, and only the declared scheme says how to dequantise
+// them. It returns nil when the file holds no FP8 tensor, so that the reader's own error
+// stands.
+func fp8WithoutConfig(file string) error {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil
+	}
+	raw, _, err := safetensors.DecodeRaw(b)
+	if err != nil {
+		return nil
+	}
+	var fp8, scales int
+	first, dtype := "", ""
+	for _, t := range raw {
+		if strings.HasPrefix(t.DType, "F8_") {
+			if fp8 == 0 {
+				first, dtype = t.Name, t.DType
+			}
+			fp8++
+		}
+		if strings.HasSuffix(t.Name, fp8ScaleSuffix) {
+			scales++
+		}
+	}
+	if fp8 == 0 {
+		return nil
+	}
+	d := diag.Runtimef(diag.CodeWeightsMismatch,
+		"%s holds %d %s weights (the first %s) and %d block scales (*%s), but config.json declares no quantization_config: moec dequantises FP8 weights only by the scheme the config names",
+		file, fp8, dtype, first, scales, fp8ScaleSuffix)
+	d.Suggestion = `restore the checkpoint's quantization_config in config.json, as published with these weights (DeepSeek-V3's: {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic", "weight_block_size": [128, 128]})`
+	return d
+}

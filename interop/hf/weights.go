@@ -87,6 +87,9 @@ func ImportCheckpoint(hfDir, out string, opt Options) (*CheckpointResult, error)
 	for _, f := range files {
 		sf, err := safetensors.ReadFile(f)
 		if err != nil {
+			if d := fp8WithoutConfig(f); d != nil {
+				return nil, d
+			}
 			return nil, diag.RuntimeWrap(diag.CodeBadSafetensors, err, "reading weights")
 		}
 		for _, t := range sf.Tensors {
