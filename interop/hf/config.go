@@ -148,6 +148,9 @@ func readSpec(r *reader) (*spec, error) {
 	}
 	s := &spec{modelType: mt, class: entry.class, arch: entry.arch}
 	r.resolveAliases(mt)
+	if mt == "hunyuan" {
+		s.hunyuanRemoteClass(r) // Hunyuan-Large's or Hunyuan-A13B's remote code: hunyuan_class.go
+	}
 	if mt == "llama4" {
 		// The multimodal wrapper: its language model is text_config, as Llama4ForCausalLM
 		// loads it; the vision encoder and projector are no model moec imports.
@@ -201,7 +204,7 @@ func readSpec(r *reader) (*spec, error) {
 	if entry.arch != GptOss { // gpt-oss's MXFP4: gptoss.go
 		r.fp8Quantization() // fine-grained FP8 (DeepSeek-V3's): fp8.go
 	}
-	if entry.arch == Hunyuan || entry.arch == HunyuanMoE {
+	if s.arch == Hunyuan || s.arch == HunyuanMoE {
 		s.hunyuanRope(r)
 	} else {
 		s.ropeScaling(r)

@@ -128,6 +128,7 @@ func (s *spec) hunyuan(r *reader) {
 	if !v1 && m.topK == 1 {
 		m.normalize = false
 	}
+	s.hunyuanRemoteTop1(r, m.topK)
 	if !r.boolean("norm_topk_prob", true) {
 		r.refuse("norm_topk_prob", "norm_topk_prob = false", "HunYuan's topkgating always renormalises the top-k gates")
 	}
