@@ -17,14 +17,14 @@
 #     and norm_topk_prob; DeepseekMoE adds shared_experts, one DeepseekMLP of
 #     moe_intermediate_size * n_shared_experts, when n_shared_experts is not None.
 #
-# A third argument "interleaved" rotates adjacent pairs (2j, 2j+1) instead, the convention
-# of DeepSeek-V2/V3's latent attention: the Go test runs it to show that the check tells the
-# two conventions apart.
+# A third argument "both" prints two lists, these logits and those of the same network
+# rotating adjacent pairs (2j, 2j+1) instead, the convention of DeepSeek-V2/V3's latent
+# attention: the Go test shows with them that the check tells the two conventions apart.
 import json, math, struct, sys
 import torch
 
 folder, ids = sys.argv[1], [int(t) for t in sys.argv[2].split(",")]
-interleaved = len(sys.argv) > 3 and sys.argv[3] == "interleaved"
+both = len(sys.argv) > 3 and sys.argv[3] == "both"
 cfg = json.load(open(folder + "/config.json"))
 raw = open(folder + "/model.safetensors", "rb").read()
 (n,) = struct.unpack("<Q", raw[:8])
@@ -71,7 +71,7 @@ inv = 1.0 / (cfg["rope_theta"] ** (torch.arange(0, hd, 2, dtype=torch.float64) /
 freqs = torch.outer(pos, inv)
 
 
-def rotary(x):
+def rotary(x, interleaved):
     if interleaved:  # adjacent pairs: the wrong convention for this family
         c, s = freqs.cos()[:, None, :], freqs.sin()[:, None, :]
         x1, x2 = x[..., 0::2], x[..., 1::2]
@@ -82,33 +82,39 @@ def rotary(x):
 
 
 mask = torch.full((T, T), float("-inf"), dtype=torch.float64).triu(1)
-x = W["model.embed_tokens.weight"][ids]
-for i in range(L):
-    p = "model.layers.%d." % i
-    a = p + "self_attn."
-    h = rms(x, W[p + "input_layernorm.weight"])
-    q = rotary(lin(h, a + "q_proj", bias).view(T, H, hd))
-    k = rotary(lin(h, a + "k_proj", bias).view(T, KV, hd))
-    v = lin(h, a + "v_proj", bias).view(T, KV, hd)
-    k, v = k.repeat_interleave(H // KV, dim=1), v.repeat_interleave(H // KV, dim=1)
-    att = (torch.einsum("thd,shd->hts", q, k) / math.sqrt(hd) + mask).softmax(-1)
-    x = x + lin(torch.einsum("hts,shd->thd", att, v).reshape(T, H * hd), a + "o_proj", bias)
-    h = rms(x, W[p + "post_attention_layernorm.weight"])
-    m = p + "mlp."
-    if cfg.get("n_routed_experts") is not None and i >= first and i % freq == 0:
-        scores = lin(h, m + "gate").softmax(-1)
-        top, sel = scores.topk(topk, dim=-1)
-        if topk > 1 and norm_topk:
-            top = top / (top.sum(-1, keepdim=True) + 1e-20)
-        out = torch.zeros_like(h)
-        for t in range(T):
-            for j in range(topk):
-                out[t] += top[t, j] * mlp(h[t], m + "experts.%d." % int(sel[t, j]))
-        if cfg.get("n_shared_experts") is not None:
-            out = out + mlp(h, m + "shared_experts.")
-    else:
-        out = mlp(h, m)
-    x = x + out
-x = rms(x, W["model.norm.weight"])
-head = W["lm_head.weight"] if "lm_head.weight" in W else W["model.embed_tokens.weight"]
-print(json.dumps((x @ head.T).flatten().tolist()))
+
+
+def forward(interleaved):
+    x = W["model.embed_tokens.weight"][ids]
+    for i in range(L):
+        p = "model.layers.%d." % i
+        a = p + "self_attn."
+        h = rms(x, W[p + "input_layernorm.weight"])
+        q = rotary(lin(h, a + "q_proj", bias).view(T, H, hd), interleaved)
+        k = rotary(lin(h, a + "k_proj", bias).view(T, KV, hd), interleaved)
+        v = lin(h, a + "v_proj", bias).view(T, KV, hd)
+        k, v = k.repeat_interleave(H // KV, dim=1), v.repeat_interleave(H // KV, dim=1)
+        att = (torch.einsum("thd,shd->hts", q, k) / math.sqrt(hd) + mask).softmax(-1)
+        x = x + lin(torch.einsum("hts,shd->thd", att, v).reshape(T, H * hd), a + "o_proj", bias)
+        h = rms(x, W[p + "post_attention_layernorm.weight"])
+        m = p + "mlp."
+        if cfg.get("n_routed_experts") is not None and i >= first and i % freq == 0:
+            scores = lin(h, m + "gate").softmax(-1)
+            top, sel = scores.topk(topk, dim=-1)
+            if topk > 1 and norm_topk:
+                top = top / (top.sum(-1, keepdim=True) + 1e-20)
+            out = torch.zeros_like(h)
+            for t in range(T):
+                for j in range(topk):
+                    out[t] += top[t, j] * mlp(h[t], m + "experts.%d." % int(sel[t, j]))
+            if cfg.get("n_shared_experts") is not None:
+                out = out + mlp(h, m + "shared_experts.")
+        else:
+            out = mlp(h, m)
+        x = x + out
+    x = rms(x, W["model.norm.weight"])
+    head = W["lm_head.weight"] if "lm_head.weight" in W else W["model.embed_tokens.weight"]
+    return (x @ head.T).flatten().tolist()
+
+
+print(json.dumps([forward(False), forward(True)] if both else forward(False)))
