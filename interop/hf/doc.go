@@ -17,7 +17,7 @@
 // sharded or not, F32/BF16/F16, or DeepSeek-V3's fine-grained FP8: E4M3 weights
 // dequantised to float32 with their block scales, fp8.go) of a Llama, Mistral, Qwen2, Qwen3, Mixtral, Qwen3-MoE,
 // OLMoE, Qwen2-MoE, Snowflake Arctic, gpt-oss (its MXFP4 experts decoded to float32
-// exactly), Llama 4, DeepSeek-V2/V3, Hunyuan-A13B, Hunyuan-Large, DBRX or Phi-3.5-MoE model and writes a moec checkpoint (runtime/checkpoint) whose tensors
+// exactly), Llama 4, DeepSeek-MoE, DeepSeek-V2/V3, Hunyuan-A13B, Hunyuan-Large, DBRX or Phi-3.5-MoE model and writes a moec checkpoint (runtime/checkpoint) whose tensors
 // carry moec's names. Export reads a moec checkpoint and writes config.json plus
 // model.safetensors in the layout the matching transformers class loads
 // (MixtralForCausalLM for a Mixtral-shaped model, Qwen3MoeForCausalLM for one with per-head
@@ -28,6 +28,8 @@
 // remote code, for one with q/k norms after rotary positions (hunyuan_weights.go),
 // (moe.parallel_attention), DbrxForCausalLM for one with LayerNorms without biases
 // (dbrx_weights.go), PhimoeForCausalLM for one routed by sparsemixer (phimoe_weights.go),
+// DeepseekForCausalLM, deepseek-ai's remote code, for one with ungated shared experts beside
+// standard attention (deepseek_moe.go),
 // LlamaForCausalLM or Qwen3ForCausalLM for a dense one). A model
 // using features none of these classes has (token-embedding routing, attention-weight sharing, talking heads, ...)
 // is exported in the moec layout instead, with the reasons returned and written down.
