@@ -25,10 +25,12 @@ import (
 const LayoutDeepSeekMoE Layout = "deepseek"
 
 // deepseekMoEAutoMap points transformers at the remote code a DeepSeek-MoE folder carries.
-var deepseekMoEAutoMap = map[string]string{
-	"AutoConfig":           "configuration_deepseek.DeepseekConfig",
-	"AutoModel":            "modeling_deepseek.DeepseekModel",
-	"AutoModelForCausalLM": "modeling_deepseek.DeepseekForCausalLM",
+func deepseekMoEAutoMap() map[string]string {
+	return map[string]string{
+		"AutoConfig":           "configuration_deepseek.DeepseekConfig",
+		"AutoModel":            "modeling_deepseek.DeepseekModel",
+		"AutoModelForCausalLM": "modeling_deepseek.DeepseekForCausalLM",
+	}
 }
 
 // deepseekMoELayers returns first_k_dense_replace and moe_layer_freq that make exactly m's
@@ -116,7 +118,7 @@ func deepseekMoEConfig(cfg map[string]any, m *program.Model) {
 		// DeepseekAttention._init_rope reads "type" and "factor", not rope_type.
 		cfg["rope_scaling"] = map[string]any{"type": string(rs.Type), "factor": floatField(rs.Factor)}
 	}
-	cfg["auto_map"] = deepseekMoEAutoMap
+	cfg["auto_map"] = deepseekMoEAutoMap()
 }
 
 // deepseekMoENotes says how DeepseekForCausalLM's remote code is found, and what of m its
