@@ -16,12 +16,15 @@ that score; final RMSNorm and an untied head. The router and the embedding table
 Usage: hunyuan_peer.py MODE --checkpoint DIR [options]
   check   decode the token ids in --tokens (int32, little-endian) at batch 1 in float32 and print
           the largest |logit - moec's| against --logits (float32 [steps, vocab])
-  tune    time short generations for each setting (threads 1 and 2, torch.inference_mode or
-          torch.no_grad, the quantised engines torch offers) and print the fastest per batch
+  tune    time short generations for each setting (--threads, torch.inference_mode or
+          torch.no_grad, every quantised engine this torch offers: qnnpack and onednn on
+          Debian's 1.13, x86 and fbgemm too on 2.x) --rounds times over, interleaved, and print
+          the fastest per workload
   gen     time greedy generation of --steps tokens at batch 1 (after a newline) and batch 16
           (sequences starting 'a', 'b', ...), in float32 and int8, each under the setting that
           --settings (tune's "best") gives it
-Output: one JSON line.
+Output: one JSON line. It runs under torch 1.13 (Debian's) and the current 2.x (PyPI's, in
+.venv-bench): quantize_dynamic is the same call in both, deprecated in 2.10+ (torchao succeeds it).
 """
 
 import argparse
@@ -108,7 +111,8 @@ class TinyHunYuan(nn.Module):
         self.lin = lin
 
     def quantize(self):
-        warnings.filterwarnings("ignore", message=".*deprecated.*")
+        warnings.filterwarnings("ignore", message=".*deprecated.*")  # torch 2.10+: torchao is the successor
+        warnings.filterwarnings("ignore", message=".*reduce_range.*")  # qnnpack on 2.x
         self.lin = torch.ao.quantization.quantize_dynamic(self.lin, {nn.Linear}, dtype=torch.qint8)
 
     def rms(self, x, w):
@@ -190,6 +194,8 @@ def main():
     ap.add_argument("--logits", help="check: moec's float32 logits [steps, vocab]")
     ap.add_argument("--steps", type=int, default=127)
     ap.add_argument("--settings", default="", help="gen: tune's best settings (JSON); default 2 threads, inference_mode")
+    ap.add_argument("--threads", default="1,2", help="tune: the thread counts to try (comma-separated)")
+    ap.add_argument("--rounds", type=int, default=2, help="tune: sweeps over every setting; each keeps its fastest")
     args = ap.parse_args()
     torch.manual_seed(0)
     model = TinyHunYuan(args.checkpoint)
@@ -213,20 +219,27 @@ def main():
             if key not in best or tps > best[key]["tokens_per_s"]:
                 best[key] = dict(setting, tokens_per_s=tps)
 
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            for grad in ("inference_mode", "no_grad"):
-                for batch in (1, 16):
-                    keep(f"fp32_{batch}", timed(model, batch, 16, grad), {"threads": threads, "grad": grad})
-        for eng in engines():
+        thread_counts = sorted({int(t) for t in args.threads.split(",")})
+        quantized = {}
+        for eng in engines():  # a module quantised under one engine runs under that engine
             torch.backends.quantized.engine = eng
-            q = TinyHunYuan(args.checkpoint)
-            q.quantize()
-            for threads in (1, 2):
+            quantized[eng] = TinyHunYuan(args.checkpoint)
+            quantized[eng].quantize()
+        # Every round sweeps every setting, so a burst of load on a shared machine falls on
+        # one timing of a setting, not on all of them.
+        for _ in range(args.rounds):
+            for threads in thread_counts:
                 torch.set_num_threads(threads)
                 for grad in ("inference_mode", "no_grad"):
                     for batch in (1, 16):
-                        keep(f"int8_{batch}", timed(q, batch, 16, grad), {"threads": threads, "grad": grad, "qengine": eng})
+                        keep(f"fp32_{batch}", timed(model, batch, 16, grad), {"threads": threads, "grad": grad})
+            for eng, q in quantized.items():
+                torch.backends.quantized.engine = eng
+                for threads in thread_counts:
+                    torch.set_num_threads(threads)
+                    for grad in ("inference_mode", "no_grad"):
+                        for batch in (1, 16):
+                            keep(f"int8_{batch}", timed(q, batch, 16, grad), {"threads": threads, "grad": grad, "qengine": eng})
         print(json.dumps({"mode": "tune", "torch": torch.__version__, "engines": engines(), "best": best}))
         return
     best = json.loads(args.settings) if args.settings else {}

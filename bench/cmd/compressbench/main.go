@@ -21,13 +21,18 @@
 // checked and printed beside the table. Timings on a shared machine are noisy: the table
 // gives the best repetition's ratio beside the median's.
 //
-// The PyTorch peer (bench/peer/hunyuan_peer.py, run by --python when its torch imports;
-// --python "" skips it) is the same model in PyTorch, float32 and after
-// torch.ao.quantization.quantize_dynamic of its linear layers, decoding greedily with a KV
-// cache. Its logits are checked against moec's float32 decoder (within 1e-4) before it is
-// timed; it is tuned once (threads 1 or 2, inference_mode or no_grad, quantised engine) and
-// then run once per repetition beside moec's variants, alternating which side goes first.
-// The floor int8 generation at batch 1 ≥ 2× the PyTorch int8 peer is checked with it.
+// The PyTorch peer (bench/peer/hunyuan_peer.py) is the same model in PyTorch, float32 and
+// after torch.ao.quantization.quantize_dynamic of its linear layers, decoding greedily with a
+// KV cache. It runs under every interpreter of --python (comma-separated; by default Debian's
+// python3 with its torch 1.13 and, when present, .venv-bench's with PyPI's current torch, as
+// moebench's peers; "" none) whose torch imports. Each peer's logits are checked against
+// moec's float32 decoder (within 1e-4) before it is timed; each is tuned once (threads 1 or
+// GOMAXPROCS, inference_mode or no_grad, every quantised engine its torch has: x86 and
+// fbgemm too on torch 2.x) and then run once per repetition beside moec's variants, the
+// order of the sides alternating. Each workload (fp32 and int8 at batch 1 and 16) is held
+// against the strongest peer, as moebench does: in each repetition the fastest peer's rate,
+// named by the peer (torch version and setting) whose median is best. The floor int8
+// generation at batch 1 ≥ 2× the PyTorch int8 peer is checked against the strongest.
 package main
 
 import (
@@ -42,6 +47,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/moec-dev/moec/bench/internal/pythons"
 	"github.com/moec-dev/moec/internal/atomicfile"
 	"github.com/moec-dev/moec/runtime/checkpoint"
 	"github.com/moec-dev/moec/runtime/compress"
@@ -70,7 +76,7 @@ func main() {
 	reps := flag.Int("reps", 5, "repetitions of each generation measurement")
 	tokens := flag.Int("tokens", 127, "tokens generated per measurement")
 	out := flag.String("out", "", "folder to write compression.md and its plot to (none: standard output only)")
-	python := flag.String("python", "/usr/bin/python3", "interpreter of the PyTorch peer (\"\": no peer; skipped when its torch does not import)")
+	python := flag.String("python", pythons.Default(), "comma-separated interpreters of the PyTorch peer, each measured (\"\": no peer; one whose torch does not import is skipped)")
 	peerScript := flag.String("peer", "bench/peer/hunyuan_peer.py", "the PyTorch peer's script")
 	var students []string
 	flag.Func("student", "NAME=RUN: also measure a distilled student's checkpoint (repeatable; scripts/distill.sh trains them)", func(v string) error {
@@ -81,13 +87,13 @@ func main() {
 		return nil
 	})
 	flag.Parse()
-	if err := run(*ckpt, *calib, *reps, *tokens, *out, students, *python, *peerScript); err != nil {
+	if err := run(*ckpt, *calib, *reps, *tokens, *out, students, pythons.List(*python), *peerScript); err != nil {
 		fmt.Fprintln(os.Stderr, "compressbench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ckpt, calibPath string, reps, tokens int, outDir string, students []string, python, peerScript string) error {
+func run(ckpt, calibPath string, reps, tokens int, outDir string, students, interpreters []string, peerScript string) error {
 	src, err := train.ResolveCheckpoint(ckpt)
 	if err != nil {
 		return err
@@ -144,42 +150,36 @@ func run(ckpt, calibPath string, reps, tokens int, outDir string, students []str
 		}
 		v.file = st.Size()
 	}
-	var peer *torchPeer
-	if python != "" {
-		if err := exec.Command(python, "-c", "import torch").Run(); err != nil {
-			fmt.Fprintf(os.Stderr, "compressbench: no PyTorch peer: %s cannot import torch (%v)\n", python, err)
-		} else {
-			peer = newTorchPeer(python, peerScript, src)
-			if err := peer.check(vs[0].m, calib, tmp); err != nil {
-				return err
-			}
-			if err := peer.tune(); err != nil {
-				return err
-			}
-		}
+	peers, err := startPeers(interpreters, peerScript, src, vs[0].m, calib, tmp)
+	if err != nil {
+		return err
 	}
 	s := generate.Sampler{Temperature: 0}
 	for r := 0; r < reps; r++ {
-		if peer != nil && r%2 == 1 {
-			if err := peer.measure(tokens); err != nil {
-				return err
-			}
+		// nil is moec's variants; the order of the sides alternates so that no side always
+		// meets the same load.
+		sides := append([]*torchPeer{nil}, peers...)
+		if r%2 == 1 {
+			slices.Reverse(sides)
 		}
-		for _, v := range vs {
-			t0 := time.Now()
-			if err := generate.Generate(context.Background(), v.m, []byte("\n"), tokens, s, func(byte) error { return nil }); err != nil {
-				return err
+		for _, p := range sides {
+			if p != nil {
+				if err := p.measure(tokens); err != nil {
+					return err
+				}
+				continue
 			}
-			v.tps1 = append(v.tps1, float64(tokens)/time.Since(t0).Seconds())
-			tps, err := batch16(v.m, tokens)
-			if err != nil {
-				return err
-			}
-			v.tps16 = append(v.tps16, tps)
-		}
-		if peer != nil && r%2 == 0 {
-			if err := peer.measure(tokens); err != nil {
-				return err
+			for _, v := range vs {
+				t0 := time.Now()
+				if err := generate.Generate(context.Background(), v.m, []byte("\n"), tokens, s, func(byte) error { return nil }); err != nil {
+					return err
+				}
+				v.tps1 = append(v.tps1, float64(tokens)/time.Since(t0).Seconds())
+				tps, err := batch16(v.m, tokens)
+				if err != nil {
+					return err
+				}
+				v.tps16 = append(v.tps16, tps)
 			}
 		}
 	}
@@ -205,20 +205,26 @@ func run(ckpt, calibPath string, reps, tokens int, outDir string, students []str
 			cell(v.tps1), median(v.tps1)/median(base.tps1), slices.Max(v.tps1)/slices.Max(base.tps1),
 			cell(v.tps16), median(v.tps16)/median(base.tps16), slices.Max(v.tps16)/slices.Max(base.tps16))
 	}
-	if peer != nil {
+	for _, peer := range peers {
 		for _, k := range []string{"fp32", "int8"} {
 			p1, p16 := peer.tps[k+"_1"], peer.tps[k+"_16"]
-			name := "PyTorch " + k
+			name := "PyTorch " + peer.torch + " " + k
 			if k == "int8" {
-				name = "PyTorch int8 (quantize_dynamic)"
+				name += " (quantize_dynamic)"
 			}
 			fmt.Fprintf(&w, "| %s | | | | | | | %s | %.2f×, %.2f× | %s | %.2f×, %.2f× |\n", name,
 				cell(p1), median(p1)/median(base.tps1), slices.Max(p1)/slices.Max(base.tps1),
 				cell(p16), median(p16)/median(base.tps16), slices.Max(p16)/slices.Max(base.tps16))
 		}
-		fmt.Fprintf(&w, "\n%s\n", peer.describe())
 	}
 	i8, i4 := vs[1], vs[2]
+	if len(peers) > 0 {
+		writeAgainstStrongest(&w, peers, base, i8)
+		fmt.Fprintln(&w)
+		for _, peer := range peers {
+			fmt.Fprintln(&w, peer.describe())
+		}
+	}
 	fmt.Fprintln(&w)
 	floor := func(name string, ok bool, got string) {
 		mark := "met"
@@ -231,10 +237,10 @@ func run(ckpt, calibPath string, reps, tokens int, outDir string, students []str
 	floor("int4 g128 perplexity within 5% of fp32", i4.ppl <= base.ppl*1.05, fmt.Sprintf("%+.2f%%", 100*(i4.ppl/base.ppl-1)))
 	floor("int8 generation at batch 1 >= 1.5x fp32", median(i8.tps1) >= 1.5*median(base.tps1),
 		fmt.Sprintf("median %.2f×, best %.2f×", median(i8.tps1)/median(base.tps1), slices.Max(i8.tps1)/slices.Max(base.tps1)))
-	if peer != nil {
-		p := peer.tps["int8_1"]
+	if st := strongestPeer(peers, "int8_1"); st.peer != nil {
+		p := st.tps
 		floor("int8 generation at batch 1 >= 2x PyTorch int8", median(i8.tps1) >= 2*median(p),
-			fmt.Sprintf("median %.2f×, best %.2f×", median(i8.tps1)/median(p), slices.Max(i8.tps1)/slices.Max(p)))
+			fmt.Sprintf("median %.2f×, best %.2f×, against %s", median(i8.tps1)/median(p), slices.Max(i8.tps1)/slices.Max(p), st.label()))
 	}
 	floor("int4 weights <= 30% of fp32", i4.m.WeightBytes()*10 <= 3*base.m.WeightBytes(), fmt.Sprintf("%.1f%%", 100*float64(i4.m.WeightBytes())/float64(base.m.WeightBytes())))
 	fmt.Print(w.String())
@@ -242,6 +248,34 @@ func run(ckpt, calibPath string, reps, tokens int, outDir string, students []str
 		return nil
 	}
 	return writePage(outDir, w.String(), vs)
+}
+
+// startPeers starts the PyTorch peer under each interpreter whose torch imports (saying so
+// of the others), checks its logits against m's and tunes it.
+func startPeers(interpreters []string, script, ckpt string, m *nn.Model, calib []byte, tmp string) ([]*torchPeer, error) {
+	var peers []*torchPeer
+	var ref peerReference
+	for _, py := range interpreters {
+		if out, err := exec.Command(py, "-c", "import torch").CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "compressbench: no PyTorch peer under %s: it cannot import torch (%v: %s)\n", py, err, lastLines(string(out), 1))
+			continue
+		}
+		if ref.tokens == "" {
+			var err error
+			if ref, err = writePeerReference(m, calib, tmp); err != nil {
+				return nil, err
+			}
+		}
+		p := newTorchPeer(py, script, ckpt)
+		if err := p.check(ref); err != nil {
+			return nil, err
+		}
+		if err := p.tune(runtime.GOMAXPROCS(0)); err != nil {
+			return nil, err
+		}
+		peers = append(peers, p)
+	}
+	return peers, nil
 }
 
 // writePage writes the results page and its plot of perplexity against weight bytes.

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/moec-dev/moec/bench/internal/pythons"
 	"github.com/moec-dev/moec/runtime/blas"
 )
 
@@ -55,7 +56,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.largeReps, "large-reps", 2, "repetitions of every measurement of the large model")
 	fs.Float64Var(&o.largeSeconds, "large-seconds", 4, "seconds per measurement of the large model")
 	fs.StringVar(&o.coretypes, "coretypes", "auto", "comma-separated OPENBLAS_CORETYPE settings to compare (default = unset); auto: default plus SkylakeX on AVX-512 CPUs, Haswell elsewhere")
-	fs.StringVar(&o.pythons, "python", defaultPythons(), "comma-separated Python interpreters that import torch: each is a PyTorch peer, measured in the same run")
+	fs.StringVar(&o.pythons, "python", pythons.Default(), "comma-separated Python interpreters that import torch: each is a PyTorch peer, measured in the same run")
 	fs.StringVar(&o.peer, "peer", "bench/peer/moe_peer.py", "the PyTorch peer script")
 	fs.StringVar(&o.impls, "impls", strings.Join(peerImpls(), ","), "the peer's MoE formulations tuning tries (comma-separated; see moe_peer.py)")
 	fs.BoolVar(&o.tune, "tune", true, "pick each peer's best thread setting and MoE formulation before measuring")
@@ -131,23 +132,6 @@ func run(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	return nil
-}
-
-// benchVenvPython is the bench-only virtual environment scripts/bench.sh builds with the
-// current PyTorch release from PyPI.
-const benchVenvPython = ".venv-bench/bin/python"
-
-// defaultPythons are Debian's python3 (Debian's torch is installed for it, which another
-// python3 earlier on the PATH would not see) and the bench venv's, when present.
-func defaultPythons() string {
-	py := []string{"python3"}
-	if _, err := os.Stat("/usr/bin/python3"); err == nil {
-		py[0] = "/usr/bin/python3"
-	}
-	if _, err := os.Stat(benchVenvPython); err == nil {
-		py = append(py, benchVenvPython)
-	}
-	return strings.Join(py, ",")
 }
 
 // coretypes expands -coretypes.

@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/tools/txtar"
 
+	"github.com/moec-dev/moec/bench/internal/pythons"
 	"github.com/moec-dev/moec/compiler/analysis"
 )
 
@@ -238,7 +239,7 @@ func TestPeerInfo(t *testing.T) {
 	if testing.Short() {
 		t.Skip("imports torch")
 	}
-	py := defaultPythons()
+	py := pythons.Default()
 	py, _, _ = strings.Cut(py, ",")
 	p, err := newPeer(py, filepath.Join("..", "..", "peer", "moe_peer.py"))
 	if err != nil {
