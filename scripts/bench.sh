@@ -21,6 +21,14 @@ run() { # package, benchmark regexp
 	go test "$1" -run '^$' -bench "$2" -benchmem -count "${BENCH_COUNT:-3}" 2>&1 | tee -a "$out" | grep -E '^(Benchmark|ok|FAIL|---)' || true
 }
 
+# The current PyTorch release from PyPI, measured beside Debian's 1.13 by compressbench and
+# moebench, lives in .venv-bench, the venv make test also builds for transformers
+# (scripts/venv-torch.sh, about 4 GB): built first, so that every peer meets both torches.
+if [ "${BENCH_TORCH:-1}" != 0 ] && [ ! -f .venv-bench/installed.stamp ]; then
+	echo "building .venv-bench with the current torch from PyPI (about 4 GB; BENCH_TORCH=0 skips it)"
+	./scripts/venv-torch.sh || echo "the current torch did not install: measuring Debian's torch only"
+fi
+
 if [ "${BENCH_ONLY:-}" != moebench ]; then
 	echo "== front end and counting"
 	run ./compiler/report 'BenchmarkFrontEndHunyuan1T'
@@ -47,12 +55,6 @@ if [ "${BENCH_ONLY:-}" != moebench ]; then
 fi
 
 echo "== moec vs PyTorch (bench/cmd/moebench)"
-# The current PyTorch release from PyPI, measured beside Debian's 1.13, lives in .venv-bench,
-# the venv make test also builds for transformers (scripts/venv-torch.sh, about 4 GB).
-if [ "${BENCH_TORCH:-1}" != 0 ] && [ ! -f .venv-bench/installed.stamp ]; then
-	echo "building .venv-bench with the current torch from PyPI (about 4 GB; BENCH_TORCH=0 skips it)"
-	./scripts/venv-torch.sh || echo "the current torch did not install: measuring Debian's torch only"
-fi
 pythons=/usr/bin/python3
 if [ ! -x "$pythons" ]; then
 	pythons=python3
