@@ -539,4 +539,3 @@ func eachExpert(experts int, rows func(ex int) int, body func(ex int)) {
 	}
 	wg.Wait()
 }
-
