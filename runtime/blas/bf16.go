@@ -27,6 +27,21 @@ func roundBF16Bits(u uint32) uint32 {
 	return u >> 16
 }
 
+// GemmBF16Serial is GemmBF16 on the calling goroutine only (see GemmSerial).
+func GemmBF16Serial(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	if m == 0 || n == 0 {
+		return
+	}
+	checkLen("A", a, transA, m, k, lda)
+	checkLen("B", b, transB, k, n, ldb)
+	checkLen("C", c, false, m, n, ldc)
+	if k == 0 || !haveBF16Kernel {
+		gemmBF16Rounded(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+		return
+	}
+	gemmBF16Part(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
 // GemmBF16 computes C = alpha·bf16(op(A))·bf16(op(B)) + beta·C with Gemm's arguments for
 // float32 operands: every value of A and B is rounded to bfloat16 (RoundBF16) as the
 // product reads it, the sums are float32, and C stays float32. It is the mixed-precision

@@ -138,19 +138,19 @@ func (e *Executor) run(op *step.Op) error {
 		if !e.addsBias(op) {
 			b = nil
 		}
-		groupedMM(e.product(), &e.scratch.order, f[in[0]], f[out[0]], w, b, o, k, e.Fill(in[0]), e.Fill(out[0]), op.SkipEmptySlots)
+		groupedMM(e.serialProduct(), f[in[0]], f[out[0]], w, b, o, k, e.Fill(in[0]), e.Fill(out[0]), op.SkipEmptySlots)
 	case step.OpGroupedMMDW:
 		if err := e.packedFillKnown(in[0], in[1]); err != nil {
 			return err
 		}
 		w, b, o, k := e.experts(out)
-		groupedMMDW(e.product(), &e.scratch.order, f[in[0]], f[in[1]], w, b, o, k, acc(0), e.Fill(in[0]), e.Fill(in[1]))
+		groupedMMDW(e.serialProduct(), f[in[0]], f[in[1]], w, b, o, k, acc(0), e.Fill(in[0]), e.Fill(in[1]))
 	case step.OpGroupedMMDX:
 		if err := e.packedFillKnown(in[0]); err != nil {
 			return err
 		}
 		w, _, o, k := e.experts(in[1:])
-		groupedMMDX(e.product(), &e.scratch.order, f[in[0]], f[out[0]], w, o, k, acc(0), e.Fill(in[0]), e.Fill(out[0]))
+		groupedMMDX(e.serialProduct(), f[in[0]], f[out[0]], w, o, k, acc(0), e.Fill(in[0]), e.Fill(out[0]))
 	case step.OpCombine:
 		C, D := dispatchDims(shape(in[0]))
 		e.Combine(f[in[0]], i32[in[1]], i32[in[2]], f[in[3]], f[out[0]], C, D)
@@ -386,28 +386,35 @@ func (k *Kernels) EmbedBwd(dx []float32, tok []int32, dw []float32, w, first int
 // it by w (plus b): h, and each row's reciprocal deviation rstd.
 func (k *Kernels) Norm(x, w, b, h, rstd []float32) {
 	layer := k.m.Norm == program.LayerNorm
-	d := len(w)
 	eps := k.d.NormEps
-	parallel(len(x)/d, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			xi, hi := x[i*d:(i+1)*d], h[i*d:(i+1)*d]
-			mean := rowMean(xi, layer)
-			var ss float64
-			for _, v := range xi {
-				c := float64(v) - mean
-				ss += c * c
-			}
-			r := 1 / math.Sqrt(ss/float64(d)+eps)
-			rstd[i] = float32(r)
-			for j, v := range xi {
-				xh := float32((float64(v) - mean) * r)
-				hi[j] = xh * w[j]
-				if b != nil {
-					hi[j] += b[j]
-				}
-			}
+	parallel(len(x)/len(w), func(lo, hi int) {
+		if !normFwdVec(x, w, b, h, rstd, lo, hi, eps, layer) {
+			normFwdRows(x, w, b, h, rstd, lo, hi, eps, layer)
 		}
 	})
+}
+
+// normFwdRows is Norm's rows [r0, r1) in Go (normFwdVec on vector lanes).
+func normFwdRows(x, w, b, h, rstd []float32, r0, r1 int, eps float64, layer bool) {
+	d := len(w)
+	for i := r0; i < r1; i++ {
+		xi, hi := x[i*d:(i+1)*d], h[i*d:(i+1)*d]
+		mean := rowMean(xi, layer)
+		var ss float64
+		for _, v := range xi {
+			c := float64(v) - mean
+			ss += c * c
+		}
+		r := 1 / math.Sqrt(ss/float64(d)+eps)
+		rstd[i] = float32(r)
+		for j, v := range xi {
+			xh := float32((float64(v) - mean) * r)
+			hi[j] = xh * w[j]
+			if b != nil {
+				hi[j] += b[j]
+			}
+		}
+	}
 }
 
 // rowMean is a LayerNorm row's mean (0 for RMSNorm).
@@ -449,43 +456,61 @@ func (k *Kernels) NormBwd(dh, x, w, rstd, dx, dw, db []float32, accX, accW, accB
 		})
 	}
 	columnBands(d, n*d, func(j0, j1 int) {
-		for i := 0; i < n; i++ {
-			xi, dyi := x[i*d+j0:i*d+j1], dh[i*d+j0:i*d+j1]
-			mean, r := 0.0, float64(rstd[i])
-			if layer {
-				mean = means[i]
-			}
-			dwb := dw[j0:j1]
-			for j, g := range dyi {
-				dwb[j] += g * float32((float64(xi[j])-mean)*r)
-			}
-			if db != nil {
-				dbb := db[j0:j1]
-				for j, g := range dyi {
-					dbb[j] += g
-				}
-			}
+		if !normBwdDwVec(dh, x, rstd, means, dw, db, n, j0, j1) {
+			normBwdDwCols(dh, x, rstd, means, dw, db, n, j0, j1)
 		}
 	})
 	parallel(n, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			xi, dyi, dxi := x[i*d:(i+1)*d], dh[i*d:(i+1)*d], dx[i*d:(i+1)*d]
-			mean, r := rowMean(xi, layer), float64(rstd[i])
-			var sumG, sumGX float64
-			for j, g := range dyi {
-				gh := float64(g * w[j])
-				sumG += gh
-				sumGX += gh * float64(float32((float64(xi[j])-mean)*r))
-			}
-			meanG, meanGX := sumG/float64(d), sumGX/float64(d)
-			if !layer {
-				meanG = 0
-			}
-			for j, g := range dyi {
-				gh := float64(g * w[j])
-				xh := float64(float32((float64(xi[j]) - mean) * r))
-				dxi[j] += float32(r * (gh - meanG - xh*meanGX))
-			}
+		if !normBwdDxVec(dh, x, w, rstd, dx, lo, hi, layer, true) {
+			normBwdDxRows(dh, x, w, rstd, dx, lo, hi, layer)
 		}
 	})
+}
+
+// normBwdDwCols is NormBwd's parameter gradients over the columns [j0, j1), every row in
+// order, in Go (normBwdDwVec on vector lanes); means is nil for RMSNorm.
+func normBwdDwCols(dh, x, rstd []float32, means []float64, dw, db []float32, n, j0, j1 int) {
+	d := len(dw)
+	for i := 0; i < n; i++ {
+		xi, dyi := x[i*d+j0:i*d+j1], dh[i*d+j0:i*d+j1]
+		mean, r := 0.0, float64(rstd[i])
+		if means != nil {
+			mean = means[i]
+		}
+		dwb := dw[j0:j1]
+		for j, g := range dyi {
+			dwb[j] += g * float32((float64(xi[j])-mean)*r)
+		}
+		if db != nil {
+			dbb := db[j0:j1]
+			for j, g := range dyi {
+				dbb[j] += g
+			}
+		}
+	}
+}
+
+// normBwdDxRows adds NormBwd's input gradient of rows [r0, r1) to dx, in Go
+// (normBwdDxVec on vector lanes).
+func normBwdDxRows(dh, x, w, rstd, dx []float32, r0, r1 int, layer bool) {
+	d := len(w)
+	for i := r0; i < r1; i++ {
+		xi, dyi, dxi := x[i*d:(i+1)*d], dh[i*d:(i+1)*d], dx[i*d:(i+1)*d]
+		mean, r := rowMean(xi, layer), float64(rstd[i])
+		var sumG, sumGX float64
+		for j, g := range dyi {
+			gh := float64(g * w[j])
+			sumG += gh
+			sumGX += gh * float64(float32((float64(xi[j])-mean)*r))
+		}
+		meanG, meanGX := sumG/float64(d), sumGX/float64(d)
+		if !layer {
+			meanG = 0
+		}
+		for j, g := range dyi {
+			gh := float64(g * w[j])
+			xh := float64(float32((float64(xi[j]) - mean) * r))
+			dxi[j] += float32(r * (gh - meanG - xh*meanGX))
+		}
+	}
 }

@@ -112,6 +112,10 @@ func (k *Kernels) SumSquares(out []float32, grads ...[]float32) {
 func sumSquares(pieces [][]float32, terms *[]float64) float64 {
 	sums := grow(terms, len(pieces))
 	eachIndex(len(pieces), func(i int) {
+		if sq, ok := sumSquaresVec(pieces[i]); ok {
+			sums[i] = sq
+			return
+		}
 		var sq float64
 		for _, v := range pieces[i] {
 			sq += float64(v) * float64(v)

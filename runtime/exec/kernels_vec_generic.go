@@ -11,3 +11,13 @@ func actBwdVec(kind int, da, du, dh, a, u []float32, accA, accU bool) int { retu
 func softmaxCausalVec(s, p []float32, T, r0, r1 int) bool { return false }
 
 func expSumVec(x []float32, shift, scale float32, out []float32) (float64, bool) { return 0, false }
+
+func normFwdVec(x, w, b, h, rstd []float32, r0, r1 int, eps float64, layer bool) bool { return false }
+
+func normBwdDxVec(dh, x, w, rstd, dx []float32, r0, r1 int, layer, acc bool) bool { return false }
+
+func normBwdDwVec(dh, x, rstd []float32, means []float64, dw, db []float32, n, j0, j1 int) bool {
+	return false
+}
+
+func sumSquaresVec(x []float32) (float64, bool) { return 0, false }
