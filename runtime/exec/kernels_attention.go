@@ -147,7 +147,11 @@ func softmaxRows(s, p []float32, T, r0, r1 int) {
 // SoftmaxBwd: dS = P ⊙ (dP − rowsum(dP ⊙ P)), written or added to.
 func (kn *Kernels) SoftmaxBwd(dp, p, ds []float32, acc bool) {
 	T := kn.batch.SeqLen
-	parallel(len(p)/T, func(r0, r1 int) { softmaxBwdRows(dp, p, ds, T, acc, r0, r1) })
+	parallel(len(p)/T, func(r0, r1 int) {
+		if !softmaxBwdVec(dp, p, ds, T, acc, r0, r1) {
+			softmaxBwdRows(dp, p, ds, T, acc, r0, r1)
+		}
+	})
 }
 
 func softmaxBwdRows(dp, p, ds []float32, T int, acc bool, r0, r1 int) {

@@ -297,6 +297,10 @@ func (k *Kernels) PermuteBwd(ds []float32, idx, slot []int32, dh []float32, C, D
 	if !acc {
 		clear(dh)
 	}
+	if rowsVec(D) {
+		parallel(len(idx)/K, func(t0, t1 int) { permuteBwdVec(ds, idx, slot, dh, t0, t1, K, C, D) })
+		return
+	}
 	eachAssignment(idx, slot, K, C, D, func(_, t, row int) {
 		if row < 0 {
 			return
@@ -458,6 +462,10 @@ func groupedMMDX(gemm product, dy, dx []float32, w [][]float32, o, k int, acc bo
 // (C = 0: a packed back, each assignment's row its slot).
 func (k *Kernels) Combine(back []float32, idx, slot []int32, gates, y []float32, C, D int) {
 	K := k.d.K
+	if rowsVec(D) {
+		parallel(len(idx)/K, func(t0, t1 int) { combineVec(back, idx, slot, gates, y, t0, t1, K, C, D) })
+		return
+	}
 	clear(y)
 	eachAssignment(idx, slot, K, C, D, func(a, t, row int) {
 		if row < 0 {
@@ -485,6 +493,12 @@ func (k *Kernels) CombineBwd(dy, back []float32, idx, slot []int32, gates, dback
 	}
 	setFill(dbackFill, f)
 	// Every assignment writes its own slot and gate.
+	if rowsVec(D) {
+		parallel(len(idx)/K, func(t0, t1 int) {
+			combineBwdVec(dy, back, idx, slot, gates, dback, dgates, t0, t1, K, C, D, accGates)
+		})
+		return
+	}
 	eachAssignment(idx, slot, K, C, D, func(a, t, row int) {
 		var dg float32
 		if row >= 0 {

@@ -21,3 +21,17 @@ func normBwdDwVec(dh, x, rstd []float32, means []float64, dw, db []float32, n, j
 }
 
 func sumSquaresVec(x []float32) (float64, bool) { return 0, false }
+
+func combineVec(back []float32, idx, slot []int32, gates, y []float32, t0, t1, K, slots, D int) bool {
+	return false
+}
+
+func combineBwdVec(dy, back []float32, idx, slot []int32, gates, dback, dgates []float32, t0, t1, K, slots, D int, acc bool) bool {
+	return false
+}
+
+func permuteBwdVec(ds []float32, idx, slot []int32, dh []float32, t0, t1, K, slots, D int) bool {
+	return false
+}
+
+func softmaxBwdVec(dp, p, ds []float32, T int, acc bool, r0, r1 int) bool { return false }
