@@ -67,46 +67,8 @@ func (e *Executor) Feed(runs [][]int32, pos []int) ([]float32, error) {
 		return nil, fmt.Errorf("exec: %d runs and %d positions for a feed of %d sequences", len(runs), len(pos), len(lasts))
 	}
 	maxLen := e.p.Buffers[e.named(fmt.Sprintf("L%d.k_cache", e.p.FirstLayer))].Shape[1]
-	if err := PackFeed(runs, pos, maxLen, e.d.MaxPos, e.d.V, toks, ats, seqs, lasts); err != nil {
+	if err := step.PackFeed(runs, pos, maxLen, e.d.MaxPos, e.d.V, toks, ats, seqs, lasts); err != nil {
 		return nil, fmt.Errorf("exec: %w", err)
 	}
 	return e.runInference(logits)
-}
-
-// PackFeed lays runs (sequence i's tokens from position pos[i] on) out as a feeding
-// program's inputs: rows one run after another, then padding (token 0 at position 0 of
-// no sequence); last[i] is run i's last row (−1 for an empty run). It refuses a run
-// outside the caches' maxLen positions (or the maxPos learned ones, when > 0), a token
-// outside the vocab, and more rows than tokens holds.
-func PackFeed(runs [][]int32, pos []int, maxLen, maxPos, vocab int, tokens, at, seq, last []int32) error {
-	r := 0
-	for i, run := range runs {
-		last[i] = -1
-		if len(run) == 0 {
-			continue
-		}
-		limit := maxLen
-		if maxPos > 0 {
-			limit = min(limit, maxPos)
-		}
-		if p := pos[i]; p < 0 || p+len(run) > limit {
-			return fmt.Errorf("sequence %d's %d tokens at position %d pass the %d positions it may hold", i, len(run), p, limit)
-		}
-		p := pos[i]
-		if r+len(run) > len(tokens) {
-			return fmt.Errorf("%d tokens and more for a feed of %d rows", r+len(run), len(tokens))
-		}
-		for j, t := range run {
-			if t < 0 || int(t) >= vocab {
-				return fmt.Errorf("token %d of sequence %d is outside the vocabulary of %d", t, i, vocab)
-			}
-			tokens[r], at[r], seq[r] = t, int32(p+j), int32(i)
-			r++
-		}
-		last[i] = int32(r - 1)
-	}
-	for ; r < len(tokens); r++ {
-		tokens[r], at[r], seq[r] = 0, 0, -1
-	}
-	return nil
 }
