@@ -99,7 +99,7 @@ func (lw *opLowerer) decodeOp(op *step.Op) ([]Launch, error) {
 			return nil, err
 		}
 		var ls []Launch
-		for _, b := range out[:2] {
+		for _, b := range out { // the queries, and the keys unless the layer reads its group owner's (share_kv)
 			width := int(lw.n(b)) / rows
 			ls = append(ls, denseElementwise("decode_rotary_at", int64(rows*width/2), lw.buf(b), tab, lw.ints(pos),
 				int32Arg(rows), int32Arg(width), int32Arg(lw.d.Dh), int32Arg(positions)))
