@@ -72,7 +72,7 @@ func schedule(t *testing.T, m *nn.Model, slots, chunk int, jobs []*job) [][]gene
 func scheduleOn(t *testing.T, m *nn.Model, dec feeder, slots, chunk int, jobs []*job) [][]generated {
 	t.Helper()
 	mt := newMetrics(slots, len(jobs), func() int { return 0 })
-	s, err := newSchedulerOn(m, dec, slots, len(jobs), data.Vocab, chunk, mt)
+	s, err := newScheduler(m, dec, slots, len(jobs), data.Vocab, chunk, mt)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -126,16 +126,13 @@ type scheduler struct {
 	m          *metrics
 }
 
-func newScheduler(m *nn.Model, slots, queueDepth, usable, chunk int, mt *metrics) (*scheduler, error) {
-	return newSchedulerOn(m, nil, slots, queueDepth, usable, chunk, mt)
-}
-
 // feedRows is the most tokens one step feeds: every slot's token, or the chunk beside all
 // slots but one decoding.
 func feedRows(slots, chunk, maxLen int) int { return min(max(chunk, 1)+slots-1, slots*maxLen) }
 
-// newSchedulerOn is newScheduler decoding with dec (nil: runtime/nn's batched decoder).
-func newSchedulerOn(m *nn.Model, dec feeder, slots, queueDepth, usable, chunk int, mt *metrics) (*scheduler, error) {
+// newScheduler makes the scheduler of m's slots, decoding with dec (nil: runtime/nn's
+// batched decoder).
+func newScheduler(m *nn.Model, dec feeder, slots, queueDepth, usable, chunk int, mt *metrics) (*scheduler, error) {
 	cfg := m.Config()
 	maxLen := int(cfg.SeqLen)
 	if maxLen <= 1 {

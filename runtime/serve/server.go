@@ -167,7 +167,7 @@ func New(m *nn.Model, name string, opt Options) (*Server, error) {
 		}
 		s.device, dec = f, f
 	}
-	sched, err := newSchedulerOn(m, dec, opt.Slots, opt.QueueDepth, usable, opt.PrefillChunk, s.m)
+	sched, err := newScheduler(m, dec, opt.Slots, opt.QueueDepth, usable, opt.PrefillChunk, s.m)
 	if err != nil {
 		s.closeDevice()
 		return nil, err
