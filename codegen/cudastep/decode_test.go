@@ -124,32 +124,51 @@ func TestDecodingTalkingHeads(t *testing.T) {
 	}
 }
 
-// TestDecodingHostCompiles compiles the decoding host program with the libcuda.so.1
+// TestDecodingHostCompiles compiles the decoding host program (a prefill and a decoding
+// step) and the serving one (feeding programs of 2 and 8 rows) with the libcuda.so.1
 // filling of the driver table, warnings as errors.
 func TestDecodingHostCompiles(t *testing.T) {
 	clang := cuda.FindClang()
 	if clang == "" {
 		t.Skip("no clang++ on PATH")
 	}
-	dec, err := lowerDecoding(t, programtest.TinyMoE(), 1, 4, 8)
+	m := programtest.TinyMoE()
+	dec, err := lowerDecoding(t, m, 1, 4, 8)
 	if err != nil {
 		t.Fatal(err)
 	}
-	files, err := DecodingSources(dec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	for n, text := range files {
-		if err := os.WriteFile(filepath.Join(dir, n), []byte(text), 0o644); err != nil {
+	var feeds []*step.Program
+	for _, rows := range []int{2, 8} {
+		p, err := step.LowerFeed(m, 2, rows, 8)
+		if err != nil {
 			t.Fatal(err)
 		}
+		feeds = append(feeds, p)
 	}
-	cmd := exec.CommandContext(context.Background(), clang, "-std=c++17", "-O0", "-Wall", "-Werror", "-fPIC", "-shared", "-I", ".",
-		HostName, DriverDlopenName, "-o", "libdecode.so", "-ldl", "-lm")
-	cmd.Dir = dir
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("%v\n%s", err, out)
+	serving, err := LowerServing(feeds, m, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []*Decoding{dec, serving} {
+		files, err := DecodingSources(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := t.TempDir()
+		for n, text := range files {
+			if err := os.WriteFile(filepath.Join(dir, n), []byte(text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cmd := exec.CommandContext(context.Background(), clang, "-std=c++17", "-O0", "-Wall", "-Werror", "-fPIC", "-shared", "-I", ".",
+			HostName, DriverDlopenName, "-o", "libdecode.so", "-ldl", "-lm")
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+	}
+	if _, err := LowerServing([]*step.Program{feeds[1], feeds[0]}, m, Options{}); err == nil || !strings.Contains(err.Error(), "fewest rows first") {
+		t.Errorf("feeds of 8 then 2 rows: got %v, want a refusal", err)
 	}
 }
 
