@@ -15,7 +15,7 @@ import (
 
 func newGenerateCommand(stdout, stderr io.Writer) *cobra.Command {
 	opt := generate.Options{MaxTokens: 256, Temperature: 0.8, TopK: 40, Seed: 1}
-	var device string
+	var device, precision string
 	cmd := &cobra.Command{
 		Use:   "generate --checkpoint DIR --prompt TEXT",
 		Short: "Stream text from a trained checkpoint (with a KV cache)",
@@ -27,7 +27,11 @@ func newGenerateCommand(stdout, stderr io.Writer) *cobra.Command {
 			if err := checkDevice(device); err != nil {
 				return err
 			}
-			opt.Device = device
+			bf16, err := checkPrecision(precision, device)
+			if err != nil {
+				return err
+			}
+			opt.Device, opt.BF16 = device, bf16
 			// Out-of-range flags are refused before the checkpoint is read.
 			for _, f := range []struct {
 				flag, size string
@@ -48,7 +52,7 @@ func newGenerateCommand(stdout, stderr io.Writer) *cobra.Command {
 			if err := generate.Run(ctx, opt, stdout); err != nil {
 				return err
 			}
-			_, err := fmt.Fprintln(stdout)
+			_, err = fmt.Fprintln(stdout)
 			return err
 		},
 	}
@@ -56,6 +60,7 @@ func newGenerateCommand(stdout, stderr io.Writer) *cobra.Command {
 	f.StringVar(&opt.Checkpoint, "checkpoint", "", "a checkpoint folder, or a run folder (its newest checkpoint)")
 	f.StringVar(&opt.Prompt, "prompt", "", "text to continue")
 	deviceFlag(f, &device, "decode")
+	precisionFlag(f, &precision)
 	f.IntVar(&opt.MaxTokens, "max-tokens", opt.MaxTokens, "tokens to generate, at least 1")
 	f.Float64Var(&opt.Temperature, "temperature", opt.Temperature, "sampling temperature, at least 0 (0 = greedy)")
 	f.IntVar(&opt.TopK, "top-k", opt.TopK, "sample among the k most likely tokens, at least 0 (0 = all)")

@@ -23,6 +23,7 @@ func newServeCommand(stdout, stderr io.Writer) *cobra.Command {
 		addr       string
 		tokenizer  string
 		device     string
+		precision  string
 		opt        serve.Options
 	)
 	cmd := &cobra.Command{
@@ -32,7 +33,8 @@ func newServeCommand(stdout, stderr io.Writer) *cobra.Command {
 with server-sent events when "stream": true), GET /v1/models, /v1/models/{id}, /healthz and
 /metrics (Prometheus). Concurrent requests share one batched decoder (continuous batching);
 a step reads up to --prefill-chunk prompt tokens beside one token of each decoding request,
-so a long prompt neither waits token by token nor stalls the others. Requests that find
+so a long prompt neither waits token by token nor stalls the others (with --device, on a
+GPU through moec's generated CUDA: the same batching). Requests that find
 every slot busy wait in a bounded queue. SIGINT (Ctrl-C) or SIGTERM drains
 it: no new connections, and the requests in flight have --drain to finish.`,
 		Args: cobra.NoArgs,
@@ -40,9 +42,14 @@ it: no new connections, and the requests in flight have --drain to finish.`,
 			if checkpoint == "" {
 				return usageCode(diag.CodeMissingFlag, "serve: --checkpoint is required")
 			}
-			if err := checkServeDevice(device); err != nil {
+			if err := checkDevice(device); err != nil {
 				return err
 			}
+			bf16, err := checkPrecision(precision, device)
+			if err != nil {
+				return err
+			}
+			opt.Device, opt.BF16 = device, bf16
 			if err := checkServeFlags(opt); err != nil {
 				return usage(err)
 			}
@@ -78,6 +85,7 @@ it: no new connections, and the requests in flight have --drain to finish.`,
 	f.StringVar(&checkpoint, "checkpoint", "", "a checkpoint folder, or a run folder (its newest checkpoint)")
 	f.StringVar(&addr, "addr", "127.0.0.1:8080", "address to listen on")
 	deviceFlag(f, &device, "serve")
+	precisionFlag(f, &precision)
 	f.StringVar(&tokenizer, "tokenizer", "", "a Hugging Face tokenizer.json (or its folder) for prompts and text; default: the one kept with the checkpoint, else bytes")
 	f.IntVar(&opt.Slots, "slots", 4, "requests decoded together in one batched step")
 	f.IntVar(&opt.PrefillChunk, "prefill-chunk", 256, "prompt tokens one batched step reads, all requests together (chunked prefill); the decoding requests' tokens go beside them in every step")

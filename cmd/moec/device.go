@@ -1,8 +1,6 @@
 package main
 
 import (
-	"errors"
-
 	"github.com/spf13/pflag"
 
 	"github.com/moec-dev/moec/lang/diag"
@@ -33,11 +31,22 @@ func checkDevice(device string) error {
 	return nil
 }
 
-// checkServeDevice is checkDevice for serve, whose batched decoding the CUDA backend
-// does not run yet (moec generate --device decodes on the GPU).
-func checkServeDevice(device string) error {
-	if err := checkDevice(device); err != nil || device == "" {
-		return err
+// precisionFlag adds --precision to a decoding command's flags.
+func precisionFlag(f *pflag.FlagSet, v *string) {
+	f.StringVar(v, "precision", "fp32", "with --device: fp32, or bf16 (the weight products on the tensor cores in bfloat16 with float32 sums, over float32 weights)")
+}
+
+// checkPrecision reads --precision: bf16 or fp32; bf16 needs --device (the CPU decodes in
+// fp32). Anything else is a usage error.
+func checkPrecision(precision, device string) (bf16 bool, err error) {
+	switch precision {
+	case "fp32":
+		return false, nil
+	case "bf16":
+		if device == "" {
+			return false, usage(diag.Runtimef(diag.CodeBadRunOption, "--precision bf16 runs the GPU's bf16 products: give --device cuda (or cuda-emulated); the CPU decodes in fp32"))
+		}
+		return true, nil
 	}
-	return diag.RuntimeWrap(diag.CodeUnsupportedFeature, errors.New("serving on CUDA is not built yet: moec generate --device decodes on the GPU; serve runs on the CPU without --device"), "--device %s", device)
+	return false, usage(diag.Runtimef(diag.CodeBadRunOption, "--precision %s: want fp32 or bf16", precision))
 }

@@ -66,7 +66,7 @@ func TestDeviceCudaWithoutDriver(t *testing.T) {
 
 // TestDeviceCudaEmulatedTrains: --device cuda-emulated trains through the generated CUDA
 // step on the CPU, and its losses are the CPU engine's; generate decodes the checkpoint
-// through the generated CUDA decoding as the CPU does; serve says it is not built.
+// through the generated CUDA decoding as the CPU does (serve_device.txtar serves it).
 func TestDeviceCudaEmulatedTrains(t *testing.T) {
 	if cuda.FindClang() == "" {
 		t.Skip("no clang++ on PATH: the emulated CUDA step needs clang 16 or newer")
@@ -121,10 +121,5 @@ func TestDeviceCudaEmulatedTrains(t *testing.T) {
 	}
 	if cpu, emu := generate(), generate("--device", "cuda-emulated"); emu != cpu {
 		t.Errorf("generate --device cuda-emulated wrote %q, on the CPU %q", emu, cpu)
-	}
-	var out, errb bytes.Buffer
-	if st := run([]string{"serve", "--device", "cuda-emulated", "--checkpoint", "emu"}, &out, &errb); st != 1 ||
-		!strings.Contains(errb.String(), "serving on CUDA is not built yet") {
-		t.Errorf("serve --device cuda-emulated: status %d\n%s", st, errb.String())
 	}
 }

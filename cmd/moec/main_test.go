@@ -37,7 +37,10 @@ func TestScripts(t *testing.T) {
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"holdlock":  holdLock,
 			"lspframes": lspFrames,
+			"freeport":  freePort,    // serve_script_test.go
+			"complete":  completeAll, // serve_script_test.go
 		},
+		Condition: scriptCondition, // serve_script_test.go
 	})
 }
 

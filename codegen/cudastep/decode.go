@@ -8,8 +8,9 @@ import (
 )
 
 // decodeSource is kernels_decode.cu: the kernels of the inference programs' own ops (the
-// KV caches' writes, one query row's attention over its cache, rotary positions at each
-// sequence's position, each prompt's last row).
+// KV caches' writes, one query row's attention over its cache, with talking heads too,
+// rotary positions at each sequence's position, each prompt's last row, and the feeding
+// program's rows of several sequences).
 //
 //go:embed kernels_decode.cu
 var decodeSource string
@@ -26,7 +27,10 @@ func DecodeKernels() []Kernel {
 		{"decode_kv_append", []ParamKind{P, P, I, N, N, N}},
 		{"decode_last_rows", []ParamKind{P, I, P, N, N, N}},
 		{"decode_rotary_at", []ParamKind{P, P, I, N, N, N, N}},
-		{"decode_attention", []ParamKind{P, P, P, I, P, P, N, N, N, N, N, F, N, N}},
+		{"decode_kv_append_rows", []ParamKind{P, P, I, I, N, N, N}},
+		{"decode_pick_rows", []ParamKind{P, I, P, N, N}},
+		{"decode_attention", []ParamKind{P, P, P, I, I, P, P, N, N, N, N, N, F, N, N}},
+		{"decode_attention_mixed", []ParamKind{P, P, P, I, I, P, P, P, P, P, N, N, N, N, N, F, N, N}},
 	}
 }
 
@@ -46,7 +50,8 @@ const decodeRopeWork = "decode_rope"
 // position, each prompt's last row, and the learned positions' rows at those positions.
 func isDecodeOp(op *step.Op) bool {
 	switch op.Kind {
-	case step.OpKVWrite, step.OpKVAppend, step.OpLastRows, step.OpRotaryAt, step.OpAttnDecode:
+	case step.OpKVWrite, step.OpKVAppend, step.OpLastRows, step.OpRotaryAt, step.OpAttnDecode,
+		step.OpKVAppendRows, step.OpAttnRows, step.OpPickRows:
 		return true
 	case step.OpEmbed:
 		return op.Rows == step.RowsAtPosition
@@ -94,14 +99,29 @@ func (lw *opLowerer) decodeOp(op *step.Op) ([]Launch, error) {
 			return nil, err
 		}
 		var ls []Launch
-		for _, b := range out[:2] {
+		for _, b := range out { // the queries, and the keys unless the layer reads its group owner's (share_kv)
 			width := int(lw.n(b)) / rows
 			ls = append(ls, denseElementwise("decode_rotary_at", int64(rows*width/2), lw.buf(b), tab, lw.ints(pos),
 				int32Arg(rows), int32Arg(width), int32Arg(lw.d.Dh), int32Arg(positions)))
 		}
 		return ls, nil
-	case step.OpAttnDecode:
+	case step.OpAttnDecode, step.OpAttnRows:
 		return lw.attnDecode(op)
+	case step.OpKVAppendRows:
+		pos, seq := in[len(in)-2], in[len(in)-1]
+		var ls []Launch
+		for i, cache := range out {
+			sh := lw.shape(cache) // [sequences, max_len, width]
+			R := int(lw.n(seq))
+			ls = append(ls, denseElementwise("decode_kv_append_rows", int64(R*sh[2]), lw.buf(in[i]), lw.buf(cache), lw.ints(pos), lw.ints(seq),
+				int32Arg(R), int32Arg(sh[1]), int32Arg(sh[2])))
+		}
+		return ls, nil
+	case step.OpPickRows:
+		S := int(lw.n(in[1]))
+		width := int(lw.n(out[0])) / S
+		return []Launch{denseElementwise("decode_pick_rows", int64(S*width), lw.buf(in[0]), lw.ints(in[1]), lw.buf(out[0]),
+			int32Arg(S), int32Arg(width))}, nil
 	default: // the learned positions' rows at each sequence's position
 		table, at, x := in[1], in[0], out[0]
 		w := lw.shape(table)[1]
@@ -111,29 +131,38 @@ func (lw *opLowerer) decodeOp(op *step.Op) ([]Launch, error) {
 	}
 }
 
-// attnDecode is one decode_attention launch: a block per (sequence, head).
+// attnDecode is one decode_attention launch, a block per (row, head), or with talking
+// heads one decode_attention_mixed launch, a block per row.
 func (lw *opLowerer) attnDecode(op *step.Op) ([]Launch, error) {
-	in := op.In
-	if len(in) > 5 {
-		return nil, fmt.Errorf("talking heads (attention.talking_heads) are not lowered to CUDA for decoding yet; decode on the CPU (without --device)")
+	in := step.AttnInputsOf(op)
+	sinks, seq := NullArg(PtrF32), NullArg(PtrI32)
+	if in.Sinks >= 0 {
+		sinks = lw.buf(in.Sinks)
 	}
-	sinks := NullArg(PtrF32)
-	if len(in)%2 == 1 { // the sink logits last
-		sinks = lw.buf(in[len(in)-1])
+	if in.Seq >= 0 {
+		seq = lw.ints(in.Seq)
 	}
-	sh := lw.shape(in[1]) // [sequences, max_len, kv heads · Dh]
-	B, maxLen, kvd := sh[0], sh[1], sh[2]
+	sh := lw.shape(in.KCache) // [sequences, max_len, kv heads · Dh]
+	maxLen, kvd := sh[1], sh[2]
+	rows := int(lw.n(in.Pos))
 	Dh := lw.d.Dh
-	if Dh > decodeMaxDh || Dh < 1 {
-		return nil, fmt.Errorf("heads of %d values: the decoding attention kernel takes at most %d", Dh, decodeMaxDh)
-	}
-	H, KV := int(lw.n(in[0]))/(B*Dh), kvd/Dh
+	H, KV := int(lw.n(in.Q))/(rows*Dh), kvd/Dh
 	if KV < 1 || H%KV != 0 {
 		return nil, fmt.Errorf("%d query heads over %d key/value heads", H, KV)
 	}
-	return []Launch{{Kernel: "decode_attention", Grid: [3]int{B * H, 1, 1}, Block: [3]int{32 * decodeWarps, 1, 1},
-		Args: []Arg{lw.buf(in[0]), lw.buf(in[1]), lw.buf(in[2]), lw.ints(in[3]), sinks, lw.buf(op.Out[0]),
-			int32Arg(B), int32Arg(H), int32Arg(KV), int32Arg(Dh), int32Arg(maxLen), FloatArg(attnScale(Dh)),
+	if in.Pre >= 0 {
+		work := WorkArg(PtrF32, "decode_mixed_scores", int64(rows)*2*int64(H)*int64(maxLen)*4)
+		return []Launch{{Kernel: "decode_attention_mixed", Grid: [3]int{rows, 1, 1}, Block: [3]int{32 * decodeWarps, 1, 1},
+			Args: []Arg{lw.buf(in.Q), lw.buf(in.KCache), lw.buf(in.VCache), lw.ints(in.Pos), seq, lw.buf(in.Pre), lw.buf(in.Post), sinks,
+				lw.buf(op.Out[0]), work, int32Arg(rows), int32Arg(H), int32Arg(KV), int32Arg(Dh), int32Arg(maxLen), FloatArg(attnScale(Dh)),
+				int32Arg(op.Mask.Window), int32Arg(op.Mask.Chunk)}}}, nil
+	}
+	if Dh > decodeMaxDh || Dh < 1 {
+		return nil, fmt.Errorf("heads of %d values: the decoding attention kernel takes at most %d", Dh, decodeMaxDh)
+	}
+	return []Launch{{Kernel: "decode_attention", Grid: [3]int{rows * H, 1, 1}, Block: [3]int{32 * decodeWarps, 1, 1},
+		Args: []Arg{lw.buf(in.Q), lw.buf(in.KCache), lw.buf(in.VCache), lw.ints(in.Pos), seq, sinks, lw.buf(op.Out[0]),
+			int32Arg(rows), int32Arg(H), int32Arg(KV), int32Arg(Dh), int32Arg(maxLen), FloatArg(attnScale(Dh)),
 			int32Arg(op.Mask.Window), int32Arg(op.Mask.Chunk)}}}, nil
 }
 

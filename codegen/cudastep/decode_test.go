@@ -90,40 +90,85 @@ func TestDecodingLowers(t *testing.T) {
 	}
 }
 
-// TestDecodingRefuses: what the CUDA decoding does not lower is an error naming it.
-func TestDecodingRefuses(t *testing.T) {
+// TestDecodingTalkingHeads: talking heads lower to decode_attention_mixed in the decoding
+// step and the feeding program (the mixing needs every head's scores of a row at once,
+// in a workspace of [rows, 2, heads, positions]).
+func TestDecodingTalkingHeads(t *testing.T) {
 	m := programtest.Tiny(func(m *program.Model) { m.Attention.TalkingHeads = true })
-	if _, err := lowerDecoding(t, m, 1, 2, 4); err == nil || !strings.Contains(err.Error(), "talking heads") {
-		t.Errorf("talking heads: got %v, want an error naming them", err)
+	dec, err := lowerDecoding(t, m, 1, 2, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	feed, err := step.LowerFeed(m, 2, 3, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl, err := LowerWith(feed, m, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range []*Lowered{dec.Decode, fl} {
+		mixed := 0
+		for i, op := range l.Program.Ops {
+			if op.Kind != step.OpAttnDecode && op.Kind != step.OpAttnRows {
+				continue
+			}
+			if k := l.Ops[i].Launches[0].Kernel; k != "decode_attention_mixed" {
+				t.Errorf("%s op %d (%s) launches %s", l.Program.Model, i, op.Kind, k)
+			}
+			mixed++
+		}
+		if mixed != int(m.Layers) {
+			t.Errorf("%d attention ops launch decode_attention_mixed, want one per layer (%d)", mixed, m.Layers)
+		}
 	}
 }
 
-// TestDecodingHostCompiles compiles the decoding host program with the libcuda.so.1
+// TestDecodingHostCompiles compiles the decoding host program (a prefill and a decoding
+// step) and the serving one (feeding programs of 2 and 8 rows) with the libcuda.so.1
 // filling of the driver table, warnings as errors.
 func TestDecodingHostCompiles(t *testing.T) {
 	clang := cuda.FindClang()
 	if clang == "" {
 		t.Skip("no clang++ on PATH")
 	}
-	dec, err := lowerDecoding(t, programtest.TinyMoE(), 1, 4, 8)
+	m := programtest.TinyMoE()
+	dec, err := lowerDecoding(t, m, 1, 4, 8)
 	if err != nil {
 		t.Fatal(err)
 	}
-	files, err := DecodingSources(dec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	for n, text := range files {
-		if err := os.WriteFile(filepath.Join(dir, n), []byte(text), 0o644); err != nil {
+	var feeds []*step.Program
+	for _, rows := range []int{2, 8} {
+		p, err := step.LowerFeed(m, 2, rows, 8)
+		if err != nil {
 			t.Fatal(err)
 		}
+		feeds = append(feeds, p)
 	}
-	cmd := exec.CommandContext(context.Background(), clang, "-std=c++17", "-O0", "-Wall", "-Werror", "-fPIC", "-shared", "-I", ".",
-		HostName, DriverDlopenName, "-o", "libdecode.so", "-ldl", "-lm")
-	cmd.Dir = dir
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("%v\n%s", err, out)
+	serving, err := LowerServing(feeds, m, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []*Decoding{dec, serving} {
+		files, err := DecodingSources(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := t.TempDir()
+		for n, text := range files {
+			if err := os.WriteFile(filepath.Join(dir, n), []byte(text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cmd := exec.CommandContext(context.Background(), clang, "-std=c++17", "-O0", "-Wall", "-Werror", "-fPIC", "-shared", "-I", ".",
+			HostName, DriverDlopenName, "-o", "libdecode.so", "-ldl", "-lm")
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+	}
+	if _, err := LowerServing([]*step.Program{feeds[1], feeds[0]}, m, Options{}); err == nil || !strings.Contains(err.Error(), "fewest rows first") {
+		t.Errorf("feeds of 8 then 2 rows: got %v, want a refusal", err)
 	}
 }
 
@@ -186,7 +231,7 @@ func TestDecodeAttentionMasksAndSinks(t *testing.T) {
 			sk = sinks
 		}
 		args := []any{int32(B * H), int32(1), int32(1), int32(32 * decodeWarps), int32(1), int32(1), int64(0),
-			q, kc, vc, pos, sk, out, int32(B), int32(H), int32(KV), int32(Dh), int32(maxLen), scale, int32(c.window), int32(c.chunk)}
+			q, kc, vc, pos, []int32(nil), sk, out, int32(B), int32(H), int32(KV), int32(Dh), int32(maxLen), scale, int32(c.window), int32(c.chunk)}
 		if err := f.Call(0, 0, args...); err != nil {
 			t.Fatal(err)
 		}

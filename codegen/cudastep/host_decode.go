@@ -18,8 +18,44 @@ import (
 // writes are the ones the decoding steps read and extend, and the weights are uploaded
 // once. Each program's other buffers lie above them, where the other's may too: the two
 // never run at once. Each program keeps its own workspaces, after the arena.
+//
+// A serving decoding (LowerServing) holds feeding programs instead (step.LowerFeed: rows
+// of several sequences, each at its own position, prompt chunks beside decoding tokens),
+// of several row counts over the same caches, fewest rows first: a step runs the
+// smallest that holds its rows.
 type Decoding struct {
-	Prefill, Decode *Lowered
+	Prefill, Decode *Lowered // nil in a serving decoding
+	Feeds           []*Lowered
+}
+
+// decodingProgram is one program of a Decoding with the name its host functions take.
+type decodingProgram struct {
+	name string
+	l    *Lowered
+}
+
+// programs lists d's programs: the prefill and the decoding step, or the feeds.
+func (d *Decoding) programs() []decodingProgram {
+	var ps []decodingProgram
+	if d.Prefill != nil {
+		ps = append(ps, decodingProgram{"prefill", d.Prefill})
+	}
+	if d.Decode != nil {
+		ps = append(ps, decodingProgram{"decode", d.Decode})
+	}
+	for i, f := range d.Feeds {
+		ps = append(ps, decodingProgram{fmt.Sprintf("feed%d", i), f})
+	}
+	return ps
+}
+
+// Weights is the program whose buffers hold every weight and cache: the decoding step,
+// or the first feed.
+func (d *Decoding) Weights() *Lowered {
+	if d.Decode != nil {
+		return d.Decode
+	}
+	return d.Feeds[0]
 }
 
 // Decoding's inputs and output, by buffer name (compiler/step's inference programs).
@@ -48,23 +84,59 @@ func LowerDecoding(prefill, decode *step.Program, m *program.Model, o Options) (
 	return dec, nil
 }
 
-// check refuses a pair of programs one host program cannot run over one arena.
+// LowerServing lowers m's feeding programs (one rank; step.LowerFeed over the same
+// sequences and positions, of different row counts) with o's choices for one host
+// program, and checks that they share their persistent buffers.
+func LowerServing(feeds []*step.Program, m *program.Model, o Options) (*Decoding, error) {
+	if len(feeds) == 0 {
+		return nil, fmt.Errorf("cudastep: a serving decoding without a feeding program")
+	}
+	dec := &Decoding{}
+	for i, p := range feeds {
+		l, err := LowerWith(p, m, o)
+		if err != nil {
+			return nil, fmt.Errorf("cudastep: the feeding program of %d rows: %w", p.Batch.MicroBatch, err)
+		}
+		if i > 0 && p.Batch.MicroBatch <= feeds[i-1].Batch.MicroBatch {
+			return nil, fmt.Errorf("cudastep: feeding programs of %d then %d rows: want fewest rows first", feeds[i-1].Batch.MicroBatch, p.Batch.MicroBatch)
+		}
+		dec.Feeds = append(dec.Feeds, l)
+	}
+	if err := dec.check(); err != nil {
+		return nil, err
+	}
+	return dec, nil
+}
+
+// check refuses programs one host program cannot run over one arena.
 func (d *Decoding) check() error {
+	ref, refName := d.Weights().Program, ""
+	for _, pr := range d.programs() {
+		if pr.l.Program == ref {
+			refName = pr.name
+		}
+	}
 	byName := map[string]*step.Buffer{}
-	for _, b := range d.Decode.Program.Buffers {
+	for _, b := range ref.Buffers {
 		byName[b.Name] = b
 	}
-	for i, b := range d.Prefill.Program.Buffers {
-		if !b.Kind.Persistent() || d.Prefill.Program.Memory.Lifetime[i][0] < 0 {
+	for _, pr := range d.programs() {
+		p := pr.l.Program
+		if p == ref {
 			continue
 		}
-		o, ok := byName[b.Name]
-		if !ok || o.Offset != b.Offset || o.Elements() != b.Elements() || o.Tier != b.Tier {
-			return fmt.Errorf("cudastep: the prefill's persistent buffer %s (at %d, %d values) is not the decoding step's", b.Name, b.Offset, b.Elements())
+		for i, b := range p.Buffers {
+			if !b.Kind.Persistent() || p.Memory.Lifetime[i][0] < 0 {
+				continue
+			}
+			o, ok := byName[b.Name]
+			if !ok || o.Offset != b.Offset || o.Elements() != b.Elements() || o.Tier != b.Tier {
+				return fmt.Errorf("cudastep: the %s's persistent buffer %s (at %d, %d values) is not the %s's", pr.name, b.Name, b.Offset, b.Elements(), refName)
+			}
 		}
 	}
-	for _, l := range []*Lowered{d.Prefill, d.Decode} {
-		p := l.Program
+	for _, pr := range d.programs() {
+		l, p := pr.l, pr.l.Program
 		if l.NormSlots > 0 || l.LossSlots > 0 {
 			return fmt.Errorf("cudastep: %s/%s has a loss or a gradient norm: not an inference program", p.Model, p.Stage)
 		}
@@ -77,55 +149,39 @@ func (d *Decoding) check() error {
 	return nil
 }
 
-// decodeIO is where one program's inputs and logits lie in the arena.
-type decodeIO struct {
-	tokens, at, logits *step.Buffer
-}
-
-func (l *Lowered) decodeIO(at string) (decodeIO, error) {
-	var io decodeIO
-	for i, b := range l.Program.Buffers {
-		if l.Program.Memory.Lifetime[i][0] < 0 {
-			continue
+// Memory is the device memory of the decoding host program: the largest of the programs'
+// arenas (their persistent buffers in common), then each program's workspaces in turn
+// (programs' order: the prefill's, the decoding step's, or the feeds'). work maps each
+// program's workspace names to their offsets.
+func (d *Decoding) Memory() (arena int64, work []map[string]int64, total int64) {
+	ps := d.programs()
+	type mem struct {
+		arena, total int64
+		work         []Workspace
+	}
+	ms := make([]mem, len(ps))
+	for i, pr := range ps {
+		ms[i].arena, ms[i].work, ms[i].total = pr.l.Memory()
+		arena = max(arena, ms[i].arena)
+	}
+	at := arena
+	for _, m := range ms {
+		w := map[string]int64{}
+		for _, ws := range m.work {
+			w[ws.Name] = at + ws.Offset - m.arena
 		}
-		switch b.Name {
-		case decodeTokens:
-			io.tokens = b
-		case at:
-			io.at = b
-		case decodeLogits:
-			io.logits = b
-		}
+		work = append(work, w)
+		at += m.total - m.arena
 	}
-	if io.tokens == nil || io.at == nil || io.logits == nil || !io.tokens.Int || !io.at.Int {
-		return io, fmt.Errorf("cudastep: %s/%s has no %s, %s and %s: not a one-rank inference program", l.Program.Model, l.Program.Stage, decodeTokens, at, decodeLogits)
-	}
-	return io, nil
-}
-
-// Memory is the device memory of the decoding host program: the larger of the two
-// programs' arenas (their persistent buffers in common), then the prefill's workspaces,
-// then the decoding step's. work maps each program's workspace names to their offsets.
-func (d *Decoding) Memory() (arena int64, work [2]map[string]int64, total int64) {
-	pa, pw, pt := d.Prefill.Memory()
-	da, dw, dt := d.Decode.Memory()
-	arena = max(pa, da)
-	work = [2]map[string]int64{{}, {}}
-	for _, w := range pw {
-		work[0][w.Name] = arena + w.Offset - pa
-	}
-	for _, w := range dw {
-		work[1][w.Name] = arena + pt - pa + w.Offset - da
-	}
-	return arena, work, alignUp(arena+pt-pa+dt-da, 256)
+	return arena, work, alignUp(at, 256)
 }
 
 // KernelFiles are the kernel files whose kernels the two programs launch, in the
 // library's order: the ones the decoding host program loads and compiles.
 func (d *Decoding) KernelFiles() []KernelFile {
 	used := map[string]bool{}
-	for _, l := range []*Lowered{d.Prefill, d.Decode} {
-		for _, ol := range l.Ops {
+	for _, pr := range d.programs() {
+		for _, ol := range pr.l.Ops {
 			for _, ln := range ol.Launches {
 				used[ln.Kernel] = true
 			}
@@ -165,8 +221,8 @@ func DecodingSources(d *Decoding) (map[string]string, error) {
 	return files, nil
 }
 
-// DecodingHostProgram is the C++ host program of d: one device arena laid out for both
-// programs, and the C ABI runtime/gpu's Decoder calls (packed functions, as HostProgram's):
+// DecodingHostProgram is the C++ host program of d: one device arena laid out for every
+// program, and the C ABI runtime/gpu's Decoder calls (packed functions, as HostProgram's):
 //
 //	moec_step_device, moec_step_open, moec_step_upload, moec_step_download, moec_step_close
 //	    as HostProgram's
@@ -175,26 +231,39 @@ func DecodingSources(d *Decoding) (map[string]string, error) {
 //	    [sequences]; logits [sequences, vocab] of each prompt's last position
 //	moec_decode_step(handle, tokens, pos, logits, err, errn)
 //	    one token per sequence at its position pos; logits [sequences, vocab]
+//	moec_decode_feed(handle, which, tokens, pos, seq, last, logits, err, errn)
+//	    feeding program which (of d.Feeds): each row's token, position and sequence, each
+//	    sequence's last row; logits [sequences, vocab]
+//
+// An entry point whose program d does not hold fails, saying so.
 func DecodingHostProgram(d *Decoding) (string, error) {
-	both := &Lowered{Ops: append(append([]OpLaunches{}, d.Prefill.Ops...), d.Decode.Ops...)}
+	progs := d.programs()
+	both := &Lowered{}
+	for _, pr := range progs {
+		both.Ops = append(both.Ops, pr.l.Ops...)
+	}
 	idx, ks, err := both.kernelIndex()
 	if err != nil {
 		return "", err
 	}
 	arena, work, total := d.Memory()
-	pio, err := d.Prefill.decodeIO(decodeLengths)
-	if err != nil {
-		return "", err
-	}
-	dio, err := d.Decode.decodeIO(decodePos)
-	if err != nil {
-		return "", err
-	}
 	var w strings.Builder
 	pf := func(format string, args ...any) { fmt.Fprintf(&w, format, args...) }
-	pp, dp := d.Prefill.Program, d.Decode.Program
-	pf("// Generated by moec: the CUDA decoding host program of %s/%s: a prefill of %d prompts of up to %d positions\n", pp.Model, pp.Stage, pp.Batch.MicroBatch, pp.Batch.SeqLen)
-	pf("// (%d ops) and a decoding step (%d ops) over one device arena of %d bytes, whose KV caches they share.\n", len(pp.Ops), len(dp.Ops), arena)
+	ref := d.Weights().Program
+	var what []string
+	for _, pr := range progs {
+		p := pr.l.Program
+		switch {
+		case pr.l == d.Prefill:
+			what = append(what, fmt.Sprintf("a prefill of %d prompts of up to %d positions (%d ops)", p.Batch.MicroBatch, p.Batch.SeqLen, len(p.Ops)))
+		case pr.l == d.Decode:
+			what = append(what, fmt.Sprintf("a decoding step (%d ops)", len(p.Ops)))
+		default:
+			what = append(what, fmt.Sprintf("a feed of %d rows (%d ops)", p.Batch.MicroBatch, len(p.Ops)))
+		}
+	}
+	pf("// Generated by moec: the CUDA decoding host program of %s/%s: %s\n", ref.Model, ref.Stage, strings.Join(what, ", "))
+	pf("// over one device arena of %d bytes, whose KV caches they share.\n", arena)
 	pf("\n#define MOEC_KERNELS %d\n#define MOEC_ARENA_BYTES %dULL\n#define MOEC_DEVICE_BYTES %dULL\n", max(len(ks), 1), arena, total)
 	shared := make([]int, len(ks))
 	for _, ol := range both.Ops {
@@ -219,11 +288,7 @@ static int __attribute__((unused)) moec_settle(moec_state *s, const double *) {
   return moec_failf(s, "an inference program has no update to settle");
 }
 `)
-	progs := []struct {
-		name string
-		l    *Lowered
-	}{{"prefill", d.Prefill}, {"decode", d.Decode}}
-	// The constant workspaces of both programs, and their address tables.
+	// The constant workspaces of every program, and their address tables.
 	var fill strings.Builder
 	for i, pr := range progs {
 		consts := make([]string, 0, len(pr.l.Consts))
@@ -278,46 +343,88 @@ static int __attribute__((unused)) moec_settle(moec_state *s, const double *) {
 		pf("  return 1;\n}\n")
 	}
 	w.WriteString(hostSession)
-	pf(`
-// moec_infer runs one inference program: its token ids and positions (or lengths) in, its
-// ops, its logits out.
-static void moec_infer(void **a, const char *what, unsigned long long tokens_at, size_t tokens_bytes,
-                       unsigned long long at_at, size_t at_bytes, unsigned long long logits_at, size_t logits_bytes,
+	w.WriteString(`
+// moec_infer runs one inference program: its inputs in (n of them: a device offset, a host
+// address and a size each), its ops, its logits out.
+static void moec_infer(moec_state *s, const char *what, int n, const unsigned long long *at, void *const *from,
+                       const size_t *bytes, unsigned long long logits_at, void *logits, size_t logits_bytes,
                        int (*run)(moec_state *)) {
-  moec_state *s = moec_handle(a[0]);
-  if (!moec_enter(s, a[4], a[5])) return;
-  CUresult r = s->cu.cuMemcpyHtoD(s->base + tokens_at, a[1], tokens_bytes);
-  if (r != 0) {
-    moec_cu_failed(s, r, "cuMemcpyHtoD", "uploading the token ids");
-    return;
-  }
-  r = s->cu.cuMemcpyHtoD(s->base + at_at, a[2], at_bytes);
-  if (r != 0) {
-    moec_cu_failed(s, r, "cuMemcpyHtoD", "uploading the positions");
-    return;
+  for (int i = 0; i < n; i++) {
+    CUresult r = s->cu.cuMemcpyHtoD(s->base + at[i], from[i], bytes[i]);
+    if (r != 0) {
+      moec_cu_failed(s, r, "cuMemcpyHtoD", i == 0 ? "uploading the token ids" : "uploading the positions");
+      return;
+    }
   }
   if (!run(s)) return;
-  r = s->cu.cuStreamSynchronize(s->stream);
+  CUresult r = s->cu.cuStreamSynchronize(s->stream);
   if (r != 0) {
     moec_cu_failed(s, r, "cuStreamSynchronize", what);
     return;
   }
-  r = s->cu.cuMemcpyDtoH(a[3], s->base + logits_at, logits_bytes);
+  r = s->cu.cuMemcpyDtoH(logits, s->base + logits_at, logits_bytes);
   if (r != 0) moec_cu_failed(s, r, "cuMemcpyDtoH", "reading the logits");
 }
-
-// moec_decode_prefill(handle, tokens, lengths, logits, err, errn)
-extern "C" void moec_decode_prefill(void **a, long long, long long) {
-  moec_infer(a, "finishing the prefill", %dULL, %d, %dULL, %d, %dULL, %d, moec_run_prefill);
-}
-
-// moec_decode_step(handle, tokens, pos, logits, err, errn)
-extern "C" void moec_decode_step(void **a, long long, long long) {
-  moec_infer(a, "finishing the decoding step", %dULL, %d, %dULL, %d, %dULL, %d, moec_run_decode);
-}
-
-`, pio.tokens.Offset, pio.tokens.Bytes(), pio.at.Offset, pio.at.Bytes(), pio.logits.Offset, pio.logits.Bytes(),
-		dio.tokens.Offset, dio.tokens.Bytes(), dio.at.Offset, dio.at.Bytes(), dio.logits.Offset, dio.logits.Bytes())
+`)
+	// io is one program's call: its input buffers (by name) and its logits.
+	io := func(l *Lowered, inputs ...string) (string, error) {
+		bufs := map[string]*step.Buffer{}
+		for i, b := range l.Program.Buffers {
+			if l.Program.Memory.Lifetime[i][0] >= 0 {
+				bufs[b.Name] = b
+			}
+		}
+		var at, size []string
+		for _, n := range append([]string{decodeTokens}, inputs...) {
+			b := bufs[n]
+			if b == nil || !b.Int {
+				return "", fmt.Errorf("cudastep: %s/%s has no integer input %s: not a one-rank inference program", l.Program.Model, l.Program.Stage, n)
+			}
+			at, size = append(at, fmt.Sprintf("%dULL", b.Offset)), append(size, fmt.Sprint(b.Bytes()))
+		}
+		lg := bufs[decodeLogits]
+		if lg == nil {
+			return "", fmt.Errorf("cudastep: %s/%s has no %s: not a one-rank inference program", l.Program.Model, l.Program.Stage, decodeLogits)
+		}
+		return fmt.Sprintf("static const unsigned long long at[] = {%s};\n    static const size_t bytes[] = {%s};\n    const unsigned long long logits_at = %dULL;\n    const size_t logits_bytes = %d;\n",
+			strings.Join(at, ", "), strings.Join(size, ", "), lg.Offset, lg.Bytes()), nil
+	}
+	entry := func(fn, args, doc string, l *Lowered, name, what string, inputs ...string) error {
+		pf("\n// %s(%s)\nextern \"C\" void %s(void **a, long long, long long) {\n", fn, doc, fn)
+		n := len(inputs) + 1
+		pf("  moec_state *s = moec_handle(a[0]);\n  if (!moec_enter(s, a[%d], a[%d])) return;\n", n+2, n+3)
+		if l == nil {
+			pf("  moec_failf(s, \"this host program has no %s\");\n}\n", what)
+			return nil
+		}
+		decl, err := io(l, inputs...)
+		if err != nil {
+			return err
+		}
+		pf("  {\n    %s", decl)
+		pf("    void *const from[] = {%s};\n", args)
+		pf("    moec_infer(s, \"finishing %s\", %d, at, from, bytes, logits_at, a[%d], logits_bytes, moec_run_%s);\n  }\n}\n", what, n, n+1, name)
+		return nil
+	}
+	if err := entry("moec_decode_prefill", "a[1], a[2]", "handle, tokens, lengths, logits, err, errn", d.Prefill, "prefill", "the prefill", decodeLengths); err != nil {
+		return "", err
+	}
+	if err := entry("moec_decode_step", "a[1], a[2]", "handle, tokens, pos, logits, err, errn", d.Decode, "decode", "a decoding step", decodePos); err != nil {
+		return "", err
+	}
+	// The feeds: one entry point that picks the program.
+	pf("\n// moec_decode_feed(handle, which, tokens, pos, seq, last, logits, err, errn)\nextern \"C\" void moec_decode_feed(void **a, long long, long long) {\n")
+	pf("  moec_state *s = moec_handle(a[0]);\n  if (!moec_enter(s, a[7], a[8])) return;\n  long long which = *(long long *)a[1];\n  switch (which) {\n")
+	for i, f := range d.Feeds {
+		decl, err := io(f, decodePos, step.FeedSeq, step.FeedLast)
+		if err != nil {
+			return "", err
+		}
+		pf("  case %d: {\n    %s", i, decl)
+		pf("    void *const from[] = {a[2], a[3], a[4], a[5]};\n")
+		pf("    moec_infer(s, \"finishing a feed of %d rows\", 4, at, from, bytes, logits_at, a[6], logits_bytes, moec_run_feed%d);\n    return;\n  }\n", f.Program.Batch.MicroBatch, i)
+	}
+	pf("  default:\n    moec_failf(s, \"feeding program %%lld of %d\", which);\n  }\n}\n\n", len(d.Feeds))
 	w.WriteString(hostClose)
 	return w.String(), nil
 }

@@ -13,7 +13,7 @@ type Backend string
 const (
 	Runtime  Backend = "runtime"   // the CPU runtime (runtime/nn): `moec run`, `moec run --llvm`, generate, serve
 	Step     Backend = "step"      // the step program (compiler/step): program.txt
-	CUDAStep Backend = "cuda-step" // the step program lowered to CUDA (codegen/cudastep): `moec run --device cuda`
+	CUDAStep Backend = "cuda-step" // the step programs lowered to CUDA (codegen/cudastep): `moec run`, `generate` and `serve --device cuda`
 	CUDA     Backend = "cuda"      // the generated CUDA kernels (codegen/cuda)
 	LLVM     Backend = "llvm"      // the generated LLVM IR kernels (codegen/llvm)
 	GoProg   Backend = "go"        // the generated Go program (codegen/gogen)

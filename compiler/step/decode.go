@@ -155,7 +155,7 @@ func (lw *lowerer) inferStep(maxLen int, prefill bool) {
 			Attr: "hidden states", Bytes: lw.p.Buffers[x].Bytes()})
 		return
 	}
-	lw.inferHead(x, at, prefill)
+	lw.inferHead(lw.pickRows(x), at, prefill) // feed.go: a feeding program's last rows
 }
 
 // inferEmbed emits the first stage's embedding of the tokens (and their positions, and
@@ -211,12 +211,12 @@ func (lw *lowerer) inferLayer(l, x, rows, at, maxLen int, prefill bool) int {
 	// rotary positions it caches its own normed keys (attention_qk.go).
 	owns, ownKeys := lw.ownsKV(l), lw.ownsKV(l) || lw.normsAfterRope()
 	if owns {
-		lw.kvShared.kCache = lw.buf(pre+"k_cache", KindCache, B, maxLen, lw.kvDimLocal)
-		lw.kvShared.vCache = lw.buf(pre+"v_cache", KindCache, B, maxLen, lw.kvDimLocal)
+		lw.kvShared.kCache = lw.buf(pre+"k_cache", KindCache, lw.cacheSeqs(), maxLen, lw.kvDimLocal)
+		lw.kvShared.vCache = lw.buf(pre+"v_cache", KindCache, lw.cacheSeqs(), maxLen, lw.kvDimLocal)
 	}
 	kc, vc := lw.kvShared.kCache, lw.kvShared.vCache
 	if ownKeys && !owns {
-		kc = lw.buf(pre+"k_cache", KindCache, B, maxLen, lw.kvDimLocal)
+		kc = lw.buf(pre+"k_cache", KindCache, lw.cacheSeqs(), maxLen, lw.kvDimLocal)
 	}
 	// What the layer writes: its keys and values, or its own keys alone.
 	ins, outs := []int{k, v}, []int{kc, vc}
@@ -238,7 +238,7 @@ func (lw *lowerer) inferLayer(l, x, rows, at, maxLen int, prefill bool) int {
 			ins, outs = ins[:1], outs[:1]
 		}
 		if ownKeys {
-			lw.fwd(Op{Kind: OpKVAppend, Layer: l, In: append(ins, at), Out: outs})
+			lw.fwd(lw.rowsOp(Op{Kind: OpKVAppend, Layer: l, In: append(ins, at), Out: outs})) // feed.go
 		}
 		// In: the queries, the caches, the positions, then the talking-heads mixers and the
 		// sink logits where the model has them.
@@ -256,7 +256,7 @@ func (lw *lowerer) inferLayer(l, x, rows, at, maxLen int, prefill bool) int {
 			attr = join(attr, "sinks")
 		}
 		a = lw.act(pre+"attn", KindActivation, n, lw.qLocal)
-		lw.fwd(Op{Kind: OpAttnDecode, Layer: l, In: in, Out: []int{a}, Mask: mask, Attr: attr, FLOPs: 4 * int64(n) * int64(maxLen) * int64(lw.qLocal)})
+		lw.fwd(lw.rowsOp(Op{Kind: OpAttnDecode, Layer: l, In: in, Out: []int{a}, Mask: mask, Attr: attr, FLOPs: 4 * int64(n) * int64(maxLen) * int64(lw.qLocal)}))
 	}
 	return lw.inferAfterAttention(l, x, rows, hExperts, a)
 }

@@ -23,7 +23,10 @@
 // Inference lowers the same way (LowerInference; decode.go): a prefill of a batch of
 // prompts, which writes every layer's KV cache (KindCache) and ends with each prompt's
 // last logits, and one decoding step against those caches, under tensor and expert
-// parallelism, with no backward, loss or optimizer.
+// parallelism, with no backward, loss or optimizer. A feeding program (LowerFeed; feed.go)
+// runs rows of several sequences, each at its own position, as one batch over the same
+// caches: prompt chunks appended beside other sequences' decoding tokens (continuous
+// batching, as runtime/nn's Decoder.Feed).
 //
 // Format writes a program as the listing `moec build` stores per stage and rank
 // (program.txt): one line per op with its inputs, outputs, bytes moved and FLOPs. Verify

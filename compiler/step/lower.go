@@ -171,6 +171,8 @@ type lowerer struct {
 	cache *cacheState
 	// kvShared is the current cross-layer group's keys and values (attention_qk.go).
 	kvShared sharedKV
+	// feed is a feeding program's inputs (feed.go); nil in every other program.
+	feed *feedState
 }
 
 // group is a set of parameters reduced and updated together: the dense parameters over

@@ -287,57 +287,65 @@ func (e *Executor) gatherVocab(op *step.Op, members []int, _ int) error {
 // mixing weights, and a sink logit per head in its denominator when it has the sinks),
 // then the weighted sum of the cached values.
 func (e *Executor) attnDecode(op *step.Op) {
-	q, kc, vc, positions := e.f32[op.In[0]], e.f32[op.In[1]], e.f32[op.In[2]], e.i32[op.In[3]]
-	var pre, post, sinks []float32
-	if len(op.In) > 5 {
-		pre, post = e.f32[op.In[4]], e.f32[op.In[5]]
+	positions := e.i32[op.In[3]]
+	for i, p := range positions {
+		e.attendRow(op, i, i, int(p))
 	}
-	if len(op.In)%2 == 1 { // 5 or 7 inputs: the sink logits last
-		sinks = e.f32[op.In[len(op.In)-1]]
+}
+
+// attendRow is attn_decode's (and attn_rows's) row: query row r against sequence seq's
+// cache up to position pos.
+func (e *Executor) attendRow(op *step.Op, r, seq, pos int) {
+	in := step.AttnInputsOf(op)
+	q, kc, vc := e.f32[in.Q], e.f32[in.KCache], e.f32[in.VCache]
+	var pre, post, sinks []float32
+	if in.Pre >= 0 {
+		pre, post = e.f32[in.Pre], e.f32[in.Post]
+	}
+	if in.Sinks >= 0 {
+		sinks = e.f32[in.Sinks]
 	}
 	out := e.f32[op.Out[0]]
-	sh := e.p.Buffers[op.In[1]].Shape
-	B, maxLen, kvd := sh[0], sh[1], sh[2]
+	sh := e.p.Buffers[in.KCache].Shape
+	maxLen, kvd := sh[1], sh[2]
 	Dh := e.d.Dh
-	H := len(q) / (B * Dh)
+	H := len(out) / (len(e.i32[in.Pos]) * Dh)
 	KV := kvd / Dh
 	scale := float32(1 / math.Sqrt(float64(Dh)))
-	for i := 0; i < B; i++ {
-		lo, hi := op.Mask.Keys(int(positions[i]))
-		span := hi - lo
-		sc := grow(&e.scratch.dst, 2*H*span)
-		s, mix := sc[:H*span], sc[H*span:]
-		kci, vci := kc[(i*maxLen+lo)*kvd:], vc[(i*maxLen+lo)*kvd:]
-		for h := 0; h < H; h++ {
-			g := h / (H / KV)
-			blas.Gemm(false, true, 1, span, Dh, scale, q[i*H*Dh+h*Dh:], Dh, kci[g*Dh:], kvd, 0, s[h*span:], span)
+	lo, hi := op.Mask.Keys(pos)
+	span := hi - lo
+	sc := grow(&e.scratch.dst, 2*H*span)
+	s, mix := sc[:H*span], sc[H*span:]
+	kci, vci := kc[(seq*maxLen+lo)*kvd:], vc[(seq*maxLen+lo)*kvd:]
+	for h := 0; h < H; h++ {
+		g := h / (H / KV)
+		blas.Gemm(false, true, 1, span, Dh, scale, q[r*H*Dh+h*Dh:], Dh, kci[g*Dh:], kvd, 0, s[h*span:], span)
+	}
+	probs := s
+	if pre != nil {
+		mixRows(mix, s, pre, H, span)
+		probs = mix
+	}
+	for h := 0; h < H; h++ {
+		if sinks != nil {
+			softmaxSinkInPlace(probs[h*span:(h+1)*span], sinks[h])
+			continue
 		}
-		probs := s
-		if pre != nil {
-			mixRows(mix, s, pre, H, span)
-			probs = mix
-		}
-		for h := 0; h < H; h++ {
-			if sinks != nil {
-				softmaxSinkInPlace(probs[h*span:(h+1)*span], sinks[h])
-				continue
-			}
-			softmaxInPlace(probs[h*span : (h+1)*span])
-		}
-		if post != nil {
-			mixRows(s, probs, post, H, span)
-			probs = s
-		}
-		o := out[i*H*Dh : (i+1)*H*Dh]
-		for h := 0; h < H; h++ {
-			// Σ_j p_j·v_j in Go: one row is too small a product to hand to blas.
-			g := h / (H / KV)
-			oh := o[h*Dh : (h+1)*Dh]
-			clear(oh)
-			for j, pj := range probs[h*span : (h+1)*span] {
-				for c, v := range vci[j*kvd+g*Dh : j*kvd+(g+1)*Dh] {
-					oh[c] += pj * v
-				}
+		softmaxInPlace(probs[h*span : (h+1)*span])
+	}
+	if post != nil {
+		mixRows(s, probs, post, H, span)
+		probs = s
+	}
+	o := out[r*H*Dh : (r+1)*H*Dh]
+	for h := 0; h < H; h++ {
+		// Σ_j p_j·v_j in Go: one row is too small a product to hand to blas.
+		g := h / (H / KV)
+		oh := o[h*Dh : (h+1)*Dh]
+		clear(oh)
+		for j, pj := range probs[h*span : (h+1)*span] {
+			for c, v := range vci[j*kvd+g*Dh : j*kvd+(g+1)*Dh] {
+				oh[c] += pj * v
 			}
 		}
 	}

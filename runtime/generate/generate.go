@@ -38,6 +38,9 @@ type Options struct {
 	// Device decodes on a GPU through moec's generated CUDA (GPUDecoder): "cuda", or
 	// "cuda-emulated" (the same generated code on the CPU); "" decodes on the CPU.
 	Device string
+	// BF16 runs the device's weight products in bfloat16 with float32 sums (--precision
+	// bf16: the tensor-core kernels); it needs Device.
+	BF16 bool
 }
 
 // Decoder is what Generate decodes with: runtime/nn's Decoder, or a decoding step
@@ -70,6 +73,8 @@ func (o Options) Check() error {
 		return diag.Runtimef(diag.CodeBadRunOption, "--ep %d: want an expert-parallel size of at least 1", o.EP)
 	case o.PP < 0:
 		return diag.Runtimef(diag.CodeBadRunOption, "--pp %d: want a pipeline-parallel size of at least 1", o.PP)
+	case o.BF16 && o.Device == "":
+		return diag.Runtimef(diag.CodeBadRunOption, "--precision bf16 runs the GPU's bf16 products: give --device cuda (or cuda-emulated); the CPU decodes in fp32")
 	}
 	return nil
 }
@@ -109,7 +114,7 @@ func Run(ctx context.Context, opt Options, w io.Writer) error {
 		if opt.TP > 1 || opt.EP > 1 || opt.PP > 1 {
 			return diag.Runtimef(diag.CodeUnsupportedFeature, "--device %s decodes on one GPU: leave out --tp, --ep and --pp", opt.Device)
 		}
-		g, err := NewGPUDecoder(ctx, m, opt.Device)
+		g, err := NewGPUDecoder(ctx, m, opt.Device, opt.BF16)
 		if err != nil {
 			return err
 		}

@@ -23,9 +23,10 @@ type GPUDecoder struct {
 }
 
 // NewGPUDecoder compiles m's decoding for one sequence of m's seq_len positions on device
-// (cuda or cuda-emulated) and uploads m's weights. A model the CUDA backend does not lower
+// (cuda or cuda-emulated; with bf16, its weight products in bfloat16 with float32 sums)
+// and uploads m's weights. A model the CUDA backend does not lower
 // is an E0510-style refusal naming the feature.
-func NewGPUDecoder(ctx context.Context, m *nn.Model, device string) (*GPUDecoder, error) {
+func NewGPUDecoder(ctx context.Context, m *nn.Model, device string, bf16 bool) (*GPUDecoder, error) {
 	cfg := m.Config()
 	mode, err := gpu.ParseMode(device)
 	if err != nil {
@@ -38,7 +39,7 @@ func NewGPUDecoder(ctx context.Context, m *nn.Model, device string) (*GPUDecoder
 	if maxLen <= 1 {
 		return nil, diag.Runtimef(diag.CodeBadRunOption, "model %s has seq_len %d", cfg.Name, cfg.SeqLen)
 	}
-	dec, err := gpu.OpenDecoder(ctx, cfg, step.Inference{Batch: 1, Prompt: maxLen - 1, MaxLen: maxLen}, gpu.Options{Mode: mode})
+	dec, err := gpu.OpenDecoder(ctx, cfg, step.Inference{Batch: 1, Prompt: maxLen - 1, MaxLen: maxLen}, gpu.Options{Mode: mode, BF16: bf16})
 	if err != nil {
 		return nil, diag.RuntimeWrap(diag.CodeUnsupportedFeature, err, "cannot decode %s on --device %s", cfg.Name, device)
 	}

@@ -41,7 +41,7 @@ type Decoder struct {
 
 // decoderFuncs are the entry points of the decoding host program.
 var decoderFuncs = []string{"moec_step_device", "moec_step_open", "moec_step_upload", "moec_step_download", "moec_step_close",
-	"moec_decode_prefill", "moec_decode_step"}
+	"moec_decode_prefill", "moec_decode_step", "moec_decode_feed"}
 
 // OpenDecoder lowers m's inference programs for in (Batch sequences of MaxLen positions,
 // prompts of up to Prompt ≥ 1 positions) on one rank, writes and compiles the decoding
@@ -179,7 +179,7 @@ func (d *Decoder) MaxLen() int { return d.maxLen }
 // LoadParams uploads every weight of the decoding programs from get (whole tensors by
 // parameter); a parameter get has no values for is an error.
 func (d *Decoder) LoadParams(get func(id params.ID) []float32) error {
-	for _, b := range d.low.Decode.Program.Buffers {
+	for _, b := range d.low.Weights().Program.Buffers {
 		if b.Kind != step.KindParam || b.Param == nil {
 			continue
 		}

@@ -146,3 +146,13 @@ func TestDecoderRefuses(t *testing.T) {
 		}
 	}
 }
+
+// TestDecodingMatchesExecutorHunyuanTiny: examples/hunyuan_tiny.moe's eight-expert stage
+// (talking heads, so decode_attention_mixed in the decoding steps and the head-mixing
+// kernels in the prefill; the token-embedding router; every second layer MoE) decodes
+// under the emulated CUDA decoding as runtime/exec decodes it, which holds to runtime/nn's
+// decoder (runtime/exec's TestDecodeMatchesHandWritten).
+func TestDecodingMatchesExecutorHunyuanTiny(t *testing.T) {
+	m, _ := hunyuanTiny(t, 8)
+	matchDecoding(t, m, 3)
+}

@@ -2,7 +2,9 @@
 // the sources codegen/cudastep generates for one rank's program (the host program, the
 // kernel library and the driver table's fillings) into a folder, compiles them with
 // clang, loads the result and runs training steps (Session) or decodes with a KV cache
-// (Decoder: a prefill and decoding steps over one arena).
+// (Decoder: a prefill and decoding steps over one arena), or runs continuous batching
+// (Feeder: feeding programs, several sequences' prompt chunks and decoding tokens in one
+// step, over one arena).
 //
 // Two modes. Device: the kernels become PTX for the GPU's architecture and the host
 // program a shared library that opens libcuda.so.1 at run time, so a machine needs the

@@ -12,7 +12,8 @@
 // choice takes a free slot (starting at position 0 while the others go on) and a finished
 // or abandoned one leaves. A step feeds each decoding slot its one token and, beside them, up
 // to Options.PrefillChunk tokens of the prompts being read (oldest first), as one batched
-// forward (nn.Decoder.Feed): chunked prefill, so a prompt of P tokens reaches its first token
+// forward (nn.Decoder.Feed, or with Options.Device runtime/gpu's Feeder: the same steps
+// through moec's generated CUDA): chunked prefill, so a prompt of P tokens reaches its first token
 // in ceil(P/PrefillChunk) steps without holding the others back; a context read again after
 // the cache filled is read the same way. A request with n choices is n jobs. Each choice samples from its
 // own stream, keyed by the request's seed, its token index and the choice index, so its

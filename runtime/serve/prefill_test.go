@@ -65,8 +65,14 @@ func tokenByToken(t *testing.T, m *nn.Model, j *job) []generated {
 // tokens.
 func schedule(t *testing.T, m *nn.Model, slots, chunk int, jobs []*job) [][]generated {
 	t.Helper()
+	return scheduleOn(t, m, nil, slots, chunk, jobs)
+}
+
+// scheduleOn is schedule decoding with dec (nil: runtime/nn's decoder).
+func scheduleOn(t *testing.T, m *nn.Model, dec feeder, slots, chunk int, jobs []*job) [][]generated {
+	t.Helper()
 	mt := newMetrics(slots, len(jobs), func() int { return 0 })
-	s, err := newScheduler(m, slots, len(jobs), data.Vocab, chunk, mt)
+	s, err := newScheduler(m, dec, slots, len(jobs), data.Vocab, chunk, mt)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -104,9 +104,17 @@ type slot struct {
 	sampler   *sampler
 }
 
+// feeder is the batched decoder the scheduler feeds: runtime/nn's Decoder, or the GPU's
+// generated CUDA (gpu.Feeder). Feed writes tokens[i] into sequence i's cache from pos[i]
+// on and returns [sequences, padded vocab] logits whose row i follows sequence i's last
+// token (rows of sequences that sat out are not read).
+type feeder interface {
+	Feed(tokens [][]int32, pos []int) ([]float32, error)
+}
+
 // scheduler owns the decoder; only its run goroutine touches slots and the decoder.
 type scheduler struct {
-	dec        *nn.Decoder
+	dec        feeder
 	maxLen     int
 	vocab      int // logits per sequence (padded vocabulary)
 	usable     int // tokens that may be sampled: the bytes (or the tokenizer's ids) the padded vocabulary holds
@@ -118,21 +126,30 @@ type scheduler struct {
 	m          *metrics
 }
 
-func newScheduler(m *nn.Model, slots, queueDepth, usable, chunk int, mt *metrics) (*scheduler, error) {
+// feedRows is the most tokens one step feeds: every slot's token, or the chunk beside all
+// slots but one decoding.
+func feedRows(slots, chunk, maxLen int) int { return min(max(chunk, 1)+slots-1, slots*maxLen) }
+
+// newScheduler makes the scheduler of m's slots, decoding with dec (nil: runtime/nn's
+// batched decoder).
+func newScheduler(m *nn.Model, dec feeder, slots, queueDepth, usable, chunk int, mt *metrics) (*scheduler, error) {
 	cfg := m.Config()
 	maxLen := int(cfg.SeqLen)
 	if maxLen <= 1 {
 		return nil, fmt.Errorf("serve: model %s has seq_len %d; it needs at least 2", cfg.Name, cfg.SeqLen)
 	}
 	vocab := int(cfg.PaddedVocab())
-	s := &scheduler{dec: m.NewDecoder(slots, maxLen), maxLen: maxLen, vocab: vocab,
+	if dec == nil {
+		nd := m.NewDecoder(slots, maxLen)
+		nd.ReserveFeed(feedRows(slots, chunk, maxLen))
+		dec = nd
+	}
+	s := &scheduler{dec: dec, maxLen: maxLen, vocab: vocab,
 		usable: min(vocab, usable), chunk: max(chunk, 1), slots: make([]slot, slots), queue: make(chan *job, queueDepth),
 		done: make(chan struct{}), m: mt}
 	for i := range s.slots {
 		s.slots[i].sampler = newSampler(s.usable)
 	}
-	// The largest step: every slot's token, or the chunk beside all slots but one decoding.
-	s.dec.ReserveFeed(min(s.chunk+slots-1, slots*maxLen))
 	return s, nil
 }
 

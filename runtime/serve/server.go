@@ -23,6 +23,7 @@ import (
 
 	"github.com/moec-dev/moec/lang/diag"
 	"github.com/moec-dev/moec/runtime/data"
+	"github.com/moec-dev/moec/runtime/gpu"
 	"github.com/moec-dev/moec/runtime/nn"
 	"github.com/moec-dev/moec/runtime/tokenizer"
 	"github.com/moec-dev/moec/runtime/train"
@@ -49,6 +50,11 @@ type Options struct {
 	// (end-of-sequence ids, which end a choice as a stop string does; the chat template).
 	Tokenizer       *tokenizer.Tokenizer
 	TokenizerConfig tokenizer.Config
+	// Device decodes on a GPU through moec's generated CUDA (cuda) or its CPU emulation
+	// (cuda-emulated); "": runtime/nn on the CPU. BF16 runs the device's weight products in
+	// bfloat16 with float32 sums.
+	Device string
+	BF16   bool
 }
 
 func (o Options) withDefaults() Options {
@@ -95,6 +101,7 @@ type Server struct {
 	seeds    *seedSource
 	chat     *chatTemplate // the tokenizer's chat template; nil: "role: content" lines
 	draining atomic.Bool   // Serve is shutting down: health says so
+	device   *gpu.Feeder   // the GPU decoder (Options.Device); nil on the CPU
 	stop     context.CancelFunc
 	wg       sync.WaitGroup
 }
@@ -152,8 +159,17 @@ func New(m *nn.Model, name string, opt Options) (*Server, error) {
 	if opt.Tokenizer != nil {
 		usable = opt.Tokenizer.VocabSize()
 	}
-	sched, err := newScheduler(m, opt.Slots, opt.QueueDepth, usable, opt.PrefillChunk, s.m)
+	var dec feeder // nil: runtime/nn's
+	if opt.Device != "" {
+		f, err := openDevice(context.Background(), m, opt) // gpu.go
+		if err != nil {
+			return nil, err
+		}
+		s.device, dec = f, f
+	}
+	sched, err := newScheduler(m, dec, opt.Slots, opt.QueueDepth, usable, opt.PrefillChunk, s.m)
 	if err != nil {
+		s.closeDevice()
 		return nil, err
 	}
 	queue = func() int { return len(sched.queue) }
@@ -184,6 +200,18 @@ func (s *Server) Name() string { return s.name }
 func (s *Server) Close() {
 	s.stop()
 	s.wg.Wait()
+	s.closeDevice()
+}
+
+// closeDevice releases the GPU decoder's device memory (none on the CPU; a second call
+// does nothing).
+func (s *Server) closeDevice() {
+	if s.device == nil {
+		return
+	}
+	if err := s.device.Close(); err != nil {
+		fmt.Fprintf(s.opt.Log, "serve: releasing the device: %v\n", err)
+	}
 }
 
 // Serve answers HTTP on ln until ctx ends, then drains: it stops accepting connections and
