@@ -187,6 +187,54 @@ func TestDeepSeekMoEWithoutSharedExperts(t *testing.T) {
 	}
 }
 
+// TestDeepSeekSeqAuxDefault: DeepSeek's configs take a missing seq_aux as true (a balance
+// loss per sequence); moec's is per batch, and the import says so whether seq_aux is true
+// or absent, and says nothing when it is false or there is no balance loss. The export
+// writes seq_aux false, what moec computed.
+func TestDeepSeekSeqAuxDefault(t *testing.T) {
+	for _, file := range []string{"deepseek-moe-16b.json", "deepseek-v2-lite.json", "deepseek-v3.json"} {
+		for _, tc := range []struct {
+			edits map[string]any
+			note  bool
+		}{
+			{map[string]any{"seq_aux": nil}, true},
+			{map[string]any{"seq_aux": true}, true},
+			{map[string]any{"seq_aux": false}, false},
+			{map[string]any{"seq_aux": nil, "aux_loss_alpha": 0.0}, false},
+		} {
+			res, err := ImportConfig(editedConfig(t, file, tc.edits), Options{})
+			if err != nil {
+				t.Fatalf("%s %v: %v", file, tc.edits, err)
+			}
+			noted := strings.Contains(strings.Join(res.Notes, "; "), "balance loss per sequence")
+			if noted != tc.note {
+				t.Errorf("%s %v: noted %v, want %v (notes %q)", file, tc.edits, noted, tc.note, res.Notes)
+			}
+			if got := res.Model.MoE.BalanceLoss; tc.edits["aux_loss_alpha"] == nil && got != 0.001 {
+				t.Errorf("%s %v: balance_loss %v, want aux_loss_alpha's 0.001", file, tc.edits, got)
+			}
+		}
+	}
+	for _, name := range []string{"tiny_deepseek_moe", "tiny_deepseek_v2", "tiny_deepseek_v3"} {
+		dir, _ := saveCheckpoint(t, deepseekModel(t, name))
+		out := filepath.Join(t.TempDir(), "export")
+		if _, err := Export(dir, out); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(filepath.Join(out, ConfigFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cfg map[string]any
+		if err := json.Unmarshal(b, &cfg); err != nil {
+			t.Fatal(err)
+		}
+		if v, ok := cfg["seq_aux"]; !ok || v != false {
+			t.Errorf("%s: exported seq_aux = %v (present %v), want false", name, v, ok)
+		}
+	}
+}
+
 // TestDeepSeekMoEConfigRules reads deepseek configs as modeling_deepseek.py computes them:
 // MoEGate keeps a top-1 expert's probability whatever norm_topk_prob says, and what the
 // remote code does not compute (sigmoid scores, group-limited or biased choice, a routed
