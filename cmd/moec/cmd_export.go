@@ -23,9 +23,9 @@ func newExportCommand(stdout, stderr io.Writer) *cobra.Command {
 }
 
 func newExportHFCommand(stdout, stderr io.Writer) *cobra.Command {
-	var ckpt, out string
+	var ckpt, out, dtype, shardSize string
 	cmd := &cobra.Command{
-		Use:   "hf --checkpoint DIR -o OUT",
+		Use:   "hf --checkpoint DIR -o OUT [--dtype fp32|bf16|fp16] [--max-shard-size 5GB]",
 		Short: "Write a checkpoint as a Hugging Face folder (config.json + model.safetensors)",
 		Long: "hf writes the checkpoint (a checkpoint directory, or a run directory whose newest\n" +
 			"checkpoint is taken) in the layout the matching transformers class loads: Mixtral for a\n" +
@@ -33,13 +33,23 @@ func newExportHFCommand(stdout, stderr io.Writer) *cobra.Command {
 			"norms (qk_norm = full), Qwen2-MoE for one gated shared expert, Llama (or Qwen3) for a\n" +
 			"dense one.\n" +
 			"A model with features no such class has is written in moec's layout, and hf says which\n" +
-			"features. export_manifest.json records every tensor's hash and each expert's tensors.",
+			"features. export_manifest.json records every tensor's hash and each expert's tensors.\n" +
+			"--dtype stores the weights as bf16 or fp16 (rounded to nearest) instead of fp32;\n" +
+			"weights past --max-shard-size go in several files with model.safetensors.index.json.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if ckpt == "" || out == "" {
 				return usageCode(diag.CodeMissingFlag, "export hf needs --checkpoint DIR and -o OUT")
 			}
-			man, err := hf.Export(ckpt, out)
+			opt := hf.ExportOptions{DType: dtype}
+			if shardSize != "" {
+				n, err := driver.ParseBytes(shardSize)
+				if err != nil || n <= 0 {
+					return usageCode(diag.CodeBadRunOption, "--max-shard-size %s: want a positive size such as 5GB or 512MiB", shardSize)
+				}
+				opt.MaxShardBytes = n
+			}
+			man, err := hf.ExportWith(ckpt, out, opt)
 			if err != nil {
 				return importFailed(stderr, err)
 			}
@@ -65,6 +75,8 @@ func newExportHFCommand(stdout, stderr io.Writer) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&ckpt, "checkpoint", "", "a checkpoint directory or a run directory")
 	cmd.Flags().StringVarP(&out, "output", "o", "", "the folder to write (absent or empty)")
+	cmd.Flags().StringVar(&dtype, "dtype", "fp32", "the stored precision of the weights: "+hf.ExportDTypes())
+	cmd.Flags().StringVar(&shardSize, "max-shard-size", "", "split the weights into files of at most this size, with an index (default 5GB, as transformers)")
 	return cmd
 }
 

@@ -468,8 +468,16 @@ func (s *spec) deepseek(r *reader) {
 	} else {
 		m.routedScale = f
 	}
-	if r.boolean("seq_aux", false) {
-		r.notes = append(r.notes, "seq_aux = true: DeepSeek computes its balance loss per sequence; moec's balance_loss is per batch")
+	// configuration_deepseek.py (DeepSeek-MoE, V2 and V3) and transformers' DeepseekV2Config
+	// take a missing seq_aux as true. moec keeps its balance loss per batch, with a note:
+	// the forward pass is the same, only training's auxiliary loss differs.
+	said := r.present("seq_aux")
+	if r.boolean("seq_aux", true) && m.balance > 0 {
+		what := "seq_aux = true"
+		if !said {
+			what = "seq_aux absent, which DeepSeek's configuration_deepseek.py takes as true"
+		}
+		r.notes = append(r.notes, what+": DeepSeek computes its balance loss per sequence; moec's balance_loss is per batch")
 	}
 	if s.arch == DeepSeekMoE {
 		s.deepseekMoEChecks(r, m)

@@ -65,21 +65,31 @@ func deepseekRuleIs(m *program.Model, first, freq int) bool {
 
 // deepseekMoELayoutFor reports whether m is shaped as DeepSeek-MoE (standard attention
 // without q/k norms beside ungated shared experts: no class moec writes but
-// DeepseekForCausalLM has those) and, when it is, what DeepseekForCausalLM lacks for it.
+// DeepseekForCausalLM has those) and, when it is, what DeepseekForCausalLM lacks for it. A
+// model without shared experts (n_shared_experts: null) is DeepseekForCausalLM's too, but
+// other classes may hold it: moeLayoutFor asks deepseekMoENeeds after them.
 func deepseekMoELayoutFor(m *program.Model) (candidate bool, unmet []string) {
 	a, e := m.Attention, m.MoE
 	if e == nil || e.Experts == 0 || e.SharedExperts == 0 || e.SharedGate || a.LatentAttention() || a.QKNorm || e.ParallelAttention || e.GateInput {
 		return false, nil
 	}
+	return true, deepseekMoENeeds(m)
+}
+
+// deepseekMoENeeds lists what DeepseekForCausalLM lacks for the MoE model m.
+func deepseekMoENeeds(m *program.Model) (unmet []string) {
+	a, e := m.Attention, m.MoE
 	need := func(ok bool, what string) {
 		if !ok {
 			unmet = append(unmet, what)
 		}
 	}
 	d, _ := m.Dims() // the checker has accepted m; only the widths are read
+	need(!a.LatentAttention() && !a.QKNorm, "standard attention without q/k norms")
+	need(!e.SharedGate && !e.ParallelAttention && !e.GateInput, "ungated shared experts, if any, and experts after attention on their own inputs")
 	need(e.Score == program.Softmax && e.AuxFreeBias == 0, "softmax scores without a selection bias (MoEGate's scoring_func softmax)")
 	need(!e.Normalize || e.TopK > 1, "a top-1 expert weighed by its probability (normalize = false: MoEGate renormalises a top-k of two or more only)")
-	need(d.SHidden == d.EHidden, "shared experts as wide as the routed ones (shared_experts is one MLP of n_shared_experts · moe_intermediate_size)")
+	need(e.SharedExperts == 0 || d.SHidden == d.EHidden, "shared experts as wide as the routed ones (shared_experts is one MLP of n_shared_experts · moe_intermediate_size)")
 	need(e.Router != program.RouteTokenEmbedding && !e.RouterBias && !e.ExpertBias && !m.FFN.Bias, "a plain router and no FFN biases")
 	need(e.RoutedScaleOrOne() == 1 && e.SparsemixerEps == 0 && e.Groups == 0 && e.SwigluLimit == 0,
 		"plain greedy top-k routing (no routed_scale, sparsemixer, groups or clamped SwiGLU)")
@@ -92,7 +102,7 @@ func deepseekMoELayoutFor(m *program.Model) (candidate bool, unmet []string) {
 	need(a.BiasQKV == a.BiasOut && a.ClipQKV == 0, "attention biases on Q, K, V and the output or on none (attention_bias), no clipping")
 	need(!a.TalkingHeads && !a.SharesWeights() && a.ShareKV <= 1 && !a.Sinks && a.Window == 0 && a.FullEvery == 0 && a.NopeEvery == 0 && a.ChunkSize == 0 && !a.QKL2Norm && a.NopeTemperature == 0,
 		"plain multi-head attention (no talking heads, sharing, sinks, windows or chunks)")
-	return true, unmet
+	return unmet
 }
 
 // deepseekMoEConfig sets DeepseekConfig's fields (configuration_deepseek.py) for m.
@@ -105,6 +115,9 @@ func deepseekMoEConfig(cfg map[string]any, m *program.Model) {
 	cfg["moe_intermediate_size"] = d.EHidden
 	cfg["n_routed_experts"] = e.Experts
 	cfg["n_shared_experts"] = e.SharedExperts
+	if e.SharedExperts == 0 {
+		cfg["n_shared_experts"] = nil // DeepseekMoE builds shared_experts unless it is None
+	}
 	cfg["num_experts_per_tok"] = e.TopK
 	cfg["first_k_dense_replace"] = first
 	cfg["moe_layer_freq"] = freq

@@ -20,7 +20,8 @@ import (
 // equal those of an independent torch forward written from deepseek-ai's
 // modeling_deepseek.py (testdata/deepseek_moe_forward.py) on the same weights, exported as
 // DeepseekForCausalLM's checkpoint: a dense first layer, shared experts fused into one MLP,
-// norm_topk_prob both ways, moe_layer_freq, attention biases and GQA. The same script
+// norm_topk_prob both ways, moe_layer_freq, attention biases and GQA, and no shared experts
+// (n_shared_experts: null). The same script
 // rotating adjacent pairs (DeepSeek-V2/V3's convention) must disagree beyond the check's
 // tolerance: the check tells the rope conventions apart.
 func TestDeepSeekMoEComputesAsDeepSeek(t *testing.T) {
@@ -30,7 +31,7 @@ func TestDeepSeekMoEComputesAsDeepSeek(t *testing.T) {
 	for i, id := range ids {
 		text[i] = fmt.Sprint(id)
 	}
-	for _, name := range []string{"tiny_deepseek_moe", "tiny_deepseek_moe_norm"} {
+	for _, name := range []string{"tiny_deepseek_moe", "tiny_deepseek_moe_norm", "tiny_deepseek_moe_unshared"} {
 		t.Run(name, func(t *testing.T) {
 			m := deepseekModel(t, name)
 			dir, _ := saveCheckpoint(t, m)
@@ -133,6 +134,104 @@ func TestDeepSeekMoEExportLayout(t *testing.T) {
 	}
 	if strings.Contains(string(cfg), `"head_dim"`) {
 		t.Errorf("%s writes head_dim, which DeepseekConfig does not have", ConfigFile)
+	}
+}
+
+// TestDeepSeekMoEWithoutSharedExperts: a deepseek config whose n_shared_experts is null
+// (DeepseekMoE then builds no shared_experts) imports, converts and goes out again as
+// DeepseekForCausalLM with n_shared_experts null, not in moec's own layout; a
+// Mixtral-shaped model still goes out as Mixtral.
+func TestDeepSeekMoEWithoutSharedExperts(t *testing.T) {
+	res, err := ImportConfig(editedConfig(t, "deepseek-moe-16b.json", map[string]any{"n_shared_experts": nil}), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Model.MoE.SharedExperts != 0 {
+		t.Fatalf("n_shared_experts null: %d shared experts", res.Model.MoE.SharedExperts)
+	}
+	if l, gaps := layoutFor(res.Model); l != LayoutDeepSeekMoE {
+		t.Errorf("16B without shared experts goes out as %s (%v), want DeepseekForCausalLM", l, gaps)
+	}
+	m := deepseekModel(t, "tiny_deepseek_moe_unshared")
+	dir, _ := saveCheckpoint(t, m)
+	out := filepath.Join(t.TempDir(), "export")
+	man, err := Export(dir, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if man.Layout != LayoutDeepSeekMoE {
+		t.Fatalf("exported as %s (%v), want DeepseekForCausalLM", man.Layout, man.Unsupported)
+	}
+	var cfg map[string]any
+	b, err := os.ReadFile(filepath.Join(out, ConfigFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := cfg["n_shared_experts"]; !ok || v != nil {
+		t.Errorf("n_shared_experts = %v (present %v), want null", v, ok)
+	}
+	back, err := ImportCheckpoint(out, filepath.Join(t.TempDir(), "back"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back.Model.MoE.SharedExperts != 0 || back.Class != "DeepseekForCausalLM" {
+		t.Errorf("imported back as %s with %d shared experts", back.Class, back.Model.MoE.SharedExperts)
+	}
+	mixtral := deepseekModel(t, "tiny_deepseek_moe_unshared")
+	mixtral.MoE.FirstDense, mixtral.MoE.Normalize = 0, true
+	if l, gaps := layoutFor(mixtral); l != LayoutMixtral {
+		t.Errorf("a Mixtral-shaped model goes out as %s (%v)", l, gaps)
+	}
+}
+
+// TestDeepSeekSeqAuxDefault: DeepSeek's configs take a missing seq_aux as true (a balance
+// loss per sequence); moec's is per batch, and the import says so whether seq_aux is true
+// or absent, and says nothing when it is false or there is no balance loss. The export
+// writes seq_aux false, what moec computed.
+func TestDeepSeekSeqAuxDefault(t *testing.T) {
+	for _, file := range []string{"deepseek-moe-16b.json", "deepseek-v2-lite.json", "deepseek-v3.json"} {
+		for _, tc := range []struct {
+			edits map[string]any
+			note  bool
+		}{
+			{map[string]any{"seq_aux": nil}, true},
+			{map[string]any{"seq_aux": true}, true},
+			{map[string]any{"seq_aux": false}, false},
+			{map[string]any{"seq_aux": nil, "aux_loss_alpha": 0.0}, false},
+		} {
+			res, err := ImportConfig(editedConfig(t, file, tc.edits), Options{})
+			if err != nil {
+				t.Fatalf("%s %v: %v", file, tc.edits, err)
+			}
+			noted := strings.Contains(strings.Join(res.Notes, "; "), "balance loss per sequence")
+			if noted != tc.note {
+				t.Errorf("%s %v: noted %v, want %v (notes %q)", file, tc.edits, noted, tc.note, res.Notes)
+			}
+			if got := res.Model.MoE.BalanceLoss; tc.edits["aux_loss_alpha"] == nil && got != 0.001 {
+				t.Errorf("%s %v: balance_loss %v, want aux_loss_alpha's 0.001", file, tc.edits, got)
+			}
+		}
+	}
+	for _, name := range []string{"tiny_deepseek_moe", "tiny_deepseek_v2", "tiny_deepseek_v3"} {
+		dir, _ := saveCheckpoint(t, deepseekModel(t, name))
+		out := filepath.Join(t.TempDir(), "export")
+		if _, err := Export(dir, out); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(filepath.Join(out, ConfigFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cfg map[string]any
+		if err := json.Unmarshal(b, &cfg); err != nil {
+			t.Fatal(err)
+		}
+		if v, ok := cfg["seq_aux"]; !ok || v != false {
+			t.Errorf("%s: exported seq_aux = %v (present %v), want false", name, v, ok)
+		}
 	}
 }
 

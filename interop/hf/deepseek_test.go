@@ -18,7 +18,8 @@ import (
 // without a selection bias (DeepseekV2ForCausalLM's checkpoints, which moec imports); and
 // DeepSeek-MoE's (DeepseekForCausalLM): standard attention, a dense first layer, two shared
 // experts and a plain top-2; GQA with biases, MoE every other layer from layer 2, one shared
-// expert, a renormalised top-3 and linear rope scaling.
+// expert, a renormalised top-3 and linear rope scaling; and DeepSeek-MoE without shared
+// experts (n_shared_experts: null).
 const deepseekModels = `
 model tiny_deepseek_v3 {
   vocab = 300; d_model = 32; layers = 3; seq_len = 16; norm_eps = 1e-6
@@ -57,6 +58,12 @@ model tiny_deepseek_moe_norm {
   attention { heads = 4; kv_heads = 2; qkv_bias = true; out_bias = true }
   ffn { hidden = 40; activation = swiglu }
   moe { experts = 4; top_k = 3; expert_hidden = 8; shared_experts = 1; first_dense = 1; every = 2; normalize = true; capacity_factor = dropless; balance_loss = 0.01 }
+}
+model tiny_deepseek_moe_unshared {
+  vocab = 300; d_model = 32; layers = 3; seq_len = 16; norm_eps = 1e-6
+  attention { heads = 4; kv_heads = 4 }
+  ffn { hidden = 40; activation = swiglu }
+  moe { experts = 6; top_k = 2; expert_hidden = 12; first_dense = 1; normalize = false; capacity_factor = dropless; balance_loss = 0.001 }
 }
 `
 

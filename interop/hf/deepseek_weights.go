@@ -273,6 +273,7 @@ func deepseekConfig(cfg map[string]any, m *program.Model) {
 	}
 	cfg["routed_scaling_factor"] = floatField(e.RoutedScaleOrOne())
 	cfg["aux_loss_alpha"] = floatField(e.BalanceLoss)
+	cfg["seq_aux"] = false // moec's balance loss is per batch; DeepSeek's configs default to true
 	cfg["num_nextn_predict_layers"] = 0
 	if deepseekV2Routing(e) {
 		// DeepseekV2ForCausalLM: the same tensors (no selection bias), adjacent rope pairs

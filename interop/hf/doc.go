@@ -19,7 +19,8 @@
 // OLMoE, Qwen2-MoE, Snowflake Arctic, gpt-oss (its MXFP4 experts decoded to float32
 // exactly), Llama 4, DeepSeek-MoE, DeepSeek-V2/V3, Hunyuan-A13B, Hunyuan-Large, DBRX or Phi-3.5-MoE model and writes a moec checkpoint (runtime/checkpoint) whose tensors
 // carry moec's names. Export reads a moec checkpoint and writes config.json plus
-// model.safetensors in the layout the matching transformers class loads
+// safetensors (fp32, or bf16/fp16 through ExportWith; past 5 GB in numbered files with
+// model.safetensors.index.json) in the layout the matching transformers class loads
 // (MixtralForCausalLM for a Mixtral-shaped model, Qwen3MoeForCausalLM for one with per-head
 // q/k norms, OlmoeForCausalLM for one with q/k norms over the whole projections (qk_norm =
 // full), Qwen2MoeForCausalLM for one with Q/K/V biases and one gated shared expert,
@@ -28,7 +29,8 @@
 // remote code, for one with q/k norms after rotary positions (hunyuan_weights.go),
 // (moe.parallel_attention), DbrxForCausalLM for one with LayerNorms without biases
 // (dbrx_weights.go), PhimoeForCausalLM for one routed by sparsemixer (phimoe_weights.go),
-// DeepseekForCausalLM, deepseek-ai's remote code, for one with ungated shared experts beside
+// DeepseekForCausalLM, deepseek-ai's remote code, for one with ungated shared experts (or
+// none, where no class above holds it: a plain greedy top-k) beside
 // standard attention (deepseek_moe.go),
 // LlamaForCausalLM or Qwen3ForCausalLM for a dense one). A model
 // using features none of these classes has (token-embedding routing, attention-weight sharing, talking heads, ...)

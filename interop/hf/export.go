@@ -27,7 +27,7 @@ import (
 const (
 	ConfigFile         = "config.json"          // transformers' config (transformers layouts)
 	MoecConfigFile     = "moec_config.json"     // the model config (moec layout)
-	WeightsFile        = "model.safetensors"    // every tensor, float32
+	WeightsFile        = "model.safetensors"    // every tensor, unless sharded (WeightsIndexFile)
 	ExportManifestFile = "export_manifest.json" // what went where, with hashes
 	ManifestFormat     = "moec.hf-export/v1"
 )
@@ -37,6 +37,7 @@ type ExportManifest struct {
 	Format      string         `json:"format"`
 	Layout      Layout         `json:"layout"`
 	Class       string         `json:"class,omitempty"`       // the transformers class; "" for the moec layout
+	DType       string         `json:"dtype,omitempty"`       // the stored precision (ExportOptions.DType); "" is fp32
 	Unsupported []string       `json:"unsupported,omitempty"` // why no transformers class holds the model
 	Notes       []string       `json:"notes,omitempty"`       // where the class computes differently from moec's training
 	Source      ExportSource   `json:"source"`
@@ -55,7 +56,8 @@ type ExportSource struct {
 }
 
 // TensorEntry is one exported tensor: its name in the export, its name in the checkpoint,
-// its shape and the SHA-256 of its little-endian float32 data.
+// its shape and the SHA-256 of its little-endian float32 data (of a bf16 or fp16 export,
+// the float32 values its stored halves widen to).
 type TensorEntry struct {
 	Name   string `json:"name"`
 	From   string `json:"from"`
@@ -80,7 +82,17 @@ type FileEntry struct {
 // Export writes the checkpoint ckpt (a checkpoint directory or a run directory, whose
 // newest checkpoint is taken) to the empty or absent directory out. It returns the
 // manifest it wrote; Manifest.Unsupported says why a model went out in the moec layout.
+// The weights are float32, sharded past DefaultMaxShardBytes (ExportWith chooses).
 func Export(ckpt, out string) (*ExportManifest, error) {
+	return ExportWith(ckpt, out, ExportOptions{})
+}
+
+// ExportWith is Export storing the weights as opt says.
+func ExportWith(ckpt, out string, opt ExportOptions) (*ExportManifest, error) {
+	opt, err := opt.normalized()
+	if err != nil {
+		return nil, err
+	}
 	dir, err := train.ResolveCheckpoint(ckpt)
 	if err != nil {
 		return nil, err
@@ -98,7 +110,7 @@ func Export(ckpt, out string) (*ExportManifest, error) {
 	m := c.Manifest.Model
 	layout, gaps := layoutFor(m)
 	man := &ExportManifest{
-		Format: ManifestFormat, Layout: layout, Class: classOf[layout], Unsupported: gaps, Model: m,
+		Format: ManifestFormat, Layout: layout, Class: classOf[layout], Unsupported: gaps, Model: m, DType: opt.DType,
 		Source: ExportSource{Train: c.Manifest.Train, Stage: c.Manifest.Stage, Step: c.Manifest.Step, ConfigHash: c.Manifest.ConfigHash},
 	}
 	if layout != LayoutMoec {
@@ -149,8 +161,14 @@ func Export(ckpt, out string) (*ExportManifest, error) {
 			return nil, diag.RuntimeWrap(diag.CodeNotExportable, err, "checkpoint %s does not hold the tensors of its model", dir)
 		}
 	}
+	stored := make([]safetensors.RawTensor, len(outTensors))
 	for i, t := range outTensors {
-		man.Tensors = append(man.Tensors, TensorEntry{Name: t.Name, From: from[i], Shape: t.Shape, SHA256: tensorHash(t.Data)})
+		raw, back, err := storedTensor(t, opt.DType)
+		if err != nil {
+			return nil, diag.RuntimeWrap(diag.CodeNotExportable, err, "checkpoint %s as %s", dir, opt.DType)
+		}
+		stored[i] = raw
+		man.Tensors = append(man.Tensors, TensorEntry{Name: t.Name, From: from[i], Shape: t.Shape, SHA256: tensorHash(back)})
 	}
 	man.Experts = expertSets(man.Tensors)
 	if err := emptyDir(out, diag.CodeNotExportable); err != nil {
@@ -164,17 +182,31 @@ func Export(ckpt, out string) (*ExportManifest, error) {
 		man.Files = append(man.Files, FileEntry{Name: name, Size: int64(len(b)), SHA256: hex.EncodeToString(sum[:])})
 		return nil
 	}
-	weights, err := safetensors.Encode(outTensors, map[string]string{"format": "pt"})
-	if err != nil {
-		return nil, diag.RuntimeWrap(diag.CodeNotExportable, err, "encoding %s", WeightsFile)
+	names, groups := shardFiles(stored, opt.MaxShardBytes)
+	for i, g := range groups {
+		weights, err := safetensors.EncodeRaw(g, map[string]string{"format": "pt"})
+		if err != nil {
+			return nil, diag.RuntimeWrap(diag.CodeNotExportable, err, "encoding %s", names[i])
+		}
+		if err := write(names[i], weights); err != nil {
+			return nil, err
+		}
 	}
-	if err := write(WeightsFile, weights); err != nil {
-		return nil, err
+	if len(groups) > 1 {
+		idx, err := encodeIndex(names, groups)
+		if err != nil {
+			return nil, err
+		}
+		if err := write(WeightsIndexFile, idx); err != nil {
+			return nil, err
+		}
 	}
 	var cfg any = m
 	cfgName := MoecConfigFile
 	if layout != LayoutMoec {
-		cfg, cfgName = hfConfig(m, layout), ConfigFile
+		hc := hfConfig(m, layout)
+		hc["torch_dtype"] = exportDTypes[opt.DType].torch
+		cfg, cfgName = hc, ConfigFile
 	}
 	if err := exportTokenizer(dir, m, c.Manifest.SpecialTokens, cfg, write); err != nil {
 		return nil, err

@@ -89,22 +89,29 @@ func exportTokenizer(dir string, m *program.Model, special *checkpoint.SpecialTo
 // exportSpecialTokens writes, for a checkpoint without tokenizer files, the special ids
 // its import recorded (checkpoint.Manifest.SpecialTokens) into config.json and
 // generation_config.json, so that transformers reads the model's own ids rather than its
-// class's defaults. Without recorded ids it writes nothing.
+// class's defaults. A BOS or EOS id it does not have (none at all for a model trained on
+// bytes) is written null in config.json: the class's default (Mixtral's 1 and 2, OLMoE's
+// 50279) would name a byte, or no token of the vocabulary. Without recorded ids it writes
+// no generation_config.json.
 func exportSpecialTokens(special *checkpoint.SpecialTokens, cfg any, write func(name string, b []byte) error) error {
+	c, _ := cfg.(map[string]any)
 	if special == nil {
+		if c != nil {
+			c["bos_token_id"], c["eos_token_id"] = nil, nil
+		}
 		return nil
 	}
 	gen := map[string]any{"_from_model_config": false}
-	c, _ := cfg.(map[string]any)
 	for _, f := range []struct {
 		key string
 		ids []int
 	}{{"bos_token_id", special.BOS}, {"eos_token_id", special.EOS}, {"pad_token_id", special.PAD}} {
-		if ids := oneOrList(f.ids); ids != nil {
+		ids := oneOrList(f.ids)
+		if ids != nil {
 			gen[f.key] = ids
-			if c != nil {
-				c[f.key] = ids
-			}
+		}
+		if c != nil && (ids != nil || f.key != "pad_token_id") {
+			c[f.key] = ids
 		}
 	}
 	gb, err := json.MarshalIndent(gen, "", "  ")

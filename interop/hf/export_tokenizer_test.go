@@ -25,7 +25,7 @@ func copyFile(t *testing.T, from, dir, name string) {
 
 // A checkpoint whose run kept a tokenizer exports it, with generation_config.json and
 // config.json naming the model's own BOS and EOS ids, not the class defaults; without a
-// tokenizer nothing of the kind is written.
+// tokenizer nothing of the kind is written, and config.json's BOS and EOS ids are null.
 func TestExportTokenizer(t *testing.T) {
 	m := tinyModel(t, "tiny_llama")
 	bare, _ := saveCheckpoint(t, m)
@@ -36,6 +36,15 @@ func TestExportTokenizer(t *testing.T) {
 	for _, name := range []string{"tokenizer.json", "generation_config.json"} {
 		if _, err := os.Stat(filepath.Join(out, name)); err == nil {
 			t.Errorf("an export without a tokenizer wrote %s", name)
+		}
+	}
+	// A model trained on bytes has no BOS or EOS: config.json says null rather than let
+	// transformers read its class's defaults (LlamaConfig's 1 and 2, bytes here).
+	var bareCfg map[string]any
+	readJSON(t, filepath.Join(out, ConfigFile), &bareCfg)
+	for _, key := range []string{"bos_token_id", "eos_token_id"} {
+		if v, ok := bareCfg[key]; !ok || v != nil {
+			t.Errorf("an export without special ids writes %s = %v (present %v), want null", key, v, ok)
 		}
 	}
 

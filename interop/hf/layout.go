@@ -21,7 +21,7 @@ const (
 	LayoutOlmoe    Layout = "olmoe"       // OlmoeForCausalLM: experts under mlp., whole-projection q/k norms
 	LayoutQwen2MoE Layout = "qwen2_moe"   // Qwen2MoeForCausalLM: experts under mlp., one gated shared expert
 	LayoutArctic   Layout = "arctic"      // ArcticForCausalLM (Snowflake's remote code): a residual MoE beside a dense FFN
-	LayoutGptOss   Layout = "gpt_oss"     // GptOssForCausalLM's names: imported (gptoss_weights.go), not written
+	LayoutGptOss   Layout = "gpt_oss"     // GptOssForCausalLM: interleaved fused experts, biases, sinks (gptoss_weights.go)
 	LayoutLlama4   Layout = "llama4_text" // Llama4ForCausalLM: fused experts, adjacent rotary pairs (llama4_weights.go)
 	LayoutDeepSeek Layout = "deepseek_v3" // DeepseekV3ForCausalLM: latent attention, one fused shared MLP (deepseek_weights.go)
 	// HunYuanMoEV1ForCausalLM (Hunyuan-A13B) and HunYuanForCausalLM (Hunyuan-Large, Tencent's
@@ -332,6 +332,15 @@ func moeLayoutFor(m *program.Model) (Layout, []string) {
 			return c.layout, nil
 		}
 		why = append(why, fmt.Sprintf("%s needs %s", classOf[c.layout], strings.Join(unmet, ", ")))
+	}
+	// DeepSeek-MoE without shared experts (n_shared_experts: null) comes after the classes
+	// above: a model both hold (a Mixtral) goes out as its own class.
+	if e.SharedExperts == 0 {
+		unmet := deepseekMoENeeds(m)
+		if len(unmet) == 0 {
+			return LayoutDeepSeekMoE, nil
+		}
+		why = append(why, fmt.Sprintf("%s needs %s", classOf[LayoutDeepSeekMoE], strings.Join(unmet, ", ")))
 	}
 	return LayoutMoec, []string{"no class moec writes holds this combination of features: " + strings.Join(why, "; ")}
 }

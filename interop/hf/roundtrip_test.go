@@ -553,7 +553,7 @@ func TestExportGatedAndFullNorm(t *testing.T) {
 }
 
 // TestLayoutChoice checks which class each published config's model is exported as (the
-// class it came from), and that a model one feature away from OLMoE or Qwen2-MoE is not
+// class it came from), and that a model one feature away from OLMoE, Qwen2-MoE or Mixtral is not
 // forced into that class but goes out in moec's layout with the feature named.
 func TestLayoutChoice(t *testing.T) {
 	for file, want := range map[string]Layout{
@@ -588,7 +588,10 @@ func TestLayoutChoice(t *testing.T) {
 		{"tiny_qwen2_moe", func(m *program.Model) { m.MoE.SharedExperts = 2 }, LayoutMoec, "2 shared experts"},
 		{"tiny_qwen2_moe", func(m *program.Model) { m.Attention.BiasQKV = false }, LayoutMoec, "Qwen2MoeForCausalLM needs biases on Q, K and V only"},
 		{"tiny_qwen3_moe", func(m *program.Model) { m.Attention.QKNormFull = true }, LayoutMoec, "Qwen3MoeForCausalLM needs per-head q/k norms"},
-		{"tiny_mixtral", func(m *program.Model) { m.MoE.Normalize = false }, LayoutMoec, "MixtralForCausalLM needs a renormalised top-k"},
+		// Without renormalisation and shared experts it is DeepSeek-MoE's greedy top-k
+		// (n_shared_experts: null); a sliding window then leaves no class.
+		{"tiny_mixtral", func(m *program.Model) { m.MoE.Normalize = false }, LayoutDeepSeekMoE, ""},
+		{"tiny_mixtral", func(m *program.Model) { m.MoE.Normalize, m.Attention.Window = false, 8 }, LayoutMoec, "MixtralForCausalLM needs a renormalised top-k"},
 		// share_weights unset in a Go-built model means no sharing, as everywhere else.
 		{"tiny_mixtral", func(m *program.Model) { m.Attention.ShareWeights = 0 }, LayoutMixtral, ""},
 		{"tiny_mixtral", func(m *program.Model) { m.Attention.ShareWeights = 0.5 }, LayoutMoec, "share_weights < 1"},

@@ -10,7 +10,6 @@ import (
 	"slices"
 
 	"github.com/moec-dev/moec/lang/diag"
-	"github.com/moec-dev/moec/runtime/safetensors"
 )
 
 // VerifyExport reads an export folder back and checks its manifest against the files: every
@@ -46,12 +45,12 @@ func VerifyExport(dir string) (*ExportManifest, error) {
 			return nil, fail("%s does not match the manifest (size or SHA-256)", f.Name)
 		}
 	}
-	wf, err := safetensors.ReadFile(filepath.Join(dir, WeightsFile))
+	wf, err := readExportWeights(dir)
 	if err != nil {
 		return nil, diag.RuntimeWrap(diag.CodeNotExportable, err, "export %s", dir)
 	}
 	if len(wf.Tensors) != len(man.Tensors) {
-		return nil, fail("%s holds %d tensors, the manifest lists %d", WeightsFile, len(wf.Tensors), len(man.Tensors))
+		return nil, fail("the weights hold %d tensors, the manifest lists %d", len(wf.Tensors), len(man.Tensors))
 	}
 	names, froms := map[string]bool{}, map[string]bool{}
 	for _, e := range man.Tensors {
@@ -61,7 +60,7 @@ func VerifyExport(dir string) (*ExportManifest, error) {
 		names[e.Name], froms[e.From] = true, true
 		t, ok := wf.Get(e.Name)
 		if !ok {
-			return nil, fail("tensor %s is in the manifest but not in %s", e.Name, WeightsFile)
+			return nil, fail("tensor %s is in the manifest but not in the weights", e.Name)
 		}
 		if !slices.Equal(t.Shape, e.Shape) || tensorHash(t.Data) != e.SHA256 {
 			return nil, fail("tensor %s differs from the manifest (shape or data)", e.Name)

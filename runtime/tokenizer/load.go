@@ -68,9 +68,15 @@ func Load(path string) (*Tokenizer, error) {
 func Parse(data []byte) (*Tokenizer, error) {
 	var f fileJSON
 	if err := json.Unmarshal(data, &f); err != nil {
+		if kind := otherKind(data); kind != "" {
+			return nil, fmt.Errorf("not a tokenizer.json but %s", kind)
+		}
 		return nil, fmt.Errorf("not a tokenizer.json: %w", err)
 	}
 	if isNull(f.Model) {
+		if kind := otherKind(data); kind != "" {
+			return nil, fmt.Errorf("not a tokenizer.json but %s", kind)
+		}
 		return nil, fmt.Errorf("no model")
 	}
 	var err error

@@ -191,6 +191,30 @@ func TestRefusals(t *testing.T) {
 	}
 }
 
+// TestOtherKindsNamed: a file a model folder holds beside tokenizer.json (or instead of
+// it), given where a tokenizer.json belongs, is refused naming what it is.
+func TestOtherKindsNamed(t *testing.T) {
+	for _, c := range []struct {
+		data []byte
+		want string
+	}{
+		{[]byte("\x0a\x0b\x0a\x05<unk>\x15\x00\x00\x00\x00\x18\x02\xff"), "SentencePiece model"},
+		{[]byte("IQ== 0\nIg== 1\nIw== 2\n"), "tiktoken"},
+		{[]byte(`{"architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "vocab_size": 32000}`), "model config (config.json)"},
+		{[]byte(`{"tokenizer_class": "LlamaTokenizer", "chat_template": "{{ x }}"}`), "tokenizer_config.json"},
+		{[]byte(`{"bos_token": "<s>", "eos_token": "</s>"}`), "special_tokens_map.json"},
+		{[]byte(`{"a": 0, "b": 1, "ab": 2}`), "vocab.json"},
+		{[]byte("#version: 0.2\na b\n"), "merges.txt"},
+		{[]byte(`{"config": {"pattern": "x"}, "vocab": [{"rank": 0, "token_bytes": "IQ=="}]}`), "tekken.json"},
+		{[]byte("  \n"), "an empty file"},
+	} {
+		_, err := Parse(c.data)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Parse(%q) = %v, want an error naming %s", c.data, err, c.want)
+		}
+	}
+}
+
 // TestDecodeRefusesUnknownID: an id past the vocabulary is an error, not a panic.
 func TestDecodeRefusesUnknownID(t *testing.T) {
 	tok, _ := loadFixture(t, "qwen3")

@@ -346,12 +346,13 @@ func ResumeLayout(spec *train.Spec, f LayoutRequest, flagsGiven bool, worldSize 
 	return RunLayout(prog, tr.Name, st.Name, spec.MicroBatch, worldSize, f, warn)
 }
 
-// ParseBytes reads a size such as 8MiB, 512KiB, 1GiB or a plain number of bytes.
+// ParseBytes reads a size such as 8MiB, 512KiB, 1GiB, 5GB (decimal, as transformers' shard
+// sizes) or a plain number of bytes.
 func ParseBytes(s string) (int64, error) {
 	units := []struct {
 		suffix string
 		mult   int64
-	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}, {"", 1}}
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"B", 1}, {"", 1}}
 	for _, u := range units {
 		if num, ok := strings.CutSuffix(s, u.suffix); ok {
 			v, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
