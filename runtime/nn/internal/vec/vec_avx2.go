@@ -270,8 +270,8 @@ __attribute__((target("avx2,fma"))) static void moec_expsum_rows(float *x, long 
 }
 
 // moec_weighted_rows sets y[0:n] = Σ_j p[j]·v[j·ldv : j·ldv+n] for j < rows: attention's
-// weighted sum of values for one query (generation), with y kept in registers when
-// n ≤ 64.
+// weighted sum of values for one query (generation), with y kept in registers 64, 32 or
+// 8 columns at a time.
 __attribute__((target("avx2,fma"))) static void moec_weighted_rows(float *y, const float *p, const float *v,
 		long rows, long n, long ldv) {
 	long c = 0;
@@ -294,6 +294,22 @@ __attribute__((target("avx2,fma"))) static void moec_weighted_rows(float *y, con
 		_mm256_storeu_ps(y + c + 16, a2); _mm256_storeu_ps(y + c + 24, a3);
 		_mm256_storeu_ps(y + c + 32, a4); _mm256_storeu_ps(y + c + 40, a5);
 		_mm256_storeu_ps(y + c + 48, a6); _mm256_storeu_ps(y + c + 56, a7);
+	}
+	// 32 columns (a head of 32, or what is left of a wider one) in four registers: each
+	// column's sum is the same chain of fused multiply-adds as eight at a time, but the four
+	// chains overlap instead of waiting on each other across all the rows.
+	for (; c + 32 <= n; c += 32) {
+		__m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+		for (long j = 0; j < rows; j++) {
+			const float *vr = v + j * ldv + c;
+			__m256 w = _mm256_set1_ps(p[j]);
+			a0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vr), a0);
+			a1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vr + 8), a1);
+			a2 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vr + 16), a2);
+			a3 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vr + 24), a3);
+		}
+		_mm256_storeu_ps(y + c, a0); _mm256_storeu_ps(y + c + 8, a1);
+		_mm256_storeu_ps(y + c + 16, a2); _mm256_storeu_ps(y + c + 24, a3);
 	}
 	for (; c + 8 <= n; c += 8) {
 		__m256 a = _mm256_setzero_ps();
