@@ -3,4 +3,6 @@
 package vec
 
 // ScoresHeads declines.
-func ScoresHeads(s, q, k []float32, heads, perKV, span, dh, ldk int, scale float32) bool { return false }
+func ScoresHeads(s, q, k []float32, heads, perKV, span, dh, ldk int, scale float32) bool {
+	return false
+}
