@@ -14,19 +14,46 @@ __attribute__((target("avx2,fma"))) static inline float hsum8(__m256 v) {
 	return _mm_cvtss_f32(s);
 }
 
+// hsum8x8 is hsum8 of eight vectors at once, each sum added in hsum8's order: the
+// halves first (lane k + lane k+4), then lanes 0+2 and 1+3, then those two.
+__attribute__((target("avx2,fma"))) static inline __m256 hsum8x8(const __m256 *t) {
+	__m256 h[4], q[2];
+	for (int r = 0; r < 4; r++) {
+		h[r] = _mm256_add_ps(_mm256_permute2f128_ps(t[2 * r], t[2 * r + 1], 0x20),
+			_mm256_permute2f128_ps(t[2 * r], t[2 * r + 1], 0x31)); // [t2r halves | t2r+1 halves]
+	}
+	for (int r = 0; r < 2; r++) {
+		q[r] = _mm256_add_ps(_mm256_shuffle_ps(h[2 * r], h[2 * r + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+			_mm256_shuffle_ps(h[2 * r], h[2 * r + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+	}
+	// [t0, t2, t4, t6 | t1, t3, t5, t7] back in order.
+	return _mm256_permutevar8x32_ps(_mm256_hadd_ps(q[0], q[1]), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
 // moec_scores_heads sets s[h·span + j] = scale·(q_h·k_j) for heads h < heads and keys
 // j < span, where q_h = q + h·dh and k_j = k + (h/per_kv)·dh + j·ldk: every head's
 // attention scores of one query over its group's cached keys, dh a multiple of 8. Each
 // score is summed as runtime/blas's kernel for few rows sums a row of A against a row of
 // B (eight lanes of fused multiply-adds along dh, the same horizontal sum, then the
-// scale), so the scores are bit for bit those of one sgemm call per head; four keys at a
-// time keep four independent sums in flight.
+// scale), so the scores are bit for bit those of one sgemm call per head; eight keys at
+// a time keep eight independent sums in flight and share their horizontal sums.
 __attribute__((target("avx2,fma"))) static void moec_scores_heads(float *s, const float *q, const float *k,
 		long heads, long per_kv, long span, long dh, long ldk, float scale) {
 	for (long h = 0; h < heads; h++) {
 		const float *qh = q + h * dh, *kg = k + (h / per_kv) * dh;
 		float *sh = s + h * span;
 		long j = 0;
+		for (; j + 8 <= span; j += 8) {
+			const float *kj = kg + j * ldk;
+			__m256 t[8];
+			for (int r = 0; r < 8; r++) t[r] = _mm256_setzero_ps();
+			for (long p = 0; p < dh; p += 8) {
+				__m256 x = _mm256_loadu_ps(qh + p);
+#pragma GCC unroll 8
+				for (int r = 0; r < 8; r++) t[r] = _mm256_fmadd_ps(_mm256_loadu_ps(kj + r * ldk + p), x, t[r]);
+			}
+			_mm256_storeu_ps(sh + j, _mm256_mul_ps(_mm256_set1_ps(scale), hsum8x8(t)));
+		}
 		for (; j + 4 <= span; j += 4) {
 			const float *k0 = kg + j * ldk, *k1 = k0 + ldk, *k2 = k1 + ldk, *k3 = k2 + ldk;
 			__m256 t0 = _mm256_setzero_ps(), t1 = _mm256_setzero_ps(), t2 = _mm256_setzero_ps(), t3 = _mm256_setzero_ps();
