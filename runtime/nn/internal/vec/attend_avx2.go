@@ -14,20 +14,23 @@ __attribute__((target("avx2,fma"))) static inline float hsum8(__m256 v) {
 	return _mm_cvtss_f32(s);
 }
 
+// pairsum is the first step of hsum8 for two vectors at once: [a's lanes k + k+4 | b's].
+__attribute__((target("avx2,fma"))) static inline __m256 pairsum(__m256 a, __m256 b) {
+	return _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
+}
+
+// quadsum is hsum8's second step for two pairsums: lanes 0+2 and 1+3 of each half.
+__attribute__((target("avx2,fma"))) static inline __m256 quadsum(__m256 a, __m256 b) {
+	return _mm256_add_ps(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(1, 0, 1, 0)), _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
+}
+
 // hsum8x8 is hsum8 of eight vectors at once, each sum added in hsum8's order: the
 // halves first (lane k + lane k+4), then lanes 0+2 and 1+3, then those two.
-__attribute__((target("avx2,fma"))) static inline __m256 hsum8x8(const __m256 *t) {
-	__m256 h[4], q[2];
-	for (int r = 0; r < 4; r++) {
-		h[r] = _mm256_add_ps(_mm256_permute2f128_ps(t[2 * r], t[2 * r + 1], 0x20),
-			_mm256_permute2f128_ps(t[2 * r], t[2 * r + 1], 0x31)); // [t2r halves | t2r+1 halves]
-	}
-	for (int r = 0; r < 2; r++) {
-		q[r] = _mm256_add_ps(_mm256_shuffle_ps(h[2 * r], h[2 * r + 1], _MM_SHUFFLE(1, 0, 1, 0)),
-			_mm256_shuffle_ps(h[2 * r], h[2 * r + 1], _MM_SHUFFLE(3, 2, 3, 2)));
-	}
+__attribute__((target("avx2,fma"))) static inline __m256 hsum8x8(__m256 t0, __m256 t1, __m256 t2, __m256 t3,
+		__m256 t4, __m256 t5, __m256 t6, __m256 t7) {
+	__m256 q0 = quadsum(pairsum(t0, t1), pairsum(t2, t3)), q1 = quadsum(pairsum(t4, t5), pairsum(t6, t7));
 	// [t0, t2, t4, t6 | t1, t3, t5, t7] back in order.
-	return _mm256_permutevar8x32_ps(_mm256_hadd_ps(q[0], q[1]), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+	return _mm256_permutevar8x32_ps(_mm256_hadd_ps(q0, q1), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
 // moec_scores_heads sets s[h·span + j] = scale·(q_h·k_j) for heads h < heads and keys
@@ -44,15 +47,21 @@ __attribute__((target("avx2,fma"))) static void moec_scores_heads(float *s, cons
 		float *sh = s + h * span;
 		long j = 0;
 		for (; j + 8 <= span; j += 8) {
-			const float *kj = kg + j * ldk;
-			__m256 t[8];
-			for (int r = 0; r < 8; r++) t[r] = _mm256_setzero_ps();
+			const float *k0 = kg + j * ldk, *k1 = k0 + ldk, *k2 = k1 + ldk, *k3 = k2 + ldk;
+			const float *k4 = k3 + ldk, *k5 = k4 + ldk, *k6 = k5 + ldk, *k7 = k6 + ldk;
+			__m256 t0 = _mm256_setzero_ps(), t1 = t0, t2 = t0, t3 = t0, t4 = t0, t5 = t0, t6 = t0, t7 = t0;
 			for (long p = 0; p < dh; p += 8) {
 				__m256 x = _mm256_loadu_ps(qh + p);
-#pragma GCC unroll 8
-				for (int r = 0; r < 8; r++) t[r] = _mm256_fmadd_ps(_mm256_loadu_ps(kj + r * ldk + p), x, t[r]);
+				t0 = _mm256_fmadd_ps(_mm256_loadu_ps(k0 + p), x, t0);
+				t1 = _mm256_fmadd_ps(_mm256_loadu_ps(k1 + p), x, t1);
+				t2 = _mm256_fmadd_ps(_mm256_loadu_ps(k2 + p), x, t2);
+				t3 = _mm256_fmadd_ps(_mm256_loadu_ps(k3 + p), x, t3);
+				t4 = _mm256_fmadd_ps(_mm256_loadu_ps(k4 + p), x, t4);
+				t5 = _mm256_fmadd_ps(_mm256_loadu_ps(k5 + p), x, t5);
+				t6 = _mm256_fmadd_ps(_mm256_loadu_ps(k6 + p), x, t6);
+				t7 = _mm256_fmadd_ps(_mm256_loadu_ps(k7 + p), x, t7);
 			}
-			_mm256_storeu_ps(sh + j, _mm256_mul_ps(_mm256_set1_ps(scale), hsum8x8(t)));
+			_mm256_storeu_ps(sh + j, _mm256_mul_ps(_mm256_set1_ps(scale), hsum8x8(t0, t1, t2, t3, t4, t5, t6, t7)));
 		}
 		for (; j + 4 <= span; j += 4) {
 			const float *k0 = kg + j * ldk, *k1 = k0 + ldk, *k2 = k1 + ldk, *k3 = k2 + ldk;
