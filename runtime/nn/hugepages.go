@@ -18,7 +18,8 @@ const minArenaBytes = 4 << 20
 // interior the kernel is asked to back with transparent huge pages (adviseHuge, before
 // the weights are first written). Decoding at batch 1 streams every weight it uses once
 // per token: with 4 KiB pages that is a TLB miss every 4 KiB of the moebench model's
-// 16 MiB a token (a third of its CPU time), with 2 MiB pages almost none. Buffers are
+// 16 MiB a token (about a third of its CPU time a token went away with them), with 2 MiB
+// pages almost none. Buffers are
 // carved in creation order with no padding, so the arena costs no memory; a buffer that
 // no longer fits (a tensor the parameter walk does not list) gets its own allocation.
 type weightArena[F Float] struct {
