@@ -286,6 +286,10 @@ func (dec *Decoder) stepAttention(l *layer[float32], li, n int, positions []int)
 	})
 }
 
+// scoresSplitWork is runtime/blas's work (span·head size, one query) from which it splits
+// one head's q·Kᵀ over cores: from there attend keeps one product per head.
+const scoresSplitWork = 1 << 18
+
 // attend computes sequence i's attention output at position pos from the cache.
 func (dec *Decoder) attend(l *layer[float32], li, i, pos int) {
 	d := dec.c.d
@@ -295,7 +299,13 @@ func (dec *Decoder) attend(l *layer[float32], li, i, pos int) {
 	mix := dec.scores[i][d.H*dec.maxLen : d.H*dec.maxLen+d.H*span]
 	scale := float32(1 / math.Sqrt(float64(d.Dh)))
 	kc, vc := dec.kc[li][i*dec.maxLen*d.KVDim:], dec.vc[li][i*dec.maxLen*d.KVDim:]
-	for h := 0; h < d.H; h++ {
+	// Every head's q·Kᵀ in one vector call (bit for bit the per-head products), unless one
+	// head's keys are enough work for blas to split over cores.
+	heads := d.H
+	if span*d.Dh < scoresSplitWork && vec.ScoresHeads(sc, dec.q[i*d.QDim:(i+1)*d.QDim], kc[lo*d.KVDim:], d.H, d.HeadsPerKV, span, d.Dh, d.KVDim, scale) {
+		heads = 0
+	}
+	for h := 0; h < heads; h++ {
 		g := h / d.HeadsPerKV
 		// One product per head, q·Kᵀ over the cached keys: a single row against the keys'
 		// strided rows, which blas streams (its kernel for few rows) instead of looping
@@ -309,7 +319,7 @@ func (dec *Decoder) attend(l *layer[float32], li, i, pos int) {
 		probs = mix
 	}
 	// Without sinks, every head's row in one vector call (bit for bit the row-by-row one).
-	heads := d.H
+	heads = d.H
 	if l.attn.sinks == nil && span >= softmaxVecMin && vec.SoftmaxRows(probs[:d.H*span], d.H, span, span, false, 0, false, 0) {
 		heads = 0
 	}

@@ -137,6 +137,7 @@ type core[F Float] struct {
 	measured  int
 	wsMeasure [3]int64
 	quantized bool // some weights are quantised (quantized.go): no training
+	inArena   bool // the weights share one huge-page allocation (hugepages.go)
 }
 
 // Model is a trainable float32 model.
@@ -276,6 +277,9 @@ type builder[F Float] struct {
 	// bare names the tensors that get no float32 buffers and no initial values (their
 	// weights arrive quantised: quantized.go); nil for none.
 	bare func(name string) bool
+	// arena holds the whole model's weights on huge pages (hugepages.go); nil for a
+	// sharded or partly bare model, whose buffers are allocated one by one.
+	arena *weightArena[F]
 }
 
 func (b *builder[F]) add(name string, kind initKind, listed bool, shape ...int) *tensor[F] {
@@ -285,7 +289,7 @@ func (b *builder[F]) add(name string, kind initKind, listed bool, shape ...int) 
 	}
 	t := &tensor[F]{name: name, shape: shape, unit: b.unit}
 	if b.bare == nil || !b.bare(name) {
-		t.w, t.g = make([]F, n), make([]F, n)
+		t.w, t.g = b.arena.take(n), make([]F, n)
 	}
 	b.c.storage = append(b.c.storage, t)
 	b.fill(t, kind, b.index)
@@ -365,6 +369,11 @@ func newCoreBare[F Float](m *program.Model, seed int64, first, count int, bare f
 	}
 	c.expertFirst, c.expertCount = first, count
 	b := &builder[F]{seed: seed, c: c, layers: d.L, first: first, count: count, bare: bare}
+	if bare == nil && first == 0 && count == d.E {
+		b.arena = newWeightArena[F](m)
+		c.inArena = b.arena != nil
+		defer b.arena.settle()
+	}
 	ln := m.Norm == program.LayerNorm
 	c.embed = b.add("model.embed_tokens.weight", initNormal, true, d.V, d.D)
 	if d.MaxPos > 0 {

@@ -21,7 +21,7 @@ func parallel(n int, f func(worker, lo, hi int)) {
 	}
 	var wg sync.WaitGroup
 	chunk := (n + workers - 1) / workers
-	for w := 0; w*chunk < n; w++ {
+	for w := 1; w*chunk < n; w++ {
 		lo, hi := w*chunk, min((w+1)*chunk, n)
 		wg.Add(1)
 		go func() {
@@ -29,6 +29,9 @@ func parallel(n int, f func(worker, lo, hi int)) {
 			f(w, lo, hi)
 		}()
 	}
+	// The first chunk on the calling goroutine: one goroutine fewer to start and wake, and a
+	// stack that has already grown (a new goroutine's grows again on every call).
+	f(0, 0, min(chunk, n))
 	wg.Wait()
 }
 
@@ -87,6 +90,9 @@ func normFwd[F Float](y, xhat, rstd, x []F, n, d int, w, bias *tensor[F], layer 
 
 // normRows is normFwd on rows [lo, hi).
 func normRows[F Float](y, xhat, rstd, x []F, lo, hi, d int, w, bias *tensor[F], layer bool, eps float64) {
+	if normRowsVec(y, xhat, rstd, x, lo, hi, d, w, bias, layer, eps) {
+		return
+	}
 	for i := lo; i < hi; i++ {
 		xi, xh, yi := x[i*d:(i+1)*d], xhat[i*d:(i+1)*d], y[i*d:(i+1)*d]
 		var mean float64

@@ -130,6 +130,7 @@ func (m *Model) releaseQuantized() {
 			}
 		}
 	}
+	m.leaveArena()
 	c.quantized = true
 }
 

@@ -270,8 +270,8 @@ __attribute__((target("avx2,fma"))) static void moec_expsum_rows(float *x, long 
 }
 
 // moec_weighted_rows sets y[0:n] = Σ_j p[j]·v[j·ldv : j·ldv+n] for j < rows: attention's
-// weighted sum of values for one query (generation), with y kept in registers when
-// n ≤ 64.
+// weighted sum of values for one query (generation), with y kept in registers 64, 32 or
+// 8 columns at a time.
 __attribute__((target("avx2,fma"))) static void moec_weighted_rows(float *y, const float *p, const float *v,
 		long rows, long n, long ldv) {
 	long c = 0;
@@ -295,6 +295,22 @@ __attribute__((target("avx2,fma"))) static void moec_weighted_rows(float *y, con
 		_mm256_storeu_ps(y + c + 32, a4); _mm256_storeu_ps(y + c + 40, a5);
 		_mm256_storeu_ps(y + c + 48, a6); _mm256_storeu_ps(y + c + 56, a7);
 	}
+	// 32 columns (a head of 32, or what is left of a wider one) in four registers: each
+	// column's sum is the same chain of fused multiply-adds as eight at a time, but the four
+	// chains overlap instead of waiting on each other across all the rows.
+	for (; c + 32 <= n; c += 32) {
+		__m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+		for (long j = 0; j < rows; j++) {
+			const float *vr = v + j * ldv + c;
+			__m256 w = _mm256_set1_ps(p[j]);
+			a0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vr), a0);
+			a1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vr + 8), a1);
+			a2 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vr + 16), a2);
+			a3 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vr + 24), a3);
+		}
+		_mm256_storeu_ps(y + c, a0); _mm256_storeu_ps(y + c + 8, a1);
+		_mm256_storeu_ps(y + c + 16, a2); _mm256_storeu_ps(y + c + 24, a3);
+	}
 	for (; c + 8 <= n; c += 8) {
 		__m256 a = _mm256_setzero_ps();
 		for (long j = 0; j < rows; j++) a = _mm256_fmadd_ps(_mm256_set1_ps(p[j]), _mm256_loadu_ps(v + j * ldv + c), a);
@@ -310,9 +326,33 @@ __attribute__((target("avx2,fma"))) static void moec_weighted_rows(float *y, con
 // moec_weighted_rows_heads is moec_weighted_rows for each of heads heads in one call:
 // head h writes y + h·ystride from the weights p + h·pstride over the rows of
 // v + (h/per_kv)·vstep (per_kv heads share a group of keys and values).
+// Heads of 32 go two at a time: each column's sum is still one chain of fused
+// multiply-adds down the rows, but eight chains overlap instead of four, which is what
+// bounds a head this narrow.
 __attribute__((target("avx2,fma"))) static void moec_weighted_rows_heads(float *y, const float *p, const float *v,
 		long heads, long per_kv, long rows, long n, long ldv, long ystride, long pstride, long vstep) {
-	for (long h = 0; h < heads; h++)
+	long h = 0;
+	for (; n == 32 && h + 2 <= heads; h += 2) {
+		const float *pa = p + h * pstride, *pb = pa + pstride;
+		const float *va = v + (h / per_kv) * vstep, *vb = v + ((h + 1) / per_kv) * vstep;
+		__m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+		for (long j = 0; j < rows; j++) {
+			const float *ra = va + j * ldv, *rb = vb + j * ldv;
+			__m256 wa = _mm256_set1_ps(pa[j]), wb = _mm256_set1_ps(pb[j]);
+			a0 = _mm256_fmadd_ps(wa, _mm256_loadu_ps(ra), a0);
+			a1 = _mm256_fmadd_ps(wa, _mm256_loadu_ps(ra + 8), a1);
+			a2 = _mm256_fmadd_ps(wa, _mm256_loadu_ps(ra + 16), a2);
+			a3 = _mm256_fmadd_ps(wa, _mm256_loadu_ps(ra + 24), a3);
+			b0 = _mm256_fmadd_ps(wb, _mm256_loadu_ps(rb), b0);
+			b1 = _mm256_fmadd_ps(wb, _mm256_loadu_ps(rb + 8), b1);
+			b2 = _mm256_fmadd_ps(wb, _mm256_loadu_ps(rb + 16), b2);
+			b3 = _mm256_fmadd_ps(wb, _mm256_loadu_ps(rb + 24), b3);
+		}
+		float *ya = y + h * ystride, *yb = ya + ystride;
+		_mm256_storeu_ps(ya, a0); _mm256_storeu_ps(ya + 8, a1); _mm256_storeu_ps(ya + 16, a2); _mm256_storeu_ps(ya + 24, a3);
+		_mm256_storeu_ps(yb, b0); _mm256_storeu_ps(yb + 8, b1); _mm256_storeu_ps(yb + 16, b2); _mm256_storeu_ps(yb + 24, b3);
+	}
+	for (; h < heads; h++)
 		moec_weighted_rows(y + h * ystride, p + h * pstride, v + (h / per_kv) * vstep, rows, n, ldv);
 }
 */

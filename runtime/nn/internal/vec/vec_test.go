@@ -266,7 +266,7 @@ func TestWeightedRowsHeadsIsWeightedRowsPerHead(t *testing.T) {
 		}
 		return x
 	}
-	for _, c := range []struct{ heads, perKV, rows, n int }{{4, 1, 7, 32}, {8, 4, 13, 72}, {3, 3, 5, 9}} {
+	for _, c := range []struct{ heads, perKV, rows, n int }{{4, 1, 7, 32}, {8, 4, 13, 72}, {3, 3, 5, 9}, {5, 1, 127, 32}, {6, 2, 9, 32}} {
 		groups := c.heads / c.perKV
 		ldv := groups * c.n
 		p, v := fill(c.heads*c.rows), fill(c.rows*ldv)
