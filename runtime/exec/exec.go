@@ -7,6 +7,7 @@ import (
 	"github.com/moec-dev/moec/compiler/params"
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/step"
+	"github.com/moec-dev/moec/internal/hugepages"
 	"github.com/moec-dev/moec/runtime/optim"
 )
 
@@ -114,6 +115,8 @@ func New(p *step.Program, m *program.Model, comm Comm) (*Executor, error) {
 	for t := range arenas {
 		arenas[t] = make([]float32, (p.Memory.Arena[t]+3)/4)
 		e.arenaBytes[t] = 4 * int64(len(arenas[t]))
+		// Weights, activations and moments on 2 MiB pages: the products stream them.
+		hugepages.Back(arenas[t])
 	}
 	e.f32 = make([][]float32, len(p.Buffers))
 	e.i32 = make([][]int32, len(p.Buffers))

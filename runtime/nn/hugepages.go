@@ -5,17 +5,15 @@ import (
 
 	"github.com/moec-dev/moec/compiler/params"
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/internal/hugepages"
 )
-
-// hugePage is the size of an x86-64 transparent huge page.
-const hugePage = 2 << 20
 
 // minArenaBytes is the smallest model whose weights get an arena: below it the weights
 // fit the TLB's reach of small pages anyway.
 const minArenaBytes = 4 << 20
 
 // weightArena hands out a model's weight buffers from one allocation whose 2 MiB-aligned
-// interior the kernel is asked to back with transparent huge pages (adviseHuge, before
+// interior the kernel is asked to back with transparent huge pages (hugepages.Advise, before
 // the weights are first written). Decoding at batch 1 streams every weight it uses once
 // per token: with 4 KiB pages that is a TLB miss every 4 KiB of the moebench model's
 // 16 MiB a token (about a third of its CPU time a token went away with them), with 2 MiB
@@ -42,7 +40,7 @@ func newWeightArena[F Float](m *program.Model) *weightArena[F] {
 		return nil
 	}
 	all := make([]F, n)
-	adviseHuge(hugeInterior(all), false)
+	hugepages.Advise(hugepages.Interior(all), false)
 	return &weightArena[F]{all: all, free: all}
 }
 
@@ -61,23 +59,8 @@ func (a *weightArena[F]) take(n int) []F {
 // with huge pages (collapsing what an earlier use of the memory left in small pages).
 func (a *weightArena[F]) settle() {
 	if a != nil {
-		adviseHuge(hugeInterior(a.all), true)
+		hugepages.Advise(hugepages.Interior(a.all), true)
 	}
-}
-
-// hugeInterior is the part of x that whole huge pages cover, as bytes (nil when none).
-func hugeInterior[F Float](x []F) []byte {
-	if len(x) == 0 {
-		return nil
-	}
-	var zero F
-	start := uintptr(unsafe.Pointer(&x[0]))
-	end := start + uintptr(len(x))*unsafe.Sizeof(zero)
-	lo, hi := (start+hugePage-1)&^(hugePage-1), end&^(hugePage-1)
-	if hi <= lo {
-		return nil
-	}
-	return unsafe.Slice((*byte)(unsafe.Pointer(&x[0])), end-start)[lo-start : hi-start]
 }
 
 // leaveArena moves the float32 weights a model still holds out of its arena into buffers
