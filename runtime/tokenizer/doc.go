@@ -16,8 +16,10 @@
 //
 // The regex splits use lookahead (`\s+(?!\S)`), which Go's regexp lacks; they run on
 // github.com/dlclark/regexp2, a backtracking engine with .NET syntax, whose Unicode classes
-// (\p{L}, \p{N}, \s, (?i:…)) match those of the Oniguruma engine `tokenizers` uses.
-// Matching is in runes; offsets are converted to bytes.
+// (\p{L}, \p{N}, \s, (?i:…)) match those of the Oniguruma engine `tokenizers` uses. Go's
+// tables are Unicode 15.0, that Oniguruma's 16.0 (tokenizers 0.23; 0.20's are older): each
+// \p{…} of a pattern also holds the code points assigned since (unicode_additions.go,
+// written by gen_unicode.py). Matching is in runes; offsets are converted to bytes.
 //
 // The package sits beside runtime/data: the CLI (moec tokenize), the data loader, generate
 // and serve use it; it imports nothing of moec but lang/diag for its refusals.

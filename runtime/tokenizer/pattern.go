@@ -16,7 +16,7 @@ type pattern struct {
 }
 
 func compileRegex(expr string) (*pattern, error) {
-	re, err := regexp2.Compile(expr, regexp2.Unicode)
+	re, err := regexp2.Compile(withUnicodeAdditions(expr), regexp2.Unicode)
 	if err != nil {
 		return nil, fmt.Errorf("regex %q: %w", expr, err)
 	}
