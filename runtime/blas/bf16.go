@@ -32,9 +32,7 @@ func GemmBF16Serial(transA, transB bool, m, n, k int, alpha float32, a []float32
 	if m == 0 || n == 0 {
 		return
 	}
-	checkLen("A", a, transA, m, k, lda)
-	checkLen("B", b, transB, k, n, ldb)
-	checkLen("C", c, false, m, n, ldc)
+	checkOperands(transA, transB, m, n, k, a, lda, b, ldb, c, ldc)
 	if k == 0 || !haveBF16Kernel {
 		gemmBF16Rounded(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 		return
@@ -53,16 +51,10 @@ func GemmBF16(transA, transB bool, m, n, k int, alpha float32, a []float32, lda 
 	if m == 0 || n == 0 {
 		return
 	}
-	checkLen("A", a, transA, m, k, lda)
-	checkLen("B", b, transB, k, n, ldb)
-	checkLen("C", c, false, m, n, ldc)
-	if k == 0 || !haveBF16Kernel {
-		gemmBF16Rounded(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
-		return
-	}
+	checkOperands(transA, transB, m, n, k, a, lda, b, ldb, c, ldc)
 	workers := runtime.GOMAXPROCS(0)
-	if workers <= 1 || m*n*k < parallelMinWork {
-		gemmBF16Part(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+	if k == 0 || !haveBF16Kernel || workers <= 1 || m*n*k < parallelMinWork {
+		GemmBF16Serial(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 		return
 	}
 	// Each worker packs all of one operand for its part: split the columns of C (each

@@ -21,9 +21,7 @@ func Gemm[F Float](transA, transB bool, m, n, k int, alpha F, a []F, lda int, b 
 	if m == 0 || n == 0 {
 		return
 	}
-	checkLen("A", a, transA, m, k, lda)
-	checkLen("B", b, transB, k, n, ldb)
-	checkLen("C", c, false, m, n, ldc)
+	checkOperands(transA, transB, m, n, k, a, lda, b, ldb, c, ldc)
 	if !transA && transB && m <= smallRows && k > 0 && gemmSmall(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) {
 		return
 	}
@@ -57,6 +55,13 @@ func Gemm[F Float](transA, transB bool, m, n, k int, alpha F, a []F, lda int, b 
 	wg.Wait()
 }
 
+// checkOperands panics unless A, B and C are long enough for the shapes and strides.
+func checkOperands[F Float](transA, transB bool, m, n, k int, a []F, lda int, b []F, ldb int, c []F, ldc int) {
+	checkLen("A", a, transA, m, k, lda)
+	checkLen("B", b, transB, k, n, ldb)
+	checkLen("C", c, false, m, n, ldc)
+}
+
 // GemmSerial is Gemm on the calling goroutine only: for callers that already spread
 // their products over the cores (one product per attention head, say), where Gemm's own
 // split would start goroutines per call and halve products that are small already.
@@ -64,9 +69,7 @@ func GemmSerial[F Float](transA, transB bool, m, n, k int, alpha F, a []F, lda i
 	if m == 0 || n == 0 {
 		return
 	}
-	checkLen("A", a, transA, m, k, lda)
-	checkLen("B", b, transB, k, n, ldb)
-	checkLen("C", c, false, m, n, ldc)
+	checkOperands(transA, transB, m, n, k, a, lda, b, ldb, c, ldc)
 	gemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 }
 
