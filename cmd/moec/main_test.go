@@ -39,6 +39,7 @@ func TestScripts(t *testing.T) {
 			"lspframes": lspFrames,
 			"freeport":  freePort,    // serve_script_test.go
 			"complete":  completeAll, // serve_script_test.go
+			"generated": generated,   // serve_script_test.go
 		},
 		Condition: scriptCondition, // serve_script_test.go
 	})

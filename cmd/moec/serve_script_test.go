@@ -102,3 +102,23 @@ func completeAll(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	ts.Check(os.WriteFile(ts.MkAbs(args[1]), out.Bytes(), 0o644))
 }
+
+// generated is the script command `generated FILE PROMPT OUT...`: for each prompt and the
+// file OUT holding what `moec generate --prompt PROMPT` wrote (the prompt, its text, a
+// newline), it writes the prompt and the text to FILE as `complete` writes a served one:
+// Go-quoted, each byte that is not UTF-8 a U+FFFD, as the server's JSON carries it.
+func generated(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 3 || len(args)%2 != 1 {
+		ts.Fatalf("usage: generated FILE PROMPT OUT...")
+	}
+	var out bytes.Buffer
+	for i := 1; i < len(args); i += 2 {
+		prompt, text := args[i], strings.TrimSuffix(ts.ReadFile(args[i+1]), "\n")
+		rest, ok := strings.CutPrefix(text, prompt)
+		if !ok {
+			ts.Fatalf("%s does not start with the prompt %q", args[i+1], prompt)
+		}
+		fmt.Fprintf(&out, "%q -> %q\n", prompt, string([]rune(rest)))
+	}
+	ts.Check(os.WriteFile(ts.MkAbs(args[0]), out.Bytes(), 0o644))
+}

@@ -242,38 +242,9 @@ func (dec *Decoder) stepAttention(l *layer[float32], li, n int, positions []int)
 			clipFwd(dec.v, nil, clip)
 		}
 	}
-	kc, vc := dec.kc[li], dec.vc[li]
-	for i := 0; i < n; i++ {
-		pos := positions[i]
-		q := dec.q[i*d.QDim : (i+1)*d.QDim]
-		if dec.rope != nil && l.llama.rotary {
-			dec.rope.rotate(q, d.H, pos, false)
-		}
-		if after {
-			c.qkNormFwd(q, dec.qkHat, dec.qkRstd, 1, d.H, l.attn.qNorm, eps)
-		}
-		if l.llama.l2 { // llama4.go
-			l2NormRows(q, dec.qkRstd, 1, d.H, d.Dh, eps)
-		}
-		if l.llama.temperature != 0 {
-			scal(q, float32(l.llama.queryScale(pos)))
-		}
-		if owns {
-			if dec.rope != nil && l.llama.rotary {
-				dec.rope.rotate(dec.k[i*d.KVDim:(i+1)*d.KVDim], d.KV, pos, false)
-			}
-			if l.llama.l2 {
-				l2NormRows(dec.k[i*d.KVDim:(i+1)*d.KVDim], dec.qkRstd, 1, d.KV, d.Dh, eps)
-			}
-			at := (i*dec.maxLen + pos) * d.KVDim
-			copy(kc[at:at+d.KVDim], dec.k[i*d.KVDim:(i+1)*d.KVDim])
-			copy(vc[at:at+d.KVDim], dec.v[i*d.KVDim:(i+1)*d.KVDim])
-		}
-		if after { // the cache holds this layer's normed keys; dec.k keeps the group's rotated ones
-			at := (i*dec.maxLen + pos) * d.KVDim
-			copy(kc[at:at+d.KVDim], dec.k[i*d.KVDim:(i+1)*d.KVDim])
-			c.qkNormFwd(kc[at:at+d.KVDim], dec.qkHat, dec.qkRstd, 1, d.KV, l.attn.kNorm, eps)
-		}
+	for i := 0; i < n; i++ { // decode_rules.go
+		dec.positionRow(l, li, dec.q[i*d.QDim:(i+1)*d.QDim], dec.k[i*d.KVDim:(i+1)*d.KVDim], dec.v[i*d.KVDim:(i+1)*d.KVDim],
+			i*dec.maxLen+positions[i], positions[i], dec.qkHat, dec.qkRstd)
 	}
 	if n == 1 { // batch 1: no closure to allocate
 		dec.attend(l, li, 0, positions[0])

@@ -24,6 +24,7 @@ type feedWS struct {
 	seqOf, posOf  []int   // [rows] each row's sequence and position
 	router        []float32
 	x, h, tmp     []float32 // [rows, D]
+	hPar          []float32 // [rows, D] the experts' input under parallel_attention, else nil
 	xhat, rstd    []float32
 	q, k, v, o    []float32 // [rows, H·Dh] / [rows, KV·Dh]
 	qkHat, qkRstd []float32
@@ -121,6 +122,12 @@ func (dec *Decoder) feedLayers(f *feedWS, n int) {
 		f.scores = append(f.scores, nil)
 	}
 	for li, l := range c.layers {
+		moeIn := h
+		if l.normR != nil {
+			// parallel_attention (parallel.go): the experts read the layer's input.
+			sublayerIn(f.hPar[:n*d.D], f.xhat, f.rstd, x, n, d.D, l.norm2, l.norm2b, ln, eps)
+			moeIn = f.hPar[:n*d.D]
+		}
 		sublayerIn(h, f.xhat, f.rstd, x, n, d.D, l.norm1, l.norm1b, ln, eps)
 		attnOut := f.o[:n*d.QDim]
 		if l.mla != nil { // mla_decode.go
@@ -131,10 +138,14 @@ func (dec *Decoder) feedLayers(f *feedWS, n int) {
 		target := sublayerTarget(sandwich, l.postA, x, tmp)
 		linear(target, attnOut, n, l.attn.o, l.attn.ob, true)
 		sublayerOut(sandwich, x, tmp, f.xhat, f.rstd, n, d.D, l.postA, l.postAb, ln, eps)
-		sublayerIn(h, f.xhat, f.rstd, x, n, d.D, l.norm2, l.norm2b, ln, eps)
+		if l.normR != nil {
+			sublayerIn(h, f.xhat, f.rstd, x, n, d.D, l.normR, l.normRb, ln, eps)
+		} else {
+			sublayerIn(h, f.xhat, f.rstd, x, n, d.D, l.norm2, l.norm2b, ln, eps)
+		}
 		target = sublayerTarget(sandwich, l.postF, x, tmp)
 		if l.moe != nil {
-			c.moeForward(l.moe, f.moe[li], h, tok, target, n, routeOptions{dropless: true})
+			c.moeForward(l.moe, f.moe[li], moeIn, tok, target, n, routeOptions{dropless: true})
 		}
 		if l.dense != nil {
 			ffnForward(l.dense, f.ffn[li], h, target, n)
@@ -170,28 +181,10 @@ func (dec *Decoder) feedAttention(f *feedWS, l *layer[float32], li, n int) {
 			clipFwd(v, nil, clip)
 		}
 	}
-	kc, vc := dec.kc[li], dec.vc[li]
-	for r := 0; r < n; r++ {
+	for r := 0; r < n; r++ { // decode_rules.go
 		p := f.posOf[r]
-		if dec.rope != nil {
-			dec.rope.rotate(q[r*d.QDim:(r+1)*d.QDim], d.H, p, false)
-		}
-		if after {
-			c.qkNormFwd(q[r*d.QDim:(r+1)*d.QDim], f.qkHat, f.qkRstd, 1, d.H, l.attn.qNorm, eps)
-		}
-		if owns {
-			if dec.rope != nil {
-				dec.rope.rotate(k[r*d.KVDim:(r+1)*d.KVDim], d.KV, p, false)
-			}
-			at := (f.seqOf[r]*dec.maxLen + p) * d.KVDim
-			copy(kc[at:at+d.KVDim], k[r*d.KVDim:(r+1)*d.KVDim])
-			copy(vc[at:at+d.KVDim], v[r*d.KVDim:(r+1)*d.KVDim])
-		}
-		if after { // the cache holds this layer's normed keys; k keeps the group's rotated ones
-			at := (f.seqOf[r]*dec.maxLen + p) * d.KVDim
-			copy(kc[at:at+d.KVDim], k[r*d.KVDim:(r+1)*d.KVDim])
-			c.qkNormFwd(kc[at:at+d.KVDim], f.qkHat, f.qkRstd, 1, d.KV, l.attn.kNorm, eps)
-		}
+		dec.positionRow(l, li, q[r*d.QDim:(r+1)*d.QDim], k[r*d.KVDim:(r+1)*d.KVDim], v[r*d.KVDim:(r+1)*d.KVDim],
+			f.seqOf[r]*dec.maxLen+p, p, f.qkHat, f.qkRstd)
 	}
 	parallel(len(f.items), func(w, lo, hi int) {
 		for _, it := range f.items[lo:hi] {
@@ -238,7 +231,7 @@ func (dec *Decoder) feedLogits(f *feedWS, tokens [][]int32, n int) []float32 {
 // row is a decoding step, computed as Step computes it.
 func (dec *Decoder) attendBlock(f *feedWS, l *layer[float32], li int, it feedItem, worker int) {
 	d := dec.c.d
-	lo, _ := validRange(it.pos, d.Window)
+	lo, _ := l.keyRange(it.pos) // the block's first row sees the earliest keys
 	hi := it.pos + it.n
 	span := hi - lo
 	cells := it.n * span
@@ -268,7 +261,7 @@ func (dec *Decoder) attendBlock(f *feedWS, l *layer[float32], li int, it feedIte
 			sink = l.attn.sinks.w[h]
 		}
 		for j := 0; j < it.n; j++ {
-			rlo, rhi := validRange(it.pos+j, d.Window)
+			rlo, rhi := l.keyRange(it.pos + j)
 			softmaxRowSink(probs[h*cells+j*span:h*cells+(j+1)*span], rlo-lo, rhi-lo, l.attn.sinks != nil, sink)
 		}
 	}
@@ -318,7 +311,10 @@ func (dec *Decoder) feedFor(rows int) *feedWS {
 	if c.routerEmbed != nil {
 		f.router = make([]float32, rows*d.RouterIn)
 	}
-	if c.cfg.Attention.QKNorm {
+	if m := c.cfg.MoE; m != nil && m.ParallelAttention {
+		f.hPar = make([]float32, rows*d.D)
+	}
+	if c.cfg.Attention.QKNorm || c.cfg.Attention.QKL2Norm {
 		f.qkHat, f.qkRstd = make([]float32, rows*d.QDim), make([]float32, rows*d.H)
 	}
 	var moeShared map[int]*moeWS[float32]

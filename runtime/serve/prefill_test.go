@@ -114,13 +114,25 @@ func scheduleOn(t *testing.T, m *nn.Model, dec feeder, slots, chunk int, jobs []
 // Reading prompts in chunks must not change what is generated: the tokens equal those of
 // token-by-token feeding (`moec generate`) and their log-probabilities agree within 1e-5
 // (relative), greedy and sampled, for chunks of 1, of sizes that do not divide the
-// prompts and larger than the context, on an MoE and a dense model. The requests generate
+// prompts and larger than the context, on an MoE and a dense model and on Llama 4's and
+// gpt-oss's per-layer attention (chunks, layers without rotary positions, alternating
+// windows). The requests generate
 // past the 32-position context, so the cache-full restart (read again in chunks) is
 // covered, and three slots serve six requests, so prompts are read beside decoding slots.
 func TestPrefillMatchesTokenByToken(t *testing.T) {
 	dense := tinyModel()
 	dense.MoE = nil
-	for name, cfg := range map[string]func() *program.Model{"moe": tinyModel, "dense": func() *program.Model { return dense }} {
+	// Llama 4's attention: chunks of 5, every second layer without rotary positions and
+	// with the query temperature, unscaled q/k norms.
+	llama4 := tinyModel()
+	llama4.Layers = 4
+	a := &llama4.Attention
+	a.NopeEvery, a.ChunkSize, a.QKL2Norm, a.NopeTemperature, a.NopeTemperatureFloor = 2, 5, true, 0.5, 3
+	// gpt-oss's attention: sinks and a window of 6 in every other layer.
+	gptOSS := tinyModel()
+	gptOSS.Attention.Sinks, gptOSS.Attention.Window, gptOSS.Attention.FullEvery = true, 6, 2
+	for name, cfg := range map[string]func() *program.Model{"moe": tinyModel, "dense": func() *program.Model { return dense },
+		"llama4_chunked": func() *program.Model { return llama4 }, "gpt_oss_window": func() *program.Model { return gptOSS }} {
 		t.Run(name, func(t *testing.T) {
 			m, err := nn.New(cfg(), 3)
 			if err != nil {
