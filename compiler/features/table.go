@@ -329,9 +329,7 @@ func Table() []Feature {
 		// Model structure.
 		{Key: "tied_embeddings", Name: "tied embeddings (tie_embeddings)",
 			Uses: func(m *program.Model) bool { return m.TieEmbeddings },
-			cells: map[Backend]Cell{Runtime: honoured(), Megatron: honoured(), HF: honoured(),
-				Step: when(func(_ *program.Model, l Layout) bool { return l.pp() > 1 },
-					"no lowering rule yet for the first and last pipeline stages' shared embedding"),
+			cells: map[Backend]Cell{Runtime: honoured(), Megatron: honoured(), HF: honoured(), Step: honoured(),
 				CUDA: outside("the embedding and the output head are not generated kernels"),
 			}},
 		{Key: "mtp", Name: "multi-token prediction (mtp_depth)",
