@@ -140,9 +140,7 @@ func Table() []Feature {
 			}},
 		{Key: "qk_norm", Name: "q/k norms (qk_norm)",
 			Uses: func(m *program.Model) bool { return m.Attention.QKNorm },
-			cells: map[Backend]Cell{Runtime: honoured(),
-				Step: when(func(m *program.Model, l Layout) bool { return m.Attention.QKNormFull && l.tp() > 1 },
-					"qk_norm = full norms each token's whole projection, and tensor parallelism splits its heads over ranks"),
+			cells: map[Backend]Cell{Runtime: honoured(), Step: honoured(),
 				CUDA: refused("the RMSNorm kernels are d_model wide; no q/k norm kernel is generated"),
 				Megatron: func(m *program.Model, _ Layout) Verdict {
 					a := m.Attention
