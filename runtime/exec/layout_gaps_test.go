@@ -49,6 +49,7 @@ func TestGapLayoutsTrainAlike(t *testing.T) {
 		{"tied pp2 dp2", tied, step.Layout{DP: 2, EP: 1, TP: 1, PP: 2}, 1e-5},
 		{"tied pp2 dp2 zero2", tied, step.Layout{DP: 2, EP: 1, TP: 1, PP: 2, ZeRO: 2}, 1e-5},
 		{"tied pp2 tp2", tied, step.Layout{DP: 1, EP: 1, TP: 2, PP: 2}, 1e-5},
+		{"tied pp2 unified cache", tied, step.Layout{DP: 1, EP: 1, TP: 1, PP: 2, Cache: step.Cache{Page: 4096, Budget: 1 << 30}}, 1e-5},
 		{"qk_norm full tp2", qkFull, step.Layout{DP: 1, EP: 1, TP: 2, PP: 1}, 1e-3},
 		{"qk_norm full tp2 sp", qkFull, step.Layout{DP: 1, EP: 1, TP: 2, PP: 1, SequenceParallel: true}, 1e-3},
 		{"qk_norm full tp2 recompute", qkFull, step.Layout{DP: 1, EP: 1, TP: 2, PP: 1, Recompute: program.RecomputeFull}, 1e-3},
