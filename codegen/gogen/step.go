@@ -314,9 +314,21 @@ func opCall(p *step.Program, i int) (jen.Code, error) {
 	case step.OpClipBwd:
 		return jen.Qual(pkgExec, "ClipBwd").Call(buf(in[0]), buf(in[1]), buf(out[0]), jen.Lit(float32(op.Clip)), acc(0)), nil
 	case step.OpQKNorm:
+		if len(in) == 3 { // the rows span the tp ranks
+			width := int(p.Buffers[in[1]].Elements()) * p.Layout.TP
+			return k.Dot("QKNormSpan").Call(buf(in[0]), buf(in[1]), buf(in[2]), buf(out[0]), buf(out[1]), jen.Lit(width)), nil
+		}
 		return k.Dot("QKNorm").Call(buf(in[0]), buf(in[1]), buf(out[0]), buf(out[1])), nil
 	case step.OpQKNormBwd:
+		if len(in) == 5 {
+			width := int(p.Buffers[in[2]].Elements()) * p.Layout.TP
+			return k.Dot("QKNormSpanBwd").Call(buf(in[0]), buf(in[1]), buf(in[2]), buf(in[3]), buf(in[4]), buf(out[0]), buf(out[1]), jen.Lit(width), acc(0), acc(1)), nil
+		}
 		return k.Dot("QKNormBwd").Call(buf(in[0]), buf(in[1]), buf(in[2]), buf(in[3]), buf(out[0]), buf(out[1]), acc(0), acc(1)), nil
+	case step.OpQKNormSumSq:
+		return k.Dot("QKNormSumSq").Call(buf(in[0]), buf(out[0])), nil
+	case step.OpQKNormBwdDot:
+		return k.Dot("QKNormBwdDot").Call(buf(in[0]), buf(in[1]), buf(in[2]), buf(in[3]), buf(out[0])), nil
 	case step.OpScores:
 		return k.Dot("Scores").Call(buf(in[0]), buf(in[1]), buf(out[0])), nil
 	case step.OpScoresBwd:
@@ -1235,9 +1247,10 @@ func optPieces(p *step.Program, gi int, count int) []optPiece {
 			m: buf(mBuf).Index(jen.Lit(a - base).Op(":").Lit(z - base)), v: buf(vBuf).Index(jen.Lit(a - base).Op(":").Lit(z - base))}
 		count++
 		// The global norm counts each value once: the part in this rank's data-parallel
-		// partition, and a tensor every tp rank holds whole on tp rank 0 only.
+		// partition, a tensor every tp rank holds whole on tp rank 0 only, and a tied
+		// embedding on the first stage only.
 		from, to := max(lo, a)-a, min(hi, z)-a
-		if from < to && !(tp.Whole() && p.Layout.TP > 1 && p.Coord.TP != 0) {
+		if from < to && !(tp.Whole() && p.Layout.TP > 1 && p.Coord.TP != 0) && !p.MirrorsEmbedding(id) {
 			pc.count = slice(gBuf, gFrom+from, gFrom+to, p.Buffers[gBuf].Elements())
 		}
 		out = append(out, pc)

@@ -90,7 +90,6 @@ func TestLayoutDependentCells(t *testing.T) {
 	}{
 		{"talking_heads", Layout{TP: 2}},
 		{"share_weights", Layout{PP: 2}},
-		{"tied_embeddings", Layout{PP: 2}},
 		{"token_routing", Layout{PP: 2}},
 	}
 	for _, c := range cases {

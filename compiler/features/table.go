@@ -140,9 +140,7 @@ func Table() []Feature {
 			}},
 		{Key: "qk_norm", Name: "q/k norms (qk_norm)",
 			Uses: func(m *program.Model) bool { return m.Attention.QKNorm },
-			cells: map[Backend]Cell{Runtime: honoured(),
-				Step: when(func(m *program.Model, l Layout) bool { return m.Attention.QKNormFull && l.tp() > 1 },
-					"qk_norm = full norms each token's whole projection, and tensor parallelism splits its heads over ranks"),
+			cells: map[Backend]Cell{Runtime: honoured(), Step: honoured(),
 				CUDA: refused("the RMSNorm kernels are d_model wide; no q/k norm kernel is generated"),
 				Megatron: func(m *program.Model, _ Layout) Verdict {
 					a := m.Attention
@@ -329,9 +327,7 @@ func Table() []Feature {
 		// Model structure.
 		{Key: "tied_embeddings", Name: "tied embeddings (tie_embeddings)",
 			Uses: func(m *program.Model) bool { return m.TieEmbeddings },
-			cells: map[Backend]Cell{Runtime: honoured(), Megatron: honoured(), HF: honoured(),
-				Step: when(func(_ *program.Model, l Layout) bool { return l.pp() > 1 },
-					"no lowering rule yet for the first and last pipeline stages' shared embedding"),
+			cells: map[Backend]Cell{Runtime: honoured(), Megatron: honoured(), HF: honoured(), Step: honoured(),
 				CUDA: outside("the embedding and the output head are not generated kernels"),
 			}},
 		{Key: "mtp", Name: "multi-token prediction (mtp_depth)",

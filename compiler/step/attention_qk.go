@@ -14,8 +14,8 @@ import (
 //     shared by the heads (qk_norm = true, Qwen3), or over each token's whole projection
 //     (qk_norm = full, OLMoE): qk_norm and its backward. Under tensor parallelism a
 //     per-head norm splits with the heads and its scale's gradient, each rank's heads'
-//     part, is summed over tp before the update; a norm over the whole projection would
-//     need the statistics of every rank's heads, and the features table refuses it there;
+//     part, is summed over tp before the update; a norm over the whole projection splits
+//     its scale with the heads and all-reduces its statistics over tp (qknorm_tp.go);
 //   - q/k norms after rotary positions (attention.qk_norm_after_rope, HunYuan's): the same
 //     qk_norm ops on the rotated queries and keys; every layer has its own key norm, which
 //     a layer sharing its group's K/V applies to the owner's rotated keys, and in inference
@@ -129,11 +129,15 @@ func (lw *lowerer) qkNorm(name string, x int, id params.ID, l int, sharing bool,
 	width := lw.shapes[id][0]
 	y := lw.act(name, KindActivation, lw.p.Buffers[x].Shape...)
 	rstd := lw.act(name+".rstd", KindActivation, int(lw.p.Buffers[x].Elements())/width)
-	what := "per head"
+	what, in := "per head", []int{x, w}
 	if lw.m.Attention.QKNormFull {
 		what = "whole projection"
 	}
-	lw.fwd(Op{WhenRecompute: sharing, Kind: OpQKNorm, Layer: l, In: []int{x, w}, Out: []int{y, rstd},
+	if lw.qkNormSplit() { // qknorm_tp.go
+		in = append(in, lw.qkNormStats(name, x, l, sharing, cond))
+		what, width = "whole projection over tp", width*lw.l.TP
+	}
+	lw.fwd(Op{WhenRecompute: sharing, Kind: OpQKNorm, Layer: l, In: in, Out: []int{y, rstd},
 		Attr: join(fmt.Sprintf("rmsnorm %s width=%d eps=%g", what, width, lw.d.NormEps), cond), FLOPs: 4 * lw.p.Buffers[x].Elements()})
 	return y
 }
@@ -148,12 +152,18 @@ func (lw *lowerer) qkBackward(op Op) bool {
 		if !ok {
 			return true
 		}
+		if len(op.In) == 3 { // the statistics span the tp ranks (qknorm_tp.go)
+			lw.qkNormSplitBackward(op, dy)
+			return true
+		}
 		dx := lw.gradFor(op.In[0])
 		dw, _ := lw.paramGrad(op.In[1])
 		b := Op{Kind: OpQKNormBwd, Layer: op.Layer, In: []int{dy, op.In[0], op.In[1], op.Out[1]}, Out: []int{dx, dw}, Attr: op.Attr, FLOPs: 2 * op.FLOPs}
 		lw.writeGrads(&b, dx, dw)
 		lw.bwd(b)
 		return true
+	case op.Kind == OpQKNormSumSq:
+		return true // its part of the gradient is in qk_norm's backward (qknorm_tp.go)
 	case op.Kind == OpClip:
 		dy, ok := lw.gradOf[op.Out[0]]
 		if !ok {
@@ -176,7 +186,7 @@ func (lw *lowerer) qkBackward(op Op) bool {
 // reduceQKNormGrads emits, under tensor parallelism, the all-reduce over tp of the
 // per-head q/k norm scales' gradients: each rank's holds its own heads' part.
 func (lw *lowerer) reduceQKNormGrads() {
-	if lw.l.TP == 1 || !lw.m.Attention.QKNorm {
+	if lw.l.TP == 1 || !lw.m.Attention.QKNorm || lw.qkNormSplit() { // a split scale's gradient is the rank's own
 		return
 	}
 	var gs []int

@@ -114,6 +114,14 @@ func Axes() []Axis {
 				return along(l.PP, func(i int) Coord { c.PP = i; return c })
 			},
 		},
+		{
+			// Not a split: the ranks that hold a copy of the tied embedding (tied.go).
+			Name: "embed", Size: func(l Layout) int { return min(l.PP, 2) },
+			Divides: []Split{},
+			Splits:  "nothing: with tie_embeddings under pp, the first stage (the embedding) and the last (the head) each hold the shared table",
+			Inserts: "all-reduce of the shared table's gradient between the first and the last stage before the update (Megatron's embedding group)",
+			Members: embeddingGroup,
+		},
 	}
 }
 

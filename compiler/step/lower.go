@@ -256,6 +256,9 @@ func (lw *lowerer) holds(p params.Param) (bool, []int, params.Shard) {
 		shape[dim] /= tp
 		return true, shape, params.Shard{Dim: dim, Index: lw.c.TP, Count: tp}
 	}
+	if lw.qkNormScaleSplits(id.Role) {
+		return split(0) // a whole-projection norm's scale: the rank's heads' columns (qknorm_tp.go)
+	}
 	switch id.Role {
 	case params.RoleQ, params.RoleK, params.RoleV, params.RoleQB, params.RoleKVB, params.RoleFFNIn, params.RoleFFNUp,
 		params.RoleExpertIn, params.RoleExpertUp, params.RoleSharedIn, params.RoleSharedUp:

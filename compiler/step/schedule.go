@@ -231,6 +231,7 @@ func (lw *lowerer) reduceAndUpdate() {
 	lw.micro = -1
 	lw.reduceSequenceGrads()
 	lw.reduceQKNormGrads()        // attention_qk.go
+	lw.reduceTiedEmbedding()      // tied.go
 	loads := lw.routerBiasLoads() // routing_bias.go
 	type reduced struct {
 		g      *group

@@ -80,9 +80,21 @@ func (e *Executor) run(op *step.Op) error {
 	case step.OpClipBwd:
 		ClipBwd(f[in[0]], f[in[1]], f[out[0]], float32(op.Clip), acc(0))
 	case step.OpQKNorm:
+		if len(in) == 3 { // the rows span the tp ranks (kernels_qknorm_tp.go)
+			e.QKNormSpan(f[in[0]], f[in[1]], f[in[2]], f[out[0]], f[out[1]], len(f[in[1]])*e.p.Layout.TP)
+			break
+		}
 		e.QKNorm(f[in[0]], f[in[1]], f[out[0]], f[out[1]])
 	case step.OpQKNormBwd:
+		if len(in) == 5 {
+			e.QKNormSpanBwd(f[in[0]], f[in[1]], f[in[2]], f[in[3]], f[in[4]], f[out[0]], f[out[1]], len(f[in[2]])*e.p.Layout.TP, acc(0), acc(1))
+			break
+		}
 		e.QKNormBwd(f[in[0]], f[in[1]], f[in[2]], f[in[3]], f[out[0]], f[out[1]], acc(0), acc(1))
+	case step.OpQKNormSumSq:
+		e.QKNormSumSq(f[in[0]], f[out[0]])
+	case step.OpQKNormBwdDot:
+		e.QKNormBwdDot(f[in[0]], f[in[1]], f[in[2]], f[in[3]], f[out[0]])
 	case step.OpScores:
 		e.Scores(f[in[0]], f[in[1]], f[out[0]])
 	case step.OpScoresBwd:

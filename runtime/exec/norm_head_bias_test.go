@@ -89,15 +89,11 @@ func oneRankLike(t *testing.T, m *program.Model, net *nn.Model, whole map[params
 	}
 }
 
-// layoutsLikeOneRank holds m under biasLayouts to one rank, from whole (tied embeddings:
-// not under pipeline parallelism, which the step program refuses them).
+// layoutsLikeOneRank holds m under biasLayouts to one rank, from whole.
 func layoutsLikeOneRank(t *testing.T, m *program.Model, whole map[params.ID][]float32) {
 	t.Helper()
 	const mb, T, M = 2, 8, 2
 	for _, l := range biasLayouts() {
-		if m.TieEmbeddings && l.PP > 1 {
-			continue
-		}
 		micro := make([][]int32, l.DP*M)
 		for i := range micro {
 			micro[i] = randomTokens(mb, T, int(m.Vocab), int64(300+i))

@@ -65,14 +65,14 @@ func TestQKNormAndSharedKVMatchHandWrittenModel(t *testing.T) {
 	for _, c := range []struct {
 		name   string
 		layout step.Layout
-		full   bool // the layout also holds qk_norm = full (no tp)
+		full   bool // the layout also holds qk_norm = full
 	}{
 		{"recompute selective", step.Layout{DP: 1, EP: 1, TP: 1, PP: 1, Recompute: program.RecomputeSelective}, true},
 		{"recompute full", step.Layout{DP: 1, EP: 1, TP: 1, PP: 1, Recompute: program.RecomputeFull}, true},
-		{"tp2", step.Layout{DP: 1, EP: 1, TP: 2, PP: 1}, false},
-		{"tp2 sp", step.Layout{DP: 1, EP: 1, TP: 2, PP: 1, SequenceParallel: true}, false},
+		{"tp2", step.Layout{DP: 1, EP: 1, TP: 2, PP: 1}, true},
+		{"tp2 sp", step.Layout{DP: 1, EP: 1, TP: 2, PP: 1, SequenceParallel: true}, true},
 		{"pp2", step.Layout{DP: 1, EP: 1, TP: 1, PP: 2}, true},
-		{"tp2 sp pp2 recompute full", step.Layout{DP: 1, EP: 1, TP: 2, PP: 2, SequenceParallel: true, Recompute: program.RecomputeFull}, false},
+		{"tp2 sp pp2 recompute full", step.Layout{DP: 1, EP: 1, TP: 2, PP: 2, SequenceParallel: true, Recompute: program.RecomputeFull}, true},
 		{"dp2 ep2 zero3", step.Layout{DP: 2, EP: 2, TP: 1, PP: 1, ZeRO: 3}, true},
 	} {
 		attentions := []string{"share_kv = 2; qk_norm = true", hunyuanAttention + "; clip_qkv = 0.1"}
@@ -93,15 +93,17 @@ func TestQKNormAndSharedKVMatchHandWrittenModel(t *testing.T) {
 }
 
 // TestTinyQwen3AndOlmoeMatchHandWrittenModel trains interop/hf's tiny_qwen3_moe and
-// tiny_olmoe as written through the step program against runtime/nn, on one rank and
-// (Qwen3's per-head norms) under tp 2 with sequence parallelism and pp 2.
+// tiny_olmoe as written through the step program against runtime/nn, on one rank, under
+// tp 2 (Qwen3's per-head norms with sequence parallelism, OLMoE's whole-projection norms
+// with and without) and pp 2.
 func TestTinyQwen3AndOlmoeMatchHandWrittenModel(t *testing.T) {
 	for _, c := range []struct {
 		name    string
 		layouts []step.Layout
 	}{
 		{"tiny_qwen3_moe", []step.Layout{{DP: 1, EP: 1, TP: 1, PP: 1}, {DP: 1, EP: 1, TP: 2, PP: 1, SequenceParallel: true}, {DP: 1, EP: 1, TP: 1, PP: 2}}},
-		{"tiny_olmoe", []step.Layout{{DP: 1, EP: 1, TP: 1, PP: 1}, {DP: 1, EP: 1, TP: 1, PP: 2, Recompute: program.RecomputeFull}}},
+		{"tiny_olmoe", []step.Layout{{DP: 1, EP: 1, TP: 1, PP: 1}, {DP: 1, EP: 1, TP: 1, PP: 2, Recompute: program.RecomputeFull},
+			{DP: 1, EP: 1, TP: 2, PP: 1}, {DP: 1, EP: 1, TP: 2, PP: 1, SequenceParallel: true}}},
 	} {
 		for _, l := range c.layouts {
 			t.Run(c.name+"/"+l.String(), func(t *testing.T) { matchNN(t, loadModel(t, qkFamilies, c.name), l) })
@@ -109,9 +111,8 @@ func TestTinyQwen3AndOlmoeMatchHandWrittenModel(t *testing.T) {
 	}
 }
 
-// TestQKNormRefusals: a norm over the whole projections under tensor parallelism, K/V
-// sharing with attention-weight sharing, and a pipeline stage starting inside a K/V group
-// are refused with E0510's Unsupported, naming the feature.
+// TestQKNormRefusals: K/V sharing with attention-weight sharing, and a pipeline stage
+// starting inside a K/V group, are refused with E0510's Unsupported, naming the feature.
 func TestQKNormRefusals(t *testing.T) {
 	b := step.Batch{MicroBatch: 2, SeqLen: 16, Micro: 2}
 	for _, c := range []struct {
@@ -119,7 +120,6 @@ func TestQKNormRefusals(t *testing.T) {
 		layout    step.Layout
 		feature   string
 	}{
-		{"qk_norm = full", step.Layout{DP: 1, EP: 1, TP: 2, PP: 1}, "qk_norm"},
 		{"share_kv = 2; share_weights = 0.5", step.Layout{DP: 1, EP: 1, TP: 1, PP: 1}, "share_kv"},
 		{"share_kv = 4", step.Layout{DP: 1, EP: 1, TP: 1, PP: 2}, "share_kv"},
 	} {
@@ -133,7 +133,7 @@ func TestQKNormRefusals(t *testing.T) {
 
 // TestQKNormAndSharedKVDecodeAsHandWritten: the prefill and decoding step programs of each
 // variant give runtime/nn's Decoder's logits (within 1e-5 of the largest), one rank and
-// under tp 2 and pp 2; tiny_qwen3_moe and tiny_olmoe too.
+// under tp 2 (whole-projection norms too) and pp 2; tiny_qwen3_moe and tiny_olmoe too.
 func TestQKNormAndSharedKVDecodeAsHandWritten(t *testing.T) {
 	check := func(t *testing.T, m *program.Model, layouts ...step.Layout) {
 		if w := decodeAlike(t, m, 1, 2, 12); w > 1e-5 {
@@ -156,7 +156,7 @@ func TestQKNormAndSharedKVDecodeAsHandWritten(t *testing.T) {
 	for _, v := range qkShareVariants {
 		t.Run(v.name, func(t *testing.T) {
 			var layouts []step.Layout
-			if !strings.Contains(v.attention, "full") && !strings.Contains(v.attention, "talking") {
+			if !strings.Contains(v.attention, "talking") {
 				layouts = append(layouts, tp2)
 			}
 			if !strings.Contains(v.attention, "share_kv = 4") {
@@ -166,7 +166,7 @@ func TestQKNormAndSharedKVDecodeAsHandWritten(t *testing.T) {
 		})
 	}
 	t.Run("tiny_qwen3_moe", func(t *testing.T) { check(t, loadModel(t, qkFamilies, "tiny_qwen3_moe"), tp2, pp2) })
-	t.Run("tiny_olmoe", func(t *testing.T) { check(t, loadModel(t, qkFamilies, "tiny_olmoe"), pp2) })
+	t.Run("tiny_olmoe", func(t *testing.T) { check(t, loadModel(t, qkFamilies, "tiny_olmoe"), tp2, pp2) })
 }
 
 // TestQKNormGradient checks qk_norm_bwd's input and scale gradients against central

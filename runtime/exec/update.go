@@ -88,7 +88,7 @@ func (e *Executor) SetOptimizer(cfg optim.Config) error {
 			// data-parallel partition (under ZeRO 0 every replica updates everything) and,
 			// for a tensor every tp rank holds whole, on tp rank 0 only.
 			e.counted = append(e.counted, countPiece{g: deviceG, lo: max(lo, a) - a, hi: min(hi, z) - a,
-				replicatedTP: tp.Whole() && e.p.Layout.TP > 1})
+				replicatedTP: tp.Whole() && e.p.Layout.TP > 1, mirror: e.p.MirrorsEmbedding(id)})
 		}
 	}
 	o, err := optim.NewAdamW(cfg, ps)
@@ -127,6 +127,7 @@ type countPiece struct {
 	g            []float32
 	lo, hi       int64 // the part inside this rank's data-parallel partition
 	replicatedTP bool  // every tp rank holds it: only tp rank 0 counts it
+	mirror       bool  // the last stage's copy of a tied embedding: the first stage counts it
 }
 
 func (e *Executor) bufferNamed(kind step.Kind, prefix string) []float32 {
@@ -154,7 +155,7 @@ func (e *Executor) gradNorm(op *step.Op) error {
 	}
 	pieces := e.normPieces[:0]
 	for _, c := range e.counted {
-		if c.replicatedTP && e.p.Coord.TP != 0 || c.lo >= c.hi {
+		if c.replicatedTP && e.p.Coord.TP != 0 || c.mirror || c.lo >= c.hi {
 			continue
 		}
 		pieces = append(pieces, c.g[c.lo:c.hi])
