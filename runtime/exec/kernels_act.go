@@ -9,6 +9,7 @@ import (
 	"math"
 
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/runtime/internal/vec"
 )
 
 // Abramowitz and Stegun 7.1.26: erf(z) = 1 − t·(a1 + t·(a2 + t·(a3 + t·(a4 + t·a5))))·e^−z²
@@ -122,9 +123,9 @@ func actBwd32(act program.Activation, da, du, dh, a, u []float32, accA, accU boo
 func actKind(act program.Activation) int {
 	switch act {
 	case program.GELU, program.GeGLU:
-		return 0
+		return vec.ActGELU
 	case program.SiLU, program.SwiGLU:
-		return 1
+		return vec.ActSiLU
 	}
 	return -1
 }

@@ -2,7 +2,7 @@ package nn
 
 import (
 	"github.com/moec-dev/moec/compiler/program"
-	"github.com/moec-dev/moec/runtime/nn/internal/vec"
+	"github.com/moec-dev/moec/runtime/internal/vec"
 )
 
 // Decoding computes GELU in float32 as runtime/exec's step programs do: Φ(x) through

@@ -3,7 +3,7 @@ package nn
 import (
 	"sync"
 
-	"github.com/moec-dev/moec/runtime/nn/internal/vec"
+	"github.com/moec-dev/moec/runtime/internal/vec"
 )
 
 // smallRows is the most rows linearSmall takes; beyond it sgemm's packing pays for itself.

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/moec-dev/moec/runtime/blas"
-	"github.com/moec-dev/moec/runtime/nn/internal/vec"
+	"github.com/moec-dev/moec/runtime/internal/vec"
 )
 
 // TestLinearSmallMatchesGemm checks the few-rows kernel against sgemm on shapes with and

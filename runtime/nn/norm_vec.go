@@ -1,6 +1,6 @@
 package nn
 
-import "github.com/moec-dev/moec/runtime/nn/internal/vec"
+import "github.com/moec-dev/moec/runtime/internal/vec"
 
 // normRowsVec is normRows on float32 rows [lo, hi) through vec.NormRows (the same float64
 // arithmetic on four double lanes: as the scalar loop, a decoding step's norms were 6% of

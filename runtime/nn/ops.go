@@ -6,7 +6,7 @@ import (
 	"sync"
 
 	"github.com/moec-dev/moec/compiler/program"
-	"github.com/moec-dev/moec/runtime/nn/internal/vec"
+	"github.com/moec-dev/moec/runtime/internal/vec"
 )
 
 // parallel runs f over [0, n) split into one contiguous chunk per core. Work items must be

@@ -6,7 +6,7 @@ import (
 	"math"
 
 	"github.com/moec-dev/moec/compiler/program"
-	"github.com/moec-dev/moec/runtime/nn/internal/vec"
+	"github.com/moec-dev/moec/runtime/internal/vec"
 )
 
 // A Schedule is one training step taken apart into the schedule that the generated Go

@@ -1,6 +1,6 @@
 package nn
 
-import "github.com/moec-dev/moec/runtime/nn/internal/vec"
+import "github.com/moec-dev/moec/runtime/internal/vec"
 
 // siluVecMin is the length below which a cgo call costs more than the Go loop saves.
 const siluVecMin = 256

@@ -1,7 +1,7 @@
 # An independent forward pass of DBRX and Phi-3.5-MoE, written from transformers'
 # modeling_dbrx.py and modeling_phimoe.py with torch, reading an exported DbrxForCausalLM or
 # PhimoeForCausalLM folder (config.json, model.safetensors with transformers' names) with
-# its own safetensors reader. It prints the logits of the token ids given on the command
+# reference_io.py's safetensors reader. It prints the logits of the token ids given on the command
 # line as JSON.
 #
 # DBRX: LayerNorms without biases (eps 1e-5), the fused Wqkv clamped to ±clip_qkv and split
@@ -12,20 +12,14 @@
 # (attention_bias) and head (lm_head_bias), PhimoeRotaryEmbedding's longrope (the short
 # factors, cos and sin times short_mscale, or long_mscale past the pretrained context), and
 # sparsemixer in eval mode over Mixtral's experts.
-import json, math, struct, sys
+import json, math, os, sys
 import torch
 
-folder, ids = sys.argv[1], [int(t) for t in sys.argv[2].split(",")]
-cfg = json.load(open(folder + "/config.json"))
-raw = open(folder + "/model.safetensors", "rb").read()
-(n,) = struct.unpack("<Q", raw[:8])
-header = json.loads(raw[8:8 + n])
-header.pop("__metadata__", None)
-data = raw[8 + n:]
-W = {}
-for name, e in header.items():
-    lo, hi = e["data_offsets"]
-    W[name] = torch.frombuffer(bytearray(data[lo:hi]), dtype=torch.float32).reshape(e["shape"]).double()
+sys.dont_write_bytecode = True  # no __pycache__ beside the scripts
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import reference_io  # noqa: E402
+
+folder, ids, cfg, W = reference_io.load(sys.argv)
 T = len(ids)
 silu = torch.nn.functional.silu
 

@@ -1,7 +1,7 @@
 # An independent forward pass of DeepSeek-MoE (model_type deepseek, DeepseekForCausalLM),
 # written from deepseek-ai's remote modeling_deepseek.py (deepseek-ai/deepseek-moe-16b-base)
 # with torch in float64, reading an exported folder (config.json, model.safetensors with the
-# checkpoint's names) with its own safetensors reader. It prints the logits of the token
+# checkpoint's names) with reference_io.py's safetensors reader. It prints the logits of the token
 # ids given on the command line as JSON.
 #
 # What it computes, as modeling_deepseek.py does:
@@ -20,21 +20,15 @@
 # A third argument "both" prints two lists, these logits and those of the same network
 # rotating adjacent pairs (2j, 2j+1) instead, the convention of DeepSeek-V2/V3's latent
 # attention: the Go test shows with them that the check tells the two conventions apart.
-import json, math, struct, sys
+import json, math, os, sys
 import torch
 
-folder, ids = sys.argv[1], [int(t) for t in sys.argv[2].split(",")]
+sys.dont_write_bytecode = True  # no __pycache__ beside the scripts
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import reference_io  # noqa: E402
+
+folder, ids, cfg, W = reference_io.load(sys.argv)
 both = len(sys.argv) > 3 and sys.argv[3] == "both"
-cfg = json.load(open(folder + "/config.json"))
-raw = open(folder + "/model.safetensors", "rb").read()
-(n,) = struct.unpack("<Q", raw[:8])
-header = json.loads(raw[8:8 + n])
-header.pop("__metadata__", None)
-data = raw[8 + n:]
-W = {}
-for name, e in header.items():
-    lo, hi = e["data_offsets"]
-    W[name] = torch.frombuffer(bytearray(data[lo:hi]), dtype=torch.float32).reshape(e["shape"]).double()
 
 assert cfg["model_type"] == "deepseek", cfg["model_type"]
 D, H = cfg["hidden_size"], cfg["num_attention_heads"]

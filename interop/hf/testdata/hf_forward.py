@@ -1,26 +1,19 @@
 # An independent forward pass of the transformers classes moec exports to (Llama, Qwen3,
 # Mixtral, Qwen3-MoE, OLMoE, Qwen2-MoE), written from transformers' modeling code with torch,
 # and of Snowflake Arctic, written from its published modeling_arctic.py (remote code),
-# reading an exported folder (config.json, model.safetensors) with its own safetensors reader. It
+# reading an exported folder (config.json, model.safetensors) with reference_io.py's safetensors reader. It
 # prints the logits of the token ids given on the command line as JSON.
 #
 # transformers itself is not needed; where it is installed, the test also loads the folder
 # with AutoModelForCausalLM (see hf_transformers.py).
-import json, struct, sys
+import json, os, sys
 import torch
 
-folder, ids = sys.argv[1], [int(t) for t in sys.argv[2].split(",")]
-cfg = json.load(open(folder + "/config.json"))
-raw = open(folder + "/model.safetensors", "rb").read()
-(n,) = struct.unpack("<Q", raw[:8])
-header = json.loads(raw[8:8 + n])
-header.pop("__metadata__", None)
-data = raw[8 + n:]
-W = {}
-for name, e in header.items():
-    assert e["dtype"] == "F32", (name, e["dtype"])
-    lo, hi = e["data_offsets"]
-    W[name] = torch.frombuffer(bytearray(data[lo:hi]), dtype=torch.float32).reshape(e["shape"]).double()
+sys.dont_write_bytecode = True  # no __pycache__ beside the scripts
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import reference_io  # noqa: E402
+
+folder, ids, cfg, W = reference_io.load(sys.argv, f32_only=True)
 
 mt = cfg["model_type"]
 D, H, KV = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]

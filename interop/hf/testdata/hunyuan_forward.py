@@ -3,7 +3,7 @@
 # attention, HunYuanTopKGate's top1gating/topkgating, HunYuanMoE's shared_mlp beside the
 # experts) and transformers' modeling_hunyuan_v1_moe.py (Hunyuan-A13B, hunyuan_v1_moe:
 # HunYuanMoEV1Attention, HunYuanMoEV1Gate, HunYuanMoEV1Moe), with torch in float64, reading
-# an exported folder (config.json, model.safetensors with the classes' names) with its own
+# an exported folder (config.json, model.safetensors with the classes' names) with reference_io.py's
 # safetensors reader. It prints the logits of the token ids given on the command line as
 # JSON.
 #
@@ -18,20 +18,14 @@
 # cla_share_factor has no k_proj or v_proj and takes the unrotated key and value
 # projections of the last layer that has them, which it rotates and norms with its own
 # key_layernorm. Hunyuan-A13B always renormalises and has no cross-layer attention.
-import json, math, struct, sys
+import json, math, os, sys
 import torch
 
-folder, ids = sys.argv[1], [int(t) for t in sys.argv[2].split(",")]
-cfg = json.load(open(folder + "/config.json"))
-raw = open(folder + "/model.safetensors", "rb").read()
-(n,) = struct.unpack("<Q", raw[:8])
-header = json.loads(raw[8:8 + n])
-header.pop("__metadata__", None)
-data = raw[8 + n:]
-W = {}
-for name, e in header.items():
-    lo, hi = e["data_offsets"]
-    W[name] = torch.frombuffer(bytearray(data[lo:hi]), dtype=torch.float32).reshape(e["shape"]).double()
+sys.dont_write_bytecode = True  # no __pycache__ beside the scripts
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import reference_io  # noqa: E402
+
+folder, ids, cfg, W = reference_io.load(sys.argv)
 
 large = cfg["model_type"] == "hunyuan"
 assert large or cfg["model_type"] == "hunyuan_v1_moe", cfg["model_type"]

@@ -4,23 +4,17 @@
 # Llama4Router's sigmoid top-k scores multiplying the experts' input beside a shared expert,
 # Llama4TextExperts' fused gate_up_proj and down_proj; Llama4TextMLP dense layers) with
 # torch, reading an exported Llama4ForCausalLM folder (config.json, model.safetensors with
-# transformers' names) with its own safetensors reader. Rotary pairs are Llama 4's:
+# transformers' names) with reference_io.py's safetensors reader. Rotary pairs are Llama 4's:
 # adjacent dimensions (2j, 2j+1) as one complex number (apply_rotary_emb). It prints the
 # logits of the token ids given on the command line as JSON.
-import json, math, struct, sys
+import json, math, os, sys
 import torch
 
-folder, ids = sys.argv[1], [int(t) for t in sys.argv[2].split(",")]
-cfg = json.load(open(folder + "/config.json"))
-raw = open(folder + "/model.safetensors", "rb").read()
-(n,) = struct.unpack("<Q", raw[:8])
-header = json.loads(raw[8:8 + n])
-header.pop("__metadata__", None)
-data = raw[8 + n:]
-W = {}
-for name, e in header.items():
-    lo, hi = e["data_offsets"]
-    W[name] = torch.frombuffer(bytearray(data[lo:hi]), dtype=torch.float32).reshape(e["shape"]).double()
+sys.dont_write_bytecode = True  # no __pycache__ beside the scripts
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import reference_io  # noqa: E402
+
+folder, ids, cfg, W = reference_io.load(sys.argv)
 
 assert cfg["model_type"] == "llama4_text", cfg["model_type"]
 D, H, KV, hd = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"]

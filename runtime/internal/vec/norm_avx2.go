@@ -1,13 +1,13 @@
 //go:build cgo && amd64 && !noopenblas
 
-package exec
+package vec
 
 /*
 #cgo CFLAGS: -O2
 #include <immintrin.h>
 
-// The norm kernels of kernels.go (Norm, NormBwd) and sumSquares on vector lanes, with
-// the Go loops' arithmetic: sums in double, every product and sum the Go code rounds to
+// The norm kernels of runtime/exec's kernels.go (Norm, NormBwd) and sumSquares, and runtime/nn's
+// normRows, on vector lanes, with the Go loops' arithmetic: sums in double, every product and sum the Go code rounds to
 // float rounded here too, and no fused multiply-adds (the Go code has none), so an
 // element differs from the Go loop's only through the order of a row's double sums.
 
@@ -60,19 +60,24 @@ __attribute__((target("avx2"))) static inline __m256 moec_xhat8(__m256 v, __m256
 	return _mm256_insertf128_ps(_mm256_castps128_ps256(lo), hi, 1);
 }
 
-// Rows [r0, r1) of Norm: h = float((x − mean)·r)·w (+ b), rstd = float(r).
-__attribute__((target("avx2"))) static void moec_exec_norm_fwd(const float *x, const float *w, const float *b, float *h, float *rstd,
-		long r0, long r1, long d, double eps, int layer) {
+// Rows [r0, r1) of Norm: xhat = float((x − mean)·r) (xhat may be NULL: not stored),
+// h = xhat·w (+ b), rstd = float(r). h may alias x.
+__attribute__((target("avx2"))) static void moec_norm_fwd(const float *x, const float *w, const float *b, float *h, float *xhat,
+		float *rstd, long r0, long r1, long d, double eps, int layer) {
 	for (long i = r0; i < r1; i++) {
 		const float *xi = x + i * d;
-		float *hi = h + i * d;
+		float *hi = h + i * d, *xhi = xhat ? xhat + i * d : 0;
 		double mean = layer ? moec_row_sum(xi, d) / (double)d : 0;
 		double r = 1 / _mm_cvtsd_f64(_mm_sqrt_pd(_mm_set1_pd(moec_row_ss(xi, d, mean) / (double)d + eps)));
 		rstd[i] = (float)r;
 		__m256d m = _mm256_set1_pd(mean), rv = _mm256_set1_pd(r);
 		long j = 0;
 		for (; j + 8 <= d; j += 8) {
-			__m256 y = _mm256_mul_ps(moec_xhat8(_mm256_loadu_ps(xi + j), m, rv), _mm256_loadu_ps(w + j));
+			__m256 xh = moec_xhat8(_mm256_loadu_ps(xi + j), m, rv);
+			if (xhi) {
+				_mm256_storeu_ps(xhi + j, xh);
+			}
+			__m256 y = _mm256_mul_ps(xh, _mm256_loadu_ps(w + j));
 			if (b) {
 				y = _mm256_add_ps(y, _mm256_loadu_ps(b + j));
 			}
@@ -80,6 +85,9 @@ __attribute__((target("avx2"))) static void moec_exec_norm_fwd(const float *x, c
 		}
 		for (; j < d; j++) {
 			float xh = (float)(((double)xi[j] - mean) * r);
+			if (xhi) {
+				xhi[j] = xh;
+			}
 			float y = xh * w[j];
 			if (b) {
 				y += b[j];
@@ -180,9 +188,6 @@ import "C"
 
 import "unsafe"
 
-// normVecMin is the row width below which the Go loops run the norms.
-const normVecMin = 16
-
 func f64p(x []float64) *C.double {
 	if len(x) == 0 {
 		return nil
@@ -190,27 +195,33 @@ func f64p(x []float64) *C.double {
 	return (*C.double)(unsafe.Pointer(&x[0]))
 }
 
-// normFwdVec is Norm's rows [r0, r1) on vector lanes; false where there are no kernels.
-func normFwdVec(x, w, b, h, rstd []float32, r0, r1 int, eps float64, layer bool) bool {
-	d := len(w)
-	if !haveVec || d < normVecMin {
+// NormRows normalises rows rows of x (width d) into y, as runtime/nn's and runtime/exec's
+// float64 loops do: the mean (layer only) and the mean square in double,
+// rstd[i] = 1/√(ms + eps), xhat = float32((x − mean)·rstd) (xhat may be nil: not kept)
+// and y = xhat·w (+ b; b may be nil). The sums run on four double lanes, so they may
+// round differently from the Go loops' left-to-right sums in their last bits (far below
+// float32's). y may alias x. It reports whether it did.
+func NormRows(y, xhat, rstd, x []float32, rows, d int, w, b []float32, layer bool, eps float64) bool {
+	if !have || rows <= 0 || d <= 0 {
 		return false
 	}
-	if r0 >= r1 {
-		return true
+	_, _, _, _ = y[rows*d-1], rstd[rows-1], x[rows*d-1], w[d-1]
+	if xhat != nil {
+		_ = xhat[rows*d-1]
 	}
-	_, _, _ = x[r1*d-1], h[r1*d-1], rstd[r1-1]
 	if b != nil {
 		_ = b[d-1]
 	}
-	C.moec_exec_norm_fwd(f32p(x), f32p(w), f32p(b), f32p(h), f32p(rstd), C.long(r0), C.long(r1), C.long(d), C.double(eps), cbool(layer))
+	C.moec_norm_fwd(f32p(x), f32p(w), f32p(b), f32p(y), f32p(xhat), f32p(rstd), 0, C.long(rows), C.long(d), C.double(eps), cbool(layer))
 	return true
 }
 
-// normBwdDxVec is NormBwd's input gradient of rows [r0, r1) on vector lanes.
-func normBwdDxVec(dh, x, w, rstd, dx []float32, r0, r1 int, layer, acc bool) bool {
+// NormBackwardInput is the norm's input gradient of rows [r0, r1) (width len(w)):
+// dx (+)= float(r·(gh − meanG − xh·meanGX)), gh = double(dh·w), xh = double(float((x − mean)·r)),
+// meanG only for a layer norm. It reports whether it did.
+func NormBackwardInput(dh, x, w, rstd, dx []float32, r0, r1 int, layer, acc bool) bool {
 	d := len(w)
-	if !haveVec || d < normVecMin {
+	if !have || d == 0 {
 		return false
 	}
 	if r0 >= r1 {
@@ -221,16 +232,18 @@ func normBwdDxVec(dh, x, w, rstd, dx []float32, r0, r1 int, layer, acc bool) boo
 	return true
 }
 
-// normBwdDwVec is NormBwd's parameter gradients over the columns [j0, j1).
-func normBwdDwVec(dh, x, rstd []float32, means []float64, dw, db []float32, n, j0, j1 int) bool {
+// NormBackwardParams adds the norm's scale (and bias, db not nil) gradients over the
+// columns [j0, j1) of n rows of width len(dw), every row in order: dw[j] += dh·xhat,
+// db[j] += dh. means is nil for RMSNorm. It reports whether it did.
+func NormBackwardParams(dh, x, rstd []float32, means []float64, dw, db []float32, n, j0, j1 int) bool {
 	d := len(dw)
-	if !haveVec || d < normVecMin {
+	if !have || d == 0 {
 		return false
 	}
 	if n == 0 || j0 >= j1 {
 		return true
 	}
-	_, _, _ = dh[n*d-1], x[n*d-1], rstd[n-1]
+	_, _, _, _ = dh[n*d-1], x[n*d-1], rstd[n-1], dw[j1-1]
 	if means != nil {
 		_ = means[n-1]
 	}
@@ -241,9 +254,9 @@ func normBwdDwVec(dh, x, rstd []float32, means []float64, dw, db []float32, n, j
 	return true
 }
 
-// sumSquaresVec is Σ v² in double on vector lanes; ok is false where there are no kernels.
-func sumSquaresVec(x []float32) (float64, bool) {
-	if !haveVec {
+// SumSquares is Σ v² in double on vector lanes; ok is false where there are no kernels.
+func SumSquares(x []float32) (float64, bool) {
+	if !have {
 		return 0, false
 	}
 	return float64(C.moec_exec_sum_squares(f32p(x), C.long(len(x)))), true

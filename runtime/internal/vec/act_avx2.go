@@ -1,19 +1,16 @@
 //go:build cgo && amd64 && !noopenblas
 
-package exec
+package vec
 
 /*
 #cgo CFLAGS: -O2
 #include <immintrin.h>
 
-// The algorithms of kernels_act.go (exp32, normalCDF, actFwd32, actBwd32), eight lanes at
-// a time, and the softmax's and cross-entropy's exponentials with exp32's algorithm. Each
-// block loads before it stores, so an output may alias its input.
-
-static int moec_exec_have_avx2(void) {
-	__builtin_cpu_init();
-	return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-}
+// The algorithms of runtime/exec's kernels_act.go (exp32, normalCDF, actFwd32, actBwd32),
+// eight lanes at a time, and exec's softmax's and cross-entropy's exponentials with exp32's
+// algorithm (degree 7; vec_avx2.go's exp8 and sigmoid8, runtime/nn's, are degree 6 and
+// round differently, so they stay apart). Each block loads before it stores, so an output
+// may alias its input.
 
 __attribute__((target("avx2,fma"))) static inline __m256 moec_exp8(__m256 x) {
 	x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.33f)), _mm256_set1_ps(88.0f));
@@ -182,33 +179,18 @@ __attribute__((target("avx2,fma"))) static void moec_exec_softmax_causal(const f
 */
 import "C"
 
-import "unsafe"
+// Activation kinds of ActForward and ActBackward.
+const (
+	ActGELU = 0 // x·Φ(x), erf by Abramowitz and Stegun 7.1.26
+	ActSiLU = 1 // x·σ(x)
+)
 
-// haveVec is fixed at start-up by the CPU: the kernels need AVX2 and FMA.
-var haveVec = C.moec_exec_have_avx2() != 0
-
-// vecMin is the length below which a cgo call costs more than the lanes save.
-const vecMin = 64
-
-func f32p(x []float32) *C.float {
-	if len(x) == 0 {
-		return nil
-	}
-	return (*C.float)(unsafe.Pointer(&x[0]))
-}
-
-func cbool(b bool) C.int {
-	if b {
-		return 1
-	}
-	return 0
-}
-
-// actFwdVec computes the first n elements of actFwd32 (n: len(a) rounded down to eight
-// lanes, or 0 where there are no kernels) and returns n.
-func actFwdVec(kind int, h, a, u []float32) int {
+// ActForward sets h = act(a)·u (u nil: h = act(a)) over the first multiple of eight
+// elements of a, by runtime/exec's algorithms (kind ActGELU or ActSiLU), and returns how
+// many it set (0 where the build or CPU has no kernel); the caller does the rest.
+func ActForward(kind int, h, a, u []float32) int {
 	n := len(a) &^ 7
-	if !haveVec || n < vecMin {
+	if !have || n == 0 {
 		return 0
 	}
 	_ = h[n-1]
@@ -219,10 +201,14 @@ func actFwdVec(kind int, h, a, u []float32) int {
 	return n
 }
 
-// actBwdVec computes the first n elements of actBwd32 and returns n.
-func actBwdVec(kind int, da, du, dh, a, u []float32, accA, accU bool) int {
+// GELUForward is ActForward(ActGELU, h, a, u).
+func GELUForward(h, a, u []float32) int { return ActForward(ActGELU, h, a, u) }
+
+// ActBackward turns dh into da (and du when u is not nil) for h = act(a)·u over the first
+// multiple of eight elements (accA, accU: added to da, du) and returns how many it did.
+func ActBackward(kind int, da, du, dh, a, u []float32, accA, accU bool) int {
 	n := len(a) &^ 7
-	if !haveVec || n < vecMin {
+	if !have || n == 0 {
 		return 0
 	}
 	_, _ = da[n-1], dh[n-1]
@@ -233,21 +219,23 @@ func actBwdVec(kind int, da, du, dh, a, u []float32, accA, accU bool) int {
 	return n
 }
 
-// softmaxCausalVec is softmaxRows on vector lanes; false where there are no kernels.
-func softmaxCausalVec(s, p []float32, T, r0, r1 int) bool {
-	if !haveVec || r0 >= r1 {
-		return haveVec
+// SoftmaxCausal sets rows [r0, r1) of p to the causal softmax of the [·, T] scores s (row r
+// covers columns 0..r mod T, the rest zero), sums in float32 lanes then a double, and
+// reports whether it did.
+func SoftmaxCausal(s, p []float32, T, r0, r1 int) bool {
+	if !have || r0 >= r1 {
+		return have
 	}
 	_, _ = s[r1*T-1], p[r1*T-1]
 	C.moec_exec_softmax_causal(f32p(s), f32p(p), C.long(T), C.long(r0), C.long(r1))
 	return true
 }
 
-// expSumVec writes out[j] = e^(x[j]−shift)·scale (out nil: nothing) and returns
+// ExpSumScaled writes out[j] = e^(x[j]−shift)·scale (out nil: nothing) and returns
 // Σ e^(x[j]−shift); ok is false where there are no kernels.
-func expSumVec(x []float32, shift, scale float32, out []float32) (sum float64, ok bool) {
-	if !haveVec || len(x) == 0 {
-		return 0, haveVec
+func ExpSumScaled(x []float32, shift, scale float32, out []float32) (sum float64, ok bool) {
+	if !have || len(x) == 0 {
+		return 0, have
 	}
 	if out != nil {
 		_ = out[len(x)-1]

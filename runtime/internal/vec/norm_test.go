@@ -78,3 +78,40 @@ func TestNormRowsIsTheScalarNorm(t *testing.T) {
 		}
 	}
 }
+
+// TestNormRowsWithoutXhat: with xhat nil (runtime/exec's Norm keeps no xhat) NormRows
+// gives the same y and rstd, bit for bit, as with it.
+func TestNormRowsWithoutXhat(t *testing.T) {
+	if !Available() {
+		t.Skip("no vector kernels on this build or CPU (they need cgo, amd64, AVX2 and FMA)")
+	}
+	r := rand.New(rand.NewPCG(13, 14))
+	for _, layer := range []bool{false, true} {
+		for _, d := range []int{8, 21, 64} {
+			rows := 5
+			x, w, b := make([]float32, rows*d), make([]float32, d), make([]float32, d)
+			for i := range x {
+				x[i] = float32(r.NormFloat64()*3 + 0.5)
+			}
+			for j := range w {
+				w[j], b[j] = float32(r.NormFloat64()), float32(r.NormFloat64())
+			}
+			y, xhat, rstd := make([]float32, rows*d), make([]float32, rows*d), make([]float32, rows)
+			y2, rstd2 := make([]float32, rows*d), make([]float32, rows)
+			NormRows(y, xhat, rstd, x, rows, d, w, b, layer, 1e-5)
+			if !NormRows(y2, nil, rstd2, x, rows, d, w, b, layer, 1e-5) {
+				t.Fatal("NormRows declined without xhat")
+			}
+			for i := range y {
+				if math.Float32bits(y[i]) != math.Float32bits(y2[i]) {
+					t.Fatalf("layer %v d %d: y[%d] %v with xhat, %v without", layer, d, i, y[i], y2[i])
+				}
+			}
+			for i := range rstd {
+				if rstd[i] != rstd2[i] {
+					t.Fatalf("layer %v d %d: rstd[%d] %v with xhat, %v without", layer, d, i, rstd[i], rstd2[i])
+				}
+			}
+		}
+	}
+}

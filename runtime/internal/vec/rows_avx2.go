@@ -1,12 +1,12 @@
 //go:build cgo && amd64 && !noopenblas
 
-package exec
+package vec
 
 /*
 #cgo CFLAGS: -O2
 #include <immintrin.h>
 
-// The expert combine, its backward, the permutation's backward and the causal softmax's
+// runtime/exec's expert combine, its backward, the permutation's backward and the causal softmax's
 // backward on vector lanes, over tokens (rows) [t0, t1). An assignment a = t·K + j of token
 // t reads slot row (idx[a]·C + slot[a])·D of an expert-major buffer (C = 0: packed, the
 // slot is the row), or none when slot[a] < 0. Products are rounded as the Go loops round
@@ -157,6 +157,13 @@ import "C"
 
 import "unsafe"
 
+func f32p(x []float32) *C.float {
+	if len(x) == 0 {
+		return nil
+	}
+	return (*C.float)(unsafe.Pointer(&x[0]))
+}
+
 func i32p(x []int32) *C.int {
 	if len(x) == 0 {
 		return nil
@@ -166,11 +173,11 @@ func i32p(x []int32) *C.int {
 
 // rowsVec reports whether the row kernels below run (a vector CPU and rows of at least
 // eight lanes).
-func rowsVec(D int) bool { return haveVec && D >= 8 }
+func rowsVec(D int) bool { return have && D >= 8 }
 
-// combineVec is Combine over tokens [t0, t1) on vector lanes; false where there are no
-// kernels.
-func combineVec(back []float32, idx, slot []int32, gates, y []float32, t0, t1, K, slots, D int) bool {
+// Combine sets y[t] = Σ_j gates[t·K+j]·back[slot row of assignment t·K+j] for tokens
+// [t0, t1) (rows of width D; slots per expert, 0: packed) and reports whether it did.
+func Combine(back []float32, idx, slot []int32, gates, y []float32, t0, t1, K, slots, D int) bool {
 	if !rowsVec(D) {
 		return false
 	}
@@ -182,8 +189,9 @@ func combineVec(back []float32, idx, slot []int32, gates, y []float32, t0, t1, K
 	return true
 }
 
-// combineBwdVec is CombineBwd's per-assignment work over tokens [t0, t1).
-func combineBwdVec(dy, back []float32, idx, slot []int32, gates, dback, dgates []float32, t0, t1, K, slots, D int, acc bool) bool {
+// CombineBackward is Combine's per-assignment backward over tokens [t0, t1): the slot
+// rows' gradients into dback and the gates' into dgates (acc: added to them).
+func CombineBackward(dy, back []float32, idx, slot []int32, gates, dback, dgates []float32, t0, t1, K, slots, D int, acc bool) bool {
 	if !rowsVec(D) {
 		return false
 	}
@@ -196,8 +204,8 @@ func combineBwdVec(dy, back []float32, idx, slot []int32, gates, dback, dgates [
 	return true
 }
 
-// permuteBwdVec adds the slots' gradients of tokens [t0, t1) to their rows of dh.
-func permuteBwdVec(ds []float32, idx, slot []int32, dh []float32, t0, t1, K, slots, D int) bool {
+// PermuteBackward adds the slots' gradients of tokens [t0, t1) to their rows of dh.
+func PermuteBackward(ds []float32, idx, slot []int32, dh []float32, t0, t1, K, slots, D int) bool {
 	if !rowsVec(D) {
 		return false
 	}
@@ -209,9 +217,10 @@ func permuteBwdVec(ds []float32, idx, slot []int32, dh []float32, t0, t1, K, slo
 	return true
 }
 
-// softmaxBwdVec is softmaxBwdRows on vector lanes.
-func softmaxBwdVec(dp, p, ds []float32, T int, acc bool, r0, r1 int) bool {
-	if !haveVec {
+// SoftmaxCausalBackward is the causal softmax's backward over rows [r0, r1) of [·, T]:
+// ds (+)= p·(dp − Σ p·dp), the dot product in double.
+func SoftmaxCausalBackward(dp, p, ds []float32, T int, acc bool, r0, r1 int) bool {
+	if !have {
 		return false
 	}
 	if r0 >= r1 {
