@@ -27,8 +27,9 @@ func roundBF16Bits(u uint32) uint32 {
 	return u >> 16
 }
 
-// GemmBF16Serial is GemmBF16 on the calling goroutine only (see GemmSerial).
-func GemmBF16Serial(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+// gemmBF16Serial is GemmBF16 on the calling goroutine only: its products too small to
+// split, or a CPU without the kernel.
+func gemmBF16Serial(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	if m == 0 || n == 0 {
 		return
 	}
@@ -54,7 +55,7 @@ func GemmBF16(transA, transB bool, m, n, k int, alpha float32, a []float32, lda 
 	checkOperands(transA, transB, m, n, k, a, lda, b, ldb, c, ldc)
 	workers := runtime.GOMAXPROCS(0)
 	if k == 0 || !haveBF16Kernel || workers <= 1 || m*n*k < parallelMinWork {
-		GemmBF16Serial(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+		gemmBF16Serial(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 		return
 	}
 	// Each worker packs all of one operand for its part: split the columns of C (each

@@ -103,7 +103,7 @@ func TestGemmBF16MatchesReference(t *testing.T) {
 				for _, path := range []struct {
 					name string
 					gemm func(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int)
-				}{{"GemmBF16", GemmBF16}, {"GemmBF16Serial", GemmBF16Serial}, {"rounded", gemmBF16Rounded}} {
+				}{{"GemmBF16", GemmBF16}, {"gemmBF16Serial", gemmBF16Serial}, {"rounded", gemmBF16Rounded}} {
 					c := append([]float32(nil), c0...)
 					if beta == 0 {
 						for i := range c {

@@ -62,17 +62,6 @@ func checkOperands[F Float](transA, transB bool, m, n, k int, a []F, lda int, b 
 	checkLen("C", c, false, m, n, ldc)
 }
 
-// GemmSerial is Gemm on the calling goroutine only: for callers that already spread
-// their products over the cores (one product per attention head, say), where Gemm's own
-// split would start goroutines per call and halve products that are small already.
-func GemmSerial[F Float](transA, transB bool, m, n, k int, alpha F, a []F, lda int, b []F, ldb int, beta F, c []F, ldc int) {
-	if m == 0 || n == 0 {
-		return
-	}
-	checkOperands(transA, transB, m, n, k, a, lda, b, ldb, c, ldc)
-	gemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
-}
-
 // smallRows is the most rows of C that gemmSmall takes. Below it sgemm spends more time
 // copying B into its packed layout than multiplying (the profile of generation at batch 16
 // showed OpenBLAS's copy routine at twice its kernel's time); above it the packing pays

@@ -79,7 +79,7 @@ func TestGemmMatchesNaive(t *testing.T) {
 					for _, p := range []struct {
 						name string
 						gemm func(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int)
-					}{{"Gemm", Gemm[float32]}, {"GemmSerial", GemmSerial[float32]}} {
+					}{{"Gemm", Gemm[float32]}} {
 						got32 := to32(c)
 						p.gemm(ta, tb, m, n, k, float32(ab[0]), to32(a), lda, to32(b), ldb, float32(ab[1]), got32, ldc)
 						g := make([]float64, len(got32))

@@ -57,6 +57,8 @@ type scratch struct {
 	fe, acc []float64
 	dst     []float32
 	w, b    [][]float32
+	// order is the grouped products' expert order, largest first (eachExpertPart).
+	order []int32
 	// means are a LayerNorm backward's row means.
 	means []float64
 	// mla is latent attention's working space (kernels_mla.go): its rope tables and the

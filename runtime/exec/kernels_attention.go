@@ -52,12 +52,11 @@ func (kn *Kernels) Scores(q, k, s []float32) {
 	B, T, H, KV, Dh := kn.attnDims(q, k)
 	scale := float32(1 / math.Sqrt(float64(Dh)))
 	qd, kd, tt := H*Dh, KV*Dh, T*T
-	gemm := headProduct(B, KV)
 	eachHeadGroup(B, H, KV, func(b, h, g int) {
 		qh, kh, sh := q[b*T*qd+h*Dh:], k[b*T*kd+g*Dh:], s[(b*H+h)*tt:(b*H+h+1)*tt]
 		for i0 := 0; i0 < T; i0 += causalBlock {
 			i1 := min(i0+causalBlock, T)
-			gemm(false, true, i1-i0, i1, Dh, scale, qh[i0*qd:], qd, kh, kd, 0, sh[i0*T:], T)
+			blas.Gemm(false, true, i1-i0, i1, Dh, scale, qh[i0*qd:], qd, kh, kd, 0, sh[i0*T:], T)
 			for i := i0; i < i1; i++ {
 				clear(sh[i*T+i1 : (i+1)*T])
 			}
@@ -75,15 +74,14 @@ func (kn *Kernels) ScoresBwd(ds, q, k, dq, dk []float32, accQ, accK bool) {
 		clear(dk)
 	}
 	bq := beta(accQ)
-	gemm := headProduct(B, KV)
 	eachHeadGroup(B, H, KV, func(b, h, g int) {
 		dsh := ds[(b*H+h)*tt : (b*H+h+1)*tt]
 		qh, kh, dqh, dkh := q[b*T*qd+h*Dh:], k[b*T*kd+g*Dh:], dq[b*T*qd+h*Dh:], dk[b*T*kd+g*Dh:]
 		for i0 := 0; i0 < T; i0 += causalBlock {
 			i1 := min(i0+causalBlock, T)
 			// Query rows [i0, i1) against keys [0, i1); key rows [i0, i1) from queries [i0, T).
-			gemm(false, false, i1-i0, Dh, i1, scale, dsh[i0*T:], T, kh, kd, bq, dqh[i0*qd:], qd)
-			gemm(true, false, i1-i0, Dh, T-i0, scale, dsh[i0*T+i0:], T, qh[i0*qd:], qd, 1, dkh[i0*kd:], kd)
+			blas.Gemm(false, false, i1-i0, Dh, i1, scale, dsh[i0*T:], T, kh, kd, bq, dqh[i0*qd:], qd)
+			blas.Gemm(true, false, i1-i0, Dh, T-i0, scale, dsh[i0*T+i0:], T, qh[i0*qd:], qd, 1, dkh[i0*kd:], kd)
 		}
 	})
 }
@@ -158,10 +156,11 @@ func softmaxBwdRows(dp, p, ds []float32, T int, acc bool, r0, r1 int) {
 	for r := r0; r < r1; r++ {
 		i := r % T
 		pr, gr, dr := p[r*T:(r+1)*T], dp[r*T:(r+1)*T], ds[r*T:(r+1)*T]
-		var s float32
+		var sum float64 // in double, as the vector kernel (vec.SoftmaxCausalBackward)
 		for j := 0; j <= i; j++ {
-			s += pr[j] * gr[j]
+			sum += float64(pr[j] * gr[j])
 		}
+		s := float32(sum)
 		for j := 0; j <= i; j++ {
 			v := pr[j] * (gr[j] - s)
 			if acc {
@@ -183,12 +182,11 @@ func (kn *Kernels) AttnAV(p, v, o []float32) {
 	H := len(o) / (B * T * Dh)
 	KV := len(v) / (B * T * Dh)
 	qd, kd, tt := H*Dh, KV*Dh, T*T
-	gemm := headProduct(B, KV)
 	eachHeadGroup(B, H, KV, func(b, h, g int) {
 		ph, vh, oh := p[(b*H+h)*tt:], v[b*T*kd+g*Dh:], o[b*T*qd+h*Dh:]
 		for i0 := 0; i0 < T; i0 += causalBlock {
 			i1 := min(i0+causalBlock, T)
-			gemm(false, false, i1-i0, Dh, i1, 1, ph[i0*T:], T, vh, kd, 0, oh[i0*qd:], qd)
+			blas.Gemm(false, false, i1-i0, Dh, i1, 1, ph[i0*T:], T, vh, kd, 0, oh[i0*qd:], qd)
 		}
 	})
 }
@@ -204,20 +202,19 @@ func (kn *Kernels) AttnAVBwd(do, p, v, dp, dv []float32, accP, accV bool) {
 		clear(dv)
 	}
 	bp := beta(accP)
-	gemm := headProduct(B, KV)
 	eachHeadGroup(B, H, KV, func(b, h, g int) {
 		doh, ph, vh, dvh := do[b*T*qd+h*Dh:], p[(b*H+h)*tt:], v[b*T*kd+g*Dh:], dv[b*T*kd+g*Dh:]
 		dph := dp[(b*H+h)*tt : (b*H+h+1)*tt]
 		for i0 := 0; i0 < T; i0 += causalBlock {
 			i1 := min(i0+causalBlock, T)
-			gemm(false, true, i1-i0, i1, Dh, 1, doh[i0*qd:], qd, vh, kd, bp, dph[i0*T:], T)
+			blas.Gemm(false, true, i1-i0, i1, Dh, 1, doh[i0*qd:], qd, vh, kd, bp, dph[i0*T:], T)
 			if !accP {
 				for i := i0; i < i1; i++ {
 					clear(dph[i*T+i1 : (i+1)*T])
 				}
 			}
 			// Value rows [i0, i1) from the weights of queries [i0, T).
-			gemm(true, false, i1-i0, Dh, T-i0, 1, ph[i0*T+i0:], T, doh[i0*qd:], qd, 1, dvh[i0*kd:], kd)
+			blas.Gemm(true, false, i1-i0, Dh, T-i0, 1, ph[i0*T+i0:], T, doh[i0*qd:], qd, 1, dvh[i0*kd:], kd)
 		}
 	})
 }

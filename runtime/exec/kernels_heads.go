@@ -3,24 +3,12 @@ package exec
 import (
 	"runtime"
 	"sync"
-
-	"github.com/moec-dev/moec/runtime/blas"
 )
 
 // causalBlock is the query rows of one product of the causal attention kernels: each
 // block is multiplied by the keys (values) up to its last row only, which at 128
 // positions computes 5/8 of the full square.
 const causalBlock = 32
-
-// headProduct is the product for eachHeadGroup's bodies over B sequences of KV key/value
-// heads: one goroutine per product (blas.GemmSerial) when the groups alone keep every core
-// busy, else blas.Gemm, which splits a product over the cores itself.
-func headProduct(B, KV int) product {
-	if B*KV >= 2*runtime.GOMAXPROCS(0) {
-		return blas.GemmSerial[float32]
-	}
-	return blas.Gemm[float32]
-}
 
 // eachHeadGroup runs f for every sequence b and head h (g: h's key/value head), spread
 // over the cores by (sequence, key/value head) so the heads that add into one key/value

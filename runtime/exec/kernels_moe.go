@@ -6,6 +6,7 @@ package exec
 import (
 	"math"
 	"runtime"
+	"slices"
 	"sync"
 
 	"github.com/moec-dev/moec/compiler/program"
@@ -350,11 +351,11 @@ func (e *Executor) experts(bufs []int) (w, b [][]float32, out, in int) {
 // is cleared and its fill recorded in yFill. With skipEmpty (an inference program's
 // grouped product whose input no counts reach) the zero rows are found and skipped.
 func GroupedMM(x, y []float32, w, b [][]float32, o, k int, xFill, yFill *RowFill, skipEmpty bool) {
-	groupedMM(blas.GemmSerial[float32], x, y, w, b, o, k, xFill, yFill, skipEmpty)
+	groupedMM(blas.Gemm[float32], nil, x, y, w, b, o, k, xFill, yFill, skipEmpty)
 }
 
 // groupedMM is GroupedMM through the product gemm.
-func groupedMM(gemm product, x, y []float32, w, b [][]float32, o, k int, xFill, yFill *RowFill, skipEmpty bool) {
+func groupedMM(gemm product, order *[]int32, x, y []float32, w, b [][]float32, o, k int, xFill, yFill *RowFill, skipEmpty bool) {
 	R := len(x) / (len(w) * k)
 	f := ofRows(known(xFill, len(x), len(w)), len(x)/k)
 	setFill(yFill, f)
@@ -370,7 +371,7 @@ func groupedMM(gemm product, x, y []float32, w, b [][]float32, o, k int, xFill, 
 		})
 		return
 	}
-	eachExpertShare(len(w), func(ex int) int { _, n := span(f, ex, R); return n }, func(int) int { return o * k }, func(ex, r0, r1 int) {
+	eachExpertPart(order, len(w), func(ex int) int { _, n := span(f, ex, R); return n }, func(ex, r0, r1 int) {
 		first, _ := span(f, ex, R)
 		if r0 == 0 && clearsPad(yFill) {
 			lo, hi := padding(f, ex, R)
@@ -391,23 +392,23 @@ func groupedMM(gemm product, x, y []float32, w, b [][]float32, o, k int, xFill, 
 // (where not nil) (+)= Σ dy over its filled rows (the fill of x, else of dy; the padding's
 // dy is zero). The parts are bands of each weight's output rows.
 func GroupedMMDW(dy, x []float32, w, b [][]float32, o, k int, acc bool, dyFill, xFill *RowFill) {
-	groupedMMDW(blas.GemmSerial[float32], dy, x, w, b, o, k, acc, dyFill, xFill)
+	groupedMMDW(blas.Gemm[float32], nil, dy, x, w, b, o, k, acc, dyFill, xFill)
 }
 
 // groupedMMDW is GroupedMMDW through the product gemm.
-func groupedMMDW(gemm product, dy, x []float32, w, b [][]float32, o, k int, acc bool, dyFill, xFill *RowFill) {
+func groupedMMDW(gemm product, order *[]int32, dy, x []float32, w, b [][]float32, o, k int, acc bool, dyFill, xFill *RowFill) {
 	R := len(x) / (len(w) * k)
 	f := known(xFill, len(x), len(w))
 	if f == nil {
 		f = known(dyFill, len(dy), len(w))
 	}
 	f = ofRows(f, len(x)/k)
-	eachExpertShare(len(w), func(ex int) int {
+	eachExpertPart(order, len(w), func(ex int) int {
 		if _, n := span(f, ex, R); n == 0 {
-			return 0 // nothing but clearing: one band
+			return 0 // nothing but clearing: one part
 		}
 		return o
-	}, func(ex int) int { _, n := span(f, ex, R); return n * k }, func(ex, o0, o1 int) {
+	}, func(ex, o0, o1 int) {
 		first, n := span(f, ex, R)
 		if n == 0 {
 			if !acc {
@@ -437,15 +438,15 @@ func groupedMMDW(gemm product, dy, x []float32, w, b [][]float32, o, k int, acc 
 // GroupedMMDX: each expert's filled rows (dyFill) of dx (+)= dy·W, dx's padding cleared
 // when written and its fill recorded in dxFill.
 func GroupedMMDX(dy, dx []float32, w [][]float32, o, k int, acc bool, dyFill, dxFill *RowFill) {
-	groupedMMDX(blas.GemmSerial[float32], dy, dx, w, o, k, acc, dyFill, dxFill)
+	groupedMMDX(blas.Gemm[float32], nil, dy, dx, w, o, k, acc, dyFill, dxFill)
 }
 
 // groupedMMDX is GroupedMMDX through the product gemm.
-func groupedMMDX(gemm product, dy, dx []float32, w [][]float32, o, k int, acc bool, dyFill, dxFill *RowFill) {
+func groupedMMDX(gemm product, order *[]int32, dy, dx []float32, w [][]float32, o, k int, acc bool, dyFill, dxFill *RowFill) {
 	R := len(dx) / (len(w) * k)
 	f := ofRows(known(dyFill, len(dy), len(w)), len(dx)/k)
 	setFill(dxFill, f)
-	eachExpertShare(len(w), func(ex int) int { _, n := span(f, ex, R); return n }, func(int) int { return o * k }, func(ex, r0, r1 int) {
+	eachExpertPart(order, len(w), func(ex int) int { _, n := span(f, ex, R); return n }, func(ex, r0, r1 int) {
 		first, _ := span(f, ex, R)
 		if r0 == 0 && !acc && clearsPad(dxFill) {
 			lo, hi := padding(f, ex, R)
@@ -503,10 +504,12 @@ func (k *Kernels) CombineBwd(dy, back []float32, idx, slot []int32, gates, dback
 		var dg float32
 		if row >= 0 {
 			o := back[row : row+D]
+			var sum float64 // in double, as the vector kernel (vec.CombineBackward)
 			for i, v := range dy[t*D : (t+1)*D] {
-				dg += v * o[i]
+				sum += float64(v * o[i])
 				dback[row+i] = gates[a] * v
 			}
+			dg = float32(sum)
 		}
 		if accGates {
 			dgates[a] += dg
@@ -553,3 +556,50 @@ func eachExpert(experts int, rows func(ex int) int, body func(ex int)) {
 	}
 	wg.Wait()
 }
+
+// eachExpertPart runs body over the parts of every expert's work: expert ex's size(ex)
+// units (rows of its tokens, or output rows of its weight) cut into bands of about
+// equal size, which the cores take as each comes free (experts differ in load by their
+// tokens, and one core with the largest expert left would idle the others). Every
+// expert gets at least one part, [0, 0) when its size is 0, so that a part can clear
+// what the expert writes; a part [0, hi) is always its expert's first. Nothing is
+// allocated: part j of expert ex is task ex·most+j of a grid as wide as the most parts
+// any expert has, and the grid's empty cells are skipped.
+func eachExpertPart(scratch *[]int32, experts int, size func(ex int) int, body func(ex, lo, hi int)) {
+	total, largest := 0, 0
+	for ex := 0; ex < experts; ex++ {
+		n := size(ex)
+		total += n
+		largest = max(largest, n)
+	}
+	// About eight parts a core, none below minPartRows (smaller products lose more to
+	// their setup than balance gains).
+	workers := runtime.GOMAXPROCS(0)
+	part := max(minPartRows, (total+8*workers-1)/(8*workers))
+	if experts >= 2*workers {
+		part = max(minPartRows, (total+2*workers-1)/(2*workers))
+	}
+	partsOf := func(n int) int { return max(1, (n+part-1)/part) }
+	most := partsOf(largest)
+	// The largest experts first: the cores then end together (longest processing time
+	// first), whatever the routing's spread. The order lives in the caller's scratch (an
+	// executor's), or, without one, in a slice of its own.
+	if scratch == nil {
+		scratch = new([]int32)
+	}
+	order := grow(scratch, experts)
+	for i := range order {
+		order[i] = int32(i)
+	}
+	slices.SortStableFunc(order, func(a, b int32) int { return size(int(b)) - size(int(a)) })
+	eachIndex(experts*most, func(i int) {
+		ex, j := int(order[i/most]), i%most
+		n := size(ex)
+		if parts := partsOf(n); j < parts {
+			body(ex, j*n/parts, (j+1)*n/parts)
+		}
+	})
+}
+
+// minPartRows is the fewest rows (or output rows) of a part eachExpertPart cuts.
+const minPartRows = 32
