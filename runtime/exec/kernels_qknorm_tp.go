@@ -69,15 +69,7 @@ func (k *Kernels) QKNormSpanBwd(dy, x, w, rstd, dot, dx, dw []float32, width int
 	if !accX {
 		clear(dx)
 	}
-	columnBands(d, n*d, func(j0, j1 int) {
-		for i := 0; i < n; i++ {
-			xi, dyi, r := x[i*d+j0:i*d+j1], dy[i*d+j0:i*d+j1], float64(rstd[i])
-			dwb := dw[j0:j1]
-			for j, g := range dyi {
-				dwb[j] += g * float32(float64(xi[j])*r)
-			}
-		}
-	})
+	qkNormScaleGrad(dy, x, rstd, dw)
 	parallel(n, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			xi, dyi, dxi := x[i*d:(i+1)*d], dy[i*d:(i+1)*d], dx[i*d:(i+1)*d]

@@ -40,15 +40,7 @@ func (k *Kernels) QKNormBwd(dy, x, w, rstd, dx, dw []float32, accX, accW bool) {
 	if !accX {
 		clear(dx)
 	}
-	columnBands(d, n*d, func(j0, j1 int) {
-		for i := 0; i < n; i++ {
-			xi, dyi, r := x[i*d+j0:i*d+j1], dy[i*d+j0:i*d+j1], float64(rstd[i])
-			dwb := dw[j0:j1]
-			for j, g := range dyi {
-				dwb[j] += g * float32(float64(xi[j])*r)
-			}
-		}
-	})
+	qkNormScaleGrad(dy, x, rstd, dw)
 	parallel(n, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			xi, dyi, dxi := x[i*d:(i+1)*d], dy[i*d:(i+1)*d], dx[i*d:(i+1)*d]
@@ -87,4 +79,20 @@ func ClipBwd(dy, x, dx []float32, limit float32, acc bool) {
 			dx[i] = g
 		}
 	}
+}
+
+// qkNormScaleGrad adds a q/k norm's scale gradient Σ dy ⊙ x̂ (x̂ = x·rstd) over the rows to
+// dw, in row order, each core a band of columns (the serial sum, bit for bit).
+func qkNormScaleGrad(dy, x, rstd, dw []float32) {
+	d := len(dw)
+	n := len(x) / d
+	columnBands(d, n*d, func(j0, j1 int) {
+		for i := 0; i < n; i++ {
+			xi, dyi, r := x[i*d+j0:i*d+j1], dy[i*d+j0:i*d+j1], float64(rstd[i])
+			dwb := dw[j0:j1]
+			for j, g := range dyi {
+				dwb[j] += g * float32(float64(xi[j])*r)
+			}
+		}
+	})
 }
