@@ -41,32 +41,40 @@ train gaps on local {
 // the shared table's gradient over the embedding group), and holds the generated program's
 // losses to moec run's on the same layout within 1e-6.
 func TestStepProgramGapLayouts(t *testing.T) {
-	gobin := needGoBuild(t)
-	prog := loadSections(t, map[string][]byte{"input.moe": []byte(gapsModel)})
+	layoutFormMatchesRun(t, needGoBuild(t), gapsModel, train.Sharding{Ranks: 4, TP: 2, PP: 2, EP: 1}, step.Layout{DP: 1, EP: 1, TP: 2, PP: 2},
+		"k.QKNormSumSq(", "k.QKNormSpan(", "k.QKNormBwdDot(", "k.QKNormSpanBwd(")
+}
+
+// layoutFormMatchesRun trains src's stage moe through moec run on the layout sh and
+// through the step program of its rank 0 at l written out as Go (which must call each of
+// calls), and holds the generated program's losses to the run's within 1e-6.
+func layoutFormMatchesRun(t *testing.T, gobin, src string, sh train.Sharding, l step.Layout, calls ...string) {
+	t.Helper()
+	prog := loadSections(t, map[string][]byte{"input.moe": []byte(src)})
+	sh.Program = true
 	res, err := train.Run(context.Background(), train.Options{Program: prog, StageName: "moe", OutRoot: t.TempDir(),
-		Steps: stepSteps, ValWindows: 2, Layout: &train.Sharding{Ranks: 4, TP: 2, PP: 2, EP: 1, Program: true}})
+		Steps: stepSteps, ValWindows: 2, Layout: &sh})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := runLosses(t, res)
 	_, cfg := stepProgramFor(t, prog, "moe")
-	sp, err := step.LowerRank(cfg.Model, step.Batch{MicroBatch: cfg.MicroBatch, SeqLen: cfg.SeqLen, Micro: cfg.Accum},
-		step.Layout{DP: 1, EP: 1, TP: 2, PP: 2}, 0)
+	sp, err := step.LowerRank(cfg.Model, step.Batch{MicroBatch: cfg.MicroBatch / l.DP, SeqLen: cfg.SeqLen, Micro: cfg.Accum}, l, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	sp.Stage = "moe"
-	src := emitProgram(t, cfg, sp)
-	b, err := os.ReadFile(src)
+	gen := emitProgram(t, cfg, sp)
+	b, err := os.ReadFile(gen)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, call := range []string{"k.QKNormSumSq(", "k.QKNormSpan(", "k.QKNormBwdDot(", "k.QKNormSpanBwd("} {
+	for _, call := range calls {
 		if !strings.Contains(string(b), call) {
 			t.Errorf("the program has no %s", call)
 		}
 	}
-	exe, err := buildStepSource(t, gobin, src, nil)
+	exe, err := buildStepSource(t, gobin, gen, nil)
 	if err != nil {
 		t.Fatalf("go build of the step program: %v", err)
 	}

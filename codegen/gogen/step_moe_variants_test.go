@@ -1,10 +1,6 @@
 package gogen_test
 
 import (
-	"context"
-	"os"
-	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/moec-dev/moec/compiler/step"
@@ -47,36 +43,7 @@ train variants on local {
 // and unweighted combine, the shared gate, and the gates' gradient summed over tp), and
 // holds the generated program's losses to moec run's on the same layout within 1e-6.
 func TestStepProgramMoEVariants(t *testing.T) {
-	gobin := needGoBuild(t)
-	prog := loadSections(t, map[string][]byte{"input.moe": []byte(variantsModel)})
-	res, err := train.Run(context.Background(), train.Options{Program: prog, StageName: "moe", OutRoot: t.TempDir(),
-		Steps: stepSteps, ValWindows: 2, Layout: &train.Sharding{Ranks: 4, TP: 2, PP: 1, EP: 2, Program: true, SP: true}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := runLosses(t, res)
-	_, cfg := stepProgramFor(t, prog, "moe")
-	sp, err := step.LowerRank(cfg.Model, step.Batch{MicroBatch: cfg.MicroBatch / 2, SeqLen: cfg.SeqLen, Micro: cfg.Accum},
-		step.Layout{DP: 2, EP: 2, TP: 2, PP: 1, SequenceParallel: true}, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sp.Stage = "moe"
-	src := emitProgram(t, cfg, sp)
-	b, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, call := range []string{"exec.ActClamped(", "exec.ActClampedBwd(", "k.PermuteGated(", "k.PermuteGatedBwd(",
-		"k.CombineUngated(", "k.CombineUngatedBwd(", "exec.SigmoidGate(", "exec.SigmoidGateBwd("} {
-		if !strings.Contains(string(b), call) {
-			t.Errorf("the program has no %s", call)
-		}
-	}
-	exe, err := buildStepSource(t, gobin, src, nil)
-	if err != nil {
-		t.Fatalf("go build of the step program: %v", err)
-	}
-	got, _ := runProgram(t, exe, "-steps", strconv.Itoa(stepSteps))
-	closeLosses(t, got, want, " on the same layout")
+	layoutFormMatchesRun(t, needGoBuild(t), variantsModel, train.Sharding{Ranks: 4, TP: 2, PP: 1, EP: 2, SP: true}, step.Layout{DP: 2, EP: 2, TP: 2, PP: 1, SequenceParallel: true},
+		"exec.ActClamped(", "exec.ActClampedBwd(", "k.PermuteGated(", "k.PermuteGatedBwd(",
+		"k.CombineUngated(", "k.CombineUngatedBwd(", "exec.SigmoidGate(", "exec.SigmoidGateBwd(")
 }

@@ -1,10 +1,6 @@
 package gogen_test
 
 import (
-	"context"
-	"os"
-	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/moec-dev/moec/compiler/step"
@@ -46,36 +42,7 @@ train auxfree on local {
 // the replicas, the bias's update after AdamW in the rank's parameter shard) and holds the generated program's losses to moec run's
 // on the same layout within 1e-6: the routing of every later step depends on the bias.
 func TestStepProgramRoutingBias(t *testing.T) {
-	gobin := needGoBuild(t)
-	prog := loadSections(t, map[string][]byte{"input.moe": []byte(auxFreeModel)})
-	res, err := train.Run(context.Background(), train.Options{Program: prog, StageName: "moe", OutRoot: t.TempDir(),
-		Steps: stepSteps, ValWindows: 2, Layout: &train.Sharding{Ranks: 2, TP: 1, PP: 1, EP: 2, ZeRO: 3, Program: true}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := runLosses(t, res)
-	_, cfg := stepProgramFor(t, prog, "moe")
-	sp, err := step.LowerRank(cfg.Model, step.Batch{MicroBatch: cfg.MicroBatch / 2, SeqLen: cfg.SeqLen, Micro: cfg.Accum},
-		step.Layout{DP: 2, EP: 2, TP: 1, PP: 1, ZeRO: 3}, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sp.Stage = "moe"
-	src := emitProgram(t, cfg, sp)
-	b, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, call := range []string{"k.RouteBiased(", "exec.ExpertLoad(", "exec.RouterBiasBwd(", "exec.RouterBiasUpdate(",
-		"exec.LatentNorm(", "exec.MLASplit(", "exec.MLASplitBwd(", "k.MLAHeads(", "k.MLAHeadsBwd(", "k.MLAAttention(", "k.MLAAttentionBwd("} {
-		if !strings.Contains(string(b), call) {
-			t.Errorf("the program has no %s", call)
-		}
-	}
-	exe, err := buildStepSource(t, gobin, src, nil)
-	if err != nil {
-		t.Fatalf("go build of the step program: %v", err)
-	}
-	got, _ := runProgram(t, exe, "-steps", strconv.Itoa(stepSteps))
-	closeLosses(t, got, want, " on the same layout")
+	layoutFormMatchesRun(t, needGoBuild(t), auxFreeModel, train.Sharding{Ranks: 2, TP: 1, PP: 1, EP: 2, ZeRO: 3}, step.Layout{DP: 2, EP: 2, TP: 1, PP: 1, ZeRO: 3},
+		"k.RouteBiased(", "exec.ExpertLoad(", "exec.RouterBiasBwd(", "exec.RouterBiasUpdate(",
+		"exec.LatentNorm(", "exec.MLASplit(", "exec.MLASplitBwd(", "k.MLAHeads(", "k.MLAHeadsBwd(", "k.MLAAttention(", "k.MLAAttentionBwd(")
 }

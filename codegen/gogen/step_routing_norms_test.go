@@ -1,10 +1,6 @@
 package gogen_test
 
 import (
-	"context"
-	"os"
-	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/moec-dev/moec/compiler/step"
@@ -45,33 +41,6 @@ train post_groups on local {
 // moec run's on the same layout within 1e-6: the route kernel it calls chooses within the
 // groups, and the post norms are the listing's norm, add and copy ops.
 func TestStepProgramPostNormGroups(t *testing.T) {
-	gobin := needGoBuild(t)
-	prog := loadSections(t, map[string][]byte{"input.moe": []byte(postGroupsModel)})
-	res, err := train.Run(context.Background(), train.Options{Program: prog, StageName: "moe", OutRoot: t.TempDir(),
-		Steps: stepSteps, ValWindows: 2, Layout: &train.Sharding{Ranks: 4, TP: 2, PP: 1, EP: 2, Program: true}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := runLosses(t, res)
-	_, cfg := stepProgramFor(t, prog, "moe")
-	sp, err := step.LowerRank(cfg.Model, step.Batch{MicroBatch: cfg.MicroBatch / 2, SeqLen: cfg.SeqLen, Micro: cfg.Accum},
-		step.Layout{DP: 2, EP: 2, TP: 2, PP: 1}, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sp.Stage = "moe"
-	src := emitProgram(t, cfg, sp)
-	b, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(b), "k.Route(") {
-		t.Error("the program has no k.Route(")
-	}
-	exe, err := buildStepSource(t, gobin, src, nil)
-	if err != nil {
-		t.Fatalf("go build of the step program: %v", err)
-	}
-	got, _ := runProgram(t, exe, "-steps", strconv.Itoa(stepSteps))
-	closeLosses(t, got, want, " on the same layout")
+	layoutFormMatchesRun(t, needGoBuild(t), postGroupsModel, train.Sharding{Ranks: 4, TP: 2, PP: 1, EP: 2}, step.Layout{DP: 2, EP: 2, TP: 2, PP: 1},
+		"k.Route(")
 }

@@ -76,19 +76,14 @@ func TestGemmMatchesNaive(t *testing.T) {
 					if e := maxErr(got, want); e > 1e-10*float64(k+1) {
 						t.Errorf("float64 %v ta=%v tb=%v ab=%v: max error %g", sh, ta, tb, ab, e)
 					}
-					for _, p := range []struct {
-						name string
-						gemm func(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int)
-					}{{"Gemm", Gemm[float32]}} {
-						got32 := to32(c)
-						p.gemm(ta, tb, m, n, k, float32(ab[0]), to32(a), lda, to32(b), ldb, float32(ab[1]), got32, ldc)
-						g := make([]float64, len(got32))
-						for i, v := range got32 {
-							g[i] = float64(v)
-						}
-						if e := maxErr(g, want); e > 1e-5*float64(k+1) {
-							t.Errorf("%s float32 %v ta=%v tb=%v ab=%v: max error %g", p.name, sh, ta, tb, ab, e)
-						}
+					got32 := to32(c)
+					Gemm(ta, tb, m, n, k, float32(ab[0]), to32(a), lda, to32(b), ldb, float32(ab[1]), got32, ldc)
+					g := make([]float64, len(got32))
+					for i, v := range got32 {
+						g[i] = float64(v)
+					}
+					if e := maxErr(g, want); e > 1e-5*float64(k+1) {
+						t.Errorf("float32 %v ta=%v tb=%v ab=%v: max error %g", sh, ta, tb, ab, e)
 					}
 				}
 			}
