@@ -174,12 +174,17 @@ def grad_mode(name):
     return torch.inference_mode() if name == "inference_mode" else torch.no_grad()
 
 
-def timed(model, batch, steps, mode):
+def timed(model, batch, steps, mode, seconds=0.0):
+    """Tokens per second of greedy generations of steps tokens, after a short one to warm
+    up, repeated until seconds have passed (at least one)."""
     with grad_mode(mode):
         model.generate(batch, 8)  # warm up
+        n = 0
         t0 = time.perf_counter()
-        model.generate(batch, steps)
-        return batch * steps / (time.perf_counter() - t0)
+        while n == 0 or time.perf_counter() - t0 < seconds:
+            model.generate(batch, steps)
+            n += batch * steps
+        return n / (time.perf_counter() - t0)
 
 
 def engines():
@@ -193,6 +198,7 @@ def main():
     ap.add_argument("--tokens", help="check: int32 token ids")
     ap.add_argument("--logits", help="check: moec's float32 logits [steps, vocab]")
     ap.add_argument("--steps", type=int, default=127)
+    ap.add_argument("--seconds", type=float, default=0.0, help="gen: least time of each measurement (generations repeated)")
     ap.add_argument("--settings", default="", help="gen: tune's best settings (JSON); default 2 threads, inference_mode")
     ap.add_argument("--threads", default="1,2", help="tune: the thread counts to try (comma-separated)")
     ap.add_argument("--rounds", type=int, default=2, help="tune: sweeps over every setting; each keeps its fastest")
@@ -252,7 +258,7 @@ def main():
             m = TinyHunYuan(args.checkpoint)
             m.quantize()
         torch.set_num_threads(int(st.get("threads", 2)))
-        out[key] = timed(m, int(key.split("_")[1]), args.steps, st.get("grad", "inference_mode"))
+        out[key] = timed(m, int(key.split("_")[1]), args.steps, st.get("grad", "inference_mode"), args.seconds)
     print(json.dumps(out))
 
 

@@ -74,7 +74,8 @@ func main() {
 	ckpt := flag.String("checkpoint", "out/hunyuan_tiny/eight/run", "the trained checkpoint or run folder")
 	calib := flag.String("calibration", "runtime/nn/moe.go", "text whose routing chooses the experts kept (Go source, as the tiny HunYuan trained on)")
 	reps := flag.Int("reps", 5, "repetitions of each generation measurement")
-	tokens := flag.Int("tokens", 127, "tokens generated per measurement")
+	tokens := flag.Int("tokens", 127, "tokens generated per generation")
+	seconds := flag.Float64("seconds", 0.5, "least time of each measurement: after one generation to warm up, generations are repeated until it has passed (moec's and the peer's alike)")
 	out := flag.String("out", "", "folder to write compression.md and its plot to (none: standard output only)")
 	python := flag.String("python", pythons.Default(), "comma-separated interpreters of the PyTorch peer, each measured (\"\": no peer; one whose torch does not import is skipped)")
 	peerScript := flag.String("peer", "bench/peer/hunyuan_peer.py", "the PyTorch peer's script")
@@ -87,13 +88,13 @@ func main() {
 		return nil
 	})
 	flag.Parse()
-	if err := run(*ckpt, *calib, *reps, *tokens, *out, students, pythons.List(*python), *peerScript); err != nil {
+	if err := run(*ckpt, *calib, *reps, *tokens, *seconds, *out, students, pythons.List(*python), *peerScript); err != nil {
 		fmt.Fprintln(os.Stderr, "compressbench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ckpt, calibPath string, reps, tokens int, outDir string, students, interpreters []string, peerScript string) error {
+func run(ckpt, calibPath string, reps, tokens int, seconds float64, outDir string, students, interpreters []string, peerScript string) error {
 	src, err := train.ResolveCheckpoint(ckpt)
 	if err != nil {
 		return err
@@ -164,19 +165,20 @@ func run(ckpt, calibPath string, reps, tokens int, outDir string, students, inte
 		}
 		for _, p := range sides {
 			if p != nil {
-				if err := p.measure(tokens); err != nil {
+				if err := p.measure(tokens, seconds); err != nil {
 					return err
 				}
 				continue
 			}
 			for _, v := range vs {
-				t0 := time.Now()
-				if err := generate.Generate(context.Background(), v.m, []byte("\n"), tokens, s, func(byte) error { return nil }); err != nil {
+				tps, err := sustained(seconds, func() (int, error) {
+					return tokens, generate.Generate(context.Background(), v.m, []byte("\n"), tokens, s, func(byte) error { return nil })
+				})
+				if err != nil {
 					return err
 				}
-				v.tps1 = append(v.tps1, float64(tokens)/time.Since(t0).Seconds())
-				tps, err := batch16(v.m, tokens)
-				if err != nil {
+				v.tps1 = append(v.tps1, tps)
+				if tps, err = sustained(seconds, func() (int, error) { return batch16(v.m, tokens) }); err != nil {
 					return err
 				}
 				v.tps16 = append(v.tps16, tps)
@@ -195,7 +197,7 @@ func run(ckpt, calibPath string, reps, tokens int, outDir string, students, inte
 	var w strings.Builder
 	load, _ := os.ReadFile("/proc/loadavg")
 	fmt.Fprintf(&w, "checkpoint %s; kernel %s; %s; GOMAXPROCS %d; load %s\n", src, quant.ISA(), cpu, runtime.GOMAXPROCS(0), strings.Join(strings.Fields(string(load))[:3], " "))
-	fmt.Fprintf(&w, "generation: greedy, %d tokens after a 1-byte prompt, median (min-max) of %d repetitions\n\n", tokens, reps)
+	fmt.Fprintf(&w, "generation: greedy, %d tokens after a 1-byte prompt (batch 16: from 16 different bytes), each measurement one generation to warm up and then generations repeated for at least %.2g s (the peers' alike); median (min-max) of %d repetitions\n\n", tokens, seconds, reps)
 	base := vs[0]
 	fmt.Fprintln(&w, "| model | perplexity | vs fp32 | weights in memory | vs fp32 | live heap of the loaded model | model.safetensors | gen tokens/s, batch 1 | vs fp32 (median, best) | gen tokens/s, batch 16 | vs fp32 (median, best) |")
 	fmt.Fprintln(&w, "|---|---|---|---|---|---|---|---|---|---|---|")
@@ -303,7 +305,27 @@ func writePage(dir, table string, vs []*variant) error {
 }
 
 // batch16 decodes 16 sequences greedily for n tokens and returns tokens/s over all 16.
-func batch16(m *nn.Model, n int) (float64, error) {
+// sustained is the tokens per second of gen, run once to warm up and then repeated until
+// seconds have passed; gen returns the tokens it generated. One generation of the tiny
+// model lasts a few milliseconds, too short to time alone.
+func sustained(seconds float64, gen func() (int, error)) (float64, error) {
+	if _, err := gen(); err != nil {
+		return 0, err
+	}
+	n := 0
+	t0 := time.Now()
+	for n == 0 || time.Since(t0).Seconds() < seconds {
+		k, err := gen()
+		if err != nil {
+			return 0, err
+		}
+		n += k
+	}
+	return float64(n) / time.Since(t0).Seconds(), nil
+}
+
+// batch16 decodes n steps of 16 sequences greedily and returns the tokens generated.
+func batch16(m *nn.Model, n int) (int, error) {
 	const b = 16
 	dec := m.NewDecoder(b, n+1)
 	vocab := int(m.Config().PaddedVocab())
@@ -311,7 +333,6 @@ func batch16(m *nn.Model, n int) (float64, error) {
 	for i := range toks {
 		toks[i] = int32('a' + i)
 	}
-	t0 := time.Now()
 	for step := 0; step < n; step++ {
 		logits, err := dec.Step(toks)
 		if err != nil {
@@ -322,7 +343,7 @@ func batch16(m *nn.Model, n int) (float64, error) {
 			toks[i] = int32(slices.Index(row, slices.Max(row)))
 		}
 	}
-	return float64(b*n) / time.Since(t0).Seconds(), nil
+	return b * n, nil
 }
 
 // liveHeap is the live heap after collections: two, since a sync.Pool (each quantised

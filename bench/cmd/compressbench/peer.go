@@ -144,10 +144,11 @@ func (p *torchPeer) tune(maxThreads int) error {
 	return nil
 }
 
-// measure times one generation of each workload under the tuned settings.
-func (p *torchPeer) measure(tokens int) error {
+// measure times each workload under the tuned settings: generations of tokens repeated
+// for at least seconds after one to warm up, as moec's are.
+func (p *torchPeer) measure(tokens int, seconds float64) error {
 	r := map[string]any{}
-	if err := p.run(&r, "gen", "--checkpoint", p.ckpt, "--steps", fmt.Sprint(tokens), "--settings", string(p.settings)); err != nil {
+	if err := p.run(&r, "gen", "--checkpoint", p.ckpt, "--steps", fmt.Sprint(tokens), "--seconds", fmt.Sprint(seconds), "--settings", string(p.settings)); err != nil {
 		return err
 	}
 	for _, k := range peerKeys {
