@@ -156,6 +156,12 @@ func (d *driver) measure(coretype, size string, reps int, seconds float64, load 
 		}
 		rows = append(rows, row{Name: fmt.Sprintf("moec training step as a fraction of its sgemm peak (%.1f MFLOP/token)", flops/1e6),
 			Unit: "%", Moec: frac, Target: 0.6, Single: true})
+		// How far the 2× floors sit from the machine's product peak: each side's useful
+		// GFLOP/s against the best sgemm any side ran in the same repetition.
+		sgemm := peerVals("sgemm")
+		sgemm["moec"] = vals["moec"]["sgemm"]
+		rows = append(rows, productBound("training step", flops, 2, vals["moec"]["train"], peerVals("train"), sgemm)...)
+		rows = append(rows, productBound("inference forward", forwardFLOPsPerToken(benchModel()), 2, vals["moec"]["forward"], peerVals("forward"), sgemm)...)
 	}
 	fmt.Fprintf(stdout, "### %s\n\n", sizeTitle(size))
 	fmt.Fprintln(stdout, tableCaption(coretype, reps, seconds, d.peers, load))

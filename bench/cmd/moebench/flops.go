@@ -14,3 +14,9 @@ import (
 func trainFLOPsPerToken(m *program.Model) float64 {
 	return analysis.CountFLOPs(m, 0).TrainPerToken
 }
+
+// forwardFLOPsPerToken is the useful work of one inference-forward token, counted as
+// trainFLOPsPerToken counts it.
+func forwardFLOPsPerToken(m *program.Model) float64 {
+	return analysis.CountFLOPs(m, 0).ForwardPerToken
+}
