@@ -73,11 +73,7 @@ func exportTokenizer(dir string, m *program.Model, special *checkpoint.SpecialTo
 	if ids := oneOrList(tc.EOS); ids != nil {
 		gen["eos_token_id"] = ids
 	}
-	gb, err := json.MarshalIndent(gen, "", "  ")
-	if err != nil {
-		return fmt.Errorf("hf: encoding generation_config.json: %w", err)
-	}
-	if err := write("generation_config.json", append(gb, '\n')); err != nil {
+	if err := writeGenerationConfig(gen, write); err != nil {
 		return err
 	}
 	if c, ok := cfg.(map[string]any); ok {
@@ -114,6 +110,11 @@ func exportSpecialTokens(special *checkpoint.SpecialTokens, cfg any, write func(
 			c[f.key] = ids
 		}
 	}
+	return writeGenerationConfig(gen, write)
+}
+
+// writeGenerationConfig writes gen as generation_config.json.
+func writeGenerationConfig(gen map[string]any, write func(name string, b []byte) error) error {
 	gb, err := json.MarshalIndent(gen, "", "  ")
 	if err != nil {
 		return fmt.Errorf("hf: encoding generation_config.json: %w", err)
