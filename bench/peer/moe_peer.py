@@ -358,7 +358,7 @@ def backend():
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["train", "train-bf16", "forward", "gen1", "gen16", "gen1-int8", "gen16-int8", "sgemm", "tune", "info"])
+    ap.add_argument("mode", choices=["train", "train-bf16", "forward", "gen1", "gen16", "gen1-int8", "gen16-int8", "sgemm", "bgemm", "tune", "info"])
     ap.add_argument("--impl", choices=IMPLS, default="sliced")
     ap.add_argument("--size", choices=sorted(SIZES), default="small")
     ap.add_argument("--threads", type=int, default=1)
@@ -376,8 +376,10 @@ def main():
         out["backend"] = backend()
         print(json.dumps(out))
         return
-    if args.mode == "sgemm":
-        a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    if args.mode in ("sgemm", "bgemm"):
+        # bgemm: the bfloat16 product (oneDNN's, as autocast runs it), float32 sums inside.
+        dtype = torch.bfloat16 if args.mode == "bgemm" else torch.float32
+        a, b = torch.randn(1024, 1024, dtype=dtype), torch.randn(1024, 1024, dtype=dtype)
         best = 0.0
         for _ in range(5):
             n, dt = timed(lambda: torch.mm(a, b), args.seconds / 5, 3)

@@ -12,7 +12,7 @@ func TestProductBound(t *testing.T) {
 	moec := []float64{12000, 9000}
 	peers := map[string][]float64{"torch a": {8000, 3000}, "torch b": {6000, 4000}}
 	sgemm := map[string][]float64{"moec": {160, 200}, "torch a": {200, 100}, "torch b": {150, 150}}
-	rows := productBound("training step", flops, 2, moec, peers, sgemm)
+	rows := productBound("training step", "sgemm peak", flops, 2, moec, peers, sgemm)
 	if len(rows) != 3 {
 		t.Fatalf("%d rows, want 3", len(rows))
 	}
@@ -31,7 +31,7 @@ func TestProductBound(t *testing.T) {
 			}
 		}
 	}
-	if rows := productBound("x", flops, 2, moec, map[string][]float64{}, sgemm); rows != nil {
+	if rows := productBound("x", "sgemm peak", flops, 2, moec, map[string][]float64{}, sgemm); rows != nil {
 		t.Errorf("without a peer: %d rows, want none", len(rows))
 	}
 }

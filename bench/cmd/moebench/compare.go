@@ -15,7 +15,7 @@ func modesFor(size string) []string {
 	if size == sizeLarge {
 		return []string{"train", "forward", "gen1", "gen16"}
 	}
-	return []string{"train", "train-bf16", "forward", "train-nn", "forward-nn", "gen1", "gen16", "gen1-int8", "gen16-int8", "sgemm"}
+	return []string{"train", "train-bf16", "forward", "train-nn", "forward-nn", "gen1", "gen16", "gen1-int8", "gen16-int8", "sgemm", "bgemm"}
 }
 
 // moecOnly reports whether mode has no PyTorch counterpart of its own.
@@ -93,7 +93,7 @@ func (d *driver) measure(coretype, size string, reps int, seconds float64, load 
 					return err
 				}
 				v := m.Result.TokensPerS
-				if mode == "sgemm" {
+				if mode == "sgemm" || mode == "bgemm" {
 					v = m.Result.GFLOPS
 				}
 				side := j.side()
@@ -160,8 +160,12 @@ func (d *driver) measure(coretype, size string, reps int, seconds float64, load 
 		// GFLOP/s against the best sgemm any side ran in the same repetition.
 		sgemm := peerVals("sgemm")
 		sgemm["moec"] = vals["moec"]["sgemm"]
-		rows = append(rows, productBound("training step", flops, 2, vals["moec"]["train"], peerVals("train"), sgemm)...)
-		rows = append(rows, productBound("inference forward", forwardFLOPsPerToken(benchModel()), 2, vals["moec"]["forward"], peerVals("forward"), sgemm)...)
+		rows = append(rows, productBound("training step", "sgemm peak", flops, 2, vals["moec"]["train"], peerVals("train"), sgemm)...)
+		rows = append(rows, productBound("inference forward", "sgemm peak", forwardFLOPsPerToken(benchModel()), 2, vals["moec"]["forward"], peerVals("forward"), sgemm)...)
+		add(row{Name: "bf16 product peak, 1024³ (bfloat16 operands, float32 sums)", Unit: "GFLOP/s", Moec: vals["moec"]["bgemm"]}, "", peerVals("bgemm"))
+		bgemm := peerVals("bgemm")
+		bgemm["moec"] = vals["moec"]["bgemm"]
+		rows = append(rows, productBound("training step, moec bf16 against PyTorch fp32", "bf16 product peak", flops, 3, vals["moec"]["train-bf16"], peerVals("train"), bgemm)...)
 	}
 	fmt.Fprintf(stdout, "### %s\n\n", sizeTitle(size))
 	fmt.Fprintln(stdout, tableCaption(coretype, reps, seconds, d.peers, load))

@@ -5,9 +5,10 @@
 // Python interpreter and the peer script bench/peer/moe_peer.py).
 // Out: on stdout, per OpenBLAS setting, the tuned PyTorch thread setting, a correctness
 // check of both sides, and a table of training-step, inference-forward and KV-cache
-// generation tokens/s, peak resident memory, and moec's achieved GFLOP/s as a fraction of
-// the sgemm peak measured in the same run; each as moec / PyTorch with min, median and max
-// over the repetitions. -json also writes every raw measurement.
+// generation tokens/s, peak resident memory, and each side's achieved GFLOP/s as a share of
+// the float32 and bfloat16 product peaks measured in the same run, with the share each
+// floor needs (productBound); each as moec / PyTorch with min, median and max over the
+// repetitions. -json also writes every raw measurement.
 //
 // Every measurement runs in its own child process (moebench -worker MODE for moec, the peer
 // script for PyTorch), so a side's peak memory is the child's getrusage maxrss and neither

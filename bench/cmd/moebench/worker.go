@@ -178,7 +178,9 @@ func runWorker(mode, size string, seconds float64, w io.Writer) error {
 	var err error
 	switch mode {
 	case "sgemm":
-		res.GFLOPS = sgemmPeak(seconds)
+		res.GFLOPS = sgemmPeak(seconds, blas.Gemm[float32])
+	case "bgemm":
+		res.GFLOPS = sgemmPeak(seconds, blas.GemmBF16)
 	case "check":
 		err = checkTraining(&res)
 	case "train-nn":
@@ -204,7 +206,7 @@ func runWorker(mode, size string, seconds float64, w io.Writer) error {
 		}
 		err = measureGenerate(&res, size, batch, strings.HasSuffix(mode, "-int8"), seconds, iters)
 	default:
-		return fmt.Errorf("unknown worker mode %q (want train, train-bf16, forward, train-nn, forward-nn, gen1, gen16, gen1-int8, gen16-int8, sgemm or check)", mode)
+		return fmt.Errorf("unknown worker mode %q (want train, train-bf16, forward, train-nn, forward-nn, gen1, gen16, gen1-int8, gen16-int8, sgemm, bgemm or check)", mode)
 	}
 	if err != nil {
 		return fmt.Errorf("moec %s: %w", mode, err)
@@ -306,9 +308,11 @@ func argmax(x []float32) int {
 	return best
 }
 
-// sgemmPeak is the best GFLOP/s of runtime/blas on a 1024³ float32 product, the kernel and
-// threading every moec matrix product goes through; best of five rounds.
-func sgemmPeak(seconds float64) float64 {
+// sgemmPeak is the best GFLOP/s of gemm on a 1024³ product of float32 operands; best of
+// five rounds. With blas.Gemm it is the kernel and threading every float32 moec product
+// goes through; with blas.GemmBF16 the bfloat16 products of precision = bf16 (the
+// operands rounded to bfloat16, float32 sums).
+func sgemmPeak(seconds float64, gemm func(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int)) float64 {
 	const n = 1024
 	a, b, c := make([]float32, n*n), make([]float32, n*n), make([]float32, n*n)
 	for i := range a {
@@ -317,7 +321,7 @@ func sgemmPeak(seconds float64) float64 {
 	best := 0.0
 	for range 5 {
 		iters, dt, _ := timed(seconds/5, 3, func() error {
-			blas.Gemm(false, false, n, n, n, 1, a, n, b, n, 0, c, n)
+			gemm(false, false, n, n, n, 1, a, n, b, n, 0, c, n)
 			return nil
 		})
 		best = max(best, 2*n*n*n*float64(iters)/dt/1e9)
