@@ -105,6 +105,15 @@ func TestFeedMatchesHandWritten(t *testing.T) {
 		m.SeqLen = 16
 		models["mla "+v.name] = m
 	}
+	for name, edit := range map[string]func(m *program.Model){
+		"mla window": func(m *program.Model) { m.Attention.Window = 4 },
+		"mla nope":   func(m *program.Model) { m.Position = program.NoPosition },
+	} {
+		m := variantModel(t, mlaVariants()[1])
+		m.SeqLen = 16
+		edit(m)
+		models[name] = m
+	}
 	for name, m := range models {
 		t.Run(name, func(t *testing.T) {
 			net, err := nn.New(m, 3)
