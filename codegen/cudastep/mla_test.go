@@ -18,7 +18,7 @@ import (
 // of the rope features. The prefill and decoding pair (`moec generate`) is still refused,
 // naming the op it lacks.
 func TestServingLowersLatentAttention(t *testing.T) {
-	const heads, nope, rope, vd, maxLen = 2, 8, 4, 12, 8
+	const heads, nope, rope, vd, maxLen = 2, 8, 4, 10, 8
 	m := programtest.TinyMoE(func(m *program.Model) {
 		a := &m.Attention
 		a.MLA, a.QLoraRank, a.KVLoraRank, a.QKNopeHeadDim, a.QKRopeHeadDim, a.VHeadDim = true, 12, 16, nope, rope, vd

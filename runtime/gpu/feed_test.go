@@ -34,7 +34,7 @@ func TestFeederMatchesHandWritten(t *testing.T) {
 		}),
 		"latent attention": programtest.TinyMoE(func(m *program.Model) {
 			a := &m.Attention
-			a.MLA, a.QLoraRank, a.KVLoraRank, a.QKNopeHeadDim, a.QKRopeHeadDim, a.VHeadDim = true, 12, 16, 8, 4, 12
+			a.MLA, a.QLoraRank, a.KVLoraRank, a.QKNopeHeadDim, a.QKRopeHeadDim, a.VHeadDim = true, 12, 16, 8, 4, 10
 			m.MoE.SharedExperts, m.MoE.SharedHidden = 1, 16
 		}),
 	} {
