@@ -15,8 +15,8 @@ import (
 // at each row's position, the rows' attention over caches of heads·(nope+rope) keys and
 // heads·v values, each appended by decode_kv_append_rows at its own width) and its latents'
 // norms to dense_norm with DeepSeek's epsilon; the rope tables hold the caches' positions
-// of the rope features. The prefill and decoding pair (`moec generate`) is still refused,
-// naming the op it lacks.
+// of the rope features. They lower with bf16 weight products too. The prefill and
+// decoding pair (`moec generate`) is still refused, naming the op it lacks.
 func TestServingLowersLatentAttention(t *testing.T) {
 	const heads, nope, rope, vd, maxLen = 2, 8, 4, 10, 8
 	m := programtest.TinyMoE(func(m *program.Model) {
@@ -68,6 +68,9 @@ func TestServingLowersLatentAttention(t *testing.T) {
 	}
 	if !slices.ContainsFunc(serving.KernelFiles(), func(f KernelFile) bool { return f.Name == "kernels_mla.cu" }) {
 		t.Error("the serving program's kernel files lack kernels_mla.cu")
+	}
+	if _, err := LowerServing(feeds, m, Options{BF16: true}); err != nil {
+		t.Errorf("the feeding programs with bf16 products: %v", err)
 	}
 	if _, err := lowerDecoding(t, m, 2, 4, maxLen); err == nil || !strings.Contains(err.Error(), "mla_") {
 		t.Errorf("the prefill and decoding steps of latent attention: %v, want a refusal naming its op", err)
