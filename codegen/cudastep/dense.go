@@ -53,5 +53,6 @@ func Library() []KernelFile {
 		{Name: "kernels_flash.cu", Source: flashSource, Kernels: FlashKernels()},
 		{Name: "kernels_mma.cu", Source: mmaSource, Kernels: MMAKernels()},
 		{Name: "kernels_decode.cu", Source: decodeSource, Kernels: DecodeKernels()},
+		{Name: "kernels_mla.cu", Source: mlaSource, Kernels: MLAKernels()},
 	}
 }

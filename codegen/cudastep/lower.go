@@ -140,6 +140,12 @@ func LowerWith(p *step.Program, m *program.Model, o Options) (*Lowered, error) {
 				return nil, fmt.Errorf("cudastep: op %d (%s %s): %w", i, op.Phase, op.Kind, err)
 			}
 			ol.Launches = ls
+		case isMLAOp(op): // mla.go: latent attention's inference ops
+			ls, err := lw.mlaOp(op)
+			if err != nil {
+				return nil, fmt.Errorf("cudastep: op %d (%s %s): %w", i, op.Phase, op.Kind, err)
+			}
+			ol.Launches = ls
 		case isMoE(p, op, expert):
 			ls, err := lowerMoE(p, m, i)
 			if err != nil {

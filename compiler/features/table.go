@@ -645,7 +645,7 @@ func cudaStepRefusal(key string) string {
 	case "gate_input":
 		return "the permute and combine kernels gate the experts' outputs, not their inputs"
 	case "mla":
-		return "no CUDA kernels for latent attention's ops (mla_split, latent_norm, mla_heads, mla_attention) yet"
+		return "no CUDA kernels for latent attention's training and prefill ops (mla_heads without positions, mla_attention, the backward) yet; serve's feeding program runs it (kernels_mla.cu)"
 	case "aux_free_bias":
 		return "moe_route_topk selects experts by score alone: no selection bias, load count or bias update is generated"
 	}

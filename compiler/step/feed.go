@@ -36,13 +36,10 @@ type feedState struct {
 // chunk at any position (chunked prefill, appending to the cache) and the decoding tokens
 // of other sequences share one step, as runtime/nn's Decoder.Feed reads them; a decoding
 // step is the feed of one row per sequence. No backward; dropless routing. Latent
-// attention is refused (its feed is not lowered).
+// attention feeds as its decoding step runs (feed_mla.go).
 func LowerFeed(m *program.Model, seqs, rows, maxLen int) (*Program, error) {
 	if seqs < 1 || rows < 1 || maxLen < 1 {
 		return nil, fmt.Errorf("step: a feed of %d rows over %d sequences of %d positions", rows, seqs, maxLen)
-	}
-	if m.Attention.LatentAttention() {
-		return nil, fmt.Errorf("step: the feeding program of %s: latent attention's feed is not lowered (its prefill and decoding steps are)", m.Name)
 	}
 	dm := *m
 	dm.Attention.ShareWeights = 1 // inference always recomputes
@@ -84,6 +81,9 @@ func (lw *lowerer) cacheSeqs() int {
 func (lw *lowerer) rowsOp(op Op) Op {
 	if lw.feed == nil {
 		return op
+	}
+	if mla, ok := lw.mlaRowsOp(op); ok { // feed_mla.go
+		return mla
 	}
 	switch op.Kind {
 	case OpKVAppend:

@@ -32,7 +32,7 @@ import (
 // projections (its gradient, whole on every rank, sliced back) and o_proj's partial sums
 // are reduce-scattered to them.
 //
-// The prefill and decoding programs cache each local head's keys (qk_nope+qk_rope
+// The prefill, decoding and feeding programs cache each local head's keys (qk_nope+qk_rope
 // features, the rope part rotated) and values (mla_kv_write, mla_kv_append) and attend
 // one query per sequence to them (mla_attn_decode): the simplest correct cache, as the
 // other attentions keep theirs. runtime/nn's decoder caches the compressed latent and the
@@ -168,8 +168,8 @@ func (lw *lowerer) mlaInfer(l, h, at, maxLen int, prefill bool) int {
 	qk := md.Nope + md.Rope
 	B, T, hs := lw.b.MicroBatch, lw.b.SeqLen, lw.d.H/lw.l.TP
 	n := B * T
-	kc := lw.buf(pre+"k_cache", KindCache, B, maxLen, hs*qk)
-	vc := lw.buf(pre+"v_cache", KindCache, B, maxLen, hs*md.V)
+	kc := lw.buf(pre+"k_cache", KindCache, lw.cacheSeqs(), maxLen, hs*qk)
+	vc := lw.buf(pre+"v_cache", KindCache, lw.cacheSeqs(), maxLen, hs*md.V)
 	o := lw.act(pre+"attn", KindActivation, n, hs*md.V)
 	if prefill {
 		qh, kh, vh := lw.mlaHeads(l, h, -1)
@@ -178,10 +178,11 @@ func (lw *lowerer) mlaInfer(l, h, at, maxLen int, prefill bool) int {
 		return o
 	}
 	qh, kh, vh := lw.mlaHeads(l, h, at)
-	lw.fwd(Op{Kind: OpMLAKVAppend, Layer: l, In: []int{kh, vh, at}, Out: []int{kc, vc}})
+	// A feeding program's rows name their sequences (feed.go's rowsOp).
+	lw.fwd(lw.rowsOp(Op{Kind: OpMLAKVAppend, Layer: l, In: []int{kh, vh, at}, Out: []int{kc, vc}}))
 	mask := lw.maskOf(l)
-	lw.fwd(Op{Kind: OpMLAAttnDecode, Layer: l, In: []int{qh, kc, vc, at}, Out: []int{o}, Mask: mask,
-		Attr: fmt.Sprintf("%s scale=%g qk=%d v=%d", mask, lw.m.LatentSoftmaxScale(), qk, md.V), FLOPs: 2 * int64(n) * int64(maxLen) * int64(hs) * int64(qk+md.V)})
+	lw.fwd(lw.rowsOp(Op{Kind: OpMLAAttnDecode, Layer: l, In: []int{qh, kc, vc, at}, Out: []int{o}, Mask: mask,
+		Attr: fmt.Sprintf("%s scale=%g qk=%d v=%d", mask, lw.m.LatentSoftmaxScale(), qk, md.V), FLOPs: 2 * int64(n) * int64(maxLen) * int64(hs) * int64(qk+md.V)}))
 	return o
 }
 

@@ -92,12 +92,29 @@ func feedAlike(t *testing.T, m *program.Model, net *nn.Model, T, chunk int) floa
 // other sequences' decoding tokens, padding rows) computes what runtime/nn's decoder
 // computes reading the same tokens one step at a time:
 // hunyuan_tiny's eight-expert stage (talking heads, the token-embedding router) and the
-// attention variants (windows, sinks, chunks, talking heads, Llama 4's and gpt-oss's), for
-// chunks of 1 to 5 tokens; logits within 1e-5 of their largest.
+// attention variants (windows, sinks, chunks, talking heads, Llama 4's and gpt-oss's) and
+// latent attention in DeepSeek-V3's and V2-Lite's shapes (and V2-Lite's with a window,
+// without positions, with values wider than the keys), for chunks of 1 to 5 tokens;
+// logits within 1e-5 of their largest.
 func TestFeedMatchesHandWritten(t *testing.T) {
 	models := map[string]*program.Model{"hunyuan_tiny": hunyuanTiny(t, 8)}
 	for _, v := range attnVariants {
 		models[v.name] = attnModel(t, v.attention)
+	}
+	for _, v := range mlaVariants() { // latent attention (feed_mla.go)
+		m := variantModel(t, v)
+		m.SeqLen = 16
+		models["mla "+v.name] = m
+	}
+	for name, edit := range map[string]func(m *program.Model){
+		"mla window":                     func(m *program.Model) { m.Attention.Window = 4 },
+		"mla nope":                       func(m *program.Model) { m.Position = program.NoPosition },
+		"mla values wider than the keys": func(m *program.Model) { m.Attention.VHeadDim = 10 },
+	} {
+		m := variantModel(t, mlaVariants()[1])
+		m.SeqLen = 16
+		edit(m)
+		models[name] = m
 	}
 	for name, m := range models {
 		t.Run(name, func(t *testing.T) {

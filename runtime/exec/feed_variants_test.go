@@ -1,10 +1,8 @@
 package exec
 
 import (
-	"strings"
 	"testing"
 
-	"github.com/moec-dev/moec/compiler/step"
 	"github.com/moec-dev/moec/runtime/nn"
 )
 
@@ -52,17 +50,4 @@ func TestFeedMatchesHandWrittenPerLayer(t *testing.T) {
 			}
 		}
 	})
-}
-
-// TestFeedRefusesLatentAttention: latent attention's feed is not lowered, and LowerFeed says
-// so rather than lowering a feed that computes something else.
-func TestFeedRefusesLatentAttention(t *testing.T) {
-	m := attnModel(t, "kv_lora_rank = 8; qk_nope_head_dim = 4; qk_rope_head_dim = 4; v_head_dim = 8")
-	if !m.Attention.LatentAttention() {
-		t.Fatal("the model has no latent attention")
-	}
-	_, err := step.LowerFeed(m, 2, 4, 8)
-	if err == nil || !strings.Contains(err.Error(), "latent attention") {
-		t.Fatalf("LowerFeed of latent attention: %v, want a refusal naming it", err)
-	}
 }

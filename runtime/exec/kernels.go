@@ -71,7 +71,7 @@ func (e *Executor) run(op *step.Op) error {
 		e.kvAppend(op)
 	case step.OpAttnDecode:
 		e.attnDecode(op)
-	case step.OpKVAppendRows, step.OpAttnRows, step.OpPickRows: // kernels_feed.go
+	case step.OpKVAppendRows, step.OpAttnRows, step.OpPickRows, step.OpMLAAttnRows: // kernels_feed.go
 		e.feedOp(op)
 	case step.OpRotary, step.OpRotaryBwd:
 		e.Rotary(f[out[0]], opt(out, 1), op.Kind == step.OpRotaryBwd)

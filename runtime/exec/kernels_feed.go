@@ -16,17 +16,12 @@ func (e *Executor) feedOp(op *step.Op) {
 		if len(op.Out) > 1 {
 			v, vc = e.f32[op.In[1]], e.f32[op.Out[1]]
 		}
-		sh := e.p.Buffers[op.Out[0]].Shape // [sequences, maxLen, local KV·Dh]
-		maxLen, w := sh[1], sh[2]
-		for r, s := range seq {
-			if s < 0 {
-				continue
-			}
-			at := (int(s)*maxLen + int(pos[r])) * w
-			copy(kc[at:at+w], k[r*w:(r+1)*w])
-			if vc != nil {
-				copy(vc[at:at+w], v[r*w:(r+1)*w])
-			}
+		// [sequences, maxLen, width]: the keys' and the values' widths differ under latent
+		// attention (qk_nope+qk_rope features a head against v_head_dim).
+		maxLen := e.p.Buffers[op.Out[0]].Shape[1]
+		appendRows(k, kc, pos, seq, maxLen)
+		if vc != nil {
+			appendRows(v, vc, pos, seq, maxLen)
 		}
 	case step.OpAttnRows:
 		in := step.AttnInputsOf(op)
@@ -39,6 +34,9 @@ func (e *Executor) feedOp(op *step.Op) {
 			}
 			e.attendRow(op, r, int(s), int(pos[r]))
 		}
+	case step.OpMLAAttnRows: // kernels_feed_mla.go
+		e.MLAAttnRows(e.f32[op.In[0]], e.f32[op.In[1]], e.f32[op.In[2]], e.i32[op.In[3]], e.i32[op.In[4]], e.f32[op.Out[0]],
+			e.p.Buffers[op.In[1]].Shape[1], op.Mask)
 	case step.OpPickRows:
 		x, last, y := e.f32[op.In[0]], e.i32[op.In[1]], e.f32[op.Out[0]]
 		w := len(y) / len(last)
@@ -49,6 +47,19 @@ func (e *Executor) feedOp(op *step.Op) {
 			}
 			copy(y[b*w:(b+1)*w], x[int(r)*w:(int(r)+1)*w])
 		}
+	}
+}
+
+// appendRows writes each row of x ([rows, width]) into cache ([sequences, maxLen, width])
+// at its sequence's row and its position; a padding row (sequence −1) writes nothing.
+func appendRows(x, cache []float32, pos, seq []int32, maxLen int) {
+	w := len(x) / len(seq)
+	for r, s := range seq {
+		if s < 0 {
+			continue
+		}
+		at := (int(s)*maxLen + int(pos[r])) * w
+		copy(cache[at:at+w], x[r*w:(r+1)*w])
 	}
 }
 

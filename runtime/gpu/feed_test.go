@@ -3,9 +3,11 @@ package gpu
 import (
 	"context"
 	"math"
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/moec-dev/moec/codegen/cudastep"
 	"github.com/moec-dev/moec/compiler/params"
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/program/programtest"
@@ -14,19 +16,34 @@ import (
 
 // TestFeederMatchesHandWritten: continuous batching through the generated CUDA feeding
 // programs under the emulation computes what runtime/nn's decoder computes reading the
-// same tokens one step at a time. Three sequences of an MoE model with talking heads (so
-// decode_attention_mixed) and sinks, two query heads over one key/value head: sequence 0
-// reads its prompt in chunks of 3, sequence 1 decodes a token a call from the start,
-// sequence 2 waits two calls and reads chunks of 4, then each decodes until its cache is
-// full, and a finished slot is reused for a new sequence from position 0. Every fed
-// sequence's logits within 1e-4 (relative to the largest), and greedy tokens equal.
+// same tokens one step at a time, for an MoE model with talking heads (so
+// decode_attention_mixed) and sinks, two query heads over one key/value head, and for a
+// DeepSeek-V2-Lite-shaped one (latent attention with a low-rank query, a shared expert:
+// kernels_mla.cu). Three sequences: sequence 0 reads its prompt in chunks of 3, sequence 1
+// decodes a token a call from the start, sequence 2 waits two calls and reads chunks of 4,
+// then each decodes until its cache is full, and a finished slot is reused for a new
+// sequence from position 0. Every fed sequence's logits within 1e-4 (relative to the
+// largest), and greedy tokens equal.
 func TestFeederMatchesHandWritten(t *testing.T) {
 	needClang(t)
-	m := programtest.TinyMoE(func(m *program.Model) {
-		m.Attention.KVHeads = 1
-		m.Attention.TalkingHeads = true
-		m.Attention.Sinks = true
-	})
+	for name, m := range map[string]*program.Model{
+		"talking heads sinks gqa": programtest.TinyMoE(func(m *program.Model) {
+			m.Attention.KVHeads = 1
+			m.Attention.TalkingHeads = true
+			m.Attention.Sinks = true
+		}),
+		"latent attention": programtest.TinyMoE(func(m *program.Model) {
+			a := &m.Attention
+			a.MLA, a.QLoraRank, a.KVLoraRank, a.QKNopeHeadDim, a.QKRopeHeadDim, a.VHeadDim = true, 12, 16, 8, 4, 10
+			m.MoE.SharedExperts, m.MoE.SharedHidden = 1, 16
+		}),
+	} {
+		t.Run(name, func(t *testing.T) { feederMatchesHandWritten(t, m) })
+	}
+}
+
+// feederMatchesHandWritten runs TestFeederMatchesHandWritten's schedule on m.
+func feederMatchesHandWritten(t *testing.T, m *program.Model) {
 	const seqs, maxLen = 3, 10
 	net, err := nn.New(m, 13)
 	if err != nil {
@@ -48,6 +65,9 @@ func TestFeederMatchesHandWritten(t *testing.T) {
 	}
 	defer f.Close()
 	t.Logf("generated and compiled in %v (feeds of %v rows)", time.Since(start), f.rows)
+	if m.Attention.LatentAttention() && !slices.ContainsFunc(f.low.KernelFiles(), func(k cudastep.KernelFile) bool { return k.Name == "kernels_mla.cu" }) {
+		t.Fatal("the feeding programs of latent attention launch no kernel of kernels_mla.cu")
+	}
 	if err := f.LoadParams(func(id params.ID) []float32 { return whole[id] }); err != nil {
 		t.Fatal(err)
 	}
