@@ -26,6 +26,10 @@ type StepRecord struct {
 	SoftLoss     float64 `json:"soft_loss,omitempty"` // a distillation stage's T²·KL(teacher ‖ student)
 	GradNorm     float64 `json:"grad_norm"`
 	Clipped      bool    `json:"clipped,omitempty"`
+	// LossScale is the loss scale an fp16 step ran with, and Skipped says its scaled
+	// gradients overflowed half, so its update was skipped (no gradient norm then).
+	LossScale float64 `json:"loss_scale,omitempty"`
+	Skipped   bool    `json:"skipped,omitempty"`
 	LR           float64 `json:"lr"`
 	Tokens       int64   `json:"tokens"` // training tokens seen so far
 	ExpertTokens [][]int `json:"expert_tokens,omitempty"`
