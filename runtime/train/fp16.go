@@ -118,3 +118,11 @@ func (s *stepEngine) scaleStep(rec *StepRecord, info *optim.StepInfo, skipped bo
 	s.loss.update(skipped)
 	return nil
 }
+
+// formatLossScale writes a loss scale as the power of two it is ("2^22"), else as a number.
+func formatLossScale(s float64) string {
+	if frac, exp := math.Frexp(s); frac == 0.5 {
+		return fmt.Sprintf("2^%d", exp-1)
+	}
+	return fmt.Sprintf("%g", s)
+}

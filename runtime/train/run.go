@@ -526,7 +526,7 @@ func (r *Result) String() string {
 		s += fmt.Sprintf(", validation perplexity %.3f", r.ValPPL)
 	}
 	if r.LossScale > 0 {
-		s += fmt.Sprintf("; fp16 loss scale %g, %d steps skipped for overflow", r.LossScale, r.SkippedSteps)
+		s += fmt.Sprintf("; fp16 loss scale %s, %d steps skipped for overflow", formatLossScale(r.LossScale), r.SkippedSteps)
 	}
 	if nothingLeft {
 		s += "; the run had already finished: nothing left to train"
