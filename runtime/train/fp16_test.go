@@ -92,7 +92,8 @@ func TestFP16TrainingFollowsFP32(t *testing.T) {
 // half where the backward's products round the scaled gradients: the first steps are
 // skipped (logged, the optimizer not counting them), the first overflow only uses up
 // the hysteresis, each later one halves the scale, and once it fits training proceeds —
-// no error, the loss falls, and the summary counts the skipped steps.
+// no error, the loss falls, and the summary counts the skipped steps; under the unified
+// cache the asynchronous update skips the same steps and trains as the serial one.
 func TestFP16OverflowBacksOff(t *testing.T) {
 	const steps = 40
 	dir := t.TempDir()
@@ -143,6 +144,27 @@ func TestFP16OverflowBacksOff(t *testing.T) {
 		t.Errorf("loss %v at the last step, %v at the first trained: not falling", last, first)
 	}
 	t.Logf("%d steps skipped, training from step %d at scale %v, loss %.4f → %.4f", skipped, firstClean+1, recs[firstClean].LossScale, recs[firstClean].Loss, recs[steps-1].Loss)
+
+	// Under the unified cache the update runs on a helper goroutine while the next step
+	// fetches its units: a skipped step starts no update there, and the run is the one
+	// whose update runs inside each step (SerialHostUpdate), step for step.
+	cached := map[bool][]StepRecord{}
+	for _, serial := range []bool{false, true} {
+		dir := t.TempDir()
+		if _, err := Run(context.Background(), Options{Program: fp16Program(program.FP16, 1, steps), OutDir: dir, ValWindows: 2, SerialHostUpdate: serial,
+			Layout: &Sharding{Ranks: 1, EP: 1, Program: true, Cache: &CacheConfig{Budget: 6 << 20}}, InitialLossScale: 1 << 40}); err != nil {
+			t.Fatal(err)
+		}
+		if cached[serial], err = ReadLog(filepath.Join(dir, LogFile)); err != nil || len(cached[serial]) != steps {
+			t.Fatalf("unified cache (serial %v): %d records (%v)", serial, len(cached[serial]), err)
+		}
+	}
+	for i, a := range cached[false] {
+		b := cached[true][i]
+		if a.Loss != b.Loss || a.Skipped != b.Skipped || a.LossScale != b.LossScale || a.Skipped != recs[i].Skipped {
+			t.Errorf("step %d under the unified cache: loss %v skipped %v scale %v; the serial update %v %v %v (without the cache skipped %v)", i+1, a.Loss, a.Skipped, a.LossScale, b.Loss, b.Skipped, b.LossScale, recs[i].Skipped)
+		}
+	}
 }
 
 // TestFP16ResumeIsExact stops an fp16 run at its checkpoint of step 4 — whose scaler has
