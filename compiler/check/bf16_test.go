@@ -7,8 +7,8 @@ import (
 	"github.com/moec-dev/moec/compiler/program"
 )
 
-// TestCPUProducts: a train block that writes precision = bf16 asks the CPU runtime for
-// bfloat16 products; one that leaves precision at its default (bf16, for the planner) or
+// TestCPUProducts: a train block that writes precision = bf16 (fp16) asks the CPU runtime
+// for bfloat16 (half) products; one that leaves precision at its default (bf16, for the planner) or
 // writes fp32 keeps float32 products.
 func TestCPUProducts(t *testing.T) {
 	const src = `
@@ -27,6 +27,7 @@ train m on local {
 		products  program.Precision
 	}{
 		{"precision = bf16", program.BF16, program.BF16},
+		{"precision = fp16", program.FP16, program.FP16},
 		{"", program.BF16, ""},
 		{"precision = fp32", program.FP32, ""},
 	} {

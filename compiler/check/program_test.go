@@ -107,7 +107,7 @@ compress child { distill_into = base; quantize = 8; prune_experts = 0.5 }
 		s.Decl = program.Source{}
 	}
 	wantTrain := &program.Train{Name: "child", Model: "child", Cluster: "c", TokensPerBatch: 32768, MicroBatch: 2,
-		SeqLen: 512, Precision: program.FP16,
+		SeqLen: 512, Precision: program.FP16, CPUProducts: program.FP16,
 		Optimizer: program.Optimizer{Kind: "adamw", LR: 1e-3, MinLR: 1e-4, WeightDecay: 0.1, Beta1: 0.9, Beta2: 0.95,
 			Eps: 1e-8, Warmup: 10, Schedule: "cosine", ClipNorm: 0.5},
 		Memory: program.MemoryStrategy{Kind: "zero", ZeROStage: 3, Offload: "cpu", Recompute: "none"},

@@ -75,8 +75,8 @@ func (c *checker) resolveTrains() {
 		if d.block.On != nil {
 			t.Cluster = d.block.On.Name
 		}
-		if t.Precision == program.BF16 && s.entries["precision"] != nil {
-			t.CPUProducts = program.BF16 // written, not the default: the CPU runtime multiplies in bf16
+		if (t.Precision == program.BF16 || t.Precision == program.FP16) && s.entries["precision"] != nil {
+			t.CPUProducts = t.Precision // written, not the default: the CPU runtime multiplies in bf16 or fp16
 		}
 		if s.entries["val_data"] != nil {
 			r := s.rangeOf("val_data")

@@ -139,16 +139,19 @@ type Train struct {
 	Decl            Source // the `train` declaration (set by compiler/check; zero when built in Go)
 
 	// CPUProducts is the precision the CPU runtime (`moec run`) multiplies the step's
-	// weight products in: BF16 when the train block writes precision = bf16 (bfloat16
-	// products with float32 sums, float32 master weights), else "" (float32). Blocks that
-	// leave precision at its default keep training in float32.
+	// weight products in: BF16 or FP16 when the train block writes precision = bf16 or
+	// fp16 (bfloat16 or IEEE half products with float32 sums, float32 master weights; fp16
+	// with dynamic loss scaling), else "" (float32). Blocks that leave precision at its
+	// default keep training in float32.
 	CPUProducts Precision `json:"cpu_products,omitempty"`
 }
 
 // RunsOnCPU reports whether the CPU runtime trains this block as written: in float32,
-// or with bfloat16 products over float32 weights (CPUProducts), whose memory is
+// or with bfloat16 or half products over float32 weights (CPUProducts), whose memory is
 // float32's.
-func (t *Train) RunsOnCPU() bool { return t.Precision == FP32 || t.CPUProducts == BF16 }
+func (t *Train) RunsOnCPU() bool {
+	return t.Precision == FP32 || t.CPUProducts == BF16 || t.CPUProducts == FP16
+}
 
 // StepsFor is the number of optimizer steps that train a budget of tokens at batchTokens
 // tokens per step: floor(tokens / batchTokens), at least 1, so a stage never trains past

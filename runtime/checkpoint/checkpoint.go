@@ -73,6 +73,20 @@ type OptimizerState struct {
 	Kind string `json:"kind"`
 	Step int64  `json:"step"` // bias-correction step count
 	File string `json:"file"` // the moments file, "" when there are none
+	// LossScale is fp16 training's dynamic loss scaler (absent for bf16 and fp32), so
+	// that a resumed run scales, skips and grows exactly as the uninterrupted one.
+	LossScale *LossScaleState `json:"loss_scale,omitempty"`
+}
+
+// LossScaleState is a dynamic loss scaler's state between steps.
+type LossScaleState struct {
+	Scale float64 `json:"scale"` // the next step's loss scale
+	// CleanSteps counts the steps without an overflow since the last growth or overflow;
+	// the scale grows when it reaches the growth interval.
+	CleanSteps int64 `json:"clean_steps"`
+	// Hysteresis is the overflows left before the next one backs the scale off.
+	Hysteresis int   `json:"hysteresis"`
+	Skipped    int64 `json:"skipped"` // steps skipped for an overflow since the stage began
 }
 
 // FileEntry is one file of a checkpoint with its size and SHA-256.

@@ -91,6 +91,9 @@ type Stats struct {
 	// GradNorm and LR are the update's global gradient norm (before clipping) and
 	// learning rate; zero without an optimizer.
 	GradNorm, LR float64
+	// Skipped says the step's gradients held an Inf or NaN under a loss scale
+	// (Options.LossScale): the update was skipped, weights and moments untouched.
+	Skipped bool
 	// CacheMoved is the bytes the unified cache's fetches and write-backs copied between
 	// the host and device tiers (summed over the ranks by Local.Step).
 	CacheMoved int64
@@ -185,6 +188,11 @@ type Options struct {
 	// Inference makes every layer compute its own attention weights (no share_weights
 	// dice), as runtime/nn's evaluation does: a distillation teacher's forward.
 	Inference bool
+	// LossScale, when positive, is the step's dynamic loss scale (fp16 training): the
+	// loss gradients are seeded with it, the update unscales the gradients before their
+	// norm, clipping and AdamW, and a step whose gradients hold an Inf or NaN skips the
+	// update (Stats.Skipped). 0: no scaling.
+	LossScale float64
 }
 
 // Forward and backward: Run executes the program's forward and backward ops (and the
@@ -196,6 +204,7 @@ func (e *Executor) Run(micro [][]int32, o Options) (Stats, error) {
 		return Stats{}, fmt.Errorf("exec: %d micro-batches, the program takes %d", len(micro), p.Batch.Micro)
 	}
 	e.BeginStep(o.Seed, o.Step)
+	e.lossScaling = o.LossScale
 	if o.Inference {
 		for l := range e.recompute {
 			e.recompute[l] = true

@@ -41,6 +41,10 @@ type Kernels struct {
 	scratch scratch
 	// bf16 runs the weight products in bfloat16 (SetBF16Products, kernels_bf16.go).
 	bf16 bool
+	// fp16 runs them in IEEE half (SetFP16Products), and lossScaling is the step's
+	// dynamic loss scale (Options.LossScale; 0: none): kernels_fp16.go.
+	fp16        bool
+	lossScaling float64
 }
 
 // NewKernels prepares the kernels of the rank at c of layout l for micro-batches of b.
@@ -164,9 +168,10 @@ func eachIndex(n int, f func(i int)) {
 // rate and norm are the step's.
 func (k *Kernels) AdamW(opt *optim.AdamW, normSq []float32, world int) error {
 	global := k.globalNormSq(normSq, world)
-	info, err := opt.StepGlobal(1, global) // the grad_norm op summed the squares
+	gradScale, global := k.unscale(global)
+	info, err := opt.StepGlobal(gradScale, global) // the grad_norm op summed the squares
 	k.stats.GradNorm, k.stats.LR = info.GradNorm, info.LR
-	return err
+	return k.skipOverflow(err)
 }
 
 // globalNormSq is the step's reduced sum of squares of the gradients: normSq[0], or on

@@ -3,7 +3,7 @@ package exec
 import "github.com/moec-dev/moec/runtime/blas"
 
 // product is a float32 matrix product with blas.Gemm's arguments: blas.Gemm, or
-// blas.GemmBF16 when a rank's weight products run in bfloat16.
+// blas.GemmBF16 (blas.GemmFP16) when a rank's weight products run in bfloat16 (half).
 type product func(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int)
 
 // SetBF16Products makes the rank's weight products (matmul and its two gradients, the
@@ -12,15 +12,23 @@ type product func(transA, transB bool, m, n, k int, alpha float32, a []float32, 
 // product reads them, and every output stays float32 (a train block's precision = bf16).
 // The attention core, the talking heads and everything else stay float32. Off (the
 // default), the products are blas.Gemm's, bit for bit.
-func (k *Kernels) SetBF16Products(on bool) { k.bf16 = on }
+func (k *Kernels) SetBF16Products(on bool) {
+	k.bf16 = on
+	if on {
+		k.fp16 = false
+	}
+}
 
 // BF16Products reports whether SetBF16Products turned bfloat16 products on.
 func (k *Kernels) BF16Products() bool { return k.bf16 }
 
 // product is the rank's weight product.
 func (k *Kernels) product() product {
-	if k.bf16 {
+	switch {
+	case k.bf16:
 		return blas.GemmBF16
+	case k.fp16:
+		return blas.GemmFP16
 	}
 	return blas.Gemm[float32]
 }

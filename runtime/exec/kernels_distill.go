@@ -45,7 +45,7 @@ func (e *Executor) distillLoss(op *step.Op) error {
 // CrossEntropy computes it, so with soft = 0 and hard = 1 both write the same bits.
 func (k *Kernels) DistillLoss(logits []float32, targets []int32, teacher []float32, loss, dl []float32, V int, d step.Distill) {
 	n := len(logits) / V
-	scale := k.lossScale() / float64(n)
+	scale := k.gradSeed() / float64(n)
 	T, invT := d.Temperature, 1/d.Temperature
 	terms := grow(&k.scratch.terms, 2*n) // each row's cross-entropy, then its T²·KL
 	parallel(n, func(r0, r1 int) {

@@ -80,7 +80,7 @@ func DistillLossCross(logits, teacher, mx, st, cross []float32, Vl int, d step.D
 // rows.
 func (k *Kernels) DistillLossParallel(logits []float32, targets []int32, teacher, mx, st, cross, loss, dl []float32, Vl, first int, d step.Distill) {
 	n := len(logits) / Vl
-	scale := k.lossScale() / float64(n)
+	scale := k.gradSeed() / float64(n)
 	T, invT := d.Temperature, 1/d.Temperature
 	terms := grow(&k.scratch.terms, 2*n) // each row's cross-entropy, then its T²·KL
 	parallel(n, func(r0, r1 int) {

@@ -70,7 +70,7 @@ func CrossEntropySum(logits []float32, targets []int32, mx, st []float32, Vl, fi
 // rank holds the whole vocabulary, Vl wide, from first).
 func (k *Kernels) CrossEntropy(logits []float32, targets []int32, mx, st, loss, dl []float32, Vl, first int) {
 	n := len(logits) / Vl
-	scale := k.lossScale() / float64(n)
+	scale := k.gradSeed() / float64(n)
 	// The rows on the cores, each row's term kept and the terms added in row order: the
 	// loss does not depend on the split.
 	terms := grow(&k.scratch.terms, n)

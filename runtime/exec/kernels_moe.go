@@ -175,7 +175,7 @@ func (k *Kernels) RouteBwd(dg, z []float32, idx []int32, gates, sc, lse []float3
 	cfg := k.m.MoE
 	E, K := k.d.E, k.d.K
 	n := len(z) / E
-	scale := k.lossScale()
+	scale := k.gradSeed()
 	routedScale := float32(cfg.RoutedScaleOrOne())
 	fe := grow(&k.scratch.fe, E)
 	for ex := range fe {

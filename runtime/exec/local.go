@@ -222,7 +222,7 @@ func (lc *Local) Step(micro [][]int32, o Options) (Stats, error) {
 	if moe := lc.m.MoE; moe != nil {
 		out.Loss += moe.BalanceLoss*out.Balance + moe.ZLoss*out.ZLoss
 	}
-	out.GradNorm, out.LR = stats[0].GradNorm, stats[0].LR
+	out.GradNorm, out.LR, out.Skipped = stats[0].GradNorm, stats[0].LR, stats[0].Skipped
 	return out, nil
 }
 

@@ -374,10 +374,11 @@ func (e *Executor) updateAsync(op *step.Op) error {
 		h.delay.swap(e)
 	}
 	global := e.globalNormSq(e.f32[op.In[len(op.In)-1]], e.p.Layout.World())
-	info, d, err := e.opt.StepDeferredGlobal(1, global) // the grad_norm op summed the squares
+	gradScale, global := e.unscale(global)
+	info, d, err := e.opt.StepDeferredGlobal(gradScale, global) // the grad_norm op summed the squares
 	e.stats.GradNorm, e.stats.LR = info.GradNorm, info.LR
-	if err != nil {
-		return err
+	if err != nil { // an overflow under a loss scale: nothing to apply
+		return e.skipOverflow(err)
 	}
 	p := &pendingUpdate{landed: make([]chan struct{}, len(h.units)), errs: make([]error, len(h.units))}
 	for u := range p.landed {

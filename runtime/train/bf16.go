@@ -1,6 +1,8 @@
 package train
 
 import (
+	"fmt"
+
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/lang/diag"
 	"github.com/moec-dev/moec/runtime/blas"
@@ -15,6 +17,9 @@ func bf16Products(spec *Spec) bool {
 // setBF16Products turns net's weight products to bfloat16 when the run asks for them,
 // refusing a model whose kernels multiply in float32 only (the LLVM kernels).
 func setBF16Products(net any, spec *Spec) error {
+	if fp16Products(spec) {
+		return refuseFP16(spec, fmt.Sprintf("the hand-written engine (%T)", net), "leave --engine and --llvm out: step programs train fp16; or write precision = bf16")
+	}
 	if !bf16Products(spec) {
 		return nil
 	}

@@ -29,6 +29,9 @@ type gpuEngine struct {
 
 // newGPUEngine opens the generated step of spec's stage on opt.Device.
 func newGPUEngine(spec *Spec, cfg optim.Config, opt Options) (*gpuEngine, error) {
+	if fp16Products(spec) {
+		return nil, refuseFP16(spec, "--device "+opt.Device, "drop --device (the CPU runs fp16), or write precision = bf16")
+	}
 	mode, err := gpu.ParseMode(opt.Device)
 	if err != nil {
 		return nil, diag.RuntimeWrap(diag.CodeBadRunOption, err, "--device")

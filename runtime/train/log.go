@@ -18,14 +18,18 @@ import (
 
 // StepRecord is one line of log.jsonl: one optimizer step.
 type StepRecord struct {
-	Step         int64   `json:"step"` // steps completed, 1-based
-	Loss         float64 `json:"loss"` // CE + weighted auxiliary losses, mean over micro-batches
-	CE           float64 `json:"ce"`
-	Balance      float64 `json:"balance_loss"` // unscaled, as nn.Stats reports it
-	ZLoss        float64 `json:"z_loss"`
-	SoftLoss     float64 `json:"soft_loss,omitempty"` // a distillation stage's T²·KL(teacher ‖ student)
-	GradNorm     float64 `json:"grad_norm"`
-	Clipped      bool    `json:"clipped,omitempty"`
+	Step     int64   `json:"step"` // steps completed, 1-based
+	Loss     float64 `json:"loss"` // CE + weighted auxiliary losses, mean over micro-batches
+	CE       float64 `json:"ce"`
+	Balance  float64 `json:"balance_loss"` // unscaled, as nn.Stats reports it
+	ZLoss    float64 `json:"z_loss"`
+	SoftLoss float64 `json:"soft_loss,omitempty"` // a distillation stage's T²·KL(teacher ‖ student)
+	GradNorm float64 `json:"grad_norm"`
+	Clipped  bool    `json:"clipped,omitempty"`
+	// LossScale is the loss scale an fp16 step ran with, and Skipped says its scaled
+	// gradients overflowed half, so its update was skipped (no gradient norm then).
+	LossScale    float64 `json:"loss_scale,omitempty"`
+	Skipped      bool    `json:"skipped,omitempty"`
 	LR           float64 `json:"lr"`
 	Tokens       int64   `json:"tokens"` // training tokens seen so far
 	ExpertTokens [][]int `json:"expert_tokens,omitempty"`

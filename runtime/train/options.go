@@ -80,6 +80,9 @@ type Options struct {
 	// training algorithm, so the losses differ. It is not recorded in run.json: a resume
 	// asks for it again.
 	DelayedUpdate bool
+	// InitialLossScale is the loss scale an fp16 stage starts from (0: Megatron-Core's
+	// 2³², DefaultInitialLossScale); a resumed run takes its checkpoint's.
+	InitialLossScale float64
 
 	// Device runs the step on a GPU through moec's generated CUDA: "cuda" (libcuda.so.1),
 	// or "cuda-emulated" (the same generated step on the CPU); "" is the CPU engines.
@@ -116,6 +119,10 @@ type Result struct {
 	Stopped   bool // stopped early by MaxTime or cancellation
 	LogPath   string
 	PlotPath  string
+	// LossScale is an fp16 run's loss scale after its last step, and SkippedSteps the
+	// steps of the stage its overflows skipped (0 for bf16 and fp32).
+	LossScale    float64 `json:",omitempty"`
+	SkippedSteps int64   `json:",omitempty"`
 	// Memory is, for a sharded run, each rank's peak bytes per component.
 	Memory []RankMemory `json:",omitempty"`
 }

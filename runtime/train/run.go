@@ -190,8 +190,10 @@ func (r *stageRun) setUp() error {
 	r.recorded = spec.Layout
 	spec.Layout = layoutSpec(opt.Layout, opt.Comm, opt.LLVM)
 	r.prog = newProgress(opt.Progress, spec.Steps)
-	if note := BF16Note(spec.Train); note != "" {
-		r.prog.printf("%s\n", note)
+	for _, note := range []string{BF16Note(spec.Train), FP16Note(spec.Train)} {
+		if note != "" {
+			r.prog.printf("%s\n", note)
+		}
 	}
 
 	dataOpt, tokenizerPath, err := data.OptionsFor(spec.Train, spec.BaseDir)
@@ -305,6 +307,11 @@ func (r *stageRun) resumeFrom(latest string) error {
 	if err := r.eng.load(c.Model, c.Optimizer, m.Optimizer.Step); err != nil {
 		return diag.RuntimeWrap(diag.CodeCheckpointMismatch, err, "checkpoint %s", latest)
 	}
+	if ls, ok := r.eng.(lossScaled); ok && ls.scaler() != nil {
+		if err := ls.scaler().restore(m.Optimizer.LossScale); err != nil {
+			return diag.RuntimeWrap(diag.CodeCheckpointMismatch, err, "checkpoint %s", latest)
+		}
+	}
 	r.step = m.Step
 	r.res.Resumed = true
 	r.res.Checkpoint = latest
@@ -352,6 +359,10 @@ func (r *stageRun) save(final bool) error {
 			Optimizer: checkpoint.OptimizerState{Kind: "adamw", Step: r.eng.optStep()}},
 		Model:     model,
 		Optimizer: moments,
+	}
+	if ls, ok := r.eng.(lossScaled); ok && ls.scaler() != nil {
+		st := ls.scaler().LossScaleState
+		c.Manifest.Optimizer.LossScale = &st
 	}
 	p, err := r.writer.Save(r.ckptDir, c)
 	if err != nil {
@@ -459,6 +470,9 @@ func (r *stageRun) finish(cancelled error) (*Result, error) {
 		}
 	}
 	res.Memory = r.eng.report()
+	if ls, ok := r.eng.(lossScaled); ok && ls.scaler() != nil {
+		res.LossScale, res.SkippedSteps = ls.scaler().Scale, ls.scaler().Skipped
+	}
 	if res.Stopped {
 		return res, cancelled
 	}
@@ -510,6 +524,9 @@ func (r *Result) String() string {
 	}
 	if r.ValPPL > 0 {
 		s += fmt.Sprintf(", validation perplexity %.3f", r.ValPPL)
+	}
+	if r.LossScale > 0 {
+		s += fmt.Sprintf("; fp16 loss scale %s, %d steps skipped for overflow", formatLossScale(r.LossScale), r.SkippedSteps)
 	}
 	if nothingLeft {
 		s += "; the run had already finished: nothing left to train"

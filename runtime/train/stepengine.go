@@ -30,6 +30,8 @@ type stepEngine struct {
 	mb     int // sequences per micro-batch on a replica
 	spec   *Spec
 	steps  int64 // steps run by this engine
+	// loss is fp16 training's dynamic loss scaler (nil for bf16 and fp32: fp16.go).
+	loss *lossScaler
 	// last is the weights the last tensors call assembled (on rank 0 under MPI), valid
 	// while assembled: evaluation reuses them instead of assembling again.
 	last      []safetensors.Tensor
@@ -104,6 +106,14 @@ func newStepEngine(spec *Spec, cfg optim.Config, l Sharding, opt Options) (*step
 		return nil, err
 	}
 	lc.SetBF16Products(bf16Products(spec))
+	var loss *lossScaler
+	if fp16Products(spec) {
+		if opt.DelayedUpdate {
+			return nil, refuseFP16(spec, "--delayed-update", "drop --delayed-update")
+		}
+		lc.SetFP16Products(true)
+		loss = newLossScaler(opt.InitialLossScale)
+	}
 	// The unified cache's host update lands unit by unit while the next step's forward
 	// fetches them (where the layout allows it: ZeRO 0 or 3); the numbers are the same.
 	if _, err := lc.SetHostOverlap(sl.Cache.On() && !opt.SerialHostUpdate); err != nil {
@@ -129,7 +139,7 @@ func newStepEngine(spec *Spec, cfg optim.Config, l Sharding, opt Options) (*step
 	if err := lc.Load(whole); err != nil {
 		return nil, err
 	}
-	return &stepEngine{lc: lc, comm: opt.Comm, layout: sl, mb: mb, spec: spec}, nil
+	return &stepEngine{lc: lc, comm: opt.Comm, layout: sl, mb: mb, spec: spec, loss: loss}, nil
 }
 
 func (s *stepEngine) leader() bool { return s.comm == nil || s.comm.Rank() == 0 }
@@ -147,12 +157,19 @@ func (s *stepEngine) step(stepN int64, spec *Spec, corpus *data.Corpus) (StepRec
 		}
 	}
 	s.assembled = false
-	st, err := s.lc.Step(micro, exec.Options{Seed: spec.Seed, Step: stepN})
+	o := exec.Options{Seed: spec.Seed, Step: stepN}
+	if s.loss != nil {
+		o.LossScale = s.loss.Scale
+	}
+	st, err := s.lc.Step(micro, o)
 	s.steps++
 	rec := StepRecord{Loss: st.Loss, CE: st.CE, Balance: st.Balance, ZLoss: st.ZLoss, Dropped: st.Dropped, SoftLoss: st.Distill}
 	info := optim.StepInfo{LR: st.LR, GradNorm: st.GradNorm}
 	if spec.Train != nil {
 		info.Clipped = spec.Train.Optimizer.ClipNorm > 0 && st.GradNorm > spec.Train.Optimizer.ClipNorm
+	}
+	if err == nil && s.loss != nil {
+		err = s.scaleStep(&rec, &info, st.Skipped)
 	}
 	if err != nil {
 		err = fmt.Errorf("train: step %d: %w", stepN+1, err)
@@ -176,6 +193,8 @@ func (s *stepEngine) tensors() ([]safetensors.Tensor, []safetensors.Tensor, erro
 }
 
 func (s *stepEngine) optStep() int64 { return s.lc.OptStep() }
+
+func (s *stepEngine) scaler() *lossScaler { return s.loss }
 
 func (s *stepEngine) load(model, moments []safetensors.Tensor, stepN int64) error {
 	if err := checkManifest(s.spec.Model, model); err != nil {
