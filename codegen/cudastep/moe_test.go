@@ -437,13 +437,13 @@ func (r *moeRef) run(t *testing.T, op *step.Op) {
 		k.PermuteBwd(f(in[0]), i(in[1]), i(in[2]), f(out[0]), C, D, acc(0))
 	case step.OpGroupedMM:
 		w, b, o, kk := split(in[1:])
-		moeexec.GroupedMM(f(in[0]), f(out[0]), w, b, o, kk, k.Fill(in[0]), k.Fill(out[0]), op.SkipEmptySlots)
+		k.GroupedMM(f(in[0]), f(out[0]), w, b, o, kk, k.Fill(in[0]), k.Fill(out[0]), op.SkipEmptySlots)
 	case step.OpGroupedMMDW:
 		w, b, o, kk := split(out)
-		moeexec.GroupedMMDW(f(in[0]), f(in[1]), w, b, o, kk, acc(0), k.Fill(in[0]), k.Fill(in[1]))
+		k.GroupedMMDW(f(in[0]), f(in[1]), w, b, o, kk, acc(0), k.Fill(in[0]), k.Fill(in[1]))
 	case step.OpGroupedMMDX:
 		w, _, o, kk := split(in[1:])
-		moeexec.GroupedMMDX(f(in[0]), f(out[0]), w, o, kk, acc(0), k.Fill(in[0]), k.Fill(out[0]))
+		k.GroupedMMDX(f(in[0]), f(out[0]), w, o, kk, acc(0), k.Fill(in[0]), k.Fill(out[0]))
 	case step.OpCombine:
 		C, D := dims(shape(in[0]))
 		k.Combine(f(in[0]), i(in[1]), i(in[2]), f(in[3]), f(out[0]), C, D)

@@ -38,6 +38,11 @@ type Config struct {
 	// the .moe file's folder. "" (ConfigFor leaves it so; Emit sets it from
 	// Options.SourceDir) makes the working directory the default base.
 	SourceDir string
+	// Products is the precision of the weight products (the train block's CPUProducts):
+	// "" float32, BF16 bfloat16 products with float32 sums, FP16 half products with the
+	// dynamic loss scale (Megatron-Core's, runtime/optim.LossScale), which only the step
+	// program's Go form runs.
+	Products program.Precision
 }
 
 // ConfigFor resolves a stage as `moec run` does (runtime/train): sequence length, micro-
@@ -54,7 +59,7 @@ func ConfigFor(prog *program.Program, tr *program.Train, st *program.Stage) (Con
 	}
 	m := program.StageModel(base, st)
 	c := Config{Name: codegen.Ident(tr.Model, st.Name), Model: m, Optimizer: tr.Optimizer, StageLR: st.LR,
-		Data: tr.Data, ValData: tr.ValData, Seed: tr.Seed, Grow: st.Grow}
+		Data: tr.Data, ValData: tr.ValData, Seed: tr.Seed, Grow: st.Grow, Products: tr.CPUProducts}
 	switch {
 	case st.Distill != nil:
 		c.TeacherStage, c.InitFromTeacher = codegen.SanitizePath(st.From), st.Distill.InitFromTeacher

@@ -34,6 +34,9 @@ func MainSource(cfg Config) (string, error) {
 	if cfg.TeacherStage != "" {
 		return "", &NotWrittenError{fmt.Sprintf("stage %s distills from stage %s, and distillation runs through step programs (go/%s)", cfg.Name, cfg.TeacherStage, StepDir)}
 	}
+	if cfg.Products == program.FP16 {
+		return "", &NotWrittenError{fmt.Sprintf("stage %s trains with precision = fp16, whose loss scaling runs through step programs (go/%s)", cfg.Name, StepDir)}
+	}
 	infos, err := nn.ParamList(cfg.Model)
 	if err != nil {
 		return "", fmt.Errorf("gogen: %s: %w", cfg.Name, err)

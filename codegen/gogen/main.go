@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/dave/jennifer/jen"
+
+	"github.com/moec-dev/moec/compiler/program"
 )
 
 // genSchedule writes forwardBackward: one micro-batch unrolled layer by layer into the
@@ -104,6 +106,9 @@ func genMain(f *jen.File, cfg Config) {
 			jen.Return(jen.Qual("fmt", "Errorf").Call(jen.Lit("embedded model: %w"), jen.Err())))
 		g.List(jen.Id("m"), jen.Err()).Op(":=").Qual(pkgNN, "New").Call(jen.Op("&").Id("cfg"), jen.Id("seed"))
 		g.If(jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Err()))
+		if cfg.Products == program.BF16 {
+			g.Id("m").Dot("SetBF16Products").Call(jen.True()).Comment("precision = bf16: bfloat16 products, float32 sums")
+		}
 		g.List(jen.Id("p"), jen.Err()).Op(":=").Id("bindParams").Call(jen.Id("m"))
 		g.If(jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Err()))
 		if grows {

@@ -9,6 +9,7 @@ import (
 	"github.com/dave/jennifer/jen"
 
 	"github.com/moec-dev/moec/compiler/params"
+	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/step"
 )
 
@@ -389,14 +390,14 @@ func opCall(p *step.Program, i int) (jen.Code, error) {
 		if !addsBias(p, op) {
 			b = jen.Nil()
 		}
-		return jen.Qual(pkgExec, "GroupedMM").Call(buf(in[0]), buf(out[0]), w, b, jen.Lit(o), jen.Lit(kk), fill(in[0]), fill(out[0]),
+		return k.Dot("GroupedMM").Call(buf(in[0]), buf(out[0]), w, b, jen.Lit(o), jen.Lit(kk), fill(in[0]), fill(out[0]),
 			jen.Lit(op.SkipEmptySlots)), nil
 	case step.OpGroupedMMDW:
 		w, b, o, kk := expertLists(p, out)
-		return jen.Qual(pkgExec, "GroupedMMDW").Call(buf(in[0]), buf(in[1]), w, b, jen.Lit(o), jen.Lit(kk), acc(0), fill(in[0]), fill(in[1])), nil
+		return k.Dot("GroupedMMDW").Call(buf(in[0]), buf(in[1]), w, b, jen.Lit(o), jen.Lit(kk), acc(0), fill(in[0]), fill(in[1])), nil
 	case step.OpGroupedMMDX:
 		w, _, o, kk := expertLists(p, in[1:])
-		return jen.Qual(pkgExec, "GroupedMMDX").Call(buf(in[0]), buf(out[0]), w, jen.Lit(o), jen.Lit(kk), acc(0), fill(in[0]), fill(out[0])), nil
+		return k.Dot("GroupedMMDX").Call(buf(in[0]), buf(out[0]), w, jen.Lit(o), jen.Lit(kk), acc(0), fill(in[0]), fill(out[0])), nil
 	case step.OpCombine:
 		C, D := dispatchDims(shape(in[0]))
 		return k.Dot("Combine").Call(buf(in[0]), buf(in[1]), buf(in[2]), buf(in[3]), buf(out[0]), jen.Lit(C), jen.Lit(D)), nil
@@ -906,8 +907,13 @@ func genStepMain(f *jen.File, cfg Config, progs []*step.Program) {
 			fromHelp = fmt.Sprintf("the teacher stage %s's final checkpoint or run folder (this stage distills from it)", cfg.TeacherStage)
 		}
 		g.Id("from").Op(":=").Qual("flag", "String").Call(jen.Lit("from"), jen.Lit(""), jen.Lit(fromHelp))
+		args := []jen.Code{jen.Op("*").Id("steps"), jen.Op("*").Id("seed"), jen.Op("*").Id("glob"), jen.Op("*").Id("base"), jen.Op("*").Id("from")}
+		if cfg.Products == program.FP16 {
+			g.Id("lossScale").Op(":=").Qual("flag", "Float64").Call(jen.Lit("loss-scale"), jen.Lit(0), jen.Lit("fp16: the first step's loss scale (0: Megatron-Core's 2^32)"))
+			args = append(args, jen.Op("*").Id("lossScale"))
+		}
 		g.Qual("flag", "Parse").Call()
-		g.If(jen.Err().Op(":=").Id("run").Call(jen.Op("*").Id("steps"), jen.Op("*").Id("seed"), jen.Op("*").Id("glob"), jen.Op("*").Id("base"), jen.Op("*").Id("from")),
+		g.If(jen.Err().Op(":=").Id("run").Call(args...),
 			jen.Err().Op("!=").Nil()).Block(
 			jen.Qual("fmt", "Fprintln").Call(jen.Qual("os", "Stderr"), jen.Lit(cfg.Name+" (step program):"), jen.Err()),
 			jen.Qual("os", "Exit").Call(jen.Lit(1)),
@@ -918,7 +924,11 @@ func genStepMain(f *jen.File, cfg Config, progs []*step.Program) {
 	l, world := p.Layout, len(progs)
 	mb, M, T := p.Batch.MicroBatch, p.Batch.Micro, p.Batch.SeqLen
 	f.Comment("run trains the stage through the step program and prints each step's loss with every digit.")
-	f.Func().Id("run").Params(jen.List(jen.Id("steps"), jen.Id("seed")).Int64(), jen.List(jen.Id("glob"), jen.Id("base"), jen.Id("from")).String()).Error().BlockFunc(func(g *jen.Group) {
+	params := []jen.Code{jen.List(jen.Id("steps"), jen.Id("seed")).Int64(), jen.List(jen.Id("glob"), jen.Id("base"), jen.Id("from")).String()}
+	if cfg.Products == program.FP16 {
+		params = append(params, jen.Id("lossScale").Float64())
+	}
+	f.Func().Id("run").Params(params...).Error().BlockFunc(func(g *jen.Group) {
 		g.Var().Id("m").Qual(pkgProgram, "Model")
 		g.If(jen.Err().Op(":=").Qual("encoding/json", "Unmarshal").Call(jen.Index().Byte().Parens(jen.Id("modelJSON")), jen.Op("&").Id("m")), jen.Err().Op("!=").Nil()).Block(
 			jen.Return(jen.Qual("fmt", "Errorf").Call(jen.Lit("embedded model: %w"), jen.Err())))
@@ -948,6 +958,12 @@ func genStepMain(f *jen.File, cfg Config, progs []*step.Program) {
 				jen.Qual(pkgStep, "Layout").Values(jen.Dict{jen.Id("DP"): jen.Lit(l.DP), jen.Id("EP"): jen.Lit(l.EP), jen.Id("TP"): jen.Lit(l.TP), jen.Id("PP"): jen.Lit(l.PP)}),
 				jen.Qual(pkgStep, "Coord").Values(jen.Dict{jen.Id("TP"): jen.Lit(rp.Coord.TP)}))
 			g.If(jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Err()))
+			switch cfg.Products {
+			case program.BF16:
+				g.Add(k.Clone()).Dot("SetBF16Products").Call(jen.True()).Comment("precision = bf16: bfloat16 products, float32 sums")
+			case program.FP16:
+				g.Add(k.Clone()).Dot("SetFP16Products").Call(jen.True()).Comment("precision = fp16: half products, float32 sums, the loss scaled")
+			}
 			fields := jen.Dict{jen.Id("views" + sfx): jen.Id("newViews" + sfx).Call(), jen.Id("k"): k.Clone()}
 			if world > 1 {
 				fields[jen.Id("c")] = jen.Id("world").Dot("Rank").Call(jen.Lit(rp.Rank))
@@ -965,6 +981,10 @@ func genStepMain(f *jen.File, cfg Config, progs []*step.Program) {
 			jen.Id("Glob"): jen.Id("glob"), jen.Id("ValGlob"): jen.Id("valGlob"), jen.Id("BaseDir"): jen.Id("base")}))
 		g.If(jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Err()))
 		g.Id("micro").Op(":=").Make(jen.Index().Index().Int32(), jen.Lit(l.DP*M)).Comment("each replica's micro-batches in turn")
+		fp16 := cfg.Products == program.FP16
+		if fp16 {
+			g.Id("scale").Op(":=").Qual(pkgOptim, "NewLossScale").Call(jen.Id("lossScale")).Comment("fp16's dynamic loss scale, as moec run keeps it")
+		}
 		if world > 1 {
 			g.Id("ranks").Op(":=").Index().Interface(jen.Id("step").Params(jen.Int64(), jen.Int64(), jen.Index().Index().Int32()).Params(jen.Qual(pkgExec, "Stats"), jen.Error())).Values(ranks...)
 			var reps, tp0 []jen.Code
@@ -983,6 +1003,11 @@ func genStepMain(f *jen.File, cfg Config, progs []*step.Program) {
 					jen.Id("mi").Op("*").Lit(cfg.MicroBatch).Op("+").Id("rep").Op("*").Lit(mb), jen.Lit(mb), jen.Lit(T)),
 					jen.Id("err").Op("!=").Nil()).Block(jen.Return(jen.Id("err"))),
 			)
+			if fp16 {
+				for _, r := range ranks {
+					g.Add(r).Dot("k").Dot("SetLossScale").Call(jen.Id("scale").Dot("Scale"))
+				}
+			}
 			if world == 1 {
 				g.List(jen.Id("st"), jen.Err()).Op(":=").Id("r").Dot("step").Call(jen.Id("seed"), jen.Id("s"), jen.Id("micro"))
 				g.If(jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Qual("fmt", "Errorf").Call(jen.Lit("step %d: %w"), jen.Id("s").Op("+").Lit(1), jen.Err())))
@@ -990,14 +1015,25 @@ func genStepMain(f *jen.File, cfg Config, progs []*step.Program) {
 				g.List(jen.Id("st"), jen.Err()).Op(":=").Id("stepAll").Call(jen.Id("world"), jen.Id("ranks"), jen.Id("replica"), jen.Id("counts"), jen.Op("&").Id("m"), jen.Id("seed"), jen.Id("s"), jen.Id("micro"))
 				g.If(jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Qual("fmt", "Errorf").Call(jen.Lit("step %d: %w"), jen.Id("s").Op("+").Lit(1), jen.Err())))
 			}
-			g.Qual("fmt", "Printf").Call(jen.Lit("step %d loss %s ce %s lr %s grad_norm %s\n"), jen.Id("s").Op("+").Lit(1),
-				jen.Id("full").Call(jen.Id("st").Dot("Loss")), jen.Id("full").Call(jen.Id("st").Dot("CE")), jen.Id("full").Call(jen.Id("st").Dot("LR")), jen.Id("full").Call(jen.Id("st").Dot("GradNorm")))
+			if fp16 {
+				// A step whose scaled gradients overflowed half was skipped by the update
+				// (weights and moments untouched); it backs the scale off, as in moec run.
+				g.If(jen.Id("st").Dot("Skipped").Op("&&").Id("scale").Dot("Scale").Op("<=").Qual(pkgOptim, "MinLossScale")).Block(
+					jen.Return(jen.Qual("fmt", "Errorf").Call(jen.Lit("step %d: the gradients overflow half at the smallest loss scale"), jen.Id("s").Op("+").Lit(1))))
+				g.Qual("fmt", "Printf").Call(jen.Lit("step %d loss %s ce %s lr %s grad_norm %s loss_scale %s skipped %t\n"), jen.Id("s").Op("+").Lit(1),
+					jen.Id("full").Call(jen.Id("st").Dot("Loss")), jen.Id("full").Call(jen.Id("st").Dot("CE")), jen.Id("full").Call(jen.Id("st").Dot("LR")), jen.Id("full").Call(jen.Id("st").Dot("GradNorm")),
+					jen.Id("full").Call(jen.Id("scale").Dot("Scale")), jen.Id("st").Dot("Skipped"))
+				g.Id("scale").Dot("Update").Call(jen.Id("st").Dot("Skipped"))
+			} else {
+				g.Qual("fmt", "Printf").Call(jen.Lit("step %d loss %s ce %s lr %s grad_norm %s\n"), jen.Id("s").Op("+").Lit(1),
+					jen.Id("full").Call(jen.Id("st").Dot("Loss")), jen.Id("full").Call(jen.Id("st").Dot("CE")), jen.Id("full").Call(jen.Id("st").Dot("LR")), jen.Id("full").Call(jen.Id("st").Dot("GradNorm")))
+			}
 		})
 		g.Return(jen.Nil())
 	})
 	f.Line()
 	if world > 1 {
-		genStepAll(f, M, progs[0].Layout.Distill)
+		genStepAll(f, M, progs[0].Layout.Distill, cfg.Products == program.FP16)
 	}
 	f.Comment("full prints a float with the fewest digits that read back to the same value.")
 	f.Func().Id("full").Params(jen.Id("x").Float64()).String().Block(
@@ -1007,7 +1043,7 @@ func genStepMain(f *jen.File, cfg Config, progs []*step.Program) {
 // genStepAll writes stepAll: one step on every rank, each a goroutine over its replica's
 // micro-batches (a rank that fails stops the others), and the step's loss terms: the sum
 // over the tp-rank-0 ranks' shares, as runtime/exec's Local adds them.
-func genStepAll(f *jen.File, M int, d step.Distill) {
+func genStepAll(f *jen.File, M int, d step.Distill, fp16 bool) {
 	stats := jen.Qual(pkgExec, "Stats")
 	f.Comment("stepAll runs one step on every rank and adds up the step's loss terms.")
 	f.Func().Id("stepAll").Params(jen.Id("world").Op("*").Qual(pkgExec, "World"),
@@ -1047,6 +1083,9 @@ func genStepAll(f *jen.File, M int, d step.Distill) {
 		g.If(jen.Id("moe").Op(":=").Id("m").Dot("MoE"), jen.Id("moe").Op("!=").Nil()).Block(
 			jen.Id("out").Dot("Loss").Op("+=").Id("moe").Dot("BalanceLoss").Op("*").Id("out").Dot("Balance").Op("+").Id("moe").Dot("ZLoss").Op("*").Id("out").Dot("ZLoss"))
 		g.List(jen.Id("out").Dot("GradNorm"), jen.Id("out").Dot("LR")).Op("=").List(jen.Id("st").Index(jen.Lit(0)).Dot("GradNorm"), jen.Id("st").Index(jen.Lit(0)).Dot("LR"))
+		if fp16 { // every rank's update saw the same reduced norm, so skipped alike
+			g.Id("out").Dot("Skipped").Op("=").Id("st").Index(jen.Lit(0)).Dot("Skipped")
+		}
 		g.Return(jen.Id("out"), jen.Nil())
 	})
 	f.Line()

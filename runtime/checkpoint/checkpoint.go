@@ -15,6 +15,7 @@ import (
 
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/lang/diag"
+	"github.com/moec-dev/moec/runtime/optim"
 	"github.com/moec-dev/moec/runtime/safetensors"
 )
 
@@ -78,16 +79,8 @@ type OptimizerState struct {
 	LossScale *LossScaleState `json:"loss_scale,omitempty"`
 }
 
-// LossScaleState is a dynamic loss scaler's state between steps.
-type LossScaleState struct {
-	Scale float64 `json:"scale"` // the next step's loss scale
-	// CleanSteps counts the steps without an overflow since the last growth or overflow;
-	// the scale grows when it reaches the growth interval.
-	CleanSteps int64 `json:"clean_steps"`
-	// Hysteresis is the overflows left before the next one backs the scale off.
-	Hysteresis int   `json:"hysteresis"`
-	Skipped    int64 `json:"skipped"` // steps skipped for an overflow since the stage began
-}
+// LossScaleState is a dynamic loss scaler's state between steps (fp16 training's).
+type LossScaleState = optim.LossScale
 
 // FileEntry is one file of a checkpoint with its size and SHA-256.
 type FileEntry struct {

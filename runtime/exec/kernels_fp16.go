@@ -68,3 +68,8 @@ func (k *Kernels) skipOverflow(err error) error {
 	}
 	return err
 }
+
+// SetLossScale sets the dynamic loss scale of the steps that follow (0: none), as
+// Options.LossScale does for each Executor.Run: the generated Go step program calls it
+// before each step with its scaler's scale.
+func (k *Kernels) SetLossScale(s float64) { k.lossScaling = s }

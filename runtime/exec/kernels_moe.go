@@ -10,7 +10,6 @@ import (
 	"sync"
 
 	"github.com/moec-dev/moec/compiler/program"
-	"github.com/moec-dev/moec/runtime/blas"
 )
 
 // Route scores each token's experts, chooses its top k (ties to the lower index; under
@@ -347,11 +346,13 @@ func (e *Executor) experts(bufs []int) (w, b [][]float32, out, in int) {
 }
 
 // GroupedMM: each expert's filled rows of x (xFill; all rows when unknown) times its
-// weight w[ex] ([o, k]), plus its bias b[ex] where b (or b[ex]) is not nil; y's padding
+// weight w[ex] ([o, kk]), plus its bias b[ex] where b (or b[ex]) is not nil; y's padding
 // is cleared and its fill recorded in yFill. With skipEmpty (an inference program's
-// grouped product whose input no counts reach) the zero rows are found and skipped.
-func GroupedMM(x, y []float32, w, b [][]float32, o, k int, xFill, yFill *RowFill, skipEmpty bool) {
-	groupedMM(blas.Gemm[float32], nil, x, y, w, b, o, k, xFill, yFill, skipEmpty)
+// grouped product whose input no counts reach) the zero rows are found and skipped. The
+// products are the rank's (float32, bfloat16 or half: SetBF16Products, SetFP16Products),
+// as the executor runs grouped_matmul.
+func (k *Kernels) GroupedMM(x, y []float32, w, b [][]float32, o, kk int, xFill, yFill *RowFill, skipEmpty bool) {
+	groupedMM(k.product(), &k.scratch.order, x, y, w, b, o, kk, xFill, yFill, skipEmpty)
 }
 
 // groupedMM is GroupedMM through the product gemm.
@@ -390,9 +391,10 @@ func groupedMM(gemm product, order *[]int32, x, y []float32, w, b [][]float32, o
 
 // GroupedMMDW: each expert's weight gradient w[ex] (+)= dyᵀ·x and bias gradient b[ex]
 // (where not nil) (+)= Σ dy over its filled rows (the fill of x, else of dy; the padding's
-// dy is zero). The parts are bands of each weight's output rows.
-func GroupedMMDW(dy, x []float32, w, b [][]float32, o, k int, acc bool, dyFill, xFill *RowFill) {
-	groupedMMDW(blas.Gemm[float32], nil, dy, x, w, b, o, k, acc, dyFill, xFill)
+// dy is zero). The parts are bands of each weight's output rows; the products are the
+// rank's, as GroupedMM's.
+func (k *Kernels) GroupedMMDW(dy, x []float32, w, b [][]float32, o, kk int, acc bool, dyFill, xFill *RowFill) {
+	groupedMMDW(k.product(), &k.scratch.order, dy, x, w, b, o, kk, acc, dyFill, xFill)
 }
 
 // groupedMMDW is GroupedMMDW through the product gemm.
@@ -436,9 +438,10 @@ func groupedMMDW(gemm product, order *[]int32, dy, x []float32, w, b [][]float32
 }
 
 // GroupedMMDX: each expert's filled rows (dyFill) of dx (+)= dy·W, dx's padding cleared
-// when written and its fill recorded in dxFill.
-func GroupedMMDX(dy, dx []float32, w [][]float32, o, k int, acc bool, dyFill, dxFill *RowFill) {
-	groupedMMDX(blas.Gemm[float32], nil, dy, dx, w, o, k, acc, dyFill, dxFill)
+// when written and its fill recorded in dxFill; the products are the rank's, as
+// GroupedMM's.
+func (k *Kernels) GroupedMMDX(dy, dx []float32, w [][]float32, o, kk int, acc bool, dyFill, dxFill *RowFill) {
+	groupedMMDX(k.product(), &k.scratch.order, dy, dx, w, o, kk, acc, dyFill, dxFill)
 }
 
 // groupedMMDX is GroupedMMDX through the product gemm.

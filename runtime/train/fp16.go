@@ -11,16 +11,12 @@ import (
 	"github.com/moec-dev/moec/runtime/optim"
 )
 
-// Megatron-Core's DynamicGradScaler defaults (apex's start at 2¹⁶ instead): the loss
-// scale starts at 2³², doubles after 1000 steps in a row without an overflow, and halves
-// on an overflow once two have been seen since the last growth (hysteresis), never below 1.
+// The dynamic loss scale's rule, runtime/optim's (Megatron-Core's DynamicGradScaler).
 const (
-	DefaultInitialLossScale = 1 << 32
-	LossScaleGrowthInterval = 1000
-	LossScaleHysteresis     = 2
-	lossScaleGrowth         = 2.0
-	lossScaleBackoff        = 0.5
-	minLossScale            = 1.0
+	DefaultInitialLossScale = optim.DefaultInitialLossScale
+	LossScaleGrowthInterval = optim.LossScaleGrowthInterval
+	LossScaleHysteresis     = optim.LossScaleHysteresis
+	minLossScale            = optim.MinLossScale
 )
 
 // fp16Products reports whether the run's train block asks for half weight products
@@ -47,30 +43,11 @@ type lossScaler struct {
 
 // newLossScaler starts a scaler at initial (0: DefaultInitialLossScale).
 func newLossScaler(initial float64) *lossScaler {
-	if initial <= 0 {
-		initial = DefaultInitialLossScale
-	}
-	return &lossScaler{checkpoint.LossScaleState{Scale: initial, Hysteresis: LossScaleHysteresis}}
+	return &lossScaler{optim.NewLossScale(initial)}
 }
 
 // update records a step: overflowed (skipped) or clean.
-func (s *lossScaler) update(overflowed bool) {
-	if overflowed {
-		s.Skipped++
-		s.CleanSteps = 0
-		s.Hysteresis--
-		if s.Hysteresis <= 0 {
-			s.Scale = max(s.Scale*lossScaleBackoff, minLossScale)
-		}
-		return
-	}
-	s.CleanSteps++
-	if s.CleanSteps == LossScaleGrowthInterval {
-		s.CleanSteps = 0
-		s.Hysteresis = LossScaleHysteresis
-		s.Scale *= lossScaleGrowth
-	}
-}
+func (s *lossScaler) update(overflowed bool) { s.Update(overflowed) }
 
 // restore takes a checkpoint's state, refusing one a scaler cannot have written.
 func (s *lossScaler) restore(st *checkpoint.LossScaleState) error {
