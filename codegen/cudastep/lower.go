@@ -22,6 +22,12 @@ type OpLaunches struct {
 	// Settle says the host program settles the optimizer's coefficients before the
 	// launches (the step's first adamw op): it reads the gradient norm the device summed.
 	Settle bool
+	// Collective, for a collective op, is its NCCL calls (collective.go); nil otherwise.
+	Collective *Collective
+	// PublishNorm says the host program writes this rank's sum of squares of the gradients
+	// into the grad_norm op's output after the launches (several ranks: the program's
+	// all_reduce then sums it over the ranks, and the update reads the sum).
+	PublishNorm bool
 }
 
 // Lowered is a step program lowered to launches of the kernel library.
@@ -146,6 +152,12 @@ func LowerWith(p *step.Program, m *program.Model, o Options) (*Lowered, error) {
 				return nil, fmt.Errorf("cudastep: op %d (%s %s): %w", i, op.Phase, op.Kind, err)
 			}
 			ol.Launches = ls
+		case isCollective(op.Kind): // collective.go
+			c, err := lw.collective(op)
+			if err != nil {
+				return nil, fmt.Errorf("cudastep: op %d (%s %s): %w", i, op.Phase, op.Kind, err)
+			}
+			ol.Collective = c
 		case op.Kind == step.OpAdamW:
 			if !settled {
 				ls, err := lw.adamw()
@@ -172,9 +184,7 @@ func LowerWith(p *step.Program, m *program.Model, o Options) (*Lowered, error) {
 func supported(p *step.Program) error {
 	l := p.Layout
 	var missing []string
-	if l.DP > 1 || l.EP > 1 || l.TP > 1 || l.PP > 1 {
-		missing = append(missing, fmt.Sprintf("several ranks (dp %d, ep %d, tp %d, pp %d: the collectives and NCCL)", l.DP, l.EP, l.TP, l.PP))
-	}
+	missing = append(missing, collectivesSupported(l)...)
 	if l.OffloadOpt {
 		missing = append(missing, "the offloaded optimizer")
 	}
@@ -185,7 +195,7 @@ func supported(p *step.Program) error {
 		missing = append(missing, "distillation")
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("cudastep: %s/%s runs %s; the CUDA backend does not lower %v yet (only one rank without offload or the unified cache)",
+		return fmt.Errorf("cudastep: %s/%s runs %s; the CUDA backend does not lower %v yet (one rank, or data and expert parallelism, without offload or the unified cache)",
 			p.Model, p.Stage, l, missing)
 	}
 	return nil
@@ -545,15 +555,22 @@ func (lw *opLowerer) op(op *step.Op, ol *OpLaunches) error {
 		}
 		slots := 0
 		for _, pc := range pieces {
-			n := lw.n(pc.grad)
+			lo, hi := lw.countedRange(pc, pc.group) // collective.go
+			if lo >= hi {
+				continue
+			}
+			n := hi - lo
 			blocks := int(min(max((n+2047)/2048, 1), 64))
 			slot := WorkArg(PtrF32, NormWork, 0)
 			slot.Offset = int64(2 * slots)
 			slots += blocks
+			g := lw.buf(pc.grad)
+			g.Offset = lo
 			add(Launch{Kernel: "dense_sumsq", Grid: [3]int{blocks, 1, 1}, Block: [3]int{256, 1, 1},
-				Args: []Arg{lw.buf(pc.grad), IntArg(I64, n), slot}})
+				Args: []Arg{g, IntArg(I64, n), slot}})
 		}
 		lw.out.NormSlots = slots
+		ol.PublishNorm = lw.p.Layout.World() > 1
 	default:
 		return fmt.Errorf("no CUDA lowering for %s yet", op.Kind)
 	}
@@ -619,6 +636,7 @@ func containsBuf(xs []int, x int) bool {
 // flat offset in its group's adam_m and adam_v.
 type optPiece struct {
 	param, grad, m, v int
+	group             int // its group's index in the program's Groups
 	flat              int64
 	decay             bool
 }
@@ -666,7 +684,7 @@ func (lw *opLowerer) pieces() ([]optPiece, error) {
 			if !ok {
 				return nil, fmt.Errorf("gradient %s has no parameter buffer", b.Name)
 			}
-			out = append(out, optPiece{param: w, grad: i, m: m, v: v, flat: b.Flat, decay: len(b.Shape) >= 2})
+			out = append(out, optPiece{param: w, grad: i, m: m, v: v, group: gi, flat: b.Flat, decay: len(b.Shape) >= 2})
 		}
 	}
 	return out, nil
