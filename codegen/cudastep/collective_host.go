@@ -131,7 +131,7 @@ func overlaps(a, b [][2]int64) bool {
 // in order) into the grad_norm op's output, which the program's all_reduce then sums over
 // the ranks (several ranks; see moec_settle).
 const hostPublishNorm = `
-static int moec_publish_norm(moec_state *s) {
+[[maybe_unused]] static int moec_publish_norm(moec_state *s) {
   MOEC_CU(s, s->cu.cuStreamSynchronize(s->stream), "summing this rank's gradient norm");
   double sq = 0;
   if (MOEC_NORM_SLOTS > 0) {

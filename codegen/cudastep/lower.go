@@ -177,6 +177,9 @@ func LowerWith(p *step.Program, m *program.Model, o Options) (*Lowered, error) {
 		}
 		lw.out.Ops = append(lw.out.Ops, ol)
 	}
+	if err := addExchangedFills(lw.out); err != nil { // moe_ep.go
+		return nil, err
+	}
 	return lw.out, nil
 }
 
