@@ -108,7 +108,14 @@ func matchRanks(t *testing.T, m *program.Model, b step.Batch, l step.Layout, cfg
 // TestEmulatedDataParallelMatchesExecutor: hunyuan_tiny's dense stage on two data-parallel
 // ranks: the gradients all-reduced (ncclAllReduce on the communication stream) and the
 // global norm summed over the ranks' halves, as runtime/exec's in-process ranks do.
+//
+// The communication streams run their work as soon as it is queued
+// (MOEC_EMU_STREAMS=eager-comm): an all_reduce that did not wait for the backward would
+// sum gradients not yet computed. The expert-parallel test runs the default policy (every
+// stream as late as it may), where a compute stream that did not wait for a collective
+// would read its output before it is written.
 func TestEmulatedDataParallelMatchesExecutor(t *testing.T) {
+	t.Setenv("MOEC_EMU_STREAMS", "eager-comm")
 	m, cfg := hunyuanTiny(t, 1)
 	matchRanks(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 1}, step.Layout{DP: 2, EP: 1, TP: 1, PP: 1}, cfg, 2)
 }
