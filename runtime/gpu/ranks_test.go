@@ -3,6 +3,7 @@ package gpu
 import (
 	"context"
 	"math"
+	"os"
 	"testing"
 	"time"
 
@@ -125,6 +126,9 @@ func TestEmulatedDataParallelMatchesExecutor(t *testing.T) {
 // ncclRecv in one group, each expert's slots) towards the experts and back, forward and
 // backward, and the dense gradients all-reduced.
 func TestEmulatedExpertParallelMatchesExecutor(t *testing.T) {
+	if os.Getenv("MOEC_LONG_EMULATION") == "" {
+		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (two ranks' generated steps compiled: most of a minute)")
+	}
 	m, cfg := hunyuanTiny(t, 4)
 	matchRanks(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 1}, step.Layout{DP: 2, EP: 2, TP: 1, PP: 1}, cfg, 2)
 }
