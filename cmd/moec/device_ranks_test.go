@@ -37,7 +37,8 @@ func TestDeviceCudaRanksWithoutDriver(t *testing.T) {
 	}
 }
 
-// TestDeviceCudaEmulatedTrainsRanks: --device cuda-emulated on two data-parallel ranks
+// TestDeviceCudaEmulatedTrainsRanks: --device cuda-emulated on two data-parallel ranks (the
+// plan's ZeRO 1)
 // trains every rank through its generated CUDA step (the gradients all-reduced through the
 // emulated NCCL), with the CPU step engine's losses on the same ranks, and writes the
 // checkpoint assembled from the ranks' host copies.
@@ -52,7 +53,7 @@ func TestDeviceCudaEmulatedTrainsRanks(t *testing.T) {
 	losses := func(dir string, args ...string) []float64 {
 		t.Helper()
 		var out, errb bytes.Buffer
-		args = append([]string{"run", "--stage", "dense", "--steps", "2", "--ranks", "2", "--zero", "0", "--out", dir}, append(args, "tiny.moe")...)
+		args = append([]string{"run", "--stage", "dense", "--steps", "2", "--ranks", "2", "--out", dir}, append(args, "tiny.moe")...)
 		if st := run(args, &out, &errb); st != 0 {
 			t.Fatalf("%s: status %d\n%s", strings.Join(args, " "), st, errb.String())
 		}

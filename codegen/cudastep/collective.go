@@ -25,6 +25,7 @@ import (
 // the floats, Peer the other rank of a send or receive, Max a maximum instead of a sum.
 type NCCLCall struct {
 	Func        string
+	Work        string // a workspace Send is an offset in ("": the arena)
 	Send, Recv  int64
 	Count       int64
 	Peer        int
@@ -37,6 +38,9 @@ type NCCLCall struct {
 // decide where the compute stream waits for it.
 type Collective struct {
 	Calls []NCCLCall
+	// Before are launches on the compute stream the calls read (packing a reduce_scatter's
+	// gradients into their flat vector).
+	Before []Launch
 	// Touches are the arena's byte ranges [lo, hi) of the op's inputs and outputs.
 	Touches [][2]int64
 }
@@ -60,8 +64,8 @@ func collectivesSupported(l step.Layout) []string {
 	if l.PP > 1 {
 		missing = append(missing, fmt.Sprintf("pipeline parallelism (pp %d: send and recv between stages)", l.PP))
 	}
-	if l.ZeRO > 0 && l.DP > 1 {
-		missing = append(missing, fmt.Sprintf("ZeRO %d over several ranks (the sharded update's reduce_scatter and all_gather)", l.ZeRO))
+	if l.ZeRO > 2 && l.DP > 1 {
+		missing = append(missing, fmt.Sprintf("ZeRO %d over several ranks (the sharded weights' all_gather before each use)", l.ZeRO))
 	}
 	return missing
 }
@@ -124,6 +128,10 @@ func (lw *opLowerer) collective(op *step.Op) (*Collective, error) {
 			return nil, err
 		}
 		c.Calls = calls
+	case step.OpReduceScatter:
+		return c, lw.reduceScatter(op, len(ranks), c)
+	case step.OpAllGather:
+		return c, lw.allGather(op, len(ranks), c)
 	default:
 		return nil, fmt.Errorf("%s over %s is not lowered to NCCL yet", op.Kind, op.Group)
 	}
@@ -188,16 +196,145 @@ func (lw *opLowerer) allToAllCalls(op *step.Op, ep int) ([]NCCLCall, error) {
 	return calls, nil
 }
 
-// countedRange is the part [lo, hi) of gradient g (a piece of group gi) whose squares this
-// rank adds into the global norm, as runtime/exec counts it: the part inside the rank's
-// data-parallel partition of the group's flat vector (one rank: all of it).
-func (lw *opLowerer) countedRange(pc optPiece, gi int) (lo, hi int64) {
-	n := lw.n(pc.grad)
-	if lw.p.Layout.World() == 1 || gi >= len(lw.p.Groups) {
-		return 0, n
+// countedGrad is the part of piece pc's gradient whose squares this rank adds into the
+// global norm, as runtime/exec counts it: the part inside the rank's data-parallel
+// partition of the group's flat vector (one rank: all of it; ZeRO 1 and 2: the part it
+// updates, zeroPiece). n ≤ 0: none.
+func (lw *opLowerer) countedGrad(pc optPiece) (grad Arg, n int64) {
+	p := lw.p
+	n = lw.n(pc.grad)
+	if p.Layout.World() == 1 || pc.group >= len(p.Groups) {
+		return lw.buf(pc.grad), n
 	}
-	g := lw.p.Groups[gi]
+	g := p.Groups[pc.group]
+	if g.ZeRO > 0 {
+		_, grad, _, _, n, ok := lw.zeroPiece(pc)
+		if !ok {
+			return grad, 0
+		}
+		return grad, n
+	}
 	a, z := pc.flat, pc.flat+n
 	plo, phi := int64(g.Index)*g.Shard, int64(g.Index+1)*g.Shard
-	return max(plo, a) - a, min(phi, z) - a
+	lo, hi := max(plo, a)-a, min(phi, z)-a
+	grad = lw.buf(pc.grad)
+	grad.Offset = lo
+	return grad, hi - lo
+}
+
+// groupOf is the parameter group a collective over axis serves.
+func (lw *opLowerer) groupOf(axis string) (step.Group, error) {
+	for _, g := range lw.p.Groups {
+		if g.Axis == axis {
+			return g, nil
+		}
+	}
+	return step.Group{}, fmt.Errorf("no parameter group over %s", axis)
+}
+
+// zeroFlatWork is the workspace a group's gradients are packed into, in flat order, for
+// its reduce_scatter: ranks × shard floats (the tail past the group's elements stays
+// zero).
+func zeroFlatWork(g step.Group) string { return "zero_flat_" + g.Name }
+
+// reduceScatter lowers ZeRO 2's reduce_scatter: the gradients packed into their flat
+// vector (dense_copy on the compute stream, into zeroFlatWork), then one ncclReduceScatter
+// of it into this rank's shard, as runtime/exec's ReduceScatter sums them.
+func (lw *opLowerer) reduceScatter(op *step.Op, ranks int, c *Collective) error {
+	p := lw.p
+	g, err := lw.groupOf(op.Group)
+	if err != nil {
+		return err
+	}
+	if op.Accumulates(0) {
+		return fmt.Errorf("a reduce_scatter that adds into its shard is not lowered to NCCL yet")
+	}
+	out := p.Buffers[op.Out[0]]
+	if out.Elements() != g.Shard {
+		return fmt.Errorf("reduce_scatter into %s of %d values, the shard holds %d", out.Name, out.Elements(), g.Shard)
+	}
+	work := zeroFlatWork(g)
+	bytes := 4 * g.Shard * int64(ranks)
+	for _, b := range op.In {
+		buf := p.Buffers[b]
+		if buf.Flat < 0 || buf.Flat+buf.Elements() > g.Shard*int64(ranks) {
+			return fmt.Errorf("gradient %s has no place in group %s's flat vector", buf.Name, g.Name)
+		}
+		dst := WorkArg(PtrF32, work, bytes)
+		dst.Offset = buf.Flat
+		c.Before = append(c.Before, denseElementwise("dense_copy", buf.Elements(), dst, lw.buf(b), IntArg(I64, buf.Elements())))
+	}
+	c.Calls = []NCCLCall{{Func: "ncclReduceScatter", Work: work, Send: 0, Recv: out.Offset, Count: g.Shard, Description: out.Name}}
+	return nil
+}
+
+// allGather lowers the all_gather after a ZeRO-1/2 update: each rank's updated shard of
+// every tensor sent to every other rank, which receives it in place (grouped ncclSend and
+// ncclRecv; every rank's program lists the tensors in the same order).
+func (lw *opLowerer) allGather(op *step.Op, ranks int, c *Collective) error {
+	p := lw.p
+	g, err := lw.groupOf(op.Group)
+	if err != nil {
+		return err
+	}
+	if len(op.In) > 0 && p.Buffers[op.In[0]].Flat < 0 {
+		return fmt.Errorf("ZeRO 3's all_gather of the sharded weights is not lowered to NCCL yet")
+	}
+	if !slices.Equal(op.In, op.Out) {
+		return fmt.Errorf("an all_gather after the update that is not in place")
+	}
+	S := g.Shard
+	for _, b := range op.Out {
+		buf := p.Buffers[b]
+		f, n := buf.Flat, buf.Elements()
+		for owner := 0; owner < ranks; owner++ {
+			lo, hi := max(f, int64(owner)*S), min(f+n, int64(owner+1)*S)
+			if lo >= hi {
+				continue
+			}
+			at := buf.Offset + 4*(lo-f)
+			for peer := 0; peer < ranks; peer++ {
+				switch {
+				case peer == owner:
+				case owner == p.Rank:
+					c.Calls = append(c.Calls, NCCLCall{Func: "ncclSend", Send: at, Recv: -1, Count: hi - lo, Peer: peer,
+						Description: fmt.Sprintf("%s[%d:%d] to rank %d", buf.Name, lo-f, hi-f, peer)})
+				case peer == p.Rank:
+					c.Calls = append(c.Calls, NCCLCall{Func: "ncclRecv", Send: -1, Recv: at, Count: hi - lo, Peer: owner,
+						Description: fmt.Sprintf("%s[%d:%d] from rank %d", buf.Name, lo-f, hi-f, owner)})
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// zeroPiece is the part of optimizer piece pc this rank updates, and the gradient it
+// reads: under ZeRO 1 and 2 the part inside the rank's shard of the group's flat vector
+// (ZeRO 2: its reduced gradient in the group's shard buffer), else all of it. ok is false
+// when the rank updates none of it.
+func (lw *opLowerer) zeroPiece(pc optPiece) (param, grad, m, v Arg, n int64, ok bool) {
+	p := lw.p
+	n = lw.n(pc.grad)
+	param, grad, m, v = lw.buf(pc.param), lw.buf(pc.grad), lw.buf(pc.m), lw.buf(pc.v)
+	m.Offset, v.Offset = pc.flat, pc.flat
+	if pc.group >= len(p.Groups) || p.Groups[pc.group].ZeRO == 0 {
+		return param, grad, m, v, n, true
+	}
+	g := p.Groups[pc.group]
+	lo, hi := int64(g.Index)*g.Shard, int64(g.Index+1)*g.Shard
+	a, z := max(lo, pc.flat), min(hi, pc.flat+n)
+	if a >= z {
+		return param, grad, m, v, 0, false
+	}
+	param.Offset, grad.Offset = a-pc.flat, a-pc.flat
+	m.Offset, v.Offset = a-lo, a-lo
+	if g.ZeRO >= 2 {
+		if pc.shard < 0 {
+			return param, grad, m, v, 0, false
+		}
+		grad = lw.buf(pc.shard)
+		grad.Offset = a - lo
+	}
+	return param, grad, m, v, z - a, true
 }

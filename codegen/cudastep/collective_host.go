@@ -23,7 +23,7 @@ type pendingCollective struct {
 }
 
 // emit writes collective c of op i.
-func (ce *commEmitter) emit(w *strings.Builder, in string, c *Collective, i int, what string) {
+func (ce *commEmitter) emit(w *strings.Builder, in string, c *Collective, i int, what string, workAt map[string]int64) {
 	if len(c.Calls) == 0 {
 		fmt.Fprintf(w, "%s// a group of one rank: nothing to exchange\n", in)
 		return
@@ -42,7 +42,13 @@ func (ce *commEmitter) emit(w *strings.Builder, in string, c *Collective, i int,
 		if call.Max {
 			red = "MOEC_NCCL_MAX"
 		}
+		if call.Work != "" {
+			call.Send += workAt[call.Work]
+		}
 		switch call.Func {
+		case "ncclReduceScatter":
+			fmt.Fprintf(w, "%sMOEC_NCCL(s, s->nccl.ncclReduceScatter(moec_at(s, %dULL), moec_at(s, %dULL), %d, MOEC_NCCL_FLOAT32, %s, s->comm, s->comm_stream), %s); // %s\n",
+				in, call.Send, call.Recv, call.Count, red, q, call.Description)
 		case "ncclAllReduce":
 			fmt.Fprintf(w, "%sMOEC_NCCL(s, s->nccl.ncclAllReduce(moec_at(s, %dULL), moec_at(s, %dULL), %d, MOEC_NCCL_FLOAT32, %s, s->comm, s->comm_stream), %s); // %s\n",
 				in, call.Send, call.Recv, call.Count, red, q, call.Description)

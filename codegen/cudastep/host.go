@@ -490,9 +490,6 @@ func HostProgram(l *Lowered) (string, error) {
 			}
 			return nil
 		}
-		if ol.Collective != nil {
-			comm.emit(&w, indent, ol.Collective, i, what)
-		}
 		if ol.Conditional {
 			if op.Layer < 0 {
 				return "", fmt.Errorf("cudastep: %s depends on a layer's die but has no layer", what)
@@ -508,6 +505,9 @@ func HostProgram(l *Lowered) (string, error) {
 			pf("%s}\n", indent)
 		} else if err := emit(ol.Launches, indent); err != nil {
 			return "", err
+		}
+		if ol.Collective != nil {
+			comm.emit(&w, indent, ol.Collective, i, what, workAt)
 		}
 		if ol.PublishNorm {
 			pf("%sif (!moec_publish_norm(s)) return 0;\n", indent)

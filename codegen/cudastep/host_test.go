@@ -78,7 +78,7 @@ func TestRefusesLayoutsNotLoweredYet(t *testing.T) {
 		layout step.Layout
 		want   string
 	}{
-		{step.Layout{DP: 2, EP: 1, TP: 1, PP: 1, ZeRO: 1}, "ZeRO 1 over several ranks"},
+		{step.Layout{DP: 2, EP: 1, TP: 1, PP: 1, ZeRO: 3}, "ZeRO 3 over several ranks"},
 		{step.Layout{DP: 1, EP: 1, TP: 2, PP: 1}, "tensor parallelism"},
 		{step.Layout{DP: 1, EP: 1, TP: 1, PP: 2}, "pipeline parallelism"},
 		{step.Layout{DP: 1, EP: 1, TP: 1, PP: 1, OffloadOpt: true}, "the offloaded optimizer"},

@@ -3,6 +3,7 @@ package cudastep
 import (
 	"fmt"
 	"math"
+	"strings"
 
 	"github.com/moec-dev/moec/compiler/params"
 	"github.com/moec-dev/moec/compiler/program"
@@ -157,7 +158,7 @@ func LowerWith(p *step.Program, m *program.Model, o Options) (*Lowered, error) {
 			if err != nil {
 				return nil, fmt.Errorf("cudastep: op %d (%s %s): %w", i, op.Phase, op.Kind, err)
 			}
-			ol.Collective = c
+			ol.Collective, ol.Launches = c, c.Before
 		case op.Kind == step.OpAdamW:
 			if !settled {
 				ls, err := lw.adamw()
@@ -558,17 +559,14 @@ func (lw *opLowerer) op(op *step.Op, ol *OpLaunches) error {
 		}
 		slots := 0
 		for _, pc := range pieces {
-			lo, hi := lw.countedRange(pc, pc.group) // collective.go
-			if lo >= hi {
+			g, n := lw.countedGrad(pc) // collective.go
+			if n <= 0 {
 				continue
 			}
-			n := hi - lo
 			blocks := int(min(max((n+2047)/2048, 1), 64))
 			slot := WorkArg(PtrF32, NormWork, 0)
 			slot.Offset = int64(2 * slots)
 			slots += blocks
-			g := lw.buf(pc.grad)
-			g.Offset = lo
 			add(Launch{Kernel: "dense_sumsq", Grid: [3]int{blocks, 1, 1}, Block: [3]int{256, 1, 1},
 				Args: []Arg{g, IntArg(I64, n), slot}})
 		}
@@ -639,6 +637,7 @@ func containsBuf(xs []int, x int) bool {
 // flat offset in its group's adam_m and adam_v.
 type optPiece struct {
 	param, grad, m, v int
+	shard             int // ZeRO 2: the group's reduced gradient shard buffer (−1: none)
 	group             int // its group's index in the program's Groups
 	flat              int64
 	decay             bool
@@ -656,9 +655,11 @@ func (lw *opLowerer) pieces() ([]optPiece, error) {
 			paramOf[id] = i
 		}
 	}
+	// A buffer by its name's prefix, as runtime/exec's bufferNamed finds it (a ZeRO shard's
+	// name goes on with its part, "adam_m[dense] 0/2").
 	named := func(kind step.Kind, name string) int {
 		for i, b := range p.Buffers {
-			if b.Kind == kind && b.Param == nil && b.Name == name {
+			if b.Kind == kind && b.Param == nil && strings.HasPrefix(b.Name, name) {
 				return i
 			}
 		}
@@ -667,6 +668,7 @@ func (lw *opLowerer) pieces() ([]optPiece, error) {
 	var out []optPiece
 	for gi, g := range p.Groups {
 		m, v := named(step.KindOptimizer, "adam_m["+g.Name+"]"), named(step.KindOptimizer, "adam_v["+g.Name+"]")
+		shard := named(step.KindGrad, "grads["+g.Name+"]")
 		if m < 0 || v < 0 {
 			return nil, fmt.Errorf("group %s has no moments in the program", g.Name)
 		}
@@ -687,7 +689,7 @@ func (lw *opLowerer) pieces() ([]optPiece, error) {
 			if !ok {
 				return nil, fmt.Errorf("gradient %s has no parameter buffer", b.Name)
 			}
-			out = append(out, optPiece{param: w, grad: i, m: m, v: v, group: gi, flat: b.Flat, decay: len(b.Shape) >= 2})
+			out = append(out, optPiece{param: w, grad: i, m: m, v: v, shard: shard, group: gi, flat: b.Flat, decay: len(b.Shape) >= 2})
 		}
 	}
 	return out, nil
@@ -702,14 +704,15 @@ func (lw *opLowerer) adamw() ([]Launch, error) {
 	}
 	var ls []Launch
 	for _, pc := range pieces {
-		n := lw.n(pc.grad)
-		m, v := lw.buf(pc.m), lw.buf(pc.v)
-		m.Offset, v.Offset = pc.flat, pc.flat
+		w, g, m, v, n, ok := lw.zeroPiece(pc) // collective.go: a ZeRO shard's part
+		if !ok {
+			continue
+		}
 		decay := FloatArg(0)
 		if pc.decay {
 			decay = HostFloatArg(HostAdamDecay)
 		}
-		ls = append(ls, denseElementwise("dense_adamw", n, lw.buf(pc.param), lw.buf(pc.grad), m, v, IntArg(I64, n),
+		ls = append(ls, denseElementwise("dense_adamw", n, w, g, m, v, IntArg(I64, n),
 			HostFloatArg(HostAdamScale), HostFloatArg(HostAdamB1), HostFloatArg(HostAdamC1), HostFloatArg(HostAdamB2),
 			HostFloatArg(HostAdamC2), HostFloatArg(HostAdamInvBC2), HostFloatArg(HostAdamEps), decay, HostFloatArg(HostAdamLRBC1)))
 	}

@@ -2,6 +2,7 @@ package gpu
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"os"
 	"testing"
@@ -131,4 +132,20 @@ func TestEmulatedExpertParallelMatchesExecutor(t *testing.T) {
 	}
 	m, cfg := hunyuanTiny(t, 4)
 	matchRanks(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 1}, step.Layout{DP: 2, EP: 2, TP: 1, PP: 1}, cfg, 2)
+}
+
+// TestEmulatedZeROMatchesExecutor: two data-parallel ranks under ZeRO 1 (the gradients
+// all-reduced, each rank updating its shard of the flat vector with its shard of the
+// moments, then the shards exchanged in place: grouped ncclSend and ncclRecv) and ZeRO 2
+// (the gradients packed into their flat vector and reduce-scattered into the rank's shard).
+func TestEmulatedZeROMatchesExecutor(t *testing.T) {
+	if os.Getenv("MOEC_LONG_EMULATION") == "" {
+		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (two ranks' generated steps compiled twice: over a minute)")
+	}
+	m, cfg := hunyuanTiny(t, 1)
+	for _, zero := range []int{1, 2} {
+		t.Run(fmt.Sprintf("zero %d", zero), func(t *testing.T) {
+			matchRanks(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 1}, step.Layout{DP: 2, EP: 1, TP: 1, PP: 1, ZeRO: zero}, cfg, 2)
+		})
+	}
 }
