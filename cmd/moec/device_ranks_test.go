@@ -37,11 +37,10 @@ func TestDeviceCudaRanksWithoutDriver(t *testing.T) {
 	}
 }
 
-// TestDeviceCudaEmulatedTrainsRanks: --device cuda-emulated on two data-parallel ranks (the
-// plan's ZeRO 1)
-// trains every rank through its generated CUDA step (the gradients all-reduced through the
-// emulated NCCL), with the CPU step engine's losses on the same ranks, and writes the
-// checkpoint assembled from the ranks' host copies.
+// TestDeviceCudaEmulatedTrainsRanks: --device cuda-emulated on two data-parallel ranks
+// (the plan's ZeRO 1) trains every rank through its generated CUDA step (the collectives
+// through the emulated NCCL), with the CPU step engine's losses on the same ranks, and
+// writes the checkpoint assembled from the ranks' host copies.
 func TestDeviceCudaEmulatedTrainsRanks(t *testing.T) {
 	if cuda.FindClang() == "" {
 		t.Skip("no clang++ on PATH: the emulated CUDA step needs clang 16 or newer")
