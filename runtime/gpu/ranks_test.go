@@ -5,9 +5,13 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/moec-dev/moec/codegen/cuda"
+	"github.com/moec-dev/moec/codegen/cudastep"
 	"github.com/moec-dev/moec/compiler/params"
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/step"
@@ -147,5 +151,45 @@ func TestEmulatedZeROMatchesExecutor(t *testing.T) {
 		t.Run(fmt.Sprintf("zero %d", zero), func(t *testing.T) {
 			matchRanks(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 1}, step.Layout{DP: 2, EP: 1, TP: 1, PP: 1, ZeRO: zero}, cfg, 2)
 		})
+	}
+}
+
+// TestDeviceBuildRanks compiles rank 0 of an expert-parallel layout for a GPU: the host
+// program with its collectives (ncclAllReduce, grouped ncclSend and ncclRecv, the streams
+// and events) and the libcuda.so.1 and libnccl.so.2 fillings of its tables, warnings as
+// errors. Without NCCL, OpenRanks on GPUs says libnccl.so.2 is missing.
+func TestDeviceBuildRanks(t *testing.T) {
+	needClang(t)
+	m, _ := hunyuanTiny(t, 4)
+	progs, err := step.Lower(m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 1}, step.Layout{DP: 2, EP: 2, TP: 1, PP: 1, ZeRO: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	low, err := cudastep.Lower(progs[0], m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, clang := t.TempDir(), cuda.FindClang()
+	if err := writeSources(low, dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := compileHost(context.Background(), dir, clang, Device); err != nil {
+		t.Fatal(err)
+	}
+	host, err := os.ReadFile(filepath.Join(dir, cudastep.HostName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"ncclAllReduce(", "ncclSend(", "ncclRecv(", "ncclReduceScatter(", "ncclGroupStart()", "cuStreamWaitEvent(s->comm_stream"} {
+		if !strings.Contains(string(host), want) {
+			t.Errorf("the host program has no %s", want)
+		}
+	}
+	if CheckNCCL() == nil {
+		t.Skip("this machine has NCCL")
+	}
+	_, err = OpenRanks(context.Background(), progs, m, Options{Mode: Device, Dir: t.TempDir()})
+	if err == nil || !strings.Contains(err.Error(), "libnccl.so.2") {
+		t.Errorf("opening two ranks on GPUs without NCCL: %v", err)
 	}
 }
