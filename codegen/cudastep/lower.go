@@ -94,9 +94,9 @@ const (
 	LossWork  = "dense_ce"    // a double per cross_entropy op: the mean loss
 )
 
-// Lower lowers p (one rank's program of m's stage) to kernel launches. Only one-rank
-// layouts without offload or the unified cache are lowered yet; any other is an error
-// saying so.
+// Lower lowers p (one rank's program of m's stage) to kernel launches and, for several
+// ranks, NCCL calls (collective.go). Layouts with tensor or pipeline parallelism, ZeRO 3,
+// offload or the unified cache are not lowered yet; any such is an error saying so.
 func Lower(p *step.Program, m *program.Model) (*Lowered, error) {
 	return LowerWith(p, m, Options{})
 }
