@@ -34,8 +34,8 @@ func OpenRanks(ctx context.Context, progs []*step.Program, m *program.Model, o O
 		}
 	}
 	if len(progs) > 1 && o.Mode == Device {
-		if err := CheckNCCL(); err != nil {
-			return nil, err
+		if err := errors.Join(CheckDriver(), CheckNCCL()); err != nil {
+			return nil, fmt.Errorf("gpu: %d ranks on GPUs: %w", len(progs), err)
 		}
 	}
 	root := o.Dir
