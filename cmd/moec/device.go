@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+
 	"github.com/spf13/pflag"
 
 	"github.com/moec-dev/moec/lang/diag"
@@ -27,6 +29,20 @@ func checkDevice(device string) error {
 	}
 	if err := gpu.CheckDriver(); err != nil {
 		return diag.RuntimeWrap(diag.CodeUnsupportedFeature, err, "--device cuda")
+	}
+	return nil
+}
+
+// checkRunDevice is checkDevice for moec run on ranks in-process ranks (0: the
+// cluster's, which the plan settles later): on GPUs several ranks need NCCL as well, and a
+// machine missing both the driver and NCCL is told both.
+func checkRunDevice(device string, ranks int) error {
+	if device != gpu.Device.String() || ranks < 2 {
+		return checkDevice(device)
+	}
+	missing := errors.Join(gpu.CheckDriver(), gpu.CheckNCCL())
+	if missing != nil {
+		return diag.RuntimeWrap(diag.CodeUnsupportedFeature, missing, "--device cuda on %d ranks", ranks)
 	}
 	return nil
 }

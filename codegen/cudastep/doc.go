@@ -14,4 +14,9 @@
 // stand-ins that run the same CUDA source compiled as C++ under moec's emulation header
 // (codegen/cuda's EmulationHeader), which is how the generated step is checked against
 // the CPU executor (runtime/exec) on machines without a GPU.
+//
+// A program of several ranks calls NCCL through a second table (moec_step_nccl.h), filled
+// from libnccl.so.2 opened at run time or, under the emulation, with stand-ins in which
+// the ranks are threads of one process; its collectives run on a communication stream
+// ordered by events (collective.go, collective_host.go).
 package cudastep

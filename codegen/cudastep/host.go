@@ -23,6 +23,12 @@ var (
 	driverEmu string
 	//go:embed moec_step_device.h
 	deviceHeader string
+	//go:embed moec_step_nccl.h
+	ncclHeader string
+	//go:embed nccl/moec_nccl_dlopen.cpp
+	ncclDlopen string
+	//go:embed nccl/moec_nccl_emu.cpp
+	ncclEmu string
 )
 
 // PTXArgs are clang++'s arguments that compile the kernel file name (in the working
@@ -42,7 +48,17 @@ const (
 	DriverEmuName    = "moec_driver_emu.cpp"
 	EmuRegistryName  = "moec_emu_registry.cpp"
 	HostName         = "moec_step_host.cpp"
+	NCCLHeaderName   = "moec_step_nccl.h"
+	NCCLDlopenName   = "moec_nccl_dlopen.cpp"
+	NCCLEmuName      = "moec_nccl_emu.cpp"
 )
+
+// addNCCL adds NCCL's table and its two fillings (moec_step_nccl.h) to files.
+func addNCCL(files map[string]string) {
+	files[NCCLHeaderName] = ncclHeader
+	files[NCCLDlopenName] = ncclDlopen
+	files[NCCLEmuName] = ncclEmu
+}
 
 // Sources are the C++ and CUDA files of one lowered program, by file name: the host
 // program, the driver header and both fillings, the kernel files, and for the emulation
@@ -60,6 +76,7 @@ func Sources(l *Lowered) (map[string]string, error) {
 		DriverEmuName:    driverEmu,
 		EmuRegistryName:  EmulationRegistry(Library()),
 	}
+	addNCCL(files)
 	for _, f := range Library() {
 		files[f.Name] = f.Source
 		files[EmulationName(f)] = EmulationKernels(f)
@@ -92,9 +109,19 @@ func EmulationKernels(f KernelFile) string {
 		}
 		fmt.Fprintf(&w, "  moec_emu_launch3(dim3(gx, gy, gz), dim3(bx, by, bz), shared, [=] { %s(%s); });\n}\n\n", k.Name, strings.Join(args, ", "))
 	}
-	fmt.Fprintf(&w, "extern \"C\" const moec_emu_kernel moec_emu_kernels_%s[] = {\n", base)
 	for _, k := range f.Kernels {
-		fmt.Fprintf(&w, "    {\"%s\", moec_emu_run_%s},\n", k.Name, k.Name)
+		sizes := make([]string, 0, len(k.Params)+1)
+		for _, pk := range k.Params {
+			sizes = append(sizes, strconv.Itoa(pk.Bytes()))
+		}
+		if len(sizes) == 0 {
+			sizes = append(sizes, "0")
+		}
+		fmt.Fprintf(&w, "static const unsigned char moec_emu_bytes_%s[] = {%s};\n", k.Name, strings.Join(sizes, ", "))
+	}
+	fmt.Fprintf(&w, "\nextern \"C\" const moec_emu_kernel moec_emu_kernels_%s[] = {\n", base)
+	for _, k := range f.Kernels {
+		fmt.Fprintf(&w, "    {\"%s\", moec_emu_run_%s, %d, moec_emu_bytes_%s},\n", k.Name, k.Name, len(k.Params), k.Name)
 	}
 	fmt.Fprintf(&w, "};\nextern \"C\" const int moec_emu_kernels_%s_count = %d;\n", base, len(f.Kernels))
 	return w.String()
@@ -321,6 +348,13 @@ func HostProgram(l *Lowered) (string, error) {
 		statsAt = at
 	}
 	pf("#define MOEC_STATS_AT %dLL\n", statsAt)
+	collectives := 0
+	for _, ol := range l.Ops {
+		if ol.Collective != nil && len(ol.Collective.Calls) > 0 {
+			collectives++
+		}
+	}
+	pf("#define MOEC_WORLD %d\n#define MOEC_RANK %d\n#define MOEC_COLLECTIVES %d\n", p.Layout.World(), p.Rank, collectives)
 	pf("\n// The kernels the program launches, by number.\nstatic const char *const moec_kernel_names[MOEC_KERNELS] = {\n")
 	for _, k := range ks {
 		pf("    \"%s\",\n", k.Name)
@@ -428,14 +462,17 @@ func HostProgram(l *Lowered) (string, error) {
 		}
 	}
 	pf("\n#define MOEC_NORM_OUT %dLL\n", normOut)
+	w.WriteString(hostPublishNorm) // collective_host.go
 
 	// The ops.
 	pf("\n// The step's ops in program order: dice[layer] is the layer's attention-sharing die\n// (1: recompute), update says whether the update ops run.\n")
 	pf("static int moec_run_ops(moec_state *s, const int *dice, int update, const double *opt) {\n")
+	var comm commEmitter
 	for i := range p.Ops {
 		op := &p.Ops[i]
 		ol := l.Ops[i]
 		what := fmt.Sprintf("op %d (%s %s, layer %d, micro-batch %d)", i, op.Phase, op.Kind, op.Layer, op.Micro)
+		comm.waitBefore(&w, p, op, ol) // collective_host.go
 		pf("  // %s\n", what)
 		indent := "  "
 		if op.Phase == step.Update {
@@ -469,10 +506,17 @@ func HostProgram(l *Lowered) (string, error) {
 		} else if err := emit(ol.Launches, indent); err != nil {
 			return "", err
 		}
+		if ol.Collective != nil {
+			comm.emit(&w, indent, ol.Collective, i, what, workAt)
+		}
+		if ol.PublishNorm {
+			pf("%sif (!moec_publish_norm(s)) return 0;\n", indent)
+		}
 		if op.Phase == step.Update {
 			pf("  }\n")
 		}
 	}
+	comm.waitAll(&w)
 	pf("  return 1;\n}\n")
 	w.WriteString(hostABI)
 	return w.String(), nil
@@ -571,8 +615,15 @@ const hostPrelude = `
 #include <string.h>
 
 #include "moec_step_driver.h"
+#include "moec_step_nccl.h"
 
 #define MOEC_MAX_MODULES 16
+
+#ifndef MOEC_WORLD // one rank: no NCCL
+#define MOEC_WORLD 1
+#define MOEC_RANK 0
+#define MOEC_COLLECTIVES 0
+#endif
 
 typedef struct moec_state {
   moec_cu cu;
@@ -580,6 +631,11 @@ typedef struct moec_state {
   CUcontext ctx;
   CUstream stream;
   CUmodule modules[MOEC_MAX_MODULES];
+  moec_nccl nccl;          // several ranks: NCCL's entry points
+  ncclComm_t comm;         // the communicator of every rank (moec_step_join)
+  CUstream comm_stream;    // the collectives' stream
+  CUevent ready;           // recorded on the compute stream before a collective
+  CUevent done[MOEC_COLLECTIVES + 1]; // recorded on comm_stream after each collective
   int nmodules;
   CUfunction *fn;
   CUdeviceptr base; // the arena, then the workspaces
@@ -610,6 +666,21 @@ static int moec_cu_failed(moec_state *s, CUresult r, const char *call, const cha
     if (r_ != 0) return moec_cu_failed((s), r_, #call, (what)); \
   } while (0)
 
+// moec_nccl_failed reports a failed NCCL call with NCCL's error string.
+[[maybe_unused]] static int moec_nccl_failed(moec_state *s, ncclResult_t r, const char *call, const char *what) {
+  const char *text = s->nccl.ncclGetErrorString ? s->nccl.ncclGetErrorString(r) : NULL;
+  return moec_failf(s, "%s: %s failed: %s (ncclResult_t %d)", what, call, text ? text : "unknown error", (int)r);
+}
+
+#define MOEC_NCCL(s, call, what)                                   \
+  do {                                                             \
+    ncclResult_t r_ = (call);                                      \
+    if (r_ != 0) return moec_nccl_failed((s), r_, #call, (what)); \
+  } while (0)
+
+// moec_at is the device address at byte offset at of the arena, as NCCL takes it.
+[[maybe_unused]] static void *moec_at(moec_state *s, unsigned long long at) { return (void *)(uintptr_t)(s->base + at); }
+
 static int moec_launch(moec_state *s, int k, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
                        unsigned bz, unsigned shared, void **args, const char *what) {
   CUresult r = s->cu.cuLaunchKernel(s->fn[k], gx, gy, gz, bx, by, bz, shared, s->stream, args, NULL);
@@ -627,7 +698,7 @@ static int moec_settle(moec_state *s, const double *opt);
 // hostABI is the host program's settle step and its C ABI: the session's calls (open,
 // upload, download; hostSession, which the decoding host program shares), the training
 // step and close.
-const hostABI = hostSettle + hostSession + hostTrain + hostClose
+const hostABI = hostSettle + hostSession + hostComm + hostTrain + hostClose
 
 // hostSettle is the update's settle step.
 const hostSettle = `
@@ -640,7 +711,13 @@ static int moec_run_ops(moec_state *s, const int *dice, int update, const double
 static int moec_settle(moec_state *s, const double *opt) {
   MOEC_CU(s, s->cu.cuStreamSynchronize(s->stream), "settling the update");
   double sq = 0;
-  if (MOEC_NORM_SLOTS > 0) {
+  if (MOEC_WORLD > 1 && MOEC_NORM_OUT >= 0) {
+    // Several ranks: the program's all_reduce summed the ranks' squares into the norm's
+    // buffer (moec_publish_norm wrote this rank's).
+    float f = 0;
+    MOEC_CU(s, s->cu.cuMemcpyDtoH(&f, s->base + (CUdeviceptr)MOEC_NORM_OUT, sizeof f), "reading the gradient norm");
+    sq = f;
+  } else if (MOEC_NORM_SLOTS > 0) {
     double *sums = (double *)calloc(MOEC_NORM_SLOTS, sizeof(double));
     if (!sums) return moec_failf(s, "out of host memory");
     CUresult r = s->cu.cuMemcpyDtoH(sums, s->base + MOEC_NORM_AT, sizeof(double) * MOEC_NORM_SLOTS);
@@ -648,7 +725,7 @@ static int moec_settle(moec_state *s, const double *opt) {
     free(sums);
     if (r != 0) return moec_cu_failed(s, r, "cuMemcpyDtoH", "reading the gradient norm");
   }
-  if (MOEC_NORM_OUT >= 0) {
+  if (MOEC_WORLD == 1 && MOEC_NORM_OUT >= 0) {
     float f = (float)sq;
     MOEC_CU(s, s->cu.cuMemcpyHtoD(s->base + (CUdeviceptr)MOEC_NORM_OUT, &f, sizeof f), "writing the gradient norm");
   }
@@ -688,6 +765,13 @@ static int moec_enter(moec_state *s, void *err, void *errn) {
 }
 
 static void moec_close_state(moec_state *s) {
+  if (s->comm_stream) s->cu.cuStreamSynchronize(s->comm_stream);
+  if (s->comm) s->nccl.ncclCommDestroy(s->comm);
+  moec_nccl_unload(&s->nccl);
+  for (int i = 0; i < MOEC_COLLECTIVES + 1; i++)
+    if (s->done[i]) s->cu.cuEventDestroy(s->done[i]);
+  if (s->ready) s->cu.cuEventDestroy(s->ready);
+  if (s->comm_stream) s->cu.cuStreamDestroy(s->comm_stream);
   if (s->base) s->cu.cuMemFree(s->base);
   for (int i = 0; i < s->nmodules; i++) s->cu.cuModuleUnload(s->modules[i]);
   if (s->stream) s->cu.cuStreamDestroy(s->stream);
@@ -700,9 +784,17 @@ static void moec_close_state(moec_state *s) {
 static int moec_open_state(moec_state *s, const char *ptx, long long nptx) {
   if (!moec_cu_load(&s->cu, s->err, s->errn)) return 0;
   MOEC_CU(s, s->cu.cuInit(0), "initialising the driver");
-  MOEC_CU(s, s->cu.cuDeviceGet(&s->device, 0), "finding device 0");
+  // Rank r of an in-process layout runs on device r.
+  MOEC_CU(s, s->cu.cuDeviceGet(&s->device, MOEC_RANK), "finding the rank's device");
   MOEC_CU(s, s->cu.cuCtxCreate(&s->ctx, 0, s->device), "creating a context");
   MOEC_CU(s, s->cu.cuStreamCreate(&s->stream, 0), "creating the stream");
+  if (MOEC_WORLD > 1) {
+    if (!moec_nccl_load(&s->nccl, s->err, s->errn)) return 0;
+    MOEC_CU(s, s->cu.cuStreamCreate(&s->comm_stream, 0), "creating the communication stream");
+    MOEC_CU(s, s->cu.cuEventCreate(&s->ready, MOEC_CU_EVENT_DISABLE_TIMING), "creating an event");
+    for (int i = 0; i < MOEC_COLLECTIVES; i++)
+      MOEC_CU(s, s->cu.cuEventCreate(&s->done[i], MOEC_CU_EVENT_DISABLE_TIMING), "creating an event");
+  }
   if (nptx > MOEC_MAX_MODULES) return moec_failf(s, "%lld PTX modules, at most %d", nptx, MOEC_MAX_MODULES);
   if (nptx <= 0) {
     MOEC_CU(s, s->cu.cuModuleLoadData(&s->modules[0], NULL), "loading the emulated kernels");

@@ -214,6 +214,7 @@ func DecodingSources(d *Decoding) (map[string]string, error) {
 		DriverEmuName:    driverEmu,
 		EmuRegistryName:  EmulationRegistry(d.KernelFiles()),
 	}
+	addNCCL(files)
 	for _, f := range d.KernelFiles() {
 		files[f.Name] = f.Source
 		files[EmulationName(f)] = EmulationKernels(f)

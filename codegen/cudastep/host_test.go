@@ -66,17 +66,21 @@ func TestHostProgramGolden(t *testing.T) {
 	}, *update)
 }
 
-// TestRefusesLayoutsNotLoweredYet: several ranks, the offloaded optimizer and the unified
-// cache are errors that say what is not lowered yet.
+// TestRefusesLayoutsNotLoweredYet: tensor and pipeline parallelism, ZeRO over several
+// ranks, the offloaded optimizer and the unified cache are errors that say what is not
+// lowered yet.
 func TestRefusesLayoutsNotLoweredYet(t *testing.T) {
 	m := tinyStage(t, 2, 1)
+	m.Attention.TalkingHeads = false // tensor parallelism splits the heads
+	m.Attention.ShareWeights = 1     // a pipeline stage would reuse another stage's weights
 	b := step.Batch{MicroBatch: 1, SeqLen: 8, Micro: 2}
 	for _, c := range []struct {
 		layout step.Layout
 		want   string
 	}{
-		{step.Layout{DP: 2, EP: 1, TP: 1, PP: 1}, "several ranks"},
-		{step.Layout{DP: 2, EP: 1, TP: 1, PP: 1, ZeRO: 1}, "several ranks"},
+		{step.Layout{DP: 2, EP: 1, TP: 1, PP: 1, ZeRO: 3}, "ZeRO 3 over several ranks"},
+		{step.Layout{DP: 1, EP: 1, TP: 2, PP: 1}, "tensor parallelism"},
+		{step.Layout{DP: 1, EP: 1, TP: 1, PP: 2}, "pipeline parallelism"},
 		{step.Layout{DP: 1, EP: 1, TP: 1, PP: 1, OffloadOpt: true}, "the offloaded optimizer"},
 	} {
 		_, _, err := lowerOne(t, m, b, c.layout)

@@ -29,6 +29,15 @@ func (k ParamKind) CType() string {
 	return "float"
 }
 
+// Bytes is the size of the parameter's C type.
+func (k ParamKind) Bytes() int {
+	switch k {
+	case I32, F32:
+		return 4
+	}
+	return 8
+}
+
 // Pointer reports whether the parameter is a device address.
 func (k ParamKind) Pointer() bool { return k <= PtrU16 }
 

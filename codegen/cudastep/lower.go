@@ -3,6 +3,7 @@ package cudastep
 import (
 	"fmt"
 	"math"
+	"strings"
 
 	"github.com/moec-dev/moec/compiler/params"
 	"github.com/moec-dev/moec/compiler/program"
@@ -22,6 +23,12 @@ type OpLaunches struct {
 	// Settle says the host program settles the optimizer's coefficients before the
 	// launches (the step's first adamw op): it reads the gradient norm the device summed.
 	Settle bool
+	// Collective, for a collective op, is its NCCL calls (collective.go); nil otherwise.
+	Collective *Collective
+	// PublishNorm says the host program writes this rank's sum of squares of the gradients
+	// into the grad_norm op's output after the launches (several ranks: the program's
+	// all_reduce then sums it over the ranks, and the update reads the sum).
+	PublishNorm bool
 }
 
 // Lowered is a step program lowered to launches of the kernel library.
@@ -87,9 +94,9 @@ const (
 	LossWork  = "dense_ce"    // a double per cross_entropy op: the mean loss
 )
 
-// Lower lowers p (one rank's program of m's stage) to kernel launches. Only one-rank
-// layouts without offload or the unified cache are lowered yet; any other is an error
-// saying so.
+// Lower lowers p (one rank's program of m's stage) to kernel launches and, for several
+// ranks, NCCL calls (collective.go). Layouts with tensor or pipeline parallelism, ZeRO 3,
+// offload or the unified cache are not lowered yet; any such is an error saying so.
 func Lower(p *step.Program, m *program.Model) (*Lowered, error) {
 	return LowerWith(p, m, Options{})
 }
@@ -152,6 +159,12 @@ func LowerWith(p *step.Program, m *program.Model, o Options) (*Lowered, error) {
 				return nil, fmt.Errorf("cudastep: op %d (%s %s): %w", i, op.Phase, op.Kind, err)
 			}
 			ol.Launches = ls
+		case isCollective(op.Kind): // collective.go
+			c, err := lw.collective(op)
+			if err != nil {
+				return nil, fmt.Errorf("cudastep: op %d (%s %s): %w", i, op.Phase, op.Kind, err)
+			}
+			ol.Collective, ol.Launches = c, c.Before
 		case op.Kind == step.OpAdamW:
 			if !settled {
 				ls, err := lw.adamw()
@@ -171,6 +184,9 @@ func LowerWith(p *step.Program, m *program.Model, o Options) (*Lowered, error) {
 		}
 		lw.out.Ops = append(lw.out.Ops, ol)
 	}
+	if err := addExchangedFills(lw.out); err != nil { // moe_ep.go
+		return nil, err
+	}
 	return lw.out, nil
 }
 
@@ -178,9 +194,7 @@ func LowerWith(p *step.Program, m *program.Model, o Options) (*Lowered, error) {
 func supported(p *step.Program) error {
 	l := p.Layout
 	var missing []string
-	if l.DP > 1 || l.EP > 1 || l.TP > 1 || l.PP > 1 {
-		missing = append(missing, fmt.Sprintf("several ranks (dp %d, ep %d, tp %d, pp %d: the collectives and NCCL)", l.DP, l.EP, l.TP, l.PP))
-	}
+	missing = append(missing, collectivesSupported(l)...)
 	if l.OffloadOpt {
 		missing = append(missing, "the offloaded optimizer")
 	}
@@ -191,7 +205,7 @@ func supported(p *step.Program) error {
 		missing = append(missing, "distillation")
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("cudastep: %s/%s runs %s; the CUDA backend does not lower %v yet (only one rank without offload or the unified cache)",
+		return fmt.Errorf("cudastep: %s/%s runs %s; the CUDA backend does not lower %v yet (one rank, or data and expert parallelism, without offload or the unified cache)",
 			p.Model, p.Stage, l, missing)
 	}
 	return nil
@@ -551,15 +565,19 @@ func (lw *opLowerer) op(op *step.Op, ol *OpLaunches) error {
 		}
 		slots := 0
 		for _, pc := range pieces {
-			n := lw.n(pc.grad)
+			g, n := lw.countedGrad(pc) // collective.go
+			if n <= 0 {
+				continue
+			}
 			blocks := int(min(max((n+2047)/2048, 1), 64))
 			slot := WorkArg(PtrF32, NormWork, 0)
 			slot.Offset = int64(2 * slots)
 			slots += blocks
 			add(Launch{Kernel: "dense_sumsq", Grid: [3]int{blocks, 1, 1}, Block: [3]int{256, 1, 1},
-				Args: []Arg{lw.buf(pc.grad), IntArg(I64, n), slot}})
+				Args: []Arg{g, IntArg(I64, n), slot}})
 		}
 		lw.out.NormSlots = slots
+		ol.PublishNorm = lw.p.Layout.World() > 1
 	default:
 		return fmt.Errorf("no CUDA lowering for %s yet", op.Kind)
 	}
@@ -625,6 +643,8 @@ func containsBuf(xs []int, x int) bool {
 // flat offset in its group's adam_m and adam_v.
 type optPiece struct {
 	param, grad, m, v int
+	shard             int // ZeRO 2: the group's reduced gradient shard buffer (−1: none)
+	group             int // its group's index in the program's Groups
 	flat              int64
 	decay             bool
 }
@@ -641,9 +661,11 @@ func (lw *opLowerer) pieces() ([]optPiece, error) {
 			paramOf[id] = i
 		}
 	}
+	// A buffer by its name's prefix, as runtime/exec's bufferNamed finds it (a ZeRO shard's
+	// name goes on with its part, "adam_m[dense] 0/2").
 	named := func(kind step.Kind, name string) int {
 		for i, b := range p.Buffers {
-			if b.Kind == kind && b.Param == nil && b.Name == name {
+			if b.Kind == kind && b.Param == nil && strings.HasPrefix(b.Name, name) {
 				return i
 			}
 		}
@@ -652,6 +674,7 @@ func (lw *opLowerer) pieces() ([]optPiece, error) {
 	var out []optPiece
 	for gi, g := range p.Groups {
 		m, v := named(step.KindOptimizer, "adam_m["+g.Name+"]"), named(step.KindOptimizer, "adam_v["+g.Name+"]")
+		shard := named(step.KindGrad, "grads["+g.Name+"]")
 		if m < 0 || v < 0 {
 			return nil, fmt.Errorf("group %s has no moments in the program", g.Name)
 		}
@@ -672,7 +695,7 @@ func (lw *opLowerer) pieces() ([]optPiece, error) {
 			if !ok {
 				return nil, fmt.Errorf("gradient %s has no parameter buffer", b.Name)
 			}
-			out = append(out, optPiece{param: w, grad: i, m: m, v: v, flat: b.Flat, decay: len(b.Shape) >= 2})
+			out = append(out, optPiece{param: w, grad: i, m: m, v: v, shard: shard, group: gi, flat: b.Flat, decay: len(b.Shape) >= 2})
 		}
 	}
 	return out, nil
@@ -687,14 +710,15 @@ func (lw *opLowerer) adamw() ([]Launch, error) {
 	}
 	var ls []Launch
 	for _, pc := range pieces {
-		n := lw.n(pc.grad)
-		m, v := lw.buf(pc.m), lw.buf(pc.v)
-		m.Offset, v.Offset = pc.flat, pc.flat
+		w, g, m, v, n, ok := lw.zeroPiece(pc) // collective.go: a ZeRO shard's part
+		if !ok {
+			continue
+		}
 		decay := FloatArg(0)
 		if pc.decay {
 			decay = HostFloatArg(HostAdamDecay)
 		}
-		ls = append(ls, denseElementwise("dense_adamw", n, lw.buf(pc.param), lw.buf(pc.grad), m, v, IntArg(I64, n),
+		ls = append(ls, denseElementwise("dense_adamw", n, w, g, m, v, IntArg(I64, n),
 			HostFloatArg(HostAdamScale), HostFloatArg(HostAdamB1), HostFloatArg(HostAdamC1), HostFloatArg(HostAdamB2),
 			HostFloatArg(HostAdamC2), HostFloatArg(HostAdamInvBC2), HostFloatArg(HostAdamEps), decay, HostFloatArg(HostAdamLRBC1)))
 	}

@@ -111,14 +111,14 @@ func lowerMoE(p *step.Program, m *program.Model, i int) ([]Launch, error) {
 	if m.MoE == nil {
 		return nil, fmt.Errorf("cudastep: op %d (%s): model %s has no MoE block", i, op.Kind, m.Name)
 	}
-	if l := p.Layout; l.EP > 1 || l.TP > 1 || l.DP > 1 || l.PP > 1 {
-		return nil, fmt.Errorf("cudastep: op %d (%s): the MoE kernels lower single-rank programs only (layout %s)", i, op.Kind, l)
+	if l := p.Layout; l.TP > 1 || l.PP > 1 {
+		return nil, fmt.Errorf("cudastep: op %d (%s): the MoE kernels lower one rank, data and expert parallelism only (layout %s)", i, op.Kind, l)
 	}
 	d, err := m.Dims()
 	if err != nil {
 		return nil, fmt.Errorf("cudastep: op %d (%s): %w", i, op.Kind, err)
 	}
-	lw := &moeLowering{p: p, m: m, d: d, op: op, fills: routeFills(p, i)}
+	lw := &moeLowering{p: p, m: m, d: d, op: op, fills: routeFills(p, i), exchanged: exchangedBuffers(p, i, d.E)}
 	var ls []Launch
 	switch op.Kind {
 	case step.OpRouter:
@@ -159,6 +159,9 @@ type moeLowering struct {
 	d     program.Dims
 	op    *step.Op
 	fills map[int]int // expert buffer → the route op whose fill record describes it
+	// exchanged are the expert buffers that hold the local experts' slots from every
+	// expert-parallel rank (moe_ep.go).
+	exchanged map[int]bool
 }
 
 // routeFills follows the expert buffers' fills through ops [0, upto) as runtime/exec's
@@ -193,6 +196,9 @@ func routeFills(p *step.Program, upto int) map[int]int {
 			}
 		case step.OpCombineBwd:
 			r, ok := fills[op.In[1]]
+			set(op.Out[0], r, ok)
+		case step.OpAllToAllV: // moe_ep.go: the exchanged slots keep their route
+			r, ok := fills[op.In[0]]
 			set(op.Out[0], r, ok)
 		}
 	}
@@ -284,9 +290,13 @@ func (lw *moeLowering) routingOf(r int) (routing, error) {
 func (lw *moeLowering) routingFor(b int) (routing, error) {
 	r, ok := lw.fills[b]
 	if !ok {
-		return routing{}, fmt.Errorf("expert buffer %s: no route's counts reach it (an all-to-all's output, or read before its permute)", lw.p.Buffers[b].Name)
+		return routing{}, fmt.Errorf("expert buffer %s: no route's counts reach it (read before its permute)", lw.p.Buffers[b].Name)
 	}
-	return lw.routingOf(r)
+	rt, err := lw.routingOf(r)
+	if err == nil && lw.exchanged[b] {
+		return lw.exchangedRouting(rt) // moe_ep.go
+	}
+	return rt, err
 }
 
 // dispatchWidth checks that buffer b is an expert buffer of rt's layout and returns its
@@ -504,8 +514,8 @@ func (lw *moeLowering) experts(bufs []int) (w, b []int, out, in int, err error) 
 	if len(b) > 0 && len(b) != len(w) {
 		return nil, nil, 0, 0, fmt.Errorf("%d expert biases for %d weights", len(b), len(w))
 	}
-	if len(w) != lw.d.E {
-		return nil, nil, 0, 0, fmt.Errorf("%d expert weights for %d experts", len(w), lw.d.E)
+	if len(w) != lw.d.E/max(lw.p.Layout.EP, 1) {
+		return nil, nil, 0, 0, fmt.Errorf("%d expert weights for %d experts", len(w), lw.d.E/max(lw.p.Layout.EP, 1))
 	}
 	return w, b, out, in, nil
 }
@@ -640,6 +650,9 @@ func (lw *moeLowering) actBwd() ([]Launch, error) {
 		return nil, fmt.Errorf("activation buffer %s: no route's counts reach it", lw.p.Buffers[op.In[1]].Name)
 	}
 	rt, err := lw.routingOf(r)
+	if err == nil && lw.exchanged[op.In[1]] {
+		rt, err = lw.exchangedRouting(rt) // moe_ep.go
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -714,23 +714,39 @@ func TestMoEKernelTable(t *testing.T) {
 	}
 }
 
-// TestLowerMoERefuses: what the MoE kernels do not lower is an error naming it.
+// TestLowerMoERefuses: what the MoE kernels do not lower is an error naming it (tensor
+// parallelism); expert parallelism lowers.
 func TestLowerMoERefuses(t *testing.T) {
 	m := hunyuanTiny(t)
-	progs, err := step.Lower(m, step.Batch{MicroBatch: 2, SeqLen: 16, Micro: 1}, step.Layout{DP: 2, EP: 2, TP: 1, PP: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := progs[0]
-	for i, op := range p.Ops {
-		if op.Kind != step.OpRouter {
-			continue
+	m.Attention.TalkingHeads = false // tensor parallelism splits the heads
+	for _, c := range []struct {
+		layout step.Layout
+		want   string // "": lowers
+	}{
+		{step.Layout{DP: 2, EP: 2, TP: 1, PP: 1}, ""},
+		{step.Layout{DP: 1, EP: 1, TP: 2, PP: 1}, "data and expert parallelism only"},
+	} {
+		progs, err := step.Lower(m, step.Batch{MicroBatch: 2, SeqLen: 16, Micro: 1}, c.layout)
+		if err != nil {
+			t.Fatal(err)
 		}
-		_, err := lowerMoE(p, m, i)
-		if err == nil || !strings.Contains(err.Error(), "single-rank") {
-			t.Errorf("route of an ep 2 program: %v, want a refusal naming single-rank programs", err)
+		p := progs[0]
+		routes := 0
+		for i, op := range p.Ops {
+			if op.Kind != step.OpRouter {
+				continue
+			}
+			routes++
+			_, err := lowerMoE(p, m, i)
+			if c.want == "" && err != nil {
+				t.Errorf("route of a %s program: %v", c.layout, err)
+			}
+			if c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
+				t.Errorf("route of a %s program: %v, want a refusal naming %q", c.layout, err, c.want)
+			}
 		}
-		return
+		if routes == 0 {
+			t.Fatalf("%s: no route op", c.layout)
+		}
 	}
-	t.Fatal("no route op")
 }

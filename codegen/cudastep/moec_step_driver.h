@@ -13,6 +13,7 @@ typedef struct CUctx_st *CUcontext;
 typedef struct CUmod_st *CUmodule;
 typedef struct CUfunc_st *CUfunction;
 typedef struct CUstream_st *CUstream;
+typedef struct CUevent_st *CUevent;
 typedef unsigned long long CUdeviceptr;
 
 #define MOEC_CU_SUCCESS 0
@@ -22,6 +23,7 @@ typedef unsigned long long CUdeviceptr;
 #define MOEC_CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR 75
 #define MOEC_CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR 76
 #define MOEC_CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES 8
+#define MOEC_CU_EVENT_DISABLE_TIMING 2
 
 // moec_cu is the driver's entry points the host program uses.
 typedef struct moec_cu {
@@ -45,6 +47,10 @@ typedef struct moec_cu {
   CUresult (*cuStreamCreate)(CUstream *stream, unsigned flags);
   CUresult (*cuStreamDestroy)(CUstream stream);
   CUresult (*cuStreamSynchronize)(CUstream stream);
+  CUresult (*cuStreamWaitEvent)(CUstream stream, CUevent event, unsigned flags);
+  CUresult (*cuEventCreate)(CUevent *event, unsigned flags);
+  CUresult (*cuEventDestroy)(CUevent event);
+  CUresult (*cuEventRecord)(CUevent event, CUstream stream);
   CUresult (*cuLaunchKernel)(CUfunction fn, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
                              unsigned bz, unsigned shared, CUstream stream, void **params, void **extra);
   CUresult (*cuGetErrorString)(CUresult error, const char **text);
@@ -61,12 +67,16 @@ void moec_cu_unload(moec_cu *d);
 }
 #endif
 
-// The emulation's registry: a kernel's launch trampoline by name (moec_emu_*.cpp).
+// The emulation's registry: a kernel's launch trampoline by name (moec_emu_*.cpp), and the
+// bytes of each of its parameters, which a launch copies before the kernel runs (an
+// emulated stream runs its work later, as a GPU's does).
 typedef void (*moec_emu_run)(unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
                              unsigned shared, void **params);
 typedef struct moec_emu_kernel {
   const char *name;
   moec_emu_run run;
+  int nparams;
+  const unsigned char *param_bytes;
 } moec_emu_kernel;
 
 #endif

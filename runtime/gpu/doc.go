@@ -13,6 +13,10 @@
 // emulation (codegen/cuda's emulation header), which runs the very same host program and
 // kernels on the CPU: how the generated step is checked against runtime/exec without a GPU.
 //
+// Several ranks (Ranks, OpenRanks) run in one process, one session per rank (rank r on
+// device r), joined in one NCCL communicator whose unique id rank 0 creates; under the
+// emulation the collectives meet at a rendezvous of the process's threads.
+//
 // Parameters live in the device arena at the offsets of the program's memory plan, the
 // same offsets runtime/exec's arena uses, so weights are copied buffer by buffer.
 package gpu

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -64,6 +65,9 @@ type Options struct {
 	// BF16 runs the weight products on the tensor cores in bfloat16 with fp32 sums
 	// (cudastep.Options.BF16: a train block's precision = bf16).
 	BF16 bool
+	// objects, under the emulation, is a folder holding the emulated kernels, driver and
+	// NCCL already compiled (another rank's, OpenRanks): the host program links them.
+	objects string
 }
 
 // errBytes is the size of the buffer the host program writes its errors into.
@@ -142,7 +146,7 @@ func Open(ctx context.Context, p *step.Program, m *program.Model, o Options) (*S
 	if err := writeSources(low, dir); err != nil {
 		return fail(err)
 	}
-	so, err := compileHost(ctx, dir, clang, o.Mode)
+	so, err := compileHostReusing(ctx, dir, clang, o.Mode, cudastep.Library(), o.objects)
 	if err != nil {
 		return fail(err)
 	}
@@ -252,18 +256,35 @@ func compileHost(ctx context.Context, dir, clang string, mode Mode) (string, err
 // compileHostOf is compileHost with the kernel files kernels alone (a decoding host
 // program's, cudastep.Decoding.KernelFiles).
 func compileHostOf(ctx context.Context, dir, clang string, mode Mode, kernels []cudastep.KernelFile) (string, error) {
+	return compileHostReusing(ctx, dir, clang, mode, kernels, "")
+}
+
+// compileHostReusing is compileHostOf; under the emulation the kernels, the driver and
+// NCCL are compiled to objects first (in dir, or taken from the folder objects where
+// another rank's build left them) and linked with the host program.
+func compileHostReusing(ctx context.Context, dir, clang string, mode Mode, kernels []cudastep.KernelFile, objects string) (string, error) {
 	if mode == Emulated {
-		so := filepath.Join(dir, "libmoec_step_emu.so")
-		args := []string{"-std=c++17", "-O1", "-Wall", "-fPIC", "-shared", "-include", "moec_cpu_emu.h", "-I", ".",
-			cudastep.HostName, cudastep.DriverEmuName, cudastep.EmuRegistryName}
+		flags := []string{"-std=c++17", "-O1", "-Wall", "-fPIC", "-include", "moec_cpu_emu.h", "-I", "."}
+		sources := []string{cudastep.DriverEmuName, cudastep.NCCLEmuName, cudastep.EmuRegistryName}
 		for _, f := range kernels {
-			args = append(args, cudastep.EmulationName(f))
+			sources = append(sources, cudastep.EmulationName(f))
+		}
+		if objects == "" {
+			objects = dir
+			if err := clangIn(ctx, dir, clang, slices.Concat(flags, []string{"-c"}, sources)...); err != nil {
+				return "", err
+			}
+		}
+		so := filepath.Join(dir, "libmoec_step_emu.so")
+		args := slices.Concat(flags, []string{"-shared", cudastep.HostName})
+		for _, src := range sources {
+			args = append(args, filepath.Join(objects, strings.TrimSuffix(src, ".cpp")+".o"))
 		}
 		return so, clangIn(ctx, dir, clang, append(args, "-o", so, "-lpthread", "-lm")...)
 	}
 	so := filepath.Join(dir, "libmoec_step.so")
 	return so, clangIn(ctx, dir, clang, "-std=c++17", "-O2", "-Wall", "-Werror", "-fPIC", "-shared", "-I", ".",
-		cudastep.HostName, cudastep.DriverDlopenName, "-o", so, "-ldl", "-lm")
+		cudastep.HostName, cudastep.DriverDlopenName, cudastep.NCCLDlopenName, "-o", so, "-ldl", "-lm")
 }
 
 // compilePTX compiles each kernel file to PTX for arch.
@@ -480,4 +501,14 @@ func writeFile(path, text string) error {
 		return fmt.Errorf("gpu: %w", err)
 	}
 	return nil
+}
+
+// CheckNCCL reports why several ranks cannot run on this machine's GPUs: libnccl.so.2
+// (NVIDIA's collective library) cannot be loaded. No NCCL headers or SDK are needed.
+func CheckNCCL() error {
+	lib, err := llvmrt.Open("libnccl.so.2")
+	if err != nil {
+		return fmt.Errorf("no NCCL: cannot load libnccl.so.2 (%v); several ranks on GPUs need NVIDIA's NCCL 2.7 or newer installed (no headers or SDK); --device cuda-emulated runs the same ranks on the CPU", err)
+	}
+	return lib.Close()
 }

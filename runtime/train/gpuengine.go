@@ -14,15 +14,17 @@ import (
 	"github.com/moec-dev/moec/runtime/safetensors"
 )
 
-// gpuEngine trains one rank's step program through moec's generated CUDA (runtime/gpu):
-// on a GPU (--device cuda) or on the CPU under the CUDA emulation (--device
-// cuda-emulated). The step engine's executor keeps a host copy of the persistent buffers
-// (weights and AdamW moments, at the same arena offsets as the device's): checkpoints,
-// validation and the memory report read it, refreshed from the device when a step ran
-// since, and loads write it and then the device.
+// gpuEngine trains the layout's step programs through moec's generated CUDA
+// (runtime/gpu), every rank in this process (rank r on device r, the collectives through
+// NCCL): on GPUs (--device cuda) or on the CPU under the CUDA emulation (--device
+// cuda-emulated). The step engine's executors keep a host copy of each rank's persistent
+// buffers (weights and AdamW moments, at the same arena offsets as the device's):
+// checkpoints (assembled from the ranks' copies as the CPU engine assembles them),
+// validation and the memory report read them, refreshed from the devices when a step ran
+// since, and loads write them and then the devices.
 type gpuEngine struct {
 	*stepEngine
-	sess *gpu.Session
+	ranks *gpu.Ranks
 	// stale says the device ran steps the host copy has not seen.
 	stale bool
 }
@@ -36,8 +38,8 @@ func newGPUEngine(spec *Spec, cfg optim.Config, opt Options) (*gpuEngine, error)
 	if err != nil {
 		return nil, diag.RuntimeWrap(diag.CodeBadRunOption, err, "--device")
 	}
-	if opt.Comm != nil || (opt.Layout != nil && opt.Layout.Ranks > 1) {
-		return nil, diag.Runtimef(diag.CodeBadRunOption, "--device %s runs one rank: the CUDA backend does not lower several ranks (NCCL) yet", opt.Device)
+	if opt.Comm != nil {
+		return nil, diag.Runtimef(diag.CodeBadRunOption, "--device %s runs every rank in one process (a GPU each): one process per rank under mpirun is not supported on the CUDA path yet", opt.Device)
 	}
 	l := Sharding{Ranks: 1, EP: 1, Program: true}
 	if opt.Layout != nil {
@@ -48,32 +50,36 @@ func newGPUEngine(spec *Spec, cfg optim.Config, opt Options) (*gpuEngine, error)
 	if err != nil {
 		return nil, err
 	}
-	sess, err := gpu.Open(context.Background(), se.lc.Progs[0], spec.Model, gpu.Options{Mode: mode, BF16: bf16Products(spec)})
+	ranks, err := gpu.OpenRanks(context.Background(), se.lc.Progs, spec.Model, gpu.Options{Mode: mode, BF16: bf16Products(spec)})
 	if err != nil {
 		return nil, diag.RuntimeWrap(diag.CodeUnsupportedFeature, err, "cannot train %s on --device %s", spec.Model.Name, opt.Device)
 	}
-	sess.SetOptimizer(cfg)
-	e := &gpuEngine{stepEngine: se, sess: sess}
+	for _, s := range ranks.Sessions {
+		s.SetOptimizer(cfg)
+	}
+	e := &gpuEngine{stepEngine: se, ranks: ranks}
 	// The engine has no close: the device memory goes back when the engine is collected
 	// (or the process ends).
-	runtime.AddCleanup(e, func(s *gpu.Session) { s.Close() }, sess)
+	runtime.AddCleanup(e, func(rs *gpu.Ranks) { rs.Close() }, ranks)
 	if err := e.toDevice(); err != nil {
 		return nil, err
 	}
 	return e, nil
 }
 
-// persistent calls f for each buffer that outlives a step (weights, gradients, moments)
-// with the executor's view of it.
-func (e *gpuEngine) persistent(f func(b *step.Buffer, view []float32) error) error {
-	ex := e.lc.Ranks[0]
-	for i, b := range e.sess.Buffers() {
-		if !b.Kind.Persistent() || b.Tier != step.Device {
-			continue
-		}
-		if v := ex.Buffer(i); v != nil {
-			if err := f(b, v); err != nil {
-				return fmt.Errorf("train: %s: %w", b.Name, err)
+// persistent calls f for each buffer of each rank that outlives a step (weights,
+// gradients, moments) with the rank's session and its executor's view of the buffer.
+func (e *gpuEngine) persistent(f func(s *gpu.Session, b *step.Buffer, view []float32) error) error {
+	for r, s := range e.ranks.Sessions {
+		ex := e.lc.Ranks[r]
+		for i, b := range s.Buffers() {
+			if !b.Kind.Persistent() || b.Tier != step.Device {
+				continue
+			}
+			if v := ex.Buffer(i); v != nil {
+				if err := f(s, b, v); err != nil {
+					return fmt.Errorf("train: rank %d: %s: %w", r, b.Name, err)
+				}
 			}
 		}
 	}
@@ -82,7 +88,7 @@ func (e *gpuEngine) persistent(f func(b *step.Buffer, view []float32) error) err
 
 func (e *gpuEngine) toDevice() error {
 	e.stale = false
-	return e.persistent(func(b *step.Buffer, v []float32) error { return e.sess.Upload(b.Offset, v) })
+	return e.persistent(func(s *gpu.Session, b *step.Buffer, v []float32) error { return s.Upload(b.Offset, v) })
 }
 
 func (e *gpuEngine) fromDevice() error {
@@ -90,23 +96,26 @@ func (e *gpuEngine) fromDevice() error {
 		return nil
 	}
 	e.stale = false
-	return e.persistent(func(b *step.Buffer, v []float32) error { return e.sess.Download(b.Offset, v) })
+	return e.persistent(func(s *gpu.Session, b *step.Buffer, v []float32) error { return s.Download(b.Offset, v) })
 }
 
 func (e *gpuEngine) step(stepN int64, spec *Spec, corpus *data.Corpus) (StepRecord, optim.StepInfo, error) {
 	B, T, M := spec.MicroBatch, spec.SeqLen, spec.Accum
-	micro := make([][]int32, M)
-	for m := range micro {
-		toks, err := corpus.Batch(spec.Seed, stepN, m*B, B, T)
-		if err != nil {
-			return StepRecord{}, optim.StepInfo{}, err
+	// Replica r's micro-batches, as the CPU engine takes them (stepEngine.step).
+	micro := make([][]int32, e.layout.DP*M)
+	for r := 0; r < e.layout.DP; r++ {
+		for m := 0; m < M; m++ {
+			toks, err := corpus.Batch(spec.Seed, stepN, m*B+r*e.mb, e.mb, T)
+			if err != nil {
+				return StepRecord{}, optim.StepInfo{}, err
+			}
+			micro[r*M+m] = toks
 		}
-		micro[m] = toks
 	}
 	e.assembled, e.stale = false, true
-	st, err := e.sess.Step(micro, gpu.StepOptions{Seed: spec.Seed, Step: stepN})
+	st, err := e.ranks.Step(micro, gpu.StepOptions{Seed: spec.Seed, Step: stepN})
 	e.steps++
-	rec := StepRecord{Loss: st.Loss, CE: st.CE}
+	rec := StepRecord{Loss: st.Loss, CE: st.CE, Balance: st.Balance, ZLoss: st.ZLoss, Dropped: st.Dropped}
 	info := optim.StepInfo{LR: st.LR, GradNorm: st.GradNorm}
 	if spec.Train != nil {
 		info.Clipped = spec.Train.Optimizer.ClipNorm > 0 && st.GradNorm > spec.Train.Optimizer.ClipNorm
@@ -124,14 +133,16 @@ func (e *gpuEngine) tensors() ([]safetensors.Tensor, []safetensors.Tensor, error
 	return e.stepEngine.tensors()
 }
 
-func (e *gpuEngine) optStep() int64 { return e.sess.Updates() }
+func (e *gpuEngine) optStep() int64 { return e.ranks.Sessions[0].Updates() }
 
 func (e *gpuEngine) load(model, moments []safetensors.Tensor, stepN int64) error {
 	if err := e.stepEngine.load(model, moments, stepN); err != nil {
 		return err
 	}
 	if moments != nil {
-		e.sess.SetUpdates(stepN)
+		for _, s := range e.ranks.Sessions {
+			s.SetUpdates(stepN)
+		}
 	}
 	return e.toDevice()
 }

@@ -47,6 +47,10 @@ extern "C" int moec_cu_load(moec_cu *d, char *err, size_t n) {
            moec_sym(lib, &d->cuStreamCreate, "cuStreamCreate", err, n) &&
            moec_sym(lib, &d->cuStreamDestroy, "cuStreamDestroy_v2", err, n) &&
            moec_sym(lib, &d->cuStreamSynchronize, "cuStreamSynchronize", err, n) &&
+           moec_sym(lib, &d->cuStreamWaitEvent, "cuStreamWaitEvent", err, n) &&
+           moec_sym(lib, &d->cuEventCreate, "cuEventCreate", err, n) &&
+           moec_sym(lib, &d->cuEventDestroy, "cuEventDestroy_v2", err, n) &&
+           moec_sym(lib, &d->cuEventRecord, "cuEventRecord", err, n) &&
            moec_sym(lib, &d->cuLaunchKernel, "cuLaunchKernel", err, n) &&
            moec_sym(lib, &d->cuGetErrorString, "cuGetErrorString", err, n);
   if (!ok) {

@@ -1,0 +1,171 @@
+package gpu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/compiler/step"
+)
+
+// Ranks are the sessions of every rank of one layout, in this process: one generated
+// step per rank (rank r on device r, or on the emulation's device r), joined in one NCCL
+// communicator whose unique id rank 0 creates and hands to the others in memory. Under the
+// emulation the ranks' collectives meet at a rendezvous of the process's threads.
+type Ranks struct {
+	Sessions []*Session
+	m        *program.Model
+}
+
+// OpenRanks opens the generated step of each of progs (every rank's program of one
+// layout, in rank order) and joins them. Under the emulation the kernels are compiled
+// once, for rank 0, and linked into every rank's host program.
+func OpenRanks(ctx context.Context, progs []*step.Program, m *program.Model, o Options) (*Ranks, error) {
+	if len(progs) == 0 {
+		return nil, errors.New("gpu: no rank to open")
+	}
+	for r, p := range progs {
+		if p.Rank != r || p.Layout.World() != len(progs) {
+			return nil, fmt.Errorf("gpu: program %d is rank %d of %d; OpenRanks takes every rank's program in rank order", r, p.Rank, p.Layout.World())
+		}
+	}
+	if len(progs) > 1 && o.Mode == Device {
+		if err := errors.Join(CheckDriver(), CheckNCCL()); err != nil {
+			return nil, fmt.Errorf("gpu: %d ranks on GPUs: %w", len(progs), err)
+		}
+	}
+	root := o.Dir
+	if root == "" {
+		var err error
+		if root, err = os.MkdirTemp("", "moec-gpu-ranks-*"); err != nil {
+			return nil, fmt.Errorf("gpu: %w", err)
+		}
+		defer os.RemoveAll(root)
+	}
+	rs := &Ranks{m: m}
+	for r, p := range progs {
+		ro := o
+		ro.Dir = filepath.Join(root, fmt.Sprintf("rank%d", r))
+		if err := os.MkdirAll(ro.Dir, 0o755); err != nil {
+			rs.Close()
+			return nil, fmt.Errorf("gpu: %w", err)
+		}
+		if r > 0 && o.Mode == Emulated {
+			ro.objects = filepath.Join(root, "rank0")
+		}
+		s, err := Open(ctx, p, m, ro)
+		if err != nil {
+			rs.Close()
+			return nil, fmt.Errorf("gpu: rank %d: %w", r, err)
+		}
+		rs.Sessions = append(rs.Sessions, s)
+	}
+	if len(progs) > 1 {
+		if err := rs.join(); err != nil {
+			rs.Close()
+			return nil, err
+		}
+	}
+	return rs, nil
+}
+
+// join creates the communicator's unique id on rank 0 and makes every rank join it, all
+// at once (ncclCommInitRank returns when every rank has called it).
+func (rs *Ranks) join() error {
+	id := make([]byte, 128)
+	if err := rs.Sessions[0].call("moec_step_nccl_id", id); err != nil {
+		return fmt.Errorf("gpu: rank 0: %w", err)
+	}
+	return rs.each(func(r int, s *Session) error {
+		if err := s.call("moec_step_join", id); err != nil {
+			return fmt.Errorf("gpu: rank %d: %w", r, err)
+		}
+		return nil
+	})
+}
+
+// each runs f for every rank at once, one goroutine a rank, and returns the first error.
+// A rank that fails before a collective leaves the others waiting in it: the generated
+// step's NCCL (or the emulation's rendezvous, after MOEC_EMU_NCCL_TIMEOUT) decides then.
+func (rs *Ranks) each(f func(r int, s *Session) error) error {
+	errs := make([]error, len(rs.Sessions))
+	var wg sync.WaitGroup
+	for r, s := range rs.Sessions {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[r] = f(r, s)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// call calls one of the host program's entry points that take the handle, a byte buffer
+// and the error buffer.
+func (s *Session) call(name string, buf []byte) error {
+	f, err := s.lib.Func(name)
+	if err != nil {
+		return fmt.Errorf("gpu: %w", err)
+	}
+	msg := make([]byte, errBytes)
+	if err := f.Call(0, 0, s.handle, buf, msg, int64(errBytes)); err != nil {
+		return err
+	}
+	if e := cString(msg); e != "" {
+		return fmt.Errorf("gpu: %s", e)
+	}
+	return nil
+}
+
+// Step runs one training step on every rank: micro holds every replica's micro-batches in
+// turn (replica r takes micro[r·M:(r+1)·M]), as runtime/exec's Local.Step takes them. The
+// stats are the step's, summed over the ranks as Local.Step sums them.
+func (rs *Ranks) Step(micro [][]int32, o StepOptions) (Stats, error) {
+	stats := make([]Stats, len(rs.Sessions))
+	err := rs.each(func(r int, s *Session) error {
+		c, M := s.p.Coord, s.p.Batch.Micro
+		if (c.DP+1)*M > len(micro) {
+			return fmt.Errorf("gpu: rank %d: %d micro-batches for %d replicas of %d", r, len(micro), s.p.Layout.DP, M)
+		}
+		var err error
+		stats[r], err = s.Step(micro[c.DP*M:(c.DP+1)*M], o)
+		if err != nil {
+			return fmt.Errorf("gpu: rank %d: %w", r, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return Stats{}, err
+	}
+	var out Stats
+	for r, s := range rs.Sessions {
+		if s.p.Coord.TP != 0 {
+			continue
+		}
+		out.CE += stats[r].CE
+		out.Balance += stats[r].Balance
+		out.ZLoss += stats[r].ZLoss
+		out.Dropped += stats[r].Dropped
+	}
+	out.Loss = out.CE
+	if e := rs.m.MoE; e != nil {
+		out.Loss += e.BalanceLoss*out.Balance + e.ZLoss*out.ZLoss
+	}
+	out.GradNorm, out.LR = stats[0].GradNorm, stats[0].LR
+	return out, nil
+}
+
+// Close closes every rank's session.
+func (rs *Ranks) Close() error {
+	var err error
+	for _, s := range rs.Sessions {
+		err = errors.Join(err, s.Close())
+	}
+	rs.Sessions = nil
+	return err
+}

@@ -1,0 +1,195 @@
+package gpu
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/moec-dev/moec/codegen/cuda"
+	"github.com/moec-dev/moec/codegen/cudastep"
+	"github.com/moec-dev/moec/compiler/params"
+	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/compiler/step"
+	moexec "github.com/moec-dev/moec/runtime/exec"
+	"github.com/moec-dev/moec/runtime/nn"
+	"github.com/moec-dev/moec/runtime/optim"
+)
+
+// matchRanks trains m at layout l for steps steps with cfg through runtime/exec's
+// in-process ranks (Local) and through every rank's generated CUDA step under the
+// emulation (OpenRanks: the collectives through the NCCL stand-in) from the same weights,
+// and holds the losses and gradient norms (within 1e-5) and every rank's parameters after
+// the updates (within 1e-5 relative) together.
+func matchRanks(t *testing.T, m *program.Model, b step.Batch, l step.Layout, cfg optim.Config, steps int64) {
+	t.Helper()
+	needClang(t)
+	lc, err := moexec.NewLocal(m, b, l, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	net, err := nn.New(m, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	whole := map[params.ID][]float32{}
+	shapes := map[params.ID][]int{}
+	for _, w := range net.Params() {
+		whole[w.ID], shapes[w.ID] = w.W, w.Shape
+	}
+	for _, ex := range lc.Ranks {
+		if err := ex.LoadParams(func(id params.ID) ([]float32, []int) { return whole[id], shapes[id] }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := lc.SetOptimizer(cfg); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	rs, err := OpenRanks(context.Background(), lc.Progs, m, Options{Mode: Emulated, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rs.Close()
+	t.Logf("%d ranks generated, compiled and joined in %v", len(rs.Sessions), time.Since(start))
+	for r, s := range rs.Sessions {
+		if err := s.LoadParams(lc.Ranks[r].Param); err != nil {
+			t.Fatal(err)
+		}
+		s.SetOptimizer(cfg)
+	}
+	d, _ := m.Dims()
+	for stepN := int64(0); stepN < steps; stepN++ {
+		micro := make([][]int32, b.Micro*l.DP)
+		for i := range micro {
+			micro[i] = randomTokens(b.MicroBatch, b.SeqLen, d.V, 100*stepN+int64(i))
+		}
+		want, err := lc.Step(micro, moexec.Options{Seed: 5, Step: stepN})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := rs.Step(micro, StepOptions{Seed: 5, Step: stepN})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("step %d: loss %.7f (executor %.7f), gradient norm %.7f (%.7f)", stepN, got.Loss, want.Loss, got.GradNorm, want.GradNorm)
+		if math.Abs(got.Loss-want.Loss) > 1e-5*max(1, want.Loss) {
+			t.Errorf("step %d: loss %.8f, the executor's %.8f", stepN, got.Loss, want.Loss)
+		}
+		if math.Abs(got.GradNorm-want.GradNorm) > 1e-5*max(1, want.GradNorm) {
+			t.Errorf("step %d: gradient norm %.8f, the executor's %.8f", stepN, got.GradNorm, want.GradNorm)
+		}
+	}
+	worst, worstID := 0.0, ""
+	for r, s := range rs.Sessions {
+		for id := range whole {
+			want := lc.Ranks[r].Param(id)
+			if want == nil {
+				continue // another rank's expert
+			}
+			got, err := s.Param(id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := relErr(got, want)
+			if e > worst {
+				worst, worstID = e, id.String()
+			}
+			tol := 1e-5
+			if allZero(whole[id]) {
+				tol = 1e-4 // a zero-initialised bias: its Adam steps alone (see matchExecutorIn)
+			}
+			if e > tol {
+				t.Errorf("rank %d: %s after the updates: relative error %.2g", r, id, e)
+			}
+		}
+	}
+	t.Logf("largest relative error of a parameter after the updates: %.2g (%s)", worst, worstID)
+}
+
+// TestEmulatedDataParallelMatchesExecutor: hunyuan_tiny's dense stage on two data-parallel
+// ranks: the gradients all-reduced (ncclAllReduce on the communication stream) and the
+// global norm summed over the ranks' halves, as runtime/exec's in-process ranks do.
+//
+// The communication streams run their work as soon as it is queued
+// (MOEC_EMU_STREAMS=eager-comm): an all_reduce that did not wait for the backward would
+// sum gradients not yet computed. The expert-parallel test runs the default policy (every
+// stream as late as it may), where a compute stream that did not wait for a collective
+// would read its output before it is written.
+func TestEmulatedDataParallelMatchesExecutor(t *testing.T) {
+	t.Setenv("MOEC_EMU_STREAMS", "eager-comm")
+	m, cfg := hunyuanTiny(t, 1)
+	matchRanks(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 1}, step.Layout{DP: 2, EP: 1, TP: 1, PP: 1}, cfg, 2)
+}
+
+// TestEmulatedExpertParallelMatchesExecutor: hunyuan_tiny's four-expert stage on two
+// expert-parallel ranks (two experts each): the permuted tokens exchanged (ncclSend and
+// ncclRecv in one group, each expert's slots) towards the experts and back, forward and
+// backward, and the dense gradients all-reduced.
+func TestEmulatedExpertParallelMatchesExecutor(t *testing.T) {
+	if os.Getenv("MOEC_LONG_EMULATION") == "" {
+		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (two ranks' generated steps compiled: most of a minute)")
+	}
+	m, cfg := hunyuanTiny(t, 4)
+	matchRanks(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 1}, step.Layout{DP: 2, EP: 2, TP: 1, PP: 1}, cfg, 2)
+}
+
+// TestEmulatedZeROMatchesExecutor: two data-parallel ranks under ZeRO 1 (the gradients
+// all-reduced, each rank updating its shard of the flat vector with its shard of the
+// moments, then the shards exchanged in place: grouped ncclSend and ncclRecv) and ZeRO 2
+// (the gradients packed into their flat vector and reduce-scattered into the rank's shard).
+func TestEmulatedZeROMatchesExecutor(t *testing.T) {
+	if os.Getenv("MOEC_LONG_EMULATION") == "" {
+		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (two ranks' generated steps compiled twice: over a minute)")
+	}
+	m, cfg := hunyuanTiny(t, 1)
+	for _, zero := range []int{1, 2} {
+		t.Run(fmt.Sprintf("zero %d", zero), func(t *testing.T) {
+			matchRanks(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 1}, step.Layout{DP: 2, EP: 1, TP: 1, PP: 1, ZeRO: zero}, cfg, 2)
+		})
+	}
+}
+
+// TestDeviceBuildRanks compiles rank 0 of an expert-parallel layout for a GPU: the host
+// program with its collectives (ncclAllReduce, grouped ncclSend and ncclRecv, the streams
+// and events) and the libcuda.so.1 and libnccl.so.2 fillings of its tables, warnings as
+// errors. Without NCCL, OpenRanks on GPUs says libnccl.so.2 is missing.
+func TestDeviceBuildRanks(t *testing.T) {
+	needClang(t)
+	m, _ := hunyuanTiny(t, 4)
+	progs, err := step.Lower(m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 1}, step.Layout{DP: 2, EP: 2, TP: 1, PP: 1, ZeRO: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	low, err := cudastep.Lower(progs[0], m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, clang := t.TempDir(), cuda.FindClang()
+	if err := writeSources(low, dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := compileHost(context.Background(), dir, clang, Device); err != nil {
+		t.Fatal(err)
+	}
+	host, err := os.ReadFile(filepath.Join(dir, cudastep.HostName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"ncclAllReduce(", "ncclSend(", "ncclRecv(", "ncclReduceScatter(", "ncclGroupStart()", "cuStreamWaitEvent(s->comm_stream"} {
+		if !strings.Contains(string(host), want) {
+			t.Errorf("the host program has no %s", want)
+		}
+	}
+	if CheckNCCL() == nil {
+		t.Skip("this machine has NCCL")
+	}
+	_, err = OpenRanks(context.Background(), progs, m, Options{Mode: Device, Dir: t.TempDir()})
+	if err == nil || !strings.Contains(err.Error(), "libnccl.so.2") {
+		t.Errorf("opening two ranks on GPUs without NCCL: %v", err)
+	}
+}
