@@ -10,7 +10,8 @@ import (
 // mlaSource is kernels_mla.cu: the kernels of latent attention's inference ops (the split
 // of kv_a_proj_with_mqa's rows, the heads' assembly with rotary positions on the rope
 // features at each row's position, each row's attention over its sequence's per-head
-// caches), which the feeding program serve runs (step.LowerFeed) launches.
+// caches or a prefill's prompt), which the feeding program serve runs (step.LowerFeed) and
+// the prefill and decoding steps generate runs (mla_decode.go) launch.
 //
 //go:embed kernels_mla.cu
 var mlaSource string
