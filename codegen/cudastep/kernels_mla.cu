@@ -3,8 +3,8 @@
 // the split of kv_a_proj_with_mqa's rows into the latent and the shared rope key, the
 // assembly of each head's query, key and value (rotate-half rotary positions on the rope
 // features only, at each row's position) and each row's attention over its sequence's
-// per-head caches, whose keys (qk_nope+qk_rope features) and values (v_head_dim) differ in
-// width. The latents' RMSNorm is dense_norm's; the caches' appends are kernels_decode.cu's.
+// per-head caches (a prefill's: over its prompt's own keys and values), whose keys
+// (qk_nope+qk_rope features) and values (v_head_dim) differ in width. The latents' RMSNorm is dense_norm's; the caches' appends are kernels_decode.cu's.
 #include "moec_step_device.h"
 
 #define MLA_WARPS 4        // warps of an mla_attention_rows block, each over every 4th key
@@ -92,7 +92,9 @@ static __device__ __forceinline__ int mla_keys(int i, int window, int chunk) {
 // attention_rows: out[r, h] = softmax(scale·q[r, h]·K[s, lo..pos[r], h]ᵀ)·V[s, lo..pos[r], h]
 // for row r of sequence s = seq[r] (seq null: s = r, a decoding step), over the per-head
 // caches kc ([sequences, max_len, H·qk]) and vc ([sequences, max_len, H·vd]), lo from the
-// mask as decode_attention's; a row of sequence −1 (a feed's padding) writes zeros. One
+// mask as decode_attention's; a row of sequence −1 (a feed's padding) writes zeros. With
+// pos null, row r is position r % max_len of sequence r / max_len: a prefill's causal
+// attention over its own keys and values ([sequences, T, ·] with max_len = T). One
 // block of MLA_WARPS warps per (row, head): each warp runs an online softmax over every
 // MLA_WARPS-th key, its lanes holding qk/32 channels of the query and vd/32 of the sum,
 // and the warps' partial states are merged in shared memory.
@@ -103,13 +105,13 @@ __global__ void mla_attention_rows(float *q, float *kc, float *vc, int *pos, int
   int r = blockIdx.x / H, h = blockIdx.x % H;
   int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
   if (r >= rows) return;
-  int s = seq != 0 ? seq[r] : r;
+  int s = pos == 0 ? r / max_len : seq != 0 ? seq[r] : r;
   float *oh = out + ((long long)r * H + h) * vd;
   if (s < 0) {
     for (int c = threadIdx.x; c < vd; c += blockDim.x) oh[c] = 0.f;
     return;
   }
-  int i = pos[r], lo = mla_keys(i, window, chunk);
+  int i = pos == 0 ? r % max_len : pos[r], lo = mla_keys(i, window, chunk);
   const float *qr = q + ((long long)r * H + h) * qk;
   float qv[MLA_PER_LANE], acc[MLA_PER_LANE];
   for (int k = 0; k < MLA_PER_LANE; k++) {

@@ -2,7 +2,6 @@ package cudastep
 
 import (
 	_ "embed"
-	"fmt"
 
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/step"
@@ -11,7 +10,8 @@ import (
 // mlaSource is kernels_mla.cu: the kernels of latent attention's inference ops (the split
 // of kv_a_proj_with_mqa's rows, the heads' assembly with rotary positions on the rope
 // features at each row's position, each row's attention over its sequence's per-head
-// caches), which the feeding program serve runs (step.LowerFeed) launches.
+// caches or a prefill's prompt), which the feeding program serve runs (step.LowerFeed) and
+// the prefill and decoding steps generate runs (mla_decode.go) launch.
 //
 //go:embed kernels_mla.cu
 var mlaSource string
@@ -38,22 +38,24 @@ const (
 // then sin, filled when the host program opens.
 const mlaRopeWork = "mla_rope"
 
-// isMLAOp reports whether op is one of latent attention's inference ops mlaOp lowers: the
-// latents' norms, the split, the heads at each row's position and a feed's attention.
-// The training ops (mla_attention and the backward) and the prefill's are not lowered.
+// isMLAOp reports whether op is one of latent attention's forward ops mlaOp lowers: the
+// latents' norms, the split, the heads, a feed's attention, and the prefill's and decoding
+// step's caches and attention (mla_decode.go). The backward ops are not lowered, nor is
+// mla_attention where a backward reads its weights (mlaCausal refuses it).
 func isMLAOp(op *step.Op) bool {
 	switch op.Kind {
-	case step.OpLatentNorm, step.OpMLASplit, step.OpMLAAttnRows:
+	case step.OpLatentNorm, step.OpMLASplit, step.OpMLAHeads, step.OpMLAAttnRows:
 		return true
-	case step.OpMLAHeads:
-		return len(op.In) > 3 // at each row's position
 	}
-	return false
+	return isMLADecodeOp(op)
 }
 
 // mlaOp lowers one of the ops isMLAOp names (runtime/exec's kernels_mla.go and
 // kernels_feed_mla.go compute the same).
 func (lw *opLowerer) mlaOp(op *step.Op) ([]Launch, error) {
+	if isMLADecodeOp(op) {
+		return lw.mlaDecodeOp(op) // mla_decode.go
+	}
 	in, out := op.In, op.Out
 	md := step.MLADims{Nope: int(lw.m.Attention.QKNopeHeadDim), Rope: int(lw.m.Attention.QKRopeHeadDim), V: int(lw.m.Attention.VHeadDim)}
 	qk := md.Nope + md.Rope
@@ -78,34 +80,26 @@ func (lw *opLowerer) mlaOp(op *step.Op) ([]Launch, error) {
 				return nil, err
 			}
 		}
+		pos := NullArg(PtrI32) // a prefill's: row t at position t % T
+		if len(in) > 3 {
+			pos = lw.ints(in[3]) // at each row's position
+		}
 		return []Launch{denseElementwise("mla_heads", int64(rows*H*(md.Nope+md.Rope/2+md.V)), lw.buf(in[0]), lw.buf(in[1]), lw.buf(in[2]),
-			lw.ints(in[3]), tab, lw.buf(out[0]), lw.buf(out[1]), lw.buf(out[2]),
+			pos, tab, lw.buf(out[0]), lw.buf(out[1]), lw.buf(out[2]),
 			int32Arg(rows), int32Arg(H), int32Arg(md.Nope), int32Arg(md.Rope), int32Arg(md.V), int32Arg(lw.p.Batch.SeqLen), int32Arg(positions))}, nil
 	default: // mla_attn_rows: the queries, the caches, the positions, the rows' sequences
-		if qk > mlaMaxWidth || md.V > mlaMaxWidth {
-			return nil, fmt.Errorf("heads of %d query/key and %d value features: the latent attention kernel takes at most %d", qk, md.V, mlaMaxWidth)
-		}
-		rows := int(lw.n(in[3]))
-		H := int(lw.n(in[0])) / (rows * qk)
-		maxLen := lw.shape(in[1])[1]
-		return []Launch{{Kernel: "mla_attention_rows", Grid: [3]int{rows * H, 1, 1}, Block: [3]int{32 * mlaWarps, 1, 1},
-			Args: []Arg{lw.buf(in[0]), lw.buf(in[1]), lw.buf(in[2]), lw.ints(in[3]), lw.ints(in[4]), lw.buf(out[0]),
-				int32Arg(rows), int32Arg(H), int32Arg(qk), int32Arg(md.V), int32Arg(maxLen), FloatArg(float32(lw.m.LatentSoftmaxScale())),
-				int32Arg(op.Mask.Window), int32Arg(op.Mask.Chunk)}}}, nil
+		return lw.mlaAttentionRows(op, in[0], in[1], in[2], lw.ints(in[3]), lw.ints(in[4]), int(lw.n(in[3])), lw.shape(in[1])[1])
 	}
 }
 
 // mlaRope is mla_heads's rotary tables of rope features, as many positions as the caches
-// hold, filled when the host program opens.
+// hold (or a sequence, in a program without caches), filled when the host program opens.
 func (lw *opLowerer) mlaRope(rope int) (Arg, int, error) {
-	positions := 0
+	positions := lw.p.Batch.SeqLen
 	for _, b := range lw.p.Buffers {
 		if b.Kind == step.KindCache && len(b.Shape) == 3 {
 			positions = max(positions, b.Shape[1])
 		}
-	}
-	if positions == 0 {
-		return Arg{}, 0, fmt.Errorf("latent attention's rotary positions at each row's position in a program without KV caches")
 	}
 	half := rope / 2
 	if _, ok := lw.out.Consts[mlaRopeWork]; !ok {

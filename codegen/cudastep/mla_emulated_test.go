@@ -16,7 +16,8 @@ import (
 // TestMLAKernelsEmulated runs kernels_mla.cu under the emulation against float64
 // references of runtime/exec's kernels: mla_attention_rows over per-head caches whose keys
 // and values are wider than a warp's lanes and differ in width, rows of other sequences,
-// a padding row, causal, a sliding window and chunks; mla_heads with the rope tables at
+// a padding row, causal, a sliding window and chunks, and a prefill's rows over their
+// prompts' own keys and values (no positions); mla_heads with the rope tables at
 // each row's position and without them (no rotary positions); mla_split.
 func TestMLAKernelsEmulated(t *testing.T) {
 	clang := cuda.FindClang()
@@ -122,6 +123,62 @@ func TestMLAKernelsEmulated(t *testing.T) {
 			}
 			if worst > 1e-5 {
 				t.Errorf("%s: the output is %.3g from the reference", c.name, worst)
+			}
+		}
+	})
+
+	t.Run("attention_rows prefill", func(t *testing.T) {
+		// No positions: row r is position r % T of sequence r / T, over the prompts' own
+		// keys and values ([sequences, T, ·]).
+		f, err := lib.Func("emu_mla_attention_rows")
+		if err != nil {
+			t.Fatal(err)
+		}
+		const seqs, T, H, qk, vd = 2, 5, 2, 40, 36
+		const rows = seqs * T
+		q, kh, vh := fill(rows*H*qk), fill(rows*H*qk), fill(rows*H*vd)
+		const scale = 0.3
+		for _, window := range []int{0, 2} {
+			out := fill(rows * H * vd)
+			args := append(grid(rows*H, 32*mlaWarps), q, kh, vh, []int32(nil), []int32(nil), out, int32(rows), int32(H), int32(qk), int32(vd), int32(T),
+				float32(scale), int32(window), int32(0))
+			if err := f.Call(0, 0, args...); err != nil {
+				t.Fatal(err)
+			}
+			var worst float64
+			for r := 0; r < rows; r++ {
+				s, i := r/T, r%T
+				lo := 0
+				if window > 0 {
+					lo = max(0, i-window+1)
+				}
+				for h := 0; h < H; h++ {
+					w := make([]float64, 0, i+1-lo)
+					mx := math.Inf(-1)
+					for j := lo; j <= i; j++ {
+						var dot float64
+						for e := 0; e < qk; e++ {
+							dot += float64(q[(r*H+h)*qk+e]) * float64(kh[((s*T+j)*H+h)*qk+e])
+						}
+						w = append(w, dot*scale)
+						mx = math.Max(mx, dot*scale)
+					}
+					var sum float64
+					for j := range w {
+						w[j] = math.Exp(w[j] - mx)
+						sum += w[j]
+					}
+					for e := 0; e < vd; e++ {
+						var want float64
+						for j := range w {
+							want += w[j] / sum * float64(vh[((s*T+lo+j)*H+h)*vd+e])
+						}
+						worst = math.Max(worst, math.Abs(float64(out[(r*H+h)*vd+e])-want))
+					}
+				}
+			}
+			if worst > 1e-5 {
+				t.Errorf("window %d: the output is %.3g from the reference", window, worst)
 			}
 		}
 	})

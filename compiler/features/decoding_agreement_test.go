@@ -9,15 +9,21 @@ import (
 )
 
 // TestCUDAStepColumnAgreesWithDecoding: the CUDA step column holds for `moec generate` and
-// `moec serve --device cuda` too. Where the step program lowers a feature's prefill and
-// decoding step, codegen/cudastep lowers the pair (cudastep.LowerDecoding) iff the column
-// honours the feature; and the feeding program serve runs (step.LowerFeed, lowered by
-// cudastep.LowerServing) lowers wherever the column honours it. (The feeding program's
-// attention is the decoding kernel's, which also takes sinks, windows and chunks: it
-// lowers some features the column refuses for training.)
+// `moec serve --device cuda` too, less the refusals it marks as training's alone
+// (features.CUDAStepInferenceRefusals). Where the step program lowers a feature's prefill
+// and decoding step, codegen/cudastep lowers the pair (cudastep.LowerDecoding) iff the
+// column honours the feature's inference; and the feeding program serve runs
+// (step.LowerFeed, lowered by cudastep.LowerServing) lowers wherever it does. (The
+// feeding program's attention is the decoding kernel's, which also takes sinks, windows
+// and chunks: it lowers some features the column refuses for training.) A cell marked
+// training-only must refuse training (TestCUDAStepColumnAgreesWithLower holds that).
 func TestCUDAStepColumnAgreesWithDecoding(t *testing.T) {
 	for _, f := range features.Table() {
-		m, gaps := example(t, f.Key, features.CUDAStep, features.Layout{})
+		m, all := example(t, f.Key, features.CUDAStep, features.Layout{})
+		gaps := features.CUDAStepInferenceRefusals(m, features.Layout{})
+		if len(gaps) < len(all) {
+			t.Logf("%s: inference lowers, training is refused: %v", f.Key, all)
+		}
 		prefill, err := step.LowerPrefill(m, 2, 4, 8)
 		if err != nil {
 			continue // the step program's inference refuses it: E0510 before CUDA

@@ -165,6 +165,19 @@ func Refusals(m *program.Model, b Backend, l Layout) []Gap {
 	return out
 }
 
+// CUDAStepInferenceRefusals is Refusals(m, CUDAStep, l) for the inference programs alone
+// (the prefill and decoding steps of `moec generate --device`, the feeding programs of
+// `moec serve --device`): less the refusals of training alone (CUDAStepTrainingOnly).
+func CUDAStepInferenceRefusals(m *program.Model, l Layout) []Gap {
+	var out []Gap
+	for _, g := range Refusals(m, CUDAStep, l) {
+		if !strings.HasPrefix(g.Verdict.Reason, CUDAStepTrainingOnly) {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
 // Used returns the rows m uses, in table order.
 func Used(m *program.Model) []Feature {
 	if m == nil {

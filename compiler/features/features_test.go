@@ -126,3 +126,24 @@ func TestMarkdown(t *testing.T) {
 		t.Error("a model without features has a table")
 	}
 }
+
+// TestCUDAStepInferenceRefusals: latent attention's CUDA step cell refuses training alone
+// (its inference programs lower), so it is no refusal of inference; where the step program
+// itself refuses the model (latent attention with q/k norms), inference is refused too.
+func TestCUDAStepInferenceRefusals(t *testing.T) {
+	m, err := featuretest.Example("mla")
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := Refusals(m, CUDAStep, Layout{})
+	if len(all) != 1 || !strings.HasPrefix(all[0].Verdict.Reason, CUDAStepTrainingOnly) {
+		t.Fatalf("latent attention's CUDA step refusals %v, want one of training alone", all)
+	}
+	if got := CUDAStepInferenceRefusals(m, Layout{}); len(got) != 0 {
+		t.Errorf("latent attention's inference refusals %v, want none", got)
+	}
+	m.Attention.QKNorm = true
+	if got := CUDAStepInferenceRefusals(m, Layout{}); len(got) == 0 {
+		t.Error("latent attention with q/k norms, which the step program refuses: no inference refusal")
+	}
+}

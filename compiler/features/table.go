@@ -645,25 +645,42 @@ func cudaStepRefusal(key string) string {
 	case "gate_input":
 		return "the permute and combine kernels gate the experts' outputs, not their inputs"
 	case "mla":
-		return "no CUDA kernels for latent attention's training and prefill ops (mla_heads without positions, mla_attention, the backward) yet; serve's feeding program runs it (kernels_mla.cu)"
+		return "no CUDA kernels for latent attention's backward yet (mla_attention keeps its weights for mla_attention_bwd; mla_heads_bwd)"
 	case "aux_free_bias":
 		return "moe_route_topk selects experts by score alone: no selection bias, load count or bias update is generated"
 	}
 	return ""
 }
 
+// cudaStepInferenceLowers reports whether cudaStepRefusal(key) is training's alone: the
+// inference programs (the prefill and decoding steps `moec generate --device` runs, the
+// feeding programs of `moec serve --device`) lower the feature.
+// TestCUDAStepColumnAgreesWithDecoding holds this list to what cudastep.LowerDecoding and
+// LowerServing refuse.
+func cudaStepInferenceLowers(key string) bool {
+	return key == "mla"
+}
+
+// CUDAStepTrainingOnly begins the reason of a CUDA step cell that refuses training alone.
+const CUDAStepTrainingOnly = "inference (generate, serve --device) lowered; training refused: "
+
 // cudaStepCell is the CUDA step's cell of the row key: it lowers the step program op by
 // op, so it refuses what the step program refuses and what cudaStepRefusal names, and
-// honours the rest.
+// honours the rest. The column covers training and inference (`moec run`, `generate` and
+// `serve --device`); a refusal of training alone says so (CUDAStepTrainingOnly).
 func cudaStepCell(key string, step Cell) Cell {
 	return func(m *program.Model, l Layout) Verdict {
 		if v := step(m, l); v.Status == Refused {
 			return Verdict{Refused, "the step program does not lower it"}
 		}
-		if why := cudaStepRefusal(key); why != "" {
-			return Verdict{Refused, why}
+		why := cudaStepRefusal(key)
+		switch {
+		case why == "":
+			return Verdict{Status: Honoured}
+		case cudaStepInferenceLowers(key):
+			return Verdict{Refused, CUDAStepTrainingOnly + why}
 		}
-		return Verdict{Status: Honoured}
+		return Verdict{Refused, why}
 	}
 }
 

@@ -18,13 +18,27 @@ import (
 // executor's bf16 decoding (its products round their operands to bfloat16 as the
 // kernels do) within a tenth of the bf16-fp32 gap, and stays within a bf16 bound of the
 // fp32 logits (3% relative), the greedy tokens equal fp32's: a prefill of two prompts and
-// three decoding steps of an MoE model. On request (MOEC_LONG_EMULATION=1).
+// three decoding steps of an MoE model, and of a DeepSeek-V2-Lite-shaped one (latent
+// attention, a shared expert). On request (MOEC_LONG_EMULATION=1).
 func TestBF16DecodingFollowsFP32(t *testing.T) {
 	if os.Getenv("MOEC_LONG_EMULATION") == "" {
-		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (the emulated tensor-core fragments: about 40 s; make test stays under ten minutes)")
+		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (the emulated tensor-core fragments: about 40 s a model; make test stays under ten minutes)")
 	}
 	needClang(t)
-	m := programtest.TinyMoE(func(m *program.Model) { m.Attention.KVHeads = 1 })
+	for name, m := range map[string]*program.Model{
+		"moe": programtest.TinyMoE(func(m *program.Model) { m.Attention.KVHeads = 1 }),
+		"latent attention": programtest.TinyMoE(func(m *program.Model) {
+			a := &m.Attention
+			a.MLA, a.QLoraRank, a.KVLoraRank, a.QKNopeHeadDim, a.QKRopeHeadDim, a.VHeadDim = true, 12, 16, 8, 4, 10
+			m.MoE.SharedExperts, m.MoE.SharedHidden = 1, 16
+		}),
+	} {
+		t.Run(name, func(t *testing.T) { bf16DecodingFollowsFP32(t, m) })
+	}
+}
+
+// bf16DecodingFollowsFP32 runs TestBF16DecodingFollowsFP32's comparison on m.
+func bf16DecodingFollowsFP32(t *testing.T, m *program.Model) {
 	in := step.Inference{Batch: 2, Prompt: 3, MaxLen: 8}
 	net, err := nn.New(m, 11)
 	if err != nil {
