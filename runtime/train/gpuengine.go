@@ -2,6 +2,7 @@ package train
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 
@@ -29,9 +30,6 @@ type gpuEngine struct {
 
 // newGPUEngine opens the generated step of spec's stage on opt.Device.
 func newGPUEngine(spec *Spec, cfg optim.Config, opt Options) (*gpuEngine, error) {
-	if fp16Products(spec) {
-		return nil, refuseFP16(spec, "--device "+opt.Device, "drop --device (the CPU runs fp16), or write precision = bf16")
-	}
 	mode, err := gpu.ParseMode(opt.Device)
 	if err != nil {
 		return nil, diag.RuntimeWrap(diag.CodeBadRunOption, err, "--device")
@@ -48,7 +46,7 @@ func newGPUEngine(spec *Spec, cfg optim.Config, opt Options) (*gpuEngine, error)
 	if err != nil {
 		return nil, err
 	}
-	sess, err := gpu.Open(context.Background(), se.lc.Progs[0], spec.Model, gpu.Options{Mode: mode, BF16: bf16Products(spec)})
+	sess, err := gpu.Open(context.Background(), se.lc.Progs[0], spec.Model, gpu.Options{Mode: mode, BF16: bf16Products(spec), FP16: fp16Products(spec)})
 	if err != nil {
 		return nil, diag.RuntimeWrap(diag.CodeUnsupportedFeature, err, "cannot train %s on --device %s", spec.Model.Name, opt.Device)
 	}
@@ -104,15 +102,26 @@ func (e *gpuEngine) step(stepN int64, spec *Spec, corpus *data.Corpus) (StepReco
 		micro[m] = toks
 	}
 	e.assembled, e.stale = false, true
-	st, err := e.sess.Step(micro, gpu.StepOptions{Seed: spec.Seed, Step: stepN})
+	o := gpu.StepOptions{Seed: spec.Seed, Step: stepN}
+	if e.loss != nil {
+		o.LossScale = e.loss.Scale // fp16: the step engine's dynamic loss scaler (fp16.go)
+	}
+	st, err := e.sess.Step(micro, o)
 	e.steps++
 	rec := StepRecord{Loss: st.Loss, CE: st.CE}
 	info := optim.StepInfo{LR: st.LR, GradNorm: st.GradNorm}
 	if spec.Train != nil {
 		info.Clipped = spec.Train.Optimizer.ClipNorm > 0 && st.GradNorm > spec.Train.Optimizer.ClipNorm
 	}
+	if err == nil && e.loss != nil {
+		err = e.scaleStep(&rec, &info, st.Skipped)
+	}
 	if err != nil {
-		return rec, info, fmt.Errorf("train: step %d: %w", stepN+1, err)
+		err = fmt.Errorf("train: step %d: %w", stepN+1, err)
+		if _, diverged := errors.AsType[*optim.NonFiniteError](err); diverged {
+			err = &updateError{err} // an overflow at the smallest loss scale: a diverged run (E0613)
+		}
+		return rec, info, err
 	}
 	return rec, info, nil
 }
