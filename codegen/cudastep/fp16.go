@@ -41,7 +41,7 @@ func lossScaledDecl(j int, a Arg) (string, error) {
 	if math.IsNaN(float64(a.Float)) || math.IsInf(float64(a.Float), 0) {
 		return "", fmt.Errorf("loss-scaled argument %d is %v", j, a.Float)
 	}
-	return fmt.Sprintf("float a%d = (float)(%s * (opt[%d] > 0 ? opt[%d] : 1.0)); // × the loss scale", j, cFloat(a.Float),
+	return fmt.Sprintf("float a%d = (float)(%s * (opt[%d] > 0 ? opt[%d] : 1.0)) /* × the loss scale */;", j, cFloat(a.Float),
 		hostLossScaleSlot, hostLossScaleSlot), nil
 }
 
@@ -54,7 +54,7 @@ func (lw *opLowerer) precision() Precision {
 	return BF16
 }
 
-// checkOptions refuses choices that exclude each other.
+// check refuses choices that exclude each other.
 func (o Options) check() error {
 	if o.BF16 && o.FP16 {
 		return fmt.Errorf("cudastep: the weight products run in bf16 or in fp16, not both")
