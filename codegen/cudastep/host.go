@@ -475,12 +475,12 @@ func HostProgram(l *Lowered) (string, error) {
 		comm.waitBefore(&w, p, op, ol) // collective_host.go
 		pf("  // %s\n", what)
 		indent := "  "
+		if ol.Settle {
+			pf("  if (update && !moec_settle(s, opt, &update)) return 0;\n")
+		}
 		if op.Phase == step.Update {
 			pf("  if (update) {\n")
 			indent = "    "
-		}
-		if ol.Settle {
-			pf("%sif (!moec_settle(s, opt)) return 0;\n", indent)
 		}
 		emit := func(ls []Launch, in string) error {
 			for _, ln := range ls {
@@ -553,6 +553,11 @@ func emitLaunch(w *strings.Builder, in string, ln Launch, k int, p *step.Program
 			decl = fmt.Sprintf("CUdeviceptr a%d = s->base + %dULL; // %s + %d", j, at+a.Offset*4, a.Work, a.Offset)
 		case a.Kind.Pointer():
 			decl = fmt.Sprintf("CUdeviceptr a%d = 0;", j)
+		case a.Kind == F32 && a.Host == HostLossScale:
+			var err error
+			if decl, err = lossScaledDecl(j, a); err != nil {
+				return err
+			}
 		case a.Kind == F32 && a.Host != "":
 			h := hostFloatIndex(a.Host)
 			if h < 0 {
@@ -641,6 +646,7 @@ typedef struct moec_state {
   CUdeviceptr base; // the arena, then the workspaces
   float adam[9];    // the update's coefficients (moec_settle)
   double norm;      // the last update's gradient norm
+  int skipped;      // the last step's update was skipped: its loss-scaled gradients overflowed
   char *err;        // the current call's error text
   size_t errn;
 } moec_state;
@@ -692,7 +698,7 @@ static int moec_launch(moec_state *s, int k, unsigned gx, unsigned gy, unsigned 
   return 1;
 }
 
-static int moec_settle(moec_state *s, const double *opt);
+static int moec_settle(moec_state *s, const double *opt, int *update);
 `
 
 // hostABI is the host program's settle step and its C ABI: the session's calls (open,
@@ -707,8 +713,10 @@ static int moec_run_ops(moec_state *s, const int *dice, int update, const double
 // moec_settle reads the gradients' sums of squares the device wrote, adds them in order
 // into the global norm, and computes the update's coefficients as runtime/optim does:
 // opt = {update, lr, beta1, beta2, eps, weight_decay, clip, t (the update's number,
-// 1-based), gradient scale}.
-static int moec_settle(moec_state *s, const double *opt) {
+// 1-based), gradient scale, loss scale (0: none)}. Under a loss scale S the sums are of
+// the S-scaled gradients: the norm and the multiplier are unscaled (÷S², ÷S, exact for a
+// power of two), and a non-finite norm is an overflow that skips the update (*update = 0).
+static int moec_settle(moec_state *s, const double *opt, int *update) {
   MOEC_CU(s, s->cu.cuStreamSynchronize(s->stream), "settling the update");
   double sq = 0;
   if (MOEC_WORLD > 1 && MOEC_NORM_OUT >= 0) {
@@ -730,11 +738,19 @@ static int moec_settle(moec_state *s, const double *opt) {
     MOEC_CU(s, s->cu.cuMemcpyHtoD(s->base + (CUdeviceptr)MOEC_NORM_OUT, &f, sizeof f), "writing the gradient norm");
   }
   double lr = opt[1], beta1 = opt[2], beta2 = opt[3], eps = opt[4], wd = opt[5], clip = opt[6], t = opt[7];
+  double loss_scale = opt[9];
+  if (loss_scale > 0) sq /= loss_scale * loss_scale;
   double norm = sqrt(sq);
   s->norm = norm;
+  if ((isnan(norm) || isinf(norm)) && loss_scale > 0) {
+    s->skipped = 1;
+    *update = 0;
+    return 1;
+  }
   if (isnan(norm) || isinf(norm))
     return moec_failf(s, "non-finite gradient norm %g at update %.0f: the weights and the optimizer state are left as they are", norm, t);
   double scale = opt[8];
+  if (loss_scale > 0) scale /= loss_scale;
   if (clip > 0 && norm > clip) scale *= clip / norm;
   double bc1 = 1 - pow(beta1, t), bc2 = 1 - pow(beta2, t);
   s->adam[0] = (float)scale;
@@ -907,8 +923,9 @@ extern "C" void moec_step_download(void **a, long long, long long) {
 const hostTrain = `// moec_step_train(handle, tokens, targets, dice, opt, out, err, errn): one training step
 // over the micro-batches' tokens and targets ([micro][tokens] each), with the layers'
 // attention-sharing dice and the update's settings opt (see moec_settle); out receives the
-// cross-entropy (the step's mean), the gradient norm, and the routes' balance and z-loss
-// terms and dropped assignments (zero without routing).
+// cross-entropy (the step's mean), the gradient norm, the routes' balance and z-loss
+// terms and dropped assignments (zero without routing), and 1 when the update was skipped
+// for an overflow under a loss scale.
 extern "C" void moec_step_train(void **a, long long, long long) {
   moec_state *s = moec_handle(a[0]);
   if (!moec_enter(s, a[6], a[7])) return;
@@ -916,6 +933,7 @@ extern "C" void moec_step_train(void **a, long long, long long) {
   double *out = (double *)a[5];
   if (!moec_upload_inputs(s, (const int *)a[1], (const int *)a[2])) return;
   s->norm = 0;
+  s->skipped = 0;
   if (MOEC_STATS_AT >= 0) {
     CUresult z = s->cu.cuMemsetD8(s->base + (CUdeviceptr)MOEC_STATS_AT, 0, 12);
     if (z != 0) {
@@ -947,6 +965,7 @@ extern "C" void moec_step_train(void **a, long long, long long) {
   out[0] = sum * MOEC_LOSS_SCALE;
   out[1] = s->norm;
   out[2] = out[3] = out[4] = 0;
+  out[5] = s->skipped;
   if (MOEC_STATS_AT >= 0) {
     // The routes' balance and z-loss terms (floats) and dropped assignments (an int).
     unsigned char st[12];

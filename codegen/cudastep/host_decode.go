@@ -285,7 +285,7 @@ func DecodingHostProgram(d *Decoding) (string, error) {
 	w.WriteString(hostPrelude)
 	w.WriteString(`
 // Inference programs have no update: the prelude's settle step never runs.
-static int __attribute__((unused)) moec_settle(moec_state *s, const double *) {
+static int __attribute__((unused)) moec_settle(moec_state *s, const double *, int *) {
   return moec_failf(s, "an inference program has no update to settle");
 }
 `)

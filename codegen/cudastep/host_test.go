@@ -55,7 +55,7 @@ func TestHostProgramGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"if (dice[1]) {", "moec_settle(s, opt)", "cuLaunchKernel", "MOEC_DEVICE_BYTES"} {
+	for _, want := range []string{"if (dice[1]) {", "moec_settle(s, opt, &update)", "cuLaunchKernel", "MOEC_DEVICE_BYTES"} {
 		if !strings.Contains(host, want) {
 			t.Errorf("the host program has no %q", want)
 		}

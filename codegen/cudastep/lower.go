@@ -108,6 +108,9 @@ type Options struct {
 	// them on the CPU (a train block's precision = bf16): both operands rounded to bfloat16,
 	// the weights through a 16-bit copy cast before each product reads it.
 	BF16 bool
+	// FP16 runs them in IEEE half instead (a train block's precision = fp16: the f16
+	// kernels of kernels_mma.cu, the loss scaled at run time; fp16.go).
+	FP16 bool
 }
 
 // LowerWith is Lower with o's choices.
@@ -115,11 +118,14 @@ func LowerWith(p *step.Program, m *program.Model, o Options) (*Lowered, error) {
 	if err := supported(p); err != nil {
 		return nil, err
 	}
+	if err := o.check(); err != nil {
+		return nil, err
+	}
 	d, err := m.Dims()
 	if err != nil {
 		return nil, fmt.Errorf("cudastep: %w", err)
 	}
-	lw := &opLowerer{p: p, m: m, d: d, bf16: o.BF16, out: &Lowered{Program: p, Consts: map[string][]float32{},
+	lw := &opLowerer{p: p, m: m, d: d, bf16: o.BF16, fp16: o.FP16, out: &Lowered{Program: p, Consts: map[string][]float32{},
 		LossScale: 1 / float64(p.Batch.Micro*max(p.Layout.DP, 1))}}
 	settled := false
 	expert := expertBuffers(p)
@@ -259,6 +265,7 @@ type opLowerer struct {
 	d    program.Dims
 	out  *Lowered
 	bf16 bool // weight products on the tensor cores (Options.BF16)
+	fp16 bool // in IEEE half (Options.FP16)
 }
 
 func (lw *opLowerer) buf(b int) Arg { return BufArg(PtrF32, b) }
@@ -411,7 +418,7 @@ func (lw *opLowerer) op(op *step.Op, ol *OpLaunches) error {
 		add(densePerRow("dense_norm_bwd_dx", rows, lw.buf(in[0]), lw.buf(in[1]), lw.buf(in[2]), lw.buf(in[3]), mean, lw.buf(out[0]),
 			int32Arg(rows), int32Arg(d), boolArg(acc(0))))
 	case step.OpMatMul, step.OpMatMulDX, step.OpMatMulDW:
-		if lw.bf16 {
+		if lw.bf16 || lw.fp16 {
 			ls, err := lw.tensorCoreProduct(op)
 			if err != nil {
 				return err
@@ -555,7 +562,7 @@ func (lw *opLowerer) op(op *step.Op, ol *OpLaunches) error {
 		slot.Offset = int64(2 * lw.out.LossSlots)
 		lw.out.LossSlots++
 		add(densePerRow("dense_xent", rows, lw.buf(in[0]), lw.ints(in[1]), dl, terms, int32Arg(rows), int32Arg(V), int32Arg(0),
-			FloatArg(float32(lw.out.LossScale/float64(rows)))))
+			LossScaledArg(float32(lw.out.LossScale/float64(rows)))))
 		add(Launch{Kernel: "dense_xent_mean", Grid: [3]int{1, 1, 1}, Block: [3]int{32, 1, 1},
 			Args: []Arg{terms, lw.buf(out[0]), slot, int32Arg(rows)}})
 	case step.OpGradNorm:
@@ -766,7 +773,7 @@ func (lw *opLowerer) simtProduct(op *step.Op, ol *OpLaunches) error {
 	return nil
 }
 
-// tensorCoreProduct lowers a weight product to the bfloat16 tensor-core kernels
+// tensorCoreProduct lowers a weight product to the bfloat16 (or half) tensor-core kernels
 // (kernels_mma.cu): the weights cast to a 16-bit copy right before the product reads them
 // (a workspace per weight; casting once per step after the update is the cheaper schedule
 // a later change can make), the activations rounded as they are staged, fp32 sums.
@@ -775,7 +782,7 @@ func (lw *opLowerer) tensorCoreProduct(op *step.Op) ([]Launch, error) {
 	w16 := func(b int) (Arg, Launch, error) {
 		n := lw.n(b)
 		copy16 := WorkArg(PtrU16, fmt.Sprintf("mma_w16_%d", b), 2*n)
-		cast, err := CastLaunch(BF16, n, lw.buf(b), copy16)
+		cast, err := CastLaunch(lw.precision(), n, lw.buf(b), copy16)
 		return copy16, cast, err
 	}
 	switch op.Kind {
@@ -791,7 +798,7 @@ func (lw *opLowerer) tensorCoreProduct(op *step.Op) ([]Launch, error) {
 			b := lw.buf(in[2])
 			bias = &b
 		}
-		fwd, err := MatMul{Precision: BF16, M: n, N: o, K: k}.Forward(lw.buf(in[0]), w, lw.buf(out[0]), bias)
+		fwd, err := MatMul{Precision: lw.precision(), M: n, N: o, K: k}.Forward(lw.buf(in[0]), w, lw.buf(out[0]), bias)
 		return []Launch{cast, fwd}, err
 	case step.OpMatMulDX:
 		o, k := lw.shape(in[1])[0], lw.shape(in[1])[1]
@@ -800,7 +807,7 @@ func (lw *opLowerer) tensorCoreProduct(op *step.Op) ([]Launch, error) {
 		if err != nil {
 			return nil, err
 		}
-		dx, err := MatMul{Precision: BF16, M: n, N: o, K: k, Accumulate: acc(0)}.InputGrad(lw.buf(in[0]), w, lw.buf(out[0]))
+		dx, err := MatMul{Precision: lw.precision(), M: n, N: o, K: k, Accumulate: acc(0)}.InputGrad(lw.buf(in[0]), w, lw.buf(out[0]))
 		return []Launch{cast, dx}, err
 	default: // matmul_dw
 		o, k := lw.shape(out[0])[0], lw.shape(out[0])[1]
@@ -808,7 +815,7 @@ func (lw *opLowerer) tensorCoreProduct(op *step.Op) ([]Launch, error) {
 		if int64(n*k) != lw.n(in[1]) {
 			return nil, fmt.Errorf("x has %d values, want %d×%d", lw.n(in[1]), n, k)
 		}
-		mm := MatMul{Precision: BF16, M: n, N: o, K: k, Accumulate: acc(0)}
+		mm := MatMul{Precision: lw.precision(), M: n, N: o, K: k, Accumulate: acc(0)}
 		dw, err := mm.WeightGrad(lw.buf(in[0]), lw.buf(in[1]), lw.buf(out[0]))
 		if err != nil {
 			return nil, err

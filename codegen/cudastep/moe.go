@@ -393,7 +393,7 @@ func (lw *moeLowering) routeBwd() ([]Launch, error) {
 	return []Launch{{Kernel: "moe_route_bwd", Grid: grid(ceilDiv(n, moeRouteWarps), 1, 1), Block: [3]int{32 * moeRouteWarps, 1, 1},
 		Args: []Arg{f32(in[0]), f32(in[1]), i32(in[2]), f32(in[3]), f32(in[4]), f32(in[5]), i32(in[8]), f32(op.Out[0]),
 			ival(n), ival(E), ival(K), moeFlag(moe.Score == program.Sigmoid), moeFlag(moe.Normalize),
-			FloatArg(float32(balance)), FloatArg(float32(zcoef)), moeFlag(op.Accumulates(0))}}}, nil
+			LossScaledArg(float32(balance)), LossScaledArg(float32(zcoef)), moeFlag(op.Accumulates(0))}}}, nil
 }
 
 // clearPadding is the launch that zeros buffer b's padding rows (width wide), or none

@@ -65,6 +65,9 @@ type Options struct {
 	// BF16 runs the weight products on the tensor cores in bfloat16 with fp32 sums
 	// (cudastep.Options.BF16: a train block's precision = bf16).
 	BF16 bool
+	// FP16 runs them in IEEE half, with the loss scaled (cudastep.Options.FP16: a train
+	// block's precision = fp16; StepOptions.LossScale).
+	FP16 bool
 	// objects, under the emulation, is a folder holding the emulated kernels, driver and
 	// NCCL already compiled (another rank's, OpenRanks): the host program links them.
 	objects string
@@ -94,6 +97,9 @@ type Stats struct {
 	// assignments over capacity (zero without routing).
 	Balance, ZLoss float64
 	Dropped        int
+	// Skipped says the step's loss-scaled gradients overflowed (StepOptions.LossScale):
+	// its update was skipped, weights, moments and schedule untouched.
+	Skipped bool
 }
 
 // FusedAttention is how many attention cores the step runs as fused FlashAttention-2
@@ -113,7 +119,7 @@ func CheckDriver() error {
 // Open lowers p (one rank's program of m's stage), writes and compiles its sources, and
 // opens the step on the device (or the emulation).
 func Open(ctx context.Context, p *step.Program, m *program.Model, o Options) (*Session, error) {
-	low, err := cudastep.LowerWith(p, m, cudastep.Options{BF16: o.BF16})
+	low, err := cudastep.LowerWith(p, m, cudastep.Options{BF16: o.BF16, FP16: o.FP16})
 	if err != nil {
 		return nil, err
 	}
@@ -437,6 +443,10 @@ func (s *Session) SetOptimizer(cfg optim.Config) { s.cfg = &cfg }
 // the attention-sharing dice (runtime/exec's BeginStep).
 type StepOptions struct {
 	Seed, Step int64
+	// LossScale, when positive, is the step's dynamic loss scale (fp16 training, as
+	// runtime/exec's Options.LossScale): the loss gradients are seeded with it, the update
+	// unscales them, and an overflow skips the update (Stats.Skipped). 0: no scaling.
+	LossScale float64
 }
 
 // Step runs one training step over the micro-batches (each B sequences of T+1 tokens, as
@@ -464,17 +474,18 @@ func (s *Session) Step(micro [][]int32, o StepOptions) (Stats, error) {
 			dice[l] = 1
 		}
 	}
-	opt := make([]float64, 9)
+	opt := make([]float64, 10)
 	var lr float64
 	if s.cfg != nil {
 		lr = s.cfg.LRAt(s.updates)
-		opt = []float64{1, lr, s.cfg.Beta1, s.cfg.Beta2, s.cfg.Eps, s.cfg.WeightDecay, s.cfg.ClipNorm, float64(s.updates + 1), 1}
+		opt = []float64{1, lr, s.cfg.Beta1, s.cfg.Beta2, s.cfg.Eps, s.cfg.WeightDecay, s.cfg.ClipNorm, float64(s.updates + 1), 1, 0}
 	}
+	opt[9] = max(o.LossScale, 0) // the host program's loss scale (cudastep's fp16.go)
 	optBytes := make([]byte, 8*len(opt))
 	for i, v := range opt {
 		binary.LittleEndian.PutUint64(optBytes[8*i:], math.Float64bits(v))
 	}
-	out := make([]byte, 40)
+	out := make([]byte, 48)
 	msg := make([]byte, errBytes)
 	if err := s.fns["moec_step_train"].Call(0, 0, s.handle, tokens, targets, dice, optBytes, out, msg, int64(errBytes)); err != nil {
 		return Stats{}, err
@@ -483,13 +494,15 @@ func (s *Session) Step(micro [][]int32, o StepOptions) (Stats, error) {
 		return Stats{}, fmt.Errorf("gpu: step %d: %s", o.Step, e)
 	}
 	f := func(i int) float64 { return math.Float64frombits(binary.LittleEndian.Uint64(out[8*i:])) }
-	st := Stats{CE: f(0), GradNorm: f(1), Balance: f(2), ZLoss: f(3), Dropped: int(f(4))}
+	st := Stats{CE: f(0), GradNorm: f(1), Balance: f(2), ZLoss: f(3), Dropped: int(f(4)), Skipped: f(5) != 0}
 	st.Loss = st.CE
 	if e := s.m.MoE; e != nil {
 		st.Loss += e.BalanceLoss*st.Balance + e.ZLoss*st.ZLoss
 	}
 	if s.cfg != nil {
-		s.updates++
+		if !st.Skipped {
+			s.updates++
+		}
 		st.LR = lr
 	}
 	return st, nil

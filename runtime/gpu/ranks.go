@@ -157,6 +157,7 @@ func (rs *Ranks) Step(micro [][]int32, o StepOptions) (Stats, error) {
 		out.Loss += e.BalanceLoss*out.Balance + e.ZLoss*out.ZLoss
 	}
 	out.GradNorm, out.LR = stats[0].GradNorm, stats[0].LR
+	out.Skipped = stats[0].Skipped // every rank settled on the same reduced norm
 	return out, nil
 }
 

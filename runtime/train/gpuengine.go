@@ -2,6 +2,7 @@ package train
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 
@@ -31,9 +32,6 @@ type gpuEngine struct {
 
 // newGPUEngine opens the generated step of spec's stage on opt.Device.
 func newGPUEngine(spec *Spec, cfg optim.Config, opt Options) (*gpuEngine, error) {
-	if fp16Products(spec) {
-		return nil, refuseFP16(spec, "--device "+opt.Device, "drop --device (the CPU runs fp16), or write precision = bf16")
-	}
 	mode, err := gpu.ParseMode(opt.Device)
 	if err != nil {
 		return nil, diag.RuntimeWrap(diag.CodeBadRunOption, err, "--device")
@@ -50,7 +48,7 @@ func newGPUEngine(spec *Spec, cfg optim.Config, opt Options) (*gpuEngine, error)
 	if err != nil {
 		return nil, err
 	}
-	ranks, err := gpu.OpenRanks(context.Background(), se.lc.Progs, spec.Model, gpu.Options{Mode: mode, BF16: bf16Products(spec)})
+	ranks, err := gpu.OpenRanks(context.Background(), se.lc.Progs, spec.Model, gpu.Options{Mode: mode, BF16: bf16Products(spec), FP16: fp16Products(spec)})
 	if err != nil {
 		return nil, diag.RuntimeWrap(diag.CodeUnsupportedFeature, err, "cannot train %s on --device %s", spec.Model.Name, opt.Device)
 	}
@@ -113,15 +111,26 @@ func (e *gpuEngine) step(stepN int64, spec *Spec, corpus *data.Corpus) (StepReco
 		}
 	}
 	e.assembled, e.stale = false, true
-	st, err := e.ranks.Step(micro, gpu.StepOptions{Seed: spec.Seed, Step: stepN})
+	o := gpu.StepOptions{Seed: spec.Seed, Step: stepN}
+	if e.loss != nil {
+		o.LossScale = e.loss.Scale // fp16: the step engine's dynamic loss scaler (fp16.go)
+	}
+	st, err := e.ranks.Step(micro, o)
 	e.steps++
 	rec := StepRecord{Loss: st.Loss, CE: st.CE, Balance: st.Balance, ZLoss: st.ZLoss, Dropped: st.Dropped}
 	info := optim.StepInfo{LR: st.LR, GradNorm: st.GradNorm}
 	if spec.Train != nil {
 		info.Clipped = spec.Train.Optimizer.ClipNorm > 0 && st.GradNorm > spec.Train.Optimizer.ClipNorm
 	}
+	if err == nil && e.loss != nil {
+		err = e.scaleStep(&rec, &info, st.Skipped)
+	}
 	if err != nil {
-		return rec, info, fmt.Errorf("train: step %d: %w", stepN+1, err)
+		err = fmt.Errorf("train: step %d: %w", stepN+1, err)
+		if _, diverged := errors.AsType[*optim.NonFiniteError](err); diverged {
+			err = &updateError{err} // an overflow at the smallest loss scale: a diverged run (E0613)
+		}
+		return rec, info, err
 	}
 	return rec, info, nil
 }
