@@ -69,30 +69,42 @@ func TestConcurrentMatchesAlone(t *testing.T) {
 	if alone[0] == alone[5] {
 		t.Errorf("seeds 1 and 2 gave the same text %q: the seed does not reach the sampler", alone[0])
 	}
-	for round := 0; round < 2; round++ {
+	// Concurrent rounds until two of them shared decoding steps (at most six): every round's
+	// answers must equal the ones alone. Whether requests meet in a step depends on when
+	// they arrive — a request of this tiny model lasts a few milliseconds, and a loaded
+	// machine spreads the arrivals out — so the test asks for sharing in two rounds, not in
+	// every one.
+	shared := 0
+	for round := 0; round < 6 && shared < 2; round++ {
 		got := make([]string, len(reqs))
 		steps0, slots0 := srv.stepCounts()
 		var wg sync.WaitGroup
+		start := make(chan struct{})
 		for i, r := range reqs {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				<-start
 				got[i] = ask(r)
 			}()
 		}
+		close(start)
 		wg.Wait()
-		// Alone, every step had one busy slot; concurrently the requests must share steps.
-		// How many share each step depends on when the requests arrive (a loaded machine
-		// spreads them out), so the test asks for sharing, not for a particular mean.
+		// Alone, every step had one busy slot; sharing shows as a mean above one.
 		steps1, slots1 := srv.stepCounts()
-		if batch := float64(slots1-slots0) / float64(steps1-steps0); batch <= 1 {
-			t.Errorf("round %d: mean batch %.2f: the requests did not share decoding steps", round, batch)
+		batch := float64(slots1-slots0) / float64(steps1-steps0)
+		if batch > 1 {
+			shared++
 		}
+		t.Logf("round %d: mean batch %.2f", round, batch)
 		for i := range reqs {
 			if got[i] != alone[i] {
 				t.Errorf("round %d request %d: concurrent %q, alone %q", round, i, got[i], alone[i])
 			}
 		}
+	}
+	if shared < 2 {
+		t.Errorf("%d concurrent rounds of six shared decoding steps, want 2", shared)
 	}
 }
 
