@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
-	"encoding/json"
 	"math"
 	"os"
 	"path/filepath"
@@ -51,28 +49,7 @@ func TestDeviceCudaEmulatedTrainsRanks(t *testing.T) {
 	deviceFixture(t)
 	losses := func(dir string, args ...string) []float64 {
 		t.Helper()
-		var out, errb bytes.Buffer
-		args = append([]string{"run", "--stage", "dense", "--steps", "2", "--ranks", "2", "--out", dir}, append(args, "tiny.moe")...)
-		if st := run(args, &out, &errb); st != 0 {
-			t.Fatalf("%s: status %d\n%s", strings.Join(args, " "), st, errb.String())
-		}
-		f, err := os.Open(filepath.Join(dir, "log.jsonl"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		var ls []float64
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			var rec struct {
-				Step *int64   `json:"step"`
-				Loss *float64 `json:"loss"`
-			}
-			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Step != nil && rec.Loss != nil {
-				ls = append(ls, *rec.Loss)
-			}
-		}
-		return ls
+		return runStageLosses(t, dir, append([]string{"--steps", "2", "--ranks", "2"}, args...)...)
 	}
 	want := losses("cpu", "--engine", "step")
 	got := losses("emu", "--device", "cuda-emulated")

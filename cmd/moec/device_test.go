@@ -74,28 +74,7 @@ func TestDeviceCudaEmulatedTrains(t *testing.T) {
 	deviceFixture(t)
 	losses := func(dir string, args ...string) []float64 {
 		t.Helper()
-		var out, errb bytes.Buffer
-		args = append([]string{"run", "--stage", "dense", "--steps", "3", "--out", dir}, append(args, "tiny.moe")...)
-		if st := run(args, &out, &errb); st != 0 {
-			t.Fatalf("%s: status %d\n%s", strings.Join(args, " "), st, errb.String())
-		}
-		f, err := os.Open(filepath.Join(dir, "log.jsonl"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		var ls []float64
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			var rec struct {
-				Step *int64   `json:"step"`
-				Loss *float64 `json:"loss"`
-			}
-			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Step != nil && rec.Loss != nil {
-				ls = append(ls, *rec.Loss)
-			}
-		}
-		return ls
+		return runStageLosses(t, dir, append([]string{"--steps", "3"}, args...)...)
 	}
 	want := losses("cpu", "--engine", "step")
 	got := losses("emu", "--device", "cuda-emulated")
@@ -122,4 +101,32 @@ func TestDeviceCudaEmulatedTrains(t *testing.T) {
 	if cpu, emu := generate(), generate("--device", "cuda-emulated"); emu != cpu {
 		t.Errorf("generate --device cuda-emulated wrote %q, on the CPU %q", emu, cpu)
 	}
+}
+
+// runStageLosses runs `moec run --stage dense --out dir ARGS tiny.moe` (the device
+// fixture's) and returns the losses its log.jsonl holds, step by step.
+func runStageLosses(t *testing.T, dir string, args ...string) []float64 {
+	t.Helper()
+	var out, errb bytes.Buffer
+	args = append([]string{"run", "--stage", "dense", "--out", dir}, append(args, "tiny.moe")...)
+	if st := run(args, &out, &errb); st != 0 {
+		t.Fatalf("%s: status %d\n%s", strings.Join(args, " "), st, errb.String())
+	}
+	f, err := os.Open(filepath.Join(dir, "log.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var ls []float64
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var rec struct {
+			Step *int64   `json:"step"`
+			Loss *float64 `json:"loss"`
+		}
+		if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Step != nil && rec.Loss != nil {
+			ls = append(ls, *rec.Loss)
+		}
+	}
+	return ls
 }
