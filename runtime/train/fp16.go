@@ -82,14 +82,15 @@ func FP16Note(t *program.Train) string {
 
 // scaleStep records an fp16 step in the scaler and its log record: the scale it ran
 // with, and whether its overflow skipped it (then it has no gradient norm to log). An
-// overflow at the smallest scale is a diverged run.
-func (s *stepEngine) scaleStep(rec *StepRecord, info *optim.StepInfo, skipped bool) error {
+// overflow at the smallest scale is a diverged run, named by updates, the optimizer
+// updates the engine (CPU or GPU) has run.
+func (s *stepEngine) scaleStep(rec *StepRecord, info *optim.StepInfo, skipped bool, updates int64) error {
 	rec.LossScale = s.loss.Scale
 	if skipped {
 		rec.Skipped = true
 		info.GradNorm, info.Clipped = 0, false
 		if s.loss.Scale <= minLossScale {
-			return fmt.Errorf("the gradients overflow half at the smallest loss scale (%g): %w", minLossScale, &optim.NonFiniteError{Norm: math.Inf(1), Step: s.lc.OptStep()})
+			return fmt.Errorf("the gradients overflow half at the smallest loss scale (%g): %w", minLossScale, &optim.NonFiniteError{Norm: math.Inf(1), Step: updates})
 		}
 	}
 	s.loss.update(skipped)

@@ -123,7 +123,7 @@ func (e *gpuEngine) step(stepN int64, spec *Spec, corpus *data.Corpus) (StepReco
 		info.Clipped = spec.Train.Optimizer.ClipNorm > 0 && st.GradNorm > spec.Train.Optimizer.ClipNorm
 	}
 	if err == nil && e.loss != nil {
-		err = e.scaleStep(&rec, &info, st.Skipped)
+		err = e.scaleStep(&rec, &info, st.Skipped, e.optStep())
 	}
 	if err != nil {
 		err = fmt.Errorf("train: step %d: %w", stepN+1, err)

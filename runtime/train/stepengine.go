@@ -169,7 +169,7 @@ func (s *stepEngine) step(stepN int64, spec *Spec, corpus *data.Corpus) (StepRec
 		info.Clipped = spec.Train.Optimizer.ClipNorm > 0 && st.GradNorm > spec.Train.Optimizer.ClipNorm
 	}
 	if err == nil && s.loss != nil {
-		err = s.scaleStep(&rec, &info, st.Skipped)
+		err = s.scaleStep(&rec, &info, st.Skipped, s.optStep())
 	}
 	if err != nil {
 		err = fmt.Errorf("train: step %d: %w", stepN+1, err)
