@@ -320,10 +320,8 @@ func testMMADense(t *testing.T, lib *mmaLib) {
 		{5, 136, 33, 0, true, false},
 	}
 	for _, p := range mmaPrecisions() {
-		for i, sh := range shapes {
-			if p == FP16 && i > 0 {
-				break // the formats differ only in the conversion and the instruction: one shape
-			}
+		for _, sh := range shapes {
+
 			name := fmt.Sprintf("%s/M%dN%dK%d", p.suffix(), sh.m, sh.n, sh.k)
 			g := MatMul{Precision: p, M: sh.m, N: sh.n, K: sh.k, Accumulate: sh.acc}
 			xs := randomF32(r, sh.m*sh.k+int(sh.xOffset))
@@ -439,10 +437,8 @@ func testMMAGrouped(t *testing.T, lib *mmaLib) {
 	}
 	const n, k = 24, 40
 	for _, p := range mmaPrecisions() {
-		for i, ly := range layouts {
-			if p == FP16 && i == 0 {
-				continue // the formats differ only in the conversion and the instruction
-			}
+		for _, ly := range layouts {
+
 			name := p.suffix() + "/" + ly.name
 			experts := len(ly.counts)
 			offsets := make([]int32, experts)
