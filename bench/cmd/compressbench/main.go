@@ -45,9 +45,9 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/moec-dev/moec/bench/internal/pythons"
+	"github.com/moec-dev/moec/bench/internal/timing"
 	"github.com/moec-dev/moec/internal/atomicfile"
 	"github.com/moec-dev/moec/runtime/checkpoint"
 	"github.com/moec-dev/moec/runtime/compress"
@@ -171,17 +171,19 @@ func run(ckpt, calibPath string, reps, tokens int, seconds float64, outDir strin
 				continue
 			}
 			for _, v := range vs {
-				tps, err := sustained(seconds, func() (int, error) {
-					return tokens, generate.Generate(context.Background(), v.m, []byte("\n"), tokens, s, func(byte) error { return nil })
+				// One generation of the tiny model lasts a few milliseconds, too short to
+				// time alone: each measurement repeats them for at least seconds.
+				n, dt, err := timing.Repeat(seconds, 1, func() error {
+					return generate.Generate(context.Background(), v.m, []byte("\n"), tokens, s, func(byte) error { return nil })
 				})
 				if err != nil {
 					return err
 				}
-				v.tps1 = append(v.tps1, tps)
-				if tps, err = sustained(seconds, func() (int, error) { return batch16(v.m, tokens) }); err != nil {
+				v.tps1 = append(v.tps1, float64(n*tokens)/dt)
+				if n, dt, err = timing.Repeat(seconds, 1, func() error { return batch16(v.m, tokens) }); err != nil {
 					return err
 				}
-				v.tps16 = append(v.tps16, tps)
+				v.tps16 = append(v.tps16, float64(n*wideBatch*tokens)/dt)
 			}
 		}
 	}
@@ -304,29 +306,12 @@ func writePage(dir, table string, vs []*variant) error {
 	return atomicfile.WriteFile(filepath.Join(dir, "compression.md"), []byte(page), 0o644)
 }
 
-// batch16 decodes 16 sequences greedily for n tokens and returns tokens/s over all 16.
-// sustained is the tokens per second of gen, run once to warm up and then repeated until
-// seconds have passed; gen returns the tokens it generated. One generation of the tiny
-// model lasts a few milliseconds, too short to time alone.
-func sustained(seconds float64, gen func() (int, error)) (float64, error) {
-	if _, err := gen(); err != nil {
-		return 0, err
-	}
-	n := 0
-	t0 := time.Now()
-	for n == 0 || time.Since(t0).Seconds() < seconds {
-		k, err := gen()
-		if err != nil {
-			return 0, err
-		}
-		n += k
-	}
-	return float64(n) / time.Since(t0).Seconds(), nil
-}
+// wideBatch is the sequences batch16 decodes together.
+const wideBatch = 16
 
-// batch16 decodes n steps of 16 sequences greedily and returns the tokens generated.
-func batch16(m *nn.Model, n int) (int, error) {
-	const b = 16
+// batch16 decodes n steps of wideBatch sequences greedily.
+func batch16(m *nn.Model, n int) error {
+	const b = wideBatch
 	dec := m.NewDecoder(b, n+1)
 	vocab := int(m.Config().PaddedVocab())
 	toks := make([]int32, b)
@@ -336,14 +321,14 @@ func batch16(m *nn.Model, n int) (int, error) {
 	for step := 0; step < n; step++ {
 		logits, err := dec.Step(toks)
 		if err != nil {
-			return 0, err
+			return err
 		}
 		for i := range toks {
 			row := logits[i*vocab : i*vocab+256]
 			toks[i] = int32(slices.Index(row, slices.Max(row)))
 		}
 	}
-	return b * n, nil
+	return nil
 }
 
 // liveHeap is the live heap after collections: two, since a sync.Pool (each quantised

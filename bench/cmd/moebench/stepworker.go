@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/moec-dev/moec/bench/internal/timing"
 	"github.com/moec-dev/moec/compiler/step"
 	"github.com/moec-dev/moec/runtime/exec"
 	"github.com/moec-dev/moec/runtime/train"
@@ -78,7 +79,7 @@ func measureStepForward(res *result, size string, seconds float64, minIters int)
 	}
 	micro := [][]int32{benchTokens().Tokens}
 	var n int64
-	res.Iters, res.Seconds, err = timed(seconds, minIters, func() error {
+	res.Iters, res.Seconds, err = timing.Repeat(seconds, minIters, func() error {
 		st, err := ex.Run(micro, exec.Options{Seed: 1, Step: n})
 		n++
 		res.Loss = st.Loss

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/moec-dev/moec/bench/internal/timing"
 	"github.com/moec-dev/moec/compiler/params"
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/runtime/blas"
@@ -94,22 +95,6 @@ type result struct {
 	Backend string               `json:"backend,omitempty"`
 	Rates   map[string]float64   `json:"rates,omitempty"`
 	Impls   map[string][]float64 `json:"impls,omitempty"`
-}
-
-// timed runs fn once to warm up (sizing every buffer), then until at least minIters calls
-// and seconds have passed; it returns the calls and the time they took.
-func timed(seconds float64, minIters int, fn func() error) (int, float64, error) {
-	if err := fn(); err != nil {
-		return 0, 0, err
-	}
-	n, t0 := 0, time.Now()
-	for n < minIters || time.Since(t0).Seconds() < seconds {
-		if err := fn(); err != nil {
-			return n, 0, err
-		}
-		n++
-	}
-	return n, time.Since(t0).Seconds(), nil
 }
 
 // cpuSeconds is this process's user+system CPU time.
@@ -218,7 +203,7 @@ func runWorker(mode, size string, seconds float64, w io.Writer) error {
 func measureTrain(res *result, seconds float64, minIters int, step func() error, loss func() float64) error {
 	c0 := cpuSeconds()
 	var err error
-	res.Iters, res.Seconds, err = timed(seconds, minIters, step)
+	res.Iters, res.Seconds, err = timing.Repeat(seconds, minIters, step)
 	res.CPUSeconds = cpuSeconds() - c0 // includes the warm-up step: scaled below
 	res.CPUSeconds *= float64(res.Iters) / float64(res.Iters+1)
 	res.TokensPerS = float64(benchBatch*benchSeq*res.Iters) / res.Seconds
@@ -258,7 +243,7 @@ func measureForward(res *result, size string, seconds float64, minIters int) err
 		return err
 	}
 	batch := benchTokens()
-	res.Iters, res.Seconds, err = timed(seconds, minIters, func() error {
+	res.Iters, res.Seconds, err = timing.Repeat(seconds, minIters, func() error {
 		st, err := m.Forward(batch, nn.StepOptions{})
 		res.Loss = st.Loss
 		return err
@@ -280,7 +265,7 @@ func measureGenerate(res *result, size string, batch int, int8 bool, seconds flo
 	}
 	dec := m.NewDecoder(batch, benchSeq)
 	toks := make([]int32, batch)
-	res.Iters, res.Seconds, err = timed(seconds, minIters, func() error {
+	res.Iters, res.Seconds, err = timing.Repeat(seconds, minIters, func() error {
 		dec.Reset()
 		clear(toks)
 		for range benchSeq {
@@ -320,7 +305,7 @@ func sgemmPeak(seconds float64, gemm func(transA, transB bool, m, n, k int, alph
 	}
 	best := 0.0
 	for range 5 {
-		iters, dt, _ := timed(seconds/5, 3, func() error {
+		iters, dt, _ := timing.Repeat(seconds/5, 3, func() error {
 			gemm(false, false, n, n, n, 1, a, n, b, n, 0, c, n)
 			return nil
 		})
