@@ -69,8 +69,18 @@ func RoundFP16s(dst, src []float32) {
 // float32 accumulation compute, summed in another order: the mixed-precision training
 // product of precision = fp16, float32 master weights and activations rounded at the
 // product's inputs. It rounds dense copies of the operands (through F16C where the CPU
-// has it) and multiplies them with Gemm.
+// has it) and multiplies them with Gemm; GemmFP16Into keeps the copies' memory between
+// calls.
 func GemmFP16(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	GemmFP16Into(&FP16Buffers{}, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+// FP16Buffers holds GemmFP16Into's rounded copies of the operands, grown as needed and
+// reused by the next call; the zero value is ready. One product at a time uses it.
+type FP16Buffers struct{ a, b []float32 }
+
+// GemmFP16Into is GemmFP16 rounding into buf's memory instead of new copies.
+func GemmFP16Into(buf *FP16Buffers, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	if m == 0 || n == 0 {
 		return
 	}
@@ -79,18 +89,22 @@ func GemmFP16(transA, transB bool, m, n, k int, alpha float32, a []float32, lda 
 		Gemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 		return
 	}
-	ar, ald := roundedFP16Copy(a, transA, m, k, lda)
-	br, bld := roundedFP16Copy(b, transB, k, n, ldb)
+	ar, ald := roundedFP16Copy(&buf.a, a, transA, m, k, lda)
+	br, bld := roundedFP16Copy(&buf.b, b, transB, k, n, ldb)
 	Gemm(transA, transB, m, n, k, alpha, ar, ald, br, bld, beta, c, ldc)
 }
 
 // roundedFP16Copy copies the stored matrix of op(X) (rows×cols before transposition)
-// densely, each value rounded to binary16, and returns it with its leading dimension.
-func roundedFP16Copy(x []float32, trans bool, rows, cols, ld int) ([]float32, int) {
+// densely into *dst (grown when short), each value rounded to binary16, and returns it
+// with its leading dimension.
+func roundedFP16Copy(dst *[]float32, x []float32, trans bool, rows, cols, ld int) ([]float32, int) {
 	if trans {
 		rows, cols = cols, rows
 	}
-	out := make([]float32, rows*cols)
+	if cap(*dst) < rows*cols {
+		*dst = make([]float32, rows*cols)
+	}
+	out := (*dst)[:rows*cols]
 	if ld == cols {
 		roundFP16Row(out, x[:rows*cols])
 		return out, max(cols, 1)

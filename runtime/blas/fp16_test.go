@@ -217,3 +217,28 @@ func TestGemmFP16(t *testing.T) {
 		t.Errorf("70000 × 1 = %v, want +Inf (past binary16's largest)", c[0])
 	}
 }
+
+// TestGemmFP16IntoReusesBuffers: one FP16Buffers through products of growing, shrinking
+// and strided operands gives GemmFP16's bits every time (no stale rounded values read).
+func TestGemmFP16IntoReusesBuffers(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	var buf FP16Buffers
+	for _, s := range []struct {
+		m, n, k, lda int
+		transB      bool
+	}{{8, 6, 5, 5, false}, {3, 4, 9, 9, true}, {12, 10, 7, 11, true}, {2, 2, 2, 2, false}} {
+		a, b := randVec(r, s.m*s.lda), randVec(r, s.n*s.k)
+		ldb := s.n
+		if s.transB {
+			ldb = s.k
+		}
+		want, got := make([]float32, s.m*s.n), make([]float32, s.m*s.n)
+		GemmFP16(false, s.transB, s.m, s.n, s.k, 1, a, s.lda, b, ldb, 0, want, s.n)
+		GemmFP16Into(&buf, false, s.transB, s.m, s.n, s.k, 1, a, s.lda, b, ldb, 0, got, s.n)
+		for i := range want {
+			if got[i] != want[i] {
+				t.Fatalf("%+v: element %d is %v, GemmFP16's %v", s, i, got[i], want[i])
+			}
+		}
+	}
+}

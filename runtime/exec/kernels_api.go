@@ -45,6 +45,9 @@ type Kernels struct {
 	// dynamic loss scale (Options.LossScale; 0: none): kernels_fp16.go.
 	fp16        bool
 	lossScaling float64
+	// fp16Bufs holds the half products' rounded operand copies between products, a set
+	// per product running at once (gemmFP16).
+	fp16Bufs sync.Pool
 }
 
 // NewKernels prepares the kernels of the rank at c of layout l for micro-batches of b.

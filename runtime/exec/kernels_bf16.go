@@ -28,7 +28,7 @@ func (k *Kernels) product() product {
 	case k.bf16:
 		return blas.GemmBF16
 	case k.fp16:
-		return blas.GemmFP16
+		return k.gemmFP16
 	}
 	return blas.Gemm[float32]
 }
@@ -39,4 +39,15 @@ func (l *Local) SetBF16Products(on bool) {
 	for _, r := range l.Ranks {
 		r.SetBF16Products(on)
 	}
+}
+
+// gemmFP16 is blas.GemmFP16 rounding into copies kept between products (fp16Bufs), so a
+// step allocates them once, not at every product.
+func (k *Kernels) gemmFP16(transA, transB bool, m, n, kk int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	buf, _ := k.fp16Bufs.Get().(*blas.FP16Buffers)
+	if buf == nil {
+		buf = new(blas.FP16Buffers)
+	}
+	blas.GemmFP16Into(buf, transA, transB, m, n, kk, alpha, a, lda, b, ldb, beta, c, ldc)
+	k.fp16Bufs.Put(buf)
 }
