@@ -6,10 +6,8 @@ import (
 	"os"
 	"testing"
 
-	"github.com/moec-dev/moec/compiler/params"
 	"github.com/moec-dev/moec/compiler/step"
 	moexec "github.com/moec-dev/moec/runtime/exec"
-	"github.com/moec-dev/moec/runtime/nn"
 )
 
 // TestEmulatedFP16StepMatchesExecutor: precision = fp16 on hunyuan_tiny's dense stage:
@@ -35,25 +33,7 @@ func TestEmulatedFP16StepMatchesExecutor(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := progs[0]
-	net, err := nn.New(m, 7)
-	if err != nil {
-		t.Fatal(err)
-	}
-	whole := map[params.ID][]float32{}
-	shapes := map[params.ID][]int{}
-	for _, w := range net.Params() {
-		whole[w.ID], shapes[w.ID] = w.W, w.Shape
-	}
-	ex, err := moexec.New(p, m, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ex.LoadParams(func(id params.ID) ([]float32, []int) { return whole[id], shapes[id] }); err != nil {
-		t.Fatal(err)
-	}
-	if err := ex.SetOptimizer(cfg); err != nil {
-		t.Fatal(err)
-	}
+	ex, whole, _ := executorAtInit(t, p, m, cfg)
 	ex.SetFP16Products(true)
 	s, err := Open(context.Background(), p, m, Options{Mode: Emulated, Dir: t.TempDir(), FP16: true})
 	if err != nil {

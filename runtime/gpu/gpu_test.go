@@ -89,25 +89,7 @@ func matchExecutorIn(t *testing.T, m *program.Model, b step.Batch, recompute pro
 		t.Fatal(err)
 	}
 	p := progs[0]
-	net, err := nn.New(m, 7)
-	if err != nil {
-		t.Fatal(err)
-	}
-	whole := map[params.ID][]float32{}
-	shapes := map[params.ID][]int{}
-	for _, w := range net.Params() {
-		whole[w.ID], shapes[w.ID] = w.W, w.Shape
-	}
-	ex, err := moexec.New(p, m, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ex.LoadParams(func(id params.ID) ([]float32, []int) { return whole[id], shapes[id] }); err != nil {
-		t.Fatal(err)
-	}
-	if err := ex.SetOptimizer(cfg); err != nil {
-		t.Fatal(err)
-	}
+	ex, whole, shapes := executorAtInit(t, p, m, cfg)
 	ex.SetBF16Products(bf16)
 	start := time.Now()
 	s, err := Open(context.Background(), p, m, Options{Mode: Emulated, Dir: t.TempDir(), BF16: bf16})
@@ -374,4 +356,31 @@ func TestDeviceBuild(t *testing.T) {
 	if got := cString(msg); !strings.Contains(got, "cannot load libcuda.so.1") || !strings.Contains(got, "no CUDA SDK") {
 		t.Errorf("opening without a driver: %q", got)
 	}
+}
+
+// executorAtInit is p's executor over runtime/nn's initial weights of m (seed 7) with the
+// optimizer cfg, and those weights and their shapes by parameter (the comparison's
+// starting point).
+func executorAtInit(t *testing.T, p *step.Program, m *program.Model, cfg optim.Config) (*moexec.Executor, map[params.ID][]float32, map[params.ID][]int) {
+	t.Helper()
+	net, err := nn.New(m, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	whole := map[params.ID][]float32{}
+	shapes := map[params.ID][]int{}
+	for _, w := range net.Params() {
+		whole[w.ID], shapes[w.ID] = w.W, w.Shape
+	}
+	ex, err := moexec.New(p, m, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ex.LoadParams(func(id params.ID) ([]float32, []int) { return whole[id], shapes[id] }); err != nil {
+		t.Fatal(err)
+	}
+	if err := ex.SetOptimizer(cfg); err != nil {
+		t.Fatal(err)
+	}
+	return ex, whole, shapes
 }
