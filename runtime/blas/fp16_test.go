@@ -225,7 +225,7 @@ func TestGemmFP16IntoReusesBuffers(t *testing.T) {
 	var buf FP16Buffers
 	for _, s := range []struct {
 		m, n, k, lda int
-		transB      bool
+		transB       bool
 	}{{8, 6, 5, 5, false}, {3, 4, 9, 9, true}, {12, 10, 7, 11, true}, {2, 2, 2, 2, false}} {
 		a, b := randVec(r, s.m*s.lda), randVec(r, s.n*s.k)
 		ldb := s.n
