@@ -25,6 +25,8 @@ Usage: moe_peer.py MODE [--impl I] [--size S] [--threads N] [--seconds S] [--che
   MODE is train (forward + backward + AdamW on 16x128 tokens), forward (inference forward
   of 16x128 tokens), gen1 / gen16 (incremental greedy generation of 128 tokens with a KV
   cache for 1 or 16 sequences), sgemm (the BLAS peak torch reaches on a 1024^3 product),
+  stream (the memory bandwidth torch reaches streaming a 512 MiB float32 weight matrix: the
+  best of torch.mv over it, batch-1 decoding's product, and a plain sum of it),
   tune (train, train-bf16, forward, gen1 and gen16 briefly, one process: the driver's tuning pass) or
   info (torch's version and product back end). train-bf16 is train under
   torch.autocast("cpu", dtype=torch.bfloat16). gen1-int8 / gen16-int8 generate the same
@@ -35,7 +37,7 @@ Usage: moe_peer.py MODE [--impl I] [--size S] [--threads N] [--seconds S] [--che
   from the same loss and lower it (exit status 1 otherwise).
 Threads: --threads sets torch.set_num_threads; OPENBLAS_NUM_THREADS and OMP_WAIT_POLICY
 are read from the environment, so the caller chooses them.
-Output: one JSON line {"mode", "impl", "torch", "tokens_per_s" (or "gflops"), "iters",
+Output: one JSON line {"mode", "impl", "torch", "tokens_per_s" (or "gflops", "gbps"), "iters",
 "seconds", "loss"}.
 """
 
@@ -58,6 +60,7 @@ sys.dont_write_bytecode = True
 V, L, DH, T, B = 256, 4, 64, 128, 16
 E, K, BALANCE, EPS = 8, 2, 0.01, 1e-5
 SIZES = {"small": (256, 512), "large": (1024, 2048)}  # d_model, experts' hidden
+STREAM_ROWS, STREAM_COLS = 8192, 16384  # stream mode's weight matrix: 512 MiB of float32
 D, HID = SIZES["small"]
 H = D // DH
 IMPLS = ("stacked", "modules", "sliced", "bmm")
@@ -358,7 +361,7 @@ def backend():
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["train", "train-bf16", "forward", "gen1", "gen16", "gen1-int8", "gen16-int8", "sgemm", "bgemm", "tune", "info"])
+    ap.add_argument("mode", choices=["train", "train-bf16", "forward", "gen1", "gen16", "gen1-int8", "gen16-int8", "sgemm", "bgemm", "stream", "tune", "info"])
     ap.add_argument("--impl", choices=IMPLS, default="sliced")
     ap.add_argument("--size", choices=sorted(SIZES), default="small")
     ap.add_argument("--threads", type=int, default=1)
@@ -385,6 +388,18 @@ def main():
             n, dt = timed(lambda: torch.mm(a, b), args.seconds / 5, 3)
             best = max(best, 2 * 1024 ** 3 * n / dt / 1e9)
         out["gflops"] = best
+        print(json.dumps(out))
+        return
+    if args.mode == "stream":
+        # A weight matrix 16x a large L3 cache, read whole by each call: the GB/s bound of
+        # any batch-1 decoding step that reads its weights from memory.
+        w, x = torch.randn(STREAM_ROWS, STREAM_COLS), torch.randn(STREAM_COLS)
+        best = 0.0
+        for fn in (lambda: torch.mv(w, x), lambda: w.sum()):
+            for _ in range(3):
+                n, dt = timed(fn, args.seconds / 6, 3)
+                best = max(best, w.numel() * 4 * n / dt / 1e9)
+        out["gbps"] = best
         print(json.dumps(out))
         return
     toks = torch.randint(0, V, (B, T + 1))

@@ -11,6 +11,21 @@ import "fmt"
 // useful work per token (moec's counter: products and attention); tokens/s per repetition
 // in moec and peers; the product peaks per repetition in peaks (moec's under "moec").
 func productBound(name, peak string, flops, target float64, moec []float64, peers, peaks map[string][]float64) []row {
+	return peakBound(name, fmt.Sprintf("%.1f MFLOP/token", flops/1e6), "best "+peak, "the product peak", flops/1e9, target, moec, peers, peaks)
+}
+
+// bandwidthBound is productBound for a workload bound by memory: bytes are the weight
+// bytes one token reads, peaks the best weight-streaming GB/s of each side per repetition.
+// A floor that needs over 100% asks to read the weights faster than any side streamed
+// them in the same repetition.
+func bandwidthBound(name string, bytes, target float64, moec []float64, peers, peaks map[string][]float64) []row {
+	return peakBound(name, fmt.Sprintf("%.1f MB of weights/token", bytes/1e6), "best weight streaming", "the memory bandwidth", bytes/1e9, target, moec, peers, peaks)
+}
+
+// peakBound puts tokens/s against a peak in units per second: work is one token's work in
+// the peak's units (GFLOP or GB), per names it in the heads, peak names the peak, beyond
+// what a need over 100% is beyond.
+func peakBound(name, per, peak, beyond string, work, target float64, moec []float64, peers, peaks map[string][]float64) []row {
 	var own, peer, need []float64
 	for i, tps := range moec {
 		best := 0.0
@@ -28,7 +43,7 @@ func productBound(name, peak string, flops, target float64, moec []float64, peer
 		if best <= 0 || strongest <= 0 {
 			continue
 		}
-		share := func(tokensPerS float64) float64 { return tokensPerS * flops / 1e9 / best }
+		share := func(tokensPerS float64) float64 { return tokensPerS * work / best }
 		own = append(own, share(tps))
 		peer = append(peer, share(strongest))
 		need = append(need, target*share(strongest))
@@ -36,10 +51,10 @@ func productBound(name, peak string, flops, target float64, moec []float64, peer
 	if len(own) == 0 {
 		return nil
 	}
-	head := fmt.Sprintf("%s (%.1f MFLOP/token) as a share of the repetition's best %s", name, flops/1e6, peak)
+	head := fmt.Sprintf("%s (%s) as a share of the repetition's %s", name, per, peak)
 	return []row{
 		{Name: head + ": moec", Unit: "%", Moec: own, Single: true},
 		{Name: head + ": the strongest PyTorch", Unit: "%", Moec: peer, Single: true},
-		{Name: fmt.Sprintf("%s: the share %.2g× the strongest PyTorch needs (over 100%%: beyond the product peak)", name, target), Unit: "%", Moec: need, Single: true},
+		{Name: fmt.Sprintf("%s: the share %.2g× the strongest PyTorch needs (over 100%%: beyond %s)", name, target, beyond), Unit: "%", Moec: need, Single: true},
 	}
 }

@@ -13,7 +13,7 @@ import (
 // only, as is the sgemm peak.
 func modesFor(size string) []string {
 	if size == sizeLarge {
-		return []string{"train", "forward", "gen1", "gen16"}
+		return []string{"train", "forward", "gen1", "gen16", "stream"}
 	}
 	return []string{"train", "train-bf16", "forward", "train-nn", "forward-nn", "gen1", "gen16", "gen1-int8", "gen16-int8", "sgemm", "bgemm"}
 }
@@ -93,8 +93,11 @@ func (d *driver) measure(coretype, size string, reps int, seconds float64, load 
 					return err
 				}
 				v := m.Result.TokensPerS
-				if mode == "sgemm" || mode == "bgemm" {
+				switch mode {
+				case "sgemm", "bgemm":
 					v = m.Result.GFLOPS
+				case "stream":
+					v = m.Result.GBps
 				}
 				side := j.side()
 				vals[side][mode] = append(vals[side][mode], v)
@@ -138,6 +141,15 @@ func (d *driver) measure(coretype, size string, reps int, seconds float64, load 
 	}
 	add(row{Name: "generation, KV cache, batch 1", Unit: "tokens/s", Moec: vals["moec"]["gen1"], Target: 3}, "gen1", peerVals("gen1"))
 	add(row{Name: "generation, KV cache, batch 16", Unit: "tokens/s", Moec: vals["moec"]["gen16"]}, "gen16", peerVals("gen16"))
+	if size == sizeLarge {
+		// Batch-1 decoding at this size reads its active weights from memory at every
+		// token (all experts' weights are several times the L3 cache): the bound is the
+		// memory bandwidth, measured as the best weight-streaming product any side ran.
+		add(row{Name: "weight streaming, batch-1 product over 512 MiB", Unit: "GB/s", Moec: vals["moec"]["stream"]}, "", peerVals("stream"))
+		stream := peerVals("stream")
+		stream["moec"] = vals["moec"]["stream"]
+		rows = append(rows, bandwidthBound("generation, batch 1", decodeBytesPerToken(modelFor(size)), 3, vals["moec"]["gen1"], peerVals("gen1"), stream)...)
+	}
 	if size == sizeSmall {
 		// Weight-only int8 (moec compress --quantize 8) against PyTorch's dynamic int8
 		// (quantize_dynamic of every nn.Linear), and against moec's own float32.

@@ -20,3 +20,11 @@ func trainFLOPsPerToken(m *program.Model) float64 {
 func forwardFLOPsPerToken(m *program.Model) float64 {
 	return analysis.CountFLOPs(m, 0).ForwardPerToken
 }
+
+// decodeBytesPerToken is the float32 weight bytes one batch-1 decoding token reads: every
+// parameter it touches (attention, router, its top_k experts, norms, head) except the
+// input lookups, of which it reads one row (compiler/analysis's ActiveNoInput). The KV
+// cache's reads are left out (under 1% at the large size).
+func decodeBytesPerToken(m *program.Model) float64 {
+	return 4 * float64(analysis.Count(m).ActiveNoInput)
+}

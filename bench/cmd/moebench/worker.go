@@ -80,6 +80,7 @@ type result struct {
 	Mode       string  `json:"mode"`
 	TokensPerS float64 `json:"tokens_per_s,omitempty"`
 	GFLOPS     float64 `json:"gflops,omitempty"`
+	GBps       float64 `json:"gbps,omitempty"` // stream mode: weight bytes read per second / 1e9
 	Iters      int     `json:"iters,omitempty"`
 	Seconds    float64 `json:"seconds,omitempty"`
 	// CPUSeconds is the process's user+system time over the timed iterations: on a
@@ -166,6 +167,8 @@ func runWorker(mode, size string, seconds float64, w io.Writer) error {
 		res.GFLOPS = sgemmPeak(seconds, blas.Gemm[float32])
 	case "bgemm":
 		res.GFLOPS = sgemmPeak(seconds, blas.GemmBF16)
+	case "stream":
+		res.GBps = streamPeak(seconds)
 	case "check":
 		err = checkTraining(&res)
 	case "train-nn":
@@ -191,7 +194,7 @@ func runWorker(mode, size string, seconds float64, w io.Writer) error {
 		}
 		err = measureGenerate(&res, size, batch, strings.HasSuffix(mode, "-int8"), seconds, iters)
 	default:
-		return fmt.Errorf("unknown worker mode %q (want train, train-bf16, forward, train-nn, forward-nn, gen1, gen16, gen1-int8, gen16-int8, sgemm, bgemm or check)", mode)
+		return fmt.Errorf("unknown worker mode %q (want train, train-bf16, forward, train-nn, forward-nn, gen1, gen16, gen1-int8, gen16-int8, sgemm, bgemm, stream or check)", mode)
 	}
 	if err != nil {
 		return fmt.Errorf("moec %s: %w", mode, err)
@@ -310,6 +313,33 @@ func sgemmPeak(seconds float64, gemm func(transA, transB bool, m, n, k int, alph
 			return nil
 		})
 		best = max(best, 2*n*n*n*float64(iters)/dt/1e9)
+	}
+	return best
+}
+
+// Stream mode's weight matrix, as the peer's (STREAM_ROWS, STREAM_COLS): 512 MiB of
+// float32, many times any L3 cache these machines have.
+const streamRows, streamCols = 8192, 16384
+
+// streamPeak is the best GB/s of weight bytes moec's batch-1 product reads: one row times
+// the transpose of a streamRows×streamCols matrix (nn.Linear's layout, as decoding
+// multiplies), through the product path every decoding step takes; best of five rounds.
+// It bounds any batch-1 decoding step that streams its weights from memory.
+func streamPeak(seconds float64) float64 {
+	w, x, y := make([]float32, streamRows*streamCols), make([]float32, streamCols), make([]float32, streamRows)
+	for i := range w {
+		w[i] = float32(i%7) - 3
+	}
+	for i := range x {
+		x[i] = float32(i%5) - 2
+	}
+	best := 0.0
+	for range 5 {
+		iters, dt, _ := timing.Repeat(seconds/5, 3, func() error {
+			blas.Gemm[float32](false, true, 1, streamRows, streamCols, 1, x, streamCols, w, streamCols, 0, y, streamRows)
+			return nil
+		})
+		best = max(best, 4*float64(len(w))*float64(iters)/dt/1e9)
 	}
 	return best
 }
