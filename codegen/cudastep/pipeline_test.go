@@ -259,3 +259,68 @@ func TestZeRO3GatherStreamsAndEvents(t *testing.T) {
 		Files:   []txtar.File{{Name: HostName, Data: []byte(section)}},
 	}, *update)
 }
+
+// TestPipelineReceiveOverSentBuffer: where the memory plan puts a grouped receive's buffer
+// over the buffer the same group sends (the send's last use and the receive's first are
+// adjacent ops; the tiny stages' plans happen not to, so the test moves the receive's
+// buffer there), the receive lands in a workspace and its op copies it into place after
+// the compute stream waited for the group: the send never reads values the receive
+// wrote.
+func TestPipelineReceiveOverSentBuffer(t *testing.T) {
+	m := pipelineModel(t)
+	progs, err := step.Lower(m, step.Batch{MicroBatch: 1, SeqLen: 8, Micro: 2}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := progs[1] // stage 1: the first gradient's send, then the second activations' receive
+	send := -1
+	for i := 0; i+1 < len(p.Ops); i++ {
+		if p.Ops[i].Kind == step.OpSend && p.Ops[i+1].Kind == step.OpRecv {
+			send = i
+			break
+		}
+	}
+	if send < 0 {
+		t.Fatal("stage 1 has no send followed by a receive")
+	}
+	sent, got := p.Buffers[p.Ops[send].In[0]], p.Buffers[p.Ops[send+1].Out[0]]
+	if sent.Bytes() != got.Bytes() {
+		t.Fatalf("the send moves %d bytes, the receive %d", sent.Bytes(), got.Bytes())
+	}
+	got.Offset = sent.Offset
+	low, err := Lower(p, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := low.Ops[send].Collective
+	if c == nil || len(c.Calls) != 2 || c.Calls[1].Func != "ncclRecv" || c.Calls[1].Work != ppRecvWork {
+		t.Fatalf("op %d's group: %+v, want its send and the receive into %s", send, c, ppRecvWork)
+	}
+	host, err := HostProgram(low)
+	if err != nil {
+		t.Fatal(err)
+	}
+	section := host[strings.Index(host, "  // op "+strconv.Itoa(send)+" ("):strings.Index(host, "  // op "+strconv.Itoa(send+2)+" (")]
+	order := []string{
+		"ncclGroupStart()",
+		"ncclSend(moec_at(s, " + strconv.FormatInt(sent.Offset, 10) + "ULL)",
+		"ncclRecv(moec_at(s, ", // the workspace, past the arena
+		"ncclGroupEnd()",
+		"cuEventRecord(s->done[",
+		"cuStreamWaitEvent(s->stream, s->done[",
+		"// op " + strconv.Itoa(send+1) + " (",
+		"// " + got.Name, // the copy into place
+		"// " + ppRecvWork,
+	}
+	at := 0
+	for _, want := range order {
+		i := strings.Index(section[at:], want)
+		if i < 0 {
+			t.Fatalf("no %q after %q in:\n%s", want, section[:at], section)
+		}
+		at += i + len(want)
+	}
+	if strings.Contains(section, "ncclRecv(moec_at(s, "+strconv.FormatInt(sent.Offset, 10)+"ULL)") {
+		t.Error("the receive still lands on the sent buffer")
+	}
+}
