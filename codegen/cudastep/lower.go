@@ -195,7 +195,9 @@ func LowerWith(p *step.Program, m *program.Model, o Options) (*Lowered, error) {
 	if err := addExchangedFills(lw.out); err != nil { // moe_ep.go
 		return nil, err
 	}
-	pairPipelineMessages(lw.out) // pipeline.go
+	if err := pairPipelineMessages(lw.out); err != nil { // pipeline.go
+		return nil, err
+	}
 	return lw.out, nil
 }
 

@@ -67,16 +67,29 @@ func (lw *opLowerer) pointToPoint(op *step.Op) (*Collective, error) {
 // receive's op keeps no calls of its own (Joined). Where the receive's buffer overlaps
 // the sent one in the arena, it lands in ppRecvWork and the receive's op copies it into
 // place after waiting for the group.
-func pairPipelineMessages(l *Lowered) {
+//
+// A send whose next point-to-point op is a receive of another micro-batch that cannot join
+// its group (ops between them) is an error: the two stages' sends would wait on each
+// other.
+func pairPipelineMessages(l *Lowered) error {
 	p := l.Program
 	for i := 0; i+1 < len(p.Ops); i++ {
-		send, recv := &p.Ops[i], &p.Ops[i+1]
-		if send.Kind != step.OpSend || recv.Kind != step.OpRecv || send.Micro == recv.Micro {
+		send := &p.Ops[i]
+		if send.Kind != step.OpSend {
 			continue
 		}
-		cs, cr := l.Ops[i].Collective, l.Ops[i+1].Collective
-		if cs == nil || cr == nil || len(cs.Calls) != 1 || len(cr.Calls) != 1 || len(l.Ops[i+1].Launches) > 0 {
+		next := i + 1
+		for next < len(p.Ops) && !p.Ops[next].Kind.PointToPoint() {
+			next++
+		}
+		if next == len(p.Ops) || p.Ops[next].Kind != step.OpRecv || p.Ops[next].Micro == send.Micro {
 			continue
+		}
+		recv := &p.Ops[next]
+		cs, cr := l.Ops[i].Collective, l.Ops[next].Collective
+		if next != i+1 || cs == nil || cr == nil || len(cs.Calls) != 1 || len(cr.Calls) != 1 || len(l.Ops[next].Launches) > 0 {
+			return fmt.Errorf("cudastep: op %d (%s %s of micro-batch %d) and op %d (%s %s of micro-batch %d) cannot be one NCCL group (ops between them): the stages' sends would wait on each other",
+				i, send.Phase, send.Kind, send.Micro, next, recv.Phase, recv.Kind, recv.Micro)
 		}
 		call := cr.Calls[0]
 		if overlaps(cs.Touches, cr.Touches) {
@@ -92,6 +105,7 @@ func pairPipelineMessages(l *Lowered) {
 		l.Ops[i+1].Collective = &Collective{Touches: cr.Touches, Joined: true, JoinedOp: i}
 		i++
 	}
+	return nil
 }
 
 // pipelineSupported refuses the pipeline layouts whose messages are not lowered yet: more

@@ -328,3 +328,35 @@ func TestPipelineReceiveOverSentBuffer(t *testing.T) {
 		t.Errorf("the receive lands at %d (%v), inside the arena of %d bytes", addr, err, arena)
 	}
 }
+
+// TestPipelineRefusesUngroupedCrossing: a send followed by another micro-batch's receive
+// with an op between them cannot be one NCCL group, so lowering stops with an error
+// rather than issue two sends that would wait on each other.
+func TestPipelineRefusesUngroupedCrossing(t *testing.T) {
+	m := pipelineModel(t)
+	progs, err := step.Lower(m, step.Batch{MicroBatch: 1, SeqLen: 8, Micro: 2}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := progs[0]
+	send, norm := -1, -1
+	for i := range p.Ops {
+		if p.Ops[i].Kind == step.OpNorm && norm < 0 {
+			norm = i
+		}
+		if i+1 < len(p.Ops) && p.Ops[i].Kind == step.OpSend && p.Ops[i+1].Kind == step.OpRecv && send < 0 {
+			send = i
+		}
+	}
+	if send < 0 || norm < 0 {
+		t.Fatalf("stage 0 has no send followed by a receive (%d) or no norm (%d)", send, norm)
+	}
+	if _, err := Lower(p, m); err != nil {
+		t.Fatalf("before the change: %v", err)
+	}
+	p.Ops = append(p.Ops[:send+1], append([]step.Op{p.Ops[norm]}, p.Ops[send+1:]...)...) // a norm between them
+	_, err = Lower(p, m)
+	if err == nil || !strings.Contains(err.Error(), "cannot be one NCCL group") {
+		t.Errorf("a send and another micro-batch's receive with an op between them: %v", err)
+	}
+}
