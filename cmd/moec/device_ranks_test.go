@@ -35,21 +35,39 @@ func TestDeviceCudaRanksWithoutDriver(t *testing.T) {
 	}
 }
 
-// TestDeviceCudaEmulatedTrainsRanks: --device cuda-emulated on two data-parallel ranks
-// (the plan's ZeRO 1) trains every rank through its generated CUDA step (the collectives
-// through the emulated NCCL), with the CPU step engine's losses on the same ranks, and
-// writes the checkpoint assembled from the ranks' host copies.
+// TestDeviceCudaEmulatedTrainsRanks: --device cuda-emulated on two ranks, data-parallel
+// (the plan's ZeRO 1, and ZeRO 3: the weights gathered from the ranks' shards before each
+// use) and two pipeline stages (--pp 2: the activations and their gradients sent between
+// the stages), trains every rank through its generated CUDA step (the collectives through
+// the emulated NCCL), with the CPU step engine's losses on the same ranks, and writes the
+// checkpoint assembled from the ranks' host copies.
 func TestDeviceCudaEmulatedTrainsRanks(t *testing.T) {
 	if cuda.FindClang() == "" {
 		t.Skip("no clang++ on PATH: the emulated CUDA step needs clang 16 or newer")
 	}
 	if os.Getenv("MOEC_LONG_EMULATION") == "" {
-		t.Skip("set MOEC_LONG_EMULATION=1 for this run (two ranks' generated steps compiled: most of a minute)")
+		t.Skip("set MOEC_LONG_EMULATION=1 for this run (two ranks' generated steps compiled: most of a minute a layout)")
 	}
+	for _, c := range []struct {
+		name string
+		args []string
+	}{
+		{"dp2", nil},
+		{"dp2 zero3", []string{"--zero", "3"}},
+		{"pp2", []string{"--pp", "2"}},
+	} {
+		t.Run(c.name, func(t *testing.T) { emulatedRanksMatchCPU(t, c.args...) })
+	}
+}
+
+// emulatedRanksMatchCPU trains the device fixture's dense stage for two steps on two ranks
+// laid out by args, on the CPU step engine and on the emulated devices, and holds the
+// losses and the last checkpoints together.
+func emulatedRanksMatchCPU(t *testing.T, args ...string) {
 	deviceFixture(t)
-	losses := func(dir string, args ...string) []float64 {
+	losses := func(dir string, more ...string) []float64 {
 		t.Helper()
-		return runStageLosses(t, dir, append([]string{"--steps", "2", "--ranks", "2"}, args...)...)
+		return runStageLosses(t, dir, append(append([]string{"--steps", "2", "--ranks", "2"}, args...), more...)...)
 	}
 	want := losses("cpu", "--engine", "step")
 	got := losses("emu", "--device", "cuda-emulated")

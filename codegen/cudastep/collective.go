@@ -25,7 +25,7 @@ import (
 // the floats, Peer the other rank of a send or receive, Max a maximum instead of a sum.
 type NCCLCall struct {
 	Func        string
-	Work        string // a workspace Send is an offset in ("": the arena)
+	Work        string // a workspace Send (a receive's Recv) is an offset in ("": the arena)
 	Send, Recv  int64
 	Count       int64
 	Peer        int
@@ -43,6 +43,10 @@ type Collective struct {
 	Before []Launch
 	// Touches are the arena's byte ranges [lo, hi) of the op's inputs and outputs.
 	Touches [][2]int64
+	// Joined says the op's calls went into op JoinedOp's group (a pipeline receive
+	// grouped with the send before it, pipeline.go): the op issues none of its own.
+	Joined   bool
+	JoinedOp int
 }
 
 // isCollective reports whether ops of kind k communicate.
@@ -61,12 +65,7 @@ func collectivesSupported(l step.Layout) []string {
 	if l.TP > 1 {
 		missing = append(missing, fmt.Sprintf("tensor parallelism (tp %d: its all-reduces and the vocabulary-parallel loss)", l.TP))
 	}
-	if l.PP > 1 {
-		missing = append(missing, fmt.Sprintf("pipeline parallelism (pp %d: send and recv between stages)", l.PP))
-	}
-	if l.ZeRO > 2 && l.DP > 1 {
-		missing = append(missing, fmt.Sprintf("ZeRO %d over several ranks (the sharded weights' all_gather before each use)", l.ZeRO))
-	}
+	missing = append(missing, pipelineSupported(l)...) // pipeline.go
 	return missing
 }
 
@@ -87,7 +86,7 @@ func members(p *step.Program, axis string) ([]int, error) {
 func (lw *opLowerer) collective(op *step.Op) (*Collective, error) {
 	p := lw.p
 	if op.Kind == step.OpSend || op.Kind == step.OpRecv {
-		return nil, fmt.Errorf("%s between pipeline stages is not lowered to NCCL yet", op.Kind)
+		return lw.pointToPoint(op) // pipeline.go
 	}
 	if op.Sequence() {
 		return nil, fmt.Errorf("the sequence-parallel %s is not lowered to NCCL yet", op.Kind)
@@ -278,7 +277,7 @@ func (lw *opLowerer) allGather(op *step.Op, ranks int, c *Collective) error {
 		return err
 	}
 	if len(op.In) > 0 && p.Buffers[op.In[0]].Flat < 0 {
-		return fmt.Errorf("ZeRO 3's all_gather of the sharded weights is not lowered to NCCL yet")
+		return lw.gatherShards(op, g, ranks, c) // zero3.go
 	}
 	if !slices.Equal(op.In, op.Out) {
 		return fmt.Errorf("an all_gather after the update that is not in place")
@@ -310,8 +309,9 @@ func (lw *opLowerer) allGather(op *step.Op, ranks int, c *Collective) error {
 }
 
 // zeroPiece is the part of optimizer piece pc this rank updates, and the gradient it
-// reads: under ZeRO 1 and 2 the part inside the rank's shard of the group's flat vector
-// (ZeRO 2: its reduced gradient in the group's shard buffer), else all of it. ok is false
+// reads: under ZeRO 1–3 the part inside the rank's shard of the group's flat vector
+// (ZeRO 2 and 3: its reduced gradient in the group's shard buffer; ZeRO 3: its weights in
+// the group's weight shard), else all of it. ok is false
 // when the rank updates none of it.
 func (lw *opLowerer) zeroPiece(pc optPiece) (param, grad, m, v Arg, n int64, ok bool) {
 	p := lw.p
@@ -329,6 +329,10 @@ func (lw *opLowerer) zeroPiece(pc optPiece) (param, grad, m, v Arg, n int64, ok 
 	}
 	param.Offset, grad.Offset = a-pc.flat, a-pc.flat
 	m.Offset, v.Offset = a-lo, a-lo
+	if g.ZeRO == 3 { // the weights are the group's flat shard (zero3.go)
+		param = lw.buf(pc.pshard)
+		param.Offset = a - lo
+	}
 	if g.ZeRO >= 2 {
 		if pc.shard < 0 {
 			return param, grad, m, v, 0, false

@@ -24,6 +24,10 @@ type pendingCollective struct {
 
 // emit writes collective c of op i.
 func (ce *commEmitter) emit(w *strings.Builder, in string, c *Collective, i int, what string, workAt map[string]int64) {
+	if c.Joined {
+		fmt.Fprintf(w, "%s// received in op %d's group\n", in, c.JoinedOp)
+		return
+	}
 	if len(c.Calls) == 0 {
 		fmt.Fprintf(w, "%s// a group of one rank: nothing to exchange\n", in)
 		return
@@ -42,7 +46,9 @@ func (ce *commEmitter) emit(w *strings.Builder, in string, c *Collective, i int,
 		if call.Max {
 			red = "MOEC_NCCL_MAX"
 		}
-		if call.Work != "" {
+		if call.Work != "" && call.Func == "ncclRecv" {
+			call.Recv += workAt[call.Work]
+		} else if call.Work != "" {
 			call.Send += workAt[call.Work]
 		}
 		switch call.Func {

@@ -66,11 +66,11 @@ func TestHostProgramGolden(t *testing.T) {
 	}, *update)
 }
 
-// TestRefusesLayoutsNotLoweredYet: tensor and pipeline parallelism, ZeRO over several
-// ranks, the offloaded optimizer and the unified cache are errors that say what is not
-// lowered yet.
+// TestRefusesLayoutsNotLoweredYet: tensor parallelism, more than two pipeline stages or
+// stages beside other axes, the offloaded optimizer and the unified cache are errors that
+// say what is not lowered yet.
 func TestRefusesLayoutsNotLoweredYet(t *testing.T) {
-	m := tinyStage(t, 2, 1)
+	m := tinyStage(t, 4, 1)
 	m.Attention.TalkingHeads = false // tensor parallelism splits the heads
 	m.Attention.ShareWeights = 1     // a pipeline stage would reuse another stage's weights
 	b := step.Batch{MicroBatch: 1, SeqLen: 8, Micro: 2}
@@ -78,9 +78,9 @@ func TestRefusesLayoutsNotLoweredYet(t *testing.T) {
 		layout step.Layout
 		want   string
 	}{
-		{step.Layout{DP: 2, EP: 1, TP: 1, PP: 1, ZeRO: 3}, "ZeRO 3 over several ranks"},
 		{step.Layout{DP: 1, EP: 1, TP: 2, PP: 1}, "tensor parallelism"},
-		{step.Layout{DP: 1, EP: 1, TP: 1, PP: 2}, "pipeline parallelism"},
+		{step.Layout{DP: 1, EP: 1, TP: 1, PP: 4}, "pipeline parallelism over more than two stages"},
+		{step.Layout{DP: 2, EP: 1, TP: 1, PP: 2}, "pipeline parallelism with other axes"},
 		{step.Layout{DP: 1, EP: 1, TP: 1, PP: 1, OffloadOpt: true}, "the offloaded optimizer"},
 	} {
 		_, _, err := lowerOne(t, m, b, c.layout)

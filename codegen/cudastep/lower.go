@@ -95,8 +95,10 @@ const (
 )
 
 // Lower lowers p (one rank's program of m's stage) to kernel launches and, for several
-// ranks, NCCL calls (collective.go). Layouts with tensor or pipeline parallelism, ZeRO 3,
-// offload or the unified cache are not lowered yet; any such is an error saying so.
+// ranks, NCCL calls (collective.go; pipeline.go for pp 2's sends and receives, zero3.go for
+// ZeRO 3's gathers). Layouts with tensor parallelism, more than two pipeline stages or
+// pipeline stages beside other axes, offload or the unified cache are not lowered yet; any
+// such is an error saying so.
 func Lower(p *step.Program, m *program.Model) (*Lowered, error) {
 	return LowerWith(p, m, Options{})
 }
@@ -193,6 +195,9 @@ func LowerWith(p *step.Program, m *program.Model, o Options) (*Lowered, error) {
 	if err := addExchangedFills(lw.out); err != nil { // moe_ep.go
 		return nil, err
 	}
+	if err := pairPipelineMessages(lw.out); err != nil { // pipeline.go
+		return nil, err
+	}
 	return lw.out, nil
 }
 
@@ -211,7 +216,7 @@ func supported(p *step.Program) error {
 		missing = append(missing, "distillation")
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("cudastep: %s/%s runs %s; the CUDA backend does not lower %v yet (one rank, or data and expert parallelism, without offload or the unified cache)",
+		return fmt.Errorf("cudastep: %s/%s runs %s; the CUDA backend does not lower %v yet (one rank, data and expert parallelism with ZeRO 0–3, or two pipeline stages alone, without offload or the unified cache)",
 			p.Model, p.Stage, l, missing)
 	}
 	return nil
@@ -649,7 +654,8 @@ func containsBuf(xs []int, x int) bool {
 // optPiece is one tensor the optimizer updates: its weights, gradient, and the moments at its
 // flat offset in its group's adam_m and adam_v.
 type optPiece struct {
-	param, grad, m, v int
+	param, grad, m, v int // param: −1 under ZeRO 3 (the weights live in pshard)
+	pshard            int // ZeRO 3: the group's flat shard of the weights (−1: none)
 	shard             int // ZeRO 2: the group's reduced gradient shard buffer (−1: none)
 	group             int // its group's index in the program's Groups
 	flat              int64
@@ -682,6 +688,12 @@ func (lw *opLowerer) pieces() ([]optPiece, error) {
 	for gi, g := range p.Groups {
 		m, v := named(step.KindOptimizer, "adam_m["+g.Name+"]"), named(step.KindOptimizer, "adam_v["+g.Name+"]")
 		shard := named(step.KindGrad, "grads["+g.Name+"]")
+		pshard := -1
+		if g.ZeRO == 3 {
+			if pshard = named(step.KindParam, "params["+g.Name+"]"); pshard < 0 {
+				return nil, fmt.Errorf("group %s is under ZeRO 3 but the program has no shard of its weights", g.Name)
+			}
+		}
 		if m < 0 || v < 0 {
 			return nil, fmt.Errorf("group %s has no moments in the program", g.Name)
 		}
@@ -699,10 +711,13 @@ func (lw *opLowerer) pieces() ([]optPiece, error) {
 				continue
 			}
 			w, ok := paramOf[id]
-			if !ok {
+			if !ok && pshard < 0 {
 				return nil, fmt.Errorf("gradient %s has no parameter buffer", b.Name)
 			}
-			out = append(out, optPiece{param: w, grad: i, m: m, v: v, shard: shard, group: gi, flat: b.Flat, decay: len(b.Shape) >= 2})
+			if pshard >= 0 {
+				w = -1
+			}
+			out = append(out, optPiece{param: w, pshard: pshard, grad: i, m: m, v: v, shard: shard, group: gi, flat: b.Flat, decay: len(b.Shape) >= 2})
 		}
 	}
 	return out, nil

@@ -390,7 +390,8 @@ func (s *Session) move(fn string, at int64, values []float32) error {
 }
 
 // LoadParams uploads every parameter buffer of the program from get (an executor's
-// Param, a model's weights); a parameter get has no values for is an error.
+// Param, a model's weights), and under ZeRO 3 this rank's shard of each sharded group's
+// weights; a parameter get has no values for is an error.
 func (s *Session) LoadParams(get func(id params.ID) []float32) error {
 	for _, b := range s.p.Buffers {
 		if b.Kind != step.KindParam || b.Param == nil {
@@ -406,7 +407,7 @@ func (s *Session) LoadParams(get func(id params.ID) []float32) error {
 			return fmt.Errorf("gpu: uploading %s: %w", id, err)
 		}
 	}
-	return nil
+	return s.loadShards(get) // zero3.go: ZeRO 3's weight shards
 }
 
 // Param downloads parameter id's values (nil, nil when the program has no buffer for it).

@@ -57,7 +57,14 @@ func matchRanks(t *testing.T, m *program.Model, b step.Batch, l step.Layout, cfg
 	defer rs.Close()
 	t.Logf("%d ranks generated, compiled and joined in %v", len(rs.Sessions), time.Since(start))
 	for r, s := range rs.Sessions {
-		if err := s.LoadParams(lc.Ranks[r].Param); err != nil {
+		ex := lc.Ranks[r]
+		get := func(id params.ID) []float32 {
+			if w := ex.Param(id); w != nil {
+				return w
+			}
+			return whole[id] // ZeRO 3: the rank holds no whole tensor, its shard is cut from it
+		}
+		if err := s.LoadParams(get); err != nil {
 			t.Fatal(err)
 		}
 		s.SetOptimizer(cfg)
@@ -105,6 +112,29 @@ func matchRanks(t *testing.T, m *program.Model, b step.Batch, l step.Layout, cfg
 			}
 			if e > tol {
 				t.Errorf("rank %d: %s after the updates: relative error %.2g", r, id, e)
+			}
+		}
+	}
+	// ZeRO 3: the weights live in each rank's flat shard of its group, no whole tensor.
+	for r, s := range rs.Sessions {
+		for i, b := range s.Buffers() {
+			if b.Kind != step.KindParam || b.Param != nil {
+				continue
+			}
+			want := lc.Ranks[r].Buffer(i)
+			if int64(len(want)) != b.Elements() {
+				t.Fatalf("rank %d: the executor holds %d values of %s, the session %d", r, len(want), b.Name, b.Elements())
+			}
+			got := make([]float32, b.Elements())
+			if err := s.Download(b.Offset, got); err != nil {
+				t.Fatal(err)
+			}
+			e := relErr(got, want)
+			if e > worst {
+				worst, worstID = e, fmt.Sprintf("rank %d's %s", r, b.Name)
+			}
+			if e > 1e-5 {
+				t.Errorf("rank %d: weight shard %s after the updates: relative error %.2g", r, b.Name, e)
 			}
 		}
 	}

@@ -1,0 +1,44 @@
+package gpu
+
+import (
+	"os"
+	"testing"
+	"time"
+
+	"github.com/moec-dev/moec/compiler/step"
+)
+
+// TestEmulatedPipelineMatchesExecutor: hunyuan_tiny's dense stage (its attention weights
+// not shared, which pipeline stages refuse) on two pipeline stages, two micro-batches in
+// 1F1B order: the activations sent forward and their gradients back (ncclSend and
+// ncclRecv on the communication stream, each send grouped with the next micro-batch's
+// receive), the gradient norm summed over the stages, as runtime/exec's in-process ranks
+// do. The communication stream runs its work as soon as it is queued
+// (MOEC_EMU_STREAMS=eager-comm): a send that did not wait for the compute stream would
+// send activations not yet computed.
+func TestEmulatedPipelineMatchesExecutor(t *testing.T) {
+	if os.Getenv("MOEC_LONG_EMULATION") == "" {
+		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (two stages' generated steps compiled: a minute or two); codegen/cudastep's TestPipelineGroupsPair and TestPipelineStreamsAndEvents hold the lowering by default")
+	}
+	t.Setenv("MOEC_EMU_STREAMS", "eager-comm")
+	start := time.Now()
+	m, cfg := hunyuanTiny(t, 1)
+	m.Attention.ShareWeights = 1
+	matchRanks(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 2}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 2}, cfg, 2)
+	t.Logf("%v in all", time.Since(start))
+}
+
+// TestEmulatedZeRO3MatchesExecutor: two data-parallel ranks under ZeRO 3: each layer's
+// weights gathered from the ranks' flat shards before its forward and again before its
+// backward (grouped ncclSend and ncclRecv, the rank's own part copied on the compute
+// stream), the gradients reduce-scattered into the rank's shard, the update on the weight
+// shard; the shards after the updates match the executor's.
+func TestEmulatedZeRO3MatchesExecutor(t *testing.T) {
+	if os.Getenv("MOEC_LONG_EMULATION") == "" {
+		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (two ranks' generated steps compiled: a minute or two); codegen/cudastep's TestZeRO3GatherStreamsAndEvents holds the lowering by default")
+	}
+	start := time.Now()
+	m, cfg := hunyuanTiny(t, 1)
+	matchRanks(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 1}, step.Layout{DP: 2, EP: 1, TP: 1, PP: 1, ZeRO: 3}, cfg, 2)
+	t.Logf("%v in all", time.Since(start))
+}
