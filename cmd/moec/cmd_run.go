@@ -45,7 +45,10 @@ func newRunCommand(stdout, stderr io.Writer) *cobra.Command {
 			"--resume DIR. --all-stages trains the whole curriculum in order, resuming or skipping\n" +
 			"stages that have already run: rerun the same command after a kill, and a stage killed\n" +
 			"before its first checkpoint trains again from its start. A run holds its folder\n" +
-			"(run.lock) while it runs; a second run into it fails naming the holder.",
+			"(run.lock) while it runs; a second run into it fails naming the holder. Once the\n" +
+			"weights are loaded, a step-program run sets the Go collector's GOGC from the ranks'\n" +
+			"memory plans (garbage up to max(256 MiB, an eighth of the arenas) between collections)\n" +
+			"unless GOGC is in the environment.",
 		Args: cobra.MaximumNArgs(1),
 		RunE: r.run,
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/moec-dev/moec/runtime/dist"
 	"github.com/moec-dev/moec/runtime/optim"
 	"github.com/moec-dev/moec/runtime/safetensors"
+	"github.com/moec-dev/moec/runtime/weights"
 )
 
 // Local runs the ranks of a layout that live in this process: every rank, one goroutine
@@ -116,6 +117,44 @@ func (lc *Local) Load(ts []safetensors.Tensor) error {
 	}
 	for _, ex := range lc.Ranks {
 		if err := ex.LoadParams(func(id params.ID) ([]float32, []int) { return byID[id], lc.shape[id] }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// LoadInitial fills every rank with the model's fresh initialisation for seed, the values
+// weights.Initial draws (train.InitialWeights, runtime/nn's New), one tensor at a time:
+// each is drawn into one reused scratch slice and sliced into the arenas, so the process
+// never holds a second copy of the model beside them, as Load of weights.Initial's
+// tensors would.
+func (lc *Local) LoadInitial(seed int64) error {
+	d, err := lc.m.Dims()
+	if err != nil {
+		return fmt.Errorf("exec: %w", err)
+	}
+	index := make(map[params.ID]int, len(lc.walk))
+	for i, p := range lc.walk {
+		index[p.ID] = i
+	}
+	var scratch []float32
+	drawn := -1 // the walk index scratch holds
+	get := func(id params.ID) ([]float32, []int) {
+		i, ok := index[id]
+		if !ok {
+			return nil, nil
+		}
+		p := lc.walk[i]
+		if drawn != i {
+			w := grow(&scratch, int(p.Elements()))
+			clear(w)
+			weights.Fill(w, p.Shape, weights.InitOf(p.ID), seed, i, d.L)
+			drawn = i
+		}
+		return scratch, p.Shape
+	}
+	for _, ex := range lc.Ranks {
+		if err := ex.LoadParams(get); err != nil {
 			return err
 		}
 	}

@@ -61,16 +61,13 @@ func (e *Executor) SetDelayedUpdate(on bool) (bool, error) {
 		d.master, d.staged = append(d.master, w), append(d.staged, g)
 		ps = append(ps, optim.Param{Name: p.Name, Shape: p.Shape, W: w, G: g})
 	}
-	o, err := optim.NewAdamW(e.opt.Config(), ps)
-	if err != nil {
-		return false, fmt.Errorf("exec: the delayed update: %w", err)
-	}
 	state := e.opt.State() // aliases the moments in the arena
 	ms, vs := make([][]float32, len(ps)), make([][]float32, len(ps))
 	for k := range ps {
 		ms[k], vs[k] = state[2*k].Data, state[2*k+1].Data
 	}
-	if err := o.UseMoments(ms, vs); err != nil {
+	o, err := optim.NewAdamWOver(e.opt.Config(), ps, ms, vs) // no second pair of moments
+	if err != nil {
 		return false, fmt.Errorf("exec: the delayed update: %w", err)
 	}
 	if err := o.LoadState(state, e.opt.StepCount()); err != nil { // the count; the moments are the same memory

@@ -16,32 +16,33 @@ func (e *Executor) LoadParams(get func(id params.ID) ([]float32, []int)) error {
 	if err := e.Settle(); err != nil {
 		return err
 	}
-	local := func(b *step.Buffer) ([]float32, error) {
+	// local writes this rank's slice of b's parameter into out (b.Elements() values):
+	// straight into the arena, or into one scratch slice reused for every ZeRO-3 piece, so
+	// that loading allocates no second copy of the model.
+	local := func(out []float32, b *step.Buffer) error {
 		id := *b.Param
 		shard := id.Shard
 		id.Shard = params.Shard{}
 		whole, shape := get(id)
 		if whole == nil {
-			return nil, fmt.Errorf("exec: no values for parameter %s", id)
+			return fmt.Errorf("exec: no values for parameter %s", id)
 		}
-		out := make([]float32, b.Elements())
 		if err := slice(out, whole, shape, shard); err != nil {
-			return nil, fmt.Errorf("exec: parameter %s: %w", id, err)
+			return fmt.Errorf("exec: parameter %s: %w", id, err)
 		}
-		return out, nil
+		return nil
 	}
 	for i, b := range e.p.Buffers {
 		if b.Kind != step.KindParam || e.f32[i] == nil {
 			continue
 		}
 		if b.Param != nil {
-			v, err := local(b)
-			if err != nil {
+			if err := local(e.f32[i], b); err != nil {
 				return err
 			}
-			copy(e.f32[i], v)
 		}
 	}
+	var tmp []float32
 	// ZeRO-3: each group's flat shard, from the tensors at their flat offsets (the
 	// gradient buffers of a training program, the gathered buffers of any program that
 	// uses the parameter, name every tensor of the group with its offset and local shape).
@@ -79,8 +80,8 @@ func (e *Executor) LoadParams(get func(id params.ID) ([]float32, []int)) error {
 			if a >= z {
 				continue
 			}
-			v, err := local(b)
-			if err != nil {
+			v := grow(&tmp, int(n))
+			if err := local(v, b); err != nil {
 				return err
 			}
 			copy(shardBuf[a-lo:z-lo], v[a-b.Flat:z-b.Flat])

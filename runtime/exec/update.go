@@ -91,11 +91,9 @@ func (e *Executor) SetOptimizer(cfg optim.Config) error {
 				replicatedTP: tp.Whole() && e.p.Layout.TP > 1, mirror: e.p.MirrorsEmbedding(id)})
 		}
 	}
-	o, err := optim.NewAdamW(cfg, ps)
+	// The moments live in the arena only: no second pair is allocated beside it.
+	o, err := optim.NewAdamWOver(cfg, ps, ms, vs)
 	if err != nil {
-		return fmt.Errorf("exec: %w", err)
-	}
-	if err := o.UseMoments(ms, vs); err != nil {
 		return fmt.Errorf("exec: %w", err)
 	}
 	e.opt, e.optParams = o, ps

@@ -149,6 +149,34 @@ func NewAdamWWith(cfg Config, params []Param, update TensorUpdate) (*AdamW, erro
 	return o, nil
 }
 
+// NewAdamWOver is NewAdamW keeping its moments in m and v (one slice per parameter, each
+// as long as its weights), which it zeroes, instead of its own memory: a caller that plans
+// memory (runtime/exec places them in a rank's arena) owns them, and no second pair of
+// moments is ever allocated (NewAdamW followed by UseMoments allocates one, twice the
+// model's size, only to drop it).
+func NewAdamWOver(cfg Config, params []Param, m, v [][]float32) (*AdamW, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if len(m) != len(params) || len(v) != len(params) {
+		return nil, fmt.Errorf("optim: %d and %d moment slices for %d parameters", len(m), len(v), len(params))
+	}
+	o := &AdamW{cfg: cfg, params: params}
+	for i, p := range params {
+		if len(p.W) != len(p.G) {
+			return nil, fmt.Errorf("optim: %s has %d weights but %d gradients", p.Name, len(p.W), len(p.G))
+		}
+		if len(m[i]) != len(p.W) || len(v[i]) != len(p.W) {
+			return nil, fmt.Errorf("optim: moments of %s hold %d and %d values, the weights %d", p.Name, len(m[i]), len(v[i]), len(p.W))
+		}
+		clear(m[i])
+		clear(v[i])
+		o.decay = append(o.decay, len(p.Shape) >= 2)
+	}
+	o.m, o.v = m, v
+	return o, nil
+}
+
 // UseMoments makes the optimizer keep its moments in m and v (one slice per parameter,
 // each as long as its weights) instead of its own memory: a caller that plans memory
 // (runtime/exec places them in a rank's arena) owns them. The current moments are copied

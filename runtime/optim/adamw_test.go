@@ -433,3 +433,53 @@ func TestStepGlobal(t *testing.T) {
 		t.Errorf("a NaN sum: %v, w %v", err, w)
 	}
 }
+
+// TestAdamWOverCallerMoments: NewAdamWOver updates exactly as NewAdamW does, keeps its
+// moments in the caller's slices (zeroed first) and refuses moments of the wrong length.
+func TestAdamWOverCallerMoments(t *testing.T) {
+	cfg := Config{LR: 0.01, Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1, TotalSteps: 10}
+	mk := func() []Param {
+		return []Param{
+			{Name: "a.weight", Shape: []int{2, 2}, W: []float32{1, 2, 3, 4}, G: []float32{0.1, 0.2, -0.3, 0.4}},
+			{Name: "a.bias", Shape: []int{3}, W: []float32{0.5, -1, 2}, G: []float32{1, -2, 0.25}},
+		}
+	}
+	pa, pb := mk(), mk()
+	a, err := NewAdamW(cfg, pa)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := [][]float32{{9, 9, 9, 9}, {9, 9, 9}} // stale values the constructor clears
+	v := [][]float32{{7, 7, 7, 7}, {7, 7, 7}}
+	b, err := NewAdamWOver(cfg, pb, m, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for s := 0; s < 3; s++ {
+		if _, err := a.Step(1); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Step(1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sa, sb := a.State(), b.State()
+	for i := range pa {
+		for k := range pa[i].W {
+			if pa[i].W[k] != pb[i].W[k] {
+				t.Errorf("%s[%d]: %g over caller moments, %g with its own", pa[i].Name, k, pb[i].W[k], pa[i].W[k])
+			}
+		}
+		for k := range m[i] {
+			if m[i][k] != sa[2*i].Data[k] || v[i][k] != sa[2*i+1].Data[k] {
+				t.Errorf("%s: the caller's moments (%g, %g) are not the optimizer's (%g, %g)", pa[i].Name, m[i][k], v[i][k], sa[2*i].Data[k], sa[2*i+1].Data[k])
+			}
+		}
+		if &sb[2*i].Data[0] != &m[i][0] || &sb[2*i+1].Data[0] != &v[i][0] {
+			t.Errorf("%s: the optimizer keeps its moments outside the caller's slices", pa[i].Name)
+		}
+	}
+	if _, err := NewAdamWOver(cfg, mk(), [][]float32{{0, 0, 0, 0}, {0, 0}}, v); err == nil || !strings.Contains(err.Error(), "a.bias") {
+		t.Errorf("moments of the wrong length: %v", err)
+	}
+}

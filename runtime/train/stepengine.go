@@ -131,14 +131,25 @@ func newStepEngine(spec *Spec, cfg optim.Config, l Sharding, opt Options) (*step
 		}
 	}
 	// The ranks start from the weights a single rank initialises (resume and growth
-	// replace them).
-	whole, err := wholeModel(opt.NewNet, spec, nil)
-	if err != nil {
-		return nil, err
+	// replace them): runtime/weights' drawn a tensor at a time into the arenas, or the
+	// whole model a NewNet builds.
+	if opt.NewNet == nil {
+		if err := lc.LoadInitial(spec.Seed); err != nil {
+			return nil, err
+		}
+	} else {
+		whole, err := wholeModel(opt.NewNet, spec, nil)
+		if err != nil {
+			return nil, err
+		}
+		if err := lc.Load(whole); err != nil {
+			return nil, err
+		}
 	}
-	if err := lc.Load(whole); err != nil {
-		return nil, err
-	}
+	// The initial weights, dropped once loaded, go back to the system, and the collector
+	// keeps the heap near the ranks' memory plans (exec.Local.LimitHeap; GOGC in
+	// the environment overrides it).
+	lc.LimitHeap()
 	return &stepEngine{lc: lc, comm: opt.Comm, layout: sl, mb: mb, spec: spec, loss: loss}, nil
 }
 

@@ -34,13 +34,12 @@ func newStepTrainer(size string, bf16 bool) (*stepTrainer, error) {
 		return nil, err
 	}
 	lc.SetBF16Products(bf16) // `precision = bf16`: bfloat16 products, float32 sums and master weights
-	w, err := train.InitialWeights(m, 1)
-	if err != nil {
+	// As `moec run` does: train.InitialWeights' values drawn a tensor at a time into the
+	// arena, and the collector keeping the heap near the memory plan's bytes.
+	if err := lc.LoadInitial(1); err != nil {
 		return nil, err
 	}
-	if err := lc.Load(w); err != nil {
-		return nil, err
-	}
+	lc.LimitHeap()
 	return &stepTrainer{lc: lc, micro: [][]int32{benchTokens().Tokens}}, nil
 }
 
