@@ -55,3 +55,20 @@ func TestEmulatedDeepSeekRoutingMatchesExecutor(t *testing.T) {
 	}
 	matchExecutor(t, m, step.Batch{MicroBatch: 2, SeqLen: 16, Micro: 1}, "", cfg, 1e-5)
 }
+
+// TestEmulatedDeepSeekTinyMatchesExecutor: examples/deepseek_tiny.moe as shipped through
+// the generated step: latent attention's training (the low-rank query and its norm, the
+// latent's split, norm and kv_b, the heads with rotary rope features, the attention that
+// keeps its weights, and every backward: kernels_mla.cu's training kernels) beside
+// DeepSeek-V3's routing. Two steps' losses, gradient norms and every parameter after the
+// updates equal the executor's. MOEC_LONG_EMULATION=1 runs it (over a minute).
+func TestEmulatedDeepSeekTinyMatchesExecutor(t *testing.T) {
+	if os.Getenv("MOEC_LONG_EMULATION") == "" {
+		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (a compiled host program and two emulated steps: over a minute; make test stays under ten minutes)")
+	}
+	m, cfg := deepseekTiny(t)
+	if !m.Attention.MLA || m.Attention.QLoraRank == 0 {
+		t.Fatalf("deepseek_tiny's attention changed (%+v): this test checks latent attention with a low-rank query", m.Attention)
+	}
+	matchExecutor(t, m, step.Batch{MicroBatch: 2, SeqLen: 16, Micro: 1}, "", cfg, 1e-5)
+}
