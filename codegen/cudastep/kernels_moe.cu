@@ -243,7 +243,7 @@ static __device__ __forceinline__ void moe_route_token(const float *z, const flo
 #pragma unroll
     for (int i = 0; i < PER; i++) {
       int ex = i * 32 + lane;
-      if (!((taken >> i) & 1ull) && (groups <= 0 || ((allowed >> (ex / size)) & 1ull)) && key[i] > bk) {
+      if (ex < E && !((taken >> i) & 1ull) && (groups <= 0 || ((allowed >> (ex / size)) & 1ull)) && key[i] > bk) {
         bk = key[i];
         bv = v[i];
         bi = ex;
