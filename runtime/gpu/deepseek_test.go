@@ -72,3 +72,16 @@ func TestEmulatedDeepSeekTinyMatchesExecutor(t *testing.T) {
 	}
 	matchExecutor(t, m, step.Batch{MicroBatch: 2, SeqLen: 16, Micro: 1}, "", cfg, 1e-5)
 }
+
+// TestEmulatedDeepSeekTinyRanksMatchExecutor: deepseek_tiny on two data- and
+// expert-parallel ranks (four experts each): each rank's expert loads summed over the
+// ranks (an all_reduce of expert_load's counts) before the selection biases move, so both
+// ranks move them alike, as runtime/exec's in-process ranks. MOEC_LONG_EMULATION=1 runs it
+// (two ranks' host programs compiled: minutes).
+func TestEmulatedDeepSeekTinyRanksMatchExecutor(t *testing.T) {
+	if os.Getenv("MOEC_LONG_EMULATION") == "" {
+		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (two ranks' generated steps compiled: minutes; make test stays under ten minutes)")
+	}
+	m, cfg := deepseekTiny(t)
+	matchRanks(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 1}, step.Layout{DP: 2, EP: 2, TP: 1, PP: 1}, cfg, 2)
+}
