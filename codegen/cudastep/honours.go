@@ -31,12 +31,10 @@ func unhonoured(m *program.Model, op *step.Op) string {
 		}
 	case step.OpRouter, step.OpRouterBwd:
 		e := m.MoE
+		// DeepSeek-V3's routing (sigmoid scores, groups, the selection bias, routed_scale)
+		// is moe_route_topk's and moe_route_bwd's; sparsemixer's is not.
 		switch {
 		case e == nil:
-		case e.RoutedScaleOrOne() != 1:
-			return "scaled routed experts (moe.routed_scale)"
-		case e.AuxFreeBias > 0:
-			return "auxiliary-loss-free bias balancing (moe.aux_free_bias)"
 		case e.SparsemixerEps > 0:
 			return "sparsemixer routing (moe.sparsemixer_eps)"
 		}

@@ -10,7 +10,8 @@ import (
 
 // TestRefusesWhatTheKernelsDoNotCompute: a model whose ops carry a variant the step
 // kernels do not compute (a window on the softmax, sinks, a clamp on the activation, gates
-// on the experts' inputs, a routing rule) is refused by name, not lowered as the plain op.
+// on the experts' inputs) is refused by name, not lowered as the plain op (sparsemixer's
+// routing too: compiler/features' TestCUDAStepColumnAgreesWithLower lowers its example).
 func TestRefusesWhatTheKernelsDoNotCompute(t *testing.T) {
 	for _, tc := range []struct {
 		name, attention, moe, want string
@@ -19,8 +20,6 @@ func TestRefusesWhatTheKernelsDoNotCompute(t *testing.T) {
 		{"sinks", "sinks = true", "", "attention sinks"},
 		{"swiglu_limit", "", "swiglu_limit = 7", "clamped SwiGLU"},
 		{"gate_input", "", "gate_input = true; score = sigmoid; normalize = false", "gates on the experts' inputs"},
-		{"routed_scale", "", "routed_scale = 2.5", "routed_scale"},
-		{"groups", "", "groups = 2; topk_groups = 1", "node-limited routing"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			moe := "experts = 4; top_k = 1; capacity_factor = dropless"
@@ -41,16 +40,19 @@ moe { `+moe+` }`)
 			}
 		})
 	}
-	// The plain model lowers.
-	m := programtest.Model(t, "m", `vocab = 64; d_model = 32; layers = 2; seq_len = 16
+	// The plain model lowers, and DeepSeek-V3's routing (groups, the selection bias,
+	// routed_scale), which the route kernels compute.
+	for _, moe := range []string{"", "; score = sigmoid; normalize = true; groups = 2; topk_groups = 1; aux_free_bias = 0.001; routed_scale = 2.5"} {
+		m := programtest.Model(t, "m", `vocab = 64; d_model = 32; layers = 2; seq_len = 16
 attention { heads = 2 }
 ffn { hidden = 64; activation = swiglu }
-moe { experts = 4; top_k = 1; capacity_factor = dropless }`)
-	progs, err := step.Lower(m, step.Batch{MicroBatch: 2, SeqLen: 16, Micro: 1}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := Lower(progs[0], m); err != nil {
-		t.Errorf("the plain model: %v", err)
+moe { experts = 4; top_k = 1; capacity_factor = dropless`+moe+` }`)
+		progs, err := step.Lower(m, step.Batch{MicroBatch: 2, SeqLen: 16, Micro: 1}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Lower(progs[0], m); err != nil {
+			t.Errorf("the model with moe {…%s}: %v", moe, err)
+		}
 	}
 }

@@ -153,10 +153,19 @@ static __device__ int moe_block_exclusive_scan(const int *in, int *out, int n) {
 // logits, then the scores, live in registers across the lanes (expert i·32 + lane in
 // v[i]); the top K are K rounds of a warp argmax (ties to the lower index) over the
 // experts not yet taken. Lane j writes choice j: its index and gate (renormalised by the
-// gates' sum, in choice order as runtime/exec adds it, when normalize).
+// gates' sum, in choice order as runtime/exec adds it, when normalize; then times scale,
+// moe.routed_scale).
+//
+// DeepSeek-V3's routing (runtime/exec's kernels_route_groups.go and kernels_route_bias.go):
+// with a selection bias the choice ranks score + bias[e] while the gates stay the unbiased
+// scores; with groups > 0 the experts form groups of E/groups consecutive indices, a group
+// scores its best key (with a bias, its two best summed), and only the experts of the
+// topk_groups best groups (ties to the lower group) compete. Every lane computes the same
+// group scores (butterfly reductions of each lane's two best), so the group choice needs no
+// broadcast. groups ≤ 64.
 template <int PER>
-static __device__ __forceinline__ void moe_route_token(const float *z, int *idx, float *gates, float *sc, float *lse, int t, int E,
-                                                       int K, int sigmoid, int normalize) {
+static __device__ __forceinline__ void moe_route_token(const float *z, const float *bias, int *idx, float *gates, float *sc, float *lse, int t,
+                                                       int E, int K, int sigmoid, int normalize, int groups, int topk_groups, float scale) {
   int lane = threadIdx.x & 31;
   const float *zt = z + (long long)t * E;
   float v[PER];
@@ -176,31 +185,76 @@ static __device__ __forceinline__ void moe_route_token(const float *z, int *idx,
   float l = mx + moe_logf(s);
   if (lane == 0) lse[t] = l;
   float *st = sc + (long long)t * E;
+  float key[PER];  // what the choice ranks: the score, plus the selection bias
 #pragma unroll
   for (int i = 0; i < PER; i++) {
     int ex = i * 32 + lane;
+    key[i] = moe_neg_inf();
     if (ex < E) {
       v[i] = sigmoid ? 1.f / (1.f + moe_expf(-v[i])) : moe_expf(v[i] - l);
       st[ex] = v[i];
+      key[i] = bias ? v[i] + bias[ex] : v[i];
+    }
+  }
+  unsigned long long allowed = ~0ull;  // the groups whose experts compete
+  int size = groups > 0 ? E / groups : E;
+  if (groups > 0) {
+    allowed = 0;
+    for (int r = 0; r < topk_groups; r++) {
+      float bg = moe_neg_inf();
+      int bgi = -1;
+      for (int g = 0; g < groups; g++) {
+        if ((allowed >> g) & 1ull) continue;
+        float b1 = moe_neg_inf(), b2 = moe_neg_inf();
+#pragma unroll
+        for (int i = 0; i < PER; i++) {
+          int ex = i * 32 + lane;
+          if (ex < E && ex / size == g) {
+            float k = key[i];
+            if (k > b1) {
+              b2 = b1;
+              b1 = k;
+            } else if (k > b2) {
+              b2 = k;
+            }
+          }
+        }
+        for (int m = 16; m > 0; m >>= 1) {
+          float o1 = __shfl_xor_sync(MOE_FULL_MASK, b1, m), o2 = __shfl_xor_sync(MOE_FULL_MASK, b2, m);
+          float hi = moe_fmaxf(b1, o1), lo = b1 > o1 ? o1 : b1;
+          b2 = moe_fmaxf(lo, moe_fmaxf(b2, o2));
+          b1 = hi;
+        }
+        float gs = bias && size > 1 ? b1 + b2 : b1;
+        if (bgi < 0 || gs > bg) {
+          bg = gs;
+          bgi = g;
+        }
+      }
+      allowed |= 1ull << bgi;
     }
   }
   unsigned long long taken = 0;
   float gs = 0.f, mine = 0.f;
   int mine_ex = -1;
   for (int j = 0; j < K; j++) {
-    float bv = moe_neg_inf();
+    float bk = moe_neg_inf(), bv = 0.f;
     int bi = 0x7fffffff;
 #pragma unroll
     for (int i = 0; i < PER; i++) {
-      if (!((taken >> i) & 1ull) && v[i] > bv) {
+      int ex = i * 32 + lane;
+      if (ex < E && !((taken >> i) & 1ull) && (groups <= 0 || ((allowed >> (ex / size)) & 1ull)) && key[i] > bk) {
+        bk = key[i];
         bv = v[i];
-        bi = i * 32 + lane;
+        bi = ex;
       }
     }
     for (int m = 16; m > 0; m >>= 1) {
+      float ok = __shfl_xor_sync(MOE_FULL_MASK, bk, m);
       float ov = __shfl_xor_sync(MOE_FULL_MASK, bv, m);
       int oi = __shfl_xor_sync(MOE_FULL_MASK, bi, m);
-      if (ov > bv || (ov == bv && oi < bi)) {
+      if (ok > bk || (ok == bk && oi < bi)) {
+        bk = ok;
         bv = ov;
         bi = oi;
       }
@@ -213,26 +267,33 @@ static __device__ __forceinline__ void moe_route_token(const float *z, int *idx,
     }
   }
   if (lane < K) {
+    float g = normalize ? mine / gs : mine;
+    if (scale != 1.f) g *= scale;
     idx[(long long)t * K + lane] = mine_ex;
-    gates[(long long)t * K + lane] = normalize ? mine / gs : mine;
+    gates[(long long)t * K + lane] = g;
   }
 }
 
 // moe_route_topk: a warp per token (MOE_ROUTE_WARPS tokens a block). Outputs the route's
 // index [n, K], gates [n, K], scores [n, E] and log-sum-exp [n]. sigmoid picks the score
-// function (else softmax). E ≤ 32·MOE_ROUTE_LANE_MAX, K ≤ 32.
+// function (else softmax); bias is the selection bias [E] or null; groups (0: none) and
+// topk_groups limit the choice to the best groups; scale multiplies the gates.
+// E ≤ 32·MOE_ROUTE_LANE_MAX, K ≤ 32, groups ≤ 64.
 extern "C" __global__ void __launch_bounds__(32 * MOE_ROUTE_WARPS)
-    moe_route_topk(const float *z, int *idx, float *gates, float *sc, float *lse, int n, int E, int K, int sigmoid, int normalize) {
+    moe_route_topk(const float *z, const float *bias, int *idx, float *gates, float *sc, float *lse, int n, int E, int K, int sigmoid,
+                   int normalize, int groups, int topk_groups, float scale) {
   int t = blockIdx.x * MOE_ROUTE_WARPS + (threadIdx.x >> 5);
   if (t >= n) return;  // the whole warp
   int per = (E + 31) / 32;
-  if (per <= 1) moe_route_token<1>(z, idx, gates, sc, lse, t, E, K, sigmoid, normalize);
-  else if (per <= 2) moe_route_token<2>(z, idx, gates, sc, lse, t, E, K, sigmoid, normalize);
-  else if (per <= 4) moe_route_token<4>(z, idx, gates, sc, lse, t, E, K, sigmoid, normalize);
-  else if (per <= 8) moe_route_token<8>(z, idx, gates, sc, lse, t, E, K, sigmoid, normalize);
-  else if (per <= 16) moe_route_token<16>(z, idx, gates, sc, lse, t, E, K, sigmoid, normalize);
-  else if (per <= 32) moe_route_token<32>(z, idx, gates, sc, lse, t, E, K, sigmoid, normalize);
-  else moe_route_token<MOE_ROUTE_LANE_MAX>(z, idx, gates, sc, lse, t, E, K, sigmoid, normalize);
+#define MOE_ROUTE_TOKEN(P) moe_route_token<P>(z, bias, idx, gates, sc, lse, t, E, K, sigmoid, normalize, groups, topk_groups, scale)
+  if (per <= 1) MOE_ROUTE_TOKEN(1);
+  else if (per <= 2) MOE_ROUTE_TOKEN(2);
+  else if (per <= 4) MOE_ROUTE_TOKEN(4);
+  else if (per <= 8) MOE_ROUTE_TOKEN(8);
+  else if (per <= 16) MOE_ROUTE_TOKEN(16);
+  else if (per <= 32) MOE_ROUTE_TOKEN(32);
+  else MOE_ROUTE_TOKEN(MOE_ROUTE_LANE_MAX);
+#undef MOE_ROUTE_TOKEN
 }
 
 // moe_route_rank: one block per chunk of MOE_RANK_CHUNK positions of a key sequence of
@@ -405,10 +466,12 @@ extern "C" __global__ void __launch_bounds__(256) moe_route_loss(const float *te
 // moe_route_bwd: the router logits' gradient, a warp per token: the balance loss's
 // balance_scale·routed[e], the gates' (through the renormalisation when normalize), the
 // score function's Jacobian, and the z-loss's zcoef·lse·softmax (zcoef = 2·z_loss/n·scale);
-// written, or added to dz when acc.
+// written, or added to dz when acc. The gates are routed_scale times the (renormalised)
+// scores: the scores' gradient from gate j is routed_scale·dg_j (less the renormalisation's
+// Σ dg·gate, which already holds the scale).
 extern "C" __global__ void __launch_bounds__(32 * MOE_ROUTE_WARPS)
     moe_route_bwd(const float *dg, const float *z, const int *idx, const float *gates, const float *sc, const float *lse, const int *routed,
-                  float *dz, int n, int E, int K, int sigmoid, int normalize, float balance_scale, float zcoef, int acc) {
+                  float *dz, int n, int E, int K, int sigmoid, int normalize, float balance_scale, float zcoef, float routed_scale, int acc) {
   int lane = threadIdx.x & 31;
   long long t = (long long)blockIdx.x * MOE_ROUTE_WARPS + (threadIdx.x >> 5);
   if (t >= n) return;
@@ -425,7 +488,7 @@ extern "C" __global__ void __launch_bounds__(32 * MOE_ROUTE_WARPS)
     for (int ex = lane; ex < E; ex += 32) {
       float d = (float)routed[ex] * balance_scale;
       for (int j = 0; j < K; j++)
-        if (ix[j] == ex) d += normalize ? (dgt[j] - gdot) / sum : dgt[j];
+        if (ix[j] == ex) d += normalize ? (routed_scale * dgt[j] - gdot) / sum : routed_scale * dgt[j];
       sd += d * st[ex];
     }
     sd = moe_warp_sum(sd);
@@ -435,7 +498,7 @@ extern "C" __global__ void __launch_bounds__(32 * MOE_ROUTE_WARPS)
   for (int ex = lane; ex < E; ex += 32) {
     float d = (float)routed[ex] * balance_scale;
     for (int j = 0; j < K; j++)
-      if (ix[j] == ex) d += normalize ? (dgt[j] - gdot) / sum : dgt[j];
+      if (ix[j] == ex) d += normalize ? (routed_scale * dgt[j] - gdot) / sum : routed_scale * dgt[j];
     float s = st[ex];
     d = sigmoid ? d * (s * (1.f - s)) : s * (d - sd);
     if (zcoef != 0.f) d += c * moe_expf(zt[ex] - lse[t]);
@@ -794,4 +857,33 @@ extern "C" __global__ void __launch_bounds__(MOE_ELEM_THREADS)
   float v = acc_db ? bt[ex][j] : 0.f;
   for (int r = 0; r < f.count[ex]; r++) v += g[(long long)r * o];
   bt[ex][j] = v;
+}
+
+// ---------------------------------------------------------------------------------------
+// Auxiliary-loss-free balancing (moe.aux_free_bias; runtime/exec's kernels_route_bias.go):
+// the step's load count per expert and the selection bias's move after the optimizer.
+
+// moe_expert_load: loads[e] = kept[e] (acc: loads[e] += kept[e]), a thread per expert.
+extern "C" __global__ void __launch_bounds__(MOE_ELEM_THREADS) moe_expert_load(const int *kept, float *loads, int E, int acc) {
+  int e = blockIdx.x * blockDim.x + threadIdx.x;
+  if (e >= E) return;
+  float v = (float)kept[e];
+  loads[e] = acc ? loads[e] + v : v;
+}
+
+// moe_router_bias_update: the selection bias moves by rate·sign(mean load − load_e). Its
+// element e is target[at + e] where that lies in [0, target_len) (a flat parameter shard
+// holds part of it, or none). Each thread sums the loads itself, in expert order in
+// double as runtime/exec does, so every thread compares with the same mean.
+extern "C" __global__ void __launch_bounds__(MOE_ELEM_THREADS)
+    moe_router_bias_update(const float *loads, float *target, int E, long long at, long long target_len, float rate) {
+  int e = blockIdx.x * blockDim.x + threadIdx.x;
+  if (e >= E) return;
+  long long i = at + e;
+  if (i < 0 || i >= target_len) return;
+  double total = 0;
+  for (int j = 0; j < E; j++) total += (double)loads[j];
+  double mean = total / (double)E, v = (double)loads[e];
+  if (v < mean) target[i] += rate;
+  else if (v > mean) target[i] -= rate;
 }

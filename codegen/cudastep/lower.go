@@ -161,6 +161,12 @@ func LowerWith(p *step.Program, m *program.Model, o Options) (*Lowered, error) {
 				return nil, fmt.Errorf("cudastep: op %d (%s %s): %w", i, op.Phase, op.Kind, err)
 			}
 			ol.Launches = ls
+		case isRouteBiasOp(op): // route_bias.go: aux-free balancing's loads and bias update
+			ls, err := lw.routeBiasOp(op)
+			if err != nil {
+				return nil, fmt.Errorf("cudastep: op %d (%s %s): %w", i, op.Phase, op.Kind, err)
+			}
+			ol.Launches = ls
 		case isMoE(p, op, expert):
 			ls, err := lowerMoE(p, m, i)
 			if err != nil {

@@ -11,7 +11,8 @@ import (
 // of kv_a_proj_with_mqa's rows, the heads' assembly with rotary positions on the rope
 // features at each row's position, each row's attention over its sequence's per-head
 // caches or a prefill's prompt), which the feeding program serve runs (step.LowerFeed) and
-// the prefill and decoding steps generate runs (mla_decode.go) launch.
+// the prefill and decoding steps generate runs (mla_decode.go) launch, and of its training
+// (the attention keeping its weights and the backward ops, mla_train.go).
 //
 //go:embed kernels_mla.cu
 var mlaSource string
@@ -20,11 +21,11 @@ var mlaSource string
 // order (TestKernelTablesMatchSources holds the two together).
 func MLAKernels() []Kernel {
 	P, I, N, F := PtrF32, PtrI32, I32, F32
-	return []Kernel{
+	return append([]Kernel{
 		{"mla_split", []ParamKind{P, P, P, N, N, N}},
 		{"mla_heads", []ParamKind{P, P, P, I, P, P, P, P, N, N, N, N, N, N, N}},
 		{"mla_attention_rows", []ParamKind{P, P, P, I, I, P, N, N, N, N, N, F, N, N}},
-	}
+	}, mlaTrainKernels()...) // mla_train.go
 }
 
 // mlaWarps is mla_attention_rows's warps per block (MLA_WARPS) and mlaMaxWidth the widest
@@ -38,16 +39,16 @@ const (
 // then sin, filled when the host program opens.
 const mlaRopeWork = "mla_rope"
 
-// isMLAOp reports whether op is one of latent attention's forward ops mlaOp lowers: the
-// latents' norms, the split, the heads, a feed's attention, and the prefill's and decoding
-// step's caches and attention (mla_decode.go). The backward ops are not lowered, nor is
-// mla_attention where a backward reads its weights (mlaCausal refuses it).
+// isMLAOp reports whether op is one of latent attention's ops mlaOp lowers: the latents'
+// norms, the split, the heads, a feed's attention, the prefill's and decoding step's
+// caches and attention (mla_decode.go), and training's attention and backward ops
+// (mla_train.go).
 func isMLAOp(op *step.Op) bool {
 	switch op.Kind {
 	case step.OpLatentNorm, step.OpMLASplit, step.OpMLAHeads, step.OpMLAAttnRows:
 		return true
 	}
-	return isMLADecodeOp(op)
+	return isMLADecodeOp(op) || isMLATrainOp(op)
 }
 
 // mlaOp lowers one of the ops isMLAOp names (runtime/exec's kernels_mla.go and
@@ -55,6 +56,9 @@ func isMLAOp(op *step.Op) bool {
 func (lw *opLowerer) mlaOp(op *step.Op) ([]Launch, error) {
 	if isMLADecodeOp(op) {
 		return lw.mlaDecodeOp(op) // mla_decode.go
+	}
+	if isMLATrainOp(op) {
+		return lw.mlaTrainOp(op) // mla_train.go
 	}
 	in, out := op.In, op.Out
 	md := step.MLADims{Nope: int(lw.m.Attention.QKNopeHeadDim), Rope: int(lw.m.Attention.QKRopeHeadDim), V: int(lw.m.Attention.VHeadDim)}

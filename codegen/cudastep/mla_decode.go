@@ -41,8 +41,8 @@ func (lw *opLowerer) mlaDecodeOp(op *step.Op) ([]Launch, error) {
 	case step.OpMLAAttnDecode: // the queries, the caches, the positions
 		return lw.mlaAttentionRows(op, op.In[0], op.In[1], op.In[2], lw.ints(op.In[3]), NullArg(PtrI32), int(lw.n(op.In[3])), lw.shape(op.In[1])[1])
 	default: // mla_attention: the queries, keys and values of every prompt position
-		if reader := lw.readerOf(op.Out[1]); reader >= 0 {
-			return nil, fmt.Errorf("latent attention's weights are kept for op %d (%s): its training is not lowered to CUDA yet", reader, lw.p.Ops[reader].Kind)
+		if lw.readerOf(op.Out[1]) >= 0 { // training: a backward reads the weights (mla_train.go)
+			return lw.mlaAttentionTrain(op)
 		}
 		T := lw.p.Batch.SeqLen
 		rows := lw.p.Batch.MicroBatch * T

@@ -2,7 +2,6 @@ package cudastep
 
 import (
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/moec-dev/moec/compiler/program"
@@ -85,8 +84,8 @@ func liteMLA() *program.Model {
 // attention by mla_attention_rows over the prompt's own keys and values (no positions, no
 // sequences, T positions), the decoding step's over the caches at each sequence's position
 // (positions, no sequences), the caches written and appended at each cache's width. With
-// bf16 products too. A training program's latent attention is still refused, naming what
-// its weights are kept for.
+// bf16 products too. A training program's latent attention lowers to the training
+// kernels (mla_train.go), once a layer each.
 func TestDecodingLowersLatentAttention(t *testing.T) {
 	const batch, prompt, maxLen, heads, qk, vd = 2, 4, 8, 2, 12, 10
 	m := liteMLA()
@@ -156,8 +155,20 @@ func TestDecodingLowersLatentAttention(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Lower(train, m); err == nil || !strings.Contains(err.Error(), "mla_attention") || !strings.Contains(err.Error(), "training") {
-		t.Errorf("a training step of latent attention: %v, want a refusal naming mla_attention's training", err)
+	low, err := Lower(train, m)
+	if err != nil {
+		t.Fatalf("a training step of latent attention: %v", err)
+	}
+	launched := map[string]int{}
+	for _, ol := range low.Ops {
+		for _, l := range ol.Launches {
+			launched[l.Kernel]++
+		}
+	}
+	for _, k := range []string{"mla_attention_train", "mla_attention_bwd_q", "mla_attention_bwd_kv", "mla_heads_bwd", "mla_heads_bwd_pe", "mla_split_bwd"} {
+		if launched[k] != int(m.Layers) {
+			t.Errorf("a training step of %d latent-attention layers launches %s %d times", m.Layers, k, launched[k])
+		}
 	}
 }
 

@@ -54,6 +54,9 @@ const (
 	moeElemThreads  = 256
 	// moeMaxExperts is the most experts a warp's registers hold in the top-k routing.
 	moeMaxExperts = 32 * moeRouteLaneMax
+	// moeMaxGroups is the most expert groups (moe.groups) moe_route_topk limits the choice
+	// to (a 64-bit mask of the chosen groups).
+	moeMaxGroups = 64
 	// moeStatsWork is the workspace of the step's routing statistics (12 bytes: float
 	// balance, float z-loss, int dropped), added to by every route that is not a
 	// recomputation; the host program zeroes it before a step.
@@ -63,14 +66,14 @@ const (
 // moeKernels is the signature table of kernels_moe.cu's kernels.
 func moeKernels() []Kernel {
 	return []Kernel{
-		{"moe_route_topk", []ParamKind{PtrF32, PtrI32, PtrF32, PtrF32, PtrF32, I32, I32, I32, I32, I32}},
+		{"moe_route_topk", []ParamKind{PtrF32, PtrF32, PtrI32, PtrF32, PtrF32, PtrF32, I32, I32, I32, I32, I32, I32, I32, F32}},
 		{"moe_route_rank", []ParamKind{PtrI32, I32, I32, I32, I32, PtrI32, PtrI32, I32, PtrI32, PtrI32}},
 		{"moe_route_scan_adm", []ParamKind{PtrI32, I32, I32, PtrI32}},
 		{"moe_route_scan_slot", []ParamKind{PtrI32, I32, I32, I32, I32, I32, PtrI32, PtrI32}},
 		{"moe_route_slots", []ParamKind{PtrI32, PtrI32, PtrI32, PtrI32, I32, I32, I32, I32, PtrI32}},
 		{"moe_route_balance", []ParamKind{PtrF32, PtrI32, I32, I32, I32, PtrF32}},
 		{"moe_route_loss", []ParamKind{PtrF32, PtrF32, PtrI32, I32, I32, I32, F32, I32, PtrF32, PtrF32}},
-		{"moe_route_bwd", []ParamKind{PtrF32, PtrF32, PtrI32, PtrF32, PtrF32, PtrF32, PtrI32, PtrF32, I32, I32, I32, I32, I32, F32, F32, I32}},
+		{"moe_route_bwd", []ParamKind{PtrF32, PtrF32, PtrI32, PtrF32, PtrF32, PtrF32, PtrI32, PtrF32, I32, I32, I32, I32, I32, F32, F32, F32, I32}},
 		{"moe_permute", []ParamKind{PtrF32, PtrI32, PtrI32, PtrF32, I32, I32, I32, I32}},
 		{"moe_permute_bwd", []ParamKind{PtrF32, PtrI32, PtrI32, PtrF32, I32, I32, I32, I32, I32}},
 		{"moe_combine", []ParamKind{PtrF32, PtrI32, PtrI32, PtrF32, PtrF32, I32, I32, I32, I32}},
@@ -82,6 +85,8 @@ func moeKernels() []Kernel {
 		{"moe_grouped_mm_dx", []ParamKind{PtrF32, PtrF32, PtrF32, PtrI32, I32, I32, I32, I32}},
 		{"moe_grouped_mm_dw", []ParamKind{PtrF32, PtrF32, PtrF32, PtrI32, I32, I32, I32, I32}},
 		{"moe_grouped_bias_dw", []ParamKind{PtrF32, PtrF32, PtrI32, I32, I32, I32}},
+		{"moe_expert_load", []ParamKind{PtrI32, PtrF32, I32, I32}},
+		{"moe_router_bias_update", []ParamKind{PtrF32, PtrF32, I32, I64, I64, F32}},
 	}
 }
 
@@ -256,8 +261,8 @@ type routing struct {
 // routingOf describes route op r.
 func (lw *moeLowering) routingOf(r int) (routing, error) {
 	op := &lw.p.Ops[r]
-	if op.Kind != step.OpRouter || len(op.In) != 1 || len(op.Out) != 8 {
-		return routing{}, fmt.Errorf("op %d is not a route with one input and eight outputs", r)
+	if op.Kind != step.OpRouter || len(op.In) < 1 || len(op.In) > 2 || len(op.Out) != 8 {
+		return routing{}, fmt.Errorf("op %d is not a route with its logits (and a selection bias) and eight outputs", r)
 	}
 	E, K := lw.d.E, lw.d.K
 	logits := lw.p.Buffers[op.In[0]]
@@ -336,8 +341,8 @@ func (lw *moeLowering) lossScale() float64 {
 // route: top-k, admission and slots by two stable ranks (choice-major, then token-major)
 // of chunk counts scanned over the chunks, then the loss terms.
 func (lw *moeLowering) route(i int) ([]Launch, error) {
-	if lw.d.Groups > 0 {
-		return nil, fmt.Errorf("node-limited routing (moe.groups): moe_route_topk takes the top_k over all experts")
+	if g := lw.d.Groups; g > 0 && (g > moeMaxGroups || lw.d.E%g != 0 || lw.d.TopKGroups < 1 || lw.d.TopKGroups > g) {
+		return nil, fmt.Errorf("node-limited routing over %d groups (top %d) of %d experts: moe_route_topk takes 1 to %d groups that divide the experts", g, lw.d.TopKGroups, lw.d.E, moeMaxGroups)
 	}
 	rt, err := lw.routingOf(i)
 	if err != nil {
@@ -356,10 +361,18 @@ func (lw *moeLowering) route(i int) ([]Launch, error) {
 	terms := WorkArg(PtrF32, "moe_route_terms", int64(4*E))
 	stats := WorkArg(PtrF32, moeStatsWork, 12)
 	sigmoid := moe.Score == program.Sigmoid
+	bias := NullArg(PtrF32) // auxiliary-loss-free balancing's selection bias
+	if len(in) > 1 {
+		if b := lw.p.Buffers[in[1]]; b.Elements() != int64(E) {
+			return nil, fmt.Errorf("selection bias %s of %d elements for %d experts", b.Name, b.Elements(), E)
+		}
+		bias = f32(in[1])
+	}
 	rankBlock := [3]int{moeRankChunk, 1, 1}
 	return []Launch{
 		{Kernel: "moe_route_topk", Grid: grid(ceilDiv(n, moeRouteWarps), 1, 1), Block: [3]int{32 * moeRouteWarps, 1, 1},
-			Args: []Arg{f32(in[0]), i32(out[0]), f32(out[1]), f32(out[2]), f32(out[3]), ival(n), ival(E), ival(K), moeFlag(sigmoid), moeFlag(moe.Normalize)}},
+			Args: []Arg{f32(in[0]), bias, i32(out[0]), f32(out[1]), f32(out[2]), f32(out[3]), ival(n), ival(E), ival(K), moeFlag(sigmoid), moeFlag(moe.Normalize),
+				ival(lw.d.Groups), ival(lw.d.TopKGroups), FloatArg(float32(moe.RoutedScaleOrOne()))}},
 		{Kernel: "moe_route_rank", Grid: grid(chunks, 1, 1), Block: rankBlock, Shared: 4 * E,
 			Args: []Arg{i32(out[0]), ival(n), ival(K), ival(E), ival(0), rankAdm, cntAdm, ival(rt.capacity), rankAdm, cntAdm}},
 		{Kernel: "moe_route_scan_adm", Grid: grid(ceilDiv(E, moeElemThreads), 1, 1), Block: [3]int{moeElemThreads, 1, 1},
@@ -393,7 +406,7 @@ func (lw *moeLowering) routeBwd() ([]Launch, error) {
 	return []Launch{{Kernel: "moe_route_bwd", Grid: grid(ceilDiv(n, moeRouteWarps), 1, 1), Block: [3]int{32 * moeRouteWarps, 1, 1},
 		Args: []Arg{f32(in[0]), f32(in[1]), i32(in[2]), f32(in[3]), f32(in[4]), f32(in[5]), i32(in[8]), f32(op.Out[0]),
 			ival(n), ival(E), ival(K), moeFlag(moe.Score == program.Sigmoid), moeFlag(moe.Normalize),
-			LossScaledArg(float32(balance)), LossScaledArg(float32(zcoef)), moeFlag(op.Accumulates(0))}}}, nil
+			LossScaledArg(float32(balance)), LossScaledArg(float32(zcoef)), FloatArg(float32(moe.RoutedScaleOrOne())), moeFlag(op.Accumulates(0))}}}, nil
 }
 
 // clearPadding is the launch that zeros buffer b's padding rows (width wide), or none

@@ -86,6 +86,23 @@ var moeVariants = []struct {
 		m.MoE.Activation = program.ReLU
 		m.DModel, m.Attention.Heads, m.Attention.KVHeads = 42, 3, 3
 	}, false, false, ""},
+	{"DeepSeek-V3's routing: sigmoid top-2 within 2 of 4 groups by score + selection bias, renormalised, routed_scale 2.5, dropless", 1, func(m *program.Model) {
+		m.MoE.Score = program.Sigmoid
+		m.MoE.TopK = 2
+		m.MoE.Normalize = true
+		m.MoE.CapacityFactor = 0
+		m.MoE.Activation = program.SwiGLU
+		m.MoE.Groups, m.MoE.TopKGroups = 4, 2
+		m.MoE.AuxFreeBias = 0.001
+		m.MoE.RoutedScale = 2.5
+	}, false, false, ""},
+	{"node-limited softmax routing without a bias (a group scores its best expert), routed_scale 2.5, capacity 1.0", 1, func(m *program.Model) {
+		m.MoE.Router = program.RouteHidden
+		m.MoE.TopK = 2
+		m.MoE.Groups, m.MoE.TopKGroups = 4, 2
+		m.MoE.RoutedScale = 2.5
+		m.MoE.CapacityFactor = 1.0
+	}, true, false, ""},
 	{"as shipped, recompute = full (each route run again, its statistics not added twice)", 1, func(*program.Model) {}, true, false, program.RecomputeFull},
 }
 
@@ -426,6 +443,10 @@ func (r *moeRef) run(t *testing.T, op *step.Op) {
 	}
 	switch op.Kind {
 	case step.OpRouter:
+		if len(in) > 1 { // a selection bias (moe.aux_free_bias)
+			k.RouteBiased(f(in[1]), f(in[0]), i(out[0]), f(out[1]), f(out[2]), f(out[3]), i(out[4]), i(out[5]), i(out[6]), f(out[7]), op.Slots, op.Packed, op.Recomputed)
+			break
+		}
 		k.Route(f(in[0]), i(out[0]), f(out[1]), f(out[2]), f(out[3]), i(out[4]), i(out[5]), i(out[6]), f(out[7]), op.Slots, op.Packed, op.Recomputed)
 	case step.OpRouterBwd:
 		k.RouteBwd(f(in[0]), f(in[1]), i(in[2]), f(in[3]), f(in[4]), f(in[5]), i(in[8]), f(out[0]), acc(0))

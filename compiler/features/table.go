@@ -632,22 +632,14 @@ func cudaStepRefusal(key string) string {
 		return "the attention softmax kernels have no sink logit"
 	case "window", "full_every", "chunked_attention":
 		return "the attention softmax kernels mask causally only"
-	case "groups":
-		return "moe_route_topk takes the top_k over all experts: the group limit is not generated"
 	case "shared_gate":
 		return "no CUDA kernel for the shared expert's sigmoid gate yet"
-	case "routed_scale":
-		return "the routing kernels do not scale the routed experts"
 	case "sparsemixer":
 		return "the routing kernels take a top-k of the scores, not sparsemixer's"
 	case "swiglu_limit":
 		return "the activation kernels compute the plain SwiGLU"
 	case "gate_input":
 		return "the permute and combine kernels gate the experts' outputs, not their inputs"
-	case "mla":
-		return "no CUDA kernels for latent attention's backward yet (mla_attention keeps its weights for mla_attention_bwd; mla_heads_bwd)"
-	case "aux_free_bias":
-		return "moe_route_topk selects experts by score alone: no selection bias, load count or bias update is generated"
 	}
 	return ""
 }
@@ -657,8 +649,10 @@ func cudaStepRefusal(key string) string {
 // feeding programs of `moec serve --device`) lower the feature.
 // TestCUDAStepColumnAgreesWithDecoding holds this list to what cudastep.LowerDecoding and
 // LowerServing refuse.
-func cudaStepInferenceLowers(key string) bool {
-	return key == "mla"
+// No refusal is training's alone at present: latent attention, the last, trains on CUDA
+// too (codegen/cudastep's mla_train.go).
+func cudaStepInferenceLowers(string) bool {
+	return false
 }
 
 // CUDAStepTrainingOnly begins the reason of a CUDA step cell that refuses training alone.
