@@ -45,7 +45,10 @@ const DefaultGradBucket int64 = 25 << 20
 const MinGradBuckets = 4
 
 // lateReduced lists the parameters whose gradients another reduction sums after the
-// backward (see above): their data-parallel reduction stays after it.
+// backward (see above): their data-parallel reduction stays after it. (reduceInBuckets
+// would keep them there anyway, since those reductions write the gradients after the
+// backward; the list says why, and does not depend on the order reduceAndUpdate emits
+// them in.)
 func (lw *lowerer) lateReduced() map[params.ID]bool {
 	late := map[params.ID]bool{}
 	for id := range lw.seqPartialParams() {
