@@ -1,7 +1,6 @@
 package exec
 
 import (
-	"fmt"
 	"math"
 	"testing"
 
@@ -82,7 +81,7 @@ func TestBucketedReductionIsBitEqual(t *testing.T) {
 					}
 				}
 			}
-			t.Log(fmt.Sprintf("%d bucket all-reduces in rank 0's backward; CE %.7f", early, got.ce))
+			t.Logf("%d bucket all-reduces in rank 0's backward; CE %.7f", early, got.ce)
 		})
 	}
 }
