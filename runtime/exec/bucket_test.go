@@ -85,3 +85,62 @@ func TestBucketedReductionIsBitEqual(t *testing.T) {
 		})
 	}
 }
+
+// TestBucketedTrainingIsBitEqual trains three steps with the optimizer, gradients in
+// buckets beside the backward and after it, and holds every step's loss and gradient
+// norm, and at the end every rank's weights and AdamW moments, equal to the bit.
+func TestBucketedTrainingIsBitEqual(t *testing.T) {
+	const mb, T, M, steps = 2, 16, 2, 3
+	cases := []struct {
+		name   string
+		layout step.Layout
+	}{
+		{"dp2 ep2 zero1", step.Layout{DP: 2, EP: 2, TP: 1, PP: 1, ZeRO: 1}},
+		{"dp2 zero1 offload", step.Layout{DP: 2, EP: 1, TP: 1, PP: 1, ZeRO: 1, OffloadOpt: true}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			m := hunyuanTiny(t, 8)
+			net, err := nn.New(m, 4)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := trainConfig(steps)
+			b := step.Batch{MicroBatch: mb, SeqLen: T, Micro: M}
+			atEnd := c.layout
+			atEnd.GradBucket = -1
+			bucketed := newTrainer(t, m, net, c.layout, b, cfg)
+			after := newTrainer(t, m, net, atEnd, b, cfg)
+			for s := int64(0); s < steps; s++ {
+				micro := make([][]int32, c.layout.DP*M)
+				for i := range micro {
+					micro[i] = randomTokens(mb, T, int(m.Vocab), 3000*s+int64(i))
+				}
+				gotLoss, gotNorm := bucketed.step(t, micro, Options{Seed: 3, Step: s})
+				wantLoss, wantNorm := after.step(t, micro, Options{Seed: 3, Step: s})
+				if gotLoss != wantLoss || gotNorm != wantNorm {
+					t.Errorf("step %d: loss %v norm %v in buckets, %v %v after the backward", s, gotLoss, gotNorm, wantLoss, wantNorm)
+				}
+			}
+			compared := 0
+			for r, ex := range bucketed.exs {
+				other := after.exs[r]
+				for i, buf := range ex.p.Buffers {
+					if buf.Kind != step.KindParam && buf.Kind != step.KindOptimizer || ex.f32[i] == nil {
+						continue
+					}
+					compared++
+					for j, w := range other.f32[i] {
+						if math.Float32bits(ex.f32[i][j]) != math.Float32bits(w) {
+							t.Errorf("rank %d: %s differs at %d: %v in buckets, %v after the backward", r, buf.Name, j, ex.f32[i][j], w)
+							break
+						}
+					}
+				}
+			}
+			if compared == 0 {
+				t.Fatal("no weights compared")
+			}
+		})
+	}
+}
