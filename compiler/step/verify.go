@@ -9,8 +9,10 @@ import (
 
 // Verify checks one program: every buffer an op reads was written by an earlier op (or
 // holds state from before the step: parameters, gradients, optimizer states, the step's
-// input), no two buffers live at the same op share arena bytes, and under the unified
-// cache the device tier's arena is within the budget.
+// input), no compute op writes a parameter gradient after an all-reduce or reduce-scatter
+// summed it (a gradient bucket reduced before its last write), no two buffers live at the
+// same op share arena bytes, and under the unified cache the device tier's arena is within
+// the budget.
 func Verify(p *Program) error {
 	var errs []error
 	written := make([]bool, len(p.Buffers))
