@@ -15,11 +15,13 @@ import (
 	"github.com/moec-dev/moec/internal/golden"
 )
 
-// TestCollectiveStreamsAndEvents: on two data-parallel ranks the gradients' all_reduce is
-// an ncclAllReduce on the communication stream after an event of the compute stream, and
-// the compute stream waits for its event before the first op that touches the gradients
-// (the grad_norm op), not before. testdata/collective_dp2.txtar holds the host program's
-// lines from the collective to that op (go test -update rewrites it).
+// TestCollectiveStreamsAndEvents: on two data-parallel ranks the gradients' all_reduces
+// run in buckets during the backward (compiler/step's bucket.go), each an ncclAllReduce on
+// the communication stream after an event of the compute stream; the backward's later ops
+// run beside them, and the compute stream waits for their events only before the first op
+// that touches the gradients (the grad_norm op). testdata/collective_dp2.txtar holds the
+// host program's lines from the last bucket's all_reduce to that op (go test -update
+// rewrites it).
 func TestCollectiveStreamsAndEvents(t *testing.T) {
 	p, low, err := lowerOne(t, tinyStage(t, 2, 1), step.Batch{MicroBatch: 1, SeqLen: 8, Micro: 1}, step.Layout{DP: 2, EP: 1, TP: 1, PP: 1})
 	if err != nil {
@@ -29,30 +31,49 @@ func TestCollectiveStreamsAndEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reduce, norm := -1, -1
+	var reduces []int
+	norm, lastBwd := -1, -1
 	for i, op := range p.Ops {
 		switch {
-		case op.Kind == step.OpAllReduce && op.Phase == step.Reduce && reduce < 0:
-			reduce = i
+		case op.Kind.Collective() && len(reduces) == 0 && op.Phase != step.Reduce:
+			t.Fatalf("op %d (%s %s) is a collective before the gradients' reduction: the done events below assume none", i, op.Phase, op.Kind)
+		case op.Kind == step.OpAllReduce && op.Phase == step.Reduce:
+			reduces = append(reduces, i)
 		case op.Kind == step.OpGradNorm:
 			norm = i
+		case op.Phase == step.Backward:
+			lastBwd = i
 		}
 	}
-	if reduce < 0 || norm < reduce {
-		t.Fatalf("the program has its gradient all_reduce at op %d and grad_norm at op %d", reduce, norm)
+	if len(reduces) < 2 || reduces[0] > lastBwd || norm < reduces[len(reduces)-1] {
+		t.Fatalf("the program has its gradient all_reduces at ops %v, its last backward op at %d and grad_norm at op %d: want buckets inside the backward", reduces, lastBwd, norm)
 	}
+	// Every bucket's wait comes after the backward's last op, once.
+	backwardEnd := strings.Index(host, "  // op "+strconv.Itoa(lastBwd)+" (")
+	for k, r := range reduces {
+		wait := "cuStreamWaitEvent(s->stream, s->done[" + strconv.Itoa(k) + "], 0)"
+		if n := strings.Count(host, wait); n != 1 {
+			t.Errorf("the compute stream waits %d times for op %d's all_reduce", n, r)
+		}
+		if i := strings.Index(host, wait); i < backwardEnd {
+			t.Errorf("the compute stream waits for op %d's all_reduce inside the backward", r)
+		}
+	}
+	reduce := reduces[len(reduces)-1]
 	start := strings.Index(host, "  // op "+strconv.Itoa(reduce)+" (")
 	end := strings.Index(host, "  // op "+strconv.Itoa(norm+1)+" (")
 	if start < 0 || end < start {
 		t.Fatalf("no section for ops %d to %d in the host program", reduce, norm)
 	}
 	section := host[start:end]
+	last := strconv.Itoa(len(reduces) - 1)
 	order := []string{
 		"cuEventRecord(s->ready, s->stream)",
 		"cuStreamWaitEvent(s->comm_stream, s->ready, 0)",
 		"ncclAllReduce(",
-		"cuEventRecord(s->done[0], s->comm_stream)",
+		"cuEventRecord(s->done[" + last + "], s->comm_stream)",
 		"cuStreamWaitEvent(s->stream, s->done[0], 0)",
+		"cuStreamWaitEvent(s->stream, s->done[" + last + "], 0)",
 		"// op " + strconv.Itoa(norm) + " (",
 		"dense_sumsq",
 		"moec_publish_norm(s)",
@@ -65,11 +86,8 @@ func TestCollectiveStreamsAndEvents(t *testing.T) {
 		}
 		at += i + len(want)
 	}
-	if strings.Count(host, "cuStreamWaitEvent(s->stream, s->done[0], 0)") != 1 {
-		t.Error("the compute stream waits for the gradients' all_reduce more than once")
-	}
 	golden.Archive(t, "testdata/collective_dp2.txtar", &txtar.Archive{
-		Comment: []byte("The host program of hunyuan_tiny's dense stage cut to two layers on two data-parallel ranks (rank 0),\nfrom the gradients' all_reduce to the grad_norm op.\nRegenerate with go test ./codegen/cudastep -run TestCollectiveStreamsAndEvents -update.\n"),
+		Comment: []byte("The host program of hunyuan_tiny's dense stage cut to two layers on two data-parallel ranks (rank 0),\nfrom the last bucket's gradient all_reduce to the grad_norm op.\nRegenerate with go test ./codegen/cudastep -run TestCollectiveStreamsAndEvents -update.\n"),
 		Files:   []txtar.File{{Name: HostName, Data: []byte(section)}},
 	}, *update)
 }

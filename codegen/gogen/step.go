@@ -631,8 +631,13 @@ func genChunk(f *jen.File, p *step.Program, c chunk, sfx string) error {
 		}
 		body = append(body, st...)
 	}
-	if onlyEvictions(p.Ops[c.from:c.to]) {
+	switch {
+	case onlyEvictions(p.Ops[c.from:c.to]):
 		body = body[1:] // comments only: no views or kernels to name
+	case onlyPointToPoint(p.Ops[c.from:c.to]):
+		// A pipeline send or receive alone (the backward's last send, after a bucket of
+		// gradients all-reduced beside the backward): views, no kernels.
+		body[0] = jen.Id("v").Op(":=").Id("r").Dot("views" + sfx)
 	}
 	f.Comment(c.doc)
 	if c.fallible {
@@ -1398,6 +1403,16 @@ func offloadCall(p *step.Program, i int) (jen.Code, error) {
 }
 
 // onlyEvictions reports whether ops are all cache evictions, which have no statement.
+// onlyPointToPoint reports whether every op of a chunk is a pipeline send or receive.
+func onlyPointToPoint(ops []step.Op) bool {
+	for _, op := range ops {
+		if !op.Kind.PointToPoint() {
+			return false
+		}
+	}
+	return true
+}
+
 func onlyEvictions(ops []step.Op) bool {
 	for _, op := range ops {
 		if op.Kind != step.OpCacheEvict {

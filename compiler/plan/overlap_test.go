@@ -142,3 +142,43 @@ func TestPipelineSpan(t *testing.T) {
 		}
 	}
 }
+
+// TestDPOverlapIsTheStepProgram: the data-parallel traffic hides where the step program
+// overlaps it (compiler/step's bucket.go): under ZeRO 0 and 1 behind the last
+// micro-batch's backward only (the gradients accumulate over the earlier ones), under
+// ZeRO 2 behind nothing (one reduce-scatter after the backward), under ZeRO 3 behind the
+// whole step.
+func TestDPOverlapIsTheStepProgram(t *testing.T) {
+	prog := goldenInput(t, "testdata/hunyuan1t.txtar")
+	tr := prog.Trains[prog.TrainOrder[0]]
+	s, ds := setupTrain(prog, tr, tr.Stages[len(tr.Stages)-1], Options{})
+	if ds.HasErrors() {
+		t.Fatal(ds.Err())
+	}
+	res := s.env.search(s.space)
+	if res.best == nil {
+		t.Fatal("trillion stage does not fit")
+	}
+	base := res.best.l
+	base.Memory, base.Offload = "zero", "none"
+	for _, zero := range []int{0, 1, 2, 3} {
+		for _, accum := range []int{1, 4} {
+			l := base
+			l.ZeRO, l.GradAccum = zero, accum
+			tm := s.env.stepTime(l, &res.best.mem, nil)
+			if tm.DPSeconds <= 0 {
+				t.Fatalf("zero %d: no data-parallel traffic", zero)
+			}
+			window := tm.ComputeSeconds * s.env.a.OverlapDP
+			switch {
+			case zero == 2:
+				window = 0
+			case zero < 2:
+				window *= 2.0 / 3 / float64(accum)
+			}
+			if want := math.Max(0, tm.DPSeconds-window); tm.DPExposed != want {
+				t.Errorf("zero %d, grad_accum %d: exposed %.6g s of %.6g s, want %.6g s (compute %.6g s)", zero, accum, tm.DPExposed, tm.DPSeconds, want, tm.ComputeSeconds)
+			}
+		}
+	}
+}

@@ -202,9 +202,18 @@ func (c *stepCost) dataParallel() (denseParams, expertParams float64) {
 	}
 	dpColl(denseParams, dg, "dense")
 	dpColl(expertParams, eg, "expert")
-	window := t.ComputeSeconds * a.OverlapDP
-	if l.ZeRO < 3 {
-		window *= 2.0 / 3 // only the backward pass hides gradient reduction
+	// What hides the traffic is what the step program (compiler/step) overlaps it with.
+	window := t.ComputeSeconds * a.OverlapDP // ZeRO 3: the whole step
+	switch {
+	case l.ZeRO == 2:
+		// The reduce-scatter packs each group's whole flat vector into the rank's
+		// shard, after the backward: nothing runs beside it.
+		window = 0
+	case l.ZeRO < 2:
+		// The gradients accumulate over the micro-batches; the all-reduces run in
+		// buckets beside the last micro-batch's backward only (compiler/step's
+		// bucket.go, as Megatron-Core's overlap_grad_reduce).
+		window *= 2.0 / 3 / mbs
 	}
 	t.DPExposed = math.Max(0, t.DPSeconds-window)
 

@@ -173,6 +173,9 @@ type lowerer struct {
 	kvShared sharedKV
 	// feed is a feeding program's inputs (feed.go); nil in every other program.
 	feed *feedState
+	// lastBackward is the index of the last micro-batch's first backward op: every
+	// gradient write from there on is a gradient's last contribution (bucket.go).
+	lastBackward int
 }
 
 // group is a set of parameters reduced and updated together: the dense parameters over

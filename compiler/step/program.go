@@ -313,6 +313,11 @@ type Layout struct {
 	Cache Cache
 	// Distill makes the loss a distillation stage's (distill.go); its zero value is none.
 	Distill Distill
+	// GradBucket is the size in bytes of the buckets the data-parallel gradient
+	// all-reduces run in during the last micro-batch's backward (bucket.go): 0 takes
+	// DefaultGradBucket, a negative value reduces each group in one all-reduce after the
+	// whole backward.
+	GradBucket int64
 }
 
 // RecomputeFull reports whether each layer's whole forward runs again in the backward.
@@ -343,6 +348,12 @@ func (l Layout) String() string {
 	}
 	if l.Distill.On() {
 		s += ", " + l.Distill.String()
+	}
+	switch {
+	case l.GradBucket < 0:
+		s += ", gradient reduction after the backward"
+	case l.GradBucket > 0:
+		s += fmt.Sprintf(", gradient buckets of %d bytes", l.GradBucket)
 	}
 	return s
 }

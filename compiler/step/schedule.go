@@ -21,10 +21,14 @@ func (lw *lowerer) lower() {
 		lw.cacheDeclare()
 	}
 	lw.micros = make([]microState, lw.b.Micro)
-	for _, step := range schedule1F1B(lw.l.PP, lw.c.PP, lw.b.Micro) {
+	steps := schedule1F1B(lw.l.PP, lw.c.PP, lw.b.Micro)
+	for i, step := range steps {
 		if step.forward {
 			lw.forwardMicro(step.micro)
 		} else {
+			if i == len(steps)-1 {
+				lw.lastBackward = len(lw.p.Ops) // the gradients' last contributions follow (bucket.go)
+			}
 			lw.backwardMicro(step.micro)
 		}
 	}
@@ -229,6 +233,7 @@ func (lw *lowerer) gatherModel(roles ...params.Role) {
 // reduceAndUpdate emits the gradient reduction and the optimizer update of each group.
 func (lw *lowerer) reduceAndUpdate() {
 	lw.micro = -1
+	late := lw.lateReduced()
 	lw.reduceSequenceGrads()
 	lw.reduceQKNormGrads()        // attention_qk.go
 	lw.reduceTiedEmbedding()      // tied.go
@@ -261,8 +266,17 @@ func (lw *lowerer) reduceAndUpdate() {
 		r.active, r.grads = true, gs
 		switch zero := lw.zeroOf(g); {
 		case g.size > 1 && zero <= 1:
+			// The buckets reduced during the last backward (bucket.go); the rest here.
+			gs = lw.reduceInBuckets(g, gs, late)
+			if len(gs) == 0 {
+				break
+			}
+			var bytes int64
+			for _, b := range gs {
+				bytes += lw.p.Buffers[b].Bytes()
+			}
 			lw.emit(Op{Kind: OpAllReduce, Phase: Reduce, Layer: -1, In: gs, Out: gs, Group: g.axis, Attr: fmt.Sprintf("%s gradients, sum (the loss is a mean over replicas)", g.name),
-				Bytes: 2 * r.bytes * int64(g.size-1) / int64(g.size)})
+				Bytes: 2 * bytes * int64(g.size-1) / int64(g.size)})
 		case g.size > 1:
 			lw.emit(Op{Kind: OpReduceScatter, Phase: Reduce, Layer: -1, In: gs, Out: []int{g.gradShard}, Group: g.axis, Attr: fmt.Sprintf("%s gradients, sum", g.name),
 				Bytes: r.bytes * int64(g.size-1) / int64(g.size)})

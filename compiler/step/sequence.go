@@ -185,18 +185,7 @@ func (lw *lowerer) reduceSequenceGrads() {
 	if !lw.l.SP() {
 		return
 	}
-	local := lw.seqTokens()
-	partial := map[params.ID]bool{}
-	for _, op := range lw.p.Ops {
-		if op.Phase != Forward || (op.Kind != OpNorm && op.Kind != OpMatMul) || lw.p.Buffers[op.In[0]].Shape[0] != local {
-			continue
-		}
-		for _, w := range op.In[1:] {
-			if id, ok := lw.paramOfBuf[w]; ok {
-				partial[id] = true
-			}
-		}
-	}
+	partial := lw.seqPartialParams()
 	var gs []int
 	var bytes int64
 	for _, id := range lw.order {
@@ -211,4 +200,26 @@ func (lw *lowerer) reduceSequenceGrads() {
 	lw.emit(Op{Kind: OpAllReduce, Phase: Reduce, Layer: -1, In: gs, Out: gs, Group: "tp",
 		Attr:  "sum: the norms' and router's gradients from each rank's tokens (sequence parallel)",
 		Bytes: 2 * bytes * int64(lw.l.TP-1) / int64(lw.l.TP)})
+}
+
+// seqPartialParams lists, under sequence parallelism, the parameters whose gradients each
+// tp rank computes from its own tokens only (the norms and the router read the rank's
+// rows): reduceSequenceGrads sums them over tp. Nil without sequence parallelism.
+func (lw *lowerer) seqPartialParams() map[params.ID]bool {
+	if !lw.l.SP() {
+		return nil
+	}
+	local := lw.seqTokens()
+	partial := map[params.ID]bool{}
+	for _, op := range lw.p.Ops {
+		if op.Phase != Forward || (op.Kind != OpNorm && op.Kind != OpMatMul) || lw.p.Buffers[op.In[0]].Shape[0] != local {
+			continue
+		}
+		for _, w := range op.In[1:] {
+			if id, ok := lw.paramOfBuf[w]; ok {
+				partial[id] = true
+			}
+		}
+	}
+	return partial
 }

@@ -240,6 +240,17 @@ func TestMutationsAreCaught(t *testing.T) {
 			}
 			progs[0].Ops[a], progs[0].Ops[b] = progs[0].Ops[b], progs[0].Ops[a]
 		}},
+		{"a bucket reduced before its last gradient write", Layout{DP: 2, EP: 1, TP: 1, PP: 1}, func(t *testing.T, progs []*Program) {
+			// Move the first bucket's all-reduce (on every rank, so that the ranks still
+			// agree on the collectives) to just before the op that finishes its gradients.
+			for _, p := range progs {
+				i := find(p, func(op Op) bool { return op.Kind == OpAllReduce && op.Phase == Reduce })[0]
+				if p.Ops[i-1].Phase != Backward {
+					t.Fatalf("rank %d: the first gradient all-reduce (op %d) does not follow a backward op", p.Rank, i)
+				}
+				p.Ops[i-1], p.Ops[i] = p.Ops[i], p.Ops[i-1]
+			}
+		}},
 		{"read before write", Layout{DP: 1, EP: 1, TP: 1, PP: 1}, func(t *testing.T, progs []*Program) {
 			// Move the first product after the op that reads its output.
 			p := progs[0]

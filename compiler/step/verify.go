@@ -9,13 +9,20 @@ import (
 
 // Verify checks one program: every buffer an op reads was written by an earlier op (or
 // holds state from before the step: parameters, gradients, optimizer states, the step's
-// input), no two buffers live at the same op share arena bytes, and under the unified
-// cache the device tier's arena is within the budget.
+// input), no compute op writes a parameter gradient after an all-reduce or reduce-scatter
+// summed it (a gradient bucket reduced before its last write), no two buffers live at the
+// same op share arena bytes, and under the unified cache the device tier's arena is within
+// the budget.
 func Verify(p *Program) error {
 	var errs []error
 	written := make([]bool, len(p.Buffers))
 	for i, b := range p.Buffers {
 		written[i] = b.Kind.Persistent() || b.Kind == KindInput
+	}
+	// reducedAt is, for a parameter gradient, the last reduction that summed it (-1: none).
+	reducedAt := make([]int, len(p.Buffers))
+	for i := range reducedAt {
+		reducedAt[i] = -1
 	}
 	for i, op := range p.Ops {
 		for _, b := range op.In {
@@ -27,6 +34,7 @@ func Verify(p *Program) error {
 		for _, b := range op.Out {
 			written[b] = true
 		}
+		errs = append(errs, writesAfterCollective(p, i, reducedAt)...)
 	}
 	lt := p.Memory.Lifetime
 	for tier := Device; tier <= Host; tier++ {
@@ -173,4 +181,36 @@ func VerifyLayout(progs []*Program) error {
 		return errors.New(b.String())
 	}
 	return nil
+}
+
+// writesAfterCollective checks op i against the gradient reductions before it: a compute
+// op must not write a parameter gradient an all-reduce or reduce-scatter has already
+// summed (a contribution after its bucket's all-reduce would be left out of the sum, or
+// kept on one rank only), and records i's gradient inputs when it is such a reduction.
+// (An all-gather's or an all-to-all's input may be written after it: it was copied; and
+// an activation's gradient may take a rank's own contribution after its tp all-reduce,
+// as the residual's does.)
+func writesAfterCollective(p *Program, i int, reducedAt []int) []error {
+	op := &p.Ops[i]
+	switch {
+	case op.Kind == OpAllReduce || op.Kind == OpReduceScatter:
+		for _, b := range op.In {
+			if p.Buffers[b].Kind == KindGrad {
+				reducedAt[b] = i
+			}
+		}
+		return nil
+	case op.Kind.Collective() || op.Kind.PointToPoint():
+		return nil
+	}
+	var errs []error
+	for _, b := range op.Out {
+		if at := reducedAt[b]; at >= 0 {
+			c := &p.Ops[at]
+			errs = append(errs, fmt.Errorf("rank %d op %d (%s %s): writes %s after op %d (%s %s over %s) communicated it",
+				p.Rank, i, op.Phase, op.Kind, p.Buffers[b].Name, at, c.Phase, c.Kind, c.Group))
+			reducedAt[b] = -1 // one report per collective and buffer
+		}
+	}
+	return errs
 }

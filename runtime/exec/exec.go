@@ -23,6 +23,8 @@ type Executor struct {
 	comm Comm
 	// msg, when set, carries the rank's communication over a dist.Comm instead (NewOver).
 	msg *messages
+	// inFlight is the gradient all-reduce running beside the backward (overlap_reduce.go).
+	inFlight *reduceInFlight
 	// byParam finds a parameter's persistent buffer and gradient.
 	param, grad map[params.ID]int
 	// groups caches each collective group's members, found on first use.
@@ -235,24 +237,44 @@ func (e *Executor) Run(micro [][]int32, o Options) (Stats, error) {
 	}
 	e.updated = false
 	for i := range p.Ops {
-		op := &p.Ops[i]
-		if op.Phase == step.Update && e.opt == nil {
-			continue // forward and backward only (SetOptimizer runs the update)
-		}
-		if op.WhenRecompute && op.Layer >= 0 && !e.recompute[op.Layer] {
-			e.skip(op)
-			continue
-		}
-		if e.host != nil {
-			if err := e.awaitUnits(i); err != nil {
-				return e.stats, fmt.Errorf("exec: rank %d op %d (%s %s): %w", p.Rank, i, op.Phase, op.Kind, err)
+		if err := e.runOp(i); err != nil {
+			if e.inFlight != nil {
+				_ = e.awaitReduce() // the step failed already: its error is the one to report
 			}
+			return e.stats, fmt.Errorf("exec: rank %d op %d (%s %s): %w", p.Rank, i, p.Ops[i].Phase, p.Ops[i].Kind, err)
 		}
-		if err := e.run(op); err != nil {
-			return e.stats, fmt.Errorf("exec: rank %d op %d (%s %s): %w", p.Rank, i, op.Phase, op.Kind, err)
+	}
+	if r := e.inFlight; r != nil {
+		if err := e.awaitReduce(); err != nil {
+			return e.stats, fmt.Errorf("exec: rank %d (%s %s, beside the backward): %w", p.Rank, r.op.Phase, r.op.Kind, err)
 		}
 	}
 	return e.stats, nil
+}
+
+// runOp runs op i of the step: after the gradient all-reduce in flight where it must
+// follow it, or beside the ops after it where it is one (overlap_reduce.go).
+func (e *Executor) runOp(i int) error {
+	op := &e.p.Ops[i]
+	if op.Phase == step.Update && e.opt == nil {
+		return nil // forward and backward only (SetOptimizer runs the update)
+	}
+	if err := e.awaitBefore(op); err != nil {
+		return err
+	}
+	if op.WhenRecompute && op.Layer >= 0 && !e.recompute[op.Layer] {
+		e.skip(op)
+		return nil
+	}
+	if e.host != nil {
+		if err := e.awaitUnits(i); err != nil {
+			return err
+		}
+	}
+	if e.runsBeside(op) {
+		return e.startBeside(op)
+	}
+	return e.run(op)
 }
 
 // skip leaves zeros in the outputs a skipped op would have overwritten.
