@@ -66,9 +66,9 @@ func TestHostProgramGolden(t *testing.T) {
 	}, *update)
 }
 
-// TestRefusesLayoutsNotLoweredYet: tensor and pipeline parallelism, ZeRO over several
+// TestRefusesLayoutsNotLoweredYet: sequence and pipeline parallelism, ZeRO 3 over several
 // ranks, the offloaded optimizer and the unified cache are errors that say what is not
-// lowered yet.
+// lowered yet (tensor parallelism without sequence parallelism is lowered).
 func TestRefusesLayoutsNotLoweredYet(t *testing.T) {
 	m := tinyStage(t, 2, 1)
 	m.Attention.TalkingHeads = false // tensor parallelism splits the heads
@@ -79,7 +79,7 @@ func TestRefusesLayoutsNotLoweredYet(t *testing.T) {
 		want   string
 	}{
 		{step.Layout{DP: 2, EP: 1, TP: 1, PP: 1, ZeRO: 3}, "ZeRO 3 over several ranks"},
-		{step.Layout{DP: 1, EP: 1, TP: 2, PP: 1}, "tensor parallelism"},
+		{step.Layout{DP: 1, EP: 1, TP: 2, PP: 1, SequenceParallel: true}, "sequence parallelism"},
 		{step.Layout{DP: 1, EP: 1, TP: 1, PP: 2}, "pipeline parallelism"},
 		{step.Layout{DP: 1, EP: 1, TP: 1, PP: 1, OffloadOpt: true}, "the offloaded optimizer"},
 	} {
