@@ -191,6 +191,7 @@ extern "C" void moec_step_join(void **a, long long, long long) {
 }
 
 `
+
 // hostComms writes the program's communicators: how many (MOEC_COMMS), and each one's
 // ranks and this rank's place in it, in Lowered.Comms's order.
 func hostComms(w *strings.Builder, comms []Comm) {

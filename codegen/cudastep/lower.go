@@ -580,7 +580,7 @@ func (lw *opLowerer) op(op *step.Op, ol *OpLaunches) error {
 		}
 		slots := 0
 		for _, pc := range pieces {
-			g, n := lw.countedGrad(pc) // collective.go
+			g, n := lw.countedGrad(pc)     // collective.go
 			if lw.tpReplicaElsewhere(pc) { // collective_tp.go
 				n = 0
 			}
