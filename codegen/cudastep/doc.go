@@ -18,5 +18,8 @@
 // A program of several ranks calls NCCL through a second table (moec_step_nccl.h), filled
 // from libnccl.so.2 opened at run time or, under the emulation, with stand-ins in which
 // the ranks are threads of one process; its collectives run on a communication stream
-// ordered by events (collective.go, collective_host.go).
+// ordered by events (collective.go, collective_host.go), each on the communicator of its
+// own group's ranks (collective_groups.go: the tp and dp pairs of dp 2 × tp 2).
+// Tensor parallelism's own ops, the vocabulary-parallel loss's passes, are in
+// collective_tp.go.
 package cudastep
