@@ -180,6 +180,18 @@ func TestEmulatedDataTensorParallelMatchesExecutor(t *testing.T) {
 	matchRanks(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 1}, step.Layout{DP: 2, EP: 1, TP: 2, PP: 1}, cfg, 2)
 }
 
+// TestEmulatedExpertDataParallelPairsMatchExecutor: dp 4 × ep 2 (four ranks): the slot
+// exchange on the ep pairs {0, 1} and {2, 3}, the experts' gradients summed on the expert
+// data-parallel pairs {0, 2} and {1, 3}, the dense gradients over all four: three
+// communicators a rank, two of them over part of the ranks.
+func TestEmulatedExpertDataParallelPairsMatchExecutor(t *testing.T) {
+	if os.Getenv("MOEC_LONG_EMULATION") == "" {
+		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (four ranks' generated steps compiled: minutes)")
+	}
+	m, cfg := hunyuanTiny(t, 4)
+	matchRanks(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 1}, step.Layout{DP: 4, EP: 2, TP: 1, PP: 1}, cfg, 2)
+}
+
 // TestDeviceBuildRanks compiles rank 0 of an expert-parallel layout for a GPU: the host
 // program with its collectives (ncclAllReduce, grouped ncclSend and ncclRecv, the streams
 // and events) and the libcuda.so.1 and libnccl.so.2 fillings of its tables, warnings as
