@@ -85,7 +85,7 @@ func members(p *step.Program, axis string) ([]int, error) {
 	return ranks, nil
 }
 
-// collective lowers one collective op to NCCL calls on the layout's one communicator.
+// collective lowers one collective op to NCCL calls on its group's communicator.
 func (lw *opLowerer) collective(op *step.Op) (*Collective, error) {
 	p := lw.p
 	if op.Kind == step.OpSend || op.Kind == step.OpRecv {
