@@ -16,15 +16,17 @@ import (
 // (reads its output, or writes over its input or output where the memory plan reuses
 // their arena range): the calls overlap every op in between.
 //
-// One NCCL communicator spans the layout's ranks: a collective over a group of one rank is
-// nothing to do, one over all ranks (in rank order) runs on it, and one over a part of
-// them (dp 4 with ep 2's expert data-parallel pairs) is not lowered yet.
+// A collective over a group of one rank is nothing to do; one over several runs on the
+// communicator of exactly its group's ranks (collective_groups.go), every rank, or a part
+// of them (the tp pairs of dp 2 × tp 2, the expert data-parallel pairs of dp 4 × ep 2).
 
 // NCCLCall is one NCCL call of a collective: Func is the entry point (ncclAllReduce,
 // ncclSend, ncclRecv); Send and Recv are byte offsets in the device arena (−1: none), Count
-// the floats, Peer the other rank of a send or receive, Max a maximum instead of a sum.
+// the floats, Peer the other rank of a send or receive (its place in the communicator's
+// group), Max a maximum instead of a sum, Comm the communicator (Lowered.Comms).
 type NCCLCall struct {
 	Func        string
+	Comm        int
 	Work        string // a workspace Send (a receive's Recv) is an offset in ("": the arena)
 	Send, Recv  int64
 	Count       int64
@@ -62,8 +64,8 @@ func isCollective(k step.OpKind) bool {
 // does not lower yet; nil for one rank.
 func collectivesSupported(l step.Layout) []string {
 	var missing []string
-	if l.TP > 1 {
-		missing = append(missing, fmt.Sprintf("tensor parallelism (tp %d: its all-reduces and the vocabulary-parallel loss)", l.TP))
+	if l.TP > 1 && l.SequenceParallel {
+		missing = append(missing, fmt.Sprintf("sequence parallelism (tp %d: the all_gather and reduce_scatter along the tokens)", l.TP))
 	}
 	missing = append(missing, pipelineSupported(l)...) // pipeline.go
 	return missing
@@ -82,7 +84,7 @@ func members(p *step.Program, axis string) ([]int, error) {
 	return ranks, nil
 }
 
-// collective lowers one collective op to NCCL calls on the layout's one communicator.
+// collective lowers one collective op to NCCL calls on its group's communicator.
 func (lw *opLowerer) collective(op *step.Op) (*Collective, error) {
 	p := lw.p
 	if op.Kind == step.OpSend || op.Kind == step.OpRecv {
@@ -111,10 +113,15 @@ func (lw *opLowerer) collective(op *step.Op) (*Collective, error) {
 		}
 		return nil, fmt.Errorf("%s over a group of one rank that is not in place", op.Kind)
 	}
-	world := p.Layout.World()
-	if len(ranks) != world || !slices.IsSorted(ranks) || ranks[0] != 0 || ranks[len(ranks)-1] != world-1 {
-		return nil, fmt.Errorf("%s over group %s (ranks %v) spans part of the %d ranks; only collectives over every rank (one NCCL communicator) are lowered yet", op.Kind, op.Group, ranks, world)
+	comm, pos, err := lw.groupComm(op.Group, ranks) // collective_groups.go
+	if err != nil {
+		return nil, err
 	}
+	defer func() {
+		for i := range c.Calls {
+			c.Calls[i].Comm = comm
+		}
+	}()
 	switch op.Kind {
 	case step.OpAllReduce:
 		if !slices.Equal(op.In, op.Out) {
@@ -122,7 +129,7 @@ func (lw *opLowerer) collective(op *step.Op) (*Collective, error) {
 		}
 		c.Calls = lw.allReduceCalls(op)
 	case step.OpAllToAllV:
-		calls, err := lw.allToAllCalls(op, len(ranks))
+		calls, err := lw.allToAllCalls(op, len(ranks), pos)
 		if err != nil {
 			return nil, err
 		}
@@ -130,7 +137,7 @@ func (lw *opLowerer) collective(op *step.Op) (*Collective, error) {
 	case step.OpReduceScatter:
 		return c, lw.reduceScatter(op, len(ranks), c)
 	case step.OpAllGather:
-		return c, lw.allGather(op, len(ranks), c)
+		return c, lw.allGather(op, len(ranks), pos, c)
 	default:
 		return nil, fmt.Errorf("%s over %s is not lowered to NCCL yet", op.Kind, op.Group)
 	}
@@ -155,11 +162,12 @@ func (lw *opLowerer) allReduceCalls(op *step.Op) []NCCLCall {
 }
 
 // allToAllCalls exchanges the MoE slots between the expert-parallel ranks as runtime/exec's
-// AllToAllV does, as sends and receives of one expert's C slots each. Towards the experts
+// AllToAllV does, as sends and receives of one expert's C slots each (pos is the rank's
+// place in its ep group, peers are places in it). Towards the experts
 // the input is [E, C, D] and rank r receives, for each of its local experts le, every
 // source's slots of expert r·local + le into [le, src·C .. src·C + C); back from the
 // experts the reverse.
-func (lw *opLowerer) allToAllCalls(op *step.Op, ep int) ([]NCCLCall, error) {
+func (lw *opLowerer) allToAllCalls(op *step.Op, ep, pos int) ([]NCCLCall, error) {
 	p := lw.p
 	in, out := p.Buffers[op.In[0]], p.Buffers[op.Out[0]]
 	shape := in.Shape
@@ -167,7 +175,7 @@ func (lw *opLowerer) allToAllCalls(op *step.Op, ep int) ([]NCCLCall, error) {
 	if len(shape) != 3 || E%ep != 0 || in.Elements() != out.Elements() {
 		return nil, fmt.Errorf("all_to_all_v of %s %v into %s %v over %d ranks", in.Name, shape, out.Name, out.Shape, ep)
 	}
-	local, pos := E/ep, p.Rank
+	local := E / ep
 	var C, D int
 	var sendAt, recvAt func(peer, le int) int64
 	if shape[0] == E {
@@ -269,8 +277,9 @@ func (lw *opLowerer) reduceScatter(op *step.Op, ranks int, c *Collective) error 
 
 // allGather lowers the all_gather after a ZeRO-1/2 update: each rank's updated shard of
 // every tensor sent to every other rank, which receives it in place (grouped ncclSend and
-// ncclRecv; every rank's program lists the tensors in the same order).
-func (lw *opLowerer) allGather(op *step.Op, ranks int, c *Collective) error {
+// ncclRecv; every rank's program lists the tensors in the same order). pos is the rank's
+// place in the group, the owner of shard pos.
+func (lw *opLowerer) allGather(op *step.Op, ranks, pos int, c *Collective) error {
 	p := lw.p
 	g, err := lw.groupOf(op.Group)
 	if err != nil {
@@ -295,10 +304,10 @@ func (lw *opLowerer) allGather(op *step.Op, ranks int, c *Collective) error {
 			for peer := 0; peer < ranks; peer++ {
 				switch {
 				case peer == owner:
-				case owner == p.Rank:
+				case owner == pos:
 					c.Calls = append(c.Calls, NCCLCall{Func: "ncclSend", Send: at, Recv: -1, Count: hi - lo, Peer: peer,
 						Description: fmt.Sprintf("%s[%d:%d] to rank %d", buf.Name, lo-f, hi-f, peer)})
-				case peer == p.Rank:
+				case peer == pos:
 					c.Calls = append(c.Calls, NCCLCall{Func: "ncclRecv", Send: -1, Recv: at, Count: hi - lo, Peer: owner,
 						Description: fmt.Sprintf("%s[%d:%d] from rank %d", buf.Name, lo-f, hi-f, owner)})
 				}

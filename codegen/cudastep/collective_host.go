@@ -2,6 +2,7 @@ package cudastep
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/moec-dev/moec/compiler/step"
@@ -53,17 +54,17 @@ func (ce *commEmitter) emit(w *strings.Builder, in string, c *Collective, i int,
 		}
 		switch call.Func {
 		case "ncclReduceScatter":
-			fmt.Fprintf(w, "%sMOEC_NCCL(s, s->nccl.ncclReduceScatter(moec_at(s, %dULL), moec_at(s, %dULL), %d, MOEC_NCCL_FLOAT32, %s, s->comm, s->comm_stream), %s); // %s\n",
-				in, call.Send, call.Recv, call.Count, red, q, call.Description)
+			fmt.Fprintf(w, "%sMOEC_NCCL(s, s->nccl.ncclReduceScatter(moec_at(s, %dULL), moec_at(s, %dULL), %d, MOEC_NCCL_FLOAT32, %s, s->comms[%d], s->comm_stream), %s); // %s\n",
+				in, call.Send, call.Recv, call.Count, red, call.Comm, q, call.Description)
 		case "ncclAllReduce":
-			fmt.Fprintf(w, "%sMOEC_NCCL(s, s->nccl.ncclAllReduce(moec_at(s, %dULL), moec_at(s, %dULL), %d, MOEC_NCCL_FLOAT32, %s, s->comm, s->comm_stream), %s); // %s\n",
-				in, call.Send, call.Recv, call.Count, red, q, call.Description)
+			fmt.Fprintf(w, "%sMOEC_NCCL(s, s->nccl.ncclAllReduce(moec_at(s, %dULL), moec_at(s, %dULL), %d, MOEC_NCCL_FLOAT32, %s, s->comms[%d], s->comm_stream), %s); // %s\n",
+				in, call.Send, call.Recv, call.Count, red, call.Comm, q, call.Description)
 		case "ncclSend":
-			fmt.Fprintf(w, "%sMOEC_NCCL(s, s->nccl.ncclSend(moec_at(s, %dULL), %d, MOEC_NCCL_FLOAT32, %d, s->comm, s->comm_stream), %s); // %s\n",
-				in, call.Send, call.Count, call.Peer, q, call.Description)
+			fmt.Fprintf(w, "%sMOEC_NCCL(s, s->nccl.ncclSend(moec_at(s, %dULL), %d, MOEC_NCCL_FLOAT32, %d, s->comms[%d], s->comm_stream), %s); // %s\n",
+				in, call.Send, call.Count, call.Peer, call.Comm, q, call.Description)
 		case "ncclRecv":
-			fmt.Fprintf(w, "%sMOEC_NCCL(s, s->nccl.ncclRecv(moec_at(s, %dULL), %d, MOEC_NCCL_FLOAT32, %d, s->comm, s->comm_stream), %s); // %s\n",
-				in, call.Recv, call.Count, call.Peer, q, call.Description)
+			fmt.Fprintf(w, "%sMOEC_NCCL(s, s->nccl.ncclRecv(moec_at(s, %dULL), %d, MOEC_NCCL_FLOAT32, %d, s->comms[%d], s->comm_stream), %s); // %s\n",
+				in, call.Recv, call.Count, call.Peer, call.Comm, q, call.Description)
 		}
 	}
 	if grouped {
@@ -158,11 +159,13 @@ const hostPublishNorm = `
 }
 `
 
-// hostComm is the C ABI of several ranks: rank 0's unique id, and each rank joining the
-// communicator with it (every rank at once: ncclCommInitRank returns when all have).
+// hostComm is the C ABI of several ranks: a new communicator's unique id (made by the first
+// rank of each group), and each rank joining its communicators with their ids, in
+// Lowered.Comms's order (each ncclCommInitRank returns when every rank of its group has
+// called it; every rank joins in the same global order).
 //
 //	moec_step_nccl_id(handle, id_out[128], err, errn)
-//	moec_step_join(handle, id[128], err, errn)
+//	moec_step_join(handle, ids[128 × MOEC_COMMS], err, errn)
 const hostComm = `// moec_step_nccl_id(handle, id_out, err, errn): a new communicator's unique id (128 bytes).
 extern "C" void moec_step_nccl_id(void **a, long long, long long) {
   moec_state *s = moec_handle(a[0]);
@@ -175,15 +178,39 @@ extern "C" void moec_step_nccl_id(void **a, long long, long long) {
   if (r != 0) moec_nccl_failed(s, r, "ncclGetUniqueId", "creating the communicator's id");
 }
 
-// moec_step_join(handle, id, err, errn): this rank joins the communicator of every rank.
+// moec_step_join(handle, ids, err, errn): this rank joins each of its groups'
+// communicators, one unique id (128 bytes) each in the program's order.
 extern "C" void moec_step_join(void **a, long long, long long) {
   moec_state *s = moec_handle(a[0]);
   if (!moec_enter(s, a[2], a[3])) return;
-  if (MOEC_WORLD == 1) return;
-  ncclUniqueId id;
-  memcpy(&id, a[1], sizeof id);
-  ncclResult_t r = s->nccl.ncclCommInitRank(&s->comm, MOEC_WORLD, id, MOEC_RANK);
-  if (r != 0) moec_nccl_failed(s, r, "ncclCommInitRank", "joining the communicator");
+  for (int k = 0; k < MOEC_COMMS; k++) {
+    ncclUniqueId id;
+    memcpy(&id, (const char *)a[1] + (size_t)k * sizeof id, sizeof id);
+    ncclResult_t r = s->nccl.ncclCommInitRank(&s->comms[k], moec_comm_size[k], id, moec_comm_rank[k]);
+    if (r != 0) {
+      char what[96];
+      snprintf(what, sizeof what, "joining communicator %d (%d ranks, as rank %d)", k, moec_comm_size[k], moec_comm_rank[k]);
+      moec_nccl_failed(s, r, "ncclCommInitRank", what);
+      return;
+    }
+  }
 }
 
 `
+
+// hostComms writes the program's communicators: how many (MOEC_COMMS), and each one's
+// ranks and this rank's place in it, in Lowered.Comms's order.
+func hostComms(w *strings.Builder, comms []Comm) {
+	fmt.Fprintf(w, "#define MOEC_COMMS %d\n", len(comms))
+	sizes, places := []string{}, []string{}
+	for k, c := range comms {
+		fmt.Fprintf(w, "// communicator %d: ranks %v (%s), this rank's place %d\n", k, c.Ranks, strings.Join(c.Axes, ", "), c.Index)
+		sizes = append(sizes, strconv.Itoa(len(c.Ranks)))
+		places = append(places, strconv.Itoa(c.Index))
+	}
+	if len(comms) == 0 {
+		sizes, places = []string{"1"}, []string{"0"}
+	}
+	fmt.Fprintf(w, "[[maybe_unused]] static const int moec_comm_size[%d] = {%s};\n", len(sizes), strings.Join(sizes, ", "))
+	fmt.Fprintf(w, "[[maybe_unused]] static const int moec_comm_rank[%d] = {%s};\n", len(places), strings.Join(places, ", "))
+}

@@ -18,6 +18,9 @@
 // A program of several ranks calls NCCL through a second table (moec_step_nccl.h), filled
 // from libnccl.so.2 opened at run time or, under the emulation, with stand-ins in which
 // the ranks are threads of one process; its collectives run on a communication stream
-// ordered by events (collective.go, collective_host.go): data and expert parallelism with
-// ZeRO 0–3 (zero3.go for ZeRO 3's gathers) and two pipeline stages (pipeline.go).
+// ordered by events (collective.go, collective_host.go), each on the communicator of its
+// own group's ranks (collective_groups.go: the tp and dp pairs of dp 2 × tp 2): data and
+// expert parallelism with ZeRO 0–3 (zero3.go for ZeRO 3's gathers), tensor parallelism
+// (collective_tp.go: the vocabulary-parallel loss's passes) and two pipeline stages
+// (pipeline.go).
 package cudastep

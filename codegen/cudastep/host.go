@@ -355,6 +355,7 @@ func HostProgram(l *Lowered) (string, error) {
 		}
 	}
 	pf("#define MOEC_WORLD %d\n#define MOEC_RANK %d\n#define MOEC_COLLECTIVES %d\n", p.Layout.World(), p.Rank, collectives)
+	hostComms(&w, l.Comms) // collective_host.go
 	pf("\n// The kernels the program launches, by number.\nstatic const char *const moec_kernel_names[MOEC_KERNELS] = {\n")
 	for _, k := range ks {
 		pf("    \"%s\",\n", k.Name)
@@ -628,6 +629,8 @@ const hostPrelude = `
 #define MOEC_WORLD 1
 #define MOEC_RANK 0
 #define MOEC_COLLECTIVES 0
+#define MOEC_COMMS 0
+[[maybe_unused]] static const int moec_comm_size[1] = {1}, moec_comm_rank[1] = {0};
 #endif
 
 typedef struct moec_state {
@@ -637,7 +640,7 @@ typedef struct moec_state {
   CUstream stream;
   CUmodule modules[MOEC_MAX_MODULES];
   moec_nccl nccl;          // several ranks: NCCL's entry points
-  ncclComm_t comm;         // the communicator of every rank (moec_step_join)
+  ncclComm_t comms[MOEC_COMMS + 1]; // one per group of ranks (moec_step_join)
   CUstream comm_stream;    // the collectives' stream
   CUevent ready;           // recorded on the compute stream before a collective
   CUevent done[MOEC_COLLECTIVES + 1]; // recorded on comm_stream after each collective
@@ -782,7 +785,8 @@ static int moec_enter(moec_state *s, void *err, void *errn) {
 
 static void moec_close_state(moec_state *s) {
   if (s->comm_stream) s->cu.cuStreamSynchronize(s->comm_stream);
-  if (s->comm) s->nccl.ncclCommDestroy(s->comm);
+  for (int k = 0; k < MOEC_COMMS; k++)
+    if (s->comms[k]) s->nccl.ncclCommDestroy(s->comms[k]);
   moec_nccl_unload(&s->nccl);
   for (int i = 0; i < MOEC_COLLECTIVES + 1; i++)
     if (s->done[i]) s->cu.cuEventDestroy(s->done[i]);

@@ -387,6 +387,54 @@ __global__ void dense_xent(float *logits, int *targets, float *dl, float *terms,
   }
 }
 
+// The vocabulary-parallel loss (tp: each rank holds a V-wide slice of the vocabulary from
+// first) in runtime/exec's three passes, the row maxima and sums all-reduced over tp in
+// between. Pass 1 (CrossEntropyMax): each row's largest logit of the slice. One warp per row.
+__global__ void dense_xent_max(float *logits, float *mx, int rows, int V) {
+  int r = blockIdx.x * DENSE_ROWS_PER_BLOCK + threadIdx.x / 32, lane = threadIdx.x & 31;
+  if (r >= rows) return;
+  const float *row = logits + (long long)r * V;
+  float m = row[0];
+  for (int j = lane; j < V; j += 32) m = moe_fmaxf(m, row[j]);
+  m = dense_warp_max(m);
+  if (lane == 0) mx[r] = m;
+}
+
+// Pass 2 (CrossEntropySum): st[2r] = Σ e^(logit − mx[r]) over the slice, st[2r+1] the
+// row's target logit when the slice holds it, else 0. One warp per row.
+__global__ void dense_xent_sum(float *logits, int *targets, float *mx, float *st, int rows, int V, int first) {
+  int r = blockIdx.x * DENSE_ROWS_PER_BLOCK + threadIdx.x / 32, lane = threadIdx.x & 31;
+  if (r >= rows) return;
+  const float *row = logits + (long long)r * V;
+  float m = mx[r], s = 0.f;
+  for (int j = lane; j < V; j += 32) s += moe_expf(row[j] - m);
+  s = dense_warp_sum(s);
+  if (lane != 0) return;
+  int t = targets[r] - first;
+  st[2 * r] = s;
+  st[2 * r + 1] = (t >= 0 && t < V) ? row[t] : 0.f;
+}
+
+// Pass 3 (CrossEntropy from the reduced mx and st): the row's term lse − target with
+// lse = mx + log st[2r], and the slice's gradient
+// (softmax − onehot)·scale as dense_xent's. One warp per row.
+__global__ void dense_xent_tp(float *logits, int *targets, float *mx, float *st, float *dl, float *terms, int rows, int V,
+                              int first, float scale) {
+  int r = blockIdx.x * DENSE_ROWS_PER_BLOCK + threadIdx.x / 32, lane = threadIdx.x & 31;
+  if (r >= rows) return;
+  float lse = mx[r] + moe_logf(st[2 * r]);
+  if (lane == 0) terms[r] = lse - st[2 * r + 1];
+  if (!dl) return;
+  const float *row = logits + (long long)r * V;
+  float *drow = dl + (long long)r * V;
+  int t = targets[r] - first;
+  for (int j = lane; j < V; j += 32) {
+    float v = moe_expf(row[j] - lse) * scale;
+    if (j == t) v -= scale;
+    drow[j] = v;
+  }
+}
+
 // The mean of the rows' terms, added in row order in double: loss[0] as float and the
 // double into the slot ce (two floats of a workspace) that the host reads. One thread.
 __global__ void dense_xent_mean(float *terms, float *loss, float *ce, int rows) {

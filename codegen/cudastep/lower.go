@@ -49,6 +49,9 @@ type Lowered struct {
 	// fused FlashAttention-2 kernels (kernels_flash.cu) instead of the score, softmax and
 	// weighted-sum ops; the others' fusion is not valid (FindFlashChain says why).
 	FusedAttention int
+	// Comms are the NCCL communicators the collectives run on, one per distinct group of
+	// ranks, sorted by their ranks (collective_groups.go); none on one rank.
+	Comms []Comm
 }
 
 // flashChains are the attention cores of p the fused kernels may run, by the index of each
@@ -201,6 +204,7 @@ func LowerWith(p *step.Program, m *program.Model, o Options) (*Lowered, error) {
 	if err := addExchangedFills(lw.out); err != nil { // moe_ep.go
 		return nil, err
 	}
+	sortComms(lw.out)                                    // collective_groups.go
 	if err := pairPipelineMessages(lw.out); err != nil { // pipeline.go
 		return nil, err
 	}
@@ -222,7 +226,7 @@ func supported(p *step.Program) error {
 		missing = append(missing, "distillation")
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("cudastep: %s/%s runs %s; the CUDA backend does not lower %v yet (one rank, data and expert parallelism with ZeRO 0–3, or two pipeline stages alone, without offload or the unified cache)",
+		return fmt.Errorf("cudastep: %s/%s runs %s; the CUDA backend does not lower %v yet (one rank; data, expert and tensor parallelism with ZeRO 0–3 and two pipeline stages; without offload or the unified cache)",
 			p.Model, p.Stage, l, missing)
 	}
 	return nil
@@ -386,8 +390,8 @@ func (lw *opLowerer) op(op *step.Op, ol *OpLaunches) error {
 	layerNorm := lw.m.Norm == program.LayerNorm
 	switch op.Kind {
 	case step.OpEmbed, step.OpEmbedBwd:
-		if op.Rows != step.RowsOfTokens && op.Rows != step.RowsOfPositions {
-			return fmt.Errorf("embedding rows %d are not lowered yet (decoding or a vocabulary-parallel table)", op.Rows)
+		if op.Rows != step.RowsOfTokens && op.Rows != step.RowsOfPositions && op.Rows != step.RowsOfVocabParallel {
+			return fmt.Errorf("embedding rows %d are not lowered yet (decoding)", op.Rows)
 		}
 		table, tok, x := in[1], in[0], out[0]
 		kernel := "dense_embed"
@@ -396,7 +400,11 @@ func (lw *opLowerer) op(op *step.Op, ol *OpLaunches) error {
 		}
 		w := lw.shape(table)[1]
 		rows, n := int(lw.n(table))/w, int(lw.n(tok))
-		sizes := []Arg{int32Arg(n), int32Arg(w), int32Arg(rows), int32Arg(0), int32Arg(lw.p.Batch.SeqLen), boolArg(op.Rows == step.RowsOfPositions)}
+		first := 0
+		if op.Rows == step.RowsOfVocabParallel {
+			first = lw.p.Coord.TP * rows // this tp rank's slice of the vocabulary, as runtime/exec's firstRow
+		}
+		sizes := []Arg{int32Arg(n), int32Arg(w), int32Arg(rows), int32Arg(first), int32Arg(lw.p.Batch.SeqLen), boolArg(op.Rows == step.RowsOfPositions)}
 		if op.Kind == step.OpEmbed {
 			add(Launch{Kernel: kernel, Grid: [3]int{n, 1, 1}, Block: [3]int{128, 1, 1},
 				Args: append([]Arg{lw.ints(tok), lw.buf(table), lw.buf(x)}, sizes...)})
@@ -563,7 +571,7 @@ func (lw *opLowerer) op(op *step.Op, ol *OpLaunches) error {
 			IntArg(I64, lw.n(in[1])), int32Arg(kind), boolArg(acc(0)), boolArg(len(out) > 1 && acc(1))))
 	case step.OpCrossEntropy:
 		if op.Pass != step.LossWhole || len(in) > 2 {
-			return fmt.Errorf("the vocabulary-parallel loss is not lowered yet")
+			return lw.crossEntropyTP(op, add) // collective_tp.go
 		}
 		V := lw.shape(in[0])[1]
 		rows := int(lw.n(in[0])) / V
@@ -583,7 +591,10 @@ func (lw *opLowerer) op(op *step.Op, ol *OpLaunches) error {
 		}
 		slots := 0
 		for _, pc := range pieces {
-			g, n := lw.countedGrad(pc) // collective.go
+			g, n := lw.countedGrad(pc)     // collective.go
+			if lw.tpReplicaElsewhere(pc) { // collective_tp.go
+				n = 0
+			}
 			if n <= 0 {
 				continue
 			}

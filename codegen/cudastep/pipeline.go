@@ -2,6 +2,7 @@ package cudastep
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/moec-dev/moec/compiler/step"
 )
@@ -32,14 +33,26 @@ const ppRecvWork = "pp_recv"
 
 // pointToPoint lowers a send or a receive between pipeline stages: one ncclSend of the
 // op's input to its peer, or one ncclRecv of its output from it, over the communicator of
-// every rank (Peer is a rank of the layout).
+// the rank's pipeline group (Peer is the peer's place in it).
 func (lw *opLowerer) pointToPoint(op *step.Op) (*Collective, error) {
 	p := lw.p
-	if p.Layout.World() != p.Layout.PP {
-		return nil, fmt.Errorf("%s between pipeline stages over %d ranks of %s: only pipeline parallelism alone (one NCCL communicator of the stages) is lowered yet", op.Kind, p.Layout.World(), p.Layout)
-	}
 	if op.Peer < 0 || op.Peer >= p.Layout.World() || op.Peer == p.Rank {
 		return nil, fmt.Errorf("%s with peer rank %d on rank %d of %d", op.Kind, op.Peer, p.Rank, p.Layout.World())
+	}
+	// The stages' communicator is the rank's pp group's (collective_groups.go): under
+	// dp × pp each pair of stages holding the same data-parallel shard has its own, and
+	// the peer is named by its place in that group.
+	ranks, err := members(p, "pp")
+	if err != nil {
+		return nil, err
+	}
+	peer := slices.Index(ranks, op.Peer)
+	if peer < 0 {
+		return nil, fmt.Errorf("%s to rank %d, which is not in rank %d's pipeline group %v", op.Kind, op.Peer, p.Rank, ranks)
+	}
+	comm, _, err := lw.groupComm("pp", ranks)
+	if err != nil {
+		return nil, err
 	}
 	bufs := op.In
 	if op.Kind == step.OpRecv {
@@ -55,9 +68,9 @@ func (lw *opLowerer) pointToPoint(op *step.Op) (*Collective, error) {
 	c := &Collective{Touches: [][2]int64{{buf.Offset, buf.Offset + buf.Bytes()}}}
 	what := fmt.Sprintf("%s, micro-batch %d", buf.Name, op.Micro)
 	if op.Kind == step.OpSend {
-		c.Calls = []NCCLCall{{Func: "ncclSend", Send: buf.Offset, Recv: -1, Count: buf.Elements(), Peer: op.Peer, Description: what + fmt.Sprintf(" to rank %d", op.Peer)}}
+		c.Calls = []NCCLCall{{Func: "ncclSend", Comm: comm, Send: buf.Offset, Recv: -1, Count: buf.Elements(), Peer: peer, Description: what + fmt.Sprintf(" to rank %d", op.Peer)}}
 	} else {
-		c.Calls = []NCCLCall{{Func: "ncclRecv", Send: -1, Recv: buf.Offset, Count: buf.Elements(), Peer: op.Peer, Description: what + fmt.Sprintf(" from rank %d", op.Peer)}}
+		c.Calls = []NCCLCall{{Func: "ncclRecv", Comm: comm, Send: -1, Recv: buf.Offset, Count: buf.Elements(), Peer: peer, Description: what + fmt.Sprintf(" from rank %d", op.Peer)}}
 	}
 	return c, nil
 }
@@ -118,9 +131,6 @@ func pipelineSupported(l step.Layout) []string {
 	var missing []string
 	if l.PP > 2 {
 		missing = append(missing, fmt.Sprintf("pipeline parallelism over more than two stages (pp %d: a middle stage's sends and receives are not grouped yet)", l.PP))
-	}
-	if l.World() != l.PP {
-		missing = append(missing, fmt.Sprintf("pipeline parallelism with other axes (pp %d of %d ranks: their collectives span part of the ranks, which needs a communicator per group)", l.PP, l.World()))
 	}
 	return missing
 }

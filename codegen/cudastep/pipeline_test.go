@@ -2,6 +2,7 @@ package cudastep
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -358,5 +359,88 @@ func TestPipelineRefusesUngroupedCrossing(t *testing.T) {
 	_, err = Lower(p, m)
 	if err == nil || !strings.Contains(err.Error(), "cannot be one NCCL group") {
 		t.Errorf("a send and another micro-batch's receive with an op between them: %v", err)
+	}
+}
+
+// TestPipelineBesideDataParallel: under dp 2 × pp 2 the stages' sends and receives go over
+// each pipeline pair's own communicator with the peer named by its place in it, and on
+// every communicator its members issue the same sequence of NCCL groups with matching
+// calls (a send of n floats to place q where q receives n floats from the sender's place;
+// the same collective with the same count on both), so no rank waits on a call its peer
+// never makes.
+func TestPipelineBesideDataParallel(t *testing.T) {
+	m := pipelineModel(t)
+	l := step.Layout{DP: 2, EP: 1, TP: 1, PP: 2}
+	lows := lowerAll(t, m, step.Batch{MicroBatch: 1, SeqLen: 8, Micro: 2}, l)
+	// Each rank's groups per communicator, by the communicator's ranks.
+	type call struct {
+		fn    string
+		count int64
+		peer  int // the peer's world rank; -1 for a collective
+	}
+	seqs := map[string]map[int][][]call{}
+	for r, low := range lows {
+		for _, ol := range low.Ops {
+			c := ol.Collective
+			if c == nil || len(c.Calls) == 0 {
+				continue
+			}
+			comm := low.Comms[c.Calls[0].Comm]
+			var group []call
+			for _, nc := range c.Calls {
+				if nc.Comm != c.Calls[0].Comm {
+					t.Fatalf("rank %d: one NCCL group over two communicators: %+v", r, c.Calls)
+				}
+				cl := call{fn: nc.Func, count: nc.Count, peer: -1}
+				if nc.Func == "ncclSend" || nc.Func == "ncclRecv" {
+					cl.peer = low.Comms[nc.Comm].Ranks[nc.Peer]
+					if cl.peer == r {
+						t.Fatalf("rank %d: %s to itself (place %d of %v)", r, nc.Func, nc.Peer, comm.Ranks)
+					}
+				}
+				group = append(group, cl)
+			}
+			key := comm.Key()
+			if seqs[key] == nil {
+				seqs[key] = map[int][][]call{}
+			}
+			seqs[key][r] = append(seqs[key][r], group)
+		}
+	}
+	pipes := 0
+	for key, byRank := range seqs {
+		var ranks []int
+		for r := range byRank {
+			ranks = append(ranks, r)
+		}
+		if len(ranks) != 2 {
+			t.Fatalf("communicator %s: groups from ranks %v, want its two members", key, ranks)
+		}
+		a, b := ranks[0], ranks[1]
+		if len(byRank[a]) != len(byRank[b]) {
+			t.Fatalf("communicator %s: rank %d issues %d groups, rank %d %d", key, a, len(byRank[a]), b, len(byRank[b]))
+		}
+		for k := range byRank[a] {
+			for _, pair := range [][2]int{{a, b}, {b, a}} {
+				for _, c := range byRank[pair[0]][k] {
+					var want call
+					switch c.fn {
+					case "ncclSend":
+						pipes++
+						want = call{fn: "ncclRecv", count: c.count, peer: pair[0]}
+					case "ncclRecv":
+						want = call{fn: "ncclSend", count: c.count, peer: pair[0]}
+					default:
+						want = c
+					}
+					if !slices.Contains(byRank[pair[1]][k], want) {
+						t.Errorf("communicator %s group %d: rank %d's %+v has no match on rank %d: %+v", key, k, pair[0], c, pair[1], byRank[pair[1]][k])
+					}
+				}
+			}
+		}
+	}
+	if pipes == 0 {
+		t.Fatal("no ncclSend between the stages")
 	}
 }

@@ -14,8 +14,9 @@
 // kernels on the CPU: how the generated step is checked against runtime/exec without a GPU.
 //
 // Several ranks (Ranks, OpenRanks) run in one process, one session per rank (rank r on
-// device r), joined in one NCCL communicator whose unique id rank 0 creates; under the
-// emulation the collectives meet at a rendezvous of the process's threads.
+// device r), joined in one NCCL communicator per group of ranks the programs communicate
+// over, whose unique id the group's first rank creates; under the emulation the
+// collectives meet at a rendezvous of the process's threads.
 //
 // Parameters live in the device arena at the offsets of the program's memory plan, the
 // same offsets runtime/exec's arena uses, so weights are copied buffer by buffer.

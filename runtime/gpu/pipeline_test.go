@@ -28,6 +28,21 @@ func TestEmulatedPipelineMatchesExecutor(t *testing.T) {
 	t.Logf("%v in all", time.Since(start))
 }
 
+// TestEmulatedDataPipelineMatchesExecutor: dp 2 × pp 2, four ranks: each pipeline pair
+// sends over its own communicator while the data-parallel pairs reduce the stages'
+// gradients (in buckets during the last backward) over theirs.
+func TestEmulatedDataPipelineMatchesExecutor(t *testing.T) {
+	if os.Getenv("MOEC_LONG_EMULATION") == "" {
+		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (four ranks' generated steps compiled: several minutes); codegen/cudastep's TestPipelineBesideDataParallel holds the lowering by default")
+	}
+	t.Setenv("MOEC_EMU_STREAMS", "eager-comm")
+	start := time.Now()
+	m, cfg := hunyuanTiny(t, 1)
+	m.Attention.ShareWeights = 1
+	matchRanks(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 2}, step.Layout{DP: 2, EP: 1, TP: 1, PP: 2}, cfg, 2)
+	t.Logf("%v in all", time.Since(start))
+}
+
 // TestEmulatedZeRO3MatchesExecutor: two data-parallel ranks under ZeRO 3: each layer's
 // weights gathered from the ranks' flat shards before its forward and again before its
 // backward (grouped ncclSend and ncclRecv, the rank's own part copied on the compute

@@ -14,7 +14,9 @@ import (
 
 // Ranks are the sessions of every rank of one layout, in this process: one generated
 // step per rank (rank r on device r, or on the emulation's device r), joined in one NCCL
-// communicator whose unique id rank 0 creates and hands to the others in memory. Under the
+// communicator per group of ranks the programs communicate over (every rank, or a part:
+// the tp pairs of dp 2 × tp 2), whose unique id the group's first rank creates and hands
+// to the others in memory. Under the
 // emulation the ranks' collectives meet at a rendezvous of the process's threads.
 type Ranks struct {
 	Sessions []*Session
@@ -73,15 +75,36 @@ func OpenRanks(ctx context.Context, progs []*step.Program, m *program.Model, o O
 	return rs, nil
 }
 
-// join creates the communicator's unique id on rank 0 and makes every rank join it, all
-// at once (ncclCommInitRank returns when every rank has called it).
+// join creates one unique id per group of ranks the programs communicate over (on the
+// group's first rank) and makes every rank join its groups' communicators with them, all
+// ranks at once (ncclCommInitRank returns when every rank of its group has called it;
+// each rank joins its communicators in the lowering's order, the same on every rank).
 func (rs *Ranks) join() error {
-	id := make([]byte, 128)
-	if err := rs.Sessions[0].call("moec_step_nccl_id", id); err != nil {
-		return fmt.Errorf("gpu: rank 0: %w", err)
+	ids := map[string][]byte{}
+	for r, s := range rs.Sessions {
+		for _, c := range s.low.Comms {
+			if _, ok := ids[c.Key()]; ok {
+				continue
+			}
+			if c.Ranks[0] < 0 || c.Ranks[0] >= len(rs.Sessions) {
+				return fmt.Errorf("gpu: rank %d's communicator over ranks %v names a rank the layout lacks", r, c.Ranks)
+			}
+			id := make([]byte, 128)
+			if err := rs.Sessions[c.Ranks[0]].call("moec_step_nccl_id", id); err != nil {
+				return fmt.Errorf("gpu: rank %d, the communicator of ranks %v: %w", c.Ranks[0], c.Ranks, err)
+			}
+			ids[c.Key()] = id
+		}
 	}
 	return rs.each(func(r int, s *Session) error {
-		if err := s.call("moec_step_join", id); err != nil {
+		all := make([]byte, 0, 128*len(s.low.Comms))
+		for _, c := range s.low.Comms {
+			all = append(all, ids[c.Key()]...)
+		}
+		if len(all) == 0 {
+			all = make([]byte, 128) // a rank without collectives joins nothing
+		}
+		if err := s.call("moec_step_join", all); err != nil {
 			return fmt.Errorf("gpu: rank %d: %w", r, err)
 		}
 		return nil

@@ -184,6 +184,49 @@ func TestEmulatedZeROMatchesExecutor(t *testing.T) {
 	}
 }
 
+// TestEmulatedTensorParallelMatchesExecutor: hunyuan_tiny's dense stage (without talking
+// heads, which tp cannot split) on two tensor-parallel ranks: the column- and row-parallel
+// products' all-reduces forward and backward, the vocabulary-parallel embedding and
+// cross-entropy (the row maxima and sums all-reduced over tp between its passes) and the
+// global norm counting the replicated tensors once, as runtime/exec's ranks do.
+func TestEmulatedTensorParallelMatchesExecutor(t *testing.T) {
+	if os.Getenv("MOEC_LONG_EMULATION") == "" {
+		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (two ranks' generated steps compiled: over two minutes on a loaded machine); TestGroupCommunicators (codegen/cudastep) checks the lowering by default")
+	}
+	m, cfg := hunyuanTiny(t, 1)
+	m.Attention.TalkingHeads = false
+	matchRanks(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 1}, step.Layout{DP: 1, EP: 1, TP: 2, PP: 1}, cfg, 2)
+}
+
+// TestEmulatedDataTensorParallelMatchesExecutor: dp 2 × tp 2 (four ranks): the tp
+// all-reduces run on the communicators of the tp pairs {0, 1} and {2, 3}, the gradients'
+// on those of the dp pairs {0, 2} and {1, 3}, none over every rank. Under ZeRO 1 the
+// shards are exchanged within the dp pairs, each rank sending as its place in its pair.
+func TestEmulatedDataTensorParallelMatchesExecutor(t *testing.T) {
+	if os.Getenv("MOEC_LONG_EMULATION") == "" {
+		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (four ranks' generated steps compiled: about five minutes a case)")
+	}
+	m, cfg := hunyuanTiny(t, 1)
+	m.Attention.TalkingHeads = false
+	for _, zero := range []int{0, 1} {
+		t.Run(fmt.Sprintf("zero %d", zero), func(t *testing.T) {
+			matchRanks(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 1}, step.Layout{DP: 2, EP: 1, TP: 2, PP: 1, ZeRO: zero}, cfg, 2)
+		})
+	}
+}
+
+// TestEmulatedExpertDataParallelPairsMatchExecutor: dp 4 × ep 2 (four ranks): the slot
+// exchange on the ep pairs {0, 1} and {2, 3}, the experts' gradients summed on the expert
+// data-parallel pairs {0, 2} and {1, 3}, the dense gradients over all four: three
+// communicators a rank, two of them over part of the ranks.
+func TestEmulatedExpertDataParallelPairsMatchExecutor(t *testing.T) {
+	if os.Getenv("MOEC_LONG_EMULATION") == "" {
+		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (four ranks' generated steps compiled: minutes)")
+	}
+	m, cfg := hunyuanTiny(t, 4)
+	matchRanks(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 1}, step.Layout{DP: 4, EP: 2, TP: 1, PP: 1}, cfg, 2)
+}
+
 // TestDeviceBuildRanks compiles rank 0 of an expert-parallel layout for a GPU: the host
 // program with its collectives (ncclAllReduce, grouped ncclSend and ncclRecv, the streams
 // and events) and the libcuda.so.1 and libnccl.so.2 fillings of its tables, warnings as

@@ -1,10 +1,12 @@
 // The NCCL table filled with CPU stand-ins: the ranks are threads of one process (one
 // emulated device each) and a communicator is their meeting point, whose address the
-// unique id carries. A collective is queued on its stream like a kernel; when the stream
-// runs it, the rank deposits its buffers, waits for every rank, computes its own result
-// from all of theirs, and waits again before it writes it (so a rank never writes a buffer
-// a peer still reads). The sums are runtime/exec's (exec.Kernels.AllReduce): each element
-// summed in double over the ranks in rank order, rounded once to float. Sends and receives
+// unique id carries (one per group of ranks: a rank holds a communicator for each group it
+// communicates over, its NCCL rank its place in the group). A collective is queued on its
+// stream like a kernel; when the stream runs it, the rank deposits its buffers, waits for
+// every rank, computes its own result from all of theirs, and waits again before it writes
+// it (so a rank never writes a buffer a peer still reads). The sums are runtime/exec's
+// (exec.Kernels.AllReduce): each element summed in double over the ranks in the group's
+// order, rounded once to float. Sends and receives
 // between ncclGroupStart and ncclGroupEnd meet as one exchange: the k-th send from a rank
 // to a peer fills the peer's k-th receive from it. MOEC_EMU_NCCL_TIMEOUT (seconds, default
 // 300) bounds a wait for the other ranks; past it the process stops with a message saying
