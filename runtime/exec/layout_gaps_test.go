@@ -41,7 +41,10 @@ func TestGapLayoutsTrainAlike(t *testing.T) {
 	// all-reduced in float32) push their weights apart. With eps 1e-4 the same six steps
 	// stay within 1e-6 of one rank's (tensors and losses), so these cases train with it
 	// and are held to the same 1e-5 as the rest: a misplaced all-reduce still strays by
-	// order one.
+	// order one. Tied pp2 tp2 is the same case on CPUs whose product kernels round
+	// otherwise: on an AVX2-only AMD EPYC, eps 1e-8 left layer 3's o_proj 1.16e-5 from
+	// one rank's after six steps (one step's gradients within 8.2e-7); AVX-512 CPUs stayed
+	// under 1e-5.
 	cases := []struct {
 		name   string
 		edit   func(*program.Model)
@@ -52,7 +55,7 @@ func TestGapLayoutsTrainAlike(t *testing.T) {
 		{"tied pp2", tied, step.Layout{DP: 1, EP: 1, TP: 1, PP: 2}, 1e-5, 0},
 		{"tied pp2 dp2", tied, step.Layout{DP: 2, EP: 1, TP: 1, PP: 2}, 1e-5, 0},
 		{"tied pp2 dp2 zero2", tied, step.Layout{DP: 2, EP: 1, TP: 1, PP: 2, ZeRO: 2}, 1e-5, 0},
-		{"tied pp2 tp2", tied, step.Layout{DP: 1, EP: 1, TP: 2, PP: 2}, 1e-5, 0},
+		{"tied pp2 tp2", tied, step.Layout{DP: 1, EP: 1, TP: 2, PP: 2}, 1e-5, 1e-4},
 		{"tied pp2 unified cache", tied, step.Layout{DP: 1, EP: 1, TP: 1, PP: 2, Cache: step.Cache{Page: 4096, Budget: 1 << 30}}, 1e-5, 0},
 		{"qk_norm full tp2", qkFull, step.Layout{DP: 1, EP: 1, TP: 2, PP: 1}, 1e-5, 1e-4},
 		{"qk_norm full tp2 sp", qkFull, step.Layout{DP: 1, EP: 1, TP: 2, PP: 1, SequenceParallel: true}, 1e-5, 1e-4},
