@@ -99,9 +99,9 @@ const (
 
 // Lower lowers p (one rank's program of m's stage) to kernel launches and, for several
 // ranks, NCCL calls (collective.go; pipeline.go for pp 2's sends and receives, zero3.go for
-// ZeRO 3's gathers). Layouts with tensor parallelism, more than two pipeline stages or
-// pipeline stages beside other axes, offload or the unified cache are not lowered yet; any
-// such is an error saying so.
+// ZeRO 3's gathers, collective_tp.go for tensor parallelism's own passes). Layouts with
+// sequence parallelism, more than two pipeline stages, offload or the unified cache are
+// not lowered yet; any such is an error saying so.
 func Lower(p *step.Program, m *program.Model) (*Lowered, error) {
 	return LowerWith(p, m, Options{})
 }
