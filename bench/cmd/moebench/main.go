@@ -250,8 +250,12 @@ func (d *driver) child(j job) (measurement, error) {
 		return m, fmt.Errorf("%s %s printed %q: %w", m.Side, j.mode, out.String(), err)
 	}
 	d.raw = append(d.raw, m)
-	fmt.Fprintf(d.log, "  %-13s %-7s %-5s %-8s %-7s %10.1f tok/s %8.1f GFLOP/s %7.0f MiB %s\n", m.Side, j.mode, size, j.coretype,
-		j.impl, m.Result.TokensPerS, m.Result.GFLOPS, float64(m.MaxRSSKiB)/1024, m.Setting)
+	rate := fmt.Sprintf("%10.1f tok/s %8.1f GFLOP/s", m.Result.TokensPerS, m.Result.GFLOPS)
+	if m.Result.GBps > 0 {
+		rate = fmt.Sprintf("%10.1f GB/s (weights streamed)", m.Result.GBps)
+	}
+	fmt.Fprintf(d.log, "  %-13s %-7s %-5s %-8s %-7s %s %7.0f MiB %s\n", m.Side, j.mode, size, j.coretype,
+		j.impl, rate, float64(m.MaxRSSKiB)/1024, m.Setting)
 	return m, nil
 }
 
