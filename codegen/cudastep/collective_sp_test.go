@@ -20,65 +20,63 @@ import (
 // norms' tp sum (go test -update rewrites it).
 func TestSequenceParallelCollectives(t *testing.T) {
 	var listing strings.Builder
-	for _, experts := range []int{1} {
-		m := tinyStage(t, 2, experts)
-		m.Attention.TalkingHeads = false // tensor parallelism splits the heads
-		l := step.Layout{DP: 1, EP: 1, TP: 2, PP: 1, SequenceParallel: true}
-		progs, err := step.Lower(m, step.Batch{MicroBatch: 1, SeqLen: 8, Micro: 1}, l)
+	m := tinyStage(t, 2, 1)
+	m.Attention.TalkingHeads = false // tensor parallelism splits the heads
+	l := step.Layout{DP: 1, EP: 1, TP: 2, PP: 1, SequenceParallel: true}
+	progs, err := step.Lower(m, step.Batch{MicroBatch: 1, SeqLen: 8, Micro: 1}, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range progs {
+		low, err := Lower(p, m)
+		if err != nil {
+			t.Fatalf("rank %d: %v", p.Rank, err)
+		}
+		if len(low.Comms) != 1 || len(low.Comms[0].Ranks) != 2 || low.Comms[0].Index != p.Coord.TP {
+			t.Fatalf("rank %d: communicators %v, want the tp pair with the rank at its tp place", p.Rank, low.Comms)
+		}
+		host, err := HostProgram(low)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, p := range progs {
-			low, err := Lower(p, m)
-			if err != nil {
-				t.Fatalf("experts %d, rank %d: %v", experts, p.Rank, err)
-			}
-			if len(low.Comms) != 1 || len(low.Comms[0].Ranks) != 2 || low.Comms[0].Index != p.Coord.TP {
-				t.Fatalf("experts %d, rank %d: communicators %v, want the tp pair with the rank at its tp place", experts, p.Rank, low.Comms)
-			}
-			host, err := HostProgram(low)
-			if err != nil {
-				t.Fatal(err)
-			}
-			counts := map[string]int{}
-			for i, ol := range low.Ops {
-				op := &p.Ops[i]
-				if op.Kind == step.OpSeqSlice {
-					counts["seq_slice"]++
-					if len(ol.Launches) != 1 || ol.Launches[0].Args[1].Offset != int64(p.Coord.TP)*p.Buffers[op.Out[0]].Elements() {
-						t.Errorf("experts %d, rank %d: seq_slice op %d lowers to %+v", experts, p.Rank, i, ol.Launches)
-					}
-					continue
+		counts := map[string]int{}
+		for i, ol := range low.Ops {
+			op := &p.Ops[i]
+			if op.Kind == step.OpSeqSlice {
+				counts["seq_slice"]++
+				if len(ol.Launches) != 1 || ol.Launches[0].Args[1].Offset != int64(p.Coord.TP)*p.Buffers[op.Out[0]].Elements() {
+					t.Errorf("rank %d: seq_slice op %d lowers to %+v", p.Rank, i, ol.Launches)
 				}
-				if !op.Sequence() && !(op.Kind == step.OpAllReduce && op.Phase == step.Reduce) {
-					continue
+				continue
+			}
+			if !op.Sequence() && !(op.Kind == step.OpAllReduce && op.Phase == step.Reduce) {
+				continue
+			}
+			c := ol.Collective
+			if c == nil || len(c.Calls) == 0 {
+				t.Fatalf("rank %d: op %d (%s %s) has no NCCL calls", p.Rank, i, op.Kind, op.Attr)
+			}
+			in, out := p.Buffers[op.In[0]], p.Buffers[op.Out[0]]
+			for _, call := range c.Calls {
+				counts[call.Func]++
+				switch {
+				case op.Kind == step.OpAllGather && (call.Func != "ncclAllGather" || call.Count != in.Elements() || call.Send != in.Offset || call.Recv != out.Offset):
+					t.Errorf("rank %d: all_gather op %d of %s into %s lowers to %+v", p.Rank, i, in.Name, out.Name, call)
+				case op.Kind == step.OpReduceScatter && (call.Func != "ncclReduceScatter" || call.Count != out.Elements() || call.Send != in.Offset || call.Recv != out.Offset):
+					t.Errorf("rank %d: reduce_scatter op %d of %s into %s lowers to %+v", p.Rank, i, in.Name, out.Name, call)
 				}
-				c := ol.Collective
-				if c == nil || len(c.Calls) == 0 {
-					t.Fatalf("experts %d, rank %d: op %d (%s %s) has no NCCL calls", experts, p.Rank, i, op.Kind, op.Attr)
-				}
-				in, out := p.Buffers[op.In[0]], p.Buffers[op.Out[0]]
-				for _, call := range c.Calls {
-					counts[call.Func]++
-					switch {
-					case op.Kind == step.OpAllGather && (call.Func != "ncclAllGather" || call.Count != in.Elements() || call.Send != in.Offset || call.Recv != out.Offset):
-						t.Errorf("experts %d, rank %d: all_gather op %d of %s into %s lowers to %+v", experts, p.Rank, i, in.Name, out.Name, call)
-					case op.Kind == step.OpReduceScatter && (call.Func != "ncclReduceScatter" || call.Count != out.Elements() || call.Send != in.Offset || call.Recv != out.Offset):
-						t.Errorf("experts %d, rank %d: reduce_scatter op %d of %s into %s lowers to %+v", experts, p.Rank, i, in.Name, out.Name, call)
-					}
-					if p.Rank == 1 {
-						fmt.Fprintf(&listing, "op %d (%s %s over %s): %s, %d floats: %s\n",
-							i, op.Phase, op.Kind, op.Group, call.Func, call.Count, call.Description)
-					}
+				if p.Rank == 1 {
+					fmt.Fprintf(&listing, "op %d (%s %s over %s): %s, %d floats: %s\n",
+						i, op.Phase, op.Kind, op.Group, call.Func, call.Count, call.Description)
 				}
 			}
-			for _, f := range []string{"ncclAllGather", "ncclReduceScatter", "ncclAllReduce"} {
-				if counts[f] == 0 {
-					t.Errorf("experts %d, rank %d: no %s among the sequence-parallel calls %v", experts, p.Rank, f, counts)
-				}
-				if strings.Count(host, f+"(") < counts[f] {
-					t.Errorf("experts %d, rank %d: the host program calls %s %d times, the lowering %d", experts, p.Rank, f, strings.Count(host, f+"("), counts[f])
-				}
+		}
+		for _, f := range []string{"ncclAllGather", "ncclReduceScatter", "ncclAllReduce"} {
+			if counts[f] == 0 {
+				t.Errorf("rank %d: no %s among the sequence-parallel calls %v", p.Rank, f, counts)
+			}
+			if strings.Count(host, f+"(") < counts[f] {
+				t.Errorf("rank %d: the host program calls %s %d times, the lowering %d", p.Rank, f, strings.Count(host, f+"("), counts[f])
 			}
 		}
 	}
