@@ -2,11 +2,14 @@ package cudastep
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 
 	"golang.org/x/tools/txtar"
 
+	"github.com/moec-dev/moec/compiler/check"
+	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/step"
 	"github.com/moec-dev/moec/internal/golden"
 )
@@ -84,4 +87,55 @@ func TestSequenceParallelCollectives(t *testing.T) {
 		Comment: []byte("hunyuan_tiny's dense stage cut to two layers, without talking heads, on\ntp 2 with sequence parallelism: rank 1's sequence-parallel NCCL calls and the tp sums of the\nreduce phase, op by op.\nRegenerate with go test ./codegen/cudastep -run TestSequenceParallelCollectives -update.\n"),
 		Files:   []txtar.File{{Name: "calls", Data: []byte(listing.String())}},
 	}, *update)
+}
+
+// TestSequenceParallelSliceLatentAttention: deepseek_tiny's first (dense, latent-attention)
+// layer under tp 2 with sequence parallelism gathers the normalised stream whole before
+// its projections; that gather's backward is a seq_slice, which lowers on each rank to one
+// dense_copy (or dense_accumulate) from the rank's rows of the whole gradient, at
+// tp · its elements.
+func TestSequenceParallelSliceLatentAttention(t *testing.T) {
+	src, err := os.ReadFile("../../examples/deepseek_tiny.moe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	prog, _, ds := check.Load("deepseek_tiny.moe", func(string) ([]byte, error) { return src, nil })
+	if ds.HasErrors() {
+		t.Fatalf("%v", ds)
+	}
+	m := program.StageModel(prog.Models["deepseek_tiny"], &program.Stage{Experts: 8})
+	m.Layers = 1 // first_dense = 1: the dense latent-attention layer
+	progs, err := step.Lower(m, step.Batch{MicroBatch: 1, SeqLen: 8, Micro: 1}, step.Layout{DP: 1, EP: 1, TP: 2, PP: 1, SequenceParallel: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range progs {
+		low, err := Lower(p, m)
+		if err != nil {
+			t.Fatalf("rank %d: %v", p.Rank, err)
+		}
+		slices := 0
+		for i, ol := range low.Ops {
+			op := &p.Ops[i]
+			if op.Kind != step.OpSeqSlice {
+				continue
+			}
+			slices++
+			n := p.Buffers[op.Out[0]].Elements()
+			want := "dense_copy"
+			if op.Accumulates(0) {
+				want = "dense_accumulate"
+			}
+			if len(ol.Launches) != 1 || ol.Launches[0].Kernel != want {
+				t.Fatalf("rank %d: seq_slice op %d lowers to %+v, want one %s", p.Rank, i, ol.Launches, want)
+			}
+			args := ol.Launches[0].Args
+			if args[0].Buf != op.Out[0] || args[1].Buf != op.In[0] || args[1].Offset != int64(p.Coord.TP)*n || args[2].Int != n {
+				t.Errorf("rank %d: seq_slice op %d of %d values copies %+v", p.Rank, i, n, args)
+			}
+		}
+		if slices == 0 {
+			t.Errorf("rank %d: no seq_slice in the program", p.Rank)
+		}
+	}
 }
