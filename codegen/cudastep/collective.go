@@ -64,9 +64,6 @@ func isCollective(k step.OpKind) bool {
 // does not lower yet; nil for one rank.
 func collectivesSupported(l step.Layout) []string {
 	var missing []string
-	if l.TP > 1 && l.SequenceParallel {
-		missing = append(missing, fmt.Sprintf("sequence parallelism (tp %d: the all_gather and reduce_scatter along the tokens)", l.TP))
-	}
 	missing = append(missing, pipelineSupported(l)...) // pipeline.go
 	return missing
 }
@@ -89,9 +86,6 @@ func (lw *opLowerer) collective(op *step.Op) (*Collective, error) {
 	p := lw.p
 	if op.Kind == step.OpSend || op.Kind == step.OpRecv {
 		return lw.pointToPoint(op) // pipeline.go
-	}
-	if op.Sequence() {
-		return nil, fmt.Errorf("the sequence-parallel %s is not lowered to NCCL yet", op.Kind)
 	}
 	ranks, err := members(p, op.Group)
 	if err != nil {
@@ -122,6 +116,9 @@ func (lw *opLowerer) collective(op *step.Op) (*Collective, error) {
 			c.Calls[i].Comm = comm
 		}
 	}()
+	if op.Sequence() {
+		return c, lw.sequenceCollective(op, pos, c) // collective_sp.go
+	}
 	switch op.Kind {
 	case step.OpAllReduce:
 		if !slices.Equal(op.In, op.Out) {

@@ -56,6 +56,9 @@ func (ce *commEmitter) emit(w *strings.Builder, in string, c *Collective, i int,
 		case "ncclReduceScatter":
 			fmt.Fprintf(w, "%sMOEC_NCCL(s, s->nccl.ncclReduceScatter(moec_at(s, %dULL), moec_at(s, %dULL), %d, MOEC_NCCL_FLOAT32, %s, s->comms[%d], s->comm_stream), %s); // %s\n",
 				in, call.Send, call.Recv, call.Count, red, call.Comm, q, call.Description)
+		case "ncclAllGather":
+			fmt.Fprintf(w, "%sMOEC_NCCL(s, s->nccl.ncclAllGather(moec_at(s, %dULL), moec_at(s, %dULL), %d, MOEC_NCCL_FLOAT32, s->comms[%d], s->comm_stream), %s); // %s\n",
+				in, call.Send, call.Recv, call.Count, call.Comm, q, call.Description)
 		case "ncclAllReduce":
 			fmt.Fprintf(w, "%sMOEC_NCCL(s, s->nccl.ncclAllReduce(moec_at(s, %dULL), moec_at(s, %dULL), %d, MOEC_NCCL_FLOAT32, %s, s->comms[%d], s->comm_stream), %s); // %s\n",
 				in, call.Send, call.Recv, call.Count, red, call.Comm, q, call.Description)

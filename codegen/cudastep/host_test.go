@@ -66,8 +66,8 @@ func TestHostProgramGolden(t *testing.T) {
 	}, *update)
 }
 
-// TestRefusesLayoutsNotLoweredYet: sequence parallelism, more than two pipeline stages, the offloaded optimizer and the unified cache are errors that
-// say what is not lowered yet (tensor parallelism without sequence parallelism is lowered).
+// TestRefusesLayoutsNotLoweredYet: more than two pipeline stages, the offloaded optimizer and the unified cache are errors that
+// say what is not lowered yet (tensor and sequence parallelism are lowered).
 func TestRefusesLayoutsNotLoweredYet(t *testing.T) {
 	m := tinyStage(t, 4, 1)
 	m.Attention.TalkingHeads = false // tensor parallelism splits the heads
@@ -77,7 +77,6 @@ func TestRefusesLayoutsNotLoweredYet(t *testing.T) {
 		layout step.Layout
 		want   string
 	}{
-		{step.Layout{DP: 1, EP: 1, TP: 2, PP: 1, SequenceParallel: true}, "sequence parallelism"},
 		{step.Layout{DP: 1, EP: 1, TP: 1, PP: 4}, "pipeline parallelism over more than two stages"},
 		{step.Layout{DP: 1, EP: 1, TP: 1, PP: 1, OffloadOpt: true}, "the offloaded optimizer"},
 	} {

@@ -457,6 +457,8 @@ func (lw *opLowerer) op(op *step.Op, ol *OpLaunches) error {
 		}
 	case step.OpCopy:
 		add(denseElementwise("dense_copy", lw.n(out[0]), lw.buf(out[0]), lw.buf(in[0]), IntArg(I64, lw.n(out[0]))))
+	case step.OpSeqSlice: // sequence parallelism: this tp rank's rows of a whole value (collective_sp.go)
+		return lw.seqSlice(op, add)
 	case step.OpRotary, step.OpRotaryBwd:
 		tab := lw.ropeTable()
 		tokens := lw.p.Batch.MicroBatch * lw.p.Batch.SeqLen

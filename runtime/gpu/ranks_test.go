@@ -198,6 +198,20 @@ func TestEmulatedTensorParallelMatchesExecutor(t *testing.T) {
 	matchRanks(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 1}, step.Layout{DP: 1, EP: 1, TP: 2, PP: 1}, cfg, 2)
 }
 
+// TestEmulatedSequenceParallelMatchesExecutor: the same two tensor-parallel ranks with
+// sequence parallelism: the norms and residuals on each rank's half of the tokens, the
+// all_gather along the tokens before the column-parallel products (ncclAllGather) and the
+// reduce_scatter after the row-parallel ones (ncclReduceScatter), their transposes in the
+// backward, and the norms' gradients summed over tp, as runtime/exec's ranks do.
+func TestEmulatedSequenceParallelMatchesExecutor(t *testing.T) {
+	if os.Getenv("MOEC_LONG_EMULATION") == "" {
+		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (two ranks' generated steps compiled: minutes on a loaded machine); TestSequenceParallelCollectives (codegen/cudastep) checks the lowering by default")
+	}
+	m, cfg := hunyuanTiny(t, 1)
+	m.Attention.TalkingHeads = false
+	matchRanks(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 1}, step.Layout{DP: 1, EP: 1, TP: 2, PP: 1, SequenceParallel: true}, cfg, 2)
+}
+
 // TestEmulatedDataTensorParallelMatchesExecutor: dp 2 × tp 2 (four ranks): the tp
 // all-reduces run on the communicators of the tp pairs {0, 1} and {2, 3}, the gradients'
 // on those of the dp pairs {0, 2} and {1, 3}, none over every rank. Under ZeRO 1 the
