@@ -411,7 +411,7 @@ func newSchema() *schema {
 		enum("offload", "none", []string{"none", "cpu", "nvme"}, "where optimizer states live"),
 		optional(&keySpec{name: "bucket", typ: keyType{kind: tyBytes}, limit: positive, rangeCode: diag.CodeBadMemory,
 			rangeHelp: "write a size such as bucket = 25MiB (PyTorch DDP's default), or leave bucket out for the default",
-			doc: "data-parallel gradient all-reduce bucket (ZeRO 0 and 1) [25MiB, at least 4 buckets per group]"}),
+			doc:       "data-parallel gradient all-reduce bucket (ZeRO 0 and 1) [25MiB, at least 4 buckets per group]"}),
 	}}
 	unified := &blockSpec{kind: "unified_cache", positional: []string{"page", "eviction"}, keys: []*keySpec{
 		{name: "page", typ: keyType{kind: tyBytes}, def: "4MiB", limit: positive, doc: "cache page size"},
