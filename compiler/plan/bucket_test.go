@@ -4,8 +4,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/moec-dev/moec/compiler/check"
 	"golang.org/x/tools/txtar"
+
+	"github.com/moec-dev/moec/compiler/check"
 )
 
 // TestGradBucketSetting: the train block's zero(bucket = …) replaces the planner's
