@@ -177,8 +177,8 @@ func TestPipelineStreamsAndEvents(t *testing.T) {
 	}, *update)
 }
 
-// TestZeRO3GatherStreamsAndEvents: on two data-parallel ranks under ZeRO 3, layer 0's
-// gather copies the rank's own part of each tensor on the compute stream before the event
+// TestZeRO3GatherStreamsAndEvents: on two data-parallel ranks under ZeRO 3, layer 1's
+// gather (prefetched before layer 0's compute, which runs beside it) copies the rank's own part of each tensor on the compute stream before the event
 // the communication stream waits for, then sends its parts and receives the other's in
 // one group, and the compute stream waits for it before the first op that reads a
 // gathered tensor. testdata/collective_zero3.txtar holds rank 0's host program from the

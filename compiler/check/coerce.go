@@ -162,7 +162,8 @@ func (r *resolver) inRange(spec *keySpec, v value, rng diag.Range) bool {
 		bad = one < 0
 	}
 	if bad {
-		r.errorf(code, rng, "%s = %s is out of range: it %s", spec.name, v, spec.limit)
+		d := r.errorf(code, rng, "%s = %s is out of range: it %s", spec.name, v, spec.limit)
+		d.Suggestion = spec.rangeHelp
 		return false
 	}
 	if spec.max > 0 && v.num.Cmp(big.NewRat(spec.max, 1)) > 0 {

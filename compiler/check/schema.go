@@ -137,6 +137,8 @@ type keySpec struct {
 	defCode diag.Code
 	// rangeCode replaces E0221 for range errors that have a rule of their own.
 	rangeCode diag.Code
+	// rangeHelp, when set, is the suggestion a range error carries.
+	rangeHelp string
 	// max, when > 0, is the largest value the key accepts, and maxWhy says why (see the
 	// size bounds below).
 	max    int64
@@ -407,6 +409,9 @@ func newSchema() *schema {
 	zero := &blockSpec{kind: "zero", positional: []string{"stage", "offload"}, keys: []*keySpec{
 		{name: "stage", typ: keyType{kind: tyInt}, def: "1", oneOf: []int64{0, 1, 2, 3}, rangeCode: diag.CodeBadMemory, doc: "ZeRO stage"},
 		enum("offload", "none", []string{"none", "cpu", "nvme"}, "where optimizer states live"),
+		optional(&keySpec{name: "bucket", typ: keyType{kind: tyBytes}, limit: positive, rangeCode: diag.CodeBadMemory,
+			rangeHelp: "write a size such as bucket = 25MiB (PyTorch DDP's default), or leave bucket out for the default",
+			doc:       "data-parallel gradient all-reduce bucket (ZeRO 0 and 1) [25MiB, at least 4 buckets per group]"}),
 	}}
 	unified := &blockSpec{kind: "unified_cache", positional: []string{"page", "eviction"}, keys: []*keySpec{
 		{name: "page", typ: keyType{kind: tyBytes}, def: "4MiB", limit: positive, doc: "cache page size"},

@@ -94,6 +94,9 @@ func (c *checker) resolveTrains() {
 		if m := s.call("memory"); m != nil {
 			t.Memory = program.MemoryStrategy{Kind: program.MemoryKind(m.spec.kind), ZeROStage: m.int("stage"), Offload: program.Offload(m.str("offload")),
 				CachePage: m.i64("page"), Eviction: program.Eviction(m.str("eviction"))}
+			if m.spec.kind == "zero" && m.written("bucket") {
+				t.Memory.GradBucket = m.i64("bucket")
+			}
 			if m.spec.kind == "unified_cache" {
 				// AngelPTM's unified cache pages every model state between GPU and CPU
 				// memory: partitioned like ZeRO-3, with the CPU as the backing store.

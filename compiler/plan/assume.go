@@ -129,6 +129,16 @@ func assumptionsFor(prec program.Precision, c *program.Cluster, m *program.Model
 	return a
 }
 
+// trainAssumptions is assumptionsFor a train block: also the memory strategy's gradient
+// bucket (zero(bucket = …)), which replaces the grad_bucket assumption.
+func trainAssumptions(train *program.Train, c *program.Cluster, m *program.Model) Assumptions {
+	a := assumptionsFor(train.Precision, c, m, &train.Optimizer)
+	if b := train.Memory.GradBucket; b > 0 {
+		a.GradBucketBytes = b
+	}
+	return a
+}
+
 // OptimizerBytes is K in the ZeRO paper: optimizer-state bytes per parameter.
 func (a *Assumptions) OptimizerBytes() float64 {
 	return a.MasterBytes + float64(a.Moments)*a.MomentBytes

@@ -236,7 +236,7 @@ func (lp *localPlan) onCPU(ds *diag.List) bool {
 	case lp.refused == "":
 		// Each rank's memory is its step program's memory plan (local_step.go).
 		s.env.cpu = &stepMemory{m: s.env.w.model, seqLen: int(s.env.w.seqLen), offload: lp.offload || o.Cache != nil,
-			cache: o.StepCache, sequenceParallel: o.SequenceParallel,
+			cache: o.StepCache, sequenceParallel: o.SequenceParallel, gradBucket: train.Memory.GradBucket,
 			recompute: recompute, distill: stepDistill(stage), lowered: map[ParallelLayout]*loweredMemory{}}
 	case sp.tp > 1 || sp.pp > 1:
 		ds.Errorf(diag.CodeLocalLayout, s.at, "%s stage %s: the step program does not lower %s at tp %d × pp %d, so no CPU rank can run this layout", train.Name, stage.Name, lp.refused, sp.tp, sp.pp)

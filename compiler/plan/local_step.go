@@ -30,6 +30,8 @@ type stepMemory struct {
 	cache step.Cache
 	// sequenceParallel splits the tp ranks' token-wise regions (with tp > 1).
 	sequenceParallel bool
+	// gradBucket is the train block's zero(bucket = …) (0: the step program's default).
+	gradBucket int64
 	// distill is a distillation stage's loss, whose teacher logits the program holds.
 	distill step.Distill
 	lowered map[ParallelLayout]*loweredMemory
@@ -128,7 +130,7 @@ func alignArena(n int64) int64 { return (n + 63) / 64 * 64 }
 // sequences per data-parallel replica, l.GradAccum micro-batches per step.
 func (s *stepMemory) stepLayout(l ParallelLayout) (step.Layout, step.Batch) {
 	sl := step.Layout{DP: l.DP, EP: max(l.EP, 1), TP: max(l.TP, 1), PP: max(l.PP, 1), ZeRO: l.ZeRO,
-		OffloadOpt: s.offload, Recompute: s.recompute, Cache: s.cache, SequenceParallel: s.sequenceParallel && max(l.TP, 1) > 1, Distill: s.distill}
+		OffloadOpt: s.offload, Recompute: s.recompute, Cache: s.cache, SequenceParallel: s.sequenceParallel && max(l.TP, 1) > 1, Distill: s.distill, GradBucket: s.gradBucket}
 	return sl, step.Batch{MicroBatch: l.MicroBatch, SeqLen: s.seqLen, Micro: max(l.GradAccum, 1)}
 }
 

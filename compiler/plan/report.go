@@ -94,7 +94,7 @@ func (p *Plan) Markdown() string {
 			// Decoding has no backward pass and no optimizer: nothing hides the traffic.
 			b.WriteString("\nOverlap: none; a decoding step waits for its tensor, expert and pipeline traffic.\n\n")
 		} else {
-			b.WriteString("\nOverlap: data-parallel/ZeRO traffic hides behind `overlap_dp` of the last micro-batch's backward pass under ZeRO 0 and 1 (the gradients' bucketed all-reduces), of all compute under ZeRO-3, and of nothing under ZeRO 2 (one reduce-scatter after the backward); offload traffic behind `overlap_offload` of compute; tensor, expert and pipeline traffic is on the critical path.\n\n")
+			b.WriteString("\nOverlap: data-parallel/ZeRO traffic hides behind `overlap_dp` of the last micro-batch's backward pass under ZeRO 0 and 1 (the gradients' bucketed all-reduces), of all compute under ZeRO-3 for the weights' all-gathers (one layer ahead; the gradients' reduce-scatter after the backward hides behind nothing), and of nothing under ZeRO 2 (one reduce-scatter after the backward); offload traffic behind `overlap_offload` of compute; tensor, expert and pipeline traffic is on the critical path.\n\n")
 		}
 	}
 

@@ -52,7 +52,7 @@ func SeedTable(prog *program.Program, train *program.Train, cluster *program.Clu
 	if top != nil {
 		full = program.StageModel(base, top)
 	}
-	a := assumptionsFor(train.Precision, cluster, full, &train.Optimizer)
+	a := trainAssumptions(train, cluster, full)
 	w := newWorkload(full, train.SeqLen, &a)
 	r := SeedResult{Cluster: cluster.Name, Model: base.Name, Params: w.totalParams(), Assumptions: a.List()}
 	gpn := max(1, cluster.GPUsPerNode)
@@ -158,7 +158,7 @@ func largestOnOneNode(base *program.Model, train *program.Train, node *program.C
 	}
 	fits := func(d int64) (bool, int64) {
 		m := width(d)
-		a := assumptionsFor(train.Precision, node, m, &train.Optimizer)
+		a := trainAssumptions(train, node, m)
 		w := newWorkload(m, train.SeqLen, &a)
 		w.sequences = int64(node.GPUs())
 		e := newEnv(w, node, &a, train.Precision, true)
@@ -190,7 +190,7 @@ func nodesToTrain(m *program.Model, train *program.Train, c *program.Cluster, op
 	try := func(nodes int) *candidate {
 		cc := *c
 		cc.Nodes = nodes
-		a := assumptionsFor(train.Precision, &cc, m, &train.Optimizer)
+		a := trainAssumptions(train, &cc, m)
 		w := *w0
 		w.sequences = int64(nodes * gpn)
 		e := newEnv(&w, &cc, &a, train.Precision, true)

@@ -106,7 +106,7 @@ func setupTrain(prog *program.Program, train *program.Train, stage *program.Stag
 		cluster = localCluster(cluster, max(cluster.Ranks, cluster.GPUsPerNode, 1))
 	}
 	sm := program.StageModel(model, stage)
-	a := assumptionsFor(train.Precision, cluster, sm, &train.Optimizer)
+	a := trainAssumptions(train, cluster, sm)
 	seqLen := train.SeqLen
 	if seqLen <= 0 {
 		seqLen = model.SeqLen

@@ -164,7 +164,7 @@ func (c *stepCost) modelParallel() {
 
 // dataParallel is the data-parallel and ZeRO communication over the data-parallel group
 // for dense parameters and the expert-data-parallel group for experts, and the part the
-// backward (or, under ZeRO 3, the whole step) does not hide. It returns the parameters
+// backward (or, under ZeRO 3, the whole step for the gathers) does not hide. It returns the parameters
 // per tensor-parallel rank, dense and expert.
 func (c *stepCost) dataParallel() (denseParams, expertParams float64) {
 	e, l, t, lk, mbs := c.e, c.l, &c.t, c.lk, c.mbs
@@ -174,6 +174,7 @@ func (c *stepCost) dataParallel() (denseParams, expertParams float64) {
 	denseParams = float64(st.dense) / float64(l.TP)
 	expertParams = float64(st.experts) / float64(l.TP*l.EP)
 	dg, eg := group{l.DP, l.TP}, group{l.EDP, l.TP * l.EP}
+	afterBackward := 0.0 // ZeRO 3's reduce-scatters: one per group after the backward, beside nothing
 	dpColl := func(params float64, g group, what string) {
 		if g.size <= 1 || params <= 0 {
 			return
@@ -183,6 +184,9 @@ func (c *stepCost) dataParallel() (denseParams, expertParams float64) {
 			ag := 2 * mbs * lk.allGather(pb, g)
 			rs := mbs * lk.allGather(gb, g)
 			t.DPSeconds += ag + rs
+			if l.Memory != "unified_cache" { // the cache's own schedule (compiler/step's cache.go)
+				afterBackward += rs
+			}
 			if comm != nil {
 				add(Comm{"all-gather", what + " weights (ZeRO-3, fwd + bwd)", g.size, lk.tier(g), 2 * mbs * ringVolume(pb, g.size) / 2, ag, false})
 				add(Comm{"reduce-scatter", what + " gradients (ZeRO-3)", g.size, lk.tier(g), mbs * ringVolume(gb, g.size) / 2, rs, false})
@@ -203,7 +207,10 @@ func (c *stepCost) dataParallel() (denseParams, expertParams float64) {
 	dpColl(denseParams, dg, "dense")
 	dpColl(expertParams, eg, "expert")
 	// What hides the traffic is what the step program (compiler/step) overlaps it with.
-	window := t.ComputeSeconds * a.OverlapDP // ZeRO 3: the whole step
+	// ZeRO 3: each layer's all-gathers run one layer ahead (compiler/step's prefetchLayer),
+	// beside the previous layer's forward or the next one's backward: the whole step's
+	// compute hides them, not the reduce-scatter after the backward.
+	window := t.ComputeSeconds * a.OverlapDP
 	switch {
 	case l.ZeRO == 2:
 		// The reduce-scatter packs each group's whole flat vector into the rank's
@@ -215,7 +222,7 @@ func (c *stepCost) dataParallel() (denseParams, expertParams float64) {
 		// bucket.go, as Megatron-Core's overlap_grad_reduce).
 		window *= 2.0 / 3 / mbs
 	}
-	t.DPExposed = math.Max(0, t.DPSeconds-window)
+	t.DPExposed = math.Max(0, t.DPSeconds-afterBackward-window) + afterBackward
 
 	return denseParams, expertParams
 }

@@ -22,6 +22,9 @@ type MemoryStrategy struct {
 	Recompute Recompute
 	CachePage int64 // unified cache page size in bytes
 	Eviction  Eviction
+	// GradBucket is zero(bucket = …): the bytes of each data-parallel gradient
+	// all-reduce bucket (0: not written, the step program's default).
+	GradBucket int64
 }
 
 // MemoryKind is how model states are kept: ZeRO partitioning, or AngelPTM's unified cache.

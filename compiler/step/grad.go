@@ -75,14 +75,20 @@ func contains(xs []int, x int) bool {
 }
 
 // bwd emits a backward op. Under ZeRO-3 the forward's gathered parameters were freed:
-// the op reads the backward's own gathered copies, gathered (a layer at a time) before
-// the first op that needs them.
+// the op reads the backward's own gathered copies, gathered a layer at a time at the
+// layer's first backward op, together with the next layer back's (one layer ahead).
 func (lw *lowerer) bwd(op Op) {
 	op.Phase = Backward
 	op.WhenRecompute = op.WhenRecompute || lw.cond
 	if lw.cache != nil {
 		lw.cacheRemap(&op)
 	} else if lw.l.ZeRO == 3 {
+		if l := op.Layer; l >= lw.p.FirstLayer && l < lw.p.FirstLayer+lw.p.LayerCount {
+			// The layer's first backward op: its weights (if not prefetched) and the
+			// next layer back's, one layer ahead (schedule.go's prefetchLayer).
+			lw.prefetchLayer(l)
+			lw.prefetchLayer(l - 1)
+		}
 		for i, x := range op.In {
 			id, ok := lw.paramOfBuf[x]
 			if !ok || lw.p.Buffers[x].Kind != KindGathered {

@@ -93,6 +93,7 @@ func (lw *lowerer) forwardMicro(m int) {
 	probs := -1
 	for l := lw.p.FirstLayer; l < lw.p.FirstLayer+lw.p.LayerCount; l++ {
 		lw.gatherLayer(l)
+		lw.prefetchLayer(l + 1)
 		x, probs = lw.layer(l, x, rows, probs)
 	}
 	if last {
@@ -206,6 +207,19 @@ func (lw *lowerer) gatherLayer(l int) {
 		}
 	}
 	lw.gatherParams(l, ids)
+}
+
+// prefetchLayer gathers, under ZeRO-3, layer l's parameters one layer ahead of their use
+// (as DeepSpeed ZeRO-3 and FSDP's forward_prefetch / BACKWARD_PRE): the forward gathers
+// layer l+1 before layer l's compute and the backward layer l−1 before layer l's, so the
+// all-gather runs beside the current layer's compute and exactly two layers' gathered
+// weights are live at once (the planner's zero3_live_layers). A layer outside this stage
+// is not gathered; the unified cache keeps its own residency (cache.go).
+func (lw *lowerer) prefetchLayer(l int) {
+	if lw.cache != nil || lw.l.ZeRO != 3 || l < lw.p.FirstLayer || l >= lw.p.FirstLayer+lw.p.LayerCount {
+		return
+	}
+	lw.gatherLayer(l)
 }
 
 // gatherModel gathers the model-level parameters of the given roles (ZeRO-3).

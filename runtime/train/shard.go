@@ -33,6 +33,9 @@ type Sharding struct {
 	// SP splits the tp ranks' norms, residual sums and router input by token (sequence
 	// parallelism; needs TP > 1).
 	SP bool
+	// GradBucket is the bytes of each data-parallel gradient all-reduce bucket of the
+	// step programs (the train block's zero(bucket = …); 0: step.DefaultGradBucket).
+	GradBucket int64
 }
 
 // StepPrograms reports whether l trains through step programs.

@@ -42,7 +42,7 @@ type stepEngine struct {
 func stepLayout(l Sharding) step.Layout {
 	tp, pp := max(l.TP, 1), max(l.PP, 1)
 	sl := step.Layout{DP: max(l.Ranks, 1) / (tp * pp), EP: max(l.EP, 1), TP: tp, PP: pp, ZeRO: l.ZeRO, OffloadOpt: l.Offload,
-		SequenceParallel: l.SP && tp > 1}
+		SequenceParallel: l.SP && tp > 1, GradBucket: l.GradBucket}
 	if c := l.Cache; c != nil {
 		// The step program's unified cache: every state in the host tier, units fetched
 		// into a device working set the budget bounds (compiler/step's cache.go).

@@ -184,6 +184,8 @@ func writeStepProgram(dir string, m *program.Model, tr *program.Train, st *progr
 	}
 	pl := p.Layout
 	l := planStepLayout(p, tr.Memory.CachePage)
+	// The train block's zero(bucket = …).
+	l.GradBucket = tr.Memory.GradBucket
 	if d := st.Distill; d != nil { // the student's loss reads its teacher's logits
 		l.Distill = step.Distill{Temperature: d.Temperature, SoftWeight: d.SoftWeight, HardWeight: d.HardWeight}
 	}

@@ -204,13 +204,15 @@ func stepCacheLayout(prog *program.Program, tr *program.Train, st *program.Stage
 	return l, p, nil
 }
 
-// fileMemory applies the train block's memory block and --cache-budget to l: offload keeps
+// fileMemory applies the train block's memory block and --cache-budget to l: its
+// gradient bucket (zero(bucket = …)) reaches the step programs, offload keeps
 // the optimizer states in the host tier, and the unified cache partitions every state
 // (ZeRO 3, host as backing store) with a device page pool of gathered units over a small
 // budget. It reports whether the ZeRO stage is now fixed (the plan may not choose it).
 func fileMemory(l *train.Sharding, tr *program.Train, stageName string, f LayoutRequest, askedStep bool, warn io.Writer) (bool, error) {
 	zeroSet := f.ZeROSet
 	if tr != nil {
+		l.GradBucket = tr.Memory.GradBucket // zero(bucket = …): the step programs' gradient buckets
 		if off := tr.Memory.Offload; off != "" && off != "none" {
 			l.Offload = true
 		}

@@ -1,6 +1,7 @@
 package driver
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"github.com/moec-dev/moec/compiler/check"
 	"github.com/moec-dev/moec/compiler/plan"
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/runtime/train"
 )
 
 // TestPlanStepLayout: the step program moec build lists runs the plan's recompute mode,
@@ -136,4 +138,19 @@ train two on local {
 	tr := prog.Trains["two"]
 	st := tr.Stages[0]
 	return tr, st, program.StageModel(prog.Models[tr.Model], st)
+}
+
+// TestFileMemoryGradBucket: `moec run` takes the train block's zero(bucket = …) into the
+// run's sharding, which its step programs lower with (runtime/train's stepLayout).
+func TestFileMemoryGradBucket(t *testing.T) {
+	for _, bucket := range []int64{0, 3 << 20} {
+		tr := &program.Train{Name: "t", Memory: program.MemoryStrategy{Kind: program.MemoryZeRO, ZeROStage: 1, GradBucket: bucket}}
+		l := &train.Sharding{Ranks: 2, EP: 1, ZeRO: 1}
+		if _, err := fileMemory(l, tr, "s", LayoutRequest{}, false, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+		if l.GradBucket != bucket {
+			t.Errorf("zero(1, bucket = %d bytes): the run's gradient bucket is %d bytes", bucket, l.GradBucket)
+		}
+	}
 }
