@@ -454,7 +454,8 @@ func TestMegatronChecksRefuse(t *testing.T) {
 	cases := []struct {
 		name       string
 		launch     string
-		old, new   string // the launch with old replaced by new (once)
+		old, new   string      // the launch with old replaced by new (once)
+		more       [][2]string // further replacements, each once
 		env        []string
 		wantRefuse string // a fragment of a problem, or of bash's error
 	}{
@@ -480,8 +481,9 @@ func TestMegatronChecksRefuse(t *testing.T) {
 			old: "--num-query-groups 8", new: "--num-query-groups 7", wantRefuse: "7 query groups on tp 2"},
 		{name: "hidden not divisible by heads", launch: mixtral,
 			old: "--hidden-size 4096", new: "--hidden-size 4100", wantRefuse: "hidden 4100 is not divisible by 32 heads"},
-		{name: "ep not dividing the experts", launch: mixtral,
-			old: "--num-experts 8", new: "--num-experts 6", wantRefuse: "6 experts on ep"},
+		{name: "ep not dividing the experts", launch: mixtral, // ep 4 whatever layout the plan picked
+			old: "--num-experts 8", new: "--num-experts 6", more: [][2]string{{"--expert-model-parallel-size 1", "--expert-model-parallel-size 4"}},
+			wantRefuse: "6 experts on ep"},
 		{name: "no --moe-ffn-hidden-size", launch: mixtral,
 			old: "--moe-ffn-hidden-size 14336", new: "", wantRefuse: "without --moe-ffn-hidden-size"},
 		{name: "sequence parallelism without tp", launch: mixtral,
@@ -509,6 +511,12 @@ func TestMegatronChecksRefuse(t *testing.T) {
 					t.Fatalf("the launch lacks %q:\n%s", c.old, command)
 				}
 				command = strings.Replace(command, c.old, c.new, 1)
+			}
+			for _, r := range c.more {
+				if !strings.Contains(command, r[0]) {
+					t.Fatalf("the launch lacks %q:\n%s", r[0], command)
+				}
+				command = strings.Replace(command, r[0], r[1], 1)
 			}
 			text := comments + command
 			env := c.env
