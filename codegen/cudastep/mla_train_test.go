@@ -1,20 +1,15 @@
 package cudastep
 
 import (
-	"context"
 	"math"
 	"math/rand/v2"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 
-	"github.com/moec-dev/moec/codegen/cuda"
 	"github.com/moec-dev/moec/compiler/check"
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/step"
 	moeexec "github.com/moec-dev/moec/runtime/exec"
-	"github.com/moec-dev/moec/runtime/llvmrt"
 )
 
 // TestMLATrainingKernelsMatchExec runs kernels_mla.cu's training kernels under the
@@ -26,33 +21,7 @@ import (
 // the heads) and the split's. Every value within 1e-5 of exec's (relative to the larger of
 // its magnitude and the buffer's root mean square).
 func TestMLATrainingKernelsMatchExec(t *testing.T) {
-	clang := cuda.FindClang()
-	if clang == "" {
-		t.Skip("no clang++ on PATH: the CUDA emulation needs it")
-	}
-	dir := t.TempDir()
-	files := map[string]string{
-		"kernels_mla.cu":    mlaSource,
-		DeviceHeaderName:    deviceHeader,
-		"moec_cpu_emu.h":    cuda.EmulationHeader(),
-		"mla_trampolines.h": flashTrampolines(mlaTrainKernels()),
-		"driver.cpp":        "#include \"kernels_mla.cu\"\n#include \"mla_trampolines.h\"\n",
-	}
-	for n, text := range files {
-		if err := os.WriteFile(filepath.Join(dir, n), []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	so := filepath.Join(dir, "libmlatrain.so")
-	cmd := exec.CommandContext(context.Background(), clang, "-std=c++17", "-O1", "-fPIC", "-shared",
-		"-include", filepath.Join(dir, "moec_cpu_emu.h"), "-I", dir, filepath.Join(dir, "driver.cpp"), "-o", so, "-lpthread")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("compile the emulation: %v\n%s", err, out)
-	}
-	lib, err := llvmrt.Open(so)
-	if err != nil {
-		t.Skipf("cannot load the emulation library: %v", err)
-	}
+	lib := openMLAEmulation(t, mlaTrainKernels())
 	defer lib.Close()
 
 	src, err := os.ReadFile("../../examples/deepseek_tiny.moe")
