@@ -18,6 +18,12 @@
 // over, whose unique id the group's first rank creates; under the emulation the
 // collectives meet at a rendezvous of the process's threads.
 //
+// What clang makes of sources that do not change between sessions (the emulated kernel
+// library, the driver and NCCL stand-ins; each kernel file's PTX) is kept in a compile
+// cache keyed by the SHA-256 of the compiler, its arguments and the input bytes
+// (cache.go; the user's cache folder, or MOEC_CUDA_CACHE: a folder, or "off"), so a
+// second session compiles only its own host program.
+//
 // Parameters live in the device arena at the offsets of the program's memory plan, the
 // same offsets runtime/exec's arena uses, so weights are copied buffer by buffer.
 package gpu

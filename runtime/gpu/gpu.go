@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -266,8 +267,9 @@ func compileHostOf(ctx context.Context, dir, clang string, mode Mode, kernels []
 }
 
 // compileHostReusing is compileHostOf; under the emulation the kernels, the driver and
-// NCCL are compiled to objects first (in dir, or taken from the folder objects where
-// another rank's build left them) and linked with the host program.
+// NCCL are compiled to objects first (taken from the folder objects where another rank's
+// build left them, else from the compile cache, else compiled there, one clang per source
+// at once) and linked with the host program.
 func compileHostReusing(ctx context.Context, dir, clang string, mode Mode, kernels []cudastep.KernelFile, objects string) (string, error) {
 	if mode == Emulated {
 		flags := []string{"-std=c++17", "-O1", "-Wall", "-fPIC", "-include", "moec_cpu_emu.h", "-I", "."}
@@ -276,8 +278,8 @@ func compileHostReusing(ctx context.Context, dir, clang string, mode Mode, kerne
 			sources = append(sources, cudastep.EmulationName(f))
 		}
 		if objects == "" {
-			objects = dir
-			if err := clangIn(ctx, dir, clang, slices.Concat(flags, []string{"-c"}, sources)...); err != nil {
+			var err error
+			if objects, err = emulationObjects(ctx, dir, clang, flags, sources); err != nil {
 				return "", err
 			}
 		}
@@ -293,6 +295,31 @@ func compileHostReusing(ctx context.Context, dir, clang string, mode Mode, kerne
 		cudastep.HostName, cudastep.DriverDlopenName, cudastep.NCCLDlopenName, "-o", so, "-ldl", "-lm")
 }
 
+// emulationObjects returns a folder holding the objects of the emulation's sources in dir
+// (compiled with flags): the compile cache's entry for these bytes, compiled into it on a
+// miss, or dir itself when there is no cache.
+func emulationObjects(ctx context.Context, dir, clang string, flags, sources []string) (string, error) {
+	inputs := slices.Clone(sources)
+	headers, err := filepath.Glob(filepath.Join(dir, "*.h"))
+	if err != nil {
+		return "", fmt.Errorf("gpu: %w", err)
+	}
+	for _, h := range headers {
+		inputs = append(inputs, filepath.Base(h))
+	}
+	cache := openCompileCache()
+	key, err := cacheKey(clang, flags, dir, inputs)
+	if err != nil {
+		return "", err
+	}
+	if hit := cache.get(key); hit != "" {
+		return hit, nil
+	}
+	return cache.put(key, dir, func(out string) error {
+		return clangEach(ctx, dir, out, clang, flags, sources, runtime.NumCPU())
+	})
+}
+
 // compilePTX compiles each kernel file to PTX for arch.
 func compilePTX(ctx context.Context, dir, clang, arch string) ([]string, error) {
 	return compilePTXOf(ctx, dir, clang, arch, cudastep.Library())
@@ -300,13 +327,32 @@ func compilePTX(ctx context.Context, dir, clang, arch string) ([]string, error) 
 
 // compilePTXOf is compilePTX of the kernel files kernels alone.
 func compilePTXOf(ctx context.Context, dir, clang, arch string, kernels []cudastep.KernelFile) ([]string, error) {
+	cache := openCompileCache()
+	headers, err := filepath.Glob(filepath.Join(dir, "*.h"))
+	if err != nil {
+		return nil, fmt.Errorf("gpu: %w", err)
+	}
 	var ptx []string
 	for _, f := range kernels {
 		out := strings.TrimSuffix(f.Name, ".cu") + "." + arch + ".ptx"
-		if err := clangIn(ctx, dir, clang, cudastep.PTXArgs(arch, f.Name, out)...); err != nil {
+		inputs := []string{f.Name}
+		for _, h := range headers {
+			inputs = append(inputs, filepath.Base(h))
+		}
+		key, err := cacheKey(clang, cudastep.PTXArgs(arch, f.Name, out), dir, inputs)
+		if err != nil {
 			return nil, err
 		}
-		text, err := os.ReadFile(filepath.Join(dir, out))
+		folder := cache.get(key)
+		if folder == "" {
+			folder, err = cache.put(key, dir, func(into string) error {
+				return clangIn(ctx, dir, clang, cudastep.PTXArgs(arch, f.Name, filepath.Join(into, out))...)
+			})
+			if err != nil {
+				return nil, err
+			}
+		}
+		text, err := os.ReadFile(filepath.Join(folder, out))
 		if err != nil {
 			return nil, fmt.Errorf("gpu: %w", err)
 		}

@@ -1,0 +1,111 @@
+package gpu
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// fakeClang writes a shell script that acts as clang++ for emulationObjects: for every
+// "-c SRC -o OBJ" it writes OBJ (the source's bytes) and counts the call in a log.
+func fakeClang(t *testing.T) (clang, log string) {
+	t.Helper()
+	bin := t.TempDir()
+	log = filepath.Join(bin, "calls")
+	clang = filepath.Join(bin, "clang++")
+	script := `#!/bin/sh
+src=""; out=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -c) src="$2"; shift ;;
+    -o) out="$2"; shift ;;
+  esac
+  shift
+done
+echo "$src" >> "` + log + `"
+cat "$src" > "$out"
+`
+	if err := os.WriteFile(clang, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return clang, log
+}
+
+func calls(t *testing.T, log string) int {
+	t.Helper()
+	data, err := os.ReadFile(log)
+	if os.IsNotExist(err) {
+		return 0
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(data), "\n")
+}
+
+// TestCompileCacheReusesObjects: the second build of the same sources compiles nothing and
+// hands back objects with the first build's bytes; a changed source or header misses; a
+// cache turned off compiles every time, into the build's own folder.
+func TestCompileCacheReusesObjects(t *testing.T) {
+	clang, log := fakeClang(t)
+	t.Setenv(CacheEnv, t.TempDir())
+	sources := []string{"a.cpp", "b.cpp", "c.cpp"}
+	session := func(header string) string {
+		t.Helper()
+		dir := t.TempDir()
+		for _, s := range sources {
+			if err := os.WriteFile(filepath.Join(dir, s), []byte("source "+s), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.WriteFile(filepath.Join(dir, "k.h"), []byte(header), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		objects, err := emulationObjects(context.Background(), dir, clang, []string{"-O1"}, sources)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range sources {
+			got, err := os.ReadFile(filepath.Join(objects, strings.TrimSuffix(s, ".cpp")+".o"))
+			if err != nil || string(got) != "source "+s {
+				t.Fatalf("object of %s: %q, %v", s, got, err)
+			}
+		}
+		return objects
+	}
+	first := session("v1")
+	if n := calls(t, log); n != len(sources) {
+		t.Fatalf("first build: %d compiles, want %d", n, len(sources))
+	}
+	if again := session("v1"); again != first || calls(t, log) != len(sources) {
+		t.Errorf("same sources: folder %s (first %s), %d compiles in all; want the cached folder and no compile", again, first, calls(t, log))
+	}
+	if other := session("v2"); other == first || calls(t, log) != 2*len(sources) {
+		t.Errorf("a changed header: folder %s, %d compiles in all; want a new entry and %d compiles", other, calls(t, log), 2*len(sources))
+	}
+	t.Setenv(CacheEnv, "off")
+	off := session("v1")
+	if calls(t, log) != 3*len(sources) || filepath.Dir(off) == filepath.Dir(first) {
+		t.Errorf("cache off: %d compiles in all into %s; want %d, in the session's folder", calls(t, log), off, 3*len(sources))
+	}
+}
+
+// TestCompileCacheKeepsNoFailedBuild: a compile that fails stores nothing, so the next
+// build compiles again instead of reading a partial entry.
+func TestCompileCacheKeepsNoFailedBuild(t *testing.T) {
+	root := t.TempDir()
+	t.Setenv(CacheEnv, root)
+	c := openCompileCache()
+	if _, err := c.put("k", t.TempDir(), func(string) error { return os.ErrInvalid }); err == nil {
+		t.Fatal("a failing build stored without error")
+	}
+	if c.get("k") != "" {
+		t.Fatal("a failed build left an entry")
+	}
+	entries, _ := os.ReadDir(root)
+	if len(entries) != 0 {
+		t.Fatalf("a failed build left %d folders in the cache", len(entries))
+	}
+}
