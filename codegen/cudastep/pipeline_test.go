@@ -71,8 +71,8 @@ func lowerAll(t *testing.T, m *program.Model, b step.Batch, l step.Layout) []*Lo
 // ranks issue the same sequence of NCCL groups and the k-th group of one holds, in order,
 // the receives of the other's k-th group's sends to it (and the same all-reduces): the
 // rule the emulated NCCL holds every meeting to, and what keeps real NCCL's blocking
-// sends from waiting on each other (a send and the next receive of another micro-batch
-// are one group on both stages).
+// sends from waiting on each other (a send and the receive from the same peer right
+// after it, where the peer's order crosses them, are one group on both stages).
 func TestPipelineGroupsPair(t *testing.T) {
 	m := pipelineModel(t)
 	for micro := 1; micro <= 4; micro++ {
