@@ -61,11 +61,11 @@ func isCollective(k step.OpKind) bool {
 }
 
 // collectivesSupported refuses the multi-rank layouts whose collectives the CUDA backend
-// does not lower yet; nil for one rank.
-func collectivesSupported(l step.Layout) []string {
-	var missing []string
-	missing = append(missing, pipelineSupported(l)...) // pipeline.go
-	return missing
+// does not lower yet: none now (data, expert, tensor and sequence parallelism, ZeRO 0–3
+// and any number of pipeline stages are lowered); a new kind of collective that is not
+// lowered names itself here.
+func collectivesSupported(step.Layout) []string {
+	return nil
 }
 
 // members are the ranks of the rank's group over axis, in group order.

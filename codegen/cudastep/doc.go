@@ -23,6 +23,7 @@
 // expert parallelism with ZeRO 0–3 (zero3.go for ZeRO 3's gathers), tensor parallelism
 // (collective_tp.go: the vocabulary-parallel loss's passes), its sequence parallelism
 // (collective_sp.go: the all_gather and reduce_scatter along the tokens as ncclAllGather
-// and ncclReduceScatter of each rank's contiguous rows, seq_slice as a row copy) and two
-// pipeline stages (pipeline.go).
+// and ncclReduceScatter of each rank's contiguous rows, seq_slice as a row copy) and
+// pipeline stages, any number of them (pipeline.go: each pair of neighbouring stages on
+// its own communicator, the 1F1B steady state's crossing send and receive one NCCL group).
 package cudastep

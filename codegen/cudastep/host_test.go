@@ -66,7 +66,7 @@ func TestHostProgramGolden(t *testing.T) {
 	}, *update)
 }
 
-// TestRefusesLayoutsNotLoweredYet: more than two pipeline stages, the offloaded optimizer and the unified cache are errors that
+// TestRefusesLayoutsNotLoweredYet: the offloaded optimizer and the unified cache are errors that
 // say what is not lowered yet (tensor and sequence parallelism are lowered).
 func TestRefusesLayoutsNotLoweredYet(t *testing.T) {
 	m := tinyStage(t, 4, 1)
@@ -77,7 +77,6 @@ func TestRefusesLayoutsNotLoweredYet(t *testing.T) {
 		layout step.Layout
 		want   string
 	}{
-		{step.Layout{DP: 1, EP: 1, TP: 1, PP: 4}, "pipeline parallelism over more than two stages"},
 		{step.Layout{DP: 1, EP: 1, TP: 1, PP: 1, OffloadOpt: true}, "the offloaded optimizer"},
 	} {
 		_, _, err := lowerOne(t, m, b, c.layout)

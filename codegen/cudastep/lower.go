@@ -98,9 +98,9 @@ const (
 )
 
 // Lower lowers p (one rank's program of m's stage) to kernel launches and, for several
-// ranks, NCCL calls (collective.go; pipeline.go for pp 2's sends and receives, zero3.go for
-// ZeRO 3's gathers, collective_tp.go for tensor parallelism's own passes). Layouts with
-// sequence parallelism, more than two pipeline stages, offload or the unified cache are
+// ranks, NCCL calls (collective.go; pipeline.go for the pipeline stages' sends and
+// receives, zero3.go for ZeRO 3's gathers, collective_tp.go for tensor parallelism's own
+// passes). Layouts with sequence parallelism, offload or the unified cache are
 // not lowered yet; any such is an error saying so.
 func Lower(p *step.Program, m *program.Model) (*Lowered, error) {
 	return LowerWith(p, m, Options{})
@@ -226,7 +226,7 @@ func supported(p *step.Program) error {
 		missing = append(missing, "distillation")
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("cudastep: %s/%s runs %s; the CUDA backend does not lower %v yet (one rank; data, expert and tensor parallelism with ZeRO 0–3 and two pipeline stages; without offload or the unified cache)",
+		return fmt.Errorf("cudastep: %s/%s runs %s; the CUDA backend does not lower %v yet (one rank; data, expert and tensor parallelism with ZeRO 0–3 and pipeline stages; without offload or the unified cache)",
 			p.Model, p.Stage, l, missing)
 	}
 	return nil

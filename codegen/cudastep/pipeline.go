@@ -7,23 +7,34 @@ import (
 	"github.com/moec-dev/moec/compiler/step"
 )
 
-// Pipeline parallelism (pp 2): compiler/step's send and recv ops (the 1F1B schedule: the
+// Pipeline parallelism: compiler/step's send and recv ops (the 1F1B schedule: the
 // activations forward, their gradients backward) become ncclSend and ncclRecv on the
 // communication stream, with the event discipline of every other collective (the
 // communication stream waits for the compute stream before the calls; the compute stream
 // waits for them before the first later op that reads the received buffer or writes over
-// the sent one, where the memory plan reuses its range).
+// the sent one, where the memory plan reuses its range). Each pair of neighbouring stages
+// talks over its own communicator (the two ranks, in the pipeline group's order; under
+// pp 2 the whole group), so a meeting of two stages never waits for a third.
 //
 // NCCL's point-to-point calls block the GPU until the peer posts the matching call, so two
-// stages that each send before they receive deadlock unless the send and the receive are
-// one group. In 1F1B's steady state stage 0 ends forward k with a send of its activations
-// and starts backward k−1 with a receive of their gradient, while stage 1 ends backward
-// k−1 with the gradient's send and starts forward k with the activations' receive: each
-// such send and the receive of another micro-batch right after it are one group
-// (ncclGroupStart … ncclGroupEnd), as Megatron's send_forward_recv_backward and
-// send_backward_recv_forward batch them. Both stages then issue the same sequence of
-// groups. More than two stages are refused (collectivesSupported): a middle stage's
-// sequence is not paired this way yet.
+// neighbours that each send before they receive deadlock unless the send and the receive
+// are one group. Such a crossing is where 1F1B's steady state turns: stage s ends forward
+// k with the send of its activations and starts backward k−(pp−s−1) with the receive of
+// their gradient from stage s+1, while s+1 ends that backward with the gradient's send
+// and starts forward k with the activations' receive (the same holds one pair down for
+// s's backward send and the forward receive after it). A send and the receive from the
+// same peer right after it are one group (ncclGroupStart … ncclGroupEnd) exactly where
+// the peer's order of its passes (step.PipelineOrder) has it send the received message
+// before it receives the sent one (crosses), as Megatron's send_forward_recv_backward and
+// send_backward_recv_forward batch them; every other send or receive (the warm-up's
+// forwards, the cool-down's backwards, the turn of a stage with no steady state) is
+// alone, as Megatron's send_forward, recv_forward, recv_backward and send_backward are.
+// Both stages of a pair then issue the same sequence of meetings on their communicator,
+// the peer's grouped receive and send mirroring this stage's. No cycle of waits is left:
+// along the pipeline, each stage's next call is matched by a call its neighbour reaches
+// without waiting on a third stage that waits on it (TestPipelineStagesNeverWaitOnEachOther
+// plays every rank's groups against rendezvous semantics for pp 2–4 and one to six
+// micro-batches).
 
 // ppRecvWork is the workspace a grouped receive lands in when the memory plan puts the
 // received buffer over the buffer the same group sends (the send's last use and the
@@ -39,21 +50,26 @@ func (lw *opLowerer) pointToPoint(op *step.Op) (*Collective, error) {
 	if op.Peer < 0 || op.Peer >= p.Layout.World() || op.Peer == p.Rank {
 		return nil, fmt.Errorf("%s with peer rank %d on rank %d of %d", op.Kind, op.Peer, p.Rank, p.Layout.World())
 	}
-	// The stages' communicator is the rank's pp group's (collective_groups.go): under
-	// dp × pp each pair of stages holding the same data-parallel shard has its own, and
-	// the peer is named by its place in that group.
+	// The pair of stages' own communicator (collective_groups.go): its two ranks in the
+	// order of the rank's pp group (under dp × pp each pipeline has its own), the peer
+	// named by its place in it.
 	ranks, err := members(p, "pp")
 	if err != nil {
 		return nil, err
 	}
-	peer := slices.Index(ranks, op.Peer)
-	if peer < 0 {
+	if !slices.Contains(ranks, op.Peer) {
 		return nil, fmt.Errorf("%s to rank %d, which is not in rank %d's pipeline group %v", op.Kind, op.Peer, p.Rank, ranks)
 	}
-	comm, _, err := lw.groupComm("pp", ranks)
+	pair := slices.DeleteFunc(slices.Clone(ranks), func(r int) bool { return r != p.Rank && r != op.Peer })
+	axis := "pp"
+	if len(ranks) > 2 {
+		axis = "pp pair"
+	}
+	comm, _, err := lw.groupComm(axis, pair)
 	if err != nil {
 		return nil, err
 	}
+	peer := slices.Index(pair, op.Peer)
 	bufs := op.In
 	if op.Kind == step.OpRecv {
 		bufs = op.Out
@@ -75,15 +91,14 @@ func (lw *opLowerer) pointToPoint(op *step.Op) (*Collective, error) {
 	return c, nil
 }
 
-// pairPipelineMessages groups each send with the receive of another micro-batch that
-// follows it at once (see above): the receive's calls join the send's group, and the
-// receive's op keeps no calls of its own (Joined). Where the receive's buffer overlaps
-// the sent one in the arena, it lands in ppRecvWork and the receive's op copies it into
-// place after waiting for the group.
+// pairPipelineMessages groups each send with the receive from the same peer that follows
+// it where the two cross (see above): the receive's calls join the send's group, and the
+// receive's op keeps no calls of its own (Joined). Where the receive's buffer overlaps the
+// sent one in the arena, it lands in ppRecvWork and the receive's op copies it into place
+// after waiting for the group.
 //
-// A send whose next point-to-point op is a receive of another micro-batch that cannot join
-// its group (ops between them) is an error: the two stages' sends would wait on each
-// other.
+// A send whose next point-to-point op is such a receive but cannot join its group (ops
+// between them) is an error: the two stages' sends would wait on each other.
 func pairPipelineMessages(l *Lowered) error {
 	p := l.Program
 	for i := 0; i+1 < len(p.Ops); i++ {
@@ -95,7 +110,7 @@ func pairPipelineMessages(l *Lowered) error {
 		for next < len(p.Ops) && !p.Ops[next].Kind.PointToPoint() {
 			next++
 		}
-		if next == len(p.Ops) || p.Ops[next].Kind != step.OpRecv || p.Ops[next].Micro == send.Micro {
+		if next == len(p.Ops) || p.Ops[next].Kind != step.OpRecv || p.Ops[next].Peer != send.Peer || !crosses(p, send, &p.Ops[next]) {
 			continue
 		}
 		recv := &p.Ops[next]
@@ -121,16 +136,21 @@ func pairPipelineMessages(l *Lowered) error {
 	return nil
 }
 
-// pipelineSupported refuses the pipeline layouts whose messages are not lowered yet: more
-// than two stages (their groups are not paired, see above), and stages that are not the
-// only axis (the other axes' collectives need communicators over part of the ranks).
-func pipelineSupported(l step.Layout) []string {
-	if l.PP <= 1 {
-		return nil
+// crosses reports whether a send and a receive after it, both with the same neighbouring
+// stage, cross on that stage: in its order of passes (step.PipelineOrder) the pass that
+// sends what recv receives comes before the pass that receives what send sends (a
+// stage's message of micro-batch m sits in its pass of m, of the same phase on both
+// sides). Such a pair waits on each other unless both stages make it one group.
+func crosses(p *step.Program, send, recv *step.Op) bool {
+	peer := p.Coord.PP + 1 // a forward send goes down the pipeline, a backward one up
+	if send.Phase == step.Backward {
+		peer = p.Coord.PP - 1
 	}
-	var missing []string
-	if l.PP > 2 {
-		missing = append(missing, fmt.Sprintf("pipeline parallelism over more than two stages (pp %d: a middle stage's sends and receives are not grouped yet)", l.PP))
+	if peer < 0 || peer >= p.Layout.PP || send.Phase == recv.Phase {
+		return false
 	}
-	return missing
+	order := step.PipelineOrder(p.Layout.PP, peer, p.Batch.Micro)
+	sends := slices.Index(order, step.Pass{Phase: recv.Phase, Micro: recv.Micro})
+	receives := slices.Index(order, step.Pass{Phase: send.Phase, Micro: send.Micro})
+	return sends >= 0 && receives >= 0 && sends < receives
 }

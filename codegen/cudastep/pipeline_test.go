@@ -71,8 +71,8 @@ func lowerAll(t *testing.T, m *program.Model, b step.Batch, l step.Layout) []*Lo
 // ranks issue the same sequence of NCCL groups and the k-th group of one holds, in order,
 // the receives of the other's k-th group's sends to it (and the same all-reduces): the
 // rule the emulated NCCL holds every meeting to, and what keeps real NCCL's blocking
-// sends from waiting on each other (a send and the next receive of another micro-batch
-// are one group on both stages).
+// sends from waiting on each other (a send and the receive from the same peer right
+// after it, where the peer's order crosses them, are one group on both stages).
 func TestPipelineGroupsPair(t *testing.T) {
 	m := pipelineModel(t)
 	for micro := 1; micro <= 4; micro++ {
@@ -127,6 +127,33 @@ func TestPipelineGroupsPair(t *testing.T) {
 // the op that reads it and for a send before an op that writes over its range.
 func TestPipelineStreamsAndEvents(t *testing.T) {
 	lows := lowerAll(t, pipelineModel(t), step.Batch{MicroBatch: 1, SeqLen: 8, Micro: 2}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 2})
+	golden.Archive(t, "testdata/collective_pp2.txtar", &txtar.Archive{
+		Comment: []byte("The NCCL calls and the streams' events and waits of hunyuan_tiny's dense stage cut to two layers\n(its attention weights not shared) on two pipeline stages, two micro-batches of 8 tokens, each under its op's header.\nRegenerate with go test ./codegen/cudastep -run TestPipelineStreamsAndEvents -update.\n"),
+		Files:   pipelineStreams(t, lows),
+	}, *update)
+}
+
+// TestFourStagesStreamsAndEvents: the same listing of four pipeline stages (one layer
+// each) and four micro-batches in testdata/collective_pp4.txtar: each pair of neighbours
+// over its own communicator, the warm-up's sends and the cool-down's receives alone, and
+// in each stage's steady state a forward send grouped with the gradient's receive from
+// the stage below and a backward send with the next activations' receive from the stage
+// above.
+func TestFourStagesStreamsAndEvents(t *testing.T) {
+	m := tinyStage(t, 4, 1)
+	m.Attention.ShareWeights = 1
+	lows := lowerAll(t, m, step.Batch{MicroBatch: 1, SeqLen: 8, Micro: 4}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 4})
+	golden.Archive(t, "testdata/collective_pp4.txtar", &txtar.Archive{
+		Comment: []byte("The NCCL calls and the streams' events and waits of hunyuan_tiny's dense stage cut to four layers\n(its attention weights not shared) on four pipeline stages, four micro-batches of 8 tokens, each under its op's header.\nRegenerate with go test ./codegen/cudastep -run TestFourStagesStreamsAndEvents -update.\n"),
+		Files:   pipelineStreams(t, lows),
+	}, *update)
+}
+
+// pipelineStreams checks each rank's host program (its NCCL calls grouped, every
+// receive waited for before the op that reads it) and returns its commLines, one file a
+// rank.
+func pipelineStreams(t *testing.T, lows []*Lowered) []txtar.File {
+	t.Helper()
 	var files []txtar.File
 	for r, low := range lows {
 		host, err := HostProgram(low)
@@ -171,10 +198,7 @@ func TestPipelineStreamsAndEvents(t *testing.T) {
 		}
 		files = append(files, txtar.File{Name: fmt.Sprintf("rank%d", r), Data: []byte(lines)})
 	}
-	golden.Archive(t, "testdata/collective_pp2.txtar", &txtar.Archive{
-		Comment: []byte("The NCCL calls and the streams' events and waits of hunyuan_tiny's dense stage cut to two layers\n(its attention weights not shared) on two pipeline stages, two micro-batches of 8 tokens, each under its op's header.\nRegenerate with go test ./codegen/cudastep -run TestPipelineStreamsAndEvents -update.\n"),
-		Files:   files,
-	}, *update)
+	return files
 }
 
 // TestZeRO3GatherStreamsAndEvents: on two data-parallel ranks under ZeRO 3, layer 1's

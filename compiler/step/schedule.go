@@ -67,6 +67,28 @@ func schedule1F1B(pp, s, micro int) []scheduleStep {
 	return out
 }
 
+// Pass is one micro-batch's forward or backward in a pipeline stage's order.
+type Pass struct {
+	Phase Phase // Forward or Backward
+	Micro int
+}
+
+// PipelineOrder is the order stage of pp runs the micro-batches' passes in: the 1F1B
+// schedule the programs are lowered in (a stage's sends and receives of micro-batch m sit
+// in its passes of m). Backends that must pair one stage's messages with its neighbour's
+// calls (codegen/cudastep's NCCL groups) read the neighbour's order here.
+func PipelineOrder(pp, stage, micro int) []Pass {
+	var out []Pass
+	for _, st := range schedule1F1B(pp, stage, micro) {
+		ph := Backward
+		if st.forward {
+			ph = Forward
+		}
+		out = append(out, Pass{Phase: ph, Micro: st.micro})
+	}
+	return out
+}
+
 func (lw *lowerer) peer(stage int) int {
 	c := lw.c
 	c.PP = stage

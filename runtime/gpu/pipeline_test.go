@@ -43,6 +43,25 @@ func TestEmulatedDataPipelineMatchesExecutor(t *testing.T) {
 	t.Logf("%v in all", time.Since(start))
 }
 
+// TestEmulatedFourStagesMatchesExecutor: hunyuan_tiny on four pipeline stages (one layer
+// each, its attention weights not shared), four micro-batches in 1F1B order, so every
+// stage has a steady state: the middle stages receive from the stage above and send to
+// the one below, forward and backward, each pair of neighbours over its own communicator,
+// the crossing send and receive of the steady state one group on both sides, the
+// warm-up's and cool-down's messages alone; the losses and weights match runtime/exec's
+// four ranks. The communication stream runs eagerly, as above.
+func TestEmulatedFourStagesMatchesExecutor(t *testing.T) {
+	if os.Getenv("MOEC_LONG_EMULATION") == "" {
+		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (four stages' generated steps compiled: several minutes); codegen/cudastep's TestPipelineStagesNeverWaitOnEachOther and TestFourStagesStreamsAndEvents hold the lowering by default")
+	}
+	t.Setenv("MOEC_EMU_STREAMS", "eager-comm")
+	start := time.Now()
+	m, cfg := hunyuanTiny(t, 1)
+	m.Attention.ShareWeights = 1
+	matchRanks(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 4}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 4}, cfg, 2)
+	t.Logf("%v in all", time.Since(start))
+}
+
 // TestEmulatedZeRO3MatchesExecutor: two data-parallel ranks under ZeRO 3: each layer's
 // weights gathered from the ranks' flat shards before its forward and again before its
 // backward (grouped ncclSend and ncclRecv, the rank's own part copied on the compute
