@@ -1,19 +1,13 @@
 package cudastep
 
 import (
-	"context"
 	"math"
 	"math/rand"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/moec-dev/moec/codegen/cuda"
 	"github.com/moec-dev/moec/compiler/step"
 	moeexec "github.com/moec-dev/moec/runtime/exec"
-	"github.com/moec-dev/moec/runtime/llvmrt"
 )
 
 // openDense compiles kernels_dense.cu under the emulation (unoptimised: the test's
@@ -27,35 +21,11 @@ func openDense(t *testing.T) *mmaLib {
 			xent = append(xent, k)
 		}
 	}
-	clang := cuda.FindClang()
-	if clang == "" {
-		t.Skip("no clang++ on PATH: the emulated CUDA kernels cannot be compiled")
-	}
-	dir := t.TempDir()
-	files := map[string]string{
-		"moec_cpu_emu.h":       cuda.EmulationHeader(),
-		"moec_step_device.h":   stepDeviceHeader(t),
-		"kernels_dense.cu":     denseSource,
-		"driver.cpp":           "#include \"kernels_dense.cu\"\n" + mmaDriver(xent),
-		"moec_clang_prelude.h": cuda.Prelude(),
-	}
-	for name, text := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	so := filepath.Join(dir, "libdense.so")
-	cmd := exec.CommandContext(context.Background(), clang, "-std=c++17", "-O0", "-fPIC", "-shared", "-Wall", "-Werror",
-		"-include", filepath.Join(dir, "moec_cpu_emu.h"), "-I", dir, filepath.Join(dir, "driver.cpp"), "-o", so, "-lpthread")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("compile the emulated kernels: %v\n%s", err, out)
-	}
-	lib, err := llvmrt.Open(so)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lib.Close() })
-	return &mmaLib{lib: lib}
+	return &mmaLib{lib: emulatedLibrary(t, map[string]string{
+		DeviceHeaderName:   deviceHeader,
+		"kernels_dense.cu": denseSource,
+		"driver.cpp":       "#include \"kernels_dense.cu\"\n" + mmaDriver(xent),
+	}, "-O0", "-Wall", "-Werror")}
 }
 
 // TestVocabularyParallelLossMatchesExec runs the lowered launches of the vocabulary-parallel

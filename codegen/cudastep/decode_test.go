@@ -14,7 +14,6 @@ import (
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/program/programtest"
 	"github.com/moec-dev/moec/compiler/step"
-	"github.com/moec-dev/moec/runtime/llvmrt"
 )
 
 func lowerDecoding(t *testing.T, m *program.Model, batch, prompt, maxLen int) (*Decoding, error) {
@@ -176,34 +175,12 @@ func TestDecodingHostCompiles(t *testing.T) {
 // sliding window, chunks and sink logits against a float64 reference of runtime/exec's
 // attnDecode.
 func TestDecodeAttentionMasksAndSinks(t *testing.T) {
-	clang := cuda.FindClang()
-	if clang == "" {
-		t.Skip("no clang++ on PATH: the CUDA emulation needs it")
-	}
-	dir := t.TempDir()
-	files := map[string]string{
+	lib := emulatedLibrary(t, map[string]string{
 		"kernels_decode.cu":    DecodeSource(),
 		DeviceHeaderName:       deviceHeader,
-		"moec_cpu_emu.h":       cuda.EmulationHeader(),
 		"decode_trampolines.h": flashTrampolines(DecodeKernels()),
 		"driver.cpp":           "#include \"kernels_decode.cu\"\n#include \"decode_trampolines.h\"\n",
-	}
-	for n, text := range files {
-		if err := os.WriteFile(filepath.Join(dir, n), []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	so := filepath.Join(dir, "libdecode.so")
-	cmd := exec.CommandContext(context.Background(), clang, "-std=c++17", "-O1", "-fPIC", "-shared",
-		"-include", filepath.Join(dir, "moec_cpu_emu.h"), "-I", dir, filepath.Join(dir, "driver.cpp"), "-o", so, "-lpthread")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("compile the emulation: %v\n%s", err, out)
-	}
-	lib, err := llvmrt.Open(so)
-	if err != nil {
-		t.Skipf("cannot load the emulation library: %v", err)
-	}
-	defer lib.Close()
+	}, "-O1")
 	f, err := lib.Func("emu_decode_attention")
 	if err != nil {
 		t.Fatal(err)

@@ -3,7 +3,6 @@ package cudastep
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -11,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/moec-dev/moec/codegen/cuda"
+	"github.com/moec-dev/moec/internal/compilecache"
 )
 
 // globalSignatures reads every __global__ function of a CUDA source: its name and its
@@ -124,39 +124,58 @@ func TestMangledName(t *testing.T) {
 // TestKernelsCompileToPTX compiles every kernel file to PTX for sm_80 and sm_90 with clang
 // and no CUDA SDK (warnings are errors), and finds each table kernel's entry point.
 func TestKernelsCompileToPTX(t *testing.T) {
-	clang := cuda.FindClang()
-	if clang == "" {
-		t.Skip("no clang++ on PATH: PTX needs clang 16 or newer")
-	}
-	dir := t.TempDir()
-	write := func(name, text string) {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write(cuda.PreludeName, cuda.Prelude())
-	write(DeviceHeaderName, deviceHeader)
 	for _, f := range Library() {
-		write(f.Name, f.Source)
 		for _, arch := range []string{"sm_80", "sm_90"} {
-			out := f.Name + "." + arch + ".ptx"
-			cmd := exec.CommandContext(context.Background(), clang, PTXArgs(arch, f.Name, out)...)
-			cmd.Dir = dir
-			if msg, err := cmd.CombinedOutput(); err != nil {
-				t.Fatalf("%s for %s: %v\n%s", f.Name, arch, err, msg)
-			}
-			ptx, err := os.ReadFile(filepath.Join(dir, out))
-			if err != nil {
-				t.Fatal(err)
-			}
+			ptx := libraryPTX(t, f.Name, arch)
 			// The host program finds a kernel by its name (extern "C") or by the C++ symbol
 			// of the table's parameter types.
 			for _, k := range f.Kernels {
 				entry := `\.entry\s+(` + k.Name + `|` + MangledName(k) + `)\(`
-				if !regexp.MustCompile(entry).Match(ptx) {
+				if !regexp.MustCompile(entry).MatchString(ptx) {
 					t.Errorf("%s for %s: no entry point %s or %s", f.Name, arch, k.Name, MangledName(k))
 				}
 			}
 		}
 	}
+}
+
+// libraryPTX is the PTX clang makes of the kernel library's file name for arch (as the
+// host program's PTXArgs compile it, next to the prelude and the device header), through
+// the compile cache: the PTX tests of one file share one compile. It skips the test when
+// there is no clang.
+func libraryPTX(t *testing.T, name, arch string) string {
+	t.Helper()
+	clang := cuda.FindClang()
+	if clang == "" {
+		t.Skip("no clang++ on PATH: PTX needs clang 16 or newer")
+	}
+	dir := t.TempDir()
+	files := map[string]string{cuda.PreludeName: cuda.Prelude(), DeviceHeaderName: deviceHeader}
+	for _, f := range Library() {
+		files[f.Name] = f.Source
+	}
+	if _, ok := files[name]; !ok {
+		t.Fatalf("the kernel library has no %s", name)
+	}
+	for n, text := range files {
+		if err := os.WriteFile(filepath.Join(dir, n), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := strings.TrimSuffix(name, ".cu") + "." + arch + ".ptx"
+	key, err := compilecache.Key(clang, PTXArgs(arch, name, out), dir, []string{name, cuda.PreludeName, DeviceHeaderName})
+	if err != nil {
+		t.Fatal(err)
+	}
+	folder, err := compilecache.Open().Build(key, dir, func(into string) error {
+		return compilecache.Run(context.Background(), dir, clang, PTXArgs(arch, name, filepath.Join(into, out))...)
+	})
+	if err != nil {
+		t.Fatalf("%s for %s: %v", name, arch, err)
+	}
+	ptx, err := os.ReadFile(filepath.Join(folder, out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(ptx)
 }

@@ -1,18 +1,13 @@
 package cudastep
 
 import (
-	"context"
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 
-	"github.com/moec-dev/moec/codegen/cuda"
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/program/programtest"
 	"github.com/moec-dev/moec/compiler/step"
@@ -25,27 +20,6 @@ import (
 // the kernel's arguments...).
 type flashEmu struct {
 	lib *llvmrt.Library
-}
-
-// flashWriteSources writes the kernel file and the headers it needs into dir.
-func flashWriteSources(t *testing.T, dir string) {
-	t.Helper()
-	device, err := os.ReadFile("moec_step_device.h")
-	if err != nil {
-		t.Fatal(err)
-	}
-	files := map[string]string{
-		"kernels_flash.cu":    FlashSource(),
-		"moec_step_device.h":  string(device),
-		"moec_cpu_emu.h":      cuda.EmulationHeader(),
-		cuda.PreludeName:      cuda.Prelude(),
-		"flash_trampolines.h": flashTrampolines(FlashKernels()),
-	}
-	for name, text := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
 }
 
 // flashTrampolines writes the emulation's entry points from the kernel table: each unpacks
@@ -74,28 +48,12 @@ func flashTrampolines(ks []Kernel) string {
 
 func flashCompileEmu(t *testing.T) *flashEmu {
 	t.Helper()
-	clang := cuda.FindClang()
-	if clang == "" {
-		t.Skip("no clang++ on PATH: the CUDA emulation needs it")
-	}
-	dir := t.TempDir()
-	flashWriteSources(t, dir)
-	driver := filepath.Join(dir, "driver.cpp")
-	if err := os.WriteFile(driver, []byte("#include \"kernels_flash.cu\"\n#include \"flash_trampolines.h\"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	so := filepath.Join(dir, "libflash.so")
-	cmd := exec.CommandContext(context.Background(), clang, "-std=c++17", "-O1", "-fPIC", "-shared",
-		"-include", filepath.Join(dir, "moec_cpu_emu.h"), "-I", dir, driver, "-o", so, "-lpthread")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("compile the emulation: %v\n%s", err, out)
-	}
-	lib, err := llvmrt.Open(so)
-	if err != nil {
-		t.Skipf("cannot load the emulation library: %v", err)
-	}
-	t.Cleanup(func() { lib.Close() })
-	return &flashEmu{lib: lib}
+	return &flashEmu{lib: emulatedLibrary(t, map[string]string{
+		"kernels_flash.cu":    FlashSource(),
+		DeviceHeaderName:      deviceHeader,
+		"flash_trampolines.h": flashTrampolines(FlashKernels()),
+		"driver.cpp":          "#include \"kernels_flash.cu\"\n#include \"flash_trampolines.h\"\n",
+	}, "-O1")}
 }
 
 // run runs launches in order: a buffer argument is bufs[Buf][Offset:], a workspace one
@@ -463,27 +421,8 @@ func TestFlashKernelTable(t *testing.T) {
 // memory (the register tiles are fully unrolled), and the only shared memory is the
 // launch's dynamic shared memory.
 func TestFlashPTX(t *testing.T) {
-	clang := cuda.FindClang()
-	if clang == "" {
-		t.Skip("no clang++ on PATH: PTX needs it")
-	}
-	dir := t.TempDir()
-	flashWriteSources(t, dir)
-	src := filepath.Join(dir, "kernels_flash.cu")
 	for _, arch := range []string{"sm_80", "sm_90"} {
-		out := filepath.Join(dir, arch+".ptx")
-		cmd := exec.CommandContext(context.Background(), clang, "-x", "cuda", "--cuda-device-only", "--cuda-gpu-arch="+arch,
-			"-nocudainc", "-nocudalib", "-Xclang", "-target-feature", "-Xclang", "+ptx78",
-			"-include", cuda.PreludeName, "-I", dir, "-O3", "-Wall", "-Werror", "-Wno-unknown-cuda-version", "-S", "-o", out, src)
-		cmd.Dir = dir
-		if msg, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("%s: %v\n%s", arch, err, msg)
-		}
-		raw, err := os.ReadFile(out)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ptx := string(raw)
+		ptx := libraryPTX(t, "kernels_flash.cu", arch)
 		for _, k := range FlashKernels() {
 			at := strings.Index(ptx, ".entry "+k.Name+"(")
 			if at < 0 {

@@ -1,15 +1,10 @@
 package cudastep
 
 import (
-	"context"
 	"math"
 	"math/rand/v2"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 
-	"github.com/moec-dev/moec/codegen/cuda"
 	"github.com/moec-dev/moec/runtime/llvmrt"
 )
 
@@ -239,32 +234,10 @@ func TestMLAKernelsEmulated(t *testing.T) {
 // and loads it; it skips the test where clang++ or the library is missing.
 func openMLAEmulation(t *testing.T, ks []Kernel) *llvmrt.Library {
 	t.Helper()
-	clang := cuda.FindClang()
-	if clang == "" {
-		t.Skip("no clang++ on PATH: the CUDA emulation needs it")
-	}
-	dir := t.TempDir()
-	files := map[string]string{
+	return emulatedLibrary(t, map[string]string{
 		"kernels_mla.cu":    mlaSource,
 		DeviceHeaderName:    deviceHeader,
-		"moec_cpu_emu.h":    cuda.EmulationHeader(),
 		"mla_trampolines.h": flashTrampolines(ks),
 		"driver.cpp":        "#include \"kernels_mla.cu\"\n#include \"mla_trampolines.h\"\n",
-	}
-	for n, text := range files {
-		if err := os.WriteFile(filepath.Join(dir, n), []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	so := filepath.Join(dir, "libmla.so")
-	cmd := exec.CommandContext(context.Background(), clang, "-std=c++17", "-O1", "-fPIC", "-shared",
-		"-include", filepath.Join(dir, "moec_cpu_emu.h"), "-I", dir, filepath.Join(dir, "driver.cpp"), "-o", so, "-lpthread")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("compile the emulation: %v\n%s", err, out)
-	}
-	lib, err := llvmrt.Open(so)
-	if err != nil {
-		t.Skipf("cannot load the emulation library: %v", err)
-	}
-	return lib
+	}, "-O1")
 }

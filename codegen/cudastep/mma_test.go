@@ -1,19 +1,14 @@
 package cudastep
 
 import (
-	"context"
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"unsafe"
 
-	"github.com/moec-dev/moec/codegen/cuda"
 	"github.com/moec-dev/moec/runtime/llvmrt"
 )
 
@@ -166,45 +161,11 @@ extern "C" void t_frag_ldmatrix(void **a, long long, long long) {
 
 func openMMA(t *testing.T) *mmaLib {
 	t.Helper()
-	clang := cuda.FindClang()
-	if clang == "" {
-		t.Skip("no clang++ on PATH: the emulated CUDA kernels cannot be compiled")
-	}
-	dir := t.TempDir()
-	files := map[string]string{
-		"moec_cpu_emu.h":       cuda.EmulationHeader(),
-		"moec_step_device.h":   stepDeviceHeader(t),
-		"kernels_mma.cu":       MMASource(),
-		"driver.cpp":           "#include \"kernels_mma.cu\"\n" + mmaDriver(MMAKernels()) + fragmentDriver,
-		"moec_clang_prelude.h": cuda.Prelude(),
-	}
-	for name, text := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	so := filepath.Join(dir, "libmma.so")
-	cmd := exec.CommandContext(context.Background(), clang, "-std=c++17", "-O1", "-fPIC", "-shared", "-Wall", "-Werror",
-		"-include", filepath.Join(dir, "moec_cpu_emu.h"), "-I", dir, filepath.Join(dir, "driver.cpp"), "-o", so, "-lpthread")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("compile the emulated kernels: %v\n%s", err, out)
-	}
-	lib, err := llvmrt.Open(so)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lib.Close() })
-	return &mmaLib{lib: lib}
-}
-
-// stepDeviceHeader is the package's moec_step_device.h.
-func stepDeviceHeader(t *testing.T) string {
-	t.Helper()
-	b, err := os.ReadFile("moec_step_device.h")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
+	return &mmaLib{lib: emulatedLibrary(t, map[string]string{
+		DeviceHeaderName: deviceHeader,
+		"kernels_mma.cu": MMASource(),
+		"driver.cpp":     "#include \"kernels_mma.cu\"\n" + mmaDriver(MMAKernels()) + fragmentDriver,
+	}, "-O1", "-Wall", "-Werror")}
 }
 
 func (m *mmaLib) call(t *testing.T, name string, args ...any) {
@@ -717,34 +678,8 @@ func testMMAFragments(t *testing.T, lib *mmaLib) {
 // parameter count, and that nothing spills to local memory (the accumulators stay in
 // registers).
 func TestMMAPTX(t *testing.T) {
-	clang := cuda.FindClang()
-	if clang == "" {
-		t.Skip("no clang++ on PATH: the kernels cannot be compiled to PTX")
-	}
-	dir := t.TempDir()
-	for name, text := range map[string]string{
-		cuda.PreludeName:     cuda.Prelude(),
-		"moec_step_device.h": stepDeviceHeader(t),
-		"kernels_mma.cu":     MMASource(),
-	} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
 	for _, arch := range []string{"sm_80", "sm_90"} {
-		out := filepath.Join(dir, arch+".ptx")
-		cmd := exec.CommandContext(context.Background(), clang, "-x", "cuda", "--cuda-device-only", "--cuda-gpu-arch="+arch,
-			"-nocudainc", "-nocudalib", "-Xclang", "-target-feature", "-Xclang", "+ptx78",
-			"-include", filepath.Join(dir, cuda.PreludeName), "-I", dir, "-O3", "-Wall", "-Werror", "-Wno-unknown-cuda-version",
-			"-S", "-o", out, filepath.Join(dir, "kernels_mma.cu"))
-		if msg, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("%s: %v\n%s", arch, err, msg)
-		}
-		b, err := os.ReadFile(out)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ptx := string(b)
+		ptx := libraryPTX(t, "kernels_mma.cu", arch)
 		for _, want := range []string{
 			"mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32",
 			"mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32",

@@ -1,17 +1,13 @@
 package cudastep
 
 import (
-	"context"
 	"fmt"
 	"math"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 
-	"github.com/moec-dev/moec/codegen/cuda"
 	"github.com/moec-dev/moec/compiler/check"
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/step"
@@ -158,35 +154,11 @@ type moeDriver struct {
 // table, for the emulation.
 func buildMoEDriver(t *testing.T) *llvmrt.Library {
 	t.Helper()
-	clang := cuda.FindClang()
-	if clang == "" {
-		t.Skip("no clang++ on PATH: the emulation needs it")
-	}
-	dir := t.TempDir()
-	files := map[string]string{
-		"moec_cpu_emu.h":     cuda.EmulationHeader(),
-		"kernels_moe.cu":     moeSource,
-		"driver.cpp":         moeDriverSource(moeKernels()),
-		"moec_step_device.h": readFile(t, "moec_step_device.h"),
-	}
-	for name, text := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	so := filepath.Join(dir, "libmoe.so")
-	cmd := exec.CommandContext(context.Background(), clang, "-std=c++17", "-O1", "-fPIC", "-shared", "-I", dir,
-		"-include", filepath.Join(dir, "moec_cpu_emu.h"), filepath.Join(dir, "driver.cpp"),
-		"-o", so, "-lpthread")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("compile the emulation: %v\n%s", err, out)
-	}
-	lib, err := llvmrt.Open(so)
-	if err != nil {
-		t.Skipf("cannot load the emulation library: %v", err)
-	}
-	t.Cleanup(func() { lib.Close() })
-	return lib
+	return emulatedLibrary(t, map[string]string{
+		"kernels_moe.cu": moeSource,
+		"driver.cpp":     moeDriverSource(moeKernels()),
+		DeviceHeaderName: deviceHeader,
+	}, "-O1")
 }
 
 func readFile(t *testing.T, name string) string {
@@ -645,29 +617,8 @@ func compareBuffer(t *testing.T, what string, isInt bool, got, want []float32) {
 // TestMoEKernelsPTX compiles kernels_moe.cu to PTX for sm_80 and sm_90, without a CUDA
 // SDK, and finds every kernel of the table as an entry.
 func TestMoEKernelsPTX(t *testing.T) {
-	clang := cuda.FindClang()
-	if clang == "" {
-		t.Skip("no clang++ on PATH: PTX needs it")
-	}
-	dir := t.TempDir()
-	for name, text := range map[string]string{
-		cuda.PreludeName:     cuda.Prelude(),
-		"moec_step_device.h": readFile(t, "moec_step_device.h"),
-		"kernels_moe.cu":     moeSource,
-	} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
 	for _, arch := range []string{"sm_80", "sm_90"} {
-		out := filepath.Join(dir, arch+".ptx")
-		cmd := exec.CommandContext(context.Background(), clang, "-x", "cuda", "--cuda-device-only", "--cuda-gpu-arch="+arch, "-nocudainc", "-nocudalib",
-			"-Xclang", "-target-feature", "-Xclang", "+ptx78", "-include", filepath.Join(dir, cuda.PreludeName), "-I", dir,
-			"-O3", "-Wall", "-Werror", "-Wno-unknown-cuda-version", "-S", "-o", out, filepath.Join(dir, "kernels_moe.cu"))
-		if msg, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("%s: %v\n%s", arch, err, msg)
-		}
-		ptx := readFile(t, out)
+		ptx := libraryPTX(t, "kernels_moe.cu", arch)
 		for _, k := range moeKernels() {
 			if !strings.Contains(ptx, ".entry "+k.Name+"(") {
 				t.Errorf("%s: no entry %s in the PTX", arch, k.Name)

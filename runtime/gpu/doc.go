@@ -21,8 +21,8 @@
 // What clang makes of sources that do not change between sessions (the emulated kernel
 // library, the driver and NCCL stand-ins; each kernel file's PTX) is kept in a compile
 // cache keyed by the SHA-256 of the compiler, its arguments and the input bytes
-// (cache.go; the user's cache folder, or MOEC_CUDA_CACHE: a folder, or "off"), so a
-// second session compiles only its own host program.
+// (internal/compilecache: the user's cache folder, or MOEC_CUDA_CACHE: a folder, or
+// "off"), so a second session compiles only its own host program.
 //
 // Parameters live in the device arena at the offsets of the program's memory plan, the
 // same offsets runtime/exec's arena uses, so weights are copied buffer by buffer.

@@ -20,6 +20,7 @@ import (
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/step"
 	"github.com/moec-dev/moec/internal/atomicfile"
+	"github.com/moec-dev/moec/internal/compilecache"
 	moexec "github.com/moec-dev/moec/runtime/exec"
 	"github.com/moec-dev/moec/runtime/llvmrt"
 	"github.com/moec-dev/moec/runtime/optim"
@@ -307,16 +308,12 @@ func emulationObjects(ctx context.Context, dir, clang string, flags, sources []s
 	for _, h := range headers {
 		inputs = append(inputs, filepath.Base(h))
 	}
-	cache := openCompileCache()
-	key, err := cacheKey(clang, flags, dir, inputs)
+	key, err := compilecache.Key(clang, flags, dir, inputs)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("gpu: %w", err)
 	}
-	if hit := cache.get(key); hit != "" {
-		return hit, nil
-	}
-	return cache.put(key, dir, func(out string) error {
-		return clangEach(ctx, dir, out, clang, flags, sources, runtime.NumCPU())
+	return compilecache.Open().Build(key, dir, func(out string) error {
+		return compilecache.CompileEach(ctx, dir, out, clang, flags, sources, runtime.NumCPU())
 	})
 }
 
@@ -327,7 +324,7 @@ func compilePTX(ctx context.Context, dir, clang, arch string) ([]string, error) 
 
 // compilePTXOf is compilePTX of the kernel files kernels alone.
 func compilePTXOf(ctx context.Context, dir, clang, arch string, kernels []cudastep.KernelFile) ([]string, error) {
-	cache := openCompileCache()
+	cache := compilecache.Open()
 	headers, err := filepath.Glob(filepath.Join(dir, "*.h"))
 	if err != nil {
 		return nil, fmt.Errorf("gpu: %w", err)
@@ -339,18 +336,15 @@ func compilePTXOf(ctx context.Context, dir, clang, arch string, kernels []cudast
 		for _, h := range headers {
 			inputs = append(inputs, filepath.Base(h))
 		}
-		key, err := cacheKey(clang, cudastep.PTXArgs(arch, f.Name, out), dir, inputs)
+		key, err := compilecache.Key(clang, cudastep.PTXArgs(arch, f.Name, out), dir, inputs)
+		if err != nil {
+			return nil, fmt.Errorf("gpu: %w", err)
+		}
+		folder, err := cache.Build(key, dir, func(into string) error {
+			return clangIn(ctx, dir, clang, cudastep.PTXArgs(arch, f.Name, filepath.Join(into, out))...)
+		})
 		if err != nil {
 			return nil, err
-		}
-		folder := cache.get(key)
-		if folder == "" {
-			folder, err = cache.put(key, dir, func(into string) error {
-				return clangIn(ctx, dir, clang, cudastep.PTXArgs(arch, f.Name, filepath.Join(into, out))...)
-			})
-			if err != nil {
-				return nil, err
-			}
 		}
 		text, err := os.ReadFile(filepath.Join(folder, out))
 		if err != nil {

@@ -1,4 +1,4 @@
-package gpu
+package compilecache
 
 import (
 	"context"
@@ -15,48 +15,48 @@ import (
 	"time"
 )
 
-// CacheEnv names the environment variable that moves the compile cache (a folder), or
-// turns it off ("off"). Unset, the cache lives in the user's cache folder
+// Env names the environment variable that moves the compile cache (a folder), or turns
+// it off ("off"). Unset, the cache lives in the user's cache folder
 // (os.UserCacheDir()/moec/cuda).
-const CacheEnv = "MOEC_CUDA_CACHE"
+const Env = "MOEC_CUDA_CACHE"
 
 // cacheUnused is how long a cache entry may go unused before a later store removes it.
 const cacheUnused = 30 * 24 * time.Hour
 
-// compileCache keeps what clang makes of sources that do not change between sessions (the
+// Cache keeps what clang makes of sources that do not change between sessions (the
 // emulated kernel library, the driver and NCCL stand-ins: nine translation units that take
 // over nine tenths of an emulated session's compile; each kernel file's PTX), keyed by the
 // SHA-256 of the compiler, its arguments and every input byte, as Triton and ccache key
 // theirs. An entry is a folder written whole under a temporary name and renamed into
 // place, so a reader sees all of it or none; two processes storing the same key keep the
 // first. Entries unused for a month go when another is stored.
-type compileCache struct {
+type Cache struct {
 	root string // "" when there is no cache: every build runs in its own folder
 }
 
-// openCompileCache opens the cache CacheEnv names, or the user's; a machine with no cache
+// Open opens the cache Env names, or the user's; a machine with no cache
 // folder (no HOME, a read-only disk) gets no cache, never an error.
-func openCompileCache() compileCache {
-	root := os.Getenv(CacheEnv)
+func Open() Cache {
+	root := os.Getenv(Env)
 	switch {
 	case root == "off":
-		return compileCache{}
+		return Cache{}
 	case root == "":
 		base, err := os.UserCacheDir()
 		if err != nil {
-			return compileCache{}
+			return Cache{}
 		}
 		root = filepath.Join(base, "moec", "cuda")
 	}
 	if err := os.MkdirAll(root, 0o755); err != nil {
-		return compileCache{}
+		return Cache{}
 	}
-	return compileCache{root: root}
+	return Cache{root: root}
 }
 
-// cacheKey is the hex SHA-256 of the compiler (its path, size and time, so an upgraded
+// Key is the hex SHA-256 of the compiler (its path, size and time, so an upgraded
 // clang misses), the arguments and the named files of dir, names and contents.
-func cacheKey(clang string, args []string, dir string, files []string) (string, error) {
+func Key(clang string, args []string, dir string, files []string) (string, error) {
 	h := sha256.New()
 	fmt.Fprintf(h, "moec-cuda-cache 1\x00%s\x00", clang)
 	if path, err := resolveTool(clang); err == nil {
@@ -72,13 +72,13 @@ func cacheKey(clang string, args []string, dir string, files []string) (string, 
 	for _, n := range names {
 		f, err := os.Open(filepath.Join(dir, n))
 		if err != nil {
-			return "", fmt.Errorf("gpu: compile cache: %w", err)
+			return "", fmt.Errorf("compile cache: %w", err)
 		}
 		fmt.Fprintf(h, "file %s\x00", n)
 		_, err = io.Copy(h, f)
 		f.Close()
 		if err != nil {
-			return "", fmt.Errorf("gpu: compile cache: %w", err)
+			return "", fmt.Errorf("compile cache: %w", err)
 		}
 		h.Write([]byte{0})
 	}
@@ -98,9 +98,9 @@ func resolveTool(name string) (string, error) {
 	return filepath.EvalSymlinks(path)
 }
 
-// get returns the folder of key's entry when the cache holds it whole (marking it used),
+// Get returns the folder of key's entry when the cache holds it whole (marking it used),
 // else "".
-func (c compileCache) get(key string) string {
+func (c Cache) Get(key string) string {
 	if c.root == "" {
 		return ""
 	}
@@ -116,10 +116,10 @@ func (c compileCache) get(key string) string {
 // doneMark is the file an entry's folder holds once every output is in it.
 const doneMark = "complete"
 
-// put runs build in a fresh folder and stores what it leaves there as key's entry,
+// Put runs build in a fresh folder and stores what it leaves there as key's entry,
 // returning the entry's folder. Without a cache, or when storing fails, the outputs stay
 // in a folder under fallback and that is returned.
-func (c compileCache) put(key, fallback string, build func(dir string) error) (string, error) {
+func (c Cache) Put(key, fallback string, build func(dir string) error) (string, error) {
 	if c.root == "" {
 		return fallback, build(fallback)
 	}
@@ -139,13 +139,13 @@ func (c compileCache) put(key, fallback string, build func(dir string) error) (s
 	if err := os.Rename(tmp, final); err != nil {
 		// Another process stored the same key first (its entry is the same bytes), or the
 		// rename failed: use the stored entry when it is whole, else this build's outputs.
-		if dir := c.get(key); dir != "" {
+		if dir := c.Get(key); dir != "" {
 			os.RemoveAll(tmp)
 			return dir, nil
 		}
 		if err := copyFolder(tmp, fallback); err != nil {
 			os.RemoveAll(tmp)
-			return "", fmt.Errorf("gpu: compile cache: %w", err)
+			return "", fmt.Errorf("compile cache: %w", err)
 		}
 		os.RemoveAll(tmp)
 		return fallback, nil
@@ -205,7 +205,7 @@ func copyFolder(src, dst string) error {
 
 // prune removes the entries other than keep that went unused for cacheUnused, and
 // temporary folders of builds that died as old.
-func (c compileCache) prune(keep string) {
+func (c Cache) prune(keep string) {
 	entries, err := os.ReadDir(c.root)
 	if err != nil {
 		return
@@ -223,10 +223,10 @@ func (c compileCache) prune(keep string) {
 	}
 }
 
-// clangEach compiles each source of dir to an object of the same base name in out (clang
+// CompileEach compiles each source of dir to an object of the same base name in out (clang
 // args… -c source -o out/base.o, run in dir), as many at once as workers, and returns the
 // first failure.
-func clangEach(ctx context.Context, dir, out, clang string, args []string, sources []string, workers int) error {
+func CompileEach(ctx context.Context, dir, out, clang string, args []string, sources []string, workers int) error {
 	var (
 		wg    sync.WaitGroup
 		mu    sync.Mutex
@@ -239,7 +239,7 @@ func clangEach(ctx context.Context, dir, out, clang string, args []string, sourc
 			defer wg.Done()
 			for src := range next {
 				obj := filepath.Join(out, strings.TrimSuffix(src, filepath.Ext(src))+".o")
-				err := clangIn(ctx, dir, clang, slices.Concat(args, []string{"-c", src, "-o", obj})...)
+				err := Run(ctx, dir, clang, slices.Concat(args, []string{"-c", src, "-o", obj})...)
 				if err != nil {
 					mu.Lock()
 					if first == nil {
@@ -256,4 +256,22 @@ func clangEach(ctx context.Context, dir, out, clang string, args []string, sourc
 	close(next)
 	wg.Wait()
 	return first
+}
+
+// Run runs the compiler with args in dir; a failure carries the compiler's output.
+func Run(ctx context.Context, dir, compiler string, args ...string) error {
+	cmd := exec.CommandContext(ctx, compiler, args...)
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s %s: %w\n%s", filepath.Base(compiler), strings.Join(args, " "), err, out)
+	}
+	return nil
+}
+
+// Build returns the folder of key's entry, running build into a new one on a miss (Put).
+func (c Cache) Build(key, fallback string, build func(dir string) error) (string, error) {
+	if dir := c.Get(key); dir != "" {
+		return dir, nil
+	}
+	return c.Put(key, fallback, build)
 }

@@ -1,4 +1,4 @@
-package gpu
+package compilecache
 
 import (
 	"context"
@@ -8,7 +8,7 @@ import (
 	"testing"
 )
 
-// fakeClang writes a shell script that acts as clang++ for emulationObjects: for every
+// fakeClang writes a shell script that acts as clang++ for CompileEach: for every
 // "-c SRC -o OBJ" it writes OBJ (the source's bytes) and counts the call in a log.
 func fakeClang(t *testing.T) (clang, log string) {
 	t.Helper()
@@ -50,7 +50,7 @@ func calls(t *testing.T, log string) int {
 // cache turned off compiles every time, into the build's own folder.
 func TestCompileCacheReusesObjects(t *testing.T) {
 	clang, log := fakeClang(t)
-	t.Setenv(CacheEnv, t.TempDir())
+	t.Setenv(Env, t.TempDir())
 	sources := []string{"a.cpp", "b.cpp", "c.cpp"}
 	session := func(header string) string {
 		t.Helper()
@@ -63,7 +63,14 @@ func TestCompileCacheReusesObjects(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, "k.h"), []byte(header), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		objects, err := emulationObjects(context.Background(), dir, clang, []string{"-O1"}, sources)
+		c := Open()
+		key, err := Key(clang, []string{"-O1"}, dir, append(sources, "k.h"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		objects, err := c.Build(key, dir, func(out string) error {
+			return CompileEach(context.Background(), dir, out, clang, []string{"-O1"}, sources, 2)
+		})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -85,7 +92,7 @@ func TestCompileCacheReusesObjects(t *testing.T) {
 	if other := session("v2"); other == first || calls(t, log) != 2*len(sources) {
 		t.Errorf("a changed header: folder %s, %d compiles in all; want a new entry and %d compiles", other, calls(t, log), 2*len(sources))
 	}
-	t.Setenv(CacheEnv, "off")
+	t.Setenv(Env, "off")
 	off := session("v1")
 	if calls(t, log) != 3*len(sources) || filepath.Dir(off) == filepath.Dir(first) {
 		t.Errorf("cache off: %d compiles in all into %s; want %d, in the session's folder", calls(t, log), off, 3*len(sources))
@@ -96,12 +103,12 @@ func TestCompileCacheReusesObjects(t *testing.T) {
 // build compiles again instead of reading a partial entry.
 func TestCompileCacheKeepsNoFailedBuild(t *testing.T) {
 	root := t.TempDir()
-	t.Setenv(CacheEnv, root)
-	c := openCompileCache()
-	if _, err := c.put("k", t.TempDir(), func(string) error { return os.ErrInvalid }); err == nil {
+	t.Setenv(Env, root)
+	c := Open()
+	if _, err := c.Put("k", t.TempDir(), func(string) error { return os.ErrInvalid }); err == nil {
 		t.Fatal("a failing build stored without error")
 	}
-	if c.get("k") != "" {
+	if c.Get("k") != "" {
 		t.Fatal("a failed build left an entry")
 	}
 	entries, _ := os.ReadDir(root)
