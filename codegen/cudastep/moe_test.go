@@ -736,7 +736,8 @@ func TestMoEKernelTable(t *testing.T) {
 }
 
 // TestLowerMoERefuses: what the MoE kernels do not lower is an error naming it (tensor
-// parallelism); expert parallelism lowers.
+// parallelism beside expert parallelism, or with sequence parallelism); expert and tensor
+// parallelism each alone lower.
 func TestLowerMoERefuses(t *testing.T) {
 	m := hunyuanTiny(t)
 	m.Attention.TalkingHeads = false // tensor parallelism splits the heads
@@ -745,7 +746,9 @@ func TestLowerMoERefuses(t *testing.T) {
 		want   string // "": lowers
 	}{
 		{step.Layout{DP: 2, EP: 2, TP: 1, PP: 1}, ""},
-		{step.Layout{DP: 1, EP: 1, TP: 2, PP: 1}, "data and expert parallelism only"},
+		{step.Layout{DP: 1, EP: 1, TP: 2, PP: 1}, ""},
+		{step.Layout{DP: 2, EP: 2, TP: 2, PP: 1}, "expert parallelism beside tensor parallelism (ep 2 × tp 2) is not lowered"},
+		{step.Layout{DP: 1, EP: 1, TP: 2, PP: 1, SequenceParallel: true}, "an MoE stage under sequence parallelism (tp 2) is not lowered"},
 	} {
 		progs, err := step.Lower(m, step.Batch{MicroBatch: 2, SeqLen: 16, Micro: 1}, c.layout)
 		if err != nil {

@@ -198,6 +198,21 @@ func TestEmulatedTensorParallelMatchesExecutor(t *testing.T) {
 	matchRanks(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 1}, step.Layout{DP: 1, EP: 1, TP: 2, PP: 1}, cfg, 2)
 }
 
+// TestEmulatedMoETensorParallelMatchesExecutor: hunyuan_tiny's four-expert stage (without
+// talking heads) on two tensor-parallel ranks: the router, the routing and the dispatch
+// replicated on both ranks, each expert's hidden width split over them (Megatron's expert
+// tensor parallelism: the rank's columns of expert_in, rows of expert_down), the experts'
+// outputs all-reduced over tp before the combine and the dispatched tokens' gradient
+// all-reduced before permute's backward, as runtime/exec's ranks do.
+func TestEmulatedMoETensorParallelMatchesExecutor(t *testing.T) {
+	if os.Getenv("MOEC_LONG_EMULATION") == "" {
+		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (two ranks' generated steps compiled: minutes on a loaded machine); TestMoETensorParallelLowering (codegen/cudastep) checks the lowering by default")
+	}
+	m, cfg := hunyuanTiny(t, 4)
+	m.Attention.TalkingHeads = false
+	matchRanks(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 1}, step.Layout{DP: 1, EP: 1, TP: 2, PP: 1}, cfg, 2)
+}
+
 // TestEmulatedSequenceParallelMatchesExecutor: the same two tensor-parallel ranks with
 // sequence parallelism: the norms and residuals on each rank's half of the tokens, the
 // all_gather along the tokens before the column-parallel products (ncclAllGather) and the
