@@ -62,28 +62,16 @@ func (lw *opLowerer) tpReplicaElsewhere(pc optPiece) bool {
 }
 
 // An MoE stage under tensor parallelism is Megatron's expert tensor parallelism, as
-// compiler/step lays it out: the router, the routing and the dispatch run replicated on
-// every tp rank (the same tokens, the same slots); each expert's hidden width is split
-// over the ranks (the rank's rows of expert_in and expert_up, columns of expert_down), so
-// the grouped products run at the rank's width with the MoE kernels unchanged; the
-// experts' outputs ([experts, slots, d_model], padding cleared by the down product since
-// the all-reduce reads it) are all-reduced over tp before the combine, and the dispatched
-// tokens' gradient after the first product's backward, before permute's backward (both
-// ncclAllReduce on the tp communicator, collective.go). A down-projection bias is added on
-// tp rank 0 alone (moe.go's groupedMM).
-
-// moeTPSupported refuses the tensor-parallel MoE layouts the CUDA path does not lower
-// yet: beside expert parallelism, and with sequence parallelism (the experts then read
-// the tokens gathered over tp). Neither has been run against runtime/exec's ranks.
-func moeTPSupported(l step.Layout) error {
-	if l.TP <= 1 {
-		return nil
-	}
-	if l.EP > 1 {
-		return fmt.Errorf("an MoE stage under expert parallelism beside tensor parallelism (ep %d × tp %d) is not lowered to CUDA yet; train it with ep or tp alone, or on the CPU (without --device)", l.EP, l.TP)
-	}
-	if l.SP() {
-		return fmt.Errorf("an MoE stage under sequence parallelism (tp %d) is not lowered to CUDA yet; train it without sequence parallelism, or on the CPU (without --device)", l.TP)
-	}
-	return nil
-}
+// compiler/step lays it out, and needs no op of its own here: the router, the routing and
+// the dispatch run replicated on every tp rank (the same tokens, the same slots); each
+// expert's hidden width is split over the ranks (the rank's rows of expert_in and
+// expert_up, columns of expert_down), so the grouped products run at the rank's width with
+// the MoE kernels unchanged; the experts' outputs ([experts, slots, d_model], padding
+// cleared by the down product since the all-reduce reads it) are all-reduced over tp before
+// the combine (before the slots go back under ep) and, without sequence parallelism, the
+// dispatched tokens' gradient after the first product's backward, before permute's
+// backward (both one ncclAllReduce on the tp communicator, collective.go). Under sequence
+// parallelism the routing and the experts read h and the router logits gathered over tp,
+// and the gather's reduce-scatter in the backward sums the dispatched tokens' partial
+// gradients in place of that all-reduce (collective_sp.go). A down-projection bias is
+// added on tp rank 0 alone (moe.go's groupedMM).

@@ -117,10 +117,8 @@ func lowerMoE(p *step.Program, m *program.Model, i int) ([]Launch, error) {
 		return nil, fmt.Errorf("cudastep: op %d (%s): model %s has no MoE block", i, op.Kind, m.Name)
 	}
 	if l := p.Layout; l.PP > 1 {
+		// tensor parallelism: collective_tp.go
 		return nil, fmt.Errorf("cudastep: op %d (%s): the MoE kernels lower one rank, data, expert and tensor parallelism only (layout %s)", i, op.Kind, l)
-	}
-	if err := moeTPSupported(p.Layout); err != nil { // collective_tp.go
-		return nil, fmt.Errorf("cudastep: op %d (%s): %w", i, op.Kind, err)
 	}
 	d, err := m.Dims()
 	if err != nil {
