@@ -58,6 +58,9 @@ func TestMoETensorParallelLowering(t *testing.T) {
 					if s := p.Buffers[w].Shape; len(s) != 2 || (s[0] != d.EHidden/tp && s[1] != d.EHidden/tp) {
 						t.Errorf("rank %d: op %d (%s) reads expert weight %s of shape %v, want the rank's %d of the %d hidden units", p.Rank, i, op.Kind, p.Buffers[w].Name, s, d.EHidden/tp, d.EHidden)
 					}
+					if id := p.Buffers[w].Param; id == nil || id.Shard.Count != tp || id.Shard.Index != p.Coord.TP {
+						t.Errorf("rank %d: op %d (%s) reads expert weight %s (%v), want tp rank %d's shard of %d", p.Rank, i, op.Kind, p.Buffers[w].Name, id, p.Coord.TP, tp)
+					}
 				}
 			case step.OpAllReduce:
 				if op.Group != "tp" || len(op.In) != 1 {
