@@ -208,7 +208,7 @@ func TestEmulatedTensorParallelMatchesExecutor(t *testing.T) {
 // (the tp sums on the exchanged slots, the exchange on the ep pairs).
 func TestEmulatedMoETensorParallelMatchesExecutor(t *testing.T) {
 	if os.Getenv("MOEC_LONG_EMULATION") == "" {
-		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (three layouts' generated steps compiled: over two minutes each on a loaded machine); TestMoETensorParallelLowering (codegen/cudastep) checks the lowering by default")
+		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (three layouts' generated steps compiled: about two minutes each, six and a half in all on a loaded machine); TestMoETensorParallelLowering (codegen/cudastep) checks the lowering by default")
 	}
 	m, cfg := hunyuanTiny(t, 4)
 	m.Attention.TalkingHeads = false
