@@ -60,3 +60,18 @@ func (lw *opLowerer) tpReplicaElsewhere(pc optPiece) bool {
 	id := p.Buffers[pc.grad].Param
 	return id != nil && id.Shard.Whole()
 }
+
+// An MoE stage under tensor parallelism is Megatron's expert tensor parallelism, as
+// compiler/step lays it out, and needs no op of its own here: the router, the routing and
+// the dispatch run replicated on every tp rank (the same tokens, the same slots); each
+// expert's hidden width is split over the ranks (the rank's rows of expert_in and
+// expert_up, columns of expert_down), so the grouped products run at the rank's width with
+// the MoE kernels unchanged; the experts' outputs ([experts, slots, d_model], padding
+// cleared by the down product since the all-reduce reads it) are all-reduced over tp before
+// the combine (before the slots go back under ep) and, without sequence parallelism, the
+// dispatched tokens' gradient after the first product's backward, before permute's
+// backward (both one ncclAllReduce on the tp communicator, collective.go). Under sequence
+// parallelism the routing and the experts read h and the router logits gathered over tp,
+// and the gather's reduce-scatter in the backward sums the dispatched tokens' partial
+// gradients in place of that all-reduce (collective_sp.go). A down-projection bias is
+// added on tp rank 0 alone (moe.go's groupedMM).

@@ -21,7 +21,8 @@
 // ordered by events (collective.go, collective_host.go), each on the communicator of its
 // own group's ranks (collective_groups.go: the tp and dp pairs of dp 2 × tp 2): data and
 // expert parallelism with ZeRO 0–3 (zero3.go for ZeRO 3's gathers), tensor parallelism
-// (collective_tp.go: the vocabulary-parallel loss's passes), its sequence parallelism
+// (collective_tp.go: the vocabulary-parallel loss's passes; an MoE stage's experts split
+// along their hidden width, their outputs all-reduced over tp), its sequence parallelism
 // (collective_sp.go: the all_gather and reduce_scatter along the tokens as ncclAllGather
 // and ncclReduceScatter of each rank's contiguous rows, seq_slice as a row copy) and
 // pipeline stages, any number of them (pipeline.go: each pair of neighbouring stages on

@@ -116,8 +116,9 @@ func lowerMoE(p *step.Program, m *program.Model, i int) ([]Launch, error) {
 	if m.MoE == nil {
 		return nil, fmt.Errorf("cudastep: op %d (%s): model %s has no MoE block", i, op.Kind, m.Name)
 	}
-	if l := p.Layout; l.TP > 1 || l.PP > 1 {
-		return nil, fmt.Errorf("cudastep: op %d (%s): the MoE kernels lower one rank, data and expert parallelism only (layout %s)", i, op.Kind, l)
+	if l := p.Layout; l.PP > 1 {
+		// tensor parallelism: collective_tp.go
+		return nil, fmt.Errorf("cudastep: op %d (%s): the MoE kernels lower one rank, data, expert and tensor parallelism only (layout %s)", i, op.Kind, l)
 	}
 	d, err := m.Dims()
 	if err != nil {

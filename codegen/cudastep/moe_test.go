@@ -686,23 +686,34 @@ func TestMoEKernelTable(t *testing.T) {
 	}
 }
 
-// TestLowerMoERefuses: what the MoE kernels do not lower is an error naming it (tensor
-// parallelism); expert parallelism lowers.
+// TestLowerMoERefuses: what the MoE kernels do not lower is an error naming it (pipeline
+// parallelism); expert and tensor parallelism lower, alone, together and with sequence
+// parallelism.
 func TestLowerMoERefuses(t *testing.T) {
 	m := hunyuanTiny(t)
 	m.Attention.TalkingHeads = false // tensor parallelism splits the heads
+	// Pipeline stages: no layer reuses another's attention weights, the router reads h.
+	staged, moe := *m, *m.MoE
+	staged.Attention.ShareWeights, moe.Router, staged.MoE = 1, program.RouteHidden, &moe
 	for _, c := range []struct {
 		layout step.Layout
 		want   string // "": lowers
 	}{
 		{step.Layout{DP: 2, EP: 2, TP: 1, PP: 1}, ""},
-		{step.Layout{DP: 1, EP: 1, TP: 2, PP: 1}, "data and expert parallelism only"},
+		{step.Layout{DP: 1, EP: 1, TP: 2, PP: 1}, ""},
+		{step.Layout{DP: 2, EP: 2, TP: 2, PP: 1}, ""},
+		{step.Layout{DP: 1, EP: 1, TP: 2, PP: 1, SequenceParallel: true}, ""},
+		{step.Layout{DP: 1, EP: 1, TP: 1, PP: 2}, "data, expert and tensor parallelism only"},
 	} {
+		m := m
+		if c.layout.PP > 1 {
+			m = &staged
+		}
 		progs, err := step.Lower(m, step.Batch{MicroBatch: 2, SeqLen: 16, Micro: 1}, c.layout)
 		if err != nil {
 			t.Fatal(err)
 		}
-		p := progs[0]
+		p := progs[len(progs)-1] // under pp, the last stage holds an MoE layer
 		routes := 0
 		for i, op := range p.Ops {
 			if op.Kind != step.OpRouter {

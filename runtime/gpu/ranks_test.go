@@ -198,6 +198,34 @@ func TestEmulatedTensorParallelMatchesExecutor(t *testing.T) {
 	matchRanks(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 1}, step.Layout{DP: 1, EP: 1, TP: 2, PP: 1}, cfg, 2)
 }
 
+// TestEmulatedMoETensorParallelMatchesExecutor: hunyuan_tiny's four-expert stage (without
+// talking heads) under tensor parallelism: the router, the routing and the dispatch
+// replicated on the tp ranks, each expert's hidden width split over them (Megatron's expert
+// tensor parallelism: the rank's rows of expert_in, columns of expert_down), the experts'
+// outputs all-reduced over tp before the combine and the dispatched tokens' gradient
+// before permute's backward, as runtime/exec's ranks do; on tp 2, on tp 2 with sequence
+// parallelism (the experts read the tokens gathered over tp) and on dp 2 × ep 2 × tp 2
+// (the tp sums on the exchanged slots, the exchange on the ep pairs).
+func TestEmulatedMoETensorParallelMatchesExecutor(t *testing.T) {
+	if os.Getenv("MOEC_LONG_EMULATION") == "" {
+		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (three layouts' generated steps compiled: about two minutes each, six and a half in all on a loaded machine); TestMoETensorParallelLowering (codegen/cudastep) checks the lowering by default")
+	}
+	m, cfg := hunyuanTiny(t, 4)
+	m.Attention.TalkingHeads = false
+	for _, c := range []struct {
+		name   string
+		layout step.Layout
+	}{
+		{"tp 2", step.Layout{DP: 1, EP: 1, TP: 2, PP: 1}},
+		{"tp 2 sp", step.Layout{DP: 1, EP: 1, TP: 2, PP: 1, SequenceParallel: true}},
+		{"dp 2 × ep 2 × tp 2", step.Layout{DP: 2, EP: 2, TP: 2, PP: 1}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			matchRanks(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 1}, c.layout, cfg, 2)
+		})
+	}
+}
+
 // TestEmulatedSequenceParallelMatchesExecutor: the same two tensor-parallel ranks with
 // sequence parallelism: the norms and residuals on each rank's half of the tokens, the
 // all_gather along the tokens before the column-parallel products (ncclAllGather) and the
