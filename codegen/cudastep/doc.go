@@ -25,4 +25,10 @@
 // (collective_sp.go: the all_gather and reduce_scatter along the tokens as ncclAllGather
 // and ncclReduceScatter of each rank's contiguous rows, seq_slice as a row copy) and two
 // pipeline stages (pipeline.go).
+//
+// The offloaded optimizer (offload.go) keeps the memory plan's host tier in one pinned host
+// arena: each group's gradients are copied there on a copy stream after an event of the
+// compute stream, the host program updates them on the CPU once that copy's event has
+// completed, and the weights return on the copy stream before the compute stream reads
+// them again.
 package cudastep
