@@ -6,6 +6,7 @@ import (
 
 	"golang.org/x/tools/txtar"
 
+	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/step"
 	"github.com/moec-dev/moec/internal/golden"
 )
@@ -99,33 +100,41 @@ func TestOffloadedOptimizerHostProgram(t *testing.T) {
 }
 
 // TestOffloadRefusesHostOpsItDoesNotLower: an op other than the offloaded optimizer's
-// copies and update that touches host memory (aux-free balancing's bias update of the host
-// master copy) is refused with a message naming it, never lowered against the device
-// arena.
+// copies and update that touches host memory is refused with a message naming it, never
+// lowered against the device arena: aux-free balancing's bias update of the host master
+// copy (a MoE stage with a selection bias), and a grad_norm made to read that copy.
 func TestOffloadRefusesHostOpsItDoesNotLower(t *testing.T) {
-	p, _, err := lowerOne(t, tinyStage(t, 2, 1), step.Batch{MicroBatch: 1, SeqLen: 8, Micro: 1}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 1, OffloadOpt: true})
+	b := step.Batch{MicroBatch: 1, SeqLen: 8, Micro: 1}
+	l := step.Layout{DP: 1, EP: 1, TP: 1, PP: 1, OffloadOpt: true}
+	m := tinyStage(t, 2, 4)
+	moe := *m.MoE
+	moe.Router = program.RouteHidden
+	moe.Score, moe.TopK, moe.Normalize, moe.CapacityFactor = program.Sigmoid, 2, true, 0
+	moe.AuxFreeBias = 0.001
+	m.MoE = &moe
+	if _, _, err := lowerOne(t, m, b, l); err == nil || !strings.Contains(err.Error(), "host memory") || !strings.Contains(err.Error(), "host master copy") {
+		t.Errorf("aux-free balancing's bias update under offload: %v", err)
+	}
+	p, _, err := lowerOne(t, tinyStage(t, 2, 1), b, l)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var norm int
+	norm, hostW := -1, -1
 	for i, op := range p.Ops {
 		if op.Kind == step.OpGradNorm {
 			norm = i
 		}
 	}
-	// A grad_norm that (wrongly) reads the host master copy.
-	var hostW int = -1
-	for i, b := range p.Buffers {
-		if b.Tier == step.Host && strings.HasPrefix(b.Name, "params[") {
+	for i, buf := range p.Buffers {
+		if buf.Tier == step.Host && strings.HasPrefix(buf.Name, "params[") {
 			hostW = i
 		}
 	}
-	if hostW < 0 {
-		t.Fatal("the program has no host master copy")
+	if norm < 0 || hostW < 0 {
+		t.Fatalf("the program has no grad_norm (%d) or no host master copy (%d)", norm, hostW)
 	}
 	p.Ops[norm].In = append(p.Ops[norm].In, hostW)
-	_, err = Lower(p, tinyStage(t, 2, 1))
-	if err == nil || !strings.Contains(err.Error(), "host memory") {
+	if _, err := Lower(p, tinyStage(t, 2, 1)); err == nil || !strings.Contains(err.Error(), "host memory") {
 		t.Errorf("a grad_norm over a host buffer: %v", err)
 	}
 }
