@@ -27,4 +27,10 @@
 // and ncclReduceScatter of each rank's contiguous rows, seq_slice as a row copy) and
 // pipeline stages, any number of them (pipeline.go: each pair of neighbouring stages on
 // its own communicator, the 1F1B steady state's crossing send and receive one NCCL group).
+//
+// The offloaded optimizer (offload.go) keeps the memory plan's host tier in one pinned host
+// arena: each group's gradients are copied there on a copy stream after an event of the
+// compute stream, the host program updates them on the CPU once that copy's event has
+// completed, and the weights return on the copy stream before the compute stream reads
+// them again.
 package cudastep

@@ -356,6 +356,10 @@ func HostProgram(l *Lowered) (string, error) {
 	}
 	pf("#define MOEC_WORLD %d\n#define MOEC_RANK %d\n#define MOEC_COLLECTIVES %d\n", p.Layout.World(), p.Rank, collectives)
 	hostComms(&w, l.Comms) // collective_host.go
+	offload := p.Layout.OffloadOpt
+	if offload { // offload.go: the pinned host arena and the copy stream's events
+		pf("#define MOEC_HOST_BYTES %dULL\n#define MOEC_HOST_EVENTS %d\n", alignUp(max(p.Memory.Arena[step.Host], 1), 256), max(l.HostEvents, 1))
+	}
 	pf("\n// The kernels the program launches, by number.\nstatic const char *const moec_kernel_names[MOEC_KERNELS] = {\n")
 	for _, k := range ks {
 		pf("    \"%s\",\n", k.Name)
@@ -393,7 +397,16 @@ func HostProgram(l *Lowered) (string, error) {
 		pf("    \"\",\n")
 	}
 	pf("};\n")
-	w.WriteString(hostPrelude)
+	if offload {
+		prelude := strings.Replace(hostPrelude, "} moec_state;", hostOffloadFields+"} moec_state;", 1)
+		if prelude == hostPrelude {
+			return "", fmt.Errorf("cudastep: the host prelude has no state to add the offloaded optimizer's to")
+		}
+		w.WriteString(prelude)
+		w.WriteString(hostOffloadOpen)
+	} else {
+		w.WriteString(hostPrelude)
+	}
 	pf("\n// The workspaces after the arena:")
 	for _, wk := range work {
 		pf(" %s at %d (%d bytes);", wk.Name, wk.Offset, wk.Bytes)
@@ -416,6 +429,9 @@ func HostProgram(l *Lowered) (string, error) {
 		pf("\n};\n")
 	}
 	pf("\nstatic int moec_fill_consts(moec_state *s) {\n")
+	if offload {
+		pf("  if (!moec_offload_open(s)) return 0;\n")
+	}
 	for _, n := range constNames {
 		pf("  MOEC_CU(s, s->cu.cuMemcpyHtoD(s->base + %dULL, moec_const_%s, sizeof moec_const_%s), \"filling workspace %s\");\n", workAt[n], n, n, n)
 	}
@@ -510,6 +526,9 @@ func HostProgram(l *Lowered) (string, error) {
 		if ol.Collective != nil {
 			comm.emit(&w, indent, ol.Collective, i, what, workAt)
 		}
+		if ol.Offload != nil {
+			emitOffload(&w, indent, ol.Offload, what) // offload.go
+		}
 		if ol.PublishNorm {
 			pf("%sif (!moec_publish_norm(s)) return 0;\n", indent)
 		}
@@ -519,7 +538,17 @@ func HostProgram(l *Lowered) (string, error) {
 	}
 	comm.waitAll(&w)
 	pf("  return 1;\n}\n")
-	w.WriteString(hostABI)
+	if !offload {
+		w.WriteString(hostABI)
+		return w.String(), nil
+	}
+	const freeArena = "  if (s->base) s->cu.cuMemFree(s->base);\n"
+	abi := strings.Replace(hostABI, freeArena, "  moec_offload_close(s);\n"+freeArena, 1)
+	if abi == hostABI {
+		return "", fmt.Errorf("cudastep: the host program's close has no place for the offloaded optimizer's")
+	}
+	w.WriteString(abi)
+	w.WriteString(hostOffloadABI)
 	return w.String(), nil
 }
 

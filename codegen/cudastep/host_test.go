@@ -66,7 +66,7 @@ func TestHostProgramGolden(t *testing.T) {
 	}, *update)
 }
 
-// TestRefusesLayoutsNotLoweredYet: the offloaded optimizer and the unified cache are errors that
+// TestRefusesLayoutsNotLoweredYet: the unified cache is an error that
 // say what is not lowered yet (tensor and sequence parallelism are lowered).
 func TestRefusesLayoutsNotLoweredYet(t *testing.T) {
 	m := tinyStage(t, 4, 1)
@@ -77,7 +77,7 @@ func TestRefusesLayoutsNotLoweredYet(t *testing.T) {
 		layout step.Layout
 		want   string
 	}{
-		{step.Layout{DP: 1, EP: 1, TP: 1, PP: 1, OffloadOpt: true}, "the offloaded optimizer"},
+		{step.Layout{DP: 1, EP: 1, TP: 1, PP: 1, Cache: step.Cache{Budget: 1 << 30}}, "the unified cache"},
 	} {
 		_, _, err := lowerOne(t, m, b, c.layout)
 		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "not lower") {

@@ -25,6 +25,9 @@ type OpLaunches struct {
 	Settle bool
 	// Collective, for a collective op, is its NCCL calls (collective.go); nil otherwise.
 	Collective *Collective
+	// Offload, for the offloaded optimizer's ops (to_host, to_device, the host adamw), is
+	// the host program's copies or CPU update (offload.go); nil otherwise.
+	Offload *Offload
 	// PublishNorm says the host program writes this rank's sum of squares of the gradients
 	// into the grad_norm op's output after the launches (several ranks: the program's
 	// all_reduce then sums it over the ranks, and the update reads the sum).
@@ -49,6 +52,9 @@ type Lowered struct {
 	// fused FlashAttention-2 kernels (kernels_flash.cu) instead of the score, softmax and
 	// weighted-sum ops; the others' fusion is not valid (FindFlashChain says why).
 	FusedAttention int
+	// HostEvents is how many to_host copies (one per offloaded group) record an event
+	// their group's host update waits for (offload.go); 0 without offload.
+	HostEvents int
 	// Comms are the NCCL communicators the collectives run on, one per distinct group of
 	// ranks, sorted by their ranks (collective_groups.go); none on one rank.
 	Comms []Comm
@@ -100,8 +106,9 @@ const (
 // Lower lowers p (one rank's program of m's stage) to kernel launches and, for several
 // ranks, NCCL calls (collective.go; pipeline.go for the pipeline stages' sends and
 // receives, zero3.go for ZeRO 3's gathers, collective_tp.go for tensor parallelism's own
-// passes). Layouts with sequence parallelism, offload or the unified cache are
-// not lowered yet; any such is an error saying so.
+// passes, collective_sp.go for sequence parallelism's, offload.go for the offloaded
+// optimizer's copies and host update). Layouts with the unified cache are not lowered yet;
+// any such is an error saying so.
 func Lower(p *step.Program, m *program.Model) (*Lowered, error) {
 	return LowerWith(p, m, Options{})
 }
@@ -133,6 +140,7 @@ func LowerWith(p *step.Program, m *program.Model, o Options) (*Lowered, error) {
 	lw := &opLowerer{p: p, m: m, d: d, bf16: o.BF16, fp16: o.FP16, out: &Lowered{Program: p, Consts: map[string][]float32{},
 		LossScale: 1 / float64(p.Batch.Micro*max(p.Layout.DP, 1))}}
 	settled := false
+	hostEvents := map[int]int{} // offload.go: each group's to_host event
 	expert := expertBuffers(p)
 	chains := flashChains(p, m)
 	lw.out.FusedAttention = countChains(chains)
@@ -152,6 +160,16 @@ func LowerWith(p *step.Program, m *program.Model, o Options) (*Lowered, error) {
 			continue
 		}
 		switch {
+		case op.Kind == step.OpToHost || op.Kind == step.OpToDevice || op.Kind == step.OpAdamW && onHost(p, op):
+			// offload.go: the offloaded optimizer's copies and host update
+			if err := lw.offload(op, &ol, hostEvents); err != nil {
+				return nil, fmt.Errorf("cudastep: op %d (%s %s): offloaded optimizer: %w", i, op.Phase, op.Kind, err)
+			}
+			if op.Kind == step.OpAdamW && !settled {
+				ol.Settle, settled = true, true
+			}
+		case onHost(p, op):
+			return nil, fmt.Errorf("cudastep: op %d (%s %s) reads or writes host memory, which only the offloaded optimizer's copies and update do on the CUDA path (%s)", i, op.Phase, op.Kind, op.Attr)
 		case isDecodeOp(op): // decode.go: the inference programs' own ops
 			ls, err := lw.decodeOp(op)
 			if err != nil {
@@ -216,9 +234,6 @@ func supported(p *step.Program) error {
 	l := p.Layout
 	var missing []string
 	missing = append(missing, collectivesSupported(l)...)
-	if l.OffloadOpt {
-		missing = append(missing, "the offloaded optimizer")
-	}
 	if l.Cache.On() {
 		missing = append(missing, "the unified cache")
 	}
@@ -226,7 +241,7 @@ func supported(p *step.Program) error {
 		missing = append(missing, "distillation")
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("cudastep: %s/%s runs %s; the CUDA backend does not lower %v yet (one rank; data, expert and tensor parallelism with ZeRO 0–3 and pipeline stages; without offload or the unified cache)",
+		return fmt.Errorf("cudastep: %s/%s runs %s; the CUDA backend does not lower %v yet (one rank; data, expert, tensor, sequence and pipeline parallelism with ZeRO 0–3 and the offloaded optimizer; not the unified cache)",
 			p.Model, p.Stage, l, missing)
 	}
 	return nil

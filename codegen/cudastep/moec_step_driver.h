@@ -54,6 +54,12 @@ typedef struct moec_cu {
   CUresult (*cuLaunchKernel)(CUfunction fn, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
                              unsigned bz, unsigned shared, CUstream stream, void **params, void **extra);
   CUresult (*cuGetErrorString)(CUresult error, const char **text);
+  // The offloaded optimizer's pinned host memory and its copies on a copy stream.
+  CUresult (*cuMemAllocHost)(void **ptr, size_t bytes);
+  CUresult (*cuMemFreeHost)(void *ptr);
+  CUresult (*cuMemcpyDtoHAsync)(void *dst, CUdeviceptr src, size_t bytes, CUstream stream);
+  CUresult (*cuMemcpyHtoDAsync)(CUdeviceptr dst, const void *src, size_t bytes, CUstream stream);
+  CUresult (*cuEventSynchronize)(CUevent event);
 } moec_cu;
 
 #ifdef __cplusplus

@@ -25,5 +25,7 @@
 // "off"), so a second session compiles only its own host program.
 //
 // Parameters live in the device arena at the offsets of the program's memory plan, the
-// same offsets runtime/exec's arena uses, so weights are copied buffer by buffer.
+// same offsets runtime/exec's arena uses, so weights are copied buffer by buffer. Under
+// the offloaded optimizer the plan's host tier (master weights, moments) lives in the host
+// program's pinned host arena at its offsets there (UploadBuffer, DownloadBuffer).
 package gpu

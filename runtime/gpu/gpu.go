@@ -170,6 +170,16 @@ func Open(ctx context.Context, p *step.Program, m *program.Model, o Options) (*S
 		}
 		s.fns[name] = f
 	}
+	if p.Layout.OffloadOpt { // offload.go: the host arena's entry points
+		for _, name := range hostFuncs {
+			f, err := s.lib.Func(name)
+			if err != nil {
+				s.lib.Close()
+				return fail(fmt.Errorf("gpu: %w", err))
+			}
+			s.fns[name] = f
+		}
+	}
 	var ptx []string
 	if o.Mode == Device {
 		arch := o.Arch
@@ -447,7 +457,10 @@ func (s *Session) LoadParams(get func(id params.ID) []float32) error {
 			return fmt.Errorf("gpu: uploading %s: %w", id, err)
 		}
 	}
-	return s.loadShards(get) // zero3.go: ZeRO 3's weight shards
+	if err := s.loadShards(get); err != nil { // zero3.go: ZeRO 3's weight shards
+		return err
+	}
+	return s.loadHostMasters(get) // offload.go: the offloaded optimizer's master weights
 }
 
 // Param downloads parameter id's values (nil, nil when the program has no buffer for it).

@@ -27,6 +27,13 @@ import (
 // the updates (within 1e-5 relative) together.
 func matchRanks(t *testing.T, m *program.Model, b step.Batch, l step.Layout, cfg optim.Config, steps int64) {
 	t.Helper()
+	matchRanksThen(t, m, b, l, cfg, steps, nil)
+}
+
+// matchRanksThen is matchRanks, then after (when not nil) with the executor's ranks and
+// the sessions.
+func matchRanksThen(t *testing.T, m *program.Model, b step.Batch, l step.Layout, cfg optim.Config, steps int64, after func(lc *moexec.Local, rs *Ranks)) {
+	t.Helper()
 	needClang(t)
 	lc, err := moexec.NewLocal(m, b, l, time.Minute)
 	if err != nil {
@@ -139,6 +146,9 @@ func matchRanks(t *testing.T, m *program.Model, b step.Batch, l step.Layout, cfg
 		}
 	}
 	t.Logf("largest relative error of a parameter after the updates: %.2g (%s)", worst, worstID)
+	if after != nil {
+		after(lc, rs)
+	}
 }
 
 // TestEmulatedDataParallelMatchesExecutor: hunyuan_tiny's dense stage on two data-parallel

@@ -66,12 +66,13 @@ func newGPUEngine(spec *Spec, cfg optim.Config, opt Options) (*gpuEngine, error)
 }
 
 // persistent calls f for each buffer of each rank that outlives a step (weights,
-// gradients, moments) with the rank's session and its executor's view of the buffer.
+// gradients, moments; under the offloaded optimizer the master weights and moments in
+// the host arena too) with the rank's session and its executor's view of the buffer.
 func (e *gpuEngine) persistent(f func(s *gpu.Session, b *step.Buffer, view []float32) error) error {
 	for r, s := range e.ranks.Sessions {
 		ex := e.lc.Ranks[r]
 		for i, b := range s.Buffers() {
-			if !b.Kind.Persistent() || b.Tier != step.Device {
+			if !b.Kind.Persistent() {
 				continue
 			}
 			if v := ex.Buffer(i); v != nil {
@@ -86,7 +87,7 @@ func (e *gpuEngine) persistent(f func(s *gpu.Session, b *step.Buffer, view []flo
 
 func (e *gpuEngine) toDevice() error {
 	e.stale = false
-	return e.persistent(func(s *gpu.Session, b *step.Buffer, v []float32) error { return s.Upload(b.Offset, v) })
+	return e.persistent(func(s *gpu.Session, b *step.Buffer, v []float32) error { return s.UploadBuffer(b, v) })
 }
 
 func (e *gpuEngine) fromDevice() error {
@@ -94,7 +95,7 @@ func (e *gpuEngine) fromDevice() error {
 		return nil
 	}
 	e.stale = false
-	return e.persistent(func(s *gpu.Session, b *step.Buffer, v []float32) error { return s.Download(b.Offset, v) })
+	return e.persistent(func(s *gpu.Session, b *step.Buffer, v []float32) error { return s.DownloadBuffer(b, v) })
 }
 
 func (e *gpuEngine) step(stepN int64, spec *Spec, corpus *data.Corpus) (StepRecord, optim.StepInfo, error) {

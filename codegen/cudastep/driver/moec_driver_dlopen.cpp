@@ -52,7 +52,12 @@ extern "C" int moec_cu_load(moec_cu *d, char *err, size_t n) {
            moec_sym(lib, &d->cuEventDestroy, "cuEventDestroy_v2", err, n) &&
            moec_sym(lib, &d->cuEventRecord, "cuEventRecord", err, n) &&
            moec_sym(lib, &d->cuLaunchKernel, "cuLaunchKernel", err, n) &&
-           moec_sym(lib, &d->cuGetErrorString, "cuGetErrorString", err, n);
+           moec_sym(lib, &d->cuGetErrorString, "cuGetErrorString", err, n) &&
+           moec_sym(lib, &d->cuMemAllocHost, "cuMemAllocHost_v2", err, n) &&
+           moec_sym(lib, &d->cuMemFreeHost, "cuMemFreeHost", err, n) &&
+           moec_sym(lib, &d->cuMemcpyDtoHAsync, "cuMemcpyDtoHAsync_v2", err, n) &&
+           moec_sym(lib, &d->cuMemcpyHtoDAsync, "cuMemcpyHtoDAsync_v2", err, n) &&
+           moec_sym(lib, &d->cuEventSynchronize, "cuEventSynchronize", err, n);
   if (!ok) {
     dlclose(lib);
     d->library = NULL;

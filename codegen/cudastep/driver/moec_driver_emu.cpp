@@ -244,6 +244,35 @@ CUresult emu_launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigne
   });
   return MOEC_CU_SUCCESS;
 }
+// Pinned host memory is host memory; an asynchronous copy is queued on its stream and
+// copies when the stream runs it, so a reader that does not wait for the copy's stream
+// (an event or the stream) reads what was there before.
+CUresult emu_alloc_host(void **p, size_t n) {
+  void *m = calloc(1, n ? n : 1);
+  if (!m) return MOEC_CU_ERROR_OUT_OF_MEMORY;
+  *p = m;
+  return MOEC_CU_SUCCESS;
+}
+CUresult emu_free_host(void *p) {
+  moec_emu_flush(moec_emu_current);
+  free(p);
+  return MOEC_CU_SUCCESS;
+}
+CUresult emu_dtoh_async(void *d, CUdeviceptr s, size_t n, CUstream stream) {
+  moec_emu_enqueue(stream, [d, s, n] { memcpy(d, (const void *)(size_t)s, n); });
+  return MOEC_CU_SUCCESS;
+}
+CUresult emu_htod_async(CUdeviceptr d, const void *s, size_t n, CUstream stream) {
+  moec_emu_enqueue(stream, [d, s, n] { memcpy((void *)(size_t)d, s, n); });
+  return MOEC_CU_SUCCESS;
+}
+// cuEventSynchronize runs the event's stream up to its record.
+CUresult emu_event_sync(CUevent e) {
+  EmuEvent *ev = (EmuEvent *)e;
+  if (!ev) return MOEC_CU_ERROR_INVALID_VALUE;
+  if (ev->stream) moec_emu_run_until(ev->stream, ev->at);
+  return MOEC_CU_SUCCESS;
+}
 CUresult emu_error_string(CUresult e, const char **text) {
   switch (e) {
   case MOEC_CU_SUCCESS:
@@ -293,6 +322,11 @@ extern "C" int moec_cu_load(moec_cu *d, char *, size_t) {
   d->cuEventRecord = emu_event_record;
   d->cuLaunchKernel = emu_launch;
   d->cuGetErrorString = emu_error_string;
+  d->cuMemAllocHost = emu_alloc_host;
+  d->cuMemFreeHost = emu_free_host;
+  d->cuMemcpyDtoHAsync = emu_dtoh_async;
+  d->cuMemcpyHtoDAsync = emu_htod_async;
+  d->cuEventSynchronize = emu_event_sync;
   return 1;
 }
 

@@ -1,0 +1,140 @@
+package cudastep
+
+import (
+	"strings"
+	"testing"
+
+	"golang.org/x/tools/txtar"
+
+	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/compiler/step"
+	"github.com/moec-dev/moec/internal/golden"
+)
+
+// TestOffloadedOptimizerHostProgram: under the offloaded optimizer the host program keeps
+// the master weights, the gradients' host copies and the moments in one pinned host arena
+// (the memory plan's host tier), copies each group's gradients to it on the copy stream
+// after an event of the compute stream, waits for that copy's event before the CPU update
+// (settled first: the clip scale from the device's norm), copies the weights back and
+// makes the compute stream wait for them; no update kernel runs on the device. The part
+// from the first to_host op to the end of the step is held to
+// testdata/offload_tiny.txtar.
+func TestOffloadedOptimizerHostProgram(t *testing.T) {
+	for _, zero := range []int{0, 1, 2} {
+		l := step.Layout{DP: 1, EP: 1, TP: 1, PP: 1, OffloadOpt: true, ZeRO: zero}
+		if zero > 0 {
+			l.DP = 2
+		}
+		p, low, err := lowerOne(t, tinyStage(t, 2, 1), step.Batch{MicroBatch: 1, SeqLen: 8, Micro: 1}, l)
+		if err != nil {
+			t.Fatalf("%s: %v", l, err)
+		}
+		host, err := HostProgram(low)
+		if err != nil {
+			t.Fatalf("%s: %v", l, err)
+		}
+		var toHost, toDevice, adamw int
+		for i, op := range p.Ops {
+			o := low.Ops[i].Offload
+			switch {
+			case op.Kind == step.OpToHost:
+				toHost++
+			case op.Kind == step.OpToDevice:
+				toDevice++
+			case op.Kind == step.OpAdamW:
+				adamw++
+				if o == nil || len(o.Update) == 0 || len(low.Ops[i].Launches) != 0 {
+					t.Errorf("%s: op %d: the host adamw lowers to %v and %d launches", l, i, o, len(low.Ops[i].Launches))
+				}
+			}
+			if (op.Kind == step.OpToHost || op.Kind == step.OpToDevice) && (o == nil || len(o.Copies) == 0) {
+				t.Errorf("%s: op %d (%s) copies nothing", l, i, op.Kind)
+			}
+		}
+		if toHost == 0 || toHost != toDevice || toHost != adamw {
+			t.Errorf("%s: %d to_host, %d to_device, %d host adamw ops", l, toHost, toDevice, adamw)
+		}
+		for _, want := range []string{"cuMemAllocHost(", "cuMemFreeHost(", "cuMemcpyDtoHAsync(s->host + ", "cuStreamWaitEvent(s->copy_stream, s->grads_ready, 0)",
+			"cuEventSynchronize(s->to_host[0])", "moec_host_adamw((float *)(s->host + ", "cuMemcpyHtoDAsync(s->base + ",
+			"cuStreamWaitEvent(s->stream, s->params_back, 0)", "moec_settle(s, opt, &update)", "moec_step_host_download"} {
+			if !strings.Contains(host, want) {
+				t.Errorf("%s: the host program has no %q", l, want)
+			}
+		}
+		if strings.Contains(host, "\"dense_adamw\"") {
+			t.Errorf("%s: the host program launches the device's AdamW", l)
+		}
+		// The copies move exactly the host part of each group: every byte of the
+		// gradients' and the master weights' host buffers once.
+		for i, op := range p.Ops {
+			o := low.Ops[i].Offload
+			if o == nil || op.Kind == step.OpAdamW {
+				continue
+			}
+			host := op.Out[0]
+			if op.Kind == step.OpToDevice {
+				host = op.In[0]
+			}
+			var bytes int64
+			for _, c := range o.Copies {
+				bytes += c.Bytes
+			}
+			if want := p.Buffers[host].Bytes(); bytes != want {
+				t.Errorf("%s: op %d (%s) copies %d bytes, %s holds %d", l, i, op.Kind, bytes, p.Buffers[host].Name, want)
+			}
+		}
+		if zero != 0 {
+			continue
+		}
+		at := strings.Index(host, "(update to_host")
+		if at < 0 {
+			t.Fatalf("the host program has no to_host op")
+		}
+		at = strings.LastIndex(host[:at], "\n") + 1
+		end := at + strings.Index(host[at:], "\n}\n") + 3 // the end of moec_run_ops
+		golden.Archive(t, "testdata/offload_tiny.txtar", &txtar.Archive{
+			Comment: []byte("The host program of hunyuan_tiny's dense stage cut to two layers with the offloaded optimizer,\nfrom the first to_host op to the end of the step's ops.\nRegenerate with go test ./codegen/cudastep -run TestOffloadedOptimizerHostProgram -update.\n"),
+			Files:   []txtar.File{{Name: HostName, Data: []byte(host[at:end])}},
+		}, *update)
+	}
+}
+
+// TestOffloadRefusesHostOpsItDoesNotLower: an op other than the offloaded optimizer's
+// copies and update that touches host memory is refused with a message naming it, never
+// lowered against the device arena: aux-free balancing's bias update of the host master
+// copy (a MoE stage with a selection bias), and a grad_norm made to read that copy.
+func TestOffloadRefusesHostOpsItDoesNotLower(t *testing.T) {
+	b := step.Batch{MicroBatch: 1, SeqLen: 8, Micro: 1}
+	l := step.Layout{DP: 1, EP: 1, TP: 1, PP: 1, OffloadOpt: true}
+	m := tinyStage(t, 2, 4)
+	moe := *m.MoE
+	moe.Router = program.RouteHidden
+	moe.Score, moe.TopK, moe.Normalize, moe.CapacityFactor = program.Sigmoid, 2, true, 0
+	moe.AuxFreeBias = 0.001
+	m.MoE = &moe
+	if _, _, err := lowerOne(t, m, b, l); err == nil || !strings.Contains(err.Error(), "host memory") || !strings.Contains(err.Error(), "host master copy") {
+		t.Errorf("aux-free balancing's bias update under offload: %v", err)
+	}
+	p, _, err := lowerOne(t, tinyStage(t, 2, 1), b, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	norm, hostW := -1, -1
+	for i, op := range p.Ops {
+		if op.Kind == step.OpGradNorm {
+			norm = i
+		}
+	}
+	for i, buf := range p.Buffers {
+		if buf.Tier == step.Host && strings.HasPrefix(buf.Name, "params[") {
+			hostW = i
+		}
+	}
+	if norm < 0 || hostW < 0 {
+		t.Fatalf("the program has no grad_norm (%d) or no host master copy (%d)", norm, hostW)
+	}
+	p.Ops[norm].In = append(p.Ops[norm].In, hostW)
+	if _, err := Lower(p, tinyStage(t, 2, 1)); err == nil || !strings.Contains(err.Error(), "host memory") {
+		t.Errorf("a grad_norm over a host buffer: %v", err)
+	}
+}
