@@ -2,7 +2,8 @@
 // CUDA code without a GPU and compare it with the Go references.
 //
 // A launch runs its blocks on a few OS threads (one block at a time each); the CUDA
-// threads of a block are fibers (ucontext) on that OS thread, run in turn until each
+// threads of a block are fibers on that OS thread (on x86-64 a six-register stack switch,
+// elsewhere ucontext, whose every switch is a system call), run in turn until each
 // finishes or waits at a barrier: __syncthreads waits for every live thread of the block,
 // __syncwarp and the warp primitives (__shfl*_sync, __ballot_sync, __any_sync, __all_sync)
 // for every live thread of the warp (32 consecutive linear thread ids). A barrier that can
@@ -24,6 +25,7 @@
 #include <ucontext.h>
 
 #include <atomic>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -43,16 +45,54 @@ struct dim3 {
 };
 inline thread_local dim3 threadIdx, blockIdx, blockDim, gridDim;
 
+#if defined(__x86_64__) && !defined(MOEC_EMU_UCONTEXT)
+#define MOEC_EMU_FAST_SWITCH 1
+// moec_emu_switch saves the callee-saved registers on the running stack, stores its stack
+// pointer in *from and resumes the stack to (whose top holds the same six registers and a
+// return address): what the System V ABI asks a call to preserve, with no signal-mask
+// system call (glibc's swapcontext makes one per switch). Weak: every translation unit
+// that includes this header defines the same bytes.
+extern "C" void moec_emu_switch(void **from, void *to);
+__asm__(
+    ".text\n"
+    ".weak moec_emu_switch\n"
+    ".type moec_emu_switch,@function\n"
+    "moec_emu_switch:\n"
+    "  pushq %rbp\n"
+    "  pushq %rbx\n"
+    "  pushq %r12\n"
+    "  pushq %r13\n"
+    "  pushq %r14\n"
+    "  pushq %r15\n"
+    "  movq %rsp, (%rdi)\n"
+    "  movq %rsi, %rsp\n"
+    "  popq %r15\n"
+    "  popq %r14\n"
+    "  popq %r13\n"
+    "  popq %r12\n"
+    "  popq %rbx\n"
+    "  popq %rbp\n"
+    "  ret\n"
+    ".size moec_emu_switch,.-moec_emu_switch\n");
+#else
+#define MOEC_EMU_FAST_SWITCH 0
+#endif
+
 namespace moec_emu {
 
 enum State { Runnable, AtBlockBarrier, AtWarpBarrier, Done };
 
 // Block is what one OS thread needs to run a block's threads as fibers.
 struct Block {
+#if MOEC_EMU_FAST_SWITCH
+  std::vector<void *> sp;  // each parked fiber's stack pointer
+  void *scheduler_sp = nullptr;
+#else
   std::vector<ucontext_t> ctx;
+  ucontext_t scheduler;
+#endif
   std::vector<State> state;
   std::vector<char *> stacks;
-  ucontext_t scheduler;
   unsigned threads = 0, current = 0;
   const void *body = nullptr;
   void (*run)(const void *) = nullptr;
@@ -73,15 +113,38 @@ inline void park(State s) {
   Block *b = current_block;
   unsigned me = b->current;
   b->state[me] = s;
+#if MOEC_EMU_FAST_SWITCH
+  moec_emu_switch(&b->sp[me], b->scheduler_sp);
+#else
   swapcontext(&b->ctx[me], &b->scheduler);
+#endif
 }
 
 inline void fiber_main() {
   Block *b = current_block;
   b->run(b->body);
   b->state[b->current] = Done;
-  // returning resumes uc_link: the scheduler
+#if MOEC_EMU_FAST_SWITCH
+  // A finished fiber is never resumed: switch to the scheduler for good.
+  moec_emu_switch(&b->sp[b->current], b->scheduler_sp);
+  fail("a finished fiber was resumed");
+#endif
+  // (ucontext) returning resumes uc_link: the scheduler
 }
+
+#if MOEC_EMU_FAST_SWITCH
+// start_fiber lays out a new fiber's stack for moec_emu_switch: six zero registers, then
+// fiber_main as the return address, over one empty slot so that fiber_main starts with
+// the stack alignment a call gives (rsp ≡ 8 mod 16).
+inline void *start_fiber(char *stack, size_t bytes) {
+  uintptr_t top = ((uintptr_t)(stack + bytes)) & ~(uintptr_t)15;
+  void **sp = (void **)top;
+  *--sp = nullptr;                // fiber_main's own return slot: never used
+  *--sp = (void *)&fiber_main;    // where moec_emu_switch's ret goes
+  for (int i = 0; i < 6; i++) *--sp = nullptr;  // rbp, rbx, r12–r15
+  return sp;
+}
+#endif
 
 inline void set_thread(unsigned i) {
   threadIdx.x = i % blockDim.x;
@@ -122,11 +185,15 @@ inline bool release(Block *b) {
 
 inline void run_block(Block *b) {
   for (unsigned i = 0; i < b->threads; i++) {
+#if MOEC_EMU_FAST_SWITCH
+    b->sp[i] = start_fiber(b->stacks[i], stack_bytes);
+#else
     getcontext(&b->ctx[i]);
     b->ctx[i].uc_stack.ss_sp = b->stacks[i];
     b->ctx[i].uc_stack.ss_size = stack_bytes;
     b->ctx[i].uc_link = &b->scheduler;
     makecontext(&b->ctx[i], (void (*)())fiber_main, 0);
+#endif
     b->state[i] = Runnable;
   }
   for (;;) {
@@ -135,7 +202,11 @@ inline void run_block(Block *b) {
       if (b->state[i] != Runnable) continue;
       b->current = i;
       set_thread(i);
+#if MOEC_EMU_FAST_SWITCH
+      moec_emu_switch(&b->scheduler_sp, b->sp[i]);
+#else
       swapcontext(&b->scheduler, &b->ctx[i]);
+#endif
       ran = true;
     }
     if (release(b)) continue;
@@ -144,6 +215,42 @@ inline void run_block(Block *b) {
     if (done) return;
     if (!ran) fail("deadlock: threads of one block wait at different barriers");
   }
+}
+
+// StackPool keeps the fibers' stack mappings of finished launches for the next ones: a
+// fresh mapping per launch costs a page fault per fiber stack on first touch, launch after
+// launch. At most eight mappings wait; the rest are unmapped.
+struct StackPool {
+  std::mutex mu;
+  std::vector<std::pair<char *, size_t>> free;
+};
+inline StackPool stack_pool;
+
+inline char *take_stacks(size_t bytes) {
+  {
+    std::lock_guard<std::mutex> hold(stack_pool.mu);
+    for (size_t i = 0; i < stack_pool.free.size(); i++) {
+      if (stack_pool.free[i].second == bytes) {
+        char *mem = stack_pool.free[i].first;
+        stack_pool.free.erase(stack_pool.free.begin() + i);
+        return mem;
+      }
+    }
+  }
+  char *mem = (char *)mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (mem == MAP_FAILED) fail("cannot map the fibers' stacks");
+  return mem;
+}
+
+inline void give_stacks(char *mem, size_t bytes) {
+  {
+    std::lock_guard<std::mutex> hold(stack_pool.mu);
+    if (stack_pool.free.size() < 8) {
+      stack_pool.free.push_back({mem, bytes});
+      return;
+    }
+  }
+  munmap(mem, bytes);
 }
 
 template <class F> void call(const void *f) { (*(const F *)f)(); }
@@ -162,15 +269,18 @@ template <class F> void launch(dim3 grid, dim3 block, size_t shared, const F &ke
   auto work = [&] {
     Block b;
     b.threads = threads;
+#if MOEC_EMU_FAST_SWITCH
+    b.sp.resize(threads);
+#else
     b.ctx.resize(threads);
+#endif
     b.state.resize(threads);
     b.lanes.resize(threads);
     b.shared.assign(shared ? shared : 1, 0);
     b.body = &kernel;
     b.run = call<F>;
     size_t all = stack_bytes * threads;
-    char *mem = (char *)mmap(nullptr, all, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (mem == MAP_FAILED) fail("cannot map the fibers' stacks");
+    char *mem = take_stacks(all);
     for (unsigned i = 0; i < threads; i++) b.stacks.push_back(mem + i * stack_bytes);
     current_block = &b;
     blockDim = block;
@@ -182,7 +292,7 @@ template <class F> void launch(dim3 grid, dim3 block, size_t shared, const F &ke
       run_block(&b);
     }
     current_block = nullptr;
-    munmap(mem, all);
+    give_stacks(mem, all);
   };
   if (workers == 1) {
     work();
