@@ -27,17 +27,18 @@ func TestShardedRunsMatchSingleRank(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
+	base := singleRankRun(t, bin)
 	t.Run("mpirun", func(t *testing.T) {
 		mpirun, err := exec.LookPath("mpirun")
 		if err != nil {
 			t.Skip("mpirun not found (Debian: openmpi-bin)")
 		}
-		shardedRunMatchesSingle(t, bin, func(args ...string) (string, []string) {
+		shardedRunMatchesSingle(t, bin, base, func(args ...string) (string, []string) {
 			return mpirun, append([]string{"--allow-run-as-root", "--oversubscribe", "--mca", "btl", "self,vader", "-np", "2", bin}, args...)
 		})
 	})
 	t.Run("ranks", func(t *testing.T) {
-		out := shardedRunMatchesSingle(t, bin, func(args ...string) (string, []string) {
+		out := shardedRunMatchesSingle(t, bin, base, func(args ...string) (string, []string) {
 			return bin, append(args, "--ranks", "2", "--cache-budget", "2MiB")
 		})
 		for _, want := range []string{"memory per rank (2 ranks, ep 2, zero 3, unified cache", "optimizer states", "unified cache"} {
@@ -48,41 +49,61 @@ func TestShardedRunsMatchSingleRank(t *testing.T) {
 	})
 }
 
-// shardedRunMatchesSingle trains the tiny curriculum's MoE stage on one rank and as the
-// command launch builds, and compares the logs step by step; it returns the sharded
-// run's output.
-func shardedRunMatchesSingle(t *testing.T, bin string, launch func(args ...string) (string, []string)) string {
+// shardedSteps is how many steps the sharded runs and their single-rank baseline train, as
+// the in-process invariance tests run.
+const shardedSteps = 50
+
+// singleRun is the tiny curriculum's MoE stage trained on one rank: the folders it starts
+// from and wrote, for the sharded runs to start from and be held to.
+type singleRun struct {
+	file, root, from, out string
+}
+
+// singleRankRun trains the tiny curriculum's dense stage for three steps, then its MoE
+// stage for shardedSteps on one rank from there.
+func singleRankRun(t *testing.T, bin string) singleRun {
 	t.Helper()
 	dir := t.TempDir()
-	const nSteps = 50 // as the in-process invariance tests run
-	steps := fmt.Sprint(nSteps)
 	file, err := filepath.Abs("../../examples/hunyuan_tiny.moe")
 	if err != nil {
 		t.Fatal(err)
 	}
+	r := singleRun{file: file, root: filepath.Join(dir, "out"), out: filepath.Join(dir, "single")}
+	runLogged(t, bin, "run", "--stage", "dense", file, "--steps", "3", "--out-root", r.root)
+	r.from = train.StageDir(r.root, "hunyuan_tiny", "dense")
+	runLogged(t, bin, "run", "--stage", "four", file, "--steps", fmt.Sprint(shardedSteps), "--out-root", r.root, "--from", r.from, "--out", r.out)
+	return r
+}
+
+// runLogged runs name with args (Open MPI told to yield and copy through shared memory) and
+// returns its output; a failure fails the test with it.
+func runLogged(t *testing.T, name string, args ...string) string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	root := filepath.Join(dir, "out")
-	runCmd := func(name string, args ...string) string {
-		t.Helper()
-		cmd := exec.CommandContext(ctx, name, args...)
-		cmd.Env = append(os.Environ(), "OMPI_MCA_btl_vader_single_copy_mechanism=none", "OMPI_MCA_mpi_yield_when_idle=1")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("%s %v: %v\n%s", name, args, err, out)
-		}
-		return string(out)
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), "OMPI_MCA_btl_vader_single_copy_mechanism=none", "OMPI_MCA_mpi_yield_when_idle=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
 	}
-	runCmd(bin, "run", "--stage", "dense", file, "--steps", "3", "--out-root", root)
-	from := train.StageDir(root, "hunyuan_tiny", "dense")
-	single := filepath.Join(dir, "single")
-	runCmd(bin, "run", "--stage", "four", file, "--steps", steps, "--out-root", root, "--from", from, "--out", single)
+	return string(out)
+}
+
+// shardedRunMatchesSingle trains the MoE stage as the command launch builds, from base's
+// dense checkpoint, and compares its log step by step and its last checkpoint with base's
+// single-rank run; it returns the sharded run's output.
+func shardedRunMatchesSingle(t *testing.T, bin string, base singleRun, launch func(args ...string) (string, []string)) string {
+	t.Helper()
+	const nSteps = shardedSteps
+	steps, file, root, from, single := fmt.Sprint(nSteps), base.file, base.root, base.from, base.out
+	dir := t.TempDir()
 	sharded := filepath.Join(dir, "sharded")
 	// The hand-written engine routes the global batch, so a sharded run computes what one
 	// rank computes; step programs route per data-parallel replica, as Megatron does
 	// (TestStepProgramsUnderMpirun holds them to their own in-process run).
 	name, args := launch("run", "--stage", "four", file, "--steps", steps, "--out-root", root, "--from", from, "--out", sharded, "--collective-timeout", "1m", "--engine", "handwritten")
-	out := runCmd(name, args...)
+	out := runLogged(t, name, args...)
 	want, err := train.ReadLog(filepath.Join(single, train.LogFile))
 	if err != nil {
 		t.Fatal(err)
