@@ -20,6 +20,7 @@ import (
 // mean to moec.
 func TestExportedLayoutComputesTheSame(t *testing.T) {
 	py := torchPython(t)
+	withTransformers := exec.Command(py, "-c", "import transformers").Run() == nil // once: each import costs seconds
 	ids := []int32{5, 17, 250, 3, 99, 42, 7, 128}
 	var idText []string
 	for _, id := range ids {
@@ -45,7 +46,7 @@ func TestExportedLayoutComputesTheSame(t *testing.T) {
 				compareLogits(t, py, "hf_forward.py", out, strings.Join(idText, ","), want)
 			}
 			// transformers itself, where it is installed.
-			if exec.Command(py, "-c", "import transformers").Run() == nil {
+			if withTransformers {
 				compareLogits(t, py, "hf_transformers.py", out, strings.Join(idText, ","), want)
 			} else {
 				t.Log("transformers not installed: AutoModelForCausalLM check skipped")
