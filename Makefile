@@ -23,7 +23,7 @@ FUZZ_COUNT            ?= $(FUZZ)
 FUZZ_SAFETENSORS      ?= $(FUZZ)
 FUZZ_IMPORT_CONFIG    ?= $(FUZZ)
 
-.PHONY: all deps build run test bench fuzz lint experiments gpu-check clean venv venv-torch published-tokenizers vsix
+.PHONY: all deps build run test test-long bench fuzz lint experiments gpu-check clean venv venv-torch published-tokenizers vsix
 
 all: build
 
@@ -46,6 +46,12 @@ run: build
 test: deps venv venv-torch published-tokenizers
 	$(GO) vet ./...
 	$(GO) test -timeout 20m ./...
+
+# The emulated CUDA comparisons make test leaves out (several ranks' generated steps, the
+# tensor-core fragments, every layout against the CPU executor): MOEC_LONG_EMULATION=1 over
+# the packages that hold them.
+test-long: deps venv venv-torch published-tokenizers
+	MOEC_LONG_EMULATION=1 $(GO) test -timeout 60m ./codegen/cudastep ./runtime/gpu ./runtime/serve ./runtime/train ./cmd/moec
 
 bench: build
 	./scripts/bench.sh
