@@ -161,15 +161,6 @@ func buildMoEDriver(t *testing.T) *llvmrt.Library {
 	}, "-O1")
 }
 
-func readFile(t *testing.T, name string) string {
-	t.Helper()
-	b, err := os.ReadFile(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
-
 // The argument tags of a launch descriptor (moeDriverSource reads them).
 const (
 	tagArena = iota // a byte offset in the arena
