@@ -26,7 +26,8 @@
 // (collective_sp.go: the all_gather and reduce_scatter along the tokens as ncclAllGather
 // and ncclReduceScatter of each rank's contiguous rows, seq_slice as a row copy) and
 // pipeline stages, any number of them (pipeline.go: each pair of neighbouring stages on
-// its own communicator, the 1F1B steady state's crossing send and receive one NCCL group).
+// its own communicator, the 1F1B steady state's crossing send and receive one NCCL group;
+// a stage's MoE layers lower as on one rank, between its messages, moe.go).
 //
 // The offloaded optimizer (offload.go) keeps the memory plan's host tier in one pinned host
 // arena: each group's gradients are copied there on a copy stream after an event of the

@@ -1,6 +1,6 @@
 package cudastep
 
-// The MoE ops of a single-rank training program lowered to launches of kernels_moe.cu:
+// The MoE ops of a rank's training program lowered to launches of kernels_moe.cu:
 // route, route_bwd, permute, permute_bwd, grouped_matmul(_dx/_dw), combine, combine_bwd,
 // and act/act_bwd on expert buffers. Semantics are runtime/exec's (kernels_moe.go,
 // kernels_rows.go, kernels_act.go).
@@ -29,6 +29,16 @@ package cudastep
 // into its Stats, are added by the route's last launch into the workspace moeStatsWork
 // (float balance, float z-loss, int dropped; scaled by the step's mean as exec reports
 // them); the host program clears it before a step and reads it after.
+//
+// Pipeline stages. Under pp an MoE layer lowers as it does on one rank: compiler/step
+// gives each stage its own layers, so a stage's routes, dispatches and experts read and
+// write its own buffers between the activations' receive and send (the gradients' on the
+// way back; pipeline.go), and nothing of a route crosses stages. Each stage's statistics
+// workspace holds its own layers' terms, which runtime/gpu's Ranks.Step sums over the
+// stages as runtime/exec's Local.Step does; aux-free balancing's loads and bias updates are
+// per layer, so per stage (its loads all-reduced over dp only). The token-embedding router
+// table, which every stage's routers would read, is refused by compiler/step under pp
+// (no lowering rule for it), as is attention-weight sharing, before this lowering sees it.
 
 import (
 	_ "embed"
@@ -106,8 +116,8 @@ func isMoEOp(p *step.Program, i int) bool {
 	return false
 }
 
-// lowerMoE lowers op i of p, an MoE op of a single-rank program of model m, to its
-// launches.
+// lowerMoE lowers op i of p, an MoE op of one rank's program of model m (one rank, or a
+// rank under data, expert, tensor or pipeline parallelism), to its launches.
 func lowerMoE(p *step.Program, m *program.Model, i int) ([]Launch, error) {
 	if i < 0 || i >= len(p.Ops) {
 		return nil, fmt.Errorf("cudastep: op %d of a program of %d ops", i, len(p.Ops))
@@ -115,10 +125,6 @@ func lowerMoE(p *step.Program, m *program.Model, i int) ([]Launch, error) {
 	op := &p.Ops[i]
 	if m.MoE == nil {
 		return nil, fmt.Errorf("cudastep: op %d (%s): model %s has no MoE block", i, op.Kind, m.Name)
-	}
-	if l := p.Layout; l.PP > 1 {
-		// tensor parallelism: collective_tp.go
-		return nil, fmt.Errorf("cudastep: op %d (%s): the MoE kernels lower one rank, data, expert and tensor parallelism only (layout %s)", i, op.Kind, l)
 	}
 	d, err := m.Dims()
 	if err != nil {

@@ -161,15 +161,6 @@ func buildMoEDriver(t *testing.T) *llvmrt.Library {
 	}, "-O1")
 }
 
-func readFile(t *testing.T, name string) string {
-	t.Helper()
-	b, err := os.ReadFile(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
-
 // The argument tags of a launch descriptor (moeDriverSource reads them).
 const (
 	tagArena = iota // a byte offset in the arena
@@ -686,27 +677,37 @@ func TestMoEKernelTable(t *testing.T) {
 	}
 }
 
-// TestLowerMoERefuses: what the MoE kernels do not lower is an error naming it (pipeline
-// parallelism); expert and tensor parallelism lower, alone, together and with sequence
-// parallelism.
+// TestLowerMoERefuses: what the MoE kernels do not lower is an error naming it
+// (node-limited routing over more groups than moe_route_topk's mask holds); expert, tensor
+// and pipeline parallelism lower, alone, together and with sequence parallelism
+// (TestPipelineMoELowering holds the pipeline's messages around them).
 func TestLowerMoERefuses(t *testing.T) {
 	m := hunyuanTiny(t)
 	m.Attention.TalkingHeads = false // tensor parallelism splits the heads
 	// Pipeline stages: no layer reuses another's attention weights, the router reads h.
 	staged, moe := *m, *m.MoE
 	staged.Attention.ShareWeights, moe.Router, staged.MoE = 1, program.RouteHidden, &moe
+	// A pipeline stage routing 128 experts in 128 groups: more than moe_route_topk's mask.
+	grouped, gmoe := staged, moe
+	gmoe.Experts, gmoe.Groups, gmoe.TopKGroups, grouped.MoE = 128, 128, 1, &gmoe
 	for _, c := range []struct {
-		layout step.Layout
-		want   string // "": lowers
+		layout  step.Layout
+		grouped bool   // the stage routing in 128 groups
+		want    string // "": lowers
 	}{
-		{step.Layout{DP: 2, EP: 2, TP: 1, PP: 1}, ""},
-		{step.Layout{DP: 1, EP: 1, TP: 2, PP: 1}, ""},
-		{step.Layout{DP: 2, EP: 2, TP: 2, PP: 1}, ""},
-		{step.Layout{DP: 1, EP: 1, TP: 2, PP: 1, SequenceParallel: true}, ""},
-		{step.Layout{DP: 1, EP: 1, TP: 1, PP: 2}, "data, expert and tensor parallelism only"},
+		{step.Layout{DP: 2, EP: 2, TP: 1, PP: 1}, false, ""},
+		{step.Layout{DP: 1, EP: 1, TP: 2, PP: 1}, false, ""},
+		{step.Layout{DP: 2, EP: 2, TP: 2, PP: 1}, false, ""},
+		{step.Layout{DP: 1, EP: 1, TP: 2, PP: 1, SequenceParallel: true}, false, ""},
+		{step.Layout{DP: 1, EP: 1, TP: 1, PP: 2}, false, ""},
+		{step.Layout{DP: 2, EP: 2, TP: 1, PP: 2}, false, ""},
+		{step.Layout{DP: 1, EP: 1, TP: 1, PP: 2}, true, "node-limited routing over 128 groups"},
 	} {
 		m := m
-		if c.layout.PP > 1 {
+		switch {
+		case c.grouped:
+			m = &grouped
+		case c.layout.PP > 1:
 			m = &staged
 		}
 		progs, err := step.Lower(m, step.Batch{MicroBatch: 2, SeqLen: 16, Micro: 1}, c.layout)

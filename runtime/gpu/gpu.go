@@ -87,6 +87,7 @@ type Session struct {
 	fns     map[string]*llvmrt.Func
 	handle  int64
 	tmp     string
+	objects string // under the emulation, the folder of the objects the host program linked
 	dice    *moexec.Kernels
 	cfg     *optim.Config
 	updates int64
@@ -154,10 +155,11 @@ func Open(ctx context.Context, p *step.Program, m *program.Model, o Options) (*S
 	if err := writeSources(low, dir); err != nil {
 		return fail(err)
 	}
-	so, err := compileHostReusing(ctx, dir, clang, o.Mode, cudastep.Library(), o.objects)
+	so, objects, err := compileHostReusing(ctx, dir, clang, o.Mode, cudastep.Library(), o.objects)
 	if err != nil {
 		return fail(err)
 	}
+	s.objects = objects
 	if s.lib, err = llvmrt.Open(so); err != nil {
 		return fail(fmt.Errorf("gpu: loading the host program: %w", err))
 	}
@@ -274,14 +276,16 @@ func compileHost(ctx context.Context, dir, clang string, mode Mode) (string, err
 // compileHostOf is compileHost with the kernel files kernels alone (a decoding host
 // program's, cudastep.Decoding.KernelFiles).
 func compileHostOf(ctx context.Context, dir, clang string, mode Mode, kernels []cudastep.KernelFile) (string, error) {
-	return compileHostReusing(ctx, dir, clang, mode, kernels, "")
+	so, _, err := compileHostReusing(ctx, dir, clang, mode, kernels, "")
+	return so, err
 }
 
 // compileHostReusing is compileHostOf; under the emulation the kernels, the driver and
 // NCCL are compiled to objects first (taken from the folder objects where another rank's
 // build left them, else from the compile cache, else compiled there, one clang per source
-// at once) and linked with the host program.
-func compileHostReusing(ctx context.Context, dir, clang string, mode Mode, kernels []cudastep.KernelFile, objects string) (string, error) {
+// at once) and linked with the host program; it returns the shared library and the folder
+// of the objects it linked ("" on a GPU), where another rank's build can take them.
+func compileHostReusing(ctx context.Context, dir, clang string, mode Mode, kernels []cudastep.KernelFile, objects string) (string, string, error) {
 	if mode == Emulated {
 		flags := []string{"-std=c++17", "-O1", "-Wall", "-fPIC", "-include", "moec_cpu_emu.h", "-I", "."}
 		sources := []string{cudastep.DriverEmuName, cudastep.NCCLEmuName, cudastep.EmuRegistryName}
@@ -291,7 +295,7 @@ func compileHostReusing(ctx context.Context, dir, clang string, mode Mode, kerne
 		if objects == "" {
 			var err error
 			if objects, err = emulationObjects(ctx, dir, clang, flags, sources); err != nil {
-				return "", err
+				return "", "", err
 			}
 		}
 		so := filepath.Join(dir, "libmoec_step_emu.so")
@@ -299,10 +303,10 @@ func compileHostReusing(ctx context.Context, dir, clang string, mode Mode, kerne
 		for _, src := range sources {
 			args = append(args, filepath.Join(objects, strings.TrimSuffix(src, ".cpp")+".o"))
 		}
-		return so, clangIn(ctx, dir, clang, append(args, "-o", so, "-lpthread", "-lm")...)
+		return so, objects, clangIn(ctx, dir, clang, append(args, "-o", so, "-lpthread", "-lm")...)
 	}
 	so := filepath.Join(dir, "libmoec_step.so")
-	return so, clangIn(ctx, dir, clang, "-std=c++17", "-O2", "-Wall", "-Werror", "-fPIC", "-shared", "-I", ".",
+	return so, "", clangIn(ctx, dir, clang, "-std=c++17", "-O2", "-Wall", "-Werror", "-fPIC", "-shared", "-I", ".",
 		cudastep.HostName, cudastep.DriverDlopenName, cudastep.NCCLDlopenName, "-o", so, "-ldl", "-lm")
 }
 

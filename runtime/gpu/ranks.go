@@ -25,7 +25,8 @@ type Ranks struct {
 
 // OpenRanks opens the generated step of each of progs (every rank's program of one
 // layout, in rank order) and joins them. Under the emulation the kernels are compiled
-// once, for rank 0, and linked into every rank's host program.
+// once, for rank 0 (or taken from the compile cache), and those objects linked into every
+// rank's host program.
 func OpenRanks(ctx context.Context, progs []*step.Program, m *program.Model, o Options) (*Ranks, error) {
 	if len(progs) == 0 {
 		return nil, errors.New("gpu: no rank to open")
@@ -57,7 +58,7 @@ func OpenRanks(ctx context.Context, progs []*step.Program, m *program.Model, o O
 			return nil, fmt.Errorf("gpu: %w", err)
 		}
 		if r > 0 && o.Mode == Emulated {
-			ro.objects = filepath.Join(root, "rank0")
+			ro.objects = rs.Sessions[0].objects // the compile cache's entry, or rank 0's folder
 		}
 		s, err := Open(ctx, p, m, ro)
 		if err != nil {

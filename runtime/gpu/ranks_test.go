@@ -90,7 +90,8 @@ func matchRanksThen(t *testing.T, m *program.Model, b step.Batch, l step.Layout,
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("step %d: loss %.7f (executor %.7f), gradient norm %.7f (%.7f)", stepN, got.Loss, want.Loss, got.GradNorm, want.GradNorm)
+		t.Logf("step %d: loss %.7f (executor %.7f, relative difference %.2g), gradient norm %.7f (%.7f)", stepN, got.Loss, want.Loss,
+			math.Abs(got.Loss-want.Loss)/math.Abs(want.Loss), got.GradNorm, want.GradNorm)
 		if math.Abs(got.Loss-want.Loss) > 1e-5*max(1, want.Loss) {
 			t.Errorf("step %d: loss %.8f, the executor's %.8f", stepN, got.Loss, want.Loss)
 		}
