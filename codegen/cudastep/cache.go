@@ -99,7 +99,9 @@ func isCacheOp(p *step.Program, op *step.Op) bool {
 }
 
 // cacheOp lowers a unified-cache op's copies or host work (isCacheOp); the events and the
-// compute stream's waits are cacheOrder's.
+// compute stream's waits are cacheOrder's. A host adamw updates every group's pieces: the
+// step's first one is the optimizer step (Lower lowers later ones to nothing), as
+// runtime/exec runs one step over all groups.
 func (lw *opLowerer) cacheOp(op *step.Op, ol *OpLaunches) error {
 	p := lw.p
 	c := &CacheOp{Kind: op.Kind, Wait: -1}

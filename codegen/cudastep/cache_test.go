@@ -144,3 +144,51 @@ func TestUnifiedCacheHostProgram(t *testing.T) {
 		}, *update)
 	}
 }
+
+// TestUnifiedCacheUpdatesOnce: an MoE stage has two parameter groups and an adamw op for
+// each; under the unified cache the host program updates every tensor exactly once (the
+// first host adamw is the step's one optimizer step over every group, as runtime/exec
+// runs it), never twice.
+func TestUnifiedCacheUpdatesOnce(t *testing.T) {
+	l := step.Layout{DP: 1, EP: 1, TP: 1, PP: 1, Cache: step.Cache{Budget: 6 << 20, Page: 64 << 10}}
+	p, low, err := lowerOne(t, tinyStage(t, 2, 4), step.Batch{MicroBatch: 1, SeqLen: 8, Micro: 1}, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	adamw, evictions := 0, 0
+	for _, op := range p.Ops {
+		switch op.Kind {
+		case step.OpAdamW:
+			adamw++
+		case step.OpCacheEvict:
+			evictions++
+		}
+	}
+	if adamw < 2 || evictions == 0 {
+		t.Fatalf("%d adamw ops and %d evictions: want an MoE stage's two groups under an evicting cache", adamw, evictions)
+	}
+	host, err := HostProgram(low)
+	if err != nil {
+		t.Fatal(err)
+	}
+	updated := map[string]int{}
+	for _, line := range strings.Split(host, "\n") {
+		if at := strings.Index(line, "moec_host_adamw((float *)(s->host + "); at >= 0 {
+			updated[strings.SplitN(line[at:], ")", 3)[1]]++
+		}
+	}
+	grads := 0
+	for _, b := range p.Buffers {
+		if b.Kind == step.KindGrad && b.Param != nil {
+			grads++
+		}
+	}
+	if len(updated) != grads {
+		t.Errorf("the host program updates %d tensors, the program has %d gradients", len(updated), grads)
+	}
+	for w, n := range updated {
+		if n != 1 {
+			t.Errorf("the weights at %s are updated %d times a step", w, n)
+		}
+	}
+}

@@ -173,6 +173,8 @@ func LowerWith(p *step.Program, m *program.Model, o Options) (*Lowered, error) {
 			continue
 		}
 		switch {
+		case isCacheOp(p, op) && op.Kind == step.OpAdamW && settled:
+			// cache.go: the first host adamw updated every group (one optimizer step)
 		case isCacheOp(p, op): // cache.go: the unified cache's copies and the host update
 			if err := lw.cacheOp(op, &ol); err != nil {
 				return nil, fmt.Errorf("cudastep: op %d (%s %s): unified cache: %w", i, op.Phase, op.Kind, err)

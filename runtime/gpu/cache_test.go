@@ -13,7 +13,8 @@ import (
 // TestEmulatedCacheMatchesExecutor: hunyuan_tiny's dense stage on one rank under a
 // unified cache of 3 MiB in 64 KiB pages (small enough that the step evicts layers and
 // fetches them again for the backward) and two micro-batches (the second's write-backs
-// add into the host gradients on the CPU): three steps against runtime/exec, the losses,
+// add into the host gradients on the CPU), three steps, and its four-expert stage under
+// 6 MiB (two parameter groups), two steps, against runtime/exec: the losses,
 // norms and weights as matchRanks holds them, then every persistent host buffer (the
 // weights and the AdamW moments the CPU updated within 1e-6 relative, the last step's
 // gradients within 1e-5: the device's reductions sum in another order than the CPU's, and
@@ -24,11 +25,30 @@ import (
 // would read wrong values.
 func TestEmulatedCacheMatchesExecutor(t *testing.T) {
 	if os.Getenv("MOEC_LONG_EMULATION") == "" {
-		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (the step's kernels compiled under the emulation and three steps of two micro-batches: minutes on a loaded machine); cudastep's TestUnifiedCacheHostProgram checks the host program's copies and events by default")
+		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (the steps' kernels compiled under the emulation, three steps of the dense stage and two of the MoE stage: about two minutes on a loaded machine); cudastep's TestUnifiedCacheHostProgram and TestUnifiedCacheUpdatesOnce check the host program by default")
 	}
-	m, cfg := hunyuanTiny(t, 1)
-	l := step.Layout{DP: 1, EP: 1, TP: 1, PP: 1, Cache: step.Cache{Budget: 3 << 20, Page: 64 << 10}}
-	matchRanksThen(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 2}, l, cfg, 3, func(lc *moexec.Local, rs *Ranks) {
+	for _, c := range []struct {
+		experts int
+		budget  int64
+		micro   int
+		steps   int64
+	}{
+		{1, 3 << 20, 2, 3}, // the dense stage: two micro-batches, the second's write-backs add
+		{4, 6 << 20, 1, 2}, // the four-expert stage: two groups, one optimizer step over both
+	} {
+		t.Run(fmt.Sprintf("%d experts", c.experts), func(t *testing.T) {
+			matchCache(t, c.experts, step.Cache{Budget: c.budget, Page: 64 << 10}, c.micro, c.steps)
+		})
+	}
+}
+
+// matchCache is matchRanks of hunyuan_tiny's stage with experts experts under cache, then
+// every persistent host buffer against the executor's host tier.
+func matchCache(t *testing.T, experts int, cache step.Cache, micro int, steps int64) {
+	t.Helper()
+	m, cfg := hunyuanTiny(t, experts)
+	l := step.Layout{DP: 1, EP: 1, TP: 1, PP: 1, Cache: cache}
+	matchRanksThen(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: micro}, l, cfg, steps, func(lc *moexec.Local, rs *Ranks) {
 		p := lc.Progs[0]
 		evictions := 0
 		for _, op := range p.Ops {
