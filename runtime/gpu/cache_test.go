@@ -1,11 +1,15 @@
 package gpu
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"os"
+	"strings"
 	"testing"
 
+	"github.com/moec-dev/moec/codegen/cuda"
+	"github.com/moec-dev/moec/codegen/cudastep"
 	"github.com/moec-dev/moec/compiler/step"
 	moexec "github.com/moec-dev/moec/runtime/exec"
 )
@@ -88,4 +92,40 @@ func matchCache(t *testing.T, experts int, cache step.Cache, micro int, steps in
 		}
 		t.Logf("%d evictions a step; %d host buffers; largest relative error of a weight or moment %.2g (%s)", evictions, host, worst, worstName)
 	})
+}
+
+// TestDeviceBuildCache compiles the host program of the unified cache for a GPU (the
+// libcuda.so.1 filling of the driver table, warnings as errors): the host arena's entry
+// points, which the Go side looks up when it opens such a program, and the cache's events.
+func TestDeviceBuildCache(t *testing.T) {
+	needClang(t)
+	m, _ := hunyuanTiny(t, 1)
+	progs, err := step.Lower(m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 2}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 1, Cache: step.Cache{Budget: 3 << 20, Page: 64 << 10}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	low, err := cudastep.Lower(progs[0], m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if low.CacheEvents == 0 || low.CacheStage == 0 {
+		t.Fatalf("%d cache events, %d staging bytes: the program should fetch, write back and add", low.CacheEvents, low.CacheStage)
+	}
+	dir := t.TempDir()
+	if err := writeSources(low, dir); err != nil {
+		t.Fatal(err)
+	}
+	so, err := compileHost(context.Background(), dir, cuda.FindClang(), Device)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, err := os.ReadFile(so)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range append([]string{"moec_step_train"}, hostFuncs...) {
+		if !strings.Contains(string(host), name) {
+			t.Errorf("the compiled host program has no %s", name)
+		}
+	}
 }
