@@ -34,4 +34,14 @@
 // compute stream, the host program updates them on the CPU once that copy's event has
 // completed, and the weights return on the copy stream before the compute stream reads
 // them again.
+//
+// The unified cache (cache.go, AngelPTM's one view of GPU and host memory) keeps the
+// parameters, gradients and moments in that pinned host arena and the units the step uses
+// in device slots: a fetch copies a unit's host tensors in on the copy stream after an
+// event of the compute stream (the slot's previous occupant is finished with), the compute
+// stream waits for the fetch's event before the first op that reads the unit; a write-back
+// copies the device gradients out after the compute stream's writes (a later
+// contribution staged and added on the CPU), the compute stream waiting for it before it
+// writes those bytes again; an evict moves nothing; the norm and AdamW run on the CPU over
+// the host tier. One rank is lowered, without ZeRO.
 package cudastep

@@ -356,8 +356,13 @@ func HostProgram(l *Lowered) (string, error) {
 	}
 	pf("#define MOEC_WORLD %d\n#define MOEC_RANK %d\n#define MOEC_COLLECTIVES %d\n", p.Layout.World(), p.Rank, collectives)
 	hostComms(&w, l.Comms) // collective_host.go
-	offload := p.Layout.OffloadOpt
-	if offload { // offload.go: the pinned host arena and the copy stream's events
+	cache := p.Layout.Cache.On()
+	offload := p.Layout.OffloadOpt || cache // the unified cache keeps its host tier in the same arena
+	if cache {                              // cache.go: the host tier, then the write-backs' staging area
+		stage := alignUp(max(p.Memory.Arena[step.Host], 1), 256)
+		pf("#define MOEC_HOST_BYTES %dULL\n#define MOEC_HOST_EVENTS %d\n", stage+alignUp(l.CacheStage, 256), max(l.HostEvents, 1))
+		pf("#define MOEC_CACHE_STAGE %dULL\n#define MOEC_CACHE_EVENTS %d\n", stage, max(l.CacheEvents, 1))
+	} else if offload { // offload.go: the pinned host arena and the copy stream's events
 		pf("#define MOEC_HOST_BYTES %dULL\n#define MOEC_HOST_EVENTS %d\n", alignUp(max(p.Memory.Arena[step.Host], 1), 256), max(l.HostEvents, 1))
 	}
 	pf("\n// The kernels the program launches, by number.\nstatic const char *const moec_kernel_names[MOEC_KERNELS] = {\n")
@@ -398,12 +403,19 @@ func HostProgram(l *Lowered) (string, error) {
 	}
 	pf("};\n")
 	if offload {
-		prelude := strings.Replace(hostPrelude, "} moec_state;", hostOffloadFields+"} moec_state;", 1)
+		fields := hostOffloadFields
+		if cache {
+			fields += hostCacheFields // cache.go
+		}
+		prelude := strings.Replace(hostPrelude, "} moec_state;", fields+"} moec_state;", 1)
 		if prelude == hostPrelude {
 			return "", fmt.Errorf("cudastep: the host prelude has no state to add the offloaded optimizer's to")
 		}
 		w.WriteString(prelude)
 		w.WriteString(hostOffloadOpen)
+		if cache {
+			w.WriteString(hostCacheOpen)
+		}
 	} else {
 		w.WriteString(hostPrelude)
 	}
@@ -431,6 +443,9 @@ func HostProgram(l *Lowered) (string, error) {
 	pf("\nstatic int moec_fill_consts(moec_state *s) {\n")
 	if offload {
 		pf("  if (!moec_offload_open(s)) return 0;\n")
+	}
+	if cache {
+		pf("  if (!moec_cache_open(s)) return 0;\n")
 	}
 	for _, n := range constNames {
 		pf("  MOEC_CU(s, s->cu.cuMemcpyHtoD(s->base + %dULL, moec_const_%s, sizeof moec_const_%s), \"filling workspace %s\");\n", workAt[n], n, n, n)
@@ -499,6 +514,7 @@ func HostProgram(l *Lowered) (string, error) {
 			pf("  if (update) {\n")
 			indent = "    "
 		}
+		emitCacheWaits(&w, indent, ol.CacheWaits, what) // cache.go
 		emit := func(ls []Launch, in string) error {
 			for _, ln := range ls {
 				if err := emitLaunch(&w, in, ln, idx[ln.Kernel], p, workAt, what); err != nil {
@@ -529,6 +545,9 @@ func HostProgram(l *Lowered) (string, error) {
 		if ol.Offload != nil {
 			emitOffload(&w, indent, ol.Offload, what) // offload.go
 		}
+		if ol.Cache != nil {
+			emitCache(&w, indent, ol.Cache, what) // cache.go
+		}
 		if ol.PublishNorm {
 			pf("%sif (!moec_publish_norm(s)) return 0;\n", indent)
 		}
@@ -537,13 +556,20 @@ func HostProgram(l *Lowered) (string, error) {
 		}
 	}
 	comm.waitAll(&w)
+	if cache {
+		pf("  MOEC_CU(s, s->cu.cuStreamSynchronize(s->copy_stream), \"the unified cache's copies\");\n")
+	}
 	pf("  return 1;\n}\n")
 	if !offload {
 		w.WriteString(hostABI)
 		return w.String(), nil
 	}
 	const freeArena = "  if (s->base) s->cu.cuMemFree(s->base);\n"
-	abi := strings.Replace(hostABI, freeArena, "  moec_offload_close(s);\n"+freeArena, 1)
+	closing := "  moec_offload_close(s);\n"
+	if cache {
+		closing = "  moec_cache_close(s);\n" + closing
+	}
+	abi := strings.Replace(hostABI, freeArena, closing+freeArena, 1)
 	if abi == hostABI {
 		return "", fmt.Errorf("cudastep: the host program's close has no place for the offloaded optimizer's")
 	}

@@ -28,6 +28,13 @@ type OpLaunches struct {
 	// Offload, for the offloaded optimizer's ops (to_host, to_device, the host adamw), is
 	// the host program's copies or CPU update (offload.go); nil otherwise.
 	Offload *Offload
+	// Cache, for the unified cache's ops (fetch, write-back, evict) and the update's
+	// grad_norm and adamw over the host tier, is the host program's copies or CPU work
+	// (cache.go); nil otherwise.
+	Cache *CacheOp
+	// CacheWaits are the copy stream's events (the unified cache's fetches and write-backs)
+	// the compute stream waits for before the op's launches (cache.go).
+	CacheWaits []int
 	// PublishNorm says the host program writes this rank's sum of squares of the gradients
 	// into the grad_norm op's output after the launches (several ranks: the program's
 	// all_reduce then sums it over the ranks, and the update reads the sum).
@@ -55,6 +62,11 @@ type Lowered struct {
 	// HostEvents is how many to_host copies (one per offloaded group) record an event
 	// their group's host update waits for (offload.go); 0 without offload.
 	HostEvents int
+	// CacheEvents is how many fetches and write-backs of the unified cache record a
+	// copy-stream event (cache.go), and CacheStage the bytes of the host arena's staging
+	// area for write-backs that add into a host gradient; 0 without the cache.
+	CacheEvents int
+	CacheStage  int64
 	// Comms are the NCCL communicators the collectives run on, one per distinct group of
 	// ranks, sorted by their ranks (collective_groups.go); none on one rank.
 	Comms []Comm
@@ -107,8 +119,9 @@ const (
 // ranks, NCCL calls (collective.go; pipeline.go for the pipeline stages' sends and
 // receives, zero3.go for ZeRO 3's gathers, collective_tp.go for tensor parallelism's own
 // passes, collective_sp.go for sequence parallelism's, offload.go for the offloaded
-// optimizer's copies and host update). Layouts with the unified cache are not lowered yet;
-// any such is an error saying so.
+// optimizer's copies and host update, cache.go for the unified cache's fetches,
+// write-backs and host update on one rank). A layout it does not lower yet is an error
+// saying so.
 func Lower(p *step.Program, m *program.Model) (*Lowered, error) {
 	return LowerWith(p, m, Options{})
 }
@@ -160,6 +173,15 @@ func LowerWith(p *step.Program, m *program.Model, o Options) (*Lowered, error) {
 			continue
 		}
 		switch {
+		case isCacheOp(p, op) && op.Kind == step.OpAdamW && settled:
+			// cache.go: the first host adamw updated every group (one optimizer step)
+		case isCacheOp(p, op): // cache.go: the unified cache's copies and the host update
+			if err := lw.cacheOp(op, &ol); err != nil {
+				return nil, fmt.Errorf("cudastep: op %d (%s %s): unified cache: %w", i, op.Phase, op.Kind, err)
+			}
+			if op.Kind == step.OpAdamW && !settled {
+				ol.Settle, settled = true, true
+			}
 		case op.Kind == step.OpToHost || op.Kind == step.OpToDevice || op.Kind == step.OpAdamW && onHost(p, op):
 			// offload.go: the offloaded optimizer's copies and host update
 			if err := lw.offload(op, &ol, hostEvents); err != nil {
@@ -169,7 +191,7 @@ func LowerWith(p *step.Program, m *program.Model, o Options) (*Lowered, error) {
 				ol.Settle, settled = true, true
 			}
 		case onHost(p, op):
-			return nil, fmt.Errorf("cudastep: op %d (%s %s) reads or writes host memory, which only the offloaded optimizer's copies and update do on the CUDA path (%s)", i, op.Phase, op.Kind, op.Attr)
+			return nil, fmt.Errorf("cudastep: op %d (%s %s) reads or writes host memory, which only the offloaded optimizer's and the unified cache's copies and updates do on the CUDA path (%s)", i, op.Phase, op.Kind, op.Attr)
 		case isDecodeOp(op): // decode.go: the inference programs' own ops
 			ls, err := lw.decodeOp(op)
 			if err != nil {
@@ -222,6 +244,11 @@ func LowerWith(p *step.Program, m *program.Model, o Options) (*Lowered, error) {
 	if err := addExchangedFills(lw.out); err != nil { // moe_ep.go
 		return nil, err
 	}
+	if p.Layout.Cache.On() {
+		if err := cacheOrder(p, lw.out); err != nil { // cache.go
+			return nil, err
+		}
+	}
 	sortComms(lw.out)                                    // collective_groups.go
 	if err := pairPipelineMessages(lw.out); err != nil { // pipeline.go
 		return nil, err
@@ -234,14 +261,12 @@ func supported(p *step.Program) error {
 	l := p.Layout
 	var missing []string
 	missing = append(missing, collectivesSupported(l)...)
-	if l.Cache.On() {
-		missing = append(missing, "the unified cache")
-	}
+	missing = append(missing, cacheSupported(l)...) // cache.go
 	if l.Distill.On() {
 		missing = append(missing, "distillation")
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("cudastep: %s/%s runs %s; the CUDA backend does not lower %v yet (one rank; data, expert, tensor, sequence and pipeline parallelism with ZeRO 0–3 and the offloaded optimizer; not the unified cache)",
+		return fmt.Errorf("cudastep: %s/%s runs %s; the CUDA backend does not lower %v yet (one rank; data, expert, tensor, sequence and pipeline parallelism with ZeRO 0–3 and the offloaded optimizer; the unified cache on one rank)",
 			p.Model, p.Stage, l, missing)
 	}
 	return nil

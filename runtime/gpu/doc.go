@@ -27,5 +27,7 @@
 // Parameters live in the device arena at the offsets of the program's memory plan, the
 // same offsets runtime/exec's arena uses, so weights are copied buffer by buffer. Under
 // the offloaded optimizer the plan's host tier (master weights, moments) lives in the host
-// program's pinned host arena at its offsets there (UploadBuffer, DownloadBuffer).
+// program's pinned host arena at its offsets there (UploadBuffer, DownloadBuffer); under
+// the unified cache the whole host tier does, the weights included (LoadParams and Param
+// move them there), and the device arena holds only the units the step fetched.
 package gpu

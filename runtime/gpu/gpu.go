@@ -172,7 +172,7 @@ func Open(ctx context.Context, p *step.Program, m *program.Model, o Options) (*S
 		}
 		s.fns[name] = f
 	}
-	if p.Layout.OffloadOpt { // offload.go: the host arena's entry points
+	if p.Layout.OffloadOpt || p.Layout.Cache.On() { // offload.go: the host arena's entry points (the unified cache's host tier too)
 		for _, name := range hostFuncs {
 			f, err := s.lib.Func(name)
 			if err != nil {
@@ -457,7 +457,7 @@ func (s *Session) LoadParams(get func(id params.ID) []float32) error {
 		if int64(len(w)) != b.Elements() {
 			return fmt.Errorf("gpu: parameter %s: %d values, the buffer holds %d", id, len(w), b.Elements())
 		}
-		if err := s.Upload(b.Offset, w); err != nil {
+		if err := s.UploadBuffer(b, w); err != nil { // the unified cache keeps the weights in host memory
 			return fmt.Errorf("gpu: uploading %s: %w", id, err)
 		}
 	}
@@ -477,7 +477,7 @@ func (s *Session) Param(id params.ID) ([]float32, error) {
 		bid.Shard = params.Shard{}
 		if bid == id {
 			w := make([]float32, b.Elements())
-			return w, s.Download(b.Offset, w)
+			return w, s.DownloadBuffer(b, w)
 		}
 	}
 	return nil, nil

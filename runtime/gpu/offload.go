@@ -13,7 +13,8 @@ import (
 // the host program's pinned memory.
 
 // hostFuncs are the host program's entry points into its host arena, present when the
-// program offloads its optimizer.
+// program offloads its optimizer or runs the unified cache (whose host tier holds the
+// weights, gradients and moments).
 var hostFuncs = []string{"moec_step_host_upload", "moec_step_host_download"}
 
 // UploadBuffer copies values into buffer b of the program at element offset 0: into the
@@ -36,7 +37,7 @@ func (s *Session) DownloadBuffer(b *step.Buffer, values []float32) error {
 
 func (s *Session) moveHost(fn string, b *step.Buffer, values []float32) error {
 	if s.fns[fn] == nil {
-		return fmt.Errorf("gpu: %s lives in host memory but the program has no host arena (no offloaded optimizer)", b.Name)
+		return fmt.Errorf("gpu: %s lives in host memory but the program has no host arena (neither the offloaded optimizer nor the unified cache)", b.Name)
 	}
 	if int64(len(values)) > b.Elements() {
 		return fmt.Errorf("gpu: %d values for %s, which holds %d", len(values), b.Name, b.Elements())

@@ -1,0 +1,362 @@
+package cudastep
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/moec-dev/moec/compiler/step"
+)
+
+// The unified cache (step.Layout.Cache, AngelPTM's "one view of GPU and host memory";
+// compiler/step's cache.go): every parameter, its gradient and the AdamW moments live in
+// the memory plan's host tier, which the host program keeps in one pinned host arena (the
+// offloaded optimizer's, offload.go), and the device arena holds the units the step uses,
+// in slots the memory plan reuses:
+//
+//   - cache_fetch: the compute stream records an event (everything before it, so the
+//     slot's previous occupant, is finished with), the copy stream waits for it and copies
+//     the unit's host tensors into their device copies (cuMemcpyHtoDAsync), then records
+//     the fetch's own event; the compute stream waits for that event right before the
+//     first op that reads one of the copies;
+//   - cache_writeback: after an event of the compute stream (the backward's writes of the
+//     unit's device gradients), the copy stream copies them into the host gradients
+//     (cuMemcpyDtoHAsync) and records the write-back's event; a later contribution to a
+//     host gradient (another micro-batch's, a tied table's other use) copies into a
+//     staging area after the arena, and the CPU adds it once the event has passed, as
+//     runtime/exec adds it; the compute stream waits for the event before the first op
+//     that writes bytes of the device gradients again (the memory plan reuses them);
+//   - cache_evict moves nothing: the next occupant's fetch waits for the compute stream
+//     anyway, so an evict only makes the compute stream wait for a fetch no op read (its
+//     copy must land before anything else writes the slot);
+//   - the update runs on the host tier: grad_norm waits for the copy stream and sums the
+//     host gradients' squares on the CPU into the norm's slots (moec_settle adds them as
+//     it adds the device's), and the AdamW is offload.go's host update over each tensor.
+//
+// The step ends with the copy stream drained. One rank without ZeRO is lowered (the
+// several ranks' host reductions and ZeRO 3's gathers into the cache are not yet).
+
+// CacheOp is the host program's part of a unified-cache op, or of a grad_norm or adamw
+// over the host tier.
+type CacheOp struct {
+	Kind step.OpKind // cache_fetch, cache_writeback, cache_evict, grad_norm or adamw
+	// Copies are a fetch's (host to device) or a write-back's (device to host) copies.
+	Copies []HostCopy
+	// Adds are a write-back's later contributions: copied into the staging area (Host is
+	// the staging offset) and added on the CPU into the host gradient at Into.
+	Adds []HostAdd
+	// Event is the fetch's or write-back's copy-stream event.
+	Event int
+	// Wait, for an evict, is the fetch event the compute stream still waits for (−1: none).
+	Wait int
+	// Norm are a grad_norm's host gradients: a slot of the norm each.
+	Norm []HostRange
+	// Update is a host adamw's pieces.
+	Update []HostUpdate
+}
+
+// HostAdd is one later contribution of a write-back: Bytes at device offset Device
+// copied to staging offset Stage of the host arena, then added into host offset Into.
+type HostAdd struct {
+	Device, Stage, Into, Bytes int64
+	What                       string
+}
+
+// HostRange is N floats at byte offset At of the host arena.
+type HostRange struct {
+	At, N int64
+	What  string
+}
+
+// cacheSupported refuses what the unified cache does not lower on the CUDA path yet.
+func cacheSupported(l step.Layout) []string {
+	if !l.Cache.On() {
+		return nil
+	}
+	switch {
+	case l.World() > 1:
+		return []string{"the unified cache on several ranks"}
+	case l.ZeRO > 0:
+		return []string{"the unified cache under ZeRO"}
+	case l.OffloadOpt:
+		return []string{"the unified cache with the offloaded optimizer"}
+	}
+	return nil
+}
+
+// isCacheOp reports whether op is the unified cache's: its moves, or the update's
+// grad_norm and adamw over the host tier.
+func isCacheOp(p *step.Program, op *step.Op) bool {
+	if !p.Layout.Cache.On() {
+		return false
+	}
+	switch op.Kind {
+	case step.OpCacheFetch, step.OpCacheWriteback, step.OpCacheEvict:
+		return true
+	case step.OpGradNorm, step.OpAdamW:
+		return onHost(p, op)
+	}
+	return false
+}
+
+// cacheOp lowers a unified-cache op's copies or host work (isCacheOp); the events and the
+// compute stream's waits are cacheOrder's. A host adamw updates every group's pieces: the
+// step's first one is the optimizer step (Lower lowers later ones to nothing), as
+// runtime/exec runs one step over all groups.
+func (lw *opLowerer) cacheOp(op *step.Op, ol *OpLaunches) error {
+	p := lw.p
+	c := &CacheOp{Kind: op.Kind, Wait: -1}
+	ol.Cache = c
+	switch op.Kind {
+	case step.OpCacheFetch, step.OpCacheWriteback:
+		if len(op.In) != len(op.Out) {
+			return fmt.Errorf("%d sources for %d destinations", len(op.In), len(op.Out))
+		}
+		var stage int64
+		for i, src := range op.In {
+			from, to := p.Buffers[src], p.Buffers[op.Out[i]]
+			host, dev := from, to
+			if op.Kind == step.OpCacheWriteback {
+				host, dev = to, from
+			}
+			if host.Tier != step.Host || dev.Tier != step.Device {
+				return fmt.Errorf("%s → %s does not move between the host and the device", from.Name, to.Name)
+			}
+			if from.Elements() != to.Elements() {
+				return fmt.Errorf("%s has %d values, %s %d", from.Name, from.Elements(), to.Name, to.Elements())
+			}
+			if op.Kind == step.OpCacheWriteback && op.Accumulates(i) {
+				c.Adds = append(c.Adds, HostAdd{Device: dev.Offset, Stage: stage, Into: host.Offset, Bytes: 4 * dev.Elements(), What: to.Name})
+				stage += alignUp(4*dev.Elements(), 256)
+				continue
+			}
+			c.Copies = append(c.Copies, HostCopy{Device: dev.Offset, Host: host.Offset, Bytes: 4 * dev.Elements(), What: to.Name})
+		}
+		lw.out.CacheStage = max(lw.out.CacheStage, stage)
+	case step.OpCacheEvict:
+		// cacheOrder: the wait for a fetch nothing read
+	case step.OpGradNorm:
+		pieces, err := lw.pieces()
+		if err != nil {
+			return err
+		}
+		for _, pc := range pieces {
+			g := p.Buffers[pc.grad]
+			if g.Tier != step.Host {
+				return fmt.Errorf("gradient %s is not in host memory", g.Name)
+			}
+			c.Norm = append(c.Norm, HostRange{At: g.Offset, N: g.Elements(), What: g.Name})
+		}
+		lw.out.NormSlots = len(c.Norm)
+	case step.OpAdamW:
+		pieces, err := lw.pieces()
+		if err != nil {
+			return err
+		}
+		for _, pc := range pieces {
+			if pc.param < 0 {
+				return fmt.Errorf("gradient %s has no parameter buffer", p.Buffers[pc.grad].Name)
+			}
+			n := p.Buffers[pc.grad].Elements()
+			for _, b := range []int{pc.param, pc.grad, pc.m, pc.v} {
+				buf := p.Buffers[b]
+				need := 4 * n
+				if b == pc.m || b == pc.v {
+					need += 4 * pc.flat
+				}
+				if buf.Tier != step.Host || 4*buf.Elements() < need {
+					return fmt.Errorf("%s: not a host buffer holding %s's %d values", buf.Name, p.Buffers[pc.grad].Name, n)
+				}
+			}
+			c.Update = append(c.Update, HostUpdate{W: p.Buffers[pc.param].Offset, G: p.Buffers[pc.grad].Offset,
+				M: p.Buffers[pc.m].Offset + 4*pc.flat, V: p.Buffers[pc.v].Offset + 4*pc.flat, N: n, Decay: pc.decay})
+		}
+	default:
+		return fmt.Errorf("%s is not a unified-cache op", op.Kind)
+	}
+	return nil
+}
+
+// cacheOrder numbers the fetches' and write-backs' events and places the compute stream's
+// waits: before the first op that reads a fetched copy, before the first op that writes
+// bytes a pending write-back still copies from, and at an evict for a fetch nothing read.
+func cacheOrder(p *step.Program, out *Lowered) error {
+	type pending struct {
+		event int
+		bufs  []int
+	}
+	fetchOf := map[int]*pending{} // a device copy's fetch not yet waited for
+	var writebacks []*pending     // write-backs whose sources the compute stream may not write yet
+	events := 0
+	waitFetch := func(ol *OpLaunches, f *pending) {
+		ol.CacheWaits = append(ol.CacheWaits, f.event)
+		for _, b := range f.bufs {
+			delete(fetchOf, b)
+		}
+	}
+	overlaps := func(a, b *step.Buffer) bool {
+		return a.Tier == step.Device && b.Tier == step.Device && a.Offset < b.Offset+b.Bytes() && b.Offset < a.Offset+a.Bytes()
+	}
+	for i := range p.Ops {
+		op, ol := &p.Ops[i], &out.Ops[i]
+		c := ol.Cache
+		if c != nil && c.Kind == step.OpCacheEvict {
+			for _, b := range op.In {
+				if f := fetchOf[b]; f != nil {
+					c.Wait = f.event
+					waitFetch(ol, f)
+				}
+			}
+			continue
+		}
+		for _, b := range op.In {
+			if f := fetchOf[b]; f != nil {
+				waitFetch(ol, f)
+			}
+		}
+		for _, b := range op.Out {
+			if c != nil {
+				break // a fetch's copies follow the pending write-backs on the copy stream
+			}
+			if f := fetchOf[b]; f != nil {
+				waitFetch(ol, f)
+			}
+			kept := writebacks[:0]
+			for _, w := range writebacks {
+				hit := false
+				for _, src := range w.bufs {
+					hit = hit || overlaps(p.Buffers[b], p.Buffers[src])
+				}
+				if hit {
+					ol.CacheWaits = append(ol.CacheWaits, w.event)
+					continue
+				}
+				kept = append(kept, w)
+			}
+			writebacks = kept
+		}
+		if c == nil {
+			continue
+		}
+		switch c.Kind {
+		case step.OpCacheFetch:
+			c.Event = events
+			f := &pending{event: events, bufs: op.Out}
+			for _, b := range op.Out {
+				if fetchOf[b] != nil {
+					return fmt.Errorf("cudastep: op %d fetches %s again before anything read it", i, p.Buffers[b].Name)
+				}
+				fetchOf[b] = f
+			}
+			events++
+		case step.OpCacheWriteback:
+			c.Event = events
+			writebacks = append(writebacks, &pending{event: events, bufs: op.In})
+			events++
+		}
+	}
+	out.CacheEvents = events
+	return nil
+}
+
+// hostCacheFields are the state's fields the unified cache adds to the offloaded
+// optimizer's (the host arena and the copy stream).
+const hostCacheFields = `  CUevent compute_done;    // the unified cache: recorded on the compute stream before a fetch or write-back
+  CUevent cache_moved[MOEC_CACHE_EVENTS]; // recorded on the copy stream after each fetch and write-back
+`
+
+// hostCacheOpen creates and destroys the unified cache's events, and holds its CPU
+// helpers: a write-back's add and a gradient's sum of squares.
+const hostCacheOpen = `
+// moec_cache_open creates the unified cache's events (after moec_offload_open).
+static int moec_cache_open(moec_state *s) {
+  MOEC_CU(s, s->cu.cuEventCreate(&s->compute_done, MOEC_CU_EVENT_DISABLE_TIMING), "creating an event");
+  for (int i = 0; i < MOEC_CACHE_EVENTS; i++)
+    MOEC_CU(s, s->cu.cuEventCreate(&s->cache_moved[i], MOEC_CU_EVENT_DISABLE_TIMING), "creating an event");
+  return 1;
+}
+
+// moec_cache_close waits for the copies and destroys the unified cache's events.
+static void moec_cache_close(moec_state *s) {
+  if (s->copy_stream) s->cu.cuStreamSynchronize(s->copy_stream);
+  for (int i = 0; i < MOEC_CACHE_EVENTS; i++)
+    if (s->cache_moved[i]) s->cu.cuEventDestroy(s->cache_moved[i]);
+  if (s->compute_done) s->cu.cuEventDestroy(s->compute_done);
+}
+
+// moec_host_add adds a write-back's later contribution into a host gradient, as
+// runtime/exec's CacheMove adds it.
+static void moec_host_add(float *to, const float *from, long long n) {
+  for (long long i = 0; i < n; i++) to[i] += from[i];
+}
+
+// moec_host_sumsq is a host gradient's sum of squares in double.
+static double moec_host_sumsq(const float *g, long long n) {
+  double sq = 0;
+  for (long long i = 0; i < n; i++) sq += (double)g[i] * (double)g[i];
+  return sq;
+}
+`
+
+// emitCache writes a unified-cache op's host code (see CacheOp) at indent in.
+func emitCache(w *strings.Builder, in string, c *CacheOp, what string) {
+	q := fmt.Sprintf("%q", what)
+	afterCompute := func() {
+		fmt.Fprintf(w, "%sMOEC_CU(s, s->cu.cuEventRecord(s->compute_done, s->stream), %s);\n", in, q)
+		fmt.Fprintf(w, "%sMOEC_CU(s, s->cu.cuStreamWaitEvent(s->copy_stream, s->compute_done, 0), %s);\n", in, q)
+	}
+	switch c.Kind {
+	case step.OpCacheFetch:
+		afterCompute() // the slot's previous occupant is finished with
+		for _, cp := range c.Copies {
+			fmt.Fprintf(w, "%sMOEC_CU(s, s->cu.cuMemcpyHtoDAsync(s->base + %dULL, s->host + %dULL, %d, s->copy_stream), %s); // %s\n",
+				in, cp.Device, cp.Host, cp.Bytes, q, cp.What)
+		}
+		fmt.Fprintf(w, "%sMOEC_CU(s, s->cu.cuEventRecord(s->cache_moved[%d], s->copy_stream), %s);\n", in, c.Event, q)
+	case step.OpCacheWriteback:
+		afterCompute() // the backward's writes of the device gradients
+		for _, cp := range c.Copies {
+			fmt.Fprintf(w, "%sMOEC_CU(s, s->cu.cuMemcpyDtoHAsync(s->host + %dULL, s->base + %dULL, %d, s->copy_stream), %s); // %s\n",
+				in, cp.Host, cp.Device, cp.Bytes, q, cp.What)
+		}
+		for _, a := range c.Adds {
+			fmt.Fprintf(w, "%sMOEC_CU(s, s->cu.cuMemcpyDtoHAsync(s->host + MOEC_CACHE_STAGE + %dULL, s->base + %dULL, %d, s->copy_stream), %s); // %s (staged, added)\n",
+				in, a.Stage, a.Device, a.Bytes, q, a.What)
+		}
+		fmt.Fprintf(w, "%sMOEC_CU(s, s->cu.cuEventRecord(s->cache_moved[%d], s->copy_stream), %s);\n", in, c.Event, q)
+		if len(c.Adds) > 0 {
+			fmt.Fprintf(w, "%sMOEC_CU(s, s->cu.cuEventSynchronize(s->cache_moved[%d]), %s);\n", in, c.Event, q)
+			for _, a := range c.Adds {
+				fmt.Fprintf(w, "%smoec_host_add((float *)(s->host + %dULL), (const float *)(s->host + MOEC_CACHE_STAGE + %dULL), %dLL); // %s\n",
+					in, a.Into, a.Stage, a.Bytes/4, a.What)
+			}
+		}
+	case step.OpCacheEvict:
+		if c.Wait < 0 {
+			fmt.Fprintf(w, "%s// nothing moves: the slot's next fetch waits for the compute stream\n", in)
+		}
+	case step.OpGradNorm:
+		fmt.Fprintf(w, "%sMOEC_CU(s, s->cu.cuStreamSynchronize(s->copy_stream), %s); // the write-backs\n", in, q)
+		fmt.Fprintf(w, "%s{\n%s  double sums[%d];\n", in, in, max(len(c.Norm), 1))
+		for k, r := range c.Norm {
+			fmt.Fprintf(w, "%s  sums[%d] = moec_host_sumsq((const float *)(s->host + %dULL), %dLL); // %s\n", in, k, r.At, r.N, r.What)
+		}
+		if len(c.Norm) > 0 {
+			fmt.Fprintf(w, "%s  MOEC_CU(s, s->cu.cuMemcpyHtoD(s->base + MOEC_NORM_AT, sums, sizeof(double) * %d), %s);\n", in, len(c.Norm), q)
+		}
+		fmt.Fprintf(w, "%s}\n", in)
+	case step.OpAdamW:
+		fmt.Fprintf(w, "%sMOEC_CU(s, s->cu.cuStreamSynchronize(s->copy_stream), %s); // the write-backs\n", in, q)
+		for _, u := range c.Update {
+			fmt.Fprintf(w, "%smoec_host_adamw((float *)(s->host + %dULL), (const float *)(s->host + %dULL), (float *)(s->host + %dULL), (float *)(s->host + %dULL), %dLL, s->adam, %d);\n",
+				in, u.W, u.G, u.M, u.V, u.N, boolInt(u.Decay))
+		}
+	}
+}
+
+// emitCacheWaits writes the compute stream's waits for the copy stream's events before an
+// op's launches.
+func emitCacheWaits(w *strings.Builder, in string, events []int, what string) {
+	for _, e := range events {
+		fmt.Fprintf(w, "%sMOEC_CU(s, s->cu.cuStreamWaitEvent(s->stream, s->cache_moved[%d], 0), %q);\n", in, e, what)
+	}
+}

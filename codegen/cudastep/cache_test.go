@@ -1,0 +1,194 @@
+package cudastep
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"golang.org/x/tools/txtar"
+
+	"github.com/moec-dev/moec/compiler/step"
+	"github.com/moec-dev/moec/internal/golden"
+)
+
+// tinyCache is a unified cache small enough that hunyuan_tiny's two-layer dense stage
+// evicts: 2 MiB in 64 KiB pages holds one layer beside the step's other buffers.
+var tinyCache = step.Cache{Budget: 2 << 20, Page: 64 << 10}
+
+// TestUnifiedCacheHostProgram: under the unified cache the host program keeps the
+// parameters, gradients and moments in the pinned host arena; each cache_fetch copies
+// exactly its unit's host tensors into their device copies on the copy stream after an
+// event of the compute stream, and the compute stream waits for the fetch before any op
+// reads a copy; each write-back copies (or, for a later micro-batch's contribution,
+// stages and adds on the CPU) exactly its device gradients, and no op writes bytes a
+// write-back still copies from before the compute stream waited for it; the norm and the
+// AdamW run on the CPU over the host tier. The program must evict (the budget is small),
+// and the ordering is checked over the program independently of how cacheOrder places
+// it. With one micro-batch the op headers and the host program's cache lines of
+// moec_run_ops are held to testdata/cache_tiny.txtar.
+func TestUnifiedCacheHostProgram(t *testing.T) {
+	for _, micro := range []int{1, 2} {
+		l := step.Layout{DP: 1, EP: 1, TP: 1, PP: 1, Cache: tinyCache}
+		p, low, err := lowerOne(t, tinyStage(t, 2, 1), step.Batch{MicroBatch: 1, SeqLen: 8, Micro: micro}, l)
+		if err != nil {
+			t.Fatalf("%d micro-batches: %v", micro, err)
+		}
+		host, err := HostProgram(low)
+		if err != nil {
+			t.Fatal(err)
+		}
+		counts := map[step.OpKind]int{}
+		adds := 0
+		// fetched: a device copy → its fetch's event, until the compute stream waits for
+		// it; written: the pending write-backs' sources by event.
+		fetched := map[int]int{}
+		written := map[int][]int{}
+		waited := map[int]bool{}
+		for i := range p.Ops {
+			op, ol := &p.Ops[i], low.Ops[i]
+			counts[op.Kind]++
+			for _, e := range ol.CacheWaits {
+				waited[e] = true
+				delete(written, e)
+			}
+			c := ol.Cache
+			isMove := c != nil && (op.Kind == step.OpCacheFetch || op.Kind == step.OpCacheWriteback)
+			for _, b := range op.In {
+				if e, ok := fetched[b]; ok && !waited[e] && op.Kind != step.OpCacheEvict {
+					t.Errorf("%d micro-batches: op %d (%s) reads %s before the compute stream waits for its fetch", micro, i, op.Kind, p.Buffers[b].Name)
+				}
+			}
+			if !isMove {
+				for _, b := range op.Out {
+					ob := p.Buffers[b]
+					for e, srcs := range written {
+						for _, s := range srcs {
+							sb := p.Buffers[s]
+							if ob.Tier == step.Device && ob.Offset < sb.Offset+sb.Bytes() && sb.Offset < ob.Offset+ob.Bytes() {
+								t.Errorf("%d micro-batches: op %d (%s) writes %s over %s while write-back %d still copies it", micro, i, op.Kind, ob.Name, sb.Name, e)
+							}
+						}
+					}
+				}
+			}
+			if op.Kind == step.OpCacheEvict {
+				for _, b := range op.In {
+					if e, ok := fetched[b]; ok && !waited[e] {
+						t.Errorf("%d micro-batches: op %d evicts %s with its fetch still pending", micro, i, p.Buffers[b].Name)
+					}
+				}
+			}
+			if !isMove {
+				continue
+			}
+			var bytes int64
+			for _, cp := range c.Copies {
+				bytes += cp.Bytes
+			}
+			for _, a := range c.Adds {
+				bytes += a.Bytes
+			}
+			adds += len(c.Adds)
+			var want int64
+			for _, b := range op.In {
+				want += p.Buffers[b].Bytes()
+			}
+			if bytes != want || bytes != op.Bytes {
+				t.Errorf("%d micro-batches: op %d (%s) copies %d bytes, its sources hold %d, the op says %d", micro, i, op.Kind, bytes, want, op.Bytes)
+			}
+			if op.Kind == step.OpCacheFetch {
+				for _, b := range op.Out {
+					fetched[b] = c.Event
+				}
+				if !strings.Contains(host, fmt.Sprintf("cuEventRecord(s->cache_moved[%d], s->copy_stream)", c.Event)) {
+					t.Errorf("%d micro-batches: fetch %d records no event", micro, c.Event)
+				}
+			} else {
+				written[c.Event] = op.In
+			}
+		}
+		if counts[step.OpCacheFetch] == 0 || counts[step.OpCacheEvict] == 0 || counts[step.OpCacheWriteback] == 0 {
+			t.Errorf("%d micro-batches: %d fetches, %d evictions, %d write-backs: the budget should make the cache evict", micro,
+				counts[step.OpCacheFetch], counts[step.OpCacheEvict], counts[step.OpCacheWriteback])
+		}
+		if micro > 1 && (adds == 0 || !strings.Contains(host, "moec_host_add((float *)(s->host + ")) {
+			t.Errorf("%d micro-batches: no write-back adds into a host gradient (%d staged)", micro, adds)
+		}
+		for _, want := range []string{"cuMemAllocHost(", "moec_cache_open(s)", "moec_cache_close(s)", "cuMemcpyHtoDAsync(s->base + ",
+			"cuMemcpyDtoHAsync(s->host + ", "cuStreamWaitEvent(s->copy_stream, s->compute_done, 0)", "cuStreamWaitEvent(s->stream, s->cache_moved[0], 0)",
+			"moec_host_sumsq((const float *)(s->host + ", "moec_host_adamw((float *)(s->host + ", "moec_settle(s, opt, &update)", "moec_step_host_download"} {
+			if !strings.Contains(host, want) {
+				t.Errorf("%d micro-batches: the host program has no %q", micro, want)
+			}
+		}
+		if strings.Contains(host, "\"dense_adamw\"") || strings.Contains(host, "\"dense_sumsq\"") {
+			t.Errorf("%d micro-batches: the host program runs the update or the norm on the device", micro)
+		}
+		if micro != 1 {
+			continue
+		}
+		at := strings.Index(host, "static int moec_run_ops(")
+		end := at + strings.Index(host[at:], "\n}\n") + 3
+		var kept []string
+		for _, line := range strings.Split(host[at:end], "\n") {
+			for _, mark := range []string{"// op ", "copy_stream", "cache_moved", "compute_done", "moec_host_", "moec_settle", "if (update)"} {
+				if strings.Contains(line, mark) {
+					kept = append(kept, line)
+					break
+				}
+			}
+		}
+		golden.Archive(t, "testdata/cache_tiny.txtar", &txtar.Archive{
+			Comment: []byte("The host program of hunyuan_tiny's dense stage cut to two layers under a 2 MiB unified cache in 64 KiB pages:\nmoec_run_ops' op headers and the lines of the cache's copies, events and host update.\nRegenerate with go test ./codegen/cudastep -run TestUnifiedCacheHostProgram -update.\n"),
+			Files:   []txtar.File{{Name: HostName, Data: []byte(strings.Join(kept, "\n") + "\n")}},
+		}, *update)
+	}
+}
+
+// TestUnifiedCacheUpdatesOnce: an MoE stage has two parameter groups and an adamw op for
+// each; under the unified cache the host program updates every tensor exactly once (the
+// first host adamw is the step's one optimizer step over every group, as runtime/exec
+// runs it), never twice.
+func TestUnifiedCacheUpdatesOnce(t *testing.T) {
+	l := step.Layout{DP: 1, EP: 1, TP: 1, PP: 1, Cache: step.Cache{Budget: 6 << 20, Page: 64 << 10}}
+	p, low, err := lowerOne(t, tinyStage(t, 2, 4), step.Batch{MicroBatch: 1, SeqLen: 8, Micro: 1}, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	adamw, evictions := 0, 0
+	for _, op := range p.Ops {
+		switch op.Kind {
+		case step.OpAdamW:
+			adamw++
+		case step.OpCacheEvict:
+			evictions++
+		}
+	}
+	if adamw < 2 || evictions == 0 {
+		t.Fatalf("%d adamw ops and %d evictions: want an MoE stage's two groups under an evicting cache", adamw, evictions)
+	}
+	host, err := HostProgram(low)
+	if err != nil {
+		t.Fatal(err)
+	}
+	updated := map[string]int{}
+	for _, line := range strings.Split(host, "\n") {
+		if at := strings.Index(line, "moec_host_adamw((float *)(s->host + "); at >= 0 {
+			updated[strings.SplitN(line[at:], ")", 3)[1]]++
+		}
+	}
+	grads := 0
+	for _, b := range p.Buffers {
+		if b.Kind == step.KindGrad && b.Param != nil {
+			grads++
+		}
+	}
+	if len(updated) != grads {
+		t.Errorf("the host program updates %d tensors, the program has %d gradients", len(updated), grads)
+	}
+	for w, n := range updated {
+		if n != 1 {
+			t.Errorf("the weights at %s are updated %d times a step", w, n)
+		}
+	}
+}

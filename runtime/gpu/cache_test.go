@@ -1,0 +1,131 @@
+package gpu
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/moec-dev/moec/codegen/cuda"
+	"github.com/moec-dev/moec/codegen/cudastep"
+	"github.com/moec-dev/moec/compiler/step"
+	moexec "github.com/moec-dev/moec/runtime/exec"
+)
+
+// TestEmulatedCacheMatchesExecutor: hunyuan_tiny's dense stage on one rank under a
+// unified cache of 3 MiB in 64 KiB pages (small enough that the step evicts layers and
+// fetches them again for the backward) and two micro-batches (the second's write-backs
+// add into the host gradients on the CPU), three steps, and its four-expert stage under
+// 6 MiB (two parameter groups), two steps, against runtime/exec: the losses,
+// norms and weights as matchRanks holds them, then every persistent host buffer (the
+// weights and the AdamW moments the CPU updated within 1e-6 relative, the last step's
+// gradients within 1e-5: the device's reductions sum in another order than the CPU's, and
+// the talking heads' 16-value gradients sum over every token) against the executor's host
+// tier. The streams run as late as they may (the emulation's
+// default): a kernel that read a copy before its fetch landed, a write-back that copied a
+// gradient after a later op overwrote its bytes, or a host update before the write-backs,
+// would read wrong values.
+func TestEmulatedCacheMatchesExecutor(t *testing.T) {
+	if os.Getenv("MOEC_LONG_EMULATION") == "" {
+		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (the steps' kernels compiled under the emulation, three steps of the dense stage and two of the MoE stage: about two minutes on a loaded machine); cudastep's TestUnifiedCacheHostProgram and TestUnifiedCacheUpdatesOnce check the host program by default")
+	}
+	for _, c := range []struct {
+		experts int
+		budget  int64
+		micro   int
+		steps   int64
+	}{
+		{1, 3 << 20, 2, 3}, // the dense stage: two micro-batches, the second's write-backs add
+		{4, 6 << 20, 1, 2}, // the four-expert stage: two groups, one optimizer step over both
+	} {
+		t.Run(fmt.Sprintf("%d experts", c.experts), func(t *testing.T) {
+			matchCache(t, c.experts, step.Cache{Budget: c.budget, Page: 64 << 10}, c.micro, c.steps)
+		})
+	}
+}
+
+// matchCache is matchRanks of hunyuan_tiny's stage with experts experts under cache, then
+// every persistent host buffer against the executor's host tier.
+func matchCache(t *testing.T, experts int, cache step.Cache, micro int, steps int64) {
+	t.Helper()
+	m, cfg := hunyuanTiny(t, experts)
+	l := step.Layout{DP: 1, EP: 1, TP: 1, PP: 1, Cache: cache}
+	matchRanksThen(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: micro}, l, cfg, steps, func(lc *moexec.Local, rs *Ranks) {
+		p := lc.Progs[0]
+		evictions := 0
+		for _, op := range p.Ops {
+			if op.Kind == step.OpCacheEvict {
+				evictions++
+			}
+		}
+		if evictions == 0 {
+			t.Fatal("the program evicts nothing: the budget does not exercise the cache")
+		}
+		worst, worstName, host := 0.0, "", 0
+		for r, s := range rs.Sessions {
+			for i, b := range s.Buffers() {
+				if b.Tier != step.Host || !b.Kind.Persistent() {
+					continue
+				}
+				host++
+				want := lc.Ranks[r].Buffer(i)
+				got := make([]float32, b.Elements())
+				if err := s.DownloadBuffer(b, got); err != nil {
+					t.Fatal(err)
+				}
+				e := relErr(got, want)
+				tol := 1e-6
+				if b.Kind == step.KindGrad {
+					tol = 1e-5
+				} else if e > worst {
+					worst, worstName = e, fmt.Sprintf("rank %d's %s", r, b.Name)
+				}
+				if e > tol || math.IsNaN(e) {
+					t.Errorf("rank %d: host buffer %s after the updates: relative error %.2g", r, b.Name, e)
+				}
+			}
+		}
+		if host == 0 {
+			t.Fatal("no buffer in host memory: the layout does not run the cache")
+		}
+		t.Logf("%d evictions a step; %d host buffers; largest relative error of a weight or moment %.2g (%s)", evictions, host, worst, worstName)
+	})
+}
+
+// TestDeviceBuildCache compiles the host program of the unified cache for a GPU (the
+// libcuda.so.1 filling of the driver table, warnings as errors): the host arena's entry
+// points, which the Go side looks up when it opens such a program, and the cache's events.
+func TestDeviceBuildCache(t *testing.T) {
+	needClang(t)
+	m, _ := hunyuanTiny(t, 1)
+	progs, err := step.Lower(m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 2}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 1, Cache: step.Cache{Budget: 3 << 20, Page: 64 << 10}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	low, err := cudastep.Lower(progs[0], m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if low.CacheEvents == 0 || low.CacheStage == 0 {
+		t.Fatalf("%d cache events, %d staging bytes: the program should fetch, write back and add", low.CacheEvents, low.CacheStage)
+	}
+	dir := t.TempDir()
+	if err := writeSources(low, dir); err != nil {
+		t.Fatal(err)
+	}
+	so, err := compileHost(context.Background(), dir, cuda.FindClang(), Device)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, err := os.ReadFile(so)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range append([]string{"moec_step_train"}, hostFuncs...) {
+		if !strings.Contains(string(host), name) {
+			t.Errorf("the compiled host program has no %s", name)
+		}
+	}
+}
