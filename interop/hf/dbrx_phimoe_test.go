@@ -27,26 +27,28 @@ func TestDbrxPhimoeComputeAsTransformers(t *testing.T) {
 	for i, id := range ids {
 		text[i] = fmt.Sprint(id)
 	}
+	var checks logitChecks // every reference in one interpreter: one torch import
+	folders := t.TempDir()
 	for _, name := range []string{"tiny_dbrx", "tiny_phimoe"} {
-		t.Run(name, func(t *testing.T) {
-			m := tinyModel(t, name)
-			dir, _ := saveCheckpoint(t, m)
-			out := filepath.Join(t.TempDir(), "export")
-			if _, err := Export(dir, out); err != nil {
-				t.Fatal(err)
-			}
-			want, err := tinyNet(t, m).Logits(nn.Batch{B: 1, T: len(ids), Tokens: append(append([]int32(nil), ids...), 0)}, nn.StepOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			compareLogits(t, py, "dbrx_phimoe_forward.py", out, strings.Join(text, ","), want)
-			if withTransformers {
-				compareLogits(t, py, "hf_transformers.py", out, strings.Join(text, ","), want)
-			} else {
-				t.Log("transformers not installed: AutoModelForCausalLM check skipped")
-			}
-		})
+		m := tinyModel(t, name)
+		dir, _ := saveCheckpoint(t, m)
+		out := filepath.Join(folders, name)
+		if _, err := Export(dir, out); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		want, err := tinyNet(t, m).Logits(nn.Batch{B: 1, T: len(ids), Tokens: append(append([]int32(nil), ids...), 0)}, nn.StepOptions{})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		checks.add(name+"_forward", "dbrx_phimoe_forward.py", out, strings.Join(text, ","), want)
+		if withTransformers {
+			checks.add(name+"_transformers", "hf_transformers.py", out, strings.Join(text, ","), want)
+		}
 	}
+	if !withTransformers {
+		t.Log("transformers not installed: AutoModelForCausalLM checks skipped")
+	}
+	checks.run(t, py)
 }
 
 // TestDbrxConfigOfTransformers5 imports a DBRX config as transformers 5 saves it: the

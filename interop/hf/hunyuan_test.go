@@ -69,6 +69,8 @@ func TestHunyuanComputesAsTencent(t *testing.T) {
 	for i, id := range ids {
 		text[i] = fmt.Sprint(id)
 	}
+	var checks logitChecks // every reference in one interpreter: one torch import
+	folders := t.TempDir()
 	for _, tc := range []struct {
 		model  string
 		layout Layout
@@ -77,27 +79,26 @@ func TestHunyuanComputesAsTencent(t *testing.T) {
 		{"tiny_hunyuan_large", LayoutHunyuan},
 		{"tiny_hunyuan_large_top2", LayoutHunyuan},
 	} {
-		t.Run(tc.model, func(t *testing.T) {
-			m := hunyuanModel(t, tc.model)
-			dir, _ := saveCheckpoint(t, m)
-			out := filepath.Join(t.TempDir(), "export")
-			man, err := Export(dir, out)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if man.Layout != tc.layout {
-				t.Fatalf("layout %s (%v), want %s", man.Layout, man.Unsupported, tc.layout)
-			}
-			want, err := tinyNet(t, m).Logits(nn.Batch{B: 1, T: len(ids), Tokens: append(append([]int32(nil), ids...), 0)}, nn.StepOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			compareLogits(t, py, "hunyuan_forward.py", out, strings.Join(text, ","), want)
-			if tc.layout == LayoutHunyuanMoE && withTransformers {
-				compareLogits(t, py, "hf_transformers.py", out, strings.Join(text, ","), want)
-			}
-		})
+		m := hunyuanModel(t, tc.model)
+		dir, _ := saveCheckpoint(t, m)
+		out := filepath.Join(folders, tc.model)
+		man, err := Export(dir, out)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.model, err)
+		}
+		if man.Layout != tc.layout {
+			t.Fatalf("%s: layout %s (%v), want %s", tc.model, man.Layout, man.Unsupported, tc.layout)
+		}
+		want, err := tinyNet(t, m).Logits(nn.Batch{B: 1, T: len(ids), Tokens: append(append([]int32(nil), ids...), 0)}, nn.StepOptions{})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.model, err)
+		}
+		checks.add(tc.model+"_forward", "hunyuan_forward.py", out, strings.Join(text, ","), want)
+		if tc.layout == LayoutHunyuanMoE && withTransformers {
+			checks.add(tc.model+"_transformers", "hf_transformers.py", out, strings.Join(text, ","), want)
+		}
 	}
+	checks.run(t, py)
 }
 
 // TestHunyuanExportNames: the exported tensors carry the classes' names, and a layer that
