@@ -1,14 +1,11 @@
 package gpu
 
 import (
-	"context"
 	"fmt"
 	"math"
 	"os"
-	"strings"
 	"testing"
 
-	"github.com/moec-dev/moec/codegen/cuda"
 	"github.com/moec-dev/moec/codegen/cudastep"
 	"github.com/moec-dev/moec/compiler/step"
 	moexec "github.com/moec-dev/moec/runtime/exec"
@@ -111,21 +108,5 @@ func TestDeviceBuildCache(t *testing.T) {
 	if low.CacheEvents == 0 || low.CacheStage == 0 {
 		t.Fatalf("%d cache events, %d staging bytes: the program should fetch, write back and add", low.CacheEvents, low.CacheStage)
 	}
-	dir := t.TempDir()
-	if err := writeSources(low, dir); err != nil {
-		t.Fatal(err)
-	}
-	so, err := compileHost(context.Background(), dir, cuda.FindClang(), Device)
-	if err != nil {
-		t.Fatal(err)
-	}
-	host, err := os.ReadFile(so)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range append([]string{"moec_step_train"}, hostFuncs...) {
-		if !strings.Contains(string(host), name) {
-			t.Errorf("the compiled host program has no %s", name)
-		}
-	}
+	deviceBuildHasHostFuncs(t, low)
 }

@@ -69,28 +69,8 @@ func (s *Session) loadHostMasters(get func(id params.ID) []float32) error {
 		if g.ZeRO > 0 {
 			lo = int64(g.Index) * g.Shard
 		}
-		hi := lo + int64(len(vals))
-		seen := map[params.ID]bool{}
-		for _, b := range p.Buffers {
-			if b.Param == nil || b.Flat < 0 || (b.Kind != step.KindActGrad && b.Kind != step.KindGrad && b.Kind != step.KindGathered) {
-				continue
-			}
-			id := *b.Param
-			id.Shard = params.Shard{}
-			if seen[id] || groupIndex(p, id) != gi {
-				continue
-			}
-			seen[id] = true
-			n := b.Elements()
-			a, z := max(lo, b.Flat), min(hi, b.Flat+n)
-			if a >= z {
-				continue
-			}
-			w := get(id)
-			if int64(len(w)) != n {
-				return fmt.Errorf("gpu: parameter %s: %d values, the group's flat vector holds %d of it", id, len(w), n)
-			}
-			copy(vals[a-lo:z-lo], w[a-b.Flat:z-b.Flat])
+		if err := flatPart(p, gi, lo, vals, get, false); err != nil {
+			return err
 		}
 		if err := s.UploadBuffer(p.Buffers[host], vals); err != nil {
 			return fmt.Errorf("gpu: uploading %s: %w", p.Buffers[host].Name, err)

@@ -95,6 +95,14 @@ func TestDeviceBuildOffload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	deviceBuildHasHostFuncs(t, low)
+}
+
+// deviceBuildHasHostFuncs compiles low's host program for a GPU (the libcuda.so.1 filling
+// of the driver table, warnings as errors) and holds it to the entry points the Go side
+// looks up when it opens a program with a host arena.
+func deviceBuildHasHostFuncs(t *testing.T, low *cudastep.Lowered) {
+	t.Helper()
 	dir := t.TempDir()
 	if err := writeSources(low, dir); err != nil {
 		t.Fatal(err)
