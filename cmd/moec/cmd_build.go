@@ -17,7 +17,8 @@ func newBuildCommand(stdout, stderr io.Writer) *cobra.Command {
 		Long: "Build checks the file, counts parameters and FLOPs, plans every train stage and serve\n" +
 			"block on its cluster, generates code for every stage, and writes into out/<name>/:\n" +
 			"report.md and report.html (for people), report.json (for programs), and per stage\n" +
-			"<stage>/plan.json, cuda/ (CUDA kernels and host API), llvm/ (LLVM IR, compiled with\n" +
+			"<stage>/plan.json, program.txt (rank 0's step program), cuda/ (CUDA kernels and host\n" +
+			"API), cuda-step/ (the step program lowered to CUDA, with a Makefile), llvm/ (LLVM IR, compiled with\n" +
 			"clang when present) and go/ (a Go program that trains the stage and generates; its\n" +
 			"relative data globs are taken from the .moe file's folder). --no-code writes only the\n" +
 			"reports and plans.",

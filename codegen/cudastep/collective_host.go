@@ -14,7 +14,95 @@ import (
 type commEmitter struct {
 	next        int // the next collective's event
 	outstanding []pendingCollective
+	// tables are the sends-and-receives tables (p2pTableMin calls or more) by content,
+	// written before moec_run_ops (tables); tableOf is each one's index.
+	tables  []string
+	tableOf map[string]int
 }
+
+// p2pTableMin is the number of sends and receives from which a collective's calls become
+// a row each of a table its ops share (the expert exchange of 192 ranks with 8 experts
+// each is 3,072 calls per op and layer; written out they made a 57 MB host program).
+const p2pTableMin = 8
+
+// p2pTable returns the table of calls (all sends and receives on one communicator,
+// p2pTableMin or more) and the bases its rows' offsets are relative to: the lowest send
+// and receive offsets. ok is false for any other collective.
+func (ce *commEmitter) p2pTable(calls []NCCLCall) (table int, sendBase, recvBase int64, ok bool) {
+	if len(calls) < p2pTableMin {
+		return 0, 0, 0, false
+	}
+	sendBase, recvBase = -1, -1
+	for _, c := range calls {
+		if c.Func != "ncclSend" && c.Func != "ncclRecv" || c.Comm != calls[0].Comm {
+			return 0, 0, 0, false
+		}
+		if c.Func == "ncclSend" && (sendBase < 0 || c.Send < sendBase) {
+			sendBase = c.Send
+		}
+		if c.Func == "ncclRecv" && (recvBase < 0 || c.Recv < recvBase) {
+			recvBase = c.Recv
+		}
+	}
+	var rows strings.Builder
+	for k, c := range calls {
+		if k%4 == 0 {
+			rows.WriteString("\n   ")
+		}
+		if c.Func == "ncclSend" {
+			fmt.Fprintf(&rows, " {1, %dLL, %dLL, %d},", c.Send-sendBase, c.Count, c.Peer)
+		} else {
+			fmt.Fprintf(&rows, " {0, %dLL, %dLL, %d},", c.Recv-recvBase, c.Count, c.Peer)
+		}
+	}
+	key := rows.String()
+	if ce.tableOf == nil {
+		ce.tableOf = map[string]int{}
+	}
+	t, seen := ce.tableOf[key]
+	if !seen {
+		t = len(ce.tables)
+		ce.tableOf[key] = t
+		ce.tables = append(ce.tables, fmt.Sprintf("static const moec_p2p moec_p2p_%d[%d] = {%s\n};\n", t, len(calls), key))
+	}
+	return t, max(sendBase, 0), max(recvBase, 0), true
+}
+
+// writeTables writes moec_p2p_run and the tables the collectives use (nothing when none
+// does).
+func (ce *commEmitter) writeTables(w *strings.Builder) {
+	if len(ce.tables) == 0 {
+		return
+	}
+	w.WriteString(hostP2PRun)
+	for _, t := range ce.tables {
+		w.WriteString(t)
+	}
+}
+
+// hostP2PRun runs one table of sends and receives (inside the collective's group).
+const hostP2PRun = `
+// moec_p2p is one send (send = 1) or receive of a collective's table: off is the byte
+// offset from the collective's send (or receive) base in the arena, count the floats,
+// peer the other rank's place in the communicator.
+typedef struct {
+  int send;
+  long long off, count;
+  int peer;
+} moec_p2p;
+
+// moec_p2p_run issues a table's n sends and receives on comm; the first failure ends it.
+static ncclResult_t moec_p2p_run(moec_state *s, const moec_p2p *t, int n, unsigned long long send,
+                                 unsigned long long recv, ncclComm_t comm) {
+  for (int k = 0; k < n; k++) {
+    ncclResult_t r = t[k].send ? s->nccl.ncclSend(moec_at(s, send + t[k].off), t[k].count, MOEC_NCCL_FLOAT32, t[k].peer, comm, s->comm_stream)
+                               : s->nccl.ncclRecv(moec_at(s, recv + t[k].off), t[k].count, MOEC_NCCL_FLOAT32, t[k].peer, comm, s->comm_stream);
+    if (r != MOEC_NCCL_SUCCESS) return r;
+  }
+  return MOEC_NCCL_SUCCESS;
+}
+
+`
 
 // pendingCollective is a collective the compute stream has not waited for yet.
 type pendingCollective struct {
@@ -42,15 +130,24 @@ func (ce *commEmitter) emit(w *strings.Builder, in string, c *Collective, i int,
 	if grouped {
 		fmt.Fprintf(w, "%sMOEC_NCCL(s, s->nccl.ncclGroupStart(), %s);\n", in, q)
 	}
-	for _, call := range c.Calls {
-		red := "MOEC_NCCL_SUM"
-		if call.Max {
-			red = "MOEC_NCCL_MAX"
-		}
+	calls := make([]NCCLCall, len(c.Calls))
+	for k, call := range c.Calls {
 		if call.Work != "" && call.Func == "ncclRecv" {
 			call.Recv += workAt[call.Work]
 		} else if call.Work != "" {
 			call.Send += workAt[call.Work]
+		}
+		calls[k] = call
+	}
+	if t, send, recv, ok := ce.p2pTable(calls); ok {
+		fmt.Fprintf(w, "%sMOEC_NCCL(s, moec_p2p_run(s, moec_p2p_%d, %d, %dULL, %dULL, s->comms[%d]), %s); // %s … %s\n",
+			in, t, len(calls), send, recv, calls[0].Comm, q, calls[0].Description, calls[len(calls)-1].Description)
+		calls = nil
+	}
+	for _, call := range calls {
+		red := "MOEC_NCCL_SUM"
+		if call.Max {
+			red = "MOEC_NCCL_MAX"
 		}
 		switch call.Func {
 		case "ncclReduceScatter":

@@ -27,7 +27,15 @@
 // and ncclReduceScatter of each rank's contiguous rows, seq_slice as a row copy) and
 // pipeline stages, any number of them (pipeline.go: each pair of neighbouring stages on
 // its own communicator, the 1F1B steady state's crossing send and receive one NCCL group;
-// a stage's MoE layers lower as on one rank, between its messages, moe.go).
+// a stage's MoE layers lower as on one rank, between its messages, moe.go). A collective
+// of many sends and receives (an expert exchange over many ranks, ZeRO 3's gather of a
+// layer's tensors) is a row each of a table that every op of the same shape shares, run by
+// one loop (collective_host.go): HunYuan-1T's trillion stage on 192 ranks has 3,072 calls
+// per exchange, and written out one line a call its rank-0 host program was 57 MB (4.8 MB
+// with the tables).
+//
+// buildargs.go holds the command lines runtime/gpu compiles a program's sources with, and
+// the Makefile over them that `moec build` writes into each stage's cuda-step/ folder.
 //
 // The offloaded optimizer (offload.go) keeps the memory plan's host tier in one pinned host
 // arena: each group's gradients are copied there on a copy stream after an event of the

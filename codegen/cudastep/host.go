@@ -497,6 +497,7 @@ func HostProgram(l *Lowered) (string, error) {
 	w.WriteString(hostPublishNorm) // collective_host.go
 
 	// The ops.
+	opsAt := w.Len() // the collectives' tables go before the ops (collective_host.go)
 	pf("\n// The step's ops in program order: dice[layer] is the layer's attention-sharing die\n// (1: recompute), update says whether the update ops run.\n")
 	pf("static int moec_run_ops(moec_state *s, const int *dice, int update, const double *opt) {\n")
 	var comm commEmitter
@@ -560,6 +561,13 @@ func HostProgram(l *Lowered) (string, error) {
 		pf("  MOEC_CU(s, s->cu.cuStreamSynchronize(s->copy_stream), \"the unified cache's copies\");\n")
 	}
 	pf("  return 1;\n}\n")
+	if len(comm.tables) > 0 {
+		text := w.String()
+		w.Reset()
+		w.WriteString(text[:opsAt])
+		comm.writeTables(&w)
+		w.WriteString(text[opsAt:])
+	}
 	if !offload {
 		w.WriteString(hostABI)
 		return w.String(), nil

@@ -287,27 +287,22 @@ func compileHostOf(ctx context.Context, dir, clang string, mode Mode, kernels []
 // of the objects it linked ("" on a GPU), where another rank's build can take them.
 func compileHostReusing(ctx context.Context, dir, clang string, mode Mode, kernels []cudastep.KernelFile, objects string) (string, string, error) {
 	if mode == Emulated {
-		flags := []string{"-std=c++17", "-O1", "-Wall", "-fPIC", "-include", "moec_cpu_emu.h", "-I", "."}
-		sources := []string{cudastep.DriverEmuName, cudastep.NCCLEmuName, cudastep.EmuRegistryName}
-		for _, f := range kernels {
-			sources = append(sources, cudastep.EmulationName(f))
-		}
+		flags, sources := cudastep.EmulationFlags(), cudastep.EmulationSources(kernels)
 		if objects == "" {
 			var err error
 			if objects, err = emulationObjects(ctx, dir, clang, flags, sources); err != nil {
 				return "", "", err
 			}
 		}
-		so := filepath.Join(dir, "libmoec_step_emu.so")
+		so := filepath.Join(dir, cudastep.EmulatedLibrary)
 		args := slices.Concat(flags, []string{"-shared", cudastep.HostName})
 		for _, src := range sources {
 			args = append(args, filepath.Join(objects, strings.TrimSuffix(src, ".cpp")+".o"))
 		}
 		return so, objects, clangIn(ctx, dir, clang, append(args, "-o", so, "-lpthread", "-lm")...)
 	}
-	so := filepath.Join(dir, "libmoec_step.so")
-	return so, "", clangIn(ctx, dir, clang, "-std=c++17", "-O2", "-Wall", "-Werror", "-fPIC", "-shared", "-I", ".",
-		cudastep.HostName, cudastep.DriverDlopenName, cudastep.NCCLDlopenName, "-o", so, "-ldl", "-lm")
+	so := filepath.Join(dir, cudastep.HostLibrary)
+	return so, "", clangIn(ctx, dir, clang, cudastep.DeviceHostArgs(so)...)
 }
 
 // emulationObjects returns a folder holding the objects of the emulation's sources in dir

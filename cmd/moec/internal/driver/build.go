@@ -88,6 +88,11 @@ func Build(l *Loaded, opt BuildOptions) (*BuildResult, diag.List, error) {
 				if note != "" {
 					res.Notes = appendOnce(res.Notes, note)
 				}
+				if note, err = writeCUDAStep(stageDir, sp, m, tr, res); err != nil {
+					return res, diags, fmt.Errorf("the CUDA step program of stage %s: %w", st.Name, err)
+				} else if note != "" {
+					res.Notes = appendOnce(res.Notes, note)
+				}
 				if err := emitGo(prog, tr, st, filepath.Dir(l.Path), stageDir, sp, res); err != nil {
 					return res, diags, fmt.Errorf("generating the Go program for stage %s: %w", st.Name, err)
 				}
