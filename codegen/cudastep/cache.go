@@ -440,7 +440,7 @@ func emitCache(w *strings.Builder, in string, c *CacheOp, what string) {
 	case step.OpAdamW:
 		fmt.Fprintf(w, "%sMOEC_CU(s, s->cu.cuStreamSynchronize(s->copy_stream), %s); // the write-backs\n", in, q)
 		for _, u := range c.Update {
-			fmt.Fprintf(w, "%smoec_host_adamw((float *)(s->host + %dULL), (const float *)(s->host + %dULL), (float *)(s->host + %dULL), (float *)(s->host + %dULL), %dLL, s->adam, %d);\n",
+			fmt.Fprintf(w, "%smoec_host_adamw((float *)(s->host + %dULL), (const float *)(s->host + %dULL), (float *)(s->host + %dULL), (float *)(s->host + %dULL), %dLL, s->adam, %d, s->host_threads);\n",
 				in, u.W, u.G, u.M, u.V, u.N, boolInt(u.Decay))
 		}
 	}

@@ -307,7 +307,7 @@ func compileHostReusing(ctx context.Context, dir, clang string, mode Mode, kerne
 	}
 	so := filepath.Join(dir, "libmoec_step.so")
 	return so, "", clangIn(ctx, dir, clang, "-std=c++17", "-O2", "-Wall", "-Werror", "-fPIC", "-shared", "-I", ".",
-		cudastep.HostName, cudastep.DriverDlopenName, cudastep.NCCLDlopenName, "-o", so, "-ldl", "-lm")
+		cudastep.HostName, cudastep.DriverDlopenName, cudastep.NCCLDlopenName, "-o", so, "-ldl", "-lm", "-pthread")
 }
 
 // emulationObjects returns a folder holding the objects of the emulation's sources in dir
