@@ -34,7 +34,9 @@ import (
 //     else writes the slot);
 //   - the update runs on the host tier: grad_norm waits for the copy stream and sums the
 //     host gradients' squares on the CPU into the norm's slots (moec_settle adds them as
-//     it adds the device's), and the AdamW is offload.go's host update over each tensor.
+//     it adds the device's), and the AdamW is offload.go's host update over each tensor
+//     (hostAdamW: a large tensor split over CPU threads, bitwise as on one). The norm's
+//     sums stay on one thread: each is one ordered double sum.
 //
 // The copy stream runs in order, so a copy needs no wait for an op an earlier copy waited
 // for, and a copy with nothing to wait for in the step waits for nothing (the step ends

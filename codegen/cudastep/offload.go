@@ -18,7 +18,8 @@ import (
 //   - adamw (on the host): the CPU waits for that event (cuEventSynchronize) and updates
 //     the group's pieces with the coefficients moec_settle computed from the global norm
 //     the device summed (the clip scale included), dense_adamw's float arithmetic
-//     element by element;
+//     element by element (a large piece split over CPU threads, hostAdamW: bitwise the
+//     same);
 //   - to_device: the updated weights go back on the copy stream (cuMemcpyHtoDAsync) and
 //     the compute stream waits for them before anything later reads them.
 //
