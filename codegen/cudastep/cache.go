@@ -36,7 +36,8 @@ import (
 //     host gradients' squares on the CPU into the norm's slots (moec_settle adds them as
 //     it adds the device's), and the AdamW is offload.go's host update over each tensor
 //     (hostAdamW: a large tensor split over CPU threads, bitwise as on one). The norm's
-//     sums stay on one thread: each is one ordered double sum.
+//     sums split over CPU threads by gradient (hostNormSums), each gradient's one ordered
+//     double sum as on one thread.
 //
 // The copy stream runs in order, so a copy needs no wait for an op an earlier copy waited
 // for, and a copy with nothing to wait for in the step waits for nothing (the step ends
@@ -358,7 +359,7 @@ const hostCacheFields = `  CUevent compute_at[MOEC_COMPUTE_EVENTS]; // the unifi
 
 // hostCacheOpen creates and destroys the unified cache's events, and holds its CPU
 // helpers: a write-back's add and a gradient's sum of squares.
-const hostCacheOpen = `
+const hostCacheOpen = hostNormSums + `
 // moec_cache_open creates the unified cache's events (after moec_offload_open).
 static int moec_cache_open(moec_state *s) {
   for (int i = 0; i < MOEC_COMPUTE_EVENTS; i++)
@@ -383,11 +384,60 @@ static void moec_host_add(float *to, const float *from, long long n) {
   for (long long i = 0; i < n; i++) to[i] += from[i];
 }
 
+`
+
+// hostNormSums are the host gradients' sums of squares (offload.go's hostAdamW before it:
+// the threads' setting).
+const hostNormSums = `
 // moec_host_sumsq is a host gradient's sum of squares in double.
 static double moec_host_sumsq(const float *g, long long n) {
   double sq = 0;
   for (long long i = 0; i < n; i++) sq += (double)g[i] * (double)g[i];
   return sq;
+}
+
+// moec_host_sumsq_run is sums[k] for gradients [lo, hi): count floats at offset at[k] of
+// the host arena.
+static void moec_host_sumsq_run(const unsigned char *host, const long long *at, const long long *count, int lo, int hi, double *sums) {
+  for (int k = lo; k < hi; k++) sums[k] = moec_host_sumsq((const float *)(host + at[k]), count[k]);
+}
+
+// moec_host_sumsqs is each of n gradients' sum of squares, each one ordered sum as on one
+// thread (so bitwise the same), the gradients split into runs of about equal values over
+// up to threads CPU threads when they hold at least 2·MOEC_HOST_ADAMW_GRAIN values.
+static void moec_host_sumsqs(const unsigned char *host, const long long *at, const long long *count, int n, double *sums, int threads) {
+  long long total = 0;
+  for (int k = 0; k < n; k++) total += count[k];
+  long long parts = total / MOEC_HOST_ADAMW_GRAIN;
+  if (parts > threads) parts = threads;
+  if (parts > n) parts = n;
+  if (parts < 2) {
+    moec_host_sumsq_run(host, at, count, 0, n, sums);
+    return;
+  }
+  int cut[MOEC_HOST_THREADS_MAX + 1]; // run j is gradients [cut[j], cut[j+1])
+  int runs = 0;
+  long long acc = 0;
+  cut[0] = 0;
+  for (int k = 0; k < n; k++) {
+    acc += count[k];
+    if (k + 1 < n && runs + 1 < parts && acc * parts >= (runs + 1) * total) cut[++runs] = k + 1;
+  }
+  cut[++runs] = n;
+  std::thread pool[MOEC_HOST_THREADS_MAX];
+  int started = 0, done = runs; // runs [done, runs) left to the calling thread
+  for (int j = 1; j < runs; j++) {
+    try {
+      pool[started++] = std::thread(moec_host_sumsq_run, host, at, count, cut[j], cut[j + 1], sums);
+    } catch (...) {
+      started--;
+      done = j;
+      break; // no thread: the calling thread sums the rest
+    }
+  }
+  moec_host_sumsq_run(host, at, count, 0, cut[1], sums);
+  if (done < runs) moec_host_sumsq_run(host, at, count, cut[done], n, sums);
+  for (int i = 0; i < started; i++) pool[i].join();
 }
 `
 
@@ -432,8 +482,15 @@ func emitCache(w *strings.Builder, in string, c *CacheOp, what string) {
 	case step.OpGradNorm:
 		fmt.Fprintf(w, "%sMOEC_CU(s, s->cu.cuStreamSynchronize(s->copy_stream), %s); // the write-backs\n", in, q)
 		fmt.Fprintf(w, "%s{\n%s  double sums[%d];\n", in, in, max(len(c.Norm), 1))
-		for k, r := range c.Norm {
-			fmt.Fprintf(w, "%s  sums[%d] = moec_host_sumsq((const float *)(s->host + %dULL), %dLL); // %s\n", in, k, r.At, r.N, r.What)
+		if len(c.Norm) > 0 {
+			var at, n []string
+			for k, r := range c.Norm {
+				fmt.Fprintf(w, "%s  // sums[%d]: %s\n", in, k, r.What)
+				at, n = append(at, fmt.Sprintf("%dLL", r.At)), append(n, fmt.Sprintf("%dLL", r.N))
+			}
+			fmt.Fprintf(w, "%s  static const long long at[%d] = {%s};\n", in, len(c.Norm), strings.Join(at, ", "))
+			fmt.Fprintf(w, "%s  static const long long count[%d] = {%s};\n", in, len(c.Norm), strings.Join(n, ", "))
+			fmt.Fprintf(w, "%s  moec_host_sumsqs(s->host, at, count, %d, sums, s->host_threads);\n", in, len(c.Norm))
 		}
 		if len(c.Norm) > 0 {
 			fmt.Fprintf(w, "%s  MOEC_CU(s, s->cu.cuMemcpyHtoD(s->base + MOEC_NORM_AT, sums, sizeof(double) * %d), %s);\n", in, len(c.Norm), q)

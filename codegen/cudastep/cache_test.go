@@ -117,7 +117,7 @@ func TestUnifiedCacheHostProgram(t *testing.T) {
 		}
 		for _, want := range []string{"cuMemAllocHost(", "moec_cache_open(s)", "moec_cache_close(s)", "cuMemcpyHtoDAsync(s->base + ",
 			"cuMemcpyDtoHAsync(s->host + ", "cuEventRecord(s->compute_at[0], s->stream)", "cuStreamWaitEvent(s->copy_stream, s->compute_at[0], 0)", "cuStreamWaitEvent(s->stream, s->cache_moved[0], 0)",
-			"moec_host_sumsq((const float *)(s->host + ", "moec_host_adamw((float *)(s->host + ", "moec_settle(s, opt, &update)", "moec_step_host_download"} {
+			"moec_host_sumsqs(s->host, at, count, ", "moec_host_adamw((float *)(s->host + ", "moec_settle(s, opt, &update)", "moec_step_host_download"} {
 			if !strings.Contains(host, want) {
 				t.Errorf("%d micro-batches: the host program has no %q", micro, want)
 			}
@@ -157,7 +157,7 @@ func TestUnifiedCacheHostProgram(t *testing.T) {
 		end := at + strings.Index(host[at:], "\n}\n") + 3
 		var kept []string
 		for _, line := range strings.Split(host[at:end], "\n") {
-			for _, mark := range []string{"// op ", "copy_stream", "cache_moved", "compute_at", "moec_host_", "moec_settle", "if (update)"} {
+			for _, mark := range []string{"// op ", "copy_stream", "cache_moved", "compute_at", "moec_host_", "sums", "static const long long", "moec_settle", "if (update)"} {
 				if strings.Contains(line, mark) {
 					kept = append(kept, line)
 					break

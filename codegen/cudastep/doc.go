@@ -45,6 +45,6 @@
 // wrote them (a later
 // contribution staged and added on the CPU), the compute stream waiting for it before it
 // writes those bytes again; an evict moves nothing; the norm and AdamW run on the CPU over
-// the host tier, the AdamW of a large tensor split over CPU threads (MOEC_HOST_THREADS),
-// bitwise as on one. One rank is lowered, without ZeRO.
+// the host tier, the AdamW of a large tensor and the sums of squares of many split over
+// CPU threads (MOEC_HOST_THREADS), bitwise as on one. One rank is lowered, without ZeRO.
 package cudastep

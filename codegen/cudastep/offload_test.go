@@ -145,13 +145,14 @@ func TestOffloadRefusesHostOpsItDoesNotLower(t *testing.T) {
 
 // hostAdamWProbe runs hostAdamW's update over the same values on one thread and on
 // several, and prints each result that differs by a bit from one thread's (n values, a
-// count that does not divide into whole spans, decay on and off), then
+// count that does not divide into whole spans, decay on and off), then the same for
+// hostNormSums' sums of squares of 23 gradients of uneven sizes, then
 // moec_host_threads' reading of some settings, then "done".
 const hostAdamWProbe = `#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-` + hostAdamW + `
+` + hostAdamW + hostNormSums + `
 static float *moec_fill(long long n, unsigned *seed, float lo, float span) {
   float *x = (float *)malloc(n * sizeof(float));
   for (long long i = 0; i < n; i++) {
@@ -188,6 +189,26 @@ int main() {
     }
     free(g), free(w0), free(m0), free(v0);
   }
+  {
+    const int n = 23;
+    long long at[n], count[n], total = 0;
+    for (int k = 0; k < n; k++) {
+      count[k] = k % 5 == 0 ? 3 * MOEC_HOST_ADAMW_GRAIN + k : k % 3 == 0 ? 16 : 1000 * k + 7;
+      at[k] = 4 * total;
+      total += count[k];
+    }
+    unsigned seed = 7;
+    float *g = moec_fill(total, &seed, -1, 2);
+    double want[n], got[n];
+    moec_host_sumsqs((const unsigned char *)g, at, count, n, want, 1);
+    const int counts[] = {2, 3, 8, 64};
+    for (int threads : counts) {
+      memset(got, 0, sizeof got);
+      moec_host_sumsqs((const unsigned char *)g, at, count, n, got, threads);
+      if (memcmp(got, want, sizeof got) != 0) printf("sums of squares, %d threads: differ\n", threads);
+    }
+    free(g);
+  }
   int hw = moec_host_threads(NULL);
   printf("threads: unset %s, \"\" %s, 4 %d, 256 %d, 0 %d, 257 %d, 2x %d, -3 %d\n", hw >= 1 && hw <= MOEC_HOST_THREADS_CAP ? "ok" : "out of range",
          moec_host_threads("") == hw ? "ok" : "differs", moec_host_threads("4"), moec_host_threads("256"), moec_host_threads("0"),
@@ -199,7 +220,8 @@ int main() {
 
 // TestHostAdamWThreadsBitwise: the host AdamW split over 2, 3 and 8 CPU threads writes
 // the same bits as on one thread (three steps over 1000 values, one value short of the
-// split's threshold, and five grains and a ragged tail), and MOEC_HOST_THREADS takes a
+// split's threshold, and five grains and a ragged tail), so do the unified cache's
+// gradients' sums of squares split over 2, 3, 8 and 64, and MOEC_HOST_THREADS takes a
 // count from 1 to 256 and nothing else.
 func TestHostAdamWThreadsBitwise(t *testing.T) {
 	clang := cuda.FindClang()
