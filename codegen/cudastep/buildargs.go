@@ -36,10 +36,10 @@ func EmulationSources(kernels []KernelFile) []string {
 
 // DeviceHostArgs are clang++'s arguments that compile the host program for a GPU into
 // the shared library out: the driver API and NCCL filled through dlopen at run time, so
-// nothing of CUDA is needed to build it.
+// nothing of CUDA is needed to build it (threads for the host AdamW, offload.go).
 func DeviceHostArgs(out string) []string {
 	return []string{"-std=c++17", "-O2", "-Wall", "-Werror", "-fPIC", "-shared", "-I", ".",
-		HostName, DriverDlopenName, NCCLDlopenName, "-o", out, "-ldl", "-lm"}
+		HostName, DriverDlopenName, NCCLDlopenName, "-o", out, "-ldl", "-lm", "-pthread"}
 }
 
 // Makefile is a Makefile over l's sources (as Sources writes them, with codegen/cuda's

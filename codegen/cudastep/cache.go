@@ -13,27 +13,41 @@ import (
 // offloaded optimizer's, offload.go), and the device arena holds the units the step uses,
 // in slots the memory plan reuses:
 //
-//   - cache_fetch: the compute stream records an event (everything before it, so the
-//     slot's previous occupant, is finished with), the copy stream waits for it and copies
-//     the unit's host tensors into their device copies (cuMemcpyHtoDAsync), then records
-//     the fetch's own event; the compute stream waits for that event right before the
-//     first op that reads one of the copies;
-//   - cache_writeback: after an event of the compute stream (the backward's writes of the
-//     unit's device gradients), the copy stream copies them into the host gradients
-//     (cuMemcpyDtoHAsync) and records the write-back's event; a later contribution to a
+//   - cache_fetch: the copy stream waits only for the compute-stream work that last
+//     touched the device bytes the fetch overwrites: the compute stream records an event
+//     right after the last op before the fetch that reads or writes any of them (the
+//     slot's previous occupants' last readers, an earlier op writing bytes the memory
+//     plan reuses; copyWaits), so the copy may start while the ops after that one run;
+//     it copies the unit's host tensors into their device copies (cuMemcpyHtoDAsync),
+//     then records the fetch's own event; the compute stream waits for that event right
+//     before the first op that reads one of the copies;
+//   - cache_writeback: after an event the compute stream records right after the last op
+//     that wrote the unit's device gradients, the copy stream copies them into the host
+//     gradients (cuMemcpyDtoHAsync) and records the write-back's event; a later contribution to a
 //     host gradient (another micro-batch's, a tied table's other use) copies into a
 //     staging area after the arena, and the CPU adds it once the event has passed, as
 //     runtime/exec adds it; the compute stream waits for the event before the first op
 //     that writes bytes of the device gradients again (the memory plan reuses them);
-//   - cache_evict moves nothing: the next occupant's fetch waits for the compute stream
-//     anyway, so an evict only makes the compute stream wait for a fetch no op read (its
-//     copy must land before anything else writes the slot);
+//   - cache_evict moves nothing: the next occupant's fetch waits for the slot's last
+//     readers and follows the earlier copies on the copy stream, so an evict only makes
+//     the compute stream wait for a fetch no op read (its copy must land before anything
+//     else writes the slot);
 //   - the update runs on the host tier: grad_norm waits for the copy stream and sums the
 //     host gradients' squares on the CPU into the norm's slots (moec_settle adds them as
-//     it adds the device's), and the AdamW is offload.go's host update over each tensor.
+//     it adds the device's), and the AdamW is offload.go's host update over each tensor
+//     (hostAdamW: a large tensor split over CPU threads, bitwise as on one). The norm's
+//     sums split over CPU threads by gradient (hostNormSums), each gradient's one ordered
+//     double sum as on one thread.
 //
-// The step ends with the copy stream drained. One rank without ZeRO is lowered (the
-// several ranks' host reductions and ZeRO 3's gathers into the cache are not yet).
+// The copy stream runs in order, so a copy needs no wait for an op an earlier copy waited
+// for, and a copy with nothing to wait for in the step waits for nothing (the step ends
+// with both streams drained). The compute-stream events are reused once the copies
+// waiting for them are queued: MOEC_COMPUTE_EVENTS is the most pending at once. The step
+// program places a fetch right before its unit's first use (compiler/step's cache.go);
+// the host queues the launches ahead of the device, so a fetch's copy starts as soon as
+// the last op touching its bytes is done, beside the ops queued after that one. The step
+// ends with the copy stream drained. One rank without ZeRO is lowered (the several ranks'
+// host reductions and ZeRO 3's gathers into the cache are not yet).
 
 // CacheOp is the host program's part of a unified-cache op, or of a grad_norm or adamw
 // over the host tier.
@@ -48,6 +62,9 @@ type CacheOp struct {
 	Event int
 	// Wait, for an evict, is the fetch event the compute stream still waits for (−1: none).
 	Wait int
+	// After, for a fetch or write-back, is the compute-stream event the copy stream waits
+	// for before the copies (−1: none; copyWaits).
+	After int
 	// Norm are a grad_norm's host gradients: a slot of the norm each.
 	Norm []HostRange
 	// Update is a host adamw's pieces.
@@ -104,7 +121,7 @@ func isCacheOp(p *step.Program, op *step.Op) bool {
 // runtime/exec runs one step over all groups.
 func (lw *opLowerer) cacheOp(op *step.Op, ol *OpLaunches) error {
 	p := lw.p
-	c := &CacheOp{Kind: op.Kind, Wait: -1}
+	c := &CacheOp{Kind: op.Kind, Wait: -1, After: -1}
 	ol.Cache = c
 	switch op.Kind {
 	case step.OpCacheFetch, step.OpCacheWriteback:
@@ -255,21 +272,98 @@ func cacheOrder(p *step.Program, out *Lowered) error {
 		}
 	}
 	out.CacheEvents = events
+	copyWaits(p, out)
 	return nil
+}
+
+// copyWaits places the copy stream's waits for the compute stream. A fetch overwrites
+// device bytes: its copies wait for the last op before it that reads or writes any of
+// them (the slot's previous occupants' last readers, an earlier op writing bytes the
+// memory plan reuses), not for everything before it. A write-back reads device bytes: it
+// waits for the last op before it that writes any of them. The copy stream runs in order,
+// so a copy whose last conflicting op is already behind an earlier copy's wait needs none.
+// The compute stream records an event right after each op a copy waits for; the events
+// are reused once the copies waiting for them are queued (the records are in program
+// order and so are the waits), so there are as many as waits pending at once at most.
+// A copy with no conflicting op before it in the step waits for nothing: the step starts
+// with both streams drained (moec_step_train synchronizes them at the end of each step).
+func copyWaits(p *step.Program, out *Lowered) {
+	device := func(b int) (lo, hi int64, ok bool) {
+		buf := p.Buffers[b]
+		return buf.Offset, buf.Offset + buf.Bytes(), buf.Tier == step.Device
+	}
+	conflicts := func(k int, dst []int, reads bool) bool {
+		op := &p.Ops[k]
+		touched := op.Out
+		if reads {
+			touched = append(append([]int(nil), op.In...), op.Out...)
+		}
+		for _, b := range touched {
+			lo, hi, ok := device(b)
+			if !ok {
+				continue
+			}
+			for _, d := range dst {
+				if dlo, dhi, ok := device(d); ok && lo < dhi && dlo < hi {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	covered := -1   // the copy stream follows every op up to this one
+	busy := []int{} // busy[e]: the last copy op waiting for compute event e
+	for i := range p.Ops {
+		c := out.Ops[i].Cache
+		if c == nil {
+			continue
+		}
+		c.After = -1
+		if c.Kind != step.OpCacheFetch && c.Kind != step.OpCacheWriteback {
+			continue
+		}
+		dst, reads := p.Ops[i].Out, true // a fetch waits for the readers and writers of what it overwrites
+		if c.Kind == step.OpCacheWriteback {
+			dst, reads = p.Ops[i].In, false // a write-back for the writers of what it copies
+		}
+		j := -1
+		for k := i - 1; k > covered; k-- {
+			if out.Ops[k].Cache == nil && conflicts(k, dst, reads) {
+				j = k
+				break
+			}
+		}
+		if j < 0 {
+			continue
+		}
+		covered = j
+		e := 0
+		for e < len(busy) && busy[e] >= j {
+			e++
+		}
+		if e == len(busy) {
+			busy = append(busy, 0)
+		}
+		busy[e] = i
+		c.After = e
+		out.Ops[j].CacheRecord = append(out.Ops[j].CacheRecord, e)
+	}
+	out.ComputeEvents = len(busy)
 }
 
 // hostCacheFields are the state's fields the unified cache adds to the offloaded
 // optimizer's (the host arena and the copy stream).
-const hostCacheFields = `  CUevent compute_done;    // the unified cache: recorded on the compute stream before a fetch or write-back
+const hostCacheFields = `  CUevent compute_at[MOEC_COMPUTE_EVENTS]; // the unified cache: recorded on the compute stream after an op a copy waits for
   CUevent cache_moved[MOEC_CACHE_EVENTS]; // recorded on the copy stream after each fetch and write-back
 `
 
 // hostCacheOpen creates and destroys the unified cache's events, and holds its CPU
 // helpers: a write-back's add and a gradient's sum of squares.
-const hostCacheOpen = `
+const hostCacheOpen = hostNormSums + `
 // moec_cache_open creates the unified cache's events (after moec_offload_open).
 static int moec_cache_open(moec_state *s) {
-  MOEC_CU(s, s->cu.cuEventCreate(&s->compute_done, MOEC_CU_EVENT_DISABLE_TIMING), "creating an event");
+  for (int i = 0; i < MOEC_COMPUTE_EVENTS; i++)
+    MOEC_CU(s, s->cu.cuEventCreate(&s->compute_at[i], MOEC_CU_EVENT_DISABLE_TIMING), "creating an event");
   for (int i = 0; i < MOEC_CACHE_EVENTS; i++)
     MOEC_CU(s, s->cu.cuEventCreate(&s->cache_moved[i], MOEC_CU_EVENT_DISABLE_TIMING), "creating an event");
   return 1;
@@ -280,7 +374,8 @@ static void moec_cache_close(moec_state *s) {
   if (s->copy_stream) s->cu.cuStreamSynchronize(s->copy_stream);
   for (int i = 0; i < MOEC_CACHE_EVENTS; i++)
     if (s->cache_moved[i]) s->cu.cuEventDestroy(s->cache_moved[i]);
-  if (s->compute_done) s->cu.cuEventDestroy(s->compute_done);
+  for (int i = 0; i < MOEC_COMPUTE_EVENTS; i++)
+    if (s->compute_at[i]) s->cu.cuEventDestroy(s->compute_at[i]);
 }
 
 // moec_host_add adds a write-back's later contribution into a host gradient, as
@@ -289,11 +384,60 @@ static void moec_host_add(float *to, const float *from, long long n) {
   for (long long i = 0; i < n; i++) to[i] += from[i];
 }
 
+`
+
+// hostNormSums are the host gradients' sums of squares (offload.go's hostAdamW before it:
+// the threads' setting).
+const hostNormSums = `
 // moec_host_sumsq is a host gradient's sum of squares in double.
 static double moec_host_sumsq(const float *g, long long n) {
   double sq = 0;
   for (long long i = 0; i < n; i++) sq += (double)g[i] * (double)g[i];
   return sq;
+}
+
+// moec_host_sumsq_run is sums[k] for gradients [lo, hi): count floats at offset at[k] of
+// the host arena.
+static void moec_host_sumsq_run(const unsigned char *host, const long long *at, const long long *count, int lo, int hi, double *sums) {
+  for (int k = lo; k < hi; k++) sums[k] = moec_host_sumsq((const float *)(host + at[k]), count[k]);
+}
+
+// moec_host_sumsqs is each of n gradients' sum of squares, each one ordered sum as on one
+// thread (so bitwise the same), the gradients split into runs of about equal values over
+// up to threads CPU threads when they hold at least 2·MOEC_HOST_ADAMW_GRAIN values.
+static void moec_host_sumsqs(const unsigned char *host, const long long *at, const long long *count, int n, double *sums, int threads) {
+  long long total = 0;
+  for (int k = 0; k < n; k++) total += count[k];
+  long long parts = total / MOEC_HOST_ADAMW_GRAIN;
+  if (parts > threads) parts = threads;
+  if (parts > n) parts = n;
+  if (parts < 2) {
+    moec_host_sumsq_run(host, at, count, 0, n, sums);
+    return;
+  }
+  int cut[MOEC_HOST_THREADS_MAX + 1]; // run j is gradients [cut[j], cut[j+1])
+  int runs = 0;
+  long long acc = 0;
+  cut[0] = 0;
+  for (int k = 0; k < n; k++) {
+    acc += count[k];
+    if (k + 1 < n && runs + 1 < parts && acc * parts >= (runs + 1) * total) cut[++runs] = k + 1;
+  }
+  cut[++runs] = n;
+  std::thread pool[MOEC_HOST_THREADS_MAX];
+  int started = 0, done = runs; // runs [done, runs) left to the calling thread
+  for (int j = 1; j < runs; j++) {
+    try {
+      pool[started++] = std::thread(moec_host_sumsq_run, host, at, count, cut[j], cut[j + 1], sums);
+    } catch (...) {
+      started--;
+      done = j;
+      break; // no thread: the calling thread sums the rest
+    }
+  }
+  moec_host_sumsq_run(host, at, count, 0, cut[1], sums);
+  if (done < runs) moec_host_sumsq_run(host, at, count, cut[done], n, sums);
+  for (int i = 0; i < started; i++) pool[i].join();
 }
 `
 
@@ -301,19 +445,20 @@ static double moec_host_sumsq(const float *g, long long n) {
 func emitCache(w *strings.Builder, in string, c *CacheOp, what string) {
 	q := fmt.Sprintf("%q", what)
 	afterCompute := func() {
-		fmt.Fprintf(w, "%sMOEC_CU(s, s->cu.cuEventRecord(s->compute_done, s->stream), %s);\n", in, q)
-		fmt.Fprintf(w, "%sMOEC_CU(s, s->cu.cuStreamWaitEvent(s->copy_stream, s->compute_done, 0), %s);\n", in, q)
+		if c.After >= 0 {
+			fmt.Fprintf(w, "%sMOEC_CU(s, s->cu.cuStreamWaitEvent(s->copy_stream, s->compute_at[%d], 0), %s);\n", in, c.After, q)
+		}
 	}
 	switch c.Kind {
 	case step.OpCacheFetch:
-		afterCompute() // the slot's previous occupant is finished with
+		afterCompute() // the last op that read or wrote the bytes it overwrites
 		for _, cp := range c.Copies {
 			fmt.Fprintf(w, "%sMOEC_CU(s, s->cu.cuMemcpyHtoDAsync(s->base + %dULL, s->host + %dULL, %d, s->copy_stream), %s); // %s\n",
 				in, cp.Device, cp.Host, cp.Bytes, q, cp.What)
 		}
 		fmt.Fprintf(w, "%sMOEC_CU(s, s->cu.cuEventRecord(s->cache_moved[%d], s->copy_stream), %s);\n", in, c.Event, q)
 	case step.OpCacheWriteback:
-		afterCompute() // the backward's writes of the device gradients
+		afterCompute() // the last op that wrote the device gradients
 		for _, cp := range c.Copies {
 			fmt.Fprintf(w, "%sMOEC_CU(s, s->cu.cuMemcpyDtoHAsync(s->host + %dULL, s->base + %dULL, %d, s->copy_stream), %s); // %s\n",
 				in, cp.Host, cp.Device, cp.Bytes, q, cp.What)
@@ -337,8 +482,15 @@ func emitCache(w *strings.Builder, in string, c *CacheOp, what string) {
 	case step.OpGradNorm:
 		fmt.Fprintf(w, "%sMOEC_CU(s, s->cu.cuStreamSynchronize(s->copy_stream), %s); // the write-backs\n", in, q)
 		fmt.Fprintf(w, "%s{\n%s  double sums[%d];\n", in, in, max(len(c.Norm), 1))
-		for k, r := range c.Norm {
-			fmt.Fprintf(w, "%s  sums[%d] = moec_host_sumsq((const float *)(s->host + %dULL), %dLL); // %s\n", in, k, r.At, r.N, r.What)
+		if len(c.Norm) > 0 {
+			var at, n []string
+			for k, r := range c.Norm {
+				fmt.Fprintf(w, "%s  // sums[%d]: %s\n", in, k, r.What)
+				at, n = append(at, fmt.Sprintf("%dLL", r.At)), append(n, fmt.Sprintf("%dLL", r.N))
+			}
+			fmt.Fprintf(w, "%s  static const long long at[%d] = {%s};\n", in, len(c.Norm), strings.Join(at, ", "))
+			fmt.Fprintf(w, "%s  static const long long count[%d] = {%s};\n", in, len(c.Norm), strings.Join(n, ", "))
+			fmt.Fprintf(w, "%s  moec_host_sumsqs(s->host, at, count, %d, sums, s->host_threads);\n", in, len(c.Norm))
 		}
 		if len(c.Norm) > 0 {
 			fmt.Fprintf(w, "%s  MOEC_CU(s, s->cu.cuMemcpyHtoD(s->base + MOEC_NORM_AT, sums, sizeof(double) * %d), %s);\n", in, len(c.Norm), q)
@@ -347,9 +499,17 @@ func emitCache(w *strings.Builder, in string, c *CacheOp, what string) {
 	case step.OpAdamW:
 		fmt.Fprintf(w, "%sMOEC_CU(s, s->cu.cuStreamSynchronize(s->copy_stream), %s); // the write-backs\n", in, q)
 		for _, u := range c.Update {
-			fmt.Fprintf(w, "%smoec_host_adamw((float *)(s->host + %dULL), (const float *)(s->host + %dULL), (float *)(s->host + %dULL), (float *)(s->host + %dULL), %dLL, s->adam, %d);\n",
+			fmt.Fprintf(w, "%smoec_host_adamw((float *)(s->host + %dULL), (const float *)(s->host + %dULL), (float *)(s->host + %dULL), (float *)(s->host + %dULL), %dLL, s->adam, %d, s->host_threads);\n",
 				in, u.W, u.G, u.M, u.V, u.N, boolInt(u.Decay))
 		}
+	}
+}
+
+// emitCacheRecords writes the compute stream's records of the events the unified cache's
+// copies wait for, after an op's launches.
+func emitCacheRecords(w *strings.Builder, in string, events []int, what string) {
+	for _, e := range events {
+		fmt.Fprintf(w, "%sMOEC_CU(s, s->cu.cuEventRecord(s->compute_at[%d], s->stream), %q);\n", in, e, what)
 	}
 }
 

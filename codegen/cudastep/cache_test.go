@@ -2,6 +2,7 @@ package cudastep
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -115,14 +116,39 @@ func TestUnifiedCacheHostProgram(t *testing.T) {
 			t.Errorf("%d micro-batches: no write-back adds into a host gradient (%d staged)", micro, adds)
 		}
 		for _, want := range []string{"cuMemAllocHost(", "moec_cache_open(s)", "moec_cache_close(s)", "cuMemcpyHtoDAsync(s->base + ",
-			"cuMemcpyDtoHAsync(s->host + ", "cuStreamWaitEvent(s->copy_stream, s->compute_done, 0)", "cuStreamWaitEvent(s->stream, s->cache_moved[0], 0)",
-			"moec_host_sumsq((const float *)(s->host + ", "moec_host_adamw((float *)(s->host + ", "moec_settle(s, opt, &update)", "moec_step_host_download"} {
+			"cuMemcpyDtoHAsync(s->host + ", "cuEventRecord(s->compute_at[0], s->stream)", "cuStreamWaitEvent(s->copy_stream, s->compute_at[0], 0)", "cuStreamWaitEvent(s->stream, s->cache_moved[0], 0)",
+			"moec_host_sumsqs(s->host, at, count, ", "moec_host_adamw((float *)(s->host + ", "moec_settle(s, opt, &update)", "moec_step_host_download"} {
 			if !strings.Contains(host, want) {
 				t.Errorf("%d micro-batches: the host program has no %q", micro, want)
 			}
 		}
 		if strings.Contains(host, "\"dense_adamw\"") || strings.Contains(host, "\"dense_sumsq\"") {
 			t.Errorf("%d micro-batches: the host program runs the update or the norm on the device", micro)
+		}
+		for _, e := range copyOrderErrors(p, low) {
+			t.Errorf("%d micro-batches: %s", micro, e)
+		}
+		// Every wait of the copy stream is needed: without any one of them a copy
+		// overwrites bytes an op may still use, or copies bytes before an op wrote them.
+		waits := 0
+		for i := range low.Ops {
+			c := low.Ops[i].Cache
+			if c == nil || c.After < 0 {
+				continue
+			}
+			waits++
+			after := c.After
+			c.After = -1
+			if len(copyOrderErrors(p, low)) == 0 {
+				t.Errorf("%d micro-batches: op %d (%s) waits for compute event %d, and nothing breaks without the wait", micro, i, p.Ops[i].Kind, after)
+			}
+			c.After = after
+		}
+		before, after := fetchOverlap(p, low, false), fetchOverlap(p, low, true)
+		t.Logf("%d micro-batches: %d copy-stream waits on %d compute events; the fetches may overlap %d compute ops (%d waiting for all compute before each fetch)",
+			micro, waits, low.ComputeEvents, after, before)
+		if after <= before {
+			t.Errorf("%d micro-batches: the fetches may overlap %d compute ops, %d when they wait for everything before them", micro, after, before)
 		}
 		if micro != 1 {
 			continue
@@ -131,7 +157,7 @@ func TestUnifiedCacheHostProgram(t *testing.T) {
 		end := at + strings.Index(host[at:], "\n}\n") + 3
 		var kept []string
 		for _, line := range strings.Split(host[at:end], "\n") {
-			for _, mark := range []string{"// op ", "copy_stream", "cache_moved", "compute_done", "moec_host_", "moec_settle", "if (update)"} {
+			for _, mark := range []string{"// op ", "copy_stream", "cache_moved", "compute_at", "moec_host_", "sums", "static const long long", "moec_settle", "if (update)"} {
 				if strings.Contains(line, mark) {
 					kept = append(kept, line)
 					break
@@ -143,6 +169,87 @@ func TestUnifiedCacheHostProgram(t *testing.T) {
 			Files:   []txtar.File{{Name: HostName, Data: []byte(strings.Join(kept, "\n") + "\n")}},
 		}, *update)
 	}
+}
+
+// copyOrderErrors checks the copy stream's waits for the compute stream independently of
+// copyWaits: following the host program's order (the compute stream's records after each
+// op's launches, the copy stream's waits in order), every op that reads or writes device
+// bytes a fetch overwrites, and every op that writes device bytes a write-back copies, must
+// be an op the copy stream has waited for when the copy is queued.
+func copyOrderErrors(p *step.Program, low *Lowered) []string {
+	var errs []string
+	recorded := map[int]int{} // compute event → the op it was last recorded after
+	covered := -1             // the copy stream follows every compute op up to this one
+	overlap := func(a, b int) bool {
+		x, y := p.Buffers[a], p.Buffers[b]
+		return x.Tier == step.Device && y.Tier == step.Device && x.Offset < y.Offset+y.Bytes() && y.Offset < x.Offset+x.Bytes()
+	}
+	for i := range p.Ops {
+		ol := low.Ops[i]
+		c := ol.Cache
+		if c != nil && (c.Kind == step.OpCacheFetch || c.Kind == step.OpCacheWriteback) {
+			if c.After >= 0 {
+				if at, ok := recorded[c.After]; ok {
+					covered = max(covered, at)
+				}
+			}
+			for k := range i {
+				if low.Ops[k].Cache != nil {
+					continue
+				}
+				var touched, dst []int
+				if c.Kind == step.OpCacheFetch {
+					touched, dst = append(append([]int(nil), p.Ops[k].In...), p.Ops[k].Out...), p.Ops[i].Out
+				} else {
+					touched, dst = p.Ops[k].Out, p.Ops[i].In
+				}
+				for _, a := range touched {
+					for _, b := range dst {
+						if overlap(a, b) && k > covered {
+							errs = append(errs, fmt.Sprintf("op %d (%s) copies %s over or from bytes of %s, which op %d (%s) uses, before the copy stream waited for it",
+								i, p.Ops[i].Kind, p.Buffers[b].Name, p.Buffers[a].Name, k, p.Ops[k].Kind))
+						}
+					}
+				}
+			}
+		}
+		for _, e := range ol.CacheRecord {
+			recorded[e] = i
+		}
+	}
+	return errs
+}
+
+// fetchOverlap counts the compute ops each fetch's copies may run beside, summed over the
+// fetches: those after the last op the copy stream waited for when the fetch is queued and
+// before the first op that waits for the fetch. With waits false the copy stream waits for
+// every op before each copy (the lowering before copyWaits).
+func fetchOverlap(p *step.Program, low *Lowered, waits bool) int {
+	recorded := map[int]int{}
+	covered, total := -1, 0
+	for i := range p.Ops {
+		ol := low.Ops[i]
+		c := ol.Cache
+		if c != nil && (c.Kind == step.OpCacheFetch || c.Kind == step.OpCacheWriteback) {
+			switch {
+			case !waits:
+				covered = i - 1
+			case c.After >= 0:
+				covered = max(covered, recorded[c.After])
+			}
+			if c.Kind == step.OpCacheFetch {
+				for k := covered + 1; k < len(p.Ops) && !slices.Contains(low.Ops[k].CacheWaits, c.Event); k++ {
+					if k != i && low.Ops[k].Cache == nil && len(low.Ops[k].Launches) > 0 {
+						total++
+					}
+				}
+			}
+		}
+		for _, e := range ol.CacheRecord {
+			recorded[e] = i
+		}
+	}
+	return total
 }
 
 // TestUnifiedCacheUpdatesOnce: an MoE stage has two parameter groups and an adamw op for

@@ -46,10 +46,13 @@
 // The unified cache (cache.go, AngelPTM's one view of GPU and host memory) keeps the
 // parameters, gradients and moments in that pinned host arena and the units the step uses
 // in device slots: a fetch copies a unit's host tensors in on the copy stream after an
-// event of the compute stream (the slot's previous occupant is finished with), the compute
-// stream waits for the fetch's event before the first op that reads the unit; a write-back
-// copies the device gradients out after the compute stream's writes (a later
+// event the compute stream records right after the last op that read or wrote those
+// device bytes (the slot's previous occupants' last readers), so the copy overlaps the
+// ops since; the compute stream waits for the fetch's event before the first op that
+// reads the unit; a write-back copies the device gradients out after the last op that
+// wrote them (a later
 // contribution staged and added on the CPU), the compute stream waiting for it before it
 // writes those bytes again; an evict moves nothing; the norm and AdamW run on the CPU over
-// the host tier. One rank is lowered, without ZeRO.
+// the host tier, the AdamW of a large tensor and the sums of squares of many split over
+// CPU threads (MOEC_HOST_THREADS), bitwise as on one. One rank is lowered, without ZeRO.
 package cudastep

@@ -362,6 +362,7 @@ func HostProgram(l *Lowered) (string, error) {
 		stage := alignUp(max(p.Memory.Arena[step.Host], 1), 256)
 		pf("#define MOEC_HOST_BYTES %dULL\n#define MOEC_HOST_EVENTS %d\n", stage+alignUp(l.CacheStage, 256), max(l.HostEvents, 1))
 		pf("#define MOEC_CACHE_STAGE %dULL\n#define MOEC_CACHE_EVENTS %d\n", stage, max(l.CacheEvents, 1))
+		pf("#define MOEC_COMPUTE_EVENTS %d\n", max(l.ComputeEvents, 1))
 	} else if offload { // offload.go: the pinned host arena and the copy stream's events
 		pf("#define MOEC_HOST_BYTES %dULL\n#define MOEC_HOST_EVENTS %d\n", alignUp(max(p.Memory.Arena[step.Host], 1), 256), max(l.HostEvents, 1))
 	}
@@ -540,6 +541,7 @@ func HostProgram(l *Lowered) (string, error) {
 		} else if err := emit(ol.Launches, indent); err != nil {
 			return "", err
 		}
+		emitCacheRecords(&w, indent, ol.CacheRecord, what) // cache.go
 		if ol.Collective != nil {
 			comm.emit(&w, indent, ol.Collective, i, what, workAt)
 		}

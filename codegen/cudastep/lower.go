@@ -35,6 +35,9 @@ type OpLaunches struct {
 	// CacheWaits are the copy stream's events (the unified cache's fetches and write-backs)
 	// the compute stream waits for before the op's launches (cache.go).
 	CacheWaits []int
+	// CacheRecord are the compute-stream events the host program records right after the
+	// op's launches, for the unified cache's copies that wait for the op (cache.go).
+	CacheRecord []int
 	// PublishNorm says the host program writes this rank's sum of squares of the gradients
 	// into the grad_norm op's output after the launches (several ranks: the program's
 	// all_reduce then sums it over the ranks, and the update reads the sum).
@@ -67,6 +70,9 @@ type Lowered struct {
 	// area for write-backs that add into a host gradient; 0 without the cache.
 	CacheEvents int
 	CacheStage  int64
+	// ComputeEvents is how many compute-stream events the unified cache's copies wait for
+	// (reused once their copies are queued; cache.go's copyWaits); 0 without the cache.
+	ComputeEvents int
 	// Comms are the NCCL communicators the collectives run on, one per distinct group of
 	// ranks, sorted by their ranks (collective_groups.go); none on one rank.
 	Comms []Comm

@@ -18,7 +18,8 @@ import (
 //   - adamw (on the host): the CPU waits for that event (cuEventSynchronize) and updates
 //     the group's pieces with the coefficients moec_settle computed from the global norm
 //     the device summed (the clip scale included), dense_adamw's float arithmetic
-//     element by element;
+//     element by element (a large piece split over CPU threads, hostAdamW: bitwise the
+//     same);
 //   - to_device: the updated weights go back on the copy stream (cuMemcpyHtoDAsync) and
 //     the compute stream waits for them before anything later reads them.
 //
@@ -189,13 +190,17 @@ const hostOffloadFields = `  unsigned char *host;     // the offloaded optimizer
   CUevent grads_ready;     // recorded on the compute stream before a to_host
   CUevent params_back;     // recorded on the copy stream after a to_device
   CUevent to_host[MOEC_HOST_EVENTS]; // recorded on the copy stream after each group's to_host
+  int host_threads;        // the most CPU threads a host AdamW runs on (moec_host_threads)
 `
 
 // hostOffloadOpen allocates the host arena, the copy stream and its events when the
 // program opens (called from moec_fill_consts), and hostOffloadClose releases them.
-const hostOffloadOpen = `
+const hostOffloadOpen = hostAdamW + `
 // moec_offload_open allocates the pinned host arena (cleared), the copy stream and its events.
 static int moec_offload_open(moec_state *s) {
+  s->host_threads = moec_host_threads(getenv("MOEC_HOST_THREADS"));
+  if (s->host_threads < 0)
+    return moec_failf(s, "MOEC_HOST_THREADS=%s is not a count of CPU threads from 1 to %d", getenv("MOEC_HOST_THREADS"), MOEC_HOST_THREADS_MAX);
   MOEC_CU(s, s->cu.cuMemAllocHost((void **)&s->host, MOEC_HOST_BYTES), "allocating the pinned host arena");
   memset(s->host, 0, MOEC_HOST_BYTES);
   MOEC_CU(s, s->cu.cuStreamCreate(&s->copy_stream, 0), "creating the copy stream");
@@ -217,15 +222,42 @@ static void moec_offload_close(moec_state *s) {
   if (s->host) s->cu.cuMemFreeHost(s->host);
   s->host = NULL;
 }
+`
 
-// moec_host_adamw is dense_adamw on the CPU over one piece of the host arena, float for
-// float (no contraction into fused multiply-adds), with the coefficients moec_settle
-// computed: c = {scale, b1, 1-b1, b2, 1-b2, 1/bc2, eps, lr·wd, lr/bc1}.
-static void moec_host_adamw(float *w, const float *g, float *m, float *v, long long n, const float *c, int decay) {
+// hostAdamW is the host update: dense_adamw on the CPU over a piece of the host arena,
+// split over CPU threads above a size (the unified cache's update runs it too).
+const hostAdamW = `
+#include <thread>
+
+// A host AdamW over at least 2·MOEC_HOST_ADAMW_GRAIN values splits them over CPU threads,
+// MOEC_HOST_ADAMW_GRAIN values a thread at least; the threads are the hardware's, at most
+// MOEC_HOST_THREADS_CAP, unless the environment's MOEC_HOST_THREADS (1 to
+// MOEC_HOST_THREADS_MAX) says how many (1: one thread, as before).
+#define MOEC_HOST_ADAMW_GRAIN (1LL << 16)
+#define MOEC_HOST_THREADS_CAP 8
+#define MOEC_HOST_THREADS_MAX 256
+
+// moec_host_threads is the most CPU threads a host AdamW runs on, given the environment's
+// MOEC_HOST_THREADS (env; NULL or empty: unset): −1 when it is not a count from 1 to
+// MOEC_HOST_THREADS_MAX.
+static int moec_host_threads(const char *env) {
+  if (env && *env) {
+    char *end = NULL;
+    long n = strtol(env, &end, 10);
+    return *end == 0 && n >= 1 && n <= MOEC_HOST_THREADS_MAX ? (int)n : -1;
+  }
+  unsigned hw = std::thread::hardware_concurrency();
+  return hw < 1 ? 1 : hw > MOEC_HOST_THREADS_CAP ? MOEC_HOST_THREADS_CAP : (int)hw;
+}
+
+// moec_host_adamw_span is dense_adamw on the CPU over values [lo, hi) of one piece of
+// the host arena, float for float (no contraction into fused multiply-adds), with the
+// coefficients moec_settle computed: c = {scale, b1, 1-b1, b2, 1-b2, 1/bc2, eps, lr·wd, lr/bc1}.
+static void moec_host_adamw_span(float *w, const float *g, float *m, float *v, long long lo, long long hi, const float *c, int decay) {
 #pragma clang fp contract(off)
   const float scale = c[0], b1 = c[1], c1 = c[2], b2 = c[3], c2 = c[4], invbc2 = c[5], eps = c[6], lrbc1 = c[8];
   const float dec = decay ? c[7] : 0.0f;
-  for (long long i = 0; i < n; i++) {
+  for (long long i = lo; i < hi; i++) {
     float gj = g[i] * scale;
     float mj = b1 * m[i] + c1 * gj;
     float vj = b2 * v[i] + c2 * (gj * gj);
@@ -236,6 +268,36 @@ static void moec_host_adamw(float *w, const float *g, float *m, float *v, long l
     wj = wj - dec * wj;
     w[i] = wj - (lrbc1 * mj) / d;
   }
+}
+
+// moec_host_adamw updates n values of one piece of the host arena on up to threads CPU
+// threads: each value's update reads and writes that value alone, so the split changes no
+// bit of the result. Below 2·MOEC_HOST_ADAMW_GRAIN values (or where a thread cannot be
+// started) the calling thread updates them.
+static void moec_host_adamw(float *w, const float *g, float *m, float *v, long long n, const float *c, int decay, int threads) {
+  long long parts = n / MOEC_HOST_ADAMW_GRAIN;
+  if (parts > threads) parts = threads;
+  if (parts < 2) {
+    moec_host_adamw_span(w, g, m, v, 0, n, c, decay);
+    return;
+  }
+  long long per = (n / parts + 63) / 64 * 64; // whole cache lines a thread
+  std::thread pool[MOEC_HOST_THREADS_MAX];
+  long long done = per; // the calling thread's span is [0, per)
+  int started = 0;
+  for (long long lo = per; lo < n; lo += per) {
+    long long hi = lo + per < n ? lo + per : n;
+    try {
+      pool[started] = std::thread(moec_host_adamw_span, w, g, m, v, lo, hi, c, decay);
+      started++;
+      done = hi;
+    } catch (...) {
+      break; // no thread: the calling thread updates the rest
+    }
+  }
+  moec_host_adamw_span(w, g, m, v, 0, per, c, decay);
+  if (done < n) moec_host_adamw_span(w, g, m, v, done, n, c, decay);
+  for (int i = 0; i < started; i++) pool[i].join();
 }
 `
 
@@ -300,7 +362,7 @@ func emitOffload(w *strings.Builder, in string, o *Offload, what string) {
 	case step.OpAdamW:
 		fmt.Fprintf(w, "%sMOEC_CU(s, s->cu.cuEventSynchronize(s->to_host[%d]), %s);\n", in, o.Event, q)
 		for _, u := range o.Update {
-			fmt.Fprintf(w, "%smoec_host_adamw((float *)(s->host + %dULL), (const float *)(s->host + %dULL), (float *)(s->host + %dULL), (float *)(s->host + %dULL), %dLL, s->adam, %d);\n",
+			fmt.Fprintf(w, "%smoec_host_adamw((float *)(s->host + %dULL), (const float *)(s->host + %dULL), (float *)(s->host + %dULL), (float *)(s->host + %dULL), %dLL, s->adam, %d, s->host_threads);\n",
 				in, u.W, u.G, u.M, u.V, u.N, boolInt(u.Decay))
 		}
 	}

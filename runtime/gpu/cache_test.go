@@ -23,7 +23,10 @@ import (
 // tier. The streams run as late as they may (the emulation's
 // default): a kernel that read a copy before its fetch landed, a write-back that copied a
 // gradient after a later op overwrote its bytes, or a host update before the write-backs,
-// would read wrong values.
+// would read wrong values. The dense stage runs two steps more with the copy stream as
+// early as it may (MOEC_EMU_STREAMS=eager-comm): a fetch that overwrote a slot before its
+// previous occupant's last reader ran, or a write-back that copied a gradient before the
+// op writing it ran, would read wrong values.
 func TestEmulatedCacheMatchesExecutor(t *testing.T) {
 	if os.Getenv("MOEC_LONG_EMULATION") == "" {
 		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (the steps' kernels compiled under the emulation, three steps of the dense stage and two of the MoE stage: about two minutes on a loaded machine); cudastep's TestUnifiedCacheHostProgram and TestUnifiedCacheUpdatesOnce check the host program by default")
@@ -33,11 +36,14 @@ func TestEmulatedCacheMatchesExecutor(t *testing.T) {
 		budget  int64
 		micro   int
 		steps   int64
+		streams string // MOEC_EMU_STREAMS
 	}{
-		{1, 3 << 20, 2, 3}, // the dense stage: two micro-batches, the second's write-backs add
-		{4, 6 << 20, 1, 2}, // the four-expert stage: two groups, one optimizer step over both
+		{1, 3 << 20, 2, 3, ""},           // the dense stage: two micro-batches, the second's write-backs add
+		{4, 6 << 20, 1, 2, ""},           // the four-expert stage: two groups, one optimizer step over both
+		{1, 3 << 20, 2, 2, "eager-comm"}, // the dense stage's copies as early as their waits let them
 	} {
-		t.Run(fmt.Sprintf("%d experts", c.experts), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%d experts %s", c.experts, c.streams), func(t *testing.T) {
+			t.Setenv("MOEC_EMU_STREAMS", c.streams)
 			matchCache(t, c.experts, step.Cache{Budget: c.budget, Page: 64 << 10}, c.micro, c.steps)
 		})
 	}
