@@ -2,6 +2,7 @@ package cudastep
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/moec-dev/moec/compiler/step"
@@ -276,6 +277,22 @@ func cacheOrder(p *step.Program, out *Lowered) error {
 	return nil
 }
 
+// launchBuffers are the buffers ol's launches (either branch) name.
+func launchBuffers(ol OpLaunches) []int {
+	var bufs []int
+	for _, ls := range [][]Launch{ol.Launches, ol.Reuse} {
+		for _, ln := range ls {
+			for _, a := range ln.Args {
+				if a.Kind.Pointer() && a.Buf >= 0 {
+					bufs = append(bufs, a.Buf)
+				}
+				bufs = append(bufs, a.Table...)
+			}
+		}
+	}
+	return bufs
+}
+
 // copyWaits places the copy stream's waits for the compute stream. A fetch overwrites
 // device bytes: its copies wait for the last op before it that reads or writes any of
 // them (the slot's previous occupants' last readers, an earlier op writing bytes the
@@ -298,6 +315,10 @@ func copyWaits(p *step.Program, out *Lowered) {
 		if reads {
 			touched = append(append([]int(nil), op.In...), op.Out...)
 		}
+		// A launch may name buffers beyond the op's inputs and outputs (a reuse branch's
+		// earlier weights, saved statistics); which of them it writes is not known here,
+		// so they count as read and written.
+		touched = append(slices.Clone(touched), launchBuffers(out.Ops[k])...)
 		for _, b := range touched {
 			lo, hi, ok := device(b)
 			if !ok {

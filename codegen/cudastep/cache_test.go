@@ -201,8 +201,9 @@ func copyOrderErrors(p *step.Program, low *Lowered) []string {
 				if c.Kind == step.OpCacheFetch {
 					touched, dst = append(append([]int(nil), p.Ops[k].In...), p.Ops[k].Out...), p.Ops[i].Out
 				} else {
-					touched, dst = p.Ops[k].Out, p.Ops[i].In
+					touched, dst = slices.Clone(p.Ops[k].Out), p.Ops[i].In
 				}
+				touched = append(touched, launchBuffers(low.Ops[k])...) // read or written
 				for _, a := range touched {
 					for _, b := range dst {
 						if overlap(a, b) && k > covered {
