@@ -1,0 +1,84 @@
+package main
+
+import (
+	"context"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/moec-dev/moec/codegen/cuda"
+)
+
+// TestDeviceCudaEmulatedUnderMpirun: `mpirun -np 2 moec run --device cuda-emulated`
+// runs one rank per process, each its own generated CUDA step on its emulated device, the
+// NCCL unique ids exchanged over MPI and the collectives meeting in the emulated NCCL's
+// shared memory; the losses are the CPU step engine's on the same layout in one process,
+// and the checkpoint rank 0 writes holds the same weights. dp 2 runs by default (about
+// 15 s beside the CPU run: the compile cache holds the kernels); pp 2 and tp 2 under
+// MOEC_LONG_EMULATION=1.
+func TestDeviceCudaEmulatedUnderMpirun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds moec and starts processes")
+	}
+	if cuda.FindClang() == "" {
+		t.Skip("no clang++ on PATH: the emulated CUDA step needs clang 16 or newer")
+	}
+	mpirun, err := exec.LookPath("mpirun")
+	if err != nil {
+		t.Skip("mpirun not found (Debian: openmpi-bin)")
+	}
+	if os.Getenv("OMPI_COMM_WORLD_SIZE") != "" {
+		t.Skip("already running under mpirun; a nested mpirun would join this job")
+	}
+	bin := filepath.Join(t.TempDir(), "moec")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	cases := []struct {
+		name string
+		args []string
+	}{{"dp2", []string{"--ranks", "2"}}}
+	if os.Getenv("MOEC_LONG_EMULATION") != "" {
+		cases = append(cases, struct {
+			name string
+			args []string
+		}{"pp2", []string{"--ranks", "2", "--pp", "2"}}, struct {
+			name string
+			args []string
+		}{"tp2", []string{"--ranks", "2", "--tp", "2"}})
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			deviceFixture(t)
+			want := runStageLosses(t, "cpu", append([]string{"--steps", "2", "--engine", "step"}, c.args...)...)
+			ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+			defer cancel()
+			args := append([]string{"--allow-run-as-root", "--oversubscribe", "--mca", "btl", "self,vader", "-np", "2", bin,
+				"run", "--stage", "dense", "--out", "emu", "--steps", "2", "--device", "cuda-emulated", "--collective-timeout", "1m"}, c.args...)
+			cmd := exec.CommandContext(ctx, mpirun, append(args, "tiny.moe")...)
+			cmd.Env = append(os.Environ(), "OMPI_MCA_btl_vader_single_copy_mechanism=none", "OMPI_MCA_mpi_yield_when_idle=1",
+				"MOEC_EMU_NCCL_TIMEOUT=120")
+			start := time.Now()
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("mpirun %s: %v\n%s", strings.Join(args, " "), err, out)
+			}
+			t.Logf("mpirun -np 2 moec run --device cuda-emulated %s: %s", strings.Join(c.args, " "), time.Since(start).Round(time.Millisecond))
+			got := logLosses(t, "emu")
+			if len(got) != 2 || len(want) != 2 {
+				t.Fatalf("losses %v under mpirun on the emulated devices, %v on the CPU: want 2 steps each\n%s", got, want, out)
+			}
+			for i := range got {
+				if math.Abs(got[i]-want[i]) > 1e-5*math.Abs(want[i]) {
+					t.Errorf("step %d: loss %.7f under mpirun on the emulated devices, %.7f on the CPU in one process", i+1, got[i], want[i])
+				}
+			}
+			t.Logf("losses %v (CPU %v)", got, want)
+			sameCheckpoint(t, "cpu", "emu")
+		})
+	}
+}
