@@ -18,8 +18,9 @@ import (
 // NCCL unique ids exchanged over MPI and the collectives meeting in the emulated NCCL's
 // shared memory; the losses are the CPU step engine's on the same layout in one process,
 // and the checkpoint rank 0 writes holds the same weights. dp 2 runs by default (about
-// 15 s beside the CPU run: the compile cache holds the kernels); pp 2 and tp 2 under
-// MOEC_LONG_EMULATION=1.
+// 10 s once the compile cache holds the kernels, most of two minutes before); pp 2 and
+// tp 2 under MOEC_LONG_EMULATION=1, which also runs each layout's ranks emulated in one
+// process and wants the very same losses, bit for bit.
 func TestDeviceCudaEmulatedUnderMpirun(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds moec and starts processes")
@@ -38,11 +39,12 @@ func TestDeviceCudaEmulatedUnderMpirun(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
+	long := os.Getenv("MOEC_LONG_EMULATION") != ""
 	cases := []struct {
 		name string
 		args []string
 	}{{"dp2", []string{"--ranks", "2"}}}
-	if os.Getenv("MOEC_LONG_EMULATION") != "" {
+	if long {
 		cases = append(cases, struct {
 			name string
 			args []string
@@ -79,6 +81,17 @@ func TestDeviceCudaEmulatedUnderMpirun(t *testing.T) {
 			}
 			t.Logf("losses %v (CPU %v)", got, want)
 			sameCheckpoint(t, "cpu", "emu")
+			if !long {
+				return
+			}
+			// The same ranks emulated in one process: the same kernels, the same sums.
+			inproc := runStageLosses(t, "emu-inproc", append([]string{"--steps", "2", "--device", "cuda-emulated"}, c.args...)...)
+			for i := range inproc {
+				if i >= len(got) || got[i] != inproc[i] {
+					t.Errorf("losses %v under mpirun, %v emulated in one process: want them equal", got, inproc)
+					break
+				}
+			}
 		})
 	}
 }

@@ -133,9 +133,9 @@ const ncclIDBytes = 128
 
 // OpenRank opens this process's rank of a layout whose ranks are processes (mpirun, one
 // rank per process): progs is every rank's program in rank order (the process lowers
-// them all), world the MPI world, whose rank picks the program. The rank runs on device
-// world.Rank() (the host program's rank), so on GPUs the ranks share one node, a GPU
-// each. Its communicators' unique ids are made by each group's first rank and exchanged
+// them all), world the MPI world, whose rank picks the program. The rank runs on the
+// device of its node-local rank (localRank: Open MPI's OMPI_COMM_WORLD_LOCAL_RANK, else
+// the world rank), a GPU per process on each node. Its communicators' unique ids are made by each group's first rank and exchanged
 // over world (exchangeIDs); under the emulation the collectives meet in shared memory.
 // Every process must call it at once.
 func OpenRank(ctx context.Context, progs []*step.Program, m *program.Model, o Options, world dist.Comm) (*Ranks, error) {
@@ -148,11 +148,12 @@ func OpenRank(ctx context.Context, progs []*step.Program, m *program.Model, o Op
 			return nil, fmt.Errorf("gpu: program %d is rank %d of %d; OpenRank takes every rank's program in rank order", r, p.Rank, p.Layout.World())
 		}
 	}
+	device, err := localRank(me)
+	if err != nil {
+		return nil, err
+	}
+	o.device = &device
 	if o.Mode == Device {
-		// The host program opens device MOEC_RANK: the process's world rank.
-		if v := os.Getenv("OMPI_COMM_WORLD_LOCAL_RANK"); v != "" && v != strconv.Itoa(me) {
-			return nil, fmt.Errorf("gpu: rank %d is local rank %s of its node: one process per rank on GPUs runs on one node (rank r on device r) for now", me, v)
-		}
 		if len(progs) > 1 {
 			if err := errors.Join(CheckDriver(), CheckNCCL()); err != nil {
 				return nil, fmt.Errorf("gpu: rank %d of %d on GPUs: %w", me, len(progs), err)
@@ -177,6 +178,20 @@ func OpenRank(ctx context.Context, progs []*step.Program, m *program.Model, o Op
 		}
 	}
 	return rs, nil
+}
+
+// localRank is the process's rank on its node, the device it opens: Open MPI's
+// OMPI_COMM_WORLD_LOCAL_RANK, else (another launcher) the world rank me.
+func localRank(me int) (int, error) {
+	v := os.Getenv("OMPI_COMM_WORLD_LOCAL_RANK")
+	if v == "" {
+		return me, nil
+	}
+	r, err := strconv.Atoi(v)
+	if err != nil || r < 0 {
+		return 0, fmt.Errorf("gpu: OMPI_COMM_WORLD_LOCAL_RANK=%q is not a rank", v)
+	}
+	return r, nil
 }
 
 func sizeOf(c dist.Comm) int {

@@ -17,8 +17,8 @@ import (
 
 // gpuEngine trains the layout's step programs through moec's generated CUDA
 // (runtime/gpu), every rank in this process (rank r on device r, the collectives through
-// NCCL), or under mpirun (Options.Comm) this process's rank alone (world rank r on device
-// r, its communicators' NCCL ids exchanged over MPI: gpu.OpenRank): on GPUs (--device
+// NCCL), or under mpirun (Options.Comm) this process's rank alone (on the device of its
+// node-local rank, its communicators' NCCL ids exchanged over MPI: gpu.OpenRank): on GPUs (--device
 // cuda) or on the CPU under the CUDA emulation (--device cuda-emulated). The step engine's
 // executors keep a host copy of each rank's persistent buffers (weights and AdamW moments,
 // at the same arena offsets as the device's): checkpoints (assembled from the ranks'
