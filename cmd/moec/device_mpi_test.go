@@ -17,7 +17,8 @@ import (
 // runs one rank per process, each its own generated CUDA step on its emulated device, the
 // NCCL unique ids exchanged over MPI and the collectives meeting in the emulated NCCL's
 // shared memory; the losses are the CPU step engine's on the same layout in one process,
-// and the checkpoint rank 0 writes holds the same weights. dp 2 runs by default (about
+// and the checkpoint rank 0 writes holds the same weights; the communicators' files are
+// gone. dp 2 runs by default (about
 // 10 s once the compile cache holds the kernels, most of two minutes before); pp 2 and
 // tp 2 under MOEC_LONG_EMULATION=1, which also runs each layout's ranks emulated in one
 // process and wants the very same losses, bit for bit.
@@ -62,12 +63,17 @@ func TestDeviceCudaEmulatedUnderMpirun(t *testing.T) {
 			args := append([]string{"--allow-run-as-root", "--oversubscribe", "--mca", "btl", "self,vader", "-np", "2", bin,
 				"run", "--stage", "dense", "--out", "emu", "--steps", "2", "--device", "cuda-emulated", "--collective-timeout", "1m"}, c.args...)
 			cmd := exec.CommandContext(ctx, mpirun, append(args, "tiny.moe")...)
+			tmp := t.TempDir()
 			cmd.Env = append(os.Environ(), "OMPI_MCA_btl_vader_single_copy_mechanism=none", "OMPI_MCA_mpi_yield_when_idle=1",
-				"MOEC_EMU_NCCL_TIMEOUT=120")
+				"MOEC_EMU_NCCL_TIMEOUT=120", "TMPDIR="+tmp)
 			start := time.Now()
 			out, err := cmd.CombinedOutput()
 			if err != nil {
 				t.Fatalf("mpirun %s: %v\n%s", strings.Join(args, " "), err, out)
+			}
+			// The emulated NCCL's communicator files are gone once the ranks have joined.
+			if left, _ := filepath.Glob(filepath.Join(tmp, "moec-nccl-*")); len(left) > 0 {
+				t.Errorf("the run left %v behind", left)
 			}
 			t.Logf("mpirun -np 2 moec run --device cuda-emulated %s: %s", strings.Join(c.args, " "), time.Since(start).Round(time.Millisecond))
 			got := logLosses(t, "emu")
