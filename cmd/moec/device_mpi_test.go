@@ -57,24 +57,10 @@ func TestDeviceCudaEmulatedUnderMpirun(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			deviceFixture(t)
-			want := runStageLosses(t, "cpu", append([]string{"--steps", "2", "--engine", "step"}, c.args...)...)
-			ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-			defer cancel()
-			args := append([]string{"--allow-run-as-root", "--oversubscribe", "--mca", "btl", "self,vader", "-np", "2", bin,
-				"run", "--stage", "dense", "--out", "emu", "--steps", "2", "--device", "cuda-emulated", "--collective-timeout", "1m"}, c.args...)
-			cmd := exec.CommandContext(ctx, mpirun, append(args, "tiny.moe")...)
-			tmp := t.TempDir()
-			cmd.Env = append(os.Environ(), "OMPI_MCA_btl_vader_single_copy_mechanism=none", "OMPI_MCA_mpi_yield_when_idle=1",
-				"MOEC_EMU_NCCL_TIMEOUT=120", "TMPDIR="+tmp)
+			want := runStageLosses(t, "cpu", append([]string{"--steps", "2", "--checkpoint-every", "1", "--engine", "step"}, c.args...)...)
 			start := time.Now()
-			out, err := cmd.CombinedOutput()
-			if err != nil {
-				t.Fatalf("mpirun %s: %v\n%s", strings.Join(args, " "), err, out)
-			}
-			// The emulated NCCL's communicator files are gone once the ranks have joined.
-			if left, _ := filepath.Glob(filepath.Join(tmp, "moec-nccl-*")); len(left) > 0 {
-				t.Errorf("the run left %v behind", left)
-			}
+			out := mpirunMoec(t, mpirun, append([]string{bin, "run", "--stage", "dense", "--out", "emu", "--steps", "2", "--checkpoint-every", "1",
+				"--device", "cuda-emulated", "--collective-timeout", "1m"}, append(c.args, "tiny.moe")...)...)
 			t.Logf("mpirun -np 2 moec run --device cuda-emulated %s: %s", strings.Join(c.args, " "), time.Since(start).Round(time.Millisecond))
 			got := logLosses(t, "emu")
 			if len(got) != 2 || len(want) != 2 {
@@ -90,6 +76,26 @@ func TestDeviceCudaEmulatedUnderMpirun(t *testing.T) {
 			if !long {
 				return
 			}
+			if c.name == "dp2" {
+				// Resumed under mpirun from step 1's checkpoint, the weights and moments
+				// loaded into each process's device: the same second step, bit for bit.
+				ckpts, err := filepath.Glob(filepath.Join("emu", "checkpoints", "*"))
+				if err != nil || len(ckpts) != 2 {
+					t.Fatalf("checkpoints %v (%v): want one a step", ckpts, err)
+				}
+				if err := os.RemoveAll(ckpts[len(ckpts)-1]); err != nil {
+					t.Fatal(err)
+				}
+				out = mpirunMoec(t, mpirun, bin, "run", "--resume", "emu", "--device", "cuda-emulated", "--collective-timeout", "1m")
+				if !strings.Contains(out, "at step 1/2") {
+					t.Errorf("the resumed run does not say it resumed at step 1:\n%s", out)
+				}
+				resumed := logLosses(t, "emu")
+				t.Logf("resumed at step 1: losses %v", resumed)
+				if len(resumed) != 2 || resumed[1] != got[1] {
+					t.Errorf("losses %v resumed under mpirun, %v uninterrupted: want the same second step\n%s", resumed, got, out)
+				}
+			}
 			// The same ranks emulated in one process: the same kernels, the same sums.
 			inproc := runStageLosses(t, "emu-inproc", append([]string{"--steps", "2", "--device", "cuda-emulated"}, c.args...)...)
 			for i := range inproc {
@@ -100,4 +106,26 @@ func TestDeviceCudaEmulatedUnderMpirun(t *testing.T) {
 			}
 		})
 	}
+}
+
+// mpirunMoec runs args (the moec binary and its arguments) on two processes under mpirun
+// and returns the output; a failure fails the test with it, and so does an emulated NCCL
+// communicator file left behind (they go once the ranks have joined).
+func mpirunMoec(t *testing.T, mpirun string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	args = append([]string{"--allow-run-as-root", "--oversubscribe", "--mca", "btl", "self,vader", "-np", "2"}, args...)
+	cmd := exec.CommandContext(ctx, mpirun, args...)
+	tmp := t.TempDir()
+	cmd.Env = append(os.Environ(), "OMPI_MCA_btl_vader_single_copy_mechanism=none", "OMPI_MCA_mpi_yield_when_idle=1",
+		"MOEC_EMU_NCCL_TIMEOUT=120", "TMPDIR="+tmp)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("mpirun %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	if left, _ := filepath.Glob(filepath.Join(tmp, "moec-nccl-*")); len(left) > 0 {
+		t.Errorf("the run left %v behind", left)
+	}
+	return string(out)
 }
