@@ -135,9 +135,9 @@ const ncclIDBytes = 128
 // rank per process): progs is every rank's program in rank order (the process lowers
 // them all), world the MPI world, whose rank picks the program. The rank runs on the
 // device of its node-local rank (localRank: Open MPI's OMPI_COMM_WORLD_LOCAL_RANK, else
-// the world rank), a GPU per process on each node. Its communicators' unique ids are made by each group's first rank and exchanged
-// over world (exchangeIDs); under the emulation the collectives meet in shared memory.
-// Every process must call it at once.
+// the world rank), a GPU per process on each node. Its communicators' unique ids are made
+// by each group's first rank and exchanged over world (exchangeIDs); under the emulation
+// the collectives meet in shared memory. Every process must call it at once.
 func OpenRank(ctx context.Context, progs []*step.Program, m *program.Model, o Options, world dist.Comm) (*Ranks, error) {
 	if world == nil || world.Size() != len(progs) {
 		return nil, fmt.Errorf("gpu: %d ranks' programs for a world of %d processes", len(progs), sizeOf(world))
@@ -153,11 +153,9 @@ func OpenRank(ctx context.Context, progs []*step.Program, m *program.Model, o Op
 		return nil, err
 	}
 	o.device = &device
-	if o.Mode == Device {
-		if len(progs) > 1 {
-			if err := errors.Join(CheckDriver(), CheckNCCL()); err != nil {
-				return nil, fmt.Errorf("gpu: rank %d of %d on GPUs: %w", me, len(progs), err)
-			}
+	if o.Mode == Device && len(progs) > 1 {
+		if err := errors.Join(CheckDriver(), CheckNCCL()); err != nil {
+			return nil, fmt.Errorf("gpu: rank %d of %d on GPUs: %w", me, len(progs), err)
 		}
 	}
 	s, err := Open(ctx, progs[me], m, o)
@@ -194,6 +192,7 @@ func localRank(me int) (int, error) {
 	return r, nil
 }
 
+// sizeOf is c's size, 0 for no world.
 func sizeOf(c dist.Comm) int {
 	if c == nil {
 		return 0
