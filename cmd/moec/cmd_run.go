@@ -84,7 +84,7 @@ func (r *runCommand) flags(f *pflag.FlagSet) {
 	f.BoolVar(&r.opt.DelayedUpdate, "delayed-update", false, "with --cache-budget: update the host weights one step late (ZeRO-Offload's DPU), overlapping the update with the whole next step; this changes the training algorithm and the losses; not recorded in run.json, give it again with --resume")
 	f.BoolVar(&r.opt.SerialHostUpdate, "serial-host-update", false, "with --cache-budget: run the host update inside each step instead of on a helper goroutine that overlaps the next step's forward; the numbers are the same (for measuring the overlap)")
 	f.StringVar(&r.rf.budget, "cache-budget", "", "run the unified cache with this device budget per rank, e.g. 8MiB (default with memory = unified_cache: a quarter of a rank's weights)")
-	deviceFlag(f, &r.opt.Device, "train the step of every in-process rank (rank r on GPU r, the collectives through NCCL's libnccl.so.2)")
+	deviceFlag(f, &r.opt.Device, "train the step of every in-process rank (rank r on GPU r, the collectives through NCCL's libnccl.so.2), or under mpirun this process's rank (on the GPU of its node-local rank),")
 	f.DurationVar(&r.rf.timeout, "collective-timeout", 0, "fail a collective that waits longer than this for another rank; positive (default 5m)")
 }
 

@@ -112,6 +112,12 @@ func runStageLosses(t *testing.T, dir string, args ...string) []float64 {
 	if st := run(args, &out, &errb); st != 0 {
 		t.Fatalf("%s: status %d\n%s", strings.Join(args, " "), st, errb.String())
 	}
+	return logLosses(t, dir)
+}
+
+// logLosses are the losses of the steps the run in dir logged, in order.
+func logLosses(t *testing.T, dir string) []float64 {
+	t.Helper()
 	f, err := os.Open(filepath.Join(dir, "log.jsonl"))
 	if err != nil {
 		t.Fatal(err)

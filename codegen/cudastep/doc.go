@@ -17,7 +17,8 @@
 //
 // A program of several ranks calls NCCL through a second table (moec_step_nccl.h), filled
 // from libnccl.so.2 opened at run time or, under the emulation, with stand-ins in which
-// the ranks are threads of one process; its collectives run on a communication stream
+// the ranks, threads of one process or processes under mpirun, meet in shared memory (a
+// file the unique id names, mapped by every member); its collectives run on a communication stream
 // ordered by events (collective.go, collective_host.go), each on the communicator of its
 // own group's ranks (collective_groups.go: the tp and dp pairs of dp 2 × tp 2): data and
 // expert parallelism with ZeRO 0–3 (zero3.go for ZeRO 3's gathers), tensor parallelism

@@ -317,7 +317,7 @@ func cFloat(v float32) string {
 // runtime/llvmrt calls them):
 //
 //	moec_step_device(cc_out, err, errn)               device 0's compute capability
-//	moec_step_open(ptx, nptx, handle_out, err, errn)  ptx: nptx NUL-terminated PTX texts (0: the emulation)
+//	moec_step_open(ptx, nptx, handle_out, err, errn, device)  ptx: nptx NUL-terminated PTX texts (0: the emulation); device: the ordinal
 //	moec_step_upload(handle, offset, bytes, n, err, errn)
 //	moec_step_download(handle, offset, bytes, n, err, errn)
 //	moec_step_train(handle, tokens, targets, dice, opt, out, err, errn)
@@ -866,11 +866,11 @@ static void moec_close_state(moec_state *s) {
   free(s);
 }
 
-static int moec_open_state(moec_state *s, const char *ptx, long long nptx) {
+static int moec_open_state(moec_state *s, const char *ptx, long long nptx, int device) {
   if (!moec_cu_load(&s->cu, s->err, s->errn)) return 0;
   MOEC_CU(s, s->cu.cuInit(0), "initialising the driver");
-  // Rank r of an in-process layout runs on device r.
-  MOEC_CU(s, s->cu.cuDeviceGet(&s->device, MOEC_RANK), "finding the rank's device");
+  // The caller's device: rank r of an in-process layout runs on device r.
+  MOEC_CU(s, s->cu.cuDeviceGet(&s->device, device), "finding the rank's device");
   MOEC_CU(s, s->cu.cuCtxCreate(&s->ctx, 0, s->device), "creating a context");
   MOEC_CU(s, s->cu.cuStreamCreate(&s->stream, 0), "creating the stream");
   if (MOEC_WORLD > 1) {
@@ -935,7 +935,7 @@ extern "C" void moec_step_device(void **a, long long, long long) {
   moec_cu_unload(&st.cu);
 }
 
-// moec_step_open(ptx, nptx, handle_out, err, errn)
+// moec_step_open(ptx, nptx, handle_out, err, errn, device)
 extern "C" void moec_step_open(void **a, long long, long long) {
   char *err = (char *)a[3];
   size_t errn = (size_t)*(long long *)a[4];
@@ -947,7 +947,7 @@ extern "C" void moec_step_open(void **a, long long, long long) {
   }
   s->err = err;
   s->errn = errn;
-  if (!moec_open_state(s, (const char *)a[0], *(long long *)a[1])) {
+  if (!moec_open_state(s, (const char *)a[0], *(long long *)a[1], (int)*(long long *)a[5])) {
     moec_close_state(s);
     return;
   }

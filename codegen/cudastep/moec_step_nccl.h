@@ -1,7 +1,8 @@
 // NCCL as moec's generated host programs call it: a table of entry points, filled either
 // from libnccl.so.2 opened at run time (moec_nccl_dlopen.cpp; no NCCL headers or SDK at
-// build time) or with CPU stand-ins in which the ranks are threads of one process that meet
-// at a rendezvous (moec_nccl_emu.cpp). The types and numbers are NCCL's ABI (nccl.h).
+// build time) or with CPU stand-ins in which the ranks, threads of one process or
+// processes, meet in shared memory (moec_nccl_emu.cpp). The types and numbers are NCCL's
+// ABI (nccl.h).
 #ifndef MOEC_STEP_NCCL_H
 #define MOEC_STEP_NCCL_H
 

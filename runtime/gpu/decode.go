@@ -152,7 +152,7 @@ func openHost(ctx context.Context, files map[string]string, kernels []cudastep.K
 			return fail(err)
 		}
 	}
-	handle, err := openHandle(fns["moec_step_open"], ptx, what, o.Mode)
+	handle, err := openHandle(fns["moec_step_open"], ptx, what, o.Mode, 0)
 	if err != nil {
 		return fail(err)
 	}

@@ -15,8 +15,10 @@
 //
 // Several ranks (Ranks, OpenRanks) run in one process, one session per rank (rank r on
 // device r), joined in one NCCL communicator per group of ranks the programs communicate
-// over, whose unique id the group's first rank creates; under the emulation the
-// collectives meet at a rendezvous of the process's threads.
+// over, whose unique id the group's first rank creates; or one rank per process under
+// mpirun (OpenRank: each process on the device of its node-local rank, the unique ids
+// exchanged over the MPI world). Under the emulation the collectives meet in shared memory, threads and
+// processes alike.
 //
 // What clang makes of sources that do not change between sessions (the emulated kernel
 // library, the driver and NCCL stand-ins; each kernel file's PTX) is kept in a compile

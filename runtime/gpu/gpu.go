@@ -73,6 +73,9 @@ type Options struct {
 	// objects, under the emulation, is a folder holding the emulated kernels, driver and
 	// NCCL already compiled (another rank's, OpenRanks): the host program links them.
 	objects string
+	// device, when set, is the ordinal of the device the session opens (OpenRank: the
+	// process's node-local rank); nil: the program's rank.
+	device *int
 }
 
 // errBytes is the size of the buffer the host program writes its errors into.
@@ -201,7 +204,11 @@ func Open(ctx context.Context, p *step.Program, m *program.Model, o Options) (*S
 		os.RemoveAll(s.tmp)
 		s.tmp = ""
 	}
-	if s.handle, err = openHandle(s.fns["moec_step_open"], ptx, p.Model+"/"+p.Stage, o.Mode); err != nil {
+	device := p.Rank
+	if o.device != nil {
+		device = *o.device
+	}
+	if s.handle, err = openHandle(s.fns["moec_step_open"], ptx, p.Model+"/"+p.Stage, o.Mode, device); err != nil {
 		s.lib.Close()
 		return fail(err)
 	}
@@ -214,8 +221,9 @@ func Open(ctx context.Context, p *step.Program, m *program.Model, o Options) (*S
 
 // openHandle calls a host program's moec_step_open with the PTX modules (none under the
 // emulation: the kernels are compiled into the library) and returns the handle of its
-// device state; what names the program in an error the host program reports.
-func openHandle(open *llvmrt.Func, ptx []string, what string, mode Mode) (int64, error) {
+// device state on device ordinal device; what names the program in an error the host
+// program reports.
+func openHandle(open *llvmrt.Func, ptx []string, what string, mode Mode, device int) (int64, error) {
 	var blob []byte
 	for _, t := range ptx {
 		blob = append(append(blob, t...), 0)
@@ -225,7 +233,7 @@ func openHandle(open *llvmrt.Func, ptx []string, what string, mode Mode) (int64,
 	}
 	handle := make([]byte, 8)
 	msg := make([]byte, errBytes)
-	if err := open.Call(0, 0, blob, int64(len(ptx)), handle, msg, int64(errBytes)); err != nil {
+	if err := open.Call(0, 0, blob, int64(len(ptx)), handle, msg, int64(errBytes), int64(device)); err != nil {
 		return 0, err
 	}
 	if e := cString(msg); e != "" {

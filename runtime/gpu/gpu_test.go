@@ -355,7 +355,7 @@ func TestDeviceBuild(t *testing.T) {
 	blob := []byte(strings.Join(ptx, "\x00") + "\x00")
 	handle := make([]byte, 8)
 	msg = make([]byte, errBytes)
-	if err := open.Call(0, 0, blob, int64(len(ptx)), handle, msg, int64(errBytes)); err != nil {
+	if err := open.Call(0, 0, blob, int64(len(ptx)), handle, msg, int64(errBytes), int64(0)); err != nil {
 		t.Fatal(err)
 	}
 	if got := cString(msg); !strings.Contains(got, "cannot load libcuda.so.1") || !strings.Contains(got, "no CUDA SDK") {

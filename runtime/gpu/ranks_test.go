@@ -319,3 +319,21 @@ func TestDeviceBuildRanks(t *testing.T) {
 		t.Errorf("opening two ranks on GPUs without NCCL: %v", err)
 	}
 }
+
+// TestLocalRank: under mpirun a process opens the device of its node-local rank (Open
+// MPI's OMPI_COMM_WORLD_LOCAL_RANK), without it its world rank; a value that is not a
+// rank is an error naming the variable.
+func TestLocalRank(t *testing.T) {
+	t.Setenv("OMPI_COMM_WORLD_LOCAL_RANK", "")
+	if d, err := localRank(5); err != nil || d != 5 {
+		t.Errorf("no local rank: device %d, %v; want the world rank 5", d, err)
+	}
+	t.Setenv("OMPI_COMM_WORLD_LOCAL_RANK", "1")
+	if d, err := localRank(5); err != nil || d != 1 {
+		t.Errorf("local rank 1 of world rank 5: device %d, %v; want 1", d, err)
+	}
+	t.Setenv("OMPI_COMM_WORLD_LOCAL_RANK", "x")
+	if _, err := localRank(5); err == nil || !strings.Contains(err.Error(), "OMPI_COMM_WORLD_LOCAL_RANK") {
+		t.Errorf("a local rank of x: %v, want an error naming the variable", err)
+	}
+}

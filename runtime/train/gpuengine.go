@@ -17,12 +17,15 @@ import (
 
 // gpuEngine trains the layout's step programs through moec's generated CUDA
 // (runtime/gpu), every rank in this process (rank r on device r, the collectives through
-// NCCL): on GPUs (--device cuda) or on the CPU under the CUDA emulation (--device
-// cuda-emulated). The step engine's executors keep a host copy of each rank's persistent
-// buffers (weights and AdamW moments, at the same arena offsets as the device's):
-// checkpoints (assembled from the ranks' copies as the CPU engine assembles them),
+// NCCL), or under mpirun (Options.Comm) this process's rank alone (on the device of its
+// node-local rank, its communicators' NCCL ids exchanged over MPI: gpu.OpenRank): on GPUs (--device
+// cuda) or on the CPU under the CUDA emulation (--device cuda-emulated). The step engine's
+// executors keep a host copy of each rank's persistent buffers (weights and AdamW moments,
+// at the same arena offsets as the device's): checkpoints (assembled from the ranks'
+// copies as the CPU engine assembles them; under mpirun collectively, rank 0 writing),
 // validation and the memory report read them, refreshed from the devices when a step ran
-// since, and loads write them and then the devices.
+// since, and loads write them and then the devices. Under mpirun the step's loss terms
+// are summed over the processes as the CPU engine sums them.
 type gpuEngine struct {
 	*stepEngine
 	ranks *gpu.Ranks
@@ -36,9 +39,6 @@ func newGPUEngine(spec *Spec, cfg optim.Config, opt Options) (*gpuEngine, error)
 	if err != nil {
 		return nil, diag.RuntimeWrap(diag.CodeBadRunOption, err, "--device")
 	}
-	if opt.Comm != nil {
-		return nil, diag.Runtimef(diag.CodeBadRunOption, "--device %s runs every rank in one process (a GPU each): one process per rank under mpirun is not supported on the CUDA path yet", opt.Device)
-	}
 	l := Sharding{Ranks: 1, EP: 1, Program: true}
 	if opt.Layout != nil {
 		l = *opt.Layout
@@ -48,7 +48,13 @@ func newGPUEngine(spec *Spec, cfg optim.Config, opt Options) (*gpuEngine, error)
 	if err != nil {
 		return nil, err
 	}
-	ranks, err := gpu.OpenRanks(context.Background(), se.lc.Progs, spec.Model, gpu.Options{Mode: mode, BF16: bf16Products(spec), FP16: fp16Products(spec)})
+	o := gpu.Options{Mode: mode, BF16: bf16Products(spec), FP16: fp16Products(spec)}
+	var ranks *gpu.Ranks
+	if opt.Comm != nil {
+		ranks, err = gpu.OpenRank(context.Background(), se.lc.Progs, spec.Model, o, opt.Comm)
+	} else {
+		ranks, err = gpu.OpenRanks(context.Background(), se.lc.Progs, spec.Model, o)
+	}
 	if err != nil {
 		return nil, diag.RuntimeWrap(diag.CodeUnsupportedFeature, err, "cannot train %s on --device %s", spec.Model.Name, opt.Device)
 	}

@@ -1,24 +1,40 @@
-// The NCCL table filled with CPU stand-ins: the ranks are threads of one process (one
-// emulated device each) and a communicator is their meeting point, whose address the
-// unique id carries (one per group of ranks: a rank holds a communicator for each group it
-// communicates over, its NCCL rank its place in the group). A collective is queued on its
-// stream like a kernel; when the stream runs it, the rank deposits its buffers, waits for
-// every rank, computes its own result from all of theirs, and waits again before it writes
-// it (so a rank never writes a buffer a peer still reads). The sums are runtime/exec's
-// (exec.Kernels.AllReduce): each element summed in double over the ranks in the group's
-// order, rounded once to float. Sends and receives
-// between ncclGroupStart and ncclGroupEnd meet as one exchange: the k-th send from a rank
-// to a peer fills the peer's k-th receive from it. MOEC_EMU_NCCL_TIMEOUT (seconds, default
+// The NCCL table filled with CPU stand-ins: each rank is one emulated device, in this
+// process (a thread each, OpenRanks) or in a process of its own (mpirun), and a
+// communicator is the ranks' meeting point in shared memory (one per group of ranks: a
+// rank holds a communicator for each group it communicates over, its NCCL rank its place
+// in the group). ncclGetUniqueId creates a file under the temporary folder (TMPDIR, else
+// /tmp) whose name the unique id carries; every member maps it MAP_SHARED in
+// ncclCommInitRank, and the first member unlinks it once all have joined (the mapping
+// outlives the name, so nothing is left behind once the communicator has formed; the
+// memory goes when the last member unmaps it in ncclCommDestroy). The file holds a
+// process-shared mutex and condition variable, a generation barrier, and one slot per rank.
+//
+// A collective is queued on its stream like a kernel; when the stream runs it, the rank
+// copies its send data into its slot (peers cannot read each other's pointers), waits for
+// every rank, computes its own result from all the slots, and waits again before the slots
+// are written anew. A collective larger than a slot runs in chunks; the result is the
+// same, element by element. The sums are runtime/exec's (exec.Kernels.AllReduce): each
+// element summed in double over the ranks in the group's order, rounded once to float.
+// Sends and receives between ncclGroupStart and ncclGroupEnd meet as one exchange: the
+// k-th send from a rank to a peer fills the peer's k-th receive from it; a group whose
+// sends outgrow the slot stops the process with a message. MOEC_EMU_NCCL_SLOT_BYTES sets
+// a slot's size (default 64 MiB; the file is sparse, so only what a collective writes
+// takes memory), read where the unique id is made. MOEC_EMU_NCCL_TIMEOUT (seconds, default
 // 300) bounds a wait for the other ranks; past it the process stops with a message saying
 // which rank waited.
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
-#include <chrono>
-#include <condition_variable>
 #include <functional>
-#include <mutex>
 #include <vector>
 
 #include "moec_step_nccl.h"
@@ -34,24 +50,31 @@ struct P2P {
   size_t count;
 };
 
-// Deposit is what one rank brings to a meeting.
-struct Deposit {
-  const float *send;
-  std::vector<P2P> p2p;
-};
-
-struct Clique {
-  std::mutex mu;
-  std::condition_variable cv;
+// Shared is the head of the communicator's file, mapped by every member.
+struct Shared {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
   int nranks;
-  int refs;
+  int joined;
   long long gen;
   int arrived;
-  std::vector<Deposit> deposits;
+  unsigned long long slot_bytes;
+};
+
+// The slots start a page after the head.
+const size_t head_bytes = 4096;
+
+// A p2p deposit: the ops, then the sends' data, in the rank's slot.
+struct P2PHead {
+  int send;
+  int peer;
+  unsigned long long count;
+  unsigned long long at; // a send's data: its offset in the slot
 };
 
 struct Comm {
-  Clique *clique;
+  Shared *sh;
+  size_t mapped;
   int rank, nranks;
   std::vector<P2P> pending; // the open group's sends and receives
   CUstream group_stream;
@@ -60,77 +83,141 @@ struct Comm {
 thread_local int moec_nccl_group_depth;
 thread_local std::vector<Comm *> moec_nccl_grouped;
 
+char *slot(Comm *c, int r) { return (char *)c->sh + head_bytes + (size_t)r * c->sh->slot_bytes; }
+
 // meet waits until every rank of c has called it (the same number of times).
 void meet(Comm *c) {
-  Clique *q = c->clique;
-  std::unique_lock<std::mutex> lock(q->mu);
+  Shared *q = c->sh;
+  pthread_mutex_lock(&q->mu);
   long long gen = q->gen;
   if (++q->arrived == q->nranks) {
     q->arrived = 0;
     q->gen++;
-    q->cv.notify_all();
+    pthread_cond_broadcast(&q->cv);
+    pthread_mutex_unlock(&q->mu);
     return;
   }
   long timeout = 300;
   if (const char *v = getenv("MOEC_EMU_NCCL_TIMEOUT")) timeout = atol(v);
-  if (!q->cv.wait_for(lock, std::chrono::seconds(timeout), [&] { return q->gen != gen; })) {
-    fprintf(stderr, "moec emulated NCCL: rank %d waited %ld s for the other %d ranks of its communicator\n", c->rank,
-            timeout, q->nranks - 1);
-    abort();
+  struct timespec until;
+  clock_gettime(CLOCK_MONOTONIC, &until);
+  until.tv_sec += timeout;
+  while (q->gen == gen) {
+    if (pthread_cond_timedwait(&q->cv, &q->mu, &until) == ETIMEDOUT && q->gen == gen) {
+      fprintf(stderr, "moec emulated NCCL: rank %d waited %ld s for the other %d ranks of its communicator\n", c->rank,
+              timeout, q->nranks - 1);
+      abort();
+    }
   }
+  pthread_mutex_unlock(&q->mu);
 }
 
-// exchange deposits d for rank c, waits for every rank, runs mine (which reads the
-// deposits) and waits again.
-void exchange(Comm *c, Deposit d, const std::function<void(const std::vector<Deposit> &)> &mine) {
-  {
-    std::lock_guard<std::mutex> lock(c->clique->mu);
-    c->clique->deposits[c->rank] = std::move(d);
+// exchange runs one meeting in rounds: deposit(lo, n) writes rank c's part of elements
+// [lo, lo+n) into its slot, and after every rank has, mine(lo, n) reads every slot; the
+// rounds take per elements at a time (per ≥ 1: how many fit a slot).
+void exchange(Comm *c, size_t count, size_t per, const std::function<void(size_t, size_t)> &deposit,
+              const std::function<void(size_t, size_t)> &mine) {
+  if (per == 0) {
+    fprintf(stderr, "moec emulated NCCL: rank %d: a slot of %llu bytes holds no element of a collective; raise MOEC_EMU_NCCL_SLOT_BYTES\n",
+            c->rank, c->sh->slot_bytes);
+    abort();
   }
-  meet(c);
-  mine(c->clique->deposits);
-  meet(c);
+  size_t lo = 0;
+  do {
+    size_t n = count - lo < per ? count - lo : per;
+    deposit(lo, n);
+    meet(c);
+    mine(lo, n);
+    meet(c);
+    lo += n;
+  } while (lo < count);
 }
 
 ncclResult_t emu_unique_id(ncclUniqueId *id) {
   memset(id, 0, sizeof *id);
-  Clique *q = new Clique();
-  q->nranks = 0;
-  q->refs = 0;
-  q->gen = 0;
-  q->arrived = 0;
-  memcpy(id->internal, &q, sizeof q);
+  const char *tmp = getenv("TMPDIR");
+  if (!tmp || !*tmp) tmp = "/tmp";
+  int n = snprintf(id->internal, sizeof id->internal, "%s/moec-nccl-XXXXXX", tmp);
+  if (n <= 0 || n >= (int)sizeof id->internal) return MOEC_NCCL_INVALID_ARGUMENT;
+  int fd = mkstemp(id->internal);
+  if (fd < 0) {
+    fprintf(stderr, "moec emulated NCCL: creating %s: %s\n", id->internal, strerror(errno));
+    return MOEC_NCCL_INVALID_ARGUMENT;
+  }
+  unsigned long long slot_bytes = 64ull << 20;
+  if (const char *v = getenv("MOEC_EMU_NCCL_SLOT_BYTES")) slot_bytes = strtoull(v, NULL, 10);
+  if (ftruncate(fd, head_bytes) != 0) {
+    close(fd);
+    unlink(id->internal);
+    return MOEC_NCCL_INVALID_ARGUMENT;
+  }
+  Shared *q = (Shared *)mmap(NULL, head_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  close(fd);
+  if (q == MAP_FAILED) {
+    unlink(id->internal);
+    return MOEC_NCCL_INVALID_ARGUMENT;
+  }
+  pthread_mutexattr_t ma;
+  pthread_mutexattr_init(&ma);
+  pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED);
+  pthread_mutex_init(&q->mu, &ma);
+  pthread_mutexattr_destroy(&ma);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setpshared(&ca, PTHREAD_PROCESS_SHARED);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&q->cv, &ca);
+  pthread_condattr_destroy(&ca);
+  q->slot_bytes = slot_bytes;
+  munmap(q, head_bytes);
   return MOEC_NCCL_SUCCESS;
 }
 
 ncclResult_t emu_init_rank(ncclComm_t *comm, int nranks, ncclUniqueId id, int rank) {
-  Clique *q;
-  memcpy(&q, id.internal, sizeof q);
-  if (!q || nranks < 1 || rank < 0 || rank >= nranks) return MOEC_NCCL_INVALID_ARGUMENT;
-  {
-    std::lock_guard<std::mutex> lock(q->mu);
-    if (q->nranks == 0) {
-      q->nranks = nranks;
-      q->deposits.resize(nranks);
-    }
-    if (q->nranks != nranks) return MOEC_NCCL_INVALID_ARGUMENT;
-    q->refs++;
+  char path[sizeof id.internal + 1];
+  memcpy(path, id.internal, sizeof id.internal);
+  path[sizeof id.internal] = 0;
+  if (!path[0] || nranks < 1 || rank < 0 || rank >= nranks) return MOEC_NCCL_INVALID_ARGUMENT;
+  int fd = open(path, O_RDWR);
+  if (fd < 0) {
+    fprintf(stderr, "moec emulated NCCL: rank %d opening the communicator's file %s: %s\n", rank, path, strerror(errno));
+    return MOEC_NCCL_INVALID_ARGUMENT;
   }
-  Comm *c = new Comm{q, rank, nranks, {}, NULL};
-  meet(c); // ncclCommInitRank returns once every rank has joined
+  Shared *head = (Shared *)mmap(NULL, head_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (head == MAP_FAILED) {
+    close(fd);
+    return MOEC_NCCL_INVALID_ARGUMENT;
+  }
+  size_t bytes = head_bytes + (size_t)nranks * head->slot_bytes;
+  munmap(head, head_bytes);
+  // Every member grows the file to the same size (the slots are sparse until written).
+  struct stat st;
+  if (fstat(fd, &st) != 0 || ((size_t)st.st_size < bytes && ftruncate(fd, (off_t)bytes) != 0)) {
+    close(fd);
+    return MOEC_NCCL_INVALID_ARGUMENT;
+  }
+  Shared *q = (Shared *)mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  close(fd);
+  if (q == MAP_FAILED) return MOEC_NCCL_INVALID_ARGUMENT;
+  pthread_mutex_lock(&q->mu);
+  if (q->nranks == 0) q->nranks = nranks;
+  bool ok = q->nranks == nranks;
+  if (ok) q->joined++;
+  pthread_mutex_unlock(&q->mu);
+  if (!ok) {
+    munmap(q, bytes);
+    return MOEC_NCCL_INVALID_ARGUMENT;
+  }
+  Comm *c = new Comm{q, bytes, rank, nranks, {}, NULL};
+  meet(c); // ncclCommInitRank returns once every rank has joined (and mapped the file)
+  if (rank == 0) unlink(path);
   *comm = (ncclComm_t)c;
   return MOEC_NCCL_SUCCESS;
 }
 
 ncclResult_t emu_destroy(ncclComm_t comm) {
   Comm *c = (Comm *)comm;
-  Clique *q = c->clique;
-  bool last;
-  {
-    std::lock_guard<std::mutex> lock(q->mu);
-    last = --q->refs == 0;
-  }
-  if (last) delete q;
+  munmap(c->sh, c->mapped);
   delete c;
   return MOEC_NCCL_SUCCESS;
 }
@@ -140,18 +227,21 @@ ncclResult_t emu_all_reduce(const void *send, void *recv, size_t count, ncclData
   if (type != MOEC_NCCL_FLOAT32 || (op != MOEC_NCCL_SUM && op != MOEC_NCCL_MAX)) return MOEC_NCCL_INVALID_ARGUMENT;
   Comm *c = (Comm *)comm;
   moec_emu_enqueue(stream, [=] {
-    std::vector<float> out(count);
-    exchange(c, Deposit{(const float *)send, {}}, [&](const std::vector<Deposit> &all) {
-      for (size_t i = 0; i < count; i++) {
-        double acc = all[0].send[i];
-        for (size_t m = 1; m < all.size(); m++) {
-          double x = all[m].send[i];
-          acc = op == MOEC_NCCL_MAX ? (x > acc ? x : acc) : acc + x;
-        }
-        out[i] = (float)acc;
-      }
-    });
-    memcpy(recv, out.data(), count * sizeof(float));
+    const float *in = (const float *)send;
+    float *out = (float *)recv;
+    exchange(
+        c, count, c->sh->slot_bytes / sizeof(float),
+        [&](size_t lo, size_t n) { memcpy(slot(c, c->rank), in + lo, n * sizeof(float)); },
+        [&](size_t lo, size_t n) {
+          for (size_t i = 0; i < n; i++) {
+            double acc = ((const float *)slot(c, 0))[i];
+            for (int m = 1; m < c->nranks; m++) {
+              double x = ((const float *)slot(c, m))[i];
+              acc = op == MOEC_NCCL_MAX ? (x > acc ? x : acc) : acc + x;
+            }
+            out[lo + i] = (float)acc;
+          }
+        });
   });
   return MOEC_NCCL_SUCCESS;
 }
@@ -161,16 +251,24 @@ ncclResult_t emu_reduce_scatter(const void *send, void *recv, size_t count, nccl
   if (type != MOEC_NCCL_FLOAT32 || op != MOEC_NCCL_SUM) return MOEC_NCCL_INVALID_ARGUMENT;
   Comm *c = (Comm *)comm;
   moec_emu_enqueue(stream, [=] {
-    std::vector<float> out(count);
-    exchange(c, Deposit{(const float *)send, {}}, [&](const std::vector<Deposit> &all) {
-      size_t lo = (size_t)c->rank * count;
-      for (size_t i = 0; i < count; i++) {
-        double acc = 0;
-        for (const Deposit &d : all) acc += d.send[lo + i];
-        out[i] = (float)acc;
-      }
-    });
-    memcpy(recv, out.data(), count * sizeof(float));
+    const float *in = (const float *)send;
+    float *out = (float *)recv;
+    size_t N = (size_t)c->nranks;
+    // A round's slot holds elements [lo, lo+n) of every rank's block, block by block.
+    exchange(
+        c, count, c->sh->slot_bytes / sizeof(float) / N,
+        [&](size_t lo, size_t n) {
+          float *s = (float *)slot(c, c->rank);
+          for (size_t k = 0; k < N; k++) memcpy(s + k * n, in + k * count + lo, n * sizeof(float));
+        },
+        [&](size_t lo, size_t n) {
+          size_t at = (size_t)c->rank * n;
+          for (size_t i = 0; i < n; i++) {
+            double acc = 0;
+            for (int m = 0; m < c->nranks; m++) acc += ((const float *)slot(c, m))[at + i];
+            out[lo + i] = (float)acc;
+          }
+        });
   });
   return MOEC_NCCL_SUCCESS;
 }
@@ -180,11 +278,14 @@ ncclResult_t emu_all_gather(const void *send, void *recv, size_t count, ncclData
   if (type != MOEC_NCCL_FLOAT32) return MOEC_NCCL_INVALID_ARGUMENT;
   Comm *c = (Comm *)comm;
   moec_emu_enqueue(stream, [=] {
-    std::vector<float> out(count * (size_t)c->nranks);
-    exchange(c, Deposit{(const float *)send, {}}, [&](const std::vector<Deposit> &all) {
-      for (size_t m = 0; m < all.size(); m++) memcpy(&out[m * count], all[m].send, count * sizeof(float));
-    });
-    memcpy(recv, out.data(), out.size() * sizeof(float));
+    const float *in = (const float *)send;
+    float *out = (float *)recv;
+    exchange(
+        c, count, c->sh->slot_bytes / sizeof(float),
+        [&](size_t lo, size_t n) { memcpy(slot(c, c->rank), in + lo, n * sizeof(float)); },
+        [&](size_t lo, size_t n) {
+          for (int m = 0; m < c->nranks; m++) memcpy(out + (size_t)m * count + lo, slot(c, m), n * sizeof(float));
+        });
   });
   return MOEC_NCCL_SUCCESS;
 }
@@ -194,32 +295,55 @@ ncclResult_t emu_group_start(void) {
   return MOEC_NCCL_SUCCESS;
 }
 
-// run_p2p is one rank's side of a group's sends and receives.
+// run_p2p is one rank's side of a group's sends and receives: its slot holds the count of
+// its ops, the ops and then its sends' data, which its peers copy out.
 void run_p2p(Comm *c, std::vector<P2P> ops) {
-  std::vector<std::vector<float>> got;
-  std::vector<P2P> recvs;
-  exchange(c, Deposit{NULL, ops}, [&](const std::vector<Deposit> &all) {
-    std::vector<int> taken(all.size(), 0); // sends from each peer already matched
-    for (const P2P &r : ops) {
-      if (r.send) continue;
-      const P2P *match = NULL;
-      int seen = 0;
-      for (const P2P &s : all[r.peer].p2p)
-        if (s.send && s.peer == c->rank && seen++ == taken[r.peer]) {
-          match = &s;
-          break;
+  exchange(
+      c, 1, 1,
+      [&](size_t, size_t) {
+        char *s = slot(c, c->rank);
+        unsigned long long nops = ops.size();
+        size_t at = sizeof nops + ops.size() * sizeof(P2PHead);
+        for (const P2P &o : ops)
+          if (o.send) at += o.count * sizeof(float);
+        if (at > c->sh->slot_bytes) {
+          fprintf(stderr, "moec emulated NCCL: rank %d sends %zu bytes in one group, more than a slot's %llu; raise MOEC_EMU_NCCL_SLOT_BYTES\n",
+                  c->rank, at, c->sh->slot_bytes);
+          abort();
         }
-      if (!match || match->count != r.count) {
-        fprintf(stderr, "moec emulated NCCL: rank %d receives %zu floats from rank %d, which sends %s\n", c->rank,
-                r.count, r.peer, match ? "another count" : "nothing more");
-        abort();
-      }
-      taken[r.peer]++;
-      got.emplace_back(match->buf, match->buf + match->count);
-      recvs.push_back(r);
-    }
-  });
-  for (size_t i = 0; i < recvs.size(); i++) memcpy(recvs[i].buf, got[i].data(), got[i].size() * sizeof(float));
+        memcpy(s, &nops, sizeof nops);
+        P2PHead *h = (P2PHead *)(s + sizeof nops);
+        at = sizeof nops + ops.size() * sizeof(P2PHead);
+        for (size_t i = 0; i < ops.size(); i++) {
+          h[i] = P2PHead{ops[i].send, ops[i].peer, ops[i].count, at};
+          if (!ops[i].send) continue;
+          memcpy(s + at, ops[i].buf, ops[i].count * sizeof(float));
+          at += ops[i].count * sizeof(float);
+        }
+      },
+      [&](size_t, size_t) {
+        std::vector<int> taken(c->nranks, 0); // sends from each peer already matched
+        for (const P2P &r : ops) {
+          if (r.send) continue;
+          const char *s = slot(c, r.peer);
+          unsigned long long nops;
+          memcpy(&nops, s, sizeof nops);
+          const P2PHead *h = (const P2PHead *)(s + sizeof nops), *match = NULL;
+          int seen = 0;
+          for (unsigned long long i = 0; i < nops; i++)
+            if (h[i].send && h[i].peer == c->rank && seen++ == taken[r.peer]) {
+              match = &h[i];
+              break;
+            }
+          if (!match || match->count != r.count) {
+            fprintf(stderr, "moec emulated NCCL: rank %d receives %zu floats from rank %d, which sends %s\n", c->rank,
+                    r.count, r.peer, match ? "another count" : "nothing more");
+            abort();
+          }
+          taken[r.peer]++;
+          memcpy(r.buf, s + match->at, r.count * sizeof(float));
+        }
+      });
 }
 
 ncclResult_t emu_group_end(void) {
