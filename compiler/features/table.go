@@ -381,8 +381,11 @@ func Table() []Feature {
 		{Key: "token_routing", Name: "token-embedding routing (router = token_embedding)",
 			Uses: usesMoE(func(e *program.MoE) bool { return e.Router == program.RouteTokenEmbedding }),
 			cells: map[Backend]Cell{Runtime: honoured(), CUDA: honoured(),
-				Step: when(func(_ *program.Model, l Layout) bool { return l.pp() > 1 },
-					"no lowering rule yet for the router table on every pipeline stage"),
+				// Under pp every stage with an MoE layer holds a copy of the table, their
+				// gradients summed over the stages (compiler/step's router_table.go): one
+				// bit of the layout per stage names the group.
+				Step: when(func(_ *program.Model, l Layout) bool { return l.pp() > 64 },
+					"the router table's group names at most 64 pipeline stages"),
 				Megatron: refused("Megatron's router reads the hidden state, not a per-token table"),
 				HF:       refused("the classes route on the hidden state: exported in moec's layout"),
 			}},

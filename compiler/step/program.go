@@ -318,6 +318,10 @@ type Layout struct {
 	// DefaultGradBucket, a negative value reduces each group in one all-reduce after the
 	// whole backward.
 	GradBucket int64
+	// RouterStages has bit s set when pipeline stage s holds a copy of the token-embedding
+	// router table (router = token_embedding under pp: the stages with an MoE layer,
+	// router_table.go). Lower sets it from the model; the "route" axis reads it.
+	RouterStages uint64
 }
 
 // RecomputeFull reports whether each layer's whole forward runs again in the backward.

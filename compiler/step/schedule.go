@@ -110,6 +110,13 @@ func (lw *lowerer) forwardMicro(m int) {
 		x = lw.act("x_in", KindComm, lw.seqTokens(), d)
 		lw.emit(Op{Kind: OpRecv, Phase: Forward, Layer: lw.p.FirstLayer, Out: []int{x}, Peer: lw.peer(lw.c.PP - 1), Group: "pp",
 			Attr: "activations", Bytes: lw.p.Buffers[x].Bytes()})
+		if lw.has(routerTable()) {
+			// A later stage that routes on the token-embedding table reads the
+			// micro-batch's token ids and looks up its own copy's rows (router_table.go).
+			tokens := lw.intAct("tokens", n)
+			lw.gatherModel(params.RoleRouterEmbed)
+			rows = lw.routerRows(tokens)
+		}
 	}
 	in := x
 	probs := -1
@@ -273,6 +280,7 @@ func (lw *lowerer) reduceAndUpdate() {
 	lw.reduceSequenceGrads()
 	lw.reduceQKNormGrads()        // attention_qk.go
 	lw.reduceTiedEmbedding()      // tied.go
+	lw.reduceRouterTable()        // router_table.go
 	loads := lw.routerBiasLoads() // routing_bias.go
 	type reduced struct {
 		g      *group
