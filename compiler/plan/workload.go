@@ -25,7 +25,8 @@ type workload struct {
 	share                                                 float64 // probability a layer computes its own attention weights
 
 	layers []layerParams // encoder layers first, then decoder layers
-	embed  int64         // first pipeline stage: embeddings, positions, router table
+	embed  int64         // first pipeline stage: embeddings, positions
+	router int64         // every stage with an MoE layer: the token-embedding router table (a copy each under pp)
 	head   int64         // last pipeline stage: output head and final norms
 
 	expertFLOPsPerToken float64 // forward FLOPs of routed and shared experts per token
@@ -111,8 +112,9 @@ func newWorkload(m *program.Model, seqLen int64, a *Assumptions) *workload {
 	for _, l := range c.Layers {
 		inLayers += l.Total
 	}
-	w.embed = c.Total.Embedding + c.Total.Position + c.Total.RouterEmbedding
-	w.head = c.TotalAll - inLayers - w.embed
+	w.embed = c.Total.Embedding + c.Total.Position
+	w.router = c.Total.RouterEmbedding
+	w.head = c.TotalAll - inLayers - w.embed - w.router
 	if w.head < 0 {
 		w.head = 0
 	}
@@ -161,6 +163,10 @@ func (w *workload) stages(pp int) []stageShape {
 		}
 		if st.first {
 			st.dense += w.embed
+		}
+		if st.moeLayers > 0 {
+			// compiler/step's router_table.go: every stage that routes holds the table.
+			st.dense += w.router
 		}
 		if st.last {
 			st.dense += w.head

@@ -234,7 +234,7 @@ type Op struct {
 	// token dimension (rows) instead of the whole buffer. WholeGradient marks such a
 	// gather whose output's gradient is whole on every rank, so its backward is a slice.
 	AlongTokens, WholeGradient bool
-	// Group is the parallel axis a collective runs over ("dp", "edp", "ep", "tp", "pp", "embed");
+	// Group is the parallel axis a collective runs over ("dp", "edp", "ep", "tp", "pp", "embed", "route");
 	// Peer the other rank of a send or receive.
 	Group string
 	Peer  int
