@@ -173,3 +173,22 @@ func TestPipelineTokenRoutingLowering(t *testing.T) {
 		}
 	}
 }
+
+// TestPipelineSharedWeightsRefused: attention-weight sharing under pipeline parallelism
+// sends each stage's last attention weights after its activations, which the NCCL
+// pairing does not lower yet: every rank that sends both is refused by name, as the
+// features table's CUDA cell says.
+func TestPipelineSharedWeightsRefused(t *testing.T) {
+	m := pipelineMoEModel(t)
+	m.Attention.ShareWeights = 0.5
+	progs, err := step.Lower(m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 2}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range progs {
+		_, err := Lower(p, m)
+		if err == nil || !strings.Contains(err.Error(), "attention weights") {
+			t.Errorf("rank %d: %v, want the attention weights' send refused", p.Rank, err)
+		}
+	}
+}

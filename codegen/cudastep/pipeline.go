@@ -36,6 +36,23 @@ import (
 // plays every rank's groups against rendezvous semantics for pp 2–4 and one to six
 // micro-batches).
 
+// onePipelineMessage refuses a program whose pipeline passes send more than one message
+// to a neighbour: attention-weight sharing under pp sends the last layer's attention
+// weights after the activations (and their gradient after the activations' gradient),
+// and pairPipelineMessages groups one send with the receive after it, so the second
+// send of a crossing would wait on the peer's. Grouping the run of sends with the run of
+// receives after it (on both stages) would lower it.
+func onePipelineMessage(p *step.Program) error {
+	for i := 1; i < len(p.Ops); i++ {
+		a, b := &p.Ops[i-1], &p.Ops[i]
+		if a.Kind == step.OpSend && b.Kind == step.OpSend && a.Peer == b.Peer {
+			return fmt.Errorf("cudastep: %s/%s runs %s: op %d sends %s after %s to the same stage in one pass (attention-weight sharing under pipeline parallelism); the CUDA backend pairs one message a pass in its NCCL groups, so this layout is not lowered yet: train it on the CPU (without --device), or set share_weights = 1",
+				p.Model, p.Stage, p.Layout, i, b.Attr, a.Attr)
+		}
+	}
+	return nil
+}
+
 // ppRecvWork is the workspace a grouped receive lands in when the memory plan puts the
 // received buffer over the buffer the same group sends (the send's last use and the
 // receive's first are adjacent ops): the compute stream copies it into place once the

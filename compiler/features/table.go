@@ -191,10 +191,11 @@ func Table() []Feature {
 			}},
 		{Key: "share_weights", Name: "attention-weight sharing (share_weights < 1)",
 			Uses: func(m *program.Model) bool { s := m.Attention.ShareWeights; return s > 0 && s < 1 },
-			cells: map[Backend]Cell{Runtime: honoured(),
-				Step: when(func(_ *program.Model, l Layout) bool { return l.pp() > 1 },
-					"under pipeline parallelism a stage's first layer would reuse weights computed on another stage"),
-				CUDA:     honoured(),
+			// Under pp each stage sends its last layer's attention weights beside the
+			// activations (compiler/step's share_pp.go).
+			cells: map[Backend]Cell{Runtime: honoured(), Step: honoured(),
+				CUDA: when(func(_ *program.Model, l Layout) bool { return l.pp() > 1 },
+					"the NCCL groups of codegen/cudastep's pipeline.go pair one message a pass; the attention weights sent beside the activations are not paired yet"),
 				Megatron: refused("Megatron has no stochastic attention-weight sharing"),
 				HF:       refused("no transformers class shares attention weights across layers: exported in moec's layout"),
 			}},

@@ -11,6 +11,10 @@ type microState struct {
 	tape     []tapeEntry
 	gradSeed map[int]int
 	in, out  int // the stage's input (tokens' embedding or the received activation) and output
+	// probsIn and probsOut are, with attention-weight sharing under pp, the attention
+	// weights received from the stage before (its last layer's) and sent to the stage
+	// after (-1: none; share_pp.go).
+	probsIn, probsOut int
 }
 
 // lower emits the whole step: the micro-batches' forward and backward (in pipeline
@@ -120,6 +124,11 @@ func (lw *lowerer) forwardMicro(m int) {
 	}
 	in := x
 	probs := -1
+	probsIn, probsOut := -1, -1
+	if !first {
+		probsIn = lw.recvProbs() // share_pp.go
+		probs = probsIn
+	}
 	for l := lw.p.FirstLayer; l < lw.p.FirstLayer+lw.p.LayerCount; l++ {
 		lw.gatherLayer(l)
 		lw.prefetchLayer(l + 1)
@@ -132,8 +141,9 @@ func (lw *lowerer) forwardMicro(m int) {
 	} else {
 		lw.emit(Op{Kind: OpSend, Phase: Forward, Layer: lw.p.FirstLayer + lw.p.LayerCount - 1, In: []int{x}, Peer: lw.peer(lw.c.PP + 1), Group: "pp",
 			Attr: "activations", Bytes: lw.p.Buffers[x].Bytes()})
+		probsOut = lw.sendProbs(probs) // share_pp.go
 	}
-	lw.micros[m] = microState{tape: lw.tape, gradSeed: lw.gradSeed, in: in, out: x}
+	lw.micros[m] = microState{tape: lw.tape, gradSeed: lw.gradSeed, in: in, out: x, probsIn: probsIn, probsOut: probsOut}
 }
 
 func (lw *lowerer) backwardMicro(m int) {
@@ -152,6 +162,7 @@ func (lw *lowerer) backwardMicro(m int) {
 			Attr: "gradients", Bytes: lw.p.Buffers[dx].Bytes()})
 		lw.gradOf[st.out] = dx
 		lw.written[dx] = true
+		lw.recvProbsGrad(st.probsOut) // share_pp.go
 	}
 	lw.backward()
 	if lw.cache != nil {
@@ -164,6 +175,7 @@ func (lw *lowerer) backwardMicro(m int) {
 		}
 		lw.emit(Op{Kind: OpSend, Phase: Backward, Layer: lw.p.FirstLayer, In: []int{g}, Peer: lw.peer(lw.c.PP - 1), Group: "pp",
 			Attr: "gradients", Bytes: lw.p.Buffers[g].Bytes()})
+		lw.sendProbsGrad(st.probsIn) // share_pp.go
 	}
 	st.tape = nil
 }

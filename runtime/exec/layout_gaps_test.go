@@ -39,6 +39,10 @@ func TestGapLayoutsTrainAlike(t *testing.T) {
 		routed(m)
 		m.Attention.TalkingHeads = false
 	}
+	shared := func(m *program.Model) { // HunYuan's shipped attention: talking heads, weights shared with p = 0.5
+		m.MoE.Router = program.RouteHidden
+	}
+	hunyuan := func(*program.Model) {} // shared weights and the token-embedding router
 	// drift is how far the trained checkpoint may stray from one rank's (relative, per
 	// tensor; ten times that for the moments): a misplaced slice strays by order one.
 	// eps, where set, replaces AdamW's 1e-8. With whole-projection q/k norms at tp 2 and
@@ -70,6 +74,11 @@ func TestGapLayoutsTrainAlike(t *testing.T) {
 		{"token routing pp2 tp2", routedTP, step.Layout{DP: 1, EP: 1, TP: 2, PP: 2}, 1e-5, 1e-4},
 		{"token routing pp4", routed, step.Layout{DP: 1, EP: 1, TP: 1, PP: 4}, 1e-5, 0}, // stages 0 and 2 hold no MoE layer
 		{"token routing pp2 unified cache", routed, step.Layout{DP: 1, EP: 1, TP: 1, PP: 2, Cache: step.Cache{Page: 4096, Budget: 1 << 30}}, 1e-5, 0},
+		{"shared weights pp2", shared, step.Layout{DP: 1, EP: 1, TP: 1, PP: 2}, 1e-5, 0},
+		{"shared weights pp4", shared, step.Layout{DP: 1, EP: 1, TP: 1, PP: 4}, 1e-5, 0},
+		{"shared weights pp2 recompute full", shared, step.Layout{DP: 1, EP: 1, TP: 1, PP: 2, Recompute: program.RecomputeFull}, 1e-5, 0},
+		{"shared weights pp2 recompute selective", shared, step.Layout{DP: 1, EP: 1, TP: 1, PP: 2, Recompute: program.RecomputeSelective}, 1e-5, 0},
+		{"hunyuan pp2 dp2 zero1", hunyuan, step.Layout{DP: 2, EP: 1, TP: 1, PP: 2, ZeRO: 1}, 1e-5, 0},
 		{"qk_norm full tp2", qkFull, step.Layout{DP: 1, EP: 1, TP: 2, PP: 1}, 1e-5, 1e-4},
 		{"qk_norm full tp2 sp", qkFull, step.Layout{DP: 1, EP: 1, TP: 2, PP: 1, SequenceParallel: true}, 1e-5, 1e-4},
 		{"qk_norm full tp2 recompute", qkFull, step.Layout{DP: 1, EP: 1, TP: 2, PP: 1, Recompute: program.RecomputeFull}, 1e-5, 1e-4},
