@@ -18,9 +18,8 @@ type Unsupported struct {
 }
 
 // unsupported lists what m uses that the step program cannot lower under l: the step
-// column of the features table (compiler/features), whose cells for talking heads,
-// attention-weight sharing, tied embeddings and token-embedding routing depend on l's
-// tensor and pipeline sizes.
+// column of the features table (compiler/features), whose cells for talking heads and
+// token-embedding routing depend on l's tensor and pipeline sizes.
 func unsupported(m *program.Model, l Layout) []Unsupported {
 	var out []Unsupported
 	for _, g := range features.Refusals(m, features.Step, features.Layout{TP: l.TP, PP: l.PP}) {
