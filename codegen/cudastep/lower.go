@@ -143,9 +143,6 @@ func LowerWith(p *step.Program, m *program.Model, o Options) (*Lowered, error) {
 	if err := supported(p); err != nil {
 		return nil, err
 	}
-	if err := onePipelineMessage(p); err != nil { // pipeline.go
-		return nil, err
-	}
 	if err := o.check(); err != nil {
 		return nil, err
 	}

@@ -174,21 +174,46 @@ func TestPipelineTokenRoutingLowering(t *testing.T) {
 	}
 }
 
-// TestPipelineSharedWeightsRefused: attention-weight sharing under pipeline parallelism
-// sends each stage's last attention weights after its activations, which the NCCL
-// pairing does not lower yet: every rank that sends both is refused by name, as the
-// features table's CUDA cell says.
-func TestPipelineSharedWeightsRefused(t *testing.T) {
-	m := pipelineMoEModel(t)
-	m.Attention.ShareWeights = 0.5
-	progs, err := step.Lower(m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 2}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range progs {
-		_, err := Lower(p, m)
-		if err == nil || !strings.Contains(err.Error(), "attention weights") {
-			t.Errorf("rank %d: %v, want the attention weights' send refused", p.Rank, err)
+// TestPipelineSharedWeightsLowering: attention-weight sharing under pipeline parallelism
+// sends each stage's last attention weights right after its activations (their gradient
+// right after the activations' gradient); where a stage's sends cross the receives after
+// them, the whole run of sends and the run of receives are one NCCL group on both
+// stages, so the ranks' groups still meet under blocking semantics (pp 2 with one to four
+// micro-batches, pp 4, and the token-embedding router beside it).
+func TestPipelineSharedWeightsLowering(t *testing.T) {
+	for _, c := range []struct {
+		layers, pp, micro int
+		tokenRouting      bool
+	}{{4, 2, 1, false}, {4, 2, 2, false}, {4, 2, 4, true}, {4, 4, 3, false}, {4, 4, 6, true}} {
+		m := pipelineMoEModel(t)
+		m.Layers = c.layers
+		m.Attention.ShareWeights = 0.5
+		if c.tokenRouting {
+			m.MoE.Router = program.RouteTokenEmbedding
+		}
+		l := step.Layout{DP: 1, EP: 1, TP: 1, PP: c.pp}
+		lows := lowerAll(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: c.micro}, l)
+		groups := ncclGroups(t, lows)
+		if err := rendezvous(groups); err != nil {
+			t.Errorf("%s, %d micro-batches: %v", l, c.micro, err)
+		}
+		checkMeetings(t, groups)
+		weights, grouped := 0, 0
+		for _, low := range lows {
+			for i, op := range low.Program.Ops {
+				if op.Kind.PointToPoint() && strings.HasPrefix(op.Attr, "attention weights") {
+					weights++
+					if cc := low.Ops[i].Collective; cc != nil && (cc.Joined || len(cc.Calls) > 1) {
+						grouped++
+					}
+				}
+			}
+		}
+		if want := 4 * (c.pp - 1) * c.micro; weights != want {
+			t.Errorf("%s, %d micro-batches: %d sends and receives of attention weights, want %d", l, c.micro, weights, want)
+		}
+		if c.micro > 1 && grouped == 0 {
+			t.Errorf("%s, %d micro-batches: no message of attention weights in a group: the case does not reach the pairing", l, c.micro)
 		}
 	}
 }

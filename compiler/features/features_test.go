@@ -82,8 +82,7 @@ func TestKernelColumnsNameGroups(t *testing.T) {
 	}
 }
 
-// TestLayoutDependentCells: the step program's and the CUDA step's cells that depend on
-// tp and pp.
+// TestLayoutDependentCells: the step program's cells that depend on tp and pp.
 func TestLayoutDependentCells(t *testing.T) {
 	cases := []struct {
 		key     string
@@ -92,7 +91,6 @@ func TestLayoutDependentCells(t *testing.T) {
 	}{
 		{"talking_heads", Step, Layout{TP: 2}},
 		{"token_routing", Step, Layout{PP: 65}}, // every stage with an MoE layer holds the table: 64 stages at most
-		{"share_weights", CUDA, Layout{PP: 2}},  // the step program lowers it under pp; the NCCL pairing does not
 	}
 	for _, c := range cases {
 		m, err := featuretest.Example(c.key)
@@ -111,8 +109,10 @@ func TestLayoutDependentCells(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if gaps := Check(m, Step, Layout{TP: 2, PP: 4}); len(gaps) != 0 {
-			t.Errorf("%s: step gaps %v under pp 4", key, gaps)
+		for _, b := range []Backend{Step, CUDA} {
+			if gaps := Check(m, b, Layout{TP: 2, PP: 4}); len(gaps) != 0 {
+				t.Errorf("%s: %s gaps %v under tp 2 × pp 4", key, b, gaps)
+			}
 		}
 	}
 }

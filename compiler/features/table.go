@@ -192,10 +192,9 @@ func Table() []Feature {
 		{Key: "share_weights", Name: "attention-weight sharing (share_weights < 1)",
 			Uses: func(m *program.Model) bool { s := m.Attention.ShareWeights; return s > 0 && s < 1 },
 			// Under pp each stage sends its last layer's attention weights beside the
-			// activations (compiler/step's share_pp.go).
-			cells: map[Backend]Cell{Runtime: honoured(), Step: honoured(),
-				CUDA: when(func(_ *program.Model, l Layout) bool { return l.pp() > 1 },
-					"the NCCL groups of codegen/cudastep's pipeline.go pair one message a pass; the attention weights sent beside the activations are not paired yet"),
+			// activations (compiler/step's share_pp.go; codegen/cudastep's pipeline.go
+			// groups them with the activations).
+			cells: map[Backend]Cell{Runtime: honoured(), Step: honoured(), CUDA: honoured(),
 				Megatron: refused("Megatron has no stochastic attention-weight sharing"),
 				HF:       refused("no transformers class shares attention weights across layers: exported in moec's layout"),
 			}},

@@ -106,6 +106,8 @@ func (lw *lowerer) forwardMicro(m int) {
 	first, last := lw.c.PP == 0, lw.c.PP == lw.l.PP-1
 	var x, rows int
 	rows = -1
+	probs := -1
+	probsIn, probsOut := -1, -1
 	if first {
 		tokens := lw.intAct("tokens", n)
 		lw.gatherModel(params.RoleEmbed, params.RolePositions, params.RoleRouterEmbed)
@@ -114,6 +116,10 @@ func (lw *lowerer) forwardMicro(m int) {
 		x = lw.act("x_in", KindComm, lw.seqTokens(), d)
 		lw.emit(Op{Kind: OpRecv, Phase: Forward, Layer: lw.p.FirstLayer, Out: []int{x}, Peer: lw.peer(lw.c.PP - 1), Group: "pp",
 			Attr: "activations", Bytes: lw.p.Buffers[x].Bytes()})
+		// The attention weights come right after the activations: the CUDA step groups a
+		// stage's receives with the sends before them only where no op lies between.
+		probsIn = lw.recvProbs() // share_pp.go
+		probs = probsIn
 		if lw.has(routerTable()) {
 			// A later stage that routes on the token-embedding table reads the
 			// micro-batch's token ids and looks up its own copy's rows (router_table.go).
@@ -123,12 +129,6 @@ func (lw *lowerer) forwardMicro(m int) {
 		}
 	}
 	in := x
-	probs := -1
-	probsIn, probsOut := -1, -1
-	if !first {
-		probsIn = lw.recvProbs() // share_pp.go
-		probs = probsIn
-	}
 	for l := lw.p.FirstLayer; l < lw.p.FirstLayer+lw.p.LayerCount; l++ {
 		lw.gatherLayer(l)
 		lw.prefetchLayer(l + 1)

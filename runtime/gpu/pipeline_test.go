@@ -123,3 +123,25 @@ func TestEmulatedTokenRoutingPipelineMatchesExecutor(t *testing.T) {
 	matchRanks(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 2}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 2}, cfg, 2)
 	t.Logf("%v in all", time.Since(start))
 }
+
+// TestEmulatedSharedWeightsPipelineMatchesExecutor: hunyuan_tiny's four-expert stage with
+// attention-weight sharing (p = 0.5) and its token-embedding router on two pipeline
+// stages, two micro-batches: the first stage sends its last layer's attention weights
+// right after the activations and receives their gradient right after the activations',
+// the crossing sends and receives one NCCL group, and the second stage's first layer
+// reuses them on the same dice as the executor's ranks (which hold one rank:
+// runtime/exec's TestGapLayoutsTrainAlike).
+func TestEmulatedSharedWeightsPipelineMatchesExecutor(t *testing.T) {
+	if os.Getenv("MOEC_LONG_EMULATION") == "" {
+		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (two stages' generated steps compiled: a minute or two); codegen/cudastep's TestPipelineSharedWeightsLowering holds the lowering by default")
+	}
+	t.Setenv("MOEC_EMU_STREAMS", "eager-comm")
+	start := time.Now()
+	m, cfg := hunyuanTiny(t, 4)
+	moe := *m.MoE
+	moe.Router = program.RouteTokenEmbedding
+	m.MoE = &moe
+	m.Attention.ShareWeights = 0.5
+	matchRanks(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 2}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 2}, cfg, 3)
+	t.Logf("%v in all", time.Since(start))
+}
