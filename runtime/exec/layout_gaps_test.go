@@ -43,6 +43,7 @@ func TestGapLayoutsTrainAlike(t *testing.T) {
 		m.MoE.Router = program.RouteHidden
 	}
 	hunyuan := func(*program.Model) {} // shared weights and the token-embedding router
+	hunyuanTP := func(m *program.Model) { m.Attention.TalkingHeads = false }
 	// drift is how far the trained checkpoint may stray from one rank's (relative, per
 	// tensor; ten times that for the moments): a misplaced slice strays by order one.
 	// eps, where set, replaces AdamW's 1e-8. With whole-projection q/k norms at tp 2 and
@@ -79,6 +80,11 @@ func TestGapLayoutsTrainAlike(t *testing.T) {
 		{"shared weights pp2 recompute full", shared, step.Layout{DP: 1, EP: 1, TP: 1, PP: 2, Recompute: program.RecomputeFull}, 1e-5, 0},
 		{"shared weights pp2 recompute selective", shared, step.Layout{DP: 1, EP: 1, TP: 1, PP: 2, Recompute: program.RecomputeSelective}, 1e-5, 0},
 		{"hunyuan pp2 dp2 zero1", hunyuan, step.Layout{DP: 2, EP: 1, TP: 1, PP: 2, ZeRO: 1}, 1e-5, 0},
+		// Under the unified cache one step's gradients are within 1.8e-7 of one rank's at pp 1
+		// and pp 2 alike; with eps 1e-8 six steps leave the embedding 1.35e-5 from one rank's
+		// at pp 2 (the eps effect above), with eps 1e-4 the losses agree to every digit.
+		{"hunyuan pp2 unified cache", hunyuan, step.Layout{DP: 1, EP: 1, TP: 1, PP: 2, Cache: step.Cache{Page: 4096, Budget: 1 << 30}}, 1e-5, 1e-4},
+		{"hunyuan pp2 tp2 sp", hunyuanTP, step.Layout{DP: 1, EP: 1, TP: 2, PP: 2, SequenceParallel: true}, 1e-5, 1e-4},
 		{"qk_norm full tp2", qkFull, step.Layout{DP: 1, EP: 1, TP: 2, PP: 1}, 1e-5, 1e-4},
 		{"qk_norm full tp2 sp", qkFull, step.Layout{DP: 1, EP: 1, TP: 2, PP: 1, SequenceParallel: true}, 1e-5, 1e-4},
 		{"qk_norm full tp2 recompute", qkFull, step.Layout{DP: 1, EP: 1, TP: 2, PP: 1, Recompute: program.RecomputeFull}, 1e-5, 1e-4},
