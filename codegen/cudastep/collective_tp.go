@@ -61,6 +61,14 @@ func (lw *opLowerer) tpReplicaElsewhere(pc optPiece) bool {
 	return id != nil && id.Shard.Whole()
 }
 
+// mirroredElsewhere reports whether pc is a copy of a parameter another pipeline stage
+// holds too and counts toward the global norm (a tied embedding's or the token-embedding
+// router table's later copies: step.Program.Mirrors), as runtime/exec leaves it out.
+func (lw *opLowerer) mirroredElsewhere(pc optPiece) bool {
+	id := lw.p.Buffers[pc.grad].Param
+	return id != nil && lw.p.Mirrors(*id)
+}
+
 // An MoE stage under tensor parallelism is Megatron's expert tensor parallelism, as
 // compiler/step lays it out, and needs no op of its own here: the router, the routing and
 // the dispatch run replicated on every tp rank (the same tokens, the same slots); each

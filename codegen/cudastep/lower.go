@@ -639,8 +639,9 @@ func (lw *opLowerer) op(op *step.Op, ol *OpLaunches) error {
 		}
 		slots := 0
 		for _, pc := range pieces {
-			g, n := lw.countedGrad(pc)     // collective.go
-			if lw.tpReplicaElsewhere(pc) { // collective_tp.go
+			g, n := lw.countedGrad(pc) // collective.go
+			// A tp replica or another stage's copy (collective_tp.go) is counted elsewhere.
+			if lw.tpReplicaElsewhere(pc) || lw.mirroredElsewhere(pc) {
 				n = 0
 			}
 			if n <= 0 {

@@ -93,9 +93,14 @@ func (lw *opLowerer) pointToPoint(op *step.Op) (*Collective, error) {
 
 // pairPipelineMessages groups each send with the receive from the same peer that follows
 // it where the two cross (see above): the receive's calls join the send's group, and the
-// receive's op keeps no calls of its own (Joined). Where the receive's buffer overlaps the
-// sent one in the arena, it lands in ppRecvWork and the receive's op copies it into place
-// after waiting for the group.
+// receive's op keeps no calls of its own (Joined). A pass may send more than one message
+// to its neighbour, one op after another (with attention-weight sharing, the last layer's
+// attention weights after the activations, and their gradient after the activations'):
+// then the run of sends and the run of receives from the same peer right after it are one
+// group, the later sends and the receives joined to the first send's op. Where a
+// receive's buffer overlaps a sent one in the arena, it lands in ppRecvWork (each such
+// receive at its own offset) and the receive's op copies it into place after waiting for
+// the group.
 //
 // A send whose next point-to-point op is such a receive but cannot join its group (ops
 // between them) is an error: the two stages' sends would wait on each other.
@@ -106,32 +111,54 @@ func pairPipelineMessages(l *Lowered) error {
 		if send.Kind != step.OpSend {
 			continue
 		}
-		next := i + 1
+		last := i // the run of sends to the same peer
+		for last+1 < len(p.Ops) && p.Ops[last+1].Kind == step.OpSend && p.Ops[last+1].Peer == send.Peer {
+			last++
+		}
+		next := last + 1
 		for next < len(p.Ops) && !p.Ops[next].Kind.PointToPoint() {
 			next++
 		}
-		if next == len(p.Ops) || p.Ops[next].Kind != step.OpRecv || p.Ops[next].Peer != send.Peer || !crosses(p, send, &p.Ops[next]) {
+		if next == len(p.Ops) || p.Ops[next].Kind != step.OpRecv || p.Ops[next].Peer != send.Peer || !crosses(p, &p.Ops[last], &p.Ops[next]) {
+			i = last
 			continue
 		}
+		end := next // the run of receives from the same peer
+		for end+1 < len(p.Ops) && p.Ops[end+1].Kind == step.OpRecv && p.Ops[end+1].Peer == send.Peer {
+			end++
+		}
 		recv := &p.Ops[next]
-		cs, cr := l.Ops[i].Collective, l.Ops[next].Collective
-		if next != i+1 || cs == nil || cr == nil || len(cs.Calls) != 1 || len(cr.Calls) != 1 || len(l.Ops[next].Launches) > 0 {
+		cs := l.Ops[i].Collective
+		if next != last+1 || cs == nil || len(cs.Calls) != 1 {
 			return fmt.Errorf("cudastep: op %d (%s %s of micro-batch %d) and op %d (%s %s of micro-batch %d) cannot be one NCCL group (ops between them): the stages' sends would wait on each other",
-				i, send.Phase, send.Kind, send.Micro, next, recv.Phase, recv.Kind, recv.Micro)
+				last, p.Ops[last].Phase, p.Ops[last].Kind, p.Ops[last].Micro, next, recv.Phase, recv.Kind, recv.Micro)
 		}
-		call := cr.Calls[0]
-		if overlaps(cs.Touches, cr.Touches) {
-			out := p.Buffers[recv.Out[0]]
-			bytes := out.Bytes()
-			call.Work, call.Recv = ppRecvWork, 0
-			call.Description += " (into " + ppRecvWork + ": the arena reuses the sent buffer's range)"
-			l.Ops[i+1].Launches = []Launch{denseElementwise("dense_copy", out.Elements(), BufArg(PtrF32, recv.Out[0]),
-				WorkArg(PtrF32, ppRecvWork, bytes), IntArg(I64, out.Elements()))}
+		sent := slices.Clone(cs.Touches)
+		var work int64 // ppRecvWork's bytes taken by the group's receives so far
+		for k := i + 1; k <= end; k++ {
+			ck := l.Ops[k].Collective
+			if ck == nil || len(ck.Calls) != 1 || len(l.Ops[k].Launches) > 0 {
+				return fmt.Errorf("cudastep: op %d (%s %s of micro-batch %d) cannot join op %d's NCCL group", k, p.Ops[k].Phase, p.Ops[k].Kind, p.Ops[k].Micro, i)
+			}
+			call := ck.Calls[0]
+			if p.Ops[k].Kind == step.OpSend {
+				sent = append(sent, ck.Touches...)
+			} else if overlaps(sent, ck.Touches) {
+				out := p.Buffers[p.Ops[k].Out[0]]
+				bytes := out.Bytes()
+				call.Work, call.Recv = ppRecvWork, work
+				call.Description += " (into " + ppRecvWork + ": the arena reuses the sent buffer's range)"
+				from := WorkArg(PtrF32, ppRecvWork, work+bytes)
+				from.Offset = work / 4
+				l.Ops[k].Launches = []Launch{denseElementwise("dense_copy", out.Elements(), BufArg(PtrF32, p.Ops[k].Out[0]),
+					from, IntArg(I64, out.Elements()))}
+				work += alignUp(bytes, 256)
+			}
+			cs.Calls = append(cs.Calls, call)
+			cs.Touches = append(cs.Touches, ck.Touches...)
+			l.Ops[k].Collective = &Collective{Touches: ck.Touches, Joined: true, JoinedOp: i}
 		}
-		cs.Calls = append(cs.Calls, call)
-		cs.Touches = append(cs.Touches, cr.Touches...)
-		l.Ops[i+1].Collective = &Collective{Touches: cr.Touches, Joined: true, JoinedOp: i}
-		i++
+		i = end
 	}
 	return nil
 }

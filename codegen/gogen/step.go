@@ -1291,10 +1291,10 @@ func optPieces(p *step.Program, gi int, count int) []optPiece {
 			m: buf(mBuf).Index(jen.Lit(a - base).Op(":").Lit(z - base)), v: buf(vBuf).Index(jen.Lit(a - base).Op(":").Lit(z - base))}
 		count++
 		// The global norm counts each value once: the part in this rank's data-parallel
-		// partition, a tensor every tp rank holds whole on tp rank 0 only, and a tied
-		// embedding on the first stage only.
+		// partition, a tensor every tp rank holds whole on tp rank 0 only, and a tensor
+		// several stages hold (a tied embedding, the router table) on one stage only.
 		from, to := max(lo, a)-a, min(hi, z)-a
-		if from < to && !(tp.Whole() && p.Layout.TP > 1 && p.Coord.TP != 0) && !p.MirrorsEmbedding(id) {
+		if from < to && !(tp.Whole() && p.Layout.TP > 1 && p.Coord.TP != 0) && !p.Mirrors(id) {
 			pc.count = slice(gBuf, gFrom+from, gFrom+to, p.Buffers[gBuf].Elements())
 		}
 		out = append(out, pc)

@@ -85,23 +85,34 @@ func TestKernelColumnsNameGroups(t *testing.T) {
 // TestLayoutDependentCells: the step program's cells that depend on tp and pp.
 func TestLayoutDependentCells(t *testing.T) {
 	cases := []struct {
-		key    string
-		refuse Layout
+		key     string
+		backend Backend
+		refuse  Layout
 	}{
-		{"talking_heads", Layout{TP: 2}},
-		{"share_weights", Layout{PP: 2}},
-		{"token_routing", Layout{PP: 2}},
+		{"talking_heads", Step, Layout{TP: 2}},
+		{"token_routing", Step, Layout{PP: 65}}, // every stage with an MoE layer holds the table: 64 stages at most
 	}
 	for _, c := range cases {
 		m, err := featuretest.Example(c.key)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if gaps := Check(m, Step, Layout{}); len(gaps) != 0 {
-			t.Errorf("%s: gaps %v on one rank", c.key, gaps)
+		if gaps := Check(m, c.backend, Layout{}); len(gaps) != 0 {
+			t.Errorf("%s: %s gaps %v on one rank", c.key, c.backend, gaps)
 		}
-		if gaps := Check(m, Step, c.refuse); len(gaps) != 1 {
-			t.Errorf("%s: gaps %v under %+v, want one", c.key, gaps, c.refuse)
+		if gaps := Check(m, c.backend, c.refuse); len(gaps) != 1 {
+			t.Errorf("%s: %s gaps %v under %+v, want one", c.key, c.backend, gaps, c.refuse)
+		}
+	}
+	for _, key := range []string{"share_weights", "token_routing"} {
+		m, err := featuretest.Example(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range []Backend{Step, CUDA} {
+			if gaps := Check(m, b, Layout{TP: 2, PP: 4}); len(gaps) != 0 {
+				t.Errorf("%s: %s gaps %v under tp 2 × pp 4", key, b, gaps)
+			}
 		}
 	}
 }

@@ -191,10 +191,10 @@ func Table() []Feature {
 			}},
 		{Key: "share_weights", Name: "attention-weight sharing (share_weights < 1)",
 			Uses: func(m *program.Model) bool { s := m.Attention.ShareWeights; return s > 0 && s < 1 },
-			cells: map[Backend]Cell{Runtime: honoured(),
-				Step: when(func(_ *program.Model, l Layout) bool { return l.pp() > 1 },
-					"under pipeline parallelism a stage's first layer would reuse weights computed on another stage"),
-				CUDA:     honoured(),
+			// Under pp each stage sends its last layer's attention weights beside the
+			// activations (compiler/step's share_pp.go; codegen/cudastep's pipeline.go
+			// groups them with the activations).
+			cells: map[Backend]Cell{Runtime: honoured(), Step: honoured(), CUDA: honoured(),
 				Megatron: refused("Megatron has no stochastic attention-weight sharing"),
 				HF:       refused("no transformers class shares attention weights across layers: exported in moec's layout"),
 			}},
@@ -381,8 +381,11 @@ func Table() []Feature {
 		{Key: "token_routing", Name: "token-embedding routing (router = token_embedding)",
 			Uses: usesMoE(func(e *program.MoE) bool { return e.Router == program.RouteTokenEmbedding }),
 			cells: map[Backend]Cell{Runtime: honoured(), CUDA: honoured(),
-				Step: when(func(_ *program.Model, l Layout) bool { return l.pp() > 1 },
-					"no lowering rule yet for the router table on every pipeline stage"),
+				// Under pp every stage with an MoE layer holds a copy of the table, their
+				// gradients summed over the stages (compiler/step's router_table.go): one
+				// bit of the layout per stage names the group.
+				Step: when(func(_ *program.Model, l Layout) bool { return l.pp() > 64 },
+					"the router table's group names at most 64 pipeline stages"),
 				Megatron: refused("Megatron's router reads the hidden state, not a per-token table"),
 				HF:       refused("the classes route on the hidden state: exported in moec's layout"),
 			}},

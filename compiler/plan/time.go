@@ -152,12 +152,19 @@ func (c *stepCost) modelParallel() {
 		t.EPSeconds = count * lk.allToAll(b, g)
 		add(Comm{"all-to-all", "expert dispatch + combine (fwd, bwd)", l.EP, lk.tier(g), count * b * float64(l.EP-1) / float64(l.EP), t.EPSeconds, true})
 	}
-	// Pipeline: activations forward, their gradients backward, per micro-batch.
+	// Pipeline: activations forward, their gradients backward, per micro-batch; with
+	// attention-weight sharing the last layer's attention weights (the rank's heads'
+	// [micro_batch, seq, seq] maps) and their gradients too (compiler/step's share_pp.go).
 	if l.PP > 1 {
 		g := group{l.PP, l.TP * l.DP}
 		b := actBytes / sp
+		what := "pipeline activations + gradients"
+		if w.share < 1 && !w.mla {
+			b += a.ActivationBytes * float64(l.MicroBatch) * float64(w.heads/int64(l.TP)) * float64(w.seqLen) * float64(w.seqLen)
+			what = "pipeline activations, attention weights + gradients"
+		}
 		t.PPSeconds = 2 * mbs * lk.p2p(b, g)
-		add(Comm{"send-recv", "pipeline activations + gradients", 2, lk.tier(g), 2 * mbs * b, t.PPSeconds, true})
+		add(Comm{"send-recv", what, 2, lk.tier(g), 2 * mbs * b, t.PPSeconds, true})
 	}
 
 }

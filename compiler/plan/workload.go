@@ -23,9 +23,11 @@ type workload struct {
 	parallelDense                                         bool
 	routeFactor                                           float64 // capacity factor, or the dropless skew bound
 	share                                                 float64 // probability a layer computes its own attention weights
+	mla                                                   bool    // latent attention: no attention weights to share
 
 	layers []layerParams // encoder layers first, then decoder layers
-	embed  int64         // first pipeline stage: embeddings, positions, router table
+	embed  int64         // first pipeline stage: embeddings, positions
+	router int64         // every stage with an MoE layer: the token-embedding router table (a copy each under pp)
 	head   int64         // last pipeline stage: output head and final norms
 
 	expertFLOPsPerToken float64 // forward FLOPs of routed and shared experts per token
@@ -89,6 +91,7 @@ func newWorkload(m *program.Model, seqLen int64, a *Assumptions) *workload {
 		w.kvDim = w.heads * m.Attention.VHeadDim
 	}
 	w.share = m.Attention.RecomputeProbability()
+	w.mla = m.Attention.LatentAttention()
 	w.ffnHidden, w.gated = int64(d.Hidden), d.FFNActivation.Gated()
 	if moe := m.MoE; moe != nil && moe.Experts > 0 {
 		w.experts, w.topK = moe.Experts, max(moe.TopK, 1)
@@ -111,8 +114,9 @@ func newWorkload(m *program.Model, seqLen int64, a *Assumptions) *workload {
 	for _, l := range c.Layers {
 		inLayers += l.Total
 	}
-	w.embed = c.Total.Embedding + c.Total.Position + c.Total.RouterEmbedding
-	w.head = c.TotalAll - inLayers - w.embed
+	w.embed = c.Total.Embedding + c.Total.Position
+	w.router = c.Total.RouterEmbedding
+	w.head = c.TotalAll - inLayers - w.embed - w.router
 	if w.head < 0 {
 		w.head = 0
 	}
@@ -161,6 +165,10 @@ func (w *workload) stages(pp int) []stageShape {
 		}
 		if st.first {
 			st.dense += w.embed
+		}
+		if st.moeLayers > 0 {
+			// compiler/step's router_table.go: every stage that routes holds the table.
+			st.dense += w.router
 		}
 		if st.last {
 			st.dense += w.head

@@ -122,6 +122,15 @@ func Axes() []Axis {
 			Inserts: "all-reduce of the shared table's gradient between the first and the last stage before the update (Megatron's embedding group)",
 			Members: embeddingGroup,
 		},
+		{
+			// Not a split: the ranks that hold a copy of the token-embedding router table
+			// (router_table.go).
+			Name: "route", Size: routerGroupSize,
+			Divides: []Split{},
+			Splits:  "nothing: with router = token_embedding under pp, every stage with an MoE layer holds the router table",
+			Inserts: "all-reduce of the router table's gradient over the stages that hold it before the update",
+			Members: routerGroup,
+		},
 	}
 }
 

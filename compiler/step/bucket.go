@@ -23,8 +23,9 @@ import (
 // What stays in the group's all-reduce after the backward, and why:
 //   - the gradients another reduction sums first (sequence parallelism's norms and
 //     router, the per-head q/k norm scales under tp, the tied embedding's two copies
-//     under pp): summing over dp before tp (or the embedding group) would add the same
-//     values in another order, and the result would differ in its last bits;
+//     and the token-embedding router table's copies under pp): summing over dp before
+//     tp (or the embedding or router group) would add the same values in another order,
+//     and the result would differ in its last bits;
 //   - a gradient the last backward does not write (it was final before it);
 //   - everything under the unified cache, whose gradients reach the host copies through
 //     write-backs that the reduction follows (cache.go);
@@ -63,6 +64,9 @@ func (lw *lowerer) lateReduced() map[params.ID]bool {
 	}
 	if lw.m.TieEmbeddings && lw.l.PP > 1 && (lw.c.PP == 0 || lw.c.PP == lw.l.PP-1) {
 		late[tiedEmbedding()] = true // tied.go: the two stages' copies summed first
+	}
+	if lw.routerTableShared() {
+		late[routerTable()] = true // router_table.go: the routing stages' copies summed first
 	}
 	return late
 }

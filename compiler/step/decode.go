@@ -146,6 +146,7 @@ func (lw *lowerer) inferStep(maxLen int, prefill bool) {
 		x = lw.act("x_in", KindComm, n, d.D)
 		lw.emit(Op{Kind: OpRecv, Phase: Forward, Layer: lw.p.FirstLayer, Out: []int{x}, Peer: lw.peer(lw.c.PP - 1), Group: "pp",
 			Attr: "hidden states", Bytes: lw.p.Buffers[x].Bytes()})
+		rows = lw.inferRouterRows(tokens) // a later stage's copy of the router table (router_table.go)
 	}
 	for l := lw.p.FirstLayer; l < layers; l++ {
 		x = lw.inferLayer(l, x, rows, at, maxLen, prefill)
@@ -179,12 +180,19 @@ func (lw *lowerer) inferEmbed(tokens, at int, prefill bool) (x, rows int) {
 		}
 		x = lw.add("x0+pos", x, pe, -1)
 	}
-	rows = -1
-	if id := (params.ID{Role: params.RoleRouterEmbed, Layer: -1, Expert: -1}); lw.has(id) {
-		rows = lw.act("router_rows", KindActivation, n, d.RouterIn)
-		lw.fwd(Op{Kind: OpEmbed, Layer: -1, In: []int{tokens, lw.w(id)}, Out: []int{rows}, Attr: "router table"})
+	return x, lw.inferRouterRows(tokens)
+}
+
+// inferRouterRows emits the lookup of the tokens' rows of the router table (-1 where this
+// rank holds none).
+func (lw *lowerer) inferRouterRows(tokens int) int {
+	id := routerTable()
+	if !lw.has(id) {
+		return -1
 	}
-	return x, rows
+	rows := lw.act("router_rows", KindActivation, lw.b.Tokens(), lw.d.RouterIn)
+	lw.fwd(Op{Kind: OpEmbed, Layer: -1, In: []int{tokens, lw.w(id)}, Out: []int{rows}, Attr: "router table"})
+	return rows
 }
 
 // inferLayer emits decoder layer l of a prefill or a decoding step over x.

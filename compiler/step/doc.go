@@ -14,7 +14,10 @@
 // A program is forward, backward, gradient reduction and the optimizer update, with the
 // collectives each parallel axis needs (Axes: one table, read by lowering and by layout
 // validation): all-reduce, reduce-scatter, all-gather and all-to-all-v over a named group,
-// and send/recv between pipeline stages under a 1F1B schedule of the micro-batches, and
+// and send/recv between pipeline stages under a 1F1B schedule of the micro-batches (the
+// activations, and with attention-weight sharing the last layer's attention weights:
+// share_pp.go; the tables several stages hold, a tied embedding and the token-embedding
+// router table, summed over their own groups: tied.go, router_table.go), and
 // host↔device moves where the optimizer is offloaded, or the unified cache's fetches,
 // evictions and gradient write-backs, chosen by simulating its page pool (cache.go).
 // Backward ops come from each forward op's own rule (grad.go), so the backward is data,

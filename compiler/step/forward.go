@@ -117,13 +117,19 @@ func (lw *lowerer) embed(tokens int) (x, routerRows int) {
 		pos = lw.seqSlice(pos, -1)
 		x = lw.add("x0+pos", x, pos, -1)
 	}
-	routerRows = -1
-	if id := (params.ID{Role: params.RoleRouterEmbed, Layer: -1, Expert: -1}); lw.has(id) {
-		routerRows = lw.act("router_rows", KindActivation, n, lw.d.RouterIn)
-		lw.fwd(Op{Kind: OpEmbed, Layer: -1, In: []int{tokens, lw.w(id)}, Out: []int{routerRows}, Attr: "router table"})
-		routerRows = lw.seqSlice(routerRows, -1)
+	return x, lw.routerRows(tokens)
+}
+
+// routerRows emits the lookup of the micro-batch's rows of the token-embedding router
+// table (-1 when this rank holds none: no router reads it, or its stage has no MoE layer).
+func (lw *lowerer) routerRows(tokens int) int {
+	id := routerTable()
+	if !lw.has(id) {
+		return -1
 	}
-	return x, routerRows
+	rows := lw.act("router_rows", KindActivation, lw.b.Tokens(), lw.d.RouterIn)
+	lw.fwd(Op{Kind: OpEmbed, Layer: -1, In: []int{tokens, lw.w(id)}, Out: []int{rows}, Attr: "router table"})
+	return lw.seqSlice(rows, -1)
 }
 
 // attention emits layer l's attention sublayer on the residual stream x; prevProbs is

@@ -101,3 +101,89 @@ func TestWholeProjectionNormUnderTP(t *testing.T) {
 		}
 	}
 }
+
+// TestRouterTableGroup: with router = token_embedding under pp, every stage with an MoE
+// layer holds a copy of the router table, reads the micro-batch's token ids and looks up
+// its own rows; each all-reduces its copy's gradient once over the router group (the
+// routing stages at its other coordinates) before the update; stages without an MoE layer
+// hold nothing; only the first routing stage's copy counts toward the global norm.
+func TestRouterTableGroup(t *testing.T) {
+	cases := []struct {
+		name       string
+		firstDense int
+		pp         int
+		routing    []int // the stages that hold the table
+	}{
+		{"pp2 every layer", 0, 2, []int{0, 1}},
+		{"pp4 first two dense", 2, 4, []int{2, 3}},
+		{"pp2 one routing stage", 2, 2, []int{1}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			m := featuretest.Base()
+			m.Layers = 4
+			m.MoE.Router, m.MoE.RouterDim, m.MoE.FirstDense = program.RouteTokenEmbedding, 8, c.firstDense
+			l := Layout{DP: 2, EP: 1, TP: 1, PP: c.pp}
+			progs, err := Lower(m, Batch{MicroBatch: 1, SeqLen: 8, Micro: c.pp}, l)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := VerifyLayout(progs); err != nil {
+				t.Fatal(err)
+			}
+			table := params.ID{Role: params.RoleRouterEmbed, Layer: -1, Expert: -1}
+			for _, p := range progs {
+				routes := false
+				for _, s := range c.routing {
+					routes = routes || s == p.Coord.PP
+				}
+				held, lookups, inputs, reduces := false, 0, 0, 0
+				for _, b := range p.Buffers {
+					if b.Kind == KindParam && b.Param != nil && *b.Param == table {
+						held = true
+					}
+					if b.Kind == KindInput && strings.HasPrefix(b.Name, "tokens@") {
+						inputs++
+					}
+				}
+				for _, op := range p.Ops {
+					if op.Kind == OpEmbed && op.Attr == "router table" {
+						lookups++
+					}
+					if op.Group == "route" {
+						reduces++
+						if op.Kind != OpAllReduce || op.Phase != Reduce || !strings.Contains(p.Buffers[op.In[0]].Name, "router_embed") {
+							t.Errorf("rank %d: %s %s over the router group", p.Rank, op.Phase, op.Kind)
+						}
+					}
+				}
+				wantLookups, wantInputs, wantReduces := 0, 0, 0
+				if routes {
+					wantLookups, wantInputs = c.pp, c.pp
+					if len(c.routing) > 1 {
+						wantReduces = 1
+					}
+				}
+				if p.Coord.PP == 0 {
+					wantInputs = c.pp // the embedding reads them
+				}
+				if held != routes || lookups != wantLookups || inputs != wantInputs || reduces != wantReduces {
+					t.Errorf("rank %d (stage %d): holds the table %v, %d lookups, %d token inputs, %d all-reduces over the router group; want %v, %d, %d, %d",
+						p.Rank, p.Coord.PP, held, lookups, inputs, reduces, routes, wantLookups, wantInputs, wantReduces)
+				}
+				if got, want := p.MirrorsRouterTable(table), routes && p.Coord.PP != c.routing[0]; got != want {
+					t.Errorf("rank %d (stage %d): MirrorsRouterTable %v", p.Rank, p.Coord.PP, got)
+				}
+				group := routerGroup(p.Layout, p.Coord)
+				if routes && len(group) != len(c.routing) || !routes && len(group) != 1 {
+					t.Errorf("rank %d (stage %d): router group of %d", p.Rank, p.Coord.PP, len(group))
+				}
+				for _, g := range group {
+					if g.DP != p.Coord.DP || g.TP != p.Coord.TP {
+						t.Errorf("rank %d: router group member %+v at other coordinates", p.Rank, g)
+					}
+				}
+			}
+		})
+	}
+}

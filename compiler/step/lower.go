@@ -18,9 +18,8 @@ type Unsupported struct {
 }
 
 // unsupported lists what m uses that the step program cannot lower under l: the step
-// column of the features table (compiler/features), whose cells for talking heads,
-// attention-weight sharing, tied embeddings and token-embedding routing depend on l's
-// tensor and pipeline sizes.
+// column of the features table (compiler/features), whose cells for talking heads and
+// token-embedding routing depend on l's tensor and pipeline sizes.
 func unsupported(m *program.Model, l Layout) []Unsupported {
 	var out []Unsupported
 	for _, g := range features.Refusals(m, features.Step, features.Layout{TP: l.TP, PP: l.PP}) {
@@ -76,6 +75,7 @@ func prepare(m *program.Model, b Batch, l Layout) (Layout, program.Dims, []param
 	if l.Cache.On() {
 		l.OffloadOpt = false // the cache keeps every state in the host tier already
 	}
+	l.RouterStages = routerStages(m, d, l.PP) // router_table.go
 	us := append(unsupported(m, l), checkCache(l)...)
 	us = append(us, auxFreeUnsupported(m.MoE != nil && m.MoE.Experts > 0 && m.MoE.AuxFreeBias > 0, l)...) // routing_bias.go
 	if len(us) > 0 {
@@ -237,7 +237,11 @@ func (lw *lowerer) holds(p params.Param) (bool, []int, params.Shard) {
 	case id.Layer < 0:
 		stage0, stageLast := lw.c.PP == 0, lw.c.PP == lw.l.PP-1
 		switch id.Role {
-		case params.RoleEmbed, params.RolePositions, params.RoleRouterEmbed:
+		case params.RoleRouterEmbed:
+			if !lw.holdsRouterTable() { // router_table.go
+				return false, nil, params.Shard{}
+			}
+		case params.RoleEmbed, params.RolePositions:
 			if !stage0 && !(id.Role == params.RoleEmbed && lw.m.TieEmbeddings && stageLast) {
 				return false, nil, params.Shard{}
 			}

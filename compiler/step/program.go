@@ -234,7 +234,7 @@ type Op struct {
 	// token dimension (rows) instead of the whole buffer. WholeGradient marks such a
 	// gather whose output's gradient is whole on every rank, so its backward is a slice.
 	AlongTokens, WholeGradient bool
-	// Group is the parallel axis a collective runs over ("dp", "edp", "ep", "tp", "pp", "embed");
+	// Group is the parallel axis a collective runs over ("dp", "edp", "ep", "tp", "pp", "embed", "route");
 	// Peer the other rank of a send or receive.
 	Group string
 	Peer  int
@@ -318,6 +318,10 @@ type Layout struct {
 	// DefaultGradBucket, a negative value reduces each group in one all-reduce after the
 	// whole backward.
 	GradBucket int64
+	// RouterStages has bit s set when pipeline stage s holds a copy of the token-embedding
+	// router table (router = token_embedding under pp: the stages with an MoE layer,
+	// router_table.go). Lower sets it from the model; the "route" axis reads it.
+	RouterStages uint64
 }
 
 // RecomputeFull reports whether each layer's whole forward runs again in the backward.

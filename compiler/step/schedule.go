@@ -11,6 +11,10 @@ type microState struct {
 	tape     []tapeEntry
 	gradSeed map[int]int
 	in, out  int // the stage's input (tokens' embedding or the received activation) and output
+	// probsIn and probsOut are, with attention-weight sharing under pp, the attention
+	// weights received from the stage before (its last layer's) and sent to the stage
+	// after (-1: none; share_pp.go).
+	probsIn, probsOut int
 }
 
 // lower emits the whole step: the micro-batches' forward and backward (in pipeline
@@ -102,6 +106,8 @@ func (lw *lowerer) forwardMicro(m int) {
 	first, last := lw.c.PP == 0, lw.c.PP == lw.l.PP-1
 	var x, rows int
 	rows = -1
+	probs := -1
+	probsIn, probsOut := -1, -1
 	if first {
 		tokens := lw.intAct("tokens", n)
 		lw.gatherModel(params.RoleEmbed, params.RolePositions, params.RoleRouterEmbed)
@@ -110,9 +116,19 @@ func (lw *lowerer) forwardMicro(m int) {
 		x = lw.act("x_in", KindComm, lw.seqTokens(), d)
 		lw.emit(Op{Kind: OpRecv, Phase: Forward, Layer: lw.p.FirstLayer, Out: []int{x}, Peer: lw.peer(lw.c.PP - 1), Group: "pp",
 			Attr: "activations", Bytes: lw.p.Buffers[x].Bytes()})
+		// The attention weights come right after the activations: the CUDA step groups a
+		// stage's receives with the sends before them only where no op lies between.
+		probsIn = lw.recvProbs() // share_pp.go
+		probs = probsIn
+		if lw.has(routerTable()) {
+			// A later stage that routes on the token-embedding table reads the
+			// micro-batch's token ids and looks up its own copy's rows (router_table.go).
+			tokens := lw.intAct("tokens", n)
+			lw.gatherModel(params.RoleRouterEmbed)
+			rows = lw.routerRows(tokens)
+		}
 	}
 	in := x
-	probs := -1
 	for l := lw.p.FirstLayer; l < lw.p.FirstLayer+lw.p.LayerCount; l++ {
 		lw.gatherLayer(l)
 		lw.prefetchLayer(l + 1)
@@ -125,8 +141,9 @@ func (lw *lowerer) forwardMicro(m int) {
 	} else {
 		lw.emit(Op{Kind: OpSend, Phase: Forward, Layer: lw.p.FirstLayer + lw.p.LayerCount - 1, In: []int{x}, Peer: lw.peer(lw.c.PP + 1), Group: "pp",
 			Attr: "activations", Bytes: lw.p.Buffers[x].Bytes()})
+		probsOut = lw.sendProbs(probs) // share_pp.go
 	}
-	lw.micros[m] = microState{tape: lw.tape, gradSeed: lw.gradSeed, in: in, out: x}
+	lw.micros[m] = microState{tape: lw.tape, gradSeed: lw.gradSeed, in: in, out: x, probsIn: probsIn, probsOut: probsOut}
 }
 
 func (lw *lowerer) backwardMicro(m int) {
@@ -145,6 +162,7 @@ func (lw *lowerer) backwardMicro(m int) {
 			Attr: "gradients", Bytes: lw.p.Buffers[dx].Bytes()})
 		lw.gradOf[st.out] = dx
 		lw.written[dx] = true
+		lw.recvProbsGrad(st.probsOut) // share_pp.go
 	}
 	lw.backward()
 	if lw.cache != nil {
@@ -157,6 +175,7 @@ func (lw *lowerer) backwardMicro(m int) {
 		}
 		lw.emit(Op{Kind: OpSend, Phase: Backward, Layer: lw.p.FirstLayer, In: []int{g}, Peer: lw.peer(lw.c.PP - 1), Group: "pp",
 			Attr: "gradients", Bytes: lw.p.Buffers[g].Bytes()})
+		lw.sendProbsGrad(st.probsIn) // share_pp.go
 	}
 	st.tape = nil
 }
@@ -273,6 +292,7 @@ func (lw *lowerer) reduceAndUpdate() {
 	lw.reduceSequenceGrads()
 	lw.reduceQKNormGrads()        // attention_qk.go
 	lw.reduceTiedEmbedding()      // tied.go
+	lw.reduceRouterTable()        // router_table.go
 	loads := lw.routerBiasLoads() // routing_bias.go
 	type reduced struct {
 		g      *group

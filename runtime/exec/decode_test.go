@@ -280,9 +280,9 @@ func TestInferenceLayoutsMatchOneRank(t *testing.T) {
 			ran[li]++
 		}
 	}
-	run(hunyuanTiny(t, 8), 1) // ep 2 only: talking heads are not lowered under tp
-	if ran[1] != 1 {
-		t.Error("hunyuan_tiny's MoE stage did not decode at ep 2")
+	run(hunyuanTiny(t, 8), 1) // ep 2, pp 2 and ep 2 × pp 2: talking heads are not lowered under tp
+	if ran[1] != 1 || ran[3] != 1 || ran[5] != 1 {
+		t.Error("hunyuan_tiny's MoE stage did not decode at ep 2, pp 2 and ep 2 × pp 2 (its router table on both stages)")
 	}
 	r := rand.New(rand.NewPCG(13, 13))
 	for i := 0; i < 60; i++ {

@@ -88,7 +88,7 @@ func (e *Executor) SetOptimizer(cfg optim.Config) error {
 			// data-parallel partition (under ZeRO 0 every replica updates everything) and,
 			// for a tensor every tp rank holds whole, on tp rank 0 only.
 			e.counted = append(e.counted, countPiece{g: deviceG, lo: max(lo, a) - a, hi: min(hi, z) - a,
-				replicatedTP: tp.Whole() && e.p.Layout.TP > 1, mirror: e.p.MirrorsEmbedding(id)})
+				replicatedTP: tp.Whole() && e.p.Layout.TP > 1, mirror: e.p.Mirrors(id)})
 		}
 	}
 	// The moments live in the arena only: no second pair is allocated beside it.
@@ -125,7 +125,7 @@ type countPiece struct {
 	g            []float32
 	lo, hi       int64 // the part inside this rank's data-parallel partition
 	replicatedTP bool  // every tp rank holds it: only tp rank 0 counts it
-	mirror       bool  // the last stage's copy of a tied embedding: the first stage counts it
+	mirror       bool  // a copy another stage counts: a tied embedding's or the router table's (step.Program.Mirrors)
 }
 
 func (e *Executor) bufferNamed(kind step.Kind, prefix string) []float32 {

@@ -79,9 +79,10 @@ func TestEmulatedZeRO3MatchesExecutor(t *testing.T) {
 }
 
 // TestEmulatedMoEPipelineMatchesExecutor: hunyuan_tiny's four-expert stage on two pipeline
-// stages (layers 0–1 and 2–3, an MoE layer on each; its attention weights not shared and
-// its router reading the hidden state, since compiler/step refuses attention-weight
-// sharing and the token-embedding router table under pipeline parallelism), two
+// stages (layers 0–1 and 2–3, an MoE layer on each; its attention weights not shared,
+// since compiler/step refuses attention-weight sharing under pipeline parallelism, and
+// its router reading the hidden state: TestEmulatedTokenRoutingPipelineMatchesExecutor
+// runs the token-embedding router table), two
 // micro-batches in 1F1B order: each stage routes, dispatches, runs its experts and
 // combines between the activations' receive and send (the gradients' on the way back),
 // the crossing send and receive grouped; the balance and z-loss terms and dropped
@@ -99,5 +100,48 @@ func TestEmulatedMoEPipelineMatchesExecutor(t *testing.T) {
 	m.MoE = &moe
 	m.Attention.ShareWeights = 1
 	matchRanks(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 2}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 2}, cfg, 2)
+	t.Logf("%v in all", time.Since(start))
+}
+
+// TestEmulatedTokenRoutingPipelineMatchesExecutor: hunyuan_tiny's four-expert stage with
+// its token-embedding router on two pipeline stages (attention weights not shared): each
+// stage holds a copy of the router table and looks up its rows from the micro-batch's
+// token ids, the copies' gradients are summed with ncclAllReduce over the router group
+// before the update, and the global norm counts the table on the first stage only, as
+// runtime/exec's ranks do (which hold one rank: runtime/exec's TestGapLayoutsTrainAlike).
+func TestEmulatedTokenRoutingPipelineMatchesExecutor(t *testing.T) {
+	if os.Getenv("MOEC_LONG_EMULATION") == "" {
+		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (two stages' generated steps compiled: a minute or two); codegen/cudastep's TestPipelineTokenRoutingLowering holds the lowering by default")
+	}
+	t.Setenv("MOEC_EMU_STREAMS", "eager-comm")
+	start := time.Now()
+	m, cfg := hunyuanTiny(t, 4)
+	moe := *m.MoE
+	moe.Router = program.RouteTokenEmbedding
+	m.MoE = &moe
+	m.Attention.ShareWeights = 1
+	matchRanks(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 2}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 2}, cfg, 2)
+	t.Logf("%v in all", time.Since(start))
+}
+
+// TestEmulatedSharedWeightsPipelineMatchesExecutor: hunyuan_tiny's four-expert stage with
+// attention-weight sharing (p = 0.5) and its token-embedding router on two pipeline
+// stages, two micro-batches: the first stage sends its last layer's attention weights
+// right after the activations and receives their gradient right after the activations',
+// the crossing sends and receives one NCCL group, and the second stage's first layer
+// reuses them on the same dice as the executor's ranks (which hold one rank:
+// runtime/exec's TestGapLayoutsTrainAlike).
+func TestEmulatedSharedWeightsPipelineMatchesExecutor(t *testing.T) {
+	if os.Getenv("MOEC_LONG_EMULATION") == "" {
+		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (two stages' generated steps compiled: a minute or two); codegen/cudastep's TestPipelineSharedWeightsLowering holds the lowering by default")
+	}
+	t.Setenv("MOEC_EMU_STREAMS", "eager-comm")
+	start := time.Now()
+	m, cfg := hunyuanTiny(t, 4)
+	moe := *m.MoE
+	moe.Router = program.RouteTokenEmbedding
+	m.MoE = &moe
+	m.Attention.ShareWeights = 0.5
+	matchRanks(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 2}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 2}, cfg, 3)
 	t.Logf("%v in all", time.Since(start))
 }
