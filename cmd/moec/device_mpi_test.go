@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/moec-dev/moec/codegen/cuda"
+	"github.com/moec-dev/moec/internal/longtest"
 )
 
 // TestDeviceCudaEmulatedUnderMpirun: `mpirun -np 2 moec run --device cuda-emulated`
@@ -40,7 +41,7 @@ func TestDeviceCudaEmulatedUnderMpirun(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	long := os.Getenv("MOEC_LONG_EMULATION") != ""
+	long := longtest.On()
 	cases := []struct {
 		name string
 		args []string

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/moec-dev/moec/codegen/cuda"
+	"github.com/moec-dev/moec/internal/longtest"
 	"github.com/moec-dev/moec/runtime/gpu"
 	"github.com/moec-dev/moec/runtime/safetensors"
 )
@@ -45,9 +46,7 @@ func TestDeviceCudaEmulatedTrainsRanks(t *testing.T) {
 	if cuda.FindClang() == "" {
 		t.Skip("no clang++ on PATH: the emulated CUDA step needs clang 16 or newer")
 	}
-	if os.Getenv("MOEC_LONG_EMULATION") == "" {
-		t.Skip("set MOEC_LONG_EMULATION=1 for this run (two ranks' generated steps compiled: most of a minute a layout)")
-	}
+	longtest.Require(t, "two ranks' generated steps compiled: most of a minute a layout")
 	for _, c := range []struct {
 		name string
 		args []string

@@ -3,11 +3,11 @@ package gpu
 import (
 	"fmt"
 	"math"
-	"os"
 	"testing"
 
 	"github.com/moec-dev/moec/codegen/cudastep"
 	"github.com/moec-dev/moec/compiler/step"
+	"github.com/moec-dev/moec/internal/longtest"
 	moexec "github.com/moec-dev/moec/runtime/exec"
 )
 
@@ -28,9 +28,7 @@ import (
 // previous occupant's last reader ran, or a write-back that copied a gradient before the
 // op writing it ran, would read wrong values.
 func TestEmulatedCacheMatchesExecutor(t *testing.T) {
-	if os.Getenv("MOEC_LONG_EMULATION") == "" {
-		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (the steps' kernels compiled under the emulation, three steps of the dense stage and two of the MoE stage: about two minutes on a loaded machine); cudastep's TestUnifiedCacheHostProgram and TestUnifiedCacheUpdatesOnce check the host program by default")
-	}
+	longtest.Require(t, "the steps' kernels compiled under the emulation, three steps of the dense stage and two of the MoE stage: about two minutes on a loaded machine; cudastep's TestUnifiedCacheHostProgram and TestUnifiedCacheUpdatesOnce check the host program by default")
 	for _, c := range []struct {
 		experts int
 		budget  int64

@@ -2,13 +2,13 @@ package gpu
 
 import (
 	"context"
-	"os"
 	"testing"
 
 	"github.com/moec-dev/moec/compiler/params"
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/program/programtest"
 	"github.com/moec-dev/moec/compiler/step"
+	"github.com/moec-dev/moec/internal/longtest"
 	moexec "github.com/moec-dev/moec/runtime/exec"
 	"github.com/moec-dev/moec/runtime/nn"
 )
@@ -21,9 +21,7 @@ import (
 // three decoding steps of an MoE model, and of a DeepSeek-V2-Lite-shaped one (latent
 // attention, a shared expert). On request (MOEC_LONG_EMULATION=1).
 func TestBF16DecodingFollowsFP32(t *testing.T) {
-	if os.Getenv("MOEC_LONG_EMULATION") == "" {
-		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (the emulated tensor-core fragments: about 40 s a model; make test stays under ten minutes)")
-	}
+	longtest.Require(t, "the emulated tensor-core fragments: about 40 s a model; make test stays under ten minutes")
 	needClang(t)
 	for name, m := range map[string]*program.Model{
 		"moe": programtest.TinyMoE(func(m *program.Model) { m.Attention.KVHeads = 1 }),

@@ -1,11 +1,11 @@
 package gpu
 
 import (
-	"os"
 	"testing"
 
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/program/programtest"
+	"github.com/moec-dev/moec/internal/longtest"
 )
 
 // TestDecodingMatchesExecutorLatentAttention: a DeepSeek-V2-Lite-shaped model (latent
@@ -18,9 +18,7 @@ import (
 // On request (MOEC_LONG_EMULATION=1): by default cmd/moec's generate_device_mla.txtar
 // holds the same path to the CPU's greedy text.
 func TestDecodingMatchesExecutorLatentAttention(t *testing.T) {
-	if os.Getenv("MOEC_LONG_EMULATION") == "" {
-		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (another compile of the emulated decoding, ~25 s; generate_device_mla.txtar covers the path by default; make test stays under ten minutes)")
-	}
+	longtest.Require(t, "another compile of the emulated decoding, ~25 s; generate_device_mla.txtar covers the path by default; make test stays under ten minutes")
 	matchDecoding(t, programtest.TinyMoE(func(m *program.Model) {
 		a := &m.Attention
 		a.MLA, a.QLoraRank, a.KVLoraRank, a.QKNopeHeadDim, a.QKRopeHeadDim, a.VHeadDim = true, 12, 16, 8, 4, 10

@@ -2,7 +2,6 @@ package gpu
 
 import (
 	"context"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +10,7 @@ import (
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/program/programtest"
 	"github.com/moec-dev/moec/compiler/step"
+	"github.com/moec-dev/moec/internal/longtest"
 	moexec "github.com/moec-dev/moec/runtime/exec"
 	"github.com/moec-dev/moec/runtime/nn"
 )
@@ -122,9 +122,7 @@ func TestDecodingMatchesExecutorMoE(t *testing.T) {
 // TestDecodingMatchesExecutorDense: the same for a dense model (another compile of the
 // emulated decoding: on request).
 func TestDecodingMatchesExecutorDense(t *testing.T) {
-	if os.Getenv("MOEC_LONG_EMULATION") == "" {
-		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (another compile of the emulated decoding; make test stays under ten minutes)")
-	}
+	longtest.Require(t, "another compile of the emulated decoding; make test stays under ten minutes")
 	matchDecoding(t, programtest.Tiny(), 4)
 }
 

@@ -7,6 +7,7 @@ import (
 	"github.com/moec-dev/moec/compiler/check"
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/step"
+	"github.com/moec-dev/moec/internal/longtest"
 	"github.com/moec-dev/moec/runtime/optim"
 )
 
@@ -43,9 +44,7 @@ func deepseekTiny(t testing.TB) (*program.Model, optim.Config) {
 // default codegen/cudastep's TestMoELaunchesMatchExec holds the routing kernels alone to
 // runtime/exec's.
 func TestEmulatedDeepSeekRoutingMatchesExecutor(t *testing.T) {
-	if os.Getenv("MOEC_LONG_EMULATION") == "" {
-		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (a compiled host program and two emulated steps: over a minute; make test stays under ten minutes)")
-	}
+	longtest.Require(t, "a compiled host program and two emulated steps: over a minute; make test stays under ten minutes")
 	m, cfg := deepseekTiny(t)
 	a := m.Attention
 	a.MLA, a.KVLoraRank, a.QLoraRank, a.QKNopeHeadDim, a.QKRopeHeadDim, a.VHeadDim = false, 0, 0, 0, 0, 0
@@ -63,9 +62,7 @@ func TestEmulatedDeepSeekRoutingMatchesExecutor(t *testing.T) {
 // DeepSeek-V3's routing. Two steps' losses, gradient norms and every parameter after the
 // updates equal the executor's. MOEC_LONG_EMULATION=1 runs it (over a minute).
 func TestEmulatedDeepSeekTinyMatchesExecutor(t *testing.T) {
-	if os.Getenv("MOEC_LONG_EMULATION") == "" {
-		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (a compiled host program and two emulated steps: over a minute; make test stays under ten minutes)")
-	}
+	longtest.Require(t, "a compiled host program and two emulated steps: over a minute; make test stays under ten minutes")
 	m, cfg := deepseekTiny(t)
 	if !m.Attention.MLA || m.Attention.QLoraRank == 0 {
 		t.Fatalf("deepseek_tiny's attention changed (%+v): this test checks latent attention with a low-rank query", m.Attention)
@@ -79,9 +76,7 @@ func TestEmulatedDeepSeekTinyMatchesExecutor(t *testing.T) {
 // ranks move them alike, as runtime/exec's in-process ranks. MOEC_LONG_EMULATION=1 runs it
 // (two ranks' host programs compiled: minutes).
 func TestEmulatedDeepSeekTinyRanksMatchExecutor(t *testing.T) {
-	if os.Getenv("MOEC_LONG_EMULATION") == "" {
-		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (two ranks' generated steps compiled: minutes; make test stays under ten minutes)")
-	}
+	longtest.Require(t, "two ranks' generated steps compiled: minutes; make test stays under ten minutes")
 	m, cfg := deepseekTiny(t)
 	matchRanks(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 1}, step.Layout{DP: 2, EP: 2, TP: 1, PP: 1}, cfg, 2)
 }

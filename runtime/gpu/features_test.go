@@ -5,13 +5,13 @@ import (
 	"hash/fnv"
 	"math"
 	"math/rand/v2"
-	"os"
 	"testing"
 
 	"github.com/moec-dev/moec/compiler/features"
 	"github.com/moec-dev/moec/compiler/features/featuretest"
 	"github.com/moec-dev/moec/compiler/params"
 	"github.com/moec-dev/moec/compiler/step"
+	"github.com/moec-dev/moec/internal/longtest"
 	moexec "github.com/moec-dev/moec/runtime/exec"
 	"github.com/moec-dev/moec/runtime/nn"
 )
@@ -25,9 +25,7 @@ import (
 // here. Each feature compiles its own host program, so this runs only with
 // MOEC_LONG_EMULATION=1 (several minutes).
 func TestEmulatedStepHonoursTheTable(t *testing.T) {
-	if os.Getenv("MOEC_LONG_EMULATION") == "" {
-		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (one compiled host program per feature: minutes; make test stays under ten minutes)")
-	}
+	longtest.Require(t, "one compiled host program per feature: minutes; make test stays under ten minutes")
 	needClang(t)
 	for _, f := range features.Table() {
 		m, err := featuretest.Example(f.Key)

@@ -3,10 +3,10 @@ package gpu
 import (
 	"context"
 	"math"
-	"os"
 	"testing"
 
 	"github.com/moec-dev/moec/compiler/step"
+	"github.com/moec-dev/moec/internal/longtest"
 	moexec "github.com/moec-dev/moec/runtime/exec"
 )
 
@@ -22,9 +22,7 @@ import (
 // fp32 sums in another order, flips an occasional rounding). On request
 // (MOEC_LONG_EMULATION=1): the emulated f16 fragments of three steps take minutes here.
 func TestEmulatedFP16StepMatchesExecutor(t *testing.T) {
-	if os.Getenv("MOEC_LONG_EMULATION") == "" {
-		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (three steps of emulated tensor-core fragments: minutes; make test stays under ten minutes)")
-	}
+	longtest.Require(t, "three steps of emulated tensor-core fragments: minutes; make test stays under ten minutes")
 	needClang(t)
 	m, cfg := hunyuanTiny(t, 1)
 	b := step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 1}

@@ -14,6 +14,7 @@ import (
 	"github.com/moec-dev/moec/compiler/params"
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/step"
+	"github.com/moec-dev/moec/internal/longtest"
 	moexec "github.com/moec-dev/moec/runtime/exec"
 	"github.com/moec-dev/moec/runtime/llvmrt"
 	"github.com/moec-dev/moec/runtime/nn"
@@ -226,9 +227,7 @@ func TestEmulatedStepMatchesExecutor(t *testing.T) {
 		return
 	}
 	t.Run("lr 3e-3 without warmup", func(t *testing.T) {
-		if os.Getenv("MOEC_LONG_EMULATION") == "" {
-			t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (half a minute of emulated steps; make test stays under ten minutes)")
-		}
+		longtest.Require(t, "half a minute of emulated steps; make test stays under ten minutes")
 		matchExecutor(t, m, b, "", aggressive(10), 2e-4)
 	})
 	// The attention core runs again before its backward (the recompute die's ops among them).

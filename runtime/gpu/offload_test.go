@@ -10,6 +10,7 @@ import (
 
 	"github.com/moec-dev/moec/codegen/cuda"
 	"github.com/moec-dev/moec/codegen/cudastep"
+	"github.com/moec-dev/moec/internal/longtest"
 
 	"github.com/moec-dev/moec/compiler/step"
 	moexec "github.com/moec-dev/moec/runtime/exec"
@@ -59,9 +60,7 @@ func matchOffload(t *testing.T, experts int, l step.Layout, steps int64, tol flo
 // they may (the emulation's default): a CPU update that did not wait for its copy, or a
 // step that did not wait for the weights' return, would read stale values.
 func TestEmulatedOffloadMatchesExecutor(t *testing.T) {
-	if os.Getenv("MOEC_LONG_EMULATION") == "" {
-		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (the step's kernels compiled under the emulation and three steps: about two minutes on a loaded machine); TestDeviceBuildOffload and cudastep's TestOffloadedOptimizerHostProgram check the host program by default")
-	}
+	longtest.Require(t, "the step's kernels compiled under the emulation and three steps: about two minutes on a loaded machine; TestDeviceBuildOffload and cudastep's TestOffloadedOptimizerHostProgram check the host program by default")
 	matchOffload(t, 1, step.Layout{DP: 1, EP: 1, TP: 1, PP: 1}, 3, 1e-6)
 }
 
@@ -70,9 +69,7 @@ func TestEmulatedOffloadMatchesExecutor(t *testing.T) {
 // reduce-scattered shard), its shard updated on the CPU, back to the device, then the
 // shards exchanged.
 func TestEmulatedOffloadZeROMatchesExecutor(t *testing.T) {
-	if os.Getenv("MOEC_LONG_EMULATION") == "" {
-		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (two ranks' generated steps compiled twice: minutes on a loaded machine)")
-	}
+	longtest.Require(t, "two ranks' generated steps compiled twice: minutes on a loaded machine")
 	for _, zero := range []int{1, 2} {
 		t.Run(fmt.Sprintf("zero %d", zero), func(t *testing.T) {
 			matchOffload(t, 1, step.Layout{DP: 2, EP: 1, TP: 1, PP: 1, ZeRO: zero}, 2, 1e-5)

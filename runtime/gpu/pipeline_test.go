@@ -1,12 +1,12 @@
 package gpu
 
 import (
-	"os"
 	"testing"
 	"time"
 
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/step"
+	"github.com/moec-dev/moec/internal/longtest"
 )
 
 // TestEmulatedPipelineMatchesExecutor: hunyuan_tiny's dense stage (its attention weights
@@ -18,9 +18,7 @@ import (
 // (MOEC_EMU_STREAMS=eager-comm): a send that did not wait for the compute stream would
 // send activations not yet computed.
 func TestEmulatedPipelineMatchesExecutor(t *testing.T) {
-	if os.Getenv("MOEC_LONG_EMULATION") == "" {
-		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (two stages' generated steps compiled: a minute or two); codegen/cudastep's TestPipelineGroupsPair and TestPipelineStreamsAndEvents hold the lowering by default")
-	}
+	longtest.Require(t, "two stages' generated steps compiled: a minute or two; codegen/cudastep's TestPipelineGroupsPair and TestPipelineStreamsAndEvents hold the lowering by default")
 	t.Setenv("MOEC_EMU_STREAMS", "eager-comm")
 	start := time.Now()
 	m, cfg := hunyuanTiny(t, 1)
@@ -33,9 +31,7 @@ func TestEmulatedPipelineMatchesExecutor(t *testing.T) {
 // sends over its own communicator while the data-parallel pairs reduce the stages'
 // gradients (in buckets during the last backward) over theirs.
 func TestEmulatedDataPipelineMatchesExecutor(t *testing.T) {
-	if os.Getenv("MOEC_LONG_EMULATION") == "" {
-		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (four ranks' generated steps compiled: several minutes); codegen/cudastep's TestPipelineBesideDataParallel holds the lowering by default")
-	}
+	longtest.Require(t, "four ranks' generated steps compiled: several minutes; codegen/cudastep's TestPipelineBesideDataParallel holds the lowering by default")
 	t.Setenv("MOEC_EMU_STREAMS", "eager-comm")
 	start := time.Now()
 	m, cfg := hunyuanTiny(t, 1)
@@ -52,9 +48,7 @@ func TestEmulatedDataPipelineMatchesExecutor(t *testing.T) {
 // warm-up's and cool-down's messages alone; the losses and weights match runtime/exec's
 // four ranks. The communication stream runs eagerly, as above.
 func TestEmulatedFourStagesMatchesExecutor(t *testing.T) {
-	if os.Getenv("MOEC_LONG_EMULATION") == "" {
-		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (four stages' generated steps compiled: several minutes); codegen/cudastep's TestPipelineStagesNeverWaitOnEachOther and TestFourStagesStreamsAndEvents hold the lowering by default")
-	}
+	longtest.Require(t, "four stages' generated steps compiled: several minutes; codegen/cudastep's TestPipelineStagesNeverWaitOnEachOther and TestFourStagesStreamsAndEvents hold the lowering by default")
 	t.Setenv("MOEC_EMU_STREAMS", "eager-comm")
 	start := time.Now()
 	m, cfg := hunyuanTiny(t, 1)
@@ -69,9 +63,7 @@ func TestEmulatedFourStagesMatchesExecutor(t *testing.T) {
 // stream), the gradients reduce-scattered into the rank's shard, the update on the weight
 // shard; the shards after the updates match the executor's.
 func TestEmulatedZeRO3MatchesExecutor(t *testing.T) {
-	if os.Getenv("MOEC_LONG_EMULATION") == "" {
-		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (two ranks' generated steps compiled: a minute or two); codegen/cudastep's TestZeRO3GatherStreamsAndEvents holds the lowering by default")
-	}
+	longtest.Require(t, "two ranks' generated steps compiled: a minute or two; codegen/cudastep's TestZeRO3GatherStreamsAndEvents holds the lowering by default")
 	start := time.Now()
 	m, cfg := hunyuanTiny(t, 1)
 	matchRanks(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 1}, step.Layout{DP: 2, EP: 1, TP: 1, PP: 1, ZeRO: 3}, cfg, 2)
@@ -89,9 +81,7 @@ func TestEmulatedZeRO3MatchesExecutor(t *testing.T) {
 // assignments summed over the stages as runtime/exec's ranks sum them. The communication
 // stream runs eagerly, as above.
 func TestEmulatedMoEPipelineMatchesExecutor(t *testing.T) {
-	if os.Getenv("MOEC_LONG_EMULATION") == "" {
-		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (two stages' generated steps compiled: a minute or two); codegen/cudastep's TestPipelineMoELowering holds the lowering by default")
-	}
+	longtest.Require(t, "two stages' generated steps compiled: a minute or two; codegen/cudastep's TestPipelineMoELowering holds the lowering by default")
 	t.Setenv("MOEC_EMU_STREAMS", "eager-comm")
 	start := time.Now()
 	m, cfg := hunyuanTiny(t, 4)
@@ -110,9 +100,7 @@ func TestEmulatedMoEPipelineMatchesExecutor(t *testing.T) {
 // before the update, and the global norm counts the table on the first stage only, as
 // runtime/exec's ranks do (which hold one rank: runtime/exec's TestGapLayoutsTrainAlike).
 func TestEmulatedTokenRoutingPipelineMatchesExecutor(t *testing.T) {
-	if os.Getenv("MOEC_LONG_EMULATION") == "" {
-		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (two stages' generated steps compiled: a minute or two); codegen/cudastep's TestPipelineTokenRoutingLowering holds the lowering by default")
-	}
+	longtest.Require(t, "two stages' generated steps compiled: a minute or two; codegen/cudastep's TestPipelineTokenRoutingLowering holds the lowering by default")
 	t.Setenv("MOEC_EMU_STREAMS", "eager-comm")
 	start := time.Now()
 	m, cfg := hunyuanTiny(t, 4)
@@ -132,9 +120,7 @@ func TestEmulatedTokenRoutingPipelineMatchesExecutor(t *testing.T) {
 // reuses them on the same dice as the executor's ranks (which hold one rank:
 // runtime/exec's TestGapLayoutsTrainAlike).
 func TestEmulatedSharedWeightsPipelineMatchesExecutor(t *testing.T) {
-	if os.Getenv("MOEC_LONG_EMULATION") == "" {
-		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (two stages' generated steps compiled: a minute or two); codegen/cudastep's TestPipelineSharedWeightsLowering holds the lowering by default")
-	}
+	longtest.Require(t, "two stages' generated steps compiled: a minute or two; codegen/cudastep's TestPipelineSharedWeightsLowering holds the lowering by default")
 	t.Setenv("MOEC_EMU_STREAMS", "eager-comm")
 	start := time.Now()
 	m, cfg := hunyuanTiny(t, 4)

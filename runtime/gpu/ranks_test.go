@@ -15,6 +15,7 @@ import (
 	"github.com/moec-dev/moec/compiler/params"
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/step"
+	"github.com/moec-dev/moec/internal/longtest"
 	moexec "github.com/moec-dev/moec/runtime/exec"
 	"github.com/moec-dev/moec/runtime/nn"
 	"github.com/moec-dev/moec/runtime/optim"
@@ -172,9 +173,7 @@ func TestEmulatedDataParallelMatchesExecutor(t *testing.T) {
 // ncclRecv in one group, each expert's slots) towards the experts and back, forward and
 // backward, and the dense gradients all-reduced.
 func TestEmulatedExpertParallelMatchesExecutor(t *testing.T) {
-	if os.Getenv("MOEC_LONG_EMULATION") == "" {
-		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (two ranks' generated steps compiled: most of a minute)")
-	}
+	longtest.Require(t, "two ranks' generated steps compiled: most of a minute")
 	m, cfg := hunyuanTiny(t, 4)
 	matchRanks(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 1}, step.Layout{DP: 2, EP: 2, TP: 1, PP: 1}, cfg, 2)
 }
@@ -184,9 +183,7 @@ func TestEmulatedExpertParallelMatchesExecutor(t *testing.T) {
 // moments, then the shards exchanged in place: grouped ncclSend and ncclRecv) and ZeRO 2
 // (the gradients packed into their flat vector and reduce-scattered into the rank's shard).
 func TestEmulatedZeROMatchesExecutor(t *testing.T) {
-	if os.Getenv("MOEC_LONG_EMULATION") == "" {
-		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (two ranks' generated steps compiled twice: over a minute)")
-	}
+	longtest.Require(t, "two ranks' generated steps compiled twice: over a minute")
 	m, cfg := hunyuanTiny(t, 1)
 	for _, zero := range []int{1, 2} {
 		t.Run(fmt.Sprintf("zero %d", zero), func(t *testing.T) {
@@ -201,9 +198,7 @@ func TestEmulatedZeROMatchesExecutor(t *testing.T) {
 // cross-entropy (the row maxima and sums all-reduced over tp between its passes) and the
 // global norm counting the replicated tensors once, as runtime/exec's ranks do.
 func TestEmulatedTensorParallelMatchesExecutor(t *testing.T) {
-	if os.Getenv("MOEC_LONG_EMULATION") == "" {
-		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (two ranks' generated steps compiled: over two minutes on a loaded machine); TestGroupCommunicators (codegen/cudastep) checks the lowering by default")
-	}
+	longtest.Require(t, "two ranks' generated steps compiled: over two minutes on a loaded machine; TestGroupCommunicators (codegen/cudastep) checks the lowering by default")
 	m, cfg := hunyuanTiny(t, 1)
 	m.Attention.TalkingHeads = false
 	matchRanks(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 1}, step.Layout{DP: 1, EP: 1, TP: 2, PP: 1}, cfg, 2)
@@ -218,9 +213,7 @@ func TestEmulatedTensorParallelMatchesExecutor(t *testing.T) {
 // parallelism (the experts read the tokens gathered over tp) and on dp 2 × ep 2 × tp 2
 // (the tp sums on the exchanged slots, the exchange on the ep pairs).
 func TestEmulatedMoETensorParallelMatchesExecutor(t *testing.T) {
-	if os.Getenv("MOEC_LONG_EMULATION") == "" {
-		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (three layouts' generated steps compiled: about two minutes each, six and a half in all on a loaded machine); TestMoETensorParallelLowering (codegen/cudastep) checks the lowering by default")
-	}
+	longtest.Require(t, "three layouts' generated steps compiled: about two minutes each, six and a half in all on a loaded machine; TestMoETensorParallelLowering (codegen/cudastep) checks the lowering by default")
 	m, cfg := hunyuanTiny(t, 4)
 	m.Attention.TalkingHeads = false
 	for _, c := range []struct {
@@ -243,9 +236,7 @@ func TestEmulatedMoETensorParallelMatchesExecutor(t *testing.T) {
 // reduce_scatter after the row-parallel ones (ncclReduceScatter), their transposes in the
 // backward, and the norms' gradients summed over tp, as runtime/exec's ranks do.
 func TestEmulatedSequenceParallelMatchesExecutor(t *testing.T) {
-	if os.Getenv("MOEC_LONG_EMULATION") == "" {
-		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (two ranks' generated steps compiled: minutes on a loaded machine); TestSequenceParallelCollectives (codegen/cudastep) checks the lowering by default")
-	}
+	longtest.Require(t, "two ranks' generated steps compiled: minutes on a loaded machine; TestSequenceParallelCollectives (codegen/cudastep) checks the lowering by default")
 	m, cfg := hunyuanTiny(t, 1)
 	m.Attention.TalkingHeads = false
 	matchRanks(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 1}, step.Layout{DP: 1, EP: 1, TP: 2, PP: 1, SequenceParallel: true}, cfg, 2)
@@ -256,9 +247,7 @@ func TestEmulatedSequenceParallelMatchesExecutor(t *testing.T) {
 // on those of the dp pairs {0, 2} and {1, 3}, none over every rank. Under ZeRO 1 the
 // shards are exchanged within the dp pairs, each rank sending as its place in its pair.
 func TestEmulatedDataTensorParallelMatchesExecutor(t *testing.T) {
-	if os.Getenv("MOEC_LONG_EMULATION") == "" {
-		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (four ranks' generated steps compiled: about five minutes a case)")
-	}
+	longtest.Require(t, "four ranks' generated steps compiled: about five minutes a case")
 	m, cfg := hunyuanTiny(t, 1)
 	m.Attention.TalkingHeads = false
 	for _, zero := range []int{0, 1} {
@@ -273,9 +262,7 @@ func TestEmulatedDataTensorParallelMatchesExecutor(t *testing.T) {
 // data-parallel pairs {0, 2} and {1, 3}, the dense gradients over all four: three
 // communicators a rank, two of them over part of the ranks.
 func TestEmulatedExpertDataParallelPairsMatchExecutor(t *testing.T) {
-	if os.Getenv("MOEC_LONG_EMULATION") == "" {
-		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (four ranks' generated steps compiled: minutes)")
-	}
+	longtest.Require(t, "four ranks' generated steps compiled: minutes")
 	m, cfg := hunyuanTiny(t, 4)
 	matchRanks(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 1}, step.Layout{DP: 4, EP: 2, TP: 1, PP: 1}, cfg, 2)
 }

@@ -4,11 +4,11 @@ import (
 	"context"
 	"math"
 	"math/rand/v2"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/moec-dev/moec/codegen/cuda"
+	"github.com/moec-dev/moec/internal/longtest"
 	"github.com/moec-dev/moec/runtime/nn"
 )
 
@@ -20,9 +20,7 @@ import (
 // log-probabilities within 1e-4. On request (MOEC_LONG_EMULATION=1: about a minute);
 // cmd/moec's serve_device.txtar serves greedy requests through the CLI by default.
 func TestServeOnCudaEmulated(t *testing.T) {
-	if os.Getenv("MOEC_LONG_EMULATION") == "" {
-		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (about a minute of emulated decoding; make test stays under ten minutes)")
-	}
+	longtest.Require(t, "about a minute of emulated decoding; make test stays under ten minutes")
 	if cuda.FindClang() == "" {
 		t.Skip("no clang++ on PATH: the emulated CUDA decoding needs clang 16 or newer")
 	}

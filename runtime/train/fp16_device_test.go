@@ -3,12 +3,12 @@ package train
 import (
 	"context"
 	"math"
-	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/moec-dev/moec/codegen/cuda"
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/internal/longtest"
 	"github.com/moec-dev/moec/runtime/checkpoint"
 )
 
@@ -27,9 +27,7 @@ const fp16DeviceScale = 1 << 22
 // rounding, which Adam's normalisation at lr 3e-3 magnifies). On request
 // (MOEC_LONG_EMULATION=1: the emulated tensor-core products take minutes).
 func TestFP16OnEmulatedDeviceFollowsStepPrograms(t *testing.T) {
-	if os.Getenv("MOEC_LONG_EMULATION") == "" {
-		t.Skip("set MOEC_LONG_EMULATION=1 for this comparison (minutes of emulated tensor-core steps; make test stays under ten minutes)")
-	}
+	longtest.Require(t, "minutes of emulated tensor-core steps; make test stays under ten minutes")
 	if cuda.FindClang() == "" {
 		t.Skip("no clang++ on PATH: the emulated CUDA step needs clang 16 or newer")
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/moec-dev/moec/cmd/moec/internal/driver"
 	"github.com/moec-dev/moec/codegen/cuda"
 	"github.com/moec-dev/moec/codegen/cudastep"
+	"github.com/moec-dev/moec/internal/longtest"
 )
 
 // TestBuildWritesTheCUDAStep: every stage's output holds its step program lowered to
@@ -58,7 +59,7 @@ func TestBuildWritesTheCUDAStep(t *testing.T) {
 		t.Skip("clang++ or make not found: the Makefile's commands are not run")
 	}
 	targets := []string{"host"}
-	if os.Getenv("MOEC_LONG_EMULATION") != "" {
+	if longtest.On() {
 		targets = append(targets, "ptx", "emulated")
 	}
 	for _, target := range targets {
