@@ -51,7 +51,7 @@ test: deps venv venv-torch published-tokenizers
 # tensor-core fragments, every layout against the CPU executor): MOEC_LONG_EMULATION=1 over
 # the packages that hold them.
 test-long: deps venv venv-torch published-tokenizers
-	MOEC_LONG_EMULATION=1 $(GO) test -timeout 60m ./codegen/cudastep ./runtime/gpu ./runtime/serve ./runtime/train ./cmd/moec
+	MOEC_LONG_EMULATION=1 $(GO) test -timeout 60m ./codegen/cudastep ./runtime/gpu ./runtime/serve ./runtime/train ./cmd/moec ./cmd/moec/internal/driver
 
 bench: build
 	./scripts/bench.sh
