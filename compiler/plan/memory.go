@@ -284,8 +284,8 @@ func (e *env) tempBuffers(l ParallelLayout, st stageShape) float64 {
 	return t + e.sharedWeightsPP(l, st)
 }
 
-// inFlightMicros is the number of micro-batches whose activations a device of stage st holds at
-// once under 1F1B: pp − stage, at most the step's micro-batches, at least one.
+// inFlightMicros is the number of micro-batches whose activations a device of stage st
+// holds at once under 1F1B: pp − stage, at most the step's micro-batches, at least one.
 func inFlightMicros(l ParallelLayout, st stageShape) float64 {
 	return float64(max(min(l.PP-st.index, l.GradAccum), 1))
 }
