@@ -19,5 +19,9 @@
 // expert placement and buffer sizes for the runtime), SeedTable; Plan.JSON, Plan.Markdown
 // and Plan.Title render a plan.
 //
+// A pipeline stage's memory holds its in-flight micro-batches' activations under 1F1B
+// (pp − stage of them) and, with attention-weight sharing, the attention-weight buffers
+// the stages exchange as the step program's memory plan places them (sharedWeightsPP).
+//
 // Every number that moves a result is a named field of Assumptions, printed with the plan.
 package plan

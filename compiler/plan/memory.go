@@ -262,7 +262,9 @@ func (e *env) stageMemory(l ParallelLayout, st stageShape) memoryUse {
 }
 
 // tempBuffers are the GPU's transient buffers: ZeRO-3's gathered layers, the gradient
-// reduce bucket, and the output logits on the last stage.
+// reduce bucket, the output logits on the last stage, and the attention weights that
+// sharing passes between pipeline stages (sharedWeightsPP; the step program's memory
+// tables count its pipeline receive buffers as temporary buffers too).
 func (e *env) tempBuffers(l ParallelLayout, st stageShape) float64 {
 	a := e.a
 	var t float64
@@ -279,7 +281,55 @@ func (e *env) tempBuffers(l ParallelLayout, st stageShape) float64 {
 		tokens := float64(l.MicroBatch) * float64(e.w.seqLen)
 		t += tokens * float64(e.w.vocab) / float64(l.TP) * a.LogitsBytes
 	}
-	return t
+	return t + e.sharedWeightsPP(l, st)
+}
+
+// inFlightMicros is the number of micro-batches whose activations a device of stage st
+// holds at once under 1F1B: pp − stage, at most the step's micro-batches, at least one.
+func inFlightMicros(l ParallelLayout, st stageShape) float64 {
+	return float64(max(min(l.PP-st.index, l.GradAccum), 1))
+}
+
+// sharedWeightsPP is the bytes of the pipeline buffers of attention-weight sharing
+// (share_weights in (0, 1), pp > 1, not latent attention; compiler/step's share_pp.go)
+// that a device of stage st holds at its peak, as the step program's memory plan places
+// them. Each buffer is one micro-batch's attention weights on the rank's heads,
+// [micro_batch, heads/tp, seq, seq]:
+//   - a stage before the last holds, in each backward, the gradient of the weights it sent,
+//     received before its last layer's backward: one buffer, live at the backward's peak;
+//   - a stage after the first receives the previous stage's weights in each forward. Without
+//     recompute the first layer's share_select copies them into its selected weights (which
+//     the layer's score term already counts: a stage's first layer is counted as computing
+//     its own) and the receive buffer dies there. Under selective or full recompute the
+//     backward runs share_select again, so each in-flight micro-batch's received weights
+//     live until its backward; full recompute rebuilds the first layer before the peak of a
+//     one-layer stage, which then holds one fewer.
+//
+// The sent weights are the last layer's selected weights, an activation the backward keeps
+// anyway: sending them keeps no extra buffer.
+func (e *env) sharedWeightsPP(l ParallelLayout, st stageShape) float64 {
+	w := e.w
+	if l.PP <= 1 || w.share >= 1 || w.mla {
+		return 0
+	}
+	s := float64(w.seqLen)
+	one := e.a.ActivationBytes * float64(l.MicroBatch) * float64(w.heads/int64(l.TP)) * s * s
+	n := 0.0
+	if !st.last {
+		n++
+	}
+	if !st.first {
+		switch l.Recompute {
+		case "selective":
+			n += inFlightMicros(l, st)
+		case "full":
+			n += inFlightMicros(l, st)
+			if st.layers == 1 {
+				n--
+			}
+		}
+	}
+	return n * one
 }
 
 // activations returns the activation bytes a device of stage st holds at peak, and the MoE
@@ -292,10 +342,7 @@ func (e *env) activations(l ParallelLayout, st stageShape) (act, dispatch float6
 	w, a := e.w, e.a
 	s, b := float64(w.seqLen), float64(l.MicroBatch)
 	sb := s * b
-	inFlight := float64(min(l.PP-st.index, l.GradAccum))
-	if inFlight < 1 {
-		inFlight = 1
-	}
+	inFlight := inFlightMicros(l, st)
 	dense, score, moeExtra, disp := e.layerActivations(l)
 	// Attention sharing: a layer that reuses the layer below's weights stores no new scores.
 	scoreLayers := float64(st.layers)
