@@ -344,11 +344,11 @@ func (e *env) activations(l ParallelLayout, st stageShape) (act, dispatch float6
 	sb := s * b
 	inFlight := inFlightMicros(l, st)
 	dense, score, moeExtra, disp := e.layerActivations(l)
-	// Attention sharing: a layer that reuses the layer below's weights stores no new scores.
+	// Attention sharing does not lower the peak: the dice are drawn every step, and a step
+	// whose every layer recomputes its weights stores every layer's scores (the step
+	// program allocates them all), so the plan counts them all; sharing saves time, not
+	// memory.
 	scoreLayers := float64(st.layers)
-	if w.share < 1 && st.layers > 1 {
-		scoreLayers = math.Ceil(1 + float64(st.layers-1)*w.share)
-	}
 	perMB := func(withScores bool) (float64, float64) {
 		v := float64(st.layers)*dense + float64(st.moeLayers)*moeExtra
 		if withScores {
