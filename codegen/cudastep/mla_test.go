@@ -85,7 +85,7 @@ func liteMLA() *program.Model {
 // sequences, T positions), the decoding step's over the caches at each sequence's position
 // (positions, no sequences), the caches written and appended at each cache's width. With
 // bf16 products too. A training program's latent attention lowers to the training
-// kernels (mla_train.go), once a layer each.
+// kernels (mla_train.go; its attention to the fused flash_mla pair), once a layer each.
 func TestDecodingLowersLatentAttention(t *testing.T) {
 	const batch, prompt, maxLen, heads, qk, vd = 2, 4, 8, 2, 12, 10
 	m := liteMLA()
@@ -165,7 +165,7 @@ func TestDecodingLowersLatentAttention(t *testing.T) {
 			launched[l.Kernel]++
 		}
 	}
-	for _, k := range []string{"mla_attention_train", "mla_attention_bwd_q", "mla_attention_bwd_kv", "mla_heads_bwd", "mla_heads_bwd_pe", "mla_split_bwd"} {
+	for _, k := range []string{"flash_mla_fwd_q32_v32", "flash_mla_bwd_prep", "flash_mla_bwd_q32_v32", "mla_heads_bwd", "mla_heads_bwd_pe", "mla_split_bwd"} {
 		if launched[k] != int(m.Layers) {
 			t.Errorf("a training step of %d latent-attention layers launches %s %d times", m.Layers, k, launched[k])
 		}
