@@ -208,3 +208,28 @@ func (lw *opLowerer) mlaFlash(p int) (*mlaFlashPlan, error) {
 	}
 	return plan, nil
 }
+
+// mlaFlashLSEScratch is the log-sum-exp rows of a fused attention without a backward (a
+// prefill's, full recompute's first forward): written, never read.
+const mlaFlashLSEScratch = "flash_mla_lse"
+
+// mlaFlashInference is the fused forward of an mla_attention whose weights nothing reads
+// (a prefill's causal attention over its prompt, or full recompute's first forward), or
+// no launches where the row kernel takes it instead: a sliding window or chunk, or heads
+// wider than the fused kernels'.
+func (lw *opLowerer) mlaFlashInference(op *step.Op) ([]Launch, error) {
+	if op.Mask.Window > 0 || op.Mask.Chunk > 0 {
+		return nil, nil
+	}
+	B, H, T, qk, vd, err := lw.mlaAttnShape(op.In[0])
+	if err != nil {
+		return nil, err
+	}
+	s := MLAFlashShape{Batch: B, SeqLen: T, Heads: H, QK: qk, V: vd}
+	if _, err := s.tile(); err != nil {
+		return nil, nil
+	}
+	o := lw.buf(op.Out[0])
+	return MLAFlashForward(s, float32(lw.m.LatentSoftmaxScale()), lw.buf(op.In[0]), lw.buf(op.In[1]), lw.buf(op.In[2]), o, o,
+		WorkArg(PtrF32, mlaFlashLSEScratch, s.StatBytes()))
+}
