@@ -157,6 +157,9 @@ func TestMLATrainingLowersFlash(t *testing.T) {
 					}
 				}
 			}
+			if low.FusedAttention != want {
+				t.Errorf("%d attention cores fused, want %d", low.FusedAttention, want)
+			}
 			if fwds < want || launched["flash_mla_bwd_q32_v32"] != want {
 				t.Errorf("%d fused forwards and %d backwards, want at least %d and %d", fwds, launched["flash_mla_bwd_q32_v32"], want, want)
 			}

@@ -15,8 +15,9 @@
 // the score tile and of the feature dimension, so every product below is an RM × N
 // register tile over shared-memory operands (the shape an mma fragment replaces), and a
 // row's reductions are three xor shuffles inside its group. Features are padded with
-// zeros up to MAXD (16, 32, 64 or 128: one kernel per width), and shared rows are MAXD+1
-// floats apart so that the groups' rows fall in different banks. Every launch stays
+// zeros up to MAXQK for queries and keys and MAXV for values (16, 32, 64 or 128 for both:
+// one kernel per width; latent attention's pairs at the end of the file), and shared rows
+// are MAXQK+1 (MAXV+1) floats apart so that the groups' rows fall in different banks. Every launch stays
 // within the 48 KiB of shared memory a kernel gets without opting in: the key (or
 // query) tile shrinks as MAXD grows, and nothing in a block's shared memory depends on T.
 #include "moec_step_device.h"

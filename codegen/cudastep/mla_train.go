@@ -96,6 +96,7 @@ func (lw *opLowerer) mlaTrainOp(op *step.Op) ([]Launch, error) {
 			return nil, err
 		}
 		if fused != nil { // P recomputed from q, k and the forward's log-sum-exp
+			lw.out.FusedAttention++
 			o := lw.buf(fused.out)
 			if fused.keepO {
 				o = fused.keep()
