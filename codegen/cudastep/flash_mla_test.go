@@ -232,3 +232,56 @@ func TestMLAFlashSharedMemory(t *testing.T) {
 		t.Errorf("heads of 256/128: %v, want a refusal naming the widest pair", err)
 	}
 }
+
+// TestMLAFlashKeepsOutput: where the memory plan lets another op write over the attention
+// output between the forward and the backward (the unfused backward does not read it),
+// the fused forward keeps a copy in a workspace and the backward's D = rowsum(dO ⊙ O)
+// reads the copy; where nothing does, both use the output itself.
+func TestMLAFlashKeepsOutput(t *testing.T) {
+	m := mlaFlashModel(16, 8, 16)
+	p, err := step.LowerRank(m, step.Batch{MicroBatch: 2, SeqLen: 8, Micro: 1}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 1}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fwd, bwd := -1, -1
+	for i, op := range p.Ops {
+		if op.Kind == step.OpMLAAttention && fwd < 0 {
+			fwd = i
+		}
+	}
+	for i, op := range p.Ops {
+		if op.Kind == step.OpMLAAttnBwd && op.In[4] == p.Ops[fwd].Out[1] {
+			bwd = i
+		}
+	}
+	if fwd < 0 || bwd < 0 {
+		t.Fatalf("no latent attention with a backward: forward %d, backward %d", fwd, bwd)
+	}
+	o := p.Ops[fwd].Out[0]
+	check := func(t *testing.T, p *step.Program, wantKeep bool) {
+		t.Helper()
+		low, err := Lower(p, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keep, prepO := low.Ops[fwd].Launches[0].Args[4], low.Ops[bwd].Launches[0].Args[0]
+		if wantKeep {
+			want := fmt.Sprintf("flash_mla_keep.b%d", p.Ops[fwd].Out[1])
+			if keep.Work != want || prepO.Work != want {
+				t.Errorf("forward keeps %q, backward reads %q: want both %q", keep.Work, prepO.Work, want)
+			}
+			return
+		}
+		if keep.Work != "" || keep.Buf != o || prepO.Work != "" || prepO.Buf != o {
+			t.Errorf("forward keeps %+v, backward reads %+v: want the output %d", keep, prepO, o)
+		}
+	}
+	t.Run("output kept by the plan", func(t *testing.T) { check(t, p, false) })
+	t.Run("output overwritten", func(t *testing.T) {
+		q := *p
+		q.Buffers = slices.Clone(p.Buffers)
+		w := p.Ops[fwd+1].Out[0] // the next op's output, moved over the attention output's memory
+		q.Buffers[w].Tier, q.Buffers[w].Offset = q.Buffers[o].Tier, q.Buffers[o].Offset
+		check(t, &q, true)
+	})
+}
