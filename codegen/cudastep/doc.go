@@ -35,6 +35,14 @@
 // per exchange, and written out one line a call its rank-0 host program was 57 MB (4.8 MB
 // with the tables).
 //
+// Attention runs fused where it can (kernels_flash.cu, FlashAttention-2's online softmax
+// with no [T, T] buffer; flash.go for standard attention's score, softmax and weighted-sum
+// chain, flash_mla.go for multi-head latent attention, whose query/key heads are wider
+// than its value heads): latent attention's training forward saves each row's
+// log-sum-exp instead of writing its weights, its backward recomputes them (mla_train.go),
+// and its prefill runs the same forward (mla_decode.go); a sliding window or chunk keeps
+// kernels_mla.cu's warp-per-row kernels.
+//
 // buildargs.go holds the command lines runtime/gpu compiles a program's sources with, and
 // the Makefile over them that `moec build` writes into each stage's cuda-step/ folder.
 //

@@ -44,32 +44,35 @@ func FlashSource() string { return flashSource }
 // flashThreads is every flash kernel's block size (FLASH_THREADS).
 const flashThreads = 128
 
-// flashTile is one feature width's kernels and tiles: forward query × key tile rows
-// (BR × BC), backward key × query tile rows (BK × BQ), as kernels_flash.cu instantiates.
+// flashTile is one feature width's kernels and tiles: the query/key features MaxD and the
+// value features MaxV (MaxD's own in standard attention, narrower in latent attention's
+// flashMLATiles), forward query × key tile rows (BR × BC), backward key × query tile rows
+// (BK × BQ), as kernels_flash.cu instantiates.
 type flashTile struct {
-	MaxD, BR, BC, BK, BQ int
+	MaxD, MaxV, BR, BC, BK, BQ int
 }
 
 // flashTiles lists the feature widths, narrowest first.
 func flashTiles() []flashTile {
 	return []flashTile{
-		{MaxD: 16, BR: 64, BC: 64, BK: 64, BQ: 32},
-		{MaxD: 32, BR: 64, BC: 64, BK: 64, BQ: 32},
-		{MaxD: 64, BR: 64, BC: 32, BK: 32, BQ: 32},
-		{MaxD: 128, BR: 64, BC: 16, BK: 32, BQ: 8},
+		{MaxD: 16, MaxV: 16, BR: 64, BC: 64, BK: 64, BQ: 32},
+		{MaxD: 32, MaxV: 32, BR: 64, BC: 64, BK: 64, BQ: 32},
+		{MaxD: 64, MaxV: 64, BR: 64, BC: 32, BK: 32, BQ: 32},
+		{MaxD: 128, MaxV: 128, BR: 64, BC: 16, BK: 32, BQ: 8},
 	}
 }
 
 // forwardShared is the forward's shared bytes: Q [BR][MaxD+1], a K-then-V tile
-// [BC][MaxD+1] and P [BR][BC+1], floats. It does not depend on the sequence length.
+// [BC][max(MaxD, MaxV)+1] and P [BR][BC+1], floats. It does not depend on the sequence
+// length.
 func (t flashTile) forwardShared() int {
-	return 4 * (t.BR*(t.MaxD+1) + t.BC*(t.MaxD+1) + t.BR*(t.BC+1))
+	return 4 * (t.BR*(t.MaxD+1) + t.BC*(max(t.MaxD, t.MaxV)+1) + t.BR*(t.BC+1))
 }
 
-// backwardShared is the backward's: K and V [BK][MaxD+1], Q and dO [BQ][MaxD+1], Pᵀ and
-// dSᵀ [BK][BQ+1], the query rows' LSE and D [BQ].
+// backwardShared is the backward's: K [BK][MaxD+1], V [BK][MaxV+1], Q [BQ][MaxD+1], dO
+// [BQ][MaxV+1], Pᵀ and dSᵀ [BK][BQ+1], the query rows' LSE and D [BQ].
 func (t flashTile) backwardShared() int {
-	return 4 * (2*t.BK*(t.MaxD+1) + 2*t.BQ*(t.MaxD+1) + 2*t.BK*(t.BQ+1) + 2*t.BQ)
+	return 4 * (t.BK*(t.MaxD+t.MaxV+2) + t.BQ*(t.MaxD+t.MaxV+2) + 2*t.BK*(t.BQ+1) + 2*t.BQ)
 }
 
 // FlashKernels is kernels_flash.cu's kernel table.
@@ -82,7 +85,7 @@ func FlashKernels() []Kernel {
 			Kernel{Name: fmt.Sprintf("flash_bwd_d%d", t.MaxD),
 				Params: []ParamKind{PtrF32, PtrF32, PtrF32, PtrF32, PtrF32, PtrF32, PtrF32, PtrF32, PtrF32, I32, I32, I32, I32, F32, I32, I32}})
 	}
-	return ks
+	return append(ks, flashMLAKernels()...) // flash_mla.go
 }
 
 // FlashShape is the size of one fused attention: Batch sequences of SeqLen tokens, Heads

@@ -60,7 +60,8 @@ type Lowered struct {
 	LossScale float64
 	// FusedAttention is how many layers' attention cores (per micro-batch) run as the
 	// fused FlashAttention-2 kernels (kernels_flash.cu) instead of the score, softmax and
-	// weighted-sum ops; the others' fusion is not valid (FindFlashChain says why).
+	// weighted-sum ops; the others' fusion is not valid (FindFlashChain says why). Latent
+	// attention's fused backwards count too (flash_mla.go).
 	FusedAttention int
 	// HostEvents is how many to_host copies (one per offloaded group) record an event
 	// their group's host update waits for (offload.go); 0 without offload.

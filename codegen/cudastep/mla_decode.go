@@ -13,9 +13,11 @@ import (
 // keys qk_nope+qk_rope features a head, the values v_head_dim), and their attention
 // mla_attention_rows: a decoding step's one row per sequence at its position, and the
 // prefill's causal attention with the prompt's own keys and values as the caches (T
-// positions), row t of sequence t / T at position t % T. The prefill's mla_attention also
+// positions), row t of sequence t / T at position t % T. The prefill's mla_attention runs
+// fused instead (flash_mla_fwd, flash_mla.go: no window or chunk, heads of at most 192/128
+// features), its rows' log-sum-exp to a scratch workspace nothing reads. The op also
 // writes the attention weights for a backward; an inference program has none, and where
-// something reads them (training) the op is refused.
+// something reads them (training) mla_train.go lowers it.
 
 // isMLADecodeOp reports whether op is one of latent attention's prefill or decoding-step
 // ops mlaDecodeOp lowers.
@@ -43,6 +45,9 @@ func (lw *opLowerer) mlaDecodeOp(op *step.Op) ([]Launch, error) {
 	default: // mla_attention: the queries, keys and values of every prompt position
 		if lw.readerOf(op.Out[1]) >= 0 { // training: a backward reads the weights (mla_train.go)
 			return lw.mlaAttentionTrain(op)
+		}
+		if ls, err := lw.mlaFlashInference(op); ls != nil || err != nil {
+			return ls, err
 		}
 		T := lw.p.Batch.SeqLen
 		rows := lw.p.Batch.MicroBatch * T

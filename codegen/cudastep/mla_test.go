@@ -81,11 +81,11 @@ func liteMLA() *program.Model {
 // TestDecodingLowersLatentAttention: the prefill and decoding-step programs of latent
 // attention (`moec generate --device`) lower, every op to launches: the prefill's heads at
 // each row's place in its prompt (mla_heads with no positions, rows of T), its causal
-// attention by mla_attention_rows over the prompt's own keys and values (no positions, no
-// sequences, T positions), the decoding step's over the caches at each sequence's position
+// attention fused (flash_mla_fwd_q32_v32 over the prompt's own keys and values, T
+// positions), the decoding step's by mla_attention_rows over the caches at each sequence's position
 // (positions, no sequences), the caches written and appended at each cache's width. With
 // bf16 products too. A training program's latent attention lowers to the training
-// kernels (mla_train.go), once a layer each.
+// kernels (mla_train.go; its attention to the fused flash_mla pair), once a layer each.
 func TestDecodingLowersLatentAttention(t *testing.T) {
 	const batch, prompt, maxLen, heads, qk, vd = 2, 4, 8, 2, 12, 10
 	m := liteMLA()
@@ -117,6 +117,11 @@ func TestDecodingLowersLatentAttention(t *testing.T) {
 						t.Errorf("prefill %v: mla_attention_rows with positions %v, sequences %v, %d rows over %d positions, %d blocks",
 							prefill, !isNull(pos), !isNull(seq), rows, width, ln.Grid[0])
 					}
+				case "flash_mla_fwd_q32_v32":
+					if T, H, q, v := ln.Args[6].Int, ln.Args[7].Int, ln.Args[8].Int, ln.Args[9].Int; !prefill || T != prompt || H != heads || q != qk || v != vd ||
+						ln.Grid != [3]int{1, heads, batch} {
+						t.Errorf("prefill %v: flash_mla_fwd_q32_v32 over %d positions, %d heads of %d/%d, grid %v", prefill, T, H, q, v, ln.Grid)
+					}
 				case "decode_kv_write", "decode_kv_append":
 					if w := ln.Args[len(ln.Args)-1].Int; w != heads*qk && w != heads*vd {
 						t.Errorf("%s writes rows of %d values, want %d keys or %d values", ln.Kernel, w, heads*qk, heads*vd)
@@ -124,11 +129,11 @@ func TestDecodingLowersLatentAttention(t *testing.T) {
 				}
 			}
 		}
-		cache := "decode_kv_append"
+		cache, attention := "decode_kv_append", "mla_attention_rows"
 		if prefill {
-			cache = "decode_kv_write"
+			cache, attention = "decode_kv_write", "flash_mla_fwd_q32_v32"
 		}
-		for _, k := range []string{"mla_split", "mla_heads", "mla_attention_rows"} {
+		for _, k := range []string{"mla_split", "mla_heads", attention} {
 			if launched[k] != int(m.Layers) {
 				t.Errorf("prefill %v: %s launched %d times, want once a layer (%d)", prefill, k, launched[k], m.Layers)
 			}
@@ -165,7 +170,7 @@ func TestDecodingLowersLatentAttention(t *testing.T) {
 			launched[l.Kernel]++
 		}
 	}
-	for _, k := range []string{"mla_attention_train", "mla_attention_bwd_q", "mla_attention_bwd_kv", "mla_heads_bwd", "mla_heads_bwd_pe", "mla_split_bwd"} {
+	for _, k := range []string{"flash_mla_fwd_q32_v32", "flash_mla_bwd_prep", "flash_mla_bwd_q32_v32", "mla_heads_bwd", "mla_heads_bwd_pe", "mla_split_bwd"} {
 		if launched[k] != int(m.Layers) {
 			t.Errorf("a training step of %d latent-attention layers launches %s %d times", m.Layers, k, launched[k])
 		}

@@ -51,9 +51,22 @@ func (lw *opLowerer) mlaAttnShape(q int) (B, H, T, qk, vd int, err error) {
 	return B, int(lw.n(q)) / (B * T * qk), T, qk, vd, nil
 }
 
-// mlaAttentionTrain lowers mla_attention whose weights a backward reads: the weights and
-// the output, a warp per (sequence, head, row).
+// mlaAttentionTrain lowers mla_attention whose weights a backward reads: fused
+// (flash_mla.go: the output and each row's log-sum-exp, no weights) where mlaFlash plans
+// it, else the weights and the output, a warp per (sequence, head, row).
 func (lw *opLowerer) mlaAttentionTrain(op *step.Op) ([]Launch, error) {
+	fused, err := lw.mlaFlash(op.Out[1])
+	if err != nil {
+		return nil, err
+	}
+	if fused != nil {
+		o := lw.buf(op.Out[0])
+		keep := o
+		if fused.keepO {
+			keep = fused.keep()
+		}
+		return MLAFlashForward(fused.shape, float32(lw.m.LatentSoftmaxScale()), lw.buf(op.In[0]), lw.buf(op.In[1]), lw.buf(op.In[2]), o, keep, fused.lse())
+	}
 	B, H, T, qk, vd, err := lw.mlaAttnShape(op.In[0])
 	if err != nil {
 		return nil, err
@@ -78,6 +91,20 @@ func (lw *opLowerer) mlaTrainOp(op *step.Op) ([]Launch, error) {
 	md := step.MLADims{Nope: int(lw.m.Attention.QKNopeHeadDim), Rope: int(lw.m.Attention.QKRopeHeadDim), V: int(lw.m.Attention.VHeadDim)}
 	switch op.Kind {
 	case step.OpMLAAttnBwd: // do, q, k, v, p → dq, dk, dv
+		fused, err := lw.mlaFlash(in[4])
+		if err != nil {
+			return nil, err
+		}
+		if fused != nil { // P recomputed from q, k and the forward's log-sum-exp
+			lw.out.FusedAttention++
+			o := lw.buf(fused.out)
+			if fused.keepO {
+				o = fused.keep()
+			}
+			return MLAFlashBackward(fused.shape, float32(lw.m.LatentSoftmaxScale()), FlashGrads{Q: lw.buf(in[1]), K: lw.buf(in[2]), V: lw.buf(in[3]),
+				O: o, LSE: fused.lse(), DO: lw.buf(in[0]), DQ: lw.buf(out[0]), DK: lw.buf(out[1]), DV: lw.buf(out[2]), Delta: fused.delta(),
+				AccQ: acc(0), AccK: acc(1), AccV: acc(2)})
+		}
 		B, H, T, qk, vd, err := lw.mlaAttnShape(in[1])
 		if err != nil {
 			return nil, err
