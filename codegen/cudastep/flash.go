@@ -524,7 +524,7 @@ func flashModelFits(m *program.Model, layer int) error {
 	a := m.Attention
 	switch {
 	case a.MLA || a.KVLoraRank > 0:
-		return fmt.Errorf("multi-head latent attention is not fused")
+		return fmt.Errorf("multi-head latent attention has its own ops and fused kernels (flash_mla.go), not this chain")
 	case a.TalkingHeads:
 		return fmt.Errorf("talking heads mix the heads' score maps, which the fused kernels never hold")
 	case a.Sinks:
