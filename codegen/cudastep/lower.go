@@ -63,6 +63,9 @@ type Lowered struct {
 	// weighted-sum ops; the others' fusion is not valid (FindFlashChain says why). Latent
 	// attention's fused backwards count too (flash_mla.go).
 	FusedAttention int
+	// Dropped is the bytes of the program's device buffers Options.Compact left out of the
+	// arena (buffers only the fused kernels' chains named); 0 without it.
+	Dropped int64
 	// HostEvents is how many to_host copies (one per offloaded group) record an event
 	// their group's host update waits for (offload.go); 0 without offload.
 	HostEvents int
@@ -143,10 +146,24 @@ type Options struct {
 	// FP16 runs them in IEEE half instead (a train block's precision = fp16: the f16
 	// kernels of kernels_mma.cu, the loss scaled at run time; fp16.go).
 	FP16 bool
+	// Compact places the device arena again without the buffers no launch, collective or
+	// copy touches (compact.go): what the fused attention kernels never hold. The lowered
+	// program (Lowered.Program) is then a copy of p with the new offsets. Programs that
+	// share one arena with another (decoding's prefill and steps) are not compacted.
+	Compact bool
 }
 
 // LowerWith is Lower with o's choices.
 func LowerWith(p *step.Program, m *program.Model, o Options) (*Lowered, error) {
+	low, err := lowerOnce(p, m, o)
+	if err != nil || !o.Compact {
+		return low, err
+	}
+	return compact(low, m, o) // compact.go
+}
+
+// lowerOnce lowers p as its memory plan places it.
+func lowerOnce(p *step.Program, m *program.Model, o Options) (*Lowered, error) {
 	if err := supported(p); err != nil {
 		return nil, err
 	}

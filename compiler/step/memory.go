@@ -1,6 +1,9 @@
 package step
 
-import "sort"
+import (
+	"fmt"
+	"sort"
+)
 
 // MemoryPlan places every buffer of a program in one arena per tier, from the buffers'
 // lifetimes, so that a step allocates nothing.
@@ -56,9 +59,11 @@ func Lifetimes(p *Program) [][2]int {
 
 // planMemory assigns offsets: buffers are placed largest first (ties by first use), each
 // at the lowest offset where it overlaps no placed buffer whose lifetime overlaps its own.
-func planMemory(p *Program) MemoryPlan {
-	mp := MemoryPlan{ByKind: map[Kind]int64{}, Lifetime: Lifetimes(p)}
-	lt := mp.Lifetime
+func planMemory(p *Program) MemoryPlan { return planMemoryOf(p, Lifetimes(p)) }
+
+// planMemoryOf is planMemory over the lifetimes lt (a buffer at [-1, -1] is not placed).
+func planMemoryOf(p *Program, lt [][2]int) MemoryPlan {
+	mp := MemoryPlan{ByKind: map[Kind]int64{}, Lifetime: lt}
 	order := make([]int, 0, len(p.Buffers))
 	for i := range p.Buffers {
 		if lt[i][0] >= 0 {
@@ -128,3 +133,32 @@ func planMemory(p *Program) MemoryPlan {
 const alignment = 64
 
 func align(n int64) int64 { return (n + alignment - 1) / alignment * alignment }
+
+// WithoutBuffers is a copy of p whose memory plan leaves out the device buffers drop marks
+// (a backend whose fused kernels never hold them: the scores and weights of attention
+// computed with an online softmax), every other buffer placed again by the same rule, so
+// the device arena shrinks by what the dropped buffers took at the peak. A dropped
+// buffer's offset is -1: nothing may address it. It refuses to drop a persistent buffer,
+// an input or a host buffer.
+func (p *Program) WithoutBuffers(drop []bool) (*Program, error) {
+	if len(drop) != len(p.Buffers) {
+		return nil, fmt.Errorf("step: %d buffers to drop or keep for a program of %d", len(drop), len(p.Buffers))
+	}
+	q := *p
+	q.Buffers = make([]*Buffer, len(p.Buffers))
+	lt := Lifetimes(p)
+	for i, b := range p.Buffers {
+		c := *b
+		q.Buffers[i] = &c
+		if !drop[i] {
+			continue
+		}
+		if b.Kind.Persistent() || b.Kind == KindInput || b.Tier != Device {
+			return nil, fmt.Errorf("step: buffer %s (%s, %s tier) cannot be left out of the memory plan", b.Name, b.Kind, b.Tier)
+		}
+		lt[i] = [2]int{-1, -1}
+		c.Offset = -1
+	}
+	q.Memory = planMemoryOf(&q, lt)
+	return &q, nil
+}

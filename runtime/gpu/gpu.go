@@ -125,7 +125,7 @@ func CheckDriver() error {
 // Open lowers p (one rank's program of m's stage), writes and compiles its sources, and
 // opens the step on the device (or the emulation).
 func Open(ctx context.Context, p *step.Program, m *program.Model, o Options) (*Session, error) {
-	low, err := cudastep.LowerWith(p, m, cudastep.Options{BF16: o.BF16, FP16: o.FP16})
+	low, err := cudastep.LowerWith(p, m, cudastep.Options{BF16: o.BF16, FP16: o.FP16, Compact: true})
 	if err != nil {
 		return nil, err
 	}
@@ -141,7 +141,7 @@ func Open(ctx context.Context, p *step.Program, m *program.Model, o Options) (*S
 	if clang == "" {
 		return nil, errors.New("gpu: no clang++ on PATH: moec compiles its CUDA with clang (16 or newer)")
 	}
-	s := &Session{p: p, m: m, low: low}
+	s := &Session{p: low.Program, m: m, low: low} // the lowered copy: its arena without what the fused kernels never hold
 	dir := o.Dir
 	if dir == "" {
 		if dir, err = os.MkdirTemp("", "moec-gpu-*"); err != nil {

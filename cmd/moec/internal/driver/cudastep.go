@@ -33,7 +33,7 @@ func writeCUDAStep(dir string, p *step.Program, m *program.Model, tr *program.Tr
 	if p == nil {
 		return "", nil
 	}
-	o := cudastep.Options{BF16: tr.Precision == program.BF16, FP16: tr.Precision == program.FP16}
+	o := cudastep.Options{BF16: tr.Precision == program.BF16, FP16: tr.Precision == program.FP16, Compact: true}
 	low, err := cudastep.LowerWith(p, m, o)
 	if err != nil {
 		return fmt.Sprintf("stage %s: no %s/ (the CUDA path does not lower this stage's program yet): %v", p.Stage, CUDAStepDir, err), nil
