@@ -41,7 +41,10 @@
 // than its value heads): latent attention's training forward saves each row's
 // log-sum-exp instead of writing its weights, its backward recomputes them (mla_train.go),
 // and its prefill runs the same forward (mla_decode.go); a sliding window or chunk keeps
-// kernels_mla.cu's warp-per-row kernels.
+// kernels_mla.cu's warp-per-row kernels. The step program's memory plan still places the
+// buffers the fused chains skip (the CPU executor writes them), so Options.Compact
+// (compact.go; runtime/gpu and `moec build` set it) places the device arena again without
+// the buffers nothing of the lowering touches: the memory FlashAttention saves is saved.
 //
 // buildargs.go holds the command lines runtime/gpu compiles a program's sources with, and
 // the Makefile over them that `moec build` writes into each stage's cuda-step/ folder.
