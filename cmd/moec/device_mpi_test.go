@@ -19,11 +19,11 @@ import (
 // NCCL unique ids exchanged over MPI and the collectives meeting in the emulated NCCL's
 // shared memory; the losses are the CPU step engine's on the same layout in one process,
 // and the checkpoint rank 0 writes holds the same weights; the communicators' files are
-// gone. dp 2 runs by default (about
-// 10 s once the compile cache holds the kernels, most of two minutes before); pp 2 and
-// tp 2 under MOEC_LONG_EMULATION=1, which also runs each layout's ranks emulated in one
-// process and wants the very same losses, bit for bit.
+// gone. Under MOEC_LONG_EMULATION=1 (make test-long): dp 2, pp 2 and tp 2, each also
+// run emulated in one process and wanted with the very same losses, bit for bit, and dp 2
+// resumed under mpirun.
 func TestDeviceCudaEmulatedUnderMpirun(t *testing.T) {
+	longtest.Require(t, "builds moec and starts two processes that compile their host programs: half a minute to two; codegen/cudastep's TestEmulatedNCCLAcrossProcesses holds the emulated NCCL across processes by default")
 	if testing.Short() {
 		t.Skip("builds moec and starts processes")
 	}
