@@ -212,7 +212,7 @@ func (c Cache) prune(keep string) {
 	}
 	cutoff := time.Now().Add(-cacheUnused)
 	for _, e := range entries {
-		if e.Name() == keep || !e.IsDir() {
+		if e.Name() == keep || !e.IsDir() && !strings.HasSuffix(e.Name(), lockSuffix) {
 			continue
 		}
 		info, err := e.Info()
@@ -273,5 +273,35 @@ func (c Cache) Build(key, fallback string, build func(dir string) error) (string
 	if dir := c.Get(key); dir != "" {
 		return dir, nil
 	}
+	// One build per key at a time, across processes (the ranks of an mpirun job, the test
+	// packages of one `go test`): a second builder waits for the first and takes its entry.
+	unlock := c.lock(key)
+	defer unlock()
+	if dir := c.Get(key); dir != "" {
+		return dir, nil
+	}
 	return c.Put(key, fallback, build)
+}
+
+// lockSuffix names the file whose lock a key's builder holds.
+const lockSuffix = ".lock"
+
+// lock takes key's build lock (an exclusive flock on root/key.lock, waiting while another
+// process or goroutine holds it) and returns its release. Without a cache, or where the
+// lock cannot be taken, it takes nothing: builds may then run twice, which Put tolerates.
+func (c Cache) lock(key string) func() {
+	if c.root == "" {
+		return func() {}
+	}
+	f, err := os.OpenFile(filepath.Join(c.root, key+lockSuffix), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return func() {}
+	}
+	now := time.Now()
+	_ = os.Chtimes(f.Name(), now, now) // in use: not pruned
+	if err := lockFile(f); err != nil {
+		f.Close()
+		return func() {}
+	}
+	return func() { f.Close() } // closing the file releases the lock
 }

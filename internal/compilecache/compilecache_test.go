@@ -5,7 +5,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // fakeClang writes a shell script that acts as clang++ for CompileEach: for every
@@ -114,5 +117,36 @@ func TestCompileCacheKeepsNoFailedBuild(t *testing.T) {
 	entries, _ := os.ReadDir(root)
 	if len(entries) != 0 {
 		t.Fatalf("a failed build left %d folders in the cache", len(entries))
+	}
+}
+
+// TestCompileCacheBuildsOnce: builders of one key at the same time (as the test packages
+// of one `go test`, or an mpirun job's ranks, start cold) build it once; the others wait
+// for the first and take its entry.
+func TestCompileCacheBuildsOnce(t *testing.T) {
+	t.Setenv(Env, t.TempDir())
+	var builds atomic.Int32
+	var wg sync.WaitGroup
+	dirs := make([]string, 4)
+	errs := make([]error, 4)
+	for i := range dirs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dirs[i], errs[i] = Open().Build("k1", t.TempDir(), func(out string) error {
+				builds.Add(1)
+				time.Sleep(50 * time.Millisecond) // long enough for the others to arrive
+				return os.WriteFile(filepath.Join(out, "obj.o"), []byte("object"), 0o644)
+			})
+		}()
+	}
+	wg.Wait()
+	for i := range dirs {
+		if errs[i] != nil || dirs[i] != dirs[0] {
+			t.Fatalf("builder %d: folder %q (%v); builder 0 got %q", i, dirs[i], errs[i], dirs[0])
+		}
+	}
+	if n := builds.Load(); n != 1 {
+		t.Fatalf("%d builds of one key by four builders at once; want 1", n)
 	}
 }
