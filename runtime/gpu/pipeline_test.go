@@ -82,15 +82,7 @@ func TestEmulatedZeRO3MatchesExecutor(t *testing.T) {
 // stream runs eagerly, as above.
 func TestEmulatedMoEPipelineMatchesExecutor(t *testing.T) {
 	longtest.Require(t, "two stages' generated steps compiled: a minute or two; codegen/cudastep's TestPipelineMoELowering holds the lowering by default")
-	t.Setenv("MOEC_EMU_STREAMS", "eager-comm")
-	start := time.Now()
-	m, cfg := hunyuanTiny(t, 4)
-	moe := *m.MoE
-	moe.Router = program.RouteHidden
-	m.MoE = &moe
-	m.Attention.ShareWeights = 1
-	matchRanks(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 2}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 2}, cfg, 2)
-	t.Logf("%v in all", time.Since(start))
+	matchMoEPipeline(t, program.RouteHidden, 1, 2)
 }
 
 // TestEmulatedTokenRoutingPipelineMatchesExecutor: hunyuan_tiny's four-expert stage with
@@ -101,15 +93,7 @@ func TestEmulatedMoEPipelineMatchesExecutor(t *testing.T) {
 // runtime/exec's ranks do (which hold one rank: runtime/exec's TestGapLayoutsTrainAlike).
 func TestEmulatedTokenRoutingPipelineMatchesExecutor(t *testing.T) {
 	longtest.Require(t, "two stages' generated steps compiled: a minute or two; codegen/cudastep's TestPipelineTokenRoutingLowering holds the lowering by default")
-	t.Setenv("MOEC_EMU_STREAMS", "eager-comm")
-	start := time.Now()
-	m, cfg := hunyuanTiny(t, 4)
-	moe := *m.MoE
-	moe.Router = program.RouteTokenEmbedding
-	m.MoE = &moe
-	m.Attention.ShareWeights = 1
-	matchRanks(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 2}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 2}, cfg, 2)
-	t.Logf("%v in all", time.Since(start))
+	matchMoEPipeline(t, program.RouteTokenEmbedding, 1, 2)
 }
 
 // TestEmulatedSharedWeightsPipelineMatchesExecutor: hunyuan_tiny's four-expert stage with
@@ -121,13 +105,21 @@ func TestEmulatedTokenRoutingPipelineMatchesExecutor(t *testing.T) {
 // runtime/exec's TestGapLayoutsTrainAlike).
 func TestEmulatedSharedWeightsPipelineMatchesExecutor(t *testing.T) {
 	longtest.Require(t, "two stages' generated steps compiled: a minute or two; codegen/cudastep's TestPipelineSharedWeightsLowering holds the lowering by default")
+	matchMoEPipeline(t, program.RouteTokenEmbedding, 0.5, 3)
+}
+
+// matchMoEPipeline runs hunyuan_tiny's four-expert stage with router and attention-weight
+// sharing share on two pipeline stages (two micro-batches, the copy and communication
+// streams as early as their waits let them) for steps steps against runtime/exec's ranks.
+func matchMoEPipeline(t *testing.T, router program.RouterInput, share float64, steps int64) {
+	t.Helper()
 	t.Setenv("MOEC_EMU_STREAMS", "eager-comm")
 	start := time.Now()
 	m, cfg := hunyuanTiny(t, 4)
 	moe := *m.MoE
-	moe.Router = program.RouteTokenEmbedding
+	moe.Router = router
 	m.MoE = &moe
-	m.Attention.ShareWeights = 0.5
-	matchRanks(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 2}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 2}, cfg, 3)
+	m.Attention.ShareWeights = share
+	matchRanks(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 2}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 2}, cfg, steps)
 	t.Logf("%v in all", time.Since(start))
 }

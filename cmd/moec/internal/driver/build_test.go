@@ -29,15 +29,7 @@ train tiny on local {
 // TestBuildListsEveryFile: the files a build reports (and `moec build` counts) are
 // exactly the files it leaves in the output folder, with and without code.
 func TestBuildListsEveryFile(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "tiny.moe")
-	if err := os.WriteFile(path, []byte(tinyMoe), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	l := driver.Load(path)
-	if l.Diags.HasErrors() {
-		t.Fatalf("tiny.moe does not check: %v", l.Diags.Err())
-	}
+	dir, l := loadTiny(t)
 	for _, noCode := range []bool{true, false} {
 		root := filepath.Join(dir, "out", map[bool]string{true: "nocode", false: "code"}[noCode])
 		res, diags, err := driver.Build(l, driver.BuildOptions{OutRoot: root, NoCode: noCode})
@@ -66,4 +58,20 @@ func TestBuildListsEveryFile(t *testing.T) {
 			}
 		}
 	}
+}
+
+// loadTiny writes tinyMoe into a fresh folder and loads it, failing t when it does not
+// check; it returns the folder and the loaded file.
+func loadTiny(t *testing.T) (string, *driver.Loaded) {
+	t.Helper()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "tiny.moe")
+	if err := os.WriteFile(path, []byte(tinyMoe), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l := driver.Load(path)
+	if l.Diags.HasErrors() {
+		t.Fatalf("tiny.moe does not check: %v", l.Diags.Err())
+	}
+	return dir, l
 }

@@ -18,15 +18,7 @@ import (
 // MOEC_LONG_EMULATION=1 the Makefile builds the host library for a GPU, compiles every
 // kernel file to PTX for sm_80 and sm_90 and links the emulated library with clang.
 func TestBuildWritesTheCUDAStep(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "tiny.moe")
-	if err := os.WriteFile(path, []byte(tinyMoe), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	l := driver.Load(path)
-	if l.Diags.HasErrors() {
-		t.Fatalf("tiny.moe does not check: %v", l.Diags.Err())
-	}
+	dir, l := loadTiny(t)
 	res, diags, err := driver.Build(l, driver.BuildOptions{OutRoot: filepath.Join(dir, "out")})
 	if err != nil || diags.HasErrors() {
 		t.Fatalf("build: %v %v", err, diags.Err())
