@@ -47,11 +47,12 @@ test: deps venv venv-torch published-tokenizers
 	$(GO) vet ./...
 	$(GO) test -timeout 20m ./...
 
-# The emulated CUDA comparisons make test leaves out (several ranks' generated steps, the
-# tensor-core fragments, every layout against the CPU executor): MOEC_LONG_EMULATION=1 over
-# the packages that hold them.
+# The comparisons make test leaves out to stay under ten minutes (several ranks' generated
+# CUDA steps, the tensor-core fragments, every layout against the CPU executor, the
+# generated Go program under every parallel layout, every kernel harness of the GPU check):
+# MOEC_LONG_EMULATION=1 over the packages that hold them.
 test-long: deps venv venv-torch published-tokenizers
-	MOEC_LONG_EMULATION=1 $(GO) test -timeout 60m ./codegen/cudastep ./runtime/gpu ./runtime/serve ./runtime/train ./cmd/moec ./cmd/moec/internal/driver
+	MOEC_LONG_EMULATION=1 $(GO) test -timeout 60m ./codegen/cuda ./codegen/cudastep ./codegen/gogen ./runtime/gpu ./runtime/serve ./runtime/train ./cmd/moec ./cmd/moec/internal/driver ./tools/gpu-check
 
 bench: build
 	./scripts/bench.sh

@@ -37,10 +37,7 @@ func TestDeviceCudaEmulatedUnderMpirun(t *testing.T) {
 	if os.Getenv("OMPI_COMM_WORLD_SIZE") != "" {
 		t.Skip("already running under mpirun; a nested mpirun would join this job")
 	}
-	bin := filepath.Join(t.TempDir(), "moec")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := moecCommand(t)
 	long := longtest.On()
 	cases := []struct {
 		name string

@@ -56,3 +56,19 @@ func holdLock(ts *testscript.TestScript, neg bool, args []string) {
 	ts.Check(err)
 	ts.Defer(l.Release)
 }
+
+// moecCommand is this test binary under the name moec, in a folder of the test's own: run
+// so (a process of its own, under mpirun too), TestMain hands it to the moec command as if
+// a user had typed `moec`. No separate `go build` of the command is needed.
+func moecCommand(t *testing.T) string {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "moec")
+	if err := os.Symlink(self, bin); err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}

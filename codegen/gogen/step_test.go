@@ -18,6 +18,7 @@ import (
 	"github.com/moec-dev/moec/compiler/check"
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/step"
+	"github.com/moec-dev/moec/internal/longtest"
 	"github.com/moec-dev/moec/internal/pagepool"
 	"github.com/moec-dev/moec/runtime/train"
 )
@@ -381,21 +382,26 @@ train small on local {
 // moec run's on the same layouts within 1e-6 relative.
 func TestStepProgramParallel(t *testing.T) {
 	for _, c := range []parallelCase{
-		{name: "tp 2 × dp 2 × ep 2", tp: 2, pp: 1, calls: []string{"exec.CrossEntropyMax(", "exec.CrossEntropySum(", "putSlice(", "k.AllReduce(r.c, []int{0, 1}", "k.AllToAllV(r.c,"}},
+		{name: "tp 2 × dp 2 × ep 2", tp: 2, pp: 1, long: true, calls: []string{"exec.CrossEntropyMax(", "exec.CrossEntropySum(", "putSlice(", "k.AllReduce(r.c, []int{0, 1}", "k.AllToAllV(r.c,"}},
 		{name: "tp 2 × dp 2 × ep 2, sp, selective recompute", tp: 2, pp: 1, sp: true, recompute: program.RecomputeSelective,
 			calls: []string{"exec.GatherRows(r.c,", "k.ScatterRowSums(r.c,", "exec.SeqSlice(", "k.Fill("}},
 		{name: "pp 2 × dp 2 × ep 2", tp: 1, pp: 2, calls: []string{"r.c.Send(", "r.c.Recv(", "k.AllToAllV(r.c,"}},
-		{name: "dp 2 × ep 2, zero 1", tp: 1, pp: 1, zero: 1, calls: []string{"k.AllGather(r.c,"}},
+		{name: "dp 2 × ep 2, zero 1", tp: 1, pp: 1, zero: 1, long: true, calls: []string{"k.AllGather(r.c,"}},
 		{name: "dp 2 × ep 2, zero 2", tp: 1, pp: 1, zero: 2, calls: []string{"k.ReduceScatter(r.c,", "k.AllGather(r.c,"}},
-		{name: "dp 2 × ep 2, zero 3", tp: 1, pp: 1, zero: 3, calls: []string{"k.ReduceScatter(r.c,", "k.AllGather(r.c,", "putFlat(v."}},
-		{name: "dp 2 × ep 2, zero 1, offloaded", tp: 1, pp: 1, zero: 1, offload: true, calls: []string{"exec.MoveFlat(", "host := make("}},
+		{name: "dp 2 × ep 2, zero 3", tp: 1, pp: 1, zero: 3, long: true, calls: []string{"k.ReduceScatter(r.c,", "k.AllGather(r.c,", "putFlat(v."}},
+		{name: "dp 2 × ep 2, zero 1, offloaded", tp: 1, pp: 1, zero: 1, offload: true, long: true, calls: []string{"exec.MoveFlat(", "host := make("}},
 		{name: "dp 2 × ep 2, zero 3, offloaded", tp: 1, pp: 1, zero: 3, offload: true, calls: []string{"exec.MoveFlat(", "putFlat(v."}},
-		{name: "dp 2 × ep 2, zero 1, unified cache", tp: 1, pp: 1, zero: 1, offload: true,
+		{name: "dp 2 × ep 2, zero 1, unified cache", tp: 1, pp: 1, zero: 1, offload: true, long: true,
 			cache: &train.CacheConfig{Budget: 704 << 10, Page: 16 << 10, Eviction: "lru"}, calls: []string{"k.CacheMove("}},
 		{name: "dp 2 × ep 2, zero 3, unified cache", tp: 1, pp: 1, zero: 3, offload: true,
 			cache: &train.CacheConfig{Budget: 704 << 10, Page: 16 << 10, Eviction: "lru"}, calls: []string{"k.AllGather(r.c,", "putFlat(v."}},
 	} {
-		t.Run(c.name, func(t *testing.T) { parallelProgram(t, c) })
+		t.Run(c.name, func(t *testing.T) {
+			if c.long {
+				longtest.Require(t, "about 6 s a layout; the sequence-parallel, pipeline, ZeRO 2 and ZeRO 3 cache cases run by default")
+			}
+			parallelProgram(t, c)
+		})
 	}
 }
 
@@ -408,6 +414,7 @@ type parallelCase struct {
 	recompute    program.Recompute
 	cache        *train.CacheConfig
 	calls        []string
+	long         bool // in make test-long: a neighbouring default case covers its calls
 }
 
 func parallelProgram(t *testing.T, c parallelCase) {

@@ -3,7 +3,6 @@ package hf
 import (
 	"encoding/json"
 	"fmt"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,8 +19,7 @@ import (
 // pretrained context. Where transformers is installed, its own classes load the folders
 // too.
 func TestDbrxPhimoeComputeAsTransformers(t *testing.T) {
-	py := torchPython(t)
-	withTransformers := exec.Command(py, "-c", "import transformers").Run() == nil // once: each import costs seconds
+	py, withTransformers := torchTransformers(t)
 	ids := []int32{5, 17, 250, 3, 99, 42, 7, 128, 11, 200, 1, 64}
 	text := make([]string, len(ids))
 	for i, id := range ids {

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/moec-dev/moec/runtime/nn"
@@ -20,8 +21,7 @@ import (
 // the names, shapes, orientation and config of the export mean to transformers what they
 // mean to moec.
 func TestExportedLayoutComputesTheSame(t *testing.T) {
-	py := torchPython(t)
-	withTransformers := exec.Command(py, "-c", "import transformers").Run() == nil // once: each import costs seconds
+	py, withTransformers := torchTransformers(t)
 	ids := []int32{5, 17, 250, 3, 99, 42, 7, 128}
 	var idText []string
 	for _, id := range ids {
@@ -142,10 +142,33 @@ func runBatch(t *testing.T, py string, jobs []batchJob) []batchResult {
 // where it has torch and transformers, else Debian's python3 (as runtime/nn's PyTorch
 // peer). It skips the test when none imports torch.
 func torchPython(t *testing.T) string {
+	py, _ := torchTransformers(t)
+	return py
+}
+
+// torchTransformers is torchPython and whether that interpreter also imports transformers.
+// The package's tests probe once (findTorchPython): each import costs seconds of CPU.
+func torchTransformers(t *testing.T) (py string, withTransformers bool) {
 	t.Helper()
+	found := findTorchPython()
+	if found.why != "" {
+		t.Skip(found.why)
+	}
+	return found.py, found.transformers
+}
+
+// foundPython is findTorchPython's answer: the interpreter and whether it imports
+// transformers, or why there is none.
+type foundPython struct {
+	py, why      string
+	transformers bool
+}
+
+// findTorchPython is torchTransformers' probe, run once for the package.
+var findTorchPython = sync.OnceValue(func() foundPython {
 	py := os.Getenv("MOEC_PEER_PYTHON")
 	if venv := filepath.Join("..", "..", ".venv", "bin", "python"); py == "" && exec.Command(venv, "-c", "import torch, transformers").Run() == nil {
-		py = venv // make venv's: Debian's torch beside transformers from PyPI
+		return foundPython{py: venv, transformers: true} // make venv's: Debian's torch beside transformers from PyPI
 	}
 	if py == "" {
 		py = "python3"
@@ -154,10 +177,10 @@ func torchPython(t *testing.T) string {
 		}
 	}
 	if out, err := exec.Command(py, "-c", "import torch").CombinedOutput(); err != nil {
-		t.Skipf("torch reference skipped: %s cannot import torch: %s", py, out)
+		return foundPython{why: fmt.Sprintf("torch reference skipped: %s cannot import torch: %s", py, out)}
 	}
-	return py
-}
+	return foundPython{py: py, transformers: exec.Command(py, "-c", "import transformers").Run() == nil}
+})
 
 // compareLogits runs testdata/script on the exported folder and checks its logits against
 // moec's. The check is relative to the logits' own scale so it means the same whatever the

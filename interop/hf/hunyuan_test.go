@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -62,8 +61,7 @@ func hunyuanModel(t *testing.T, name string) *program.Model {
 // shared MLP. Hunyuan-A13B's export is also run through transformers' own class where it
 // is installed.
 func TestHunyuanComputesAsTencent(t *testing.T) {
-	py := torchPython(t)
-	withTransformers := exec.Command(py, "-c", "import transformers").Run() == nil // once: each import costs seconds
+	py, withTransformers := torchTransformers(t)
 	ids := []int32{5, 17, 250, 3, 99, 42, 7, 128, 11, 64}
 	text := make([]string, len(ids))
 	for i, id := range ids {

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -14,6 +13,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/moec-dev/moec/runtime/nn"
@@ -64,12 +64,9 @@ var configFieldsResolved = map[string]map[string]string{
 // one bit for bit, with the same name, shape and dtype; and loaded again with
 // AutoModelForCausalLM, whose logits and config must be the first model's.
 func TestTransformersRoundTrip(t *testing.T) {
-	py := currentTransformersPython(t)
+	ref := startTiny(t, currentTransformersPython(t))
+	t.Cleanup(ref.close) // after the parallel subtests
 	ids := []int32{5, 17, 250, 3, 99, 42, 7, 128, 11, 64}
-	idText := make([]string, len(ids))
-	for i, id := range ids {
-		idText[i] = fmt.Sprint(id)
-	}
 	for _, tc := range transformersFamilies {
 		t.Run(tc.family, func(t *testing.T) {
 			if _, imports := weightLayouts[tc.family]; tc.skip != "" && imports {
@@ -80,9 +77,7 @@ func TestTransformersRoundTrip(t *testing.T) {
 			t.Parallel()
 			work := t.TempDir()
 			hfDir := filepath.Join(work, "transformers")
-			ref := startTiny(t, py, tc.family, hfDir, strings.Join(idText, ","))
-			defer ref.close()
-			first := ref.reply(t)
+			first := ref.build(t, tc.family, hfDir, ids)
 
 			imp, err := ImportCheckpoint(hfDir, filepath.Join(work, "imported"), Options{})
 			if err != nil {
@@ -111,7 +106,7 @@ func TestTransformersRoundTrip(t *testing.T) {
 				t.Fatalf("exported in moec's layout, no transformers class: %s", strings.Join(man.Unsupported, "; "))
 			}
 			sameTensors(t, hfDir, out)
-			again := ref.load(t, out)
+			again := ref.load(t, tc.family, out)
 			agree(t, "the export loaded by AutoModelForCausalLM", again.Logits, moec)
 			if len(again.ConfigExtra) > 0 {
 				t.Logf("config fields %s of the export are no fields of the transformers class", strings.Join(again.ConfigExtra, ", "))
@@ -137,7 +132,8 @@ func TestTransformersRoundTrip(t *testing.T) {
 
 // currentTransformersPython is .venv-bench's interpreter (scripts/venv-torch.sh, which
 // make test runs), or $MOEC_TRANSFORMERS_PYTHON; the test skips, saying why, when neither
-// imports a transformers release with the model classes of today's families.
+// imports a transformers release (startTiny says so when it does not; a family whose class
+// the release lacks skips).
 func currentTransformersPython(t *testing.T) string {
 	t.Helper()
 	py := os.Getenv("MOEC_TRANSFORMERS_PYTHON")
@@ -147,9 +143,6 @@ func currentTransformersPython(t *testing.T) string {
 			t.Skipf("the current transformers is not installed: %s is missing (make test builds it with scripts/venv-torch.sh; the build failed or has not run)", py)
 		}
 	}
-	if out, err := exec.Command(py, "-c", "import torch, transformers, safetensors; transformers.GptOssConfig").CombinedOutput(); err != nil {
-		t.Skipf("%s cannot import torch and a transformers release with GptOssConfig (rebuild with scripts/venv-torch.sh): %v: %s", py, err, lastLine(out))
-	}
 	return py
 }
 
@@ -158,27 +151,31 @@ func lastLine(b []byte) string {
 	return lines[len(lines)-1]
 }
 
-// tinyReference is one running testdata/hf_tiny.py: it built and saved its family's
-// checkpoint and answers each folder written to it with that folder's logits.
+// tinyReference is the running testdata/hf_tiny.py: it builds and saves each family's
+// checkpoint and loads the folders moec exports from them. One process serves every family
+// (torch and transformers imported once); the parallel subtests take turns (mu).
 type tinyReference struct {
+	mu     sync.Mutex
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	lines  *bufio.Scanner
 	stderr *bytes.Buffer
-	family string
 }
 
 type tinyReply struct {
 	Transformers string                        `json:"transformers"`
+	Skip         string                        `json:"skip"`
 	Logits       []float64                     `json:"logits"`
 	ConfigDiff   map[string][2]json.RawMessage `json:"config_diff"`
 	ConfigExtra  []string                      `json:"config_extra"`
 }
 
-func startTiny(t *testing.T, py, family, folder, ids string) *tinyReference {
+// startTiny starts hf_tiny.py under py and reads its first line; the test skips, saying
+// why, when py cannot import torch and transformers.
+func startTiny(t *testing.T, py string) *tinyReference {
 	t.Helper()
-	cmd := exec.Command(py, filepath.Join("testdata", "hf_tiny.py"), family, folder, ids)
-	// One thread each: the families run side by side, and tiny products gain nothing from more.
+	cmd := exec.Command(py, filepath.Join("testdata", "hf_tiny.py"))
+	// One thread: tiny products gain nothing from more, and moec's side runs beside it.
 	cmd.Env = append(os.Environ(), "OMP_NUM_THREADS=1", "TOKENIZERS_PARALLELISM=false")
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -195,39 +192,58 @@ func startTiny(t *testing.T, py, family, folder, ids string) *tinyReference {
 	}
 	lines := bufio.NewScanner(stdout)
 	lines.Buffer(nil, 1<<24)
-	return &tinyReference{cmd: cmd, stdin: stdin, lines: lines, stderr: &stderr, family: family}
+	r := &tinyReference{cmd: cmd, stdin: stdin, lines: lines, stderr: &stderr}
+	if !lines.Scan() {
+		r.close()
+		t.Skipf("%s cannot import torch and transformers (rebuild with scripts/venv-torch.sh): %s", py, lastLine(stderr.Bytes()))
+	}
+	var hello tinyReply
+	if err := json.Unmarshal(lines.Bytes(), &hello); err != nil || hello.Transformers == "" {
+		r.close()
+		t.Fatalf("hf_tiny.py's first line %q: %v", lines.Text(), err)
+	}
+	t.Logf("transformers %s", hello.Transformers)
+	return r
 }
 
-// reply reads the script's next answer; the test skips when the installed transformers has
-// no class for the family (exit status 3).
-func (r *tinyReference) reply(t *testing.T) tinyReply {
+// build asks the script to build family's tiny checkpoint into folder and returns the
+// logits of ids; the test skips when the installed transformers has no class for family.
+func (r *tinyReference) build(t *testing.T, family, folder string, ids []int32) tinyReply {
 	t.Helper()
-	if !r.lines.Scan() {
-		r.stdin.Close()
-		err := r.cmd.Wait()
-		var ee *exec.ExitError
-		if errors.As(err, &ee) && ee.ExitCode() == 3 {
-			t.Skipf("hf_tiny.py: %s", strings.TrimSpace(r.stderr.String()))
-		}
-		t.Fatalf("hf_tiny.py %s gave no answer (%v, %v):\n%s", r.family, r.lines.Err(), err, r.stderr.String())
-	}
-	var rep tinyReply
-	if err := json.Unmarshal(r.lines.Bytes(), &rep); err != nil {
-		t.Fatalf("hf_tiny.py %s: %v", r.family, err)
-	}
-	if rep.Transformers != "" {
-		t.Logf("transformers %s", rep.Transformers)
+	rep := r.ask(t, map[string]any{"op": "build", "family": family, "folder": folder, "ids": ids})
+	if rep.Skip != "" {
+		t.Skip(rep.Skip)
 	}
 	return rep
 }
 
-// load asks the script to load folder with AutoModelForCausalLM.
-func (r *tinyReference) load(t *testing.T, folder string) tinyReply {
+// load asks the script to load folder, exported from family's build, with
+// AutoModelForCausalLM.
+func (r *tinyReference) load(t *testing.T, family, folder string) tinyReply {
 	t.Helper()
-	if _, err := fmt.Fprintln(r.stdin, folder); err != nil {
-		t.Fatalf("hf_tiny.py %s: %v\n%s", r.family, err, r.stderr.String())
+	return r.ask(t, map[string]any{"op": "load", "family": family, "folder": folder})
+}
+
+// ask sends one request and reads its answer.
+func (r *tinyReference) ask(t *testing.T, req map[string]any) tinyReply {
+	t.Helper()
+	line, err := json.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return r.reply(t)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, err := fmt.Fprintf(r.stdin, "%s\n", line); err != nil {
+		t.Fatalf("hf_tiny.py %s: %v\n%s", line, err, r.stderr.String())
+	}
+	if !r.lines.Scan() {
+		t.Fatalf("hf_tiny.py gave no answer to %s (%v):\n%s", line, r.lines.Err(), r.stderr.String())
+	}
+	var rep tinyReply
+	if err := json.Unmarshal(r.lines.Bytes(), &rep); err != nil {
+		t.Fatalf("hf_tiny.py %s: %v", line, err)
+	}
+	return rep
 }
 
 func (r *tinyReference) close() {

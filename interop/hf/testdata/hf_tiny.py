@@ -1,22 +1,27 @@
-# A tiny random checkpoint of one MoE family, built with transformers' own config and model
+# Tiny random checkpoints of the MoE families, built with transformers' own config and model
 # classes, for interop/hf's round trip through transformers (transformers_test.go).
 #
-#   hf_tiny.py FAMILY FOLDER IDS
+#   hf_tiny.py
 #
-# builds FAMILY's tiny config with the features the family is known for switched on,
-# initialises the model from a fixed seed (every vector, norm scales and biases included,
-# moved off its constant initial value, so a mapping that swaps or drops one changes the
-# logits), saves it to FOLDER with save_pretrained (safetensors, float32) and prints one
-# JSON line: {"transformers": version, "logits": [...]}, the logits of the comma-separated
-# token ids IDS, computed in float64 on the same float32 weights. Then, for each line read
-# from standard input (a folder moec exported), it loads that folder with
-# AutoModelForCausalLM and prints {"logits": [...], "config_diff": {field: [saved, loaded]},
-# "config_extra": [field...]}: the loaded model's logits of the same ids, every field of the
-# family's config class whose value differs from the saved model's, and the fields the
-# loaded config has beside the class's (which its modeling code never reads). One process serves a family from build to reload, so torch and
-# transformers are imported once.
+# prints one JSON line, {"transformers": version}, once torch and transformers are
+# imported, then answers one JSON request per line of standard input with one JSON line:
 #
-# Exit status 3: the installed transformers has no class for the family (the test skips it).
+#   {"op": "build", "family": F, "folder": D, "ids": [...]} builds family F's tiny config
+#   with the features the family is known for switched on, initialises the model from a
+#   fixed seed (every vector, norm scales and biases included, moved off its constant
+#   initial value, so a mapping that swaps or drops one changes the logits), saves it to D
+#   with save_pretrained (safetensors, float32) and answers {"logits": [...]}: the logits
+#   of the token ids, computed in float64 on the same float32 weights; or {"skip": why}
+#   when the installed transformers has no class for F.
+#
+#   {"op": "load", "family": F, "folder": E} loads E (a folder moec exported from F's
+#   build) with AutoModelForCausalLM and answers {"logits": [...], "config_diff": {field:
+#   [saved, loaded]}, "config_extra": [field...]}: the loaded model's logits of the build's
+#   ids, every field of the family's config class whose value differs from the saved
+#   model's, and the fields the loaded config has beside the class's (which its modeling
+#   code never reads).
+#
+# One process serves every family, so torch and transformers are imported once.
 import json
 import sys
 
@@ -200,28 +205,39 @@ def config_diff(saved, loaded, folder):
     return diff, sorted(set(b) - known - set(a))
 
 
-def main():
-    family, folder, ids = sys.argv[1], sys.argv[2], [int(t) for t in sys.argv[3].split(",")]
+def build(family, folder, ids, built):
     try:
         config = FAMILIES[family]()
     except AttributeError as e:
-        print("transformers %s has no class for %s: %s" % (transformers.__version__, family, e), file=sys.stderr)
-        sys.exit(3)
+        return {"skip": "transformers %s has no class for %s: %s" % (transformers.__version__, family, e)}
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, **EAGER)
     model.eval()
     perturb(model, torch.Generator().manual_seed(0))
     model.save_pretrained(folder, safe_serialization=True)
-    saved = model.config
+    built[family] = (model.config, ids)
     model.double()
-    print(json.dumps({"transformers": transformers.__version__, "logits": logits(model, ids)}), flush=True)
-    del model
+    return {"logits": logits(model, ids)}
+
+
+def load(family, export, built):
+    saved, ids = built[family]
+    loaded = AutoModelForCausalLM.from_pretrained(export, dtype=torch.float64, **EAGER)
+    loaded.eval()
+    diff, extra = config_diff(saved, loaded.config, export)
+    return {"logits": logits(loaded, ids), "config_diff": diff, "config_extra": extra}
+
+
+def main():
+    print(json.dumps({"transformers": transformers.__version__}), flush=True)
+    built = {}  # family: (the saved config, the build's ids)
     for line in sys.stdin:
-        export = line.strip()
-        loaded = AutoModelForCausalLM.from_pretrained(export, dtype=torch.float64, **EAGER)
-        loaded.eval()
-        diff, extra = config_diff(saved, loaded.config, export)
-        print(json.dumps({"logits": logits(loaded, ids), "config_diff": diff, "config_extra": extra}), flush=True)
+        req = json.loads(line)
+        if req["op"] == "build":
+            rep = build(req["family"], req["folder"], req["ids"], built)
+        else:
+            rep = load(req["family"], req["folder"], built)
+        print(json.dumps(rep), flush=True)
 
 
 if __name__ == "__main__":
