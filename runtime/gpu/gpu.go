@@ -13,6 +13,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/moec-dev/moec/codegen/cuda"
 	"github.com/moec-dev/moec/codegen/cudastep"
@@ -70,9 +71,10 @@ type Options struct {
 	// FP16 runs them in IEEE half, with the loss scaled (cudastep.Options.FP16: a train
 	// block's precision = fp16; StepOptions.LossScale).
 	FP16 bool
-	// objects, under the emulation, is a folder holding the emulated kernels, driver and
-	// NCCL already compiled (another rank's, OpenRanks): the host program links them.
-	objects string
+	// objects, under the emulation, are the emulated kernels, driver and NCCL already
+	// compiled (another rank's, OpenRanks), one object per emulation source in
+	// cudastep.EmulationSources' order: the host program links them.
+	objects []string
 	// device, when set, is the ordinal of the device the session opens (OpenRank: the
 	// process's node-local rank); nil: the program's rank.
 	device *int
@@ -90,7 +92,7 @@ type Session struct {
 	fns     map[string]*llvmrt.Func
 	handle  int64
 	tmp     string
-	objects string // under the emulation, the folder of the objects the host program linked
+	objects []string // under the emulation, the objects the host program linked
 	dice    *moexec.Kernels
 	cfg     *optim.Config
 	updates int64
@@ -284,54 +286,81 @@ func compileHost(ctx context.Context, dir, clang string, mode Mode) (string, err
 // compileHostOf is compileHost with the kernel files kernels alone (a decoding host
 // program's, cudastep.Decoding.KernelFiles).
 func compileHostOf(ctx context.Context, dir, clang string, mode Mode, kernels []cudastep.KernelFile) (string, error) {
-	so, _, err := compileHostReusing(ctx, dir, clang, mode, kernels, "")
+	so, _, err := compileHostReusing(ctx, dir, clang, mode, kernels, nil)
 	return so, err
 }
 
 // compileHostReusing is compileHostOf; under the emulation the kernels, the driver and
-// NCCL are compiled to objects first (taken from the folder objects where another rank's
-// build left them, else from the compile cache, else compiled there, one clang per source
-// at once) and linked with the host program; it returns the shared library and the folder
-// of the objects it linked ("" on a GPU), where another rank's build can take them.
-func compileHostReusing(ctx context.Context, dir, clang string, mode Mode, kernels []cudastep.KernelFile, objects string) (string, string, error) {
+// NCCL are compiled to objects first (another rank's build's objects where given, else
+// emulationObjects') and linked with the host program; it returns the shared library and
+// the objects it linked (nil on a GPU), which another rank's build can take.
+func compileHostReusing(ctx context.Context, dir, clang string, mode Mode, kernels []cudastep.KernelFile, objects []string) (string, []string, error) {
 	if mode == Emulated {
 		flags, sources := cudastep.EmulationFlags(), cudastep.EmulationSources(kernels)
-		if objects == "" {
+		if len(objects) != len(sources) {
 			var err error
 			if objects, err = emulationObjects(ctx, dir, clang, flags, sources); err != nil {
-				return "", "", err
+				return "", nil, err
 			}
 		}
 		so := filepath.Join(dir, cudastep.EmulatedLibrary)
-		args := slices.Concat(flags, []string{"-shared", cudastep.HostName})
-		for _, src := range sources {
-			args = append(args, filepath.Join(objects, strings.TrimSuffix(src, ".cpp")+".o"))
-		}
+		args := slices.Concat(flags, []string{"-shared", cudastep.HostName}, objects)
 		return so, objects, clangIn(ctx, dir, clang, append(args, "-o", so, "-lpthread", "-lm")...)
 	}
 	so := filepath.Join(dir, cudastep.HostLibrary)
-	return so, "", clangIn(ctx, dir, clang, cudastep.DeviceHostArgs(so)...)
+	return so, nil, clangIn(ctx, dir, clang, cudastep.DeviceHostArgs(so)...)
 }
 
-// emulationObjects returns a folder holding the objects of the emulation's sources in dir
-// (compiled with flags): the compile cache's entry for these bytes, compiled into it on a
-// miss, or dir itself when there is no cache.
-func emulationObjects(ctx context.Context, dir, clang string, flags, sources []string) (string, error) {
-	inputs := slices.Clone(sources)
+// emulationObjects returns the objects of the emulation's sources in dir (compiled with
+// flags), one per source in order: each the compile cache's entry for that source and the
+// headers beside it, compiled into it on a miss (or into dir when there is no cache), as
+// many clangs at once as the machine has CPUs. One entry per source, not per set of
+// sources: programs that launch different kernel files (a dense stage, an MoE stage, latent
+// attention) share the objects they have in common, so each is compiled once.
+func emulationObjects(ctx context.Context, dir, clang string, flags, sources []string) ([]string, error) {
 	headers, err := filepath.Glob(filepath.Join(dir, "*.h"))
 	if err != nil {
-		return "", fmt.Errorf("gpu: %w", err)
+		return nil, fmt.Errorf("gpu: %w", err)
 	}
-	for _, h := range headers {
-		inputs = append(inputs, filepath.Base(h))
+	for i, h := range headers {
+		headers[i] = filepath.Base(h)
 	}
-	key, err := compilecache.Key(clang, flags, dir, inputs)
-	if err != nil {
-		return "", fmt.Errorf("gpu: %w", err)
+	cache := compilecache.Open()
+	objects := make([]string, len(sources))
+	errs := make([]error, len(sources))
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range max(1, min(runtime.NumCPU(), len(sources))) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				src := sources[i]
+				key, err := compilecache.Key(clang, flags, dir, append([]string{src}, headers...))
+				if err != nil {
+					errs[i] = fmt.Errorf("gpu: %w", err)
+					continue
+				}
+				entry, err := cache.Build(key, dir, func(out string) error {
+					return compilecache.CompileEach(ctx, dir, out, clang, flags, []string{src}, 1)
+				})
+				if err != nil {
+					errs[i] = err
+					continue
+				}
+				objects[i] = filepath.Join(entry, strings.TrimSuffix(src, filepath.Ext(src))+".o")
+			}
+		}()
 	}
-	return compilecache.Open().Build(key, dir, func(out string) error {
-		return compilecache.CompileEach(ctx, dir, out, clang, flags, sources, runtime.NumCPU())
-	})
+	for i := range sources {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return objects, nil
 }
 
 // compilePTX compiles each kernel file to PTX for arch.
