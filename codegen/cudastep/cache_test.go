@@ -300,3 +300,121 @@ func TestUnifiedCacheUpdatesOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestCacheDataParallelStagedReduction: on two data-parallel ranks under the unified
+// cache the gradients' all_reduce runs over the host tier through the staging workspace
+// (collective_cache.go): every byte of every host gradient the op reduces goes through
+// exactly one chunk, in and back out, each chunk packs at most a page and its call sums
+// what it packed; the staging workspace holds the largest chunk; the host program waits
+// for the copy stream before it queues the chunks (moec_staged waits for the
+// communication stream after them), and each rank's host grad_norm counts only its part
+// of the flat vector: the two ranks' parts together are every gradient once.
+func TestCacheDataParallelStagedReduction(t *testing.T) {
+	m := tinyStage(t, 2, 1)
+	l := step.Layout{DP: 2, EP: 1, TP: 1, PP: 1, Cache: tinyCache}
+	progs, err := step.Lower(m, step.Batch{MicroBatch: 1, SeqLen: 8, Micro: 2}, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	counted := int64(0)
+	for r, p := range progs {
+		low, err := Lower(p, m)
+		if err != nil {
+			t.Fatalf("rank %d: %v", r, err)
+		}
+		host, err := HostProgram(low)
+		if err != nil {
+			t.Fatal(err)
+		}
+		staged, grads := 0, int64(0)
+		for i := range p.Ops {
+			op, ol := &p.Ops[i], low.Ops[i]
+			if op.Kind == step.OpGradNorm {
+				if ol.Cache == nil || !ol.PublishNorm {
+					t.Fatalf("rank %d: the grad_norm is not the host tier's, or is not published for the all_reduce", r)
+				}
+				for _, h := range ol.Cache.Norm {
+					counted += h.N
+				}
+			}
+			if op.Kind != step.OpAllReduce || p.Buffers[op.In[0]].Tier != step.Host {
+				continue
+			}
+			staged++
+			st := ol.Collective.Staged
+			if st == nil || len(ol.Collective.Calls) > 0 {
+				t.Fatalf("rank %d: op %d's all_reduce over host gradients is not staged", r, i)
+			}
+			seen := map[int64]int{} // host byte offset (4-byte granules) → times staged
+			for k, ch := range st.Chunks {
+				var packed int64
+				for _, s := range ch.Segs {
+					if !s.In || !s.Out || s.Stage != packed {
+						t.Errorf("rank %d: chunk %d: segment %+v is not packed in order, in and out", r, k, s)
+					}
+					packed += s.Bytes
+					for b := s.Host; b < s.Host+s.Bytes; b += 4 {
+						seen[b]++
+					}
+				}
+				if ch.Func != "ncclAllReduce" || 4*ch.Count != packed || packed > tinyCache.Page || packed > st.Bytes {
+					t.Errorf("rank %d: chunk %d: %s of %d floats over %d packed bytes (page %d, staging %d)", r, k, ch.Func, ch.Count, packed, tinyCache.Page, st.Bytes)
+				}
+			}
+			for _, b := range op.In {
+				buf := p.Buffers[b]
+				grads += buf.Bytes()
+				for at := buf.Offset; at < buf.Offset+buf.Bytes(); at += 4 {
+					if seen[at] != 1 {
+						t.Fatalf("rank %d: byte %d of %s goes through %d chunks", r, at-buf.Offset, buf.Name, seen[at])
+					}
+				}
+			}
+			if int64(len(seen))*4 != grads {
+				t.Errorf("rank %d: %d bytes staged, the gradients hold %d", r, len(seen)*4, grads)
+			}
+		}
+		if staged != 1 || low.CommStage < tinyCache.Page || low.CommStage > tinyCache.Page {
+			t.Errorf("rank %d: %d staged all_reduces, a staging workspace of %d bytes (a page is %d)", r, staged, low.CommStage, tinyCache.Page)
+		}
+		sync := "MOEC_CU(s, s->cu.cuStreamSynchronize(s->copy_stream), \"op "
+		at := strings.Index(host, "if (!moec_staged(s, moec_stage_chunks_0, ")
+		if at < 0 || !strings.Contains(host[max(at-200, 0):at], sync) || !strings.Contains(host, "MOEC_CU(s, s->cu.cuStreamSynchronize(s->comm_stream), what);\n  return 1;") {
+			t.Errorf("rank %d: the host program does not wait for the write-backs before the staged all_reduce, or for it after", r)
+		}
+	}
+	var all int64
+	for _, b := range progs[0].Buffers {
+		if b.Kind == step.KindGrad && b.Tier == step.Host {
+			all += b.Elements()
+		}
+	}
+	if counted != all {
+		t.Errorf("the ranks' grad_norms count %d values, the gradients hold %d", counted, all)
+	}
+}
+
+// TestCacheSubsumesOffload: the offloaded optimizer beside the unified cache lowers as the
+// cache alone (compiler/step drops it: the cache keeps every state in the host tier), on
+// one rank and on two data-parallel ranks: the same host program.
+func TestCacheSubsumesOffload(t *testing.T) {
+	m := tinyStage(t, 2, 1)
+	for _, dp := range []int{1, 2} {
+		var hosts []string
+		for _, offload := range []bool{false, true} {
+			l := step.Layout{DP: dp, EP: 1, TP: 1, PP: 1, OffloadOpt: offload, Cache: tinyCache}
+			_, low, err := lowerOne(t, m, step.Batch{MicroBatch: 1, SeqLen: 8, Micro: 1}, l)
+			if err != nil {
+				t.Fatalf("dp %d, offload %v: %v", dp, offload, err)
+			}
+			host, err := HostProgram(low)
+			if err != nil {
+				t.Fatal(err)
+			}
+			hosts = append(hosts, host)
+		}
+		if hosts[0] != hosts[1] {
+			t.Errorf("dp %d: the offloaded optimizer changes the unified cache's host program", dp)
+		}
+	}
+}

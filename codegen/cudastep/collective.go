@@ -49,6 +49,9 @@ type Collective struct {
 	// grouped with the send before it, pipeline.go): the op issues none of its own.
 	Joined   bool
 	JoinedOp int
+	// Staged, for a collective over the unified cache's host tier, is its chunks through
+	// the device's staging region (collective_cache.go); Calls is then empty.
+	Staged *Staged
 }
 
 // isCollective reports whether ops of kind k communicate.
@@ -92,10 +95,14 @@ func (lw *opLowerer) collective(op *step.Op) (*Collective, error) {
 		return nil, err
 	}
 	c := &Collective{}
+	staged := hostCollective(p, op) // collective_cache.go
 	for _, bufs := range [][]int{op.In, op.Out} {
 		for _, b := range bufs {
 			buf := p.Buffers[b]
 			if buf.Tier != step.Device {
+				if staged {
+					continue
+				}
 				return nil, fmt.Errorf("buffer %s of %s lives in host memory", buf.Name, op.Kind)
 			}
 			c.Touches = append(c.Touches, [2]int64{buf.Offset, buf.Offset + buf.Bytes()})
@@ -115,7 +122,13 @@ func (lw *opLowerer) collective(op *step.Op) (*Collective, error) {
 		for i := range c.Calls {
 			c.Calls[i].Comm = comm
 		}
+		if c.Staged != nil {
+			c.Staged.Comm = comm
+		}
 	}()
+	if staged {
+		return c, lw.stagedCollective(op, c, len(ranks), pos) // collective_cache.go
+	}
 	if op.Sequence() {
 		return c, lw.sequenceCollective(op, pos, c) // collective_sp.go
 	}

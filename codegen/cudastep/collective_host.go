@@ -18,7 +18,12 @@ type commEmitter struct {
 	// written before moec_run_ops (tables); tableOf is each one's index.
 	tables  []string
 	tableOf map[string]int
+	// staged are the staged collectives' tables (collective_cache.go), in program order.
+	staged []string
 }
+
+// hasTables reports whether writeTables writes anything.
+func (ce *commEmitter) hasTables() bool { return len(ce.tables) > 0 || len(ce.staged) > 0 }
 
 // p2pTableMin is the number of sends and receives from which a collective's calls become
 // a row each of a table its ops share (the expert exchange of 192 ranks with 8 experts
@@ -71,6 +76,12 @@ func (ce *commEmitter) p2pTable(calls []NCCLCall) (table int, sendBase, recvBase
 // writeTables writes moec_p2p_run and the tables the collectives use (nothing when none
 // does).
 func (ce *commEmitter) writeTables(w *strings.Builder) {
+	if len(ce.staged) > 0 {
+		w.WriteString(hostStaged) // collective_cache.go
+		for _, t := range ce.staged {
+			w.WriteString(t)
+		}
+	}
 	if len(ce.tables) == 0 {
 		return
 	}
@@ -115,6 +126,12 @@ type pendingCollective struct {
 func (ce *commEmitter) emit(w *strings.Builder, in string, c *Collective, i int, what string, workAt map[string]int64) {
 	if c.Joined {
 		fmt.Fprintf(w, "%s// received in op %d's group\n", in, c.JoinedOp)
+		return
+	}
+	if c.Staged != nil { // collective_cache.go: run and waited for on the host
+		t := len(ce.staged)
+		ce.staged = append(ce.staged, stagedTable(t, c.Staged))
+		emitStaged(w, in, c.Staged, t, c.Staged.Comm, workAt[commStageWork], what)
 		return
 	}
 	if len(c.Calls) == 0 {

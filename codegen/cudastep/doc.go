@@ -66,5 +66,10 @@
 // contribution staged and added on the CPU), the compute stream waiting for it before it
 // writes those bytes again; an evict moves nothing; the norm and AdamW run on the CPU over
 // the host tier, the AdamW of a large tensor and the sums of squares of many split over
-// CPU threads (MOEC_HOST_THREADS), bitwise as on one. One rank is lowered, without ZeRO.
+// CPU threads (MOEC_HOST_THREADS), bitwise as on one. On data-parallel ranks the
+// gradients' all_reduce over the host tier is staged through the device
+// (collective_cache.go): chunks of at most a page copied into a staging workspace after
+// the arena, reduced by NCCL and copied back on the communication stream, after the host
+// waited for the write-backs and before it reads the results. ZeRO and tensor, expert or
+// pipeline parallelism under the cache are not lowered yet.
 package cudastep

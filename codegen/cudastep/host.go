@@ -179,6 +179,9 @@ func (l *Lowered) Memory() (arena int64, work []Workspace, total int64) {
 	}
 	sizes[NormWork] = max(sizes[NormWork], int64(l.NormSlots)*8)
 	sizes[LossWork] = max(sizes[LossWork], int64(l.LossSlots)*8)
+	if l.CommStage > 0 {
+		sizes[commStageWork] = l.CommStage // collective_cache.go
+	}
 	names := make([]string, 0, len(sizes))
 	for n := range sizes {
 		names = append(names, n)
@@ -563,7 +566,7 @@ func HostProgram(l *Lowered) (string, error) {
 		pf("  MOEC_CU(s, s->cu.cuStreamSynchronize(s->copy_stream), \"the unified cache's copies\");\n")
 	}
 	pf("  return 1;\n}\n")
-	if len(comm.tables) > 0 {
+	if comm.hasTables() {
 		text := w.String()
 		w.Reset()
 		w.WriteString(text[:opsAt])

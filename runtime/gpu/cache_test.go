@@ -42,17 +42,16 @@ func TestEmulatedCacheMatchesExecutor(t *testing.T) {
 	} {
 		t.Run(fmt.Sprintf("%d experts %s", c.experts, c.streams), func(t *testing.T) {
 			t.Setenv("MOEC_EMU_STREAMS", c.streams)
-			matchCache(t, c.experts, step.Cache{Budget: c.budget, Page: 64 << 10}, c.micro, c.steps)
+			matchCache(t, c.experts, step.Layout{DP: 1, EP: 1, TP: 1, PP: 1, Cache: step.Cache{Budget: c.budget, Page: 64 << 10}}, c.micro, c.steps)
 		})
 	}
 }
 
-// matchCache is matchRanks of hunyuan_tiny's stage with experts experts under cache, then
-// every persistent host buffer against the executor's host tier.
-func matchCache(t *testing.T, experts int, cache step.Cache, micro int, steps int64) {
+// matchCache is matchRanks of hunyuan_tiny's stage with experts experts at layout l (under
+// a unified cache), then every persistent host buffer against the executor's host tier.
+func matchCache(t *testing.T, experts int, l step.Layout, micro int, steps int64) {
 	t.Helper()
 	m, cfg := hunyuanTiny(t, experts)
-	l := step.Layout{DP: 1, EP: 1, TP: 1, PP: 1, Cache: cache}
 	matchRanksThen(t, m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: micro}, l, cfg, steps, func(lc *moexec.Local, rs *Ranks) {
 		p := lc.Progs[0]
 		evictions := 0
@@ -92,6 +91,30 @@ func matchCache(t *testing.T, experts int, cache step.Cache, micro int, steps in
 			t.Fatal("no buffer in host memory: the layout does not run the cache")
 		}
 		t.Logf("%d evictions a step; %d host buffers; largest relative error of a weight or moment %.2g (%s)", evictions, host, worst, worstName)
+	})
+}
+
+// TestEmulatedCacheDataParallelMatchesExecutor: hunyuan_tiny's dense stage on two
+// data-parallel ranks under the unified cache (3 MiB in 64 KiB pages), two steps, against
+// runtime/exec: the gradients' all_reduce runs over the host tier, staged through the
+// device in chunks of a page (codegen/cudastep's collective_cache.go), each rank's host
+// grad_norm counts its part of the flat vector, and the host update reads the reduced
+// gradients. The streams run as late as they may (the emulation's default): a staged copy
+// that did not wait for the write-backs would reduce gradients not yet written back, and
+// a host update that did not wait for the copies back would read the unreduced ones (the
+// test fails without either wait). Under MOEC_LONG_EMULATION the same with two
+// micro-batches (the second's write-backs add into the host gradients on the CPU before
+// the staging), with the communication and copy streams as early as their waits let them.
+func TestEmulatedCacheDataParallelMatchesExecutor(t *testing.T) {
+	l := step.Layout{DP: 2, EP: 1, TP: 1, PP: 1, Cache: step.Cache{Budget: 3 << 20, Page: 64 << 10}}
+	t.Run("one micro-batch", func(t *testing.T) {
+		t.Setenv("MOEC_EMU_STREAMS", "")
+		matchCache(t, 1, l, 1, 2)
+	})
+	t.Run("two micro-batches eager-comm", func(t *testing.T) {
+		longtest.Require(t, "two ranks' generated steps compiled again: most of a minute on a loaded machine")
+		t.Setenv("MOEC_EMU_STREAMS", "eager-comm")
+		matchCache(t, 1, l, 2, 3)
 	})
 }
 
