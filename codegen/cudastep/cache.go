@@ -47,9 +47,10 @@ import (
 // program places a fetch right before its unit's first use (compiler/step's cache.go);
 // the host queues the launches ahead of the device, so a fetch's copy starts as soon as
 // the last op touching its bytes is done, beside the ops queued after that one. The step
-// ends with the copy stream drained. One rank and data-parallel ranks without ZeRO are
-// lowered: the several ranks' reductions over the host tier are staged through the device
-// (collective_cache.go); ZeRO's shards and gathers into the cache are not yet.
+// ends with the copy stream drained. One rank and data-parallel ranks under ZeRO 0–2 are
+// lowered: the several ranks' collectives over the host tier are staged through the
+// device (collective_cache.go), and the host update runs on the rank's shard (zeroPiece);
+// ZeRO 3's gathers from the host shards into the cache are not yet.
 
 // CacheOp is the host program's part of a unified-cache op, or of a grad_norm or adamw
 // over the host tier.
@@ -87,8 +88,8 @@ type HostRange struct {
 }
 
 // cacheSupported refuses what the unified cache does not lower on the CUDA path yet: it
-// runs on one rank and on data-parallel ranks under ZeRO 0 (the gradients' all_reduce
-// staged through the device, collective_cache.go).
+// runs on one rank and on data-parallel ranks under ZeRO 0–2 (the collectives over the
+// host tier staged through the device, collective_cache.go).
 func cacheSupported(l step.Layout) []string {
 	if !l.Cache.On() {
 		return nil
@@ -96,8 +97,8 @@ func cacheSupported(l step.Layout) []string {
 	switch {
 	case l.World() > 1 && (l.TP > 1 || l.PP > 1 || l.EP > 1):
 		return []string{"the unified cache with tensor, expert or pipeline parallelism"}
-	case l.ZeRO > 0:
-		return []string{"the unified cache under ZeRO"}
+	case l.ZeRO > 2:
+		return []string{"the unified cache under ZeRO 3"}
 	}
 	// The offloaded optimizer needs nothing more: compiler/step drops it under the cache,
 	// which keeps every state in the host tier already (TestCacheSubsumesOffload).

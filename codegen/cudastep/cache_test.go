@@ -2,6 +2,7 @@ package cudastep
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -415,6 +416,105 @@ func TestCacheSubsumesOffload(t *testing.T) {
 		}
 		if hosts[0] != hosts[1] {
 			t.Errorf("dp %d: the offloaded optimizer changes the unified cache's host program", dp)
+		}
+	}
+}
+
+// TestCacheZeROStagedShards: on two data-parallel ranks under the unified cache with ZeRO
+// 1 and 2, the collectives over the host tier go through the staging workspace
+// (collective_cache.go) a part of every rank's shard at a time, and each host byte the
+// right way exactly once: ZeRO 2's reduce_scatter copies in every byte of every gradient
+// and copies back the rank's gradient shard up to the flat vector's end; the all_gather of
+// the updated shards copies in the rank's own part of every weight and back every other
+// rank's part; ZeRO 1's all_reduce in and back every gradient byte. No chunk needs more
+// than a page of staging, and the host update runs on the rank's shard only.
+func TestCacheZeROStagedShards(t *testing.T) {
+	m := tinyStage(t, 2, 1)
+	for _, zero := range []int{1, 2} {
+		l := step.Layout{DP: 2, EP: 1, TP: 1, PP: 1, ZeRO: zero, Cache: tinyCache}
+		progs, err := step.Lower(m, step.Batch{MicroBatch: 1, SeqLen: 8, Micro: 1}, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for r, p := range progs {
+			low, err := Lower(p, m)
+			if err != nil {
+				t.Fatalf("zero %d, rank %d: %v", zero, r, err)
+			}
+			if _, err := HostProgram(low); err != nil {
+				t.Fatal(err)
+			}
+			g := p.Groups[0]
+			kinds := map[step.OpKind]int{}
+			for i := range p.Ops {
+				op, ol := &p.Ops[i], low.Ops[i]
+				if op.Kind == step.OpAdamW && ol.Cache != nil {
+					var n int64
+					for _, u := range ol.Cache.Update {
+						n += u.N
+					}
+					if want := min(g.Shard, g.Elements-int64(g.Index)*g.Shard); n != want {
+						t.Errorf("zero %d, rank %d: the host update covers %d values, the rank's shard %d", zero, r, n, want)
+					}
+				}
+				if ol.Collective == nil || ol.Collective.Staged == nil {
+					continue
+				}
+				kinds[op.Kind]++
+				floats := p.Memory.Arena[step.Host] / 4 // the host arena, a float a slot
+				in, back := make([]int, floats), make([]int, floats)
+				for k, ch := range ol.Collective.Staged.Chunks {
+					if need := 4 * ch.Count * 3; ch.Func != "ncclAllReduce" && (need > tinyCache.Page || need > ol.Collective.Staged.Bytes) {
+						t.Errorf("zero %d, rank %d, op %d: chunk %d needs %d bytes of staging", zero, r, i, k, need)
+					}
+					for _, s := range ch.Segs {
+						for f := s.Host / 4; f < (s.Host+s.Bytes)/4; f++ {
+							if s.In {
+								in[f]++
+							}
+							if s.Out {
+								back[f]++
+							}
+						}
+					}
+				}
+				// Each host float of the op's buffers: copied in, copied back.
+				wantIn, wantBack := make([]bool, floats), make([]bool, floats)
+				for _, x := range op.In {
+					buf := p.Buffers[x]
+					for e := int64(0); e < buf.Elements(); e++ {
+						f := buf.Offset/4 + e
+						own := buf.Flat+e >= int64(g.Index)*g.Shard && buf.Flat+e < int64(g.Index+1)*g.Shard
+						switch op.Kind {
+						case step.OpAllReduce:
+							wantIn[f], wantBack[f] = true, true
+						case step.OpReduceScatter:
+							wantIn[f] = true
+						case step.OpAllGather:
+							wantIn[f], wantBack[f] = own, !own
+						}
+					}
+				}
+				if op.Kind == step.OpReduceScatter {
+					out := p.Buffers[op.Out[0]]
+					for e := int64(0); e < min(g.Shard, g.Elements-int64(g.Index)*g.Shard); e++ {
+						wantBack[out.Offset/4+e] = true
+					}
+				}
+				for f := range floats {
+					if (in[f] == 1) != wantIn[f] || in[f] > 1 || (back[f] == 1) != wantBack[f] || back[f] > 1 {
+						t.Fatalf("zero %d, rank %d, op %d (%s): host float %d copied in %d times (want %v), back %d times (want %v)",
+							zero, r, i, op.Kind, f, in[f], wantIn[f], back[f], wantBack[f])
+					}
+				}
+			}
+			wantKinds := map[step.OpKind]int{step.OpAllReduce: 1, step.OpAllGather: 1}
+			if zero == 2 {
+				wantKinds = map[step.OpKind]int{step.OpReduceScatter: 1, step.OpAllGather: 1}
+			}
+			if !maps.Equal(kinds, wantKinds) {
+				t.Errorf("zero %d, rank %d: staged %v, want %v", zero, r, kinds, wantKinds)
+			}
 		}
 	}
 }

@@ -21,7 +21,7 @@ import (
 //   - the NCCL call on the staging region;
 //   - the result copied back into the host buffers (cuMemcpyDtoHAsync).
 //
-// The region is bounded (one page, the cache's unit of device memory, 4 MiB by default:
+// ZeRO 1 and 2 stage their shards' parts the same way (stageShards). The region is bounded (one page, the cache's unit of device memory, 4 MiB by default:
 // large enough for NCCL's bandwidth) rather than sized by the largest collective, which
 // is every gradient of the rank: the cache exists because the device does not hold them.
 // One stream runs the chunks, so a chunk's copies in never overwrite the region before the
@@ -111,6 +111,10 @@ func (lw *opLowerer) stagedCollective(op *step.Op, c *Collective, ranks, pos int
 			return fmt.Errorf("an all_reduce over host buffers that is not in place")
 		}
 		lw.stageAllReduce(op, chunk, st)
+	case step.OpReduceScatter, step.OpAllGather:
+		if err := lw.stageShards(op, chunk, ranks, pos, st); err != nil {
+			return err
+		}
 	default:
 		return fmt.Errorf("%s over host-tier buffers (the unified cache on several ranks) is not lowered to NCCL yet", op.Kind)
 	}
@@ -161,6 +165,104 @@ func (lw *opLowerer) stageAllReduce(op *step.Op, chunk int64, st *Staged) {
 		}
 	}
 	flush()
+}
+
+// stageShards lowers ZeRO 1/2's collectives over the host tier, a part of every rank's
+// shard at a time: chunk k holds floats [k·L, k·L + L) of each shard, rank r's part in
+// slot r of the staging region (r·L floats in) and one slot after the ranks' (ranks·L).
+// A reduce_scatter (ZeRO 2) packs every rank's part of the gradients' flat vector into
+// the slots, reduce-scatters them into the last slot and copies it into the rank's
+// gradient shard; an all_gather of the updated shards (after the host update) copies the
+// rank's own part of the weights into the last slot, gathers every rank's into the slots
+// and copies the others' back into the host weights.
+func (lw *opLowerer) stageShards(op *step.Op, chunk int64, ranks, pos int, st *Staged) error {
+	p := lw.p
+	g, err := lw.groupOf(op.Group)
+	if err != nil {
+		return err
+	}
+	if g.Size != ranks || g.Index != pos {
+		return fmt.Errorf("%s over %d ranks as rank %d, group %s spans %d as its shard %d", op.Kind, ranks, pos, g.Name, g.Size, g.Index)
+	}
+	flat := op.In
+	if op.Kind == step.OpAllGather {
+		if !slices.Equal(op.In, op.Out) {
+			return fmt.Errorf("an all_gather of host weights that is not in place")
+		}
+	} else if op.Accumulates(0) {
+		return fmt.Errorf("a reduce_scatter that adds into its shard is not lowered to NCCL yet")
+	}
+	// The buffers must tile the flat vector [0, Elements): a gap would reduce whatever an
+	// earlier chunk left in the staging region.
+	type span struct{ lo, hi int64 }
+	var spans []span
+	for _, b := range flat {
+		buf := p.Buffers[b]
+		if buf.Flat < 0 {
+			return fmt.Errorf("%s has no place in group %s's flat vector", buf.Name, g.Name)
+		}
+		spans = append(spans, span{buf.Flat, buf.Flat + buf.Elements()})
+	}
+	slices.SortFunc(spans, func(a, b span) int { return int(a.lo - b.lo) })
+	end := int64(0)
+	for _, sp := range spans {
+		if sp.lo != end {
+			return fmt.Errorf("group %s's buffers leave [%d, %d) of its flat vector out of %s", g.Name, end, sp.lo, op.Kind)
+		}
+		end = sp.hi
+	}
+	if end != g.Elements || g.Shard*int64(ranks) < g.Elements {
+		return fmt.Errorf("%s covers %d of group %s's %d values (%d shards of %d)", op.Kind, end, g.Name, g.Elements, ranks, g.Shard)
+	}
+	var out *step.Buffer
+	if op.Kind == step.OpReduceScatter {
+		if out = p.Buffers[op.Out[0]]; out.Elements() != g.Shard {
+			return fmt.Errorf("reduce_scatter into %s of %d values, the shard holds %d", out.Name, out.Elements(), g.Shard)
+		}
+	}
+	// segs are the host ranges of flat [a, b), placed from byte base of the region.
+	segs := func(a, b, base int64, in, back bool) []StageSeg {
+		var ss []StageSeg
+		for _, x := range flat {
+			buf := p.Buffers[x]
+			lo, hi := max(a, buf.Flat), min(b, buf.Flat+buf.Elements())
+			if lo >= hi {
+				continue
+			}
+			ss = append(ss, StageSeg{Host: buf.Offset + 4*(lo-buf.Flat), Stage: base + 4*(lo-a), Bytes: 4 * (hi - lo), In: in, Out: back,
+				What: fmt.Sprintf("%s[%d:%d]", buf.Name, lo-buf.Flat, hi-buf.Flat)})
+		}
+		return ss
+	}
+	S := g.Shard
+	L := max(chunk/4/int64(ranks+1), 1)
+	for c0 := int64(0); c0 < S; c0 += L {
+		n := min(L, S-c0)
+		last := int64(ranks) * n * 4 // the slot after the ranks'
+		ch := StageChunk{Count: n}
+		for r := 0; r < ranks; r++ {
+			a := int64(r)*S + c0
+			switch {
+			case op.Kind == step.OpReduceScatter:
+				ch.Segs = append(ch.Segs, segs(a, a+n, int64(r)*n*4, true, false)...)
+			case r == pos:
+				ch.Segs = append(ch.Segs, segs(a, a+n, last, true, false)...)
+			default:
+				ch.Segs = append(ch.Segs, segs(a, a+n, int64(r)*n*4, false, true)...)
+			}
+		}
+		if op.Kind == step.OpReduceScatter {
+			ch.Func, ch.Send, ch.Recv = "ncclReduceScatter", 0, last
+			// The shard's tail past the flat vector stays as it is (zero).
+			if keep := min(n, g.Elements-(int64(pos)*S+c0)); keep > 0 {
+				ch.Segs = append(ch.Segs, StageSeg{Host: out.Offset + 4*c0, Stage: last, Bytes: 4 * keep, Out: true, What: fmt.Sprintf("%s[%d:%d]", out.Name, c0, c0+keep)})
+			}
+		} else {
+			ch.Func, ch.Send, ch.Recv = "ncclAllGather", last, 0
+		}
+		st.Chunks = append(st.Chunks, ch)
+	}
+	return nil
 }
 
 // hostStaged runs a staged collective's chunks (collective_cache.go): seg are the chunks'

@@ -70,6 +70,8 @@
 // gradients' all_reduce over the host tier is staged through the device
 // (collective_cache.go): chunks of at most a page copied into a staging workspace after
 // the arena, reduced by NCCL and copied back on the communication stream, after the host
-// waited for the write-backs and before it reads the results. ZeRO and tensor, expert or
-// pipeline parallelism under the cache are not lowered yet.
+// waited for the write-backs and before it reads the results; under ZeRO 1 and 2 the
+// reduce_scatter into the rank's host gradient shard and the all_gather of the updated
+// shards into the host weights go the same way, a part of every rank's shard at a time.
+// ZeRO 3 and tensor, expert or pipeline parallelism under the cache are not lowered yet.
 package cudastep

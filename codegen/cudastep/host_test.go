@@ -66,9 +66,9 @@ func TestHostProgramGolden(t *testing.T) {
 	}, *update)
 }
 
-// TestRefusesLayoutsNotLoweredYet: the unified cache under ZeRO or beside tensor
+// TestRefusesLayoutsNotLoweredYet: the unified cache under ZeRO 3 or beside tensor
 // parallelism is an error that says what is not lowered
-// yet (on one rank and on data-parallel ranks it is lowered: cache.go).
+// yet (on one rank and on data-parallel ranks under ZeRO 0–2 it is lowered: cache.go).
 func TestRefusesLayoutsNotLoweredYet(t *testing.T) {
 	m := tinyStage(t, 4, 1)
 	m.Attention.TalkingHeads = false // tensor parallelism splits the heads
@@ -78,7 +78,7 @@ func TestRefusesLayoutsNotLoweredYet(t *testing.T) {
 		layout step.Layout
 		want   string
 	}{
-		{step.Layout{DP: 2, EP: 1, TP: 1, PP: 1, ZeRO: 1, Cache: step.Cache{Budget: 1 << 30}}, "the unified cache under ZeRO"},
+		{step.Layout{DP: 2, EP: 1, TP: 1, PP: 1, ZeRO: 3, Cache: step.Cache{Budget: 1 << 30}}, "the unified cache under ZeRO 3"},
 		{step.Layout{DP: 1, EP: 1, TP: 2, PP: 1, Cache: step.Cache{Budget: 1 << 30}}, "the unified cache with tensor, expert or pipeline parallelism"},
 	} {
 		_, _, err := lowerOne(t, m, b, c.layout)
