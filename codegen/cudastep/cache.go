@@ -47,10 +47,10 @@ import (
 // program places a fetch right before its unit's first use (compiler/step's cache.go);
 // the host queues the launches ahead of the device, so a fetch's copy starts as soon as
 // the last op touching its bytes is done, beside the ops queued after that one. The step
-// ends with the copy stream drained. One rank and data-parallel ranks under ZeRO 0–2 are
+// ends with the copy stream drained. One rank and data-parallel ranks under ZeRO 0–3 are
 // lowered: the several ranks' collectives over the host tier are staged through the
-// device (collective_cache.go), and the host update runs on the rank's shard (zeroPiece);
-// ZeRO 3's gathers from the host shards into the cache are not yet.
+// device (collective_cache.go), ZeRO 3's fetches gather from the host shards straight into
+// the device copies (zero3.go), and the host update runs on the rank's shard (zeroPiece).
 
 // CacheOp is the host program's part of a unified-cache op, or of a grad_norm or adamw
 // over the host tier.
@@ -88,8 +88,8 @@ type HostRange struct {
 }
 
 // cacheSupported refuses what the unified cache does not lower on the CUDA path yet: it
-// runs on one rank and on data-parallel ranks under ZeRO 0–2 (the collectives over the
-// host tier staged through the device, collective_cache.go).
+// runs on one rank and on data-parallel ranks under ZeRO 0–3 (the collectives over the
+// host tier staged through the device, collective_cache.go; ZeRO 3's fetches, zero3.go).
 func cacheSupported(l step.Layout) []string {
 	if !l.Cache.On() {
 		return nil
@@ -97,8 +97,6 @@ func cacheSupported(l step.Layout) []string {
 	switch {
 	case l.World() > 1 && (l.TP > 1 || l.PP > 1 || l.EP > 1):
 		return []string{"the unified cache with tensor, expert or pipeline parallelism"}
-	case l.ZeRO > 2:
-		return []string{"the unified cache under ZeRO 3"}
 	}
 	// The offloaded optimizer needs nothing more: compiler/step drops it under the cache,
 	// which keeps every state in the host tier already (TestCacheSubsumesOffload).
@@ -185,10 +183,10 @@ func (lw *opLowerer) cacheOp(op *step.Op, ol *OpLaunches) error {
 			return err
 		}
 		for _, pc := range pieces {
-			if pc.param < 0 {
+			if pc.param < 0 && pc.pshard < 0 {
 				return fmt.Errorf("gradient %s has no parameter buffer", p.Buffers[pc.grad].Name)
 			}
-			// Under ZeRO 1 and 2 the rank updates its shard of the flat vector (zeroPiece).
+			// Under ZeRO 1–3 the rank updates its shard of the flat vector (zeroPiece).
 			param, grad, m, v, n, ok := lw.zeroPiece(pc)
 			if !ok || n <= 0 {
 				continue

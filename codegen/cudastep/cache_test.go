@@ -421,16 +421,20 @@ func TestCacheSubsumesOffload(t *testing.T) {
 }
 
 // TestCacheZeROStagedShards: on two data-parallel ranks under the unified cache with ZeRO
-// 1 and 2, the collectives over the host tier go through the staging workspace
+// 1, 2 and 3, the collectives over the host tier go through the staging workspace
 // (collective_cache.go) a part of every rank's shard at a time, and each host byte the
 // right way exactly once: ZeRO 2's reduce_scatter copies in every byte of every gradient
 // and copies back the rank's gradient shard up to the flat vector's end; the all_gather of
 // the updated shards copies in the rank's own part of every weight and back every other
 // rank's part; ZeRO 1's all_reduce in and back every gradient byte. No chunk needs more
-// than a page of staging, and the host update runs on the rank's shard only.
+// than a page of staging, and the host update runs on the rank's shard only. Under ZeRO 3
+// each fetch (the all_gather from the host shards into the device copies) copies exactly
+// the rank's own parts of the unit's tensors from its host shard into their device copies
+// on the communication stream, before the calls, sends those device bytes and receives
+// every other part.
 func TestCacheZeROStagedShards(t *testing.T) {
 	m := tinyStage(t, 2, 1)
-	for _, zero := range []int{1, 2} {
+	for _, zero := range []int{1, 2, 3} {
 		l := step.Layout{DP: 2, EP: 1, TP: 1, PP: 1, ZeRO: zero, Cache: tinyCache}
 		progs, err := step.Lower(m, step.Batch{MicroBatch: 1, SeqLen: 8, Micro: 1}, l)
 		if err != nil {
@@ -441,13 +445,19 @@ func TestCacheZeROStagedShards(t *testing.T) {
 			if err != nil {
 				t.Fatalf("zero %d, rank %d: %v", zero, r, err)
 			}
-			if _, err := HostProgram(low); err != nil {
+			host, err := HostProgram(low)
+			if err != nil {
 				t.Fatal(err)
 			}
 			g := p.Groups[0]
 			kinds := map[step.OpKind]int{}
+			fills := 0
 			for i := range p.Ops {
 				op, ol := &p.Ops[i], low.Ops[i]
+				if op.CacheFill {
+					fills++
+					checkCacheFill(t, p, i, ol.Collective, host)
+				}
 				if op.Kind == step.OpAdamW && ol.Cache != nil {
 					var n int64
 					for _, u := range ol.Cache.Update {
@@ -509,12 +519,80 @@ func TestCacheZeROStagedShards(t *testing.T) {
 				}
 			}
 			wantKinds := map[step.OpKind]int{step.OpAllReduce: 1, step.OpAllGather: 1}
-			if zero == 2 {
+			switch zero {
+			case 2:
 				wantKinds = map[step.OpKind]int{step.OpReduceScatter: 1, step.OpAllGather: 1}
+			case 3:
+				wantKinds = map[step.OpKind]int{step.OpReduceScatter: 1}
 			}
 			if !maps.Equal(kinds, wantKinds) {
 				t.Errorf("zero %d, rank %d: staged %v, want %v", zero, r, kinds, wantKinds)
 			}
+			if (fills > 0) != (zero == 3) {
+				t.Errorf("zero %d, rank %d: %d fetches from the host shards", zero, r, fills)
+			}
 		}
+	}
+}
+
+// checkCacheFill holds ZeRO 3's fetch of op i under the unified cache (zero3.go): the
+// rank's own part of each device copy copied from its host shard, the same device bytes
+// sent to the other rank, the other parts received, each part once; the copies queued on
+// the communication stream after its wait for the compute stream, before the calls.
+func checkCacheFill(t *testing.T, p *step.Program, i int, c *Collective, host string) {
+	t.Helper()
+	op := &p.Ops[i]
+	shard := p.Buffers[op.In[0]]
+	g := p.Groups[0]
+	S, own := g.Shard, int64(g.Index)
+	if c == nil || c.Staged != nil || shard.Tier != step.Host {
+		t.Fatalf("op %d: the fetch from the host shard %s is not lowered as a gather from it", i, shard.Name)
+	}
+	copied, sent, received := map[int64]int64{}, map[int64]int64{}, map[int64]int64{}
+	for _, cp := range c.HostIn {
+		copied[cp.Device] = cp.Host
+	}
+	for _, call := range c.Calls {
+		switch call.Func {
+		case "ncclSend":
+			sent[call.Send] = call.Count
+		case "ncclRecv":
+			received[call.Recv] = call.Count
+		}
+	}
+	for _, b := range op.Out {
+		buf := p.Buffers[b]
+		f, n := buf.Flat, buf.Elements()
+		for owner := int64(0); owner < int64(g.Size); owner++ {
+			lo, hi := max(f, owner*S), min(f+n, (owner+1)*S)
+			if lo >= hi {
+				continue
+			}
+			at := buf.Offset + 4*(lo-f)
+			if owner == own {
+				if h, ok := copied[at]; !ok || h != shard.Offset+4*(lo-owner*S) || sent[at] != hi-lo {
+					t.Errorf("op %d: %s[%d:%d] is not copied from the host shard at %d and sent (copied from %d: %v, sent %d)",
+						i, buf.Name, lo-f, hi-f, shard.Offset+4*(lo-owner*S), h, ok, sent[at])
+				}
+				delete(copied, at)
+			} else if received[at] != hi-lo {
+				t.Errorf("op %d: %s[%d:%d] from rank %d: received %d floats", i, buf.Name, lo-f, hi-f, owner, received[at])
+			}
+		}
+	}
+	if len(copied) > 0 {
+		t.Errorf("op %d: %d copies from the host shard to no part of the rank's own", i, len(copied))
+	}
+	what := fmt.Sprintf("op %d (%s %s, layer %d, micro-batch %d)", i, op.Phase, op.Kind, op.Layer, op.Micro)
+	wait := fmt.Sprintf("MOEC_CU(s, s->cu.cuStreamWaitEvent(s->comm_stream, s->ready, 0), %q);", what)
+	at := strings.Index(host, wait)
+	if at < 0 {
+		t.Fatalf("op %d: the communication stream does not wait for the compute stream", i)
+	}
+	next := host[at+len(wait):]
+	calls := strings.Index(next, "s->nccl.")
+	if len(c.HostIn) > 0 && (!strings.HasPrefix(strings.TrimLeft(next, " \n"), "MOEC_CU(s, s->cu.cuMemcpyHtoDAsync(s->base + ") || calls < 0 ||
+		strings.Count(next[:calls], ", s->comm_stream), ") != len(c.HostIn)) {
+		t.Errorf("op %d: the copies from the host shard are not queued on the communication stream between its wait and the calls", i)
 	}
 }

@@ -52,6 +52,11 @@ type Collective struct {
 	// Staged, for a collective over the unified cache's host tier, is its chunks through
 	// the device's staging region (collective_cache.go); Calls is then empty.
 	Staged *Staged
+	// HostIn are copies from the host arena into the device arena on the communication
+	// stream before the calls: under the unified cache with ZeRO 3, the rank's own parts
+	// of a unit's tensors from its host shard into their device copies, which the calls
+	// then send from (zero3.go).
+	HostIn []HostCopy
 }
 
 // isCollective reports whether ops of kind k communicate.
@@ -100,8 +105,8 @@ func (lw *opLowerer) collective(op *step.Op) (*Collective, error) {
 		for _, b := range bufs {
 			buf := p.Buffers[b]
 			if buf.Tier != step.Device {
-				if staged {
-					continue
+				if staged || op.CacheFill && p.Layout.Cache.On() && buf.Tier == step.Host {
+					continue // collective_cache.go; zero3.go: the fetch from the host shards
 				}
 				return nil, fmt.Errorf("buffer %s of %s lives in host memory", buf.Name, op.Kind)
 			}

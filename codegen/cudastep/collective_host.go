@@ -134,7 +134,7 @@ func (ce *commEmitter) emit(w *strings.Builder, in string, c *Collective, i int,
 		emitStaged(w, in, c.Staged, t, c.Staged.Comm, workAt[commStageWork], what)
 		return
 	}
-	if len(c.Calls) == 0 {
+	if len(c.Calls) == 0 && len(c.HostIn) == 0 {
 		fmt.Fprintf(w, "%s// a group of one rank: nothing to exchange\n", in)
 		return
 	}
@@ -143,6 +143,10 @@ func (ce *commEmitter) emit(w *strings.Builder, in string, c *Collective, i int,
 	q := fmt.Sprintf("%q", what)
 	fmt.Fprintf(w, "%sMOEC_CU(s, s->cu.cuEventRecord(s->ready, s->stream), %s);\n", in, q)
 	fmt.Fprintf(w, "%sMOEC_CU(s, s->cu.cuStreamWaitEvent(s->comm_stream, s->ready, 0), %s);\n", in, q)
+	for _, cp := range c.HostIn { // zero3.go: the rank's parts from its host shard, before the sends
+		fmt.Fprintf(w, "%sMOEC_CU(s, s->cu.cuMemcpyHtoDAsync(s->base + %dULL, s->host + %dULL, %d, s->comm_stream), %s); // %s\n",
+			in, cp.Device, cp.Host, cp.Bytes, q, cp.What)
+	}
 	grouped := len(c.Calls) > 1
 	if grouped {
 		fmt.Fprintf(w, "%sMOEC_NCCL(s, s->nccl.ncclGroupStart(), %s);\n", in, q)

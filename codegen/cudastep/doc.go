@@ -72,6 +72,9 @@
 // the arena, reduced by NCCL and copied back on the communication stream, after the host
 // waited for the write-backs and before it reads the results; under ZeRO 1 and 2 the
 // reduce_scatter into the rank's host gradient shard and the all_gather of the updated
-// shards into the host weights go the same way, a part of every rank's shard at a time.
-// ZeRO 3 and tensor, expert or pipeline parallelism under the cache are not lowered yet.
+// shards into the host weights go the same way, a part of every rank's shard at a time;
+// under ZeRO 3 the cache's fetch, an all_gather from the ranks' host shards, copies the
+// rank's own parts from its host shard into the device copies on the communication
+// stream and sends them from there (zero3.go). Tensor, expert or pipeline parallelism
+// under the cache are not lowered yet.
 package cudastep

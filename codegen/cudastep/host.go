@@ -353,7 +353,7 @@ func HostProgram(l *Lowered) (string, error) {
 	pf("#define MOEC_STATS_AT %dLL\n", statsAt)
 	collectives := 0
 	for _, ol := range l.Ops {
-		if ol.Collective != nil && len(ol.Collective.Calls) > 0 {
+		if ol.Collective != nil && (len(ol.Collective.Calls) > 0 || len(ol.Collective.HostIn) > 0) {
 			collectives++
 		}
 	}

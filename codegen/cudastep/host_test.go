@@ -78,7 +78,6 @@ func TestRefusesLayoutsNotLoweredYet(t *testing.T) {
 		layout step.Layout
 		want   string
 	}{
-		{step.Layout{DP: 2, EP: 1, TP: 1, PP: 1, ZeRO: 3, Cache: step.Cache{Budget: 1 << 30}}, "the unified cache under ZeRO 3"},
 		{step.Layout{DP: 1, EP: 1, TP: 2, PP: 1, Cache: step.Cache{Budget: 1 << 30}}, "the unified cache with tensor, expert or pipeline parallelism"},
 	} {
 		_, _, err := lowerOne(t, m, b, c.layout)

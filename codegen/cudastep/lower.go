@@ -218,7 +218,9 @@ func lowerOnce(p *step.Program, m *program.Model, o Options) (*Lowered, error) {
 			if op.Kind == step.OpAdamW && !settled {
 				ol.Settle, settled = true, true
 			}
-		case hostCollective(p, op): // collective_cache.go: staged through the device
+		case hostCollective(p, op) || op.CacheFill && p.Layout.Cache.On():
+			// collective_cache.go: staged through the device; zero3.go: the cache's fetch
+			// from the host shards
 			c, err := lw.collective(op)
 			if err != nil {
 				return nil, fmt.Errorf("cudastep: op %d (%s %s): unified cache: %w", i, op.Phase, op.Kind, err)
@@ -300,7 +302,7 @@ func supported(p *step.Program) error {
 		missing = append(missing, "distillation")
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("cudastep: %s/%s runs %s; the CUDA backend does not lower %v yet (one rank; data, expert, tensor, sequence and pipeline parallelism with ZeRO 0–3 and the offloaded optimizer; the unified cache on one rank and on data-parallel ranks under ZeRO 0–2)",
+		return fmt.Errorf("cudastep: %s/%s runs %s; the CUDA backend does not lower %v yet (one rank; data, expert, tensor, sequence and pipeline parallelism with ZeRO 0–3 and the offloaded optimizer; the unified cache on one rank and on data-parallel ranks under ZeRO 0–3)",
 			p.Model, p.Stage, l, missing)
 	}
 	return nil

@@ -121,14 +121,16 @@ func TestEmulatedCacheDataParallelMatchesExecutor(t *testing.T) {
 // TestEmulatedCacheZeROMatchesExecutor: the same two data-parallel ranks under the
 // unified cache with ZeRO 1 (the gradients all-reduced over the host tier, each rank
 // updating its shard of the flat vector on the CPU, then the updated shards all-gathered
-// into the host weights) and ZeRO 2 (the host gradients reduce-scattered into the rank's
+// into the host weights), ZeRO 2 (the host gradients reduce-scattered into the rank's
 // host gradient shard), both staged through the device in chunks of each rank's shard
-// (codegen/cudastep's collective_cache.go), two steps against runtime/exec: the losses,
-// norms, weights and every host buffer (the moments' and gradients' shards included).
+// (codegen/cudastep's collective_cache.go), and ZeRO 3 (the weights' shards in host
+// memory too: each fetch gathers a unit's tensors from the ranks' host shards into the
+// device copies, zero3.go), two steps against runtime/exec: the losses, norms, weights
+// and every host buffer (the moments', gradients' and weights' shards included).
 func TestEmulatedCacheZeROMatchesExecutor(t *testing.T) {
-	for _, zero := range []int{1, 2} {
+	for _, zero := range []int{1, 2, 3} {
 		t.Run(fmt.Sprintf("zero %d", zero), func(t *testing.T) {
-			longtest.Require(t, "two ranks' generated steps compiled: about twenty seconds a case on a loaded machine; TestCacheZeROStagedShards (codegen/cudastep) checks the staging by default")
+			longtest.Require(t, "two ranks' generated steps compiled: fifteen to twenty seconds a case on a loaded machine; TestCacheZeROStagedShards (codegen/cudastep) checks the staging and ZeRO 3's fetches by default")
 			l := step.Layout{DP: 2, EP: 1, TP: 1, PP: 1, ZeRO: zero, Cache: step.Cache{Budget: 3 << 20, Page: 64 << 10}}
 			matchCache(t, 1, l, 1, 2)
 		})
