@@ -47,8 +47,8 @@ import (
 // program places a fetch right before its unit's first use (compiler/step's cache.go);
 // the host queues the launches ahead of the device, so a fetch's copy starts as soon as
 // the last op touching its bytes is done, beside the ops queued after that one. The step
-// ends with the copy stream drained. One rank and data-parallel ranks under ZeRO 0–3 are
-// lowered: the several ranks' collectives over the host tier are staged through the
+// ends with the copy stream drained. One rank and data- and expert-parallel ranks under
+// ZeRO 0–3 are lowered (tensor and pipeline parallelism under the cache are not yet): the several ranks' collectives over the host tier are staged through the
 // device (collective_cache.go), ZeRO 3's fetches gather from the host shards straight into
 // the device copies (zero3.go), and the host update runs on the rank's shard (zeroPiece).
 
@@ -88,15 +88,16 @@ type HostRange struct {
 }
 
 // cacheSupported refuses what the unified cache does not lower on the CUDA path yet: it
-// runs on one rank and on data-parallel ranks under ZeRO 0–3 (the collectives over the
-// host tier staged through the device, collective_cache.go; ZeRO 3's fetches, zero3.go).
+// runs on one rank and on data- and expert-parallel ranks under ZeRO 0–3 (the
+// collectives over the host tier staged through the device, collective_cache.go; ZeRO 3's
+// fetches, zero3.go).
 func cacheSupported(l step.Layout) []string {
 	if !l.Cache.On() {
 		return nil
 	}
 	switch {
-	case l.World() > 1 && (l.TP > 1 || l.PP > 1 || l.EP > 1):
-		return []string{"the unified cache with tensor, expert or pipeline parallelism"}
+	case l.World() > 1 && (l.TP > 1 || l.PP > 1):
+		return []string{"the unified cache with tensor or pipeline parallelism"}
 	}
 	// The offloaded optimizer needs nothing more: compiler/step drops it under the cache,
 	// which keeps every state in the host tier already (TestCacheSubsumesOffload).

@@ -596,3 +596,46 @@ func checkCacheFill(t *testing.T, p *step.Program, i int, c *Collective, host st
 		t.Errorf("op %d: the copies from the host shard are not queued on the communication stream between its wait and the calls", i)
 	}
 }
+
+// TestZeRO3GatherPairsInGroups: under ZeRO 3 on dp 4 × ep 2 the experts' weights are
+// sharded over the expert-data-parallel pairs {0, 2} and {1, 3}, where a rank's place is
+// not its global rank: every send of a gather (the device's, and the unified cache's fetch
+// from the host shards) has its receive on the peer, with the same count, in the same
+// order, and a rank never receives from itself.
+func TestZeRO3GatherPairsInGroups(t *testing.T) {
+	m := tinyStage(t, 2, 4)
+	for _, cache := range []step.Cache{{}, {Budget: 6 << 20, Page: 64 << 10}} {
+		lows := lowerAll(t, m, step.Batch{MicroBatch: 1, SeqLen: 8, Micro: 1}, step.Layout{DP: 4, EP: 2, TP: 1, PP: 1, ZeRO: 3, Cache: cache})
+		type key struct{ op, from, to int }
+		sends, recvs := map[key][]int64{}, map[key][]int64{}
+		gathers := 0
+		for r, low := range lows {
+			p := low.Program
+			for i := range p.Ops {
+				op, c := &p.Ops[i], low.Ops[i].Collective
+				if op.Kind != step.OpAllGather || c == nil || len(op.In) != 1 || p.Buffers[op.In[0]].Flat >= 0 {
+					continue
+				}
+				gathers++
+				for _, call := range c.Calls {
+					peer := low.Comms[call.Comm].Ranks[call.Peer]
+					switch call.Func {
+					case "ncclSend":
+						sends[key{i, r, peer}] = append(sends[key{i, r, peer}], call.Count)
+					case "ncclRecv":
+						if peer == r {
+							t.Errorf("cache %v: rank %d, op %d receives from itself", cache.On(), r, i)
+						}
+						recvs[key{i, peer, r}] = append(recvs[key{i, peer, r}], call.Count)
+					}
+				}
+			}
+		}
+		if gathers == 0 || len(sends) == 0 {
+			t.Fatalf("cache %v: %d gathers, %d sending pairs", cache.On(), gathers, len(sends))
+		}
+		if !maps.EqualFunc(sends, recvs, slices.Equal[[]int64]) {
+			t.Errorf("cache %v: the gathers' sends and receives do not pair up", cache.On())
+		}
+	}
+}

@@ -47,7 +47,7 @@ func (lw *opLowerer) gatherShards(op *step.Op, g step.Group, ranks int, c *Colle
 				continue
 			}
 			at := buf.Offset + 4*(lo-f)
-			if owner == p.Rank && shard.Tier == step.Host {
+			if owner == g.Index && shard.Tier == step.Host {
 				// The unified cache's fetch (CacheFill): the rank's part copied from its
 				// host shard into the device copy on the communication stream, then sent
 				// from there; NCCL reads device memory only.
@@ -61,7 +61,7 @@ func (lw *opLowerer) gatherShards(op *step.Op, g step.Group, ranks int, c *Colle
 				}
 				continue
 			}
-			if owner == p.Rank {
+			if owner == g.Index { // the rank's place in the group (not its global rank: the expert groups of dp 4 × ep 2)
 				dst, src := lw.buf(b), lw.buf(op.In[0])
 				dst.Offset, src.Offset = lo-f, lo-int64(owner)*S
 				c.Before = append(c.Before, denseElementwise("dense_copy", hi-lo, dst, src, IntArg(I64, hi-lo)))

@@ -137,6 +137,28 @@ func TestEmulatedCacheZeROMatchesExecutor(t *testing.T) {
 	}
 }
 
+// TestEmulatedCacheExpertParallelMatchesExecutor: hunyuan_tiny's four-expert stage under
+// the unified cache (6 MiB in 64 KiB pages) with expert parallelism, two steps against
+// runtime/exec: dp 2 × ep 2 (the permuted tokens exchanged on the device, the dense
+// gradients' all_reduce over the host tier staged), dp 4 × ep 2 under ZeRO 2 (the dense
+// group's reduce_scatter over four ranks, the experts' over the expert-data-parallel
+// pairs {0, 2} and {1, 3}, each on its communicator, staged) and under ZeRO 3 (the
+// fetches gather the experts from the pairs' host shards, where a rank's place is not its
+// global rank).
+func TestEmulatedCacheExpertParallelMatchesExecutor(t *testing.T) {
+	longtest.Require(t, "two and four ranks' generated steps compiled: about a minute and a half in all on a loaded machine; TestZeRO3GatherPairsInGroups (codegen/cudastep) checks the expert pairs' gathers by default")
+	for _, l := range []step.Layout{
+		{DP: 2, EP: 2, TP: 1, PP: 1},
+		{DP: 4, EP: 2, TP: 1, PP: 1, ZeRO: 2},
+		{DP: 4, EP: 2, TP: 1, PP: 1, ZeRO: 3},
+	} {
+		l.Cache = step.Cache{Budget: 6 << 20, Page: 64 << 10}
+		t.Run(fmt.Sprintf("dp %d × ep %d zero %d", l.DP, l.EP, l.ZeRO), func(t *testing.T) {
+			matchCache(t, 4, l, 1, 2)
+		})
+	}
+}
+
 // TestDeviceBuildCache compiles the host program of the unified cache for a GPU (the
 // libcuda.so.1 filling of the driver table, warnings as errors): the host arena's entry
 // points, which the Go side looks up when it opens such a program, and the cache's events.
