@@ -47,10 +47,13 @@ import (
 // program places a fetch right before its unit's first use (compiler/step's cache.go);
 // the host queues the launches ahead of the device, so a fetch's copy starts as soon as
 // the last op touching its bytes is done, beside the ops queued after that one. The step
-// ends with the copy stream drained. One rank and data- and expert-parallel ranks under
-// ZeRO 0–3 are lowered (tensor and pipeline parallelism under the cache are not yet): the several ranks' collectives over the host tier are staged through the
-// device (collective_cache.go), ZeRO 3's fetches gather from the host shards straight into
-// the device copies (zero3.go), and the host update runs on the rank's shard (zeroPiece).
+// ends with the copy stream drained. Every layout is lowered: on several ranks the
+// collectives over the host tier are staged through the device (collective_cache.go),
+// ZeRO 3's fetches gather from the host shards straight into the device copies (zero3.go),
+// the host update runs on the rank's shard (zeroPiece), and the compute-stream events the
+// copies wait for are recorded after the compute stream waited for the collectives queued
+// before them (commEmitter.waitCopies: a collective may touch a copy's device bytes on the
+// communication stream).
 
 // CacheOp is the host program's part of a unified-cache op, or of a grad_norm or adamw
 // over the host tier.
@@ -87,20 +90,14 @@ type HostRange struct {
 	What  string
 }
 
-// cacheSupported refuses what the unified cache does not lower on the CUDA path yet: it
-// runs on one rank and on data- and expert-parallel ranks under ZeRO 0–3 (the
-// collectives over the host tier staged through the device, collective_cache.go; ZeRO 3's
-// fetches, zero3.go).
-func cacheSupported(l step.Layout) []string {
-	if !l.Cache.On() {
-		return nil
-	}
-	switch {
-	case l.World() > 1 && (l.TP > 1 || l.PP > 1):
-		return []string{"the unified cache with tensor or pipeline parallelism"}
-	}
-	// The offloaded optimizer needs nothing more: compiler/step drops it under the cache,
-	// which keeps every state in the host tier already (TestCacheSubsumesOffload).
+// cacheSupported refuses what the unified cache does not lower on the CUDA path yet:
+// nothing now (one rank; data, expert, tensor, sequence and pipeline parallelism under
+// ZeRO 0–3: the collectives over the host tier staged through the device,
+// collective_cache.go; ZeRO 3's fetches, zero3.go). The offloaded optimizer needs
+// nothing more: compiler/step drops it under the cache, which keeps every state in the
+// host tier already (TestCacheSubsumesOffload). A layout the cache cannot lower names
+// itself here.
+func cacheSupported(step.Layout) []string {
 	return nil
 }
 

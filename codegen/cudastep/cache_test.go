@@ -639,3 +639,54 @@ func TestZeRO3GatherPairsInGroups(t *testing.T) {
 		}
 	}
 }
+
+// TestCacheCopiesWaitForCollectives: under the unified cache with tensor and sequence
+// parallelism (the tokens gathered and scattered on the communication stream over arena
+// bytes the memory plan reuses, the cache's slots among them), every compute-stream event
+// a cache copy waits for is recorded after the compute stream waited for every collective
+// queued before it: a copy follows the last op touching its bytes on the compute stream,
+// and a collective up to that op may touch them on the communication stream. The host
+// program is read line by line, apart from how copyWaits and the emitter place them.
+func TestCacheCopiesWaitForCollectives(t *testing.T) {
+	m := tinyStage(t, 2, 1)
+	m.Attention.TalkingHeads = false
+	l := step.Layout{DP: 1, EP: 1, TP: 2, PP: 1, SequenceParallel: true, Cache: tinyCache}
+	progs, err := step.Lower(m, step.Batch{MicroBatch: 1, SeqLen: 8, Micro: 1}, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for r, p := range progs {
+		low, err := Lower(p, m)
+		if err != nil {
+			t.Fatalf("rank %d: %v", r, err)
+		}
+		host, err := HostProgram(low)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pending := map[string]bool{} // done[k] recorded on the communication stream, not waited for
+		records, afterCollective := 0, 0
+		for _, line := range strings.Split(host, "\n") {
+			line = strings.TrimSpace(line)
+			if i := strings.Index(line, "cuEventRecord(s->done["); i >= 0 && strings.Contains(line, "s->comm_stream)") {
+				pending[line[i+len("cuEventRecord(s->done["):][:strings.Index(line[i+len("cuEventRecord(s->done["):], "]")]] = true
+			}
+			if i := strings.Index(line, "cuStreamWaitEvent(s->stream, s->done["); i >= 0 {
+				rest := line[i+len("cuStreamWaitEvent(s->stream, s->done["):]
+				delete(pending, rest[:strings.Index(rest, "]")])
+			}
+			if strings.Contains(line, "cuEventRecord(s->compute_at[") {
+				records++
+				if len(pending) > 0 {
+					t.Fatalf("rank %d: %s with collectives %v not waited for", r, line, slices.Sorted(maps.Keys(pending)))
+				}
+			}
+			if strings.Contains(line, "the unified cache's copies wait for op ") {
+				afterCollective++
+			}
+		}
+		if records == 0 || afterCollective == 0 {
+			t.Errorf("rank %d: %d compute events for the copies, %d waits for collectives before them: the layout should need them", r, records, afterCollective)
+		}
+	}
+}

@@ -241,6 +241,18 @@ func (ce *commEmitter) waitBefore(w *strings.Builder, p *step.Program, op *step.
 	ce.outstanding = kept
 }
 
+// waitCopies writes the compute stream's waits for every outstanding collective before
+// the events the unified cache's copies wait for (cache.go's copyWaits): a copy waits for
+// the last op before it that touches its device bytes, on the compute stream, and a
+// collective up to that op may still read or write them on the communication stream (the
+// gathers of sequence parallelism over bytes a fetch then overwrites).
+func (ce *commEmitter) waitCopies(w *strings.Builder, in string) {
+	for _, pc := range ce.outstanding {
+		fmt.Fprintf(w, "%sMOEC_CU(s, s->cu.cuStreamWaitEvent(s->stream, s->done[%d], 0), \"the unified cache's copies wait for op %d's collective\");\n", in, pc.event, pc.op)
+	}
+	ce.outstanding = nil
+}
+
 // waitAll writes the compute stream's waits for every outstanding collective (the step's
 // end).
 func (ce *commEmitter) waitAll(w *strings.Builder) {

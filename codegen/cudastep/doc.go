@@ -75,6 +75,8 @@
 // shards into the host weights go the same way, a part of every rank's shard at a time;
 // under ZeRO 3 the cache's fetch, an all_gather from the ranks' host shards, copies the
 // rank's own parts from its host shard into the device copies on the communication
-// stream and sends them from there (zero3.go). Data and expert parallelism run under the
-// cache; tensor and pipeline parallelism under it are not lowered yet.
+// stream and sends them from there (zero3.go). Every layout runs under the cache (data,
+// expert, tensor, sequence and pipeline parallelism, ZeRO 0–3); a compute-stream event a
+// cache copy waits for is recorded after the compute stream waited for the collectives
+// queued before it, which may touch the copy's device bytes on the communication stream.
 package cudastep

@@ -544,10 +544,13 @@ func HostProgram(l *Lowered) (string, error) {
 		} else if err := emit(ol.Launches, indent); err != nil {
 			return "", err
 		}
-		emitCacheRecords(&w, indent, ol.CacheRecord, what) // cache.go
 		if ol.Collective != nil {
 			comm.emit(&w, indent, ol.Collective, i, what, workAt)
 		}
+		if len(ol.CacheRecord) > 0 { // a cache copy waits for the op: for the collectives up to it too
+			comm.waitCopies(&w, indent)
+		}
+		emitCacheRecords(&w, indent, ol.CacheRecord, what) // cache.go
 		if ol.Offload != nil {
 			emitOffload(&w, indent, ol.Offload, what) // offload.go
 		}
