@@ -10,8 +10,9 @@ import (
 
 // The unified cache on several ranks (cache.go): the step program keeps the parameters,
 // gradients and AdamW moments in the host tier, so the reductions of the gradients
-// (all_reduce under ZeRO 0 and 1, reduce_scatter into the rank's gradient shard under
-// ZeRO 2) and ZeRO 1/2's all_gather of the updated shards run over host buffers, which
+// (all_reduce under ZeRO 0 and 1 and over tp, pp or expert groups, reduce_scatter into
+// the rank's gradient shard under ZeRO 2 and 3) and ZeRO 1/2's all_gather of the updated
+// shards run over host buffers, which
 // NCCL cannot read. They are staged through the device: a staging workspace after the
 // arena (commStageWork) of at most one cache page, through which the collective runs in
 // chunks, each chunk on the communication stream in order:
@@ -21,9 +22,11 @@ import (
 //   - the NCCL call on the staging region;
 //   - the result copied back into the host buffers (cuMemcpyDtoHAsync).
 //
-// ZeRO 1 and 2 stage their shards' parts the same way (stageShards). The region is bounded (one page, the cache's unit of device memory, 4 MiB by default:
+// The shards' collectives stage a part of every rank's shard at a time (stageShards).
+// The region is bounded (one page, the cache's unit of device memory, 4 MiB by default:
 // large enough for NCCL's bandwidth) rather than sized by the largest collective, which
 // is every gradient of the rank: the cache exists because the device does not hold them.
+// (ZeRO 3's fetch from the host shards needs no staging: zero3.go.)
 // One stream runs the chunks, so a chunk's copies in never overwrite the region before the
 // previous chunk's copies out have read it.
 //
@@ -35,8 +38,8 @@ import (
 // follow, which read the results on the CPU, and the next collective, see them. The
 // device's arena is not touched, so the compute stream waits for nothing.
 //
-// Every rank's program lists the same buffers in the same order (the data-parallel
-// replicas have the same plan), so the ranks pack the same chunks, and an element is
+// Every rank of a group lists the same buffers in the same order (the group's replicas
+// have the same plan), so the ranks pack the same chunks, and an element is
 // reduced as the emulated NCCL and runtime/exec reduce it whatever chunk it falls in.
 
 // commStageWork is the staging workspace of the host-tier collectives.
@@ -107,8 +110,8 @@ func (lw *opLowerer) stagedCollective(op *step.Op, c *Collective, ranks, pos int
 	chunk := stageChunkBytes(p.Layout)
 	switch op.Kind {
 	case step.OpAllReduce:
-		if !slices.Equal(op.In, op.Out) {
-			return fmt.Errorf("an all_reduce over host buffers that is not in place")
+		if !slices.Equal(op.In, op.Out) || op.ReduceMax {
+			return fmt.Errorf("an all_reduce over host buffers that is not an in-place sum")
 		}
 		lw.stageAllReduce(op, chunk, st)
 	case step.OpReduceScatter, step.OpAllGather:
