@@ -47,8 +47,13 @@ import (
 // program places a fetch right before its unit's first use (compiler/step's cache.go);
 // the host queues the launches ahead of the device, so a fetch's copy starts as soon as
 // the last op touching its bytes is done, beside the ops queued after that one. The step
-// ends with the copy stream drained. One rank without ZeRO is lowered (the several ranks'
-// host reductions and ZeRO 3's gathers into the cache are not yet).
+// ends with the copy stream drained. Every layout is lowered: on several ranks the
+// collectives over the host tier are staged through the device (collective_cache.go),
+// ZeRO 3's fetches gather from the host shards straight into the device copies (zero3.go),
+// the host update runs on the rank's shard (zeroPiece), and the compute-stream events the
+// copies wait for are recorded after the compute stream waited for the collectives queued
+// before them (commEmitter.waitCopies: a collective may touch a copy's device bytes on the
+// communication stream).
 
 // CacheOp is the host program's part of a unified-cache op, or of a grad_norm or adamw
 // over the host tier.
@@ -85,19 +90,14 @@ type HostRange struct {
 	What  string
 }
 
-// cacheSupported refuses what the unified cache does not lower on the CUDA path yet.
-func cacheSupported(l step.Layout) []string {
-	if !l.Cache.On() {
-		return nil
-	}
-	switch {
-	case l.World() > 1:
-		return []string{"the unified cache on several ranks"}
-	case l.ZeRO > 0:
-		return []string{"the unified cache under ZeRO"}
-	case l.OffloadOpt:
-		return []string{"the unified cache with the offloaded optimizer"}
-	}
+// cacheSupported refuses what the unified cache does not lower on the CUDA path yet:
+// nothing now (one rank; data, expert, tensor, sequence and pipeline parallelism under
+// ZeRO 0–3: the collectives over the host tier staged through the device,
+// collective_cache.go; ZeRO 3's fetches, zero3.go). The offloaded optimizer needs
+// nothing more: compiler/step drops it under the cache, which keeps every state in the
+// host tier already (TestCacheSubsumesOffload). A layout the cache cannot lower names
+// itself here.
+func cacheSupported(step.Layout) []string {
 	return nil
 }
 
@@ -158,35 +158,46 @@ func (lw *opLowerer) cacheOp(op *step.Op, ol *OpLaunches) error {
 			return err
 		}
 		for _, pc := range pieces {
-			g := p.Buffers[pc.grad]
-			if g.Tier != step.Host {
-				return fmt.Errorf("gradient %s is not in host memory", g.Name)
+			// On several ranks each counts its part of the group's flat vector (ZeRO 1
+			// and 2: its shard), as the device's grad_norm does (collective.go).
+			g, n := lw.countedGrad(pc)
+			if lw.tpReplicaElsewhere(pc) || lw.mirroredElsewhere(pc) {
+				n = 0
 			}
-			c.Norm = append(c.Norm, HostRange{At: g.Offset, N: g.Elements(), What: g.Name})
+			if n <= 0 {
+				continue
+			}
+			buf := p.Buffers[g.Buf]
+			if buf.Tier != step.Host {
+				return fmt.Errorf("gradient %s is not in host memory", buf.Name)
+			}
+			c.Norm = append(c.Norm, HostRange{At: buf.Offset + 4*g.Offset, N: n, What: buf.Name})
 		}
 		lw.out.NormSlots = len(c.Norm)
+		ol.PublishNorm = p.Layout.World() > 1 // the program's all_reduce sums the ranks' norms
 	case step.OpAdamW:
 		pieces, err := lw.pieces()
 		if err != nil {
 			return err
 		}
 		for _, pc := range pieces {
-			if pc.param < 0 {
+			if pc.param < 0 && pc.pshard < 0 {
 				return fmt.Errorf("gradient %s has no parameter buffer", p.Buffers[pc.grad].Name)
 			}
-			n := p.Buffers[pc.grad].Elements()
-			for _, b := range []int{pc.param, pc.grad, pc.m, pc.v} {
-				buf := p.Buffers[b]
-				need := 4 * n
-				if b == pc.m || b == pc.v {
-					need += 4 * pc.flat
-				}
-				if buf.Tier != step.Host || 4*buf.Elements() < need {
-					return fmt.Errorf("%s: not a host buffer holding %s's %d values", buf.Name, p.Buffers[pc.grad].Name, n)
-				}
+			// Under ZeRO 1–3 the rank updates its shard of the flat vector (zeroPiece).
+			param, grad, m, v, n, ok := lw.zeroPiece(pc)
+			if !ok || n <= 0 {
+				continue
 			}
-			c.Update = append(c.Update, HostUpdate{W: p.Buffers[pc.param].Offset, G: p.Buffers[pc.grad].Offset,
-				M: p.Buffers[pc.m].Offset + 4*pc.flat, V: p.Buffers[pc.v].Offset + 4*pc.flat, N: n, Decay: pc.decay})
+			at := map[int]int64{}
+			for _, a := range []Arg{param, grad, m, v} {
+				buf := p.Buffers[a.Buf]
+				if buf.Tier != step.Host || a.Offset < 0 || a.Offset+n > buf.Elements() {
+					return fmt.Errorf("%s: not a host buffer holding %s's %d values at %d", buf.Name, p.Buffers[pc.grad].Name, n, a.Offset)
+				}
+				at[len(at)] = buf.Offset + 4*a.Offset
+			}
+			c.Update = append(c.Update, HostUpdate{W: at[0], G: at[1], M: at[2], V: at[3], N: n, Decay: pc.decay})
 		}
 	default:
 		return fmt.Errorf("%s is not a unified-cache op", op.Kind)

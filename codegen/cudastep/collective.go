@@ -49,6 +49,14 @@ type Collective struct {
 	// grouped with the send before it, pipeline.go): the op issues none of its own.
 	Joined   bool
 	JoinedOp int
+	// Staged, for a collective over the unified cache's host tier, is its chunks through
+	// the device's staging region (collective_cache.go); Calls is then empty.
+	Staged *Staged
+	// HostIn are copies from the host arena into the device arena on the communication
+	// stream before the calls: under the unified cache with ZeRO 3, the rank's own parts
+	// of a unit's tensors from its host shard into their device copies, which the calls
+	// then send from (zero3.go).
+	HostIn []HostCopy
 }
 
 // isCollective reports whether ops of kind k communicate.
@@ -92,10 +100,14 @@ func (lw *opLowerer) collective(op *step.Op) (*Collective, error) {
 		return nil, err
 	}
 	c := &Collective{}
+	staged := hostCollective(p, op) // collective_cache.go
 	for _, bufs := range [][]int{op.In, op.Out} {
 		for _, b := range bufs {
 			buf := p.Buffers[b]
 			if buf.Tier != step.Device {
+				if staged || op.CacheFill && p.Layout.Cache.On() && buf.Tier == step.Host {
+					continue // collective_cache.go; zero3.go: the fetch from the host shards
+				}
 				return nil, fmt.Errorf("buffer %s of %s lives in host memory", buf.Name, op.Kind)
 			}
 			c.Touches = append(c.Touches, [2]int64{buf.Offset, buf.Offset + buf.Bytes()})
@@ -115,7 +127,13 @@ func (lw *opLowerer) collective(op *step.Op) (*Collective, error) {
 		for i := range c.Calls {
 			c.Calls[i].Comm = comm
 		}
+		if c.Staged != nil {
+			c.Staged.Comm = comm
+		}
 	}()
+	if staged {
+		return c, lw.stagedCollective(op, c, len(ranks), pos) // collective_cache.go
+	}
 	if op.Sequence() {
 		return c, lw.sequenceCollective(op, pos, c) // collective_sp.go
 	}

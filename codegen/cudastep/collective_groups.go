@@ -71,5 +71,8 @@ func sortComms(low *Lowered) {
 		for i := range ol.Collective.Calls {
 			ol.Collective.Calls[i].Comm = renumber[ol.Collective.Calls[i].Comm]
 		}
+		if st := ol.Collective.Staged; st != nil {
+			st.Comm = renumber[st.Comm]
+		}
 	}
 }

@@ -18,7 +18,12 @@ type commEmitter struct {
 	// written before moec_run_ops (tables); tableOf is each one's index.
 	tables  []string
 	tableOf map[string]int
+	// staged are the staged collectives' tables (collective_cache.go), in program order.
+	staged []string
 }
+
+// hasTables reports whether writeTables writes anything.
+func (ce *commEmitter) hasTables() bool { return len(ce.tables) > 0 || len(ce.staged) > 0 }
 
 // p2pTableMin is the number of sends and receives from which a collective's calls become
 // a row each of a table its ops share (the expert exchange of 192 ranks with 8 experts
@@ -71,6 +76,12 @@ func (ce *commEmitter) p2pTable(calls []NCCLCall) (table int, sendBase, recvBase
 // writeTables writes moec_p2p_run and the tables the collectives use (nothing when none
 // does).
 func (ce *commEmitter) writeTables(w *strings.Builder) {
+	if len(ce.staged) > 0 {
+		w.WriteString(hostStaged) // collective_cache.go
+		for _, t := range ce.staged {
+			w.WriteString(t)
+		}
+	}
 	if len(ce.tables) == 0 {
 		return
 	}
@@ -117,7 +128,13 @@ func (ce *commEmitter) emit(w *strings.Builder, in string, c *Collective, i int,
 		fmt.Fprintf(w, "%s// received in op %d's group\n", in, c.JoinedOp)
 		return
 	}
-	if len(c.Calls) == 0 {
+	if c.Staged != nil { // collective_cache.go: run and waited for on the host
+		t := len(ce.staged)
+		ce.staged = append(ce.staged, stagedTable(t, c.Staged))
+		emitStaged(w, in, c.Staged, t, c.Staged.Comm, workAt[commStageWork], what)
+		return
+	}
+	if len(c.Calls) == 0 && len(c.HostIn) == 0 {
 		fmt.Fprintf(w, "%s// a group of one rank: nothing to exchange\n", in)
 		return
 	}
@@ -126,6 +143,10 @@ func (ce *commEmitter) emit(w *strings.Builder, in string, c *Collective, i int,
 	q := fmt.Sprintf("%q", what)
 	fmt.Fprintf(w, "%sMOEC_CU(s, s->cu.cuEventRecord(s->ready, s->stream), %s);\n", in, q)
 	fmt.Fprintf(w, "%sMOEC_CU(s, s->cu.cuStreamWaitEvent(s->comm_stream, s->ready, 0), %s);\n", in, q)
+	for _, cp := range c.HostIn { // zero3.go: the rank's parts from its host shard, before the sends
+		fmt.Fprintf(w, "%sMOEC_CU(s, s->cu.cuMemcpyHtoDAsync(s->base + %dULL, s->host + %dULL, %d, s->comm_stream), %s); // %s\n",
+			in, cp.Device, cp.Host, cp.Bytes, q, cp.What)
+	}
 	grouped := len(c.Calls) > 1
 	if grouped {
 		fmt.Fprintf(w, "%sMOEC_NCCL(s, s->nccl.ncclGroupStart(), %s);\n", in, q)
@@ -218,6 +239,18 @@ func (ce *commEmitter) waitBefore(w *strings.Builder, p *step.Program, op *step.
 		kept = append(kept, pc)
 	}
 	ce.outstanding = kept
+}
+
+// waitCopies writes the compute stream's waits for every outstanding collective before
+// the events the unified cache's copies wait for (cache.go's copyWaits): a copy waits for
+// the last op before it that touches its device bytes, on the compute stream, and a
+// collective up to that op may still read or write them on the communication stream (the
+// gathers of sequence parallelism over bytes a fetch then overwrites).
+func (ce *commEmitter) waitCopies(w *strings.Builder, in string) {
+	for _, pc := range ce.outstanding {
+		fmt.Fprintf(w, "%sMOEC_CU(s, s->cu.cuStreamWaitEvent(s->stream, s->done[%d], 0), \"the unified cache's copies wait for op %d's collective\");\n", in, pc.event, pc.op)
+	}
+	ce.outstanding = nil
 }
 
 // waitAll writes the compute stream's waits for every outstanding collective (the step's

@@ -66,5 +66,17 @@
 // contribution staged and added on the CPU), the compute stream waiting for it before it
 // writes those bytes again; an evict moves nothing; the norm and AdamW run on the CPU over
 // the host tier, the AdamW of a large tensor and the sums of squares of many split over
-// CPU threads (MOEC_HOST_THREADS), bitwise as on one. One rank is lowered, without ZeRO.
+// CPU threads (MOEC_HOST_THREADS), bitwise as on one. On data-parallel ranks the
+// gradients' all_reduce over the host tier is staged through the device
+// (collective_cache.go): chunks of at most a page copied into a staging workspace after
+// the arena, reduced by NCCL and copied back on the communication stream, after the host
+// waited for the write-backs and before it reads the results; under ZeRO 1 and 2 the
+// reduce_scatter into the rank's host gradient shard and the all_gather of the updated
+// shards into the host weights go the same way, a part of every rank's shard at a time;
+// under ZeRO 3 the cache's fetch, an all_gather from the ranks' host shards, copies the
+// rank's own parts from its host shard into the device copies on the communication
+// stream and sends them from there (zero3.go). Every layout runs under the cache (data,
+// expert, tensor, sequence and pipeline parallelism, ZeRO 0–3); a compute-stream event a
+// cache copy waits for is recorded after the compute stream waited for the collectives
+// queued before it, which may touch the copy's device bytes on the communication stream.
 package cudastep

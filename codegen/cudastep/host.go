@@ -179,6 +179,9 @@ func (l *Lowered) Memory() (arena int64, work []Workspace, total int64) {
 	}
 	sizes[NormWork] = max(sizes[NormWork], int64(l.NormSlots)*8)
 	sizes[LossWork] = max(sizes[LossWork], int64(l.LossSlots)*8)
+	if l.CommStage > 0 {
+		sizes[commStageWork] = l.CommStage // collective_cache.go
+	}
 	names := make([]string, 0, len(sizes))
 	for n := range sizes {
 		names = append(names, n)
@@ -350,7 +353,7 @@ func HostProgram(l *Lowered) (string, error) {
 	pf("#define MOEC_STATS_AT %dLL\n", statsAt)
 	collectives := 0
 	for _, ol := range l.Ops {
-		if ol.Collective != nil && len(ol.Collective.Calls) > 0 {
+		if ol.Collective != nil && (len(ol.Collective.Calls) > 0 || len(ol.Collective.HostIn) > 0) {
 			collectives++
 		}
 	}
@@ -541,10 +544,13 @@ func HostProgram(l *Lowered) (string, error) {
 		} else if err := emit(ol.Launches, indent); err != nil {
 			return "", err
 		}
-		emitCacheRecords(&w, indent, ol.CacheRecord, what) // cache.go
 		if ol.Collective != nil {
 			comm.emit(&w, indent, ol.Collective, i, what, workAt)
 		}
+		if len(ol.CacheRecord) > 0 { // a cache copy waits for the op: for the collectives up to it too
+			comm.waitCopies(&w, indent)
+		}
+		emitCacheRecords(&w, indent, ol.CacheRecord, what) // cache.go
 		if ol.Offload != nil {
 			emitOffload(&w, indent, ol.Offload, what) // offload.go
 		}
@@ -563,7 +569,7 @@ func HostProgram(l *Lowered) (string, error) {
 		pf("  MOEC_CU(s, s->cu.cuStreamSynchronize(s->copy_stream), \"the unified cache's copies\");\n")
 	}
 	pf("  return 1;\n}\n")
-	if len(comm.tables) > 0 {
+	if comm.hasTables() {
 		text := w.String()
 		w.Reset()
 		w.WriteString(text[:opsAt])

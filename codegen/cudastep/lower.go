@@ -77,6 +77,9 @@ type Lowered struct {
 	// ComputeEvents is how many compute-stream events the unified cache's copies wait for
 	// (reused once their copies are queued; cache.go's copyWaits); 0 without the cache.
 	ComputeEvents int
+	// CommStage is the bytes of the staging workspace the collectives over the unified
+	// cache's host tier run through (collective_cache.go); 0 without them.
+	CommStage int64
 	// Comms are the NCCL communicators the collectives run on, one per distinct group of
 	// ranks, sorted by their ranks (collective_groups.go); none on one rank.
 	Comms []Comm
@@ -130,7 +133,8 @@ const (
 // receives, zero3.go for ZeRO 3's gathers, collective_tp.go for tensor parallelism's own
 // passes, collective_sp.go for sequence parallelism's, offload.go for the offloaded
 // optimizer's copies and host update, cache.go for the unified cache's fetches,
-// write-backs and host update on one rank). A layout it does not lower yet is an error
+// write-backs and host update, collective_cache.go for its reductions over the host tier
+// on several ranks). A layout it does not lower yet is an error
 // saying so.
 func Lower(p *step.Program, m *program.Model) (*Lowered, error) {
 	return LowerWith(p, m, Options{})
@@ -214,6 +218,14 @@ func lowerOnce(p *step.Program, m *program.Model, o Options) (*Lowered, error) {
 			if op.Kind == step.OpAdamW && !settled {
 				ol.Settle, settled = true, true
 			}
+		case hostCollective(p, op) || op.CacheFill && p.Layout.Cache.On():
+			// collective_cache.go: staged through the device; zero3.go: the cache's fetch
+			// from the host shards
+			c, err := lw.collective(op)
+			if err != nil {
+				return nil, fmt.Errorf("cudastep: op %d (%s %s): unified cache: %w", i, op.Phase, op.Kind, err)
+			}
+			ol.Collective = c
 		case onHost(p, op):
 			return nil, fmt.Errorf("cudastep: op %d (%s %s) reads or writes host memory, which only the offloaded optimizer's and the unified cache's copies and updates do on the CUDA path (%s)", i, op.Phase, op.Kind, op.Attr)
 		case isDecodeOp(op): // decode.go: the inference programs' own ops
@@ -290,7 +302,7 @@ func supported(p *step.Program) error {
 		missing = append(missing, "distillation")
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("cudastep: %s/%s runs %s; the CUDA backend does not lower %v yet (one rank; data, expert, tensor, sequence and pipeline parallelism with ZeRO 0–3 and the offloaded optimizer; the unified cache on one rank)",
+		return fmt.Errorf("cudastep: %s/%s runs %s; the CUDA backend does not lower %v yet (one rank; data, expert, tensor, sequence and pipeline parallelism with ZeRO 0–3 and the offloaded optimizer; the unified cache under each of them)",
 			p.Model, p.Stage, l, missing)
 	}
 	return nil

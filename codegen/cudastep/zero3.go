@@ -10,7 +10,11 @@ import (
 // update writes it, zeroPiece), and compiler/step gathers the whole tensors a layer needs
 // right before its forward and again before its backward (gatherParams), into buffers the
 // memory plan frees after their use. The gradients are reduce-scattered into the rank's
-// gradient shard as under ZeRO 2 (reduceScatter).
+// gradient shard as under ZeRO 2 (reduceScatter). Under the unified cache the shards live
+// in the host tier and the cache's fetch is such an all_gather (step.Op.CacheFill): the
+// rank's own parts are copied from the host shard into the device copies on the
+// communication stream and sent from there (gatherShards); the reduce_scatter and the
+// update run over the host tier (collective_cache.go, cache.go).
 
 // gatherShards lowers ZeRO 3's all_gather of the sharded weights: each gathered tensor's
 // part in this rank's shard copied into place on the compute stream (before the calls),
@@ -43,7 +47,21 @@ func (lw *opLowerer) gatherShards(op *step.Op, g step.Group, ranks int, c *Colle
 				continue
 			}
 			at := buf.Offset + 4*(lo-f)
-			if owner == p.Rank {
+			if owner == g.Index && shard.Tier == step.Host {
+				// The unified cache's fetch (CacheFill): the rank's part copied from its
+				// host shard into the device copy on the communication stream, then sent
+				// from there; NCCL reads device memory only.
+				c.HostIn = append(c.HostIn, HostCopy{Device: at, Host: shard.Offset + 4*(lo-int64(owner)*S), Bytes: 4 * (hi - lo),
+					What: fmt.Sprintf("%s[%d:%d]", buf.Name, lo-f, hi-f)})
+				for peer := 0; peer < ranks; peer++ {
+					if peer != owner {
+						c.Calls = append(c.Calls, NCCLCall{Func: "ncclSend", Send: at, Recv: -1, Count: hi - lo, Peer: peer,
+							Description: fmt.Sprintf("%s[%d:%d] to rank %d", buf.Name, lo-f, hi-f, peer)})
+					}
+				}
+				continue
+			}
+			if owner == g.Index { // the rank's place in the group (not its global rank: the expert groups of dp 4 × ep 2)
 				dst, src := lw.buf(b), lw.buf(op.In[0])
 				dst.Offset, src.Offset = lo-f, lo-int64(owner)*S
 				c.Before = append(c.Before, denseElementwise("dense_copy", hi-lo, dst, src, IntArg(I64, hi-lo)))

@@ -135,7 +135,7 @@ func matchRanksThen(t *testing.T, m *program.Model, b step.Batch, l step.Layout,
 				t.Fatalf("rank %d: the executor holds %d values of %s, the session %d", r, len(want), b.Name, b.Elements())
 			}
 			got := make([]float32, b.Elements())
-			if err := s.Download(b.Offset, got); err != nil {
+			if err := s.DownloadBuffer(b, got); err != nil { // the unified cache's: in host memory
 				t.Fatal(err)
 			}
 			e := relErr(got, want)

@@ -31,7 +31,9 @@ func (s *Session) loadShards(get func(id params.ID) []float32) error {
 		if err := flatPart(p, gi, int64(g.Index)*g.Shard, vals, get, true); err != nil {
 			return err
 		}
-		if err := s.Upload(p.Buffers[shard].Offset, vals); err != nil {
+		// Under the unified cache the shard lives in the host tier (the cache's fetch gathers
+		// from it).
+		if err := s.UploadBuffer(p.Buffers[shard], vals); err != nil {
 			return fmt.Errorf("gpu: uploading %s: %w", p.Buffers[shard].Name, err)
 		}
 	}

@@ -1,0 +1,355 @@
+package cudastep
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/moec-dev/moec/compiler/step"
+)
+
+// The unified cache on several ranks (cache.go): the step program keeps the parameters,
+// gradients and AdamW moments in the host tier, so the reductions of the gradients
+// (all_reduce under ZeRO 0 and 1 and over tp, pp or expert groups, reduce_scatter into
+// the rank's gradient shard under ZeRO 2 and 3) and ZeRO 1/2's all_gather of the updated
+// shards run over host buffers, which
+// NCCL cannot read. They are staged through the device: a staging workspace after the
+// arena (commStageWork) of at most one cache page, through which the collective runs in
+// chunks, each chunk on the communication stream in order:
+//
+//   - the chunk's host bytes copied into the staging region (cuMemcpyHtoDAsync), packed
+//     (small gradients share a chunk, a large one spans several);
+//   - the NCCL call on the staging region;
+//   - the result copied back into the host buffers (cuMemcpyDtoHAsync).
+//
+// The shards' collectives stage a part of every rank's shard at a time (stageShards).
+// The region is bounded (one page, the cache's unit of device memory, 4 MiB by default:
+// large enough for NCCL's bandwidth) rather than sized by the largest collective, which
+// is every gradient of the rank: the cache exists because the device does not hold them.
+// (ZeRO 3's fetch from the host shards needs no staging: zero3.go.)
+// One stream runs the chunks, so a chunk's copies in never overwrite the region before the
+// previous chunk's copies out have read it.
+//
+// The ordering is kept simple. Before queuing the chunks the host waits for the copy
+// stream (cuStreamSynchronize): the write-backs that feed the host gradients have landed,
+// and the CPU adds of later contributions (HostAdd) are already done, since the host
+// program runs them in order when their write-back's event has passed. After the chunks
+// the host waits for the communication stream: the host-tier grad_norm and AdamW that
+// follow, which read the results on the CPU, and the next collective, see them. The
+// device's arena is not touched, so the compute stream waits for nothing.
+//
+// Every rank of a group lists the same buffers in the same order (the group's replicas
+// have the same plan), so the ranks pack the same chunks, and an element is
+// reduced as the emulated NCCL and runtime/exec reduce it whatever chunk it falls in.
+
+// commStageWork is the staging workspace of the host-tier collectives.
+const commStageWork = "comm_stage"
+
+// StageSeg is one host range of a staged chunk: Bytes at offset Host of the host arena
+// and offset Stage of the staging region, copied in before the call (In) and back after
+// it (Out).
+type StageSeg struct {
+	Host, Stage, Bytes int64
+	In, Out            bool
+	What               string
+}
+
+// StageChunk is one NCCL call of a staged collective: Func over Count floats, Send and
+// Recv byte offsets in the staging region, with the segments it copies in and out.
+type StageChunk struct {
+	Func       string
+	Send, Recv int64
+	Count      int64
+	Segs       []StageSeg
+}
+
+// Staged is a collective over host-tier buffers run through the staging region in chunks;
+// Bytes is the region it needs, Comm the communicator (Lowered.Comms).
+type Staged struct {
+	Chunks []StageChunk
+	Bytes  int64
+	Comm   int
+}
+
+// stageChunkBytes is the staging region's bound: the cache's page.
+func stageChunkBytes(l step.Layout) int64 {
+	page := l.Cache.Page
+	if page <= 0 {
+		page = step.DefaultCachePage
+	}
+	return max(alignUp(page, 256), 256)
+}
+
+// hostCollective reports whether op is a collective whose buffers live in the host tier
+// (the unified cache's reductions and ZeRO's gathers of updated shards).
+func hostCollective(p *step.Program, op *step.Op) bool {
+	if !p.Layout.Cache.On() || !isCollective(op.Kind) || op.CacheFill {
+		return false
+	}
+	for _, bufs := range [][]int{op.In, op.Out} {
+		for _, b := range bufs {
+			if p.Buffers[b].Tier == step.Host {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// stagedCollective lowers a host-tier collective to chunks through the staging region.
+func (lw *opLowerer) stagedCollective(op *step.Op, c *Collective, ranks, pos int) error {
+	p := lw.p
+	for _, bufs := range [][]int{op.In, op.Out} {
+		for _, b := range bufs {
+			if buf := p.Buffers[b]; buf.Tier != step.Host {
+				return fmt.Errorf("%s mixes host and device buffers (%s is on the device)", op.Kind, buf.Name)
+			}
+		}
+	}
+	st := &Staged{}
+	chunk := stageChunkBytes(p.Layout)
+	switch op.Kind {
+	case step.OpAllReduce:
+		if !slices.Equal(op.In, op.Out) || op.ReduceMax {
+			return fmt.Errorf("an all_reduce over host buffers that is not an in-place sum")
+		}
+		lw.stageAllReduce(op, chunk, st)
+	case step.OpReduceScatter, step.OpAllGather:
+		if err := lw.stageShards(op, chunk, ranks, pos, st); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("%s over host-tier buffers (the unified cache on several ranks) is not lowered to NCCL yet", op.Kind)
+	}
+	for _, ch := range st.Chunks {
+		st.Bytes = max(st.Bytes, ch.Send+4*ch.Count, ch.Recv+4*ch.Count)
+		for _, s := range ch.Segs {
+			st.Bytes = max(st.Bytes, s.Stage+s.Bytes)
+		}
+	}
+	st.Bytes = alignUp(st.Bytes, 256)
+	lw.out.CommStage = max(lw.out.CommStage, st.Bytes)
+	c.Staged = st
+	return nil
+}
+
+// stageAllReduce packs the host buffers, in the op's order, into chunks of at most chunk
+// bytes: each chunk summed in place on the staging region and copied back.
+func (lw *opLowerer) stageAllReduce(op *step.Op, chunk int64, st *Staged) {
+	p := lw.p
+	var cur *StageChunk
+	var fill int64
+	flush := func() {
+		if cur != nil && fill > 0 {
+			cur.Count = fill / 4
+			st.Chunks = append(st.Chunks, *cur)
+		}
+		cur, fill = nil, 0
+	}
+	for _, b := range op.In {
+		buf := p.Buffers[b]
+		at, left := buf.Offset, buf.Bytes()
+		for left > 0 {
+			if cur == nil {
+				cur = &StageChunk{Func: "ncclAllReduce"}
+			}
+			n := min(left, chunk-fill)
+			segs := cur.Segs
+			if k := len(segs) - 1; k >= 0 && segs[k].Host+segs[k].Bytes == at && segs[k].Stage+segs[k].Bytes == fill {
+				segs[k].Bytes += n // adjacent in the host arena: one copy
+				segs[k].What += ", " + buf.Name
+			} else {
+				cur.Segs = append(segs, StageSeg{Host: at, Stage: fill, Bytes: n, In: true, Out: true, What: buf.Name})
+			}
+			at, left, fill = at+n, left-n, fill+n
+			if fill == chunk {
+				flush()
+			}
+		}
+	}
+	flush()
+}
+
+// stageShards lowers ZeRO 1/2's collectives over the host tier, a part of every rank's
+// shard at a time: chunk k holds floats [k·L, k·L + L) of each shard, rank r's part in
+// slot r of the staging region (r·L floats in) and one slot after the ranks' (ranks·L).
+// A reduce_scatter (ZeRO 2) packs every rank's part of the gradients' flat vector into
+// the slots, reduce-scatters them into the last slot and copies it into the rank's
+// gradient shard; an all_gather of the updated shards (after the host update) copies the
+// rank's own part of the weights into the last slot, gathers every rank's into the slots
+// and copies the others' back into the host weights.
+func (lw *opLowerer) stageShards(op *step.Op, chunk int64, ranks, pos int, st *Staged) error {
+	p := lw.p
+	g, err := lw.groupOf(op.Group)
+	if err != nil {
+		return err
+	}
+	if g.Size != ranks || g.Index != pos {
+		return fmt.Errorf("%s over %d ranks as rank %d, group %s spans %d as its shard %d", op.Kind, ranks, pos, g.Name, g.Size, g.Index)
+	}
+	flat := op.In
+	if op.Kind == step.OpAllGather {
+		if !slices.Equal(op.In, op.Out) {
+			return fmt.Errorf("an all_gather of host weights that is not in place")
+		}
+	} else if op.Accumulates(0) {
+		return fmt.Errorf("a reduce_scatter that adds into its shard is not lowered to NCCL yet")
+	}
+	// The buffers must tile the flat vector [0, Elements): a gap would reduce whatever an
+	// earlier chunk left in the staging region.
+	type span struct{ lo, hi int64 }
+	var spans []span
+	for _, b := range flat {
+		buf := p.Buffers[b]
+		if buf.Flat < 0 {
+			return fmt.Errorf("%s has no place in group %s's flat vector", buf.Name, g.Name)
+		}
+		spans = append(spans, span{buf.Flat, buf.Flat + buf.Elements()})
+	}
+	slices.SortFunc(spans, func(a, b span) int { return int(a.lo - b.lo) })
+	end := int64(0)
+	for _, sp := range spans {
+		if sp.lo != end {
+			return fmt.Errorf("group %s's buffers leave [%d, %d) of its flat vector out of %s", g.Name, end, sp.lo, op.Kind)
+		}
+		end = sp.hi
+	}
+	if end != g.Elements || g.Shard*int64(ranks) < g.Elements {
+		return fmt.Errorf("%s covers %d of group %s's %d values (%d shards of %d)", op.Kind, end, g.Name, g.Elements, ranks, g.Shard)
+	}
+	var out *step.Buffer
+	if op.Kind == step.OpReduceScatter {
+		if out = p.Buffers[op.Out[0]]; out.Elements() != g.Shard {
+			return fmt.Errorf("reduce_scatter into %s of %d values, the shard holds %d", out.Name, out.Elements(), g.Shard)
+		}
+	}
+	// segs are the host ranges of flat [a, b), placed from byte base of the region.
+	segs := func(a, b, base int64, in, back bool) []StageSeg {
+		var ss []StageSeg
+		for _, x := range flat {
+			buf := p.Buffers[x]
+			lo, hi := max(a, buf.Flat), min(b, buf.Flat+buf.Elements())
+			if lo >= hi {
+				continue
+			}
+			ss = append(ss, StageSeg{Host: buf.Offset + 4*(lo-buf.Flat), Stage: base + 4*(lo-a), Bytes: 4 * (hi - lo), In: in, Out: back,
+				What: fmt.Sprintf("%s[%d:%d]", buf.Name, lo-buf.Flat, hi-buf.Flat)})
+		}
+		return ss
+	}
+	S := g.Shard
+	L := max(chunk/4/int64(ranks+1), 1)
+	for c0 := int64(0); c0 < S; c0 += L {
+		n := min(L, S-c0)
+		last := int64(ranks) * n * 4 // the slot after the ranks'
+		ch := StageChunk{Count: n}
+		for r := 0; r < ranks; r++ {
+			a := int64(r)*S + c0
+			switch {
+			case op.Kind == step.OpReduceScatter:
+				ch.Segs = append(ch.Segs, segs(a, a+n, int64(r)*n*4, true, false)...)
+			case r == pos:
+				ch.Segs = append(ch.Segs, segs(a, a+n, last, true, false)...)
+			default:
+				ch.Segs = append(ch.Segs, segs(a, a+n, int64(r)*n*4, false, true)...)
+			}
+		}
+		if op.Kind == step.OpReduceScatter {
+			ch.Func, ch.Send, ch.Recv = "ncclReduceScatter", 0, last
+			// The shard's tail past the flat vector stays as it is (zero).
+			if keep := min(n, g.Elements-(int64(pos)*S+c0)); keep > 0 {
+				ch.Segs = append(ch.Segs, StageSeg{Host: out.Offset + 4*c0, Stage: last, Bytes: 4 * keep, Out: true, What: fmt.Sprintf("%s[%d:%d]", out.Name, c0, c0+keep)})
+			}
+		} else {
+			ch.Func, ch.Send, ch.Recv = "ncclAllGather", last, 0
+		}
+		st.Chunks = append(st.Chunks, ch)
+	}
+	return nil
+}
+
+// hostStaged runs a staged collective's chunks (collective_cache.go): seg are the chunks'
+// segments in order, each chunk taking the next ch[k].segs of them.
+const hostStaged = `
+// moec_stage_seg is a host range of a staged chunk: bytes at host offset host and staging
+// offset stage, copied in (dir & 1) before the call and back (dir & 2) after it.
+typedef struct {
+  long long host, stage, bytes;
+  int dir;
+} moec_stage_seg;
+
+// moec_stage_chunk is one NCCL call of a staged collective (func: 0 all-reduce, 1
+// reduce-scatter, 2 all-gather) over count floats at staging offsets send and recv, with
+// its segs segments.
+typedef struct {
+  int func;
+  long long send, recv, count;
+  int segs;
+} moec_stage_chunk;
+
+// moec_staged runs a collective over host buffers through the staging region at stage, one
+// chunk after the other on the communication stream, then waits for it (the host reads
+// the results next).
+static int moec_staged(moec_state *s, const moec_stage_chunk *ch, int n, const moec_stage_seg *seg, unsigned long long stage,
+                       ncclComm_t comm, const char *what) {
+  for (int k = 0; k < n; k++) {
+    for (int j = 0; j < ch[k].segs; j++)
+      if (seg[j].dir & 1)
+        MOEC_CU(s, s->cu.cuMemcpyHtoDAsync(s->base + stage + seg[j].stage, s->host + seg[j].host, seg[j].bytes, s->comm_stream), what);
+    void *send = moec_at(s, stage + ch[k].send), *recv = moec_at(s, stage + ch[k].recv);
+    switch (ch[k].func) {
+    case 0:
+      MOEC_NCCL(s, s->nccl.ncclAllReduce(send, recv, ch[k].count, MOEC_NCCL_FLOAT32, MOEC_NCCL_SUM, comm, s->comm_stream), what);
+      break;
+    case 1:
+      MOEC_NCCL(s, s->nccl.ncclReduceScatter(send, recv, ch[k].count, MOEC_NCCL_FLOAT32, MOEC_NCCL_SUM, comm, s->comm_stream), what);
+      break;
+    default:
+      MOEC_NCCL(s, s->nccl.ncclAllGather(send, recv, ch[k].count, MOEC_NCCL_FLOAT32, comm, s->comm_stream), what);
+    }
+    for (int j = 0; j < ch[k].segs; j++)
+      if (seg[j].dir & 2)
+        MOEC_CU(s, s->cu.cuMemcpyDtoHAsync(s->host + seg[j].host, s->base + stage + seg[j].stage, seg[j].bytes, s->comm_stream), what);
+    seg += ch[k].segs;
+  }
+  MOEC_CU(s, s->cu.cuStreamSynchronize(s->comm_stream), what);
+  return 1;
+}
+
+`
+
+// stagedTable writes st's chunk and segment tables (number t) for the host program.
+func stagedTable(t int, st *Staged) string {
+	funcs := map[string]int{"ncclAllReduce": 0, "ncclReduceScatter": 1, "ncclAllGather": 2}
+	var b strings.Builder
+	var segs []StageSeg
+	fmt.Fprintf(&b, "static const moec_stage_chunk moec_stage_chunks_%d[%d] = {", t, len(st.Chunks))
+	for k, ch := range st.Chunks {
+		if k%2 == 0 {
+			b.WriteString("\n   ")
+		}
+		fmt.Fprintf(&b, " {%d, %dLL, %dLL, %dLL, %d},", funcs[ch.Func], ch.Send, ch.Recv, ch.Count, len(ch.Segs))
+		segs = append(segs, ch.Segs...)
+	}
+	fmt.Fprintf(&b, "\n};\nstatic const moec_stage_seg moec_stage_segs_%d[%d] = {", t, len(segs))
+	for _, s := range segs {
+		dir := 0
+		if s.In {
+			dir |= 1
+		}
+		if s.Out {
+			dir |= 2
+		}
+		fmt.Fprintf(&b, "\n    {%dLL, %dLL, %dLL, %d}, // %s", s.Host, s.Stage, s.Bytes, dir, s.What)
+	}
+	b.WriteString("\n};\n")
+	return b.String()
+}
+
+// emitStaged writes the host code of staged collective st on communicator comm (table t).
+func emitStaged(w *strings.Builder, in string, st *Staged, t, comm int, stageAt int64, what string) {
+	q := fmt.Sprintf("%q", what)
+	fmt.Fprintf(w, "%sMOEC_CU(s, s->cu.cuStreamSynchronize(s->copy_stream), %s); // the write-backs (their CPU adds are done)\n", in, q)
+	fmt.Fprintf(w, "%sif (!moec_staged(s, moec_stage_chunks_%d, %d, moec_stage_segs_%d, %dULL, s->comms[%d], %s)) return 0; // %d chunk(s) through the staging region\n",
+		in, t, len(st.Chunks), t, stageAt, comm, q, len(st.Chunks))
+}
