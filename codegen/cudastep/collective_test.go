@@ -75,7 +75,7 @@ func TestCollectiveStreamsAndEvents(t *testing.T) {
 		"cuStreamWaitEvent(s->stream, s->done[0], 0)",
 		"cuStreamWaitEvent(s->stream, s->done[" + last + "], 0)",
 		"// op " + strconv.Itoa(norm) + " (",
-		"moec_launch_run(s, opt, moec_launches_", // its launches' table (launch_table.go), dense_sumsq's among them
+		"moec_launch_run(s, opt, dice, moec_launches_", // its launches' table (launch_table.go), dense_sumsq's among them
 		"moec_publish_norm(s)",
 	}
 	at := 0

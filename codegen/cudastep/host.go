@@ -501,14 +501,14 @@ func HostProgram(l *Lowered) (string, error) {
 	pf("\n// The step's ops in program order: dice[layer] is the layer's attention-sharing die\n// (1: recompute), update says whether the update ops run.\n")
 	pf("static int moec_run_ops(moec_state *s, const int *dice, int update, const double *opt) {\n")
 	var comm commEmitter
-	lt := &launchTables{p: p, idx: idx, workAt: workAt, opt: "opt"} // launch_table.go
+	lt := &launchTables{p: p, idx: idx, workAt: workAt, opt: "opt", dice: "dice"} // launch_table.go
 	var run launchRun
 	for i := range p.Ops {
 		op := &p.Ops[i]
 		ol := l.Ops[i]
 		what := fmt.Sprintf("op %d (%s %s, layer %d, micro-batch %d)", i, op.Phase, op.Kind, op.Layer, op.Micro)
 		// The op's text around its launches; an op with nothing but launches (and the
-		// update's condition) joins the pending run, any host work ends the run.
+		// update's condition, its layer's die) joins the pending run; any host work ends the run.
 		var ow strings.Builder
 		opf := func(format string, args ...any) { fmt.Fprintf(&ow, format, args...) }
 		comm.waitBefore(&ow, p, op, ol) // collective_host.go
@@ -524,22 +524,12 @@ func HostProgram(l *Lowered) (string, error) {
 		}
 		emitCacheWaits(&ow, indent, ol.CacheWaits, what) // cache.go
 		mid := ow.Len()
+		die := -1 // the layer's attention-sharing die the launches depend on
 		if ol.Conditional {
 			if op.Layer < 0 {
 				return "", fmt.Errorf("cudastep: %s depends on a layer's die but has no layer", what)
 			}
-			if err := lt.flush(&w, &run); err != nil { // the run's tables before the branches'
-				return "", err
-			}
-			opf("%sif (dice[%d]) {\n", indent, op.Layer)
-			if err := lt.launches(&ow, indent+"  ", ol.Launches, what); err != nil {
-				return "", err
-			}
-			opf("%s} else {\n", indent)
-			if err := lt.launches(&ow, indent+"  ", ol.Reuse, what); err != nil {
-				return "", err
-			}
-			opf("%s}\n", indent)
+			die = op.Layer
 		}
 		emitCacheRecords(&ow, indent, ol.CacheRecord, what) // cache.go
 		if ol.Collective != nil {
@@ -558,8 +548,9 @@ func HostProgram(l *Lowered) (string, error) {
 			opf("  }\n")
 		}
 		text := ow.String()
-		if !ol.Conditional && text[:mid] == plainHead && text[mid:] == plainTail {
-			if err := lt.add(&w, &run, pendingOp{head: plainHead, tail: plainTail, in: indent, what: what, launches: ol.Launches}, cond); err != nil {
+		if text[:mid] == plainHead && text[mid:] == plainTail {
+			o := pendingOp{head: plainHead, tail: plainTail, in: indent, what: what, die: die, launches: ol.Launches, reuse: ol.Reuse}
+			if err := lt.add(&w, &run, o, cond); err != nil {
 				return "", err
 			}
 			continue
@@ -568,10 +559,8 @@ func HostProgram(l *Lowered) (string, error) {
 			return "", err
 		}
 		w.WriteString(text[:mid])
-		if !ol.Conditional {
-			if err := lt.launches(&w, indent, ol.Launches, what); err != nil {
-				return "", err
-			}
+		if err := lt.opLaunches(&w, indent, die, ol.Launches, ol.Reuse, what); err != nil {
+			return "", err
 		}
 		w.WriteString(text[mid:])
 	}

@@ -80,21 +80,62 @@ func launchArg(j int, a Arg, ln Launch, p *step.Program, workAt map[string]int64
 	return argCell{kind: "L", v: a.Int}, nil
 }
 
-// cell is c as a moec_arg initialiser (the MOEC_A… macros of hostLaunchRun).
+// cell is c as a moec_arg initialiser (the one-letter macros hostLaunchCells defines
+// around the tables).
 func (c argCell) cell() string {
 	switch c.kind {
 	case "Z":
-		return "MOEC_AZ"
+		return "Z"
 	case "F", "S":
-		return fmt.Sprintf("MOEC_A%s(%s)", c.kind, cFloat(c.f))
+		return fmt.Sprintf("%s(%s)", c.kind, cFloat(c.f))
 	}
-	return fmt.Sprintf("MOEC_A%s(%d)", c.kind, c.v)
+	return fmt.Sprintf("%s(%d)", c.kind, c.v)
 }
 
-// tabledLaunch is one launch of a run and the op it serves.
+// hostLaunchCells are the macros that spell the tables' cells (one letter each, for a
+// host program of ten thousand launches; undefined after the tables), and
+// hostLaunchCellsEnd undefines them.
+const (
+	hostLaunchCells = `#if defined(P) || defined(Z) || defined(I) || defined(L) || defined(F) || defined(H) || defined(S)
+#error "a header defines a macro the launch tables' cells are spelt with"
+#endif
+#define P(off) {'P', (off), 0.0f}
+#define Z {'Z', 0, 0.0f}
+#define I(v) {'I', (v), 0.0f}
+#define L(v) {'L', (v), 0.0f}
+#define F(v) {'F', 0, (v)}
+#define H(i) {'H', (i), 0.0f}
+#define S(v) {'S', 0, (v)}
+`
+	hostLaunchCellsEnd = "#undef P\n#undef Z\n#undef I\n#undef L\n#undef F\n#undef H\n#undef S\n"
+)
+
+// tabledLaunch is one launch of a run, the op it serves and the die it depends on: on > 0
+// runs it when dice[on-1] is nonzero (the layer recomputes its attention weights), on < 0
+// when dice[-on-1] is zero (it reuses the layer below's), 0 always.
 type tabledLaunch struct {
 	ln   Launch
 	what string
+	on   int
+}
+
+// opRows are an op's launches as rows: under its layer's die (die ≥ 0) its launches when
+// the die says recompute, then its reuse launches when it says reuse.
+func opRows(ls, reuse []Launch, die int, what string) []tabledLaunch {
+	rows := make([]tabledLaunch, 0, len(ls)+len(reuse))
+	on := 0
+	if die >= 0 {
+		on = die + 1
+	}
+	for _, ln := range ls {
+		rows = append(rows, tabledLaunch{ln, what, on})
+	}
+	if die >= 0 {
+		for _, ln := range reuse {
+			rows = append(rows, tabledLaunch{ln, what, -on})
+		}
+	}
+	return rows
 }
 
 // launchTables gathers the host program's launch tables (runs of launchTableMin launches
@@ -104,7 +145,8 @@ type launchTables struct {
 	p      *step.Program
 	idx    map[string]int
 	workAt map[string]int64
-	opt    string // the expression moec_launch_run's opt is in the calling function ("opt", or "NULL")
+	opt    string // the expressions moec_launch_run's opt and dice are in the calling function ("opt", or "NULL")
+	dice   string
 
 	tables  []string
 	labels  []string
@@ -134,8 +176,12 @@ func (lt *launchTables) emit(w *strings.Builder, in, cond string, ls []tabledLau
 			lt.labels = append(lt.labels, tl.what)
 		}
 		k := lt.idx[ln.Kernel]
-		fmt.Fprintf(&rows, "    {%d, %d, %d, %d, %d, %d, %d, %d, %d, %d}, // %s\n", k, ln.Grid[0], ln.Grid[1], ln.Grid[2],
-			ln.Block[0], ln.Block[1], ln.Block[2], ln.Shared, len(ln.Args), label, ln.Kernel)
+		on := ""
+		if tl.on != 0 {
+			on = fmt.Sprintf(", %d", tl.on)
+		}
+		fmt.Fprintf(&rows, "    {%d, %d, %d, %d, %d, %d, %d, %d, %d, %d%s}, // %s\n", k, ln.Grid[0], ln.Grid[1], ln.Grid[2],
+			ln.Block[0], ln.Block[1], ln.Block[2], ln.Shared, len(ln.Args), label, on, ln.Kernel)
 		cells := make([]string, 0, len(ln.Args))
 		for j, a := range ln.Args {
 			c, err := launchArg(j, a, ln, lt.p, lt.workAt)
@@ -151,7 +197,7 @@ func (lt *launchTables) emit(w *strings.Builder, in, cond string, ls []tabledLau
 		lt.maxArgs = max(lt.maxArgs, len(ln.Args))
 	}
 	if nargs == 0 {
-		args.WriteString("    MOEC_AZ,\n") // a C array has an element at least
+		args.WriteString("    Z,\n") // a C array has an element at least
 	}
 	lt.tables = append(lt.tables, fmt.Sprintf("static const moec_launch_row moec_launches_%d[%d] = {\n%s};\nstatic const moec_arg moec_args_%d[%d] = {\n%s};\n",
 		t, len(ls), rows.String(), t, max(nargs, 1), args.String()))
@@ -162,8 +208,8 @@ func (lt *launchTables) emit(w *strings.Builder, in, cond string, ls []tabledLau
 	if last := ls[len(ls)-1].what; last != span {
 		span += " … " + last
 	}
-	fmt.Fprintf(w, "%sif (%s!moec_launch_run(s, %s, moec_launches_%d, moec_args_%d, %d)) return 0; // %d launches: %s\n",
-		in, cond, lt.opt, t, t, len(ls), len(ls), span)
+	fmt.Fprintf(w, "%sif (%s!moec_launch_run(s, %s, %s, moec_launches_%d, moec_args_%d, %d)) return 0; // %d launches: %s\n",
+		in, cond, lt.opt, lt.dice, t, t, len(ls), len(ls), span)
 	return true, nil
 }
 
@@ -180,12 +226,11 @@ func (lt *launchTables) writeTables(w *strings.Builder) {
 	w.WriteString("};\n")
 	fmt.Fprintf(w, hostLaunchRun, max(lt.maxArgs, 1), hostLossScaleSlot, hostLossScaleSlot)
 	w.WriteString("\n")
-	w.WriteString("#define MOEC_AP(off) {'P', (off), 0.0f}\n#define MOEC_AZ {'Z', 0, 0.0f}\n#define MOEC_AI(v) {'I', (v), 0.0f}\n#define MOEC_AL(v) {'L', (v), 0.0f}\n" +
-		"#define MOEC_AF(v) {'F', 0, (v)}\n#define MOEC_AH(i) {'H', (i), 0.0f}\n#define MOEC_AS(v) {'S', 0, (v)}\n")
+	w.WriteString(hostLaunchCells)
 	for _, t := range lt.tables {
 		w.WriteString(t)
 	}
-	w.WriteString("#undef MOEC_AP\n#undef MOEC_AZ\n#undef MOEC_AI\n#undef MOEC_AL\n#undef MOEC_AF\n#undef MOEC_AH\n#undef MOEC_AS\n")
+	w.WriteString(hostLaunchCellsEnd)
 }
 
 // hostLaunchRun runs a table of launches (fmt: the most arguments a row has, the loss
@@ -193,17 +238,20 @@ func (lt *launchTables) writeTables(w *strings.Builder) {
 const hostLaunchRun = `
 // moec_launch_row is one launch of a table: kernel k of moec_kernel_names, its grid, block
 // and dynamic shared bytes, its nargs arguments (the next nargs cells of the table's
-// moec_arg array) and the op it serves (moec_launch_labels[what]).
+// moec_arg array), the op it serves (moec_launch_labels[what]) and the attention-sharing
+// die it depends on: on > 0 launches when dice[on - 1] is nonzero, on < 0 when
+// dice[-on - 1] is zero, 0 always.
 typedef struct {
   int k;
   unsigned gx, gy, gz, bx, by, bz, shared;
-  int nargs, what;
+  int nargs, what, on;
 } moec_launch_row;
 
 // moec_arg is one argument of a table's launch, by kind: 'P' the arena's base + v (a byte
 // offset), 'Z' a null address, 'I' the int v, 'L' the long long v, 'F' the float f,
 // 'H' s->adam[v] and 'S' f times the step's loss scale, both read when the launch is
-// issued (they change every step).
+// issued (they change every step). The tables spell them P(v), Z, I(v), L(v), F(f), H(v)
+// and S(f).
 typedef struct {
   char kind;
   long long v;
@@ -215,11 +263,19 @@ typedef struct {
 // moec_launch_run issues a table's n launches in order on the compute stream, each one's
 // arguments built from its cells into storage of the kernel parameter's type; the first
 // failure ends it with the error a launch written out gives (the kernel and the op).
-// opt is moec_step_train's (the loss scale; NULL where there is none).
-[[maybe_unused]] static int moec_launch_run(moec_state *s, const double *opt, const moec_launch_row *t,
-                                            const moec_arg *a, int n) {
+// opt (the loss scale) and dice (the layers' attention-sharing dice) are moec_step_train's,
+// NULL where there are none.
+[[maybe_unused]] static int moec_launch_run(moec_state *s, const double *opt, const int *dice,
+                                            const moec_launch_row *t, const moec_arg *a, int n) {
   for (int i = 0; i < n; i++) {
     const moec_launch_row *r = &t[i];
+    if (r->on != 0) {
+      if (dice == NULL) return moec_failf(s, "%%s: a launch on a die outside the training step", moec_launch_labels[r->what]);
+      if ((dice[(r->on > 0 ? r->on : -r->on) - 1] != 0) != (r->on > 0)) {
+        a += r->nargs;
+        continue;
+      }
+    }
     union {
       CUdeviceptr p;
       int i;
@@ -257,7 +313,10 @@ type pendingOp struct {
 	head, tail string // the op's text before and after its launches
 	in         string // the launches' indent
 	what       string
+	rows       []tabledLaunch
+	die        int // the layer whose die the op's launches depend on; -1: none
 	launches   []Launch
+	reuse      []Launch
 }
 
 // launchRun is the pending ops of one run: consecutive, all under the same condition
@@ -275,6 +334,7 @@ func (lt *launchTables) add(w *strings.Builder, r *launchRun, o pendingOp, cond 
 		}
 	}
 	r.cond = cond
+	o.rows = opRows(o.launches, o.reuse, o.die, o.what)
 	r.ops = append(r.ops, o)
 	return nil
 }
@@ -283,53 +343,61 @@ func (lt *launchTables) add(w *strings.Builder, r *launchRun, o pendingOp, cond 
 // launchTableMin or more, else each op as it reads on its own (its comment, its launches
 // written out).
 func (lt *launchTables) flush(w *strings.Builder, r *launchRun) error {
-	var ls []tabledLaunch
+	var rows []tabledLaunch
 	var ops strings.Builder // the ops' comments, the listing's landmarks
 	for _, o := range r.ops {
-		for _, ln := range o.launches {
-			ls = append(ls, tabledLaunch{ln, o.what})
-		}
+		rows = append(rows, o.rows...)
 		fmt.Fprintf(&ops, "  // %s\n", o.what)
 	}
-	if len(ls) >= launchTableMin {
+	pending := r.ops
+	r.ops = nil
+	if len(rows) >= launchTableMin {
 		w.WriteString(ops.String())
-	}
-	done, err := lt.emit(w, "  ", r.cond, ls)
-	if err != nil {
+		_, err := lt.emit(w, "  ", r.cond, rows)
 		return err
 	}
-	if !done {
-		for _, o := range r.ops {
-			w.WriteString(o.head)
-			if err := lt.writeOut(w, o.in, o.launches, o.what); err != nil {
-				return err
-			}
-			w.WriteString(o.tail)
+	for _, o := range pending {
+		w.WriteString(o.head)
+		if err := lt.writeOut(w, o.in, o.die, o.launches, o.reuse, o.what); err != nil {
+			return err
 		}
+		w.WriteString(o.tail)
 	}
-	r.ops = nil
 	return nil
 }
 
-// launches writes one op's launches at indent in: a table when there are launchTableMin
-// or more, else each written out.
-func (lt *launchTables) launches(w *strings.Builder, in string, ls []Launch, what string) error {
-	tl := make([]tabledLaunch, len(ls))
-	for i, ln := range ls {
-		tl[i] = tabledLaunch{ln, what}
-	}
-	if done, err := lt.emit(w, in, "", tl); done || err != nil {
+// opLaunches writes one op's launches at indent in (under dice[die] when die ≥ 0, its
+// reuse launches when the die says reuse): one table when there are launchTableMin or
+// more, else each written out.
+func (lt *launchTables) opLaunches(w *strings.Builder, in string, die int, ls, reuse []Launch, what string) error {
+	if done, err := lt.emit(w, in, "", opRows(ls, reuse, die, what)); done || err != nil {
 		return err
 	}
-	return lt.writeOut(w, in, ls, what)
+	return lt.writeOut(w, in, die, ls, reuse, what)
 }
 
-// writeOut writes each of ls as a C block of its own (emitLaunch).
-func (lt *launchTables) writeOut(w *strings.Builder, in string, ls []Launch, what string) error {
-	for _, ln := range ls {
-		if err := emitLaunch(w, in, ln, lt.idx[ln.Kernel], lt.p, lt.workAt, what); err != nil {
-			return fmt.Errorf("cudastep: %s: %w", what, err)
+// writeOut writes one op's launches as C blocks of their own (emitLaunch), under
+// dice[die] when die ≥ 0 (its reuse launches in the other branch).
+func (lt *launchTables) writeOut(w *strings.Builder, in string, die int, ls, reuse []Launch, what string) error {
+	each := func(in string, ls []Launch) error {
+		for _, ln := range ls {
+			if err := emitLaunch(w, in, ln, lt.idx[ln.Kernel], lt.p, lt.workAt, what); err != nil {
+				return fmt.Errorf("cudastep: %s: %w", what, err)
+			}
 		}
+		return nil
 	}
+	if die < 0 {
+		return each(in, ls)
+	}
+	fmt.Fprintf(w, "%sif (dice[%d]) {\n", in, die)
+	if err := each(in+"  ", ls); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "%s} else {\n", in)
+	if err := each(in+"  ", reuse); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "%s}\n", in)
 	return nil
 }
