@@ -14,7 +14,7 @@ import (
 // args array, its checked call) and a table row some 100–150; a table costs two arrays
 // and a call besides. Shorter runs stay written out: they save little, and written out
 // they keep each argument's buffer name beside it where a listing is read most — around
-// the collectives, cache copies and branches that break the runs.
+// the collectives, cache copies and settle steps that break the runs.
 const launchTableMin = 4
 
 // argCell is one launch argument as the host program builds it: a kind of
