@@ -99,13 +99,13 @@ const (
 	hostLaunchCells = `#if defined(P) || defined(Z) || defined(I) || defined(L) || defined(F) || defined(H) || defined(S)
 #error "a header defines a macro the launch tables' cells are spelt with"
 #endif
-#define P(off) {'P', (off), 0.0f}
-#define Z {'Z', 0, 0.0f}
-#define I(v) {'I', (v), 0.0f}
-#define L(v) {'L', (v), 0.0f}
-#define F(v) {'F', 0, (v)}
-#define H(i) {'H', (i), 0.0f}
-#define S(v) {'S', 0, (v)}
+#define P(off) {(off), 0.0f, 'P'}
+#define Z {0, 0.0f, 'Z'}
+#define I(v) {(v), 0.0f, 'I'}
+#define L(v) {(v), 0.0f, 'L'}
+#define F(v) {0, (v), 'F'}
+#define H(i) {(i), 0.0f, 'H'}
+#define S(v) {0, (v), 'S'}
 `
 	hostLaunchCellsEnd = "#undef P\n#undef Z\n#undef I\n#undef L\n#undef F\n#undef H\n#undef S\n"
 )
@@ -253,9 +253,9 @@ typedef struct {
 // issued (they change every step). The tables spell them P(v), Z, I(v), L(v), F(f), H(v)
 // and S(f).
 typedef struct {
-  char kind;
   long long v;
   float f;
+  char kind;
 } moec_arg;
 
 #define MOEC_MAX_ARGS %d

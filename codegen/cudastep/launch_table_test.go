@@ -51,7 +51,7 @@ func TestLaunchTableRows(t *testing.T) {
 	var out strings.Builder
 	lt.writeTables(&out)
 	for _, want := range []string{"static const char *const moec_launch_labels[2] = {\n    \"op 1\",\n    \"op 2\",\n};", "#define MOEC_MAX_ARGS 8\n",
-		"(opt[9] > 0 ? opt[9] : 1.0)", "#define P(off) {'P', (off), 0.0f}", table, "#undef S\n"} {
+		"(opt[9] > 0 ? opt[9] : 1.0)", "#define P(off) {(off), 0.0f, 'P'}", table, "#undef S\n"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("the tables' text has no %q", want)
 		}
