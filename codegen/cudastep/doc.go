@@ -39,7 +39,7 @@
 // typed cells (arena offsets, constants, the optimizer's scalars and the loss scale read
 // as the launch is issued) and a row of a layer whose attention weights may be shared
 // conditional on the layer's die. HunYuan-1T's dense rank, 10,460 launches, had a 7.86 MB
-// host program written out one C block a launch; with the tables it is 4.84 MB, 2.2 MB of
+// host program written out one C block a launch; with the tables it is 4.86 MB, 2.2 MB of
 // it the rotary table's constants.
 //
 // Attention runs fused where it can (kernels_flash.cu, FlashAttention-2's online softmax

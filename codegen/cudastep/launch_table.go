@@ -176,12 +176,8 @@ func (lt *launchTables) emit(w *strings.Builder, in, cond string, ls []tabledLau
 			lt.labels = append(lt.labels, tl.what)
 		}
 		k := lt.idx[ln.Kernel]
-		on := ""
-		if tl.on != 0 {
-			on = fmt.Sprintf(", %d", tl.on)
-		}
-		fmt.Fprintf(&rows, "    {%d, %d, %d, %d, %d, %d, %d, %d, %d, %d%s}, // %s\n", k, ln.Grid[0], ln.Grid[1], ln.Grid[2],
-			ln.Block[0], ln.Block[1], ln.Block[2], ln.Shared, len(ln.Args), label, on, ln.Kernel)
+		fmt.Fprintf(&rows, "    {%d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d}, // %s\n", k, ln.Grid[0], ln.Grid[1], ln.Grid[2],
+			ln.Block[0], ln.Block[1], ln.Block[2], ln.Shared, len(ln.Args), label, tl.on, ln.Kernel)
 		cells := make([]string, 0, len(ln.Args))
 		for j, a := range ln.Args {
 			c, err := launchArg(j, a, ln, lt.p, lt.workAt)

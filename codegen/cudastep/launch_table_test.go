@@ -36,7 +36,7 @@ func TestLaunchTableRows(t *testing.T) {
 	cells := "    P(4108), P(9000), Z, I(-7), L(1099511627776), F(0.5f), H(8), S(0.25f),\n"
 	for _, want := range []string{
 		"moec_launches_0[4] = {\n",
-		"    {0, 2, 1, 1, 128, 1, 1, 0, 8, 0}, // k0\n",       // op 1's launch, always
+		"    {0, 2, 1, 1, 128, 1, 1, 0, 8, 0, 0}, // k0\n",    // op 1's launch, always
 		"    {1, 1, 1, 4, 16, 16, 1, 4096, 0, 1, 4}, // k1\n", // op 2's, when layer 3 recomputes
 		"    {0, 2, 1, 1, 128, 1, 1, 0, 8, 1, -4}, // k0\n",   // op 2's reuse launch
 		"moec_args_0[16] = {\n" + cells + cells + "};\n",
