@@ -75,7 +75,7 @@ func TestCollectiveStreamsAndEvents(t *testing.T) {
 		"cuStreamWaitEvent(s->stream, s->done[0], 0)",
 		"cuStreamWaitEvent(s->stream, s->done[" + last + "], 0)",
 		"// op " + strconv.Itoa(norm) + " (",
-		"dense_sumsq",
+		"moec_launch_run(s, opt, dice, moec_launches_", // its launches' table (launch_table.go), dense_sumsq's among them
 		"moec_publish_norm(s)",
 	}
 	at := 0
@@ -85,6 +85,9 @@ func TestCollectiveStreamsAndEvents(t *testing.T) {
 			t.Fatalf("the host program from op %d to op %d has no %q after %q:\n%s", reduce, norm, want, section[:at], section)
 		}
 		at += i + len(want)
+	}
+	if !strings.Contains(host, "}, // dense_sumsq\n") {
+		t.Errorf("no launch table holds the norm's dense_sumsq")
 	}
 	golden.Archive(t, "testdata/collective_dp2.txtar", &txtar.Archive{
 		Comment: []byte("The host program of hunyuan_tiny's dense stage cut to two layers on two data-parallel ranks (rank 0),\nfrom the last bucket's gradient all_reduce to the grad_norm op.\nRegenerate with go test ./codegen/cudastep -run TestCollectiveStreamsAndEvents -update.\n"),

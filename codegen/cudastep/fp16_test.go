@@ -55,7 +55,9 @@ func TestFP16Lowering(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"(opt[9] > 0 ? opt[9] : 1.0)) /* × the loss scale */;", "if (update && !moec_settle(s, opt, &update)) return 0;",
+	// The loss-scaled seeds sit in launch tables (S cells, launch_table.go), scaled as
+	// each launch is issued.
+	for _, want := range []string{" S(", "cells[j].f = (float)(a->f * (opt[9] > 0 ? opt[9] : 1.0));", "if (update && !moec_settle(s, opt, &update)) return 0;",
 		"if (loss_scale > 0) sq /= loss_scale * loss_scale;", "out[5] = s->skipped;"} {
 		if !strings.Contains(host, want) {
 			t.Errorf("the fp16 host program has no %q", want)

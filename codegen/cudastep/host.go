@@ -3,7 +3,6 @@ package cudastep
 import (
 	_ "embed"
 	"fmt"
-	"math"
 	"slices"
 	"sort"
 	"strconv"
@@ -505,75 +504,86 @@ func HostProgram(l *Lowered) (string, error) {
 	pf("\n// The step's ops in program order: dice[layer] is the layer's attention-sharing die\n// (1: recompute), update says whether the update ops run.\n")
 	pf("static int moec_run_ops(moec_state *s, const int *dice, int update, const double *opt) {\n")
 	var comm commEmitter
+	lt := &launchTables{p: p, idx: idx, workAt: workAt, opt: "opt", dice: "dice"} // launch_table.go
+	var run launchRun
 	for i := range p.Ops {
 		op := &p.Ops[i]
 		ol := l.Ops[i]
 		what := fmt.Sprintf("op %d (%s %s, layer %d, micro-batch %d)", i, op.Phase, op.Kind, op.Layer, op.Micro)
-		comm.waitBefore(&w, p, op, ol) // collective_host.go
-		pf("  // %s\n", what)
-		indent := "  "
+		// The op's text around its launches; an op with nothing but launches (and the
+		// update's condition, its layer's die) joins the pending run; any host work ends the run.
+		var ow strings.Builder
+		opf := func(format string, args ...any) { fmt.Fprintf(&ow, format, args...) }
+		comm.waitBefore(&ow, p, op, ol) // collective_host.go
+		opf("  // %s\n", what)
+		indent, cond, plainHead, plainTail := "  ", "", "  // "+what+"\n", ""
 		if ol.Settle {
-			pf("  if (update && !moec_settle(s, opt, &update)) return 0;\n")
+			opf("  if (update && !moec_settle(s, opt, &update)) return 0;\n")
 		}
 		if op.Phase == step.Update {
-			pf("  if (update) {\n")
-			indent = "    "
+			opf("  if (update) {\n")
+			indent, cond = "    ", "update"
+			plainHead, plainTail = plainHead+"  if (update) {\n", "  }\n"
 		}
-		emitCacheWaits(&w, indent, ol.CacheWaits, what) // cache.go
-		emit := func(ls []Launch, in string) error {
-			for _, ln := range ls {
-				if err := emitLaunch(&w, in, ln, idx[ln.Kernel], p, workAt, what); err != nil {
-					return fmt.Errorf("cudastep: %s: %w", what, err)
-				}
-			}
-			return nil
-		}
+		emitCacheWaits(&ow, indent, ol.CacheWaits, what) // cache.go
+		mid := ow.Len()
+		die := -1 // the layer's attention-sharing die the launches depend on
 		if ol.Conditional {
 			if op.Layer < 0 {
 				return "", fmt.Errorf("cudastep: %s depends on a layer's die but has no layer", what)
 			}
-			pf("%sif (dice[%d]) {\n", indent, op.Layer)
-			if err := emit(ol.Launches, indent+"  "); err != nil {
-				return "", err
-			}
-			pf("%s} else {\n", indent)
-			if err := emit(ol.Reuse, indent+"  "); err != nil {
-				return "", err
-			}
-			pf("%s}\n", indent)
-		} else if err := emit(ol.Launches, indent); err != nil {
-			return "", err
+			die = op.Layer
 		}
 		if ol.Collective != nil {
-			comm.emit(&w, indent, ol.Collective, i, what, workAt)
+			comm.emit(&ow, indent, ol.Collective, i, what, workAt)
 		}
 		if len(ol.CacheRecord) > 0 { // a cache copy waits for the op: for the collectives up to it too
-			comm.waitCopies(&w, indent)
+			comm.waitCopies(&ow, indent)
 		}
-		emitCacheRecords(&w, indent, ol.CacheRecord, what) // cache.go
+		emitCacheRecords(&ow, indent, ol.CacheRecord, what) // cache.go
 		if ol.Offload != nil {
-			emitOffload(&w, indent, ol.Offload, what) // offload.go
+			emitOffload(&ow, indent, ol.Offload, what) // offload.go
 		}
 		if ol.Cache != nil {
-			emitCache(&w, indent, ol.Cache, what) // cache.go
+			emitCache(&ow, indent, ol.Cache, what) // cache.go
 		}
 		if ol.PublishNorm {
-			pf("%sif (!moec_publish_norm(s)) return 0;\n", indent)
+			opf("%sif (!moec_publish_norm(s)) return 0;\n", indent)
 		}
 		if op.Phase == step.Update {
-			pf("  }\n")
+			opf("  }\n")
 		}
+		text := ow.String()
+		if text[:mid] == plainHead && text[mid:] == plainTail {
+			o := pendingOp{head: plainHead, tail: plainTail, in: indent, what: what, die: die, launches: ol.Launches, reuse: ol.Reuse}
+			if err := lt.add(&w, &run, o, cond); err != nil {
+				return "", err
+			}
+			continue
+		}
+		if err := lt.flush(&w, &run); err != nil {
+			return "", err
+		}
+		w.WriteString(text[:mid])
+		if err := lt.opLaunches(&w, indent, die, ol.Launches, ol.Reuse, what); err != nil {
+			return "", err
+		}
+		w.WriteString(text[mid:])
+	}
+	if err := lt.flush(&w, &run); err != nil {
+		return "", err
 	}
 	comm.waitAll(&w)
 	if cache {
 		pf("  MOEC_CU(s, s->cu.cuStreamSynchronize(s->copy_stream), \"the unified cache's copies\");\n")
 	}
 	pf("  return 1;\n}\n")
-	if comm.hasTables() {
+	if comm.hasTables() || len(lt.tables) > 0 {
 		text := w.String()
 		w.Reset()
 		w.WriteString(text[:opsAt])
 		comm.writeTables(&w)
+		lt.writeTables(&w) // launch_table.go
 		w.WriteString(text[opsAt:])
 	}
 	if !offload {
@@ -600,54 +610,28 @@ func emitLaunch(w *strings.Builder, in string, ln Launch, k int, p *step.Program
 	fmt.Fprintf(w, "%s{\n", in)
 	var refs, scalars []string
 	for j, a := range ln.Args {
+		c, err := launchArg(j, a, ln, p, workAt)
+		if err != nil {
+			return err
+		}
 		var decl string
-		switch {
-		case a.Kind.Pointer() && a.Buf >= 0:
-			b := p.Buffers[a.Buf]
-			if b.Tier != step.Device {
-				return fmt.Errorf("buffer %s lives in host memory", b.Name)
-			}
-			decl = fmt.Sprintf("CUdeviceptr a%d = s->base + %dULL; // %s", j, b.Offset+a.Offset*4, b.Name)
-			if a.Offset != 0 {
-				decl += fmt.Sprintf(" + %d", a.Offset)
-			}
-		case a.Kind.Pointer() && a.Table != nil:
-			at, ok := workAt[tableName(a.Table)]
-			if !ok {
-				return fmt.Errorf("address table %s has no place", tableName(a.Table))
-			}
-			decl = fmt.Sprintf("CUdeviceptr a%d = s->base + %dULL; // the address table %s", j, at, tableName(a.Table))
-		case a.Kind.Pointer() && a.Work != "":
-			at, ok := workAt[a.Work]
-			if !ok {
-				return fmt.Errorf("workspace %s has no place", a.Work)
-			}
-			decl = fmt.Sprintf("CUdeviceptr a%d = s->base + %dULL; // %s + %d", j, at+a.Offset*4, a.Work, a.Offset)
-		case a.Kind.Pointer():
+		switch c.kind {
+		case "P":
+			decl = fmt.Sprintf("CUdeviceptr a%d = s->base + %dULL; // %s", j, c.v, c.about)
+		case "Z":
 			decl = fmt.Sprintf("CUdeviceptr a%d = 0;", j)
-		case a.Kind == F32 && a.Host == HostLossScale:
-			var err error
+		case "S":
 			if decl, err = lossScaledDecl(j, a); err != nil {
 				return err
 			}
-		case a.Kind == F32 && a.Host != "":
-			h := hostFloatIndex(a.Host)
-			if h < 0 {
-				return fmt.Errorf("no host scalar %s", a.Host)
-			}
-			decl = fmt.Sprintf("float a%d = s->adam[%d] /* %s */;", j, h, a.Host)
-		case a.Kind == F32:
-			if math.IsNaN(float64(a.Float)) || math.IsInf(float64(a.Float), 0) {
-				return fmt.Errorf("argument %d of %s is %v", j, ln.Kernel, a.Float)
-			}
-			decl = fmt.Sprintf("float a%d = %s;", j, cFloat(a.Float))
-		case a.Kind == I32:
-			if a.Int != int64(int32(a.Int)) {
-				return fmt.Errorf("argument %d of %s, %d, overflows an int", j, ln.Kernel, a.Int)
-			}
-			decl = fmt.Sprintf("int a%d = %d;", j, a.Int)
+		case "H":
+			decl = fmt.Sprintf("float a%d = s->adam[%d] /* %s */;", j, c.v, c.about)
+		case "F":
+			decl = fmt.Sprintf("float a%d = %s;", j, cFloat(c.f))
+		case "I":
+			decl = fmt.Sprintf("int a%d = %d;", j, c.v)
 		default:
-			decl = fmt.Sprintf("long long a%d = %dLL;", j, a.Int)
+			decl = fmt.Sprintf("long long a%d = %dLL;", j, c.v)
 		}
 		if a.Kind.Pointer() {
 			fmt.Fprintf(w, "%s  %s\n", in, decl)

@@ -328,21 +328,29 @@ static int __attribute__((unused)) moec_settle(moec_state *s, const double *, in
 		}
 	}
 	pf("\nstatic int moec_fill_consts(moec_state *s) {\n%s  return 1;\n}\n", fill.String())
+	// The programs' ops: launches alone, as tables where they run to launchTableMin or
+	// more (launch_table.go), written before the functions that run them.
+	lt := &launchTables{idx: idx, opt: "NULL", dice: "NULL"}
+	var runs strings.Builder
 	for i, pr := range progs {
 		p := pr.l.Program
-		pf("\n// The %s's ops in program order.\nstatic int moec_run_%s(moec_state *s) {\n", pr.name, pr.name)
+		lt.p, lt.workAt = p, work[i]
+		fmt.Fprintf(&runs, "\n// The %s's ops in program order.\nstatic int moec_run_%s(moec_state *s) {\n", pr.name, pr.name)
+		var run launchRun
 		for j := range p.Ops {
 			op := &p.Ops[j]
 			what := fmt.Sprintf("%s op %d (%s, layer %d)", pr.name, j, op.Kind, op.Layer)
-			pf("  // %s\n", what)
-			for _, ln := range pr.l.Ops[j].Launches {
-				if err := emitLaunch(&w, "  ", ln, idx[ln.Kernel], p, work[i], what); err != nil {
-					return "", fmt.Errorf("cudastep: %s: %w", what, err)
-				}
+			if err := lt.add(&runs, &run, pendingOp{head: "  // " + what + "\n", in: "  ", what: what, die: -1, launches: pr.l.Ops[j].Launches}, ""); err != nil {
+				return "", err
 			}
 		}
-		pf("  return 1;\n}\n")
+		if err := lt.flush(&runs, &run); err != nil {
+			return "", err
+		}
+		runs.WriteString("  return 1;\n}\n")
 	}
+	lt.writeTables(&w)
+	w.WriteString(runs.String())
 	w.WriteString(hostSession)
 	w.WriteString(`
 // moec_infer runs one inference program: its inputs in (n of them: a device offset, a host

@@ -23,6 +23,12 @@ const CUDAStepDir = "cuda-step"
 // and the H100's (a newer GPU's driver compiles sm_90 PTX for itself).
 func ptxArchs() []string { return []string{"sm_80", "sm_90"} }
 
+// cudaStepOptions are the CUDA lowering's options for a stage of tr: its precision's
+// products, the compacted arena.
+func cudaStepOptions(tr *program.Train) cudastep.Options {
+	return cudastep.Options{BF16: tr.Precision == program.BF16, FP16: tr.Precision == program.FP16, Compact: true}
+}
+
 // writeCUDAStep lowers p (the stage's rank-0 step program, as program.txt lists it) to
 // CUDA and writes its sources, codegen/cuda's prelude and emulation header, and a
 // Makefile (PTX for sm_80 and sm_90, the host library for a GPU, the emulated library)
@@ -33,7 +39,7 @@ func writeCUDAStep(dir string, p *step.Program, m *program.Model, tr *program.Tr
 	if p == nil {
 		return "", nil
 	}
-	o := cudastep.Options{BF16: tr.Precision == program.BF16, FP16: tr.Precision == program.FP16, Compact: true}
+	o := cudaStepOptions(tr)
 	low, err := cudastep.LowerWith(p, m, o)
 	if err != nil {
 		return fmt.Sprintf("stage %s: no %s/ (the CUDA path does not lower this stage's program yet): %v", p.Stage, CUDAStepDir, err), nil

@@ -1,0 +1,59 @@
+package driver
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/moec-dev/moec/codegen/cudastep"
+	"github.com/moec-dev/moec/compiler/check"
+	"github.com/moec-dev/moec/compiler/plan"
+	"github.com/moec-dev/moec/compiler/program"
+)
+
+// TestTrillionHostProgramsStaySmall: the CUDA host program `moec build` writes for each
+// stage of models/hunyuan1t.moe (rank 0 of the plan's layout) stays under its bound, its
+// kernel launches nearly all rows of launch tables (codegen/cudastep's launch_table.go).
+// Written out one C block a launch, the dense stage's 10,460 launches made a 7.86 MB host
+// program, the hundred-billion and trillion stages' 4,097 and 4,089 launches 4.59 and
+// 4.84 MB: every bound is under those. (As tables they are 4.86, 3.39 and 3.65 MB, of
+// which the rotary table's constants are 2.2 MB in each.)
+func TestTrillionHostProgramsStaySmall(t *testing.T) {
+	hostBound := map[string]int{"dense": 5_500_000, "hundred_billion": 4_000_000, "trillion": 4_250_000}
+	prog, _, ds := check.Load("../../../../models/hunyuan1t.moe", os.ReadFile)
+	if ds.HasErrors() {
+		t.Fatal(ds.Err())
+	}
+	tr := prog.Trains[prog.TrainOrder[0]]
+	for _, st := range tr.Stages {
+		p, pd := plan.ForStage(prog, tr, st, plan.Options{})
+		if p == nil {
+			t.Fatalf("stage %s: no plan: %v", st.Name, pd.Err())
+		}
+		m := program.StageModel(prog.Models[tr.Model], st)
+		sp, note, err := writeStepProgram(t.TempDir(), m, tr, st, p, &BuildResult{})
+		if err != nil || sp == nil {
+			t.Fatalf("stage %s: no step program: %v %s", st.Name, err, note)
+		}
+		low, err := cudastep.LowerWith(sp, m, cudaStepOptions(tr))
+		if err != nil {
+			t.Fatalf("stage %s: %v", st.Name, err)
+		}
+		host, err := cudastep.HostProgram(low)
+		if err != nil {
+			t.Fatalf("stage %s: %v", st.Name, err)
+		}
+		launches := 0
+		for _, ol := range low.Ops {
+			launches += len(ol.Launches) + len(ol.Reuse)
+		}
+		writtenOut := strings.Count(host, "if (!moec_launch(s, ")
+		t.Logf("stage %s: %d launches (%d written out), a host program of %d bytes", st.Name, launches, writtenOut, len(host))
+		if bound, ok := hostBound[st.Name]; !ok || len(host) > bound {
+			t.Errorf("stage %s: the host program is %d bytes, over its bound %d (0: none set)", st.Name, len(host), bound)
+		}
+		if launches < 1000 || writtenOut*10 > launches {
+			t.Errorf("stage %s: %d of %d launches written out; want at most a tenth", st.Name, writtenOut, launches)
+		}
+	}
+}
