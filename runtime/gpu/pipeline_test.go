@@ -140,7 +140,7 @@ func matchMoEPipeline(t *testing.T, router program.RouterInput, share float64, s
 // gradient), and one element of dL0.o, a cancellation near zero (the executor's 3.3e-8,
 // the emulation's −5.8e-10), takes Adam's first step, lr·g/(|g|+ε), the other way.
 func TestEmulatedPipelineGradientsMatchOneRank(t *testing.T) {
-	longtest.Require(t, "three ranks' generated steps compiled: about ten seconds; TestPipelineGroupsPair (codegen/cudastep) holds the lowering by default")
+	longtest.Require(t, "three ranks' generated steps compiled and run: about fifteen seconds on a loaded machine; TestPipelineGroupsPair (codegen/cudastep) holds the lowering by default")
 	needClang(t)
 	t.Setenv("MOEC_EMU_STREAMS", "eager-comm")
 	m, cfg := hunyuanTiny(t, 1)
