@@ -177,9 +177,18 @@ func TestEmulatedCacheExpertParallelMatchesExecutor(t *testing.T) {
 // those collectives; the norms' gradients all-reduced over tp on the host tier, staged),
 // pp 2, dp 2 × tp 2 under ZeRO 1 and dp 2 × pp 2 under ZeRO 3. The pipeline's host
 // weights and moments are held within 1e-5 relative, as matchRanks holds the weights:
-// the CUDA pipeline without the cache differs from the executor by as much (its
-// gradient norm by 1.8e-7 relative, L0.o by 2.5e-6 after two steps: the same numbers
-// with and without the cache).
+// pp 2 differs from the executor by 2.5e-6 in L0.o after the updates, with or without
+// the cache, and so does one rank of this model, by the same 2.5e-6 in the same
+// element. The pipeline adds nothing (TestEmulatedPipelineGradientsMatchOneRank: its
+// gradients are the one rank's bit for bit); the SIMT GEMM sums in another order than
+// the executor's BLAS (about 7e-7 relative in every gradient of step 0), and one element
+// of dL0.o, a cancellation near zero (the executor's 3.3e-8, the emulation's −5.8e-10),
+// takes Adam's first step, lr·g/(|g|+ε), the other way. The gradient norm of the second
+// step inherits that (11.3697504 against 11.3697484; one rank 11.3697501 against
+// 11.3697489): under pp both sides round each stage's sum of squares to float32 and add
+// the two in float32, the same rounding of values that differ by the one rank's gap. tp 2,
+// whose products are cut otherwise, lands that element alike (L0.o within 2e-8), and
+// 1e-6 holds the layouts without pp.
 func TestEmulatedCacheTensorPipelineMatchesExecutor(t *testing.T) {
 	longtest.Require(t, "two and four ranks' generated steps compiled, five layouts: about a minute and a half on a loaded machine; TestCacheCopiesWaitForCollectives (codegen/cudastep) checks the copies' waits by default")
 	m, _ := hunyuanTiny(t, 1)
