@@ -108,6 +108,24 @@ type Stats struct {
 	// Skipped says the step's loss-scaled gradients overflowed (StepOptions.LossScale):
 	// its update was skipped, weights, moments and schedule untouched.
 	Skipped bool
+	// Distill is a distillation stage's soft loss, the mean T²·KL(teacher ‖ student) over
+	// the step's tokens (as runtime/exec's Stats.Distill); Loss is then hard·CE +
+	// soft·Distill + the routing terms.
+	Distill float64
+}
+
+// stepLoss is the step's loss from its terms under the program's distillation d and the
+// model's routing: hard·CE + soft·Distill when it distills, else CE, plus the routes'
+// weighted balance and z-loss terms.
+func stepLoss(st Stats, d step.Distill, m *program.Model) float64 {
+	loss := st.CE
+	if d.On() {
+		loss = d.HardWeight*st.CE + d.SoftWeight*st.Distill
+	}
+	if e := m.MoE; e != nil {
+		loss += e.BalanceLoss*st.Balance + e.ZLoss*st.ZLoss
+	}
+	return loss
 }
 
 // FusedAttention is how many attention cores the step runs as fused FlashAttention-2
@@ -575,7 +593,7 @@ func (s *Session) Step(micro [][]int32, o StepOptions) (Stats, error) {
 	for i, v := range opt {
 		binary.LittleEndian.PutUint64(optBytes[8*i:], math.Float64bits(v))
 	}
-	out := make([]byte, 48)
+	out := make([]byte, 56)
 	msg := make([]byte, errBytes)
 	if err := s.fns["moec_step_train"].Call(0, 0, s.handle, tokens, targets, dice, optBytes, out, msg, int64(errBytes)); err != nil {
 		return Stats{}, err
@@ -584,11 +602,8 @@ func (s *Session) Step(micro [][]int32, o StepOptions) (Stats, error) {
 		return Stats{}, fmt.Errorf("gpu: step %d: %s", o.Step, e)
 	}
 	f := func(i int) float64 { return math.Float64frombits(binary.LittleEndian.Uint64(out[8*i:])) }
-	st := Stats{CE: f(0), GradNorm: f(1), Balance: f(2), ZLoss: f(3), Dropped: int(f(4)), Skipped: f(5) != 0}
-	st.Loss = st.CE
-	if e := s.m.MoE; e != nil {
-		st.Loss += e.BalanceLoss*st.Balance + e.ZLoss*st.ZLoss
-	}
+	st := Stats{CE: f(0), GradNorm: f(1), Balance: f(2), ZLoss: f(3), Dropped: int(f(4)), Skipped: f(5) != 0, Distill: f(6)}
+	st.Loss = stepLoss(st, p.Layout.Distill, s.m)
 	if s.cfg != nil {
 		if !st.Skipped {
 			s.updates++
