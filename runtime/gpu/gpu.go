@@ -354,7 +354,12 @@ func emulationObjects(ctx context.Context, dir, clang string, flags, sources []s
 			defer wg.Done()
 			for i := range work {
 				src := sources[i]
-				key, err := compilecache.Key(clang, flags, dir, append([]string{src}, headers...))
+				inputs, err := withIncludes(dir, src, headers)
+				if err != nil {
+					errs[i] = err
+					continue
+				}
+				key, err := compilecache.Key(clang, flags, dir, inputs)
 				if err != nil {
 					errs[i] = fmt.Errorf("gpu: %w", err)
 					continue
@@ -379,6 +384,32 @@ func emulationObjects(ctx context.Context, dir, clang string, flags, sources []s
 		return nil, err
 	}
 	return objects, nil
+}
+
+// withIncludes is the compile cache's inputs for source src of dir: src, the headers and
+// every other file of dir src includes by a quoted name (a kernel file an emulation
+// trampoline includes), so that an edit to an included kernel's body, which leaves the
+// trampoline's text alone, is a new key.
+func withIncludes(dir, src string, headers []string) ([]string, error) {
+	text, err := os.ReadFile(filepath.Join(dir, src))
+	if err != nil {
+		return nil, fmt.Errorf("gpu: %w", err)
+	}
+	inputs := append([]string{src}, headers...)
+	for _, line := range strings.Split(string(text), "\n") {
+		rest, ok := strings.CutPrefix(strings.TrimSpace(line), "#include \"")
+		if !ok {
+			continue
+		}
+		name, _, ok := strings.Cut(rest, "\"")
+		if !ok || slices.Contains(inputs, name) {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
+			inputs = append(inputs, name)
+		}
+	}
+	return inputs, nil
 }
 
 // compilePTX compiles each kernel file to PTX for arch.
