@@ -1,9 +1,12 @@
 package cudastep
 
 import (
+	"os"
 	"strings"
 	"testing"
 
+	"github.com/moec-dev/moec/compiler/check"
+	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/step"
 )
 
@@ -57,5 +60,61 @@ func TestDistillLowers(t *testing.T) {
 	}
 	if !strings.Contains(host, "#define MOEC_SOFT_SLOTS 2\n") {
 		t.Error("the host program does not read the soft-loss slots")
+	}
+}
+
+// TestShippedDistillStagesLower: every distillation stage of
+// examples/hunyuan_tiny_distill.moe (dense_student, dense_warm: the eight-expert
+// teacher's students) lowers to CUDA at tp 1 with the stage's own temperature and weights,
+// each distill_loss launch held to dense_distill's signature and CUDA's limits.
+func TestShippedDistillStagesLower(t *testing.T) {
+	src, err := os.ReadFile("../../examples/hunyuan_tiny_distill.moe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	prog, _, ds := check.Load("hunyuan_tiny_distill.moe", func(string) ([]byte, error) { return src, nil })
+	if ds.HasErrors() {
+		t.Fatalf("%v", ds)
+	}
+	table := map[string]Kernel{}
+	for _, k := range denseKernels() {
+		table[k.Name] = k
+	}
+	tr := prog.Trains["hunyuan_tiny"]
+	if tr == nil {
+		t.Fatal("no train block hunyuan_tiny")
+		return
+	}
+	lowered := 0
+	for _, st := range tr.Stages {
+		if st.Distill == nil {
+			continue
+		}
+		m := program.StageModel(prog.Models["hunyuan_tiny"], st)
+		d := step.Distill{Temperature: st.Distill.Temperature, SoftWeight: st.Distill.SoftWeight, HardWeight: st.Distill.HardWeight}
+		p, low, err := lowerOne(t, m, step.Batch{MicroBatch: 1, SeqLen: 8, Micro: 1}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 1, Distill: d})
+		if err != nil {
+			t.Errorf("stage %s: %v", st.Name, err)
+			continue
+		}
+		n := 0
+		for i, op := range p.Ops {
+			if op.Kind != step.OpDistillLoss {
+				continue
+			}
+			for _, l := range low.Ops[i].Launches {
+				if err := checkLaunch(l, table, p); err != nil {
+					t.Errorf("stage %s op %d: %v", st.Name, i, err)
+				}
+				n++
+			}
+		}
+		if n != 2 {
+			t.Errorf("stage %s: %d distill_loss launches, want dense_distill and its mean", st.Name, n)
+		}
+		lowered++
+	}
+	if lowered != 2 {
+		t.Errorf("%d distillation stages lowered, the example has 2", lowered)
 	}
 }
