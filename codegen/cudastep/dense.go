@@ -34,6 +34,8 @@ func denseKernels() []Kernel {
 		{"dense_xent_sum", []ParamKind{P, I, P, P, N, N, N}},
 		{"dense_xent_tp", []ParamKind{P, I, P, P, P, P, N, N, N, F}},
 		{"dense_xent_mean", []ParamKind{P, P, P, N}},
+		{"dense_distill", []ParamKind{P, I, P, P, P, N, N, F, F, F, F}},
+		{"dense_distill_mean", []ParamKind{P, P, P, P, N, F, F}},
 		{"dense_sumsq", []ParamKind{P, L, P}},
 		{"dense_adamw", []ParamKind{P, P, P, P, L, F, F, F, F, F, F, F, F, F}},
 	}

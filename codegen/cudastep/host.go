@@ -178,6 +178,9 @@ func (l *Lowered) Memory() (arena int64, work []Workspace, total int64) {
 	}
 	sizes[NormWork] = max(sizes[NormWork], int64(l.NormSlots)*8)
 	sizes[LossWork] = max(sizes[LossWork], int64(l.LossSlots)*8)
+	if l.SoftSlots > 0 { // a distillation's soft losses (distill.go)
+		sizes[SoftWork] = max(sizes[SoftWork], int64(l.SoftSlots)*8)
+	}
 	if l.CommStage > 0 {
 		sizes[commStageWork] = l.CommStage // collective_cache.go
 	}
@@ -345,6 +348,9 @@ func HostProgram(l *Lowered) (string, error) {
 	pf("\n#define MOEC_KERNELS %d\n#define MOEC_ARENA_BYTES %dULL\n#define MOEC_DEVICE_BYTES %dULL\n", max(len(ks), 1), arena, total)
 	pf("#define MOEC_NORM_SLOTS %d\n#define MOEC_LOSS_SLOTS %d\n#define MOEC_LOSS_SCALE %s\n", l.NormSlots, l.LossSlots, strconv.FormatFloat(l.LossScale, 'g', -1, 64))
 	pf("#define MOEC_NORM_AT %dULL\n#define MOEC_LOSS_AT %dULL\n", workAt[NormWork], workAt[LossWork])
+	if l.SoftSlots > 0 { // a distillation's soft losses (distill.go)
+		pf("#define MOEC_SOFT_SLOTS %d\n#define MOEC_SOFT_AT %dULL\n", l.SoftSlots, workAt[SoftWork])
+	}
 	statsAt := int64(-1)
 	if at, ok := workAt[moeStatsWork]; ok {
 		statsAt = at
@@ -983,8 +989,9 @@ const hostTrain = `// moec_step_train(handle, tokens, targets, dice, opt, out, e
 // over the micro-batches' tokens and targets ([micro][tokens] each), with the layers'
 // attention-sharing dice and the update's settings opt (see moec_settle); out receives the
 // cross-entropy (the step's mean), the gradient norm, the routes' balance and z-loss
-// terms and dropped assignments (zero without routing), and 1 when the update was skipped
-// for an overflow under a loss scale.
+// terms and dropped assignments (zero without routing), 1 when the update was skipped
+// for an overflow under a loss scale, and a distillation's soft loss (the step's mean
+// T²·KL; zero without distillation).
 extern "C" void moec_step_train(void **a, long long, long long) {
   moec_state *s = moec_handle(a[0]);
   if (!moec_enter(s, a[6], a[7])) return;
@@ -1025,6 +1032,21 @@ extern "C" void moec_step_train(void **a, long long, long long) {
   out[1] = s->norm;
   out[2] = out[3] = out[4] = 0;
   out[5] = s->skipped;
+  out[6] = 0;
+#ifdef MOEC_SOFT_SLOTS
+  {
+    // A distillation's soft loss: the step's mean T²·KL, its slots added as the
+    // cross-entropy's are.
+    double kl[MOEC_SOFT_SLOTS], soft = 0;
+    r = s->cu.cuMemcpyDtoH(kl, s->base + MOEC_SOFT_AT, sizeof kl);
+    if (r != 0) {
+      moec_cu_failed(s, r, "cuMemcpyDtoH", "reading the soft loss");
+      return;
+    }
+    for (int i = 0; i < MOEC_SOFT_SLOTS; i++) soft += kl[i];
+    out[6] = soft * MOEC_LOSS_SCALE;
+  }
+#endif
   if (MOEC_STATS_AT >= 0) {
     // The routes' balance and z-loss terms (floats) and dropped assignments (an int).
     unsigned char st[12];

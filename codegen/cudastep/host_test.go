@@ -69,8 +69,10 @@ func TestHostProgramGolden(t *testing.T) {
 	}, *update)
 }
 
-// TestRefusesLayoutsNotLoweredYet: a distillation stage is an error that says what is not
-// lowered yet (the unified cache is lowered on every layout now: cache.go).
+// TestRefusesLayoutsNotLoweredYet: a distillation stage under tensor parallelism (the
+// vocabulary-parallel loss's passes) is an error that says what is not lowered yet (the
+// unified cache is lowered on every layout now: cache.go; distillation at tp 1:
+// distill.go).
 func TestRefusesLayoutsNotLoweredYet(t *testing.T) {
 	m := tinyStage(t, 4, 1)
 	m.Attention.TalkingHeads = false // tensor parallelism splits the heads
@@ -80,7 +82,7 @@ func TestRefusesLayoutsNotLoweredYet(t *testing.T) {
 		layout step.Layout
 		want   string
 	}{
-		{step.Layout{DP: 1, EP: 1, TP: 2, PP: 1, Cache: step.Cache{Budget: 1 << 30}, Distill: step.Distill{Temperature: 2, SoftWeight: 0.7, HardWeight: 0.3}}, "distillation"},
+		{step.Layout{DP: 1, EP: 1, TP: 2, PP: 1, Cache: step.Cache{Budget: 1 << 30}, Distill: step.Distill{Temperature: 2, SoftWeight: 0.7, HardWeight: 0.3}}, "distillation under tensor parallelism"},
 	} {
 		_, _, err := lowerOne(t, m, b, c.layout)
 		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "not lower") {

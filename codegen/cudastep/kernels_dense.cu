@@ -446,6 +446,72 @@ __global__ void dense_xent_mean(float *terms, float *loss, float *ce, int rows) 
   *(double *)ce = mean;
 }
 
+// Distillation (distill_loss at tp 1, runtime/exec's DistillLoss) of each row of the
+// student's logits [rows, V] against its target and the teacher's logits: the row's
+// cross-entropy lse − logit[target] into terms[r] and its soft loss T²·KL(p_t ‖ p_s), with
+// p = softmax(logits/T), into terms[rows + r]; when dl is not NULL the logits' gradient
+// hard·(softmax(z) − onehot) + soft·(p_s − p_t), where hard and soft already hold the
+// step's mean scale (soft the temperature too). One warp per row.
+__global__ void dense_distill(float *logits, int *targets, float *teacher, float *dl, float *terms, int rows, int V,
+                              float invT, float T2, float hard, float soft) {
+  int r = blockIdx.x * DENSE_ROWS_PER_BLOCK + threadIdx.x / 32, lane = threadIdx.x & 31;
+  if (r >= rows) return;
+  const float *row = logits + (long long)r * V, *trow = teacher + (long long)r * V;
+  float mx = row[0], tmx = trow[0];
+  for (int j = lane; j < V; j += 32) {
+    mx = moe_fmaxf(mx, row[j]);
+    tmx = moe_fmaxf(tmx, trow[j]);
+  }
+  mx = dense_warp_max(mx);
+  tmx = dense_warp_max(tmx);
+  float s = 0.f, ss = 0.f, ts = 0.f;
+  for (int j = lane; j < V; j += 32) {
+    s += moe_expf(row[j] - mx);
+    ss += moe_expf((row[j] - mx) * invT);
+    ts += moe_expf((trow[j] - tmx) * invT);
+  }
+  s = dense_warp_sum(s);
+  ss = dense_warp_sum(ss);
+  ts = dense_warp_sum(ts);
+  float lse = mx + moe_logf(s), slse = moe_logf(ss), tlse = moe_logf(ts);
+  float kl = 0.f;
+  for (int j = lane; j < V; j += 32) {
+    float lt = (trow[j] - tmx) * invT - tlse, ls = (row[j] - mx) * invT - slse;
+    float pt = moe_expf(lt);
+    if (pt > 0.f) kl += pt * (lt - ls);
+  }
+  kl = dense_warp_sum(kl);
+  int t = targets[r];
+  if (lane == 0) {
+    terms[r] = lse - ((t >= 0 && t < V) ? row[t] : 0.f);
+    terms[rows + r] = T2 * kl;
+  }
+  if (!dl) return;
+  float *drow = dl + (long long)r * V;
+  for (int j = lane; j < V; j += 32) {
+    float ps = moe_expf((row[j] - mx) * invT - slse), pt = moe_expf((trow[j] - tmx) * invT - tlse);
+    float v = moe_expf(row[j] - lse) * hard;
+    if (j == t) v -= hard;
+    drow[j] = v + soft * (ps - pt);
+  }
+}
+
+// The means of the rows' cross-entropies (terms[:rows]) and soft losses
+// (terms[rows:2·rows]), each added in row order in double: loss[0] = hard·ce + soft·kl as
+// float, and the two doubles into the slots ce and kl (two floats of a workspace each)
+// that the host reads. One thread.
+__global__ void dense_distill_mean(float *terms, float *loss, float *ce, float *kl, int rows, float hard, float soft) {
+  if (blockIdx.x != 0 || threadIdx.x != 0) return;
+  double c = 0, k = 0;
+  for (int r = 0; r < rows; r++) c += (double)terms[r];
+  for (int r = 0; r < rows; r++) k += (double)terms[rows + r];
+  c /= rows;
+  k /= rows;
+  loss[0] = (float)((double)hard * c + (double)soft * k);
+  *(double *)ce = c;
+  *(double *)kl = k;
+}
+
 // Σ g² of one gradient in double: each block's share (grid-stride) into its slot of out
 // (two floats of a workspace per block), which the host adds in order with the other
 // gradients'. Blocks of 256 threads.

@@ -58,6 +58,10 @@ type Lowered struct {
 	// slots; the step's cross-entropy is their sum times LossScale.
 	LossSlots int
 	LossScale float64
+	// SoftSlots is how many distillation soft losses (the means of T²·KL, one per
+	// distill_loss op) the step writes into SoftWork's double slots; the step's soft loss
+	// is their sum times LossScale, and its loss hard·CE + soft·that (Program.Layout.Distill).
+	SoftSlots int
 	// FusedAttention is how many layers' attention cores (per micro-batch) run as the
 	// fused FlashAttention-2 kernels (kernels_flash.cu) instead of the score, softmax and
 	// weighted-sum ops; the others' fusion is not valid (FindFlashChain says why). Latent
@@ -126,6 +130,7 @@ const (
 	meanWork  = "dense_mean"  // LayerNorm's row means for its backward
 	NormWork  = "dense_sumsq" // a double per gradient: Σ g²
 	LossWork  = "dense_ce"    // a double per cross_entropy op: the mean loss
+	SoftWork  = "dense_kl"    // a double per distill_loss op: the mean soft loss T²·KL
 )
 
 // Lower lowers p (one rank's program of m's stage) to kernel launches and, for several
@@ -298,11 +303,11 @@ func supported(p *step.Program) error {
 	var missing []string
 	missing = append(missing, collectivesSupported(l)...)
 	missing = append(missing, cacheSupported(l)...) // cache.go
-	if l.Distill.On() {
-		missing = append(missing, "distillation")
+	if l.Distill.On() && l.TP > 1 {
+		missing = append(missing, "distillation under tensor parallelism")
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("cudastep: %s/%s runs %s; the CUDA backend does not lower %v yet (one rank; data, expert, tensor, sequence and pipeline parallelism with ZeRO 0–3 and the offloaded optimizer; the unified cache under each of them)",
+		return fmt.Errorf("cudastep: %s/%s runs %s; the CUDA backend does not lower %v yet (one rank; data, expert, tensor, sequence and pipeline parallelism with ZeRO 0–3 and the offloaded optimizer; the unified cache under each of them; distillation without tensor parallelism)",
 			p.Model, p.Stage, l, missing)
 	}
 	return nil
@@ -662,6 +667,8 @@ func (lw *opLowerer) op(op *step.Op, ol *OpLaunches) error {
 			LossScaledArg(float32(lw.out.LossScale/float64(rows)))))
 		add(Launch{Kernel: "dense_xent_mean", Grid: [3]int{1, 1, 1}, Block: [3]int{32, 1, 1},
 			Args: []Arg{terms, lw.buf(out[0]), slot, int32Arg(rows)}})
+	case step.OpDistillLoss:
+		return lw.distill(op, add) // distill.go
 	case step.OpGradNorm:
 		pieces, err := lw.pieces()
 		if err != nil {

@@ -224,10 +224,31 @@ func (e *Executor) Distills() bool {
 	return false
 }
 
-// fillTeacherLogits runs the teacher on each micro-batch whose teacher_logits input the
-// program reads, before the step's first op, and copies the rank's slice of the
-// vocabulary (under tp) into it.
+// FillTeacherLogits runs the teacher on each of this rank's micro-batches whose
+// teacher_logits input the program reads and copies the rank's slice of the vocabulary
+// (under tp) into it, as Run does before the step's first op; it returns the buffers it
+// filled, whose values Buffer gives. micro holds every replica's micro-batches in turn, as
+// Local.Step takes them (replica r takes micro[r·M:(r+1)·M]). A runner that executes the
+// program elsewhere (runtime/train's GPU engine) copies the buffers into its own memory
+// before its step.
+func (e *Executor) FillTeacherLogits(micro [][]int32, o Options) ([]int, error) {
+	c, M := e.p.Coord, e.p.Batch.Micro
+	if (c.DP+1)*M > len(micro) {
+		return nil, fmt.Errorf("exec: rank %d: %d micro-batches for %d replicas of %d", e.p.Rank, len(micro), e.p.Layout.DP, M)
+	}
+	var filled []int
+	err := e.eachTeacherLogits(micro[c.DP*M:(c.DP+1)*M], o, func(i int) { filled = append(filled, i) })
+	return filled, err
+}
+
+// fillTeacherLogits is FillTeacherLogits for Run.
 func (e *Executor) fillTeacherLogits(micro [][]int32, o Options) error {
+	return e.eachTeacherLogits(micro, o, func(int) {})
+}
+
+// eachTeacherLogits fills the teacher_logits inputs (FillTeacherLogits), calling done
+// with each buffer it filled.
+func (e *Executor) eachTeacherLogits(micro [][]int32, o Options, done func(int)) error {
 	for i, b := range e.p.Buffers {
 		if b.Kind != step.KindInput || e.f32[i] == nil {
 			continue
@@ -243,6 +264,7 @@ func (e *Executor) fillTeacherLogits(micro [][]int32, o Options) error {
 		if err := e.teacher.Fill(e.f32[i], micro[mi], Vl, e.p.Coord.TP*Vl, o); err != nil {
 			return fmt.Errorf("micro-batch %d: %w", mi, err)
 		}
+		done(i)
 	}
 	return nil
 }

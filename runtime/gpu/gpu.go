@@ -108,6 +108,24 @@ type Stats struct {
 	// Skipped says the step's loss-scaled gradients overflowed (StepOptions.LossScale):
 	// its update was skipped, weights, moments and schedule untouched.
 	Skipped bool
+	// Distill is a distillation stage's soft loss, the mean T²·KL(teacher ‖ student) over
+	// the step's tokens (as runtime/exec's Stats.Distill); Loss is then hard·CE +
+	// soft·Distill + the routing terms.
+	Distill float64
+}
+
+// stepLoss is the step's loss from its terms under the program's distillation d and the
+// model's routing: hard·CE + soft·Distill when it distills, else CE, plus the routes'
+// weighted balance and z-loss terms.
+func stepLoss(st Stats, d step.Distill, m *program.Model) float64 {
+	loss := st.CE
+	if d.On() {
+		loss = d.HardWeight*st.CE + d.SoftWeight*st.Distill
+	}
+	if e := m.MoE; e != nil {
+		loss += e.BalanceLoss*st.Balance + e.ZLoss*st.ZLoss
+	}
+	return loss
 }
 
 // FusedAttention is how many attention cores the step runs as fused FlashAttention-2
@@ -336,7 +354,12 @@ func emulationObjects(ctx context.Context, dir, clang string, flags, sources []s
 			defer wg.Done()
 			for i := range work {
 				src := sources[i]
-				key, err := compilecache.Key(clang, flags, dir, append([]string{src}, headers...))
+				inputs, err := withIncludes(dir, src, headers)
+				if err != nil {
+					errs[i] = err
+					continue
+				}
+				key, err := compilecache.Key(clang, flags, dir, inputs)
 				if err != nil {
 					errs[i] = fmt.Errorf("gpu: %w", err)
 					continue
@@ -361,6 +384,32 @@ func emulationObjects(ctx context.Context, dir, clang string, flags, sources []s
 		return nil, err
 	}
 	return objects, nil
+}
+
+// withIncludes is the compile cache's inputs for source src of dir: src, the headers and
+// every other file of dir src includes by a quoted name (a kernel file an emulation
+// trampoline includes), so that an edit to an included kernel's body, which leaves the
+// trampoline's text alone, is a new key.
+func withIncludes(dir, src string, headers []string) ([]string, error) {
+	text, err := os.ReadFile(filepath.Join(dir, src))
+	if err != nil {
+		return nil, fmt.Errorf("gpu: %w", err)
+	}
+	inputs := append([]string{src}, headers...)
+	for _, line := range strings.Split(string(text), "\n") {
+		rest, ok := strings.CutPrefix(strings.TrimSpace(line), "#include \"")
+		if !ok {
+			continue
+		}
+		name, _, ok := strings.Cut(rest, "\"")
+		if !ok || slices.Contains(inputs, name) {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
+			inputs = append(inputs, name)
+		}
+	}
+	return inputs, nil
 }
 
 // compilePTX compiles each kernel file to PTX for arch.
@@ -575,7 +624,7 @@ func (s *Session) Step(micro [][]int32, o StepOptions) (Stats, error) {
 	for i, v := range opt {
 		binary.LittleEndian.PutUint64(optBytes[8*i:], math.Float64bits(v))
 	}
-	out := make([]byte, 48)
+	out := make([]byte, 56)
 	msg := make([]byte, errBytes)
 	if err := s.fns["moec_step_train"].Call(0, 0, s.handle, tokens, targets, dice, optBytes, out, msg, int64(errBytes)); err != nil {
 		return Stats{}, err
@@ -584,11 +633,8 @@ func (s *Session) Step(micro [][]int32, o StepOptions) (Stats, error) {
 		return Stats{}, fmt.Errorf("gpu: step %d: %s", o.Step, e)
 	}
 	f := func(i int) float64 { return math.Float64frombits(binary.LittleEndian.Uint64(out[8*i:])) }
-	st := Stats{CE: f(0), GradNorm: f(1), Balance: f(2), ZLoss: f(3), Dropped: int(f(4)), Skipped: f(5) != 0}
-	st.Loss = st.CE
-	if e := s.m.MoE; e != nil {
-		st.Loss += e.BalanceLoss*st.Balance + e.ZLoss*st.ZLoss
-	}
+	st := Stats{CE: f(0), GradNorm: f(1), Balance: f(2), ZLoss: f(3), Dropped: int(f(4)), Skipped: f(5) != 0, Distill: f(6)}
+	st.Loss = stepLoss(st, p.Layout.Distill, s.m)
 	if s.cfg != nil {
 		if !st.Skipped {
 			s.updates++

@@ -320,18 +320,16 @@ func (rs *Ranks) Step(micro [][]int32, o StepOptions) (Stats, error) {
 		out.Balance += stats[r].Balance
 		out.ZLoss += stats[r].ZLoss
 		out.Dropped += stats[r].Dropped
+		out.Distill += stats[r].Distill
 	}
 	if rs.across != nil {
-		v := []float64{out.CE, out.Balance, out.ZLoss, float64(out.Dropped)}
+		v := []float64{out.CE, out.Balance, out.ZLoss, float64(out.Dropped), out.Distill}
 		if err := rs.across.AllReduceF64(v); err != nil {
 			return Stats{}, fmt.Errorf("gpu: summing the step's loss over the ranks: %w", err)
 		}
-		out.CE, out.Balance, out.ZLoss, out.Dropped = v[0], v[1], v[2], int(v[3])
+		out.CE, out.Balance, out.ZLoss, out.Dropped, out.Distill = v[0], v[1], v[2], int(v[3]), v[4]
 	}
-	out.Loss = out.CE
-	if e := rs.m.MoE; e != nil {
-		out.Loss += e.BalanceLoss*out.Balance + e.ZLoss*out.ZLoss
-	}
+	out.Loss = stepLoss(out, rs.Sessions[0].p.Layout.Distill, rs.m)
 	out.GradNorm, out.LR = stats[0].GradNorm, stats[0].LR
 	out.Skipped = stats[0].Skipped // every rank settled on the same reduced norm
 	return out, nil

@@ -34,6 +34,11 @@ func stepDistill(spec *Spec) step.Distill {
 // checkpoint (a resumed one). It returns the teacher's checkpoint and tensors.
 func loadTeacher(spec *Spec, stage *program.Stage, eng engine) (string, []safetensors.Tensor, error) {
 	se, ok := eng.(*stepEngine)
+	if ge, onGPU := eng.(*gpuEngine); onGPU {
+		// The generated CUDA step reads the teacher's logits its executors compute on the
+		// CPU (gpuEngine.fillTeacherLogits).
+		se, ok = ge.stepEngine, true
+	}
 	if !ok {
 		e := diag.Runtimef(diag.CodeUnsupportedFeature, "stage %s distills from stage %s, and distillation runs through step programs: the hand-written engine has no teacher", stage.Name, stage.From)
 		e.Suggestion = "drop --engine handwritten (and --llvm)"

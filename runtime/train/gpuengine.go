@@ -9,6 +9,7 @@ import (
 	"github.com/moec-dev/moec/compiler/step"
 	"github.com/moec-dev/moec/lang/diag"
 	"github.com/moec-dev/moec/runtime/data"
+	"github.com/moec-dev/moec/runtime/exec"
 	"github.com/moec-dev/moec/runtime/gpu"
 	"github.com/moec-dev/moec/runtime/nn"
 	"github.com/moec-dev/moec/runtime/optim"
@@ -117,6 +118,9 @@ func (e *gpuEngine) step(stepN int64, spec *Spec, corpus *data.Corpus) (StepReco
 			micro[r*M+m] = toks
 		}
 	}
+	if err := e.fillTeacherLogits(micro, spec.Seed, stepN); err != nil {
+		return StepRecord{}, optim.StepInfo{}, fmt.Errorf("train: step %d: %w", stepN+1, err)
+	}
 	e.assembled, e.stale = false, true
 	o := gpu.StepOptions{Seed: spec.Seed, Step: stepN}
 	if e.loss != nil {
@@ -124,7 +128,7 @@ func (e *gpuEngine) step(stepN int64, spec *Spec, corpus *data.Corpus) (StepReco
 	}
 	st, err := e.ranks.Step(micro, o)
 	e.steps++
-	rec := StepRecord{Loss: st.Loss, CE: st.CE, Balance: st.Balance, ZLoss: st.ZLoss, Dropped: st.Dropped}
+	rec := StepRecord{Loss: st.Loss, CE: st.CE, Balance: st.Balance, ZLoss: st.ZLoss, Dropped: st.Dropped, SoftLoss: st.Distill}
 	info := optim.StepInfo{LR: st.LR, GradNorm: st.GradNorm}
 	if spec.Train != nil {
 		info.Clipped = spec.Train.Optimizer.ClipNorm > 0 && st.GradNorm > spec.Train.Optimizer.ClipNorm
@@ -140,6 +144,32 @@ func (e *gpuEngine) step(stepN int64, spec *Spec, corpus *data.Corpus) (StepReco
 		return rec, info, err
 	}
 	return rec, info, nil
+}
+
+// fillTeacherLogits gives a distillation stage's step the teacher's logits of each of its
+// micro-batches (every replica's in turn, as step takes them): each rank's executor runs
+// its teacher (runtime/exec's Teacher, the CPU engine's very path) into its
+// teacher_logits inputs, which are uploaded into the device arena as the program's other
+// buffers are. The teacher runs on the CPU; a later step can run it on the device as a
+// second generated program (its forward-only evaluation program).
+func (e *gpuEngine) fillTeacherLogits(micro [][]int32, seed, stepN int64) error {
+	for r, s := range e.ranks.Sessions {
+		ex := e.lc.Ranks[r]
+		if !ex.Distills() {
+			continue
+		}
+		filled, err := ex.FillTeacherLogits(micro, exec.Options{Seed: seed, Step: stepN})
+		if err != nil {
+			return fmt.Errorf("rank %d: %w", r, err)
+		}
+		bufs := s.Buffers()
+		for _, i := range filled {
+			if err := s.UploadBuffer(bufs[i], ex.Buffer(i)); err != nil {
+				return fmt.Errorf("rank %d: uploading %s: %w", r, bufs[i].Name, err)
+			}
+		}
+	}
+	return nil
 }
 
 func (e *gpuEngine) tensors() ([]safetensors.Tensor, []safetensors.Tensor, error) {
