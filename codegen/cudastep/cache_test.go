@@ -313,16 +313,10 @@ func TestUnifiedCacheUpdatesOnce(t *testing.T) {
 func TestCacheDataParallelStagedReduction(t *testing.T) {
 	m := tinyStage(t, 2, 1)
 	l := step.Layout{DP: 2, EP: 1, TP: 1, PP: 1, Cache: tinyCache}
-	progs, err := step.Lower(m, step.Batch{MicroBatch: 1, SeqLen: 8, Micro: 2}, l)
-	if err != nil {
-		t.Fatal(err)
-	}
 	counted := int64(0)
-	for r, p := range progs {
-		low, err := Lower(p, m)
-		if err != nil {
-			t.Fatalf("rank %d: %v", r, err)
-		}
+	lows := lowerAll(t, m, step.Batch{MicroBatch: 1, SeqLen: 8, Micro: 2}, l)
+	for r, low := range lows {
+		p := low.Program
 		host, err := HostProgram(low)
 		if err != nil {
 			t.Fatal(err)
@@ -385,7 +379,7 @@ func TestCacheDataParallelStagedReduction(t *testing.T) {
 		}
 	}
 	var all int64
-	for _, b := range progs[0].Buffers {
+	for _, b := range lows[0].Program.Buffers {
 		if b.Kind == step.KindGrad && b.Tier == step.Host {
 			all += b.Elements()
 		}
@@ -436,15 +430,8 @@ func TestCacheZeROStagedShards(t *testing.T) {
 	m := tinyStage(t, 2, 1)
 	for _, zero := range []int{1, 2, 3} {
 		l := step.Layout{DP: 2, EP: 1, TP: 1, PP: 1, ZeRO: zero, Cache: tinyCache}
-		progs, err := step.Lower(m, step.Batch{MicroBatch: 1, SeqLen: 8, Micro: 1}, l)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for r, p := range progs {
-			low, err := Lower(p, m)
-			if err != nil {
-				t.Fatalf("zero %d, rank %d: %v", zero, r, err)
-			}
+		for r, low := range lowerAll(t, m, step.Batch{MicroBatch: 1, SeqLen: 8, Micro: 1}, l) {
+			p := low.Program
 			host, err := HostProgram(low)
 			if err != nil {
 				t.Fatal(err)
@@ -651,15 +638,7 @@ func TestCacheCopiesWaitForCollectives(t *testing.T) {
 	m := tinyStage(t, 2, 1)
 	m.Attention.TalkingHeads = false
 	l := step.Layout{DP: 1, EP: 1, TP: 2, PP: 1, SequenceParallel: true, Cache: tinyCache}
-	progs, err := step.Lower(m, step.Batch{MicroBatch: 1, SeqLen: 8, Micro: 1}, l)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for r, p := range progs {
-		low, err := Lower(p, m)
-		if err != nil {
-			t.Fatalf("rank %d: %v", r, err)
-		}
+	for r, low := range lowerAll(t, m, step.Batch{MicroBatch: 1, SeqLen: 8, Micro: 1}, l) {
 		host, err := HostProgram(low)
 		if err != nil {
 			t.Fatal(err)

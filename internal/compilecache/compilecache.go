@@ -227,35 +227,38 @@ func (c Cache) prune(keep string) {
 // args… -c source -o out/base.o, run in dir), as many at once as workers, and returns the
 // first failure.
 func CompileEach(ctx context.Context, dir, out, clang string, args []string, sources []string, workers int) error {
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		first error
-	)
-	next := make(chan string)
-	for range max(1, min(workers, len(sources))) {
+	return Parallel(len(sources), workers, func(i int) error {
+		obj := filepath.Join(out, strings.TrimSuffix(sources[i], filepath.Ext(sources[i]))+".o")
+		return Run(ctx, dir, clang, slices.Concat(args, []string{"-c", sources[i], "-o", obj})...)
+	})
+}
+
+// Parallel runs do(i) for every i in [0, n), as many at once as workers, and returns the
+// failure of the smallest i that failed (nil when none did).
+func Parallel(n, workers int, do func(i int) error) error {
+	errs := make([]error, n)
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range max(1, min(workers, n)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for src := range next {
-				obj := filepath.Join(out, strings.TrimSuffix(src, filepath.Ext(src))+".o")
-				err := Run(ctx, dir, clang, slices.Concat(args, []string{"-c", src, "-o", obj})...)
-				if err != nil {
-					mu.Lock()
-					if first == nil {
-						first = err
-					}
-					mu.Unlock()
-				}
+			for i := range next {
+				errs[i] = do(i)
 			}
 		}()
 	}
-	for _, s := range sources {
-		next <- s
+	for i := range n {
+		next <- i
 	}
 	close(next)
 	wg.Wait()
-	return first
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Run runs the compiler with args in dir; a failure carries the compiler's output.

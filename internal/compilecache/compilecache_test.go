@@ -2,6 +2,7 @@ package compilecache
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -148,5 +149,34 @@ func TestCompileCacheBuildsOnce(t *testing.T) {
 	}
 	if n := builds.Load(); n != 1 {
 		t.Fatalf("%d builds of one key by four builders at once; want 1", n)
+	}
+}
+
+// TestParallelRunsEachOnceAndReportsTheFirstFailure: every index runs once, whatever the
+// workers, and the failure returned is the smallest index's.
+func TestParallelRunsEachOnceAndReportsTheFirstFailure(t *testing.T) {
+	for _, workers := range []int{0, 1, 3, 64} {
+		var mu sync.Mutex
+		ran := map[int]int{}
+		err := Parallel(10, workers, func(i int) error {
+			mu.Lock()
+			ran[i]++
+			mu.Unlock()
+			if i == 4 || i == 7 {
+				return fmt.Errorf("index %d", i)
+			}
+			return nil
+		})
+		if err == nil || err.Error() != "index 4" {
+			t.Errorf("workers %d: error %v, want index 4's", workers, err)
+		}
+		for i := range 10 {
+			if ran[i] != 1 {
+				t.Errorf("workers %d: index %d ran %d times", workers, i, ran[i])
+			}
+		}
+	}
+	if err := Parallel(0, 2, func(int) error { return fmt.Errorf("ran") }); err != nil {
+		t.Errorf("no work: %v", err)
 	}
 }

@@ -232,7 +232,7 @@ func (e *Executor) Run(micro [][]int32, o Options) (Stats, error) {
 			return Stats{}, fmt.Errorf("micro-batch %d: %w", mi, err)
 		}
 	}
-	if err := e.fillTeacherLogits(micro, o); err != nil {
+	if _, err := e.fillTeacherLogits(micro, o); err != nil {
 		return Stats{}, err
 	}
 	e.updated = false

@@ -236,19 +236,13 @@ func (e *Executor) FillTeacherLogits(micro [][]int32, o Options) ([]int, error) 
 	if (c.DP+1)*M > len(micro) {
 		return nil, fmt.Errorf("exec: rank %d: %d micro-batches for %d replicas of %d", e.p.Rank, len(micro), e.p.Layout.DP, M)
 	}
+	return e.fillTeacherLogits(micro[c.DP*M:(c.DP+1)*M], o)
+}
+
+// fillTeacherLogits fills the teacher_logits inputs of this replica's micro-batches
+// (FillTeacherLogits; Run before the step's first op) and returns the buffers it filled.
+func (e *Executor) fillTeacherLogits(micro [][]int32, o Options) ([]int, error) {
 	var filled []int
-	err := e.eachTeacherLogits(micro[c.DP*M:(c.DP+1)*M], o, func(i int) { filled = append(filled, i) })
-	return filled, err
-}
-
-// fillTeacherLogits is FillTeacherLogits for Run.
-func (e *Executor) fillTeacherLogits(micro [][]int32, o Options) error {
-	return e.eachTeacherLogits(micro, o, func(int) {})
-}
-
-// eachTeacherLogits fills the teacher_logits inputs (FillTeacherLogits), calling done
-// with each buffer it filled.
-func (e *Executor) eachTeacherLogits(micro [][]int32, o Options, done func(int)) error {
 	for i, b := range e.p.Buffers {
 		if b.Kind != step.KindInput || e.f32[i] == nil {
 			continue
@@ -258,15 +252,15 @@ func (e *Executor) eachTeacherLogits(micro [][]int32, o Options, done func(int))
 			continue
 		}
 		if e.teacher == nil {
-			return fmt.Errorf("exec: the program distills and has no teacher (SetTeacher)")
+			return nil, fmt.Errorf("exec: the program distills and has no teacher (SetTeacher)")
 		}
 		Vl := b.Shape[1] // under tp, this rank's slice of the vocabulary
 		if err := e.teacher.Fill(e.f32[i], micro[mi], Vl, e.p.Coord.TP*Vl, o); err != nil {
-			return fmt.Errorf("micro-batch %d: %w", mi, err)
+			return nil, fmt.Errorf("micro-batch %d: %w", mi, err)
 		}
-		done(i)
+		filled = append(filled, i)
 	}
-	return nil
+	return filled, nil
 }
 
 // SetTeacher gives every rank whose program distills a teacher of model m holding

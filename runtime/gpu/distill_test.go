@@ -109,24 +109,6 @@ func TestEmulatedDistillStepMatchesExecutor(t *testing.T) {
 			}
 		}
 	}
-	worst, worstID := 0.0, ""
-	for id := range whole {
-		want := ex.Param(id)
-		got, err := s.Param(id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		e := relErr(got, want)
-		if e > worst {
-			worst, worstID = e, id.String()
-		}
-		tol := 1e-5
-		if allZero(whole[id]) {
-			tol = 1e-4 // a zero-initialised bias: its two Adam steps alone (matchExecutorIn)
-		}
-		if e > tol {
-			t.Errorf("%s after the updates: relative error %.2g", id, e)
-		}
-	}
+	worst, worstID := paramsAgree(t, "", whole, 1e-5, ex.Param, s.Param)
 	t.Logf("largest relative error of a parameter after the updates: %.2g (%s)", worst, worstID)
 }

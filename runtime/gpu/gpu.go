@@ -13,7 +13,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 
 	"github.com/moec-dev/moec/codegen/cuda"
 	"github.com/moec-dev/moec/codegen/cudastep"
@@ -345,42 +344,26 @@ func emulationObjects(ctx context.Context, dir, clang string, flags, sources []s
 	}
 	cache := compilecache.Open()
 	objects := make([]string, len(sources))
-	errs := make([]error, len(sources))
-	work := make(chan int)
-	var wg sync.WaitGroup
-	for range max(1, min(runtime.NumCPU(), len(sources))) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range work {
-				src := sources[i]
-				inputs, err := withIncludes(dir, src, headers)
-				if err != nil {
-					errs[i] = err
-					continue
-				}
-				key, err := compilecache.Key(clang, flags, dir, inputs)
-				if err != nil {
-					errs[i] = fmt.Errorf("gpu: %w", err)
-					continue
-				}
-				entry, err := cache.Build(key, dir, func(out string) error {
-					return compilecache.CompileEach(ctx, dir, out, clang, flags, []string{src}, 1)
-				})
-				if err != nil {
-					errs[i] = err
-					continue
-				}
-				objects[i] = filepath.Join(entry, strings.TrimSuffix(src, filepath.Ext(src))+".o")
-			}
-		}()
-	}
-	for i := range sources {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	err = compilecache.Parallel(len(sources), runtime.NumCPU(), func(i int) error {
+		src := sources[i]
+		inputs, err := withIncludes(dir, src, headers)
+		if err != nil {
+			return err
+		}
+		key, err := compilecache.Key(clang, flags, dir, inputs)
+		if err != nil {
+			return fmt.Errorf("gpu: %w", err)
+		}
+		entry, err := cache.Build(key, dir, func(out string) error {
+			return compilecache.CompileEach(ctx, dir, out, clang, flags, []string{src}, 1)
+		})
+		if err != nil {
+			return err
+		}
+		objects[i] = filepath.Join(entry, strings.TrimSuffix(src, filepath.Ext(src))+".o")
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	return objects, nil
