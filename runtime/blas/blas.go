@@ -13,6 +13,13 @@ type Float interface{ ~float32 | ~float64 }
 // than it saves (goroutine start plus cache warm-up dominate a product this small).
 const parallelMinWork = 1 << 18
 
+// libraryThreadedMinWork is the m·n·k from which a product that runs alone is one call
+// threaded by the library (gemmLibraryThreaded) instead of Gemm's row split. Below it the
+// two were even or the split won, the library paying its workers' restart (about 0.2 ms);
+// from here up the library's shared packing was even or ahead (BenchmarkGemmThreading,
+// 2-core AMD EPYC).
+const libraryThreadedMinWork = 1 << 28
+
 // Gemm computes C = alpha·op(A)·op(B) + beta·C where op(A) is m×k, op(B) is k×n and C is
 // m×n, all row-major. transA means A is stored k×m (op(A) = Aᵀ); likewise transB.
 // lda, ldb, ldc are the row strides of the stored matrices. It panics on operands too short
@@ -33,8 +40,15 @@ func Gemm[F Float](transA, transB bool, m, n, k int, alpha F, a []F, lda int, b 
 		gemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 		return
 	}
-	// Split the rows of C: each worker owns a disjoint band, so no synchronisation is needed
-	// beyond the final wait.
+	if m*n*k >= libraryThreadedMinWork && gemmLibraryThreaded(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) {
+		return
+	}
+	gemmSplitRows(workers, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+// gemmSplitRows is Gemm over workers goroutines, each owning a disjoint band of C's rows,
+// so no synchronisation is needed beyond the final wait.
+func gemmSplitRows[F Float](workers int, transA, transB bool, m, n, k int, alpha F, a []F, lda int, b []F, ldb int, beta F, c []F, ldc int) {
 	var wg sync.WaitGroup
 	rows := (m + workers - 1) / workers
 	for r0 := 0; r0 < m; r0 += rows {

@@ -27,10 +27,25 @@ func trans(t bool) C.enum_CBLAS_TRANSPOSE {
 }
 
 func gemm[F Float](transA, transB bool, m, n, k int, alpha F, a []F, lda int, b []F, ldb int, beta F, c []F, ldc int) {
-	if k == 0 {
+	if k == 0 || !isBLASType(alpha) {
+		// Named types over float32/float64 are legal for Float but unknown to CBLAS.
 		gemmGo(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 		return
 	}
+	oneThread(func() { cblasGemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) })
+}
+
+// isBLASType reports whether F is float32 or float64 itself, the types CBLAS multiplies.
+func isBLASType[F Float](x F) bool {
+	switch any(x).(type) {
+	case float32, float64:
+		return true
+	}
+	return false
+}
+
+// cblasGemm is one cblas_sgemm or cblas_dgemm call with k > 0 and F float32 or float64.
+func cblasGemm[F Float](transA, transB bool, m, n, k int, alpha F, a []F, lda int, b []F, ldb int, beta F, c []F, ldc int) {
 	switch any(alpha).(type) {
 	case float32:
 		C.cblas_sgemm(C.CblasRowMajor, trans(transA), trans(transB), C.blasint(m), C.blasint(n), C.blasint(k),
@@ -42,8 +57,5 @@ func gemm[F Float](transA, transB bool, m, n, k int, alpha F, a []F, lda int, b 
 			C.double(alpha), (*C.double)(unsafe.Pointer(&a[0])), C.blasint(lda),
 			(*C.double)(unsafe.Pointer(&b[0])), C.blasint(ldb),
 			C.double(beta), (*C.double)(unsafe.Pointer(&c[0])), C.blasint(ldc))
-	default:
-		// Named types over float32/float64 are legal for Float but unknown to CBLAS.
-		gemmGo(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 	}
 }

@@ -17,7 +17,11 @@ import (
 // for this CPU (OpenBLAS's core type), its build configuration and how large products are
 // threaded.
 func Describe() string {
-	return fmt.Sprintf("OpenBLAS core %s (%s), %d goroutines × %d-thread OpenBLAS per product",
+	large := "no library threads (not OpenBLAS's pthreads build)"
+	if libraryThreads() {
+		large = fmt.Sprintf("from %d multiply-adds, when no other product runs, one %d-thread OpenBLAS call", libraryThreadedMinWork, runtime.GOMAXPROCS(0))
+	}
+	return fmt.Sprintf("OpenBLAS core %s (%s), %d goroutines × %d-thread OpenBLAS per product; %s",
 		C.GoString(C.openblas_get_corename()), strings.TrimSpace(C.GoString(C.openblas_get_config())),
-		runtime.GOMAXPROCS(0), int(C.openblas_get_num_threads()))
+		runtime.GOMAXPROCS(0), int(C.openblas_get_num_threads()), large)
 }

@@ -2,8 +2,10 @@
 
 package blas
 
-// sgemmLibraryThreaded reports false: without OpenBLAS there is no library threading to
-// measure.
-func sgemmLibraryThreaded(transB bool, m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) bool {
+// gemmLibraryThreaded reports false: without OpenBLAS there is no library threading.
+func gemmLibraryThreaded[F Float](transA, transB bool, m, n, k int, alpha F, a []F, lda int, b []F, ldb int, beta F, c []F, ldc int) bool {
 	return false
 }
+
+// libraryThreads reports false: without OpenBLAS there is no library threading.
+func libraryThreads() bool { return false }
