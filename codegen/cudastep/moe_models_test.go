@@ -88,7 +88,7 @@ func TestLowerMoEShippedModels(t *testing.T) {
 func checkLaunch(l Launch, table map[string]Kernel, p *step.Program) error {
 	k, ok := table[l.Kernel]
 	if !ok {
-		return fmt.Errorf("launch of %s, which kernels_moe.cu's table lacks", l.Kernel)
+		return fmt.Errorf("launch of %s, which the kernel table it was checked against lacks", l.Kernel)
 	}
 	if len(k.Params) != len(l.Args) {
 		return fmt.Errorf("launch of %s with %d arguments, the kernel takes %d", l.Kernel, len(l.Args), len(k.Params))
