@@ -108,6 +108,14 @@ func (d *driver) measure(coretype, size string, reps int, seconds float64, load 
 			}
 		}
 	}
+	// The loss curves: once per run (minutes each, not per repetition), after the small
+	// model's repetitions under the first OpenBLAS setting.
+	var curveRows []row
+	var curveNote string
+	if size == sizeSmall && d.o.curveSteps > 0 && !d.curved {
+		d.curved = true
+		curveRows, curveNote = d.curves(coretype)
+	}
 	peerVals := func(mode string) map[string][]float64 {
 		out := map[string][]float64{}
 		for _, p := range d.peers {
@@ -178,11 +186,15 @@ func (d *driver) measure(coretype, size string, reps int, seconds float64, load 
 		bgemm := peerVals("bgemm")
 		bgemm["moec"] = vals["moec"]["bgemm"]
 		rows = append(rows, productBound("training step, moec bf16 against PyTorch fp32", "bf16 product peak", flops, 3, vals["moec"]["train-bf16"], peerVals("train"), bgemm)...)
+		rows = append(rows, curveRows...)
 	}
 	fmt.Fprintf(stdout, "### %s\n\n", sizeTitle(size))
 	fmt.Fprintln(stdout, tableCaption(coretype, reps, seconds, d.peers, load))
 	fmt.Fprintln(stdout)
 	writeTable(stdout, rows)
+	if curveNote != "" {
+		fmt.Fprintf(stdout, "\n%s\n", curveNote)
+	}
 	fmt.Fprintf(stdout, "\nload average after: %s\n\n", loadAverage())
 	return nil
 }

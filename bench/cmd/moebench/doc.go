@@ -8,7 +8,9 @@
 // generation tokens/s, peak resident memory, and each side's achieved GFLOP/s as a share of
 // the float32 and bfloat16 product peaks measured in the same run, with the share each
 // floor needs (productBound); each as moec / PyTorch with min, median and max over the
-// repetitions. -json also writes every raw measurement.
+// repetitions; then, once per run, the final loss of a -curve-steps loss curve with bf16
+// products against float32's (curve.go). -json also writes every raw measurement, the
+// curves' losses by step included.
 //
 // Every measurement runs in its own child process (moebench -worker MODE for moec, the peer
 // script for PyTorch), so a side's peak memory is the child's getrusage maxrss and neither

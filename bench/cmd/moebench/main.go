@@ -42,6 +42,7 @@ type options struct {
 	jsonOut      string
 	profile      string
 	list         bool
+	curveSteps   int
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
@@ -63,8 +64,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.jsonOut, "json", "", "also write every raw measurement to this `file`")
 	fs.BoolVar(&o.list, "list-coretypes", false, "print the OPENBLAS_CORETYPE settings -coretypes expands to, one a line, and exit")
 	fs.StringVar(&o.profile, "cpuprofile", "", "with -worker: write a pprof CPU profile of the measurement to this `file`")
+	fs.IntVar(&o.curveSteps, "curve-steps", 600, "steps of the float32 and bf16 loss curves (worker modes curve, curve-bf16), run once after the small model's repetitions; 0 leaves them out")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if o.curveSteps < 0 {
+		return fmt.Errorf("-curve-steps %d: want a number of steps, or 0 for no loss curve", o.curveSteps)
 	}
 	if o.size != sizeSmall && o.size != sizeLarge {
 		return fmt.Errorf("-size %q: want %s or %s", o.size, sizeSmall, sizeLarge)
@@ -81,7 +86,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 			}
 			defer pprof.StopCPUProfile()
 		}
-		return runWorker(o.worker, o.size, o.seconds, stdout)
+		return runWorker(o.worker, o.size, o.seconds, o.curveSteps, stdout)
 	}
 	cpu := readCPU()
 	if o.list {
@@ -184,6 +189,8 @@ type driver struct {
 	log   io.Writer
 	peers []*peer
 	raw   []measurement
+	// curved is set once the loss curves ran: they run once, in the first small table.
+	curved bool
 }
 
 // job is one measurement to run in a child process: moec's worker when p is nil, else
@@ -218,7 +225,7 @@ func (d *driver) child(j job) (measurement, error) {
 	}
 	m := measurement{Side: j.side(), Mode: j.mode, Coretype: j.coretype, Size: size}
 	if j.p == nil {
-		cmd = exec.Command(d.self, "-worker", j.mode, "-size", size, "-seconds", secs)
+		cmd = exec.Command(d.self, "-worker", j.mode, "-size", size, "-seconds", secs, "-curve-steps", strconv.Itoa(d.o.curveSteps))
 	} else {
 		ts := j.p.Setting
 		if j.setting != nil {
@@ -253,6 +260,9 @@ func (d *driver) child(j job) (measurement, error) {
 	rate := fmt.Sprintf("%10.1f tok/s %8.1f GFLOP/s", m.Result.TokensPerS, m.Result.GFLOPS)
 	if m.Result.GBps > 0 {
 		rate = fmt.Sprintf("%10.1f GB/s (weights streamed)", m.Result.GBps)
+	}
+	if len(m.Result.Losses) > 0 {
+		rate = fmt.Sprintf("loss %.4f -> %.4f over %d steps in %.0f s", m.Result.FirstLoss, m.Result.FinalLoss, len(m.Result.Losses), m.Result.Seconds)
 	}
 	fmt.Fprintf(d.log, "  %-13s %-7s %-5s %-8s %-7s %s %7.0f MiB %s\n", m.Side, j.mode, size, j.coretype,
 		j.impl, rate, float64(m.MaxRSSKiB)/1024, m.Setting)

@@ -95,6 +95,9 @@ func TestTableGolden(t *testing.T) {
 		{Name: "sgemm", Unit: "GFLOP/s", Moec: []float64{80.25}, Torch: []float64{79.5}, Peer: "torch 2.15.0"},
 		{Name: "fraction of peak", Unit: "%", Moec: []float64{0.55, 0.62, 0.6}, Target: 0.6, Single: true},
 	}
+	// The bf16 loss curve's rows: a relative difference of 0.5% against a 1% ceiling, and
+	// the two final losses.
+	rows = append(rows, curveRows([]float64{2.4, 1.6}, []float64{2.41, 1.61})...)
 	var got bytes.Buffer
 	writeTable(&got, rows)
 	path := filepath.Join("testdata", "table.txtar")
@@ -128,7 +131,7 @@ func TestWorkerForward(t *testing.T) {
 		t.Skip("builds and runs the benchmark model")
 	}
 	var out bytes.Buffer
-	if err := runWorker("forward", sizeSmall, 0.01, &out); err != nil {
+	if err := runWorker("forward", sizeSmall, 0.01, 0, &out); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out.String(), `"tokens_per_s":`) || !strings.Contains(out.String(), `"loss":5.`) {
@@ -142,7 +145,7 @@ func TestWorkerForward(t *testing.T) {
 		res  *result
 	}{{"forward", &step}, {"forward-nn", &hand}} {
 		var b bytes.Buffer
-		if err := runWorker(c.mode, sizeSmall, 0.01, &b); err != nil {
+		if err := runWorker(c.mode, sizeSmall, 0.01, 0, &b); err != nil {
 			t.Fatal(err)
 		}
 		if err := json.Unmarshal(b.Bytes(), c.res); err != nil {
@@ -152,7 +155,7 @@ func TestWorkerForward(t *testing.T) {
 	if d := math.Abs(step.Loss - hand.Loss); d > 1e-5*hand.Loss {
 		t.Errorf("forward loss: step programs %.7f, hand-written %.7f", step.Loss, hand.Loss)
 	}
-	if err := runWorker("nonsense", sizeSmall, 0.01, &out); err == nil {
+	if err := runWorker("nonsense", sizeSmall, 0.01, 0, &out); err == nil {
 		t.Fatal("an unknown mode was accepted")
 	}
 }
@@ -168,7 +171,8 @@ func TestRunFlags(t *testing.T) {
 		t.Fatalf("-list-coretypes printed %q", out.String())
 	}
 	for _, args := range [][]string{{"-reps", "0"}, {"-seconds", "-1"}, {"-bogus"}, {"-large-reps", "0"},
-		{"-large-seconds", "0"}, {"-size", "huge"}} {
+		{"-large-seconds", "0"}, {"-size", "huge"}, {"-curve-steps", "-1"}, {"-worker", "curve", "-curve-steps", "-5"},
+		{"-worker", "curve-bf16", "-curve-steps", "0"}} {
 		if err := run(args, &out, &errb); err == nil {
 			t.Errorf("%v was accepted", args)
 		}

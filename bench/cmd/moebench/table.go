@@ -32,7 +32,8 @@ type row struct {
 	// the ceiling it must stay under; 0 means no target.
 	Target  float64
 	Ceiling bool
-	// Single marks a row with no PyTorch side (moec's fraction of its sgemm peak).
+	// Single marks a row with no PyTorch side (moec's fraction of its sgemm peak, the bf16
+	// loss curve's final losses). Its Unit "%" prints a percentage, "loss" four digits.
 	Single bool
 	// Peer names the PyTorch the row compares against (torch version, MoE formulation).
 	Peer string
@@ -71,6 +72,8 @@ func (r row) target() string {
 	switch {
 	case r.Target == 0:
 		return ""
+	case r.Ceiling && r.Single && r.Unit == "%":
+		return fmt.Sprintf("≤ %.2g%%", 100*r.Target)
 	case r.Ceiling:
 		return fmt.Sprintf("≤ %.2g×", r.Target)
 	case r.Single && r.Unit == "%":
@@ -80,8 +83,15 @@ func (r row) target() string {
 }
 
 func fmtSpan(s span, unit string) string {
-	if unit == "%" {
+	switch {
+	case unit == "%" && 100*s.Max < 10: // a small difference, as the bf16 curve's, in hundredths
+		return fmt.Sprintf("%.2f%% (%.2f–%.2f)", 100*s.Med, 100*s.Min, 100*s.Max)
+	case unit == "%":
 		return fmt.Sprintf("%.0f%% (%.0f–%.0f)", 100*s.Med, 100*s.Min, 100*s.Max)
+	case unit == "loss" && s.Min == s.Max: // one run
+		return fmt.Sprintf("%.4g", s.Med)
+	case unit == "loss":
+		return fmt.Sprintf("%.4g (%.4g–%.4g)", s.Med, s.Min, s.Max)
 	}
 	return fmt.Sprintf("%s (%s–%s)", fmtNum(s.Med), fmtNum(s.Min), fmtNum(s.Max))
 }

@@ -96,6 +96,12 @@ type result struct {
 	Backend string               `json:"backend,omitempty"`
 	Rates   map[string]float64   `json:"rates,omitempty"`
 	Impls   map[string][]float64 `json:"impls,omitempty"`
+	// The loss curve's fields (curve, curve-bf16): every step's loss, the mean of the last
+	// curveTail, a fingerprint of the batches trained on, and how bf16 products ran.
+	Losses    []float64 `json:"losses,omitempty"`
+	FinalLoss float64   `json:"final_loss,omitempty"`
+	Batches   string    `json:"batches,omitempty"`
+	Note      string    `json:"note,omitempty"`
 }
 
 // cpuSeconds is this process's user+system CPU time.
@@ -156,9 +162,9 @@ func (t *trainer) Step() error {
 	return nil
 }
 
-// runWorker measures one mode of moec on the model of size for about seconds and writes
-// a result line to w.
-func runWorker(mode, size string, seconds float64, w io.Writer) error {
+// runWorker measures one mode of moec on the model of size for about seconds (the loss
+// curves: curveSteps steps) and writes a result line to w.
+func runWorker(mode, size string, seconds float64, curveSteps int, w io.Writer) error {
 	res := result{Mode: mode}
 	iters := minIters(size)
 	var err error
@@ -183,6 +189,8 @@ func runWorker(mode, size string, seconds float64, w io.Writer) error {
 			return err
 		}
 		err = measureTrain(&res, seconds, iters, t.Step, func() float64 { return t.loss })
+	case "curve", "curve-bf16":
+		err = measureCurve(&res, size, mode == "curve-bf16", curveSteps)
 	case "forward-nn":
 		err = measureForward(&res, size, seconds, iters)
 	case "forward":
@@ -194,7 +202,7 @@ func runWorker(mode, size string, seconds float64, w io.Writer) error {
 		}
 		err = measureGenerate(&res, size, batch, strings.HasSuffix(mode, "-int8"), seconds, iters)
 	default:
-		return fmt.Errorf("unknown worker mode %q (want train, train-bf16, forward, train-nn, forward-nn, gen1, gen16, gen1-int8, gen16-int8, sgemm, bgemm, stream or check)", mode)
+		return fmt.Errorf("unknown worker mode %q (want train, train-bf16, curve, curve-bf16, forward, train-nn, forward-nn, gen1, gen16, gen1-int8, gen16-int8, sgemm, bgemm, stream or check)", mode)
 	}
 	if err != nil {
 		return fmt.Errorf("moec %s: %w", mode, err)
