@@ -4,7 +4,8 @@
 #
 # Environment: BENCH_COUNT (repetitions of the Go benchmarks, default 3), MOEBENCH_REPS
 # (interleaved moec/PyTorch repetitions, default 3), MOEBENCH_SECONDS (seconds per
-# measurement, default 4), MOEBENCH_OUT (also write the comparison's Markdown there),
+# measurement, default 4), MOEBENCH_CURVE_STEPS (steps of the float32 and bf16 loss curves,
+# default 600, about 15 minutes on 2 cores; 0 leaves them out), MOEBENCH_OUT (also write the comparison's Markdown there),
 # BENCH_ONLY=moebench (skip the Go benchmarks), BENCH_TORCH=0 (measure Debian's torch only,
 # without building .venv-bench). OPENBLAS_CORETYPE, when set, is the only
 # OpenBLAS setting measured; unset, moebench compares the default against SkylakeX on
@@ -80,5 +81,5 @@ for ct in $(go run ./bench/cmd/moebench -list-coretypes -coretypes "$coretypes")
 	echo "correctness tests pass under OPENBLAS_CORETYPE=$ct"
 done
 go build -o "$bin/moebench" ./bench/cmd/moebench
-"$bin/moebench" -python "$pythons" -coretypes "$coretypes" -reps "${MOEBENCH_REPS:-3}" -seconds "${MOEBENCH_SECONDS:-4}" |
+"$bin/moebench" -python "$pythons" -coretypes "$coretypes" -reps "${MOEBENCH_REPS:-3}" -seconds "${MOEBENCH_SECONDS:-4}" -curve-steps "${MOEBENCH_CURVE_STEPS:-600}" |
 	tee "${MOEBENCH_OUT:-/dev/null}"
