@@ -98,7 +98,10 @@ func oneThread(call func()) {
 	}
 	t.count.RLock()
 	defer t.count.RUnlock()
-	if t.live.Load() && t.server.TryLock() {
+	if t.live.Load() {
+		// No threaded product runs (this call holds count shared), so server is held at
+		// most by stopIdle or another one-thread call stopping the workers: briefly.
+		t.server.Lock()
 		t.stopWorkers()
 		t.server.Unlock()
 	}
