@@ -1,6 +1,7 @@
 package cudastep
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -22,7 +23,10 @@ import (
 //   - the NCCL call on the staging region;
 //   - the result copied back into the host buffers (cuMemcpyDtoHAsync).
 //
-// The shards' collectives stage a part of every rank's shard at a time (stageShards).
+// The shards' collectives stage a part of every rank's shard at a time (stageShards); the
+// host program computes their segments as it runs (moec_staged_shards) from the list of
+// the flat vector's buffers, since a 1T model's reduce-scatter over 192 ranks has some
+// 475,000 of them.
 // The region is bounded (one page, the cache's unit of device memory, 4 MiB by default:
 // large enough for NCCL's bandwidth) rather than sized by the largest collective, which
 // is every gradient of the rank: the cache exists because the device does not hold them.
@@ -64,11 +68,96 @@ type StageChunk struct {
 }
 
 // Staged is a collective over host-tier buffers run through the staging region in chunks;
-// Bytes is the region it needs, Comm the communicator (Lowered.Comms).
+// Bytes is the region it needs, Comm the communicator (Lowered.Comms). A sharded one
+// (reduce_scatter, all_gather) also has its Shards: the host program computes its
+// segments from that description as it runs, where an all_reduce's are written out.
 type Staged struct {
 	Chunks []StageChunk
 	Bytes  int64
 	Comm   int
+	Shards *Shards
+}
+
+// FlatBuf is one host buffer of a sharded collective's flat vector: Elements values from
+// Flat, at byte Host of the host arena.
+type FlatBuf struct {
+	Flat, Elements, Host int64
+	Name                 string
+}
+
+// Shards describes a ZeRO collective over the host tier staged a part of every rank's
+// shard at a time (stageShards): Func (ncclReduceScatter or ncclAllGather) over the flat
+// vector [0, Elements) that Bufs tile (sorted by Flat), Ranks shards of Shard values, this
+// rank's at position Pos, Part values of each shard a chunk; a reduce_scatter copies its
+// result into the rank's shard at host byte OutHost (OutName). Its chunks are
+// Segments(): thousands of pages over hundreds of ranks make millions of segments, which
+// the host program (moec_staged_shards) computes rather than reads from a table.
+type Shards struct {
+	Func        string
+	Bufs        []FlatBuf
+	Elements    int64
+	Shard, Part int64
+	Ranks, Pos  int
+	OutHost     int64
+	OutName     string
+}
+
+// rangeSegs is the host ranges of flat [a, b), placed from byte base of the staging region:
+// the buffers overlapping it, found by bisection as moec_stage_range finds them.
+func (sh *Shards) rangeSegs(a, b, base int64, in, back bool) []StageSeg {
+	bufs := sh.Bufs
+	i, _ := slices.BinarySearchFunc(bufs, a, func(x FlatBuf, a int64) int {
+		if x.Flat+x.Elements <= a {
+			return -1
+		}
+		return 1
+	})
+	var ss []StageSeg
+	for ; i < len(bufs) && bufs[i].Flat < b; i++ {
+		x := bufs[i]
+		lo, hi := max(a, x.Flat), min(b, x.Flat+x.Elements)
+		if lo >= hi {
+			continue
+		}
+		ss = append(ss, StageSeg{Host: x.Host + 4*(lo-x.Flat), Stage: base + 4*(lo-a), Bytes: 4 * (hi - lo), In: in, Out: back,
+			What: fmt.Sprintf("%s[%d:%d]", x.Name, lo-x.Flat, hi-x.Flat)})
+	}
+	return ss
+}
+
+// Segments is the collective's chunks, in the order the host program runs them: chunk k
+// holds values [k·Part, k·Part + Part) of each shard, rank r's part in slot r of the
+// staging region and one slot after the ranks'.
+func (sh *Shards) Segments() []StageChunk {
+	var chunks []StageChunk
+	S, L := sh.Shard, sh.Part
+	for c0 := int64(0); c0 < S; c0 += L {
+		n := min(L, S-c0)
+		last := int64(sh.Ranks) * n * 4 // the slot after the ranks'
+		ch := StageChunk{Count: n}
+		for r := 0; r < sh.Ranks; r++ {
+			a := int64(r)*S + c0
+			switch {
+			case sh.Func == "ncclReduceScatter":
+				ch.Segs = append(ch.Segs, sh.rangeSegs(a, a+n, int64(r)*n*4, true, false)...)
+			case r == sh.Pos:
+				ch.Segs = append(ch.Segs, sh.rangeSegs(a, a+n, last, true, false)...)
+			default:
+				ch.Segs = append(ch.Segs, sh.rangeSegs(a, a+n, int64(r)*n*4, false, true)...)
+			}
+		}
+		if sh.Func == "ncclReduceScatter" {
+			ch.Func, ch.Send, ch.Recv = "ncclReduceScatter", 0, last
+			// The shard's tail past the flat vector stays as it is (zero).
+			if keep := min(n, sh.Elements-(int64(sh.Pos)*S+c0)); keep > 0 {
+				ch.Segs = append(ch.Segs, StageSeg{Host: sh.OutHost + 4*c0, Stage: last, Bytes: 4 * keep, Out: true, What: fmt.Sprintf("%s[%d:%d]", sh.OutName, c0, c0+keep)})
+			}
+		} else {
+			ch.Func, ch.Send, ch.Recv = "ncclAllGather", last, 0
+		}
+		chunks = append(chunks, ch)
+	}
+	return chunks
 }
 
 // stageChunkBytes is the staging region's bound: the cache's page.
@@ -223,48 +312,17 @@ func (lw *opLowerer) stageShards(op *step.Op, chunk int64, ranks, pos int, st *S
 			return fmt.Errorf("reduce_scatter into %s of %d values, the shard holds %d", out.Name, out.Elements(), g.Shard)
 		}
 	}
-	// segs are the host ranges of flat [a, b), placed from byte base of the region.
-	segs := func(a, b, base int64, in, back bool) []StageSeg {
-		var ss []StageSeg
-		for _, x := range flat {
-			buf := p.Buffers[x]
-			lo, hi := max(a, buf.Flat), min(b, buf.Flat+buf.Elements())
-			if lo >= hi {
-				continue
-			}
-			ss = append(ss, StageSeg{Host: buf.Offset + 4*(lo-buf.Flat), Stage: base + 4*(lo-a), Bytes: 4 * (hi - lo), In: in, Out: back,
-				What: fmt.Sprintf("%s[%d:%d]", buf.Name, lo-buf.Flat, hi-buf.Flat)})
-		}
-		return ss
+	sh := &Shards{Func: "ncclAllGather", Elements: g.Elements, Shard: g.Shard, Part: max(chunk/4/int64(ranks+1), 1), Ranks: ranks, Pos: pos}
+	if op.Kind == step.OpReduceScatter {
+		sh.Func, sh.OutHost, sh.OutName = "ncclReduceScatter", out.Offset, out.Name
 	}
-	S := g.Shard
-	L := max(chunk/4/int64(ranks+1), 1)
-	for c0 := int64(0); c0 < S; c0 += L {
-		n := min(L, S-c0)
-		last := int64(ranks) * n * 4 // the slot after the ranks'
-		ch := StageChunk{Count: n}
-		for r := 0; r < ranks; r++ {
-			a := int64(r)*S + c0
-			switch {
-			case op.Kind == step.OpReduceScatter:
-				ch.Segs = append(ch.Segs, segs(a, a+n, int64(r)*n*4, true, false)...)
-			case r == pos:
-				ch.Segs = append(ch.Segs, segs(a, a+n, last, true, false)...)
-			default:
-				ch.Segs = append(ch.Segs, segs(a, a+n, int64(r)*n*4, false, true)...)
-			}
-		}
-		if op.Kind == step.OpReduceScatter {
-			ch.Func, ch.Send, ch.Recv = "ncclReduceScatter", 0, last
-			// The shard's tail past the flat vector stays as it is (zero).
-			if keep := min(n, g.Elements-(int64(pos)*S+c0)); keep > 0 {
-				ch.Segs = append(ch.Segs, StageSeg{Host: out.Offset + 4*c0, Stage: last, Bytes: 4 * keep, Out: true, What: fmt.Sprintf("%s[%d:%d]", out.Name, c0, c0+keep)})
-			}
-		} else {
-			ch.Func, ch.Send, ch.Recv = "ncclAllGather", last, 0
-		}
-		st.Chunks = append(st.Chunks, ch)
+	for _, b := range flat {
+		buf := p.Buffers[b]
+		sh.Bufs = append(sh.Bufs, FlatBuf{Flat: buf.Flat, Elements: buf.Elements(), Host: buf.Offset, Name: buf.Name})
 	}
+	slices.SortFunc(sh.Bufs, func(a, b FlatBuf) int { return cmp.Compare(a.Flat, b.Flat) })
+	st.Shards = sh
+	st.Chunks = sh.Segments()
 	return nil
 }
 
@@ -316,19 +374,110 @@ static int moec_staged(moec_state *s, const moec_stage_chunk *ch, int n, const m
   return 1;
 }
 
+// moec_flat_buf is one host buffer of a sharded collective's flat vector: elements values
+// from flat, at byte host of the host arena.
+typedef struct {
+  long long flat, elements, host;
+} moec_flat_buf;
+
+// moec_stage_range copies values [a, b) of a flat vector whose buffers buf (sorted by flat)
+// tile it between the host and the staging region from byte base: to the device when in,
+// back to the host otherwise. The first buffer is found by bisection.
+static int moec_stage_range(moec_state *s, const moec_flat_buf *buf, int nbuf, long long a, long long b,
+                            unsigned long long base, int in, const char *what) {
+  int lo = 0, hi = nbuf;
+  while (lo < hi) {
+    int mid = lo + (hi - lo) / 2;
+    if (buf[mid].flat + buf[mid].elements <= a)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  for (int i = lo; i < nbuf && buf[i].flat < b; i++) {
+    long long x = a > buf[i].flat ? a : buf[i].flat, end = buf[i].flat + buf[i].elements;
+    long long y = b < end ? b : end;
+    if (x >= y) continue;
+    unsigned long long host = (unsigned long long)(buf[i].host + 4 * (x - buf[i].flat)), dev = base + (unsigned long long)(4 * (x - a));
+    size_t bytes = (size_t)(4 * (y - x));
+    if (in)
+      MOEC_CU(s, s->cu.cuMemcpyHtoDAsync(s->base + dev, s->host + host, bytes, s->comm_stream), what);
+    else
+      MOEC_CU(s, s->cu.cuMemcpyDtoHAsync(s->host + host, s->base + dev, bytes, s->comm_stream), what);
+  }
+  return 1;
+}
+
+// moec_staged_shards runs ZeRO's reduce-scatter (func 1) or all-gather (func 2) of a flat
+// vector of elements values over host buffers, ranks shards of shard values, this rank's
+// at pos, through the staging region at stage: part values of every rank's shard a chunk,
+// rank r's in slot r and this rank's own (gathered from, or scattered into) in the slot
+// after the ranks'. A reduce-scatter copies each chunk's result into the rank's shard at
+// host byte out_host (its tail past the flat vector left as it is); then the host waits
+// for the communication stream (it reads the results next).
+static int moec_staged_shards(moec_state *s, int func, const moec_flat_buf *buf, int nbuf, long long elements,
+                              long long shard, long long part, int ranks, int pos, unsigned long long out_host,
+                              unsigned long long stage, ncclComm_t comm, const char *what) {
+  for (long long c0 = 0; c0 < shard; c0 += part) {
+    long long n = shard - c0 < part ? shard - c0 : part;
+    unsigned long long slot = (unsigned long long)(4 * n), last = stage + (unsigned long long)ranks * slot;
+    for (int r = 0; r < ranks; r++) {
+      long long a = (long long)r * shard + c0;
+      if (func == 1) {
+        if (!moec_stage_range(s, buf, nbuf, a, a + n, stage + (unsigned long long)r * slot, 1, what)) return 0;
+      } else if (r == pos) {
+        if (!moec_stage_range(s, buf, nbuf, a, a + n, last, 1, what)) return 0;
+      }
+    }
+    if (func == 1) {
+      MOEC_NCCL(s, s->nccl.ncclReduceScatter(moec_at(s, stage), moec_at(s, last), n, MOEC_NCCL_FLOAT32, MOEC_NCCL_SUM, comm, s->comm_stream), what);
+      long long keep = elements - ((long long)pos * shard + c0);
+      if (keep > n) keep = n;
+      if (keep > 0)
+        MOEC_CU(s, s->cu.cuMemcpyDtoHAsync(s->host + out_host + (unsigned long long)(4 * c0), s->base + last, (size_t)(4 * keep), s->comm_stream), what);
+    } else {
+      MOEC_NCCL(s, s->nccl.ncclAllGather(moec_at(s, last), moec_at(s, stage), n, MOEC_NCCL_FLOAT32, comm, s->comm_stream), what);
+      for (int r = 0; r < ranks; r++) {
+        long long a = (long long)r * shard + c0;
+        if (r != pos && !moec_stage_range(s, buf, nbuf, a, a + n, stage + (unsigned long long)r * slot, 0, what)) return 0;
+      }
+    }
+  }
+  MOEC_CU(s, s->cu.cuStreamSynchronize(s->comm_stream), what);
+  return 1;
+}
+
 `
 
-// stagedTable writes st's chunk and segment tables (number t) for the host program.
+// stagedFunc numbers a staged collective's NCCL call as the host program does.
+func stagedFunc(name string) int {
+	switch name {
+	case "ncclReduceScatter":
+		return 1
+	case "ncclAllGather":
+		return 2
+	}
+	return 0 // ncclAllReduce
+}
+
+// stagedTable writes st's tables (number t) for the host program: a sharded collective's
+// buffers, an all-reduce's chunks and segments.
 func stagedTable(t int, st *Staged) string {
-	funcs := map[string]int{"ncclAllReduce": 0, "ncclReduceScatter": 1, "ncclAllGather": 2}
 	var b strings.Builder
+	if sh := st.Shards; sh != nil {
+		fmt.Fprintf(&b, "static const moec_flat_buf moec_stage_bufs_%d[%d] = {", t, len(sh.Bufs))
+		for _, x := range sh.Bufs {
+			fmt.Fprintf(&b, "\n    {%dLL, %dLL, %dLL}, // %s", x.Flat, x.Elements, x.Host, x.Name)
+		}
+		b.WriteString("\n};\n")
+		return b.String()
+	}
 	var segs []StageSeg
 	fmt.Fprintf(&b, "static const moec_stage_chunk moec_stage_chunks_%d[%d] = {", t, len(st.Chunks))
 	for k, ch := range st.Chunks {
 		if k%2 == 0 {
 			b.WriteString("\n   ")
 		}
-		fmt.Fprintf(&b, " {%d, %dLL, %dLL, %dLL, %d},", funcs[ch.Func], ch.Send, ch.Recv, ch.Count, len(ch.Segs))
+		fmt.Fprintf(&b, " {%d, %dLL, %dLL, %dLL, %d},", stagedFunc(ch.Func), ch.Send, ch.Recv, ch.Count, len(ch.Segs))
 		segs = append(segs, ch.Segs...)
 	}
 	fmt.Fprintf(&b, "\n};\nstatic const moec_stage_seg moec_stage_segs_%d[%d] = {", t, len(segs))
@@ -350,6 +499,11 @@ func stagedTable(t int, st *Staged) string {
 func emitStaged(w *strings.Builder, in string, st *Staged, t, comm int, stageAt int64, what string) {
 	q := fmt.Sprintf("%q", what)
 	fmt.Fprintf(w, "%sMOEC_CU(s, s->cu.cuStreamSynchronize(s->copy_stream), %s); // the write-backs (their CPU adds are done)\n", in, q)
+	if sh := st.Shards; sh != nil {
+		fmt.Fprintf(w, "%sif (!moec_staged_shards(s, %d, moec_stage_bufs_%d, %d, %dLL, %dLL, %dLL, %d, %d, %dULL, %dULL, s->comms[%d], %s)) return 0; // %d chunk(s) of %d ranks' shards through the staging region\n",
+			in, stagedFunc(sh.Func), t, len(sh.Bufs), sh.Elements, sh.Shard, sh.Part, sh.Ranks, sh.Pos, sh.OutHost, stageAt, comm, q, len(st.Chunks), sh.Ranks)
+		return
+	}
 	fmt.Fprintf(w, "%sif (!moec_staged(s, moec_stage_chunks_%d, %d, moec_stage_segs_%d, %dULL, s->comms[%d], %s)) return 0; // %d chunk(s) through the staging region\n",
 		in, t, len(st.Chunks), t, stageAt, comm, q, len(st.Chunks))
 }
