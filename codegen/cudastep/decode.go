@@ -178,17 +178,8 @@ func (lw *opLowerer) decodeRope() (Arg, int, error) {
 	if positions == 0 {
 		return Arg{}, 0, fmt.Errorf("rotary positions at the step's position in a program without KV caches")
 	}
-	half := lw.d.Dh / 2
-	if _, ok := lw.out.Consts[decodeRopeWork]; !ok {
-		cos, sin := lw.m.RopeTable(lw.d.Dh, 0, positions)
-		tab := make([]float32, 0, 2*positions*half)
-		for _, v := range cos {
-			tab = append(tab, float32(v))
-		}
-		for _, v := range sin {
-			tab = append(tab, float32(v))
-		}
-		lw.out.Consts[decodeRopeWork] = tab
+	if _, ok := lw.out.Ropes[decodeRopeWork]; !ok {
+		lw.out.Ropes[decodeRopeWork] = ropeFill(lw.m, lw.d.Dh, positions)
 	}
-	return WorkArg(PtrF32, decodeRopeWork, int64(2*positions*half)*4), positions, nil
+	return WorkArg(PtrF32, decodeRopeWork, int64(lw.out.Ropes[decodeRopeWork].Floats())*4), positions, nil
 }

@@ -176,6 +176,9 @@ func (l *Lowered) Memory() (arena int64, work []Workspace, total int64) {
 	for name, c := range l.Consts {
 		sizes[name] = max(sizes[name], int64(len(c))*4)
 	}
+	for name, r := range l.Ropes {
+		sizes[name] = max(sizes[name], int64(r.Floats())*4)
+	}
 	sizes[NormWork] = max(sizes[NormWork], int64(l.NormSlots)*8)
 	sizes[LossWork] = max(sizes[LossWork], int64(l.LossSlots)*8)
 	if l.SoftSlots > 0 { // a distillation's soft losses (distill.go)
@@ -434,21 +437,8 @@ func HostProgram(l *Lowered) (string, error) {
 	}
 	pf("\n")
 	// The constant workspaces' contents.
-	constNames := make([]string, 0, len(l.Consts))
-	for n := range l.Consts {
-		constNames = append(constNames, n)
-	}
-	sort.Strings(constNames)
-	for _, n := range constNames {
-		pf("static const float moec_const_%s[%d] = {", n, len(l.Consts[n]))
-		for i, v := range l.Consts[n] {
-			if i%8 == 0 {
-				pf("\n   ")
-			}
-			pf(" %s,", cFloat(v))
-		}
-		pf("\n};\n")
-	}
+	var fills strings.Builder
+	writeConstFills(&w, &fills, l, "", func(n string) int64 { return workAt[n] }, "workspace ")
 	pf("\nstatic int moec_fill_consts(moec_state *s) {\n")
 	if offload {
 		pf("  if (!moec_offload_open(s)) return 0;\n")
@@ -456,9 +446,7 @@ func HostProgram(l *Lowered) (string, error) {
 	if cache {
 		pf("  if (!moec_cache_open(s)) return 0;\n")
 	}
-	for _, n := range constNames {
-		pf("  MOEC_CU(s, s->cu.cuMemcpyHtoD(s->base + %dULL, moec_const_%s, sizeof moec_const_%s), \"filling workspace %s\");\n", workAt[n], n, n, n)
-	}
+	w.WriteString(fills.String())
 	// The address tables: each listed buffer's device address, written once.
 	tables := l.tables()
 	tableNames := make([]string, 0, len(tables))

@@ -292,24 +292,7 @@ static int __attribute__((unused)) moec_settle(moec_state *s, const double *, in
 	// The constant workspaces of every program, and their address tables.
 	var fill strings.Builder
 	for i, pr := range progs {
-		consts := make([]string, 0, len(pr.l.Consts))
-		for n := range pr.l.Consts {
-			consts = append(consts, n)
-		}
-		sort.Strings(consts)
-		for _, n := range consts {
-			c := pr.l.Consts[n]
-			sym := fmt.Sprintf("moec_const_%s_%s", pr.name, n)
-			pf("static const float %s[%d] = {", sym, len(c))
-			for j, v := range c {
-				if j%8 == 0 {
-					pf("\n   ")
-				}
-				pf(" %s,", cFloat(v))
-			}
-			pf("\n};\n")
-			fmt.Fprintf(&fill, "  MOEC_CU(s, s->cu.cuMemcpyHtoD(s->base + %dULL, %s, sizeof %s), \"filling the %s's workspace %s\");\n", work[i][n], sym, sym, pr.name, n)
-		}
+		writeConstFills(&w, &fill, pr.l, pr.name+"_", func(n string) int64 { return work[i][n] }, "the "+pr.name+"'s workspace ")
 		tables := pr.l.tables()
 		tnames := make([]string, 0, len(tables))
 		for n := range tables {

@@ -48,8 +48,11 @@ type OpLaunches struct {
 type Lowered struct {
 	Program *step.Program
 	Ops     []OpLaunches
-	// Consts are workspaces the host program fills once when it opens: the rotary tables.
+	// Consts are workspaces the host program fills once when it opens from tables it
+	// holds; Ropes are the rotary tables, which it computes when it opens (a table of
+	// every position's cos and sin would be megabytes of C).
 	Consts map[string][]float32
+	Ropes  map[string]RopeFill
 	// NormSlots is how many partial sums of squares dense_sumsq writes into NormWork's
 	// double slots (a gradient's blocks', gradient after gradient in the executor's order),
 	// which the host adds in order into the global norm.
@@ -183,7 +186,7 @@ func lowerOnce(p *step.Program, m *program.Model, o Options) (*Lowered, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cudastep: %w", err)
 	}
-	lw := &opLowerer{p: p, m: m, d: d, bf16: o.BF16, fp16: o.FP16, out: &Lowered{Program: p, Consts: map[string][]float32{},
+	lw := &opLowerer{p: p, m: m, d: d, bf16: o.BF16, fp16: o.FP16, out: &Lowered{Program: p, Consts: map[string][]float32{}, Ropes: map[string]RopeFill{},
 		LossScale: 1 / float64(p.Batch.Micro*max(p.Layout.DP, 1))}}
 	settled := false
 	hostEvents := map[int]int{} // offload.go: each group's to_host event
@@ -715,21 +718,50 @@ func denseActKind(a program.Activation) (int, error) {
 	return 0, fmt.Errorf("activation %q has no CUDA kernel", a)
 }
 
+// RopeFill is a rotary table the host program computes when it opens (moec_fill_rope):
+// cos, then sin, of float32(p)·Inv[i] in float64 for positions p < Positions, each times
+// Attention and rounded to float32 — compiler/program's Model.RopeTable, from the same
+// frequencies (Model.RopeFrequencies).
+type RopeFill struct {
+	Inv       []float32
+	Positions int
+	Attention float64
+}
+
+// Floats is the table's size in floats: [Positions, len(Inv)] of cos, then of sin.
+func (r RopeFill) Floats() int { return 2 * r.Positions * len(r.Inv) }
+
+// Table is the table as the host program computes it (for tests: the host program's own
+// arithmetic is C's cos and sin, which may differ from Go's in the last bit of a float64).
+func (r RopeFill) Table() []float32 {
+	half := len(r.Inv)
+	tab := make([]float32, r.Floats())
+	for p := 0; p < r.Positions; p++ {
+		for i, f := range r.Inv {
+			ang := float64(float32(p) * f)
+			c, s := math.Cos(ang), math.Sin(ang)
+			if r.Attention != 1 {
+				c, s = c*r.Attention, s*r.Attention
+			}
+			tab[p*half+i], tab[(r.Positions+p)*half+i] = float32(c), float32(s)
+		}
+	}
+	return tab
+}
+
+// ropeFill is the rotary tables of rotary dimension dim over positions for model m.
+func ropeFill(m *program.Model, dim, positions int) RopeFill {
+	inv, attention := m.RopeFrequencies(dim, positions)
+	return RopeFill{Inv: inv, Positions: positions, Attention: attention}
+}
+
 // ropeTable is the rotary tables' workspace, filled when the host program opens.
 func (lw *opLowerer) ropeTable() Arg {
-	T, half := lw.p.Batch.SeqLen, lw.d.Dh/2
-	if _, ok := lw.out.Consts[ropeWork]; !ok {
-		cos, sin := lw.m.RopeTable(lw.d.Dh, 0, T)
-		tab := make([]float32, 0, 2*T*half)
-		for _, v := range cos {
-			tab = append(tab, float32(v))
-		}
-		for _, v := range sin {
-			tab = append(tab, float32(v))
-		}
-		lw.out.Consts[ropeWork] = tab
+	T := lw.p.Batch.SeqLen
+	if _, ok := lw.out.Ropes[ropeWork]; !ok {
+		lw.out.Ropes[ropeWork] = ropeFill(lw.m, lw.d.Dh, T)
 	}
-	return WorkArg(PtrF32, ropeWork, int64(2*T*half)*4)
+	return WorkArg(PtrF32, ropeWork, int64(lw.out.Ropes[ropeWork].Floats())*4)
 }
 
 // skip is what a WhenRecompute op leaves when its layer reuses the weights below: zeros in

@@ -105,17 +105,8 @@ func (lw *opLowerer) mlaRope(rope int) (Arg, int, error) {
 			positions = max(positions, b.Shape[1])
 		}
 	}
-	half := rope / 2
-	if _, ok := lw.out.Consts[mlaRopeWork]; !ok {
-		cos, sin := lw.m.RopeTable(rope, 0, positions)
-		tab := make([]float32, 0, 2*positions*half)
-		for _, v := range cos {
-			tab = append(tab, float32(v))
-		}
-		for _, v := range sin {
-			tab = append(tab, float32(v))
-		}
-		lw.out.Consts[mlaRopeWork] = tab
+	if _, ok := lw.out.Ropes[mlaRopeWork]; !ok {
+		lw.out.Ropes[mlaRopeWork] = ropeFill(lw.m, rope, positions)
 	}
-	return WorkArg(PtrF32, mlaRopeWork, int64(2*positions*half)*4), positions, nil
+	return WorkArg(PtrF32, mlaRopeWork, int64(lw.out.Ropes[mlaRopeWork].Floats())*4), positions, nil
 }

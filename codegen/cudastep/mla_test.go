@@ -56,7 +56,7 @@ func TestServingLowersLatentAttention(t *testing.T) {
 		if launched["decode_kv_append_rows"] != 2*int(m.Layers) {
 			t.Errorf("the feed of %d rows appends to %d caches, want two a layer", l.Program.Batch.MicroBatch, launched["decode_kv_append_rows"])
 		}
-		if got, want := len(l.Consts[mlaRopeWork]), 2*maxLen*rope/2; got != want {
+		if got, want := l.Ropes[mlaRopeWork].Floats(), 2*maxLen*rope/2; got != want {
 			t.Errorf("the rope tables hold %d values, want %d", got, want)
 		}
 	}
