@@ -356,6 +356,7 @@ func (e *env) activations(l ParallelLayout, st stageShape) (act, dispatch float6
 		}
 		return v, float64(st.moeLayers) * disp
 	}
+	kept := e.sharedWeightsKept(l, st) * inFlight
 	switch l.Recompute {
 	case "none":
 		v, d := perMB(true)
@@ -363,12 +364,33 @@ func (e *env) activations(l ParallelLayout, st stageShape) (act, dispatch float6
 	case "selective":
 		v, d := perMB(false)
 		// One layer's scores exist while it is being recomputed.
-		return v*inFlight + score, d * inFlight
+		return v*inFlight + score + kept, d * inFlight
 	default: // full: each layer keeps its input; one layer's working set is rebuilt at a time
 		in := a.ActivationBytes * sb * float64(w.d) / e.tpSplit(l)
 		one := dense + score + moeExtra
-		return float64(st.layers)*in*inFlight + one, disp
+		return float64(st.layers)*in*inFlight + one + kept, disp
 	}
+}
+
+// sharedWeightsKept is the bytes of attention weights that attention-weight sharing keeps
+// from the forward to the backward within a stage, per micro-batch in flight, under
+// selective or full recompute. Recompute reruns a layer's attention core before its
+// backward, and with it the layer's share_select, which reads the layer below's selected
+// weights: those are that layer's input as much as the residual stream is (a checkpoint
+// of a layer whose weights may come from the layer below must save them), so every layer
+// of the stage but the last keeps one [micro_batch, heads/tp, seq, seq] buffer until the
+// backward of the layer above; all are live when the backward of the stage's last layer
+// begins. Without recompute the score term already counts every layer's weights; a
+// stage's first layer receives its input weights from the stage below (sharedWeightsPP).
+// Latent attention and share_weights = 1 share nothing.
+func (e *env) sharedWeightsKept(l ParallelLayout, st stageShape) float64 {
+	w := e.w
+	if l.Recompute == "none" || w.share <= 0 || w.share >= 1 || w.mla || st.layers < 2 {
+		return 0
+	}
+	s := float64(w.seqLen)
+	one := e.a.ActivationBytes * float64(l.MicroBatch) * float64(w.heads/int64(l.TP)) * s * s
+	return float64(st.layers-1) * one
 }
 
 // tpSplit is how many ways the sbh-sized activations split: t with sequence parallelism.

@@ -2,6 +2,7 @@ package plan
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/moec-dev/moec/compiler/program"
@@ -24,7 +25,10 @@ moe { experts = 4; top_k = 1; expert_hidden = 64; activation = gelu; every = 2; 
 // attention-weight buffers: one for the received gradient of the sent weights on every
 // stage but the last, plus, under selective or full recompute, the received weights of
 // each in-flight micro-batch (pp − stage of them; one fewer under full recompute with one
-// layer per stage) on every stage but the first. Four layers keep the score terms equal:
+// layer per stage) on every stage but the first. Under selective or full recompute the
+// activations also grow by the weights each layer keeps for the layer above's rerun
+// (sharedWeightsKept): at pp 2 one per in-flight micro-batch (two on stage 0, one on
+// stage 1), at pp 4 none (one layer per stage). Four layers keep the score terms equal:
 // at pp 2 each stage's two layers count ⌈1 + 0.5⌉ = 2 score layers either way, at pp 4
 // one.
 func TestSharedWeightsPPMemory(t *testing.T) {
@@ -37,15 +41,16 @@ func TestSharedWeightsPPMemory(t *testing.T) {
 		pp, tp    int
 		recompute program.Recompute
 		buffers   []int // by stage
+		kept      []int // by stage
 	}{
-		{2, 1, "none", []int{1, 0}},
-		{2, 1, "selective", []int{1, 1}},
-		{2, 1, "full", []int{1, 1}},
-		{2, 2, "selective", []int{1, 1}},
-		{4, 1, "none", []int{1, 1, 1, 0}},
-		{4, 1, "selective", []int{1, 1 + 3, 1 + 2, 1}},
-		{4, 1, "full", []int{1, 1 + 2, 1 + 1, 0}},
-		{4, 2, "none", []int{1, 1, 1, 0}},
+		{2, 1, "none", []int{1, 0}, []int{0, 0}},
+		{2, 1, "selective", []int{1, 1}, []int{2, 1}},
+		{2, 1, "full", []int{1, 1}, []int{2, 1}},
+		{2, 2, "selective", []int{1, 1}, []int{2, 1}},
+		{4, 1, "none", []int{1, 1, 1, 0}, []int{0, 0, 0, 0}},
+		{4, 1, "selective", []int{1, 1 + 3, 1 + 2, 1}, []int{0, 0, 0, 0}},
+		{4, 1, "full", []int{1, 1 + 2, 1 + 1, 0}, []int{0, 0, 0, 0}},
+		{4, 2, "none", []int{1, 1, 1, 0}, []int{0, 0, 0, 0}},
 	} {
 		l := ParallelLayout{DP: 1, EP: 1, EDP: 1, TP: tc.tp, PP: tc.pp, Memory: "zero", ZeRO: 1, Offload: "none",
 			MicroBatch: micro, GradAccum: 8, Batch: micro * 8, Recompute: tc.recompute}
@@ -57,10 +62,10 @@ func TestSharedWeightsPPMemory(t *testing.T) {
 		}
 		for s, st := range withShapes {
 			with, without := on.stageMemory(l, st), off.stageMemory(l, withoutShapes[s])
-			want := float64(tc.buffers[s]) * one
-			near(t, fmt.Sprintf("%s stage %d: GPU bytes with sharing − without", name, s), with.gpu.sum()-without.gpu.sum(), want)
+			want, kept := float64(tc.buffers[s])*one, float64(tc.kept[s])*one
+			near(t, fmt.Sprintf("%s stage %d: GPU bytes with sharing − without", name, s), with.gpu.sum()-without.gpu.sum(), want+kept)
 			near(t, fmt.Sprintf("%s stage %d: temporary buffers with sharing − without", name, s), with.gpu[compTemp]-without.gpu[compTemp], want)
-			near(t, fmt.Sprintf("%s stage %d: activations with sharing − without", name, s), with.gpu[compActivations]-without.gpu[compActivations], 0)
+			near(t, fmt.Sprintf("%s stage %d: activations with sharing − without", name, s), with.gpu[compActivations]-without.gpu[compActivations], kept)
 		}
 	}
 	// One device, or no sharing: no such buffers.
@@ -133,6 +138,82 @@ func sharedRecvAtPeak(p *step.Program) int64 {
 				seen[b] = true
 				n += p.Buffers[b].Bytes()
 			}
+		}
+	}
+	return n
+}
+
+// TestSharedWeightsKeptMatchesStepProgram: under selective or full recompute, the
+// attention weights sharing keeps from the forward to the backward within a stage are
+// what the planner counts (sharedWeightsKept × the micro-batches in flight): when a
+// stage's backward begins, the step program holds that many bytes in forward buffers of
+// attention-weight shape, the pipeline's receive buffers left out (sharedWeightsPP counts
+// those). Without sharing it holds none. fp32 programs, so 4-byte activations.
+func TestSharedWeightsKeptMatchesStepProgram(t *testing.T) {
+	const seq, micro, micros = 16, 2, 4
+	on, off := sharingModel(0.5, seq), sharingModel(1, seq)
+	e := testEnv(t, on, testCluster(t, "a100_80gb", 1, 8))
+	e.a.ActivationBytes = 4
+	for _, pp := range []int{1, 2, 4} {
+		for _, rc := range []program.Recompute{"none", "selective", "full"} {
+			sl := step.Layout{DP: 1, EP: 1, TP: 1, PP: pp, Recompute: rc}
+			b := step.Batch{MicroBatch: micro, SeqLen: seq, Micro: micros}
+			l := ParallelLayout{DP: 1, EP: 1, EDP: 1, TP: 1, PP: pp, MicroBatch: micro, GradAccum: micros, Batch: micro * micros, Recompute: rc}
+			for _, model := range []*program.Model{on, off} {
+				progs, err := step.Lower(model, b, sl)
+				if err != nil {
+					t.Fatalf("pp %d %s: %v", pp, rc, err)
+				}
+				for r, p := range progs {
+					s := p.Coord.PP
+					st := stageShape{index: s, layers: p.LayerCount, first: s == 0, last: s == pp-1}
+					want := 0.0
+					if model == on {
+						want = e.sharedWeightsKept(l, st) * inFlightMicros(l, st)
+					}
+					if rc == "none" {
+						continue // the score term counts every layer's weights
+					}
+					got := keptWeightsAtBackward(p, []int{micro, 4, seq, seq})
+					if float64(got) != want {
+						t.Errorf("pp %d %s rank %d (stage %d, share_weights %g): the step program keeps %d bytes of attention weights into its first backward, the planner counts %g",
+							pp, rc, r, s, model.Attention.RecomputeProbability(), got, want)
+					}
+				}
+			}
+		}
+	}
+}
+
+// keptWeightsAtBackward is the bytes of p's forward buffers of the given shape (a micro-batch's
+// attention weights), other than what its pipeline receives, live at p's first recomputed op.
+func keptWeightsAtBackward(p *step.Program, shape []int) int64 {
+	first := -1
+	for i, op := range p.Ops {
+		if op.Recomputed {
+			first = i
+			break
+		}
+	}
+	if first < 0 {
+		return -1
+	}
+	recv := map[int]bool{}
+	for _, op := range p.Ops {
+		if op.Kind == step.OpRecv {
+			for _, b := range op.Out {
+				recv[b] = true
+			}
+		}
+	}
+	var n int64
+	for i, buf := range p.Buffers {
+		lt := p.Memory.Lifetime[i]
+		if recv[i] || buf.Kind != step.KindActivation || strings.Contains(buf.Name, "/re") || lt[0] > first || lt[1] < first {
+			continue
+		}
+		if fmt.Sprint(buf.Shape) == fmt.Sprint(shape) {
+			n += buf.Bytes()
 		}
 	}
 	return n

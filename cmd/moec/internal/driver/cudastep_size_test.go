@@ -16,10 +16,17 @@ import (
 // kernel launches nearly all rows of launch tables (codegen/cudastep's launch_table.go).
 // Written out one C block a launch, the dense stage's 10,460 launches made a 7.86 MB host
 // program, the hundred-billion and trillion stages' 4,097 and 4,089 launches 4.59 and
-// 4.84 MB: every bound is under those. (As tables they are 4.86, 3.39 and 3.65 MB, of
-// which the rotary table's constants are 2.2 MB in each.)
+// 4.84 MB. As tables they were 4.86, 3.39 and 3.65 MB, of which the rotary table's
+// constants were 2.2 MB in each; the host program now computes that table when it opens
+// (codegen/cudastep's consts.go): 2.67 and 2.13 MB for the first two. The trillion stage's
+// plan is now micro-batch 1 × 5 under the unified cache (the planner counts the attention
+// weights sharing keeps under recompute), whose step program fits the device with the
+// cache: 17,100 launches, the cache's copies and waits between them (which end the
+// launch tables' runs) and its ZeRO 3 collectives, 6.15 MB. Staged through the device as
+// a table of every segment, that stage's reduce-scatter alone was 475,000 rows and the
+// host program 44 MB; the host program now computes the segments as it runs.
 func TestTrillionHostProgramsStaySmall(t *testing.T) {
-	hostBound := map[string]int{"dense": 5_500_000, "hundred_billion": 4_000_000, "trillion": 4_250_000}
+	hostBound := map[string]int{"dense": 3_000_000, "hundred_billion": 2_500_000, "trillion": 6_500_000}
 	prog, _, ds := check.Load("../../../../models/hunyuan1t.moe", os.ReadFile)
 	if ds.HasErrors() {
 		t.Fatal(ds.Err())
@@ -52,8 +59,8 @@ func TestTrillionHostProgramsStaySmall(t *testing.T) {
 		if bound, ok := hostBound[st.Name]; !ok || len(host) > bound {
 			t.Errorf("stage %s: the host program is %d bytes, over its bound %d (0: none set)", st.Name, len(host), bound)
 		}
-		if launches < 1000 || writtenOut*10 > launches {
-			t.Errorf("stage %s: %d of %d launches written out; want at most a tenth", st.Name, writtenOut, launches)
+		if launches < 1000 || writtenOut*8 > launches {
+			t.Errorf("stage %s: %d of %d launches written out; want at most an eighth", st.Name, writtenOut, launches)
 		}
 	}
 }
