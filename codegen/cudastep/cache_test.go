@@ -460,7 +460,17 @@ func TestCacheZeROStagedShards(t *testing.T) {
 				kinds[op.Kind]++
 				floats := p.Memory.Arena[step.Host] / 4 // the host arena, a float a slot
 				in, back := make([]int, floats), make([]int, floats)
-				for k, ch := range ol.Collective.Staged.Chunks {
+				st := ol.Collective.Staged
+				chunks := st.Chunks
+				if sh := st.Shards; sh != nil {
+					chunks = sh.Segments()
+					if len(st.Chunks) > 0 || int64(len(chunks)) != (sh.Shard+sh.Part-1)/sh.Part {
+						t.Errorf("zero %d, rank %d, op %d: %d chunks written out, %d of %d values over a shard of %d", zero, r, i, len(st.Chunks), len(chunks), sh.Part, sh.Shard)
+					}
+				} else if op.Kind != step.OpAllReduce {
+					t.Errorf("zero %d, rank %d, op %d: %s over the host tier is not staged by shards", zero, r, i, op.Kind)
+				}
+				for k, ch := range chunks {
 					if need := 4 * ch.Count * 3; ch.Func != "ncclAllReduce" && (need > tinyCache.Page || need > ol.Collective.Staged.Bytes) {
 						t.Errorf("zero %d, rank %d, op %d: chunk %d needs %d bytes of staging", zero, r, i, k, need)
 					}

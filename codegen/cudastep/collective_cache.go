@@ -68,9 +68,10 @@ type StageChunk struct {
 }
 
 // Staged is a collective over host-tier buffers run through the staging region in chunks;
-// Bytes is the region it needs, Comm the communicator (Lowered.Comms). A sharded one
-// (reduce_scatter, all_gather) also has its Shards: the host program computes its
-// segments from that description as it runs, where an all_reduce's are written out.
+// Bytes is the region it needs, Comm the communicator (Lowered.Comms). An all_reduce's
+// Chunks are written out as tables; a sharded one (reduce_scatter, all_gather) has its
+// Shards instead, from which the host program computes the chunks as it runs (and
+// Shards.Segments lists them).
 type Staged struct {
 	Chunks []StageChunk
 	Bytes  int64
@@ -210,6 +211,9 @@ func (lw *opLowerer) stagedCollective(op *step.Op, c *Collective, ranks, pos int
 	default:
 		return fmt.Errorf("%s over host-tier buffers (the unified cache on several ranks) is not lowered to NCCL yet", op.Kind)
 	}
+	if sh := st.Shards; sh != nil { // the ranks' slots and the rank's own after them
+		st.Bytes = int64(sh.Ranks+1) * min(sh.Part, sh.Shard) * 4
+	}
 	for _, ch := range st.Chunks {
 		st.Bytes = max(st.Bytes, ch.Send+4*ch.Count, ch.Recv+4*ch.Count)
 		for _, s := range ch.Segs {
@@ -322,7 +326,6 @@ func (lw *opLowerer) stageShards(op *step.Op, chunk int64, ranks, pos int, st *S
 	}
 	slices.SortFunc(sh.Bufs, func(a, b FlatBuf) int { return cmp.Compare(a.Flat, b.Flat) })
 	st.Shards = sh
-	st.Chunks = sh.Segments()
 	return nil
 }
 
@@ -501,7 +504,7 @@ func emitStaged(w *strings.Builder, in string, st *Staged, t, comm int, stageAt 
 	fmt.Fprintf(w, "%sMOEC_CU(s, s->cu.cuStreamSynchronize(s->copy_stream), %s); // the write-backs (their CPU adds are done)\n", in, q)
 	if sh := st.Shards; sh != nil {
 		fmt.Fprintf(w, "%sif (!moec_staged_shards(s, %d, moec_stage_bufs_%d, %d, %dLL, %dLL, %dLL, %d, %d, %dULL, %dULL, s->comms[%d], %s)) return 0; // %d chunk(s) of %d ranks' shards through the staging region\n",
-			in, stagedFunc(sh.Func), t, len(sh.Bufs), sh.Elements, sh.Shard, sh.Part, sh.Ranks, sh.Pos, sh.OutHost, stageAt, comm, q, len(st.Chunks), sh.Ranks)
+			in, stagedFunc(sh.Func), t, len(sh.Bufs), sh.Elements, sh.Shard, sh.Part, sh.Ranks, sh.Pos, sh.OutHost, stageAt, comm, q, (sh.Shard+sh.Part-1)/sh.Part, sh.Ranks)
 		return
 	}
 	fmt.Fprintf(w, "%sif (!moec_staged(s, moec_stage_chunks_%d, %d, moec_stage_segs_%d, %dULL, s->comms[%d], %s)) return 0; // %d chunk(s) through the staging region\n",
