@@ -9,6 +9,7 @@ import (
 	"github.com/moec-dev/moec/compiler/check"
 	"github.com/moec-dev/moec/compiler/plan"
 	"github.com/moec-dev/moec/compiler/program"
+	"github.com/moec-dev/moec/compiler/step"
 )
 
 // TestTrillionHostProgramsStaySmall: the CUDA host program `moec build` writes for each
@@ -62,5 +63,37 @@ func TestTrillionHostProgramsStaySmall(t *testing.T) {
 		if launches < 1000 || writtenOut*8 > launches {
 			t.Errorf("stage %s: %d of %d launches written out; want at most an eighth", st.Name, writtenOut, launches)
 		}
+	}
+}
+
+// TestTrillionStepProgramFitsItsPlan: the trillion stage of models/hunyuan1t.moe (the
+// unified cache on 192 A100-40GB) lowers to a step program that fits the device with the
+// cache, as its plan says, rather than one listed without the cache and with a note. It
+// did not while the planner left out the attention weights sharing keeps under full
+// recompute: 26 layers' [5, 32, 2048, 2048] buffers made the step need 80.2 GiB.
+func TestTrillionStepProgramFitsItsPlan(t *testing.T) {
+	prog, _, ds := check.Load("../../../../models/hunyuan1t.moe", os.ReadFile)
+	if ds.HasErrors() {
+		t.Fatal(ds.Err())
+	}
+	tr := prog.Trains[prog.TrainOrder[0]]
+	st := tr.Stages[len(tr.Stages)-1]
+	p, pd := plan.ForStage(prog, tr, st, plan.Options{})
+	if p == nil {
+		t.Fatalf("stage %s: no plan: %v", st.Name, pd.Err())
+	}
+	m := program.StageModel(prog.Models[tr.Model], st)
+	sp, note, err := writeStepProgram(t.TempDir(), m, tr, st, p, &BuildResult{})
+	if err != nil || sp == nil {
+		t.Fatalf("stage %s: no step program: %v %s", st.Name, err, note)
+	}
+	if note != "" {
+		t.Fatalf("stage %s (%s): %s", st.Name, p.Layout.Memory, note)
+	}
+	if !sp.Layout.Cache.On() {
+		t.Fatalf("stage %s: the plan's unified cache is not in the step program", st.Name)
+	}
+	if dev := prog.Clusters[tr.Cluster].Device.Memory; sp.Memory.Arena[step.Device] > dev {
+		t.Errorf("stage %s: the step program's device arena is %d bytes, the device holds %d", st.Name, sp.Memory.Arena[step.Device], dev)
 	}
 }
