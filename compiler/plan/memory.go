@@ -335,8 +335,10 @@ func (e *env) sharedWeightsPP(l ParallelLayout, st stageShape) float64 {
 // activations returns the activation bytes a device of stage st holds at peak, and the MoE
 // dispatch/combine buffers, following Korthikanti et al. 2022 (Table 2): per layer
 // sbh(34 + 5as/h) bytes without recompute for a standard layer (4h MLP, 2-byte activations,
-// 1-byte dropout masks), split by t under tensor + sequence parallelism; selective recompute
-// drops the 5as²b attention-score term; full recompute keeps only each layer's input.
+// 1-byte dropout masks), split by t under tensor + sequence parallelism, the as²b term
+// counting the attention-weight tensors the layer keeps (scoreTensors); selective recompute
+// drops the attention-score term; full recompute keeps only each layer's input (and, with
+// sharing, the weights the layer above reruns with: sharedWeightsKept).
 // Under 1F1B the first stage holds min(pp, micro-batches) micro-batches in flight.
 func (e *env) activations(l ParallelLayout, st stageShape) (act, dispatch float64) {
 	w, a := e.w, e.a
@@ -348,11 +350,10 @@ func (e *env) activations(l ParallelLayout, st stageShape) (act, dispatch float6
 	// whose every layer recomputes its weights stores every layer's scores (the step
 	// program allocates them all), so the plan counts them all; sharing saves time, not
 	// memory.
-	scoreLayers := float64(st.layers)
 	perMB := func(withScores bool) (float64, float64) {
 		v := float64(st.layers)*dense + float64(st.moeLayers)*moeExtra
 		if withScores {
-			v += scoreLayers * score
+			v += e.stageScores(l, st, score)
 		}
 		return v, float64(st.moeLayers) * disp
 	}
@@ -401,6 +402,41 @@ func (e *env) tpSplit(l ParallelLayout) float64 {
 	return 1
 }
 
+// stageScores is the attention weights a stage's layers keep into the backward without
+// recompute, score (layerActivations) each; with sharing but no talking heads the model's
+// first layer selects nothing, so keeps one tensor fewer (its softmax's output is the
+// weights its values read).
+func (e *env) stageScores(l ParallelLayout, st stageShape, score float64) float64 {
+	w := e.w
+	v := float64(st.layers) * score
+	if st.first && st.layers > 0 && !w.talkingHeads && w.share > 0 && w.share < 1 && !w.mla {
+		v -= e.a.ActivationBytes * float64(l.MicroBatch) * float64(w.heads) * float64(w.seqLen) * float64(w.seqLen) / float64(l.TP)
+	}
+	return v
+}
+
+// scoreTensors is how many [b, heads/t, s, s] tensors of attention weights a layer's
+// backward reads, as the step program keeps them: the softmax's output; with talking
+// heads the pre-softmax mixer's input (the raw scores, for its weight's gradient) and the
+// post-softmax mixer's output; with attention-weight sharing the selected weights (the
+// layer's own or the layer below's, a tensor of their own). Dropout (dropout_masks, as
+// Korthikanti et al. count it) adds its output beside its 1-byte mask: the plain layer
+// with dropout is their 2 tensors and a mask (5as²b in 16 bits).
+func (e *env) scoreTensors() float64 {
+	w := e.w
+	k := 1.0
+	if w.talkingHeads {
+		k++
+	}
+	if w.talkingHeads || (w.share > 0 && w.share < 1 && !w.mla) {
+		k++
+	}
+	if e.a.DropoutMasks {
+		k++
+	}
+	return k
+}
+
 // layerActivations returns, per micro-batch and per layer, the bytes of a dense layer
 // without the attention scores, the scores (the as²b terms), what an MoE layer adds over a
 // dense layer, and the MoE dispatch + combine buffers.
@@ -428,7 +464,7 @@ func (e *env) layerActivations(l ParallelLayout) (dense, score, moeExtra, dispat
 		}
 		return sb * ab * k * f / t
 	}
-	score = (2*ab + mask) * float64(w.heads) * s * s * b / t
+	score = (e.scoreTensors()*ab + mask) * float64(w.heads) * s * s * b / t
 	dense = repl/sp + attn + ffn(float64(w.ffnHidden), w.gated)
 	if w.isMoE() {
 		// An MoE layer swaps the dense MLP for routed experts over top_k × capacity copies

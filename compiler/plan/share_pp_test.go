@@ -218,3 +218,61 @@ func keptWeightsAtBackward(p *step.Program, shape []int) int64 {
 	}
 	return n
 }
+
+// TestScoreTensorsMatchStepProgram: without recompute, the attention weights a step
+// program keeps into its backward are the planner's score term over its layers
+// (scoreTensors [micro_batch, heads, seq, seq] tensors a layer, no dropout masks, fp32):
+// one a layer for plain attention, two with sharing (one in the model's first layer),
+// three with talking heads.
+func TestScoreTensorsMatchStepProgram(t *testing.T) {
+	const seq, micro = 16, 2
+	for _, tc := range []struct {
+		talking bool
+		share   float64
+		want    float64
+	}{
+		{false, 1, 1}, {false, 0.5, 2}, {true, 1, 3}, {true, 0.5, 3},
+	} {
+		m := programtest.MustModel("scores", fmt.Sprintf(`vocab = 64; vocab_pad_to = 1; d_model = 32; layers = 4; seq_len = %d
+norm = rmsnorm; norm_placement = pre; final_norm = true; position = rotary
+attention { heads = 4; talking_heads = %t; share_weights = %g }
+ffn { hidden = 64; activation = gelu }
+moe { experts = 4; top_k = 1; expert_hidden = 64; activation = gelu; every = 2; capacity_factor = 1.25 }`, seq, tc.talking, tc.share))
+		e := testEnv(t, m, testCluster(t, "a100_80gb", 1, 8))
+		e.a.ActivationBytes, e.a.DropoutMasks = 4, false
+		name := fmt.Sprintf("talking heads %t, share_weights %g", tc.talking, tc.share)
+		if got := e.scoreTensors(); got != tc.want {
+			t.Errorf("%s: the planner counts %g tensors a layer, want %g", name, got, tc.want)
+		}
+		progs, err := step.Lower(m, step.Batch{MicroBatch: micro, SeqLen: seq, Micro: 1}, step.Layout{DP: 1, EP: 1, TP: 1, PP: 1, Recompute: "none"})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		l := ParallelLayout{DP: 1, EP: 1, EDP: 1, TP: 1, PP: 1, MicroBatch: micro, GradAccum: 1, Batch: micro, Recompute: "none"}
+		_, score, _, _ := e.layerActivations(l)
+		got := weightsAtBackward(progs[0], []int{micro, 4, seq, seq})
+		if want := e.stageScores(l, e.stageShapes(1)[0], score); float64(got) != want {
+			t.Errorf("%s: the step program keeps %d bytes of attention weights into its backward, the planner counts %g", name, got, want)
+		}
+	}
+}
+
+// weightsAtBackward is the bytes of p's buffers of the given shape (a micro-batch's
+// attention weights) live at p's first backward op.
+func weightsAtBackward(p *step.Program, shape []int) int64 {
+	first := -1
+	for i, op := range p.Ops {
+		if op.Phase == step.Backward {
+			first = i
+			break
+		}
+	}
+	var n int64
+	for i, buf := range p.Buffers {
+		lt := p.Memory.Lifetime[i]
+		if buf.Kind == step.KindActivation && lt[0] <= first && first <= lt[1] && fmt.Sprint(buf.Shape) == fmt.Sprint(shape) {
+			n += buf.Bytes()
+		}
+	}
+	return n
+}

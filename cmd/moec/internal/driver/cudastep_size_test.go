@@ -13,21 +13,20 @@ import (
 )
 
 // TestTrillionHostProgramsStaySmall: the CUDA host program `moec build` writes for each
-// stage of models/hunyuan1t.moe (rank 0 of the plan's layout) stays under its bound, its
-// kernel launches nearly all rows of launch tables (codegen/cudastep's launch_table.go).
-// Written out one C block a launch, the dense stage's 10,460 launches made a 7.86 MB host
-// program, the hundred-billion and trillion stages' 4,097 and 4,089 launches 4.59 and
-// 4.84 MB. As tables they were 4.86, 3.39 and 3.65 MB, of which the rotary table's
-// constants were 2.2 MB in each; the host program now computes that table when it opens
-// (codegen/cudastep's consts.go): 2.67 and 2.13 MB for the first two. The trillion stage's
-// plan is now micro-batch 1 × 5 under the unified cache (the planner counts the attention
-// weights sharing keeps under recompute), whose step program fits the device with the
-// cache: 17,100 launches, the cache's copies and waits between them (which end the
-// launch tables' runs) and its ZeRO 3 collectives, 6.15 MB. Staged through the device as
-// a table of every segment, that stage's reduce-scatter alone was 475,000 rows and the
-// host program 44 MB; the host program now computes the segments as it runs.
+// stage of models/hunyuan1t.moe (rank 0 of the plan's layout) stays small: at most 400
+// bytes of C a kernel launch and 8 MB in all, its launches nearly all rows of launch
+// tables (codegen/cudastep's launch_table.go). Written out one C block a launch costs
+// 400–750 bytes: the dense stage's 10,460 launches made a 7.86 MB host program. The
+// rotary table's constants were 2.2 MB of each stage's until the host program computed
+// the table when it opened (codegen/cudastep's consts.go). The stages' plans now run the
+// unified cache on the device (the planner counts the attention weights the step program
+// keeps), with several micro-batches a step: 10,460, 18,858 and 17,100 launches in 2.67,
+// 5.85 and 6.15 MB, the cache's copies and waits between the launches (which end the
+// tables' runs) and its ZeRO 3 collectives included. Staged through the device as a table
+// of every segment, the trillion stage's reduce-scatter over 192 ranks alone was 475,000
+// rows and the host program 44 MB; the host program now computes them as it runs.
 func TestTrillionHostProgramsStaySmall(t *testing.T) {
-	hostBound := map[string]int{"dense": 3_000_000, "hundred_billion": 2_500_000, "trillion": 6_500_000}
+	const perLaunch, ceiling = 400, 8_000_000
 	prog, _, ds := check.Load("../../../../models/hunyuan1t.moe", os.ReadFile)
 	if ds.HasErrors() {
 		t.Fatal(ds.Err())
@@ -57,8 +56,8 @@ func TestTrillionHostProgramsStaySmall(t *testing.T) {
 		}
 		writtenOut := strings.Count(host, "if (!moec_launch(s, ")
 		t.Logf("stage %s: %d launches (%d written out), a host program of %d bytes", st.Name, launches, writtenOut, len(host))
-		if bound, ok := hostBound[st.Name]; !ok || len(host) > bound {
-			t.Errorf("stage %s: the host program is %d bytes, over its bound %d (0: none set)", st.Name, len(host), bound)
+		if len(host) > perLaunch*launches || len(host) > ceiling {
+			t.Errorf("stage %s: the host program is %d bytes for %d launches: over %d bytes a launch or %d in all", st.Name, len(host), launches, perLaunch, ceiling)
 		}
 		if launches < 1000 || writtenOut*8 > launches {
 			t.Errorf("stage %s: %d of %d launches written out; want at most an eighth", st.Name, writtenOut, launches)
