@@ -61,7 +61,7 @@ func measureCurve(res *result, size string, bf16 bool, steps int) error {
 	h := fnv.New64a()
 	c0, t0 := cpuSeconds(), time.Now()
 	for step := range steps {
-		toks, err := text.Batch(curveSeed, int64(step), 0, benchBatch, benchSeq)
+		toks, err := curveBatch(text, step)
 		if err != nil {
 			return fmt.Errorf("the curve's batch %d: %w", step, err)
 		}
@@ -88,6 +88,12 @@ func measureCurve(res *result, size string, bf16 bool, steps int) error {
 		res.Note = bf16Note()
 	}
 	return nil
+}
+
+// curveBatch is the batch the curves train on at step: a window of curveText for each of
+// the batch's sequences, new every step.
+func curveBatch(text *data.Corpus, step int) ([]int32, error) {
+	return text.Batch(curveSeed, int64(step), 0, benchBatch, benchSeq)
 }
 
 // tailMean is the mean of the last n values of xs (of all of them when there are fewer).

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"math"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/moec-dev/moec/runtime/data"
 )
 
 // TestCurveRows: the floor row is |bf16 − fp32| / fp32 of the means of the last 20 steps,
@@ -145,4 +148,37 @@ func TestWorkerCurve(t *testing.T) {
 		t.Errorf("notes %q, %q: want how bf16 products ran on the bf16 curve only", rs[0].Note, rs[1].Note)
 	}
 	t.Logf("step 1: float32 %.7f, bf16 %.7f; step 3: %.7f, %.7f", rs[0].Losses[0], rs[1].Losses[0], rs[0].Losses[2], rs[1].Losses[2])
+}
+
+// TestCurveBatchesAreText: the curves train on Go's source, a new batch every step (a
+// fixed batch is memorised within 50 steps and the curves then compare noise): two steps'
+// batches differ, and nearly every byte of each is printable ASCII or whitespace.
+func TestCurveBatchesAreText(t *testing.T) {
+	text, err := data.Open(data.Options{Glob: curveText})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var prev []int32
+	for step := range 3 {
+		toks, err := curveBatch(text, step)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(toks) != benchBatch*(benchSeq+1) { // each window's inputs and its last target
+			t.Fatalf("step %d: %d tokens, want %d", step, len(toks), benchBatch*(benchSeq+1))
+		}
+		text := 0
+		for _, tok := range toks {
+			if (tok >= 0x20 && tok < 0x7f) || tok == '\n' || tok == '\t' {
+				text++
+			}
+		}
+		if text < len(toks)*95/100 {
+			t.Errorf("step %d: %d of %d tokens are text: not Go source", step, text, len(toks))
+		}
+		if slices.Equal(toks, prev) {
+			t.Errorf("step %d trains on step %d's batch", step, step-1)
+		}
+		prev = toks
+	}
 }
