@@ -412,7 +412,7 @@ static void moec_cache_close(moec_state *s) {
 
 // moec_host_add adds a write-back's later contribution into a host gradient, as
 // runtime/exec's CacheMove adds it.
-static void moec_host_add(float *to, const float *from, long long n) {
+[[maybe_unused]] static void moec_host_add(float *to, const float *from, long long n) {
   for (long long i = 0; i < n; i++) to[i] += from[i];
 }
 

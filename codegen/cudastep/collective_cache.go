@@ -351,8 +351,8 @@ typedef struct {
 // moec_staged runs a collective over host buffers through the staging region at stage, one
 // chunk after the other on the communication stream, then waits for it (the host reads
 // the results next).
-static int moec_staged(moec_state *s, const moec_stage_chunk *ch, int n, const moec_stage_seg *seg, unsigned long long stage,
-                       ncclComm_t comm, const char *what) {
+[[maybe_unused]] static int moec_staged(moec_state *s, const moec_stage_chunk *ch, int n, const moec_stage_seg *seg, unsigned long long stage,
+                                        ncclComm_t comm, const char *what) {
   for (int k = 0; k < n; k++) {
     for (int j = 0; j < ch[k].segs; j++)
       if (seg[j].dir & 1)
@@ -386,8 +386,8 @@ typedef struct {
 // moec_stage_range copies values [a, b) of a flat vector whose buffers buf (sorted by flat)
 // tile it between the host and the staging region from byte base: to the device when in,
 // back to the host otherwise. The first buffer is found by bisection.
-static int moec_stage_range(moec_state *s, const moec_flat_buf *buf, int nbuf, long long a, long long b,
-                            unsigned long long base, int in, const char *what) {
+[[maybe_unused]] static int moec_stage_range(moec_state *s, const moec_flat_buf *buf, int nbuf, long long a, long long b,
+                                             unsigned long long base, int in, const char *what) {
   int lo = 0, hi = nbuf;
   while (lo < hi) {
     int mid = lo + (hi - lo) / 2;
@@ -417,9 +417,9 @@ static int moec_stage_range(moec_state *s, const moec_flat_buf *buf, int nbuf, l
 // after the ranks'. A reduce-scatter copies each chunk's result into the rank's shard at
 // host byte out_host (its tail past the flat vector left as it is); then the host waits
 // for the communication stream (it reads the results next).
-static int moec_staged_shards(moec_state *s, int func, const moec_flat_buf *buf, int nbuf, long long elements,
-                              long long shard, long long part, int ranks, int pos, unsigned long long out_host,
-                              unsigned long long stage, ncclComm_t comm, const char *what) {
+[[maybe_unused]] static int moec_staged_shards(moec_state *s, int func, const moec_flat_buf *buf, int nbuf, long long elements,
+                                               long long shard, long long part, int ranks, int pos, unsigned long long out_host,
+                                               unsigned long long stage, ncclComm_t comm, const char *what) {
   for (long long c0 = 0; c0 < shard; c0 += part) {
     long long n = shard - c0 < part ? shard - c0 : part;
     unsigned long long slot = (unsigned long long)(4 * n), last = stage + (unsigned long long)ranks * slot;

@@ -1,10 +1,12 @@
 package gpu
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"testing"
 
+	"github.com/moec-dev/moec/codegen/cuda"
 	"github.com/moec-dev/moec/codegen/cudastep"
 	"github.com/moec-dev/moec/compiler/program"
 	"github.com/moec-dev/moec/compiler/step"
@@ -208,6 +210,35 @@ func TestEmulatedCacheTensorPipelineMatchesExecutor(t *testing.T) {
 		t.Run(fmt.Sprintf("dp %d × tp %d × pp %d sp %v zero %d", l.DP, l.TP, l.PP, l.SequenceParallel, l.ZeRO), func(t *testing.T) {
 			matchCacheModel(t, m, l, 1, 2, tol)
 		})
+	}
+}
+
+// TestDeviceBuildCacheRanks compiles rank 0's host program of the unified cache on two
+// data-parallel ranks for a GPU, warnings as errors, under ZeRO 0 (the gradients'
+// all_reduce staged from a table of chunks), ZeRO 1 (that and the updated shards'
+// all_gather) and ZeRO 2 (the sharded collectives alone, their segments computed as the
+// program runs): each program uses some of the staging helpers, none all of them in
+// every case.
+func TestDeviceBuildCacheRanks(t *testing.T) {
+	needClang(t)
+	m, _ := hunyuanTiny(t, 1)
+	for _, zero := range []int{0, 1, 2} {
+		l := step.Layout{DP: 2, EP: 1, TP: 1, PP: 1, ZeRO: zero, Cache: step.Cache{Budget: 3 << 20, Page: 64 << 10}}
+		progs, err := step.Lower(m, step.Batch{MicroBatch: 1, SeqLen: 16, Micro: 1}, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		low, err := cudastep.Lower(progs[0], m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := t.TempDir()
+		if err := writeSources(low, dir); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := compileHost(context.Background(), dir, cuda.FindClang(), Device); err != nil {
+			t.Fatalf("zero %d: %v", zero, err)
+		}
 	}
 }
 
