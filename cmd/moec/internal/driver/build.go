@@ -199,12 +199,26 @@ func writeStepProgram(dir string, m *program.Model, tr *program.Train, st *progr
 	var note string
 	var le *step.LayoutError
 	if errors.As(err, &le) && le.Budget != nil {
-		// The step program's device buffers (fp32 values, the whole score matrices, the
-		// dispatch buffers' static sizes) need more than the plan's memory model counts:
-		// list the same partitioning with the optimizer offloaded instead, and say why.
-		note = fmt.Sprintf("the unified cache does not fit the plan's device in the step program (%s); program.txt lists the layout without the cache, the optimizer offloaded", le.Budget)
-		l.Cache, l.OffloadOpt = step.Cache{}, true
-		prog, err = step.LowerRank(m, b, l, 0)
+		// The step program's device buffers (fp32 values where the plan counts the train
+		// precision's, the dispatch buffers' static sizes) need more than the plan's
+		// memory model counts. First the same layout with more recompute (the
+		// activations are what the fp32 program holds more of), then the same
+		// partitioning without the cache, the optimizer offloaded; the note says why.
+		why := le.Budget
+		for _, rc := range strongerRecompute(l.Recompute) {
+			lr := l
+			lr.Recompute = rc
+			if rp, rerr := step.LowerRank(m, b, lr, 0); rerr == nil {
+				note = fmt.Sprintf("the unified cache does not fit the plan's device in the step program with recompute = %s (%s); program.txt lists the layout with recompute = %s, which fits", recomputeName(l.Recompute), why, rc)
+				prog, err, l = rp, nil, lr
+				break
+			}
+		}
+		if note == "" {
+			note = fmt.Sprintf("the unified cache does not fit the plan's device in the step program (%s); program.txt lists the layout without the cache, the optimizer offloaded", why)
+			l.Cache, l.OffloadOpt = step.Cache{}, true
+			prog, err = step.LowerRank(m, b, l, 0)
+		}
 	}
 	if err != nil {
 		return nil, fmt.Sprintf("stage %s: no program.txt: %v", st.Name, err), nil
@@ -231,6 +245,26 @@ func writeStepProgram(dir string, m *program.Model, tr *program.Train, st *progr
 		}
 	}
 	return prog, note, nil
+}
+
+// strongerRecompute are the recompute modes that keep fewer activations than rc, least
+// recompute first.
+func strongerRecompute(rc program.Recompute) []program.Recompute {
+	switch rc {
+	case program.RecomputeFull:
+		return nil
+	case program.RecomputeSelective:
+		return []program.Recompute{program.RecomputeFull}
+	}
+	return []program.Recompute{program.RecomputeSelective, program.RecomputeFull}
+}
+
+// recomputeName is rc as the language spells it ("none" for the empty mode).
+func recomputeName(rc program.Recompute) string {
+	if rc == "" {
+		return string(program.RecomputeNone)
+	}
+	return string(rc)
 }
 
 // writeListing writes p's listing to path atomically and records the file; a note (why
