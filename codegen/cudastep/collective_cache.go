@@ -263,7 +263,7 @@ func (lw *opLowerer) stageAllReduce(op *step.Op, chunk int64, st *Staged) {
 	flush()
 }
 
-// stageShards lowers ZeRO 1/2's collectives over the host tier, a part of every rank's
+// stageShards lowers ZeRO's collectives over the host tier, a part of every rank's
 // shard at a time: chunk k holds floats [k·L, k·L + L) of each shard, rank r's part in
 // slot r of the staging region (r·L floats in) and one slot after the ranks' (ranks·L).
 // A reduce_scatter (ZeRO 2) packs every rank's part of the gradients' flat vector into
@@ -288,24 +288,23 @@ func (lw *opLowerer) stageShards(op *step.Op, chunk int64, ranks, pos int, st *S
 	} else if op.Accumulates(0) {
 		return fmt.Errorf("a reduce_scatter that adds into its shard is not lowered to NCCL yet")
 	}
-	// The buffers must tile the flat vector [0, Elements): a gap would reduce whatever an
-	// earlier chunk left in the staging region.
-	type span struct{ lo, hi int64 }
-	var spans []span
+	sh := &Shards{Func: "ncclAllGather", Elements: g.Elements, Shard: g.Shard, Part: max(chunk/4/int64(ranks+1), 1), Ranks: ranks, Pos: pos}
 	for _, b := range flat {
 		buf := p.Buffers[b]
 		if buf.Flat < 0 {
 			return fmt.Errorf("%s has no place in group %s's flat vector", buf.Name, g.Name)
 		}
-		spans = append(spans, span{buf.Flat, buf.Flat + buf.Elements()})
+		sh.Bufs = append(sh.Bufs, FlatBuf{Flat: buf.Flat, Elements: buf.Elements(), Host: buf.Offset, Name: buf.Name})
 	}
-	slices.SortFunc(spans, func(a, b span) int { return int(a.lo - b.lo) })
+	slices.SortFunc(sh.Bufs, func(a, b FlatBuf) int { return cmp.Compare(a.Flat, b.Flat) })
+	// The buffers must tile the flat vector [0, Elements): a gap would reduce whatever an
+	// earlier chunk left in the staging region.
 	end := int64(0)
-	for _, sp := range spans {
-		if sp.lo != end {
-			return fmt.Errorf("group %s's buffers leave [%d, %d) of its flat vector out of %s", g.Name, end, sp.lo, op.Kind)
+	for _, x := range sh.Bufs {
+		if x.Flat != end {
+			return fmt.Errorf("group %s's buffers leave [%d, %d) of its flat vector out of %s", g.Name, end, x.Flat, op.Kind)
 		}
-		end = sp.hi
+		end = x.Flat + x.Elements
 	}
 	if end != g.Elements || g.Shard*int64(ranks) < g.Elements {
 		return fmt.Errorf("%s covers %d of group %s's %d values (%d shards of %d)", op.Kind, end, g.Name, g.Elements, ranks, g.Shard)
@@ -316,15 +315,9 @@ func (lw *opLowerer) stageShards(op *step.Op, chunk int64, ranks, pos int, st *S
 			return fmt.Errorf("reduce_scatter into %s of %d values, the shard holds %d", out.Name, out.Elements(), g.Shard)
 		}
 	}
-	sh := &Shards{Func: "ncclAllGather", Elements: g.Elements, Shard: g.Shard, Part: max(chunk/4/int64(ranks+1), 1), Ranks: ranks, Pos: pos}
 	if op.Kind == step.OpReduceScatter {
 		sh.Func, sh.OutHost, sh.OutName = "ncclReduceScatter", out.Offset, out.Name
 	}
-	for _, b := range flat {
-		buf := p.Buffers[b]
-		sh.Bufs = append(sh.Bufs, FlatBuf{Flat: buf.Flat, Elements: buf.Elements(), Host: buf.Offset, Name: buf.Name})
-	}
-	slices.SortFunc(sh.Bufs, func(a, b FlatBuf) int { return cmp.Compare(a.Flat, b.Flat) })
 	st.Shards = sh
 	return nil
 }

@@ -2,7 +2,8 @@ package cudastep
 
 import (
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -38,50 +39,35 @@ static int moec_fill_rope(moec_state *s, unsigned long long at, const float *inv
 `
 
 // writeConstFills writes l's constant workspaces for the host program: to w, each table
-// Consts holds (symbols moec_const_<prefix><name>) and, once, moec_fill_rope when l has
-// rotary tables with their frequencies; to fill, the calls of the host program's open
-// that fill each workspace (at its byte offset at(name); what names it in errors).
+// Consts holds (symbols moec_const_<prefix><name>) and each rotary table's frequencies
+// (moec_rope_inv_<prefix><name>, for moec_fill_rope, which the caller writes once before
+// them: hostRopeFill); to fill, the calls of the host program's open that fill each
+// workspace (at its byte offset at(name); what names it in errors).
 func writeConstFills(w, fill *strings.Builder, l *Lowered, prefix string, at func(string) int64, what string) {
-	names := make([]string, 0, len(l.Consts))
-	for n := range l.Consts {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		c := l.Consts[n]
+	for _, n := range slices.Sorted(maps.Keys(l.Consts)) {
 		sym := fmt.Sprintf("moec_const_%s%s", prefix, n)
-		fmt.Fprintf(w, "static const float %s[%d] = {", sym, len(c))
-		for j, v := range c {
-			if j%8 == 0 {
-				w.WriteString("\n   ")
-			}
-			fmt.Fprintf(w, " %s,", cFloat(v))
-		}
-		w.WriteString("\n};\n")
+		writeFloatTable(w, sym, l.Consts[n])
 		fmt.Fprintf(fill, "  MOEC_CU(s, s->cu.cuMemcpyHtoD(s->base + %dULL, %s, sizeof %s), \"filling %s%s\");\n", at(n), sym, sym, what, n)
 	}
-	ropes := make([]string, 0, len(l.Ropes))
-	for n := range l.Ropes {
-		ropes = append(ropes, n)
-	}
-	sort.Strings(ropes)
-	if len(ropes) > 0 && !strings.Contains(w.String(), "static int moec_fill_rope(") {
-		w.WriteString(hostRopeFill)
-	}
-	for _, n := range ropes {
+	for _, n := range slices.Sorted(maps.Keys(l.Ropes)) {
 		r := l.Ropes[n]
 		sym := fmt.Sprintf("moec_rope_inv_%s%s", prefix, n)
-		fmt.Fprintf(w, "static const float %s[%d] = {", sym, len(r.Inv))
-		for j, v := range r.Inv {
-			if j%8 == 0 {
-				w.WriteString("\n   ")
-			}
-			fmt.Fprintf(w, " %s,", cFloat(v))
-		}
-		w.WriteString("\n};\n")
+		writeFloatTable(w, sym, r.Inv)
 		fmt.Fprintf(fill, "  if (!moec_fill_rope(s, %dULL, %s, %d, %d, %s, \"filling %s%s\")) return 0;\n",
 			at(n), sym, len(r.Inv), r.Positions, cDouble(r.Attention), what, n)
 	}
+}
+
+// writeFloatTable writes vals as the C table sym, eight values a line.
+func writeFloatTable(w *strings.Builder, sym string, vals []float32) {
+	fmt.Fprintf(w, "static const float %s[%d] = {", sym, len(vals))
+	for j, v := range vals {
+		if j%8 == 0 {
+			w.WriteString("\n   ")
+		}
+		fmt.Fprintf(w, " %s,", cFloat(v))
+	}
+	w.WriteString("\n};\n")
 }
 
 // cDouble is v as a C double literal, exact (shortest form that reads back as v).

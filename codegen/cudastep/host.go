@@ -438,6 +438,9 @@ func HostProgram(l *Lowered) (string, error) {
 	pf("\n")
 	// The constant workspaces' contents.
 	var fills strings.Builder
+	if len(l.Ropes) > 0 {
+		w.WriteString(hostRopeFill)
+	}
 	writeConstFills(&w, &fills, l, "", func(n string) int64 { return workAt[n] }, "workspace ")
 	pf("\nstatic int moec_fill_consts(moec_state *s) {\n")
 	if offload {

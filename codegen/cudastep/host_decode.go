@@ -2,6 +2,7 @@ package cudastep
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -291,6 +292,9 @@ static int __attribute__((unused)) moec_settle(moec_state *s, const double *, in
 `)
 	// The constant workspaces of every program, and their address tables.
 	var fill strings.Builder
+	if slices.ContainsFunc(progs, func(pr decodingProgram) bool { return len(pr.l.Ropes) > 0 }) {
+		w.WriteString(hostRopeFill)
+	}
 	for i, pr := range progs {
 		writeConstFills(&w, &fill, pr.l, pr.name+"_", func(n string) int64 { return work[i][n] }, "the "+pr.name+"'s workspace ")
 		tables := pr.l.tables()

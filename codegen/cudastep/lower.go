@@ -731,24 +731,6 @@ type RopeFill struct {
 // Floats is the table's size in floats: [Positions, len(Inv)] of cos, then of sin.
 func (r RopeFill) Floats() int { return 2 * r.Positions * len(r.Inv) }
 
-// Table is the table as the host program computes it (for tests: the host program's own
-// arithmetic is C's cos and sin, which may differ from Go's in the last bit of a float64).
-func (r RopeFill) Table() []float32 {
-	half := len(r.Inv)
-	tab := make([]float32, r.Floats())
-	for p := 0; p < r.Positions; p++ {
-		for i, f := range r.Inv {
-			ang := float64(float32(p) * f)
-			c, s := math.Cos(ang), math.Sin(ang)
-			if r.Attention != 1 {
-				c, s = c*r.Attention, s*r.Attention
-			}
-			tab[p*half+i], tab[(r.Positions+p)*half+i] = float32(c), float32(s)
-		}
-	}
-	return tab
-}
-
 // ropeFill is the rotary tables of rotary dimension dim over positions for model m.
 func ropeFill(m *program.Model, dim, positions int) RopeFill {
 	inv, attention := m.RopeFrequencies(dim, positions)

@@ -309,11 +309,10 @@ func inFlightMicros(l ParallelLayout, st stageShape) float64 {
 // anyway: sending them keeps no extra buffer.
 func (e *env) sharedWeightsPP(l ParallelLayout, st stageShape) float64 {
 	w := e.w
-	if l.PP <= 1 || w.share >= 1 || w.mla {
+	if l.PP <= 1 || !w.sharesWeights {
 		return 0
 	}
-	s := float64(w.seqLen)
-	one := e.a.ActivationBytes * float64(l.MicroBatch) * float64(w.heads/int64(l.TP)) * s * s
+	one := e.weightsBytes(l)
 	n := 0.0
 	if !st.last {
 		n++
@@ -386,12 +385,17 @@ func (e *env) activations(l ParallelLayout, st stageShape) (act, dispatch float6
 // Latent attention and share_weights = 1 share nothing.
 func (e *env) sharedWeightsKept(l ParallelLayout, st stageShape) float64 {
 	w := e.w
-	if l.Recompute == "none" || w.share <= 0 || w.share >= 1 || w.mla || st.layers < 2 {
+	if l.Recompute == "none" || !w.sharesWeights || st.layers < 2 {
 		return 0
 	}
-	s := float64(w.seqLen)
-	one := e.a.ActivationBytes * float64(l.MicroBatch) * float64(w.heads/int64(l.TP)) * s * s
-	return float64(st.layers-1) * one
+	return float64(st.layers-1) * e.weightsBytes(l)
+}
+
+// weightsBytes is one micro-batch's attention weights on a rank's heads,
+// [micro_batch, heads/tp, seq, seq] in activation bytes.
+func (e *env) weightsBytes(l ParallelLayout) float64 {
+	s := float64(e.w.seqLen)
+	return e.a.ActivationBytes * float64(l.MicroBatch) * float64(e.w.heads/int64(l.TP)) * s * s
 }
 
 // tpSplit is how many ways the sbh-sized activations split: t with sequence parallelism.
@@ -409,8 +413,8 @@ func (e *env) tpSplit(l ParallelLayout) float64 {
 func (e *env) stageScores(l ParallelLayout, st stageShape, score float64) float64 {
 	w := e.w
 	v := float64(st.layers) * score
-	if st.first && st.layers > 0 && !w.talkingHeads && w.share > 0 && w.share < 1 && !w.mla {
-		v -= e.a.ActivationBytes * float64(l.MicroBatch) * float64(w.heads) * float64(w.seqLen) * float64(w.seqLen) / float64(l.TP)
+	if st.first && st.layers > 0 && !w.talkingHeads && w.sharesWeights {
+		v -= e.weightsBytes(l)
 	}
 	return v
 }
@@ -428,7 +432,7 @@ func (e *env) scoreTensors() float64 {
 	if w.talkingHeads {
 		k++
 	}
-	if w.talkingHeads || (w.share > 0 && w.share < 1 && !w.mla) {
+	if w.talkingHeads || w.sharesWeights {
 		k++
 	}
 	if e.a.DropoutMasks {

@@ -256,7 +256,7 @@ func TestSeedModelFile(t *testing.T) {
 	}
 	// Row 11 was within 15% of the seed's 2× until the planner counted the attention
 	// weights sharing keeps under recompute: the unified cache's fastest layout then runs
-	// micro-batch 1, caching less (1.62×). It stays faster per GPU than ZeRO-Infinity.
+	// micro-batch 1, caching less (1.61×). It stays faster per GPU than ZeRO-Infinity.
 	if speed := r.Rows[10]; speed.Ours <= 1.2 {
 		t.Errorf("row 11 %s: seed 2×, ours %.3g×: the unified cache no faster per GPU than ZeRO-Infinity-style offload", speed.Figure, speed.Ours)
 	}

@@ -2,7 +2,7 @@ package plan
 
 import (
 	"fmt"
-	"strings"
+	"slices"
 	"testing"
 
 	"github.com/moec-dev/moec/compiler/program"
@@ -12,12 +12,15 @@ import (
 
 // sharingModel is a four-layer HunYuan-like model (talking heads, MoE every second layer)
 // whose layers reuse the layer below's attention weights with probability 1 − share.
-func sharingModel(share float64, seq int) *program.Model {
+func sharingModel(share float64, seq int) *program.Model { return attentionModel(true, share, seq) }
+
+// attentionModel is sharingModel with talking heads or without.
+func attentionModel(talking bool, share float64, seq int) *program.Model {
 	return programtest.MustModel("sharing", fmt.Sprintf(`vocab = 64; vocab_pad_to = 1; d_model = 32; layers = 4; seq_len = %d
 norm = rmsnorm; norm_placement = pre; final_norm = true; position = rotary
-attention { heads = 4; talking_heads = true; share_weights = %g }
+attention { heads = 4; talking_heads = %t; share_weights = %g }
 ffn { hidden = 64; activation = gelu }
-moe { experts = 4; top_k = 1; expert_hidden = 64; activation = gelu; every = 2; capacity_factor = 1.25 }`, seq, share))
+moe { experts = 4; top_k = 1; expert_hidden = 64; activation = gelu; every = 2; capacity_factor = 1.25 }`, seq, talking, share))
 }
 
 // TestSharedWeightsPPMemory: under pipeline parallelism with attention-weight sharing,
@@ -155,7 +158,7 @@ func TestSharedWeightsKeptMatchesStepProgram(t *testing.T) {
 	e := testEnv(t, on, testCluster(t, "a100_80gb", 1, 8))
 	e.a.ActivationBytes = 4
 	for _, pp := range []int{1, 2, 4} {
-		for _, rc := range []program.Recompute{"none", "selective", "full"} {
+		for _, rc := range []program.Recompute{"selective", "full"} { // without recompute the score term counts every layer's weights
 			sl := step.Layout{DP: 1, EP: 1, TP: 1, PP: pp, Recompute: rc}
 			b := step.Batch{MicroBatch: micro, SeqLen: seq, Micro: micros}
 			l := ParallelLayout{DP: 1, EP: 1, EDP: 1, TP: 1, PP: pp, MicroBatch: micro, GradAccum: micros, Batch: micro * micros, Recompute: rc}
@@ -171,10 +174,7 @@ func TestSharedWeightsKeptMatchesStepProgram(t *testing.T) {
 					if model == on {
 						want = e.sharedWeightsKept(l, st) * inFlightMicros(l, st)
 					}
-					if rc == "none" {
-						continue // the score term counts every layer's weights
-					}
-					got := keptWeightsAtBackward(p, []int{micro, 4, seq, seq})
+					got := weightsLiveAt(p, []int{micro, 4, seq, seq}, func(op step.Op) bool { return op.Recomputed })
 					if float64(got) != want {
 						t.Errorf("pp %d %s rank %d (stage %d, share_weights %g): the step program keeps %d bytes of attention weights into its first backward, the planner counts %g",
 							pp, rc, r, s, model.Attention.RecomputeProbability(), got, want)
@@ -185,34 +185,26 @@ func TestSharedWeightsKeptMatchesStepProgram(t *testing.T) {
 	}
 }
 
-// keptWeightsAtBackward is the bytes of p's forward buffers of the given shape (a micro-batch's
-// attention weights), other than what its pipeline receives, live at p's first recomputed op.
-func keptWeightsAtBackward(p *step.Program, shape []int) int64 {
-	first := -1
-	for i, op := range p.Ops {
-		if op.Recomputed {
-			first = i
-			break
-		}
-	}
+// weightsLiveAt is the bytes of p's forward activation buffers of the given shape (a
+// micro-batch's attention weights) live at p's first op that at selects: the pipeline's
+// received buffers and what recompute writes again left out; -1 when no op is selected.
+func weightsLiveAt(p *step.Program, shape []int, at func(step.Op) bool) int64 {
+	first := slices.IndexFunc(p.Ops, at)
 	if first < 0 {
 		return -1
 	}
-	recv := map[int]bool{}
+	skip := map[int]bool{}
 	for _, op := range p.Ops {
-		if op.Kind == step.OpRecv {
+		if op.Kind == step.OpRecv || op.Recomputed {
 			for _, b := range op.Out {
-				recv[b] = true
+				skip[b] = true
 			}
 		}
 	}
 	var n int64
 	for i, buf := range p.Buffers {
 		lt := p.Memory.Lifetime[i]
-		if recv[i] || buf.Kind != step.KindActivation || strings.Contains(buf.Name, "/re") || lt[0] > first || lt[1] < first {
-			continue
-		}
-		if fmt.Sprint(buf.Shape) == fmt.Sprint(shape) {
+		if !skip[i] && buf.Kind == step.KindActivation && lt[0] <= first && first <= lt[1] && slices.Equal(buf.Shape, shape) {
 			n += buf.Bytes()
 		}
 	}
@@ -233,11 +225,7 @@ func TestScoreTensorsMatchStepProgram(t *testing.T) {
 	}{
 		{false, 1, 1}, {false, 0.5, 2}, {true, 1, 3}, {true, 0.5, 3},
 	} {
-		m := programtest.MustModel("scores", fmt.Sprintf(`vocab = 64; vocab_pad_to = 1; d_model = 32; layers = 4; seq_len = %d
-norm = rmsnorm; norm_placement = pre; final_norm = true; position = rotary
-attention { heads = 4; talking_heads = %t; share_weights = %g }
-ffn { hidden = 64; activation = gelu }
-moe { experts = 4; top_k = 1; expert_hidden = 64; activation = gelu; every = 2; capacity_factor = 1.25 }`, seq, tc.talking, tc.share))
+		m := attentionModel(tc.talking, tc.share, seq)
 		e := testEnv(t, m, testCluster(t, "a100_80gb", 1, 8))
 		e.a.ActivationBytes, e.a.DropoutMasks = 4, false
 		name := fmt.Sprintf("talking heads %t, share_weights %g", tc.talking, tc.share)
@@ -250,29 +238,9 @@ moe { experts = 4; top_k = 1; expert_hidden = 64; activation = gelu; every = 2; 
 		}
 		l := ParallelLayout{DP: 1, EP: 1, EDP: 1, TP: 1, PP: 1, MicroBatch: micro, GradAccum: 1, Batch: micro, Recompute: "none"}
 		_, score, _, _ := e.layerActivations(l)
-		got := weightsAtBackward(progs[0], []int{micro, 4, seq, seq})
+		got := weightsLiveAt(progs[0], []int{micro, 4, seq, seq}, func(op step.Op) bool { return op.Phase == step.Backward })
 		if want := e.stageScores(l, e.stageShapes(1)[0], score); float64(got) != want {
 			t.Errorf("%s: the step program keeps %d bytes of attention weights into its backward, the planner counts %g", name, got, want)
 		}
 	}
-}
-
-// weightsAtBackward is the bytes of p's buffers of the given shape (a micro-batch's
-// attention weights) live at p's first backward op.
-func weightsAtBackward(p *step.Program, shape []int) int64 {
-	first := -1
-	for i, op := range p.Ops {
-		if op.Phase == step.Backward {
-			first = i
-			break
-		}
-	}
-	var n int64
-	for i, buf := range p.Buffers {
-		lt := p.Memory.Lifetime[i]
-		if buf.Kind == step.KindActivation && lt[0] <= first && first <= lt[1] && fmt.Sprint(buf.Shape) == fmt.Sprint(shape) {
-			n += buf.Bytes()
-		}
-	}
-	return n
 }

@@ -140,7 +140,7 @@ func setupTrain(prog *program.Program, train *program.Train, stage *program.Stag
 		ds.Errorf(diag.CodePlanOptions, at, "planning %s stage %s: %v", train.Name, stage.Name, err).Suggestion = "use time, gpus or cost"
 		return nil, ds
 	}
-	rc := []program.Recompute{program.RecomputeNone, program.RecomputeSelective, program.RecomputeFull}
+	rc := program.RecomputeModes()
 	if r := train.Memory.Recompute; r != "" && recomputeWritten(prog, train) {
 		rc = []program.Recompute{r}
 	}

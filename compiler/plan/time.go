@@ -159,8 +159,8 @@ func (c *stepCost) modelParallel() {
 		g := group{l.PP, l.TP * l.DP}
 		b := actBytes / sp
 		what := "pipeline activations + gradients"
-		if w.share < 1 && !w.mla {
-			b += a.ActivationBytes * float64(l.MicroBatch) * float64(w.heads/int64(l.TP)) * float64(w.seqLen) * float64(w.seqLen)
+		if w.sharesWeights {
+			b += e.weightsBytes(l)
 			what = "pipeline activations, attention weights + gradients"
 		}
 		t.PPSeconds = 2 * mbs * lk.p2p(b, g)

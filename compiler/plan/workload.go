@@ -25,6 +25,7 @@ type workload struct {
 	share                                                 float64 // probability a layer computes its own attention weights
 	mla                                                   bool    // latent attention: no attention weights to share
 	talkingHeads                                          bool    // head mixers before and after the softmax
+	sharesWeights                                         bool    // some layer may reuse the layer below's attention weights
 
 	layers []layerParams // encoder layers first, then decoder layers
 	embed  int64         // first pipeline stage: embeddings, positions
@@ -94,6 +95,7 @@ func newWorkload(m *program.Model, seqLen int64, a *Assumptions) *workload {
 	w.share = m.Attention.RecomputeProbability()
 	w.mla = m.Attention.LatentAttention()
 	w.talkingHeads = m.Attention.TalkingHeads && !w.mla
+	w.sharesWeights = m.Attention.SharesWeights() && !w.mla
 	w.ffnHidden, w.gated = int64(d.Hidden), d.FFNActivation.Gated()
 	if moe := m.MoE; moe != nil && moe.Experts > 0 {
 		w.experts, w.topK = moe.Experts, max(moe.TopK, 1)

@@ -53,6 +53,12 @@ const (
 	RecomputeFull      Recompute = "full"
 )
 
+// RecomputeModes are the recompute modes, from the one that keeps the most activations
+// (none) to the one that keeps the fewest (full).
+func RecomputeModes() []Recompute {
+	return []Recompute{RecomputeNone, RecomputeSelective, RecomputeFull}
+}
+
 // Eviction is the unified cache's page eviction policy.
 type Eviction string
 

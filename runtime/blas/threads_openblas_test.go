@@ -66,6 +66,33 @@ func TestLibraryThreadsYieldToOtherProducts(t *testing.T) {
 	}
 }
 
+// TestGemmHandsALoneLargeProductToTheLibrary: Gemm runs a product of
+// libraryThreadedMinWork multiply-adds or more that nothing else multiplies beside as one
+// call over the library's threads (the last threaded product's time moves), and a smaller
+// one as its own split (it does not).
+func TestGemmHandsALoneLargeProductToTheLibrary(t *testing.T) {
+	if !libraryThreads() || runtime.GOMAXPROCS(0) < 2 {
+		t.Skip("needs OpenBLAS's pthreads build and two cores")
+	}
+	lastThreaded := func() time.Time {
+		threading.server.Lock()
+		defer threading.server.Unlock()
+		return threading.last
+	}
+	const m, n, k = 1024, 512, 512 // libraryThreadedMinWork
+	a, b, c := make([]float32, m*k), make([]float32, k*n), make([]float32, m*n)
+	randomOperands(a, b, c)
+	before := lastThreaded()
+	Gemm(false, false, m/2, n, k, 1, a, k, b, n, 0, c, n)
+	if got := lastThreaded(); !got.Equal(before) {
+		t.Errorf("a product of %d multiply-adds went to the library's threads", m/2*n*k)
+	}
+	Gemm(false, false, m, n, k, 1, a, k, b, n, 0, c, n)
+	if got := lastThreaded(); !got.After(before) {
+		t.Errorf("a lone product of %d multiply-adds did not go to the library's threads", m*n*k)
+	}
+}
+
 // TestLibraryThreadsStopAfterAProduct: after a threaded product the library's workers are
 // stopped, not spinning: the process uses almost no CPU while it then sleeps. (A spinning
 // worker burns the whole pause; at the library's default timeout about a tenth of a second.)

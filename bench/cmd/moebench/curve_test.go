@@ -167,14 +167,14 @@ func TestCurveBatchesAreText(t *testing.T) {
 		if len(toks) != benchBatch*(benchSeq+1) { // each window's inputs and its last target
 			t.Fatalf("step %d: %d tokens, want %d", step, len(toks), benchBatch*(benchSeq+1))
 		}
-		text := 0
+		printable := 0
 		for _, tok := range toks {
 			if (tok >= 0x20 && tok < 0x7f) || tok == '\n' || tok == '\t' {
-				text++
+				printable++
 			}
 		}
-		if text < len(toks)*95/100 {
-			t.Errorf("step %d: %d of %d tokens are text: not Go source", step, text, len(toks))
+		if printable < len(toks)*95/100 {
+			t.Errorf("step %d: %d of %d tokens are text: not Go source", step, printable, len(toks))
 		}
 		if slices.Equal(toks, prev) {
 			t.Errorf("step %d trains on step %d's batch", step, step-1)

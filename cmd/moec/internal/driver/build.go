@@ -2,10 +2,12 @@ package driver
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/moec-dev/moec/codegen"
@@ -209,7 +211,7 @@ func writeStepProgram(dir string, m *program.Model, tr *program.Train, st *progr
 			lr := l
 			lr.Recompute = rc
 			if rp, rerr := step.LowerRank(m, b, lr, 0); rerr == nil {
-				note = fmt.Sprintf("the unified cache does not fit the plan's device in the step program with recompute = %s (%s); program.txt lists the layout with recompute = %s, which fits", recomputeName(l.Recompute), why, rc)
+				note = fmt.Sprintf("the unified cache does not fit the plan's device in the step program with recompute = %s (%s); program.txt lists the layout with recompute = %s, which fits", cmp.Or(l.Recompute, program.RecomputeNone), why, rc)
 				prog, err, l = rp, nil, lr
 				break
 			}
@@ -247,24 +249,11 @@ func writeStepProgram(dir string, m *program.Model, tr *program.Train, st *progr
 	return prog, note, nil
 }
 
-// strongerRecompute are the recompute modes that keep fewer activations than rc, least
-// recompute first.
+// strongerRecompute are the recompute modes that keep fewer activations than rc (the
+// empty mode is none), least recompute first.
 func strongerRecompute(rc program.Recompute) []program.Recompute {
-	switch rc {
-	case program.RecomputeFull:
-		return nil
-	case program.RecomputeSelective:
-		return []program.Recompute{program.RecomputeFull}
-	}
-	return []program.Recompute{program.RecomputeSelective, program.RecomputeFull}
-}
-
-// recomputeName is rc as the language spells it ("none" for the empty mode).
-func recomputeName(rc program.Recompute) string {
-	if rc == "" {
-		return string(program.RecomputeNone)
-	}
-	return string(rc)
+	modes := program.RecomputeModes()
+	return modes[slices.Index(modes, cmp.Or(rc, program.RecomputeNone))+1:]
 }
 
 // writeListing writes p's listing to path atomically and records the file; a note (why

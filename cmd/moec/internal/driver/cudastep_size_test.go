@@ -20,29 +20,17 @@ import (
 // rotary table's constants were 2.2 MB of each stage's until the host program computed
 // the table when it opened (codegen/cudastep's consts.go). The stages' plans now run the
 // unified cache on the device (the planner counts the attention weights the step program
-// keeps), with several micro-batches a step: 10,460, 18,858 and 17,100 launches in 2.67,
-// 5.85 and 6.15 MB, the cache's copies and waits between the launches (which end the
-// tables' runs) and its ZeRO 3 collectives included. Staged through the device as a table
-// of every segment, the trillion stage's reduce-scatter over 192 ranks alone was 475,000
-// rows and the host program 44 MB; the host program now computes them as it runs.
+// keeps), with several micro-batches a step: 12,285 (the dense stage listed with selective
+// recompute), 18,858 and 17,100 launches in 3.40, 5.85 and 6.15 MB, the cache's copies and
+// waits between the launches (which end the tables' runs) and its ZeRO 3 collectives
+// included. Staged through the device as a table of every segment, the trillion stage's
+// reduce-scatter over 192 ranks alone was 475,000 rows and the host program 44 MB; the
+// host program now computes them as it runs.
 func TestTrillionHostProgramsStaySmall(t *testing.T) {
 	const perLaunch, ceiling = 400, 8_000_000
-	prog, _, ds := check.Load("../../../../models/hunyuan1t.moe", os.ReadFile)
-	if ds.HasErrors() {
-		t.Fatal(ds.Err())
-	}
-	tr := prog.Trains[prog.TrainOrder[0]]
-	for _, st := range tr.Stages {
-		p, pd := plan.ForStage(prog, tr, st, plan.Options{})
-		if p == nil {
-			t.Fatalf("stage %s: no plan: %v", st.Name, pd.Err())
-		}
-		m := program.StageModel(prog.Models[tr.Model], st)
-		sp, note, err := writeStepProgram(t.TempDir(), m, tr, st, p, &BuildResult{})
-		if err != nil || sp == nil {
-			t.Fatalf("stage %s: no step program: %v %s", st.Name, err, note)
-		}
-		low, err := cudastep.LowerWith(sp, m, cudaStepOptions(tr))
+	for _, sp := range hunyuanStepPrograms(t) {
+		st, m, tr := sp.stage, sp.model, sp.train
+		low, err := cudastep.LowerWith(sp.prog, m, cudaStepOptions(tr))
 		if err != nil {
 			t.Fatalf("stage %s: %v", st.Name, err)
 		}
@@ -75,21 +63,8 @@ func TestTrillionHostProgramsStaySmall(t *testing.T) {
 // more recompute, which fits with the cache, and its note says so (it was the layout
 // without the cache, the optimizer offloaded).
 func TestTrillionStepProgramFitsItsPlan(t *testing.T) {
-	prog, _, ds := check.Load("../../../../models/hunyuan1t.moe", os.ReadFile)
-	if ds.HasErrors() {
-		t.Fatal(ds.Err())
-	}
-	tr := prog.Trains[prog.TrainOrder[0]]
-	for _, st := range tr.Stages {
-		p, pd := plan.ForStage(prog, tr, st, plan.Options{})
-		if p == nil {
-			t.Fatalf("stage %s: no plan: %v", st.Name, pd.Err())
-		}
-		m := program.StageModel(prog.Models[tr.Model], st)
-		sp, note, err := writeStepProgram(t.TempDir(), m, tr, st, p, &BuildResult{})
-		if err != nil || sp == nil {
-			t.Fatalf("stage %s: no step program: %v %s", st.Name, err, note)
-		}
+	for _, s := range hunyuanStepPrograms(t) {
+		st, p, sp, note := s.stage, s.plan, s.prog, s.note
 		switch {
 		case st.Name == "dense":
 			if want := "program.txt lists the layout with recompute = "; !strings.Contains(note, want) || sp.Layout.Recompute == p.Layout.Recompute {
@@ -105,8 +80,45 @@ func TestTrillionStepProgramFitsItsPlan(t *testing.T) {
 		if sp.Layout.DP != p.Layout.DP || sp.Layout.EP != max(p.Layout.EP, 1) || sp.Layout.TP != p.Layout.TP || sp.Layout.PP != p.Layout.PP {
 			t.Errorf("stage %s: the step program's layout %+v is not the plan's partitioning %+v", st.Name, sp.Layout, p.Layout)
 		}
-		if dev := prog.Clusters[tr.Cluster].Device.Memory; sp.Memory.Arena[step.Device] > dev {
+		if dev := s.device; sp.Memory.Arena[step.Device] > dev {
 			t.Errorf("stage %s: the step program's device arena is %d bytes, the device holds %d", st.Name, sp.Memory.Arena[step.Device], dev)
 		}
 	}
+}
+
+// stageProgram is a stage of models/hunyuan1t.moe, its plan and the step program `moec
+// build` lists for it (rank 0), with the note that heads the listing.
+type stageProgram struct {
+	stage  *program.Stage
+	train  *program.Train
+	model  *program.Model
+	plan   *plan.Plan
+	prog   *step.Program
+	note   string
+	device int64 // the cluster's device memory
+}
+
+// hunyuanStepPrograms plans every stage of models/hunyuan1t.moe and lowers its step
+// program as `moec build` does (writeStepProgram).
+func hunyuanStepPrograms(t *testing.T) []stageProgram {
+	t.Helper()
+	prog, _, ds := check.Load("../../../../models/hunyuan1t.moe", os.ReadFile)
+	if ds.HasErrors() {
+		t.Fatal(ds.Err())
+	}
+	tr := prog.Trains[prog.TrainOrder[0]]
+	var out []stageProgram
+	for _, st := range tr.Stages {
+		p, pd := plan.ForStage(prog, tr, st, plan.Options{})
+		if p == nil {
+			t.Fatalf("stage %s: no plan: %v", st.Name, pd.Err())
+		}
+		m := program.StageModel(prog.Models[tr.Model], st)
+		sp, note, err := writeStepProgram(t.TempDir(), m, tr, st, p, &BuildResult{})
+		if err != nil || sp == nil {
+			t.Fatalf("stage %s: no step program: %v %s", st.Name, err, note)
+		}
+		out = append(out, stageProgram{stage: st, train: tr, model: m, plan: p, prog: sp, note: note, device: prog.Clusters[tr.Cluster].Device.Memory})
+	}
+	return out
 }
